@@ -1,0 +1,276 @@
+"""The exception tree of statemigrate.
+
+Every error the library raises on purpose derives from one root::
+
+    StateMigrateError
+    ├── SnapshotError (ValueError)        bytes that are not a sound snapshot; has .kind
+    ├── StoreError (OSError-like info)    a store could not commit or open a snapshot
+    ├── RegistrationError                 a schema, migration or component registered twice
+    │                                     or inconsistently
+    ├── UnknownComponentError (KeyError)  a component or version nobody registered
+    ├── NoMigrationPathError              no chain of steps between two versions
+    ├── LossyMigrationError               the only path loses data and loss was not allowed
+    ├── ValidationError (ValueError)      decoded or migrated data does not fit its schema
+    ├── RestoreError                      a restore failed; every component was rolled back
+    └── HandoffError                      a hot-restart handoff failed; the old process serves
+
+Errors keep their inputs as attributes and build their message from them, so callers
+can branch on facts instead of parsing text. Foreign exceptions are chained with
+``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+__all__ = [
+    "HandoffError",
+    "LossyMigrationError",
+    "NoMigrationPathError",
+    "RegistrationError",
+    "RestoreError",
+    "SnapshotError",
+    "SnapshotErrorKind",
+    "StateMigrateError",
+    "StoreError",
+    "UnknownComponentError",
+    "ValidationError",
+]
+
+
+class StateMigrateError(Exception):
+    """Root of every error statemigrate raises on purpose."""
+
+
+SnapshotErrorKind = Literal[
+    "not_snapshot",  # the bytes do not start with the snapshot magic
+    "truncated",  # fewer bytes than the snapshot declares
+    "trailing_data",  # more bytes than the snapshot declares
+    "corrupt",  # a checksum or a structural check failed
+    "auth",  # the MAC is missing, unexpected or wrong
+    "too_large",  # a declared or decompressed size exceeds a limit
+    "too_deep",  # nesting deeper than the decoder allows
+    "unsupported_version",  # a container format version or flag this code cannot read
+    "invalid_header",  # the header is well-formed bytes but not a valid header
+    "invalid_data",  # a section's payload is not plain msgpack data we accept
+]
+
+
+class SnapshotError(StateMigrateError, ValueError):
+    """The bytes are not a sound snapshot; nothing was touched.
+
+    Attributes:
+        kind: what is wrong, one of :data:`SnapshotErrorKind`.
+        detail: a short human explanation.
+        offset: byte offset in the snapshot where the problem was found, if known.
+        section: ``component/instance`` of the section concerned, if known.
+        chunk: index of the chunk within that section, if known.
+        expected: the expected value (e.g. a checksum or a length), if any.
+        actual: the value found instead, if any.
+    """
+
+    def __init__(
+        self,
+        kind: SnapshotErrorKind,
+        detail: str,
+        *,
+        offset: int | None = None,
+        section: str | None = None,
+        chunk: int | None = None,
+        expected: object = None,
+        actual: object = None,
+    ) -> None:
+        self.kind: SnapshotErrorKind = kind
+        self.detail = detail
+        self.offset = offset
+        self.section = section
+        self.chunk = chunk
+        self.expected = expected
+        self.actual = actual
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        text = f"{self.kind}: {self.detail}"
+        if self.expected is not None or self.actual is not None:
+            text += f": expected {_show(self.expected)}, got {_show(self.actual)}"
+        where = []
+        if self.section is not None:
+            where.append(f"section {self.section!r}")
+        if self.chunk is not None:
+            where.append(f"chunk {self.chunk}")
+        if self.offset is not None:
+            where.append(f"offset {self.offset}")
+        if where:
+            text += " (at " + " ".join(where) + ")"
+        return text
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    return str(value)
+
+
+class StoreError(StateMigrateError):
+    """A store could not commit or open a snapshot.
+
+    Attributes:
+        op: the operation that failed (``"open"``, ``"write"``, ``"fsync"``, ...).
+        target: the path, name or descriptor concerned.
+        detail: what went wrong.
+        errno: the OS error number, when the cause was an ``OSError``.
+    """
+
+    def __init__(
+        self, op: str, target: str, detail: str, *, errno: int | None = None
+    ) -> None:
+        self.op = op
+        self.target = target
+        self.detail = detail
+        self.errno = errno
+        super().__init__(f"{op} {target}: {detail}")
+
+
+class RegistrationError(StateMigrateError):
+    """A schema, migration step or component was registered twice or inconsistently."""
+
+
+class UnknownComponentError(StateMigrateError, KeyError):
+    """A component, or a version of one, that nobody registered.
+
+    Attributes:
+        component: the component name asked for.
+        version: the version asked for, or ``None`` when the whole component is unknown.
+        known: the names (or versions) that are registered.
+    """
+
+    def __init__(
+        self, component: str, version: int | None = None, *, known: Iterable[object] = ()
+    ) -> None:
+        self.component = component
+        self.version = version
+        self.known = sorted(known, key=str)
+        what = f"component {component!r}"
+        if version is not None:
+            what += f" version {version}"
+        known_text = ", ".join(str(k) for k in self.known) or "none"
+        super().__init__(f"unknown {what}; registered: {known_text}")
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+class NoMigrationPathError(StateMigrateError):
+    """No chain of registered steps leads from ``source`` to ``target``.
+
+    Attributes:
+        component: the component concerned.
+        source: the version the data is in.
+        target: the version it should be brought to.
+        edges: the registered steps as ``(from, to)`` pairs.
+    """
+
+    def __init__(
+        self, component: str, source: int, target: int, edges: Iterable[tuple[int, int]]
+    ) -> None:
+        self.component = component
+        self.source = source
+        self.target = target
+        self.edges = sorted(edges)
+        shown = ", ".join(f"{a}->{b}" for a, b in self.edges) or "none"
+        super().__init__(
+            f"no migration path for {component!r} from version {source} to {target};"
+            f" registered steps: {shown}"
+        )
+
+
+class LossyMigrationError(StateMigrateError):
+    """Every path to the target runs through a step declared lossy, and loss is not allowed.
+
+    Attributes:
+        component: the component concerned.
+        source: the version the data is in.
+        target: the version asked for.
+        steps: the lossy steps on the shortest path, as printable strings.
+    """
+
+    def __init__(self, component: str, source: int, target: int, steps: Iterable[str]) -> None:
+        self.component = component
+        self.source = source
+        self.target = target
+        self.steps = list(steps)
+        super().__init__(
+            f"migrating {component!r} from version {source} to {target} loses data in"
+            f" {', '.join(self.steps)}; pass allow_lossy=True to accept that"
+        )
+
+
+class ValidationError(StateMigrateError, ValueError):
+    """Data does not fit the schema it claims (or was migrated) to follow.
+
+    Attributes:
+        component: the component concerned.
+        version: the schema version validated against.
+        instance: the component instance, when known.
+        errors: pydantic's error list (``ValidationError.errors()``), possibly empty.
+    """
+
+    def __init__(
+        self,
+        component: str,
+        version: int,
+        detail: str,
+        *,
+        instance: str | None = None,
+        errors: list[dict[str, object]] | None = None,
+    ) -> None:
+        self.component = component
+        self.version = version
+        self.instance = instance
+        self.detail = detail
+        self.errors = errors or []
+        where = component if instance is None else f"{component}/{instance}"
+        super().__init__(f"{where} does not fit schema version {version}: {detail}")
+
+
+class RestoreError(StateMigrateError):
+    """A restore failed; every component is as it was before the attempt.
+
+    Attributes:
+        phase: the phase that failed (``verify``, ``decode``, ``migrate``, ``validate``,
+            ``apply``).
+        component: ``component/instance`` that failed, when one did.
+        step: the migration step that failed, when one did (printed form).
+        detail: what went wrong.
+    """
+
+    def __init__(
+        self,
+        phase: str,
+        detail: str,
+        *,
+        component: str | None = None,
+        step: str | None = None,
+    ) -> None:
+        self.phase = phase
+        self.component = component
+        self.step = step
+        self.detail = detail
+        where = f" in {component}" if component else ""
+        at = f" at step {step}" if step else ""
+        super().__init__(f"restore failed during {phase}{where}{at}: {detail}; state rolled back")
+
+
+class HandoffError(StateMigrateError):
+    """A hot-restart handoff failed; the old process keeps serving.
+
+    Attributes:
+        stage: where the handoff stopped (``spawn``, ``handshake``, ``ready``, ...).
+        detail: why.
+    """
+
+    def __init__(self, stage: str, detail: str) -> None:
+        self.stage = stage
+        self.detail = detail
+        super().__init__(f"handoff failed at {stage}: {detail}")
