@@ -1,0 +1,394 @@
+"""Encoding and decoding of section payloads: msgpack data, zstd chunks, with hard limits.
+
+This module turns plain data into raw msgpack bytes and back, and raw bytes into stored
+chunks and back. It knows nothing of the container layout (see ``_format``) nor of
+files. Everything that reads bytes assumes they may be hostile:
+
+* zstd frames are walked block by block before decompression, so a frame must span
+  its chunk exactly (no trailing bytes, no second or skippable frame);
+* decompression streams into a buffer of the declared size and fails the moment the
+  frame wants to produce more (zstandard's one-shot ``decompress()`` trusts the
+  size written in the frame and is never used here);
+* msgpack is unpacked with length limits derived from the payload size, a budget on
+  the number of containers (an empty list costs one byte on the wire and ~64 bytes in
+  memory), duplicate-key and ext-type rejection, and msgpack's own nesting cap.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import zstandard
+
+from statemigrate._errors import SnapshotError, SnapshotErrorKind
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "MAX_CHUNK_SIZE",
+    "MAX_NESTING",
+    "ChunkCodec",
+    "StoredChunk",
+    "compress_chunk",
+    "decompress_chunk",
+    "pack_data",
+    "unpack_data",
+]
+
+DEFAULT_CHUNK_SIZE = 4 << 20
+"""Raw bytes per chunk that writers use: large enough to compress well, small enough
+that a chunk is a cheap unit of verification and of memory."""
+
+MAX_CHUNK_SIZE = 64 << 20
+"""Largest raw chunk a reader accepts, whatever the header claims."""
+
+MAX_WINDOW_SIZE = 8 << 20
+"""Largest zstd window a reader accepts; level-1..19 frames of 4 MiB chunks need at
+most the chunk size. Bigger windows cost decoder memory, so they are refused."""
+
+MAX_NESTING = 1024
+"""msgpack's C and pure-Python unpackers both refuse nesting past this depth."""
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ZSTD_MAX_BLOCK = 128 << 10
+_SAMPLE_SIZE = 64 << 10
+# A chunk whose sample does not shrink below this fraction is stored raw: compressing
+# incompressible bytes (media, encrypted blobs) costs time and saves nothing.
+_POOR_RATIO = 0.9
+
+
+class ChunkCodec(enum.IntEnum):
+    """How a chunk's bytes are stored. The numbers are part of the format."""
+
+    RAW = 0
+    ZSTD = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChunk:
+    """One chunk as written: its codec, its raw size and its stored bytes."""
+
+    codec: ChunkCodec
+    raw_size: int
+    data: bytes | memoryview
+
+
+# --- msgpack -------------------------------------------------------------------------
+
+
+def _plain_leaf(value: object) -> object:
+    """Refuse values msgpack cannot hold; exporting them is the schema layer's job."""
+    raise TypeError(f"{type(value).__name__} is not plain data (msgpack-able)")
+
+
+def pack_data(data: object, *, default: Callable[[Any], object] | None = None) -> bytes:
+    """Encode plain data as msgpack bytes.
+
+    Args:
+        data: dicts with str keys, lists, str, bytes, int, float, bool and None.
+        default: called for any other value; must return plain data. Without it such
+            values raise ``TypeError``.
+
+    Raises:
+        TypeError: a value is not plain data and ``default`` could not convert it.
+        ValueError: an int outside the 64-bit range, or nesting past msgpack's cap.
+    """
+    packed: bytes = msgpack.packb(
+        data,
+        use_bin_type=True,
+        datetime=False,
+        strict_types=False,
+        default=default or _plain_leaf,
+    )
+    return packed
+
+
+def _reject_ext(code: int, data: bytes) -> object:
+    raise ValueError(f"msgpack ext type {code} is not allowed in snapshots")
+
+
+class _Budget:
+    """Counts containers as msgpack builds them and stops before memory runs away."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, containers: int) -> None:
+        self.left = containers
+
+    def map_hook(self, pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+        self.left -= 1
+        if self.left < 0:
+            raise _BudgetExceeded
+        result = dict(pairs)
+        if len(result) != len(pairs):
+            raise _DuplicateKey(_first_duplicate(pairs))
+        return result
+
+    def list_hook(self, items: list[Any]) -> list[Any]:
+        self.left -= 1
+        if self.left < 0:
+            raise _BudgetExceeded
+        return items
+
+
+class _BudgetExceeded(Exception):
+    pass
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: object) -> None:
+        self.key = key
+
+
+def _first_duplicate(pairs: list[tuple[Any, Any]]) -> object:
+    seen: set[object] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
+
+
+def unpack_data(
+    raw: bytes | bytearray | memoryview,
+    *,
+    section: str | None = None,
+    container_budget: int | None = None,
+) -> object:
+    """Decode msgpack bytes written by :func:`pack_data`, refusing hostile input.
+
+    Args:
+        raw: exactly one msgpack object, nothing after it.
+        section: named in errors.
+        container_budget: how many maps and lists may be built; by default one per
+            eight input bytes, which keeps memory within a small multiple of the input
+            (real data spends far more than eight bytes per container).
+
+    Raises:
+        SnapshotError: kind ``too_deep`` past the nesting cap, ``too_large`` when the
+            container budget runs out, ``invalid_data`` for anything else (bad UTF-8,
+            duplicate or non-string keys, ext types, trailing bytes, truncation).
+    """
+    size = len(raw)
+    budget = _Budget(container_budget if container_budget is not None else size // 8 + 1)
+    try:
+        return msgpack.unpackb(
+            raw,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_ext_len=0,
+            ext_hook=_reject_ext,
+            object_pairs_hook=budget.map_hook,
+            list_hook=budget.list_hook,
+            # Length caps from the payload size bound what a forged length prefix can
+            # ask for; msgpack derives the same from len(raw), set here to be explicit.
+            max_str_len=size,
+            max_bin_len=size,
+            max_array_len=size,
+            max_map_len=size // 2,
+        )
+    except msgpack.exceptions.StackError as exc:
+        raise SnapshotError(
+            "too_deep", f"data nested deeper than {MAX_NESTING} levels", section=section
+        ) from exc
+    except _BudgetExceeded as exc:
+        raise SnapshotError(
+            "too_large",
+            f"more than {budget_total(size, container_budget)} maps and lists in"
+            f" {size} bytes of data",
+            section=section,
+        ) from exc
+    except _DuplicateKey as exc:
+        raise SnapshotError(
+            "invalid_data", f"duplicate map key {exc.key!r}", section=section
+        ) from exc
+    except msgpack.exceptions.ExtraData as exc:
+        raise SnapshotError(
+            "invalid_data", "bytes left over after the data", section=section
+        ) from exc
+    except (ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
+        # msgpack reports truncation, bad UTF-8, non-str keys, ext types and bad
+        # type bytes with these; the message says which.
+        raise SnapshotError("invalid_data", _one_line(exc), section=section) from exc
+    except (MemoryError, RecursionError) as exc:
+        raise SnapshotError(
+            "too_large", f"decoding ran out of resources: {type(exc).__name__}",
+            section=section,
+        ) from exc
+
+
+def budget_total(size: int, container_budget: int | None) -> int:
+    """The container budget :func:`unpack_data` applies to ``size`` input bytes."""
+    return container_budget if container_budget is not None else size // 8 + 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# --- zstd chunks -----------------------------------------------------------------------
+
+
+def compress_chunk(raw: bytes | memoryview, *, level: int) -> StoredChunk:
+    """Compress one chunk, or keep it raw when compression would not pay.
+
+    Args:
+        raw: the chunk's raw bytes.
+        level: zstd level; 1 is fast and already shrinks typical state 4-6x.
+    """
+    size = len(raw)
+    if size == 0:
+        return StoredChunk(ChunkCodec.RAW, 0, raw)
+    compressor = zstandard.ZstdCompressor(
+        level=level, write_content_size=True, write_checksum=True, write_dict_id=False
+    )
+    if size > 2 * _SAMPLE_SIZE:
+        sample = compressor.compress(raw[:_SAMPLE_SIZE])
+        if len(sample) > _POOR_RATIO * _SAMPLE_SIZE:
+            return StoredChunk(ChunkCodec.RAW, size, raw)
+    stored = compressor.compress(raw)
+    if len(stored) > _POOR_RATIO * size:
+        return StoredChunk(ChunkCodec.RAW, size, raw)
+    return StoredChunk(ChunkCodec.ZSTD, size, stored)
+
+
+def zstd_frame_length(frame: memoryview) -> int:
+    """Length in bytes of the single zstd frame at the start of ``frame``.
+
+    Walks the block headers (three bytes each, one per <= 128 KiB of output), which is
+    cheap and lets the caller insist that a chunk holds exactly one frame.
+
+    Raises:
+        ValueError: not a zstd frame, a reserved block type, or the frame runs past the
+            end of the buffer.
+    """
+    if bytes(frame[:4]) != _ZSTD_MAGIC:
+        raise ValueError("not a zstd frame (bad magic)")
+    try:
+        pos = zstandard.frame_header_size(frame)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"bad zstd frame header: {exc}") from exc
+    has_checksum = (frame[4] >> 2) & 1
+    end = len(frame)
+    while True:
+        if pos + 3 > end:
+            raise ValueError("zstd frame ends inside a block header")
+        header = frame[pos] | (frame[pos + 1] << 8) | (frame[pos + 2] << 16)
+        pos += 3
+        last, block_type, block_size = header & 1, (header >> 1) & 3, header >> 3
+        if block_type == 3:
+            raise ValueError("reserved zstd block type")
+        if block_size > _ZSTD_MAX_BLOCK:
+            raise ValueError("zstd block larger than 128 KiB")
+        pos += 1 if block_type == 1 else block_size
+        if pos > end:
+            raise ValueError("zstd frame ends inside a block")
+        if last:
+            break
+    return pos + 4 * has_checksum
+
+
+def decompress_chunk(
+    stored: memoryview,
+    codec: int,
+    out: memoryview,
+    *,
+    section: str | None = None,
+    chunk: int | None = None,
+    offset: int | None = None,
+) -> None:
+    """Decode one stored chunk into ``out``, which has exactly the declared raw size.
+
+    Raises:
+        SnapshotError: ``corrupt`` when the chunk does not decode to exactly
+            ``len(out)`` bytes from exactly one frame; ``too_large`` when the frame
+            needs a window beyond the reader's cap.
+    """
+    def error(
+        kind: SnapshotErrorKind, detail: str, *, expected: object = None, actual: object = None
+    ) -> SnapshotError:
+        return SnapshotError(
+            kind, detail, section=section, chunk=chunk, offset=offset,
+            expected=expected, actual=actual,
+        )
+
+    if codec == ChunkCodec.RAW:
+        if len(stored) != len(out):
+            raise error(
+                "corrupt", "raw chunk size differs from its declared size",
+                expected=len(out), actual=len(stored),
+            )
+        out[:] = stored
+        return
+    if codec != ChunkCodec.ZSTD:
+        raise error("unsupported_version", f"unknown chunk codec {codec}")
+    try:
+        frame_length = zstd_frame_length(stored)
+        params = zstandard.get_frame_parameters(stored)
+    except (ValueError, zstandard.ZstdError) as exc:
+        raise error("corrupt", f"zstd chunk: {_one_line(exc)}") from exc
+    if frame_length != len(stored):
+        raise error(
+            "corrupt", "zstd chunk is not exactly one frame",
+            expected=len(stored), actual=frame_length,
+        )
+    if params.content_size != len(out):
+        raise error(
+            "corrupt", "zstd frame's content size differs from the declared raw size",
+            expected=len(out), actual=params.content_size,
+        )
+    if params.window_size > MAX_WINDOW_SIZE:
+        raise error(
+            "too_large", "zstd frame needs too much memory (window)",
+            expected=MAX_WINDOW_SIZE, actual=params.window_size,
+        )
+    if params.dict_id != 0:
+        raise error("corrupt", "zstd frame needs a dictionary")
+    try:
+        _stream_into(stored, out)
+    except zstandard.ZstdError as exc:
+        raise error("corrupt", f"zstd chunk: {_one_line(exc)}") from exc
+    except _Overlong as exc:
+        raise error("corrupt", "zstd chunk decodes to more bytes than declared") from exc
+    except _Short as exc:
+        raise error(
+            "corrupt", "zstd chunk decodes to fewer bytes than declared",
+            expected=len(out), actual=exc.got,
+        ) from exc
+
+
+class _Overlong(Exception):
+    pass
+
+
+class _Short(Exception):
+    def __init__(self, got: int) -> None:
+        self.got = got
+
+
+def _stream_into(stored: memoryview, out: memoryview) -> None:
+    """Decompress into ``out`` without ever holding more than ``len(out)`` bytes."""
+    decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_SIZE)
+    want = len(out)
+    with decompressor.stream_reader(
+        stored, read_size=1 << 20, read_across_frames=False, closefd=False
+    ) as reader:
+        got = 0
+        while got < want:
+            n = reader.readinto(out[got:])
+            if n == 0:
+                raise _Short(got)
+            got += n
+        if reader.read(1):
+            raise _Overlong
+
+
+def iter_slices(total: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` pairs that cut ``total`` bytes into pieces of ``size``."""
+    for start in range(0, total, size):
+        yield start, min(start + size, total)

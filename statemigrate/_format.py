@@ -1,0 +1,512 @@
+"""The snapshot container: byte layout, encoding and verified decoding.
+
+This is the one module that knows the layout (``docs/format.md`` specifies it)::
+
+    preamble   32 bytes   magic, format version, flags, header length, total length,
+                          xxh3-64 of the preceding 24 bytes
+    header     H bytes    msgpack map (see ``_header``)
+    header_chk 8 bytes    xxh3-64 of the header bytes
+    chunks     ...        every section's chunks, in header order
+    footer     16 bytes   total length again, end marker
+    digest     16 | 32    xxh3-128, or HMAC-SHA256 when the snapshot is authenticated,
+                          of every byte before the digest
+
+All integers are little-endian. Readers check, in order: magic, preamble checksum,
+format version and flags, total length against the bytes at hand, the digest over
+everything, the header checksum and the header's own consistency. Only then is any
+chunk looked at; chunks are verified again (xxh3-64 of the stored bytes) before they
+are decompressed, so a single section can be read without trusting the others.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import struct
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
+
+from statemigrate._codec import (
+    DEFAULT_CHUNK_SIZE,
+    MAX_CHUNK_SIZE,
+    StoredChunk,
+    compress_chunk,
+    decompress_chunk,
+    iter_slices,
+    pack_data,
+    unpack_data,
+)
+from statemigrate._errors import SnapshotError
+from statemigrate._header import (
+    ChunkInfo,
+    Producer,
+    SectionInfo,
+    SnapshotHeader,
+    parse_header,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "DecodeLimits",
+    "EncodedSnapshot",
+    "SectionInput",
+    "Snapshot",
+    "encode_snapshot",
+    "open_snapshot",
+]
+
+MAGIC = b"\x89SMSNAP\n"
+"""Eight bytes: a high bit (catches 7-bit transfers), the name, a newline (catches
+newline translation), as PNG does."""
+
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+
+FLAG_AUTHENTICATED = 0x0001
+_KNOWN_FLAGS = FLAG_AUTHENTICATED
+
+END_MARKER = b"SMSEND\r\n"
+
+_PREAMBLE = struct.Struct("<8sHHIQQ")  # magic, version, flags, header_len, total_len, check
+_CHECK = struct.Struct("<Q")
+_FOOTER = struct.Struct("<Q8s")  # total_len, end marker
+PREAMBLE_SIZE = _PREAMBLE.size
+XXH3_DIGEST_SIZE = 16
+HMAC_DIGEST_SIZE = 32
+
+MAX_HEADER_SIZE = 16 << 20
+
+Buffer = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class SectionInput:
+    """One component instance's exported state, ready to be encoded."""
+
+    component: str
+    instance: str
+    version: int
+    fingerprint: str
+    data: object
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """Bounds a reader enforces whatever the snapshot claims.
+
+    Attributes:
+        max_snapshot_size: largest snapshot accepted, in bytes.
+        max_section_size: largest raw (decompressed) section accepted, in bytes.
+        max_total_size: largest sum of raw section sizes accepted, in bytes.
+        max_sections: most sections accepted.
+    """
+
+    max_snapshot_size: int = 8 << 30
+    max_section_size: int = 4 << 30
+    max_total_size: int = 8 << 30
+    max_sections: int = 100_000
+
+
+@dataclass(slots=True)
+class EncodedSnapshot:
+    """A snapshot as a list of buffers, so committing it need not join them first.
+
+    Attributes:
+        parts: the snapshot bytes, in order.
+        header: what the header says.
+        size: total length in bytes.
+        timings: seconds spent packing and compressing.
+    """
+
+    parts: list[Buffer]
+    header: SnapshotHeader
+    size: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        """The snapshot as one bytes object."""
+        return b"".join(self.parts)
+
+
+def _digest(parts: Sequence[Buffer], key: bytes | None) -> bytes:
+    if key is None:
+        hasher: Any = xxhash.xxh3_128()
+    else:
+        hasher = hmac.new(key, digestmod="sha256")
+    for part in parts:
+        hasher.update(part)
+    return bytes(hasher.digest())
+
+
+def encode_snapshot(
+    sections: Sequence[SectionInput],
+    *,
+    producer: Producer,
+    key: bytes | None = None,
+    generation: int = 0,
+    meta: dict[str, str] | None = None,
+    level: int = 1,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    workers: int | None = None,
+    default: Callable[[Any], object] | None = None,
+) -> EncodedSnapshot:
+    """Encode sections of plain data into a snapshot.
+
+    Args:
+        sections: one per component instance; ``data`` must be plain msgpack-able data
+            (``default`` may convert other leaves).
+        producer: who writes the snapshot.
+        key: with a key, the digest is an HMAC-SHA256 and readers must hold the key.
+        generation: a number that grows with every snapshot of a service.
+        meta: free-form string annotations stored in the header.
+        level: zstd level (1 is fast; higher levels trade time for size).
+        chunk_size: raw bytes per chunk, at most ``MAX_CHUNK_SIZE``.
+        workers: threads compressing chunks; zstd releases the GIL, so the default uses
+            every core.
+        default: converts values msgpack cannot hold.
+
+    Raises:
+        TypeError: a value is not plain data.
+        ValueError: a bad argument (chunk size, key, duplicate section).
+    """
+    if not 0 < chunk_size <= MAX_CHUNK_SIZE:
+        raise ValueError(f"chunk_size must be in 1..{MAX_CHUNK_SIZE}, got {chunk_size}")
+    if key is not None and len(key) < 16:
+        raise ValueError("an authentication key needs at least 16 bytes")
+    started = time.perf_counter()
+    raws = [memoryview(pack_data(section.data, default=default)) for section in sections]
+    packed = time.perf_counter()
+    jobs = [
+        (i, raw[a:b]) for i, raw in enumerate(raws) for a, b in iter_slices(len(raw), chunk_size)
+    ]
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        stored = list(pool.map(lambda job: _seal_chunk(job[1], level), jobs))
+    compressed = time.perf_counter()
+
+    per_section: list[list[tuple[StoredChunk, int]]] = [[] for _ in sections]
+    for (index, _), chunk in zip(jobs, stored, strict=True):
+        per_section[index].append(chunk)
+    infos = tuple(
+        SectionInfo(
+            component=section.component,
+            instance=section.instance,
+            version=section.version,
+            fingerprint=section.fingerprint,
+            raw_size=len(raw),
+            stored_size=sum(len(c.data) for c, _ in chunks),
+            checksum=xxhash.xxh3_64_intdigest(raw),
+            chunks=tuple(ChunkInfo(int(c.codec), c.raw_size, len(c.data), h) for c, h in chunks),
+        )
+        for section, raw, chunks in zip(sections, raws, per_section, strict=True)
+    )
+    header = SnapshotHeader(
+        snapshot_id=os.urandom(16).hex(),
+        created_ns=time.time_ns(),
+        generation=generation,
+        producer=producer,
+        meta=dict(meta or {}),
+        sections=infos,
+    )
+    try:
+        parse_header(header.to_plain())  # what we write must be what we would accept
+    except ValueError as exc:
+        raise ValueError(f"cannot encode snapshot: {exc}") from exc
+    chunk_data = [c.data for chunks in per_section for c, _ in chunks]
+    parts = assemble(header.to_plain(), chunk_data, key=key)
+    return EncodedSnapshot(
+        parts=parts,
+        header=header,
+        size=sum(len(p) for p in parts),
+        timings={"pack": packed - started, "compress": compressed - packed},
+    )
+
+
+def _seal_chunk(raw: memoryview, level: int) -> tuple[StoredChunk, int]:
+    chunk = compress_chunk(raw, level=level)
+    return chunk, xxhash.xxh3_64_intdigest(chunk.data)
+
+
+def assemble(
+    header_plain: dict[str, Any], chunk_data: Sequence[Buffer], *, key: bytes | None = None
+) -> list[Buffer]:
+    """Lay out a header and stored chunks as a snapshot, with every checksum.
+
+    This is the lowest encoding layer: it trusts its inputs to agree with each other,
+    which is why tests use it to build hostile snapshots with valid checksums.
+    """
+    header_bytes = pack_data(header_plain)
+    digest_size = HMAC_DIGEST_SIZE if key is not None else XXH3_DIGEST_SIZE
+    total = (
+        PREAMBLE_SIZE
+        + len(header_bytes)
+        + _CHECK.size
+        + sum(len(c) for c in chunk_data)
+        + _FOOTER.size
+        + digest_size
+    )
+    flags = FLAG_AUTHENTICATED if key is not None else 0
+    head = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, flags, len(header_bytes), total, 0)[:-8]
+    preamble = head + _CHECK.pack(xxhash.xxh3_64_intdigest(head))
+    parts: list[Buffer] = [
+        preamble,
+        header_bytes,
+        _CHECK.pack(xxhash.xxh3_64_intdigest(header_bytes)),
+        *chunk_data,
+        _FOOTER.pack(total, END_MARKER),
+    ]
+    parts.append(_digest(parts, key))
+    return parts
+
+
+class Snapshot:
+    """A verified snapshot: its header is trusted, its sections can be decoded.
+
+    Obtain one with :func:`open_snapshot`; the buffer must not change afterwards (stores
+    hand out private copies or sealed memory for that reason).
+    """
+
+    def __init__(
+        self,
+        buffer: memoryview,
+        header: SnapshotHeader,
+        *,
+        format_version: int,
+        authenticated: bool,
+        chunk_offsets: tuple[tuple[int, ...], ...],
+    ) -> None:
+        self._buffer = buffer
+        self.header = header
+        self.format_version = format_version
+        self.authenticated = authenticated
+        self._chunk_offsets = chunk_offsets
+
+    @property
+    def size(self) -> int:
+        """Length of the snapshot in bytes."""
+        return len(self._buffer)
+
+    def section_offsets(self, index: int) -> tuple[int, ...]:
+        """Byte offset of each chunk of section ``index``."""
+        return self._chunk_offsets[index]
+
+    def verify_section(self, index: int) -> None:
+        """Check every chunk's checksum in section ``index``.
+
+        Raises:
+            SnapshotError: kind ``corrupt`` naming the section, chunk and offset.
+        """
+        section = self.header.sections[index]
+        for number, (chunk, offset) in enumerate(
+            zip(section.chunks, self._chunk_offsets[index], strict=True)
+        ):
+            stored = self._buffer[offset : offset + chunk.stored_size]
+            actual = xxhash.xxh3_64_intdigest(stored)
+            if actual != chunk.checksum:
+                raise SnapshotError(
+                    "corrupt",
+                    "chunk checksum mismatch",
+                    section=section.key,
+                    chunk=number,
+                    offset=offset,
+                    expected=f"0x{chunk.checksum:016x}",
+                    actual=f"0x{actual:016x}",
+                )
+
+    def read_raw(self, index: int) -> bytearray:
+        """Verify and decompress section ``index`` into its raw msgpack bytes.
+
+        Raises:
+            SnapshotError: a chunk fails its checksum or does not decode to exactly its
+                declared size, or the raw bytes fail the section checksum.
+        """
+        self.verify_section(index)
+        section = self.header.sections[index]
+        raw = bytearray(section.raw_size)
+        view = memoryview(raw)
+        position = 0
+        for number, (chunk, offset) in enumerate(
+            zip(section.chunks, self._chunk_offsets[index], strict=True)
+        ):
+            decompress_chunk(
+                self._buffer[offset : offset + chunk.stored_size],
+                chunk.codec,
+                view[position : position + chunk.raw_size],
+                section=section.key,
+                chunk=number,
+                offset=offset,
+            )
+            position += chunk.raw_size
+        actual = xxhash.xxh3_64_intdigest(raw)
+        if actual != section.checksum:
+            raise SnapshotError(
+                "corrupt",
+                "section checksum mismatch after decompression",
+                section=section.key,
+                expected=f"0x{section.checksum:016x}",
+                actual=f"0x{actual:016x}",
+            )
+        return raw
+
+    def read_section(self, index: int) -> object:
+        """Decode section ``index`` into plain data.
+
+        Raises:
+            SnapshotError: see :meth:`read_raw` and :func:`statemigrate._codec.unpack_data`.
+        """
+        key = self.header.sections[index].key
+        return unpack_data(self.read_raw(index), section=key)
+
+
+def open_snapshot(
+    data: Buffer, *, key: bytes | None = None, limits: DecodeLimits | None = None
+) -> Snapshot:
+    """Verify a snapshot's bytes and parse its header; no section is decoded yet.
+
+    Args:
+        data: the snapshot bytes; must not change while the result is in use.
+        key: the authentication key, if snapshots are authenticated. A reader holding a
+            key refuses unauthenticated snapshots, so a forger cannot just drop the MAC.
+        limits: bounds on sizes; defaults are generous but finite.
+
+    Raises:
+        SnapshotError: with ``kind`` naming what is wrong and the offset where known.
+    """
+    limits = limits or DecodeLimits()
+    buf = memoryview(data).cast("B")
+    size = len(buf)
+    if size < len(MAGIC):
+        if MAGIC.startswith(bytes(buf)):
+            raise SnapshotError("truncated", "snapshot ends inside the magic", offset=size)
+        raise SnapshotError("not_snapshot", "not a statemigrate snapshot (bad magic)", offset=0)
+    if bytes(buf[: len(MAGIC)]) != MAGIC:
+        raise SnapshotError("not_snapshot", "not a statemigrate snapshot (bad magic)", offset=0)
+    if size < PREAMBLE_SIZE:
+        raise SnapshotError("truncated", "snapshot ends inside the preamble", offset=size)
+    _, version, flags, header_len, total, check = _PREAMBLE.unpack_from(buf)
+    actual_check = xxhash.xxh3_64_intdigest(buf[: PREAMBLE_SIZE - 8])
+    if actual_check != check:
+        raise SnapshotError(
+            "corrupt", "preamble checksum mismatch", offset=0,
+            expected=f"0x{check:016x}", actual=f"0x{actual_check:016x}",
+        )
+    if version not in SUPPORTED_VERSIONS:
+        raise SnapshotError(
+            "unsupported_version",
+            f"container format version {version} is not supported by this reader"
+            f" (supports {', '.join(map(str, sorted(SUPPORTED_VERSIONS)))})",
+            offset=8,
+        )
+    if flags & ~_KNOWN_FLAGS:
+        raise SnapshotError(
+            "unsupported_version", f"unknown flags 0x{flags & ~_KNOWN_FLAGS:04x}", offset=10
+        )
+    authenticated = bool(flags & FLAG_AUTHENTICATED)
+    if authenticated and key is None:
+        raise SnapshotError("auth", "snapshot is authenticated but no key was given")
+    if key is not None and not authenticated:
+        raise SnapshotError("auth", "a key was given but the snapshot is not authenticated")
+    if total > limits.max_snapshot_size:
+        raise SnapshotError(
+            "too_large", "snapshot is larger than the reader allows",
+            expected=limits.max_snapshot_size, actual=total, offset=16,
+        )
+    if size < total:
+        raise SnapshotError(
+            "truncated", "snapshot is shorter than it declares",
+            expected=total, actual=size, offset=size,
+        )
+    if size > total:
+        raise SnapshotError(
+            "trailing_data", "bytes follow the end of the snapshot",
+            expected=total, actual=size, offset=total,
+        )
+    digest_size = HMAC_DIGEST_SIZE if authenticated else XXH3_DIGEST_SIZE
+    body_end = total - digest_size
+    footer_at = body_end - _FOOTER.size
+    header_end = PREAMBLE_SIZE + header_len
+    if header_len > MAX_HEADER_SIZE or header_end + _CHECK.size > footer_at:
+        raise SnapshotError(
+            "corrupt", "header length does not fit the snapshot", offset=12, actual=header_len
+        )
+    _verify_digest(buf, body_end, key)
+    footer_total, marker = _FOOTER.unpack_from(buf, footer_at)
+    if footer_total != total or marker != END_MARKER:
+        raise SnapshotError("corrupt", "footer does not match the preamble", offset=footer_at)
+    (header_check,) = _CHECK.unpack_from(buf, header_end)
+    header_bytes = buf[PREAMBLE_SIZE:header_end]
+    actual_check = xxhash.xxh3_64_intdigest(header_bytes)
+    if actual_check != header_check:
+        raise SnapshotError(
+            "corrupt", "header checksum mismatch", offset=PREAMBLE_SIZE,
+            expected=f"0x{header_check:016x}", actual=f"0x{actual_check:016x}",
+        )
+    try:
+        header = parse_header(unpack_data(header_bytes, section="header"))
+    except SnapshotError as exc:
+        raise SnapshotError(
+            "invalid_header", exc.detail, offset=PREAMBLE_SIZE
+        ) from exc
+    except ValueError as exc:
+        raise SnapshotError("invalid_header", str(exc), offset=PREAMBLE_SIZE) from exc
+    offsets = _layout(header, header_end + _CHECK.size, footer_at, limits)
+    return Snapshot(
+        buf, header, format_version=version, authenticated=authenticated,
+        chunk_offsets=offsets,
+    )
+
+
+def _verify_digest(buf: memoryview, body_end: int, key: bytes | None) -> None:
+    expected = bytes(buf[body_end:])
+    actual = _digest([buf[:body_end]], key)
+    if key is not None:
+        if not hmac.compare_digest(expected, actual):
+            raise SnapshotError("auth", "authentication code mismatch", offset=body_end)
+        return
+    if expected != actual:
+        raise SnapshotError(
+            "corrupt", "snapshot digest mismatch", offset=body_end,
+            expected=expected, actual=actual,
+        )
+
+
+def _layout(
+    header: SnapshotHeader, start: int, end: int, limits: DecodeLimits
+) -> tuple[tuple[int, ...], ...]:
+    """Chunk offsets, checking that the chunks exactly fill the space between."""
+    if len(header.sections) > limits.max_sections:
+        raise SnapshotError(
+            "too_large", "too many sections",
+            expected=limits.max_sections, actual=len(header.sections),
+        )
+    total_raw = sum(s.raw_size for s in header.sections)
+    if total_raw > limits.max_total_size:
+        raise SnapshotError(
+            "too_large", "sections decompress to more than the reader allows",
+            expected=limits.max_total_size, actual=total_raw,
+        )
+    offsets: list[tuple[int, ...]] = []
+    position = start
+    for section in header.sections:
+        if section.raw_size > limits.max_section_size:
+            raise SnapshotError(
+                "too_large", "section decompresses to more than the reader allows",
+                section=section.key, expected=limits.max_section_size,
+                actual=section.raw_size,
+            )
+        section_offsets = []
+        for chunk in section.chunks:
+            section_offsets.append(position)
+            position += chunk.stored_size
+        offsets.append(tuple(section_offsets))
+    if position != end:
+        raise SnapshotError(
+            "invalid_header", "chunk sizes do not add up to the snapshot's length",
+            expected=end - start, actual=position - start, offset=start,
+        )
+    return tuple(offsets)
