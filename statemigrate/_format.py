@@ -434,7 +434,25 @@ def open_snapshot(
         raise SnapshotError(
             "corrupt", "header length does not fit the snapshot", offset=12, actual=header_len
         )
-    _verify_digest(buf, body_end, key)
+    try:
+        _verify_digest(buf, body_end, key)
+    except SnapshotError as digest_error:
+        if key is not None:
+            raise
+        # The digest only says that something changed; the per-part checksums say where.
+        raise _locate_damage(buf, header_end, footer_at, limits) or digest_error from None
+    return _parse_verified(buf, version, authenticated, header_end, footer_at, total, limits)
+
+
+def _parse_verified(
+    buf: memoryview,
+    version: int,
+    authenticated: bool,
+    header_end: int,
+    footer_at: int,
+    total: int,
+    limits: DecodeLimits,
+) -> Snapshot:
     footer_total, marker = _FOOTER.unpack_from(buf, footer_at)
     if footer_total != total or marker != END_MARKER:
         raise SnapshotError("corrupt", "footer does not match the preamble", offset=footer_at)
@@ -459,6 +477,25 @@ def open_snapshot(
         buf, header, format_version=version, authenticated=authenticated,
         chunk_offsets=offsets,
     )
+
+
+def _locate_damage(
+    buf: memoryview, header_end: int, footer_at: int, limits: DecodeLimits
+) -> SnapshotError | None:
+    """The first part whose own checksum fails, as an error naming it; else ``None``."""
+    total = len(buf)
+    try:
+        snapshot = _parse_verified(
+            buf, FORMAT_VERSION, False, header_end, footer_at, total, limits
+        )
+    except SnapshotError as exc:
+        return exc
+    for index in range(len(snapshot.header.sections)):
+        try:
+            snapshot.verify_section(index)
+        except SnapshotError as exc:
+            return exc
+    return None
 
 
 def _verify_digest(buf: memoryview, body_end: int, key: bytes | None) -> None:
