@@ -1,0 +1,154 @@
+"""Reports returned by snapshot, commit and restore, and logged through ``logging``.
+
+Reports are plain frozen dataclasses: easy to assert on in tests, to print, and to turn
+into JSON for dashboards (:meth:`to_plain`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from statemigrate.stores import SnapshotRef
+
+__all__ = [
+    "CommitReport",
+    "ComponentRestore",
+    "RestoreReport",
+    "SectionReport",
+    "SnapshotReport",
+]
+
+
+def _ms(timings: Mapping[str, float]) -> str:
+    return ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in timings.items())
+
+
+@dataclass(frozen=True, slots=True)
+class SectionReport:
+    """One component instance as written into a snapshot."""
+
+    component: str
+    instance: str
+    version: int
+    """The schema version written (the live one, or the target of a downgrade)."""
+    raw_size: int
+    stored_size: int
+    chunks: int
+    steps: tuple[str, ...] = ()
+    """Steps applied on the way out, e.g. for a rollback to older code."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotReport:
+    """What :meth:`Service.snapshot` produced."""
+
+    snapshot_id: str
+    generation: int
+    size: int
+    sections: tuple[SectionReport, ...]
+    timings: dict[str, float]
+    """Seconds per phase: ``export``, ``migrate``, ``pack``, ``compress``."""
+
+    def to_plain(self) -> dict[str, Any]:
+        """The report as JSON-ready data."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line for logs."""
+        raw = sum(s.raw_size for s in self.sections)
+        return (
+            f"snapshot {self.snapshot_id[:12]} gen {self.generation}: {len(self.sections)}"
+            f" sections, {raw} raw -> {self.size} bytes; {_ms(self.timings)}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CommitReport:
+    """A committed snapshot: where it lives, and what went into it.
+
+    It stands in for its store reference, so ``service.restore(service.commit(store))``
+    reads back exactly what was committed.
+    """
+
+    ref: SnapshotRef
+    snapshot: SnapshotReport
+    commit_seconds: float
+
+    def open(self) -> bytes | memoryview:
+        """The committed bytes, read back through the store."""
+        return self.ref.open()
+
+    def describe(self) -> str:
+        """Where the snapshot lives."""
+        return self.ref.describe()
+
+    def summary(self) -> str:
+        """One line for logs."""
+        return (
+            f"{self.snapshot.summary()}, commit {self.commit_seconds * 1000:.1f} ms"
+            f" -> {self.describe()}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentRestore:
+    """One component instance as restored."""
+
+    component: str
+    instance: str
+    source_version: int
+    target_version: int
+    steps: tuple[str, ...]
+    raw_size: int
+    stored_size: int
+    fingerprint_matches: bool
+    """False when the snapshot's schema fingerprint differs from the registered one
+    for the same version: the schema changed without a version bump."""
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreReport:
+    """What :meth:`Service.restore` did.
+
+    Attributes:
+        snapshot_id: the snapshot restored (or skipped).
+        generation: its generation number.
+        skipped: True when this snapshot had already been restored, so nothing changed.
+        components: per component instance, the versions and steps applied.
+        unknown: sections in the snapshot that no registered component claims.
+        missing: registered components that the snapshot has no section for.
+        size: snapshot size in bytes.
+        timings: seconds per phase: ``read``, ``verify``, ``decode``, ``migrate``,
+            ``validate``, ``apply``.
+    """
+
+    snapshot_id: str
+    generation: int
+    skipped: bool
+    components: tuple[ComponentRestore, ...] = ()
+    unknown: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    size: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_plain(self) -> dict[str, Any]:
+        """The report as JSON-ready data."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line for logs."""
+        if self.skipped:
+            return f"restore of {self.snapshot_id[:12]} skipped: already restored"
+        steps = sum(len(c.steps) for c in self.components)
+        text = (
+            f"restored {self.snapshot_id[:12]} gen {self.generation}: {len(self.components)}"
+            f" components, {steps} steps; {_ms(self.timings)}"
+        )
+        if self.unknown:
+            text += f"; not claimed: {', '.join(self.unknown)}"
+        if self.missing:
+            text += f"; not in snapshot: {', '.join(self.missing)}"
+        return text

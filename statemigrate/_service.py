@@ -1,0 +1,377 @@
+"""Service: the registered component instances of one process, and their snapshots.
+
+A service exports every registered component into one snapshot, commits it to a store,
+and restores a snapshot into its components as one transaction (see ``_restore``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from statemigrate._codec import pack_data, unpack_data
+from statemigrate._component import ComponentSpec, component_spec, export_component
+from statemigrate._errors import (
+    LossyMigrationError,
+    NoMigrationPathError,
+    RegistrationError,
+    RestoreError,
+    SnapshotError,
+    StateMigrateError,
+)
+from statemigrate._format import (
+    DecodeLimits,
+    EncodedSnapshot,
+    SectionInput,
+    encode_snapshot,
+    open_snapshot,
+)
+from statemigrate._header import Producer
+from statemigrate._report import CommitReport, RestoreReport, SectionReport, SnapshotReport
+from statemigrate._restore import run_restore
+
+if TYPE_CHECKING:
+    from statemigrate._registry import Registry
+    from statemigrate.stores import SnapshotRef, Store
+
+__all__ = ["Registered", "Service", "choose_versions"]
+
+logger = logging.getLogger("statemigrate")
+
+_NAME_LIMIT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """A live component instance held by a service."""
+
+    obj: object
+    spec: ComponentSpec
+    instance: str
+    registry: Registry
+    """Where this component's schemas and steps are found."""
+
+    @property
+    def component(self) -> str:
+        """The component name."""
+        return self.spec.component
+
+    @property
+    def key(self) -> str:
+        """``component/instance``."""
+        return f"{self.spec.component}/{self.instance}"
+
+
+class Service:
+    """The stateful components of one service, snapshotted and restored together.
+
+    Args:
+        name: the service's name, written into every snapshot it produces.
+        code_version: the deployed code's version (a git sha, a release), also written
+            into snapshots so an operator can tell where one came from.
+        key: with a key (>= 16 bytes) snapshots are authenticated with HMAC-SHA256 and
+            only authenticated snapshots are accepted. Use it whenever anyone but this
+            service could write where snapshots are kept.
+        limits: bounds on what a restore accepts.
+        level: zstd compression level.
+        strict: when True, a restore fails if the snapshot has sections no component
+            claims or lacks a registered component; when False (default) it goes on
+            and reports them.
+        registry: where to find schemas and steps for components whose class was not
+            bound to a registry (default: the decorators' default registry).
+
+    Concurrency: snapshot and restore read and replace component state; pause the
+    service's writers around them (the handoff does this through its pause hook).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        code_version: str = "",
+        key: bytes | None = None,
+        limits: DecodeLimits | None = None,
+        level: int = 1,
+        strict: bool = False,
+        registry: Registry | None = None,
+    ) -> None:
+        if not name or len(name) > _NAME_LIMIT:
+            raise ValueError(f"service name must be 1..{_NAME_LIMIT} characters")
+        if key is not None and len(key) < 16:
+            raise ValueError("an authentication key needs at least 16 bytes")
+        self.name = name
+        self.code_version = code_version
+        self._key = key
+        self._limits = limits or DecodeLimits()
+        self._level = level
+        self._strict = strict
+        self._registry = registry
+        self._entries: dict[tuple[str, str], Registered] = {}
+        self._generation = 0
+        self._last_restored: str | None = None
+
+    # --- membership ------------------------------------------------------------------
+
+    def register(self, obj: object, *, instance: str = "default") -> object:
+        """Add a live instance of a ``@migratable`` class; returns it, for chaining.
+
+        Raises:
+            RegistrationError: the class is not migratable, or this component/instance
+                pair is already registered.
+        """
+        spec = component_spec(obj)
+        if not instance or len(instance) > _NAME_LIMIT:
+            raise RegistrationError(f"instance name must be 1..{_NAME_LIMIT} characters")
+        key = (spec.component, instance)
+        if key in self._entries:
+            raise RegistrationError(
+                f"{spec.component}/{instance} is already registered in service {self.name!r}"
+            )
+        registry = spec.resolve(self._registry)
+        registry.schema_for(spec.component, spec.version)  # fail now, not at restore
+        self._entries[key] = Registered(obj, spec, instance, registry)
+        return obj
+
+    def unregister(self, component: str, *, instance: str = "default") -> None:
+        """Remove a registered instance (KeyError if absent)."""
+        del self._entries[(component, instance)]
+
+    @property
+    def components(self) -> tuple[Registered, ...]:
+        """The registered instances, in registration order."""
+        return tuple(self._entries.values())
+
+    def versions(self) -> dict[str, int]:
+        """The live schema version of each registered component."""
+        return {e.component: e.spec.version for e in self._entries.values()}
+
+    def readable_versions(self) -> dict[str, list[int]]:
+        """Per component, every version this code can restore from (has a path from)."""
+        readable: dict[str, list[int]] = {}
+        for entry in self._entries.values():
+            registry = entry.registry
+            versions = []
+            for version in registry.versions(entry.component):
+                try:
+                    registry.plan(entry.component, version, entry.spec.version, allow_lossy=True)
+                except (NoMigrationPathError, LossyMigrationError):
+                    continue
+                versions.append(version)
+            readable[entry.component] = versions
+        return readable
+
+    # --- snapshot ----------------------------------------------------------------------
+
+    def snapshot(
+        self,
+        *,
+        targets: Mapping[str, int] | None = None,
+        allow_lossy: bool = False,
+        meta: Mapping[str, str] | None = None,
+    ) -> tuple[EncodedSnapshot, SnapshotReport]:
+        """Export every registered component into snapshot bytes.
+
+        Args:
+            targets: per component, a schema version to write instead of the live one;
+                the data goes through the registered steps, e.g. downgrades so that older
+                code can restore it (a rollback).
+            allow_lossy: let those steps include ones declared lossy.
+            meta: string annotations stored in the header.
+
+        Raises:
+            NoMigrationPathError, LossyMigrationError: a target cannot be reached.
+            ValidationError: data migrated for a target does not fit its schema.
+            TypeError: a component exported something that is not plain data.
+        """
+        started = time.perf_counter()
+        sections: list[SectionInput] = []
+        step_names: list[tuple[str, ...]] = []
+        migrate_seconds = 0.0
+        for entry in self._entries.values():
+            registry = entry.registry
+            data = export_component(entry.obj, registry=registry)
+            version = entry.spec.version
+            target = (targets or {}).get(entry.component, version)
+            steps: tuple[str, ...] = ()
+            if target != version:
+                step_started = time.perf_counter()
+                plan = registry.plan(entry.component, version, target, allow_lossy=allow_lossy)
+                # Steps may mutate in place, and exported data can be the live objects:
+                # give the steps a private copy (a msgpack round trip is the cheapest).
+                data = plan.apply(unpack_data(pack_data(data)))
+                target_schema = registry.schema_for(entry.component, target)
+                data = target_schema.export(target_schema.validate(data))
+                steps = tuple(str(step) for step in plan.steps)
+                migrate_seconds += time.perf_counter() - step_started
+                version = target
+            schema = registry.schema_for(entry.component, version)
+            sections.append(
+                SectionInput(entry.component, entry.instance, version, schema.fingerprint, data)
+            )
+            step_names.append(steps)
+        exported = time.perf_counter()
+        self._generation += 1
+        encoded = encode_snapshot(
+            sections,
+            producer=Producer.current(self.name, code_version=self.code_version),
+            key=self._key,
+            generation=self._generation,
+            meta=dict(meta or {}),
+            level=self._level,
+        )
+        report = SnapshotReport(
+            snapshot_id=encoded.header.snapshot_id,
+            generation=self._generation,
+            size=encoded.size,
+            sections=tuple(
+                SectionReport(
+                    component=info.component,
+                    instance=info.instance,
+                    version=info.version,
+                    raw_size=info.raw_size,
+                    stored_size=info.stored_size,
+                    chunks=len(info.chunks),
+                    steps=steps,
+                )
+                for info, steps in zip(encoded.header.sections, step_names, strict=True)
+            ),
+            timings={
+                "export": exported - started - migrate_seconds,
+                "migrate": migrate_seconds,
+                **encoded.timings,
+            },
+        )
+        logger.info("%s", report.summary())
+        return encoded, report
+
+    def commit(
+        self,
+        store: Store,
+        *,
+        targets: Mapping[str, int] | None = None,
+        allow_lossy: bool = False,
+        meta: Mapping[str, str] | None = None,
+    ) -> CommitReport:
+        """Snapshot every component and commit the bytes atomically to ``store``.
+
+        The result can be passed to :meth:`restore` (it opens the committed bytes).
+
+        Raises:
+            StoreError: the store could not commit; its previous snapshot is intact.
+            See :meth:`snapshot` for the rest.
+        """
+        encoded, report = self.snapshot(targets=targets, allow_lossy=allow_lossy, meta=meta)
+        started = time.perf_counter()
+        ref = store.commit(encoded.parts)
+        committed = CommitReport(
+            ref=ref, snapshot=report, commit_seconds=time.perf_counter() - started
+        )
+        logger.info("%s", committed.summary())
+        return committed
+
+    # --- restore -----------------------------------------------------------------------
+
+    def restore(
+        self,
+        source: bytes | bytearray | memoryview | SnapshotRef | CommitReport,
+        *,
+        allow_lossy: bool = False,
+        strict: bool | None = None,
+        force: bool = False,
+    ) -> RestoreReport:
+        """Restore every registered component from a snapshot, all or nothing.
+
+        Verify the whole snapshot, decode each section, migrate it to the version its
+        component runs, validate it against that version's schema, and only then apply
+        it to the live components. Any failure leaves every component exactly as it
+        was. Restoring a snapshot this service already restored is a no-op (the
+        report says ``skipped``) unless ``force`` is given.
+
+        Args:
+            source: snapshot bytes, a store reference, or a :class:`CommitReport`.
+            allow_lossy: allow declared-lossy steps (needed to restore data written by
+                newer code through a lossy downgrade).
+            strict: override the service's policy for sections no component claims and
+                components the snapshot lacks.
+            force: restore even if this snapshot was restored already.
+
+        Raises:
+            RestoreError: with the phase, component and step that failed; the cause is
+                chained (e.g. a SnapshotError for corrupt bytes).
+        """
+        started = time.perf_counter()
+        try:
+            data = source if isinstance(source, bytes | bytearray | memoryview) else source.open()
+        except StateMigrateError as exc:
+            raise RestoreError("read", str(exc)) from exc
+        read_done = time.perf_counter()
+        try:
+            snapshot = open_snapshot(data, key=self._key, limits=self._limits)
+        except SnapshotError as exc:
+            raise RestoreError("verify", str(exc)) from exc
+        verified = time.perf_counter()
+        header = snapshot.header
+        if header.snapshot_id == self._last_restored and not force:
+            report = RestoreReport(
+                snapshot_id=header.snapshot_id,
+                generation=header.generation,
+                skipped=True,
+                size=snapshot.size,
+                timings={"read": read_done - started, "verify": verified - read_done},
+            )
+            logger.info("%s", report.summary())
+            return report
+        try:
+            report = run_restore(
+                snapshot,
+                list(self._entries.values()),
+                allow_lossy=allow_lossy,
+                strict=self._strict if strict is None else strict,
+                read_seconds=read_done - started,
+                verify_seconds=verified - read_done,
+            )
+        except RestoreError as exc:
+            logger.error("restore of %s failed: %s", header.snapshot_id[:12], exc)
+            raise
+        self._last_restored = header.snapshot_id
+        # Later snapshots must sort after the one restored, across processes too.
+        self._generation = max(self._generation, header.generation)
+        logger.info("%s", report.summary())
+        return report
+
+
+def choose_versions(
+    live: Mapping[str, int],
+    readable: Mapping[str, Sequence[int]],
+    plan_exists: Mapping[str, Sequence[int]],
+) -> dict[str, int]:
+    """Pick, per component, the version to write for a reader that reads ``readable``.
+
+    The live version when the reader can read it; otherwise the highest version the
+    reader reads that ``plan_exists`` says the live version can be migrated to.
+
+    Raises:
+        ValueError: naming every component for which no common version exists.
+    """
+    chosen: dict[str, int] = {}
+    problems = []
+    for component, version in live.items():
+        options = set(readable.get(component, ()))
+        if version in options:
+            chosen[component] = version
+            continue
+        common = options & set(plan_exists.get(component, ()))
+        if not common:
+            problems.append(
+                f"{component}: this process has v{version}, successor reads"
+                f" {sorted(options) or 'nothing'}"
+            )
+            continue
+        chosen[component] = max(common)
+    if problems:
+        raise ValueError("no version both sides understand: " + "; ".join(problems))
+    return chosen
+
