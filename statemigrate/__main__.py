@@ -1,0 +1,7 @@
+"""Run the command line with ``python -m statemigrate``."""
+
+import sys
+
+from statemigrate._cli import main
+
+sys.exit(main())

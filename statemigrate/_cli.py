@@ -1,0 +1,76 @@
+"""The ``statemigrate`` command line: a thin argparse layer over plain functions.
+
+Each sub-command is a function taking parsed arguments and an output stream, so tests
+call them directly. Every error the library raises on purpose, and every OS error,
+becomes one line on stderr and a non-zero exit; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from statemigrate._cli_inspect import add_inspect_parser
+from statemigrate._errors import StateMigrateError
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+Command = Callable[[argparse.Namespace, TextIO], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line too."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"statemigrate: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command-line parser; each sub-parser sets ``func``."""
+    parser = _Parser(
+        prog="statemigrate",
+        description="Inspect, plan and migrate statemigrate snapshots.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    add_inspect_parser(commands)
+    for extend in _extensions():
+        extend(commands)
+    return parser
+
+
+def _extensions() -> list[Callable[[argparse._SubParsersAction[_Parser]], None]]:
+    """Sub-commands that live in their own modules (registry-backed ones)."""
+    from statemigrate._cli_registry import add_registry_parsers
+
+    return [add_registry_parsers]
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Command = args.func
+    stream = out if out is not None else sys.stdout
+    try:
+        return func(args, stream)
+    except StateMigrateError as exc:
+        print(f"statemigrate: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:  # output piped into head: not an error worth a line
+        return EXIT_OK
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"statemigrate: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("statemigrate: interrupted", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""``statemigrate inspect``: show what a snapshot holds, verify it, dump a section."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import json
+import os
+import stat
+from typing import Any, TextIO
+
+from statemigrate._errors import SnapshotError, StoreError
+from statemigrate._format import DecodeLimits, Snapshot, open_snapshot
+from statemigrate._header import SectionInfo
+
+__all__ = ["add_inspect_parser", "inspect_command", "read_snapshot_source", "read_key"]
+
+_MAX_SIZE = DecodeLimits().max_snapshot_size
+
+
+def add_inspect_parser(commands: Any) -> None:
+    """Add ``inspect`` to the sub-command parsers."""
+    parser = commands.add_parser(
+        "inspect",
+        help="show a snapshot's header and sections",
+        description="Show a snapshot's header and sections. SNAPSHOT is a file path or"
+        " fd:N for an inherited descriptor (e.g. a sealed memfd).",
+    )
+    parser.add_argument("snapshot", metavar="SNAPSHOT")
+    parser.add_argument("--json", action="store_true", help="print JSON for machines")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="decompress every section and check every checksum; exit 1 on the first failure",
+    )
+    parser.add_argument(
+        "--dump",
+        metavar="COMPONENT[/INSTANCE]",
+        help="print the decoded state of one section as JSON",
+    )
+    add_key_argument(parser)
+    parser.set_defaults(func=inspect_command)
+
+
+def add_key_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--key-file`` option shared by commands that read snapshots."""
+    parser.add_argument(
+        "--key-file",
+        metavar="PATH",
+        default=os.environ.get("STATEMIGRATE_KEY_FILE"),
+        help="file holding the HMAC key of authenticated snapshots"
+        " (default: $STATEMIGRATE_KEY_FILE)",
+    )
+
+
+def read_key(path: str | None) -> bytes | None:
+    """The key in ``path`` (surrounding whitespace stripped), or None without a path."""
+    if path is None:
+        return None
+    with open(path, "rb") as handle:
+        key = handle.read(4096).strip()
+    if len(key) < 16:
+        raise StoreError("read", path, "an authentication key needs at least 16 bytes")
+    return key
+
+
+def read_snapshot_source(source: str, *, max_size: int = _MAX_SIZE) -> bytes | memoryview:
+    """The bytes named by ``source``: a file path, or ``fd:N`` for an open descriptor.
+
+    A descriptor that is a memfd must be sealed (it is then mapped read-only); any
+    other descriptor must be a regular file. Paths must name regular files, so a FIFO
+    or device never blocks or floods the reader.
+
+    Raises:
+        StoreError: the source is not a readable regular file or sealed memfd, or is
+            larger than ``max_size``.
+    """
+    if source.startswith("fd:"):
+        number = source[3:]
+        if not number.isdigit():
+            raise StoreError("open", source, "expected fd:N with N a descriptor number")
+        fd = int(number)
+        if os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:"):
+            from statemigrate.stores import open_memfd
+
+            return open_memfd(fd, max_size=max_size)
+        return _read_regular(fd, source, max_size)
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise StoreError("open", source, exc.strerror or str(exc), errno=exc.errno) from exc
+    try:
+        return _read_regular(fd, source, max_size)
+    finally:
+        os.close(fd)
+
+
+def _read_regular(fd: int, name: str, max_size: int) -> bytes:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise StoreError("open", name, "not a regular file")
+    if info.st_size > max_size:
+        raise StoreError("open", name, f"larger than {max_size} bytes")
+    chunks = []
+    offset = 0
+    while True:
+        chunk = os.pread(fd, 1 << 20, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+        if offset > max_size:
+            raise StoreError("read", name, f"larger than {max_size} bytes")
+    return b"".join(chunks)
+
+
+def inspect_command(args: argparse.Namespace, out: TextIO) -> int:
+    """Run ``inspect``; returns the exit status."""
+    data = read_snapshot_source(args.snapshot)
+    snapshot = open_snapshot(data, key=read_key(args.key_file))
+    statuses = ["digest ok"] * len(snapshot.header.sections)
+    if args.verify:
+        for index in range(len(snapshot.header.sections)):
+            snapshot.read_raw(index)  # raises on the first bad chunk or section
+            statuses[index] = "verified"
+    if args.dump:
+        index = find_section(snapshot, args.dump)
+        value = snapshot.read_section(index)
+        json.dump(value, out, indent=2, sort_keys=True, default=_json_default)
+        out.write("\n")
+        return 0
+    if args.json:
+        json.dump(describe(snapshot, statuses), out, indent=2, sort_keys=True)
+        out.write("\n")
+    else:
+        out.write(render(snapshot, statuses))
+    return 0
+
+
+def find_section(snapshot: Snapshot, name: str) -> int:
+    """Index of the section ``component`` or ``component/instance``.
+
+    Raises:
+        SnapshotError: no such section, or a bare component name matches several.
+    """
+    component, _, instance = name.partition("/")
+    matches = [
+        i
+        for i, s in enumerate(snapshot.header.sections)
+        if s.component == component and (not instance or s.instance == instance)
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    names = ", ".join(s.key for s in snapshot.header.sections) or "none"
+    if not matches:
+        raise SnapshotError("invalid_data", f"no section {name!r}; sections: {names}")
+    raise SnapshotError(
+        "invalid_data", f"{name!r} matches several sections ({names}); add /INSTANCE"
+    )
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes | bytearray):
+        return {"$base64": base64.b64encode(value).decode("ascii")}
+    raise TypeError(f"cannot show {type(value).__name__}")
+
+
+def describe(snapshot: Snapshot, statuses: list[str]) -> dict[str, Any]:
+    """The snapshot's header and per-section facts as JSON-ready data."""
+    header = snapshot.header
+    return {
+        "snapshot_id": header.snapshot_id,
+        "format_version": snapshot.format_version,
+        "authenticated": snapshot.authenticated,
+        "size": snapshot.size,
+        "created": _iso(header.created_ns),
+        "generation": header.generation,
+        "producer": {
+            "service": header.producer.service,
+            "code_version": header.producer.code_version,
+            "python": header.producer.python,
+            "host": header.producer.host,
+            "pid": header.producer.pid,
+            "library": header.producer.library,
+        },
+        "meta": header.meta,
+        "sections": [
+            {
+                "component": s.component,
+                "instance": s.instance,
+                "version": s.version,
+                "fingerprint": s.fingerprint,
+                "raw_size": s.raw_size,
+                "stored_size": s.stored_size,
+                "ratio": _ratio(s),
+                "chunks": len(s.chunks),
+                "status": status,
+            }
+            for s, status in zip(header.sections, statuses, strict=True)
+        ],
+    }
+
+
+def _iso(created_ns: int) -> str:
+    moment = datetime.datetime.fromtimestamp(created_ns / 1e9, tz=datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _ratio(section: SectionInfo) -> float:
+    return round(section.raw_size / section.stored_size, 2) if section.stored_size else 1.0
+
+
+def human_size(size: int) -> str:
+    """``1.5 MiB``-style size."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def render(snapshot: Snapshot, statuses: list[str]) -> str:
+    """The human-readable ``inspect`` output."""
+    info = describe(snapshot, statuses)
+    producer = info["producer"]
+    integrity = "HMAC-SHA256" if info["authenticated"] else "xxh3-128"
+    lines = [
+        f"snapshot   {info['snapshot_id']}",
+        f"format     v{info['format_version']}, {human_size(info['size'])}, {integrity}",
+        f"created    {info['created']}  generation {info['generation']}",
+        f"producer   {producer['service']} {producer['code_version'] or '-'}"
+        f" (pid {producer['pid']} on {producer['host']}, Python {producer['python']},"
+        f" {producer['library']})",
+    ]
+    for key, value in sorted(info["meta"].items()):
+        lines.append(f"meta       {key}={value}")
+    rows = [("COMPONENT", "INSTANCE", "VERSION", "RAW", "STORED", "RATIO", "CHUNKS", "STATUS")]
+    for s in info["sections"]:
+        rows.append(
+            (
+                s["component"],
+                s["instance"],
+                str(s["version"]),
+                human_size(s["raw_size"]),
+                human_size(s["stored_size"]),
+                f"{s['ratio']:.2f}x",
+                str(s["chunks"]),
+                s["status"],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines.append("")
+    for row in rows:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    if len(rows) == 1:
+        lines.append("(no sections)")
+    return "\n".join(line.rstrip() for line in lines) + "\n"

@@ -1,0 +1,214 @@
+"""Sub-commands that need the user's registry: ``plan``, ``graph`` and ``migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from statemigrate._cli_inspect import add_key_argument, read_key, read_snapshot_source
+from statemigrate._config import find_config, load_registry
+from statemigrate._errors import RegistrationError, StoreError
+from statemigrate._format import SectionInput, encode_snapshot, open_snapshot
+from statemigrate._header import Producer
+from statemigrate._registry import Registry
+
+__all__ = ["add_registry_parsers", "graph_command", "migrate_command", "plan_command"]
+
+
+def add_registry_parsers(commands: Any) -> None:
+    """Add ``plan``, ``graph`` and ``migrate`` to the sub-command parsers."""
+    plan = commands.add_parser(
+        "plan", help="show the steps between two versions of a component"
+    )
+    plan.add_argument("component")
+    plan.add_argument("--from", dest="source", type=int, required=True, metavar="VERSION")
+    plan.add_argument("--to", dest="target", type=int, required=True, metavar="VERSION")
+    _add_registry_arguments(plan)
+    plan.set_defaults(func=plan_command)
+
+    graph = commands.add_parser("graph", help="list a component's versions and steps")
+    graph.add_argument("component")
+    _add_registry_arguments(graph)
+    graph.set_defaults(func=graph_command)
+
+    migrate = commands.add_parser(
+        "migrate", help="rewrite a snapshot with components at other versions (up or down)"
+    )
+    migrate.add_argument("snapshot", metavar="SNAPSHOT")
+    migrate.add_argument("-o", "--output", required=True, metavar="OUT")
+    migrate.add_argument(
+        "--to",
+        dest="targets",
+        action="append",
+        required=True,
+        metavar="COMPONENT=VERSION",
+        help="target version of a component (repeatable)",
+    )
+    migrate.add_argument(
+        "--allow-lossy", action="store_true", help="allow steps declared lossy"
+    )
+    add_key_argument(migrate)
+    _add_registry_arguments(migrate)
+    migrate.set_defaults(func=migrate_command)
+
+
+def _add_registry_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--migrations",
+        type=Path,
+        metavar="PATH",
+        help="directory of migrations modules (default: [tool.statemigrate] migrations)",
+    )
+    parser.add_argument(
+        "--registry",
+        metavar="MODULE:NAME",
+        help="a Registry, or a function returning one (default: [tool.statemigrate] registry)",
+    )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first so its decorators register schemas (repeatable)",
+    )
+
+
+def registry_from(args: argparse.Namespace) -> Registry:
+    """The registry named by the command line and pyproject.toml."""
+    return load_registry(
+        find_config(),
+        registry=args.registry,
+        migrations=args.migrations,
+        imports=tuple(args.imports),
+    )
+
+
+def plan_command(args: argparse.Namespace, out: TextIO) -> int:
+    """Print the steps from ``--from`` to ``--to``, marking the lossy ones."""
+    registry = registry_from(args)
+    plan = registry.plan(args.component, args.source, args.target, allow_lossy=True)
+    if not plan.steps:
+        out.write(f"{args.component} is already at version {args.target}: nothing to do\n")
+        return 0
+    out.write(f"{args.component}: {' -> '.join(str(v) for v in plan.versions)}\n")
+    for step in plan.steps:
+        note = ""
+        if step.lossy:
+            lost = f" drops {', '.join(step.lost_fields)}" if step.lost_fields else ""
+            note = f"  [lossy{':' if lost else ''}{lost}]"
+        out.write(f"  {step}{note}\n")
+    if plan.lossy_steps:
+        out.write(
+            f"{len(plan.lossy_steps)} lossy step(s): restoring along this path needs"
+            " allow_lossy\n"
+        )
+    return 0
+
+
+def graph_command(args: argparse.Namespace, out: TextIO) -> int:
+    """List the versions (with fingerprints) and steps of a component."""
+    registry = registry_from(args)
+    versions = registry.versions(args.component)
+    out.write(f"{args.component}: {len(versions)} version(s)\n")
+    for version in versions:
+        schema = registry.schema_for(args.component, version)
+        out.write(f"  v{version}  {schema.fingerprint}\n")
+    steps = registry.steps(args.component)
+    out.write(f"steps: {len(steps)}\n")
+    for step in sorted(steps, key=lambda s: (s.source, s.target)):
+        out.write(f"  {step}{'  [lossy]' if step.lossy else ''}\n")
+    return 0
+
+
+def _parse_targets(pairs: list[str]) -> dict[str, int]:
+    targets: dict[str, int] = {}
+    for pair in pairs:
+        component, sep, version = pair.partition("=")
+        if not sep or not component or not version.isdigit():
+            raise RegistrationError(f"--to {pair!r}: expected COMPONENT=VERSION")
+        targets[component] = int(version)
+    return targets
+
+
+def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
+    """Rewrite a snapshot with the named components migrated to other versions."""
+    targets = _parse_targets(args.targets)
+    registry = registry_from(args)
+    key = read_key(args.key_file)
+    snapshot = open_snapshot(read_snapshot_source(args.snapshot), key=key)
+    present = {s.component for s in snapshot.header.sections}
+    absent = sorted(set(targets) - present)
+    if absent:
+        raise RegistrationError(f"snapshot has no section for {', '.join(absent)}")
+    progress = _Progress(len(snapshot.header.sections))
+    sections: list[SectionInput] = []
+    for index, section in enumerate(snapshot.header.sections):
+        data = snapshot.read_section(index)
+        version, fingerprint = section.version, section.fingerprint
+        target = targets.get(section.component)
+        if target is not None and target != version:
+            plan = registry.plan(section.component, version, target, allow_lossy=args.allow_lossy)
+            schema = registry.schema_for(section.component, target)
+            data = schema.export(schema.validate(plan.apply(data)))
+            version, fingerprint = target, schema.fingerprint
+            out.write(f"{section.key}: {plan}\n")
+        sections.append(
+            SectionInput(section.component, section.instance, version, fingerprint, data)
+        )
+        progress.step(section.key)
+    encoded = encode_snapshot(
+        sections,
+        producer=Producer.current(
+            snapshot.header.producer.service, code_version="statemigrate migrate"
+        ),
+        key=key,
+        generation=snapshot.header.generation,
+        meta={**snapshot.header.meta, "migrated_from": snapshot.header.snapshot_id},
+    )
+    write_file_atomically(Path(args.output), encoded.parts)
+    out.write(f"wrote {args.output} ({encoded.size} bytes, {len(sections)} sections)\n")
+    return 0
+
+
+class _Progress:
+    """A one-line progress counter on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.enabled = sys.stderr.isatty()
+
+    def step(self, name: str) -> None:
+        self.done += 1
+        if self.enabled:
+            end = "\n" if self.done == self.total else ""
+            sys.stderr.write(f"\r  [{self.done}/{self.total}] {name:<40}{end}")
+            sys.stderr.flush()
+
+
+def write_file_atomically(path: Path, parts: list[bytes | bytearray | memoryview]) -> None:
+    """Write ``parts`` to ``path`` through a temporary file and a rename.
+
+    Raises:
+        StoreError: the file could not be written; no partial file is left behind.
+    """
+    folder = path.parent if str(path.parent) else Path(".")
+    temp = folder / f".{path.name}.tmp.{os.getpid()}"
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreError("open", str(temp), exc.strerror or str(exc), errno=exc.errno) from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for part in parts:
+                handle.write(part)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise StoreError("write", str(path), exc.strerror or str(exc), errno=exc.errno) from exc
