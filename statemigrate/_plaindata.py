@@ -1,0 +1,173 @@
+"""Plain data: the values a snapshot section can hold, and conversions into them.
+
+*Plain data* is what msgpack can carry without extension types and what the snapshot
+decoder accepts: ``dict`` with ``str`` keys, ``list``, ``str``, ``bytes``, ``int`` (in
+msgpack's 64-bit range), ``float``, ``bool`` and ``None``, nested to any depth the
+decoder allows.
+
+Migration steps see only plain data, so they never depend on the classes of the code
+that wrote a snapshot. :func:`to_plain` turns the richer values a schema model holds
+(datetimes, UUIDs, enums, sets, nested models, ...) into plain data in the same shapes
+pydantic's JSON mode would use, so that validating the result against the same schema
+gives the original value back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import pydantic
+import pydantic_core
+
+__all__ = ["copy_plain", "is_plain", "to_plain"]
+
+# msgpack stores integers in at most 64 bits, signed or unsigned.
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+_SCALARS = (str, bytes, float, bool, type(None))
+
+
+def is_plain(value: object) -> bool:
+    """Tell whether ``value`` is plain data, checking every nested value.
+
+    Exact types are required (a ``str`` subclass such as a ``StrEnum`` member is not
+    plain): the snapshot encoder and equality of exports both rely on it.
+    """
+    stack: list[object] = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            assert isinstance(item, dict)
+            for key, sub in item.items():
+                if type(key) is not str:
+                    return False
+                stack.append(sub)
+        elif kind is list:
+            assert isinstance(item, list)
+            stack.extend(item)
+        elif kind is int:
+            assert isinstance(item, int)
+            if not _INT_MIN <= item <= _INT_MAX:
+                return False
+        elif kind not in _SCALARS:
+            return False
+    return True
+
+
+def copy_plain(value: Any) -> Any:
+    """Return a deep copy of plain data (containers copied, immutable leaves shared).
+
+    Migration steps may mutate their input in place; copy first when the input must
+    survive, e.g. when it is the live export of a component. Much faster than
+    :func:`copy.deepcopy` because it knows the only containers are ``dict`` and ``list``.
+    """
+    kind = type(value)
+    if kind is dict:
+        return {key: copy_plain(sub) for key, sub in value.items()}
+    if kind is list:
+        return [copy_plain(sub) for sub in value]
+    return value
+
+
+def to_plain(value: object) -> Any:
+    """Convert ``value`` into new plain data.
+
+    Containers are rebuilt: mappings become ``dict`` with ``str`` keys, lists, tuples,
+    sets and other collections become ``list`` (sets sorted when their items allow it,
+    so equal sets give equal bytes in every process). Leaves follow pydantic's JSON
+    conventions: datetimes, dates and times as ISO 8601 strings, timedeltas as ISO 8601
+    durations, UUIDs, decimals and paths as strings, enums as their value. ``bytes``
+    and non-finite floats are kept as they are, since msgpack holds them natively.
+    Nested pydantic models and dataclasses become dicts of their fields.
+
+    Raises:
+        TypeError: a value has no plain form (an arbitrary object, an integer outside
+            msgpack's 64-bit range, a mapping key that cannot be a string, two keys that
+            become the same string). The message gives the path to the value.
+    """
+    return _convert(value, ())
+
+
+def _where(path: tuple[object, ...]) -> str:
+    return "".join(f"[{part!r}]" for part in path) or "the top level"
+
+
+def _convert(value: object, path: tuple[object, ...]) -> Any:
+    kind = type(value)
+    if kind is str or kind is bytes or kind is float or kind is bool or value is None:
+        return value
+    if kind is int:
+        assert isinstance(value, int)
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise TypeError(f"integer {value} at {_where(path)} does not fit in 64 bits")
+        return value
+    if isinstance(value, Mapping):
+        result: dict[str, Any] = {}
+        for key, sub in value.items():
+            name = _key(key, path)
+            if name in result:
+                raise TypeError(f"two keys become {name!r} at {_where(path)}")
+            result[name] = _convert(sub, (*path, key))
+        return result
+    if isinstance(value, list | tuple):
+        return [_convert(sub, (*path, index)) for index, sub in enumerate(value)]
+    if isinstance(value, set | frozenset):
+        items = [_convert(sub, (*path, "<item>")) for sub in value]
+        try:
+            items.sort()
+        except TypeError:
+            pass  # mixed types: keep iteration order, validation still restores the set
+        return items
+    if isinstance(value, pydantic.BaseModel):
+        return _convert(value.model_dump(mode="python"), path)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return _convert(fields, path)
+    if isinstance(value, enum.Enum):
+        return _convert(value.value, path)
+    return _leaf(value, path)
+
+
+def _leaf(value: object, path: tuple[object, ...]) -> Any:
+    # Subclasses of the plain scalars (IntFlag members, str subclasses, ...) become
+    # the exact base type, which is what msgpack would write anyway.
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return _convert(int(value), path)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    try:
+        converted = pydantic_core.to_jsonable_python(value)
+    except (pydantic_core.PydanticSerializationError, ValueError) as exc:
+        raise TypeError(
+            f"{type(value).__qualname__} value at {_where(path)} has no plain form"
+        ) from exc
+    if converted is value:
+        raise TypeError(f"{type(value).__qualname__} value at {_where(path)} has no plain form")
+    return _convert(converted, path)
+
+
+def _key(key: object, path: tuple[object, ...]) -> str:
+    """Turn a mapping key into the string pydantic's lax mode parses back to it."""
+    if type(key) is str:
+        return key
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, enum.Enum):
+        return _key(key.value, path)
+    if isinstance(key, int | float | str):
+        return str(_leaf(key, path))
+    plain = _leaf(key, path) if not isinstance(key, Mapping | list | tuple | set) else None
+    if isinstance(plain, str):
+        return plain
+    raise TypeError(f"key {key!r} at {_where(path)} cannot be a string key")

@@ -1,0 +1,292 @@
+"""Migration steps, plans, and the planner that finds a path between two versions.
+
+Everything here is pure: a :class:`Step` holds a function but planning never calls it,
+and :func:`plan_path` works on any collection of steps (a literal list in a test, or the
+steps a :class:`~statemigrate.Registry` holds). There is no I/O and no global state.
+
+The version graph of a component has one node per schema version and one edge per
+registered step. Steps may go up or down and may skip versions, so the graph can branch
+and contain cycles. The planner picks, in this order of preference:
+
+1. the path with the fewest lossy steps (so a loss-free path always wins when one
+   exists, however long);
+2. among those, the path with the fewest steps (breadth-first distance);
+3. among those, the path whose sequence of versions is smallest, compared element by
+   element, so the choice never depends on the order steps were registered in.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from statemigrate._errors import LossyMigrationError, NoMigrationPathError, RegistrationError
+
+__all__ = [
+    "MAX_VERSION",
+    "Plan",
+    "Step",
+    "StepFunc",
+    "check_component",
+    "check_version",
+    "plan_path",
+    "reachable",
+]
+
+StepFunc = Callable[[Any], Any]
+"""A migration step: plain data of the source version in, of the target version out."""
+
+MAX_VERSION = 2**31 - 1
+"""The largest schema version; it fits any signed 32-bit field of a snapshot header."""
+
+# Component names appear in snapshot section names ("component/instance"), log lines
+# and file names, so they stay short and free of separators and whitespace.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+
+
+def check_component(name: object) -> str:
+    """Return ``name`` if it is a valid component name.
+
+    A name is 1 to 128 characters: letters, digits, ``_``, ``.`` and ``-``, not
+    starting with ``.`` or ``-``.
+
+    Raises:
+        RegistrationError: the name is not a string or breaks those rules.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise RegistrationError(
+            f"invalid component name {name!r}: use 1-128 letters, digits, '_', '.' or '-',"
+            " starting with a letter, digit or '_'"
+        )
+    return name
+
+
+def check_version(version: object, *, what: str = "version") -> int:
+    """Return ``version`` if it is a valid schema version (an int from 1 to MAX_VERSION).
+
+    Raises:
+        RegistrationError: it is not an ``int`` (``bool`` does not count) or out of range.
+    """
+    if type(version) is not int or not 1 <= version <= MAX_VERSION:
+        raise RegistrationError(
+            f"invalid {what} {version!r}: schema versions are integers from 1 to {MAX_VERSION}"
+        )
+    return version
+
+
+@dataclass(frozen=True)
+class Step:
+    """One migration step of a component, from version ``source`` to ``target``.
+
+    The function receives plain data (see :mod:`statemigrate._plaindata`) that follows
+    the source schema and returns plain data that follows the target schema. It may
+    mutate its argument in place and return it: that is several times cheaper than
+    building new containers, and the restore only ever hands steps data it owns.
+
+    Attributes:
+        component: the component the step belongs to.
+        source: the version the step reads.
+        target: the version the step writes.
+        func: the step function.
+        name: a short name for messages; the function's ``__name__`` by default.
+        lossy: the step drops or defaults information, so going back cannot restore it.
+        lost_fields: the fields the step loses, as declared (dotted paths, ``*`` for any
+            key); used by property checks to compare everything else.
+    """
+
+    component: str
+    source: int
+    target: int
+    func: StepFunc = field(repr=False)
+    name: str = ""
+    lossy: bool = False
+    lost_fields: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_component(self.component)
+        check_version(self.source, what="source version")
+        check_version(self.target, what="target version")
+        if self.source == self.target:
+            raise RegistrationError(
+                f"migration step for {self.component!r} goes from version {self.source} to itself"
+            )
+        if not callable(self.func):
+            raise RegistrationError(f"migration step {self.func!r} is not callable")
+        if not self.name:
+            object.__setattr__(self, "name", getattr(self.func, "__name__", "step"))
+        for lost in self.lost_fields:
+            if not isinstance(lost, str) or not lost:
+                raise RegistrationError(f"lost field names must be non-empty strings: {lost!r}")
+        if self.lost_fields and not self.lossy:
+            object.__setattr__(self, "lossy", True)
+
+    @property
+    def direction(self) -> Literal["upgrade", "downgrade"]:
+        """``"upgrade"`` when the step goes to a higher version, else ``"downgrade"``."""
+        return "upgrade" if self.target > self.source else "downgrade"
+
+    def apply(self, data: Any) -> Any:
+        """Run the step on ``data`` (which it may mutate) and return the result.
+
+        Raises:
+            TypeError: the function returned ``None`` for non-``None`` input, the usual
+                sign of a step that mutated its input but forgot to return it.
+            Exception: whatever the step function raises, unchanged.
+        """
+        result = self.func(data)
+        if result is None and data is not None:
+            raise TypeError(
+                f"migration step {self} returned None; a step must return the migrated"
+                " data (return its argument after changing it in place)"
+            )
+        return result
+
+    def __str__(self) -> str:
+        return f"{self.component} {self.source} -> {self.target} ({self.name})"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The ordered steps that bring one component from ``source`` to ``target``.
+
+    An empty plan (``source == target``) leaves data as it is.
+
+    Raises:
+        ValueError: on construction, when the steps do not form a chain from ``source``
+            to ``target`` of ``component``.
+    """
+
+    component: str
+    source: int
+    target: int
+    steps: tuple[Step, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", tuple(self.steps))
+        at = self.source
+        for step in self.steps:
+            if step.component != self.component or step.source != at:
+                raise ValueError(f"step {step} does not continue a plan at version {at}")
+            at = step.target
+        if at != self.target:
+            raise ValueError(f"plan steps end at version {at}, not {self.target}")
+
+    @property
+    def lossy_steps(self) -> tuple[Step, ...]:
+        """The steps of the plan that lose information."""
+        return tuple(step for step in self.steps if step.lossy)
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        """Every version the data passes through, source and target included."""
+        return (self.source, *(step.target for step in self.steps))
+
+    def apply(self, data: Any) -> Any:
+        """Run every step in order and return the data at the target version.
+
+        Steps may mutate their input, so ``data`` is consumed: pass a copy
+        (:func:`~statemigrate._plaindata.copy_plain`) if the caller still needs it. A
+        step's exception propagates unchanged, with a note naming the step; callers that
+        must know which step failed can loop over :attr:`steps` and call
+        :meth:`Step.apply` themselves.
+        """
+        for step in self.steps:
+            try:
+                data = step.apply(data)
+            except BaseException as exc:
+                exc.add_note(f"in migration step {step}")
+                raise
+        return data
+
+    def __str__(self) -> str:
+        path = " -> ".join(str(version) for version in self.versions)
+        if not self.steps:
+            return f"{self.component} {path} (no steps)"
+        names = ", ".join(f"{s.name} [lossy]" if s.lossy else s.name for s in self.steps)
+        return f"{self.component} {path} ({names})"
+
+
+def reachable(steps: Iterable[Step], source: int) -> set[int]:
+    """Return every version reachable from ``source`` (itself included)."""
+    graph: dict[int, list[int]] = {}
+    for step in steps:
+        graph.setdefault(step.source, []).append(step.target)
+    seen = {source}
+    todo = [source]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def plan_path(
+    component: str,
+    steps: Iterable[Step],
+    source: int,
+    target: int,
+    *,
+    allow_lossy: bool = False,
+) -> Plan:
+    """Find the best path from ``source`` to ``target`` through ``steps``.
+
+    "Best" is defined in the module docstring: fewest lossy steps, then fewest steps,
+    then the smallest sequence of versions. Only steps of ``component`` are used.
+
+    Raises:
+        NoMigrationPathError: no chain of steps connects the two versions; the error
+            lists every step of the component as ``(source, target)`` pairs.
+        LossyMigrationError: every path loses information and ``allow_lossy`` is false;
+            the error names the lossy steps of the best path.
+    """
+    if source == target:
+        return Plan(component, source, target)
+    graph: dict[int, list[Step]] = {}
+    for step in steps:
+        if step.component == component:
+            graph.setdefault(step.source, []).append(step)
+    best = _search(graph, source, target)
+    if best is None:
+        edges = [(s.source, s.target) for out in graph.values() for s in out]
+        raise NoMigrationPathError(component, source, target, edges)
+    plan = Plan(component, source, target, best)
+    if plan.lossy_steps and not allow_lossy:
+        raise LossyMigrationError(component, source, target, [str(s) for s in plan.lossy_steps])
+    return plan
+
+
+def _search(graph: dict[int, list[Step]], source: int, target: int) -> tuple[Step, ...] | None:
+    # Dijkstra over the cost (lossy steps, steps, versions visited). Extending two
+    # paths of equal length by the same step keeps their order, so the first time a
+    # version is popped its path is the best one to it under the full cost.
+    # The counter only separates two steps that join the same pair of versions; it
+    # keeps heapq from ever comparing Step objects.
+    order = itertools.count()
+    heap: list[tuple[int, int, tuple[int, ...], int, tuple[Step, ...]]] = [
+        (0, 0, (source,), next(order), ())
+    ]
+    done: set[int] = set()
+    while heap:
+        lossy, length, versions, _, path = heapq.heappop(heap)
+        here = versions[-1]
+        if here in done:
+            continue
+        done.add(here)
+        if here == target:
+            return path
+        for step in graph.get(here, ()):
+            if step.target not in done:
+                entry = (
+                    lossy + step.lossy,
+                    length + 1,
+                    (*versions, step.target),
+                    next(order),
+                    (*path, step),
+                )
+                heapq.heappush(heap, entry)
+    return None
