@@ -1,0 +1,253 @@
+"""Migratable components: how a live object exports and imports its state.
+
+``@migratable("sessions", version=2)`` marks a class as a component whose live state
+follows schema version 2 of ``"sessions"``. The mark is a small frozen
+:class:`ComponentSpec` stored on the class as ``__statemigrate__``.
+
+A component class may define either or both of::
+
+    def export_state(self) -> State: ...          # a model, dataclass or plain dict
+    def import_state(self, state: State) -> None: ...
+
+Without them, the defaults read and write the schema's top-level fields as attributes
+of the instance: export reads ``obj.<field>`` for every field, import assigns
+``obj.<field> = state[field]``. Import only ever *replaces* attributes, it never
+mutates the objects they held, so a caller that kept the old export can roll back by
+importing it again; if one assignment fails, the ones already made are undone before
+the error propagates. Custom ``import_state`` methods should follow the same rule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from statemigrate._errors import RegistrationError, ValidationError
+from statemigrate._plaindata import to_plain
+from statemigrate._plan import check_component, check_version
+from statemigrate._schema import SchemaVersion
+
+if TYPE_CHECKING:
+    from statemigrate._registry import Registry
+
+__all__ = [
+    "ComponentSpec",
+    "bind_component",
+    "component_spec",
+    "component_state",
+    "export_component",
+    "import_component",
+    "is_migratable",
+]
+
+C = TypeVar("C")
+
+SPEC_ATTRIBUTE = "__statemigrate__"
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """What ``@migratable`` records about a component class.
+
+    Attributes:
+        component: the component name.
+        version: the schema version the class's live state follows.
+        registry: the registry the class was bound to, or ``None`` when it was marked by
+            the module-level decorator outside any migrations load: then whoever handles
+            the component chooses (a service passes its registry, otherwise the default
+            registry is used).
+    """
+
+    component: str
+    version: int
+    registry: Registry | None = field(default=None, compare=False)
+
+    def resolve(self, registry: Registry | None = None) -> Registry:
+        """Return the registry to use: ``registry`` if given, else the bound one, else
+        the default registry."""
+        if registry is not None:
+            return registry
+        if self.registry is not None:
+            return self.registry
+        from statemigrate._registry import default_registry  # circular at import time
+
+        return default_registry
+
+    def schema(self, registry: Registry | None = None) -> SchemaVersion:
+        """Return the schema version of the live state.
+
+        Raises:
+            UnknownComponentError: the registry has no schema for this version.
+        """
+        return self.resolve(registry).schema_for(self.component, self.version)
+
+
+def bind_component(cls: type[C], spec: ComponentSpec) -> type[C]:
+    """Mark ``cls`` with ``spec``; the work behind every ``migratable`` decorator.
+
+    The schema version need not be registered yet (modules may register schemas after
+    the class is defined); :meth:`ComponentSpec.schema` raises when it is still missing.
+
+    Raises:
+        RegistrationError: ``cls`` is not a class, or the name or version is invalid.
+    """
+    if not isinstance(cls, type):
+        raise RegistrationError(f"@migratable decorates classes, not {cls!r}")
+    check_component(spec.component)
+    check_version(spec.version)
+    setattr(cls, SPEC_ATTRIBUTE, spec)
+    return cls
+
+
+def is_migratable(obj: object) -> bool:
+    """Tell whether ``obj`` (a class or an instance) is marked ``@migratable``."""
+    owner = obj if isinstance(obj, type) else type(obj)
+    return isinstance(getattr(owner, SPEC_ATTRIBUTE, None), ComponentSpec)
+
+
+def component_spec(obj: object) -> ComponentSpec:
+    """Return the :class:`ComponentSpec` of a migratable class or instance.
+
+    Raises:
+        RegistrationError: the class was not marked with ``@migratable``.
+    """
+    owner = obj if isinstance(obj, type) else type(obj)
+    spec = getattr(owner, SPEC_ATTRIBUTE, None)
+    if not isinstance(spec, ComponentSpec):
+        raise RegistrationError(
+            f"{owner.__qualname__} is not a migratable component; decorate it with"
+            " @migratable(component, version=N)"
+        )
+    return spec
+
+
+def export_component(obj: object, *, registry: Registry | None = None) -> Any:
+    """Return the live state of component ``obj`` as plain data.
+
+    Uses ``obj.export_state()`` when the class defines it, else reads the schema's
+    fields as attributes. A ``dict`` state is returned without a copy (see
+    :meth:`SchemaVersion.export`).
+
+    Raises:
+        RegistrationError: ``obj`` is not migratable, or has no ``export_state`` and
+            lacks attributes for required schema fields (or the schema has no fields).
+        UnknownComponentError: no schema is registered for the class's version.
+        ValidationError: the state holds a value with no plain form.
+    """
+    spec = component_spec(obj)
+    schema = spec.schema(registry)
+    exporter = getattr(obj, "export_state", None)
+    if callable(exporter):
+        return schema.export(exporter())
+    values = _read_fields(obj, schema)
+    if schema.kind == "typeddict":
+        return values  # TypedDict state is plain already; no walk over a big cache
+    try:
+        return to_plain(values)
+    except TypeError as exc:
+        raise _not_plain(schema, exc) from exc
+
+
+def component_state(obj: object, *, registry: Registry | None = None) -> Any:
+    """Return the live state of ``obj`` in the form :func:`import_component` takes back.
+
+    That is ``obj.export_state()`` when the class defines it, else a new dict of the
+    schema's fields read as attributes; no value is copied. Importing it again restores
+    the component exactly, which is how a restore rolls back: keep this before importing
+    anything new, and import it again on failure.
+
+    Raises:
+        RegistrationError: as for :func:`export_component`.
+        UnknownComponentError: no schema is registered for the class's version.
+    """
+    spec = component_spec(obj)
+    schema = spec.schema(registry)
+    exporter = getattr(obj, "export_state", None)
+    if callable(exporter):
+        return exporter()
+    return _read_fields(obj, schema)
+
+
+def import_component(obj: object, state: Any, *, registry: Registry | None = None) -> None:
+    """Make ``state`` the live state of component ``obj``.
+
+    ``state`` is a *validated* state, i.e. what :meth:`SchemaVersion.validate` returns
+    for the class's version: a plain dict for a ``TypedDict`` schema, an instance for a
+    model or dataclass. Uses ``obj.import_state(state)`` when the class defines it,
+    else assigns each schema field as an attribute (all or none).
+
+    Raises:
+        RegistrationError: ``obj`` is not migratable, or has no ``import_state`` and
+            lacks attributes for required schema fields (or the schema has no fields).
+        UnknownComponentError: no schema is registered for the class's version.
+    """
+    spec = component_spec(obj)
+    schema = spec.schema(registry)
+    importer = getattr(obj, "import_state", None)
+    if callable(importer):
+        importer(state)
+        return
+    _read_fields(obj, schema)  # the same check as export: refuse unrelated objects early
+    new: list[tuple[str, object]] = []
+    for name in schema.fields:
+        value = (
+            state.get(name, _MISSING)
+            if isinstance(state, Mapping)
+            else getattr(state, name, _MISSING)
+        )
+        new.append((name, value))
+    _assign(obj, new)
+
+
+def _read_fields(obj: object, schema: SchemaVersion) -> dict[str, Any]:
+    owner = type(obj).__qualname__
+    if not schema.fields:
+        raise RegistrationError(
+            f"{owner} has no export_state/import_state and {schema} ({schema.kind} schema"
+            f" {schema.type!r}) has no fields to read as attributes; define both methods"
+        )
+    values: dict[str, Any] = {}
+    missing = []
+    for name in schema.fields:
+        value = getattr(obj, name, _MISSING)
+        if value is not _MISSING:
+            values[name] = value
+        elif name in schema.required_fields:
+            missing.append(name)
+    if missing:
+        raise RegistrationError(
+            f"{owner} has no export_state/import_state and lacks attributes"
+            f" {', '.join(missing)} required by {schema}; define the methods or set"
+            " those attributes"
+        )
+    return values
+
+
+def _assign(obj: object, new: list[tuple[str, object]]) -> None:
+    previous = [(name, getattr(obj, name, _MISSING)) for name, _ in new]
+    touched = 0
+    try:
+        for name, value in new:
+            touched += 1  # counted first: a half-done assignment is undone too
+            _put(obj, name, value)
+    except BaseException:
+        for name, value in reversed(previous[:touched]):
+            _put(obj, name, value)
+        raise
+
+
+def _put(obj: object, name: str, value: object) -> None:
+    if value is not _MISSING:
+        setattr(obj, name, value)
+    elif hasattr(obj, name):
+        # An optional field the new state does not have. A class-level default cannot
+        # be deleted through the instance and simply stays visible.
+        with contextlib.suppress(AttributeError):
+            delattr(obj, name)
+
+
+def _not_plain(schema: SchemaVersion, exc: TypeError) -> ValidationError:
+    return ValidationError(schema.component, schema.version, f"cannot export: {exc}")

@@ -1,0 +1,425 @@
+"""The migration registry: schema versions and steps per component, and the decorators.
+
+A :class:`Registry` holds, for each component, its schema versions and the migration
+steps between them, and plans a path between any two versions. Registration errors
+(duplicates, self-loops, invalid versions) are raised at registration time, so a
+broken set of migrations fails when it is imported, not during a restore.
+
+The module-level decorators :func:`schema`, :func:`migration` and :func:`migratable`
+register into :data:`default_registry`, except in two cases: ``registry=`` names
+another registry, or the decorator runs while :meth:`Registry.load_migrations` imports
+a migrations module, in which case it registers into the registry being loaded. That is
+how a migrations directory is written once and loaded into any registry (a service's,
+a fresh one per test)::
+
+    # migrations/sessions_0001_add_ttl.py
+    from statemigrate import migration
+
+    @migration("sessions", 1, 2)
+    def add_ttl(data): ...
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib.util
+import itertools
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from statemigrate._component import ComponentSpec, bind_component
+from statemigrate._errors import RegistrationError, UnknownComponentError
+from statemigrate._plan import (
+    Plan,
+    Step,
+    StepFunc,
+    check_component,
+    check_version,
+    plan_path,
+    reachable,
+)
+from statemigrate._schema import SchemaVersion
+
+__all__ = ["Registry", "default_registry", "migratable", "migration", "schema"]
+
+T = TypeVar("T")
+C = TypeVar("C")
+F = TypeVar("F", bound=Callable[..., Any])
+
+Lossy = bool | Iterable[str]
+"""``True`` for a lossy step, or the names of the fields it loses (also lossy)."""
+
+# Each loaded migrations module gets a fresh module name, so loading the same directory
+# into two registries runs its code twice instead of reusing the first import.
+_load_serial = itertools.count(1)
+
+
+class Registry:
+    """Schema versions and migration steps of any number of components.
+
+    Thread-safe: registration and lookups take an internal lock. Create one per service
+    (or per test); the module-level decorators use :data:`default_registry`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._schemas: dict[str, dict[int, SchemaVersion]] = {}
+        self._steps: dict[str, dict[tuple[int, int], Step]] = {}
+
+    def __repr__(self) -> str:
+        return f"<Registry components={self.components()!r}>"
+
+    # --- registration ------------------------------------------------------------------
+
+    def schema(self, component: str, *, version: int) -> Callable[[T], T]:
+        """Decorator: register the decorated type as schema ``version`` of ``component``.
+
+        Returns the type unchanged. See :meth:`add_schema` for the errors.
+        """
+
+        def decorate(type_: T) -> T:
+            self.add_schema(component, version, type_)
+            return type_
+
+        return decorate
+
+    def add_schema(self, component: str, version: int, type_: object) -> SchemaVersion:
+        """Register ``type_`` as schema ``version`` of ``component``.
+
+        Raises:
+            RegistrationError: invalid name or version; the version is already
+                registered; or pydantic cannot use the type (including a
+                ``typing.TypedDict`` on Python < 3.12).
+        """
+        built = SchemaVersion.create(component, version, type_)
+        with self._lock:
+            versions = self._schemas.setdefault(component, {})
+            if version in versions:
+                raise RegistrationError(
+                    f"schema {component!r} version {version} is already registered"
+                    f" ({versions[version].type!r})"
+                )
+            versions[version] = built
+        return built
+
+    def migration(
+        self, component: str, source: int, target: int, *, lossy: Lossy = False
+    ) -> Callable[[F], F]:
+        """Decorator: register the decorated function as a step from ``source`` to ``target``.
+
+        The function takes plain data of the source version and returns plain data of
+        the target version; it may mutate its argument and return it. Declare
+        ``lossy=True``, or ``lossy=("field", ...)`` naming what is lost, when the step
+        drops or defaults information. Returns the function unchanged.
+        """
+
+        def decorate(func: F) -> F:
+            self.add_migration(component, source, target, func, lossy=lossy)
+            return func
+
+        return decorate
+
+    def add_migration(
+        self,
+        component: str,
+        source: int,
+        target: int,
+        func: StepFunc,
+        *,
+        lossy: Lossy = False,
+        name: str | None = None,
+    ) -> Step:
+        """Register ``func`` as the step of ``component`` from ``source`` to ``target``.
+
+        Raises:
+            RegistrationError: invalid name or versions, ``source == target``, a step
+                between these versions is already registered, or ``lossy`` is neither a
+                bool nor an iterable of field names.
+        """
+        flag, lost = _lossy_fields(lossy)
+        step = Step(component, source, target, func, name or "", flag, lost)
+        with self._lock:
+            steps = self._steps.setdefault(component, {})
+            if (source, target) in steps:
+                raise RegistrationError(
+                    f"a migration step {steps[(source, target)]} is already registered"
+                )
+            steps[(source, target)] = step
+        return step
+
+    def migratable(self, component: str, *, version: int) -> Callable[[type[C]], type[C]]:
+        """Decorator: mark a class as component ``component`` at schema ``version``.
+
+        The class is bound to this registry (see :class:`ComponentSpec`). The schema
+        version may be registered later; looking it up fails until it is.
+        """
+
+        def decorate(cls: type[C]) -> type[C]:
+            return bind_component(cls, ComponentSpec(component, version, self))
+
+        return decorate
+
+    # --- lookups -----------------------------------------------------------------------
+
+    def components(self) -> list[str]:
+        """Every component with a schema or a step, sorted."""
+        with self._lock:
+            return sorted(self._schemas.keys() | self._steps.keys())
+
+    def versions(self, component: str) -> list[int]:
+        """The schema versions of ``component``, ascending (may be empty if it has only
+        steps).
+
+        Raises:
+            UnknownComponentError: nothing is registered for ``component``.
+        """
+        with self._lock:
+            self._require(component)
+            return sorted(self._schemas.get(component, {}))
+
+    def schema_for(self, component: str, version: int) -> SchemaVersion:
+        """Return schema ``version`` of ``component``.
+
+        Raises:
+            UnknownComponentError: the component, or that version of it, is not
+                registered; ``known`` lists what is.
+        """
+        with self._lock:
+            self._require(component)
+            versions = self._schemas.get(component, {})
+            if version not in versions:
+                raise UnknownComponentError(component, version, known=versions)
+            return versions[version]
+
+    def latest(self, component: str) -> SchemaVersion:
+        """Return the highest schema version of ``component``.
+
+        Raises:
+            UnknownComponentError: no schema is registered for ``component``.
+        """
+        with self._lock:
+            versions = self._schemas.get(component)
+            if not versions:
+                raise UnknownComponentError(component, known=self._schemas)
+            return versions[max(versions)]
+
+    def steps(self, component: str) -> list[Step]:
+        """The steps of ``component``, sorted by ``(source, target)``.
+
+        Raises:
+            UnknownComponentError: nothing is registered for ``component``.
+        """
+        with self._lock:
+            self._require(component)
+            steps = self._steps.get(component, {})
+            return [steps[key] for key in sorted(steps)]
+
+    def plan(self, component: str, source: int, target: int, *, allow_lossy: bool = False) -> Plan:
+        """Plan the steps that bring ``component`` from ``source`` to ``target``.
+
+        The plan avoids lossy steps whenever a loss-free path exists, then takes the
+        fewest steps; ties are broken the same way every time (see
+        :func:`~statemigrate._plan.plan_path`). ``source == target`` gives an empty plan.
+
+        Raises:
+            UnknownComponentError: nothing is registered for ``component``.
+            NoMigrationPathError: no chain of steps connects the versions.
+            LossyMigrationError: every path loses data and ``allow_lossy`` is false.
+        """
+        steps = self.steps(component)
+        return plan_path(component, steps, source, target, allow_lossy=allow_lossy)
+
+    def check(self, component: str | None = None) -> None:
+        """Check that the version graph of one component (or of all) is complete.
+
+        Complete means: every step joins two registered schema versions, and every
+        schema version can reach every other one (lossy steps allowed), as the
+        two-directions guarantee promises. Meant for a service's own test suite.
+
+        Raises:
+            UnknownComponentError: ``component`` is given and unknown.
+            RegistrationError: a problem was found; the message lists all of them.
+        """
+        with self._lock:
+            names = [component] if component is not None else self.components()
+            problems: list[str] = []
+            for name in names:
+                self._require(name)
+                versions = sorted(self._schemas.get(name, {}))
+                steps = list(self._steps.get(name, {}).values())
+                if not versions:
+                    problems.append(f"{name}: steps but no schema versions")
+                for step in steps:
+                    for end in (step.source, step.target):
+                        if end not in versions:
+                            problems.append(f"{step}: no schema version {end}")
+                for version in versions:
+                    missing = set(versions) - reachable(steps, version)
+                    if missing:
+                        shown = ", ".join(str(v) for v in sorted(missing))
+                        problems.append(f"{name}: version {version} cannot reach {shown}")
+        if problems:
+            raise RegistrationError("incomplete migrations: " + "; ".join(problems))
+
+    def _require(self, component: str) -> None:
+        if component not in self._schemas and component not in self._steps:
+            raise UnknownComponentError(component, known=self.components())
+
+    # --- loading migrations modules ----------------------------------------------------
+
+    def load_migrations(self, path: str | os.PathLike[str]) -> list[str]:
+        """Import every migrations module in directory ``path`` into this registry.
+
+        Modules are the ``*.py`` files directly in ``path`` whose names do not start
+        with ``_``, imported in sorted order; module-level decorators in them register
+        here (see the module docstring). Each file is imported under a fresh module
+        name, so loading a directory into several registries works. Loading is all or
+        nothing: if any module fails, everything it and the earlier modules of this call
+        registered is removed again.
+
+        Modules that a migrations module imports are cached by Python as usual and run
+        once per process; keep registrations inside the migrations files themselves.
+
+        Returns:
+            The names of the loaded files without ``.py``, in load order.
+
+        Raises:
+            RegistrationError: ``path`` is not a directory, or a module failed to import
+                or registered something invalid; the message names the file and the
+                original exception is chained.
+        """
+        folder = Path(path)
+        if not folder.is_dir():
+            raise RegistrationError(f"migrations directory {str(folder)!r} does not exist")
+        files = sorted(
+            entry for entry in folder.iterdir() if entry.suffix == ".py" and entry.is_file()
+        )
+        files = [entry for entry in files if not entry.name.startswith("_")]
+        with self._lock:
+            saved = self._save()
+            loaded: list[str] = []
+            try:
+                with _loading_into(self):
+                    for entry in files:
+                        _import_file(entry)
+                        loaded.append(entry.stem)
+            except BaseException:
+                self._schemas, self._steps = saved
+                raise
+        return loaded
+
+    def _save(
+        self,
+    ) -> tuple[dict[str, dict[int, SchemaVersion]], dict[str, dict[tuple[int, int], Step]]]:
+        schemas = {name: dict(versions) for name, versions in self._schemas.items()}
+        steps = {name: dict(by_pair) for name, by_pair in self._steps.items()}
+        return schemas, steps
+
+
+default_registry = Registry()
+"""The registry the module-level decorators use unless told otherwise."""
+
+_loading: contextvars.ContextVar[Registry | None] = contextvars.ContextVar(
+    "statemigrate_loading", default=None
+)
+
+
+@contextmanager
+def _loading_into(registry: Registry) -> Iterator[None]:
+    token = _loading.set(registry)
+    try:
+        yield
+    finally:
+        _loading.reset(token)
+
+
+def _import_file(entry: Path) -> None:
+    stem = re.sub(r"\W", "_", entry.stem)
+    module_name = f"_statemigrate_migrations_{next(_load_serial)}_{stem}"
+    spec = importlib.util.spec_from_file_location(module_name, entry)
+    if spec is None or spec.loader is None:
+        raise RegistrationError(f"cannot load migrations module {str(entry)!r}")
+    module = importlib.util.module_from_spec(spec)
+    # Registered before running, as a normal import does: dataclasses and pydantic look
+    # a class's module up in sys.modules to resolve its annotations.
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise RegistrationError(
+            f"migrations module {str(entry)!r} failed to load: {type(exc).__name__}: {exc}"
+        ) from exc
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+
+
+def _lossy_fields(lossy: Lossy) -> tuple[bool, tuple[str, ...]]:
+    if isinstance(lossy, bool):
+        return lossy, ()
+    if isinstance(lossy, str):
+        return True, (lossy,)  # a single field name, not its characters
+    try:
+        lost = tuple(lossy)
+    except TypeError:
+        raise RegistrationError(f"lossy must be a bool or field names, not {lossy!r}") from None
+    if not all(isinstance(name, str) and name for name in lost):
+        raise RegistrationError(f"lossy field names must be non-empty strings: {lost!r}")
+    return bool(lost), lost
+
+
+def _target(registry: Registry | None) -> Registry:
+    if registry is not None:
+        return registry
+    return _loading.get() or default_registry
+
+
+def schema(component: str, *, version: int, registry: Registry | None = None) -> Callable[[T], T]:
+    """Decorator: register a schema version (see :meth:`Registry.schema`).
+
+    Registers into ``registry``, else the registry being loaded, else
+    :data:`default_registry`.
+    """
+    return _target(registry).schema(component, version=version)
+
+
+def migration(
+    component: str,
+    source: int,
+    target: int,
+    *,
+    lossy: Lossy = False,
+    registry: Registry | None = None,
+) -> Callable[[F], F]:
+    """Decorator: register a migration step (see :meth:`Registry.migration`).
+
+    Registers into ``registry``, else the registry being loaded, else
+    :data:`default_registry`.
+    """
+    return _target(registry).migration(component, source, target, lossy=lossy)
+
+
+def migratable(
+    component: str, *, version: int, registry: Registry | None = None
+) -> Callable[[type[C]], type[C]]:
+    """Decorator: mark a class as a migratable component (see :class:`ComponentSpec`).
+
+    Binds the class to ``registry``, else to the registry being loaded; outside a load
+    and without ``registry`` the class stays unbound, and whoever handles it decides
+    (a service uses its own registry; otherwise :data:`default_registry` is used).
+    """
+    bound = registry if registry is not None else _loading.get()
+
+    def decorate(cls: type[C]) -> type[C]:
+        return bind_component(cls, ComponentSpec(component, version, bound))
+
+    check_component(component)
+    check_version(version)
+    return decorate
