@@ -1,0 +1,106 @@
+"""What every store promises, and the small helpers the stores share.
+
+A store keeps committed snapshots as opaque bytes: it knows nothing of the snapshot
+format, of schemas or of migrations. Its one job is the commit protocol: a reader sees
+the previous snapshot or the new one, complete, never a torn one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol, runtime_checkable
+
+from statemigrate._errors import StoreError
+
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "Buffer",
+    "SnapshotRef",
+    "Store",
+    "check_max_size",
+    "chunks",
+    "too_large",
+]
+
+Buffer = bytes | bytearray | memoryview
+"""Anything a store accepts as (part of) a snapshot."""
+
+DEFAULT_MAX_SIZE = 4 << 30
+"""Default upper bound, in bytes, on a snapshot a store commits or opens (4 GiB)."""
+
+
+@runtime_checkable
+class SnapshotRef(Protocol):
+    """What :meth:`Store.commit` returns: a handle on a committed snapshot."""
+
+    def open(self) -> bytes | memoryview:
+        """Return the committed bytes, checked as safe to read.
+
+        Raises:
+            StoreError: the snapshot is gone, or what is there is not safe to read.
+        """
+        ...
+
+    def describe(self) -> str:
+        """A short printable location, e.g. ``tmpfs:/dev/shm/app/current`` or ``memfd:7``."""
+        ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Somewhere snapshots are committed atomically and opened again."""
+
+    def commit(self, data: Buffer | Iterable[Buffer]) -> SnapshotRef:
+        """Commit ``data`` (one buffer, or an iterable of buffers written in order).
+
+        Raises:
+            StoreError: nothing was committed, and the previous snapshot is intact.
+        """
+        ...
+
+    def open(self, ref: SnapshotRef | None = None) -> bytes | memoryview:
+        """Return the snapshot ``ref`` names, or the latest one when ``ref`` is ``None``.
+
+        Raises:
+            StoreError: there is no snapshot, or it is not safe to read.
+        """
+        ...
+
+
+def chunks(data: Buffer | Iterable[Buffer]) -> Iterator[memoryview]:
+    """Yield ``data`` as flat byte views, whether it is one buffer or many.
+
+    Raises:
+        TypeError: an item is not a bytes-like object.
+    """
+    items: Iterable[object] = (data,) if isinstance(data, bytes | bytearray | memoryview) else data
+    for item in items:
+        try:
+            view = memoryview(item)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(
+                f"a snapshot is written from bytes-like objects, not {type(item).__name__}"
+            ) from None
+        if not view.c_contiguous:
+            # A strided view cannot be handed to write(2); copy it into one piece.
+            view = memoryview(view.tobytes())
+        elif view.ndim != 1 or view.itemsize != 1 or view.format not in ("B", "b", "c"):
+            # Multi-byte or multi-dimensional buffers: write their raw bytes in order.
+            view = view.cast("B")
+        yield view
+
+
+def check_max_size(max_size: int) -> int:
+    """Validate a ``max_size`` option.
+
+    Raises:
+        ValueError: it is not a non-negative integer.
+    """
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
+        raise ValueError(f"max_size must be a non-negative int, not {max_size!r}")
+    return max_size
+
+
+def too_large(op: str, where: str, size: int, max_size: int) -> StoreError:
+    """The error for a snapshot bigger than the store accepts."""
+    return StoreError(op, where, f"snapshot of {size} bytes is larger than max_size {max_size}")

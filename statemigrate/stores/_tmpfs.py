@@ -1,0 +1,565 @@
+"""TmpfsStore: snapshots committed atomically as files in a private directory.
+
+The directory normally lives on tmpfs (``/dev/shm``), where a snapshot survives the
+crash or restart of the process that wrote it, but not a reboot of the host. The same
+code is correct on a disk file system: it fsyncs the file and the directory, which
+costs nothing on tmpfs (its fsync is a no-op).
+
+Layout of the directory::
+
+    current     the latest snapshot
+    previous    the one before it
+    .lock       flock()ed by a commit, so that writers take turns
+
+Commit protocol (the "anonymous" temp-file mode, used whenever the kernel allows it):
+
+1. take the lock;
+2. create an unnamed file with ``O_TMPFILE`` (mode 0600), write every byte, fsync it;
+3. rename ``current`` to ``previous`` (replacing the older one);
+4. give the new file the name ``current`` with ``linkat``; fsync the directory.
+
+A process killed at any instant leaves ``current`` complete, or no ``current`` and a
+complete ``previous``; readers fall back to ``previous``. An unnamed file has no name to
+leave behind, so nothing needs cleaning up after a crash or a failed commit. Where
+``O_TMPFILE`` is not available, the "named" mode writes ``.tmp.<pid>.<random>``
+(``O_CREAT|O_EXCL|O_NOFOLLOW``) and renames it to ``current``; a writer killed inside
+its commit leaves at most one such file, which the next :class:`TmpfsStore` on the
+directory removes.
+
+Every operation is made relative to one descriptor of the directory, opened
+``O_DIRECTORY|O_NOFOLLOW``, so that nothing planted in the path can redirect it, and
+every file opened for reading is checked through ``fstat`` of the opened descriptor.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import re
+import secrets
+import stat
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Literal
+
+from statemigrate import _io
+from statemigrate._errors import StoreError
+from statemigrate.stores._base import (
+    DEFAULT_MAX_SIZE,
+    Buffer,
+    SnapshotRef,
+    check_max_size,
+    chunks,
+    too_large,
+)
+
+__all__ = ["CURRENT", "LOCK", "PREVIOUS", "TEMP_PATTERN", "TempFiles", "TmpfsRef", "TmpfsStore"]
+
+_log = logging.getLogger("statemigrate.stores")
+
+CURRENT = "current"
+PREVIOUS = "previous"
+LOCK = ".lock"
+TEMP_PATTERN = re.compile(r"\.tmp\.[0-9]+\.[0-9a-f]{16}\Z")
+"""Names of the temporary files of the named mode; only these are ever cleaned up."""
+
+TempFiles = Literal["auto", "anonymous", "named"]
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO planted at a snapshot's name must not hang the reader.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_LOCK_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_ANONYMOUS_FLAGS = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
+_NAMED_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# How open(O_TMPFILE) says that the kernel or the file system cannot do it.
+_NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def _check_file(
+    st: os.stat_result, *, op: str, where: str, max_size: int | None = None
+) -> None:
+    """Refuse anything but a private regular file of ours with a single name.
+
+    Raises:
+        StoreError: naming what is wrong with the file.
+    """
+    kind = stat.S_IFMT(st.st_mode)
+    if kind != stat.S_IFREG:
+        what = _KINDS.get(kind, "not a regular file")
+        raise StoreError(op, where, f"is {what}, not a regular file; refusing it")
+    euid = os.geteuid()
+    if st.st_uid != euid:
+        raise StoreError(
+            op, where, f"is owned by uid {st.st_uid}, not by this process's uid {euid};"
+            " refusing it",
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise StoreError(
+            op, where, f"has mode {mode:#o}; a snapshot file must be private to its owner"
+            " (0600); refusing it",
+        )
+    if st.st_nlink != 1:
+        raise StoreError(
+            op, where, f"has {st.st_nlink} hard links; a snapshot file has exactly one;"
+            " refusing it",
+        )
+    if max_size is not None and st.st_size > max_size:
+        raise too_large(op, where, st.st_size, max_size)
+
+
+def _open_private_directory(path: str) -> int:
+    """Create (0700) or open the snapshot directory and check that it is private to us."""
+    created = False
+    try:
+        _io.mkdir(path, 0o700, where=path)
+        created = True
+    except StoreError as exc:
+        if exc.errno == errno.ENOENT:
+            raise StoreError(
+                "mkdir", path, "its parent directory does not exist", errno=exc.errno
+            ) from exc.__cause__
+        if exc.errno != errno.EEXIST:
+            raise
+    try:
+        fd = _io.open_at(path, _DIR_FLAGS, dir_fd=None, where=path)
+    except StoreError as exc:
+        if exc.errno == errno.ENOTDIR:
+            raise StoreError(
+                "open", path, "is not a directory", errno=exc.errno
+            ) from exc.__cause__
+        raise
+    try:
+        if created:
+            # mkdir's mode went through the umask; make it exactly 0700.
+            _io.fchmod(fd, 0o700, where=path)
+        st = _io.fstat(fd, where=path)
+        euid = os.geteuid()
+        if st.st_uid != euid:
+            raise StoreError(
+                "open", path, f"is owned by uid {st.st_uid}, not by this process's uid"
+                f" {euid}; the snapshot directory must be our own",
+            )
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            raise StoreError(
+                "open", path, f"has mode {mode:#o}; the snapshot directory must be private"
+                " to its owner (0700)",
+            )
+    except BaseException:
+        _io.close_quietly(fd)
+        raise
+    return fd
+
+
+class _Progress:
+    """How far a commit got; errors after publication must say so."""
+
+    __slots__ = ("published",)
+
+    def __init__(self) -> None:
+        self.published = False
+
+
+class TmpfsStore:
+    """Commit snapshots atomically to files in a private directory, normally on tmpfs.
+
+    Snapshots survive the crash or restart of the process, not a reboot of the host
+    (tmpfs is memory). The store keeps the latest snapshot (``current``) and the one
+    before it (``previous``). Several processes may commit to the same directory:
+    commits take turns under an ``flock``. Readers take no lock.
+
+    The store holds one descriptor of its directory until :meth:`close` (or the end of
+    a ``with`` block).
+
+    Args:
+        directory: where the snapshots live. Created with mode 0700 if missing (its
+            parent must exist). If it exists it must be a real directory, not a
+            symbolic link, owned by this process's effective uid and not accessible to
+            group or others.
+        max_size: the largest snapshot, in bytes, that the store commits or opens.
+        temp_files: ``"anonymous"`` writes each new snapshot to an unnamed
+            ``O_TMPFILE`` file, so a crash leaves nothing behind; ``"named"`` writes to
+            ``.tmp.<pid>.<random>`` and renames it; ``"auto"`` uses anonymous where the
+            kernel and file system support it and named otherwise.
+
+    Attributes:
+        orphans_removed: how many temporary files of interrupted commits were removed
+            when the store was opened.
+
+    Raises:
+        StoreError: the directory cannot be created or opened, or is not private.
+        ValueError: an option has an invalid value.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_size: int = DEFAULT_MAX_SIZE,
+        temp_files: TempFiles = "auto",
+    ) -> None:
+        if temp_files not in ("auto", "anonymous", "named"):
+            raise ValueError(
+                f"temp_files must be 'auto', 'anonymous' or 'named', not {temp_files!r}"
+            )
+        self._dir_fd = -1
+        self._max_size = check_max_size(max_size)
+        self._path = os.path.abspath(os.fspath(directory))
+        self._auto = temp_files == "auto"
+        # linkat() of an O_TMPFILE file goes through /proc/self/fd.
+        self._anonymous = temp_files == "anonymous" or (
+            self._auto and os.path.isdir("/proc/self/fd")
+        )
+        self._dir_fd = _open_private_directory(self._path)
+        self.orphans_removed = self._remove_orphans()
+
+    # -- public API ----------------------------------------------------------------
+
+    @property
+    def directory(self) -> str:
+        """The absolute path of the snapshot directory."""
+        return self._path
+
+    @property
+    def max_size(self) -> int:
+        """The largest snapshot, in bytes, this store commits or opens."""
+        return self._max_size
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._dir_fd < 0
+
+    def commit(self, data: Buffer | Iterable[Buffer]) -> TmpfsRef:
+        """Commit ``data`` as the new ``current`` snapshot, atomically.
+
+        Args:
+            data: the snapshot bytes, as one buffer or an iterable of buffers.
+
+        Returns:
+            A reference to the store's latest snapshot.
+
+        Raises:
+            StoreError: naming the operation that failed and its errno. Nothing was
+                published: ``open()`` returns what it returned before (the message
+                says otherwise in the one case where only the final directory fsync
+                failed, after the new snapshot got its name). No temporary file is
+                left, except in named mode when removing it failed too.
+            TypeError: ``data`` holds something that is not bytes-like.
+        """
+        self._require_open("commit")
+        progress = _Progress()
+        try:
+            lock_fd = self._lock()
+            try:
+                size = self._commit_anonymous(data, progress) if self._anonymous else None
+                if size is None:
+                    size = self._commit_named(data, progress)
+            except BaseException:
+                _io.close_quietly(lock_fd)
+                raise
+            _io.close(lock_fd, where=self._where(LOCK))  # releases the lock
+        except StoreError as exc:
+            if not progress.published:
+                raise
+            raise StoreError(
+                exc.op,
+                exc.target,
+                f"{exc.detail}; the new snapshot had already been published as {CURRENT!r}",
+                errno=exc.errno,
+            ) from (exc.__cause__ or exc)
+        return TmpfsRef(self, size)
+
+    def open(self, ref: SnapshotRef | None = None) -> bytes:
+        """Return the latest snapshot: ``current``, or ``previous`` when there is none.
+
+        Args:
+            ref: a :class:`TmpfsRef` of this directory, or ``None``; both name the
+                latest snapshot.
+
+        Raises:
+            StoreError: no snapshot was committed (``errno`` ENOENT), or the file found
+                is not safe to read: a symbolic link, FIFO, directory, a file with
+                several links, not private, owned by another user, or larger than
+                ``max_size``. Such a file is refused, never followed or waited on.
+        """
+        self._require_open("open")
+        if ref is not None and not (isinstance(ref, TmpfsRef) and ref.directory == self._path):
+            raise StoreError(
+                "open", ref.describe(), f"is not a snapshot of the store in {self._path}"
+            )
+        try:
+            return self._read(CURRENT)
+        except StoreError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+        try:
+            return self._read(PREVIOUS)
+        except StoreError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            raise StoreError(
+                "open", self._path, "no snapshot has been committed here", errno=exc.errno
+            ) from exc.__cause__
+
+    def open_previous(self) -> bytes:
+        """Return the snapshot kept as ``previous``.
+
+        Raises:
+            StoreError: there is none (``errno`` ENOENT), or it is not safe to read.
+        """
+        self._require_open("open")
+        try:
+            return self._read(PREVIOUS)
+        except StoreError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            raise StoreError(
+                "open", self._where(PREVIOUS), "there is no previous snapshot", errno=exc.errno
+            ) from exc.__cause__
+
+    def close(self) -> None:
+        """Close the directory descriptor. Idempotent."""
+        fd, self._dir_fd = self._dir_fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __enter__(self) -> TmpfsStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A store created inline and never closed must not leak its descriptor.
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    def __repr__(self) -> str:
+        state = " closed" if self.closed else ""
+        return f"<TmpfsStore {self._path!r}{state}>"
+
+    # -- commit --------------------------------------------------------------------
+
+    def _commit_anonymous(self, data: Buffer | Iterable[Buffer], progress: _Progress) -> int | None:
+        """Commit through an O_TMPFILE file; None if the file system cannot make one."""
+        where = self._where("(new snapshot)")
+        try:
+            fd = _io.open_at(".", _ANONYMOUS_FLAGS, dir_fd=self._dir_fd, where=where)
+        except StoreError as exc:
+            if self._auto and exc.errno in _NO_TMPFILE:
+                _log.info("%s: O_TMPFILE is not supported, using named temporary files",
+                          self._path)
+                self._anonymous = False
+                return None
+            raise
+        try:
+            _io.fchmod(fd, 0o600, where=where)  # exact, whatever the umask
+            size = self._write(fd, data, where)
+            _io.fsync(fd, where=where)
+            self._keep_current_as_previous()
+            _io.link_fd_at(fd, CURRENT, dir_fd=self._dir_fd, where=self._where(CURRENT))
+            progress.published = True
+            _io.fsync(self._dir_fd, where=self._path)
+        except BaseException:
+            # The file has no name: closing it is all the cleanup there is.
+            _io.close_quietly(fd)
+            raise
+        _io.close(fd, where=where)
+        return size
+
+    def _commit_named(self, data: Buffer | Iterable[Buffer], progress: _Progress) -> int:
+        """Commit through a ``.tmp.<pid>.<random>`` file renamed to ``current``."""
+        name = self._temp_name()
+        where = self._where(name)
+        fd = _io.open_at(name, _NAMED_FLAGS, dir_fd=self._dir_fd, where=where)
+        try:
+            try:
+                _io.fchmod(fd, 0o600, where=where)
+                size = self._write(fd, data, where)
+                _io.fsync(fd, where=where)
+            except BaseException:
+                _io.close_quietly(fd)
+                raise
+            _io.close(fd, where=where)
+            self._keep_current_as_previous()
+            _io.rename_at(name, CURRENT, dir_fd=self._dir_fd, where=self._where(CURRENT))
+            progress.published = True
+            _io.fsync(self._dir_fd, where=self._path)
+        except BaseException:
+            if not progress.published:
+                self._discard(name)
+            raise
+        return size
+
+    def _write(self, fd: int, data: Buffer | Iterable[Buffer], where: str) -> int:
+        total = 0
+        for view in chunks(data):
+            total += view.nbytes
+            if total > self._max_size:
+                raise StoreError(
+                    "write", where, f"snapshot exceeds max_size {self._max_size}"
+                    f" (at least {total} bytes)",
+                )
+            _io.write_all(fd, view, where=where)
+        return total
+
+    def _keep_current_as_previous(self) -> None:
+        """Rename ``current`` to ``previous``, if there is a ``current`` fit to keep."""
+        where = self._where(CURRENT)
+        try:
+            st = _io.lstat_at(CURRENT, dir_fd=self._dir_fd, where=where)
+        except StoreError as exc:
+            if exc.errno == errno.ENOENT:
+                return  # the first commit, or the last one stopped between its renames
+            raise
+        # Something planted at 'current' is refused rather than kept as 'previous'.
+        _check_file(st, op="rename", where=where)
+        _io.rename_at(CURRENT, PREVIOUS, dir_fd=self._dir_fd, where=self._where(PREVIOUS))
+
+    def _discard(self, name: str) -> None:
+        try:
+            _io.unlink_at(name, dir_fd=self._dir_fd, where=self._where(name))
+        except StoreError as exc:
+            _log.warning(
+                "could not remove %s (%s); the next TmpfsStore on %s removes it",
+                self._where(name), exc.detail, self._path,
+            )
+
+    def _temp_name(self) -> str:
+        return f".tmp.{os.getpid()}.{secrets.token_hex(8)}"
+
+    # -- lock and cleanup ----------------------------------------------------------
+
+    def _lock(self) -> int:
+        """Open and flock the lock file; closing the returned descriptor unlocks."""
+        where = self._where(LOCK)
+        fd = _io.open_at(LOCK, _LOCK_FLAGS, dir_fd=self._dir_fd, where=where)
+        try:
+            _check_file(_io.fstat(fd, where=where), op="lock", where=where)
+            _io.flock(fd, fcntl.LOCK_EX, where=where)
+        except BaseException:
+            _io.close_quietly(fd)
+            raise
+        return fd
+
+    def _remove_orphans(self) -> int:
+        """Remove temporary files left by writers killed inside a commit.
+
+        Runs under the lock, so a live writer's temporary file is never taken for an
+        orphan. Problems are logged, not raised: cleaning up must not stop a reader.
+        """
+        try:
+            lock_fd = self._lock()
+        except StoreError as exc:
+            _log.warning("not looking for leftover temporary files: %s", exc)
+            return 0
+        removed = 0
+        try:
+            for name in _io.listdir(self._dir_fd, where=self._path):
+                if TEMP_PATTERN.match(name) and self._remove_orphan(name):
+                    removed += 1
+        except StoreError as exc:
+            _log.warning("not looking for leftover temporary files: %s", exc)
+        finally:
+            _io.close_quietly(lock_fd)
+        if removed:
+            _log.warning("%s: removed %d temporary file(s) left by an interrupted commit",
+                         self._path, removed)
+        return removed
+
+    def _remove_orphan(self, name: str) -> bool:
+        where = self._where(name)
+        try:
+            st = _io.lstat_at(name, dir_fd=self._dir_fd, where=where)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                # Not something a commit of ours could have left: not ours to delete.
+                _log.warning("leaving %s alone: not a regular file of ours", where)
+                return False
+            _io.unlink_at(name, dir_fd=self._dir_fd, where=where)
+        except StoreError as exc:
+            if exc.errno != errno.ENOENT:
+                _log.warning("could not remove %s: %s", where, exc.detail)
+            return False
+        return True
+
+    # -- reading -------------------------------------------------------------------
+
+    def _read(self, name: str) -> bytes:
+        where = self._where(name)
+        fd = _io.open_at(name, _READ_FLAGS, dir_fd=self._dir_fd, where=where)
+        try:
+            # Check what was opened, not the path: the name may have changed since.
+            st = _io.fstat(fd, where=where)
+            _check_file(st, op="open", where=where, max_size=self._max_size)
+            data = _io.read_all(fd, st.st_size, where=where)
+        except BaseException:
+            _io.close_quietly(fd)
+            raise
+        _io.close(fd, where=where)
+        return data
+
+    def _require_open(self, op: str) -> int:
+        if self._dir_fd < 0:
+            raise StoreError(op, self._path, "the store is closed")
+        return self._dir_fd
+
+    def _where(self, name: str) -> str:
+        return f"{self._path}/{name}"
+
+
+class TmpfsRef:
+    """Names the latest snapshot of a :class:`TmpfsStore`.
+
+    The store keeps two files, not numbered generations, so a reference always reads
+    the latest snapshot; the snapshot format records its own generation.
+
+    Attributes:
+        size: the number of bytes committed by the commit that returned this reference.
+    """
+
+    __slots__ = ("_store", "size")
+
+    def __init__(self, store: TmpfsStore, size: int) -> None:
+        self._store = store
+        self.size = size
+
+    @property
+    def store(self) -> TmpfsStore:
+        """The store this reference belongs to."""
+        return self._store
+
+    @property
+    def directory(self) -> str:
+        """The snapshot directory."""
+        return self._store.directory
+
+    def open(self) -> bytes:
+        """Return the store's latest snapshot; see :meth:`TmpfsStore.open`."""
+        return self._store.open(self)
+
+    def describe(self) -> str:
+        """``tmpfs:<directory>/current``."""
+        return f"tmpfs:{self._store.directory}/{CURRENT}"
+
+    def __repr__(self) -> str:
+        return f"<TmpfsRef {self.describe()} size={self.size}>"
