@@ -22,7 +22,10 @@ can branch on facts instead of parsing text. Foreign exceptions are chained with
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # only for the annotation; the handoff package imports this module
+    from statemigrate.handoff._report import HandoffReport
 
 __all__ = [
     "HandoffError",
@@ -268,9 +271,12 @@ class HandoffError(StateMigrateError):
     Attributes:
         stage: where the handoff stopped (``spawn``, ``handshake``, ``ready``, ...).
         detail: why.
+        report: the :class:`~statemigrate.handoff.HandoffReport` of the failed attempt,
+            when the failure ended an attempt that had started (``None`` otherwise).
     """
 
-    def __init__(self, stage: str, detail: str) -> None:
+    def __init__(self, stage: str, detail: str, *, report: HandoffReport | None = None) -> None:
         self.stage = stage
         self.detail = detail
+        self.report = report
         super().__init__(f"handoff failed at {stage}: {detail}")
