@@ -32,6 +32,7 @@ __all__ = [
     "MAX_NESTING",
     "ChunkCodec",
     "StoredChunk",
+    "check_chunk",
     "compress_chunk",
     "decompress_chunk",
     "pack_data",
@@ -267,6 +268,16 @@ def zstd_frame_length(frame: memoryview) -> int:
         ValueError: not a zstd frame, a reserved block type, or the frame runs past the
             end of the buffer.
     """
+    return _walk_frame(frame)[0]
+
+
+def _walk_frame(frame: memoryview) -> tuple[int, int]:
+    """The frame's length and the most bytes its blocks can decode to.
+
+    Raw and RLE blocks state their output size; a compressed block yields at most one
+    block's worth (128 KiB). The second number lets a reader refuse a frame whose
+    header claims more than its blocks could ever produce, before allocating for it.
+    """
     if bytes(frame[:4]) != _ZSTD_MAGIC:
         raise ValueError("not a zstd frame (bad magic)")
     try:
@@ -275,6 +286,7 @@ def zstd_frame_length(frame: memoryview) -> int:
         raise ValueError(f"bad zstd frame header: {exc}") from exc
     has_checksum = (frame[4] >> 2) & 1
     end = len(frame)
+    most_output = 0
     while True:
         if pos + 3 > end:
             raise ValueError("zstd frame ends inside a block header")
@@ -286,11 +298,79 @@ def zstd_frame_length(frame: memoryview) -> int:
         if block_size > _ZSTD_MAX_BLOCK:
             raise ValueError("zstd block larger than 128 KiB")
         pos += 1 if block_type == 1 else block_size
+        most_output += _ZSTD_MAX_BLOCK if block_type == 2 else block_size
         if pos > end:
             raise ValueError("zstd frame ends inside a block")
         if last:
             break
-    return pos + 4 * has_checksum
+    return pos + 4 * has_checksum, most_output
+
+
+def check_chunk(
+    stored: memoryview,
+    codec: int,
+    raw_size: int,
+    *,
+    section: str | None = None,
+    chunk: int | None = None,
+    offset: int | None = None,
+) -> None:
+    """Check that a stored chunk can decode to ``raw_size`` bytes, without decoding it.
+
+    Readers run this on every chunk of a section before allocating the section's
+    buffer, so a forged size claim costs nothing: a zstd frame must be exactly one
+    frame, state ``raw_size`` as its content size, fit the window cap, need no
+    dictionary, and have enough blocks to produce that many bytes.
+
+    Raises:
+        SnapshotError: ``corrupt`` for any structural mismatch, ``too_large`` for a
+            window beyond the reader's cap, ``unsupported_version`` for an unknown codec.
+    """
+
+    def error(
+        kind: SnapshotErrorKind, detail: str, *, expected: object = None, actual: object = None
+    ) -> SnapshotError:
+        return SnapshotError(
+            kind, detail, section=section, chunk=chunk, offset=offset,
+            expected=expected, actual=actual,
+        )
+
+    if codec == ChunkCodec.RAW:
+        if len(stored) != raw_size:
+            raise error(
+                "corrupt", "raw chunk size differs from its declared size",
+                expected=raw_size, actual=len(stored),
+            )
+        return
+    if codec != ChunkCodec.ZSTD:
+        raise error("unsupported_version", f"unknown chunk codec {codec}")
+    try:
+        frame_length, most_output = _walk_frame(stored)
+        params = zstandard.get_frame_parameters(stored)
+    except (ValueError, zstandard.ZstdError) as exc:
+        raise error("corrupt", f"zstd chunk: {_one_line(exc)}") from exc
+    if frame_length != len(stored):
+        raise error(
+            "corrupt", "zstd chunk is not exactly one frame",
+            expected=len(stored), actual=frame_length,
+        )
+    if params.content_size != raw_size:
+        raise error(
+            "corrupt", "zstd frame's content size differs from the declared raw size",
+            expected=raw_size, actual=params.content_size,
+        )
+    if most_output < raw_size:
+        raise error(
+            "corrupt", "zstd frame has too few blocks for its declared size",
+            expected=raw_size, actual=most_output,
+        )
+    if params.window_size > MAX_WINDOW_SIZE:
+        raise error(
+            "too_large", "zstd frame needs too much memory (window)",
+            expected=MAX_WINDOW_SIZE, actual=params.window_size,
+        )
+    if params.dict_id != 0:
+        raise error("corrupt", "zstd frame needs a dictionary")
 
 
 def decompress_chunk(
@@ -307,57 +387,28 @@ def decompress_chunk(
     Raises:
         SnapshotError: ``corrupt`` when the chunk does not decode to exactly
             ``len(out)`` bytes from exactly one frame; ``too_large`` when the frame
-            needs a window beyond the reader's cap.
+            needs a window beyond the reader's cap (see :func:`check_chunk`).
     """
-    def error(
-        kind: SnapshotErrorKind, detail: str, *, expected: object = None, actual: object = None
-    ) -> SnapshotError:
+    check_chunk(stored, codec, len(out), section=section, chunk=chunk, offset=offset)
+    if codec == ChunkCodec.RAW:
+        out[:] = stored
+        return
+
+    def error(detail: str, *, expected: object = None, actual: object = None) -> SnapshotError:
         return SnapshotError(
-            kind, detail, section=section, chunk=chunk, offset=offset,
+            "corrupt", detail, section=section, chunk=chunk, offset=offset,
             expected=expected, actual=actual,
         )
 
-    if codec == ChunkCodec.RAW:
-        if len(stored) != len(out):
-            raise error(
-                "corrupt", "raw chunk size differs from its declared size",
-                expected=len(out), actual=len(stored),
-            )
-        out[:] = stored
-        return
-    if codec != ChunkCodec.ZSTD:
-        raise error("unsupported_version", f"unknown chunk codec {codec}")
-    try:
-        frame_length = zstd_frame_length(stored)
-        params = zstandard.get_frame_parameters(stored)
-    except (ValueError, zstandard.ZstdError) as exc:
-        raise error("corrupt", f"zstd chunk: {_one_line(exc)}") from exc
-    if frame_length != len(stored):
-        raise error(
-            "corrupt", "zstd chunk is not exactly one frame",
-            expected=len(stored), actual=frame_length,
-        )
-    if params.content_size != len(out):
-        raise error(
-            "corrupt", "zstd frame's content size differs from the declared raw size",
-            expected=len(out), actual=params.content_size,
-        )
-    if params.window_size > MAX_WINDOW_SIZE:
-        raise error(
-            "too_large", "zstd frame needs too much memory (window)",
-            expected=MAX_WINDOW_SIZE, actual=params.window_size,
-        )
-    if params.dict_id != 0:
-        raise error("corrupt", "zstd frame needs a dictionary")
     try:
         _stream_into(stored, out)
     except zstandard.ZstdError as exc:
-        raise error("corrupt", f"zstd chunk: {_one_line(exc)}") from exc
+        raise error(f"zstd chunk: {_one_line(exc)}") from exc
     except _Overlong as exc:
-        raise error("corrupt", "zstd chunk decodes to more bytes than declared") from exc
+        raise error("zstd chunk decodes to more bytes than declared") from exc
     except _Short as exc:
         raise error(
-            "corrupt", "zstd chunk decodes to fewer bytes than declared",
+            "zstd chunk decodes to fewer bytes than declared",
             expected=len(out), actual=exc.got,
         ) from exc
 

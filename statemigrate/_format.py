@@ -35,6 +35,7 @@ from statemigrate._codec import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
     StoredChunk,
+    check_chunk,
     compress_chunk,
     decompress_chunk,
     iter_slices,
@@ -323,10 +324,25 @@ class Snapshot:
 
         Raises:
             SnapshotError: a chunk fails its checksum or does not decode to exactly its
-                declared size, or the raw bytes fail the section checksum.
+                declared size, or the raw bytes fail the section checksum. Every chunk
+                is checked for what it can produce before any memory is allocated.
         """
         self.verify_section(index)
         section = self.header.sections[index]
+        # Every chunk must be able to produce its declared size before the section's
+        # buffer is allocated: the sizes are the writer's claims, and a forged claim of
+        # gigabytes in a few hundred bytes must cost nothing.
+        for number, (chunk, offset) in enumerate(
+            zip(section.chunks, self._chunk_offsets[index], strict=True)
+        ):
+            check_chunk(
+                self._buffer[offset : offset + chunk.stored_size],
+                chunk.codec,
+                chunk.raw_size,
+                section=section.key,
+                chunk=number,
+                offset=offset,
+            )
         raw = bytearray(section.raw_size)
         view = memoryview(raw)
         position = 0
