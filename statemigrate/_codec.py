@@ -50,8 +50,11 @@ MAX_WINDOW_SIZE = 8 << 20
 """Largest zstd window a reader accepts; level-1..19 frames of 4 MiB chunks need at
 most the chunk size. Bigger windows cost decoder memory, so they are refused."""
 
+_MAX_WINDOW_LOG = MAX_WINDOW_SIZE.bit_length() - 1
+
 MAX_NESTING = 1024
-"""msgpack's C and pure-Python unpackers both refuse nesting past this depth."""
+"""The C unpacker refuses nesting past this depth; the pure-Python fallback stops
+earlier, near the interpreter's recursion limit (about 990 levels by default)."""
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _ZSTD_MAX_BLOCK = 128 << 10
@@ -245,9 +248,18 @@ def compress_chunk(raw: bytes | memoryview, *, level: int) -> StoredChunk:
     size = len(raw)
     if size == 0:
         return StoredChunk(ChunkCodec.RAW, 0, raw)
-    compressor = zstandard.ZstdCompressor(
-        level=level, write_content_size=True, write_checksum=True, write_dict_id=False
+    params = zstandard.ZstdCompressionParameters.from_level(level, source_size=size)
+    # Levels 20-22 ask for windows up to 128 MiB, which readers refuse (MAX_WINDOW_SIZE);
+    # cap the window so that whatever level a writer picks, its snapshots stay readable.
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level,
+        source_size=size,
+        window_log=min(params.window_log, _MAX_WINDOW_LOG),
+        write_content_size=1,
+        write_checksum=1,
+        write_dict_id=0,
     )
+    compressor = zstandard.ZstdCompressor(compression_params=params)
     if size > 2 * _SAMPLE_SIZE:
         sample = compressor.compress(raw[:_SAMPLE_SIZE])
         if len(sample) > _POOR_RATIO * _SAMPLE_SIZE:
