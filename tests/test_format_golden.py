@@ -104,6 +104,6 @@ def test_negative_control_value_comparison_sees_what_equality_misses() -> None:
     _, expected = load_golden("v1-small")
     want = from_json(expected["sections"][1])
     assert isinstance(want, list)
-    drifted = [float(v) if type(v) is int else v for v in want]
+    drifted = [float(v) if type(v) is int and abs(v) < 2**53 else v for v in want]
     assert drifted == want  # plain equality is fooled ...
     assert pack_data(drifted) != pack_data(want)  # ... the byte comparison is not
