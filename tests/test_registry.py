@@ -1,0 +1,330 @@
+"""The registry: registration errors, lookups, planning, checks and loading migrations modules."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from typing_extensions import TypedDict
+
+import statemigrate._registry as registry_module
+from statemigrate._component import component_spec
+from statemigrate._errors import (
+    LossyMigrationError,
+    NoMigrationPathError,
+    RegistrationError,
+    UnknownComponentError,
+)
+from statemigrate._registry import Registry, migratable, migration, schema
+
+
+class V1(TypedDict):
+    entries: dict[str, str]
+
+
+class V2(BaseModel):
+    entries: dict[str, int]
+
+
+class TypingDict(typing.TypedDict):
+    x: int
+
+
+def same(data: Any) -> Any:
+    return data
+
+
+def sample() -> Registry:
+    reg = Registry()
+    reg.add_schema("cache", 1, V1)
+    reg.add_schema("cache", 2, V2)
+    reg.add_migration("cache", 1, 2, same)
+    reg.add_migration("cache", 2, 1, same, lossy=True)
+    return reg
+
+
+@pytest.fixture
+def fresh_default(monkeypatch: pytest.MonkeyPatch) -> Registry:
+    """Replace the default registry for one test, so the real one is never touched."""
+    replacement = Registry()
+    monkeypatch.setattr(registry_module, "default_registry", replacement)
+    return replacement
+
+
+# --- registration errors ------------------------------------------------------------------
+
+
+def test_same_schema_version_twice() -> None:
+    reg = sample()
+    with pytest.raises(RegistrationError, match="'cache' version 1 is already registered"):
+        reg.add_schema("cache", 1, V2)
+
+
+def test_same_step_twice() -> None:
+    reg = sample()
+    with pytest.raises(RegistrationError, match=r"cache 1 -> 2 \(same\) is already registered"):
+        reg.add_migration("cache", 1, 2, lambda data: data)
+
+
+@pytest.mark.parametrize(("source", "target"), [(2, 2), (0, 1), (1, -1), (True, 2), (1.0, 2)])
+def test_bad_step_versions(source: Any, target: Any) -> None:
+    with pytest.raises(RegistrationError):
+        Registry().add_migration("cache", source, target, same)
+
+
+@pytest.mark.parametrize("version", [0, -3, True, "2", 2.0, 2**31])
+def test_bad_schema_versions(version: Any) -> None:
+    with pytest.raises(RegistrationError, match="invalid version"):
+        Registry().add_schema("cache", version, V1)
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "has space", "-x", None, "x" * 129])
+def test_bad_component_names(name: Any) -> None:
+    with pytest.raises(RegistrationError, match="invalid component name"):
+        Registry().add_schema(name, 1, V1)
+    with pytest.raises(RegistrationError, match="invalid component name"):
+        Registry().add_migration(name, 1, 2, same)
+
+
+def test_bad_lossy_declarations() -> None:
+    reg = Registry()
+    with pytest.raises(RegistrationError, match="lossy must be"):
+        reg.add_migration("c", 1, 2, same, lossy=3)  # type: ignore[arg-type]
+    with pytest.raises(RegistrationError, match="non-empty strings"):
+        reg.add_migration("c", 1, 2, same, lossy=("ok", ""))
+    with pytest.raises(RegistrationError, match="not callable"):
+        reg.add_migration("c", 1, 2, "not a function")  # type: ignore[arg-type]
+    assert reg.components() == []  # nothing half-registered
+
+
+def test_lossy_forms() -> None:
+    reg = Registry()
+    assert reg.add_migration("c", 2, 1, same, lossy="ttl").lost_fields == ("ttl",)
+    assert reg.add_migration("c", 3, 2, same, lossy=["a", "b"]).lossy
+    assert not reg.add_migration("c", 1, 2, same, lossy=()).lossy
+    flagged = reg.add_migration("c", 3, 1, same, lossy=True, name="drop")
+    assert (flagged.lossy, flagged.lost_fields, str(flagged)) == (True, (), "c 3 -> 1 (drop)")
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="pydantic accepts it from 3.12 on")
+def test_typing_typeddict_is_a_registration_error() -> None:
+    with pytest.raises(RegistrationError, match="typing_extensions.TypedDict"):
+        Registry().add_schema("c", 1, TypingDict)
+
+
+def test_decorators_return_what_they_decorate() -> None:
+    reg = Registry()
+
+    @reg.schema("c", version=1)
+    class State(TypedDict):
+        n: int
+
+    @reg.migration("c", 1, 2, lossy=("n",))
+    def step(data: Any) -> Any:
+        return data
+
+    assert reg.schema_for("c", 1).type is State
+    assert reg.steps("c")[0].func is step
+    assert reg.steps("c")[0].name == "step"
+
+
+# --- lookups and planning -----------------------------------------------------------------
+
+
+def test_lookups() -> None:
+    reg = sample()
+    reg.add_migration("steps-only", 1, 2, same)
+    assert reg.components() == ["cache", "steps-only"]
+    assert reg.versions("cache") == [1, 2]
+    assert reg.versions("steps-only") == []
+    assert reg.schema_for("cache", 2).type is V2
+    assert reg.latest("cache").version == 2
+    assert [(s.source, s.target) for s in reg.steps("cache")] == [(1, 2), (2, 1)]
+    assert "cache" in repr(reg)
+
+
+def test_unknown_component_and_version() -> None:
+    reg = sample()
+    with pytest.raises(UnknownComponentError) as info:
+        reg.schema_for("nope", 1)
+    assert (info.value.component, info.value.version, info.value.known) == ("nope", None, ["cache"])
+    with pytest.raises(UnknownComponentError) as info:
+        reg.schema_for("cache", 7)
+    assert (info.value.version, info.value.known) == (7, [1, 2])
+    assert str(info.value) == "unknown component 'cache' version 7; registered: 1, 2"
+    for call in (reg.versions, reg.latest, reg.steps):
+        with pytest.raises(UnknownComponentError):
+            call("nope")
+    with pytest.raises(UnknownComponentError):
+        reg.plan("nope", 1, 2)
+
+
+def test_plan_through_the_registry() -> None:
+    reg = sample()
+    assert [str(s) for s in reg.plan("cache", 1, 2).steps] == ["cache 1 -> 2 (same)"]
+    with pytest.raises(LossyMigrationError):
+        reg.plan("cache", 2, 1)
+    assert reg.plan("cache", 2, 1, allow_lossy=True).lossy_steps
+    assert reg.plan("cache", 2, 2).steps == ()
+    with pytest.raises(NoMigrationPathError) as info:
+        reg.plan("cache", 1, 5)
+    assert info.value.edges == [(1, 2), (2, 1)]
+
+
+def test_check_accepts_a_complete_graph() -> None:
+    sample().check()
+    sample().check("cache")
+
+
+def test_check_reports_every_problem() -> None:
+    reg = sample()
+    reg.add_schema("cache", 3, V1)
+    reg.add_migration("cache", 2, 4, same)
+    reg.add_migration("orphan", 1, 2, same)
+    with pytest.raises(RegistrationError) as info:
+        reg.check()
+    text = str(info.value)
+    assert "cache 2 -> 4 (same): no schema version 4" in text
+    assert "cache: version 1 cannot reach 3" in text
+    assert "cache: version 3 cannot reach 1, 2" in text
+    assert "orphan: steps but no schema versions" in text
+    with pytest.raises(UnknownComponentError):
+        reg.check("nope")
+
+
+# --- module-level decorators --------------------------------------------------------------
+
+
+def test_module_decorators_use_the_default_registry(fresh_default: Registry) -> None:
+    @schema("mod", version=1)
+    class State(TypedDict):
+        n: int
+
+    @migration("mod", 1, 2)
+    def up(data: Any) -> Any:
+        return data
+
+    @migratable("mod", version=1)
+    class Live:
+        n = 0
+
+    assert fresh_default.schema_for("mod", 1).type is State
+    assert fresh_default.steps("mod")[0].func is up
+    assert component_spec(Live).registry is None  # unbound: resolved when used
+    assert component_spec(Live).resolve() is fresh_default
+
+
+def test_module_decorators_honour_an_explicit_registry(fresh_default: Registry) -> None:
+    mine = Registry()
+
+    @schema("mod", version=1, registry=mine)
+    class State(TypedDict):
+        n: int
+
+    migration("mod", 1, 2, registry=mine)(same)
+
+    @migratable("mod", version=1, registry=mine)
+    class Live:
+        n = 0
+
+    assert mine.versions("mod") == [1] and len(mine.steps("mod")) == 1
+    assert component_spec(Live).registry is mine
+    assert fresh_default.components() == []
+
+
+# --- loading migrations modules -----------------------------------------------------------
+
+
+def write(folder: Path, name: str, body: str) -> None:
+    (folder / name).write_text(textwrap.dedent(body), encoding="utf-8")
+
+
+UP = """
+from statemigrate._registry import migration
+
+@migration("cache", 1, 2)
+def up(data):
+    return data
+"""
+DOWN = """
+from statemigrate._registry import migration
+
+@migration("cache", 2, 1, lossy=("entries",))
+def down(data):
+    return data
+"""
+
+
+def test_load_migrations_imports_sorted_modules(tmp_path: Path, fresh_default: Registry) -> None:
+    write(tmp_path, "b_down.py", DOWN)
+    write(tmp_path, "a_up.py", UP)
+    write(tmp_path, "_helper.py", "raise RuntimeError('never imported')\n")
+    write(tmp_path, "notes.txt", "not python\n")
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "sub", "c.py", "raise RuntimeError('not imported either')\n")
+    reg = Registry()
+    assert reg.load_migrations(tmp_path) == ["a_up", "b_down"]
+    assert [str(s) for s in reg.steps("cache")] == ["cache 1 -> 2 (up)", "cache 2 -> 1 (down)"]
+    assert fresh_default.components() == []  # routed to the registry being loaded
+
+
+def test_same_directory_into_two_registries(tmp_path: Path) -> None:
+    write(tmp_path, "a_up.py", UP)
+    first, second = Registry(), Registry()
+    first.load_migrations(str(tmp_path))
+    second.load_migrations(tmp_path)
+    assert first.steps("cache")[0].func is not second.steps("cache")[0].func
+    with pytest.raises(RegistrationError, match="already registered"):
+        first.load_migrations(tmp_path)  # loading twice is a duplicate registration
+
+
+def test_failing_module_is_named_and_nothing_stays(tmp_path: Path) -> None:
+    write(tmp_path, "a_up.py", UP)
+    write(tmp_path, "b_broken.py", DOWN + "\nraise ValueError('boom')\n")
+    reg = Registry()
+    reg.add_schema("cache", 1, V1)
+    with pytest.raises(RegistrationError) as info:
+        reg.load_migrations(tmp_path)
+    assert "b_broken.py" in str(info.value) and "ValueError: boom" in str(info.value)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert reg.components() == ["cache"] and reg.steps("cache") == []  # all or nothing
+    assert not any("b_broken" in name for name in sys.modules)
+
+
+def test_duplicate_inside_a_module_is_chained(tmp_path: Path) -> None:
+    write(tmp_path, "a_up.py", UP)
+    write(tmp_path, "b_again.py", UP)
+    with pytest.raises(RegistrationError, match="b_again.py") as info:
+        Registry().load_migrations(tmp_path)
+    assert isinstance(info.value.__cause__, RegistrationError)
+
+
+def test_module_may_define_dataclass_schemas(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "schemas_and_steps.py",
+        """
+        from __future__ import annotations
+        import dataclasses
+        from statemigrate._registry import schema
+
+        @schema("points", version=1)
+        @dataclasses.dataclass
+        class Point:
+            x: int
+            history: list[Point] = dataclasses.field(default_factory=list)
+        """,
+    )
+    reg = Registry()
+    reg.load_migrations(tmp_path)
+    assert reg.schema_for("points", 1).validate({"x": 1, "history": [{"x": 2}]}).history[0].x == 2
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(RegistrationError, match="does not exist"):
+        Registry().load_migrations(tmp_path / "nope")
