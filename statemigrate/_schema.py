@@ -110,10 +110,17 @@ class SchemaVersion:
         except pydantic.PydanticUserError as exc:
             if exc.code == "typed-dict-version":
                 raise RegistrationError(f"{where}: {_TYPEDDICT_HINT}") from exc
-            raise RegistrationError(f"{where}: pydantic cannot use {type_!r}: {exc}") from exc
+            hint = ""
+            if exc.code == "class-not-fully-defined":
+                # Annotations are resolved in the defining module's globals, so types
+                # defined inside a function cannot be found from here.
+                hint = "; define the schema and every type it refers to at module level"
+            raise RegistrationError(
+                f"{where}: pydantic cannot use {type_!r}: {exc.message}{hint}"
+            ) from exc
         except (pydantic.PydanticSchemaGenerationError, TypeError, NameError) as exc:
             raise RegistrationError(f"{where}: pydantic cannot use {type_!r}: {exc}") from exc
-        kind, names, required = _record_fields(type_)
+        kind, names, required = _record_fields(type_, schema)
         return cls(
             component=component,
             version=version,
@@ -165,6 +172,14 @@ class SchemaVersion:
         """
         if type(state) is dict:
             return state
+        if self.kind in ("model", "dataclass") and not isinstance(state, cast(type, self.type)):
+            # pydantic would serialize an unrelated object by duck typing; refuse it.
+            raise ValidationError(
+                self.component,
+                self.version,
+                f"cannot export {type(state).__qualname__}: expected an instance of"
+                f" {cast(type, self.type).__qualname__}",
+            )
         try:
             dumped = self.adapter.dump_python(state, mode="python", warnings="error")
             return to_plain(dumped)
@@ -200,17 +215,21 @@ def _reject_typing_typeddict(type_: object, where: str) -> None:
         raise RegistrationError(f"{where}: {_TYPEDDICT_HINT}")
 
 
-def _record_fields(type_: object) -> tuple[SchemaKind, tuple[str, ...], frozenset[str]]:
+def _record_fields(
+    type_: object, schema: dict[str, Any]
+) -> tuple[SchemaKind, tuple[str, ...], frozenset[str]]:
     if isinstance(type_, type) and issubclass(type_, pydantic.BaseModel):
         model_fields = type_.model_fields
         required = frozenset(n for n, f in model_fields.items() if f.is_required())
         return "model", tuple(model_fields), required
     if typing_extensions.is_typeddict(type_):
-        typed_dict: Any = type_
-        required_keys: frozenset[str] = typed_dict.__required_keys__
-        keys = required_keys | typed_dict.__optional_keys__
-        order = [name for name in typed_dict.__annotations__ if name in keys]
-        return "typeddict", tuple(order), frozenset(required_keys)
+        # Not __required_keys__: under postponed annotations it cannot see NotRequired,
+        # while pydantic's schema reflects what validation really requires.
+        root = schema
+        ref = root.get("$ref")
+        if isinstance(ref, str) and ref.startswith(_DEFS_REF):
+            root = schema["$defs"][ref[len(_DEFS_REF) :]]
+        return "typeddict", tuple(root.get("properties", {})), frozenset(root.get("required", ()))
     if isinstance(type_, type) and dataclasses.is_dataclass(type_):
         fields = [f for f in dataclasses.fields(type_) if f.init]
         required = frozenset(
