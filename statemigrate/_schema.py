@@ -158,11 +158,13 @@ class SchemaVersion:
     def export(self, state: object) -> Any:
         """Turn a state of this schema into plain data.
 
-        A ``dict`` (the state of a ``TypedDict`` schema) is returned as it is, without
+        The state of a ``TypedDict`` schema (a ``dict``) is returned as it is, without
         a copy: exporting a cache of a million entries costs nothing. It must therefore
         already hold plain data, and the caller must encode or copy it before the
-        component changes it. Anything else (a model, a dataclass instance, ...) is
-        dumped by pydantic and converted with :func:`~statemigrate._plaindata.to_plain`.
+        component changes it. Anything else (a model or dataclass instance, or a dict
+        form of one, a value of a bare type such as ``dict[int, str]``) is dumped by
+        pydantic where needed and converted with
+        :func:`~statemigrate._plaindata.to_plain`, so the result is always new.
 
         For every valid state ``x``, ``validate(export(x)) == x``.
 
@@ -170,17 +172,21 @@ class SchemaVersion:
             ValidationError: the state is not an instance of the schema or holds a value
                 with no plain form.
         """
-        if type(state) is dict:
+        if type(state) is dict and self.kind == "typeddict":
             return state
-        if self.kind in ("model", "dataclass") and not isinstance(state, cast(type, self.type)):
+        if self.kind in ("model", "dataclass") and not isinstance(
+            state, cast(type, self.type) | dict
+        ):
             # pydantic would serialize an unrelated object by duck typing; refuse it.
             raise ValidationError(
                 self.component,
                 self.version,
                 f"cannot export {type(state).__qualname__}: expected an instance of"
-                f" {cast(type, self.type).__qualname__}",
+                f" {cast(type, self.type).__qualname__} or a dict",
             )
         try:
+            if isinstance(state, dict) and self.kind != "other":
+                return to_plain(state)  # the dict form of a model or dataclass
             dumped = self.adapter.dump_python(state, mode="python", warnings="error")
             return to_plain(dumped)
         except (pydantic_core.PydanticSerializationError, TypeError, ValueError) as exc:

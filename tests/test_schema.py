@@ -466,6 +466,20 @@ def test_dataclass_export_round_trips(point: Point) -> None:
     assert POINT.validate(data) == point
 
 
+def test_bare_type_export_is_plain() -> None:
+    numbers = SchemaVersion.create("numbers", 1, dict[int, tuple[str, datetime.date]])
+    state = {1: ("a", datetime.date(2020, 1, 2))}
+    data = numbers.export(state)
+    assert data == {"1": ["a", "2020-01-02"]} and is_plain(data)
+    assert numbers.validate(data) == state
+
+
+def test_model_dict_form_is_converted() -> None:
+    day = datetime.date(2020, 1, 2)
+    data = POINT.export({"x": 1, "y": 2.0, "at": day, "labels": frozenset({"b", "a"})})
+    assert data == {"x": 1, "y": 2.0, "at": "2020-01-02", "labels": ["a", "b"]}
+
+
 def test_export_of_a_foreign_object_is_a_validation_error() -> None:
     with pytest.raises(ValidationError, match="cannot export"):
         RICH.export(Point(1, 2.0, datetime.date(2020, 1, 1)))
