@@ -13,7 +13,7 @@ from typing import Any
 
 # Migrations modules register through the module-level decorator; loading this
 # directory with Registry.load_migrations routes it to the registry being loaded.
-from statemigrate._registry import migration
+from statemigrate import migration
 
 
 @migration("kvcache", 1, 2)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from statemigrate._registry import migration
+from statemigrate import migration
 
 
 @migration("kvcache", 2, 3)

@@ -1,5 +1,23 @@
-"""statemigrate: keep a service's in-memory state across code changes and restarts."""
+"""statemigrate: keep a service's in-memory state across code changes and restarts.
 
+Register stateful components under named, versioned schemas; snapshot them into a
+checksummed container committed atomically to tmpfs or a sealed memfd; restore the
+snapshot in the next process through upgrade or downgrade steps, all components or
+none. See ``docs/tutorial.md``.
+
+Sub-namespaces: :mod:`statemigrate.stores` (where snapshots are committed),
+:mod:`statemigrate.handoff` (hot restart with sockets and state), and
+:mod:`statemigrate.testing` (hypothesis strategies and migration checks).
+"""
+
+from statemigrate._component import (
+    ComponentSpec,
+    component_spec,
+    component_state,
+    export_component,
+    import_component,
+    is_migratable,
+)
 from statemigrate._errors import (
     HandoffError,
     LossyMigrationError,
@@ -12,19 +30,58 @@ from statemigrate._errors import (
     UnknownComponentError,
     ValidationError,
 )
+from statemigrate._format import DecodeLimits, Snapshot, open_snapshot
+from statemigrate._plan import Plan, Step
+from statemigrate._registry import Registry, default_registry, migratable, migration, schema
+from statemigrate._report import (
+    CommitReport,
+    ComponentRestore,
+    RestoreReport,
+    SectionReport,
+    SnapshotReport,
+)
+from statemigrate._schema import SchemaVersion
+from statemigrate._service import Service
+from statemigrate.stores import MemfdStore, MemoryStore, TmpfsStore
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CommitReport",
+    "ComponentRestore",
+    "ComponentSpec",
+    "DecodeLimits",
     "HandoffError",
     "LossyMigrationError",
+    "MemfdStore",
+    "MemoryStore",
     "NoMigrationPathError",
+    "Plan",
     "RegistrationError",
+    "Registry",
     "RestoreError",
+    "RestoreReport",
+    "SchemaVersion",
+    "SectionReport",
+    "Service",
+    "Snapshot",
     "SnapshotError",
+    "SnapshotReport",
     "StateMigrateError",
+    "Step",
     "StoreError",
+    "TmpfsStore",
     "UnknownComponentError",
     "ValidationError",
     "__version__",
+    "component_spec",
+    "component_state",
+    "default_registry",
+    "export_component",
+    "import_component",
+    "is_migratable",
+    "migratable",
+    "migration",
+    "open_snapshot",
+    "schema",
 ]

@@ -22,8 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from statemigrate._component import _read_fields as read_fields
-from statemigrate._component import import_component
+from statemigrate._component import component_state, import_component
 from statemigrate._errors import (
     LossyMigrationError,
     NoMigrationPathError,
@@ -212,7 +211,8 @@ def _validate(item: _Staged) -> None:
 
 def _apply_all(staged: Sequence[_Staged]) -> None:
     """Import every staged state, or put every component back as it was."""
-    before = [_live_state(item.entry) for item in staged]
+    # Not the plain export: a custom import_state takes back what export_state gave.
+    before = [component_state(item.entry.obj, registry=item.entry.registry) for item in staged]
     applied = 0
     try:
         for item in staged:
@@ -231,19 +231,6 @@ def _apply_all(staged: Sequence[_Staged]) -> None:
         raise RestoreError(
             "apply", f"{type(exc).__name__}: {exc}", component=failed
         ) from exc
-
-
-def _live_state(entry: Registered) -> object:
-    """The component's state as ``import_component`` takes it back, without a copy.
-
-    Not the plain export: for a model schema that would be a dict, while a custom
-    ``import_state`` expects the model itself.
-    """
-    exporter = getattr(entry.obj, "export_state", None)
-    if callable(exporter):
-        return exporter()
-    schema = entry.registry.schema_for(entry.component, entry.spec.version)
-    return read_fields(entry.obj, schema)
 
 
 def _roll_back(staged: Sequence[_Staged], before: Sequence[object]) -> list[str]:
