@@ -92,7 +92,8 @@ def parse_fds(text: str) -> dict[str, int]:
         name, sep, number = entry.partition("=")
         if not sep or not number.isdigit() or not number.isascii():
             raise HandoffError("inherit", f"{FDS_VAR}: malformed entry {entry!r}")
-        check_name(name, stage="inherit")
+        if not _NAME.fullmatch(name):
+            raise HandoffError("inherit", f"{FDS_VAR}: {name!r} is not a valid name")
         fd = int(number)
         if fd < 3:
             raise HandoffError("inherit", f"{FDS_VAR}: {name!r} names fd {fd}, below 3")

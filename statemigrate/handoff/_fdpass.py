@@ -111,8 +111,9 @@ def receive_fds(
 
     Raises:
         HandoffError: the message was truncated, carried more descriptors than
-            ``max_fds``, carried ancillary data other than ``SCM_RIGHTS``, or the
-            receive failed. Every descriptor that arrived has been closed.
+            ``max_fds``, carried descriptors but no data, carried ancillary data
+            other than ``SCM_RIGHTS``, or the receive failed. Every descriptor that
+            arrived has been closed.
     """
     if not 0 <= max_fds <= MAX_FDS:
         raise ValueError(f"max_fds must be between 0 and {MAX_FDS}, not {max_fds}")
@@ -138,6 +139,8 @@ def receive_fds(
         problem = f"control data truncated (more than {max_fds} descriptors or foreign data)"
     elif flags & socket.MSG_TRUNC or len(data) > max_bytes:
         problem = f"message larger than {max_bytes} bytes"
+    elif fds and not data:
+        problem = "descriptors arrived without a single data byte"
     elif foreign:
         problem = "unexpected ancillary data: " + ", ".join(foreign)
     elif len(fds) > max_fds:

@@ -51,6 +51,8 @@ logger = logging.getLogger("statemigrate.handoff")
 #: ``export_state(readable)``: return the snapshot bytes in versions the successor reads.
 ExportState = Callable[[Mapping[str, Sequence[int]]], bytes]
 
+_FAILED_PREFIX = "the successor failed: "
+
 # One handoff at a time per process: two successors cannot both own the state.
 _in_progress = threading.Lock()
 
@@ -68,7 +70,11 @@ class _Successor(subprocess.Popen[bytes]):
 
 
 class _SuccessorGone(HandoffError):
-    """The successor exited or closed the channel; its exit status is worth reporting."""
+    """The successor exited or hung up; its exit status is worth reporting."""
+
+    def __init__(self, stage: str, awaited: str) -> None:
+        self.awaited = awaited
+        super().__init__(stage, f"the successor hung up before sending {awaited}")
 
 
 class _Attempt:
@@ -127,14 +133,12 @@ def _expect(
     name = {Hello: "HELLO", Ready: "READY"}.get(wanted, wanted.__name__)
     if got == "timeout":
         raise HandoffError(stage, f"no {name} from the successor within {timeout:g} s")
-    if got == "watch":
-        raise _SuccessorGone(stage, f"the successor exited before sending {name}")
-    if got == "closed":
-        raise _SuccessorGone(stage, f"the successor closed the control channel before {name}")
+    if got in ("watch", "closed"):
+        raise _SuccessorGone(stage, name)
     assert not isinstance(got, str)
     message, _fds = got  # the old side accepts no descriptors, so _fds is empty
     if isinstance(message, Failed):
-        raise HandoffError(stage, f"the successor failed: {message.reason}")
+        raise HandoffError(stage, f"{_FAILED_PREFIX}{message.reason}")
     if not isinstance(message, wanted):
         raise HandoffError(stage, f"protocol error: expected {name}, got {message_name(message)}")
     return message
@@ -219,8 +223,15 @@ def _fail(
     )
 
 
-def _stop(proc: _Successor, grace: float) -> int | None:
-    """Stop ``proc`` (SIGTERM, then SIGKILL after ``grace`` seconds) and reap it."""
+def _stop(proc: _Successor, grace: float, *, leaving: bool = False) -> int | None:
+    """Stop ``proc`` (SIGTERM, then SIGKILL after ``grace`` seconds) and reap it.
+
+    With ``leaving`` (it reported FAILED or hung up, so it is on its way out) it first
+    gets ``grace`` seconds to exit by itself, so its own exit status is reported.
+    """
+    if leaving:
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
     if proc.poll() is None:
         with suppress(ProcessLookupError):
             proc.terminate()
@@ -381,9 +392,20 @@ def _spawn_and_hand_over(
         if proc is not None:
             # Tell it first (it may be waiting for a message), then stop it for good.
             channel.try_send(Abort(reason=f"{exc.stage}: {exc.detail}"), stage=exc.stage)
-            attempt.successor_exit = _stop(proc, kill_grace)
+            # It leaves by itself after FAILED, a hang-up, or our ABORT while it waits
+            # for us; only a silent or confused successor is signalled at once.
+            leaving = (
+                isinstance(exc, _SuccessorGone)
+                or exc.detail.startswith(_FAILED_PREFIX)
+                or exc.stage in ("pause", "export", "transfer", "commit")
+            )
+            attempt.successor_exit = _stop(proc, kill_grace, leaving=leaving)
             if isinstance(exc, _SuccessorGone):
-                error = HandoffError(exc.stage, f"{exc.detail} (exit status {proc.returncode})")
+                status = proc.returncode
+                error = HandoffError(
+                    exc.stage,
+                    f"the successor exited before sending {exc.awaited} (status {status})",
+                )
         failure = _fail(attempt, None, error, resume)
         logger.warning("%s", failure.report.describe() if failure.report else failure)
         raise failure from exc

@@ -1,0 +1,102 @@
+"""Naming inherited descriptors in STATEMIGRATE_FDS: format, parse, hand to a child, take once."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from statemigrate import HandoffError
+from statemigrate.handoff._env import (
+    FDS_VAR,
+    PARENT_PID_VAR,
+    format_fds,
+    parse_fds,
+    successor_environ,
+    take_environ,
+)
+
+names = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABC0123456789_.-", min_size=1, max_size=64)
+
+
+@given(st.dictionaries(names, st.integers(min_value=3, max_value=1 << 20), max_size=20))
+def test_parse_inverts_format(named):
+    """Property: parse_fds(format_fds(m)) == m for valid names and distinct fds >= 3."""
+    if len(set(named.values())) != len(named):
+        return  # two names for one descriptor are refused, tested below
+    assert parse_fds(format_fds(named)) == named
+
+
+@given(st.text(max_size=40))
+def test_parse_raises_only_handoff_error(text):
+    """Property: any string parses to a mapping of fds >= 3 or raises HandoffError."""
+    try:
+        named = parse_fds(text)
+    except HandoffError as exc:
+        assert exc.stage == "inherit"
+    else:
+        assert all(fd >= 3 for fd in named.values())
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["http", "http=", "http=x", "=4", "http=2", "http=4:http=5", "a=4:b=4", "bad name=4", "a=٣"],
+)
+def test_malformed_values_are_refused(text):
+    with pytest.raises(HandoffError, match=FDS_VAR):
+        parse_fds(text)
+
+
+def test_format_refuses_stdio_and_bad_names():
+    with pytest.raises(HandoffError, match="0-2 cannot be named"):
+        format_fds({"http": 1})
+    with pytest.raises(HandoffError, match="must be 1-64 characters"):
+        format_fds({"a:b": 5})
+
+
+def test_successor_environ_drops_stale_descriptor_names():
+    base = {
+        "PATH": "/bin",
+        FDS_VAR: "old=9",
+        "LISTEN_FDS": "2",
+        "LISTEN_PID": "1",
+        "NOTIFY_SOCKET": "/x",
+    }
+    env = successor_environ(base, {"http": 5, "control": 6}, parent_pid=42)
+    assert env == {
+        "PATH": "/bin",
+        "NOTIFY_SOCKET": "/x",
+        FDS_VAR: "http=5:control=6",
+        PARENT_PID_VAR: "42",
+    }
+
+
+def test_take_environ_without_handoff_is_none():
+    env = {"PATH": "/bin"}
+    assert take_environ(env) is None
+    assert env == {"PATH": "/bin"}
+
+
+def test_take_environ_reads_once_and_unsets():
+    env = {FDS_VAR: "http=5:control=6", PARENT_PID_VAR: str(os.getppid()), "HOME": "/"}
+    named = take_environ(env)
+    assert named is not None
+    assert named.fds == {"http": 5, "control": 6}
+    assert named.parent_pid == os.getppid()
+    assert env == {"HOME": "/"}
+    assert take_environ(env) is None
+
+
+def test_take_environ_refuses_names_meant_for_another_process():
+    env = {FDS_VAR: "http=5", PARENT_PID_VAR: str(os.getppid() + 1)}
+    with pytest.raises(HandoffError, match="our parent is pid") as caught:
+        take_environ(env)
+    assert caught.value.stage == "inherit"
+    assert env == {}  # unset all the same: they must not reach our children
+
+
+def test_take_environ_needs_the_parent_pid():
+    with pytest.raises(HandoffError, match="missing or not a pid"):
+        take_environ({FDS_VAR: "http=5"})

@@ -1,0 +1,142 @@
+"""Control-channel messages: round trip, and hostile packets raise only HandoffError."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from statemigrate import HandoffError
+from statemigrate.handoff._fdcheck import open_fds
+from statemigrate.handoff._protocol import (
+    MAGIC,
+    MAX_MESSAGE,
+    PROTOCOL_VERSION,
+    Abort,
+    Channel,
+    Commit,
+    Failed,
+    Hello,
+    Ready,
+    SnapshotOffer,
+    decode_message,
+    encode_message,
+)
+
+pids = st.integers(min_value=1, max_value=2**31 - 1)
+names = st.text(min_size=1, max_size=20)
+messages = st.one_of(
+    st.builds(
+        Hello,
+        pid=pids,
+        readable=st.dictionaries(
+            names, st.lists(st.integers(-(2**40), 2**40), max_size=5).map(tuple), max_size=5
+        ),
+    ),
+    st.builds(
+        SnapshotOffer,
+        size=st.integers(0, 2**62),
+        listeners=st.lists(names, unique=True, max_size=5).map(tuple),
+    ),
+    st.builds(Ready, pid=pids),
+    st.just(Commit()),
+    st.builds(Failed, reason=st.text(max_size=200)),
+    st.builds(Abort, reason=st.text(max_size=200)),
+)
+
+
+@given(messages)
+def test_decode_inverts_encode(message):
+    """Property: decode(encode(m)) == m for every message."""
+    packet = encode_message(message)
+    assert len(packet) <= MAX_MESSAGE
+    assert decode_message(packet, stage="test") == message
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_raise_only_handoff_error(packet):
+    """Property: arbitrary bytes decode to a message or raise HandoffError, nothing else."""
+    try:
+        decode_message(packet, stage="test")
+    except HandoffError as exc:
+        assert exc.stage == "test"
+
+
+@given(st.integers(1, 6), st.binary(max_size=100))
+def test_arbitrary_bodies_raise_only_handoff_error(kind, body):
+    """Property: a valid header with any body decodes or raises HandoffError, nothing else."""
+    try:
+        decode_message(MAGIC + bytes([PROTOCOL_VERSION, kind]) + body, stage="test")
+    except HandoffError as exc:
+        assert "protocol error" in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("packet", "match"),
+    [
+        (b"", "not a handoff message"),
+        (b"SMHX\x01\x03{}", "not a handoff message"),
+        (MAGIC + b"\x02\x03{}", "peer speaks version 2"),
+        (MAGIC + b"\x01\x09{}", "unknown message kind 9"),
+        (MAGIC + b'\x01\x03{"pid": 0}', "bad READY body"),
+        (MAGIC + b'\x01\x03{"pid": true}', "bad READY body"),
+        (MAGIC + b'\x01\x01{"pid": 5, "readable": {"a": [1.5]}}', "bad HELLO body"),
+        (MAGIC + b'\x01\x02{"size": 5, "listeners": ["a", "a"]}', "twice"),
+        (MAGIC + b"\x01\x05[]", "not an object"),
+        (MAGIC + b"\x01\x05\xff", "bad FAILED body"),
+    ],
+)
+def test_malformed_packets_name_the_problem(packet, match):
+    with pytest.raises(HandoffError, match=match):
+        decode_message(packet, stage="test")
+
+
+def test_oversized_reasons_are_cut_to_fit():
+    packet = encode_message(Failed(reason="x" * (2 * MAX_MESSAGE)))
+    assert len(packet) < MAX_MESSAGE
+    assert decode_message(packet, stage="t") == Failed(reason="x" * 2000)
+
+
+def test_channel_refuses_descriptors_on_messages_that_carry_none():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    r, w = os.pipe()
+    try:
+        baseline = open_fds()
+        Channel(a).send(Ready(pid=5), [r], stage="t")
+        with pytest.raises(HandoffError, match="READY carried 1 descriptors"):
+            Channel(b).receive(stage="t", max_fds=1, deadline=time.monotonic() + 5)
+        assert open_fds() == baseline
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()
+
+
+def test_channel_reports_timeout_and_close():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with a, b:
+        channel = Channel(b)
+        assert channel.receive(stage="t", deadline=time.monotonic() + 0.05) == "timeout"
+        a.close()
+        assert channel.receive(stage="t", deadline=time.monotonic() + 5) == "closed"
+
+
+def test_channel_reports_the_watched_descriptor():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    r, w = os.pipe()
+    try:
+        os.write(w, b"!")  # stands in for a pidfd that turned readable: the peer exited
+        assert Channel(b).receive(stage="t", deadline=time.monotonic() + 5, watch=r) == "watch"
+        Channel(a).send(Commit(), stage="t")  # a waiting message wins over the watch
+        got = Channel(b).receive(stage="t", deadline=time.monotonic() + 5, watch=r)
+        assert got == (Commit(), [])
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()
