@@ -25,20 +25,17 @@ import os
 import struct
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import xxhash
 
+from statemigrate._chunker import encode_sections
 from statemigrate._codec import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
-    StoredChunk,
     check_chunk,
-    compress_chunk,
     decompress_chunk,
-    iter_slices,
     pack_data,
     unpack_data,
 )
@@ -181,30 +178,28 @@ def encode_snapshot(
     if key is not None and len(key) < 16:
         raise ValueError("an authentication key needs at least 16 bytes")
     started = time.perf_counter()
-    raws = [memoryview(pack_data(section.data, default=default)) for section in sections]
-    packed = time.perf_counter()
-    jobs = [
-        (i, raw[a:b]) for i, raw in enumerate(raws) for a, b in iter_slices(len(raw), chunk_size)
-    ]
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        stored = list(pool.map(lambda job: _seal_chunk(job[1], level), jobs))
-    compressed = time.perf_counter()
-
-    per_section: list[list[tuple[StoredChunk, int]]] = [[] for _ in sections]
-    for (index, _), chunk in zip(jobs, stored, strict=True):
-        per_section[index].append(chunk)
+    encoded = encode_sections(
+        [section.data for section in sections],
+        level=level,
+        chunk_size=chunk_size,
+        workers=workers,
+        default=default,
+    )
+    finished = time.perf_counter()
     infos = tuple(
         SectionInfo(
             component=section.component,
             instance=section.instance,
             version=section.version,
             fingerprint=section.fingerprint,
-            raw_size=len(raw),
-            stored_size=sum(len(c.data) for c, _ in chunks),
-            checksum=xxhash.xxh3_64_intdigest(raw),
-            chunks=tuple(ChunkInfo(int(c.codec), c.raw_size, len(c.data), h) for c, h in chunks),
+            raw_size=result.raw_size,
+            stored_size=sum(len(c.data) for c, _ in result.chunks),
+            checksum=result.checksum,
+            chunks=tuple(
+                ChunkInfo(int(c.codec), c.raw_size, len(c.data), h) for c, h in result.chunks
+            ),
         )
-        for section, raw, chunks in zip(sections, raws, per_section, strict=True)
+        for section, result in zip(sections, encoded, strict=True)
     )
     header = SnapshotHeader(
         snapshot_id=os.urandom(16).hex(),
@@ -218,19 +213,15 @@ def encode_snapshot(
         parse_header(header.to_plain())  # what we write must be what we would accept
     except ValueError as exc:
         raise ValueError(f"cannot encode snapshot: {exc}") from exc
-    chunk_data = [c.data for chunks in per_section for c, _ in chunks]
+    chunk_data = [c.data for result in encoded for c, _ in result.chunks]
     parts = assemble(header.to_plain(), chunk_data, key=key)
     return EncodedSnapshot(
         parts=parts,
         header=header,
         size=sum(len(p) for p in parts),
-        timings={"pack": packed - started, "compress": compressed - packed},
+        # Packing and compression overlap, so they are timed together.
+        timings={"encode": finished - started},
     )
-
-
-def _seal_chunk(raw: memoryview, level: int) -> tuple[StoredChunk, int]:
-    chunk = compress_chunk(raw, level=level)
-    return chunk, xxhash.xxh3_64_intdigest(chunk.data)
 
 
 def assemble(
