@@ -11,7 +11,8 @@ files. Everything that reads bytes assumes they may be hostile:
   size written in the frame and is never used here);
 * msgpack is unpacked with length limits derived from the payload size, a budget on
   the number of containers (an empty list costs one byte on the wire and ~64 bytes in
-  memory), duplicate-key and ext-type rejection, and msgpack's own nesting cap.
+  memory), rejection of duplicate keys, bytes keys and ext types, and msgpack's own
+  nesting cap.
 """
 
 from __future__ import annotations
@@ -129,6 +130,10 @@ class _Budget:
         result = dict(pairs)
         if len(result) != len(pairs):
             raise _DuplicateKey(_first_duplicate(pairs))
+        # strict_map_key still lets bytes keys through; plain data has str keys only,
+        # and a lax schema would fold b"a" and "a" into one key.
+        if bytes in map(type, result):
+            raise _BytesKey
         return result
 
     def list_hook(self, items: list[Any]) -> list[Any]:
@@ -139,6 +144,10 @@ class _Budget:
 
 
 class _BudgetExceeded(Exception):
+    pass
+
+
+class _BytesKey(Exception):
     pass
 
 
@@ -174,7 +183,8 @@ def unpack_data(
     Raises:
         SnapshotError: kind ``too_deep`` past the nesting cap, ``too_large`` when the
             container budget runs out, ``invalid_data`` for anything else (bad UTF-8,
-            duplicate or non-string keys, ext types, trailing bytes, truncation).
+            duplicate or non-str keys, bytes keys included, ext types, trailing bytes,
+            truncation).
     """
     size = len(raw)
     budget = _Budget(container_budget if container_budget is not None else size // 8 + 1)
@@ -209,6 +219,10 @@ def unpack_data(
     except _DuplicateKey as exc:
         raise SnapshotError(
             "invalid_data", f"duplicate map key {exc.key!r}", section=section
+        ) from exc
+    except _BytesKey as exc:
+        raise SnapshotError(
+            "invalid_data", "a map key is bytes; map keys must be str", section=section
         ) from exc
     except msgpack.exceptions.ExtraData as exc:
         raise SnapshotError(
