@@ -24,16 +24,20 @@ from typing import Any
 import msgpack
 import xxhash
 
-from statemigrate._codec import StoredChunk, compress_chunk, pack_data
+from statemigrate._codec import ChunkCodec, compress_chunk, pack_data
 
-__all__ = ["EncodedSection", "encode_sections", "iter_packed"]
+__all__ = ["EncodedSection", "SealedChunk", "encode_sections", "iter_packed"]
 
 BATCH = 16_384
 """Items per packed batch of a large map or array: big enough that the per-batch
 Python work is noise, small enough that batches interleave with compression."""
 
-_SPINE_LIMIT = 64
+_SPINE_LIMIT = 4096
 """Containers with at most this many items are searched for a large child to batch."""
+
+LARGE_BYTES = 64 << 10
+"""A bytes value this large is written from the object itself (header, then its
+buffer), never copied into a packed buffer first."""
 
 Default = Callable[[Any], object] | None
 
@@ -73,27 +77,75 @@ def iter_packed(data: object, *, default: Default = None) -> Iterator[bytes]:
         yield _header(packer, "array", len(data))
         for value in data:
             yield from iter_packed(value, default=default)
+    elif type(data) is bytes and LARGE_BYTES <= len(data) < 1 << 32:
+        yield b"\xc6" + len(data).to_bytes(4, "big")  # msgpack bin 32 header
+        yield data
     else:
         yield pack_data(data, default=default)
 
 
 def _has_large_child(values: Any) -> bool:
-    return any(type(v) in (dict, list) and len(v) > BATCH for v in values)
+    return any(
+        (type(v) in (dict, list) and len(v) > BATCH)
+        or (type(v) is bytes and len(v) >= LARGE_BYTES)
+        for v in values
+    )
+
+
+Buffer = bytes | bytearray | memoryview
+
+_SAMPLE = 64 << 10
+
+
+@dataclass(frozen=True, slots=True)
+class SealedChunk:
+    """A chunk as it will be written: codec, sizes, xxh3-64 of the stored bytes.
+
+    ``parts`` are the stored bytes, possibly several buffers: a chunk kept raw is
+    written straight from the pieces it was cut from (often the state's own bytes
+    objects), never joined into a copy.
+    """
+
+    codec: ChunkCodec
+    raw_size: int
+    parts: tuple[Buffer, ...]
+    checksum: int
+
+    @property
+    def stored_size(self) -> int:
+        """Bytes the chunk takes in the snapshot."""
+        return sum(len(part) for part in self.parts)
 
 
 @dataclass(slots=True)
 class EncodedSection:
-    """A section's chunks as stored, with the raw size and the raw bytes' xxh3-64."""
+    """A section's sealed chunks, with the raw size and the raw bytes' xxh3-64."""
 
     raw_size: int
     checksum: int
-    chunks: list[tuple[StoredChunk, int]]
-    """Each stored chunk with the xxh3-64 of its stored bytes."""
+    chunks: list[SealedChunk]
 
 
-def _seal(raw: bytes | memoryview, level: int) -> tuple[StoredChunk, int]:
-    chunk = compress_chunk(raw, level=level)
-    return chunk, xxhash.xxh3_64_intdigest(chunk.data)
+def _seal(pieces: list[memoryview], level: int) -> SealedChunk:
+    size = sum(len(piece) for piece in pieces)
+    if len(pieces) > 1 and size > 2 * _SAMPLE:
+        head = b"".join(_head(pieces, _SAMPLE))
+        if compress_chunk(head, level=level).codec == ChunkCodec.RAW:
+            hasher = xxhash.xxh3_64()
+            for piece in pieces:
+                hasher.update(piece)
+            return SealedChunk(ChunkCodec.RAW, size, tuple(pieces), hasher.intdigest())
+    chunk = compress_chunk(pieces[0] if len(pieces) == 1 else b"".join(pieces), level=level)
+    return SealedChunk(chunk.codec, size, (chunk.data,), xxhash.xxh3_64_intdigest(chunk.data))
+
+
+def _head(pieces: list[memoryview], size: int) -> Iterator[memoryview]:
+    """The first ``size`` bytes of ``pieces``, as slices."""
+    for piece in pieces:
+        if size <= 0:
+            return
+        yield piece[:size]
+        size -= len(piece)
 
 
 class _Sealer:
@@ -103,11 +155,11 @@ class _Sealer:
         self.level = level
         self.workers = workers
         self.pool: ThreadPoolExecutor | None = None
-        self.pending: deque[Future[tuple[StoredChunk, int]]] = deque()
-        self.first: bytes | memoryview | None = None
-        self.done: list[tuple[StoredChunk, int]] = []
+        self.pending: deque[Future[SealedChunk]] = deque()
+        self.first: list[memoryview] | None = None
+        self.done: list[SealedChunk] = []
 
-    def submit(self, raw: bytes | memoryview) -> None:
+    def submit(self, raw: list[memoryview]) -> None:
         if self.workers <= 1:
             self.done.append(_seal(raw, self.level))
             return
@@ -123,7 +175,7 @@ class _Sealer:
         while len(self.pending) > 2 * self.workers:
             self.done.append(self.pending.popleft().result())
 
-    def finish(self) -> list[tuple[StoredChunk, int]]:
+    def finish(self) -> list[SealedChunk]:
         if self.first is not None:
             self.done.append(_seal(self.first, self.level))
             self.first = None
@@ -170,15 +222,11 @@ def encode_sections(
                     pending.append(take)
                     pending_size += len(take)
                     if pending_size == chunk_size:
-                        sealer.submit(_join(pending))
+                        sealer.submit(pending)
                         pending, pending_size = [], 0
             if pending_size:
-                sealer.submit(_join(pending))
+                sealer.submit(pending)
             sections.append(EncodedSection(raw_size, hasher.intdigest(), sealer.finish()))
     finally:
         sealer.close()
     return sections
-
-
-def _join(pieces: list[memoryview]) -> bytes | memoryview:
-    return pieces[0] if len(pieces) == 1 else b"".join(pieces)

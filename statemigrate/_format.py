@@ -193,10 +193,11 @@ def encode_snapshot(
             version=section.version,
             fingerprint=section.fingerprint,
             raw_size=result.raw_size,
-            stored_size=sum(len(c.data) for c, _ in result.chunks),
+            stored_size=sum(c.stored_size for c in result.chunks),
             checksum=result.checksum,
             chunks=tuple(
-                ChunkInfo(int(c.codec), c.raw_size, len(c.data), h) for c, h in result.chunks
+                ChunkInfo(int(c.codec), c.raw_size, c.stored_size, c.checksum)
+                for c in result.chunks
             ),
         )
         for section, result in zip(sections, encoded, strict=True)
@@ -213,7 +214,7 @@ def encode_snapshot(
         parse_header(header.to_plain())  # what we write must be what we would accept
     except ValueError as exc:
         raise ValueError(f"cannot encode snapshot: {exc}") from exc
-    chunk_data = [c.data for result in encoded for c, _ in result.chunks]
+    chunk_data = [part for result in encoded for c in result.chunks for part in c.parts]
     parts = assemble(header.to_plain(), chunk_data, key=key)
     return EncodedSnapshot(
         parts=parts,
