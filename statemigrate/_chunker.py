@@ -84,12 +84,20 @@ def iter_packed(data: object, *, default: Default = None) -> Iterator[bytes]:
         yield pack_data(data, default=default)
 
 
-def _has_large_child(values: Any) -> bool:
-    return any(
-        (type(v) in (dict, list) and len(v) > BATCH)
-        or (type(v) is bytes and len(v) >= LARGE_BYTES)
-        for v in values
-    )
+def _has_large_child(values: Any, depth: int = 3) -> bool:
+    """Whether some value is a large container or large bytes, looking a few levels down
+    through small containers (``{"entries": {"k": <1 MiB bytes>, ...}}``)."""
+    for value in values:
+        kind = type(value)
+        if kind is bytes and len(value) >= LARGE_BYTES:
+            return True
+        if kind is dict or kind is list:
+            if len(value) > BATCH:
+                return True
+            children = value.values() if kind is dict else value
+            if depth > 1 and len(value) <= _SPINE_LIMIT and _has_large_child(children, depth - 1):
+                return True
+    return False
 
 
 Buffer = bytes | bytearray | memoryview
