@@ -44,6 +44,7 @@ class Drainer:
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._active: dict[int, socket.socket] = {}
+        self._draining = False
 
     @contextmanager
     def track(self, conn: socket.socket) -> Iterator[socket.socket]:
@@ -64,6 +65,12 @@ class Drainer:
         with self._changed:
             return len(self._active)
 
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` has been called."""
+        with self._changed:
+            return self._draining
+
     def drain(self, timeout: float) -> DrainReport:
         """Wait up to ``timeout`` seconds for the tracked connections to end.
 
@@ -74,6 +81,7 @@ class Drainer:
         """
         began = time.monotonic()
         with self._changed:
+            self._draining = True
             at_start = len(self._active)
             self._changed.wait_for(lambda: not self._active, timeout=max(0.0, timeout))
             remaining = list(self._active.values())

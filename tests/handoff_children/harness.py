@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def reap(pid: int, timeout: float = 30.0) -> int:
     pidfd = os.pidfd_open(pid)
     try:
         if not select.select([pidfd], [], [], timeout)[0]:
-            os.kill(pid, 9)
+            os.kill(pid, signal.SIGKILL)
             select.select([pidfd], [], [], 30.0)
     finally:
         os.close(pidfd)
@@ -167,3 +168,76 @@ def query(address: tuple[str, int], line: str) -> str:
     with socket.create_connection(address, timeout=20.0) as sock:
         sock.sendall(line.encode() + b"\n")
         return readline(sock)
+
+
+class ServerChain:
+    """Generations of ``server.py`` under ``reaper.py``, driven by SIGUSR2; events from stdout.
+
+    Every generation runs in the session this starts, so :meth:`kill` can end all of
+    them (and nothing else) with one ``killpg``.
+    """
+
+    def __init__(self, *, mode: str = "handoff", drain: float = 5.0) -> None:
+        argv = [sys.executable, script("reaper.py"), sys.executable, script("server.py")]
+        argv += ["--mode", mode, "--drain", str(drain)]
+        self.proc = subprocess.Popen(
+            argv, cwd=HERE, stdout=subprocess.PIPE, close_fds=True, start_new_session=True
+        )
+        self.events: list[dict[str, object]] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        first = self.wait_event("ready", generation=1)
+        self.address = ("127.0.0.1", int(first["port"]))  # type: ignore[call-overload]
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            event = json.loads(line)
+            with self._changed:
+                self.events.append(event)
+                self._changed.notify_all()
+
+    def wait_event(self, kind: str, *, generation: int, timeout: float = 60.0) -> dict[str, object]:
+        def find() -> dict[str, object] | None:
+            for event in self.events:
+                if event["event"] == kind and event["generation"] == generation:
+                    return event
+            return None
+
+        with self._changed:
+            if not self._changed.wait_for(lambda: find() is not None, timeout=timeout):
+                raise AssertionError(f"no {kind} event for generation {generation}: {self.events}")
+            found = find()
+            assert found is not None
+            return found
+
+    def pid_of(self, generation: int) -> int:
+        return int(self.wait_event("ready", generation=generation)["pid"])  # type: ignore[call-overload]
+
+    def send_signal(self, generation: int, signum: int) -> None:
+        # The pid comes from the generation itself and is still running (it has not
+        # reported its exit), so it cannot have been reused.
+        os.kill(self.pid_of(generation), signum)
+
+    def hand_over(self, generation: int) -> dict[str, object]:
+        """Make ``generation`` hand over; return its exit event once it is done."""
+        self.send_signal(generation, signal.SIGUSR2)
+        self.wait_event("ready", generation=generation + 1)
+        return self.wait_event("exit", generation=generation)
+
+    def stop(self, generation: int) -> None:
+        self.send_signal(generation, signal.SIGTERM)
+        self.wait_event("exit", generation=generation)
+        self.proc.wait(timeout=60)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=60)
+        self._reader.join(timeout=60)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()

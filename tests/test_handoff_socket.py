@@ -1,0 +1,288 @@
+"""send_handoff/receive_handoff over a Unix socket; bad fds (E5) and other uids (E6) refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from statemigrate import HandoffError
+from statemigrate.handoff import receive_handoff, send_handoff
+from statemigrate.handoff._fdcheck import open_fds
+from statemigrate.handoff._protocol import Channel, Failed, Hello, SnapshotOffer
+from statemigrate.stores import MemfdStore
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    old, new = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with old, new:
+        yield old, new
+
+
+def test_handoff_over_a_unix_socket_path(tmp_path):
+    path = str(tmp_path / "handoff.sock")
+    calls: list[str] = []
+    outcome: dict[str, object] = {}
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as server,
+    ):
+        server.bind(path)
+        server.listen(1)
+
+        def old_side() -> None:
+            conn, _ = server.accept()
+            with conn:
+                outcome["report"] = send_handoff(
+                    conn,
+                    listeners={"tcp": listener},
+                    export_state=lambda readable: json.dumps(readable).encode(),
+                    pause=lambda: calls.append("pause"),
+                    resume=lambda: calls.append("resume"),
+                    stop_accepting=lambda: calls.append("stop_accepting"),
+                )
+
+        thread = threading.Thread(target=old_side)
+        thread.start()
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            sock.connect(path)
+            inheritance = receive_handoff(sock, expect={"tcp"})
+            assert inheritance.listeners == {}  # they come with the snapshot
+            with inheritance:
+                snapshot = inheritance.hello({"sessions": [2, 3]})
+                assert json.loads(bytes(snapshot)) == {"sessions": [2, 3]}
+                inheritance.ready()
+            received = inheritance.listeners["tcp"]
+        finally:
+            thread.join(timeout=60)
+        try:
+            assert os.fstat(received.fileno()).st_ino == os.fstat(listener.fileno()).st_ino
+            assert received.fileno() != listener.fileno()
+            assert not os.get_inheritable(received.fileno())
+            assert received.getsockname() == listener.getsockname()
+        finally:
+            received.close()
+    report = outcome["report"]
+    assert report.ok and report.transport == "socket" and report.successor_pid == os.getpid()
+    assert report.readable == {"sessions": (2, 3)}
+    assert calls == ["pause", "stop_accepting"]
+
+
+def offer(kind: str) -> tuple[str, int, list[object]]:
+    """Return (role, fd, things to close) for one kind of bad descriptor."""
+    if kind == "unsealed memfd":
+        fd = os.memfd_create("x", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        os.write(fd, b"state")
+        return "snapshot", fd, [fd]
+    if kind == "regular file":
+        fd = os.open(__file__, os.O_RDONLY)
+        return "snapshot", fd, [fd]
+    if kind == "pipe as snapshot":
+        r, w = os.pipe()
+        os.write(w, b"state")
+        return "snapshot", r, [r, w]
+    if kind == "pipe":
+        r, w = os.pipe()
+        return "listener", r, [r, w]
+    if kind == "connected socket":
+        server = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+        return "listener", accepted.fileno(), [accepted, client, server]
+    if kind == "udp socket":
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        return "listener", udp.fileno(), [udp]
+    if kind == "unix listener (wrong family)":
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        unix.bind("")  # autobind: an abstract address
+        unix.listen(1)
+        return "listener", unix.fileno(), [unix]
+    if kind == "seqpacket listener":
+        seq = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        seq.bind("")
+        seq.listen(1)
+        return "listener", seq.fileno(), [seq]
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    ("kind", "pattern"),
+    [
+        ("unsealed memfd", "is not sealed"),
+        ("regular file", "not a memfd"),
+        ("pipe as snapshot", "pipe or FIFO, not a memfd"),
+        ("pipe", "is not a socket"),
+        ("connected socket", "not listening"),
+        ("udp socket", "SOCK_DGRAM socket, not SOCK_STREAM"),
+        ("unix listener (wrong family)", "family AF_UNIX, expected AF_INET, AF_INET6"),
+        ("seqpacket listener", "SOCK_SEQPACKET socket, not SOCK_STREAM"),
+    ],
+)
+def test_bad_descriptors_are_refused_and_closed(pair, kind, pattern):
+    """E5: each bad descriptor is refused, FAILED names it, and nothing received stays open."""
+    old, new = pair
+    role, bad, keep = offer(kind)
+    store = MemfdStore()
+    good_snapshot = store.commit(b"state").fd
+    good = socket.create_server(("127.0.0.1", 0))
+    try:
+        if role == "snapshot":
+            fds, names = [bad, good.fileno()], ("tcp",)
+        else:
+            fds, names = [good_snapshot, good.fileno(), bad], ("tcp", "bad")
+        size = os.fstat(fds[0]).st_size
+        Channel(old).send(SnapshotOffer(size=size, listeners=names), fds, stage="test")
+        baseline = open_fds() - {new.fileno()}  # the inheritance closes the channel too
+        inheritance = receive_handoff(new, families={socket.AF_INET, socket.AF_INET6})
+        with pytest.raises(HandoffError, match=pattern) as caught:
+            inheritance.hello({"c": [1]})
+        assert caught.value.stage == "receive"
+        assert open_fds() == baseline  # every received descriptor closed
+        assert inheritance.listeners == {}
+        hello = Channel(old).receive(stage="t", deadline=time.monotonic() + 10)
+        failed = Channel(old).receive(stage="t", deadline=time.monotonic() + 10)
+        assert isinstance(hello, tuple) and isinstance(hello[0], Hello)
+        assert isinstance(failed, tuple) and isinstance(failed[0], Failed)
+        assert pattern.split(",")[0] in failed[0].reason
+    finally:
+        good.close()
+        store.close()
+        for item in keep:
+            item.close() if isinstance(item, socket.socket) else os.close(item)
+
+
+def test_snapshot_size_must_match_the_declaration(pair):
+    old, new = pair
+    with MemfdStore() as store:
+        ref = store.commit(b"12345")
+        Channel(old).send(SnapshotOffer(size=4), [ref.fd], stage="test")
+        with pytest.raises(HandoffError, match="holds 5 bytes, 4 declared"):
+            receive_handoff(new).hello({})
+
+
+def test_listener_count_must_match_the_names(pair):
+    old, new = pair
+    with MemfdStore() as store, socket.create_server(("127.0.0.1", 0)) as listener:
+        ref = store.commit(b"x")
+        Channel(old).send(SnapshotOffer(size=1), [ref.fd, listener.fileno()], stage="test")
+        baseline = open_fds() - {new.fileno()}
+        with pytest.raises(HandoffError, match="names 0 listeners but carried 2"):
+            receive_handoff(new).hello({})
+        assert open_fds() == baseline
+
+
+def test_unexpected_listener_names_are_refused(pair):
+    old, new = pair
+    with MemfdStore() as store, socket.create_server(("127.0.0.1", 0)) as listener:
+        ref = store.commit(b"x")
+        offer_ = SnapshotOffer(size=1, listeners=("admin",))
+        Channel(old).send(offer_, [ref.fd, listener.fileno()], stage="test")
+        with pytest.raises(HandoffError, match="unexpected listener 'admin'"):
+            receive_handoff(new, expect={"tcp"}).hello({})
+
+
+# -- E6: peers running as another user ----------------------------------------------------
+
+PEER = r"""
+import os, socket, sys, time
+role, path = sys.argv[1], sys.argv[2]
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+if role == "connect":
+    sock.connect(path)
+    try:
+        sock.send(b'SMHO\x01\x01{"pid": %d, "readable": {}}' % os.getpid())
+        print(repr(sock.recv(65536)), flush=True)
+    except (BrokenPipeError, ConnectionResetError):  # closed before or after our HELLO
+        print("reset", flush=True)
+else:
+    sock.bind(path)
+    sock.listen(1)
+    print("listening", flush=True)
+    conn, _ = sock.accept()
+    print(repr(conn.recv(65536)), flush=True)
+"""
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory another uid can use (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="statemigrate-handoff-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path)
+
+
+def start_peer(role: str, path: Path) -> subprocess.Popen[str]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start a peer under another uid")
+    # The interpreter starts as root, then drops to uid 65534 before touching the socket.
+    return subprocess.Popen(
+        [sys.executable, "-I", "-c", PEER, role, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        close_fds=True,
+    )
+
+
+def test_old_side_refuses_a_successor_of_another_uid(shared_dir):
+    path = shared_dir / "handoff.sock"
+    exported: list[object] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as server:
+        server.bind(str(path))
+        path.chmod(0o777)
+        server.listen(1)
+        server.settimeout(30)
+        peer = start_peer("connect", path)
+        try:
+            conn, _ = server.accept()
+            with conn, socket.create_server(("127.0.0.1", 0)) as listener:
+                with pytest.raises(HandoffError, match=f"runs as uid {NOBODY}") as caught:
+                    send_handoff(conn, listeners={"tcp": listener}, export_state=exported.append)
+            out, _ = peer.communicate(timeout=30)
+        finally:
+            if peer.poll() is None:
+                peer.kill()
+                peer.communicate()
+    assert caught.value.stage == "peer"
+    assert exported == []  # nothing was exported, nothing sent
+    assert out.strip() in ("b''", "reset")  # closed on it, with no data sent
+
+
+def test_successor_side_refuses_an_old_process_of_another_uid(shared_dir):
+    path = shared_dir / "handoff.sock"
+    peer = start_peer("listen", path)
+    try:
+        assert peer.stdout is not None
+        assert peer.stdout.readline().strip() == "listening"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with sock:
+            sock.connect(str(path))
+            baseline = open_fds()
+            with pytest.raises(HandoffError, match=f"runs as uid {NOBODY}") as caught:
+                receive_handoff(sock)
+            assert open_fds() == baseline
+        out, _ = peer.communicate(timeout=30)
+    finally:
+        if peer.poll() is None:
+            peer.kill()
+            peer.communicate()
+    assert caught.value.stage == "peer"
+    assert out.strip() == "b''"  # we never sent HELLO to it
