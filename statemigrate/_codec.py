@@ -28,6 +28,7 @@ import zstandard
 from statemigrate._errors import SnapshotError, SnapshotErrorKind
 
 __all__ = [
+    "CONTAINER_ALLOWANCE",
     "DEFAULT_CHUNK_SIZE",
     "MAX_CHUNK_SIZE",
     "MAX_NESTING",
@@ -56,6 +57,16 @@ _MAX_WINDOW_LOG = MAX_WINDOW_SIZE.bit_length() - 1
 MAX_NESTING = 1024
 """The C unpacker refuses nesting past this depth; the pure-Python fallback stops
 earlier, near the interpreter's recursion limit (about 990 levels by default)."""
+
+CONTAINER_ALLOWANCE = 16_384
+"""Containers any payload may hold on top of one per two bytes.
+
+Plain data routinely spends fewer than eight bytes per container (``{"a": {}}`` is four
+bytes and two containers; ``[[1, 2], [3, 4]]`` is three bytes per pair), and whatever
+the writer packs, the reader must take back. One per two bytes admits every shape but
+floods of empty containers, whose memory (about 36x their bytes at the limit) stays
+below what plain scalars already cost; the allowance keeps small payloads of any shape
+readable."""
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _ZSTD_MAX_BLOCK = 128 << 10
@@ -175,8 +186,8 @@ def unpack_data(
         raw: exactly one msgpack object, nothing after it.
         section: named in errors.
         container_budget: how many maps and lists may be built; by default one per
-            eight input bytes, which keeps memory within a small multiple of the input
-            (real data spends far more than eight bytes per container).
+            two input bytes plus :data:`CONTAINER_ALLOWANCE`. Only floods of empty
+            lists and maps (one byte on the wire, ~60 in memory) come near it.
 
     Raises:
         SnapshotError: kind ``too_deep`` past the nesting cap, ``too_large`` when the
@@ -235,7 +246,7 @@ def unpack_data(
 
 def budget_total(size: int, container_budget: int | None) -> int:
     """The container budget :func:`unpack_data` applies to ``size`` input bytes."""
-    return container_budget if container_budget is not None else size // 8 + 1
+    return container_budget if container_budget is not None else size // 2 + CONTAINER_ALLOWANCE
 
 
 def _one_line(exc: BaseException) -> str:
