@@ -171,7 +171,7 @@ def test_snapshot_size_must_match_the_declaration(pair):
     with MemfdStore() as store:
         ref = store.commit(b"12345")
         Channel(old).send(SnapshotOffer(size=4), [ref.fd], stage="test")
-        with pytest.raises(HandoffError, match="holds 5 bytes, 4 declared"):
+        with pytest.raises(HandoffError, match="memfd holds 5 bytes, 4 declared"):
             receive_handoff(new).hello({})
 
 
@@ -286,3 +286,25 @@ def test_successor_side_refuses_an_old_process_of_another_uid(shared_dir):
             peer.communicate()
     assert caught.value.stage == "peer"
     assert out.strip() == "b''"  # we never sent HELLO to it
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00" * 5000])
+def test_snapshot_arrives_as_a_read_only_view(pair, data):
+    old, new = pair
+    outcome: dict[str, object] = {}
+
+    def old_side() -> None:
+        outcome["report"] = send_handoff(old, listeners={}, export_state=lambda readable: data)
+
+    thread = threading.Thread(target=old_side)
+    thread.start()
+    try:
+        with receive_handoff(new) as inheritance:
+            snapshot = inheritance.hello({})
+            assert isinstance(snapshot, memoryview) and snapshot.readonly
+            assert bytes(snapshot) == data
+            snapshot.release()
+            inheritance.ready()
+    finally:
+        thread.join(timeout=60)
+    assert outcome["report"].snapshot_size == len(data)

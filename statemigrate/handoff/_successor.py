@@ -57,15 +57,18 @@ logger = logging.getLogger("statemigrate.handoff")
 DEFAULT_MAX_SNAPSHOT = 1 << 30
 
 
-def _open_snapshot(fd: int, *, size: int, max_size: int) -> bytes | memoryview:
+def _open_snapshot(fd: int, *, size: int, max_size: int) -> memoryview:
     """Map the sealed snapshot memfd read-only; the mapping outlives ``fd``."""
     try:
         data = open_memfd(fd, max_size=max_size)
     except StoreError as exc:
         raise HandoffError("receive", f"snapshot refused: {exc}") from exc
-    if len(data) != size:
-        raise HandoffError("receive", f"snapshot memfd holds {len(data)} bytes, {size} declared")
-    return data
+    view = data if isinstance(data, memoryview) else memoryview(data)  # b"" when empty
+    if view.nbytes != size:
+        found = view.nbytes
+        view.release()
+        raise HandoffError("receive", f"snapshot memfd holds {found} bytes, {size} declared")
+    return view
 
 
 class Inheritance:
@@ -118,7 +121,7 @@ class Inheritance:
         *,
         timeout: float = 60.0,
         max_size: int = DEFAULT_MAX_SNAPSHOT,
-    ) -> bytes | memoryview:
+    ) -> memoryview:
         """Say which schema versions we read, and receive the snapshot.
 
         Args:
@@ -151,7 +154,7 @@ class Inheritance:
             self._abandon(str(exc))
             raise
 
-    def _receive_snapshot(self, *, timeout: float, max_size: int) -> bytes | memoryview:
+    def _receive_snapshot(self, *, timeout: float, max_size: int) -> memoryview:
         if self.transport == "spawn":
             max_fds = 1
         elif self._expect is not None:

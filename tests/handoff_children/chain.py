@@ -73,8 +73,7 @@ def main() -> int:
         with inheritance:
             snapshot = inheritance.hello({"chain": [1]})
             generation = json.loads(bytes(snapshot))["generation"] + 1
-            if isinstance(snapshot, memoryview):
-                snapshot.release()
+            snapshot.release()
             inheritance.ready()
         listener = inheritance.listeners["tcp"]
     if leak:

@@ -45,8 +45,7 @@ def main() -> int:
             try:
                 previous, counters = decode_state(snapshot)
             finally:
-                if isinstance(snapshot, memoryview):
-                    snapshot.release()
+                snapshot.release()
             inheritance.ready()
         generation = previous + 1
     if inheritance is not None and args.mode == "handoff":

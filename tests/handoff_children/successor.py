@@ -97,8 +97,7 @@ def main(mode: str) -> int:
             inheritance.failed(str(exc))
             return 1
     data = bytes(snapshot)
-    if isinstance(snapshot, memoryview):
-        snapshot.release()
+    snapshot.release()
     inheritance.ready()
     listeners = {name: s.fileno() for name, s in inheritance.listeners.items()}
     emit(
