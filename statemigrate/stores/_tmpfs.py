@@ -135,10 +135,15 @@ def _open_private_directory(path: str) -> int:
     try:
         fd = _io.open_at(path, _DIR_FLAGS, dir_fd=None, where=path)
     except StoreError as exc:
-        if exc.errno == errno.ENOTDIR:
-            raise StoreError(
-                "open", path, "is not a directory", errno=exc.errno
-            ) from exc.__cause__
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            # O_DIRECTORY|O_NOFOLLOW reports a symbolic link as ENOTDIR: say which it is.
+            try:
+                is_link = stat.S_ISLNK(os.lstat(path).st_mode)
+            except OSError:
+                is_link = False
+            what = "is a symbolic link; refusing to follow it" if is_link else (
+                "is not a directory")
+            raise StoreError("open", path, what, errno=exc.errno) from exc.__cause__
         raise
     try:
         if created:
