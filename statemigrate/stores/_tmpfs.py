@@ -87,9 +87,19 @@ _KINDS = {
 
 
 def _check_file(
-    st: os.stat_result, *, op: str, where: str, max_size: int | None = None
+    st: os.stat_result,
+    *,
+    op: str,
+    where: str,
+    max_size: int | None = None,
+    opened: bool = False,
 ) -> None:
     """Refuse anything but a private regular file of ours with a single name.
+
+    ``opened`` says that ``st`` describes an open descriptor: its file may have lost
+    its name since it was opened (a commit renamed a newer snapshot over it), which
+    leaves a complete snapshot with no link at all. Two or more links are refused
+    either way: another name could be used to change the file.
 
     Raises:
         StoreError: naming what is wrong with the file.
@@ -110,7 +120,7 @@ def _check_file(
             op, where, f"has mode {mode:#o}; a snapshot file must be private to its owner"
             " (0600); refusing it",
         )
-    if st.st_nlink != 1:
+    if st.st_nlink > 1 or (st.st_nlink == 0 and not opened):
         raise StoreError(
             op, where, f"has {st.st_nlink} hard links; a snapshot file has exactly one;"
             " refusing it",
@@ -515,7 +525,7 @@ class TmpfsStore:
         try:
             # Check what was opened, not the path: the name may have changed since.
             st = _io.fstat(fd, where=where)
-            _check_file(st, op="open", where=where, max_size=self._max_size)
+            _check_file(st, op="open", where=where, max_size=self._max_size, opened=True)
             data = _io.read_all(fd, st.st_size, where=where)
         except BaseException:
             _io.close_quietly(fd)
