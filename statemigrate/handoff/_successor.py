@@ -284,10 +284,11 @@ def inherit(
         (``STATEMIGRATE_FDS`` is not set).
 
     Raises:
-        HandoffError: stage ``inherit`` (bad variables, wrong descriptor types, a
-            missing listener) or ``peer`` (the channel belongs to someone else).
-            FAILED has been sent when the channel was usable, and every named
-            descriptor is closed.
+        HandoffError: stage ``inherit`` or ``peer``. When the variables are
+            malformed or name another process's child, no descriptor is touched.
+            Otherwise (a wrong descriptor type, a missing listener, a channel that
+            belongs to someone else) every named descriptor is closed, and FAILED
+            was sent if the channel is our parent's.
     """
     named = take_environ()
     if named is None:
@@ -303,9 +304,14 @@ def inherit(
         raise
     os.set_inheritable(control_fd, False)
     control = socket.socket(fileno=control_fd)
-    wanted = None if expect is None else frozenset(expect)
     try:
         require_same_user(control, pid=named.parent_pid)
+    except HandoffError:  # not our parent's channel: say nothing to whoever holds it
+        control.close()
+        close_all(remaining.values())
+        raise
+    wanted = None if expect is None else frozenset(expect)
+    try:
         if wanted is not None:
             missing = sorted(wanted - remaining.keys())
             if missing:

@@ -299,8 +299,8 @@ def upgrade(
         pause: stops every change to the state; called right before ``export_state``.
         resume: undoes ``pause``; called only when the handoff fails after ``pause``.
         stop_accepting: makes this process stop accepting on its copies of the
-            listeners (do not close them: that does not matter to the successor, but
-            keep them until draining ends); called once the successor took over.
+            listeners; called once the successor took over. Closing them would not
+            hurt the successor, but keep them open until draining ends.
         ready_timeout: seconds to wait for READY after the snapshot was sent.
         handshake_timeout: seconds to wait for HELLO after the spawn.
         kill_grace: seconds between SIGTERM and SIGKILL when stopping a failed successor.
@@ -313,10 +313,10 @@ def upgrade(
         process (reap it with ``os.waitpid`` if this process lives on).
 
     Raises:
-        HandoffError: with ``stage`` and ``report``. Stage ``start`` when another
-            handoff is in progress or a listener is unusable; otherwise the stage
-            that failed. The successor has been stopped and reaped and ``resume()``
-            called (when ``pause()`` had been).
+        HandoffError: stage ``start`` (``report`` is ``None``) when another handoff
+            is in progress or a listener is unusable. Otherwise the stage that
+            failed, with the attempt's ``report``; the successor has been stopped
+            and reaped, and ``resume()`` called if ``pause()`` had been.
     """
     if not _in_progress.acquire(blocking=False):
         raise HandoffError("start", "another handoff is already in progress in this process")
