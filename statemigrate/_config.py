@@ -19,8 +19,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from statemigrate import _registry
 from statemigrate._errors import RegistrationError
-from statemigrate._registry import Registry, default_registry
+from statemigrate._registry import Registry
 
 __all__ = ["ProjectConfig", "find_config", "load_registry"]
 
@@ -97,22 +98,38 @@ def load_registry(
     that returns one already holding its migrations. Without it the decorators' default
     registry is used, after importing ``imports`` and loading the migrations directory.
 
+    Migrations are loaded into a copy, never into the registry found: the command line
+    can then run any number of times in one process (tests, a service calling
+    :func:`~statemigrate._cli.main`) without registering the same steps twice, and the
+    process's own registries stay as its code made them.
+
     Raises:
         RegistrationError: the registry spec is malformed, does not name a Registry,
-            or a module failed to import.
+            or a module (or the registry factory) failed.
     """
     for module in (*config.imports, *imports):
         _import(module)
     spec = registry or config.registry
     if spec:
         target = _resolve(spec)
-        if migrations is not None:
-            target.load_migrations(migrations)
+        if migrations is None:
+            return target
+        target = _copy(target)
+        target.load_migrations(migrations)
         return target
     folder = migrations or config.migrations
+    target = _copy(_registry.default_registry)
     if folder is not None:
-        default_registry.load_migrations(folder)
-    return default_registry
+        target.load_migrations(folder)
+    return target
+
+
+def _copy(registry: Registry) -> Registry:
+    """A new registry holding the same schemas and steps (which are immutable)."""
+    copy = Registry()
+    with registry._lock:
+        copy._schemas, copy._steps = registry._save()
+    return copy
 
 
 def _import(module: str) -> object:
@@ -120,6 +137,10 @@ def _import(module: str) -> object:
         return importlib.import_module(module)
     except ImportError as exc:
         raise RegistrationError(f"cannot import {module!r}: {exc}") from exc
+    except Exception as exc:  # the user's module failed while running: say how, briefly
+        raise RegistrationError(
+            f"importing {module!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _resolve(spec: str) -> Registry:
@@ -130,7 +151,12 @@ def _resolve(spec: str) -> Registry:
     if value is None:
         raise RegistrationError(f"{module_name!r} has no attribute {attribute!r}")
     if callable(value) and not isinstance(value, Registry):
-        value = value()
+        try:
+            value = value()
+        except Exception as exc:
+            raise RegistrationError(
+                f"calling {spec!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
     if not isinstance(value, Registry):
         raise RegistrationError(f"{spec!r} is not a Registry (got {type(value).__name__})")
     return value
