@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from statemigrate._cli_inspect import add_inspect_parser
-from statemigrate._errors import StateMigrateError
+from statemigrate._errors import LossyMigrationError, StateMigrateError
 
 __all__ = ["main"]
 
@@ -53,15 +53,18 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction[_Parser]], None]]
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status (0 ok, 1 failure, 2 usage)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage error or --help: argparse has already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     func: Command = args.func
     stream = out if out is not None else sys.stdout
     try:
         return func(args, stream)
     except StateMigrateError as exc:
-        print(f"statemigrate: error: {exc}", file=sys.stderr)
+        print(f"statemigrate: error: {_one_line(_message(exc))}", file=sys.stderr)
     except BrokenPipeError:  # output piped into head: not an error worth a line
         return EXIT_OK
     except OSError as exc:
@@ -70,6 +73,21 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     except KeyboardInterrupt:
         print("statemigrate: interrupted", file=sys.stderr)
     return EXIT_FAILURE
+
+
+def _message(exc: StateMigrateError) -> str:
+    if isinstance(exc, LossyMigrationError):
+        # The library's message names the keyword argument; here the flag is the cure.
+        return (
+            f"migrating {exc.component!r} from version {exc.source} to {exc.target} loses"
+            f" data in {', '.join(exc.steps)}; pass --allow-lossy to accept that"
+        )
+    return str(exc)
+
+
+def _one_line(text: str) -> str:
+    """Messages may quote multi-line causes (pydantic, user code); keep the promise."""
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 if __name__ == "__main__":  # pragma: no cover
