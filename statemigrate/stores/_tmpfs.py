@@ -46,14 +46,8 @@ from typing import Literal
 
 from statemigrate import _io
 from statemigrate._errors import StoreError
-from statemigrate.stores._base import (
-    DEFAULT_MAX_SIZE,
-    Buffer,
-    SnapshotRef,
-    check_max_size,
-    chunks,
-    too_large,
-)
+from statemigrate.stores._base import DEFAULT_MAX_SIZE, Buffer, SnapshotRef, check_max_size, chunks
+from statemigrate.stores._private import check_file, open_private_directory
 
 __all__ = ["CURRENT", "LOCK", "PREVIOUS", "TEMP_PATTERN", "TempFiles", "TmpfsRef", "TmpfsStore"]
 
@@ -67,7 +61,6 @@ TEMP_PATTERN = re.compile(r"\.tmp\.[0-9]+\.[0-9a-f]{16}\Z")
 
 TempFiles = Literal["auto", "anonymous", "named"]
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO planted at a snapshot's name must not hang the reader.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _LOCK_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -75,108 +68,6 @@ _ANONYMOUS_FLAGS = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
 _NAMED_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # How open(O_TMPFILE) says that the kernel or the file system cannot do it.
 _NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
-
-_KINDS = {
-    stat.S_IFDIR: "a directory",
-    stat.S_IFLNK: "a symbolic link",
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-}
-
-
-def _check_file(
-    st: os.stat_result,
-    *,
-    op: str,
-    where: str,
-    max_size: int | None = None,
-    opened: bool = False,
-) -> None:
-    """Refuse anything but a private regular file of ours with a single name.
-
-    ``opened`` says that ``st`` describes an open descriptor: its file may have lost
-    its name since it was opened (a commit renamed a newer snapshot over it), which
-    leaves a complete snapshot with no link at all. Two or more links are refused
-    either way: another name could be used to change the file.
-
-    Raises:
-        StoreError: naming what is wrong with the file.
-    """
-    kind = stat.S_IFMT(st.st_mode)
-    if kind != stat.S_IFREG:
-        what = _KINDS.get(kind, "not a regular file")
-        raise StoreError(op, where, f"is {what}, not a regular file; refusing it")
-    euid = os.geteuid()
-    if st.st_uid != euid:
-        raise StoreError(
-            op, where, f"is owned by uid {st.st_uid}, not by this process's uid {euid};"
-            " refusing it",
-        )
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        raise StoreError(
-            op, where, f"has mode {mode:#o}; a snapshot file must be private to its owner"
-            " (0600); refusing it",
-        )
-    if st.st_nlink > 1 or (st.st_nlink == 0 and not opened):
-        raise StoreError(
-            op, where, f"has {st.st_nlink} hard links; a snapshot file has exactly one;"
-            " refusing it",
-        )
-    if max_size is not None and st.st_size > max_size:
-        raise too_large(op, where, st.st_size, max_size)
-
-
-def _open_private_directory(path: str) -> int:
-    """Create (0700) or open the snapshot directory and check that it is private to us."""
-    created = False
-    try:
-        _io.mkdir(path, 0o700, where=path)
-        created = True
-    except StoreError as exc:
-        if exc.errno == errno.ENOENT:
-            raise StoreError(
-                "mkdir", path, "its parent directory does not exist", errno=exc.errno
-            ) from exc.__cause__
-        if exc.errno != errno.EEXIST:
-            raise
-    try:
-        fd = _io.open_at(path, _DIR_FLAGS, dir_fd=None, where=path)
-    except StoreError as exc:
-        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
-            # O_DIRECTORY|O_NOFOLLOW reports a symbolic link as ENOTDIR: say which it is.
-            try:
-                is_link = stat.S_ISLNK(os.lstat(path).st_mode)
-            except OSError:
-                is_link = False
-            what = "is a symbolic link; refusing to follow it" if is_link else (
-                "is not a directory")
-            raise StoreError("open", path, what, errno=exc.errno) from exc.__cause__
-        raise
-    try:
-        if created:
-            # mkdir's mode went through the umask; make it exactly 0700.
-            _io.fchmod(fd, 0o700, where=path)
-        st = _io.fstat(fd, where=path)
-        euid = os.geteuid()
-        if st.st_uid != euid:
-            raise StoreError(
-                "open", path, f"is owned by uid {st.st_uid}, not by this process's uid"
-                f" {euid}; the snapshot directory must be our own",
-            )
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o077:
-            raise StoreError(
-                "open", path, f"has mode {mode:#o}; the snapshot directory must be private"
-                " to its owner (0700)",
-            )
-    except BaseException:
-        _io.close_quietly(fd)
-        raise
-    return fd
-
 
 class _Progress:
     """How far a commit got; errors after publication must say so."""
@@ -237,7 +128,7 @@ class TmpfsStore:
         self._anonymous = temp_files == "anonymous" or (
             self._auto and os.path.isdir("/proc/self/fd")
         )
-        self._dir_fd = _open_private_directory(self._path)
+        self._dir_fd = open_private_directory(self._path)
         self.orphans_removed = self._remove_orphans()
 
     # -- public API ----------------------------------------------------------------
@@ -448,7 +339,7 @@ class TmpfsStore:
                 return  # the first commit, or the last one stopped between its renames
             raise
         # Something planted at 'current' is refused rather than kept as 'previous'.
-        _check_file(st, op="rename", where=where)
+        check_file(st, op="rename", where=where)
         _io.rename_at(CURRENT, PREVIOUS, dir_fd=self._dir_fd, where=self._where(PREVIOUS))
 
     def _discard(self, name: str) -> None:
@@ -470,7 +361,7 @@ class TmpfsStore:
         where = self._where(LOCK)
         fd = _io.open_at(LOCK, _LOCK_FLAGS, dir_fd=self._dir_fd, where=where)
         try:
-            _check_file(_io.fstat(fd, where=where), op="lock", where=where)
+            check_file(_io.fstat(fd, where=where), op="lock", where=where)
             _io.flock(fd, fcntl.LOCK_EX, where=where)
         except BaseException:
             _io.close_quietly(fd)
@@ -525,7 +416,7 @@ class TmpfsStore:
         try:
             # Check what was opened, not the path: the name may have changed since.
             st = _io.fstat(fd, where=where)
-            _check_file(st, op="open", where=where, max_size=self._max_size, opened=True)
+            check_file(st, op="open", where=where, max_size=self._max_size, opened=True)
             data = _io.read_all(fd, st.st_size, where=where)
         except BaseException:
             _io.close_quietly(fd)
