@@ -8,13 +8,22 @@ import datetime
 import json
 import os
 import stat
+import sys
+from types import TracebackType
 from typing import Any, TextIO
 
 from statemigrate._errors import SnapshotError, StoreError
 from statemigrate._format import DecodeLimits, Snapshot, open_snapshot
 from statemigrate._header import SectionInfo
 
-__all__ = ["add_inspect_parser", "inspect_command", "read_snapshot_source", "read_key"]
+__all__ = [
+    "Progress",
+    "add_inspect_parser",
+    "inspect_command",
+    "read_key",
+    "read_snapshot_source",
+    "to_json_ready",
+]
 
 _MAX_SIZE = DecodeLimits().max_snapshot_size
 
@@ -81,7 +90,12 @@ def read_snapshot_source(source: str, *, max_size: int = _MAX_SIZE) -> bytes | m
         if not number.isdigit():
             raise StoreError("open", source, "expected fd:N with N a descriptor number")
         fd = int(number)
-        if os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:"):
+        try:
+            os.fstat(fd)
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            raise StoreError("open", source, "not an open file descriptor") from None
+        if target.startswith("/memfd:"):
             from statemigrate.stores import open_memfd
 
             return open_memfd(fd, max_size=max_size)
@@ -119,16 +133,18 @@ def inspect_command(args: argparse.Namespace, out: TextIO) -> int:
     """Run ``inspect``; returns the exit status."""
     data = read_snapshot_source(args.snapshot)
     snapshot = open_snapshot(data, key=read_key(args.key_file))
-    statuses = ["digest ok"] * len(snapshot.header.sections)
+    sections = snapshot.header.sections
+    statuses = ["digest ok"] * len(sections)
     if args.verify:
-        for index in range(len(snapshot.header.sections)):
-            snapshot.read_raw(index)  # raises on the first bad chunk or section
-            statuses[index] = "verified"
+        with Progress(len(sections), verb="verifying") as progress:
+            for index, section in enumerate(sections):
+                snapshot.read_raw(index)  # raises on the first bad chunk or section
+                statuses[index] = "verified"
+                progress.step(section.key)
     if args.dump:
         index = find_section(snapshot, args.dump)
         value = snapshot.read_section(index)
-        json.dump(value, out, indent=2, sort_keys=True, default=_json_default)
-        out.write("\n")
+        out.write(dump_json(value, section=sections[index].key))
         return 0
     if args.json:
         json.dump(describe(snapshot, statuses), out, indent=2, sort_keys=True)
@@ -136,6 +152,43 @@ def inspect_command(args: argparse.Namespace, out: TextIO) -> int:
     else:
         out.write(render(snapshot, statuses))
     return 0
+
+
+class Progress:
+    """A one-line counter on stderr, shown only when stderr is a terminal.
+
+    Used as a context manager, it ends its line however the work ends, so an error
+    message that follows starts on a line of its own.
+    """
+
+    def __init__(self, total: int, *, verb: str) -> None:
+        self.total = total
+        self.verb = verb
+        self.done = 0
+        self.enabled = total > 0 and sys.stderr.isatty()
+        self._line_open = False
+
+    def step(self, name: str) -> None:
+        """Count one item done and redraw the line."""
+        self.done += 1
+        if self.enabled:
+            sys.stderr.write(f"\r  {self.verb} [{self.done}/{self.total}] {name:<40}")
+            sys.stderr.flush()
+            self._line_open = True
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._line_open:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self._line_open = False
 
 
 def find_section(snapshot: Snapshot, name: str) -> int:
@@ -152,18 +205,52 @@ def find_section(snapshot: Snapshot, name: str) -> int:
     ]
     if len(matches) == 1:
         return matches[0]
-    names = ", ".join(s.key for s in snapshot.header.sections) or "none"
     if not matches:
+        names = ", ".join(s.key for s in snapshot.header.sections) or "none"
         raise SnapshotError("invalid_data", f"no section {name!r}; sections: {names}")
+    names = ", ".join(snapshot.header.sections[i].key for i in matches)
     raise SnapshotError(
         "invalid_data", f"{name!r} matches several sections ({names}); add /INSTANCE"
     )
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, bytes | bytearray):
+def dump_json(value: object, *, section: str) -> str:
+    """``value`` (decoded section data) as indented JSON text, with a final newline.
+
+    Raises:
+        SnapshotError: kind ``too_deep`` when the data nests deeper than the JSON
+            encoder can follow (the decoder admits deeper nesting than Python's stack).
+    """
+    try:
+        # dumps, not dump: a failure part-way must not leave half a document on stdout.
+        text = json.dumps(to_json_ready(value), indent=2, sort_keys=True)
+    except RecursionError:
+        raise SnapshotError(
+            "too_deep", "the data nests too deeply to show as JSON", section=section
+        ) from None
+    return text + "\n"
+
+
+def to_json_ready(value: object) -> object:
+    """Decoded plain data in a form JSON can hold.
+
+    Bytes become ``{"$base64": "..."}``; bytes map keys, which JSON cannot hold, become
+    the string ``"$base64:..."``. Everything else that snapshots hold (dicts with str
+    keys, lists, str, int, float, bool, None) is already JSON's.
+    """
+    if isinstance(value, dict):
+        return {_json_key(key): to_json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json_ready(item) for item in value]
+    if isinstance(value, bytes | bytearray | memoryview):
         return {"$base64": base64.b64encode(value).decode("ascii")}
-    raise TypeError(f"cannot show {type(value).__name__}")
+    return value
+
+
+def _json_key(key: object) -> object:
+    if isinstance(key, bytes | bytearray):
+        return "$base64:" + base64.b64encode(key).decode("ascii")
+    return key
 
 
 def describe(snapshot: Snapshot, statuses: list[str]) -> dict[str, Any]:
