@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from statemigrate._cli_inspect import add_key_argument, read_key, read_snapshot_source
+from statemigrate._cli_inspect import Progress, add_key_argument, read_key, read_snapshot_source
 from statemigrate._config import find_config, load_registry
-from statemigrate._errors import RegistrationError, StoreError
+from statemigrate._errors import (
+    RegistrationError,
+    StateMigrateError,
+    StoreError,
+    UnknownComponentError,
+    ValidationError,
+)
 from statemigrate._format import SectionInput, encode_snapshot, open_snapshot
 from statemigrate._header import Producer
+from statemigrate._plan import Plan
 from statemigrate._registry import Registry
 
 __all__ = ["add_registry_parsers", "graph_command", "migrate_command", "plan_command"]
@@ -112,12 +118,19 @@ def plan_command(args: argparse.Namespace, out: TextIO) -> int:
 def graph_command(args: argparse.Namespace, out: TextIO) -> int:
     """List the versions (with fingerprints) and steps of a component."""
     registry = registry_from(args)
-    versions = registry.versions(args.component)
+    steps = registry.steps(args.component)
+    # Versions that only steps mention are listed too: a migrations directory loaded
+    # without the schemas still shows its whole graph.
+    versions = sorted(
+        {*registry.versions(args.component), *(v for s in steps for v in (s.source, s.target))}
+    )
     out.write(f"{args.component}: {len(versions)} version(s)\n")
     for version in versions:
-        schema = registry.schema_for(args.component, version)
-        out.write(f"  v{version}  {schema.fingerprint}\n")
-    steps = registry.steps(args.component)
+        try:
+            fingerprint = registry.schema_for(args.component, version).fingerprint
+        except UnknownComponentError:
+            fingerprint = "(no schema registered)"
+        out.write(f"  v{version}  {fingerprint}\n")
     out.write(f"steps: {len(steps)}\n")
     for step in sorted(steps, key=lambda s: (s.source, s.target)):
         out.write(f"  {step}{'  [lossy]' if step.lossy else ''}\n")
@@ -144,22 +157,25 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     absent = sorted(set(targets) - present)
     if absent:
         raise RegistrationError(f"snapshot has no section for {', '.join(absent)}")
-    progress = _Progress(len(snapshot.header.sections))
     sections: list[SectionInput] = []
-    for index, section in enumerate(snapshot.header.sections):
-        data = snapshot.read_section(index)
-        version, fingerprint = section.version, section.fingerprint
-        target = targets.get(section.component)
-        if target is not None and target != version:
-            plan = registry.plan(section.component, version, target, allow_lossy=args.allow_lossy)
-            schema = registry.schema_for(section.component, target)
-            data = schema.export(schema.validate(plan.apply(data)))
-            version, fingerprint = target, schema.fingerprint
-            out.write(f"{section.key}: {plan}\n")
-        sections.append(
-            SectionInput(section.component, section.instance, version, fingerprint, data)
-        )
-        progress.step(section.key)
+    applied: list[str] = []  # printed after the loop, so stdout never cuts the progress line
+    with Progress(len(snapshot.header.sections), verb="migrating") as progress:
+        for index, section in enumerate(snapshot.header.sections):
+            data = snapshot.read_section(index)
+            version, fingerprint = section.version, section.fingerprint
+            target = targets.get(section.component)
+            if target is not None and target != version:
+                plan = registry.plan(
+                    section.component, version, target, allow_lossy=args.allow_lossy
+                )
+                schema = registry.schema_for(section.component, target)
+                data = schema.export(schema.validate(_apply(plan, data, section.instance)))
+                version, fingerprint = target, schema.fingerprint
+                applied.append(f"{section.key}: {plan}\n")
+            sections.append(
+                SectionInput(section.component, section.instance, version, fingerprint, data)
+            )
+            progress.step(section.key)
     encoded = encode_snapshot(
         sections,
         producer=Producer.current(
@@ -170,24 +186,30 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
         meta={**snapshot.header.meta, "migrated_from": snapshot.header.snapshot_id},
     )
     write_file_atomically(Path(args.output), encoded.parts)
+    out.writelines(applied)
     out.write(f"wrote {args.output} ({encoded.size} bytes, {len(sections)} sections)\n")
     return 0
 
 
-class _Progress:
-    """A one-line progress counter on stderr, only when stderr is a terminal."""
+def _apply(plan: Plan, data: object, instance: str) -> object:
+    """Run the plan's steps, turning a step's own exception into one that names it.
 
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.done = 0
-        self.enabled = sys.stderr.isatty()
-
-    def step(self, name: str) -> None:
-        self.done += 1
-        if self.enabled:
-            end = "\n" if self.done == self.total else ""
-            sys.stderr.write(f"\r  [{self.done}/{self.total}] {name:<40}{end}")
-            sys.stderr.flush()
+    A step that fails on data read from a snapshot almost always means the data does
+    not fit the version it claims; the user's step is not at fault, so say which data.
+    """
+    for step in plan.steps:
+        try:
+            data = step.apply(data)
+        except StateMigrateError:
+            raise
+        except Exception as exc:
+            raise ValidationError(
+                plan.component,
+                step.source,
+                f"migration step {step} failed: {type(exc).__name__}: {exc}",
+                instance=instance,
+            ) from exc
+    return data
 
 
 def write_file_atomically(path: Path, parts: list[bytes | bytearray | memoryview]) -> None:
@@ -201,7 +223,8 @@ def write_file_atomically(path: Path, parts: list[bytes | bytearray | memoryview
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise StoreError("open", str(temp), exc.strerror or str(exc), errno=exc.errno) from exc
+        # Name the file the user asked for; the temporary name means nothing to them.
+        raise StoreError("write", str(path), exc.strerror or str(exc), errno=exc.errno) from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             for part in parts:
