@@ -15,6 +15,7 @@ override it.
 from __future__ import annotations
 
 import importlib
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,10 @@ def load_registry(
     that returns one already holding its migrations. Without it the decorators' default
     registry is used, after importing ``imports`` and loading the migrations directory.
 
+    The folder holding pyproject.toml goes first on ``sys.path`` (as ``python -m`` puts
+    the current folder), so ``registry`` and ``imports`` may name the project's own
+    modules when the ``statemigrate`` script runs from a checkout that is not installed.
+
     Migrations are loaded into a copy, never into the registry found: the command line
     can then run any number of times in one process (tests, a service calling
     :func:`~statemigrate._cli.main`) without registering the same steps twice, and the
@@ -107,9 +112,13 @@ def load_registry(
         RegistrationError: the registry spec is malformed, does not name a Registry,
             or a module (or the registry factory) failed.
     """
+    spec = registry or config.registry
+    if config.root is not None and (spec or config.imports or imports):
+        root = str(config.root)
+        if root not in sys.path:
+            sys.path.insert(0, root)
     for module in (*config.imports, *imports):
         _import(module)
-    spec = registry or config.registry
     if spec:
         target = _resolve(spec)
         if migrations is None:
