@@ -112,6 +112,7 @@ class Service:
         self._entries: dict[tuple[str, str], Registered] = {}
         self._generation = 0
         self._last_restored: str | None = None
+        self._restored_generation: int | None = None
 
     # --- membership ------------------------------------------------------------------
 
@@ -281,6 +282,7 @@ class Service:
         allow_lossy: bool = False,
         strict: bool | None = None,
         force: bool = False,
+        allow_older: bool = False,
     ) -> RestoreReport:
         """Restore every registered component from a snapshot, all or nothing.
 
@@ -297,6 +299,9 @@ class Service:
             strict: override the service's policy for sections no component claims and
                 components the snapshot lacks.
             force: restore even if this snapshot was restored already.
+            allow_older: restore a snapshot whose generation is lower than that of the
+                last one this service restored. Refused by default: replaying an old
+                (even authentic) snapshot would silently undo newer state.
 
         Raises:
             RestoreError: with the phase, component and step that failed; the cause is
@@ -324,6 +329,13 @@ class Service:
             )
             logger.info("%s", report.summary())
             return report
+        newest = self._restored_generation
+        if newest is not None and header.generation < newest and not allow_older:
+            raise RestoreError(
+                "verify",
+                f"snapshot generation {header.generation} is older than generation {newest}"
+                " restored before (a replay?); pass allow_older=True to go back",
+            )
         try:
             report = run_restore(
                 snapshot,
@@ -337,6 +349,7 @@ class Service:
             logger.error("restore of %s failed: %s", header.snapshot_id[:12], exc)
             raise
         self._last_restored = header.snapshot_id
+        self._restored_generation = header.generation
         # Later snapshots must sort after the one restored, across processes too.
         self._generation = max(self._generation, header.generation)
         logger.info("%s", report.summary())
