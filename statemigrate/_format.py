@@ -98,6 +98,11 @@ class SectionInput:
 class DecodeLimits:
     """Bounds a reader enforces whatever the snapshot claims.
 
+    Decoded objects can take up to ~42 bytes of memory per raw byte (a flood of small
+    integers), so the default raw limit is the machine's memory divided by 48: a
+    hostile snapshot cannot make a restore exhaust memory, while real state (a
+    million-entry cache is ~60 MiB raw) stays far below it. Raise it for larger state.
+
     Attributes:
         max_snapshot_size: largest snapshot accepted, in bytes.
         max_section_size: largest raw (decompressed) section accepted, in bytes.
@@ -106,9 +111,18 @@ class DecodeLimits:
     """
 
     max_snapshot_size: int = 8 << 30
-    max_section_size: int = 4 << 30
-    max_total_size: int = 8 << 30
+    max_section_size: int = field(default_factory=lambda: _memory_share())
+    max_total_size: int = field(default_factory=lambda: _memory_share())
     max_sections: int = 100_000
+
+
+def _memory_share() -> int:
+    """A 48th of physical memory, at least 64 MiB (1 GiB where memory is unknown)."""
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 1 << 30
+    return max(64 << 20, physical // 48)
 
 
 @dataclass(slots=True)

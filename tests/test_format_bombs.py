@@ -124,8 +124,13 @@ FORGED: dict[str, tuple[bytes, dict[str, Any], set[str]]] = {
         snapshot_of([(CHUNK, forged_frame(CHUNK))] * 160), {}, {"too_large"}),
     "160 chunks claim 10 GiB, reader limits raised": (
         snapshot_of([(CHUNK, forged_frame(CHUNK))] * 160), {"limits": BIG}, {"corrupt"}),
-    "62 chunks claim 3.9 GiB, within default limits": (
-        snapshot_of([(CHUNK, forged_frame(CHUNK))] * 62), {}, {"corrupt"}),
+    "62 chunks claim 3.9 GiB, within the reader's limits": (
+        snapshot_of([(CHUNK, forged_frame(CHUNK))] * 62),
+        {"limits": {"max_section_size": 4 * GiB, "max_total_size": 4 * GiB}},
+        {"corrupt"},
+    ),
+    "62 chunks claim 3.9 GiB, default limits (a share of memory)": (
+        snapshot_of([(CHUNK, forged_frame(CHUNK))] * 62), {}, {"too_large"}),
 }
 
 
