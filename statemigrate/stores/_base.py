@@ -8,13 +8,15 @@ the previous snapshot or the new one, complete, never a torn one.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Protocol, runtime_checkable
+from types import TracebackType
+from typing import ClassVar, Protocol, Self, runtime_checkable
 
 from statemigrate._errors import StoreError
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
     "Buffer",
+    "Closing",
     "SnapshotRef",
     "Store",
     "check_max_size",
@@ -27,6 +29,40 @@ Buffer = bytes | bytearray | memoryview
 
 DEFAULT_MAX_SIZE = 4 << 30
 """Default upper bound, in bytes, on a snapshot a store commits or opens (4 GiB)."""
+
+
+class Closing:
+    """Context-manager support for objects that own a descriptor and have ``close()``.
+
+    ``close()`` must be idempotent. Objects dropped without ``close()`` are closed when
+    garbage-collected, so a store or reference created inline does not leak its fd,
+    unless the class sets ``close_on_collect = False`` because what it closes may still
+    be in use elsewhere.
+    """
+
+    close_on_collect: ClassVar[bool] = True
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not self.close_on_collect:
+            return
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
 
 
 @runtime_checkable

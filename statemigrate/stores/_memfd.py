@@ -21,13 +21,13 @@ import os
 import stat
 from collections import deque
 from collections.abc import Iterable
-from types import TracebackType
 
 from statemigrate import _io
 from statemigrate._errors import StoreError
 from statemigrate.stores._base import (
     DEFAULT_MAX_SIZE,
     Buffer,
+    Closing,
     SnapshotRef,
     check_max_size,
     chunks,
@@ -119,7 +119,7 @@ def _map_checked(fd: int, max_size: int, where: str) -> bytes | memoryview:
     return memoryview(_io.mmap_readonly(fd, st.st_size, where=where))
 
 
-class MemfdRef:
+class MemfdRef(Closing):
     """A sealed memfd holding one committed snapshot.
 
     The descriptor is close-on-exec; hand it to a child with ``pass_fds`` or send it
@@ -166,29 +166,11 @@ class MemfdRef:
         if fd >= 0:
             os.close(fd)
 
-    def __enter__(self) -> MemfdRef:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        # A reference dropped without close() must not leak its memfd.
-        try:
-            self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
-
     def __repr__(self) -> str:
         return f"<MemfdRef {self.describe()} size={self.size}>"
 
 
-class MemfdStore:
+class MemfdStore(Closing):
     """Commit snapshots to sealed memfds, ready to hand to another process.
 
     The store keeps the latest two snapshots it committed and closes older ones as
@@ -203,6 +185,9 @@ class MemfdStore:
     Raises:
         ValueError: an option has an invalid value.
     """
+
+    # The refs it closes are handed out to callers, who may still be using them.
+    close_on_collect = False
 
     def __init__(self, *, name: str = "statemigrate", max_size: int = DEFAULT_MAX_SIZE) -> None:
         self._name = name
@@ -290,17 +275,6 @@ class MemfdStore:
         self._closed = True
         while self._refs:
             self._refs.popleft().close()
-
-    def __enter__(self) -> MemfdStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<MemfdStore {self._name!r} snapshots={len(self._refs)}>"

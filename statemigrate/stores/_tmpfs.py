@@ -41,12 +41,18 @@ import re
 import secrets
 import stat
 from collections.abc import Iterable
-from types import TracebackType
 from typing import Literal
 
 from statemigrate import _io
 from statemigrate._errors import StoreError
-from statemigrate.stores._base import DEFAULT_MAX_SIZE, Buffer, SnapshotRef, check_max_size, chunks
+from statemigrate.stores._base import (
+    DEFAULT_MAX_SIZE,
+    Buffer,
+    Closing,
+    SnapshotRef,
+    check_max_size,
+    chunks,
+)
 from statemigrate.stores._private import check_file, open_private_directory
 
 __all__ = ["CURRENT", "LOCK", "PREVIOUS", "TEMP_PATTERN", "TempFiles", "TmpfsRef", "TmpfsStore"]
@@ -78,7 +84,7 @@ class _Progress:
         self.published = False
 
 
-class TmpfsStore:
+class TmpfsStore(Closing):
     """Commit snapshots atomically to files in a private directory, normally on tmpfs.
 
     Snapshots survive the crash or restart of the process, not a reboot of the host
@@ -241,24 +247,6 @@ class TmpfsStore:
         fd, self._dir_fd = self._dir_fd, -1
         if fd >= 0:
             os.close(fd)
-
-    def __enter__(self) -> TmpfsStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        # A store created inline and never closed must not leak its descriptor.
-        try:
-            self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
 
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""
