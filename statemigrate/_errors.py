@@ -240,12 +240,18 @@ class ValidationError(StateMigrateError, ValueError):
 class RestoreError(StateMigrateError):
     """A restore failed; every component is as it was before the attempt.
 
+    The one exception: a component whose own import also failed while it was being
+    given its earlier state back is named in ``rollback_failed`` (and the message says
+    so); its state is whatever that failing import left.
+
     Attributes:
-        phase: the phase that failed (``verify``, ``decode``, ``migrate``, ``validate``,
-            ``apply``).
+        phase: the phase that failed (``read``, ``verify``, ``decode``, ``migrate``,
+            ``validate``, ``apply``).
         component: ``component/instance`` that failed, when one did.
         step: the migration step that failed, when one did (printed form).
         detail: what went wrong.
+        rollback_failed: ``component/instance`` of every component whose rollback
+            failed; empty when every component was rolled back.
     """
 
     def __init__(
@@ -255,14 +261,20 @@ class RestoreError(StateMigrateError):
         *,
         component: str | None = None,
         step: str | None = None,
+        rollback_failed: Iterable[str] = (),
     ) -> None:
         self.phase = phase
         self.component = component
         self.step = step
         self.detail = detail
+        self.rollback_failed = tuple(rollback_failed)
         where = f" in {component}" if component else ""
         at = f" at step {step}" if step else ""
-        super().__init__(f"restore failed during {phase}{where}{at}: {detail}; state rolled back")
+        if self.rollback_failed:
+            outcome = f"rollback failed for {', '.join(self.rollback_failed)}"
+        else:
+            outcome = "state rolled back"
+        super().__init__(f"restore failed during {phase}{where}{at}: {detail}; {outcome}")
 
 
 class HandoffError(StateMigrateError):

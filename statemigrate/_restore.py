@@ -220,25 +220,38 @@ def _apply_all(staged: Sequence[_Staged]) -> None:
             import_component(item.entry.obj, item.data, registry=item.entry.registry)
     except BaseException as exc:
         failed = staged[applied - 1].entry.key
-        rollback_errors = _roll_back(staged[:applied], before[:applied])
-        if rollback_errors:
-            detail = f"{type(exc).__name__}: {exc}; rollback also failed for " + ", ".join(
-                rollback_errors
-            )
-            raise RestoreError("apply", detail, component=failed) from exc
+        rollback_errors, interrupt = _roll_back(staged[:applied], before[:applied])
         if not isinstance(exc, Exception):
+            if rollback_errors:
+                exc.add_note(f"statemigrate: rollback failed for {', '.join(rollback_errors)}")
             raise  # KeyboardInterrupt, SystemExit: state is back, let them through
+        if interrupt is not None:
+            raise interrupt from exc
         raise RestoreError(
-            "apply", f"{type(exc).__name__}: {exc}", component=failed
+            "apply",
+            f"{type(exc).__name__}: {exc}",
+            component=failed,
+            rollback_failed=rollback_errors,
         ) from exc
 
 
-def _roll_back(staged: Sequence[_Staged], before: Sequence[object]) -> list[str]:
+def _roll_back(
+    staged: Sequence[_Staged], before: Sequence[object]
+) -> tuple[list[str], BaseException | None]:
+    """Import the earlier states again, newest first; report what could not be.
+
+    Returns the components whose rollback failed, and the first KeyboardInterrupt (or
+    other non-``Exception``) raised meanwhile. Every component is attempted whatever
+    happens to the others: stopping at an interrupt would leave the rest half-applied.
+    """
     failures = []
+    interrupt: BaseException | None = None
     for item, state in zip(reversed(staged), reversed(before), strict=True):
         try:
             import_component(item.entry.obj, state, registry=item.entry.registry)
-        except Exception as exc:
-            logger.error("rollback of %s failed: %s", item.entry.key, exc)
+        except BaseException as exc:
+            logger.error("rollback of %s failed: %s: %s", item.entry.key, type(exc).__name__, exc)
             failures.append(item.entry.key)
-    return failures
+            if interrupt is None and not isinstance(exc, Exception):
+                interrupt = exc
+    return failures, interrupt
