@@ -30,7 +30,6 @@ from statemigrate._errors import (
     SnapshotError,
     StateMigrateError,
     UnknownComponentError,
-    ValidationError,
 )
 from statemigrate._format import Snapshot
 from statemigrate._report import ComponentRestore, RestoreReport
@@ -203,10 +202,14 @@ def _validate(item: _Staged) -> None:
     try:
         schema = entry.registry.schema_for(entry.component, entry.spec.version)
         item.data = schema.validate(item.data)
-    except ValidationError as exc:
-        raise RestoreError("validate", str(exc), component=entry.key) from exc
     except StateMigrateError as exc:
         raise RestoreError("validate", str(exc), component=entry.key) from exc
+    except Exception as exc:
+        # pydantic lets everything but ValueError and AssertionError out of a model's
+        # own validators (MemoryError from a huge state, a bug in a validator).
+        raise RestoreError(
+            "validate", f"{type(exc).__name__}: {exc}", component=entry.key
+        ) from exc
 
 
 def _apply_all(staged: Sequence[_Staged]) -> None:
