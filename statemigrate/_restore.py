@@ -179,7 +179,7 @@ def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
     data = item.data
     for step in plan.steps:
         try:
-            data = step.func(data)
+            data = step.apply(data)  # also refuses a step that forgot to return
         except Exception as exc:
             raise RestoreError(
                 "migrate", f"{type(exc).__name__}: {exc}", component=entry.key, step=str(step)
