@@ -215,7 +215,16 @@ def _validate(item: _Staged) -> None:
 def _apply_all(staged: Sequence[_Staged]) -> None:
     """Import every staged state, or put every component back as it was."""
     # Not the plain export: a custom import_state takes back what export_state gave.
-    before = [component_state(item.entry.obj, registry=item.entry.registry) for item in staged]
+    before = []
+    for item in staged:
+        try:
+            before.append(component_state(item.entry.obj, registry=item.entry.registry))
+        except Exception as exc:
+            raise RestoreError(
+                "apply",
+                f"cannot read the current state: {type(exc).__name__}: {exc}",
+                component=item.entry.key,
+            ) from exc
     applied = 0
     try:
         for item in staged:
