@@ -36,7 +36,7 @@ def add_inspect_parser(commands: Any) -> None:
         description="Show a snapshot's header and sections. SNAPSHOT is a file path or"
         " fd:N for an inherited descriptor (e.g. a sealed memfd).",
     )
-    parser.add_argument("snapshot", metavar="SNAPSHOT")
+    parser.add_argument("snapshot", metavar="SNAPSHOT", help="a file path, or fd:N")
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
     parser.add_argument(
         "--verify",

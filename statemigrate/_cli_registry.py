@@ -29,22 +29,31 @@ def add_registry_parsers(commands: Any) -> None:
     plan = commands.add_parser(
         "plan", help="show the steps between two versions of a component"
     )
-    plan.add_argument("component")
-    plan.add_argument("--from", dest="source", type=int, required=True, metavar="VERSION")
-    plan.add_argument("--to", dest="target", type=int, required=True, metavar="VERSION")
+    plan.add_argument("component", help="the component's name")
+    plan.add_argument(
+        "--from", dest="source", type=int, required=True, metavar="VERSION",
+        help="the version the data is in",
+    )
+    plan.add_argument(
+        "--to", dest="target", type=int, required=True, metavar="VERSION",
+        help="the version it should reach",
+    )
     _add_registry_arguments(plan)
     plan.set_defaults(func=plan_command)
 
     graph = commands.add_parser("graph", help="list a component's versions and steps")
-    graph.add_argument("component")
+    graph.add_argument("component", help="the component's name")
     _add_registry_arguments(graph)
     graph.set_defaults(func=graph_command)
 
     migrate = commands.add_parser(
         "migrate", help="rewrite a snapshot with components at other versions (up or down)"
     )
-    migrate.add_argument("snapshot", metavar="SNAPSHOT")
-    migrate.add_argument("-o", "--output", required=True, metavar="OUT")
+    migrate.add_argument("snapshot", metavar="SNAPSHOT", help="a file path, or fd:N")
+    migrate.add_argument(
+        "-o", "--output", required=True, metavar="OUT",
+        help="where to write the new snapshot (through a temporary file and a rename)",
+    )
     migrate.add_argument(
         "--to",
         dest="targets",
