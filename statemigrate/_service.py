@@ -311,12 +311,12 @@ class Service:
         try:
             data = source if isinstance(source, bytes | bytearray | memoryview) else source.open()
         except StateMigrateError as exc:
-            raise RestoreError("read", str(exc)) from exc
+            raise _logged(RestoreError("read", str(exc))) from exc
         read_done = time.perf_counter()
         try:
             snapshot = open_snapshot(data, key=self._key, limits=self._limits)
         except SnapshotError as exc:
-            raise RestoreError("verify", str(exc)) from exc
+            raise _logged(RestoreError("verify", str(exc))) from exc
         verified = time.perf_counter()
         header = snapshot.header
         if header.snapshot_id == self._last_restored and not force:
@@ -331,10 +331,12 @@ class Service:
             return report
         newest = self._restored_generation
         if newest is not None and header.generation < newest and not allow_older:
-            raise RestoreError(
-                "verify",
-                f"snapshot generation {header.generation} is older than generation {newest}"
-                " restored before (a replay?); pass allow_older=True to go back",
+            raise _logged(
+                RestoreError(
+                    "verify",
+                    f"snapshot generation {header.generation} is older than generation"
+                    f" {newest} restored before (a replay?); pass allow_older=True to go back",
+                )
             )
         try:
             report = run_restore(
@@ -354,6 +356,13 @@ class Service:
         self._generation = max(self._generation, header.generation)
         logger.info("%s", report.summary())
         return report
+
+
+def _logged(error: RestoreError) -> RestoreError:
+    """Log a restore that failed before its transaction started (unreadable, refused
+    bytes), as the transaction logs its own failures."""
+    logger.error("%s", error)
+    return error
 
 
 def choose_versions(
