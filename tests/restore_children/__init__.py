@@ -1,0 +1,1 @@
+"""Child scripts and shared helpers of the restore tests."""
