@@ -1,0 +1,419 @@
+"""Service: registration, snapshots, commits, restore sources, policy, reports, logging, keys."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any
+
+import pytest
+from pydantic import Field
+from restore_children.components import (
+    Counters,
+    Tags,
+    build_registry,
+    canonical,
+    exports,
+    set_state,
+)
+from typing_extensions import TypedDict
+
+from statemigrate import (
+    CommitReport,
+    LossyMigrationError,
+    MemoryStore,
+    NoMigrationPathError,
+    RegistrationError,
+    Registry,
+    RestoreError,
+    Service,
+    SnapshotError,
+    StoreError,
+    TmpfsStore,
+    UnknownComponentError,
+    migratable,
+    open_snapshot,
+)
+from statemigrate._service import choose_versions
+from statemigrate.reference import KVCacheV1, KVCacheV2, KVCacheV3
+from statemigrate.reference import build_registry as reference_registry
+
+REGISTRY = build_registry()
+PHASES = ["read", "verify", "decode", "migrate", "validate", "apply"]
+KEY = b"0123456789abcdef-key"
+V1_STATE = {"entries": {"a": "1", "b": "2"}}
+
+
+def kv1(state: dict[str, Any] = V1_STATE) -> KVCacheV1:
+    cache = KVCacheV1()
+    set_state(cache, REGISTRY, state)
+    return cache
+
+
+def kv3(hits: int = 7) -> KVCacheV3:
+    cache = KVCacheV3()
+    set_state(
+        cache, REGISTRY, {"entries": {"live": {"data": "x", "expires_at": 1.5, "hits": hits}}}
+    )
+    return cache
+
+
+def service(*objs: object, **kw: Any) -> Service:
+    made = Service("svc", registry=kw.pop("registry", REGISTRY), **kw)
+    for obj in objs:
+        made.register(obj)
+    return made
+
+
+# --- construction and membership ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "kw"),
+    [(("",), {}), (("x" * 201,), {}), (("svc",), {"key": b"short"})],
+    ids=["empty name", "long name", "short key"],
+)
+def test_bad_constructor_arguments_are_refused(args: tuple[str], kw: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        Service(*args, **kw)
+
+
+def test_register_keeps_order_and_refuses_duplicates_and_strangers() -> None:
+    svc = Service("svc", registry=REGISTRY)
+    first, second = KVCacheV3(), KVCacheV3()
+    assert svc.register(first, instance="a") is first
+    svc.register(second, instance="b")
+    svc.register(Counters())
+    assert [e.key for e in svc.components] == ["kvcache/a", "kvcache/b", "counters/default"]
+    assert svc.versions() == {"kvcache": 3, "counters": 2}
+    with pytest.raises(RegistrationError, match="already registered"):
+        svc.register(KVCacheV3(), instance="a")
+    with pytest.raises(RegistrationError, match="not a migratable"):
+        svc.register(object())
+    with pytest.raises(RegistrationError, match="instance name"):
+        svc.register(KVCacheV3(), instance="")
+    svc.unregister("kvcache", instance="b")
+    assert [e.key for e in svc.components] == ["kvcache/a", "counters/default"]
+    with pytest.raises(KeyError):
+        svc.unregister("kvcache", instance="b")
+
+
+def test_register_fails_at_once_for_a_version_without_a_schema() -> None:
+    @migratable("kvcache", version=9)
+    class Future:
+        entries: dict[str, str] = {}
+
+    with pytest.raises(UnknownComponentError):
+        Service("svc", registry=REGISTRY).register(Future())
+
+
+def test_readable_versions_lists_every_version_with_a_path() -> None:
+    svc = service(KVCacheV1(), Counters())
+    assert svc.readable_versions() == {"kvcache": [1, 2, 3], "counters": [1, 2]}
+    lonely = Registry()
+    lonely.add_schema("tags", 1, dict[str, Any])
+    lonely.add_schema("tags", 2, dict[str, Any])
+
+    @migratable("tags", version=2)
+    class Two:
+        def export_state(self) -> dict[str, Any]:
+            return {}
+
+        def import_state(self, state: dict[str, Any]) -> None: ...
+
+    assert service(Two(), registry=lonely).readable_versions() == {"tags": [2]}
+
+
+def test_choose_versions_prefers_the_live_version_then_the_highest_common_one() -> None:
+    assert choose_versions({"a": 3}, {"a": [1, 2, 3]}, {"a": [1, 2, 3]}) == {"a": 3}
+    assert choose_versions({"a": 3}, {"a": [1, 2]}, {"a": [1, 2, 3]}) == {"a": 2}
+    assert choose_versions({"a": 3}, {"a": [1, 2]}, {"a": [1, 3]}) == {"a": 1}
+    with pytest.raises(ValueError, match="a: this process has v3, successor reads \\[1\\]"):
+        choose_versions({"a": 3, "b": 1}, {"a": [1], "b": [1]}, {"a": [3]})
+
+
+# --- snapshot -------------------------------------------------------------------------
+
+
+def test_snapshot_reports_its_sections_sizes_and_growing_generations() -> None:
+    svc = service(kv3(), Counters())
+    encoded, report = svc.snapshot(meta={"deploy": "blue"})
+    blob = encoded.to_bytes()
+    assert report.size == encoded.size == len(blob)
+    assert [(s.component, s.instance, s.version) for s in report.sections] == [
+        ("kvcache", "default", 3),
+        ("counters", "default", 2),
+    ]
+    header = open_snapshot(blob).header
+    assert [s.raw_size for s in report.sections] == [s.raw_size for s in header.sections]
+    assert [s.stored_size for s in report.sections] == [s.stored_size for s in header.sections]
+    assert all(
+        s.chunks == len(h.chunks) for s, h in zip(report.sections, header.sections, strict=True)
+    )
+    assert header.meta == {"deploy": "blue"}
+    assert header.producer.service == "svc"
+    assert report.snapshot_id == header.snapshot_id
+    assert [report.generation, svc.snapshot()[1].generation, svc.snapshot()[1].generation] == [
+        1,
+        2,
+        3,
+    ]
+    assert set(report.timings) == {"export", "migrate", "encode"}
+    json.dumps(report.to_plain())
+
+
+def test_snapshot_with_a_target_writes_the_older_version_and_leaves_live_state_alone() -> None:
+    cache = kv3()
+    svc = service(cache)
+    live = exports(svc)
+    encoded, report = svc.snapshot(targets={"kvcache": 1}, allow_lossy=True)
+    assert report.sections[0].version == 1
+    assert report.sections[0].steps == ("kvcache 3 -> 1 (downgrade_3_to_1)",)
+    assert exports(svc) == live  # the steps got a copy, not the live entries
+    older = service(KVCacheV1())
+    older.restore(encoded.to_bytes())
+    assert exports(older)["kvcache/default"] == canonical({"entries": {"live": "x"}})
+
+
+def test_snapshot_targets_that_cannot_be_reached_are_refused() -> None:
+    svc = service(kv3())
+    with pytest.raises(LossyMigrationError):
+        svc.snapshot(targets={"kvcache": 1})
+    with pytest.raises(NoMigrationPathError):
+        svc.snapshot(targets={"kvcache": 9}, allow_lossy=True)
+
+
+# --- commit and restore sources -------------------------------------------------------
+
+
+def test_commit_and_restore_through_a_memory_store() -> None:
+    store = MemoryStore(name="m")
+    committed = service(kv1()).commit(store, meta={"why": "test"})
+    assert isinstance(committed, CommitReport)
+    assert committed.describe() == "memory:m"
+    assert committed.snapshot.size == len(store.open())
+    assert "memory:m" in committed.summary()
+    reader = service(KVCacheV2())
+    report = reader.restore(committed)
+    assert report.components[0].steps == ("kvcache 1 -> 2 (add_ttl)",)
+    assert reader.restore(committed.ref).skipped is True
+
+
+def test_commit_and_restore_through_a_tmpfs_store(tmp_path: Any) -> None:
+    with TmpfsStore(tmp_path / "snapshots") as store:
+        committed = service(kv1()).commit(store)
+        reader = service(KVCacheV3())
+        report = reader.restore(committed)
+        assert report.size == committed.snapshot.size
+    upgraded = {
+        k: {"data": v, "expires_at": None, "hits": 0} for k, v in V1_STATE["entries"].items()
+    }
+    assert exports(reader)["kvcache/default"] == canonical({"entries": upgraded})
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_restore_accepts_any_bytes_like_source(kind: type) -> None:
+    blob = service(kv1()).snapshot()[0].to_bytes()
+    reader = service(KVCacheV1())
+    reader.restore(kind(blob))
+    assert exports(reader)["kvcache/default"] == canonical(V1_STATE)
+
+
+def test_a_store_that_cannot_open_fails_in_read_and_changes_nothing() -> None:
+    class Gone:
+        def open(self) -> bytes:
+            raise StoreError("open", "memory:gone", "no snapshot has been committed")
+
+        def describe(self) -> str:
+            return "memory:gone"
+
+    reader = service(kv3())
+    before = exports(reader)
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(Gone())
+    assert caught.value.phase == "read"
+    assert isinstance(caught.value.__cause__, StoreError)
+    assert exports(reader) == before
+
+
+def test_restoring_advances_the_generation_of_later_snapshots() -> None:
+    writer = service(kv1())
+    for _ in range(4):
+        encoded, _ = writer.snapshot()
+    assert encoded.header.generation == 4
+    reader = service(KVCacheV1())
+    reader.restore(encoded.to_bytes())
+    assert reader.snapshot()[1].generation == 5
+
+
+# --- policy for unknown sections and missing components --------------------------------
+
+
+def test_unknown_sections_and_missing_components_are_reported_by_default() -> None:
+    blob = service(kv1(), Counters()).snapshot()[0].to_bytes()
+    cache, tags = KVCacheV1(), Tags(["keep"], owner="me")
+    reader = service(cache, tags)
+    tags_before = exports(reader)["tags/default"]
+    report = reader.restore(blob)
+    assert report.unknown == ("counters/default",)
+    assert report.missing == ("tags/default",)
+    assert [c.component for c in report.components] == ["kvcache"]
+    assert exports(reader)["kvcache/default"] == canonical(V1_STATE)
+    assert exports(reader)["tags/default"] == tags_before
+    assert "not claimed: counters/default" in report.summary()
+    assert "not in snapshot: tags/default" in report.summary()
+
+
+@pytest.mark.parametrize("extra", ["unknown", "missing"])
+@pytest.mark.parametrize("how", ["service", "call"])
+def test_strict_mode_refuses_unknown_and_missing_without_touching_state(
+    extra: str, how: str
+) -> None:
+    writers = [kv1()] + ([Counters()] if extra == "unknown" else [])
+    blob = service(*writers).snapshot()[0].to_bytes()
+    readers: list[object] = [kv3()] + ([Tags(["keep"])] if extra == "missing" else [])
+    reader = service(*readers, strict=how == "service")
+    before = exports(reader)
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(blob, strict=True if how == "call" else None)
+    assert caught.value.phase == "verify"
+    name = "counters/default" if extra == "unknown" else "tags/default"
+    assert name in str(caught.value)
+    assert "strict" in str(caught.value)
+    assert exports(reader) == before
+    # The call's choice overrides the service's.
+    assert reader.restore(blob, strict=False).skipped is False
+
+
+# --- reports and logging --------------------------------------------------------------
+
+
+def test_the_restore_report_has_every_phase_steps_and_sizes() -> None:
+    writer = service(kv1(), Counters())
+    encoded, written = writer.snapshot()
+    blob = encoded.to_bytes()
+    reader = service(KVCacheV2(), Counters())
+    report = reader.restore(blob)
+    assert list(report.timings) == PHASES
+    assert all(seconds >= 0 for seconds in report.timings.values())
+    assert report.size == len(blob)
+    assert report.snapshot_id == written.snapshot_id
+    assert report.generation == written.generation == 1
+    kv, counters = report.components
+    assert (kv.component, kv.instance, kv.source_version, kv.target_version) == (
+        "kvcache", "default", 1, 2,
+    )  # fmt: skip
+    assert kv.steps == ("kvcache 1 -> 2 (add_ttl)",)
+    assert counters.steps == ()
+    assert [(c.raw_size, c.stored_size) for c in report.components] == [
+        (s.raw_size, s.stored_size) for s in written.sections
+    ]
+    assert kv.fingerprint_matches and counters.fingerprint_matches
+    plain = report.to_plain()
+    assert json.loads(json.dumps(plain))["components"][0]["steps"] == ["kvcache 1 -> 2 (add_ttl)"]
+    assert "1 steps" in report.summary() and "2 components" in report.summary()
+    skipped = reader.restore(blob)
+    assert skipped.skipped and list(skipped.timings) == ["read", "verify"]
+    assert skipped.summary().endswith("skipped: already restored")
+
+
+def test_snapshot_restore_skip_and_failure_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    writer = service(kv1())
+    blob = writer.commit(MemoryStore()).open()
+    reader = service(KVCacheV3())
+    reader.restore(blob)
+    reader.restore(blob)
+    with pytest.raises(RestoreError):
+        service(KVCacheV3(), key=KEY).restore(blob)  # no MAC: fails in verify
+    with pytest.raises(RestoreError):
+        service(kv3()).restore(blob[:-1])
+    records = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "statemigrate"]
+    # The snapshot's line, then the commit's, which repeats it and adds the store.
+    assert sum(m.startswith("snapshot ") for _, m in records) == 2
+    assert sum("-> memory:memory" in m for _, m in records) == 1
+    restored = [m for level, m in records if level == "INFO" and m.startswith("restored ")]
+    assert len(restored) == 1
+    assert "1 components, 1 steps" in restored[0]
+    assert all(phase in restored[0] for phase in PHASES)
+    assert sum(m.endswith("skipped: already restored") for _, m in records) == 1
+    reader_bad = service(kv3())
+    with pytest.raises(RestoreError):
+        _restore_with_failing_validation(reader_bad)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 3
+    assert "during verify" in errors[0] and "auth" in errors[0]
+    assert "during verify" in errors[1] and "truncated" in errors[1]
+    assert "during validate in kvcache/default" in errors[2]
+
+
+def _restore_with_failing_validation(reader: Service) -> None:
+    """Restore a v3 snapshot with a negative hit count into ``reader``."""
+    forged = Registry()
+    for version, type_ in ((1, dict[str, Any]), (2, dict[str, Any]), (3, dict[str, Any])):
+        forged.add_schema("kvcache", version, type_)
+    writer = Service("forger", registry=forged)
+    cache = KVCacheV3()
+    cache.import_state({"entries": {"k": {"data": "v", "expires_at": None, "hits": -1}}})
+    writer.register(cache)
+    reader.restore(writer.snapshot()[0].to_bytes())
+
+
+class _LooseEntryV3(TypedDict):
+    data: str
+    expires_at: Annotated[float, Field(allow_inf_nan=False)] | None
+    hits: int  # no lower bound: a different schema under the same version number
+
+
+class _LooseV3(TypedDict):
+    entries: dict[str, _LooseEntryV3]
+
+
+def test_a_schema_changed_without_a_version_bump_is_reported_and_warned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="statemigrate")
+    loose = reference_registry()
+    other = Registry()
+    for version in (1, 2):
+        other.add_schema("kvcache", version, loose.schema_for("kvcache", version).type)
+    other.add_schema("kvcache", 3, _LooseV3)
+    writer = service(kv3(), registry=other)
+    reader = service(KVCacheV3())
+    report = reader.restore(writer.snapshot()[0].to_bytes())
+    assert report.components[0].fingerprint_matches is False
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "kvcache/default: snapshot schema fingerprint for version 3 differs from this code's"
+    ]
+
+
+# --- authentication -------------------------------------------------------------------
+
+
+def test_an_authenticated_service_restores_its_own_snapshots() -> None:
+    writer = service(kv1(), key=KEY)
+    blob = writer.snapshot()[0].to_bytes()
+    assert open_snapshot(blob, key=KEY).authenticated
+    reader = service(KVCacheV1(), key=KEY)
+    reader.restore(blob)
+    assert exports(reader) == exports(writer)
+
+
+@pytest.mark.parametrize(
+    ("writer_key", "reader_key"),
+    [(None, KEY), (b"another key of 20 b", KEY), (KEY, None)],
+    ids=["unauthenticated", "wrong key", "reader without key"],
+)
+def test_snapshots_without_the_right_key_are_refused_in_verify(
+    writer_key: bytes | None, reader_key: bytes | None
+) -> None:
+    blob = service(kv1(), key=writer_key).snapshot()[0].to_bytes()
+    reader = service(kv3(), key=reader_key)
+    before = exports(reader)
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(blob)
+    assert caught.value.phase == "verify"
+    cause = caught.value.__cause__
+    assert isinstance(cause, SnapshotError) and cause.kind == "auth"
+    assert exports(reader) == before
