@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pty
+import re
 import select
+import shlex
 import shutil
 import stat
 import subprocess
@@ -22,7 +25,7 @@ from typing_extensions import TypedDict
 
 import statemigrate as sm
 from statemigrate import _registry
-from statemigrate._cli import main
+from statemigrate._cli import build_parser, main
 from statemigrate._cli_inspect import human_size
 from statemigrate._format import MAGIC, SectionInput, assemble, encode_snapshot, open_snapshot
 from statemigrate._header import Producer
@@ -963,3 +966,53 @@ def test_fixture_snapshots_are_what_they_claim(made: Made) -> None:
     assert open_snapshot(made.authenticated.read_bytes(), key=KEY).authenticated
     assert stat.S_ISREG(os.stat(made.plain).st_mode)
 
+
+
+# --- docs/cli.md stays true to the parser ---------------------------------------------------
+
+
+def _documented_commands() -> list[list[str]]:
+    """Every ``$ statemigrate ...`` line of docs/cli.md, split as a shell would, without
+    redirections and pipes."""
+    commands = []
+    for line in (REPO / "docs" / "cli.md").read_text().splitlines():
+        if not line.startswith("$ statemigrate "):
+            continue
+        words = []
+        for word in shlex.split(line[len("$ statemigrate ") :]):
+            if re.fullmatch(r"\d*[<>|].*", word):
+                break
+            words.append(word)
+        commands.append(words)
+    return commands
+
+
+def test_every_documented_command_line_parses() -> None:
+    commands = _documented_commands()
+    assert len(commands) >= 15
+    assert {argv[0] for argv in commands if argv} == {"inspect", "plan", "graph", "migrate"}
+    parser = build_parser()
+    for argv in commands:
+        if argv in (["inspect"],):  # shown on purpose as a usage error
+            continue
+        try:
+            parser.parse_args(argv)
+        except SystemExit:  # argparse's way of refusing
+            pytest.fail(f"docs/cli.md shows a command the parser refuses: {argv}")
+
+
+def test_every_option_is_documented() -> None:
+    text = (REPO / "docs" / "cli.md").read_text()
+    parser = build_parser()
+    commands = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    missing = []
+    for name, sub in commands.choices.items():
+        assert f"## `{name}`" in text, name
+        for action in sub._actions:
+            for option in action.option_strings:
+                if option not in ("-h", "--help") and f"`{option}" not in text:
+                    missing.append(f"{name} {option}")
+    assert missing == []
+    assert len(commands.choices) >= 4
