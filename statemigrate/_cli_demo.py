@@ -1,0 +1,59 @@
+"""The ``demo`` sub-command: run the demo service through upgrades and a rollback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, TextIO
+
+__all__ = ["add_demo_parser", "demo_command"]
+
+
+def add_demo_parser(commands: Any) -> None:
+    """Add ``demo`` to the sub-command parsers."""
+    demo = commands.add_parser(
+        "demo",
+        help="run the demo cache service: upgrade v1 -> v3 twice under load, roll back once",
+        description=(
+            "Start an HTTP key-value cache on 127.0.0.1, fill it, put it under load from"
+            " another process, hand it over v1 -> v3, back to v1, and to v3 again, then"
+            " check that no acknowledged write was lost. Exits 1 if any was, or if any"
+            " request was refused, reset or answered wrongly."
+        ),
+    )
+    demo.add_argument("--entries", type=_positive, default=20_000, metavar="N",
+                      help="entries filled before the load starts (default 20000)")
+    demo.add_argument("--clients", type=_positive, default=8, metavar="N",
+                      help="load generator threads (default 8)")
+    demo.add_argument("--fresh-connections", action="store_true",
+                      help="one request per connection instead of keep-alive")
+    demo.add_argument("--json", action="store_true", help="print the report as JSON")
+    demo.set_defaults(func=demo_command)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def demo_command(args: argparse.Namespace, out: TextIO) -> int:
+    """Run the demo; progress goes to stderr, the report to ``out``; 0 when it passed."""
+    from statemigrate.demo._run import run_demo  # imported late: only this command needs it
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    report = run_demo(
+        entries=args.entries,
+        clients=args.clients,
+        fresh_connections=args.fresh_connections,
+        progress=progress,
+    )
+    if args.json:
+        print(json.dumps(report.to_plain(), indent=2), file=out)
+    else:
+        print(report.render(), file=out)
+    return 0 if report.passed else 1
