@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -185,6 +185,7 @@ def run_demo(
     settle: float = 1.5,
     fresh_connections: bool = False,
     progress: Callable[[str], None] | None = None,
+    server_argv: Sequence[str] | None = None,
 ) -> DemoReport:
     """Run the whole demo and return its report (see the module docstring).
 
@@ -196,6 +197,9 @@ def run_demo(
             puts every handoff under load).
         fresh_connections: one request per connection instead of keep-alive.
         progress: called with a line of text at each step.
+        server_argv: the command that starts the first server generation (``--release
+            1`` is appended); the demo's own server by default. The tests pass a
+            deliberately broken server here to show that the checks catch it.
     """
     say = progress or (lambda line: None)
     began = time.monotonic()
@@ -208,10 +212,8 @@ def run_demo(
     load: ChildGroup | None = None
     with tempfile.TemporaryDirectory(prefix="statemigrate-demo-") as scratch:
         try:
-            server = ChildGroup(
-                [sys.executable, "-m", "statemigrate.demo._server", "--release", "1"],
-                reaper=True,
-            )
+            command = list(server_argv or [sys.executable, "-m", "statemigrate.demo._server"])
+            server = ChildGroup([*command, "--release", "1"], reaper=True)
             first = server.wait_event("ready", generation=1, timeout=_WAIT)
             port = int(first["port"])
             api = _Http(port)
