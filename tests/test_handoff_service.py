@@ -1,4 +1,4 @@
-"""Service handoff: the version handshake, refusals that keep the old process serving, v1 -> v3 -> v1."""
+"""Service handoff: version handshake, refusals that keep the old one serving, v1 -> v3 -> v1."""
 
 from __future__ import annotations
 
