@@ -144,7 +144,7 @@ class Made:
     v1_states: dict[str, Any]
     registry: sm.Registry
 
-    def bytes(self) -> bytes:
+    def data(self) -> bytes:
         return self.plain.read_bytes()
 
 
@@ -361,7 +361,7 @@ def test_dump_of_data_nested_deeper_than_json_can_follow(
 def test_fd_of_a_sealed_memfd(made: Made, capsys: pytest.CaptureFixture[str]) -> None:
     store = MemfdStore()
     try:
-        ref = store.commit(made.bytes())
+        ref = store.commit(made.data())
         result = run(capsys, "inspect", f"fd:{ref.fd}", "--verify", "--json")
         assert result.code == 0, result.err
         assert json.loads(result.out)["snapshot_id"] == made.report.snapshot_id
@@ -377,7 +377,7 @@ def test_fd_of_an_unsealed_memfd_is_refused(
 ) -> None:
     fd = os.memfd_create("unsealed", os.MFD_CLOEXEC)
     try:
-        os.write(fd, made.bytes())
+        os.write(fd, made.data())
         result = run(capsys, "inspect", f"fd:{fd}")
     finally:
         os.close(fd)
@@ -439,7 +439,7 @@ def test_bad_snapshot_bytes(
 ) -> None:
     make, fragments = BAD_FILES[name]
     path = tmp_path / "bad.smsnap"
-    path.write_bytes(make(made.bytes()))
+    path.write_bytes(make(made.data()))
     for extra in ([], ["--verify"], ["--json"], ["--dump", "blobs"]):
         result = run(capsys, "inspect", str(path), *extra)
         assert_one_error_line(result, *fragments)
@@ -449,7 +449,7 @@ def test_bad_snapshot_bytes(
 def test_flipped_bit_in_a_chunk_names_section_chunk_and_offset(
     made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sound = made.bytes()
+    sound = made.data()
     snapshot = open_snapshot(sound)
     index = [s.key for s in snapshot.header.sections].index("kvcache/big")
     chunk_start = snapshot.section_offsets(index)[1]
@@ -472,7 +472,7 @@ def test_verify_decompresses_what_the_digest_alone_cannot_check(
     made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "forged.smsnap"
-    path.write_bytes(_with_wrong_section_checksum(made.bytes(), 1))
+    path.write_bytes(_with_wrong_section_checksum(made.data(), 1))
     plain = run(capsys, "inspect", str(path))
     assert plain.code == 0 and plain.out.count("digest ok") == 3  # negative control
     result = run(capsys, "inspect", str(path), "--verify")
@@ -945,7 +945,7 @@ def test_progress_on_a_terminal(made: Made, tmp_path: Path) -> None:
 
 def test_an_error_after_progress_starts_on_its_own_line(made: Made, tmp_path: Path) -> None:
     path = tmp_path / "forged.smsnap"
-    path.write_bytes(_with_wrong_section_checksum(made.bytes(), 1))
+    path.write_bytes(_with_wrong_section_checksum(made.data(), 1))
     code, stdout, tty = _run_on_a_terminal("inspect", str(path), "--verify")
     assert code == 1 and stdout == ""
     lines = tty.replace("\r\n", "\n").split("\n")
@@ -955,12 +955,12 @@ def test_an_error_after_progress_starts_on_its_own_line(made: Made, tmp_path: Pa
     assert "Traceback" not in tty
 
 
-# --- small helpers used above are exercised on their own ------------------------------------
+# --- the fixtures ----------------------------------------------------------------------------
 
 
 def test_fixture_snapshots_are_what_they_claim(made: Made) -> None:
     """Guards the fixtures: the tests above mean something only if these hold."""
-    snapshot = open_snapshot(made.bytes())
+    snapshot = open_snapshot(made.data())
     assert [s.key for s in snapshot.header.sections] == list(made.states)
     assert [snapshot.read_section(i) for i in range(3)] == list(made.states.values())
     assert open_snapshot(made.authenticated.read_bytes(), key=KEY).authenticated
