@@ -12,7 +12,9 @@ Every error the library raises on purpose derives from one root::
     ├── LossyMigrationError               the only path loses data and loss was not allowed
     ├── ValidationError (ValueError)      decoded or migrated data does not fit its schema
     ├── RestoreError                      a restore failed; every component was rolled back
-    └── HandoffError                      a hot-restart handoff failed; the old process serves
+    ├── HandoffError                      a hot-restart handoff failed; the old process serves
+    └── MigrationCheckError (AssertionError)  property checks of migrations found
+                                          counterexamples (statemigrate.testing)
 
 Errors keep their inputs as attributes and build their message from them, so callers
 can branch on facts instead of parsing text. Foreign exceptions are chained with
@@ -21,7 +23,7 @@ can branch on facts instead of parsing text. Foreign exceptions are chained with
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # only for the annotation; the handoff package imports this module
@@ -30,6 +32,7 @@ if TYPE_CHECKING:  # only for the annotation; the handoff package imports this m
 __all__ = [
     "HandoffError",
     "LossyMigrationError",
+    "MigrationCheckError",
     "NoMigrationPathError",
     "RegistrationError",
     "RestoreError",
@@ -292,3 +295,21 @@ class HandoffError(StateMigrateError):
         self.detail = detail
         self.report = report
         super().__init__(f"handoff failed at {stage}: {detail}")
+
+
+class MigrationCheckError(StateMigrateError, AssertionError):
+    """Property checks of migrations found counterexamples.
+
+    Raised by :func:`statemigrate.testing.check_migrations`; an ``AssertionError`` so
+    that test runners report it as a failed check, not as a crash.
+
+    Attributes:
+        failures: the failed checks (``statemigrate.testing.CheckFailure``), each with
+            its shrunk counterexample and the step or path that broke.
+    """
+
+    def __init__(self, failures: Sequence[object]) -> None:
+        self.failures = list(failures)
+        count = len(self.failures)
+        shown = "\n\n".join(str(failure) for failure in self.failures)
+        super().__init__(f"{count} migration check{'s' if count != 1 else ''} failed:\n\n{shown}")

@@ -1,0 +1,391 @@
+"""Property checks of a registry's migrations, run with hypothesis on generated states.
+
+:func:`check_migrations` derives one check per step, per pair of versions joined by
+more than one path, and per schema version, and states for each:
+
+step ``a -> b``
+    For every valid state ``x`` of version ``a``: the step returns plain data that
+    validates at ``b``. When the reverse step ``b -> a`` exists, going back gives ``x``
+    again if the step is lossless, and ``x`` apart from the step's declared
+    ``lost_fields`` if it is lossy; and losing twice loses nothing more than losing
+    once (``step(reverse(step(x))) == step(x)``).
+paths ``u => v``
+    Every path of steps from ``u`` to ``v`` (without repeated versions) gives the same
+    data, apart from the fields that lossy steps on either path declare lost.
+snapshot ``v``
+    A state of version ``v`` survives encode, commit to a
+    :class:`~statemigrate.MemoryStore` and restore by a
+    :class:`~statemigrate.Service` unchanged; restored by code running the newest
+    version, it equals what the planned steps give.
+
+Steps may mutate their input, so each one always receives a private copy. A failure
+carries hypothesis' shrunk counterexample, the step or path that broke, and where the
+data differed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hypothesis import HealthCheck, Phase, Verbosity, given
+from hypothesis import settings as Settings
+from hypothesis import strategies as st
+from hypothesis.errors import FailedHealthCheck, Flaky, HypothesisException, Unsatisfiable
+
+from statemigrate._errors import MigrationCheckError
+from statemigrate._plaindata import to_plain
+from statemigrate._plan import Step
+from statemigrate._registry import Registry
+from statemigrate.testing._properties import PROPERTIES, Broken, comparable_pairs, simple_paths
+from statemigrate.testing._strategies import DEFAULT_MAX_SIZE, from_schema
+
+__all__ = [
+    "CheckFailure",
+    "CheckKind",
+    "CheckReport",
+    "CheckResult",
+    "MigrationCheck",
+    "check_migrations",
+    "migration_checks",
+]
+
+CheckKind = Literal["step", "paths", "snapshot"]
+
+_SHOWN = 1500  # characters of a counterexample shown before it is cut
+
+
+@dataclass(frozen=True)
+class CheckFailure:
+    """One broken property, with its shrunk counterexample.
+
+    Attributes:
+        check: the id of the check that failed (e.g. ``kvcache-step-3-2``).
+        title: what was checked, e.g. ``kvcache 3 -> 2 (drop_hits)``.
+        what: the property that broke, one line.
+        detail: how it broke: the exception, or where the data differed.
+        example: the smallest input hypothesis found (plain data), or ``None`` when no
+            input could be generated at all.
+        version: the schema version of ``example``.
+        examples_run: examples tried until the first failing one (before shrinking).
+    """
+
+    check: str
+    title: str
+    what: str
+    detail: str
+    example: Any
+    version: int | None
+    examples_run: int
+
+    def __str__(self) -> str:
+        lines = [f"{self.title}: {self.what}"]
+        if self.version is not None:
+            shown = repr(self.example)
+            if len(shown) > _SHOWN:
+                shown = shown[:_SHOWN] + " ..."
+            lines.append(
+                f"  counterexample (version {self.version}, shrunk; first failure after"
+                f" {self.examples_run} example{'s' if self.examples_run != 1 else ''}):"
+                f" {shown}"
+            )
+        lines += [f"  {line}" for line in self.detail.splitlines()]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one :class:`MigrationCheck`.
+
+    Attributes:
+        check: the check.
+        examples: how many generated examples the property ran on (shrinking included).
+        failure: what broke, or ``None``.
+        note: why nothing was compared, when that is the case (e.g. every other path
+            runs through a lossy step that names no fields).
+    """
+
+    check: MigrationCheck
+    examples: int
+    failure: CheckFailure | None = None
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the property held for every example."""
+        return self.failure is None
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Every check's result; see :func:`check_migrations`."""
+
+    results: tuple[CheckResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when every check passed."""
+        return all(result.ok for result in self.results)
+
+    @property
+    def failures(self) -> list[CheckFailure]:
+        """The failures, in check order."""
+        return [result.failure for result in self.results if result.failure is not None]
+
+    def raise_for_failures(self) -> None:
+        """Raise :class:`~statemigrate.MigrationCheckError` if any check failed."""
+        if not self.ok:
+            raise MigrationCheckError(self.failures)
+
+    def to_markdown(self) -> str:
+        """Render the report as markdown (a pull-request comment, a CI log)."""
+        failed = len(self.failures)
+        status = "passed" if self.ok else f"{failed} of {len(self.results)} checks failed"
+        lines = [f"### statemigrate check: {status}", ""]
+        for result in self.results:
+            mark = "ok" if result.ok else "FAILED"
+            note = f" ({result.note})" if result.note else ""
+            lines.append(
+                f"- {mark}: {result.check} [{result.examples} examples]{note}"
+            )
+        for failure in self.failures:
+            lines += ["", f"**{failure.title}**", "", "```", str(failure), "```"]
+        return "\n".join(lines) + "\n"
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+
+@dataclass(frozen=True)
+class MigrationCheck:
+    """One property check of a registry; :meth:`run` runs it.
+
+    Build them with :func:`migration_checks`. ``version`` is the version the generated
+    states belong to; ``target`` is the other end of a step or of the paths.
+    """
+
+    kind: CheckKind
+    component: str
+    version: int
+    target: int | None
+    registry: Registry = field(repr=False, compare=False)
+    steps: tuple[Step, ...] = ()
+    paths: tuple[tuple[Step, ...], ...] = ()
+    strategy: st.SearchStrategy[Any] | None = field(default=None, repr=False, compare=False)
+    max_size: int = DEFAULT_MAX_SIZE
+
+    @property
+    def id(self) -> str:
+        """A short id fit for a test name, e.g. ``kvcache-step-1-2``."""
+        if self.kind == "snapshot":
+            return f"{self.component}-snapshot-v{self.version}"
+        return f"{self.component}-{self.kind}-{self.version}-{self.target}"
+
+    def __str__(self) -> str:
+        if self.kind == "step":
+            return str(self.steps[0])
+        if self.kind == "paths":
+            return f"{self.component} {self.version} => {self.target} ({len(self.paths)} paths)"
+        return f"{self.component} v{self.version} snapshot round trip"
+
+    def run(
+        self, *, settings: Settings | None = None, max_examples: int | None = None
+    ) -> CheckResult:
+        """Run the property on generated states and return the result.
+
+        Args:
+            settings: hypothesis settings to start from (default: the loaded profile,
+                with no example database so nothing is written to disk).
+            max_examples: examples to run, overriding ``settings``.
+        """
+        calls = 0
+        first_failure = 0
+        body = PROPERTIES[self.kind]
+
+        def test(value: Any) -> None:
+            nonlocal calls, first_failure
+            calls += 1
+            try:
+                body(self, value)
+            except Broken:
+                first_failure = first_failure or calls
+                raise
+
+        try:
+            strategy = self._strategy()
+            runner = _settings(settings, max_examples)(given(strategy)(test))
+            runner()
+        except Broken as exc:
+            return CheckResult(
+                self,
+                calls,
+                CheckFailure(
+                    self.id, str(self), exc.what, exc.detail, exc.example, self.version,
+                    first_failure,
+                ),
+            )
+        except Flaky as exc:
+            failure = CheckFailure(
+                self.id,
+                str(self),
+                "the same input gave different results",
+                f"{_first_line(exc)}; steps must be deterministic: no clock, randomness,"
+                " I/O or state kept between calls",
+                None,
+                None,
+                calls,
+            )
+            return CheckResult(self, calls, failure)
+        except (Unsatisfiable, FailedHealthCheck, HypothesisException) as exc:
+            failure = CheckFailure(
+                self.id,
+                str(self),
+                f"cannot generate valid states of version {self.version}",
+                f"{type(exc).__name__}: {_first_line(exc)}; pass a strategy for"
+                f" ({self.component!r}, {self.version}) in strategies=",
+                None,
+                None,
+                calls,
+            )
+            return CheckResult(self, calls, failure)
+        note = ""
+        if self.kind == "paths" and not comparable_pairs(self.paths):
+            note = "not compared: lossy steps that name no lost fields"
+        return CheckResult(self, calls, None, note)
+
+    def _strategy(self) -> st.SearchStrategy[Any]:
+        schema = self.registry.schema_for(self.component, self.version)
+        if self.strategy is None:
+            return from_schema(schema, max_size=self.max_size)
+
+        def normalize(value: object) -> object:
+            # A user's strategy may draw states (model instances) or plain data.
+            return to_plain(schema.export(schema.validate(value)))
+
+        return self.strategy.map(normalize)
+
+
+def _settings(base: Settings | None, max_examples: int | None) -> Settings:
+    parent = base if base is not None else Settings(database=None)
+    suppressed = {*parent.suppress_health_check, HealthCheck.too_slow}
+    return Settings(
+        parent,
+        max_examples=max_examples if max_examples is not None else parent.max_examples,
+        deadline=None,
+        verbosity=Verbosity.quiet,
+        report_multiple_bugs=False,
+        # The explain phase re-runs variations of the failing example for a prose
+        # hint; the counterexample and the step are what a migration author needs.
+        phases=[phase for phase in parent.phases if phase != Phase.explain],
+        suppress_health_check=sorted(suppressed, key=lambda check: check.value),
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --- building and running all checks -----------------------------------------------------
+
+
+def migration_checks(
+    registry: Registry,
+    *,
+    components: Iterable[str] | None = None,
+    strategies: Mapping[tuple[str, int], st.SearchStrategy[Any]] | None = None,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_paths: int = 6,
+) -> list[MigrationCheck]:
+    """List every check of ``registry``: per step, per multi-path pair, per version.
+
+    Steps between versions without a schema are left out here; ``statemigrate schemas
+    check`` and :meth:`~statemigrate.Registry.check` report them.
+
+    Args:
+        registry: the registry to check.
+        components: only these components (default: every one with a schema).
+        strategies: a strategy per ``(component, version)`` to use instead of the one
+            derived from the schema; it may draw plain data or states.
+        max_size: the largest generated collection.
+        max_paths: how many paths between two versions are compared at most.
+    """
+    names = list(components) if components is not None else registry.components()
+    own = dict(strategies or {})
+    checks: list[MigrationCheck] = []
+    for name in names:
+        versions = registry.versions(name)
+        if not versions:
+            continue
+        steps = [s for s in registry.steps(name) if {s.source, s.target} <= set(versions)]
+        common: dict[str, Any] = {"registry": registry, "max_size": max_size}
+        for step in steps:
+            checks.append(
+                MigrationCheck(
+                    "step", name, step.source, step.target, steps=(step,),
+                    strategy=own.get((name, step.source)), **common,
+                )
+            )
+        for source in versions:
+            for target in versions:
+                paths = simple_paths(steps, source, target, limit=max_paths)
+                if source != target and len(paths) > 1:
+                    checks.append(
+                        MigrationCheck(
+                            "paths", name, source, target, paths=tuple(paths),
+                            strategy=own.get((name, source)), **common,
+                        )
+                    )
+        for version in versions:
+            checks.append(
+                MigrationCheck(
+                    "snapshot", name, version, None,
+                    strategy=own.get((name, version)), **common,
+                )
+            )
+    return checks
+
+
+def check_migrations(
+    registry: Registry,
+    *,
+    components: Iterable[str] | None = None,
+    strategies: Mapping[tuple[str, int], st.SearchStrategy[Any]] | None = None,
+    max_examples: int | None = None,
+    settings: Settings | None = None,
+    max_size: int = DEFAULT_MAX_SIZE,
+    raise_on_failure: bool = True,
+) -> CheckReport:
+    """Check every step, path and snapshot round trip of ``registry`` on generated states.
+
+    See the module documentation for the properties. Each check runs ``max_examples``
+    examples (default: the loaded hypothesis profile's); a failing one is shrunk to a
+    small counterexample.
+
+    Args:
+        registry: the registry to check.
+        components: only these components.
+        strategies: per ``(component, version)``, a strategy to use instead of the
+            derived one (for schemas with custom validators).
+        max_examples: examples per check.
+        settings: hypothesis settings to start from.
+        max_size: the largest generated collection.
+        raise_on_failure: raise instead of returning a failed report.
+
+    Returns:
+        The report of every check.
+
+    Raises:
+        MigrationCheckError: a check failed and ``raise_on_failure`` is true; its
+            ``failures`` hold the counterexamples.
+    """
+    checks = migration_checks(
+        registry, components=components, strategies=strategies, max_size=max_size
+    )
+    report = CheckReport(
+        tuple(check.run(settings=settings, max_examples=max_examples) for check in checks)
+    )
+    if raise_on_failure:
+        report.raise_for_failures()
+    return report

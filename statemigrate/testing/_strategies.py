@@ -1,0 +1,427 @@
+"""Hypothesis strategies for the plain data of any registered schema version.
+
+The strategies are derived from the pydantic *core schema* of a version (the structure
+pydantic itself validates with), not from its JSON Schema and not from
+:func:`hypothesis.strategies.from_type`:
+
+- the JSON Schema forgets what is not JSON: the key type of ``dict[int, str]``, that a
+  ``Decimal`` is not any string, that a set's items are hashable;
+- ``from_type`` builds models through their constructor and knows nothing of
+  ``Field(ge=0)`` or ``Field(pattern=...)``, so most generated values would fail
+  validation, and it cannot see ``typing.TypedDict`` keys on Python < 3.12.
+
+The core schema carries every field, alias, default, optional key, constraint and key
+type, so the generated values are almost always valid. Each value is then validated and
+exported by the version's own :class:`~statemigrate.SchemaVersion` and converted to
+plain data, which is exactly what a snapshot section holds and what migration steps
+receive. The rare value a constraint the builder does not model would break (a
+``multiple_of`` on a float, a custom validator) is filtered out.
+
+Floats are finite unless the schema allows infinities, and never NaN (NaN is not equal
+to itself, so no round trip could be checked). Integers stay in msgpack's signed 64-bit
+range unless constraints say otherwise. Collections hold at most ``max_size`` items
+(unless the schema demands more), which keeps a few hundred examples per step cheap.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from hypothesis import strategies as st
+from hypothesis.errors import ResolutionFailed
+
+from statemigrate._errors import ValidationError
+from statemigrate._plaindata import to_plain
+from statemigrate._registry import Registry
+from statemigrate._schema import SchemaVersion
+
+__all__ = ["DEFAULT_MAX_SIZE", "from_schema", "plain_data", "states", "strategies_for"]
+
+DEFAULT_MAX_SIZE = 4
+"""Largest number of items in a generated collection, unless the schema needs more."""
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**63 - 1
+_REJECTED = object()
+
+# A few well-formed URLs: validity of the rest of the state matters far more to a
+# migration than the variety of URLs, and pydantic's URL grammar is large.
+_URLS = (
+    "https://example.com/",
+    "http://localhost:8080/path?q=1",
+    "https://user@example.org/a/b#frag",
+)
+
+
+def plain_data(*, max_size: int = DEFAULT_MAX_SIZE) -> st.SearchStrategy[Any]:
+    """Any plain data: ``None``, bools, 64-bit ints, finite floats, str, bytes, and
+    lists and str-keyed dicts of them."""
+    leaves = (
+        st.none()
+        | st.booleans()
+        | st.integers(_INT_MIN, _INT_MAX)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text()
+        | st.binary()
+    )
+    return st.recursive(
+        leaves,
+        lambda inner: st.lists(inner, max_size=max_size)
+        | st.dictionaries(st.text(), inner, max_size=max_size),
+        max_leaves=4 * max_size,
+    )
+
+
+def from_schema(
+    schema: SchemaVersion, *, max_size: int = DEFAULT_MAX_SIZE
+) -> st.SearchStrategy[Any]:
+    """Return a strategy for plain data that is valid at ``schema``.
+
+    Every value ``x`` it draws satisfies ``schema.validate(x)`` and is the plain form a
+    state exports to, so it can be handed to a migration step or encoded into a
+    snapshot as it is. Draw a fresh value (or copy it) for each use: steps may mutate.
+
+    Args:
+        schema: the schema version.
+        max_size: the largest number of items in a generated collection.
+
+    Raises:
+        hypothesis.errors.ResolutionFailed: the schema holds something no strategy can
+            be derived for (a plain validator function, an arbitrary class); pass your
+            own strategy for that version to :func:`~statemigrate.testing.check_migrations`.
+    """
+    if max_size < 0:
+        raise ValueError(f"max_size must be >= 0, not {max_size}")
+    where = f"{schema.component} version {schema.version}"
+    raw = _Builder(schema.adapter.core_schema, max_size=max_size, where=where).build()
+
+    def normalize(value: object) -> object:
+        try:
+            return to_plain(schema.export(schema.validate(value)))
+        except (ValidationError, TypeError):
+            # The builder approximated a constraint or a validator; draw again.
+            return _REJECTED
+
+    return raw.map(normalize).filter(lambda value: value is not _REJECTED)
+
+
+def states(
+    registry: Registry, component: str, version: int, *, max_size: int = DEFAULT_MAX_SIZE
+) -> st.SearchStrategy[Any]:
+    """Return a strategy for plain data valid at ``version`` of ``component``.
+
+    Raises:
+        UnknownComponentError: the version is not registered.
+        hypothesis.errors.ResolutionFailed: see :func:`from_schema`.
+    """
+    return from_schema(registry.schema_for(component, version), max_size=max_size)
+
+
+def strategies_for(
+    registry: Registry,
+    *,
+    components: Iterable[str] | None = None,
+    max_size: int = DEFAULT_MAX_SIZE,
+) -> dict[tuple[str, int], st.SearchStrategy[Any]]:
+    """Return a strategy per ``(component, version)`` of every registered schema.
+
+    Raises:
+        UnknownComponentError: a component in ``components`` has no schema.
+        hypothesis.errors.ResolutionFailed: see :func:`from_schema`.
+    """
+    names = components if components is not None else registry.components()
+    result: dict[tuple[str, int], st.SearchStrategy[Any]] = {}
+    for name in names:
+        for version in registry.versions(name):
+            result[(name, version)] = states(registry, name, version, max_size=max_size)
+    return result
+
+
+# --- the core-schema walker --------------------------------------------------------------
+
+Node = Mapping[str, Any]
+
+
+class _Builder:
+    """Turns one pydantic core schema into a strategy for values it validates."""
+
+    def __init__(self, root: Node, *, max_size: int, where: str) -> None:
+        self.root = root
+        self.max_size = max_size
+        self.where = where
+        self.refs: dict[str, Node] = {}
+        self.deferred: dict[str, st.SearchStrategy[Any]] = {}
+        self.built: dict[str, st.SearchStrategy[Any]] = {}
+        self._collect(root)
+        self.kinds: dict[str, Callable[[Node], st.SearchStrategy[Any]]] = {
+            "any": lambda node: plain_data(max_size=self.max_size),
+            "none": lambda node: st.none(),
+            "bool": lambda node: st.booleans(),
+            "int": self._int,
+            "float": self._float,
+            "decimal": self._decimal,
+            "str": self._str,
+            "bytes": self._bytes,
+            "date": self._date,
+            "time": lambda node: st.times(),
+            "datetime": self._datetime,
+            "timedelta": lambda node: st.timedeltas(),
+            "uuid": lambda node: st.uuids(version=node.get("version")),
+            "url": lambda node: st.sampled_from(_URLS),
+            "multi-host-url": lambda node: st.sampled_from(_URLS),
+            "literal": lambda node: st.sampled_from(list(node["expected"])),
+            "enum": lambda node: st.sampled_from(list(node["members"])),
+            "list": self._list,
+            "set": lambda node: self._list(node, unique=True),
+            "frozenset": lambda node: self._list(node, unique=True),
+            "tuple": self._tuple,
+            "dict": self._dict,
+            "nullable": lambda node: st.none() | self.build(node["schema"]),
+            "union": self._union,
+            "tagged-union": lambda node: st.one_of(
+                [self.build(choice) for choice in node["choices"].values()]
+            ),
+            "typed-dict": self._typed_dict,
+            "model-fields": self._model_fields,
+            "dataclass-args": self._dataclass_args,
+            "chain": lambda node: self.build(node["steps"][0]),
+            "lax-or-strict": lambda node: self.build(node["lax_schema"]),
+            "json-or-python": lambda node: self.build(node["python_schema"]),
+            "definition-ref": self._ref,
+            "complex": lambda node: st.complex_numbers(allow_nan=False, allow_infinity=False),
+            "is-instance": self._instance,
+        }
+        # Wrappers whose inner schema describes the input well enough; a "before" or
+        # "wrap" validator may accept more, but never needs more than its inner schema.
+        for kind in (
+            "default",
+            "function-after",
+            "function-before",
+            "function-wrap",
+            "custom-error",
+            "model",
+            "dataclass",
+            "definitions",
+        ):
+            self.kinds[kind] = lambda node: self.build(node["schema"])
+
+    def build(self, node: Node | None = None) -> st.SearchStrategy[Any]:
+        node = self.root if node is None else node
+        kind = node.get("type")
+        handler = self.kinds.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            raise ResolutionFailed(
+                f"cannot derive a strategy for {self.where}: pydantic schema of type"
+                f" {kind!r} (e.g. a plain validator function) is not supported; pass a"
+                " strategy for this version explicitly"
+            )
+        return handler(node)
+
+    def _collect(self, node: object) -> None:
+        """Index every schema that carries a ``ref``, so references can find it."""
+        stack = [node]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, Mapping):
+                ref = item.get("ref")
+                if isinstance(ref, str) and isinstance(item.get("type"), str):
+                    self.refs.setdefault(ref, item)
+                stack.extend(v for k, v in item.items() if k not in ("metadata", "cls"))
+            elif isinstance(item, list | tuple):
+                stack.extend(item)
+
+    def _ref(self, node: Node) -> st.SearchStrategy[Any]:
+        ref = node["schema_ref"]
+        if ref not in self.refs:
+            raise ResolutionFailed(f"{self.where}: unresolved schema reference {ref!r}")
+        if ref not in self.deferred:
+            # Deferred, so a recursive type refers to itself instead of recursing here.
+            self.deferred[ref] = st.deferred(lambda: self._by_ref(ref))
+        return self.deferred[ref]
+
+    def _by_ref(self, ref: str) -> st.SearchStrategy[Any]:
+        if ref not in self.built:
+            self.built[ref] = self.build(self.refs[ref])
+        return self.built[ref]
+
+    # --- scalars ---
+
+    def _int(self, node: Node) -> st.SearchStrategy[int]:
+        low = _bound(node, "ge", "gt", 1, _INT_MIN)
+        high = _bound(node, "le", "lt", -1, _INT_MAX)
+        step = node.get("multiple_of")
+        if isinstance(step, int) and step > 0:
+            return st.integers(-(-low // step), high // step).map(lambda k: k * step)
+        return st.integers(low, high)
+
+    def _float(self, node: Node) -> st.SearchStrategy[float]:
+        low = node.get("ge", node.get("gt"))
+        high = node.get("le", node.get("lt"))
+        allow_inf = node.get("allow_inf_nan", True) and low is None and high is None
+        result = st.floats(
+            min_value=low,
+            max_value=high,
+            exclude_min="gt" in node,
+            exclude_max="lt" in node,
+            allow_nan=False,
+            allow_infinity=bool(allow_inf),
+        )
+        step = node.get("multiple_of")
+        if step:
+            return result.filter(lambda x: math.isclose(x / step, round(x / step)))
+        return result
+
+    def _decimal(self, node: Node) -> st.SearchStrategy[Any]:
+        places = node.get("decimal_places")
+        return st.decimals(
+            min_value=node.get("ge", node.get("gt")),
+            max_value=node.get("le", node.get("lt")),
+            places=places if isinstance(places, int) else None,
+            allow_nan=False,
+            allow_infinity=False,
+        )
+
+    def _str(self, node: Node) -> st.SearchStrategy[str]:
+        low = node.get("min_length") or 0
+        high = node.get("max_length")
+        pattern = node.get("pattern")
+        if isinstance(pattern, str):
+            # pydantic searches for the pattern, as from_regex does without fullmatch.
+            matching = st.from_regex(pattern)
+            return matching.filter(lambda s: len(s) >= low and (high is None or len(s) <= high))
+        return st.text(min_size=low, max_size=high)
+
+    def _bytes(self, node: Node) -> st.SearchStrategy[bytes]:
+        return st.binary(min_size=node.get("min_length") or 0, max_size=node.get("max_length"))
+
+    def _date(self, node: Node) -> st.SearchStrategy[datetime.date]:
+        low, high = node.get("ge", node.get("gt")), node.get("le", node.get("lt"))
+        return st.dates(
+            min_value=low if isinstance(low, datetime.date) else datetime.date.min,
+            max_value=high if isinstance(high, datetime.date) else datetime.date.max,
+        )
+
+    def _datetime(self, node: Node) -> st.SearchStrategy[datetime.datetime]:
+        constraint = node.get("tz_constraint")
+        offsets = st.integers(-1439, 1439).map(
+            lambda minutes: datetime.timezone(datetime.timedelta(minutes=minutes))
+        )
+        zones: st.SearchStrategy[datetime.tzinfo | None]
+        if constraint == "naive":
+            zones = st.none()
+        elif constraint == "aware":
+            zones = st.just(datetime.UTC) | offsets
+        elif isinstance(constraint, int):
+            zones = st.just(datetime.timezone(datetime.timedelta(seconds=constraint)))
+        else:
+            zones = st.none() | st.just(datetime.UTC) | offsets
+        return st.datetimes(timezones=zones)
+
+    # --- containers ---
+
+    def _sizes(self, node: Node) -> tuple[int, int]:
+        low = node.get("min_length") or 0
+        high = node.get("max_length")
+        cap = max(low, self.max_size)
+        return low, cap if high is None else min(high, cap)
+
+    def _list(self, node: Node, *, unique: bool = False) -> st.SearchStrategy[list[Any]]:
+        items = node.get("items_schema")
+        inner = self.build(items) if items is not None else plain_data(max_size=self.max_size)
+        low, high = self._sizes(node)
+        return st.lists(inner, min_size=low, max_size=high, unique=unique)
+
+    def _tuple(self, node: Node) -> st.SearchStrategy[tuple[Any, ...]]:
+        items = [self.build(item) for item in node.get("items_schema", [])]
+        variadic = node.get("variadic_item_index")
+        if variadic is None:
+            return st.tuples(*items)
+        low, high = self._sizes(node)
+        fixed = len(items) - 1
+        middle = st.lists(items[variadic], max_size=max(0, high - fixed))
+        result = st.tuples(st.tuples(*items[:variadic]), middle, st.tuples(*items[variadic + 1 :]))
+        joined = result.map(lambda parts: (*parts[0], *parts[1], *parts[2]))
+        return joined.filter(lambda value: low <= len(value))
+
+    def _dict(self, node: Node) -> st.SearchStrategy[dict[Any, Any]]:
+        keys_node = node.get("keys_schema")
+        values_node = node.get("values_schema")
+        keys = self.build(keys_node) if keys_node is not None else st.text()
+        values = (
+            self.build(values_node) if values_node is not None else plain_data(max_size=2)
+        )
+        low, high = self._sizes(node)
+        return st.dictionaries(keys, values, min_size=low, max_size=high)
+
+    def _union(self, node: Node) -> st.SearchStrategy[Any]:
+        choices = [c[0] if isinstance(c, tuple) else c for c in node["choices"]]
+        return st.one_of([self.build(choice) for choice in choices])
+
+    def _instance(self, node: Node) -> st.SearchStrategy[Any]:
+        try:
+            return st.from_type(node["cls"])
+        except Exception as exc:  # from_type raises several hypothesis errors
+            raise ResolutionFailed(
+                f"cannot derive a strategy for {self.where}: no strategy for"
+                f" {node['cls']!r}; pass a strategy for this version explicitly"
+            ) from exc
+
+    # --- records ---
+
+    def _record(
+        self, fields: Iterable[tuple[str, Node, bool]]
+    ) -> st.SearchStrategy[dict[str, Any]]:
+        required: dict[str, st.SearchStrategy[Any]] = {}
+        optional: dict[str, st.SearchStrategy[Any]] = {}
+        for key, schema, needed in fields:
+            (required if needed else optional)[key] = self.build(schema)
+        return st.fixed_dictionaries(required, optional=optional)
+
+    def _typed_dict(self, node: Node) -> st.SearchStrategy[dict[str, Any]]:
+        total = node.get("total", True)
+        return self._record(
+            (_data_key(name, field), field["schema"], field.get("required", total))
+            for name, field in node["fields"].items()
+        )
+
+    def _model_fields(self, node: Node) -> st.SearchStrategy[dict[str, Any]]:
+        return self._record(
+            (_data_key(name, field), field["schema"], field["schema"].get("type") != "default")
+            for name, field in node["fields"].items()
+        )
+
+    def _dataclass_args(self, node: Node) -> st.SearchStrategy[dict[str, Any]]:
+        return self._record(
+            (
+                _data_key(field["name"], field),
+                field["schema"],
+                field["schema"].get("type") != "default",
+            )
+            for field in node["fields"]
+            if field.get("init", True) is not False
+        )
+
+
+def _bound(node: Node, inclusive: str, exclusive: str, nudge: int, default: int) -> int:
+    if isinstance(node.get(inclusive), int):
+        return int(node[inclusive])
+    if isinstance(node.get(exclusive), int):
+        return int(node[exclusive]) + nudge
+    return default
+
+
+def _data_key(name: str, field: Node) -> str:
+    """The key under which validation reads a field: its (first) validation alias."""
+    alias = field.get("validation_alias")
+    if isinstance(alias, str):
+        return alias
+    if isinstance(alias, list) and alias:
+        first = alias[0]
+        if isinstance(first, list) and len(first) == 1 and isinstance(first[0], str):
+            return first[0]
+        if isinstance(first, str):
+            return first
+    return name
