@@ -1,0 +1,436 @@
+"""Compare two JSON Schemas of one component, field by field, for migration stubs.
+
+:func:`diff_schemas` walks an old and a new canonical JSON Schema together, through
+nested objects, dict values (``*``) and list items (``*``), and lists what changed at
+each object: fields added, removed or renamed, and everything it cannot turn into code
+(a changed type, a field that became required, a new rule for extra keys) as ``todo``.
+Renames are never guessed: a field counts as renamed only when the new type declares
+its old name (``validation_alias=AliasChoices("new", "old")``, found by
+:func:`alias_hints`) or the caller names it. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from statemigrate._schema import SchemaVersion
+
+__all__ = ["Change", "ChangeKind", "FieldPath", "alias_hints", "diff_schemas"]
+
+FieldPath = tuple[str, ...]
+ChangeKind = Literal["added", "removed", "renamed", "todo", "note"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference between the old and the new schema, at one object.
+
+    Attributes:
+        kind: ``added``, ``removed``, ``renamed``; ``todo`` for what cannot be
+            generated; ``note`` for what needs no code but deserves a look.
+        old_parent: path of the containing object in the old data (``*`` = any key or
+            list item).
+        new_parent: the same object's path in the new data.
+        name: the field (its new name for ``renamed``).
+        old_name: the field's old name (``renamed``).
+        required: the field must be present (in the version that has it).
+        default: the field's default, as JSON, when it has one.
+        has_default: whether ``default`` is meaningful.
+        detail: for ``todo`` and ``note``, what changed.
+        directions: which steps a ``todo`` blocks.
+    """
+
+    kind: ChangeKind
+    old_parent: FieldPath
+    new_parent: FieldPath
+    name: str
+    old_name: str = ""
+    required: bool = False
+    default: Any = None
+    has_default: bool = False
+    detail: str = ""
+    directions: frozenset[str] = frozenset({"upgrade", "downgrade"})
+
+    @property
+    def where(self) -> str:
+        """The dotted path of the field, in the new data (old data for ``removed``)."""
+        parent = self.old_parent if self.kind == "removed" else self.new_parent
+        return ".".join((*parent, self.name)) if self.name else ".".join(parent) or "(root)"
+
+
+# --- comparing two JSON Schemas ---------------------------------------------------------
+
+
+def diff_schemas(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    *,
+    aliases: Mapping[FieldPath, Iterable[str]] | None = None,
+    renames: Mapping[str, str] | None = None,
+) -> list[Change]:
+    """Compare two canonical JSON Schemas and list the changes, parents before children.
+
+    Args:
+        old: the old version's JSON Schema.
+        new: the new version's JSON Schema.
+        aliases: per field path in the new data, the other names validation accepts
+            for it (from ``AliasChoices``); an old field of such a name was renamed.
+        renames: ``"old.path.field": "new_name"`` renames declared by hand.
+    """
+    differ = _Differ(old, new, aliases or {}, renames or {})
+    # Definitions are reached through references; the roots are compared without them.
+    differ.walk(_rest(dict(old), "$defs"), _rest(dict(new), "$defs"), (), ())
+    return differ.changes
+
+
+class _Differ:
+    def __init__(
+        self,
+        old: Mapping[str, Any],
+        new: Mapping[str, Any],
+        aliases: Mapping[FieldPath, Iterable[str]],
+        renames: Mapping[str, str],
+    ) -> None:
+        self.docs = (old, new)
+        self.aliases = {path: set(names) for path, names in aliases.items()}
+        self.renames = dict(renames)
+        self.changes: list[Change] = []
+
+    def resolve(self, side: int, node: Any) -> Any:
+        seen = set()
+        while isinstance(node, dict) and isinstance(node.get("$ref"), str):
+            ref = node["$ref"]
+            if ref in seen:
+                break
+            seen.add(ref)
+            node = self.docs[side].get("$defs", {}).get(ref.rsplit("/", 1)[-1], {})
+        return node
+
+    def same(self, a: Any, b: Any, assumed: frozenset[tuple[str, str]] = frozenset()) -> bool:
+        """Structural equality with references followed (a recursive pair is assumed
+        equal while it is being compared)."""
+        if isinstance(a, dict) and isinstance(b, dict) and ("$ref" in a or "$ref" in b):
+            pair = (str(a.get("$ref")), str(b.get("$ref")))
+            if pair in assumed:
+                return True
+            return self.same(self.resolve(0, a), self.resolve(1, b), assumed | {pair})
+        if isinstance(a, dict) and isinstance(b, dict):
+            return a.keys() == b.keys() and all(self.same(a[k], b[k], assumed) for k in a)
+        if isinstance(a, list) and isinstance(b, list):
+            return len(a) == len(b) and all(
+                self.same(x, y, assumed) for x, y in zip(a, b, strict=True)
+            )
+        return bool(a == b and type(a) is type(b))
+
+    def todo(self, old_path: FieldPath, new_path: FieldPath, detail: str, **extra: Any) -> None:
+        self.changes.append(Change("todo", old_path, new_path, "", detail=detail, **extra))
+
+    def walk(self, old: Any, new: Any, old_path: FieldPath, new_path: FieldPath) -> None:
+        old_r, new_r = self.resolve(0, old), self.resolve(1, new)
+        if self.same(old_r, new_r):
+            return
+        if _is_record(old_r) and _is_record(new_r):
+            self.record(old_r, new_r, old_path, new_path)
+        elif (
+            _is_mapping(old_r)
+            and _is_mapping(new_r)
+            and self.same(
+                _rest(old_r, "additionalProperties"), _rest(new_r, "additionalProperties")
+            )
+        ):
+            self.walk(
+                old_r["additionalProperties"],
+                new_r["additionalProperties"],
+                (*old_path, "*"),
+                (*new_path, "*"),
+            )
+        elif (
+            _is_list(old_r)
+            and _is_list(new_r)
+            and self.same(_rest(old_r, "items"), _rest(new_r, "items"))
+        ):
+            self.walk(old_r["items"], new_r["items"], (*old_path, "*"), (*new_path, "*"))
+        elif _optional(old_r) is not None and _optional(new_r) is not None:
+            self.walk(_optional(old_r), _optional(new_r), old_path, new_path)
+        else:
+            self.todo(
+                old_path,
+                new_path,
+                f"{_dotted(new_path)} changed from {_summary(old_r)} to {_summary(new_r)}",
+            )
+
+    def record(
+        self, old: dict[str, Any], new: dict[str, Any], old_path: FieldPath, new_path: FieldPath
+    ) -> None:
+        extra = ("properties", "required", "$defs", "default")
+        if not self.same(_rest(old, *extra), _rest(new, *extra)):
+            self.todo(
+                old_path,
+                new_path,
+                f"the object at {_dotted(new_path)} changed its rules for extra keys",
+            )
+        old_props, new_props = old["properties"], new["properties"]
+        old_req, new_req = set(old.get("required", ())), set(new.get("required", ()))
+        removed = [name for name in old_props if name not in new_props]
+        added = [name for name in new_props if name not in old_props]
+        pairs: list[tuple[str, str]] = []
+        for name in list(added):
+            declared = [
+                old_name
+                for old_name in removed
+                if self.renames.get(".".join((*old_path, old_name))) == name
+                or old_name in self.aliases.get((*new_path, name), ())
+            ]
+            if len(declared) == 1:
+                pairs.append((declared[0], name))
+                removed.remove(declared[0])
+                added.remove(name)
+        for old_name, name in pairs:
+            self.changes.append(
+                Change(
+                    "renamed", old_path, new_path, name, old_name=old_name, required=name in new_req
+                )
+            )
+        for name in removed:
+            self.changes.append(
+                Change(
+                    "removed",
+                    old_path,
+                    new_path,
+                    name,
+                    required=name in old_req,
+                    default=old_props[name].get("default"),
+                    has_default="default" in old_props[name],
+                )
+            )
+            twin = [a for a in added if self.same(old_props[name], new_props[a])]
+            if twin:
+                self.changes.append(
+                    Change(
+                        "note",
+                        old_path,
+                        new_path,
+                        name,
+                        detail=(
+                            f"{name!r} was removed and {twin[0]!r} added with the same schema;"
+                            " if it is a rename, declare it: AliasChoices"
+                            f"({twin[0]!r}, {name!r}) on the new field, or --rename"
+                            f" {_dotted((*old_path, name))}={twin[0]}"
+                        ),
+                    )
+                )
+        for name in added:
+            prop = new_props[name]
+            self.changes.append(
+                Change(
+                    "added",
+                    old_path,
+                    new_path,
+                    name,
+                    required=name in new_req,
+                    default=prop.get("default"),
+                    has_default="default" in prop,
+                )
+            )
+        for old_name, name in [(n, n) for n in old_props if n in new_props] + pairs:
+            self.field(
+                old_props[old_name],
+                new_props[name],
+                (old_req, new_req),
+                old_path,
+                new_path,
+                old_name,
+                name,
+            )
+
+    def field(
+        self,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        required: tuple[set[str], set[str]],
+        old_path: FieldPath,
+        new_path: FieldPath,
+        old_name: str,
+        name: str,
+    ) -> None:
+        was, now = old_name in required[0], name in required[1]
+        child_old, child_new = (*old_path, old_name), (*new_path, name)
+        if was and not now and "default" not in new:
+            self.todo(
+                child_old,
+                child_new,
+                f"{_dotted(child_new)} became optional without a default: the downgrade"
+                " must supply a value where it is absent",
+                directions=frozenset({"downgrade"}),
+            )
+        if now and not was and "default" not in old:
+            self.todo(
+                child_old,
+                child_new,
+                f"{_dotted(child_new)} became required: the upgrade must supply a value"
+                " where it is absent",
+                directions=frozenset({"upgrade"}),
+            )
+        if old.get("default") != new.get("default") and ("default" in old or "default" in new):
+            self.changes.append(
+                Change(
+                    "note",
+                    old_path,
+                    new_path,
+                    name,
+                    detail=(
+                        f"the default of {_dotted(child_new)} changed from"
+                        f" {old.get('default')!r} to {new.get('default')!r}; stored values"
+                        " are kept as they are"
+                    ),
+                )
+            )
+        strip = ("default",)
+        self.walk(_rest(old, *strip), _rest(new, *strip), child_old, child_new)
+
+
+def _dotted(path: FieldPath) -> str:
+    return ".".join(path) or "the top level"
+
+
+def _rest(node: dict[str, Any], *drop: str) -> dict[str, Any]:
+    return {key: value for key, value in node.items() if key not in drop}
+
+
+def _is_record(node: Any) -> bool:
+    return isinstance(node, dict) and isinstance(node.get("properties"), dict)
+
+
+def _is_mapping(node: Any) -> bool:
+    return (
+        isinstance(node, dict)
+        and node.get("type") == "object"
+        and isinstance(node.get("additionalProperties"), dict)
+        and "properties" not in node
+    )
+
+
+def _is_list(node: Any) -> bool:
+    return (
+        isinstance(node, dict)
+        and node.get("type") == "array"
+        and isinstance(node.get("items"), dict)
+    )
+
+
+def _optional(node: Any) -> Any:
+    """The non-null branch of ``X | None``, or ``None`` when the node is not that."""
+    if not isinstance(node, dict) or not isinstance(node.get("anyOf"), list):
+        return None
+    branches = [b for b in node["anyOf"] if b != {"type": "null"}]
+    if len(branches) == 1 and len(node["anyOf"]) == 2 and set(node) <= {"anyOf", "default"}:
+        return branches[0]
+    return None
+
+
+def _summary(node: Any) -> str:
+    if isinstance(node, dict):
+        if "anyOf" in node:
+            return " | ".join(_summary(branch) for branch in node["anyOf"])
+        if "enum" in node:
+            return "one of " + ", ".join(json.dumps(v) for v in node["enum"])
+        if "const" in node:
+            return json.dumps(node["const"])
+        if "type" in node:
+            kind = node["type"]
+            text = "/".join(kind) if isinstance(kind, list) else str(kind)
+            extras = sorted(
+                k
+                for k in node
+                if k not in ("type", "items", "properties", "additionalProperties", "required")
+            )
+            return text + (f" ({', '.join(extras)})" if extras else "")
+    return json.dumps(node, sort_keys=True)[:60]
+
+
+# --- aliases declared on the live type ---------------------------------------------------
+
+
+def alias_hints(schema: SchemaVersion) -> dict[FieldPath, set[str]]:
+    """Per field path (new data), the other names ``AliasChoices`` lets it be read from."""
+    found: dict[FieldPath, set[str]] = {}
+    refs: dict[str, Any] = {}
+    _index_refs(schema.adapter.core_schema, refs)
+    _walk_core(schema.adapter.core_schema, (), found, refs, frozenset())
+    return found
+
+
+def _index_refs(node: Any, refs: dict[str, Any]) -> None:
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("ref"), str) and isinstance(item.get("type"), str):
+                refs.setdefault(item["ref"], item)
+            stack.extend(v for k, v in item.items() if k not in ("metadata", "cls"))
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def _walk_core(
+    node: Any,
+    path: FieldPath,
+    found: dict[FieldPath, set[str]],
+    refs: dict[str, Any],
+    seen: frozenset[str],
+) -> None:
+    if not isinstance(node, dict):
+        return
+    kind = node.get("type")
+    if kind == "definition-ref":
+        ref = node.get("schema_ref")
+        if isinstance(ref, str) and ref not in seen and ref in refs:
+            _walk_core(refs[ref], path, found, refs, seen | {ref})
+        return
+    if kind in ("typed-dict", "model-fields"):
+        fields: Iterable[tuple[str, Any]] = node["fields"].items()
+    elif kind == "dataclass-args":
+        fields = [(f["name"], f) for f in node["fields"]]
+    else:
+        for key in _CORE_CHILDREN:
+            sub = (*path, "*") if key in ("items_schema", "values_schema") else path
+            for child in _schemas_in(node.get(key)):
+                _walk_core(child, sub, found, refs, seen)
+        return
+    for name, spec in fields:
+        alias = spec.get("validation_alias")
+        key = name
+        if isinstance(alias, list):
+            choices = [
+                c[0] for c in alias if isinstance(c, list) and len(c) == 1 and isinstance(c[0], str)
+            ]
+            if choices:
+                key = choices[0]
+                if len(choices) > 1:
+                    found.setdefault((*path, key), set()).update(choices[1:])
+        elif isinstance(alias, str):
+            key = alias
+        _walk_core(spec.get("schema"), (*path, key), found, refs, seen)
+
+
+# Keys of a core schema node that hold the schemas of its contents.
+_CORE_CHILDREN = (
+    "schema",
+    "items_schema",
+    "values_schema",
+    "choices",
+    "steps",
+    "lax_schema",
+    "python_schema",
+)
+
+
+def _schemas_in(child: Any) -> list[Any]:
+    if isinstance(child, dict):
+        return [child] if "type" in child else list(child.values())  # tagged-union choices
+    if isinstance(child, list | tuple):
+        return [item[0] if isinstance(item, tuple) else item for item in child]
+    return []
