@@ -1,0 +1,269 @@
+"""Sub-commands for evolving schemas safely: ``schemas freeze|check``, ``makemigration``
+and ``check``.
+
+Locations come from ``[tool.statemigrate]`` in pyproject.toml (``schemas``,
+``migrations``, ``registry``, ``imports``) and can be overridden by flags. The reports of
+``schemas check`` and ``check`` are markdown, so CI can post them on a pull request as
+they are; both exit with status 1 when they find a problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, TextIO
+
+from statemigrate._config import ProjectConfig, find_config, load_registry
+from statemigrate._errors import RegistrationError
+from statemigrate._registry import Registry
+
+__all__ = [
+    "add_evolution_parsers",
+    "check_command",
+    "freeze_command",
+    "makemigration_command",
+    "schemas_check_command",
+]
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+
+
+def add_evolution_parsers(commands: Any) -> None:
+    """Add ``schemas``, ``makemigration`` and ``check`` to the sub-command parsers."""
+    schemas = commands.add_parser(
+        "schemas", help="freeze the JSON Schema of every version, or check the frozen ones"
+    )
+    actions = schemas.add_subparsers(dest="schemas_command", metavar="ACTION")
+    actions.required = True
+    freeze = actions.add_parser(
+        "freeze", help="write schemas/<component>/v<N>.json for every registered version"
+    )
+    freeze.add_argument(
+        "--force", action="store_true", help="overwrite frozen files whose schema changed"
+    )
+    _add_common(freeze)
+    freeze.set_defaults(func=freeze_command)
+    check = actions.add_parser(
+        "check",
+        help="fail on schemas changed without a version bump, missing frozen files,"
+        " unreachable versions, dead ends and duplicate steps",
+    )
+    _add_common(check)
+    check.set_defaults(func=schemas_check_command)
+
+    make = commands.add_parser(
+        "makemigration",
+        help="write upgrade and downgrade steps from the newest frozen schema to the live one",
+    )
+    make.add_argument("component")
+    make.add_argument(
+        "--schema",
+        metavar="MODULE:TYPE",
+        help="the new schema type (default: the newest registered version's type)",
+    )
+    make.add_argument(
+        "--version", type=int, metavar="N", help="the new version (only with --schema)"
+    )
+    make.add_argument("--name", metavar="SLUG", help="suffix of the module's file name")
+    make.add_argument(
+        "--rename",
+        action="append",
+        default=[],
+        metavar="OLD.PATH=NEW",
+        help="declare a renamed field, e.g. entries.*.value=data (repeatable)",
+    )
+    make.add_argument(
+        "--dry-run", action="store_true", help="print the module instead of writing it"
+    )
+    _add_common(make, components=False)
+    make.set_defaults(func=makemigration_command)
+
+    run = commands.add_parser(
+        "check", help="run the property checks of every migration step on generated states"
+    )
+    run.add_argument(
+        "--max-examples",
+        type=int,
+        metavar="N",
+        help="examples per check (default: hypothesis' default profile)",
+    )
+    _add_common(run, schemas=False)
+    run.set_defaults(func=check_command)
+
+
+def _add_common(
+    parser: argparse.ArgumentParser, *, components: bool = True, schemas: bool = True
+) -> None:
+    if components:
+        parser.add_argument(
+            "--component",
+            dest="components",
+            action="append",
+            metavar="NAME",
+            help="only this component (repeatable)",
+        )
+    if schemas:
+        parser.add_argument(
+            "--schemas",
+            type=Path,
+            metavar="PATH",
+            help="directory of frozen schemas (default: [tool.statemigrate] schemas, else"
+            " ./schemas)",
+        )
+    parser.add_argument(
+        "--migrations",
+        type=Path,
+        metavar="PATH",
+        help="directory of migrations modules (default: [tool.statemigrate] migrations)",
+    )
+    parser.add_argument(
+        "--registry",
+        metavar="MODULE:NAME",
+        help="a Registry, or a function returning one (default: [tool.statemigrate] registry)",
+    )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first so its decorators register schemas (repeatable)",
+    )
+
+
+def _registry(args: argparse.Namespace, config: ProjectConfig) -> Registry:
+    return load_registry(
+        config, registry=args.registry, migrations=args.migrations, imports=tuple(args.imports)
+    )
+
+
+def _schemas_dir(args: argparse.Namespace, config: ProjectConfig) -> Path:
+    if args.schemas is not None:
+        return Path(args.schemas)
+    return config.schemas if config.schemas is not None else Path("schemas")
+
+
+def _migrations_dir(args: argparse.Namespace, config: ProjectConfig) -> Path | None:
+    if args.migrations is not None:
+        return Path(args.migrations)
+    return config.migrations
+
+
+def freeze_command(args: argparse.Namespace, out: TextIO) -> int:
+    """Freeze every registered schema version that has no frozen file yet."""
+    from statemigrate._schemalock import freeze_schemas
+
+    config = find_config()
+    folder = _schemas_dir(args, config)
+    results = freeze_schemas(
+        _registry(args, config), folder, components=args.components, force=args.force
+    )
+    for result in results:
+        out.write(f"{result.action:<11} {result.component} v{result.version}  {result.path}\n")
+    changed = sum(result.action != "unchanged" for result in results)
+    out.write(f"{changed} file(s) written, {len(results) - changed} unchanged\n")
+    return EXIT_OK
+
+
+def schemas_check_command(args: argparse.Namespace, out: TextIO) -> int:
+    """Check the registry against the frozen schemas; print a markdown report."""
+    from statemigrate._schemalock import check_schemas, load_failure_report
+
+    config = find_config()
+    folder = _schemas_dir(args, config)
+    migrations = _migrations_dir(args, config)
+    try:
+        registry = _registry(args, config)
+    except RegistrationError as exc:
+        # A registry that cannot be built is the worst finding of all; still say where
+        # (two modules declaring the same step is the usual cause after a merge).
+        report = load_failure_report(folder, exc, migrations=migrations)
+    else:
+        report = check_schemas(
+            registry, folder, components=args.components, migrations=migrations
+        )
+    out.write(report.to_markdown())
+    return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
+def makemigration_command(args: argparse.Namespace, out: TextIO) -> int:
+    """Write (or print) the migrations module for the component's schema change."""
+    from statemigrate._makemigration import make_migration
+
+    config = find_config()
+    registry = _registry(args, config)
+    migrations = _migrations_dir(args, config) or Path("migrations")
+    schema = _resolve_type(args.schema, config) if args.schema else None
+    stub = make_migration(
+        registry,
+        args.component,
+        schemas_dir=_schemas_dir(args, config),
+        migrations_dir=migrations,
+        schema=schema,
+        version=args.version,
+        name=args.name,
+        renames=_parse_renames(args.rename),
+        write=not args.dry_run,
+    )
+    if args.dry_run:
+        out.write(stub.code)
+        return EXIT_OK
+    out.write(stub.summary())
+    out.write(
+        f"next: register version {stub.target} of {stub.component!r} in the service's code"
+        " if it is not yet, finish any TODO, run `statemigrate check`, then"
+        " `statemigrate schemas freeze`\n"
+    )
+    return EXIT_OK
+
+
+def check_command(args: argparse.Namespace, out: TextIO) -> int:
+    """Run the property checks of the registry's migrations; print a markdown report."""
+    try:
+        from statemigrate.testing import check_migrations
+    except ImportError as exc:
+        raise RegistrationError(
+            f"statemigrate check needs hypothesis ({exc}): pip install 'statemigrate[testing]'"
+        ) from exc
+    registry = _registry(args, find_config())
+    report = check_migrations(
+        registry,
+        components=args.components,
+        max_examples=args.max_examples,
+        raise_on_failure=False,
+    )
+    out.write(report.to_markdown())
+    return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
+def _parse_renames(pairs: list[str]) -> dict[str, str]:
+    renames: dict[str, str] = {}
+    for pair in pairs:
+        old, sep, new = pair.partition("=")
+        if not sep or not old or not new or "." in new:
+            raise RegistrationError(
+                f"--rename {pair!r}: expected OLD.PATH=NEW_NAME, e.g. entries.*.value=data"
+            )
+        renames[old] = new
+    return renames
+
+
+def _resolve_type(spec: str, config: ProjectConfig) -> object:
+    import importlib
+    import sys
+
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise RegistrationError(f"--schema {spec!r} must look like 'package.module:Type'")
+    if config.root is not None and str(config.root) not in sys.path:
+        sys.path.insert(0, str(config.root))  # as the registry and imports are found
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise RegistrationError(
+            f"cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not hasattr(module, attribute):
+        raise RegistrationError(f"{module_name!r} has no attribute {attribute!r}")
+    return getattr(module, attribute)
