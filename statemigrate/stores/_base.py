@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import ClassVar, Protocol, Self, runtime_checkable
 
+from statemigrate import _io
 from statemigrate._errors import StoreError
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "check_max_size",
     "chunks",
     "too_large",
+    "write_bounded",
 ]
 
 Buffer = bytes | bytearray | memoryview
@@ -140,3 +142,21 @@ def check_max_size(max_size: int) -> int:
 def too_large(op: str, where: str, size: int, max_size: int) -> StoreError:
     """The error for a snapshot bigger than the store accepts."""
     return StoreError(op, where, f"snapshot of {size} bytes is larger than max_size {max_size}")
+
+
+def write_bounded(fd: int, data: Buffer | Iterable[Buffer], *, max_size: int, where: str) -> int:
+    """Write every buffer of ``data`` to ``fd`` in order; returns the bytes written.
+
+    Raises:
+        StoreError: the data passes ``max_size`` bytes (checked before each write, so
+            at most ``max_size`` bytes reach the file), or a write fails.
+    """
+    total = 0
+    for view in chunks(data):
+        total += view.nbytes
+        if total > max_size:
+            raise StoreError(
+                "write", where, f"snapshot exceeds max_size {max_size} (at least {total} bytes)"
+            )
+        _io.write_all(fd, view, where=where)
+    return total

@@ -30,8 +30,8 @@ from statemigrate.stores._base import (
     Closing,
     SnapshotRef,
     check_max_size,
-    chunks,
     too_large,
+    write_bounded,
 )
 
 __all__ = ["SEALS", "MemfdRef", "MemfdStore", "open_memfd"]
@@ -224,17 +224,9 @@ class MemfdStore(Closing):
         )
         try:
             where = f"memfd:{fd}"
-            size = 0
-            for view in chunks(data):
-                size += view.nbytes
-                if size > self._max_size:
-                    raise StoreError(
-                        "write", where, f"snapshot exceeds max_size {self._max_size}"
-                        f" (at least {size} bytes)",
-                    )
-                # write(2), never a writable mapping: F_SEAL_WRITE is refused while a
-                # shared writable mapping exists.
-                _io.write_all(fd, view, where=where)
+            # write(2), never a writable mapping: F_SEAL_WRITE is refused while a
+            # shared writable mapping exists.
+            size = write_bounded(fd, data, max_size=self._max_size, where=where)
             _io.add_seals(fd, SEALS, where=where)
         except BaseException:
             _io.close_quietly(fd)

@@ -51,7 +51,7 @@ from statemigrate.stores._base import (
     Closing,
     SnapshotRef,
     check_max_size,
-    chunks,
+    write_bounded,
 )
 from statemigrate.stores._private import check_file, open_private_directory
 
@@ -306,16 +306,7 @@ class TmpfsStore(Closing):
         return size
 
     def _write(self, fd: int, data: Buffer | Iterable[Buffer], where: str) -> int:
-        total = 0
-        for view in chunks(data):
-            total += view.nbytes
-            if total > self._max_size:
-                raise StoreError(
-                    "write", where, f"snapshot exceeds max_size {self._max_size}"
-                    f" (at least {total} bytes)",
-                )
-            _io.write_all(fd, view, where=where)
-        return total
+        return write_bounded(fd, data, max_size=self._max_size, where=where)
 
     def _keep_current_as_previous(self) -> None:
         """Rename ``current`` to ``previous``, if there is a ``current`` fit to keep."""
