@@ -152,7 +152,7 @@ def _migrations_dir(args: argparse.Namespace, config: ProjectConfig) -> Path | N
 
 def freeze_command(args: argparse.Namespace, out: TextIO) -> int:
     """Freeze every registered schema version that has no frozen file yet."""
-    from statemigrate._schemalock import freeze_schemas
+    from statemigrate._schemalock import freeze_schemas, shown
 
     config = find_config()
     folder = _schemas_dir(args, config)
@@ -160,7 +160,9 @@ def freeze_command(args: argparse.Namespace, out: TextIO) -> int:
         _registry(args, config), folder, components=args.components, force=args.force
     )
     for result in results:
-        out.write(f"{result.action:<11} {result.component} v{result.version}  {result.path}\n")
+        out.write(
+            f"{result.action:<11} {result.component} v{result.version}  {shown(result.path)}\n"
+        )
     changed = sum(result.action != "unchanged" for result in results)
     out.write(f"{changed} file(s) written, {len(results) - changed} unchanged\n")
     return EXIT_OK
@@ -180,9 +182,7 @@ def schemas_check_command(args: argparse.Namespace, out: TextIO) -> int:
         # (two modules declaring the same step is the usual cause after a merge).
         report = load_failure_report(folder, exc, migrations=migrations)
     else:
-        report = check_schemas(
-            registry, folder, components=args.components, migrations=migrations
-        )
+        report = check_schemas(registry, folder, components=args.components, migrations=migrations)
     out.write(report.to_markdown())
     return EXIT_OK if report.ok else EXIT_PROBLEMS
 

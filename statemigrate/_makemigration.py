@@ -34,7 +34,7 @@ from statemigrate._errors import RegistrationError
 from statemigrate._registry import Registry
 from statemigrate._schema import SchemaVersion
 from statemigrate._schemadiff import Change, FieldPath, alias_hints, diff_schemas
-from statemigrate._schemalock import frozen_versions, read_frozen
+from statemigrate._schemalock import frozen_versions, read_frozen, scan_migrations, shown
 
 __all__ = ["MigrationStub", "make_migration", "render_migration"]
 
@@ -72,7 +72,7 @@ class MigrationStub:
 
     def summary(self) -> str:
         """A few lines for the command line."""
-        lines = [f"wrote {self.path}: {self.component} {self.source} <-> {self.target}"]
+        lines = [f"wrote {shown(self.path)}: {self.component} {self.source} <-> {self.target}"]
         for direction, lost in (("upgrade", self.upgrade_lost), ("downgrade", self.downgrade_lost)):
             text = f"lossy, drops {', '.join(lost)}" if lost else "lossless"
             lines.append(f"  {direction}: {text}")
@@ -366,12 +366,19 @@ def make_migration(
         for step in (registry.steps(component) if component in registry.components() else [])
         if {step.source, step.target} == {base, live.version}
     ]
+    folder = Path(migrations_dir)
+    # Also read the directory itself: the registry at hand may not have loaded it, and a
+    # second stub for the same versions would only fail later, as a duplicate step.
+    joined += [
+        f"{step.component} {step.source} -> {step.target} ({step.file.name})"
+        for step in scan_migrations(folder)
+        if step.component == component and {step.source, step.target} == {base, live.version}
+    ]
     if joined:
         raise RegistrationError(
             f"steps between {base} and {live.version} exist: {', '.join(joined)}"
         )
     changes = diff_schemas(old, new, aliases=alias_hints(live), renames=renames)
-    folder = Path(migrations_dir)
     number = _next_number(folder, component)
     slug = name or _slug(changes, base, live.version)
     path = folder / f"{_module_stem(component)}_{number:04d}_{slug}.py"

@@ -174,8 +174,9 @@ class _Differ:
             )
         old_props, new_props = old["properties"], new["properties"]
         old_req, new_req = set(old.get("required", ())), set(new.get("required", ()))
-        removed = [name for name in old_props if name not in new_props]
-        added = [name for name in new_props if name not in old_props]
+        # Sorted, so the changes (and the generated code) do not depend on key order.
+        removed = sorted(name for name in old_props if name not in new_props)
+        added = sorted(name for name in new_props if name not in old_props)
         pairs: list[tuple[str, str]] = []
         for name in list(added):
             declared = [
@@ -235,7 +236,7 @@ class _Differ:
                     has_default="default" in prop,
                 )
             )
-        for old_name, name in [(n, n) for n in old_props if n in new_props] + pairs:
+        for old_name, name in [(n, n) for n in sorted(old_props) if n in new_props] + pairs:
             self.field(
                 old_props[old_name],
                 new_props[name],
