@@ -45,11 +45,11 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
-    "DEFAULT_MAX_SIZE",
     "CheckFailure",
     "CheckKind",
     "CheckReport",
     "CheckResult",
+    "DEFAULT_MAX_SIZE",
     "MigrationCheck",
     "MigrationCheckError",
     "check_migrations",

@@ -146,9 +146,7 @@ class CheckReport:
         for result in self.results:
             mark = "ok" if result.ok else "FAILED"
             note = f" ({result.note})" if result.note else ""
-            lines.append(
-                f"- {mark}: {result.check} [{result.examples} examples]{note}"
-            )
+            lines.append(f"- {mark}: {result.check} [{result.examples} examples]{note}")
         for failure in self.failures:
             lines += ["", f"**{failure.title}**", "", "```", str(failure), "```"]
         return "\n".join(lines) + "\n"
@@ -221,7 +219,12 @@ class MigrationCheck:
                 self,
                 calls,
                 CheckFailure(
-                    self.id, str(self), exc.what, exc.detail, exc.example, self.version,
+                    self.id,
+                    str(self),
+                    exc.what,
+                    exc.detail,
+                    exc.example,
+                    self.version,
                     first_failure,
                 ),
             )
@@ -323,8 +326,13 @@ def migration_checks(
         for step in steps:
             checks.append(
                 MigrationCheck(
-                    "step", name, step.source, step.target, steps=(step,),
-                    strategy=own.get((name, step.source)), **common,
+                    "step",
+                    name,
+                    step.source,
+                    step.target,
+                    steps=(step,),
+                    strategy=own.get((name, step.source)),
+                    **common,
                 )
             )
         for source in versions:
@@ -333,15 +341,24 @@ def migration_checks(
                 if source != target and len(paths) > 1:
                     checks.append(
                         MigrationCheck(
-                            "paths", name, source, target, paths=tuple(paths),
-                            strategy=own.get((name, source)), **common,
+                            "paths",
+                            name,
+                            source,
+                            target,
+                            paths=tuple(paths),
+                            strategy=own.get((name, source)),
+                            **common,
                         )
                     )
         for version in versions:
             checks.append(
                 MigrationCheck(
-                    "snapshot", name, version, None,
-                    strategy=own.get((name, version)), **common,
+                    "snapshot",
+                    name,
+                    version,
+                    None,
+                    strategy=own.get((name, version)),
+                    **common,
                 )
             )
     return checks

@@ -69,8 +69,10 @@ def plain_data(*, max_size: int = DEFAULT_MAX_SIZE) -> st.SearchStrategy[Any]:
     )
     return st.recursive(
         leaves,
-        lambda inner: st.lists(inner, max_size=max_size)
-        | st.dictionaries(st.text(), inner, max_size=max_size),
+        lambda inner: (
+            st.lists(inner, max_size=max_size)
+            | st.dictionaries(st.text(), inner, max_size=max_size)
+        ),
         max_leaves=4 * max_size,
     )
 
@@ -289,8 +291,9 @@ class _Builder:
         high = node.get("max_length")
         pattern = node.get("pattern")
         if isinstance(pattern, str):
-            # pydantic searches for the pattern, as from_regex does without fullmatch.
-            matching = st.from_regex(pattern)
+            # pydantic searches for the pattern; a full match is one such string, and
+            # drawing only those spares hypothesis padding text around every match.
+            matching = st.from_regex(pattern, fullmatch=True)
             return matching.filter(lambda s: len(s) >= low and (high is None or len(s) <= high))
         return st.text(min_size=low, max_size=high)
 
@@ -350,9 +353,7 @@ class _Builder:
         keys_node = node.get("keys_schema")
         values_node = node.get("values_schema")
         keys = self.build(keys_node) if keys_node is not None else st.text()
-        values = (
-            self.build(values_node) if values_node is not None else plain_data(max_size=2)
-        )
+        values = self.build(values_node) if values_node is not None else plain_data(max_size=2)
         low, high = self._sizes(node)
         return st.dictionaries(keys, values, min_size=low, max_size=high)
 
