@@ -1,0 +1,306 @@
+"""The command line of schema evolution: schemas freeze|check, makemigration and check."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from statemigrate._cli import main
+from statemigrate.reference import MIGRATIONS_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = "statemigrate.reference:build_registry"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> Result:
+    capsys.readouterr()
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return Result(code, out.getvalue(), capsys.readouterr().err)
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """sys.path and the project modules a test imports are restored afterwards."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if name.startswith("evo"):
+            del sys.modules[name]
+
+
+# A registry module for a project; {replace} and {skip} seed the mistakes.
+REGISTRY_MODULE = """
+from typing_extensions import TypedDict
+
+from statemigrate import Registry
+from statemigrate.reference import SCHEMAS, build_registry
+
+
+class EntryV3(TypedDict):
+    data: str
+    expires_at: float | None
+    hits: int
+
+
+class StateV3(TypedDict):
+    entries: dict[str, EntryV3]
+
+
+class EntryV4(TypedDict):
+    data: str
+
+
+class StateV4(TypedDict):
+    entries: dict[str, EntryV4]
+
+
+def _same(data):
+    return data
+
+
+def build():
+    good = build_registry()
+    registry = Registry()
+    types = {{**SCHEMAS, **{replace}}}
+    for version, type_ in types.items():
+        registry.add_schema("kvcache", version, type_)
+    for step in good.steps("kvcache"):
+        if (step.source, step.target) not in {skip}:
+            lossy = step.lost_fields or step.lossy
+            registry.add_migration("kvcache", step.source, step.target, step.func, lossy=lossy)
+    for source, target in {extra}:
+        registry.add_migration("kvcache", source, target, _same)
+    return registry
+"""
+
+
+def project(
+    root: Path,
+    module: str = "evostate",
+    *,
+    replace: str = "{}",
+    skip: str = "set()",
+    extra: str = "()",
+    registry: str | None = None,
+) -> Path:
+    """A project folder with pyproject.toml naming a registry module, made current."""
+    root.mkdir(parents=True, exist_ok=True)
+    spec = registry or f"{module}:build"
+    (root / "pyproject.toml").write_text(
+        "[tool.statemigrate]\n"
+        f'registry = "{spec}"\n'
+        'schemas = "schemas"\n'
+        'migrations = "migrations"\n'
+    )
+    text = REGISTRY_MODULE.format(replace=replace, skip=skip, extra=extra)
+    (root / f"{module}.py").write_text(text)
+    return root
+
+
+# --- schemas freeze and check --------------------------------------------------------------
+
+
+def test_the_repository_passes_its_own_schema_check(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    result = run(capsys, "schemas", "check")
+    assert result.code == 0, result.out + result.err
+    assert result.out.startswith("### statemigrate schemas check: passed")
+    assert "`kvcache`: 3 registered version(s)" in result.out
+
+
+def test_freeze_then_check_a_new_project(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project(tmp_path / "p", registry=REFERENCE))
+    first = run(capsys, "schemas", "freeze")
+    assert first.code == 0, first.err
+    assert first.out.count("written ") == 3 and "3 file(s) written, 0 unchanged" in first.out
+    assert sorted(p.name for p in Path("schemas/kvcache").iterdir()) == [
+        "v1.json",
+        "v2.json",
+        "v3.json",
+    ]
+    assert run(capsys, "schemas", "freeze").out.endswith("0 file(s) written, 3 unchanged\n")
+    assert run(capsys, "schemas", "check").code == 0
+
+
+MISTAKES = {
+    "changed": ({"replace": "{3: StateV3}"}, ["Changed without a version bump** (v3)", "```diff"]),
+    "missing downgrade": ({"skip": "{(3, 2), (3, 1)}"}, ["Unreachable version** (v1)", "Dead end"]),
+    "dead end": ({"replace": "{4: StateV4}", "extra": "((3, 4),)"}, ["Dead end** (v4)"]),
+    "missing frozen file": ({}, ["Missing frozen file** (v2)"]),
+}
+
+
+@pytest.mark.parametrize("mistake", list(MISTAKES))
+def test_schemas_check_fails_on_each_seeded_mistake(
+    mistake: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each mistake fails the check with its headline; the reference registry (the
+    control) passes against the same frozen files before the mistake is seeded."""
+    options, fragments = MISTAKES[mistake]
+    root = project(tmp_path / "p", "evomistake", **options)
+    monkeypatch.chdir(root)
+    assert run(capsys, "schemas", "freeze", "--registry", REFERENCE).code == 0
+    assert run(capsys, "schemas", "check", "--registry", REFERENCE).code == 0
+    if mistake == "missing frozen file":
+        (root / "schemas" / "kvcache" / "v2.json").unlink()
+    result = run(capsys, "schemas", "check")
+    assert result.code == 1, result.out
+    assert result.out.startswith("### statemigrate schemas check: ")
+    for fragment in fragments:
+        assert fragment in result.out, result.out
+
+
+def test_a_duplicate_step_is_named_even_though_the_registry_cannot_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = project(tmp_path / "p", registry=REFERENCE)
+    shutil.copytree(MIGRATIONS_DIR, root / "migrations", ignore=shutil.ignore_patterns("__py*"))
+    (root / "migrations" / "kvcache_0004_again.py").write_text(
+        'from statemigrate import migration\n\n\n@migration("kvcache", 3, 2, lossy=True)\n'
+        "def drop_hits_again(data):\n    return data\n"
+    )
+    monkeypatch.chdir(root)
+    assert run(capsys, "schemas", "freeze").code == 0
+    result = run(
+        capsys,
+        "schemas",
+        "check",
+        "--registry",
+        "statemigrate.reference:build_registry",
+        "--migrations",
+        "migrations",
+    )
+    assert result.code == 1
+    assert "**Duplicate step**" in result.out and "**Registry failed to load**" in result.out
+    assert "`kvcache_0002_data_and_hits.py`" in result.out
+    assert "`kvcache_0004_again.py` line 4 (drop_hits_again)" in result.out
+
+
+# --- makemigration -----------------------------------------------------------------------------
+
+
+TYPES_MODULE = """
+from typing import Literal
+
+from pydantic import BaseModel
+
+
+class SettingsV1(BaseModel):
+    limit: int
+
+
+class SettingsV2(BaseModel):
+    limit: int
+    mode: Literal["fast", "safe"] = "safe"
+"""
+
+SETTINGS_REGISTRY = """
+from statemigrate import Registry
+
+import evotypes
+
+
+def build():
+    registry = Registry()
+    registry.add_schema("settings", 1, evotypes.SettingsV1)
+    {more}
+    return registry
+"""
+
+
+def settings_project(root: Path, *, with_v2: bool) -> Path:
+    root.mkdir(parents=True)
+    (root / "evotypes.py").write_text(TYPES_MODULE)
+    more = 'registry.add_schema("settings", 2, evotypes.SettingsV2)' if with_v2 else ""
+    (root / "evosettings.py").write_text(SETTINGS_REGISTRY.format(more=more))
+    (root / "evosettings_v1.py").write_text(SETTINGS_REGISTRY.format(more=""))
+    (root / "pyproject.toml").write_text(
+        '[tool.statemigrate]\nregistry = "evosettings:build"\nschemas = "schemas"\n'
+        'migrations = "migrations"\n'
+    )
+    return root
+
+
+def test_makemigration_writes_a_stub_that_the_check_command_accepts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(settings_project(tmp_path / "p", with_v2=True))
+    assert run(capsys, "schemas", "freeze", "--registry", "evosettings_v1:build").code == 0
+    dry = run(capsys, "makemigration", "settings", "--dry-run")
+    assert dry.code == 0, dry.err
+    assert dry.out.startswith('"""settings 1 <-> 2: add mode.') and not Path("migrations").exists()
+    made = run(capsys, "makemigration", "settings")
+    assert made.code == 0, made.err
+    assert made.out.startswith("wrote migrations/settings_0001_add_mode.py: settings 1 <-> 2")
+    assert "downgrade: lossy, drops mode" in made.out
+    written = Path("migrations/settings_0001_add_mode.py").read_text()
+    assert written == dry.out
+    # The project's registry does not load migrations itself: name the directory.
+    checked = run(capsys, "check", "--migrations", "migrations", "--max-examples", "20")
+    assert checked.code == 0, checked.out + checked.err
+    assert "- ok: settings 1 -> 2 (upgrade_1_to_2) [20 examples]" in checked.out
+    assert run(capsys, "schemas", "check", "--migrations", "migrations").code == 1  # v2 unfrozen
+    assert run(capsys, "schemas", "freeze").code == 0
+    assert run(capsys, "schemas", "check", "--migrations", "migrations").code == 0
+
+
+def test_makemigration_with_an_explicit_type_and_its_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(settings_project(tmp_path / "p", with_v2=False))
+    assert run(capsys, "schemas", "freeze").code == 0
+    nothing = run(capsys, "makemigration", "settings")
+    assert nothing.code == 1 and nothing.out == ""
+    assert nothing.err.count("\n") == 1 and "nothing to migrate" in nothing.err
+    typed = run(capsys, "makemigration", "settings", "--schema", "evotypes:SettingsV2", "--dry-run")
+    assert typed.code == 0 and '@migration("settings", 2, 1, lossy=("mode",))' in typed.out
+    for argv, fragment in (
+        (["--schema", "evotypes"], "package.module:Type"),
+        (["--schema", "evotypes:Nope"], "no attribute 'Nope'"),
+        (["--schema", "evo_missing_mod:T"], "cannot import 'evo_missing_mod'"),
+        (["--rename", "value"], "OLD.PATH=NEW_NAME"),
+        (["--version", "4"], "only be given with the new schema"),
+    ):
+        failed = run(capsys, "makemigration", "settings", *argv)
+        assert failed.code == 1 and fragment in failed.err, (argv, failed.err)
+        assert failed.err.startswith("statemigrate: error: ")
+
+
+# --- check ---------------------------------------------------------------------------------------
+
+
+def test_check_passes_on_the_reference_and_fails_with_a_counterexample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    good = run(capsys, "check", "--max-examples", "20")
+    assert good.code == 0, good.out + good.err
+    assert good.out.startswith("### statemigrate check: passed") and good.out.count("- ok:") == 15
+    root = project(tmp_path / "p", "evobroken", skip="{(3, 2)}", extra="((3, 2),)")
+    monkeypatch.chdir(root)
+    bad = run(capsys, "check", "--max-examples", "100")
+    assert bad.code == 1
+    assert "- FAILED: kvcache 3 -> 2 (_same)" in bad.out
+    assert "counterexample (version 3" in bad.out and "does not fit version 2" in bad.out
