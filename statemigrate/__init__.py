@@ -21,6 +21,7 @@ from statemigrate._component import (
 from statemigrate._errors import (
     HandoffError,
     LossyMigrationError,
+    MigrationCheckError,
     NoMigrationPathError,
     RegistrationError,
     RestoreError,
@@ -31,6 +32,7 @@ from statemigrate._errors import (
     ValidationError,
 )
 from statemigrate._format import DecodeLimits, Snapshot, open_snapshot
+from statemigrate._makemigration import MigrationStub, make_migration
 from statemigrate._plan import Plan, Step
 from statemigrate._registry import Registry, default_registry, migratable, migration, schema
 from statemigrate._report import (
@@ -41,6 +43,7 @@ from statemigrate._report import (
     SnapshotReport,
 )
 from statemigrate._schema import SchemaVersion
+from statemigrate._schemalock import LockReport, check_schemas, freeze_schemas
 from statemigrate._service import Service
 from statemigrate.stores import MemfdStore, MemoryStore, TmpfsStore
 
@@ -52,9 +55,12 @@ __all__ = [
     "ComponentSpec",
     "DecodeLimits",
     "HandoffError",
+    "LockReport",
     "LossyMigrationError",
     "MemfdStore",
     "MemoryStore",
+    "MigrationCheckError",
+    "MigrationStub",
     "NoMigrationPathError",
     "Plan",
     "RegistrationError",
@@ -74,12 +80,15 @@ __all__ = [
     "UnknownComponentError",
     "ValidationError",
     "__version__",
+    "check_schemas",
     "component_spec",
     "component_state",
     "default_registry",
     "export_component",
+    "freeze_schemas",
     "import_component",
     "is_migratable",
+    "make_migration",
     "migratable",
     "migration",
     "open_snapshot",

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 API = Path(__file__).resolve().parents[1] / "docs" / "api.md"
-NAMESPACES = ["statemigrate", "statemigrate.stores", "statemigrate.handoff"]
+NAMESPACES = [
+    "statemigrate",
+    "statemigrate.handoff",
+    "statemigrate.stores",
+    "statemigrate.testing",
+]
 
 
 def undocumented(namespace: str, text: str) -> list[str]:

@@ -7,7 +7,12 @@ import inspect
 
 import pytest
 
-NAMESPACES = ["statemigrate", "statemigrate.stores", "statemigrate.handoff"]
+NAMESPACES = [
+    "statemigrate",
+    "statemigrate.handoff",
+    "statemigrate.stores",
+    "statemigrate.testing",
+]
 
 
 @pytest.mark.parametrize("name", NAMESPACES)
