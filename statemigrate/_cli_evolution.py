@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any, TextIO
 
+from statemigrate._cli_registry import add_registry_arguments
 from statemigrate._config import ProjectConfig, find_config, load_registry
 from statemigrate._errors import RegistrationError
 from statemigrate._registry import Registry
@@ -111,25 +112,7 @@ def _add_common(
             help="directory of frozen schemas (default: [tool.statemigrate] schemas, else"
             " ./schemas)",
         )
-    parser.add_argument(
-        "--migrations",
-        type=Path,
-        metavar="PATH",
-        help="directory of migrations modules (default: [tool.statemigrate] migrations)",
-    )
-    parser.add_argument(
-        "--registry",
-        metavar="MODULE:NAME",
-        help="a Registry, or a function returning one (default: [tool.statemigrate] registry)",
-    )
-    parser.add_argument(
-        "--import",
-        dest="imports",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE first so its decorators register schemas (repeatable)",
-    )
+    add_registry_arguments(parser)
 
 
 def _registry(args: argparse.Namespace, config: ProjectConfig) -> Registry:

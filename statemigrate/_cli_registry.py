@@ -21,7 +21,13 @@ from statemigrate._header import Producer
 from statemigrate._plan import Plan
 from statemigrate._registry import Registry
 
-__all__ = ["add_registry_parsers", "graph_command", "migrate_command", "plan_command"]
+__all__ = [
+    "add_registry_arguments",
+    "add_registry_parsers",
+    "graph_command",
+    "migrate_command",
+    "plan_command",
+]
 
 
 def add_registry_parsers(commands: Any) -> None:
@@ -38,12 +44,12 @@ def add_registry_parsers(commands: Any) -> None:
         "--to", dest="target", type=int, required=True, metavar="VERSION",
         help="the version it should reach",
     )
-    _add_registry_arguments(plan)
+    add_registry_arguments(plan)
     plan.set_defaults(func=plan_command)
 
     graph = commands.add_parser("graph", help="list a component's versions and steps")
     graph.add_argument("component", help="the component's name")
-    _add_registry_arguments(graph)
+    add_registry_arguments(graph)
     graph.set_defaults(func=graph_command)
 
     migrate = commands.add_parser(
@@ -66,11 +72,12 @@ def add_registry_parsers(commands: Any) -> None:
         "--allow-lossy", action="store_true", help="allow steps declared lossy"
     )
     add_key_argument(migrate)
-    _add_registry_arguments(migrate)
+    add_registry_arguments(migrate)
     migrate.set_defaults(func=migrate_command)
 
 
-def _add_registry_arguments(parser: argparse.ArgumentParser) -> None:
+def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--migrations``, ``--registry`` and ``--import``: where a command finds the registry."""
     parser.add_argument(
         "--migrations",
         type=Path,
