@@ -149,19 +149,26 @@ class Service:
         """The live schema version of each registered component."""
         return {e.component: e.spec.version for e in self._entries.values()}
 
-    def readable_versions(self) -> dict[str, list[int]]:
-        """Per component, every version this code can restore from (has a path from)."""
+    def readable_versions(self, *, allow_lossy: bool = True) -> dict[str, list[int]]:
+        """Per component, the versions this code can restore from, ascending.
+
+        Args:
+            allow_lossy: count versions that reach the live one only through steps
+                declared lossy; with False, only loss-free paths count.
+        """
         readable: dict[str, list[int]] = {}
         for entry in self._entries.values():
             registry = entry.registry
             versions = []
             for version in registry.versions(entry.component):
                 try:
-                    registry.plan(entry.component, version, entry.spec.version, allow_lossy=True)
+                    registry.plan(
+                        entry.component, version, entry.spec.version, allow_lossy=allow_lossy
+                    )
                 except (NoMigrationPathError, LossyMigrationError):
                     continue
                 versions.append(version)
-            readable[entry.component] = versions
+            readable[entry.component] = sorted(versions)
         return readable
 
     # --- snapshot ----------------------------------------------------------------------

@@ -74,19 +74,7 @@ def handoff_readable(service: Service, *, allow_lossy: bool = False) -> dict[str
     Returns:
         ``{component: [versions]}``, ascending; the live version is always there.
     """
-    if allow_lossy:
-        return {name: sorted(vs) for name, vs in service.readable_versions().items()}
-    readable: dict[str, list[int]] = {}
-    for entry in service.components:
-        versions = []
-        for version in entry.registry.versions(entry.component):
-            try:
-                entry.registry.plan(entry.component, version, entry.spec.version)
-            except (NoMigrationPathError, LossyMigrationError):
-                continue
-            versions.append(version)
-        readable[entry.component] = sorted(versions)
-    return readable
+    return service.readable_versions(allow_lossy=allow_lossy)
 
 
 def _reachable(service: Service, *, allow_lossy: bool) -> tuple[dict[str, list[int]], set[str]]:
