@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from statemigrate._cli_inspect import Progress, add_key_argument, read_key, read_snapshot_source
 from statemigrate._config import find_config, load_registry
+from statemigrate._encode import SectionInput, encode_snapshot
 from statemigrate._errors import (
     RegistrationError,
     StateMigrateError,
@@ -16,7 +17,7 @@ from statemigrate._errors import (
     UnknownComponentError,
     ValidationError,
 )
-from statemigrate._format import SectionInput, encode_snapshot, open_snapshot
+from statemigrate._format import open_snapshot
 from statemigrate._header import Producer
 from statemigrate._plan import Plan
 from statemigrate._registry import Registry

@@ -1,4 +1,4 @@
-"""The snapshot container: byte layout, encoding and verified decoding.
+"""The snapshot container: byte layout, assembly and verified decoding.
 
 This is the one module that knows the layout (``docs/format.md`` specifies it)::
 
@@ -16,6 +16,9 @@ format version and flags, total length against the bytes at hand, the digest ove
 everything, the header checksum and the header's own consistency. Only then is any
 chunk looked at; chunks are verified again (xxh3-64 of the stored bytes) before they
 are decompressed, so a single section can be read without trusting the others.
+
+Producing the chunks (packing, cutting, compressing) is ``_encode``'s job; it hands
+them to :func:`assemble`, which lays them out here.
 """
 
 from __future__ import annotations
@@ -23,17 +26,13 @@ from __future__ import annotations
 import hmac
 import os
 import struct
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import xxhash
 
-from statemigrate._chunker import encode_sections
 from statemigrate._codec import (
-    DEFAULT_CHUNK_SIZE,
-    MAX_CHUNK_SIZE,
     check_chunk,
     decompress_chunk,
     pack_data,
@@ -41,9 +40,6 @@ from statemigrate._codec import (
 )
 from statemigrate._errors import SnapshotError
 from statemigrate._header import (
-    ChunkInfo,
-    Producer,
-    SectionInfo,
     SnapshotHeader,
     parse_header,
 )
@@ -52,10 +48,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
     "DecodeLimits",
-    "EncodedSnapshot",
-    "SectionInput",
     "Snapshot",
-    "encode_snapshot",
     "open_snapshot",
 ]
 
@@ -81,17 +74,6 @@ HMAC_DIGEST_SIZE = 32
 MAX_HEADER_SIZE = 16 << 20
 
 Buffer = bytes | bytearray | memoryview
-
-
-@dataclass(frozen=True, slots=True)
-class SectionInput:
-    """One component instance's exported state, ready to be encoded."""
-
-    component: str
-    instance: str
-    version: int
-    fingerprint: str
-    data: object
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,27 +107,6 @@ def _memory_share() -> int:
     return max(64 << 20, physical // 48)
 
 
-@dataclass(slots=True)
-class EncodedSnapshot:
-    """A snapshot as a list of buffers, so committing it need not join them first.
-
-    Attributes:
-        parts: the snapshot bytes, in order.
-        header: what the header says.
-        size: total length in bytes.
-        timings: seconds spent packing and compressing.
-    """
-
-    parts: list[Buffer]
-    header: SnapshotHeader
-    size: int
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def to_bytes(self) -> bytes:
-        """The snapshot as one bytes object."""
-        return b"".join(self.parts)
-
-
 def _digest(parts: Sequence[Buffer], key: bytes | None) -> bytes:
     if key is None:
         hasher: Any = xxhash.xxh3_128()
@@ -154,89 +115,6 @@ def _digest(parts: Sequence[Buffer], key: bytes | None) -> bytes:
     for part in parts:
         hasher.update(part)
     return bytes(hasher.digest())
-
-
-def encode_snapshot(
-    sections: Sequence[SectionInput],
-    *,
-    producer: Producer,
-    key: bytes | None = None,
-    generation: int = 0,
-    meta: dict[str, str] | None = None,
-    level: int = 1,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    workers: int | None = None,
-    default: Callable[[Any], object] | None = None,
-) -> EncodedSnapshot:
-    """Encode sections of plain data into a snapshot.
-
-    Args:
-        sections: one per component instance; ``data`` must be plain msgpack-able data
-            (``default`` may convert other leaves).
-        producer: who writes the snapshot.
-        key: with a key, the digest is an HMAC-SHA256 and readers must hold the key.
-        generation: a number that grows with every snapshot of a service.
-        meta: free-form string annotations stored in the header.
-        level: zstd level (1 is fast; higher levels trade time for size).
-        chunk_size: raw bytes per chunk, at most ``MAX_CHUNK_SIZE``.
-        workers: threads compressing chunks; zstd releases the GIL, so the default uses
-            every core.
-        default: converts values msgpack cannot hold.
-
-    Raises:
-        TypeError: a value is not plain data.
-        ValueError: a bad argument (chunk size, key, duplicate section).
-    """
-    if not 0 < chunk_size <= MAX_CHUNK_SIZE:
-        raise ValueError(f"chunk_size must be in 1..{MAX_CHUNK_SIZE}, got {chunk_size}")
-    if key is not None and len(key) < 16:
-        raise ValueError("an authentication key needs at least 16 bytes")
-    started = time.perf_counter()
-    encoded = encode_sections(
-        [section.data for section in sections],
-        level=level,
-        chunk_size=chunk_size,
-        workers=workers,
-        default=default,
-    )
-    finished = time.perf_counter()
-    infos = tuple(
-        SectionInfo(
-            component=section.component,
-            instance=section.instance,
-            version=section.version,
-            fingerprint=section.fingerprint,
-            raw_size=result.raw_size,
-            stored_size=sum(c.stored_size for c in result.chunks),
-            checksum=result.checksum,
-            chunks=tuple(
-                ChunkInfo(int(c.codec), c.raw_size, c.stored_size, c.checksum)
-                for c in result.chunks
-            ),
-        )
-        for section, result in zip(sections, encoded, strict=True)
-    )
-    header = SnapshotHeader(
-        snapshot_id=os.urandom(16).hex(),
-        created_ns=time.time_ns(),
-        generation=generation,
-        producer=producer,
-        meta=dict(meta or {}),
-        sections=infos,
-    )
-    try:
-        parse_header(header.to_plain())  # what we write must be what we would accept
-    except ValueError as exc:
-        raise ValueError(f"cannot encode snapshot: {exc}") from exc
-    chunk_data = [part for result in encoded for c in result.chunks for part in c.parts]
-    parts = assemble(header.to_plain(), chunk_data, key=key)
-    return EncodedSnapshot(
-        parts=parts,
-        header=header,
-        size=sum(len(p) for p in parts),
-        # Packing and compression overlap, so they are timed together.
-        timings={"encode": finished - started},
-    )
 
 
 def assemble(

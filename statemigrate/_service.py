@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from statemigrate._codec import pack_data, unpack_data
 from statemigrate._component import ComponentSpec, component_spec, export_component
+from statemigrate._encode import EncodedSnapshot, SectionInput, encode_snapshot
 from statemigrate._errors import (
     LossyMigrationError,
     NoMigrationPathError,
@@ -22,13 +23,7 @@ from statemigrate._errors import (
     SnapshotError,
     StateMigrateError,
 )
-from statemigrate._format import (
-    DecodeLimits,
-    EncodedSnapshot,
-    SectionInput,
-    encode_snapshot,
-    open_snapshot,
-)
+from statemigrate._format import DecodeLimits, open_snapshot
 from statemigrate._header import Producer
 from statemigrate._report import CommitReport, RestoreReport, SectionReport, SnapshotReport
 from statemigrate._restore import run_restore

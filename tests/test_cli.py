@@ -27,7 +27,8 @@ import statemigrate as sm
 from statemigrate import _registry
 from statemigrate._cli import build_parser, main
 from statemigrate._cli_inspect import human_size
-from statemigrate._format import MAGIC, SectionInput, assemble, encode_snapshot, open_snapshot
+from statemigrate._encode import SectionInput, encode_snapshot
+from statemigrate._format import MAGIC, assemble, open_snapshot
 from statemigrate._header import Producer
 from statemigrate.reference import (
     MIGRATIONS_DIR,

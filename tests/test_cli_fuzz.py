@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from statemigrate import _cli_inspect, _format
 from statemigrate._cli import main
-from statemigrate._format import PREAMBLE_SIZE, SectionInput, encode_snapshot, open_snapshot
+from statemigrate._encode import SectionInput, encode_snapshot
+from statemigrate._format import PREAMBLE_SIZE, open_snapshot
 
 KEY = b"fuzzing key, sixteen bytes or more"
 ERROR_PREFIX = "statemigrate: error:"

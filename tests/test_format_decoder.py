@@ -31,15 +31,9 @@ from hypothesis import strategies as st
 
 from statemigrate import _format
 from statemigrate._codec import decompress_chunk, pack_data, unpack_data
+from statemigrate._encode import SectionInput, encode_snapshot
 from statemigrate._errors import SnapshotError
-from statemigrate._format import (
-    MAGIC,
-    SectionInput,
-    Snapshot,
-    assemble,
-    encode_snapshot,
-    open_snapshot,
-)
+from statemigrate._format import MAGIC, Snapshot, assemble, open_snapshot
 
 SOAK = bool(os.environ.get("STATEMIGRATE_SOAK"))
 

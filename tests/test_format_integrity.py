@@ -22,15 +22,9 @@ from golden import (
 )
 
 from statemigrate import _codec, _format
+from statemigrate._encode import SectionInput, encode_snapshot
 from statemigrate._errors import SnapshotError
-from statemigrate._format import (
-    PREAMBLE_SIZE,
-    SectionInput,
-    Snapshot,
-    assemble,
-    encode_snapshot,
-    open_snapshot,
-)
+from statemigrate._format import PREAMBLE_SIZE, Snapshot, assemble, open_snapshot
 
 Opener = Callable[..., Snapshot]
 

@@ -18,14 +18,9 @@ from golden import (
 
 from statemigrate import _format
 from statemigrate._codec import compress_chunk, pack_data
+from statemigrate._encode import SectionInput, encode_snapshot
 from statemigrate._errors import SnapshotError
-from statemigrate._format import (
-    FLAG_AUTHENTICATED,
-    SectionInput,
-    assemble,
-    encode_snapshot,
-    open_snapshot,
-)
+from statemigrate._format import FLAG_AUTHENTICATED, assemble, open_snapshot
 
 OTHER_KEY = b"not the golden key, also public"
 

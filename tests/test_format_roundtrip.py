@@ -12,13 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statemigrate._codec import ChunkCodec, pack_data
+from statemigrate._encode import SectionInput, encode_snapshot
 from statemigrate._errors import SnapshotError
-from statemigrate._format import (
-    SectionInput,
-    Snapshot,
-    encode_snapshot,
-    open_snapshot,
-)
+from statemigrate._format import Snapshot, open_snapshot
 
 KEY = b"round-trip test key, 32 bytes.."
 

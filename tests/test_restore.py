@@ -43,7 +43,7 @@ from statemigrate import (
     import_component,
     migratable,
 )
-from statemigrate._format import SectionInput, encode_snapshot
+from statemigrate._encode import SectionInput, encode_snapshot
 from statemigrate._header import Producer
 from statemigrate._plaindata import copy_plain
 from statemigrate._plan import Step
