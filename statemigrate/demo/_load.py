@@ -30,7 +30,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from urllib.parse import quote
 
-__all__ = ["Counts", "fill_value", "main"]
+__all__ = ["OUTCOMES", "Counts", "fill_value", "main"]
 
 _STALE_SAMPLES = 5
 _MAX_TRIES = 2_000  # 503s in a row for one request: a hang guard, never reached in practice
@@ -39,6 +39,10 @@ _MAX_TRIES = 2_000  # 503s in a row for one request: a hang guard, never reached
 def fill_value(index: int) -> str:
     """The value the demo stores under ``fill:<index>`` before the load starts."""
     return f"prefilled value {index:08d} " + "x" * (index % 48)
+
+
+OUTCOMES = ("sent", "ok", "retries", "refused", "reset", "timeouts", "errors")
+"""The per-request counters of :class:`Counts`, as the ``done`` event reports them."""
 
 
 @dataclass
@@ -58,7 +62,7 @@ class Counts:
     samples: list[str] = field(default_factory=list)
 
     def add(self, other: Counts) -> None:
-        for name in ("sent", "ok", "retries", "refused", "reset", "timeouts", "errors"):
+        for name in OUTCOMES:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.writes_acked += other.writes_acked
         self.samples.extend(other.samples[: _STALE_SAMPLES - len(self.samples)])

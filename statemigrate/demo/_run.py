@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from statemigrate.demo._load import fill_value
+from statemigrate.demo._load import OUTCOMES, fill_value
 from statemigrate.demo._procs import ChildGroup, Event
 
 __all__ = ["DemoReport", "HandoffPhase", "run_demo"]
@@ -246,7 +246,7 @@ def run_demo(
             done = load.wait_event("done", timeout=_WAIT)
             with open(out, encoding="utf-8") as handle:
                 acked = json.load(handle)
-            for name in ("sent", "ok", "retries", "refused", "reset", "timeouts", "errors"):
+            for name in OUTCOMES:
                 setattr(report, name, int(done[name]))
             report.writes_acked = int(done["writes_acked"])
             report.problems.extend(f"load: {s}" for s in done.get("samples", []))
