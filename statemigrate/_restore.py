@@ -65,8 +65,25 @@ def _gc_paused() -> Iterator[None]:
     try:
         yield
     finally:
+        _promote_young_objects()
         if was_enabled:
             gc.enable()
+
+
+def _promote_young_objects() -> None:
+    """Move every object the collector tracks into its oldest generation.
+
+    The containers just built are long-lived (they are the restored state), but they
+    sit in the youngest generation, so the first collections after the pause would
+    walk all of them twice more (young, then middle generation) only to promote them:
+    about a fifth of a second per million entries, spent at the next allocation. A
+    freeze followed by an unfreeze moves them to the oldest generation in constant
+    time, where they wait for the next full collection like any old object. Skipped
+    when the application froze objects itself: unfreezing would undo its freeze.
+    """
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
 
 
 class _Clock:

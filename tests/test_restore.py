@@ -815,3 +815,75 @@ def test_an_older_generation_is_refused_after_a_newer_one_unless_allowed() -> No
     assert exports(reader)["kvcache/default"] == canonical(old_state)
     # The service's own next snapshot still sorts after everything it has seen.
     assert reader.snapshot()[1].generation == 3
+
+
+# --- the garbage collector after a restore ---------------------------------------------
+
+
+def _rows_registry() -> tuple[Registry, type]:
+    from typing_extensions import TypedDict
+
+    registry = Registry()
+
+    @registry.schema("rows", version=1)
+    class RowsState(TypedDict):
+        rows: list[list[int]]
+
+    @registry.migratable("rows", version=1)
+    class Rows:
+        def __init__(self, rows: list[list[int]] | None = None) -> None:
+            self.rows = rows or []
+
+    return registry, Rows
+
+
+def _young(obj: object) -> bool:
+    return any(o is obj for generation in (0, 1) for o in gc.get_objects(generation))
+
+
+def _restored_rows(monkeypatch: pytest.MonkeyPatch, *, promote: bool) -> bool:
+    """Restore a few hundred lists; tell whether the restored ones are still young."""
+    registry, rows_class = _rows_registry()
+    writer = Service("gc-test", registry=registry)
+    writer.register(rows_class([[i, i + 1] for i in range(300)]))
+    snapshot, _ = writer.snapshot()
+    reader_rows = rows_class()
+    reader = Service("gc-test", registry=registry)
+    reader.register(reader_rows)
+    if not promote:
+        monkeypatch.setattr(restore_module, "_promote_young_objects", lambda: None)
+    was_enabled = gc.isenabled()
+    gc.disable()  # no collection may move objects between generations meanwhile
+    try:
+        reader.restore(snapshot.to_bytes())
+        assert reader_rows.rows[7] == [7, 8]
+        return _young(reader_rows.rows) or _young(reader_rows.rows[7])
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def test_restored_containers_start_in_the_oldest_generation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Young collections right after a restore must not walk the whole restored state."""
+    assert not _restored_rows(monkeypatch, promote=True)
+
+
+def test_negative_control_without_promotion_restored_containers_are_young(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _restored_rows(monkeypatch, promote=False)
+
+
+def test_a_restore_leaves_the_applications_frozen_objects_frozen() -> None:
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        service = service_of((kv(1, {"entries": {"a": "b"}}), "main"))
+        snapshot, _ = service.snapshot()
+        service_of((kv(1), "main")).restore(snapshot.to_bytes())
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
