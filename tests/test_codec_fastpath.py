@@ -169,6 +169,26 @@ def test_the_fast_decoder_takes_ordinary_data() -> None:
     assert same(decoded, value)
 
 
+def test_unpack_data_uses_the_fast_decoder_for_a_large_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the allowance, the header-byte bound is computed and lets real data through."""
+    value = {f"user:{i}": {"id": i, "name": f"n{i}", "tags": ["a", "b"]} for i in range(5000)}
+    raw = pack_data(value)
+    assert len(raw) > _codec.budget_total(len(raw), None)  # the bound is really counted
+    accepted = []
+    fast_unpack = _codec._fast_unpack
+
+    def spy(data: bytes) -> object:
+        result = fast_unpack(data)
+        accepted.append(result is not _codec._REFUSED)
+        return result
+
+    monkeypatch.setattr(_codec, "_fast_unpack", spy)
+    assert same(unpack_data(raw), value)
+    assert accepted == [True]
+
+
 SPECIAL_INPUTS = {
     "duplicate key": b"\x82\xa1a\x01\xa1a\x02",
     "duplicate key, same value": b"\x82\xa1a\x01\xa1a\x01",
