@@ -16,41 +16,11 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from plain_helpers import plain, same_plain
 
 from statemigrate import _codec
 from statemigrate._codec import pack_data, reference_pack, reference_unpack, unpack_data
 from statemigrate._errors import SnapshotError
-
-leaves = (
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats()
-    | st.text()
-    | st.binary()
-)
-plain = st.recursive(
-    leaves,
-    lambda inner: st.lists(inner, max_size=6)
-    | st.dictionaries(st.text(max_size=12) | st.binary(max_size=6), inner, max_size=6),
-    max_leaves=40,
-)
-
-
-def same(a: object, b: object) -> bool:
-    """Equal with the same types all the way down; NaNs equal when their bits are."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float):
-        assert isinstance(b, float)
-        return struct.pack(">d", a) == struct.pack(">d", b)
-    if isinstance(a, list):
-        assert isinstance(b, list)
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict):
-        assert isinstance(b, dict)
-        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    return a == b
 
 
 def outcome(func: Callable[[], object]) -> tuple[str, object]:
@@ -64,7 +34,7 @@ def outcome(func: Callable[[], object]) -> tuple[str, object]:
 
 
 def same_outcome(a: tuple[str, object], b: tuple[str, object]) -> bool:
-    return a[0] == b[0] and (same(a[1], b[1]) if a[0] == "value" else a[1] == b[1])
+    return a[0] == b[0] and (same_plain(a[1], b[1]) if a[0] == "value" else a[1] == b[1])
 
 
 def decoders_agree(raw: bytes | bytearray) -> bool:
@@ -166,7 +136,7 @@ def test_the_fast_decoder_takes_ordinary_data() -> None:
     raw = pack_data(value)
     decoded = _codec._fast_unpack(raw)
     assert decoded is not _codec._REFUSED
-    assert same(decoded, value)
+    assert same_plain(decoded, value)
 
 
 def test_unpack_data_uses_the_fast_decoder_for_a_large_cache(
@@ -185,7 +155,7 @@ def test_unpack_data_uses_the_fast_decoder_for_a_large_cache(
         return result
 
     monkeypatch.setattr(_codec, "_fast_unpack", spy)
-    assert same(unpack_data(raw), value)
+    assert same_plain(unpack_data(raw), value)
     assert accepted == [True]
 
 
@@ -231,7 +201,7 @@ def test_a_container_flood_never_reaches_the_fast_decoder(monkeypatch: pytest.Mo
 @given(plain)
 def test_decoding_packed_data_matches_the_reference(value: object) -> None:
     raw = pack_data(value)
-    assert same(unpack_data(raw), reference_unpack(raw))
+    assert same_plain(unpack_data(raw), reference_unpack(raw))
 
 
 @given(st.binary(max_size=64))
@@ -264,4 +234,4 @@ def test_nan_payloads_and_signed_zero_survive_the_fast_path() -> None:
     quiet_nan = struct.unpack(">d", b"\x7f\xf8\x00\x00\x00\x00\x00\x01")[0]
     value = [quiet_nan, -0.0, math.inf]
     raw = pack_data(value)
-    assert same(unpack_data(raw), value)
+    assert same_plain(unpack_data(raw), value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any
 
@@ -10,6 +9,7 @@ import pytest
 from golden import PRODUCER, split
 from hypothesis import given
 from hypothesis import strategies as st
+from plain_helpers import plain, same_plain
 
 from statemigrate._codec import ChunkCodec, pack_data
 from statemigrate._encode import SectionInput, encode_snapshot
@@ -18,20 +18,6 @@ from statemigrate._format import Snapshot, open_snapshot
 
 KEY = b"round-trip test key, 32 bytes.."
 
-leaves = (
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats()  # nan and infinities included
-    | st.text()
-    | st.binary()
-)
-plain = st.recursive(
-    leaves,
-    lambda inner: st.lists(inner, max_size=6)
-    | st.dictionaries(st.text(max_size=12) | st.binary(max_size=6), inner, max_size=6),
-    max_leaves=40,
-)
 names = st.text(
     st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20
 )
@@ -40,22 +26,6 @@ section_lists = st.lists(
     max_size=4,
     unique_by=lambda section: (section[0], section[1]),
 )
-
-
-def same_plain(a: object, b: object) -> bool:
-    """Equality that takes nan for nan and tells 1 from 1.0 and 0.0 from -0.0."""
-    if isinstance(a, float) and isinstance(b, float):
-        return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) ==
-                                                    math.copysign(1, b))
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, list):
-        assert isinstance(b, list)
-        return len(a) == len(b) and all(same_plain(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict):
-        assert isinstance(b, dict)
-        return a.keys() == b.keys() and all(same_plain(a[k], b[k]) for k in a)
-    return a == b
 
 
 def read_all(snapshot: Snapshot) -> list[object]:
