@@ -218,7 +218,9 @@ def _validate(item: _Staged) -> None:
     entry = item.entry
     try:
         schema = entry.registry.schema_for(entry.component, entry.spec.version)
-        item.data = schema.validate(item.data)
+        box = [item.data]
+        item.data = None  # the box holds the only reference, so adopt can keep the data
+        item.data = schema.adopt(box)
     except StateMigrateError as exc:
         raise RestoreError("validate", str(exc), component=entry.key) from exc
     except Exception as exc:
