@@ -26,16 +26,19 @@ types and key order, without sharing containers with anything else:
 Whatever the checker declines goes to pydantic, which converts it or says what is wrong,
 so the result of a validation never depends on the checker.
 
-The checker is Python source generated for the schema, with one nested loop per level
-and no function call per value: it is several times faster than a walk that dispatches
-on node kinds.
+The checker is a tree of closures built once per schema, one per node, each running
+one loop over every value found at its place. A record is tested with a few operations
+that run in C (its keys, their types and its value types, each compared as one tuple),
+so for a large cache the check takes well under the time pydantic's copy would
+(``benchmarks/bench_restore.py`` shows the validate phase of a restore).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 __all__ = ["InPlaceChecker", "compile_checker", "sole_reference_count"]
@@ -126,15 +129,23 @@ def compile_checker(
 ) -> InPlaceChecker | None:
     """The in-place checker for ``core_schema``, or None when it has a node not known here.
 
-    ``name`` only labels the generated code in tracebacks and profiles.
+    ``name`` is kept on the checker (as its ``__qualname__``) for tracebacks and profiles.
     """
-    if sole_reference_count() is None:
+    sole = sole_reference_count()
+    if sole is None:
         return None
     try:
         node = _parse(core_schema, {}, frozenset())
     except _Unsupported:
         return None
-    return _generate(node, name)
+    all_fit = _fits(node, sole, nullable=False)
+
+    def check(box: list[Any]) -> bool:
+        # The box is the data's parent: its one item is checked like any other.
+        return len(box) == 1 and all_fit(box)
+
+    check.__qualname__ = f"in-place check of {name}"
+    return check
 
 
 class _Unsupported(Exception):
@@ -202,149 +213,209 @@ def _parse_record(
 
 
 def sole_reference_count() -> int | None:
-    """What ``sys.getrefcount`` says of a container held once, read through a local name.
+    """What ``sys.getrefcount`` reports for a container that only its parent holds, once
+    a local name is bound to it: the checkers compare every dict and list with this.
 
-    The generated code binds each container to a local name in one of three ways (an
-    item of a dict or list by subscript, a list item by iteration, a dict value by
-    iteration) and counts its references there. The figure depends on the interpreter
-    (the local name and the call's own argument may or may not count), so it is measured
-    the same three ways; None if they disagree or the interpreter has no reference
-    counts, and then no checker is made.
+    A checker binds a container to a name in one of four ways: by subscript, or as the
+    loop variable over a list, over a dict's values, or over a ``map`` of a getter. The
+    figure depends on the interpreter (whether the name and the call's argument count),
+    so it is measured here in all four ways; None when they disagree or the interpreter
+    has no reference counts, and then no checker is made.
     """
     getrefcount = getattr(sys, "getrefcount", None)
     if getrefcount is None:
         return None
 
     def by_subscript(holder: list[object]) -> int:
-        value = holder[0]
-        return int(getrefcount(value))
+        held = holder[0]
+        return int(getrefcount(held))
 
-    def by_list_item(holder: list[object]) -> int:
-        for value in holder:
-            return int(getrefcount(value))
+    def by_loop(holder: Iterable[object]) -> int:
+        for held in holder:
+            return int(getrefcount(held))
         raise AssertionError("unreachable: the holder has one item")
 
-    def by_dict_value(holder: dict[str, object]) -> int:
-        for value in holder.values():
-            return int(getrefcount(value))
-        raise AssertionError("unreachable: the holder has one item")
-
-    counts = {by_subscript([[]]), by_list_item([[]]), by_dict_value({"": []})}
+    counts = {
+        by_subscript([[]]),
+        by_loop([[]]),
+        by_loop({"": []}.values()),
+        by_loop(map(itemgetter(0), ([[]],))),
+    }
     return counts.pop() if len(counts) == 1 else None
 
 
-class _Source:
-    """Lines of the generated function, with indentation and fresh local names."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.constants: dict[str, object] = {}
-        self._names = 0
-
-    def local(self) -> str:
-        self._names += 1
-        return f"v{self._names}"
-
-    def constant(self, value: object) -> str:
-        name = f"K{len(self.constants)}"
-        self.constants[name] = value
-        return name
+Fits = Callable[[Iterable[Any]], bool]
+"""Whether every value an iterable yields fits one node. The iterable must yield values
+held by their parent only (a list or a dict's values, iterated): each check binds each
+value to its loop variable and counts references there (see sole_reference_count)."""
 
 
-def _generate(root: _Node, name: str) -> InPlaceChecker:
-    source = _Source()
-    body: list[str] = []
-    _emit(root, "v0", source, body, "")
-    lines = ["def check(box):", "    v0 = box[0]"]
-    lines += ["    " + line for line in body]
-    lines.append("    return True")
-    text = "\n".join(lines) + "\n"
-    namespace: dict[str, Any] = {
-        "__builtins__": {},  # the code names every builtin it uses below
-        "type": type,
-        "tuple": tuple,
-        "dict": dict,
-        "list": list,
-        "getrefcount": sys.getrefcount,
-        "SOLE": sole_reference_count(),
-        **{exact.__name__ + "_": exact for exact in _SCALARS.values()},
-        **source.constants,
-    }
-    # Safe to run: field names enter the source only as repr() literals.
-    exec(compile(text, f"<in-place check of {name}>", "exec"), namespace)
-    check: InPlaceChecker = namespace["check"]
-    check.__doc__ = text  # the generated source, for whoever debugs it
-    return check
-
-
-def _emit(node: _Node, var: str, source: _Source, out: list[str], indent: str) -> None:
-    """Append lines that ``return False`` unless ``var`` (bound once) fits ``node``."""
+def _fits(node: _Node, sole: int, *, nullable: bool) -> Fits:
+    """The check of values against ``node``; None passes too when ``nullable``."""
     if isinstance(node, _AnyValue):
-        return
-    if isinstance(node, _Exact):
-        out.append(f"{indent}if type({var}) is not {node.type.__name__}_: return False")
-        return
+        return _all_anything
     if isinstance(node, _Optional):
-        inner: list[str] = []
-        _emit(node.inner, var, source, inner, indent + "    ")
-        if inner:
-            out.append(f"{indent}if {var} is not None:")
-            out.extend(inner)
-        return
-    container = "list" if isinstance(node, _List) else "dict"
-    out.append(
-        f"{indent}if type({var}) is not {container} or getrefcount({var}) != SOLE: return False"
-    )
+        return _fits(node.inner, sole, nullable=True)
+    if isinstance(node, _Exact):
+        return _exact_fits(node.type, nullable)
     if isinstance(node, _List):
-        _emit_loop(f"for {{item}} in {var}:", node.item, source, out, indent)
-    elif isinstance(node, _Dict):
-        if node.key != _ANY:
-            _emit_loop(f"for {{item}} in {var}:", node.key, source, out, indent)
-        _emit_loop(f"for {{item}} in {var}.values():", node.value, source, out, indent)
-    else:
-        _emit_record(node, var, source, out, indent)
+        return _list_fits(node, sole, nullable)
+    if isinstance(node, _Dict):
+        return _dict_fits(node, sole, nullable)
+    if all(field.required and _solid(field.node) for field in node.fields):
+        return _solid_record_fits(node, sole, nullable)
+    return _record_fits(node, sole, nullable)
 
 
-def _emit_loop(header: str, node: _Node, source: _Source, out: list[str], indent: str) -> None:
-    item = source.local()
-    body: list[str] = []
-    _emit(node, item, source, body, indent + "    ")
-    if body:  # a loop over values of Any checks nothing
-        out.append(indent + header.format(item=item))
-        out.extend(body)
+def _all_anything(values: Iterable[Any]) -> bool:
+    return True
 
 
-def _emit_record(record: _Record, var: str, source: _Source, out: list[str], indent: str) -> None:
+def _exact_fits(expected: type, nullable: bool) -> Fits:
+    def all_fit(values: Iterable[Any]) -> bool:
+        for value in values:
+            if type(value) is not expected and not (nullable and value is None):
+                return False
+        return True
+
+    return all_fit
+
+
+def _list_fits(node: _List, sole: int, nullable: bool) -> Fits:
+    items_fit = _fits(node.item, sole, nullable=False)
+    getrefcount = sys.getrefcount  # bound once: read in every call
+
+    def all_fit(values: Iterable[Any]) -> bool:
+        for value in values:
+            if type(value) is not list or getrefcount(value) != sole:
+                if nullable and value is None:
+                    continue
+                return False
+            if not items_fit(value):
+                return False
+        return True
+
+    return all_fit
+
+
+def _dict_fits(node: _Dict, sole: int, nullable: bool) -> Fits:
+    keys_fit = _fits(node.key, sole, nullable=False)
+    values_fit = _fits(node.value, sole, nullable=False)
+    getrefcount = sys.getrefcount
+
+    def all_fit(values: Iterable[Any]) -> bool:
+        for value in values:
+            if type(value) is not dict or getrefcount(value) != sole:
+                if nullable and value is None:
+                    continue
+                return False
+            if not (keys_fit(value) and values_fit(value.values())):
+                return False
+        return True
+
+    return all_fit
+
+
+def _solid_record_fits(record: _Record, sole: int, nullable: bool) -> Fits:
+    """The check of the common record: every field required, none optional or Any.
+
+    Its keys, their types and the value types are each compared as one tuple built in
+    C. Only fields holding containers are visited one by one; a list of one exact type
+    is checked right here, without a call, since caches are full of them (tags).
+    """
     names = tuple(field.name for field in record.fields)
-    if all(field.required for field in record.fields):
-        # Equal keys may still be str subclasses (a StrEnum member a step used as a key);
-        # pydantic's output would hold the plain field names instead.
-        key = source.local()
-        out.append(f"{indent}if tuple({var}) != {source.constant(names)}: return False")
-        out.append(f"{indent}for {key} in {var}:")
-        out.append(f"{indent}    if type({key}) is not str_: return False")
-    else:
-        required = frozenset(field.name for field in record.fields if field.required)
-        fits = source.constant(_keys_fit(names, required))
-        out.append(f"{indent}if not {fits}(tuple({var})): return False")
+    plain_names = (str,) * len(names)
+    types = tuple(_solid_type(field.node) for field in record.fields)
+    exact_lists = []
+    nested = []
     for field in record.fields:
-        body: list[str] = []
-        value = source.local()
-        _emit(field.node, value, source, body, indent + ("" if field.required else "    "))
-        if not body:
-            continue
-        if field.required:
-            out.append(f"{indent}{value} = {var}[{field.name!r}]")
-        else:
-            out.append(f"{indent}if {field.name!r} in {var}:")
-            out.append(f"{indent}    {value} = {var}[{field.name!r}]")
-        out.extend(body)
+        item = _exact_type(field.node.item) if isinstance(field.node, _List) else None
+        if item is not None:
+            exact_lists.append((field.name, *item))
+        elif isinstance(field.node, (_List, _Dict, _Record)):
+            nested.append((itemgetter(field.name), _fits(field.node, sole, nullable=False)))
+    getrefcount = sys.getrefcount
+
+    def all_fit(values: Iterable[Any]) -> bool:
+        for value in values:
+            if (
+                type(value) is not dict
+                or getrefcount(value) != sole
+                or tuple(value) != names
+                or tuple(map(type, value)) != plain_names  # equal keys may be str subclasses
+                or tuple(map(type, value.values())) != types
+            ):
+                if nullable and value is None:
+                    continue
+                return False
+            for name, expected, none_too in exact_lists:
+                items = value[name]
+                if getrefcount(items) != sole:
+                    return False
+                for item in items:
+                    if type(item) is not expected and not (none_too and item is None):
+                        return False
+            for get, field_fits in nested:
+                if not field_fits(map(get, (value,))):  # yields the field, adding no reference
+                    return False
+        return True
+
+    return all_fit
+
+
+def _record_fits(record: _Record, sole: int, nullable: bool) -> Fits:
+    """The check of a record with optional or ``Any`` fields, one field at a time."""
+    names = tuple(field.name for field in record.fields)
+    keys_fit = _keys_fit(names, frozenset(f.name for f in record.fields if f.required))
+    fields = tuple(
+        (field.name, itemgetter(field.name), _fits(field.node, sole, nullable=False))
+        for field in record.fields
+        if not isinstance(field.node, _AnyValue)
+    )
+    getrefcount = sys.getrefcount
+
+    def all_fit(values: Iterable[Any]) -> bool:
+        for value in values:
+            if type(value) is not dict or getrefcount(value) != sole:
+                if nullable and value is None:
+                    continue
+                return False
+            if not keys_fit(tuple(value)):
+                return False
+            for name, get, field_fits in fields:
+                if name in value and not field_fits(map(get, (value,))):
+                    return False
+        return True
+
+    return all_fit
+
+
+def _solid(node: _Node) -> bool:
+    """Whether every value fitting ``node`` has one type (no Any, no optional)."""
+    return isinstance(node, (_Exact, _List, _Dict, _Record))
+
+
+def _solid_type(node: _Node) -> type:
+    if isinstance(node, _Exact):
+        return node.type
+    return list if isinstance(node, _List) else dict
+
+
+def _exact_type(node: _Node) -> tuple[type, bool] | None:
+    """The type every non-None value of ``node`` has exactly, and whether None is
+    allowed too; None when ``node`` is not a scalar."""
+    if isinstance(node, _Exact):
+        return node.type, False
+    if isinstance(node, _Optional) and isinstance(node.inner, _Exact):
+        return node.inner.type, True
+    return None
 
 
 def _keys_fit(
     names: tuple[str, ...], required: frozenset[str]
 ) -> Callable[[tuple[object, ...]], bool]:
-    """A test that keys are some of ``names``, in that order, with every required one."""
+    """A test that keys are plain strs among ``names``, in that order, with every
+    required one."""
     position = {name: index for index, name in enumerate(names)}
 
     def fits(keys: tuple[object, ...]) -> bool:
