@@ -282,34 +282,33 @@ def _exact_fits(expected: type, nullable: bool) -> Fits:
 
 
 def _list_fits(node: _List, sole: int, nullable: bool) -> Fits:
-    items_fit = _fits(node.item, sole, nullable=False)
-    getrefcount = sys.getrefcount  # bound once: read in every call
-
-    def all_fit(values: Iterable[Any]) -> bool:
-        for value in values:
-            if type(value) is not list or getrefcount(value) != sole:
-                if nullable and value is None:
-                    continue
-                return False
-            if not items_fit(value):
-                return False
-        return True
-
-    return all_fit
+    return _container_fits(list, _fits(node.item, sole, nullable=False), sole, nullable)
 
 
 def _dict_fits(node: _Dict, sole: int, nullable: bool) -> Fits:
     keys_fit = _fits(node.key, sole, nullable=False)
     values_fit = _fits(node.value, sole, nullable=False)
-    getrefcount = sys.getrefcount
+
+    def contents_fit(value: dict[Any, Any]) -> bool:
+        return keys_fit(value) and values_fit(value.values())
+
+    return _container_fits(dict, contents_fit, sole, nullable)
+
+
+def _container_fits(
+    container: type, contents_fit: Callable[[Any], bool], sole: int, nullable: bool
+) -> Fits:
+    """The check of values that must each be a ``container`` held once, whose contents
+    ``contents_fit`` checks."""
+    getrefcount = sys.getrefcount  # bound once: read in every call
 
     def all_fit(values: Iterable[Any]) -> bool:
         for value in values:
-            if type(value) is not dict or getrefcount(value) != sole:
+            if type(value) is not container or getrefcount(value) != sole:
                 if nullable and value is None:
                     continue
                 return False
-            if not (keys_fit(value) and values_fit(value.values())):
+            if not contents_fit(value):
                 return False
         return True
 
@@ -381,22 +380,16 @@ def _record_fits(record: _Record, sole: int, nullable: bool) -> Fits:
         for field in record.fields
         if not isinstance(field.node, _AnyValue)
     )
-    getrefcount = sys.getrefcount
 
-    def all_fit(values: Iterable[Any]) -> bool:
-        for value in values:
-            if type(value) is not dict or getrefcount(value) != sole:
-                if nullable and value is None:
-                    continue
+    def contents_fit(value: dict[str, Any]) -> bool:
+        if not keys_fit(tuple(value)):
+            return False
+        for name, get, field_fits in fields:
+            if name in value and not field_fits(map(get, (value,))):
                 return False
-            if not keys_fit(tuple(value)):
-                return False
-            for name, get, field_fits in fields:
-                if name in value and not field_fits(map(get, (value,))):
-                    return False
         return True
 
-    return all_fit
+    return _container_fits(dict, contents_fit, sole, nullable)
 
 
 def _exact_type(node: _Node) -> tuple[type, bool] | None:
