@@ -104,6 +104,7 @@ def best_of(repeat: int, func: Callable[[], object]) -> tuple[float, object]:
     best = float("inf")
     result: object = None
     for _ in range(repeat):
+        result = None  # free the previous result now, not inside the next timed run
         started = time.perf_counter()
         result = func()
         best = min(best, time.perf_counter() - started)
