@@ -187,7 +187,8 @@ def child(method: str, count: int, repeat: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the size")
-    parser.add_argument("--repeat", type=int, default=5)  # the fastest of 5: this is a noisy machine class
+    # The fastest of 5 runs: shared machines are noisy, and noise only ever adds time.
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--child", nargs=3, metavar=("METHOD", "COUNT", "REPEAT"))
     args = parser.parse_args()
     if args.child:

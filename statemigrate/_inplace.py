@@ -7,8 +7,9 @@ buys nothing, and for a large cache it costs about as much as decoding did.
 
 :func:`compile_checker` reads a schema's pydantic core schema. If every node in it is one
 this module knows (a ``TypedDict``, ``dict``, ``list``, optional value, ``str``, ``int``,
-``float``, ``bool``, ``bytes``, ``None`` or ``Any``, with no constraint, validator, alias,
-default or config), it returns a checker; otherwise ``None``. The checker accepts data
+``float``, ``bool``, ``bytes``, ``None`` or ``Any``; numbers may have bounds and finiteness
+and strings lengths, but no other constraint, validator, alias, default or config), it
+returns a checker; otherwise ``None``. The checker accepts data
 only when pydantic's default (lax) validation would return an equal value with the same
 types and key order, without sharing containers with anything else:
 
@@ -35,6 +36,8 @@ restore).
 
 from __future__ import annotations
 
+import math
+import operator
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -49,9 +52,10 @@ InPlaceChecker = Callable[[list[Any]], bool]
 
 @dataclass(frozen=True)
 class _Exact:
-    """A value of exactly this immutable type."""
+    """A value of exactly this immutable type, for which ``test`` (if any) holds."""
 
     type: type
+    test: Callable[[Any], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,14 @@ _INERT = frozenset({"type", "ref", "metadata", "serialization"})
 # The keys each kind may carry besides those; any other key (min_length, strict,
 # allow_inf_nan, extras_schema, ...) changes validation, and the checker declines it.
 _PARTS: Mapping[str, frozenset[str]] = {
-    **{kind: frozenset() for kind in _SCALARS},
+    # strict changes nothing for values of exactly the declared type, the only ones
+    # kept; the bounds and lengths become a test (see _value_test).
+    "int": frozenset({"strict", "ge", "gt", "le", "lt"}),
+    "float": frozenset({"strict", "ge", "gt", "le", "lt", "allow_inf_nan"}),
+    "str": frozenset({"strict", "min_length", "max_length"}),
+    "bool": frozenset({"strict"}),
+    "bytes": frozenset({"strict"}),
+    "none": frozenset(),
     "any": frozenset(),
     "nullable": frozenset({"schema"}),
     "list": frozenset({"items_schema"}),
@@ -161,7 +172,7 @@ def _parse(
     if set(schema) - _INERT - _PARTS[kind]:
         raise _Unsupported(kind)
     if kind in _SCALARS:
-        return _Exact(_SCALARS[kind])
+        return _Exact(_SCALARS[kind], _value_test(kind, schema))
     if kind == "any":
         return _ANY
     if kind == "nullable":
@@ -185,6 +196,44 @@ def _parse(
     if ref in resolving or ref not in definitions:
         raise _Unsupported("recursive schema")  # recursion would need a walk, not loops
     return _parse(definitions[ref], definitions, resolving | {ref})
+
+
+_BOUNDS = (("ge", operator.ge), ("gt", operator.gt), ("le", operator.le), ("lt", operator.lt))
+
+
+def _value_test(kind: str, schema: Mapping[str, Any]) -> Callable[[Any], bool] | None:
+    """The test of a scalar's constraints, or None when it has none.
+
+    Python's comparison of an int or float with an int or float bound is exact, so a
+    value it lets through is one pydantic lets through too; anything it turns away
+    goes to pydantic, which decides. Bounds of other types are not known here.
+    """
+    if kind == "str":
+        shortest = schema.get("min_length", 0)
+        longest = schema.get("max_length")
+        if "min_length" not in schema and longest is None:
+            return None
+        if type(shortest) is not int or (longest is not None and type(longest) is not int):
+            raise _Unsupported("length")
+        return lambda value: shortest <= len(value) and (longest is None or len(value) <= longest)
+    bounds = []
+    for key, holds in _BOUNDS:
+        if key in schema:
+            bound = schema[key]
+            if type(bound) is not int and not (kind == "float" and type(bound) is float):
+                raise _Unsupported("bound")
+            bounds.append((holds, bound))
+    finite = kind == "float" and schema.get("allow_inf_nan", True) is False
+    if not bounds and not finite:
+        return None
+
+    def test(value: Any) -> bool:
+        for holds, bound in bounds:
+            if not holds(value, bound):
+                return False
+        return not finite or math.isfinite(value)
+
+    return test
 
 
 def _parse_or_any(
@@ -257,7 +306,7 @@ def _fits(node: _Node, sole: int, *, nullable: bool) -> Fits:
     if isinstance(node, _Optional):
         return _fits(node.inner, sole, nullable=True)
     if isinstance(node, _Exact):
-        return _exact_fits(node.type, nullable)
+        return _exact_fits(node, nullable)
     if isinstance(node, _List):
         return _list_fits(node, sole, nullable)
     if isinstance(node, _Dict):
@@ -271,14 +320,26 @@ def _all_anything(values: Iterable[Any]) -> bool:
     return True
 
 
-def _exact_fits(expected: type, nullable: bool) -> Fits:
+def _exact_fits(node: _Exact, nullable: bool) -> Fits:
+    expected, test = node.type, node.test
+
     def all_fit(values: Iterable[Any]) -> bool:
         for value in values:
             if type(value) is not expected and not (nullable and value is None):
                 return False
         return True
 
-    return all_fit
+    def all_fit_tested(values: Iterable[Any]) -> bool:
+        assert test is not None
+        for value in values:
+            if value is None:
+                if not nullable:
+                    return False
+            elif type(value) is not expected or not test(value):
+                return False
+        return True
+
+    return all_fit if test is None else all_fit_tested
 
 
 def _list_fits(node: _List, sole: int, nullable: bool) -> Fits:
@@ -336,7 +397,7 @@ def _required_record_fits(record: _Record, sole: int, nullable: bool) -> Fits:
             (optional_scalars if exact[1] else scalars).append((field.name, exact[0]))
         elif item is not None:
             exact_lists.append((field.name, *item))
-        elif not isinstance(node, _AnyValue):
+        elif not isinstance(node, _AnyValue):  # containers and scalars with a test
             nested.append((itemgetter(field.name), _fits(node, sole, nullable=False)))
     getrefcount = sys.getrefcount
 
@@ -394,11 +455,10 @@ def _record_fits(record: _Record, sole: int, nullable: bool) -> Fits:
 
 def _exact_type(node: _Node) -> tuple[type, bool] | None:
     """The type every non-None value of ``node`` has exactly, and whether None is
-    allowed too; None when ``node`` is not a scalar."""
-    if isinstance(node, _Exact):
-        return node.type, False
-    if isinstance(node, _Optional) and isinstance(node.inner, _Exact):
-        return node.inner.type, True
+    allowed too; None when ``node`` is not a scalar or its values have a test."""
+    inner = node.inner if isinstance(node, _Optional) else node
+    if isinstance(inner, _Exact) and inner.test is None:
+        return inner.type, inner is not node
     return None
 
 

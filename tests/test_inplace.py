@@ -7,10 +7,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+import math
 import sys
 import types
 from collections import OrderedDict
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Annotated, Any, Literal, NotRequired
 
 import pydantic
@@ -74,6 +76,22 @@ class Record:
 
 class Positive(TypedDict):
     a: Annotated[int, pydantic.Field(gt=0)]
+
+
+class Bounded(TypedDict):
+    count: Annotated[int, pydantic.Field(ge=0, lt=10)]
+    ratio: Annotated[float, pydantic.Field(ge=-1, le=1.5, allow_inf_nan=False)]
+    deadline: Annotated[float, pydantic.Field(allow_inf_nan=False)] | None
+    code: Annotated[str, pydantic.Field(min_length=1, max_length=3)]
+    flag: Annotated[bool, pydantic.Field(strict=True)]
+
+
+class Even(TypedDict):
+    a: Annotated[int, pydantic.Field(multiple_of=2)]
+
+
+class Pattern(TypedDict):
+    a: Annotated[str, pydantic.Field(pattern="^x")]
 
 
 class Short(TypedDict):
@@ -157,7 +175,7 @@ def test_sole_reference_count_is_a_parent_and_one_name_and_a_second_holder_shows
 
 @pytest.mark.parametrize(
     "type_",
-    [Flat, Nested, Partial, Twice, list[int], dict[str, Any], int, Any],
+    [Flat, Nested, Partial, Twice, Positive, Bounded, list[int], dict[str, Any], int, Any],
     ids=lambda t: getattr(t, "__name__", str(t)),
 )
 def test_plain_schemas_get_a_checker(type_: object) -> None:
@@ -166,7 +184,8 @@ def test_plain_schemas_get_a_checker(type_: object) -> None:
 
 @pytest.mark.parametrize(
     "type_",
-    [Tree, Model, Record, Positive, Short, Choice, Either, Pair, Stamp, BytesKeys, Stripped, Open],
+    [Tree, Model, Record, Short, Choice, Either, Pair, Stamp, BytesKeys, Stripped, Open, Even,
+     Pattern],
     ids=lambda t: t.__name__,
 )
 def test_schemas_with_unknown_parts_get_none_and_validate_as_before(type_: object) -> None:
@@ -174,6 +193,12 @@ def test_schemas_with_unknown_parts_get_none_and_validate_as_before(type_: objec
     assert schema.in_place is None
     with pytest.raises(ValidationError):
         schema.adopt([{"a": object()}])
+
+
+def test_bounds_of_other_types_than_int_and_float_get_none() -> None:
+    assert _inplace.compile_checker({"type": "float", "gt": Decimal("0.5")}) is None
+    assert _inplace.compile_checker({"type": "int", "gt": 0.5}) is None
+    assert _inplace.compile_checker({"type": "float", "gt": 0.5}) is not None
 
 
 def test_a_checker_is_not_made_without_reference_counts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,6 +288,42 @@ def test_data_pydantic_would_change_is_declined_and_validated_by_pydantic(name: 
     build = DECLINED[name]
     assert not kept(schema, build)
     assert agree(schema, build)
+
+
+def bounded(**changes: Any) -> dict[str, Any]:
+    record = {"count": 0, "ratio": -1.0, "deadline": None, "code": "abc", "flag": True}
+    record.update(changes)
+    return record
+
+
+def test_values_within_their_constraints_are_kept() -> None:
+    schema = schema_of(Bounded)
+    assert kept(schema, bounded)
+    assert kept(schema, lambda: bounded(count=9, ratio=1.5, deadline=1e300, code="a"))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"count": -1},
+        {"count": 10},
+        {"ratio": 1.6},
+        {"ratio": math.nan},
+        {"deadline": math.inf},
+        {"deadline": -math.inf},
+        {"code": ""},
+        {"code": "abcd"},
+        {"flag": 1},
+    ],
+    ids=repr,
+)
+def test_values_outside_their_constraints_are_declined_and_refused_by_pydantic(
+    changes: dict[str, Any],
+) -> None:
+    schema = schema_of(Bounded)
+    assert not kept(schema, lambda: bounded(**changes))
+    with pytest.raises(ValidationError):
+        schema.adopt([bounded(**changes)])
 
 
 def test_missing_fields_are_declined_and_reported_by_pydantic() -> None:
@@ -389,7 +450,12 @@ def agree(schema: SchemaVersion, describe: Callable[[], object] | object) -> boo
     )
 
 
-LEAVES = ("int", "float", "str", "bool", "bytes", "none", "any")
+LEAVES = ("int", "float", "str", "bool", "bytes", "none", "any", "small", "finite", "short")
+CONSTRAINED: dict[str, Any] = {
+    "small": Annotated[int, pydantic.Field(ge=0, lt=3)],
+    "finite": Annotated[float, pydantic.Field(gt=-1, allow_inf_nan=False)],
+    "short": Annotated[str, pydantic.Field(max_length=2)],
+}
 FIELD_NAMES = st.sampled_from(["a", "b", "c", "d", "tags", "ü", "x y", "'q'"])
 
 specs = st.recursive(
@@ -412,7 +478,7 @@ _type_counter = iter(range(1 << 30))
 
 def type_of(spec: Any) -> Any:
     leaves = {"int": int, "float": float, "str": str, "bool": bool, "bytes": bytes,
-              "none": type(None), "any": Any}
+              "none": type(None), "any": Any, **CONSTRAINED}
     if isinstance(spec, str):
         return leaves[spec]
     kind, inner = spec
@@ -478,6 +544,9 @@ LEAF_VALUES: dict[str, st.SearchStrategy[object]] = {
     "bool": st.booleans() | st.integers(0, 1),
     "bytes": st.binary(max_size=4) | st.text(max_size=2),
     "none": st.none(),
+    "small": st.integers(-2, 4),
+    "finite": st.floats(min_value=-2) | st.just(-1.0),
+    "short": st.text(max_size=3),
 }
 odd_values: st.SearchStrategy[object] = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=3),
