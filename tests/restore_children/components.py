@@ -126,22 +126,24 @@ class Failpoints:
 
 @contextmanager
 def validation_failpoint(monkeypatch: Any, failpoints: Failpoints) -> Iterator[None]:
-    """Route every schema validation through ``failpoints`` (site ``"validate"``)."""
-    original = SchemaVersion.validate
+    """Route the restore's schema validation (``SchemaVersion.adopt``) through
+    ``failpoints`` (site ``"validate"``)."""
+    original = SchemaVersion.adopt
 
-    def validate(self: SchemaVersion, data: object) -> Any:
+    def adopt(self: SchemaVersion, box: list[Any]) -> Any:
         fault = failpoints.hit("validate", self)
         if fault is not None:
             if fault.exc is InjectedFault:
-                return original(self, {"not": "this schema"})
-            failpoints.throw(fault, f"validate {self}")
-        return original(self, data)
+                box[0] = {"not": "this schema"}
+            else:
+                failpoints.throw(fault, f"validate {self}")
+        return original(self, box)
 
-    monkeypatch.setattr(SchemaVersion, "validate", validate)
+    monkeypatch.setattr(SchemaVersion, "adopt", adopt)
     try:
         yield
     finally:
-        monkeypatch.setattr(SchemaVersion, "validate", original)
+        monkeypatch.setattr(SchemaVersion, "adopt", original)
 
 
 # --- the counters component ---------------------------------------------------------
