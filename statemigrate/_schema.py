@@ -110,7 +110,9 @@ class SchemaVersion:
         _reject_typing_typeddict(type_, where)
         try:
             adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(cast(Any, type_))
-            schema = adapter.json_schema(mode="validation")
+            # Bounds keep their Python type in pydantic's JSON Schema (a Decimal stays a
+            # Decimal); the JSON-ready form makes them text that json can hash.
+            schema = pydantic_core.to_jsonable_python(adapter.json_schema(mode="validation"))
         except pydantic.PydanticUserError as exc:
             if exc.code == "typed-dict-version":
                 raise RegistrationError(f"{where}: {_TYPEDDICT_HINT}") from exc
@@ -122,7 +124,12 @@ class SchemaVersion:
             raise RegistrationError(
                 f"{where}: pydantic cannot use {type_!r}: {exc.message}{hint}"
             ) from exc
-        except (pydantic.PydanticSchemaGenerationError, TypeError, NameError) as exc:
+        except (
+            pydantic.PydanticSchemaGenerationError,
+            pydantic_core.PydanticSerializationError,
+            TypeError,
+            NameError,
+        ) as exc:
             raise RegistrationError(f"{where}: pydantic cannot use {type_!r}: {exc}") from exc
         kind, names, required = _record_fields(type_, schema)
         return cls(

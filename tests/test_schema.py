@@ -12,7 +12,7 @@ import sys
 import textwrap
 import typing
 import uuid
-from typing import Any, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired
 
 import pydantic
 import pytest
@@ -483,3 +483,19 @@ def test_model_dict_form_is_converted() -> None:
 def test_export_of_a_foreign_object_is_a_validation_error() -> None:
     with pytest.raises(ValidationError, match="cannot export"):
         RICH.export(Point(1, 2.0, datetime.date(2020, 1, 1)))
+
+
+class DecimalBound(TypedDict):
+    low: Annotated[float, Field(gt=decimal.Decimal("0.5"))]
+
+
+def test_a_decimal_bound_registers_and_counts_in_the_fingerprint() -> None:
+    schema = SchemaVersion.create("bounded", 1, DecimalBound)
+    assert schema.validate({"low": 1.0}) == {"low": 1.0}
+    with pytest.raises(ValidationError):
+        schema.validate({"low": 0.5})
+    assert schema.fingerprint != SchemaVersion.create("bounded", 1, DecimalBoundOther).fingerprint
+
+
+class DecimalBoundOther(TypedDict):
+    low: Annotated[float, Field(gt=decimal.Decimal("0.25"))]
