@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import Result, run
 from golden import seal_raw, split
 from typing_extensions import TypedDict
 
 import statemigrate as sm
 from statemigrate import _registry
-from statemigrate._cli import build_parser, main
+from statemigrate._cli import build_parser
 from statemigrate._cli_inspect import human_size
 from statemigrate._encode import SectionInput, encode_snapshot
 from statemigrate._format import MAGIC, assemble, open_snapshot
@@ -70,21 +71,6 @@ def _registry_with_blobs() -> sm.Registry:
 
 
 # --- running the command line ---------------------------------------------------------
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> Result:
-    """Call main() in this process, as a test calls any plain function."""
-    capsys.readouterr()
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return Result(code, captured.out, captured.err)
 
 
 def run_child(

@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import shutil
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_helpers import run
 
-from statemigrate._cli import main
 from statemigrate.reference import MIGRATIONS_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = "statemigrate.reference:build_registry"
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> Result:
-    capsys.readouterr()
-    out = io.StringIO()
-    code = main(list(argv), out=out)
-    return Result(code, out.getvalue(), capsys.readouterr().err)
 
 
 @pytest.fixture(autouse=True)
