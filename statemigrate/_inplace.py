@@ -393,11 +393,10 @@ def _required_record_fits(record: _Record, sole: int, nullable: bool) -> Fits:
     nested: list[tuple[Callable[[Any], Any], Fits]] = []
     for field in record.fields:
         node = field.node
-        exact = _exact_type(node)
-        item = _exact_type(node.item) if isinstance(node, _List) else None
         scalar = node.inner if isinstance(node, _Optional) else node
-        if exact is not None:
-            (optional_scalars if exact[1] else scalars).append((field.name, exact[0]))
+        item = _exact_type(node.item) if isinstance(node, _List) else None
+        if isinstance(scalar, _Exact) and scalar.test is None:
+            (optional_scalars if scalar is not node else scalars).append((field.name, scalar.type))
         elif isinstance(scalar, _Exact) and scalar.test is not None:
             tested_scalars.append((field.name, scalar.type, scalar.test, scalar is not node))
         elif item is not None:
