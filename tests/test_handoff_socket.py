@@ -409,3 +409,27 @@ def test_successor_side_refuses_a_deeply_nested_commit(pair):
     assert caught.value.stage == "commit"
     assert isinstance(next_message(old), Hello)
     assert next_message(old) == Ready(pid=os.getpid())
+
+
+def test_old_side_refuses_a_ready_naming_another_pid(pair):
+    old, new = pair
+    calls: list[str] = []
+    other = os.getppid()  # a live process, but not the one at the other end
+    new.send(encode_message(Hello(pid=os.getpid())))
+    new.send(encode_message(Ready(pid=other)))
+    pattern = f"READY names pid {other}, the successor is pid {os.getpid()}"
+    with pytest.raises(HandoffError, match=pattern) as caught:
+        send_handoff(
+            old,
+            listeners={},
+            export_state=lambda readable: b"state",
+            pause=lambda: calls.append("pause"),
+            resume=lambda: calls.append("resume"),
+            stop_accepting=lambda: calls.append("stop_accepting"),
+        )
+    assert caught.value.stage == "ready"
+    assert caught.value.report is not None and caught.value.report.outcome == "failed"
+    assert calls == ["pause", "resume"]  # no COMMIT: the old process keeps the state
+    assert isinstance(next_message(new), SnapshotOffer)
+    abort = next_message(new)
+    assert isinstance(abort, Abort) and f"READY names pid {other}" in abort.reason
