@@ -20,6 +20,10 @@ succeeded. A timeout on either side therefore never leaves two owners.
 
 Descriptors travel only with ``SNAPSHOT``; any other message that carries some is
 refused and the descriptors are closed.
+
+Every packet is hostile input: :func:`decode_message` returns a message whose
+fields have their documented types and ranges, or raises :class:`HandoffError`
+(``protocol error``), whatever the bytes.
 """
 
 from __future__ import annotations
@@ -154,8 +158,10 @@ def _deeper_than(body: bytes, limit: int) -> bool:
     """Whether the JSON ``body`` nests arrays and objects more than ``limit`` deep.
 
     Checked before ``json.loads``, which recurses once per level and raises
-    ``RecursionError`` for deep input; a malformed body only has to come out of
-    this count no deeper than it is, since the parser refuses it next.
+    ``RecursionError`` for deep input. Strings are cut out first, as the parser
+    reads them, so brackets inside them do not count. Invalid JSON may be counted
+    deeper than the parser would get (an unterminated string, say): it is refused
+    either way.
     """
     depth = 0
     for bracket in _BRACKET.findall(_JSON_STRING.sub(b"", body)):
