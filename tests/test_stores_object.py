@@ -15,6 +15,7 @@ from typing import Any
 
 import obstore
 import pytest
+import xxhash
 from _store_helpers import scratch_dir
 from _store_helpers.object_server import (
     Place,
@@ -28,8 +29,10 @@ from _store_helpers.object_server import (
 from _store_helpers.payload import check_payload, make_payload
 from obstore.store import MemoryStore as RawMemoryStore
 from obstore.store import S3Store
+from restore_children.components import build_registry, exports, set_state
 
-from statemigrate import StoreConflictError, StoreError
+from statemigrate import RestoreError, Service, SnapshotError, StoreConflictError, StoreError
+from statemigrate.reference import KVCacheV1
 from statemigrate.stores import MemoryStore, ObjectRef, ObjectStore, SnapshotRef, Store
 from statemigrate.stores._object_backend import Backend, Refused
 
@@ -458,6 +461,58 @@ def test_an_unreachable_server_is_named() -> None:
     for action in (store.open, lambda: store.commit(GOOD)):
         with pytest.raises(StoreError, match="cannot reach the server"):
             action()
+
+
+# -- authentication ------------------------------------------------------------------------
+
+KEY = b"0123456789abcdef-key"
+REGISTRY = build_registry()
+
+
+def keyed_service(key: bytes | None, entries: dict[str, str] | None = None) -> Service:
+    cache = KVCacheV1()
+    if entries is not None:
+        set_state(cache, REGISTRY, {"entries": entries})
+    service = Service("svc", key=key, registry=REGISTRY)
+    service.register(cache)
+    return service
+
+
+def test_a_keyed_service_refuses_what_anyone_with_bucket_access_can_write(
+    s3: S3Server,
+) -> None:
+    """A remote store holds what anyone with write access to the bucket put there. A
+    Service with a key refuses a snapshot committed without it, and one whose bytes
+    were changed with the store's own size, etag and digest forged to match: both are
+    RestoreError in verify, caused by SnapshotError 'auth'. The authentic generation
+    still restores."""
+    store = s3_place(s3).store(keep=3)
+    assert store.remote
+    writer = keyed_service(KEY, {"a": "1"})
+    authentic = writer.commit(store)
+    keyed_service(None, {"a": "forged"}).commit(store)  # no key: not authenticated
+    tampered = store.commit(bytes(store.open_previous())).entry
+    data = bytearray(store.open())
+    data[len(data) // 2] ^= 1
+    put_raw(store, tampered.object, bytes(data))
+    pointer = pointer_json(store)
+    pointer["current"].update(
+        etag=obstore.head(store._backend.store, store._backend.key(tampered.object))["e_tag"],
+        xxh3_128=xxhash.xxh3_128(bytes(data)).hexdigest(),
+    )
+    put_raw(store, "current", json.dumps(pointer).encode())
+    assert store.open() == data  # the store's checks pass: only the MAC can tell
+
+    for which in ("current", "previous"):
+        reader = keyed_service(KEY)
+        with pytest.raises(RestoreError) as info:
+            reader.restore(store.ref(which))  # type: ignore[arg-type]
+        assert info.value.phase == "verify"
+        cause = info.value.__cause__
+        assert isinstance(cause, SnapshotError) and cause.kind == "auth"
+    reader = keyed_service(KEY)
+    reader.restore(authentic)
+    assert exports(reader) == exports(writer)
 
 
 # -- configuration ----------------------------------------------------------------------------
