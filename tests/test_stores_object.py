@@ -27,6 +27,8 @@ from _store_helpers.object_server import (
     s3_place,
 )
 from _store_helpers.payload import check_payload, make_payload
+from hypothesis import given
+from hypothesis import strategies as st
 from obstore.store import MemoryStore as RawMemoryStore
 from obstore.store import S3Store
 from restore_children.components import build_registry, exports, set_state
@@ -35,6 +37,7 @@ from statemigrate import RestoreError, Service, SnapshotError, StoreConflictErro
 from statemigrate.reference import KVCacheV1
 from statemigrate.stores import MemoryStore, ObjectRef, ObjectStore, SnapshotRef, Store
 from statemigrate.stores._object_backend import Backend, Refused
+from statemigrate.stores._object_pointer import decode_pointer
 
 MiB = 1 << 20
 GOOD_PREVIOUS = make_payload(1, 2_000)
@@ -259,7 +262,7 @@ def test_an_error_before_the_swap_applied_keeps_the_pointer(
 
     with monkeypatch.context() as patch:
         patch.setattr(Backend, "swap", unreachable)
-        with pytest.raises(StoreError, match="generation 2 was not committed"):
+        with pytest.raises(StoreError, match="pointer is unchanged, so generation 2 is not"):
             store.commit(NEW)
     assert store.open() == GOOD and len(names(store)) == 2
     for n in range(3):
@@ -282,6 +285,29 @@ def test_an_error_before_the_swap_applied_keeps_the_pointer(
     monkeypatch.setattr(Backend, "get_small", unreadable)
     with pytest.raises(StoreError, match="whether generation .* was committed is unknown"):
         store.commit(NEW)
+
+
+def test_an_error_while_another_writer_won_deletes_our_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pointer write that failed while another writer's commit moved the pointer on:
+    ours can never apply (the etag changed), so the error says it was not kept and the
+    object is deleted."""
+    place = Place("memory", "memory://", {})
+    store, other = place.store(), place.store()
+    store.commit(GOOD)
+    real = Backend.swap
+
+    def overtaken(self: Backend, name: str, data: bytes, expected: Any) -> Any:
+        monkeypatch.setattr(Backend, "swap", real)
+        other.commit(NEW)
+        raise StoreError("commit", name, "connection reset")
+
+    monkeypatch.setattr(Backend, "swap", overtaken)
+    with pytest.raises(StoreError, match="another writer committed first; generation 2 was"):
+        store.commit(GOOD_PREVIOUS)
+    assert (store.open(), store.open_previous()) == (NEW, GOOD)
+    assert len(names(store)) == 2
 
 
 # -- damaged pointers and objects ----------------------------------------------------------
@@ -350,6 +376,48 @@ def test_a_damaged_pointer_is_refused_by_readers_and_writers(
             action()
         assert info.value.target.endswith("/current")
     assert names(store) == before
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+POINTER_FIELDS = [
+    "format", "current", "previous", "current.generation", "current.object",
+    "current.size", "current.xxh3_128", "current.etag", "previous.generation",
+]
+
+
+@given(
+    st.binary(max_size=300)
+    | JSON_VALUES.map(lambda value: json.dumps(value).encode())
+    | st.builds(lambda path, value: mutate(path, value), st.sampled_from(POINTER_FIELDS),
+                JSON_VALUES)
+)
+def test_arbitrary_pointer_bytes_raise_only_store_error(data: bytes) -> None:
+    """Property: whatever bytes sit at the pointer, decoding them gives a pointer or a
+    StoreError naming it, never another exception."""
+    try:
+        decode_pointer(data, where="memory://current")
+    except StoreError as exc:
+        assert exc.target == "memory://current" and "is not a valid pointer" in exc.detail
+
+
+def mutate(path: str, value: object) -> bytes:
+    """A valid pointer with one field replaced by ``value``."""
+    entry = {"generation": 2, "object": f"generations/{2:020d}.{'a' * 32}",
+             "size": 5, "xxh3_128": "0" * 32, "etag": None}
+    previous = {**entry, "generation": 1, "object": f"generations/{1:020d}.{'b' * 32}"}
+    document: dict[str, Any] = {"format": "statemigrate-object-pointer/1", "current": entry,
+                                "previous": previous}
+    *parents, last = path.split(".")
+    target = document
+    for part in parents:
+        target = target[part]
+    target[last] = value
+    return json.dumps(document).encode()
 
 
 # -- S3 (moto) -------------------------------------------------------------------------------

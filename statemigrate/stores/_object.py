@@ -226,6 +226,7 @@ class ObjectStore:
 
         Raises:
             StoreError: there is no such generation, or the pointer cannot be read.
+            ValueError: ``which`` is neither ``"current"`` nor ``"previous"``.
         """
         if which == "current":
             return ObjectRef(self, self._pointer().current)
@@ -311,9 +312,11 @@ class ObjectStore:
         if isinstance(failure, Refused):
             winner = None if found is None else found[0].current.generation
             raise StoreConflictError(target, generation=generation, winner=winner) from failure
-        raise StoreError(
-            "commit", target, f"{_detail(failure)}; generation {generation} was not committed"
-        ) from failure
+        if unchanged:
+            outcome = f"the pointer is unchanged, so generation {generation} is not committed"
+        else:
+            outcome = f"another writer committed first; generation {generation} was not kept"
+        raise StoreError("commit", target, f"{_detail(failure)}; {outcome}") from failure
 
     def _discard(self, name: str) -> None:
         try:
@@ -332,7 +335,10 @@ class ObjectStore:
             return
         try:
             names = self._backend.list_names(GENERATIONS)
-            old = [name for name in names if (generation_of(name) or limit + 1) <= limit]
+            old = [
+                name for name in names
+                if (number := generation_of(name)) is not None and number <= limit
+            ]
             self._backend.delete(old)
         except StoreError as exc:
             _log.warning("could not delete old generations of %s: %s", self.location, exc)
