@@ -18,11 +18,14 @@ import pytest
 import xxhash
 from _store_helpers import scratch_dir
 from _store_helpers.object_server import (
+    SEAWEEDFS,
     Place,
     S3Server,
+    SeaweedFS,
     cable_to,
     free_port,
     names,
+    running_seaweedfs,
     running_server,
     s3_place,
 )
@@ -53,9 +56,22 @@ def s3() -> Iterator[S3Server]:
         yield server
 
 
-@pytest.fixture(params=["memory", "file", "s3"])
+@pytest.fixture(scope="module")
+def seaweedfs() -> Iterator[SeaweedFS]:
+    with running_seaweedfs() as server:
+        yield server
+
+
+PLACES: list[Any] = ["memory", "file", "s3"]
+if SEAWEEDFS:
+    PLACES.append(pytest.param("seaweedfs", marks=pytest.mark.seaweedfs))
+
+
+@pytest.fixture(params=PLACES)
 def place(request: pytest.FixtureRequest) -> Iterator[Place]:
-    if request.param == "memory":
+    if request.param == "seaweedfs":
+        yield request.getfixturevalue("seaweedfs").place()
+    elif request.param == "memory":
         yield Place("memory", "memory://", {})
     elif request.param == "file":
         with scratch_dir() as path:

