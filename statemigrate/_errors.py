@@ -5,6 +5,7 @@ Every error the library raises on purpose derives from one root::
     StateMigrateError
     ├── SnapshotError (ValueError)        bytes that are not a sound snapshot; has .kind
     ├── StoreError (OSError-like info)    a store could not commit or open a snapshot
+    │   └── StoreConflictError            another writer committed first; nothing of ours kept
     ├── RegistrationError                 a schema, migration or component registered twice
     │                                     or inconsistently
     ├── UnknownComponentError (KeyError)  a component or version nobody registered
@@ -39,6 +40,7 @@ __all__ = [
     "SnapshotError",
     "SnapshotErrorKind",
     "StateMigrateError",
+    "StoreConflictError",
     "StoreError",
     "UnknownComponentError",
     "ValidationError",
@@ -136,6 +138,32 @@ class StoreError(StateMigrateError):
         self.detail = detail
         self.errno = errno
         super().__init__(f"{op} {target}: {detail}")
+
+
+class StoreConflictError(StoreError):
+    """Another writer committed to the store first; this commit changed nothing.
+
+    Raised by stores that several writers may share (the object store), when the
+    pointer to the latest snapshot moved between reading it and replacing it. The
+    other writer's snapshot is committed and intact; retry on top of it, or stop.
+
+    Attributes:
+        generation: the generation this commit tried to create.
+        winner: the generation the store's pointer names now, when known.
+    """
+
+    def __init__(
+        self, target: str, *, generation: int, winner: int | None = None
+    ) -> None:
+        self.generation = generation
+        self.winner = winner
+        now = f"generation {winner}" if winner is not None else "a newer generation"
+        super().__init__(
+            "commit",
+            target,
+            f"conflict: another writer committed first (the pointer names {now});"
+            f" generation {generation} of this commit was not kept",
+        )
 
 
 class RegistrationError(StateMigrateError):
