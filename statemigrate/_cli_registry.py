@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any, TextIO
 
-from statemigrate._cli_inspect import Progress, add_key_argument, read_key, read_snapshot_source
+from statemigrate._cli_inspect import Progress, add_key_argument
+from statemigrate._cli_source import open_snapshot_source, read_key
 from statemigrate._config import find_config, load_registry
 from statemigrate._encode import SectionInput, encode_snapshot
 from statemigrate._errors import (
@@ -17,7 +18,6 @@ from statemigrate._errors import (
     UnknownComponentError,
     ValidationError,
 )
-from statemigrate._format import open_snapshot
 from statemigrate._header import Producer
 from statemigrate._plan import Plan
 from statemigrate._registry import Registry
@@ -169,7 +169,7 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     targets = _parse_targets(args.targets)
     registry = registry_from(args)
     key = read_key(args.key_file)
-    snapshot = open_snapshot(read_snapshot_source(args.snapshot), key=key)
+    snapshot = open_snapshot_source(args.snapshot, key=key)
     present = {s.component for s in snapshot.header.sections}
     absent = sorted(set(targets) - present)
     if absent:

@@ -19,7 +19,7 @@ from golden import PRODUCER, seal_raw
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from statemigrate import _cli_inspect, _format
+from statemigrate import _cli_source, _format
 from statemigrate._cli import main
 from statemigrate._encode import SectionInput, encode_snapshot
 from statemigrate._format import PREAMBLE_SIZE, open_snapshot
@@ -234,7 +234,7 @@ def _naive_open(data: Any, *, key: bytes | None = None, limits: Any = None) -> A
 def test_negative_control_a_leaking_reader_is_caught(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_cli_inspect, "open_snapshot", _naive_open)
+    monkeypatch.setattr(_cli_source, "open_snapshot", _naive_open)
 
     @given(data=_any_bytes())
     @settings(database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
