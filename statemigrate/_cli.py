@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from statemigrate._cli_inspect import add_inspect_parser
+from statemigrate._cli_inspect import add_inspect_parser, printable
 from statemigrate._errors import LossyMigrationError, StateMigrateError
 
 __all__ = ["main"]
@@ -85,8 +85,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
 
 
 def _error(message: str) -> None:
-    """The one line a failure prints."""
-    print(f"statemigrate: error: {_one_line(message)}", file=sys.stderr)
+    """The one line a failure prints: never several lines, never a control character."""
+    print(f"statemigrate: error: {printable(_one_line(message))}", file=sys.stderr)
 
 
 def _os_error(exc: OSError, args: argparse.Namespace) -> str:

@@ -20,6 +20,7 @@ __all__ = [
     "Progress",
     "add_inspect_parser",
     "inspect_command",
+    "printable",
     "to_json_ready",
 ]
 
@@ -101,7 +102,7 @@ class Progress:
         """Count one item done and redraw the line."""
         self.done += 1
         if self.enabled:
-            sys.stderr.write(f"\r  {self.verb} [{self.done}/{self.total}] {name:<40}")
+            sys.stderr.write(f"\r  {self.verb} [{self.done}/{self.total}] {printable(name):<40}")
             sys.stderr.flush()
             self._line_open = True
 
@@ -237,13 +238,31 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+def printable(text: str) -> str:
+    """``text`` with each character a terminal would act on or hide escaped.
+
+    Control characters (escape sequences, carriage returns, newlines), format
+    characters (such as right-to-left overrides) and other non-printables become
+    Python-style escapes (``\\x1b``, ``\\n``, ``\\u202e``). The strings a snapshot
+    holds are whatever its writer chose; shown as they are they could rewrite what the
+    operator sees.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
 def render(snapshot: Snapshot, statuses: list[str]) -> str:
-    """The human-readable ``inspect`` output."""
+    """The human-readable ``inspect`` output; every string from the snapshot is escaped
+    with :func:`printable`."""
     info = describe(snapshot, statuses)
-    producer = info["producer"]
+    producer = {key: printable(str(value)) for key, value in info["producer"].items()}
     integrity = "HMAC-SHA256" if info["authenticated"] else "xxh3-128"
     lines = [
-        f"snapshot   {info['snapshot_id']}",
+        f"snapshot   {printable(info['snapshot_id'])}",
         f"format     v{info['format_version']}, {human_size(info['size'])}, {integrity}",
         f"created    {info['created']}  generation {info['generation']}",
         f"producer   {producer['service']} {producer['code_version'] or '-'}"
@@ -251,13 +270,13 @@ def render(snapshot: Snapshot, statuses: list[str]) -> str:
         f" {producer['library']})",
     ]
     for key, value in sorted(info["meta"].items()):
-        lines.append(f"meta       {key}={value}")
+        lines.append(f"meta       {printable(key)}={printable(value)}")
     rows = [("COMPONENT", "INSTANCE", "VERSION", "RAW", "STORED", "RATIO", "CHUNKS", "STATUS")]
     for s in info["sections"]:
         rows.append(
             (
-                s["component"],
-                s["instance"],
+                printable(s["component"]),
+                printable(s["instance"]),
                 str(s["version"]),
                 human_size(s["raw_size"]),
                 human_size(s["stored_size"]),

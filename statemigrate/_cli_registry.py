@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, TextIO
 
-from statemigrate._cli_inspect import Progress, add_key_argument
+from statemigrate._cli_inspect import Progress, add_key_argument, printable
 from statemigrate._cli_source import open_snapshot_source, read_key
 from statemigrate._config import find_config, load_registry
 from statemigrate._encode import SectionInput, encode_snapshot
@@ -188,7 +188,7 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
                 schema = registry.schema_for(section.component, target)
                 data = schema.export(schema.validate(_apply(plan, data, section.instance)))
                 version, fingerprint = target, schema.fingerprint
-                applied.append(f"{section.key}: {plan}\n")
+                applied.append(f"{printable(section.key)}: {plan}\n")
             sections.append(
                 SectionInput(section.component, section.instance, version, fingerprint, data)
             )
