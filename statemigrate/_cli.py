@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
@@ -29,7 +30,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line too."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"statemigrate: error: {message}\n")
+        # The message quotes the arguments given, which may hold any character.
+        self.exit(EXIT_USAGE, f"statemigrate: error: {printable(message)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,8 +114,13 @@ def _message(exc: StateMigrateError) -> str:
 
 
 def _one_line(text: str) -> str:
-    """Messages may quote multi-line causes (pydantic, user code); keep the promise."""
-    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    """Messages may quote multi-line causes (pydantic, user code); keep the promise.
+
+    Only real line breaks join lines; any other separator is left for
+    :func:`printable` to escape, so that nothing a message quotes is lost.
+    """
+    lines = (line.strip() for line in re.split(r"\r\n|\r|\n", text))
+    return " | ".join(line for line in lines if line)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -85,12 +85,19 @@ def add_evolution_parsers(commands: Any) -> None:
     )
     run.add_argument(
         "--max-examples",
-        type=int,
+        type=_positive,
         metavar="N",
         help="examples per check (default: hypothesis' default profile)",
     )
     _add_common(run, schemas=False)
     run.set_defaults(func=check_command)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _add_common(

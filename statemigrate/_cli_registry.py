@@ -158,8 +158,15 @@ def _parse_targets(pairs: list[str]) -> dict[str, int]:
     targets: dict[str, int] = {}
     for pair in pairs:
         component, sep, version = pair.partition("=")
-        if not sep or not component or not version.isdigit():
-            raise RegistrationError(f"--to {pair!r}: expected COMPONENT=VERSION")
+        # ASCII digits only: int() refuses some of what str.isdigit() accepts ("²").
+        # Ten digits hold every version a snapshot can (at most 2**31).
+        if (
+            not sep
+            or not component
+            or not (version.isascii() and version.isdigit())
+            or len(version) > 10
+        ):
+            raise RegistrationError(f"--to {pair[:80]!r}: expected COMPONENT=VERSION")
         targets[component] = int(version)
     return targets
 
@@ -204,7 +211,9 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     )
     write_file_atomically(Path(args.output), encoded.parts)
     out.writelines(applied)
-    out.write(f"wrote {args.output} ({encoded.size} bytes, {len(sections)} sections)\n")
+    out.write(
+        f"wrote {printable(args.output)} ({encoded.size} bytes, {len(sections)} sections)\n"
+    )
     return 0
 
 

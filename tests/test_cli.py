@@ -805,6 +805,8 @@ def test_migrate_an_authenticated_snapshot(
         ("kvcache", ("COMPONENT=VERSION",)),
         ("=3", ("COMPONENT=VERSION",)),
         ("kvcache=-1", ("COMPONENT=VERSION",)),
+        ("kvcache=\u00b2", ("COMPONENT=VERSION",)),  # a digit to str.isdigit(), not to int()
+        ("kvcache=" + "1" * 5000, ("COMPONENT=VERSION",)),  # past int()'s 4300 digits
         ("nosuch=1", ("no section for nosuch",)),
         ("kvcache=9", ("no migration path", "3 to 9")),
     ],

@@ -275,6 +275,15 @@ def test_makemigration_with_an_explicit_type_and_its_errors(
 # --- check ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_check_needs_at_least_one_example(count: str, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(capsys, "check", "--max-examples", count, "--registry", REFERENCE)
+    assert result.code == 2 and result.out == ""
+    assert result.err == (
+        f"statemigrate: error: argument --max-examples: must be at least 1, not {int(count)}\n"
+    )
+
+
 def test_check_passes_on_the_reference_and_fails_with_a_counterexample(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
