@@ -253,6 +253,10 @@ class SettingsV1(BaseModel):
 class SettingsV2(BaseModel):
     limit: int
     mode: Literal["fast", "safe"] = "safe"
+
+
+class SettingsText(BaseModel):
+    limit: str
 """
 
 SETTINGS_REGISTRY = """
@@ -303,6 +307,18 @@ def test_makemigration_writes_a_stub_that_the_check_command_accepts(
     assert run(capsys, "schemas", "check", "--migrations", "migrations").code == 1  # v2 unfrozen
     assert run(capsys, "schemas", "freeze").code == 0
     assert run(capsys, "schemas", "check", "--migrations", "migrations").code == 0
+
+
+def test_makemigration_calls_a_type_change_probably_lossy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(settings_project(tmp_path / "p", with_v2=False))
+    assert run(capsys, "schemas", "freeze").code == 0
+    made = run(capsys, "makemigration", "settings", "--schema", "evotypes:SettingsText")
+    assert made.code == 0, made.err
+    assert "  upgrade: probably lossy: limit changed from integer to string" in made.out
+    assert "  downgrade: probably lossy: limit changed from integer to string" in made.out
+    assert "lossless" not in made.out
 
 
 def test_makemigration_with_an_explicit_type_and_its_errors(
