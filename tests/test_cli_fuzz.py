@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 import pytest
 from golden import PRODUCER, seal_raw
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from statemigrate import _cli_source, _format
@@ -498,3 +498,31 @@ def test_any_command_line_exits_0_1_or_2_with_at_most_one_error_line(
         assert lines == [], err.getvalue()
     else:
         assert len(lines) == 1 and lines[0].startswith(ERROR_PREFIX), err.getvalue()
+
+
+def _naive_targets(pairs: list[str]) -> dict[str, int]:
+    """Reads ``--to COMPONENT=VERSION`` with a bare int(): ValueError on anything else."""
+    return {pair.partition("=")[0]: int(pair.partition("=")[2]) for pair in pairs}
+
+
+def test_negative_control_a_command_that_leaks_a_value_error_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from statemigrate import _cli_registry
+
+    monkeypatch.setattr(_cli_registry, "_parse_targets", _naive_targets)
+    inner = test_any_command_line_exits_0_1_or_2_with_at_most_one_error_line.hypothesis.inner_test
+
+    # The property with its sub-command generator, which reaches ``migrate --to``.
+    @given(argv=_command_line(), environment=_environment)
+    @settings(
+        max_examples=300,
+        database=None,
+        phases=[Phase.generate],  # finding it is the point; shrinking only costs time
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    def same_property(argv: list[str], environment: dict[str, str | None]) -> None:
+        inner(monkeypatch, argv, environment)
+
+    with pytest.raises(ValueError):
+        same_property()
