@@ -32,11 +32,15 @@ if TYPE_CHECKING:
     from statemigrate._registry import Registry
     from statemigrate.stores import SnapshotRef, Store
 
-__all__ = ["Registered", "Service", "choose_versions"]
+__all__ = ["GENERATION_LIMIT", "Registered", "Service", "choose_versions"]
 
 logger = logging.getLogger("statemigrate")
 
 _NAME_LIMIT = 200
+# The header holds generations below 2**63. Counting one per snapshot never comes near
+# 2**62, so a snapshot claiming that much is forged or damaged; refusing it keeps 2**62
+# generations of room, and snapshot() can never run out of them.
+GENERATION_LIMIT = 1 << 62
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +289,7 @@ class Service:
         strict: bool | None = None,
         force: bool = False,
         allow_older: bool = False,
+        allow_other_service: bool = False,
     ) -> RestoreReport:
         """Restore every registered component from a snapshot, all or nothing.
 
@@ -304,10 +309,14 @@ class Service:
             allow_older: restore a snapshot whose generation is lower than that of the
                 last one this service restored. Refused by default: replaying an old
                 (even authentic) snapshot would silently undo newer state.
+            allow_other_service: restore a snapshot that a service of another name
+                wrote. Refused by default: it holds some other service's state.
 
         Raises:
             RestoreError: with the phase, component and step that failed; the cause is
-                chained (e.g. a SnapshotError for corrupt bytes).
+                chained (e.g. a SnapshotError for corrupt bytes). Refused snapshots (of
+                another service, too old, or with a generation of ``GENERATION_LIMIT``
+                or more) fail in ``verify``.
         """
         started = time.perf_counter()
         try:
@@ -321,6 +330,24 @@ class Service:
             raise _logged(RestoreError("verify", str(exc))) from exc
         verified = time.perf_counter()
         header = snapshot.header
+        writer = header.producer.service
+        if writer != self.name and not allow_other_service:
+            raise _logged(
+                RestoreError(
+                    "verify",
+                    f"snapshot was written by service {writer!r}, not {self.name!r};"
+                    " pass allow_other_service=True to restore it anyway",
+                )
+            )
+        if header.generation >= GENERATION_LIMIT:
+            raise _logged(
+                RestoreError(
+                    "verify",
+                    f"snapshot generation {header.generation} is beyond what counting"
+                    f" snapshots reaches (limit {GENERATION_LIMIT}); refused as forged or"
+                    " damaged",
+                )
+            )
         if header.snapshot_id == self._last_restored and not force:
             report = RestoreReport(
                 snapshot_id=header.snapshot_id,

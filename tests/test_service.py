@@ -34,7 +34,9 @@ from statemigrate import (
     migratable,
     open_snapshot,
 )
-from statemigrate._service import choose_versions
+from statemigrate._encode import SectionInput, encode_snapshot
+from statemigrate._header import Producer
+from statemigrate._service import GENERATION_LIMIT, choose_versions
 from statemigrate.reference import KVCacheV1, KVCacheV2, KVCacheV3
 from statemigrate.reference import build_registry as reference_registry
 
@@ -246,6 +248,57 @@ def test_restoring_advances_the_generation_of_later_snapshots() -> None:
     assert reader.snapshot()[1].generation == 5
 
 
+# --- refused snapshots: another service's, a generation no count reaches ---------------
+
+
+def _snapshot_of(name: str, *, generation: int = 1) -> bytes:
+    """A snapshot of ``V1_STATE`` as service ``name`` at ``generation`` would write it."""
+    section = SectionInput(
+        "kvcache", "default", 1, REGISTRY.schema_for("kvcache", 1).fingerprint, V1_STATE
+    )
+    encoded = encode_snapshot([section], producer=Producer.current(name), generation=generation)
+    return encoded.to_bytes()
+
+
+def test_a_snapshot_of_another_service_is_refused_unless_allowed() -> None:
+    blob = _snapshot_of("billing")
+    reader = service(kv1({"entries": {"live": "x"}}))
+    before = exports(reader)
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(blob)
+    assert caught.value.phase == "verify"
+    assert "service 'billing', not 'svc'" in str(caught.value)
+    assert "allow_other_service=True" in str(caught.value)
+    assert exports(reader) == before
+    assert not reader.restore(blob, allow_other_service=True).skipped
+    assert exports(reader)["kvcache/default"] == canonical(V1_STATE)
+
+
+@pytest.mark.parametrize("generation", [2**63 - 1, 2**62], ids=["format maximum", "limit"])
+def test_a_generation_no_count_reaches_is_refused_and_snapshots_go_on(generation: int) -> None:
+    """A snapshot claiming a generation snapshots cannot count up to (forged, or
+    damaged before it was sealed) is refused, so the service's own counter stays
+    usable: every later snapshot and commit works."""
+    reader = service(kv1({"entries": {"live": "x"}}))
+    before = exports(reader)
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(_snapshot_of("svc", generation=generation))
+    assert caught.value.phase == "verify"
+    assert f"generation {generation} " in str(caught.value)
+    assert exports(reader) == before
+    assert [reader.snapshot()[1].generation for _ in range(2)] == [1, 2]
+    assert reader.commit(MemoryStore()).snapshot.generation == 3
+
+
+def test_the_highest_generation_accepted_leaves_room_for_more_snapshots() -> None:
+    assert GENERATION_LIMIT == 2**62  # half the header's range (generations < 2**63)
+    reader = service(KVCacheV1())
+    reader.restore(_snapshot_of("svc", generation=GENERATION_LIMIT - 1))
+    assert exports(reader)["kvcache/default"] == canonical(V1_STATE)
+    generations = [reader.commit(MemoryStore()).snapshot.generation for _ in range(3)]
+    assert generations == [GENERATION_LIMIT + n for n in range(3)]
+
+
 # --- policy for unknown sections and missing components --------------------------------
 
 
@@ -352,7 +405,7 @@ def _restore_with_failing_validation(reader: Service) -> None:
     forged = Registry()
     for version, type_ in ((1, dict[str, Any]), (2, dict[str, Any]), (3, dict[str, Any])):
         forged.add_schema("kvcache", version, type_)
-    writer = Service("forger", registry=forged)
+    writer = Service("svc", code_version="forger", registry=forged)
     cache = KVCacheV3()
     cache.import_state({"entries": {"k": {"data": "v", "expires_at": None, "hits": -1}}})
     writer.register(cache)
