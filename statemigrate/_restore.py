@@ -121,8 +121,13 @@ def run_restore(
     strict: bool,
     read_seconds: float,
     verify_seconds: float,
+    settled: Sequence[Registered] = (),
 ) -> RestoreReport:
     """Run the transaction for a verified snapshot against the registered components.
+
+    ``entries`` are the components to restore; ``settled`` are registered components
+    that already hold this snapshot's state: their sections are left alone, and
+    neither reported as unclaimed nor applied again.
 
     Raises:
         RestoreError: any phase failed; every component is as it was before.
@@ -131,7 +136,7 @@ def run_restore(
     header = snapshot.header
     clock = _Clock()
     clock.timings = {"read": read_seconds, "verify": verify_seconds}
-    staged, unknown, missing = _match(snapshot, entries)
+    staged, unknown, missing = _match(snapshot, entries, settled)
     if strict and (unknown or missing):
         parts = []
         if unknown:
@@ -159,21 +164,24 @@ def run_restore(
         components=tuple(item.report for item in staged if item.report is not None),
         unknown=tuple(unknown),
         missing=tuple(missing),
+        already_restored=tuple(entry.key for entry in settled),
         size=snapshot.size,
         timings=clock.timings,
     )
 
 
 def _match(
-    snapshot: Snapshot, entries: Sequence[Registered]
+    snapshot: Snapshot, entries: Sequence[Registered], settled: Sequence[Registered] = ()
 ) -> tuple[list[_Staged], list[str], list[str]]:
     by_key = {(e.component, e.instance): e for e in entries}
+    done = {(e.component, e.instance) for e in settled}
     staged: list[_Staged] = []
     unknown: list[str] = []
     for index, section in enumerate(snapshot.header.sections):
         entry = by_key.pop((section.component, section.instance), None)
         if entry is None:
-            unknown.append(section.key)
+            if (section.component, section.instance) not in done:
+                unknown.append(section.key)
         else:
             staged.append(_Staged(entry, index, None))
     missing = [f"{e.component}/{e.instance}" for e in by_key.values()]

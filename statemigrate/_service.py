@@ -112,6 +112,9 @@ class Service:
         self._generation = 0
         self._last_restored: str | None = None
         self._restored_generation: int | None = None
+        # Per component instance, the snapshot it was last restored from: restoring the
+        # same snapshot again restores only the components registered since.
+        self._restored_from: dict[tuple[str, str], str] = {}
 
     # --- membership ------------------------------------------------------------------
 
@@ -138,6 +141,7 @@ class Service:
     def unregister(self, component: str, *, instance: str = "default") -> None:
         """Remove a registered instance (KeyError if absent)."""
         del self._entries[(component, instance)]
+        self._restored_from.pop((component, instance), None)
 
     @property
     def components(self) -> tuple[Registered, ...]:
@@ -296,8 +300,9 @@ class Service:
         Verify the whole snapshot, decode each section, migrate it to the version its
         component runs, validate it against that version's schema, and only then apply
         it to the live components. Any failure leaves every component exactly as it
-        was. Restoring a snapshot this service already restored is a no-op (the
-        report says ``skipped``) unless ``force`` is given.
+        was. Restoring a snapshot again restores only the components that were not
+        restored from it yet (registered since): when there are none it is a no-op
+        (the report says ``skipped``), unless ``force`` is given.
 
         Args:
             source: snapshot bytes, a store reference, or a :class:`CommitReport`.
@@ -305,7 +310,8 @@ class Service:
                 newer code through a lossy downgrade).
             strict: override the service's policy for sections no component claims and
                 components the snapshot lacks.
-            force: restore even if this snapshot was restored already.
+            force: restore every component, even those restored from this snapshot
+                already.
             allow_older: restore a snapshot whose generation is lower than that of the
                 last one this service restored. Refused by default: replaying an old
                 (even authentic) snapshot would silently undo newer state.
@@ -348,11 +354,17 @@ class Service:
                     " damaged",
                 )
             )
-        if header.snapshot_id == self._last_restored and not force:
+        settled: list[Registered] = []
+        pending: list[Registered] = []
+        for key, entry in self._entries.items():
+            done = not force and self._restored_from.get(key) == header.snapshot_id
+            (settled if done else pending).append(entry)
+        if header.snapshot_id == self._last_restored and not pending:
             report = RestoreReport(
                 snapshot_id=header.snapshot_id,
                 generation=header.generation,
                 skipped=True,
+                already_restored=tuple(entry.key for entry in settled),
                 size=snapshot.size,
                 timings={"read": read_done - started, "verify": verified - read_done},
             )
@@ -370,7 +382,8 @@ class Service:
         try:
             report = run_restore(
                 snapshot,
-                list(self._entries.values()),
+                pending,
+                settled=settled,
                 allow_lossy=allow_lossy,
                 strict=self._strict if strict is None else strict,
                 read_seconds=read_done - started,
@@ -379,6 +392,8 @@ class Service:
         except RestoreError as exc:
             logger.error("restore of %s failed: %s", header.snapshot_id[:12], exc)
             raise
+        for entry in pending:
+            self._restored_from[(entry.component, entry.instance)] = header.snapshot_id
         self._last_restored = header.snapshot_id
         self._restored_generation = header.generation
         # Later snapshots must sort after the one restored, across processes too.

@@ -10,6 +10,8 @@ import pytest
 from pydantic import Field
 from restore_children.components import (
     Counters,
+    Failpoints,
+    Fault,
     Tags,
     build_registry,
     canonical,
@@ -297,6 +299,74 @@ def test_the_highest_generation_accepted_leaves_room_for_more_snapshots() -> Non
     assert exports(reader)["kvcache/default"] == canonical(V1_STATE)
     generations = [reader.commit(MemoryStore()).snapshot.generation for _ in range(3)]
     assert generations == [GENERATION_LIMIT + n for n in range(3)]
+
+
+# --- restoring a snapshot again ---------------------------------------------------------
+
+COUNTS = {"counts": {"hits": 3, "misses": 1}, "total": 4}
+
+
+def counters(state: dict[str, Any] | None = None, **kw: Any) -> Counters:
+    made = Counters(**kw)
+    set_state(made, REGISTRY, state or {"counts": {}, "total": 0})
+    return made
+
+
+def test_restoring_again_restores_only_the_components_registered_since() -> None:
+    """Idempotence is per component: a component registered after a restore is restored
+    from the same snapshot, while those already restored from it are left alone."""
+    blob = service(kv1(), counters(COUNTS)).snapshot()[0].to_bytes()
+    cache = KVCacheV1()
+    reader = service(cache)
+    assert reader.restore(blob).unknown == ("counters/default",)
+    cache.set("changed", "since")  # a second restore must not undo this
+    late = counters()
+    reader.register(late)
+    second = reader.restore(blob)
+    assert not second.skipped
+    assert [c.component for c in second.components] == ["counters"]
+    assert second.already_restored == ("kvcache/default",)
+    assert second.unknown == () and second.missing == ()
+    assert "already restored: kvcache/default" in second.summary()
+    assert exports(reader)["counters/default"] == canonical(COUNTS)
+    assert cache.get("changed") == "since"
+    third = reader.restore(blob)
+    assert third.skipped and third.components == ()
+    assert third.already_restored == ("kvcache/default", "counters/default")
+    # A new instance under an unregistered name is a component not restored yet.
+    reader.unregister("counters")
+    fresh = counters()
+    reader.register(fresh)
+    assert [c.component for c in reader.restore(blob).components] == ["counters"]
+    assert exports(reader)["counters/default"] == canonical(COUNTS)
+    assert cache.get("changed") == "since"
+
+
+def test_components_registered_since_are_restored_all_or_nothing() -> None:
+    """When one of the components still to restore fails, the others of them are rolled
+    back, the ones restored before are untouched, and a retry restores them all."""
+    blob = service(kv1(), Tags(["t"], owner="me"), counters(COUNTS)).snapshot()[0].to_bytes()
+    cache = KVCacheV1()
+    reader = service(cache)
+    reader.restore(blob)
+    cache.set("changed", "since")
+    fail = Failpoints()
+    late_tags, late_counters = Tags(["live"], owner="ops"), counters(fail=fail)
+    reader.register(late_tags)
+    reader.register(late_counters)
+    before = exports(reader)
+    fail.arm("import", 0, Fault(ValueError))
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(blob)
+    assert (caught.value.phase, caught.value.component) == ("apply", "counters/default")
+    assert caught.value.rollback_failed == ()
+    assert exports(reader) == before
+    fail.disarm()
+    report = reader.restore(blob)
+    assert [c.component for c in report.components] == ["tags", "counters"]
+    assert (late_tags.tags, late_tags.owner) == (["t"], "me")
+    assert exports(reader)["counters/default"] == canonical(COUNTS)
+    assert cache.get("changed") == "since"
 
 
 # --- policy for unknown sections and missing components --------------------------------
