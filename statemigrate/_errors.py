@@ -7,6 +7,7 @@ Every error the library raises on purpose derives from one root::
     ├── StoreError (OSError-like info)    a store could not commit or open a snapshot
     ├── RegistrationError                 a schema, migration or component registered twice
     │                                     or inconsistently
+    ├── ConfigurationError (ValueError)   an option or argument the library cannot use
     ├── UnknownComponentError (KeyError)  a component or version nobody registered
     ├── NoMigrationPathError              no chain of steps between two versions
     ├── LossyMigrationError               the only path loses data and loss was not allowed
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # only for the annotation; the handoff package imports this m
     from statemigrate.handoff._report import HandoffReport
 
 __all__ = [
+    "ConfigurationError",
     "HandoffError",
     "LossyMigrationError",
     "MigrationCheckError",
@@ -140,6 +142,20 @@ class StoreError(StateMigrateError):
 
 class RegistrationError(StateMigrateError):
     """A schema, migration step or component was registered twice or inconsistently."""
+
+
+class ConfigurationError(StateMigrateError, ValueError):
+    """An option or argument has a value the library cannot use.
+
+    Attributes:
+        option: the option or argument concerned, e.g. ``"name"``.
+        detail: what is wrong with it.
+    """
+
+    def __init__(self, option: str, detail: str) -> None:
+        self.option = option
+        self.detail = detail
+        super().__init__(f"{option}: {detail}")
 
 
 class UnknownComponentError(StateMigrateError, KeyError):

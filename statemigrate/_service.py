@@ -10,18 +10,20 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from statemigrate._codec import pack_data, unpack_data
 from statemigrate._component import ComponentSpec, component_spec, export_component
 from statemigrate._encode import EncodedSnapshot, SectionInput, encode_snapshot
 from statemigrate._errors import (
+    ConfigurationError,
     LossyMigrationError,
     NoMigrationPathError,
     RegistrationError,
     RestoreError,
     SnapshotError,
     StateMigrateError,
+    UnknownComponentError,
 )
 from statemigrate._format import DecodeLimits, open_snapshot
 from statemigrate._header import Producer
@@ -41,6 +43,8 @@ _NAME_LIMIT = 200
 # 2**62, so a snapshot claiming that much is forged or damaged; refusing it keeps 2**62
 # generations of room, and snapshot() can never run out of them.
 GENERATION_LIMIT = 1 << 62
+
+C = TypeVar("C")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,9 @@ class Service:
 
     Concurrency: snapshot and restore read and replace component state; pause the
     service's writers around them (the handoff does this through its pause hook).
+
+    Raises:
+        ConfigurationError: the name is empty or too long, or the key too short.
     """
 
     def __init__(
@@ -97,10 +104,15 @@ class Service:
         strict: bool = False,
         registry: Registry | None = None,
     ) -> None:
-        if not name or len(name) > _NAME_LIMIT:
-            raise ValueError(f"service name must be 1..{_NAME_LIMIT} characters")
-        if key is not None and len(key) < 16:
-            raise ValueError("an authentication key needs at least 16 bytes")
+        if not isinstance(name, str):
+            raise ConfigurationError("name", f"a service name is a str, not {type(name).__name__}")
+        if not 0 < len(name) <= _NAME_LIMIT:
+            raise ConfigurationError(
+                "name", f"a service name has 1..{_NAME_LIMIT} characters, not {len(name)}"
+            )
+        if key is not None and (not isinstance(key, bytes) or len(key) < 16):
+            # The key itself stays out of the message: messages end up in logs.
+            raise ConfigurationError("key", "an authentication key is at least 16 bytes")
         self.name = name
         self.code_version = code_version
         self._key = key
@@ -118,7 +130,7 @@ class Service:
 
     # --- membership ------------------------------------------------------------------
 
-    def register(self, obj: object, *, instance: str = "default") -> object:
+    def register(self, obj: C, *, instance: str = "default") -> C:
         """Add a live instance of a ``@migratable`` class; returns it, for chaining.
 
         Raises:
@@ -139,9 +151,18 @@ class Service:
         return obj
 
     def unregister(self, component: str, *, instance: str = "default") -> None:
-        """Remove a registered instance (KeyError if absent)."""
-        del self._entries[(component, instance)]
-        self._restored_from.pop((component, instance), None)
+        """Remove a registered instance.
+
+        Raises:
+            UnknownComponentError: no such instance is registered (a ``KeyError``).
+        """
+        key = (component, instance)
+        if key not in self._entries:
+            raise UnknownComponentError(
+                f"{component}/{instance}", known=(entry.key for entry in self._entries.values())
+            )
+        del self._entries[key]
+        self._restored_from.pop(key, None)
 
     @property
     def components(self) -> tuple[Registered, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, assert_type, get_type_hints
 
 import pytest
 from pydantic import Field
@@ -22,6 +22,7 @@ from typing_extensions import TypedDict
 
 from statemigrate import (
     CommitReport,
+    ConfigurationError,
     LossyMigrationError,
     MemoryStore,
     NoMigrationPathError,
@@ -30,6 +31,7 @@ from statemigrate import (
     RestoreError,
     Service,
     SnapshotError,
+    StateMigrateError,
     StoreError,
     TmpfsStore,
     UnknownComponentError,
@@ -73,13 +75,47 @@ def service(*objs: object, **kw: Any) -> Service:
 
 
 @pytest.mark.parametrize(
-    ("args", "kw"),
-    [(("",), {}), (("x" * 201,), {}), (("svc",), {"key": b"short"})],
-    ids=["empty name", "long name", "short key"],
+    ("args", "kw", "option", "detail"),
+    [
+        (("",), {}, "name", "1..200 characters, not 0"),
+        (("x" * 201,), {}, "name", "1..200 characters, not 201"),
+        ((b"svc",), {}, "name", "a str, not bytes"),
+        (("svc",), {"key": b"short"}, "key", "at least 16 bytes"),
+    ],
+    ids=["empty name", "long name", "bytes name", "short key"],
 )
-def test_bad_constructor_arguments_are_refused(args: tuple[str], kw: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
+def test_bad_constructor_arguments_are_refused_with_an_error_of_the_tree(
+    args: tuple[Any], kw: dict[str, Any], option: str, detail: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
         Service(*args, **kw)
+    error = caught.value
+    assert isinstance(error, StateMigrateError) and isinstance(error, ValueError)
+    assert error.option == option and detail in error.detail
+    assert str(error) == f"{option}: {error.detail}"
+    assert "short" not in str(error)  # the key itself is never shown
+
+
+def test_unregistering_an_unknown_component_names_what_is_registered() -> None:
+    svc = service(KVCacheV3())
+    with pytest.raises(UnknownComponentError) as caught:
+        svc.unregister("kvcache", instance="b")
+    assert isinstance(caught.value, KeyError)  # as before, for callers that catch that
+    assert str(caught.value) == "unknown component 'kvcache/b'; registered: kvcache/default"
+    svc.unregister("kvcache")
+    with pytest.raises(UnknownComponentError, match="registered: none"):
+        svc.unregister("kvcache")
+
+
+def test_register_returns_its_argument_typed_as_it_is() -> None:
+    """``cache = service.register(Cache())`` is typed as ``Cache`` (a type variable
+    binds the argument's type to the result), not as ``object``."""
+    cache = KVCacheV3()
+    registered = Service("svc", registry=REGISTRY).register(cache)
+    assert_type(registered, KVCacheV3)  # for a type checker run over the tests
+    assert registered is cache
+    hints = get_type_hints(Service.register)
+    assert isinstance(hints["obj"], TypeVar) and hints["return"] is hints["obj"]
 
 
 def test_register_keeps_order_and_refuses_duplicates_and_strangers() -> None:
@@ -98,7 +134,7 @@ def test_register_keeps_order_and_refuses_duplicates_and_strangers() -> None:
         svc.register(KVCacheV3(), instance="")
     svc.unregister("kvcache", instance="b")
     assert [e.key for e in svc.components] == ["kvcache/a", "counters/default"]
-    with pytest.raises(KeyError):
+    with pytest.raises(UnknownComponentError):
         svc.unregister("kvcache", instance="b")
 
 
