@@ -260,8 +260,9 @@ class RestoreError(StateMigrateError):
     """A restore failed; every component is as it was before the attempt.
 
     The one exception: a component whose own import also failed while it was being
-    given its earlier state back is named in ``rollback_failed`` (and the message says
-    so); its state is whatever that failing import left.
+    given its earlier state back, or that afterwards exported something else than
+    before the attempt, is named in ``rollback_failed`` (and the message says so); its
+    state is whatever that import left.
 
     Attributes:
         phase: the phase that failed (``read``, ``verify``, ``decode``, ``migrate``,

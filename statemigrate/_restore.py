@@ -14,9 +14,9 @@ default import honours: ``import_state`` installs the state it is given and does
 mutate objects an earlier ``export_state`` returned. A component that breaks it is
 caught: a digest of each component's plain export is taken before anything is applied
 and compared after its rollback, and a component that exports anything else is
-reported as not rolled back. The digest costs a msgpack pack and a hash of the current
-state: microseconds for the empty components of a fresh process, about what
-snapshotting the state costs when it is large.
+reported as not rolled back. The digest costs a msgpack pack and a hash of the state
+read for the rollback anyway: a few microseconds for the empty components of a fresh
+process, and for a large state what packing it for a snapshot costs.
 """
 
 from __future__ import annotations
