@@ -19,6 +19,7 @@ from statemigrate._component import (
     is_migratable,
 )
 from statemigrate._errors import (
+    ConfigurationError,
     HandoffError,
     LossyMigrationError,
     MigrationCheckError,
@@ -54,6 +55,7 @@ __all__ = [
     "CommitReport",
     "ComponentRestore",
     "ComponentSpec",
+    "ConfigurationError",
     "DecodeLimits",
     "HandoffError",
     "LockReport",

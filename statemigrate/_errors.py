@@ -8,6 +8,7 @@ Every error the library raises on purpose derives from one root::
     │   └── StoreConflictError            another writer committed first; nothing of ours kept
     ├── RegistrationError                 a schema, migration or component registered twice
     │                                     or inconsistently
+    ├── ConfigurationError (ValueError)   an option or argument the library cannot use
     ├── UnknownComponentError (KeyError)  a component or version nobody registered
     ├── NoMigrationPathError              no chain of steps between two versions
     ├── LossyMigrationError               the only path loses data and loss was not allowed
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # only for the annotation; the handoff package imports this m
     from statemigrate.handoff._report import HandoffReport
 
 __all__ = [
+    "ConfigurationError",
     "HandoffError",
     "LossyMigrationError",
     "MigrationCheckError",
@@ -170,6 +172,20 @@ class RegistrationError(StateMigrateError):
     """A schema, migration step or component was registered twice or inconsistently."""
 
 
+class ConfigurationError(StateMigrateError, ValueError):
+    """An option or argument has a value the library cannot use.
+
+    Attributes:
+        option: the option or argument concerned, e.g. ``"name"``.
+        detail: what is wrong with it.
+    """
+
+    def __init__(self, option: str, detail: str) -> None:
+        self.option = option
+        self.detail = detail
+        super().__init__(f"{option}: {detail}")
+
+
 class UnknownComponentError(StateMigrateError, KeyError):
     """A component, or a version of one, that nobody registered.
 
@@ -272,8 +288,9 @@ class RestoreError(StateMigrateError):
     """A restore failed; every component is as it was before the attempt.
 
     The one exception: a component whose own import also failed while it was being
-    given its earlier state back is named in ``rollback_failed`` (and the message says
-    so); its state is whatever that failing import left.
+    given its earlier state back, or that afterwards exported something else than
+    before the attempt, is named in ``rollback_failed`` (and the message says so); its
+    state is whatever that import left.
 
     Attributes:
         phase: the phase that failed (``read``, ``verify``, ``decode``, ``migrate``,

@@ -703,7 +703,7 @@ def test_a_registry_module_that_fails_to_import(
 
 
 def _restore(path: Path, *instances: tuple[str, object], key: bytes | None = None) -> None:
-    service = sm.Service("checker", key=key, registry=_registry_with_blobs())
+    service = sm.Service("cli-test", key=key, registry=_registry_with_blobs())
     for name, obj in instances:
         service.register(obj, instance=name)
     report = service.restore(path.read_bytes())
