@@ -6,12 +6,10 @@ import json
 import subprocess
 import sys
 import textwrap
-from types import ModuleType
 
 import pytest
 
 import statemigrate
-import statemigrate.stores
 
 # Never needed by a service that snapshots, restores and hands over: loaded on first use.
 NOT_AT_START_UP = (
@@ -25,7 +23,6 @@ NOT_AT_START_UP = (
     "statemigrate._schemalock",
     "statemigrate.demo",
     "statemigrate.reference",
-    "statemigrate.stores._object",
     "statemigrate.testing",
 )
 
@@ -55,31 +52,25 @@ def test_importing_the_library_and_the_handoff_loads_no_tooling() -> None:
         name
         for name in loaded
         if any(name == prefix or name.startswith(prefix + ".") for prefix in NOT_AT_START_UP)
-        or name.startswith("statemigrate.stores._object")
     ]
     assert unwanted == []
 
 
 def test_the_lazy_names_are_the_modules_own() -> None:
     from statemigrate import _makemigration, _schemalock
-    from statemigrate.stores import _object
 
     assert statemigrate.make_migration is _makemigration.make_migration
     assert statemigrate.MigrationStub is _makemigration.MigrationStub
     assert statemigrate.check_schemas is _schemalock.check_schemas
     assert statemigrate.freeze_schemas is _schemalock.freeze_schemas
     assert statemigrate.LockReport is _schemalock.LockReport
-    assert statemigrate.stores.ObjectStore is _object.ObjectStore
-    assert statemigrate.stores.ObjectRef is _object.ObjectRef
     assert {"make_migration", "check_schemas"} <= set(dir(statemigrate))
-    assert "ObjectStore" in dir(statemigrate.stores)
 
 
-@pytest.mark.parametrize("module", [statemigrate, statemigrate.stores], ids=lambda m: m.__name__)
-def test_an_unknown_name_is_still_an_attribute_error(module: ModuleType) -> None:
+def test_an_unknown_name_is_still_an_attribute_error() -> None:
     name = "no_such_name"
     with pytest.raises(AttributeError, match=f"has no attribute '{name}'"):
-        getattr(module, name)
+        getattr(statemigrate, name)
 
 
 def test_snapshot_commit_and_restore_import_nothing_once_started() -> None:
