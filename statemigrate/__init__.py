@@ -8,7 +8,14 @@ none. See ``docs/tutorial.md``.
 Sub-namespaces: :mod:`statemigrate.stores` (where snapshots are committed),
 :mod:`statemigrate.handoff` (hot restart with sockets and state), and
 :mod:`statemigrate.testing` (hypothesis strategies and migration checks).
+
+The development-time tools (:func:`make_migration`, :func:`check_schemas`,
+:func:`freeze_schemas`) are imported on first use: a service that only snapshots and
+restores does not load them at start-up.
 """
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from statemigrate._component import (
     ComponentSpec,
@@ -34,7 +41,6 @@ from statemigrate._errors import (
     ValidationError,
 )
 from statemigrate._format import DecodeLimits, Snapshot, open_snapshot
-from statemigrate._makemigration import MigrationStub, make_migration
 from statemigrate._plan import Plan, Step
 from statemigrate._registry import Registry, default_registry, migratable, migration, schema
 from statemigrate._report import (
@@ -45,11 +51,23 @@ from statemigrate._report import (
     SnapshotReport,
 )
 from statemigrate._schema import SchemaVersion
-from statemigrate._schemalock import LockReport, check_schemas, freeze_schemas
 from statemigrate._service import Service
 from statemigrate.stores import MemfdStore, MemoryStore, TmpfsStore
 
+if TYPE_CHECKING:
+    from statemigrate._makemigration import MigrationStub, make_migration
+    from statemigrate._schemalock import LockReport, check_schemas, freeze_schemas
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "LockReport": "statemigrate._schemalock",
+    "MigrationStub": "statemigrate._makemigration",
+    "check_schemas": "statemigrate._schemalock",
+    "freeze_schemas": "statemigrate._schemalock",
+    "make_migration": "statemigrate._makemigration",
+}
+"""Public names whose modules load on first access (tooling a running service never needs)."""
 
 __all__ = [
     "CommitReport",
@@ -98,3 +116,16 @@ __all__ = [
     "open_snapshot",
     "schema",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # from now on an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -40,7 +40,11 @@ def _positive(text: str) -> int:
 
 
 def demo_command(args: argparse.Namespace, out: TextIO) -> int:
-    """Run the demo; progress goes to stderr, the report to ``out``; 0 when it passed."""
+    """Run the demo; progress goes to stderr, the report to ``out``; 0 when it passed.
+
+    When the run stops early (a child process died, a request failed), the reason is
+    the last line, on stderr, as for any failed command.
+    """
     from statemigrate.demo._run import run_demo  # imported late: only this command needs it
 
     def progress(line: str) -> None:
@@ -53,7 +57,10 @@ def demo_command(args: argparse.Namespace, out: TextIO) -> int:
         progress=progress,
     )
     if args.json:
-        print(json.dumps(report.to_plain(), indent=2), file=out)
+        print(json.dumps(report.to_plain(), indent=2), file=out, flush=True)
     else:
-        print(report.render(), file=out)
+        print(report.render(), file=out, flush=True)
+    if report.error is not None:
+        # Last, after the report: why the run stopped, a dead child's own error as a rule.
+        print(f"statemigrate: error: {report.error}", file=sys.stderr, flush=True)
     return 0 if report.passed else 1

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
-from statemigrate._cli import main
+import statemigrate.stores
+from statemigrate._cli import build_parser, main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -32,3 +34,22 @@ def test_readme_set_up_commands_match_ci() -> None:
     ci = (README.parent / ".ci" / "run").read_text()
     assert ".venv/bin/python -m pytest" in text
     assert ".venv/bin/python -m pytest" in ci
+
+
+def test_readme_facts_match_the_package() -> None:
+    """Platform, Python version, stores, extras and commands as the package has them."""
+    text = README.read_text()
+    with (README.parent / "pyproject.toml").open("rb") as handle:
+        project = tomllib.load(handle)["project"]
+    assert project["requires-python"] == ">=3.11" and "Python 3.11+" in text
+    assert "Linux only" in text
+    stores = {n for n in statemigrate.stores.__all__ if n.endswith("Store") and n != "Store"}
+    assert stores == {"MemfdStore", "MemoryStore", "ObjectStore", "TmpfsStore"}
+    assert all(f"| `{store}` |" in text for store in stores)
+    extras = set(re.findall(r"statemigrate\[(\w+)\]", text))
+    assert extras == {"objectstore", "testing"}
+    assert extras <= set(project["optional-dependencies"])
+    assert "obstore" in " ".join(project["optional-dependencies"]["objectstore"])
+    assert ".venv/bin/statemigrate demo" in text
+    parser = build_parser()
+    assert parser.parse_args(["demo"]).func.__name__ == "demo_command"

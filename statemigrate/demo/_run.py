@@ -5,7 +5,9 @@ the load generator in another process, and asks the server three times to hand
 itself over to another release: 1 -> 3, 3 -> 1 (a rollback, through the lossy
 downgrade, which the request allows explicitly), 1 -> 3. Then it stops the load,
 reads the final state and checks every acknowledged write against it. Every wait is
-bounded, and every process it started is killed on the way out.
+bounded, and ends as soon as the process it waits on dies (the run then stops with
+that process's error, in :attr:`DemoReport.error`); every process it started is
+killed on the way out.
 """
 
 from __future__ import annotations
@@ -22,12 +24,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from statemigrate.demo._load import OUTCOMES, fill_value
-from statemigrate.demo._procs import ChildGroup, Event
+from statemigrate.demo._procs import ChildExited, ChildGroup, Event
 
 __all__ = ["DemoReport", "HandoffPhase", "run_demo"]
 
 _BATCH = 5_000
 _WAIT = 60.0  # seconds: a hang guard for every single wait, never a measurement
+
+_GONE_WAIT = 1.0  # seconds: after a failed request, time for a dead child's pipe to close
+
+SERVER = ("-m", "statemigrate.demo._server")
+"""The demo server's command after the interpreter."""
 
 #: The handoffs of the run: (from release, to release, allow_lossy).
 PLAN = ((1, 3, False), (3, 1, True), (1, 3, False))
@@ -71,12 +78,15 @@ class DemoReport:
     handoffs: list[HandoffPhase] = field(default_factory=list)
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
+    error: str | None = None
+    """Why the run stopped before its end (a child's error, a failed request), if it did."""
 
     @property
     def passed(self) -> bool:
         """No lost write, no refusal, no reset, no error, and every handoff succeeded."""
         return (
-            not self.problems
+            self.error is None
+            and not self.problems
             and self.lost == 0
             and self.unexpected == 0
             and self.refused == 0
@@ -140,6 +150,8 @@ class DemoReport:
         )
         for problem in self.problems:
             lines.append(f"  problem: {problem}")
+        if self.error is not None:
+            lines.append(f"  stopped: {self.error}")
         lines.append(f"  result: {'PASS' if self.passed else 'FAIL'}")
         return "\n".join(lines)
 
@@ -210,10 +222,12 @@ def run_demo(
     report = DemoReport(entries=entries, clients=clients)
     server: ChildGroup | None = None
     load: ChildGroup | None = None
+    running: list[ChildGroup] = []  # the children that must not exit now
     with tempfile.TemporaryDirectory(prefix="statemigrate-demo-") as scratch:
         try:
-            command = list(server_argv or [sys.executable, "-m", "statemigrate.demo._server"])
-            server = ChildGroup([*command, "--release", "1"], reaper=True)
+            command = list(server_argv or [sys.executable, *SERVER])
+            server = ChildGroup([*command, "--release", "1"], reaper=True, name="the demo server")
+            running.append(server)
             first = server.wait_event("ready", generation=1, timeout=_WAIT)
             port = int(first["port"])
             api = _Http(port)
@@ -227,9 +241,10 @@ def run_demo(
             argv += ["--clients", str(clients), "--fills", str(entries), "--out", out]
             if fresh_connections:
                 argv.append("--fresh")
-            load = ChildGroup(argv, stdin=subprocess.PIPE)
+            load = ChildGroup(argv, stdin=subprocess.PIPE, name="the load generator")
+            running.append(load)
             minimum = max(300, 40 * clients)
-            _settle(load, settle, minimum, note)
+            _settle(load, server, settle, minimum, note)
             for number, (source, target, lossy) in enumerate(PLAN, start=1):
                 phase = _hand_over(api, server, number, source, target, lossy)
                 report.handoffs.append(phase)
@@ -241,7 +256,8 @@ def run_demo(
                 )
                 if not phase.ok:
                     break
-                _settle(load, settle, minimum, note)
+                _settle(load, server, settle, minimum, note)
+            running.remove(load)
             _stop_load(load)
             done = load.wait_event("done", timeout=_WAIT)
             with open(out, encoding="utf-8") as handle:
@@ -261,9 +277,17 @@ def run_demo(
                 f"verified {len(acked['acked']):,} acknowledged keys and {entries:,} filled"
                 f" entries: {report.lost} lost"
             )
-        except (OSError, RuntimeError, TimeoutError, ValueError, KeyError) as exc:
-            report.problems.append(f"{type(exc).__name__}: {exc}")
+        except ChildExited as exc:
+            report.error = str(exc)
             note(f"stopped: {exc}")
+        except (OSError, RuntimeError, TimeoutError, ValueError, KeyError) as exc:
+            report.error = f"{type(exc).__name__}: {exc}"
+            for group in running:
+                gone = group.exited(timeout=_GONE_WAIT)
+                if gone is not None:
+                    report.error = str(gone)  # the cause, not its echo in a failed request
+                    break
+            note(f"stopped: {report.error}")
         finally:
             if load is not None:
                 load.kill()
@@ -280,15 +304,25 @@ def _fill(api: _Http, entries: int) -> None:
 
 
 def _settle(
-    load: ChildGroup, seconds: float, minimum: int, note: Callable[[str], None]
+    load: ChildGroup,
+    server: ChildGroup,
+    seconds: float,
+    minimum: int,
+    note: Callable[[str], None],
 ) -> None:
-    """Let the load run ``seconds`` and at least ``minimum`` more ok requests (bounded)."""
+    """Let the load run ``seconds`` and at least ``minimum`` more ok requests (bounded).
+
+    Raises:
+        ChildExited: the load generator or the server died meanwhile.
+    """
     start = _latest_progress(load)
     goal = start + minimum
     began = time.monotonic()
     deadline = began + _WAIT
     while time.monotonic() < deadline:
         time.sleep(0.05)
+        load.check()
+        server.check()
         if time.monotonic() - began >= seconds and _latest_progress(load) >= goal:
             break
     last = load.events[-1] if load.events else {}

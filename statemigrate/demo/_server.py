@@ -317,6 +317,18 @@ def build_service(release: int) -> Service:
     return service
 
 
+def _listen(port: int) -> socket.socket:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(1024)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one generation until it hands over (and drains) or gets SIGTERM."""
     parser = argparse.ArgumentParser(prog="python -m statemigrate.demo._server")
@@ -326,15 +338,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain", type=float, default=5.0)
     args = parser.parse_args(argv)
 
-    inheritance = inherit(expect={"http"})
-    service = build_service(args.release)
+    try:
+        inheritance = inherit(expect={"http"})
+        service = build_service(args.release)
+        if inheritance is None:
+            listener = _listen(args.port)
+    except (StateMigrateError, OSError) as exc:
+        # One line, which the demo quotes as the reason it stopped; no traceback.
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        emit(event="failed", generation=args.generation, pid=os.getpid(), reason=str(exc))
+        return 1
     restored: dict[str, object] = {}
-    if inheritance is None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", args.port))
-        listener.listen(1024)
-    else:
+    if inheritance is not None:
         try:
             with inheritance:
                 report = take_over(service, inheritance)

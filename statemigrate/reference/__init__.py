@@ -2,8 +2,10 @@
 
 It is the demo service's state and the project's own example of a migratable
 component. Its migration steps live in the repository's top-level ``migrations/``
-directory, laid out exactly as a user's service lays out its own, and
-:func:`build_registry` loads them into a fresh :class:`~statemigrate.Registry`::
+directory and its frozen schemas in ``schemas/``, laid out exactly as a user's service
+lays out its own; the wheel ships both folders as package data (under ``_data/``), so
+an installed copy finds them too. :func:`build_registry` loads the steps into a fresh
+:class:`~statemigrate.Registry`::
 
     from statemigrate.reference import KVCacheV3, build_registry
 
@@ -36,6 +38,7 @@ __all__ = [
     "COMPONENT",
     "MIGRATIONS_DIR",
     "SCHEMAS",
+    "SCHEMAS_DIR",
     "EntryV2",
     "EntryV3",
     "KVCacheStateV1",
@@ -48,9 +51,27 @@ __all__ = [
     "register_schemas",
 ]
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
-"""The repository's ``migrations/`` directory (present in a source checkout, not in a
-wheel: pass the path explicitly there)."""
+
+def _data_dir(name: str, *, package: Path, checkout: Path) -> Path:
+    """The folder ``name`` shipped in the wheel, or else the source checkout's own.
+
+    The top-level folders of the repository are the only copy: the wheel build copies
+    them into ``statemigrate/reference/_data/`` (``force-include`` in pyproject.toml),
+    and a source checkout or an editable install reads them where they are.
+    """
+    packaged = package / "_data" / name
+    return packaged if packaged.is_dir() else checkout / name
+
+
+_HERE = Path(__file__).resolve().parent
+
+MIGRATIONS_DIR = _data_dir("migrations", package=_HERE, checkout=_HERE.parents[1])
+"""The reference cache's migrations modules: the repository's ``migrations/``, as
+installed with the package."""
+
+SCHEMAS_DIR = _data_dir("schemas", package=_HERE, checkout=_HERE.parents[1])
+"""The reference cache's frozen JSON Schemas: the repository's ``schemas/``, as
+installed with the package (``statemigrate schemas check --schemas`` takes it)."""
 
 
 def build_registry(migrations: str | os.PathLike[str] | None = None) -> Registry:
