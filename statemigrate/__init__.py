@@ -19,6 +19,7 @@ from statemigrate._component import (
     is_migratable,
 )
 from statemigrate._errors import (
+    ExportError,
     HandoffError,
     LossyMigrationError,
     MigrationCheckError,
@@ -54,6 +55,7 @@ __all__ = [
     "ComponentRestore",
     "ComponentSpec",
     "DecodeLimits",
+    "ExportError",
     "HandoffError",
     "LockReport",
     "LossyMigrationError",
