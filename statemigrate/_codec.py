@@ -157,19 +157,16 @@ def pack_data(data: object, *, default: Callable[[Any], object] | None = None) -
         return _fast_pack(data, default or _plain_leaf)
     except Exception:
         pass  # the reference packer decides, and words the error if there is one
-    if default is None:
-        # msgpack-python would pack int keys and tuples that the decoder then refuses
-        # or returns as lists: whatever is not plain is refused here, with its path.
-        problem = find_not_plain(data)
-        if problem is not None:
-            raise NotPlainError(*problem)
     return reference_pack(data, default=default)
 
 
 # Every value ormsgpack would convert on its own (datetimes, enums, dataclasses, UUIDs,
-# ints past 64 bits) goes to ``default`` instead, as it does in msgpack-python.
+# ints past 64 bits, tuples, subclasses of str, int, dict and list) goes to ``default``
+# instead, which refuses it as the reference packer does.
 _FAST_PACK_OPTIONS = (
     ormsgpack.OPT_PASSTHROUGH_BIG_INT
+    | ormsgpack.OPT_PASSTHROUGH_TUPLE
+    | ormsgpack.OPT_PASSTHROUGH_SUBCLASS
     | ormsgpack.OPT_PASSTHROUGH_DATACLASS
     | ormsgpack.OPT_PASSTHROUGH_DATETIME
     | ormsgpack.OPT_PASSTHROUGH_ENUM
@@ -188,11 +185,17 @@ def _fast_pack(data: object, default: Callable[[Any], object]) -> bytes:
 def reference_pack(data: object, *, default: Callable[[Any], object] | None = None) -> bytes:
     """:func:`pack_data` through msgpack-python alone: slower, and the definition of
     the bytes and errors that :func:`pack_data` produces."""
+    if default is None:
+        # msgpack-python would pack int keys the decoder refuses, and tuples or str
+        # subclasses that come back as lists and plain str: refused, with their path.
+        problem = find_not_plain(data)
+        if problem is not None:
+            raise NotPlainError(*problem)
     packed: bytes = msgpack.packb(
         data,
         use_bin_type=True,
         datetime=False,
-        strict_types=False,
+        strict_types=default is not None,
         default=default or _plain_leaf,
     )
     return packed

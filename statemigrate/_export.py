@@ -212,7 +212,7 @@ def _as_text(expected: type | tuple[type, ...], what: str) -> Convert:
 
 
 def _any(value: Any) -> Any:
-    problem = find_not_plain(value)
+    problem = find_not_plain(value, buffers=False)  # a bytearray would come back as bytes
     if problem is not None:
         path, detail = problem
         error = _fail(

@@ -69,13 +69,16 @@ def is_plain(value: object) -> bool:
     return True
 
 
-def find_not_plain(value: object) -> tuple[list[object], str] | None:
+def find_not_plain(
+    value: object, *, buffers: bool = True
+) -> tuple[list[object], str] | None:
     """Return the path to the first value that is not plain data, and what is wrong.
 
     This is what the snapshot encoder accepts: it differs from :func:`is_plain` in
     taking ``bytes`` map keys (the decoder does) and in requiring every ``str`` to be
     encodable as UTF-8 (a lone surrogate, as ``os.fsdecode`` makes of a non-UTF-8 file
-    name, is not), since msgpack strings are UTF-8. ``None`` when all of ``value`` is
+    name, is not), since msgpack strings are UTF-8. ``bytearray`` and ``memoryview``
+    are written as bytes unless ``buffers`` is False. ``None`` when all of ``value`` is
     plain.
     """
     stack: list[tuple[object, list[object]]] = [(value, [])]
@@ -106,7 +109,7 @@ def find_not_plain(value: object) -> tuple[list[object], str] | None:
             assert isinstance(item, int)
             if not INT_MIN <= item <= INT_MAX:
                 return path, f"the integer {item} does not fit in 64 bits"
-        elif kind not in _SCALARS:
+        elif kind not in _SCALARS and not (buffers and kind in (bytearray, memoryview)):
             return path, f"a {kind.__qualname__} value ({item!r:.40}) is not plain data"
     return None
 
