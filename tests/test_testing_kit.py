@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import decimal
 import enum
 import importlib.metadata
+import ipaddress
 import os
 import subprocess
 import sys
@@ -19,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import ResolutionFailed
-from pydantic import AliasChoices, BaseModel, Field, PlainValidator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PlainValidator, SecretStr
 from typing_extensions import TypedDict
 
 import statemigrate.testing as kit
@@ -337,6 +339,135 @@ def test_only_the_named_components_are_checked() -> None:
     checks = migration_checks(registry, components=["kvcache"])
     assert {check.component for check in checks} == {"kvcache"}
     assert check_migrations(registry, components=["kvcache"], max_examples=5).ok
+
+
+# --- the state form: what a component holds ----------------------------------------------
+
+
+class Part(BaseModel):
+    n: int = 0
+
+
+class SpecialPart(Part):
+    label: str = ""
+
+
+class Held(BaseModel):
+    """One field for each kind of value a service's state holds beyond plain data."""
+
+    model_config = ConfigDict(extra="allow")
+
+    label: str | None = Field(default=None, alias="name")
+    by_id: dict[int, str] = {}
+    at: datetime.datetime | None = None
+    clock: datetime.time | None = None
+    money: decimal.Decimal | None = None
+    ident: uuid.UUID | None = None
+    tags: set[str] = set()
+    frozen: frozenset[int] = frozenset()
+    pair: tuple[int, str] | None = None
+    part: Part | None = None
+    secret: SecretStr | None = None
+    count: int = 0
+    text: str = ""
+    anything: Any
+    queue: collections.deque[int] = collections.deque()
+    address: ipaddress.IPv4Address | None = None
+
+
+FEATURES = {
+    "aliased field populated",
+    "extra field",
+    "int key",
+    "aware datetime",
+    "naive datetime",
+    "aware time",
+    "decimal",
+    "uuid",
+    "set",
+    "frozenset",
+    "tuple",
+    "deque",
+    "nested model",
+    "subclass instance",
+    "secret",
+    "int beyond 64 bits",
+    "lone surrogate",
+    "datetime in Any",
+    "tuple in Any",
+    "ip address",
+}
+
+
+def features(state: Held) -> set[str]:
+    """The kinds of value found anywhere in ``state``."""
+    found = set()
+    if state.label is not None:
+        found.add("aliased field populated")  # only reachable through the alias
+    if state.model_extra:
+        found.add("extra field")
+    inside_any = [state.anything]
+    while inside_any:
+        value = inside_any.pop()
+        if isinstance(value, datetime.datetime):
+            found.add("datetime in Any")
+        elif isinstance(value, tuple):
+            found.add("tuple in Any")
+        if isinstance(value, dict):
+            inside_any.extend(value.values())
+        elif isinstance(value, list | tuple | set):
+            inside_any.extend(value)
+    todo: list[Any] = [*state.__dict__.values(), *(state.model_extra or {}).values()]
+    while todo:
+        value = todo.pop()
+        kind = type(value)
+        if isinstance(value, BaseModel):
+            found.add("subclass instance" if kind is SpecialPart else "nested model")
+            todo.extend(value.__dict__.values())
+            todo.extend((value.model_extra or {}).values())
+        elif isinstance(value, dict):
+            found.update("int key" for key in value if type(key) is int)
+            todo.extend(value.values())
+        elif isinstance(value, list | tuple | set | frozenset | collections.deque):
+            names = {tuple: "tuple", set: "set", frozenset: "frozenset"}
+            names[collections.deque] = "deque"
+            if value and kind in names:
+                found.add(names[kind])
+            todo.extend(value)
+        elif isinstance(value, datetime.datetime):
+            found.add("naive datetime" if value.tzinfo is None else "aware datetime")
+        elif isinstance(value, datetime.time) and value.tzinfo is not None:
+            found.add("aware time")
+        elif isinstance(value, decimal.Decimal):
+            found.add("decimal")
+        elif isinstance(value, uuid.UUID):
+            found.add("uuid")
+        elif isinstance(value, SecretStr) and value.get_secret_value():
+            found.add("secret")
+        elif kind is int and not -(2**63) <= value < 2**64:
+            found.add("int beyond 64 bits")
+        elif kind is str and any("\ud800" <= char <= "\udfff" for char in value):
+            found.add("lone surrogate")
+        elif isinstance(value, ipaddress.IPv4Address):
+            found.add("ip address")
+    return found
+
+
+def test_the_state_form_draws_what_services_keep() -> None:
+    """Every kind of value a snapshot must carry appears among drawn states: aliased
+    fields, extra fields, int keys, datetimes with and without zone, decimals, UUIDs,
+    sets, tuples, nested and subclass models, secrets, big ints, lone surrogates."""
+    schema = SchemaVersion.create("held", 1, Held)
+    seen: set[str] = set()
+
+    @settings(database=None, max_examples=300, derandomize=True)
+    @given(from_schema(schema, form="state"))
+    def collect(state: Held) -> None:
+        assert type(state) is Held  # a validated state, not its plain form
+        seen.update(features(state))
+
+    collect()
+    assert seen == FEATURES
 
 
 def test_the_namespace_is_sorted_and_loads_lazily() -> None:
