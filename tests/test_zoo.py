@@ -57,7 +57,7 @@ def refusal(exc: BaseException, component: str) -> tuple[str, str]:
         isinstance(exc, StateMigrateError)
         and "\n" not in str(exc).strip()
         and component in str(exc)
-        and re.search(r"\b(version |v)1\b", str(exc)) is not None
+        and re.search(r"\b(?:version\s*[=:]?\s*|v)1\b", str(exc)) is not None
     )
     return ("", text) if clear else (UNCLEAR, text)
 

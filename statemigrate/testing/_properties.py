@@ -223,7 +223,7 @@ def _unclear_refusal(message: str, component: str, version: int) -> str:
         lacking.append("it spans several lines")
     if component not in message:
         lacking.append(f"it does not name the component {component!r}")
-    if not re.search(rf"\b(version |v){version}\b", message):
+    if not re.search(rf"\b(?:version\s*[=:]?\s*|v){version}\b", message):
         lacking.append(f"it does not name version {version}")
     return "; ".join(lacking)
 
