@@ -467,6 +467,20 @@ def test_the_state_form_draws_what_services_keep() -> None:
     assert seen == FEATURES
 
 
+def test_the_schema_type_itself_is_never_drawn_as_a_subclass() -> None:
+    """A version's own type stands for exactly that type (its subclasses are often the
+    next versions): only fields typed as a model also get the model's subclasses."""
+    drawn: set[type] = set()
+
+    @settings(database=None, max_examples=100, derandomize=True)
+    @given(from_schema(SchemaVersion.create("part", 1, Part), form="state"))
+    def collect(state: Part) -> None:
+        drawn.add(type(state))
+
+    collect()
+    assert drawn == {Part}
+
+
 def test_exact_differences_tells_apart_what_equality_confuses() -> None:
     """The snapshot check compares values and types: each pair below is equal under ``==``
     (or as plain data) and is reported; exactly equal states are not."""

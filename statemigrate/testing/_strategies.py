@@ -22,7 +22,8 @@ is what a component holds: the validated model, dataclass or dict, whose values 
 beyond plain data wherever the schema lets them, so that a snapshot round trip is
 tested on what services really keep: dicts with int, enum or tuple keys, sets, tuples,
 datetimes with and without a zone, decimals, secrets, instances of a model's
-subclasses in a field typed as the model, ``Any`` fields holding datetimes and tuples,
+subclasses in a field typed as the model (the schema's own type is drawn as itself:
+its subclasses are often its later versions), ``Any`` fields holding datetimes and tuples,
 extra fields of ``extra="allow"`` models, and, now and then, integers beyond 64 bits
 and strings holding a lone surrogate.
 
@@ -125,7 +126,11 @@ def from_schema(
         raise ValueError(f"form must be 'plain' or 'state', not {form!r}")
     where = f"{schema.component} version {schema.version}"
     builder = _Builder(
-        schema.adapter.core_schema, max_size=max_size, where=where, rich=form == "state"
+        schema.adapter.core_schema,
+        max_size=max_size,
+        where=where,
+        rich=form == "state",
+        exact=frozenset({schema.type}),
     )
     raw = builder.build()
 
@@ -269,12 +274,16 @@ class _Builder:
         max_size: int,
         where: str,
         rich: bool = False,
+        exact: frozenset[object] = frozenset(),
         subclasses: dict[type, st.SearchStrategy[Any]] | None = None,
     ) -> None:
         self.root = root
         self.max_size = max_size
         self.where = where
         self.rich = rich  # drawing the state form: values beyond plain data
+        # Models drawn as themselves only: the schema's own type is what a component of
+        # that version holds, while its subclasses are often the schema's later versions.
+        self.exact = exact
         self.refs: dict[str, Node] = {}
         self.deferred: dict[str, st.SearchStrategy[Any]] = {}
         self.built: dict[str, st.SearchStrategy[Any]] = {}
@@ -548,7 +557,7 @@ class _Builder:
         if extra == "allow" and fields.get("type") == "model-fields":
             record = self._with_extras(record, fields)
         cls = node.get("cls")
-        if not self.rich or not isinstance(cls, type):
+        if not self.rich or not isinstance(cls, type) or cls in self.exact:
             return record
         # A field typed as a model also takes instances of its subclasses, and keeps
         # them as they are: a state holds whatever the service put there.
@@ -578,6 +587,7 @@ class _Builder:
             max_size=self.max_size,
             where=self.where,
             rich=self.rich,
+            exact=self.exact | {cls},
             subclasses=self.subclasses,
         )
         try:
