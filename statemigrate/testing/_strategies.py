@@ -597,7 +597,7 @@ class _Builder:
 
         def instance(value: object) -> object:
             try:
-                return cls.model_validate(value)
+                return cls.model_validate(value, by_name=True, by_alias=False)
             except pydantic.ValidationError:
                 return _REJECTED
 
@@ -659,14 +659,6 @@ def _bound(node: Node, inclusive: str, exclusive: str, nudge: int, default: int)
 
 
 def _data_key(name: str, field: Node) -> str:
-    """The key under which validation reads a field: its (first) validation alias."""
-    alias = field.get("validation_alias")
-    if isinstance(alias, str):
-        return alias
-    if isinstance(alias, list) and alias:
-        first = alias[0]
-        if isinstance(first, list) and len(first) == 1 and isinstance(first[0], str):
-            return first[0]
-        if isinstance(first, str):
-            return first
+    """The key under which the plain form holds a field, and validation reads it back:
+    its Python name, whatever its aliases (see ``statemigrate._export``)."""
     return name
