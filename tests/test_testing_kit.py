@@ -581,10 +581,10 @@ def lose_on_export(monkeypatch: pytest.MonkeyPatch, field: str, loss: Any) -> No
     """Make every export lose something of ``field``, as a buggy component would."""
     real = SchemaVersion.export
 
-    def export(self: SchemaVersion, state: object) -> Any:
+    def export(self: SchemaVersion, state: object, *, walk: bool = False) -> Any:
         if isinstance(state, BaseModel) and field in type(state).model_fields:
             state = state.model_copy(update={field: loss(getattr(state, field))})
-        return real(self, state)
+        return real(self, state, walk=walk)
 
     monkeypatch.setattr(SchemaVersion, "export", export)
 
@@ -621,10 +621,10 @@ def test_a_state_refused_early_passes_and_is_counted(monkeypatch: pytest.MonkeyP
     was committed); the result says how many states were refused."""
     real = SchemaVersion.export
 
-    def export(self: SchemaVersion, state: object) -> Any:
+    def export(self: SchemaVersion, state: object, *, walk: bool = False) -> Any:
         if isinstance(state, Bounded) and state.count > 10:
             raise ValidationError(self.component, self.version, "count: more than 10")
-        return real(self, state)
+        return real(self, state, walk=walk)
 
     monkeypatch.setattr(SchemaVersion, "export", export)
     registry = Registry()
@@ -648,7 +648,7 @@ def test_a_state_refused_early_passes_and_is_counted(monkeypatch: pytest.MonkeyP
 def test_a_refusal_that_does_not_say_where_fails(
     error: Exception, what: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def export(self: SchemaVersion, state: object) -> Any:
+    def export(self: SchemaVersion, state: object, *, walk: bool = False) -> Any:
         raise error
 
     monkeypatch.setattr(SchemaVersion, "export", export)
@@ -668,7 +668,9 @@ def test_a_committed_snapshot_that_cannot_be_restored_fails(
     class Required(BaseModel):
         data: str
 
-    monkeypatch.setattr(SchemaVersion, "export", lambda self, state: {"value": state.data})
+    monkeypatch.setattr(
+        SchemaVersion, "export", lambda self, state, walk=False: {"value": state.data}
+    )
     registry = Registry()
     registry.add_schema("required", 1, Required)
     (failure,) = check_migrations(registry, raise_on_failure=False).failures

@@ -38,7 +38,6 @@ from hypothesis import strategies as st
 from hypothesis.errors import FailedHealthCheck, Flaky, HypothesisException, Unsatisfiable
 
 from statemigrate._errors import MigrationCheckError
-from statemigrate._plaindata import to_plain
 from statemigrate._plan import Step
 from statemigrate._registry import Registry
 from statemigrate.testing._properties import PROPERTIES, Broken, comparable_pairs, simple_paths
@@ -280,7 +279,7 @@ class MigrationCheck:
         def normalize(value: object) -> object:
             # A user's strategy may draw states (model instances) or plain data.
             state = schema.validate(value)
-            return state if form == "state" else to_plain(schema.export(state))
+            return state if form == "state" else schema.export(state, walk=True)
 
         return self.strategy.map(normalize)
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from statemigrate._errors import StateMigrateError
-from statemigrate._plaindata import copy_plain, is_plain, to_plain
+from statemigrate._plaindata import copy_plain, is_plain
 from statemigrate._plan import Step
 from statemigrate._registry import Registry
 
@@ -72,7 +72,7 @@ def _normalized(registry: Registry, step: Step, data: Any, version: int, example
     """Validate ``data`` at ``version`` and return its plain form, or break."""
     schema = registry.schema_for(step.component, version)
     try:
-        return to_plain(schema.export(schema.validate(data)))
+        return schema.export(schema.validate(data), walk=True)
     except (StateMigrateError, TypeError) as exc:
         raise Broken(
             f"output of {step} does not fit version {version}",
@@ -191,15 +191,15 @@ def _snapshot_property(check: MigrationCheck, state: Any) -> str | None:
     latest = registry.latest(component)
     if latest.version == version:
         return None
-    x = to_plain(schema.export(state))
+    x = schema.export(state, walk=True)
     newer_obj = _holder_class(registry, component, latest.version)(None)
     newer = Service(name, registry=registry)
     newer.register(newer_obj)
     plan = registry.plan(component, version, latest.version, allow_lossy=True)
     try:
         newer.restore(ref, allow_lossy=True)
-        migrated = to_plain(latest.export(newer_obj.state))
-        expected = to_plain(latest.export(latest.validate(plan.apply(copy_plain(x)))))
+        migrated = latest.export(newer_obj.state, walk=True)
+        expected = latest.export(latest.validate(plan.apply(copy_plain(x))), walk=True)
     except Exception as exc:
         raise Broken(
             f"restoring version {version} into code at version {latest.version} failed"

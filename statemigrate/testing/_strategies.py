@@ -47,7 +47,6 @@ from hypothesis import strategies as st
 from hypothesis.errors import ResolutionFailed
 
 from statemigrate._errors import ValidationError
-from statemigrate._plaindata import to_plain
 from statemigrate._registry import Registry
 from statemigrate._schema import SchemaVersion
 
@@ -137,7 +136,7 @@ def from_schema(
     def normalize(value: object) -> object:
         try:
             state = schema.validate(value)
-            return state if form == "state" else to_plain(schema.export(state))
+            return state if form == "state" else schema.export(state, walk=True)
         except (ValidationError, TypeError):
             # The builder approximated a constraint or a validator; draw again.
             return _REJECTED
