@@ -19,6 +19,7 @@ from statemigrate._component import (
     is_migratable,
 )
 from statemigrate._errors import (
+    ConfigurationError,
     ExportError,
     HandoffError,
     LossyMigrationError,
@@ -28,6 +29,7 @@ from statemigrate._errors import (
     RestoreError,
     SnapshotError,
     StateMigrateError,
+    StoreConflictError,
     StoreError,
     UnknownComponentError,
     ValidationError,
@@ -54,6 +56,7 @@ __all__ = [
     "CommitReport",
     "ComponentRestore",
     "ComponentSpec",
+    "ConfigurationError",
     "DecodeLimits",
     "ExportError",
     "HandoffError",
@@ -77,6 +80,7 @@ __all__ = [
     "SnapshotReport",
     "StateMigrateError",
     "Step",
+    "StoreConflictError",
     "StoreError",
     "TmpfsStore",
     "UnknownComponentError",

@@ -8,11 +8,13 @@ becomes one line on stderr and a non-zero exit; a traceback means a bug.
 from __future__ import annotations
 
 import argparse
+import errno
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from statemigrate._cli_inspect import add_inspect_parser
+from statemigrate._cli_inspect import add_inspect_parser, printable
 from statemigrate._errors import LossyMigrationError, StateMigrateError
 
 __all__ = ["main"]
@@ -28,7 +30,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line too."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"statemigrate: error: {message}\n")
+        # The message quotes the arguments given, which may hold any character.
+        self.exit(EXIT_USAGE, f"statemigrate: error: {printable(message)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,9 +59,15 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction[_Parser]], None]]
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 failure, 2 usage)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if any("\0" in argument for argument in arguments):
+        # No argv from exec(2) can hold a NUL; a Python caller's can, and every path
+        # function would refuse it with a ValueError.
+        _error("an argument holds a NUL character")
+        return EXIT_USAGE
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
     except SystemExit as exc:  # usage error or --help: argparse has already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     func: Command = args.func
@@ -66,15 +75,32 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     try:
         return func(args, stream)
     except StateMigrateError as exc:
-        print(f"statemigrate: error: {_one_line(_message(exc))}", file=sys.stderr)
+        _error(_message(exc))
     except BrokenPipeError:  # output piped into head: not an error worth a line
         return EXIT_OK
     except OSError as exc:
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"statemigrate: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        # The commands translate the OS errors they expect; this names what it can.
+        _error(_os_error(exc, args))
     except KeyboardInterrupt:
         print("statemigrate: interrupted", file=sys.stderr)
     return EXIT_FAILURE
+
+
+def _error(message: str) -> None:
+    """The one line a failure prints: never several lines, never a control character."""
+    print(f"statemigrate: error: {printable(_one_line(message))}", file=sys.stderr)
+
+
+def _os_error(exc: OSError, args: argparse.Namespace) -> str:
+    """``<command> <file(s)>: <reason> (<ERRNO>)`` for an OS error no command translated."""
+    command = " ".join(
+        str(part) for part in (args.command, getattr(args, "schemas_command", None)) if part
+    )
+    files = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
+    where = f" {' -> '.join(files)}" if files else ""
+    code = exc.errno
+    name = f" ({errno.errorcode.get(code, code)})" if code is not None else ""
+    return f"{command}{where}: {exc.strerror or exc}{name}"
 
 
 def _message(exc: StateMigrateError) -> str:
@@ -88,8 +114,13 @@ def _message(exc: StateMigrateError) -> str:
 
 
 def _one_line(text: str) -> str:
-    """Messages may quote multi-line causes (pydantic, user code); keep the promise."""
-    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    """Messages may quote multi-line causes (pydantic, user code); keep the promise.
+
+    Only real line breaks join lines; any other separator is left for
+    :func:`printable` to escape, so that nothing a message quotes is lost.
+    """
+    lines = (line.strip() for line in re.split(r"\r\n|\r|\n", text))
+    return " | ".join(line for line in lines if line)
 
 
 if __name__ == "__main__":  # pragma: no cover

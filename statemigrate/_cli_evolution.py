@@ -10,12 +10,13 @@ they are; both exit with status 1 when they find a problem.
 from __future__ import annotations
 
 import argparse
+import errno
 from pathlib import Path
 from typing import Any, TextIO
 
 from statemigrate._cli_registry import add_registry_arguments
 from statemigrate._config import ProjectConfig, find_config, load_registry
-from statemigrate._errors import RegistrationError
+from statemigrate._errors import RegistrationError, StoreError
 from statemigrate._registry import Registry
 
 __all__ = [
@@ -85,12 +86,19 @@ def add_evolution_parsers(commands: Any) -> None:
     )
     run.add_argument(
         "--max-examples",
-        type=int,
+        type=_positive,
         metavar="N",
         help="examples per check (default: hypothesis' default profile)",
     )
     _add_common(run, schemas=False)
     run.set_defaults(func=check_command)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _add_common(
@@ -139,9 +147,13 @@ def freeze_command(args: argparse.Namespace, out: TextIO) -> int:
 
     config = find_config()
     folder = _schemas_dir(args, config)
-    results = freeze_schemas(
-        _registry(args, config), folder, components=args.components, force=args.force
-    )
+    registry = _registry(args, config)
+    try:
+        results = freeze_schemas(registry, folder, components=args.components, force=args.force)
+    except OSError as exc:
+        raise _write_failed(exc, folder) from exc
+    if not results:
+        raise _nothing_found(args, config, "to freeze")
     for result in results:
         out.write(
             f"{result.action:<11} {result.component} v{result.version}  {shown(result.path)}\n"
@@ -166,6 +178,8 @@ def schemas_check_command(args: argparse.Namespace, out: TextIO) -> int:
         report = load_failure_report(folder, exc, migrations=migrations)
     else:
         report = check_schemas(registry, folder, components=args.components, migrations=migrations)
+        if not report.components:
+            raise _nothing_found(args, config, "to check", schemas=folder)
     out.write(report.to_markdown())
     return EXIT_OK if report.ok else EXIT_PROBLEMS
 
@@ -178,17 +192,20 @@ def makemigration_command(args: argparse.Namespace, out: TextIO) -> int:
     registry = _registry(args, config)
     migrations = _migrations_dir(args, config) or Path("migrations")
     schema = _resolve_type(args.schema, config) if args.schema else None
-    stub = make_migration(
-        registry,
-        args.component,
-        schemas_dir=_schemas_dir(args, config),
-        migrations_dir=migrations,
-        schema=schema,
-        version=args.version,
-        name=args.name,
-        renames=_parse_renames(args.rename),
-        write=not args.dry_run,
-    )
+    try:
+        stub = make_migration(
+            registry,
+            args.component,
+            schemas_dir=_schemas_dir(args, config),
+            migrations_dir=migrations,
+            schema=schema,
+            version=args.version,
+            name=args.name,
+            renames=_parse_renames(args.rename),
+            write=not args.dry_run,
+        )
+    except OSError as exc:
+        raise _write_failed(exc, migrations) from exc
     if args.dry_run:
         out.write(stub.code)
         return EXIT_OK
@@ -209,15 +226,52 @@ def check_command(args: argparse.Namespace, out: TextIO) -> int:
         raise RegistrationError(
             f"statemigrate check needs hypothesis ({exc}): pip install 'statemigrate[testing]'"
         ) from exc
-    registry = _registry(args, find_config())
+    config = find_config()
+    registry = _registry(args, config)
+    if not args.components and not any(registry.versions(c) for c in registry.components()):
+        raise _nothing_found(args, config, "to check")
     report = check_migrations(
         registry,
         components=args.components,
         max_examples=args.max_examples,
         raise_on_failure=False,
     )
+    if not report.results:
+        raise _nothing_found(args, config, "to check")
     out.write(report.to_markdown())
     return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
+def _nothing_found(
+    args: argparse.Namespace, config: ProjectConfig, purpose: str, *, schemas: Path | None = None
+) -> RegistrationError:
+    """The error for a command that found no component at all.
+
+    A mistyped path or module name must fail a CI job, not pass it with nothing checked;
+    the message says where the command looked.
+    """
+    spec = args.registry or config.registry
+    imports = [*config.imports, *args.imports]
+    if spec:
+        where = f"registry {spec!r} has no schemas"
+    elif imports:
+        where = f"the modules imported ({', '.join(imports)}) registered no schemas"
+    else:
+        where = (
+            "no registry is named (--registry, --import, or [tool.statemigrate] in"
+            " pyproject.toml), and the default registry holds no schemas"
+        )
+    if schemas is not None:
+        where += f", and {str(schemas)!r} holds no frozen ones"
+    return RegistrationError(f"no components {purpose}: {where}")
+
+
+def _write_failed(exc: OSError, folder: Path) -> StoreError:
+    """The file (else the folder) a command could not write, and why."""
+    target = exc.filename if exc.filename is not None else folder
+    code = exc.errno
+    name = f" ({errno.errorcode.get(code, code)})" if code is not None else ""
+    return StoreError("write", str(target), f"{exc.strerror or exc}{name}", errno=code)
 
 
 def _parse_renames(pairs: list[str]) -> dict[str, str]:

@@ -7,25 +7,22 @@ import base64
 import datetime
 import json
 import os
-import stat
 import sys
 from types import TracebackType
 from typing import Any, TextIO
 
-from statemigrate._errors import SnapshotError, StoreError
-from statemigrate._format import DecodeLimits, Snapshot, open_snapshot
+from statemigrate._cli_source import open_snapshot_source, read_key
+from statemigrate._errors import SnapshotError
+from statemigrate._format import Snapshot
 from statemigrate._header import SectionInfo
 
 __all__ = [
     "Progress",
     "add_inspect_parser",
     "inspect_command",
-    "read_key",
-    "read_snapshot_source",
+    "printable",
     "to_json_ready",
 ]
-
-_MAX_SIZE = DecodeLimits().max_snapshot_size
 
 
 def add_inspect_parser(commands: Any) -> None:
@@ -63,76 +60,9 @@ def add_key_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def read_key(path: str | None) -> bytes | None:
-    """The key in ``path`` (surrounding whitespace stripped), or None without a path."""
-    if path is None:
-        return None
-    with open(path, "rb") as handle:
-        key = handle.read(4096).strip()
-    if len(key) < 16:
-        raise StoreError("read", path, "an authentication key needs at least 16 bytes")
-    return key
-
-
-def read_snapshot_source(source: str, *, max_size: int = _MAX_SIZE) -> bytes | memoryview:
-    """The bytes named by ``source``: a file path, or ``fd:N`` for an open descriptor.
-
-    A descriptor that is a memfd must be sealed (it is then mapped read-only); any
-    other descriptor must be a regular file. Paths must name regular files, so a FIFO
-    or device never blocks or floods the reader.
-
-    Raises:
-        StoreError: the source is not a readable regular file or sealed memfd, or is
-            larger than ``max_size``.
-    """
-    if source.startswith("fd:"):
-        number = source[3:]
-        if not number.isdigit():
-            raise StoreError("open", source, "expected fd:N with N a descriptor number")
-        fd = int(number)
-        try:
-            os.fstat(fd)
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            raise StoreError("open", source, "not an open file descriptor") from None
-        if target.startswith("/memfd:"):
-            from statemigrate.stores import open_memfd
-
-            return open_memfd(fd, max_size=max_size)
-        return _read_regular(fd, source, max_size)
-    try:
-        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as exc:
-        raise StoreError("open", source, exc.strerror or str(exc), errno=exc.errno) from exc
-    try:
-        return _read_regular(fd, source, max_size)
-    finally:
-        os.close(fd)
-
-
-def _read_regular(fd: int, name: str, max_size: int) -> bytes:
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        raise StoreError("open", name, "not a regular file")
-    if info.st_size > max_size:
-        raise StoreError("open", name, f"larger than {max_size} bytes")
-    chunks = []
-    offset = 0
-    while True:
-        chunk = os.pread(fd, 1 << 20, offset)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        offset += len(chunk)
-        if offset > max_size:
-            raise StoreError("read", name, f"larger than {max_size} bytes")
-    return b"".join(chunks)
-
-
 def inspect_command(args: argparse.Namespace, out: TextIO) -> int:
     """Run ``inspect``; returns the exit status."""
-    data = read_snapshot_source(args.snapshot)
-    snapshot = open_snapshot(data, key=read_key(args.key_file))
+    snapshot = open_snapshot_source(args.snapshot, key=read_key(args.key_file))
     sections = snapshot.header.sections
     statuses = ["digest ok"] * len(sections)
     if args.verify:
@@ -172,7 +102,7 @@ class Progress:
         """Count one item done and redraw the line."""
         self.done += 1
         if self.enabled:
-            sys.stderr.write(f"\r  {self.verb} [{self.done}/{self.total}] {name:<40}")
+            sys.stderr.write(f"\r  {self.verb} [{self.done}/{self.total}] {printable(name):<40}")
             sys.stderr.flush()
             self._line_open = True
 
@@ -308,13 +238,31 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+def printable(text: str) -> str:
+    """``text`` with each character a terminal would act on or hide escaped.
+
+    Control characters (escape sequences, carriage returns, newlines), format
+    characters (such as right-to-left overrides) and other non-printables become
+    Python-style escapes (``\\x1b``, ``\\n``, ``\\u202e``). The strings a snapshot
+    holds are whatever its writer chose; shown as they are they could rewrite what the
+    operator sees.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
 def render(snapshot: Snapshot, statuses: list[str]) -> str:
-    """The human-readable ``inspect`` output."""
+    """The human-readable ``inspect`` output; every string from the snapshot is escaped
+    with :func:`printable`."""
     info = describe(snapshot, statuses)
-    producer = info["producer"]
+    producer = {key: printable(str(value)) for key, value in info["producer"].items()}
     integrity = "HMAC-SHA256" if info["authenticated"] else "xxh3-128"
     lines = [
-        f"snapshot   {info['snapshot_id']}",
+        f"snapshot   {printable(info['snapshot_id'])}",
         f"format     v{info['format_version']}, {human_size(info['size'])}, {integrity}",
         f"created    {info['created']}  generation {info['generation']}",
         f"producer   {producer['service']} {producer['code_version'] or '-'}"
@@ -322,13 +270,13 @@ def render(snapshot: Snapshot, statuses: list[str]) -> str:
         f" {producer['library']})",
     ]
     for key, value in sorted(info["meta"].items()):
-        lines.append(f"meta       {key}={value}")
+        lines.append(f"meta       {printable(key)}={printable(value)}")
     rows = [("COMPONENT", "INSTANCE", "VERSION", "RAW", "STORED", "RATIO", "CHUNKS", "STATUS")]
     for s in info["sections"]:
         rows.append(
             (
-                s["component"],
-                s["instance"],
+                printable(s["component"]),
+                printable(s["instance"]),
                 str(s["version"]),
                 human_size(s["raw_size"]),
                 human_size(s["stored_size"]),

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any, TextIO
 
-from statemigrate._cli_inspect import Progress, add_key_argument, read_key, read_snapshot_source
+from statemigrate._cli_inspect import Progress, add_key_argument, printable
+from statemigrate._cli_source import open_snapshot_source, read_key
 from statemigrate._config import find_config, load_registry
 from statemigrate._encode import SectionInput, encode_snapshot
 from statemigrate._errors import (
@@ -17,7 +18,6 @@ from statemigrate._errors import (
     UnknownComponentError,
     ValidationError,
 )
-from statemigrate._format import open_snapshot
 from statemigrate._header import Producer
 from statemigrate._plan import Plan
 from statemigrate._registry import Registry
@@ -158,8 +158,15 @@ def _parse_targets(pairs: list[str]) -> dict[str, int]:
     targets: dict[str, int] = {}
     for pair in pairs:
         component, sep, version = pair.partition("=")
-        if not sep or not component or not version.isdigit():
-            raise RegistrationError(f"--to {pair!r}: expected COMPONENT=VERSION")
+        # ASCII digits only: int() refuses some of what str.isdigit() accepts ("²").
+        # Ten digits hold every version a snapshot can (at most 2**31).
+        if (
+            not sep
+            or not component
+            or not (version.isascii() and version.isdigit())
+            or len(version) > 10
+        ):
+            raise RegistrationError(f"--to {pair[:80]!r}: expected COMPONENT=VERSION")
         targets[component] = int(version)
     return targets
 
@@ -169,7 +176,7 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     targets = _parse_targets(args.targets)
     registry = registry_from(args)
     key = read_key(args.key_file)
-    snapshot = open_snapshot(read_snapshot_source(args.snapshot), key=key)
+    snapshot = open_snapshot_source(args.snapshot, key=key)
     present = {s.component for s in snapshot.header.sections}
     absent = sorted(set(targets) - present)
     if absent:
@@ -188,7 +195,7 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
                 schema = registry.schema_for(section.component, target)
                 data = schema.export(schema.validate(_apply(plan, data, section.instance)))
                 version, fingerprint = target, schema.fingerprint
-                applied.append(f"{section.key}: {plan}\n")
+                applied.append(f"{printable(section.key)}: {plan}\n")
             sections.append(
                 SectionInput(section.component, section.instance, version, fingerprint, data)
             )
@@ -204,7 +211,9 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     )
     write_file_atomically(Path(args.output), encoded.parts)
     out.writelines(applied)
-    out.write(f"wrote {args.output} ({encoded.size} bytes, {len(sections)} sections)\n")
+    out.write(
+        f"wrote {printable(args.output)} ({encoded.size} bytes, {len(sections)} sections)\n"
+    )
     return 0
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from statemigrate._errors import RegistrationError
 from statemigrate._plan import check_component, check_version
@@ -38,7 +38,9 @@ __all__ = [
     "component_state",
     "export_component",
     "import_component",
+    "importable_state",
     "is_migratable",
+    "plain_state",
 ]
 
 C = TypeVar("C")
@@ -140,20 +142,32 @@ def export_component(
             back changed.
         ValidationError: the state is not a state of the schema.
     """
-    spec = component_spec(obj)
-    schema = spec.schema(registry)
-    exporter = getattr(obj, "export_state", None)
-    state = exporter() if callable(exporter) else _read_fields(obj, schema)
-    return schema.export(state, walk=walk)
+    return plain_state(obj, component_state(obj, registry=registry), registry=registry, walk=walk)
+
+
+def plain_state(
+    obj: object, state: Any, *, registry: Registry | None = None, walk: bool = False
+) -> Any:
+    """Return the plain form of ``state``, which :func:`component_state` returned for ``obj``.
+
+    :func:`export_component` is this applied to the live state; a restore takes the
+    state once and uses it both to roll back and to check the rollback.
+
+    Raises:
+        RegistrationError, UnknownComponentError, ExportError, ValidationError: as for
+            :func:`export_component`.
+    """
+    return component_spec(obj).schema(registry).export(state, walk=walk)
 
 
 def component_state(obj: object, *, registry: Registry | None = None) -> Any:
-    """Return the live state of ``obj`` in the form :func:`import_component` takes back.
+    """Return the live state of ``obj``, without copying any value.
 
     That is ``obj.export_state()`` when the class defines it, else a new dict of the
-    schema's fields read as attributes; no value is copied. Importing it again restores
-    the component exactly, which is how a restore rolls back: keep this before importing
-    anything new, and import it again on failure.
+    schema's fields read as attributes. :func:`importable_state` turns it into what
+    :func:`import_component` takes back, and importing that restores the component,
+    which is how a restore rolls back: keep this before importing anything new, and
+    import it again on failure.
 
     Raises:
         RegistrationError: as for :func:`export_component`.
@@ -165,6 +179,29 @@ def component_state(obj: object, *, registry: Registry | None = None) -> Any:
     if callable(exporter):
         return exporter()
     return _read_fields(obj, schema)
+
+
+def importable_state(obj: object, state: Any, *, registry: Registry | None = None) -> Any:
+    """Return ``state`` (from :func:`component_state`) in the form ``obj`` imports.
+
+    The default import takes back what :func:`component_state` gave, as it is. A
+    custom ``import_state`` takes a validated state, while ``export_state`` may have
+    returned another form of it (a dict for a model schema, say): that is validated
+    again from its plain data. A model or dataclass instance of the schema, and a dict
+    for a ``TypedDict`` schema, are already validated and returned as they are.
+
+    Raises:
+        ValidationError: the state does not export, or its export does not validate.
+        RegistrationError, UnknownComponentError: as for :func:`export_component`.
+    """
+    schema = component_spec(obj).schema(registry)
+    if not callable(getattr(obj, "import_state", None)):
+        return state
+    if schema.kind in ("model", "dataclass") and isinstance(state, cast(type, schema.type)):
+        return state
+    if schema.kind == "typeddict" and type(state) is dict:
+        return state
+    return schema.validate(plain_state(obj, state, registry=registry))
 
 
 def import_component(obj: object, state: Any, *, registry: Registry | None = None) -> None:

@@ -24,7 +24,7 @@ from statemigrate import _registry
 from statemigrate._errors import RegistrationError
 from statemigrate._registry import Registry
 
-__all__ = ["ProjectConfig", "find_config", "load_registry"]
+__all__ = ["ConfigError", "ProjectConfig", "find_config", "load_registry"]
 
 
 @dataclass(frozen=True)
@@ -39,46 +39,114 @@ class ProjectConfig:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+class ConfigError(RegistrationError):
+    """A pyproject.toml that cannot be read, or whose ``[tool.statemigrate]`` is malformed.
+
+    A :class:`~statemigrate.RegistrationError`, as the command line reports every
+    problem with the project's set-up.
+
+    Attributes:
+        path: the file concerned.
+        detail: what is wrong with it.
+    """
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"{path}: {detail}")
+
+
 def find_config(start: Path | None = None) -> ProjectConfig:
     """Read ``[tool.statemigrate]`` from the nearest pyproject.toml at or above ``start``.
 
     Raises:
-        RegistrationError: the file exists but the table is malformed.
+        ConfigError: the file exists but cannot be read, is not UTF-8 TOML, or its
+            table (or a value in it) has the wrong type.
     """
-    here = (start or Path.cwd()).resolve()
+    try:
+        here = (start or Path.cwd()).resolve()
+    except OSError as exc:
+        raise ConfigError(
+            start or Path("."), f"cannot resolve the folder to search from: {_reason(exc)}"
+        ) from exc
     for folder in (here, *here.parents):
         candidate = folder / "pyproject.toml"
-        if candidate.is_file():
+        try:
+            found = candidate.is_file()
+        except OSError as exc:
+            raise ConfigError(candidate, f"stat failed: {_reason(exc)}") from exc
+        if found:
             return _parse(candidate)
     return ProjectConfig()
 
 
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+_TOML_TYPES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a float",
+    str: "a string",
+    list: "an array",
+    dict: "a table",
+}
+
+
+def _toml_type(value: object) -> str:
+    """The TOML name of a parsed value's type, for messages."""
+    return _TOML_TYPES.get(type(value), "a date or time")
+
+
 def _parse(path: Path) -> ProjectConfig:
     try:
-        with path.open("rb") as handle:
-            document = tomllib.load(handle)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(path, f"read failed: {_reason(exc)}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            path, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        ) from exc
+    try:
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise RegistrationError(f"{path}: not valid TOML: {exc}") from exc
-    table = document.get("tool", {}).get("statemigrate", {})
+        raise ConfigError(path, f"not valid TOML: {exc}") from exc
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(path, "not valid TOML: arrays or tables nest too deeply") from None
+    tool = document.get("tool", {})
+    if not isinstance(tool, dict):
+        raise ConfigError(path, f"tool must be a table, not {_toml_type(tool)}")
+    table = tool.get("statemigrate", {})
     if not isinstance(table, dict):
-        raise RegistrationError(f"{path}: [tool.statemigrate] must be a table")
+        raise ConfigError(
+            path, f"tool.statemigrate must be a table, not {_toml_type(table)}"
+        )
     root = path.parent
 
-    def text(key: str) -> str | None:
+    def text_value(key: str, *, is_path: bool = False) -> str | None:
         value = table.get(key)
-        if value is not None and not isinstance(value, str):
-            raise RegistrationError(f"{path}: tool.statemigrate.{key} must be a string")
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(
+                path, f"tool.statemigrate.{key} must be a string, not {_toml_type(value)}"
+            )
+        if is_path and "\0" in value:
+            raise ConfigError(path, f"tool.statemigrate.{key} holds a NUL character")
         return value
 
     imports = table.get("imports", [])
     if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
-        raise RegistrationError(f"{path}: tool.statemigrate.imports must be a list of strings")
-    migrations = text("migrations")
-    schemas = text("schemas")
+        raise ConfigError(path, "tool.statemigrate.imports must be an array of strings")
+    migrations = text_value("migrations", is_path=True)
+    schemas = text_value("schemas", is_path=True)
     known = {"registry", "imports", "migrations", "schemas"}
     return ProjectConfig(
         root=root,
-        registry=text("registry"),
+        registry=text_value("registry"),
         imports=tuple(imports),
         migrations=root / migrations if migrations else None,
         schemas=root / schemas if schemas else None,

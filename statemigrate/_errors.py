@@ -5,8 +5,10 @@ Every error the library raises on purpose derives from one root::
     StateMigrateError
     ├── SnapshotError (ValueError)        bytes that are not a sound snapshot; has .kind
     ├── StoreError (OSError-like info)    a store could not commit or open a snapshot
+    │   └── StoreConflictError            another writer committed first; nothing of ours kept
     ├── RegistrationError                 a schema, migration or component registered twice
     │                                     or inconsistently
+    ├── ConfigurationError (ValueError)   an option or argument the library cannot use
     ├── UnknownComponentError (KeyError)  a component or version nobody registered
     ├── NoMigrationPathError              no chain of steps between two versions
     ├── LossyMigrationError               the only path loses data and loss was not allowed
@@ -32,6 +34,7 @@ if TYPE_CHECKING:  # only for the annotation; the handoff package imports this m
     from statemigrate.handoff._report import HandoffReport
 
 __all__ = [
+    "ConfigurationError",
     "ExportError",
     "HandoffError",
     "LossyMigrationError",
@@ -42,6 +45,7 @@ __all__ = [
     "SnapshotError",
     "SnapshotErrorKind",
     "StateMigrateError",
+    "StoreConflictError",
     "StoreError",
     "UnknownComponentError",
     "ValidationError",
@@ -141,8 +145,48 @@ class StoreError(StateMigrateError):
         super().__init__(f"{op} {target}: {detail}")
 
 
+class StoreConflictError(StoreError):
+    """Another writer committed to the store first; this commit changed nothing.
+
+    Raised by stores that several writers may share (the object store), when the
+    pointer to the latest snapshot moved between reading it and replacing it. The
+    other writer's snapshot is committed and intact; retry on top of it, or stop.
+
+    Attributes:
+        generation: the generation this commit tried to create.
+        winner: the generation the store's pointer names now, when known.
+    """
+
+    def __init__(
+        self, target: str, *, generation: int, winner: int | None = None
+    ) -> None:
+        self.generation = generation
+        self.winner = winner
+        now = f"generation {winner}" if winner is not None else "a newer generation"
+        super().__init__(
+            "commit",
+            target,
+            f"conflict: another writer committed first (the pointer names {now});"
+            f" generation {generation} of this commit was not kept",
+        )
+
+
 class RegistrationError(StateMigrateError):
     """A schema, migration step or component was registered twice or inconsistently."""
+
+
+class ConfigurationError(StateMigrateError, ValueError):
+    """An option or argument has a value the library cannot use.
+
+    Attributes:
+        option: the option or argument concerned, e.g. ``"name"``.
+        detail: what is wrong with it.
+    """
+
+    def __init__(self, option: str, detail: str) -> None:
+        self.option = option
+        self.detail = detail
+        super().__init__(f"{option}: {detail}")
 
 
 class UnknownComponentError(StateMigrateError, KeyError):
@@ -277,8 +321,9 @@ class RestoreError(StateMigrateError):
     """A restore failed; every component is as it was before the attempt.
 
     The one exception: a component whose own import also failed while it was being
-    given its earlier state back is named in ``rollback_failed`` (and the message says
-    so); its state is whatever that failing import left.
+    given its earlier state back, or that afterwards exported something else than
+    before the attempt, is named in ``rollback_failed`` (and the message says so); its
+    state is whatever that import left.
 
     Attributes:
         phase: the phase that failed (``read``, ``verify``, ``decode``, ``migrate``,

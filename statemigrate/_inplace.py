@@ -16,6 +16,8 @@ types and key order, without sharing containers with anything else:
 - every value has exactly its declared type. pydantic converts an ``int`` where a
   ``float`` is declared, a ``bool`` where an ``int`` is, a ``str`` subclass or a tuple
   for a list, so the checker declines all of those;
+- every constrained value passes its constraints as pydantic checks them, which is not
+  always as Python would (see ``_value_test``);
 - every ``TypedDict`` holds exactly its fields, in declaration order, under plain ``str``
   keys: pydantic drops extra keys and writes the fields in declaration order under its
   own names;
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -199,14 +202,22 @@ def _parse(
 
 
 _BOUNDS = (("ge", operator.ge), ("gt", operator.gt), ("le", operator.le), ("lt", operator.lt))
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def _value_test(kind: str, schema: Mapping[str, Any]) -> Callable[[Any], bool] | None:
     """The test of a scalar's constraints, or None when it has none.
 
-    Python's comparison of an int or float with an int or float bound is exact, so a
-    value it lets through is one pydantic lets through too; anything it turns away
-    goes to pydantic, which decides. Bounds of other types are not known here.
+    The test keeps a value only where pydantic's own check passes it; anything it turns
+    away goes to pydantic, which decides. That takes care in two places:
+
+    - pydantic holds the bounds of a ``float`` as floats, so an int bound such as
+      ``2**53 + 1`` is rounded (to ``2**53``) before comparing; the test compares with
+      ``float(bound)``, which rounds the same way. Bounds of an ``int`` are compared
+      exactly by both. Bounds of other types are not known here;
+    - pydantic measures a string with a length constraint as UTF-8 text, and refuses
+      one holding a surrogate code point (``"\\ud800"``), which a Python ``str`` may
+      hold: the test declines every such string, whatever its length.
     """
     if kind == "str":
         shortest = schema.get("min_length", 0)
@@ -215,11 +226,21 @@ def _value_test(kind: str, schema: Mapping[str, Any]) -> Callable[[Any], bool] |
             return None
         if type(shortest) is not int or (longest is not None and type(longest) is not int):
             raise _Unsupported("length")
-        return lambda value: shortest <= len(value) and (longest is None or len(value) <= longest)
+        search_surrogate = _SURROGATE.search
+        return lambda value: (
+            shortest <= len(value)
+            and (longest is None or len(value) <= longest)
+            and (value.isascii() or search_surrogate(value) is None)
+        )
     bounds = []
     for key, holds in _BOUNDS:
         if key in schema:
             bound = schema[key]
+            if kind == "float" and type(bound) is int:
+                try:
+                    bound = float(bound)
+                except OverflowError:
+                    raise _Unsupported("bound") from None
             if type(bound) is not int and not (kind == "float" and type(bound) is float):
                 raise _Unsupported("bound")
             bounds.append((holds, bound))

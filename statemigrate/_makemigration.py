@@ -73,8 +73,20 @@ class MigrationStub:
     def summary(self) -> str:
         """A few lines for the command line."""
         lines = [f"wrote {shown(self.path)}: {self.component} {self.source} <-> {self.target}"]
+        # A change that needs code both ways (a type changed, or the rules for extra
+        # keys) converts values: nothing proves that the conversion keeps them all.
+        converted = [
+            change.detail
+            for change in self.changes
+            if change.kind == "todo" and change.directions == {"upgrade", "downgrade"}
+        ]
         for direction, lost in (("upgrade", self.upgrade_lost), ("downgrade", self.downgrade_lost)):
-            text = f"lossy, drops {', '.join(lost)}" if lost else "lossless"
+            if lost:
+                text = f"lossy, drops {', '.join(lost)}"
+            elif converted:
+                text = f"probably lossy: {'; '.join(converted)}"
+            else:
+                text = "lossless"
             lines.append(f"  {direction}: {text}")
         lines += [f"  TODO: {todo}" for todo in self.todos]
         lines += [f"  note: {note}" for note in self.notes]

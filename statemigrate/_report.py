@@ -116,10 +116,14 @@ class RestoreReport:
     Attributes:
         snapshot_id: the snapshot restored (or skipped).
         generation: its generation number.
-        skipped: True when this snapshot had already been restored, so nothing changed.
+        skipped: True when every registered component had already been restored from
+            this snapshot, so nothing changed.
         components: per component instance, the versions and steps applied.
         unknown: sections in the snapshot that no registered component claims.
         missing: registered components that the snapshot has no section for.
+        already_restored: registered components left alone because they had already
+            been restored from this snapshot (``component/instance``); when
+            ``skipped``, every registered component.
         size: snapshot size in bytes.
         timings: seconds per phase: ``read``, ``verify``, ``decode``, ``migrate``,
             ``validate``, ``apply``.
@@ -131,6 +135,7 @@ class RestoreReport:
     components: tuple[ComponentRestore, ...] = ()
     unknown: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
+    already_restored: tuple[str, ...] = ()
     size: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -151,4 +156,6 @@ class RestoreReport:
             text += f"; not claimed: {', '.join(self.unknown)}"
         if self.missing:
             text += f"; not in snapshot: {', '.join(self.missing)}"
+        if self.already_restored:
+            text += f"; already restored: {', '.join(self.already_restored)}"
         return text

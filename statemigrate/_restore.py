@@ -6,10 +6,17 @@ schema. Only then are the states applied, one component after another; if applyi
 of them fails (even with ``KeyboardInterrupt`` or ``MemoryError``), every component
 already changed is given back the state it exported before the attempt.
 
-Rolling back relies on one contract of components, which the default import honours:
-``import_state`` installs the state it is given and does not mutate objects an
-earlier ``export_state`` returned. The exported "before" states are kept by reference,
-so taking them costs nothing even for large caches.
+The "before" states are kept by reference, so taking them copies nothing even for
+large caches; a component is given back its state in the form its ``import_state``
+takes (a form ``export_state`` returned otherwise is validated again, on the rollback
+path only). Rolling back by reference relies on one contract of components, which the
+default import honours: ``import_state`` installs the state it is given and does not
+mutate objects an earlier ``export_state`` returned. A component that breaks it is
+caught: a digest of each component's plain export is taken before anything is applied
+and compared after its rollback, and a component that exports anything else is
+reported as not rolled back. The digest costs a msgpack pack and a hash of the state
+read for the rollback anyway: a few microseconds for the empty components of a fresh
+process, and for a large state what packing it for a snapshot costs.
 """
 
 from __future__ import annotations
@@ -22,7 +29,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from statemigrate._component import component_state, import_component
+import xxhash
+
+from statemigrate._codec import pack_data
+from statemigrate._component import (
+    component_state,
+    export_component,
+    import_component,
+    importable_state,
+    plain_state,
+)
 from statemigrate._errors import (
     LossyMigrationError,
     NoMigrationPathError,
@@ -105,8 +121,13 @@ def run_restore(
     strict: bool,
     read_seconds: float,
     verify_seconds: float,
+    settled: Sequence[Registered] = (),
 ) -> RestoreReport:
     """Run the transaction for a verified snapshot against the registered components.
+
+    ``entries`` are the components to restore; ``settled`` are registered components
+    that already hold this snapshot's state: their sections are left alone, and
+    neither reported as unclaimed nor applied again.
 
     Raises:
         RestoreError: any phase failed; every component is as it was before.
@@ -115,7 +136,7 @@ def run_restore(
     header = snapshot.header
     clock = _Clock()
     clock.timings = {"read": read_seconds, "verify": verify_seconds}
-    staged, unknown, missing = _match(snapshot, entries)
+    staged, unknown, missing = _match(snapshot, entries, settled)
     if strict and (unknown or missing):
         parts = []
         if unknown:
@@ -143,21 +164,24 @@ def run_restore(
         components=tuple(item.report for item in staged if item.report is not None),
         unknown=tuple(unknown),
         missing=tuple(missing),
+        already_restored=tuple(entry.key for entry in settled),
         size=snapshot.size,
         timings=clock.timings,
     )
 
 
 def _match(
-    snapshot: Snapshot, entries: Sequence[Registered]
+    snapshot: Snapshot, entries: Sequence[Registered], settled: Sequence[Registered] = ()
 ) -> tuple[list[_Staged], list[str], list[str]]:
     by_key = {(e.component, e.instance): e for e in entries}
+    done = {(e.component, e.instance) for e in settled}
     staged: list[_Staged] = []
     unknown: list[str] = []
     for index, section in enumerate(snapshot.header.sections):
         entry = by_key.pop((section.component, section.instance), None)
         if entry is None:
-            unknown.append(section.key)
+            if (section.component, section.instance) not in done:
+                unknown.append(section.key)
         else:
             staged.append(_Staged(entry, index, None))
     missing = [f"{e.component}/{e.instance}" for e in by_key.values()]
@@ -231,19 +255,53 @@ def _validate(item: _Staged) -> None:
         ) from exc
 
 
+@dataclass(slots=True)
+class _Before:
+    """A component's state before the attempt: what to import again, and its digest."""
+
+    state: Any
+    digest: bytes | None
+    """Of the packed plain export; None when that export cannot be taken."""
+
+
+def _take_before(item: _Staged) -> _Before:
+    entry = item.entry
+    try:
+        state = component_state(entry.obj, registry=entry.registry)
+    except Exception as exc:
+        raise RestoreError(
+            "apply",
+            f"cannot read the current state: {type(exc).__name__}: {exc}",
+            component=entry.key,
+        ) from exc
+    try:
+        digest = _digest(plain_state(entry.obj, state, registry=entry.registry))
+    except Exception as exc:
+        # A state that cannot be exported is about to be replaced anyway; its rollback
+        # is still attempted, it just cannot be checked.
+        logger.warning(
+            "%s: current state has no plain export (%s: %s); its rollback is not checked",
+            entry.key, type(exc).__name__, exc,
+        )
+        digest = None
+    return _Before(state, digest)
+
+
+def _digest(plain: object) -> bytes:
+    """A digest of plain data that tells two exports apart.
+
+    The bytes msgpack writes for the data, hashed: an empty component costs a few
+    microseconds, a large one about as much as packing it for a snapshot.
+    """
+    return xxhash.xxh3_128_digest(pack_data(plain))
+
+
 def _apply_all(staged: Sequence[_Staged]) -> None:
     """Import every staged state, or put every component back as it was."""
-    # Not the plain export: a custom import_state takes back what export_state gave.
-    before = []
-    for item in staged:
-        try:
-            before.append(component_state(item.entry.obj, registry=item.entry.registry))
-        except Exception as exc:
-            raise RestoreError(
-                "apply",
-                f"cannot read the current state: {type(exc).__name__}: {exc}",
-                component=item.entry.key,
-            ) from exc
+    # Not the plain export: a custom import_state takes back what export_state gave
+    # (or its validated form). The plain export is only hashed, so that the rollback
+    # can be checked even if a failing import mutated the objects the state refers to.
+    before = [_take_before(item) for item in staged]
     applied = 0
     try:
         for item in staged:
@@ -267,9 +325,13 @@ def _apply_all(staged: Sequence[_Staged]) -> None:
 
 
 def _roll_back(
-    staged: Sequence[_Staged], before: Sequence[object]
+    staged: Sequence[_Staged], before: Sequence[_Before]
 ) -> tuple[list[str], BaseException | None]:
     """Import the earlier states again, newest first; report what could not be.
+
+    A rollback fails when the import raises, and also when the component then exports
+    something else than before the attempt (a failing import that emptied the very
+    objects its earlier export returned, say).
 
     Returns the components whose rollback failed, and the first KeyboardInterrupt (or
     other non-``Exception``) raised meanwhile. Every component is attempted whatever
@@ -277,12 +339,22 @@ def _roll_back(
     """
     failures = []
     interrupt: BaseException | None = None
-    for item, state in zip(reversed(staged), reversed(before), strict=True):
+    for item, earlier in zip(reversed(staged), reversed(before), strict=True):
+        entry = item.entry
         try:
-            import_component(item.entry.obj, state, registry=item.entry.registry)
+            state = importable_state(entry.obj, earlier.state, registry=entry.registry)
+            import_component(entry.obj, state, registry=entry.registry)
+            if earlier.digest is not None:
+                now = _digest(export_component(entry.obj, registry=entry.registry))
+                if now != earlier.digest:
+                    raise _Differs("its export differs from the one before the restore")
         except BaseException as exc:
-            logger.error("rollback of %s failed: %s: %s", item.entry.key, type(exc).__name__, exc)
-            failures.append(item.entry.key)
+            logger.error("rollback of %s failed: %s: %s", entry.key, type(exc).__name__, exc)
+            failures.append(entry.key)
             if interrupt is None and not isinstance(exc, Exception):
                 interrupt = exc
     return failures, interrupt
+
+
+class _Differs(Exception):
+    """A component imported its earlier state, yet does not export what it did."""

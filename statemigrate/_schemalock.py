@@ -327,9 +327,12 @@ def check_schemas(
         steps = registry.steps(name) if name in registry.components() else []
         step_count += len(steps)
         files = frozen_versions(folder, name)
+        next_free = max([*versions, *files, 0]) + 1
         for version in versions:
             compared += 1
-            problem = _compare(registry.schema_for(name, version), files.get(version), folder)
+            problem = _compare(
+                registry.schema_for(name, version), files.get(version), folder, next_free
+            )
             if problem is not None:
                 problems.append(problem)
         problems += graph_problems(name, versions, steps, frozen=files)
@@ -338,7 +341,9 @@ def check_schemas(
     return LockReport(folder, tuple(names), compared, step_count, tuple(problems))
 
 
-def _compare(schema: SchemaVersion, path: Path | None, folder: Path) -> LockProblem | None:
+def _compare(
+    schema: SchemaVersion, path: Path | None, folder: Path, next_free: int
+) -> LockProblem | None:
     name, version = schema.component, schema.version
     if path is None:
         return LockProblem(
@@ -370,7 +375,8 @@ def _compare(schema: SchemaVersion, path: Path | None, folder: Path) -> LockProb
         f"the registered schema no longer matches `{shown(path)}` (frozen"
         f" `{fingerprint_of(frozen)[:12]}`, registered `{schema.fingerprint[:12]}`); keep"
         f" version {version} as it was and register the new shape as version"
-        f" {version + 1} (`statemigrate makemigration {name}` writes its steps)",
+        f" {next_free}, the next free one (`statemigrate makemigration {name}` writes its"
+        " steps)",
         version=version,
         diff=diff,
     )

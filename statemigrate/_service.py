@@ -10,13 +10,14 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from statemigrate._codec import NotPlainError, pack_data, unpack_data
 from statemigrate._compare import format_path
 from statemigrate._component import ComponentSpec, component_spec, export_component
 from statemigrate._encode import EncodedSnapshot, SectionInput, encode_snapshot
 from statemigrate._errors import (
+    ConfigurationError,
     ExportError,
     LossyMigrationError,
     NoMigrationPathError,
@@ -24,6 +25,7 @@ from statemigrate._errors import (
     RestoreError,
     SnapshotError,
     StateMigrateError,
+    UnknownComponentError,
 )
 from statemigrate._format import DecodeLimits, open_snapshot
 from statemigrate._header import Producer
@@ -34,11 +36,17 @@ if TYPE_CHECKING:
     from statemigrate._registry import Registry
     from statemigrate.stores import SnapshotRef, Store
 
-__all__ = ["Registered", "Service", "choose_versions"]
+__all__ = ["GENERATION_LIMIT", "Registered", "Service", "choose_versions"]
 
 logger = logging.getLogger("statemigrate")
 
 _NAME_LIMIT = 200
+# The header holds generations below 2**63. Counting one per snapshot never comes near
+# 2**62, so a snapshot claiming that much is forged or damaged; refusing it keeps 2**62
+# generations of room, and snapshot() can never run out of them.
+GENERATION_LIMIT = 1 << 62
+
+C = TypeVar("C")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +90,9 @@ class Service:
 
     Concurrency: snapshot and restore read and replace component state; pause the
     service's writers around them (the handoff does this through its pause hook).
+
+    Raises:
+        ConfigurationError: the name is empty or too long, or the key too short.
     """
 
     def __init__(
@@ -95,10 +106,15 @@ class Service:
         strict: bool = False,
         registry: Registry | None = None,
     ) -> None:
-        if not name or len(name) > _NAME_LIMIT:
-            raise ValueError(f"service name must be 1..{_NAME_LIMIT} characters")
-        if key is not None and len(key) < 16:
-            raise ValueError("an authentication key needs at least 16 bytes")
+        if not isinstance(name, str):
+            raise ConfigurationError("name", f"a service name is a str, not {type(name).__name__}")
+        if not 0 < len(name) <= _NAME_LIMIT:
+            raise ConfigurationError(
+                "name", f"a service name has 1..{_NAME_LIMIT} characters, not {len(name)}"
+            )
+        if key is not None and (not isinstance(key, bytes) or len(key) < 16):
+            # The key itself stays out of the message: messages end up in logs.
+            raise ConfigurationError("key", "an authentication key is at least 16 bytes")
         self.name = name
         self.code_version = code_version
         self._key = key
@@ -110,10 +126,13 @@ class Service:
         self._generation = 0
         self._last_restored: str | None = None
         self._restored_generation: int | None = None
+        # Per component instance, the snapshot it was last restored from: restoring the
+        # same snapshot again restores only the components registered since.
+        self._restored_from: dict[tuple[str, str], str] = {}
 
     # --- membership ------------------------------------------------------------------
 
-    def register(self, obj: object, *, instance: str = "default") -> object:
+    def register(self, obj: C, *, instance: str = "default") -> C:
         """Add a live instance of a ``@migratable`` class; returns it, for chaining.
 
         Raises:
@@ -134,8 +153,18 @@ class Service:
         return obj
 
     def unregister(self, component: str, *, instance: str = "default") -> None:
-        """Remove a registered instance (KeyError if absent)."""
-        del self._entries[(component, instance)]
+        """Remove a registered instance.
+
+        Raises:
+            UnknownComponentError: no such instance is registered (a ``KeyError``).
+        """
+        key = (component, instance)
+        if key not in self._entries:
+            raise UnknownComponentError(
+                f"{component}/{instance}", known=(entry.key for entry in self._entries.values())
+            )
+        del self._entries[key]
+        self._restored_from.pop(key, None)
 
     @property
     def components(self) -> tuple[Registered, ...]:
@@ -329,14 +358,16 @@ class Service:
         strict: bool | None = None,
         force: bool = False,
         allow_older: bool = False,
+        allow_other_service: bool = False,
     ) -> RestoreReport:
         """Restore every registered component from a snapshot, all or nothing.
 
         Verify the whole snapshot, decode each section, migrate it to the version its
         component runs, validate it against that version's schema, and only then apply
         it to the live components. Any failure leaves every component exactly as it
-        was. Restoring a snapshot this service already restored is a no-op (the
-        report says ``skipped``) unless ``force`` is given.
+        was. Restoring a snapshot again restores only the components that were not
+        restored from it yet (registered since): when there are none it is a no-op
+        (the report says ``skipped``), unless ``force`` is given.
 
         Args:
             source: snapshot bytes, a store reference, or a :class:`CommitReport`.
@@ -344,14 +375,19 @@ class Service:
                 newer code through a lossy downgrade).
             strict: override the service's policy for sections no component claims and
                 components the snapshot lacks.
-            force: restore even if this snapshot was restored already.
+            force: restore every component, even those restored from this snapshot
+                already.
             allow_older: restore a snapshot whose generation is lower than that of the
                 last one this service restored. Refused by default: replaying an old
                 (even authentic) snapshot would silently undo newer state.
+            allow_other_service: restore a snapshot that a service of another name
+                wrote. Refused by default: it holds some other service's state.
 
         Raises:
             RestoreError: with the phase, component and step that failed; the cause is
-                chained (e.g. a SnapshotError for corrupt bytes).
+                chained (e.g. a SnapshotError for corrupt bytes). Refused snapshots (of
+                another service, too old, or with a generation of ``GENERATION_LIMIT``
+                or more) fail in ``verify``.
         """
         started = time.perf_counter()
         try:
@@ -365,11 +401,35 @@ class Service:
             raise _logged(RestoreError("verify", str(exc))) from exc
         verified = time.perf_counter()
         header = snapshot.header
-        if header.snapshot_id == self._last_restored and not force:
+        writer = header.producer.service
+        if writer != self.name and not allow_other_service:
+            raise _logged(
+                RestoreError(
+                    "verify",
+                    f"snapshot was written by service {writer!r}, not {self.name!r};"
+                    " pass allow_other_service=True to restore it anyway",
+                )
+            )
+        if header.generation >= GENERATION_LIMIT:
+            raise _logged(
+                RestoreError(
+                    "verify",
+                    f"snapshot generation {header.generation} is beyond what counting"
+                    f" snapshots reaches (limit {GENERATION_LIMIT}); refused as forged or"
+                    " damaged",
+                )
+            )
+        settled: list[Registered] = []
+        pending: list[Registered] = []
+        for key, entry in self._entries.items():
+            done = not force and self._restored_from.get(key) == header.snapshot_id
+            (settled if done else pending).append(entry)
+        if header.snapshot_id == self._last_restored and not pending:
             report = RestoreReport(
                 snapshot_id=header.snapshot_id,
                 generation=header.generation,
                 skipped=True,
+                already_restored=tuple(entry.key for entry in settled),
                 size=snapshot.size,
                 timings={"read": read_done - started, "verify": verified - read_done},
             )
@@ -387,7 +447,8 @@ class Service:
         try:
             report = run_restore(
                 snapshot,
-                list(self._entries.values()),
+                pending,
+                settled=settled,
                 allow_lossy=allow_lossy,
                 strict=self._strict if strict is None else strict,
                 read_seconds=read_done - started,
@@ -396,6 +457,8 @@ class Service:
         except RestoreError as exc:
             logger.error("restore of %s failed: %s", header.snapshot_id[:12], exc)
             raise
+        for entry in pending:
+            self._restored_from[(entry.component, entry.instance)] = header.snapshot_id
         self._last_restored = header.snapshot_id
         self._restored_generation = header.generation
         # Later snapshots must sort after the one restored, across processes too.

@@ -270,6 +270,55 @@ def test_inspect_json_has_every_field(made: Made, capsys: pytest.CaptureFixture[
         }
 
 
+HOSTILE = "\x1b]0;owned\x07\x1b[2J\rok\nfake line\u202etxt.exe\x00\t\x7f\u2028"
+
+
+def _hostile_snapshot(tmp_path: Path) -> Path:
+    """A sound snapshot whose every string field holds control characters."""
+    producer = Producer(
+        service=f"svc{HOSTILE}",
+        code_version=f"1.0{HOSTILE}",
+        python=f"3.11{HOSTILE}",
+        host=f"host{HOSTILE}",
+        pid=7,
+        library=f"lib{HOSTILE}",
+    )
+    sections = [SectionInput(f"comp{HOSTILE}", f"inst{HOSTILE}", 1, "fp", {"a": 1})]
+    encoded = encode_snapshot(
+        sections, producer=producer, meta={f"key{HOSTILE}": f"value{HOSTILE}"}
+    )
+    path = tmp_path / "hostile.smsnap"
+    path.write_bytes(encoded.to_bytes())
+    return path
+
+
+def test_inspect_escapes_control_characters_from_the_snapshot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _hostile_snapshot(tmp_path)
+    result = run(capsys, "inspect", str(path), "--verify")
+    assert result.code == 0 and result.err == ""
+    lines = result.out.split("\n")
+    assert lines[-1] == "" and all(line.isprintable() for line in lines), result.out
+    assert len(lines) == 9  # 4 header lines, 1 meta, a blank, the table's 2 rows, the end
+    escaped = "\\x1b]0;owned\\x07\\x1b[2J\\rok\\nfake line\\u202etxt.exe\\x00\\t\\x7f\\u2028"
+    for shown in ("svc", "1.0", "host", "3.11", "lib", "key", "value", "comp", "inst"):
+        assert f"{shown}{escaped}" in result.out, shown
+    # JSON output stays exact: the same strings come back.
+    info = json.loads(run(capsys, "inspect", str(path), "--json").out)
+    assert info["producer"]["service"] == f"svc{HOSTILE}"
+    assert info["meta"] == {f"key{HOSTILE}": f"value{HOSTILE}"}
+    assert info["sections"][0]["component"] == f"comp{HOSTILE}"
+
+
+def test_an_error_quoting_snapshot_strings_is_one_printable_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _hostile_snapshot(tmp_path)
+    line = assert_one_error_line(run(capsys, "inspect", str(path), "--dump", "nosuch"))
+    assert line.isprintable() and "comp\\x1b]0;owned" in line
+
+
 def test_inspect_verify_checks_every_section(
     made: Made, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -654,7 +703,7 @@ def test_a_registry_module_that_fails_to_import(
 
 
 def _restore(path: Path, *instances: tuple[str, object], key: bytes | None = None) -> None:
-    service = sm.Service("checker", key=key, registry=_registry_with_blobs())
+    service = sm.Service("cli-test", key=key, registry=_registry_with_blobs())
     for name, obj in instances:
         service.register(obj, instance=name)
     report = service.restore(path.read_bytes())
@@ -756,6 +805,8 @@ def test_migrate_an_authenticated_snapshot(
         ("kvcache", ("COMPONENT=VERSION",)),
         ("=3", ("COMPONENT=VERSION",)),
         ("kvcache=-1", ("COMPONENT=VERSION",)),
+        ("kvcache=\u00b2", ("COMPONENT=VERSION",)),  # a digit to str.isdigit(), not to int()
+        ("kvcache=" + "1" * 5000, ("COMPONENT=VERSION",)),  # past int()'s 4300 digits
         ("nosuch=1", ("no section for nosuch",)),
         ("kvcache=9", ("no migration path", "3 to 9")),
     ],

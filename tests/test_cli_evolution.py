@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import run
 
+from statemigrate import Registry, _registry
 from statemigrate.reference import MIGRATIONS_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,6 +183,60 @@ def test_a_duplicate_step_is_named_even_though_the_registry_cannot_load(
     assert "`kvcache_0004_again.py` line 4 (drop_hits_again)" in result.out
 
 
+def test_the_advice_for_a_changed_version_names_the_next_free_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 1 changed shape while 2 and 3 exist: the new shape needs version 4."""
+    monkeypatch.chdir(project(tmp_path / "p", "evofree", replace="{1: StateV3}"))
+    assert run(capsys, "schemas", "freeze", "--registry", REFERENCE).code == 0
+    result = run(capsys, "schemas", "check")
+    assert result.code == 1
+    assert "Changed without a version bump** (v1)" in result.out
+    assert "keep version 1 as it was and register the new shape as version 4" in result.out
+    assert "as version 2" not in result.out
+
+
+# --- nothing found is a failure -----------------------------------------------------------------
+
+
+NOTHING = [["check"], ["schemas", "check"], ["schemas", "freeze"]]
+
+
+@pytest.mark.parametrize("command", NOTHING, ids=" ".join)
+def test_a_command_that_finds_no_component_fails(
+    command: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A mistyped registry, module or path must fail CI, not pass with nothing done."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(_registry, "default_registry", Registry())
+    for extra, reason in (
+        ([], "the default registry holds no schemas"),
+        (["--registry", "statemigrate:Registry"], "registry 'statemigrate:Registry' has no"),
+        (["--import", "json"], "the modules imported (json) registered no schemas"),
+    ):
+        result = run(capsys, *command, *extra)
+        assert result.code == 1 and result.out == "", (extra, result)
+        lines = result.err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("statemigrate: error: no components")
+        assert reason in lines[0], lines[0]
+    assert not (tmp_path / "schemas").exists()
+
+
+def test_freeze_names_the_file_it_cannot_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("schemas").write_text("a file where the folder should be\n")
+    result = run(capsys, "schemas", "freeze", "--registry", REFERENCE)
+    assert result.code == 1 and result.out == ""
+    assert result.err == (
+        "statemigrate: error: write schemas/kvcache: Not a directory (ENOTDIR)\n"
+    )
+
+
 # --- makemigration -----------------------------------------------------------------------------
 
 
@@ -198,6 +253,10 @@ class SettingsV1(BaseModel):
 class SettingsV2(BaseModel):
     limit: int
     mode: Literal["fast", "safe"] = "safe"
+
+
+class SettingsText(BaseModel):
+    limit: str
 """
 
 SETTINGS_REGISTRY = """
@@ -250,6 +309,18 @@ def test_makemigration_writes_a_stub_that_the_check_command_accepts(
     assert run(capsys, "schemas", "check", "--migrations", "migrations").code == 0
 
 
+def test_makemigration_calls_a_type_change_probably_lossy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(settings_project(tmp_path / "p", with_v2=False))
+    assert run(capsys, "schemas", "freeze").code == 0
+    made = run(capsys, "makemigration", "settings", "--schema", "evotypes:SettingsText")
+    assert made.code == 0, made.err
+    assert "  upgrade: probably lossy: limit changed from integer to string" in made.out
+    assert "  downgrade: probably lossy: limit changed from integer to string" in made.out
+    assert "lossless" not in made.out
+
+
 def test_makemigration_with_an_explicit_type_and_its_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -273,6 +344,15 @@ def test_makemigration_with_an_explicit_type_and_its_errors(
 
 
 # --- check ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_check_needs_at_least_one_example(count: str, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(capsys, "check", "--max-examples", count, "--registry", REFERENCE)
+    assert result.code == 2 and result.out == ""
+    assert result.err == (
+        f"statemigrate: error: argument --max-examples: must be at least 1, not {int(count)}\n"
+    )
 
 
 def test_check_passes_on_the_reference_and_fails_with_a_counterexample(

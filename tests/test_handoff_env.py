@@ -1,4 +1,5 @@
-"""Naming inherited descriptors in STATEMIGRATE_FDS: format, parse, hand to a child, take once."""
+"""Naming inherited descriptors in STATEMIGRATE_FDS: format, parse, hand to a child, take once;
+inherit() refuses malformed values without touching a descriptor."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statemigrate import HandoffError
+from statemigrate.handoff import inherit
 from statemigrate.handoff._env import (
     FDS_VAR,
     PARENT_PID_VAR,
@@ -42,7 +44,26 @@ def test_parse_raises_only_handoff_error(text):
 
 @pytest.mark.parametrize(
     "text",
-    ["http", "http=", "http=x", "=4", "http=2", "http=4:http=5", "a=4:b=4", "bad name=4", "a=٣"],
+    [
+        "http",
+        "http=",
+        "http=x",
+        "=4",
+        "http=2",
+        "http=4:http=5",
+        "a=4:b=4",
+        "bad name=4",
+        "a=٣",
+        "a=²",
+        "a=-1",
+        "a=+4",
+        "a= 4",
+        "a=4_0",
+        "a=2147483648",
+        "a=99999999999999999999",
+        "a=" + "9" * 5000,
+        "a=4:",
+    ],
 )
 def test_malformed_values_are_refused(text):
     with pytest.raises(HandoffError, match=FDS_VAR):
@@ -98,5 +119,78 @@ def test_take_environ_refuses_names_meant_for_another_process():
 
 
 def test_take_environ_needs_the_parent_pid():
-    with pytest.raises(HandoffError, match="missing or not a pid"):
+    with pytest.raises(HandoffError, match=f"{FDS_VAR} is set but {PARENT_PID_VAR} is not"):
         take_environ({FDS_VAR: "http=5"})
+
+
+@pytest.mark.parametrize(
+    "text", ["", "0", "-1", "+5", " 5", "5 ", "²", "٣", "1_0", "0x10", "2147483648", "9" * 5000]
+)
+def test_a_malformed_parent_pid_is_refused_with_its_value(text):
+    env = {FDS_VAR: "http=5", PARENT_PID_VAR: text}
+    with pytest.raises(HandoffError) as caught:
+        take_environ(env)
+    assert caught.value.stage == "inherit"
+    message = str(caught.value)
+    assert f"{PARENT_PID_VAR}={repr(text)[:20]}" in message and "is not a pid" in message
+    assert "\n" not in message and len(message) < 200
+    assert env == {}
+
+
+@pytest.fixture
+def own_fds():
+    """Two descriptors this process opened itself (close-on-exec, like all of Python's)."""
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(2)]
+    yield fds
+    for fd in fds:
+        os.close(fd)
+
+
+def still_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "control=2147483648",
+        "control=99999999999999999999",
+        "control=-1",
+        "control=" + "7" * 400,
+        "http=4:control=" + "1" * 30,
+        "control=٣",
+    ],
+)
+def test_inherit_refuses_out_of_range_descriptor_numbers(monkeypatch, value):
+    monkeypatch.setenv(FDS_VAR, value)
+    monkeypatch.setenv(PARENT_PID_VAR, str(os.getppid()))
+    with pytest.raises(HandoffError, match=f"{FDS_VAR}: malformed entry") as caught:
+        inherit()
+    assert caught.value.stage == "inherit"
+    assert len(str(caught.value)) < 200
+    assert FDS_VAR not in os.environ and PARENT_PID_VAR not in os.environ
+
+
+def test_inherit_never_closes_descriptors_that_were_not_passed(monkeypatch, own_fds):
+    """Numbers naming this process's own descriptors are refused; they stay open."""
+    control, listener = own_fds
+    monkeypatch.setenv(FDS_VAR, f"control={control}:http={listener}")
+    monkeypatch.setenv(PARENT_PID_VAR, str(os.getppid()))
+    with pytest.raises(HandoffError, match=f"names 'control': fd {control} is close-on-exec"):
+        inherit()
+    assert still_open(control) and still_open(listener)
+
+
+def test_inherit_refuses_a_descriptor_that_is_not_open(monkeypatch, own_fds):
+    closed = max(own_fds) + 1000  # far above anything this process holds
+    assert not still_open(closed)
+    monkeypatch.setenv(FDS_VAR, f"control={closed}:http={own_fds[0]}")
+    monkeypatch.setenv(PARENT_PID_VAR, str(os.getppid()))
+    with pytest.raises(HandoffError, match=f"'control': fd {closed} is not open") as caught:
+        inherit()
+    assert "was not passed to us" in str(caught.value)
+    assert all(still_open(fd) for fd in own_fds)

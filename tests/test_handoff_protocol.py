@@ -140,3 +140,76 @@ def test_channel_reports_the_watched_descriptor():
             os.close(fd)
         a.close()
         b.close()
+
+
+# -- hostile bodies: every malformation is a protocol error, never a foreign exception ----
+
+KINDS = {"HELLO": 1, "SNAPSHOT": 2, "READY": 3, "COMMIT": 4, "FAILED": 5, "ABORT": 6}
+
+
+def packet(kind: str, body: bytes) -> bytes:
+    return MAGIC + bytes([PROTOCOL_VERSION, KINDS[kind]]) + body
+
+
+def deep(levels: int) -> bytes:
+    return b"[" * levels + b"]" * levels
+
+
+DEEP_BODIES = {
+    "HELLO": b'{"pid": 5, "readable": {"a": ' + deep(20_000) + b"}}",
+    "SNAPSHOT": b'{"size": 1, "listeners": ' + deep(20_000) + b"}",
+    "READY": deep(20_000),
+    "COMMIT": b'{"x": ' + b'{"y": ' * 9_000 + b"1" + b"}" * 9_000 + b"}",
+    "FAILED": b"[" * 60_000,  # unterminated as well
+    "ABORT": b'{"reason": "[[[[", "r": ' + deep(20_000) + b"}",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_deeply_nested_bodies_are_protocol_errors(kind):
+    with pytest.raises(HandoffError, match=f"bad {kind} body: nested more than 8 levels"):
+        decode_message(packet(kind, DEEP_BODIES[kind]), stage="test")
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    reason = '[[[[[[[[[[{{{{{{{{{{ \\" ]]]]'
+    got = decode_message(packet("FAILED", b'{"reason": "%s"}' % reason.encode()), stage="t")
+    assert got == Failed(reason=reason.replace('\\"', '"'))
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "match"),
+    [
+        ("READY", b'{"pid": ' + b"9" * 5000 + b"}", "an integer of 5000 digits"),
+        ("READY", b'{"pid": -' + b"9" * 400 + b"}", "an integer of 400 digits"),
+        ("READY", b'{"pid": 2147483648}', "'pid' must be an integer from 1 to 2147483647"),
+        ("HELLO", b'{"pid": 99999999999999999999}', "an integer of 20 digits"),
+        ("SNAPSHOT", b'{"size": 9223372036854775808, "listeners": []}', "'size' must be"),
+        ("SNAPSHOT", b'{"size": 1e400, "listeners": []}', "'size' must be an integer"),
+        ("SNAPSHOT", b'{"size": NaN, "listeners": []}', "NaN is not a number"),
+        ("SNAPSHOT", b'{"size": -Infinity, "listeners": []}', "-Infinity is not a number"),
+        ("HELLO", b'{"pid": 5, "readable": {"a": [9223372036854775808]}}', "64-bit integers"),
+        ("HELLO", b'{"pid": 5, "readable": [1]}', "'readable' must be an object, got list"),
+        ("HELLO", b'{"pid": "5", "readable": {}}', "got '5'"),
+        ("HELLO", b'{"pid": [5], "readable": {}}', "got a list of 1 items"),
+        ("HELLO", b'{"pid": 5, "readable": {"\\ud800": [1]}}', "unpaired surrogate"),
+        ("SNAPSHOT", b'{"size": 1, "listeners": ["\\udfff"]}', "unpaired surrogate"),
+        ("FAILED", b'{"reason": "x\\ud800y"}', "'reason' holds an unpaired surrogate at 1"),
+        ("ABORT", b'{"reason": null}', "'reason' must be a string, got NoneType"),
+        ("READY", b'{"pid": 5, "pid": 6}', "key 'pid' appears twice"),
+        ("READY", b"5", "the body is int, not an object"),
+        ("COMMIT", b'"x"', "the body is str, not an object"),
+        ("ABORT", b"", "Expecting value"),
+        ("FAILED", b'{"reason": "caf\xc3"}', "not UTF-8 at byte 15"),
+        ("FAILED", '{"reason": "x"}'.encode("utf-16"), "not UTF-8 at byte 0"),
+        ("FAILED", '{"reason": "x"}'.encode("utf-32-le"), "Expecting property name"),
+        ("FAILED", b'\xef\xbb\xbf{"reason": "x"}', "BOM"),
+    ],
+)
+def test_hostile_bodies_name_the_problem_on_one_line(kind, body, match):
+    with pytest.raises(HandoffError) as caught:
+        decode_message(packet(kind, body), stage="test")
+    message = str(caught.value)
+    assert message.startswith(f"handoff failed at test: protocol error: bad {kind} body: ")
+    assert match in message
+    assert "\n" not in message and len(message) < 200

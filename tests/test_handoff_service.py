@@ -32,7 +32,7 @@ SERVER = [sys.executable, "-m", "statemigrate.demo._server"]
 
 
 def service_of(release: int, entries: dict[str, str] | None = None) -> sm.Service:
-    service = sm.Service("test", registry=REGISTRY)
+    service = sm.Service("statemigrate-demo", registry=REGISTRY)  # as the demo server names it
     cache = RELEASES[release]()
     for key, value in (entries or {}).items():
         cache.set(key, value)

@@ -1,4 +1,5 @@
-"""send_handoff/receive_handoff over a Unix socket; bad fds (E5) and other uids (E6) refused."""
+"""send_handoff/receive_handoff over a Unix socket; bad fds (E5), other uids (E6) and
+hostile messages refused on both sides."""
 
 from __future__ import annotations
 
@@ -19,7 +20,18 @@ import pytest
 from statemigrate import HandoffError
 from statemigrate.handoff import receive_handoff, send_handoff
 from statemigrate.handoff._fdcheck import open_fds
-from statemigrate.handoff._protocol import Channel, Failed, Hello, SnapshotOffer
+from statemigrate.handoff._protocol import (
+    MAGIC,
+    PROTOCOL_VERSION,
+    Abort,
+    Channel,
+    Failed,
+    Hello,
+    Message,
+    Ready,
+    SnapshotOffer,
+    encode_message,
+)
 from statemigrate.stores import MemfdStore
 
 NOBODY = 65534
@@ -308,3 +320,116 @@ def test_snapshot_arrives_as_a_read_only_view(pair, data):
     finally:
         thread.join(timeout=60)
     assert outcome["report"].snapshot_size == len(data)
+
+
+# -- hostile messages: a protocol error on either side, and the usual failure path ---------
+
+DEEP = b"[" * 30_000 + b"]" * 30_000  # fits in one message (64 KiB)
+
+
+def raw(kind: int, body: bytes) -> bytes:
+    return MAGIC + bytes([PROTOCOL_VERSION, kind]) + body
+
+
+def next_message(sock: socket.socket) -> Message:
+    """The next message waiting on ``sock``; descriptors that came with it are closed."""
+    got = Channel(sock).receive(stage="t", max_fds=1, deadline=time.monotonic() + 10)
+    assert isinstance(got, tuple), got
+    message, fds = got
+    for fd in fds:
+        os.close(fd)
+    return message
+
+
+def test_old_side_refuses_a_deeply_nested_hello(pair):
+    old, new = pair
+    calls: list[str] = []
+    new.send(raw(1, b'{"pid": 1, "readable": {"a": ' + DEEP + b"}}"))
+    with pytest.raises(HandoffError, match="protocol error: bad HELLO body: nested") as caught:
+        send_handoff(
+            old,
+            listeners={},
+            export_state=lambda readable: b"state",
+            pause=lambda: calls.append("pause"),
+            resume=lambda: calls.append("resume"),
+        )
+    assert caught.value.stage == "handshake"
+    assert caught.value.report is not None and caught.value.report.stage == "handshake"
+    assert calls == []  # turned away before anything was paused
+    abort = next_message(new)
+    assert isinstance(abort, Abort) and "nested more than" in abort.reason
+
+
+def test_old_side_refuses_a_deeply_nested_ready_and_resumes(pair):
+    old, new = pair
+    calls: list[str] = []
+    new.send(encode_message(Hello(pid=os.getpid())))
+    new.send(raw(3, DEEP))
+    with pytest.raises(HandoffError, match="protocol error: bad READY body: nested") as caught:
+        send_handoff(
+            old,
+            listeners={},
+            export_state=lambda readable: b"state",
+            pause=lambda: calls.append("pause"),
+            resume=lambda: calls.append("resume"),
+            stop_accepting=lambda: calls.append("stop_accepting"),
+        )
+    assert caught.value.stage == "ready"
+    assert calls == ["pause", "resume"]  # the old process goes on serving
+    assert isinstance(next_message(new), SnapshotOffer)
+    abort = next_message(new)
+    assert isinstance(abort, Abort) and "bad READY body" in abort.reason
+
+
+def test_successor_side_refuses_a_deeply_nested_snapshot_offer(pair):
+    old, new = pair
+    old.send(raw(2, b'{"size": 1, "listeners": ' + DEEP + b"}"))
+    baseline = open_fds() - {new.fileno()}
+    with pytest.raises(HandoffError, match="protocol error: bad SNAPSHOT body: nested") as caught:
+        receive_handoff(new).hello({"c": [1]})
+    assert caught.value.stage == "receive"
+    assert open_fds() == baseline
+    assert isinstance(next_message(old), Hello)
+    failed = next_message(old)
+    assert isinstance(failed, Failed) and "bad SNAPSHOT body" in failed.reason
+
+
+def test_successor_side_refuses_a_deeply_nested_commit(pair):
+    old, new = pair
+    with MemfdStore() as store:
+        ref = store.commit(b"state")
+        Channel(old).send(SnapshotOffer(size=ref.size), [ref.fd], stage="test")
+    old.send(raw(4, b'{"x": ' + DEEP + b"}"))
+    inheritance = receive_handoff(new)
+    snapshot = inheritance.hello({"c": [1]})
+    assert bytes(snapshot) == b"state"
+    snapshot.release()
+    with pytest.raises(HandoffError, match="protocol error: bad COMMIT body: nested") as caught:
+        inheritance.ready()
+    assert caught.value.stage == "commit"
+    assert isinstance(next_message(old), Hello)
+    assert next_message(old) == Ready(pid=os.getpid())
+
+
+def test_old_side_refuses_a_ready_naming_another_pid(pair):
+    old, new = pair
+    calls: list[str] = []
+    other = os.getppid()  # a live process, but not the one at the other end
+    new.send(encode_message(Hello(pid=os.getpid())))
+    new.send(encode_message(Ready(pid=other)))
+    pattern = f"READY names pid {other}, the successor is pid {os.getpid()}"
+    with pytest.raises(HandoffError, match=pattern) as caught:
+        send_handoff(
+            old,
+            listeners={},
+            export_state=lambda readable: b"state",
+            pause=lambda: calls.append("pause"),
+            resume=lambda: calls.append("resume"),
+            stop_accepting=lambda: calls.append("stop_accepting"),
+        )
+    assert caught.value.stage == "ready"
+    assert caught.value.report is not None and caught.value.report.outcome == "failed"
+    assert calls == ["pause", "resume"]  # no COMMIT: the old process keeps the state
+    assert isinstance(next_message(new), SnapshotOffer)
+    abort = next_message(new)
+    assert isinstance(abort, Abort) and f"READY names pid {other}" in abort.reason

@@ -316,3 +316,43 @@ def test_report_is_plain_data(listener, tmp_path):
     assert reap(report.successor_pid) == 0
     assert json.loads(json.dumps(dict(report.timings))) == dict(report.timings)
     assert all(seconds >= 0 for seconds in report.timings.values())
+
+
+# A successor that reports READY under its parent's pid instead of its own.
+WRONG_READY = r"""
+import os
+from statemigrate.handoff import HandoffError, inherit
+inheritance = inherit()
+inheritance.hello({}).release()
+os.getpid = os.getppid
+try:
+    inheritance.ready(timeout=60)
+except HandoffError as exc:
+    print(exc, flush=True)
+    raise SystemExit(4)
+print("took over", flush=True)
+"""
+
+
+def test_upgrade_refuses_a_ready_naming_another_pid(listener):
+    calls = Calls()
+    with pytest.raises(HandoffError) as caught:
+        upgrade(
+            [sys.executable, "-c", WRONG_READY],
+            listeners={"tcp": listener},
+            export_state=lambda readable: b"state",
+            pause=calls.pause,
+            resume=calls.resume,
+            stop_accepting=calls.stop_accepting,
+            kill_grace=30.0,
+        )
+    error = caught.value
+    assert error.stage == "ready"
+    assert f"READY names pid {os.getpid()}, the successor is pid" in error.detail
+    assert calls.log == ["pause", "resume"]  # never committed; we go on serving
+    assert error.report is not None and error.report.successor_exit is not None
+    with pytest.raises(ChildProcessError):  # stopped and reaped
+        os.waitpid(error.report.successor_pid, os.WNOHANG)
+    listener.settimeout(0)
+    with socket.create_connection(listener.getsockname()):
+        listener.accept()[0].close()  # the listener still works in the old process

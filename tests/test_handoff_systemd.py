@@ -1,4 +1,5 @@
-"""E8: sd_notify, the fd store and LISTEN_FDS, against a fake NOTIFY_SOCKET."""
+"""E8: sd_notify, the fd store and LISTEN_FDS, against a fake NOTIFY_SOCKET; malformed
+LISTEN_* variables refused without touching a descriptor."""
 
 from __future__ import annotations
 
@@ -176,3 +177,111 @@ def test_listen_fds_without_names_calls_them_unknown(manager, tmp_path):
     assert result["removed"] == ["unknown"]
     assert result["table"] == [0, 1, 2]
     assert manager.receive() == ("FDSTOREREMOVE=1\nFDNAME=unknown", [])
+
+
+# A process that systemd passed one listener (fd 3) and that opened fd 4 itself; it
+# runs listen_fds() with the LISTEN_* variables given as JSON ("self" = its own pid;
+# "close_own" closes fd 4 first), under a 1 GiB address-space limit, and prints what
+# happened as JSON.
+MALFORMED_CHILD = r"""
+import fcntl, json, os, resource, socket, sys
+listener = socket.create_server(("127.0.0.1", 0))
+os.set_inheritable(listener.detach(), True)
+own = os.open(os.devnull, os.O_RDONLY)
+assert own == 4
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+variables = json.loads(sys.argv[1])
+if variables.pop("close_own", None):
+    os.close(own)
+if variables.get("LISTEN_PID") == "self":
+    variables["LISTEN_PID"] = str(os.getpid())
+os.environ.update(variables)
+from statemigrate import HandoffError
+from statemigrate.handoff import listen_fds
+
+def table():
+    fds = []
+    for fd in range(3, 8):
+        try:
+            fcntl.fcntl(fd, fcntl.F_GETFD)
+        except OSError:
+            continue
+        fds.append(fd)
+    return fds
+
+try:
+    got = listen_fds(listeners={"http"})
+except HandoffError as exc:
+    result = {"outcome": "HandoffError", "stage": exc.stage, "message": str(exc)}
+except BaseException as exc:
+    result = {"outcome": type(exc).__name__, "message": str(exc)[:200]}
+else:
+    result = {"outcome": None if got is None else sorted(got.listeners)}
+result["table"] = table()
+result["env_left"] = sorted(k for k in os.environ if k.startswith("LISTEN_"))
+print(json.dumps(result))
+"""
+
+
+def run_malformed(variables: dict[str, str]) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", MALFORMED_CHILD, json.dumps(variables)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        close_fds=True,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def test_listen_fds_child_takes_a_well_formed_listener():
+    """The harness of the cases below, with variables that are right."""
+    result = run_malformed({"LISTEN_FDS": "1", "LISTEN_PID": "self", "LISTEN_FDNAMES": "http"})
+    assert result["outcome"] == ["http"]
+    assert result["table"] == [3, 4]
+    assert result["env_left"] == []
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        # More descriptors counted than passed: fd 4 is the process's own.
+        ({"LISTEN_FDS": "2"}, "LISTEN_FDS=2: fd 4 is close-on-exec, so it was not passed"),
+        ({"LISTEN_FDS": "2", "LISTEN_FDNAMES": "http:http"}, "LISTEN_FDS=2: fd 4"),
+        ({"LISTEN_FDS": "3"}, "LISTEN_FDS=3: fd 4 is close-on-exec"),
+        ({"LISTEN_FDS": "65536"}, "LISTEN_FDS=65536: fd 4 is close-on-exec"),
+        ({"LISTEN_FDS": "1000000000"}, "LISTEN_FDS='1000000000' is not a count"),
+        ({"LISTEN_FDS": "9" * 5000}, "(5000 characters) is not a count"),
+        ({"LISTEN_FDS": "-1"}, "LISTEN_FDS='-1' is not a count of descriptors from 0 to 65536"),
+        ({"LISTEN_FDS": "³"}, "LISTEN_FDS='³' is not a count"),
+        ({"LISTEN_FDS": ""}, "LISTEN_FDS='' is not a count"),
+        ({"LISTEN_FDS": "1", "LISTEN_PID": "²"}, "LISTEN_PID='²' is not a pid"),
+        ({"LISTEN_FDS": "1", "LISTEN_PID": "0"}, "LISTEN_PID='0' is not a pid"),
+        ({"LISTEN_FDS": "1", "LISTEN_PID": "x"}, "LISTEN_PID='x' is not a pid"),
+        ({"LISTEN_FDS": "1", "LISTEN_PID": "9" * 30}, "LISTEN_PID='999999999999"),
+    ],
+)
+def test_malformed_listen_variables_touch_no_descriptor(variables, message):
+    result = run_malformed({"LISTEN_PID": "self", **variables})
+    assert result["outcome"] == "HandoffError", result
+    assert result["stage"] == "listen_fds"
+    assert message in str(result["message"]), result["message"]
+    assert "\n" not in str(result["message"]) and len(str(result["message"])) < 200
+    assert result["table"] == [3, 4]  # neither the passed listener nor our own fd closed
+    assert result["env_left"] == []
+
+
+def test_a_listen_pid_of_another_process_is_not_for_us():
+    result = run_malformed({"LISTEN_FDS": "2", "LISTEN_PID": str(os.getpid())})
+    assert result["outcome"] is None
+    assert result["table"] == [3, 4]
+
+
+def test_a_count_beyond_the_open_descriptors_is_refused():
+    result = run_malformed({"LISTEN_FDS": "2", "LISTEN_PID": "self", "close_own": "yes"})
+    assert result["outcome"] == "HandoffError", result
+    assert "LISTEN_FDS=2: fd 4 is not open (Bad file descriptor)" in str(result["message"])
+    assert result["table"] == [3]  # the passed listener is left alone too

@@ -13,6 +13,7 @@ import types
 from collections import OrderedDict
 from collections.abc import Callable
 from decimal import Decimal
+from fractions import Fraction
 from typing import Annotated, Any, Literal, NotRequired
 
 import pydantic
@@ -333,6 +334,47 @@ def test_a_strict_field_is_declined_and_validated_in_lax_mode() -> None:
     assert schema.adopt([bounded(flag=1)])["flag"] is True
 
 
+@pytest.mark.parametrize(
+    ("op", "bound", "value"),
+    [("lt", 2**53 + 1, 2.0**53), ("gt", 2**53 + 3, 2.0**53 + 4), ("gt", -(2**53) - 1, -(2.0**53))],
+    ids=["lt 2**53+1", "gt 2**53+3", "gt -2**53-1"],
+)
+def test_a_float_beyond_an_int_bound_as_pydantic_rounds_it_is_declined(
+    op: str, bound: int, value: float
+) -> None:
+    """pydantic compares a float with its int bound rounded to a float: 2**53 is less
+    than 2**53 + 1, but not less than 2**53, which that bound becomes."""
+    schema = schema_of(Annotated[float, pydantic.Field(**{op: bound})])
+    assert not kept(schema, lambda: value)
+    with pytest.raises(ValidationError):
+        schema.adopt([value])
+
+
+def test_a_float_within_an_int_bound_as_pydantic_rounds_it_is_kept() -> None:
+    schema = schema_of(Annotated[float, pydantic.Field(le=2**53 + 1, ge=-(2**53) - 1)])
+    assert kept(schema, lambda: 2.0**53) and kept(schema, lambda: -(2.0**53))
+    assert agree(schema, 2.0**53)
+
+
+@pytest.mark.parametrize("text", ["\ud800", "a\udfff", "\udbff\udc00"], ids=ascii)
+@pytest.mark.parametrize("length", [{"min_length": 1}, {"max_length": 3}, {"min_length": 0}])
+def test_a_string_holding_a_surrogate_under_a_length_constraint_is_declined(
+    text: str, length: dict[str, int]
+) -> None:
+    """pydantic measures a constrained string as UTF-8 text, which a surrogate code
+    point is not: it refuses the string, whatever its length."""
+    schema = schema_of(Annotated[str, pydantic.Field(**length)])
+    assert not kept(schema, lambda: text)
+    with pytest.raises(ValidationError):
+        schema.adopt([text])
+
+
+def test_a_string_holding_a_surrogate_without_constraints_is_kept_as_pydantic_keeps_it() -> None:
+    schema = schema_of(dict[str, str])
+    assert kept(schema, lambda: {"\ud800": "a\udfff"})
+    assert agree(schema, lambda: {"\ud800": "a\udfff"})
+
+
 def test_missing_fields_are_declined_and_reported_by_pydantic() -> None:
     schema = schema_of(State)
     with pytest.raises(ValidationError) as caught:
@@ -457,16 +499,48 @@ def agree(schema: SchemaVersion, describe: Callable[[], object] | object) -> boo
     )
 
 
-LEAVES = ("int", "float", "str", "bool", "bytes", "none", "any", "small", "finite", "short")
+PLAIN_LEAVES = ("int", "float", "str", "bool", "bytes", "none", "any")
 CONSTRAINED: dict[str, Any] = {
     "small": Annotated[int, pydantic.Field(ge=0, lt=3)],
     "finite": Annotated[float, pydantic.Field(gt=-1, allow_inf_nan=False)],
     "short": Annotated[str, pydantic.Field(max_length=2)],
+    "filled": Annotated[str, pydantic.Field(min_length=1)],
 }
 FIELD_NAMES = st.sampled_from(["a", "b", "c", "d", "tags", "ü", "x y", "'q'"])
 
+# Past 2**53 a float no longer holds every integer: 2**53 + 1 is no float. pydantic
+# rounds a float field's int bound to a float (2**53 + 1 down to 2**53, 2**53 + 3 up to
+# 2**53 + 4) and compares with that; an int field's bound is compared as it is.
+INT_BOUNDS = tuple(sign * (2**53 + step) for step in (1, 3, -1) for sign in (1, -1))
+FLOAT_BOUNDS = (*INT_BOUNDS, 2.0**53, -(2.0**53), 0.5, -0.5)
+bounded_specs = st.tuples(st.just("bounded"), st.sampled_from(["float", "int"])).flatmap(
+    lambda spec: st.tuples(
+        *map(st.just, spec),
+        st.sampled_from(["lt", "gt", "le", "ge"]),
+        st.sampled_from(FLOAT_BOUNDS if spec[1] == "float" else INT_BOUNDS),
+    )
+)
+"""A number with one bound near float precision: ("bounded", kind, op, bound)."""
+
+
+def at_bound(bound: float) -> list[object]:
+    """Numbers at a bound: the floats nearest to it on either side (one of them is what
+    it rounds to), and the ints and floats at it and one or a half away from it."""
+    exact = Fraction(bound)
+    rounded = float(bound)
+    below = rounded if Fraction(rounded) < exact else math.nextafter(rounded, -math.inf)
+    above = rounded if Fraction(rounded) > exact else math.nextafter(rounded, math.inf)
+    values: list[object] = [below, above]
+    for step in (-1, Fraction(-1, 2), 0, Fraction(1, 2), 1):
+        moved = exact + step
+        values.append(float(moved))
+        if moved.denominator == 1:
+            values.append(int(moved))
+    return values
+
+
 specs = st.recursive(
-    st.sampled_from(LEAVES),
+    st.sampled_from(PLAIN_LEAVES) | st.sampled_from(tuple(CONSTRAINED)) | bounded_specs,
     lambda inner: st.tuples(st.just("list"), inner)
     | st.tuples(st.just("dict"), inner)
     | st.tuples(st.just("optional"), inner)
@@ -488,6 +562,9 @@ def type_of(spec: Any) -> Any:
               "none": type(None), "any": Any, **CONSTRAINED}
     if isinstance(spec, str):
         return leaves[spec]
+    if spec[0] == "bounded":
+        _, number, op, bound = spec
+        return Annotated[leaves[number], pydantic.Field(**{op: bound})]
     kind, inner = spec
     if kind == "list":
         return list[type_of(inner)]  # type: ignore[misc]
@@ -518,6 +595,8 @@ def _describe_fitting(data: st.DataObject, spec: Any) -> object:
         return data.draw(odd_values)
     if isinstance(spec, str):
         return data.draw(LEAF_VALUES[spec])
+    if spec[0] == "bounded":
+        return data.draw(st.sampled_from(at_bound(spec[3])))
     kind, inner = spec
     if kind == "list":
         items = tuple(describe(data, inner) for _ in range(data.draw(st.integers(0, 3))))
@@ -544,16 +623,28 @@ def _describe_fitting(data: st.DataObject, spec: Any) -> object:
     return DictNode(tuple(items))
 
 
+# Python strings may hold surrogate code points, which are not text in UTF-8.
+texts_with_surrogates = st.lists(
+    st.sampled_from(["a", "é", "\U0001f600", "\ud800", "\udfff"]), max_size=3
+).map("".join)
+lone_surrogates = st.builds(
+    lambda before, surrogate, after: before + surrogate + after,
+    st.text(max_size=1),
+    st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff"]),
+    st.text(max_size=1),
+)
+
 LEAF_VALUES: dict[str, st.SearchStrategy[object]] = {
     "int": st.integers() | st.booleans(),
     "float": st.floats() | st.integers(-5, 5),
-    "str": st.text(max_size=4) | st.just(Color.RED),
+    "str": st.text(max_size=4) | st.just(Color.RED) | texts_with_surrogates,
     "bool": st.booleans() | st.integers(0, 1),
     "bytes": st.binary(max_size=4) | st.text(max_size=2),
     "none": st.none(),
     "small": st.integers(-2, 4),
     "finite": st.floats(min_value=-2) | st.just(-1.0),
-    "short": st.text(max_size=3),
+    "short": st.text(max_size=3) | texts_with_surrogates,
+    "filled": st.text(max_size=2) | texts_with_surrogates,
 }
 odd_values: st.SearchStrategy[object] = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=3),
@@ -566,16 +657,66 @@ odd_values: st.SearchStrategy[object] = st.recursive(
 )
 
 
+def leaves_of(spec: Any) -> list[Any]:
+    """The leaves of a schema shape."""
+    if isinstance(spec, str) or spec[0] == "bounded":
+        return [spec]
+    kind, inner = spec
+    if kind == "record":
+        return [leaf for _, shape, _ in inner for leaf in leaves_of(shape)]
+    return leaves_of(inner)
+
+
+LEAF_SCHEMAS: dict[str, SchemaVersion] = {}
+
+
+def leaf_schema(leaf: Any) -> SchemaVersion:
+    """The schema of a leaf, made once. Keyed by ``repr``: the bounds 2**53 and 2.0**53
+    are equal, but not the same bound."""
+    key = repr(leaf)
+    if key not in LEAF_SCHEMAS:
+        LEAF_SCHEMAS[key] = schema_of(type_of(leaf))
+    return LEAF_SCHEMAS[key]
+
+
+def at_the_bounds_of(leaf: tuple[str, str, str, float]) -> list[tuple[Any, object]]:
+    """A number bounded near float precision, swept at its bound: every number at it
+    under each kind of bound (gt, ge, lt, le) there, for an int and a float."""
+    _, _, _, bound = leaf
+    kinds = ("int", "float") if type(bound) is int else ("float",)
+    return [
+        (("bounded", kind, op, bound), value)
+        for kind in kinds
+        for op in ("gt", "ge", "lt", "le")
+        for value in at_bound(bound)
+    ]
+
+
 @given(specs, st.data())
 def test_adopt_gives_what_pydantic_gives(spec: Any, data: st.DataObject) -> None:
     """For any schema shape and any data, adopt's outcome equals validate's: the same
-    value with the same types and key order and the same sharing, or the same error."""
+    value with the same types and key order and the same sharing, or the same error.
+
+    So it does for the scalar leaves of the shape on their own, where nothing else makes
+    the checker decline: a bounded number at its bound (swept as ``at_the_bounds_of``
+    says), and a string leaf with a few strings that may hold surrogates, unconstrained
+    and under each length constraint."""
     schema = schema_of(type_of(spec))
     assert schema.in_place is not None
     node = describe(data, spec)
     fresh: dict[str, object] = {}
     event("kept" if schema.in_place([build(node, fresh)]) else "declined")
     assert agree(schema, node)
+    for leaf in leaves_of(spec):
+        if leaf in ("str", "short", "filled"):
+            texts = data.draw(st.lists(lone_surrogates | st.text(max_size=3), min_size=1))
+            cases = [(kind, text) for kind in ("str", "short", "filled") for text in texts]
+        elif leaf[0] == "bounded":
+            cases = at_the_bounds_of(leaf)
+        else:
+            continue
+        for scalar, value in cases:
+            assert agree(leaf_schema(scalar), value), (scalar, value)
 
 
 # --- negative controls: broken checkers are caught -----------------------------------

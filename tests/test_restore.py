@@ -316,7 +316,7 @@ VALIDATE_FAULTS: tuple[type[BaseException], ...] = (InjectedFault, MemoryError, 
 
 def _release_1_snapshot() -> bytes:
     registry = build_registry(direct=False)
-    writer = Service("release-1", registry=registry)
+    writer = Service("restore-test", code_version="release-1", registry=registry)
     for key, obj in zip(
         COMPONENT_KEYS, (KVCacheV1(), KVCacheV1(), CountersRelease1(), TagsRelease1()), strict=True
     ):
@@ -331,7 +331,7 @@ RELEASE_1 = _release_1_snapshot()
 def failpoint_reader(fail: Failpoints | None) -> tuple[Service, Registry]:
     """The release 2/3 service of the failpoint loop, in its pre-restore state."""
     registry = build_registry(fail, direct=False)
-    service = Service("release-3", registry=registry)
+    service = Service("restore-test", code_version="release-3", registry=registry)
     objects = (FailingKV(fail=fail), FailingKV(fail=fail), Counters(fail=fail), Tags(fail=fail))
     for key, obj in zip(COMPONENT_KEYS, objects, strict=True):
         set_state(obj, registry, LIVE_STATES[key])
@@ -557,7 +557,7 @@ def test_negative_control_applying_before_validating_everything_is_caught(
 
 
 def _snapshot_with(sections: list[SectionInput], **kw: Any) -> bytes:
-    return encode_snapshot(sections, producer=Producer.current("forger"), **kw).to_bytes()
+    return encode_snapshot(sections, producer=Producer.current("restore-test"), **kw).to_bytes()
 
 
 def _fingerprint(component: str, version: int) -> str:

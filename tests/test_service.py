@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, assert_type, get_type_hints
 
 import pytest
 from pydantic import Field
 from restore_children.components import (
     Counters,
+    Failpoints,
+    Fault,
     Tags,
     build_registry,
     canonical,
@@ -20,6 +22,7 @@ from typing_extensions import TypedDict
 
 from statemigrate import (
     CommitReport,
+    ConfigurationError,
     LossyMigrationError,
     MemoryStore,
     NoMigrationPathError,
@@ -28,13 +31,16 @@ from statemigrate import (
     RestoreError,
     Service,
     SnapshotError,
+    StateMigrateError,
     StoreError,
     TmpfsStore,
     UnknownComponentError,
     migratable,
     open_snapshot,
 )
-from statemigrate._service import choose_versions
+from statemigrate._encode import SectionInput, encode_snapshot
+from statemigrate._header import Producer
+from statemigrate._service import GENERATION_LIMIT, choose_versions
 from statemigrate.reference import KVCacheV1, KVCacheV2, KVCacheV3
 from statemigrate.reference import build_registry as reference_registry
 
@@ -69,13 +75,47 @@ def service(*objs: object, **kw: Any) -> Service:
 
 
 @pytest.mark.parametrize(
-    ("args", "kw"),
-    [(("",), {}), (("x" * 201,), {}), (("svc",), {"key": b"short"})],
-    ids=["empty name", "long name", "short key"],
+    ("args", "kw", "option", "detail"),
+    [
+        (("",), {}, "name", "1..200 characters, not 0"),
+        (("x" * 201,), {}, "name", "1..200 characters, not 201"),
+        ((b"svc",), {}, "name", "a str, not bytes"),
+        (("svc",), {"key": b"short"}, "key", "at least 16 bytes"),
+    ],
+    ids=["empty name", "long name", "bytes name", "short key"],
 )
-def test_bad_constructor_arguments_are_refused(args: tuple[str], kw: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
+def test_bad_constructor_arguments_are_refused_with_an_error_of_the_tree(
+    args: tuple[Any], kw: dict[str, Any], option: str, detail: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
         Service(*args, **kw)
+    error = caught.value
+    assert isinstance(error, StateMigrateError) and isinstance(error, ValueError)
+    assert error.option == option and detail in error.detail
+    assert str(error) == f"{option}: {error.detail}"
+    assert "short" not in str(error)  # the key itself is never shown
+
+
+def test_unregistering_an_unknown_component_names_what_is_registered() -> None:
+    svc = service(KVCacheV3())
+    with pytest.raises(UnknownComponentError) as caught:
+        svc.unregister("kvcache", instance="b")
+    assert isinstance(caught.value, KeyError)  # as before, for callers that catch that
+    assert str(caught.value) == "unknown component 'kvcache/b'; registered: kvcache/default"
+    svc.unregister("kvcache")
+    with pytest.raises(UnknownComponentError, match="registered: none"):
+        svc.unregister("kvcache")
+
+
+def test_register_returns_its_argument_typed_as_it_is() -> None:
+    """``cache = service.register(Cache())`` is typed as ``Cache`` (a type variable
+    binds the argument's type to the result), not as ``object``."""
+    cache = KVCacheV3()
+    registered = Service("svc", registry=REGISTRY).register(cache)
+    assert_type(registered, KVCacheV3)  # for a type checker run over the tests
+    assert registered is cache
+    hints = get_type_hints(Service.register)
+    assert isinstance(hints["obj"], TypeVar) and hints["return"] is hints["obj"]
 
 
 def test_register_keeps_order_and_refuses_duplicates_and_strangers() -> None:
@@ -94,7 +134,7 @@ def test_register_keeps_order_and_refuses_duplicates_and_strangers() -> None:
         svc.register(KVCacheV3(), instance="")
     svc.unregister("kvcache", instance="b")
     assert [e.key for e in svc.components] == ["kvcache/a", "counters/default"]
-    with pytest.raises(KeyError):
+    with pytest.raises(UnknownComponentError):
         svc.unregister("kvcache", instance="b")
 
 
@@ -246,6 +286,125 @@ def test_restoring_advances_the_generation_of_later_snapshots() -> None:
     assert reader.snapshot()[1].generation == 5
 
 
+# --- refused snapshots: another service's, a generation no count reaches ---------------
+
+
+def _snapshot_of(name: str, *, generation: int = 1) -> bytes:
+    """A snapshot of ``V1_STATE`` as service ``name`` at ``generation`` would write it."""
+    section = SectionInput(
+        "kvcache", "default", 1, REGISTRY.schema_for("kvcache", 1).fingerprint, V1_STATE
+    )
+    encoded = encode_snapshot([section], producer=Producer.current(name), generation=generation)
+    return encoded.to_bytes()
+
+
+def test_a_snapshot_of_another_service_is_refused_unless_allowed() -> None:
+    blob = _snapshot_of("billing")
+    reader = service(kv1({"entries": {"live": "x"}}))
+    before = exports(reader)
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(blob)
+    assert caught.value.phase == "verify"
+    assert "service 'billing', not 'svc'" in str(caught.value)
+    assert "allow_other_service=True" in str(caught.value)
+    assert exports(reader) == before
+    assert not reader.restore(blob, allow_other_service=True).skipped
+    assert exports(reader)["kvcache/default"] == canonical(V1_STATE)
+
+
+@pytest.mark.parametrize("generation", [2**63 - 1, 2**62], ids=["format maximum", "limit"])
+def test_a_generation_no_count_reaches_is_refused_and_snapshots_go_on(generation: int) -> None:
+    """A snapshot claiming a generation snapshots cannot count up to (forged, or
+    damaged before it was sealed) is refused, so the service's own counter stays
+    usable: every later snapshot and commit works."""
+    reader = service(kv1({"entries": {"live": "x"}}))
+    before = exports(reader)
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(_snapshot_of("svc", generation=generation))
+    assert caught.value.phase == "verify"
+    assert f"generation {generation} " in str(caught.value)
+    assert exports(reader) == before
+    assert [reader.snapshot()[1].generation for _ in range(2)] == [1, 2]
+    assert reader.commit(MemoryStore()).snapshot.generation == 3
+
+
+def test_the_highest_generation_accepted_leaves_room_for_more_snapshots() -> None:
+    assert GENERATION_LIMIT == 2**62  # half the header's range (generations < 2**63)
+    reader = service(KVCacheV1())
+    reader.restore(_snapshot_of("svc", generation=GENERATION_LIMIT - 1))
+    assert exports(reader)["kvcache/default"] == canonical(V1_STATE)
+    generations = [reader.commit(MemoryStore()).snapshot.generation for _ in range(3)]
+    assert generations == [GENERATION_LIMIT + n for n in range(3)]
+
+
+# --- restoring a snapshot again ---------------------------------------------------------
+
+COUNTS = {"counts": {"hits": 3, "misses": 1}, "total": 4}
+
+
+def counters(state: dict[str, Any] | None = None, **kw: Any) -> Counters:
+    made = Counters(**kw)
+    set_state(made, REGISTRY, state or {"counts": {}, "total": 0})
+    return made
+
+
+def test_restoring_again_restores_only_the_components_registered_since() -> None:
+    """Idempotence is per component: a component registered after a restore is restored
+    from the same snapshot, while those already restored from it are left alone."""
+    blob = service(kv1(), counters(COUNTS)).snapshot()[0].to_bytes()
+    cache = KVCacheV1()
+    reader = service(cache)
+    assert reader.restore(blob).unknown == ("counters/default",)
+    cache.set("changed", "since")  # a second restore must not undo this
+    late = counters()
+    reader.register(late)
+    second = reader.restore(blob)
+    assert not second.skipped
+    assert [c.component for c in second.components] == ["counters"]
+    assert second.already_restored == ("kvcache/default",)
+    assert second.unknown == () and second.missing == ()
+    assert "already restored: kvcache/default" in second.summary()
+    assert exports(reader)["counters/default"] == canonical(COUNTS)
+    assert cache.get("changed") == "since"
+    third = reader.restore(blob)
+    assert third.skipped and third.components == ()
+    assert third.already_restored == ("kvcache/default", "counters/default")
+    # A new instance under an unregistered name is a component not restored yet.
+    reader.unregister("counters")
+    fresh = counters()
+    reader.register(fresh)
+    assert [c.component for c in reader.restore(blob).components] == ["counters"]
+    assert exports(reader)["counters/default"] == canonical(COUNTS)
+    assert cache.get("changed") == "since"
+
+
+def test_components_registered_since_are_restored_all_or_nothing() -> None:
+    """When one of the components still to restore fails, the others of them are rolled
+    back, the ones restored before are untouched, and a retry restores them all."""
+    blob = service(kv1(), Tags(["t"], owner="me"), counters(COUNTS)).snapshot()[0].to_bytes()
+    cache = KVCacheV1()
+    reader = service(cache)
+    reader.restore(blob)
+    cache.set("changed", "since")
+    fail = Failpoints()
+    late_tags, late_counters = Tags(["live"], owner="ops"), counters(fail=fail)
+    reader.register(late_tags)
+    reader.register(late_counters)
+    before = exports(reader)
+    fail.arm("import", 0, Fault(ValueError))
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(blob)
+    assert (caught.value.phase, caught.value.component) == ("apply", "counters/default")
+    assert caught.value.rollback_failed == ()
+    assert exports(reader) == before
+    fail.disarm()
+    report = reader.restore(blob)
+    assert [c.component for c in report.components] == ["tags", "counters"]
+    assert (late_tags.tags, late_tags.owner) == (["t"], "me")
+    assert exports(reader)["counters/default"] == canonical(COUNTS)
+    assert cache.get("changed") == "since"
+
+
 # --- policy for unknown sections and missing components --------------------------------
 
 
@@ -352,7 +511,7 @@ def _restore_with_failing_validation(reader: Service) -> None:
     forged = Registry()
     for version, type_ in ((1, dict[str, Any]), (2, dict[str, Any]), (3, dict[str, Any])):
         forged.add_schema("kvcache", version, type_)
-    writer = Service("forger", registry=forged)
+    writer = Service("svc", code_version="forger", registry=forged)
     cache = KVCacheV3()
     cache.import_state({"entries": {"k": {"data": "v", "expires_at": None, "hits": -1}}})
     writer.register(cache)

@@ -26,7 +26,10 @@ __all__ = [
     "NamedFds",
     "check_name",
     "format_fds",
+    "parse_count",
     "parse_fds",
+    "parse_pid",
+    "show_value",
     "successor_environ",
     "take_environ",
 ]
@@ -41,6 +44,8 @@ _DESCRIPTOR_VARS = (FDS_VAR, PARENT_PID_VAR, "LISTEN_FDS", "LISTEN_PID", "LISTEN
 
 # Same alphabet as systemd's FDNAME= (minus ':' which separates entries here).
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+#: Descriptor numbers and pids are C ints: nothing above this can be one.
+MAX_INT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -79,22 +84,71 @@ def format_fds(fds: Mapping[str, int]) -> str:
     return ":".join(parts)
 
 
+def show_value(text: str) -> str:
+    """Return ``repr(text)``, cut short for error messages: the value may be anything."""
+    shown = repr(text)
+    return shown if len(shown) <= 40 else f"{shown[:30]}... ({len(text)} characters)"
+
+
+def _decimal(text: str, maximum: int) -> int | None:
+    """``text`` as a number from 0 to ``maximum``, or ``None``.
+
+    Only ASCII digits count: ``int()`` also takes spaces, signs, underscores and
+    other scripts' digits, and refuses some characters that ``str.isdigit`` accepts
+    (superscripts), so neither is used alone.
+    """
+    if not text or len(text) > len(str(maximum)) or not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= maximum else None
+
+
+def parse_pid(var: str, text: str, *, stage: str) -> int:
+    """Parse the pid in environment variable ``var``.
+
+    Raises:
+        HandoffError: ``text`` is not a decimal number from 1 to 2**31 - 1.
+    """
+    pid = _decimal(text, MAX_INT)
+    if not pid:
+        raise HandoffError(stage, f"{var}={show_value(text)} is not a pid")
+    return pid
+
+
+def parse_count(var: str, text: str, *, maximum: int, stage: str) -> int:
+    """Parse the count of descriptors in environment variable ``var``.
+
+    Raises:
+        HandoffError: ``text`` is not a decimal number from 0 to ``maximum``.
+    """
+    count = _decimal(text, maximum)
+    if count is None:
+        raise HandoffError(
+            stage, f"{var}={show_value(text)} is not a count of descriptors from 0 to {maximum}"
+        )
+    return count
+
+
 def parse_fds(text: str) -> dict[str, int]:
     """Parse a ``STATEMIGRATE_FDS`` value.
 
     Raises:
         HandoffError: stage ``inherit``; malformed entries, a bad name, a number
-            below 3, or a name or number that appears twice.
+            below 3 or above 2**31 - 1, or a name or number that appears twice.
     """
     named: dict[str, int] = {}
     seen: set[int] = set()
     for entry in text.split(":") if text else []:
         name, sep, number = entry.partition("=")
-        if not sep or not number.isdigit() or not number.isascii():
-            raise HandoffError("inherit", f"{FDS_VAR}: malformed entry {entry!r}")
+        fd = _decimal(number, MAX_INT)
+        if not sep or fd is None:
+            raise HandoffError(
+                "inherit",
+                f"{FDS_VAR}: malformed entry {show_value(entry)}; expected name=fd,"
+                f" fd a number from 3 to {MAX_INT}",
+            )
         if not _NAME.fullmatch(name):
-            raise HandoffError("inherit", f"{FDS_VAR}: {name!r} is not a valid name")
-        fd = int(number)
+            raise HandoffError("inherit", f"{FDS_VAR}: {show_value(name)} is not a valid name")
         if fd < 3:
             raise HandoffError("inherit", f"{FDS_VAR}: {name!r} names fd {fd}, below 3")
         if name in named or fd in seen:
@@ -138,9 +192,9 @@ def take_environ(environ: MutableMapping[str, str] | None = None) -> NamedFds | 
     parent_text = env.pop(PARENT_PID_VAR, None)
     if text is None:
         return None
-    if parent_text is None or not parent_text.isdigit():
-        raise HandoffError("inherit", f"{PARENT_PID_VAR} is missing or not a pid")
-    parent_pid = int(parent_text)
+    if parent_text is None:
+        raise HandoffError("inherit", f"{FDS_VAR} is set but {PARENT_PID_VAR} is not")
+    parent_pid = parse_pid(PARENT_PID_VAR, parent_text, stage="inherit")
     if parent_pid != os.getppid():
         raise HandoffError(
             "inherit",

@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_FAMILIES",
     "check_control",
     "check_listener",
+    "check_passed",
     "describe_fd",
     "inheritable_fds",
     "open_fds",
@@ -75,6 +76,26 @@ def inheritable_fds() -> set[int]:
         except OSError:  # closed by another thread meanwhile
             continue
     return found
+
+
+def check_passed(fd: int, *, what: str, stage: str) -> None:
+    """Check that ``fd`` is open and inheritable, as a descriptor passed across ``exec`` is.
+
+    A number in an environment variable may name a descriptor that was never
+    passed, possibly one this process opened itself (close-on-exec, as every
+    descriptor Python opens is). Such a descriptor must not be used or closed.
+
+    Raises:
+        HandoffError: ``fd`` is not open, or it is close-on-exec.
+    """
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFD)
+    except OSError as exc:
+        raise HandoffError(
+            stage, f"{what}: fd {fd} is not open ({exc.strerror}), so it was not passed to us"
+        ) from exc
+    if flags & fcntl.FD_CLOEXEC:
+        raise HandoffError(stage, f"{what}: fd {fd} is close-on-exec, so it was not passed to us")
 
 
 def describe_fd(fd: int) -> str:

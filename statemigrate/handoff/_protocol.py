@@ -20,11 +20,16 @@ succeeded. A timeout on either side therefore never leaves two owners.
 
 Descriptors travel only with ``SNAPSHOT``; any other message that carries some is
 refused and the descriptors are closed.
+
+Every packet is hostile input: :func:`decode_message` returns a message whose
+fields have their documented types and ranges, or raises :class:`HandoffError`
+(``protocol error``), whatever the bytes.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import select
 import socket
 import time
@@ -138,10 +143,76 @@ def encode_message(message: Message) -> bytes:
     return packet
 
 
-def _int(body: Mapping[str, object], key: str, *, minimum: int = 0) -> int:
+# A valid body nests three levels at most (HELLO: object, "readable", a version list).
+_MAX_DEPTH = 8
+#: Integers on the wire: pids are a C ``pid_t``, sizes and versions fit 64 bits.
+_MAX_PID = 2**31 - 1
+_MAX_INT = 2**63 - 1
+_MAX_DIGITS = 19
+# JSON strings (escapes included), removed before brackets are counted.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def _deeper_than(body: bytes, limit: int) -> bool:
+    """Whether the JSON ``body`` nests arrays and objects more than ``limit`` deep.
+
+    Checked before ``json.loads``, which recurses once per level and raises
+    ``RecursionError`` for deep input. Strings are cut out first, as the parser
+    reads them, so brackets inside them do not count. Invalid JSON may be counted
+    deeper than the parser would get (an unterminated string, say): it is refused
+    either way.
+    """
+    depth = 0
+    for bracket in _BRACKET.findall(_JSON_STRING.sub(b"", body)):
+        depth += 1 if bracket in b"[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def _parse_int(text: str) -> int:
+    digits = text.lstrip("-")
+    if len(digits) > _MAX_DIGITS:
+        raise ValueError(f"an integer of {len(digits)} digits")
+    return int(text)
+
+
+def _parse_constant(text: str) -> object:
+    raise ValueError(f"{text} is not a number")
+
+
+def _object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    body: dict[str, object] = {}
+    for key, value in pairs:
+        if key in body:
+            raise ValueError(f"key {_show(key)} appears twice")
+        body[key] = value
+    return body
+
+
+def _show(value: object) -> str:
+    """A short, one-line rendering of a value from the peer, for error messages."""
+    if isinstance(value, list | dict):
+        return f"a {'list' if isinstance(value, list) else 'object'} of {len(value)} items"
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
+
+
+def _text(value: str, where: str) -> str:
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate from a \ud800 escape
+        raise ValueError(f"{where} holds an unpaired surrogate at {exc.start}") from exc
+    return value
+
+
+def _int(body: Mapping[str, object], key: str, *, minimum: int = 0, maximum: int = _MAX_INT) -> int:
     value = body.get(key)
-    if type(value) is not int or value < minimum:
-        raise ValueError(f"{key!r} must be an integer >= {minimum}, got {value!r}")
+    if type(value) is not int or not minimum <= value <= maximum:
+        raise ValueError(
+            f"{key!r} must be an integer from {minimum} to {maximum}, got {_show(value)}"
+        )
     return value
 
 
@@ -149,17 +220,22 @@ def _str(body: Mapping[str, object], key: str) -> str:
     value = body.get(key)
     if not isinstance(value, str):
         raise ValueError(f"{key!r} must be a string, got {type(value).__name__}")
-    return value
+    return _text(value, repr(key))
+
+
+def _version(value: object) -> bool:
+    return type(value) is int and -_MAX_INT <= value <= _MAX_INT
 
 
 def _readable(value: object) -> dict[str, tuple[int, ...]]:
     if not isinstance(value, dict):
-        raise ValueError("'readable' must be an object")
+        raise ValueError(f"'readable' must be an object, got {type(value).__name__}")
     readable: dict[str, tuple[int, ...]] = {}
     for name, versions in value.items():
-        if not isinstance(versions, list) or not all(type(v) is int for v in versions):
-            raise ValueError(f"'readable'[{name!r}] must be a list of integers")
-        readable[name] = tuple(versions)
+        where = f"'readable'[{_show(name)}]"
+        if not isinstance(versions, list) or not all(_version(v) for v in versions):
+            raise ValueError(f"{where} must be a list of 64-bit integers")
+        readable[_text(name, where)] = tuple(versions)
     return readable
 
 
@@ -168,15 +244,40 @@ def _names(value: object) -> tuple[str, ...]:
         raise ValueError("'listeners' must be a list of strings")
     if len(set(value)) != len(value):
         raise ValueError("'listeners' names a listener twice")
-    return tuple(value)
+    return tuple(_text(name, "'listeners'") for name in value)
+
+
+def _body(payload: bytes) -> dict[str, object]:
+    """Parse a message body: a JSON object in strict UTF-8, shallow, without duplicates."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 at byte {exc.start}") from exc
+    if _deeper_than(payload, _MAX_DEPTH):
+        raise ValueError(f"nested more than {_MAX_DEPTH} levels deep")
+    body = json.loads(
+        text,
+        object_pairs_hook=_object,
+        parse_int=_parse_int,
+        parse_constant=_parse_constant,
+    )
+    if not isinstance(body, dict):
+        raise ValueError(f"the body is {type(body).__name__}, not an object")
+    return body
 
 
 def decode_message(packet: bytes, *, stage: str) -> Message:
     """Parse one packet.
 
+    The packet comes from another process and is treated as hostile: whatever it
+    holds, the result is a message whose fields have the documented types and
+    ranges, or a :class:`HandoffError`.
+
     Raises:
         HandoffError: ``protocol error``: wrong magic, another protocol version, an
-            unknown kind, or a body that does not have the fields of its kind.
+            unknown kind, or a body that is not a UTF-8 JSON object with the fields
+            of its kind (nested too deep, repeated keys, wrong types, numbers out of
+            range).
     """
     if len(packet) < _HEADER or packet[: len(MAGIC)] != MAGIC:
         raise HandoffError(stage, f"protocol error: not a handoff message: {packet[:16]!r}")
@@ -185,25 +286,25 @@ def decode_message(packet: bytes, *, stage: str) -> Message:
         raise HandoffError(
             stage, f"protocol error: peer speaks version {version}, we speak {PROTOCOL_VERSION}"
         )
+    name = _NAMES.get(kind)
+    if name is None:
+        raise HandoffError(stage, f"protocol error: unknown message kind {kind}")
     try:
-        body = json.loads(packet[_HEADER:])
-        if not isinstance(body, dict):
-            raise ValueError("the body is not an object")
+        body = _body(packet[_HEADER:])
         if kind == 1:
-            return Hello(pid=_int(body, "pid", minimum=1), readable=_readable(body.get("readable")))
+            pid = _int(body, "pid", minimum=1, maximum=_MAX_PID)
+            return Hello(pid=pid, readable=_readable(body.get("readable")))
         if kind == 2:
             return SnapshotOffer(size=_int(body, "size"), listeners=_names(body.get("listeners")))
         if kind == 3:
-            return Ready(pid=_int(body, "pid", minimum=1))
+            return Ready(pid=_int(body, "pid", minimum=1, maximum=_MAX_PID))
         if kind == 4:
             return Commit()
         if kind == 5:
             return Failed(reason=_str(body, "reason"))
-        if kind == 6:
-            return Abort(reason=_str(body, "reason"))
-    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included
-        raise HandoffError(stage, f"protocol error: bad {_NAMES.get(kind)} body: {exc}") from exc
-    raise HandoffError(stage, f"protocol error: unknown message kind {kind}")
+        return Abort(reason=_str(body, "reason"))
+    except ValueError as exc:  # json.JSONDecodeError included
+        raise HandoffError(stage, f"protocol error: bad {name} body: {exc}") from exc
 
 
 class Channel:

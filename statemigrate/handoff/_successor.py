@@ -28,11 +28,12 @@ from collections.abc import Collection, Iterable, Mapping
 from types import TracebackType
 
 from statemigrate._errors import HandoffError, StoreError
-from statemigrate.handoff._env import CONTROL_NAME, check_name, take_environ
+from statemigrate.handoff._env import CONTROL_NAME, FDS_VAR, check_name, take_environ
 from statemigrate.handoff._fdcheck import (
     DEFAULT_FAMILIES,
     check_control,
     check_listener,
+    check_passed,
     inheritable_fds,
 )
 from statemigrate.handoff._fdpass import MAX_FDS, close_all, require_same_user
@@ -285,7 +286,9 @@ def inherit(
 
     Raises:
         HandoffError: stage ``inherit`` or ``peer``. When the variables are
-            malformed or name another process's child, no descriptor is touched.
+            malformed, name another process's child, or name a descriptor that is
+            not open or is close-on-exec (so was not passed to us), no descriptor
+            is touched.
             Otherwise (a wrong descriptor type, a missing listener, a channel that
             belongs to someone else) every named descriptor is closed, and FAILED
             was sent if the channel is our parent's.
@@ -293,6 +296,9 @@ def inherit(
     named = take_environ()
     if named is None:
         return None
+    # A number that names no descriptor passed to us must not make us close one of ours.
+    for name, fd in named.fds.items():
+        check_passed(fd, what=f"{FDS_VAR} names {name!r}", stage="inherit")
     remaining = dict(named.fds)
     control_fd = remaining.pop(CONTROL_NAME, None)
     try:

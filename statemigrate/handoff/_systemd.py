@@ -20,17 +20,27 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from statemigrate._errors import HandoffError, StoreError
-from statemigrate.handoff._env import check_name
-from statemigrate.handoff._fdcheck import DEFAULT_FAMILIES, check_listener
+from statemigrate.handoff._env import check_name, parse_count, parse_pid
+from statemigrate.handoff._fdcheck import DEFAULT_FAMILIES, check_listener, check_passed
 from statemigrate.handoff._fdpass import close_all, send_fds
 from statemigrate.stores import open_memfd
 
-__all__ = ["SystemdFds", "fd_store", "fd_store_remove", "listen_fds", "sd_notify"]
+__all__ = [
+    "MAX_LISTEN_FDS",
+    "SystemdFds",
+    "fd_store",
+    "fd_store_remove",
+    "listen_fds",
+    "sd_notify",
+]
 
 logger = logging.getLogger("statemigrate.handoff")
 
 #: The first descriptor systemd passes (``SD_LISTEN_FDS_START``).
 LISTEN_FDS_START = 3
+#: The most descriptors ``LISTEN_FDS`` may announce; far above any fd store or socket
+#: unit in practice (journald keeps about 4,200), far below a count that costs memory.
+MAX_LISTEN_FDS = 1 << 16
 _LISTEN_VARS = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 
@@ -134,10 +144,12 @@ def listen_fds(
 
     ``LISTEN_FDS``, ``LISTEN_PID`` and ``LISTEN_FDNAMES`` are read and unset. They
     count only if ``LISTEN_PID`` is our pid (they may have leaked from a parent);
-    the descriptors then start at 3. Descriptors whose name is in ``listeners`` must
-    be listening stream sockets of ``families``; names in ``memfds`` must be sealed
-    memfds. All become close-on-exec. Names in neither are closed and, so systemd
-    stops passing them, removed from the fd store.
+    the descriptors then start at 3, and each must be open and inheritable (as
+    systemd passes them): call this before anything else takes them. Descriptors
+    whose name is in ``listeners`` must be listening stream sockets of
+    ``families``; names in ``memfds`` must be sealed memfds. All become
+    close-on-exec. Names in neither are closed and, so systemd stops passing them,
+    removed from the fd store.
 
     Args:
         listeners: names of expected listening sockets.
@@ -149,18 +161,25 @@ def listen_fds(
         The descriptors, or ``None`` when systemd passed none to this process.
 
     Raises:
-        HandoffError: stage ``listen_fds``; malformed variables or a descriptor of
-            the wrong kind. Every passed descriptor has been closed.
+        HandoffError: stage ``listen_fds``. When a variable is malformed (a pid or
+            count that is not a decimal number in range; at most
+            :data:`MAX_LISTEN_FDS` descriptors) or ``LISTEN_FDS`` counts a
+            descriptor that is not open or is close-on-exec, no descriptor is
+            touched. When the names do not match the count or a descriptor is of
+            the wrong kind, every passed descriptor has been closed.
     """
     fds_text, pid_text, names_text = (os.environ.pop(var, None) for var in _LISTEN_VARS)
     if fds_text is None or pid_text is None:
         return None
-    if not pid_text.isdigit() or int(pid_text) != os.getpid():
-        logger.info("LISTEN_PID=%s is not us (pid %d); ignoring LISTEN_FDS", pid_text, os.getpid())
+    pid = parse_pid("LISTEN_PID", pid_text, stage="listen_fds")
+    if pid != os.getpid():
+        logger.info("LISTEN_PID=%d is not us (pid %d); ignoring LISTEN_FDS", pid, os.getpid())
         return None
-    if not fds_text.isdigit() or not fds_text.isascii():
-        raise HandoffError("listen_fds", f"LISTEN_FDS={fds_text!r} is not a count")
-    fds = list(range(LISTEN_FDS_START, LISTEN_FDS_START + int(fds_text)))
+    count = parse_count("LISTEN_FDS", fds_text, maximum=MAX_LISTEN_FDS, stage="listen_fds")
+    fds = list(range(LISTEN_FDS_START, LISTEN_FDS_START + count))
+    # A count larger than what was passed must not make us take (and close) our own.
+    for fd in fds:
+        check_passed(fd, what=f"LISTEN_FDS={count}", stage="listen_fds")
     names = names_text.split(":") if names_text else ["unknown"] * len(fds)
     if len(names) != len(fds):
         close_all(fds)

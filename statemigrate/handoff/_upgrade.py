@@ -196,7 +196,14 @@ def _exchange(
     with attempt.phase("ready"):
         deadline = time.monotonic() + ready_timeout
         got = channel.receive(stage="ready", deadline=deadline, watch=watch)
-        _expect(got, Ready, stage="ready", timeout=ready_timeout)
+        ready = _expect(got, Ready, stage="ready", timeout=ready_timeout)
+    assert isinstance(ready, Ready)
+    # Only the successor we talked to may take the state (its pid was checked at HELLO).
+    if ready.pid != hello.pid:
+        raise HandoffError(
+            "ready",
+            f"protocol error: READY names pid {ready.pid}, the successor is pid {hello.pid}",
+        )
     # From here the successor owns the state: we never resume mutating it.
     channel.send(Commit(), stage="commit")
 

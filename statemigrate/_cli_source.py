@@ -1,0 +1,213 @@
+"""Where the command line reads snapshots and keys from: a path, or ``fd:N``.
+
+A snapshot file is read in two steps. First its 32-byte preamble alone, which
+:func:`~statemigrate._format.open_snapshot` checks as it checks any snapshot (magic,
+preamble checksum, format version, flags, key, and the declared total length against
+the reader's limit); only then, if the file is exactly as long as it declares, is the
+whole of it read, into one buffer of that size. So a file of the wrong kind or size
+costs one small read, however large it is, and a sound one costs its size once.
+
+Every operating-system error becomes a :class:`~statemigrate.StoreError` naming the
+operation and the source (the path, or ``fd:N``).
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import fcntl
+import os
+import stat
+
+from statemigrate._errors import SnapshotError, StoreError
+from statemigrate._format import PREAMBLE_SIZE, DecodeLimits, Snapshot, open_snapshot
+
+__all__ = [
+    "MAX_FD",
+    "open_snapshot_source",
+    "parse_fd",
+    "read_key",
+    "read_snapshot_source",
+]
+
+MAX_FD = (1 << 31) - 1
+"""The largest descriptor number the kernel's interfaces (a C ``int``) can hold."""
+
+_READ_STEP = 1 << 30  # at most this much per read call: Linux reads < 2 GiB at a time
+
+
+def _failed(op: str, source: str, exc: OSError) -> StoreError:
+    code = exc.errno
+    name = _errno.errorcode.get(code, str(code)) if code is not None else "no errno"
+    return StoreError(op, source, f"{exc.strerror or exc} ({name})", errno=code)
+
+
+def read_key(path: str | None) -> bytes | None:
+    """The key in ``path`` (surrounding whitespace stripped), or None without a path.
+
+    Raises:
+        StoreError: the file cannot be opened or read, or holds fewer than 16 bytes.
+    """
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            key = handle.read(4096).strip()
+    except OSError as exc:
+        raise _failed("read", path or "''", exc) from exc
+    except ValueError as exc:  # a NUL in the path; an argv element cannot hold one
+        raise StoreError("read", repr(path), str(exc)) from exc
+    if len(key) < 16:
+        raise StoreError("read", path, "an authentication key needs at least 16 bytes")
+    return key
+
+
+def parse_fd(source: str) -> int:
+    """The descriptor number of an ``fd:N`` source.
+
+    Raises:
+        StoreError: ``N`` is not a decimal number from 0 to :data:`MAX_FD`.
+    """
+    number = source[3:]
+    if not number or not (number.isascii() and number.isdigit()):
+        raise StoreError("open", source, "expected fd:N with N a descriptor number")
+    # Length first: int() of thousands of digits is slow, and refused past 4300.
+    if len(number.lstrip("0")) > len(str(MAX_FD)) or int(number) > MAX_FD:
+        raise StoreError("open", source, f"descriptor number out of range (0 to {MAX_FD})")
+    return int(number)
+
+
+def open_snapshot_source(
+    source: str, *, key: bytes | None = None, limits: DecodeLimits | None = None
+) -> Snapshot:
+    """Read the snapshot named by ``source`` and verify it (see :func:`open_snapshot`).
+
+    Raises:
+        StoreError: the source cannot be read (see :func:`read_snapshot_source`).
+        SnapshotError: the bytes are not a sound snapshot.
+    """
+    data = read_snapshot_source(source, key=key, limits=limits)
+    return open_snapshot(data, key=key, limits=limits)
+
+
+def read_snapshot_source(
+    source: str, *, key: bytes | None = None, limits: DecodeLimits | None = None
+) -> bytes | bytearray | memoryview:
+    """The bytes named by ``source``: a file path, or ``fd:N`` for an open descriptor.
+
+    A descriptor that is a memfd must be sealed (it is then mapped read-only, without a
+    copy); any other descriptor must be a regular file open for reading, read from
+    offset 0 without moving the descriptor's offset. Paths must name regular files, so
+    a FIFO or device never blocks or floods the reader.
+
+    A regular file is read only once its preamble has been checked and its size is
+    the one the preamble declares (see the module's docstring); ``key`` and ``limits``
+    are those the caller will open the snapshot with.
+
+    Raises:
+        StoreError: the source is not an open, readable regular file or sealed memfd,
+            or an operation on it failed; the error names the operation and source.
+        SnapshotError: the preamble is not a snapshot's, declares more bytes than
+            ``limits`` allow, or a length other than the file's.
+    """
+    limits = limits or DecodeLimits()
+    if source.startswith("fd:"):
+        fd = parse_fd(source)
+        try:
+            os.fstat(fd)
+        except OSError as exc:
+            if exc.errno == _errno.EBADF:
+                raise StoreError("open", source, "not an open file descriptor") from None
+            raise _failed("fstat", source, exc) from exc
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError as exc:
+            raise _failed("readlink", source, exc) from exc
+        if target.startswith("/memfd:"):
+            from statemigrate.stores import open_memfd
+
+            return open_memfd(fd, max_size=limits.max_snapshot_size)
+        return _read_file(fd, source, key, limits)
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise _failed("open", source, exc) from exc
+    except ValueError as exc:  # a NUL in the path; an argv element cannot hold one
+        raise StoreError("open", repr(source), str(exc)) from exc
+    try:
+        return _read_file(fd, source, key, limits)
+    finally:
+        os.close(fd)
+
+
+def _read_file(
+    fd: int, source: str, key: bytes | None, limits: DecodeLimits
+) -> bytes | bytearray:
+    try:
+        info = os.fstat(fd)
+        mode = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError as exc:
+        raise _failed("fstat", source, exc) from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise StoreError("open", source, "not a regular file")
+    if mode & os.O_ACCMODE == os.O_WRONLY:
+        raise StoreError(
+            "read", source, "open for writing only; pass a descriptor open for reading"
+        )
+    head = _pread(fd, PREAMBLE_SIZE, 0, source)
+    if len(head) < PREAMBLE_SIZE:
+        return head  # too short to be a snapshot: open_snapshot says how
+    total = _declared_length(head, key, limits)
+    size = info.st_size
+    if size < total:
+        raise SnapshotError(
+            "truncated", "snapshot is shorter than it declares",
+            expected=total, actual=size, offset=size,
+        )
+    if size > total:
+        raise SnapshotError(
+            "trailing_data", "bytes follow the end of the snapshot",
+            expected=total, actual=size, offset=total,
+        )
+    buffer = bytearray(total)
+    view = memoryview(buffer)
+    position = 0
+    while position < total:
+        try:
+            count = os.preadv(fd, [view[position : position + _READ_STEP]], position)
+        except OSError as exc:
+            raise _failed("read", source, exc) from exc
+        if count == 0:
+            raise StoreError(
+                "read", source, f"file changed while being read: it ended at {position} of"
+                f" {total} bytes"
+            )
+        position += count
+    if _pread(fd, 1, total, source):
+        raise StoreError(
+            "read", source, f"file changed while being read: it grew past {total} bytes"
+        )
+    return buffer
+
+
+def _pread(fd: int, size: int, offset: int, source: str) -> bytes:
+    try:
+        return os.pread(fd, size, offset)
+    except OSError as exc:
+        raise _failed("read", source, exc) from exc
+
+
+def _declared_length(head: bytes, key: bytes | None, limits: DecodeLimits) -> int:
+    """The total length a preamble declares, once :func:`open_snapshot` has checked it.
+
+    Given the preamble alone, :func:`open_snapshot` runs every check that needs
+    nothing more and then stops at the length check, reporting the declared length as
+    the error's ``expected``; any other error is the preamble's own and is raised.
+    Asking the format module keeps the layout in that one module.
+    """
+    try:
+        open_snapshot(head, key=key, limits=limits)
+    except SnapshotError as exc:
+        if exc.kind in ("truncated", "trailing_data") and isinstance(exc.expected, int):
+            return exc.expected
+        raise
+    raise SnapshotError("corrupt", "the preamble alone claims to be a whole snapshot", offset=0)

@@ -1,0 +1,437 @@
+"""ObjectStore: snapshots committed to object storage (S3, GCS, Azure) through obstore.
+
+Layout under the store's prefix::
+
+    current                                      the pointer (JSON): current and previous
+    generations/<generation:020d>.<128 random bits>   one object per committed snapshot
+
+Commit protocol:
+
+1. read the pointer and its etag (none yet: this is generation 1);
+2. write the snapshot to a fresh generation object: create-only in one request, or, for
+   a snapshot larger than ``part_size``, a streamed multipart upload (obstore cannot
+   make that create-only; the random part of the name keeps writers apart);
+3. compare-and-swap the pointer: replace it only if its etag is unchanged, or create it
+   only if there is still none. Exactly one writer wins each generation; a loser gets
+   :class:`StoreConflictError` and deletes its own object;
+4. delete the generation objects older than the ``keep`` newest generations.
+
+The pointer names an object only after the object is complete, so a reader never sees a
+partial snapshot, and a writer that dies or loses its connection at any point leaves
+the pointer as it was. Readers check each snapshot's size, etag and xxh3-128 digest
+against the pointer. Stores know nothing of the snapshot format: authenticity comes
+from the format's MAC mode (``Service(key=...)``), which a remote store needs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Literal
+
+import xxhash
+
+from statemigrate._errors import StoreConflictError, StoreError
+from statemigrate.stores._base import (
+    DEFAULT_MAX_SIZE,
+    Buffer,
+    SnapshotRef,
+    check_max_size,
+    chunks,
+    too_large,
+)
+from statemigrate.stores._object_backend import Backend, Refused, Version, build, wrap
+from statemigrate.stores._object_pointer import (
+    FORMAT,
+    GENERATIONS,
+    MAX_POINTER_SIZE,
+    Entry,
+    Pointer,
+    decode_pointer,
+    encode_pointer,
+    generation_of,
+    new_object_name,
+)
+
+__all__ = ["ObjectRef", "ObjectStore"]
+
+_log = logging.getLogger("statemigrate.stores")
+
+POINTER = "current"
+_MIN_PART_SIZE = 5 << 20  # S3 refuses smaller parts (except the last one)
+
+
+class ObjectStore:
+    """Commit snapshots to object storage: create-only objects plus a compare-and-swap
+    pointer, so that several writers may share one prefix and never both win.
+
+    Args:
+        location: a URL (``s3://bucket/prefix``, ``gs://bucket/prefix``,
+            ``az://container/prefix``, ``file:///absolute/path`` or ``memory://``), or
+            an obstore store built by the caller (``obstore.store.S3Store(...)``).
+        prefix: a further key prefix under ``location``.
+        config: obstore's configuration for a URL (``S3Config``, ``GCSConfig``,
+            ``AzureConfig`` keys such as ``endpoint`` or ``region``). Credentials come
+            from the environment, as obstore reads them, unless given here.
+        client_options: obstore's HTTP client options for a URL; they override the
+            timeouts below.
+        credential_provider: obstore's credential provider callback, for a URL.
+        timeout: seconds one request may take (default 30). Each request moves at most
+            ``part_size`` bytes.
+        connect_timeout: seconds to connect (default 5).
+        retries: how often a failed request is retried (default 3), with backoff.
+        retry_timeout: seconds after which a request is no longer retried (default 60).
+        keep: how many of the newest generations to keep (at least 2: current and
+            previous). Older generation objects are deleted after each commit.
+        max_size: the largest snapshot, in bytes, that the store commits or opens.
+        part_size: snapshots larger than this are uploaded in parts of this size, and
+            every snapshot is read back in ranges of this size (at least 5 MiB).
+        max_concurrency: how many parts are uploaded at once.
+
+    ``config``, ``client_options``, ``credential_provider`` and the timeouts configure a
+    store built from a URL; configure a store you build yourself on that store.
+
+    Raises:
+        StoreError: obstore is not installed, the URL is not supported, or obstore
+            refused the configuration.
+        ValueError: an option has an invalid value.
+    """
+
+    def __init__(
+        self,
+        location: str | object,
+        *,
+        prefix: str = "",
+        config: Mapping[str, Any] | None = None,
+        client_options: Mapping[str, Any] | None = None,
+        credential_provider: Callable[..., Any] | None = None,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        retries: int | None = None,
+        retry_timeout: float | None = None,
+        keep: int = 2,
+        max_size: int = DEFAULT_MAX_SIZE,
+        part_size: int = 8 << 20,
+        max_concurrency: int = 4,
+    ) -> None:
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:
+            raise ValueError(f"keep must be an int of at least 2, not {keep!r}")
+        if isinstance(part_size, bool) or not isinstance(part_size, int) or (
+            part_size < _MIN_PART_SIZE
+        ):
+            raise ValueError(f"part_size must be an int of at least 5 MiB, not {part_size!r}")
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or (
+            max_concurrency < 1
+        ):
+            raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
+        self._max_size = check_max_size(max_size)
+        self._keep = keep
+        self._part_size = part_size
+        self._max_concurrency = max_concurrency
+        url_options = (config, client_options, credential_provider, timeout, connect_timeout,
+                       retries, retry_timeout)
+        if isinstance(location, str):
+            backend = build(
+                location,
+                config=config,
+                client_options=client_options,
+                credential_provider=credential_provider,
+                timeout=30.0 if timeout is None else timeout,
+                connect_timeout=5.0 if connect_timeout is None else connect_timeout,
+                retries=3 if retries is None else retries,
+                retry_timeout=60.0 if retry_timeout is None else retry_timeout,
+            )
+            if prefix.strip("/"):
+                backend = Backend(
+                    backend.store, backend.key(prefix.strip("/")),
+                    f"{backend.location}/{prefix.strip('/')}", remote=backend.remote,
+                )
+        else:
+            if any(option is not None for option in url_options):
+                raise ValueError(
+                    "config, client_options, credential_provider, timeouts and retries"
+                    " apply to a URL; set them on the obstore store you pass"
+                )
+            backend = wrap(location, prefix)
+        self._backend = backend
+
+    # -- public API ----------------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        """Where the store keeps its objects, e.g. ``s3://bucket/prefix``."""
+        return self._backend.location
+
+    @property
+    def remote(self) -> bool:
+        """Whether snapshots live on another host (S3, GCS, Azure), where anyone with
+        write access to the bucket could replace them: use an authentication key."""
+        return self._backend.remote
+
+    def commit(self, data: Buffer | Iterable[Buffer]) -> ObjectRef:
+        """Commit ``data`` as the next generation; the current one becomes the previous.
+
+        Raises:
+            StoreConflictError: another writer committed first; this commit left
+                nothing behind. The other writer's snapshot is current and intact.
+            StoreError: the snapshot exceeds ``max_size``, or a request failed; the
+                pointer is as it was (the message says so when a lost reply leaves
+                the outcome unknown).
+            TypeError: ``data`` holds something that is not bytes-like.
+        """
+        found = self._read_pointer()
+        base, version = (None, None) if found is None else found
+        generation = 1 if base is None else base.current.generation + 1
+        name = new_object_name(generation)
+        entry = self._upload(name, generation, data)
+        pointer = Pointer(
+            format=FORMAT, current=entry, previous=None if base is None else base.current
+        )
+        try:
+            self._backend.swap(POINTER, encode_pointer(pointer), version)
+        except (Refused, StoreError) as exc:
+            self._settle(name, generation, version, exc)
+        self._sweep(generation)
+        return ObjectRef(self, entry)
+
+    def open(self, ref: SnapshotRef | None = None) -> memoryview:
+        """Return the snapshot ``ref`` names, or the current one.
+
+        The bytes are read in ranges into one buffer and checked against the size,
+        etag and digest recorded at commit time.
+
+        Raises:
+            StoreError: there is no snapshot; the pointer or the snapshot is missing,
+                damaged or replaced; ``ref`` belongs to another store; a request failed.
+                :meth:`open_previous` may still succeed.
+        """
+        if ref is None:
+            return self._read(self._pointer().current)
+        if not (isinstance(ref, ObjectRef) and ref.store._same_place(self)):
+            raise StoreError("open", ref.describe(), f"is not a snapshot of {self.location}")
+        return self._read(ref.entry)
+
+    def open_previous(self) -> memoryview:
+        """Return the snapshot committed before the current one: the fallback when the
+        current one cannot be read or restored.
+
+        Raises:
+            StoreError: there is none, or it cannot be read (see :meth:`open`).
+        """
+        return self._read(self._previous_entry())
+
+    def ref(self, which: Literal["current", "previous"] = "current") -> ObjectRef:
+        """A reference to the current or the previous generation, e.g. to restore from.
+
+        Raises:
+            StoreError: there is no such generation, or the pointer cannot be read.
+            ValueError: ``which`` is neither ``"current"`` nor ``"previous"``.
+        """
+        if which == "current":
+            return ObjectRef(self, self._pointer().current)
+        if which == "previous":
+            return ObjectRef(self, self._previous_entry())
+        raise ValueError(f"which must be 'current' or 'previous', not {which!r}")
+
+    def __repr__(self) -> str:
+        return f"<ObjectStore {self.location} keep={self._keep}>"
+
+    # -- commit ----------------------------------------------------------------------
+
+    def _upload(self, name: str, generation: int, data: Buffer | Iterable[Buffer]) -> Entry:
+        """Write ``data`` to the new object ``name`` and describe it."""
+        where = self._backend.where(name)
+        digest = xxhash.xxh3_128()
+        size = 0
+
+        def counted() -> Iterator[memoryview]:
+            nonlocal size
+            for view in chunks(data):
+                size += view.nbytes
+                if size > self._max_size:
+                    raise StoreError(
+                        "write", where,
+                        f"snapshot exceeds max_size {self._max_size} (at least {size} bytes)",
+                    )
+                digest.update(view)
+                yield view
+
+        parts = counted()
+        head: list[memoryview] = []
+        buffered = 0
+        for view in parts:
+            head.append(view)
+            buffered += view.nbytes
+            if buffered > self._part_size:
+                version = self._backend.put_parts(
+                    name, itertools.chain(head, parts),
+                    part_size=self._part_size, max_concurrency=self._max_concurrency,
+                )
+                break
+        else:
+            try:
+                version = self._backend.put_create(name, head)
+            except Refused as exc:  # 128 random bits collided: something planted it
+                raise StoreError("write", where, "a fresh object name is taken") from exc
+        return Entry(
+            generation=generation, object=name, size=size,
+            xxh3_128=digest.hexdigest(), etag=version[0],
+        )
+
+    def _settle(
+        self, name: str, generation: int, base: Version | None, failure: Exception
+    ) -> None:
+        """Decide a compare-and-swap of the pointer that did not plainly succeed.
+
+        A refusal may be our own success whose reply was lost and whose retry then
+        found the pointer changed; an error may have come before or after the server
+        applied the write. The pointer says which: if it names our object, the commit
+        succeeded. If it names another writer's, ours can never be applied (the etag
+        moved on) and is deleted. If it is unchanged after an error, a delayed request
+        might still apply ours, so the object stays (retention removes it later).
+        """
+        target = self._backend.where(POINTER)
+        try:
+            found = self._read_pointer()
+        except StoreError as exc:
+            if isinstance(failure, Refused):
+                raise StoreConflictError(target, generation=generation) from failure
+            raise StoreError(
+                "commit", target,
+                f"{_detail(failure)}; the pointer cannot be read back ({exc.detail}), so"
+                f" whether generation {generation} was committed is unknown",
+            ) from failure
+        if found is not None and found[0].current.object == name:
+            return  # our write did reach the pointer
+        unchanged = (found is None and base is None) or (
+            found is not None and base is not None and found[1][0] == base[0]
+        )
+        if isinstance(failure, Refused) or not unchanged:
+            self._discard(name)
+        if isinstance(failure, Refused):
+            winner = None if found is None else found[0].current.generation
+            raise StoreConflictError(target, generation=generation, winner=winner) from failure
+        if unchanged:
+            outcome = f"the pointer is unchanged, so generation {generation} is not committed"
+        else:
+            outcome = f"another writer committed first; generation {generation} was not kept"
+        raise StoreError("commit", target, f"{_detail(failure)}; {outcome}") from failure
+
+    def _discard(self, name: str) -> None:
+        try:
+            self._backend.delete([name])
+        except StoreError as exc:
+            _log.warning("could not delete uncommitted %s: %s", self._backend.where(name), exc)
+
+    def _sweep(self, generation: int) -> None:
+        """Delete the objects of generations older than the ``keep`` newest ones.
+
+        The commit has succeeded by then: a failure here is logged, and the next
+        commit's sweep removes what this one left.
+        """
+        limit = generation - self._keep
+        if limit < 1:
+            return
+        try:
+            names = self._backend.list_names(GENERATIONS)
+            old = [
+                name for name in names
+                if (number := generation_of(name)) is not None and number <= limit
+            ]
+            self._backend.delete(old)
+        except StoreError as exc:
+            _log.warning("could not delete old generations of %s: %s", self.location, exc)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _read_pointer(self) -> tuple[Pointer, Version] | None:
+        where = self._backend.where(POINTER)
+        found = self._backend.get_small(POINTER, limit=MAX_POINTER_SIZE)
+        if found is None:
+            return None
+        data, version = found
+        return decode_pointer(data, where=where), version
+
+    def _pointer(self) -> Pointer:
+        found = self._read_pointer()
+        if found is None:
+            raise StoreError(
+                "open", self._backend.where(POINTER), "no snapshot has been committed"
+            )
+        return found[0]
+
+    def _previous_entry(self) -> Entry:
+        previous = self._pointer().previous
+        if previous is None:
+            raise StoreError(
+                "open", self._backend.where(POINTER), "there is no previous snapshot"
+            )
+        return previous
+
+    def _read(self, entry: Entry) -> memoryview:
+        where = self._backend.where(entry.object)
+        if entry.size > self._max_size:
+            raise too_large("open", where, entry.size, self._max_size)
+        view = self._backend.read_into(
+            entry.object, entry.size, entry.etag, window=self._part_size
+        )
+        actual = xxhash.xxh3_128(view).hexdigest()
+        if actual != entry.xxh3_128:
+            raise StoreError(
+                "open", where,
+                f"is corrupt: xxh3-128 0x{actual}, committed 0x{entry.xxh3_128}",
+            )
+        return view
+
+    def _same_place(self, other: ObjectStore) -> bool:
+        mine, theirs = self._backend, other._backend
+        if mine.location != theirs.location or mine.prefix != theirs.prefix:
+            return False
+        # Each memory:// store is a separate store, whatever its name.
+        return mine.store is theirs.store or type(mine.store).__name__ != "MemoryStore"
+
+
+class ObjectRef:
+    """Names one committed generation of an :class:`ObjectStore`.
+
+    Unlike the latest-snapshot references of the tmpfs store, it keeps naming the same
+    generation after newer commits, until retention deletes its object.
+
+    Attributes:
+        generation: the generation number (1 for the first commit to a prefix).
+        size: the snapshot's size in bytes.
+    """
+
+    __slots__ = ("_entry", "_store", "generation", "size")
+
+    def __init__(self, store: ObjectStore, entry: Entry) -> None:
+        self._store = store
+        self._entry = entry
+        self.generation = entry.generation
+        self.size = entry.size
+
+    @property
+    def store(self) -> ObjectStore:
+        """The store this reference belongs to."""
+        return self._store
+
+    @property
+    def entry(self) -> Entry:
+        """What the pointer recorded about this generation."""
+        return self._entry
+
+    def open(self) -> memoryview:
+        """Return this generation's bytes, checked (see :meth:`ObjectStore.open`)."""
+        return self._store.open(self)
+
+    def describe(self) -> str:
+        """The generation object's location, e.g. ``s3://bucket/app/generations/...``."""
+        return self._store._backend.where(self._entry.object)
+
+    def __repr__(self) -> str:
+        return f"<ObjectRef {self.describe()} generation={self.generation} size={self.size}>"
+
+
+def _detail(failure: Exception) -> str:
+    return failure.detail if isinstance(failure, StoreError) else "the pointer changed"

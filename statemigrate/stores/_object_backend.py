@@ -1,0 +1,360 @@
+"""The few object-storage operations the object store needs, over obstore.
+
+obstore (the Python bindings of Rust's ``object_store``) is an optional dependency,
+imported here and only when an :class:`~statemigrate.stores.ObjectStore` is created.
+This module builds the obstore store from a URL, runs each request, and translates
+what obstore raises into :class:`StoreError` (see ``_object_errors``); the commit
+protocol itself lives in ``_object``.
+
+One backend cannot do a conditional update: obstore's local file system store refuses
+``PutMode`` update. For ``file://`` stores the compare-and-swap of the pointer is done
+under an ``flock`` of a lock file beside it instead, which makes it atomic between the
+processes of one host (not across hosts sharing a network file system).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from statemigrate._errors import StoreError
+from statemigrate.stores._object_errors import is_missing_bucket, kind_of, translate
+
+if TYPE_CHECKING:
+    from obstore import PutMode, UpdateVersion
+
+__all__ = ["REMOTE_SCHEMES", "Backend", "Refused", "Version", "build", "wrap"]
+
+REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "adl"})
+"""URL schemes of object storage on another host (S3, Google Cloud Storage, Azure)."""
+
+_LOCAL_SCHEMES = frozenset({"file", "memory"})
+_REMOTE_CLASSES = frozenset({"S3Store", "GCSStore", "AzureStore"})
+_INSTALL_HINT = "obstore is not installed: pip install 'statemigrate[objectstore]'"
+
+Version = tuple[str | None, str | None]
+"""``(e_tag, version)`` of one state of an object, as a conditional update needs it."""
+
+
+class Refused(Exception):
+    """A conditional write found the object changed (or present, for create-only).
+
+    Internal: the object store turns it into :class:`StoreConflictError`.
+    """
+
+
+def _obstore() -> Any:
+    try:
+        import obstore
+    except ImportError as exc:
+        raise StoreError("open", "obstore", _INSTALL_HINT) from exc
+    return obstore
+
+
+class Backend:
+    """One obstore store and a key prefix inside it; every request translates errors.
+
+    Args:
+        store: the obstore store.
+        prefix: keys of this backend start with ``prefix/`` (empty: none).
+        location: printable location of the prefix, used in error messages.
+        remote: whether the objects live on another host.
+    """
+
+    def __init__(self, store: Any, prefix: str, location: str, *, remote: bool) -> None:
+        self._obs = _obstore()
+        self.store = store
+        self.prefix = prefix.strip("/")
+        self.location = location if location.endswith("://") else location.rstrip("/")
+        self.remote = remote
+        self._local_root: Path | None = None
+        if type(store).__name__ == "LocalStore":
+            root = store.prefix
+            self._local_root = Path(root) if root is not None else Path("/")
+
+    def key(self, name: str) -> str:
+        """The store key of ``name`` (a name relative to the prefix)."""
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def where(self, name: str) -> str:
+        """Printable location of ``name``."""
+        separator = "" if self.location.endswith("/") else "/"
+        return f"{self.location}{separator}{name}"
+
+    # -- reads -----------------------------------------------------------------------
+
+    def get_small(self, name: str, *, limit: int) -> tuple[bytes, Version] | None:
+        """The bytes and version of a small object, or ``None`` when there is none.
+
+        Raises:
+            StoreError: it is larger than ``limit``, the bucket is missing, the request
+                failed.
+        """
+        try:
+            result = self._obs.get(self.store, self.key(name))
+            meta = result.meta
+            if meta["size"] > limit:
+                raise StoreError(
+                    "open", self.where(name),
+                    f"is {meta['size']} bytes, more than a pointer can be ({limit})",
+                )
+            data = bytes(result.bytes())
+        except StoreError:
+            raise
+        except Exception as exc:
+            if kind_of(exc) == "not_found" and not is_missing_bucket(exc):
+                return None
+            raise translate("open", self.where(name), exc) from exc
+        return data, (meta.get("e_tag"), meta.get("version"))
+
+    def read_into(self, name: str, size: int, etag: str | None, *, window: int) -> memoryview:
+        """Read the ``size`` bytes of ``name`` into one new buffer, ``window`` at a time.
+
+        Each window is a ranged GET conditional on ``etag``, so the memory used is the
+        buffer plus one window, and a replaced object is noticed.
+
+        Raises:
+            StoreError: the object is missing, has another size, was replaced since it
+                was committed, or a request failed.
+        """
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        where = self.where(name)
+        position = 0
+        while True:
+            end = min(position + window, size)
+            options: dict[str, Any] = {"if_match": etag} if etag else {}
+            if size:
+                options["range"] = (position, end)
+            try:
+                result = self._obs.get(self.store, self.key(name), options=options)
+                found = result.meta["size"]
+                if found != size:
+                    raise StoreError(
+                        "open", where, f"is {found} bytes, but {size} were committed (corrupt)"
+                    )
+                chunk = memoryview(result.bytes())
+            except StoreError:
+                raise
+            except Exception as exc:
+                if kind_of(exc) == "precondition":
+                    raise StoreError(
+                        "open", where, "was replaced after it was committed (etag differs)"
+                    ) from exc
+                error = translate("open", where, exc)
+                if kind_of(exc) == "not_found" and not is_missing_bucket(exc):
+                    error = StoreError("open", where, "is missing (deleted after its commit?)")
+                raise error from exc
+            if chunk.nbytes != end - position:
+                raise StoreError(
+                    "open", where,
+                    f"returned {chunk.nbytes} bytes for range {position}-{end} (corrupt)",
+                )
+            view[position:end] = chunk
+            position = end
+            if position >= size:
+                return view.toreadonly()
+
+    def list_names(self, folder: str) -> list[str]:
+        """Names (relative to the prefix) of the objects under ``folder/``.
+
+        Raises:
+            StoreError: the listing failed.
+        """
+        start = len(self.prefix) + 1 if self.prefix else 0
+        names: list[str] = []
+        try:
+            for batch in self._obs.list(self.store, self.key(folder) + "/"):
+                names.extend(meta["path"][start:] for meta in batch)
+        except Exception as exc:
+            raise translate("list", self.where(folder), exc) from exc
+        return names
+
+    # -- writes ----------------------------------------------------------------------
+
+    def put_create(self, name: str, parts: Iterable[memoryview]) -> Version:
+        """Write ``parts`` as a new object in one request; refused if ``name`` exists.
+
+        Raises:
+            Refused: the object exists.
+            StoreError: the request failed.
+        """
+        return self._put("write", name, list(parts), mode="create", use_multipart=False)
+
+    def put_parts(
+        self, name: str, parts: Iterator[memoryview], *, part_size: int, max_concurrency: int
+    ) -> Version:
+        """Stream ``parts`` into ``name`` as a multipart upload, ``part_size`` per part.
+
+        obstore cannot make a multipart upload create-only; callers pick a fresh random
+        name. An exception raised by ``parts`` aborts the upload and propagates.
+
+        Raises:
+            StoreError: a request failed; the upload is aborted.
+        """
+        raised: list[BaseException] = []
+
+        def guarded() -> Iterator[memoryview]:
+            try:
+                yield from parts
+            except BaseException as exc:
+                raised.append(exc)
+                raise
+
+        return self._put(
+            "write", name, guarded(), mode=None, use_multipart=True,
+            chunk_size=part_size, max_concurrency=max_concurrency, raised=raised,
+        )
+
+    def swap(self, name: str, data: bytes, expected: Version | None) -> Version:
+        """Replace ``name`` with ``data`` only if it is still at version ``expected``
+        (create it only if it does not exist, when ``expected`` is ``None``).
+
+        Raises:
+            Refused: the object changed, or exists when it should not.
+            StoreError: the request failed.
+        """
+        if self._local_root is not None:
+            return self._swap_locked(name, data, expected)
+        mode: PutMode = "create"
+        if expected is not None:
+            update: UpdateVersion = {}
+            if expected[0] is not None:
+                update["e_tag"] = expected[0]
+            if expected[1] is not None:
+                update["version"] = expected[1]
+            mode = update
+        return self._put("commit", name, data, mode=mode, use_multipart=False)
+
+    def delete(self, names: list[str]) -> None:
+        """Delete the objects ``names``; a missing one is not an error.
+
+        Raises:
+            StoreError: a request failed.
+        """
+        if not names:
+            return
+        try:
+            self._obs.delete(self.store, [self.key(name) for name in names])
+        except Exception as exc:
+            if kind_of(exc) != "not_found" or is_missing_bucket(exc):
+                raise translate("delete", self.where(names[0]), exc) from exc
+
+    def _put(
+        self, op: str, name: str, data: object, *, raised: list[BaseException] | None = None,
+        **options: Any,
+    ) -> Version:
+        try:
+            result = self._obs.put(self.store, self.key(name), data, **options)
+        except Exception as exc:
+            if raised and exc is raised[0]:
+                raise  # the caller's own iterator failed; obstore aborted the upload
+            kind = kind_of(exc)
+            if kind in ("exists", "precondition") and not is_missing_bucket(exc):
+                raise Refused(str(exc)) from exc
+            raise translate(op, self.where(name), exc) from exc
+        return result.get("e_tag"), result.get("version")
+
+    def _swap_locked(self, name: str, data: bytes, expected: Version | None) -> Version:
+        assert self._local_root is not None
+        lock_path = self._local_root / self.key(name + ".lock")
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(
+                "lock", str(lock_path), exc.strerror or str(exc), errno=exc.errno
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                meta = self._obs.head(self.store, self.key(name))
+                now: Version | None = (meta.get("e_tag"), meta.get("version"))
+            except Exception as exc:
+                if kind_of(exc) != "not_found":
+                    raise translate("commit", self.where(name), exc) from exc
+                now = None
+            if (now is None) != (expected is None) or (
+                now is not None and expected is not None and now[0] != expected[0]
+            ):
+                raise Refused(f"{self.where(name)} changed")
+            # LocalStore writes a temporary file and renames it: readers see the old
+            # pointer or the new one.
+            return self._put("commit", name, data, mode="overwrite", use_multipart=False)
+        finally:
+            os.close(fd)  # releases the flock
+
+
+def build(
+    url: str,
+    *,
+    config: Mapping[str, Any] | None,
+    client_options: Mapping[str, Any] | None,
+    credential_provider: Callable[..., Any] | None,
+    timeout: float,
+    connect_timeout: float,
+    retries: int,
+    retry_timeout: float,
+) -> Backend:
+    """A backend for ``url``: ``s3://``, ``gs://``, ``az://`` (and their aliases),
+    ``file://`` or ``memory://``.
+
+    Raises:
+        StoreError: the URL is not supported, or obstore refused the configuration.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    location = url if url.endswith("://") else url.rstrip("/")
+    if scheme not in REMOTE_SCHEMES | _LOCAL_SCHEMES:
+        raise StoreError(
+            "open", url,
+            "unsupported URL: use s3://, gs://, az://, file:// or memory:// followed by a path",
+        )
+    obstore = _obstore()
+    path = unquote(parts.path)
+    try:
+        if scheme == "memory":
+            return Backend(obstore.store.MemoryStore(), path, location, remote=False)
+        if scheme == "file":
+            if parts.netloc not in ("", "localhost") or not path.startswith("/"):
+                raise StoreError("open", url, "a file:// URL needs an absolute path")
+            store = obstore.store.LocalStore(prefix=path, mkdir=True)
+            return Backend(store, "", location, remote=False)
+        client: dict[str, Any] = {
+            "timeout": timedelta(seconds=timeout),
+            "connect_timeout": timedelta(seconds=connect_timeout),
+        }
+        client.update(client_options or {})
+        retry = {"max_retries": retries, "retry_timeout": timedelta(seconds=retry_timeout)}
+        store = obstore.store.from_url(
+            url,
+            config=dict(config) if config else None,
+            client_options=client,
+            retry_config=retry,
+            credential_provider=credential_provider,
+        )
+    except StoreError:
+        raise
+    except Exception as exc:
+        raise translate("open", url, exc) from exc
+    return Backend(store, "", location, remote=True)
+
+
+def wrap(store: object, prefix: str) -> Backend:
+    """A backend over an obstore store built by the caller.
+
+    Raises:
+        StoreError: ``store`` is not an obstore store.
+    """
+    obstore = _obstore()
+    if not isinstance(store, obstore.store.ObjectStoreMethods):
+        raise StoreError("open", type(store).__name__, "is not an obstore store")
+    location = repr(store)
+    if prefix.strip("/"):
+        location += "/" + prefix.strip("/")
+    return Backend(store, prefix, location, remote=type(store).__name__ in _REMOTE_CLASSES)

@@ -1,0 +1,102 @@
+"""Turning obstore's exceptions into StoreError, in one place.
+
+obstore raises its own classes (``obstore.exceptions``) and, for a missing object, the
+built-in ``FileNotFoundError`` and ``NotImplementedError``. Their messages span many
+lines (a request dump and a debug tree); a :class:`StoreError` carries one line: what
+happened, the server's error code when there is one, and what to check.
+"""
+
+from __future__ import annotations
+
+import re
+
+from statemigrate._errors import StoreError
+
+__all__ = ["is_missing_bucket", "is_not_found", "kind_of", "translate"]
+
+# Error codes of S3 (XML <Code>), Azure and GCS for a bucket or container that is not there.
+_NO_BUCKET = ("NoSuchBucket", "ContainerNotFound", "The specified bucket does not exist")
+_CODE = re.compile(r"<Code>([A-Za-z0-9.]{1,64})</Code>")
+_DETAIL_LIMIT = 240
+
+
+def kind_of(exc: BaseException) -> str:
+    """Which of obstore's outcomes ``exc`` is: ``not_found``, ``exists``,
+    ``precondition``, ``denied``, ``unsupported``, ``config`` or ``other``."""
+    if isinstance(exc, FileNotFoundError):
+        return "not_found"
+    if isinstance(exc, NotImplementedError):
+        return "unsupported"
+    name = type(exc).__name__
+    return {
+        "NotFoundError": "not_found",
+        "AlreadyExistsError": "exists",
+        "PreconditionError": "precondition",
+        "PermissionDeniedError": "denied",
+        "UnauthenticatedError": "denied",
+        "NotSupportedError": "unsupported",
+        "UnknownConfigurationKeyError": "config",
+        "InvalidPathError": "config",
+    }.get(name, "other")
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """``exc`` says that an object is missing (which may mean its bucket is missing)."""
+    return kind_of(exc) == "not_found"
+
+
+def is_missing_bucket(exc: BaseException) -> bool:
+    """``exc`` says that the bucket or container itself does not exist."""
+    text = str(exc)
+    return any(marker in text for marker in _NO_BUCKET)
+
+
+def translate(op: str, target: str, exc: BaseException) -> StoreError:
+    """The :class:`StoreError` for an exception obstore raised during ``op`` on ``target``.
+
+    The caller chains it: ``raise translate(op, target, exc) from exc``.
+    """
+    kind = kind_of(exc)
+    code = _server_code(exc)
+    suffix = f" ({code})" if code else ""
+    if is_missing_bucket(exc):
+        detail = "the bucket or container does not exist" + suffix
+    elif kind == "not_found":
+        detail = "no such object" + suffix
+    elif kind == "denied":
+        detail = f"access denied{suffix}: check the credentials and the bucket's policy"
+    elif kind == "unsupported":
+        detail = f"the backend does not support this operation: {_first_line(exc)}"
+    elif kind == "config":
+        detail = f"invalid configuration: {_first_line(exc)}"
+    elif kind in ("exists", "precondition"):
+        detail = f"a precondition failed{suffix}: {_first_line(exc)}"
+    elif _unreachable(exc):
+        detail = f"cannot reach the server: {_first_line(exc)}"
+    else:
+        detail = f"{type(exc).__name__}: {_first_line(exc)}"
+    return StoreError(op, target, detail)
+
+
+def _server_code(exc: BaseException) -> str | None:
+    match = _CODE.search(str(exc))
+    return match.group(1) if match else None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(
+        marker in text
+        for marker in ("error sending request", "Connection refused", "timed out", "TimedOut")
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of obstore's message, without the request dump that follows."""
+    line = (str(exc).strip().splitlines() or [""])[0]
+    # "Error performing GET http://... in 4ms - Server returned ..." repeats the URL and
+    # timings; the server's code, when there is one, is reported separately.
+    line = re.sub(r"<\?xml.*", "", line).strip()
+    if len(line) > _DETAIL_LIMIT:
+        line = line[: _DETAIL_LIMIT - 3] + "..."
+    return line or type(exc).__name__

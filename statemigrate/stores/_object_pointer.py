@@ -1,0 +1,115 @@
+"""The pointer object of an object store: which generation is current, which previous.
+
+The pointer is a small JSON document, replaced by compare-and-swap on every commit::
+
+    {"format": "statemigrate-object-pointer/1",
+     "current": {"generation": 7, "object": "generations/00000000000000000007.<hex>",
+                 "size": 123456, "xxh3_128": "<32 hex digits>", "etag": "\\"...\\""},
+     "previous": {... generation 6 ...} or null}
+
+Keeping ``previous`` inside the pointer makes "current and previous" change together in
+one atomic write. The digest and size let a reader tell a generation object that was
+damaged or replaced after its commit from the one that was committed. Anyone who can
+write to the bucket can rewrite the pointer too, digest included: that is what the
+snapshot format's authenticated mode is for.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from typing import Annotated, Final, Literal
+
+import pydantic
+
+from statemigrate._errors import StoreError
+
+__all__ = [
+    "FORMAT",
+    "GENERATIONS",
+    "MAX_POINTER_SIZE",
+    "Entry",
+    "Pointer",
+    "decode_pointer",
+    "encode_pointer",
+    "generation_of",
+    "new_object_name",
+]
+
+FORMAT: Final = "statemigrate-object-pointer/1"
+GENERATIONS = "generations"
+MAX_POINTER_SIZE = 64 << 10
+"""A pointer larger than this is refused unread; a real one is a few hundred bytes."""
+
+_NAME = re.compile(rf"{GENERATIONS}/([0-9]{{20}})\.[0-9a-f]{{32}}\Z")
+
+
+def new_object_name(generation: int) -> str:
+    """A fresh name for the object of ``generation``: the number, then 128 random bits.
+
+    The random part keeps the names of two writers racing for one generation apart, so
+    neither ever overwrites the other's object.
+    """
+    return f"{GENERATIONS}/{generation:020d}.{secrets.token_hex(16)}"
+
+
+def generation_of(name: str) -> int | None:
+    """The generation in a generation object's name, or ``None`` for any other name."""
+    match = _NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+class Entry(pydantic.BaseModel, frozen=True, extra="forbid", strict=True):
+    """One committed generation: its object, size, digest and the etag it was written with."""
+
+    generation: Annotated[int, pydantic.Field(ge=1)]
+    object: Annotated[str, pydantic.Field(max_length=100)]
+    size: Annotated[int, pydantic.Field(ge=0)]
+    xxh3_128: Annotated[str, pydantic.Field(pattern=r"^[0-9a-f]{32}$")]
+    etag: Annotated[str, pydantic.Field(max_length=1024)] | None
+
+    @pydantic.model_validator(mode="after")
+    def _name_matches(self) -> Entry:
+        if generation_of(self.object) != self.generation:
+            raise ValueError(f"object {self.object!r} is not of generation {self.generation}")
+        return self
+
+
+class Pointer(pydantic.BaseModel, frozen=True, extra="forbid", strict=True):
+    """The latest generation and the one before it."""
+
+    format: Literal["statemigrate-object-pointer/1"]
+    current: Entry
+    previous: Entry | None
+
+    @pydantic.model_validator(mode="after")
+    def _previous_precedes(self) -> Pointer:
+        if self.previous is not None and self.previous.generation != self.current.generation - 1:
+            raise ValueError(
+                f"previous generation {self.previous.generation} does not precede"
+                f" {self.current.generation}"
+            )
+        return self
+
+
+def encode_pointer(pointer: Pointer) -> bytes:
+    """The pointer as compact JSON."""
+    return json.dumps(pointer.model_dump(), separators=(",", ":")).encode()
+
+
+def decode_pointer(data: bytes, *, where: str) -> Pointer:
+    """Parse and check a pointer read from ``where``.
+
+    Raises:
+        StoreError: the bytes are not a valid pointer (damaged or written by something
+            else).
+    """
+    try:
+        return Pointer.model_validate_json(data)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "document"
+        raise StoreError(
+            "open", where, f"is not a valid pointer ({field}: {first['msg']})"
+        ) from exc

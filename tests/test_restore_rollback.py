@@ -1,0 +1,210 @@
+"""Rollback of a failed apply: each component gets its state back in the form its
+import_state takes, and a component that does not export what it did before the
+attempt is reported as not rolled back."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from typing_extensions import TypedDict
+
+import statemigrate._restore as restore_module
+from statemigrate import Registry, RestoreError, Service, export_component
+from statemigrate._plaindata import copy_plain
+
+NAME = "rollback-test"
+
+
+class CountsModel(BaseModel):
+    counts: dict[str, int]
+
+
+@dataclasses.dataclass
+class CountsRecord:
+    counts: dict[str, int]
+
+
+class CountsDict(TypedDict):
+    counts: dict[str, int]
+
+
+class Boom(Exception):
+    """The failure injected into the last component's import."""
+
+
+def _registry() -> Registry:
+    registry = Registry()
+    registry.add_schema("model", 1, CountsModel)
+    registry.add_schema("record", 1, CountsRecord)
+    registry.add_schema("plain", 1, CountsDict)
+    registry.add_schema("last", 1, CountsDict)
+    return registry
+
+
+REGISTRY = _registry()
+
+
+@REGISTRY.migratable("model", version=1)
+class ModelAsDict:
+    """Exports the dict form of its model; imports only model instances."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = dict(counts)
+
+    def export_state(self) -> dict[str, Any]:
+        return {"counts": dict(self.counts)}
+
+    def import_state(self, state: CountsModel) -> None:
+        self.counts = dict(state.counts)  # an AttributeError for a dict
+
+
+@REGISTRY.migratable("record", version=1)
+class RecordAsDict:
+    """Exports a dict; imports only dataclass instances."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = dict(counts)
+
+    def export_state(self) -> dict[str, Any]:
+        return {"counts": dict(self.counts)}
+
+    def import_state(self, state: CountsRecord) -> None:
+        if not isinstance(state, CountsRecord):
+            raise TypeError(f"expected CountsRecord, got {type(state).__name__}")
+        self.counts = dict(state.counts)
+
+
+@REGISTRY.migratable("plain", version=1)
+class ClearsLiveDict:
+    """Breaks the import contract: exports its live dict, and import empties that dict
+    before filling it from the new state."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.state: dict[str, Any] = {"counts": dict(counts)}
+
+    def export_state(self) -> dict[str, Any]:
+        return self.state
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        counts = state["counts"]
+        self.state["counts"].clear()  # also clears the state given back, when it is ours
+        self.state["counts"].update(counts)
+
+
+@REGISTRY.migratable("last", version=1)
+class FailsOnImport:
+    """Registered last: its first import fails, so every other component rolls back
+    (and its own rollback, the second import, succeeds)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.imports = 0
+
+    def export_state(self) -> dict[str, Any]:
+        return {"counts": dict(self.counts)}
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        self.imports += 1
+        if self.imports == 1:
+            raise Boom("the last import fails")
+        self.counts = dict(state["counts"])
+
+
+def _snapshot(*components: object) -> bytes:
+    writer = Service(NAME, registry=REGISTRY)
+    for component in components:
+        writer.register(component)
+    writer.register(FailsOnImport())
+    return writer.snapshot()[0].to_bytes()
+
+
+def _exports(service: Service) -> dict[str, Any]:
+    """Copies of every component's export (which may be the live state itself)."""
+    return {
+        e.key: copy_plain(export_component(e.obj, registry=REGISTRY)) for e in service.components
+    }
+
+
+def _failed_restore(live: object, incoming: object) -> tuple[RestoreError, dict[str, Any], Any]:
+    """Restore a snapshot of ``incoming`` into a service of ``live`` whose last
+    component fails to import; the error, the export before, and the one after."""
+    blob = _snapshot(incoming)
+    reader = Service(NAME, registry=REGISTRY)
+    reader.register(live)
+    reader.register(FailsOnImport())
+    before = _exports(reader)
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(blob)
+    return caught.value, before, _exports(reader)
+
+
+@pytest.mark.parametrize("kind", [ModelAsDict, RecordAsDict], ids=["model", "dataclass"])
+def test_a_component_that_exports_a_dict_gets_the_validated_form_back(kind: type) -> None:
+    """An import_state that takes model (or dataclass) instances is given one on
+    rollback, although export_state returned a dict: the component is rolled back."""
+    error, before, after = _failed_restore(kind({"live": 1}), kind({"new": 2}))
+    assert (error.phase, error.component) == ("apply", "last/default")
+    assert isinstance(error.__cause__, Boom)
+    assert error.rollback_failed == ()
+    assert str(error).endswith("state rolled back")
+    assert after == before
+
+
+def test_a_component_that_empties_its_earlier_export_is_reported_as_not_rolled_back() -> None:
+    """The rollback imports the earlier state without error, yet the component is left
+    empty (its import cleared the dict that state refers to): the export no longer
+    matches the one before the attempt, and the error says so."""
+    error, before, after = _failed_restore(ClearsLiveDict({"live": 1}), ClearsLiveDict({"n": 2}))
+    assert before["plain/default"] == {"counts": {"live": 1}}
+    assert after["plain/default"] == {"counts": {}}
+    assert error.rollback_failed == ("plain/default",)
+    assert "rollback failed for plain/default" in str(error)
+    assert "state rolled back" not in str(error)
+
+
+def test_the_rollback_check_is_consistent_with_a_sound_rollback() -> None:
+    """A component that rolls back exactly is not reported, even when its state comes
+    back as a new object equal to the old one."""
+    error, before, after = _failed_restore(ModelAsDict({"a": 1, "b": 2}), ModelAsDict({}))
+    assert error.rollback_failed == () and after == before
+
+
+def test_negative_control_without_the_digest_an_emptied_component_goes_unnoticed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a digest that tells nothing apart, the emptied component passes for rolled
+    back: the check above depends on the digest."""
+    monkeypatch.setattr(restore_module, "_digest", lambda plain: b"")
+    error, before, after = _failed_restore(ClearsLiveDict({"live": 1}), ClearsLiveDict({"n": 2}))
+    assert after != before
+    assert error.rollback_failed == ()
+
+
+@REGISTRY.migratable("model", version=1)
+class NoPlainExport:
+    """A model component whose current state has no plain export."""
+
+    def __init__(self) -> None:
+        self.state: object = object()
+
+    def export_state(self) -> object:
+        return self.state
+
+    def import_state(self, state: CountsModel) -> None:
+        self.state = state
+
+
+def test_a_current_state_without_a_plain_export_is_still_replaced() -> None:
+    """The digest is taken of the state about to be replaced; when that state cannot
+    be exported, the restore goes on (only its rollback could not be checked)."""
+    blob = _snapshot(ModelAsDict({"new": 2}))
+    reader = Service(NAME, registry=REGISTRY, strict=False)
+    target = NoPlainExport()
+    reader.register(target)
+    report = reader.restore(blob)
+    assert [c.component for c in report.components] == ["model"]
+    assert report.unknown == ("last/default",)
+    assert target.state == CountsModel(counts={"new": 2})
