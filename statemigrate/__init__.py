@@ -27,6 +27,7 @@ from statemigrate._component import (
 )
 from statemigrate._errors import (
     ConfigurationError,
+    ExportError,
     HandoffError,
     LossyMigrationError,
     MigrationCheckError,
@@ -75,6 +76,7 @@ __all__ = [
     "ComponentSpec",
     "ConfigurationError",
     "DecodeLimits",
+    "ExportError",
     "HandoffError",
     "LockReport",
     "LossyMigrationError",

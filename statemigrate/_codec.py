@@ -39,6 +39,7 @@ import ormsgpack
 import zstandard
 
 from statemigrate._errors import SnapshotError, SnapshotErrorKind
+from statemigrate._plaindata import find_not_plain
 
 __all__ = [
     "CONTAINER_ALLOWANCE",
@@ -46,6 +47,7 @@ __all__ = [
     "MAX_CHUNK_SIZE",
     "MAX_NESTING",
     "ChunkCodec",
+    "NotPlainError",
     "StoredChunk",
     "check_chunk",
     "compress_chunk",
@@ -110,6 +112,26 @@ class StoredChunk:
 # --- msgpack -------------------------------------------------------------------------
 
 
+class NotPlainError(TypeError):
+    """The packer was handed something that is not plain data.
+
+    Attributes:
+        path: the keys and indexes leading to the value, outermost first.
+        detail: what is wrong with it.
+        section: the index of the section being encoded, once the encoder knows it.
+    """
+
+    def __init__(self, path: list[object], detail: str) -> None:
+        super().__init__(detail)
+        self.path = path
+        self.detail = detail
+        self.section: int | None = None
+
+    def __str__(self) -> str:
+        where = "".join(f"[{step!r}]" for step in self.path) or "the top level"
+        return f"{self.detail} at {where}"
+
+
 def _plain_leaf(value: object) -> object:
     """Refuse values msgpack cannot hold; exporting them is the schema layer's job."""
     raise TypeError(f"{type(value).__name__} is not plain data (msgpack-able)")
@@ -125,8 +147,11 @@ def pack_data(data: object, *, default: Callable[[Any], object] | None = None) -
             the fast packer, once by the reference packer), so it should be pure.
 
     Raises:
+        NotPlainError: without ``default``, a value is not plain data (including a map
+            key that is not a str, which the decoder would refuse, and a str with a lone
+            surrogate, which UTF-8 cannot encode); the error gives its path.
         TypeError: a value is not plain data and ``default`` could not convert it.
-        ValueError: an int outside the 64-bit range, or nesting past msgpack's cap.
+        ValueError: nesting past msgpack's cap.
     """
     try:
         return _fast_pack(data, default or _plain_leaf)
@@ -136,9 +161,12 @@ def pack_data(data: object, *, default: Callable[[Any], object] | None = None) -
 
 
 # Every value ormsgpack would convert on its own (datetimes, enums, dataclasses, UUIDs,
-# ints past 64 bits) goes to ``default`` instead, as it does in msgpack-python.
+# ints past 64 bits, tuples, subclasses of str, int, dict and list) goes to ``default``
+# instead, which refuses it as the reference packer does.
 _FAST_PACK_OPTIONS = (
     ormsgpack.OPT_PASSTHROUGH_BIG_INT
+    | ormsgpack.OPT_PASSTHROUGH_TUPLE
+    | ormsgpack.OPT_PASSTHROUGH_SUBCLASS
     | ormsgpack.OPT_PASSTHROUGH_DATACLASS
     | ormsgpack.OPT_PASSTHROUGH_DATETIME
     | ormsgpack.OPT_PASSTHROUGH_ENUM
@@ -157,11 +185,17 @@ def _fast_pack(data: object, default: Callable[[Any], object]) -> bytes:
 def reference_pack(data: object, *, default: Callable[[Any], object] | None = None) -> bytes:
     """:func:`pack_data` through msgpack-python alone: slower, and the definition of
     the bytes and errors that :func:`pack_data` produces."""
+    if default is None:
+        # msgpack-python would pack int keys the decoder refuses, and tuples or str
+        # subclasses that come back as lists and plain str: refused, with their path.
+        problem = find_not_plain(data)
+        if problem is not None:
+            raise NotPlainError(*problem)
     packed: bytes = msgpack.packb(
         data,
         use_bin_type=True,
         datetime=False,
-        strict_types=False,
+        strict_types=default is not None,
         default=default or _plain_leaf,
     )
     return packed

@@ -24,8 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from statemigrate._errors import RegistrationError, ValidationError
-from statemigrate._plaindata import to_plain
+from statemigrate._errors import RegistrationError
 from statemigrate._plan import check_component, check_version
 from statemigrate._schema import SchemaVersion
 
@@ -126,41 +125,39 @@ def component_spec(obj: object) -> ComponentSpec:
     return spec
 
 
-def export_component(obj: object, *, registry: Registry | None = None) -> Any:
-    """Return the live state of component ``obj`` as plain data.
+def export_component(
+    obj: object, *, registry: Registry | None = None, walk: bool = False
+) -> Any:
+    """Return the live state of component ``obj`` in its schema's plain form.
 
     Uses ``obj.export_state()`` when the class defines it, else reads the schema's
-    fields as attributes. A ``dict`` state is returned without a copy (see
-    :meth:`SchemaVersion.export`).
+    fields as attributes. A state that is plain data already is returned without a
+    copy or a walk unless ``walk`` is given (see :meth:`SchemaVersion.export`).
 
     Raises:
         RegistrationError: ``obj`` is not migratable, or has no ``export_state`` and
             lacks attributes for required schema fields (or the schema has no fields).
         UnknownComponentError: no schema is registered for the class's version.
-        ValidationError: the state holds a value with no plain form.
+        ExportError: the state holds a value with no plain form, or one that would come
+            back changed.
+        ValidationError: the state is not a state of the schema.
     """
-    return plain_state(obj, component_state(obj, registry=registry), registry=registry)
+    return plain_state(obj, component_state(obj, registry=registry), registry=registry, walk=walk)
 
 
-def plain_state(obj: object, state: Any, *, registry: Registry | None = None) -> Any:
-    """Return the plain data of ``state``, which :func:`component_state` returned for ``obj``.
+def plain_state(
+    obj: object, state: Any, *, registry: Registry | None = None, walk: bool = False
+) -> Any:
+    """Return the plain form of ``state``, which :func:`component_state` returned for ``obj``.
 
     :func:`export_component` is this applied to the live state; a restore takes the
     state once and uses it both to roll back and to check the rollback.
 
     Raises:
-        RegistrationError, UnknownComponentError, ValidationError: as for
+        RegistrationError, UnknownComponentError, ExportError, ValidationError: as for
             :func:`export_component`.
     """
-    schema = component_spec(obj).schema(registry)
-    if callable(getattr(obj, "export_state", None)):
-        return schema.export(state)
-    if schema.kind == "typeddict":
-        return state  # TypedDict state is plain already; no walk over a big cache
-    try:
-        return to_plain(state)
-    except TypeError as exc:
-        raise _not_plain(schema, exc) from exc
+    return component_spec(obj).schema(registry).export(state, walk=walk)
 
 
 def component_state(obj: object, *, registry: Registry | None = None) -> Any:
@@ -283,7 +280,3 @@ def _put(obj: object, name: str, value: object) -> None:
         # be deleted through the instance and simply stays visible.
         with contextlib.suppress(AttributeError):
             delattr(obj, name)
-
-
-def _not_plain(schema: SchemaVersion, exc: TypeError) -> ValidationError:
-    return ValidationError(schema.component, schema.version, f"cannot export: {exc}")

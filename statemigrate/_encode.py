@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from statemigrate._codec import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
     ChunkCodec,
+    NotPlainError,
     compress_chunk,
     pack_data,
 )
@@ -89,17 +91,29 @@ def iter_packed(data: object, *, default: Default = None) -> Iterator[bytes]:
     elif type(data) is dict and len(data) <= _SPINE_LIMIT and _has_large_child(data.values()):
         yield _header(packer, "map", len(data))
         for key, value in data.items():
-            yield pack_data(key, default=default)
-            yield from iter_packed(value, default=default)
+            with _located(key):
+                yield pack_data(key, default=default)
+                yield from iter_packed(value, default=default)
     elif type(data) is list and len(data) <= _SPINE_LIMIT and _has_large_child(data):
         yield _header(packer, "array", len(data))
-        for value in data:
-            yield from iter_packed(value, default=default)
+        for index, value in enumerate(data):
+            with _located(index):
+                yield from iter_packed(value, default=default)
     elif type(data) is bytes and LARGE_BYTES <= len(data) < 1 << 32:
         yield b"\xc6" + len(data).to_bytes(4, "big")  # msgpack bin 32 header
         yield data
     else:
         yield pack_data(data, default=default)
+
+
+@contextmanager
+def _located(step: object) -> Iterator[None]:
+    """Prefix the path of a :class:`NotPlainError` raised inside with ``step``."""
+    try:
+        yield
+    except NotPlainError as exc:
+        exc.path.insert(0, step)
+        raise
 
 
 def _has_large_child(values: Any, depth: int = 3) -> bool:
@@ -225,29 +239,35 @@ def encode_sections(
     """Pack, chunk and compress each value of ``datas`` into an :class:`EncodedSection`.
 
     Raises:
-        TypeError: a value is not plain data.
-        ValueError: an int out of range or nesting past msgpack's cap.
+        NotPlainError: a value is not plain data; its ``section`` is the index in
+            ``datas``.
+        TypeError: a value is not plain data and ``default`` could not convert it.
+        ValueError: nesting past msgpack's cap.
     """
     sealer = _Sealer(level, workers if workers is not None else min(4, os.cpu_count() or 1))
     sections: list[EncodedSection] = []
     try:
-        for data in datas:
+        for index, data in enumerate(datas):
             hasher = xxhash.xxh3_64()
             raw_size = 0
             pending: list[memoryview] = []
             pending_size = 0
-            for piece in iter_packed(data, default=default):
-                view = memoryview(piece)
-                hasher.update(view)
-                raw_size += len(view)
-                while view:
-                    take = view[: chunk_size - pending_size]
-                    view = view[len(take) :]
-                    pending.append(take)
-                    pending_size += len(take)
-                    if pending_size == chunk_size:
-                        sealer.submit(pending)
-                        pending, pending_size = [], 0
+            try:
+                for piece in iter_packed(data, default=default):
+                    view = memoryview(piece)
+                    hasher.update(view)
+                    raw_size += len(view)
+                    while view:
+                        take = view[: chunk_size - pending_size]
+                        view = view[len(take) :]
+                        pending.append(take)
+                        pending_size += len(take)
+                        if pending_size == chunk_size:
+                            sealer.submit(pending)
+                            pending, pending_size = [], 0
+            except NotPlainError as exc:
+                exc.section = index
+                raise
             if pending_size:
                 sealer.submit(pending)
             sections.append(EncodedSection(raw_size, hasher.intdigest(), sealer.finish()))

@@ -13,6 +13,8 @@ Every error the library raises on purpose derives from one root::
     ├── NoMigrationPathError              no chain of steps between two versions
     ├── LossyMigrationError               the only path loses data and loss was not allowed
     ├── ValidationError (ValueError)      decoded or migrated data does not fit its schema
+    │   └── ExportError                   a live state cannot be written so that it comes
+    │                                     back the same (no plain form, or it would change)
     ├── RestoreError                      a restore failed; every component was rolled back
     ├── HandoffError                      a hot-restart handoff failed; the old process serves
     └── MigrationCheckError (AssertionError)  property checks of migrations found
@@ -33,6 +35,7 @@ if TYPE_CHECKING:  # only for the annotation; the handoff package imports this m
 
 __all__ = [
     "ConfigurationError",
+    "ExportError",
     "HandoffError",
     "LossyMigrationError",
     "MigrationCheckError",
@@ -282,6 +285,36 @@ class ValidationError(StateMigrateError, ValueError):
         self.errors = errors or []
         where = component if instance is None else f"{component}/{instance}"
         super().__init__(f"{where} does not fit schema version {version}: {detail}")
+
+
+class ExportError(ValidationError):
+    """A live state cannot go into a snapshot so that a restore gives it back unchanged.
+
+    Raised by ``snapshot()``/``commit()`` before anything is written: a value has no
+    plain form (an object under ``Any``, a string with a lone surrogate), or written and
+    validated back it would come back different (a validator that is not idempotent, a
+    subclass where its base is declared, a private attribute).
+
+    Attributes:
+        path: where the value sits in the state, e.g. ``entries['a'].when``.
+    """
+
+    def __init__(
+        self,
+        component: str,
+        version: int,
+        path: str,
+        detail: str,
+        *,
+        instance: str | None = None,
+    ) -> None:
+        super().__init__(component, version, detail, instance=instance)
+        self.path = path
+        where = component if instance is None else f"{component}/{instance}"
+        self.args = (f"{where} version {version} cannot be snapshotted: at {path}: {detail}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class RestoreError(StateMigrateError):

@@ -4,11 +4,20 @@ Any type pydantic's :class:`~pydantic.TypeAdapter` accepts can be a schema: a
 ``BaseModel``, a ``TypedDict`` (validated state stays plain dicts, which is far cheaper
 for large caches), a dataclass, or a plain annotated type such as ``dict[str, int]``.
 
-The fingerprint of a schema is a hash of its canonical JSON Schema. It changes when the
-shape of valid data changes (a field added, removed, renamed or retyped, a default
-changed) and stays the same across processes, Python versions with the same pydantic,
-and cosmetic edits: titles, descriptions and docstrings, examples, and the names of
-nested classes are not part of it.
+Exports and validation use one representation, the *plain form* (see ``_export``):
+fields under their Python names (never aliases), leaves in pydantic's JSON conventions,
+validated back in lax mode by name. Every schema that registers keeps the round-trip
+contract: ``validate(export(x))`` equals ``x`` in value and type, or :meth:`export`
+refuses ``x`` with an :class:`~statemigrate.ExportError` naming the path; a schema
+with a part that has no plain form does not register.
+
+The fingerprint of a schema is a hash of its canonical JSON Schema in validation mode.
+It covers what that JSON Schema shows: fields, their names, types, required-ness,
+constraints (bounds, lengths, patterns), enum and literal values, and plain defaults.
+It does not cover what JSON Schema cannot show: a ``default_factory``, validators and
+serializers, ``strict``, private attributes. It stays the same across processes, Python
+versions with the same pydantic, and cosmetic edits: titles, descriptions and
+docstrings, examples, and the names of nested classes are not part of it.
 """
 
 from __future__ import annotations
@@ -26,9 +35,10 @@ import pydantic
 import pydantic_core
 import typing_extensions
 
-from statemigrate._errors import RegistrationError, ValidationError
+from statemigrate._compare import first_difference, format_path
+from statemigrate._errors import ExportError, RegistrationError, ValidationError
+from statemigrate._export import Exporter, NotExportable, SchemaNotExportable, compile_exporter
 from statemigrate._inplace import InPlaceChecker, compile_checker
-from statemigrate._plaindata import to_plain
 from statemigrate._plan import check_component, check_version
 
 __all__ = ["SchemaKind", "SchemaVersion", "canonical_json_schema", "fingerprint_of"]
@@ -82,6 +92,7 @@ class SchemaVersion:
         required_fields: the fields that must be present.
         in_place: the checker :meth:`adopt` uses to keep data without a copy, or None
             when the schema has parts it does not know (see ``statemigrate._inplace``).
+        exporter: turns states into the plain form (see ``statemigrate._export``).
     """
 
     component: str
@@ -93,6 +104,7 @@ class SchemaVersion:
     fields: tuple[str, ...] = ()
     required_fields: frozenset[str] = frozenset()
     in_place: InPlaceChecker | None = field(default=None, repr=False, compare=False)
+    exporter: Exporter | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def create(cls, component: str, version: int, type_: object) -> SchemaVersion:
@@ -112,7 +124,13 @@ class SchemaVersion:
             adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(cast(Any, type_))
             # Bounds keep their Python type in pydantic's JSON Schema (a Decimal stays a
             # Decimal); the JSON-ready form makes them text that json can hash.
+            exporter = compile_exporter(adapter.core_schema)
             schema = pydantic_core.to_jsonable_python(adapter.json_schema(mode="validation"))
+        except SchemaNotExportable as exc:
+            raise RegistrationError(
+                f"{where}: field {exc}; a snapshot could not hold it, so no state of this"
+                " schema could be restored"
+            ) from exc
         except pydantic.PydanticUserError as exc:
             if exc.code == "typed-dict-version":
                 raise RegistrationError(f"{where}: {_TYPEDDICT_HINT}") from exc
@@ -127,10 +145,14 @@ class SchemaVersion:
         except (
             pydantic.PydanticSchemaGenerationError,
             pydantic_core.PydanticSerializationError,
+            pydantic_core.SchemaError,  # e.g. an invalid regex pattern
             TypeError,
+            ValueError,  # e.g. a float bound too large for a float
             NameError,
+            OverflowError,
         ) as exc:
-            raise RegistrationError(f"{where}: pydantic cannot use {type_!r}: {exc}") from exc
+            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise RegistrationError(f"{where}: pydantic cannot use {type_!r}: {detail}") from exc
         kind, names, required = _record_fields(type_, schema)
         return cls(
             component=component,
@@ -142,14 +164,17 @@ class SchemaVersion:
             fields=names,
             required_fields=required,
             in_place=compile_checker(adapter.core_schema, name=f"{component} v{version}"),
+            exporter=exporter,
         )
 
     def validate(self, data: object) -> Any:
         """Validate plain data and return the state it describes.
 
         For a ``TypedDict`` schema the result is a new plain dict; for a model or a
-        dataclass, an instance of it. Validation is pydantic's default (lax) mode, which
-        parses the strings that :meth:`export` writes for datetimes, UUIDs and so on.
+        dataclass, an instance of it. Validation is pydantic's lax mode (whatever the
+        schema's ``strict`` settings), which parses the strings that :meth:`export`
+        writes for datetimes, UUIDs and so on, with fields taken by their Python names
+        as :meth:`export` writes them (aliases are for other inputs).
 
         Raises:
             ValidationError: the data does not fit; ``errors`` holds pydantic's error
@@ -157,7 +182,7 @@ class SchemaVersion:
                 pydantic error is chained.
         """
         try:
-            return self.adapter.validate_python(data)
+            return self.adapter.validate_python(data, strict=False, by_alias=False, by_name=True)
         except pydantic.ValidationError as exc:
             errors = exc.errors(include_url=False, include_input=False)
             raise ValidationError(
@@ -190,44 +215,78 @@ class SchemaVersion:
                 return box.pop()
         return self.validate(box.pop())
 
-    def export(self, state: object) -> Any:
-        """Turn a state of this schema into plain data.
+    def export(self, state: object, *, walk: bool = False) -> Any:
+        """Turn a state of this schema into its plain form.
 
-        The state of a ``TypedDict`` schema (a ``dict``) is returned as it is, without
-        a copy: exporting a cache of a million entries costs nothing. It must therefore
-        already hold plain data, and the caller must encode or copy it before the
-        component changes it. Anything else (a model or dataclass instance, or a dict
-        form of one, a value of a bare type such as ``dict[int, str]``) is dumped by
-        pydantic where needed and converted with
-        :func:`~statemigrate._plaindata.to_plain`, so the result is always new.
+        The state of a schema whose valid states are plain data already (a
+        ``TypedDict`` of ``str``, ``int``, ``float``, ``bool``, ``bytes``, ``None``,
+        lists, ``str``-keyed dicts and ``Any``) is returned as it is, without a walk:
+        exporting a cache of a million entries costs nothing, and the snapshot encoder
+        refuses, with its path, any value in it that is not plain after all; the caller
+        then exports again with ``walk=True``, which converts what can be converted
+        (e.g. an int past 64 bits). The caller must encode or copy the result before the
+        component changes it.
 
-        For every valid state ``x``, ``validate(export(x)) == x``.
+        Anything else is read by its declared shape (see ``statemigrate._export``) into
+        new plain data: models and dataclasses field by field from their attributes,
+        under field names. A model or dataclass may also be given as the dict of its
+        fields (what a component without ``export_state`` holds); it is validated first.
+        When the schema has parts whose conversion is not known to round-trip
+        (validators, ambiguous unions, private attributes, custom types), the result is
+        validated back and compared with the state.
+
+        For every state ``x`` this returns, ``validate(export(x))`` equals ``x``.
 
         Raises:
-            ValidationError: the state is not an instance of the schema or holds a value
-                with no plain form.
+            ExportError: the state holds a value with no plain form, or one that would
+                come back changed; the error names the path.
+            ValidationError: the state is not an instance of the schema (or its dict
+                form does not validate).
         """
-        if type(state) is dict and self.kind == "typeddict":
+        exporter = self.exporter
+        assert exporter is not None  # set by create()
+        if exporter.identity and not walk:
             return state
-        if self.kind in ("model", "dataclass") and not isinstance(
-            state, cast(type, self.type) | dict
-        ):
+        if self.kind in ("model", "dataclass"):
+            state = self._instance(state)
+        try:
+            plain = exporter.convert(state)
+        except NotExportable as exc:
+            raise ExportError(
+                self.component, self.version, format_path(exc.path), exc.detail
+            ) from exc
+        if not exporter.exact:
+            self._check_round_trip(state, plain)
+        return plain
+
+    def _instance(self, state: object) -> object:
+        cls = cast(type, self.type)
+        if isinstance(state, dict):
+            return self.validate(state)
+        if not isinstance(state, cls):
             # pydantic would serialize an unrelated object by duck typing; refuse it.
             raise ValidationError(
                 self.component,
                 self.version,
                 f"cannot export {type(state).__qualname__}: expected an instance of"
-                f" {cast(type, self.type).__qualname__} or a dict",
+                f" {cls.__qualname__} or a dict",
             )
+        return state
+
+    def _check_round_trip(self, state: object, plain: object) -> None:
         try:
-            if isinstance(state, dict) and self.kind != "other":
-                return to_plain(state)  # the dict form of a model or dataclass
-            dumped = self.adapter.dump_python(state, mode="python", warnings="error")
-            return to_plain(dumped)
-        except (pydantic_core.PydanticSerializationError, TypeError, ValueError) as exc:
-            raise ValidationError(
-                self.component, self.version, f"cannot export {type(state).__name__}: {exc}"
+            again = self.validate(plain)
+        except ValidationError as exc:
+            raise ExportError(
+                self.component,
+                self.version,
+                "(root)",
+                f"its plain form does not validate back: {exc.detail}",
             ) from exc
+        difference = first_difference(state, again)
+        if difference is not None:
+            path, detail = difference
+            raise ExportError(self.component, self.version, format_path(path), detail)
 
     def json_schema(self) -> dict[str, Any]:
         """Return the canonical JSON Schema that the fingerprint hashes.

@@ -12,11 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from statemigrate._codec import pack_data, unpack_data
+from statemigrate._codec import NotPlainError, pack_data, unpack_data
+from statemigrate._compare import format_path
 from statemigrate._component import ComponentSpec, component_spec, export_component
 from statemigrate._encode import EncodedSnapshot, SectionInput, encode_snapshot
 from statemigrate._errors import (
     ConfigurationError,
+    ExportError,
     LossyMigrationError,
     NoMigrationPathError,
     RegistrationError,
@@ -215,45 +217,54 @@ class Service:
 
         Raises:
             NoMigrationPathError, LossyMigrationError: a target cannot be reached.
+            ExportError: a component's state holds a value with no plain form or one
+                that would come back changed; nothing is written. The error names the
+                component, version and path.
             ValidationError: data migrated for a target does not fit its schema.
-            TypeError: a component exported something that is not plain data.
         """
         started = time.perf_counter()
+        entries = list(self._entries.values())
         sections: list[SectionInput] = []
         step_names: list[tuple[str, ...]] = []
         migrate_seconds = 0.0
-        for entry in self._entries.values():
-            registry = entry.registry
-            data = export_component(entry.obj, registry=registry)
-            version = entry.spec.version
-            target = (targets or {}).get(entry.component, version)
-            steps: tuple[str, ...] = ()
-            if target != version:
-                step_started = time.perf_counter()
-                plan = registry.plan(entry.component, version, target, allow_lossy=allow_lossy)
-                # Steps may mutate in place, and exported data can be the live objects:
-                # give the steps a private copy (a msgpack round trip is the cheapest).
-                data = plan.apply(unpack_data(pack_data(data)))
-                target_schema = registry.schema_for(entry.component, target)
-                data = target_schema.export(target_schema.validate(data))
-                steps = tuple(str(step) for step in plan.steps)
-                migrate_seconds += time.perf_counter() - step_started
-                version = target
-            schema = registry.schema_for(entry.component, version)
-            sections.append(
-                SectionInput(entry.component, entry.instance, version, schema.fingerprint, data)
+        for entry in entries:
+            section, steps, seconds = self._export_section(
+                entry, targets=targets, allow_lossy=allow_lossy
             )
+            sections.append(section)
             step_names.append(steps)
+            migrate_seconds += seconds
         exported = time.perf_counter()
         self._generation += 1
-        encoded = encode_snapshot(
-            sections,
-            producer=Producer.current(self.name, code_version=self.code_version),
-            key=self._key,
-            generation=self._generation,
-            meta=dict(meta or {}),
-            level=self._level,
-        )
+        walked: set[int] = set()
+        while True:
+            try:
+                encoded = encode_snapshot(
+                    sections,
+                    producer=Producer.current(self.name, code_version=self.code_version),
+                    key=self._key,
+                    generation=self._generation,
+                    meta=dict(meta or {}),
+                    level=self._level,
+                )
+                break
+            except NotPlainError as exc:
+                index = exc.section if exc.section is not None else 0
+                entry, section = entries[index], sections[index]
+                if index in walked:
+                    raise ExportError(
+                        section.component,
+                        section.version,
+                        format_path(exc.path),
+                        exc.detail,
+                        instance=section.instance,
+                    ) from exc
+                # Exported as it is, assuming plain data: convert what can be (an int
+                # past 64 bits), or find out with the path what cannot.
+                walked.add(index)
+                sections[index], _, _ = self._export_section(
+                    entry, targets=targets, allow_lossy=allow_lossy, walk=True
+                )
         report = SnapshotReport(
             snapshot_id=encoded.header.snapshot_id,
             generation=self._generation,
@@ -278,6 +289,39 @@ class Service:
         )
         logger.info("%s", report.summary())
         return encoded, report
+
+    def _export_section(
+        self,
+        entry: Registered,
+        *,
+        targets: Mapping[str, int] | None,
+        allow_lossy: bool,
+        walk: bool = False,
+    ) -> tuple[SectionInput, tuple[str, ...], float]:
+        """Export one component, migrated to its target version if it has one.
+
+        Returns the section, the steps applied and the seconds they took.
+        """
+        registry = entry.registry
+        data = export_component(entry.obj, registry=registry, walk=walk)
+        version = entry.spec.version
+        target = (targets or {}).get(entry.component, version)
+        steps: tuple[str, ...] = ()
+        seconds = 0.0
+        if target != version:
+            step_started = time.perf_counter()
+            plan = registry.plan(entry.component, version, target, allow_lossy=allow_lossy)
+            # Steps may mutate in place, and exported data can be the live objects:
+            # give the steps a private copy (a msgpack round trip is the cheapest).
+            data = plan.apply(unpack_data(pack_data(data)))
+            target_schema = registry.schema_for(entry.component, target)
+            data = target_schema.export(target_schema.validate(data), walk=True)
+            steps = tuple(str(step) for step in plan.steps)
+            seconds = time.perf_counter() - step_started
+            version = target
+        schema = registry.schema_for(entry.component, version)
+        section = SectionInput(entry.component, entry.instance, version, schema.fingerprint, data)
+        return section, steps, seconds
 
     def commit(
         self,

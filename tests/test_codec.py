@@ -21,6 +21,7 @@ from statemigrate._codec import (
     MAX_NESTING,
     MAX_WINDOW_SIZE,
     ChunkCodec,
+    NotPlainError,
     check_chunk,
     compress_chunk,
     decompress_chunk,
@@ -502,5 +503,8 @@ def test_pack_data_converts_leaves_through_default() -> None:
     assert unpack_data(raw) == {"s": [1, 2, 3]}
 
 
-def test_tuples_pack_as_lists() -> None:
-    assert unpack_data(pack_data({"t": (1, (2, 3))})) == {"t": [1, [2, 3]]}
+def test_tuples_are_refused_with_their_path() -> None:
+    """A tuple would come back a list: the packer refuses it, and says where."""
+    with pytest.raises(NotPlainError) as caught:
+        pack_data({"t": [1, (2, 3)]})
+    assert caught.value.path == ["t", 1]

@@ -314,7 +314,6 @@ def test_values_within_their_constraints_are_kept() -> None:
         {"deadline": -math.inf},
         {"code": ""},
         {"code": "abcd"},
-        {"flag": 1},
     ],
     ids=repr,
 )
@@ -325,6 +324,14 @@ def test_values_outside_their_constraints_are_declined_and_refused_by_pydantic(
     assert not kept(schema, lambda: bounded(**changes))
     with pytest.raises(ValidationError):
         schema.adopt([bounded(**changes)])
+
+
+def test_a_strict_field_is_declined_and_validated_in_lax_mode() -> None:
+    """Restores validate in lax mode (snapshots carry datetimes as text even for strict
+    fields), so a strict bool given 1 is converted, by pydantic, not kept."""
+    schema = schema_of(Bounded)
+    assert not kept(schema, lambda: bounded(flag=1))
+    assert schema.adopt([bounded(flag=1)])["flag"] is True
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,13 @@ paths ``u => v``
     Every path of steps from ``u`` to ``v`` (without repeated versions) gives the same
     data, apart from the fields that lossy steps on either path declare lost.
 snapshot ``v``
-    A state of version ``v`` survives encode, commit to a
-    :class:`~statemigrate.MemoryStore` and restore by a
-    :class:`~statemigrate.Service` unchanged; restored by code running the newest
-    version, it equals what the planned steps give.
+    A state of version ``v`` (a validated model, dataclass or dict, holding the rich
+    values services keep) survives encode, commit to a
+    :class:`~statemigrate.MemoryStore` and restore by a :class:`~statemigrate.Service`
+    exactly: same values and same types, recursively. A snapshot may instead refuse the
+    state with a one-line :class:`~statemigrate.StateMigrateError` naming the component
+    and version (nothing is committed then; the result's note counts such refusals).
+    Restored by code running the newest version, it equals what the planned steps give.
 
 Steps may mutate their input, so each one always receives a private copy. A failure
 carries hypothesis' shrunk counterexample, the step or path that broke, and where the
@@ -35,11 +38,10 @@ from hypothesis import strategies as st
 from hypothesis.errors import FailedHealthCheck, Flaky, HypothesisException, Unsatisfiable
 
 from statemigrate._errors import MigrationCheckError
-from statemigrate._plaindata import to_plain
 from statemigrate._plan import Step
 from statemigrate._registry import Registry
 from statemigrate.testing._properties import PROPERTIES, Broken, comparable_pairs, simple_paths
-from statemigrate.testing._strategies import DEFAULT_MAX_SIZE, from_schema
+from statemigrate.testing._strategies import DEFAULT_MAX_SIZE, Form, from_schema
 
 __all__ = [
     "CheckFailure",
@@ -54,6 +56,7 @@ __all__ = [
 CheckKind = Literal["step", "paths", "snapshot"]
 
 _SHOWN = 1500  # characters of a counterexample shown before it is cut
+_SHOWN_REFUSAL = 200  # characters of a refusal quoted in a note
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,8 @@ class CheckResult:
         examples: how many generated examples the property ran on (shrinking included).
         failure: what broke, or ``None``.
         note: why nothing was compared, when that is the case (e.g. every other path
-            runs through a lossy step that names no fields).
+            runs through a lossy step that names no fields), or how many states a
+            snapshot refused (with a clear error) instead of committing them.
     """
 
     check: MigrationCheck
@@ -199,16 +203,19 @@ class MigrationCheck:
         """
         calls = 0
         first_failure = 0
+        refused: list[str] = []
         body = PROPERTIES[self.kind]
 
         def test(value: Any) -> None:
             nonlocal calls, first_failure
             calls += 1
             try:
-                body(self, value)
+                refusal = body(self, value)
             except Broken:
                 first_failure = first_failure or calls
                 raise
+            if refusal is not None:
+                refused.append(refusal)
 
         try:
             strategy = self._strategy()
@@ -255,16 +262,24 @@ class MigrationCheck:
         note = ""
         if self.kind == "paths" and not comparable_pairs(self.paths):
             note = "not compared: lossy steps that name no lost fields"
+        if refused:
+            note = (
+                f"{len(refused)} of {calls} states refused by snapshot, e.g."
+                f" {refused[0][:_SHOWN_REFUSAL]}"
+            )
         return CheckResult(self, calls, None, note)
 
     def _strategy(self) -> st.SearchStrategy[Any]:
         schema = self.registry.schema_for(self.component, self.version)
+        # The snapshot check round-trips what a component holds; steps see plain data.
+        form: Form = "state" if self.kind == "snapshot" else "plain"
         if self.strategy is None:
-            return from_schema(schema, max_size=self.max_size)
+            return from_schema(schema, max_size=self.max_size, form=form)
 
         def normalize(value: object) -> object:
             # A user's strategy may draw states (model instances) or plain data.
-            return to_plain(schema.export(schema.validate(value)))
+            state = schema.validate(value)
+            return state if form == "state" else schema.export(state, walk=True)
 
         return self.strategy.map(normalize)
 

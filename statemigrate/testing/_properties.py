@@ -1,25 +1,35 @@
 """The properties that :mod:`statemigrate.testing._checks` runs, and their helpers.
 
 Each property takes a check and one generated example ``x`` (plain data of the check's
-version) and raises :class:`Broken` when ``x`` breaks it; hypothesis then shrinks ``x``
-and the last ``Broken`` raised carries the smallest counterexample. Steps may mutate
-their input, so every step call gets a private copy of its data.
+version; for the snapshot check, a validated state) and raises :class:`Broken` when
+``x`` breaks it; hypothesis then shrinks ``x`` and the last ``Broken`` raised carries
+the smallest counterexample. Steps may mutate their input, so every step call gets a
+private copy of its data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import collections
+import dataclasses
+import datetime
+import decimal
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import pydantic
+
 from statemigrate._errors import StateMigrateError
-from statemigrate._plaindata import copy_plain, is_plain, to_plain
+from statemigrate._plaindata import copy_plain, is_plain
 from statemigrate._plan import Step
 from statemigrate._registry import Registry
 
 if TYPE_CHECKING:
     from statemigrate.testing._checks import MigrationCheck
 
-__all__ = ["PROPERTIES", "Broken", "comparable_pairs", "simple_paths"]
+__all__ = ["PROPERTIES", "Broken", "comparable_pairs", "exact_differences", "simple_paths"]
+
+_MISSING = object()
 
 
 class Broken(Exception):
@@ -62,7 +72,7 @@ def _normalized(registry: Registry, step: Step, data: Any, version: int, example
     """Validate ``data`` at ``version`` and return its plain form, or break."""
     schema = registry.schema_for(step.component, version)
     try:
-        return to_plain(schema.export(schema.validate(data)))
+        return schema.export(schema.validate(data), walk=True)
     except (StateMigrateError, TypeError) as exc:
         raise Broken(
             f"output of {step} does not fit version {version}",
@@ -128,7 +138,7 @@ def _paths_property(check: MigrationCheck, x: Any) -> None:
             )
 
 
-def _snapshot_property(check: MigrationCheck, x: Any) -> None:
+def _snapshot_property(check: MigrationCheck, state: Any) -> str | None:
     # Imported here: the service pulls in the codec and the stores, which the step and
     # path checks do not need.
     from statemigrate._service import Service
@@ -142,53 +152,89 @@ def _snapshot_property(check: MigrationCheck, x: Any) -> None:
     reader_obj = holder(None)
     reader = Service(name, registry=registry)
     reader.register(reader_obj)
+    writer.register(holder(state))
     try:
-        # A schema whose export its own validation refuses (an alias without
-        # populate_by_name, say) fails here: such a state could never be restored.
-        writer.register(holder(schema.validate(copy_plain(x))))
         ref = writer.commit(MemoryStore(name=name))
-        reader.restore(ref)
-        restored = to_plain(schema.export(reader_obj.state))
-    except (StateMigrateError, TypeError) as exc:
+    except StateMigrateError as exc:
+        # Refusing a state early, with an error that says where, keeps the promise:
+        # nothing was committed that could not be restored.
+        unclear = _unclear_refusal(str(exc), component, version)
+        if unclear:
+            raise Broken(
+                f"snapshot refused a state of version {version} without saying where",
+                f"{type(exc).__name__}: {exc}\n{unclear}",
+                state,
+            ) from exc
+        return str(exc)
+    except Exception as exc:
         raise Broken(
-            f"a snapshot of version {version} did not round trip",
-            f"{type(exc).__name__}: {exc}",
-            x,
+            f"snapshot of a valid state of version {version} raised {type(exc).__name__}",
+            f"{type(exc).__name__}: {exc}\na state the schema accepts must be committed, or"
+            f" refused with a StateMigrateError naming {component!r} and version {version}",
+            state,
         ) from exc
-    if restored != x:
-        raise Broken(f"restore(commit(x)) != x at version {version}", _diff(x, restored), x)
+    try:
+        reader.restore(ref)
+    except StateMigrateError as exc:
+        raise Broken(
+            f"a committed snapshot of version {version} cannot be restored",
+            f"{type(exc).__name__}: {exc}",
+            state,
+        ) from exc
+    changed = exact_differences(state, reader_obj.state)
+    if changed:
+        raise Broken(
+            f"restore(commit(x)) != x at version {version}",
+            "the restored state differs in value or type\n" + "\n".join(changed),
+            state,
+        )
     latest = registry.latest(component)
     if latest.version == version:
-        return
+        return None
+    x = schema.export(state, walk=True)
     newer_obj = _holder_class(registry, component, latest.version)(None)
     newer = Service(name, registry=registry)
     newer.register(newer_obj)
     plan = registry.plan(component, version, latest.version, allow_lossy=True)
     try:
         newer.restore(ref, allow_lossy=True)
-        migrated = to_plain(latest.export(newer_obj.state))
-        expected = to_plain(latest.export(latest.validate(plan.apply(copy_plain(x)))))
+        migrated = latest.export(newer_obj.state, walk=True)
+        expected = latest.export(latest.validate(plan.apply(copy_plain(x))), walk=True)
     except Exception as exc:
         raise Broken(
             f"restoring version {version} into code at version {latest.version} failed"
             f" (plan {plan})",
             f"{type(exc).__name__}: {exc}",
-            x,
+            state,
         ) from exc
     if migrated != expected:
         raise Broken(
             f"restore into version {latest.version} differs from {plan}",
             _diff(expected, migrated),
-            x,
+            state,
         )
+    return None
 
 
-PROPERTIES: dict[str, Callable[[MigrationCheck, Any], None]] = {
+def _unclear_refusal(message: str, component: str, version: int) -> str:
+    """What a refusal's message lacks: one line naming the component and the version."""
+    lacking = []
+    if "\n" in message.strip():
+        lacking.append("it spans several lines")
+    if component not in message:
+        lacking.append(f"it does not name the component {component!r}")
+    if not re.search(rf"\b(?:version\s*[=:]?\s*|v){version}\b", message):
+        lacking.append(f"it does not name version {version}")
+    return "; ".join(lacking)
+
+
+PROPERTIES: dict[str, Callable[[MigrationCheck, Any], str | None]] = {
     "step": _step_property,
     "paths": _paths_property,
     "snapshot": _snapshot_property,
 }
-"""The property of each check kind."""
+"""The property of each check kind. One returns a note when the example was refused
+early instead of checked (a snapshot that refused the state)."""
 
 
 class _Holder:
@@ -317,6 +363,142 @@ def _diff(expected: Any, actual: Any, *, limit: int = 5) -> str:
 
     walk(expected, actual, "")
     return "\n".join(found)
+
+
+def exact_differences(expected: Any, actual: Any, *, limit: int = 5) -> list[str]:
+    """Name the first places where two states differ in value *or in type*.
+
+    Stricter than ``==``, which calls ``1 == 1.0 == True``, a tuple different from a
+    list but a ``datetime`` equal to the same instant in another zone, and a model equal
+    to an instance of its subclass with the same fields. Here, recursively:
+
+    - every value has exactly the type of its counterpart (a ``StrEnum`` member is not
+      its ``str``, a subclass instance is not its base, a ``deque`` is not a list);
+    - dict keys match with their types, in any order; set items likewise;
+    - models and dataclasses compare field by field, extra fields included (pydantic's
+      private attributes are not state and are left out);
+    - floats and decimals compare by representation (``-0.0`` is not ``0.0``,
+      ``Decimal("1.10")`` is not ``Decimal("1.1")``);
+    - datetimes and times compare their wall-clock fields and their UTC offset, so naive
+      is not aware and ``+01:00`` is not ``UTC``; the class of the ``tzinfo`` (a
+      ``datetime.timezone`` or pydantic's own fixed-offset zone) does not count;
+    - secrets compare their secret values.
+
+    Returns:
+        Up to ``limit`` lines ``<path>: expected ..., got ...``; empty when the two
+        states are exactly equal.
+    """
+    found: list[str] = []
+    _exact(expected, actual, "", found, limit)
+    return found
+
+
+def _exact(a: Any, b: Any, where: str, found: list[str], limit: int) -> None:
+    if len(found) >= limit or a is b:
+        return
+    here = where or "(top level)"
+    if type(a) is not type(b) and not (_is_zone(a) and _is_zone(b)):
+        found.append(
+            f"{here}: expected {type(a).__qualname__} {_cut(a)},"
+            f" got {type(b).__qualname__} {_cut(b)}"
+        )
+        return
+    if isinstance(a, pydantic.BaseModel):
+        _exact_fields(_model_fields(a), _model_fields(b), where, found, limit)
+    elif dataclasses.is_dataclass(a) and not isinstance(a, type):
+        names = [item.name for item in dataclasses.fields(a)]
+        _exact_fields(
+            {name: getattr(a, name, _MISSING) for name in names},
+            {name: getattr(b, name, _MISSING) for name in names},
+            where,
+            found,
+            limit,
+        )
+    elif isinstance(a, Mapping):
+        _exact_mapping(a, b, where, found, limit)
+    elif isinstance(a, list | tuple | collections.deque):
+        if len(a) != len(b):
+            found.append(f"{here}: expected {len(a)} items {_cut(a)}, got {len(b)} {_cut(b)}")
+            return
+        for index, (left, right) in enumerate(zip(a, b, strict=True)):
+            _exact(left, right, f"{where}[{index}]", found, limit)
+    elif isinstance(a, set | frozenset):
+        items_of_b = {item: item for item in b}
+        for item in a:
+            if item not in items_of_b:
+                found.append(f"{here}: item {_cut(item)} missing")
+            else:
+                _exact(item, items_of_b[item], f"{where}{{{item!r}}}", found, limit)
+        found.extend(f"{here}: unexpected item {_cut(item)}" for item in b if item not in a)
+        del found[limit:]
+    elif not _same_leaf(a, b):
+        found.append(f"{here}: expected {_cut(a)}, got {_cut(b)}")
+
+
+def _exact_mapping(
+    a: Mapping[Any, Any], b: Mapping[Any, Any], where: str, found: list[str], limit: int
+) -> None:
+    # Keys are looked up by equality and then compared exactly, so {1: x} and {True: x}
+    # (equal keys of different types) are told apart.
+    keys_of_b = {key: key for key in b}
+    for key in a:
+        here = f"{where}[{key!r}]"
+        if key not in keys_of_b:
+            found.append(f"{here}: expected {_cut(a[key])}, missing")
+        else:
+            other = keys_of_b[key]
+            before = len(found)
+            _exact(key, other, f"{where or '(top level)'} key {key!r}", found, limit)
+            if len(found) == before:
+                _exact(a[key], b[other], here, found, limit)
+        if len(found) >= limit:
+            return
+    for key in b:
+        if key not in a and len(found) < limit:
+            found.append(f"{where}[{key!r}]: unexpected {_cut(b[key])}")
+
+
+def _exact_fields(
+    a: dict[str, Any], b: dict[str, Any], where: str, found: list[str], limit: int
+) -> None:
+    for name in [*a, *(name for name in b if name not in a)]:
+        left, right = a.get(name, _MISSING), b.get(name, _MISSING)
+        if left is _MISSING or right is _MISSING:
+            shown = ("missing" if left is _MISSING else _cut(left)), (
+                "missing" if right is _MISSING else _cut(right)
+            )
+            found.append(f"{where}.{name}: expected {shown[0]}, got {shown[1]}")
+        else:
+            _exact(left, right, f"{where}.{name}", found, limit)
+        if len(found) >= limit:
+            return
+
+
+def _model_fields(model: pydantic.BaseModel) -> dict[str, Any]:
+    values = dict(model.__dict__)
+    values.update(model.__pydantic_extra__ or {})
+    return values
+
+
+def _is_zone(value: object) -> bool:
+    return isinstance(value, datetime.tzinfo)
+
+
+def _same_leaf(a: Any, b: Any) -> bool:
+    """Compare two values of the same type that hold no nested state."""
+    if isinstance(a, float | decimal.Decimal):
+        return repr(a) == repr(b)
+    if isinstance(a, datetime.datetime | datetime.time):
+        offsets = (a.utcoffset(), b.utcoffset())
+        return bool(a.replace(tzinfo=None) == b.replace(tzinfo=None)) and offsets[0] == offsets[1]
+    if isinstance(a, datetime.tzinfo):
+        return bool(a.utcoffset(None) == b.utcoffset(None))
+    if isinstance(a, pydantic.SecretStr | pydantic.SecretBytes):
+        return bool(a.get_secret_value() == b.get_secret_value())
+    try:
+        return bool(a == b)
+    except Exception:  # an __eq__ that refuses to compare is no evidence of equality
+        return False
 
 
 def _cut(value: Any, limit: int = 200) -> str:

@@ -17,34 +17,53 @@ plain data, which is exactly what a snapshot section holds and what migration st
 receive. The rare value a constraint the builder does not model would break (a
 ``multiple_of`` on a float, a custom validator) is filtered out.
 
+Two forms are drawn. The *plain* form (the default) is what steps see. The *state* form
+is what a component holds: the validated model, dataclass or dict, whose values go
+beyond plain data wherever the schema lets them, so that a snapshot round trip is
+tested on what services really keep: dicts with int, enum or tuple keys, sets, tuples,
+datetimes with and without a zone, decimals, secrets, instances of a model's
+subclasses in a field typed as the model (the schema's own type is drawn as itself:
+its subclasses are often its later versions), ``Any`` fields holding datetimes and tuples,
+extra fields of ``extra="allow"`` models, and, now and then, integers beyond 64 bits
+and strings holding a lone surrogate.
+
 Floats are finite unless the schema allows infinities, and never NaN (NaN is not equal
-to itself, so no round trip could be checked). Integers stay in msgpack's signed 64-bit
-range unless constraints say otherwise. Collections hold at most ``max_size`` items
-(unless the schema demands more), which keeps a few hundred examples per step cheap.
+to itself, so no round trip could be checked). Integers of the plain form stay in
+msgpack's signed 64-bit range unless constraints say otherwise. Collections hold at
+most ``max_size`` items (unless the schema demands more), which keeps a few hundred
+examples per step cheap.
 """
 
 from __future__ import annotations
 
 import datetime
 import math
+import pathlib
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
+import pydantic
 from hypothesis import strategies as st
 from hypothesis.errors import ResolutionFailed
 
 from statemigrate._errors import ValidationError
-from statemigrate._plaindata import to_plain
 from statemigrate._registry import Registry
 from statemigrate._schema import SchemaVersion
 
-__all__ = ["DEFAULT_MAX_SIZE", "from_schema", "plain_data", "states", "strategies_for"]
+__all__ = ["DEFAULT_MAX_SIZE", "Form", "from_schema", "plain_data", "states", "strategies_for"]
+
+Form = Literal["plain", "state"]
+"""What a strategy draws: plain data (what steps see) or validated states."""
 
 DEFAULT_MAX_SIZE = 4
 """Largest number of items in a generated collection, unless the schema needs more."""
 
 _INT_MIN = -(2**63)
 _INT_MAX = 2**63 - 1
+_UINT_END = 2**64  # the first integer msgpack cannot hold
+_SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+_RARELY = 16  # a value the state form draws "now and then" comes about once in this many
+_SUBCLASSES = 8  # subclasses of one model whose instances the state form draws, at most
 _REJECTED = object()
 
 # A few well-formed URLs: validity of the rest of the state matters far more to a
@@ -78,17 +97,22 @@ def plain_data(*, max_size: int = DEFAULT_MAX_SIZE) -> st.SearchStrategy[Any]:
 
 
 def from_schema(
-    schema: SchemaVersion, *, max_size: int = DEFAULT_MAX_SIZE
+    schema: SchemaVersion, *, max_size: int = DEFAULT_MAX_SIZE, form: Form = "plain"
 ) -> st.SearchStrategy[Any]:
-    """Return a strategy for plain data that is valid at ``schema``.
+    """Return a strategy for plain data, or for states, that are valid at ``schema``.
 
-    Every value ``x`` it draws satisfies ``schema.validate(x)`` and is the plain form a
-    state exports to, so it can be handed to a migration step or encoded into a
-    snapshot as it is. Draw a fresh value (or copy it) for each use: steps may mutate.
+    With ``form="plain"`` every value ``x`` it draws satisfies ``schema.validate(x)``
+    and is the plain form a state exports to, so it can be handed to a migration step
+    or encoded into a snapshot as it is. With ``form="state"`` it draws what
+    ``schema.validate`` returns (a model or dataclass instance, or a dict), holding the
+    rich values listed in the module documentation; that is what a component holds and
+    what a snapshot round trip must give back exactly. Draw a fresh value (or copy it)
+    for each use: steps may mutate.
 
     Args:
         schema: the schema version.
         max_size: the largest number of items in a generated collection.
+        form: ``"plain"`` or ``"state"``.
 
     Raises:
         hypothesis.errors.ResolutionFailed: the schema holds something no strategy can
@@ -97,12 +121,22 @@ def from_schema(
     """
     if max_size < 0:
         raise ValueError(f"max_size must be >= 0, not {max_size}")
+    if form not in ("plain", "state"):
+        raise ValueError(f"form must be 'plain' or 'state', not {form!r}")
     where = f"{schema.component} version {schema.version}"
-    raw = _Builder(schema.adapter.core_schema, max_size=max_size, where=where).build()
+    builder = _Builder(
+        schema.adapter.core_schema,
+        max_size=max_size,
+        where=where,
+        rich=form == "state",
+        exact=frozenset({schema.type}),
+    )
+    raw = builder.build()
 
     def normalize(value: object) -> object:
         try:
-            return to_plain(schema.export(schema.validate(value)))
+            state = schema.validate(value)
+            return state if form == "state" else schema.export(state, walk=True)
         except (ValidationError, TypeError):
             # The builder approximated a constraint or a validator; draw again.
             return _REJECTED
@@ -111,15 +145,20 @@ def from_schema(
 
 
 def states(
-    registry: Registry, component: str, version: int, *, max_size: int = DEFAULT_MAX_SIZE
+    registry: Registry,
+    component: str,
+    version: int,
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    form: Form = "plain",
 ) -> st.SearchStrategy[Any]:
-    """Return a strategy for plain data valid at ``version`` of ``component``.
+    """Return a strategy for plain data (or states) valid at ``version`` of ``component``.
 
     Raises:
         UnknownComponentError: the version is not registered.
         hypothesis.errors.ResolutionFailed: see :func:`from_schema`.
     """
-    return from_schema(registry.schema_for(component, version), max_size=max_size)
+    return from_schema(registry.schema_for(component, version), max_size=max_size, form=form)
 
 
 def strategies_for(
@@ -127,6 +166,7 @@ def strategies_for(
     *,
     components: Iterable[str] | None = None,
     max_size: int = DEFAULT_MAX_SIZE,
+    form: Form = "plain",
 ) -> dict[tuple[str, int], st.SearchStrategy[Any]]:
     """Return a strategy per ``(component, version)`` of every registered schema.
 
@@ -138,8 +178,84 @@ def strategies_for(
     result: dict[tuple[str, int], st.SearchStrategy[Any]] = {}
     for name in names:
         for version in registry.versions(name):
-            result[(name, version)] = states(registry, name, version, max_size=max_size)
+            result[(name, version)] = states(
+                registry, name, version, max_size=max_size, form=form
+            )
     return result
+
+
+def _rich_values(*, max_size: int = DEFAULT_MAX_SIZE) -> st.SearchStrategy[Any]:
+    """Values a field typed ``Any`` may hold in a live state: plain data and datetimes,
+    dates, times, timedeltas, decimals, UUIDs, tuples, sets, int-keyed dicts, and now
+    and then an integer beyond 64 bits or a string with a lone surrogate."""
+    leaves = (
+        st.none()
+        | st.booleans()
+        | st.integers(_INT_MIN, _INT_MAX)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text()
+        | st.binary()
+        | st.datetimes(timezones=_zones(None))
+        | st.dates()
+        | st.times(timezones=_zones(None))
+        | st.timedeltas()
+        | st.decimals(allow_nan=False, allow_infinity=False)
+        | st.uuids()
+        | _rarely(st.none(), _big_ints(above=True, below=True) | _with_surrogate(0, None))
+    )
+    hashable = (
+        st.integers(_INT_MIN, _INT_MAX) | st.text() | st.datetimes() | st.decimals(allow_nan=False)
+    )
+    # The leaves come first as well as inside containers: a field typed ``Any`` holding
+    # one datetime is as common as one holding a list.
+    return leaves | st.recursive(
+        leaves,
+        lambda inner: (
+            st.lists(inner, max_size=max_size)
+            | st.lists(inner, max_size=max_size).map(tuple)
+            | st.sets(hashable, max_size=max_size)
+            | st.dictionaries(st.text(), inner, max_size=max_size)
+            | st.dictionaries(st.integers(_INT_MIN, _INT_MAX), inner, max_size=max_size)
+        ),
+        max_leaves=4 * max_size,
+    )
+
+
+def _rarely(common: st.SearchStrategy[Any], rare: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``common``, and about once in :data:`_RARELY` draws ``rare``; shrinks to ``common``."""
+    return st.integers(0, _RARELY - 1).flatmap(lambda roll: rare if roll == _RARELY - 1 else common)
+
+
+def _big_ints(*, above: bool, below: bool) -> st.SearchStrategy[int]:
+    """Integers no 64-bit msgpack integer holds, beyond the unbounded sides."""
+    sides = []
+    if above:
+        sides.append(st.integers(min_value=_UINT_END))
+    if below:
+        sides.append(st.integers(max_value=_INT_MIN - 1))
+    return st.one_of(sides)
+
+
+def _with_surrogate(low: int, high: int | None) -> st.SearchStrategy[str]:
+    """Strings of ``low`` to ``high`` characters holding at least one lone surrogate."""
+    room = None if high is None else max(0, high - 1)
+    return st.tuples(st.text(max_size=room), _SURROGATES, st.text(max_size=room)).map(
+        lambda parts: parts[0] + parts[1] + parts[2]
+    ).filter(lambda text: low <= len(text) and (high is None or len(text) <= high))
+
+
+def _zones(constraint: object) -> st.SearchStrategy[datetime.tzinfo | None]:
+    """The zones a datetime or time may carry under pydantic's ``tz_constraint``."""
+    offsets = st.integers(-1439, 1439).map(
+        lambda minutes: datetime.timezone(datetime.timedelta(minutes=minutes))
+    )
+    if constraint == "naive":
+        return st.none()
+    if constraint == "aware":
+        return st.just(datetime.UTC) | offsets
+    if isinstance(constraint, int):
+        return st.just(datetime.timezone(datetime.timedelta(seconds=constraint)))
+    return st.none() | st.just(datetime.UTC) | offsets
 
 
 # --- the core-schema walker --------------------------------------------------------------
@@ -150,16 +266,32 @@ Node = Mapping[str, Any]
 class _Builder:
     """Turns one pydantic core schema into a strategy for values it validates."""
 
-    def __init__(self, root: Node, *, max_size: int, where: str) -> None:
+    def __init__(
+        self,
+        root: Node,
+        *,
+        max_size: int,
+        where: str,
+        rich: bool = False,
+        exact: frozenset[object] = frozenset(),
+        subclasses: dict[type, st.SearchStrategy[Any]] | None = None,
+    ) -> None:
         self.root = root
         self.max_size = max_size
         self.where = where
+        self.rich = rich  # drawing the state form: values beyond plain data
+        # Models drawn as themselves only: the schema's own type is what a component of
+        # that version holds, while its subclasses are often the schema's later versions.
+        self.exact = exact
         self.refs: dict[str, Node] = {}
         self.deferred: dict[str, st.SearchStrategy[Any]] = {}
         self.built: dict[str, st.SearchStrategy[Any]] = {}
+        # Shared with the builders of subclasses, so a model whose subclass refers back
+        # to it is built once.
+        self.subclasses = {} if subclasses is None else subclasses
         self._collect(root)
         self.kinds: dict[str, Callable[[Node], st.SearchStrategy[Any]]] = {
-            "any": lambda node: plain_data(max_size=self.max_size),
+            "any": self._any,
             "none": lambda node: st.none(),
             "bool": lambda node: st.booleans(),
             "int": self._int,
@@ -168,7 +300,7 @@ class _Builder:
             "str": self._str,
             "bytes": self._bytes,
             "date": self._date,
-            "time": lambda node: st.times(),
+            "time": lambda node: st.times(timezones=_zones(node.get("tz_constraint"))),
             "datetime": self._datetime,
             "timedelta": lambda node: st.timedeltas(),
             "uuid": lambda node: st.uuids(version=node.get("version")),
@@ -179,6 +311,7 @@ class _Builder:
             "list": self._list,
             "set": lambda node: self._list(node, unique=True),
             "frozenset": lambda node: self._list(node, unique=True),
+            "deque": self._list,
             "tuple": self._tuple,
             "dict": self._dict,
             "nullable": lambda node: st.none() | self.build(node["schema"]),
@@ -190,8 +323,11 @@ class _Builder:
             "model-fields": self._model_fields,
             "dataclass-args": self._dataclass_args,
             "chain": lambda node: self.build(node["steps"][0]),
-            "lax-or-strict": lambda node: self.build(node["lax_schema"]),
-            "json-or-python": lambda node: self.build(node["python_schema"]),
+            # The lax schema says what validation accepts; where it is a plain function
+            # (IP addresses, say), the strict one still names the type.
+            "lax-or-strict": lambda node: self._first(node["lax_schema"], node["strict_schema"]),
+            "json-or-python": lambda node: self._first(node["python_schema"], node["json_schema"]),
+            "model": self._model,
             "definition-ref": self._ref,
             "complex": lambda node: st.complex_numbers(allow_nan=False, allow_infinity=False),
             "is-instance": self._instance,
@@ -204,7 +340,6 @@ class _Builder:
             "function-before",
             "function-wrap",
             "custom-error",
-            "model",
             "dataclass",
             "definitions",
         ):
@@ -221,6 +356,17 @@ class _Builder:
                 " strategy for this version explicitly"
             )
         return handler(node)
+
+    def _first(self, *nodes: Node) -> st.SearchStrategy[Any]:
+        """The strategy of the first of ``nodes`` one can be derived for."""
+        error: ResolutionFailed | None = None
+        for node in nodes:
+            try:
+                return self.build(node)
+            except ResolutionFailed as exc:
+                error = error or exc
+        assert error is not None
+        raise error
 
     def _collect(self, node: object) -> None:
         """Index every schema that carries a ``ref``, so references can find it."""
@@ -251,13 +397,24 @@ class _Builder:
 
     # --- scalars ---
 
+    def _any(self, node: Node) -> st.SearchStrategy[Any]:
+        if self.rich:
+            return _rich_values(max_size=self.max_size)
+        return plain_data(max_size=self.max_size)
+
     def _int(self, node: Node) -> st.SearchStrategy[int]:
         low = _bound(node, "ge", "gt", 1, _INT_MIN)
         high = _bound(node, "le", "lt", -1, _INT_MAX)
         step = node.get("multiple_of")
         if isinstance(step, int) and step > 0:
             return st.integers(-(-low // step), high // step).map(lambda k: k * step)
-        return st.integers(low, high)
+        common = st.integers(low, high)
+        above = all(node.get(key) is None for key in ("le", "lt"))
+        below = all(node.get(key) is None for key in ("ge", "gt"))
+        if self.rich and (above or below):
+            # Python ints have no bound; a state may hold one msgpack cannot.
+            return _rarely(common, _big_ints(above=above, below=below))
+        return common
 
     def _float(self, node: Node) -> st.SearchStrategy[float]:
         low = node.get("ge", node.get("gt"))
@@ -295,7 +452,11 @@ class _Builder:
             # drawing only those spares hypothesis padding text around every match.
             matching = st.from_regex(pattern, fullmatch=True)
             return matching.filter(lambda s: len(s) >= low and (high is None or len(s) <= high))
-        return st.text(min_size=low, max_size=high)
+        text = st.text(min_size=low, max_size=high)
+        if self.rich and (high is None or high > 0):
+            # A Python str may hold a lone surrogate, which UTF-8 cannot encode.
+            return _rarely(text, _with_surrogate(low, high))
+        return text
 
     def _bytes(self, node: Node) -> st.SearchStrategy[bytes]:
         return st.binary(min_size=node.get("min_length") or 0, max_size=node.get("max_length"))
@@ -308,20 +469,7 @@ class _Builder:
         )
 
     def _datetime(self, node: Node) -> st.SearchStrategy[datetime.datetime]:
-        constraint = node.get("tz_constraint")
-        offsets = st.integers(-1439, 1439).map(
-            lambda minutes: datetime.timezone(datetime.timedelta(minutes=minutes))
-        )
-        zones: st.SearchStrategy[datetime.tzinfo | None]
-        if constraint == "naive":
-            zones = st.none()
-        elif constraint == "aware":
-            zones = st.just(datetime.UTC) | offsets
-        elif isinstance(constraint, int):
-            zones = st.just(datetime.timezone(datetime.timedelta(seconds=constraint)))
-        else:
-            zones = st.none() | st.just(datetime.UTC) | offsets
-        return st.datetimes(timezones=zones)
+        return st.datetimes(timezones=_zones(node.get("tz_constraint")))
 
     # --- containers ---
 
@@ -335,7 +483,9 @@ class _Builder:
         items = node.get("items_schema")
         inner = self.build(items) if items is not None else plain_data(max_size=self.max_size)
         low, high = self._sizes(node)
-        return st.lists(inner, min_size=low, max_size=high, unique=unique)
+        if unique:
+            return st.lists(inner, min_size=low, max_size=high, unique_by=_unique_key)
+        return st.lists(inner, min_size=low, max_size=high)
 
     def _tuple(self, node: Node) -> st.SearchStrategy[tuple[Any, ...]]:
         items = [self.build(item) for item in node.get("items_schema", [])]
@@ -358,10 +508,27 @@ class _Builder:
         return st.dictionaries(keys, values, min_size=low, max_size=high)
 
     def _union(self, node: Node) -> st.SearchStrategy[Any]:
+        # Choices no strategy can be derived for are left out, as long as one remains.
+        # So are instance checks beside other choices (``SecretStr`` accepts an instance
+        # of itself or a str): from_type builds instances without validating them.
         choices = [c[0] if isinstance(c, tuple) else c for c in node["choices"]]
-        return st.one_of([self.build(choice) for choice in choices])
+        if any(choice.get("type") != "is-instance" for choice in choices):
+            choices = [choice for choice in choices if choice.get("type") != "is-instance"]
+        built: list[st.SearchStrategy[Any]] = []
+        error: ResolutionFailed | None = None
+        for choice in choices:
+            try:
+                built.append(self.build(choice))
+            except ResolutionFailed as exc:
+                error = error or exc
+        if not built and error is not None:
+            raise error
+        return st.one_of(built)
 
     def _instance(self, node: Node) -> st.SearchStrategy[Any]:
+        if isinstance(node["cls"], type) and issubclass(node["cls"], pathlib.PurePath):
+            # from_type knows no paths beyond the empty one.
+            return st.text().map(node["cls"])
         try:
             return st.from_type(node["cls"])
         except Exception as exc:  # from_type raises several hypothesis errors
@@ -380,6 +547,60 @@ class _Builder:
         for key, schema, needed in fields:
             (required if needed else optional)[key] = self.build(schema)
         return st.fixed_dictionaries(required, optional=optional)
+
+    def _model(self, node: Node) -> st.SearchStrategy[Any]:
+        fields = node["schema"]
+        record = self.build(fields)
+        config = node.get("config") or {}
+        extra = fields.get("extra_behavior", config.get("extra_fields_behavior"))
+        if extra == "allow" and fields.get("type") == "model-fields":
+            record = self._with_extras(record, fields)
+        cls = node.get("cls")
+        if not self.rich or not isinstance(cls, type) or cls in self.exact:
+            return record
+        # A field typed as a model also takes instances of its subclasses, and keeps
+        # them as they are: a state holds whatever the service put there.
+        subclasses = [self._instances_of(sub) for sub in _model_subclasses(cls)]
+        return st.one_of(record, *subclasses) if subclasses else record
+
+    def _with_extras(self, record: st.SearchStrategy[Any], fields: Node) -> st.SearchStrategy[Any]:
+        taken = set(fields["fields"])
+        taken.update(_data_key(name, field) for name, field in fields["fields"].items())
+        taken.update(item.get("property_name") for item in fields.get("computed_fields") or ())
+        values_node = fields.get("extras_schema")
+        values = self.build(values_node) if values_node is not None else self._any(fields)
+        extras = st.dictionaries(
+            st.text().filter(lambda key: key not in taken), values, max_size=self.max_size
+        )
+        return st.tuples(record, extras).map(lambda pair: {**pair[1], **pair[0]})
+
+    def _instances_of(self, cls: type[pydantic.BaseModel]) -> st.SearchStrategy[Any]:
+        if cls not in self.subclasses:
+            # Deferred: the subclass's own fields may refer back to this model.
+            self.subclasses[cls] = st.deferred(lambda: self._build_instances(cls))
+        return self.subclasses[cls]
+
+    def _build_instances(self, cls: type[pydantic.BaseModel]) -> st.SearchStrategy[Any]:
+        builder = _Builder(
+            cls.__pydantic_core_schema__,
+            max_size=self.max_size,
+            where=self.where,
+            rich=self.rich,
+            exact=self.exact | {cls},
+            subclasses=self.subclasses,
+        )
+        try:
+            raw = builder.build()
+        except ResolutionFailed:
+            return st.nothing()
+
+        def instance(value: object) -> object:
+            try:
+                return cls.model_validate(value, by_name=True, by_alias=False)
+            except pydantic.ValidationError:
+                return _REJECTED
+
+        return raw.map(instance).filter(lambda value: value is not _REJECTED)
 
     def _typed_dict(self, node: Node) -> st.SearchStrategy[dict[str, Any]]:
         total = node.get("total", True)
@@ -406,6 +627,28 @@ class _Builder:
         )
 
 
+def _model_subclasses(cls: type) -> list[type[pydantic.BaseModel]]:
+    """Up to :data:`_SUBCLASSES` complete subclasses of model ``cls``, nearest first."""
+    found: list[type[pydantic.BaseModel]] = []
+    todo: list[type] = list(cls.__subclasses__())
+    while todo and len(found) < _SUBCLASSES:
+        sub = todo.pop(0)
+        todo.extend(sub.__subclasses__())
+        if issubclass(sub, pydantic.BaseModel) and sub.__pydantic_complete__:
+            found.append(sub)
+    return found
+
+
+def _unique_key(value: object) -> object:
+    """Tell set items apart: by value, or by text for items drawn as dicts (the input of
+    a frozen model that validates into a hashable item)."""
+    try:
+        hash(value)
+    except TypeError:
+        return (1, repr(value))
+    return (0, value)
+
+
 def _bound(node: Node, inclusive: str, exclusive: str, nudge: int, default: int) -> int:
     if isinstance(node.get(inclusive), int):
         return int(node[inclusive])
@@ -415,14 +658,6 @@ def _bound(node: Node, inclusive: str, exclusive: str, nudge: int, default: int)
 
 
 def _data_key(name: str, field: Node) -> str:
-    """The key under which validation reads a field: its (first) validation alias."""
-    alias = field.get("validation_alias")
-    if isinstance(alias, str):
-        return alias
-    if isinstance(alias, list) and alias:
-        first = alias[0]
-        if isinstance(first, list) and len(first) == 1 and isinstance(first[0], str):
-            return first[0]
-        if isinstance(first, str):
-            return first
+    """The key under which the plain form holds a field, and validation reads it back:
+    its Python name, whatever its aliases (see ``statemigrate._export``)."""
     return name
