@@ -1,4 +1,4 @@
-"""Every relative link and #anchor in README.md and docs/*.md points at a file or heading.
+"""Every relative link and #anchor in the top-level and docs/ markdown resolves.
 
 The docs are read in two places: on the repository host, which names a heading's anchor
 one way, and on the mkdocs site, which names it another. A link's anchor must name a
@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+PAGES = [*sorted(ROOT.glob("*.md")), *sorted(DOCS.glob("*.md"))]
 
 _FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
 _HEADING = re.compile(r"^#{1,6}[ \t]+(.*?)[ \t]*#*[ \t]*$")
