@@ -146,7 +146,9 @@ def render(seen: dict[str, Counter[str]], details: dict[str, dict[str, str]]) ->
     return "\n".join(lines)
 
 
-def test_every_committed_snapshot_restores_exactly_or_is_refused_early(store_root: Path) -> None:
+def test_every_committed_snapshot_restores_exactly_or_is_refused_early(
+    store_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Property: for every zoo schema and every generated state x, commit(x) either
     raises a one-line StateMigrateError naming the component and version (at
     registration or at snapshot), or restores in a fresh process to a state exactly
@@ -166,6 +168,9 @@ def test_every_committed_snapshot_restores_exactly_or_is_refused_early(store_roo
         details[name].setdefault(outcome, f"{verdict['detail']}\n      state: {state!r}"[:600])
     report = render(seen, details)
     print(report)
+    totals = [line for line in report.splitlines() if line.startswith(("schema", "TOTAL"))]
+    with capsys.disabled():  # the counts belong in every run's output, CI's included
+        print("\nschema zoo, outcomes of every generated state:\n" + "\n".join(totals))
     untested = [name for name, counts in seen.items() if not counts.total()]
     assert not untested, f"no example reached these schemas: {untested}"
     broken = {o: sum(counts[o] for counts in seen.values()) for o in BROKEN}
