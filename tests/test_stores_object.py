@@ -18,6 +18,7 @@ import pytest
 import xxhash
 from _store_helpers import scratch_dir
 from _store_helpers.object_server import (
+    KEYS,
     SEAWEEDFS,
     Place,
     S3Server,
@@ -631,6 +632,38 @@ def test_bad_configuration_is_refused(
 ) -> None:
     with pytest.raises(error, match=message):
         ObjectStore(location, **options)
+
+
+def test_client_settings_come_from_the_environment_as_obstore_reads_them(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With only a URL, everything comes from the AWS_* variables, the HTTP client's
+    settings (AWS_ALLOW_HTTP for a plain-http server) included, although the store
+    passes client options of its own (its timeouts)."""
+    place = s3_place(s3)
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    store = ObjectStore(place.url, **FAIL_FAST)
+    store.commit(GOOD)
+    assert store.open() == GOOD
+
+
+@pytest.mark.parametrize("key", ["allow_http", "aws_allow_http", "AWS_ALLOW_HTTP"])
+def test_client_settings_are_accepted_among_the_backend_settings(
+    s3: S3Server, key: str
+) -> None:
+    """A client setting in ``config``, as Rust's object_store accepts it (obstore's
+    bindings would panic on it), is passed as a client option."""
+    place = s3_place(s3)
+    store = ObjectStore(
+        place.url, config={"endpoint": s3.endpoint, **KEYS, key: "true"}, **FAIL_FAST
+    )
+    store.commit(GOOD)
+    assert store.open() == GOOD
 
 
 def test_ref_names_current_or_previous_only() -> None:

@@ -34,6 +34,19 @@ REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "
 """URL schemes of object storage on another host (S3, Google Cloud Storage, Azure)."""
 
 _LOCAL_SCHEMES = frozenset({"file", "memory"})
+_ENV_PREFIXES = {
+    "s3": "aws_", "s3a": "aws_", "gs": "google_", "az": "azure_", "azure": "azure_",
+    "abfs": "azure_", "abfss": "azure_", "adl": "azure_",
+}
+"""The prefix of each remote backend's environment variables and config keys."""
+_CLIENT_KEYS = frozenset({
+    "allow_http", "allow_invalid_certificates", "connect_timeout", "default_content_type",
+    "default_headers", "http1_only", "http2_keep_alive_interval", "http2_keep_alive_timeout",
+    "http2_keep_alive_while_idle", "http2_only", "pool_idle_timeout",
+    "pool_max_idle_per_host", "proxy_url", "proxy_ca_certificate", "proxy_excludes",
+    "root_certificate", "randomize_addresses", "read_timeout", "timeout", "user_agent",
+})
+"""obstore's HTTP client settings (``ClientConfig``), as opposed to backend settings."""
 _REMOTE_CLASSES = frozenset({"S3Store", "GCSStore", "AzureStore"})
 _INSTALL_HINT = "obstore is not installed: pip install 'statemigrate[objectstore]'"
 
@@ -329,11 +342,13 @@ def build(
             "timeout": timedelta(seconds=timeout),
             "connect_timeout": timedelta(seconds=connect_timeout),
         }
+        backend_config, client_config = _split_config(scheme, config)
+        client.update(client_config)
         client.update(client_options or {})
         retry = {"max_retries": retries, "retry_timeout": timedelta(seconds=retry_timeout)}
         store = obstore.store.from_url(
             url,
-            config=dict(config) if config else None,
+            config=backend_config or None,
             client_options=client,
             retry_config=retry,
             credential_provider=credential_provider,
@@ -343,6 +358,36 @@ def build(
     except Exception as exc:
         raise translate("open", url, exc) from exc
     return Backend(store, "", location, remote=True)
+
+
+def _split_config(
+    scheme: str, config: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``config`` split into backend settings and HTTP client settings, the latter
+    completed from the environment.
+
+    Rust's object_store takes client settings (``allow_http``, ``timeout``...) among
+    the backend's, and reads them from the environment (``AWS_ALLOW_HTTP``...) with
+    the rest. obstore's bindings do neither: a client key in ``config`` makes them
+    panic, and the ``client_options`` the store always passes (its timeouts) replace
+    whatever the environment said. So client settings are taken out of ``config``
+    and out of the environment here, and passed as client options; explicit ones
+    win over the environment's.
+    """
+    prefix = _ENV_PREFIXES[scheme]
+    client: dict[str, Any] = {}
+    for name, value in os.environ.items():
+        key = name.lower()
+        if key.startswith(prefix) and key[len(prefix):] in _CLIENT_KEYS:
+            client[key[len(prefix):]] = value
+    backend: dict[str, Any] = {}
+    for name, value in (config or {}).items():
+        key = name.lower().removeprefix(prefix) if isinstance(name, str) else name
+        if key in _CLIENT_KEYS:
+            client[key] = value
+        else:
+            backend[name] = value
+    return backend, client
 
 
 def wrap(store: object, prefix: str) -> Backend:
