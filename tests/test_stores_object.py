@@ -184,6 +184,61 @@ def test_refs_name_one_generation_until_retention_deletes_it(place: Place) -> No
     assert len(names(store)) == 3
 
 
+def test_generations_lists_each_object_and_ref_opens_any_of_them(place: Place) -> None:
+    """generations() lists every kept generation, oldest first, with its size, the
+    time it was written and what the pointer calls it; ref(N) opens any of them,
+    older ones included, and names the kept ones when N is not there."""
+    store = place.store(keep=4)
+    assert store.generations() == []
+    refs = [store.commit(make_payload(n, 500 + n)) for n in range(1, 6)]
+    listed = store.generations()
+    assert [(ref.generation, ref.role) for ref in listed] == [
+        (2, None), (3, None), (4, "previous"), (5, "current"),
+    ]
+    assert [ref.size for ref in listed] == [ref.size for ref in refs[1:]]
+    assert [ref.describe() for ref in listed] == [ref.describe() for ref in refs[1:]]
+    assert all(ref.modified is not None and ref.modified.tzinfo for ref in listed)
+    for number in range(2, 6):
+        assert check_payload(store.ref(number).open()) == (number, 0)
+    assert (store.ref(5).role, store.ref(4).role, store.ref(3).role) == (
+        "current", "previous", None,
+    )
+    assert store.ref(3).entry is None and store.ref(5).entry == refs[4].entry
+    with pytest.raises(StoreError, match=r"there is no generation 1 \(kept: 2, 3, 4, 5\)"):
+        store.ref(1)
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(ValueError, match="generation number"):
+            store.ref(bad)  # type: ignore[arg-type]
+
+
+def test_generations_shows_leftovers_and_missing_objects(place: Place) -> None:
+    """An object no commit won is listed without a role; for a generation the pointer
+    records, its object is the one ref(N) opens; two unrecorded claims to one
+    generation are refused as ambiguous; a recorded object that is gone is listed
+    without a time, and opening it says it is missing."""
+    store = place.store(keep=10)
+    for number in (1, 2, 3):
+        store.commit(make_payload(number, 700))
+    put_raw(store, f"generations/{2:020d}.{'0' * 32}", make_payload(2, 700, tag=9))
+    put_raw(store, f"generations/{4:020d}.{'a' * 32}", make_payload(4, 700, tag=8))
+    listed = store.generations()
+    assert [(ref.generation, ref.role) for ref in listed] == [
+        (1, None), (2, "previous"), (2, None), (3, "current"), (4, None),
+    ]
+    assert check_payload(store.ref(2).open()) == (2, 0)
+    assert check_payload(store.ref(4).open()) == (4, 8)
+    put_raw(store, f"generations/{1:020d}.{'b' * 32}", make_payload(1, 700, tag=7))
+    with pytest.raises(StoreError, match="2 objects claim generation 1"):
+        store.ref(1)
+    current = store.ref().entry
+    assert current is not None
+    obstore.delete(store._backend.store, store._backend.key(current.object))
+    (gone,) = [ref for ref in store.generations() if ref.role == "current"]
+    assert gone.modified is None
+    with pytest.raises(StoreError, match="is missing"):
+        gone.open()
+
+
 def test_refs_of_other_stores_are_refused(place: Place) -> None:
     store = place.store()
     store.commit(GOOD)

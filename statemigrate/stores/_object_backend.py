@@ -17,9 +17,9 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from statemigrate._errors import StoreError
@@ -28,7 +28,7 @@ from statemigrate.stores._object_errors import is_missing_bucket, kind_of, trans
 if TYPE_CHECKING:
     from obstore import PutMode, UpdateVersion
 
-__all__ = ["REMOTE_SCHEMES", "Backend", "Refused", "Version", "build", "wrap"]
+__all__ = ["REMOTE_SCHEMES", "Backend", "Listed", "Refused", "Version", "build", "wrap"]
 
 REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "adl"})
 """URL schemes of object storage on another host (S3, Google Cloud Storage, Azure)."""
@@ -52,6 +52,15 @@ _INSTALL_HINT = "obstore is not installed: pip install 'statemigrate[objectstore
 
 Version = tuple[str | None, str | None]
 """``(e_tag, version)`` of one state of an object, as a conditional update needs it."""
+
+
+class Listed(NamedTuple):
+    """One object found by a listing."""
+
+    name: str
+    size: int
+    modified: datetime | None
+    etag: str | None
 
 
 class Refused(Exception):
@@ -179,14 +188,28 @@ class Backend:
         Raises:
             StoreError: the listing failed.
         """
+        return [listed.name for listed in self.list_objects(folder)]
+
+    def list_objects(self, folder: str) -> list[Listed]:
+        """The objects under ``folder/``: names relative to the prefix, sizes, times.
+
+        Raises:
+            StoreError: the listing failed.
+        """
         start = len(self.prefix) + 1 if self.prefix else 0
-        names: list[str] = []
+        found: list[Listed] = []
         try:
             for batch in self._obs.list(self.store, self.key(folder) + "/"):
-                names.extend(meta["path"][start:] for meta in batch)
+                found.extend(
+                    Listed(
+                        meta["path"][start:], meta["size"], meta.get("last_modified"),
+                        meta.get("e_tag"),
+                    )
+                    for meta in batch
+                )
         except Exception as exc:
             raise translate("list", self.where(folder), exc) from exc
-        return names
+        return found
 
     # -- writes ----------------------------------------------------------------------
 
