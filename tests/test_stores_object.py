@@ -672,6 +672,7 @@ def test_remote_is_true_only_for_object_storage(s3: S3Server) -> None:
         ("ftp://host/x", {}, StoreError, "unsupported URL"),
         ("/dev/shm/app", {}, StoreError, "unsupported URL"),
         ("file://relative/path", {}, StoreError, "needs an absolute path"),
+        ("s3://[bucket/x", {}, StoreError, "not a valid URL"),
         ("s3://bucket/x", {"config": {"no_such_option": "1"}}, StoreError,
          "invalid configuration"),
         ("memory://", {"keep": 1}, ValueError, "keep"),
@@ -719,6 +720,28 @@ def test_client_settings_are_accepted_among_the_backend_settings(
     )
     store.commit(GOOD)
     assert store.open() == GOOD
+
+
+def test_a_panic_in_obstore_becomes_a_store_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """obstore raises a Rust panic as PanicException, which is not an Exception; building
+    a store turns it into a StoreError all the same."""
+
+    class PanicException(BaseException):
+        pass
+
+    def panicking(*args: Any, **kwargs: Any) -> Any:
+        raise PanicException("Expected config prefix to start with aws_")
+
+    monkeypatch.setattr(obstore.store, "from_url", panicking)
+    with pytest.raises(StoreError, match="obstore failed on this configuration: Expected"):
+        ObjectStore("s3://bucket/x")
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(obstore.store, "from_url", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # other BaseExceptions pass through
+        ObjectStore("s3://bucket/x")
 
 
 def test_ref_names_current_or_previous_only() -> None:

@@ -343,7 +343,10 @@ def build(
     Raises:
         StoreError: the URL is not supported, or obstore refused the configuration.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed "[" in the host
+        raise StoreError("open", url, f"not a valid URL: {exc}") from exc
     scheme = parts.scheme.lower()
     location = url if url.endswith("://") else url.rstrip("/")
     if scheme not in REMOTE_SCHEMES | _LOCAL_SCHEMES:
@@ -380,6 +383,13 @@ def build(
         raise
     except Exception as exc:
         raise translate("open", url, exc) from exc
+    except BaseException as exc:
+        # obstore's bindings turn a Rust panic into PanicException, a BaseException.
+        # Settings known to cause one are sorted out above; this keeps any other from
+        # escaping as something callers cannot catch as an error.
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise StoreError("open", url, f"obstore failed on this configuration: {exc}") from exc
     return Backend(store, "", location, remote=True)
 
 
