@@ -81,14 +81,10 @@ def split_url(text: str) -> tuple[str, Which]:
         return url, "current"
     if fragment == "previous":
         return url, "previous"
+    # Leading zeros stripped first: int() refuses strings of more than 4300 digits.
     digits = fragment.lstrip("0")
-    if (
-        fragment.isascii()
-        and fragment.isdigit()
-        and len(digits) <= _MAX_DIGITS
-        and int(fragment) >= 1
-    ):
-        return url, int(fragment)
+    if fragment.isascii() and fragment.isdigit() and 0 < len(digits) <= _MAX_DIGITS:
+        return url, int(digits)
     raise StoreError("open", text, _FRAGMENT_HELP)
 
 
@@ -117,7 +113,8 @@ def open_store(
     scheme = match.group(1).lower() if match else ""
     if scheme == "memory":
         raise StoreError(
-            "open", url, "a memory:// store is private to one process; nothing to read here"
+            "open", url, "a memory:// store is private to one process; the command line"
+            " cannot share it"
         )
     if scheme == "file" and not create:
         try:

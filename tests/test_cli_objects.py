@@ -366,6 +366,17 @@ def test_bad_urls_and_options_are_one_line(
         assert not os.path.exists(f"{path}/missing")  # reading never creates a directory
 
 
+def test_a_generation_number_may_have_any_number_of_leading_zeros(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with scratch_dir() as path:
+        url = f"file://{path}/app"
+        commit_generations(url, 2)
+        result = run(capsys, "inspect", f"{url}#{'0' * 5000}1")
+        assert result.code == 0, result.err
+        assert "meta       n=1" in result.out
+
+
 @pytest.fixture(scope="module")
 def file_store() -> Iterator[str]:
     """A file:// store with two generations, which the property test only reads."""
