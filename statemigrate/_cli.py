@@ -49,12 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extensions() -> list[Callable[[argparse._SubParsersAction[_Parser]], None]]:
-    """Sub-commands that live in their own modules (registry-backed ones)."""
+    """Sub-commands that live in their own modules."""
     from statemigrate._cli_demo import add_demo_parser
     from statemigrate._cli_evolution import add_evolution_parsers
+    from statemigrate._cli_list import add_list_parser
     from statemigrate._cli_registry import add_registry_parsers
 
-    return [add_registry_parsers, add_demo_parser, add_evolution_parsers]
+    return [add_list_parser, add_registry_parsers, add_demo_parser, add_evolution_parsers]
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:

@@ -11,10 +11,12 @@ import sys
 from types import TracebackType
 from typing import Any, TextIO
 
-from statemigrate._cli_source import open_snapshot_source, read_key
+from statemigrate._cli_objects import add_store_argument, open_source
+from statemigrate._cli_source import read_key
 from statemigrate._errors import SnapshotError
 from statemigrate._format import Snapshot
 from statemigrate._header import SectionInfo
+from statemigrate.stores import ObjectRef
 
 __all__ = [
     "Progress",
@@ -30,10 +32,13 @@ def add_inspect_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "inspect",
         help="show a snapshot's header and sections",
-        description="Show a snapshot's header and sections. SNAPSHOT is a file path or"
-        " fd:N for an inherited descriptor (e.g. a sealed memfd).",
+        description="Show a snapshot's header and sections. SNAPSHOT is a file path,"
+        " fd:N for an inherited descriptor (e.g. a sealed memfd), or an object-store URL"
+        " (s3://bucket/prefix, with #previous or #N for another generation).",
     )
-    parser.add_argument("snapshot", metavar="SNAPSHOT", help="a file path, or fd:N")
+    parser.add_argument(
+        "snapshot", metavar="SNAPSHOT", help="a file path, fd:N, or URL[#current|#previous|#N]"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
     parser.add_argument(
         "--verify",
@@ -46,6 +51,7 @@ def add_inspect_parser(commands: Any) -> None:
         help="print the decoded state of one section as JSON",
     )
     add_key_argument(parser)
+    add_store_argument(parser)
     parser.set_defaults(func=inspect_command)
 
 
@@ -62,7 +68,9 @@ def add_key_argument(parser: argparse.ArgumentParser) -> None:
 
 def inspect_command(args: argparse.Namespace, out: TextIO) -> int:
     """Run ``inspect``; returns the exit status."""
-    snapshot = open_snapshot_source(args.snapshot, key=read_key(args.key_file))
+    snapshot, origin = open_source(
+        args.snapshot, key=read_key(args.key_file), options=args.store_options
+    )
     sections = snapshot.header.sections
     statuses = ["digest ok"] * len(sections)
     if args.verify:
@@ -77,11 +85,27 @@ def inspect_command(args: argparse.Namespace, out: TextIO) -> int:
         out.write(dump_json(value, section=sections[index].key))
         return 0
     if args.json:
-        json.dump(describe(snapshot, statuses), out, indent=2, sort_keys=True)
+        info = describe(snapshot, statuses)
+        if origin is not None:
+            info["object"] = describe_origin(origin)
+        json.dump(info, out, indent=2, sort_keys=True)
         out.write("\n")
     else:
+        if origin is not None:
+            out.write(render_origin(origin))
         out.write(render(snapshot, statuses))
     return 0
+
+
+def describe_origin(origin: ObjectRef) -> dict[str, Any]:
+    """Where in an object store a snapshot was read from, as JSON-ready data."""
+    return {"location": origin.describe(), "generation": origin.generation, "role": origin.role}
+
+
+def render_origin(origin: ObjectRef) -> str:
+    """The ``object`` line that ``inspect`` prints first for a snapshot from a URL."""
+    role = f", {origin.role}" if origin.role else ""
+    return f"object     {printable(origin.describe())}  (generation {origin.generation}{role})\n"
 
 
 class Progress:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from statemigrate._cli_inspect import Progress, add_key_argument, printable
-from statemigrate._cli_source import open_snapshot_source, read_key
+from statemigrate._cli_objects import add_store_argument, commit_to_url, is_object_url, open_source
+from statemigrate._cli_source import read_key
 from statemigrate._config import find_config, load_registry
 from statemigrate._encode import SectionInput, encode_snapshot
 from statemigrate._errors import (
@@ -56,10 +57,13 @@ def add_registry_parsers(commands: Any) -> None:
     migrate = commands.add_parser(
         "migrate", help="rewrite a snapshot with components at other versions (up or down)"
     )
-    migrate.add_argument("snapshot", metavar="SNAPSHOT", help="a file path, or fd:N")
+    migrate.add_argument(
+        "snapshot", metavar="SNAPSHOT", help="a file path, fd:N, or URL[#current|#previous|#N]"
+    )
     migrate.add_argument(
         "-o", "--output", required=True, metavar="OUT",
-        help="where to write the new snapshot (through a temporary file and a rename)",
+        help="where to write the new snapshot: a file (through a temporary file and a"
+        " rename), or an object-store URL (committed as its next generation)",
     )
     migrate.add_argument(
         "--to",
@@ -73,6 +77,7 @@ def add_registry_parsers(commands: Any) -> None:
         "--allow-lossy", action="store_true", help="allow steps declared lossy"
     )
     add_key_argument(migrate)
+    add_store_argument(migrate)
     add_registry_arguments(migrate)
     migrate.set_defaults(func=migrate_command)
 
@@ -176,7 +181,7 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     targets = _parse_targets(args.targets)
     registry = registry_from(args)
     key = read_key(args.key_file)
-    snapshot = open_snapshot_source(args.snapshot, key=key)
+    snapshot, _ = open_source(args.snapshot, key=key, options=args.store_options)
     present = {s.component for s in snapshot.header.sections}
     absent = sorted(set(targets) - present)
     if absent:
@@ -209,11 +214,14 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
         generation=snapshot.header.generation,
         meta={**snapshot.header.meta, "migrated_from": snapshot.header.snapshot_id},
     )
-    write_file_atomically(Path(args.output), encoded.parts)
+    where = args.output
+    if is_object_url(args.output):
+        ref = commit_to_url(args.output, encoded.parts, args.store_options)
+        where = f"{ref.store.location} generation {ref.generation}"
+    else:
+        write_file_atomically(Path(args.output), encoded.parts)
     out.writelines(applied)
-    out.write(
-        f"wrote {printable(args.output)} ({encoded.size} bytes, {len(sections)} sections)\n"
-    )
+    out.write(f"wrote {printable(where)} ({encoded.size} bytes, {len(sections)} sections)\n")
     return 0
 
 

@@ -1041,7 +1041,7 @@ def test_every_documented_command_line_parses() -> None:
 
 # The commands docs/cli.md documents; add a command here when its section is written.
 DOCUMENTED_COMMANDS = (
-    "inspect", "plan", "graph", "migrate", "schemas", "makemigration", "check", "demo"
+    "inspect", "list", "plan", "graph", "migrate", "schemas", "makemigration", "check", "demo"
 )
 
 

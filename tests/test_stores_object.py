@@ -18,6 +18,7 @@ import pytest
 import xxhash
 from _store_helpers import scratch_dir
 from _store_helpers.object_server import (
+    KEYS,
     SEAWEEDFS,
     Place,
     S3Server,
@@ -181,6 +182,61 @@ def test_refs_name_one_generation_until_retention_deletes_it(place: Place) -> No
         with pytest.raises(StoreError, match="is missing"):
             ref.open()
     assert len(names(store)) == 3
+
+
+def test_generations_lists_each_object_and_ref_opens_any_of_them(place: Place) -> None:
+    """generations() lists every kept generation, oldest first, with its size, the
+    time it was written and what the pointer calls it; ref(N) opens any of them,
+    older ones included, and names the kept ones when N is not there."""
+    store = place.store(keep=4)
+    assert store.generations() == []
+    refs = [store.commit(make_payload(n, 500 + n)) for n in range(1, 6)]
+    listed = store.generations()
+    assert [(ref.generation, ref.role) for ref in listed] == [
+        (2, None), (3, None), (4, "previous"), (5, "current"),
+    ]
+    assert [ref.size for ref in listed] == [ref.size for ref in refs[1:]]
+    assert [ref.describe() for ref in listed] == [ref.describe() for ref in refs[1:]]
+    assert all(ref.modified is not None and ref.modified.tzinfo for ref in listed)
+    for number in range(2, 6):
+        assert check_payload(store.ref(number).open()) == (number, 0)
+    assert (store.ref(5).role, store.ref(4).role, store.ref(3).role) == (
+        "current", "previous", None,
+    )
+    assert store.ref(3).entry is None and store.ref(5).entry == refs[4].entry
+    with pytest.raises(StoreError, match=r"there is no generation 1 \(kept: 2, 3, 4, 5\)"):
+        store.ref(1)
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(ValueError, match="generation number"):
+            store.ref(bad)  # type: ignore[arg-type]
+
+
+def test_generations_shows_leftovers_and_missing_objects(place: Place) -> None:
+    """An object no commit won is listed without a role; for a generation the pointer
+    records, its object is the one ref(N) opens; two unrecorded claims to one
+    generation are refused as ambiguous; a recorded object that is gone is listed
+    without a time, and opening it says it is missing."""
+    store = place.store(keep=10)
+    for number in (1, 2, 3):
+        store.commit(make_payload(number, 700))
+    put_raw(store, f"generations/{2:020d}.{'0' * 32}", make_payload(2, 700, tag=9))
+    put_raw(store, f"generations/{4:020d}.{'a' * 32}", make_payload(4, 700, tag=8))
+    listed = store.generations()
+    assert [(ref.generation, ref.role) for ref in listed] == [
+        (1, None), (2, "previous"), (2, None), (3, "current"), (4, None),
+    ]
+    assert check_payload(store.ref(2).open()) == (2, 0)
+    assert check_payload(store.ref(4).open()) == (4, 8)
+    put_raw(store, f"generations/{1:020d}.{'b' * 32}", make_payload(1, 700, tag=7))
+    with pytest.raises(StoreError, match="2 objects claim generation 1"):
+        store.ref(1)
+    current = store.ref().entry
+    assert current is not None
+    obstore.delete(store._backend.store, store._backend.key(current.object))
+    (gone,) = [ref for ref in store.generations() if ref.role == "current"]
+    assert gone.modified is None
+    with pytest.raises(StoreError, match="is missing"):
+        gone.open()
 
 
 def test_refs_of_other_stores_are_refused(place: Place) -> None:
@@ -616,6 +672,7 @@ def test_remote_is_true_only_for_object_storage(s3: S3Server) -> None:
         ("ftp://host/x", {}, StoreError, "unsupported URL"),
         ("/dev/shm/app", {}, StoreError, "unsupported URL"),
         ("file://relative/path", {}, StoreError, "needs an absolute path"),
+        ("s3://[bucket/x", {}, StoreError, "not a valid URL"),
         ("s3://bucket/x", {"config": {"no_such_option": "1"}}, StoreError,
          "invalid configuration"),
         ("memory://", {"keep": 1}, ValueError, "keep"),
@@ -631,6 +688,60 @@ def test_bad_configuration_is_refused(
 ) -> None:
     with pytest.raises(error, match=message):
         ObjectStore(location, **options)
+
+
+def test_client_settings_come_from_the_environment_as_obstore_reads_them(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With only a URL, everything comes from the AWS_* variables, the HTTP client's
+    settings (AWS_ALLOW_HTTP for a plain-http server) included, although the store
+    passes client options of its own (its timeouts)."""
+    place = s3_place(s3)
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    store = ObjectStore(place.url, **FAIL_FAST)
+    store.commit(GOOD)
+    assert store.open() == GOOD
+
+
+@pytest.mark.parametrize("key", ["allow_http", "aws_allow_http", "AWS_ALLOW_HTTP"])
+def test_client_settings_are_accepted_among_the_backend_settings(
+    s3: S3Server, key: str
+) -> None:
+    """A client setting in ``config``, as Rust's object_store accepts it (obstore's
+    bindings would panic on it), is passed as a client option."""
+    place = s3_place(s3)
+    store = ObjectStore(
+        place.url, config={"endpoint": s3.endpoint, **KEYS, key: "true"}, **FAIL_FAST
+    )
+    store.commit(GOOD)
+    assert store.open() == GOOD
+
+
+def test_a_panic_in_obstore_becomes_a_store_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """obstore raises a Rust panic as PanicException, which is not an Exception; building
+    a store turns it into a StoreError all the same."""
+
+    class PanicException(BaseException):
+        pass
+
+    def panicking(*args: Any, **kwargs: Any) -> Any:
+        raise PanicException("Expected config prefix to start with aws_")
+
+    monkeypatch.setattr(obstore.store, "from_url", panicking)
+    with pytest.raises(StoreError, match="obstore failed on this configuration: Expected"):
+        ObjectStore("s3://bucket/x")
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(obstore.store, "from_url", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # other BaseExceptions pass through
+        ObjectStore("s3://bucket/x")
 
 
 def test_ref_names_current_or_previous_only() -> None:

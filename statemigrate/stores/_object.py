@@ -28,7 +28,8 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any, Literal, NamedTuple
 
 import xxhash
 
@@ -193,7 +194,7 @@ class ObjectStore:
         except (Refused, StoreError) as exc:
             self._settle(name, generation, version, exc)
         self._sweep(generation)
-        return ObjectRef(self, entry)
+        return ObjectRef(self, entry, role="current")
 
     def open(self, ref: SnapshotRef | None = None) -> memoryview:
         """Return the snapshot ``ref`` names, or the current one.
@@ -207,10 +208,10 @@ class ObjectStore:
                 :meth:`open_previous` may still succeed.
         """
         if ref is None:
-            return self._read(self._pointer().current)
+            return self._read(_Target.of(self._pointer().current))
         if not (isinstance(ref, ObjectRef) and ref.store._same_place(self)):
             raise StoreError("open", ref.describe(), f"is not a snapshot of {self.location}")
-        return self._read(ref.entry)
+        return self._read(ref._target)
 
     def open_previous(self) -> memoryview:
         """Return the snapshot committed before the current one: the fallback when the
@@ -219,23 +220,86 @@ class ObjectStore:
         Raises:
             StoreError: there is none, or it cannot be read (see :meth:`open`).
         """
-        return self._read(self._previous_entry())
+        return self._read(_Target.of(self._previous_entry()))
 
-    def ref(self, which: Literal["current", "previous"] = "current") -> ObjectRef:
-        """A reference to the current or the previous generation, e.g. to restore from.
+    def ref(self, which: Literal["current", "previous"] | int = "current") -> ObjectRef:
+        """A reference to the current or the previous generation, or to the generation
+        numbered ``which``, e.g. to restore from.
+
+        A generation that is neither current nor previous is one the pointer no longer
+        records (with ``keep`` above 2): its object is found by listing, and it is read
+        without the store's digest check (the snapshot format's own digest or MAC
+        still applies when it is opened as a snapshot).
 
         Raises:
-            StoreError: there is no such generation, or the pointer cannot be read.
-            ValueError: ``which`` is neither ``"current"`` nor ``"previous"``.
+            StoreError: there is no such generation, several objects claim a generation
+                the pointer does not record, or a request failed.
+            ValueError: ``which`` is neither ``"current"``, ``"previous"`` nor a
+                positive int.
         """
         if which == "current":
-            return ObjectRef(self, self._pointer().current)
+            return ObjectRef(self, self._pointer().current, role="current")
         if which == "previous":
-            return ObjectRef(self, self._previous_entry())
-        raise ValueError(f"which must be 'current' or 'previous', not {which!r}")
+            return ObjectRef(self, self._previous_entry(), role="previous")
+        if isinstance(which, int) and not isinstance(which, bool) and which >= 1:
+            return self._ref_of(which)
+        raise ValueError(
+            f"which must be 'current', 'previous' or a generation number, not {which!r}"
+        )
+
+    def generations(self) -> list[ObjectRef]:
+        """References to every generation object under the prefix, oldest first.
+
+        Each has its ``role`` (``"current"``, ``"previous"`` or ``None``) and, when its
+        object was listed, the time it was written (``modified``). Besides the kept
+        generations this shows the objects of writers that died before their commit
+        decided, until retention deletes them. A generation the pointer records whose
+        object is missing is included too, with ``modified`` ``None``.
+
+        Raises:
+            StoreError: the pointer is damaged, or a request failed.
+        """
+        found = self._read_pointer()
+        recorded: dict[str, tuple[Entry, Literal["current", "previous"]]] = {}
+        if found is not None:
+            pointer = found[0]
+            recorded[pointer.current.object] = (pointer.current, "current")
+            if pointer.previous is not None:
+                recorded[pointer.previous.object] = (pointer.previous, "previous")
+        refs: list[ObjectRef] = []
+        for listed in self._backend.list_objects(GENERATIONS):
+            number = generation_of(listed.name)
+            if number is None:
+                continue
+            if listed.name in recorded:
+                entry, role = recorded.pop(listed.name)
+                refs.append(ObjectRef(self, entry, role=role, modified=listed.modified))
+            else:
+                target = _Target(number, listed.name, listed.size, listed.etag, None)
+                refs.append(ObjectRef(self, target, modified=listed.modified))
+        refs.extend(ObjectRef(self, entry, role=role) for entry, role in recorded.values())
+        return sorted(refs, key=lambda ref: (ref.generation, ref.role is None, ref.describe()))
 
     def __repr__(self) -> str:
         return f"<ObjectStore {self.location} keep={self._keep}>"
+
+    def _ref_of(self, generation: int) -> ObjectRef:
+        refs = self.generations()
+        matches = [ref for ref in refs if ref.generation == generation]
+        recorded = [ref for ref in matches if ref.role is not None]
+        if recorded:
+            return recorded[0]  # the pointer says which object won the generation
+        if len(matches) == 1:
+            return matches[0]
+        where = self._backend.where(f"{GENERATIONS}/{generation:020d}.*")
+        if matches:
+            raise StoreError(
+                "open", where,
+                f"{len(matches)} objects claim generation {generation} and the pointer"
+                " records none of them (left by writers that died?)",
+            )
+        kept = ", ".join(str(ref.generation) for ref in refs) or "none"
+        raise StoreError("open", where, f"there is no generation {generation} (kept: {kept})")
 
     # -- commit ----------------------------------------------------------------------
 
@@ -369,18 +433,20 @@ class ObjectStore:
             )
         return previous
 
-    def _read(self, entry: Entry) -> memoryview:
-        where = self._backend.where(entry.object)
-        if entry.size > self._max_size:
-            raise too_large("open", where, entry.size, self._max_size)
+    def _read(self, target: _Target) -> memoryview:
+        where = self._backend.where(target.object)
+        if target.size > self._max_size:
+            raise too_large("open", where, target.size, self._max_size)
         view = self._backend.read_into(
-            entry.object, entry.size, entry.etag, window=self._part_size
+            target.object, target.size, target.etag, window=self._part_size
         )
+        if target.xxh3_128 is None:
+            return view
         actual = xxhash.xxh3_128(view).hexdigest()
-        if actual != entry.xxh3_128:
+        if actual != target.xxh3_128:
             raise StoreError(
                 "open", where,
-                f"is corrupt: xxh3-128 0x{actual}, committed 0x{entry.xxh3_128}",
+                f"is corrupt: xxh3-128 0x{actual}, committed 0x{target.xxh3_128}",
             )
         return view
 
@@ -392,8 +458,22 @@ class ObjectStore:
         return mine.store is theirs.store or type(mine.store).__name__ != "MemoryStore"
 
 
+class _Target(NamedTuple):
+    """Where a generation's bytes are, and what to check them against."""
+
+    generation: int
+    object: str
+    size: int
+    etag: str | None
+    xxh3_128: str | None  # None: a generation the pointer does not record
+
+    @classmethod
+    def of(cls, entry: Entry) -> _Target:
+        return cls(entry.generation, entry.object, entry.size, entry.etag, entry.xxh3_128)
+
+
 class ObjectRef:
-    """Names one committed generation of an :class:`ObjectStore`.
+    """Names one generation of an :class:`ObjectStore`.
 
     Unlike the latest-snapshot references of the tmpfs store, it keeps naming the same
     generation after newer commits, until retention deletes its object.
@@ -401,15 +481,31 @@ class ObjectRef:
     Attributes:
         generation: the generation number (1 for the first commit to a prefix).
         size: the snapshot's size in bytes.
+        role: what the pointer called this generation when the reference was made:
+            ``"current"``, ``"previous"``, or ``None`` for one it does not record (an
+            older generation kept by ``keep``, or the object of a writer that died
+            before its commit decided).
+        modified: when the object was written, for references listed by
+            :meth:`ObjectStore.generations`; ``None`` for the others.
     """
 
-    __slots__ = ("_entry", "_store", "generation", "size")
+    __slots__ = ("_entry", "_store", "_target", "generation", "modified", "role", "size")
 
-    def __init__(self, store: ObjectStore, entry: Entry) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        entry: Entry | _Target,
+        *,
+        role: Literal["current", "previous"] | None = None,
+        modified: datetime | None = None,
+    ) -> None:
         self._store = store
-        self._entry = entry
-        self.generation = entry.generation
-        self.size = entry.size
+        self._entry = entry if isinstance(entry, Entry) else None
+        self._target = _Target.of(entry) if isinstance(entry, Entry) else entry
+        self.generation = self._target.generation
+        self.size = self._target.size
+        self.role = role
+        self.modified = modified
 
     @property
     def store(self) -> ObjectStore:
@@ -417,8 +513,9 @@ class ObjectRef:
         return self._store
 
     @property
-    def entry(self) -> Entry:
-        """What the pointer recorded about this generation."""
+    def entry(self) -> Entry | None:
+        """What the pointer recorded about this generation (``None`` if it does not
+        record it: see ``role``)."""
         return self._entry
 
     def open(self) -> memoryview:
@@ -427,7 +524,7 @@ class ObjectRef:
 
     def describe(self) -> str:
         """The generation object's location, e.g. ``s3://bucket/app/generations/...``."""
-        return self._store._backend.where(self._entry.object)
+        return self._store._backend.where(self._target.object)
 
     def __repr__(self) -> str:
         return f"<ObjectRef {self.describe()} generation={self.generation} size={self.size}>"

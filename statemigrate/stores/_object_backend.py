@@ -17,9 +17,9 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from statemigrate._errors import StoreError
@@ -28,17 +28,39 @@ from statemigrate.stores._object_errors import is_missing_bucket, kind_of, trans
 if TYPE_CHECKING:
     from obstore import PutMode, UpdateVersion
 
-__all__ = ["REMOTE_SCHEMES", "Backend", "Refused", "Version", "build", "wrap"]
+__all__ = ["REMOTE_SCHEMES", "Backend", "Listed", "Refused", "Version", "build", "wrap"]
 
 REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "adl"})
 """URL schemes of object storage on another host (S3, Google Cloud Storage, Azure)."""
 
 _LOCAL_SCHEMES = frozenset({"file", "memory"})
+_ENV_PREFIXES = {
+    "s3": "aws_", "s3a": "aws_", "gs": "google_", "az": "azure_", "azure": "azure_",
+    "abfs": "azure_", "abfss": "azure_", "adl": "azure_",
+}
+"""The prefix of each remote backend's environment variables and config keys."""
+_CLIENT_KEYS = frozenset({
+    "allow_http", "allow_invalid_certificates", "connect_timeout", "default_content_type",
+    "default_headers", "http1_only", "http2_keep_alive_interval", "http2_keep_alive_timeout",
+    "http2_keep_alive_while_idle", "http2_only", "pool_idle_timeout",
+    "pool_max_idle_per_host", "proxy_url", "proxy_ca_certificate", "proxy_excludes",
+    "root_certificate", "randomize_addresses", "read_timeout", "timeout", "user_agent",
+})
+"""obstore's HTTP client settings (``ClientConfig``), as opposed to backend settings."""
 _REMOTE_CLASSES = frozenset({"S3Store", "GCSStore", "AzureStore"})
 _INSTALL_HINT = "obstore is not installed: pip install 'statemigrate[objectstore]'"
 
 Version = tuple[str | None, str | None]
 """``(e_tag, version)`` of one state of an object, as a conditional update needs it."""
+
+
+class Listed(NamedTuple):
+    """One object found by a listing."""
+
+    name: str
+    size: int
+    modified: datetime | None
+    etag: str | None
 
 
 class Refused(Exception):
@@ -166,14 +188,28 @@ class Backend:
         Raises:
             StoreError: the listing failed.
         """
+        return [listed.name for listed in self.list_objects(folder)]
+
+    def list_objects(self, folder: str) -> list[Listed]:
+        """The objects under ``folder/``: names relative to the prefix, sizes, times.
+
+        Raises:
+            StoreError: the listing failed.
+        """
         start = len(self.prefix) + 1 if self.prefix else 0
-        names: list[str] = []
+        found: list[Listed] = []
         try:
             for batch in self._obs.list(self.store, self.key(folder) + "/"):
-                names.extend(meta["path"][start:] for meta in batch)
+                found.extend(
+                    Listed(
+                        meta["path"][start:], meta["size"], meta.get("last_modified"),
+                        meta.get("e_tag"),
+                    )
+                    for meta in batch
+                )
         except Exception as exc:
             raise translate("list", self.where(folder), exc) from exc
-        return names
+        return found
 
     # -- writes ----------------------------------------------------------------------
 
@@ -307,7 +343,10 @@ def build(
     Raises:
         StoreError: the URL is not supported, or obstore refused the configuration.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed "[" in the host
+        raise StoreError("open", url, f"not a valid URL: {exc}") from exc
     scheme = parts.scheme.lower()
     location = url if url.endswith("://") else url.rstrip("/")
     if scheme not in REMOTE_SCHEMES | _LOCAL_SCHEMES:
@@ -329,11 +368,13 @@ def build(
             "timeout": timedelta(seconds=timeout),
             "connect_timeout": timedelta(seconds=connect_timeout),
         }
+        backend_config, client_config = _split_config(scheme, config)
+        client.update(client_config)
         client.update(client_options or {})
         retry = {"max_retries": retries, "retry_timeout": timedelta(seconds=retry_timeout)}
         store = obstore.store.from_url(
             url,
-            config=dict(config) if config else None,
+            config=backend_config or None,
             client_options=client,
             retry_config=retry,
             credential_provider=credential_provider,
@@ -342,7 +383,44 @@ def build(
         raise
     except Exception as exc:
         raise translate("open", url, exc) from exc
+    except BaseException as exc:
+        # obstore's bindings turn a Rust panic into PanicException, a BaseException.
+        # Settings known to cause one are sorted out above; this keeps any other from
+        # escaping as something callers cannot catch as an error.
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise StoreError("open", url, f"obstore failed on this configuration: {exc}") from exc
     return Backend(store, "", location, remote=True)
+
+
+def _split_config(
+    scheme: str, config: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``config`` split into backend settings and HTTP client settings, the latter
+    completed from the environment.
+
+    Rust's object_store takes client settings (``allow_http``, ``timeout``...) among
+    the backend's, and reads them from the environment (``AWS_ALLOW_HTTP``...) with
+    the rest. obstore's bindings do neither: a client key in ``config`` makes them
+    panic, and the ``client_options`` the store always passes (its timeouts) replace
+    whatever the environment said. So client settings are taken out of ``config``
+    and out of the environment here, and passed as client options; explicit ones
+    win over the environment's.
+    """
+    prefix = _ENV_PREFIXES[scheme]
+    client: dict[str, Any] = {}
+    for name, value in os.environ.items():
+        key = name.lower()
+        if key.startswith(prefix) and key[len(prefix):] in _CLIENT_KEYS:
+            client[key[len(prefix):]] = value
+    backend: dict[str, Any] = {}
+    for name, value in (config or {}).items():
+        key = name.lower().removeprefix(prefix) if isinstance(name, str) else name
+        if key in _CLIENT_KEYS:
+            client[key] = value
+        else:
+            backend[name] = value
+    return backend, client
 
 
 def wrap(store: object, prefix: str) -> Backend:
