@@ -12,15 +12,15 @@ import pytest
 from pydantic import BaseModel
 from typing_extensions import TypedDict
 
-import statemigrate._registry as registry_module
-from statemigrate._component import component_spec
+import statemigrate._model._registry as registry_module
 from statemigrate._errors import (
     LossyMigrationError,
     NoMigrationPathError,
     RegistrationError,
     UnknownComponentError,
 )
-from statemigrate._registry import Registry, migratable, migration, schema
+from statemigrate._model._component import component_spec
+from statemigrate._model._registry import Registry, migratable, migration, schema
 
 
 class V1(TypedDict):
@@ -245,14 +245,14 @@ def write(folder: Path, name: str, body: str) -> None:
 
 
 UP = """
-from statemigrate._registry import migration
+from statemigrate._model._registry import migration
 
 @migration("cache", 1, 2)
 def up(data):
     return data
 """
 DOWN = """
-from statemigrate._registry import migration
+from statemigrate._model._registry import migration
 
 @migration("cache", 2, 1, lossy=("entries",))
 def down(data):
@@ -311,7 +311,7 @@ def test_module_may_define_dataclass_schemas(tmp_path: Path) -> None:
         """
         from __future__ import annotations
         import dataclasses
-        from statemigrate._registry import schema
+        from statemigrate._model._registry import schema
 
         @schema("points", version=1)
         @dataclasses.dataclass

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from statemigrate._errors import StateMigrateError
-from statemigrate._plaindata import copy_plain, is_plain
-from statemigrate._plan import Step
-from statemigrate._registry import Registry
+from statemigrate._model._plaindata import copy_plain, is_plain
+from statemigrate._model._plan import Step
+from statemigrate._model._registry import Registry
 
 if TYPE_CHECKING:
     from statemigrate.testing._checks import MigrationCheck
@@ -141,7 +141,7 @@ def _paths_property(check: MigrationCheck, x: Any) -> None:
 def _snapshot_property(check: MigrationCheck, state: Any) -> str | None:
     # Imported here: the service pulls in the codec and the stores, which the step and
     # path checks do not need.
-    from statemigrate._service import Service
+    from statemigrate._runtime._service import Service
     from statemigrate.stores import MemoryStore
 
     registry, component, version = check.registry, check.component, check.version

@@ -11,10 +11,10 @@ import sys
 from types import TracebackType
 from typing import Any, TextIO
 
-from statemigrate._cli_source import open_snapshot_source, read_key
 from statemigrate._errors import SnapshotError
-from statemigrate._format import Snapshot
-from statemigrate._header import SectionInfo
+from statemigrate._snapshot._format import Snapshot
+from statemigrate._snapshot._header import SectionInfo
+from statemigrate.cli._source import open_snapshot_source, read_key
 
 __all__ = [
     "Progress",

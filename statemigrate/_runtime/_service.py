@@ -12,10 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from statemigrate._codec import NotPlainError, pack_data, unpack_data
-from statemigrate._compare import format_path
-from statemigrate._component import ComponentSpec, component_spec, export_component
-from statemigrate._encode import EncodedSnapshot, SectionInput, encode_snapshot
 from statemigrate._errors import (
     ConfigurationError,
     ExportError,
@@ -27,13 +23,17 @@ from statemigrate._errors import (
     StateMigrateError,
     UnknownComponentError,
 )
-from statemigrate._format import DecodeLimits, open_snapshot
-from statemigrate._header import Producer
-from statemigrate._report import CommitReport, RestoreReport, SectionReport, SnapshotReport
-from statemigrate._restore import run_restore
+from statemigrate._model._compare import format_path
+from statemigrate._model._component import ComponentSpec, component_spec, export_component
+from statemigrate._runtime._report import CommitReport, RestoreReport, SectionReport, SnapshotReport
+from statemigrate._runtime._restore import run_restore
+from statemigrate._snapshot._codec import NotPlainError, pack_data, unpack_data
+from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
+from statemigrate._snapshot._format import DecodeLimits, open_snapshot
+from statemigrate._snapshot._header import Producer
 
 if TYPE_CHECKING:
-    from statemigrate._registry import Registry
+    from statemigrate._model._registry import Registry
     from statemigrate.stores import SnapshotRef, Store
 
 __all__ = ["GENERATION_LIMIT", "Registered", "Service", "choose_versions"]

@@ -7,10 +7,6 @@ import os
 from pathlib import Path
 from typing import Any, TextIO
 
-from statemigrate._cli_inspect import Progress, add_key_argument, printable
-from statemigrate._cli_source import open_snapshot_source, read_key
-from statemigrate._config import find_config, load_registry
-from statemigrate._encode import SectionInput, encode_snapshot
 from statemigrate._errors import (
     RegistrationError,
     StateMigrateError,
@@ -18,9 +14,13 @@ from statemigrate._errors import (
     UnknownComponentError,
     ValidationError,
 )
-from statemigrate._header import Producer
-from statemigrate._plan import Plan
-from statemigrate._registry import Registry
+from statemigrate._model._plan import Plan
+from statemigrate._model._registry import Registry
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._header import Producer
+from statemigrate.cli._inspect import Progress, add_key_argument, printable
+from statemigrate.cli._source import open_snapshot_source, read_key
+from statemigrate.evolution._config import find_config, load_registry
 
 __all__ = [
     "add_registry_arguments",

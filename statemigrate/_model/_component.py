@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from statemigrate._errors import RegistrationError
-from statemigrate._plan import check_component, check_version
-from statemigrate._schema import SchemaVersion
+from statemigrate._model._plan import check_component, check_version
+from statemigrate._model._schema import SchemaVersion
 
 if TYPE_CHECKING:
-    from statemigrate._registry import Registry
+    from statemigrate._model._registry import Registry
 
 __all__ = [
     "ComponentSpec",
@@ -73,7 +73,7 @@ class ComponentSpec:
             return registry
         if self.registry is not None:
             return self.registry
-        from statemigrate._registry import default_registry  # circular at import time
+        from statemigrate._model._registry import default_registry  # circular at import time
 
         return default_registry
 

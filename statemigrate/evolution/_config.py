@@ -20,9 +20,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from statemigrate import _registry
 from statemigrate._errors import RegistrationError
-from statemigrate._registry import Registry
+from statemigrate._model import _registry
+from statemigrate._model._registry import Registry
 
 __all__ = ["ConfigError", "ProjectConfig", "find_config", "load_registry"]
 
@@ -173,7 +173,7 @@ def load_registry(
 
     Migrations are loaded into a copy, never into the registry found: the command line
     can then run any number of times in one process (tests, a service calling
-    :func:`~statemigrate._cli.main`) without registering the same steps twice, and the
+    :func:`~statemigrate.cli._main.main`) without registering the same steps twice, and the
     process's own registries stay as its code made them.
 
     Raises:

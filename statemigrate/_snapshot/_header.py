@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
-from statemigrate._codec import MAX_CHUNK_SIZE
+from statemigrate._snapshot._codec import MAX_CHUNK_SIZE
 
 __all__ = ["ChunkInfo", "Producer", "SectionInfo", "SnapshotHeader", "parse_header"]
 

@@ -33,9 +33,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from statemigrate._component import ComponentSpec, bind_component
 from statemigrate._errors import RegistrationError, UnknownComponentError
-from statemigrate._plan import (
+from statemigrate._model._component import ComponentSpec, bind_component
+from statemigrate._model._plan import (
     Plan,
     Step,
     StepFunc,
@@ -44,7 +44,7 @@ from statemigrate._plan import (
     plan_path,
     reachable,
 )
-from statemigrate._schema import SchemaVersion
+from statemigrate._model._schema import SchemaVersion
 
 __all__ = ["Registry", "default_registry", "migratable", "migration", "schema"]
 
@@ -225,7 +225,7 @@ class Registry:
 
         The plan avoids lossy steps whenever a loss-free path exists, then takes the
         fewest steps; ties are broken the same way every time (see
-        :func:`~statemigrate._plan.plan_path`). ``source == target`` gives an empty plan.
+        :func:`~statemigrate._model._plan.plan_path`). ``source == target`` gives an empty plan.
 
         Raises:
             UnknownComponentError: nothing is registered for ``component``.

@@ -31,14 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from statemigrate._codec import pack_data
-from statemigrate._component import (
-    component_state,
-    export_component,
-    import_component,
-    importable_state,
-    plain_state,
-)
 from statemigrate._errors import (
     LossyMigrationError,
     NoMigrationPathError,
@@ -47,11 +39,19 @@ from statemigrate._errors import (
     StateMigrateError,
     UnknownComponentError,
 )
-from statemigrate._format import Snapshot
-from statemigrate._report import ComponentRestore, RestoreReport
+from statemigrate._model._component import (
+    component_state,
+    export_component,
+    import_component,
+    importable_state,
+    plain_state,
+)
+from statemigrate._runtime._report import ComponentRestore, RestoreReport
+from statemigrate._snapshot._codec import pack_data
+from statemigrate._snapshot._format import Snapshot
 
 if TYPE_CHECKING:
-    from statemigrate._service import Registered
+    from statemigrate._runtime._service import Registered
 
 __all__ = ["run_restore"]
 
