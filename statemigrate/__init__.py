@@ -53,13 +53,12 @@ from statemigrate._runtime._report import (
 )
 from statemigrate._runtime._service import Service
 from statemigrate._snapshot._format import DecodeLimits, Snapshot, open_snapshot
+from statemigrate._version import __version__
 from statemigrate.stores import MemfdStore, MemoryStore, TmpfsStore
 
 if TYPE_CHECKING:
     from statemigrate.evolution._makemigration import MigrationStub, make_migration
     from statemigrate.evolution._schemalock import LockReport, check_schemas, freeze_schemas
-
-__version__ = "0.1.0"
 
 _LAZY = {
     "LockReport": "statemigrate.evolution._schemalock",
