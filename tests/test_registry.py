@@ -56,6 +56,20 @@ def fresh_default(monkeypatch: pytest.MonkeyPatch) -> Registry:
     return replacement
 
 
+def test_a_copy_holds_the_same_versions_and_steps_and_grows_apart() -> None:
+    original = sample()
+    copy = original.copy()
+    assert copy is not original
+    assert copy.components() == ["cache"] and copy.versions("cache") == [1, 2]
+    assert copy.steps("cache") == original.steps("cache")
+    assert copy.schema_for("cache", 2) is original.schema_for("cache", 2)
+    copy.add_schema("cache", 3, V2)
+    copy.add_migration("cache", 2, 3, same)
+    copy.add_schema("other", 1, V1)
+    assert original.versions("cache") == [1, 2] and original.components() == ["cache"]
+    assert len(original.steps("cache")) == 2 and len(copy.steps("cache")) == 3
+
+
 # --- registration errors ------------------------------------------------------------------
 
 

@@ -314,6 +314,18 @@ class Registry:
                 raise
         return loaded
 
+    def copy(self) -> Registry:
+        """Return a new registry holding the same schema versions and steps.
+
+        Schema versions and steps are immutable and shared; what is registered or
+        loaded into the copy afterwards leaves this registry as it was. The command
+        line loads a migrations directory into a copy of a configured registry this way.
+        """
+        copy = Registry()
+        with self._lock:
+            copy._schemas, copy._steps = self._save()
+        return copy
+
     def _save(
         self,
     ) -> tuple[dict[str, dict[int, SchemaVersion]], dict[str, dict[tuple[int, int], Step]]]:

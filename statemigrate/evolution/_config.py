@@ -191,22 +191,14 @@ def load_registry(
         target = _resolve(spec)
         if migrations is None:
             return target
-        target = _copy(target)
+        target = target.copy()
         target.load_migrations(migrations)
         return target
     folder = migrations or config.migrations
-    target = _copy(_registry.default_registry)
+    target = _registry.default_registry.copy()
     if folder is not None:
         target.load_migrations(folder)
     return target
-
-
-def _copy(registry: Registry) -> Registry:
-    """A new registry holding the same schemas and steps (which are immutable)."""
-    copy = Registry()
-    with registry._lock:
-        copy._schemas, copy._steps = registry._save()
-    return copy
 
 
 def _import(module: str) -> object:
