@@ -33,16 +33,18 @@ from statemigrate._errors import (
     UnknownComponentError,
     ValidationError,
 )
-from statemigrate._model._component import (
-    ComponentSpec,
-    component_spec,
-    component_state,
-    export_component,
-    import_component,
-    is_migratable,
-)
+from statemigrate._model._component import component_state, export_component, import_component
 from statemigrate._model._plan import Plan, Step
-from statemigrate._model._registry import Registry, default_registry, migratable, migration, schema
+from statemigrate._model._registry import (
+    ComponentSpec,
+    Registry,
+    component_spec,
+    default_registry,
+    is_migratable,
+    migratable,
+    migration,
+    schema,
+)
 from statemigrate._model._schema import SchemaVersion
 from statemigrate._runtime._report import (
     CommitReport,
