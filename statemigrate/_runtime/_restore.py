@@ -40,6 +40,7 @@ from statemigrate._errors import (
     UnknownComponentError,
 )
 from statemigrate._model._component import (
+    ComponentSpec,
     component_state,
     export_component,
     import_component,
@@ -51,11 +52,32 @@ from statemigrate._snapshot._codec import pack_data
 from statemigrate._snapshot._format import Snapshot
 
 if TYPE_CHECKING:
-    from statemigrate._runtime._service import Registered
+    from statemigrate._model._registry import Registry
 
-__all__ = ["run_restore"]
+__all__ = ["Registered", "run_restore"]
 
 logger = logging.getLogger("statemigrate")
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """A live component instance held by a service."""
+
+    obj: object
+    spec: ComponentSpec
+    instance: str
+    registry: Registry
+    """Where this component's schemas and steps are found."""
+
+    @property
+    def component(self) -> str:
+        """The component name."""
+        return self.spec.component
+
+    @property
+    def key(self) -> str:
+        """``component/instance``."""
+        return f"{self.spec.component}/{self.instance}"
 
 
 @dataclass(slots=True)
