@@ -17,14 +17,6 @@ restores does not load them at start-up.
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from statemigrate._component import (
-    ComponentSpec,
-    component_spec,
-    component_state,
-    export_component,
-    import_component,
-    is_migratable,
-)
 from statemigrate._errors import (
     ConfigurationError,
     ExportError,
@@ -41,32 +33,41 @@ from statemigrate._errors import (
     UnknownComponentError,
     ValidationError,
 )
-from statemigrate._format import DecodeLimits, Snapshot, open_snapshot
-from statemigrate._plan import Plan, Step
-from statemigrate._registry import Registry, default_registry, migratable, migration, schema
-from statemigrate._report import (
+from statemigrate._model._component import component_state, export_component, import_component
+from statemigrate._model._plan import Plan, Step
+from statemigrate._model._registry import (
+    ComponentSpec,
+    Registry,
+    component_spec,
+    default_registry,
+    is_migratable,
+    migratable,
+    migration,
+    schema,
+)
+from statemigrate._model._schema import SchemaVersion
+from statemigrate._runtime._report import (
     CommitReport,
     ComponentRestore,
     RestoreReport,
     SectionReport,
     SnapshotReport,
 )
-from statemigrate._schema import SchemaVersion
-from statemigrate._service import Service
+from statemigrate._runtime._service import Service
+from statemigrate._snapshot._format import DecodeLimits, Snapshot, open_snapshot
+from statemigrate._version import __version__
 from statemigrate.stores import MemfdStore, MemoryStore, TmpfsStore
 
 if TYPE_CHECKING:
-    from statemigrate._makemigration import MigrationStub, make_migration
-    from statemigrate._schemalock import LockReport, check_schemas, freeze_schemas
-
-__version__ = "0.1.0"
+    from statemigrate.evolution._makemigration import MigrationStub, make_migration
+    from statemigrate.evolution._schemalock import LockReport, check_schemas, freeze_schemas
 
 _LAZY = {
-    "LockReport": "statemigrate._schemalock",
-    "MigrationStub": "statemigrate._makemigration",
-    "check_schemas": "statemigrate._schemalock",
-    "freeze_schemas": "statemigrate._schemalock",
-    "make_migration": "statemigrate._makemigration",
+    "LockReport": "statemigrate.evolution._schemalock",
+    "MigrationStub": "statemigrate.evolution._makemigration",
+    "check_schemas": "statemigrate.evolution._schemalock",
+    "freeze_schemas": "statemigrate.evolution._schemalock",
+    "make_migration": "statemigrate.evolution._makemigration",
 }
 """Public names whose modules load on first access (tooling a running service never needs)."""
 

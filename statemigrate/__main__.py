@@ -2,6 +2,6 @@
 
 import sys
 
-from statemigrate._cli import main
+from statemigrate.cli import main
 
 sys.exit(main())

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from statemigrate._cli import main
+from statemigrate.cli._main import main
 
 
 @dataclass

@@ -6,7 +6,7 @@ holds its SHA-256, its header and every section's decoded data. JSON has no byte
 bytes are written as ``{"$bytes": "<hex>"}``; everything else is plain JSON.
 
 The crafting helpers build snapshots whose checksums are all valid around whatever
-bytes a test wants to put inside, through :func:`statemigrate._format.assemble`. That
+bytes a test wants to put inside, through :func:`statemigrate._snapshot._format.assemble`. That
 is how tests reach the decoders that sit behind the checksums.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 
 import xxhash
 
-from statemigrate._codec import compress_chunk, iter_slices
-from statemigrate._format import (
+from statemigrate._snapshot._codec import compress_chunk, iter_slices
+from statemigrate._snapshot._format import (
     HMAC_DIGEST_SIZE,
     PREAMBLE_SIZE,
     XXH3_DIGEST_SIZE,
@@ -30,7 +30,7 @@ from statemigrate._format import (
     assemble,
     open_snapshot,
 )
-from statemigrate._header import Producer
+from statemigrate._snapshot._header import Producer
 
 DATA = Path(__file__).parent / "data"
 SUFFIX = ".smsnap"

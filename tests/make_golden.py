@@ -31,8 +31,8 @@ from golden import (
     to_json,
 )
 
-from statemigrate._encode import SectionInput, encode_snapshot
-from statemigrate._format import FORMAT_VERSION, open_snapshot
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._format import FORMAT_VERSION, open_snapshot
 
 
 def _cache_entries(rng: random.Random, count: int) -> dict[str, object]:

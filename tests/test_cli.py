@@ -25,12 +25,12 @@ from golden import seal_raw, split
 from typing_extensions import TypedDict
 
 import statemigrate as sm
-from statemigrate import _registry
-from statemigrate._cli import build_parser
-from statemigrate._cli_inspect import human_size
-from statemigrate._encode import SectionInput, encode_snapshot
-from statemigrate._format import MAGIC, assemble, open_snapshot
-from statemigrate._header import Producer
+from statemigrate._model import _registry
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._format import MAGIC, assemble, open_snapshot
+from statemigrate._snapshot._header import Producer
+from statemigrate.cli._inspect import human_size
+from statemigrate.cli._main import build_parser
 from statemigrate.reference import (
     MIGRATIONS_DIR,
     KVCacheV1,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import Result, run
 
-from statemigrate._config import ConfigError, find_config
+from statemigrate.evolution._config import ConfigError, find_config
 
 ERROR_PREFIX = "statemigrate: error:"
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from cli_helpers import run
 
-from statemigrate import Registry, _registry
+from statemigrate import Registry
+from statemigrate._model import _registry
 from statemigrate.reference import MIGRATIONS_DIR
 
 REPO = Path(__file__).resolve().parents[1]

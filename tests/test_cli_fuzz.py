@@ -20,10 +20,11 @@ from golden import PRODUCER, seal_raw
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from statemigrate import _cli_source, _format
-from statemigrate._cli import build_parser, main
-from statemigrate._encode import SectionInput, encode_snapshot
-from statemigrate._format import PREAMBLE_SIZE, open_snapshot
+from statemigrate._snapshot import _format
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._format import PREAMBLE_SIZE, open_snapshot
+from statemigrate.cli import _source
+from statemigrate.cli._main import build_parser, main
 
 KEY = b"fuzzing key, sixteen bytes or more"
 ERROR_PREFIX = "statemigrate: error:"
@@ -235,7 +236,7 @@ def _naive_open(data: Any, *, key: bytes | None = None, limits: Any = None) -> A
 def test_negative_control_a_leaking_reader_is_caught(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_cli_source, "open_snapshot", _naive_open)
+    monkeypatch.setattr(_source, "open_snapshot", _naive_open)
 
     @given(data=_any_bytes())
     @settings(database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -464,10 +465,10 @@ def test_any_command_line_exits_0_1_or_2_with_at_most_one_error_line(
     from unittest import mock
 
     import statemigrate.testing
-    from statemigrate import _cli_demo
+    from statemigrate.cli import _demo
 
     monkeypatch.setattr(statemigrate.testing, "check_migrations", _without_hypothesis)
-    monkeypatch.setattr(_cli_demo, "demo_command", _no_demo)
+    monkeypatch.setattr(_demo, "demo_command", _no_demo)
     env = {name: value for name, value in environment.items() if value is not None}
     cleared = {name: "" for name in environment}
     with (
@@ -508,9 +509,9 @@ def _naive_targets(pairs: list[str]) -> dict[str, int]:
 def test_negative_control_a_command_that_leaks_a_value_error_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from statemigrate import _cli_registry
+    from statemigrate.cli import _registry
 
-    monkeypatch.setattr(_cli_registry, "_parse_targets", _naive_targets)
+    monkeypatch.setattr(_registry, "_parse_targets", _naive_targets)
     inner = test_any_command_line_exits_0_1_or_2_with_at_most_one_error_line.hypothesis.inner_test
 
     # The property with its sub-command generator, which reaches ``migrate --to``.

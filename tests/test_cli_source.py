@@ -13,11 +13,11 @@ import pytest
 from cli_helpers import Result, run
 from golden import PRODUCER, rewrite_preamble
 
-from statemigrate import _cli
-from statemigrate._cli_source import MAX_FD, read_snapshot_source
-from statemigrate._encode import SectionInput, encode_snapshot
 from statemigrate._errors import SnapshotError
-from statemigrate._format import PREAMBLE_SIZE, DecodeLimits
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._format import PREAMBLE_SIZE, DecodeLimits
+from statemigrate.cli import _main
+from statemigrate.cli._source import MAX_FD, read_snapshot_source
 
 ERROR_PREFIX = "statemigrate: error:"
 CHILD_TIMEOUT = 300  # seconds; a bound on a hang, never a measurement
@@ -138,12 +138,12 @@ def test_os_errors_name_the_source_and_the_operation(
 def test_an_os_error_no_command_translates_names_the_command_and_file(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from statemigrate import _cli_registry
+    from statemigrate.cli import _registry
 
     def failing(args: object, out: object) -> int:
         raise OSError(errno.EIO, "Input/output error", "/srv/state")
 
-    monkeypatch.setattr(_cli_registry, "graph_command", failing)
+    monkeypatch.setattr(_registry, "graph_command", failing)
     assert_one_error_line(
         run(capsys, "graph", "kvcache"), "graph /srv/state: Input/output error (EIO)"
     )
@@ -151,7 +151,7 @@ def test_an_os_error_no_command_translates_names_the_command_and_file(
 
 def test_an_argument_holding_a_nul_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
-    assert _cli.main(["inspect", "a\0b"]) == 2
+    assert _main.main(["inspect", "a\0b"]) == 2
     err = capsys.readouterr().err
     assert err == "statemigrate: error: an argument holds a NUL character\n"
 
@@ -236,7 +236,7 @@ def test_the_limit_applies_to_the_declared_length(tmp_path: Path) -> None:
 
 _MEASURE = """
 import resource, sys
-from statemigrate._cli import main
+from statemigrate.cli._main import main
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 code = main(["inspect", sys.argv[1]])
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

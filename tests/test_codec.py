@@ -16,7 +16,8 @@ import pytest
 import zstandard
 from golden import seal_raw
 
-from statemigrate._codec import (
+from statemigrate._errors import SnapshotError
+from statemigrate._snapshot._codec import (
     CONTAINER_ALLOWANCE,
     MAX_NESTING,
     MAX_WINDOW_SIZE,
@@ -29,8 +30,7 @@ from statemigrate._codec import (
     unpack_data,
     zstd_frame_length,
 )
-from statemigrate._errors import SnapshotError
-from statemigrate._format import open_snapshot
+from statemigrate._snapshot._format import open_snapshot
 
 MiB = 1 << 20
 
@@ -287,7 +287,7 @@ def test_1024_levels_decode_through_the_whole_reader() -> None:
 _PURE_CHILD = r"""
 import json, sys
 import msgpack
-from statemigrate._codec import unpack_data
+from statemigrate._snapshot._codec import unpack_data
 from statemigrate._errors import SnapshotError
 
 def nested(depth):

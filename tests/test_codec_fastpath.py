@@ -18,9 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from plain_helpers import plain, same_plain
 
-from statemigrate import _codec
-from statemigrate._codec import pack_data, reference_pack, reference_unpack, unpack_data
 from statemigrate._errors import SnapshotError
+from statemigrate._snapshot import _codec
+from statemigrate._snapshot._codec import pack_data, reference_pack, reference_unpack, unpack_data
 
 
 def outcome(func: Callable[[], object]) -> tuple[str, object]:

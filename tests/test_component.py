@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from typing_extensions import TypedDict
 
-import statemigrate._registry as registry_module
-from statemigrate._component import (
+import statemigrate._model._registry as registry_module
+from statemigrate._errors import RegistrationError, UnknownComponentError, ValidationError
+from statemigrate._model._component import (
     ComponentSpec,
     component_spec,
     component_state,
@@ -22,8 +23,7 @@ from statemigrate._component import (
     import_component,
     is_migratable,
 )
-from statemigrate._errors import RegistrationError, UnknownComponentError, ValidationError
-from statemigrate._registry import Registry, migratable
+from statemigrate._model._registry import Registry, migratable
 
 
 class CacheState(TypedDict):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from statemigrate._cli import main
+from statemigrate.cli._main import main
 from statemigrate.demo import DemoReport, _run, run_demo
 from statemigrate.demo._procs import ChildExited, ChildGroup
 from statemigrate.demo._run import PLAN, HandoffPhase

@@ -11,6 +11,7 @@ import pytest
 API = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 NAMESPACES = [
     "statemigrate",
+    "statemigrate.evolution",
     "statemigrate.handoff",
     "statemigrate.stores",
     "statemigrate.testing",

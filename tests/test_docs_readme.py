@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 import statemigrate.stores
-from statemigrate._cli import build_parser, main
+from statemigrate.cli._main import build_parser, main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

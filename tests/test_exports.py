@@ -9,6 +9,7 @@ import pytest
 
 NAMESPACES = [
     "statemigrate",
+    "statemigrate.evolution",
     "statemigrate.handoff",
     "statemigrate.stores",
     "statemigrate.testing",

@@ -15,7 +15,7 @@ import xxhash
 import zstandard
 from golden import header_for
 
-from statemigrate._format import assemble
+from statemigrate._snapshot._format import assemble
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -29,9 +29,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "statemigrate"
 _CHILD = r"""
 import json, sys
 import zstandard
-from statemigrate import _codec, _format
+from statemigrate._snapshot import _codec
+from statemigrate._snapshot import _format
 from statemigrate._errors import SnapshotError
-from statemigrate._format import DecodeLimits, open_snapshot
+from statemigrate._snapshot._format import DecodeLimits, open_snapshot
 
 mode, options = sys.argv[1], json.loads(sys.argv[2])
 blob = sys.stdin.buffer.read()

@@ -29,11 +29,11 @@ from golden import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statemigrate import _format
-from statemigrate._codec import decompress_chunk, pack_data, unpack_data
-from statemigrate._encode import SectionInput, encode_snapshot
 from statemigrate._errors import SnapshotError
-from statemigrate._format import MAGIC, Snapshot, assemble, open_snapshot
+from statemigrate._snapshot import _format
+from statemigrate._snapshot._codec import decompress_chunk, pack_data, unpack_data
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._format import MAGIC, Snapshot, assemble, open_snapshot
 
 SOAK = bool(os.environ.get("STATEMIGRATE_SOAK"))
 

@@ -14,9 +14,9 @@ from golden import (
     sha256,
 )
 
-from statemigrate._codec import pack_data
 from statemigrate._errors import SnapshotError
-from statemigrate._format import FLAG_AUTHENTICATED, FORMAT_VERSION, open_snapshot
+from statemigrate._snapshot._codec import pack_data
+from statemigrate._snapshot._format import FLAG_AUTHENTICATED, FORMAT_VERSION, open_snapshot
 
 NAMES = golden_names()
 

@@ -21,10 +21,10 @@ from golden import (
     split,
 )
 
-from statemigrate import _codec, _format
-from statemigrate._encode import SectionInput, encode_snapshot
 from statemigrate._errors import SnapshotError
-from statemigrate._format import PREAMBLE_SIZE, Snapshot, assemble, open_snapshot
+from statemigrate._snapshot import _codec, _format
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._format import PREAMBLE_SIZE, Snapshot, assemble, open_snapshot
 
 Opener = Callable[..., Snapshot]
 

@@ -16,11 +16,11 @@ from golden import (
     split,
 )
 
-from statemigrate import _format
-from statemigrate._codec import compress_chunk, pack_data
-from statemigrate._encode import SectionInput, encode_snapshot
 from statemigrate._errors import SnapshotError
-from statemigrate._format import FLAG_AUTHENTICATED, assemble, open_snapshot
+from statemigrate._snapshot import _format
+from statemigrate._snapshot._codec import compress_chunk, pack_data
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._format import FLAG_AUTHENTICATED, assemble, open_snapshot
 
 OTHER_KEY = b"not the golden key, also public"
 

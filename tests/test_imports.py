@@ -16,12 +16,9 @@ NOT_AT_START_UP = (
     "hypothesis",
     "obstore",
     "pytest",
-    "statemigrate._cli",
-    "statemigrate._graphcheck",
-    "statemigrate._makemigration",
-    "statemigrate._schemadiff",
-    "statemigrate._schemalock",
+    "statemigrate.cli",
     "statemigrate.demo",
+    "statemigrate.evolution",
     "statemigrate.reference",
     "statemigrate.testing",
 )
@@ -57,7 +54,7 @@ def test_importing_the_library_and_the_handoff_loads_no_tooling() -> None:
 
 
 def test_the_lazy_names_are_the_modules_own() -> None:
-    from statemigrate import _makemigration, _schemalock
+    from statemigrate.evolution import _makemigration, _schemalock
 
     assert statemigrate.make_migration is _makemigration.make_migration
     assert statemigrate.MigrationStub is _makemigration.MigrationStub

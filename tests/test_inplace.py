@@ -24,9 +24,9 @@ from plain_helpers import same_plain
 from typing_extensions import TypedDict
 
 import statemigrate as sm
-from statemigrate import _inplace
 from statemigrate._errors import ValidationError
-from statemigrate._schema import SchemaVersion
+from statemigrate._model import _inplace
+from statemigrate._model._schema import SchemaVersion
 
 
 class Color(enum.StrEnum):

@@ -13,10 +13,10 @@ from pydantic import AliasChoices, BaseModel, Field
 from typing_extensions import TypedDict
 
 from statemigrate._errors import MigrationCheckError, RegistrationError
-from statemigrate._makemigration import MigrationStub, make_migration
-from statemigrate._registry import Registry
-from statemigrate._schemadiff import diff_schemas
-from statemigrate._schemalock import freeze_schemas
+from statemigrate._model._registry import Registry
+from statemigrate.evolution._makemigration import MigrationStub, make_migration
+from statemigrate.evolution._schemadiff import diff_schemas
+from statemigrate.evolution._schemalock import freeze_schemas
 from statemigrate.reference import SCHEMAS, build_registry
 from statemigrate.testing import check_migrations
 

@@ -67,6 +67,23 @@ def test_the_wheel_ships_the_configured_folders_byte_for_byte(wheel: Path) -> No
     assert shipped == expected
 
 
+def test_the_version_is_written_once(wheel: Path) -> None:
+    """The wheel's metadata, ``statemigrate.__version__`` and a snapshot's producer all
+    read statemigrate/_version.py; pyproject.toml names no version of its own."""
+    from statemigrate import __version__
+    from statemigrate._snapshot._header import Producer
+
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        project = tomllib.load(handle)["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
+        lines = archive.read(metadata).decode().splitlines()
+    assert f"Version: {__version__}" in lines
+    assert Producer.current("svc").library == f"statemigrate {__version__}"
+    assert (ROOT / "statemigrate" / "_version.py").read_text().count(__version__) == 1
+
+
 def _run(site: Path, cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     # PYTHONPATH puts the unpacked wheel ahead of the editable install of the checkout.
     env = {**os.environ, "PYTHONPATH": str(site)}

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from statemigrate._plaindata import copy_plain, is_plain, to_plain
+from statemigrate._model._plaindata import copy_plain, is_plain, to_plain
 
 plain_leaves = (
     st.none()

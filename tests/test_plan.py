@@ -12,7 +12,7 @@ from hypothesis import find, given
 from hypothesis import strategies as st
 
 from statemigrate._errors import LossyMigrationError, NoMigrationPathError, RegistrationError
-from statemigrate._plan import Plan, Step, plan_path, reachable
+from statemigrate._model._plan import Plan, Step, plan_path, reachable
 
 Planner = Callable[[list[Step], int, int], Plan]
 

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import find, given
 from hypothesis import strategies as st
 
-from statemigrate._component import export_component, import_component
 from statemigrate._errors import LossyMigrationError
-from statemigrate._plaindata import copy_plain, is_plain
-from statemigrate._plan import Plan, Step
-from statemigrate._registry import Registry
+from statemigrate._model._component import export_component, import_component
+from statemigrate._model._plaindata import copy_plain, is_plain
+from statemigrate._model._plan import Plan, Step
+from statemigrate._model._registry import Registry
 from statemigrate.reference import (
     COMPONENT,
     MIGRATIONS_DIR,
@@ -311,7 +311,7 @@ OLD_CODE = textwrap.dedent(
     """
     import sys
     import msgpack
-    from statemigrate._component import export_component
+    from statemigrate._model._component import export_component
     from statemigrate.reference import KVCacheV1, build_registry
 
     cache = KVCacheV1()

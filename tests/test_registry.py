@@ -12,15 +12,15 @@ import pytest
 from pydantic import BaseModel
 from typing_extensions import TypedDict
 
-import statemigrate._registry as registry_module
-from statemigrate._component import component_spec
+import statemigrate._model._registry as registry_module
 from statemigrate._errors import (
     LossyMigrationError,
     NoMigrationPathError,
     RegistrationError,
     UnknownComponentError,
 )
-from statemigrate._registry import Registry, migratable, migration, schema
+from statemigrate._model._component import component_spec
+from statemigrate._model._registry import Registry, migratable, migration, schema
 
 
 class V1(TypedDict):
@@ -54,6 +54,20 @@ def fresh_default(monkeypatch: pytest.MonkeyPatch) -> Registry:
     replacement = Registry()
     monkeypatch.setattr(registry_module, "default_registry", replacement)
     return replacement
+
+
+def test_a_copy_holds_the_same_versions_and_steps_and_grows_apart() -> None:
+    original = sample()
+    copy = original.copy()
+    assert copy is not original
+    assert copy.components() == ["cache"] and copy.versions("cache") == [1, 2]
+    assert copy.steps("cache") == original.steps("cache")
+    assert copy.schema_for("cache", 2) is original.schema_for("cache", 2)
+    copy.add_schema("cache", 3, V2)
+    copy.add_migration("cache", 2, 3, same)
+    copy.add_schema("other", 1, V1)
+    assert original.versions("cache") == [1, 2] and original.components() == ["cache"]
+    assert len(original.steps("cache")) == 2 and len(copy.steps("cache")) == 3
 
 
 # --- registration errors ------------------------------------------------------------------
@@ -245,14 +259,14 @@ def write(folder: Path, name: str, body: str) -> None:
 
 
 UP = """
-from statemigrate._registry import migration
+from statemigrate._model._registry import migration
 
 @migration("cache", 1, 2)
 def up(data):
     return data
 """
 DOWN = """
-from statemigrate._registry import migration
+from statemigrate._model._registry import migration
 
 @migration("cache", 2, 1, lossy=("entries",))
 def down(data):
@@ -311,7 +325,7 @@ def test_module_may_define_dataclass_schemas(tmp_path: Path) -> None:
         """
         from __future__ import annotations
         import dataclasses
-        from statemigrate._registry import schema
+        from statemigrate._model._registry import schema
 
         @schema("points", version=1)
         @dataclasses.dataclass

@@ -29,8 +29,8 @@ from restore_children.components import (
     validation_failpoint,
 )
 
-import statemigrate._restore as restore_module
-import statemigrate._service as service_module
+import statemigrate._runtime._restore as restore_module
+import statemigrate._runtime._service as service_module
 from statemigrate import (
     LossyMigrationError,
     Registry,
@@ -43,10 +43,10 @@ from statemigrate import (
     import_component,
     migratable,
 )
-from statemigrate._encode import SectionInput, encode_snapshot
-from statemigrate._header import Producer
-from statemigrate._plaindata import copy_plain
-from statemigrate._plan import Step
+from statemigrate._model._plaindata import copy_plain
+from statemigrate._model._plan import Step
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._header import Producer
 from statemigrate.reference import COMPONENT, KVCacheV1, KVCacheV2, KVCacheV3
 
 REGISTRY = build_registry()

@@ -11,9 +11,9 @@ import pytest
 from pydantic import BaseModel
 from typing_extensions import TypedDict
 
-import statemigrate._restore as restore_module
+import statemigrate._runtime._restore as restore_module
 from statemigrate import Registry, RestoreError, Service, export_component
-from statemigrate._plaindata import copy_plain
+from statemigrate._model._plaindata import copy_plain
 
 NAME = "rollback-test"
 

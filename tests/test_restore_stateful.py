@@ -29,7 +29,7 @@ from restore_children.components import (
     validation_failpoint,
 )
 
-import statemigrate._restore as restore_module
+import statemigrate._runtime._restore as restore_module
 from statemigrate import RestoreError, Service, SnapshotError
 
 NOW = 1_000.0

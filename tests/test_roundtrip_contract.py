@@ -27,7 +27,7 @@ from statemigrate import (
     Service,
     StateMigrateError,
 )
-from statemigrate._compare import first_difference
+from statemigrate._model._compare import first_difference
 
 S = TypeVar("S")
 

@@ -22,8 +22,8 @@ from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from statemigrate._errors import RegistrationError, ValidationError
-from statemigrate._plaindata import is_plain
-from statemigrate._schema import SchemaVersion, canonical_json_schema
+from statemigrate._model._plaindata import is_plain
+from statemigrate._model._schema import SchemaVersion, canonical_json_schema
 
 # --- fingerprints -------------------------------------------------------------------------
 
@@ -34,7 +34,7 @@ SOURCE = textwrap.dedent(
     from typing import Literal
     from pydantic import BaseModel, Field
     from typing_extensions import TypedDict
-    from statemigrate._schema import SchemaVersion
+    from statemigrate._model._schema import SchemaVersion
 
     class Mode(enum.Enum):
         A = "a"

@@ -18,9 +18,9 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 from statemigrate._errors import RegistrationError
-from statemigrate._plan import Step
-from statemigrate._registry import Registry
-from statemigrate._schemalock import (
+from statemigrate._model._plan import Step
+from statemigrate._model._registry import Registry
+from statemigrate.evolution._schemalock import (
     LockReport,
     check_schemas,
     freeze_schemas,
@@ -129,7 +129,7 @@ def test_frozen_text_is_canonical_sorted_and_the_same_in_another_process() -> No
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
     code = (
         "import sys\n"
-        "from statemigrate._schemalock import schema_text\n"
+        "from statemigrate.evolution._schemalock import schema_text\n"
         "from statemigrate.reference import build_registry\n"
         "sys.stdout.write(schema_text(build_registry().schema_for('kvcache', 3)))\n"
     )

@@ -38,9 +38,9 @@ from statemigrate import (
     migratable,
     open_snapshot,
 )
-from statemigrate._encode import SectionInput, encode_snapshot
-from statemigrate._header import Producer
-from statemigrate._service import GENERATION_LIMIT, choose_versions
+from statemigrate._runtime._service import GENERATION_LIMIT, choose_versions
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._header import Producer
 from statemigrate.reference import KVCacheV1, KVCacheV2, KVCacheV3
 from statemigrate.reference import build_registry as reference_registry
 

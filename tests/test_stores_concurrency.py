@@ -16,8 +16,8 @@ from _store_helpers.broken import InPlaceStore, UnlockedStore
 from _store_helpers.payload import Torn, check_payload, make_payload
 from _store_helpers.procs import Writer
 
-from statemigrate import StoreError, _io
-from statemigrate.stores import TmpfsStore
+from statemigrate import StoreError
+from statemigrate.stores import TmpfsStore, _syscalls
 
 GOOD_PREVIOUS = make_payload(1, 2_000)
 GOOD = make_payload(2, 200_000)
@@ -102,7 +102,7 @@ def test_a_read_at_every_step_of_a_commit_is_complete(base: Path, temp_files: st
                     finally:
                         busy.on = False
 
-            with _io.failpoint(1, persistent=True, action=read_now):
+            with _syscalls.failpoint(1, persistent=True, action=read_now):
                 store.commit(NEW)
         finally:
             reader.close()
@@ -126,7 +126,7 @@ def test_a_snapshot_replaced_after_it_was_opened_is_still_read_whole(base: Path)
         def replace(op: str) -> None:
             os.rename(newer, directory / "current")
 
-        with _io.failpoint(2, action=replace) as fp:  # just before the reader's fstat
+        with _syscalls.failpoint(2, action=replace) as fp:  # just before the reader's fstat
             assert store.open() == GOOD
         assert fp.tripped == ["fstat"]
         assert store.open() == NEW
@@ -150,7 +150,7 @@ def test_reader_checker_catches_an_in_place_writer(base: Path) -> None:
                     if writes == 2:
                         verdicts.append(read_verdict(reader.open))
 
-            with _io.failpoint(1, persistent=True, action=read_between_halves):
+            with _syscalls.failpoint(1, persistent=True, action=read_between_halves):
                 writer.commit(NEW)
     finally:
         writer.close()
@@ -311,7 +311,7 @@ def test_a_swap_just_before_open_is_caught_by_fstat(base: Path) -> None:
     directory, victim = setup_store(base)
     with TmpfsStore(directory) as store:
         for bad in make_bad(directory, victim):
-            with _io.failpoint(1, action=lambda op, bad=bad: swap_in(directory, bad)):
+            with _syscalls.failpoint(1, action=lambda op, bad=bad: swap_in(directory, bad)):
                 verdict = read_verdict(store.open)
             swap_out(directory, bad)
             assert verdict == ("refused", 0), bad

@@ -15,8 +15,8 @@ from _store_helpers import scaled, scratch_dir, temp_names
 from _store_helpers.payload import Torn, check_payload, make_payload
 from _store_helpers.procs import Zygote
 
-from statemigrate import StoreError, _io
-from statemigrate.stores import TmpfsStore
+from statemigrate import StoreError
+from statemigrate.stores import TmpfsStore, _syscalls
 
 
 @pytest.fixture
@@ -146,10 +146,10 @@ def test_orphans_after_success_and_failure(base: Path) -> None:
         store.commit(make_payload(1, 2048))
         store.commit(make_payload(2, 2048))
         assert temp_names(directory) == []
-        with _io.failpoint() as trace:
+        with _syscalls.failpoint() as trace:
             store.commit(make_payload(3, 2048))
         first_write = trace.ops.index("write") + 1
-        with _io.failpoint(first_write, persistent=True), pytest.raises(StoreError) as info:
+        with _syscalls.failpoint(first_write, persistent=True), pytest.raises(StoreError) as info:
             store.commit(make_payload(4, 2048))
         assert info.value.op == "write"
         assert len(temp_names(directory)) == 1

@@ -17,8 +17,8 @@ from _store_helpers import open_fds, scratch_dir, temp_names
 from _store_helpers.broken import FsyncRetryStore, LeakyStore
 from _store_helpers.payload import make_payload
 
-from statemigrate import StoreError, _io
-from statemigrate.stores import TmpfsStore
+from statemigrate import StoreError
+from statemigrate.stores import TmpfsStore, _syscalls
 
 OLD_PREVIOUS = make_payload(1, 3_000)
 OLD = make_payload(2, 5_000)
@@ -49,7 +49,7 @@ def fresh_store(directory: Path, temp_files: str) -> TmpfsStore:
 
 def commit_ops(directory: Path, temp_files: str, data: object = NEW) -> list[str]:
     """The operations a successful commit of ``data`` makes, in order."""
-    with fresh_store(directory, temp_files) as store, _io.failpoint() as trace:
+    with fresh_store(directory, temp_files) as store, _syscalls.failpoint() as trace:
         store.commit(data)  # type: ignore[arg-type]
     return trace.ops
 
@@ -70,7 +70,7 @@ def failpoint_problems(
     problems: list[str] = []
     fds = open_fds()
     error: StoreError | None = None
-    with _io.failpoint(k, errno=code, persistent=persistent) as fp:
+    with _syscalls.failpoint(k, errno=code, persistent=persistent) as fp:
         try:
             store.commit(NEW)
         except StoreError as exc:
@@ -140,7 +140,7 @@ def test_a_failure_after_publication_says_so(base: Path, temp_files: str) -> Non
     last_fsync = len(ops) - ops[::-1].index("fsync")
     assert last_fsync > publish_position(ops)
     with fresh_store(directory, temp_files) as store:
-        with _io.failpoint(last_fsync), pytest.raises(StoreError) as info:
+        with _syscalls.failpoint(last_fsync), pytest.raises(StoreError) as info:
             store.commit(NEW)
         assert info.value.op == "fsync"
         assert "already been published" in str(info.value)
@@ -155,7 +155,7 @@ def test_failpoint_checker_catches_a_store_without_cleanup(base: Path) -> None:
     store = LeakyStore(directory)
     try:
         store.commit(OLD)
-        with _io.failpoint() as trace:
+        with _syscalls.failpoint() as trace:
             store.commit(NEW)
         store.commit(OLD)
         k = trace.ops.index("write") + 1
@@ -187,7 +187,7 @@ def test_short_writes_are_completed(base: Path, temp_files: str) -> None:
     for k in writes:
         with fresh_store(directory, temp_files) as store:
             fds = open_fds()
-            with _io.failpoint(k, action="short_write") as fp:
+            with _syscalls.failpoint(k, action="short_write") as fp:
                 store.commit(chunks)
             assert fp.tripped == ["write"]
             assert fp.ops.count("write") == 4  # the short one was continued by one more
@@ -195,7 +195,7 @@ def test_short_writes_are_completed(base: Path, temp_files: str) -> None:
             assert open_fds() == fds
     with fresh_store(directory, temp_files) as store:
         fds = open_fds()
-        with _io.failpoint(writes[0], action="short_write", persistent=True), \
+        with _syscalls.failpoint(writes[0], action="short_write", persistent=True), \
                 pytest.raises(StoreError) as info:
             store.commit(chunks)
         assert info.value.op == "write"
@@ -209,7 +209,7 @@ def fsync_failure_problems(store: _Committing, directory: Path, k: int) -> list[
     """The C3 checker: EIO on the fsync at position k must end the commit: no second
     fsync, no rename or link afterwards, no temp file, OLD still the latest."""
     problems: list[str] = []
-    with _io.failpoint(k, errno=errno.EIO) as fp:
+    with _syscalls.failpoint(k, errno=errno.EIO) as fp:
         try:
             store.commit(NEW)
             problems.append("commit succeeded after its fsync failed")
@@ -247,7 +247,7 @@ def test_fsync_checker_catches_a_store_that_retries_fsync(base: Path) -> None:
     store = FsyncRetryStore(directory)
     try:
         store.commit(OLD)
-        with _io.failpoint() as trace:
+        with _syscalls.failpoint() as trace:
             store.commit(OLD)
         problems = fsync_failure_problems(store, directory, trace.ops.index("fsync") + 1)
     finally:
@@ -285,12 +285,12 @@ def test_failing_any_operation_of_an_open_leaks_nothing(base: Path, code: int) -
     names it, and leaks no descriptor; the store reads normally afterwards."""
     directory = base / "store"
     with fresh_store(directory, "auto") as store:
-        with _io.failpoint() as trace:
+        with _syscalls.failpoint() as trace:
             store.open()
         assert trace.ops == ["open", "fstat", "read", "read", "close"]
         for k in range(1, len(trace.ops) + 1):
             fds = open_fds()
-            with _io.failpoint(k, errno=code), pytest.raises(StoreError) as info:
+            with _syscalls.failpoint(k, errno=code), pytest.raises(StoreError) as info:
                 store.open()
             assert (info.value.op, info.value.errno) == (trace.ops[k - 1], code)
             assert open_fds() == fds
@@ -301,7 +301,7 @@ def test_missing_current_falls_back_to_previous(base: Path) -> None:
     """A reader that finds no 'current' (a commit stopped between its two renames)
     reads 'previous'."""
     with fresh_store(base / "store", "auto") as store:
-        with _io.failpoint(1, errno=errno.ENOENT) as fp:
+        with _syscalls.failpoint(1, errno=errno.ENOENT) as fp:
             assert store.open() == OLD_PREVIOUS
         assert fp.ops[:2] == ["open", "open"]
 
@@ -313,33 +313,33 @@ def test_failpoint_counts_every_operation_and_trips_only_where_asked(base: Path)
     """A failpoint records every operation; 'at' trips one, 'persistent' all later ones;
     nothing is recorded once it is removed."""
     path = str(base / "f")
-    with _io.failpoint(2) as once:
-        fd = _io.open_at(path, os.O_WRONLY | os.O_CREAT, dir_fd=None, where=path)
+    with _syscalls.failpoint(2) as once:
+        fd = _syscalls.open_at(path, os.O_WRONLY | os.O_CREAT, dir_fd=None, where=path)
         with pytest.raises(StoreError):
-            _io.fsync(fd, where=path)
-        _io.fsync(fd, where=path)
-        _io.close(fd, where=path)
+            _syscalls.fsync(fd, where=path)
+        _syscalls.fsync(fd, where=path)
+        _syscalls.close(fd, where=path)
     assert once.ops == ["open", "fsync", "fsync", "close"]
     assert once.tripped == ["fsync"]
-    with _io.failpoint(2, persistent=True, errno=errno.ENOSPC) as always:
-        fd = _io.open_at(path, os.O_WRONLY, dir_fd=None, where=path)
+    with _syscalls.failpoint(2, persistent=True, errno=errno.ENOSPC) as always:
+        fd = _syscalls.open_at(path, os.O_WRONLY, dir_fd=None, where=path)
         for _ in range(3):
             with pytest.raises(StoreError) as info:
-                _io.fsync(fd, where=path)
+                _syscalls.fsync(fd, where=path)
             assert info.value.errno == errno.ENOSPC
         with pytest.raises(StoreError):
-            _io.close(fd, where=path)
+            _syscalls.close(fd, where=path)
     assert always.tripped == ["fsync", "fsync", "fsync", "close"]
-    assert _io._active is None
+    assert _syscalls._active is None
 
 
 def test_injected_close_failure_still_closes(base: Path) -> None:
     """Like Linux, a close that reports an error has released the descriptor anyway."""
     path = str(base / "f")
     fds = open_fds()
-    fd = _io.open_at(path, os.O_WRONLY | os.O_CREAT, dir_fd=None, where=path)
-    with _io.failpoint(1), pytest.raises(StoreError) as info:
-        _io.close(fd, where=path)
+    fd = _syscalls.open_at(path, os.O_WRONLY | os.O_CREAT, dir_fd=None, where=path)
+    with _syscalls.failpoint(1), pytest.raises(StoreError) as info:
+        _syscalls.close(fd, where=path)
     assert info.value.op == "close"
     assert open_fds() == fds
 
@@ -347,10 +347,10 @@ def test_injected_close_failure_still_closes(base: Path) -> None:
 def test_failpoints_do_not_nest_and_call_actions() -> None:
     """A second failpoint is refused; a callable action runs and the operation goes on."""
     seen: list[str] = []
-    with _io.failpoint(1, action=seen.append):
-        with pytest.raises(RuntimeError), _io.failpoint():
+    with _syscalls.failpoint(1, action=seen.append):
+        with pytest.raises(RuntimeError), _syscalls.failpoint():
             pass
-        st = _io.fstat(0, where="stdin")
+        st = _syscalls.fstat(0, where="stdin")
     assert seen == ["fstat"]
     assert st.st_mode
 
@@ -363,6 +363,6 @@ def test_read_all_detects_a_file_that_changed_size(base: Path) -> None:
         fd = os.open(path, os.O_RDONLY)
         try:
             with pytest.raises(StoreError, match="changed while being read"):
-                _io.read_all(fd, size, where=str(path))
+                _syscalls.read_all(fd, size, where=str(path))
         finally:
             os.close(fd)

@@ -18,8 +18,16 @@ import xxhash
 from _store_helpers import open_fds, scratch_dir
 from _store_helpers.payload import make_payload
 
-from statemigrate import StoreError, _io
-from statemigrate.stores import MemfdRef, MemfdStore, MemoryStore, SnapshotRef, Store, open_memfd
+from statemigrate import StoreError
+from statemigrate.stores import (
+    MemfdRef,
+    MemfdStore,
+    MemoryStore,
+    SnapshotRef,
+    Store,
+    _syscalls,
+    open_memfd,
+)
 from statemigrate.stores._memfd import SEALS
 
 CHILD = str(Path(__file__).resolve().parent / "_store_helpers" / "memfd_child.py")
@@ -242,14 +250,14 @@ def test_store_keeps_latest_two_and_closes_older() -> None:
 def test_failing_any_operation_of_a_memfd_commit(code: int, persistent: bool) -> None:
     """C2 for memfds: failing the k-th operation of a commit raises a StoreError that
     names it, closes the new memfd (0 leaks), and the latest snapshot stays."""
-    with MemfdStore() as store, _io.failpoint() as trace:
+    with MemfdStore() as store, _syscalls.failpoint() as trace:
         store.commit([OLD, NEW])
     assert trace.ops == ["memfd_create", "write", "write", "seal"]
     with MemfdStore() as store:
         store.commit(OLD)
         for k in range(1, len(trace.ops) + 1):
             fds = open_fds()
-            with _io.failpoint(k, errno=code, persistent=persistent), \
+            with _syscalls.failpoint(k, errno=code, persistent=persistent), \
                     pytest.raises(StoreError) as info:
                 store.commit([OLD, NEW])
             assert (info.value.op, info.value.errno) == (trace.ops[k - 1], code)

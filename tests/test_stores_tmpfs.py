@@ -16,8 +16,8 @@ from _store_helpers import open_fds, run_bounded, scratch_dir, temp_names
 from _store_helpers.payload import check_payload, make_payload
 
 import statemigrate.stores as stores
-from statemigrate import StoreError, _io
-from statemigrate.stores import MemoryStore, SnapshotRef, Store, TmpfsRef, TmpfsStore
+from statemigrate import StoreError
+from statemigrate.stores import MemoryStore, SnapshotRef, Store, TmpfsRef, TmpfsStore, _syscalls
 
 GOOD_PREVIOUS = make_payload(1, 2_000)
 GOOD = make_payload(2, 3_000)
@@ -158,19 +158,19 @@ def test_auto_mode_falls_back_to_named_temp_files(base: Path) -> None:
     """When open(O_TMPFILE) is refused (EOPNOTSUPP), 'auto' commits through a named
     temp file from then on."""
     with TmpfsStore(base / "s") as store:
-        with _io.failpoint() as trace:
+        with _syscalls.failpoint() as trace:
             store.commit(GOOD)
         assert "link" in trace.ops
         tmpfile_open = [i for i, op in enumerate(trace.ops) if op == "open"][1] + 1
-        with _io.failpoint(tmpfile_open, errno=errno.EOPNOTSUPP):
+        with _syscalls.failpoint(tmpfile_open, errno=errno.EOPNOTSUPP):
             store.commit(NEW)
         assert store.open() == NEW
-        with _io.failpoint() as trace:
+        with _syscalls.failpoint() as trace:
             store.commit(GOOD)
         assert "link" not in trace.ops and trace.ops.count("rename") == 2
         assert store.open() == GOOD
     with TmpfsStore(base / "t", temp_files="anonymous") as strict:
-        with _io.failpoint(tmpfile_open, errno=errno.EOPNOTSUPP), \
+        with _syscalls.failpoint(tmpfile_open, errno=errno.EOPNOTSUPP), \
                 pytest.raises(StoreError) as info:
             strict.commit(GOOD)
         assert info.value.errno == errno.EOPNOTSUPP

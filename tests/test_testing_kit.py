@@ -28,9 +28,9 @@ from typing_extensions import TypedDict
 
 import statemigrate.testing as kit
 from statemigrate._errors import MigrationCheckError, StateMigrateError, ValidationError
-from statemigrate._plaindata import is_plain, to_plain
-from statemigrate._registry import Registry
-from statemigrate._schema import SchemaVersion
+from statemigrate._model._plaindata import is_plain, to_plain
+from statemigrate._model._registry import Registry
+from statemigrate._model._schema import SchemaVersion
 from statemigrate.reference import SCHEMAS, build_registry
 from statemigrate.testing import (
     CheckReport,

@@ -41,8 +41,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from statemigrate._errors import HandoffError, StateMigrateError
-from statemigrate._report import SnapshotReport
-from statemigrate._service import Service
+from statemigrate._runtime._report import SnapshotReport
+from statemigrate._runtime._service import Service
 from statemigrate.handoff import Drainer, hand_over, inherit, take_over
 from statemigrate.reference import KVCacheV1, KVCacheV3, build_registry
 

@@ -44,8 +44,8 @@ from statemigrate._errors import (
     NoMigrationPathError,
     RestoreError,
 )
-from statemigrate._report import RestoreReport, SnapshotReport
-from statemigrate._service import Service, choose_versions
+from statemigrate._runtime._report import RestoreReport, SnapshotReport
+from statemigrate._runtime._service import Service, choose_versions
 from statemigrate.handoff._report import HandoffReport
 from statemigrate.handoff._successor import DEFAULT_MAX_SNAPSHOT, Inheritance
 from statemigrate.handoff._upgrade import upgrade

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from statemigrate._registry import Registry
+from statemigrate._model._registry import Registry
 from statemigrate.reference._cache import KVCacheV1, KVCacheV2, KVCacheV3
 from statemigrate.reference._schemas import (
     COMPONENT,

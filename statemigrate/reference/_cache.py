@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from statemigrate._registry import migratable
+from statemigrate._model._registry import migratable
 from statemigrate.reference._schemas import (
     COMPONENT,
     EntryV2,

@@ -18,7 +18,7 @@ from typing import Annotated
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from statemigrate._registry import Registry
+from statemigrate._model._registry import Registry
 
 __all__ = [
     "COMPONENT",

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import ClassVar, Protocol, Self, runtime_checkable
 
-from statemigrate import _io
 from statemigrate._errors import StoreError
+from statemigrate.stores import _syscalls
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -158,5 +158,5 @@ def write_bounded(fd: int, data: Buffer | Iterable[Buffer], *, max_size: int, wh
             raise StoreError(
                 "write", where, f"snapshot exceeds max_size {max_size} (at least {total} bytes)"
             )
-        _io.write_all(fd, view, where=where)
+        _syscalls.write_all(fd, view, where=where)
     return total

@@ -22,8 +22,8 @@ import stat
 from collections import deque
 from collections.abc import Iterable
 
-from statemigrate import _io
 from statemigrate._errors import StoreError
+from statemigrate.stores import _syscalls
 from statemigrate.stores._base import (
     DEFAULT_MAX_SIZE,
     Buffer,
@@ -85,26 +85,26 @@ def open_memfd(
         view = _map_checked(fd, max_size, where)
     except BaseException:
         if close_fd:
-            _io.close_quietly(fd)
+            _syscalls.close_quietly(fd)
         raise
     if close_fd:
-        _io.close(fd, where=where)
+        _syscalls.close(fd, where=where)
     return view
 
 
 def _map_checked(fd: int, max_size: int, where: str) -> bytes | memoryview:
-    st = _io.fstat(fd, where=where)
+    st = _syscalls.fstat(fd, where=where)
     kind = stat.S_IFMT(st.st_mode)
     if kind != stat.S_IFREG:
         what = _KINDS.get(kind, "not a regular file")
         raise StoreError("open", where, f"is {what}, not a memfd; refusing it")
-    target = _io.readlink(f"/proc/self/fd/{fd}", where=where)
+    target = _syscalls.readlink(f"/proc/self/fd/{fd}", where=where)
     if not target.startswith("/memfd:"):
         raise StoreError(
             "open", where, f"is {target!r}, not a memfd; refusing it (seals alone do not"
             " prove it is one)",
         )
-    seals = _io.get_seals(fd, where=where)
+    seals = _syscalls.get_seals(fd, where=where)
     missing = SEALS & ~seals
     if missing:
         names = "|".join(name for bit, name in _SEAL_NAMES.items() if missing & bit)
@@ -116,7 +116,7 @@ def _map_checked(fd: int, max_size: int, where: str) -> bytes | memoryview:
         raise too_large("open", where, st.st_size, max_size)
     if st.st_size == 0:
         return b""  # mmap cannot map zero bytes
-    return memoryview(_io.mmap_readonly(fd, st.st_size, where=where))
+    return memoryview(_syscalls.mmap_readonly(fd, st.st_size, where=where))
 
 
 class MemfdRef(Closing):
@@ -219,7 +219,7 @@ class MemfdStore(Closing):
         if self._closed:
             raise StoreError("commit", f"memfd:{self._name}", "the store is closed")
         where = f"memfd:{self._name}"
-        fd = _io.memfd_create(
+        fd = _syscalls.memfd_create(
             self._name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING, where=where
         )
         try:
@@ -227,9 +227,9 @@ class MemfdStore(Closing):
             # write(2), never a writable mapping: F_SEAL_WRITE is refused while a
             # shared writable mapping exists.
             size = write_bounded(fd, data, max_size=self._max_size, where=where)
-            _io.add_seals(fd, SEALS, where=where)
+            _syscalls.add_seals(fd, SEALS, where=where)
         except BaseException:
-            _io.close_quietly(fd)
+            _syscalls.close_quietly(fd)
             raise
         ref = MemfdRef(fd, size, max_size=self._max_size)
         self._refs.append(ref)

@@ -43,8 +43,8 @@ import stat
 from collections.abc import Iterable
 from typing import Literal
 
-from statemigrate import _io
 from statemigrate._errors import StoreError
+from statemigrate.stores import _syscalls
 from statemigrate.stores._base import (
     DEFAULT_MAX_SIZE,
     Buffer,
@@ -53,7 +53,7 @@ from statemigrate.stores._base import (
     check_max_size,
     write_bounded,
 )
-from statemigrate.stores._private import check_file, open_private_directory
+from statemigrate.stores._safedir import check_file, open_private_directory
 
 __all__ = ["CURRENT", "LOCK", "PREVIOUS", "TEMP_PATTERN", "TempFiles", "TmpfsRef", "TmpfsStore"]
 
@@ -180,9 +180,9 @@ class TmpfsStore(Closing):
                 if size is None:
                     size = self._commit_named(data, progress)
             except BaseException:
-                _io.close_quietly(lock_fd)
+                _syscalls.close_quietly(lock_fd)
                 raise
-            _io.close(lock_fd, where=self._where(LOCK))  # releases the lock
+            _syscalls.close(lock_fd, where=self._where(LOCK))  # releases the lock
         except StoreError as exc:
             if not progress.published:
                 raise
@@ -258,7 +258,7 @@ class TmpfsStore(Closing):
         """Commit through an O_TMPFILE file; None if the file system cannot make one."""
         where = self._where("(new snapshot)")
         try:
-            fd = _io.open_at(".", _ANONYMOUS_FLAGS, dir_fd=self._dir_fd, where=where)
+            fd = _syscalls.open_at(".", _ANONYMOUS_FLAGS, dir_fd=self._dir_fd, where=where)
         except StoreError as exc:
             if self._auto and exc.errno in _NO_TMPFILE:
                 _log.info("%s: O_TMPFILE is not supported, using named temporary files",
@@ -267,38 +267,38 @@ class TmpfsStore(Closing):
                 return None
             raise
         try:
-            _io.fchmod(fd, 0o600, where=where)  # exact, whatever the umask
+            _syscalls.fchmod(fd, 0o600, where=where)  # exact, whatever the umask
             size = self._write(fd, data, where)
-            _io.fsync(fd, where=where)
+            _syscalls.fsync(fd, where=where)
             self._keep_current_as_previous()
-            _io.link_fd_at(fd, CURRENT, dir_fd=self._dir_fd, where=self._where(CURRENT))
+            _syscalls.link_fd_at(fd, CURRENT, dir_fd=self._dir_fd, where=self._where(CURRENT))
             progress.published = True
-            _io.fsync(self._dir_fd, where=self._path)
+            _syscalls.fsync(self._dir_fd, where=self._path)
         except BaseException:
             # The file has no name: closing it is all the cleanup there is.
-            _io.close_quietly(fd)
+            _syscalls.close_quietly(fd)
             raise
-        _io.close(fd, where=where)
+        _syscalls.close(fd, where=where)
         return size
 
     def _commit_named(self, data: Buffer | Iterable[Buffer], progress: _Progress) -> int:
         """Commit through a ``.tmp.<pid>.<random>`` file renamed to ``current``."""
         name = self._temp_name()
         where = self._where(name)
-        fd = _io.open_at(name, _NAMED_FLAGS, dir_fd=self._dir_fd, where=where)
+        fd = _syscalls.open_at(name, _NAMED_FLAGS, dir_fd=self._dir_fd, where=where)
         try:
             try:
-                _io.fchmod(fd, 0o600, where=where)
+                _syscalls.fchmod(fd, 0o600, where=where)
                 size = self._write(fd, data, where)
-                _io.fsync(fd, where=where)
+                _syscalls.fsync(fd, where=where)
             except BaseException:
-                _io.close_quietly(fd)
+                _syscalls.close_quietly(fd)
                 raise
-            _io.close(fd, where=where)
+            _syscalls.close(fd, where=where)
             self._keep_current_as_previous()
-            _io.rename_at(name, CURRENT, dir_fd=self._dir_fd, where=self._where(CURRENT))
+            _syscalls.rename_at(name, CURRENT, dir_fd=self._dir_fd, where=self._where(CURRENT))
             progress.published = True
-            _io.fsync(self._dir_fd, where=self._path)
+            _syscalls.fsync(self._dir_fd, where=self._path)
         except BaseException:
             if not progress.published:
                 self._discard(name)
@@ -312,18 +312,18 @@ class TmpfsStore(Closing):
         """Rename ``current`` to ``previous``, if there is a ``current`` fit to keep."""
         where = self._where(CURRENT)
         try:
-            st = _io.lstat_at(CURRENT, dir_fd=self._dir_fd, where=where)
+            st = _syscalls.lstat_at(CURRENT, dir_fd=self._dir_fd, where=where)
         except StoreError as exc:
             if exc.errno == errno.ENOENT:
                 return  # the first commit, or the last one stopped between its renames
             raise
         # Something planted at 'current' is refused rather than kept as 'previous'.
         check_file(st, op="rename", where=where)
-        _io.rename_at(CURRENT, PREVIOUS, dir_fd=self._dir_fd, where=self._where(PREVIOUS))
+        _syscalls.rename_at(CURRENT, PREVIOUS, dir_fd=self._dir_fd, where=self._where(PREVIOUS))
 
     def _discard(self, name: str) -> None:
         try:
-            _io.unlink_at(name, dir_fd=self._dir_fd, where=self._where(name))
+            _syscalls.unlink_at(name, dir_fd=self._dir_fd, where=self._where(name))
         except StoreError as exc:
             _log.warning(
                 "could not remove %s (%s); the next TmpfsStore on %s removes it",
@@ -338,12 +338,12 @@ class TmpfsStore(Closing):
     def _lock(self) -> int:
         """Open and flock the lock file; closing the returned descriptor unlocks."""
         where = self._where(LOCK)
-        fd = _io.open_at(LOCK, _LOCK_FLAGS, dir_fd=self._dir_fd, where=where)
+        fd = _syscalls.open_at(LOCK, _LOCK_FLAGS, dir_fd=self._dir_fd, where=where)
         try:
-            check_file(_io.fstat(fd, where=where), op="lock", where=where)
-            _io.flock(fd, fcntl.LOCK_EX, where=where)
+            check_file(_syscalls.fstat(fd, where=where), op="lock", where=where)
+            _syscalls.flock(fd, fcntl.LOCK_EX, where=where)
         except BaseException:
-            _io.close_quietly(fd)
+            _syscalls.close_quietly(fd)
             raise
         return fd
 
@@ -360,13 +360,13 @@ class TmpfsStore(Closing):
             return 0
         removed = 0
         try:
-            for name in _io.listdir(self._dir_fd, where=self._path):
+            for name in _syscalls.listdir(self._dir_fd, where=self._path):
                 if TEMP_PATTERN.match(name) and self._remove_orphan(name):
                     removed += 1
         except StoreError as exc:
             _log.warning("not looking for leftover temporary files: %s", exc)
         finally:
-            _io.close_quietly(lock_fd)
+            _syscalls.close_quietly(lock_fd)
         if removed:
             _log.warning("%s: removed %d temporary file(s) left by an interrupted commit",
                          self._path, removed)
@@ -375,12 +375,12 @@ class TmpfsStore(Closing):
     def _remove_orphan(self, name: str) -> bool:
         where = self._where(name)
         try:
-            st = _io.lstat_at(name, dir_fd=self._dir_fd, where=where)
+            st = _syscalls.lstat_at(name, dir_fd=self._dir_fd, where=where)
             if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
                 # Not something a commit of ours could have left: not ours to delete.
                 _log.warning("leaving %s alone: not a regular file of ours", where)
                 return False
-            _io.unlink_at(name, dir_fd=self._dir_fd, where=where)
+            _syscalls.unlink_at(name, dir_fd=self._dir_fd, where=where)
         except StoreError as exc:
             if exc.errno != errno.ENOENT:
                 _log.warning("could not remove %s: %s", where, exc.detail)
@@ -391,16 +391,16 @@ class TmpfsStore(Closing):
 
     def _read(self, name: str) -> bytes:
         where = self._where(name)
-        fd = _io.open_at(name, _READ_FLAGS, dir_fd=self._dir_fd, where=where)
+        fd = _syscalls.open_at(name, _READ_FLAGS, dir_fd=self._dir_fd, where=where)
         try:
             # Check what was opened, not the path: the name may have changed since.
-            st = _io.fstat(fd, where=where)
+            st = _syscalls.fstat(fd, where=where)
             check_file(st, op="open", where=where, max_size=self._max_size, opened=True)
-            data = _io.read_all(fd, st.st_size, where=where)
+            data = _syscalls.read_all(fd, st.st_size, where=where)
         except BaseException:
-            _io.close_quietly(fd)
+            _syscalls.close_quietly(fd)
             raise
-        _io.close(fd, where=where)
+        _syscalls.close(fd, where=where)
         return data
 
     def _require_open(self, op: str) -> int:

@@ -38,8 +38,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import FailedHealthCheck, Flaky, HypothesisException, Unsatisfiable
 
 from statemigrate._errors import MigrationCheckError
-from statemigrate._plan import Step
-from statemigrate._registry import Registry
+from statemigrate._model._plan import Step
+from statemigrate._model._registry import Registry
 from statemigrate.testing._properties import PROPERTIES, Broken, comparable_pairs, simple_paths
 from statemigrate.testing._strategies import DEFAULT_MAX_SIZE, Form, from_schema
 

@@ -114,7 +114,7 @@ class ChecksFile(pytest.File):
 
     def collect(self) -> Iterator[pytest.Item]:
         """Yield the schema-lock item (if configured) and one item per check."""
-        from statemigrate._config import ProjectConfig, load_registry
+        from statemigrate.evolution._config import ProjectConfig, load_registry
 
         spec = _setting(self.config, _REGISTRY)
         root = self.config.rootpath
@@ -194,7 +194,7 @@ class _LockItem(_StatemigrateItem):
         self.migrations = migrations
 
     def runtest(self) -> None:
-        from statemigrate._schemalock import check_schemas
+        from statemigrate.evolution._schemalock import check_schemas
 
         report = check_schemas(self.registry, self.schemas, migrations=self.migrations)
         if not report.ok:

@@ -15,21 +15,49 @@ import datetime
 import decimal
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pydantic
 
 from statemigrate._errors import StateMigrateError
-from statemigrate._plaindata import copy_plain, is_plain
-from statemigrate._plan import Step
-from statemigrate._registry import Registry
+from statemigrate._model._plaindata import copy_plain, is_plain
+from statemigrate._model._plan import Step
+from statemigrate._model._registry import Registry
 
-if TYPE_CHECKING:
-    from statemigrate.testing._checks import MigrationCheck
-
-__all__ = ["PROPERTIES", "Broken", "comparable_pairs", "exact_differences", "simple_paths"]
+__all__ = [
+    "PROPERTIES",
+    "Broken",
+    "Subject",
+    "comparable_pairs",
+    "exact_differences",
+    "simple_paths",
+]
 
 _MISSING = object()
+
+
+class Subject(Protocol):
+    """What a property reads of the check it runs for: a
+    :class:`~statemigrate.testing.MigrationCheck` is one, and the properties need no more.
+    """
+
+    @property
+    def component(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def target(self) -> int | None: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def steps(self) -> tuple[Step, ...]: ...
+
+    @property
+    def paths(self) -> tuple[tuple[Step, ...], ...]: ...
 
 
 class Broken(Exception):
@@ -81,7 +109,7 @@ def _normalized(registry: Registry, step: Step, data: Any, version: int, example
         ) from exc
 
 
-def _step_property(check: MigrationCheck, x: Any) -> None:
+def _step_property(check: Subject, x: Any) -> None:
     (step,) = check.steps
     registry = check.registry
     y = _normalized(registry, step, _apply(step, x, x, "step"), step.target, x)
@@ -115,7 +143,7 @@ def _step_property(check: MigrationCheck, x: Any) -> None:
             )
 
 
-def _paths_property(check: MigrationCheck, x: Any) -> None:
+def _paths_property(check: Subject, x: Any) -> None:
     registry = check.registry
     outcomes: list[tuple[tuple[Step, ...], Any]] = []
     for path in check.paths:
@@ -138,10 +166,10 @@ def _paths_property(check: MigrationCheck, x: Any) -> None:
             )
 
 
-def _snapshot_property(check: MigrationCheck, state: Any) -> str | None:
+def _snapshot_property(check: Subject, state: Any) -> str | None:
     # Imported here: the service pulls in the codec and the stores, which the step and
     # path checks do not need.
-    from statemigrate._service import Service
+    from statemigrate._runtime._service import Service
     from statemigrate.stores import MemoryStore
 
     registry, component, version = check.registry, check.component, check.version
@@ -228,7 +256,7 @@ def _unclear_refusal(message: str, component: str, version: int) -> str:
     return "; ".join(lacking)
 
 
-PROPERTIES: dict[str, Callable[[MigrationCheck, Any], str | None]] = {
+PROPERTIES: dict[str, Callable[[Subject, Any], str | None]] = {
     "step": _step_property,
     "paths": _paths_property,
     "snapshot": _snapshot_property,

@@ -47,8 +47,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import ResolutionFailed
 
 from statemigrate._errors import ValidationError
-from statemigrate._registry import Registry
-from statemigrate._schema import SchemaVersion
+from statemigrate._model._registry import Registry
+from statemigrate._model._schema import SchemaVersion
 
 __all__ = ["DEFAULT_MAX_SIZE", "Form", "from_schema", "plain_data", "states", "strategies_for"]
 
@@ -659,5 +659,5 @@ def _bound(node: Node, inclusive: str, exclusive: str, nudge: int, default: int)
 
 def _data_key(name: str, field: Node) -> str:
     """The key under which the plain form holds a field, and validation reads it back:
-    its Python name, whatever its aliases (see ``statemigrate._export``)."""
+    its Python name, whatever its aliases (see ``statemigrate._model._export``)."""
     return name

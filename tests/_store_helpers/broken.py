@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 
-from statemigrate import _io
-from statemigrate.stores import TmpfsStore
+from statemigrate.stores import TmpfsStore, _syscalls
 
 
 class InPlaceStore:
@@ -23,12 +22,12 @@ class InPlaceStore:
 
     def commit(self, data: bytes) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = _io.open_at("current", flags, dir_fd=self._dir_fd, where="current")
+        fd = _syscalls.open_at("current", flags, dir_fd=self._dir_fd, where="current")
         view = memoryview(data)
         half = len(view) // 2
-        _io.write_all(fd, view[:half], where="current")
-        _io.write_all(fd, view[half:], where="current")
-        _io.close(fd, where="current")
+        _syscalls.write_all(fd, view[:half], where="current")
+        _syscalls.write_all(fd, view[half:], where="current")
+        _syscalls.close(fd, where="current")
 
     def close(self) -> None:
         os.close(self._dir_fd)
@@ -45,11 +44,11 @@ class LeakyStore:
     def commit(self, data: bytes) -> None:
         name = f".tmp.{os.getpid()}.{secrets.token_hex(8)}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = _io.open_at(name, flags, dir_fd=self._dir_fd, where=name)
-        _io.write_all(fd, memoryview(data), where=name)
-        _io.fsync(fd, where=name)
-        _io.close(fd, where=name)
-        _io.rename_at(name, "current", dir_fd=self._dir_fd, where="current")
+        fd = _syscalls.open_at(name, flags, dir_fd=self._dir_fd, where=name)
+        _syscalls.write_all(fd, memoryview(data), where=name)
+        _syscalls.fsync(fd, where=name)
+        _syscalls.close(fd, where=name)
+        _syscalls.rename_at(name, "current", dir_fd=self._dir_fd, where="current")
 
     def open(self) -> bytes:
         fd = os.open("current", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._dir_fd)
@@ -69,16 +68,16 @@ class FsyncRetryStore(LeakyStore):
     def commit(self, data: bytes) -> None:
         name = f".tmp.{os.getpid()}.{secrets.token_hex(8)}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = _io.open_at(name, flags, dir_fd=self._dir_fd, where=name)
+        fd = _syscalls.open_at(name, flags, dir_fd=self._dir_fd, where=name)
         try:
-            _io.write_all(fd, memoryview(data), where=name)
+            _syscalls.write_all(fd, memoryview(data), where=name)
             try:
-                _io.fsync(fd, where=name)
+                _syscalls.fsync(fd, where=name)
             except Exception:
-                _io.fsync(fd, where=name)  # the retry "succeeds": the dirty pages are gone
+                _syscalls.fsync(fd, where=name)  # the retry "succeeds": the dirty pages are gone
         finally:
-            _io.close_quietly(fd)
-        _io.rename_at(name, "current", dir_fd=self._dir_fd, where="current")
+            _syscalls.close_quietly(fd)
+        _syscalls.rename_at(name, "current", dir_fd=self._dir_fd, where="current")
 
 
 class UnlockedStore(TmpfsStore):

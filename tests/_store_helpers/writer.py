@@ -43,9 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _store_helpers.broken import InPlaceStore
 from _store_helpers.payload import check_payload, make_payload
-from statemigrate import _io
 from statemigrate._errors import StoreError
-from statemigrate.stores import TmpfsStore
+from statemigrate.stores import TmpfsStore, _syscalls
 
 
 def emit(line: str) -> None:
@@ -80,7 +79,7 @@ def run_writer(directory: str, kind: str, seed: int, pause: str | None) -> None:
             emit("paused")
             time.sleep(600)  # killed long before this ends
 
-    with _io.failpoint(1, persistent=True, action=hook) if pause else _nothing():
+    with _syscalls.failpoint(1, persistent=True, action=hook) if pause else _nothing():
         while True:
             generation += 1
             commit_no += 1

@@ -37,8 +37,8 @@ from statemigrate import (
     import_component,
     migratable,
 )
-from statemigrate._plan import Step
-from statemigrate._schema import SchemaVersion
+from statemigrate._model._plan import Step
+from statemigrate._model._schema import SchemaVersion
 from statemigrate.reference import COMPONENT, MIGRATIONS_DIR, KVCacheV3, register_schemas
 from statemigrate.reference import build_registry as build_reference_registry
 

@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from statemigrate import Registry
-from statemigrate._schema import SchemaVersion
+from statemigrate._model._schema import SchemaVersion
 from statemigrate.testing import from_schema
 from zoo import models, records
 

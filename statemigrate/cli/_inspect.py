@@ -11,11 +11,11 @@ import sys
 from types import TracebackType
 from typing import Any, TextIO
 
-from statemigrate._cli_objects import add_store_argument, open_source
-from statemigrate._cli_source import read_key
 from statemigrate._errors import SnapshotError
-from statemigrate._format import Snapshot
-from statemigrate._header import SectionInfo
+from statemigrate._snapshot._format import Snapshot
+from statemigrate._snapshot._header import SectionInfo
+from statemigrate.cli._objects import add_store_argument, open_source
+from statemigrate.cli._source import read_key
 from statemigrate.stores import ObjectRef
 
 __all__ = [

@@ -14,10 +14,10 @@ import errno
 from pathlib import Path
 from typing import Any, TextIO
 
-from statemigrate._cli_registry import add_registry_arguments
-from statemigrate._config import ProjectConfig, find_config, load_registry
 from statemigrate._errors import RegistrationError, StoreError
-from statemigrate._registry import Registry
+from statemigrate._model._registry import Registry
+from statemigrate.cli._registry import add_registry_arguments
+from statemigrate.evolution._config import ProjectConfig, find_config, load_registry
 
 __all__ = [
     "add_evolution_parsers",
@@ -143,7 +143,7 @@ def _migrations_dir(args: argparse.Namespace, config: ProjectConfig) -> Path | N
 
 def freeze_command(args: argparse.Namespace, out: TextIO) -> int:
     """Freeze every registered schema version that has no frozen file yet."""
-    from statemigrate._schemalock import freeze_schemas, shown
+    from statemigrate.evolution._schemalock import freeze_schemas, shown
 
     config = find_config()
     folder = _schemas_dir(args, config)
@@ -165,7 +165,7 @@ def freeze_command(args: argparse.Namespace, out: TextIO) -> int:
 
 def schemas_check_command(args: argparse.Namespace, out: TextIO) -> int:
     """Check the registry against the frozen schemas; print a markdown report."""
-    from statemigrate._schemalock import check_schemas, load_failure_report
+    from statemigrate.evolution._schemalock import check_schemas, load_failure_report
 
     config = find_config()
     folder = _schemas_dir(args, config)
@@ -186,7 +186,7 @@ def schemas_check_command(args: argparse.Namespace, out: TextIO) -> int:
 
 def makemigration_command(args: argparse.Namespace, out: TextIO) -> int:
     """Write (or print) the migrations module for the component's schema change."""
-    from statemigrate._makemigration import make_migration
+    from statemigrate.evolution._makemigration import make_migration
 
     config = find_config()
     registry = _registry(args, config)

@@ -13,8 +13,8 @@ import errno
 import os
 import stat
 
-from statemigrate import _io
 from statemigrate._errors import StoreError
+from statemigrate.stores import _syscalls
 from statemigrate.stores._base import too_large
 
 __all__ = ["check_file", "open_private_directory"]
@@ -78,7 +78,7 @@ def open_private_directory(path: str) -> int:
     """Create (0700) or open the snapshot directory and check that it is private to us."""
     created = False
     try:
-        _io.mkdir(path, 0o700, where=path)
+        _syscalls.mkdir(path, 0o700, where=path)
         created = True
     except StoreError as exc:
         if exc.errno == errno.ENOENT:
@@ -88,7 +88,7 @@ def open_private_directory(path: str) -> int:
         if exc.errno != errno.EEXIST:
             raise
     try:
-        fd = _io.open_at(path, _DIR_FLAGS, dir_fd=None, where=path)
+        fd = _syscalls.open_at(path, _DIR_FLAGS, dir_fd=None, where=path)
     except StoreError as exc:
         if exc.errno in (errno.ENOTDIR, errno.ELOOP):
             # O_DIRECTORY|O_NOFOLLOW reports a symbolic link as ENOTDIR: say which it is.
@@ -103,8 +103,8 @@ def open_private_directory(path: str) -> int:
     try:
         if created:
             # mkdir's mode went through the umask; make it exactly 0700.
-            _io.fchmod(fd, 0o700, where=path)
-        st = _io.fstat(fd, where=path)
+            _syscalls.fchmod(fd, 0o700, where=path)
+        st = _syscalls.fstat(fd, where=path)
         euid = os.geteuid()
         if st.st_uid != euid:
             raise StoreError(
@@ -118,6 +118,6 @@ def open_private_directory(path: str) -> int:
                 " to its owner (0700)",
             )
     except BaseException:
-        _io.close_quietly(fd)
+        _syscalls.close_quietly(fd)
         raise
     return fd

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from statemigrate._plan import Step, reachable
+from statemigrate._model._plan import Step, reachable
 
 __all__ = [
     "DeclaredStep",

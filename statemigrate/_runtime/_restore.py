@@ -31,14 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from statemigrate._codec import pack_data
-from statemigrate._component import (
-    component_state,
-    export_component,
-    import_component,
-    importable_state,
-    plain_state,
-)
 from statemigrate._errors import (
     LossyMigrationError,
     NoMigrationPathError,
@@ -47,15 +39,45 @@ from statemigrate._errors import (
     StateMigrateError,
     UnknownComponentError,
 )
-from statemigrate._format import Snapshot
-from statemigrate._report import ComponentRestore, RestoreReport
+from statemigrate._model._component import (
+    ComponentSpec,
+    component_state,
+    export_component,
+    import_component,
+    importable_state,
+    plain_state,
+)
+from statemigrate._runtime._report import ComponentRestore, RestoreReport
+from statemigrate._snapshot._codec import pack_data
+from statemigrate._snapshot._format import Snapshot
 
 if TYPE_CHECKING:
-    from statemigrate._service import Registered
+    from statemigrate._model._registry import Registry
 
-__all__ = ["run_restore"]
+__all__ = ["Registered", "run_restore"]
 
 logger = logging.getLogger("statemigrate")
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """A live component instance held by a service."""
+
+    obj: object
+    spec: ComponentSpec
+    instance: str
+    registry: Registry
+    """Where this component's schemas and steps are found."""
+
+    @property
+    def component(self) -> str:
+        """The component name."""
+        return self.spec.component
+
+    @property
+    def key(self) -> str:
+        """``component/instance``."""
+        return f"{self.spec.component}/{self.instance}"
 
 
 @dataclass(slots=True)

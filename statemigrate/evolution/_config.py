@@ -20,9 +20,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from statemigrate import _registry
 from statemigrate._errors import RegistrationError
-from statemigrate._registry import Registry
+from statemigrate._model import _registry
+from statemigrate._model._registry import Registry
 
 __all__ = ["ConfigError", "ProjectConfig", "find_config", "load_registry"]
 
@@ -173,7 +173,7 @@ def load_registry(
 
     Migrations are loaded into a copy, never into the registry found: the command line
     can then run any number of times in one process (tests, a service calling
-    :func:`~statemigrate._cli.main`) without registering the same steps twice, and the
+    :func:`~statemigrate.cli._main.main`) without registering the same steps twice, and the
     process's own registries stay as its code made them.
 
     Raises:
@@ -191,22 +191,14 @@ def load_registry(
         target = _resolve(spec)
         if migrations is None:
             return target
-        target = _copy(target)
+        target = target.copy()
         target.load_migrations(migrations)
         return target
     folder = migrations or config.migrations
-    target = _copy(_registry.default_registry)
+    target = _registry.default_registry.copy()
     if folder is not None:
         target.load_migrations(folder)
     return target
-
-
-def _copy(registry: Registry) -> Registry:
-    """A new registry holding the same schemas and steps (which are immutable)."""
-    copy = Registry()
-    with registry._lock:
-        copy._schemas, copy._steps = registry._save()
-    return copy
 
 
 def _import(module: str) -> object:

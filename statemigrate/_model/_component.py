@@ -2,7 +2,9 @@
 
 ``@migratable("sessions", version=2)`` marks a class as a component whose live state
 follows schema version 2 of ``"sessions"``. The mark is a small frozen
-:class:`ComponentSpec` stored on the class as ``__statemigrate__``.
+:class:`ComponentSpec` stored on the class as ``__statemigrate__``; it names the
+registry it was bound to, so it lives with the registry (``_registry``) and is
+re-exported here. This module exports and imports the state of marked objects.
 
 A component class may define either or both of::
 
@@ -21,16 +23,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, cast
 
 from statemigrate._errors import RegistrationError
-from statemigrate._plan import check_component, check_version
-from statemigrate._schema import SchemaVersion
+from statemigrate._model._registry import (
+    ComponentSpec,
+    Registry,
+    bind_component,
+    component_spec,
+    is_migratable,
+)
+from statemigrate._model._schema import SchemaVersion
 
-if TYPE_CHECKING:
-    from statemigrate._registry import Registry
-
+# The mark's names are re-exported: callers find everything about components here.
 __all__ = [
     "ComponentSpec",
     "bind_component",
@@ -43,86 +48,7 @@ __all__ = [
     "plain_state",
 ]
 
-C = TypeVar("C")
-
-SPEC_ATTRIBUTE = "__statemigrate__"
 _MISSING = object()
-
-
-@dataclass(frozen=True)
-class ComponentSpec:
-    """What ``@migratable`` records about a component class.
-
-    Attributes:
-        component: the component name.
-        version: the schema version the class's live state follows.
-        registry: the registry the class was bound to, or ``None`` when it was marked by
-            the module-level decorator outside any migrations load: then whoever handles
-            the component chooses (a service passes its registry, otherwise the default
-            registry is used).
-    """
-
-    component: str
-    version: int
-    registry: Registry | None = field(default=None, compare=False)
-
-    def resolve(self, registry: Registry | None = None) -> Registry:
-        """Return the registry to use: ``registry`` if given, else the bound one, else
-        the default registry."""
-        if registry is not None:
-            return registry
-        if self.registry is not None:
-            return self.registry
-        from statemigrate._registry import default_registry  # circular at import time
-
-        return default_registry
-
-    def schema(self, registry: Registry | None = None) -> SchemaVersion:
-        """Return the schema version of the live state.
-
-        Raises:
-            UnknownComponentError: the registry has no schema for this version.
-        """
-        return self.resolve(registry).schema_for(self.component, self.version)
-
-
-def bind_component(cls: type[C], spec: ComponentSpec) -> type[C]:
-    """Mark ``cls`` with ``spec``; the work behind every ``migratable`` decorator.
-
-    The schema version need not be registered yet (modules may register schemas after
-    the class is defined); :meth:`ComponentSpec.schema` raises when it is still missing.
-
-    Raises:
-        RegistrationError: ``cls`` is not a class, or the name or version is invalid.
-    """
-    if not isinstance(cls, type):
-        raise RegistrationError(f"@migratable decorates classes, not {cls!r}")
-    check_component(spec.component)
-    check_version(spec.version)
-    setattr(cls, SPEC_ATTRIBUTE, spec)
-    return cls
-
-
-def is_migratable(obj: object) -> bool:
-    """Tell whether ``obj`` (a class or an instance) is marked ``@migratable``."""
-    owner = obj if isinstance(obj, type) else type(obj)
-    return isinstance(getattr(owner, SPEC_ATTRIBUTE, None), ComponentSpec)
-
-
-def component_spec(obj: object) -> ComponentSpec:
-    """Return the :class:`ComponentSpec` of a migratable class or instance.
-
-    Raises:
-        RegistrationError: the class was not marked with ``@migratable``.
-    """
-    owner = obj if isinstance(obj, type) else type(obj)
-    spec = getattr(owner, SPEC_ATTRIBUTE, None)
-    if not isinstance(spec, ComponentSpec):
-        raise RegistrationError(
-            f"{owner.__qualname__} is not a migratable component; decorate it with"
-            " @migratable(component, version=N)"
-        )
-    return spec
 
 
 def export_component(

@@ -1,7 +1,7 @@
 """Where the command line reads snapshots and keys from: a path, or ``fd:N``.
 
 A snapshot file is read in two steps. First its 32-byte preamble alone, which
-:func:`~statemigrate._format.open_snapshot` checks as it checks any snapshot (magic,
+:func:`~statemigrate._snapshot._format.open_snapshot` checks as it checks any snapshot (magic,
 preamble checksum, format version, flags, key, and the declared total length against
 the reader's limit); only then, if the file is exactly as long as it declares, is the
 whole of it read, into one buffer of that size. So a file of the wrong kind or size
@@ -19,7 +19,7 @@ import os
 import stat
 
 from statemigrate._errors import SnapshotError, StoreError
-from statemigrate._format import PREAMBLE_SIZE, DecodeLimits, Snapshot, open_snapshot
+from statemigrate._snapshot._format import PREAMBLE_SIZE, DecodeLimits, Snapshot, open_snapshot
 
 __all__ = [
     "MAX_FD",

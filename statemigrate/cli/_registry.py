@@ -7,11 +7,6 @@ import os
 from pathlib import Path
 from typing import Any, TextIO
 
-from statemigrate._cli_inspect import Progress, add_key_argument, printable
-from statemigrate._cli_objects import add_store_argument, commit_to_url, is_object_url, open_source
-from statemigrate._cli_source import read_key
-from statemigrate._config import find_config, load_registry
-from statemigrate._encode import SectionInput, encode_snapshot
 from statemigrate._errors import (
     RegistrationError,
     StateMigrateError,
@@ -19,9 +14,14 @@ from statemigrate._errors import (
     UnknownComponentError,
     ValidationError,
 )
-from statemigrate._header import Producer
-from statemigrate._plan import Plan
-from statemigrate._registry import Registry
+from statemigrate._model._plan import Plan
+from statemigrate._model._registry import Registry
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._header import Producer
+from statemigrate.cli._inspect import Progress, add_key_argument, printable
+from statemigrate.cli._objects import add_store_argument, commit_to_url, is_object_url, open_source
+from statemigrate.cli._source import read_key
+from statemigrate.evolution._config import find_config, load_registry
 
 __all__ = [
     "add_registry_arguments",

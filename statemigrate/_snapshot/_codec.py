@@ -39,7 +39,7 @@ import ormsgpack
 import zstandard
 
 from statemigrate._errors import SnapshotError, SnapshotErrorKind
-from statemigrate._plaindata import find_not_plain
+from statemigrate._model._plaindata import find_not_plain
 
 __all__ = [
     "CONTAINER_ALLOWANCE",

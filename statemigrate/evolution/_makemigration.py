@@ -11,7 +11,7 @@ what the last release wrote. The *live* shape is found in this order:
    but another schema, the type was edited in place: the stub is written for the next
    number, and a note says to register the edited type under it and restore the old.
 
-:func:`~statemigrate._schemadiff.diff_schemas` lists the changes; this module turns
+:func:`~statemigrate.evolution._schemadiff.diff_schemas` lists the changes; this module turns
 them into a migrations module with an upgrade and a downgrade step. Fields added with a
 default, optional fields, removed fields and declared renames become code, and the
 direction that drops a field is declared lossy with the field's path. Anything else
@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from statemigrate._errors import RegistrationError
-from statemigrate._registry import Registry
-from statemigrate._schema import SchemaVersion
-from statemigrate._schemadiff import Change, FieldPath, alias_hints, diff_schemas
-from statemigrate._schemalock import frozen_versions, read_frozen, scan_migrations, shown
+from statemigrate._model._registry import Registry
+from statemigrate._model._schema import SchemaVersion
+from statemigrate.evolution._schemadiff import Change, FieldPath, alias_hints, diff_schemas
+from statemigrate.evolution._schemalock import frozen_versions, read_frozen, scan_migrations, shown
 
 __all__ = ["MigrationStub", "make_migration", "render_migration"]
 

@@ -1,5 +1,9 @@
 """The migration registry: schema versions and steps per component, and the decorators.
 
+It also holds the mark ``@migratable`` leaves on a component class
+(:class:`ComponentSpec`), since the mark names the registry that resolves it; exporting
+and importing a marked object's state is :mod:`statemigrate._model._component`'s job.
+
 A :class:`Registry` holds, for each component, its schema versions and the migration
 steps between them, and plans a path between any two versions. Registration errors
 (duplicates, self-loops, invalid versions) are raised at registration time, so a
@@ -30,12 +34,12 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from statemigrate._component import ComponentSpec, bind_component
 from statemigrate._errors import RegistrationError, UnknownComponentError
-from statemigrate._plan import (
+from statemigrate._model._plan import (
     Plan,
     Step,
     StepFunc,
@@ -44,9 +48,19 @@ from statemigrate._plan import (
     plan_path,
     reachable,
 )
-from statemigrate._schema import SchemaVersion
+from statemigrate._model._schema import SchemaVersion
 
-__all__ = ["Registry", "default_registry", "migratable", "migration", "schema"]
+__all__ = [
+    "ComponentSpec",
+    "Registry",
+    "bind_component",
+    "component_spec",
+    "default_registry",
+    "is_migratable",
+    "migratable",
+    "migration",
+    "schema",
+]
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -58,6 +72,8 @@ Lossy = bool | Iterable[str]
 # Each loaded migrations module gets a fresh module name, so loading the same directory
 # into two registries runs its code twice instead of reusing the first import.
 _load_serial = itertools.count(1)
+
+SPEC_ATTRIBUTE = "__statemigrate__"
 
 
 class Registry:
@@ -225,7 +241,7 @@ class Registry:
 
         The plan avoids lossy steps whenever a loss-free path exists, then takes the
         fewest steps; ties are broken the same way every time (see
-        :func:`~statemigrate._plan.plan_path`). ``source == target`` gives an empty plan.
+        :func:`~statemigrate._model._plan.plan_path`). ``source == target`` gives an empty plan.
 
         Raises:
             UnknownComponentError: nothing is registered for ``component``.
@@ -314,6 +330,18 @@ class Registry:
                 raise
         return loaded
 
+    def copy(self) -> Registry:
+        """Return a new registry holding the same schema versions and steps.
+
+        Schema versions and steps are immutable and shared; what is registered or
+        loaded into the copy afterwards leaves this registry as it was. The command
+        line loads a migrations directory into a copy of a configured registry this way.
+        """
+        copy = Registry()
+        with self._lock:
+            copy._schemas, copy._steps = self._save()
+        return copy
+
     def _save(
         self,
     ) -> tuple[dict[str, dict[int, SchemaVersion]], dict[str, dict[tuple[int, int], Step]]]:
@@ -324,6 +352,80 @@ class Registry:
 
 default_registry = Registry()
 """The registry the module-level decorators use unless told otherwise."""
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """What ``@migratable`` records about a component class.
+
+    Attributes:
+        component: the component name.
+        version: the schema version the class's live state follows.
+        registry: the registry the class was bound to, or ``None`` when it was marked by
+            the module-level decorator outside any migrations load: then whoever handles
+            the component chooses (a service passes its registry, otherwise the default
+            registry is used).
+    """
+
+    component: str
+    version: int
+    registry: Registry | None = field(default=None, compare=False)
+
+    def resolve(self, registry: Registry | None = None) -> Registry:
+        """Return the registry to use: ``registry`` if given, else the bound one, else
+        the default registry."""
+        if registry is not None:
+            return registry
+        if self.registry is not None:
+            return self.registry
+        return default_registry
+
+    def schema(self, registry: Registry | None = None) -> SchemaVersion:
+        """Return the schema version of the live state.
+
+        Raises:
+            UnknownComponentError: the registry has no schema for this version.
+        """
+        return self.resolve(registry).schema_for(self.component, self.version)
+
+
+def bind_component(cls: type[C], spec: ComponentSpec) -> type[C]:
+    """Mark ``cls`` with ``spec``; the work behind every ``migratable`` decorator.
+
+    The schema version need not be registered yet (modules may register schemas after
+    the class is defined); :meth:`ComponentSpec.schema` raises when it is still missing.
+
+    Raises:
+        RegistrationError: ``cls`` is not a class, or the name or version is invalid.
+    """
+    if not isinstance(cls, type):
+        raise RegistrationError(f"@migratable decorates classes, not {cls!r}")
+    check_component(spec.component)
+    check_version(spec.version)
+    setattr(cls, SPEC_ATTRIBUTE, spec)
+    return cls
+
+
+def is_migratable(obj: object) -> bool:
+    """Tell whether ``obj`` (a class or an instance) is marked ``@migratable``."""
+    owner = obj if isinstance(obj, type) else type(obj)
+    return isinstance(getattr(owner, SPEC_ATTRIBUTE, None), ComponentSpec)
+
+
+def component_spec(obj: object) -> ComponentSpec:
+    """Return the :class:`ComponentSpec` of a migratable class or instance.
+
+    Raises:
+        RegistrationError: the class was not marked with ``@migratable``.
+    """
+    owner = obj if isinstance(obj, type) else type(obj)
+    spec = getattr(owner, SPEC_ATTRIBUTE, None)
+    if not isinstance(spec, ComponentSpec):
+        raise RegistrationError(
+            f"{owner.__qualname__} is not a migratable component; decorate it with"
+            " @migratable(component, version=N)"
+        )
+    return spec
 
 _loading: contextvars.ContextVar[Registry | None] = contextvars.ContextVar(
     "statemigrate_loading", default=None

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from statemigrate._cli_inspect import add_inspect_parser, printable
 from statemigrate._errors import LossyMigrationError, StateMigrateError
+from statemigrate.cli._inspect import add_inspect_parser, printable
 
 __all__ = ["main"]
 
@@ -49,11 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extensions() -> list[Callable[[argparse._SubParsersAction[_Parser]], None]]:
-    """Sub-commands that live in their own modules."""
-    from statemigrate._cli_demo import add_demo_parser
-    from statemigrate._cli_evolution import add_evolution_parsers
-    from statemigrate._cli_list import add_list_parser
-    from statemigrate._cli_registry import add_registry_parsers
+    """Sub-commands that live in their own modules (registry-backed ones)."""
+    from statemigrate.cli._demo import add_demo_parser
+    from statemigrate.cli._evolution import add_evolution_parsers
+    from statemigrate.cli._list import add_list_parser
+    from statemigrate.cli._registry import add_registry_parsers
 
     return [add_list_parser, add_registry_parsers, add_demo_parser, add_evolution_parsers]
 

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from statemigrate._cli_source import open_snapshot_source
 from statemigrate._errors import StoreError
-from statemigrate._format import DecodeLimits, Snapshot, open_snapshot
+from statemigrate._snapshot._format import DecodeLimits, Snapshot, open_snapshot
+from statemigrate.cli._source import open_snapshot_source
 from statemigrate.stores import ObjectRef, ObjectStore
 
 __all__ = [

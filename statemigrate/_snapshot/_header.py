@@ -16,7 +16,8 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
-from statemigrate._codec import MAX_CHUNK_SIZE
+from statemigrate._snapshot._codec import MAX_CHUNK_SIZE
+from statemigrate._version import __version__
 
 __all__ = ["ChunkInfo", "Producer", "SectionInfo", "SnapshotHeader", "parse_header"]
 
@@ -38,8 +39,6 @@ class Producer:
     @classmethod
     def current(cls, service: str, *, code_version: str = "") -> Producer:
         """Describe this process as the producer of a snapshot for ``service``."""
-        from statemigrate import __version__
-
         return cls(
             service=service,
             code_version=code_version,

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from statemigrate._schema import SchemaVersion
+from statemigrate._model._schema import SchemaVersion
 
 __all__ = ["Change", "ChangeKind", "FieldPath", "alias_hints", "diff_schemas"]
 

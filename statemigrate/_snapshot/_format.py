@@ -32,14 +32,14 @@ from typing import Any
 
 import xxhash
 
-from statemigrate._codec import (
+from statemigrate._errors import SnapshotError
+from statemigrate._snapshot._codec import (
     check_chunk,
     decompress_chunk,
     pack_data,
     unpack_data,
 )
-from statemigrate._errors import SnapshotError
-from statemigrate._header import (
+from statemigrate._snapshot._header import (
     SnapshotHeader,
     parse_header,
 )
@@ -257,7 +257,8 @@ class Snapshot:
         """Decode section ``index`` into plain data.
 
         Raises:
-            SnapshotError: see :meth:`read_raw` and :func:`statemigrate._codec.unpack_data`.
+            SnapshotError: see :meth:`read_raw` and
+                :func:`statemigrate._snapshot._codec.unpack_data`.
         """
         key = self.header.sections[index].key
         return unpack_data(self.read_raw(index), section=key)

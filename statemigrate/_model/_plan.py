@@ -82,7 +82,7 @@ def check_version(version: object, *, what: str = "version") -> int:
 class Step:
     """One migration step of a component, from version ``source`` to ``target``.
 
-    The function receives plain data (see :mod:`statemigrate._plaindata`) that follows
+    The function receives plain data (see :mod:`statemigrate._model._plaindata`) that follows
     the source schema and returns plain data that follows the target schema. It may
     mutate its argument in place and return it: that is several times cheaper than
     building new containers, and the restore only ever hands steps data it owns.
@@ -189,7 +189,7 @@ class Plan:
         """Run every step in order and return the data at the target version.
 
         Steps may mutate their input, so ``data`` is consumed: pass a copy
-        (:func:`~statemigrate._plaindata.copy_plain`) if the caller still needs it. A
+        (:func:`~statemigrate._model._plaindata.copy_plain`) if the caller still needs it. A
         step's exception propagates unchanged, with a note naming the step; callers that
         must know which step failed can loop over :attr:`steps` and call
         :meth:`Step.apply` themselves.

@@ -27,7 +27,7 @@ from typing import Any
 import msgpack
 import xxhash
 
-from statemigrate._codec import (
+from statemigrate._snapshot._codec import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
     ChunkCodec,
@@ -35,8 +35,14 @@ from statemigrate._codec import (
     compress_chunk,
     pack_data,
 )
-from statemigrate._format import Buffer, assemble
-from statemigrate._header import ChunkInfo, Producer, SectionInfo, SnapshotHeader, parse_header
+from statemigrate._snapshot._format import Buffer, assemble
+from statemigrate._snapshot._header import (
+    ChunkInfo,
+    Producer,
+    SectionInfo,
+    SnapshotHeader,
+    parse_header,
+)
 
 __all__ = [
     "EncodedSection",

@@ -46,8 +46,8 @@ from typing import Any
 import pydantic
 import pydantic_core
 
-from statemigrate._compare import FieldName
-from statemigrate._plaindata import INT_MAX, INT_MIN, find_not_plain, text_problem, to_plain
+from statemigrate._model._compare import FieldName
+from statemigrate._model._plaindata import INT_MAX, INT_MIN, find_not_plain, text_problem, to_plain
 
 __all__ = [
     "Exporter",

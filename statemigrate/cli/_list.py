@@ -7,9 +7,9 @@ import datetime
 import json
 from typing import Any, TextIO
 
-from statemigrate._cli_inspect import human_size, printable
-from statemigrate._cli_objects import add_store_argument, open_store
 from statemigrate._errors import StoreError
+from statemigrate.cli._inspect import human_size, printable
+from statemigrate.cli._objects import add_store_argument, open_store
 from statemigrate.stores import ObjectRef
 
 __all__ = ["add_list_parser", "describe_generations", "list_command"]

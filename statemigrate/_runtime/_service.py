@@ -9,13 +9,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from statemigrate._codec import NotPlainError, pack_data, unpack_data
-from statemigrate._compare import format_path
-from statemigrate._component import ComponentSpec, component_spec, export_component
-from statemigrate._encode import EncodedSnapshot, SectionInput, encode_snapshot
 from statemigrate._errors import (
     ConfigurationError,
     ExportError,
@@ -27,16 +22,20 @@ from statemigrate._errors import (
     StateMigrateError,
     UnknownComponentError,
 )
-from statemigrate._format import DecodeLimits, open_snapshot
-from statemigrate._header import Producer
-from statemigrate._report import CommitReport, RestoreReport, SectionReport, SnapshotReport
-from statemigrate._restore import run_restore
+from statemigrate._model._compare import format_path
+from statemigrate._model._component import component_spec, export_component
+from statemigrate._runtime._report import CommitReport, RestoreReport, SectionReport, SnapshotReport
+from statemigrate._runtime._restore import Registered, run_restore
+from statemigrate._snapshot._codec import NotPlainError, pack_data, unpack_data
+from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
+from statemigrate._snapshot._format import DecodeLimits, open_snapshot
+from statemigrate._snapshot._header import Producer
 
 if TYPE_CHECKING:
-    from statemigrate._registry import Registry
+    from statemigrate._model._registry import Registry
     from statemigrate.stores import SnapshotRef, Store
 
-__all__ = ["GENERATION_LIMIT", "Registered", "Service", "choose_versions"]
+__all__ = ["GENERATION_LIMIT", "Service", "choose_versions"]
 
 logger = logging.getLogger("statemigrate")
 
@@ -47,27 +46,6 @@ _NAME_LIMIT = 200
 GENERATION_LIMIT = 1 << 62
 
 C = TypeVar("C")
-
-
-@dataclass(frozen=True, slots=True)
-class Registered:
-    """A live component instance held by a service."""
-
-    obj: object
-    spec: ComponentSpec
-    instance: str
-    registry: Registry
-    """Where this component's schemas and steps are found."""
-
-    @property
-    def component(self) -> str:
-        """The component name."""
-        return self.spec.component
-
-    @property
-    def key(self) -> str:
-        """``component/instance``."""
-        return f"{self.spec.component}/{self.instance}"
 
 
 class Service:

@@ -17,7 +17,7 @@ graph, and reports, in a form that fits a pull-request comment:
   directory, found by reading the modules' source without running them.
 
 The graph rules and the reading of the migrations directory live in
-:mod:`statemigrate._graphcheck`; this module owns the frozen files and the report.
+:mod:`statemigrate.evolution._graphcheck`; this module owns the frozen files and the report.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from statemigrate._errors import RegistrationError
-from statemigrate._graphcheck import (
+from statemigrate._model._registry import Registry
+from statemigrate._model._schema import SchemaVersion, canonical_json_schema, fingerprint_of
+from statemigrate.evolution._graphcheck import (
     DeclaredStep,
     LockProblem,
     ProblemKind,
@@ -40,8 +42,6 @@ from statemigrate._graphcheck import (
     graph_problems,
     scan_migrations,
 )
-from statemigrate._registry import Registry
-from statemigrate._schema import SchemaVersion, canonical_json_schema, fingerprint_of
 
 __all__ = [
     "DeclaredStep",

@@ -35,11 +35,16 @@ import pydantic
 import pydantic_core
 import typing_extensions
 
-from statemigrate._compare import first_difference, format_path
 from statemigrate._errors import ExportError, RegistrationError, ValidationError
-from statemigrate._export import Exporter, NotExportable, SchemaNotExportable, compile_exporter
-from statemigrate._inplace import InPlaceChecker, compile_checker
-from statemigrate._plan import check_component, check_version
+from statemigrate._model._compare import first_difference, format_path
+from statemigrate._model._export import (
+    Exporter,
+    NotExportable,
+    SchemaNotExportable,
+    compile_exporter,
+)
+from statemigrate._model._inplace import InPlaceChecker, compile_checker
+from statemigrate._model._plan import check_component, check_version
 
 __all__ = ["SchemaKind", "SchemaVersion", "canonical_json_schema", "fingerprint_of"]
 
@@ -91,8 +96,8 @@ class SchemaVersion:
         fields: the top-level field names for record kinds, in declaration order.
         required_fields: the fields that must be present.
         in_place: the checker :meth:`adopt` uses to keep data without a copy, or None
-            when the schema has parts it does not know (see ``statemigrate._inplace``).
-        exporter: turns states into the plain form (see ``statemigrate._export``).
+            when the schema has parts it does not know (see ``statemigrate._model._inplace``).
+        exporter: turns states into the plain form (see ``statemigrate._model._export``).
     """
 
     component: str
@@ -227,7 +232,7 @@ class SchemaVersion:
         (e.g. an int past 64 bits). The caller must encode or copy the result before the
         component changes it.
 
-        Anything else is read by its declared shape (see ``statemigrate._export``) into
+        Anything else is read by its declared shape (see ``statemigrate._model._export``) into
         new plain data: models and dataclasses field by field from their attributes,
         under field names. A model or dataclass may also be given as the dict of its
         fields (what a component without ``export_state`` holds); it is validated first.
