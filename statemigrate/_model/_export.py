@@ -37,17 +37,35 @@ import dataclasses
 import datetime
 import decimal
 import enum
-import ipaddress
 import pathlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import pydantic
-import pydantic_core
-
 from statemigrate._model._compare import FieldName
-from statemigrate._model._plaindata import INT_MAX, INT_MIN, find_not_plain, text_problem, to_plain
+from statemigrate._model._export_leaves import (
+    KEY_TEXT,
+    KNOWN_CLASSES,
+    PATH_NODE,
+    SCALAR_NODES,
+    Convert,
+    Node,
+    NotExportable,
+    add_extras,
+    by_value,
+    check_class,
+    dict_of,
+    fail,
+    fields_reader,
+    kind_of,
+    list_of,
+    read_attribute,
+    read_item,
+    set_of,
+    to_bytes,
+    to_str,
+    tuple_of,
+)
 
 __all__ = [
     "Exporter",
@@ -55,18 +73,6 @@ __all__ = [
     "SchemaNotExportable",
     "compile_exporter",
 ]
-
-Path = tuple[object, ...]
-Convert = Callable[[Any], Any]
-
-
-class NotExportable(Exception):
-    """A value has no plain form. ``path`` is filled in on the way out of the tree."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.path: list[object] = []
 
 
 class SchemaNotExportable(Exception):
@@ -78,21 +84,6 @@ class SchemaNotExportable(Exception):
         self.path = tuple(path)
         self.detail = detail
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Node:
-    """One compiled converter.
-
-    Attributes:
-        convert: the value at this node to plain data.
-        identity: a valid value here already is plain data, so the whole subtree can be
-            handed to the packer as it is (the packer refuses anything not plain).
-        exact: ``convert`` is known to validate back to an equal value of the same type.
-    """
-
-    convert: Convert
-    identity: bool
-    exact: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -125,166 +116,6 @@ def compile_exporter(core_schema: Mapping[str, Any]) -> Exporter:
     return Exporter(node.convert, node.identity, node.exact)
 
 
-# --- leaves ---------------------------------------------------------------------------
-
-
-def _fail(detail: str) -> NotExportable:
-    return NotExportable(detail)
-
-
-def _kind(value: object) -> str:
-    return type(value).__qualname__
-
-
-def _int(value: Any) -> Any:
-    if type(value) is int:
-        # Past msgpack's 64 bits an integer travels as its decimal text, which lax
-        # validation parses back into the same int.
-        return value if INT_MIN <= value <= INT_MAX else str(value)
-    if isinstance(value, int):  # bool, IntEnum member: validation would give an int
-        return _int(int(value))
-    raise _fail(f"expected an int, found {_kind(value)}")
-
-
-def _float(value: Any) -> Any:
-    if type(value) is float:
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    raise _fail(f"expected a float, found {_kind(value)}")
-
-
-def _str(value: Any) -> Any:
-    if type(value) is not str:
-        if not isinstance(value, str):
-            raise _fail(f"expected a str, found {_kind(value)}")
-        value = str.__str__(value)  # a subclass, e.g. a StrEnum member in a str field
-    problem = text_problem(value)
-    if problem:
-        raise _fail(f"the string {problem}")
-    return value
-
-
-def _bool(value: Any) -> Any:
-    if type(value) is bool:
-        return value
-    raise _fail(f"expected a bool, found {_kind(value)}")
-
-
-def _bytes(value: Any) -> Any:
-    if type(value) is bytes:
-        return value
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    raise _fail(f"expected bytes, found {_kind(value)}")
-
-
-def _none(value: Any) -> Any:
-    if value is not None:
-        raise _fail(f"expected None, found {_kind(value)}")
-    return None
-
-
-def _iso(expected: type) -> Convert:
-    def convert(value: Any) -> Any:
-        if not isinstance(value, expected):
-            raise _fail(f"expected {expected.__name__}, found {_kind(value)}")
-        if expected is datetime.date and isinstance(value, datetime.datetime):
-            raise _fail("expected a date, found a datetime")
-        return pydantic_core.to_jsonable_python(value)  # ISO 8601, as pydantic writes it
-
-    return convert
-
-
-def _timedelta(value: Any) -> Any:
-    if not isinstance(value, datetime.timedelta):
-        raise _fail(f"expected a timedelta, found {_kind(value)}")
-    return pydantic_core.to_jsonable_python(value)  # ISO 8601 duration, sign included
-
-
-def _as_text(expected: type | tuple[type, ...], what: str) -> Convert:
-    def convert(value: Any) -> Any:
-        if not isinstance(value, expected):
-            raise _fail(f"expected {what}, found {_kind(value)}")
-        return str(value)
-
-    return convert
-
-
-def _any(value: Any) -> Any:
-    problem = find_not_plain(value, buffers=False)  # a bytearray would come back as bytes
-    if problem is not None:
-        path, detail = problem
-        error = _fail(
-            f"{detail} under Any, where it would not come back as it is; declare its type"
-        )
-        error.path.extend(path)
-        raise error
-    return value
-
-
-def _secret(value: Any) -> Any:
-    if isinstance(value, pydantic.SecretStr | pydantic.SecretBytes):
-        return value.get_secret_value()
-    raise _fail(f"expected a secret, found {_kind(value)}")
-
-
-def _by_value(value: Any) -> Any:
-    """Convert by the value's own type, for nodes whose shape is not known here."""
-    try:
-        return to_plain(value)
-    except TypeError as exc:
-        raise _fail(str(exc)) from exc
-
-
-_SCALAR_NODES: Mapping[str, _Node] = {
-    "int": _Node(_int, True, True),
-    "float": _Node(_float, True, True),
-    "str": _Node(_str, True, True),
-    "bool": _Node(_bool, True, True),
-    "bytes": _Node(_bytes, True, True),
-    "none": _Node(_none, True, True),
-    "any": _Node(_any, True, True),
-    "date": _Node(_iso(datetime.date), False, True),
-    "datetime": _Node(_iso(datetime.datetime), False, True),
-    "time": _Node(_iso(datetime.time), False, True),
-    "timedelta": _Node(_timedelta, False, True),
-    "decimal": _Node(_as_text(decimal.Decimal, "a Decimal"), False, True),
-    "uuid": _Node(_as_text(uuid.UUID, "a UUID"), False, True),
-    "url": _Node(_as_text(pydantic_core.Url, "a URL"), False, True),
-    "multi-host-url": _Node(_as_text(pydantic_core.MultiHostUrl, "a URL"), False, True),
-}
-
-# Classes pydantic validates through a custom (lax-or-strict) schema whose plain form is
-# known to parse back: found by the instance check inside that schema.
-_IP_TYPES = (
-    ipaddress.IPv4Address,
-    ipaddress.IPv6Address,
-    ipaddress.IPv4Network,
-    ipaddress.IPv6Network,
-    ipaddress.IPv4Interface,
-    ipaddress.IPv6Interface,
-)
-_KNOWN_CLASSES: Mapping[type, _Node] = {
-    pydantic.SecretStr: _Node(_secret, False, True),
-    pydantic.SecretBytes: _Node(_secret, False, True),
-    **{cls: _Node(_as_text(cls, cls.__name__), False, True) for cls in _IP_TYPES},
-}
-_PATH_NODE = _Node(_as_text(pathlib.PurePath, "a path"), False, True)
-
-# Key types a string parses back into under lax validation, and how to write them.
-_KEY_TEXT: Mapping[str, Convert] = {
-    "str": _str,
-    "int": lambda key: str(_int(key)),
-    "float": lambda key: repr(_float(key)),
-    "bool": lambda key: "true" if _bool(key) else "false",
-    "decimal": _as_text(decimal.Decimal, "a Decimal"),
-    "uuid": _as_text(uuid.UUID, "a UUID"),
-    "date": _iso(datetime.date),
-    "datetime": _iso(datetime.datetime),
-    "time": _iso(datetime.time),
-}
-
 # Wrappers that change nothing about the value's plain form.
 _TRANSPARENT = ("custom-error", "default")
 _VALIDATORS = ("function-after", "function-before", "function-wrap")
@@ -297,130 +128,6 @@ _REFUSED = {
 }
 
 
-# --- containers -----------------------------------------------------------------------
-
-
-def _located(error: NotExportable, step: object) -> NotExportable:
-    error.path.insert(0, step)
-    return error
-
-
-def _list(item: _Node) -> Convert:
-    convert_item = item.convert
-
-    def convert(value: Any) -> Any:
-        if isinstance(value, str | bytes | Mapping) or not hasattr(value, "__iter__"):
-            raise _fail(f"expected a sequence, found {_kind(value)}")
-        out = []
-        for index, sub in enumerate(value):
-            try:
-                out.append(convert_item(sub))
-            except NotExportable as exc:
-                raise _located(exc, index) from None
-        return out
-
-    return convert
-
-
-def _set(item: _Node) -> Convert:
-    as_list = _list(item)
-
-    def convert(value: Any) -> Any:
-        if not isinstance(value, set | frozenset):
-            raise _fail(f"expected a set, found {_kind(value)}")
-        out = as_list(value)
-        try:
-            out.sort()  # equal sets give equal bytes in every process
-        except TypeError:
-            pass  # items of mixed types: iteration order, the set still comes back
-        return out
-
-    return convert
-
-
-def _tuple(items: Sequence[_Node], variadic: int | None) -> Convert:
-    converters = [node.convert for node in items]
-
-    def pick(index: int, length: int) -> Convert:
-        if variadic is None:
-            return converters[index]
-        tail = len(converters) - variadic - 1  # positions after the variadic one
-        if index < variadic:
-            return converters[index]
-        if index >= length - tail:
-            return converters[len(converters) - (length - index)]
-        return converters[variadic]
-
-    def convert(value: Any) -> Any:
-        if not isinstance(value, tuple | list):
-            raise _fail(f"expected a tuple, found {_kind(value)}")
-        if variadic is None and len(value) != len(converters):
-            raise _fail(f"expected {len(converters)} items, found {len(value)}")
-        out = []
-        for index, sub in enumerate(value):
-            try:
-                out.append(pick(index, len(value))(sub))
-            except NotExportable as exc:
-                raise _located(exc, index) from None
-        return out
-
-    return convert
-
-
-def _dict(key: Convert, value_node: _Node) -> Convert:
-    convert_value = value_node.convert
-
-    def convert(value: Any) -> Any:
-        if not isinstance(value, Mapping):
-            raise _fail(f"expected a dict, found {_kind(value)}")
-        out: dict[str, Any] = {}
-        for name, sub in value.items():
-            try:
-                text = key(name)
-                if text in out:
-                    raise _fail(f"two keys are both written as {text!r}")
-                out[text] = convert_value(sub)
-            except NotExportable as exc:
-                raise _located(exc, name) from None
-        return out
-
-    return convert
-
-
-def _fields_reader(
-    fields: Sequence[tuple[str, _Node]],
-    read: Callable[[Any, str], Any],
-    *,
-    step: Callable[[str], object],
-) -> Callable[[Any], dict[str, Any]]:
-    """Read record fields; ``step`` renders a field in error paths (a key of a
-    ``TypedDict``, an attribute of a model or dataclass)."""
-    def convert(value: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, node in fields:
-            sub = read(value, name)
-            if sub is _MISSING:
-                continue
-            try:
-                out[name] = node.convert(sub)
-            except NotExportable as exc:
-                raise _located(exc, step(name)) from None
-        return out
-
-    return convert
-
-
-_MISSING = object()
-
-
-def _attribute(value: Any, name: str) -> Any:
-    return getattr(value, name, _MISSING)
-
-
-def _item(value: Any, name: str) -> Any:
-    return value.get(name, _MISSING)
-
-
 # --- the compiler ---------------------------------------------------------------------
 
 
@@ -429,9 +136,9 @@ class _Compiler:
 
     def __init__(self) -> None:
         self._definitions: dict[str, Mapping[str, Any]] = {}
-        self._compiled: dict[str, _Node] = {}
+        self._compiled: dict[str, Node] = {}
         self._cells: dict[str, list[Convert]] = {}  # definitions being compiled
-        self._handlers: Mapping[str, Callable[[Mapping[str, Any], list[str]], _Node]] = {
+        self._handlers: Mapping[str, Callable[[Mapping[str, Any], list[str]], Node]] = {
             "definitions": self._on_definitions,
             "definition-ref": self._on_definition_ref,
             "nullable": self._on_nullable,
@@ -454,10 +161,10 @@ class _Compiler:
             "chain": self._on_chain,
         }
 
-    def node(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def node(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         kind = str(schema.get("type"))
-        if kind in _SCALAR_NODES:
-            return _SCALAR_NODES[kind]
+        if kind in SCALAR_NODES:
+            return SCALAR_NODES[kind]
         if kind in _REFUSED:
             raise SchemaNotExportable(path, _REFUSED[kind])
         if kind in _TRANSPARENT:
@@ -466,20 +173,20 @@ class _Compiler:
             # A validator may change what it is given: the export is checked by
             # validating it back (an idempotent validator passes that check).
             inner = self.node(schema["schema"], path)
-            return _Node(inner.convert, inner.identity, False)
+            return Node(inner.convert, inner.identity, False)
         handler = self._handlers.get(kind)
         if handler is None:  # function-plain validators, custom types, json, ...
-            return _Node(_by_value, False, False)
+            return Node(by_value, False, False)
         return handler(schema, path)
 
     # definitions and references
 
-    def _on_definitions(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_definitions(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         for definition in schema["definitions"]:
             self._definitions[definition["ref"]] = definition
         return self.node(schema["schema"], path)
 
-    def _on_definition_ref(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_definition_ref(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         ref = schema["schema_ref"]
         done = self._compiled.get(ref)
         if done is not None:
@@ -493,7 +200,7 @@ class _Compiler:
             def forward(value: Any) -> Any:
                 return later[0](value)
 
-            return _Node(forward, True, True)
+            return Node(forward, True, True)
         cell: list[Convert] = []
         self._cells[ref] = cell
         definition = {key: value for key, value in self._definitions[ref].items() if key != "ref"}
@@ -505,20 +212,20 @@ class _Compiler:
 
     # optional values, literals, enums
 
-    def _on_nullable(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_nullable(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         inner = self.node(schema["schema"], path)
         convert_inner = inner.convert
 
         def convert(value: Any) -> Any:
             return None if value is None else convert_inner(value)
 
-        return _Node(convert, inner.identity, inner.exact)
+        return Node(convert, inner.identity, inner.exact)
 
-    def _on_literal(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_literal(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         plain = all(type(item) in _PLAIN_TYPES for item in schema["expected"])
-        return _Node(_by_value, plain, plain)
+        return Node(by_value, plain, plain)
 
-    def _on_enum(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_enum(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         cls = schema["cls"]
         if not all(type(member.value) in _PLAIN_TYPES for member in schema["members"]):
             raise SchemaNotExportable(
@@ -527,46 +234,46 @@ class _Compiler:
 
         def convert(value: Any) -> Any:
             if not isinstance(value, cls):
-                raise _fail(f"expected a {cls.__qualname__} member, found {_kind(value)}")
+                raise fail(f"expected a {cls.__qualname__} member, found {kind_of(value)}")
             return value.value
 
         # Combined flags are no members: their values are checked by validating back.
-        return _Node(convert, False, not issubclass(cls, enum.Flag))
+        return Node(convert, False, not issubclass(cls, enum.Flag))
 
     # containers
 
-    def _on_list(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_list(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         item = self._items(schema, path)
-        return _Node(_list(item), item.identity, item.exact)
+        return Node(list_of(item), item.identity, item.exact)
 
-    def _on_deque(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_deque(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         item = self._items(schema, path)
-        return _Node(_list(item), False, item.exact)
+        return Node(list_of(item), False, item.exact)
 
-    def _on_set(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_set(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         item = self._items(schema, path)
-        return _Node(_set(item), False, item.exact)
+        return Node(set_of(item), False, item.exact)
 
-    def _items(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _items(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         items = schema.get("items_schema")
         if items is None:
-            return _SCALAR_NODES["any"]
+            return SCALAR_NODES["any"]
         return self.node(items, [*path, "[item]"])
 
-    def _on_tuple(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_tuple(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         items = [
             self.node(item, [*path, f"[{index}]"])
             for index, item in enumerate(schema.get("items_schema", []))
         ]
         variadic = schema.get("variadic_item_index")
         if not items:
-            items, variadic = [_SCALAR_NODES["any"]], 0
-        return _Node(_tuple(items, variadic), False, all(node.exact for node in items))
+            items, variadic = [SCALAR_NODES["any"]], 0
+        return Node(tuple_of(items, variadic), False, all(node.exact for node in items))
 
-    def _on_dict(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_dict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         key, key_is_str = self._key(schema.get("keys_schema", _ANY_SCHEMA), [*path, "[key]"])
         value = self.node(schema.get("values_schema", _ANY_SCHEMA), [*path, "[value]"])
-        return _Node(_dict(key, value), key_is_str and value.identity, value.exact)
+        return Node(dict_of(key, value), key_is_str and value.identity, value.exact)
 
     def _key(self, schema: Mapping[str, Any], path: list[str]) -> tuple[Convert, bool]:
         """Return how to write a key as text, and whether keys are plain ``str``."""
@@ -576,22 +283,22 @@ class _Compiler:
         if kind == "definition-ref":
             return self._key(self._definitions[schema["schema_ref"]], path)
         if kind == "any":
-            return _str, True  # msgpack maps hold str keys only
+            return to_str, True  # msgpack maps hold str keys only
         if kind == "bytes":
-            return _bytes, True  # the decoder takes bytes keys as they are
-        if kind in _KEY_TEXT:
-            return _KEY_TEXT[str(kind)], kind == "str"
+            return to_bytes, True  # the decoder takes bytes keys as they are
+        if kind in KEY_TEXT:
+            return KEY_TEXT[str(kind)], kind == "str"
         if kind == "enum" and all(type(m.value) in (str, int) for m in schema["members"]):
             cls = schema["cls"]
 
             def enum_key(key: Any) -> str:
                 if not isinstance(key, cls):
-                    raise _fail(f"expected a {cls.__qualname__} key, found {_kind(key)}")
+                    raise fail(f"expected a {cls.__qualname__} key, found {kind_of(key)}")
                 return str(key.value)
 
             return enum_key, False
         if kind == "literal" and all(type(item) is str for item in schema["expected"]):
-            return _str, True
+            return to_str, True
         raise SchemaNotExportable(
             path,
             f"dict keys of type {_describe(schema)} cannot be stored: snapshot maps have str"
@@ -601,28 +308,28 @@ class _Compiler:
 
     # records
 
-    def _on_typed_dict(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_typed_dict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         fields = [
             (name, self.node(spec["schema"], [*path, name]))
             for name, spec in schema["fields"].items()
         ]
-        read = _fields_reader(fields, _item, step=str)
+        read = fields_reader(fields, read_item, step=str)
         allow_extra = schema.get("extra_behavior") == "allow"
         extras = self._extras(schema, path) if allow_extra else None
         names = frozenset(name for name, _ in fields)
 
         def convert(value: Any) -> Any:
             if not isinstance(value, Mapping):
-                raise _fail(f"expected a dict, found {_kind(value)}")
+                raise fail(f"expected a dict, found {kind_of(value)}")
             out = read(value)
             if extras is not None:
-                _add_extras(out, ((k, v) for k, v in value.items() if k not in names), extras)
+                add_extras(out, ((k, v) for k, v in value.items() if k not in names), extras)
             return out
 
         identity = all(node.identity for _, node in fields)
-        return _Node(convert, identity, all(node.exact for _, node in fields))
+        return Node(convert, identity, all(node.exact for _, node in fields))
 
-    def _on_model(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_model(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         cls = schema["cls"]
         inner = schema["schema"]
         if schema.get("root_model"):
@@ -630,25 +337,25 @@ class _Compiler:
             convert_root = root.convert
 
             def convert_root_model(value: Any) -> Any:
-                _check_class(value, cls)
+                check_class(value, cls)
                 return convert_root(value.root)
 
-            return _Node(convert_root_model, False, root.exact)
+            return Node(convert_root_model, False, root.exact)
         if inner.get("type") != "model-fields":
-            return _Node(_by_value, False, False)
+            return Node(by_value, False, False)
         fields = [
             (name, self.node(spec["schema"], [*path, name]))
             for name, spec in inner["fields"].items()
         ]
-        read = _fields_reader(fields, _attribute, step=FieldName)
+        read = fields_reader(fields, read_attribute, step=FieldName)
         allow_extra = schema.get("config", {}).get("extra_fields_behavior") == "allow"
         extras = self._extras(inner, path) if allow_extra else None
 
         def convert(value: Any) -> Any:
-            _check_class(value, cls)
+            check_class(value, cls)
             out = read(value)
             if extras is not None:
-                _add_extras(out, (value.__pydantic_extra__ or {}).items(), extras)
+                add_extras(out, (value.__pydantic_extra__ or {}).items(), extras)
             return out
 
         # Private attributes, post-init hooks and custom __init__ hold or make state the
@@ -656,13 +363,13 @@ class _Compiler:
         ordinary = not (
             cls.__private_attributes__ or schema.get("post_init") or schema.get("custom_init")
         )
-        return _Node(convert, False, ordinary and all(node.exact for _, node in fields))
+        return Node(convert, False, ordinary and all(node.exact for _, node in fields))
 
-    def _on_dataclass(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_dataclass(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         cls = schema["cls"]
         args = schema["schema"]
         if args.get("type") != "dataclass-args":
-            return _Node(_by_value, False, False)
+            return Node(by_value, False, False)
         fields = []
         exact = not schema.get("post_init")
         for spec in args["fields"]:
@@ -677,28 +384,28 @@ class _Compiler:
                 exact = False
                 continue
             fields.append((name, self.node(spec["schema"], [*path, name])))
-        read = _fields_reader(fields, _attribute, step=FieldName)
+        read = fields_reader(fields, read_attribute, step=FieldName)
 
         def convert(value: Any) -> Any:
-            _check_class(value, cls)
+            check_class(value, cls)
             return read(value)
 
-        return _Node(convert, False, exact and all(node.exact for _, node in fields))
+        return Node(convert, False, exact and all(node.exact for _, node in fields))
 
-    def _extras(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _extras(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         extras = schema.get("extras_schema")
-        return _SCALAR_NODES["any"] if extras is None else self.node(extras, [*path, "[extra]"])
+        return SCALAR_NODES["any"] if extras is None else self.node(extras, [*path, "[extra]"])
 
     # unions and wrappers
 
-    def _on_union(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_union(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         choices = [c[0] if isinstance(c, tuple | list) else c for c in schema["choices"]]
         return self._choices(choices, path)
 
-    def _on_tagged_union(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_tagged_union(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         return self._choices(list(schema["choices"].values()), path)
 
-    def _choices(self, choices: Sequence[Mapping[str, Any]], path: list[str]) -> _Node:
+    def _choices(self, choices: Sequence[Mapping[str, Any]], path: list[str]) -> Node:
         nodes = [self.node(choice, path) for choice in choices]
         tests = [_accepts(choice, self._definitions) for choice in choices]
 
@@ -706,7 +413,7 @@ class _Compiler:
             for test, node in zip(tests, nodes, strict=True):
                 if test(value):
                     return node.convert(value)
-            return _by_value(value)
+            return by_value(value)
 
         # Lax validation picks a member by its own rules (an ISO string fits a str
         # member before a datetime one); only unions of distinct plain scalars are sure.
@@ -715,17 +422,17 @@ class _Compiler:
             kind in _PLAIN_SCALARS and len(choice) == 1
             for kind, choice in zip(kinds, choices, strict=True)
         )
-        return _Node(convert, scalars, scalars and len(set(kinds)) == len(kinds))
+        return Node(convert, scalars, scalars and len(set(kinds)) == len(kinds))
 
-    def _on_lax_or_strict(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_lax_or_strict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         known = _known_class(_instance_class(schema.get("strict_schema", {})))
         return known or self.node(schema["lax_schema"], path)
 
-    def _on_json_or_python(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_json_or_python(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         known = _known_class(_instance_class(schema))
         return known or self.node(schema["python_schema"], path)
 
-    def _on_is_instance(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_is_instance(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         cls = schema["cls"]
         known = _known_class(cls)
         if known is not None:
@@ -737,47 +444,24 @@ class _Compiler:
             " no plain form; give it a pydantic schema or store its plain fields",
         )
 
-    def _on_chain(self, schema: Mapping[str, Any], path: list[str]) -> _Node:
+    def _on_chain(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         first = self.node(schema["steps"][0], path)
-        return _Node(first.convert, False, False)
+        return Node(first.convert, False, False)
 
 
-def _known_class(cls: object) -> _Node | None:
+def _known_class(cls: object) -> Node | None:
     if not isinstance(cls, type):
         return None
-    if cls in _KNOWN_CLASSES:
-        return _KNOWN_CLASSES[cls]
+    if cls in KNOWN_CLASSES:
+        return KNOWN_CLASSES[cls]
     if issubclass(cls, pathlib.PurePath):
-        return _PATH_NODE
+        return PATH_NODE
     return None
 
 
 _ANY_SCHEMA: Mapping[str, Any] = {"type": "any"}
 _PLAIN_TYPES = (str, int, float, bool, bytes, type(None))
 _PLAIN_SCALARS = frozenset({"int", "float", "str", "bool", "bytes", "none"})
-
-
-def _check_class(value: Any, cls: type) -> None:
-    if type(value) is not cls:
-        if isinstance(value, cls):
-            raise _fail(
-                f"holds a {_kind(value)} where {cls.__qualname__} is declared; it would come"
-                f" back as {cls.__qualname__} without its own fields: declare the subclass"
-                " (e.g. in a union)"
-            )
-        raise _fail(f"expected {cls.__qualname__}, found {_kind(value)}")
-
-
-def _add_extras(out: dict[str, Any], items: Any, extras: _Node) -> None:
-    for name, sub in items:
-        if type(name) is not str:
-            raise _fail(f"extra key {name!r} is not a str")
-        if name in out:
-            raise _fail(f"extra key {name!r} shadows a field")
-        try:
-            out[name] = extras.convert(sub)
-        except NotExportable as exc:
-            raise _located(exc, name) from None
 
 
 def _instance_class(schema: Mapping[str, Any]) -> object:
@@ -840,11 +524,14 @@ def _accepts(schema: Mapping[str, Any], definitions: Mapping[str, Any]) -> Calla
     if kind in _TYPE_TESTS:
         expected = _TYPE_TESTS[str(kind)]
         return lambda value: isinstance(value, expected)
-    cls = _instance_class(schema) if kind in ("lax-or-strict", "json-or-python") else None
+    found = None
     if kind == "lax-or-strict":
-        cls = _instance_class(schema.get("strict_schema", {}))
-    if isinstance(cls, type):
-        return lambda value: isinstance(value, cls)
+        found = _instance_class(schema.get("strict_schema", {}))
+    elif kind == "json-or-python":
+        found = _instance_class(schema)
+    if isinstance(found, type):
+        instance_of = found
+        return lambda value: isinstance(value, instance_of)
     return lambda value: True
 
 

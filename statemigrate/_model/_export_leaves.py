@@ -1,0 +1,399 @@
+"""The converters an exporter is built from: one per kind of value, each turning a value
+of its node into plain data, and raising :class:`NotExportable` with the value's path
+when it cannot. :mod:`statemigrate._model._export` picks them by reading a core schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import ipaddress
+import pathlib
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pydantic
+import pydantic_core
+
+from statemigrate._model._plaindata import (
+    INT_MAX,
+    INT_MIN,
+    find_not_plain,
+    text_problem,
+    to_plain,
+)
+
+__all__ = [
+    "Convert",
+    "IP_TYPES",
+    "KEY_TEXT",
+    "KNOWN_CLASSES",
+    "MISSING",
+    "Node",
+    "NotExportable",
+    "PATH_NODE",
+    "SCALAR_NODES",
+    "add_extras",
+    "as_text",
+    "by_value",
+    "check_class",
+    "dict_of",
+    "duration_text",
+    "fail",
+    "fields_reader",
+    "iso_text",
+    "kind_of",
+    "list_of",
+    "located",
+    "plain_as_is",
+    "read_attribute",
+    "read_item",
+    "secret_value",
+    "set_of",
+    "to_bool",
+    "to_bytes",
+    "to_float",
+    "to_int",
+    "to_none",
+    "to_str",
+    "tuple_of",
+]
+
+Convert = Callable[[Any], Any]
+
+
+class NotExportable(Exception):
+    """A value has no plain form. ``path`` is filled in on the way out of the tree."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.path: list[object] = []
+
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Node:
+    """One compiled converter.
+
+    Attributes:
+        convert: the value at this node to plain data.
+        identity: a valid value here already is plain data, so the whole subtree can be
+            handed to the packer as it is (the packer refuses anything not plain).
+        exact: ``convert`` is known to validate back to an equal value of the same type.
+    """
+
+    convert: Convert
+    identity: bool
+    exact: bool
+
+
+
+# --- leaves ---------------------------------------------------------------------------
+
+
+def fail(detail: str) -> NotExportable:
+    return NotExportable(detail)
+
+
+def kind_of(value: object) -> str:
+    return type(value).__qualname__
+
+
+def to_int(value: Any) -> Any:
+    if type(value) is int:
+        # Past msgpack's 64 bits an integer travels as its decimal text, which lax
+        # validation parses back into the same int.
+        return value if INT_MIN <= value <= INT_MAX else str(value)
+    if isinstance(value, int):  # bool, IntEnum member: validation would give an int
+        return to_int(int(value))
+    raise fail(f"expected an int, found {kind_of(value)}")
+
+
+def to_float(value: Any) -> Any:
+    if type(value) is float:
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise fail(f"expected a float, found {kind_of(value)}")
+
+
+def to_str(value: Any) -> Any:
+    if type(value) is not str:
+        if not isinstance(value, str):
+            raise fail(f"expected a str, found {kind_of(value)}")
+        value = str.__str__(value)  # a subclass, e.g. a StrEnum member in a str field
+    problem = text_problem(value)
+    if problem:
+        raise fail(f"the string {problem}")
+    return value
+
+
+def to_bool(value: Any) -> Any:
+    if type(value) is bool:
+        return value
+    raise fail(f"expected a bool, found {kind_of(value)}")
+
+
+def to_bytes(value: Any) -> Any:
+    if type(value) is bytes:
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise fail(f"expected bytes, found {kind_of(value)}")
+
+
+def to_none(value: Any) -> Any:
+    if value is not None:
+        raise fail(f"expected None, found {kind_of(value)}")
+    return None
+
+
+def iso_text(expected: type) -> Convert:
+    def convert(value: Any) -> Any:
+        if not isinstance(value, expected):
+            raise fail(f"expected {expected.__name__}, found {kind_of(value)}")
+        if expected is datetime.date and isinstance(value, datetime.datetime):
+            raise fail("expected a date, found a datetime")
+        return pydantic_core.to_jsonable_python(value)  # ISO 8601, as pydantic writes it
+
+    return convert
+
+
+def duration_text(value: Any) -> Any:
+    if not isinstance(value, datetime.timedelta):
+        raise fail(f"expected a timedelta, found {kind_of(value)}")
+    return pydantic_core.to_jsonable_python(value)  # ISO 8601 duration, sign included
+
+
+def as_text(expected: type | tuple[type, ...], what: str) -> Convert:
+    def convert(value: Any) -> Any:
+        if not isinstance(value, expected):
+            raise fail(f"expected {what}, found {kind_of(value)}")
+        return str(value)
+
+    return convert
+
+
+def plain_as_is(value: Any) -> Any:
+    problem = find_not_plain(value, buffers=False)  # a bytearray would come back as bytes
+    if problem is not None:
+        path, detail = problem
+        error = fail(
+            f"{detail} under Any, where it would not come back as it is; declare its type"
+        )
+        error.path.extend(path)
+        raise error
+    return value
+
+
+def secret_value(value: Any) -> Any:
+    if isinstance(value, pydantic.SecretStr | pydantic.SecretBytes):
+        return value.get_secret_value()
+    raise fail(f"expected a secret, found {kind_of(value)}")
+
+
+def by_value(value: Any) -> Any:
+    """Convert by the value's own type, for nodes whose shape is not known here."""
+    try:
+        return to_plain(value)
+    except TypeError as exc:
+        raise fail(str(exc)) from exc
+
+
+SCALAR_NODES: Mapping[str, Node] = {
+    "int": Node(to_int, True, True),
+    "float": Node(to_float, True, True),
+    "str": Node(to_str, True, True),
+    "bool": Node(to_bool, True, True),
+    "bytes": Node(to_bytes, True, True),
+    "none": Node(to_none, True, True),
+    "any": Node(plain_as_is, True, True),
+    "date": Node(iso_text(datetime.date), False, True),
+    "datetime": Node(iso_text(datetime.datetime), False, True),
+    "time": Node(iso_text(datetime.time), False, True),
+    "timedelta": Node(duration_text, False, True),
+    "decimal": Node(as_text(decimal.Decimal, "a Decimal"), False, True),
+    "uuid": Node(as_text(uuid.UUID, "a UUID"), False, True),
+    "url": Node(as_text(pydantic_core.Url, "a URL"), False, True),
+    "multi-host-url": Node(as_text(pydantic_core.MultiHostUrl, "a URL"), False, True),
+}
+
+# Classes pydantic validates through a custom (lax-or-strict) schema whose plain form is
+# known to parse back: found by the instance check inside that schema.
+IP_TYPES = (
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+    ipaddress.IPv4Network,
+    ipaddress.IPv6Network,
+    ipaddress.IPv4Interface,
+    ipaddress.IPv6Interface,
+)
+KNOWN_CLASSES: Mapping[type, Node] = {
+    pydantic.SecretStr: Node(secret_value, False, True),
+    pydantic.SecretBytes: Node(secret_value, False, True),
+    **{cls: Node(as_text(cls, cls.__name__), False, True) for cls in IP_TYPES},
+}
+PATH_NODE = Node(as_text(pathlib.PurePath, "a path"), False, True)
+
+# Key types a string parses back into under lax validation, and how to write them.
+KEY_TEXT: Mapping[str, Convert] = {
+    "str": to_str,
+    "int": lambda key: str(to_int(key)),
+    "float": lambda key: repr(to_float(key)),
+    "bool": lambda key: "true" if to_bool(key) else "false",
+    "decimal": as_text(decimal.Decimal, "a Decimal"),
+    "uuid": as_text(uuid.UUID, "a UUID"),
+    "date": iso_text(datetime.date),
+    "datetime": iso_text(datetime.datetime),
+    "time": iso_text(datetime.time),
+}
+
+
+# --- containers -----------------------------------------------------------------------
+
+
+def located(error: NotExportable, step: object) -> NotExportable:
+    error.path.insert(0, step)
+    return error
+
+
+def list_of(item: Node) -> Convert:
+    convert_item = item.convert
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, str | bytes | Mapping) or not hasattr(value, "__iter__"):
+            raise fail(f"expected a sequence, found {kind_of(value)}")
+        out = []
+        for index, sub in enumerate(value):
+            try:
+                out.append(convert_item(sub))
+            except NotExportable as exc:
+                raise located(exc, index) from None
+        return out
+
+    return convert
+
+
+def set_of(item: Node) -> Convert:
+    as_list = list_of(item)
+
+    def convert(value: Any) -> Any:
+        if not isinstance(value, set | frozenset):
+            raise fail(f"expected a set, found {kind_of(value)}")
+        out = as_list(value)
+        try:
+            out.sort()  # equal sets give equal bytes in every process
+        except TypeError:
+            pass  # items of mixed types: iteration order, the set still comes back
+        return out
+
+    return convert
+
+
+def tuple_of(items: Sequence[Node], variadic: int | None) -> Convert:
+    converters = [node.convert for node in items]
+
+    def pick(index: int, length: int) -> Convert:
+        if variadic is None:
+            return converters[index]
+        tail = len(converters) - variadic - 1  # positions after the variadic one
+        if index < variadic:
+            return converters[index]
+        if index >= length - tail:
+            return converters[len(converters) - (length - index)]
+        return converters[variadic]
+
+    def convert(value: Any) -> Any:
+        if not isinstance(value, tuple | list):
+            raise fail(f"expected a tuple, found {kind_of(value)}")
+        if variadic is None and len(value) != len(converters):
+            raise fail(f"expected {len(converters)} items, found {len(value)}")
+        out = []
+        for index, sub in enumerate(value):
+            try:
+                out.append(pick(index, len(value))(sub))
+            except NotExportable as exc:
+                raise located(exc, index) from None
+        return out
+
+    return convert
+
+
+def dict_of(key: Convert, value_node: Node) -> Convert:
+    convert_value = value_node.convert
+
+    def convert(value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise fail(f"expected a dict, found {kind_of(value)}")
+        out: dict[str, Any] = {}
+        for name, sub in value.items():
+            try:
+                text = key(name)
+                if text in out:
+                    raise fail(f"two keys are both written as {text!r}")
+                out[text] = convert_value(sub)
+            except NotExportable as exc:
+                raise located(exc, name) from None
+        return out
+
+    return convert
+
+
+def fields_reader(
+    fields: Sequence[tuple[str, Node]],
+    read: Callable[[Any, str], Any],
+    *,
+    step: Callable[[str], object],
+) -> Callable[[Any], dict[str, Any]]:
+    """Read record fields; ``step`` renders a field in error paths (a key of a
+    ``TypedDict``, an attribute of a model or dataclass)."""
+    def convert(value: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, node in fields:
+            sub = read(value, name)
+            if sub is MISSING:
+                continue
+            try:
+                out[name] = node.convert(sub)
+            except NotExportable as exc:
+                raise located(exc, step(name)) from None
+        return out
+
+    return convert
+
+
+MISSING = object()
+
+
+def read_attribute(value: Any, name: str) -> Any:
+    return getattr(value, name, MISSING)
+
+
+def read_item(value: Any, name: str) -> Any:
+    return value.get(name, MISSING)
+
+
+def check_class(value: Any, cls: type) -> None:
+    if type(value) is not cls:
+        if isinstance(value, cls):
+            raise fail(
+                f"holds a {kind_of(value)} where {cls.__qualname__} is declared; it would come"
+                f" back as {cls.__qualname__} without its own fields: declare the subclass"
+                " (e.g. in a union)"
+            )
+        raise fail(f"expected {cls.__qualname__}, found {kind_of(value)}")
+
+
+def add_extras(out: dict[str, Any], items: Any, extras: Node) -> None:
+    for name, sub in items:
+        if type(name) is not str:
+            raise fail(f"extra key {name!r} is not a str")
+        if name in out:
+            raise fail(f"extra key {name!r} shadows a field")
+        try:
+            out[name] = extras.convert(sub)
+        except NotExportable as exc:
+            raise located(exc, name) from None
