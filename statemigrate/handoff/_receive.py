@@ -157,7 +157,7 @@ class Inheritance:
                 unusable. FAILED has been sent, the channel and everything received
                 closed.
         """
-        return run_blocking(self.hello_steps(readable, max_size=max_size), None)
+        return run_blocking(self._hello_steps(readable, max_size=max_size), None)
 
     async def hello_async(
         self, readable: Mapping[str, Iterable[int]], *, max_size: int = DEFAULT_MAX_SNAPSHOT
@@ -167,9 +167,9 @@ class Inheritance:
         Raises:
             HandoffError: as for :meth:`hello`.
         """
-        return await run_async(self.hello_steps(readable, max_size=max_size), None)
+        return await run_async(self._hello_steps(readable, max_size=max_size), None)
 
-    def hello_steps(
+    def _hello_steps(
         self, readable: Mapping[str, Iterable[int]], *, max_size: int
     ) -> Steps[memoryview]:
         """Steps of :meth:`hello`, for a driver."""
@@ -247,7 +247,7 @@ class Inheritance:
             HandoffError: stage ``commit``; the old process aborted, went away or did
                 not answer in time. This process must then exit without serving.
         """
-        run_blocking(self.ready_steps(), None)
+        run_blocking(self._ready_steps(), None)
 
     async def ready_async(self) -> None:
         """:meth:`ready`, waiting on the running event loop.
@@ -255,9 +255,9 @@ class Inheritance:
         Raises:
             HandoffError: as for :meth:`ready`.
         """
-        await run_async(self.ready_steps(), None)
+        await run_async(self._ready_steps(), None)
 
-    def ready_steps(self) -> Steps[None]:
+    def _ready_steps(self) -> Steps[None]:
         """Steps of :meth:`ready`, for a driver."""
         if self._step != "hello":
             raise HandoffError("commit", f"ready() called when the handoff is {self._step}")

@@ -247,7 +247,7 @@ def _taking_over(
         readable = service.readable_versions(allow_lossy=allow_lossy)
     announced = {name: tuple(int(v) for v in versions) for name, versions in readable.items()}
     began = time.perf_counter()
-    snapshot = yield from inheritance.hello_steps(announced, max_size=max_size)
+    snapshot = yield from inheritance._hello_steps(announced, max_size=max_size)
     arrived = time.perf_counter()
     size = snapshot.nbytes
     try:
@@ -261,7 +261,7 @@ def _taking_over(
     finally:
         snapshot.release()
     done = time.perf_counter()
-    yield from inheritance.ready_steps()
+    yield from inheritance._ready_steps()
     ended = time.perf_counter()
     return TakeOverReport(
         parent_pid=inheritance.parent_pid,
