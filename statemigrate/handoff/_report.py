@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from statemigrate._report import RestoreReport
 
-__all__ = ["HandoffOutcome", "HandoffReport", "Phase", "TakeOverReport", "Transport"]
+__all__ = ["Attempt", "HandoffOutcome", "HandoffReport", "Phase", "TakeOverReport", "Transport"]
 
 HandoffOutcome = Literal["ready", "failed"]
 Transport = Literal["spawn", "socket"]
@@ -134,3 +136,45 @@ class TakeOverReport:
             "restore": self.restore.to_plain(),
             "timings": dict(self.timings),
         }
+
+
+class Attempt:
+    """The facts of one attempt by the old process, gathered as it goes, for its report."""
+
+    def __init__(self, transport: Transport, listeners: Sequence[str]) -> None:
+        self.transport: Transport = transport
+        self.listeners = tuple(listeners)
+        self.started = time.monotonic()
+        self.timings: dict[str, float] = {}
+        self.successor_pid: int | None = None
+        self.successor_exit: int | None = None
+        self.readable: dict[str, tuple[int, ...]] = {}
+        self.snapshot_size = 0
+        self.paused = False
+        self.committed = False
+        self.problems: list[str] = []
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[name] = time.monotonic() - began
+
+    def report(self, *, stage: str | None = None, reason: str | None = None) -> HandoffReport:
+        timings = dict(self.timings)
+        timings["total"] = time.monotonic() - self.started
+        return HandoffReport(
+            outcome="ready" if stage is None else "failed",
+            transport=self.transport,
+            stage=stage,
+            reason=reason,
+            successor_pid=self.successor_pid,
+            successor_exit=self.successor_exit,
+            listeners=self.listeners,
+            readable=dict(self.readable),
+            snapshot_size=self.snapshot_size,
+            timings=timings,
+            problems=tuple(self.problems),
+        )

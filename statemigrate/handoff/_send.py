@@ -22,12 +22,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 
 from statemigrate._errors import (
     ConfigurationError,
@@ -40,7 +38,7 @@ from statemigrate.handoff._control import (
     ServerControl,
     check_control,
 )
-from statemigrate.handoff._drive import Steps, call_hook, run_async, run_blocking, wait_readable
+from statemigrate.handoff._drive import Steps, call_hook, run_async, run_blocking
 from statemigrate.handoff._env import CONTROL_NAME, check_name, successor_environ
 from statemigrate.handoff._fdcheck import check_listener
 from statemigrate.handoff._fdpass import require_same_user
@@ -58,7 +56,8 @@ from statemigrate.handoff._protocol import (
     SnapshotOffer,
     message_name,
 )
-from statemigrate.handoff._report import HandoffReport, Transport
+from statemigrate.handoff._report import Attempt, HandoffReport
+from statemigrate.handoff._spawn import Successor, stop_successor
 from statemigrate.stores import MemfdStore
 
 __all__ = [
@@ -86,60 +85,6 @@ _in_progress = threading.Lock()
 
 # What the old process waits for at each stage, to name it when the successor leaves.
 _AWAITED = {"handshake": "HELLO", "ready": "READY"}
-
-
-class _Successor(subprocess.Popen[bytes]):
-    """A successor process that may be left running on purpose once it has taken over."""
-
-    released = False
-
-    def __del__(self, *args: Any, **kwargs: Any) -> None:
-        # Popen warns about a child still running when collected; a successor that
-        # took over is meant to outlive this object (and usually this process).
-        if not self.released:
-            super().__del__(*args, **kwargs)
-
-
-class _Attempt:
-    """The facts of one attempt, gathered as it goes, for its report."""
-
-    def __init__(self, transport: Transport, listeners: Sequence[str]) -> None:
-        self.transport: Transport = transport
-        self.listeners = tuple(listeners)
-        self.started = time.monotonic()
-        self.timings: dict[str, float] = {}
-        self.successor_pid: int | None = None
-        self.successor_exit: int | None = None
-        self.readable: dict[str, tuple[int, ...]] = {}
-        self.snapshot_size = 0
-        self.paused = False
-        self.committed = False
-        self.problems: list[str] = []
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        began = time.monotonic()
-        try:
-            yield
-        finally:
-            self.timings[name] = time.monotonic() - began
-
-    def report(self, *, stage: str | None = None, reason: str | None = None) -> HandoffReport:
-        timings = dict(self.timings)
-        timings["total"] = time.monotonic() - self.started
-        return HandoffReport(
-            outcome="ready" if stage is None else "failed",
-            transport=self.transport,
-            stage=stage,
-            reason=reason,
-            successor_pid=self.successor_pid,
-            successor_exit=self.successor_exit,
-            listeners=self.listeners,
-            readable=dict(self.readable),
-            snapshot_size=self.snapshot_size,
-            timings=timings,
-            problems=tuple(self.problems),
-        )
 
 
 def _check_listeners(listeners: Mapping[str, socket.socket]) -> None:
@@ -171,7 +116,7 @@ def _expect(
 
 def _exchange(
     channel: Channel,
-    attempt: _Attempt,
+    attempt: Attempt,
     *,
     peer_pid: int,
     watch: int | None,
@@ -237,7 +182,7 @@ def _exchange(
     attempt.committed = True
 
 
-def _fail(attempt: _Attempt, channel: Channel | None, error: HandoffError) -> Steps[HandoffError]:
+def _fail(attempt: Attempt, channel: Channel | None, error: HandoffError) -> Steps[HandoffError]:
     """Steps: cancel the attempt on our side; return the error to raise, with the report."""
     detail = error.detail
     if channel is not None:
@@ -261,34 +206,7 @@ def _fail(attempt: _Attempt, channel: Channel | None, error: HandoffError) -> St
     return HandoffError(error.stage, detail, report=report)
 
 
-def _stop(
-    proc: _Successor, pidfd: int | None, grace: float, *, leaving: bool = False
-) -> Steps[int | None]:
-    """Steps: stop ``proc`` (SIGTERM, then SIGKILL after ``grace`` seconds) and reap it.
-
-    With ``leaving`` (it reported FAILED or hung up, or was told ABORT while it
-    waits, so it is on its way out) it first gets ``grace`` seconds to exit by
-    itself, so its own exit status is reported.
-    """
-    if pidfd is None:  # no way to wait for it without blocking: end it at once
-        with suppress(ProcessLookupError):
-            proc.kill()
-        return proc.wait()
-    if leaving:
-        yield from wait_readable((pidfd,), time.monotonic() + grace)
-    if proc.poll() is None:
-        with suppress(ProcessLookupError):
-            proc.terminate()
-        if (yield from wait_readable((pidfd,), time.monotonic() + grace)) is None:
-            with suppress(ProcessLookupError):
-                proc.kill()
-            yield from wait_readable((pidfd,), time.monotonic() + 30.0)
-        if proc.poll() is None:  # stuck in the kernel; leave it be
-            logger.error("handoff: successor pid %d survives SIGKILL", proc.pid)
-    return proc.returncode
-
-
-def _finish(attempt: _Attempt) -> Steps[HandoffReport]:
+def _finish(attempt: Attempt) -> Steps[HandoffReport]:
     try:
         yield from call_hook("stop_accepting")
     except Exception as exc:
@@ -306,10 +224,10 @@ def _spawn_steps(
     prepare: Prepare,
     timeouts: HandoffTimeouts,
 ) -> Steps[HandoffReport]:
-    attempt = _Attempt("spawn", list(listeners))
+    attempt = Attempt("spawn", list(listeners))
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     channel = Channel(ours)
-    proc: _Successor | None = None
+    proc: Successor | None = None
     pidfd: int | None = None
     try:
         named = {name: sock.fileno() for name, sock in listeners.items()}
@@ -319,7 +237,7 @@ def _spawn_steps(
         argv = list(spawn.argv)
         with attempt.phase("spawn"):
             try:
-                proc = _Successor(
+                proc = Successor(
                     argv, close_fds=True, pass_fds=sorted(named.values()), env=environ,
                     cwd=spawn.cwd,
                 )
@@ -357,7 +275,7 @@ def _spawn_steps(
                 "transfer",
                 "commit",
             )
-            status = yield from _stop(proc, pidfd, timeouts.kill_grace, leaving=leaving)
+            status = yield from stop_successor(proc, pidfd, timeouts.kill_grace, leaving=leaving)
             attempt.successor_exit = status
             if isinstance(exc, SuccessorFailedError):
                 detail = exc.detail
@@ -380,7 +298,7 @@ def _spawn_steps(
         # KeyboardInterrupt, a cancelled task or a bug: leave no successor behind and
         # no server paused (unless the successor already owns the state).
         if proc is not None and not proc.released:
-            yield from _stop(proc, pidfd, timeouts.kill_grace)
+            yield from stop_successor(proc, pidfd, timeouts.kill_grace)
         if attempt.paused and not attempt.committed:
             yield from call_hook("resume")
         raise
@@ -403,7 +321,7 @@ def _socket_steps(
             "start", "the successor's socket must be a connected AF_UNIX SOCK_SEQPACKET socket"
         )
     peer = require_same_user(sock)
-    attempt = _Attempt("socket", list(listeners))
+    attempt = Attempt("socket", list(listeners))
     attempt.successor_pid = peer.pid
     channel = Channel(sock)
     try:
