@@ -4,7 +4,9 @@ and the checks of what the successor inherits."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import pytest
 from handoff_children.harness import HERE, read_json_lines, reap, runtime_fds, script, wait_for
 
 from statemigrate.handoff import (
+    ControlCallbacks,
     HandoffError,
     HandoffTimeouts,
     Spawn,
@@ -366,3 +369,34 @@ def test_spawn_handoff_refuses_a_ready_naming_another_pid(listener):
     listener.settimeout(0)
     with socket.create_connection(listener.getsockname()):
         listener.accept()[0].close()  # the listener still works in the old process
+
+
+class Interrupted(BaseException):
+    """Stands in for KeyboardInterrupt (or a cancelled task) arriving in stop_accepting()."""
+
+
+def test_an_interruption_after_commit_never_resumes_the_old_server(listener, tmp_path, caplog):
+    """Once COMMIT is sent the successor owns the state: even a BaseException from
+    stop_accepting() must not resume the old server's writers (two owners)."""
+    calls = Calls()
+
+    def stop_accepting() -> None:
+        calls.log.append("stop_accepting")
+        raise Interrupted
+
+    control = ControlCallbacks(
+        pause=calls.pause, resume=calls.resume, stop_accepting=stop_accepting
+    )
+    with caplog.at_level(logging.INFO, logger="statemigrate.handoff"):
+        with pytest.raises(Interrupted):
+            send_handoff(
+                Spawn([sys.executable, SUCCESSOR, "report", str(tmp_path / "out")], cwd=HERE),
+                listeners={"tcp": listener},
+                export_state=lambda readable: b"state",
+                control=control,
+            )
+    [pid] = [int(p) for p in re.findall(r"started successor pid (\d+)", caplog.text)]
+    assert reap(pid) == 0
+    [result] = read_json_lines(tmp_path / "out")
+    assert bytes.fromhex(result["snapshot"]) == b"state"  # the successor took over
+    assert calls.log == ["pause", "stop_accepting"]  # and the old server stayed paused
