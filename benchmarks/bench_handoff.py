@@ -38,7 +38,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import SHM, build_w1, pickle_commit, pickle_load, run_child, table
 
 import statemigrate as sm
-from statemigrate.handoff import hand_over, inherit, take_over
+from statemigrate.handoff import (
+    ControlCallbacks,
+    HandoffTimeouts,
+    Spawn,
+    hand_over,
+    receive_handoff,
+    take_over,
+)
 
 SCRIPT = os.path.abspath(__file__)
 DEMO_ENTRIES = 20_000
@@ -95,11 +102,13 @@ def child_handoff(kind: str, entries: int) -> dict[str, Any]:
     with socket.create_server(("127.0.0.1", 0), backlog=1024) as listener:
         report = hand_over(
             service,
-            [sys.executable, SCRIPT, "--successor", successor_kind],
+            Spawn([sys.executable, SCRIPT, "--successor", successor_kind]),
             listeners={"bench": listener},
-            pause=lambda: marks.setdefault("paused", time.perf_counter()),
-            stop_accepting=lambda: marks.setdefault("moved", time.perf_counter()),
-            ready_timeout=600.0,
+            control=ControlCallbacks(
+                pause=lambda: marks.setdefault("paused", time.perf_counter()),
+                stop_accepting=lambda: marks.setdefault("moved", time.perf_counter()),
+            ),
+            timeouts=HandoffTimeouts(ready=600.0),
         )
     assert report.successor_pid is not None
     _pid, status = os.waitpid(report.successor_pid, 0)
@@ -112,13 +121,13 @@ def child_handoff(kind: str, entries: int) -> dict[str, Any]:
 
 
 def child_successor(kind: str) -> int:
-    inheritance = inherit(expect={"bench"})
+    inheritance = receive_handoff(expect={"bench"}, timeouts=HandoffTimeouts(snapshot=600.0))
     if inheritance is None:
         print("not started by a handoff", file=sys.stderr)
         return 2
     service = _service(kind)
     with inheritance:
-        take_over(service, inheritance, timeout=600.0)
+        take_over(service, inheritance)
     for sock in inheritance.listeners.values():
         sock.close()
     return 0

@@ -17,6 +17,7 @@ Every error the library raises on purpose derives from one root::
     │                                     back the same (no plain form, or it would change)
     ├── RestoreError                      a restore failed; every component was rolled back
     ├── HandoffError                      a hot-restart handoff failed; the old process serves
+    │   └── SuccessorFailedError          the successor reported FAILED, exited or hung up
     └── MigrationCheckError (AssertionError)  property checks of migrations found
                                           counterexamples (statemigrate.testing)
 
@@ -47,6 +48,7 @@ __all__ = [
     "StateMigrateError",
     "StoreConflictError",
     "StoreError",
+    "SuccessorFailedError",
     "UnknownComponentError",
     "ValidationError",
 ]
@@ -373,6 +375,30 @@ class HandoffError(StateMigrateError):
         self.detail = detail
         self.report = report
         super().__init__(f"handoff failed at {stage}: {detail}")
+
+
+class SuccessorFailedError(HandoffError):
+    """The successor gave up: it reported FAILED, or exited or hung up before READY.
+
+    Attributes:
+        reason: the reason the successor sent with FAILED; ``None`` when it exited or
+            hung up without one.
+        exit_status: its exit status (negative: killed by that signal) when the old
+            process started it and reaped it, else ``None``.
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        detail: str,
+        *,
+        reason: str | None = None,
+        exit_status: int | None = None,
+        report: HandoffReport | None = None,
+    ) -> None:
+        self.reason = reason
+        self.exit_status = exit_status
+        super().__init__(stage, detail, report=report)
 
 
 class MigrationCheckError(StateMigrateError, AssertionError):

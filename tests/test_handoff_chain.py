@@ -34,7 +34,7 @@ def run_chain(generations: int, *, leak: bool = False) -> list[dict[str, object]
 
 
 def leaks(reports: list[dict[str, object]]) -> dict[str, int]:
-    counts = {"at_start": 0, "after_takeover": 0, "after_upgrade": 0}
+    counts = {"at_start": 0, "after_takeover": 0, "after_handoff": 0}
     for report in reports:
         for key in counts:
             counts[key] += len(report[key])  # type: ignore[arg-type]
@@ -48,7 +48,7 @@ def test_chain_of_handoffs_leaks_no_descriptor():
     print(f"E1: {len(reports)} generations, leaked descriptors: {counts}")
     assert [r["generation"] for r in reports] == list(range(GENERATIONS))
     assert len({r["pid"] for r in reports}) == GENERATIONS
-    assert counts == {"at_start": 0, "after_takeover": 0, "after_upgrade": 0}
+    assert counts == {"at_start": 0, "after_takeover": 0, "after_handoff": 0}
 
 
 def test_negative_control_a_forgotten_descriptor_is_caught():

@@ -1,5 +1,5 @@
 """Naming inherited descriptors in STATEMIGRATE_FDS: format, parse, hand to a child, take once;
-inherit() refuses malformed values without touching a descriptor."""
+receive_handoff() refuses malformed values without touching a descriptor."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statemigrate import HandoffError
-from statemigrate.handoff import inherit
+from statemigrate.handoff import receive_handoff
 from statemigrate.handoff._env import (
     FDS_VAR,
     PARENT_PID_VAR,
@@ -165,32 +165,32 @@ def still_open(fd: int) -> bool:
         "control=٣",
     ],
 )
-def test_inherit_refuses_out_of_range_descriptor_numbers(monkeypatch, value):
+def test_receive_handoff_refuses_out_of_range_descriptor_numbers(monkeypatch, value):
     monkeypatch.setenv(FDS_VAR, value)
     monkeypatch.setenv(PARENT_PID_VAR, str(os.getppid()))
     with pytest.raises(HandoffError, match=f"{FDS_VAR}: malformed entry") as caught:
-        inherit()
+        receive_handoff()
     assert caught.value.stage == "inherit"
     assert len(str(caught.value)) < 200
     assert FDS_VAR not in os.environ and PARENT_PID_VAR not in os.environ
 
 
-def test_inherit_never_closes_descriptors_that_were_not_passed(monkeypatch, own_fds):
+def test_receive_handoff_never_closes_descriptors_that_were_not_passed(monkeypatch, own_fds):
     """Numbers naming this process's own descriptors are refused; they stay open."""
     control, listener = own_fds
     monkeypatch.setenv(FDS_VAR, f"control={control}:http={listener}")
     monkeypatch.setenv(PARENT_PID_VAR, str(os.getppid()))
     with pytest.raises(HandoffError, match=f"names 'control': fd {control} is close-on-exec"):
-        inherit()
+        receive_handoff()
     assert still_open(control) and still_open(listener)
 
 
-def test_inherit_refuses_a_descriptor_that_is_not_open(monkeypatch, own_fds):
+def test_receive_handoff_refuses_a_descriptor_that_is_not_open(monkeypatch, own_fds):
     closed = max(own_fds) + 1000  # far above anything this process holds
     assert not still_open(closed)
     monkeypatch.setenv(FDS_VAR, f"control={closed}:http={own_fds[0]}")
     monkeypatch.setenv(PARENT_PID_VAR, str(os.getppid()))
     with pytest.raises(HandoffError, match=f"'control': fd {closed} is not open") as caught:
-        inherit()
+        receive_handoff()
     assert "was not passed to us" in str(caught.value)
     assert all(still_open(fd) for fd in own_fds)

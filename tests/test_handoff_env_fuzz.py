@@ -1,4 +1,4 @@
-"""Fuzzing what a handoff reads from outside: the environment of inherit() and listen_fds(),
+"""Fuzzing what a handoff reads from outside: the environment of receive_handoff() and listen_fds(),
 and the control channel's decoder. Only HandoffError escapes, and a failed call never
 closes a descriptor that was not passed to the process."""
 
@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statemigrate import HandoffError
-from statemigrate.handoff import inherit, listen_fds
+from statemigrate.handoff import listen_fds, receive_handoff
 from statemigrate.handoff._env import FDS_VAR, PARENT_PID_VAR
 from statemigrate.handoff._fdcheck import open_fds
 from statemigrate.handoff._protocol import (
@@ -128,12 +128,13 @@ def call_with_environment(
     fds=st.none() | fds_values,
     parent=st.none() | st.just("{ppid}") | numbers,
 )
-def test_inherit_raises_only_handoff_error_and_keeps_our_descriptors(own_fd, fds, parent):
-    """Property: whatever STATEMIGRATE_FDS and STATEMIGRATE_PARENT_PID hold, inherit()
-    returns None or raises HandoffError, and closes none of this process's descriptors."""
+def test_receive_handoff_raises_only_handoff_error_and_keeps_our_descriptors(own_fd, fds, parent):
+    """Property: whatever STATEMIGRATE_FDS and STATEMIGRATE_PARENT_PID hold,
+    receive_handoff() returns None or raises HandoffError, and closes none of this
+    process's descriptors."""
 
     def call() -> None:
-        assert inherit() is None  # a real handoff cannot be forged from the environment
+        assert receive_handoff() is None  # a real handoff cannot be forged from the environment
 
     call_with_environment(call, {FDS_VAR: fds, PARENT_PID_VAR: parent}, own_fd)
 
@@ -160,7 +161,7 @@ def test_listen_fds_raises_only_handoff_error_and_keeps_our_descriptors(
 
 def test_the_property_catches_a_broken_variant(own_fd):
     """The check above fails for a call that closes a descriptor of ours, or that lets
-    a foreign exception out (as inherit() did with an fd beyond C int range)."""
+    a foreign exception out (as receiving did with an fd beyond C int range)."""
     victim = os.dup(own_fd)
     try:
         with pytest.raises(AssertionError, match=f"descriptors \\[{victim}\\] were closed"):

@@ -12,8 +12,14 @@ import pytest
 from handoff_children.harness import HERE, Clients, script, wait_for
 from handoff_children.lineserver import LineServer, encode_state
 
-from statemigrate import HandoffError
-from statemigrate.handoff import upgrade
+from statemigrate.handoff import (
+    ControlCallbacks,
+    HandoffError,
+    HandoffTimeouts,
+    Spawn,
+    SuccessorFailedError,
+    send_handoff,
+)
 
 SUCCESSOR = script("successor.py")
 
@@ -43,23 +49,26 @@ def refuse(readable):
     raise ValueError("cannot write counters in any version the successor reads")
 
 
-# mode, export_state factory, stage, detail pattern, expected exit status of the successor
+# mode, export_state factory, stage, detail pattern, expected exit status of the successor,
+# and whether the successor itself gave up (SuccessorFailedError) rather than the handoff
 CASES = [
-    ("fail", None, "ready", "the successor failed: validation failed", 1),
-    ("exit3", None, "handshake", r"exited before sending HELLO \(status 3\)", 3),
-    ("vanish", None, "ready", r"exited before sending READY \(status 0\)", 0),
-    ("hang", None, "ready", r"no READY from the successor within 1 s", -15),
-    ("hang-stubborn", None, "ready", r"no READY from the successor within 1 s", -9),
-    ("silent", None, "handshake", r"no HELLO from the successor within 1 s", -15),
-    ("bad-hello", None, "handshake", "protocol error: not a handoff message", -15),
-    ("verify", corrupt, "ready", "the successor failed: corrupt snapshot: digest", 1),
-    ("report", lambda server: refuse, "export", "export_state.. raised ValueError", 1),
+    ("fail", None, "ready", "the successor failed: validation failed", 1, True),
+    ("exit3", None, "handshake", r"exited before sending HELLO \(status 3\)", 3, True),
+    ("vanish", None, "ready", r"exited before sending READY \(status 0\)", 0, True),
+    ("hang", None, "ready", r"no READY from the successor within 1 s", -15, False),
+    ("hang-stubborn", None, "ready", r"no READY from the successor within 1 s", -9, False),
+    ("silent", None, "handshake", r"no HELLO from the successor within 1 s", -15, False),
+    ("bad-hello", None, "handshake", "protocol error: not a handoff message", -15, False),
+    ("verify", corrupt, "ready", "the successor failed: corrupt snapshot: digest", 1, True),
+    ("report", lambda server: refuse, "export", "export_state.. raised ValueError", 1, False),
 ]
 
 
-@pytest.mark.parametrize(("mode", "exporter", "stage", "pattern", "exit_status"), CASES)
+@pytest.mark.parametrize(
+    ("mode", "exporter", "stage", "pattern", "exit_status", "gave_up"), CASES
+)
 def test_failed_handoff_keeps_serving(
-    old_server, tmp_path, mode, exporter, stage, pattern, exit_status
+    old_server, tmp_path, mode, exporter, stage, pattern, exit_status, gave_up
 ):
     server = old_server
     address = server.listener.getsockname()
@@ -67,18 +76,17 @@ def test_failed_handoff_keeps_serving(
     try:
         wait_for(lambda: clients.ok >= 200, 60, "load before the attempt")
         with pytest.raises(HandoffError) as caught:
-            upgrade(
-                [sys.executable, SUCCESSOR, mode, str(tmp_path / "out")],
+            send_handoff(
+                Spawn([sys.executable, SUCCESSOR, mode, str(tmp_path / "out")], cwd=HERE),
                 listeners={"tcp": server.listener},
                 export_state=(exporter or (lambda s: s.export_state))(server),
-                pause=server.pause,
-                resume=server.resume,
-                stop_accepting=server.stop_accepting,
-                ready_timeout=1.0,
-                handshake_timeout=1.0 if mode == "silent" else 30.0,
-                # Short only where SIGKILL is the point, so slow exits are not cut.
-                kill_grace=0.5 if mode == "hang-stubborn" else 20.0,
-                cwd=str(HERE),
+                control=server,
+                timeouts=HandoffTimeouts(
+                    ready=1.0,
+                    hello=1.0 if mode == "silent" else 30.0,
+                    # Short only where SIGKILL is the point, so slow exits are not cut.
+                    kill_grace=0.5 if mode == "hang-stubborn" else 20.0,
+                ),
             )
         during = clients.ok
         wait_for(lambda: clients.ok >= during + 200, 60, "load after the failed attempt")
@@ -88,6 +96,12 @@ def test_failed_handoff_keeps_serving(
     error = caught.value
     assert error.stage == stage
     assert re.search(pattern, error.detail), error.detail
+    # The successor's own failure is told apart by type, never by its message.
+    assert isinstance(error, SuccessorFailedError) == gave_up
+    if gave_up:
+        assert isinstance(error, SuccessorFailedError)
+        assert error.exit_status == exit_status
+        assert error.reason is None or error.reason in error.detail
     report = error.report
     assert report is not None
     assert report.outcome == "failed" and report.stage == stage and report.reason == error.detail
@@ -109,14 +123,15 @@ def test_failed_handoff_keeps_serving(
 def test_export_refusal_skips_the_snapshot(old_server, tmp_path):
     calls: list[str] = []
     with pytest.raises(HandoffError) as caught:
-        upgrade(
-            [sys.executable, SUCCESSOR, "report", str(tmp_path / "out")],
+        send_handoff(
+            Spawn([sys.executable, SUCCESSOR, "report", str(tmp_path / "out")], cwd=HERE),
             listeners={"tcp": old_server.listener},
             export_state=refuse,
-            pause=lambda: calls.append("pause"),
-            resume=lambda: calls.append("resume"),
-            stop_accepting=lambda: calls.append("stop"),
-            cwd=str(HERE),
+            control=ControlCallbacks(
+                pause=lambda: calls.append("pause"),
+                resume=lambda: calls.append("resume"),
+                stop_accepting=lambda: calls.append("stop"),
+            ),
         )
     assert calls == ["pause", "resume"]
     report = caught.value.report
@@ -131,14 +146,14 @@ def test_resume_failure_is_reported_too(old_server, tmp_path):
         raise RuntimeError("resume broke")
 
     with pytest.raises(HandoffError, match="resume.. also raised RuntimeError") as caught:
-        upgrade(
-            [sys.executable, SUCCESSOR, "fail", str(tmp_path / "out")],
+        send_handoff(
+            Spawn([sys.executable, SUCCESSOR, "fail", str(tmp_path / "out")], cwd=HERE),
             listeners={"tcp": old_server.listener},
             export_state=lambda readable: encode_state(1, {}),
-            pause=old_server.pause,
-            resume=bad_resume,
-            cwd=str(HERE),
+            control=ControlCallbacks(pause=old_server.pause, resume=bad_resume),
         )
     old_server.resume()
+    assert isinstance(caught.value, SuccessorFailedError)  # still typed, with the extra note
+    assert caught.value.reason == "validation failed: the counters do not add up"
     assert caught.value.report is not None
     assert any("resume() raised" in p for p in caught.value.report.problems)

@@ -1,7 +1,10 @@
-"""statemigrate.handoff: __all__ is sorted and complete, and names resolve."""
+"""statemigrate.handoff: __all__ is sorted and complete, names resolve, and importing it
+loads no asyncio."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import types
 
 import statemigrate.handoff as handoff
@@ -23,3 +26,14 @@ def test_all_is_complete():
 def test_every_name_resolves():
     for name in handoff.__all__:
         assert getattr(handoff, name) is not None
+
+
+def test_the_blocking_handoff_does_not_import_asyncio():
+    """The asyncio flavour loads asyncio when it runs: a blocking service never pays for it."""
+    code = (
+        "import sys, statemigrate.handoff\n"
+        "from statemigrate.handoff import _drive, _signals\n"
+        "print('asyncio' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -21,7 +21,7 @@ from handoff_children.harness import (
 )
 from handoff_children.lineserver import LineServer
 
-from statemigrate.handoff import upgrade
+from statemigrate.handoff import Spawn, send_handoff
 
 SOAK = bool(os.environ.get("STATEMIGRATE_SOAK"))
 HANDOFFS = 100 if SOAK else 5
@@ -97,14 +97,11 @@ def test_drain_serves_old_connections_until_done_or_deadline():
             for conn in (short, long):
                 conn.sendall(b"PING\n")
                 assert readline(conn) == "PONG 1"
-            report = upgrade(
-                [sys.executable, script("server.py")],
+            report = send_handoff(
+                Spawn([sys.executable, script("server.py")], cwd=HERE),
                 listeners={"tcp": listener},
                 export_state=old.export_state,
-                pause=old.pause,
-                resume=old.resume,
-                stop_accepting=old.stop_accepting,
-                cwd=str(HERE),
+                control=old,
             )
             successor = report.successor_pid
             new_accepts = [query(address, "PING") for _ in range(50)]

@@ -1,7 +1,9 @@
-"""Control-channel messages: round trip, and hostile packets raise only HandoffError."""
+"""Control-channel messages: round trip, and hostile packets raise only HandoffError; the
+channel behaves the same under the blocking driver and the asyncio one."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -11,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statemigrate import HandoffError
+from statemigrate.handoff._drive import run_async, run_blocking
 from statemigrate.handoff._fdcheck import open_fds
 from statemigrate.handoff._protocol import (
     MAGIC,
@@ -21,7 +24,9 @@ from statemigrate.handoff._protocol import (
     Commit,
     Failed,
     Hello,
+    NoMessage,
     Ready,
+    Received,
     SnapshotOffer,
     decode_message,
     encode_message,
@@ -101,14 +106,26 @@ def test_oversized_reasons_are_cut_to_fit():
     assert decode_message(packet, stage="t") == Failed(reason="x" * 2000)
 
 
-def test_channel_refuses_descriptors_on_messages_that_carry_none():
+DRIVERS = ["blocking", "asyncio"]
+
+
+def receive(channel: Channel, driver: str, **kwargs: object) -> Received | NoMessage:
+    """Run the channel's receive steps to the end with the chosen driver."""
+    steps = channel.receive(stage="t", **kwargs)  # type: ignore[arg-type]
+    if driver == "blocking":
+        return run_blocking(steps, None)
+    return asyncio.run(run_async(steps, None))
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_channel_refuses_descriptors_on_messages_that_carry_none(driver):
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     r, w = os.pipe()
     try:
         baseline = open_fds()
         Channel(a).send(Ready(pid=5), [r], stage="t")
         with pytest.raises(HandoffError, match="READY carried 1 descriptors"):
-            Channel(b).receive(stage="t", max_fds=1, deadline=time.monotonic() + 5)
+            receive(Channel(b), driver, max_fds=1, deadline=time.monotonic() + 5)
         assert open_fds() == baseline
     finally:
         for fd in (r, w):
@@ -117,24 +134,27 @@ def test_channel_refuses_descriptors_on_messages_that_carry_none():
         b.close()
 
 
-def test_channel_reports_timeout_and_close():
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_channel_reports_timeout_and_close(driver):
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with a, b:
         channel = Channel(b)
-        assert channel.receive(stage="t", deadline=time.monotonic() + 0.05) == "timeout"
+        assert receive(channel, driver, deadline=time.monotonic() + 0.05) == NoMessage("timeout")
         a.close()
-        assert channel.receive(stage="t", deadline=time.monotonic() + 5) == "closed"
+        assert receive(channel, driver, deadline=time.monotonic() + 5) == NoMessage("closed")
 
 
-def test_channel_reports_the_watched_descriptor():
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_channel_reports_the_watched_descriptor(driver):
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     r, w = os.pipe()
     try:
         os.write(w, b"!")  # stands in for a pidfd that turned readable: the peer exited
-        assert Channel(b).receive(stage="t", deadline=time.monotonic() + 5, watch=r) == "watch"
+        got = receive(Channel(b), driver, deadline=time.monotonic() + 5, watch=r)
+        assert got == NoMessage("exited")
         Channel(a).send(Commit(), stage="t")  # a waiting message wins over the watch
-        got = Channel(b).receive(stage="t", deadline=time.monotonic() + 5, watch=r)
-        assert got == (Commit(), [])
+        got = receive(Channel(b), driver, deadline=time.monotonic() + 5, watch=r)
+        assert got == Received(Commit())
     finally:
         for fd in (r, w):
             os.close(fd)

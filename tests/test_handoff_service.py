@@ -19,10 +19,11 @@ from statemigrate.demo._procs import ChildGroup
 from statemigrate.demo._run import _Http
 from statemigrate.handoff import (
     HandoffError,
+    Spawn,
+    SuccessorFailedError,
     choose_targets,
     hand_over,
-    handoff_readable,
-    upgrade,
+    send_handoff,
 )
 from statemigrate.reference import KVCacheV1, KVCacheV2, KVCacheV3, build_registry
 
@@ -55,11 +56,14 @@ def reachable(source: int, *, allow_lossy: bool) -> set[int]:
 
 
 def test_a_release_declares_only_what_it_restores_without_loss() -> None:
-    assert handoff_readable(service_of(1)) == {"kvcache": [1]}
-    assert handoff_readable(service_of(2)) == {"kvcache": [1, 2]}
-    assert handoff_readable(service_of(3)) == {"kvcache": [1, 2, 3]}
+    def declared(release: int, *, allow_lossy: bool = False) -> dict[str, list[int]]:
+        return service_of(release).readable_versions(allow_lossy=allow_lossy)
+
+    assert declared(1) == {"kvcache": [1]}
+    assert declared(2) == {"kvcache": [1, 2]}
+    assert declared(3) == {"kvcache": [1, 2, 3]}
     # Allowing loss on the reading side declares every version with a path.
-    assert handoff_readable(service_of(1), allow_lossy=True) == {"kvcache": [1, 2, 3]}
+    assert declared(1, allow_lossy=True) == {"kvcache": [1, 2, 3]}
 
 
 @given(
@@ -109,6 +113,8 @@ def _stop_successor(pid: int | None) -> None:
 
 
 class Hooks:
+    """A server control that counts its calls."""
+
     def __init__(self) -> None:
         self.pauses = 0
         self.resumes = 0
@@ -118,6 +124,9 @@ class Hooks:
 
     def resume(self) -> None:
         self.resumes += 1
+
+    def stop_accepting(self) -> None:
+        pass
 
 
 def test_no_common_version_is_refused_before_pausing_then_allowed_lossy() -> None:
@@ -131,13 +140,13 @@ def test_no_common_version_is_refused_before_pausing_then_allowed_lossy() -> Non
         with pytest.raises(HandoffError) as caught:
             hand_over(
                 service,
-                [*SERVER, "--release", "1"],
+                Spawn([*SERVER, "--release", "1"]),
                 listeners={"http": listener},
-                pause=hooks.pause,
-                resume=hooks.resume,
+                control=hooks,
             )
         error = caught.value
         assert error.stage == "export"
+        assert not isinstance(error, SuccessorFailedError)  # we turned it away
         assert "kvcache: this process has v3, successor reads [1]" in error.detail
         assert "allow_lossy=True" in error.detail
         assert error.report is not None and error.report.reason == error.detail
@@ -150,10 +159,9 @@ def test_no_common_version_is_refused_before_pausing_then_allowed_lossy() -> Non
         try:
             report = hand_over(
                 service,
-                [*SERVER, "--release", "1"],
+                Spawn([*SERVER, "--release", "1"]),
                 listeners={"http": listener},
-                pause=hooks.pause,
-                resume=hooks.resume,
+                control=hooks,
                 allow_lossy=True,
             )
             successor = report.successor_pid
@@ -174,12 +182,11 @@ def test_negative_control_an_exporter_ignoring_the_handshake_fails_late() -> Non
     hooks = Hooks()
     with socket.create_server(("127.0.0.1", 0), backlog=128) as listener:
         with pytest.raises(HandoffError) as caught:
-            upgrade(
-                [*SERVER, "--release", "1"],
+            send_handoff(
+                Spawn([*SERVER, "--release", "1"]),
                 listeners={"http": listener},
                 export_state=lambda readable: service.snapshot()[0].to_bytes(),
-                pause=hooks.pause,
-                resume=hooks.resume,
+                control=hooks,
             )
     assert caught.value.stage != "export"
     assert hooks.pauses == 1  # the check "nobody was held" fails for this variant

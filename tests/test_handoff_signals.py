@@ -1,16 +1,20 @@
-"""install_signal_trigger: a signal runs the callback in a thread, one run at a time."""
+"""install_signal_trigger: a signal runs the callback in a thread, one run at a time;
+install_signal_trigger_async: a signal runs the coroutine as a task on the loop, one at a time."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 
+import pytest
 from handoff_children.harness import wait_for
 
-from statemigrate import HandoffError
-from statemigrate.handoff import install_signal_trigger
+from statemigrate import ConfigurationError, HandoffError
+from statemigrate.handoff import install_signal_trigger, install_signal_trigger_async
 
 
 def test_signal_runs_the_callback_in_a_thread():
@@ -65,3 +69,86 @@ def test_callback_errors_are_logged_not_raised(caplog):
     finally:
         uninstall()
     assert "handoff triggered by signal" in caplog.text
+
+
+async def _until(predicate: Callable[[], bool], what: str) -> None:
+    for _ in range(3000):  # a hang guard of about 30 s, not a timing assertion
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def test_async_trigger_runs_the_coroutine_as_a_task_on_the_loop():
+    ran: list[tuple[str, str]] = []
+
+    async def callback() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        ran.append((task.get_name(), threading.current_thread().name))
+
+    async def scenario() -> None:
+        uninstall = install_signal_trigger_async(callback)
+        try:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            await _until(lambda: len(ran) == 1, "the callback")
+        finally:
+            uninstall()
+
+    asyncio.run(scenario())
+    assert ran == [("statemigrate-handoff", threading.main_thread().name)]
+    assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL  # the previous handler is back
+
+
+def test_async_trigger_ignores_signals_during_a_run():
+    calls: list[int] = []
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+
+        async def slow() -> None:
+            calls.append(1)
+            await release.wait()
+
+        uninstall = install_signal_trigger_async(slow, signum=signal.SIGUSR1)
+        try:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            await _until(lambda: len(calls) == 1, "the first run")
+            for _ in range(3):
+                os.kill(os.getpid(), signal.SIGUSR1)
+                await asyncio.sleep(0.05)  # let the loop handle each one (and ignore it)
+            release.set()
+            names = lambda: {task.get_name() for task in asyncio.all_tasks()}  # noqa: E731
+            await _until(lambda: "statemigrate-handoff" not in names(), "the run to end")
+            os.kill(os.getpid(), signal.SIGUSR1)
+            await _until(lambda: len(calls) == 2, "the second run")
+        finally:
+            release.set()
+            uninstall()
+
+    asyncio.run(scenario())
+    assert calls == [1, 1]
+
+
+def test_async_trigger_logs_callback_errors(caplog):
+    async def failing() -> None:
+        raise HandoffError("ready", "successor said no")
+
+    async def scenario() -> None:
+        uninstall = install_signal_trigger_async(failing)
+        try:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            await _until(lambda: "successor said no" in caplog.text, "the warning")
+        finally:
+            uninstall()
+
+    with caplog.at_level(logging.WARNING, logger="statemigrate.handoff"):
+        asyncio.run(scenario())
+    assert "handoff triggered by signal" in caplog.text
+
+
+def test_async_trigger_needs_a_running_loop():
+    async def callback() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="running loop"):
+        install_signal_trigger_async(callback)

@@ -17,8 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from statemigrate import HandoffError
-from statemigrate.handoff import receive_handoff, send_handoff
+from statemigrate.handoff import (
+    ControlCallbacks,
+    HandoffError,
+    receive_handoff,
+    send_handoff,
+)
+from statemigrate.handoff._drive import run_blocking
 from statemigrate.handoff._fdcheck import open_fds
 from statemigrate.handoff._protocol import (
     MAGIC,
@@ -29,6 +34,7 @@ from statemigrate.handoff._protocol import (
     Hello,
     Message,
     Ready,
+    Received,
     SnapshotOffer,
     encode_message,
 )
@@ -62,9 +68,7 @@ def test_handoff_over_a_unix_socket_path(tmp_path):
                     conn,
                     listeners={"tcp": listener},
                     export_state=lambda readable: json.dumps(readable).encode(),
-                    pause=lambda: calls.append("pause"),
-                    resume=lambda: calls.append("resume"),
-                    stop_accepting=lambda: calls.append("stop_accepting"),
+                    control=recorder(calls),
                 )
 
         thread = threading.Thread(target=old_side)
@@ -92,6 +96,23 @@ def test_handoff_over_a_unix_socket_path(tmp_path):
     assert report.ok and report.transport == "socket" and report.successor_pid == os.getpid()
     assert report.readable == {"sessions": (2, 3)}
     assert calls == ["pause", "stop_accepting"]
+
+
+def recorder(calls: list[str]) -> ControlCallbacks:
+    """A server control that records which of its methods were called, in order."""
+    return ControlCallbacks(
+        pause=lambda: calls.append("pause"),
+        resume=lambda: calls.append("resume"),
+        stop_accepting=lambda: calls.append("stop_accepting"),
+    )
+
+
+def receive_now(sock: socket.socket, *, max_fds: int = 0) -> Received:
+    """The next message on ``sock``, waited for (blocking) up to 10 s."""
+    steps = Channel(sock).receive(stage="t", max_fds=max_fds, deadline=time.monotonic() + 10)
+    got = run_blocking(steps, None)
+    assert isinstance(got, Received), got
+    return got
 
 
 def offer(kind: str) -> tuple[str, int, list[object]]:
@@ -166,11 +187,11 @@ def test_bad_descriptors_are_refused_and_closed(pair, kind, pattern):
         assert caught.value.stage == "receive"
         assert open_fds() == baseline  # every received descriptor closed
         assert inheritance.listeners == {}
-        hello = Channel(old).receive(stage="t", deadline=time.monotonic() + 10)
-        failed = Channel(old).receive(stage="t", deadline=time.monotonic() + 10)
-        assert isinstance(hello, tuple) and isinstance(hello[0], Hello)
-        assert isinstance(failed, tuple) and isinstance(failed[0], Failed)
-        assert pattern.split(",")[0] in failed[0].reason
+        hello = receive_now(old).message
+        failed = receive_now(old).message
+        assert isinstance(hello, Hello)
+        assert isinstance(failed, Failed)
+        assert pattern.split(",")[0] in failed.reason
     finally:
         good.close()
         store.close()
@@ -333,12 +354,10 @@ def raw(kind: int, body: bytes) -> bytes:
 
 def next_message(sock: socket.socket) -> Message:
     """The next message waiting on ``sock``; descriptors that came with it are closed."""
-    got = Channel(sock).receive(stage="t", max_fds=1, deadline=time.monotonic() + 10)
-    assert isinstance(got, tuple), got
-    message, fds = got
-    for fd in fds:
+    got = receive_now(sock, max_fds=1)
+    for fd in got.fds:
         os.close(fd)
-    return message
+    return got.message
 
 
 def test_old_side_refuses_a_deeply_nested_hello(pair):
@@ -350,8 +369,7 @@ def test_old_side_refuses_a_deeply_nested_hello(pair):
             old,
             listeners={},
             export_state=lambda readable: b"state",
-            pause=lambda: calls.append("pause"),
-            resume=lambda: calls.append("resume"),
+            control=recorder(calls),
         )
     assert caught.value.stage == "handshake"
     assert caught.value.report is not None and caught.value.report.stage == "handshake"
@@ -370,9 +388,7 @@ def test_old_side_refuses_a_deeply_nested_ready_and_resumes(pair):
             old,
             listeners={},
             export_state=lambda readable: b"state",
-            pause=lambda: calls.append("pause"),
-            resume=lambda: calls.append("resume"),
-            stop_accepting=lambda: calls.append("stop_accepting"),
+            control=recorder(calls),
         )
     assert caught.value.stage == "ready"
     assert calls == ["pause", "resume"]  # the old process goes on serving
@@ -423,9 +439,7 @@ def test_old_side_refuses_a_ready_naming_another_pid(pair):
             old,
             listeners={},
             export_state=lambda readable: b"state",
-            pause=lambda: calls.append("pause"),
-            resume=lambda: calls.append("resume"),
-            stop_accepting=lambda: calls.append("stop_accepting"),
+            control=recorder(calls),
         )
     assert caught.value.stage == "ready"
     assert caught.value.report is not None and caught.value.report.outcome == "failed"

@@ -1,9 +1,12 @@
-"""upgrade() and inherit(): a spawn handoff, the successor's fd table (E2), inherit()'s checks."""
+"""send_handoff(Spawn) and receive_handoff(): a spawn handoff, the successor's fd table (E2),
+and the checks of what the successor inherits."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,11 +18,19 @@ from pathlib import Path
 import pytest
 from handoff_children.harness import HERE, read_json_lines, reap, runtime_fds, script, wait_for
 
-from statemigrate import HandoffError
-from statemigrate.handoff import inherit, upgrade
+from statemigrate.handoff import (
+    ControlCallbacks,
+    HandoffError,
+    HandoffTimeouts,
+    Spawn,
+    SuccessorFailedError,
+    receive_handoff,
+    send_handoff,
+)
+from statemigrate.handoff._drive import run_blocking
 from statemigrate.handoff._env import successor_environ
-from statemigrate.handoff._protocol import Channel, Failed
-from statemigrate.handoff._upgrade import _in_progress
+from statemigrate.handoff._protocol import Channel, Failed, Received
+from statemigrate.handoff._send import _in_progress
 
 SUCCESSOR = script("successor.py")
 
@@ -53,7 +64,7 @@ class Calls:
         self.log.append("stop_accepting")
 
 
-def test_successful_upgrade_hands_over_listener_and_snapshot(listener, tmp_path, runtime):
+def test_successful_spawn_handoff_hands_over_listener_and_snapshot(listener, tmp_path, runtime):
     calls = Calls()
     output = tmp_path / "out.jsonl"
     seen: list[dict[str, tuple[int, ...]]] = []
@@ -63,14 +74,11 @@ def test_successful_upgrade_hands_over_listener_and_snapshot(listener, tmp_path,
         calls.log.append("export")
         return b"state \x00\xff" * 1000
 
-    report = upgrade(
-        [sys.executable, SUCCESSOR, "report", str(output)],
+    report = send_handoff(
+        Spawn([sys.executable, SUCCESSOR, "report", str(output)], cwd=HERE),
         listeners={"tcp": listener},
         export_state=export_state,
-        pause=calls.pause,
-        resume=calls.resume,
-        stop_accepting=calls.stop_accepting,
-        cwd=str(HERE),
+        control=calls,
     )
     assert reap(report.successor_pid) == 0
     assert calls.log == ["pause", "export", "stop_accepting"]
@@ -80,7 +88,7 @@ def test_successful_upgrade_hands_over_listener_and_snapshot(listener, tmp_path,
     assert report.listeners == ("tcp",)
     assert report.snapshot_size == len(b"state \x00\xff" * 1000)
     assert set(report.timings) == {"spawn", "handshake", "export", "transfer", "ready", "total"}
-    assert "handoff ready" in report.describe()
+    assert report.summary().startswith(f"handoff ready: successor pid {report.successor_pid}")
 
     [result] = read_json_lines(output)
     assert bytes.fromhex(result["snapshot"]) == b"state \x00\xff" * 1000
@@ -110,11 +118,10 @@ def test_successor_fd_table_is_exactly_what_was_passed(listener, tmp_path, runti
     rounds = 10
     try:
         for _ in range(rounds):
-            report = upgrade(
-                [sys.executable, SUCCESSOR, "report", str(output)],
+            report = send_handoff(
+                Spawn([sys.executable, SUCCESSOR, "report", str(output)], cwd=HERE),
                 listeners={"tcp": listener},
                 export_state=lambda readable: b"x",
-                cwd=str(HERE),
             )
             assert reap(report.successor_pid) == 0
     finally:
@@ -213,7 +220,7 @@ def test_inherit_refuses_a_bad_listener_and_closes_everything(kind, listener, tm
         named = {"tcp": listener.fileno(), "bad": fd, "control": theirs.fileno()}
         result, status = spawn_inherit_check(tmp_path, named)
         theirs.close()
-        got = Channel(ours).receive(stage="t", deadline=time.monotonic() + 30)
+        got = run_blocking(Channel(ours).receive(stage="t", deadline=time.monotonic() + 30), None)
     finally:
         for item in keep:
             item.close() if isinstance(item, socket.socket) else os.close(item)
@@ -223,8 +230,8 @@ def test_inherit_refuses_a_bad_listener_and_closes_everything(kind, listener, tm
     assert result["error"] == "inherit"
     assert "listener 'bad'" in result["detail"]
     assert set(result["after"]) == {0, 1, 2} | runtime  # every named fd closed
-    assert isinstance(got, tuple) and isinstance(got[0], Failed)
-    assert "listener 'bad'" in got[0].reason
+    assert isinstance(got, Received) and isinstance(got.message, Failed)
+    assert "listener 'bad'" in got.message.reason
 
 
 def test_inherit_refuses_a_control_channel_that_is_not_a_seqpacket_pair(
@@ -252,23 +259,21 @@ def test_inherit_refuses_a_missing_listener(listener, tmp_path, runtime):
     assert set(result["after"]) == {0, 1, 2} | runtime
 
 
-def test_inherit_without_a_handoff_returns_none(monkeypatch):
+def test_receive_handoff_without_a_handoff_returns_none(monkeypatch):
     monkeypatch.delenv("STATEMIGRATE_FDS", raising=False)
-    assert inherit() is None
+    assert receive_handoff() is None
 
 
-def test_second_concurrent_upgrade_is_refused(listener, tmp_path):
+def test_second_concurrent_handoff_is_refused(listener, tmp_path):
     errors: list[HandoffError] = []
 
     def first() -> None:
         try:
-            upgrade(
-                [sys.executable, SUCCESSOR, "silent", str(tmp_path / "x")],
+            send_handoff(
+                Spawn([sys.executable, SUCCESSOR, "silent", str(tmp_path / "x")], cwd=HERE),
                 listeners={"tcp": listener},
                 export_state=lambda readable: b"",
-                handshake_timeout=1.0,
-                kill_grace=0.5,
-                cwd=str(HERE),
+                timeouts=HandoffTimeouts(hello=1.0, kill_grace=0.5),
             )
         except HandoffError as exc:
             errors.append(exc)
@@ -276,9 +281,9 @@ def test_second_concurrent_upgrade_is_refused(listener, tmp_path):
     thread = threading.Thread(target=first)
     thread.start()
     try:
-        wait_for(_in_progress.locked, 30, "the first upgrade to start")
+        wait_for(_in_progress.locked, 30, "the first handoff to start")
         with pytest.raises(HandoffError, match="already in progress") as caught:
-            upgrade(["/bin/true"], listeners={}, export_state=lambda readable: b"")
+            send_handoff(Spawn(["/bin/true"]), listeners={}, export_state=lambda readable: b"")
         assert caught.value.stage == "start"
         assert caught.value.report is None
     finally:
@@ -290,7 +295,11 @@ def test_second_concurrent_upgrade_is_refused(listener, tmp_path):
 
 def test_spawn_failure_is_reported(listener):
     with pytest.raises(HandoffError, match="cannot start") as caught:
-        upgrade(["/nonexistent/successor"], listeners={"tcp": listener}, export_state=lambda r: b"")
+        send_handoff(
+            Spawn(["/nonexistent/successor"]),
+            listeners={"tcp": listener},
+            export_state=lambda r: b"",
+        )
     assert caught.value.stage == "spawn"
     assert caught.value.report is not None
     assert caught.value.report.outcome == "failed"
@@ -299,34 +308,39 @@ def test_spawn_failure_is_reported(listener):
 def test_listeners_are_checked_before_anything_starts():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         with pytest.raises(HandoffError, match="not SOCK_STREAM") as caught:
-            upgrade(["/bin/true"], listeners={"tcp": udp}, export_state=lambda r: b"")
+            send_handoff(Spawn(["/bin/true"]), listeners={"tcp": udp}, export_state=lambda r: b"")
     assert caught.value.stage == "start"
     with socket.create_server(("127.0.0.1", 0)) as sock:
         with pytest.raises(HandoffError, match="reserved"):
-            upgrade(["/bin/true"], listeners={"control": sock}, export_state=lambda r: b"")
+            send_handoff(
+                Spawn(["/bin/true"]), listeners={"control": sock}, export_state=lambda r: b""
+            )
 
 
 def test_report_is_plain_data(listener, tmp_path):
-    report = upgrade(
-        [sys.executable, SUCCESSOR, "report", str(tmp_path / "o")],
+    report = send_handoff(
+        Spawn([sys.executable, SUCCESSOR, "report", str(tmp_path / "o")], cwd=HERE),
         listeners={"tcp": listener},
         export_state=lambda readable: b"abc",
-        cwd=str(HERE),
     )
     assert reap(report.successor_pid) == 0
-    assert json.loads(json.dumps(dict(report.timings))) == dict(report.timings)
+    plain = report.to_plain()
+    assert json.loads(json.dumps(plain)) == plain
+    assert plain["outcome"] == "ready" and plain["listeners"] == ["tcp"]
+    assert plain["readable"] == {"counters": [1]}
     assert all(seconds >= 0 for seconds in report.timings.values())
+    assert "\n" not in report.summary()
 
 
 # A successor that reports READY under its parent's pid instead of its own.
 WRONG_READY = r"""
 import os
-from statemigrate.handoff import HandoffError, inherit
-inheritance = inherit()
+from statemigrate.handoff import HandoffError, HandoffTimeouts, receive_handoff
+inheritance = receive_handoff(timeouts=HandoffTimeouts(commit=60))
 inheritance.hello({}).release()
 os.getpid = os.getppid
 try:
-    inheritance.ready(timeout=60)
+    inheritance.ready()
 except HandoffError as exc:
     print(exc, flush=True)
     raise SystemExit(4)
@@ -334,19 +348,18 @@ print("took over", flush=True)
 """
 
 
-def test_upgrade_refuses_a_ready_naming_another_pid(listener):
+def test_spawn_handoff_refuses_a_ready_naming_another_pid(listener):
     calls = Calls()
     with pytest.raises(HandoffError) as caught:
-        upgrade(
-            [sys.executable, "-c", WRONG_READY],
+        send_handoff(
+            Spawn([sys.executable, "-c", WRONG_READY]),
             listeners={"tcp": listener},
             export_state=lambda readable: b"state",
-            pause=calls.pause,
-            resume=calls.resume,
-            stop_accepting=calls.stop_accepting,
-            kill_grace=30.0,
+            control=calls,
+            timeouts=HandoffTimeouts(kill_grace=30.0),
         )
     error = caught.value
+    assert not isinstance(error, SuccessorFailedError)  # it misbehaved; it did not give up
     assert error.stage == "ready"
     assert f"READY names pid {os.getpid()}, the successor is pid" in error.detail
     assert calls.log == ["pause", "resume"]  # never committed; we go on serving
@@ -356,3 +369,34 @@ def test_upgrade_refuses_a_ready_naming_another_pid(listener):
     listener.settimeout(0)
     with socket.create_connection(listener.getsockname()):
         listener.accept()[0].close()  # the listener still works in the old process
+
+
+class Interrupted(BaseException):
+    """Stands in for KeyboardInterrupt (or a cancelled task) arriving in stop_accepting()."""
+
+
+def test_an_interruption_after_commit_never_resumes_the_old_server(listener, tmp_path, caplog):
+    """Once COMMIT is sent the successor owns the state: even a BaseException from
+    stop_accepting() must not resume the old server's writers (two owners)."""
+    calls = Calls()
+
+    def stop_accepting() -> None:
+        calls.log.append("stop_accepting")
+        raise Interrupted
+
+    control = ControlCallbacks(
+        pause=calls.pause, resume=calls.resume, stop_accepting=stop_accepting
+    )
+    with caplog.at_level(logging.INFO, logger="statemigrate.handoff"):
+        with pytest.raises(Interrupted):
+            send_handoff(
+                Spawn([sys.executable, SUCCESSOR, "report", str(tmp_path / "out")], cwd=HERE),
+                listeners={"tcp": listener},
+                export_state=lambda readable: b"state",
+                control=control,
+            )
+    [pid] = [int(p) for p in re.findall(r"started successor pid (\d+)", caplog.text)]
+    assert reap(pid) == 0
+    [result] = read_json_lines(tmp_path / "out")
+    assert bytes.fromhex(result["snapshot"]) == b"state"  # the successor took over
+    assert calls.log == ["pause", "stop_accepting"]  # and the old server stayed paused

@@ -139,8 +139,7 @@ class DemoReport:
                 )
             )
             detail = ", ".join(h.steps) or "no migration on export"
-            waits = ("handoff_wait", "commit_wait")
-            restore = sum(v for k, v in h.restore_ms.items() if k not in waits)
+            restore = sum(h.restore_ms.values())
             failed = "" if h.ok else f"; FAILED: {h.reason}"
             lines.append(f"      {detail}; successor restore {restore:.1f} ms{failed}")
         lines.append("")

@@ -43,7 +43,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from statemigrate._errors import HandoffError, StateMigrateError
 from statemigrate._runtime._report import SnapshotReport
 from statemigrate._runtime._service import Service
-from statemigrate.handoff import Drainer, hand_over, inherit, take_over
+from statemigrate.handoff import Drainer, Spawn, hand_over, receive_handoff, take_over
 from statemigrate.reference import KVCacheV1, KVCacheV3, build_registry
 
 __all__ = ["CacheServer", "main"]
@@ -193,11 +193,9 @@ class CacheServer:
         try:
             report = hand_over(
                 self.service,
-                argv,
+                Spawn(argv),
                 listeners={"http": self.listener},
-                pause=self.pause,
-                resume=self.resume,
-                stop_accepting=self.stop_accepting,
+                control=self,
                 allow_lossy=allow_lossy,
                 on_snapshot=snapshots.append,
             )
@@ -339,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        inheritance = inherit(expect={"http"})
+        inheritance = receive_handoff(expect={"http"})
         service = build_service(args.release)
         if inheritance is None:
             listener = _listen(args.port)
@@ -358,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         listener = inheritance.listeners["http"]
         restored = {
-            "steps": [step for c in report.components for step in c.steps],
-            "timings": dict(report.timings),
+            "steps": [step for c in report.restore.components for step in c.steps],
+            "timings": dict(report.restore.timings),
         }
     server = CacheServer(
         listener, release=args.release, generation=args.generation, service=service

@@ -1,26 +1,44 @@
 """Hot-restart handoff: pass listening sockets and a state snapshot to a successor process.
 
-The old process calls :func:`upgrade` (or :func:`send_handoff` for a successor it
-did not start); the successor calls :func:`inherit` (or :func:`receive_handoff`).
-The old process keeps serving until the successor reports ready, and goes on
-serving if it fails. :mod:`statemigrate.handoff` also speaks systemd's notify
-protocol and fd store (:func:`sd_notify`, :func:`fd_store`, :func:`listen_fds`).
-For a :class:`~statemigrate.Service`, :func:`hand_over` and :func:`take_over` do
-both sides, including the choice of schema versions (rollbacks included).
-See ``docs/handoff.md`` for the protocol step by step.
+Two levels, one verb pair each:
+
+* any bytes: the old process calls :func:`send_handoff` with a :class:`Spawn` (a
+  successor it starts) or a connected socket (one started by someone else); the
+  successor calls :func:`receive_handoff` and then :meth:`Inheritance.hello` and
+  :meth:`Inheritance.ready`;
+* a :class:`~statemigrate.Service`: :func:`hand_over` and :func:`take_over` do both
+  sides, including the choice of schema versions (rollbacks included).
+
+The old process keeps serving until the successor reports ready, and goes on serving
+if it fails (:class:`SuccessorFailedError`, a :class:`HandoffError`). The server is
+held and released through one :class:`ServerControl` object; every wait is bounded
+by one :class:`HandoffTimeouts` object. Each call that waits has an asyncio flavour
+(``*_async``, with an :class:`AsyncServerControl`) running the same steps on the
+event loop. :mod:`statemigrate.handoff` also speaks systemd's notify protocol and fd
+store (:func:`sd_notify`, :func:`fd_store`, :func:`listen_fds`). See
+``docs/handoff.md`` for the protocol step by step.
 """
 
-from statemigrate._errors import HandoffError
+from statemigrate._errors import HandoffError, SuccessorFailedError
+from statemigrate.handoff._control import (
+    AsyncControlCallbacks,
+    AsyncServerControl,
+    ControlCallbacks,
+    ServerControl,
+)
 from statemigrate.handoff._drain import Drainer, DrainReport
-from statemigrate.handoff._report import HandoffReport
+from statemigrate.handoff._options import HandoffTimeouts, Spawn
+from statemigrate.handoff._receive import Inheritance, receive_handoff
+from statemigrate.handoff._report import HandoffReport, TakeOverReport
+from statemigrate.handoff._send import ExportState, send_handoff, send_handoff_async
 from statemigrate.handoff._service import (
     choose_targets,
     hand_over,
-    handoff_readable,
+    hand_over_async,
     take_over,
+    take_over_async,
 )
-from statemigrate.handoff._signals import install_signal_trigger
-from statemigrate.handoff._successor import Inheritance, inherit, receive_handoff
+from statemigrate.handoff._signals import install_signal_trigger, install_signal_trigger_async
 from statemigrate.handoff._systemd import (
     SystemdFds,
     fd_store,
@@ -28,27 +46,35 @@ from statemigrate.handoff._systemd import (
     listen_fds,
     sd_notify,
 )
-from statemigrate.handoff._upgrade import ExportState, send_handoff, upgrade
 
 __all__ = [
+    "AsyncControlCallbacks",
+    "AsyncServerControl",
+    "ControlCallbacks",
     "DrainReport",
     "Drainer",
     "ExportState",
     "HandoffError",
     "HandoffReport",
+    "HandoffTimeouts",
     "Inheritance",
+    "ServerControl",
+    "Spawn",
+    "SuccessorFailedError",
     "SystemdFds",
+    "TakeOverReport",
     "choose_targets",
     "fd_store",
     "fd_store_remove",
     "hand_over",
-    "handoff_readable",
-    "inherit",
+    "hand_over_async",
     "install_signal_trigger",
+    "install_signal_trigger_async",
     "listen_fds",
     "receive_handoff",
     "sd_notify",
     "send_handoff",
+    "send_handoff_async",
     "take_over",
-    "upgrade",
+    "take_over_async",
 ]

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import json
 import re
-import select
 import socket
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from statemigrate._errors import HandoffError
+from statemigrate.handoff._drive import Steps, wait_readable
 from statemigrate.handoff._fdpass import MAX_FDS, close_all, receive_fds, send_fds
 
 __all__ = [
@@ -48,10 +48,13 @@ __all__ = [
     "Failed",
     "Hello",
     "Message",
+    "NoMessage",
     "Ready",
+    "Received",
     "SnapshotOffer",
     "decode_message",
     "encode_message",
+    "message_name",
 ]
 
 PROTOCOL_VERSION = 1
@@ -307,12 +310,29 @@ def decode_message(packet: bytes, *, stage: str) -> Message:
         raise HandoffError(stage, f"protocol error: bad {name} body: {exc}") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A message from the peer, with the descriptors that came with it (the caller's)."""
+
+    message: Message
+    fds: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NoMessage:
+    """Why no message came: the deadline passed, the watched process exited, or the
+    peer closed the channel."""
+
+    why: Literal["timeout", "exited", "closed"]
+
+
 class Channel:
     """One end of a control channel: whole messages in, whole messages out.
 
-    The socket stays blocking; waits are bounded with ``poll`` against a deadline,
-    and can also watch a second descriptor (a pidfd of the peer), so a peer that
-    dies is noticed at once instead of at the timeout.
+    Sending happens at once; receiving is a step (see
+    :mod:`statemigrate.handoff._drive`) that waits until a message can be read, the
+    deadline passes, or a watched descriptor (the peer's pidfd) becomes readable, so
+    a peer that dies is noticed at once instead of at the timeout.
     """
 
     def __init__(self, sock: socket.socket) -> None:
@@ -334,50 +354,38 @@ class Channel:
             return False
         return True
 
-    def wait(self, deadline: float, *, watch: int | None = None) -> str:
-        """Wait until a message can be read or ``deadline`` passes.
-
-        Returns:
-            ``"message"`` (a packet or end-of-file can be read), ``"timeout"``, or
-            ``"watch"`` (the watched descriptor became readable and no packet is
-            waiting).
-        """
-        poller = select.poll()
-        poller.register(self.sock.fileno(), select.POLLIN)
-        if watch is not None:
-            poller.register(watch, select.POLLIN)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return "timeout"
-            events = poller.poll(max(1, int(remaining * 1000)))
-            ready = {fd for fd, _mask in events}
-            if self.sock.fileno() in ready:
-                return "message"
-            if watch is not None and watch in ready:
-                return "watch"
-
     def receive(
-        self, *, stage: str, max_fds: int = 0, deadline: float, watch: int | None = None
-    ) -> tuple[Message, list[int]] | str:
-        """Receive the next message.
+        self, *, stage: str, deadline: float, max_fds: int = 0, watch: int | None = None
+    ) -> Steps[Received | NoMessage]:
+        """Steps: wait for the next message and read it.
 
         Returns:
-            ``(message, fds)``; or ``"timeout"``, ``"watch"`` (see :meth:`wait`),
-            or ``"closed"`` when the peer closed the channel.
+            The message (descriptors only with ``SNAPSHOT``, at most ``max_fds``), or
+            why none came.
 
         Raises:
             HandoffError: the packet was malformed or carried descriptors where none
                 belong; anything received has been closed.
         """
-        state = self.wait(deadline, watch=watch)
-        if state != "message":
-            return state
+        ours = self.sock.fileno()
+        ready = yield from wait_readable((ours,) if watch is None else (ours, watch), deadline)
+        if ready is None:
+            return NoMessage("timeout")
+        if ready != ours:
+            return NoMessage("exited")
+        return self.read(stage=stage, max_fds=max_fds)
+
+    def read(self, *, stage: str, max_fds: int = 0) -> Received | NoMessage:
+        """Read the message waiting on the channel (or its end: ``NoMessage("closed")``).
+
+        Raises:
+            HandoffError: as for :meth:`receive`.
+        """
         packet, fds = receive_fds(
             self.sock, max_bytes=MAX_MESSAGE, max_fds=min(max_fds + 1, MAX_FDS), stage=stage
         )
         if not packet and not fds:
-            return "closed"
+            return NoMessage("closed")
         try:
             message = decode_message(packet, stage=stage)
             if len(fds) > max_fds or (fds and not isinstance(message, SnapshotOffer)):
@@ -388,4 +396,4 @@ class Channel:
         except HandoffError:
             close_all(fds)
             raise
-        return message, fds
+        return Received(message, tuple(fds))

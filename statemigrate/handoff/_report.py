@@ -1,27 +1,40 @@
-"""What a handoff attempt did, for logs, metrics and error handling."""
+"""What a handoff did, on each side, for logs, metrics and error handling."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-__all__ = ["HandoffOutcome", "HandoffReport", "Phase", "Transport"]
+if TYPE_CHECKING:
+    from statemigrate._runtime._report import RestoreReport
+
+__all__ = ["Attempt", "HandoffOutcome", "HandoffReport", "Phase", "TakeOverReport", "Transport"]
 
 HandoffOutcome = Literal["ready", "failed"]
 Transport = Literal["spawn", "socket"]
-#: The phases timed by a handoff, in order.
+#: The phases timed by the old process, in order.
 Phase = Literal["spawn", "handshake", "export", "transfer", "ready", "total"]
+
+
+def _phases(timings: Mapping[str, float]) -> str:
+    return " ".join(f"{name}={seconds * 1000:.1f}ms" for name, seconds in timings.items())
+
+
+def _plain_versions(readable: Mapping[str, tuple[int, ...]]) -> dict[str, list[int]]:
+    return {name: list(versions) for name, versions in readable.items()}
 
 
 @dataclass(frozen=True)
 class HandoffReport:
-    """The account of one handoff attempt, successful or not.
+    """The old process's account of one handoff attempt, successful or not.
 
     Attributes:
         outcome: ``"ready"`` when the successor took over, ``"failed"`` otherwise.
-        transport: ``"spawn"`` (:func:`~statemigrate.handoff.upgrade`) or ``"socket"``
-            (:func:`~statemigrate.handoff.send_handoff`).
+        transport: ``"spawn"`` (a :class:`~statemigrate.handoff.Spawn` successor) or
+            ``"socket"`` (a successor that connected to us).
         stage: the stage that failed (``None`` on success): ``spawn``, ``handshake``,
             ``pause``, ``export``, ``transfer``, ``ready`` or ``commit``.
         reason: why it failed (``None`` on success).
@@ -32,7 +45,7 @@ class HandoffReport:
         readable: the schema versions the successor said it can read.
         snapshot_size: the number of snapshot bytes sent (0 if none were).
         timings: seconds spent per phase (only phases that started), plus ``total``.
-        problems: non-fatal troubles, such as a ``stop_accepting`` callback that raised
+        problems: non-fatal troubles, such as a ``stop_accepting()`` that raised
             after the successor had taken over.
     """
 
@@ -53,12 +66,115 @@ class HandoffReport:
         """Whether the successor took over."""
         return self.outcome == "ready"
 
-    def describe(self) -> str:
-        """Return a one-line summary, as logged."""
-        phases = " ".join(
-            f"{name}={seconds * 1000:.1f}ms" for name, seconds in self.timings.items()
-        )
+    def summary(self) -> str:
+        """One line for logs (the line the handoff logs itself)."""
         who = f"successor pid {self.successor_pid}" if self.successor_pid else "no successor"
         if self.ok:
-            return f"handoff ready: {who}, {self.snapshot_size} bytes, {phases}"
-        return f"handoff failed at {self.stage}: {self.reason} ({who}, {phases})"
+            return f"handoff ready: {who}, {self.snapshot_size} bytes, {_phases(self.timings)}"
+        return (
+            f"handoff failed at {self.stage}: {self.reason} ({who}, {_phases(self.timings)})"
+        )
+
+    def to_plain(self) -> dict[str, Any]:
+        """The report as JSON-ready data (lists for tuples, dicts for mappings)."""
+        return {
+            "outcome": self.outcome,
+            "transport": self.transport,
+            "stage": self.stage,
+            "reason": self.reason,
+            "successor_pid": self.successor_pid,
+            "successor_exit": self.successor_exit,
+            "listeners": list(self.listeners),
+            "readable": _plain_versions(self.readable),
+            "snapshot_size": self.snapshot_size,
+            "timings": dict(self.timings),
+            "problems": list(self.problems),
+        }
+
+
+@dataclass(frozen=True)
+class TakeOverReport:
+    """The successor's account of a handoff it took over (what ``take_over`` returns).
+
+    Attributes:
+        parent_pid: the pid of the process that handed over.
+        transport: ``"spawn"`` or ``"socket"``.
+        listeners: the names of the listeners received.
+        readable: the schema versions announced in HELLO.
+        snapshot_size: the size of the snapshot received, in bytes.
+        restore: the report of restoring the snapshot into the service.
+        timings: seconds spent in ``snapshot_wait`` (from HELLO until the snapshot
+            arrived: the old process paused and exported meanwhile), ``restore``,
+            ``commit_wait`` (from READY until COMMIT), and ``total``.
+    """
+
+    parent_pid: int
+    transport: Transport
+    listeners: tuple[str, ...]
+    readable: Mapping[str, tuple[int, ...]]
+    snapshot_size: int
+    restore: RestoreReport
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line for logs."""
+        steps = sum(len(component.steps) for component in self.restore.components)
+        return (
+            f"took over from pid {self.parent_pid} ({self.transport}):"
+            f" {self.snapshot_size} bytes, {len(self.restore.components)} components,"
+            f" {steps} steps, {_phases(self.timings)}"
+        )
+
+    def to_plain(self) -> dict[str, Any]:
+        """The report as JSON-ready data; ``restore`` is the restore report's own."""
+        return {
+            "parent_pid": self.parent_pid,
+            "transport": self.transport,
+            "listeners": list(self.listeners),
+            "readable": _plain_versions(self.readable),
+            "snapshot_size": self.snapshot_size,
+            "restore": self.restore.to_plain(),
+            "timings": dict(self.timings),
+        }
+
+
+class Attempt:
+    """The facts of one attempt by the old process, gathered as it goes, for its report."""
+
+    def __init__(self, transport: Transport, listeners: Sequence[str]) -> None:
+        self.transport: Transport = transport
+        self.listeners = tuple(listeners)
+        self.started = time.monotonic()
+        self.timings: dict[str, float] = {}
+        self.successor_pid: int | None = None
+        self.successor_exit: int | None = None
+        self.readable: dict[str, tuple[int, ...]] = {}
+        self.snapshot_size = 0
+        self.paused = False
+        self.committed = False
+        self.problems: list[str] = []
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[name] = time.monotonic() - began
+
+    def report(self, *, stage: str | None = None, reason: str | None = None) -> HandoffReport:
+        timings = dict(self.timings)
+        timings["total"] = time.monotonic() - self.started
+        return HandoffReport(
+            outcome="ready" if stage is None else "failed",
+            transport=self.transport,
+            stage=stage,
+            reason=reason,
+            successor_pid=self.successor_pid,
+            successor_exit=self.successor_exit,
+            listeners=self.listeners,
+            readable=dict(self.readable),
+            snapshot_size=self.snapshot_size,
+            timings=timings,
+            problems=tuple(self.problems),
+        )

@@ -9,30 +9,34 @@ such version exists the handoff is aborted before the writers are paused, with a
 error that names the component and both sides' versions.
 
 What a process declares it can read decides who migrates. By default a successor
-declares only the versions it can restore *without losing data*: its own version,
-older ones it upgrades from, and newer ones only through loss-free steps. So when a
-newer release hands state back to an older one (a rollback), the older one declares
-its own version only, and the newer one, which knows the newer schema best, exports
-through the downgrade steps. Those steps usually drop fields, so the exporting side
-must say ``allow_lossy=True`` explicitly; without it the rollback is refused with
-the lossy steps named, and the old process goes on serving.
+declares only the versions it can restore *without losing data*
+(``service.readable_versions(allow_lossy=False)``): its own version, older ones it
+upgrades from, and newer ones only through loss-free steps. So when a newer release
+hands state back to an older one (a rollback), the older one declares its own
+version only, and the newer one, which knows the newer schema best, exports through
+the downgrade steps. Those steps usually drop fields, so the exporting side must say
+``allow_lossy=True`` explicitly; without it the rollback is refused with the lossy
+steps named, and the old process goes on serving.
 
 Old process::
 
-    report = hand_over(service, [sys.executable, "-m", "myservice"],
-                       listeners={"http": sock}, pause=server.pause,
-                       resume=server.resume, stop_accepting=server.stop_accepting)
+    report = hand_over(service, Spawn([sys.executable, "-m", "myservice"]),
+                       listeners={"http": sock}, control=server)
 
 Successor::
 
-    inheritance = inherit(expect={"http"})
+    inheritance = receive_handoff(expect={"http"})
     if inheritance is not None:
-        restored = take_over(service, inheritance)   # HELLO, restore, READY, COMMIT
+        report = take_over(service, inheritance)   # HELLO, restore, READY, COMMIT
+
+Both have an asyncio flavour, :func:`hand_over_async` and :func:`take_over_async`,
+which run the same steps on the event loop. The snapshot is encoded (old process)
+and restored (successor) inline, on the loop: that work is CPU-bound, and the
+writers are paused meanwhile anyway.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import socket
 import time
@@ -44,37 +48,18 @@ from statemigrate._errors import (
     NoMigrationPathError,
     RestoreError,
 )
-from statemigrate._runtime._report import RestoreReport, SnapshotReport
+from statemigrate._runtime._report import SnapshotReport
 from statemigrate._runtime._service import Service, choose_versions
-from statemigrate.handoff._report import HandoffReport
-from statemigrate.handoff._successor import DEFAULT_MAX_SNAPSHOT, Inheritance
-from statemigrate.handoff._upgrade import upgrade
+from statemigrate.handoff._control import AsyncServerControl, ServerControl
+from statemigrate.handoff._drive import Steps, run_async, run_blocking
+from statemigrate.handoff._options import HandoffTimeouts, Spawn
+from statemigrate.handoff._receive import DEFAULT_MAX_SNAPSHOT, Inheritance
+from statemigrate.handoff._report import HandoffReport, TakeOverReport
+from statemigrate.handoff._send import DEFAULT_TIMEOUTS, Prepare, handoff_steps
 
-__all__ = ["choose_targets", "hand_over", "handoff_readable", "take_over"]
+__all__ = ["choose_targets", "hand_over", "hand_over_async", "take_over", "take_over_async"]
 
 logger = logging.getLogger("statemigrate.handoff")
-
-
-class _NoCommonVersion(Exception):
-    """Raised inside the export callback; turned into a plain HandoffError afterwards."""
-
-    def __init__(self, detail: str) -> None:
-        self.detail = detail
-        super().__init__(detail)
-
-
-def handoff_readable(service: Service, *, allow_lossy: bool = False) -> dict[str, list[int]]:
-    """Per component, the versions ``service`` declares it can read in a handoff.
-
-    Args:
-        service: the successor's service, components registered.
-        allow_lossy: also declare versions that reach the live version only through
-            steps declared lossy (then the restore must allow them too).
-
-    Returns:
-        ``{component: [versions]}``, ascending; the live version is always there.
-    """
-    return service.readable_versions(allow_lossy=allow_lossy)
 
 
 def _reachable(service: Service, *, allow_lossy: bool) -> tuple[dict[str, list[int]], set[str]]:
@@ -138,37 +123,55 @@ def choose_targets(
         raise HandoffError("export", detail) from exc
 
 
+def _exporting(
+    service: Service,
+    *,
+    allow_lossy: bool,
+    meta: Mapping[str, str] | None,
+    on_snapshot: Callable[[SnapshotReport], None] | None,
+) -> Prepare:
+    """The export of ``service``: versions chosen before the pause, snapshot after it."""
+
+    def prepare(readable: Mapping[str, Sequence[int]]) -> Callable[[], bytes]:
+        targets = choose_targets(service, readable, allow_lossy=allow_lossy)
+
+        def export() -> bytes:
+            encoded, report = service.snapshot(
+                targets=targets, allow_lossy=allow_lossy, meta=meta
+            )
+            if on_snapshot is not None:
+                on_snapshot(report)
+            return encoded.to_bytes()
+
+        return export
+
+    return prepare
+
+
 def hand_over(
     service: Service,
-    argv: Sequence[str],
+    successor: Spawn | socket.socket,
     *,
     listeners: Mapping[str, socket.socket],
-    pause: Callable[[], None] | None = None,
-    resume: Callable[[], None] | None = None,
-    stop_accepting: Callable[[], None] | None = None,
+    control: ServerControl | None = None,
+    timeouts: HandoffTimeouts = DEFAULT_TIMEOUTS,
     allow_lossy: bool = False,
     meta: Mapping[str, str] | None = None,
     on_snapshot: Callable[[SnapshotReport], None] | None = None,
-    ready_timeout: float = 30.0,
-    handshake_timeout: float = 30.0,
-    kill_grace: float = 5.0,
-    env: Mapping[str, str] | None = None,
-    cwd: str | None = None,
 ) -> HandoffReport:
-    """Start ``argv`` as a successor and hand it ``service``'s state and ``listeners``.
+    """Hand ``service``'s state and ``listeners`` to a successor.
 
-    A :func:`~statemigrate.handoff.upgrade` whose ``export_state`` chooses the versions
-    (:func:`choose_targets`) and returns ``service.snapshot(targets=...)``. The choice
-    is made *before* ``pause()`` is called: a successor that reads nothing we can
-    write is turned away without holding a single request.
+    A :func:`~statemigrate.handoff.send_handoff` whose export chooses the versions
+    (:func:`choose_targets`) and takes ``service.snapshot(targets=...)``. The choice
+    is made *before* ``control.pause()`` is called: a successor that reads nothing we
+    can write is turned away without holding a single request.
 
     Args:
         service: the live service to export.
-        argv: the successor's command line; it should call
-            :func:`~statemigrate.handoff.inherit` and then :func:`take_over`.
-        listeners, pause, resume, stop_accepting, ready_timeout, handshake_timeout,
-        kill_grace, env, cwd: as for :func:`~statemigrate.handoff.upgrade`. ``resume``
-            is called only if ``pause`` was.
+        successor: a :class:`~statemigrate.handoff.Spawn` to start (its program calls
+            :func:`~statemigrate.handoff.receive_handoff` and then :func:`take_over`),
+            or an accepted connection from a successor started by someone else.
+        listeners, control, timeouts: as for :func:`~statemigrate.handoff.send_handoff`.
         allow_lossy: let the export run steps declared lossy. Needed to hand state
             back to an older release (a rollback), which reads only older versions;
             never implied, because the older release will not see what they drop.
@@ -180,63 +183,100 @@ def hand_over(
         The handoff's report (``timings["export"]`` includes ``pause()``).
 
     Raises:
-        HandoffError: as for :func:`~statemigrate.handoff.upgrade`; stage ``export``
-            when there is no common version, with a message naming the component and
-            the versions. The old process has resumed and keeps serving.
+        ConfigurationError, SuccessorFailedError, HandoffError: as for
+            :func:`~statemigrate.handoff.send_handoff`; stage ``export`` when there
+            is no common version, with a message naming the component and the
+            versions. The old process has resumed and keeps serving.
     """
-    paused = False
+    prepare = _exporting(service, allow_lossy=allow_lossy, meta=meta, on_snapshot=on_snapshot)
+    steps = handoff_steps(
+        successor,
+        listeners=listeners,
+        prepare=prepare,
+        control=control,
+        timeouts=timeouts,
+        asynchronous=False,
+    )
+    return run_blocking(steps, control)
 
-    def export_state(readable: Mapping[str, Sequence[int]]) -> bytes:
-        nonlocal paused
-        try:
-            targets = choose_targets(service, readable, allow_lossy=allow_lossy)
-        except HandoffError as exc:
-            raise _NoCommonVersion(exc.detail) from exc
-        if pause is not None:
-            pause()
-        paused = True
-        encoded, report = service.snapshot(targets=targets, allow_lossy=allow_lossy, meta=meta)
-        if on_snapshot is not None:
-            on_snapshot(report)
-        return encoded.to_bytes()
 
-    def resume_if_paused() -> None:
-        if paused and resume is not None:
-            resume()
+async def hand_over_async(
+    service: Service,
+    successor: Spawn | socket.socket,
+    *,
+    listeners: Mapping[str, socket.socket],
+    control: AsyncServerControl | None = None,
+    timeouts: HandoffTimeouts = DEFAULT_TIMEOUTS,
+    allow_lossy: bool = False,
+    meta: Mapping[str, str] | None = None,
+    on_snapshot: Callable[[SnapshotReport], None] | None = None,
+) -> HandoffReport:
+    """:func:`hand_over` on the running event loop, for an asyncio server.
 
+    The waits (for HELLO, for READY, for a failed successor to exit) are waits on the
+    loop, which goes on serving meanwhile; ``control``'s methods are awaited. The
+    snapshot is taken inline on the loop, between ``await control.pause()`` and the
+    transfer: CPU-bound work, done while the writers are paused anyway.
+
+    Raises:
+        ConfigurationError, SuccessorFailedError, HandoffError: as for
+            :func:`hand_over`; a blocking ``control`` is refused.
+    """
+    prepare = _exporting(service, allow_lossy=allow_lossy, meta=meta, on_snapshot=on_snapshot)
+    steps = handoff_steps(
+        successor,
+        listeners=listeners,
+        prepare=prepare,
+        control=control,
+        timeouts=timeouts,
+        asynchronous=True,
+    )
+    return await run_async(steps, control)
+
+
+def _taking_over(
+    service: Service,
+    inheritance: Inheritance,
+    *,
+    readable: Mapping[str, Iterable[int]] | None,
+    allow_lossy: bool,
+    strict: bool | None,
+    max_size: int,
+) -> Steps[TakeOverReport]:
+    if readable is None:
+        readable = service.readable_versions(allow_lossy=allow_lossy)
+    announced = {name: tuple(int(v) for v in versions) for name, versions in readable.items()}
+    began = time.perf_counter()
+    snapshot = yield from inheritance._hello_steps(announced, max_size=max_size)
+    arrived = time.perf_counter()
+    size = snapshot.nbytes
     try:
-        return upgrade(
-            argv,
-            listeners=listeners,
-            export_state=export_state,
-            pause=None,
-            resume=resume_if_paused,
-            stop_accepting=stop_accepting,
-            ready_timeout=ready_timeout,
-            handshake_timeout=handshake_timeout,
-            kill_grace=kill_grace,
-            env=env,
-            cwd=cwd,
-        )
-    except HandoffError as exc:
-        cause = _find_cause(exc, _NoCommonVersion)
-        if cause is None:
-            raise
-        report = exc.report
-        if report is not None:
-            report = dataclasses.replace(report, reason=cause.detail)
-        raise HandoffError("export", cause.detail, report=report) from exc
-
-
-def _find_cause(exc: BaseException, kind: type[_NoCommonVersion]) -> _NoCommonVersion | None:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return current
-        seen.add(id(current))
-        current = current.__cause__
-    return None
+        restored = service.restore(snapshot, allow_lossy=allow_lossy, strict=strict)
+    except RestoreError as exc:
+        inheritance.failed(str(exc))
+        raise
+    except BaseException as exc:
+        inheritance.failed(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        snapshot.release()
+    done = time.perf_counter()
+    yield from inheritance._ready_steps()
+    ended = time.perf_counter()
+    return TakeOverReport(
+        parent_pid=inheritance.parent_pid,
+        transport=inheritance.transport,
+        listeners=tuple(inheritance.listeners),
+        readable=announced,
+        snapshot_size=size,
+        restore=restored,
+        timings={
+            "snapshot_wait": arrived - began,
+            "restore": done - arrived,
+            "commit_wait": ended - done,
+            "total": ended - began,
+        },
+    )
 
 
 def take_over(
@@ -246,35 +286,31 @@ def take_over(
     readable: Mapping[str, Iterable[int]] | None = None,
     allow_lossy: bool = False,
     strict: bool | None = None,
-    timeout: float = 60.0,
-    ready_timeout: float = 30.0,
     max_size: int = DEFAULT_MAX_SNAPSHOT,
-) -> RestoreReport:
+) -> TakeOverReport:
     """The successor's whole side: announce versions, restore the snapshot, report READY.
 
-    Sends HELLO with ``readable`` (by default :func:`handoff_readable`: the versions
-    this code restores without loss), restores the snapshot it receives into
-    ``service`` (verify, migrate, validate, apply: all or nothing), then reports READY
-    and waits for COMMIT. If the restore fails, FAILED is sent with the reason and the
-    error re-raised; the old process keeps serving and this process must exit.
+    Sends HELLO with ``readable`` (by default ``service.readable_versions()`` without
+    lossy steps: the versions this code restores without loss), restores the
+    snapshot it receives into ``service`` (verify, migrate, validate, apply: all or
+    nothing), then reports READY and waits for COMMIT. If the restore fails, FAILED is
+    sent with the reason and the error re-raised; the old process keeps serving and
+    this process must exit. The waits are ``inheritance.timeouts.snapshot`` and
+    ``.commit``.
 
     Args:
         service: this process's service, every component registered, none serving yet.
-        inheritance: from :func:`~statemigrate.handoff.inherit` or
-            :func:`~statemigrate.handoff.receive_handoff`, not used yet.
+        inheritance: from :func:`~statemigrate.handoff.receive_handoff`, not used yet.
         readable: override the versions announced.
         allow_lossy: declare (and restore through) versions reached only by lossy
             steps. Off by default: the old process then does any lossy downgrade,
             and only if it was told to.
         strict: passed to :meth:`~statemigrate.Service.restore`.
-        timeout: seconds to wait for the snapshot after HELLO.
-        ready_timeout: seconds to wait for COMMIT after READY.
         max_size: the largest snapshot accepted.
 
     Returns:
-        The restore's report; ``timings["handoff_wait"]`` adds the seconds spent from
-        HELLO to the snapshot's arrival, ``timings["commit_wait"]`` those from READY
-        to COMMIT.
+        The successor's report: the restore's own report as ``restore``, and the
+        seconds spent waiting for the snapshot, restoring and waiting for COMMIT.
 
     Raises:
         HandoffError: the conversation failed (stages ``receive``, ``commit``). After
@@ -282,25 +318,40 @@ def take_over(
         RestoreError: the snapshot could not be restored; every component is as it
             was and FAILED was sent.
     """
-    versions = readable if readable is not None else handoff_readable(
-        service, allow_lossy=allow_lossy
+    steps = _taking_over(
+        service,
+        inheritance,
+        readable=readable,
+        allow_lossy=allow_lossy,
+        strict=strict,
+        max_size=max_size,
     )
-    began = time.perf_counter()
-    snapshot = inheritance.hello(versions, timeout=timeout, max_size=max_size)
-    arrived = time.perf_counter()
-    try:
-        report = service.restore(snapshot, allow_lossy=allow_lossy, strict=strict)
-    except RestoreError as exc:
-        inheritance.failed(str(exc))
-        raise
-    except BaseException as exc:
-        inheritance.failed(f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        snapshot.release()
-    restored = time.perf_counter()
-    inheritance.ready(timeout=ready_timeout)
-    timings = dict(report.timings)
-    timings["handoff_wait"] = arrived - began
-    timings["commit_wait"] = time.perf_counter() - restored
-    return dataclasses.replace(report, timings=timings)
+    return run_blocking(steps, None)
+
+
+async def take_over_async(
+    service: Service,
+    inheritance: Inheritance,
+    *,
+    readable: Mapping[str, Iterable[int]] | None = None,
+    allow_lossy: bool = False,
+    strict: bool | None = None,
+    max_size: int = DEFAULT_MAX_SNAPSHOT,
+) -> TakeOverReport:
+    """:func:`take_over` on the running event loop, for an asyncio successor.
+
+    The waits for the snapshot and for COMMIT are waits on the loop; the restore runs
+    inline on it (CPU-bound work, done before this process serves anything).
+
+    Raises:
+        HandoffError, RestoreError: as for :func:`take_over`.
+    """
+    steps = _taking_over(
+        service,
+        inheritance,
+        readable=readable,
+        allow_lossy=allow_lossy,
+        strict=strict,
+        max_size=max_size,
+    )
+    return await run_async(steps, None)

@@ -1,4 +1,4 @@
-"""One generation of a handoff chain; each generation starts the next with ``upgrade``.
+"""One generation of a handoff chain; each generation starts the next with ``send_handoff``.
 
 Usage: chain.py GENERATIONS [--leak]
 
@@ -7,9 +7,9 @@ against what it should hold, as the list of unexpected descriptors:
 
 * ``at_start``: before any import, the table must be 0, 1, 2 plus the listener and
   the control channel named in ``STATEMIGRATE_FDS`` (nothing else was inherited);
-* ``after_takeover``: after ``inherit``, ``hello`` and ``ready``, with the
+* ``after_takeover``: after ``receive_handoff``, ``hello`` and ``ready``, with the
   snapshot released, it must be 0, 1, 2 plus the listener;
-* ``after_upgrade``: after handing over to the next generation, the same.
+* ``after_handoff``: after handing over to the next generation, the same.
 
 ``--leak`` is the negative control: each generation keeps a stray copy of a
 received descriptor, as a careless successor would.
@@ -46,7 +46,7 @@ def load_handoff_layer_only() -> None:
 
 load_handoff_layer_only()
 
-from statemigrate.handoff import inherit, upgrade  # noqa: E402
+from statemigrate.handoff import Spawn, receive_handoff, send_handoff  # noqa: E402
 
 
 def unexpected(table: list[int], allowed: set[int]) -> list[int]:
@@ -61,7 +61,7 @@ def main() -> int:
         for entry in os.environ.get("STATEMIGRATE_FDS", "").split(":")
         if entry
     }
-    inheritance = inherit(expect={"tcp"})
+    inheritance = receive_handoff(expect={"tcp"})
     if inheritance is None:
         generation = 0
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -81,22 +81,22 @@ def main() -> int:
     base = {0, 1, 2, listener.fileno()}
     after_takeover = unexpected(fd_table(), base)
 
-    after_upgrade: list[int] = []
+    after_handoff: list[int] = []
     if generation + 1 < generations:
         argv = [sys.executable, os.path.abspath(__file__), *sys.argv[1:]]
-        upgrade(
-            argv,
+        send_handoff(
+            Spawn(argv),
             listeners={"tcp": listener},
             export_state=lambda readable: json.dumps({"generation": generation}).encode(),
         )
-        after_upgrade = unexpected(fd_table(), base)
+        after_handoff = unexpected(fd_table(), base)
     line = json.dumps(
         {
             "generation": generation,
             "pid": os.getpid(),
             "at_start": at_start,
             "after_takeover": after_takeover,
-            "after_upgrade": after_upgrade,
+            "after_handoff": after_handoff,
         }
     )
     os.write(1, line.encode() + b"\n")  # one write: generations share the pipe

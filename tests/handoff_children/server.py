@@ -18,7 +18,15 @@ import threading
 
 from lineserver import LineServer, decode_state
 
-from statemigrate.handoff import HandoffError, inherit, install_signal_trigger, upgrade
+from statemigrate.handoff import (
+    ControlCallbacks,
+    HandoffError,
+    HandoffTimeouts,
+    Spawn,
+    install_signal_trigger,
+    receive_handoff,
+    send_handoff,
+)
 
 
 def emit(**event: object) -> None:
@@ -36,7 +44,7 @@ def main() -> int:
     args = parser.parse_args()
 
     expect = {"tcp"} if args.mode == "handoff" else set()
-    inheritance = inherit(expect=expect)
+    inheritance = receive_handoff(expect=expect)
     if inheritance is None:
         generation, counters = 1, {}
     else:
@@ -76,14 +84,14 @@ def main() -> int:
 
             listeners = {}
         try:
-            report = upgrade(
-                argv,
+            report = send_handoff(
+                Spawn(argv),
                 listeners=listeners,
                 export_state=server.export_state,
-                pause=pause,
-                resume=server.resume,
-                stop_accepting=server.stop_accepting,
-                ready_timeout=args.ready_timeout,
+                control=ControlCallbacks(
+                    pause=pause, resume=server.resume, stop_accepting=server.stop_accepting
+                ),
+                timeouts=HandoffTimeouts(ready=args.ready_timeout),
             )
         except HandoffError as exc:
             emit(event="handoff_failed", generation=generation, stage=exc.stage, detail=exc.detail)

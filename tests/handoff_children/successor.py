@@ -3,17 +3,18 @@
 Usage: successor.py MODE OUTPUT [EXPECT]   (EXPECT: comma-separated listener names)
 
 Modes:
-    report         take over normally; report the descriptor table before ``inherit``,
-                   after it, and after the handoff, plus the snapshot received
+    report         take over normally; report the descriptor table before
+                   ``receive_handoff``, after it, and after the handoff, plus the
+                   snapshot received
     verify         decode the line server's snapshot; FAILED if it is corrupt
     fail           receive the snapshot, then report FAILED
     exit3          exit with status 3 before saying anything
     vanish         receive the snapshot, then exit without READY
     hang           receive the snapshot, then never answer
     hang-stubborn  like hang, and ignore SIGTERM
-    silent         inherit, then never send HELLO
+    silent         receive_handoff, then never send HELLO
     bad-hello      send a packet that is not a handoff message instead of HELLO
-    inherit-check  only call inherit(); report what happened
+    inherit-check  only call receive_handoff(); report what happened
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import time  # noqa: E402
 
 from lineserver import decode_state  # noqa: E402
 
-from statemigrate.handoff import HandoffError, inherit  # noqa: E402
+from statemigrate.handoff import HandoffError, receive_handoff  # noqa: E402
 
 
 def emit(**event: object) -> None:
@@ -56,7 +57,7 @@ def main(mode: str) -> int:
     if mode == "inherit-check":
         expect = None if len(sys.argv) < 4 else [n for n in sys.argv[3].split(",") if n]
         try:
-            inheritance = inherit(expect=expect)
+            inheritance = receive_handoff(expect=expect)
         except HandoffError as exc:
             emit(error=exc.stage, detail=exc.detail, start=START_TABLE, after=fd_table())
             return 1
@@ -73,7 +74,7 @@ def main(mode: str) -> int:
         inheritance.close()
         return 0
 
-    inheritance = inherit()
+    inheritance = receive_handoff()
     if inheritance is None:
         emit(error="not started by a handoff")
         return 2

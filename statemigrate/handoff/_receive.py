@@ -1,9 +1,9 @@
 """The successor's side of a handoff: take the descriptors, greet, restore, report.
 
-A successor started by :func:`~statemigrate.handoff.upgrade` calls :func:`inherit`
-first thing (before it opens files or starts threads), then::
+A successor started by :func:`~statemigrate.handoff.send_handoff` calls
+:func:`receive_handoff` first thing (before it opens files or starts threads), then::
 
-    inheritance = inherit(expect={"http"})
+    inheritance = receive_handoff(expect={"http"})
     if inheritance is None:              # a cold start: nobody handed anything over
         listener = bind_and_listen()
     else:
@@ -14,8 +14,13 @@ first thing (before it opens files or starts threads), then::
         listener = inheritance.listeners["http"]
     serve(listener)                      # only now change state and accept
 
-A process that was not started by a handoff gets ``None`` from :func:`inherit`
-rather than an error, so one code path serves cold starts and handoffs alike.
+A process that was not started by a handoff gets ``None`` rather than an error, so
+one code path serves cold starts and handoffs alike. A successor started by someone
+else connects to the old process and passes the socket: ``receive_handoff(sock)``.
+
+:meth:`Inheritance.hello` and :meth:`Inheritance.ready` wait; their asyncio flavours
+:meth:`Inheritance.hello_async` and :meth:`Inheritance.ready_async` run the same
+steps on the event loop.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ import socket
 import time
 from collections.abc import Collection, Iterable, Mapping
 from types import TracebackType
+from typing import overload
 
-from statemigrate._errors import HandoffError, StoreError
+from statemigrate._errors import ConfigurationError, HandoffError, StoreError
+from statemigrate.handoff._drive import Steps, run_async, run_blocking
 from statemigrate.handoff._env import CONTROL_NAME, FDS_VAR, check_name, take_environ
 from statemigrate.handoff._fdcheck import (
     DEFAULT_FAMILIES,
@@ -37,12 +44,14 @@ from statemigrate.handoff._fdcheck import (
     inheritable_fds,
 )
 from statemigrate.handoff._fdpass import MAX_FDS, close_all, require_same_user
+from statemigrate.handoff._options import HandoffTimeouts
 from statemigrate.handoff._protocol import (
     Abort,
     Channel,
     Commit,
     Failed,
     Hello,
+    NoMessage,
     Ready,
     SnapshotOffer,
     message_name,
@@ -50,7 +59,7 @@ from statemigrate.handoff._protocol import (
 from statemigrate.handoff._report import Transport
 from statemigrate.stores import open_memfd
 
-__all__ = ["Inheritance", "inherit", "receive_handoff"]
+__all__ = ["DEFAULT_MAX_SNAPSHOT", "Inheritance", "receive_handoff"]
 
 logger = logging.getLogger("statemigrate.handoff")
 
@@ -75,18 +84,23 @@ def _open_snapshot(fd: int, *, size: int, max_size: int) -> memoryview:
 class Inheritance:
     """What a successor inherited, and its end of the conversation with the old process.
 
-    Use it once, in order: :meth:`hello`, then :meth:`ready` or :meth:`failed`. As a
-    context manager it reports FAILED for any exception that leaves the block before
-    :meth:`ready` succeeded, and closes the control channel either way.
+    Use it once, in order: :meth:`hello`, then :meth:`ready` or :meth:`failed` (or
+    their asyncio flavours :meth:`hello_async` and :meth:`ready_async`). As a context
+    manager (``with``, in blocking and asyncio code alike) it reports FAILED for any
+    exception that leaves the block before :meth:`ready` succeeded, and closes the
+    control channel either way.
 
     Attributes:
-        listeners: the listening sockets by name, non-inheritable. With
-            :func:`inherit` they are there at once; with :func:`receive_handoff` they
-            arrive with the snapshot, so they are filled in by :meth:`hello`. They are
-            the caller's to close.
+        listeners: the listening sockets by name, non-inheritable. When the old
+            process started us they are there at once; over a socket they arrive
+            with the snapshot, so they are filled in by :meth:`hello`. They are the
+            caller's to close.
         parent_pid: the pid of the process handing over.
         transport: ``"spawn"`` or ``"socket"``.
-        closed_strays: how many unnamed inheritable descriptors :func:`inherit` closed.
+        timeouts: the waits of :meth:`hello` (``timeouts.snapshot``) and
+            :meth:`ready` (``timeouts.commit``).
+        closed_strays: how many unnamed inheritable descriptors
+            :func:`receive_handoff` closed.
     """
 
     def __init__(
@@ -98,11 +112,13 @@ class Inheritance:
         transport: Transport,
         expect: frozenset[str] | None,
         families: Collection[int],
+        timeouts: HandoffTimeouts,
         closed_strays: int = 0,
     ) -> None:
         self.listeners = listeners
         self.parent_pid = parent_pid
         self.transport: Transport = transport
+        self.timeouts = timeouts
         self.closed_strays = closed_strays
         self._channel = Channel(control)
         self._expect = expect
@@ -117,19 +133,16 @@ class Inheritance:
         self._channel.sock.close()
 
     def hello(
-        self,
-        readable: Mapping[str, Iterable[int]],
-        *,
-        timeout: float = 60.0,
-        max_size: int = DEFAULT_MAX_SNAPSHOT,
+        self, readable: Mapping[str, Iterable[int]], *, max_size: int = DEFAULT_MAX_SNAPSHOT
     ) -> memoryview:
         """Say which schema versions we read, and receive the snapshot.
+
+        Waits up to ``timeouts.snapshot`` seconds (the old process pauses and exports
+        meanwhile).
 
         Args:
             readable: for each component, the schema versions this code can restore;
                 the old process exports in versions from these lists.
-            timeout: seconds to wait for the snapshot (the old process pauses and
-                exports meanwhile).
             max_size: the largest snapshot accepted.
 
         Returns:
@@ -144,31 +157,48 @@ class Inheritance:
                 unusable. FAILED has been sent, the channel and everything received
                 closed.
         """
+        return run_blocking(self._hello_steps(readable, max_size=max_size), None)
+
+    async def hello_async(
+        self, readable: Mapping[str, Iterable[int]], *, max_size: int = DEFAULT_MAX_SNAPSHOT
+    ) -> memoryview:
+        """:meth:`hello`, waiting on the running event loop.
+
+        Raises:
+            HandoffError: as for :meth:`hello`.
+        """
+        return await run_async(self._hello_steps(readable, max_size=max_size), None)
+
+    def _hello_steps(
+        self, readable: Mapping[str, Iterable[int]], *, max_size: int
+    ) -> Steps[memoryview]:
+        """Steps of :meth:`hello`, for a driver."""
         if self._step != "new":
             raise HandoffError("receive", f"hello() called when the handoff is {self._step}")
         self._step = "hello"
         try:
             versions = {name: tuple(int(v) for v in vs) for name, vs in readable.items()}
             self._channel.send(Hello(pid=os.getpid(), readable=versions), stage="receive")
-            return self._receive_snapshot(timeout=timeout, max_size=max_size)
+            return (yield from self._receive_snapshot(max_size=max_size))
         except HandoffError as exc:
             self._abandon(str(exc))
             raise
 
-    def _receive_snapshot(self, *, timeout: float, max_size: int) -> memoryview:
+    def _receive_snapshot(self, *, max_size: int) -> Steps[memoryview]:
         if self.transport == "spawn":
             max_fds = 1
         elif self._expect is not None:
             max_fds = 1 + len(self._expect)
         else:
             max_fds = MAX_FDS - 1
-        got = self._channel.receive(
+        timeout = self.timeouts.snapshot
+        got = yield from self._channel.receive(
             stage="receive", max_fds=max_fds, deadline=time.monotonic() + timeout
         )
-        if isinstance(got, str):
+        if isinstance(got, NoMessage):
             what = {"timeout": f"no snapshot within {timeout:g} s", "closed": "channel closed"}
-            raise HandoffError("receive", what.get(got, got))
-        message, fds = got
+            raise HandoffError("receive", what.get(got.why, got.why))
+        message, fds = got.message, list(got.fds)
         try:
             if isinstance(message, Abort):
                 raise HandoffError("receive", f"the old process aborted: {message.reason}")
@@ -205,26 +235,40 @@ class Inheritance:
             if missing:
                 raise HandoffError("receive", f"expected listeners not received: {missing}")
 
-    def ready(self, *, timeout: float = 30.0) -> None:
+    def ready(self) -> None:
         """Report READY and wait until the old process gives up the state (COMMIT).
 
         Call it after the snapshot was restored and verified. Do not change state or
         acknowledge requests before it returns: until then the old process may still
-        cancel the handoff and go on with its own state.
+        cancel the handoff and go on with its own state. Waits up to
+        ``timeouts.commit`` seconds.
 
         Raises:
             HandoffError: stage ``commit``; the old process aborted, went away or did
-                not answer in ``timeout`` seconds. This process must then exit
-                without serving.
+                not answer in time. This process must then exit without serving.
         """
+        run_blocking(self._ready_steps(), None)
+
+    async def ready_async(self) -> None:
+        """:meth:`ready`, waiting on the running event loop.
+
+        Raises:
+            HandoffError: as for :meth:`ready`.
+        """
+        await run_async(self._ready_steps(), None)
+
+    def _ready_steps(self) -> Steps[None]:
+        """Steps of :meth:`ready`, for a driver."""
         if self._step != "hello":
             raise HandoffError("commit", f"ready() called when the handoff is {self._step}")
         try:
             self._channel.send(Ready(pid=os.getpid()), stage="commit")
-            got = self._channel.receive(stage="commit", deadline=time.monotonic() + timeout)
-            if isinstance(got, str):
-                raise HandoffError("commit", f"no COMMIT from the old process ({got})")
-            message, _fds = got
+            got = yield from self._channel.receive(
+                stage="commit", deadline=time.monotonic() + self.timeouts.commit
+            )
+            if isinstance(got, NoMessage):
+                raise HandoffError("commit", f"no COMMIT from the old process ({got.why})")
+            message = got.message
             if isinstance(message, Abort):
                 raise HandoffError("commit", f"the old process aborted: {message.reason}")
             if not isinstance(message, Commit):
@@ -262,37 +306,9 @@ class Inheritance:
         self.close()
 
 
-def inherit(
-    *, expect: Iterable[str] | None = None, families: Collection[int] = DEFAULT_FAMILIES
+def _from_environment(
+    *, expect: frozenset[str] | None, families: Collection[int], timeouts: HandoffTimeouts
 ) -> Inheritance | None:
-    """Take over the descriptors named by the process that started us.
-
-    Reads and unsets ``STATEMIGRATE_FDS`` and ``STATEMIGRATE_PARENT_PID``, checks
-    that the parent pid is our parent, that the control channel is a socket pair
-    made by it and owned by our uid, and that every other named descriptor is a
-    listening stream socket of ``families``. Every named descriptor becomes
-    non-inheritable. Inheritable descriptors above 2 that nobody named (leaked by an
-    ancestor) are closed; descriptors this process opened itself are close-on-exec
-    and left alone, which is why this should run early.
-
-    Args:
-        expect: the listener names this code needs; a missing one is an error, an
-            extra one is closed. ``None`` accepts whatever was named.
-        families: the address families a listener may have.
-
-    Returns:
-        The inheritance, or ``None`` when this process was not started by a handoff
-        (``STATEMIGRATE_FDS`` is not set).
-
-    Raises:
-        HandoffError: stage ``inherit`` or ``peer``. When the variables are
-            malformed, name another process's child, or name a descriptor that is
-            not open or is close-on-exec (so was not passed to us), no descriptor
-            is touched.
-            Otherwise (a wrong descriptor type, a missing listener, a channel that
-            belongs to someone else) every named descriptor is closed, and FAILED
-            was sent if the channel is our parent's.
-    """
     named = take_environ()
     if named is None:
         return None
@@ -316,13 +332,12 @@ def inherit(
         control.close()
         close_all(remaining.values())
         raise
-    wanted = None if expect is None else frozenset(expect)
     try:
-        if wanted is not None:
-            missing = sorted(wanted - remaining.keys())
+        if expect is not None:
+            missing = sorted(expect - remaining.keys())
             if missing:
                 raise HandoffError("inherit", f"expected listeners not inherited: {missing}")
-            for name in sorted(remaining.keys() - wanted):
+            for name in sorted(remaining.keys() - expect):
                 logger.warning("handoff: closing unexpected inherited listener %r", name)
                 os.close(remaining.pop(name))
         for name, fd in remaining.items():
@@ -344,34 +359,20 @@ def inherit(
         listeners=listeners,
         parent_pid=named.parent_pid,
         transport="spawn",
-        expect=wanted,
+        expect=expect,
         families=families,
+        timeouts=timeouts,
         closed_strays=len(strays),
     )
 
 
-def receive_handoff(
+def _from_socket(
     sock: socket.socket,
     *,
-    expect: Iterable[str] | None = None,
-    families: Collection[int] = DEFAULT_FAMILIES,
+    expect: frozenset[str] | None,
+    families: Collection[int],
+    timeouts: HandoffTimeouts,
 ) -> Inheritance:
-    """Start a handoff from a process we connected to (see :func:`send_handoff`).
-
-    Args:
-        sock: a connected ``AF_UNIX`` ``SOCK_SEQPACKET`` socket; the inheritance
-            takes ownership and closes it when done.
-        expect: the listener names required; others are refused. ``None`` accepts
-            whatever is sent.
-        families: the address families a listener may have.
-
-    Returns:
-        An inheritance whose ``listeners`` are filled in by :meth:`Inheritance.hello`.
-
-    Raises:
-        HandoffError: stage ``peer`` when the other end runs as another user, stage
-            ``inherit`` when ``sock`` is not a connected seqpacket Unix socket.
-    """
     check_control(sock.fileno(), stage="inherit")
     peer = require_same_user(sock)
     return Inheritance(
@@ -379,6 +380,89 @@ def receive_handoff(
         listeners={},
         parent_pid=peer.pid,
         transport="socket",
-        expect=None if expect is None else frozenset(expect),
+        expect=expect,
         families=families,
+        timeouts=timeouts,
     )
+
+
+_DEFAULT_TIMEOUTS = HandoffTimeouts()
+
+
+@overload
+def receive_handoff(
+    sock: None = None,
+    *,
+    expect: Iterable[str] | None = None,
+    families: Collection[int] = DEFAULT_FAMILIES,
+    timeouts: HandoffTimeouts = _DEFAULT_TIMEOUTS,
+) -> Inheritance | None: ...
+
+
+@overload
+def receive_handoff(
+    sock: socket.socket,
+    *,
+    expect: Iterable[str] | None = None,
+    families: Collection[int] = DEFAULT_FAMILIES,
+    timeouts: HandoffTimeouts = _DEFAULT_TIMEOUTS,
+) -> Inheritance: ...
+
+
+def receive_handoff(
+    sock: socket.socket | None = None,
+    *,
+    expect: Iterable[str] | None = None,
+    families: Collection[int] = DEFAULT_FAMILIES,
+    timeouts: HandoffTimeouts = _DEFAULT_TIMEOUTS,
+) -> Inheritance | None:
+    """Take over what the old process hands over: descriptors now, the state next.
+
+    Without ``sock``: take the descriptors named by the process that started us (a
+    :class:`~statemigrate.handoff.Spawn` successor). Reads and unsets
+    ``STATEMIGRATE_FDS`` and ``STATEMIGRATE_PARENT_PID``, checks that the parent pid
+    is our parent, that the control channel is a socket pair made by it and owned by
+    our uid, and that every other named descriptor is a listening stream socket of
+    ``families``. Every named descriptor becomes non-inheritable. Inheritable
+    descriptors above 2 that nobody named (leaked by an ancestor) are closed;
+    descriptors this process opened itself are close-on-exec and left alone, which
+    is why this should run early.
+
+    With ``sock``: a connected ``AF_UNIX`` ``SOCK_SEQPACKET`` socket to the old
+    process (see :func:`~statemigrate.handoff.send_handoff`), whose peer must run as
+    our user. The inheritance takes ownership of it; the listeners arrive with the
+    snapshot.
+
+    Nothing here waits: :meth:`Inheritance.hello` and :meth:`Inheritance.ready` do.
+
+    Args:
+        sock: the connection to the old process, or ``None`` to read the environment.
+        expect: the listener names this code needs; a missing one is an error, an
+            extra one is closed (inherited) or refused (over a socket). ``None``
+            accepts whatever is handed over.
+        families: the address families a listener may have.
+        timeouts: the waits of :meth:`Inheritance.hello` and :meth:`Inheritance.ready`
+            (``snapshot`` and ``commit``).
+
+    Returns:
+        The inheritance. Without ``sock``, ``None`` when this process was not started
+        by a handoff (``STATEMIGRATE_FDS`` is not set).
+
+    Raises:
+        ConfigurationError: ``timeouts`` is not a :class:`HandoffTimeouts`.
+        HandoffError: stage ``inherit`` or ``peer``. When the variables are
+            malformed, name another process's child, or name a descriptor that is
+            not open or is close-on-exec (so was not passed to us), no descriptor
+            is touched.
+            Otherwise (a wrong descriptor type, a missing listener, a channel that
+            belongs to someone else) every named descriptor is closed, and FAILED
+            was sent if the channel is our parent's.
+    """
+    if not isinstance(timeouts, HandoffTimeouts):
+        raise ConfigurationError(
+            "timeouts", f"must be a HandoffTimeouts, not {type(timeouts).__name__}"
+        )
+    wanted = None if expect is None else frozenset(expect)
+    if sock is None:
+        return _from_environment(expect=wanted, families=families, timeouts=timeouts)
+    return _from_socket(sock, expect=wanted, families=families, timeouts=timeouts)

@@ -1,0 +1,95 @@
+"""What a handoff is told: how long each wait may last, and which successor to start."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+
+from statemigrate._errors import ConfigurationError
+
+__all__ = ["HandoffTimeouts", "Spawn"]
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffTimeouts:
+    """How long each wait of a handoff may last, in seconds; one object for both sides.
+
+    Every wait of a handoff is bounded: a successor that hangs, or an old process that
+    vanishes, costs at most the wait concerned, after which the handoff fails and the
+    old process goes on serving. The defaults suit a service whose start-up and
+    restore take a few seconds; raise ``hello`` for slow start-ups and ``ready`` (and
+    ``snapshot``) for large states.
+
+    Attributes:
+        hello: old process: from starting (or being connected to) the successor until
+            its HELLO. Covers the successor's start-up, imports included, while the
+            old process still serves.
+        snapshot: successor: from its HELLO until the snapshot arrives (the old
+            process pauses and exports meanwhile).
+        ready: old process: from sending the snapshot until READY. Covers the
+            successor's restore, while writers are held.
+        commit: successor: from its READY until COMMIT.
+        kill_grace: old process: how long a failed successor it started gets to exit
+            by itself, and then between ``SIGTERM`` and ``SIGKILL``.
+
+    Raises:
+        ConfigurationError: a value is not a positive, finite number of seconds.
+    """
+
+    hello: float = 30.0
+    snapshot: float = 60.0
+    ready: float = 30.0
+    commit: float = 30.0
+    kill_grace: float = 5.0
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not (number and math.isfinite(value) and value > 0):
+                raise ConfigurationError(
+                    f"timeouts.{item.name}",
+                    f"must be a positive, finite number of seconds, not {value!r}",
+                )
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn:
+    """A successor for the old process to start: its command line and surroundings.
+
+    The successor inherits stdin, stdout and stderr, the listeners and one end of the
+    control channel, and nothing else (``close_fds=True``).
+
+    Attributes:
+        argv: the command line, ``[sys.executable, "-m", "myservice"]`` for a Python
+            service. It should call :func:`~statemigrate.handoff.receive_handoff`
+            early.
+        env: the successor's environment before the handoff's variables are added;
+            ``os.environ`` by default.
+        cwd: the successor's working directory; ours by default.
+
+    Raises:
+        ConfigurationError: ``argv`` is a string, empty, or holds something else than
+            strings.
+    """
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] | None = None
+    cwd: str | os.PathLike[str] | None = None
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if isinstance(argv, str | bytes) or not isinstance(argv, Sequence):
+            raise ConfigurationError("argv", f"must be a list of strings, not {argv!r}")
+        if not argv or not all(isinstance(part, str) for part in argv):
+            raise ConfigurationError("argv", f"must be a non-empty list of strings, not {argv!r}")
+        object.__setattr__(self, "argv", tuple(argv))
+        object.__setattr__(self, "env", env)
+        object.__setattr__(self, "cwd", cwd)
