@@ -28,11 +28,8 @@ can branch on facts instead of parsing text. Foreign exceptions are chained with
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:  # only for the annotation; the handoff package imports this module
-    from statemigrate.handoff._report import HandoffReport
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal, Protocol
 
 __all__ = [
     "ConfigurationError",
@@ -360,6 +357,19 @@ class RestoreError(StateMigrateError):
         super().__init__(f"restore failed during {phase}{where}{at}: {detail}; {outcome}")
 
 
+class AttemptReport(Protocol):
+    """What a :class:`HandoffError` says of the attempt it ended: the shape of
+    :class:`~statemigrate.handoff.HandoffReport`, named here without importing the
+    handoff layer (errors sit below every other layer)."""
+
+    @property
+    def timings(self) -> Mapping[str, float]: ...
+
+    def summary(self) -> str: ...
+
+    def to_plain(self) -> dict[str, Any]: ...
+
+
 class HandoffError(StateMigrateError):
     """A hot-restart handoff failed; the old process keeps serving.
 
@@ -370,7 +380,7 @@ class HandoffError(StateMigrateError):
             when the failure ended an attempt that had started (``None`` otherwise).
     """
 
-    def __init__(self, stage: str, detail: str, *, report: HandoffReport | None = None) -> None:
+    def __init__(self, stage: str, detail: str, *, report: AttemptReport | None = None) -> None:
         self.stage = stage
         self.detail = detail
         self.report = report
@@ -394,7 +404,7 @@ class SuccessorFailedError(HandoffError):
         *,
         reason: str | None = None,
         exit_status: int | None = None,
-        report: HandoffReport | None = None,
+        report: AttemptReport | None = None,
     ) -> None:
         self.reason = reason
         self.exit_status = exit_status
