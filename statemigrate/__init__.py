@@ -57,7 +57,12 @@ from statemigrate._runtime._report import (
 )
 from statemigrate._runtime._rewrite import SnapshotMigration, migrate_snapshot
 from statemigrate._runtime._service import Service
-from statemigrate._snapshot._format import DecodeLimits, Snapshot, open_snapshot
+from statemigrate._snapshot._format import (
+    DEFAULT_MAX_SNAPSHOT_SIZE,
+    DecodeLimits,
+    Snapshot,
+    open_snapshot,
+)
 from statemigrate._version import __version__
 from statemigrate.stores import MemfdStore, MemoryStore, TmpfsStore
 
@@ -79,6 +84,7 @@ __all__ = [
     "ComponentRestore",
     "ComponentSpec",
     "ConfigurationError",
+    "DEFAULT_MAX_SNAPSHOT_SIZE",
     "DecodeLimits",
     "ExportError",
     "HandoffError",

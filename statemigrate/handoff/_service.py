@@ -46,8 +46,9 @@ from statemigrate._errors import (
 )
 from statemigrate._runtime._report import RestoreReport, SnapshotReport
 from statemigrate._runtime._service import Service, choose_versions
+from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.handoff._report import HandoffReport
-from statemigrate.handoff._successor import DEFAULT_MAX_SNAPSHOT, Inheritance
+from statemigrate.handoff._successor import Inheritance
 from statemigrate.handoff._upgrade import upgrade
 
 __all__ = ["choose_targets", "hand_over", "handoff_readable", "take_over"]
@@ -248,7 +249,7 @@ def take_over(
     strict: bool | None = None,
     timeout: float = 60.0,
     ready_timeout: float = 30.0,
-    max_size: int = DEFAULT_MAX_SNAPSHOT,
+    max_size: int = DEFAULT_MAX_SNAPSHOT_SIZE,
 ) -> RestoreReport:
     """The successor's whole side: announce versions, restore the snapshot, report READY.
 

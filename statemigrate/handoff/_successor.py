@@ -28,6 +28,7 @@ from collections.abc import Collection, Iterable, Mapping
 from types import TracebackType
 
 from statemigrate._errors import HandoffError, StoreError
+from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.handoff._env import CONTROL_NAME, FDS_VAR, check_name, take_environ
 from statemigrate.handoff._fdcheck import (
     DEFAULT_FAMILIES,
@@ -53,9 +54,6 @@ from statemigrate.stores import open_memfd
 __all__ = ["Inheritance", "inherit", "receive_handoff"]
 
 logger = logging.getLogger("statemigrate.handoff")
-
-#: The default cap on the snapshot a successor accepts.
-DEFAULT_MAX_SNAPSHOT = 1 << 30
 
 
 def _open_snapshot(fd: int, *, size: int, max_size: int) -> memoryview:
@@ -121,7 +119,7 @@ class Inheritance:
         readable: Mapping[str, Iterable[int]],
         *,
         timeout: float = 60.0,
-        max_size: int = DEFAULT_MAX_SNAPSHOT,
+        max_size: int = DEFAULT_MAX_SNAPSHOT_SIZE,
     ) -> memoryview:
         """Say which schema versions we read, and receive the snapshot.
 
