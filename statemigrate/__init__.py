@@ -23,6 +23,7 @@ from statemigrate._errors import (
     HandoffError,
     LossyMigrationError,
     MigrationCheckError,
+    MigrationStepError,
     NoMigrationPathError,
     RegistrationError,
     RestoreError,
@@ -34,6 +35,7 @@ from statemigrate._errors import (
     ValidationError,
 )
 from statemigrate._model._component import component_state, export_component, import_component
+from statemigrate._model._migrate import MigrationResult
 from statemigrate._model._plan import Plan, Step
 from statemigrate._model._registry import (
     ComponentSpec,
@@ -53,8 +55,14 @@ from statemigrate._runtime._report import (
     SectionReport,
     SnapshotReport,
 )
+from statemigrate._runtime._rewrite import SnapshotMigration, migrate_snapshot
 from statemigrate._runtime._service import Service
-from statemigrate._snapshot._format import DecodeLimits, Snapshot, open_snapshot
+from statemigrate._snapshot._format import (
+    DEFAULT_MAX_SNAPSHOT_SIZE,
+    DecodeLimits,
+    Snapshot,
+    open_snapshot,
+)
 from statemigrate._version import __version__
 from statemigrate.stores import MemfdStore, MemoryStore, TmpfsStore
 
@@ -76,6 +84,7 @@ __all__ = [
     "ComponentRestore",
     "ComponentSpec",
     "ConfigurationError",
+    "DEFAULT_MAX_SNAPSHOT_SIZE",
     "DecodeLimits",
     "ExportError",
     "HandoffError",
@@ -84,6 +93,8 @@ __all__ = [
     "MemfdStore",
     "MemoryStore",
     "MigrationCheckError",
+    "MigrationResult",
+    "MigrationStepError",
     "MigrationStub",
     "NoMigrationPathError",
     "Plan",
@@ -96,6 +107,7 @@ __all__ = [
     "Service",
     "Snapshot",
     "SnapshotError",
+    "SnapshotMigration",
     "SnapshotReport",
     "StateMigrateError",
     "Step",
@@ -115,6 +127,7 @@ __all__ = [
     "is_migratable",
     "make_migration",
     "migratable",
+    "migrate_snapshot",
     "migration",
     "open_snapshot",
     "schema",

@@ -12,6 +12,7 @@ Every error the library raises on purpose derives from one root::
     ├── UnknownComponentError (KeyError)  a component or version nobody registered
     ├── NoMigrationPathError              no chain of steps between two versions
     ├── LossyMigrationError               the only path loses data and loss was not allowed
+    ├── MigrationStepError (ValueError)   a migration step raised on the data it was given
     ├── ValidationError (ValueError)      decoded or migrated data does not fit its schema
     │   └── ExportError                   a live state cannot be written so that it comes
     │                                     back the same (no plain form, or it would change)
@@ -37,6 +38,7 @@ __all__ = [
     "HandoffError",
     "LossyMigrationError",
     "MigrationCheckError",
+    "MigrationStepError",
     "NoMigrationPathError",
     "RegistrationError",
     "RestoreError",
@@ -256,6 +258,43 @@ class LossyMigrationError(StateMigrateError):
             f"migrating {component!r} from version {source} to {target} loses data in"
             f" {', '.join(self.steps)}; pass allow_lossy=True to accept that"
         )
+
+
+class MigrationStepError(StateMigrateError, ValueError):
+    """A migration step raised an exception on the data it was given.
+
+    Every caller that runs steps (a restore, a snapshot for older targets, the
+    ``migrate`` command, the property checks) reports a failing step with this error;
+    the step's own exception is chained. On data read from a snapshot it usually means
+    the data does not fit the version it claims.
+
+    Attributes:
+        component: the component concerned.
+        source: the version the step reads.
+        target: the version the step writes.
+        step: the step in its printed form, e.g. ``sessions 1 -> 2 (add_ttl)``.
+        detail: the step's exception, as ``TypeName: message``.
+        instance: the component instance, when known.
+    """
+
+    def __init__(
+        self,
+        component: str,
+        source: int,
+        target: int,
+        step: str,
+        detail: str,
+        *,
+        instance: str | None = None,
+    ) -> None:
+        self.component = component
+        self.source = source
+        self.target = target
+        self.step = step
+        self.detail = detail
+        self.instance = instance
+        where = component if instance is None else f"{component}/{instance}"
+        super().__init__(f"migration step {step} failed: {detail} (in {where})")
 
 
 class ValidationError(StateMigrateError, ValueError):

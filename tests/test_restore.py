@@ -540,8 +540,7 @@ def test_negative_control_applying_before_validating_everything_is_caught(
         staged, _, _ = restore_module._match(snapshot, entries)
         for item in staged:
             restore_module._decode(snapshot, item)
-            restore_module._migrate(snapshot, item, allow_lossy=kw["allow_lossy"])
-            restore_module._validate(item)
+            restore_module._migrate(snapshot, item, allow_lossy=kw["allow_lossy"])  # validates
             import_component(item.entry.obj, item.data, registry=item.entry.registry)
         return RestoreReport(snapshot.header.snapshot_id, snapshot.header.generation, False)
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from statemigrate._errors import RegistrationError, UnknownComponentError
+from statemigrate._model._migrate import MigrationResult, run_plan
 from statemigrate._model._plan import (
     Plan,
     Step,
@@ -250,6 +251,66 @@ class Registry:
         """
         steps = self.steps(component)
         return plan_path(component, steps, source, target, allow_lossy=allow_lossy)
+
+    def migrate(
+        self,
+        component: str,
+        data: Any,
+        source: int,
+        target: int,
+        *,
+        allow_lossy: bool = False,
+        validate: bool = True,
+        copy: bool = True,
+        export: bool = True,
+        instance: str | None = None,
+    ) -> MigrationResult:
+        """Bring plain data of ``component`` from version ``source`` to ``target``.
+
+        The one migration pipeline: plan (see :meth:`plan`), run the steps, validate
+        the result against the target schema and export it back to plain data. A
+        restore, a snapshot for older targets, :func:`~statemigrate.migrate_snapshot`
+        and the property checks all go through it.
+
+        Args:
+            component: the component the data belongs to.
+            data: plain data at version ``source``.
+            source: the version the data is in.
+            target: the version to bring it to (``source`` itself validates only).
+            allow_lossy: allow a plan through steps declared lossy.
+            validate: validate the result against the target schema; the result's
+                ``state`` is then the validated state.
+            copy: migrate a private copy and leave ``data`` as it was (steps may
+                mutate their input). Pass ``False`` to hand data over that the caller
+                does not use again (data it just decoded): no copy is made, and
+                validation keeps the data itself when pydantic would only copy it,
+                provided no other reference to it is left (pass it as the argument,
+                not through a name that outlives the call).
+            export: with ``validate``, set the result's ``data`` to the plain export
+                of the validated state; without, ``data`` is ``None`` (a restore only
+                needs the state).
+            instance: the component instance, named in error messages.
+
+        Returns:
+            The plan run, the plain data and the validated state at ``target``.
+
+        Raises:
+            UnknownComponentError: the component, or (with ``validate``) the target
+                schema, is not registered.
+            NoMigrationPathError: no chain of steps connects the versions.
+            LossyMigrationError: every path loses data and ``allow_lossy`` is false.
+            MigrationStepError: a step raised, naming it as ``sessions 1 -> 2 (add_ttl)``.
+            ValidationError: the result does not fit the target schema.
+            ExportError: the validated state would not come back unchanged.
+        """
+        plan = self.plan(component, source, target, allow_lossy=allow_lossy)
+        schema = self.schema_for(component, target) if validate else None
+        # Handed on without a name of ours still holding it (see ``copy``).
+        box = [data]
+        del data
+        return run_plan(
+            plan, box.pop(), schema=schema, copy=copy, export=export, instance=instance
+        )
 
     def check(self, component: str | None = None) -> None:
         """Check that the version graph of one component (or of all) is complete.

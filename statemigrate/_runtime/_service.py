@@ -26,7 +26,7 @@ from statemigrate._model._compare import format_path
 from statemigrate._model._component import component_spec, export_component
 from statemigrate._runtime._report import CommitReport, RestoreReport, SectionReport, SnapshotReport
 from statemigrate._runtime._restore import Registered, run_restore
-from statemigrate._snapshot._codec import NotPlainError, pack_data, unpack_data
+from statemigrate._snapshot._codec import NotPlainError
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
 from statemigrate._snapshot._format import DecodeLimits, open_snapshot
 from statemigrate._snapshot._header import Producer
@@ -195,6 +195,7 @@ class Service:
 
         Raises:
             NoMigrationPathError, LossyMigrationError: a target cannot be reached.
+            MigrationStepError: a step raised on a component's state.
             ExportError: a component's state holds a value with no plain form or one
                 that would come back changed; nothing is written. The error names the
                 component, version and path.
@@ -288,13 +289,18 @@ class Service:
         seconds = 0.0
         if target != version:
             step_started = time.perf_counter()
-            plan = registry.plan(entry.component, version, target, allow_lossy=allow_lossy)
-            # Steps may mutate in place, and exported data can be the live objects:
-            # give the steps a private copy (a msgpack round trip is the cheapest).
-            data = plan.apply(unpack_data(pack_data(data)))
-            target_schema = registry.schema_for(entry.component, target)
-            data = target_schema.export(target_schema.validate(data), walk=True)
-            steps = tuple(str(step) for step in plan.steps)
+            # The export can be the live objects, which steps may mutate: the pipeline
+            # migrates a private copy.
+            result = registry.migrate(
+                entry.component,
+                data,
+                version,
+                target,
+                allow_lossy=allow_lossy,
+                instance=entry.instance,
+            )
+            data = result.data
+            steps = result.step_names
             seconds = time.perf_counter() - step_started
             version = target
         schema = registry.schema_for(entry.component, version)

@@ -43,8 +43,10 @@ from statemigrate._snapshot._header import (
     SnapshotHeader,
     parse_header,
 )
+from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 
 __all__ = [
+    "DEFAULT_MAX_SNAPSHOT_SIZE",
     "FORMAT_VERSION",
     "MAGIC",
     "DecodeLimits",
@@ -86,13 +88,14 @@ class DecodeLimits:
     million-entry cache is ~60 MiB raw) stays far below it. Raise it for larger state.
 
     Attributes:
-        max_snapshot_size: largest snapshot accepted, in bytes.
+        max_snapshot_size: largest snapshot accepted, in bytes (default
+            :data:`DEFAULT_MAX_SNAPSHOT_SIZE`, the limit stores and the handoff share).
         max_section_size: largest raw (decompressed) section accepted, in bytes.
         max_total_size: largest sum of raw section sizes accepted, in bytes.
         max_sections: most sections accepted.
     """
 
-    max_snapshot_size: int = 8 << 30
+    max_snapshot_size: int = DEFAULT_MAX_SNAPSHOT_SIZE
     max_section_size: int = field(default_factory=lambda: _memory_share())
     max_total_size: int = field(default_factory=lambda: _memory_share())
     max_sections: int = 100_000

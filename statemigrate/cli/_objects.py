@@ -19,7 +19,12 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from statemigrate._errors import StoreError
-from statemigrate._snapshot._format import DecodeLimits, Snapshot, open_snapshot
+from statemigrate._snapshot._format import (
+    DEFAULT_MAX_SNAPSHOT_SIZE,
+    DecodeLimits,
+    Snapshot,
+    open_snapshot,
+)
 from statemigrate.cli._source import open_snapshot_source
 from statemigrate.stores import ObjectRef, ObjectStore
 
@@ -101,7 +106,7 @@ def open_store(
         url: the store's URL, without a fragment.
         options: obstore settings, as ``(key, value)`` pairs.
         max_size: the largest snapshot to read or commit (default: what a reader
-            accepts, :class:`DecodeLimits`'s ``max_snapshot_size``).
+            accepts, :data:`DEFAULT_MAX_SNAPSHOT_SIZE`).
         create: whether a missing ``file://`` directory may be created (for a commit);
             reading never creates one.
 
@@ -125,7 +130,7 @@ def open_store(
         if path.startswith("/") and not os.path.isdir(path):
             raise StoreError("open", url, "no such directory")
     if max_size is None:
-        max_size = DecodeLimits().max_snapshot_size  # what a reader accepts by default
+        max_size = DEFAULT_MAX_SNAPSHOT_SIZE  # what a reader accepts by default
     return ObjectStore(url, config=dict(options) or None, max_size=max_size)
 
 

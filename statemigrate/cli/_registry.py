@@ -7,17 +7,9 @@ import os
 from pathlib import Path
 from typing import Any, TextIO
 
-from statemigrate._errors import (
-    RegistrationError,
-    StateMigrateError,
-    StoreError,
-    UnknownComponentError,
-    ValidationError,
-)
-from statemigrate._model._plan import Plan
+from statemigrate._errors import RegistrationError, StoreError, UnknownComponentError
 from statemigrate._model._registry import Registry
-from statemigrate._snapshot._encode import SectionInput, encode_snapshot
-from statemigrate._snapshot._header import Producer
+from statemigrate._runtime._rewrite import migrate_snapshot
 from statemigrate.cli._inspect import Progress, add_key_argument, printable
 from statemigrate.cli._objects import add_store_argument, commit_to_url, is_object_url, open_source
 from statemigrate.cli._source import read_key
@@ -182,68 +174,28 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     registry = registry_from(args)
     key = read_key(args.key_file)
     snapshot, _ = open_source(args.snapshot, key=key, options=args.store_options)
-    present = {s.component for s in snapshot.header.sections}
-    absent = sorted(set(targets) - present)
-    if absent:
-        raise RegistrationError(f"snapshot has no section for {', '.join(absent)}")
-    sections: list[SectionInput] = []
-    applied: list[str] = []  # printed after the loop, so stdout never cuts the progress line
     with Progress(len(snapshot.header.sections), verb="migrating") as progress:
-        for index, section in enumerate(snapshot.header.sections):
-            data = snapshot.read_section(index)
-            version, fingerprint = section.version, section.fingerprint
-            target = targets.get(section.component)
-            if target is not None and target != version:
-                plan = registry.plan(
-                    section.component, version, target, allow_lossy=args.allow_lossy
-                )
-                schema = registry.schema_for(section.component, target)
-                data = schema.export(schema.validate(_apply(plan, data, section.instance)))
-                version, fingerprint = target, schema.fingerprint
-                applied.append(f"{printable(section.key)}: {plan}\n")
-            sections.append(
-                SectionInput(section.component, section.instance, version, fingerprint, data)
-            )
-            progress.step(section.key)
-    encoded = encode_snapshot(
-        sections,
-        producer=Producer.current(
-            snapshot.header.producer.service, code_version="statemigrate migrate"
-        ),
-        key=key,
-        generation=snapshot.header.generation,
-        meta={**snapshot.header.meta, "migrated_from": snapshot.header.snapshot_id},
-    )
+        migrated = migrate_snapshot(
+            snapshot,
+            targets,
+            registry=registry,
+            allow_lossy=args.allow_lossy,
+            key=key,
+            on_section=progress.step,
+        )
+    encoded = migrated.encoded
     where = args.output
     if is_object_url(args.output):
         ref = commit_to_url(args.output, encoded.parts, args.store_options)
         where = f"{ref.store.location} generation {ref.generation}"
     else:
         write_file_atomically(Path(args.output), encoded.parts)
-    out.writelines(applied)
-    out.write(f"wrote {printable(where)} ({encoded.size} bytes, {len(sections)} sections)\n")
+    # Printed once the progress line is gone, so stdout never cuts it.
+    for section, plan in migrated.plans.items():
+        out.write(f"{printable(section)}: {plan}\n")
+    count = len(encoded.header.sections)
+    out.write(f"wrote {printable(where)} ({encoded.size} bytes, {count} sections)\n")
     return 0
-
-
-def _apply(plan: Plan, data: object, instance: str) -> object:
-    """Run the plan's steps, turning a step's own exception into one that names it.
-
-    A step that fails on data read from a snapshot almost always means the data does
-    not fit the version it claims; the user's step is not at fault, so say which data.
-    """
-    for step in plan.steps:
-        try:
-            data = step.apply(data)
-        except StateMigrateError:
-            raise
-        except Exception as exc:
-            raise ValidationError(
-                plan.component,
-                step.source,
-                f"migration step {step} failed: {type(exc).__name__}: {exc}",
-                instance=instance,
-            ) from exc
-    return data
 
 
 def write_file_atomically(path: Path, parts: list[bytes | bytearray | memoryview]) -> None:

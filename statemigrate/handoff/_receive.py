@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import overload
 
 from statemigrate._errors import ConfigurationError, HandoffError, StoreError
+from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.handoff._drive import Steps, run_async, run_blocking
 from statemigrate.handoff._env import CONTROL_NAME, FDS_VAR, check_name, take_environ
 from statemigrate.handoff._fdcheck import (
@@ -59,12 +60,9 @@ from statemigrate.handoff._protocol import (
 from statemigrate.handoff._report import Transport
 from statemigrate.stores import open_memfd
 
-__all__ = ["DEFAULT_MAX_SNAPSHOT", "Inheritance", "receive_handoff"]
+__all__ = ["Inheritance", "receive_handoff"]
 
 logger = logging.getLogger("statemigrate.handoff")
-
-#: The default cap on the snapshot a successor accepts.
-DEFAULT_MAX_SNAPSHOT = 1 << 30
 
 
 def _open_snapshot(fd: int, *, size: int, max_size: int) -> memoryview:
@@ -133,7 +131,7 @@ class Inheritance:
         self._channel.sock.close()
 
     def hello(
-        self, readable: Mapping[str, Iterable[int]], *, max_size: int = DEFAULT_MAX_SNAPSHOT
+        self, readable: Mapping[str, Iterable[int]], *, max_size: int = DEFAULT_MAX_SNAPSHOT_SIZE
     ) -> memoryview:
         """Say which schema versions we read, and receive the snapshot.
 
@@ -160,7 +158,7 @@ class Inheritance:
         return run_blocking(self._hello_steps(readable, max_size=max_size), None)
 
     async def hello_async(
-        self, readable: Mapping[str, Iterable[int]], *, max_size: int = DEFAULT_MAX_SNAPSHOT
+        self, readable: Mapping[str, Iterable[int]], *, max_size: int = DEFAULT_MAX_SNAPSHOT_SIZE
     ) -> memoryview:
         """:meth:`hello`, waiting on the running event loop.
 

@@ -50,10 +50,11 @@ from statemigrate._errors import (
 )
 from statemigrate._runtime._report import SnapshotReport
 from statemigrate._runtime._service import Service, choose_versions
+from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.handoff._control import AsyncServerControl, ServerControl
 from statemigrate.handoff._drive import Steps, run_async, run_blocking
 from statemigrate.handoff._options import HandoffTimeouts, Spawn
-from statemigrate.handoff._receive import DEFAULT_MAX_SNAPSHOT, Inheritance
+from statemigrate.handoff._receive import Inheritance
 from statemigrate.handoff._report import HandoffReport, TakeOverReport
 from statemigrate.handoff._send import DEFAULT_TIMEOUTS, Prepare, handoff_steps
 
@@ -286,7 +287,7 @@ def take_over(
     readable: Mapping[str, Iterable[int]] | None = None,
     allow_lossy: bool = False,
     strict: bool | None = None,
-    max_size: int = DEFAULT_MAX_SNAPSHOT,
+    max_size: int = DEFAULT_MAX_SNAPSHOT_SIZE,
 ) -> TakeOverReport:
     """The successor's whole side: announce versions, restore the snapshot, report READY.
 
@@ -336,7 +337,7 @@ async def take_over_async(
     readable: Mapping[str, Iterable[int]] | None = None,
     allow_lossy: bool = False,
     strict: bool | None = None,
-    max_size: int = DEFAULT_MAX_SNAPSHOT,
+    max_size: int = DEFAULT_MAX_SNAPSHOT_SIZE,
 ) -> TakeOverReport:
     """:func:`take_over` on the running event loop, for an asyncio successor.
 

@@ -20,6 +20,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from statemigrate._errors import HandoffError, StoreError
+from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.handoff._env import check_name, parse_count, parse_pid
 from statemigrate.handoff._fdcheck import DEFAULT_FAMILIES, check_listener, check_passed
 from statemigrate.handoff._fdpass import close_all, send_fds
@@ -138,7 +139,7 @@ def listen_fds(
     listeners: Iterable[str] = (),
     memfds: Iterable[str] = (),
     families: Collection[int] = DEFAULT_FAMILIES,
-    max_memfd_size: int = 1 << 30,
+    max_memfd_size: int = DEFAULT_MAX_SNAPSHOT_SIZE,
 ) -> SystemdFds | None:
     """Take the descriptors systemd passed to this process (``LISTEN_FDS``).
 

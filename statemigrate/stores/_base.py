@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import ClassVar, Protocol, Self, runtime_checkable
 
 from statemigrate._errors import StoreError
+from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.stores import _syscalls
 
 __all__ = [
@@ -29,8 +30,9 @@ __all__ = [
 Buffer = bytes | bytearray | memoryview
 """Anything a store accepts as (part of) a snapshot."""
 
-DEFAULT_MAX_SIZE = 4 << 30
-"""Default upper bound, in bytes, on a snapshot a store commits or opens (4 GiB)."""
+DEFAULT_MAX_SIZE = DEFAULT_MAX_SNAPSHOT_SIZE
+"""Default upper bound, in bytes, on a snapshot a store commits or opens: the limit
+readers and the handoff share (4 GiB)."""
 
 
 class Closing:

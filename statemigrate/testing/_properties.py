@@ -3,8 +3,9 @@
 Each property takes a check and one generated example ``x`` (plain data of the check's
 version; for the snapshot check, a validated state) and raises :class:`Broken` when
 ``x`` breaks it; hypothesis then shrinks ``x`` and the last ``Broken`` raised carries
-the smallest counterexample. Steps may mutate their input, so every step call gets a
-private copy of its data.
+the smallest counterexample. Steps run through the migration pipeline
+(:func:`~statemigrate._model._migrate.run_plan`), as in a restore; it gives every step
+call a private copy of its data, since steps may mutate their input.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Any, Protocol
 
 import pydantic
 
-from statemigrate._errors import StateMigrateError
+from statemigrate._errors import MigrationStepError, StateMigrateError
+from statemigrate._model._migrate import run_plan
 from statemigrate._model._plaindata import copy_plain, is_plain
-from statemigrate._model._plan import Step
+from statemigrate._model._plan import Plan, Step
 from statemigrate._model._registry import Registry
 
 __all__ = [
@@ -78,29 +80,31 @@ class Broken(Exception):
 
 def _apply(step: Step, data: Any, example: Any, role: str) -> Any:
     """Run ``step`` on a private copy of ``data``; any exception breaks the property."""
+    plan = Plan(step.component, step.source, step.target, (step,))
     try:
-        result = step.apply(copy_plain(data))
-    except Exception as exc:
+        result = run_plan(plan, data, schema=None, copy=True)
+    except MigrationStepError as exc:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
         raise Broken(
-            f"{role} raised {type(exc).__name__}",
-            f"in step {step}: {type(exc).__name__}: {exc}",
-            example,
+            f"{role} raised {type(cause).__name__}", f"in step {step}: {exc.detail}", example
         ) from exc
-    if not is_plain(result):
+    if not is_plain(result.data):
         raise Broken(
             f"{role} returned data that is not plain",
             f"step {step} must return dicts with str keys, lists, str, bytes, 64-bit"
-            f" ints, floats, bools and None; got {_cut(result)}",
+            f" ints, floats, bools and None; got {_cut(result.data)}",
             example,
         )
-    return result
+    return result.data
 
 
 def _normalized(registry: Registry, step: Step, data: Any, version: int, example: Any) -> Any:
-    """Validate ``data`` at ``version`` and return its plain form, or break."""
+    """Validate ``data`` (the private output of a step) at ``version`` and return its
+    plain form, or break."""
     schema = registry.schema_for(step.component, version)
+    stay = Plan(step.component, version, version)  # no steps: validate and export only
     try:
-        return schema.export(schema.validate(data), walk=True)
+        return run_plan(stay, data, schema=schema, copy=False).data
     except (StateMigrateError, TypeError) as exc:
         raise Broken(
             f"output of {step} does not fit version {version}",
@@ -227,7 +231,7 @@ def _snapshot_property(check: Subject, state: Any) -> str | None:
     try:
         newer.restore(ref, allow_lossy=True)
         migrated = latest.export(newer_obj.state, walk=True)
-        expected = latest.export(latest.validate(plan.apply(copy_plain(x))), walk=True)
+        expected = registry.migrate(component, x, version, latest.version, allow_lossy=True).data
     except Exception as exc:
         raise Broken(
             f"restoring version {version} into code at version {latest.version} failed"

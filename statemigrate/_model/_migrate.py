@@ -1,0 +1,166 @@
+"""The migration pipeline: copy, apply a plan's steps, validate, export.
+
+Every caller that brings data from one version to another goes through
+:func:`run_plan` (usually by way of :meth:`Registry.migrate
+<statemigrate._model._registry.Registry.migrate>`, which plans first): a restore, a
+snapshot written for older targets, the ``migrate`` command and the property checks.
+So they all copy the same way, report a failing step the same way
+(:class:`~statemigrate.MigrationStepError` naming ``sessions 1 -> 2 (add_ttl)``) and
+validate the same way.
+
+Who copies: the pipeline, when told to (``copy=True``, the default). Steps may mutate
+their input, so a caller that still needs its data (a live component's export) asks
+for a copy; a caller that owns its data (a restore's decoded section) hands it over
+with ``copy=False`` and must not use it afterwards. Either way the pipeline then owns
+the data it migrates, so validation takes it over through
+:meth:`SchemaVersion.adopt <statemigrate._model._schema.SchemaVersion.adopt>`, which
+keeps it without a copy whenever pydantic would only have copied it. For that to
+work the data must have no other reference left: pass it as the call's argument
+(``registry.migrate(name, take(), ...)``) rather than from a name kept alive across
+the call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+
+from statemigrate._errors import MigrationStepError, StateMigrateError, ValidationError
+from statemigrate._model._plaindata import copy_plain
+from statemigrate._model._plan import Plan, Step
+from statemigrate._model._schema import SchemaVersion
+
+__all__ = ["MigrationResult", "raised_by_user_code", "run_plan"]
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationResult:
+    """What the pipeline made of one piece of data.
+
+    Attributes:
+        plan: the plan that was run (its steps, source and target).
+        data: plain data at the target version: the export of :attr:`state` when the
+            data was validated and exported, the steps' output as it is when it was
+            not validated, and ``None`` when it was validated but not exported.
+        state: the validated state at the target version (what
+            :meth:`SchemaVersion.validate` returns), or ``None`` when not validated.
+        timings: seconds spent per phase: ``copy``, ``migrate`` (the steps),
+            ``validate`` and ``export``.
+    """
+
+    plan: Plan
+    data: Any = field(repr=False)
+    state: Any = field(repr=False)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """The steps applied, in order."""
+        return self.plan.steps
+
+    @property
+    def step_names(self) -> tuple[str, ...]:
+        """The steps applied, printed (``sessions 1 -> 2 (add_ttl)``)."""
+        return tuple(str(step) for step in self.plan.steps)
+
+
+def run_plan(
+    plan: Plan,
+    data: Any,
+    *,
+    schema: SchemaVersion | None,
+    copy: bool = True,
+    export: bool = True,
+    instance: str | None = None,
+) -> MigrationResult:
+    """Bring ``data`` through ``plan``, then validate it against ``schema``.
+
+    Args:
+        plan: the steps to run.
+        data: plain data at ``plan.source``.
+        schema: the schema of ``plan.target`` to validate against, or ``None`` to
+            return the steps' output unvalidated.
+        copy: run the steps on a private copy, leaving ``data`` as it was. With
+            ``False`` the data is handed over: steps may change it in place and the
+            validated state may be made of it.
+        export: with a schema, also export the validated state to plain data (with a
+            full walk, so the result holds plain values only).
+        instance: the component instance, named in error messages.
+
+    Raises:
+        MigrationStepError: a step raised (the step's exception is chained), or
+            returned ``None``.
+        ValidationError: the result does not fit ``schema``; ``instance`` is set.
+        ExportError: the validated state does not export so that it comes back the same.
+    """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    if copy:
+        data = copy_plain(data)
+    copied = time.perf_counter()
+    timings["copy"] = copied - started
+    for step in plan.steps:
+        try:
+            data = step.apply(data)  # also refuses a step that forgot to return
+        except Exception as exc:
+            raise MigrationStepError(
+                step.component,
+                step.source,
+                step.target,
+                str(step),
+                f"{type(exc).__name__}: {exc}",
+                instance=instance,
+            ) from exc
+    migrated = time.perf_counter()
+    timings["migrate"] = migrated - copied
+    if schema is None:
+        return MigrationResult(plan, data, None, timings)
+    box = [data]
+    del data  # the box holds the only reference, so adopt can keep the data
+    state = _validated(schema, box, instance)
+    validated = time.perf_counter()
+    timings["validate"] = validated - migrated
+    plain = schema.export(state, walk=True) if export else None
+    timings["export"] = time.perf_counter() - validated
+    return MigrationResult(plan, plain, state, timings)
+
+
+def _validated(schema: SchemaVersion, box: list[Any], instance: str | None) -> Any:
+    try:
+        return schema.adopt(box)
+    except ValidationError as exc:
+        if instance is None or exc.instance is not None:
+            raise
+        raise ValidationError(
+            exc.component, exc.version, exc.detail, instance=instance, errors=exc.errors
+        ) from exc
+    except StateMigrateError:
+        raise
+    except Exception as exc:
+        # pydantic lets everything but ValueError and AssertionError out of a model's
+        # own validators (MemoryError from a huge state, a bug in a validator).
+        raise ValidationError(
+            schema.component, schema.version, f"{type(exc).__name__}: {exc}", instance=instance
+        ) from exc
+
+
+def raised_by_user_code(error: StateMigrateError) -> BaseException:
+    """The exception of user code that the pipeline reported as ``error``, else ``error``.
+
+    That is a step's own exception behind a :class:`MigrationStepError`, and a model
+    validator's behind a :class:`ValidationError` that reports one (pydantic lets all
+    but ``ValueError`` and ``AssertionError`` out). A restore chains its error to it.
+    """
+    cause = error.__cause__
+    if cause is None:
+        return error
+    if isinstance(error, MigrationStepError):
+        return cause
+    if isinstance(error, ValidationError) and not isinstance(
+        cause, StateMigrateError | pydantic.ValidationError
+    ):
+        return cause
+    return error

@@ -1,0 +1,283 @@
+"""The migration pipeline (Registry.migrate, run_plan) and the callers that share it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, field_validator
+from typing_extensions import TypedDict
+
+import statemigrate as sm
+from statemigrate._model._migrate import raised_by_user_code, run_plan
+from statemigrate._model._schema import SchemaVersion
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._header import Producer
+
+
+class SessionsV1(TypedDict):
+    entries: dict[str, str]
+
+
+class Entry(TypedDict):
+    value: str
+    ttl: int
+
+
+class SessionsV2(TypedDict):
+    entries: dict[str, Entry]
+
+
+def add_ttl(data: Any) -> Any:
+    data["entries"] = {key: {"value": value, "ttl": 60} for key, value in data["entries"].items()}
+    return data
+
+
+def drop_ttl(data: Any) -> Any:
+    data["entries"] = {key: entry["value"] for key, entry in data["entries"].items()}
+    return data
+
+
+def sessions(*, lossy_down: bool = True, up: Any = add_ttl) -> sm.Registry:
+    registry = sm.Registry()
+    registry.add_schema("sessions", 1, SessionsV1)
+    registry.add_schema("sessions", 2, SessionsV2)
+    registry.add_migration("sessions", 1, 2, up, name="add_ttl")
+    registry.add_migration("sessions", 2, 1, drop_ttl, lossy=lossy_down)
+    return registry
+
+
+V1 = {"entries": {"a": "x", "b": "y"}}
+V2 = {"entries": {"a": {"value": "x", "ttl": 60}, "b": {"value": "y", "ttl": 60}}}
+
+
+def fresh_v1() -> dict[str, Any]:
+    return {"entries": dict(V1["entries"])}
+
+
+# --- the function itself -------------------------------------------------------------
+
+
+def test_migrate_plans_applies_validates_and_exports() -> None:
+    result = sessions().migrate("sessions", fresh_v1(), 1, 2)
+    assert result.data == V2 and result.state == V2
+    assert result.step_names == ("sessions 1 -> 2 (add_ttl)",)
+    assert (result.plan.source, result.plan.target) == (1, 2)
+    assert set(result.timings) == {"copy", "migrate", "validate", "export"}
+
+
+def test_a_copy_leaves_the_callers_data_as_it_was() -> None:
+    data = fresh_v1()
+    result = sessions().migrate("sessions", data, 1, 2)
+    assert data == V1
+    assert result.state["entries"] is not data["entries"]
+
+
+def test_without_a_copy_the_data_is_handed_over() -> None:
+    """copy=False: the steps work on the caller's data itself (no copy is made)."""
+    data = fresh_v1()
+    sessions().migrate("sessions", data, 1, 2, copy=False)
+    assert data == V2  # add_ttl changed it in place
+
+
+def test_without_validation_the_steps_output_is_returned_as_it_is() -> None:
+    result = sessions().migrate("sessions", fresh_v1(), 1, 2, validate=False)
+    assert result.data == V2 and result.state is None
+
+
+def test_without_export_only_the_state_is_returned() -> None:
+    result = sessions().migrate("sessions", fresh_v1(), 1, 2, export=False)
+    assert result.data is None and result.state == V2
+
+
+def test_the_same_version_validates_only() -> None:
+    result = sessions().migrate("sessions", fresh_v1(), 1, 1)
+    assert result.steps == () and result.data == V1
+
+
+def test_a_lossy_plan_is_refused_unless_allowed() -> None:
+    registry = sessions()
+    with pytest.raises(sm.LossyMigrationError) as caught:
+        registry.migrate("sessions", V2, 2, 1)
+    assert caught.value.steps == ["sessions 2 -> 1 (drop_ttl)"]
+    assert registry.migrate("sessions", V2, 2, 1, allow_lossy=True).data == V1
+
+
+def test_no_path_and_unknown_components_are_refused() -> None:
+    registry = sessions()
+    with pytest.raises(sm.NoMigrationPathError):
+        registry.migrate("sessions", V1, 1, 3)
+    with pytest.raises(sm.UnknownComponentError):
+        registry.migrate("nosuch", V1, 1, 2)
+
+
+def test_a_failing_step_is_reported_by_name_with_its_exception_chained() -> None:
+    def broken(data: Any) -> Any:
+        raise KeyError("ttl")
+
+    with pytest.raises(sm.MigrationStepError) as caught:
+        sessions(up=broken).migrate("sessions", fresh_v1(), 1, 2, instance="main")
+    error = caught.value
+    assert error.step == "sessions 1 -> 2 (add_ttl)"
+    assert (error.component, error.source, error.target, error.instance) == (
+        "sessions", 1, 2, "main"
+    )
+    assert str(error) == (
+        "migration step sessions 1 -> 2 (add_ttl) failed: KeyError: 'ttl' (in sessions/main)"
+    )
+    assert isinstance(error.__cause__, KeyError)
+    assert raised_by_user_code(error) is error.__cause__
+
+
+def test_a_step_that_forgets_to_return_is_a_step_error() -> None:
+    def forgetful(data: Any) -> None:
+        data["entries"] = {}
+
+    with pytest.raises(sm.MigrationStepError, match=r"TypeError: .*returned None"):
+        sessions(up=forgetful).migrate("sessions", fresh_v1(), 1, 2)
+
+
+def test_output_that_does_not_fit_the_target_names_the_instance() -> None:
+    def half(data: Any) -> Any:
+        return {"entries": {"a": {"value": "x"}}}
+
+    with pytest.raises(sm.ValidationError) as caught:
+        sessions(up=half).migrate("sessions", fresh_v1(), 1, 2, instance="main")
+    assert caught.value.instance == "main" and caught.value.version == 2
+    assert str(caught.value).startswith("sessions/main does not fit schema version 2")
+    assert raised_by_user_code(caught.value) is caught.value
+
+
+class Picky(BaseModel):
+    n: int
+
+    @field_validator("n")
+    @classmethod
+    def explode(cls, value: int) -> int:
+        raise RuntimeError("validator bug")
+
+
+def test_a_validator_that_raises_a_foreign_exception_is_translated() -> None:
+    registry = sm.Registry()
+    registry.add_schema("picky", 1, Picky)
+    with pytest.raises(sm.ValidationError, match="RuntimeError: validator bug") as caught:
+        registry.migrate("picky", {"n": 1}, 1, 1)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert raised_by_user_code(caught.value) is caught.value.__cause__
+
+
+def test_run_plan_takes_any_plan() -> None:
+    """A plan the planner would not choose (a lossy step) runs as it is given."""
+    registry = sessions(lossy_down=True)
+    (down,) = [step for step in registry.steps("sessions") if step.source == 2]
+    plan = sm.Plan("sessions", 2, 1, (down,))
+    data = {"entries": {"a": {"value": "x", "ttl": 1}}}
+    result = run_plan(plan, data, schema=registry.schema_for("sessions", 1))
+    assert result.data == {"entries": {"a": "x"}}
+    assert data == {"entries": {"a": {"value": "x", "ttl": 1}}}
+
+
+# --- the callers ---------------------------------------------------------------------
+
+
+@sm.migratable("sessions", version=2)
+class Live:
+    def __init__(self) -> None:
+        self.entries: dict[str, Any] = {"a": {"value": "x", "ttl": 60}}
+
+
+def test_a_snapshot_for_older_code_reports_a_failing_step_as_a_step_error() -> None:
+    def broken_down(data: Any) -> Any:
+        raise ValueError("cannot go back")
+
+    registry = sm.Registry()
+    registry.add_schema("sessions", 1, SessionsV1)
+    registry.add_schema("sessions", 2, SessionsV2)
+    registry.add_migration("sessions", 2, 1, broken_down, name="drop_ttl")
+    service = sm.Service("svc", registry=registry)
+    live = service.register(Live())
+    with pytest.raises(sm.MigrationStepError) as caught:
+        service.snapshot(targets={"sessions": 1})
+    assert caught.value.step == "sessions 2 -> 1 (drop_ttl)"
+    assert "sessions/default" in str(caught.value)
+    assert live.entries == {"a": {"value": "x", "ttl": 60}}
+
+
+def test_a_restore_keeps_its_decoded_data_without_a_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The restore hands its decoded section to the pipeline, which validates it in
+    place: pydantic's copying validation never runs."""
+    registry = sessions()
+    v1 = registry.schema_for("sessions", 1)
+    encoded = encode_snapshot(
+        [SectionInput("sessions", "default", 1, v1.fingerprint, fresh_v1())],
+        producer=Producer.current("svc"),
+    )
+    service = sm.Service("svc", registry=registry)
+    live = service.register(Live())
+    copies: list[object] = []
+    real = SchemaVersion.validate
+
+    def spy(self: SchemaVersion, data: object) -> Any:
+        copies.append(data)
+        return real(self, data)
+
+    monkeypatch.setattr(SchemaVersion, "validate", spy)
+    report = service.restore(encoded.to_bytes())
+    assert report.components[0].steps == ("sessions 1 -> 2 (add_ttl)",)
+    assert live.entries == V2["entries"]
+    assert copies == []
+
+
+def test_a_restore_names_the_failing_step_and_chains_its_exception() -> None:
+    def broken(data: Any) -> Any:
+        raise KeyError("ttl")
+
+    registry = sessions(up=broken)
+    v1 = registry.schema_for("sessions", 1)
+    encoded = encode_snapshot(
+        [SectionInput("sessions", "default", 1, v1.fingerprint, fresh_v1())],
+        producer=Producer.current("svc"),
+    )
+    service = sm.Service("svc", registry=registry)
+    service.register(Live())
+    with pytest.raises(sm.RestoreError) as caught:
+        service.restore(encoded.to_bytes())
+    error = caught.value
+    assert (error.phase, error.step) == ("migrate", "sessions 1 -> 2 (add_ttl)")
+    assert isinstance(error.__cause__, KeyError)
+
+
+def test_migrate_snapshot_rewrites_the_named_components() -> None:
+    registry = sessions()
+    v1 = registry.schema_for("sessions", 1)
+    encoded = encode_snapshot(
+        [SectionInput("sessions", "default", 1, v1.fingerprint, fresh_v1())],
+        producer=Producer.current("svc"),
+        generation=7,
+    )
+    snapshot = sm.open_snapshot(encoded.to_bytes())
+    seen: list[str] = []
+    migrated = sm.migrate_snapshot(
+        snapshot, {"sessions": 2}, registry=registry, on_section=seen.append
+    )
+    assert seen == ["sessions/default"]
+    assert str(migrated.plans["sessions/default"]) == "sessions 1 -> 2 (add_ttl)"
+    again = sm.open_snapshot(migrated.encoded.to_bytes())
+    assert again.header.generation == 7
+    assert again.header.meta["migrated_from"] == snapshot.header.snapshot_id
+    assert again.header.sections[0].version == 2
+    assert again.read_section(0) == V2
+
+
+def test_migrate_snapshot_refuses_a_component_the_snapshot_lacks() -> None:
+    registry = sessions()
+    v1 = registry.schema_for("sessions", 1)
+    encoded = encode_snapshot(
+        [SectionInput("sessions", "default", 1, v1.fingerprint, fresh_v1())],
+        producer=Producer.current("svc"),
+    )
+    snapshot = sm.open_snapshot(encoded.to_bytes())
+    with pytest.raises(sm.ConfigurationError, match="snapshot has no section for nosuch"):
+        sm.migrate_snapshot(snapshot, {"nosuch": 1}, registry=registry)
