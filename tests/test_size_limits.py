@@ -14,8 +14,8 @@ from statemigrate._snapshot._header import Producer
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.cli._objects import open_store
 from statemigrate.cli._source import read_snapshot_source
+from statemigrate.handoff import _receive, _systemd
 from statemigrate.handoff import _service as handoff_service
-from statemigrate.handoff import _successor, _systemd
 from statemigrate.stores import MemfdRef, MemfdStore, MemoryStore, ObjectStore, TmpfsStore
 from statemigrate.stores import open_memfd as open_memfd_function
 
@@ -32,8 +32,12 @@ DEFAULTS: dict[str, Callable[[], object]] = {
     "MemfdRef(max_size=)": lambda: default_of(MemfdRef, "max_size"),
     "ObjectStore(max_size=)": lambda: default_of(ObjectStore, "max_size"),
     "open_memfd(max_size=)": lambda: default_of(open_memfd_function, "max_size"),
-    "Inheritance.hello(max_size=)": lambda: default_of(_successor.Inheritance.hello, "max_size"),
+    "Inheritance.hello(max_size=)": lambda: default_of(_receive.Inheritance.hello, "max_size"),
+    "Inheritance.hello_async(max_size=)": lambda: default_of(
+        _receive.Inheritance.hello_async, "max_size"
+    ),
     "take_over(max_size=)": lambda: default_of(handoff_service.take_over, "max_size"),
+    "take_over_async(max_size=)": lambda: default_of(handoff_service.take_over_async, "max_size"),
     "listen_fds(max_memfd_size=)": lambda: default_of(_systemd.listen_fds, "max_memfd_size"),
 }
 
@@ -44,7 +48,6 @@ def test_every_default_is_the_shared_limit(where: str) -> None:
 
 
 def test_the_command_lines_object_store_takes_the_shared_limit(tmp_path: Path) -> None:
-    pytest.importorskip("obstore")
     store = open_store(tmp_path.as_uri(), ())
     assert store._max_size == DEFAULT_MAX_SNAPSHOT_SIZE
 
