@@ -20,7 +20,7 @@ from statemigrate.evolution._schemalock import freeze_schemas
 from statemigrate.reference import SCHEMAS, build_registry
 from statemigrate.testing import check_migrations
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class SettingsV1(BaseModel):

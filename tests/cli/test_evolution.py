@@ -14,7 +14,7 @@ from statemigrate import Registry
 from statemigrate._model import _registry
 from statemigrate.reference import MIGRATIONS_DIR
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REFERENCE = "statemigrate.reference:build_registry"
 
 

@@ -19,7 +19,7 @@ from statemigrate._snapshot._format import assemble
 
 MiB = 1 << 20
 GiB = 1 << 30
-PACKAGE = Path(__file__).resolve().parent.parent / "statemigrate"
+PACKAGE = Path(__file__).resolve().parents[2] / "statemigrate"
 
 # The child decodes what arrives on stdin and reports its own peak RSS. "baseline"
 # imports the same modules and reads stdin but decodes nothing. The peak is VmHWM, the

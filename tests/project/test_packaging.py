@@ -14,7 +14,7 @@ from hatchling.builders.wheel import WheelBuilder
 
 from statemigrate.reference import _data_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = "statemigrate/reference/_data"
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import statemigrate.stores
 from statemigrate.cli._main import build_parser, main
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_example_runs_and_its_snapshot_inspects(tmp_path: Path) -> None:

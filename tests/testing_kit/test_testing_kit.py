@@ -42,7 +42,7 @@ from statemigrate.testing import (
 )
 from statemigrate.testing._properties import exact_differences
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REFERENCE = build_registry()
 SEEDED_BUDGET = 199  # every seeded bug must be found in under 200 examples per check
 CI_EXAMPLES = 500  # what the CI profile must run per check on the reference cache

@@ -17,7 +17,7 @@ import pytest
 from statemigrate import StoreError, open_snapshot
 from statemigrate.stores import TmpfsStore
 
-CHILD = Path(__file__).resolve().parent / "restore_children" / "kvcache_child.py"
+CHILD = Path(__file__).resolve().parents[1] / "restore_children" / "kvcache_child.py"
 SHM = "/dev/shm"
 V1_STATE = {"entries": {"a": "1", "b": "2", "ü": "ß"}}
 

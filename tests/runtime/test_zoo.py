@@ -22,7 +22,7 @@ from zoo.table import BY_NAME, ZOO, registry_for
 
 from statemigrate import Service, StateMigrateError, TmpfsStore
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 SHM = "/dev/shm"
 
 EXACT = "exact"

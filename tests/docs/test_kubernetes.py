@@ -30,7 +30,7 @@ import statemigrate as sm
 from statemigrate.reference import SCHEMAS, KVCacheV2, KVCacheV3, build_registry
 from statemigrate.stores import ObjectStore
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "kubernetes.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.S | re.M)
 KEY = b"kubernetes recipe key, from a Secret"

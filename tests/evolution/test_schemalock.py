@@ -33,7 +33,7 @@ from statemigrate.evolution._schemalock import (
 )
 from statemigrate.reference import MIGRATIONS_DIR, SCHEMAS, build_registry
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REFERENCE = build_registry()
 
 

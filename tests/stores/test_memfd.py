@@ -30,7 +30,7 @@ from statemigrate.stores import (
 )
 from statemigrate.stores._memfd import SEALS
 
-CHILD = str(Path(__file__).resolve().parent / "_store_helpers" / "memfd_child.py")
+CHILD = str(Path(__file__).resolve().parents[1] / "_store_helpers" / "memfd_child.py")
 F_SEAL_FUTURE_WRITE = 0x0010  # linux/fcntl.h; Python 3.11's fcntl does not export it
 OLD = make_payload(1, 10_000)
 NEW = make_payload(2, 100_000)

@@ -30,7 +30,7 @@ from statemigrate import StoreConflictError, StoreError
 from statemigrate.stores import ObjectStore
 from statemigrate.stores._object_pointer import generation_of
 
-CHILD = str(Path(__file__).resolve().parent / "_store_helpers" / "object_child.py")
+CHILD = str(Path(__file__).resolve().parents[1] / "_store_helpers" / "object_child.py")
 WRITERS = 4
 ATTEMPTS = 50  # per writer: 200 commits in all
 SIZE = 3_000

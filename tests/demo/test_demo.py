@@ -15,7 +15,7 @@ from statemigrate.demo import DemoReport, _run, run_demo
 from statemigrate.demo._procs import ChildExited, ChildGroup
 from statemigrate.demo._run import PLAN, HandoffPhase
 
-CHILDREN = Path(__file__).resolve().parent / "demo_children"
+CHILDREN = Path(__file__).resolve().parents[1] / "demo_children"
 BROKEN = CHILDREN / "broken_server.py"
 CRASHING = CHILDREN / "crashing_server.py"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-TUTORIAL = Path(__file__).resolve().parents[1] / "docs" / "tutorial.md"
+TUTORIAL = Path(__file__).resolve().parents[2] / "docs" / "tutorial.md"
 STORE = "/dev/shm/notes-tutorial"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.S | re.M)
 MODULE = re.compile(r"# file: (\w+\.py)\n")

@@ -39,7 +39,7 @@ from statemigrate.reference import (
 )
 from statemigrate.stores import MemfdStore
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REGISTRY = ["--registry", "statemigrate.reference:build_registry"]
 KEY = b"a key of at least sixteen bytes, for tests"
 CHILD_TIMEOUT = 120  # seconds; a bound on a hang, never a measurement

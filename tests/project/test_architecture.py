@@ -21,7 +21,7 @@ from typing import Literal
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "statemigrate"
+PACKAGE = Path(__file__).resolve().parents[2] / "statemigrate"
 
 # Bottom to top. A module belongs to the layer of the longest prefix that names it or
 # one of its packages; the bare package name matches only the package's own modules.
