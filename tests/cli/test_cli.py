@@ -105,10 +105,8 @@ def assert_one_error_line(result: Result, *fragments: str, code: int = 1) -> str
 
 
 @pytest.fixture(autouse=True)
-def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No key file from the environment, no stray pyproject.toml, sys.path restored."""
-    monkeypatch.delenv("STATEMIGRATE_KEY_FILE", raising=False)
-    monkeypatch.setattr(sys, "path", list(sys.path))
+def _elsewhere(hermetic: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Run from a folder with no stray pyproject.toml, beside the hermetic set-up."""
     work = tmp_path / "cwd"
     work.mkdir()
     (work / "pyproject.toml").write_text('[project]\nname = "elsewhere"\n')

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from cli_helpers import Result, run
 
 from statemigrate.evolution._config import ConfigError, find_config
+
+pytestmark = pytest.mark.usefixtures("hermetic")
 
 ERROR_PREFIX = "statemigrate: error:"
 
@@ -75,12 +76,6 @@ def assert_one_error_line(result: Result, *fragments: str) -> None:
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     assert result.out == ""
-
-
-@pytest.fixture(autouse=True)
-def _hermetic(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("STATEMIGRATE_KEY_FILE", raising=False)
-    monkeypatch.setattr(sys, "path", list(sys.path))
 
 
 @pytest.mark.parametrize("name", sorted(BAD_FILES))

@@ -19,9 +19,9 @@ REFERENCE = "statemigrate.reference:build_registry"
 
 
 @pytest.fixture(autouse=True)
-def _hermetic(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """sys.path and the project modules a test imports are restored afterwards."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
+def _forget_projects(hermetic: None) -> Iterator[None]:
+    """The project modules a test imports are forgotten afterwards (and sys.path
+    restored, by the hermetic set-up)."""
     before = set(sys.modules)
     yield
     for name in set(sys.modules) - before:

@@ -16,7 +16,7 @@ import boto3
 import obstore
 import pytest
 from _store_helpers import scratch_dir
-from _store_helpers.object_server import KEYS, S3Server, free_port, running_server
+from _store_helpers.object_server import KEYS, S3Server, free_port
 from cli_helpers import Result, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,12 +27,6 @@ from statemigrate.stores import ObjectStore
 
 KEY = b"object-store cli key, 16+ bytes"
 REGISTRY = ["--registry", "statemigrate.reference:build_registry"]
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with running_server() as server:
-        yield server
 
 
 @pytest.fixture(autouse=True)

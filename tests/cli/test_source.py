@@ -35,8 +35,7 @@ def assert_one_error_line(result: Result, *fragments: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("STATEMIGRATE_KEY_FILE", raising=False)
+def _in_scratch(hermetic: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 

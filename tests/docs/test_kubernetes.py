@@ -16,7 +16,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import obstore
 import pytest
 import yaml
-from _store_helpers.object_server import S3Server, free_port, running_server
+from _store_helpers.object_server import S3Server, free_port
 
 import statemigrate as sm
 from statemigrate.reference import SCHEMAS, KVCacheV2, KVCacheV3, build_registry
@@ -43,12 +42,6 @@ def blocks(language: str) -> list[str]:
 def module_source(name: str) -> str:
     (source,) = [body for body in blocks("python") if body.startswith(f"# file: {name}\n")]
     return source
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with running_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,6 @@ from statemigrate.handoff._fdpass import (
 
 
 @pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    with a, b:
-        yield a, b
-
-
-@pytest.fixture
 def null_fds() -> Iterator[list[int]]:
     """Descriptors to send: 254 of /dev/null, closed at the end."""
     fds = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range(MAX_FDS + 1)]

@@ -37,13 +37,6 @@ from statemigrate.stores import MemfdStore
 NOBODY = 65534
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    old, new = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    with old, new:
-        yield old, new
-
-
 def test_handoff_over_a_unix_socket_path(tmp_path):
     path = str(tmp_path / "handoff.sock")
     calls: list[str] = []

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from _store_helpers import scaled, scratch_dir
+from _store_helpers import scaled
 from _store_helpers.broken import InPlaceStore, UnlockedStore
 from _store_helpers.payload import Torn, check_payload, make_payload
 from _store_helpers.procs import Writer
@@ -25,12 +25,6 @@ NEW = make_payload(3, 300_000)
 VICTIM = make_payload(666, 500)
 NOBODY = 65534
 LOOP_DEADLINE = 300.0  # a hung writer fails the test instead of hanging CI
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    with scratch_dir() as path:
-        yield path
 
 
 def read_verdict(read: Callable[[], bytes]) -> tuple[str, int]:

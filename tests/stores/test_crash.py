@@ -11,18 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _store_helpers import scaled, scratch_dir, temp_names
+from _store_helpers import scaled, temp_names
 from _store_helpers.payload import Torn, check_payload, make_payload
 from _store_helpers.procs import Zygote
 
 from statemigrate import StoreError
 from statemigrate.stores import TmpfsStore, _syscalls
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    with scratch_dir() as path:
-        yield path
 
 
 @pytest.fixture

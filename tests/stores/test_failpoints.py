@@ -8,12 +8,11 @@ import os
 import resource
 import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 import pytest
-from _store_helpers import open_fds, scratch_dir, temp_names
+from _store_helpers import open_fds, temp_names
 from _store_helpers.broken import FsyncRetryStore, LeakyStore
 from _store_helpers.payload import make_payload
 
@@ -30,12 +29,6 @@ ERRNOS = [errno.EIO, errno.ENOSPC, errno.EFBIG]
 class _Committing(Protocol):
     def commit(self, data: bytes) -> object: ...
     def open(self) -> bytes: ...
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    with scratch_dir() as path:
-        yield path
 
 
 def fresh_store(directory: Path, temp_files: str) -> TmpfsStore:

@@ -10,12 +10,11 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import xxhash
-from _store_helpers import open_fds, scratch_dir
+from _store_helpers import open_fds
 from _store_helpers.payload import make_payload
 
 from statemigrate import StoreError
@@ -34,12 +33,6 @@ CHILD = str(Path(__file__).resolve().parents[1] / "_store_helpers" / "memfd_chil
 F_SEAL_FUTURE_WRITE = 0x0010  # linux/fcntl.h; Python 3.11's fcntl does not export it
 OLD = make_payload(1, 10_000)
 NEW = make_payload(2, 100_000)
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    with scratch_dir() as path:
-        yield path
 
 
 def read(view: bytes | memoryview) -> bytes:

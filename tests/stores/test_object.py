@@ -27,7 +27,6 @@ from _store_helpers.object_server import (
     free_port,
     names,
     running_seaweedfs,
-    running_server,
     s3_place,
 )
 from _store_helpers.payload import check_payload, make_payload
@@ -49,12 +48,6 @@ GOOD = make_payload(2, 3_000)
 NEW = make_payload(3, 4_000)
 BIG = make_payload(4, 12 * MiB + 123)  # more than part_size: uploaded in parts
 FAIL_FAST = {"retries": 0, "timeout": 5.0, "connect_timeout": 2.0}
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with running_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from _store_helpers.object_server import (
     S3Server,
     names,
     running_seaweedfs,
-    running_server,
     s3_place,
 )
 from _store_helpers.payload import Torn, check_payload, make_payload
@@ -35,12 +33,6 @@ WRITERS = 4
 ATTEMPTS = 50  # per writer: 200 commits in all
 SIZE = 3_000
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with running_server() as server:
-        yield server
 
 
 def verdict(place: Place, outcomes: list[list[Any]], reads: dict[str, int]) -> dict[str, int]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _store_helpers import open_fds, run_bounded, scratch_dir, temp_names
+from _store_helpers import open_fds, run_bounded, temp_names
 from _store_helpers.payload import check_payload, make_payload
 
 import statemigrate.stores as stores
@@ -25,12 +25,6 @@ NEW = make_payload(3, 4_000)
 VICTIM = make_payload(666, 500)  # valid-looking, so only the store's checks can refuse it
 NOBODY = 65534
 ROOT = os.geteuid() == 0
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    with scratch_dir() as path:
-        yield path
 
 
 def test_package_exports_are_sorted_and_complete() -> None:
