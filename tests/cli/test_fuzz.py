@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import pytest
@@ -512,7 +512,8 @@ def test_negative_control_a_command_that_leaks_a_value_error_is_caught(
     from statemigrate.cli import _registry
 
     monkeypatch.setattr(_registry, "_parse_targets", _naive_targets)
-    inner = test_any_command_line_exits_0_1_or_2_with_at_most_one_error_line.hypothesis.inner_test
+    prop = cast(Any, test_any_command_line_exits_0_1_or_2_with_at_most_one_error_line)
+    inner = prop.hypothesis.inner_test
 
     # The property with its sub-command generator, which reaches ``migrate --to``.
     @given(argv=_command_line(), environment=_environment)

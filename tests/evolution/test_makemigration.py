@@ -6,7 +6,7 @@ import importlib.util
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired, cast
 
 import pytest
 from pydantic import AliasChoices, BaseModel, Field
@@ -18,7 +18,7 @@ from statemigrate.evolution._makemigration import MigrationStub, make_migration
 from statemigrate.evolution._schemadiff import diff_schemas
 from statemigrate.evolution._schemalock import freeze_schemas
 from statemigrate.reference import SCHEMAS, build_registry
-from statemigrate.testing import check_migrations
+from statemigrate.testing import CheckFailure, check_migrations
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -188,7 +188,7 @@ def test_a_changed_type_becomes_a_todo_in_both_steps(tmp_path: Path) -> None:
     assert "TODO: value changed from string to integer" in stub.summary()
     with pytest.raises(MigrationCheckError) as raised:
         check_migrations(loaded(registry, tmp_path))
-    whats = {failure.what for failure in raised.value.failures}
+    whats = {cast(CheckFailure, failure).what for failure in raised.value.failures}
     assert "step raised NotImplementedError" in whats
     assert "retyped 1 -> 2 is not finished" in str(raised.value)
 

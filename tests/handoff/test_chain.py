@@ -30,7 +30,7 @@ def run_chain(generations: int, *, leak: bool = False) -> list[dict[str, object]
             proc.communicate()
     assert proc.returncode == 0
     reports = [json.loads(line) for line in out.decode().splitlines()]
-    return sorted(reports, key=lambda r: int(r["generation"]))  # type: ignore[call-overload]
+    return sorted(reports, key=lambda r: int(r["generation"]))
 
 
 def leaks(reports: list[dict[str, object]]) -> dict[str, int]:

@@ -7,7 +7,7 @@ import threading
 
 from handoff_children.harness import wait_for
 
-from statemigrate.handoff import Drainer
+from statemigrate.handoff import Drainer, DrainReport
 
 
 def serve_until_eof(drainer: Drainer, conn: socket.socket, received: list[bytes]) -> None:
@@ -29,7 +29,7 @@ def test_drain_waits_for_finished_and_cuts_the_rest():
     wait_for(lambda: drainer.active == 3, 30, "three tracked connections")
     pairs[0][1].close()  # this client is done before draining starts
     wait_for(lambda: drainer.active == 2, 30, "one connection to end")
-    result = {}
+    result: dict[str, DrainReport] = {}
     drain = threading.Thread(target=lambda: result.update(report=drainer.drain(1.0)))
     drain.start()
     wait_for(lambda: drainer.draining, 30, "draining")

@@ -34,7 +34,7 @@ VARIABLES = (FDS_VAR, PARENT_PID_VAR, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAME
 # What an environment value can hold: any character but NUL, and the lone surrogates
 # \udc80-\udcff by which Python shows bytes that are not UTF-8.
 env_text = st.text(
-    st.characters(exclude_categories=("Cs",), exclude_characters="\0")
+    st.characters(exclude_categories=["Cs"], exclude_characters="\0")
     | st.sampled_from("\udc80\udcff"),
     max_size=40,
 )

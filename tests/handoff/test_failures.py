@@ -91,7 +91,7 @@ def test_failed_handoff_keeps_serving(
     report = error.report
     assert report is not None
     assert report.outcome == "failed" and report.stage == stage and report.reason == error.detail
-    assert report.successor_exit == exit_status
+    assert report.successor_exit == exit_status and report.successor_pid is not None
     with pytest.raises(ChildProcessError):  # already reaped: no zombie left behind
         os.waitpid(report.successor_pid, os.WNOHANG)
 

@@ -7,6 +7,7 @@ import signal
 import socket
 import sys
 import threading
+from typing import Any
 
 import pytest
 from handoff_children.harness import (
@@ -21,7 +22,7 @@ from handoff_children.harness import (
 )
 from handoff_children.lineserver import LineServer
 
-from statemigrate.handoff import upgrade
+from statemigrate.handoff import DrainReport, upgrade
 
 SOAK = bool(os.environ.get("STATEMIGRATE_SOAK"))
 HANDOFFS = 100 if SOAK else 5
@@ -29,14 +30,20 @@ REQUESTS = 100_000 if SOAK else 20_000
 CLIENTS = 16
 
 
-def run_load(chain: ServerChain, *, handoffs: int, requests: int) -> tuple[Clients, list[dict]]:
+def run_load(
+    chain: ServerChain, *, handoffs: int, requests: int
+) -> tuple[Clients, list[dict[str, Any]]]:
     """Hammer the chain with 16 clients; hand over ``handoffs`` times along the way."""
     clients = Clients(chain.address, threads=CLIENTS).start()
     exits = []
     try:
         for generation in range(1, handoffs + 1):
             goal = requests * generation // (handoffs + 1)
-            wait_for(lambda goal=goal: clients.ok >= goal, 120, f"{goal} requests")
+
+            def reached(goal: int = goal) -> bool:
+                return clients.ok >= goal
+
+            wait_for(reached, 120, f"{goal} requests")
             exits.append(chain.hand_over(generation))
         wait_for(lambda: clients.ok >= requests, 120, f"{requests} requests")
     finally:
@@ -110,7 +117,7 @@ def test_drain_serves_old_connections_until_done_or_deadline():
             new_accepts = [query(address, "PING") for _ in range(50)]
             assert new_accepts == ["PONG 2"] * 50
 
-            drained = {}
+            drained: dict[str, DrainReport] = {}
             drainer = threading.Thread(target=lambda: drained.update(report=old.drain(2.0)))
             drainer.start()
             wait_for(lambda: old.drainer.draining, 30, "draining to begin")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from statemigrate import HandoffError
-from statemigrate.handoff import receive_handoff, send_handoff
+from statemigrate.handoff import HandoffReport, receive_handoff, send_handoff
 from statemigrate.handoff._fdcheck import open_fds
 from statemigrate.handoff._protocol import (
     MAGIC,
@@ -40,7 +40,7 @@ NOBODY = 65534
 def test_handoff_over_a_unix_socket_path(tmp_path):
     path = str(tmp_path / "handoff.sock")
     calls: list[str] = []
-    outcome: dict[str, object] = {}
+    outcome: dict[str, HandoffReport] = {}
     with (
         socket.create_server(("127.0.0.1", 0)) as listener,
         socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as server,
@@ -87,7 +87,7 @@ def test_handoff_over_a_unix_socket_path(tmp_path):
     assert calls == ["pause", "stop_accepting"]
 
 
-def offer(kind: str) -> tuple[str, int, list[object]]:
+def offer(kind: str) -> tuple[str, int, list[socket.socket | int]]:
     """Return (role, fd, things to close) for one kind of bad descriptor."""
     if kind == "unsealed memfd":
         fd = os.memfd_create("x", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
@@ -146,6 +146,7 @@ def test_bad_descriptors_are_refused_and_closed(pair, kind, pattern):
     good_snapshot = store.commit(b"state").fd
     good = socket.create_server(("127.0.0.1", 0))
     try:
+        names: tuple[str, ...]
         if role == "snapshot":
             fds, names = [bad, good.fileno()], ("tcp",)
         else:
@@ -250,6 +251,11 @@ def start_peer(role: str, path: Path) -> subprocess.Popen[str]:
 def test_old_side_refuses_a_successor_of_another_uid(shared_dir):
     path = shared_dir / "handoff.sock"
     exported: list[object] = []
+
+    def export(readable: object) -> bytes:
+        exported.append(readable)
+        return b""
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as server:
         server.bind(str(path))
         path.chmod(0o777)
@@ -260,7 +266,7 @@ def test_old_side_refuses_a_successor_of_another_uid(shared_dir):
             conn, _ = server.accept()
             with conn, socket.create_server(("127.0.0.1", 0)) as listener:
                 with pytest.raises(HandoffError, match=f"runs as uid {NOBODY}") as caught:
-                    send_handoff(conn, listeners={"tcp": listener}, export_state=exported.append)
+                    send_handoff(conn, listeners={"tcp": listener}, export_state=export)
             out, _ = peer.communicate(timeout=30)
         finally:
             if peer.poll() is None:
@@ -296,7 +302,7 @@ def test_successor_side_refuses_an_old_process_of_another_uid(shared_dir):
 @pytest.mark.parametrize("data", [b"", b"\x00" * 5000])
 def test_snapshot_arrives_as_a_read_only_view(pair, data):
     old, new = pair
-    outcome: dict[str, object] = {}
+    outcome: dict[str, HandoffReport] = {}
 
     def old_side() -> None:
         outcome["report"] = send_handoff(old, listeners={}, export_state=lambda readable: data)

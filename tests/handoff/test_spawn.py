@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from handoff_children.harness import HERE, read_json_lines, reap, runtime_fds, script, wait_for
@@ -133,7 +134,7 @@ def test_successor_fd_table_is_exactly_what_was_passed(listener, tmp_path, runti
 
 def spawn_inherit_check(
     tmp_path: Path, named: dict[str, int], *, expect: str | None = None, extra: tuple[int, ...] = ()
-) -> tuple[dict[str, object], int]:
+) -> tuple[dict[str, Any], int]:
     """Start successor.py inherit-check by hand, with exactly the descriptors given."""
     output = tmp_path / "check.jsonl"
     argv = [sys.executable, SUCCESSOR, "inherit-check", str(output)]
@@ -182,7 +183,7 @@ def test_inherit_closes_an_unexpected_listener(listener, tmp_path, runtime):
     assert admin.fileno() not in result["after"]
 
 
-def make_offender(kind: str) -> tuple[int, list[object]]:
+def make_offender(kind: str) -> tuple[int, list[socket.socket | int]]:
     """Return an fd of the given kind (and the objects to close afterwards)."""
     if kind == "pipe":
         r, w = os.pipe()
@@ -351,6 +352,7 @@ def test_upgrade_refuses_a_ready_naming_another_pid(listener):
     assert f"READY names pid {os.getpid()}, the successor is pid" in error.detail
     assert calls.log == ["pause", "resume"]  # never committed; we go on serving
     assert error.report is not None and error.report.successor_exit is not None
+    assert error.report.successor_pid is not None
     with pytest.raises(ChildProcessError):  # stopped and reaped
         os.waitpid(error.report.successor_pid, os.WNOHANG)
     listener.settimeout(0)

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from decimal import Decimal
 from fractions import Fraction
-from typing import Annotated, Any, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired, cast
 
 import pydantic
 import pytest
@@ -344,7 +344,8 @@ def test_a_float_beyond_an_int_bound_as_pydantic_rounds_it_is_declined(
 ) -> None:
     """pydantic compares a float with its int bound rounded to a float: 2**53 is less
     than 2**53 + 1, but not less than 2**53, which that bound becomes."""
-    schema = schema_of(Annotated[float, pydantic.Field(**{op: bound})])
+    constraint: dict[str, Any] = {op: bound}
+    schema = schema_of(Annotated[float, pydantic.Field(**constraint)])
     assert not kept(schema, lambda: value)
     with pytest.raises(ValidationError):
         schema.adopt([value])
@@ -359,7 +360,7 @@ def test_a_float_within_an_int_bound_as_pydantic_rounds_it_is_kept() -> None:
 @pytest.mark.parametrize("text", ["\ud800", "a\udfff", "\udbff\udc00"], ids=ascii)
 @pytest.mark.parametrize("length", [{"min_length": 1}, {"max_length": 3}, {"min_length": 0}])
 def test_a_string_holding_a_surrogate_under_a_length_constraint_is_declined(
-    text: str, length: dict[str, int]
+    text: str, length: dict[str, Any]
 ) -> None:
     """pydantic measures a constrained string as UTF-8 text, which a surrogate code
     point is not: it refuses the string, whatever its length."""
@@ -606,21 +607,21 @@ def _describe_fitting(data: st.DataObject, spec: Any) -> object:
         return DictNode(tuple((key, describe(data, inner)) for key in keys))
     if kind == "optional":
         return None if data.draw(st.booleans()) else describe(data, inner)
-    items = [
+    fields = [
         (name, describe(data, shape))
         for name, shape, required in inner
         if required or data.draw(st.booleans())
     ]
     twist = data.draw(st.integers(0, 9))
-    if twist == 0 and items:
-        items.pop(data.draw(st.integers(0, len(items) - 1)))  # a field missing
+    if twist == 0 and fields:
+        fields.pop(data.draw(st.integers(0, len(fields) - 1)))  # a field missing
     elif twist == 1:
-        items.append(("extra", 1))
+        fields.append(("extra", 1))
     elif twist == 2:
-        items.reverse()
-    elif twist == 3 and items:
-        items[0] = (StrKey(items[0][0]), items[0][1])
-    return DictNode(tuple(items))
+        fields.reverse()
+    elif twist == 3 and fields:
+        fields[0] = (StrKey(fields[0][0]), fields[0][1])
+    return DictNode(tuple(fields))
 
 
 # Python strings may hold surrogate code points, which are not text in UTF-8.
@@ -791,7 +792,7 @@ def make_service(registry: sm.Registry, version: int, entries: dict[str, Any]) -
 
 def entries_of(service: sm.Service) -> Any:
     (registered,) = service.components
-    return registered.obj.entries
+    return cast(Any, registered.obj).entries
 
 
 def registry_with(step: Callable[[dict[str, Any]], dict[str, Any]]) -> sm.Registry:

@@ -123,7 +123,9 @@ def test_fingerprint_changes_with_the_shape() -> None:
         count: int
         tags: list[str] = ["x"]
 
-    variants = [Base, FieldRetyped, FieldAdded, FieldRenamed, NowOptional, DefaultChanged]
+    variants: list[type[BaseModel]] = [
+        Base, FieldRetyped, FieldAdded, FieldRenamed, NowOptional, DefaultChanged
+    ]
     assert len({fp(v) for v in variants}) == len(variants)
 
 
@@ -285,10 +287,10 @@ def test_kinds_and_fields() -> None:
     assert (model.kind, model.fields, model.required_fields) == (
         "model",
         ("name", "count", "tags"),
-        {"name", "count"},
+        frozenset({"name", "count"}),
     )
     dc = SchemaVersion.create("c", 1, DC)
-    assert (dc.kind, dc.fields, dc.required_fields) == ("dataclass", ("x", "y"), {"x"})
+    assert (dc.kind, dc.fields, dc.required_fields) == ("dataclass", ("x", "y"), frozenset({"x"}))
     other = SchemaVersion.create("c", 1, dict[str, int])
     assert (other.kind, other.fields) == ("other", ())
     assert str(model) == "c version 1"

@@ -85,9 +85,9 @@ counts = st.dictionaries(keys, st.integers(0, 2**40), max_size=5)
 # D1's target in the reliability matrix is at least 500 examples per CI run: raise a
 # CI-sized profile to that (the quick dev profile stays as it is).
 D1_EXAMPLES = (
-    max(500, settings.default.max_examples)
-    if settings.default.max_examples >= 300
-    else settings.default.max_examples
+    max(500, settings().max_examples)
+    if settings().max_examples >= 300
+    else settings().max_examples
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import tracemalloc
 from collections.abc import Callable
+from typing import Any
 
 import msgpack
 import pytest
@@ -127,7 +129,9 @@ def test_a_frame_without_a_content_size_is_corrupt() -> None:
 
 
 def test_a_frame_that_needs_a_dictionary_is_corrupt() -> None:
-    samples = [f"record {i} with some shared words".encode() for i in range(200)]
+    samples: list[bytes | bytearray | memoryview] = [
+        f"record {i} with some shared words".encode() for i in range(200)
+    ]
     dictionary = zstandard.train_dictionary(1024, samples)
     raw = b"record 7 with some shared words" * 3
     frame = _frame(raw, dict_data=dictionary, write_dict_id=True)
@@ -146,7 +150,7 @@ def test_a_frame_shorter_or_longer_than_declared_is_corrupt() -> None:
     raw = b"0123456789" * 100
     frame = _frame(raw)
     for declared in (len(raw) - 1, len(raw) + 1, 0):
-        assert kind_of(lambda declared=declared: decode_chunk(frame, 1, declared)) == "corrupt"
+        assert kind_of(functools.partial(decode_chunk, frame, 1, declared)) == "corrupt"
 
 
 def _with_content_size(frame: bytes, size: int) -> bytes:
@@ -336,7 +340,7 @@ def test_pure_python_msgpack_refuses_deep_nesting_with_the_same_kind() -> None:
 # --- msgpack: B6 amplification ---------------------------------------------------------------
 
 
-def traced_peak(raw: bytes, **options: int) -> tuple[str, int]:
+def traced_peak(raw: bytes, **options: Any) -> tuple[str, int]:
     """Decode ``raw`` under tracemalloc: the outcome and the peak of traced memory."""
     tracemalloc.start()
     try:
@@ -473,9 +477,9 @@ def test_every_ext_type_code_is_invalid_in_every_form() -> None:
     outcomes = {}
     for code in range(-128, 128):
         for number, raw in enumerate(_ext_forms(code)):
-            outcomes[(code, number)] = kind_of(lambda raw=raw: unpack_data(raw))
+            outcomes[(code, number)] = kind_of(functools.partial(unpack_data, raw))
             wrapped = b"\x91" + raw  # inside an array as well as at the top
-            assert kind_of(lambda wrapped=wrapped: unpack_data(wrapped)) == "invalid_data"
+            assert kind_of(functools.partial(unpack_data, wrapped)) == "invalid_data"
     assert len(outcomes) == 256 * 9
     assert set(outcomes.values()) == {"invalid_data"}
 

@@ -189,7 +189,12 @@ def test_a_container_flood_never_reaches_the_fast_decoder(monkeypatch: pytest.Mo
     """The fast decoder cannot count containers; the header-byte bound keeps floods away
     from it, before anything is allocated."""
     calls = []
-    monkeypatch.setattr(_codec, "_fast_unpack", lambda raw: calls.append(raw) or _codec._REFUSED)
+
+    def fast_unpack(raw: bytes) -> object:
+        calls.append(raw)
+        return _codec._REFUSED
+
+    monkeypatch.setattr(_codec, "_fast_unpack", fast_unpack)
     count = 100_000
     flood = b"\xdd" + struct.pack(">I", count) + b"\x90" * count
     with pytest.raises(SnapshotError) as caught:

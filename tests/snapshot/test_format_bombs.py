@@ -260,7 +260,7 @@ def code_running_decoders(name: str, tree: ast.Module) -> list[str]:
             modules = [node.module]
         for module in modules:
             if module.split(".")[0] in CODE_RUNNING_MODULES:
-                found.append(f"{name}:{node.lineno}: import {module}")
+                found.append(f"{name}:{getattr(node, 'lineno', 0)}: import {module}")
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                 and node.func.id in {"eval", "exec"}):
             found.append(f"{name}:{node.lineno}: {node.func.id}()")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import struct
@@ -373,7 +374,7 @@ def test_negative_control_taxonomy_checker_flags_foreign_exceptions() -> None:
     assert outcome(lambda: struct.unpack("<Q", b"")).startswith("FOREIGN")
     assert outcome(lambda: unpack_data(b"\xc1")) == "SnapshotError:invalid_data"
     with pytest.raises(AssertionError):
-        _assert_only_snapshot_errors(lambda: {}["missing"])
+        _assert_only_snapshot_errors(lambda: dict[str, int]()["missing"])
 
 
 def test_every_error_kind_the_reader_raises_is_declared() -> None:
@@ -385,7 +386,7 @@ def test_every_error_kind_the_reader_raises_is_declared() -> None:
     declared = set(get_args(SnapshotErrorKind))
     seen = set()
     for blob in (b"", b"x" * 40, MAGIC, GOLDENS["v1-small"][0] + b"!"):
-        result = outcome(lambda blob=blob: open_and_read(blob))
+        result = outcome(functools.partial(open_and_read, blob))
         seen.add(result.split(":")[1])
     assert seen <= declared
     assert {"truncated", "not_snapshot", "trailing_data"} <= seen

@@ -99,7 +99,7 @@ def test_negative_control_truncation_checker_flags_a_reader_that_trusts_the_leng
 
     def trusting(data: memoryview, *, key: bytes | None) -> Snapshot:
         if len(data) >= PREAMBLE_SIZE:
-            data = memoryview(rewrite_preamble(data, total=len(data)))
+            data = memoryview(rewrite_preamble(bytes(data), total=len(data)))
         return open_snapshot(data, key=key)
 
     blob, _ = load_golden("v1-small")
@@ -161,7 +161,7 @@ def extra_frame_outcomes() -> dict[str, str]:
     blob, _ = load_golden("v1-small")
     header, chunks = split(blob)
     position, section = _first_chunk_with_codec(header, 1)
-    outcomes = {}
+    outcomes: dict[str, str] = {}
     for name, stored in _chunk_variants(chunks[position]).items():
         forged = reseal(header, [*chunks[:position], stored, *chunks[position + 1 :]])
         snapshot = open_snapshot(forged)  # every checksum is valid
@@ -357,7 +357,7 @@ def zeroed_cases(blob: bytes) -> dict[str, bytes]:
 
 
 def zeroed_outcomes(blob: bytes) -> dict[str, str]:
-    outcomes = {}
+    outcomes: dict[str, str] = {}
     for name, forged in zeroed_cases(blob).items():
         try:
             _read_all(open_snapshot(forged))

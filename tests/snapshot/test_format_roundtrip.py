@@ -19,7 +19,7 @@ from statemigrate._snapshot._format import Snapshot, open_snapshot
 KEY = b"round-trip test key, 32 bytes.."
 
 names = st.text(
-    st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20
+    st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20
 )
 section_lists = st.lists(
     st.tuples(names, names, st.integers(1, 2**31), plain),

@@ -305,7 +305,11 @@ def test_a_swap_just_before_open_is_caught_by_fstat(base: Path) -> None:
     directory, victim = setup_store(base)
     with TmpfsStore(directory) as store:
         for bad in make_bad(directory, victim):
-            with _syscalls.failpoint(1, action=lambda op, bad=bad: swap_in(directory, bad)):
+
+            def swap(op: str, bad: str = bad) -> None:
+                swap_in(directory, bad)
+
+            with _syscalls.failpoint(1, action=swap):
                 verdict = read_verdict(store.open)
             swap_out(directory, bad)
             assert verdict == ("refused", 0), bad

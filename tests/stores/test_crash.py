@@ -22,6 +22,7 @@ from statemigrate.stores import TmpfsStore, _syscalls
 @pytest.fixture
 def zygote(base: Path) -> Iterator[Zygote]:
     with Zygote(stderr_path=base / "writer.stderr") as z:
+        assert isinstance(z, Zygote)
         yield z
 
 

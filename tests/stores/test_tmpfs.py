@@ -86,7 +86,7 @@ def test_bad_data_and_failing_generators_leave_the_previous_snapshot(base: Path)
         raise ValueError("boom")
 
     for temp_files in ("anonymous", "named"):
-        with TmpfsStore(base / temp_files, temp_files=temp_files) as store:  # type: ignore[arg-type]
+        with TmpfsStore(base / temp_files, temp_files=temp_files) as store:
             store.commit(GOOD)
             fds = open_fds()
             with pytest.raises(TypeError, match="bytes-like"):

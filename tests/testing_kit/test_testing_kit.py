@@ -16,7 +16,7 @@ import sys
 import tomllib
 import uuid
 from pathlib import Path
-from typing import Annotated, Any, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired, cast
 
 import pydantic
 import pytest
@@ -33,6 +33,7 @@ from statemigrate._model._registry import Registry
 from statemigrate._model._schema import SchemaVersion
 from statemigrate.reference import SCHEMAS, build_registry
 from statemigrate.testing import (
+    CheckFailure,
     CheckReport,
     check_migrations,
     from_schema,
@@ -165,7 +166,7 @@ def test_strategies_exist_for_every_registered_version() -> None:
         drawn.append(value)
 
     draw()
-    assert len(drawn) >= settings.default.max_examples
+    assert len(drawn) >= settings().max_examples
 
 
 class Opaque(BaseModel):
@@ -181,7 +182,9 @@ def test_a_schema_without_a_derivable_strategy_is_named_and_can_be_supplied() ->
     (failure,) = report.failures
     assert "cannot generate valid states of version 1" in failure.what
     assert "strategies=" in failure.detail
-    supplied = {("opaque", 1): st.builds(dict, level=st.integers(0, 9))}
+    supplied: dict[tuple[str, int], st.SearchStrategy[Any]] = {
+        ("opaque", 1): st.builds(dict, level=st.integers(0, 9))
+    }
     assert check_migrations(registry, strategies=supplied).ok
 
 
@@ -193,12 +196,12 @@ def test_check_migrations_passes_on_the_reference_cache() -> None:
     profile with at least 500 examples per check."""
     ci = settings.get_current_profile_name() == "ci"
     # The one named reason to pass max_examples: the CI figure is 500 per check.
-    wanted = max(CI_EXAMPLES, settings.default.max_examples) if ci else None
+    wanted = max(CI_EXAMPLES, settings().max_examples) if ci else None
     report = check_migrations(REFERENCE, max_examples=wanted)
     assert report.ok
     ids = [result.check.id for result in report.results]
     assert len(ids) == 15 and len(set(ids)) == 15  # 6 steps, 6 path pairs, 3 versions
-    floor = wanted if wanted is not None else settings.default.max_examples
+    floor = wanted if wanted is not None else settings().max_examples
     assert min(result.examples for result in report.results) >= floor
     assert report.to_markdown().startswith("### statemigrate check: passed")
 
@@ -262,7 +265,8 @@ def step_and_path_report(registry: Registry) -> CheckReport:
 def failures_of(registry: Registry) -> dict[str, Any]:
     with pytest.raises(MigrationCheckError) as raised:
         step_and_path_report(registry).raise_for_failures()
-    return {failure.check: failure for failure in raised.value.failures}
+    failures = [cast(CheckFailure, failure) for failure in raised.value.failures]
+    return {failure.check: failure for failure in failures}
 
 
 def test_a_downgrade_that_drops_a_field_without_declaring_it() -> None:
@@ -426,7 +430,7 @@ def features(state: Held) -> set[str]:
             found.update("int key" for key in value if type(key) is int)
             todo.extend(value.values())
         elif isinstance(value, list | tuple | set | frozenset | collections.deque):
-            names = {tuple: "tuple", set: "set", frozenset: "frozenset"}
+            names: dict[type, str] = {tuple: "tuple", set: "set", frozenset: "frozenset"}
             names[collections.deque] = "deque"
             if value and kind in names:
                 found.add(names[kind])
@@ -699,7 +703,7 @@ def test_the_namespace_is_sorted_and_loads_lazily() -> None:
     assert kit.__all__ == sorted(kit.__all__)
     assert all(getattr(kit, name) is not None for name in kit.__all__)
     with pytest.raises(AttributeError):
-        _ = kit.no_such_name  # type: ignore[attr-defined]
+        _ = kit.no_such_name
     probe = "import sys, statemigrate.testing._plugin\nprint('hypothesis' in sys.modules)\n"
     child = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
