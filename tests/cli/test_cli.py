@@ -584,6 +584,7 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     assert_one_error_line(run_child("inspect", str(fifo)), str(fifo), "not a regular file")
 
 
+@pytest.mark.slow
 def test_errors_reach_the_terminal_without_traceback(made: Made, tmp_path: Path) -> None:
     """The same contract through ``python -m statemigrate``, where a traceback would show."""
     garbage = tmp_path / "garbage"
@@ -876,6 +877,7 @@ def test_migrate_with_migrations_from_the_flag(
     assert_one_error_line(run(capsys, *argv, "--migrations", str(tmp_path / "none")), "none")
 
 
+@pytest.mark.slow
 def test_migrate_in_a_project_configured_by_pyproject(made: Made, tmp_path: Path) -> None:
     """A project of its own: pyproject.toml names the schemas module and migrations/.
 
@@ -964,6 +966,7 @@ def _run_on_a_terminal(*argv: str) -> tuple[int, str, str]:
                 proc.stdout.close()
 
 
+@pytest.mark.slow
 def test_progress_on_a_terminal(made: Made, tmp_path: Path) -> None:
     out = tmp_path / "v1.smsnap"
     code, stdout, tty = _run_on_a_terminal(

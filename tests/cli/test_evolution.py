@@ -356,6 +356,7 @@ def test_check_needs_at_least_one_example(count: str, capsys: pytest.CaptureFixt
     )
 
 
+@pytest.mark.slow
 def test_check_passes_on_the_reference_and_fails_with_a_counterexample(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

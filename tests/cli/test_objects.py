@@ -85,6 +85,7 @@ def one_error_line(result: Result, code: int = 1) -> str:
 # -- inspect -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_inspect_reads_the_current_previous_or_a_numbered_generation(
     s3: S3Server, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -266,6 +267,7 @@ def test_migrate_to_a_generation_is_refused(
 # -- one line for every bad input --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     for command in ("inspect", "list"):

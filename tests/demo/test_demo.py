@@ -20,6 +20,7 @@ BROKEN = CHILDREN / "broken_server.py"
 CRASHING = CHILDREN / "crashing_server.py"
 
 
+@pytest.mark.slow
 def test_demo_command_upgrades_rolls_back_and_loses_nothing() -> None:
     out = io.StringIO()
     status = main(["demo", "--entries", "500", "--clients", "4", "--json"], out=out)
@@ -45,12 +46,14 @@ def test_demo_command_upgrades_rolls_back_and_loses_nothing() -> None:
     assert report["entries_after"] >= report["entries_before"]
 
 
+@pytest.mark.slow
 def test_demo_with_one_request_per_connection() -> None:
     report = run_demo(entries=200, clients=4, settle=0.5, fresh_connections=True)
     assert report.passed, report.render()
     assert report.refused == 0 and report.reset == 0 and report.lost == 0
 
 
+@pytest.mark.slow
 def test_negative_control_a_server_acknowledging_during_the_handoff_is_caught() -> None:
     """The same run against a server that does not hold writers must fail the checks."""
     report = run_demo(
@@ -80,6 +83,7 @@ def test_report_fails_on_any_refusal_reset_loss_or_failed_handoff() -> None:
     assert "FAIL" in failed.render()
 
 
+@pytest.mark.slow
 def test_a_server_dying_at_start_up_ends_the_demo_with_its_error_last(
     monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -99,6 +103,7 @@ def test_a_server_dying_at_start_up_ends_the_demo_with_its_error_last(
     assert "result: FAIL" in captured.out
 
 
+@pytest.mark.slow
 def test_a_server_dying_mid_run_is_named_as_the_cause() -> None:
     """The failed request is the echo; the report names the dead server and its error."""
     report = run_demo(

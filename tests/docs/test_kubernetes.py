@@ -254,6 +254,7 @@ def _get(url: str) -> int:
         return exc.code
 
 
+@pytest.mark.slow
 def test_the_service_restores_then_is_ready_and_exports_on_prestop(
     folder: Path, base: str, s3: S3Server
 ) -> None:

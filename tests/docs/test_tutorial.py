@@ -70,6 +70,7 @@ def test_the_tutorial_has_its_modules_and_programs() -> None:
     assert all(STORE in b.code for b in programs)
 
 
+@pytest.mark.slow
 def test_every_tutorial_program_runs_in_its_own_process_and_prints_what_is_shown(
     tmp_path: Path, scratch: Path
 ) -> None:

@@ -125,6 +125,7 @@ def test_the_guide_shows_the_stub_makemigration_writes(tmp_path: Path) -> None:
     assert steps in (REPO / "docs" / "testing.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_nested_added_fields_with_a_default_and_optional(tmp_path: Path) -> None:
     registry, stub = evolve(tmp_path, "cart", CartV1, CartV2, name="qty_and_note")
     assert stub.path.name == "cart_0001_qty_and_note.py"

@@ -51,6 +51,7 @@ def test_chain_of_handoffs_leaks_no_descriptor():
     assert counts == {"at_start": 0, "after_takeover": 0, "after_upgrade": 0}
 
 
+@pytest.mark.slow
 def test_negative_control_a_forgotten_descriptor_is_caught():
     """The same check, against generations that each keep a stray copy of a received fd."""
     reports = run_chain(4, leak=True)

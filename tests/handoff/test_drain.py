@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 
+import pytest
 from handoff_children.harness import wait_for
 
 from statemigrate.handoff import Drainer, DrainReport
@@ -16,6 +17,7 @@ def serve_until_eof(drainer: Drainer, conn: socket.socket, received: list[bytes]
             received.append(chunk)
 
 
+@pytest.mark.slow
 def test_drain_waits_for_finished_and_cuts_the_rest():
     drainer = Drainer()
     pairs = [socket.socketpair() for _ in range(3)]

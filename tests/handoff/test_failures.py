@@ -57,6 +57,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("mode", "exporter", "stage", "pattern", "exit_status"), CASES)
 def test_failed_handoff_keeps_serving(
     old_server, tmp_path, mode, exporter, stage, pattern, exit_status

@@ -90,6 +90,7 @@ def test_negative_control_close_and_rebind_refuses_connections():
     assert summary["refused"] + summary["reset"] > 0, summary
 
 
+@pytest.mark.slow
 def test_drain_serves_old_connections_until_done_or_deadline():
     """F4: after the handoff, old connections are served until they end or the drain
     deadline cuts them; every new connection lands on the new generation."""

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from handoff_children.harness import HERE, script
 
 ROUNDS = 10_000 if os.environ.get("STATEMIGRATE_SOAK") else 1_000
@@ -23,6 +24,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_sealed_memfd_resists_every_change_after_sending():
     done = run("sealed", str(ROUNDS))
     assert done.returncode == 0, done.stderr  # in particular, not killed by SIGBUS

@@ -62,6 +62,7 @@ def test_a_release_declares_only_what_it_restores_without_loss() -> None:
     assert handoff_readable(service_of(1), allow_lossy=True) == {"kvcache": [1, 2, 3]}
 
 
+@pytest.mark.slow
 @given(
     live=st.sampled_from([1, 2, 3]),
     readable=st.sets(st.integers(min_value=0, max_value=5), max_size=6),
@@ -120,6 +121,7 @@ class Hooks:
         self.resumes += 1
 
 
+@pytest.mark.slow
 def test_no_common_version_is_refused_before_pausing_then_allowed_lossy() -> None:
     """A v3 process asked to hand over to release 1 (which reads v1 only) refuses
     before pausing anything, naming the versions; with allow_lossy it downgrades."""
@@ -229,6 +231,7 @@ def start_server(release: int) -> tuple[ChildGroup, _Http]:
     return group, _Http(int(ready["port"]))
 
 
+@pytest.mark.slow
 def test_refused_rollback_leaves_the_old_process_serving() -> None:
     group, api = start_server(3)
     try:
@@ -253,6 +256,7 @@ def test_refused_rollback_leaves_the_old_process_serving() -> None:
         group.kill()
 
 
+@pytest.mark.slow
 def test_upgrade_then_rollback_then_upgrade_loses_nothing() -> None:
     """v1 -> v3 -> v1 -> v3 across real processes: entry by entry, every value that the
     lossy downgrade keeps is equal; what it drops (hits, expiry) is gone, as declared."""

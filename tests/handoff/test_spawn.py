@@ -98,6 +98,7 @@ def test_successful_upgrade_hands_over_listener_and_snapshot(listener, tmp_path,
     assert set(result["after"]) == base | {named["tcp"]}  # control closed, memfd released
 
 
+@pytest.mark.slow
 def test_successor_fd_table_is_exactly_what_was_passed(listener, tmp_path, runtime):
     """E2: with inheritable strays in the old process, each successor starts with
     exactly {0,1,2} + runtime + the named descriptors."""
@@ -154,6 +155,7 @@ def spawn_inherit_check(
     return result, status
 
 
+@pytest.mark.slow
 def test_inherit_closes_unnamed_inheritable_strays(listener, tmp_path, runtime):
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     r, w = os.pipe()
@@ -204,6 +206,7 @@ def make_offender(kind: str) -> tuple[int, list[socket.socket | int]]:
     raise AssertionError(kind)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kind", ["pipe", "regular file", "udp socket", "connected socket", "unlistened socket"]
 )
@@ -258,6 +261,7 @@ def test_inherit_without_a_handoff_returns_none(monkeypatch):
     assert inherit() is None
 
 
+@pytest.mark.slow
 def test_second_concurrent_upgrade_is_refused(listener, tmp_path):
     errors: list[HandoffError] = []
 
@@ -307,6 +311,7 @@ def test_listeners_are_checked_before_anything_starts():
             upgrade(["/bin/true"], listeners={"control": sock}, export_state=lambda r: b"")
 
 
+@pytest.mark.slow
 def test_report_is_plain_data(listener, tmp_path):
     report = upgrade(
         [sys.executable, SUCCESSOR, "report", str(tmp_path / "o")],

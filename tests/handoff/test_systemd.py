@@ -140,6 +140,7 @@ def run_child(scenario: str, notify: str, tmp_path: Path) -> dict[str, object]:
     return json.loads(output.read_text())
 
 
+@pytest.mark.slow
 def test_listen_fds_takes_named_fds_and_drops_unknown_names(manager, tmp_path):
     result = run_child("names", os.environ["NOTIFY_SOCKET"], tmp_path)
     assert result["listeners"] == {"http": [3]}
@@ -245,6 +246,7 @@ def test_listen_fds_child_takes_a_well_formed_listener():
     assert result["env_left"] == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("variables", "message"),
     [
@@ -274,12 +276,14 @@ def test_malformed_listen_variables_touch_no_descriptor(variables, message):
     assert result["env_left"] == []
 
 
+@pytest.mark.slow
 def test_a_listen_pid_of_another_process_is_not_for_us():
     result = run_malformed({"LISTEN_FDS": "2", "LISTEN_PID": str(os.getpid())})
     assert result["outcome"] is None
     assert result["table"] == [3, 4]
 
 
+@pytest.mark.slow
 def test_a_count_beyond_the_open_descriptors_is_refused():
     result = run_malformed({"LISTEN_FDS": "2", "LISTEN_PID": "self", "close_own": "yes"})
     assert result["outcome"] == "HandoffError", result

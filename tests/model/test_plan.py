@@ -327,6 +327,7 @@ def test_plan_does_not_depend_on_step_order(
     assert plan_path("c", shuffled, source, target, allow_lossy=True) == first
 
 
+@pytest.mark.slow
 def test_negative_control_property_catches_a_depth_first_planner() -> None:
     """The optimality check above finds a graph where a first-found path is not best."""
     bad = find(

@@ -67,6 +67,7 @@ def fingerprints_here() -> list[str]:
     return list(namespace["FINGERPRINTS"])
 
 
+@pytest.mark.slow
 def test_fingerprint_is_the_same_in_another_process() -> None:
     script = SOURCE + "\nprint(' '.join(FINGERPRINTS))\n"
     child_env = {**os.environ, "PYTHONHASHSEED": "12345"}  # different set/str hashing

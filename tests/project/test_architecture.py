@@ -231,12 +231,14 @@ def test_every_module_has_a_layer() -> None:
     assert unplaced == [], "add these modules to LAYERS and ARCHITECTURE.md"
 
 
+@pytest.mark.slow
 def test_the_package_has_no_import_cycle() -> None:
     edges = package_graph()
     cycles = find_cycles(edges)
     assert cycles == [], "import cycles:\n" + _describe(cycles, edges)
 
 
+@pytest.mark.slow
 def test_no_module_imports_a_higher_layer() -> None:
     upward = upward_imports(package_graph(), layer_of)
     names = [name for name, _ in LAYERS]
@@ -247,6 +249,7 @@ def test_no_module_imports_a_higher_layer() -> None:
     assert shown == []
 
 
+@pytest.mark.slow
 def test_the_graph_sees_the_package() -> None:
     """The checks above are only as good as the graph: it holds known imports."""
     edges = {(e.source, e.target, e.kind) for e in package_graph()}

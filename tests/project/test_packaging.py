@@ -92,6 +92,7 @@ def _run(site: Path, cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_the_installed_wheel_builds_the_reference_registry(
     installed: Path, tmp_path: Path
 ) -> None:

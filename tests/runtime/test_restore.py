@@ -494,6 +494,7 @@ def test_the_failpoint_loop_reaches_every_step_of_every_component() -> None:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_failure_at_every_point_leaves_every_component_exactly_as_before(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -512,6 +513,7 @@ def test_a_failure_at_every_point_leaves_every_component_exactly_as_before(
     assert wrong == [], "\n".join(wrong)
 
 
+@pytest.mark.slow
 def test_negative_control_rollback_that_does_nothing_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -529,6 +531,7 @@ def test_negative_control_rollback_that_does_nothing_is_caught(
     assert all(not o.changed for o in outcomes if o.point.site != "import")
 
 
+@pytest.mark.slow
 def test_negative_control_applying_before_validating_everything_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -60,6 +60,7 @@ def latest_header(store_dir: str) -> Any:
         return open_snapshot(store.open()).header
 
 
+@pytest.mark.slow
 def test_v1_snapshot_restores_in_a_v3_process_and_rolls_back_to_v1(store_dir: str) -> None:
     written = release({"version": 1, "store": store_dir, "state": V1_STATE, "commit": {}})
     assert written["snapshot"]["generation"] == 1
@@ -102,6 +103,7 @@ def test_v1_snapshot_restores_in_a_v3_process_and_rolls_back_to_v1(store_dir: st
     assert rolled_back["export"] == {"entries": {**V1_STATE["entries"], "c": "3"}}
 
 
+@pytest.mark.slow
 def test_v1_process_refuses_a_v3_snapshot_without_allow_lossy(store_dir: str) -> None:
     state = {"entries": {"k": {"data": "v", "expires_at": 99.5, "hits": 4}}}
     release({"version": 3, "store": store_dir, "state": state, "commit": {}})
@@ -120,6 +122,7 @@ def test_v1_process_refuses_a_v3_snapshot_without_allow_lossy(store_dir: str) ->
     assert allowed["restore"]["components"][0]["steps"] == ["kvcache 3 -> 1 (downgrade_3_to_1)"]
 
 
+@pytest.mark.slow
 def test_every_release_pair_agrees_across_processes(store_dir: str) -> None:
     """A v2 snapshot is read by v1 (lossy), v2 and v3; v3's view matches its upgrade."""
     state = {"entries": {"k": {"value": "v", "expires_at": 12.5}}}

@@ -234,7 +234,7 @@ class RestoreMachine(RuleBasedStateMachine):
 
 
 RestoreMachine.TestCase.settings = settings(stateful_step_count=50)
-TestRestoreMachine = RestoreMachine.TestCase
+TestRestoreMachine = pytest.mark.slow(RestoreMachine.TestCase)
 
 
 def test_negative_control_a_rollback_that_does_nothing_is_caught(

@@ -146,6 +146,7 @@ def render(seen: dict[str, Counter[str]], details: dict[str, dict[str, str]]) ->
     return "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_every_committed_snapshot_restores_exactly_or_is_refused_early(
     store_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -315,6 +315,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_pure_python_msgpack_refuses_deep_nesting_with_the_same_kind() -> None:
     """MSGPACK_PUREPYTHON=1: the fallback stops earlier (near the recursion limit) and
     never lets RecursionError out."""
@@ -368,6 +369,7 @@ AMPLIFIERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(AMPLIFIERS))
 def test_amplifying_payloads_stay_within_8x_plus_32_mib(name: str) -> None:
     raw, want = AMPLIFIERS[name]
@@ -377,6 +379,7 @@ def test_amplifying_payloads_stay_within_8x_plus_32_mib(name: str) -> None:
     assert peak < 8 * len(raw) + 32 * MiB
 
 
+@pytest.mark.slow
 def test_worst_case_scalar_amplification_is_bounded_by_48x() -> None:
     """No container budget applies to scalars: 1M small negative ints (one byte each,
     none of them cached by CPython) cost ~41 bytes apiece. docs/format.md states the
@@ -396,6 +399,7 @@ REALISTIC_SHAPES: dict[str, object] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REALISTIC_SHAPES))
 def test_the_container_budget_admits_what_the_writer_packs(name: str) -> None:
     """Dense but real shapes (two or more bytes per container) decode in full."""
@@ -412,6 +416,7 @@ def test_a_flood_of_empty_containers_past_the_allowance_is_too_large() -> None:
     assert kind_of(lambda: unpack_data(fits)) == "accepted"
 
 
+@pytest.mark.slow
 def test_negative_control_amplification_check_flags_a_decoder_without_the_budget() -> None:
     raw, _ = AMPLIFIERS["1 MB of empty arrays"]
     kind, peak = traced_peak(raw, container_budget=10**9)

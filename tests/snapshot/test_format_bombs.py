@@ -135,6 +135,7 @@ FORGED: dict[str, tuple[bytes, dict[str, Any], set[str]]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FORGED))
 def test_forged_sizes_are_refused_before_allocation(name: str, baseline_rss: int) -> None:
     """B1: a few KiB claiming GiBs; child peak RSS grows less than 16 MiB."""
@@ -146,6 +147,7 @@ def test_forged_sizes_are_refused_before_allocation(name: str, baseline_rss: int
     assert rss - baseline_rss < 16 * MiB
 
 
+@pytest.mark.slow
 def test_negative_control_rss_check_flags_a_reader_that_allocates_what_the_header_claims(
     baseline_rss: int,
 ) -> None:
@@ -184,6 +186,7 @@ def without_content_size(frame: bytes) -> bytes:
     return frame[:4] + bytes([frame[4] & 0x3F]) + frame[5:6] + frame[10:]
 
 
+@pytest.mark.slow
 def test_a_gib_bomb_in_a_64_mib_chunk_is_refused_within_the_cap(
     gib_bomb: bytes, baseline_rss: int
 ) -> None:
@@ -215,6 +218,7 @@ def test_streaming_stops_a_frame_without_content_size_at_the_buffer(
     assert rss - baseline_rss < CHUNK + 32 * MiB
 
 
+@pytest.mark.slow
 def test_negative_control_rss_check_flags_one_shot_decompression(baseline_rss: int) -> None:
     """decompress() trusts the frame and inflates all of it (finding 1), here 256 MiB."""
     outcome, rss = run_child("oneshot", zero_bomb(256 * MiB))
@@ -267,10 +271,12 @@ def code_running_decoders(name: str, tree: ast.Module) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_no_one_shot_zstd_decompression_anywhere_in_the_package() -> None:
     assert [hit for name, tree in _sources() for hit in one_shot_decompress_calls(name, tree)] == []
 
 
+@pytest.mark.slow
 def test_no_code_running_decoder_anywhere_in_the_package() -> None:
     """B9: no pickle, marshal, shelve or dill import; no eval or exec call."""
     assert [hit for name, tree in _sources() for hit in code_running_decoders(name, tree)] == []

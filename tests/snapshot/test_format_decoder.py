@@ -146,6 +146,7 @@ def compressed_stage_violations(outcomes: Counter[str]) -> list[str]:
     return sorted(name for name in outcomes if name not in allowed)
 
 
+@pytest.mark.slow
 def test_compressed_stage_mutations_raise_snapshot_errors_or_decode_identically(
     compressed_base: bytes,
 ) -> None:
@@ -207,6 +208,7 @@ def payload_stage_outcomes(raw: bytes, *, cases: int, seed: int) -> Counter[str]
     return outcomes
 
 
+@pytest.mark.slow
 def test_payload_stage_mutations_raise_snapshot_errors_or_decode_plain_data() -> None:
     """3k cases (100k under STATEMIGRATE_SOAK=1). Decoding other data is expected here:
     an unkeyed checksum is not validation, which is why schema validation follows."""

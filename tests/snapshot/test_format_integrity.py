@@ -83,6 +83,7 @@ def test_every_truncation_of_a_golden_snapshot_is_reported_as_truncated(name: st
 SOAK = bool(os.environ.get("STATEMIGRATE_SOAK"))
 
 
+@pytest.mark.slow
 def test_every_truncation_of_a_large_snapshot_is_reported_as_truncated() -> None:
     """256 KiB by default (about a second); 1 MiB under STATEMIGRATE_SOAK=1."""
     size = (1 << 20) if SOAK else (256 << 10)
@@ -236,6 +237,7 @@ def flip_outcomes(blob: bytes, *, key: bytes | None = None,
     return flips, kinds, undetected
 
 
+@pytest.mark.slow
 def test_every_single_bit_flip_of_an_8_kib_snapshot_is_detected(medium: bytes) -> None:
     flips, kinds, undetected = flip_outcomes(medium)
     assert flips == 8 * len(medium) >= 8 * (6 << 10)
@@ -252,6 +254,7 @@ def test_every_single_bit_flip_of_the_authenticated_golden_is_detected() -> None
     assert kinds["auth"] > 0
 
 
+@pytest.mark.slow
 def test_a_flip_inside_a_chunk_names_its_section_and_chunk(medium: bytes) -> None:
     """Guarantee 1: the error says where; every byte of every chunk is tried once."""
     snapshot = open_snapshot(medium)
@@ -314,6 +317,7 @@ def random_corruption_accepted(
     return accepted
 
 
+@pytest.mark.slow
 def test_one_hundred_thousand_random_corruptions_are_all_rejected(medium: bytes) -> None:
     assert random_corruption_accepted(medium, cases=100_000, seed=4) == 0
 

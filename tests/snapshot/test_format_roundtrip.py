@@ -70,6 +70,7 @@ def test_decode_of_encode_is_the_identity(
         assert all(chunk.raw_size <= chunk_size for chunk in info.chunks)
 
 
+@pytest.mark.slow
 @given(sections=section_lists, chunk_size=st.integers(64, 4096), level=st.sampled_from([1, 3]))
 def test_encoding_is_deterministic_apart_from_identity_fields(
     sections: list[tuple[str, str, int, Any]], chunk_size: int, level: int

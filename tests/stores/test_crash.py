@@ -90,6 +90,7 @@ def test_kill_9_at_random_points_never_loses_the_last_acknowledged_snapshot(
         assert orphans_total == 0  # an O_TMPFILE file has no name to leave behind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("temp_files", "pause", "orphans"),
     [

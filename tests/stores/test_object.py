@@ -747,6 +747,7 @@ def test_ref_names_current_or_previous_only() -> None:
         store.ref("sideways")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_the_core_never_imports_obstore_and_says_how_to_install_it() -> None:
     """Importing statemigrate (stores included) leaves obstore unimported; without
     obstore, creating an ObjectStore is a StoreError that names the extra."""

@@ -182,6 +182,7 @@ def test_concurrent_threads_on_one_memory_store() -> None:
     print(f"memory: {verdict(place, outcomes, {})}")
 
 
+@pytest.mark.slow
 def test_open_reads_a_large_snapshot_into_one_buffer(s3: S3Server) -> None:
     """Reading a 64 MiB snapshot from S3 grows the reader's peak memory by about the
     snapshot's size (one buffer plus a range or two in flight), where a reader that

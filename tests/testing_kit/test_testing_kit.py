@@ -112,6 +112,7 @@ ZOO: dict[str, object] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(ZOO))
 @given(data=st.data())
 def test_every_drawn_value_is_valid_plain_data_and_a_fixed_point(
@@ -125,6 +126,7 @@ def test_every_drawn_value_is_valid_plain_data_and_a_fixed_point(
     assert to_plain(schema.export(schema.validate(value))) == value
 
 
+@pytest.mark.slow
 def test_constraints_keys_and_optional_fields_are_all_exercised() -> None:
     """The strategies do not just satisfy constraints, they reach their corners: optional
     keys both present and absent, int-keyed dicts, None and a nested model."""
@@ -191,6 +193,7 @@ def test_a_schema_without_a_derivable_strategy_is_named_and_can_be_supplied() ->
 # --- the reference cache passes, at CI size under the CI profile ------------------------
 
 
+@pytest.mark.slow
 def test_check_migrations_passes_on_the_reference_cache() -> None:
     """Every step, path pair and snapshot of the reference cache holds; under the CI
     profile with at least 500 examples per check."""
@@ -269,6 +272,7 @@ def failures_of(registry: Registry) -> dict[str, Any]:
     return {failure.check: failure for failure in failures}
 
 
+@pytest.mark.slow
 def test_a_downgrade_that_drops_a_field_without_declaring_it() -> None:
     found = failures_of(reference_with((3, 2), drop_hits_silently))
     assert set(found) == {"kvcache-step-3-2"}
@@ -280,6 +284,7 @@ def test_a_downgrade_that_drops_a_field_without_declaring_it() -> None:
     assert "['entries']['']['hits']: expected 1, got 0" in failure.detail
 
 
+@pytest.mark.slow
 def test_an_upgrade_whose_output_fails_validation() -> None:
     found = failures_of(reference_with((2, 3), add_negative_hits))
     assert "kvcache-step-2-3" in found
@@ -291,6 +296,7 @@ def test_an_upgrade_whose_output_fails_validation() -> None:
     assert failure.examples_run < SEEDED_BUDGET
 
 
+@pytest.mark.slow
 def test_a_lossy_step_that_loses_more_than_it_declares() -> None:
     broken = reference_with((2, 1), drop_ttl_and_values, lossy=("entries.*.expires_at",))
     found = failures_of(broken)
@@ -301,6 +307,7 @@ def test_a_lossy_step_that_loses_more_than_it_declares() -> None:
     assert failure.examples_run < SEEDED_BUDGET
 
 
+@pytest.mark.slow
 def test_two_paths_that_disagree() -> None:
     found = failures_of(reference_with((1, 3), upgrade_1_to_3_counting))
     assert set(found) == {"kvcache-paths-1-3", "kvcache-paths-2-3"}
@@ -311,12 +318,14 @@ def test_two_paths_that_disagree() -> None:
     assert failure.examples_run < SEEDED_BUDGET
 
 
+@pytest.mark.slow
 def test_a_step_that_forgets_to_return_its_data() -> None:
     found = failures_of(reference_with((2, 1), forget_to_return, lossy=True))
     failure = found["kvcache-step-2-1"]
     assert failure.what == "step raised TypeError" and "returned None" in failure.detail
 
 
+@pytest.mark.slow
 def test_failures_read_well_as_an_error_and_as_markdown() -> None:
     report = step_and_path_report(reference_with((3, 2), drop_hits_silently))
     assert isinstance(report, CheckReport) and not report.ok
@@ -454,6 +463,7 @@ def features(state: Held) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_the_state_form_draws_what_services_keep() -> None:
     """Every kind of value a snapshot must carry appears among drawn states: aliased
     fields, extra fields, int keys, datetimes with and without zone, decimals, UUIDs,
@@ -765,6 +775,7 @@ def pytest_in(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_plugin_adds_one_item_per_check_and_they_pass(tmp_path: Path) -> None:
     root = make_project(tmp_path / "good", "statemigrate.reference:build_registry")
     listed = pytest_in(root, "--collect-only", "-q")
@@ -780,6 +791,7 @@ def test_plugin_adds_one_item_per_check_and_they_pass(tmp_path: Path) -> None:
     assert "1 passed" in alone.stdout and "pyproject" not in alone.stdout
 
 
+@pytest.mark.slow
 def test_plugin_reports_the_counterexample_of_a_broken_registry(tmp_path: Path) -> None:
     root = make_project(tmp_path / "broken", "brokenstate:build", schemas=True)
     ran = pytest_in(root, "-q", "pyproject.toml")
@@ -792,6 +804,7 @@ def test_plugin_reports_the_counterexample_of_a_broken_registry(tmp_path: Path) 
     assert "'hits': 1" in ran.stdout and "2 failed, 14 passed" in ran.stdout
 
 
+@pytest.mark.slow
 def test_plugin_is_inert_without_a_registry_and_reports_a_bad_one(tmp_path: Path) -> None:
     quiet = make_project(tmp_path / "quiet", None)
     ran = pytest_in(quiet, "-q")
