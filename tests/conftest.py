@@ -1,10 +1,17 @@
-"""Shared pytest set-up: hypothesis profiles chosen by STATEMIGRATE_HYPOTHESIS_PROFILE."""
+"""Shared pytest set-up: hypothesis profiles chosen by STATEMIGRATE_HYPOTHESIS_PROFILE,
+and the fixtures that test files of more than one folder use."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+if TYPE_CHECKING:
+    from _store_helpers.object_server import S3Server
 
 # dev: quick feedback; ci: more examples (the default under CI=true); soak: opt-in, long.
 settings.register_profile("dev", max_examples=50, deadline=None)
@@ -16,3 +23,15 @@ settings.register_profile(
 )
 _default = "ci" if os.environ.get("CI") else "dev"
 settings.load_profile(os.environ.get("STATEMIGRATE_HYPOTHESIS_PROFILE", _default))
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    """An S3 server (moto) on loopback, one per test module that asks for it.
+
+    Imported here rather than at the top: moto is slow to import, and only the
+    object store's tests need it."""
+    from _store_helpers.object_server import running_server
+
+    with running_server() as server:
+        yield server

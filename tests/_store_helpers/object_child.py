@@ -90,6 +90,7 @@ def open_current(spec: str, mode: str) -> None:
         import obstore
 
         backend = store._backend
+        assert ref.entry is not None
         whole = obstore.get(backend.store, backend.key(ref.entry.object)).bytes()
         data = memoryview(bytearray(whole))  # the copy a naive reader makes
         del whole

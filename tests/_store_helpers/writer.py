@@ -63,7 +63,7 @@ def run_writer(directory: str, kind: str, seed: int, pause: str | None) -> None:
     rng = random.Random(seed)
     generation = latest_generation(directory) if kind != "inplace" else 0
     store: TmpfsStore | InPlaceStore
-    store = InPlaceStore(directory) if kind == "inplace" else TmpfsStore(directory, temp_files=kind)
+    store = InPlaceStore(directory) if kind == "inplace" else TmpfsStore(directory, temp_files=kind)  # type: ignore[arg-type]
     commit_no = 0
     seen: dict[str, int] = {}
     pause_commit, pause_op, pause_n = 0, "", 0

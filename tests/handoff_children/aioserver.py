@@ -114,10 +114,10 @@ class AioLineServer:
                 self.cache.set(key, value)
                 return f"OK {self.generation}"
             case ["GET", key]:
-                value = self.cache.get(key)
-                if value is None:
+                found = self.cache.get(key)
+                if found is None:
                     return f"NONE {self.generation}"
-                return f"VAL {value} {self.generation}"
+                return f"VAL {found} {self.generation}"
             case ["QUIT"]:
                 return "BYE"
         return "ERROR"

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,8 +46,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.01)
 
 
-def reap(pid: int, timeout: float = 30.0) -> int:
-    """Wait for our child ``pid`` to exit (bounded), reap it, return its exit status."""
+def reap(pid: int | None, timeout: float = 30.0) -> int:
+    """Wait for our child ``pid`` to exit (bounded), reap it, return its exit status.
+
+    ``pid`` may come from a handoff report, where None says there was no child."""
+    assert pid is not None, "no child to reap"
     pidfd = os.pidfd_open(pid)
     try:
         if not select.select([pidfd], [], [], timeout)[0]:
@@ -58,7 +62,7 @@ def reap(pid: int, timeout: float = 30.0) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def read_json_lines(path: Path) -> list[dict[str, object]]:
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line]
@@ -157,9 +161,9 @@ class Clients:
     def ok(self) -> int:
         return self.total("ok")
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> dict[str, Any]:
         keys = ("ok", "retries", "refused", "reset", "timeouts", "out_of_order")
-        result: dict[str, object] = {key: self.total(key) for key in keys}
+        result: dict[str, Any] = {key: self.total(key) for key in keys}
         result["other"] = [o for s in self.stats.values() for o in s.other][:5]
         return result
 
@@ -183,12 +187,12 @@ class ServerChain:
         self.proc = subprocess.Popen(
             argv, cwd=HERE, stdout=subprocess.PIPE, close_fds=True, start_new_session=True
         )
-        self.events: list[dict[str, object]] = []
+        self.events: list[dict[str, Any]] = []
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         first = self.wait_event("ready", generation=1)
-        self.address = ("127.0.0.1", int(first["port"]))  # type: ignore[call-overload]
+        self.address = ("127.0.0.1", int(first["port"]))
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -198,8 +202,8 @@ class ServerChain:
                 self.events.append(event)
                 self._changed.notify_all()
 
-    def wait_event(self, kind: str, *, generation: int, timeout: float = 60.0) -> dict[str, object]:
-        def find() -> dict[str, object] | None:
+    def wait_event(self, kind: str, *, generation: int, timeout: float = 60.0) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
             for event in self.events:
                 if event["event"] == kind and event["generation"] == generation:
                     return event
@@ -213,14 +217,14 @@ class ServerChain:
             return found
 
     def pid_of(self, generation: int) -> int:
-        return int(self.wait_event("ready", generation=generation)["pid"])  # type: ignore[call-overload]
+        return int(self.wait_event("ready", generation=generation)["pid"])
 
     def send_signal(self, generation: int, signum: int) -> None:
         # The pid comes from the generation itself and is still running (it has not
         # reported its exit), so it cannot have been reused.
         os.kill(self.pid_of(generation), signum)
 
-    def hand_over(self, generation: int) -> dict[str, object]:
+    def hand_over(self, generation: int) -> dict[str, Any]:
         """Make ``generation`` hand over; return its exit event once it is done."""
         self.send_signal(generation, signal.SIGUSR2)
         self.wait_event("ready", generation=generation + 1)

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import sys
+from typing import Any
 
 from _fdtable import fd_table
 
@@ -40,7 +41,7 @@ def main(scenario: str, notify: str, output: str) -> int:
     if names is not None:
         os.environ["LISTEN_FDNAMES"] = names
 
-    result: dict[str, object] = {}
+    result: dict[str, Any] = {}
     try:
         got = listen_fds(listeners={"http"}, memfds={"snapshot"})
     except HandoffError as exc:

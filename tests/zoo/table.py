@@ -165,5 +165,7 @@ def registry_for(name: str) -> tuple[Registry, type[Holder]]:
     """
     registry = Registry()
     registry.add_schema(name, 1, BY_NAME[name].type)
-    holder = registry.migratable(name, version=1)(type(f"Holder_{name}", (Holder,), {}))
+    holder: type[Holder] = registry.migratable(name, version=1)(
+        type(f"Holder_{name}", (Holder,), {})
+    )
     return registry, holder

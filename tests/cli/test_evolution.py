@@ -1,0 +1,372 @@
+"""The command line of schema evolution: schemas freeze|check, makemigration and check."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cli_helpers import run
+
+from statemigrate import Registry
+from statemigrate._model import _registry
+from statemigrate.reference import MIGRATIONS_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE = "statemigrate.reference:build_registry"
+
+
+@pytest.fixture(autouse=True)
+def _forget_projects(hermetic: None) -> Iterator[None]:
+    """The project modules a test imports are forgotten afterwards (and sys.path
+    restored, by the hermetic set-up)."""
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if name.startswith("evo"):
+            del sys.modules[name]
+
+
+# A registry module for a project; {replace} and {skip} seed the mistakes.
+REGISTRY_MODULE = """
+from typing_extensions import TypedDict
+
+from statemigrate import Registry
+from statemigrate.reference import SCHEMAS, build_registry
+
+
+class EntryV3(TypedDict):
+    data: str
+    expires_at: float | None
+    hits: int
+
+
+class StateV3(TypedDict):
+    entries: dict[str, EntryV3]
+
+
+class EntryV4(TypedDict):
+    data: str
+
+
+class StateV4(TypedDict):
+    entries: dict[str, EntryV4]
+
+
+def _same(data):
+    return data
+
+
+def build():
+    good = build_registry()
+    registry = Registry()
+    types = {{**SCHEMAS, **{replace}}}
+    for version, type_ in types.items():
+        registry.add_schema("kvcache", version, type_)
+    for step in good.steps("kvcache"):
+        if (step.source, step.target) not in {skip}:
+            lossy = step.lost_fields or step.lossy
+            registry.add_migration("kvcache", step.source, step.target, step.func, lossy=lossy)
+    for source, target in {extra}:
+        registry.add_migration("kvcache", source, target, _same)
+    return registry
+"""
+
+
+def project(
+    root: Path,
+    module: str = "evostate",
+    *,
+    replace: str = "{}",
+    skip: str = "set()",
+    extra: str = "()",
+    registry: str | None = None,
+) -> Path:
+    """A project folder with pyproject.toml naming a registry module, made current."""
+    root.mkdir(parents=True, exist_ok=True)
+    spec = registry or f"{module}:build"
+    (root / "pyproject.toml").write_text(
+        "[tool.statemigrate]\n"
+        f'registry = "{spec}"\n'
+        'schemas = "schemas"\n'
+        'migrations = "migrations"\n'
+    )
+    text = REGISTRY_MODULE.format(replace=replace, skip=skip, extra=extra)
+    (root / f"{module}.py").write_text(text)
+    return root
+
+
+# --- schemas freeze and check --------------------------------------------------------------
+
+
+def test_the_repository_passes_its_own_schema_check(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    result = run(capsys, "schemas", "check")
+    assert result.code == 0, result.out + result.err
+    assert result.out.startswith("### statemigrate schemas check: passed")
+    assert "`kvcache`: 3 registered version(s)" in result.out
+
+
+def test_freeze_then_check_a_new_project(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project(tmp_path / "p", registry=REFERENCE))
+    first = run(capsys, "schemas", "freeze")
+    assert first.code == 0, first.err
+    assert first.out.count("written ") == 3 and "3 file(s) written, 0 unchanged" in first.out
+    assert sorted(p.name for p in Path("schemas/kvcache").iterdir()) == [
+        "v1.json",
+        "v2.json",
+        "v3.json",
+    ]
+    assert run(capsys, "schemas", "freeze").out.endswith("0 file(s) written, 3 unchanged\n")
+    assert run(capsys, "schemas", "check").code == 0
+
+
+MISTAKES = {
+    "changed": ({"replace": "{3: StateV3}"}, ["Changed without a version bump** (v3)", "```diff"]),
+    "missing downgrade": ({"skip": "{(3, 2), (3, 1)}"}, ["Unreachable version** (v1)", "Dead end"]),
+    "dead end": ({"replace": "{4: StateV4}", "extra": "((3, 4),)"}, ["Dead end** (v4)"]),
+    "missing frozen file": ({}, ["Missing frozen file** (v2)"]),
+}
+
+
+@pytest.mark.parametrize("mistake", list(MISTAKES))
+def test_schemas_check_fails_on_each_seeded_mistake(
+    mistake: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each mistake fails the check with its headline; the reference registry (the
+    control) passes against the same frozen files before the mistake is seeded."""
+    options, fragments = MISTAKES[mistake]
+    root = project(tmp_path / "p", "evomistake", **options)
+    monkeypatch.chdir(root)
+    assert run(capsys, "schemas", "freeze", "--registry", REFERENCE).code == 0
+    assert run(capsys, "schemas", "check", "--registry", REFERENCE).code == 0
+    if mistake == "missing frozen file":
+        (root / "schemas" / "kvcache" / "v2.json").unlink()
+    result = run(capsys, "schemas", "check")
+    assert result.code == 1, result.out
+    assert result.out.startswith("### statemigrate schemas check: ")
+    for fragment in fragments:
+        assert fragment in result.out, result.out
+
+
+def test_a_duplicate_step_is_named_even_though_the_registry_cannot_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = project(tmp_path / "p", registry=REFERENCE)
+    shutil.copytree(MIGRATIONS_DIR, root / "migrations", ignore=shutil.ignore_patterns("__py*"))
+    (root / "migrations" / "kvcache_0004_again.py").write_text(
+        'from statemigrate import migration\n\n\n@migration("kvcache", 3, 2, lossy=True)\n'
+        "def drop_hits_again(data):\n    return data\n"
+    )
+    monkeypatch.chdir(root)
+    assert run(capsys, "schemas", "freeze").code == 0
+    result = run(
+        capsys,
+        "schemas",
+        "check",
+        "--registry",
+        "statemigrate.reference:build_registry",
+        "--migrations",
+        "migrations",
+    )
+    assert result.code == 1
+    assert "**Duplicate step**" in result.out and "**Registry failed to load**" in result.out
+    assert "`kvcache_0002_data_and_hits.py`" in result.out
+    assert "`kvcache_0004_again.py` line 4 (drop_hits_again)" in result.out
+
+
+def test_the_advice_for_a_changed_version_names_the_next_free_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 1 changed shape while 2 and 3 exist: the new shape needs version 4."""
+    monkeypatch.chdir(project(tmp_path / "p", "evofree", replace="{1: StateV3}"))
+    assert run(capsys, "schemas", "freeze", "--registry", REFERENCE).code == 0
+    result = run(capsys, "schemas", "check")
+    assert result.code == 1
+    assert "Changed without a version bump** (v1)" in result.out
+    assert "keep version 1 as it was and register the new shape as version 4" in result.out
+    assert "as version 2" not in result.out
+
+
+# --- nothing found is a failure -----------------------------------------------------------------
+
+
+NOTHING = [["check"], ["schemas", "check"], ["schemas", "freeze"]]
+
+
+@pytest.mark.parametrize("command", NOTHING, ids=" ".join)
+def test_a_command_that_finds_no_component_fails(
+    command: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A mistyped registry, module or path must fail CI, not pass with nothing done."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(_registry, "default_registry", Registry())
+    for extra, reason in (
+        ([], "the default registry holds no schemas"),
+        (["--registry", "statemigrate:Registry"], "registry 'statemigrate:Registry' has no"),
+        (["--import", "json"], "the modules imported (json) registered no schemas"),
+    ):
+        result = run(capsys, *command, *extra)
+        assert result.code == 1 and result.out == "", (extra, result)
+        lines = result.err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("statemigrate: error: no components")
+        assert reason in lines[0], lines[0]
+    assert not (tmp_path / "schemas").exists()
+
+
+def test_freeze_names_the_file_it_cannot_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("schemas").write_text("a file where the folder should be\n")
+    result = run(capsys, "schemas", "freeze", "--registry", REFERENCE)
+    assert result.code == 1 and result.out == ""
+    assert result.err == (
+        "statemigrate: error: write schemas/kvcache: Not a directory (ENOTDIR)\n"
+    )
+
+
+# --- makemigration -----------------------------------------------------------------------------
+
+
+TYPES_MODULE = """
+from typing import Literal
+
+from pydantic import BaseModel
+
+
+class SettingsV1(BaseModel):
+    limit: int
+
+
+class SettingsV2(BaseModel):
+    limit: int
+    mode: Literal["fast", "safe"] = "safe"
+
+
+class SettingsText(BaseModel):
+    limit: str
+"""
+
+SETTINGS_REGISTRY = """
+from statemigrate import Registry
+
+import evotypes
+
+
+def build():
+    registry = Registry()
+    registry.add_schema("settings", 1, evotypes.SettingsV1)
+    {more}
+    return registry
+"""
+
+
+def settings_project(root: Path, *, with_v2: bool) -> Path:
+    root.mkdir(parents=True)
+    (root / "evotypes.py").write_text(TYPES_MODULE)
+    more = 'registry.add_schema("settings", 2, evotypes.SettingsV2)' if with_v2 else ""
+    (root / "evosettings.py").write_text(SETTINGS_REGISTRY.format(more=more))
+    (root / "evosettings_v1.py").write_text(SETTINGS_REGISTRY.format(more=""))
+    (root / "pyproject.toml").write_text(
+        '[tool.statemigrate]\nregistry = "evosettings:build"\nschemas = "schemas"\n'
+        'migrations = "migrations"\n'
+    )
+    return root
+
+
+def test_makemigration_writes_a_stub_that_the_check_command_accepts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(settings_project(tmp_path / "p", with_v2=True))
+    assert run(capsys, "schemas", "freeze", "--registry", "evosettings_v1:build").code == 0
+    dry = run(capsys, "makemigration", "settings", "--dry-run")
+    assert dry.code == 0, dry.err
+    assert dry.out.startswith('"""settings 1 <-> 2: add mode.') and not Path("migrations").exists()
+    made = run(capsys, "makemigration", "settings")
+    assert made.code == 0, made.err
+    assert made.out.startswith("wrote migrations/settings_0001_add_mode.py: settings 1 <-> 2")
+    assert "downgrade: lossy, drops mode" in made.out
+    written = Path("migrations/settings_0001_add_mode.py").read_text()
+    assert written == dry.out
+    # The project's registry does not load migrations itself: name the directory.
+    checked = run(capsys, "check", "--migrations", "migrations", "--max-examples", "20")
+    assert checked.code == 0, checked.out + checked.err
+    assert "- ok: settings 1 -> 2 (upgrade_1_to_2) [20 examples]" in checked.out
+    assert run(capsys, "schemas", "check", "--migrations", "migrations").code == 1  # v2 unfrozen
+    assert run(capsys, "schemas", "freeze").code == 0
+    assert run(capsys, "schemas", "check", "--migrations", "migrations").code == 0
+
+
+def test_makemigration_calls_a_type_change_probably_lossy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(settings_project(tmp_path / "p", with_v2=False))
+    assert run(capsys, "schemas", "freeze").code == 0
+    made = run(capsys, "makemigration", "settings", "--schema", "evotypes:SettingsText")
+    assert made.code == 0, made.err
+    assert "  upgrade: probably lossy: limit changed from integer to string" in made.out
+    assert "  downgrade: probably lossy: limit changed from integer to string" in made.out
+    assert "lossless" not in made.out
+
+
+def test_makemigration_with_an_explicit_type_and_its_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(settings_project(tmp_path / "p", with_v2=False))
+    assert run(capsys, "schemas", "freeze").code == 0
+    nothing = run(capsys, "makemigration", "settings")
+    assert nothing.code == 1 and nothing.out == ""
+    assert nothing.err.count("\n") == 1 and "nothing to migrate" in nothing.err
+    typed = run(capsys, "makemigration", "settings", "--schema", "evotypes:SettingsV2", "--dry-run")
+    assert typed.code == 0 and '@migration("settings", 2, 1, lossy=("mode",))' in typed.out
+    for argv, fragment in (
+        (["--schema", "evotypes"], "package.module:Type"),
+        (["--schema", "evotypes:Nope"], "no attribute 'Nope'"),
+        (["--schema", "evo_missing_mod:T"], "cannot import 'evo_missing_mod'"),
+        (["--rename", "value"], "OLD.PATH=NEW_NAME"),
+        (["--version", "4"], "only be given with the new schema"),
+    ):
+        failed = run(capsys, "makemigration", "settings", *argv)
+        assert failed.code == 1 and fragment in failed.err, (argv, failed.err)
+        assert failed.err.startswith("statemigrate: error: ")
+
+
+# --- check ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_check_needs_at_least_one_example(count: str, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(capsys, "check", "--max-examples", count, "--registry", REFERENCE)
+    assert result.code == 2 and result.out == ""
+    assert result.err == (
+        f"statemigrate: error: argument --max-examples: must be at least 1, not {int(count)}\n"
+    )
+
+
+@pytest.mark.slow
+def test_check_passes_on_the_reference_and_fails_with_a_counterexample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    good = run(capsys, "check", "--max-examples", "20")
+    assert good.code == 0, good.out + good.err
+    assert good.out.startswith("### statemigrate check: passed") and good.out.count("- ok:") == 15
+    root = project(tmp_path / "p", "evobroken", skip="{(3, 2)}", extra="((3, 2),)")
+    monkeypatch.chdir(root)
+    bad = run(capsys, "check", "--max-examples", "100")
+    assert bad.code == 1
+    assert "- FAILED: kvcache 3 -> 2 (_same)" in bad.out
+    assert "counterexample (version 3" in bad.out and "does not fit version 2" in bad.out

@@ -1,0 +1,414 @@
+"""The command line on object-store URLs: inspect, list and migrate against moto's S3
+server and file:// stores, settings from the environment or --store-option, keys, and
+one-line errors for every bad input (server, bucket, credentials, pointer, URL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import obstore
+import pytest
+from _store_helpers import scratch_dir
+from _store_helpers.object_server import KEYS, S3Server, free_port
+from cli_helpers import Result, run
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import statemigrate as sm
+from statemigrate.reference import KVCacheV3, build_registry
+from statemigrate.stores import ObjectStore
+
+KEY = b"object-store cli key, 16+ bytes"
+REGISTRY = ["--registry", "statemigrate.reference:build_registry"]
+
+
+@pytest.fixture(autouse=True)
+def no_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test says where its settings come from: none leak in from the caller."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+
+
+def new_bucket(s3: S3Server) -> str:
+    bucket = f"cli-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(bucket)
+    return bucket
+
+
+def environment_for(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point obstore at the moto server the way an operator would: AWS_* variables."""
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def store_options(s3: S3Server, **overrides: str) -> list[str]:
+    """The same settings as --store-option arguments."""
+    given = {"endpoint": s3.endpoint, **KEYS, "allow_http": "true", **overrides}
+    return [part for key, value in given.items() for part in ("--store-option", f"{key}={value}")]
+
+
+def commit_generations(
+    url: str, count: int, *, key: bytes | None = None, keep: int = 2, **options: Any
+) -> sm.Service:
+    """``count`` commits of a small reference cache, each with meta ``n`` = its index."""
+    cache = KVCacheV3()
+    cache.set("user:1", "token")
+    service = sm.Service("gateway", key=key, registry=build_registry())
+    service.register(cache)
+    store = ObjectStore(url, keep=keep, **options)
+    for number in range(1, count + 1):
+        service.commit(store, meta={"n": str(number)})
+    return service
+
+
+def one_error_line(result: Result, code: int = 1) -> str:
+    """The contract of every failure: the status, nothing on stdout, one stderr line."""
+    assert result.code == code, result
+    assert result.out == ""
+    lines = result.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("statemigrate: error: "), result.err
+    return lines[0]
+
+
+# -- inspect -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_inspect_reads_the_current_previous_or_a_numbered_generation(
+    s3: S3Server, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With settings from the environment alone, inspect URL shows the current
+    generation and says which object it read; #previous, #current and #N choose
+    another, older kept generations (keep=3) included; --verify, --json and --dump
+    work as for files."""
+    environment_for(s3, monkeypatch)
+    url = f"s3://{new_bucket(s3)}/gateway"
+    commit_generations(url, 3, keep=3)
+
+    shown = run(capsys, "inspect", url)
+    assert shown.code == 0, shown.err
+    first = shown.out.splitlines()[0]
+    assert re.fullmatch(
+        rf"object     {url}/generations/0{{19}}3\.[0-9a-f]{{32}}  \(generation 3, current\)",
+        first,
+    ), first
+    assert "meta       n=3" in shown.out
+    for fragment, n, note in [
+        ("#current", 3, "generation 3, current"), ("#previous", 2, "generation 2, previous"),
+        ("#2", 2, "generation 2, previous"), ("#0001", 1, "generation 1)"),
+    ]:
+        result = run(capsys, "inspect", url + fragment, "--verify")
+        assert result.code == 0, result.err
+        assert f"meta       n={n}" in result.out and note in result.out
+        assert "verified" in result.out
+    described = json.loads(run(capsys, "inspect", f"{url}#previous", "--json").out)
+    assert described["object"]["generation"] == 2
+    assert described["object"]["role"] == "previous"
+    assert described["object"]["location"].startswith(f"{url}/generations/")
+    assert described["meta"] == {"n": "2"}
+    dumped = run(capsys, "inspect", url, "--dump", "kvcache")
+    assert json.loads(dumped.out)["entries"]["user:1"]["data"] == "token"
+
+
+def test_settings_can_come_from_the_command_line(
+    s3: S3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No AWS_* variable set: --store-option gives the endpoint, keys, region and the
+    HTTP client's allow_http."""
+    url = f"s3://{new_bucket(s3)}/gateway"
+    commit_generations(url, 1, **s3.options())
+    result = run(capsys, "inspect", url, *store_options(s3))
+    assert result.code == 0, result.err
+    assert "(generation 1, current)" in result.out
+
+
+def test_the_key_file_applies_to_object_urls(
+    s3: S3Server, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An authenticated snapshot in a bucket needs --key-file, as a file does; a wrong
+    key or none is one error line; migrate to a URL authenticates with the same key."""
+    url = f"s3://{new_bucket(s3)}/gateway"
+    commit_generations(url, 1, key=KEY, **s3.options())
+    (tmp_path / "key").write_bytes(KEY + b"\n")
+    (tmp_path / "wrong").write_bytes(b"x" * 32)
+    options = store_options(s3)
+    line = one_error_line(run(capsys, "inspect", url, *options))
+    assert line.endswith("auth: snapshot is authenticated but no key was given")
+    wrong = ["--key-file", str(tmp_path / "wrong")]
+    line = one_error_line(run(capsys, "inspect", url, *options, *wrong))
+    assert "auth: authentication code mismatch" in line
+    good = run(capsys, "inspect", url, *options, "--key-file", str(tmp_path / "key"))
+    assert good.code == 0 and "HMAC-SHA256" in good.out
+    migrated = run(
+        capsys, "migrate", url, "-o", f"{url}-v1", "--to", "kvcache=1", "--allow-lossy",
+        "--key-file", str(tmp_path / "key"), *options, *REGISTRY,
+    )
+    assert migrated.code == 0, migrated.err
+    line = one_error_line(run(capsys, "inspect", f"{url}-v1", *options))
+    assert "authenticated but no key" in line
+    again = run(capsys, "inspect", f"{url}-v1", *options, "--key-file", str(tmp_path / "key"))
+    assert again.code == 0 and "HMAC-SHA256" in again.out
+
+
+# -- list --------------------------------------------------------------------------------
+
+
+def test_list_shows_generations_newest_first_with_sizes_ages_and_roles(
+    s3: S3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Kept generations, current and previous marked, and an object no commit won (a
+    writer that died after its upload) marked as not committed; --json for scripts."""
+    url = f"s3://{new_bucket(s3)}/gateway"
+    commit_generations(url, 4, keep=3, **s3.options())
+    store = ObjectStore(url, **s3.options())
+    orphan = f"generations/{5:020d}.{'0' * 32}"
+    obstore.put(store._backend.store, store._backend.key(orphan), b"never committed")
+    result = run(capsys, "list", url, *store_options(s3))
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[:2] == [url, ""]
+    assert lines[2].split() == ["GENERATION", "SIZE", "WRITTEN", "AGE", "ROLE"]
+    rows = [line.split(maxsplit=5) for line in lines[3:]]
+    assert [(row[0], row[-1]) for row in rows] == [
+        ("5", "not committed"), ("4", "current"), ("3", "previous"), ("2", "older"),
+    ]
+    assert rows[0][1:3] == ["15", "B"]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row[3]) for row in rows)
+
+    listed = json.loads(run(capsys, "list", url, "--json", *store_options(s3)).out)
+    assert listed["location"] == url
+    rows_json = listed["generations"]
+    assert [(row["generation"], row["role"]) for row in rows_json] == [
+        (5, "not committed"), (4, "current"), (3, "previous"), (2, "older"),
+    ]
+    assert rows_json[0]["size"] == len(b"never committed")
+    assert rows_json[0]["object"] == f"{url}/{orphan}"
+    assert all(row["age_seconds"] >= 0 and not row["missing"] for row in rows_json)
+
+
+def test_list_marks_a_committed_object_that_is_gone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with scratch_dir() as path:
+        url = f"file://{path}/app"
+        commit_generations(url, 2)
+        current = ObjectStore(url).ref().entry
+        assert current is not None
+        os.unlink(f"{path}/app/{current.object}")
+        result = run(capsys, "list", url)
+        assert result.code == 0, result.err
+        assert result.out.splitlines()[3].split()[-4:] == ["-", "current", "(object", "missing)"]
+
+
+# -- migrate -----------------------------------------------------------------------------
+
+
+def test_migrate_reads_and_writes_object_urls(
+    s3: S3Server, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """URL to URL (the output is that prefix's next generation), URL to file, and file
+    to URL; each result inspects with the versions asked for."""
+    environment_for(s3, monkeypatch)
+    bucket = new_bucket(s3)
+    source, target = f"s3://{bucket}/gateway", f"s3://{bucket}/gateway-v1"
+    commit_generations(source, 2)
+    result = run(
+        capsys, "migrate", f"{source}#previous", "-o", target, "--to", "kvcache=1",
+        "--allow-lossy", *REGISTRY,
+    )
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[-1].startswith(f"wrote {target} generation 1 (")
+    shown = run(capsys, "inspect", target, "--json")
+    info = json.loads(shown.out)
+    assert [section["version"] for section in info["sections"]] == [1]
+    assert info["meta"]["n"] == "1" and "migrated_from" in info["meta"]
+
+    local = tmp_path / "gateway-v1.smsnap"
+    back = run(capsys, "migrate", target, "-o", str(local), "--to", "kvcache=3", *REGISTRY)
+    assert back.code == 0, back.err
+    again = run(
+        capsys, "migrate", str(local), "-o", target, "--to", "kvcache=1", "--allow-lossy",
+        *REGISTRY,
+    )
+    assert again.code == 0, again.err
+    assert f"wrote {target} generation 2 (" in again.out
+    assert "(generation 2, current)" in run(capsys, "inspect", target).out
+
+
+def test_migrate_to_a_generation_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A commit always makes the next generation; the output names none, and nothing
+    is written when it does."""
+    with scratch_dir() as path:
+        source = f"file://{path}/app"
+        commit_generations(source, 1)
+        line = one_error_line(
+            run(capsys, "migrate", source, "-o", f"{source}-out#3", "--to", "kvcache=1",
+                "--allow-lossy", *REGISTRY)
+        )
+        assert line.endswith("a commit makes the next generation: give the URL without #...")
+        assert not os.path.exists(f"{path}/app-out")
+
+
+# -- one line for every bad input --------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_unreachable_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    for command in ("inspect", "list"):
+        line = one_error_line(
+            run(capsys, command, "s3://bucket/app", "--store-option", f"endpoint={dead}",
+                "--store-option", "allow_http=true", "--store-option", "region=us-east-1",
+                "--store-option", "access_key_id=k", "--store-option", "secret_access_key=s")
+        )
+        assert "cannot reach the server" in line
+
+
+def test_a_missing_bucket_is_one_line(s3: S3Server, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["inspect", "s3://no-such-bucket/app"], ["list", "s3://no-such-bucket/app"]):
+        line = one_error_line(run(capsys, *argv, *store_options(s3)))
+        assert "the bucket or container does not exist (NoSuchBucket)" in line
+
+
+def test_no_current_pointer_is_one_line(s3: S3Server, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"s3://{new_bucket(s3)}/empty"
+    line = one_error_line(run(capsys, "inspect", url, *store_options(s3)))
+    assert line == f"statemigrate: error: open {url}/current: no snapshot has been committed"
+    line = one_error_line(run(capsys, "inspect", f"{url}#previous", *store_options(s3)))
+    assert line.endswith("no snapshot has been committed")
+    line = one_error_line(run(capsys, "list", url, *store_options(s3)))
+    assert line == f"statemigrate: error: list {url}: no snapshot has been committed"
+
+
+def test_wrong_credentials_are_one_line(s3: S3Server, capsys: pytest.CaptureFixture[str]) -> None:
+    """With moto checking signatures: the right keys read, a wrong secret and an unknown
+    key id are each one line naming S3's error code."""
+    url = f"s3://{new_bucket(s3)}/gateway"
+    commit_generations(url, 1, **s3.options())
+    client = {"endpoint_url": s3.endpoint, "region_name": "us-east-1",
+              "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    iam = boto3.client("iam", **client)
+    user = f"reader-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+    }))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    good = {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"]}
+    s3.set_auth(True)
+    try:
+        assert run(capsys, "inspect", url, *store_options(s3, **good)).code == 0
+        for wrong, code in [
+            ({**good, "secret_access_key": "wrong"}, "SignatureDoesNotMatch"),
+            ({"access_key_id": "AKIAUNKNOWNKEY000000", "secret_access_key": "x"},
+             "InvalidAccessKeyId"),
+        ]:
+            for command in ("inspect", "list"):
+                line = one_error_line(run(capsys, command, url, *store_options(s3, **wrong)))
+                assert f"access denied ({code})" in line
+    finally:
+        s3.set_auth(False)
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["inspect", "URL#"], 1, "expected URL#current, URL#previous or URL#N"),
+        (["inspect", "URL#0"], 1, "expected URL#current, URL#previous or URL#N"),
+        (["inspect", "URL#-1"], 1, "expected URL#current, URL#previous or URL#N"),
+        (["inspect", "URL#\u00b2"], 1, "expected URL#current, URL#previous or URL#N"),
+        (["inspect", "URL#" + "9" * 21], 1, "expected URL#current, URL#previous or URL#N"),
+        (["inspect", "URL#7"], 1, "there is no generation 7 (kept: 1, 2)"),
+        (["inspect", "URL#Previous"], 1, "expected URL#current"),
+        (["inspect", "memory://"], 1, "a memory:// store is private to one process"),
+        (["inspect", "ftp://host/x"], 1, "unsupported URL"),
+        (["inspect", "s3://[bucket/x"], 1, "not a valid URL"),
+        (["inspect", "file://relative/x"], 1, "a file:// URL needs an absolute path"),
+        (["inspect", "MISSING"], 1, "no such directory"),
+        (["inspect", "s3://bucket/x", "--store-option", "no_such_key=1"], 1,
+         "invalid configuration: Configuration key: 'no_such_key' is not valid"),
+        (["inspect", "URL", "--store-option", "novalue"], 2, "expected KEY=VALUE"),
+        (["inspect", "URL", "--store-option", "=x"], 2, "expected KEY=VALUE"),
+        (["list", "URL#2"], 1, "list takes a prefix"),
+        (["list", "memory://"], 1, "a memory:// store is private to one process"),
+    ],
+)
+def test_bad_urls_and_options_are_one_line(
+    argv: list[str], code: int, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with scratch_dir() as path:
+        url = f"file://{path}/app"
+        commit_generations(url, 2)
+        places = {"URL": url, "MISSING": f"file://{path}/missing"}
+        argv = [re.sub(r"^(URL|MISSING)", lambda m: places[m.group(1)], part) for part in argv]
+        line = one_error_line(run(capsys, *argv), code)
+        assert message in line
+        assert not os.path.exists(f"{path}/missing")  # reading never creates a directory
+
+
+def test_a_generation_number_may_have_any_number_of_leading_zeros(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with scratch_dir() as path:
+        url = f"file://{path}/app"
+        commit_generations(url, 2)
+        result = run(capsys, "inspect", f"{url}#{'0' * 5000}1")
+        assert result.code == 0, result.err
+        assert "meta       n=1" in result.out
+
+
+@pytest.fixture(scope="module")
+def file_store() -> Iterator[str]:
+    """A file:// store with two generations, which the property test only reads."""
+    with scratch_dir() as path:
+        url = f"file://{path}/app"
+        commit_generations(url, 2)
+        yield url
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    fragment=st.one_of(
+        st.sampled_from(["", "#", "#1", "#2", "#3", "#current", "#previous", "#01", "#x"]),
+        st.text(max_size=10).map(lambda text: "#" + text),
+    ),
+    options=st.lists(
+        st.one_of(
+            st.sampled_from(["allow_http=true", "region=x", "bogus=1", "=", "a", "timeout=1s"]),
+            st.text(max_size=12),
+        ),
+        max_size=3,
+    ),
+    command=st.sampled_from(["inspect", "list"]),
+)
+def test_any_fragment_or_store_option_keeps_the_contract(
+    fragment: str, options: list[str], command: str, capsys: pytest.CaptureFixture[str],
+    file_store: str,
+) -> None:
+    """For any fragment and any --store-option values on a file:// store, the command
+    line exits 0 with output, or 1 or 2 (a usage error) with one error line."""
+    argv = [command, file_store + fragment]
+    for option in options:
+        argv += ["--store-option", option]
+    result = run(capsys, *argv)
+    if result.code == 0:
+        assert result.out and result.err == ""
+    else:
+        one_error_line(result, result.code if result.code == 2 else 1)
+

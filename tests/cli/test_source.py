@@ -1,0 +1,287 @@
+"""Reading SNAPSHOT (a path or fd:N): bounded memory, and one line naming source and operation."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from cli_helpers import Result, run
+from golden import PRODUCER, rewrite_preamble
+
+from statemigrate._errors import SnapshotError
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._format import PREAMBLE_SIZE, DecodeLimits
+from statemigrate.cli import _main
+from statemigrate.cli._source import MAX_FD, read_snapshot_source
+
+ERROR_PREFIX = "statemigrate: error:"
+CHILD_TIMEOUT = 300  # seconds; a bound on a hang, never a measurement
+MiB = 1 << 20
+
+
+def assert_one_error_line(result: Result, *fragments: str) -> str:
+    assert result.code == 1, (result.code, result.err)
+    lines = result.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(ERROR_PREFIX), result.err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert result.out == ""
+    return lines[0]
+
+
+@pytest.fixture(autouse=True)
+def _in_scratch(hermetic: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+def _sound() -> bytes:
+    sections = [SectionInput("kvcache", "default", 3, "fp", {"entries": {"a": "b" * 100}})]
+    return encode_snapshot(sections, producer=PRODUCER).to_bytes()
+
+
+SOUND = _sound()
+
+
+# --- fd:N -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "fragment"),
+    [
+        ("fd:2147483648", "out of range"),
+        ("fd:99999999999999999999", "out of range"),
+        ("fd:" + "9" * 5000, "out of range"),
+        ("fd:-1", "expected fd:N"),
+        ("fd:abc", "expected fd:N"),
+        ("fd:", "expected fd:N"),
+        ("fd:\u00b2", "expected fd:N"),  # a digit to str.isdigit(), not to int()
+        ("fd:\u0663", "expected fd:N"),  # an Arabic-Indic three
+        ("fd: 3", "expected fd:N"),
+        ("fd:0x3", "expected fd:N"),
+    ],
+)
+def test_a_malformed_fd_is_one_line(
+    source: str, fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = assert_one_error_line(run(capsys, "inspect", source), fragment)
+    assert f"open {source[:40]}" in line
+
+
+def test_the_largest_descriptor_number_is_parsed_and_found_closed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = f"fd:{MAX_FD}"
+    assert_one_error_line(run(capsys, "inspect", source), source, "not an open file descriptor")
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.close(fd)  # now a number that names nothing
+    padded = "fd:" + "0" * 30 + str(fd)  # leading zeros do not make a number large
+    assert_one_error_line(run(capsys, "inspect", padded), "not an open file descriptor")
+
+
+def test_a_write_only_fd_names_the_source_and_the_operation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "snap"
+    path.write_bytes(SOUND)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        result = run(capsys, "inspect", f"fd:{fd}")
+    finally:
+        os.close(fd)
+    assert_one_error_line(result, f"read fd:{fd}: open for writing only")
+
+
+def test_a_read_only_fd_still_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "snap"
+    path.write_bytes(SOUND)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.lseek(fd, 5, os.SEEK_SET)
+        result = run(capsys, "inspect", f"fd:{fd}")
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 5  # read without moving the offset
+    finally:
+        os.close(fd)
+    assert result.code == 0 and "kvcache" in result.out
+
+
+# --- OS errors name the source and the operation ------------------------------------------
+
+
+def test_os_errors_name_the_source_and_the_operation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    snap = tmp_path / "snap"
+    snap.write_bytes(SOUND)
+    missing = tmp_path / "missing"
+    cases = [
+        (["inspect", str(missing)], f"open {missing}: No such file or directory (ENOENT)"),
+        (
+            ["inspect", str(snap), "--key-file", str(missing)],
+            f"read {missing}: No such file or directory (ENOENT)",
+        ),
+        (
+            ["inspect", str(snap), "--key-file", str(tmp_path)],
+            f"read {tmp_path}: Is a directory (EISDIR)",
+        ),
+        (["inspect", str(snap), "--key-file", ""], "read '': No such file or directory"),
+    ]
+    for argv, fragment in cases:
+        assert_one_error_line(run(capsys, *argv), fragment)
+
+
+def test_an_os_error_no_command_translates_names_the_command_and_file(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from statemigrate.cli import _registry
+
+    def failing(args: object, out: object) -> int:
+        raise OSError(errno.EIO, "Input/output error", "/srv/state")
+
+    monkeypatch.setattr(_registry, "graph_command", failing)
+    assert_one_error_line(
+        run(capsys, "graph", "kvcache"), "graph /srv/state: Input/output error (EIO)"
+    )
+
+
+def test_an_argument_holding_a_nul_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert _main.main(["inspect", "a\0b"]) == 2
+    err = capsys.readouterr().err
+    assert err == "statemigrate: error: an argument holds a NUL character\n"
+
+
+# --- reading is bounded by what the preamble declares ----------------------------------------
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Every (offset, length) the code under test reads from a file, by any pread call."""
+    seen: list[tuple[int, int]] = []
+    pread, preadv = os.pread, os.preadv
+
+    def counted_pread(fd: int, length: int, offset: int) -> bytes:
+        seen.append((offset, length))
+        return pread(fd, length, offset)
+
+    def counted_preadv(fd: int, buffers: list[memoryview], offset: int, *flags: int) -> int:
+        seen.append((offset, sum(len(b) for b in buffers)))
+        return preadv(fd, buffers, offset, *flags)
+
+    monkeypatch.setattr(os, "pread", counted_pread)
+    monkeypatch.setattr(os, "preadv", counted_preadv)
+    return seen
+
+
+def _declaring(total: int) -> bytes:
+    """A sound snapshot whose preamble (checksum and all) claims ``total`` bytes."""
+    return rewrite_preamble(SOUND, total=total)
+
+
+@pytest.mark.parametrize(
+    ("declared", "fragments"),
+    [
+        (16 << 30, ("too_large", "larger than the reader allows", str(16 << 30))),
+        (3 << 30, ("truncated", "shorter than it declares", str(3 << 30))),
+        (len(SOUND) - 1, ("trailing_data", f"expected {len(SOUND) - 1}, got {len(SOUND)}")),
+        (10, ("trailing_data", f"expected 10, got {len(SOUND)}")),
+    ],
+)
+def test_a_wrong_declared_length_is_refused_after_reading_the_preamble_only(
+    declared: int,
+    fragments: tuple[str, ...],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    reads: list[tuple[int, int]],
+) -> None:
+    path = tmp_path / "lying.smsnap"
+    path.write_bytes(_declaring(declared))
+    assert_one_error_line(run(capsys, "inspect", str(path)), *fragments)
+    assert reads, "the file was not read at all"
+    assert all(offset + length <= PREAMBLE_SIZE for offset, length in reads), reads
+
+
+def test_a_foreign_file_is_refused_after_reading_the_preamble_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reads: list[tuple[int, int]]
+) -> None:
+    path = tmp_path / "zeros"
+    with open(path, "wb") as handle:
+        handle.truncate(64 * MiB)  # sparse: costs no disk
+    assert_one_error_line(run(capsys, "inspect", str(path)), "not_snapshot")
+    assert all(offset + length <= PREAMBLE_SIZE for offset, length in reads), reads
+
+
+def test_a_sound_snapshot_is_read_in_one_buffer_of_its_size(
+    tmp_path: Path, reads: list[tuple[int, int]]
+) -> None:
+    path = tmp_path / "sound"
+    path.write_bytes(SOUND)
+    data = read_snapshot_source(str(path))
+    assert bytes(data) == SOUND
+    assert (0, len(SOUND)) in reads  # the rest is one read into the whole buffer
+
+
+def test_the_limit_applies_to_the_declared_length(tmp_path: Path) -> None:
+    path = tmp_path / "sound"
+    path.write_bytes(SOUND)
+    with pytest.raises(SnapshotError) as caught:
+        read_snapshot_source(str(path), limits=DecodeLimits(max_snapshot_size=len(SOUND) - 1))
+    assert caught.value.kind == "too_large" and caught.value.actual == len(SOUND)
+
+
+_MEASURE = """
+import resource, sys
+from statemigrate.cli._main import main
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+code = main(["inspect", sys.argv[1]])
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(code, (after - before) * 1024)
+"""
+
+
+def _peak_growth(path: Path) -> tuple[int, int]:
+    """Run inspect on ``path`` in a fresh process: its exit status, and how many bytes
+    its peak resident size grew while inspect ran."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT,
+        check=True,
+    )
+    code, growth = proc.stdout.split()
+    return int(code), int(growth)
+
+
+def test_a_large_file_of_zeros_costs_no_memory(tmp_path: Path) -> None:
+    """A 512 MiB file of zeros once cost twice its size in memory before being refused."""
+    path = tmp_path / "zeros"
+    with open(path, "wb") as handle:
+        handle.truncate(512 * MiB)
+    code, growth = _peak_growth(path)
+    assert code == 1
+    assert growth < 32 * MiB, growth
+
+
+def test_a_large_snapshot_is_held_once_not_twice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file whose preamble declares its 64 MiB costs one buffer of that size, not the
+    chunks read plus their join (traced allocations are exact, unlike resident size)."""
+    size = 64 * MiB
+    path = tmp_path / "big"
+    with open(path, "wb") as handle:
+        handle.write(_declaring(size))
+        handle.truncate(size)
+    tracemalloc.start()
+    try:
+        result = run(capsys, "inspect", str(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert_one_error_line(result, "corrupt")  # the zeros after the preamble are no snapshot
+    assert size <= peak < size + size // 4, peak

@@ -1,0 +1,351 @@
+"""makemigration: schema diffs, generated steps that pass the checks, TODOs, and refusals."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal, NotRequired, cast
+
+import pytest
+from pydantic import AliasChoices, BaseModel, Field
+from typing_extensions import TypedDict
+
+from statemigrate._errors import MigrationCheckError, RegistrationError
+from statemigrate._model._registry import Registry
+from statemigrate.evolution._makemigration import MigrationStub, make_migration
+from statemigrate.evolution._schemadiff import diff_schemas
+from statemigrate.evolution._schemalock import freeze_schemas
+from statemigrate.reference import SCHEMAS, build_registry
+from statemigrate.testing import CheckFailure, check_migrations
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class SettingsV1(BaseModel):
+    limit: int
+    name: str
+
+
+class SettingsV2(BaseModel):
+    limit: int
+    name: str
+    mode: Literal["fast", "safe"] = "safe"
+    tags: list[str] = []
+
+
+class ItemV1(TypedDict):
+    price: int
+
+
+class CartV1(TypedDict):
+    items: dict[str, ItemV1]
+
+
+class ItemV2(TypedDict):
+    price: int
+    note: NotRequired[str]
+    qty: Annotated[int, Field(ge=1, default=1)]
+
+
+class CartV2(TypedDict):
+    items: dict[str, ItemV2]
+
+
+class ProfileV1(BaseModel):
+    name: str
+    nickname: str = "anonymous"
+
+
+class ProfileV2(BaseModel):
+    name: str
+
+
+class RenamedV1(BaseModel):
+    value: str
+    count: int = 0
+
+
+class RenamedV2(BaseModel):
+    data: str = Field(validation_alias=AliasChoices("data", "value"))
+    count: int = 0
+
+
+class TwinV2(BaseModel):
+    data: str
+    count: int = 0
+
+
+class RetypedV2(BaseModel):
+    value: int
+    count: int = 0
+
+
+def evolve(
+    tmp_path: Path, component: str, old: object, new: object, **options: Any
+) -> tuple[Registry, MigrationStub]:
+    """Freeze ``old`` as version 1, register ``new`` as version 2, run makemigration."""
+    registry = Registry()
+    registry.add_schema(component, 1, old)
+    freeze_schemas(registry, tmp_path / "schemas")
+    registry.add_schema(component, 2, new)
+    stub = make_migration(
+        registry,
+        component,
+        schemas_dir=tmp_path / "schemas",
+        migrations_dir=tmp_path / "migrations",
+        **options,
+    )
+    return registry, stub
+
+
+def loaded(registry: Registry, tmp_path: Path) -> Registry:
+    registry.load_migrations(tmp_path / "migrations")
+    return registry
+
+
+# --- generated steps that need no editing -----------------------------------------------
+
+
+def test_an_added_field_stub_passes_the_checks_unedited(tmp_path: Path) -> None:
+    registry, stub = evolve(tmp_path, "settings", SettingsV1, SettingsV2)
+    assert stub.path == tmp_path / "migrations" / "settings_0001_v1_to_v2.py"
+    assert stub.path.read_text(encoding="utf-8") == stub.code
+    assert (stub.source, stub.target, stub.todos) == (1, 2, ())
+    assert stub.upgrade_lost == () and stub.downgrade_lost == ("mode", "tags")
+    assert 'data["mode"] = "safe"' in stub.code and 'data["tags"] = []' in stub.code
+    report = check_migrations(loaded(registry, tmp_path))
+    assert report.ok and len(report.results) == 4
+
+
+def test_the_guide_shows_the_stub_makemigration_writes(tmp_path: Path) -> None:
+    _, stub = evolve(tmp_path, "settings", SettingsV1, SettingsV2)
+    steps = stub.code[stub.code.index("@migration(") :]
+    assert steps in (REPO / "docs" / "testing.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_nested_added_fields_with_a_default_and_optional(tmp_path: Path) -> None:
+    registry, stub = evolve(tmp_path, "cart", CartV1, CartV2, name="qty_and_note")
+    assert stub.path.name == "cart_0001_qty_and_note.py"
+    assert stub.downgrade_lost == ("items.*.note", "items.*.qty")
+    assert 'for obj in _objects(data, ("items", "*")):' in stub.code
+    assert '# "note" is optional and has no default: left absent' in stub.code
+    assert check_migrations(loaded(registry, tmp_path)).ok
+
+
+def test_a_removed_field_is_a_lossy_upgrade_and_comes_back_as_its_default(
+    tmp_path: Path,
+) -> None:
+    registry, stub = evolve(tmp_path, "profile", ProfileV1, ProfileV2)
+    assert stub.upgrade_lost == ("nickname",) and stub.downgrade_lost == ()
+    assert 'data["nickname"] = "anonymous"' in stub.code
+    assert stub.path.name == "profile_0001_drop_nickname.py"
+    assert check_migrations(loaded(registry, tmp_path)).ok
+
+
+def test_a_rename_declared_by_alias_choices_is_lossless(tmp_path: Path) -> None:
+    registry, stub = evolve(tmp_path, "renamed", RenamedV1, RenamedV2)
+    assert (stub.upgrade_lost, stub.downgrade_lost, stub.todos) == ((), (), ())
+    assert 'data["data"] = data.pop("value")' in stub.code
+    assert 'data["value"] = data.pop("data")' in stub.code
+    assert check_migrations(loaded(registry, tmp_path)).ok
+
+
+def test_a_rename_declared_by_hand(tmp_path: Path) -> None:
+    registry, stub = evolve(tmp_path, "twin", RenamedV1, TwinV2, renames={"value": "data"})
+    assert (stub.upgrade_lost, stub.downgrade_lost, stub.todos) == ((), (), ())
+    assert check_migrations(loaded(registry, tmp_path)).ok
+
+
+def test_generated_modules_pass_the_projects_linter(tmp_path: Path) -> None:
+    if importlib.util.find_spec("ruff") is None:
+        pytest.skip("ruff is not installed (it comes with the dev extra)")
+    for component, old, new in (
+        ("settings", SettingsV1, SettingsV2),
+        ("cart", CartV1, CartV2),
+        ("retyped", RenamedV1, RetypedV2),
+    ):
+        evolve(tmp_path / component, component, old, new)
+    files = sorted(str(p) for p in tmp_path.glob("*/migrations/*.py"))
+    assert len(files) == 3
+    lint = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--config", str(REPO / "pyproject.toml"), *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+# --- what cannot be generated fails loudly ------------------------------------------------
+
+
+def test_a_changed_type_becomes_a_todo_in_both_steps(tmp_path: Path) -> None:
+    registry, stub = evolve(tmp_path, "retyped", RenamedV1, RetypedV2)
+    assert stub.todos == ("value changed from string to integer",)
+    assert stub.code.count("raise NotImplementedError(") == 2
+    assert "TODO: value changed from string to integer" in stub.summary()
+    with pytest.raises(MigrationCheckError) as raised:
+        check_migrations(loaded(registry, tmp_path))
+    whats = {cast(CheckFailure, failure).what for failure in raised.value.failures}
+    assert "step raised NotImplementedError" in whats
+    assert "retyped 1 -> 2 is not finished" in str(raised.value)
+
+
+def test_a_remove_and_add_of_the_same_type_is_not_taken_for_a_rename(tmp_path: Path) -> None:
+    registry, stub = evolve(tmp_path, "twin", RenamedV1, TwinV2)
+    assert stub.upgrade_lost == ("value",)
+    assert any("--rename value=data" in note for note in stub.notes)
+    assert stub.todos == (
+        "data is new and required, with no default: compute it",
+        "value was removed but the old version requires it, with no default: rebuild it",
+    )
+
+
+def test_the_reference_v2_to_v3_change_leaves_only_the_hit_counter_to_write(
+    tmp_path: Path,
+) -> None:
+    registry = Registry()
+    registry.add_schema("kvcache", 2, SCHEMAS[2])
+    freeze_schemas(registry, tmp_path / "schemas")
+    registry.add_schema("kvcache", 3, SCHEMAS[3])
+    stub = make_migration(
+        registry,
+        "kvcache",
+        schemas_dir=tmp_path / "schemas",
+        migrations_dir=tmp_path / "migrations",
+        renames={"entries.*.value": "data"},
+    )
+    assert stub.todos == ("entries.*.hits is new and required, with no default: compute it",)
+    assert stub.downgrade_lost == ("entries.*.hits",)
+    namespace: dict[str, Any] = {}
+    exec(compile(stub.code, str(stub.path), "exec"), namespace)
+    with pytest.raises(NotImplementedError, match=r"entries\.\*\.hits"):
+        namespace["upgrade_2_to_3"]({"entries": {}})
+    down = namespace["downgrade_3_to_2"]
+    assert down({"entries": {"k": {"data": "v", "expires_at": None, "hits": 4}}}) == {
+        "entries": {"k": {"value": "v", "expires_at": None}}
+    }
+
+
+# --- how the live schema and the new version are found ------------------------------------
+
+
+def test_a_version_edited_in_place_is_written_as_the_next_version(tmp_path: Path) -> None:
+    registry = Registry()
+    registry.add_schema("settings", 1, SettingsV1)
+    freeze_schemas(registry, tmp_path / "schemas")
+    edited = Registry()
+    edited.add_schema("settings", 1, SettingsV2)  # changed without a bump
+    stub = make_migration(
+        edited, "settings", schemas_dir=tmp_path / "schemas", migrations_dir=tmp_path / "m"
+    )
+    assert (stub.source, stub.target) == (1, 2)
+    assert any("changed in place" in note for note in stub.notes)
+
+
+def test_an_unregistered_type_named_explicitly(tmp_path: Path) -> None:
+    registry = Registry()
+    registry.add_schema("settings", 1, SettingsV1)
+    freeze_schemas(registry, tmp_path / "schemas")
+    options: dict[str, Any] = {
+        "schemas_dir": tmp_path / "schemas",
+        "migrations_dir": tmp_path / "m",
+        "write": False,
+    }
+    stub = make_migration(registry, "settings", schema=SettingsV2, version=5, **options)
+    assert (stub.source, stub.target) == (1, 5) and not stub.path.exists()
+    registry.add_schema("settings", 2, ProfileV2)
+    with pytest.raises(RegistrationError, match="version 2 is registered with another schema"):
+        make_migration(registry, "settings", schema=SettingsV2, **options)
+    with pytest.raises(RegistrationError, match="only be given with the new schema"):
+        make_migration(registry, "settings", version=3, **options)
+
+
+def test_refusals(tmp_path: Path) -> None:
+    registry = build_registry()
+    options: dict[str, Any] = {
+        "schemas_dir": tmp_path / "schemas",
+        "migrations_dir": tmp_path / "m",
+    }
+    with pytest.raises(RegistrationError, match="no frozen schema"):
+        make_migration(registry, "kvcache", **options)
+    freeze_schemas(registry, tmp_path / "schemas")
+    with pytest.raises(RegistrationError, match="nothing to migrate"):
+        make_migration(registry, "kvcache", **options)
+    with pytest.raises(RegistrationError, match=r"steps between 2 and 3 exist"):
+        make_migration(
+            registry,
+            "kvcache",
+            schema=SCHEMAS[3],
+            version=3,
+            **{**options, "schemas_dir": _frozen_up_to(tmp_path, 2)},
+        )
+    _, stub = evolve(tmp_path / "twice", "settings", SettingsV1, SettingsV2)
+    again = Registry()
+    again.add_schema("settings", 1, SettingsV1)
+    again.add_schema("settings", 2, SettingsV2)
+    with pytest.raises(RegistrationError, match=r"settings 1 -> 2 \(settings_0001_v1_to_v2\.py\)"):
+        make_migration(  # the directory already declares them, though not loaded here
+            again,
+            "settings",
+            schemas_dir=tmp_path / "twice" / "schemas",
+            migrations_dir=tmp_path / "twice" / "migrations",
+        )
+    assert sorted(p.name for p in (tmp_path / "twice" / "migrations").iterdir()) == [stub.path.name]
+
+
+def _frozen_up_to(tmp_path: Path, version: int) -> Path:
+    registry = Registry()
+    for number in range(1, version + 1):
+        registry.add_schema("kvcache", number, SCHEMAS[number])
+    folder = tmp_path / f"schemas_to_{version}"
+    freeze_schemas(registry, folder)
+    return folder
+
+
+def test_module_numbers_continue_after_the_existing_ones(tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    for name in ("settings_0001_a.py", "settings_0007_b.py", "other_0042_c.py", "settings.py"):
+        (folder / name).write_text("")
+    _, stub = evolve(tmp_path, "settings", SettingsV1, SettingsV2)
+    assert stub.path.name == "settings_0008_v1_to_v2.py"
+
+
+# --- the diff itself, on literal schemas ----------------------------------------------------
+
+
+def test_a_schema_has_no_changes_against_itself() -> None:
+    registry = build_registry()
+    for version in (1, 2, 3):
+        schema = registry.schema_for("kvcache", version).json_schema()
+        assert diff_schemas(schema, schema) == []
+
+
+def test_changes_are_found_through_dict_values_list_items_and_optionals() -> None:
+    def doc(item: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "$defs": {"d0": item},
+            "properties": {
+                "rows": {"type": "array", "items": {"$ref": "#/$defs/d0"}},
+                "maybe": {"anyOf": [{"$ref": "#/$defs/d0"}, {"type": "null"}]},
+            },
+            "type": "object",
+        }
+
+    old = doc({"properties": {"a": {"type": "integer"}}, "required": ["a"], "type": "object"})
+    new = doc(
+        {
+            "properties": {"a": {"type": "integer"}, "b": {"type": "string", "default": "x"}},
+            "required": ["a"],
+            "type": "object",
+        }
+    )
+    changes = diff_schemas(old, new)
+    assert [(c.kind, c.where, c.default) for c in changes] == [
+        ("added", "maybe.b", "x"),
+        ("added", "rows.*.b", "x"),
+    ]

@@ -1,0 +1,364 @@
+"""The schema lock: frozen files, freezing, and every problem ``check_schemas`` reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import Field
+from typing_extensions import TypedDict
+
+from statemigrate._errors import RegistrationError
+from statemigrate._model._plan import Step
+from statemigrate._model._registry import Registry
+from statemigrate.evolution._schemalock import (
+    LockReport,
+    check_schemas,
+    freeze_schemas,
+    frozen_path,
+    graph_problems,
+    load_failure_report,
+    read_frozen,
+    scan_migrations,
+    schema_text,
+)
+from statemigrate.reference import MIGRATIONS_DIR, SCHEMAS, build_registry
+
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE = build_registry()
+
+
+class EntryV3Unbounded(TypedDict):
+    """Version 3's entry with the ``ge=0`` constraint on hits forgotten."""
+
+    data: str
+    expires_at: float | None
+    hits: int
+
+
+class KVCacheStateV3Unbounded(TypedDict):
+    entries: dict[str, EntryV3Unbounded]
+
+
+class RenamedEntry(TypedDict):
+    """Version 3's entry under another class name and docstring: a cosmetic change."""
+
+    data: str
+    expires_at: Annotated[float, Field(allow_inf_nan=False)] | None
+    hits: Annotated[int, Field(ge=0)]
+
+
+class RenamedState(TypedDict):
+    """Cosmetic twin of version 3."""
+
+    entries: dict[str, RenamedEntry]
+
+
+class EntryV4(TypedDict):
+    data: str
+    hits: int
+
+
+class KVCacheStateV4(TypedDict):
+    entries: dict[str, EntryV4]
+
+
+def _same(data: object) -> object:
+    return data
+
+
+def registry_with(
+    *,
+    schemas: dict[int, object] | None = None,
+    drop_versions: frozenset[int] = frozenset(),
+    skip: frozenset[tuple[int, int]] = frozenset(),
+    extra: tuple[tuple[int, int], ...] = (),
+) -> Registry:
+    """The reference registry with schema types replaced or added, versions and steps
+    left out, and extra (identity) steps added."""
+    registry = Registry()
+    types: dict[int, object] = {**SCHEMAS, **(schemas or {})}
+    for version, type_ in sorted(types.items()):
+        if version not in drop_versions:
+            registry.add_schema("kvcache", version, type_)
+    for step in REFERENCE.steps("kvcache"):
+        pair = (step.source, step.target)
+        if pair in skip or drop_versions & set(pair):
+            continue
+        lossy = step.lost_fields or step.lossy
+        registry.add_migration("kvcache", *pair, step.func, lossy=lossy, name=step.name)
+    for source, target in extra:
+        registry.add_migration("kvcache", source, target, _same)
+    return registry
+
+
+@pytest.fixture
+def frozen(tmp_path: Path) -> Path:
+    """The reference schemas frozen into a fresh directory."""
+    folder = tmp_path / "schemas"
+    freeze_schemas(REFERENCE, folder)
+    return folder
+
+
+def kinds(report: LockReport) -> set[tuple[str, int | None]]:
+    return {(problem.kind, problem.version) for problem in report.problems}
+
+
+# --- the repository's own lock --------------------------------------------------------
+
+
+def test_the_repository_frozen_schemas_match_the_reference_components() -> None:
+    report = check_schemas(REFERENCE, REPO / "schemas", migrations=MIGRATIONS_DIR)
+    assert report.ok, report.to_markdown()
+    assert (report.components, report.versions, report.steps) == (("kvcache",), 3, 6)
+    assert report.to_markdown().startswith("### statemigrate schemas check: passed\n")
+
+
+def test_frozen_text_is_canonical_sorted_and_the_same_in_another_process() -> None:
+    text = schema_text(REFERENCE.schema_for("kvcache", 3))
+    assert text == (REPO / "schemas" / "kvcache" / "v3.json").read_text(encoding="utf-8")
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
+    code = (
+        "import sys\n"
+        "from statemigrate.evolution._schemalock import schema_text\n"
+        "from statemigrate.reference import build_registry\n"
+        "sys.stdout.write(schema_text(build_registry().schema_for('kvcache', 3)))\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}  # another set and dict hash order
+    child = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout == text
+
+
+def test_cosmetic_changes_keep_the_frozen_text() -> None:
+    twin = Registry()
+    twin.add_schema("kvcache", 3, RenamedState)
+    assert schema_text(twin.schema_for("kvcache", 3)) == schema_text(
+        REFERENCE.schema_for("kvcache", 3)
+    )
+    changed = Registry()
+    changed.add_schema("kvcache", 3, KVCacheStateV3Unbounded)
+    assert schema_text(changed.schema_for("kvcache", 3)) != schema_text(
+        REFERENCE.schema_for("kvcache", 3)
+    )
+
+
+# --- freezing --------------------------------------------------------------------------
+
+
+def test_freeze_writes_each_version_once_and_then_leaves_files_alone(tmp_path: Path) -> None:
+    folder = tmp_path / "schemas"
+    first = freeze_schemas(REFERENCE, folder)
+    assert [(r.version, r.action) for r in first] == [(v, "written") for v in (1, 2, 3)]
+    for version in (1, 2, 3):
+        path = frozen_path(folder, "kvcache", version)
+        assert read_frozen(path) == REFERENCE.schema_for("kvcache", version).json_schema()
+    before = {p.name: p.read_bytes() for p in (folder / "kvcache").iterdir()}
+    again = freeze_schemas(REFERENCE, folder)
+    assert [r.action for r in again] == ["unchanged"] * 3
+    assert {p.name: p.read_bytes() for p in (folder / "kvcache").iterdir()} == before
+    assert sorted(p.name for p in (folder / "kvcache").iterdir()) == [
+        "v1.json",
+        "v2.json",
+        "v3.json",
+    ]  # no temporary files left behind
+
+
+def test_freeze_refuses_a_changed_version_and_writes_nothing(frozen: Path) -> None:
+    frozen_path(frozen, "kvcache", 1).unlink()
+    changed = registry_with(schemas={3: KVCacheStateV3Unbounded})
+    with pytest.raises(RegistrationError, match=r"kvcache v3 .*--force"):
+        freeze_schemas(changed, frozen)
+    assert not frozen_path(frozen, "kvcache", 1).exists()  # not even the missing one
+    results = freeze_schemas(changed, frozen, force=True)
+    assert [(r.version, r.action) for r in results] == [
+        (1, "written"),
+        (2, "unchanged"),
+        (3, "overwritten"),
+    ]
+    assert check_schemas(changed, frozen).ok
+
+
+def test_freeze_of_an_unknown_component_is_refused(tmp_path: Path) -> None:
+    from statemigrate._errors import UnknownComponentError
+
+    with pytest.raises(UnknownComponentError):
+        freeze_schemas(REFERENCE, tmp_path, components=["sessions"])
+
+
+# --- every seeded mistake is reported, exactly ------------------------------------------
+
+
+def _changed(frozen: Path) -> Registry:
+    return registry_with(schemas={3: KVCacheStateV3Unbounded})
+
+
+def _missing_file(frozen: Path) -> Registry:
+    frozen_path(frozen, "kvcache", 2).unlink()
+    return registry_with()
+
+
+def _missing_downgrade(frozen: Path) -> Registry:
+    return registry_with(skip=frozenset({(3, 2), (3, 1)}))
+
+
+def _dead_end(frozen: Path) -> Registry:
+    registry = registry_with(schemas={4: KVCacheStateV4}, extra=((3, 4),))
+    freeze_schemas(registry, frozen)  # v4 frozen too: only the graph is wrong
+    return registry
+
+
+def _dangling_step(frozen: Path) -> Registry:
+    return registry_with(extra=((2, 5),))
+
+
+def _unregistered(frozen: Path) -> Registry:
+    return registry_with(drop_versions=frozenset({1}))
+
+
+def _unreadable(frozen: Path) -> Registry:
+    frozen_path(frozen, "kvcache", 1).write_text("{not json", encoding="utf-8")
+    return registry_with()
+
+
+MISTAKES: dict[str, tuple[Callable[[Path], Registry], set[tuple[str, int | None]]]] = {
+    "changed without a bump": (_changed, {("changed", 3)}),
+    "missing frozen file": (_missing_file, {("missing_frozen", 2)}),
+    "missing downgrade": (
+        _missing_downgrade,
+        {("unreachable", 1), ("unreachable", 2), ("dead_end", 3)},
+    ),
+    "dead end": (
+        _dead_end,
+        {("dead_end", 4), ("unreachable", 1), ("unreachable", 2), ("unreachable", 3)},
+    ),
+    "step to an unknown version": (_dangling_step, {("dangling_step", 5), ("dead_end", 5)}),
+    "frozen version unregistered": (_unregistered, {("not_registered", 1)}),
+    "unreadable frozen file": (_unreadable, {("unreadable", 1)}),
+}
+
+
+@pytest.mark.parametrize("mistake", list(MISTAKES))
+def test_each_seeded_mistake_is_reported_and_nothing_else(mistake: str, frozen: Path) -> None:
+    """Each mistake alone fails the check with exactly its own problems; the untouched
+    reference (the control) passes against the same files."""
+    assert check_schemas(REFERENCE, frozen).ok
+    seed, expected = MISTAKES[mistake]
+    report = check_schemas(seed(frozen), frozen)
+    assert not report.ok
+    assert kinds(report) == expected, report.to_markdown()
+    text = report.to_markdown()
+    assert text.startswith(f"### statemigrate schemas check: {len(report.problems)} problem")
+    assert "\n**kvcache**\n" in text and "\n1. **" in text
+
+
+def test_a_changed_schema_shows_a_unified_diff(frozen: Path) -> None:
+    report = check_schemas(_changed(frozen), frozen)
+    (problem,) = report.problems
+    assert problem.diff.startswith("--- ")
+    assert '-          "minimum": 0,' in problem.diff
+    assert "makemigration kvcache" in problem.message and "version 4" in problem.message
+    text = report.to_markdown()
+    assert "   ```diff\n" in text and '   -          "minimum": 0,' in text
+
+
+def test_a_missing_downgrade_says_which_direction_is_missing(frozen: Path) -> None:
+    report = check_schemas(_missing_downgrade(frozen), frozen)
+    unreachable = [p.message for p in report.problems if p.kind == "unreachable"]
+    assert all("downgrades the current version 3" in message for message in unreachable)
+
+
+def test_a_step_declared_twice_in_the_migrations_directory(tmp_path: Path, frozen: Path) -> None:
+    folder = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "kvcache_0004_add_ttl_again.py").write_text(
+        "from statemigrate import migration\n\n\n"
+        '@migration("kvcache", 1, 2)\n'
+        "def add_ttl_again(data):\n"
+        "    return data\n",
+        encoding="utf-8",
+    )
+    report = check_schemas(REFERENCE, frozen, migrations=folder)
+    assert kinds(report) == {("duplicate_step", None)}
+    (problem,) = report.problems
+    assert "`kvcache_0001_add_ttl.py` line" in problem.message
+    assert "`kvcache_0004_add_ttl_again.py` line 4 (add_ttl_again)" in problem.message
+    # The directory no longer loads; the report for that case still names both places.
+    with pytest.raises(RegistrationError) as failed:
+        build_registry(folder)
+    failure = load_failure_report(frozen, failed.value, migrations=folder)
+    assert {p.kind for p in failure.problems} == {"duplicate_step", "load_failed"}
+    assert "already registered" in failure.to_markdown()
+    assert check_schemas(REFERENCE, frozen, migrations=MIGRATIONS_DIR).ok  # control
+
+
+# --- reading migrations modules without running them ------------------------------------
+
+
+def test_the_scanner_finds_exactly_the_steps_loading_registers() -> None:
+    found = {(s.component, s.source, s.target, s.name) for s in scan_migrations(MIGRATIONS_DIR)}
+    loaded = {(s.component, s.source, s.target, s.name) for s in REFERENCE.steps("kvcache")}
+    assert found == loaded and len(found) == 6
+
+
+def test_the_scanner_reads_every_spelling_and_skips_what_it_cannot_know(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text(
+        "import statemigrate as sm\n"
+        "@sm.migration('c', 1, 2)\n"
+        "def up(d): return d\n"
+        "@migration(component='c', source=2, target=1, lossy=True)\n"
+        "def down(d): return d\n"
+        "registry.add_migration('c', 2, 3, step_func)\n"
+        "@migration('c', VERSION, 4)\n"  # computed at run time: not seen
+        "def later(d): return d\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "_helpers.py").write_text("@migration('c', 7, 8)\ndef x(d): return d\n")
+    (tmp_path / "broken.py").write_text("def (:\n")
+    found = sorted((s.source, s.target, s.name, s.line) for s in scan_migrations(tmp_path))
+    assert found == [(1, 2, "up", 2), (2, 1, "down", 4), (2, 3, "step_func", 6)]
+    assert scan_migrations(tmp_path / "absent") == []
+
+
+# --- the graph rules, on literal graphs --------------------------------------------------
+
+
+def steps_of(edges: list[tuple[int, int]]) -> list[Step]:
+    return [Step("c", a, b, _same) for a, b in edges]
+
+
+def test_a_complete_chain_has_no_problems() -> None:
+    edges = [(1, 2), (2, 1), (2, 3), (3, 2)]
+    assert graph_problems("c", [1, 2, 3], steps_of(edges), frozen=[1, 2, 3]) == []
+    assert graph_problems("c", [1], [], frozen=[1]) == []  # one version needs no steps
+
+
+@given(
+    edges=st.lists(
+        st.tuples(st.integers(1, 4), st.integers(1, 4)).filter(lambda e: e[0] != e[1]),
+        unique=True,
+    )
+)
+def test_reported_reachability_matches_a_brute_force_closure(edges: list[tuple[int, int]]) -> None:
+    """Property: for any graph over versions 1..4 (current = 4), a version is reported
+    unreachable exactly when the transitive closure of the edges does not join it to 4
+    in both directions, and a dead end exactly when no edge leaves it."""
+    problems = graph_problems("c", [1, 2, 3, 4], steps_of(edges))
+    closure = {(a, b) for a, b in edges} | {(v, v) for v in range(1, 5)}
+    for _ in range(4):
+        closure |= {(a, d) for a, b in closure for c, d in closure if b == c}
+    unreachable = {v for v in (1, 2, 3) if (v, 4) not in closure or (4, v) not in closure}
+    assert {p.version for p in problems if p.kind == "unreachable"} == unreachable
+    dead = {v for v in range(1, 5) if not any(a == v for a, _ in edges)}
+    assert {p.version for p in problems if p.kind == "dead_end"} == dead

@@ -1,0 +1,835 @@
+"""statemigrate.testing: strategies per schema version, check_migrations, and the pytest plugin."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import decimal
+import enum
+import importlib.metadata
+import ipaddress
+import os
+import re
+import subprocess
+import sys
+import tomllib
+import uuid
+from pathlib import Path
+from typing import Annotated, Any, Literal, NotRequired, cast
+
+import pydantic
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import ResolutionFailed
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PlainValidator, SecretStr
+from typing_extensions import TypedDict
+
+import statemigrate.testing as kit
+from statemigrate._errors import MigrationCheckError, StateMigrateError, ValidationError
+from statemigrate._model._plaindata import is_plain, to_plain
+from statemigrate._model._registry import Registry
+from statemigrate._model._schema import SchemaVersion
+from statemigrate.reference import SCHEMAS, build_registry
+from statemigrate.testing import (
+    CheckFailure,
+    CheckReport,
+    check_migrations,
+    from_schema,
+    migration_checks,
+    states,
+    strategies_for,
+)
+from statemigrate.testing._properties import exact_differences
+
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE = build_registry()
+SEEDED_BUDGET = 199  # every seeded bug must be found in under 200 examples per check
+CI_EXAMPLES = 500  # what the CI profile must run per check on the reference cache
+
+
+# --- a zoo of schema shapes the strategies must cover ----------------------------------
+
+
+class Color(enum.Enum):
+    RED = "r"
+    BLUE = "b"
+
+
+class Leaf(BaseModel):
+    x: int = 3
+    tags: list[str] = []
+
+
+class Tree(BaseModel):
+    value: Annotated[int, Field(ge=-5, le=5)]
+    children: list[Tree] = []
+
+
+class Everything(BaseModel):
+    model_config = {"populate_by_name": True}
+
+    bounded: Annotated[int, Field(ge=0, lt=10)]
+    stepped: Annotated[int, Field(gt=5, multiple_of=3)]
+    by_int: dict[int, str]
+    patterned: dict[Annotated[str, Field(pattern=r"^k[a-z]*$")], int]
+    leaf: Leaf | None = None
+    when: datetime.datetime
+    day: datetime.date
+    span: datetime.timedelta
+    raw: bytes
+    pair: tuple[int, str]
+    many: tuple[int, ...]
+    unique: set[int]
+    choice: Literal["x", "y"]
+    color: Color
+    ident: uuid.UUID
+    money: Annotated[decimal.Decimal, Field(max_digits=8, decimal_places=2)]
+    word: Annotated[str, Field(min_length=2, max_length=6, pattern=r"^[a-z]+$")]
+    ratio: Annotated[float, Field(ge=0, le=1)]
+    data: str = Field(validation_alias=AliasChoices("data", "value"))
+
+
+class Row(TypedDict):
+    id: int
+    note: NotRequired[str]
+    count: Annotated[int, Field(ge=1, default=1)]
+
+
+@dataclasses.dataclass
+class Point:
+    x: float
+    y: float = 0.0
+
+
+ZOO: dict[str, object] = {
+    "model": Everything,
+    "recursive": Tree,
+    "typeddict": dict[str, Row],
+    "dataclass": Point,
+    "bare": list[dict[str, int | None]],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(ZOO))
+@given(data=st.data())
+def test_every_drawn_value_is_valid_plain_data_and_a_fixed_point(
+    name: str, data: st.DataObject
+) -> None:
+    """Property: whatever a schema strategy draws is plain data, validates against the
+    schema, and exports back to itself (so steps and snapshots see exactly it)."""
+    schema = SchemaVersion.create("zoo", 1, ZOO[name])
+    value = data.draw(from_schema(schema))
+    assert is_plain(value)
+    assert to_plain(schema.export(schema.validate(value))) == value
+
+
+@pytest.mark.slow
+def test_constraints_keys_and_optional_fields_are_all_exercised() -> None:
+    """The strategies do not just satisfy constraints, they reach their corners: optional
+    keys both present and absent, int-keyed dicts, None and a nested model."""
+    schema = SchemaVersion.create("zoo", 1, dict[str, Row])
+    seen: set[str] = set()
+
+    @settings(database=None)
+    @given(from_schema(schema))
+    def collect(value: dict[str, dict[str, Any]]) -> None:
+        for row in value.values():
+            seen.add("with note" if "note" in row else "without note")
+            assert row["count"] >= 1
+
+    collect()
+    assert seen == {"with note", "without note"}
+    everything = SchemaVersion.create("zoo", 1, Everything)
+    leaves: set[bool] = set()
+
+    @settings(database=None)
+    @given(from_schema(everything))
+    def inspect(value: dict[str, Any]) -> None:
+        leaves.add(value["leaf"] is None)
+        assert all(key.lstrip("-").isdigit() for key in value["by_int"])
+        assert 0 <= value["bounded"] < 10 and value["stepped"] % 3 == 0
+
+    inspect()
+    assert leaves == {True, False}
+
+
+def test_strategies_exist_for_every_registered_version() -> None:
+    made = strategies_for(REFERENCE)
+    assert sorted(made) == [("kvcache", 1), ("kvcache", 2), ("kvcache", 3)]
+    drawn: list[Any] = []
+
+    @settings(database=None)
+    @given(states(REFERENCE, "kvcache", 3))
+    def draw(value: Any) -> None:
+        REFERENCE.schema_for("kvcache", 3).validate(value)
+        drawn.append(value)
+
+    draw()
+    assert len(drawn) >= settings().max_examples
+
+
+class Opaque(BaseModel):
+    level: Annotated[int, PlainValidator(lambda v: int(v))]
+
+
+def test_a_schema_without_a_derivable_strategy_is_named_and_can_be_supplied() -> None:
+    registry = Registry()
+    registry.add_schema("opaque", 1, Opaque)
+    with pytest.raises(ResolutionFailed, match="opaque version 1.*explicitly"):
+        from_schema(registry.schema_for("opaque", 1))
+    report = check_migrations(registry, raise_on_failure=False)
+    (failure,) = report.failures
+    assert "cannot generate valid states of version 1" in failure.what
+    assert "strategies=" in failure.detail
+    supplied: dict[tuple[str, int], st.SearchStrategy[Any]] = {
+        ("opaque", 1): st.builds(dict, level=st.integers(0, 9))
+    }
+    assert check_migrations(registry, strategies=supplied).ok
+
+
+# --- the reference cache passes, at CI size under the CI profile ------------------------
+
+
+@pytest.mark.slow
+def test_check_migrations_passes_on_the_reference_cache() -> None:
+    """Every step, path pair and snapshot of the reference cache holds; under the CI
+    profile with at least 500 examples per check."""
+    ci = settings.get_current_profile_name() == "ci"
+    # The one named reason to pass max_examples: the CI figure is 500 per check.
+    wanted = max(CI_EXAMPLES, settings().max_examples) if ci else None
+    report = check_migrations(REFERENCE, max_examples=wanted)
+    assert report.ok
+    ids = [result.check.id for result in report.results]
+    assert len(ids) == 15 and len(set(ids)) == 15  # 6 steps, 6 path pairs, 3 versions
+    floor = wanted if wanted is not None else settings().max_examples
+    assert min(result.examples for result in report.results) >= floor
+    assert report.to_markdown().startswith("### statemigrate check: passed")
+
+
+# --- seeded bugs: each is found, shrunk, and pinned on its step --------------------------
+
+
+def drop_hits_silently(data: dict[str, Any]) -> dict[str, Any]:
+    for entry in data["entries"].values():
+        entry["value"] = entry.pop("data")
+        del entry["hits"]
+    return data
+
+
+def add_negative_hits(data: dict[str, Any]) -> dict[str, Any]:
+    for entry in data["entries"].values():
+        entry["data"] = entry.pop("value")
+        entry["hits"] = -1
+    return data
+
+
+def drop_ttl_and_values(data: dict[str, Any]) -> dict[str, Any]:
+    entries = data["entries"]
+    for key in entries:
+        entries[key] = ""
+    return data
+
+
+def upgrade_1_to_3_counting(data: dict[str, Any]) -> dict[str, Any]:
+    entries = data["entries"]
+    for key, value in entries.items():
+        entries[key] = {"data": value, "expires_at": None, "hits": 1}
+    return data
+
+
+def forget_to_return(data: dict[str, Any]) -> None:
+    data["entries"].clear()
+
+
+def reference_with(pair: tuple[int, int], func: Any, *, lossy: Any = False) -> Registry:
+    """The reference cache with the step for ``pair`` replaced by a broken one."""
+    registry = Registry()
+    for version, type_ in SCHEMAS.items():
+        registry.add_schema("kvcache", version, type_)
+    for step in REFERENCE.steps("kvcache"):
+        if (step.source, step.target) == pair:
+            registry.add_migration("kvcache", *pair, func, lossy=lossy)
+        else:
+            lost = step.lost_fields or step.lossy
+            registry.add_migration("kvcache", step.source, step.target, step.func, lossy=lost)
+    return registry
+
+
+def step_and_path_report(registry: Registry) -> CheckReport:
+    """Run the step and path checks only: a seeded step bug is pinned on them, whatever
+    the snapshot checks (which hold the library, not the steps, to account) say."""
+    checks = [check for check in migration_checks(registry) if check.kind != "snapshot"]
+    return CheckReport(tuple(check.run(max_examples=SEEDED_BUDGET) for check in checks))
+
+
+def failures_of(registry: Registry) -> dict[str, Any]:
+    with pytest.raises(MigrationCheckError) as raised:
+        step_and_path_report(registry).raise_for_failures()
+    failures = [cast(CheckFailure, failure) for failure in raised.value.failures]
+    return {failure.check: failure for failure in failures}
+
+
+@pytest.mark.slow
+def test_a_downgrade_that_drops_a_field_without_declaring_it() -> None:
+    found = failures_of(reference_with((3, 2), drop_hits_silently))
+    assert set(found) == {"kvcache-step-3-2"}
+    failure = found["kvcache-step-3-2"]
+    assert failure.title == "kvcache 3 -> 2 (drop_hits_silently)"
+    assert "not declared lossy" in failure.what
+    assert failure.example == {"entries": {"": {"data": "", "expires_at": None, "hits": 1}}}
+    assert failure.version == 3 and failure.examples_run < SEEDED_BUDGET
+    assert "['entries']['']['hits']: expected 1, got 0" in failure.detail
+
+
+@pytest.mark.slow
+def test_an_upgrade_whose_output_fails_validation() -> None:
+    found = failures_of(reference_with((2, 3), add_negative_hits))
+    assert "kvcache-step-2-3" in found
+    assert all("add_negative_hits" in str(failure) for failure in found.values())
+    failure = found["kvcache-step-2-3"]
+    assert "does not fit version 3" in failure.what
+    assert failure.example == {"entries": {"": {"value": "", "expires_at": None}}}
+    assert "greater than or equal to 0" in failure.detail
+    assert failure.examples_run < SEEDED_BUDGET
+
+
+@pytest.mark.slow
+def test_a_lossy_step_that_loses_more_than_it_declares() -> None:
+    broken = reference_with((2, 1), drop_ttl_and_values, lossy=("entries.*.expires_at",))
+    found = failures_of(broken)
+    failure = found["kvcache-step-2-1"]
+    assert "beyond the declared lost fields entries.*.expires_at" in failure.what
+    (entry,) = failure.example["entries"].values()
+    assert entry["value"] != ""  # the shrunk input has exactly one value to lose
+    assert failure.examples_run < SEEDED_BUDGET
+
+
+@pytest.mark.slow
+def test_two_paths_that_disagree() -> None:
+    found = failures_of(reference_with((1, 3), upgrade_1_to_3_counting))
+    assert set(found) == {"kvcache-paths-1-3", "kvcache-paths-2-3"}
+    failure = found["kvcache-paths-1-3"]
+    assert "1 -> 3 (upgrade_1_to_3_counting)" in failure.what
+    assert "1 -> 2 -> 3 (add_ttl, add_hits)" in failure.what
+    assert failure.example == {"entries": {"": ""}}
+    assert failure.examples_run < SEEDED_BUDGET
+
+
+@pytest.mark.slow
+def test_a_step_that_forgets_to_return_its_data() -> None:
+    found = failures_of(reference_with((2, 1), forget_to_return, lossy=True))
+    failure = found["kvcache-step-2-1"]
+    assert failure.what == "step raised TypeError" and "returned None" in failure.detail
+
+
+@pytest.mark.slow
+def test_failures_read_well_as_an_error_and_as_markdown() -> None:
+    report = step_and_path_report(reference_with((3, 2), drop_hits_silently))
+    assert isinstance(report, CheckReport) and not report.ok
+    with pytest.raises(MigrationCheckError) as raised:
+        report.raise_for_failures()
+    text = str(raised.value)
+    assert text.startswith("1 migration check failed:")
+    assert "kvcache 3 -> 2 (drop_hits_silently)" in text and "counterexample (version 3" in text
+    assert isinstance(raised.value, AssertionError)
+    markdown = report.to_markdown()
+    assert markdown.startswith("### statemigrate check: 1 of 12 checks failed")
+    assert "- FAILED: kvcache 3 -> 2 (drop_hits_silently)" in markdown
+
+
+def test_only_the_named_components_are_checked() -> None:
+    registry = build_registry()
+    registry.add_schema("counts", 1, Counts)
+    checks = migration_checks(registry, components=["kvcache"])
+    assert {check.component for check in checks} == {"kvcache"}
+    report = check_migrations(
+        registry, components=["kvcache"], max_examples=5, raise_on_failure=False
+    )
+    assert {result.check.component for result in report.results} == {"kvcache"}
+
+
+# --- the state form: what a component holds ----------------------------------------------
+
+
+class Part(BaseModel):
+    n: int = 0
+
+
+class SpecialPart(Part):
+    label: str = ""
+
+
+class Held(BaseModel):
+    """One field for each kind of value a service's state holds beyond plain data."""
+
+    model_config = ConfigDict(extra="allow")
+
+    label: str | None = Field(default=None, alias="name")
+    by_id: dict[int, str] = {}
+    at: datetime.datetime | None = None
+    clock: datetime.time | None = None
+    money: decimal.Decimal | None = None
+    ident: uuid.UUID | None = None
+    tags: set[str] = set()
+    frozen: frozenset[int] = frozenset()
+    pair: tuple[int, str] | None = None
+    part: Part | None = None
+    secret: SecretStr | None = None
+    count: int = 0
+    text: str = ""
+    anything: Any
+    queue: collections.deque[int] = collections.deque()
+    address: ipaddress.IPv4Address | None = None
+
+
+FEATURES = {
+    "aliased field populated",
+    "extra field",
+    "int key",
+    "aware datetime",
+    "naive datetime",
+    "aware time",
+    "decimal",
+    "uuid",
+    "set",
+    "frozenset",
+    "tuple",
+    "deque",
+    "nested model",
+    "subclass instance",
+    "secret",
+    "int beyond 64 bits",
+    "lone surrogate",
+    "datetime in Any",
+    "tuple in Any",
+    "ip address",
+}
+
+
+def features(state: Held) -> set[str]:
+    """The kinds of value found anywhere in ``state``."""
+    found = set()
+    if state.label is not None:
+        found.add("aliased field populated")  # only reachable through the alias
+    if state.model_extra:
+        found.add("extra field")
+    inside_any = [state.anything]
+    while inside_any:
+        value = inside_any.pop()
+        if isinstance(value, datetime.datetime):
+            found.add("datetime in Any")
+        elif isinstance(value, tuple):
+            found.add("tuple in Any")
+        if isinstance(value, dict):
+            inside_any.extend(value.values())
+        elif isinstance(value, list | tuple | set):
+            inside_any.extend(value)
+    todo: list[Any] = [*state.__dict__.values(), *(state.model_extra or {}).values()]
+    while todo:
+        value = todo.pop()
+        kind = type(value)
+        if isinstance(value, BaseModel):
+            found.add("subclass instance" if kind is SpecialPart else "nested model")
+            todo.extend(value.__dict__.values())
+            todo.extend((value.model_extra or {}).values())
+        elif isinstance(value, dict):
+            found.update("int key" for key in value if type(key) is int)
+            todo.extend(value.values())
+        elif isinstance(value, list | tuple | set | frozenset | collections.deque):
+            names: dict[type, str] = {tuple: "tuple", set: "set", frozenset: "frozenset"}
+            names[collections.deque] = "deque"
+            if value and kind in names:
+                found.add(names[kind])
+            todo.extend(value)
+        elif isinstance(value, datetime.datetime):
+            found.add("naive datetime" if value.tzinfo is None else "aware datetime")
+        elif isinstance(value, datetime.time) and value.tzinfo is not None:
+            found.add("aware time")
+        elif isinstance(value, decimal.Decimal):
+            found.add("decimal")
+        elif isinstance(value, uuid.UUID):
+            found.add("uuid")
+        elif isinstance(value, SecretStr) and value.get_secret_value():
+            found.add("secret")
+        elif kind is int and not -(2**63) <= value < 2**64:
+            found.add("int beyond 64 bits")
+        elif kind is str and any("\ud800" <= char <= "\udfff" for char in value):
+            found.add("lone surrogate")
+        elif isinstance(value, ipaddress.IPv4Address):
+            found.add("ip address")
+    return found
+
+
+@pytest.mark.slow
+def test_the_state_form_draws_what_services_keep() -> None:
+    """Every kind of value a snapshot must carry appears among drawn states: aliased
+    fields, extra fields, int keys, datetimes with and without zone, decimals, UUIDs,
+    sets, tuples, nested and subclass models, secrets, big ints, lone surrogates."""
+    schema = SchemaVersion.create("held", 1, Held)
+    seen: set[str] = set()
+
+    @settings(database=None, max_examples=300, derandomize=True)
+    @given(from_schema(schema, form="state"))
+    def collect(state: Held) -> None:
+        assert type(state) is Held  # a validated state, not its plain form
+        seen.update(features(state))
+
+    collect()
+    assert seen == FEATURES
+
+
+def test_the_schema_type_itself_is_never_drawn_as_a_subclass() -> None:
+    """A version's own type stands for exactly that type (its subclasses are often the
+    next versions): only fields typed as a model also get the model's subclasses."""
+    drawn: set[type] = set()
+
+    @settings(database=None, max_examples=100, derandomize=True)
+    @given(from_schema(SchemaVersion.create("part", 1, Part), form="state"))
+    def collect(state: Part) -> None:
+        drawn.add(type(state))
+
+    collect()
+    assert drawn == {Part}
+
+
+def test_exact_differences_tells_apart_what_equality_confuses() -> None:
+    """The snapshot check compares values and types: each pair below is equal under ``==``
+    (or as plain data) and is reported; exactly equal states are not."""
+    zone, utc = datetime.timezone(datetime.timedelta(hours=1)), datetime.UTC
+    confused = [
+        ({"n": 1}, {"n": True}),
+        ({1: "a"}, {True: "a"}),
+        ((1, 2), [1, 2]),
+        ({1, 2}, frozenset({1, 2})),
+        (Color.RED, "r"),
+        (SpecialPart(n=1), Part(n=1)),
+        (decimal.Decimal("1.10"), decimal.Decimal("1.1")),
+        (-0.0, 0.0),
+        (datetime.datetime(2000, 1, 1, 1, tzinfo=zone), datetime.datetime(2000, 1, 1, tzinfo=utc)),
+        (datetime.datetime(2000, 1, 1), datetime.datetime(2000, 1, 1, tzinfo=utc)),
+        (SecretStr("a"), SecretStr("**********")),
+        (Held(name="x", anything=None), Held(anything=None)),
+        (Held(anything=(1,)), Held(anything=[1])),
+    ]
+    for expected, actual in confused:
+        assert exact_differences(expected, actual), (expected, actual)
+    restored = pydantic.TypeAdapter(datetime.datetime).validate_python("2000-01-01T00:00+01:00")
+    same = [
+        (datetime.datetime(2000, 1, 1, tzinfo=zone), restored),  # same offset, other class
+        (Held(name="x", anything={1: (2,)}), Held(name="x", anything={1: (2,)})),
+        ({"a": [1, (2.5, b"")]}, {"a": [1, (2.5, b"")]}),
+    ]
+    for expected, actual in same:
+        assert exact_differences(expected, actual) == []
+    one, other = Held(by_id={1: "a"}, anything=0), Held(by_id={1: "b"}, anything=0)
+    assert exact_differences(one, other) == [".by_id[1]: expected 'a', got 'b'"]
+
+
+# --- deliberately broken exports: the snapshot check finds each loss ---------------------
+
+
+class Counts(BaseModel):
+    by_id: dict[int, str] = {}
+
+
+class Labelled(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    label: str | None = Field(default=None, alias="name")
+
+
+class Stamp(BaseModel):
+    at: datetime.datetime | None = None
+
+
+class Note(BaseModel):
+    text: str = ""
+
+
+class Tally(BaseModel):
+    count: int = 0
+
+
+class Holding(BaseModel):
+    part: Part | None = None
+
+
+class Price(BaseModel):
+    money: decimal.Decimal | None = None
+
+
+def _clamped(value: int) -> int:
+    return max(-(2**63), min(value, 2**63 - 1))
+
+
+def _surrogates_replaced(text: str) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _as_base(part: Part | None) -> Part | None:
+    return None if part is None else Part(n=part.n)
+
+
+LOSSES: dict[str, tuple[type[BaseModel], str, Any, Any]] = {
+    # name: (schema, the field an export loses, how it loses it, the shrunk value, if
+    # shrinking has one clear smallest value)
+    "int keys": (Counts, "by_id", lambda value: {}, {0: ""}),
+    "aliased field": (Labelled, "label", lambda value: None, ""),
+    "zone": (
+        Stamp,
+        "at",
+        lambda at: at and at.replace(tzinfo=None),
+        datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC),
+    ),
+    "lone surrogate": (Note, "text", _surrogates_replaced, "\ud800"),
+    "int beyond 64 bits": (Tally, "count", _clamped, 2**64),
+    "subclass": (Holding, "part", _as_base, SpecialPart()),
+    "decimal exponent": (Price, "money", lambda money: money and money.normalize(), None),
+}
+
+
+def lose_on_export(monkeypatch: pytest.MonkeyPatch, field: str, loss: Any) -> None:
+    """Make every export lose something of ``field``, as a buggy component would."""
+    real = SchemaVersion.export
+
+    def export(self: SchemaVersion, state: object, *, walk: bool = False) -> Any:
+        if isinstance(state, BaseModel) and field in type(state).model_fields:
+            state = state.model_copy(update={field: loss(getattr(state, field))})
+        return real(self, state, walk=walk)
+
+    monkeypatch.setattr(SchemaVersion, "export", export)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_an_export_that_loses_a_value_is_found_and_shrunk(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A component whose export loses one kind of value (and so restores a different
+    state) fails its snapshot check, with a shrunk state holding just that value."""
+    schema, field, loss, shrunk = LOSSES[name]
+    registry = Registry()
+    registry.add_schema("lossy", 1, schema)
+    lose_on_export(monkeypatch, field, loss)
+    report = check_migrations(registry, max_examples=SEEDED_BUDGET, raise_on_failure=False)
+    (failure,) = report.failures
+    assert failure.check == "lossy-snapshot-v1"
+    assert failure.what == "restore(commit(x)) != x at version 1"
+    assert f".{field}" in failure.detail and "differs in value or type" in failure.detail
+    example = failure.example
+    assert type(example) is schema and failure.examples_run < SEEDED_BUDGET
+    value = getattr(example, field)
+    assert exact_differences(value, loss(value)), value  # it holds what the export loses
+    if shrunk is not None:
+        assert exact_differences(value, shrunk) == []
+
+
+class Bounded(BaseModel):
+    count: Annotated[int, Field(ge=0, le=1000)] = 0
+
+
+def test_a_state_refused_early_passes_and_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot that refuses a state with a clear error keeps the promise (nothing
+    was committed); the result says how many states were refused."""
+    real = SchemaVersion.export
+
+    def export(self: SchemaVersion, state: object, *, walk: bool = False) -> Any:
+        if isinstance(state, Bounded) and state.count > 10:
+            raise ValidationError(self.component, self.version, "count: more than 10")
+        return real(self, state, walk=walk)
+
+    monkeypatch.setattr(SchemaVersion, "export", export)
+    registry = Registry()
+    registry.add_schema("counter", 1, Bounded)
+    (result,) = check_migrations(registry).results
+    assert result.ok
+    assert re.fullmatch(
+        r"\d+ of \d+ states refused by snapshot, e\.g\. counter does not fit schema version 1:"
+        r" count: more than 10",
+        result.note,
+    ), result.note
+
+
+@pytest.mark.parametrize(
+    ("error", "what"),
+    [
+        (StateMigrateError("count: more than 100"), "without saying where"),
+        (TypeError("int is not plain data"), "raised TypeError"),
+    ],
+)
+def test_a_refusal_that_does_not_say_where_fails(
+    error: Exception, what: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def export(self: SchemaVersion, state: object, *, walk: bool = False) -> Any:
+        raise error
+
+    monkeypatch.setattr(SchemaVersion, "export", export)
+    registry = Registry()
+    registry.add_schema("counter", 1, Bounded)
+    (failure,) = check_migrations(registry, raise_on_failure=False).failures
+    assert failure.what.startswith("snapshot") and what in failure.what
+    assert failure.example == Bounded()
+
+
+def test_a_committed_snapshot_that_cannot_be_restored_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An export that its own schema's validation refuses (a required field written
+    under another name) commits, and then cannot be restored: the check says so."""
+
+    class Required(BaseModel):
+        data: str
+
+    monkeypatch.setattr(
+        SchemaVersion, "export", lambda self, state, walk=False: {"value": state.data}
+    )
+    registry = Registry()
+    registry.add_schema("required", 1, Required)
+    (failure,) = check_migrations(registry, raise_on_failure=False).failures
+    assert failure.what == "a committed snapshot of version 1 cannot be restored"
+    assert "RestoreError" in failure.detail and "data: Field required" in failure.detail
+    assert failure.example == Required(data="")
+
+
+def drop_negative_keys(data: dict[str, Any]) -> dict[str, Any]:
+    data["by_id"] = {key: value for key, value in data["by_id"].items() if not key.startswith("-")}
+    return data
+
+
+def test_a_step_that_drops_some_int_keys_is_found() -> None:
+    registry = Registry()
+    registry.add_schema("counts", 1, Counts)
+    registry.add_schema("counts", 2, Counts)
+    registry.add_migration("counts", 1, 2, drop_negative_keys)
+    registry.add_migration("counts", 2, 1, lambda data: data)
+    found = failures_of(registry)
+    assert set(found) == {"counts-step-1-2", "counts-step-2-1"}  # each is the other's reverse
+    assert found["counts-step-1-2"].example == {"by_id": {"-1": ""}}
+
+
+def test_the_namespace_is_sorted_and_loads_lazily() -> None:
+    assert kit.__all__ == sorted(kit.__all__)
+    assert all(getattr(kit, name) is not None for name in kit.__all__)
+    with pytest.raises(AttributeError):
+        _ = kit.no_such_name
+    probe = "import sys, statemigrate.testing._plugin\nprint('hypothesis' in sys.modules)\n"
+    child = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "False"  # installing the plugin costs no hypothesis import
+
+
+# --- the pytest plugin, in a separate pytest process -------------------------------------
+
+
+BROKEN_REGISTRY = """
+from statemigrate import Registry
+from statemigrate.reference import SCHEMAS, build_registry
+
+
+def drop_hits_silently(data):
+    for entry in data["entries"].values():
+        entry["value"] = entry.pop("data")
+        del entry["hits"]
+    return data
+
+
+def build():
+    good = build_registry()
+    registry = Registry()
+    for version, type_ in SCHEMAS.items():
+        registry.add_schema("kvcache", version, type_)
+    for step in good.steps("kvcache"):
+        func = drop_hits_silently if (step.source, step.target) == (3, 2) else step.func
+        lossy = False if func is drop_hits_silently else (step.lost_fields or step.lossy)
+        registry.add_migration("kvcache", step.source, step.target, func, lossy=lossy)
+    return registry
+"""
+
+
+def make_project(root: Path, registry: str | None, *, schemas: bool = False) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    lines = ["[tool.pytest.ini_options]", 'addopts = ["--strict-markers"]']
+    if registry:
+        lines.append(f'statemigrate_registry = "{registry}"')
+        lines.append('statemigrate_max_examples = "25"')
+    if schemas:
+        lines.append('statemigrate_schemas = "schemas"')
+    (root / "pyproject.toml").write_text("\n".join(lines) + "\n")
+    (root / "tests").mkdir(exist_ok=True)
+    (root / "tests" / "test_plain.py").write_text("def test_plain():\n    assert True\n")
+    (root / "brokenstate.py").write_text(BROKEN_REGISTRY)
+    return root
+
+
+def pytest_in(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # The plugin is named explicitly and autoloading is off, so the child does not
+    # depend on how this checkout was installed.
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    env.pop("PYTEST_ADDOPTS", None)
+    command = [sys.executable, "-m", "pytest", "-p", "statemigrate.testing._plugin"]
+    command += ["-p", "no:cacheprovider", *args]
+    return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_plugin_adds_one_item_per_check_and_they_pass(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "good", "statemigrate.reference:build_registry")
+    listed = pytest_in(root, "--collect-only", "-q")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    items = [line for line in listed.stdout.splitlines() if "::" in line]
+    generated = [item for item in items if item.startswith("pyproject.toml::")]
+    assert len(generated) == 15 and "pyproject.toml::kvcache-step-3-2" in generated
+    assert "tests/test_plain.py::test_plain" in items
+    ran = pytest_in(root, "-q", "-m", "statemigrate")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "15 passed, 1 deselected" in ran.stdout
+    alone = pytest_in(root, "-q", "tests/test_plain.py")  # one file: no checks added
+    assert "1 passed" in alone.stdout and "pyproject" not in alone.stdout
+
+
+@pytest.mark.slow
+def test_plugin_reports_the_counterexample_of_a_broken_registry(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "broken", "brokenstate:build", schemas=True)
+    ran = pytest_in(root, "-q", "pyproject.toml")
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    assert "FAILED pyproject.toml::kvcache-step-3-2" in ran.stdout
+    assert "FAILED pyproject.toml::statemigrate-schema-lock" in ran.stdout  # none frozen
+    assert "kvcache 3 -> 2 (drop_hits_silently): add_hits(drop_hits_silently(x)) != x" in (
+        ran.stdout
+    )
+    assert "'hits': 1" in ran.stdout and "2 failed, 14 passed" in ran.stdout
+
+
+@pytest.mark.slow
+def test_plugin_is_inert_without_a_registry_and_reports_a_bad_one(tmp_path: Path) -> None:
+    quiet = make_project(tmp_path / "quiet", None)
+    ran = pytest_in(quiet, "-q")
+    assert ran.returncode == 0 and "1 passed" in ran.stdout
+    bad = make_project(tmp_path / "bad", "no_such_module_z:build")
+    ran = pytest_in(bad, "-q")
+    assert ran.returncode == 1
+    assert "statemigrate-registry" in ran.stdout and "no_such_module_z" in ran.stdout
+
+
+def test_the_plugin_entry_point_is_declared() -> None:
+    with (REPO / "pyproject.toml").open("rb") as handle:
+        project = tomllib.load(handle)["project"]
+    assert project["entry-points"]["pytest11"] == {"statemigrate": "statemigrate.testing._plugin"}
+    assert project["optional-dependencies"]["testing"][0].startswith("hypothesis")
+    installed = importlib.metadata.entry_points(group="pytest11", name="statemigrate")
+    for entry in installed:  # present once the checkout is (re)installed
+        assert entry.value == "statemigrate.testing._plugin"
+
+
+def test_the_guide_documents_every_plugin_option_and_numbers_the_rules() -> None:
+    text = (REPO / "docs" / "testing.md").read_text(encoding="utf-8")
+    options = ("statemigrate_registry", "statemigrate_schemas", "statemigrate_migrations")
+    for option in (*options, "statemigrate_max_examples"):
+        assert f"`{option}" in text or f"{option} =" in text, option
+    rules = text.split("## Compatibility rules", 1)[1]
+    numbers = [int(line.split(".")[0]) for line in rules.splitlines() if line[:1].isdigit()]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 10
