@@ -267,6 +267,25 @@ class Snapshot:
         return unpack_data(self.read_raw(index), section=key)
 
 
+def check_length(size: int, total: int) -> None:
+    """Refuse ``size`` bytes of a snapshot whose preamble declares ``total``.
+
+    Raises:
+        SnapshotError: ``truncated`` when shorter, ``trailing_data`` when longer, with
+            the declared length as ``expected``.
+    """
+    if size < total:
+        raise SnapshotError(
+            "truncated", "snapshot is shorter than it declares",
+            expected=total, actual=size, offset=size,
+        )
+    if size > total:
+        raise SnapshotError(
+            "trailing_data", "bytes follow the end of the snapshot",
+            expected=total, actual=size, offset=total,
+        )
+
+
 def open_snapshot(
     data: Buffer, *, key: bytes | None = None, limits: DecodeLimits | None = None
 ) -> Snapshot:
@@ -320,16 +339,7 @@ def open_snapshot(
             "too_large", "snapshot is larger than the reader allows",
             expected=limits.max_snapshot_size, actual=total, offset=16,
         )
-    if size < total:
-        raise SnapshotError(
-            "truncated", "snapshot is shorter than it declares",
-            expected=total, actual=size, offset=size,
-        )
-    if size > total:
-        raise SnapshotError(
-            "trailing_data", "bytes follow the end of the snapshot",
-            expected=total, actual=size, offset=total,
-        )
+    check_length(size, total)
     digest_size = HMAC_DIGEST_SIZE if authenticated else XXH3_DIGEST_SIZE
     body_end = total - digest_size
     footer_at = body_end - _FOOTER.size

@@ -19,7 +19,13 @@ import os
 import stat
 
 from statemigrate._errors import SnapshotError, StoreError
-from statemigrate._snapshot._format import PREAMBLE_SIZE, DecodeLimits, Snapshot, open_snapshot
+from statemigrate._snapshot._format import (
+    PREAMBLE_SIZE,
+    DecodeLimits,
+    Snapshot,
+    check_length,
+    open_snapshot,
+)
 
 __all__ = [
     "MAX_FD",
@@ -157,17 +163,7 @@ def _read_file(
     if len(head) < PREAMBLE_SIZE:
         return head  # too short to be a snapshot: open_snapshot says how
     total = _declared_length(head, key, limits)
-    size = info.st_size
-    if size < total:
-        raise SnapshotError(
-            "truncated", "snapshot is shorter than it declares",
-            expected=total, actual=size, offset=size,
-        )
-    if size > total:
-        raise SnapshotError(
-            "trailing_data", "bytes follow the end of the snapshot",
-            expected=total, actual=size, offset=total,
-        )
+    check_length(info.st_size, total)
     buffer = bytearray(total)
     view = memoryview(buffer)
     position = 0

@@ -128,6 +128,31 @@ class _Differ:
     def todo(self, old_path: FieldPath, new_path: FieldPath, detail: str, **extra: Any) -> None:
         self.changes.append(Change("todo", old_path, new_path, "", detail=detail, **extra))
 
+    def note(self, old_path: FieldPath, new_path: FieldPath, name: str, detail: str) -> None:
+        self.changes.append(Change("note", old_path, new_path, name, detail=detail))
+
+    def member(
+        self,
+        kind: Literal["added", "removed"],
+        old_path: FieldPath,
+        new_path: FieldPath,
+        name: str,
+        prop: dict[str, Any],
+        required: bool,
+    ) -> None:
+        """Record a field that only one side has; ``prop`` is its schema on that side."""
+        self.changes.append(
+            Change(
+                kind,
+                old_path,
+                new_path,
+                name,
+                required=required,
+                default=prop.get("default"),
+                has_default="default" in prop,
+            )
+        )
+
     def walk(self, old: Any, new: Any, old_path: FieldPath, new_path: FieldPath) -> None:
         old_r, new_r = self.resolve(0, old), self.resolve(1, new)
         if self.same(old_r, new_r):
@@ -196,46 +221,20 @@ class _Differ:
                 )
             )
         for name in removed:
-            self.changes.append(
-                Change(
-                    "removed",
-                    old_path,
-                    new_path,
-                    name,
-                    required=name in old_req,
-                    default=old_props[name].get("default"),
-                    has_default="default" in old_props[name],
-                )
-            )
+            self.member("removed", old_path, new_path, name, old_props[name], name in old_req)
             twin = [a for a in added if self.same(old_props[name], new_props[a])]
             if twin:
-                self.changes.append(
-                    Change(
-                        "note",
-                        old_path,
-                        new_path,
-                        name,
-                        detail=(
-                            f"{name!r} was removed and {twin[0]!r} added with the same schema;"
-                            " if it is a rename, declare it: AliasChoices"
-                            f"({twin[0]!r}, {name!r}) on the new field, or --rename"
-                            f" {_dotted((*old_path, name))}={twin[0]}"
-                        ),
-                    )
-                )
-        for name in added:
-            prop = new_props[name]
-            self.changes.append(
-                Change(
-                    "added",
+                self.note(
                     old_path,
                     new_path,
                     name,
-                    required=name in new_req,
-                    default=prop.get("default"),
-                    has_default="default" in prop,
+                    f"{name!r} was removed and {twin[0]!r} added with the same schema;"
+                    " if it is a rename, declare it: AliasChoices"
+                    f"({twin[0]!r}, {name!r}) on the new field, or --rename"
+                    f" {_dotted((*old_path, name))}={twin[0]}",
                 )
-            )
+        for name in added:
+            self.member("added", old_path, new_path, name, new_props[name], name in new_req)
         for old_name, name in [(n, n) for n in sorted(old_props) if n in new_props] + pairs:
             self.field(
                 old_props[old_name],
@@ -276,18 +275,13 @@ class _Differ:
                 directions=frozenset({"upgrade"}),
             )
         if old.get("default") != new.get("default") and ("default" in old or "default" in new):
-            self.changes.append(
-                Change(
-                    "note",
-                    old_path,
-                    new_path,
-                    name,
-                    detail=(
-                        f"the default of {_dotted(child_new)} changed from"
-                        f" {old.get('default')!r} to {new.get('default')!r}; stored values"
-                        " are kept as they are"
-                    ),
-                )
+            self.note(
+                old_path,
+                new_path,
+                name,
+                f"the default of {_dotted(child_new)} changed from"
+                f" {old.get('default')!r} to {new.get('default')!r}; stored values"
+                " are kept as they are",
             )
         strip = ("default",)
         self.walk(_rest(old, *strip), _rest(new, *strip), child_old, child_new)

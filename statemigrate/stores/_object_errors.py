@@ -12,7 +12,7 @@ import re
 
 from statemigrate._errors import StoreError
 
-__all__ = ["is_missing_bucket", "is_not_found", "kind_of", "translate"]
+__all__ = ["is_missing_bucket", "kind_of", "translate"]
 
 # Error codes of S3 (XML <Code>), Azure and GCS for a bucket or container that is not there.
 _NO_BUCKET = ("NoSuchBucket", "ContainerNotFound", "The specified bucket does not exist")
@@ -38,11 +38,6 @@ def kind_of(exc: BaseException) -> str:
         "UnknownConfigurationKeyError": "config",
         "InvalidPathError": "config",
     }.get(name, "other")
-
-
-def is_not_found(exc: BaseException) -> bool:
-    """``exc`` says that an object is missing (which may mean its bucket is missing)."""
-    return kind_of(exc) == "not_found"
 
 
 def is_missing_bucket(exc: BaseException) -> bool:

@@ -75,10 +75,9 @@ _URLS = (
 )
 
 
-def plain_data(*, max_size: int = DEFAULT_MAX_SIZE) -> st.SearchStrategy[Any]:
-    """Any plain data: ``None``, bools, 64-bit ints, finite floats, str, bytes, and
-    lists and str-keyed dicts of them."""
-    leaves = (
+def _plain_leaves() -> st.SearchStrategy[Any]:
+    """The scalars of plain data: ``None``, bools, 64-bit ints, finite floats, str, bytes."""
+    return (
         st.none()
         | st.booleans()
         | st.integers(_INT_MIN, _INT_MAX)
@@ -86,8 +85,13 @@ def plain_data(*, max_size: int = DEFAULT_MAX_SIZE) -> st.SearchStrategy[Any]:
         | st.text()
         | st.binary()
     )
+
+
+def plain_data(*, max_size: int = DEFAULT_MAX_SIZE) -> st.SearchStrategy[Any]:
+    """Any plain data: ``None``, bools, 64-bit ints, finite floats, str, bytes, and
+    lists and str-keyed dicts of them."""
     return st.recursive(
-        leaves,
+        _plain_leaves(),
         lambda inner: (
             st.lists(inner, max_size=max_size)
             | st.dictionaries(st.text(), inner, max_size=max_size)
@@ -189,12 +193,7 @@ def _rich_values(*, max_size: int = DEFAULT_MAX_SIZE) -> st.SearchStrategy[Any]:
     dates, times, timedeltas, decimals, UUIDs, tuples, sets, int-keyed dicts, and now
     and then an integer beyond 64 bits or a string with a lone surrogate."""
     leaves = (
-        st.none()
-        | st.booleans()
-        | st.integers(_INT_MIN, _INT_MAX)
-        | st.floats(allow_nan=False, allow_infinity=False)
-        | st.text()
-        | st.binary()
+        _plain_leaves()
         | st.datetimes(timezones=_zones(None))
         | st.dates()
         | st.times(timezones=_zones(None))
