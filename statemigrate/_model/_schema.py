@@ -110,6 +110,7 @@ class SchemaVersion:
     required_fields: frozenset[str] = frozenset()
     in_place: InPlaceChecker | None = field(default=None, repr=False, compare=False)
     exporter: Exporter | None = field(default=None, repr=False, compare=False)
+    allows_extra: bool = False
 
     @classmethod
     def create(cls, component: str, version: int, type_: object) -> SchemaVersion:
@@ -170,6 +171,7 @@ class SchemaVersion:
             required_fields=required,
             in_place=compile_checker(adapter.core_schema, name=f"{component} v{version}"),
             exporter=exporter,
+            allows_extra=_allows_extra(adapter.core_schema),
         )
 
     def validate(self, data: object) -> Any:
@@ -251,6 +253,8 @@ class SchemaVersion:
         exporter = self.exporter
         assert exporter is not None  # set by create()
         if exporter.identity and not walk:
+            if self.kind == "typeddict" and type(state) is dict:
+                self._check_top_level_keys(state)
             return state
         if self.kind in ("model", "dataclass"):
             state = self._instance(state)
@@ -263,6 +267,29 @@ class SchemaVersion:
         if not exporter.exact:
             self._check_round_trip(state, plain)
         return plain
+
+    def _check_top_level_keys(self, state: dict[Any, Any]) -> None:
+        """Refuse a plain ``TypedDict`` state that lacks a required field, or holds a key
+        that validation would drop or refuse: either would not come back as it is.
+
+        Costs one look per field; values nested deeper are not validated at snapshot
+        time (see docs/schemas.md).
+        """
+        missing = self.required_fields.difference(state)
+        if missing:
+            name = min(missing)
+            raise ExportError(
+                self.component, self.version, repr([name]), "this required field is missing"
+            )
+        if not self.allows_extra:
+            unknown = [key for key in state if key not in self.fields]
+            if unknown:
+                raise ExportError(
+                    self.component,
+                    self.version,
+                    repr([unknown[0]]),
+                    "this key is not a field of the schema; the restore would drop it",
+                )
 
     def _instance(self, state: object) -> object:
         cls = cast(type, self.type)
@@ -318,6 +345,21 @@ def _reject_typing_typeddict(type_: object, where: str) -> None:
     # are caught through pydantic's own error code. Can go once Python 3.12 is the floor.
     if sys.version_info < (3, 12) and typing.is_typeddict(type_):
         raise RegistrationError(f"{where}: {_TYPEDDICT_HINT}")
+
+
+def _allows_extra(core_schema: Any) -> bool:
+    """Whether a record schema keeps keys that are not its fields (``extra="allow"``)."""
+    node = core_schema
+    if node.get("type") == "definitions":
+        node = node["schema"]
+        if node.get("type") == "definition-ref":
+            node = next(
+                (d for d in core_schema["definitions"] if d.get("ref") == node["schema_ref"]),
+                {},
+            )
+    if node.get("extra_behavior") == "allow":
+        return True
+    return bool(node.get("config", {}).get("extra_fields_behavior") == "allow")
 
 
 def _record_fields(

@@ -105,6 +105,33 @@ def test_keys_no_string_parses_back_into_are_refused_at_registration(schema: typ
         Registry().schema("thing", version=1)(schema)
 
 
+class Cache(TypedDict):
+    entries: dict[str, int]
+    hits: int
+
+
+def test_a_plain_typeddict_missing_a_required_field_is_refused_at_snapshot() -> None:
+    """Written as it is, it would commit and then fail validation at every restore."""
+    error = refusal(Cache, {"entries": {"a": 1}})
+    assert error.path == "['hits']" and "missing" in str(error)
+
+
+def test_a_plain_typeddict_key_that_is_no_field_is_refused_at_snapshot() -> None:
+    """Written as it is, the restore would drop it without a word."""
+    error = refusal(Cache, {"entries": {}, "hits": 0, "typo": 1})
+    assert error.path == "['typo']"
+
+
+class OpenCache(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]
+    hits: int
+
+
+def test_a_plain_typeddict_that_allows_extra_keys_keeps_them() -> None:
+    state = {"hits": 1, "note": "kept"}
+    assert_same(state, round_trip(OpenCache, state))
+
+
 def test_a_plain_typeddict_is_exported_without_a_copy() -> None:
     registry = Registry()
 
