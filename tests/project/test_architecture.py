@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("runtime", ("statemigrate._runtime",)),
     ("handoff", ("statemigrate.handoff",)),
     ("tools", ("statemigrate.evolution", "statemigrate.testing", "statemigrate.reference")),
-    ("front ends", ("statemigrate.cli", "statemigrate.demo")),
+    ("front ends", ("statemigrate.cli", "statemigrate.demo", "statemigrate.integrations")),
     ("namespace", ("statemigrate", "statemigrate.__main__")),
 )
 
