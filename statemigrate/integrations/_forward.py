@@ -1,0 +1,178 @@
+"""Passing a request on to the successor once the state has moved to it.
+
+After a handoff the old process may still hold requests: writes it held during the
+pause, and requests that arrive later on keep-alive connections it accepted before.
+Answering them itself would be wrong (a write would change a state nobody owns any
+more, a read could be stale), and refusing them shows the client an error it did not
+cause. So the adapters send each one, unchanged, to the listening address the
+successor now accepts on, and relay the answer, with ``Connection: close`` so that the
+client's next request goes to the successor directly.
+
+The old process must have stopped accepting before it forwards: otherwise the kernel
+could hand the forwarded connection back to it.
+
+Bodies are read whole both ways: forwarded requests are the few that were in the
+old process at the switch, not a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from statemigrate._errors import HandoffError
+
+__all__ = ["ForwardedResponse", "forward", "forward_async", "forwarding_address"]
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        # Recomputed from the body actually sent or received.
+        "content-length",
+    }
+)
+"""Headers that describe one connection, not the message: never passed on."""
+
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class ForwardedResponse:
+    """The successor's answer: status, reason, end-to-end headers and the whole body."""
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+Address = tuple[str, int] | str
+"""An IP listener's ``(host, port)`` as the successor should be reached, or the path
+of a Unix socket."""
+
+
+def forwarding_address(listener: socket.socket) -> Address:
+    """Where to reach whoever accepts on ``listener``.
+
+    A listener bound to every address (``0.0.0.0``, ``::``) is reached on the loopback
+    of its family.
+    """
+    if listener.family == socket.AF_UNIX:
+        path = listener.getsockname()
+        if not isinstance(path, str) or not path:
+            raise HandoffError("forward", "an unnamed Unix socket cannot be reached")
+        return path
+    host, port = listener.getsockname()[:2]
+    if host == "0.0.0.0":
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return (host, port)
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """An HTTP connection over a Unix socket (the host name is only for Host:)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _connection(address: Address, timeout: float) -> http.client.HTTPConnection:
+    if isinstance(address, str):
+        return _UnixConnection(address, timeout)
+    host, port = address
+    return http.client.HTTPConnection(host, port, timeout=timeout)
+
+
+def forward(
+    address: Address,
+    method: str,
+    target: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes = b"",
+    *,
+    client: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> ForwardedResponse:
+    """Send one request to ``address`` and return the whole answer (blocking).
+
+    Args:
+        address: from :func:`forwarding_address`.
+        method: the request's method, as received.
+        target: the request target (path and query), as received.
+        headers: the request's headers, as received; hop-by-hop ones are dropped and
+            the Host header is kept.
+        body: the request's whole body.
+        client: the original client's address, appended to ``X-Forwarded-For``.
+        timeout: seconds for the connection and for each read.
+
+    Raises:
+        HandoffError: the successor could not be reached or did not answer.
+    """
+    connection = _connection(address, timeout)
+    try:
+        connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        forwarded_for: list[str] = []
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered in HOP_BY_HOP:
+                continue
+            if lowered == "x-forwarded-for":
+                forwarded_for.append(value)
+                continue
+            connection.putheader(name, value)
+        if client:
+            forwarded_for.append(client)
+        if forwarded_for:
+            connection.putheader("X-Forwarded-For", ", ".join(forwarded_for))
+        if body or method.upper() not in {"GET", "HEAD", "OPTIONS", "DELETE"}:
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body or None)
+        response = connection.getresponse()
+        data = response.read()
+        kept = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP]
+        return ForwardedResponse(response.status, response.reason, kept, data)
+    except (OSError, http.client.HTTPException) as exc:
+        raise HandoffError(
+            "forward", f"{method} {target} could not be passed on to {address!r}: {exc}"
+        ) from exc
+    finally:
+        connection.close()
+
+
+async def forward_async(
+    address: Address,
+    method: str,
+    target: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes = b"",
+    *,
+    client: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> ForwardedResponse:
+    """:func:`forward` in a worker thread, so the event loop goes on meanwhile."""
+    return await asyncio.to_thread(
+        forward, address, method, target, list(headers), body, client=client, timeout=timeout
+    )

@@ -1,0 +1,130 @@
+"""Forwarding a request to the successor: what is passed on, what is dropped, and a
+clear error when nobody answers."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import socket
+import socketserver
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from statemigrate import HandoffError
+from statemigrate.integrations._forward import forward, forward_async, forwarding_address
+
+Seen = list[tuple[str, str, dict[str, str], bytes]]
+
+
+def _handler(seen: Seen) -> type[http.server.BaseHTTPRequestHandler]:
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_any(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length)
+            seen.append((self.command, self.path, dict(self.headers.items()), body))
+            answer = b"stored " + body
+            self.send_response(201, "Made")
+            self.send_header("Content-Length", str(len(answer)))
+            self.send_header("Keep-Alive", "timeout=5")
+            self.send_header("X-Cache", "v2")
+            self.end_headers()
+            self.wfile.write(answer)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_any
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Recorder
+
+
+@pytest.fixture
+def tcp_server() -> Iterator[tuple[socket.socket, Seen]]:
+    seen: Seen = []
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), _handler(seen))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.socket, seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_write_is_passed_on_without_hop_by_hop_headers(
+    tcp_server: tuple[socket.socket, Seen],
+) -> None:
+    listener, seen = tcp_server
+    address = forwarding_address(listener)
+    assert address == ("127.0.0.1", listener.getsockname()[1])
+    answer = forward(
+        address,
+        "PUT",
+        "/cache/k?ttl=3",
+        [
+            ("Host", "example.test"),
+            ("Connection", "keep-alive"),
+            ("Transfer-Encoding", "chunked"),
+            ("X-Forwarded-For", "10.0.0.1"),
+            ("X-Trace", "abc"),
+        ],
+        b"value",
+        client="10.0.0.2",
+    )
+    assert (answer.status, answer.reason, answer.body) == (201, "Made", b"stored value")
+    names = {name.lower() for name, _ in answer.headers}
+    assert "x-cache" in names
+    assert names.isdisjoint({"keep-alive", "connection", "content-length"})
+    [(method, path, headers, body)] = seen
+    assert (method, path, body) == ("PUT", "/cache/k?ttl=3", b"value")
+    assert headers["Host"] == "example.test"
+    assert headers["X-Trace"] == "abc"
+    assert headers["X-Forwarded-For"] == "10.0.0.1, 10.0.0.2"
+    assert headers["Content-Length"] == "5"
+    assert "Transfer-Encoding" not in headers
+
+
+def test_the_async_flavour_gives_the_same_answer(
+    tcp_server: tuple[socket.socket, Seen],
+) -> None:
+    listener, seen = tcp_server
+    answer = asyncio.run(
+        forward_async(forwarding_address(listener), "GET", "/cache/k", [("Host", "h")])
+    )
+    assert answer.status == 201
+    assert seen[0][:2] == ("GET", "/cache/k")
+    assert "Content-Length" not in seen[0][2]
+
+
+def test_a_unix_socket_listener_is_reached_by_its_path(tmp_path: Path) -> None:
+    seen: Seen = []
+    path = str(tmp_path / "http.sock")
+
+    class UnixServer(socketserver.ThreadingUnixStreamServer):
+        def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+            conn, _ = self.socket.accept()
+            return conn, ("local", 0)  # the handler expects an IP pair
+
+    server = UnixServer(path, _handler(seen))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert forwarding_address(server.socket) == path
+        answer = forward(path, "POST", "/x", [("Host", "h")], b"1")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answer.body == b"stored 1"
+    assert seen[0][3] == b"1"
+
+
+def test_nobody_listening_is_one_clear_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, never listening: connections are refused
+        with pytest.raises(HandoffError) as caught:
+            forward(("127.0.0.1", port), "POST", "/cache/k", [], b"v", timeout=5)
+    message = str(caught.value)
+    assert "POST /cache/k could not be passed on" in message
+    assert "\n" not in message
