@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 __all__ = ["add_demo_parser", "demo_command"]
@@ -29,6 +30,9 @@ def add_demo_parser(commands: Any) -> None:
     demo.add_argument("--fresh-connections", action="store_true",
                       help="one request per connection instead of keep-alive")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
+    demo.add_argument("--plot", type=Path, metavar="FILE",
+                      help="draw throughput and latency over time, handoffs marked:"
+                      " an HTML page for FILE.html, else an SVG picture")
     demo.set_defaults(func=demo_command)
 
 
@@ -55,6 +59,7 @@ def demo_command(args: argparse.Namespace, out: TextIO) -> int:
         clients=args.clients,
         fresh_connections=args.fresh_connections,
         progress=progress,
+        plot=args.plot,
     )
     if args.json:
         print(json.dumps(report.to_plain(), indent=2), file=out, flush=True)

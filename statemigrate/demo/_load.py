@@ -7,13 +7,17 @@ new key (half the requests), a PUT overwriting one of its keys, a DELETE of one,
 of one of its keys (checked against what it last had acknowledged) or of a prefilled
 key (checked against the fill value).
 
-A ``503`` is the server's "not done, send again" and is retried on a new connection.
-An acknowledged write is recorded; a request whose outcome is unknown (reset, time-out)
-marks its key uncertain, so the final check neither counts it as lost nor as found.
+No request is ever sent twice, as with a browser or ``wrk``: a refused connection, a
+reset, a time-out or a ``5xx`` answer is counted as such and the client moves on. An
+acknowledged write is recorded; a request whose outcome is unknown (reset, time-out,
+``5xx``) marks its key uncertain, so the final check neither counts it as lost nor as
+found. The start time and duration of every answered request are kept, for the
+latency figures and the picture of the run.
 
 It runs until stdin reaches end-of-file or reads ``stop``, printing a ``progress``
 JSON line on stdout four times a second. Then it writes the acknowledged state
-(``{"acked": {key: value or null}, "uncertain": [...], "counts": {...}}``) to
+(``{"acked": {key: value or null}, "uncertain": [...], "counts": {...},
+"latencies": [[start, seconds], ...]}``, ``start`` in ``time.time()`` seconds) to
 ``--out`` and prints a ``done`` line with the counts.
 """
 
@@ -33,7 +37,6 @@ from urllib.parse import quote
 __all__ = ["OUTCOMES", "Counts", "fill_value", "main"]
 
 _STALE_SAMPLES = 5
-_MAX_TRIES = 2_000  # 503s in a row for one request: a hang guard, never reached in practice
 
 
 def fill_value(index: int) -> str:
@@ -41,19 +44,19 @@ def fill_value(index: int) -> str:
     return f"prefilled value {index:08d} " + "x" * (index % 48)
 
 
-OUTCOMES = ("sent", "ok", "retries", "refused", "reset", "timeouts", "errors")
+OUTCOMES = ("sent", "ok", "server_errors", "refused", "reset", "timeouts", "errors")
 """The per-request counters of :class:`Counts`, as the ``done`` event reports them."""
 
 
 @dataclass
 class Counts:
-    """What the clients saw. ``sent`` counts every attempt (retries included); each
-    attempt then counts once as ``ok``, ``retries`` (a 503), ``refused``, ``reset``,
-    ``timeouts`` or ``errors`` (a wrong answer, stale data among them)."""
+    """What the clients saw. ``sent`` counts every request; each then counts once as
+    ``ok``, ``server_errors`` (a 5xx answer), ``refused``, ``reset``, ``timeouts`` or
+    ``errors`` (a wrong answer, stale data among them)."""
 
     sent: int = 0
     ok: int = 0
-    retries: int = 0
+    server_errors: int = 0
     refused: int = 0
     reset: int = 0
     timeouts: int = 0
@@ -90,6 +93,7 @@ class Client:
         self._keys: list[str] = []
         self._seq = 0
         self._conn: http.client.HTTPConnection | None = None
+        self.latencies: list[tuple[float, float]] = []
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
@@ -102,42 +106,40 @@ class Client:
             self._conn = None
 
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        """Send until answered other than 503; raise _Failed when the outcome is unknown."""
+        """Send once; raise _Failed when the request was not answered, or with a 5xx."""
         counts = self.counts
-        for _ in range(_MAX_TRIES):
-            counts.sent += 1
-            try:
-                conn = self._connection()
-                conn.request(method, path, body=body)
-                response = conn.getresponse()
-                data = response.read()
-            except ConnectionRefusedError:
-                counts.refused += 1  # never sent: safe to send again
-                self.close()
-                time.sleep(0.001)
-                continue
-            except TimeoutError as exc:
-                counts.timeouts += 1
-                self.close()
-                raise _Failed from exc
-            except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected) as exc:
-                counts.reset += 1
-                self.close()
-                raise _Failed from exc
-            except (OSError, http.client.HTTPException) as exc:
-                counts.errors += 1
-                self._sample(f"{method} {path}: {exc!r}")
-                self.close()
-                raise _Failed from exc
-            if response.status == 503:
-                counts.retries += 1
-                self.close()
-                continue
-            if self.fresh or response.will_close:
-                self.close()
-            return response.status, data
-        counts.errors += 1
-        raise _Failed(f"{method} {path}: still 503 after {_MAX_TRIES} tries")
+        counts.sent += 1
+        began = time.time()
+        try:
+            conn = self._connection()
+            conn.request(method, path, body=body)
+            response = conn.getresponse()
+            data = response.read()
+        except ConnectionRefusedError as exc:
+            counts.refused += 1
+            self.close()
+            raise _Failed from exc
+        except TimeoutError as exc:
+            counts.timeouts += 1
+            self.close()
+            raise _Failed from exc
+        except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected) as exc:
+            counts.reset += 1
+            self.close()
+            raise _Failed from exc
+        except (OSError, http.client.HTTPException) as exc:
+            counts.errors += 1
+            self._sample(f"{method} {path}: {exc!r}")
+            self.close()
+            raise _Failed from exc
+        self.latencies.append((began, time.time() - began))
+        if self.fresh or response.will_close:
+            self.close()
+        if response.status >= 500:
+            counts.server_errors += 1
+            self._sample(f"{method} {path}: status {response.status}")
+            raise _Failed(f"{method} {path}: status {response.status}")
+        return response.status, data
 
     def _sample(self, text: str) -> None:
         if len(self.counts.samples) < _STALE_SAMPLES:
@@ -260,8 +262,17 @@ def main(argv: list[str] | None = None) -> int:
     for client in clients:
         acked.update(client.acked)
         uncertain.extend(sorted(client.uncertain))
+    latencies = sorted(sample for client in clients for sample in client.latencies)
     with open(args.out, "w", encoding="utf-8") as handle:
-        json.dump({"acked": acked, "uncertain": uncertain, "counts": asdict(total)}, handle)
+        json.dump(
+            {
+                "acked": acked,
+                "uncertain": uncertain,
+                "counts": asdict(total),
+                "latencies": [[round(t, 6), round(s, 6)] for t, s in latencies],
+            },
+            handle,
+        )
     _emit(event="done", stuck=sum(t.is_alive() for t in threads), **asdict(total))
     return 0
 

@@ -4,7 +4,9 @@
 the load generator in another process, and asks the server three times to hand
 itself over to another release: 1 -> 3, 3 -> 1 (a rollback, through the lossy
 downgrade, which the request allows explicitly), 1 -> 3. Then it stops the load,
-reads the final state and checks every acknowledged write against it. Every wait is
+reads the final state and checks every acknowledged write against it, and sums up
+the latency of the requests, overall and within each handoff (optionally drawn as a
+picture, :mod:`statemigrate.demo._plot`). Every wait is
 bounded, and ends as soon as the process it waits on dies (the run then stops with
 that process's error, in :attr:`DemoReport.error`); every process it started is
 killed on the way out.
@@ -21,9 +23,12 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from statemigrate.demo._latency import LatencySummary, summarize
 from statemigrate.demo._load import OUTCOMES, fill_value
+from statemigrate.demo._plot import Window, write_plot
 from statemigrate.demo._procs import ChildExited, ChildGroup, Event
 
 __all__ = ["DemoReport", "HandoffPhase", "run_demo"]
@@ -54,6 +59,10 @@ class HandoffPhase:
     timings_ms: dict[str, float] = field(default_factory=dict)
     restore_ms: dict[str, float] = field(default_factory=dict)
     entries_after: int = 0
+    window: tuple[float, float] = (0.0, 0.0)
+    """When the upgrade request was sent and answered (``time.time()`` seconds)."""
+    latency: LatencySummary = field(default_factory=LatencySummary)
+    """The load's requests that started within :attr:`window`."""
 
 
 @dataclass
@@ -64,7 +73,7 @@ class DemoReport:
     clients: int
     sent: int = 0
     ok: int = 0
-    retries: int = 0
+    server_errors: int = 0
     refused: int = 0
     reset: int = 0
     timeouts: int = 0
@@ -76,6 +85,7 @@ class DemoReport:
     entries_before: int = 0
     entries_after: int = 0
     handoffs: list[HandoffPhase] = field(default_factory=list)
+    latency: LatencySummary = field(default_factory=LatencySummary)
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
     error: str | None = None
@@ -83,12 +93,13 @@ class DemoReport:
 
     @property
     def passed(self) -> bool:
-        """No lost write, no refusal, no reset, no error, and every handoff succeeded."""
+        """No lost write, no refusal, reset, 5xx or other error, every handoff done."""
         return (
             self.error is None
             and not self.problems
             and self.lost == 0
             and self.unexpected == 0
+            and self.server_errors == 0
             and self.refused == 0
             and self.reset == 0
             and self.timeouts == 0
@@ -109,7 +120,7 @@ class DemoReport:
             "",
             f"  requests sent       {self.sent:>10,}",
             f"  ok                  {self.ok:>10,}",
-            f"  retried (503)       {self.retries:>10,}",
+            f"  5xx answers         {self.server_errors:>10,}",
             f"  refused             {self.refused:>10,}",
             f"  reset               {self.reset:>10,}",
             f"  timeouts            {self.timeouts:>10,}",
@@ -143,6 +154,12 @@ class DemoReport:
             failed = "" if h.ok else f"; FAILED: {h.reason}"
             lines.append(f"      {detail}; successor restore {restore:.1f} ms{failed}")
         lines.append("")
+        lines.append(f"  {'latency':<20}{'requests':>10} {'p50':>8} {'p99':>8} {'max':>9}")
+        lines.append(f"  {'whole run':<20}{_latency_row(self.latency)}")
+        for h in self.handoffs:
+            label = f"during v{h.source} -> v{h.target}"
+            lines.append(f"  {label:<20}{_latency_row(h.latency)}")
+        lines.append("")
         lines.append(
             "  pause = writers held, from pause() to the old process learning of COMMIT;"
             " handshake includes the successor's start-up and imports"
@@ -153,6 +170,13 @@ class DemoReport:
             lines.append(f"  stopped: {self.error}")
         lines.append(f"  result: {'PASS' if self.passed else 'FAIL'}")
         return "\n".join(lines)
+
+
+def _latency_row(summary: LatencySummary) -> str:
+    return (
+        f"{summary.requests:>10,} {summary.p50_ms:8.2f} {summary.p99_ms:8.2f}"
+        f" {summary.max_ms:9.2f} ms"
+    )
 
 
 class _Http:
@@ -197,6 +221,7 @@ def run_demo(
     fresh_connections: bool = False,
     progress: Callable[[str], None] | None = None,
     server_argv: Sequence[str] | None = None,
+    plot: Path | None = None,
 ) -> DemoReport:
     """Run the whole demo and return its report (see the module docstring).
 
@@ -211,6 +236,8 @@ def run_demo(
         server_argv: the command that starts the first server generation (``--release
             1`` is appended); the demo's own server by default. The tests pass a
             deliberately broken server here to show that the checks catch it.
+        plot: where to draw throughput and latency over time, handoffs marked (an
+            ``.html`` page, or SVG for any other name); nothing is drawn by default.
     """
     say = progress or (lambda line: None)
     began = time.monotonic()
@@ -267,7 +294,8 @@ def run_demo(
             report.problems.extend(f"load: {s}" for s in done.get("samples", []))
             if done.get("stuck"):
                 report.problems.append(f"{done['stuck']} load threads did not stop")
-            note(f"load stopped: {report.ok:,} ok, {report.retries:,} retried")
+            note(f"load stopped: {report.ok:,} ok, {report.server_errors:,} 5xx answers")
+            _sum_latency(report, [(t, d) for t, d in acked.get("latencies", [])], plot)
             final = api.json("GET", "/admin/export")["entries"]
             # Release 3 keeps entries as {"data", "expires_at", "hits"}: compare the data.
             values = {k: v["data"] if isinstance(v, dict) else v for k, v in final.items()}
@@ -326,7 +354,7 @@ def _settle(
             break
     last = load.events[-1] if load.events else {}
     note(
-        f"load: {int(last.get('ok', 0)):,} ok, {int(last.get('retries', 0)):,} retried,"
+        f"load: {int(last.get('ok', 0)):,} ok, {int(last.get('server_errors', 0)):,} 5xx,"
         f" {int(last.get('refused', 0))} refused, {int(last.get('reset', 0))} reset,"
         f" {int(last.get('errors', 0))} errors"
     )
@@ -343,8 +371,10 @@ def _hand_over(
     api: _Http, server: ChildGroup, number: int, source: int, target: int, lossy: bool
 ) -> HandoffPhase:
     path = f"/admin/upgrade?to={target}" + ("&allow_lossy=1" if lossy else "")
+    sent = time.time()
     result = api.json("POST", path)
     phase = HandoffPhase(source=source, target=target, ok=bool(result.get("ok")))
+    phase.window = (sent, time.time())
     phase.timings_ms = _ms(result.get("timings", {}))
     if not phase.ok:
         phase.reason = f"{result.get('stage')}: {result.get('reason')}"
@@ -358,6 +388,24 @@ def _hand_over(
     phase.entries_after = int(ready["entries"])
     server.wait_event("exit", generation=number, timeout=_WAIT)
     return phase
+
+
+def _sum_latency(
+    report: DemoReport, samples: list[tuple[float, float]], plot: Path | None
+) -> None:
+    report.latency = summarize(samples)
+    for phase in report.handoffs:
+        phase.latency = summarize(samples, *phase.window)
+    if plot is not None and samples:
+        windows = [
+            Window(h.window[0], h.window[1], f"v{h.source}->v{h.target} pause {h.pause_ms:.0f} ms")
+            for h in report.handoffs
+        ]
+        title = (
+            f"statemigrate demo: {report.entries:,} entries, {report.clients} clients,"
+            f" {len(report.handoffs)} handoffs"
+        )
+        write_plot(plot, samples, windows, title=title, summary=report.render())
 
 
 def _stop_load(load: ChildGroup) -> None:

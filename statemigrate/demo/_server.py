@@ -15,10 +15,12 @@ Endpoints (HTTP/1.1, keep-alive)::
 A request is acknowledged only after it was applied. During a handoff every cache
 request waits (``pause``); reads wait too, because between COMMIT and the moment this
 process learns of it its copy may already be older than what the successor
-acknowledged. When the handoff succeeds the waiting requests, and every later one
-on this process, get ``503`` with ``Retry-After: 0`` and ``Connection: close``: the
-client sends them again on a new connection, which the successor accepts. When it
-fails they go on against the state that never left.
+acknowledged. When the handoff succeeds this process stops accepting first, then
+passes the waiting requests, and every later one arriving on a connection it already
+has, to the successor through the shared listening address, and relays the answer
+with ``Connection: close``: the client sees one ordinary answer and sends its next
+request on a new connection, which the successor accepts. When the handoff fails the
+waiting requests go on against the state that never left.
 
 Run as ``python -m statemigrate.demo._server --release 1``. It binds 127.0.0.1 (port
 0 unless ``--port``) on a cold start, or takes the listener from the process that
@@ -44,6 +46,7 @@ from statemigrate._errors import HandoffError, StateMigrateError
 from statemigrate._runtime._report import SnapshotReport
 from statemigrate._runtime._service import Service
 from statemigrate.handoff import Drainer, Spawn, hand_over, receive_handoff, take_over
+from statemigrate.integrations._forward import forward, forwarding_address
 from statemigrate.reference import KVCacheV1, KVCacheV3, build_registry
 
 __all__ = ["CacheServer", "main"]
@@ -177,13 +180,15 @@ class CacheServer:
             self._gate.notify_all()
 
     def stop_accepting(self) -> None:
+        # Accepting stops before the held requests are let go: each is forwarded to the
+        # listening address, and this process must not be the one to accept it.
+        self._accepting.clear()
+        if self._acceptor is not None:
+            self._acceptor.join(timeout=10.0)
         with self._gate:
             self._moved = True
             self.pause_seconds = time.perf_counter() - self._paused_at
             self._gate.notify_all()
-        self._accepting.clear()
-        if self._acceptor is not None:
-            self._acceptor.join(timeout=10.0)
 
     def upgrade(self, release: int, *, allow_lossy: bool) -> tuple[int, dict[str, object]]:
         """Hand over to ``release``; return an HTTP status and the report as JSON data."""
@@ -236,12 +241,34 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content)
         self.send_header("Content-Length", str(len(body)))
-        if status == 503:
-            self.send_header("Retry-After", "0")
-            self.send_header("Connection", "close")
-            self.close_connection = True
         self.end_headers()
         self.wfile.write(body)
+
+    def _forward(self, body: bytes) -> None:
+        """Answer with what the successor answers to this very request."""
+        try:
+            answer = forward(
+                forwarding_address(self.server.listener),
+                self.command,
+                self.path,
+                self.headers.items(),
+                body,
+                client=self.client_address[0],
+            )
+        except HandoffError as exc:
+            status, reason, headers, data = 502, "Bad Gateway", [], f"{exc}\n".encode()
+        else:
+            status, reason = answer.status, answer.reason
+            headers, data = answer.headers, answer.body
+        self.send_response(status, reason)
+        for name, value in headers:
+            if name.lower() not in {"server", "date"}:  # send_response wrote its own
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")  # the next request goes to the successor
+        self.close_connection = True
+        self.end_headers()
+        self.wfile.write(data)
 
     def _json(self, status: int, data: object) -> None:
         self._reply(status, json.dumps(data).encode(), content="application/json")
@@ -260,7 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._route(method, path, query, body)
         except _Moved:
-            self._reply(503, b"moved to the successor; send again\n")
+            self._forward(body)
         except (ValueError, KeyError, StateMigrateError) as exc:
             self._reply(400, f"{exc}\n".encode())
 
