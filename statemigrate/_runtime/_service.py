@@ -75,7 +75,7 @@ def _check_policy(policy: object) -> RestoreFailurePolicy:
     return policy  # type: ignore[return-value]
 
 
-def store_kind(store: object) -> str:
+def _store_kind(store: object) -> str:
     """A store's kind for a metric label: ``tmpfs`` for a TmpfsStore, the class name
     for others (never a path or a bucket: labels stay few)."""
     name = type(store).__name__
@@ -396,14 +396,14 @@ class Service:
             ref = store.commit(encoded.parts)
         except BaseException:
             if enabled():
-                emit(COMMITS, 1.0, self.name, store_kind(store), "failed")
+                emit(COMMITS, 1.0, self.name, _store_kind(store), "failed")
             raise
         committed = CommitReport(
             ref=ref, snapshot=report, commit_seconds=time.perf_counter() - started
         )
         logger.info("%s", committed.summary())
         if enabled():
-            kind = store_kind(store)
+            kind = _store_kind(store)
             emit(COMMIT_DURATION, committed.commit_seconds, self.name, kind)
             emit(COMMITS, 1.0, self.name, kind, "committed")
         return committed
@@ -620,12 +620,10 @@ class Service:
         try:
             return self.restore(source, **options)
         except RestoreError as exc:
-            refusing = [
-                entry.key
-                for key, entry in self._entries.items()
-                if self._policies.get(key, self._on_restore_failure) == "refuse"
-            ]
-            if refusing:
+            if any(
+                self._policies.get(key, self._on_restore_failure) == "refuse"
+                for key in self._entries
+            ):
                 raise
             self.start_cold(f"restore failed: {exc}")
             return None
