@@ -8,6 +8,7 @@ it (no migration: pickle cannot do one). Each measurement runs in a fresh child.
 
     .venv/bin/python benchmarks/bench_restore.py            # full size
     .venv/bin/python benchmarks/bench_restore.py --quick    # 1/10 size
+    .venv/bin/python benchmarks/bench_restore.py --metrics  # metrics on vs off
 
 Target: TypedDict schema path <= 1.0x pickle's load time. The BaseModel schema path
 (one pydantic model instance per entry) is reported for comparison, and so is
@@ -15,6 +16,11 @@ pickle.load with the garbage collector paused: that is the cost of building the
 objects alone, which a restore pays once to decode (the TypedDict path then checks the
 decoded objects in place; the BaseModel path builds a model per entry). The restore's
 own phase timings are printed below the table.
+
+With ``--metrics`` it measures instead what recording metrics costs a restore: in one
+child, the TypedDict restore runs alternately with no backend and with
+``statemigrate.metrics.use_prometheus`` (a fresh registry), the fastest run of each
+kept, and prints their ratio. Target: within noise (about 1.0x).
 """
 
 from __future__ import annotations
@@ -172,6 +178,8 @@ def child(method: str, count: int, repeat: int) -> dict[str, Any]:
                 phases.append(report.timings)
                 return component
 
+        if method == "metrics":
+            return _metrics_overhead(restore, repeat)
         base = rss_bytes()
         measured = reset_peak_rss()
         seconds, result = best_of(repeat, restore)
@@ -184,11 +192,42 @@ def child(method: str, count: int, repeat: int) -> dict[str, Any]:
             "phases": fastest}
 
 
+def _metrics_overhead(restore: Any, repeat: int) -> dict[str, Any]:
+    """The fastest restore without a metrics backend and with prometheus_client, the
+    runs interleaved so that drift on a shared machine weighs on both alike."""
+    from prometheus_client import CollectorRegistry
+
+    import statemigrate.metrics
+
+    registry = CollectorRegistry()
+    off = on = float("inf")
+    for _ in range(repeat):
+        for enabled in (False, True):
+            if enabled:
+                statemigrate.metrics.use_prometheus(registry)
+            else:
+                statemigrate.metrics.disable_metrics()
+            seconds, result = best_of(1, restore)
+            del result
+            if enabled:
+                on = min(on, seconds)
+            else:
+                off = min(off, seconds)
+    statemigrate.metrics.disable_metrics()
+    restores = registry.get_sample_value(
+        "statemigrate_restores_total", {"service": "bench", "outcome": "restored"}
+    )
+    assert restores == repeat, restores  # the metrics were really recorded
+    return {"off": off, "on": on}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the size")
     # The fastest of 5 runs: shared machines are noisy, and noise only ever adds time.
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--metrics", action="store_true",
+                        help="compare restores with metrics on and off")
     parser.add_argument("--child", nargs=3, metavar=("METHOD", "COUNT", "REPEAT"))
     args = parser.parse_args()
     if args.child:
@@ -196,6 +235,17 @@ def main() -> None:
         print(json.dumps(child(method, int(count), int(repeat))))
         return
     count = 1_000_000 // (10 if args.quick else 1)
+    if args.metrics:
+        result = run_child(__file__, "metrics", str(count), str(args.repeat))
+        print(f"W1 = {count} entries, TypedDict restore, fastest of {args.repeat} each,"
+              " interleaved")
+        print(table([
+            ("metrics", "seconds"),
+            ("off (no backend)", f"{result['off']:.3f}"),
+            ("on (prometheus_client)", f"{result['on']:.3f}"),
+        ]))
+        print(f"\nmetrics on / off: {result['on'] / result['off']:.3f}x (target: within noise)")
+        return
     results = {
         method: run_child(__file__, method, str(count), str(args.repeat))
         for method in ("pickle", "pickle-paused", "typeddict", "basemodel")

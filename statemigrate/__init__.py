@@ -6,7 +6,8 @@ snapshot in the next process through upgrade or downgrade steps, all components 
 none. See ``docs/tutorial.md``.
 
 Sub-namespaces: :mod:`statemigrate.stores` (where snapshots are committed),
-:mod:`statemigrate.handoff` (hot restart with sockets and state), and
+:mod:`statemigrate.handoff` (hot restart with sockets and state),
+:mod:`statemigrate.metrics` (Prometheus or OpenTelemetry metrics), and
 :mod:`statemigrate.testing` (hypothesis strategies and migration checks).
 
 The development-time tools (:func:`make_migration`, :func:`check_schemas`,
@@ -48,6 +49,7 @@ from statemigrate._model._registry import (
     schema,
 )
 from statemigrate._model._schema import SchemaVersion
+from statemigrate._observe._status import RestoreStatus
 from statemigrate._runtime._report import (
     CommitReport,
     ComponentRestore,
@@ -102,6 +104,7 @@ __all__ = [
     "Registry",
     "RestoreError",
     "RestoreReport",
+    "RestoreStatus",
     "SchemaVersion",
     "SectionReport",
     "Service",

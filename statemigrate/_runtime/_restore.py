@@ -24,7 +24,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -157,12 +157,15 @@ def run_restore(
     read_seconds: float,
     verify_seconds: float,
     settled: Sequence[Registered] = (),
+    progress: Callable[[float], None] | None = None,
 ) -> RestoreReport:
     """Run the transaction for a verified snapshot against the registered components.
 
     ``entries`` are the components to restore; ``settled`` are registered components
     that already hold this snapshot's state: their sections are left alone, and
-    neither reported as unclaimed nor applied again.
+    neither reported as unclaimed nor applied again. ``progress`` is told the share
+    of the work done after each section is decoded and migrated, and after the apply:
+    three equal parts, each weighed by the sections' raw sizes.
 
     Raises:
         RestoreError: any phase failed; every component is as it was before.
@@ -180,18 +183,22 @@ def run_restore(
             parts.append(f"components the snapshot lacks: {', '.join(missing)}")
         raise RestoreError("verify", "; ".join(parts) + " (strict mode)")
 
+    tell = _Progress(snapshot, staged, progress)
     with _gc_paused():
         for item in staged:
             _decode(snapshot, item)
+            tell.done(item)
         clock.lap("decode")
         for item in staged:
             _migrate(snapshot, item, allow_lossy=allow_lossy)
+            tell.done(item)
         # The pipeline ran both phases per section and timed each.
         clock.skip()
         for phase in ("migrate", "validate"):
             clock.timings[phase] = sum(item.timings.get(phase, 0.0) for item in staged)
     _apply_all(staged)
     clock.lap("apply")
+    tell.finished()
     return RestoreReport(
         snapshot_id=header.snapshot_id,
         generation=header.generation,
@@ -203,6 +210,32 @@ def run_restore(
         size=snapshot.size,
         timings=clock.timings,
     )
+
+
+class _Progress:
+    """Tells a progress callback how much of a restore's work is done."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        staged: Sequence[_Staged],
+        report: Callable[[float], None] | None,
+    ) -> None:
+        self._report = report
+        sections = snapshot.header.sections
+        # Weighed by size; an empty section still counts for one byte.
+        self._weights = {id(item): max(1, sections[item.index].raw_size) for item in staged}
+        self._total = 3 * sum(self._weights.values()) or 1
+        self._done = 0
+
+    def done(self, item: _Staged) -> None:
+        if self._report is not None:
+            self._done += self._weights[id(item)]
+            self._report(self._done / self._total)
+
+    def finished(self) -> None:
+        if self._report is not None:
+            self._report(1.0)
 
 
 def _match(

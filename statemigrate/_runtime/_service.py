@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from statemigrate._errors import (
     ConfigurationError,
@@ -24,6 +24,20 @@ from statemigrate._errors import (
 )
 from statemigrate._model._compare import format_path
 from statemigrate._model._component import component_spec, export_component
+from statemigrate._observe._instruments import (
+    COMMIT_DURATION,
+    COMMITS,
+    COMPONENT_RESTORES,
+    GENERATION,
+    LAST_SNAPSHOT_TIMESTAMP,
+    RESTORE_DURATION,
+    RESTORES,
+    SNAPSHOT_BYTES,
+    SNAPSHOT_DURATION,
+    emit,
+    enabled,
+)
+from statemigrate._observe._status import RestoreStatus, StatusTracker
 from statemigrate._runtime._report import CommitReport, RestoreReport, SectionReport, SnapshotReport
 from statemigrate._runtime._restore import Registered, run_restore
 from statemigrate._snapshot._codec import NotPlainError
@@ -35,7 +49,7 @@ if TYPE_CHECKING:
     from statemigrate._model._registry import Registry
     from statemigrate.stores import SnapshotRef, Store
 
-__all__ = ["GENERATION_LIMIT", "Service", "choose_versions"]
+__all__ = ["GENERATION_LIMIT", "RestoreFailurePolicy", "Service", "choose_versions"]
 
 logger = logging.getLogger("statemigrate")
 
@@ -46,6 +60,26 @@ _NAME_LIMIT = 200
 GENERATION_LIMIT = 1 << 62
 
 C = TypeVar("C")
+
+#: What :meth:`Service.start_from` does when the restore fails: raise, so the process
+#: refuses to start, or go on with the components' fresh state.
+RestoreFailurePolicy = Literal["refuse", "serve_cold"]
+_POLICIES = ("refuse", "serve_cold")
+
+
+def _check_policy(policy: object) -> RestoreFailurePolicy:
+    if policy not in _POLICIES:
+        raise ConfigurationError(
+            "on_restore_failure", f"must be 'refuse' or 'serve_cold', not {policy!r}"
+        )
+    return policy  # type: ignore[return-value]
+
+
+def _store_kind(store: object) -> str:
+    """A store's kind for a metric label: ``tmpfs`` for a TmpfsStore, the class name
+    for others (never a path or a bucket: labels stay few)."""
+    name = type(store).__name__
+    return name.removesuffix("Store").lower() or name
 
 
 class Service:
@@ -65,12 +99,17 @@ class Service:
             and reports them.
         registry: where to find schemas and steps for components whose class was not
             bound to a registry (default: the decorators' default registry).
+        on_restore_failure: what :meth:`start_from` does when the restore fails, for
+            components registered without their own policy: ``"refuse"`` (default)
+            raises, so the process does not start; ``"serve_cold"`` goes on with the
+            fresh state and reports a cold start.
 
     Concurrency: snapshot and restore read and replace component state; pause the
     service's writers around them (the handoff does this through its pause hook).
 
     Raises:
-        ConfigurationError: the name is empty or too long, or the key too short.
+        ConfigurationError: the name is empty or too long, the key too short, or the
+            policy unknown.
     """
 
     def __init__(
@@ -83,6 +122,7 @@ class Service:
         level: int = 1,
         strict: bool = False,
         registry: Registry | None = None,
+        on_restore_failure: RestoreFailurePolicy = "refuse",
     ) -> None:
         if not isinstance(name, str):
             raise ConfigurationError("name", f"a service name is a str, not {type(name).__name__}")
@@ -107,16 +147,35 @@ class Service:
         # Per component instance, the snapshot it was last restored from: restoring the
         # same snapshot again restores only the components registered since.
         self._restored_from: dict[tuple[str, str], str] = {}
+        self._on_restore_failure = _check_policy(on_restore_failure)
+        self._policies: dict[tuple[str, str], RestoreFailurePolicy] = {}
+        self._tracker = StatusTracker(name)
 
     # --- membership ------------------------------------------------------------------
 
-    def register(self, obj: C, *, instance: str = "default") -> C:
+    def register(
+        self,
+        obj: C,
+        *,
+        instance: str = "default",
+        on_restore_failure: RestoreFailurePolicy | None = None,
+    ) -> C:
         """Add a live instance of a ``@migratable`` class; returns it, for chaining.
+
+        Args:
+            obj: the live instance.
+            instance: its name among instances of the same component.
+            on_restore_failure: this component's policy for :meth:`start_from`
+                (default: the service's). A restore is all or nothing, so the service
+                starts cold only when every component allows it: a cache may say
+                ``"serve_cold"``, and sessions that must not vanish ``"refuse"``.
 
         Raises:
             RegistrationError: the class is not migratable, or this component/instance
                 pair is already registered.
+            ConfigurationError: the policy is unknown.
         """
+        policy = None if on_restore_failure is None else _check_policy(on_restore_failure)
         spec = component_spec(obj)
         if not instance or len(instance) > _NAME_LIMIT:
             raise RegistrationError(f"instance name must be 1..{_NAME_LIMIT} characters")
@@ -128,6 +187,8 @@ class Service:
         registry = spec.resolve(self._registry)
         registry.schema_for(spec.component, spec.version)  # fail now, not at restore
         self._entries[key] = Registered(obj, spec, instance, registry)
+        if policy is not None:
+            self._policies[key] = policy
         return obj
 
     def unregister(self, component: str, *, instance: str = "default") -> None:
@@ -143,6 +204,7 @@ class Service:
             )
         del self._entries[key]
         self._restored_from.pop(key, None)
+        self._policies.pop(key, None)
 
     @property
     def components(self) -> tuple[Registered, ...]:
@@ -267,6 +329,11 @@ class Service:
             },
         )
         logger.info("%s", report.summary())
+        if enabled():
+            emit(SNAPSHOT_DURATION, time.perf_counter() - started, self.name)
+            emit(SNAPSHOT_BYTES, encoded.size, self.name)
+            emit(LAST_SNAPSHOT_TIMESTAMP, time.time(), self.name)
+            emit(GENERATION, self._generation, self.name)
         return encoded, report
 
     def _export_section(
@@ -325,11 +392,20 @@ class Service:
         """
         encoded, report = self.snapshot(targets=targets, allow_lossy=allow_lossy, meta=meta)
         started = time.perf_counter()
-        ref = store.commit(encoded.parts)
+        try:
+            ref = store.commit(encoded.parts)
+        except BaseException:
+            if enabled():
+                emit(COMMITS, 1.0, self.name, _store_kind(store), "failed")
+            raise
         committed = CommitReport(
             ref=ref, snapshot=report, commit_seconds=time.perf_counter() - started
         )
         logger.info("%s", committed.summary())
+        if enabled():
+            kind = _store_kind(store)
+            emit(COMMIT_DURATION, committed.commit_seconds, self.name, kind)
+            emit(COMMITS, 1.0, self.name, kind, "committed")
         return committed
 
     # --- restore -----------------------------------------------------------------------
@@ -373,6 +449,54 @@ class Service:
                 another service, too old, or with a generation of ``GENERATION_LIMIT``
                 or more) fail in ``verify``.
         """
+        self._tracker.restoring()
+        try:
+            report = self._restore(
+                source,
+                allow_lossy=allow_lossy,
+                strict=strict,
+                force=force,
+                allow_older=allow_older,
+                allow_other_service=allow_other_service,
+            )
+        except BaseException as exc:
+            reason = str(exc) if isinstance(exc, RestoreError) else f"{type(exc).__name__}: {exc}"
+            self._tracker.failed(reason)
+            emit(RESTORES, 1.0, self.name, "failed")
+            raise
+        self._tracker.restored(generation=report.generation, snapshot_id=report.snapshot_id)
+        if enabled():
+            self._report_restore(report)
+        return report
+
+    def _report_restore(self, report: RestoreReport) -> None:
+        name = self.name
+        emit(RESTORES, 1.0, name, "skipped" if report.skipped else "restored")
+        emit(GENERATION, self._generation, name)
+        if report.skipped:
+            return
+        for phase, seconds in report.timings.items():
+            emit(RESTORE_DURATION, seconds, name, phase)
+        for restored in report.components:
+            emit(
+                COMPONENT_RESTORES,
+                1.0,
+                name,
+                restored.component,
+                str(restored.source_version),
+                str(restored.target_version),
+            )
+
+    def _restore(
+        self,
+        source: bytes | bytearray | memoryview | SnapshotRef | CommitReport,
+        *,
+        allow_lossy: bool,
+        strict: bool | None,
+        force: bool,
+        allow_older: bool,
+        allow_other_service: bool,
+    ) -> RestoreReport:
         started = time.perf_counter()
         try:
             data = source if isinstance(source, bytes | bytearray | memoryview) else source.open()
@@ -437,6 +561,7 @@ class Service:
                 strict=self._strict if strict is None else strict,
                 read_seconds=read_done - started,
                 verify_seconds=verified - read_done,
+                progress=self._tracker.progress,
             )
         except RestoreError as exc:
             logger.error("restore of %s failed: %s", header.snapshot_id[:12], exc)
@@ -449,6 +574,59 @@ class Service:
         self._generation = max(self._generation, header.generation)
         logger.info("%s", report.summary())
         return report
+
+    # --- status ------------------------------------------------------------------------
+
+    @property
+    def status(self) -> RestoreStatus:
+        """Where this service's state stands: ``starting``, ``restoring`` (with
+        progress and an estimate of the time left), ``restored``, ``cold_start`` or
+        ``failed`` (with the reason). Readable from any thread, at any time; its
+        :meth:`~RestoreStatus.readiness` is what a readiness probe answers."""
+        return self._tracker.status
+
+    def start_cold(self, reason: str) -> None:
+        """Declare that this service starts without restored state, for ``reason``
+        (no snapshot exists, say): the status becomes ``cold_start``, which is ready."""
+        self._tracker.cold_start(reason)
+        logger.info("service %s starts cold: %s", self.name, reason)
+
+    def start_from(
+        self,
+        source: bytes | bytearray | memoryview | SnapshotRef | CommitReport | None,
+        **options: bool,
+    ) -> RestoreReport | None:
+        """Restore at start-up, and apply the failure policy if the restore fails.
+
+        With ``source=None`` (nothing to restore) the service starts cold. If the
+        restore fails, every component is as it was (fresh); then the service starts
+        cold, with the error as the reason, when every registered component's policy
+        is ``"serve_cold"`` (see ``on_restore_failure``), and otherwise the error is
+        raised and the status is ``failed``.
+
+        Args:
+            source: as for :meth:`restore`, or ``None``.
+            options: keyword options of :meth:`restore`.
+
+        Returns:
+            The restore's report, or ``None`` when the service starts cold.
+
+        Raises:
+            RestoreError: the restore failed and a component's policy is ``"refuse"``.
+        """
+        if source is None:
+            self.start_cold("no snapshot to restore")
+            return None
+        try:
+            return self.restore(source, **options)
+        except RestoreError as exc:
+            if any(
+                self._policies.get(key, self._on_restore_failure) == "refuse"
+                for key in self._entries
+            ):
+                raise
+            self.start_cold(f"restore failed: {exc}")
+            return None
 
 
 def _logged(error: RestoreError) -> RestoreError:

@@ -8,10 +8,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from statemigrate._observe._instruments import (
+    HANDOFF_DURATION,
+    HANDOFF_PAUSE,
+    HANDOFFS,
+    emit,
+    enabled,
+)
+
 if TYPE_CHECKING:
     from statemigrate._runtime._report import RestoreReport
 
-__all__ = ["Attempt", "HandoffOutcome", "HandoffReport", "Phase", "TakeOverReport", "Transport"]
+__all__ = [
+    "Attempt",
+    "HandoffOutcome",
+    "HandoffReport",
+    "Phase",
+    "TakeOverReport",
+    "Transport",
+    "record_handoff",
+]
 
 HandoffOutcome = Literal["ready", "failed"]
 Transport = Literal["spawn", "socket"]
@@ -45,6 +61,9 @@ class HandoffReport:
         readable: the schema versions the successor said it can read.
         snapshot_size: the number of snapshot bytes sent (0 if none were).
         timings: seconds spent per phase (only phases that started), plus ``total``.
+        pause_seconds: how long the writers were held: from the call to ``pause()``
+            until COMMIT was sent, or until ``resume()`` returned after a failure; 0
+            when ``pause()`` was not called.
         problems: non-fatal troubles, such as a ``stop_accepting()`` that raised
             after the successor had taken over.
     """
@@ -60,6 +79,7 @@ class HandoffReport:
     snapshot_size: int = 0
     timings: Mapping[str, float] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    pause_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -89,6 +109,7 @@ class HandoffReport:
             "snapshot_size": self.snapshot_size,
             "timings": dict(self.timings),
             "problems": list(self.problems),
+            "pause_seconds": self.pause_seconds,
         }
 
 
@@ -151,6 +172,8 @@ class Attempt:
         self.readable: dict[str, tuple[int, ...]] = {}
         self.snapshot_size = 0
         self.paused = False
+        self.pause_began: float | None = None
+        self.pause_seconds = 0.0
         self.committed = False
         self.problems: list[str] = []
 
@@ -161,6 +184,16 @@ class Attempt:
             yield
         finally:
             self.timings[name] = time.monotonic() - began
+
+    def pausing(self) -> None:
+        """``pause()`` is about to be called: the writers are held from now on."""
+        self.pause_began = time.monotonic()
+
+    def unpaused(self) -> None:
+        """The writers are no longer held here: COMMIT was sent, or resume() ran."""
+        if self.pause_began is not None:
+            self.pause_seconds = time.monotonic() - self.pause_began
+            self.pause_began = None
 
     def report(self, *, stage: str | None = None, reason: str | None = None) -> HandoffReport:
         timings = dict(self.timings)
@@ -177,4 +210,15 @@ class Attempt:
             snapshot_size=self.snapshot_size,
             timings=timings,
             problems=tuple(self.problems),
+            pause_seconds=self.pause_seconds,
         )
+
+
+def record_handoff(report: HandoffReport) -> None:
+    """Report an attempt's outcome, duration and pause to the metrics."""
+    if not enabled():
+        return
+    emit(HANDOFFS, 1.0, report.outcome, report.stage or "")
+    emit(HANDOFF_DURATION, report.timings.get("total", 0.0), report.outcome)
+    if report.pause_seconds:
+        emit(HANDOFF_PAUSE, report.pause_seconds, report.outcome)

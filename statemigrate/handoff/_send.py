@@ -56,7 +56,7 @@ from statemigrate.handoff._protocol import (
     SnapshotOffer,
     message_name,
 )
-from statemigrate.handoff._report import Attempt, HandoffReport
+from statemigrate.handoff._report import Attempt, HandoffReport, record_handoff
 from statemigrate.handoff._spawn import Successor, stop_successor
 from statemigrate.stores import MemfdStore
 
@@ -142,6 +142,7 @@ def _exchange(
             raise  # a refusal: nobody has been paused
         except Exception as exc:
             raise HandoffError("export", f"preparing the export raised {exc!r}") from exc
+        attempt.pausing()
         try:
             yield from call_hook("pause")
         except Exception as exc:
@@ -180,6 +181,7 @@ def _exchange(
     # From here the successor owns the state: we never resume mutating it.
     channel.send(Commit(), stage="commit")
     attempt.committed = True
+    attempt.unpaused()
 
 
 def _fail(attempt: Attempt, channel: Channel | None, error: HandoffError) -> Steps[HandoffError]:
@@ -194,7 +196,9 @@ def _fail(attempt: Attempt, channel: Channel | None, error: HandoffError) -> Ste
             logger.exception("handoff: resume() raised after a failed handoff")
             attempt.problems.append(f"resume() raised {exc!r}")
             detail += f"; resume() also raised {exc!r}"
+        attempt.unpaused()
     report = attempt.report(stage=error.stage, reason=detail)
+    record_handoff(report)
     if isinstance(error, SuccessorFailedError):
         return SuccessorFailedError(
             error.stage,
@@ -213,6 +217,7 @@ def _finish(attempt: Attempt) -> Steps[HandoffReport]:
         logger.exception("handoff: stop_accepting() raised after the successor took over")
         attempt.problems.append(f"stop_accepting() raised {exc!r}")
     report = attempt.report()
+    record_handoff(report)
     logger.info("%s", report.summary())
     return report
 

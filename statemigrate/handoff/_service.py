@@ -47,6 +47,7 @@ from statemigrate._errors import (
     LossyMigrationError,
     NoMigrationPathError,
     RestoreError,
+    StateMigrateError,
 )
 from statemigrate._runtime._report import SnapshotReport
 from statemigrate._runtime._service import Service, choose_versions
@@ -247,23 +248,31 @@ def _taking_over(
     if readable is None:
         readable = service.readable_versions(allow_lossy=allow_lossy)
     announced = {name: tuple(int(v) for v in versions) for name, versions in readable.items()}
-    began = time.perf_counter()
-    snapshot = yield from inheritance._hello_steps(announced, max_size=max_size)
-    arrived = time.perf_counter()
-    size = snapshot.nbytes
+    tracker = service._tracker
+    tracker.take_over()
     try:
-        restored = service.restore(snapshot, allow_lossy=allow_lossy, strict=strict)
-    except RestoreError as exc:
-        inheritance.failed(str(exc))
-        raise
+        began = time.perf_counter()
+        snapshot = yield from inheritance._hello_steps(announced, max_size=max_size)
+        arrived = time.perf_counter()
+        size = snapshot.nbytes
+        try:
+            restored = service.restore(snapshot, allow_lossy=allow_lossy, strict=strict)
+        except RestoreError as exc:
+            inheritance.failed(str(exc))
+            raise
+        except BaseException as exc:
+            inheritance.failed(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            snapshot.release()
+        done = time.perf_counter()
+        yield from inheritance._ready_steps()
+        ended = time.perf_counter()
     except BaseException as exc:
-        inheritance.failed(f"{type(exc).__name__}: {exc}")
+        reason = str(exc) if isinstance(exc, StateMigrateError) else f"{type(exc).__name__}: {exc}"
+        tracker.take_over_failed(f"take-over failed: {reason}")
         raise
-    finally:
-        snapshot.release()
-    done = time.perf_counter()
-    yield from inheritance._ready_steps()
-    ended = time.perf_counter()
+    tracker.took_over()
     return TakeOverReport(
         parent_pid=inheritance.parent_pid,
         transport=inheritance.transport,

@@ -130,6 +130,7 @@ async def serve(
     on_take_over: Callable[[TakeOverReport], object] | None = None,
     on_serving: Callable[[socket.socket], object] | None = None,
     on_hand_over: Callable[[HandoffReport], object] | None = None,
+    readiness_path: str | None = None,
 ) -> HandoffReport | None:
     """Serve ``app`` until it was handed over to a successor, or until SIGINT/SIGTERM.
 
@@ -154,6 +155,11 @@ async def serve(
             ``getsockname()`` tells the port ``0`` picked).
         on_hand_over: called with the report of each handoff, failed ones included
             (they are also logged as warnings; serving goes on).
+        readiness_path: if given, a GET route there answers ``service.status``'s
+            readiness: 200 once the state is restored (or the service started cold),
+            503 before, with the status as JSON. A process that binds its own
+            listener starts cold ("not started by a handoff") unless its service
+            restored or started cold already.
 
     Returns:
         The report of the handoff that ended serving, or ``None`` after a signal.
@@ -178,6 +184,13 @@ async def serve(
         return await hot.middleware(request, handler)
 
     app.middlewares.append(hold_writes)
+    if readiness_path is not None:
+
+        async def readiness(request: web.Request) -> web.Response:
+            code, body = service.status.readiness()
+            return web.json_response(body, status=code)
+
+        app.router.add_get(readiness_path, readiness)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout)
     # The application's start-up runs before the snapshot is asked for: the old
     # process keeps serving meanwhile, and the pause stays short.
@@ -186,6 +199,8 @@ async def serve(
     try:
         inheritance = receive_handoff(expect={name}, timeouts=handoff_timeouts)
         if inheritance is None:
+            if service.status.state == "starting":
+                service.start_cold("not started by a handoff")
             listener = socket.create_server((host, port), backlog=backlog)
         else:
             with inheritance:

@@ -13,6 +13,7 @@ NAMESPACES = [
     "statemigrate",
     "statemigrate.evolution",
     "statemigrate.handoff",
+    "statemigrate.metrics",
     "statemigrate.stores",
     "statemigrate.testing",
 ]

@@ -27,6 +27,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "statemigrate"
 # one of its packages; the bare package name matches only the package's own modules.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("errors", ("statemigrate._errors", "statemigrate._version")),
+    ("observe", ("statemigrate._observe",)),
     ("model", ("statemigrate._model",)),
     ("snapshot", ("statemigrate._snapshot",)),
     ("stores", ("statemigrate.stores",)),
@@ -34,7 +35,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("handoff", ("statemigrate.handoff",)),
     ("tools", ("statemigrate.evolution", "statemigrate.testing", "statemigrate.reference")),
     ("front ends", ("statemigrate.cli", "statemigrate.demo", "statemigrate.integrations")),
-    ("namespace", ("statemigrate", "statemigrate.__main__")),
+    ("namespace", ("statemigrate", "statemigrate.__main__", "statemigrate.metrics")),
 )
 
 Kind = Literal["module", "function", "type-checking"]

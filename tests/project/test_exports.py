@@ -11,6 +11,7 @@ NAMESPACES = [
     "statemigrate",
     "statemigrate.evolution",
     "statemigrate.handoff",
+    "statemigrate.metrics",
     "statemigrate.stores",
     "statemigrate.testing",
 ]

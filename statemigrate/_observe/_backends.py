@@ -1,0 +1,183 @@
+"""The two metrics backends: prometheus_client and the OpenTelemetry metrics API.
+
+Each is an optional extra (``statemigrate[prometheus]``, ``statemigrate[opentelemetry]``)
+imported only by the call that enables it. Both create every instrument of
+:data:`~statemigrate._observe._instruments.INSTRUMENTS` up front, so a scrape shows
+them (at zero) before the first snapshot, and a name clash is found at once.
+
+OpenTelemetry instruments carry the Prometheus names, ``_total`` left off counters and
+the unit given apart (``s``, ``By``): an OpenTelemetry-to-Prometheus exporter, which
+adds ``_total`` and unit suffixes only where missing, then shows the same names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from statemigrate._errors import ConfigurationError
+from statemigrate._observe._instruments import (
+    BUILD_INFO,
+    INSTRUMENTS,
+    Instrument,
+    Sink,
+    emit,
+    use_sink,
+)
+from statemigrate._version import __version__
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from prometheus_client import CollectorRegistry
+
+__all__ = ["disable_metrics", "use_opentelemetry", "use_prometheus"]
+
+# One sink per prometheus_client registry: its metrics can be registered only once.
+_prometheus_sinks: list[tuple[CollectorRegistry, Sink]] = []
+
+_OTEL_UNITS = {"seconds": "s", "bytes": "By", "ratio": "1", "": ""}
+
+
+def _missing(extra: str, module: str, exc: ImportError) -> ConfigurationError:
+    return ConfigurationError(
+        "metrics",
+        f"{module} is not installed: pip install 'statemigrate[{extra}]' ({exc})",
+    )
+
+
+class _PrometheusSink:
+    """Records into prometheus_client metrics, one per instrument."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self._record: dict[str, Callable[[float, Sequence[str]], None]] = {}
+        for instrument in INSTRUMENTS:
+            name, labels = instrument.name, instrument.labels
+            metric: Counter | Gauge | Histogram
+            try:
+                if instrument.kind == "counter":
+                    # prometheus_client writes the _total suffix itself.
+                    metric = Counter(
+                        name.removesuffix("_total"), instrument.help, labels, registry=registry
+                    )
+                elif instrument.kind == "gauge":
+                    metric = Gauge(name, instrument.help, labels, registry=registry)
+                else:
+                    metric = Histogram(
+                        name,
+                        instrument.help,
+                        labels,
+                        registry=registry,
+                        buckets=instrument.buckets,
+                    )
+            except ValueError as exc:  # a metric of the same name is registered already
+                raise ConfigurationError(
+                    "registry", f"cannot register {name}: {exc}"
+                ) from exc
+            self._record[name] = _prometheus_recorder(instrument, metric)
+
+    def record(self, instrument: Instrument, value: float, labels: Sequence[str]) -> None:
+        self._record[instrument.name](value, labels)
+
+
+def _prometheus_recorder(
+    instrument: Instrument, metric: Any
+) -> Callable[[float, Sequence[str]], None]:
+    method = {"counter": "inc", "gauge": "set", "histogram": "observe"}[instrument.kind]
+    if not instrument.labels:
+        bound = getattr(metric, method)
+        return lambda value, labels: bound(value)
+    return lambda value, labels: getattr(metric.labels(*labels), method)(value)
+
+
+def use_prometheus(registry: CollectorRegistry | None = None) -> None:
+    """Record every statemigrate metric in a prometheus_client registry.
+
+    Serve the registry as usual (``prometheus_client.start_http_server``,
+    ``make_asgi_app``, ``generate_latest``). Calling it again with the same registry
+    switches back to it without registering anything twice.
+
+    Args:
+        registry: the registry to register the metrics in; prometheus_client's
+            default one (``prometheus_client.REGISTRY``) when ``None``.
+
+    Raises:
+        ConfigurationError: prometheus_client is not installed (the ``prometheus``
+            extra), or the registry already holds a metric of one of the names.
+    """
+    try:
+        import prometheus_client
+    except ImportError as exc:
+        raise _missing("prometheus", "prometheus_client", exc) from exc
+    target = prometheus_client.REGISTRY if registry is None else registry
+    sink = next((s for r, s in _prometheus_sinks if r is target), None)
+    if sink is None:
+        sink = _PrometheusSink(target)
+        _prometheus_sinks.append((target, sink))
+    use_sink(sink)
+    emit(BUILD_INFO, 1.0, __version__)
+
+
+class _OpenTelemetrySink:
+    """Records through OpenTelemetry instruments, one per statemigrate instrument."""
+
+    def __init__(self, meter_provider: MeterProvider | None) -> None:
+        from opentelemetry import metrics
+
+        meter = metrics.get_meter("statemigrate", __version__, meter_provider=meter_provider)
+        self._record: dict[str, Callable[[float, Sequence[str]], None]] = {}
+        for instrument in INSTRUMENTS:
+            unit = _OTEL_UNITS[instrument.unit]
+            record: Callable[[float, Any], None]
+            if instrument.kind == "counter":
+                record = meter.create_counter(
+                    instrument.name.removesuffix("_total"), unit, instrument.help
+                ).add
+            elif instrument.kind == "gauge":
+                record = meter.create_gauge(instrument.name, unit, instrument.help).set
+            else:
+                record = meter.create_histogram(
+                    instrument.name,
+                    unit,
+                    instrument.help,
+                    explicit_bucket_boundaries_advisory=instrument.buckets,
+                ).record
+            self._record[instrument.name] = _attributed(instrument.labels, record)
+
+    def record(self, instrument: Instrument, value: float, labels: Sequence[str]) -> None:
+        self._record[instrument.name](value, labels)
+
+
+def _attributed(
+    names: tuple[str, ...], record: Callable[[float, Any], None]
+) -> Callable[[float, Sequence[str]], None]:
+    return lambda value, labels: record(value, dict(zip(names, labels, strict=True)))
+
+
+def use_opentelemetry(meter_provider: MeterProvider | None = None) -> None:
+    """Record every statemigrate metric through the OpenTelemetry metrics API.
+
+    The instruments come from the meter ``statemigrate`` of ``meter_provider``; what
+    reads and exports them (a periodic OTLP exporter, a Prometheus reader) is the
+    application's SDK set-up.
+
+    Args:
+        meter_provider: where to get the meter; the global meter provider when
+            ``None`` (until the application sets one, the API's no-op provider).
+
+    Raises:
+        ConfigurationError: opentelemetry-api is not installed (the
+            ``opentelemetry`` extra).
+    """
+    try:
+        import opentelemetry.metrics  # noqa: F401
+    except ImportError as exc:
+        raise _missing("opentelemetry", "opentelemetry-api", exc) from exc
+    use_sink(_OpenTelemetrySink(meter_provider))
+    emit(BUILD_INFO, 1.0, __version__)
+
+
+def disable_metrics() -> None:
+    """Stop recording: the instruments already registered stay, at their last values."""
+    use_sink(None)

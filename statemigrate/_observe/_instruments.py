@@ -1,0 +1,218 @@
+"""The instruments, defined once, and the sink that records them.
+
+Every metric statemigrate reports is an :class:`Instrument` here: its Prometheus name
+(base units, ``_seconds``, ``_bytes``, ``_total``), kind, help text, unit and label
+names. Labels are few and bounded: service and component names, schema versions,
+phases, outcomes, store kinds; never snapshot ids, keys or pids.
+
+Reporting goes to one process-wide :class:`Sink`, as metrics do in every client
+library: the metrics of a process are one set, whatever object produced them. With no
+sink installed, :func:`emit` returns after one ``None`` check and callers that compute
+labels first ask :func:`enabled`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+__all__ = [
+    "BUILD_INFO",
+    "COMMITS",
+    "COMMIT_DURATION",
+    "COMPONENT_RESTORES",
+    "GENERATION",
+    "HANDOFFS",
+    "HANDOFF_DURATION",
+    "HANDOFF_PAUSE",
+    "INSTRUMENTS",
+    "Instrument",
+    "InstrumentKind",
+    "LAST_SNAPSHOT_TIMESTAMP",
+    "RESTORES",
+    "RESTORE_DURATION",
+    "RESTORE_PROGRESS",
+    "RESTORING",
+    "SNAPSHOT_BYTES",
+    "SNAPSHOT_DURATION",
+    "Sink",
+    "active_sink",
+    "emit",
+    "enabled",
+    "use_sink",
+]
+
+logger = logging.getLogger("statemigrate")
+
+InstrumentKind = Literal["counter", "gauge", "histogram"]
+
+#: Seconds, from a small in-memory restore to a multi-gigabyte one.
+DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """One metric: what it is called, what it measures, and by which labels.
+
+    Attributes:
+        name: the Prometheus name, unit suffix and ``_total`` included.
+        kind: ``counter``, ``gauge`` or ``histogram``.
+        help: one sentence on what it measures.
+        unit: ``seconds``, ``bytes``, ``ratio`` or ``""`` (a plain count or state).
+        labels: the label names, in the order :func:`emit` takes their values.
+        buckets: a histogram's upper bounds, in seconds.
+    """
+
+    name: str
+    kind: InstrumentKind
+    help: str
+    unit: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
+
+
+def _histogram(name: str, help: str, labels: tuple[str, ...]) -> Instrument:
+    return Instrument(name, "histogram", help, "seconds", labels, DURATION_BUCKETS)
+
+
+SNAPSHOT_DURATION = _histogram(
+    "statemigrate_snapshot_duration_seconds",
+    "Seconds to export every component and encode them into one snapshot.",
+    ("service",),
+)
+SNAPSHOT_BYTES = Instrument(
+    "statemigrate_snapshot_bytes", "gauge",
+    "Size of the last snapshot the service wrote, in bytes.", "bytes", ("service",),
+)
+LAST_SNAPSHOT_TIMESTAMP = Instrument(
+    "statemigrate_last_snapshot_timestamp_seconds", "gauge",
+    "Unix time at which the service last wrote a snapshot.", "seconds", ("service",),
+)
+GENERATION = Instrument(
+    "statemigrate_generation", "gauge",
+    "Generation of the newest snapshot the service wrote or restored.", "", ("service",),
+)
+COMMIT_DURATION = _histogram(
+    "statemigrate_commit_duration_seconds",
+    "Seconds a store took to commit a snapshot atomically.",
+    ("service", "store"),
+)
+COMMITS = Instrument(
+    "statemigrate_commits_total", "counter",
+    "Snapshot commits to a store, by outcome (committed, failed).", "",
+    ("service", "store", "outcome"),
+)
+RESTORE_DURATION = _histogram(
+    "statemigrate_restore_duration_seconds",
+    "Seconds a successful restore spent in each phase (read, verify, decode, migrate,"
+    " validate, apply); the phases add up to the whole restore.",
+    ("service", "phase"),
+)
+RESTORES = Instrument(
+    "statemigrate_restores_total", "counter",
+    "Restores, by outcome (restored, skipped, failed).", "", ("service", "outcome"),
+)
+COMPONENT_RESTORES = Instrument(
+    "statemigrate_component_restores_total", "counter",
+    "Component instances restored, by the schema version read and the version restored.",
+    "", ("service", "component", "from_version", "to_version"),
+)
+RESTORING = Instrument(
+    "statemigrate_restoring", "gauge",
+    "1 while the service is restoring (or waiting for a handoff's snapshot), else 0.",
+    "", ("service",),
+)
+RESTORE_PROGRESS = Instrument(
+    "statemigrate_restore_progress_ratio", "gauge",
+    "How far the current or last restore got, from 0 to 1.", "ratio", ("service",),
+)
+HANDOFF_DURATION = _histogram(
+    "statemigrate_handoff_duration_seconds",
+    "Seconds from the start of a handoff attempt until the successor took over or the"
+    " attempt failed (the old process's view).",
+    ("outcome",),
+)
+HANDOFF_PAUSE = _histogram(
+    "statemigrate_handoff_pause_seconds",
+    "Seconds the writers were held during a handoff: from pause() until COMMIT was sent,"
+    " or until resume() after a failure.",
+    ("outcome",),
+)
+HANDOFFS = Instrument(
+    "statemigrate_handoffs_total", "counter",
+    "Handoff attempts by the old process, by outcome (ready, failed) and the stage that"
+    " failed (empty when ready).", "", ("outcome", "stage"),
+)
+BUILD_INFO = Instrument(
+    "statemigrate_build_info", "gauge",
+    "Always 1; the version label is the statemigrate release running.", "", ("version",),
+)
+
+INSTRUMENTS: tuple[Instrument, ...] = (
+    SNAPSHOT_DURATION,
+    SNAPSHOT_BYTES,
+    LAST_SNAPSHOT_TIMESTAMP,
+    GENERATION,
+    COMMIT_DURATION,
+    COMMITS,
+    RESTORE_DURATION,
+    RESTORES,
+    COMPONENT_RESTORES,
+    RESTORING,
+    RESTORE_PROGRESS,
+    HANDOFF_DURATION,
+    HANDOFF_PAUSE,
+    HANDOFFS,
+    BUILD_INFO,
+)
+"""Every instrument, in the order the documentation lists them."""
+
+
+class Sink(Protocol):
+    """Where recorded values go: a metrics library, or a test's list."""
+
+    def record(self, instrument: Instrument, value: float, labels: Sequence[str]) -> None:
+        """Add ``value`` to a counter, set a gauge to it, or observe it in a histogram.
+
+        ``labels`` are the values of ``instrument.labels``, in that order. A sink must
+        not raise: reporting never fails a snapshot, a restore or a handoff.
+        """
+
+
+_sink: Sink | None = None
+
+
+def use_sink(sink: Sink | None) -> Sink | None:
+    """Install ``sink`` for the whole process (``None``: record nothing); return the
+    sink it replaces."""
+    global _sink
+    previous, _sink = _sink, sink
+    return previous
+
+
+def active_sink() -> Sink | None:
+    """The installed sink, or ``None``."""
+    return _sink
+
+
+def enabled() -> bool:
+    """Whether anything records: callers skip building labels when not."""
+    return _sink is not None
+
+
+def emit(instrument: Instrument, value: float, *labels: str) -> None:
+    """Record ``value`` for ``instrument`` with the given label values, if a sink is
+    installed."""
+    sink = _sink
+    if sink is not None:
+        try:
+            sink.record(instrument, value, labels)
+        except Exception:
+            # A metrics backend's trouble is logged; the snapshot, restore or
+            # handoff being reported goes on.
+            logger.exception("recording %s failed", instrument.name)

@@ -1,0 +1,197 @@
+"""Metrics across a real handoff: both processes' Prometheus scrapes against the reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+import statemigrate as sm
+import statemigrate.metrics
+from statemigrate.handoff import Spawn, SuccessorFailedError, hand_over
+from statemigrate.reference import KVCacheV1, build_registry
+
+CHILD = str(Path(__file__).resolve().parents[1] / "handoff_children" / "metrics_successor.py")
+SERVICE = "metrics-test"
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(text: str) -> Samples:
+    """Every sample of a text exposition, by name and labels."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+class Hooks:
+    def __init__(self) -> None:
+        self.pauses = 0
+        self.resumes = 0
+
+    def pause(self) -> None:
+        self.pauses += 1
+
+    def resume(self) -> None:
+        self.resumes += 1
+
+    def stop_accepting(self) -> None:
+        pass
+
+
+@pytest.fixture
+def registry() -> Iterator[CollectorRegistry]:
+    registry = CollectorRegistry()
+    statemigrate.metrics.use_prometheus(registry)
+    yield registry
+    statemigrate.metrics.disable_metrics()
+
+
+def old_service() -> sm.Service:
+    service = sm.Service(SERVICE, registry=build_registry())
+    cache = service.register(KVCacheV1())
+    for i in range(200):
+        cache.set(f"key:{i}", f"value {i}")
+    service.commit(sm.MemoryStore())  # generation 1; the handoff's snapshot is 2
+    return service
+
+
+def successor_event(path: Path, pid: int | None = None) -> dict[str, object]:
+    """What the successor wrote, once it exited (``pid``: reap it first)."""
+    if pid is not None:
+        os.waitpid(pid, 0)
+    (line,) = path.read_text().splitlines()
+    event: dict[str, object] = json.loads(line)
+    return event
+
+
+@pytest.mark.slow
+def test_a_handoff_shows_in_both_scrapes_as_in_its_reports(registry, tmp_path) -> None:
+    service = old_service()
+    output = tmp_path / "successor.json"
+    snapshots: list[sm.SnapshotReport] = []
+    hooks = Hooks()
+    before = time.time()
+    report = hand_over(
+        service,
+        Spawn([sys.executable, CHILD, "ok", str(output)]),
+        listeners={},
+        control=hooks,
+        on_snapshot=snapshots.append,
+    )
+    after = time.time()
+    event = successor_event(output, report.successor_pid)
+    (snapshot,) = snapshots
+    assert report.ok and (hooks.pauses, hooks.resumes) == (1, 0)
+
+    # The old process: the attempt as its report tells it.
+    old = scrape(generate_latest(registry).decode())
+    assert value(old, "statemigrate_handoffs_total", outcome="ready", stage="") == 1
+    assert value(old, "statemigrate_handoff_duration_seconds_count", outcome="ready") == 1
+    assert value(
+        old, "statemigrate_handoff_duration_seconds_sum", outcome="ready"
+    ) == pytest.approx(report.timings["total"], rel=1e-9)
+    assert 0 < report.pause_seconds < report.timings["total"]
+    assert value(old, "statemigrate_handoff_pause_seconds_count", outcome="ready") == 1
+    assert value(
+        old, "statemigrate_handoff_pause_seconds_sum", outcome="ready"
+    ) == pytest.approx(report.pause_seconds, rel=1e-9)
+    assert value(old, "statemigrate_snapshot_bytes", service=SERVICE) == report.snapshot_size
+    assert report.snapshot_size == snapshot.size > 0
+    assert value(old, "statemigrate_generation", service=SERVICE) == snapshot.generation == 2
+    assert value(old, "statemigrate_snapshot_duration_seconds_count", service=SERVICE) == 2
+    stamp = value(old, "statemigrate_last_snapshot_timestamp_seconds", service=SERVICE)
+    assert before <= stamp <= after
+    assert value(old, "statemigrate_commits_total", service=SERVICE, store="memory",
+                 outcome="committed") == 1
+    assert ("statemigrate_handoffs_total", frozenset({("outcome", "failed"), ("stage", "")})) \
+        not in old
+
+    # The successor: the restore as its take-over report tells it, and its status.
+    assert "error" not in event, event.get("error")
+    took = event["report"]
+    assert isinstance(took, dict)
+    restore = took["restore"]
+    assert took["snapshot_size"] == report.snapshot_size
+    assert event["entries"] == 200
+    assert event["before"]["state"] == "starting" and not event["before"]["ready"]  # type: ignore[index]
+    status = event["status"]
+    assert isinstance(status, dict)
+    assert (status["state"], status["ready"], status["progress"]) == ("restored", True, 1.0)
+    assert (status["generation"], status["snapshot_id"]) == (
+        snapshot.generation,
+        snapshot.snapshot_id,
+    )
+    new = scrape(str(event["scrape"]))
+    assert value(new, "statemigrate_restores_total", service=SERVICE, outcome="restored") == 1
+    assert value(new, "statemigrate_generation", service=SERVICE) == snapshot.generation
+    assert value(new, "statemigrate_component_restores_total", service=SERVICE,
+                 component="kvcache", from_version="1", to_version="2") == 1
+    assert value(new, "statemigrate_restoring", service=SERVICE) == 0
+    assert value(new, "statemigrate_restore_progress_ratio", service=SERVICE) == 1
+    phases = restore["timings"]
+    assert set(phases) == {"read", "verify", "decode", "migrate", "validate", "apply"}
+    for phase, seconds in phases.items():
+        labels = {"service": SERVICE, "phase": phase}
+        assert value(new, "statemigrate_restore_duration_seconds_count", **labels) == 1
+        assert value(new, "statemigrate_restore_duration_seconds_sum", **labels) == (
+            pytest.approx(seconds, rel=1e-9)
+        )
+
+
+@pytest.mark.slow
+def test_a_failed_handoff_counts_as_failed_at_its_stage(registry, tmp_path) -> None:
+    """The successor's strict restore fails after the writers were paused: the old
+    process counts a failure at ``ready`` with the pause its report gives, and the
+    successor's status is ``failed`` with the restore's reason."""
+    service = old_service()
+    output = tmp_path / "successor.json"
+    hooks = Hooks()
+    with pytest.raises(SuccessorFailedError) as caught:
+        hand_over(
+            service,
+            Spawn([sys.executable, CHILD, "strict", str(output)]),
+            listeners={},
+            control=hooks,
+        )
+    report = caught.value.report
+    assert report is not None and report.stage == "ready"
+    assert report.successor_exit == 1  # it wrote its event, exited, and was reaped
+    event = successor_event(output)
+    assert (hooks.pauses, hooks.resumes) == (1, 1)
+
+    old = scrape(generate_latest(registry).decode())
+    assert value(old, "statemigrate_handoffs_total", outcome="failed", stage="ready") == 1
+    assert ("statemigrate_handoffs_total", frozenset({("outcome", "ready"), ("stage", "")})) \
+        not in old
+    assert 0 < report.pause_seconds <= report.timings["total"]
+    assert value(
+        old, "statemigrate_handoff_pause_seconds_sum", outcome="failed"
+    ) == pytest.approx(report.pause_seconds, rel=1e-9)
+    assert value(
+        old, "statemigrate_handoff_duration_seconds_sum", outcome="failed"
+    ) == pytest.approx(report.timings["total"], rel=1e-9)
+
+    status = event["status"]
+    assert isinstance(status, dict)
+    assert (status["state"], status["ready"]) == ("failed", False)
+    assert "strict mode" in status["reason"]
+    new = scrape(str(event["scrape"]))
+    assert value(new, "statemigrate_restores_total", service=SERVICE, outcome="failed") == 1
+    assert value(new, "statemigrate_restoring", service=SERVICE) == 0
+    assert ("statemigrate_restores_total",
+            frozenset({("service", SERVICE), ("outcome", "restored")})) not in new
+

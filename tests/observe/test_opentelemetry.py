@@ -1,0 +1,71 @@
+"""The OpenTelemetry backend, read back through the SDK's in-memory reader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+import statemigrate as sm
+import statemigrate.metrics
+
+
+@pytest.fixture
+def reader() -> InMemoryMetricReader:
+    reader = InMemoryMetricReader()
+    statemigrate.metrics.use_opentelemetry(MeterProvider(metric_readers=[reader]))
+    return reader
+
+
+def collected(reader: InMemoryMetricReader) -> dict[str, Any]:
+    """Each metric by name: its unit and its points by attributes."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    found: dict[str, Any] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            assert scope.scope.name == "statemigrate"
+            for metric in scope.metrics:
+                points = {
+                    frozenset((point.attributes or {}).items()): point
+                    for point in metric.data.data_points
+                }
+                found[metric.name] = (metric.unit, points)
+    return found
+
+
+def test_a_restore_is_recorded_as_its_report_says(reader, committed, fresh) -> None:
+    service, commit = committed
+    report = fresh().restore(commit)
+    found = collected(reader)
+    service_only = frozenset({("service", "observed")})
+
+    unit, points = found["statemigrate_restores"]  # a counter: _total is the exporter's
+    assert unit == ""
+    assert points[service_only | {("outcome", "restored")}].value == 1
+    unit, points = found["statemigrate_restore_duration_seconds"]
+    assert unit == "s"
+    for phase, seconds in report.timings.items():
+        point = points[service_only | {("phase", phase)}]
+        assert point.count == 1 and point.sum == pytest.approx(seconds, rel=1e-9)
+        assert tuple(point.explicit_bounds)[:3] == (0.001, 0.0025, 0.005)
+    unit, points = found["statemigrate_snapshot_bytes"]
+    assert unit == "By" and points[service_only].value == commit.snapshot.size
+    _, points = found["statemigrate_component_restores"]
+    assert points[
+        service_only | {("component", "kvcache"), ("from_version", "1"), ("to_version", "2")}
+    ].value == 1
+    unit, points = found["statemigrate_restore_progress_ratio"]
+    assert unit == "1" and points[service_only].value == 1
+    _, points = found["statemigrate_build_info"]
+    assert points[frozenset({("version", sm.__version__)})].value == 1
+
+
+def test_a_failed_restore_is_counted(reader, committed) -> None:
+    service, commit = committed
+    with pytest.raises(sm.RestoreError):
+        sm.Service("someone-else").restore(commit)
+    _, points = collected(reader)["statemigrate_restores"]
+    assert points[frozenset({("service", "someone-else"), ("outcome", "failed")})].value == 1

@@ -1,0 +1,108 @@
+"""The prometheus_client backend: every instrument registered, values as the reports say."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, Gauge
+
+import statemigrate as sm
+import statemigrate.metrics
+from statemigrate._observe._instruments import INSTRUMENTS
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    statemigrate.metrics.use_prometheus(registry)
+    return registry
+
+
+def test_every_instrument_is_registered_before_anything_happens(registry) -> None:
+    names = {family.name for family in registry.collect()}
+    # prometheus_client names a counter's family without its _total suffix.
+    assert {i.name.removesuffix("_total") for i in INSTRUMENTS} == names
+    assert registry.get_sample_value(
+        "statemigrate_build_info", {"version": sm.__version__}
+    ) == 1
+
+
+def test_a_restore_is_recorded_as_its_report_says(registry, committed, fresh) -> None:
+    service, commit = committed
+    restored = fresh()
+    report = restored.restore(commit)
+    labels = {"service": "observed"}
+
+    def sample(name: str, **more: str) -> float | None:
+        return registry.get_sample_value(name, {**labels, **more})
+
+    assert sample("statemigrate_restores_total", outcome="restored") == 1
+    assert sample("statemigrate_component_restores_total", component="kvcache",
+                  from_version="1", to_version="2") == 1
+    for phase, seconds in report.timings.items():
+        assert sample("statemigrate_restore_duration_seconds_count", phase=phase) == 1
+        assert sample("statemigrate_restore_duration_seconds_sum", phase=phase) == (
+            pytest.approx(seconds, rel=1e-9)
+        )
+    assert sample("statemigrate_generation") == report.generation == 1
+    assert sample("statemigrate_restoring") == 0
+    assert sample("statemigrate_restore_progress_ratio") == 1
+    # The writer's side, recorded in the same registry (one process here).
+    assert sample("statemigrate_snapshot_bytes") == commit.snapshot.size
+    assert sample("statemigrate_snapshot_duration_seconds_count") == 1
+    assert sample("statemigrate_commits_total", store="memory", outcome="committed") == 1
+
+    assert restored.restore(commit).skipped
+    assert sample("statemigrate_restores_total", outcome="skipped") == 1
+    assert sample("statemigrate_restore_duration_seconds_count", phase="read") == 1
+
+
+def test_a_failed_restore_is_counted_and_nothing_else_moves(registry, committed) -> None:
+    service, commit = committed
+    other = sm.Service("someone-else")
+    with pytest.raises(sm.RestoreError):
+        other.restore(commit)
+    assert registry.get_sample_value(
+        "statemigrate_restores_total", {"service": "someone-else", "outcome": "failed"}
+    ) == 1
+    assert registry.get_sample_value(
+        "statemigrate_restores_total", {"service": "someone-else", "outcome": "restored"}
+    ) is None
+    assert other.status.state == "failed"
+
+
+def test_enabling_twice_on_one_registry_registers_once(registry, committed, fresh) -> None:
+    statemigrate.metrics.use_prometheus(registry)
+    service, commit = committed
+    fresh().restore(commit)
+    assert registry.get_sample_value(
+        "statemigrate_restores_total", {"service": "observed", "outcome": "restored"}
+    ) == 1
+
+
+def test_a_name_taken_in_the_registry_is_a_clear_error() -> None:
+    registry = CollectorRegistry()
+    Gauge("statemigrate_generation", "someone else's", registry=registry)
+    with pytest.raises(sm.ConfigurationError) as caught:
+        statemigrate.metrics.use_prometheus(registry)
+    assert caught.value.option == "registry"
+    assert "statemigrate_generation" in str(caught.value)
+
+
+def test_disabling_stops_recording(registry, committed, fresh) -> None:
+    statemigrate.metrics.disable_metrics()
+    service, commit = committed
+    fresh().restore(commit)
+    assert registry.get_sample_value(
+        "statemigrate_restores_total", {"service": "observed", "outcome": "restored"}
+    ) is None
+
+
+def test_a_missing_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import fails
+    with pytest.raises(sm.ConfigurationError, match=r"statemigrate\[prometheus\]"):
+        statemigrate.metrics.use_prometheus()
+    monkeypatch.setitem(sys.modules, "opentelemetry.metrics", None)
+    with pytest.raises(sm.ConfigurationError, match=r"statemigrate\[opentelemetry\]"):
+        statemigrate.metrics.use_opentelemetry()
