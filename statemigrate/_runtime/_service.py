@@ -38,6 +38,7 @@ from statemigrate._observe._instruments import (
     enabled,
 )
 from statemigrate._observe._status import RestoreStatus, StatusTracker
+from statemigrate._observe._tracing import ended_now, record_span, tracing_enabled
 from statemigrate._runtime._report import CommitReport, RestoreReport, SectionReport, SnapshotReport
 from statemigrate._runtime._restore import Registered, run_restore
 from statemigrate._snapshot._codec import NotPlainError
@@ -73,6 +74,10 @@ def _check_policy(policy: object) -> RestoreFailurePolicy:
             "on_restore_failure", f"must be 'refuse' or 'serve_cold', not {policy!r}"
         )
     return policy  # type: ignore[return-value]
+
+
+RESTORE_PHASES = ("read", "verify", "decode", "migrate", "validate", "apply")
+"""The phases of a restore, in order, as its report times them."""
 
 
 def _store_kind(store: object) -> str:
@@ -329,6 +334,18 @@ class Service:
             },
         )
         logger.info("%s", report.summary())
+        if tracing_enabled():
+            record_span(
+                "statemigrate.snapshot",
+                *ended_now(time.perf_counter() - started),
+                attributes={
+                    "statemigrate.service": self.name,
+                    "statemigrate.generation": self._generation,
+                    "statemigrate.snapshot_bytes": encoded.size,
+                    "statemigrate.components": [s.component for s in report.sections],
+                },
+                children=list(report.timings.items()),
+            )
         if enabled():
             emit(SNAPSHOT_DURATION, time.perf_counter() - started, self.name)
             emit(SNAPSHOT_BYTES, encoded.size, self.name)
@@ -394,19 +411,33 @@ class Service:
         started = time.perf_counter()
         try:
             ref = store.commit(encoded.parts)
-        except BaseException:
+        except BaseException as exc:
             if enabled():
                 emit(COMMITS, 1.0, self.name, _store_kind(store), "failed")
+            self._trace_commit(store, time.perf_counter() - started, error=str(exc))
             raise
         committed = CommitReport(
             ref=ref, snapshot=report, commit_seconds=time.perf_counter() - started
         )
+        self._trace_commit(store, committed.commit_seconds)
         logger.info("%s", committed.summary())
         if enabled():
             kind = _store_kind(store)
             emit(COMMIT_DURATION, committed.commit_seconds, self.name, kind)
             emit(COMMITS, 1.0, self.name, kind, "committed")
         return committed
+
+    def _trace_commit(self, store: object, seconds: float, error: str | None = None) -> None:
+        if tracing_enabled():
+            record_span(
+                "statemigrate.commit",
+                *ended_now(seconds),
+                attributes={
+                    "statemigrate.service": self.name,
+                    "statemigrate.store": _store_kind(store),
+                },
+                error=error,
+            )
 
     # --- restore -----------------------------------------------------------------------
 
@@ -450,6 +481,7 @@ class Service:
                 or more) fail in ``verify``.
         """
         self._tracker.restoring()
+        began = time.perf_counter()
         try:
             report = self._restore(
                 source,
@@ -463,11 +495,39 @@ class Service:
             reason = str(exc) if isinstance(exc, RestoreError) else f"{type(exc).__name__}: {exc}"
             self._tracker.failed(reason)
             emit(RESTORES, 1.0, self.name, "failed")
+            if tracing_enabled():
+                record_span(
+                    "statemigrate.restore",
+                    *ended_now(time.perf_counter() - began),
+                    attributes={"statemigrate.service": self.name},
+                    error=reason,
+                )
             raise
         self._tracker.restored(generation=report.generation, snapshot_id=report.snapshot_id)
         if enabled():
             self._report_restore(report)
+        if tracing_enabled():
+            self._trace_restore(report, time.perf_counter() - began)
         return report
+
+    def _trace_restore(self, report: RestoreReport, seconds: float) -> None:
+        start, end = ended_now(seconds)
+        record_span(
+            "statemigrate.restore",
+            start,
+            end,
+            attributes={
+                "statemigrate.service": self.name,
+                "statemigrate.generation": report.generation,
+                "statemigrate.snapshot_bytes": report.size,
+                "statemigrate.skipped": report.skipped,
+                "statemigrate.components": [
+                    f"{c.component} {c.source_version}->{c.target_version}"
+                    for c in report.components
+                ],
+            },
+            children=[(phase, report.timings.get(phase, 0.0)) for phase in RESTORE_PHASES],
+        )
 
     def _report_restore(self, report: RestoreReport) -> None:
         name = self.name

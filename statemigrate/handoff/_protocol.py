@@ -8,7 +8,7 @@ is one packet and no framing is needed beyond a fixed header::
 A conversation, with who sends what::
 
     successor -> old   HELLO     {pid, readable: {component: [versions]}}
-    old -> successor   SNAPSHOT  {size, listeners: [names]}  + fds: memfd, listeners...
+    old -> successor   SNAPSHOT  {size, listeners: [names], trace?}  + fds: memfd, listeners...
     successor -> old   READY     {pid}
     old -> successor   COMMIT    {}
     either way         FAILED / ABORT {reason}
@@ -79,6 +79,8 @@ class SnapshotOffer:
 
     size: int
     listeners: tuple[str, ...] = ()
+    trace: str = ""
+    """The old process's handoff span as a W3C ``traceparent``, when it traces."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,8 @@ def encode_message(message: Message) -> bytes:
         body = {"pid": message.pid, "readable": readable}
     elif isinstance(message, SnapshotOffer):
         body = {"size": message.size, "listeners": list(message.listeners)}
+        if message.trace:
+            body["trace"] = message.trace
     elif isinstance(message, Ready):
         body = {"pid": message.pid}
     elif isinstance(message, Commit):
@@ -250,6 +254,16 @@ def _names(value: object) -> tuple[str, ...]:
     return tuple(_text(name, "'listeners'") for name in value)
 
 
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def _traceparent(value: object) -> str:
+    """A well-formed ``traceparent``, or ``""``: a bad one only costs the trace link."""
+    if isinstance(value, str) and _TRACEPARENT.fullmatch(value):
+        return value
+    return ""
+
+
 def _body(payload: bytes) -> dict[str, object]:
     """Parse a message body: a JSON object in strict UTF-8, shallow, without duplicates."""
     try:
@@ -298,7 +312,11 @@ def decode_message(packet: bytes, *, stage: str) -> Message:
             pid = _int(body, "pid", minimum=1, maximum=_MAX_PID)
             return Hello(pid=pid, readable=_readable(body.get("readable")))
         if kind == 2:
-            return SnapshotOffer(size=_int(body, "size"), listeners=_names(body.get("listeners")))
+            return SnapshotOffer(
+                size=_int(body, "size"),
+                listeners=_names(body.get("listeners")),
+                trace=_traceparent(body.get("trace")),
+            )
         if kind == 3:
             return Ready(pid=_int(body, "pid", minimum=1, maximum=_MAX_PID))
         if kind == 4:

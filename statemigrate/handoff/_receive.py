@@ -115,6 +115,7 @@ class Inheritance:
     ) -> None:
         self.listeners = listeners
         self.parent_pid = parent_pid
+        self.trace = ""  # the old process's handoff span, from its SNAPSHOT message
         self.transport: Transport = transport
         self.timeouts = timeouts
         self.closed_strays = closed_strays
@@ -216,6 +217,7 @@ class Inheritance:
             # Nothing can fail any more: the listeners become socket objects we keep.
             self.listeners.update({name: socket.socket(fileno=fd) for name, fd in received.items()})
             fds = fds[:1]
+            self.trace = message.trace
             return data
         finally:
             close_all(fds)

@@ -15,6 +15,7 @@ from statemigrate._observe._instruments import (
     emit,
     enabled,
 )
+from statemigrate._observe._tracing import record_span, start_span
 
 if TYPE_CHECKING:
     from statemigrate._runtime._report import RestoreReport
@@ -176,14 +177,22 @@ class Attempt:
         self.pause_seconds = 0.0
         self.committed = False
         self.problems: list[str] = []
+        # Live while the attempt runs: the successor's spans go under it.
+        self.span = start_span(
+            "statemigrate.hand_over", attributes={"statemigrate.transport": transport}
+        )
+        self._phase_spans: list[tuple[str, int, int]] = []
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         began = time.monotonic()
+        began_ns = time.time_ns()
         try:
             yield
         finally:
             self.timings[name] = time.monotonic() - began
+            if self.span.span is not None:
+                self._phase_spans.append((name, began_ns, time.time_ns()))
 
     def pausing(self) -> None:
         """``pause()`` is about to be called: the writers are held from now on."""
@@ -195,7 +204,23 @@ class Attempt:
             self.pause_seconds = time.monotonic() - self.pause_began
             self.pause_began = None
 
+    def _end_span(self, stage: str | None, reason: str | None) -> None:
+        for name, start, end in self._phase_spans:
+            record_span(f"statemigrate.hand_over.{name}", start, end, parent=self.span)
+        self._phase_spans.clear()
+        facts: dict[str, str | int | float] = {
+            "statemigrate.outcome": "ready" if stage is None else "failed",
+            "statemigrate.snapshot_bytes": self.snapshot_size,
+            "statemigrate.pause_seconds": self.pause_seconds,
+        }
+        if self.successor_pid is not None:
+            facts["statemigrate.successor_pid"] = self.successor_pid
+        if stage is not None:
+            facts["statemigrate.stage"] = stage
+        self.span.end(attributes=facts, error=None if stage is None else f"{stage}: {reason}")
+
     def report(self, *, stage: str | None = None, reason: str | None = None) -> HandoffReport:
+        self._end_span(stage, reason)
         timings = dict(self.timings)
         timings["total"] = time.monotonic() - self.started
         return HandoffReport(

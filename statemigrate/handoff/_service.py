@@ -49,6 +49,7 @@ from statemigrate._errors import (
     RestoreError,
     StateMigrateError,
 )
+from statemigrate._observe._tracing import SpanHandle, start_span, under
 from statemigrate._runtime._report import SnapshotReport
 from statemigrate._runtime._service import Service, choose_versions
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
@@ -250,13 +251,23 @@ def _taking_over(
     announced = {name: tuple(int(v) for v in versions) for name, versions in readable.items()}
     tracker = service._tracker
     tracker.take_over()
+    span = SpanHandle()
     try:
         began = time.perf_counter()
+        began_ns = time.time_ns()
         snapshot = yield from inheritance._hello_steps(announced, max_size=max_size)
+        # Started late, but at HELLO: only the snapshot names the parent span.
+        span = start_span(
+            "statemigrate.take_over",
+            traceparent=inheritance.trace or None,
+            start_ns=began_ns,
+            attributes={"statemigrate.parent_pid": inheritance.parent_pid},
+        )
         arrived = time.perf_counter()
         size = snapshot.nbytes
         try:
-            restored = service.restore(snapshot, allow_lossy=allow_lossy, strict=strict)
+            with under(span):
+                restored = service.restore(snapshot, allow_lossy=allow_lossy, strict=strict)
         except RestoreError as exc:
             inheritance.failed(str(exc))
             raise
@@ -271,7 +282,9 @@ def _taking_over(
     except BaseException as exc:
         reason = str(exc) if isinstance(exc, StateMigrateError) else f"{type(exc).__name__}: {exc}"
         tracker.take_over_failed(f"take-over failed: {reason}")
+        span.end(error=reason)
         raise
+    span.end(attributes={"statemigrate.snapshot_bytes": size})
     tracker.took_over()
     return TakeOverReport(
         parent_pid=inheritance.parent_pid,

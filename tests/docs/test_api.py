@@ -14,6 +14,7 @@ NAMESPACES = [
     "statemigrate.evolution",
     "statemigrate.handoff",
     "statemigrate.metrics",
+    "statemigrate.tracing",
     "statemigrate.stores",
     "statemigrate.testing",
 ]

@@ -35,7 +35,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("handoff", ("statemigrate.handoff",)),
     ("tools", ("statemigrate.evolution", "statemigrate.testing", "statemigrate.reference")),
     ("front ends", ("statemigrate.cli", "statemigrate.demo", "statemigrate.integrations")),
-    ("namespace", ("statemigrate", "statemigrate.__main__", "statemigrate.metrics")),
+    (
+        "namespace",
+        ("statemigrate", "statemigrate.__main__", "statemigrate.metrics", "statemigrate.tracing"),
+    ),
 )
 
 Kind = Literal["module", "function", "type-checking"]

@@ -12,6 +12,7 @@ NAMESPACES = [
     "statemigrate.evolution",
     "statemigrate.handoff",
     "statemigrate.metrics",
+    "statemigrate.tracing",
     "statemigrate.stores",
     "statemigrate.testing",
 ]
