@@ -349,6 +349,12 @@ class _Hooks:
         except StateMigrateError as exc:
             raise ConfigurationError("directory", str(exc)) from exc
         self._forget(os.getpid())  # left by an earlier process with our pid
+        if server.cfg.max_requests:
+            server.log.warning(
+                "max_requests=%s: a recycled worker's state is not carried over; its"
+                " replacement starts from the master's copy",
+                server.cfg.max_requests,
+            )
         if server.cfg.reuse_port:
             server.log.warning(
                 "reuse_port gives each worker its own listening queue: connections"
