@@ -39,6 +39,7 @@ command is ``kill -USR2 <master>``; see ``docs/gunicorn.md``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -68,6 +69,9 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: The exit status gunicorn's arbiter reads as "the worker failed to boot": the new
 #: master halts, and the old generation goes on serving.
 WORKER_BOOT_ERROR = 3
+
+# The room for a Unix socket's path (sun_path), its terminating NUL included.
+_SUN_PATH_MAX = 108
 
 _SLOT = "statemigrate_slot"
 _GATE = "statemigrate_gate"
@@ -101,7 +105,7 @@ class _Request(Protocol):
     must_close: bool
 
 
-def default_directory() -> Path:
+def _default_directory() -> Path:
     """Where the workers' sockets live unless told: private to the user, per machine."""
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     return Path(base) / f"statemigrate-gunicorn-{os.geteuid()}"
@@ -149,7 +153,7 @@ class _GatedListener:
     def accept(self) -> tuple[socket.socket, Any]:
         with self._gate._accept_lock:
             if not self._gate.accepting:
-                raise BlockingIOError(11, "this worker has stopped accepting")
+                raise BlockingIOError(errno.EAGAIN, "this worker has stopped accepting")
             return self._listener.accept()
 
     def __getattr__(self, name: str) -> Any:
@@ -344,6 +348,13 @@ class _Hooks:
     # -- master ------------------------------------------------------------------------
 
     def when_ready(self, server: Any) -> None:
+        longest = self._socket_path(2**22, server.cfg.workers + 999)
+        if len(os.fsencode(longest)) >= _SUN_PATH_MAX:
+            raise ConfigurationError(
+                "directory",
+                f"{str(self.directory)!r} is too long for the workers' Unix sockets"
+                f" (at most {_SUN_PATH_MAX - 1} bytes with the socket's name)",
+            )
         try:
             os.close(open_private_directory(str(self.directory)))
         except StateMigrateError as exc:
@@ -548,7 +559,7 @@ def server_hooks(
         )
     hooks = _Hooks(
         service,
-        directory=Path(directory) if directory is not None else default_directory(),
+        directory=Path(directory) if directory is not None else _default_directory(),
         allow_lossy=allow_lossy,
         timeouts=timeouts if timeouts is not None else HandoffTimeouts(),
         retire_old_master=retire_old_master,

@@ -296,14 +296,24 @@ class Gunicorn:
             assert time.monotonic() < end, self.log.read_text()
             time.sleep(0.05)
 
-    def deploy(self, release: int) -> tuple[float, float]:
+    def deploy(self, release: int, *, retire: bool = False) -> tuple[float, float]:
         """The operator's deploy: write the release, kill -USR2 the master, and wait
-        until the old master is gone and the new one promoted. Returns the window."""
+        until the old master is gone and the new one promoted. Returns the window.
+
+        With ``retire``, stop the old master once the new generation has booted, as
+        an operator does without the hooks."""
         old = self.master()
         assert old is not None
         (self.tmp / "RELEASE").write_text(f"{release}\n")
         began = time.monotonic()
+        booted = self.log.read_text().count("Booting worker")
         os.kill(old, signal.SIGUSR2)
+        if retire:
+            end = time.monotonic() + DEADLINE
+            while self.log.read_text().count("Booting worker") == booted:
+                assert time.monotonic() < end, self.log.read_text()
+                time.sleep(0.02)
+            os.kill(old, signal.SIGTERM)
         if self.proc is not None and self.proc.pid == old:
             self.proc.wait(timeout=DEADLINE)  # our child: reap it
         _wait_gone(old)
@@ -468,3 +478,19 @@ def test_a_refused_rollback_leaves_the_old_generation_serving(tmp_path: Path) ->
         assert lost_writes(port, tally) == []
         assert [read_value(port, f"k{i}") for i in range(KEYS)] == [f"v{i}" for i in range(KEYS)]
         assert json.loads(ask(port, "GET", "/cache/k1")[1])["release"] == 2
+
+
+@pytest.mark.slow
+def test_without_the_hooks_an_upgrade_loses_the_cache(tmp_path: Path) -> None:
+    """Negative control: the same deploy with gunicorn's own hooks only."""
+    config = tmp_path / "plain.conf.py"
+    config.write_text(
+        f"exec(open({str(EXAMPLE / 'gunicorn.conf.py')!r}).read())\n"
+        "for name in list(server_hooks('app_v1:service')):\n"
+        "    del globals()[name]\n"
+    )
+    with gunicorn(tmp_path, 1, worker_class="gthread", config=config) as server:
+        assert ask(server.port, "PUT", "/cache/k1", "v1")[0] == 200
+        server.deploy(2, retire=True)
+        server.wait_serving(2)
+        assert read_value(server.port, "k1") is None
