@@ -1,0 +1,368 @@
+"""Hot restart for a gunicorn application: server hooks that carry the state across
+``kill -USR2``.
+
+One line in the gunicorn configuration file installs them::
+
+    # gunicorn.conf.py
+    from statemigrate.integrations.gunicorn import server_hooks
+    globals().update(server_hooks("myapp:service"))
+
+gunicorn's own binary upgrade does the rest. ``kill -USR2 <master>`` makes the master
+fork and execute its command line again with its listening sockets (``GUNICORN_FD``);
+the new master loads the (new) code, reads its configuration and starts its workers.
+The state of a gunicorn application lives in its workers, so it moves worker to
+worker. Each worker gets a *slot* when it is forked (0 to ``workers - 1``), and once
+its application is loaded it listens for a successor on a Unix socket named after
+its master and its slot. A new worker, before it accepts a single connection, connects
+to the socket of the same slot of the previous master, takes the state over
+(:func:`~statemigrate.handoff.take_over`: the version handshake, the restore and
+READY) and only then serves. The old worker meanwhile (:class:`WorkerGate`):
+
+1. serves reads throughout, and from the pause until the outcome holds the requests
+   that may change the state (any method but GET, HEAD, OPTIONS) in ``pre_request``;
+2. if the handoff fails, lets them go on (the successor exits, so its master halts,
+   and the old generation goes on as if nothing happened);
+3. once the state moved, stops accepting (its listeners are never accepted on
+   again; the connections in the kernel's queue stay there for the new worker),
+   forwards each held request, and every later one on a connection it already has,
+   to the listener's address (:func:`~statemigrate.integrations._forward.forward`)
+   and relays the answer with ``Connection: close``; it then stops the way gunicorn
+   stops a worker on ``SIGTERM`` (requests in flight finish, kept-alive connections
+   get a last request within a short linger).
+
+When every worker of the new generation has taken over, the last one to do so sends
+``SIGTERM`` to the old master (``retire_old_master``), which stops its workers
+gracefully and exits; the new master then promotes itself. The operator's single
+command is ``kill -USR2 <master>``; see ``docs/gunicorn.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from statemigrate._errors import ConfigurationError, StateMigrateError
+from statemigrate._runtime._service import Service
+from statemigrate.handoff import HandoffTimeouts, hand_over, receive_handoff, take_over
+from statemigrate.integrations._gunicorn_worker import SAFE_METHODS, WorkerGate
+from statemigrate.stores._safedir import open_private_directory
+
+__all__ = ["SAFE_METHODS", "WorkerGate", "server_hooks"]
+
+#: The exit status gunicorn's arbiter reads as "the worker failed to boot": the new
+#: master halts, and the old generation goes on serving.
+WORKER_BOOT_ERROR = 3
+
+# The room for a Unix socket's path (sun_path), its terminating NUL included.
+_SUN_PATH_MAX = 108
+
+_SLOT = "statemigrate_slot"
+_GATE = "statemigrate_gate"
+
+ServiceSpec = str | Service | Callable[[], Service]
+"""``"module:attribute"`` naming a :class:`~statemigrate.Service` or a function that
+returns one, or the service (or function) itself."""
+
+def _default_directory() -> Path:
+    """Where the workers' sockets live unless told: private to the user, per machine."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"statemigrate-gunicorn-{os.geteuid()}"
+
+
+def _resolve(spec: ServiceSpec) -> Service:
+    target: object = spec
+    if isinstance(spec, str):
+        module_name, _, attribute = spec.partition(":")
+        try:
+            target = importlib.import_module(module_name)
+            for part in attribute.split("."):
+                target = getattr(target, part)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigurationError("service", f"cannot load {spec!r}: {exc}") from exc
+    if not isinstance(target, Service) and callable(target):
+        target = target()
+    if not isinstance(target, Service):
+        raise ConfigurationError(
+            "service", f"{spec!r} is not a statemigrate.Service (got {type(target).__name__})"
+        )
+    return target
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name, in parentheses, may hold spaces: count from its end.
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+class _Hooks:
+    def __init__(
+        self,
+        service: ServiceSpec,
+        *,
+        directory: Path,
+        allow_lossy: bool,
+        timeouts: HandoffTimeouts,
+        retire_old_master: bool,
+    ) -> None:
+        self.service = service
+        self.directory = directory
+        self.allow_lossy = allow_lossy
+        self.timeouts = timeouts
+        self.retire_old_master = retire_old_master
+
+    # -- paths ------------------------------------------------------------------------
+
+    def _socket_path(self, master: int, slot: int) -> Path:
+        return self.directory / f"{master}-{slot}.sock"
+
+    def _ready_path(self, master: int, slot: int) -> Path:
+        return self.directory / f"{master}-{slot}.ready"
+
+    def _moved_path(self, master: int) -> Path:
+        return self.directory / f"{master}.moved"
+
+    def _forget(self, master: int) -> None:
+        for path in self.directory.glob(f"{master}[-.]*"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    # -- master ------------------------------------------------------------------------
+
+    def when_ready(self, server: Any) -> None:
+        longest = self._socket_path(2**22, server.cfg.workers + 999)
+        if len(os.fsencode(longest)) >= _SUN_PATH_MAX:
+            raise ConfigurationError(
+                "directory",
+                f"{str(self.directory)!r} is too long for the workers' Unix sockets"
+                f" (at most {_SUN_PATH_MAX - 1} bytes with the socket's name)",
+            )
+        try:
+            os.close(open_private_directory(str(self.directory)))
+        except StateMigrateError as exc:
+            raise ConfigurationError("directory", str(exc)) from exc
+        self._forget(os.getpid())  # left by an earlier process with our pid
+        if server.cfg.max_requests:
+            server.log.warning(
+                "max_requests=%s: a recycled worker's state is not carried over; its"
+                " replacement starts from the master's copy",
+                server.cfg.max_requests,
+            )
+        if server.cfg.reuse_port:
+            server.log.warning(
+                "reuse_port gives each worker its own listening queue: connections"
+                " queued on an old worker's are reset when it exits; turn it off"
+            )
+
+    def pre_fork(self, server: Any, worker: Any) -> None:
+        taken = {getattr(w, _SLOT, None) for w in server.WORKERS.values()}
+        slot = 0
+        while slot in taken:
+            slot += 1
+        setattr(worker, _SLOT, slot)
+
+    def on_exit(self, server: Any) -> None:
+        self._forget(os.getpid())
+
+    # -- worker ------------------------------------------------------------------------
+
+    def post_worker_init(self, worker: Any) -> None:
+        slot: int = getattr(worker, _SLOT, 0)
+        gate = WorkerGate(worker, on_moved=self._moved_path(worker.ppid).touch)
+        setattr(worker, _GATE, gate)
+        gate.install()
+        if self._moved_path(worker.ppid).exists():
+            # A worker forked by a master whose state has moved to its successor:
+            # serving would answer from a stale copy. It idles until the master stops.
+            gate.close()
+            worker.log.warning(
+                "worker %s (slot %s): this generation was upgraded; not serving",
+                worker.pid,
+                slot,
+            )
+            return
+        service = _resolve(self.service)
+        predecessor = os.environ.get("GUNICORN_PID")
+        if predecessor is not None and predecessor.isdigit():
+            if not self._take_over(service, int(predecessor), slot, worker):
+                sys.exit(WORKER_BOOT_ERROR)
+            self._maybe_retire(int(predecessor), slot, worker)
+        self._listen(service, slot, worker, gate)
+
+    def _take_over(self, service: Service, predecessor: int, slot: int, worker: Any) -> bool:
+        path = self._socket_path(predecessor, slot)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            worker.log.info(
+                "worker %s (slot %s): no predecessor, starting afresh", worker.pid, slot
+            )
+            return True
+        try:
+            with receive_handoff(sock, expect=(), timeouts=self.timeouts) as inheritance:
+                report = take_over(service, inheritance, allow_lossy=self.allow_lossy)
+        except StateMigrateError as exc:
+            worker.log.error(
+                "worker %s (slot %s): taking over from master %s failed: %s",
+                worker.pid,
+                slot,
+                predecessor,
+                exc,
+            )
+            return False
+        worker.log.info("worker %s (slot %s): %s", worker.pid, slot, report.summary())
+        return True
+
+    def _maybe_retire(self, predecessor: int, slot: int, worker: Any) -> None:
+        master = worker.ppid
+        self._ready_path(master, slot).touch()
+        if not self.retire_old_master:
+            return
+        if not all(self._ready_path(master, s).exists() for s in range(worker.cfg.workers)):
+            return
+        # Only the process that started our master: a pid may have been reused.
+        if _parent_of(master) != predecessor:
+            return
+        worker.log.info("every worker has taken over: stopping the old master %s", predecessor)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(predecessor, signal.SIGTERM)
+
+    def _listen(self, service: Service, slot: int, worker: Any, gate: WorkerGate) -> None:
+        path = self._socket_path(worker.ppid, slot)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # left by a worker of this slot that died
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        listener.bind(str(path))
+        listener.listen(4)
+        thread = threading.Thread(
+            target=self._serve_successors,
+            args=(listener, path, service, slot, worker, gate),
+            name="statemigrate-handoff",
+            daemon=True,
+        )
+        thread.start()
+
+    def _serve_successors(
+        self,
+        listener: socket.socket,
+        path: Path,
+        service: Service,
+        slot: int,
+        worker: Any,
+        gate: WorkerGate,
+    ) -> None:
+        with listener:
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    try:
+                        report = hand_over(
+                            service,
+                            conn,
+                            listeners={},
+                            control=gate,
+                            timeouts=self.timeouts,
+                            allow_lossy=self.allow_lossy,
+                        )
+                    except StateMigrateError as exc:
+                        worker.log.warning(
+                            "worker %s (slot %s): handoff failed, serving on: %s",
+                            worker.pid,
+                            slot,
+                            exc,
+                        )
+                        continue
+                worker.log.info("worker %s (slot %s): %s", worker.pid, slot, report.summary())
+                break
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+    def pre_request(self, worker: Any, req: Any) -> None:
+        gate: WorkerGate | None = getattr(worker, _GATE, None)
+        if gate is not None:
+            gate.hold(req)
+
+    def post_request(self, worker: Any, req: Any, environ: Any, resp: Any) -> None:
+        gate: WorkerGate | None = getattr(worker, _GATE, None)
+        if gate is not None:
+            gate.release()
+
+    def worker_exit(self, server: Any, worker: Any) -> None:
+        if worker.pid != os.getpid():
+            return  # the master, for a worker that was gone already
+        gate: WorkerGate | None = getattr(worker, _GATE, None)
+        if gate is not None and not gate.moved:
+            with contextlib.suppress(FileNotFoundError):
+                self._socket_path(worker.ppid, getattr(worker, _SLOT, 0)).unlink()
+
+
+def server_hooks(
+    service: ServiceSpec,
+    *,
+    directory: str | os.PathLike[str] | None = None,
+    allow_lossy: bool = False,
+    timeouts: HandoffTimeouts | None = None,
+    retire_old_master: bool = True,
+) -> dict[str, Callable[..., None]]:
+    """gunicorn server hooks that move ``service``'s state to the next generation.
+
+    Put them in the configuration file with ``globals().update(server_hooks(...))``.
+    They set ``when_ready``, ``pre_fork``, ``post_worker_init``, ``pre_request``,
+    ``post_request``, ``worker_exit`` and ``on_exit``; a configuration that has its
+    own hook of one of these names calls ours from it.
+
+    Args:
+        service: the application's :class:`~statemigrate.Service`, every component
+            registered: ``"module:attribute"`` naming it (or a function returning
+            it), resolved in each worker once the application is loaded.
+        directory: where the workers listen for their successors (created 0700,
+            refused unless private); by default under ``$XDG_RUNTIME_DIR`` or the
+            temporary directory.
+        allow_lossy: passed to both sides of each handoff; needed to roll back to a
+            release that reads only older versions.
+        timeouts: the waits of both sides of each handoff.
+        retire_old_master: stop the old master with ``SIGTERM`` once every new
+            worker has taken over; without it the operator stops it.
+
+    Raises:
+        ConfigurationError: an argument is of the wrong kind.
+    """
+    if not (isinstance(service, Service | str) or callable(service)):
+        raise ConfigurationError(
+            "service", f"must be 'module:attribute', a Service or a function, not {service!r}"
+        )
+    if isinstance(service, str) and (":" not in service or not all(service.split(":", 1))):
+        raise ConfigurationError("service", f"expected 'module:attribute', got {service!r}")
+    if timeouts is not None and not isinstance(timeouts, HandoffTimeouts):
+        raise ConfigurationError(
+            "timeouts", f"must be a HandoffTimeouts, not {type(timeouts).__name__}"
+        )
+    hooks = _Hooks(
+        service,
+        directory=Path(directory) if directory is not None else _default_directory(),
+        allow_lossy=allow_lossy,
+        timeouts=timeouts if timeouts is not None else HandoffTimeouts(),
+        retire_old_master=retire_old_master,
+    )
+    return {
+        "when_ready": hooks.when_ready,
+        "pre_fork": hooks.pre_fork,
+        "post_worker_init": hooks.post_worker_init,
+        "pre_request": hooks.pre_request,
+        "post_request": hooks.post_request,
+        "worker_exit": hooks.worker_exit,
+        "on_exit": hooks.on_exit,
+    }
