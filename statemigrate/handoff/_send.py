@@ -163,7 +163,11 @@ def _exchange(
         except StoreError as exc:
             raise HandoffError("transfer", f"cannot commit the snapshot to a memfd: {exc}") from exc
         fds = [ref.fd, *(sock.fileno() for sock in send_listeners.values())]
-        offer = SnapshotOffer(size=ref.size, listeners=tuple(send_listeners))
+        offer = SnapshotOffer(
+            size=ref.size,
+            listeners=tuple(send_listeners),
+            trace=attempt.span.traceparent() or "",
+        )
         channel.send(offer, fds, stage="transfer")
         attempt.snapshot_size = offer.size
 
