@@ -47,7 +47,10 @@ def test_chain_of_handoffs_leaks_no_descriptor():
     counts = leaks(reports)
     print(f"E1: {len(reports)} generations, leaked descriptors: {counts}")
     assert [r["generation"] for r in reports] == list(range(GENERATIONS))
-    assert len({r["pid"] for r in reports}) == GENERATIONS
+    # Each generation is a new process. Pids may come round again over a long chain
+    # (pid_max is 32768 on many machines), but never from one generation to the next.
+    pids = [r["pid"] for r in reports]
+    assert all(before != after for before, after in zip(pids, pids[1:], strict=False))
     assert counts == {"at_start": 0, "after_takeover": 0, "after_handoff": 0}
 
 
