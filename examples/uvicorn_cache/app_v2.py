@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -71,19 +72,23 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--server", choices=["uvicorn", "hypercorn"], default="uvicorn")
     parser.add_argument("--pidfile", type=Path, help="written once serving: kill -USR2 $(cat it)")
+    parser.add_argument("--keep-alive", type=float, default=5.0, help="idle connection timeout")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")  # handoff reports
 
     def serving(listener: object) -> None:
         if args.pidfile is not None:
             args.pidfile.with_suffix(".tmp").write_text(f"{os.getpid()}\n")
             args.pidfile.with_suffix(".tmp").replace(args.pidfile)
 
+    # Release 2 may be rolled back to release 1, which drops expiry deadlines.
+    options = {"on_serving": serving, "allow_lossy": True}
     if args.server == "uvicorn":
-        uvicorn.run(app, service, host=args.host, port=args.port, on_serving=serving,
-                    allow_lossy=True, config={"log_level": "warning"})
+        config = {"log_level": "warning", "timeout_keep_alive": args.keep_alive}
+        uvicorn.run(app, service, host=args.host, port=args.port, config=config, **options)
     else:
-        hypercorn.run(app, service, host=args.host, port=args.port, on_serving=serving,
-                      allow_lossy=True)
+        config = {"keep_alive_timeout": args.keep_alive}
+        hypercorn.run(app, service, host=args.host, port=args.port, config=config, **options)
 
 
 if __name__ == "__main__":

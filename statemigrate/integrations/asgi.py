@@ -174,6 +174,9 @@ class HotRestart:
         self.report: HandoffReport | None = None
         #: True once the successor owns the state: every request is passed on.
         self.moved = False
+        #: Seconds the writes were held in the last handoff (pause to move or resume).
+        self.held: float | None = None
+        self._paused_at = 0.0
         self._writable = asyncio.Event()
         self._writable.set()
         self._idle = asyncio.Event()
@@ -349,6 +352,7 @@ class HotRestart:
                 self._on_hand_over(failed)
             raise
         self.report = report
+        logger.info("handoff: writes held %.1f ms", 1e3 * (self.held or 0.0))
         if self._on_hand_over is not None:
             self._on_hand_over(report)
         await self.server.drain(lambda: self._active)
@@ -359,11 +363,13 @@ class HotRestart:
 
     async def pause(self) -> None:
         """Hold new writes, and wait for the writes already running to end."""
+        self._paused_at = asyncio.get_running_loop().time()
         self._writable.clear()
         await self._idle.wait()
 
     async def resume(self) -> None:
         """Let the held writes go on here (the handoff failed)."""
+        self.held = asyncio.get_running_loop().time() - self._paused_at
         self._writable.set()
 
     async def stop_accepting(self) -> None:
@@ -372,6 +378,7 @@ class HotRestart:
         # In this order: a request passed on must not be accepted back by this process.
         await self.server.stop_accepting()
         self.moved = True
+        self.held = asyncio.get_running_loop().time() - self._paused_at
         self._writable.set()
 
 

@@ -4,6 +4,7 @@ keep-alive and with a fresh connection per request."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -110,12 +111,8 @@ def hand_over(
     return start, end
 
 
-def read_release(port: int) -> int:
-    import json
-
-
-
-    status, body = ask(port, "GET", "/cache/k0")
+def read_release(port: int, key: str = "k0") -> int:
+    status, body = ask(port, "GET", f"/cache/{key}")
     assert status == 200, (status, body)
     release = json.loads(body)["release"]
     assert isinstance(release, int)
@@ -183,3 +180,35 @@ def test_uvicorn_started_from_its_command_line_on_a_passed_descriptor(tmp_path: 
             upgrade_and_roll_back(generations, port, keep_alive=True)
     finally:
         listener.close()
+
+
+@pytest.mark.slow
+def test_an_idle_keep_alive_connection_is_not_cut_but_passed_on(tmp_path: Path) -> None:
+    port = free_port()
+    argv = ["app.py", "--port", str(port), "--keep-alive", "60", "--pidfile", "cache.pid"]
+    with started(tmp_path, argv, port) as generations:
+        idle = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            idle.request("PUT", "/cache/before", body="1")
+            first = idle.getresponse()
+            first.read()
+            assert first.status == 204
+            old = generations.serving()
+            deploy(tmp_path, 2)
+            os.kill(old, signal.SIGUSR2)
+            wait_until("release 2 to serve", lambda: read_release(port, "before") == 2)
+            # Ten ticks of uvicorn's main loop: a server that does not drain has shut
+            # down and cut the idle connection by then.
+            time.sleep(1.0)
+            # The old process drains: it keeps the idle connection open for its next
+            # request, which goes to release 2 and is answered with Connection: close.
+            assert alive(old)
+            idle.request("PUT", "/cache/after", body="2")
+            answer = idle.getresponse()
+            assert (answer.status, answer.getheader("connection")) == (204, "close")
+            answer.read()
+        finally:
+            idle.close()
+        assert read_value(port, "after") == "2"
+        assert read_value(port, "before") == "1"
+        wait_until("the old process to exit once drained", lambda: not alive(old))
