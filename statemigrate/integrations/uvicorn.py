@@ -17,10 +17,9 @@ socket activation, for one), wrap the application with :func:`hot_restart` and r
 listener under the same number.
 
 uvicorn has no call that stops accepting and leaves the connections alone (its
-shutdown closes the idle keep-alive ones at once), so :class:`UvicornHooks` closes
-uvicorn's own copy of the listener (``fd=`` duplicates the descriptor it is given)
-and waits for the connections to end by themselves before setting
-``should_exit``.
+shutdown closes the idle keep-alive ones at once), so :class:`UvicornHooks` takes
+uvicorn's listening sockets off the event loop and waits for the connections to end
+by themselves before setting ``should_exit``.
 """
 
 from __future__ import annotations
@@ -52,14 +51,21 @@ class UvicornHooks:
         self.server = server
 
     async def stop_accepting(self) -> None:
-        """Close uvicorn's listening copies; accepted connections stay open.
+        """Take uvicorn's listening sockets off the event loop; nothing accepts on them.
 
-        ``asyncio.Server.close`` stops accepting and closes the socket it was given,
-        which is uvicorn's duplicate of the listener: the handoff's descriptor, and the
-        kernel's accept queue with it, stay for the successor.
+        Not ``asyncio.Server.close``: a connection asyncio has accepted but not yet
+        given a transport (that happens a loop iteration later) would then be dropped
+        unanswered, and its client reset. asyncio accepts from a reader callback on
+        each listening socket; without it the kernel's accept queue is left to the
+        successor, and uvicorn closes its sockets (duplicates of the listener the
+        handoff passes on) at its shutdown. A loop that does not accept through reader
+        callbacks (uvloop) gets ``close`` instead.
         """
+        loop = asyncio.get_running_loop()
         for listening in getattr(self.server, "servers", []):
-            listening.close()
+            sockets = listening.sockets or ()
+            if not all([loop.remove_reader(sock.fileno()) for sock in sockets]):
+                listening.close()
 
     async def drain(self, active: Callable[[], int]) -> None:
         """Wait until uvicorn holds no connection, at most its keep-alive timeout plus
@@ -72,6 +78,7 @@ class UvicornHooks:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.server.config.timeout_keep_alive + 2 * POLL
         state = self.server.server_state
+        await asyncio.sleep(POLL)  # connections accepted last get their protocol
         while state.connections and (loop.time() < deadline or active()):
             await asyncio.sleep(POLL)
 
