@@ -1,0 +1,417 @@
+"""Hot restart for any ASGI application: a wrapper that restores on lifespan start-up
+and hands the state over on ``SIGUSR2``.
+
+:class:`HotRestart` wraps the application. The server-specific part (stop
+accepting, wait for the connections, stop the server) comes from the engine's module,
+which also runs the server on the inherited listener:
+:func:`statemigrate.integrations.uvicorn.run` and
+:func:`statemigrate.integrations.hypercorn.run`.
+
+What the wrapper does:
+
+* **lifespan start-up**: the application's own start-up runs first (it warms up
+  while the old process still serves), then the service is restored from the
+  predecessor (:func:`~statemigrate.handoff.take_over_async`) when this process was
+  started by a handoff, and only then does the server hear ``startup.complete`` and
+  start accepting. A failed restore reports ``startup.failed``: the server exits
+  without serving and the old process goes on.
+* **the pause**: requests that may change the state (any method but GET, HEAD,
+  OPTIONS) are held, not refused, while the snapshot is taken; reads go on. If the
+  handoff fails the held requests go on here.
+* **the move**: once the successor has taken over, the server stops accepting (the
+  listener stays open: the successor accepts on it, and the kernel's accept queue
+  is left to it), each held request and every request that still arrives on a
+  connection this process holds is passed on to the successor
+  (:func:`~statemigrate.integrations._forward.forward_async`) and its answer
+  relayed with ``Connection: close``, so the client's next request opens a
+  connection to the successor. Requests in flight finish here.
+* **the drain**: idle keep-alive connections are not cut (a client may be sending on
+  one at that instant): the process waits until each has carried its next request
+  or was closed by the server's own keep-alive timeout, then stops the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from statemigrate._errors import ConfigurationError, HandoffError
+from statemigrate._runtime._service import Service
+from statemigrate.handoff import (
+    HandoffReport,
+    HandoffTimeouts,
+    Inheritance,
+    Spawn,
+    TakeOverReport,
+    hand_over_async,
+    install_signal_trigger_async,
+    take_over_async,
+)
+from statemigrate.integrations._forward import forward_async, forwarding_address
+
+__all__ = [
+    "SAFE_METHODS",
+    "ASGIApp",
+    "HotRestart",
+    "Receive",
+    "Scope",
+    "Send",
+    "ServerHooks",
+    "successor_argv",
+]
+
+logger = logging.getLogger("statemigrate.handoff")
+
+#: Methods that never change the state: they are served during the pause.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ServerHooks(Protocol):
+    """What :class:`HotRestart` needs from the server it runs in; each engine's module
+    provides one."""
+
+    async def stop_accepting(self) -> None:
+        """Accept no more connections, keeping those accepted and the listener open."""
+
+    async def drain(self, active: Callable[[], int]) -> None:
+        """Wait until the connections this process holds are done, within the server's
+        keep-alive timeout; ``active()`` counts the requests running in the app."""
+
+    def shut_down(self) -> None:
+        """Ask the server to stop gracefully (it then runs the lifespan shutdown)."""
+
+
+def successor_argv() -> list[str]:
+    """This process's own command line, as the successor's: interpreter options,
+    ``-m module`` and a console script's path are kept as they were given."""
+    return [sys.executable, *sys.orig_argv[1:]]
+
+
+def _nodelay(listener: socket.socket) -> None:
+    # Linux passes TCP_NODELAY from a listener to the connections it accepts. A server
+    # that wraps an inherited descriptor may not know it is TCP (uvicorn's fd= labels
+    # it AF_UNIX, and asyncio then skips TCP_NODELAY): without it a response written
+    # in two parts waits for the client's delayed ACK.
+    if listener.family in (socket.AF_INET, socket.AF_INET6):
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+Locate = Callable[[], "tuple[ServerHooks, socket.socket, Inheritance | None]"]
+
+
+class HotRestart:
+    """An ASGI application wrapped for hot restarts (see the module's description).
+
+    Args:
+        app: the ASGI 3 application. Its lifespan, if it has one, runs inside ours;
+            one that does not speak lifespan is fine.
+        service: the state that moves with each handoff, every component registered.
+        name: the listener's name in the handoff.
+        argv: the successor's command line; this process's own by default.
+        signum: the signal that starts a handoff.
+        timeouts: the waits of both sides of the handoff.
+        allow_lossy: passed to both sides of the handoff (a rollback through a lossy
+            downgrade needs it on the newer side).
+        forward_timeout: seconds a request passed on to the successor may take.
+        locate: finds the server, the listener and the inheritance at lifespan
+            start-up, when the engine's runner did not :meth:`attach` them (a server
+            started from its own command line).
+        on_take_over: called with the restore's report, before the server accepts.
+        on_hand_over: called with the report of each handoff, failed ones included.
+
+    Raises:
+        ConfigurationError: an argument is invalid.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        service: Service,
+        *,
+        name: str = "http",
+        argv: Sequence[str] | None = None,
+        signum: int = signal.SIGUSR2,
+        timeouts: HandoffTimeouts | None = None,
+        allow_lossy: bool = False,
+        forward_timeout: float = 30.0,
+        locate: Locate | None = None,
+        on_take_over: Callable[[TakeOverReport], object] | None = None,
+        on_hand_over: Callable[[HandoffReport], object] | None = None,
+    ) -> None:
+        if not callable(app):
+            raise ConfigurationError("app", f"must be an ASGI application, not {app!r}")
+        if not isinstance(service, Service):
+            raise ConfigurationError("service", f"must be a statemigrate.Service, not {service!r}")
+        if not name:
+            raise ConfigurationError("name", "must be a non-empty listener name")
+        self.app = app
+        self.service = service
+        self.name = name
+        self.argv = list(argv) if argv is not None else None
+        self.signum = signum
+        self.timeouts = timeouts if timeouts is not None else HandoffTimeouts()
+        self.allow_lossy = allow_lossy
+        self.forward_timeout = forward_timeout
+        self._locate = locate
+        self._on_take_over = on_take_over
+        self._on_hand_over = on_hand_over
+        self.server: ServerHooks | None = None
+        self.listener: socket.socket | None = None
+        self._inheritance: Inheritance | None = None
+        #: The report of the handoff that moved the state away, once it did.
+        self.report: HandoffReport | None = None
+        #: True once the successor owns the state: every request is passed on.
+        self.moved = False
+        #: Seconds the writes were held in the last handoff (pause to move or resume).
+        self.held: float | None = None
+        self._paused_at = 0.0
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._writers = 0
+        self._active = 0
+        self._uninstall: Callable[[], None] | None = None
+        #: Set once the lifespan start-up (and the restore) reported complete.
+        self.started = asyncio.Event()
+
+    def attach(
+        self, server: ServerHooks, listener: socket.socket, inheritance: Inheritance | None
+    ) -> None:
+        """Give the wrapper its server, the listener it serves on and, in a process
+        started by a handoff, the inheritance to restore from; the wrapper closes the
+        listener at lifespan shutdown. Called by the engine's runner before serving."""
+        self.server = server
+        self.listener = listener
+        self._inheritance = inheritance
+
+    # -- ASGI --------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        elif kind == "http":
+            self._active += 1
+            try:
+                await self._http(scope, receive, send)
+            finally:
+                self._active -= 1
+        else:
+            await self.app(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.moved and scope["method"] in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        if not self.moved:
+            await self._writable.wait()  # held during the pause
+        if self.moved:
+            await self._forward(scope, receive, send)
+            return
+        self._writers += 1
+        self._idle.clear()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._writers -= 1
+            if self._writers == 0:
+                self._idle.set()
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on to the successor and relay its answer, then close."""
+        assert self.listener is not None
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left: nobody to answer
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        raw_path = scope.get("raw_path") or quote(scope["path"]).encode("latin-1")
+        target = raw_path.decode("latin-1")
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        client = scope.get("client")
+        try:
+            answer = await forward_async(
+                forwarding_address(self.listener),
+                scope["method"],
+                target,
+                headers,
+                bytes(body),
+                client=client[0] if client else None,
+                timeout=self.forward_timeout,
+            )
+            status, payload = answer.status, answer.body
+            relayed = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
+        except HandoffError as exc:
+            logger.warning("%s", exc)
+            status, payload = 502, b"the successor did not answer\n"
+            relayed = [(b"content-type", b"text/plain; charset=utf-8")]
+        relayed += [
+            (b"content-length", str(len(payload)).encode()),
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": relayed})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        inner = _InnerLifespan(self.app, scope)
+        message = await receive()
+        assert message["type"] == "lifespan.startup", message
+        failure = await inner.step("startup")
+        if failure is None:
+            failure = await self._startup()
+        if failure is not None:
+            await send({"type": "lifespan.startup.failed", "message": failure})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        self.started.set()
+        message = await receive()
+        assert message["type"] == "lifespan.shutdown", message
+        failure = await inner.step("shutdown")
+        self._shutdown()
+        if failure is not None:
+            await send({"type": "lifespan.shutdown.failed", "message": failure})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+
+    # -- start-up and shutdown ---------------------------------------------------------
+
+    async def _startup(self) -> str | None:
+        """Restore (in a successor) and install the trigger; a failure's message."""
+        try:
+            if self.server is None:
+                if self._locate is None:
+                    raise ConfigurationError(
+                        "server",
+                        "HotRestart was not attached to a server; run it with"
+                        " statemigrate.integrations.uvicorn.run or .hypercorn.run",
+                    )
+                self.attach(*self._locate())
+            assert self.listener is not None
+            _nodelay(self.listener)
+            inheritance, self._inheritance = self._inheritance, None
+            if inheritance is not None:
+                with inheritance:
+                    report = await take_over_async(
+                        self.service, inheritance, allow_lossy=self.allow_lossy
+                    )
+                if self._on_take_over is not None:
+                    self._on_take_over(report)
+            self._uninstall = install_signal_trigger_async(self.hand_over, signum=self.signum)
+        except Exception as exc:
+            logger.error("start-up failed: %s", exc)
+            return f"statemigrate: {exc}"
+        return None
+
+    def _shutdown(self) -> None:
+        if self._uninstall is not None:
+            self._uninstall()
+            self._uninstall = None
+        if self.listener is not None:
+            self.listener.close()
+
+    # -- the handoff -------------------------------------------------------------------
+
+    async def hand_over(self) -> HandoffReport:
+        """Hand the state and the listener over to a successor, then drain and stop.
+
+        What ``SIGUSR2`` runs. A failed handoff raises
+        :class:`~statemigrate.HandoffError` and serving goes on.
+        """
+        assert self.listener is not None and self.server is not None
+        successor = Spawn(self.argv if self.argv is not None else successor_argv())
+        try:
+            report = await hand_over_async(
+                self.service,
+                successor,
+                listeners={self.name: self.listener},
+                control=self,
+                timeouts=self.timeouts,
+                allow_lossy=self.allow_lossy,
+            )
+        except HandoffError as exc:
+            failed = getattr(exc, "report", None)
+            if self._on_hand_over is not None and isinstance(failed, HandoffReport):
+                self._on_hand_over(failed)
+            raise
+        self.report = report
+        logger.info("handoff: writes held %.1f ms", 1e3 * (self.held or 0.0))
+        if self._on_hand_over is not None:
+            self._on_hand_over(report)
+        await self.server.drain(lambda: self._active)
+        self.server.shut_down()
+        return report
+
+    # -- AsyncServerControl ------------------------------------------------------------
+
+    async def pause(self) -> None:
+        """Hold new writes, and wait for the writes already running to end."""
+        self._paused_at = asyncio.get_running_loop().time()
+        self._writable.clear()
+        await self._idle.wait()
+
+    async def resume(self) -> None:
+        """Let the held writes go on here (the handoff failed)."""
+        self.held = asyncio.get_running_loop().time() - self._paused_at
+        self._writable.set()
+
+    async def stop_accepting(self) -> None:
+        """Stop the server's accepting, then pass the held writes on to the successor."""
+        assert self.server is not None
+        # In this order: a request passed on must not be accepted back by this process.
+        await self.server.stop_accepting()
+        self.moved = True
+        self.held = asyncio.get_running_loop().time() - self._paused_at
+        self._writable.set()
+
+
+class _InnerLifespan:
+    """The wrapped application's lifespan, driven one step at a time."""
+
+    def __init__(self, app: ASGIApp, scope: Scope) -> None:
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(app, scope), name="statemigrate-lifespan"
+        )
+        self._supported = True
+
+    async def _run(self, app: ASGIApp, scope: Scope) -> None:
+        try:
+            await app(scope, self._inbox.get, self._outbox.put)
+        except Exception as exc:
+            # The ASGI way for an application to say it does not speak lifespan.
+            if self._supported:
+                logger.debug("the application's lifespan raised %r: ignored", exc)
+        finally:
+            self._supported = False
+            await self._outbox.put({"type": "ended"})
+
+    async def step(self, stage: str) -> str | None:
+        """Send ``lifespan.<stage>`` and wait for the answer; a failure's message."""
+        if not self._supported:
+            return None
+        await self._inbox.put({"type": f"lifespan.{stage}"})
+        answer = await self._outbox.get()
+        if answer["type"] == f"lifespan.{stage}.failed":
+            return str(answer.get("message", "") or f"the application's {stage} failed")
+        if stage == "shutdown":
+            await self._task
+        return None
