@@ -244,6 +244,8 @@ def _fail(attempt: Attempt, channel: Channel | None, error: HandoffError) -> Ste
     detail = error.detail
     if channel is not None:
         channel.try_send(Abort(reason=f"{error.stage}: {detail}"), stage=error.stage)
+    if attempt.committed:
+        detail += "; this process took its state back"
     if attempt.paused:
         try:
             yield from call_hook("resume")
@@ -343,8 +345,6 @@ def _spawn_steps(
                 if exc.reason is None:
                     awaited = _AWAITED.get(exc.stage, "READY")
                     detail = f"the successor exited before sending {awaited} (status {status})"
-                    if exc.stage == "serving":
-                        detail += "; this process took its state back"
                 error = SuccessorFailedError(
                     exc.stage, detail, reason=exc.reason, exit_status=status
                 )
