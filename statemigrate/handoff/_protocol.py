@@ -414,9 +414,16 @@ class Channel:
         Raises:
             HandoffError: as for :meth:`receive`.
         """
-        packet, fds = receive_fds(
-            self.sock, max_bytes=MAX_MESSAGE, max_fds=min(max_fds + 1, MAX_FDS), stage=stage
-        )
+        try:
+            packet, fds = receive_fds(
+                self.sock, max_bytes=MAX_MESSAGE, max_fds=min(max_fds + 1, MAX_FDS), stage=stage
+            )
+        except HandoffError as exc:
+            # A peer that exits with our last message still unread resets the channel:
+            # it is gone all the same.
+            if isinstance(exc.__cause__, ConnectionResetError):
+                return NoMessage("closed")
+            raise
         if not packet and not fds:
             return NoMessage("closed")
         try:

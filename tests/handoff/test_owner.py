@@ -46,7 +46,9 @@ def connect_to_old(role: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], 
     return proc, sock
 
 
-@pytest.mark.parametrize("role", ["old-dies-after-ready", "old-dies-after-snapshot"])
+@pytest.mark.parametrize(
+    "role", ["old-dies-after-ready", "old-dies-after-snapshot", "old-dies-leaving-ready"]
+)
 def test_a_ready_successor_takes_over_when_the_old_process_dies(tmp_path, role):
     proc, sock = connect_to_old(role, tmp_path)
     inheritance = receive_handoff(sock, timeouts=FAST)

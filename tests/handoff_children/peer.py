@@ -7,6 +7,7 @@ protocol by hand, so it can stop where no library call would:
 
     old-dies-after-ready      send the snapshot, read READY, then SIGKILL itself
     old-dies-after-snapshot   send the snapshot, then SIGKILL itself
+    old-dies-leaving-ready    send the snapshot, let READY arrive, SIGKILL itself unread
     old-closes-and-lives      send the snapshot, read READY, close the channel, sleep
     old-aborts-and-dies       send the snapshot, read READY, send ABORT, SIGKILL itself
 
@@ -21,6 +22,7 @@ As a successor it connects to SOCKET_PATH and uses the library:
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import sys
@@ -67,6 +69,9 @@ def old(role: str, path: str) -> int:
         ref = store.commit(STATE)
         channel.send(SnapshotOffer(size=ref.size, listeners=()), [ref.fd], stage="test")
     if role == "old-dies-after-snapshot":
+        die()
+    if role == "old-dies-leaving-ready":
+        select.select([conn], [], [], 60)  # READY is there; dying with it unread resets
         die()
     assert isinstance(receive().message, Ready)
     if role == "old-dies-after-ready":
