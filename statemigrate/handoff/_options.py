@@ -31,8 +31,14 @@ class HandoffTimeouts:
         ready: old process: from sending the snapshot until READY. Covers the
             successor's restore, while writers are held.
         commit: successor: from its READY until COMMIT.
+        serving: old process: from COMMIT until the successor confirms it serves
+            (SERVING). Writers stay held meanwhile; a successor that dies or stays
+            silent is stopped and this process takes its state back.
         kill_grace: old process: how long a failed successor it started gets to exit
-            by itself, and then between ``SIGTERM`` and ``SIGKILL``.
+            by itself, and then between ``SIGTERM`` and ``SIGKILL``. Successor: how
+            long, once the channel closed without COMMIT, it waits to see the old
+            process gone before it takes over (see
+            :meth:`~statemigrate.handoff.Inheritance.ready`).
 
     Raises:
         ConfigurationError: a value is not a positive, finite number of seconds.
@@ -42,6 +48,7 @@ class HandoffTimeouts:
     snapshot: float = 60.0
     ready: float = 30.0
     commit: float = 30.0
+    serving: float = 30.0
     kill_grace: float = 5.0
 
     def __post_init__(self) -> None:

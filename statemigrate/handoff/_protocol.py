@@ -7,16 +7,25 @@ is one packet and no framing is needed beyond a fixed header::
 
 A conversation, with who sends what::
 
-    successor -> old   HELLO     {pid, readable: {component: [versions]}}
+    successor -> old   HELLO     {pid, readable: {component: [versions]}, serving: true}
     old -> successor   SNAPSHOT  {size, listeners: [names], trace?}  + fds: memfd, listeners...
     successor -> old   READY     {pid}
     old -> successor   COMMIT    {}
+    successor -> old   SERVING   {}      (only when HELLO said ``serving: true``)
     either way         FAILED / ABORT {reason}
 
 ``COMMIT`` exists so that exactly one process owns the state at any instant: the
 successor may not change state (or acknowledge a request that does) before it has
 read ``COMMIT``, and the old process sends it only after deciding the handoff
 succeeded. A timeout on either side therefore never leaves two owners.
+
+``SERVING`` closes the window after ``COMMIT``: the old process keeps its state,
+its listeners and its held writers until the successor confirms, right before it
+starts accepting, and takes the state back if the successor dies before. It is an
+addition to version 1, announced in ``HELLO``: a successor that does not announce
+it (an older release) is handed the state at ``COMMIT`` as before, and an older
+old process ignores the field and never reads ``SERVING``, so both directions of
+a rolling upgrade work.
 
 Descriptors travel only with ``SNAPSHOT``; any other message that carries some is
 refused and the descriptors are closed.
@@ -51,6 +60,7 @@ __all__ = [
     "NoMessage",
     "Ready",
     "Received",
+    "Serving",
     "SnapshotOffer",
     "decode_message",
     "encode_message",
@@ -71,6 +81,8 @@ class Hello:
 
     pid: int
     readable: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: The successor will confirm with :class:`Serving` once it serves.
+    serving: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,11 @@ class Commit:
 
 
 @dataclass(frozen=True)
+class Serving:
+    """The successor read :class:`Commit`, applied the state and starts accepting now."""
+
+
+@dataclass(frozen=True)
 class Failed:
     """The successor cannot take over (sent by the successor)."""
 
@@ -109,7 +126,7 @@ class Abort:
     reason: str
 
 
-Message = Hello | SnapshotOffer | Ready | Commit | Failed | Abort
+Message = Hello | SnapshotOffer | Ready | Commit | Failed | Abort | Serving
 
 _KINDS: dict[type[Message], int] = {
     Hello: 1,
@@ -118,8 +135,17 @@ _KINDS: dict[type[Message], int] = {
     Commit: 4,
     Failed: 5,
     Abort: 6,
+    Serving: 7,
 }
-_NAMES = {1: "HELLO", 2: "SNAPSHOT", 3: "READY", 4: "COMMIT", 5: "FAILED", 6: "ABORT"}
+_NAMES = {
+    1: "HELLO",
+    2: "SNAPSHOT",
+    3: "READY",
+    4: "COMMIT",
+    5: "FAILED",
+    6: "ABORT",
+    7: "SERVING",
+}
 
 
 def message_name(message: Message) -> str:
@@ -133,13 +159,15 @@ def encode_message(message: Message) -> bytes:
     if isinstance(message, Hello):
         readable = {name: list(versions) for name, versions in message.readable.items()}
         body = {"pid": message.pid, "readable": readable}
+        if message.serving:  # left out otherwise: the HELLO of an older release, byte for byte
+            body["serving"] = True
     elif isinstance(message, SnapshotOffer):
         body = {"size": message.size, "listeners": list(message.listeners)}
         if message.trace:
             body["trace"] = message.trace
     elif isinstance(message, Ready):
         body = {"pid": message.pid}
-    elif isinstance(message, Commit):
+    elif isinstance(message, Commit | Serving):
         body = {}
     else:
         body = {"reason": message.reason[:_MAX_REASON]}
@@ -310,7 +338,10 @@ def decode_message(packet: bytes, *, stage: str) -> Message:
         body = _body(packet[_HEADER:])
         if kind == 1:
             pid = _int(body, "pid", minimum=1, maximum=_MAX_PID)
-            return Hello(pid=pid, readable=_readable(body.get("readable")))
+            serving = body.get("serving", False)
+            if type(serving) is not bool:
+                raise ValueError(f"'serving' must be true or false, got {_show(serving)}")
+            return Hello(pid=pid, readable=_readable(body.get("readable")), serving=serving)
         if kind == 2:
             return SnapshotOffer(
                 size=_int(body, "size"),
@@ -323,6 +354,8 @@ def decode_message(packet: bytes, *, stage: str) -> Message:
             return Commit()
         if kind == 5:
             return Failed(reason=_str(body, "reason"))
+        if kind == 7:
+            return Serving()
         return Abort(reason=_str(body, "reason"))
     except ValueError as exc:  # json.JSONDecodeError included
         raise HandoffError(stage, f"protocol error: bad {name} body: {exc}") from exc
@@ -399,9 +432,16 @@ class Channel:
         Raises:
             HandoffError: as for :meth:`receive`.
         """
-        packet, fds = receive_fds(
-            self.sock, max_bytes=MAX_MESSAGE, max_fds=min(max_fds + 1, MAX_FDS), stage=stage
-        )
+        try:
+            packet, fds = receive_fds(
+                self.sock, max_bytes=MAX_MESSAGE, max_fds=min(max_fds + 1, MAX_FDS), stage=stage
+            )
+        except HandoffError as exc:
+            # A peer that exits with our last message still unread resets the channel:
+            # it is gone all the same.
+            if isinstance(exc.__cause__, ConnectionResetError):
+                return NoMessage("closed")
+            raise
         if not packet and not fds:
             return NoMessage("closed")
         try:

@@ -35,7 +35,7 @@ from typing import overload
 
 from statemigrate._errors import ConfigurationError, HandoffError, StoreError
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
-from statemigrate.handoff._drive import Steps, run_async, run_blocking
+from statemigrate.handoff._drive import Steps, ready_now, run_async, run_blocking, wait_readable
 from statemigrate.handoff._env import CONTROL_NAME, FDS_VAR, check_name, take_environ
 from statemigrate.handoff._fdcheck import (
     DEFAULT_FAMILIES,
@@ -54,6 +54,8 @@ from statemigrate.handoff._protocol import (
     Hello,
     NoMessage,
     Ready,
+    Received,
+    Serving,
     SnapshotOffer,
     message_name,
 )
@@ -79,6 +81,29 @@ def _open_snapshot(fd: int, *, size: int, max_size: int) -> memoryview:
     return view
 
 
+def _watch_pid(pid: int, *, parent: bool) -> int | None:
+    """A pidfd of the old process, taken while it is known to be alive, or ``None``.
+
+    A pidfd names one process for good, so the old process's death is seen even if
+    its pid is reused later. For a parent, our parent pid must still be ``pid`` once
+    the pidfd is open: otherwise it died before, and the pid may already be another
+    process's. ``None`` where pidfds are missing (Linux before 5.3); the checks then
+    fall back to our parent pid, or to ``kill(pid, 0)`` over a socket.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+    if parent and os.getppid() != pid:
+        os.close(fd)
+        return None
+    return fd
+
+
+# How often the old process's liveness is checked when no pidfd can be waited on.
+_LIVENESS_POLL = 0.01
+
+
 class Inheritance:
     """What a successor inherited, and its end of the conversation with the old process.
 
@@ -99,6 +124,8 @@ class Inheritance:
             :meth:`ready` (``timeouts.commit``).
         closed_strays: how many unnamed inheritable descriptors
             :func:`receive_handoff` closed.
+        predecessor_died: :meth:`ready` took over because the old process died
+            after sending the snapshot and before COMMIT.
     """
 
     def __init__(
@@ -112,6 +139,7 @@ class Inheritance:
         families: Collection[int],
         timeouts: HandoffTimeouts,
         closed_strays: int = 0,
+        parent_pidfd: int | None = None,
     ) -> None:
         self.listeners = listeners
         self.parent_pid = parent_pid
@@ -119,17 +147,28 @@ class Inheritance:
         self.transport: Transport = transport
         self.timeouts = timeouts
         self.closed_strays = closed_strays
+        self.predecessor_died = False
         self._channel = Channel(control)
+        self._pidfd = parent_pidfd
         self._expect = expect
         self._families = families
         self._step = "new"
+        # Announce SERVING in HELLO and send it after COMMIT (off only to test the
+        # behaviour of older releases against this one).
+        self._confirms = True
+
+    def _close_channel(self) -> None:
+        self._channel.sock.close()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
     def _abandon(self, reason: str) -> None:
         """Tell the old process we give up (if it still listens) and close the channel."""
         if self._step not in ("ready", "closed"):
             self._channel.try_send(Failed(reason=reason), stage="failed")
         self._step = "closed"
-        self._channel.sock.close()
+        self._close_channel()
 
     def hello(
         self, readable: Mapping[str, Iterable[int]], *, max_size: int = DEFAULT_MAX_SNAPSHOT_SIZE
@@ -175,9 +214,13 @@ class Inheritance:
         if self._step != "new":
             raise HandoffError("receive", f"hello() called when the handoff is {self._step}")
         self._step = "hello"
+        if self._pidfd is None and self.transport == "spawn":
+            # Our parent: while it lives no other process can have its pid.
+            self._pidfd = _watch_pid(self.parent_pid, parent=True)
         try:
             versions = {name: tuple(int(v) for v in vs) for name, vs in readable.items()}
-            self._channel.send(Hello(pid=os.getpid(), readable=versions), stage="receive")
+            hello = Hello(pid=os.getpid(), readable=versions, serving=self._confirms)
+            self._channel.send(hello, stage="receive")
             return (yield from self._receive_snapshot(max_size=max_size))
         except HandoffError as exc:
             self._abandon(str(exc))
@@ -236,16 +279,25 @@ class Inheritance:
                 raise HandoffError("receive", f"expected listeners not received: {missing}")
 
     def ready(self) -> None:
-        """Report READY and wait until the old process gives up the state (COMMIT).
+        """Report READY, wait until the old process gives up the state, and confirm.
 
-        Call it after the snapshot was restored and verified. Do not change state or
-        acknowledge requests before it returns: until then the old process may still
-        cancel the handoff and go on with its own state. Waits up to
-        ``timeouts.commit`` seconds.
+        Call it after the snapshot was restored and verified, right before this
+        process starts accepting. Do not change state or acknowledge requests before
+        it returns: until then the old process may still cancel the handoff and go
+        on with its own state. Once COMMIT arrives it sends SERVING, which lets the
+        old process go; if this process dies before, the old one takes the state
+        back. Waits up to ``timeouts.commit`` seconds.
+
+        If the old process dies before COMMIT (the channel closes without ABORT, and
+        its pid is seen gone within ``timeouts.kill_grace``), this process takes
+        over: its restored state is the one the old process held its writers on
+        since the snapshot, so nothing acknowledged is missing. ``ready()`` then
+        returns normally with :attr:`predecessor_died` set, and the caller serves.
 
         Raises:
-            HandoffError: stage ``commit``; the old process aborted, went away or did
-                not answer in time. This process must then exit without serving.
+            HandoffError: stage ``commit``; the old process aborted, did not answer in
+                time, or closed the channel and lives on. This process must then
+                exit without serving.
         """
         run_blocking(self._ready_steps(), None)
 
@@ -262,10 +314,23 @@ class Inheritance:
         if self._step != "hello":
             raise HandoffError("commit", f"ready() called when the handoff is {self._step}")
         try:
-            self._channel.send(Ready(pid=os.getpid()), stage="commit")
-            got = yield from self._channel.receive(
-                stage="commit", deadline=time.monotonic() + self.timeouts.commit
-            )
+            got: Received | NoMessage
+            try:
+                self._channel.send(Ready(pid=os.getpid()), stage="commit")
+            except HandoffError:
+                got = self._queued()  # the old process closed the channel, or died
+            else:
+                got = yield from self._channel.receive(
+                    stage="commit",
+                    deadline=time.monotonic() + self.timeouts.commit,
+                    watch=self._pidfd,
+                )
+            if isinstance(got, NoMessage) and got.why != "timeout":
+                if (yield from self._predecessor_gone()):
+                    got = self._queued()  # what it sent just before it died still counts
+                    if isinstance(got, NoMessage):
+                        self._took_over()
+                        return
             if isinstance(got, NoMessage):
                 raise HandoffError("commit", f"no COMMIT from the old process ({got.why})")
             message = got.message
@@ -277,11 +342,59 @@ class Inheritance:
                 )
         except HandoffError:
             self._step = "closed"  # nothing to report to a peer that gave up
-            self._channel.sock.close()
+            self._close_channel()
             raise
+        if self._confirms:
+            # The state was applied before READY: from here this process serves. An
+            # old process that died meanwhile needs no answer.
+            self._channel.try_send(Serving(), stage="serving")
         self._step = "ready"
-        self._channel.sock.close()
+        self._close_channel()
         logger.info("handoff: took over from pid %d", self.parent_pid)
+
+    def _queued(self) -> Received | NoMessage:
+        """The message waiting on the channel, if any, without waiting."""
+        if ready_now((self._channel.sock.fileno(),)) is None:
+            return NoMessage("closed")
+        return self._channel.read(stage="commit")
+
+    def _parent_gone_now(self) -> bool:
+        if self._pidfd is not None:
+            return ready_now((self._pidfd,)) is not None
+        if self.transport == "spawn":
+            return os.getppid() != self.parent_pid  # re-parented: our parent exited
+        try:
+            os.kill(self.parent_pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def _predecessor_gone(self) -> Steps[bool]:
+        """Steps: whether the old process is gone, waiting up to ``timeouts.kill_grace``.
+
+        Its channel closes as it exits, a moment before its exit is visible.
+        """
+        deadline = time.monotonic() + self.timeouts.kill_grace
+        while not self._parent_gone_now():
+            if self._pidfd is not None:
+                if (yield from wait_readable((self._pidfd,), deadline)) is None:
+                    return False
+            else:
+                if time.monotonic() >= deadline:
+                    return False
+                yield from wait_readable((), min(deadline, time.monotonic() + _LIVENESS_POLL))
+        return True
+
+    def _took_over(self) -> None:
+        self.predecessor_died = True
+        self._step = "ready"
+        self._close_channel()
+        logger.warning(
+            "handoff: the old process pid %d died before COMMIT; serving the restored state",
+            self.parent_pid,
+        )
 
     def failed(self, reason: str) -> None:
         """Report that this successor cannot take over, and close the control channel."""
@@ -383,6 +496,7 @@ def _from_socket(
         expect=expect,
         families=families,
         timeouts=timeouts,
+        parent_pidfd=_watch_pid(peer.pid, parent=False),
     )
 
 

@@ -33,7 +33,7 @@ __all__ = [
 HandoffOutcome = Literal["ready", "failed"]
 Transport = Literal["spawn", "socket"]
 #: The phases timed by the old process, in order.
-Phase = Literal["spawn", "handshake", "export", "transfer", "ready", "total"]
+Phase = Literal["spawn", "handshake", "export", "transfer", "ready", "serving", "total"]
 
 
 def _phases(timings: Mapping[str, float]) -> str:
@@ -53,7 +53,7 @@ class HandoffReport:
         transport: ``"spawn"`` (a :class:`~statemigrate.handoff.Spawn` successor) or
             ``"socket"`` (a successor that connected to us).
         stage: the stage that failed (``None`` on success): ``spawn``, ``handshake``,
-            ``pause``, ``export``, ``transfer``, ``ready`` or ``commit``.
+            ``pause``, ``export``, ``transfer``, ``ready``, ``commit`` or ``serving``.
         reason: why it failed (``None`` on success).
         successor_pid: the successor's pid, once known.
         successor_exit: the successor's exit status when it ended during the attempt
@@ -128,6 +128,9 @@ class TakeOverReport:
         timings: seconds spent in ``snapshot_wait`` (from HELLO until the snapshot
             arrived: the old process paused and exported meanwhile), ``restore``,
             ``commit_wait`` (from READY until COMMIT), and ``total``.
+        predecessor_died: the old process died after the snapshot arrived and
+            before it sent COMMIT, so this process took over without it (the state
+            it restored is the last one the old process acknowledged anything on).
     """
 
     parent_pid: int
@@ -137,12 +140,14 @@ class TakeOverReport:
     snapshot_size: int
     restore: RestoreReport
     timings: Mapping[str, float] = field(default_factory=dict)
+    predecessor_died: bool = False
 
     def summary(self) -> str:
         """One line for logs."""
         steps = sum(len(component.steps) for component in self.restore.components)
+        died = ", the old process died before COMMIT" if self.predecessor_died else ""
         return (
-            f"took over from pid {self.parent_pid} ({self.transport}):"
+            f"took over from pid {self.parent_pid} ({self.transport}{died}):"
             f" {self.snapshot_size} bytes, {len(self.restore.components)} components,"
             f" {steps} steps, {_phases(self.timings)}"
         )
@@ -157,6 +162,7 @@ class TakeOverReport:
             "snapshot_size": self.snapshot_size,
             "restore": self.restore.to_plain(),
             "timings": dict(self.timings),
+            "predecessor_died": self.predecessor_died,
         }
 
 
@@ -176,6 +182,9 @@ class Attempt:
         self.pause_began: float | None = None
         self.pause_seconds = 0.0
         self.committed = False
+        # The successor confirmed it serves (or, not announcing SERVING, got COMMIT):
+        # from here on the state is its own and this process never takes it back.
+        self.confirmed = False
         self.problems: list[str] = []
         # Live while the attempt runs: the successor's spans go under it.
         self.span = start_span(

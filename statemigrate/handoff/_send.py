@@ -11,7 +11,10 @@ with the snapshot in one ``SCM_RIGHTS`` message.
 The state moves only after a handshake in which the successor says which schema
 versions it can read, and it moves in a sealed memfd. Until the successor reports
 ``READY`` nothing is given up: on any failure a spawned successor is stopped, the
-server resumed, and the old process goes on as before.
+server resumed, and the old process goes on as before. After ``COMMIT`` the old
+process still holds its state, its listeners and its writers until the successor
+confirms that it serves (``SERVING``); if the successor dies first, the old
+process takes the state back and resumes.
 
 The conversation is written once, as steps (:mod:`statemigrate.handoff._drive`):
 :func:`send_handoff` runs them blocking, :func:`send_handoff_async` on the event loop.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -38,7 +42,14 @@ from statemigrate.handoff._control import (
     ServerControl,
     check_control,
 )
-from statemigrate.handoff._drive import Steps, call_hook, run_async, run_blocking
+from statemigrate.handoff._drive import (
+    Steps,
+    call_hook,
+    ready_now,
+    run_async,
+    run_blocking,
+    wait_readable,
+)
 from statemigrate.handoff._env import CONTROL_NAME, check_name, successor_environ
 from statemigrate.handoff._fdcheck import check_listener
 from statemigrate.handoff._fdpass import require_same_user
@@ -53,6 +64,7 @@ from statemigrate.handoff._protocol import (
     NoMessage,
     Ready,
     Received,
+    Serving,
     SnapshotOffer,
     message_name,
 )
@@ -84,7 +96,7 @@ DEFAULT_TIMEOUTS = HandoffTimeouts()
 _in_progress = threading.Lock()
 
 # What the old process waits for at each stage, to name it when the successor leaves.
-_AWAITED = {"handshake": "HELLO", "ready": "READY"}
+_AWAITED = {"handshake": "HELLO", "ready": "READY", "serving": "SERVING"}
 
 
 def _check_listeners(listeners: Mapping[str, socket.socket]) -> None:
@@ -182,10 +194,57 @@ def _exchange(
             "ready",
             f"protocol error: READY names pid {ready.pid}, the successor is pid {hello.pid}",
         )
-    # From here the successor owns the state: we never resume mutating it.
     channel.send(Commit(), stage="commit")
     attempt.committed = True
+    if not hello.serving:
+        # A successor of a release before SERVING owns the state from COMMIT on.
+        attempt.confirmed = True
+        attempt.unpaused()
+        return
+    # Writers stay held until the successor confirms: if it dies before, the state
+    # it got was never acknowledged on, and this process takes it back.
+    with attempt.phase("serving"):
+        deadline = time.monotonic() + timeouts.serving
+        got = yield from channel.receive(stage="serving", deadline=deadline, watch=watch)
+        _expect(got, Serving, stage="serving", timeout=timeouts.serving)
+    attempt.confirmed = True
     attempt.unpaused()
+
+
+def _confirmed_meanwhile(channel: Channel, attempt: Attempt) -> bool:
+    """Whether SERVING is waiting on the channel, now that the successor has ended.
+
+    A successor that confirmed and then died owned the state: it may have
+    acknowledged writes this process never saw, so the state is not taken back.
+    """
+    if not attempt.committed or ready_now((channel.sock.fileno(),)) is None:
+        return False
+    try:
+        got = channel.read(stage="serving")
+    except HandoffError:
+        return False
+    if isinstance(got, Received) and isinstance(got.message, Serving):
+        attempt.confirmed = True
+        attempt.unpaused()
+        attempt.problems.append("the successor ended right after confirming it serves")
+        return True
+    return False
+
+
+def _end_peer(pid: int, pidfd: int | None, grace: float) -> Steps[bool]:
+    """Steps: make sure a successor we did not start is gone; return whether it is.
+
+    It gets ``grace`` seconds to leave by itself, then ``SIGKILL``. A peer in this
+    very process (a test) cannot be signalled; it counts as gone once it closed
+    the channel.
+    """
+    if pidfd is None or pid == os.getpid():
+        return pid == os.getpid()
+    if (yield from wait_readable((pidfd,), time.monotonic() + grace)) is not None:
+        return True
+    with suppress(ProcessLookupError):
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    return (yield from wait_readable((pidfd,), time.monotonic() + grace)) is not None
 
 
 def _fail(attempt: Attempt, channel: Channel | None, error: HandoffError) -> Steps[HandoffError]:
@@ -193,6 +252,8 @@ def _fail(attempt: Attempt, channel: Channel | None, error: HandoffError) -> Ste
     detail = error.detail
     if channel is not None:
         channel.try_send(Abort(reason=f"{error.stage}: {detail}"), stage=error.stage)
+    if attempt.committed:
+        detail += "; this process took its state back"
     if attempt.paused:
         try:
             yield from call_hook("resume")
@@ -283,9 +344,13 @@ def _spawn_steps(
                 "export",
                 "transfer",
                 "commit",
+                "serving",
             )
             status = yield from stop_successor(proc, pidfd, timeouts.kill_grace, leaving=leaving)
             attempt.successor_exit = status
+            if _confirmed_meanwhile(channel, attempt):
+                proc.released = True
+                return (yield from _finish(attempt))
             if isinstance(exc, SuccessorFailedError):
                 detail = exc.detail
                 if exc.reason is None:
@@ -306,9 +371,10 @@ def _spawn_steps(
     except BaseException:
         # KeyboardInterrupt, a cancelled task or a bug: leave no successor behind and
         # no server paused (unless the successor already owns the state).
-        if proc is not None and not proc.released:
+        if proc is not None and not proc.released and not attempt.confirmed:
             yield from stop_successor(proc, pidfd, timeouts.kill_grace)
-        if attempt.paused and not attempt.committed:
+            _confirmed_meanwhile(channel, attempt)
+        if attempt.paused and not attempt.confirmed:
             yield from call_hook("resume")
         raise
     finally:
@@ -334,6 +400,10 @@ def _socket_steps(
     attempt.successor_pid = peer.pid
     channel = Channel(sock)
     try:
+        pidfd: int | None = os.pidfd_open(peer.pid)
+    except OSError:
+        pidfd = None  # gone already, or no pidfds: the channel alone tells
+    try:
         yield from _exchange(
             channel,
             attempt,
@@ -344,15 +414,25 @@ def _socket_steps(
             timeouts=timeouts,
         )
     except HandoffError as exc:
+        if attempt.committed and not attempt.confirmed:
+            # It holds COMMIT: it must be gone before this process takes the state back.
+            gone = yield from _end_peer(peer.pid, pidfd, timeouts.kill_grace)
+            if _confirmed_meanwhile(channel, attempt):
+                return (yield from _finish(attempt))
+            if not gone:
+                attempt.problems.append(f"successor pid {peer.pid} could not be stopped")
         failure = yield from _fail(attempt, channel, exc)
         logger.warning("%s", failure.report.summary() if failure.report else failure)
         raise failure from exc
     except GeneratorExit:
         raise
     except BaseException:
-        if attempt.paused and not attempt.committed:
+        if attempt.paused and not attempt.confirmed:
             yield from call_hook("resume")
         raise
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
     return (yield from _finish(attempt))
 
 
@@ -439,7 +519,10 @@ def send_handoff(
     2. wait for its HELLO (what schema versions it reads);
     3. ``control.pause()``, then ``export_state(readable)`` for the snapshot bytes;
     4. send them in a sealed memfd (over a socket, with the listeners);
-    5. wait for READY, send COMMIT, ``control.stop_accepting()``.
+    5. wait for READY, send COMMIT;
+    6. wait for SERVING (the successor confirms that it serves; one of an older
+       release, which does not announce it, owns the state at COMMIT), then
+       ``control.stop_accepting()``.
 
     The listeners stay open and accepting in this process throughout, so no
     connection is refused. Requests that ``pause()`` held back must not change the
@@ -466,7 +549,9 @@ def send_handoff(
 
     Raises:
         ConfigurationError: an argument is of the wrong kind (before anything starts).
-        SuccessorFailedError: the successor reported FAILED, exited or hung up.
+        SuccessorFailedError: the successor reported FAILED, exited or hung up;
+            stage ``serving`` when it ended after COMMIT without confirming that
+            it serves: this process took its state back and resumed.
         HandoffError: stage ``start`` (``report`` is ``None``) when another handoff
             is in progress or a listener is unusable; stage ``peer`` when the
             connected successor runs as another user. Otherwise the stage that

@@ -299,6 +299,7 @@ def _taking_over(
             "commit_wait": ended - done,
             "total": ended - began,
         },
+        predecessor_died=inheritance.predecessor_died,
     )
 
 
@@ -316,10 +317,13 @@ def take_over(
     Sends HELLO with ``readable`` (by default ``service.readable_versions()`` without
     lossy steps: the versions this code restores without loss), restores the
     snapshot it receives into ``service`` (verify, migrate, validate, apply: all or
-    nothing), then reports READY and waits for COMMIT. If the restore fails, FAILED is
-    sent with the reason and the error re-raised; the old process keeps serving and
-    this process must exit. The waits are ``inheritance.timeouts.snapshot`` and
-    ``.commit``.
+    nothing), then reports READY and waits for COMMIT, and confirms with SERVING:
+    the state is applied by then, so the caller starts accepting as soon as this
+    returns. If the old process dies after sending the snapshot and before COMMIT,
+    this process takes over all the same (``predecessor_died`` in the report). If
+    the restore fails, FAILED is sent with the reason and the error re-raised; the
+    old process keeps serving and this process must exit. The waits are
+    ``inheritance.timeouts.snapshot`` and ``.commit``.
 
     Args:
         service: this process's service, every component registered, none serving yet.

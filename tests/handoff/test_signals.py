@@ -152,3 +152,54 @@ def test_async_trigger_needs_a_running_loop():
 
     with pytest.raises(ConfigurationError, match="running loop"):
         install_signal_trigger_async(callback)
+
+
+def test_stop_signals_wait_for_the_run_to_end():
+    """SIGTERM during a run reaches its handler once the run is over, not before."""
+    release = threading.Event()
+    events: list[str] = []
+
+    def slow() -> None:
+        events.append("run")
+        release.wait(30)
+        events.append("run over")
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: events.append("SIGTERM"))
+    uninstall = install_signal_trigger(slow, signum=signal.SIGUSR1)
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        wait_for(lambda: events == ["run"], 30, "the run")
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(20):  # the main thread handles signals between these
+            threading.Event().wait(0.01)
+        assert events == ["run"]  # held
+        release.set()
+        wait_for(lambda: "SIGTERM" in events, 30, "the held signal")
+        assert events == ["run", "run over", "SIGTERM"]
+        os.kill(os.getpid(), signal.SIGTERM)  # no run: handled at once, by the handler
+        wait_for(lambda: events.count("SIGTERM") == 2, 30, "the second signal")
+    finally:
+        release.set()
+        uninstall()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_hold_can_be_turned_off():
+    release = threading.Event()
+    events: list[str] = []
+
+    def slow() -> None:
+        events.append("run")
+        release.wait(30)
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: events.append("SIGTERM"))
+    uninstall = install_signal_trigger(slow, signum=signal.SIGUSR1, hold=())
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        wait_for(lambda: events == ["run"], 30, "the run")
+        os.kill(os.getpid(), signal.SIGTERM)
+        wait_for(lambda: "SIGTERM" in events, 30, "the signal")
+    finally:
+        release.set()
+        uninstall()
+        signal.signal(signal.SIGTERM, previous)

@@ -88,7 +88,8 @@ def test_successful_spawn_handoff_hands_over_listener_and_snapshot(listener, tmp
     assert report.transport == "spawn"
     assert report.listeners == ("tcp",)
     assert report.snapshot_size == len(b"state \x00\xff" * 1000)
-    assert set(report.timings) == {"spawn", "handshake", "export", "transfer", "ready", "total"}
+    phases = {"spawn", "handshake", "export", "transfer", "ready", "serving", "total"}
+    assert set(report.timings) == phases
     assert report.summary().startswith(f"handoff ready: successor pid {report.successor_pid}")
 
     [result] = read_json_lines(output)

@@ -15,6 +15,7 @@ Modes:
     silent         receive_handoff, then never send HELLO
     bad-hello      send a packet that is not a handoff message instead of HELLO
     inherit-check  only call receive_handoff(); report what happened
+    die-after-commit  take over, then die (SIGKILL) after COMMIT, before SERVING
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ def main(mode: str) -> int:
             return 1
     data = bytes(snapshot)
     snapshot.release()
+    if mode == "die-after-commit":
+        inheritance._confirms = False  # reads COMMIT and never confirms
+        inheritance.ready()
+        os.kill(os.getpid(), signal.SIGKILL)
     inheritance.ready()
     listeners = {name: s.fileno() for name, s in inheritance.listeners.items()}
     emit(
