@@ -139,7 +139,7 @@ HANDOFF_DURATION = _histogram(
 )
 HANDOFF_PAUSE = _histogram(
     "statemigrate_handoff_pause_seconds",
-    "Seconds the writers were held during a handoff: from pause() until COMMIT was sent,"
+    "Seconds the writers were held during a handoff: from pause() until SERVING (or COMMIT),"
     " or until resume() after a failure.",
     ("outcome",),
 )

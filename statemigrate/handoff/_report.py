@@ -63,7 +63,8 @@ class HandoffReport:
         snapshot_size: the number of snapshot bytes sent (0 if none were).
         timings: seconds spent per phase (only phases that started), plus ``total``.
         pause_seconds: how long the writers were held: from the call to ``pause()``
-            until COMMIT was sent, or until ``resume()`` returned after a failure; 0
+            until the successor confirmed SERVING (or COMMIT was sent, to a successor
+            of an older release), or until ``resume()`` returned after a failure; 0
             when ``pause()`` was not called.
         problems: non-fatal troubles, such as a ``stop_accepting()`` that raised
             after the successor had taken over.
