@@ -83,6 +83,8 @@ class CacheServer:
         self.drainer = Drainer()
         self.handed_over = threading.Event()
         self.stopping = threading.Event()
+        # Held for the whole of a handoff: SIGTERM waits for it to end (see main).
+        self.upgrading = threading.Lock()
         self._accepting = threading.Event()
         self._gate = threading.Condition()
         self._paused = False
@@ -192,6 +194,12 @@ class CacheServer:
 
     def upgrade(self, release: int, *, allow_lossy: bool) -> tuple[int, dict[str, object]]:
         """Hand over to ``release``; return an HTTP status and the report as JSON data."""
+        with self.upgrading:
+            if self.handed_over.is_set():
+                return 409, {"ok": False, "stage": "start", "reason": "already handed over"}
+            return self._upgrade(release, allow_lossy=allow_lossy)
+
+    def _upgrade(self, release: int, *, allow_lossy: bool) -> tuple[int, dict[str, object]]:
         argv = [sys.executable, "-m", "statemigrate.demo._server", "--release", str(release)]
         argv += ["--generation", str(self.generation + 1)]
         snapshots: list[SnapshotReport] = []
@@ -401,6 +409,10 @@ def main(argv: list[str] | None = None) -> int:
         **restored,
     )
     while not (server.stopping.wait(0.2) or server.handed_over.is_set()):
+        pass
+    # A SIGTERM during a handoff waits for it to end: leaving now would abandon a
+    # successor that may be about to take over, and the state with it.
+    with server.upgrading:
         pass
     server._accepting.clear()
     drained = server.drainer.drain(args.drain if server.handed_over.is_set() else 0.0)
