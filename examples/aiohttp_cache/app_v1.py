@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 
 from aiohttp import web
@@ -40,6 +41,13 @@ def build_app(cache: KVCacheV1) -> web.Application:
     return app
 
 
+def say(line: str) -> None:
+    # One write per line: the releases share this stdout, and print() writes the
+    # newline apart, so two releases' lines could mix.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="A key-value cache, release 1.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -59,7 +67,7 @@ def main() -> None:
         if args.pidfile is not None:
             args.pidfile.with_suffix(".tmp").write_text(f"{os.getpid()}\n")
             args.pidfile.with_suffix(".tmp").replace(args.pidfile)
-        print(f"release {RELEASE} serving on http://{host}:{port} (pid {os.getpid()})", flush=True)
+        say(f"release {RELEASE} serving on http://{host}:{port} (pid {os.getpid()})")
 
     report = run_app(
         build_app(cache),
@@ -72,7 +80,7 @@ def main() -> None:
         on_serving=serving,
     )
     if report is not None:
-        print(f"release {RELEASE} (pid {os.getpid()}) {report.summary()}", flush=True)
+        say(f"release {RELEASE} (pid {os.getpid()}) {report.summary()}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 
 from aiohttp import web
@@ -47,6 +48,13 @@ def build_app(cache: KVCacheV2) -> web.Application:
     return app
 
 
+def say(line: str) -> None:
+    # One write per line: the releases share this stdout, and print() writes the
+    # newline apart, so two releases' lines could mix.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="A key-value cache, release 2.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -66,11 +74,11 @@ def main() -> None:
         if args.pidfile is not None:
             args.pidfile.with_suffix(".tmp").write_text(f"{os.getpid()}\n")
             args.pidfile.with_suffix(".tmp").replace(args.pidfile)
-        print(f"release {RELEASE} serving on http://{host}:{port} (pid {os.getpid()})", flush=True)
+        say(f"release {RELEASE} serving on http://{host}:{port} (pid {os.getpid()})")
 
     report = run_app(build_app(cache), service, host=args.host, port=args.port, on_serving=serving)
     if report is not None:
-        print(f"release {RELEASE} (pid {os.getpid()}) {report.summary()}", flush=True)
+        say(f"release {RELEASE} (pid {os.getpid()}) {report.summary()}")
 
 
 if __name__ == "__main__":

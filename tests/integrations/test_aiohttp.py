@@ -327,13 +327,13 @@ class Deployment:
     def generations(self) -> list[tuple[int, int, int]]:
         """(release, port, pid) of every generation that served, in order."""
         with self.changed:
-            found = [_SERVING.fullmatch(line) for line in self.lines]
+            found = [_SERVING.search(line) for line in self.lines]
         return [(int(m[1]), int(m[2]), int(m[3])) for m in found if m]
 
     def wait_line(self, pattern: re.Pattern[str], count: int, deadline: float = 60.0) -> None:
         end = time.monotonic() + deadline
         with self.changed:
-            while sum(1 for line in self.lines if pattern.fullmatch(line)) < count:
+            while sum(1 for line in self.lines if pattern.search(line)) < count:
                 assert self.process.poll() is None, f"the servers are gone: {self.lines}"
                 assert time.monotonic() < end, f"no {pattern.pattern!r} yet: {self.lines}"
                 self.changed.wait(0.1)
@@ -350,7 +350,7 @@ class Deployment:
         assert self.generations()[-1][0] == release
         self.wait_line(_HANDED_OVER, count)
         _wait_gone(old)
-        handed = [line for line in self.lines if _HANDED_OVER.fullmatch(line)][-1]
+        handed = [line for line in self.lines if _HANDED_OVER.search(line)][-1]
         return started, time.monotonic(), handed
 
     def stop(self) -> None:
