@@ -255,7 +255,7 @@ async def serve(
         shutdown_timeout: seconds the requests in flight get to finish at the end.
         forward_timeout: seconds to reach the successor, and for each read of its
             answer, when a request is passed on.
-        backlog: the listen backlog when this process binds.
+        backlog: the listen backlog of the listener, bound here or inherited.
         on_take_over: called with the successor's report, before serving.
         on_serving: called with the listener once the site accepts on it (its
             ``getsockname()`` tells the port ``0`` picked).
@@ -318,8 +318,9 @@ async def serve(
                 on_take_over(report)
         hot.address = forwarding_address(listener)
         # The site gets its own descriptor: stopping it closes that copy, and the one
-        # the handoff passes on stays open.
-        hot.site = web.SockSite(runner, listener.dup())
+        # the handoff passes on stays open. Starting it calls listen() again on the
+        # socket every release shares, so it must not fall back to aiohttp's backlog.
+        hot.site = web.SockSite(runner, listener.dup(), backlog=backlog)
         await hot.site.start()
         if on_serving is not None:
             on_serving(listener)

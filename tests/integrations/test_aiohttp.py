@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -23,8 +24,9 @@ import pytest
 from aiohttp import web
 from integrations.loadclient import Tally, ask, load, lost_writes, read_value, wait_for_requests
 
+import statemigrate as sm
 from statemigrate.integrations._forward import forwarding_address
-from statemigrate.integrations.aiohttp import Handler, HotRestart
+from statemigrate.integrations.aiohttp import Handler, HotRestart, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "aiohttp_cache"
@@ -284,6 +286,32 @@ def test_a_successor_that_does_not_answer_gives_502_not_a_reset() -> None:
             writing.close()
 
     asyncio.run(scenario())
+
+
+def _listen_backlog(listener: socket.socket) -> int:
+    # Linux's TCP_INFO gives a listening socket's backlog as tcpi_sacked.
+    info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    backlog: int = struct.unpack_from("I", info, 28)[0]
+    return backlog
+
+
+def test_serve_keeps_the_backlog_it_binds_with() -> None:
+    """The listener is shared with every later release: its accept queue holds the
+    connections that arrive while no process accepts, so aiohttp's own default must
+    not shrink it."""
+    seen: list[int] = []
+
+    def serving(listener: socket.socket) -> None:
+        seen.append(_listen_backlog(listener))
+        # Once serve() waits (its signal handlers are in place by then): stop serving.
+        asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
+
+    service = sm.Service("backlog")
+    outcome = asyncio.run(
+        serve(_echo_app("old"), service, port=0, backlog=1000, on_serving=serving)
+    )
+    assert outcome is None
+    assert seen == [1000]
 
 
 # -- end to end: the example, upgraded and rolled back under load --------------------------
