@@ -88,6 +88,8 @@ class HotRestart:
             the listener is known.
         forwarded: requests passed on to the successor.
         forward_failures: requests the successor could not be reached for (``502``).
+        site: the site serving the application, and ``accepting`` the socket it
+            accepts on (a copy of the listener); both set by whoever starts the site.
     """
 
     def __init__(self, *, forward_timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -102,6 +104,7 @@ class HotRestart:
         self.forwarded = 0
         self.forward_failures = 0
         self.site: web.BaseSite | None = None
+        self.accepting: socket.socket | None = None
         self.done = asyncio.Event()
 
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -180,6 +183,15 @@ class HotRestart:
         The listener stays open: the handoff passed it on, and a rollback needs it.
         """
         self.moved = True  # before any await: no request is served here from now on
+        if self.accepting is not None:
+            # Closing an asyncio server at once would drop, unanswered, the connections
+            # it accepted in its last pass but has not given a transport yet (the
+            # clients see a reset). So stop accepting first, and let those connections
+            # get their transport (the tasks that do it run before this one resumes);
+            # they are passed on like any other. Under loops that accept otherwise
+            # (uvloop), there is no such reader to remove and no such window.
+            asyncio.get_running_loop().remove_reader(self.accepting.fileno())
+            await asyncio.sleep(0)
         if self.site is not None:
             await self.site.stop()
         self._writable.set()  # the held writes go to the successor now
@@ -320,7 +332,8 @@ async def serve(
         # The site gets its own descriptor: stopping it closes that copy, and the one
         # the handoff passes on stays open. Starting it calls listen() again on the
         # socket every release shares, so it must not fall back to aiohttp's backlog.
-        hot.site = web.SockSite(runner, listener.dup(), backlog=backlog)
+        hot.accepting = listener.dup()
+        hot.site = web.SockSite(runner, hot.accepting, backlog=backlog)
         await hot.site.start()
         if on_serving is not None:
             on_serving(listener)

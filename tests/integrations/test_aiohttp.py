@@ -129,7 +129,8 @@ async def old_and_successor(*, successor_up: bool = True) -> AsyncIterator[Switc
     runner = web.AppRunner(app)
     await runner.setup()
     listener = socket.create_server(("127.0.0.1", 0))
-    hot.site = web.SockSite(runner, listener.dup())
+    hot.accepting = listener.dup()
+    hot.site = web.SockSite(runner, hot.accepting)
     await hot.site.start()
     try:
         yield Switch(hot, runner, listener, listener.getsockname()[1])
@@ -230,6 +231,44 @@ def test_after_the_move_new_connections_stay_in_the_accept_queue() -> None:
             taken, _ = switch.listener.accept()  # still queued, for the successor
             taken.close()
             late.close()
+
+    asyncio.run(scenario())
+
+
+def _accept_queue(listener: socket.socket) -> int:
+    # Linux's TCP_INFO gives a listening socket's accept queue length as tcpi_unacked.
+    info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    queued: int = struct.unpack_from("I", info, 24)[0]
+    return queued
+
+
+def test_connections_accepted_just_before_the_move_are_passed_on_not_dropped() -> None:
+    """The loop accepts a burst of connections in one pass and gives each its transport
+    in a task of its own; the move comes between the two."""
+
+    async def scenario() -> None:
+        async with old_and_successor() as switch:
+            clients = []
+            for i in range(8):
+                client = socket.create_connection(("127.0.0.1", switch.port))
+                client.sendall(
+                    f"PUT /cache/{i} HTTP/1.1\r\nHost: c\r\nContent-Length: 1\r\n\r\nx".encode()
+                )
+                clients.append(client)
+            await switch.hot.pause()
+            # Each pass of the loop runs this task first, then the accept that the
+            # burst made ready: once the queue is empty, the connections are accepted
+            # and their transports not made yet.
+            while _accept_queue(switch.listener):
+                await asyncio.sleep(0)
+            await switch.hot.stop_accepting()
+            for client in clients:
+                connection = Connection(*await asyncio.open_connection(sock=client))
+                # Bounded: a connection dropped unanswered may never be closed either.
+                answer = await asyncio.wait_for(connection.answer(), 30)
+                assert answer.status == 200
+                assert json.loads(answer.body)["by"] == "successor"
+                connection.close()
 
     asyncio.run(scenario())
 
