@@ -10,12 +10,20 @@ In a process started by a handoff it takes the inherited listener, restores
 ``service`` with :func:`~statemigrate.handoff.take_over_async` and only then starts
 serving on it; otherwise it binds ``host:port`` itself. While it serves, ``SIGUSR2``
 starts a successor with the same command line
-(:func:`~statemigrate.handoff.hand_over_async`). During the snapshot, requests that
-may change the state (any method but GET, HEAD, OPTIONS) are held, not refused;
-reads go on. Once the successor has taken over, this process stops accepting,
-answers the writes it still held with ``503`` and ``Retry-After: 0`` (their change
-was not applied), lets the requests in flight finish (aiohttp's graceful shutdown,
-``shutdown_timeout``) and :func:`serve` returns.
+(:func:`~statemigrate.handoff.hand_over_async`).
+
+The switch, as every adapter makes it (docs/servers.md):
+
+* reads (GET, HEAD, OPTIONS) are served all along;
+* from ``pause`` on, requests that may change the state are held, not refused; if
+  the handoff fails they go on here;
+* once the successor owns the state this process stops accepting (the listener
+  stays open; what waits in its accept queue is the successor's) and passes every
+  request it still gets, held writes first, to the successor
+  (:func:`~statemigrate.integrations._forward.forward_async`), relaying the answer
+  with ``Connection: close`` so that the client's next request goes there directly;
+* it closes no idle keep-alive connection: each is closed after its next request,
+  or at the drain deadline; then :func:`serve` returns.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
-from statemigrate._errors import ConfigurationError
+from statemigrate._errors import ConfigurationError, HandoffError
 from statemigrate._runtime._service import Service
 from statemigrate.handoff import (
     HandoffReport,
@@ -39,6 +47,12 @@ from statemigrate.handoff import (
     install_signal_trigger_async,
     receive_handoff,
     take_over_async,
+)
+from statemigrate.integrations._forward import (
+    DEFAULT_TIMEOUT,
+    Address,
+    forward_async,
+    forwarding_address,
 )
 
 if TYPE_CHECKING:
@@ -53,42 +67,104 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
+# How often the drain looks at the connections left; the connections are the runner's,
+# and aiohttp says nothing when one closes.
+_DRAIN_POLL = 0.02
+
 
 class HotRestart:
     """The state of one served application across a handoff: its middleware and its
     :class:`~statemigrate.handoff.AsyncServerControl`.
 
-    :func:`serve` makes one and adds :meth:`middleware` to the application; use it
-    directly only to build another runner around it.
+    :func:`serve` makes one and puts :meth:`middleware` first among the application's
+    middlewares; use it directly only to build another runner around it.
+
+    Args:
+        forward_timeout: seconds to reach the successor and for each read of its answer.
+
+    Attributes:
+        address: where the successor accepts (from
+            :func:`~statemigrate.integrations._forward.forwarding_address`); set once
+            the listener is known.
+        forwarded: requests passed on to the successor.
+        forward_failures: requests the successor could not be reached for (``502``).
+        site: the site serving the application, and ``accepting`` the socket it
+            accepts on (a copy of the listener); both set by whoever starts the site.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, forward_timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.address: Address | None = None
+        self.forward_timeout = forward_timeout
         self._writable = asyncio.Event()
         self._writable.set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._writers = 0
         self.moved = False
+        self.forwarded = 0
+        self.forward_failures = 0
         self.site: web.BaseSite | None = None
+        self.accepting: socket.socket | None = None
         self.done = asyncio.Event()
 
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Hold state-changing requests while the state is being handed over."""
-        from aiohttp import web
-
+        """Hold writes during the pause; after the move, pass every request on."""
+        if self.moved:
+            return await self.forward(request)
         if request.method in SAFE_METHODS:
-            return await handler(request)
+            return self._closing_if_moved(await handler(request))
         await self._writable.wait()
-        if self.moved:  # the state went to the successor without this change
-            raise web.HTTPServiceUnavailable(headers={"Retry-After": "0"})
+        if self.moved:  # held while the state went to the successor
+            return await self.forward(request)
         self._writers += 1
         self._idle.clear()
         try:
-            return await handler(request)
+            response = await handler(request)
         finally:
             self._writers -= 1
             if self._writers == 0:
                 self._idle.set()
+        return self._closing_if_moved(response)
+
+    def _closing_if_moved(self, response: web.StreamResponse) -> web.StreamResponse:
+        # A request served here while the state moved: its connection must not carry
+        # another one to this process.
+        if self.moved and not response.prepared:
+            response.force_close()
+        return response
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        """Pass ``request`` to the successor and relay its answer, closing the connection.
+
+        If the successor cannot be reached the client gets ``502``; the request was not
+        applied here.
+        """
+        from aiohttp import web
+
+        body = await request.read()
+        try:
+            if self.address is None:
+                raise HandoffError("forward", "no listener to reach the successor on")
+            answer = await forward_async(
+                self.address,
+                request.method,
+                request.raw_path,
+                request.headers.items(),
+                body,
+                client=request.remote,
+                timeout=self.forward_timeout,
+            )
+        except HandoffError as exc:
+            self.forward_failures += 1
+            logger.warning("handoff: %s", exc)
+            response = web.Response(status=502, text="the successor did not answer\n")
+        else:
+            self.forwarded += 1
+            response = web.Response(status=answer.status, reason=answer.reason, body=answer.body)
+            for name, value in answer.headers:
+                response.headers.add(name, value)
+        response.force_close()
+        return response
 
     # -- AsyncServerControl ----------------------------------------------------------
 
@@ -102,11 +178,44 @@ class HotRestart:
         self._writable.set()
 
     async def stop_accepting(self) -> None:
-        """Stop the site's accepting; the listener stays open for the successor."""
-        self.moved = True
+        """Stop the site's accepting and pass the held writes on to the successor.
+
+        The listener stays open: the handoff passed it on, and a rollback needs it.
+        """
+        self.moved = True  # before any await: no request is served here from now on
+        if self.accepting is not None:
+            # Closing an asyncio server at once would drop, unanswered, the connections
+            # it accepted in its last pass but has not given a transport yet (the
+            # clients see a reset). So stop accepting first, and let those connections
+            # get their transport (the tasks that do it run before this one resumes);
+            # they are passed on like any other. Under loops that accept otherwise
+            # (uvloop), there is no such reader to remove and no such window.
+            asyncio.get_running_loop().remove_reader(self.accepting.fileno())
+            await asyncio.sleep(0)
         if self.site is not None:
             await self.site.stop()
-        self._writable.set()  # the held writes are answered 503 now
+        self._writable.set()  # the held writes go to the successor now
+
+    async def drain(self, server: web.Server, deadline: float) -> tuple[int, int]:
+        """Wait until every connection this process still has is closed, or ``deadline``
+        seconds have passed.
+
+        Idle keep-alive connections are left open meanwhile: a client may be sending on
+        one at this very moment, and closing it would reset that request. Each closes
+        after its next request (passed on, answered with ``Connection: close``) or when
+        the client closes it.
+
+        Returns:
+            ``(finished, left)``: the connections closed during the drain and those
+            still open at the deadline (the runner's cleanup closes them).
+        """
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline
+        start = len(server.connections)
+        while server.connections and loop.time() < end:
+            await asyncio.sleep(_DRAIN_POLL)
+        left = len(server.connections)
+        return start - left, left
 
 
 def _successor_argv() -> list[str]:
@@ -125,7 +234,10 @@ async def serve(
     signum: int = signal.SIGUSR2,
     timeouts: HandoffTimeouts | None = None,
     allow_lossy: bool = False,
+    keepalive_timeout: float = 75.0,
+    drain_timeout: float | None = None,
     shutdown_timeout: float = 10.0,
+    forward_timeout: float = DEFAULT_TIMEOUT,
     backlog: int = 1024,
     on_take_over: Callable[[TakeOverReport], object] | None = None,
     on_serving: Callable[[socket.socket], object] | None = None,
@@ -138,7 +250,7 @@ async def serve(
     nothing served yet.
 
     Args:
-        app: the application; :meth:`HotRestart.middleware` is added to its
+        app: the application; :meth:`HotRestart.middleware` is put first among its
             middlewares, so it must not be frozen (set up) yet.
         service: the state that moves with each handoff.
         host: where to bind when nothing is inherited.
@@ -148,8 +260,15 @@ async def serve(
         signum: the signal that starts a handoff.
         timeouts: the waits of both sides of the handoff.
         allow_lossy: passed to both sides of the handoff.
+        keepalive_timeout: seconds an idle keep-alive connection stays open (as
+            ``web.run_app``'s).
+        drain_timeout: after a handoff, seconds the connections this process still
+            has get to send their next request (passed on) or close; then the rest
+            are closed. ``keepalive_timeout`` by default.
         shutdown_timeout: seconds the requests in flight get to finish at the end.
-        backlog: the listen backlog when this process binds.
+        forward_timeout: seconds to reach the successor, and for each read of its
+            answer, when a request is passed on.
+        backlog: the listen backlog of the listener, bound here or inherited.
         on_take_over: called with the successor's report, before serving.
         on_serving: called with the listener once the site accepts on it (its
             ``getsockname()`` tells the port ``0`` picked).
@@ -175,15 +294,25 @@ async def serve(
         raise ConfigurationError("app", "already set up; pass the application before it runs")
     if not name:
         raise ConfigurationError("name", "must be a non-empty listener name")
+    for option, value in (
+        ("keepalive_timeout", keepalive_timeout),
+        ("drain_timeout", drain_timeout),
+        ("shutdown_timeout", shutdown_timeout),
+        ("forward_timeout", forward_timeout),
+    ):
+        if value is not None and not 0 < value < float("inf"):
+            raise ConfigurationError(option, f"must be a positive number of seconds, not {value!r}")
     successor = Spawn(list(argv) if argv is not None else _successor_argv())
     handoff_timeouts = timeouts if timeouts is not None else HandoffTimeouts()
-    hot = HotRestart()
+    hot = HotRestart(forward_timeout=forward_timeout)
 
     @web.middleware
-    async def hold_writes(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def switch(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await hot.middleware(request, handler)
 
-    app.middlewares.append(hold_writes)
+    # First, so that after the move a request is passed on before any other
+    # middleware of the application acts on it here.
+    app.middlewares.insert(0, switch)
     if readiness_path is not None:
 
         async def readiness(request: web.Request) -> web.Response:
@@ -191,11 +320,17 @@ async def serve(
             return web.json_response(body, status=code)
 
         app.router.add_get(readiness_path, readiness)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=shutdown_timeout,
+        keepalive_timeout=keepalive_timeout,
+    )
     # The application's start-up runs before the snapshot is asked for: the old
     # process keeps serving meanwhile, and the pause stays short.
     await runner.setup()
     listener: socket.socket | None = None
+    outcome: list[HandoffReport] = []
     try:
         inheritance = receive_handoff(expect={name}, timeouts=handoff_timeouts)
         if inheritance is None:
@@ -208,13 +343,15 @@ async def serve(
             listener = inheritance.listeners[name]
             if on_take_over is not None:
                 on_take_over(report)
+        hot.address = forwarding_address(listener)
         # The site gets its own descriptor: stopping it closes that copy, and the one
-        # the handoff passes on stays open.
-        hot.site = web.SockSite(runner, listener.dup())
+        # the handoff passes on stays open. Starting it calls listen() again on the
+        # socket every release shares, so it must not fall back to aiohttp's backlog.
+        hot.accepting = listener.dup()
+        hot.site = web.SockSite(runner, hot.accepting, backlog=backlog)
         await hot.site.start()
         if on_serving is not None:
             on_serving(listener)
-        outcome: list[HandoffReport] = []
 
         async def hand_over() -> None:
             assert listener is not None
@@ -250,7 +387,21 @@ async def serve(
             uninstall()
         return outcome[0] if outcome else None
     finally:
-        await runner.cleanup()  # stops the site and drains the requests in flight
+        if outcome and runner.server is not None:
+            # aiohttp's cleanup closes idle keep-alive connections at once, and a
+            # request the client is sending on one at that instant would be reset.
+            finished, left = await hot.drain(
+                runner.server, drain_timeout if drain_timeout is not None else keepalive_timeout
+            )
+            logger.info(
+                "handoff: drained %d connection(s), %d left at the deadline, %d request(s)"
+                " passed on, %d could not be",
+                finished,
+                left,
+                hot.forwarded,
+                hot.forward_failures,
+            )
+        await runner.cleanup()  # stops the site and ends the requests in flight
         if listener is not None:
             listener.close()
 
