@@ -353,7 +353,29 @@ async def serve(
         if on_serving is not None:
             on_serving(listener)
 
+        # A stop signal during a handoff waits for it to end: stopping then would
+        # abandon a successor that may be about to take the state over.
+        handing_over = False
+        stop_asked = False
+
+        def stop() -> None:
+            nonlocal stop_asked
+            stop_asked = True
+            if not handing_over:
+                hot.done.set()
+
         async def hand_over() -> None:
+            nonlocal handing_over
+            assert listener is not None
+            handing_over = True
+            try:
+                await _hand_over()
+            finally:
+                handing_over = False
+                if stop_asked:
+                    hot.done.set()
+
+        async def _hand_over() -> None:
             assert listener is not None
             try:
                 report = await hand_over_async(
@@ -377,13 +399,13 @@ async def serve(
         loop = asyncio.get_running_loop()
         uninstall = install_signal_trigger_async(hand_over, signum=signum)
         stops = (signal.SIGINT, signal.SIGTERM)
-        for stop in stops:
-            loop.add_signal_handler(stop, hot.done.set)
+        for stop_signal in stops:
+            loop.add_signal_handler(stop_signal, stop)
         try:
             await hot.done.wait()
         finally:
-            for stop in stops:
-                loop.remove_signal_handler(stop)
+            for stop_signal in stops:
+                loop.remove_signal_handler(stop_signal)
             uninstall()
         return outcome[0] if outcome else None
     finally:

@@ -491,3 +491,20 @@ def test_the_example_upgrades_and_rolls_back_under_load(tmp_path: Path, keep_ali
         assert _release(port) == 1
         assert [read_value(port, f"k{i}") for i in range(KEYS)] == [f"v{i}" for i in range(KEYS)]
         assert [release for release, _, _ in deployment.generations()] == [1, 2, 1]
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_handoff_waits_for_it_to_end(tmp_path: Path) -> None:
+    """A service manager's SIGTERM right after SIGUSR2 must not abandon the successor."""
+    with deployed(tmp_path) as (deployment, port):
+        assert ask(port, "PUT", "/cache/kept", "yes")[0] == 204
+        _, _, old = deployment.generations()[-1]
+        deployment.deploy(2)
+        os.kill(old, signal.SIGUSR2)
+        time.sleep(0.05)  # the successor is starting: well inside the handoff
+        os.kill(old, signal.SIGTERM)
+        deployment.wait_line(_SERVING, 2)
+        _wait_gone(old)
+        assert deployment.generations()[-1][0] == 2
+        status, body = ask(port, "GET", "/cache/kept")
+        assert (status, json.loads(body)) == (200, {"key": "kept", "value": "yes", "release": 2})
