@@ -20,6 +20,7 @@ from statemigrate._errors import (
     RestoreError,
     SnapshotError,
     StateMigrateError,
+    StoreError,
     UnknownComponentError,
 )
 from statemigrate._model._compare import format_path
@@ -27,9 +28,14 @@ from statemigrate._model._component import component_spec, export_component
 from statemigrate._runtime._report import CommitReport, RestoreReport, SectionReport, SnapshotReport
 from statemigrate._runtime._restore import Registered, run_restore
 from statemigrate._snapshot._codec import NotPlainError
-from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
+from statemigrate._snapshot._encode import (
+    EncodedSnapshot,
+    SectionInput,
+    SnapshotStream,
+    encode_snapshot,
+)
 from statemigrate._snapshot._format import DecodeLimits, open_snapshot
-from statemigrate._snapshot._header import Producer
+from statemigrate._snapshot._header import Producer, SnapshotHeader
 
 if TYPE_CHECKING:
     from statemigrate._model._registry import Registry
@@ -201,25 +207,12 @@ class Service:
                 component, version and path.
             ValidationError: data migrated for a target does not fit its schema.
         """
-        started = time.perf_counter()
-        entries = list(self._entries.values())
-        sections: list[SectionInput] = []
-        step_names: list[tuple[str, ...]] = []
-        migrate_seconds = 0.0
-        for entry in entries:
-            section, steps, seconds = self._export_section(
-                entry, targets=targets, allow_lossy=allow_lossy
-            )
-            sections.append(section)
-            step_names.append(steps)
-            migrate_seconds += seconds
-        exported = time.perf_counter()
+        exported = self._export_all(targets=targets, allow_lossy=allow_lossy)
         self._generation += 1
-        walked: set[int] = set()
         while True:
             try:
                 encoded = encode_snapshot(
-                    sections,
+                    exported.sections,
                     producer=Producer.current(self.name, code_version=self.code_version),
                     key=self._key,
                     generation=self._generation,
@@ -228,46 +221,60 @@ class Service:
                 )
                 break
             except NotPlainError as exc:
-                index = exc.section if exc.section is not None else 0
-                entry, section = entries[index], sections[index]
-                if index in walked:
-                    raise ExportError(
-                        section.component,
-                        section.version,
-                        format_path(exc.path),
-                        exc.detail,
-                        instance=section.instance,
-                    ) from exc
-                # Exported as it is, assuming plain data: convert what can be (an int
-                # past 64 bits), or find out with the path what cannot.
-                walked.add(index)
-                sections[index], _, _ = self._export_section(
-                    entry, targets=targets, allow_lossy=allow_lossy, walk=True
-                )
-        report = SnapshotReport(
-            snapshot_id=encoded.header.snapshot_id,
-            generation=self._generation,
-            size=encoded.size,
-            sections=tuple(
-                SectionReport(
-                    component=info.component,
-                    instance=info.instance,
-                    version=info.version,
-                    raw_size=info.raw_size,
-                    stored_size=info.stored_size,
-                    chunks=len(info.chunks),
-                    steps=steps,
-                )
-                for info, steps in zip(encoded.header.sections, step_names, strict=True)
-            ),
-            timings={
-                "export": exported - started - migrate_seconds,
-                "migrate": migrate_seconds,
-                **encoded.timings,
-            },
-        )
+                self._walk(exported, exc, targets=targets, allow_lossy=allow_lossy)
+        report = exported.report(encoded.header, encoded.size, encoded.timings)
         logger.info("%s", report.summary())
         return encoded, report
+
+    def _export_all(
+        self, *, targets: Mapping[str, int] | None, allow_lossy: bool
+    ) -> _Exported:
+        """Export every registered component, migrated to its target version."""
+        started = time.perf_counter()
+        exported = _Exported(list(self._entries.values()))
+        migrate_seconds = 0.0
+        for entry in exported.entries:
+            section, steps, seconds = self._export_section(
+                entry, targets=targets, allow_lossy=allow_lossy
+            )
+            exported.sections.append(section)
+            exported.step_names.append(steps)
+            migrate_seconds += seconds
+        exported.timings = {
+            "export": time.perf_counter() - started - migrate_seconds,
+            "migrate": migrate_seconds,
+        }
+        return exported
+
+    def _walk(
+        self,
+        exported: _Exported,
+        exc: NotPlainError,
+        *,
+        targets: Mapping[str, int] | None,
+        allow_lossy: bool,
+    ) -> None:
+        """Export again, walking it, the section whose data turned out not to be plain.
+
+        Raises:
+            ExportError: that section was walked already: the error names its path.
+        """
+        index = exc.section if exc.section is not None else 0
+        entry, section = exported.entries[index], exported.sections[index]
+        if index in exported.walked:
+            raise ExportError(
+                section.component,
+                section.version,
+                format_path(exc.path),
+                exc.detail,
+                instance=section.instance,
+            ) from exc
+        # Exported as it is, assuming plain data: convert what can be (an int past 64
+        # bits), or find out with the path what cannot.
+        exported.walked.add(index)
+        exported.sections[index], _, _ = self._export_section(
+            entry, targets=targets, allow_lossy=allow_lossy, walk=True
+        )
 
     def _export_section(
         self,
@@ -323,11 +330,41 @@ class Service:
             StoreError: the store could not commit; its previous snapshot is intact.
             See :meth:`snapshot` for the rest.
         """
-        encoded, report = self.snapshot(targets=targets, allow_lossy=allow_lossy, meta=meta)
+        exported = self._export_all(targets=targets, allow_lossy=allow_lossy)
+        self._generation += 1
+        encode_seconds = 0.0
         started = time.perf_counter()
-        ref = store.commit(encoded.parts)
+        while True:
+            # The snapshot is encoded while the store writes it, so the whole of it is
+            # never in memory. An error of the data surfaces inside the store's commit,
+            # which then commits nothing.
+            stream = SnapshotStream(
+                exported.sections,
+                producer=Producer.current(self.name, code_version=self.code_version),
+                key=self._key,
+                generation=self._generation,
+                meta=dict(meta or {}),
+                level=self._level,
+            )
+            try:
+                ref = store.commit(stream)
+                break
+            except NotPlainError as exc:
+                self._walk(exported, exc, targets=targets, allow_lossy=allow_lossy)
+            finally:
+                stream.close()
+                encode_seconds += stream.timings.get("encode", 0.0)
+        if stream.header is None:
+            raise StoreError(
+                "commit", ref.describe(),
+                "the store returned before it had read the whole snapshot",
+            )
+        report = exported.report(stream.header, stream.size, {"encode": encode_seconds})
+        logger.info("%s", report.summary())
         committed = CommitReport(
-            ref=ref, snapshot=report, commit_seconds=time.perf_counter() - started
+            ref=ref,
+            snapshot=report,
+            commit_seconds=time.perf_counter() - started - encode_seconds,
         )
         logger.info("%s", committed.summary())
         return committed
@@ -449,6 +486,40 @@ class Service:
         self._generation = max(self._generation, header.generation)
         logger.info("%s", report.summary())
         return report
+
+
+class _Exported:
+    """The sections of a snapshot being taken, with what it took to export them."""
+
+    def __init__(self, entries: list[Registered]) -> None:
+        self.entries = entries
+        self.sections: list[SectionInput] = []
+        self.step_names: list[tuple[str, ...]] = []
+        self.walked: set[int] = set()
+        self.timings: dict[str, float] = {}
+
+    def report(
+        self, header: SnapshotHeader, size: int, timings: Mapping[str, float]
+    ) -> SnapshotReport:
+        """The report of the snapshot these sections were encoded into."""
+        return SnapshotReport(
+            snapshot_id=header.snapshot_id,
+            generation=header.generation,
+            size=size,
+            sections=tuple(
+                SectionReport(
+                    component=info.component,
+                    instance=info.instance,
+                    version=info.version,
+                    raw_size=info.raw_size,
+                    stored_size=info.stored_size,
+                    chunks=len(info.chunks),
+                    steps=steps,
+                )
+                for info, steps in zip(header.sections, self.step_names, strict=True)
+            ),
+            timings={**self.timings, **timings},
+        )
 
 
 def _logged(error: RestoreError) -> RestoreError:

@@ -580,7 +580,7 @@ def _unterminated(buf: memoryview, digest_size: int) -> SnapshotError:
                 )
         found = window.rfind(END_MARKER, 0, found)
     return SnapshotError(
-        "truncated", "snapshot does not end with its footer (it was cut short)",
+        "truncated", "snapshot is shorter than written: it does not end with its footer",
         actual=size, offset=size,
     )
 
