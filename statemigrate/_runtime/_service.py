@@ -324,7 +324,9 @@ class Service:
     ) -> CommitReport:
         """Snapshot every component and commit the bytes atomically to ``store``.
 
-        The result can be passed to :meth:`restore` (it opens the committed bytes).
+        The snapshot is encoded while the store writes it, so only the chunks in flight
+        are held, never the whole snapshot. The result can be passed to :meth:`restore`
+        (it opens the committed bytes).
 
         Raises:
             StoreError: the store could not commit; its previous snapshot is intact.
