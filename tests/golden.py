@@ -241,3 +241,27 @@ def rewrite_preamble(
     )
     check = struct.pack("<Q", xxhash.xxh3_64_intdigest(head))
     return head + check + bytes(blob[PREAMBLE_SIZE:])
+
+
+_FOOTER_LENGTHS = struct.Struct("<QQ")  # the 16 bytes the version 2 footer check covers
+
+
+def rewrite_footer(
+    blob: bytes | bytearray,
+    *,
+    key: bytes | None = None,
+    header_len: int | None = None,
+    total: int | None = None,
+) -> bytes:
+    """A version 2 snapshot with footer fields replaced and the footer check recomputed.
+
+    The digest is left alone; call :func:`redigest` to make it match as well.
+    """
+    footer_at = len(blob) - digest_size(key) - 32
+    old_header_len, old_total = _FOOTER_LENGTHS.unpack_from(blob, footer_at)
+    lengths = _FOOTER_LENGTHS.pack(
+        old_header_len if header_len is None else header_len,
+        old_total if total is None else total,
+    )
+    check = struct.pack("<Q", xxhash.xxh3_64_intdigest(lengths))
+    return bytes(blob[:footer_at]) + lengths + check + bytes(blob[footer_at + 24 :])

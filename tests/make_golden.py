@@ -111,9 +111,10 @@ def _write(
 def main() -> None:
     rng = random.Random(20240601)
     DATA.mkdir(exist_ok=True)
-    _write("v1-empty", [], key=None)
+    prefix = f"v{FORMAT_VERSION}"
+    _write(f"{prefix}-empty", [], key=None)
     _write(
-        "v1-small",
+        f"{prefix}-small",
         [
             SectionInput("cache", "main", 3, "sha256:cache-v3", _cache_entries(rng, 300)),
             SectionInput("sessions", "eu", 1, "sha256:sessions-v1", EDGE_VALUES),
@@ -123,12 +124,12 @@ def main() -> None:
         ],
         key=None,
         generation=7,
-        meta={"purpose": "golden", "format": "1"},
+        meta={"purpose": "golden", "format": str(FORMAT_VERSION)},
         level=3,
         chunk_size=4096,
     )
     _write(
-        "v1-mac",
+        f"{prefix}-mac",
         [
             SectionInput("cache", "main", 3, "sha256:cache-v3", _cache_entries(rng, 12)),
             SectionInput("counters", "main", 2, "", {"requests": 12345, "errors": 0}),

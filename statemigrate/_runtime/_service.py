@@ -20,6 +20,7 @@ from statemigrate._errors import (
     RestoreError,
     SnapshotError,
     StateMigrateError,
+    StoreError,
     UnknownComponentError,
 )
 from statemigrate._model._compare import format_path
@@ -42,9 +43,14 @@ from statemigrate._observe._tracing import ended_now, record_span, tracing_enabl
 from statemigrate._runtime._report import CommitReport, RestoreReport, SectionReport, SnapshotReport
 from statemigrate._runtime._restore import Registered, run_restore
 from statemigrate._snapshot._codec import NotPlainError
-from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
+from statemigrate._snapshot._encode import (
+    EncodedSnapshot,
+    SectionInput,
+    SnapshotStream,
+    encode_snapshot,
+)
 from statemigrate._snapshot._format import DecodeLimits, open_snapshot
-from statemigrate._snapshot._header import Producer
+from statemigrate._snapshot._header import Producer, SnapshotHeader
 
 if TYPE_CHECKING:
     from statemigrate._model._registry import Registry
@@ -269,24 +275,12 @@ class Service:
             ValidationError: data migrated for a target does not fit its schema.
         """
         started = time.perf_counter()
-        entries = list(self._entries.values())
-        sections: list[SectionInput] = []
-        step_names: list[tuple[str, ...]] = []
-        migrate_seconds = 0.0
-        for entry in entries:
-            section, steps, seconds = self._export_section(
-                entry, targets=targets, allow_lossy=allow_lossy
-            )
-            sections.append(section)
-            step_names.append(steps)
-            migrate_seconds += seconds
-        exported = time.perf_counter()
+        exported = self._export_all(targets=targets, allow_lossy=allow_lossy)
         self._generation += 1
-        walked: set[int] = set()
         while True:
             try:
                 encoded = encode_snapshot(
-                    sections,
+                    exported.sections,
                     producer=Producer.current(self.name, code_version=self.code_version),
                     key=self._key,
                     generation=self._generation,
@@ -295,63 +289,81 @@ class Service:
                 )
                 break
             except NotPlainError as exc:
-                index = exc.section if exc.section is not None else 0
-                entry, section = entries[index], sections[index]
-                if index in walked:
-                    raise ExportError(
-                        section.component,
-                        section.version,
-                        format_path(exc.path),
-                        exc.detail,
-                        instance=section.instance,
-                    ) from exc
-                # Exported as it is, assuming plain data: convert what can be (an int
-                # past 64 bits), or find out with the path what cannot.
-                walked.add(index)
-                sections[index], _, _ = self._export_section(
-                    entry, targets=targets, allow_lossy=allow_lossy, walk=True
-                )
-        report = SnapshotReport(
-            snapshot_id=encoded.header.snapshot_id,
-            generation=self._generation,
-            size=encoded.size,
-            sections=tuple(
-                SectionReport(
-                    component=info.component,
-                    instance=info.instance,
-                    version=info.version,
-                    raw_size=info.raw_size,
-                    stored_size=info.stored_size,
-                    chunks=len(info.chunks),
-                    steps=steps,
-                )
-                for info, steps in zip(encoded.header.sections, step_names, strict=True)
-            ),
-            timings={
-                "export": exported - started - migrate_seconds,
-                "migrate": migrate_seconds,
-                **encoded.timings,
-            },
-        )
+                self._walk(exported, exc, targets=targets, allow_lossy=allow_lossy)
+        report = exported.report(encoded.header, encoded.size, encoded.timings)
         logger.info("%s", report.summary())
+        self._record_snapshot(report, time.perf_counter() - started)
+        return encoded, report
+
+    def _record_snapshot(self, report: SnapshotReport, seconds: float) -> None:
+        """Report a snapshot taken to the metrics and traces."""
         if tracing_enabled():
             record_span(
                 "statemigrate.snapshot",
-                *ended_now(time.perf_counter() - started),
+                *ended_now(seconds),
                 attributes={
                     "statemigrate.service": self.name,
                     "statemigrate.generation": self._generation,
-                    "statemigrate.snapshot_bytes": encoded.size,
+                    "statemigrate.snapshot_bytes": report.size,
                     "statemigrate.components": [s.component for s in report.sections],
                 },
                 children=list(report.timings.items()),
             )
         if enabled():
-            emit(SNAPSHOT_DURATION, time.perf_counter() - started, self.name)
-            emit(SNAPSHOT_BYTES, encoded.size, self.name)
+            emit(SNAPSHOT_DURATION, seconds, self.name)
+            emit(SNAPSHOT_BYTES, report.size, self.name)
             emit(LAST_SNAPSHOT_TIMESTAMP, time.time(), self.name)
             emit(GENERATION, self._generation, self.name)
-        return encoded, report
+
+    def _export_all(
+        self, *, targets: Mapping[str, int] | None, allow_lossy: bool
+    ) -> _Exported:
+        """Export every registered component, migrated to its target version."""
+        started = time.perf_counter()
+        exported = _Exported(list(self._entries.values()))
+        migrate_seconds = 0.0
+        for entry in exported.entries:
+            section, steps, seconds = self._export_section(
+                entry, targets=targets, allow_lossy=allow_lossy
+            )
+            exported.sections.append(section)
+            exported.step_names.append(steps)
+            migrate_seconds += seconds
+        exported.timings = {
+            "export": time.perf_counter() - started - migrate_seconds,
+            "migrate": migrate_seconds,
+        }
+        return exported
+
+    def _walk(
+        self,
+        exported: _Exported,
+        exc: NotPlainError,
+        *,
+        targets: Mapping[str, int] | None,
+        allow_lossy: bool,
+    ) -> None:
+        """Export again, walking it, the section whose data turned out not to be plain.
+
+        Raises:
+            ExportError: that section was walked already: the error names its path.
+        """
+        index = exc.section if exc.section is not None else 0
+        entry, section = exported.entries[index], exported.sections[index]
+        if index in exported.walked:
+            raise ExportError(
+                section.component,
+                section.version,
+                format_path(exc.path),
+                exc.detail,
+                instance=section.instance,
+            ) from exc
+        # Exported as it is, assuming plain data: convert what can be (an int past 64
+        # bits), or find out with the path what cannot.
+        exported.walked.add(index)
+        exported.sections[index], _, _ = self._export_section(
+            entry, targets=targets, allow_lossy=allow_lossy, walk=True
+        )
 
     def _export_section(
         self,
@@ -401,23 +413,56 @@ class Service:
     ) -> CommitReport:
         """Snapshot every component and commit the bytes atomically to ``store``.
 
-        The result can be passed to :meth:`restore` (it opens the committed bytes).
+        The snapshot is encoded while the store writes it, so only the chunks in flight
+        are held, never the whole snapshot. The result can be passed to :meth:`restore`
+        (it opens the committed bytes).
 
         Raises:
             StoreError: the store could not commit; its previous snapshot is intact.
             See :meth:`snapshot` for the rest.
         """
-        encoded, report = self.snapshot(targets=targets, allow_lossy=allow_lossy, meta=meta)
+        exported = self._export_all(targets=targets, allow_lossy=allow_lossy)
+        self._generation += 1
+        encode_seconds = 0.0
         started = time.perf_counter()
         try:
-            ref = store.commit(encoded.parts)
+            while True:
+                # The snapshot is encoded while the store writes it, so the whole of it
+                # is never in memory. An error of the data surfaces inside the store's
+                # commit, which then commits nothing.
+                stream = SnapshotStream(
+                    exported.sections,
+                    producer=Producer.current(self.name, code_version=self.code_version),
+                    key=self._key,
+                    generation=self._generation,
+                    meta=dict(meta or {}),
+                    level=self._level,
+                )
+                try:
+                    ref = store.commit(stream)
+                    break
+                except NotPlainError as exc:
+                    self._walk(exported, exc, targets=targets, allow_lossy=allow_lossy)
+                finally:
+                    stream.close()
+                    encode_seconds += stream.timings.get("encode", 0.0)
+            if stream.header is None:
+                raise StoreError(
+                    "commit", ref.describe(),
+                    "the store returned before it had read the whole snapshot",
+                )
         except BaseException as exc:
             if enabled():
                 emit(COMMITS, 1.0, self.name, _store_kind(store), "failed")
             self._trace_commit(store, time.perf_counter() - started, error=str(exc))
             raise
+        report = exported.report(stream.header, stream.size, {"encode": encode_seconds})
+        logger.info("%s", report.summary())
+        self._record_snapshot(report, sum(exported.timings.values()) + encode_seconds)
         committed = CommitReport(
-            ref=ref, snapshot=report, commit_seconds=time.perf_counter() - started
+            ref=ref,
+            snapshot=report,
+            commit_seconds=time.perf_counter() - started - encode_seconds,
         )
         self._trace_commit(store, committed.commit_seconds)
         logger.info("%s", committed.summary())
@@ -687,6 +732,40 @@ class Service:
                 raise
             self.start_cold(f"restore failed: {exc}")
             return None
+
+
+class _Exported:
+    """The sections of a snapshot being taken, with what it took to export them."""
+
+    def __init__(self, entries: list[Registered]) -> None:
+        self.entries = entries
+        self.sections: list[SectionInput] = []
+        self.step_names: list[tuple[str, ...]] = []
+        self.walked: set[int] = set()
+        self.timings: dict[str, float] = {}
+
+    def report(
+        self, header: SnapshotHeader, size: int, timings: Mapping[str, float]
+    ) -> SnapshotReport:
+        """The report of the snapshot these sections were encoded into."""
+        return SnapshotReport(
+            snapshot_id=header.snapshot_id,
+            generation=header.generation,
+            size=size,
+            sections=tuple(
+                SectionReport(
+                    component=info.component,
+                    instance=info.instance,
+                    version=info.version,
+                    raw_size=info.raw_size,
+                    stored_size=info.stored_size,
+                    chunks=len(info.chunks),
+                    steps=steps,
+                )
+                for info, steps in zip(header.sections, self.step_names, strict=True)
+            ),
+            timings={**self.timings, **timings},
+        )
 
 
 def _logged(error: RestoreError) -> RestoreError:

@@ -29,7 +29,7 @@ and never change an outcome; tests compare the two paths on arbitrary input.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,7 @@ __all__ = [
     "StoredChunk",
     "check_chunk",
     "compress_chunk",
+    "compress_pieces",
     "decompress_chunk",
     "pack_data",
     "reference_pack",
@@ -397,16 +398,7 @@ def _one_line(exc: BaseException) -> str:
 # --- zstd chunks -----------------------------------------------------------------------
 
 
-def compress_chunk(raw: bytes | memoryview, *, level: int) -> StoredChunk:
-    """Compress one chunk, or keep it raw when compression would not pay.
-
-    Args:
-        raw: the chunk's raw bytes.
-        level: zstd level; 1 is fast and already shrinks typical state 4-6x.
-    """
-    size = len(raw)
-    if size == 0:
-        return StoredChunk(ChunkCodec.RAW, 0, raw)
+def _compressor(level: int, size: int) -> zstandard.ZstdCompressor:
     params = zstandard.ZstdCompressionParameters.from_level(level, source_size=size)
     # Levels 20-22 ask for windows up to 128 MiB, which readers refuse (MAX_WINDOW_SIZE);
     # cap the window so that whatever level a writer picks, its snapshots stay readable.
@@ -418,7 +410,20 @@ def compress_chunk(raw: bytes | memoryview, *, level: int) -> StoredChunk:
         write_checksum=1,
         write_dict_id=0,
     )
-    compressor = zstandard.ZstdCompressor(compression_params=params)
+    return zstandard.ZstdCompressor(compression_params=params)
+
+
+def compress_chunk(raw: bytes | memoryview, *, level: int) -> StoredChunk:
+    """Compress one chunk, or keep it raw when compression would not pay.
+
+    Args:
+        raw: the chunk's raw bytes.
+        level: zstd level; 1 is fast and already shrinks typical state 4-6x.
+    """
+    size = len(raw)
+    if size == 0:
+        return StoredChunk(ChunkCodec.RAW, 0, raw)
+    compressor = _compressor(level, size)
     if size > 2 * _SAMPLE_SIZE:
         sample = compressor.compress(raw[:_SAMPLE_SIZE])
         if len(sample) > _POOR_RATIO * _SAMPLE_SIZE:
@@ -427,6 +432,42 @@ def compress_chunk(raw: bytes | memoryview, *, level: int) -> StoredChunk:
     if len(stored) > _POOR_RATIO * size:
         return StoredChunk(ChunkCodec.RAW, size, raw)
     return StoredChunk(ChunkCodec.ZSTD, size, stored)
+
+
+def compress_pieces(pieces: Sequence[bytes | memoryview], *, level: int) -> bytes | None:
+    """Compress one chunk given as consecutive pieces, without joining them first.
+
+    The same frame rules and the same test of whether compression pays as
+    :func:`compress_chunk`, but the pieces are streamed through the compressor, so no
+    copy of the whole chunk is made.
+
+    Returns:
+        The stored bytes (one zstd frame), or ``None`` when the chunk is better kept
+        raw, as its pieces.
+    """
+    size = sum(len(piece) for piece in pieces)
+    if size == 0:
+        return None
+    compressor = _compressor(level, size)
+    if size > 2 * _SAMPLE_SIZE:
+        sample = compressor.compressobj(size=_SAMPLE_SIZE)
+        taken = 0
+        out = []
+        for piece in pieces:
+            part = piece[: _SAMPLE_SIZE - taken]
+            out.append(sample.compress(part))
+            taken += len(part)
+            if taken == _SAMPLE_SIZE:
+                break
+        out.append(sample.flush())
+        if sum(len(o) for o in out) > _POOR_RATIO * _SAMPLE_SIZE:
+            return None
+    stream = compressor.compressobj(size=size)
+    stored = [stream.compress(piece) for piece in pieces]
+    stored.append(stream.flush())
+    if sum(len(o) for o in stored) > _POOR_RATIO * size:
+        return None
+    return b"".join(stored)
 
 
 def zstd_frame_length(frame: memoryview) -> int:

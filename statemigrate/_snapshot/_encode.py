@@ -1,12 +1,14 @@
 """Encoding a snapshot: pack sections in batches, cut them into chunks, compress in
-parallel, and lay the result out with ``_format.assemble``.
+parallel, and stream the result out through ``_format.write_container``.
 
 Packing a large cache with one ``msgpack.packb`` call holds the GIL for the whole
 cache and keeps every raw byte alive until the end. Here the largest container is
 packed in batches instead; each full chunk goes to a compression thread while the next
 batch is packed (zstd releases the GIL), and raw bytes are dropped as soon as their
-chunk is compressed. On two cores this hides most of the compression time and keeps
-the extra memory of a save to a few chunks plus the compressed output.
+chunk is compressed. On two cores this hides most of the compression time. Each sealed chunk is
+passed on at once (the container keeps the header, which lists the chunks, for the
+end), so the extra memory of a save is the few chunks in flight, whatever the size of
+the snapshot.
 
 The bytes produced are exactly those ``packb`` of the whole value would produce: a map
 or array header followed by the packed items, so readers see ordinary msgpack.
@@ -14,11 +16,12 @@ or array header followed by the packed items, so readers see ordinary msgpack.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,9 +36,10 @@ from statemigrate._snapshot._codec import (
     ChunkCodec,
     NotPlainError,
     compress_chunk,
+    compress_pieces,
     pack_data,
 )
-from statemigrate._snapshot._format import Buffer, assemble
+from statemigrate._snapshot._format import Buffer, write_container
 from statemigrate._snapshot._header import (
     ChunkInfo,
     Producer,
@@ -45,11 +49,10 @@ from statemigrate._snapshot._header import (
 )
 
 __all__ = [
-    "EncodedSection",
     "EncodedSnapshot",
     "SealedChunk",
     "SectionInput",
-    "encode_sections",
+    "SnapshotStream",
     "encode_snapshot",
     "iter_packed",
 ]
@@ -75,7 +78,7 @@ def _header(packer: Any, kind: str, length: int) -> bytes:
     return header
 
 
-def iter_packed(data: object, *, default: Default = None) -> Iterator[bytes]:
+def iter_packed(data: object, *, default: Default = None) -> Iterator[bytes | memoryview]:
     """Yield msgpack bytes that together equal ``pack_data(data)``.
 
     Large maps and arrays (and large ones nested in small ones, such as
@@ -87,13 +90,13 @@ def iter_packed(data: object, *, default: Default = None) -> Iterator[bytes]:
         items = iter(data.items())
         while batch := dict(itertools.islice(items, BATCH)):
             packed = pack_data(batch, default=default)
-            yield packed[len(_header(packer, "map", len(batch))) :]
+            yield memoryview(packed)[len(_header(packer, "map", len(batch))) :]
     elif type(data) is list and len(data) > BATCH:
         yield _header(packer, "array", len(data))
         for start in range(0, len(data), BATCH):
             batch_list = data[start : start + BATCH]
             packed = pack_data(batch_list, default=default)
-            yield packed[len(_header(packer, "array", len(batch_list))) :]
+            yield memoryview(packed)[len(_header(packer, "array", len(batch_list))) :]
     elif type(data) is dict and len(data) <= _SPINE_LIMIT and _has_large_child(data.values()):
         yield _header(packer, "map", len(data))
         for key, value in data.items():
@@ -138,9 +141,6 @@ def _has_large_child(values: Any, depth: int = 3) -> bool:
     return False
 
 
-_SAMPLE = 64 << 10
-
-
 @dataclass(frozen=True, slots=True)
 class SealedChunk:
     """A chunk as it will be written: codec, sizes, xxh3-64 of the stored bytes.
@@ -160,50 +160,39 @@ class SealedChunk:
         """Bytes the chunk takes in the snapshot."""
         return sum(len(part) for part in self.parts)
 
-
-@dataclass(slots=True)
-class EncodedSection:
-    """A section's sealed chunks, with the raw size and the raw bytes' xxh3-64."""
-
-    raw_size: int
-    checksum: int
-    chunks: list[SealedChunk]
+    def info(self) -> ChunkInfo:
+        """The chunk's entry in the header."""
+        return ChunkInfo(int(self.codec), self.raw_size, self.stored_size, self.checksum)
 
 
 def _seal(pieces: list[memoryview], level: int) -> SealedChunk:
     size = sum(len(piece) for piece in pieces)
-    if len(pieces) > 1 and size > 2 * _SAMPLE:
-        head = b"".join(_head(pieces, _SAMPLE))
-        if compress_chunk(head, level=level).codec == ChunkCodec.RAW:
-            hasher = xxhash.xxh3_64()
-            for piece in pieces:
-                hasher.update(piece)
-            return SealedChunk(ChunkCodec.RAW, size, tuple(pieces), hasher.intdigest())
-    chunk = compress_chunk(pieces[0] if len(pieces) == 1 else b"".join(pieces), level=level)
-    return SealedChunk(chunk.codec, size, (chunk.data,), xxhash.xxh3_64_intdigest(chunk.data))
-
-
-def _head(pieces: list[memoryview], size: int) -> Iterator[memoryview]:
-    """The first ``size`` bytes of ``pieces``, as slices."""
-    for piece in pieces:
-        if size <= 0:
-            return
-        yield piece[:size]
-        size -= len(piece)
+    if len(pieces) == 1:
+        chunk = compress_chunk(pieces[0], level=level)
+        return SealedChunk(chunk.codec, size, (chunk.data,), xxhash.xxh3_64_intdigest(chunk.data))
+    stored = compress_pieces(pieces, level=level)
+    if stored is None:
+        hasher = xxhash.xxh3_64()
+        for piece in pieces:
+            hasher.update(piece)
+        return SealedChunk(ChunkCodec.RAW, size, tuple(pieces), hasher.intdigest())
+    return SealedChunk(ChunkCodec.ZSTD, size, (stored,), xxhash.xxh3_64_intdigest(stored))
 
 
 class _Sealer:
-    """Compresses chunks inline until there are two, then on a small thread pool."""
+    """Compresses chunks inline until there are two, then on a small thread pool, and
+    hands them back in order as they are done."""
 
     def __init__(self, level: int, workers: int) -> None:
         self.level = level
         self.workers = workers
         self.pool: ThreadPoolExecutor | None = None
         self.pending: deque[Future[SealedChunk]] = deque()
+        self.done: deque[SealedChunk] = deque()
         self.first: list[memoryview] | None = None
-        self.done: list[SealedChunk] = []
 
     def submit(self, raw: list[memoryview]) -> None:
+        """Queue ``raw`` for sealing."""
         if self.workers <= 1:
             self.done.append(_seal(raw, self.level))
             return
@@ -215,34 +204,57 @@ class _Sealer:
             self.pending.append(self.pool.submit(_seal, self.first, self.level))
             self.first = None
         self.pending.append(self.pool.submit(_seal, raw, self.level))
-        # Back-pressure: at most two chunks per worker wait, so memory stays bounded.
-        while len(self.pending) > 2 * self.workers:
-            self.done.append(self.pending.popleft().result())
 
-    def finish(self) -> list[SealedChunk]:
+    def ready(self) -> Iterator[SealedChunk]:
+        """Take the chunks sealed so far, in order, waiting for the oldest ones when
+        too many are queued."""
+        while self.done:
+            yield self.done.popleft()
+        # Back-pressure: a chunk per worker, so memory stays bounded. Packing is the
+        # slower side, so a longer queue would buy no time, only raw chunks held.
+        while self.pending and (len(self.pending) > self.workers or self.pending[0].done()):
+            yield self.pending.popleft().result()
+
+    def finish(self) -> Iterator[SealedChunk]:
+        """Take every chunk still queued, in order."""
         if self.first is not None:
-            self.done.append(_seal(self.first, self.level))
-            self.first = None
+            first, self.first = self.first, None
+            self.done.append(_seal(first, self.level))
+        while self.done:
+            yield self.done.popleft()
         while self.pending:
-            self.done.append(self.pending.popleft().result())
-        chunks, self.done = self.done, []
-        return chunks
+            yield self.pending.popleft().result()
 
     def close(self) -> None:
+        self.first = None
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
+        self.pending.clear()
+        self.done.clear()
 
 
-def encode_sections(
+@dataclass(slots=True)
+class _SectionDone:
+    """What the header says of a section once its last chunk is sealed."""
+
+    raw_size: int
+    checksum: int
+    chunks: list[ChunkInfo]
+
+
+def _iter_chunks(
     datas: Sequence[object],
+    sections_done: list[_SectionDone],
     *,
     level: int,
     chunk_size: int,
-    workers: int | None = None,
-    default: Default = None,
-) -> list[EncodedSection]:
-    """Pack, chunk and compress each value of ``datas`` into an :class:`EncodedSection`.
+    workers: int,
+    default: Default,
+) -> Iterator[Buffer]:
+    """Pack, chunk and compress each value of ``datas``; yield the stored chunks' bytes
+    in order, and append each section's summary to ``sections_done`` after its last
+    chunk.
 
     Raises:
         NotPlainError: a value is not plain data; its ``section`` is the index in
@@ -250,12 +262,12 @@ def encode_sections(
         TypeError: a value is not plain data and ``default`` could not convert it.
         ValueError: nesting past msgpack's cap.
     """
-    sealer = _Sealer(level, workers if workers is not None else min(4, os.cpu_count() or 1))
-    sections: list[EncodedSection] = []
+    sealer = _Sealer(level, workers)
     try:
         for index, data in enumerate(datas):
             hasher = xxhash.xxh3_64()
             raw_size = 0
+            infos: list[ChunkInfo] = []
             pending: list[memoryview] = []
             pending_size = 0
             try:
@@ -271,15 +283,35 @@ def encode_sections(
                         if pending_size == chunk_size:
                             sealer.submit(pending)
                             pending, pending_size = [], 0
+                            yield from _passed_on(sealer.ready(), infos)
             except NotPlainError as exc:
                 exc.section = index
                 raise
             if pending_size:
                 sealer.submit(pending)
-            sections.append(EncodedSection(raw_size, hasher.intdigest(), sealer.finish()))
+                pending = []
+            yield from _passed_on(sealer.finish(), infos)
+            sections_done.append(_SectionDone(raw_size, hasher.intdigest(), infos))
     finally:
         sealer.close()
-    return sections
+
+
+def _passed_on(chunks: Iterator[SealedChunk], infos: list[ChunkInfo]) -> Iterator[Buffer]:
+    """The bytes of ``chunks``, their header entries recorded in ``infos``.
+
+    No reference to a chunk is kept once its bytes are handed over: the reader writes
+    them and drops them, and the snapshot is never held whole.
+    """
+    for chunk in chunks:
+        infos.append(chunk.info())
+        parts: tuple[Buffer, ...] = chunk.parts
+        del chunk
+        yield from parts
+        del parts
+
+
+def _workers(workers: int | None) -> int:
+    return workers if workers is not None else min(4, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +346,116 @@ class EncodedSnapshot:
         return b"".join(self.parts)
 
 
+class SnapshotStream:
+    """A snapshot encoded while it is read: an iterable of buffers, taken once.
+
+    Each chunk is passed on as soon as it is sealed, so a store writing the stream
+    holds only the chunks in flight, never the whole snapshot. The header comes last
+    (format version 2 keeps it after the chunks); :attr:`header`, :attr:`size` and
+    :attr:`timings` are set once the stream is exhausted.
+
+    Errors of the data (``NotPlainError``, ``TypeError``, ``ValueError``) surface while
+    the stream is read, that is inside the store's commit, which then commits nothing.
+    Call :meth:`close` when a reader stops early, to stop the compression threads.
+
+    Raises:
+        ValueError: a bad argument (chunk size, key, a header that would be refused),
+            at construction, before anything is encoded.
+    """
+
+    def __init__(
+        self,
+        sections: Sequence[SectionInput],
+        *,
+        producer: Producer,
+        key: bytes | None = None,
+        generation: int = 0,
+        meta: dict[str, str] | None = None,
+        level: int = 1,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        workers: int | None = None,
+        default: Callable[[Any], object] | None = None,
+    ) -> None:
+        if not 0 < chunk_size <= MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk_size must be in 1..{MAX_CHUNK_SIZE}, got {chunk_size}")
+        if key is not None and len(key) < 16:
+            raise ValueError("an authentication key needs at least 16 bytes")
+        self.header: SnapshotHeader | None = None
+        self.size = 0
+        self.timings: dict[str, float] = {}
+        self._sections = list(sections)
+        self._identity = SnapshotHeader(
+            snapshot_id=os.urandom(16).hex(),
+            created_ns=time.time_ns(),
+            generation=generation,
+            producer=producer,
+            meta=dict(meta or {}),
+            sections=(),
+        )
+        # Refuse now what the header would refuse at the end (names, duplicates), before
+        # a store has started writing.
+        self._header([_SectionDone(0, 0, []) for _ in self._sections])
+        self._parts = self._run(key, level, chunk_size, _workers(workers), default)
+
+    def __iter__(self) -> Iterator[Buffer]:
+        return self._parts
+
+    def close(self) -> None:
+        """Stop encoding (a no-op once the stream is exhausted)."""
+        self._parts.close()
+
+    def _header(self, done: Sequence[_SectionDone]) -> SnapshotHeader:
+        infos = tuple(
+            SectionInfo(
+                component=section.component,
+                instance=section.instance,
+                version=section.version,
+                fingerprint=section.fingerprint,
+                raw_size=result.raw_size,
+                stored_size=sum(c.stored_size for c in result.chunks),
+                checksum=result.checksum,
+                chunks=tuple(result.chunks),
+            )
+            for section, result in zip(self._sections, done, strict=True)
+        )
+        header = dataclasses.replace(self._identity, sections=infos)
+        try:
+            parse_header(header.to_plain())  # what we write must be what we would accept
+        except ValueError as exc:
+            raise ValueError(f"cannot encode snapshot: {exc}") from exc
+        return header
+
+    def _run(
+        self, key: bytes | None, level: int, chunk_size: int, workers: int, default: Default
+    ) -> Generator[Buffer, None, None]:
+        done: list[_SectionDone] = []
+        header: list[SnapshotHeader] = []
+
+        chunk_data = _iter_chunks(
+            [section.data for section in self._sections], done,
+            level=level, chunk_size=chunk_size, workers=workers, default=default,
+        )
+
+        def header_plain() -> dict[str, Any]:
+            header.append(self._header(done))
+            return header[0].to_plain()
+
+        busy = 0.0
+        size = 0
+        resumed = time.perf_counter()
+        for part in write_container(chunk_data, header_plain, key=key):
+            size += memoryview(part).nbytes
+            busy += time.perf_counter() - resumed
+            yield part
+            del part  # held by the reader as long as it needs it, not longer
+            resumed = time.perf_counter()
+        busy += time.perf_counter() - resumed
+        self.header, self.size = header[0], size
+        # Packing and compression overlap, so they are timed together; the time the
+        # reader spends between buffers is not counted.
+        self.timings = {"encode": busy}
+
+
 def encode_snapshot(
     sections: Sequence[SectionInput],
     *,
@@ -326,7 +468,9 @@ def encode_snapshot(
     workers: int | None = None,
     default: Callable[[Any], object] | None = None,
 ) -> EncodedSnapshot:
-    """Encode sections of plain data into a snapshot.
+    """Encode sections of plain data into a snapshot, held in memory.
+
+    :class:`SnapshotStream` takes the same arguments and streams the bytes instead.
 
     Args:
         sections: one per component instance; ``data`` must be plain msgpack-able data
@@ -345,53 +489,12 @@ def encode_snapshot(
         TypeError: a value is not plain data.
         ValueError: a bad argument (chunk size, key, duplicate section).
     """
-    if not 0 < chunk_size <= MAX_CHUNK_SIZE:
-        raise ValueError(f"chunk_size must be in 1..{MAX_CHUNK_SIZE}, got {chunk_size}")
-    if key is not None and len(key) < 16:
-        raise ValueError("an authentication key needs at least 16 bytes")
-    started = time.perf_counter()
-    encoded = encode_sections(
-        [section.data for section in sections],
-        level=level,
-        chunk_size=chunk_size,
-        workers=workers,
-        default=default,
+    stream = SnapshotStream(
+        sections, producer=producer, key=key, generation=generation, meta=meta,
+        level=level, chunk_size=chunk_size, workers=workers, default=default,
     )
-    finished = time.perf_counter()
-    infos = tuple(
-        SectionInfo(
-            component=section.component,
-            instance=section.instance,
-            version=section.version,
-            fingerprint=section.fingerprint,
-            raw_size=result.raw_size,
-            stored_size=sum(c.stored_size for c in result.chunks),
-            checksum=result.checksum,
-            chunks=tuple(
-                ChunkInfo(int(c.codec), c.raw_size, c.stored_size, c.checksum)
-                for c in result.chunks
-            ),
-        )
-        for section, result in zip(sections, encoded, strict=True)
-    )
-    header = SnapshotHeader(
-        snapshot_id=os.urandom(16).hex(),
-        created_ns=time.time_ns(),
-        generation=generation,
-        producer=producer,
-        meta=dict(meta or {}),
-        sections=infos,
-    )
-    try:
-        parse_header(header.to_plain())  # what we write must be what we would accept
-    except ValueError as exc:
-        raise ValueError(f"cannot encode snapshot: {exc}") from exc
-    chunk_data = [part for result in encoded for c in result.chunks for part in c.parts]
-    parts = assemble(header.to_plain(), chunk_data, key=key)
+    parts = list(stream)
+    assert stream.header is not None
     return EncodedSnapshot(
-        parts=parts,
-        header=header,
-        size=sum(len(p) for p in parts),
-        # Packing and compression overlap, so they are timed together.
-        timings={"encode": finished - started},
+        parts=parts, header=stream.header, size=stream.size, timings=stream.timings
     )

@@ -1,24 +1,37 @@
 """The snapshot container: byte layout, assembly and verified decoding.
 
-This is the one module that knows the layout (``docs/format.md`` specifies it)::
+This is the one module that knows the layout (``docs/format.md`` specifies it). Version
+2, which writers write, puts the header after the chunks, so that a writer can stream
+each chunk out as soon as it is sealed::
 
-    preamble   32 bytes   magic, format version, flags, header length, total length,
-                          xxh3-64 of the preceding 24 bytes
+    preamble   32 bytes   magic, format version, flags, two zero fields, xxh3-64 of the
+                          preceding 24 bytes
+    chunks     ...        every section's chunks, in header order
     header     H bytes    msgpack map (see ``_header``)
     header_chk 8 bytes    xxh3-64 of the header bytes
-    chunks     ...        every section's chunks, in header order
-    footer     16 bytes   total length again, end marker
+    footer     32 bytes   header length, total length, xxh3-64 of those 16 bytes, end
+                          marker
     digest     16 | 32    xxh3-128, or HMAC-SHA256 when the snapshot is authenticated,
                           of every byte before the digest
 
+Version 1, still read, had the header first and the lengths in the preamble::
+
+    preamble   32 bytes   magic, format version, flags, header length, total length,
+                          xxh3-64 of the preceding 24 bytes
+    header     H bytes    msgpack map
+    header_chk 8 bytes    xxh3-64 of the header bytes
+    chunks     ...        every section's chunks, in header order
+    footer     16 bytes   total length again, end marker
+    digest     16 | 32    as in version 2
+
 All integers are little-endian. Readers check, in order: magic, preamble checksum,
-format version and flags, total length against the bytes at hand, the digest over
+format version and flags, the lengths against the bytes at hand, the digest over
 everything, the header checksum and the header's own consistency. Only then is any
 chunk looked at; chunks are verified again (xxh3-64 of the stored bytes) before they
 are decompressed, so a single section can be read without trusting the others.
 
 Producing the chunks (packing, cutting, compressing) is ``_encode``'s job; it hands
-them to :func:`assemble`, which lays them out here.
+them to :func:`write_container`, which lays them out here as they come.
 """
 
 from __future__ import annotations
@@ -26,7 +39,7 @@ from __future__ import annotations
 import hmac
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,14 +65,16 @@ __all__ = [
     "DecodeLimits",
     "Snapshot",
     "open_snapshot",
+    "snapshot_length",
+    "write_container",
 ]
 
 MAGIC = b"\x89SMSNAP\n"
 """Eight bytes: a high bit (catches 7-bit transfers), the name, a newline (catches
 newline translation), as PNG does."""
 
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = frozenset({1})
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = frozenset({1, 2})
 
 FLAG_AUTHENTICATED = 0x0001
 _KNOWN_FLAGS = FLAG_AUTHENTICATED
@@ -68,8 +83,10 @@ END_MARKER = b"SMSEND\r\n"
 
 _PREAMBLE = struct.Struct("<8sHHIQQ")  # magic, version, flags, header_len, total_len, check
 _CHECK = struct.Struct("<Q")
-_FOOTER = struct.Struct("<Q8s")  # total_len, end marker
+_FOOTER_V1 = struct.Struct("<Q8s")  # total_len, end marker
+_FOOTER = struct.Struct("<QQQ8s")  # header_len, total_len, footer check, end marker
 PREAMBLE_SIZE = _PREAMBLE.size
+FOOTER_SIZE = _FOOTER.size
 XXH3_DIGEST_SIZE = 16
 HMAC_DIGEST_SIZE = 32
 
@@ -110,24 +127,86 @@ def _memory_share() -> int:
     return max(64 << 20, physical // 48)
 
 
-def _digest(parts: Sequence[Buffer], key: bytes | None) -> bytes:
+def _hasher(key: bytes | None) -> Any:
+    """The digest's running hash: xxh3-128, or HMAC-SHA256 with a key."""
     if key is None:
-        hasher: Any = xxhash.xxh3_128()
-    else:
-        hasher = hmac.new(key, digestmod="sha256")
+        return xxhash.xxh3_128()
+    return hmac.new(key, digestmod="sha256")
+
+
+def _digest(parts: Sequence[Buffer], key: bytes | None) -> bytes:
+    hasher = _hasher(key)
     for part in parts:
         hasher.update(part)
     return bytes(hasher.digest())
 
 
-def assemble(
-    header_plain: dict[str, Any], chunk_data: Sequence[Buffer], *, key: bytes | None = None
-) -> list[Buffer]:
-    """Lay out a header and stored chunks as a snapshot, with every checksum.
+def _preamble(version: int, flags: int, header_len: int, total: int) -> bytes:
+    head = _PREAMBLE.pack(MAGIC, version, flags, header_len, total, 0)[:-8]
+    return head + _CHECK.pack(xxhash.xxh3_64_intdigest(head))
+
+
+def _footer(header_len: int, total: int) -> bytes:
+    lengths = _FOOTER.pack(header_len, total, 0, END_MARKER)[:16]
+    return lengths + _CHECK.pack(xxhash.xxh3_64_intdigest(lengths)) + END_MARKER
+
+
+def write_container(
+    chunk_data: Iterable[Buffer],
+    header: Callable[[], dict[str, Any]],
+    *,
+    key: bytes | None = None,
+) -> Iterator[Buffer]:
+    """Lay out stored chunks and their header as a snapshot, yielding it in order.
+
+    The preamble comes first; each buffer of ``chunk_data`` is passed on as soon as it
+    is taken, and ``header`` is called once the chunks are exhausted, since the header
+    lists them. The digest is computed as the bytes go by, so nothing is held back.
 
     This is the lowest encoding layer: it trusts its inputs to agree with each other,
-    which is why tests use it to build hostile snapshots with valid checksums.
+    which is why tests use it (through :func:`assemble`) to build hostile snapshots
+    with valid checksums.
     """
+    flags = FLAG_AUTHENTICATED if key is not None else 0
+    hasher = _hasher(key)
+    preamble = _preamble(FORMAT_VERSION, flags, 0, 0)
+    hasher.update(preamble)
+    yield preamble
+    position = len(preamble)
+    for part in chunk_data:
+        hasher.update(part)
+        position += memoryview(part).nbytes
+        yield part
+        del part  # a chunk is not kept once passed on
+    header_bytes = pack_data(header())
+    digest_size = HMAC_DIGEST_SIZE if key is not None else XXH3_DIGEST_SIZE
+    total = position + len(header_bytes) + _CHECK.size + _FOOTER.size + digest_size
+    tail = (
+        header_bytes
+        + _CHECK.pack(xxhash.xxh3_64_intdigest(header_bytes))
+        + _footer(len(header_bytes), total)
+    )
+    hasher.update(tail)
+    yield tail
+    yield bytes(hasher.digest())
+
+
+def assemble(
+    header_plain: dict[str, Any],
+    chunk_data: Sequence[Buffer],
+    *,
+    key: bytes | None = None,
+    version: int = FORMAT_VERSION,
+) -> list[Buffer]:
+    """A header and stored chunks laid out as a snapshot of format ``version``.
+
+    Writers write only the current version; version 1 is laid out here so that tests
+    can craft snapshots of the older layout, which readers still read.
+    """
+    if version == FORMAT_VERSION:
+        return list(write_container(chunk_data, lambda: header_plain, key=key))
+    if version != 1:
+        raise ValueError(f"cannot lay out format version {version}")
     header_bytes = pack_data(header_plain)
     digest_size = HMAC_DIGEST_SIZE if key is not None else XXH3_DIGEST_SIZE
     total = (
@@ -135,18 +214,16 @@ def assemble(
         + len(header_bytes)
         + _CHECK.size
         + sum(len(c) for c in chunk_data)
-        + _FOOTER.size
+        + _FOOTER_V1.size
         + digest_size
     )
     flags = FLAG_AUTHENTICATED if key is not None else 0
-    head = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, flags, len(header_bytes), total, 0)[:-8]
-    preamble = head + _CHECK.pack(xxhash.xxh3_64_intdigest(head))
     parts: list[Buffer] = [
-        preamble,
+        _preamble(1, flags, len(header_bytes), total),
         header_bytes,
         _CHECK.pack(xxhash.xxh3_64_intdigest(header_bytes)),
         *chunk_data,
-        _FOOTER.pack(total, END_MARKER),
+        _FOOTER_V1.pack(total, END_MARKER),
     ]
     parts.append(_digest(parts, key))
     return parts
@@ -286,10 +363,25 @@ def check_length(size: int, total: int) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Places:
+    """Where the parts of a snapshot lie, from its preamble (v1) or footer (v2)."""
+
+    version: int
+    header_at: int
+    header_end: int  # the header check follows
+    chunks_at: int
+    chunks_end: int
+    footer_at: int
+    body_end: int  # the digest follows
+
+
 def open_snapshot(
     data: Buffer, *, key: bytes | None = None, limits: DecodeLimits | None = None
 ) -> Snapshot:
     """Verify a snapshot's bytes and parse its header; no section is decoded yet.
+
+    Reads every format version in :data:`SUPPORTED_VERSIONS`.
 
     Args:
         data: the snapshot bytes; must not change while the result is in use.
@@ -302,6 +394,52 @@ def open_snapshot(
     """
     limits = limits or DecodeLimits()
     buf = memoryview(data).cast("B")
+    version, authenticated, header_len, total = _read_preamble(buf, key)
+    digest_size = HMAC_DIGEST_SIZE if authenticated else XXH3_DIGEST_SIZE
+    if version == 1:
+        places = _places_v1(len(buf), header_len, total, digest_size, limits)
+    else:
+        places = _places_v2(buf, digest_size, limits)
+    try:
+        _verify_digest(buf, places.body_end, key)
+    except SnapshotError as digest_error:
+        if key is not None:
+            raise
+        # The digest only says that something changed; the per-part checksums say where.
+        raise _locate_damage(buf, places, limits) or digest_error from None
+    return _parse_verified(buf, places, authenticated, limits)
+
+
+def snapshot_length(
+    head: Buffer, size: int, *, key: bytes | None = None, limits: DecodeLimits | None = None
+) -> int:
+    """The length of the snapshot that starts with ``head`` (its preamble, at least),
+    in a file of ``size`` bytes: what a reader of the file must read.
+
+    Version 1 declares its length in the preamble; version 2 only at its end, so its
+    length is the file's (:func:`open_snapshot` then checks the footer).
+
+    Raises:
+        SnapshotError: the preamble is not sound, or the length is over the limit.
+    """
+    limits = limits or DecodeLimits()
+    version, _, _, total = _read_preamble(memoryview(head).cast("B"), key)
+    length = total if version == 1 else size
+    if length > limits.max_snapshot_size:
+        raise SnapshotError(
+            "too_large", "snapshot is larger than the reader allows",
+            expected=limits.max_snapshot_size, actual=length, offset=16 if version == 1 else 0,
+        )
+    return length
+
+
+def _read_preamble(buf: memoryview, key: bytes | None) -> tuple[int, bool, int, int]:
+    """The format version, whether authenticated, and the header and total lengths
+    (zero in version 2) of a sound preamble.
+
+    Raises:
+        SnapshotError: steps 1-7 of the verification order in ``docs/format.md``.
+    """
     size = len(buf)
     if size < len(MAGIC):
         if MAGIC.startswith(bytes(buf)):
@@ -334,74 +472,157 @@ def open_snapshot(
         raise SnapshotError("auth", "snapshot is authenticated but no key was given")
     if key is not None and not authenticated:
         raise SnapshotError("auth", "a key was given but the snapshot is not authenticated")
+    if version != 1 and (header_len or total):
+        raise SnapshotError(
+            "corrupt", f"preamble length fields must be zero in format version {version}",
+            offset=12, actual=f"{header_len}, {total}",
+        )
+    return version, authenticated, header_len, total
+
+
+def _places_v1(
+    size: int, header_len: int, total: int, digest_size: int, limits: DecodeLimits
+) -> _Places:
+    """The parts of a version 1 snapshot, whose preamble declares the lengths."""
     if total > limits.max_snapshot_size:
         raise SnapshotError(
             "too_large", "snapshot is larger than the reader allows",
             expected=limits.max_snapshot_size, actual=total, offset=16,
         )
     check_length(size, total)
-    digest_size = HMAC_DIGEST_SIZE if authenticated else XXH3_DIGEST_SIZE
     body_end = total - digest_size
-    footer_at = body_end - _FOOTER.size
+    footer_at = body_end - _FOOTER_V1.size
     header_end = PREAMBLE_SIZE + header_len
     if header_len > MAX_HEADER_SIZE or header_end + _CHECK.size > footer_at:
         raise SnapshotError(
             "corrupt", "header length does not fit the snapshot", offset=12, actual=header_len
         )
-    try:
-        _verify_digest(buf, body_end, key)
-    except SnapshotError as digest_error:
-        if key is not None:
-            raise
-        # The digest only says that something changed; the per-part checksums say where.
-        raise _locate_damage(buf, header_end, footer_at, limits) or digest_error from None
-    return _parse_verified(buf, version, authenticated, header_end, footer_at, total, limits)
+    return _Places(1, PREAMBLE_SIZE, header_end, header_end + _CHECK.size, footer_at,
+                   footer_at, body_end)
+
+
+_TRAILING_WINDOW = 16 << 10
+"""How far before the end of a version 2 snapshot without its footer the reader looks
+for the footer, to tell bytes appended after it from a truncation."""
+
+
+def _places_v2(buf: memoryview, digest_size: int, limits: DecodeLimits) -> _Places:
+    """The parts of a version 2 snapshot, whose footer declares the lengths."""
+    size = len(buf)
+    if size > limits.max_snapshot_size:
+        raise SnapshotError(
+            "too_large", "snapshot is larger than the reader allows",
+            expected=limits.max_snapshot_size, actual=size, offset=0,
+        )
+    footer_at = size - digest_size - _FOOTER.size
+    if footer_at < PREAMBLE_SIZE + _CHECK.size:
+        raise _unterminated(buf, digest_size)
+    if bytes(buf[footer_at + 24 : footer_at + 32]) != END_MARKER:
+        if _footer_lengths(buf, footer_at, quiet=True)[1] == size:
+            # A sound footer declaring this very length: the marker itself is damaged.
+            raise SnapshotError("corrupt", "end marker mismatch", offset=footer_at + 24)
+        raise _unterminated(buf, digest_size)
+    header_len, total = _footer_lengths(buf, footer_at)
+    check_length(size, total)
+    header_end = footer_at - _CHECK.size
+    header_at = header_end - header_len
+    if header_len > MAX_HEADER_SIZE or header_at < PREAMBLE_SIZE:
+        raise SnapshotError(
+            "corrupt", "header length does not fit the snapshot", offset=footer_at,
+            actual=header_len,
+        )
+    return _Places(2, header_at, header_end, PREAMBLE_SIZE, header_at, footer_at,
+                   size - digest_size)
+
+
+def _footer_lengths(
+    buf: memoryview, footer_at: int, *, quiet: bool = False
+) -> tuple[int, int]:
+    """The header and total lengths of the version 2 footer at ``footer_at``, checked.
+
+    With ``quiet``, a footer whose checksum fails gives ``(-1, -1)`` instead.
+
+    Raises:
+        SnapshotError: ``corrupt`` when the footer's checksum fails.
+    """
+    header_len, total, check, _ = _FOOTER.unpack_from(buf, footer_at)
+    actual = xxhash.xxh3_64_intdigest(buf[footer_at : footer_at + 16])
+    if actual != check and quiet:
+        return -1, -1
+    if actual != check:
+        raise SnapshotError(
+            "corrupt", "footer checksum mismatch", offset=footer_at,
+            expected=f"0x{check:016x}", actual=f"0x{actual:016x}",
+        )
+    return header_len, total
+
+
+def _unterminated(buf: memoryview, digest_size: int) -> SnapshotError:
+    """The error for a version 2 snapshot that does not end with its footer.
+
+    Without a declared length at the start, a cut is told from appended bytes by
+    looking for a sound footer shortly before the end: found, the snapshot ends there
+    and the rest is ``trailing_data``; not found, it is ``truncated``.
+    """
+    size = len(buf)
+    start = max(PREAMBLE_SIZE, size - _TRAILING_WINDOW)
+    window = bytes(buf[start:])
+    found = window.rfind(END_MARKER)
+    while found >= 0:
+        footer_at = start + found - 24
+        end = start + found + len(END_MARKER) + digest_size
+        if footer_at >= PREAMBLE_SIZE + _CHECK.size and end < size:
+            _, total = _footer_lengths(buf, footer_at, quiet=True)
+            if total == end:
+                return SnapshotError(
+                    "trailing_data", "bytes follow the end of the snapshot",
+                    expected=total, actual=size, offset=total,
+                )
+        found = window.rfind(END_MARKER, 0, found)
+    return SnapshotError(
+        "truncated", "snapshot is shorter than written: it does not end with its footer",
+        actual=size, offset=size,
+    )
 
 
 def _parse_verified(
-    buf: memoryview,
-    version: int,
-    authenticated: bool,
-    header_end: int,
-    footer_at: int,
-    total: int,
-    limits: DecodeLimits,
+    buf: memoryview, places: _Places, authenticated: bool, limits: DecodeLimits
 ) -> Snapshot:
-    footer_total, marker = _FOOTER.unpack_from(buf, footer_at)
-    if footer_total != total or marker != END_MARKER:
-        raise SnapshotError("corrupt", "footer does not match the preamble", offset=footer_at)
-    (header_check,) = _CHECK.unpack_from(buf, header_end)
-    header_bytes = buf[PREAMBLE_SIZE:header_end]
+    if places.version == 1:
+        footer_total, marker = _FOOTER_V1.unpack_from(buf, places.footer_at)
+        if footer_total != len(buf) or marker != END_MARKER:
+            raise SnapshotError(
+                "corrupt", "footer does not match the preamble", offset=places.footer_at
+            )
+    (header_check,) = _CHECK.unpack_from(buf, places.header_end)
+    header_bytes = buf[places.header_at : places.header_end]
     actual_check = xxhash.xxh3_64_intdigest(header_bytes)
     if actual_check != header_check:
         raise SnapshotError(
-            "corrupt", "header checksum mismatch", offset=PREAMBLE_SIZE,
+            "corrupt", "header checksum mismatch", offset=places.header_at,
             expected=f"0x{header_check:016x}", actual=f"0x{actual_check:016x}",
         )
     try:
         header = parse_header(unpack_data(header_bytes, section="header"))
     except SnapshotError as exc:
         raise SnapshotError(
-            "invalid_header", exc.detail, offset=PREAMBLE_SIZE
+            "invalid_header", exc.detail, offset=places.header_at
         ) from exc
     except ValueError as exc:
-        raise SnapshotError("invalid_header", str(exc), offset=PREAMBLE_SIZE) from exc
-    offsets = _layout(header, header_end + _CHECK.size, footer_at, limits)
+        raise SnapshotError("invalid_header", str(exc), offset=places.header_at) from exc
+    offsets = _layout(header, places.chunks_at, places.chunks_end, limits)
     return Snapshot(
-        buf, header, format_version=version, authenticated=authenticated,
+        buf, header, format_version=places.version, authenticated=authenticated,
         chunk_offsets=offsets,
     )
 
 
 def _locate_damage(
-    buf: memoryview, header_end: int, footer_at: int, limits: DecodeLimits
+    buf: memoryview, places: _Places, limits: DecodeLimits
 ) -> SnapshotError | None:
     """The first part whose own checksum fails, as an error naming it; else ``None``."""
-    total = len(buf)
     try:
-        snapshot = _parse_verified(
-            buf, FORMAT_VERSION, False, header_end, footer_at, total, limits
-        )
+        snapshot = _parse_verified(buf, places, False, limits)
     except SnapshotError as exc:
         return exc
     for index in range(len(snapshot.header.sections)):

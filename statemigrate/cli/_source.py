@@ -1,10 +1,11 @@
 """Where the command line reads snapshots and keys from: a path, or ``fd:N``.
 
 A snapshot file is read in two steps. First its 32-byte preamble alone, which
-:func:`~statemigrate._snapshot._format.open_snapshot` checks as it checks any snapshot (magic,
-preamble checksum, format version, flags, key, and the declared total length against
-the reader's limit); only then, if the file is exactly as long as it declares, is the
-whole of it read, into one buffer of that size. So a file of the wrong kind or size
+:func:`~statemigrate._snapshot._format.snapshot_length` checks as any reader does (magic,
+preamble checksum, format version, flags, key) and turns into the snapshot's length
+(declared in a version 1 preamble, the file's size for version 2), checked against the
+reader's limit; only then, if the file is exactly that long, is the whole of it read,
+into one buffer of that size. So a file of the wrong kind, or of a size over the limit,
 costs one small read, however large it is, and a sound one costs its size once.
 
 Every operating-system error becomes a :class:`~statemigrate.StoreError` naming the
@@ -18,13 +19,14 @@ import fcntl
 import os
 import stat
 
-from statemigrate._errors import SnapshotError, StoreError
+from statemigrate._errors import StoreError
 from statemigrate._snapshot._format import (
     PREAMBLE_SIZE,
     DecodeLimits,
     Snapshot,
     check_length,
     open_snapshot,
+    snapshot_length,
 )
 
 __all__ = [
@@ -162,7 +164,7 @@ def _read_file(
     head = _pread(fd, PREAMBLE_SIZE, 0, source)
     if len(head) < PREAMBLE_SIZE:
         return head  # too short to be a snapshot: open_snapshot says how
-    total = _declared_length(head, key, limits)
+    total = snapshot_length(head, info.st_size, key=key, limits=limits)
     check_length(info.st_size, total)
     buffer = bytearray(total)
     view = memoryview(buffer)
@@ -190,20 +192,3 @@ def _pread(fd: int, size: int, offset: int, source: str) -> bytes:
         return os.pread(fd, size, offset)
     except OSError as exc:
         raise _failed("read", source, exc) from exc
-
-
-def _declared_length(head: bytes, key: bytes | None, limits: DecodeLimits) -> int:
-    """The total length a preamble declares, once :func:`open_snapshot` has checked it.
-
-    Given the preamble alone, :func:`open_snapshot` runs every check that needs
-    nothing more and then stops at the length check, reporting the declared length as
-    the error's ``expected``; any other error is the preamble's own and is raised.
-    Asking the format module keeps the layout in that one module.
-    """
-    try:
-        open_snapshot(head, key=key, limits=limits)
-    except SnapshotError as exc:
-        if exc.kind in ("truncated", "trailing_data") and isinstance(exc.expected, int):
-            return exc.expected
-        raise
-    raise SnapshotError("corrupt", "the preamble alone claims to be a whole snapshot", offset=0)

@@ -93,6 +93,9 @@ class Store(Protocol):
     def commit(self, data: Buffer | Iterable[Buffer]) -> SnapshotRef:
         """Commit ``data`` (one buffer, or an iterable of buffers written in order).
 
+        An exception raised by the iterable while it is read propagates, and nothing
+        is committed (``Service.commit`` streams the snapshot as it is encoded).
+
         Raises:
             StoreError: nothing was committed, and the previous snapshot is intact.
         """

@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 from cli_helpers import Result, run
-from golden import seal_raw, split
+from golden import DATA, GOLDEN_KEY, SUFFIX, load_golden, seal_raw, split
 from typing_extensions import TypedDict
 
 import statemigrate as sm
 from statemigrate._model import _registry
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
-from statemigrate._snapshot._format import MAGIC, assemble, open_snapshot
+from statemigrate._snapshot._format import FORMAT_VERSION, MAGIC, assemble, open_snapshot
 from statemigrate._snapshot._header import Producer
 from statemigrate.cli._inspect import human_size
 from statemigrate.cli._main import build_parser
@@ -214,7 +214,7 @@ def test_inspect_prints_the_header_and_every_column(
     assert result.code == 0 and result.err == ""
     lines = result.out.splitlines()
     assert lines[0].split() == ["snapshot", made.report.snapshot_id]
-    assert f"v1, {human_size(made.report.size)}, xxh3-128" in lines[1]
+    assert f"v{FORMAT_VERSION}, {human_size(made.report.size)}, xxh3-128" in lines[1]
     assert f"generation {made.report.generation}" in lines[2]
     assert "cli-test r42" in lines[3] and f"pid {os.getpid()}" in lines[3]
     assert "meta       site=lab" in lines
@@ -239,6 +239,23 @@ def test_inspect_prints_the_header_and_every_column(
     assert _section(made.report, "kvcache/big").chunks == 2  # the table shows a real count
 
 
+@pytest.mark.parametrize("name", ["v1-small", "v1-mac", "v2-small", "v2-mac"])
+def test_inspect_reads_every_format_version(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, expected = load_golden(name)
+    args = ["inspect", str(DATA / f"{name}{SUFFIX}"), "--json"]
+    if expected["key"] is not None:
+        key_file = tmp_path / "key"
+        key_file.write_bytes(GOLDEN_KEY)
+        args += ["--key-file", str(key_file)]
+    result = run(capsys, *args)
+    assert result.code == 0, result.err
+    info = json.loads(result.out)
+    assert info["format_version"] == expected["format_version"] == int(name[1])
+    assert info["size"] == expected["size"]
+
+
 def test_inspect_json_has_every_field(made: Made, capsys: pytest.CaptureFixture[str]) -> None:
     result = run(capsys, "inspect", str(made.plain), "--json")
     assert result.code == 0 and result.err == ""
@@ -246,7 +263,7 @@ def test_inspect_json_has_every_field(made: Made, capsys: pytest.CaptureFixture[
     assert info["snapshot_id"] == made.report.snapshot_id
     assert info["generation"] == made.report.generation
     assert info["size"] == made.report.size == made.plain.stat().st_size
-    assert info["format_version"] == 1 and info["authenticated"] is False
+    assert info["format_version"] == FORMAT_VERSION == 2 and info["authenticated"] is False
     assert info["meta"] == {"site": "lab"}
     assert info["producer"]["service"] == "cli-test"
     assert info["producer"]["code_version"] == "r42"
@@ -462,7 +479,10 @@ BAD_FILES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "truncated": (lambda sound: sound[: len(sound) // 2], ("truncated", "shorter")),
     "one byte short": (lambda sound: sound[:-1], ("truncated",)),
     "trailing bytes": (lambda sound: sound + b"\x00", ("trailing_data", "offset")),
-    "header bit": (lambda sound: _flip(sound, 40), ("corrupt", "header checksum")),
+    # The header's last byte: the header ends before its check, the footer and the digest.
+    "header bit": (
+        lambda sound: _flip(sound, len(sound) - 16 - 32 - 8 - 1), ("corrupt", "header checksum")
+    ),
     "digest bit": (lambda sound: _flip(sound, len(sound) - 1), ("corrupt", "digest")),
 }
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import Result, run
-from golden import PRODUCER, rewrite_preamble
+from golden import PRODUCER, rewrite_preamble, split
 
 from statemigrate._errors import SnapshotError
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
-from statemigrate._snapshot._format import PREAMBLE_SIZE, DecodeLimits
+from statemigrate._snapshot._format import PREAMBLE_SIZE, DecodeLimits, assemble
 from statemigrate.cli import _main
 from statemigrate.cli._source import MAX_FD, read_snapshot_source
 
@@ -45,6 +45,8 @@ def _sound() -> bytes:
 
 
 SOUND = _sound()
+SOUND_V1 = b"".join(assemble(*split(SOUND), version=1))
+"""The same snapshot in format version 1, whose preamble declares its length."""
 
 
 # --- fd:N -------------------------------------------------------------------------------
@@ -178,8 +180,8 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
 
 
 def _declaring(total: int) -> bytes:
-    """A sound snapshot whose preamble (checksum and all) claims ``total`` bytes."""
-    return rewrite_preamble(SOUND, total=total)
+    """A sound version 1 snapshot whose preamble (checksum and all) claims ``total`` bytes."""
+    return rewrite_preamble(SOUND_V1, total=total)
 
 
 @pytest.mark.parametrize(
@@ -187,8 +189,11 @@ def _declaring(total: int) -> bytes:
     [
         (16 << 30, ("too_large", "larger than the reader allows", str(16 << 30))),
         (3 << 30, ("truncated", "shorter than it declares", str(3 << 30))),
-        (len(SOUND) - 1, ("trailing_data", f"expected {len(SOUND) - 1}, got {len(SOUND)}")),
-        (10, ("trailing_data", f"expected 10, got {len(SOUND)}")),
+        (
+            len(SOUND_V1) - 1,
+            ("trailing_data", f"expected {len(SOUND_V1) - 1}, got {len(SOUND_V1)}"),
+        ),
+        (10, ("trailing_data", f"expected 10, got {len(SOUND_V1)}")),
     ],
 )
 def test_a_wrong_declared_length_is_refused_after_reading_the_preamble_only(
@@ -267,15 +272,17 @@ def test_a_large_file_of_zeros_costs_no_memory(tmp_path: Path) -> None:
     assert growth < 32 * MiB, growth
 
 
+@pytest.mark.parametrize("version", [1, 2])
 def test_a_large_snapshot_is_held_once_not_twice(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    version: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A file whose preamble declares its 64 MiB costs one buffer of that size, not the
-    chunks read plus their join (traced allocations are exact, unlike resident size)."""
+    """A file of 64 MiB (declared by a version 1 preamble; the file's size for version
+    2) costs one buffer of that size, not the chunks read plus their join (traced
+    allocations are exact, unlike resident size)."""
     size = 64 * MiB
     path = tmp_path / "big"
     with open(path, "wb") as handle:
-        handle.write(_declaring(size))
+        handle.write(_declaring(size) if version == 1 else SOUND[:PREAMBLE_SIZE])
         handle.truncate(size)
     tracemalloc.start()
     try:
@@ -283,5 +290,19 @@ def test_a_large_snapshot_is_held_once_not_twice(
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert_one_error_line(result, "corrupt")  # the zeros after the preamble are no snapshot
+    # The zeros after the preamble are no snapshot.
+    assert_one_error_line(result, "corrupt" if version == 1 else "truncated")
     assert size <= peak < size + size // 4, peak
+
+
+def test_a_version_2_file_over_the_limit_is_refused_after_reading_the_preamble_only(
+    tmp_path: Path, reads: list[tuple[int, int]]
+) -> None:
+    path = tmp_path / "big"
+    with open(path, "wb") as handle:
+        handle.write(SOUND[:PREAMBLE_SIZE])
+        handle.truncate(64 * MiB)
+    with pytest.raises(SnapshotError) as caught:
+        read_snapshot_source(str(path), limits=DecodeLimits(max_snapshot_size=MiB))
+    assert caught.value.kind == "too_large" and caught.value.actual == 64 * MiB
+    assert all(offset + length <= PREAMBLE_SIZE for offset, length in reads), reads

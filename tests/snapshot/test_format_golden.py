@@ -23,7 +23,8 @@ NAMES = golden_names()
 
 def test_the_golden_set_is_complete() -> None:
     """The files the format promises to read are all present (none deleted by accident)."""
-    assert {"v1-empty", "v1-small", "v1-mac"} <= set(NAMES)
+    for version in (1, 2):
+        assert {f"v{version}-empty", f"v{version}-small", f"v{version}-mac"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -50,8 +51,9 @@ def test_golden_file_decodes_to_its_expected_value(name: str) -> None:
         assert pack_data(got) == pack_data(want)
 
 
-def test_goldens_cover_raw_and_zstd_chunks_and_several_chunks_per_section() -> None:
-    blob, expected = load_golden("v1-small")
+@pytest.mark.parametrize("name", ["v1-small", "v2-small"])
+def test_goldens_cover_raw_and_zstd_chunks_and_several_chunks_per_section(name: str) -> None:
+    blob, expected = load_golden(name)
     header = open_snapshot(blob).header
     codecs = {chunk.codec for section in header.sections for chunk in section.chunks}
     assert codecs == {0, 1}
@@ -63,8 +65,8 @@ def _future(blob: bytes, *, key: bytes | None, **fields: int) -> bytes:
     return redigest(rewrite_preamble(blob, **fields), key=key)
 
 
-@pytest.mark.parametrize("version", [0, 2, 3, 0xFFFF])
-@pytest.mark.parametrize("name", ["v1-small", "v1-mac"])
+@pytest.mark.parametrize("version", [0, 3, 0xFFFF])
+@pytest.mark.parametrize("name", ["v1-small", "v1-mac", "v2-small", "v2-mac"])
 def test_other_format_versions_are_unsupported(name: str, version: int) -> None:
     blob, expected = load_golden(name)
     key = golden_key(expected)
@@ -75,21 +77,42 @@ def test_other_format_versions_are_unsupported(name: str, version: int) -> None:
     assert str(version) in caught.value.detail
 
 
+@pytest.mark.parametrize("name", ["v1-small", "v2-small"])
 @pytest.mark.parametrize("bit", range(1, 16))
-def test_unknown_flag_bits_are_unsupported(bit: int) -> None:
-    blob, _ = load_golden("v1-small")
+def test_unknown_flag_bits_are_unsupported(bit: int, name: str) -> None:
+    blob, _ = load_golden(name)
     with pytest.raises(SnapshotError) as caught:
         open_snapshot(_future(blob, key=None, flags=1 << bit))
     assert caught.value.kind == "unsupported_version"
     assert caught.value.offset == 10
 
 
-def test_unknown_flag_bits_are_unsupported_in_authenticated_snapshots() -> None:
-    blob, _ = load_golden("v1-mac")
+@pytest.mark.parametrize("name", ["v1-mac", "v2-mac"])
+def test_unknown_flag_bits_are_unsupported_in_authenticated_snapshots(name: str) -> None:
+    blob, _ = load_golden(name)
     forged = _future(blob, key=GOLDEN_KEY, flags=FLAG_AUTHENTICATED | 0x8000)
     with pytest.raises(SnapshotError) as caught:
         open_snapshot(forged, key=GOLDEN_KEY)
     assert caught.value.kind == "unsupported_version"
+
+
+@pytest.mark.parametrize(("name", "version"), [("v1-small", 2), ("v2-small", 1)])
+def test_a_snapshot_relabelled_as_the_other_supported_version_is_refused(
+    name: str, version: int
+) -> None:
+    """The two layouts cannot be mistaken for each other, even with every check redone."""
+    blob, _ = load_golden(name)
+    relabelled = _future(blob, key=None, version=version, header_len=0, total=0)
+    with pytest.raises(SnapshotError):
+        open_snapshot(relabelled)
+
+
+def test_version_2_refuses_lengths_in_its_preamble() -> None:
+    blob, _ = load_golden("v2-small")
+    with pytest.raises(SnapshotError) as caught:
+        open_snapshot(_future(blob, key=None, total=len(blob)))
+    assert caught.value.kind == "corrupt"
+    assert caught.value.offset == 12
 
 
 def test_the_current_version_is_the_one_the_goldens_were_written_with() -> None:

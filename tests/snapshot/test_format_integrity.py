@@ -17,6 +17,7 @@ from golden import (
     load_golden,
     redigest,
     reseal,
+    rewrite_footer,
     rewrite_preamble,
     split,
 )
@@ -74,7 +75,8 @@ def truncation_kinds(blob: bytes, *, key: bytes | None = None, opener: Opener = 
     return kinds
 
 
-@pytest.mark.parametrize("name", ["v1-empty", "v1-small", "v1-mac"])
+@pytest.mark.parametrize("name", ["v1-empty", "v1-small", "v1-mac", "v2-empty", "v2-small",
+                                  "v2-mac"])
 def test_every_truncation_of_a_golden_snapshot_is_reported_as_truncated(name: str) -> None:
     blob, expected = load_golden(name)
     assert truncation_kinds(blob, key=golden_key(expected)) == {"truncated": len(blob)}
@@ -113,7 +115,8 @@ def test_negative_control_truncation_checker_flags_a_reader_that_trusts_the_leng
 
 
 @pytest.mark.parametrize("extra", [1, 2, 16, 4096])
-@pytest.mark.parametrize("name", ["v1-empty", "v1-small", "v1-mac"])
+@pytest.mark.parametrize("name", ["v1-empty", "v1-small", "v1-mac", "v2-empty", "v2-small",
+                                  "v2-mac"])
 def test_appended_bytes_are_trailing_data(name: str, extra: int) -> None:
     blob, expected = load_golden(name)
     for filler in (b"\x00", b"\xff", blob[:1]):
@@ -246,8 +249,9 @@ def test_every_single_bit_flip_of_an_8_kib_snapshot_is_detected(medium: bytes) -
     assert sum(kinds.values()) == flips
 
 
-def test_every_single_bit_flip_of_the_authenticated_golden_is_detected() -> None:
-    blob, _ = load_golden("v1-mac")
+@pytest.mark.parametrize("name", ["v1-mac", "v2-mac"])
+def test_every_single_bit_flip_of_the_authenticated_golden_is_detected(name: str) -> None:
+    blob, _ = load_golden(name)
     flips, kinds, undetected = flip_outcomes(blob, key=GOLDEN_KEY)
     assert (flips, undetected) == (8 * len(blob), [])
     assert set(kinds) <= {"corrupt", "not_snapshot", "auth"}
@@ -338,8 +342,11 @@ def test_negative_control_random_corruption_checker_flags_a_reader_without_the_d
 def zeroed_cases(blob: bytes) -> dict[str, bytes]:
     """The snapshot with one checksum zeroed, everything else (including the digest) valid."""
     snapshot = open_snapshot(blob)
-    header_len = int.from_bytes(blob[12:16], "little")
-    header_check_at = PREAMBLE_SIZE + header_len
+    footer_at = len(blob) - 16 - 32  # version 2
+    if snapshot.format_version == 1:
+        header_check_at = PREAMBLE_SIZE + int.from_bytes(blob[12:16], "little")
+    else:
+        header_check_at = footer_at - 8
     plain, chunks = split(blob)
     zero_chunk = {**plain, "sections": [dict(s) for s in plain["sections"]]}
     zero_chunk["sections"][0]["chunks"] = [list(c) for c in plain["sections"][0]["chunks"]]
@@ -356,7 +363,16 @@ def zeroed_cases(blob: bytes) -> dict[str, bytes]:
         "chunk checksum": b"".join(assemble(zero_chunk, chunks)),
         "section checksum": b"".join(assemble(zero_section, chunks)),
         # The digest cut off and the declared length shortened to match.
-        "no digest at all": rewrite_preamble(blob[:-16], total=len(blob) - 16),
+        "no digest at all": (
+            rewrite_preamble(blob[:-16], total=len(blob) - 16)
+            if snapshot.format_version == 1
+            else rewrite_footer(blob, total=len(blob) - 16)[:-16]
+        ),
+        **(
+            {"footer check": blob[: footer_at + 16] + bytes(8) + blob[footer_at + 24 :]}
+            if snapshot.format_version == 2
+            else {}
+        ),
     }
 
 
@@ -372,11 +388,16 @@ def zeroed_outcomes(blob: bytes) -> dict[str, str]:
     return outcomes
 
 
-def test_zeroed_checksums_are_rejected_never_treated_as_absent() -> None:
-    blob, _ = load_golden("v1-small")
+@pytest.mark.parametrize(("name", "cases"), [("v1-small", 6), ("v2-small", 7)])
+def test_zeroed_checksums_are_rejected_never_treated_as_absent(name: str, cases: int) -> None:
+    blob, _ = load_golden(name)
     outcomes = zeroed_outcomes(blob)
-    assert outcomes == {name: "corrupt" for name in zeroed_cases(blob)}
-    assert len(outcomes) == 6
+    expected = {case: "corrupt" for case in zeroed_cases(blob)}
+    if name.startswith("v2"):
+        # Without the digest the footer is not where it belongs: the snapshot was cut.
+        expected["no digest at all"] = "truncated"
+    assert outcomes == expected
+    assert len(outcomes) == cases
 
 
 def test_a_zeroed_mac_is_an_authentication_failure() -> None:

@@ -97,10 +97,11 @@ def test_forgeries_without_the_key_fail_authentication(name: str) -> None:
     assert kind_of(forgeries()[name], GOLDEN_KEY) == "auth"
 
 
-def test_every_byte_changed_in_an_authenticated_snapshot_is_refused() -> None:
+@pytest.mark.parametrize("name", ["v1-mac", "v2-mac"])
+def test_every_byte_changed_in_an_authenticated_snapshot_is_refused(name: str) -> None:
     """Each byte xor 0xff, opened with the key: refused, as auth or a structural error
     found before the MAC is checked (magic, preamble check, lengths)."""
-    blob, _ = load_golden("v1-mac")
+    blob, _ = load_golden(name)
     data = bytearray(blob)
     kinds: dict[str, int] = {}
     for position in range(len(data)):
@@ -145,9 +146,13 @@ def test_negative_control_forgery_check_flags_a_reader_that_skips_the_mac(
     assert kind_of(forged["section replaced, checksums recomputed"], GOLDEN_KEY) == "accepted"
 
 
-def test_assemble_with_a_key_writes_a_32_byte_mac_and_the_flag() -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_assemble_with_a_key_writes_a_32_byte_mac_and_the_flag(version: int) -> None:
     header, chunks = split(load_golden("v1-small")[0])
-    blob = b"".join(assemble(header, chunks, key=OTHER_KEY))
+    blob = b"".join(assemble(header, chunks, key=OTHER_KEY, version=version))
     assert int.from_bytes(blob[10:12], "little") == FLAG_AUTHENTICATED
-    assert int.from_bytes(blob[16:24], "little") == len(blob)
+    # The total length: in the preamble (version 1), in the footer before the 32-byte
+    # MAC (version 2).
+    total_at = 16 if version == 1 else len(blob) - 32 - 32 + 8
+    assert int.from_bytes(blob[total_at : total_at + 8], "little") == len(blob)
     assert kind_of(blob, OTHER_KEY) == "accepted"
