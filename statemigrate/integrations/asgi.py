@@ -92,6 +92,10 @@ class ServerHooks(Protocol):
     def shut_down(self) -> None:
         """Ask the server to stop gracefully (it then runs the lifespan shutdown)."""
 
+    def route_stop_signals(self, route: Callable[[Callable[[], None]], None]) -> None:
+        """Pass the server's reaction to SIGINT and SIGTERM through ``route``, which
+        runs it at once or, during a handoff, once the handoff has ended."""
+
 
 def successor_argv() -> list[str]:
     """This process's own command line, as the successor's: interpreter options,
@@ -184,6 +188,8 @@ class HotRestart:
         self._writers = 0
         self._active = 0
         self._uninstall: Callable[[], None] | None = None
+        self._handing_over = False
+        self._deferred_stops: list[Callable[[], None]] = []
         #: Set once the lifespan start-up (and the restore) reported complete.
         self.started = asyncio.Event()
 
@@ -304,7 +310,7 @@ class HotRestart:
                         " statemigrate.integrations.uvicorn.run or .hypercorn.run",
                     )
                 self.attach(*self._locate())
-            assert self.listener is not None
+            assert self.listener is not None and self.server is not None
             _nodelay(self.listener)
             inheritance, self._inheritance = self._inheritance, None
             if inheritance is not None:
@@ -315,6 +321,7 @@ class HotRestart:
                 if self._on_take_over is not None:
                     self._on_take_over(report)
             self._uninstall = install_signal_trigger_async(self.hand_over, signum=self.signum)
+            self.server.route_stop_signals(self.stop_or_defer)
         except Exception as exc:
             logger.error("start-up failed: %s", exc)
             return f"statemigrate: {exc}"
@@ -329,12 +336,32 @@ class HotRestart:
 
     # -- the handoff -------------------------------------------------------------------
 
+    def stop_or_defer(self, stop: Callable[[], None]) -> None:
+        """Run ``stop`` (a stop signal's effect) now, or once the handoff in progress
+        has ended: stopping in the middle would abandon a successor that may be about
+        to take the state over."""
+        if self._handing_over:
+            self._deferred_stops.append(stop)
+        else:
+            stop()
+
     async def hand_over(self) -> HandoffReport:
         """Hand the state and the listener over to a successor, then drain and stop.
 
         What ``SIGUSR2`` runs. A failed handoff raises
-        :class:`~statemigrate.HandoffError` and serving goes on.
+        :class:`~statemigrate.HandoffError` and serving goes on. A stop signal that
+        arrives meanwhile takes effect when it has ended.
         """
+        self._handing_over = True
+        try:
+            return await self._hand_over()
+        finally:
+            self._handing_over = False
+            stops, self._deferred_stops = self._deferred_stops, []
+            for stop in stops:
+                stop()
+
+    async def _hand_over(self) -> HandoffReport:
         assert self.listener is not None and self.server is not None
         successor = Spawn(self.argv if self.argv is not None else successor_argv())
         try:

@@ -63,6 +63,12 @@ class HypercornHooks:
         while active():
             await asyncio.sleep(POLL)
 
+    def route_stop_signals(self, route: Callable[[Callable[[], None]], None]) -> None:
+        """SIGINT and SIGTERM fire the shutdown trigger through ``route``."""
+        loop = asyncio.get_running_loop()
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(stop, route, self.shutdown.set)
+
     def shut_down(self) -> None:
         """Fire the shutdown trigger hypercorn waits on."""
         self.shutdown.set()

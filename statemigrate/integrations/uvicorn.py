@@ -28,6 +28,7 @@ import asyncio
 import signal
 import socket
 from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from statemigrate._errors import ConfigurationError
@@ -49,6 +50,22 @@ class UvicornHooks:
 
     def __init__(self, server: uvicorn.Server) -> None:
         self.server = server
+
+    def route_stop_signals(self, route: Callable[[Callable[[], None]], None]) -> None:
+        """Put ``route`` in front of uvicorn's own SIGINT and SIGTERM handler.
+
+        ``uvicorn.Server.serve`` installs its ``handle_exit`` with ``signal.signal``
+        for as long as it serves (the lifespan start-up runs inside), and puts the
+        previous handlers back at the end: replacing it here lasts as long, too.
+        """
+        original = self.server.handle_exit
+
+        def handle_exit(signum: int, frame: FrameType | None) -> None:
+            route(lambda: original(signum, frame))
+
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(stop) == original:
+                signal.signal(stop, handle_exit)
 
     async def stop_accepting(self) -> None:
         """Take uvicorn's listening sockets off the event loop; nothing accepts on them.

@@ -212,3 +212,44 @@ def test_an_idle_keep_alive_connection_is_not_cut_but_passed_on(tmp_path: Path) 
         assert read_value(port, "after") == "2"
         assert read_value(port, "before") == "1"
         wait_until("the old process to exit once drained", lambda: not alive(old))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["app.py", "--server", "uvicorn"],
+        ["app.py", "--server", "hypercorn"],
+        ["-m", "uvicorn", "--fd", "FD", "--log-level", "warning", "app:application"],
+    ],
+    ids=["uvicorn", "hypercorn", "uvicorn-fd"],
+)
+def test_sigterm_during_a_handoff_waits_for_it_to_end(tmp_path: Path, argv: list[str]) -> None:
+    """A service manager's SIGTERM right after SIGUSR2 must not abandon the successor."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    if "FD" in argv:
+        argv = [str(listener.fileno()) if part == "FD" else part for part in argv]
+        passed: tuple[int, ...] = (listener.fileno(),)
+    else:
+        listener.close()
+        argv = [*argv, "--port", str(port)]
+        passed = ()
+    try:
+        with started(tmp_path, argv, port, pass_fds=passed) as generations:
+            listener.close()
+            assert ask(port, "PUT", "/cache/kept", "yes")[0] == 204
+            old = generations.serving()
+            deploy(tmp_path, 2)
+            os.kill(old, signal.SIGUSR2)
+            time.sleep(0.05)  # the successor is starting: well inside the handoff
+            os.kill(old, signal.SIGTERM)
+            wait_until("the old process to exit", lambda: not alive(old))
+            assert generations.serving() != old
+            status, body = ask(port, "GET", "/cache/kept")
+            assert (status, json.loads(body)) == (
+                200,
+                {"key": "kept", "value": "yes", "release": 2},
+            )
+    finally:
+        listener.close()
