@@ -134,8 +134,8 @@ RESTORE_PROGRESS = Instrument(
 )
 CHECKPOINT_PAUSE = _histogram(
     "statemigrate_checkpoint_pause_seconds",
-    "Seconds a checkpoint held the service's writers: quiescing them, then taking the"
-    " snapshot (the store's commit runs after they go on).",
+    "Seconds a checkpoint held the service's writers while it took the snapshot (the"
+    " store's commit runs after they go on).",
     ("service",),
 )
 HANDOFF_DURATION = _histogram(

@@ -267,8 +267,10 @@ class Checkpointer:
         if not force and changes is not None and changes() == self._committed_mark:
             logger.debug("checkpoint of %s skipped: nothing changed", self.service.name)
             return None
-        held = time.perf_counter()
         with hold():
+            # Held from here: the time spent taking a lock is not counted, as the
+            # writers still run meanwhile.
+            held = time.perf_counter()
             mark = changes() if changes is not None else _NOTHING
             encoded, report = self.service.snapshot()
         pause = time.perf_counter() - held

@@ -101,7 +101,8 @@ class CheckpointReport:
     committed: CommitReport | None
     """The commit, or ``None`` when the checkpoint was skipped."""
     pause_seconds: float
-    """Seconds the writers were held: quiescing them and taking the snapshot (0 when
+    """Seconds the writers were held: from the moment ``quiesce`` held them (a lock
+    taken, ``pause()`` returned) until they were let go, the snapshot taken (0 when
     skipped). The store's commit is not part of it."""
     seconds: float
     """Seconds the whole checkpoint took, the store's commit included."""
