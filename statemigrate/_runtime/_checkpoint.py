@@ -186,6 +186,7 @@ class Checkpointer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._mode: Literal["thread", "loop"] | None = None
+        self._warned_slow = False
         self.failures = 0
         """Checkpoints that failed in a row since the last one that committed."""
         self.last_error: BaseException | None = None
@@ -251,9 +252,18 @@ class Checkpointer:
                 if taken is None:
                     return CheckpointReport(None, 0.0, time.perf_counter() - began)
                 encoded, report, mark, pause = taken
-                committed = await asyncio.to_thread(
-                    self.service.commit_snapshot, self.store, encoded, report
+                commit = asyncio.ensure_future(
+                    asyncio.to_thread(self.service.commit_snapshot, self.store, encoded, report)
                 )
+                try:
+                    committed = await asyncio.shield(commit)
+                except asyncio.CancelledError:
+                    # The commit goes on in its thread: wait for it, so that no later
+                    # checkpoint (the final one, say) commits before it and is replaced.
+                    await asyncio.wait([commit])
+                    if not commit.cancelled() and commit.exception() is None:
+                        self._committed(commit.result(), mark, pause, began)
+                    raise
             except Exception as exc:
                 self._failed(exc)
                 raise
@@ -379,7 +389,22 @@ class Checkpointer:
             return self._retry_after(exc)
         if not report.skipped:
             logger.info("%s", report.summary())
-        return max(0.0, self.every - (time.perf_counter() - started))
+        return self._next_after(report, time.perf_counter() - started)
+
+    def _next_after(self, report: CheckpointReport, seconds: float) -> float:
+        """Seconds until the next checkpoint, ``every`` after this one began; warn once
+        when checkpoints take longer than that (writers would be held back to back)."""
+        if seconds > self.every and not self._warned_slow:
+            self._warned_slow = True
+            logger.warning(
+                "a checkpoint of %s took %.2f s, more than every=%g s: checkpoints now run"
+                " back to back, holding the writers %.2f s each; raise every",
+                self.service.name,
+                seconds,
+                self.every,
+                report.pause_seconds,
+            )
+        return max(0.0, self.every - seconds)
 
     def _retry_after(self, exc: Exception) -> float:
         delay = retry_delay(self.every, self.failures, self.max_backoff)
@@ -417,7 +442,7 @@ class Checkpointer:
                     continue
                 if not report.skipped:
                     logger.info("%s", report.summary())
-                delay = max(0.0, self.every - (time.perf_counter() - started))
+                delay = self._next_after(report, time.perf_counter() - started)
         except asyncio.CancelledError:
             try:
                 report = await self.checkpoint()

@@ -489,3 +489,42 @@ def test_a_serve_cold_service_starts_cold_when_both_fail() -> None:
     service.register(Ledger())
     assert service.start_from(store) is None
     assert service.status.state == "cold_start"
+
+
+def test_a_cancelled_loop_checkpoint_lets_its_commit_finish_before_the_final_one() -> None:
+    """Cancelled while its commit runs in a worker thread, run() waits for that commit
+    before the final checkpoint commits: the store ends with the newest state, not with
+    the older commit landing last."""
+    service, ledger = ledger_service()
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow(MemoryStore):
+        def commit(self, data: Buffer | Iterable[Buffer]) -> Any:
+            if not entered.is_set():  # the first commit waits; the others go through
+                entered.set()
+                release.wait()
+            return super().commit(data)
+
+    store = Slow()
+
+    async def main() -> int:
+        task = asyncio.create_task(Checkpointer(service, store, every=0.001).run())
+        while not entered.is_set():
+            await asyncio.sleep(0.001)
+        written(ledger, 3)  # after the first snapshot: only the final one holds them
+        task.cancel()
+        asyncio.get_running_loop().call_later(0.05, release.set)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return ledger.count
+
+    count = asyncio.run(main())
+    assert store.commits == 2 and restored(store) == state_after(count)
+
+
+def test_checkpoints_slower_than_the_interval_are_reported_once(caplog: Any) -> None:
+    service, _ = ledger_service()
+    checkpointer = Checkpointer(service, MemoryStore(), every=1e-9)
+    for _ in range(3):
+        assert checkpointer._tick() == 0.0
+    assert caplog.text.count("raise every") == 1
