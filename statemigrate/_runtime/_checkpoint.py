@@ -11,13 +11,15 @@ and keep the snapshot before it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
+    asynccontextmanager,
     contextmanager,
     nullcontext,
 )
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from statemigrate._snapshot._encode import EncodedSnapshot
     from statemigrate.stores import Store
 
-__all__ = ["Checkpointer", "Pausable", "Quiesce", "retry_delay"]
+__all__ = ["AsyncPausable", "Checkpointer", "Pausable", "Quiesce", "retry_delay"]
 
 logger = logging.getLogger("statemigrate")
 
@@ -50,16 +52,27 @@ class Pausable(Protocol):
         """Let the held changes go on."""
 
 
+class AsyncPausable(Protocol):
+    """:class:`Pausable` on an event loop: what the handoff's ``AsyncServerControl`` has."""
+
+    async def pause(self) -> None:
+        """As :meth:`Pausable.pause`."""
+
+    async def resume(self) -> None:
+        """As :meth:`Pausable.resume`."""
+
+
 Quiesce = (
     AbstractContextManager[object]
     | Callable[[], AbstractContextManager[object]]
     | Pausable
     | AbstractAsyncContextManager[object]
+    | AsyncPausable
 )
 """A way to hold a service's writers: a reusable context manager (a ``threading.Lock``
 every writer takes), a function returning a context manager, an object with
 ``pause()`` and ``resume()``, or, on an event loop only, an async context manager (an
-``asyncio.Lock``)."""
+``asyncio.Lock``) or an object with ``pause()`` and ``resume()`` coroutines."""
 
 
 def retry_delay(every: float, failures: int, max_backoff: float) -> float:
@@ -72,8 +85,28 @@ def retry_delay(every: float, failures: int, max_backoff: float) -> float:
 
 
 def _async_only(quiesce: object) -> bool:
-    """Whether ``quiesce`` is an async context manager, usable on an event loop only."""
-    return hasattr(quiesce, "__aenter__") and not hasattr(quiesce, "__enter__")
+    """Whether ``quiesce`` holds the writers on an event loop only: an async context
+    manager, or ``pause()`` and ``resume()`` coroutines (an ``AsyncServerControl``)."""
+    if hasattr(quiesce, "__aenter__") and not hasattr(quiesce, "__enter__"):
+        return True
+    return inspect.iscoroutinefunction(getattr(quiesce, "pause", None))
+
+
+def _async_hold(quiesce: object) -> AbstractAsyncContextManager[object]:
+    """One hold of the writers on an event loop, for an async-only ``quiesce``."""
+    if hasattr(quiesce, "__aenter__"):
+        return quiesce  # type: ignore[return-value]
+    pause, resume = getattr(quiesce, "pause"), getattr(quiesce, "resume")  # noqa: B009
+
+    @asynccontextmanager
+    async def paused() -> AsyncIterator[None]:
+        await pause()
+        try:
+            yield
+        finally:
+            await resume()
+
+    return paused()
 
 
 def _hold_of(quiesce: object) -> Callable[[], AbstractContextManager[object]]:
@@ -89,7 +122,8 @@ def _hold_of(quiesce: object) -> Callable[[], AbstractContextManager[object]]:
         def refused() -> AbstractContextManager[object]:
             raise ConfigurationError(
                 "quiesce",
-                "an async context manager holds the writers on the event loop only:"
+                "an async context manager, or pause() and resume() coroutines, hold the"
+                " writers on the event loop only:"
                 " await checkpoint() or run() there",
             )
 
@@ -245,7 +279,7 @@ class Checkpointer:
             try:
                 quiesce = self._quiesce
                 if _async_only(quiesce):
-                    async with quiesce:  # type: ignore[union-attr]
+                    async with _async_hold(quiesce):
                         taken = self._take(force, nullcontext)
                 else:
                     taken = self._take(force, self._hold)

@@ -528,3 +528,25 @@ def test_checkpoints_slower_than_the_interval_are_reported_once(caplog: Any) -> 
     for _ in range(3):
         assert checkpointer._tick() == 0.0
     assert caplog.text.count("raise every") == 1
+
+
+def test_an_async_server_control_holds_the_writers_on_the_loop() -> None:
+    """pause() and resume() coroutines (an AsyncServerControl) are awaited around the
+    snapshot; outside a loop they are refused rather than called and never awaited."""
+    held: list[bool] = [False]
+    service, ledger = service_seeing(lambda: held[0])
+
+    class AsyncServer:
+        async def pause(self) -> None:
+            held[0] = True
+
+        async def resume(self) -> None:
+            held[0] = False
+
+    checkpointer = Checkpointer(service, MemoryStore(), quiesce=AsyncServer())
+    with pytest.raises(ConfigurationError, match="event loop only"):
+        checkpointer.checkpoint_now()
+    with pytest.raises(ConfigurationError, match="quiesce: "):
+        checkpointer.start()
+    assert not asyncio.run(checkpointer.checkpoint()).skipped
+    assert ledger.seen == [True] and held == [False]
