@@ -10,7 +10,6 @@ and keep the snapshot before it.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import threading
@@ -31,6 +30,8 @@ from statemigrate._observe._instruments import CHECKPOINT_PAUSE, emit
 from statemigrate._runtime._report import CheckpointReport, CommitReport, SnapshotReport
 
 if TYPE_CHECKING:
+    import asyncio
+
     from statemigrate._runtime._service import Service
     from statemigrate._snapshot._encode import EncodedSnapshot
     from statemigrate.stores import Store
@@ -216,7 +217,8 @@ class Checkpointer:
         self._changes = changes
         self._committed_mark: object = _NOTHING
         self._lock = threading.Lock()
-        self._loop_lock = asyncio.Lock()
+        # Made on first use: a program that never runs a loop never imports asyncio.
+        self._loop_lock: asyncio.Lock | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._mode: Literal["thread", "loop"] | None = None
@@ -270,10 +272,14 @@ class Checkpointer:
         Raises:
             As :meth:`checkpoint_now`.
         """
+        import asyncio
+
         if self._mode == "thread":
             raise ConfigurationError(
                 "mode", "this checkpointer runs in a thread: call checkpoint_now() instead"
             )
+        if self._loop_lock is None:
+            self._loop_lock = asyncio.Lock()
         async with self._loop_lock:  # commits in the order of their snapshots
             began = time.perf_counter()
             try:
@@ -463,6 +469,8 @@ class Checkpointer:
         Raises:
             ConfigurationError: the checkpointer runs in a thread already.
         """
+        import asyncio
+
         self._enter_mode("loop")
         delay = self.every
         try:
