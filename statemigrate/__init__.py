@@ -50,7 +50,9 @@ from statemigrate._model._registry import (
 )
 from statemigrate._model._schema import SchemaVersion
 from statemigrate._observe._status import RestoreStatus
+from statemigrate._runtime._checkpoint import Checkpointer
 from statemigrate._runtime._report import (
+    CheckpointReport,
     CommitReport,
     ComponentRestore,
     RestoreReport,
@@ -82,6 +84,8 @@ _LAZY = {
 """Public names whose modules load on first access (tooling a running service never needs)."""
 
 __all__ = [
+    "CheckpointReport",
+    "Checkpointer",
     "CommitReport",
     "ComponentRestore",
     "ComponentSpec",

@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 
 __all__ = [
     "BUILD_INFO",
+    "CHECKPOINT_PAUSE",
     "COMMITS",
     "COMMIT_DURATION",
     "COMPONENT_RESTORES",
@@ -131,6 +132,12 @@ RESTORE_PROGRESS = Instrument(
     "statemigrate_restore_progress_ratio", "gauge",
     "How far the current or last restore got, from 0 to 1.", "ratio", ("service",),
 )
+CHECKPOINT_PAUSE = _histogram(
+    "statemigrate_checkpoint_pause_seconds",
+    "Seconds a checkpoint held the service's writers while it took the snapshot (the"
+    " store's commit runs after they go on).",
+    ("service",),
+)
 HANDOFF_DURATION = _histogram(
     "statemigrate_handoff_duration_seconds",
     "Seconds from the start of a handoff attempt until the successor took over or the"
@@ -165,6 +172,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     COMPONENT_RESTORES,
     RESTORING,
     RESTORE_PROGRESS,
+    CHECKPOINT_PAUSE,
     HANDOFF_DURATION,
     HANDOFF_PAUSE,
     HANDOFFS,

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from statemigrate.stores import SnapshotRef
 
 __all__ = [
+    "CheckpointReport",
     "CommitReport",
     "ComponentRestore",
     "RestoreReport",
@@ -90,6 +91,34 @@ class CommitReport:
         return (
             f"{self.snapshot.summary()}, commit {self.commit_seconds * 1000:.1f} ms"
             f" -> {self.describe()}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointReport:
+    """One checkpoint: committed, or skipped because nothing had changed."""
+
+    committed: CommitReport | None
+    """The commit, or ``None`` when the checkpoint was skipped."""
+    pause_seconds: float
+    """Seconds the writers were held: from the moment ``quiesce`` held them (a lock
+    taken, ``pause()`` returned) until they were let go, the snapshot taken (0 when
+    skipped). The store's commit is not part of it."""
+    seconds: float
+    """Seconds the whole checkpoint took, the store's commit included."""
+
+    @property
+    def skipped(self) -> bool:
+        """Whether nothing had changed since the last checkpoint, so none was written."""
+        return self.committed is None
+
+    def summary(self) -> str:
+        """One line for logs."""
+        if self.committed is None:
+            return "checkpoint skipped: nothing changed since the last one"
+        return (
+            f"checkpoint: {self.committed.summary()}; writers held"
+            f" {self.pause_seconds * 1000:.1f} ms"
         )
 
 

@@ -6,9 +6,10 @@ and restores a snapshot into its components as one transaction (see ``_restore``
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from statemigrate._errors import (
@@ -51,10 +52,11 @@ from statemigrate._snapshot._encode import (
 )
 from statemigrate._snapshot._format import DecodeLimits, open_snapshot
 from statemigrate._snapshot._header import Producer, SnapshotHeader
+from statemigrate.stores._base import Store
 
 if TYPE_CHECKING:
     from statemigrate._model._registry import Registry
-    from statemigrate.stores import SnapshotRef, Store
+    from statemigrate.stores import SnapshotRef
 
 __all__ = ["GENERATION_LIMIT", "RestoreFailurePolicy", "Service", "choose_versions"]
 
@@ -472,6 +474,40 @@ class Service:
             emit(COMMITS, 1.0, self.name, kind, "committed")
         return committed
 
+    def commit_snapshot(
+        self, store: Store, encoded: EncodedSnapshot, report: SnapshotReport
+    ) -> CommitReport:
+        """Commit a snapshot that :meth:`snapshot` encoded, atomically, to ``store``.
+
+        :meth:`commit` encodes while the store writes, so the whole snapshot is never in
+        memory; this commits one encoded already. Calling :meth:`snapshot` and this
+        apart lets a caller hold its writers for the snapshot only: the encoded bytes
+        no longer depend on the live state, so the store's commit can run while the
+        writers go on (the :class:`Checkpointer` does this), at the price of holding
+        the encoded snapshot in memory meanwhile.
+
+        Raises:
+            StoreError: the store could not commit; its previous snapshot is intact.
+        """
+        started = time.perf_counter()
+        try:
+            ref = store.commit(encoded.parts)
+        except BaseException as exc:
+            if enabled():
+                emit(COMMITS, 1.0, self.name, _store_kind(store), "failed")
+            self._trace_commit(store, time.perf_counter() - started, error=str(exc))
+            raise
+        committed = CommitReport(
+            ref=ref, snapshot=report, commit_seconds=time.perf_counter() - started
+        )
+        self._trace_commit(store, committed.commit_seconds)
+        logger.info("%s", committed.summary())
+        if enabled():
+            kind = _store_kind(store)
+            emit(COMMIT_DURATION, committed.commit_seconds, self.name, kind)
+            emit(COMMITS, 1.0, self.name, kind, "committed")
+        return committed
+
     def _trace_commit(self, store: object, seconds: float, error: str | None = None) -> None:
         if tracing_enabled():
             record_span(
@@ -698,7 +734,7 @@ class Service:
 
     def start_from(
         self,
-        source: bytes | bytearray | memoryview | SnapshotRef | CommitReport | None,
+        source: bytes | bytearray | memoryview | SnapshotRef | CommitReport | Store | None,
         **options: bool,
     ) -> RestoreReport | None:
         """Restore at start-up, and apply the failure policy if the restore fails.
@@ -709,8 +745,15 @@ class Service:
         is ``"serve_cold"`` (see ``on_restore_failure``), and otherwise the error is
         raised and the status is ``failed``.
 
+        Given a store, restore its latest snapshot (a checkpoint, say). A store with
+        no snapshot yet means a cold start. When the latest snapshot cannot be read or
+        fails verification (damaged, refused) and the store keeps the one before it
+        (``open_previous()``: every store of :mod:`statemigrate.stores` does), that
+        one is restored instead, with a warning in the log; if it fails too, the
+        policy applies to the first error.
+
         Args:
-            source: as for :meth:`restore`, or ``None``.
+            source: as for :meth:`restore`, a store, or ``None``.
             options: keyword options of :meth:`restore`.
 
         Returns:
@@ -723,6 +766,8 @@ class Service:
             self.start_cold("no snapshot to restore")
             return None
         try:
+            if isinstance(source, Store):
+                return self._restore_latest(source, options)
             return self.restore(source, **options)
         except RestoreError as exc:
             if any(
@@ -732,6 +777,62 @@ class Service:
                 raise
             self.start_cold(f"restore failed: {exc}")
             return None
+
+    def _restore_latest(self, store: Store, options: Mapping[str, bool]) -> RestoreReport | None:
+        """Restore ``store``'s latest snapshot, or the one before it when the latest is
+        unreadable or refused at verification; ``None`` (a cold start) when there is
+        none."""
+        try:
+            current: bytes | memoryview | SnapshotRef = store.open()
+        except StoreError as exc:
+            if exc.errno == errno.ENOENT:
+                self.start_cold(f"no snapshot to restore in {store!r}")
+                return None
+            current = _Failing(exc)  # restored as a failed read, with status and metrics
+        try:
+            return self.restore(current, **options)
+        except RestoreError as exc:
+            open_previous = getattr(store, "open_previous", None)
+            if exc.phase not in ("read", "verify") or not callable(open_previous):
+                raise
+            logger.warning(
+                "the latest snapshot in %r cannot be restored (%s); restoring the one before it",
+                store,
+                exc,
+            )
+            try:
+                return self.restore(_Reader(open_previous, f"{store!r} (previous)"), **options)
+            except RestoreError as second:
+                logger.error("the previous snapshot in %r cannot be restored: %s", store, second)
+                self._tracker.failed(str(exc))  # the latest snapshot's failure is the one
+                raise exc from exc.__cause__
+
+
+class _Reader:
+    """A :class:`SnapshotRef` over a function that reads the bytes."""
+
+    def __init__(self, read: Callable[[], bytes | memoryview], where: str) -> None:
+        self._read = read
+        self._where = where
+
+    def open(self) -> bytes | memoryview:
+        return self._read()
+
+    def describe(self) -> str:
+        return self._where
+
+
+class _Failing:
+    """A :class:`SnapshotRef` whose reading failed already: ``open()`` raises that error."""
+
+    def __init__(self, error: StoreError) -> None:
+        self._error = error
+
+    def open(self) -> bytes | memoryview:
+        raise self._error
+
+    def describe(self) -> str:
+        return self._error.target
 
 
 class _Exported:

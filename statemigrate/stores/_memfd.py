@@ -16,6 +16,7 @@ not a memfd, whatever seals it reports (``F_GET_SEALS`` also answers for tmpfs f
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -246,7 +247,12 @@ class MemfdStore(Closing):
         """
         if ref is None:
             if self._closed or not self._refs:
-                raise StoreError("open", f"memfd:{self._name}", "no snapshot has been committed")
+                raise StoreError(
+                    "open",
+                    f"memfd:{self._name}",
+                    "no snapshot has been committed",
+                    errno=None if self._closed else errno.ENOENT,
+                )
             ref = self._refs[-1]
         elif not isinstance(ref, MemfdRef):
             raise StoreError("open", ref.describe(), "is not a memfd snapshot reference")

@@ -8,6 +8,7 @@ offers no durability at all: its snapshots die with the process.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 
 from statemigrate._errors import StoreError
@@ -73,7 +74,12 @@ class MemoryStore:
         if ref is not None and not (isinstance(ref, MemoryRef) and ref.store is self):
             raise StoreError("open", ref.describe(), f"is not a snapshot of memory:{self._name}")
         if self._current is None:
-            raise StoreError("open", f"memory:{self._name}", "no snapshot has been committed")
+            raise StoreError(
+                "open",
+                f"memory:{self._name}",
+                "no snapshot has been committed",
+                errno=errno.ENOENT,
+            )
         return self._current
 
     def open_previous(self) -> bytes:

@@ -25,6 +25,7 @@ from the format's MAC mode (``Service(key=...)``), which a remote store needs.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -421,7 +422,10 @@ class ObjectStore:
         found = self._read_pointer()
         if found is None:
             raise StoreError(
-                "open", self._backend.where(POINTER), "no snapshot has been committed"
+                "open",
+                self._backend.where(POINTER),
+                "no snapshot has been committed",
+                errno=errno.ENOENT,
             )
         return found[0]
 

@@ -1,0 +1,180 @@
+"""The cost of checkpoints on the write path: writes/s with and without a Checkpointer,
+and a checkpoint's time beside pickle to /dev/shm of the same state, in one run.
+
+For each size (W1: N cache entries), a fresh child process builds the state and
+registers it with a Service. A writer thread then replaces random entries as fast as
+it can, each write under the lock that the checkpointer takes as its ``quiesce``, for
+--seconds: once without checkpoints, then with a Checkpointer to a TmpfsStore every 5 s
+and every 1 s. The writes/s of each run are printed as a ratio to the run without
+checkpoints, with the checkpoints' pauses (writers held: export + encode), read from
+``statemigrate_checkpoint_pause_seconds`` through a metrics sink. With the writers
+stopped, the child then times one full checkpoint (``checkpoint_now``: snapshot +
+commit) and pickle protocol 5 committed to /dev/shm (temp file, fsync, rename), best
+of --repeat each.
+
+    .venv/bin/python benchmarks/bench_checkpoint.py                  # 100k and 1M entries
+    .venv/bin/python benchmarks/bench_checkpoint.py --sizes 10000 --seconds 4   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+from typing_extensions import TypedDict
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import (  # the benchmarks folder is not a package: found via sys.path
+    SHM,
+    best_of,
+    build_w1,
+    pickle_commit,
+    run_child,
+    table,
+)
+
+INTERVALS = (5.0, 1.0)
+
+
+class Entry(TypedDict):
+    id: int
+    name: str
+    score: float
+    tags: list[str]
+    updated: int
+
+
+class BenchState(TypedDict):
+    entries: dict[str, Entry]
+
+
+class PauseSink:
+    """Keeps the checkpoint pauses the library reports."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+
+    def record(self, instrument: Any, value: float, labels: Any) -> None:
+        if instrument.name == "statemigrate_checkpoint_pause_seconds":
+            self.pauses.append(value)
+
+
+def write_for(entries: dict[str, Any], lock: threading.Lock, seconds: float) -> int:
+    """Replace random entries under ``lock`` for ``seconds``; return the writes made."""
+    rnd = random.Random(7)
+    keys = list(entries)
+    writes = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(100):
+            key = keys[rnd.randrange(len(keys))]
+            entry = {"id": writes, "name": "written", "score": rnd.random(),
+                     "tags": ["pro", "eu"], "updated": 1_700_000_000 + writes}
+            with lock:
+                entries[key] = entry
+            writes += 1
+    return writes
+
+
+def child(count: int, seconds: float, repeat: int, rounds: int = 2) -> dict[str, Any]:
+    import statemigrate as sm
+    from statemigrate.metrics import use_sink
+    from statemigrate.stores import TmpfsStore
+
+    registry = sm.Registry()
+    registry.add_schema("bench", 1, BenchState)
+
+    @registry.migratable("bench", version=1)
+    class Cache:
+        def __init__(self, entries: dict[str, Any]) -> None:
+            self.entries = entries
+
+    entries = build_w1(count)
+    service = sm.Service("bench")
+    service.register(Cache(entries))
+    lock = threading.Lock()
+    sink = PauseSink()
+    use_sink(sink)
+    directory = tempfile.mkdtemp(prefix="bench-checkpoint-", dir=SHM)
+    result: dict[str, Any] = {"entries": count}
+    try:
+        with TmpfsStore(os.path.join(directory, "store")) as store:
+            runs: dict[str, Any] = {}
+            for _ in range(rounds):  # interleaved, best of each: a busy machine's noise
+                for every in (None, *INTERVALS):
+                    name = "none" if every is None else f"every {every:g} s"
+                    sink.pauses.clear()
+                    if every is None:
+                        writes = write_for(entries, lock, seconds)
+                    else:
+                        checkpointer = sm.Checkpointer(service, store, every=every, quiesce=lock)
+                        with checkpointer:
+                            writes = write_for(entries, lock, seconds)
+                    run = {"writes_per_s": writes / seconds, "checkpoints": len(sink.pauses[:-1]),
+                           "pauses": sink.pauses[:-1]}  # the last pause is stop()'s, after
+                    if run["writes_per_s"] > runs.get(name, {"writes_per_s": 0})["writes_per_s"]:
+                        runs[name] = run
+            result["runs"] = runs
+            quiet = sm.Checkpointer(service, store, quiesce=lock)
+            result["checkpoint_s"], report = best_of(repeat, quiet.checkpoint_now)
+            result["pause_s"] = min(sink.pauses[-repeat:])
+            result["snapshot_bytes"] = report.committed.snapshot.size  # type: ignore[attr-defined]
+            plain = dict(entries)
+            result["pickle_s"], _ = best_of(repeat, lambda: pickle_commit(plain, directory))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000",
+                        help="entries, comma-separated (default 100000,1000000)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="each write run's length")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--child", nargs=3, metavar=("COUNT", "SECONDS", "REPEAT"))
+    args = parser.parse_args()
+    if args.child:
+        count, seconds, repeat = args.child
+        print(json.dumps(child(int(count), float(seconds), int(repeat))))
+        return
+    sizes = [int(size) for size in args.sizes.split(",")]
+    print(f"writes for {args.seconds:g} s per run, one writer thread; {os.cpu_count()} cores")
+    writes = [("entries", "checkpoints", "writes/s", "ratio", "checkpoints taken",
+               "pause p50", "pause max")]
+    commits = [("entries", "snapshot", "checkpoint (snapshot + commit)", "of which pause",
+                "pickle to /dev/shm", "ratio")]
+    for size in sizes:
+        found = run_child(__file__, str(size), str(args.seconds), str(args.repeat))
+        base = found["runs"]["none"]["writes_per_s"]
+        for name, run in found["runs"].items():
+            pauses = run["pauses"]
+            writes.append((
+                f"{size:,}", name, f"{run['writes_per_s']:,.0f}",
+                f"{run['writes_per_s'] / base:.2f}x", str(run["checkpoints"]),
+                f"{statistics.median(pauses) * 1000:.0f} ms" if pauses else "-",
+                f"{max(pauses) * 1000:.0f} ms" if pauses else "-",
+            ))
+        commits.append((
+            f"{size:,}", f"{found['snapshot_bytes'] / (1 << 20):.1f} MiB",
+            f"{found['checkpoint_s'] * 1000:.0f} ms", f"{found['pause_s'] * 1000:.0f} ms",
+            f"{found['pickle_s'] * 1000:.0f} ms",
+            f"{found['checkpoint_s'] / found['pickle_s']:.2f}x",
+        ))
+    print(table(writes))
+    print()
+    print(table(commits))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,503 @@
+"""Checkpoints: a full snapshot of a service committed every few seconds, so that a
+process killed without warning restarts from the last one.
+
+Each checkpoint holds the service's writers only while the snapshot is taken (export
+and encode); the store's atomic commit runs after they go on. A crash therefore loses
+the changes made since the last checkpoint that committed, at most one interval plus
+one checkpoint's time, and never leaves a torn snapshot: the stores commit atomically
+and keep the snapshot before it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+)
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal, Protocol, Self
+
+from statemigrate._errors import ConfigurationError
+from statemigrate._observe._instruments import CHECKPOINT_PAUSE, emit
+from statemigrate._runtime._report import CheckpointReport, CommitReport, SnapshotReport
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from statemigrate._runtime._service import Service
+    from statemigrate._snapshot._encode import EncodedSnapshot
+    from statemigrate.stores import Store
+
+__all__ = ["AsyncPausable", "Checkpointer", "Pausable", "Quiesce", "retry_delay"]
+
+logger = logging.getLogger("statemigrate")
+
+_NOTHING = object()
+
+
+class Pausable(Protocol):
+    """A server that can hold its writers: what the handoff's ``ServerControl`` has."""
+
+    def pause(self) -> None:
+        """Let the change in progress finish, and hold the ones that would start."""
+
+    def resume(self) -> None:
+        """Let the held changes go on."""
+
+
+class AsyncPausable(Protocol):
+    """:class:`Pausable` on an event loop: what the handoff's ``AsyncServerControl`` has."""
+
+    async def pause(self) -> None:
+        """As :meth:`Pausable.pause`."""
+
+    async def resume(self) -> None:
+        """As :meth:`Pausable.resume`."""
+
+
+Quiesce = (
+    AbstractContextManager[object]
+    | Callable[[], AbstractContextManager[object]]
+    | Pausable
+    | AbstractAsyncContextManager[object]
+    | AsyncPausable
+)
+"""A way to hold a service's writers: a reusable context manager (a ``threading.Lock``
+every writer takes), a function returning a context manager, an object with
+``pause()`` and ``resume()``, or, on an event loop only, an async context manager (an
+``asyncio.Lock``) or an object with ``pause()`` and ``resume()`` coroutines."""
+
+
+def retry_delay(every: float, failures: int, max_backoff: float) -> float:
+    """Seconds to wait before the next checkpoint after ``failures`` failed in a row:
+    ``every`` when none did, then twice as long after each failure, at most
+    ``max_backoff`` (or ``every`` if that is longer)."""
+    if failures <= 0:
+        return every
+    return min(every * 2.0 ** min(failures, 30), max(max_backoff, every))
+
+
+def _async_only(quiesce: object) -> bool:
+    """Whether ``quiesce`` holds the writers on an event loop only: an async context
+    manager, or ``pause()`` and ``resume()`` coroutines (an ``AsyncServerControl``)."""
+    if hasattr(quiesce, "__aenter__") and not hasattr(quiesce, "__enter__"):
+        return True
+    return inspect.iscoroutinefunction(getattr(quiesce, "pause", None))
+
+
+def _async_hold(quiesce: object) -> AbstractAsyncContextManager[object]:
+    """One hold of the writers on an event loop, for an async-only ``quiesce``."""
+    if hasattr(quiesce, "__aenter__"):
+        return quiesce  # type: ignore[return-value]
+    pause, resume = getattr(quiesce, "pause"), getattr(quiesce, "resume")  # noqa: B009
+
+    @asynccontextmanager
+    async def paused() -> AsyncIterator[None]:
+        await pause()
+        try:
+            yield
+        finally:
+            await resume()
+
+    return paused()
+
+
+def _hold_of(quiesce: object) -> Callable[[], AbstractContextManager[object]]:
+    """The function that enters one hold of the writers, for each shape of ``quiesce``.
+
+    Raises:
+        ConfigurationError: ``quiesce`` has none of the shapes.
+    """
+    if quiesce is None:
+        return nullcontext
+    if _async_only(quiesce):
+
+        def refused() -> AbstractContextManager[object]:
+            raise ConfigurationError(
+                "quiesce",
+                "an async context manager, or pause() and resume() coroutines, hold the"
+                " writers on the event loop only:"
+                " await checkpoint() or run() there",
+            )
+
+        return refused
+    if hasattr(quiesce, "__enter__") and hasattr(quiesce, "__exit__"):
+        manager: AbstractContextManager[object] = quiesce
+        return lambda: manager
+    pause, resume = getattr(quiesce, "pause", None), getattr(quiesce, "resume", None)
+    if callable(pause) and callable(resume):
+
+        @contextmanager
+        def paused() -> Iterator[None]:
+            pause()
+            try:
+                yield
+            finally:
+                resume()
+
+        return paused
+    if callable(quiesce):
+        return quiesce
+    raise ConfigurationError(
+        "quiesce",
+        "expected a context manager (a lock the writers take), a function returning one,"
+        " an object with pause() and resume(), or an async context manager, not"
+        f" {type(quiesce).__name__}",
+    )
+
+
+class Checkpointer:
+    """Commit a full snapshot of ``service`` to ``store`` every ``every`` seconds.
+
+    Run it in a background thread (:meth:`start`, :meth:`stop`, or a ``with`` block),
+    on an event loop (``await checkpointer.run()``), or call :meth:`checkpoint_now`
+    yourself. At start-up, ``service.start_from(store)`` restores the last checkpoint.
+
+    Consistency: a snapshot reads the live state, so no change may be half-applied
+    while it is taken. ``quiesce`` holds the writers for that moment: a lock every
+    writer takes around each change (``threading.Lock`` will do), a function returning
+    a context manager, or an object with ``pause()`` and ``resume()`` (a handoff
+    ``ServerControl``). The writers are held from entering it until the snapshot is
+    encoded; the store's commit runs after they go on. Without ``quiesce`` the
+    checkpoint assumes that nothing else changes the state meanwhile: true on an event
+    loop whose writers change the state without awaiting mid-change, or in a
+    single-threaded server that calls :meth:`checkpoint_now` between requests; a
+    background thread therefore requires it.
+
+    Args:
+        service: the service whose components are checkpointed.
+        store: where checkpoints are committed (a ``TmpfsStore`` survives the process,
+            an ``ObjectStore`` the host).
+        every: seconds between the starts of two checkpoints.
+        quiesce: how to hold the writers (see above).
+        changes: a function returning a value that changes whenever the state does,
+            e.g. a counter the writers bump; a checkpoint whose value equals the last
+            committed one's is skipped, without holding the writers. Without it, every
+            checkpoint is written.
+        max_backoff: after failed checkpoints (a store that cannot commit, a state
+            that cannot be exported), the next attempt waits twice as long each time,
+            up to this many seconds. Serving goes on meanwhile.
+
+    Raises:
+        ConfigurationError: ``every`` or ``max_backoff`` is not a positive number, or
+            ``quiesce`` or ``changes`` has the wrong shape.
+    """
+
+    def __init__(
+        self,
+        service: Service,
+        store: Store,
+        *,
+        every: float = 5.0,
+        quiesce: Quiesce | None = None,
+        changes: Callable[[], object] | None = None,
+        max_backoff: float = 60.0,
+    ) -> None:
+        for option, value in (("every", every), ("max_backoff", max_backoff)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigurationError(
+                    option, f"must be a positive number of seconds, not {value!r}"
+                )
+        if changes is not None and not callable(changes):
+            raise ConfigurationError("changes", f"must be a function, not {type(changes).__name__}")
+        self.service = service
+        self.store = store
+        self.every = float(every)
+        self.max_backoff = float(max_backoff)
+        self._quiesce = quiesce
+        self._hold = _hold_of(quiesce)
+        self._changes = changes
+        self._committed_mark: object = _NOTHING
+        self._lock = threading.Lock()
+        # Made on first use: a program that never runs a loop never imports asyncio.
+        self._loop_lock: asyncio.Lock | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._mode: Literal["thread", "loop"] | None = None
+        self._warned_slow = False
+        self.failures = 0
+        """Checkpoints that failed in a row since the last one that committed."""
+        self.last_error: BaseException | None = None
+        """The error of the last failed checkpoint, until one commits."""
+        self.last: CheckpointReport | None = None
+        """The last checkpoint that committed."""
+
+    def __repr__(self) -> str:
+        return f"<Checkpointer {self.service.name!r} every {self.every:g} s -> {self.store!r}>"
+
+    # --- one checkpoint ----------------------------------------------------------------
+
+    def checkpoint_now(self, *, force: bool = False) -> CheckpointReport:
+        """Take a checkpoint now, in the calling thread.
+
+        Skipped when ``changes`` says nothing changed since the last committed one,
+        unless ``force`` is given. Do not call it while holding the ``quiesce`` lock.
+
+        Raises:
+            StoreError: the store could not commit; its earlier checkpoints are intact.
+            ExportError, ValidationError, ...: the state could not be snapshotted (see
+                :meth:`Service.snapshot`); nothing was written.
+        """
+        if self._mode == "loop":
+            raise ConfigurationError(
+                "mode", "this checkpointer runs on an event loop: await checkpoint() there"
+            )
+        with self._lock:
+            began = time.perf_counter()
+            try:
+                taken = self._take(force, self._hold)
+                if taken is None:
+                    return CheckpointReport(None, 0.0, time.perf_counter() - began)
+                encoded, report, mark, pause = taken
+                committed = self.service.commit_snapshot(self.store, encoded, report)
+            except Exception as exc:
+                self._failed(exc)
+                raise
+            return self._committed(committed, mark, pause, began)
+
+    async def checkpoint(self, *, force: bool = False) -> CheckpointReport:
+        """:meth:`checkpoint_now` for an event loop: the snapshot is taken on the loop
+        (no other task runs meanwhile: that is the pause), and the store's commit runs
+        in a worker thread while the loop serves. ``quiesce`` may be an
+        ``asyncio.Lock`` (or any async context manager) here.
+
+        Raises:
+            As :meth:`checkpoint_now`.
+        """
+        import asyncio
+
+        if self._mode == "thread":
+            raise ConfigurationError(
+                "mode", "this checkpointer runs in a thread: call checkpoint_now() instead"
+            )
+        if self._loop_lock is None:
+            self._loop_lock = asyncio.Lock()
+        async with self._loop_lock:  # commits in the order of their snapshots
+            began = time.perf_counter()
+            try:
+                quiesce = self._quiesce
+                if _async_only(quiesce):
+                    async with _async_hold(quiesce):
+                        taken = self._take(force, nullcontext)
+                else:
+                    taken = self._take(force, self._hold)
+                if taken is None:
+                    return CheckpointReport(None, 0.0, time.perf_counter() - began)
+                encoded, report, mark, pause = taken
+                commit = asyncio.ensure_future(
+                    asyncio.to_thread(self.service.commit_snapshot, self.store, encoded, report)
+                )
+                try:
+                    committed = await asyncio.shield(commit)
+                except asyncio.CancelledError:
+                    # The commit goes on in its thread: wait for it, so that no later
+                    # checkpoint (the final one, say) commits before it and is replaced.
+                    await asyncio.wait([commit])
+                    if not commit.cancelled() and commit.exception() is None:
+                        self._committed(commit.result(), mark, pause, began)
+                    raise
+            except Exception as exc:
+                self._failed(exc)
+                raise
+            return self._committed(committed, mark, pause, began)
+
+    def _take(
+        self, force: bool, hold: Callable[[], AbstractContextManager[object]]
+    ) -> tuple[EncodedSnapshot, SnapshotReport, object, float] | None:
+        """Snapshot under the writers' hold; None when nothing changed."""
+        changes = self._changes
+        if not force and changes is not None and changes() == self._committed_mark:
+            logger.debug("checkpoint of %s skipped: nothing changed", self.service.name)
+            return None
+        with hold():
+            # Held from here: the time spent taking a lock is not counted, as the
+            # writers still run meanwhile.
+            held = time.perf_counter()
+            mark = changes() if changes is not None else _NOTHING
+            encoded, report = self.service.snapshot()
+        pause = time.perf_counter() - held
+        emit(CHECKPOINT_PAUSE, pause, self.service.name)
+        return encoded, report, mark, pause
+
+    def _committed(
+        self, committed: CommitReport, mark: object, pause: float, began: float
+    ) -> CheckpointReport:
+        result = CheckpointReport(committed, pause, time.perf_counter() - began)
+        self._committed_mark = mark
+        if self.failures:
+            logger.info(
+                "checkpoints of %s commit again after %d failed", self.service.name, self.failures
+            )
+        self.failures = 0
+        self.last_error = None
+        self.last = result
+        return result
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        self.last_error = exc
+
+    # --- in a background thread --------------------------------------------------------
+
+    def start(self) -> Self:
+        """Checkpoint every ``every`` seconds from a background thread; returns self.
+
+        The first checkpoint comes ``every`` seconds from now. A failed checkpoint is
+        logged and retried later (see ``max_backoff``); the thread never stops by
+        itself.
+
+        Raises:
+            ConfigurationError: there is no ``quiesce``, or the checkpointer runs
+                already (or on an event loop).
+        """
+        if self._quiesce is None or _async_only(self._quiesce):
+            raise ConfigurationError(
+                "quiesce",
+                "a checkpoint thread runs beside the writers: give a lock they take, or"
+                " pause() and resume(), so that no snapshot sees a change half-applied",
+            )
+        self._enter_mode("thread")
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run_thread,
+            name=f"statemigrate-checkpoint-{self.service.name}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self, *, final: bool = True) -> CheckpointReport | None:
+        """Stop the background thread, then take a final checkpoint (unless ``final``
+        is False) so that a clean stop loses nothing.
+
+        Call it from a thread that does not hold the ``quiesce`` lock, e.g. the main
+        thread after a SIGTERM handler set a flag (not from the handler itself).
+        Idempotent: a checkpointer that is not running only takes the final checkpoint.
+
+        Returns:
+            The final checkpoint's report, or ``None`` without one.
+
+        Raises:
+            As :meth:`checkpoint_now`, for the final checkpoint (also logged).
+        """
+        thread, self._thread = self._thread, None
+        self._stop.set()
+        if thread is not None:
+            thread.join()
+        if self._mode == "thread":
+            self._mode = None
+        if not final:
+            return None
+        try:
+            report = self.checkpoint_now()
+        except Exception as exc:
+            logger.error("final checkpoint of %s failed: %s", self.service.name, exc)
+            raise
+        logger.info("final %s", report.summary())
+        return report
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _run_thread(self) -> None:
+        delay = self.every
+        while not self._stop.wait(delay):
+            delay = self._tick()
+
+    def _tick(self) -> float:
+        """One scheduled checkpoint; returns the seconds until the next one."""
+        started = time.perf_counter()
+        try:
+            report = self.checkpoint_now()
+        except Exception as exc:
+            return self._retry_after(exc)
+        if not report.skipped:
+            logger.info("%s", report.summary())
+        return self._next_after(report, time.perf_counter() - started)
+
+    def _next_after(self, report: CheckpointReport, seconds: float) -> float:
+        """Seconds until the next checkpoint, ``every`` after this one began; warn once
+        when checkpoints take longer than that (writers would be held back to back)."""
+        if seconds > self.every and not self._warned_slow:
+            self._warned_slow = True
+            logger.warning(
+                "a checkpoint of %s took %.2f s, more than every=%g s: checkpoints now run"
+                " back to back, holding the writers %.2f s each; raise every",
+                self.service.name,
+                seconds,
+                self.every,
+                report.pause_seconds,
+            )
+        return max(0.0, self.every - seconds)
+
+    def _retry_after(self, exc: Exception) -> float:
+        delay = retry_delay(self.every, self.failures, self.max_backoff)
+        logger.warning(
+            "checkpoint of %s failed (%d in a row), next attempt in %.1f s: %s",
+            self.service.name,
+            self.failures,
+            delay,
+            exc,
+        )
+        return delay
+
+    # --- on an event loop --------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Checkpoint every ``every`` seconds on the running event loop, until cancelled.
+
+        Cancel the task to stop: a final checkpoint is taken before the cancellation
+        goes on (``task.cancel(); await task`` in the server's clean-up). Failed
+        checkpoints are logged and retried as in the thread.
+
+        Raises:
+            ConfigurationError: the checkpointer runs in a thread already.
+        """
+        import asyncio
+
+        self._enter_mode("loop")
+        delay = self.every
+        try:
+            while True:
+                await asyncio.sleep(delay)
+                started = time.perf_counter()
+                try:
+                    report = await self.checkpoint()
+                except Exception as exc:
+                    delay = self._retry_after(exc)
+                    continue
+                if not report.skipped:
+                    logger.info("%s", report.summary())
+                delay = self._next_after(report, time.perf_counter() - started)
+        except asyncio.CancelledError:
+            try:
+                report = await self.checkpoint()
+            except Exception as exc:
+                logger.error("final checkpoint of %s failed: %s", self.service.name, exc)
+            else:
+                logger.info("final %s", report.summary())
+            raise
+        finally:
+            self._mode = None
+
+    def _enter_mode(self, mode: Literal["thread", "loop"]) -> None:
+        where = {"thread": "in a thread", "loop": "on an event loop"}
+        if self._mode is not None:
+            raise ConfigurationError("mode", f"this checkpointer runs {where[self._mode]} already")
+        self._mode = mode

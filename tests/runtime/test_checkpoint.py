@@ -1,0 +1,552 @@
+"""Checkpointer: writers held for the snapshot only, skips, back-off, final checkpoint,
+the thread and event-loop flavours; start_from(store) with its fall-back to previous."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from restore_children.ledger import REGISTRY, Ledger, ledger_service, state_after
+
+from statemigrate import (
+    Checkpointer,
+    ConfigurationError,
+    MemoryStore,
+    RestoreError,
+    Service,
+    StoreError,
+    TmpfsStore,
+)
+from statemigrate._observe._instruments import use_sink
+from statemigrate._runtime._checkpoint import retry_delay
+from statemigrate.stores import Buffer, SnapshotRef
+
+
+def written(ledger: Ledger, n: int) -> Ledger:
+    for _ in range(n):
+        ledger.write()
+    return ledger
+
+
+def restored(store: Any) -> dict[str, Any]:
+    """What a fresh process restores from ``store``."""
+    service, ledger = ledger_service()
+    assert service.start_from(store) is not None
+    return ledger.export_state()
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose next ``failing`` commits fail."""
+
+    def __init__(self) -> None:
+        super().__init__(name="flaky")
+        self.failing = 0
+        self.attempts = 0
+
+    def commit(self, data: Buffer | Iterable[Buffer]) -> Any:
+        self.attempts += 1
+        if self.failing:
+            self.failing -= 1
+            raise StoreError("write", "memory:flaky", "no space left", errno=28)
+        return super().commit(data)
+
+
+class Server:
+    """Writers behind pause() and resume(), as a handoff's ServerControl has them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: list[str] = []
+
+    def pause(self) -> None:
+        self.lock.acquire()
+        self.calls.append("pause")
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+        self.lock.release()
+
+
+# --- one checkpoint ---------------------------------------------------------------------
+
+
+def test_a_checkpoint_commits_the_state_and_a_fresh_service_restores_it() -> None:
+    service, ledger = ledger_service()
+    store = MemoryStore()
+    report = Checkpointer(service, store).checkpoint_now()
+    assert report.committed is not None and not report.skipped
+    assert report.committed.snapshot.generation == 1
+    written(ledger, 30)
+    Checkpointer(service, store).checkpoint_now()
+    assert restored(store) == state_after(30)
+
+
+def test_an_unchanged_state_is_skipped_without_holding_the_writers() -> None:
+    service, ledger = ledger_service()
+    store, server = MemoryStore(), Server()
+    checkpointer = Checkpointer(service, store, quiesce=server, changes=lambda: ledger.count)
+    assert not checkpointer.checkpoint_now().skipped
+    skipped = checkpointer.checkpoint_now()
+    assert skipped.skipped and skipped.pause_seconds == 0.0 and skipped.committed is None
+    assert "skipped" in skipped.summary()
+    assert store.commits == 1 and server.calls == ["pause", "resume"]
+    ledger.write()
+    assert not checkpointer.checkpoint_now().skipped
+    assert checkpointer.checkpoint_now(force=True).committed is not None
+    assert store.commits == 3
+    assert restored(store) == state_after(1)
+
+
+def test_without_changes_every_checkpoint_is_written() -> None:
+    service, _ = ledger_service()
+    store = MemoryStore()
+    checkpointer = Checkpointer(service, store)
+    for _ in range(3):
+        checkpointer.checkpoint_now()
+    assert store.commits == 3
+
+
+class SeesHold(Ledger):
+    """Records, at each export, whether the writers' lock was held."""
+
+    def __init__(self, held: Any) -> None:
+        super().__init__()
+        self.held = held
+        self.seen: list[bool] = []
+
+    def export_state(self) -> dict[str, Any]:
+        self.seen.append(self.held())
+        return super().export_state()
+
+
+def service_seeing(held: Any) -> tuple[Service, SeesHold]:
+    service, _ = ledger_service()
+    service.unregister("ledger")
+    return service, service.register(SeesHold(held))
+
+
+@pytest.mark.parametrize("shape", ["lock", "function", "pause_resume"])
+def test_the_snapshot_is_taken_with_the_writers_held_and_the_commit_after(shape: str) -> None:
+    """Every shape of ``quiesce`` holds the writers while the state is exported, and
+    lets them go before the store commits."""
+    lock = threading.Lock()
+    server = Server()
+    if shape == "pause_resume":
+        lock = server.lock
+
+    @contextlib.contextmanager
+    def held() -> Iterator[None]:
+        with lock:
+            yield
+
+    quiesce: Any = {"lock": lock, "function": held, "pause_resume": server}[shape]
+    service, ledger = service_seeing(lock.locked)
+
+    class Watching(MemoryStore):
+        def commit(self, data: Buffer | Iterable[Buffer]) -> Any:
+            assert not lock.locked(), "the writers are still held during the commit"
+            return super().commit(data)
+
+    report = Checkpointer(service, Watching(), quiesce=quiesce).checkpoint_now()
+    assert ledger.seen == [True] and not lock.locked()
+    assert report.pause_seconds > 0 and report.seconds >= report.pause_seconds
+
+
+def test_the_negative_control_a_missing_quiesce_exports_with_writers_free() -> None:
+    """The same probe sees the export unguarded when nothing holds the writers."""
+    lock = threading.Lock()
+    service, ledger = service_seeing(lock.locked)
+    Checkpointer(service, MemoryStore()).checkpoint_now()
+    assert ledger.seen == [False]
+
+
+def test_the_writers_go_on_when_the_snapshot_fails() -> None:
+    lock = threading.Lock()
+    service, _ = ledger_service()
+
+    class Broken(Ledger):
+        def export_state(self) -> dict[str, Any]:
+            raise RuntimeError("export exploded")
+
+    service.unregister("ledger")
+    service.register(Broken())
+    checkpointer = Checkpointer(service, MemoryStore(), quiesce=lock)
+    with pytest.raises(RuntimeError, match="export exploded"):
+        checkpointer.checkpoint_now()
+    assert not lock.locked() and checkpointer.failures == 1
+
+
+def test_the_pause_is_recorded_as_a_metric() -> None:
+    records: list[tuple[str, float, tuple[str, ...]]] = []
+
+    class Sink:
+        def record(self, instrument: Any, value: float, labels: Any) -> None:
+            records.append((instrument.name, value, tuple(labels)))
+
+    previous = use_sink(Sink())
+    try:
+        service, _ = ledger_service()
+        report = Checkpointer(service, MemoryStore()).checkpoint_now()
+    finally:
+        use_sink(previous)
+    pauses = [(v, lab) for name, v, lab in records if name.endswith("checkpoint_pause_seconds")]
+    assert pauses == [(report.pause_seconds, ("ledger-service",))]
+    assert ("statemigrate_commits_total", 1.0, ("ledger-service", "memory", "committed")) in records
+
+
+# --- failures and back-off --------------------------------------------------------------
+
+
+def test_retry_delay_doubles_per_failure_up_to_the_cap() -> None:
+    assert [retry_delay(5.0, n, 60.0) for n in range(6)] == [5, 10, 20, 40, 60, 60]
+    assert retry_delay(100.0, 3, 60.0) == 100.0  # never sooner than the interval
+    assert retry_delay(1.0, 10_000, 60.0) == 60.0
+
+
+def test_failed_checkpoints_back_off_and_report_then_recover(caplog: Any) -> None:
+    caplog.set_level(logging.INFO, "statemigrate")
+    service, ledger = ledger_service()
+    store = FlakyStore()
+    checkpointer = Checkpointer(service, store, every=2.0, max_backoff=10.0)
+    store.failing = 4
+    delays = [checkpointer._tick() for _ in range(4)]
+    assert delays == [4.0, 8.0, 10.0, 10.0]
+    assert checkpointer.failures == 4 and isinstance(checkpointer.last_error, StoreError)
+    assert "checkpoint of ledger-service failed (4 in a row), next attempt in 10.0 s" in caplog.text
+    written(ledger, 3)
+    assert 0.0 <= checkpointer._tick() <= 2.0
+    assert checkpointer.failures == 0 and checkpointer.last_error is None
+    assert checkpointer.last is not None and not checkpointer.last.skipped
+    assert "commit again after 4 failed" in caplog.text
+    assert restored(store) == state_after(3)
+
+
+def test_a_failed_commit_keeps_the_last_checkpoint_and_the_next_mark() -> None:
+    """After a failed commit the state is not taken as committed: the next
+    checkpoint is written even though nothing changed since the failed one."""
+    service, ledger = ledger_service()
+    store = FlakyStore()
+    checkpointer = Checkpointer(service, store, changes=lambda: ledger.count)
+    checkpointer.checkpoint_now()
+    ledger.write()
+    store.failing = 1
+    with pytest.raises(StoreError):
+        checkpointer.checkpoint_now()
+    assert restored(store) == state_after(0)
+    assert not checkpointer.checkpoint_now().skipped
+    assert restored(store) == state_after(1)
+
+
+def wait_for(condition: Any, what: str) -> None:
+    """Wait until ``condition()`` holds; a hang is reported, never a time limit."""
+    event = threading.Event()
+    for _ in range(100_000):
+        if condition():
+            return
+        event.wait(0.001)
+    raise AssertionError(f"never happened: {what}")
+
+
+# --- the thread -------------------------------------------------------------------------
+
+
+def test_the_thread_survives_failures_and_goes_on_checkpointing() -> None:
+    service, ledger = ledger_service()
+    store = FlakyStore()
+    lock = threading.Lock()
+    store.failing = 3
+    checkpointer = Checkpointer(
+        service, store, every=0.005, max_backoff=0.02, quiesce=lock, changes=lambda: ledger.count
+    ).start()
+    try:
+        wait_for(lambda: store.commits >= 1, "a commit after the failures")
+        with lock:
+            written(ledger, 5)
+        wait_for(lambda: store.commits >= 2, "a checkpoint of the new writes")
+    finally:
+        checkpointer.stop(final=False)
+    assert store.attempts >= 5
+    assert restored(store) == state_after(5)
+
+
+def test_stop_takes_a_final_checkpoint() -> None:
+    service, ledger = ledger_service()
+    store = MemoryStore()
+    lock = threading.Lock()
+    with Checkpointer(service, store, every=3600.0, quiesce=lock) as checkpointer:
+        with lock:
+            written(ledger, 12)
+        assert store.commits == 0
+    assert store.commits == 1 and restored(store) == state_after(12)
+    assert checkpointer.stop() is not None  # stopped already: only a final checkpoint
+    assert checkpointer.stop(final=False) is None
+    assert store.commits == 2
+
+
+def test_stop_raises_when_the_final_checkpoint_fails() -> None:
+    service, _ = ledger_service()
+    store = FlakyStore()
+    checkpointer = Checkpointer(service, store, every=3600.0, quiesce=threading.Lock()).start()
+    store.failing = 1
+    with pytest.raises(StoreError, match="no space left"):
+        checkpointer.stop()
+
+
+@pytest.mark.parametrize(
+    ("kw", "option"),
+    [
+        ({"every": 0}, "every"),
+        ({"every": -1.0}, "every"),
+        ({"every": True}, "every"),
+        ({"every": "5"}, "every"),
+        ({"max_backoff": 0}, "max_backoff"),
+        ({"quiesce": 42}, "quiesce"),
+        ({"changes": 3}, "changes"),
+    ],
+)
+def test_bad_options_are_refused(kw: dict[str, Any], option: str) -> None:
+    service, _ = ledger_service()
+    with pytest.raises(ConfigurationError) as caught:
+        Checkpointer(service, MemoryStore(), **kw)
+    assert caught.value.option == option
+
+
+def test_a_thread_needs_a_way_to_hold_the_writers() -> None:
+    service, _ = ledger_service()
+    for quiesce in (None, asyncio.Lock()):
+        checkpointer = Checkpointer(service, MemoryStore(), quiesce=quiesce)
+        with pytest.raises(ConfigurationError, match="quiesce: "):
+            checkpointer.start()
+
+
+def test_a_running_thread_cannot_start_twice_nor_run_on_a_loop() -> None:
+    service, _ = ledger_service()
+    checkpointer = Checkpointer(service, MemoryStore(), every=3600.0, quiesce=threading.Lock())
+    checkpointer.start()
+    try:
+        with pytest.raises(ConfigurationError, match="mode: .* in a thread already"):
+            checkpointer.start()
+        with pytest.raises(ConfigurationError, match="mode: .* thread"):
+            asyncio.run(checkpointer.run())
+        with pytest.raises(ConfigurationError, match="mode: .* thread"):
+            asyncio.run(checkpointer.checkpoint())
+    finally:
+        checkpointer.stop(final=False)
+    assert asyncio.run(checkpointer.checkpoint()).committed is not None
+
+
+# --- the event loop ---------------------------------------------------------------------
+
+
+def test_run_on_a_loop_checkpoints_and_takes_a_final_checkpoint_when_cancelled() -> None:
+    service, ledger = ledger_service()
+    store = MemoryStore()
+
+    async def main() -> int:
+        checkpointer = Checkpointer(
+            service, store, every=0.005, quiesce=asyncio.Lock(), changes=lambda: ledger.count
+        )
+        task = asyncio.create_task(checkpointer.run())
+        while store.commits < 2:
+            written(ledger, 1)
+            await asyncio.sleep(0.001)
+        with pytest.raises(ConfigurationError, match="mode: .* event loop"):
+            checkpointer.checkpoint_now()
+        with pytest.raises(ConfigurationError, match="mode: .* event loop"):
+            await checkpointer.run()
+        written(ledger, 1)
+        count = ledger.count
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return count
+
+    count = asyncio.run(main())
+    assert restored(store) == state_after(count)
+
+
+def test_an_async_quiesce_is_refused_outside_the_loop() -> None:
+    service, _ = ledger_service()
+    checkpointer = Checkpointer(service, MemoryStore(), quiesce=asyncio.Lock())
+    with pytest.raises(ConfigurationError, match="event loop only"):
+        checkpointer.checkpoint_now()
+
+
+def test_checkpoint_on_a_loop_reports_failures() -> None:
+    service, _ = ledger_service()
+    store = FlakyStore()
+    store.failing = 1
+    checkpointer = Checkpointer(service, store)
+
+    async def main() -> None:
+        with pytest.raises(StoreError):
+            await checkpointer.checkpoint()
+        assert checkpointer.failures == 1
+        assert not (await checkpointer.checkpoint()).skipped
+
+    asyncio.run(main())
+    assert checkpointer.failures == 0 and store.commits == 1
+
+
+# --- restoring from a store at start ----------------------------------------------------
+
+
+def test_start_from_an_empty_store_starts_cold(tmp_path: Path) -> None:
+    with TmpfsStore(tmp_path / "store") as tmpfs:
+        for store in (MemoryStore(), tmpfs):
+            service, _ = ledger_service()
+            assert service.start_from(store) is None
+            assert service.status.state == "cold_start"
+            assert "no snapshot to restore" in (service.status.reason or "")
+
+
+def damage(path: Path) -> None:
+    """Flip a byte of a committed snapshot file in place."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        byte = os.pread(fd, 1, 100)
+        os.pwrite(fd, bytes([byte[0] ^ 0xFF]), 100)
+    finally:
+        os.close(fd)
+
+
+def test_start_from_a_store_falls_back_to_previous_when_current_is_damaged(
+    tmp_path: Path, caplog: Any
+) -> None:
+    service, ledger = ledger_service()
+    with TmpfsStore(tmp_path / "store") as store:
+        written(ledger, 10)
+        service.commit(store)
+        written(ledger, 10)
+        service.commit(store)
+        damage(tmp_path / "store" / "current")
+        fresh, restored_ledger = ledger_service()
+        report = fresh.start_from(store)
+    assert report is not None and report.generation == 1
+    assert restored_ledger.export_state() == state_after(10)
+    assert fresh.status.state == "restored"
+    assert "restoring the one before it" in caplog.text
+
+
+def test_start_from_a_store_raises_the_latest_error_when_previous_fails_too(
+    tmp_path: Path,
+) -> None:
+    service, ledger = ledger_service()
+    with TmpfsStore(tmp_path / "store") as store:
+        written(ledger, 3)
+        service.commit(store)
+        damage(tmp_path / "store" / "current")
+        fresh, restored_ledger = ledger_service()
+        with pytest.raises(RestoreError) as caught:
+            fresh.start_from(store)
+    assert caught.value.phase == "verify"
+    assert restored_ledger.export_state() == state_after(0)
+    assert fresh.status.state == "failed" and "verify" in (fresh.status.reason or "")
+
+
+def test_start_from_a_store_does_not_fall_back_past_a_migration_failure() -> None:
+    """Only unreadable or refused bytes send the restore to the previous snapshot: a
+    snapshot of another service is refused at verify and falls back, but previous
+    is of that service too."""
+    other = Service("another", registry=REGISTRY)
+    other.register(Ledger())
+    store = MemoryStore()
+    other.commit(store)
+    other.commit(store)
+    fresh, _ = ledger_service()
+    with pytest.raises(RestoreError, match="written by service 'another'"):
+        fresh.start_from(store)
+
+
+def test_start_from_a_store_whose_current_cannot_be_read_restores_previous() -> None:
+    service, ledger = ledger_service()
+
+    class Unreadable(MemoryStore):
+        def open(self, ref: SnapshotRef | None = None) -> bytes:
+            raise StoreError("open", "memory:x", "permission denied", errno=13)
+
+    store = Unreadable()
+    service.commit(store)
+    written(ledger, 4)
+    service.commit(store)
+    fresh, restored_ledger = ledger_service()
+    assert fresh.start_from(store) is not None
+    assert restored_ledger.export_state() == state_after(0)
+
+
+def test_a_serve_cold_service_starts_cold_when_both_fail() -> None:
+    store = MemoryStore()
+    store.commit(b"not a snapshot")
+    store.commit(b"nor this")
+    service = Service("ledger-service", registry=REGISTRY, on_restore_failure="serve_cold")
+    service.register(Ledger())
+    assert service.start_from(store) is None
+    assert service.status.state == "cold_start"
+
+
+def test_a_cancelled_loop_checkpoint_lets_its_commit_finish_before_the_final_one() -> None:
+    """Cancelled while its commit runs in a worker thread, run() waits for that commit
+    before the final checkpoint commits: the store ends with the newest state, not with
+    the older commit landing last."""
+    service, ledger = ledger_service()
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow(MemoryStore):
+        def commit(self, data: Buffer | Iterable[Buffer]) -> Any:
+            if not entered.is_set():  # the first commit waits; the others go through
+                entered.set()
+                release.wait()
+            return super().commit(data)
+
+    store = Slow()
+
+    async def main() -> int:
+        task = asyncio.create_task(Checkpointer(service, store, every=0.001).run())
+        while not entered.is_set():
+            await asyncio.sleep(0.001)
+        written(ledger, 3)  # after the first snapshot: only the final one holds them
+        task.cancel()
+        asyncio.get_running_loop().call_later(0.05, release.set)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return ledger.count
+
+    count = asyncio.run(main())
+    assert store.commits == 2 and restored(store) == state_after(count)
+
+
+def test_checkpoints_slower_than_the_interval_are_reported_once(caplog: Any) -> None:
+    service, _ = ledger_service()
+    checkpointer = Checkpointer(service, MemoryStore(), every=1e-9)
+    for _ in range(3):
+        assert checkpointer._tick() == 0.0
+    assert caplog.text.count("raise every") == 1
+
+
+def test_an_async_server_control_holds_the_writers_on_the_loop() -> None:
+    """pause() and resume() coroutines (an AsyncServerControl) are awaited around the
+    snapshot; outside a loop they are refused rather than called and never awaited."""
+    held: list[bool] = [False]
+    service, ledger = service_seeing(lambda: held[0])
+
+    class AsyncServer:
+        async def pause(self) -> None:
+            held[0] = True
+
+        async def resume(self) -> None:
+            held[0] = False
+
+    checkpointer = Checkpointer(service, MemoryStore(), quiesce=AsyncServer())
+    with pytest.raises(ConfigurationError, match="event loop only"):
+        checkpointer.checkpoint_now()
+    with pytest.raises(ConfigurationError, match="quiesce: "):
+        checkpointer.start()
+    assert not asyncio.run(checkpointer.checkpoint()).skipped
+    assert ledger.seen == [True] and held == [False]
