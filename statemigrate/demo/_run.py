@@ -161,7 +161,7 @@ class DemoReport:
             lines.append(f"  {label:<20}{_latency_row(h.latency)}")
         lines.append("")
         lines.append(
-            "  pause = writers held, from pause() to the old process learning of COMMIT;"
+            "  pause = writers held, from pause() to the successor confirming it serves;"
             " handshake includes the successor's start-up and imports"
         )
         for problem in self.problems:
