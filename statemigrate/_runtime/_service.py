@@ -10,7 +10,7 @@ import errno
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from statemigrate._errors import (
     ConfigurationError,
@@ -281,14 +281,7 @@ class Service:
         self._generation += 1
         while True:
             try:
-                encoded = encode_snapshot(
-                    exported.sections,
-                    producer=Producer.current(self.name, code_version=self.code_version),
-                    key=self._key,
-                    generation=self._generation,
-                    meta=dict(meta or {}),
-                    level=self._level,
-                )
+                encoded = encode_snapshot(exported.sections, **self._encoding(meta))
                 break
             except NotPlainError as exc:
                 self._walk(exported, exc, targets=targets, allow_lossy=allow_lossy)
@@ -296,6 +289,16 @@ class Service:
         logger.info("%s", report.summary())
         self._record_snapshot(report, time.perf_counter() - started)
         return encoded, report
+
+    def _encoding(self, meta: Mapping[str, str] | None) -> dict[str, Any]:
+        """How this service's next snapshot is encoded, whether whole or streamed."""
+        return {
+            "producer": Producer.current(self.name, code_version=self.code_version),
+            "key": self._key,
+            "generation": self._generation,
+            "meta": dict(meta or {}),
+            "level": self._level,
+        }
 
     def _record_snapshot(self, report: SnapshotReport, seconds: float) -> None:
         """Report a snapshot taken to the metrics and traces."""
@@ -432,14 +435,7 @@ class Service:
                 # The snapshot is encoded while the store writes it, so the whole of it
                 # is never in memory. An error of the data surfaces inside the store's
                 # commit, which then commits nothing.
-                stream = SnapshotStream(
-                    exported.sections,
-                    producer=Producer.current(self.name, code_version=self.code_version),
-                    key=self._key,
-                    generation=self._generation,
-                    meta=dict(meta or {}),
-                    level=self._level,
-                )
+                stream = SnapshotStream(exported.sections, **self._encoding(meta))
                 try:
                     ref = store.commit(stream)
                     break
@@ -454,9 +450,7 @@ class Service:
                     "the store returned before it had read the whole snapshot",
                 )
         except BaseException as exc:
-            if enabled():
-                emit(COMMITS, 1.0, self.name, _store_kind(store), "failed")
-            self._trace_commit(store, time.perf_counter() - started, error=str(exc))
+            self._commit_failed(store, time.perf_counter() - started, exc)
             raise
         report = exported.report(stream.header, stream.size, {"encode": encode_seconds})
         logger.info("%s", report.summary())
@@ -466,12 +460,7 @@ class Service:
             snapshot=report,
             commit_seconds=time.perf_counter() - started - encode_seconds,
         )
-        self._trace_commit(store, committed.commit_seconds)
-        logger.info("%s", committed.summary())
-        if enabled():
-            kind = _store_kind(store)
-            emit(COMMIT_DURATION, committed.commit_seconds, self.name, kind)
-            emit(COMMITS, 1.0, self.name, kind, "committed")
+        self._committed(store, committed)
         return committed
 
     def commit_snapshot(
@@ -493,20 +482,27 @@ class Service:
         try:
             ref = store.commit(encoded.parts)
         except BaseException as exc:
-            if enabled():
-                emit(COMMITS, 1.0, self.name, _store_kind(store), "failed")
-            self._trace_commit(store, time.perf_counter() - started, error=str(exc))
+            self._commit_failed(store, time.perf_counter() - started, exc)
             raise
         committed = CommitReport(
             ref=ref, snapshot=report, commit_seconds=time.perf_counter() - started
         )
+        self._committed(store, committed)
+        return committed
+
+    def _committed(self, store: object, committed: CommitReport) -> None:
+        """Report a commit to the log, the metrics and the traces."""
         self._trace_commit(store, committed.commit_seconds)
         logger.info("%s", committed.summary())
         if enabled():
             kind = _store_kind(store)
             emit(COMMIT_DURATION, committed.commit_seconds, self.name, kind)
             emit(COMMITS, 1.0, self.name, kind, "committed")
-        return committed
+
+    def _commit_failed(self, store: object, seconds: float, error: BaseException) -> None:
+        if enabled():
+            emit(COMMITS, 1.0, self.name, _store_kind(store), "failed")
+        self._trace_commit(store, seconds, error=str(error))
 
     def _trace_commit(self, store: object, seconds: float, error: str | None = None) -> None:
         if tracing_enabled():
