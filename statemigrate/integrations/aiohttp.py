@@ -54,6 +54,7 @@ from statemigrate.integrations._forward import (
     forward_async,
     forwarding_address,
 )
+from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -61,9 +62,6 @@ if TYPE_CHECKING:
 __all__ = ["HotRestart", "SAFE_METHODS", "run_app", "serve"]
 
 logger = logging.getLogger("statemigrate.handoff")
-
-#: Methods that never change the state: they are served during the pause.
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
@@ -95,11 +93,7 @@ class HotRestart:
     def __init__(self, *, forward_timeout: float = DEFAULT_TIMEOUT) -> None:
         self.address: Address | None = None
         self.forward_timeout = forward_timeout
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._writers = 0
+        self._gate = WriteGate()
         self.moved = False
         self.forwarded = 0
         self.forward_failures = 0
@@ -113,17 +107,11 @@ class HotRestart:
             return await self.forward(request)
         if request.method in SAFE_METHODS:
             return self._closing_if_moved(await handler(request))
-        await self._writable.wait()
+        await self._gate.passage()
         if self.moved:  # held while the state went to the successor
             return await self.forward(request)
-        self._writers += 1
-        self._idle.clear()
-        try:
+        with self._gate.writing():
             response = await handler(request)
-        finally:
-            self._writers -= 1
-            if self._writers == 0:
-                self._idle.set()
         return self._closing_if_moved(response)
 
     def _closing_if_moved(self, response: web.StreamResponse) -> web.StreamResponse:
@@ -170,12 +158,11 @@ class HotRestart:
 
     async def pause(self) -> None:
         """Hold new writes, and wait for the writes already running to end."""
-        self._writable.clear()
-        await self._idle.wait()
+        await self._gate.close()
 
     async def resume(self) -> None:
         """Let the held writes go on (the handoff failed)."""
-        self._writable.set()
+        self._gate.open()
 
     async def stop_accepting(self) -> None:
         """Stop the site's accepting and pass the held writes on to the successor.
@@ -194,7 +181,7 @@ class HotRestart:
             await asyncio.sleep(0)
         if self.site is not None:
             await self.site.stop()
-        self._writable.set()  # the held writes go to the successor now
+        self._gate.open()  # the held writes go to the successor now
 
     async def drain(self, server: web.Server, deadline: float) -> tuple[int, int]:
         """Wait until every connection this process still has is closed, or ``deadline``
@@ -353,27 +340,11 @@ async def serve(
         if on_serving is not None:
             on_serving(listener)
 
-        # A stop signal during a handoff waits for it to end: stopping then would
-        # abandon a successor that may be about to take the state over.
-        handing_over = False
-        stop_asked = False
-
-        def stop() -> None:
-            nonlocal stop_asked
-            stop_asked = True
-            if not handing_over:
-                hot.done.set()
+        stops = HeldStops()
 
         async def hand_over() -> None:
-            nonlocal handing_over
-            assert listener is not None
-            handing_over = True
-            try:
+            async with stops.handing_over():
                 await _hand_over()
-            finally:
-                handing_over = False
-                if stop_asked:
-                    hot.done.set()
 
         async def _hand_over() -> None:
             assert listener is not None
@@ -398,13 +369,13 @@ async def serve(
 
         loop = asyncio.get_running_loop()
         uninstall = install_signal_trigger_async(hand_over, signum=signum)
-        stops = (signal.SIGINT, signal.SIGTERM)
-        for stop_signal in stops:
-            loop.add_signal_handler(stop_signal, stop)
+        stop_signals = (signal.SIGINT, signal.SIGTERM)
+        for stop_signal in stop_signals:
+            loop.add_signal_handler(stop_signal, stops.stop, hot.done.set)
         try:
             await hot.done.wait()
         finally:
-            for stop_signal in stops:
+            for stop_signal in stop_signals:
                 loop.remove_signal_handler(stop_signal)
             uninstall()
         return outcome[0] if outcome else None

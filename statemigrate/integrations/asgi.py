@@ -54,6 +54,7 @@ from statemigrate.handoff import (
     take_over_async,
 )
 from statemigrate.integrations._forward import forward_async, forwarding_address
+from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate
 
 __all__ = [
     "SAFE_METHODS",
@@ -67,9 +68,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("statemigrate.handoff")
-
-#: Methods that never change the state: they are served during the pause.
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -181,15 +179,10 @@ class HotRestart:
         #: Seconds the writes were held in the last handoff (pause to move or resume).
         self.held: float | None = None
         self._paused_at = 0.0
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._writers = 0
+        self._gate = WriteGate()
         self._active = 0
         self._uninstall: Callable[[], None] | None = None
-        self._handing_over = False
-        self._deferred_stops: list[Callable[[], None]] = []
+        self._stops = HeldStops()
         #: Set once the lifespan start-up (and the restore) reported complete.
         self.started = asyncio.Event()
 
@@ -223,18 +216,12 @@ class HotRestart:
             await self.app(scope, receive, send)
             return
         if not self.moved:
-            await self._writable.wait()  # held during the pause
+            await self._gate.passage()  # held during the pause
         if self.moved:
             await self._forward(scope, receive, send)
             return
-        self._writers += 1
-        self._idle.clear()
-        try:
+        with self._gate.writing():
             await self.app(scope, receive, send)
-        finally:
-            self._writers -= 1
-            if self._writers == 0:
-                self._idle.set()
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on to the successor and relay its answer, then close."""
@@ -321,7 +308,7 @@ class HotRestart:
                 if self._on_take_over is not None:
                     self._on_take_over(report)
             self._uninstall = install_signal_trigger_async(self.hand_over, signum=self.signum)
-            self.server.route_stop_signals(self.stop_or_defer)
+            self.server.route_stop_signals(self._stops.stop)
         except Exception as exc:
             logger.error("start-up failed: %s", exc)
             return f"statemigrate: {exc}"
@@ -336,15 +323,6 @@ class HotRestart:
 
     # -- the handoff -------------------------------------------------------------------
 
-    def stop_or_defer(self, stop: Callable[[], None]) -> None:
-        """Run ``stop`` (a stop signal's effect) now, or once the handoff in progress
-        has ended: stopping in the middle would abandon a successor that may be about
-        to take the state over."""
-        if self._handing_over:
-            self._deferred_stops.append(stop)
-        else:
-            stop()
-
     async def hand_over(self) -> HandoffReport:
         """Hand the state and the listener over to a successor, then drain and stop.
 
@@ -352,14 +330,8 @@ class HotRestart:
         :class:`~statemigrate.HandoffError` and serving goes on. A stop signal that
         arrives meanwhile takes effect when it has ended.
         """
-        self._handing_over = True
-        try:
+        async with self._stops.handing_over():
             return await self._hand_over()
-        finally:
-            self._handing_over = False
-            stops, self._deferred_stops = self._deferred_stops, []
-            for stop in stops:
-                stop()
 
     async def _hand_over(self) -> HandoffReport:
         assert self.listener is not None and self.server is not None
@@ -391,13 +363,12 @@ class HotRestart:
     async def pause(self) -> None:
         """Hold new writes, and wait for the writes already running to end."""
         self._paused_at = asyncio.get_running_loop().time()
-        self._writable.clear()
-        await self._idle.wait()
+        await self._gate.close()
 
     async def resume(self) -> None:
         """Let the held writes go on here (the handoff failed)."""
         self.held = asyncio.get_running_loop().time() - self._paused_at
-        self._writable.set()
+        self._gate.open()
 
     async def stop_accepting(self) -> None:
         """Stop the server's accepting, then pass the held writes on to the successor."""
@@ -406,7 +377,7 @@ class HotRestart:
         await self.server.stop_accepting()
         self.moved = True
         self.held = asyncio.get_running_loop().time() - self._paused_at
-        self._writable.set()
+        self._gate.open()
 
 
 class _InnerLifespan:
