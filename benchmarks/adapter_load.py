@@ -78,7 +78,7 @@ class Counts:
         return self.connect + self.read + self.write + self.timeout + self.length + self.non_2xx
 
 
-def _ask(port: int, method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
+def ask(port: int, method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         connection.request(method, path, body=body)
@@ -170,7 +170,7 @@ class Deployment:
             self.first.stdout.close()
 
 
-def _parse_wrk(output: str) -> Counts:
+def parse_wrk(output: str) -> Counts:
     counts = Counts()
     if found := re.search(r"(\d+) requests in", output):
         counts.requests = int(found[1])
@@ -183,7 +183,7 @@ def _parse_wrk(output: str) -> Counts:
     return counts
 
 
-def _parse_ab(output: str) -> Counts:
+def parse_ab(output: str) -> Counts:
     counts = Counts()
     if found := re.search(r"Complete requests:\s+(\d+)", output):
         counts.requests = int(found[1])
@@ -254,7 +254,7 @@ def run_client(
     for output in outputs:
         if show:
             print(output)
-        total.add(_parse_wrk(output) if client == "wrk" else _parse_ab(output))
+        total.add(parse_wrk(output) if client == "wrk" else parse_ab(output))
     return total
 
 
@@ -262,7 +262,7 @@ def _check_cache(port: int, release: int) -> str:
     kept = 0
     served_by = set()
     for i in range(KEYS):
-        status, body = _ask(port, "GET", f"/cache/k{i}")
+        status, body = ask(port, "GET", f"/cache/k{i}")
         if status == 200:
             answer = json.loads(body)
             kept += answer["value"] == f"v{i}"
@@ -309,7 +309,7 @@ def main() -> int:
                 deployment = Deployment(folder)
                 try:
                     for i in range(KEYS):
-                        _ask(deployment.port, "PUT", f"/cache/k{i}", f"v{i}")
+                        ask(deployment.port, "PUT", f"/cache/k{i}", f"v{i}")
                     for release, name in ((2, "upgrade 1 -> 2"), (1, "rollback 2 -> 1")):
                         counts = run_client(
                             client, deployment, release, args.seconds, folder, show=args.show_output

@@ -15,10 +15,8 @@ Opt-in and not part of the tests: it needs ``wrk`` (Debian: ``apt-get install wr
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -27,6 +25,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from adapter_load import ask as call
+from adapter_load import parse_wrk
 
 FILL = 2_000
 
@@ -43,16 +44,6 @@ end
 """.replace("%FILL%", str(FILL))
 
 
-def call(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        connection.request(method, path, body=body)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
 def one_run(seconds: float, connections: int, script: Path) -> dict[str, object]:
     last_pid = 0
     server = subprocess.Popen(
@@ -64,7 +55,7 @@ def one_run(seconds: float, connections: int, script: Path) -> dict[str, object]
         ready = json.loads(server.stdout.readline())
         port = int(ready["port"])
         batch = {f"fill:{i}": f"value {i}" for i in range(FILL)}
-        assert call(port, "POST", "/batch", json.dumps(batch).encode())[0] == 200
+        assert call(port, "POST", "/batch", json.dumps(batch))[0] == 200
         threading.Thread(target=lambda: [server.stdout.read()], daemon=True).start()  # type: ignore[union-attr]
         wrk = subprocess.Popen(
             ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(script),
@@ -85,11 +76,11 @@ def one_run(seconds: float, connections: int, script: Path) -> dict[str, object]
             raise RuntimeError(f"wrk failed ({wrk.returncode}): {output}")
         found = [call(port, "GET", f"/kv/fill:{i}")[0] for i in range(0, FILL, 7)]
         last_pid = json.loads(call(port, "GET", "/stats")[1])["pid"]
+        counts = parse_wrk(output)
         return {
-            "requests": _number(r"(\d+) requests in", output),
-            "socket_errors": re.search(r"Socket errors:.*", output).group(0)  # type: ignore[union-attr]
-            if "Socket errors" in output else "none",
-            "non_2xx": _number(r"Non-2xx or 3xx responses: (\d+)", output),
+            "requests": counts.requests,
+            "socket_errors": counts.connect + counts.read + counts.write + counts.timeout,
+            "non_2xx": counts.non_2xx,
             "handoffs(status, pause ms)": handoffs,
             "filled entries missing": sum(status != 200 for status in found),
         }
@@ -101,11 +92,6 @@ def one_run(seconds: float, connections: int, script: Path) -> dict[str, object]
             server.kill()
         if last_pid:  # the last generation is no child of ours
             os.kill(last_pid, signal.SIGTERM)
-
-
-def _number(pattern: str, text: str) -> int:
-    match = re.search(pattern, text)
-    return int(match.group(1)) if match else 0
 
 
 def main() -> int:
