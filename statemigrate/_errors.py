@@ -19,6 +19,8 @@ Every error the library raises on purpose derives from one root::
     ├── RestoreError                      a restore failed; every component was rolled back
     ├── HandoffError                      a hot-restart handoff failed; the old process serves
     │   └── SuccessorFailedError          the successor reported FAILED, exited or hung up
+    ├── TrialError                        a trial generation's record is unusable, or the
+    │                                     act asked of it (promote, revert, start) is refused
     └── MigrationCheckError (AssertionError)  property checks of migrations found
                                           counterexamples (statemigrate.testing)
 
@@ -48,6 +50,7 @@ __all__ = [
     "StoreConflictError",
     "StoreError",
     "SuccessorFailedError",
+    "TrialError",
     "UnknownComponentError",
     "ValidationError",
 ]
@@ -466,6 +469,20 @@ class SuccessorFailedError(HandoffError):
         self.reason = reason
         self.exit_status = exit_status
         super().__init__(stage, detail, report=report)
+
+
+class TrialError(StateMigrateError):
+    """A trial generation's record cannot be used, or what was asked of it is refused.
+
+    Attributes:
+        directory: the trial directory concerned.
+        detail: what is wrong, or why the act is refused.
+    """
+
+    def __init__(self, directory: str, detail: str) -> None:
+        self.directory = directory
+        self.detail = detail
+        super().__init__(f"trial {directory}: {detail}")
 
 
 class MigrationCheckError(StateMigrateError, AssertionError):

@@ -54,8 +54,12 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction[_Parser]], None]]
     from statemigrate.cli._evolution import add_evolution_parsers
     from statemigrate.cli._list import add_list_parser
     from statemigrate.cli._registry import add_registry_parsers
+    from statemigrate.cli._trial import add_trial_parser
 
-    return [add_list_parser, add_registry_parsers, add_demo_parser, add_evolution_parsers]
+    return [
+        add_list_parser, add_registry_parsers, add_demo_parser, add_evolution_parsers,
+        add_trial_parser,
+    ]
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:

@@ -19,7 +19,7 @@ store (:func:`sd_notify`, :func:`fd_store`, :func:`listen_fds`). See
 ``docs/handoff.md`` for the protocol step by step.
 """
 
-from statemigrate._errors import HandoffError, SuccessorFailedError
+from statemigrate._errors import HandoffError, SuccessorFailedError, TrialError
 from statemigrate.handoff._control import (
     AsyncControlCallbacks,
     AsyncServerControl,
@@ -46,6 +46,20 @@ from statemigrate.handoff._systemd import (
     listen_fds,
     sd_notify,
 )
+from statemigrate.handoff._trial import (
+    GenerationInfo,
+    GenerationStart,
+    TrialRecord,
+    TrialWatch,
+    begin_trial,
+    generation_to_run,
+    promote_trial,
+    read_trial,
+    request_revert,
+    revert_trial,
+    start_generation,
+    watch_trial,
+)
 
 __all__ = [
     "AsyncControlCallbacks",
@@ -54,6 +68,8 @@ __all__ = [
     "DrainReport",
     "Drainer",
     "ExportState",
+    "GenerationInfo",
+    "GenerationStart",
     "HandoffError",
     "HandoffReport",
     "HandoffTimeouts",
@@ -63,18 +79,29 @@ __all__ = [
     "SuccessorFailedError",
     "SystemdFds",
     "TakeOverReport",
+    "TrialError",
+    "TrialRecord",
+    "TrialWatch",
+    "begin_trial",
     "choose_targets",
     "fd_store",
     "fd_store_remove",
+    "generation_to_run",
     "hand_over",
     "hand_over_async",
     "install_signal_trigger",
     "install_signal_trigger_async",
     "listen_fds",
+    "promote_trial",
+    "read_trial",
     "receive_handoff",
+    "request_revert",
+    "revert_trial",
     "sd_notify",
     "send_handoff",
     "send_handoff_async",
+    "start_generation",
     "take_over",
     "take_over_async",
+    "watch_trial",
 ]

@@ -1,0 +1,237 @@
+"""Trial generations across real processes: on trial after a handoff, revert, promote,
+the health check, and kill -9 during the trial restarting the permanent generation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _store_helpers import scratch_dir
+from cli_helpers import run
+from handoff_children.harness import script, wait_for
+
+from statemigrate.demo._procs import ChildGroup
+from statemigrate.handoff import TrialRecord, read_trial
+
+SERVER = [sys.executable, script("trial_server.py")]
+
+
+@pytest.fixture
+def place() -> Iterator[Path]:
+    with scratch_dir() as path:
+        yield path
+
+
+class Cache:
+    """A client of the line server: one connection per request."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def ask(self, line: str) -> str:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as conn:
+            conn.sendall(line.encode() + b"\n")
+            answer = b""
+            while not answer.endswith(b"\n"):
+                chunk = conn.recv(4096)
+                assert chunk, f"connection closed before an answer to {line!r}"
+                answer += chunk
+        return answer.decode().strip()
+
+    def set(self, key: str, value: str) -> None:
+        assert self.ask(f"SET {key} {value}") == "OK"
+
+    def get(self, key: str) -> str | None:
+        answer = self.ask(f"GET {key}")
+        return None if answer == "NONE" else answer.removeprefix("VAL ")
+
+    def info(self) -> dict[str, int]:
+        info: dict[str, int] = json.loads(self.ask("INFO"))
+        return info
+
+
+def start(place: Path, release: int, *options: str) -> tuple[ChildGroup, Cache, int]:
+    argv = [*SERVER, "--release", str(release), "--dir", str(place / "trial"), *options]
+    group = ChildGroup(argv, reaper=True)
+    ready = group.wait_event("ready", release=release, timeout=60)
+    return group, Cache(int(ready["port"])), int(ready["pid"])
+
+
+def record(place: Path) -> TrialRecord:
+    found = read_trial(place / "trial")
+    assert found is not None
+    return found
+
+
+def upgrade(group: ChildGroup, pid: int, place: Path) -> int:
+    """SIGUSR2 to the release-1 process: it hands over to release 3, which goes on trial."""
+    os.kill(pid, signal.SIGUSR2)
+    ready = group.wait_event("ready", release=3, timeout=60)
+    wait_for(
+        lambda: (place / "trial").exists()
+        and (found := read_trial(place / "trial")) is not None and found.on_trial,
+        60, "the trial record",
+    )
+    return int(ready["pid"])
+
+
+def test_after_a_handoff_the_successor_is_on_trial_and_revert_brings_the_old_one_back(
+    place: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    group, cache, permanent_pid = start(place, 1)
+    try:
+        cache.set("a", "1")
+        cache.set("b", "2")
+        trial_pid = upgrade(group, permanent_pid, place)
+        on_trial = record(place)
+        assert on_trial.state == "trial"
+        assert on_trial.trial is not None and on_trial.trial.pid == trial_pid
+        assert on_trial.permanent.code_version == "release-1"
+        assert on_trial.permanent.versions == {"kvcache": 1}
+        assert "--release" in on_trial.permanent.argv and "1" in on_trial.permanent.argv
+        assert cache.info()["release"] == 3
+        cache.set("c", "written during the trial")  # release 1 can hold it
+        wait_for(lambda: record(place).trial.code_version == "release-3",  # type: ignore[union-attr]
+                 60, "the trial generation to describe itself")
+
+        status = run(capsys, "trial", "status", "--dir", str(place / "trial"))
+        assert status.code == 0 and "trial (release-3; pid" in status.out
+
+        reverted = run(capsys, "trial", "revert", "--dir", str(place / "trial"))
+        assert reverted.code == 0, reverted.err
+        back = group.wait_event("ready", release=1, source="handoff", timeout=60)
+        assert back["pid"] not in (permanent_pid, trial_pid)
+        assert cache.info() == {"release": 1, "pid": back["pid"]}
+        assert [cache.get(key) for key in "abc"] == ["1", "2", "written during the trial"]
+        after = record(place)
+        assert (after.state, after.outcome, after.trial) == ("permanent", "reverted", None)
+        assert after.permanent.pid == back["pid"]
+        group.wait_event("exit", pid=trial_pid, outcome="reverted", timeout=60)
+    finally:
+        group.kill()
+
+
+def test_revert_is_refused_after_promote(
+    place: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    group, cache, permanent_pid = start(place, 1)
+    try:
+        cache.set("a", "1")
+        trial_pid = upgrade(group, permanent_pid, place)
+        promoted = run(capsys, "trial", "promote", "--dir", str(place / "trial"))
+        assert promoted.code == 0, promoted.err
+        made = record(place)
+        assert (made.state, made.outcome) == ("permanent", "promoted")
+        assert made.permanent.pid == trial_pid
+
+        refused = run(capsys, "trial", "revert", "--dir", str(place / "trial"))
+        assert refused.code == 1 and refused.out == ""
+        assert refused.err.count("\n") == 1
+        assert "revert refused: no generation is on trial; the last trial ended promoted" in (
+            refused.err
+        )
+        assert cache.info() == {"release": 3, "pid": trial_pid}  # still the promoted one
+        assert cache.get("a") == "1"
+    finally:
+        group.kill()
+
+
+def restart_through_the_launcher(
+    place: Path, *options: str
+) -> tuple[ChildGroup, dict[str, Any]]:
+    """What the service manager does after the main process died: start the service's
+    command (the trial's release) through ``statemigrate trial exec``."""
+    argv = [
+        sys.executable, "-m", "statemigrate", "trial", "exec", "--dir", str(place / "trial"),
+        "--", *SERVER, "--release", "3", "--dir", str(place / "trial"), *options,
+    ]
+    group = ChildGroup(argv, reaper=True)
+    ready = group.wait_event("ready", timeout=60)
+    return group, ready
+
+
+def test_kill_9_during_the_trial_restarts_the_permanent_generation_with_its_state(
+    place: Path,
+) -> None:
+    group, cache, permanent_pid = start(place, 1)
+    try:
+        cache.set("a", "1")
+        cache.set("b", "2")
+        trial_pid = upgrade(group, permanent_pid, place)
+        cache.set("c", "3")  # never committed anywhere: lost with the trial process
+        os.kill(trial_pid, signal.SIGKILL)
+        assert group.wait(60) is not None  # the reaper is done: nobody serves
+    finally:
+        group.kill()
+    again, ready = restart_through_the_launcher(place)
+    try:
+        assert (ready["release"], ready["after_crash"], ready["source"]) == (1, True, "permanent")
+        cache = Cache(int(ready["port"]))
+        assert [cache.get(key) for key in "abc"] == ["1", "2", None]
+        after = record(place)
+        assert (after.state, after.outcome) == ("permanent", "crashed")
+        assert after.permanent.pid == ready["pid"]
+    finally:
+        again.kill()
+
+
+def test_kill_9_during_the_trial_restores_its_checkpoint_downgraded(place: Path) -> None:
+    checkpoints = ["--checkpoints", str(place / "checkpoints")]
+    group, cache, permanent_pid = start(place, 1, *checkpoints)
+    try:
+        cache.set("a", "1")
+        trial_pid = upgrade(group, permanent_pid, place)
+        cache.set("c", "3")
+        assert cache.ask("CHECKPOINT") == "OK"  # committed at release 3's version
+        os.kill(trial_pid, signal.SIGKILL)
+        assert group.wait(60) is not None
+    finally:
+        group.kill()
+    again, ready = restart_through_the_launcher(place, *checkpoints)
+    try:
+        assert (ready["release"], ready["source"]) == (1, "checkpoint")
+        cache = Cache(int(ready["port"]))
+        assert [cache.get(key) for key in "ac"] == ["1", "3"]
+    finally:
+        again.kill()
+
+
+def test_the_health_check_promotes_after_n_seconds(place: Path) -> None:
+    healthy = place / "healthy"
+    healthy.touch()
+    options = ["--permanent-after", "0.3", "--healthy-file", str(healthy)]
+    group, cache, permanent_pid = start(place, 1, *options)
+    try:
+        trial_pid = upgrade(group, permanent_pid, place)
+        wait_for(lambda: not record(place).on_trial, 60, "the trial to end")
+        ended = record(place)
+        assert (ended.outcome, ended.permanent.pid) == ("promoted", trial_pid)
+        assert ended.reason == "served 0.3 s"
+        assert cache.info() == {"release": 3, "pid": trial_pid}
+    finally:
+        group.kill()
+
+
+def test_a_failed_health_check_reverts(place: Path) -> None:
+    options = ["--permanent-after", "0.3", "--healthy-file", str(place / "absent")]
+    group, cache, permanent_pid = start(place, 1, *options)
+    try:
+        cache.set("a", "1")
+        trial_pid = upgrade(group, permanent_pid, place)
+        back = group.wait_event("ready", release=1, source="handoff", timeout=60)
+        wait_for(lambda: not record(place).on_trial, 60, "the trial to end")
+        ended = record(place)
+        assert ended.outcome == "reverted"
+        assert ended.reason == "health check failed after 0.3 s: the health check returned False"
+        assert cache.info() == {"release": 1, "pid": back["pid"]}
+        assert cache.get("a") == "1"
+        group.wait_event("exit", pid=trial_pid, outcome="reverted", timeout=60)
+    finally:
+        group.kill()
