@@ -311,7 +311,7 @@ def _parse(path: str, raw: bytes) -> TrialRecord:
         raise _fail(path, f"{RECORD} is corrupt: not JSON ({exc})") from exc
     try:
         return _record_of(data)
-    except (TypeError, KeyError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:
         raise _fail(path, f"{RECORD} is corrupt: {exc}") from exc
 
 
@@ -323,7 +323,7 @@ def _get(
     data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], *, null: bool = False
 ) -> Any:
     if key not in data:
-        raise KeyError(f"field {key!r} is missing")
+        raise ValueError(f"field {key!r} is missing")
     value = data[key]
     if value is None and null:
         return None
