@@ -15,13 +15,9 @@ import time
 from typing import Any, TextIO
 
 from statemigrate._errors import TrialError
-from statemigrate.handoff._trial import (
-    generation_to_run,
-    promote_trial,
-    read_trial,
-    revert_trial,
-    trial_process_alive,
-)
+from statemigrate.handoff._trial import promote_trial, revert_trial
+from statemigrate.handoff._trialrecord import read_trial, trial_process_alive
+from statemigrate.handoff._trialstart import generation_to_run
 
 __all__ = ["add_trial_parser"]
 

@@ -47,19 +47,15 @@ from statemigrate.handoff._systemd import (
     sd_notify,
 )
 from statemigrate.handoff._trial import (
-    GenerationInfo,
-    GenerationStart,
-    TrialRecord,
     TrialWatch,
     begin_trial,
-    generation_to_run,
     promote_trial,
-    read_trial,
     request_revert,
     revert_trial,
-    start_generation,
     watch_trial,
 )
+from statemigrate.handoff._trialrecord import GenerationInfo, TrialRecord, read_trial
+from statemigrate.handoff._trialstart import GenerationStart, generation_to_run, start_generation
 
 __all__ = [
     "AsyncControlCallbacks",

@@ -28,7 +28,7 @@ from statemigrate.handoff import (
     read_trial,
     start_generation,
 )
-from statemigrate.handoff._trial import _locked, _start_time, _store
+from statemigrate.handoff._trialrecord import locked, start_time, store_record
 from statemigrate.reference import KVCacheV1, build_registry
 
 
@@ -48,8 +48,8 @@ def dead_pid() -> int:
 
 
 def write(directory: Path, record: TrialRecord) -> None:
-    with _locked(directory) as (path, fd):
-        _store(path, fd, record)
+    with locked(directory) as (path, fd):
+        store_record(path, fd, record)
 
 
 def on_trial(pid: int, *, permanent_argv: tuple[str, ...] = ("permanent",)) -> TrialRecord:
@@ -57,7 +57,7 @@ def on_trial(pid: int, *, permanent_argv: tuple[str, ...] = ("permanent",)) -> T
         service="gateway",
         state="trial",
         permanent=GenerationInfo(argv=permanent_argv, code_version="r1", versions={"c": 1}),
-        trial=GenerationInfo(argv=("trial",), pid=pid, pid_start=_start_time(pid)),
+        trial=GenerationInfo(argv=("trial",), pid=pid, pid_start=start_time(pid)),
         started_at=1.0,
     )
 
