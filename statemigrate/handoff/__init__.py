@@ -17,6 +17,12 @@ by one :class:`HandoffTimeouts` object. Each call that waits has an asyncio flav
 event loop. :mod:`statemigrate.handoff` also speaks systemd's notify protocol and fd
 store (:func:`sd_notify`, :func:`fd_store`, :func:`listen_fds`). See
 ``docs/handoff.md`` for the protocol step by step.
+
+After a handoff the successor can be put on trial (:func:`begin_trial`): it watches
+its trial (:func:`watch_trial`), which an operator or a health check makes permanent
+(:func:`promote_trial`) or reverts to the permanent generation
+(:func:`revert_trial`); after a crash during the trial, :func:`start_generation`
+restores the permanent state. See ``docs/trials.md``.
 """
 
 from statemigrate._errors import HandoffError, SuccessorFailedError, TrialError
