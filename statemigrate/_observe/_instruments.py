@@ -39,6 +39,7 @@ __all__ = [
     "SNAPSHOT_BYTES",
     "SNAPSHOT_DURATION",
     "Sink",
+    "TRIAL",
     "active_sink",
     "emit",
     "enabled",
@@ -155,6 +156,12 @@ HANDOFFS = Instrument(
     "Handoff attempts by the old process, by outcome (ready, failed) and the stage that"
     " failed (empty when ready).", "", ("outcome", "stage"),
 )
+TRIAL = Instrument(
+    "statemigrate_trial", "gauge",
+    "1 while this process is the generation on trial after a handoff (a revert can still"
+    " bring the permanent generation back), 0 once it is permanent or not on trial.", "",
+    ("service",),
+)
 BUILD_INFO = Instrument(
     "statemigrate_build_info", "gauge",
     "Always 1; the version label is the statemigrate release running.", "", ("version",),
@@ -176,6 +183,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     HANDOFF_DURATION,
     HANDOFF_PAUSE,
     HANDOFFS,
+    TRIAL,
     BUILD_INFO,
 )
 """Every instrument, in the order the documentation lists them."""

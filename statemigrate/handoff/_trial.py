@@ -35,6 +35,7 @@ from statemigrate._errors import (
     ConfigurationError,
     StateMigrateError,
 )
+from statemigrate._observe._instruments import TRIAL, emit
 from statemigrate._runtime._service import Service
 from statemigrate.handoff._report import HandoffReport
 from statemigrate.handoff._trialrecord import (
@@ -307,6 +308,7 @@ class TrialWatch:
         self._thread = threading.Thread(target=self._run, name="statemigrate-trial", daemon=True)
         self._pid = os.getpid()
         self._described = False
+        self._reported: bool | None = None
 
     @property
     def on_trial(self) -> bool:
@@ -327,6 +329,13 @@ class TrialWatch:
         if threading.current_thread() is not self._thread:
             self._thread.join()
 
+    def _report(self) -> None:
+        """Set the ``statemigrate_trial`` gauge when this process's trial changed."""
+        now = self.on_trial and self.outcome is None
+        if now != self._reported:
+            emit(TRIAL, 1.0 if now else 0.0, self.service.name)
+            self._reported = now
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -345,6 +354,7 @@ class TrialWatch:
         # No directory yet: this process was not handed a trial (yet).
         record = read_trial(self.directory) if os.path.lexists(self.directory) else None
         self.record = record
+        self._report()
         if record is None:
             return None  # the old process writes the record just after the handoff
         if record.trial is None or record.trial.pid != self._pid:
@@ -372,6 +382,7 @@ class TrialWatch:
 
     def _finish(self, outcome: str) -> str:
         self.outcome = outcome
+        self._report()
         return outcome
 
     def _describe(self) -> None:

@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,18 @@ from _store_helpers import scratch_dir
 from cli_helpers import run
 from handoff_children.harness import script, wait_for
 
+from statemigrate import Service
+from statemigrate._observe._instruments import Instrument, use_sink
 from statemigrate.demo._procs import ChildGroup
-from statemigrate.handoff import TrialRecord, read_trial
+from statemigrate.handoff import (
+    HandoffReport,
+    TrialRecord,
+    TrialWatch,
+    begin_trial,
+    promote_trial,
+    read_trial,
+)
+from statemigrate.reference import KVCacheV3, build_registry
 
 SERVER = [sys.executable, script("trial_server.py")]
 
@@ -235,3 +245,34 @@ def test_a_failed_health_check_reverts(place: Path) -> None:
         group.wait_event("exit", pid=trial_pid, outcome="reverted", timeout=60)
     finally:
         group.kill()
+
+
+class Gauges:
+    """A metrics sink keeping the values of ``statemigrate_trial``."""
+
+    def __init__(self) -> None:
+        self.values: list[tuple[float, tuple[str, ...]]] = []
+
+    def record(self, instrument: Instrument, value: float, labels: Sequence[str]) -> None:
+        if instrument.name == "statemigrate_trial":
+            self.values.append((value, tuple(labels)))
+
+
+def test_the_trial_gauge_is_1_while_this_process_is_on_trial(place: Path) -> None:
+    service = Service("gateway", code_version="r3", registry=build_registry())
+    service.register(KVCacheV3())
+    gauges = Gauges()
+    previous = use_sink(gauges)
+    try:
+        report = HandoffReport(outcome="ready", transport="spawn", successor_pid=os.getpid())
+        watch = TrialWatch(place / "trial", service, revert=print, health=None, poll=1.0)
+        assert watch.check() is None and gauges.values == [(0.0, ("gateway",))]  # no trial
+        begin_trial(place / "trial", service, report, argv=["permanent"])
+        assert watch.check() is None  # on trial: describes itself
+        assert watch.on_trial and gauges.values[-1] == (1.0, ("gateway",))
+        assert record(place).trial.versions == {"kvcache": 3}  # type: ignore[union-attr]
+        promote_trial(place / "trial")
+        assert watch.check() == "promoted"
+        assert gauges.values == [(0.0, ("gateway",)), (1.0, ("gateway",)), (0.0, ("gateway",))]
+    finally:
+        use_sink(previous)
