@@ -31,10 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from statemigrate._errors import (
-    ConfigurationError,
-    StateMigrateError,
-)
+from statemigrate._errors import ConfigurationError, StateMigrateError, TrialError
 from statemigrate._observe._instruments import TRIAL, emit
 from statemigrate._runtime._service import Service
 from statemigrate.handoff._report import HandoffReport
@@ -257,11 +254,21 @@ def revert_trial(directory: str | os.PathLike[str], *, timeout: float = 120.0) -
     Raises:
         TrialError: refused (no trial, promoted, the process gone), the revert's
             handoff failed (the generation on trial serves on; ``detail`` has the
-            reason), or nothing happened within ``timeout`` seconds.
+            reason), or nothing happened within ``timeout`` seconds (the request is
+            then withdrawn).
     """
     path = os.fspath(directory)
     request_revert(path)
-    record = wait_for_trial_end(path, timeout=timeout)
+    try:
+        record = wait_for_trial_end(path, timeout=timeout)
+    except TrialError:
+        # Nobody picked the request up (no watcher runs?): withdraw it, so that it
+        # does not turn into a revert long after the operator gave up on it.
+        with locked(path) as (_, fd):
+            current = load_record(path, fd)
+            if current is not None and current.state == "trial" and current.request:
+                store_record(path, fd, replace(current, request=None))
+        raise
     if record.state != "permanent" or record.outcome != "reverted":
         raise trial_error(path, record.reason or f"the trial ended {record.outcome}")
     return record

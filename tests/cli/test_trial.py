@@ -298,3 +298,15 @@ def test_a_generation_on_trial_handing_over_keeps_the_permanent_generation(
         "the trial generation died; this is code version 'r3', the permanent generation is"
         " 'r1': start it with statemigrate trial exec"
     )
+
+
+def test_a_revert_nobody_picks_up_is_withdrawn(
+    trial_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No watcher runs in the process on trial (this one): the revert times out with
+    one line, and the request does not linger to fire later."""
+    write(trial_dir, on_trial(os.getpid()))
+    line = one_error_line(run(capsys, "trial", "revert", "--wait", "0.2", "--dir", str(trial_dir)))
+    assert line.endswith("the trial generation did not hand back within 0.2 s (trial)")
+    left = read_trial(trial_dir)
+    assert left is not None and (left.state, left.request) == ("trial", None)

@@ -128,6 +128,31 @@ def test_after_a_handoff_the_successor_is_on_trial_and_revert_brings_the_old_one
         group.kill()
 
 
+def test_a_failed_revert_leaves_the_trial_serving_and_a_later_one_succeeds(
+    place: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refuse = place / "refuse"
+    group, cache, permanent_pid = start(place, 1, "--refuse-file", str(refuse))
+    try:
+        cache.set("a", "1")
+        trial_pid = upgrade(group, permanent_pid, place)
+        refuse.touch()  # the permanent generation's program now fails to take over
+        failed = run(capsys, "trial", "revert", "--dir", str(place / "trial"))
+        assert failed.code == 1 and failed.out == "" and failed.err.count("\n") == 1
+        assert "revert failed: SuccessorFailedError: handoff failed at" in failed.err
+        assert cache.info() == {"release": 3, "pid": trial_pid}  # serves on, on trial
+        cache.set("b", "2")
+        still = record(place)
+        assert (still.state, still.request) == ("trial", None)
+        refuse.unlink()
+        assert run(capsys, "trial", "revert", "--dir", str(place / "trial")).code == 0
+        back = group.wait_event("ready", release=1, source="handoff", timeout=60)
+        assert cache.info() == {"release": 1, "pid": back["pid"]}
+        assert [cache.get(key) for key in "ab"] == ["1", "2"]
+    finally:
+        group.kill()
+
+
 def test_revert_is_refused_after_promote(
     place: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -12,8 +12,9 @@ A cold start restores through ``start_generation`` (the permanent state after a
 crash during a trial); a successor takes over. ``SIGUSR2`` hands over to
 ``--upgrade-to`` and begins a trial; the watcher reverts through a hot handoff to the
 permanent generation's argv. ``--healthy-file``: the health check passes while that
-file exists. Events, one JSON line each on stdout: ``ready``, ``handed_over``,
-``handoff_failed``, ``exit``.
+file exists. ``--refuse-file`` (not passed on to the release it upgrades to): a
+successor started with it fails its take-over while that file exists. Events, one
+JSON line each on stdout: ``ready``, ``handed_over``, ``handoff_failed``, ``exit``.
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ def main() -> int:
     parser.add_argument("--permanent-after", type=float, default=None)
     parser.add_argument("--healthy-file", default=None)
     parser.add_argument("--checkpoints", default=None)
+    parser.add_argument("--refuse-file", default=None)
     args = parser.parse_args()
 
     own_argv = [sys.executable, os.path.abspath(__file__), *sys.argv[1:]]
@@ -155,6 +157,8 @@ def main() -> int:
         start = {"after_crash": began.after_crash, "source": began.source}
     else:
         with inheritance:
+            if args.refuse_file is not None and os.path.exists(args.refuse_file):
+                raise SystemExit(f"refusing to take over: {args.refuse_file} exists")
             take_over(service, inheritance)
         listener = inheritance.listeners["tcp"]
         start = {"source": "handoff"}
