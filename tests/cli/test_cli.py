@@ -1062,7 +1062,8 @@ def test_every_documented_command_line_parses() -> None:
 
 # The commands docs/cli.md documents; add a command here when its section is written.
 DOCUMENTED_COMMANDS = (
-    "inspect", "list", "plan", "graph", "migrate", "schemas", "makemigration", "check", "demo"
+    "inspect", "list", "plan", "graph", "migrate", "schemas", "makemigration", "check", "demo",
+    "trial",
 )
 
 
