@@ -94,14 +94,16 @@ def begin_trial(
         report: what ``hand_over`` returned.
         argv: this program's command line, to start the permanent generation again.
         permanent_after: promote once the successor served this many seconds and its
-            health check passes; ``None`` waits for :func:`promote`.
+            health check passes; ``None`` waits for :func:`promote_trial`.
 
     Raises:
         TrialError: the directory is unusable, or the record corrupt.
         ConfigurationError: ``argv`` is empty or ``permanent_after`` is negative.
         StoreError: the permanent state could not be committed.
+
+    Whatever it raises, the handoff stands: the successor serves, but not on trial.
     """
-    if not argv or not all(isinstance(part, str) for part in argv):
+    if isinstance(argv, str) or not argv or not all(isinstance(part, str) for part in argv):
         raise ConfigurationError("argv", "the permanent generation's argv is a non-empty list")
     if permanent_after is not None and not (
         isinstance(permanent_after, int | float) and math.isfinite(permanent_after)
@@ -122,7 +124,8 @@ def begin_trial(
         if own and previous is not None:
             record = replace(
                 previous, state="trial", trial=trial, started_at=time.time(),
-                permanent_after=permanent_after, request=None, outcome=None, reason=None,
+                permanent_after=None if permanent_after is None else float(permanent_after),
+                request=None, outcome=None, reason=None,
             )
         else:
             with TmpfsStore(os.path.join(path, PERMANENT)) as store:
@@ -316,6 +319,9 @@ class TrialWatch:
         self._pid = os.getpid()
         self._described = False
         self._reported: bool | None = None
+        # The health check decides once: a revert it started that failed is not
+        # retried at every poll (each attempt starts a process); the operator decides.
+        self._health_decided = False
 
     @property
     def on_trial(self) -> bool:
@@ -352,6 +358,8 @@ class TrialWatch:
                 if str(exc) != self.last_error:  # once, not every poll
                     logger.warning("trial watch: %s", exc)
                 self.last_error = str(exc)
+            except Exception:  # a bug must not end the watch silently
+                logger.exception("trial watch of %s failed; watching on", self.directory)
             self._stop.wait(self._poll)
 
     def check(self) -> str | None:
@@ -379,7 +387,11 @@ class TrialWatch:
         if record.request == "revert":
             return self.revert("revert requested by the operator")
         after = record.permanent_after
-        if after is not None and time.time() - (record.started_at or 0.0) >= after:
+        if (
+            after is not None and not self._health_decided
+            and time.time() - (record.started_at or 0.0) >= after
+        ):
+            self._health_decided = True
             healthy, why = self._healthy()
             if healthy:
                 promote_trial(self.directory, reason=f"served {after:g} s{why}")
@@ -420,6 +432,9 @@ class TrialWatch:
         Returns:
             ``reverted``, or ``None`` when the handoff failed (this process serves on,
             still on trial, the error in the record's ``reason``).
+
+        Raises:
+            TrialError: this process is not (or no longer) on trial.
         """
         with locked(self.directory) as (path, fd):
             record = required(path, load_record(path, fd))

@@ -27,6 +27,7 @@ from statemigrate.handoff import (
     begin_trial,
     promote_trial,
     read_trial,
+    request_revert,
 )
 from statemigrate.reference import KVCacheV3, build_registry
 
@@ -301,3 +302,31 @@ def test_the_trial_gauge_is_1_while_this_process_is_on_trial(place: Path) -> Non
         assert gauges.values == [(0.0, ("gateway",)), (1.0, ("gateway",)), (0.0, ("gateway",))]
     finally:
         use_sink(previous)
+
+
+def test_a_failed_health_check_whose_revert_fails_is_not_retried_at_every_poll(
+    place: Path,
+) -> None:
+    """Each revert starts a process: after one that failed, the trial waits for the
+    operator, whose request is still acted on."""
+    service = Service("gateway", code_version="r3", registry=build_registry())
+    service.register(KVCacheV3())
+    attempts: list[tuple[str, ...]] = []
+
+    def revert(argv: tuple[str, ...]) -> None:
+        attempts.append(argv)
+        if len(attempts) == 1:
+            raise RuntimeError("the permanent program would not start")
+
+    report = HandoffReport(outcome="ready", transport="spawn", successor_pid=os.getpid())
+    begin_trial(place / "trial", service, report, argv=["permanent"], permanent_after=0)
+    watch = TrialWatch(place / "trial", service, revert=revert, health=lambda: False, poll=1.0)
+    results = [watch.check() for _ in range(5)]
+    assert results == [None] * 5 and attempts == [("permanent",)]
+    failed = record(place)
+    assert (failed.state, failed.reason) == (
+        "trial", "revert failed: RuntimeError: the permanent program would not start"
+    )
+    request_revert(place / "trial")
+    assert watch.check() == "reverted" and len(attempts) == 2
+    assert record(place).outcome == "reverted"
