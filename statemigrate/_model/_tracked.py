@@ -93,6 +93,15 @@ class TrackedDict(dict[K, V]):
     _marks: list[ChangeMark]
     _seq: int
 
+    @overload
+    def __init__(self) -> None: ...
+    @overload
+    def __init__(self: TrackedDict[str, V], **kwargs: V) -> None: ...
+    @overload
+    def __init__(self, items: Mapping[K, V], /) -> None: ...
+    @overload
+    def __init__(self, items: Iterable[tuple[K, V]], /) -> None: ...
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._log = None
