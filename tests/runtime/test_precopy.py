@@ -16,8 +16,10 @@ from statemigrate import (
     RestoreError,
     Service,
     TrackedDict,
+    export_component,
     open_snapshot,
 )
+from statemigrate.reference import KVCacheV1, KVCacheV2, KVCacheV3, build_registry
 
 
 class StateV1(TypedDict):
@@ -378,3 +380,83 @@ def test_a_delta_is_refused_by_a_component_not_restored_from_its_base() -> None:
     old.entries["a"] = 1
     with pytest.raises(RestoreError, match="not restored from its base"):
         target.restore(pieces.delta().to_bytes())
+
+
+# --- the reference cache: default path (v1, v2) and the records protocol (v3) ----------
+
+REFERENCE = build_registry()
+
+
+def _reference_pair(old_cls: type, new_cls: type) -> tuple[Service, Any, Service, Any]:
+    source = Service("kv", registry=REFERENCE)
+    old = source.register(old_cls())
+    target = Service("kv", registry=REFERENCE)
+    new = target.register(new_cls())
+    return source, old, target, new
+
+
+@pytest.mark.parametrize(
+    ("old_cls", "new_cls"),
+    [(KVCacheV1, KVCacheV3), (KVCacheV3, KVCacheV3), (KVCacheV2, KVCacheV1),
+     (KVCacheV3, KVCacheV2), (KVCacheV1, KVCacheV2)],
+)
+def test_the_reference_cache_pre_copies_across_its_releases(old_cls: type, new_cls: type) -> None:
+    source, old, target, new = _reference_pair(old_cls, new_cls)
+    for i in range(50):
+        old.set(f"k{i}", f"v{i}")
+    with source.precopy_source() as pieces:
+        pieces.start()
+        assert pieces.deltas_possible, pieces.why_no_deltas
+        target.restore(pieces.full().to_bytes(), allow_lossy=True)
+        assert target.accepts_deltas
+        old.set("k1", "changed")
+        old.delete("k2")
+        old.get("k3")  # a read that moves the entry (and counts a hit in v3)
+        old.set("new", "entry")
+        report = target.restore(pieces.delta().to_bytes(), allow_lossy=True)
+    assert report.delta and report.records == 4
+    want = REFERENCE.migrate(
+        "kvcache", export_component(old, registry=REFERENCE), old.__statemigrate__.version,
+        new.__statemigrate__.version, allow_lossy=True,
+    ).data
+    assert export_component(new, registry=REFERENCE) == want
+
+
+def test_a_failure_in_import_records_gives_back_every_record() -> None:
+    source, old, target, new = _reference_pair(KVCacheV3, KVCacheV3)
+    for i in range(5):
+        old.set(f"k{i}", f"v{i}")
+    pieces = source.precopy_source()
+    pieces.start()
+    target.restore(pieces.full().to_bytes())
+    before = export_component(new, registry=REFERENCE)
+    old.set("k0", "changed")
+    old.delete("k1")
+    old.set("k9", "new")
+    real = new.import_records
+    calls: list[int] = []
+
+    def failing(field: str, records: Any, deleted: Any) -> None:
+        calls.append(1)
+        real(field, records, deleted)  # half-applied, then
+        if len(calls) == 1:
+            raise OSError("disk full")
+
+    new.import_records = failing
+    with pytest.raises(RestoreError, match="OSError: disk full") as caught:
+        target.restore(pieces.delta().to_bytes())
+    assert caught.value.rollback_failed == ()
+    assert export_component(new, registry=REFERENCE) == before
+
+
+def test_a_custom_component_without_the_records_protocol_takes_no_deltas() -> None:
+    source, old, target, new = _reference_pair(KVCacheV1, KVCacheV3)
+    pieces = source.precopy_source()
+    pieces.start()
+    new.import_records = None  # as a class without the protocol
+    target.restore(pieces.full().to_bytes())
+    assert not target.accepts_deltas
+    old.set("a", "b")
+    with pytest.raises(RestoreError, match="no import_records/export_records"):
+        target.restore(pieces.delta().to_bytes())
+    assert "a" not in new
