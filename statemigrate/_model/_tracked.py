@@ -23,7 +23,8 @@ seen the key yet (one comparison per open mark).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast, overload
 
@@ -89,8 +90,9 @@ class TrackedDict(dict[K, V]):
     objects with the same items: marks and logs belong to one object.
     """
 
-    __slots__ = ("_log", "_marks", "_seq")
+    __slots__ = ("_lock", "_log", "_marks", "_seq")
 
+    _lock: threading.Lock
     _log: dict[Any, int] | None
     _marks: list[ChangeMark]
     _seq: int
@@ -106,47 +108,43 @@ class TrackedDict(dict[K, V]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
         self._log = None
         self._marks = []
         self._seq = 0
 
     # --- recording -------------------------------------------------------------------
+    #
+    # Every write changes the dict first and records the key after. A reader that
+    # takes the changes in between misses nothing: either the key is in the log
+    # already (from an earlier write) and it reads the new value, or the record comes
+    # after its mark and goes into the next changes. The log and the marks change
+    # under a lock, so writers in several threads and a reader taking changes
+    # meanwhile (a hand-over's rounds) keep them consistent; the lock is only taken
+    # while a mark is open.
 
     def _note(self, key: object) -> None:
-        """Record a write of ``key`` (only called while a mark is open)."""
-        log: dict[Any, int] = self._log  # type: ignore[assignment]
-        seq = self._seq = self._seq + 1
-        last = log.pop(key, 0)
-        log[key] = seq
-        for mark in self._marks:
-            if last <= mark.seq:
-                mark.count += 1
-
-    # The two hot writes inline _note: a method call costs as much as the rest.
+        """Record a write of ``key``."""
+        with self._lock:
+            log = self._log
+            if log is None:  # the last mark was closed meanwhile
+                return
+            seq = self._seq = self._seq + 1
+            last = log.pop(key, 0)
+            log[key] = seq
+            for mark in self._marks:
+                if last <= mark.seq:
+                    mark.count += 1
 
     def __setitem__(self, key: K, value: V) -> None:
         _setitem(self, key, value)
-        marks = self._marks
-        if marks:
-            log: dict[Any, int] = self._log  # type: ignore[assignment]
-            seq = self._seq = self._seq + 1
-            last = log.pop(key, 0)
-            log[key] = seq
-            for mark in marks:
-                if last <= mark.seq:
-                    mark.count += 1
+        if self._marks:
+            self._note(key)
 
     def __delitem__(self, key: K) -> None:
         _delitem(self, key)
-        marks = self._marks
-        if marks:
-            log: dict[Any, int] = self._log  # type: ignore[assignment]
-            seq = self._seq = self._seq + 1
-            last = log.pop(key, 0)
-            log[key] = seq
-            for mark in marks:
-                if last <= mark.seq:
-                    mark.count += 1
+        if self._marks:
+            self._note(key)
 
     @overload
     def pop(self, key: K, /) -> V: ...
@@ -192,10 +190,10 @@ class TrackedDict(dict[K, V]):
         return self
 
     def clear(self) -> None:
-        if self._marks:
-            for key in list(self):
-                self._note(key)
+        keys = list(self) if self._marks else ()
         dict.clear(self)
+        for key in keys:
+            self._note(key)
 
     # --- marks -----------------------------------------------------------------------
 
@@ -204,10 +202,11 @@ class TrackedDict(dict[K, V]):
 
         Each reader (a hand-over, a checkpointer) opens its own mark.
         """
-        if self._log is None:
-            self._log = {}
-        mark = ChangeMark(self._seq)
-        self._marks.append(mark)
+        with self._lock:
+            if self._log is None:
+                self._log = {}
+            mark = ChangeMark(self._seq)
+            self._marks = [*self._marks, mark]
         return mark
 
     def pending(self, mark: ChangeMark) -> int:
@@ -215,63 +214,80 @@ class TrackedDict(dict[K, V]):
         self._check(mark)
         return mark.count
 
-    def changed_keys(self, mark: ChangeMark) -> Iterator[Any]:
+    def changed_keys(self, mark: ChangeMark) -> list[Any]:
         """The keys written since ``mark``, most recent first, each once."""
-        self._check(mark)
-        log = self._log
-        assert log is not None
-        since = mark.seq
-        for key in reversed(log):
-            if log[key] <= since:
-                break
-            yield key
+        with self._lock:
+            return self._changed_keys(mark)
 
     def changes_since(self, mark: ChangeMark) -> Changes:
         """What changed since ``mark``: keys set (with their values now) and deleted.
 
         Walks only the keys written since the mark.
         """
-        present: list[tuple[Any, Any]] = []
-        deleted: list[Any] = []
-        for key in self.changed_keys(mark):
-            value = dict.get(self, key, _MISSING)
-            if value is _MISSING:
-                deleted.append(key)
-            else:
-                present.append((key, value))
-        present.reverse()  # oldest write first, as the writes happened
-        deleted.reverse()
-        return Changes(dict(present), tuple(deleted))
+        with self._lock:
+            return self._changes(mark)
 
     def take_changes(self, mark: ChangeMark) -> Changes:
-        """:meth:`changes_since` ``mark``, and move the mark to now, in one step."""
-        changes = self.changes_since(mark)
-        self.advance(mark)
+        """:meth:`changes_since` ``mark``, and move the mark to now, in one step (no
+        write made meanwhile, in any thread, is lost between the two)."""
+        with self._lock:
+            changes = self._changes(mark)
+            self._advance(mark)
         return changes
 
     def advance(self, mark: ChangeMark) -> None:
         """Move ``mark`` to now: later calls see only writes made after this one."""
-        self._check(mark)
-        mark.seq = self._seq
-        mark.count = 0
-        self._forget()
+        with self._lock:
+            self._advance(mark)
 
     def close(self, mark: ChangeMark) -> None:
         """Close ``mark``; with no mark left open, the log is dropped. Idempotent."""
-        if mark.closed:
-            return
-        mark.closed = True
-        self._marks = [m for m in self._marks if m is not mark]
-        self._forget()
+        with self._lock:
+            if mark.closed:
+                return
+            mark.closed = True
+            self._marks = [m for m in self._marks if m is not mark]
+            self._forget()
 
     @property
     def tracking(self) -> bool:
         """Whether a mark is open (writes are being recorded)."""
         return bool(self._marks)
 
+    # The helpers below run with the lock held.
+
     def _check(self, mark: ChangeMark) -> None:
         if mark.closed or not any(m is mark for m in self._marks):
             raise ValueError(f"{mark!r} is not an open mark of this TrackedDict")
+
+    def _changed_keys(self, mark: ChangeMark) -> list[Any]:
+        self._check(mark)
+        log = self._log
+        assert log is not None
+        since = mark.seq
+        keys = []
+        for key in reversed(log):
+            if log[key] <= since:
+                break
+            keys.append(key)
+        return keys
+
+    def _changes(self, mark: ChangeMark) -> Changes:
+        present: list[tuple[Any, Any]] = []
+        deleted: list[Any] = []
+        for key in reversed(self._changed_keys(mark)):  # oldest write first
+            value = dict.get(self, key, _MISSING)
+            if value is _MISSING:
+                deleted.append(key)
+            else:
+                present.append((key, value))
+        return Changes(dict(present), tuple(deleted))
+
+    def _advance(self, mark: ChangeMark) -> None:
+        self._check(mark)
+        mark.seq = self._seq
+        mark.count = 0
+        self._forget()
 
     def _forget(self) -> None:
         """Drop log entries at or below the oldest open mark (the whole log if none)."""
