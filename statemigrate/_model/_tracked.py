@@ -136,15 +136,33 @@ class TrackedDict(dict[K, V]):
                 if last <= mark.seq:
                     mark.count += 1
 
+    # The two hot writes inline _note: the call would cost as much as the rest.
+
     def __setitem__(self, key: K, value: V) -> None:
         _setitem(self, key, value)
         if self._marks:
-            self._note(key)
+            with self._lock:
+                log = self._log
+                if log is not None:
+                    seq = self._seq = self._seq + 1
+                    last = log.pop(key, 0)
+                    log[key] = seq
+                    for mark in self._marks:
+                        if last <= mark.seq:
+                            mark.count += 1
 
     def __delitem__(self, key: K) -> None:
         _delitem(self, key)
         if self._marks:
-            self._note(key)
+            with self._lock:
+                log = self._log
+                if log is not None:
+                    seq = self._seq = self._seq + 1
+                    last = log.pop(key, 0)
+                    log[key] = seq
+                    for mark in self._marks:
+                        if last <= mark.seq:
+                            mark.count += 1
 
     @overload
     def pop(self, key: K, /) -> V: ...
