@@ -560,3 +560,64 @@ def test_a_delta_of_another_service_is_refused_before_its_base_is_looked_at() ->
     foreign.full()
     with pytest.raises(RestoreError, match="written by service 'other'"):
         target.restore(foreign.delta().to_bytes())
+
+
+class _FailingAt(TrackedDict[str, int]):
+    """A record dict whose n-th write from now on fails (None: never)."""
+
+    fail_at: int | None = None
+
+    def __setitem__(self, key: str, value: int) -> None:
+        self._tick()
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._tick()
+        super().__delitem__(key)
+
+    def pop(self, key: Any, default: Any = None, /) -> Any:
+        self._tick()
+        return super().pop(key, default)
+
+    def _tick(self) -> None:
+        if self.fail_at is not None:
+            if self.fail_at == 0:
+                self.fail_at = None
+                raise MemoryError("injected")
+            self.fail_at -= 1
+
+
+@given(
+    start=st.dictionaries(st.sampled_from([f"k{i}" for i in range(12)]), st.integers(0, 9)),
+    writes=st.lists(WRITE, min_size=1, max_size=30),
+    fail_at=st.integers(0, 40),
+)
+def test_a_failure_injected_at_any_write_of_a_delta_leaves_the_state_as_it_was(
+    start: dict[str, int], writes: list[tuple[str, str, int]], fail_at: int
+) -> None:
+    """Property: wherever applying a delta fails, the component is exactly as before
+    (values, key set and label); the same delta then applies cleanly."""
+    source, old, target, new = _pair()
+    old.entries.update(start)
+    pieces = source.precopy_source()
+    pieces.start()
+    target.restore(pieces.full().to_bytes())
+    new.entries = _FailingAt(new.entries)
+    for action, key, value in writes:
+        if action == "set":
+            old.entries[key] = value
+        elif action == "del":
+            old.entries.pop(key, None)
+        else:
+            old.label = f"label{value}"
+    delta = pieces.delta().to_bytes()
+    before = (dict(new.entries), new.label)
+    new.entries.fail_at = fail_at
+    try:
+        target.restore(delta)
+    except RestoreError as exc:
+        assert exc.phase == "apply" and exc.rollback_failed == ()
+        assert (dict(new.entries), new.label) == before
+        new.entries.fail_at = None
+        target.restore(delta)
+    assert dict(new.entries) == dict(old.entries) and new.label == old.label
