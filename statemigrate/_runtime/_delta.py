@@ -40,6 +40,7 @@ from statemigrate._model._changes import (
     key_codec,
 )
 from statemigrate._model._migrate import raised_by_user_code
+from statemigrate._model._tracked import TrackedDict
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
 from statemigrate._runtime._restore import Registered
 from statemigrate._snapshot._encode import SectionInput
@@ -438,6 +439,10 @@ def _assigner(obj: object, name: str, old: Any) -> _Undo:
 
 def _assign(obj: object, name: str, value: Any) -> None:
     if value is not _MISSING:
+        current = getattr(obj, name, None)
+        if type(value) is dict and isinstance(current, TrackedDict):
+            # A collection sent whole still stays tracked, as the default import keeps it.
+            value = type(current)(value)
         setattr(obj, name, value)
     elif hasattr(obj, name):
         try:

@@ -621,3 +621,55 @@ def test_a_failure_injected_at_any_write_of_a_delta_leaves_the_state_as_it_was(
         new.entries.fail_at = None
         target.restore(delta)
     assert dict(new.entries) == dict(old.entries) and new.label == old.label
+
+
+PLAIN = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=3) | st.binary(max_size=2),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=3) | st.binary(max_size=2), inner, max_size=3),
+    max_leaves=12,
+)
+SECTION = PLAIN | st.fixed_dictionaries(
+    {
+        "state": st.dictionaries(
+            st.sampled_from(["entries", "label", "x"]),
+            PLAIN | st.dictionaries(st.text(max_size=3), PLAIN, max_size=3),
+            max_size=3,
+        ),
+        "deleted": st.dictionaries(
+            st.sampled_from(["entries", "label", "x"]), st.lists(PLAIN, max_size=3), max_size=2
+        ),
+    }
+)
+
+
+@given(data=SECTION)
+def test_any_delta_section_raises_only_a_restore_error_or_applies(data: object) -> None:
+    """Property: whatever plain data a delta's section holds, the restore applies it
+    or raises RestoreError with every component as it was."""
+    source, old, target, new = _pair()
+    old.entries["a"] = 1
+    pieces = source.precopy_source()
+    pieces.start()
+    target.restore(pieces.full().to_bytes())
+    try:
+        target.restore(_crafted(target, data))
+    except RestoreError:
+        assert dict(new.entries) == {"a": 1} and new.label == "v1"
+    else:
+        assert all(type(key) is str and type(v) is int for key, v in new.entries.items())
+        assert type(new.label) is str
+        assert type(new.entries) is TrackedDict  # even when it came whole
+
+
+def test_a_collection_sent_whole_in_a_delta_stays_tracked() -> None:
+    """A dict field the writer did not track comes whole; the successor's
+    TrackedDict is replaced by one of the new items, not by a plain dict."""
+    source, old, target, new = _pair()
+    old.entries["a"] = 1
+    pieces = source.precopy_source()
+    pieces.start()
+    target.restore(pieces.full().to_bytes())
+    target.restore(_crafted(target, {"state": {"entries": {"b": 2}, "label": "x"}, "deleted": {}}))
+    assert type(new.entries) is TrackedDict and dict(new.entries) == {"b": 2}
+    assert new.label == "x"
