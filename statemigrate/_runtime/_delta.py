@@ -368,9 +368,15 @@ def _apply_all(staged: Sequence[_Staged]) -> None:
     undo: list[_Undo] = []
     current = ""
     try:
+        # Deletions come last, for every component: a rollback gives back the values
+        # of keys set and removes keys added, which leaves the order of the keys as it
+        # was; a deleted key given back would go to the end.
         for item in staged:
             current = item.entry.key
-            _apply_one(item, undo)
+            _apply_sets(item, undo)
+        for item in staged:
+            current = item.entry.key
+            _apply_deletions(item, undo)
     except BaseException as exc:
         failed = _roll_back(undo)
         if not isinstance(exc, Exception):
@@ -385,7 +391,9 @@ def _apply_all(staged: Sequence[_Staged]) -> None:
         ) from exc
 
 
-def _apply_one(item: _Staged, undo: list[_Undo]) -> None:
+def _apply_sets(item: _Staged, undo: list[_Undo]) -> None:
+    """Set the records and assign the whole fields of one section (and, through the
+    records protocol, delete its keys too)."""
     obj = item.entry.obj
     if item.custom:
         for name, (put, gone) in item.records.items():
@@ -395,21 +403,28 @@ def _apply_one(item: _Staged, undo: list[_Undo]) -> None:
             undo.append(_reimporter(obj, name, old, absent))  # noted first, as below
             obj.import_records(name, put, gone)  # type: ignore[attr-defined]
         return
-    for name, (put, gone) in item.records.items():
+    for name, (put, _) in item.records.items():
         target: MutableMapping[Any, Any] = getattr(obj, name)
         for key, value in put.items():
             old = target.get(key, _MISSING)
             undo.append(_giver(target, key, old))  # noted first: a failed set is undone too
             target[key] = value
+    for name, value in item.fields.items():
+        old = getattr(obj, name, _MISSING)
+        undo.append(_assigner(obj, name, old))
+        _assign(obj, name, value)
+
+
+def _apply_deletions(item: _Staged, undo: list[_Undo]) -> None:
+    if item.custom:
+        return
+    for name, (_, gone) in item.records.items():
+        target: MutableMapping[Any, Any] = getattr(item.entry.obj, name)
         for key in gone:
             old = target.get(key, _MISSING)
             if old is not _MISSING:
                 undo.append(_giver(target, key, old))
                 del target[key]
-    for name, value in item.fields.items():
-        old = getattr(obj, name, _MISSING)
-        undo.append(_assigner(obj, name, old))
-        _assign(obj, name, value)
 
 
 def _giver(target: MutableMapping[Any, Any], key: Any, old: Any) -> _Undo:

@@ -673,3 +673,28 @@ def test_a_collection_sent_whole_in_a_delta_stays_tracked() -> None:
     target.restore(_crafted(target, {"state": {"entries": {"b": 2}, "label": "x"}, "deleted": {}}))
     assert type(new.entries) is TrackedDict and dict(new.entries) == {"b": 2}
     assert new.label == "x"
+
+
+def test_a_rollback_keeps_the_order_of_the_keys() -> None:
+    """Deletions come after every set of every component, so a failure while setting
+    leaves the keys in their order (an LRU cache's order means something), even in a
+    component whose records were applied before the one that failed."""
+    source = Service("svc", registry=REGISTRY)
+    first, second = CacheV1(), CacheV1()
+    source.register(first, instance="one")
+    source.register(second, instance="two")
+    target = Service("svc", registry=REGISTRY)
+    one, two = CacheV1(), CacheV1()
+    target.register(one, instance="one")
+    target.register(two, instance="two")
+    first.entries.update({"a": 1, "b": 2, "c": 3})
+    pieces = source.precopy_source()
+    pieces.start()
+    target.restore(pieces.full().to_bytes())
+    two.entries = _Exploding(two.entries)
+    del first.entries["a"]
+    first.entries["c"] = 30
+    second.entries["boom"] = 1  # fails in the second component, after the first's records
+    with pytest.raises(RestoreError, match="no room for boom"):
+        target.restore(pieces.delta().to_bytes())
+    assert list(one.entries.items()) == [("a", 1), ("b", 2), ("c", 3)]
