@@ -2,10 +2,10 @@
 
 :class:`TrackedDict` is a ``dict`` subclass whose reads are the plain C methods of
 ``dict`` (``d[k]``, ``get``, ``in``, iteration, ``len``): nothing is overridden for
-them, so reading costs exactly what it costs on a ``dict``. Its writes record the key
-written, in O(1), but only while somebody is watching: until a :class:`ChangeMark` is
-opened there is no log at all, and a write pays one attribute test on top of the
-``dict`` method.
+them, so a read runs no Python code (CPython's specialised bytecode for exact dicts
+aside, a few tens of nanoseconds). Its writes record the key written, in O(1), but
+only while somebody is watching: until a :class:`ChangeMark` is opened there is no log
+at all, and a write costs a Python method call around the ``dict`` method.
 
 While marks are open, the log is a ``dict`` from key to the sequence number of its
 last write, in order of those writes: a write pops the key and inserts it again at
@@ -88,6 +88,10 @@ class TrackedDict(dict[K, V]):
 
     Copies (``copy()``, :mod:`copy`, :mod:`pickle`) are new, unwatched ``TrackedDict``
     objects with the same items: marks and logs belong to one object.
+
+    Only writes to the dict are recorded: a value changed in place (``d[k]["n"] += 1``)
+    is not, so write the key again (``d[k] = v``) for the change to count. Writers in
+    several threads may go on while changes are taken (see the module docstring).
     """
 
     __slots__ = ("_lock", "_log", "_marks", "_seq")
