@@ -19,6 +19,12 @@ mark moves on or is closed.
 Each mark also counts the distinct keys written since it was set, so
 :meth:`TrackedDict.pending` is O(1): a write adds one to every open mark that had not
 seen the key yet (one comparison per open mark).
+
+Threads: a threaded server writes from several threads while a hand-over takes the
+changes from another. While a mark is open, recording a write, taking changes and
+moving or closing a mark hold one lock per dict; every write changes the dict before it
+records its key, so a write is either in the changes taken or in the next ones, never
+lost. Without an open mark no lock is taken.
 """
 
 from __future__ import annotations
