@@ -46,7 +46,7 @@ from statemigrate._runtime._restore import Registered
 from statemigrate._snapshot._encode import SectionInput
 from statemigrate._snapshot._format import Snapshot
 
-__all__ = ["apply_delta", "changes_of", "delta_section", "takes_deltas"]
+__all__ = ["apply_delta", "changes_of", "delta_obstacle", "delta_section"]
 
 logger = logging.getLogger("statemigrate")
 
@@ -104,19 +104,23 @@ def delta_section(
     )
 
 
-def takes_deltas(entry: Registered, source_version: int, *, allow_lossy: bool) -> bool:
-    """Whether ``entry`` can take deltas written at ``source_version``: its state is
-    written through the default path or it follows the records protocol, and the plan
-    from that version has record steps only."""
+def delta_obstacle(entry: Registered, source_version: int, *, allow_lossy: bool) -> str | None:
+    """Why ``entry`` cannot take deltas written at ``source_version``, or ``None`` when
+    it can: its state is written through the default path or it follows the records
+    protocol, and the plan from that version has record steps only."""
     if _custom(entry.obj) and not imports_records(entry.obj):
-        return False
+        return (
+            f"{entry.key} has its own import_state and no import_records/export_records"
+        )
     try:
         plan = entry.registry.plan(
             entry.component, source_version, entry.spec.version, allow_lossy=allow_lossy
         )
-    except StateMigrateError:
-        return False
-    return plan.record_wise
+    except StateMigrateError as exc:
+        return f"{entry.key}: {exc}"
+    if not plan.record_wise:
+        return f"{entry.key}: step {plan.whole_steps[0]} needs the whole data"
+    return None
 
 
 def changes_of(entry: Registered) -> ComponentChanges | None:

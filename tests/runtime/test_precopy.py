@@ -234,6 +234,7 @@ def test_accepts_deltas_only_when_every_plan_is_record_wise() -> None:
     assert not target.accepts_deltas  # nothing restored yet
     target.restore(full.to_bytes())
     assert not target.accepts_deltas
+    assert target.why_no_deltas == "cache/default: step cache 1 -> 2 (whole) needs the whole data"
     with pytest.raises(RestoreError, match="whole-data step cannot migrate a delta") as caught:
         target.restore(pieces.delta().to_bytes())
     assert caught.value.phase == "migrate" and caught.value.step == "cache 1 -> 2 (whole)"
@@ -460,6 +461,7 @@ def test_a_custom_component_without_the_records_protocol_takes_no_deltas() -> No
     new.import_records = None  # as a class without the protocol
     target.restore(pieces.full().to_bytes())
     assert not target.accepts_deltas
+    assert "no import_records/export_records" in (target.why_no_deltas or "")
     old.set("a", "b")
     with pytest.raises(RestoreError, match="no import_records/export_records"):
         target.restore(pieces.delta().to_bytes())
@@ -698,3 +700,31 @@ def test_a_rollback_keeps_the_order_of_the_keys() -> None:
     with pytest.raises(RestoreError, match="no room for boom"):
         target.restore(pieces.delta().to_bytes())
     assert list(one.entries.items()) == [("a", 1), ("b", 2), ("c", 3)]
+
+
+def test_deltas_follow_a_restore_with_a_component_added_and_one_dropped() -> None:
+    """The new code registers a component the old one lacks and drops one it had: the
+    deltas change what both have, leave the new one alone and skip the dropped one."""
+    source = Service("svc", registry=REGISTRY)
+    kept = source.register(CacheV1(), instance="kept")
+    dropped = source.register(CacheV1(), instance="dropped")
+    target = Service("svc", registry=REGISTRY)
+    mine = target.register(CacheV1(), instance="kept")
+    added = target.register(CacheV1(), instance="added")
+    added.entries["fresh"] = 1
+    with source.precopy_source() as pieces:
+        pieces.start()
+        report = target.restore(pieces.full().to_bytes())
+        assert report.missing == ("cache/added",) and report.unknown == ("cache/dropped",)
+        assert target.accepts_deltas and target.why_no_deltas is None
+        kept.entries["k"] = 1
+        dropped.entries["d"] = 2
+        report = target.restore(pieces.delta().to_bytes())
+    assert report.unknown == ("cache/dropped",) and report.missing == ("cache/added",)
+    assert dict(mine.entries) == {"k": 1} and dict(added.entries) == {"fresh": 1}
+
+
+def test_why_no_deltas_names_the_obstacle() -> None:
+    target = Service("svc", registry=REGISTRY)
+    assert not target.accepts_deltas
+    assert target.why_no_deltas == "no full snapshot restored yet"
