@@ -49,8 +49,10 @@ from statemigrate._model._registry import (
     schema,
 )
 from statemigrate._model._schema import SchemaVersion
+from statemigrate._model._tracked import ChangeMark, Changes, TrackedDict
 from statemigrate._observe._status import RestoreStatus
 from statemigrate._runtime._checkpoint import Checkpointer
+from statemigrate._runtime._precopy import PreCopySource
 from statemigrate._runtime._report import (
     CheckpointReport,
     CommitReport,
@@ -84,6 +86,8 @@ _LAZY = {
 """Public names whose modules load on first access (tooling a running service never needs)."""
 
 __all__ = [
+    "ChangeMark",
+    "Changes",
     "CheckpointReport",
     "Checkpointer",
     "CommitReport",
@@ -104,6 +108,7 @@ __all__ = [
     "MigrationStub",
     "NoMigrationPathError",
     "Plan",
+    "PreCopySource",
     "RegistrationError",
     "Registry",
     "RestoreError",
@@ -121,6 +126,7 @@ __all__ = [
     "StoreConflictError",
     "StoreError",
     "TmpfsStore",
+    "TrackedDict",
     "UnknownComponentError",
     "ValidationError",
     "__version__",

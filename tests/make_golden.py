@@ -33,6 +33,7 @@ from golden import (
 
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._format import FORMAT_VERSION, open_snapshot
+from statemigrate._snapshot._header import DeltaBase
 
 
 def _cache_entries(rng: random.Random, count: int) -> dict[str, object]:
@@ -138,6 +139,27 @@ def main() -> None:
         generation=8,
         meta={"purpose": "golden, authenticated"},
         chunk_size=1024,
+    )
+    # A delta (format version 3 and later): its header names its base.
+    _write(
+        f"{prefix}-delta",
+        [
+            SectionInput(
+                "cache", "main", 3, "sha256:cache-v3",
+                {
+                    "state": {"entries": _cache_entries(rng, 5)},
+                    "deleted": {"entries": ["gone-1", "gone-2"]},
+                },
+            ),
+            SectionInput(
+                "counters", "main", 2, "",
+                {"state": {"requests": 12400, "errors": 1}, "deleted": {}},
+            ),
+        ],
+        key=None,
+        generation=9,
+        meta={"purpose": "golden, delta"},
+        base=DeltaBase("5b1d2a07c0ffee00d15ea5e0000b45e1", 8),
     )
 
 

@@ -34,6 +34,7 @@ from statemigrate._model._registry import (
     is_migratable,
 )
 from statemigrate._model._schema import SchemaVersion
+from statemigrate._model._tracked import TrackedDict
 
 # The mark's names are re-exported: callers find everything about components here.
 __all__ = [
@@ -83,6 +84,10 @@ def plain_state(
         RegistrationError, UnknownComponentError, ExportError, ValidationError: as for
             :func:`export_component`.
     """
+    if type(state) is dict and any(isinstance(v, TrackedDict) for v in state.values()):
+        # The snapshot encoder takes exact dicts only; copying a TrackedDict into one
+        # is a C-level copy, far cheaper than the walk the encoder would ask for.
+        state = {k: dict(v) if isinstance(v, TrackedDict) else v for k, v in state.items()}
     return component_spec(obj).schema(registry).export(state, walk=walk)
 
 
@@ -200,6 +205,9 @@ def _assign(obj: object, new: list[tuple[str, object]]) -> None:
 
 def _put(obj: object, name: str, value: object) -> None:
     if value is not _MISSING:
+        if type(value) is dict and isinstance(getattr(obj, name, None), TrackedDict):
+            # The component keeps this collection tracked: so does its new state.
+            value = type(getattr(obj, name))(value)
         setattr(obj, name, value)
     elif hasattr(obj, name):
         # An optional field the new state does not have. A class-level default cannot

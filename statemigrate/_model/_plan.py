@@ -29,6 +29,7 @@ from statemigrate._errors import LossyMigrationError, NoMigrationPathError, Regi
 __all__ = [
     "MAX_VERSION",
     "Plan",
+    "RecordFunc",
     "Step",
     "StepFunc",
     "check_component",
@@ -39,6 +40,10 @@ __all__ = [
 
 StepFunc = Callable[[Any], Any]
 """A migration step: plain data of the source version in, of the target version out."""
+
+RecordFunc = Callable[[Any, Any], Any]
+"""A record step: one record's key and plain value at the source version in, its value
+at the target version out."""
 
 MAX_VERSION = 2**31 - 1
 """The largest schema version; it fits any signed 32-bit field of a snapshot header."""
@@ -96,15 +101,22 @@ class Step:
         lossy: the step drops or defaults information, so going back cannot restore it.
         lost_fields: the fields the step loses, as declared (dotted paths, ``*`` for any
             key); used by property checks to compare everything else.
+        records: for a record step, the top-level field of the schema that holds the
+            keyed collection (a ``dict``) the step applies to, one record at a time:
+            ``func`` then takes ``(key, value)`` and returns the new value, and the
+            other fields are left as they are. A record step applies to a whole state
+            (every record) and to a delta (the records it carries) alike.
     """
 
     component: str
     source: int
     target: int
-    func: StepFunc = field(repr=False)
+    func: Callable[..., Any] = field(repr=False)
+    """A :data:`StepFunc`, or a :data:`RecordFunc` for a record step."""
     name: str = ""
     lossy: bool = False
     lost_fields: tuple[str, ...] = ()
+    records: str | None = None
 
     def __post_init__(self) -> None:
         check_component(self.component)
@@ -123,6 +135,10 @@ class Step:
                 raise RegistrationError(f"lost field names must be non-empty strings: {lost!r}")
         if self.lost_fields and not self.lossy:
             object.__setattr__(self, "lossy", True)
+        if self.records is not None and (not isinstance(self.records, str) or not self.records):
+            raise RegistrationError(
+                f"records must name a top-level field of the schema, not {self.records!r}"
+            )
 
     @property
     def direction(self) -> Literal["upgrade", "downgrade"]:
@@ -134,9 +150,12 @@ class Step:
 
         Raises:
             TypeError: the function returned ``None`` for non-``None`` input, the usual
-                sign of a step that mutated its input but forgot to return it.
+                sign of a step that mutated its input but forgot to return it; or, for
+                a record step, the data has no ``dict`` under the step's field.
             Exception: whatever the step function raises, unchanged.
         """
+        if self.records is not None:
+            return self._apply_records(data)
         result = self.func(data)
         if result is None and data is not None:
             raise TypeError(
@@ -144,6 +163,25 @@ class Step:
                 " data (return its argument after changing it in place)"
             )
         return result
+
+    def _apply_records(self, data: Any) -> Any:
+        """Map every record under the step's field, in place (keys and order kept)."""
+        records = data.get(self.records) if type(data) is dict else None
+        if type(records) is not dict:
+            raise TypeError(
+                f"record step {self} needs a dict under field {self.records!r}, found"
+                f" {type(records).__name__}"
+            )
+        func: RecordFunc = self.func
+        for key, value in records.items():
+            # Replacing the value of a key already there is allowed while iterating.
+            records[key] = func(key, value)
+        return data
+
+    @property
+    def record_wise(self) -> bool:
+        """Whether the step applies one record at a time (see ``records``)."""
+        return self.records is not None
 
     def __str__(self) -> str:
         return f"{self.component} {self.source} -> {self.target} ({self.name})"
@@ -179,6 +217,17 @@ class Plan:
     def lossy_steps(self) -> tuple[Step, ...]:
         """The steps of the plan that lose information."""
         return tuple(step for step in self.steps if step.lossy)
+
+    @property
+    def record_wise(self) -> bool:
+        """Whether every step applies one record at a time, so the plan can migrate a
+        delta (the records it carries) as well as a whole state. An empty plan is."""
+        return all(step.records is not None for step in self.steps)
+
+    @property
+    def whole_steps(self) -> tuple[Step, ...]:
+        """The steps that need the whole of the data (not record steps)."""
+        return tuple(step for step in self.steps if step.records is None)
 
     @property
     def versions(self) -> tuple[int, ...]:

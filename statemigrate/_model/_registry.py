@@ -42,6 +42,7 @@ from statemigrate._errors import RegistrationError, UnknownComponentError
 from statemigrate._model._migrate import MigrationResult, run_plan
 from statemigrate._model._plan import (
     Plan,
+    RecordFunc,
     Step,
     StepFunc,
     check_component,
@@ -126,7 +127,13 @@ class Registry:
         return built
 
     def migration(
-        self, component: str, source: int, target: int, *, lossy: Lossy = False
+        self,
+        component: str,
+        source: int,
+        target: int,
+        *,
+        lossy: Lossy = False,
+        records: str | None = None,
     ) -> Callable[[F], F]:
         """Decorator: register the decorated function as a step from ``source`` to ``target``.
 
@@ -134,10 +141,15 @@ class Registry:
         the target version; it may mutate its argument and return it. Declare
         ``lossy=True``, or ``lossy=("field", ...)`` naming what is lost, when the step
         drops or defaults information. Returns the function unchanged.
+
+        With ``records="entries"`` it is a record step: the function takes one record
+        of the top-level ``dict`` field ``entries``, as ``(key, value)``, and returns
+        its new value; the other fields are left as they are. Record steps migrate
+        deltas as well as whole states, which a pre-copy hand-over needs.
         """
 
         def decorate(func: F) -> F:
-            self.add_migration(component, source, target, func, lossy=lossy)
+            self.add_migration(component, source, target, func, lossy=lossy, records=records)
             return func
 
         return decorate
@@ -147,12 +159,16 @@ class Registry:
         component: str,
         source: int,
         target: int,
-        func: StepFunc,
+        func: StepFunc | RecordFunc,
         *,
         lossy: Lossy = False,
         name: str | None = None,
+        records: str | None = None,
     ) -> Step:
         """Register ``func`` as the step of ``component`` from ``source`` to ``target``.
+
+        With ``records``, ``func`` is a record step on that field (see
+        :meth:`migration`).
 
         Raises:
             RegistrationError: invalid name or versions, ``source == target``, a step
@@ -160,7 +176,7 @@ class Registry:
                 bool nor an iterable of field names.
         """
         flag, lost = _lossy_fields(lossy)
-        step = Step(component, source, target, func, name or "", flag, lost)
+        step = Step(component, source, target, func, name or "", flag, lost, records)
         with self._lock:
             steps = self._steps.setdefault(component, {})
             if (source, target) in steps:
@@ -559,14 +575,17 @@ def migration(
     target: int,
     *,
     lossy: Lossy = False,
+    records: str | None = None,
     registry: Registry | None = None,
 ) -> Callable[[F], F]:
     """Decorator: register a migration step (see :meth:`Registry.migration`).
 
     Registers into ``registry``, else the registry being loaded, else
-    :data:`default_registry`.
+    :data:`default_registry`. ``records="field"`` makes it a record step.
     """
-    return _target(registry).migration(component, source, target, lossy=lossy)
+    return _target(registry).migration(
+        component, source, target, lossy=lossy, records=records
+    )
 
 
 def migratable(

@@ -156,6 +156,8 @@ class RestoreReport:
         size: snapshot size in bytes.
         timings: seconds per phase: ``read``, ``verify``, ``decode``, ``migrate``,
             ``validate``, ``apply``.
+        delta: True when a delta was applied on top of the state restored before.
+        records: for a delta, the records it set or deleted.
     """
 
     snapshot_id: str
@@ -167,6 +169,8 @@ class RestoreReport:
     already_restored: tuple[str, ...] = ()
     size: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    delta: bool = False
+    records: int = 0
 
     def to_plain(self) -> dict[str, Any]:
         """The report as JSON-ready data."""
@@ -177,10 +181,13 @@ class RestoreReport:
         if self.skipped:
             return f"restore of {self.snapshot_id[:12]} skipped: already restored"
         steps = sum(len(c.steps) for c in self.components)
-        text = (
-            f"restored {self.snapshot_id[:12]} gen {self.generation}: {len(self.components)}"
-            f" components, {steps} steps; {_ms(self.timings)}"
-        )
+        what = f"restored {self.snapshot_id[:12]} gen {self.generation}"
+        if self.delta:
+            what = (
+                f"applied delta {self.snapshot_id[:12]} gen {self.generation}"
+                f" ({self.records} records)"
+            )
+        text = f"{what}: {len(self.components)} components, {steps} steps; {_ms(self.timings)}"
         if self.unknown:
             text += f"; not claimed: {', '.join(self.unknown)}"
         if self.missing:

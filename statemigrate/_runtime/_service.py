@@ -41,6 +41,8 @@ from statemigrate._observe._instruments import (
 )
 from statemigrate._observe._status import RestoreStatus, StatusTracker
 from statemigrate._observe._tracing import ended_now, record_span, tracing_enabled
+from statemigrate._runtime._delta import apply_delta, takes_deltas
+from statemigrate._runtime._precopy import PreCopySource
 from statemigrate._runtime._report import CommitReport, RestoreReport, SectionReport, SnapshotReport
 from statemigrate._runtime._restore import Registered, run_restore
 from statemigrate._snapshot._codec import NotPlainError
@@ -50,8 +52,8 @@ from statemigrate._snapshot._encode import (
     SnapshotStream,
     encode_snapshot,
 )
-from statemigrate._snapshot._format import DecodeLimits, open_snapshot
-from statemigrate._snapshot._header import Producer, SnapshotHeader
+from statemigrate._snapshot._format import DecodeLimits, Snapshot, open_snapshot
+from statemigrate._snapshot._header import DeltaBase, Producer, SnapshotHeader
 from statemigrate.stores._base import Store
 
 if TYPE_CHECKING:
@@ -160,6 +162,7 @@ class Service:
         # Per component instance, the snapshot it was last restored from: restoring the
         # same snapshot again restores only the components registered since.
         self._restored_from: dict[tuple[str, str], str] = {}
+        self._accepts_deltas = False
         self._on_restore_failure = _check_policy(on_restore_failure)
         self._policies: dict[tuple[str, str], RestoreFailurePolicy] = {}
         self._tracker = StatusTracker(name)
@@ -276,12 +279,28 @@ class Service:
                 component, version and path.
             ValidationError: data migrated for a target does not fit its schema.
         """
+        return self._snapshot(targets=targets, allow_lossy=allow_lossy, meta=meta)
+
+    def _snapshot(
+        self,
+        *,
+        targets: Mapping[str, int] | None,
+        allow_lossy: bool,
+        meta: Mapping[str, str] | None,
+        identity: DeltaBase | None = None,
+    ) -> tuple[EncodedSnapshot, SnapshotReport]:
+        """:meth:`snapshot`, under an identity reserved before (pre-copy's round 0)."""
         started = time.perf_counter()
         exported = self._export_all(targets=targets, allow_lossy=allow_lossy)
-        self._generation += 1
+        encoding = self._encoding(meta)
+        if identity is None:
+            self._generation += 1
+            encoding["generation"] = self._generation
+        else:
+            encoding.update(snapshot_id=identity.snapshot_id, generation=identity.generation)
         while True:
             try:
-                encoded = encode_snapshot(exported.sections, **self._encoding(meta))
+                encoded = encode_snapshot(exported.sections, **encoding)
                 break
             except NotPlainError as exc:
                 self._walk(exported, exc, targets=targets, allow_lossy=allow_lossy)
@@ -289,6 +308,52 @@ class Service:
         logger.info("%s", report.summary())
         self._record_snapshot(report, time.perf_counter() - started)
         return encoded, report
+
+    def precopy_source(
+        self,
+        *,
+        targets: Mapping[str, int] | None = None,
+        allow_lossy: bool = False,
+        meta: Mapping[str, str] | None = None,
+    ) -> PreCopySource:
+        """The pieces of a pre-copy hand-over: a full snapshot, then deltas.
+
+        See :class:`PreCopySource`: ``start()`` it in the serving process, send
+        ``full()`` (written while serving, possibly by a forked child), then
+        ``delta()`` after ``delta()`` while ``pending()`` is large, and the last delta
+        with writers held. ``targets``, ``allow_lossy`` and ``meta`` are those of
+        :meth:`snapshot`; deltas for a target older than the live version need record
+        steps only (see ``docs/precopy.md``).
+        """
+
+        def write_full(snapshot_id: str, generation: int) -> EncodedSnapshot:
+            encoded, _ = self._snapshot(
+                targets=targets,
+                allow_lossy=allow_lossy,
+                meta=meta,
+                identity=DeltaBase(snapshot_id, generation),
+            )
+            return encoded
+
+        def write_delta(
+            sections: Sequence[SectionInput], snapshot_id: str, generation: int, base: DeltaBase
+        ) -> EncodedSnapshot:
+            encoding = self._encoding(meta)
+            encoding.update(snapshot_id=snapshot_id, generation=generation, base=base)
+            return encode_snapshot(sections, **encoding)
+
+        return PreCopySource(
+            list(self._entries.values()),
+            targets=targets,
+            allow_lossy=allow_lossy,
+            reserve=self._reserve_generation,
+            write_full=write_full,
+            write_delta=write_delta,
+        )
+
+    def _reserve_generation(self) -> int:
+        self._generation += 1
+        return self._generation
 
     def _encoding(self, meta: Mapping[str, str] | None) -> dict[str, Any]:
         """How this service's next snapshot is encoded, whether whole or streamed."""
@@ -664,6 +729,14 @@ class Service:
                     " damaged",
                 )
             )
+        if header.base is not None:
+            return self._restore_delta(
+                snapshot,
+                allow_lossy=allow_lossy,
+                strict=strict,
+                read_seconds=read_done - started,
+                verify_seconds=verified - read_done,
+            )
         settled: list[Registered] = []
         pending: list[Registered] = []
         for key, entry in self._entries.items():
@@ -705,12 +778,110 @@ class Service:
             raise
         for entry in pending:
             self._restored_from[(entry.component, entry.instance)] = header.snapshot_id
+        self._accepts_deltas = self._can_take_deltas(report, allow_lossy=allow_lossy)
         self._last_restored = header.snapshot_id
         self._restored_generation = header.generation
         # Later snapshots must sort after the one restored, across processes too.
         self._generation = max(self._generation, header.generation)
         logger.info("%s", report.summary())
         return report
+
+    def _restore_delta(
+        self,
+        snapshot: Snapshot,
+        *,
+        allow_lossy: bool,
+        strict: bool | None,
+        read_seconds: float,
+        verify_seconds: float,
+    ) -> RestoreReport:
+        """Apply a verified delta on top of the piece restored last, all or nothing."""
+        header = snapshot.header
+        base = header.base
+        assert base is not None
+        if header.snapshot_id == self._last_restored:
+            report = RestoreReport(
+                snapshot_id=header.snapshot_id,
+                generation=header.generation,
+                skipped=True,
+                already_restored=tuple(e.key for e in self._entries.values()),
+                size=snapshot.size,
+                timings={"read": read_seconds, "verify": verify_seconds},
+                delta=True,
+            )
+            logger.info("%s", report.summary())
+            return report
+        last = (self._last_restored, self._restored_generation)
+        if (base.snapshot_id, base.generation) != last:
+            have = "nothing" if last[0] is None else f"{last[0][:12]} gen {last[1]}"
+            raise _logged(
+                RestoreError(
+                    "verify",
+                    f"delta {header.snapshot_id[:12]} applies to {base.snapshot_id[:12]}"
+                    f" gen {base.generation}, but this service restored {have} last",
+                )
+            )
+        on_base = [
+            entry
+            for key, entry in self._entries.items()
+            if self._restored_from.get(key) == base.snapshot_id
+        ]
+        fresh = {(e.component, e.instance) for e in self._entries.values()} - {
+            (e.component, e.instance) for e in on_base
+        }
+        for section in header.sections:
+            if (section.component, section.instance) in fresh:
+                raise _logged(
+                    RestoreError(
+                        "verify",
+                        f"the delta changes {section.key}, which was not restored from its"
+                        " base",
+                        component=section.key,
+                    )
+                )
+        try:
+            report = apply_delta(
+                snapshot,
+                on_base,
+                allow_lossy=allow_lossy,
+                strict=self._strict if strict is None else strict,
+                read_seconds=read_seconds,
+                verify_seconds=verify_seconds,
+            )
+        except RestoreError as exc:
+            logger.error("delta %s failed: %s", header.snapshot_id[:12], exc)
+            raise
+        for entry in on_base:
+            self._restored_from[(entry.component, entry.instance)] = header.snapshot_id
+        self._last_restored = header.snapshot_id
+        self._restored_generation = header.generation
+        self._generation = max(self._generation, header.generation)
+        logger.info("%s", report.summary())
+        return report
+
+    def _can_take_deltas(self, report: RestoreReport, *, allow_lossy: bool) -> bool:
+        """Whether every component restored can take deltas on top of this restore."""
+        if report.unknown or report.missing or not report.components:
+            return False
+        for restored in report.components:
+            entry = self._entries.get((restored.component, restored.instance))
+            if entry is None or not takes_deltas(
+                entry, restored.source_version, allow_lossy=allow_lossy
+            ):
+                return False
+        return True
+
+    @property
+    def accepts_deltas(self) -> bool:
+        """Whether deltas can be applied on top of the last full snapshot restored.
+
+        True when every restored component reads and writes its state through the
+        default path (no ``export_state``/``import_state``) and its plan from the
+        snapshot's version has no steps, or record steps only. False before any
+        restore, and when a whole-data step was needed: a successor then asks for a
+        full snapshot inside the pause.
+        """
+        return self._accepts_deltas
 
     # --- status ------------------------------------------------------------------------
 

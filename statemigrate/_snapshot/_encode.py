@@ -42,6 +42,7 @@ from statemigrate._snapshot._codec import (
 from statemigrate._snapshot._format import Buffer, write_container
 from statemigrate._snapshot._header import (
     ChunkInfo,
+    DeltaBase,
     Producer,
     SectionInfo,
     SnapshotHeader,
@@ -55,6 +56,7 @@ __all__ = [
     "SnapshotStream",
     "encode_snapshot",
     "iter_packed",
+    "new_snapshot_id",
 ]
 
 BATCH = 16_384
@@ -310,6 +312,11 @@ def _passed_on(chunks: Iterator[SealedChunk], infos: list[ChunkInfo]) -> Iterato
         del parts
 
 
+def new_snapshot_id() -> str:
+    """A fresh snapshot id: 32 random hex digits."""
+    return os.urandom(16).hex()
+
+
 def _workers(workers: int | None) -> int:
     return workers if workers is not None else min(4, os.cpu_count() or 1)
 
@@ -375,6 +382,8 @@ class SnapshotStream:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         workers: int | None = None,
         default: Callable[[Any], object] | None = None,
+        snapshot_id: str | None = None,
+        base: DeltaBase | None = None,
     ) -> None:
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be in 1..{MAX_CHUNK_SIZE}, got {chunk_size}")
@@ -385,12 +394,13 @@ class SnapshotStream:
         self.timings: dict[str, float] = {}
         self._sections = list(sections)
         self._identity = SnapshotHeader(
-            snapshot_id=os.urandom(16).hex(),
+            snapshot_id=snapshot_id or new_snapshot_id(),
             created_ns=time.time_ns(),
             generation=generation,
             producer=producer,
             meta=dict(meta or {}),
             sections=(),
+            base=base,
         )
         # Refuse now what the header would refuse at the end (names, duplicates), before
         # a store has started writing.
@@ -467,6 +477,8 @@ def encode_snapshot(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     workers: int | None = None,
     default: Callable[[Any], object] | None = None,
+    snapshot_id: str | None = None,
+    base: DeltaBase | None = None,
 ) -> EncodedSnapshot:
     """Encode sections of plain data into a snapshot, held in memory.
 
@@ -484,6 +496,9 @@ def encode_snapshot(
         workers: threads compressing chunks; zstd releases the GIL, so the default uses
             every core.
         default: converts values msgpack cannot hold.
+        snapshot_id: the snapshot's id, when the caller reserved one
+            (:func:`new_snapshot_id`); a new one by default.
+        base: for a delta, the snapshot its sections change.
 
     Raises:
         TypeError: a value is not plain data.
@@ -492,6 +507,7 @@ def encode_snapshot(
     stream = SnapshotStream(
         sections, producer=producer, key=key, generation=generation, meta=meta,
         level=level, chunk_size=chunk_size, workers=workers, default=default,
+        snapshot_id=snapshot_id, base=base,
     )
     parts = list(stream)
     assert stream.header is not None

@@ -1,8 +1,10 @@
 """The snapshot container: byte layout, assembly and verified decoding.
 
 This is the one module that knows the layout (``docs/format.md`` specifies it). Version
-2, which writers write, puts the header after the chunks, so that a writer can stream
-each chunk out as soon as it is sealed::
+3, which writers write, has the layout of version 2 and adds deltas: its header may
+name a ``base``, the snapshot whose state the delta's sections change (see
+``_header``). Versions 2 and 3 put the header after the chunks, so that a writer can
+stream each chunk out as soon as it is sealed::
 
     preamble   32 bytes   magic, format version, flags, two zero fields, xxh3-64 of the
                           preceding 24 bytes
@@ -73,8 +75,8 @@ MAGIC = b"\x89SMSNAP\n"
 """Eight bytes: a high bit (catches 7-bit transfers), the name, a newline (catches
 newline translation), as PNG does."""
 
-FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = frozenset({1, 2})
+FORMAT_VERSION = 3
+SUPPORTED_VERSIONS = frozenset({1, 2, 3})
 
 FLAG_AUTHENTICATED = 0x0001
 _KNOWN_FLAGS = FLAG_AUTHENTICATED
@@ -156,6 +158,7 @@ def write_container(
     header: Callable[[], dict[str, Any]],
     *,
     key: bytes | None = None,
+    version: int = FORMAT_VERSION,
 ) -> Iterator[Buffer]:
     """Lay out stored chunks and their header as a snapshot, yielding it in order.
 
@@ -169,7 +172,7 @@ def write_container(
     """
     flags = FLAG_AUTHENTICATED if key is not None else 0
     hasher = _hasher(key)
-    preamble = _preamble(FORMAT_VERSION, flags, 0, 0)
+    preamble = _preamble(version, flags, 0, 0)
     hasher.update(preamble)
     yield preamble
     position = len(preamble)
@@ -200,11 +203,11 @@ def assemble(
 ) -> list[Buffer]:
     """A header and stored chunks laid out as a snapshot of format ``version``.
 
-    Writers write only the current version; version 1 is laid out here so that tests
-    can craft snapshots of the older layout, which readers still read.
+    Writers write only the current version; versions 1 and 2 are laid out here so that
+    tests can craft snapshots of the older versions, which readers still read.
     """
-    if version == FORMAT_VERSION:
-        return list(write_container(chunk_data, lambda: header_plain, key=key))
+    if version in (2, FORMAT_VERSION):
+        return list(write_container(chunk_data, lambda: header_plain, key=key, version=version))
     if version != 1:
         raise ValueError(f"cannot lay out format version {version}")
     header_bytes = pack_data(header_plain)
@@ -399,7 +402,7 @@ def open_snapshot(
     if version == 1:
         places = _places_v1(len(buf), header_len, total, digest_size, limits)
     else:
-        places = _places_v2(buf, digest_size, limits)
+        places = _places_v2(buf, version, digest_size, limits)
     try:
         _verify_digest(buf, places.body_end, key)
     except SnapshotError as digest_error:
@@ -506,8 +509,10 @@ _TRAILING_WINDOW = 16 << 10
 for the footer, to tell bytes appended after it from a truncation."""
 
 
-def _places_v2(buf: memoryview, digest_size: int, limits: DecodeLimits) -> _Places:
-    """The parts of a version 2 snapshot, whose footer declares the lengths."""
+def _places_v2(
+    buf: memoryview, version: int, digest_size: int, limits: DecodeLimits
+) -> _Places:
+    """The parts of a version 2 (or 3) snapshot, whose footer declares the lengths."""
     size = len(buf)
     if size > limits.max_snapshot_size:
         raise SnapshotError(
@@ -531,7 +536,7 @@ def _places_v2(buf: memoryview, digest_size: int, limits: DecodeLimits) -> _Plac
             "corrupt", "header length does not fit the snapshot", offset=footer_at,
             actual=header_len,
         )
-    return _Places(2, header_at, header_end, PREAMBLE_SIZE, header_at, footer_at,
+    return _Places(version, header_at, header_end, PREAMBLE_SIZE, header_at, footer_at,
                    size - digest_size)
 
 
@@ -603,7 +608,9 @@ def _parse_verified(
             expected=f"0x{header_check:016x}", actual=f"0x{actual_check:016x}",
         )
     try:
-        header = parse_header(unpack_data(header_bytes, section="header"))
+        header = parse_header(
+            unpack_data(header_bytes, section="header"), deltas=places.version >= 3
+        )
     except SnapshotError as exc:
         raise SnapshotError(
             "invalid_header", exc.detail, offset=places.header_at

@@ -19,7 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, Strict
 from statemigrate._snapshot._codec import MAX_CHUNK_SIZE
 from statemigrate._version import __version__
 
-__all__ = ["ChunkInfo", "Producer", "SectionInfo", "SnapshotHeader", "parse_header"]
+__all__ = [
+    "ChunkInfo",
+    "DeltaBase",
+    "Producer",
+    "SectionInfo",
+    "SnapshotHeader",
+    "parse_header",
+]
 
 _Name = Annotated[str, Field(min_length=1, max_length=200)]
 _Size = Annotated[int, Field(ge=0, le=1 << 62)]
@@ -80,8 +87,20 @@ class SectionInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class DeltaBase:
+    """The snapshot (full or delta) a delta applies on top of."""
+
+    snapshot_id: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotHeader:
-    """Everything a snapshot says about itself."""
+    """Everything a snapshot says about itself.
+
+    ``base`` is set for a delta (format version 3 and later): the snapshot whose state
+    its sections change. A full snapshot has none.
+    """
 
     snapshot_id: str
     created_ns: int
@@ -89,10 +108,19 @@ class SnapshotHeader:
     producer: Producer
     meta: dict[str, str]
     sections: tuple[SectionInfo, ...]
+    base: DeltaBase | None = None
+
+    @property
+    def is_delta(self) -> bool:
+        """Whether this is the header of a delta."""
+        return self.base is not None
 
     def to_plain(self) -> dict[str, Any]:
-        """The header as plain data, exactly as it is stored."""
+        """The header as plain data, exactly as it is stored (a full snapshot's has no
+        ``base`` key, so it reads as the header of format version 2 did)."""
         plain = asdict(self)
+        if self.base is None:
+            del plain["base"]
         plain["sections"] = [
             {**section, "chunks": [list(c.values()) for c in section["chunks"]]}
             for section in plain["sections"]
@@ -140,6 +168,12 @@ class _SectionModel(BaseModel):
     chunks: list[_Chunk]
 
 
+class _BaseModel(BaseModel):
+    model_config = _STRICT
+    snapshot_id: Annotated[str, Field(min_length=1, max_length=64)]
+    generation: Annotated[int, Field(ge=0, lt=1 << 63)]
+
+
 class _HeaderModel(BaseModel):
     model_config = _STRICT
     snapshot_id: Annotated[str, Field(min_length=1, max_length=64)]
@@ -148,18 +182,26 @@ class _HeaderModel(BaseModel):
     producer: _ProducerModel
     meta: dict[Annotated[str, Field(max_length=200)], Annotated[str, Field(max_length=4096)]]
     sections: list[_SectionModel]
+    base: _BaseModel | None = None
 
 
 _HEADER_ADAPTER = pydantic.TypeAdapter(_HeaderModel)
 
 
-def parse_header(plain: object) -> SnapshotHeader:
+def parse_header(plain: object, *, deltas: bool = True) -> SnapshotHeader:
     """Validate decoded header data and turn it into a :class:`SnapshotHeader`.
+
+    Args:
+        plain: the decoded header.
+        deltas: whether the header may name a base (format version 3 and later);
+            the headers of older versions may not.
 
     Raises:
         ValueError: with a one-line reason naming the first bad field; the caller
             turns it into ``SnapshotError(kind="invalid_header")``.
     """
+    if not deltas and isinstance(plain, dict) and "base" in plain:
+        raise ValueError("base: deltas exist from container format version 3 on")
     try:
         model = _HEADER_ADAPTER.validate_python(plain)
     except pydantic.ValidationError as exc:
@@ -198,4 +240,7 @@ def parse_header(plain: object) -> SnapshotHeader:
         producer=Producer(**model.producer.model_dump()),
         meta=dict(model.meta),
         sections=sections,
+        base=None if model.base is None else DeltaBase(
+            model.base.snapshot_id, model.base.generation
+        ),
     )

@@ -1,0 +1,220 @@
+"""What changed in a component since a point: the model's side of a delta.
+
+A delta of a component is a *partial state*: every field of its schema, where the
+record fields (top-level ``dict`` fields held in a :class:`TrackedDict`) carry only
+the records written since the point, plus, per record field, the keys deleted since.
+The partial state is a state of the schema like any other (a dict with fewer
+entries), so it is exported, migrated by record steps and validated by the usual
+pipeline; the other fields are small and travel whole.
+
+The default path needs nothing of the component but ``TrackedDict`` attributes: a
+component without ``export_state`` whose schema's top-level ``dict`` fields are held
+in ``TrackedDict`` attributes can tell what changed. Other components cannot (yet),
+and a hand-over then sends their whole state.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from statemigrate._errors import RegistrationError
+from statemigrate._model._registry import component_spec
+from statemigrate._model._schema import SchemaVersion
+from statemigrate._model._tracked import ChangeMark, TrackedDict
+
+if typing.TYPE_CHECKING:
+    from statemigrate._model._registry import Registry
+
+__all__ = ["ComponentChanges", "KeyCodec", "PartialState", "key_codec"]
+
+
+@dataclass(frozen=True, slots=True)
+class PartialState:
+    """What changed in one component: a partial state and the deleted keys.
+
+    Attributes:
+        state: every field of the schema; record fields hold only the records set.
+        deleted: per record field, the keys deleted (in the live form of the keys).
+    """
+
+    state: dict[str, Any]
+    deleted: dict[str, list[Any]]
+
+    @property
+    def records(self) -> int:
+        """The records this delta sets or deletes."""
+        return sum(len(self.state[name]) for name in self.deleted) + sum(
+            len(keys) for keys in self.deleted.values()
+        )
+
+
+class ComponentChanges:
+    """The change tracking of one component instance whose record fields are
+    :class:`TrackedDict` attributes (see the module docstring).
+
+    Made by :meth:`attach`; each open one holds one mark per record field.
+    """
+
+    def __init__(
+        self, obj: object, schema: SchemaVersion, fields: Mapping[str, TrackedDict[Any, Any]]
+    ) -> None:
+        self._obj = obj
+        self._schema = schema
+        self._fields = dict(fields)
+        self._marks: dict[str, ChangeMark] = {}
+
+    @classmethod
+    def attach(
+        cls, obj: object, *, registry: Registry | None = None
+    ) -> ComponentChanges | None:
+        """Change tracking for ``obj``, or ``None`` when it cannot tell what changed.
+
+        ``None`` for a component with its own ``export_state`` or with no
+        ``TrackedDict`` attribute among its schema's fields.
+        """
+        if callable(getattr(obj, "export_state", None)):
+            return None
+        schema = component_spec(obj).schema(registry)
+        fields = {}
+        for name in schema.fields:
+            value = getattr(obj, name, None)
+            if isinstance(value, TrackedDict):
+                fields[name] = value
+        if not fields:
+            return None
+        return cls(obj, schema, fields)
+
+    @property
+    def record_fields(self) -> tuple[str, ...]:
+        """The fields sent as records."""
+        return tuple(self._fields)
+
+    def open(self) -> None:
+        """Open a mark on every record field: writes from now on are recorded."""
+        self._check_same()
+        for name, tracked in self._fields.items():
+            if name not in self._marks:
+                self._marks[name] = tracked.mark()
+
+    def pending(self) -> int:
+        """Distinct records written since the last :meth:`take` (or :meth:`open`)."""
+        return sum(self._fields[name].pending(mark) for name, mark in self._marks.items())
+
+    def skip(self) -> None:
+        """Forget the changes recorded so far (a full state was taken instead)."""
+        self._check_same()
+        for name, mark in self._marks.items():
+            self._fields[name].advance(mark)
+
+    def take(self) -> PartialState:
+        """The changes since the last take (or open), and a new starting point.
+
+        Raises:
+            RegistrationError: the component replaced a record field's
+                ``TrackedDict`` with another object since :meth:`open`, so what
+                changed is unknown.
+        """
+        self._check_same()
+        state: dict[str, Any] = {}
+        deleted: dict[str, list[Any]] = {}
+        for name in self._schema.fields:
+            mark = self._marks.get(name)
+            if mark is None:
+                value = getattr(self._obj, name, _MISSING)
+                if value is not _MISSING:
+                    state[name] = value
+                continue
+            changes = self._fields[name].take_changes(mark)
+            state[name] = changes.set
+            deleted[name] = list(changes.deleted)
+        return PartialState(state, deleted)
+
+    def close(self) -> None:
+        """Close every mark: the tracked dicts stop recording."""
+        for name, mark in self._marks.items():
+            self._fields[name].close(mark)
+        self._marks.clear()
+
+    def _check_same(self) -> None:
+        for name, tracked in self._fields.items():
+            if getattr(self._obj, name, None) is not tracked:
+                raise RegistrationError(
+                    f"{type(self._obj).__qualname__}.{name} is no longer the TrackedDict"
+                    " whose changes were being recorded; a record field must be changed"
+                    " in place, never replaced, while changes are tracked"
+                )
+
+
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCodec:
+    """Converts the keys of one record field between live and plain form."""
+
+    adapter: pydantic.TypeAdapter[Any] | None
+    """None when keys are ``str`` (the plain form is the key itself)."""
+
+    def export(self, keys: list[Any]) -> list[Any]:
+        """The plain form of live keys."""
+        if self.adapter is None:
+            return keys
+        plain: list[Any] = self.adapter.dump_python(keys, mode="json")
+        return plain
+
+    def validate(self, keys: object) -> list[Any]:
+        """The live form of plain keys.
+
+        Raises:
+            pydantic.ValidationError: a key does not fit the field's key type.
+        """
+        if self.adapter is None:
+            checked: list[Any] = _STR_KEYS.validate_python(keys, strict=True)
+            return checked
+        live: list[Any] = self.adapter.validate_python(keys)
+        return live
+
+
+_STR_KEYS: pydantic.TypeAdapter[list[str]] = pydantic.TypeAdapter(list[str])
+_CODECS: dict[tuple[SchemaVersion, str], KeyCodec] = {}
+
+
+def key_codec(schema: SchemaVersion, field: str) -> KeyCodec:
+    """How the keys of record field ``field`` of ``schema`` are written (built once)."""
+    found = _CODECS.get((schema, field))
+    if found is not None:
+        return found
+    key_type = _key_type(schema, field)
+    codec = KeyCodec(
+        None if key_type is str else pydantic.TypeAdapter(list[key_type])  # type: ignore[valid-type]
+    )
+    _CODECS[(schema, field)] = codec
+    return codec
+
+
+def _key_type(schema: SchemaVersion, field: str) -> Any:
+    """The key type of the ``dict`` annotation of ``field`` (``str`` when unknown)."""
+    annotation: Any = None
+    try:
+        if schema.kind == "model":
+            info = schema.type.model_fields.get(field)  # type: ignore[attr-defined]
+            annotation = None if info is None else info.annotation
+        else:
+            annotation = typing.get_type_hints(schema.type).get(field)
+    except Exception:
+        return str
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    origin = typing.get_origin(annotation)
+    if origin in (dict, Mapping, MutableMapping) or (
+        isinstance(origin, type) and issubclass(origin, dict)
+    ):
+        args = typing.get_args(annotation)
+        if args:
+            return args[0]
+    return str

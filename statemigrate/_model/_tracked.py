@@ -1,0 +1,297 @@
+"""Change tracking: a ``dict`` that can tell which keys changed since a point.
+
+:class:`TrackedDict` is a ``dict`` subclass whose reads are the plain C methods of
+``dict`` (``d[k]``, ``get``, ``in``, iteration, ``len``): nothing is overridden for
+them, so reading costs exactly what it costs on a ``dict``. Its writes record the key
+written, in O(1), but only while somebody is watching: until a :class:`ChangeMark` is
+opened there is no log at all, and a write pays one attribute test on top of the
+``dict`` method.
+
+While marks are open, the log is a ``dict`` from key to the sequence number of its
+last write, in order of those writes: a write pops the key and inserts it again at
+the end. The keys written since a mark are therefore the tail of the log, found by
+walking it backwards (``reversed()`` of a ``dict``) until a sequence number at or
+below the mark's; the cost of :meth:`TrackedDict.changes_since` is the number of keys
+changed, not the size of the dict. Several marks may be open at once (a hand-over and
+a checkpointer, say); entries older than the oldest open mark are forgotten when a
+mark moves on or is closed.
+
+Each mark also counts the distinct keys written since it was set, so
+:meth:`TrackedDict.pending` is O(1): a write adds one to every open mark that had not
+seen the key yet (one comparison per open mark).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast, overload
+
+__all__ = ["ChangeMark", "Changes", "TrackedDict"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+_MISSING: Any = object()
+
+
+class ChangeMark:
+    """A point in a :class:`TrackedDict`'s history, opened by :meth:`TrackedDict.mark`.
+
+    Attributes:
+        seq: the sequence number of the last write before the point.
+        count: how many distinct keys were written since the point.
+    """
+
+    __slots__ = ("closed", "count", "seq")
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.count = 0
+        self.closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self.count} changed"
+        return f"<ChangeMark seq={self.seq} {state}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed in a :class:`TrackedDict` since a mark, as it stands now.
+
+    Attributes:
+        set: the keys present now that were written since the mark, with their values
+            now (a key written twice appears once, with its last value).
+        deleted: the keys written since the mark that are absent now (deleted, or
+            inserted and deleted again: removing an absent key is harmless).
+    """
+
+    set: dict[Any, Any]
+    deleted: tuple[Any, ...]
+
+    def __len__(self) -> int:
+        return len(self.set) + len(self.deleted)
+
+
+class TrackedDict(dict[K, V]):
+    """A ``dict`` that records, in O(1) per write, which keys were written.
+
+    Use it where a component keeps a large keyed collection, so that a hand-over can
+    send only what changed (see ``docs/precopy.md``). Reads are those of ``dict``
+    itself. Writes through every method of ``dict`` are recorded: ``d[k] = v``,
+    ``del d[k]``, ``pop``, ``popitem``, ``setdefault`` (when it inserts), ``update``,
+    ``|=`` and ``clear``; a ``move_to_end``-like reorder (``d[k] = d.pop(k)``) records
+    the key like any write. Tracking costs nothing until :meth:`mark` opens a mark.
+
+    Copies (``copy()``, :mod:`copy`, :mod:`pickle`) are new, unwatched ``TrackedDict``
+    objects with the same items: marks and logs belong to one object.
+    """
+
+    __slots__ = ("_log", "_marks", "_seq")
+
+    _log: dict[Any, int] | None
+    _marks: list[ChangeMark]
+    _seq: int
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._log = None
+        self._marks = []
+        self._seq = 0
+
+    # --- recording -------------------------------------------------------------------
+
+    def _note(self, key: object) -> None:
+        """Record a write of ``key`` (only called while a mark is open)."""
+        log = self._log
+        assert log is not None
+        self._seq += 1
+        last = log.pop(key, 0)
+        log[key] = self._seq
+        for mark in self._marks:
+            if last <= mark.seq:
+                mark.count += 1
+
+    def __setitem__(self, key: K, value: V) -> None:
+        dict.__setitem__(self, key, value)
+        if self._marks:
+            self._note(key)
+
+    def __delitem__(self, key: K) -> None:
+        dict.__delitem__(self, key)
+        if self._marks:
+            self._note(key)
+
+    @overload
+    def pop(self, key: K, /) -> V: ...
+    @overload
+    def pop(self, key: K, default: V, /) -> V: ...
+    @overload
+    def pop(self, key: K, default: Any, /) -> Any: ...
+
+    def pop(self, key: Any, default: Any = _MISSING, /) -> Any:
+        if default is _MISSING:
+            value = dict.pop(self, key)
+        else:
+            value = dict.pop(self, key, _MISSING)
+            if value is _MISSING:
+                return default
+        if self._marks:
+            self._note(key)
+        return value
+
+    def popitem(self) -> tuple[K, V]:
+        item = dict.popitem(self)
+        if self._marks:
+            self._note(item[0])
+        return item
+
+    def setdefault(self, key: K, default: Any = None, /) -> Any:
+        if key in self:
+            return dict.__getitem__(self, key)
+        dict.__setitem__(self, key, default)
+        if self._marks:
+            self._note(key)
+        return default
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        if not self._marks:
+            dict.update(self, *args, **kwargs)
+            return
+        for key, value in _items(*args, **kwargs):
+            self[key] = value
+
+    def __ior__(self, other: Any) -> TrackedDict[K, V]:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def clear(self) -> None:
+        if self._marks:
+            for key in list(self):
+                self._note(key)
+        dict.clear(self)
+
+    # --- marks -----------------------------------------------------------------------
+
+    def mark(self) -> ChangeMark:
+        """Open a mark here: later writes are recorded until it is closed.
+
+        Each reader (a hand-over, a checkpointer) opens its own mark.
+        """
+        if self._log is None:
+            self._log = {}
+        mark = ChangeMark(self._seq)
+        self._marks.append(mark)
+        return mark
+
+    def pending(self, mark: ChangeMark) -> int:
+        """How many distinct keys were written since ``mark``; O(1)."""
+        self._check(mark)
+        return mark.count
+
+    def changed_keys(self, mark: ChangeMark) -> Iterator[Any]:
+        """The keys written since ``mark``, most recent first, each once."""
+        self._check(mark)
+        log = self._log
+        assert log is not None
+        since = mark.seq
+        for key in reversed(log):
+            if log[key] <= since:
+                break
+            yield key
+
+    def changes_since(self, mark: ChangeMark) -> Changes:
+        """What changed since ``mark``: keys set (with their values now) and deleted.
+
+        Walks only the keys written since the mark.
+        """
+        present: list[tuple[Any, Any]] = []
+        deleted: list[Any] = []
+        for key in self.changed_keys(mark):
+            value = dict.get(self, key, _MISSING)
+            if value is _MISSING:
+                deleted.append(key)
+            else:
+                present.append((key, value))
+        present.reverse()  # oldest write first, as the writes happened
+        deleted.reverse()
+        return Changes(dict(present), tuple(deleted))
+
+    def take_changes(self, mark: ChangeMark) -> Changes:
+        """:meth:`changes_since` ``mark``, and move the mark to now, in one step."""
+        changes = self.changes_since(mark)
+        self.advance(mark)
+        return changes
+
+    def advance(self, mark: ChangeMark) -> None:
+        """Move ``mark`` to now: later calls see only writes made after this one."""
+        self._check(mark)
+        mark.seq = self._seq
+        mark.count = 0
+        self._forget()
+
+    def close(self, mark: ChangeMark) -> None:
+        """Close ``mark``; with no mark left open, the log is dropped. Idempotent."""
+        if mark.closed:
+            return
+        mark.closed = True
+        self._marks = [m for m in self._marks if m is not mark]
+        self._forget()
+
+    @property
+    def tracking(self) -> bool:
+        """Whether a mark is open (writes are being recorded)."""
+        return bool(self._marks)
+
+    def _check(self, mark: ChangeMark) -> None:
+        if mark.closed or not any(m is mark for m in self._marks):
+            raise ValueError(f"{mark!r} is not an open mark of this TrackedDict")
+
+    def _forget(self) -> None:
+        """Drop log entries at or below the oldest open mark (the whole log if none)."""
+        if not self._marks:
+            self._log = None
+            return
+        log = self._log
+        assert log is not None
+        oldest = min(m.seq for m in self._marks)
+        if not log or log[next(iter(log))] > oldest:
+            return
+        kept: list[tuple[Any, int]] = []
+        for key in reversed(log):
+            seq = log[key]
+            if seq <= oldest:
+                break
+            kept.append((key, seq))
+        kept.reverse()
+        self._log = dict(kept)
+
+    # --- copies ----------------------------------------------------------------------
+
+    def copy(self) -> TrackedDict[K, V]:
+        """A new, unwatched ``TrackedDict`` with the same items."""
+        return type(self)(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Items only: marks and the log describe this object's history, not its value.
+        return (type(self), (dict(self),))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict.__repr__(self)})"
+
+
+def _items(*args: Any, **kwargs: Any) -> Iterable[tuple[Any, Any]]:
+    """The items ``dict.update`` would take from these arguments, in its order."""
+    if len(args) > 1:
+        raise TypeError(f"update expected at most 1 positional argument, got {len(args)}")
+    if args:
+        source = args[0]
+        if isinstance(source, Mapping) or hasattr(source, "keys"):
+            mapping = cast(Mapping[Any, Any], source)
+            for key in mapping.keys():
+                yield key, mapping[key]
+        else:
+            for pair in source:
+                key, value = pair
+                yield key, value
+    yield from kwargs.items()

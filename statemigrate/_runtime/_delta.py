@@ -1,0 +1,416 @@
+"""Deltas: writing what changed in a component, and applying it all or nothing.
+
+A delta is a snapshot whose header names a base (the snapshot, full or delta, whose
+state it changes) and whose sections each hold, for one component instance::
+
+    {"state": <partial state>, "deleted": {<record field>: [<plain key>, ...]}}
+
+The partial state has every field of the schema; the record fields named in
+``deleted`` hold only the records set since the base (see
+:mod:`statemigrate._model._changes`). On the way in, each section is decoded, migrated
+by the plan's record steps (a plan with a whole-data step cannot migrate a delta) and
+validated against the live schema, for every section, before anything is applied.
+Then the records are set and deleted, and the other fields assigned, component after
+component; if anything fails, every touched key and field is given back its earlier
+value, newest first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+
+from statemigrate._errors import (
+    LossyMigrationError,
+    MigrationStepError,
+    NoMigrationPathError,
+    RestoreError,
+    SnapshotError,
+    StateMigrateError,
+)
+from statemigrate._model._changes import ComponentChanges, PartialState, key_codec
+from statemigrate._model._migrate import raised_by_user_code
+from statemigrate._runtime._report import ComponentRestore, RestoreReport
+from statemigrate._runtime._restore import Registered
+from statemigrate._snapshot._encode import SectionInput
+from statemigrate._snapshot._format import Snapshot
+
+__all__ = ["apply_delta", "delta_section", "takes_deltas"]
+
+logger = logging.getLogger("statemigrate")
+
+_MISSING: Any = object()
+
+
+# --- writing ----------------------------------------------------------------------------
+
+
+def delta_section(
+    entry: Registered,
+    changes: PartialState,
+    *,
+    target: int | None,
+    allow_lossy: bool,
+    walk: bool = False,
+) -> tuple[SectionInput, tuple[str, ...]]:
+    """The section of a delta for one component's changes, at version ``target``.
+
+    Returns the section and the steps applied on the way (record steps only).
+
+    Raises:
+        ExportError, ValidationError: the changes have no plain form.
+        NoMigrationPathError, LossyMigrationError: ``target`` cannot be reached.
+        MigrationStepError: a record step raised, or the plan needs a whole-data step
+            (which cannot migrate a delta).
+    """
+    registry = entry.registry
+    version = entry.spec.version
+    schema = registry.schema_for(entry.component, version)
+    state = schema.export(changes.state, walk=walk)
+    deleted = {
+        name: key_codec(schema, name).export(keys) for name, keys in changes.deleted.items()
+    }
+    steps: tuple[str, ...] = ()
+    if target is not None and target != version:
+        plan = registry.plan(entry.component, version, target, allow_lossy=allow_lossy)
+        if not plan.record_wise:
+            whole = plan.whole_steps[0]
+            raise MigrationStepError(
+                entry.component, whole.source, whole.target, str(whole),
+                "a whole-data step cannot migrate a delta; send a full snapshot",
+                instance=entry.instance,
+            )
+        result = registry.migrate(
+            entry.component, state, version, target,
+            allow_lossy=allow_lossy, instance=entry.instance,
+        )
+        state, steps, version = result.data, result.step_names, target
+        schema = registry.schema_for(entry.component, version)
+    data = {"state": state, "deleted": deleted}
+    return (
+        SectionInput(entry.component, entry.instance, version, schema.fingerprint, data),
+        steps,
+    )
+
+
+def takes_deltas(entry: Registered, source_version: int, *, allow_lossy: bool) -> bool:
+    """Whether ``entry`` can take deltas written at ``source_version``: its state is
+    read and written through the default path and the plan from that version has
+    record steps only."""
+    obj = entry.obj
+    if callable(getattr(obj, "import_state", None)) or callable(
+        getattr(obj, "export_state", None)
+    ):
+        return False
+    try:
+        plan = entry.registry.plan(
+            entry.component, source_version, entry.spec.version, allow_lossy=allow_lossy
+        )
+    except StateMigrateError:
+        return False
+    return plan.record_wise
+
+
+def changes_of(entry: Registered) -> ComponentChanges | None:
+    """The change tracking of ``entry``, or ``None`` when it cannot tell what changed."""
+    return ComponentChanges.attach(entry.obj, registry=entry.registry)
+
+
+# --- applying ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Staged:
+    """One section of a delta, validated and ready to apply."""
+
+    entry: Registered
+    report: ComponentRestore
+    fields: dict[str, Any] = field(default_factory=dict)
+    """The whole fields: name -> value (``_MISSING`` to delete the attribute)."""
+    records: dict[str, tuple[Mapping[Any, Any], list[Any]]] = field(default_factory=dict)
+    """The record fields: name -> (records to set, keys to delete), in live form."""
+
+    @property
+    def count(self) -> int:
+        return sum(len(put) + len(gone) for put, gone in self.records.values())
+
+
+def apply_delta(
+    snapshot: Snapshot,
+    entries: Sequence[Registered],
+    *,
+    allow_lossy: bool,
+    strict: bool,
+    read_seconds: float,
+    verify_seconds: float,
+) -> RestoreReport:
+    """Apply a verified delta to the registered components, all or nothing.
+
+    ``entries`` are the components restored from the delta's base; the caller has
+    checked the base. Sections no component claims are reported as unknown (refused
+    when ``strict``); components without a section keep their state.
+
+    Raises:
+        RestoreError: a phase failed; every component is as it was before.
+    """
+    header = snapshot.header
+    timings = {"read": read_seconds, "verify": verify_seconds}
+    by_key = {(e.component, e.instance): e for e in entries}
+    unknown: list[str] = []
+    started = time.perf_counter()
+    decoded: list[tuple[int, Registered, Any]] = []
+    for index, section in enumerate(header.sections):
+        entry = by_key.pop((section.component, section.instance), None)
+        if entry is None:
+            unknown.append(section.key)
+            continue
+        decoded.append((index, entry, _decode(snapshot, index, entry)))
+    missing = [e.key for e in by_key.values()]
+    if strict and unknown:
+        raise RestoreError(
+            "verify", f"delta sections no component claims: {', '.join(unknown)} (strict mode)"
+        )
+    timings["decode"] = time.perf_counter() - started
+    staged: list[_Staged] = []
+    migrate = validate = 0.0
+    for index, entry, data in decoded:
+        item, seconds = _stage(snapshot, index, entry, data, allow_lossy=allow_lossy)
+        staged.append(item)
+        migrate += seconds.get("migrate", 0.0) + seconds.get("copy", 0.0)
+        validate += seconds.get("validate", 0.0)
+    decoded.clear()
+    timings["migrate"] = migrate
+    timings["validate"] = validate
+    started = time.perf_counter()
+    _apply_all(staged)
+    timings["apply"] = time.perf_counter() - started
+    return RestoreReport(
+        snapshot_id=header.snapshot_id,
+        generation=header.generation,
+        skipped=False,
+        components=tuple(item.report for item in staged),
+        unknown=tuple(unknown),
+        missing=tuple(missing),
+        size=snapshot.size,
+        timings=timings,
+        delta=True,
+        records=sum(item.count for item in staged),
+    )
+
+
+def _decode(snapshot: Snapshot, index: int, entry: Registered) -> dict[str, Any]:
+    try:
+        data = snapshot.read_section(index)
+    except SnapshotError as exc:
+        raise RestoreError("decode", str(exc), component=entry.key) from exc
+    if (
+        type(data) is not dict
+        or set(data) != {"state", "deleted"}
+        or type(data["state"]) is not dict
+        or type(data["deleted"]) is not dict
+        or any(type(keys) is not list for keys in data["deleted"].values())
+    ):
+        raise RestoreError(
+            "decode",
+            "a delta section is a map of 'state' (a map) and 'deleted' (lists of keys per"
+            " record field)",
+            component=entry.key,
+        )
+    for name in data["deleted"]:
+        if type(data["state"].get(name)) is not dict:
+            raise RestoreError(
+                "decode",
+                f"record field {name!r} has no map of records in the delta's state",
+                component=entry.key,
+            )
+    return data
+
+
+def _stage(
+    snapshot: Snapshot, index: int, entry: Registered, data: dict[str, Any], *, allow_lossy: bool
+) -> tuple[_Staged, dict[str, float]]:
+    """Migrate and validate one section, and check that its component can take it."""
+    section = snapshot.header.sections[index]
+    registry = entry.registry
+    obj = entry.obj
+    if callable(getattr(obj, "import_state", None)) or callable(
+        getattr(obj, "export_state", None)
+    ):
+        raise RestoreError(
+            "migrate",
+            "the component defines its own export_state/import_state, which cannot take"
+            " a delta; restore a full snapshot",
+            component=entry.key,
+        )
+    live = entry.spec.version
+    try:
+        plan = registry.plan(entry.component, section.version, live, allow_lossy=allow_lossy)
+    except (NoMigrationPathError, LossyMigrationError) as exc:
+        raise RestoreError("migrate", str(exc), component=entry.key) from exc
+    if not plan.record_wise:
+        whole = plan.whole_steps[0]
+        raise RestoreError(
+            "migrate",
+            "a whole-data step cannot migrate a delta; restore a full snapshot",
+            component=entry.key,
+            step=str(whole),
+        )
+    deleted_plain: dict[str, list[Any]] = data["deleted"]
+    try:
+        result = registry.migrate(
+            entry.component, data.pop("state"), section.version, live,
+            allow_lossy=allow_lossy, copy=False, export=False, instance=entry.instance,
+        )
+    except MigrationStepError as exc:
+        raise RestoreError(
+            "migrate", exc.detail, component=entry.key, step=exc.step
+        ) from raised_by_user_code(exc)
+    except StateMigrateError as exc:
+        raise RestoreError("validate", str(exc), component=entry.key) from raised_by_user_code(
+            exc
+        )
+    schema = registry.schema_for(entry.component, live)
+    state = result.state
+    item = _Staged(
+        entry,
+        ComponentRestore(
+            component=entry.component,
+            instance=entry.instance,
+            source_version=section.version,
+            target_version=live,
+            steps=result.step_names,
+            raw_size=section.raw_size,
+            stored_size=section.stored_size,
+            fingerprint_matches=_fingerprint_matches(entry, section.version, section.fingerprint),
+        ),
+    )
+    for name in schema.fields:
+        value = _field(state, name)
+        if name not in deleted_plain:
+            item.fields[name] = value
+            continue
+        try:
+            gone = key_codec(schema, name).validate(deleted_plain[name])
+        except pydantic.ValidationError as exc:
+            raise RestoreError(
+                "validate",
+                f"a deleted key of record field {name!r} does not fit the schema:"
+                f" {exc.errors(include_url=False, include_input=False)[0]['msg']}",
+                component=entry.key,
+            ) from exc
+        target = getattr(obj, name, None)
+        if not isinstance(target, MutableMapping):
+            raise RestoreError(
+                "apply",
+                f"record field {name!r} of the live component is a"
+                f" {type(target).__name__}, not a dict to apply records to",
+                component=entry.key,
+            )
+        item.records[name] = ({} if value is _MISSING else value, gone)
+    unknown = set(deleted_plain) - set(schema.fields)
+    if unknown:
+        raise RestoreError(
+            "validate",
+            f"the delta names record fields the schema lacks: {', '.join(sorted(unknown))}",
+            component=entry.key,
+        )
+    return item, result.timings
+
+
+def _field(state: Any, name: str) -> Any:
+    if isinstance(state, Mapping):
+        return state.get(name, _MISSING)
+    return getattr(state, name, _MISSING)
+
+
+def _fingerprint_matches(entry: Registered, version: int, fingerprint: str) -> bool:
+    try:
+        return entry.registry.schema_for(entry.component, version).fingerprint == fingerprint
+    except StateMigrateError:
+        return False
+
+
+_Undo = Callable[[], None]
+
+
+def _apply_all(staged: Sequence[_Staged]) -> None:
+    """Apply every staged section, or give back every touched key and field."""
+    undo: list[_Undo] = []
+    current = ""
+    try:
+        for item in staged:
+            current = item.entry.key
+            _apply_one(item, undo)
+    except BaseException as exc:
+        failed = _roll_back(undo)
+        if not isinstance(exc, Exception):
+            if failed:
+                exc.add_note(f"statemigrate: rollback failed for {current}")
+            raise
+        raise RestoreError(
+            "apply",
+            f"{type(exc).__name__}: {exc}",
+            component=current,
+            rollback_failed=[current] if failed else [],
+        ) from exc
+
+
+def _apply_one(item: _Staged, undo: list[_Undo]) -> None:
+    obj = item.entry.obj
+    for name, (put, gone) in item.records.items():
+        target: MutableMapping[Any, Any] = getattr(obj, name)
+        for key, value in put.items():
+            old = target.get(key, _MISSING)
+            undo.append(_giver(target, key, old))  # noted first: a failed set is undone too
+            target[key] = value
+        for key in gone:
+            old = target.get(key, _MISSING)
+            if old is not _MISSING:
+                undo.append(_giver(target, key, old))
+                del target[key]
+    for name, value in item.fields.items():
+        old = getattr(obj, name, _MISSING)
+        undo.append(_assigner(obj, name, old))
+        _assign(obj, name, value)
+
+
+def _giver(target: MutableMapping[Any, Any], key: Any, old: Any) -> _Undo:
+    def give_back() -> None:
+        if old is _MISSING:
+            target.pop(key, None)
+        else:
+            target[key] = old
+
+    return give_back
+
+
+def _assigner(obj: object, name: str, old: Any) -> _Undo:
+    return lambda: _assign(obj, name, old)
+
+
+def _assign(obj: object, name: str, value: Any) -> None:
+    if value is not _MISSING:
+        setattr(obj, name, value)
+    elif hasattr(obj, name):
+        try:
+            delattr(obj, name)
+        except AttributeError:
+            pass  # a class-level default stays visible, as the default import leaves it
+
+
+def _roll_back(undo: list[_Undo]) -> bool:
+    """Run the undo log newest first; True when some part of it failed."""
+    failed = False
+    for give_back in reversed(undo):
+        try:
+            give_back()
+        except BaseException as exc:
+            logger.error("rollback of a delta failed: %s: %s", type(exc).__name__, exc)
+            failed = True
+    undo.clear()
+    return failed

@@ -1,0 +1,278 @@
+"""Pre-copy: what a serving process exports, piece by piece, for its successor.
+
+A hand-over that pauses writers for a full snapshot pauses them for a time that grows
+with the state. Pre-copy sends the state in pieces instead: round 0 is a full snapshot
+taken while the process serves (possibly in a forked child, from a copy-on-write image
+of the memory), then deltas of what changed since the previous piece, each chained to
+it; only the last delta is taken with writers held. :class:`PreCopySource` is the
+serving side of that exchange; the successor applies the pieces with
+:meth:`Service.restore <statemigrate.Service.restore>`, which refuses a delta whose
+base is not the piece it restored last.
+
+Change tracking comes from the components (see :mod:`statemigrate._model._changes`):
+a component that cannot tell what changed makes :attr:`PreCopySource.deltas_possible`
+false, and the caller then sends a full snapshot inside the pause, as without
+pre-copy.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Callable, Mapping, Sequence
+
+from statemigrate._errors import ConfigurationError, ExportError, StateMigrateError
+from statemigrate._model._changes import ComponentChanges, PartialState
+from statemigrate._model._compare import format_path
+from statemigrate._runtime._delta import changes_of, delta_section
+from statemigrate._runtime._restore import Registered
+from statemigrate._snapshot._codec import NotPlainError
+from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, new_snapshot_id
+from statemigrate._snapshot._header import DeltaBase
+
+__all__ = ["PreCopySource"]
+
+FullWriter = Callable[[str, int], EncodedSnapshot]
+"""Writes the full snapshot of every component with the given id and generation."""
+DeltaWriter = Callable[[Sequence[SectionInput], str, int, DeltaBase], EncodedSnapshot]
+"""Encodes delta sections with the given id, generation and base."""
+
+
+class PreCopySource:
+    """What a serving process exports, piece by piece, for a successor that restores
+    as it goes. Made by :meth:`Service.precopy_source
+    <statemigrate.Service.precopy_source>`.
+
+    The pieces form a chain: :meth:`full` (round 0), then :meth:`delta` after delta,
+    each naming the previous piece as its base. Use it as a context manager, or call
+    :meth:`close` when done, so that the components stop recording changes.
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[Registered],
+        *,
+        targets: Mapping[str, int] | None,
+        allow_lossy: bool,
+        reserve: Callable[[], int],
+        write_full: FullWriter,
+        write_delta: DeltaWriter,
+    ) -> None:
+        self._entries = list(entries)
+        self._targets = dict(targets or {})
+        self._allow_lossy = allow_lossy
+        self._reserve = reserve
+        self._write_full = write_full
+        self._write_delta = write_delta
+        self._changes: list[ComponentChanges | None] = []
+        self._round0: DeltaBase | None = None
+        self._last: DeltaBase | None = None
+        self._written: mmap.mmap | None = None
+        self._broken: str | None = None
+        self._why_not: str | None = None
+
+    # --- the contract ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start recording changes in every component (a mark) and reserve the
+        identity (snapshot id, generation) of the full snapshot :meth:`full` writes.
+
+        Cheap: O(number of components). Call it in the serving process.
+
+        Raises:
+            ConfigurationError: it was started already.
+        """
+        if self._round0 is not None:
+            raise ConfigurationError("precopy", "this pre-copy source was started already")
+        self._changes = [changes_of(entry) for entry in self._entries]
+        for changes in self._changes:
+            if changes is not None:
+                changes.open()
+        self._why_not = self._check_deltas()
+        self._round0 = DeltaBase(new_snapshot_id(), self._reserve())
+        self._last = self._round0
+        # One byte of memory shared with forked children: whether the reserved identity
+        # was used, by this process or by a child writing round 0 from its image.
+        self._written = mmap.mmap(-1, 1)
+
+    def full(self) -> EncodedSnapshot:
+        """The full snapshot of everything, with the identity :meth:`start` reserved.
+
+        Safe to call in a forked child: it reads live state and returns bytes (and
+        notes in memory shared with the parent that the identity is used). Called
+        again, in the parent, after round 0 (a fallback inside the pause, say), it
+        writes a new full snapshot under a new identity, and later deltas chain to it.
+
+        Raises:
+            ConfigurationError: :meth:`start` was not called.
+            StateMigrateError: as :meth:`Service.snapshot <statemigrate.Service.snapshot>`.
+        """
+        round0, written = self._started()
+        if written[0]:
+            identity = DeltaBase(new_snapshot_id(), self._reserve())
+        else:
+            identity = round0
+            written[0] = 1
+        # Changes made from now on go into the next delta; those made before are in
+        # this snapshot (changes made while it is taken may be in both: applying a
+        # record again is harmless).
+        for changes in self._changes:
+            if changes is not None:
+                changes.skip()
+        encoded = self._write_full(identity.snapshot_id, identity.generation)
+        self._last = identity
+        self._broken = None
+        return encoded
+
+    def pending(self) -> int:
+        """Records changed since the last piece (full or delta); O(1).
+
+        Components that cannot tell what changed count for nothing here: see
+        :attr:`deltas_possible`.
+        """
+        return sum(changes.pending() for changes in self._changes if changes is not None)
+
+    @property
+    def deltas_possible(self) -> bool:
+        """False when some component cannot tell what changed (no tracking), the
+        targets need a whole-data step to write deltas, or a delta failed: then the
+        caller sends :meth:`full` inside the pause instead."""
+        return self._round0 is not None and self._why_not is None and self._broken is None
+
+    @property
+    def why_no_deltas(self) -> str | None:
+        """Why :attr:`deltas_possible` is false, or ``None`` when it is true."""
+        if self._round0 is None:
+            return "not started"
+        return self._why_not or self._broken
+
+    @property
+    def base(self) -> DeltaBase | None:
+        """The identity of the last piece written (the next delta's base)."""
+        return self._last
+
+    def delta(self) -> EncodedSnapshot:
+        """A delta of what changed since the previous piece, chained to it (its header
+        names the previous piece's snapshot id and generation), and a new mark.
+
+        Call it in the serving process. After a failure no further delta can be
+        chained (:attr:`deltas_possible` becomes false) until :meth:`full` is written
+        again.
+
+        Raises:
+            ConfigurationError: :meth:`start` was not called, or deltas are not
+                possible (see :attr:`deltas_possible`).
+            ExportError, ValidationError: a change has no plain form.
+            MigrationStepError, NoMigrationPathError, LossyMigrationError: the changes
+                cannot be brought to their target version.
+        """
+        self._started()
+        reason = self.why_no_deltas
+        if reason is not None:
+            raise ConfigurationError("precopy", f"no delta can be written: {reason}")
+        base = self._last
+        assert base is not None
+        try:
+            taken = [changes.take() for changes in self._changes if changes is not None]
+            sections = self._sections(taken)
+            identity = DeltaBase(new_snapshot_id(), self._reserve())
+            encoded = self._encode(taken, sections, identity, base)
+        except BaseException as exc:
+            # The changes taken are gone from the marks: the chain cannot go on.
+            self._broken = f"a delta failed ({type(exc).__name__}: {exc})"
+            raise
+        self._last = identity
+        return encoded
+
+    def close(self) -> None:
+        """Stop recording changes (the tracked components drop their logs)."""
+        for changes in self._changes:
+            if changes is not None:
+                changes.close()
+        self._changes = [None for _ in self._changes]
+        if self._written is not None:
+            self._written.close()
+            self._written = None
+        if self._why_not is None:
+            self._why_not = "closed"
+
+    def __enter__(self) -> PreCopySource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _started(self) -> tuple[DeltaBase, mmap.mmap]:
+        if self._round0 is None or self._written is None:
+            raise ConfigurationError("precopy", "start() the pre-copy source first")
+        return self._round0, self._written
+
+    def _check_deltas(self) -> str | None:
+        for entry, changes in zip(self._entries, self._changes, strict=True):
+            if changes is None:
+                return (
+                    f"{entry.key} cannot tell what changed (keep its keyed collections in"
+                    " TrackedDict attributes)"
+                )
+            target = self._targets.get(entry.component)
+            if target is None or target == entry.spec.version:
+                continue
+            try:
+                plan = entry.registry.plan(
+                    entry.component, entry.spec.version, target, allow_lossy=self._allow_lossy
+                )
+            except StateMigrateError as exc:
+                return f"{entry.key}: {exc}"
+            if not plan.record_wise:
+                return f"{entry.key}: step {plan.whole_steps[0]} needs the whole data"
+        return None
+
+    def _tracked(self) -> list[Registered]:
+        return [e for e, c in zip(self._entries, self._changes, strict=True) if c is not None]
+
+    def _sections(self, taken: Sequence[PartialState]) -> list[SectionInput]:
+        sections = []
+        for entry, changes in zip(self._tracked(), taken, strict=True):
+            section, _ = delta_section(
+                entry,
+                changes,
+                target=self._targets.get(entry.component),
+                allow_lossy=self._allow_lossy,
+            )
+            sections.append(section)
+        return sections
+
+    def _encode(
+        self,
+        taken: Sequence[PartialState],
+        sections: list[SectionInput],
+        identity: DeltaBase,
+        base: DeltaBase,
+    ) -> EncodedSnapshot:
+        walked: set[int] = set()
+        while True:
+            try:
+                return self._write_delta(sections, identity.snapshot_id, identity.generation, base)
+            except NotPlainError as exc:
+                index = exc.section if exc.section is not None else 0
+                section = sections[index]
+                if index in walked:
+                    raise ExportError(
+                        section.component,
+                        section.version,
+                        format_path(exc.path),
+                        exc.detail,
+                        instance=section.instance,
+                    ) from exc
+                walked.add(index)
+                # Exported as it was, assuming plain data: convert what can be, or
+                # find the path of what cannot.
+                entry = self._tracked()[index]
+                sections[index], _ = delta_section(
+                    entry,
+                    taken[index],
+                    target=self._targets.get(entry.component),
+                    allow_lossy=self._allow_lossy,
+                    walk=True,
+                )
