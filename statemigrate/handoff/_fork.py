@@ -111,7 +111,6 @@ def export_forked(
     *,
     deadline: float,
     stage: str,
-    before_fork: Callable[[], None] | None = None,
     name: str = "statemigrate-precopy",
 ) -> Steps[Exported]:
     """Steps: run ``produce`` in a forked child and return the sealed memfd it wrote.
@@ -122,8 +121,6 @@ def export_forked(
         deadline: on the ``time.monotonic()`` clock; a child still running then is
             killed (``SIGKILL``) and reaped.
         stage: the stage named by errors.
-        before_fork: called right before the fork, in the same breath (the mark from
-            which changes are recorded).
         name: the memfd's name, as shown in ``/proc/<pid>/fd``.
 
     Raises:
@@ -139,8 +136,6 @@ def export_forked(
     pidfd: int | None = None
     read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     try:
-        if before_fork is not None:
-            before_fork()
         began = time.perf_counter()
         try:
             with warnings.catch_warnings():

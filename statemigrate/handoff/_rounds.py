@@ -73,7 +73,10 @@ class Pieces(Protocol):
     """What the old process exports piece by piece (a service's ``PreCopySource``)."""
 
     def start(self) -> None:
-        """Start recording changes; reserve the identity of the full snapshot."""
+        """Start recording changes; reserve the identity of the full snapshot.
+
+        :attr:`deltas_possible` is known from here on.
+        """
 
     def full(self) -> Payload:
         """The full snapshot (round 0); safe to call in a forked child."""
@@ -178,9 +181,7 @@ def _round_zero(
 ) -> Steps[Applied]:
     began = time.monotonic()
     if mode == "fork":
-        exported = yield from export_forked(
-            pieces.full, deadline=began + timeout, stage="precopy", before_fork=pieces.start
-        )
+        exported = yield from export_forked(pieces.full, deadline=began + timeout, stage="precopy")
         attempt.fork_seconds = exported.fork_seconds
         try:
             return (
@@ -199,7 +200,6 @@ def _round_zero(
             )
         finally:
             os.close(exported.fd)
-    pieces.start()
     try:
         payload = pieces.full()
     except Exception as exc:
@@ -281,6 +281,11 @@ def send_rounds(
             signal, the deadline), or the successor failed, left, or answered out of
             turn (a :class:`~statemigrate.SuccessorFailedError` when it gave up).
     """
+    # Recording starts here, and round 0 (forked at once) holds everything before.
+    try:
+        pieces.start()
+    except Exception as exc:
+        raise HandoffError("precopy", f"starting the pre-copy rounds raised {exc!r}") from exc
     if not pieces.deltas_possible:
         attempt.fallback = (
             why_not(pieces) if why_not is not None else "some component cannot tell what changed"
