@@ -19,10 +19,23 @@ mark moves on or is closed.
 Each mark also counts the distinct keys written since it was set, so
 :meth:`TrackedDict.pending` is O(1): a write adds one to every open mark that had not
 seen the key yet (one comparison per open mark).
+
+Threads: a threaded server writes from several threads while a hand-over takes the
+changes from another. While marks are open, recording a write, taking changes and
+moving or closing a mark hold one lock per dict, so a take sees every write either
+whole (logged before it) or not at all (logged after it, so in the next take); the
+value written may land in the dict a moment before its key is logged, and then
+travels in both takes, which is harmless. Without an open mark no lock is taken.
+A fork (round 0 of a pre-copy hand-over is exported by a forked child) waits for
+the locks of the dicts with open marks, so the child never inherits one held by a
+thread that does not exist there.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast, overload
@@ -87,14 +100,16 @@ class TrackedDict(dict[K, V]):
     objects with the same items: marks and logs belong to one object.
     """
 
-    __slots__ = ("_log", "_marks", "_seq")
+    __slots__ = ("__weakref__", "_lock", "_log", "_marks", "_seq")
 
+    _lock: threading.Lock
     _log: dict[Any, int] | None
     _marks: list[ChangeMark]
     _seq: int
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
         self._log = None
         self._marks = []
         self._seq = 0
@@ -103,14 +118,16 @@ class TrackedDict(dict[K, V]):
 
     def _note(self, key: object) -> None:
         """Record a write of ``key`` (only called while a mark is open)."""
-        log = self._log
-        assert log is not None
-        self._seq += 1
-        last = log.pop(key, 0)
-        log[key] = self._seq
-        for mark in self._marks:
-            if last <= mark.seq:
-                mark.count += 1
+        with self._lock:
+            log = self._log
+            if log is None:  # the last mark closed since the caller looked
+                return
+            self._seq += 1
+            last = log.pop(key, 0)
+            log[key] = self._seq
+            for mark in self._marks:
+                if last <= mark.seq:
+                    mark.count += 1
 
     def __setitem__(self, key: K, value: V) -> None:
         dict.__setitem__(self, key, value)
@@ -178,36 +195,52 @@ class TrackedDict(dict[K, V]):
 
         Each reader (a hand-over, a checkpointer) opens its own mark.
         """
-        if self._log is None:
-            self._log = {}
-        mark = ChangeMark(self._seq)
-        self._marks.append(mark)
-        return mark
+        with self._lock:
+            if self._log is None:
+                self._log = {}
+            mark = ChangeMark(self._seq)
+            self._marks = [*self._marks, mark]
+            _WATCHED[id(self)] = weakref.ref(self)
+            return mark
 
     def pending(self, mark: ChangeMark) -> int:
-        """How many distinct keys were written since ``mark``; O(1)."""
+        """How many distinct keys were written since ``mark``; O(1), and only a
+        snapshot while other threads write."""
         self._check(mark)
         return mark.count
 
     def changed_keys(self, mark: ChangeMark) -> Iterator[Any]:
         """The keys written since ``mark``, most recent first, each once."""
+        with self._lock:
+            keys = self._changed_keys(mark)
+        yield from keys
+
+    def _changed_keys(self, mark: ChangeMark) -> list[Any]:
+        """:meth:`changed_keys`, with the lock held."""
         self._check(mark)
         log = self._log
         assert log is not None
         since = mark.seq
+        keys = []
         for key in reversed(log):
             if log[key] <= since:
                 break
-            yield key
+            keys.append(key)
+        return keys
 
     def changes_since(self, mark: ChangeMark) -> Changes:
         """What changed since ``mark``: keys set (with their values now) and deleted.
 
         Walks only the keys written since the mark.
         """
+        with self._lock:
+            return self._changes_since(mark)
+
+    def _changes_since(self, mark: ChangeMark) -> Changes:
+        """:meth:`changes_since`, with the lock held."""
         present: list[tuple[Any, Any]] = []
         deleted: list[Any] = []
-        for key in self.changed_keys(mark):
+        for key in self._changed_keys(mark):
             value = dict.get(self, key, _MISSING)
             if value is _MISSING:
                 deleted.append(key)
@@ -219,12 +252,17 @@ class TrackedDict(dict[K, V]):
 
     def take_changes(self, mark: ChangeMark) -> Changes:
         """:meth:`changes_since` ``mark``, and move the mark to now, in one step."""
-        changes = self.changes_since(mark)
-        self.advance(mark)
+        with self._lock:
+            changes = self._changes_since(mark)
+            self._advance(mark)
         return changes
 
     def advance(self, mark: ChangeMark) -> None:
         """Move ``mark`` to now: later calls see only writes made after this one."""
+        with self._lock:
+            self._advance(mark)
+
+    def _advance(self, mark: ChangeMark) -> None:
         self._check(mark)
         mark.seq = self._seq
         mark.count = 0
@@ -232,11 +270,12 @@ class TrackedDict(dict[K, V]):
 
     def close(self, mark: ChangeMark) -> None:
         """Close ``mark``; with no mark left open, the log is dropped. Idempotent."""
-        if mark.closed:
-            return
-        mark.closed = True
-        self._marks = [m for m in self._marks if m is not mark]
-        self._forget()
+        with self._lock:
+            if mark.closed:
+                return
+            mark.closed = True
+            self._marks = [m for m in self._marks if m is not mark]
+            self._forget()
 
     @property
     def tracking(self) -> bool:
@@ -248,9 +287,11 @@ class TrackedDict(dict[K, V]):
             raise ValueError(f"{mark!r} is not an open mark of this TrackedDict")
 
     def _forget(self) -> None:
-        """Drop log entries at or below the oldest open mark (the whole log if none)."""
+        """Drop log entries at or below the oldest open mark (the whole log if none);
+        with the lock held."""
         if not self._marks:
             self._log = None
+            _WATCHED.pop(id(self), None)
             return
         log = self._log
         assert log is not None
@@ -278,6 +319,28 @@ class TrackedDict(dict[K, V]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({dict.__repr__(self)})"
+
+
+# The dicts with open marks (by id, weakly), whose locks a fork must not catch held.
+_WATCHED: dict[int, weakref.ref[TrackedDict[Any, Any]]] = {}
+_HELD: list[threading.Lock] = []
+
+
+def _before_fork() -> None:
+    alive = [ref() for ref in list(_WATCHED.values())]
+    locks = [tracked._lock for tracked in alive if tracked is not None]
+    for lock in locks:
+        lock.acquire()
+    _HELD[:] = locks
+
+
+def _after_fork() -> None:
+    for lock in _HELD:
+        lock.release()
+    _HELD.clear()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
 
 
 def _items(*args: Any, **kwargs: Any) -> Iterable[tuple[Any, Any]]:
