@@ -5,6 +5,9 @@ version 1 treated it, so nothing is lost. Downgrading keeps the values and drops
 deadlines: version 1 code would serve an entry forever, so that step is declared lossy.
 Entries whose deadline has already passed are kept too, because a step must not read the
 clock: the same input always gives the same output.
+
+Both are record steps (``records="entries"``): they change one entry at a time, so they
+migrate the deltas of a pre-copy hand-over as well as whole snapshots.
 """
 
 from __future__ import annotations
@@ -16,19 +19,13 @@ from typing import Any
 from statemigrate import migration
 
 
-@migration("kvcache", 1, 2)
-def add_ttl(data: dict[str, Any]) -> dict[str, Any]:
-    """Wrap each value as ``{"value": ..., "expires_at": None}``, in place."""
-    entries = data["entries"]
-    for key, value in entries.items():
-        entries[key] = {"value": value, "expires_at": None}  # same keys: safe while iterating
-    return data
+@migration("kvcache", 1, 2, records="entries")
+def add_ttl(key: str, value: str) -> dict[str, Any]:
+    """Wrap a value as ``{"value": ..., "expires_at": None}``."""
+    return {"value": value, "expires_at": None}
 
 
-@migration("kvcache", 2, 1, lossy=("entries.*.expires_at",))
-def drop_ttl(data: dict[str, Any]) -> dict[str, Any]:
-    """Unwrap each entry to its value, forgetting its deadline, in place."""
-    entries = data["entries"]
-    for key, entry in entries.items():
-        entries[key] = entry["value"]
-    return data
+@migration("kvcache", 2, 1, lossy=("entries.*.expires_at",), records="entries")
+def drop_ttl(key: str, entry: dict[str, Any]) -> Any:
+    """Unwrap an entry to its value, forgetting its deadline."""
+    return entry["value"]

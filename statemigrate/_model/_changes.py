@@ -9,8 +9,23 @@ pipeline; the other fields are small and travel whole.
 
 The default path needs nothing of the component but ``TrackedDict`` attributes: a
 component without ``export_state`` whose schema's top-level ``dict`` fields are held
-in ``TrackedDict`` attributes can tell what changed. Other components cannot (yet),
-and a hand-over then sends their whole state.
+in ``TrackedDict`` attributes can tell what changed; its other fields travel whole.
+
+A component with its own ``export_state``/``import_state`` takes part through three
+methods (the *records protocol*), and then every field of its schema must be a record
+field::
+
+    def tracked_records(self) -> Mapping[str, TrackedDict]: ...
+        # per record field, the TrackedDict whose keys are that field's record keys
+    def export_records(self, field: str, keys: Iterable) -> Mapping: ...
+        # the records of those keys that exist, in the schema's form
+    def import_records(self, field: str, records: Mapping, deleted: Sequence) -> None: ...
+        # set validated records and delete keys (deleting an absent key is a no-op)
+
+The first two serve the writing side, the last two the receiving side (which also
+uses ``export_records`` to keep what it replaces, for a rollback). Components that
+neither keep ``TrackedDict`` attributes nor follow the protocol cannot tell what
+changed, and a hand-over then sends their whole state.
 """
 
 from __future__ import annotations
@@ -30,7 +45,14 @@ from statemigrate._model._tracked import ChangeMark, TrackedDict
 if typing.TYPE_CHECKING:
     from statemigrate._model._registry import Registry
 
-__all__ = ["ComponentChanges", "KeyCodec", "PartialState", "key_codec"]
+__all__ = [
+    "ComponentChanges",
+    "KeyCodec",
+    "PartialState",
+    "follows_records_protocol",
+    "imports_records",
+    "key_codec",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +83,17 @@ class ComponentChanges:
     """
 
     def __init__(
-        self, obj: object, schema: SchemaVersion, fields: Mapping[str, TrackedDict[Any, Any]]
+        self,
+        obj: object,
+        schema: SchemaVersion,
+        fields: Mapping[str, TrackedDict[Any, Any]],
+        *,
+        custom: bool = False,
     ) -> None:
         self._obj = obj
         self._schema = schema
         self._fields = dict(fields)
+        self._custom = custom
         self._marks: dict[str, ChangeMark] = {}
 
     @classmethod
@@ -74,20 +102,22 @@ class ComponentChanges:
     ) -> ComponentChanges | None:
         """Change tracking for ``obj``, or ``None`` when it cannot tell what changed.
 
-        ``None`` for a component with its own ``export_state`` or with no
-        ``TrackedDict`` attribute among its schema's fields.
+        ``None`` for a component with no ``TrackedDict`` attribute among its schema's
+        fields, and for one with its own ``export_state`` that does not follow the
+        records protocol (see the module docstring) for every field of its schema.
         """
-        if callable(getattr(obj, "export_state", None)):
-            return None
         schema = component_spec(obj).schema(registry)
-        fields = {}
+        if callable(getattr(obj, "export_state", None)):
+            fields = follows_records_protocol(obj, schema)
+            return None if fields is None else cls(obj, schema, fields, custom=True)
+        found = {}
         for name in schema.fields:
             value = getattr(obj, name, None)
             if isinstance(value, TrackedDict):
-                fields[name] = value
-        if not fields:
+                found[name] = value
+        if not found:
             return None
-        return cls(obj, schema, fields)
+        return cls(obj, schema, found)
 
     @property
     def record_fields(self) -> tuple[str, ...]:
@@ -130,7 +160,11 @@ class ComponentChanges:
                     state[name] = value
                 continue
             changes = self._fields[name].take_changes(mark)
-            state[name] = changes.set
+            if self._custom:
+                exported = self._obj.export_records(name, list(changes.set))  # type: ignore[attr-defined]
+                state[name] = dict(exported)
+            else:
+                state[name] = changes.set
             deleted[name] = list(changes.deleted)
         return PartialState(state, deleted)
 
@@ -141,8 +175,12 @@ class ComponentChanges:
         self._marks.clear()
 
     def _check_same(self) -> None:
+        if self._custom:
+            now = self._obj.tracked_records()  # type: ignore[attr-defined]
+        else:
+            now = {name: getattr(self._obj, name, None) for name in self._fields}
         for name, tracked in self._fields.items():
-            if getattr(self._obj, name, None) is not tracked:
+            if now.get(name) is not tracked:
                 raise RegistrationError(
                     f"{type(self._obj).__qualname__}.{name} is no longer the TrackedDict"
                     " whose changes were being recorded; a record field must be changed"
@@ -151,6 +189,30 @@ class ComponentChanges:
 
 
 _MISSING: Any = object()
+
+
+def follows_records_protocol(
+    obj: object, schema: SchemaVersion
+) -> dict[str, TrackedDict[Any, Any]] | None:
+    """The record fields of a component with its own ``export_state``, when it follows
+    the records protocol for every field of ``schema``; else ``None``."""
+    tracked = getattr(obj, "tracked_records", None)
+    if not callable(tracked) or not callable(getattr(obj, "export_records", None)):
+        return None
+    fields = tracked()
+    if not isinstance(fields, Mapping) or set(fields) != set(schema.fields):
+        return None
+    if not all(isinstance(value, TrackedDict) for value in fields.values()):
+        return None
+    return dict(fields)
+
+
+def imports_records(obj: object) -> bool:
+    """Whether a component with its own ``import_state`` can take records (the
+    receiving half of the records protocol)."""
+    return callable(getattr(obj, "import_records", None)) and callable(
+        getattr(obj, "export_records", None)
+    )
 
 
 @dataclass(frozen=True, slots=True)

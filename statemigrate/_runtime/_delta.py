@@ -33,14 +33,19 @@ from statemigrate._errors import (
     SnapshotError,
     StateMigrateError,
 )
-from statemigrate._model._changes import ComponentChanges, PartialState, key_codec
+from statemigrate._model._changes import (
+    ComponentChanges,
+    PartialState,
+    imports_records,
+    key_codec,
+)
 from statemigrate._model._migrate import raised_by_user_code
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
 from statemigrate._runtime._restore import Registered
 from statemigrate._snapshot._encode import SectionInput
 from statemigrate._snapshot._format import Snapshot
 
-__all__ = ["apply_delta", "delta_section", "takes_deltas"]
+__all__ = ["apply_delta", "changes_of", "delta_section", "takes_deltas"]
 
 logger = logging.getLogger("statemigrate")
 
@@ -100,12 +105,9 @@ def delta_section(
 
 def takes_deltas(entry: Registered, source_version: int, *, allow_lossy: bool) -> bool:
     """Whether ``entry`` can take deltas written at ``source_version``: its state is
-    read and written through the default path and the plan from that version has
-    record steps only."""
-    obj = entry.obj
-    if callable(getattr(obj, "import_state", None)) or callable(
-        getattr(obj, "export_state", None)
-    ):
+    written through the default path or it follows the records protocol, and the plan
+    from that version has record steps only."""
+    if _custom(entry.obj) and not imports_records(entry.obj):
         return False
     try:
         plan = entry.registry.plan(
@@ -134,6 +136,8 @@ class _Staged:
     """The whole fields: name -> value (``_MISSING`` to delete the attribute)."""
     records: dict[str, tuple[Mapping[Any, Any], list[Any]]] = field(default_factory=dict)
     """The record fields: name -> (records to set, keys to delete), in live form."""
+    custom: bool = False
+    """Whether records go through the component's ``import_records``."""
 
     @property
     def count(self) -> int:
@@ -158,8 +162,21 @@ def apply_delta(
     Raises:
         RestoreError: a phase failed; every component is as it was before.
     """
+    return _apply_delta(
+        snapshot, entries, allow_lossy=allow_lossy, strict=strict,
+        timings={"read": read_seconds, "verify": verify_seconds},
+    )
+
+
+def _apply_delta(
+    snapshot: Snapshot,
+    entries: Sequence[Registered],
+    *,
+    allow_lossy: bool,
+    strict: bool,
+    timings: dict[str, float],
+) -> RestoreReport:
     header = snapshot.header
-    timings = {"read": read_seconds, "verify": verify_seconds}
     by_key = {(e.component, e.instance): e for e in entries}
     unknown: list[str] = []
     started = time.perf_counter()
@@ -238,13 +255,12 @@ def _stage(
     section = snapshot.header.sections[index]
     registry = entry.registry
     obj = entry.obj
-    if callable(getattr(obj, "import_state", None)) or callable(
-        getattr(obj, "export_state", None)
-    ):
+    custom = _custom(obj)
+    if custom and not imports_records(obj):
         raise RestoreError(
             "migrate",
-            "the component defines its own export_state/import_state, which cannot take"
-            " a delta; restore a full snapshot",
+            "the component has its own import_state and no import_records/export_records"
+            " to take a delta with; restore a full snapshot",
             component=entry.key,
         )
     live = entry.spec.version
@@ -289,9 +305,17 @@ def _stage(
             fingerprint_matches=_fingerprint_matches(entry, section.version, section.fingerprint),
         ),
     )
+    item.custom = custom
     for name in schema.fields:
         value = _field(state, name)
         if name not in deleted_plain:
+            if custom and value is not _MISSING:
+                raise RestoreError(
+                    "apply",
+                    f"the delta carries field {name!r} whole, and a component with its own"
+                    " import_state takes records only",
+                    component=entry.key,
+                )
             item.fields[name] = value
             continue
         try:
@@ -304,7 +328,7 @@ def _stage(
                 component=entry.key,
             ) from exc
         target = getattr(obj, name, None)
-        if not isinstance(target, MutableMapping):
+        if not custom and not isinstance(target, MutableMapping):
             raise RestoreError(
                 "apply",
                 f"record field {name!r} of the live component is a"
@@ -362,6 +386,14 @@ def _apply_all(staged: Sequence[_Staged]) -> None:
 
 def _apply_one(item: _Staged, undo: list[_Undo]) -> None:
     obj = item.entry.obj
+    if item.custom:
+        for name, (put, gone) in item.records.items():
+            touched = [*put, *gone]
+            old = dict(obj.export_records(name, touched))  # type: ignore[attr-defined]
+            absent = [key for key in touched if key not in old]
+            undo.append(_reimporter(obj, name, old, absent))  # noted first, as below
+            obj.import_records(name, put, gone)  # type: ignore[attr-defined]
+        return
     for name, (put, gone) in item.records.items():
         target: MutableMapping[Any, Any] = getattr(obj, name)
         for key, value in put.items():
@@ -387,6 +419,17 @@ def _giver(target: MutableMapping[Any, Any], key: Any, old: Any) -> _Undo:
             target[key] = old
 
     return give_back
+
+
+def _reimporter(obj: Any, name: str, old: dict[Any, Any], absent: list[Any]) -> _Undo:
+    return lambda: obj.import_records(name, old, absent)
+
+
+def _custom(obj: object) -> bool:
+    """Whether the component reads or writes its state through its own methods."""
+    return callable(getattr(obj, "import_state", None)) or callable(
+        getattr(obj, "export_state", None)
+    )
 
 
 def _assigner(obj: object, name: str, old: Any) -> _Undo:

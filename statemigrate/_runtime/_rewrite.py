@@ -66,12 +66,19 @@ def migrate_snapshot(
             (a progress display).
 
     Raises:
-        ConfigurationError: ``targets`` names a component the snapshot does not hold.
+        ConfigurationError: ``targets`` names a component the snapshot does not hold,
+            or the snapshot is a delta (which only means something on top of its base).
         SnapshotError: a section does not decode.
         UnknownComponentError, NoMigrationPathError, LossyMigrationError,
             MigrationStepError, ValidationError: as :meth:`Registry.migrate` raises them
             for a section (the messages name the section).
     """
+    if snapshot.header.base is not None:
+        raise ConfigurationError(
+            "snapshot",
+            f"{snapshot.header.snapshot_id[:12]} is a delta of"
+            f" {snapshot.header.base.snapshot_id[:12]}; only full snapshots are rewritten",
+        )
     sections_info = snapshot.header.sections
     present = {section.component for section in sections_info}
     absent = sorted(set(targets) - present)

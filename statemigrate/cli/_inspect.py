@@ -217,6 +217,10 @@ def describe(snapshot: Snapshot, statuses: list[str]) -> dict[str, Any]:
         "size": snapshot.size,
         "created": _iso(header.created_ns),
         "generation": header.generation,
+        "kind": "delta" if header.base is not None else "full",
+        "base": None
+        if header.base is None
+        else {"snapshot_id": header.base.snapshot_id, "generation": header.base.generation},
         "producer": {
             "service": header.producer.service,
             "code_version": header.producer.code_version,
@@ -289,6 +293,13 @@ def render(snapshot: Snapshot, statuses: list[str]) -> str:
         f"snapshot   {printable(info['snapshot_id'])}",
         f"format     v{info['format_version']}, {human_size(info['size'])}, {integrity}",
         f"created    {info['created']}  generation {info['generation']}",
+    ]
+    if info["base"] is not None:
+        lines.append(
+            f"delta of   {printable(info['base']['snapshot_id'])}"
+            f"  generation {info['base']['generation']} (applies on top of that snapshot)"
+        )
+    lines += [
         f"producer   {producer['service']} {producer['code_version'] or '-'}"
         f" (pid {producer['pid']} on {producer['host']}, Python {producer['python']},"
         f" {producer['library']})",

@@ -9,17 +9,20 @@ per-entry expiry.
 exactly like their schema, so they rely on the default export and import (read and
 assign the ``entries`` attribute). ``KVCacheV3`` keeps its entries in a private
 structure and defines ``export_state``/``import_state``, the way most real components
-will.
+will. Every release keeps its entries in a :class:`~statemigrate.TrackedDict`, and
+``KVCacheV3`` follows the records protocol, so a pre-copy hand-over sends only the
+entries written since its previous round.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from statemigrate._model._registry import migratable
+from statemigrate._model._tracked import TrackedDict
 from statemigrate.reference._schemas import (
     COMPONENT,
     EntryV2,
@@ -75,7 +78,7 @@ class KVCacheV1(_Bounded):
 
     def __init__(self, *, max_entries: int | None = None) -> None:
         super().__init__(max_entries=max_entries)
-        self.entries: dict[str, str] = {}
+        self.entries: dict[str, str] = TrackedDict()
 
     def _table(self) -> dict[str, Any]:
         return self.entries
@@ -104,7 +107,7 @@ class KVCacheV2(_Bounded):
 
     def __init__(self, *, max_entries: int | None = None, clock: Clock = time.time) -> None:
         super().__init__(max_entries=max_entries)
-        self.entries: dict[str, EntryV2] = {}
+        self.entries: dict[str, EntryV2] = TrackedDict()
         self.clock = clock
 
     def _table(self) -> dict[str, Any]:
@@ -154,7 +157,7 @@ class KVCacheV3(_Bounded):
 
     def __init__(self, *, max_entries: int | None = None, clock: Clock = time.time) -> None:
         super().__init__(max_entries=max_entries)
-        self._entries: dict[str, _Entry] = {}
+        self._entries: TrackedDict[str, _Entry] = TrackedDict()
         self.clock = clock
 
     def _table(self) -> dict[str, Any]:
@@ -194,10 +197,36 @@ class KVCacheV3(_Bounded):
 
     def import_state(self, state: KVCacheStateV3) -> None:
         """Replace every entry with those of ``state`` (validated); nothing is mutated."""
-        self._entries = {
-            key: _Entry(e["data"], e["expires_at"], e["hits"])
-            for key, e in state["entries"].items()
-        }
+        self._entries = TrackedDict(
+            {
+                key: _Entry(e["data"], e["expires_at"], e["hits"])
+                for key, e in state["entries"].items()
+            }
+        )
+
+    # The records protocol: what changed can be sent as records, and taken as such.
+
+    def tracked_records(self) -> dict[str, TrackedDict[str, _Entry]]:
+        """The tracked dict behind each record field of the schema."""
+        return {"entries": self._entries}
+
+    def export_records(self, field: str, keys: Iterable[str]) -> dict[str, EntryV3]:
+        """The entries of ``keys`` that exist, as the schema has them."""
+        found: dict[str, EntryV3] = {}
+        for key in keys:
+            e = self._entries.get(key)
+            if e is not None:
+                found[key] = {"data": e.data, "expires_at": e.expires_at, "hits": e.hits}
+        return found
+
+    def import_records(
+        self, field: str, records: Mapping[str, EntryV3], deleted: Sequence[str]
+    ) -> None:
+        """Set validated entries and delete keys (absent keys are skipped)."""
+        for key in deleted:
+            self._entries.pop(key, None)
+        for key, e in records.items():
+            self._entries[key] = _Entry(e["data"], e["expires_at"], e["hits"])
 
 
 def _expired(deadline: float | None, now: float) -> bool:

@@ -239,7 +239,9 @@ def test_inspect_prints_the_header_and_every_column(
     assert _section(made.report, "kvcache/big").chunks == 2  # the table shows a real count
 
 
-@pytest.mark.parametrize("name", ["v1-small", "v1-mac", "v2-small", "v2-mac"])
+@pytest.mark.parametrize(
+    "name", ["v1-small", "v1-mac", "v2-small", "v2-mac", "v3-small", "v3-mac", "v3-delta"]
+)
 def test_inspect_reads_every_format_version(
     name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -263,7 +265,7 @@ def test_inspect_json_has_every_field(made: Made, capsys: pytest.CaptureFixture[
     assert info["snapshot_id"] == made.report.snapshot_id
     assert info["generation"] == made.report.generation
     assert info["size"] == made.report.size == made.plain.stat().st_size
-    assert info["format_version"] == FORMAT_VERSION == 2 and info["authenticated"] is False
+    assert info["format_version"] == FORMAT_VERSION == 3 and info["authenticated"] is False
     assert info["meta"] == {"site": "lab"}
     assert info["producer"]["service"] == "cli-test"
     assert info["producer"]["code_version"] == "r42"
@@ -771,6 +773,31 @@ def test_migrate_refuses_a_lossy_step_and_leaves_no_file(
     assert_one_error_line(result, "downgrade_3_to_1", "--allow-lossy", "loses data")
     assert list(target.iterdir()) == []
     assert result.out == ""
+
+
+def test_inspect_shows_a_delta_and_its_base(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(DATA / f"v3-delta{SUFFIX}")
+    result = run(capsys, "inspect", path, "--json")
+    info = json.loads(result.out)
+    assert info["kind"] == "delta"
+    assert info["base"] == {"snapshot_id": "5b1d2a07c0ffee00d15ea5e0000b45e1", "generation": 8}
+    text = run(capsys, "inspect", path).out.splitlines()
+    assert text[3] == (
+        "delta of   5b1d2a07c0ffee00d15ea5e0000b45e1  generation 8"
+        " (applies on top of that snapshot)"
+    )
+    full = json.loads(run(capsys, "inspect", str(DATA / f"v3-small{SUFFIX}"), "--json").out)
+    assert (full["kind"], full["base"]) == ("full", None)
+
+
+def test_migrate_refuses_a_delta(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.smsnap"
+    result = run(
+        capsys, "migrate", str(DATA / f"v3-delta{SUFFIX}"), "-o", str(out), "--to", "cache=2",
+        *REGISTRY,
+    )
+    assert_one_error_line(result, "is a delta of 5b1d2a07c0ff", "only full snapshots")
+    assert not out.exists()
 
 
 def test_migrate_up(made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -68,7 +68,10 @@ def build():
     for step in good.steps("kvcache"):
         if (step.source, step.target) not in {skip}:
             lossy = step.lost_fields or step.lossy
-            registry.add_migration("kvcache", step.source, step.target, step.func, lossy=lossy)
+            registry.add_migration(
+                "kvcache", step.source, step.target, step.func, lossy=lossy,
+                records=step.records,
+            )
     for source, target in {extra}:
         registry.add_migration("kvcache", source, target, _same)
     return registry

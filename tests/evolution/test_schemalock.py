@@ -95,7 +95,9 @@ def registry_with(
         if pair in skip or drop_versions & set(pair):
             continue
         lossy = step.lost_fields or step.lossy
-        registry.add_migration("kvcache", *pair, step.func, lossy=lossy, name=step.name)
+        registry.add_migration(
+            "kvcache", *pair, step.func, lossy=lossy, name=step.name, records=step.records
+        )
     for source, target in extra:
         registry.add_migration("kvcache", source, target, _same)
     return registry

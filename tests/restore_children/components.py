@@ -317,7 +317,8 @@ def build_registry(fail: Failpoints | None = None, *, direct: bool = True) -> Re
             step.component,
             step.source,
             step.target,
-            _counted(step.func, fail, str(step)),
+            # Whole-data steps here, record steps or not: a fail point counts steps.
+            _counted(step.apply, fail, str(step)),
             lossy=step.lost_fields or step.lossy,
             name=step.name,
         )

@@ -254,7 +254,9 @@ def reference_with(pair: tuple[int, int], func: Any, *, lossy: Any = False) -> R
             registry.add_migration("kvcache", *pair, func, lossy=lossy)
         else:
             lost = step.lost_fields or step.lossy
-            registry.add_migration("kvcache", step.source, step.target, step.func, lossy=lost)
+            registry.add_migration(
+                "kvcache", step.source, step.target, step.func, lossy=lost, records=step.records
+            )
     return registry
 
 
@@ -745,7 +747,10 @@ def build():
     for step in good.steps("kvcache"):
         func = drop_hits_silently if (step.source, step.target) == (3, 2) else step.func
         lossy = False if func is drop_hits_silently else (step.lost_fields or step.lossy)
-        registry.add_migration("kvcache", step.source, step.target, func, lossy=lossy)
+        records = None if func is drop_hits_silently else step.records
+        registry.add_migration(
+            "kvcache", step.source, step.target, func, lossy=lossy, records=records
+        )
     return registry
 """
 

@@ -1,0 +1,134 @@
+"""Record steps: one record of a keyed collection at a time, on whole states and deltas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from typing_extensions import TypedDict
+
+from statemigrate import Registry
+from statemigrate._errors import MigrationStepError, RegistrationError
+from statemigrate._model._plan import Plan, Step
+
+
+class V1(TypedDict):
+    entries: dict[str, int]
+    label: str
+
+
+class V2(TypedDict):
+    entries: dict[str, dict[str, int]]
+    label: str
+
+
+def _wrap(key: str, value: int) -> dict[str, int]:
+    return {"n": value, "len": len(key)}
+
+
+def _whole(data: dict[str, Any]) -> dict[str, Any]:
+    data["entries"] = {k: _wrap(k, v) for k, v in data["entries"].items()}
+    return data
+
+
+def _registry(*, records: bool = True) -> Registry:
+    registry = Registry()
+    registry.add_schema("c", 1, V1)
+    registry.add_schema("c", 2, V2)
+    if records:
+        registry.add_migration("c", 1, 2, _wrap, records="entries")
+    else:
+        registry.add_migration("c", 1, 2, _whole)
+    registry.add_migration("c", 2, 1, lambda k, v: v["n"], records="entries", name="unwrap")
+    return registry
+
+
+ENTRIES = st.dictionaries(st.text(max_size=8), st.integers(-(2**40), 2**40), max_size=30)
+
+
+@given(ENTRIES, st.text(max_size=5))
+def test_a_record_step_equals_its_whole_data_mapping(entries: dict[str, int], label: str) -> None:
+    """Property: a record step on a whole state gives what mapping every record with
+    a whole-data step gives, and keeps the other fields and the key order."""
+    by_record = _registry().migrate("c", {"entries": entries, "label": label}, 1, 2)
+    by_whole = _registry(records=False).migrate("c", {"entries": entries, "label": label}, 1, 2)
+    assert by_record.data == by_whole.data
+    assert list(by_record.data["entries"]) == list(entries)
+    assert by_record.data["label"] == label
+
+
+@given(ENTRIES, st.data())
+def test_a_record_step_on_part_of_the_records_gives_that_part_of_the_result(
+    entries: dict[str, int], data: st.DataObject
+) -> None:
+    """Property: migrating a subset of the records (a delta) gives exactly the
+    migrated whole state restricted to that subset."""
+    keys = data.draw(st.sets(st.sampled_from(sorted(entries)))) if entries else set()
+    registry = _registry()
+    whole = registry.migrate("c", {"entries": entries, "label": "x"}, 1, 2).data
+    part = {k: v for k, v in entries.items() if k in keys}
+    migrated = registry.migrate("c", {"entries": part, "label": "x"}, 1, 2).data
+    assert migrated["entries"] == {k: whole["entries"][k] for k in keys}
+
+
+def test_plans_know_whether_they_are_record_wise() -> None:
+    assert _registry().plan("c", 1, 2).record_wise
+    assert _registry().plan("c", 2, 2).record_wise  # no steps at all
+    plan = _registry(records=False).plan("c", 1, 2)
+    assert not plan.record_wise
+    assert [s.name for s in plan.whole_steps] == ["_whole"]
+
+
+def test_the_decorator_registers_a_record_step() -> None:
+    registry = Registry()
+
+    @registry.migration("c", 1, 2, records="entries")
+    def bump(key: str, value: int) -> int:
+        return value + 1
+
+    step = registry.steps("c")[0]
+    assert step.records == "entries" and step.record_wise
+    assert step.apply({"entries": {"a": 1}, "other": [1]}) == {"entries": {"a": 2}, "other": [1]}
+
+
+def test_a_record_step_may_return_none_for_a_record() -> None:
+    """None is a value like any other for a record (an optional value)."""
+    step = Step("c", 1, 2, lambda k, v: None, records="entries")
+    assert step.apply({"entries": {"a": 1}}) == {"entries": {"a": None}}
+
+
+@pytest.mark.parametrize("data", [{"entries": [1, 2]}, {"other": {}}, [1]])
+def test_a_record_step_needs_a_dict_under_its_field(data: Any) -> None:
+    registry = Registry()
+    registry.add_migration("c", 1, 2, lambda k, v: v, records="entries", name="same")
+    with pytest.raises(MigrationStepError, match="needs a dict under field 'entries'"):
+        registry.migrate("c", data, 1, 2, validate=False)
+
+
+@pytest.mark.parametrize("records", ["", 3])
+def test_records_must_name_a_field(records: Any) -> None:
+    with pytest.raises(RegistrationError, match="records must name a top-level field"):
+        Step("c", 1, 2, lambda k, v: v, records=records)
+
+
+def test_a_failing_record_step_is_named() -> None:
+    registry = Registry()
+
+    def explode(key: str, value: int) -> int:
+        raise ValueError(f"bad record {key}")
+
+    registry.add_migration("c", 1, 2, explode, records="entries")
+    with pytest.raises(MigrationStepError, match=r"c 1 -> 2 \(explode\).*bad record b"):
+        registry.migrate("c", {"entries": {"b": 1}}, 1, 2, validate=False)
+
+
+def test_plan_of_mixed_steps_is_not_record_wise() -> None:
+    steps = (
+        Step("c", 1, 2, lambda k, v: v, records="entries"),
+        Step("c", 2, 3, lambda d: d),
+    )
+    plan = Plan("c", 1, 3, steps)
+    assert not plan.record_wise
+    assert plan.whole_steps == (steps[1],)

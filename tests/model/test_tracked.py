@@ -1,0 +1,228 @@
+"""TrackedDict: reads are dict's own, writes are recorded per mark, deltas replay exactly."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from statemigrate import ChangeMark, TrackedDict
+
+KEYS = st.sampled_from([f"k{i}" for i in range(12)])
+
+# One write of any kind: (method, key, value).
+OPS = st.tuples(
+    st.sampled_from(
+        ["set", "del", "pop", "pop_default", "popitem", "setdefault", "update", "ior",
+         "clear", "reorder", "mark"]
+    ),
+    KEYS,
+    st.integers(0, 1000),
+)
+
+
+def _run(tracked: TrackedDict[str, int], plain: dict[str, int], op: tuple[str, str, int]) -> None:
+    """Apply one write to both the tracked dict and a plain dict."""
+    name, key, value = op
+    for target in (tracked, plain):
+        if name == "set":
+            target[key] = value
+        elif name == "del":
+            if key in target:
+                del target[key]
+        elif name == "pop":
+            if key in target:
+                target.pop(key)
+        elif name == "pop_default":
+            target.pop(key, None)
+        elif name == "popitem":
+            if target:
+                target.popitem()
+        elif name == "setdefault":
+            target.setdefault(key, value)
+        elif name == "update":
+            target.update({key: value}, other=value)
+        elif name == "ior":
+            target |= {key: value + 1}
+        elif name == "clear":
+            if value % 10 == 0:
+                target.clear()
+        elif name == "reorder":
+            if key in target:
+                target[key] = target.pop(key)
+
+
+def _replay(base: dict[str, int], tracked: TrackedDict[str, int], mark: ChangeMark) -> None:
+    changes = tracked.take_changes(mark)
+    for key in changes.deleted:
+        base.pop(key, None)
+    base.update(changes.set)
+
+
+@given(
+    st.dictionaries(KEYS, st.integers(0, 9)),
+    st.lists(OPS, max_size=60),
+)
+def test_deltas_replayed_onto_a_copy_of_the_base_give_the_same_dict(
+    start: dict[str, int], ops: list[tuple[str, str, int]]
+) -> None:
+    """Property: for any writes, cut into rounds at random, applying each round's
+    changes (set records, deleted keys) to a copy of the base gives the live dict."""
+    tracked = TrackedDict(start)
+    plain = dict(start)
+    mark = tracked.mark()
+    replica = dict(start)
+    for op in ops:
+        if op[0] == "mark":
+            _replay(replica, tracked, mark)
+            assert replica == tracked
+            continue
+        _run(tracked, plain, op)
+        assert tracked == plain
+    _replay(replica, tracked, mark)
+    assert replica == tracked == plain
+    assert tracked.pending(mark) == 0
+
+
+@given(st.lists(OPS, max_size=60), st.lists(OPS, max_size=60))
+def test_two_marks_see_their_own_changes(
+    first: list[tuple[str, str, int]], second: list[tuple[str, str, int]]
+) -> None:
+    """Property: with two readers, each one's replay is exact, whenever it reads."""
+    tracked: TrackedDict[str, int] = TrackedDict()
+    plain: dict[str, int] = {}
+    early = tracked.mark()
+    early_copy: dict[str, int] = {}
+    for op in first:
+        _run(tracked, plain, op)
+    late = tracked.mark()
+    late_copy = dict(tracked)
+    for index, op in enumerate(second):
+        _run(tracked, plain, op)
+        if index % 7 == 3:
+            _replay(early_copy, tracked, early)
+            assert early_copy == tracked
+    _replay(late_copy, tracked, late)
+    _replay(early_copy, tracked, early)
+    assert late_copy == early_copy == tracked == plain
+
+
+@given(st.lists(OPS, max_size=60))
+def test_pending_counts_the_distinct_keys_written(ops: list[tuple[str, str, int]]) -> None:
+    """Property: pending() equals the number of keys changes_since() reports."""
+    tracked: TrackedDict[str, int] = TrackedDict({"k0": 0, "k1": 1})
+    other = tracked.mark()
+    mark = tracked.mark()
+    for op in ops:
+        if op[0] == "mark":
+            tracked.advance(mark)
+        else:
+            _run(tracked, {}, op)
+        assert tracked.pending(mark) == len(list(tracked.changed_keys(mark)))
+        assert tracked.pending(mark) == len(tracked.changes_since(mark))
+        assert tracked.pending(other) == len(tracked.changes_since(other))
+
+
+def test_reads_are_dicts_own_methods() -> None:
+    """Reads cost what they cost on a dict: none of them is overridden."""
+    for name in ("__getitem__", "get", "__contains__", "__iter__", "__len__", "keys",
+                 "values", "items", "__eq__", "__reversed__"):
+        assert getattr(TrackedDict, name) is getattr(dict, name), name
+
+
+def test_no_log_while_no_mark_is_open() -> None:
+    tracked = TrackedDict(a=1)
+    tracked["b"] = 2
+    del tracked["a"]
+    assert tracked._log is None and not tracked.tracking
+    mark = tracked.mark()
+    tracked["c"] = 3
+    assert tracked.tracking and tracked._log == {"c": 1}
+    tracked.close(mark)
+    assert tracked._log is None and not tracked.tracking
+    tracked.close(mark)  # idempotent
+
+
+def test_old_entries_are_forgotten_once_every_mark_moved_past_them() -> None:
+    tracked: TrackedDict[str, int] = TrackedDict()
+    first = tracked.mark()
+    second = tracked.mark()
+    for i in range(100):
+        tracked[f"k{i}"] = i
+    tracked.advance(first)
+    assert tracked._log is not None and len(tracked._log) == 100  # second still needs them
+    tracked["new"] = 1
+    tracked.advance(second)
+    assert tracked._log == {"new": 101}
+    assert tracked.changes_since(first).set == {"new": 1}
+    assert len(tracked.changes_since(second)) == 0
+
+
+def test_changes_report_values_now_and_deleted_keys() -> None:
+    tracked = TrackedDict(a=1, b=2)
+    mark = tracked.mark()
+    tracked["a"] = 10
+    tracked["a"] = 11
+    del tracked["b"]
+    tracked["c"] = 3
+    tracked["d"] = 4
+    del tracked["d"]
+    changes = tracked.changes_since(mark)
+    assert changes.set == {"a": 11, "c": 3}
+    assert sorted(changes.deleted) == ["b", "d"]
+    assert tracked.pending(mark) == 4
+
+
+def test_a_closed_or_foreign_mark_is_refused() -> None:
+    tracked = TrackedDict(a=1)
+    mark = tracked.mark()
+    tracked.close(mark)
+    with pytest.raises(ValueError, match="not an open mark"):
+        tracked.changes_since(mark)
+    with pytest.raises(ValueError, match="not an open mark"):
+        tracked.pending(TrackedDict().mark())
+
+
+@pytest.mark.parametrize(
+    "clone",
+    [
+        lambda d: pickle.loads(pickle.dumps(d)),
+        copy.copy,
+        copy.deepcopy,
+        lambda d: d.copy(),
+    ],
+)
+def test_copies_have_the_items_and_no_marks(clone: Any) -> None:
+    tracked = TrackedDict(a=[1], b=2)
+    tracked.mark()
+    tracked["c"] = 3
+    twin = clone(tracked)
+    assert type(twin) is TrackedDict
+    assert twin == tracked
+    assert not twin.tracking and twin._log is None
+    twin["d"] = 4  # writable, unwatched
+    assert "d" not in tracked
+
+
+def test_failed_writes_record_nothing() -> None:
+    tracked = TrackedDict(a=1)
+    mark = tracked.mark()
+    with pytest.raises(KeyError):
+        del tracked["missing"]
+    with pytest.raises(KeyError):
+        tracked.pop("missing")
+    with pytest.raises(TypeError):
+        tracked[["unhashable"]] = 1  # type: ignore[index]
+    assert tracked.pending(mark) == 0
+    assert tracked.setdefault("a", 5) == 1  # present: no write
+    assert tracked.pending(mark) == 0
+    assert tracked.pop("missing", "dflt") == "dflt"
+    assert tracked.pending(mark) == 0
+
+
+def test_repr_names_the_type() -> None:
+    assert repr(TrackedDict(a=1)) == "TrackedDict({'a': 1})"
