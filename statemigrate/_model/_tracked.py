@@ -19,24 +19,12 @@ mark moves on or is closed.
 Each mark also counts the distinct keys written since it was set, so
 :meth:`TrackedDict.pending` is O(1): a write adds one to every open mark that had not
 seen the key yet (one comparison per open mark).
-
-Threads: a threaded server writes from several threads while a hand-over takes the
-changes from another. While marks are open, recording a write, taking changes and
-moving or closing a mark hold one lock per dict, so a take sees every write either
-whole (logged before it) or not at all (logged after it, so in the next take); the
-value written may land in the dict a moment before its key is logged, and then
-travels in both takes, which is harmless. Without an open mark no lock is taken.
-A fork (round 0 of a pre-copy hand-over is exported by a forked child) waits for
-the locks of the dicts with open marks, so the child never inherits one held by a
-thread that does not exist there.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast, overload
 
@@ -102,7 +90,7 @@ class TrackedDict(dict[K, V]):
     objects with the same items: marks and logs belong to one object.
     """
 
-    __slots__ = ("__weakref__", "_lock", "_log", "_marks", "_seq")
+    __slots__ = ("_lock", "_log", "_marks", "_seq")
 
     _lock: threading.Lock
     _log: dict[Any, int] | None
@@ -126,12 +114,20 @@ class TrackedDict(dict[K, V]):
         self._seq = 0
 
     # --- recording -------------------------------------------------------------------
+    #
+    # Every write changes the dict first and records the key after. A reader that
+    # takes the changes in between misses nothing: either the key is in the log
+    # already (from an earlier write) and it reads the new value, or the record comes
+    # after its mark and goes into the next changes. The log and the marks change
+    # under a lock, so writers in several threads and a reader taking changes
+    # meanwhile (a hand-over's rounds) keep them consistent; the lock is only taken
+    # while a mark is open.
 
     def _note(self, key: object) -> None:
-        """Record a write of ``key`` (only called while a mark is open)."""
+        """Record a write of ``key``."""
         with self._lock:
             log = self._log
-            if log is None:  # the last mark closed since the caller looked
+            if log is None:  # the last mark was closed meanwhile
                 return
             seq = self._seq = self._seq + 1
             last = log.pop(key, 0)
@@ -140,33 +136,15 @@ class TrackedDict(dict[K, V]):
                 if last <= mark.seq:
                     mark.count += 1
 
-    # The two hot writes inline _note: a method call costs as much as the rest.
-
     def __setitem__(self, key: K, value: V) -> None:
         _setitem(self, key, value)
         if self._marks:
-            with self._lock:
-                log = self._log
-                if log is not None:  # else the last mark closed since the test above
-                    seq = self._seq = self._seq + 1
-                    last = log.pop(key, 0)
-                    log[key] = seq
-                    for mark in self._marks:
-                        if last <= mark.seq:
-                            mark.count += 1
+            self._note(key)
 
     def __delitem__(self, key: K) -> None:
         _delitem(self, key)
         if self._marks:
-            with self._lock:
-                log = self._log
-                if log is not None:  # else the last mark closed since the test above
-                    seq = self._seq = self._seq + 1
-                    last = log.pop(key, 0)
-                    log[key] = seq
-                    for mark in self._marks:
-                        if last <= mark.seq:
-                            mark.count += 1
+            self._note(key)
 
     @overload
     def pop(self, key: K, /) -> V: ...
@@ -212,10 +190,10 @@ class TrackedDict(dict[K, V]):
         return self
 
     def clear(self) -> None:
-        if self._marks:
-            for key in list(self):
-                self._note(key)
+        keys = list(self) if self._marks else ()
         dict.clear(self)
+        for key in keys:
+            self._note(key)
 
     # --- marks -----------------------------------------------------------------------
 
@@ -229,33 +207,17 @@ class TrackedDict(dict[K, V]):
                 self._log = {}
             mark = ChangeMark(self._seq)
             self._marks = [*self._marks, mark]
-            _WATCHED[id(self)] = weakref.ref(self)
-            return mark
+        return mark
 
     def pending(self, mark: ChangeMark) -> int:
-        """How many distinct keys were written since ``mark``; O(1) (a snapshot while
-        other threads write)."""
+        """How many distinct keys were written since ``mark``; O(1)."""
         self._check(mark)
         return mark.count
 
-    def changed_keys(self, mark: ChangeMark) -> Iterator[Any]:
+    def changed_keys(self, mark: ChangeMark) -> list[Any]:
         """The keys written since ``mark``, most recent first, each once."""
         with self._lock:
-            keys = self._changed_keys(mark)
-        yield from keys
-
-    def _changed_keys(self, mark: ChangeMark) -> list[Any]:
-        """:meth:`changed_keys`, with the lock held."""
-        self._check(mark)
-        log = self._log
-        assert log is not None
-        since = mark.seq
-        keys = []
-        for key in reversed(log):
-            if log[key] <= since:
-                break
-            keys.append(key)
-        return keys
+            return self._changed_keys(mark)
 
     def changes_since(self, mark: ChangeMark) -> Changes:
         """What changed since ``mark``: keys set (with their values now) and deleted.
@@ -263,26 +225,13 @@ class TrackedDict(dict[K, V]):
         Walks only the keys written since the mark.
         """
         with self._lock:
-            return self._changes_since(mark)
-
-    def _changes_since(self, mark: ChangeMark) -> Changes:
-        """:meth:`changes_since`, with the lock held."""
-        present: list[tuple[Any, Any]] = []
-        deleted: list[Any] = []
-        for key in self._changed_keys(mark):
-            value = dict.get(self, key, _MISSING)
-            if value is _MISSING:
-                deleted.append(key)
-            else:
-                present.append((key, value))
-        present.reverse()  # oldest write first, as the writes happened
-        deleted.reverse()
-        return Changes(dict(present), tuple(deleted))
+            return self._changes(mark)
 
     def take_changes(self, mark: ChangeMark) -> Changes:
-        """:meth:`changes_since` ``mark``, and move the mark to now, in one step."""
+        """:meth:`changes_since` ``mark``, and move the mark to now, in one step (no
+        write made meanwhile, in any thread, is lost between the two)."""
         with self._lock:
-            changes = self._changes_since(mark)
+            changes = self._changes(mark)
             self._advance(mark)
         return changes
 
@@ -290,12 +239,6 @@ class TrackedDict(dict[K, V]):
         """Move ``mark`` to now: later calls see only writes made after this one."""
         with self._lock:
             self._advance(mark)
-
-    def _advance(self, mark: ChangeMark) -> None:
-        self._check(mark)
-        mark.seq = self._seq
-        mark.count = 0
-        self._forget()
 
     def close(self, mark: ChangeMark) -> None:
         """Close ``mark``; with no mark left open, the log is dropped. Idempotent."""
@@ -311,16 +254,45 @@ class TrackedDict(dict[K, V]):
         """Whether a mark is open (writes are being recorded)."""
         return bool(self._marks)
 
+    # The helpers below run with the lock held.
+
     def _check(self, mark: ChangeMark) -> None:
         if mark.closed or not any(m is mark for m in self._marks):
             raise ValueError(f"{mark!r} is not an open mark of this TrackedDict")
 
+    def _changed_keys(self, mark: ChangeMark) -> list[Any]:
+        self._check(mark)
+        log = self._log
+        assert log is not None
+        since = mark.seq
+        keys = []
+        for key in reversed(log):
+            if log[key] <= since:
+                break
+            keys.append(key)
+        return keys
+
+    def _changes(self, mark: ChangeMark) -> Changes:
+        present: list[tuple[Any, Any]] = []
+        deleted: list[Any] = []
+        for key in reversed(self._changed_keys(mark)):  # oldest write first
+            value = dict.get(self, key, _MISSING)
+            if value is _MISSING:
+                deleted.append(key)
+            else:
+                present.append((key, value))
+        return Changes(dict(present), tuple(deleted))
+
+    def _advance(self, mark: ChangeMark) -> None:
+        self._check(mark)
+        mark.seq = self._seq
+        mark.count = 0
+        self._forget()
+
     def _forget(self) -> None:
-        """Drop log entries at or below the oldest open mark (the whole log if none);
-        with the lock held."""
+        """Drop log entries at or below the oldest open mark (the whole log if none)."""
         if not self._marks:
             self._log = None
-            _WATCHED.pop(id(self), None)
             return
         log = self._log
         assert log is not None
@@ -348,28 +320,6 @@ class TrackedDict(dict[K, V]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({dict.__repr__(self)})"
-
-
-# The dicts with open marks (by id, weakly), whose locks a fork must not catch held.
-_WATCHED: dict[int, weakref.ref[TrackedDict[Any, Any]]] = {}
-_HELD: list[threading.Lock] = []
-
-
-def _before_fork() -> None:
-    alive = [ref() for ref in list(_WATCHED.values())]
-    locks = [tracked._lock for tracked in alive if tracked is not None]
-    for lock in locks:
-        lock.acquire()
-    _HELD[:] = locks
-
-
-def _after_fork() -> None:
-    for lock in _HELD:
-        lock.release()
-    _HELD.clear()
-
-
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
 
 
 def _items(*args: Any, **kwargs: Any) -> Iterable[tuple[Any, Any]]:

@@ -18,6 +18,7 @@ pre-copy.
 from __future__ import annotations
 
 import mmap
+import os
 from collections.abc import Callable, Mapping, Sequence
 
 from statemigrate._errors import ConfigurationError, ExportError, StateMigrateError
@@ -69,6 +70,7 @@ class PreCopySource:
         self._written: mmap.mmap | None = None
         self._broken: str | None = None
         self._why_not: str | None = None
+        self._pid = 0
 
     # --- the contract ------------------------------------------------------------------
 
@@ -93,6 +95,7 @@ class PreCopySource:
         # One byte of memory shared with forked children: whether the reserved identity
         # was used, by this process or by a child writing round 0 from its image.
         self._written = mmap.mmap(-1, 1)
+        self._pid = os.getpid()
 
     def full(self) -> EncodedSnapshot:
         """The full snapshot of everything, with the identity :meth:`start` reserved.
@@ -114,10 +117,13 @@ class PreCopySource:
             written[0] = 1
         # Changes made from now on go into the next delta; those made before are in
         # this snapshot (changes made while it is taken may be in both: applying a
-        # record again is harmless).
-        for changes in self._changes:
-            if changes is not None:
-                changes.skip()
+        # record again is harmless). A forked child leaves the marks alone: they are
+        # the parent's business, and a lock another thread held at the fork would
+        # never be released in the child.
+        if os.getpid() == self._pid:
+            for changes in self._changes:
+                if changes is not None:
+                    changes.skip()
         encoded = self._write_full(identity.snapshot_id, identity.generation)
         self._last = identity
         self._broken = None

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import pickle
+import random
+import sys
+import threading
 from typing import Any
 
 import pytest
@@ -56,7 +59,7 @@ def _run(tracked: TrackedDict[str, int], plain: dict[str, int], op: tuple[str, s
                 target[key] = target.pop(key)
 
 
-def _replay(base: dict[str, int], tracked: TrackedDict[str, int], mark: ChangeMark) -> None:
+def _replay(base: dict[Any, int], tracked: TrackedDict[Any, int], mark: ChangeMark) -> None:
     changes = tracked.take_changes(mark)
     for key in changes.deleted:
         base.pop(key, None)
@@ -226,3 +229,39 @@ def test_failed_writes_record_nothing() -> None:
 
 def test_repr_names_the_type() -> None:
     assert repr(TrackedDict(a=1)) == "TrackedDict({'a': 1})"
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_changes_taken_while_other_threads_write_lose_no_write(attempt: int) -> None:
+    """Writers in several threads and a reader taking changes meanwhile (a hand-over's
+    rounds): replaying every round onto a copy of the base gives the final dict."""
+    tracked: TrackedDict[int, int] = TrackedDict({i: 0 for i in range(1000)})
+    replica = dict(tracked)
+    mark = tracked.mark()
+
+    def write(seed: int) -> None:
+        rng = random.Random(seed)
+        for n in range(20_000):
+            key = rng.randrange(1500)
+            if n % 3 == 0:
+                tracked.pop(key, None)
+            else:
+                tracked[key] = n
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter allows
+    try:
+        writers = [threading.Thread(target=write, args=(attempt * 10 + n,)) for n in range(4)]
+        for thread in writers:
+            thread.start()
+        rounds = 0
+        while any(thread.is_alive() for thread in writers):
+            _replay(replica, tracked, mark)
+            rounds += 1
+        for thread in writers:
+            thread.join()
+    finally:
+        sys.setswitchinterval(previous)
+    _replay(replica, tracked, mark)
+    assert rounds > 1
+    assert replica == tracked

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from typing import Any
 
+import pydantic
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,6 +21,8 @@ from statemigrate import (
     export_component,
     open_snapshot,
 )
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._header import DeltaBase, Producer
 from statemigrate.reference import KVCacheV1, KVCacheV2, KVCacheV3, build_registry
 
 
@@ -460,3 +464,99 @@ def test_a_custom_component_without_the_records_protocol_takes_no_deltas() -> No
     with pytest.raises(RestoreError, match="no import_records/export_records"):
         target.restore(pieces.delta().to_bytes())
     assert "a" not in new
+
+
+# --- other schema kinds and keys ---------------------------------------------------------
+
+
+class Ticket(pydantic.BaseModel):
+    owner: str
+    when: datetime.datetime
+
+
+class Board(pydantic.BaseModel):
+    tickets: dict[int, Ticket]
+    title: str = ""
+
+
+MODELS = Registry()
+MODELS.add_schema("board", 1, Board)
+
+
+@MODELS.migratable("board", version=1)
+class BoardComponent:
+    def __init__(self) -> None:
+        self.tickets: TrackedDict[int, Ticket] = TrackedDict()
+        self.title = ""
+
+
+def test_a_model_schema_with_int_keys_pre_copies() -> None:
+    """Keys and values go through the schema's plain form both ways: int keys, models
+    and datetimes come back as they were, deleted int keys included."""
+    source = Service("svc", registry=MODELS)
+    old = source.register(BoardComponent())
+    target = Service("svc", registry=MODELS)
+    new = target.register(BoardComponent())
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    old.tickets.update({i: Ticket(owner=f"o{i}", when=when) for i in range(5)})
+    with source.precopy_source() as pieces:
+        pieces.start()
+        target.restore(pieces.full().to_bytes())
+        old.tickets[7] = Ticket(owner="new", when=when)
+        del old.tickets[2]
+        old.title = "board"
+        target.restore(pieces.delta().to_bytes())
+    assert dict(new.tickets) == dict(old.tickets)
+    assert all(type(key) is int for key in new.tickets)
+    assert new.title == "board"
+
+
+def _crafted(target: Service, data: object) -> bytes:
+    """A delta on top of what ``target`` restored last, holding ``data`` as its section."""
+    base = DeltaBase(target._last_restored or "", target._restored_generation or 0)
+    sections = [SectionInput("cache", "default", 1, "", data)]
+    producer = Producer.current("svc")
+    return encode_snapshot(sections, producer=producer, base=base, generation=99).to_bytes()
+
+
+@pytest.mark.parametrize(
+    ("data", "phase", "message"),
+    [
+        ([], "decode", "a delta section is a map"),
+        ({"state": {}}, "decode", "a delta section is a map"),
+        ({"state": {}, "deleted": {"entries": "k"}}, "decode", "a delta section is a map"),
+        ({"state": {}, "deleted": {"entries": []}}, "decode", "has no map of records"),
+        ({"state": {"entries": {"a": "x"}, "label": ""}, "deleted": {"entries": []}},
+         "validate", "entries"),
+        ({"state": {"entries": {}, "label": ""}, "deleted": {"entries": [1]}},
+         "validate", "a deleted key of record field 'entries'"),
+        ({"state": {"entries": {}, "label": "", "extra": {}}, "deleted": {"extra": []}},
+         "validate", "record fields the schema lacks: extra"),
+    ],
+)
+def test_a_malformed_delta_section_is_refused_and_nothing_changes(
+    data: object, phase: str, message: str
+) -> None:
+    source, old, target, new = _pair()
+    old.entries["a"] = 1
+    pieces = source.precopy_source()
+    pieces.start()
+    target.restore(pieces.full().to_bytes())
+    with pytest.raises(RestoreError, match=message) as caught:
+        target.restore(_crafted(target, data))
+    assert caught.value.phase == phase
+    assert dict(new.entries) == {"a": 1} and new.label == "v1"
+
+
+def test_a_delta_of_another_service_is_refused_before_its_base_is_looked_at() -> None:
+    source, _, target, _ = _pair()
+    pieces = source.precopy_source()
+    pieces.start()
+    target.restore(pieces.full().to_bytes())
+    other = Service("other", registry=REGISTRY)
+    other.register(CacheV1())
+    foreign = other.precopy_source()
+    foreign.start()
+    foreign.full()
+    with pytest.raises(RestoreError, match="written by service 'other'"):
+        target.restore(foreign.delta().to_bytes())
