@@ -28,6 +28,7 @@ __all__ = [
     "HANDOFFS",
     "HANDOFF_DURATION",
     "HANDOFF_PAUSE",
+    "HANDOFF_PIECES",
     "INSTRUMENTS",
     "Instrument",
     "InstrumentKind",
@@ -155,6 +156,12 @@ HANDOFFS = Instrument(
     "Handoff attempts by the old process, by outcome (ready, failed) and the stage that"
     " failed (empty when ready).", "", ("outcome", "stage"),
 )
+HANDOFF_PIECES = Instrument(
+    "statemigrate_handoff_pieces_total", "counter",
+    "Old process: pre-copy pieces the successor applied while this process served, by kind"
+    " (full: round 0, delta), and what the pause carried (final: delta, full, snapshot).",
+    "", ("kind", "final"),
+)
 BUILD_INFO = Instrument(
     "statemigrate_build_info", "gauge",
     "Always 1; the version label is the statemigrate release running.", "", ("version",),
@@ -176,6 +183,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     HANDOFF_DURATION,
     HANDOFF_PAUSE,
     HANDOFFS,
+    HANDOFF_PIECES,
     BUILD_INFO,
 )
 """Every instrument, in the order the documentation lists them."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from statemigrate._observe._instruments import (
     HANDOFF_DURATION,
     HANDOFF_PAUSE,
+    HANDOFF_PIECES,
     HANDOFFS,
     emit,
     enabled,
@@ -340,3 +341,5 @@ def record_handoff(report: HandoffReport) -> None:
     emit(HANDOFF_DURATION, report.timings.get("total", 0.0), report.outcome)
     if report.pause_seconds:
         emit(HANDOFF_PAUSE, report.pause_seconds, report.outcome)
+    for piece in report.rounds:
+        emit(HANDOFF_PIECES, 1.0, piece.kind, report.final)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from statemigrate.handoff import (
     SuccessorFailedError,
     _rounds,
     hand_over,
+    hand_over_async,
 )
 
 FILLED = 20_000
@@ -316,3 +318,53 @@ def test_precopy_option_is_checked(old: tuple[sm.Service, Any]) -> None:
     service, _obj = old
     with pytest.raises(sm.ConfigurationError, match="precopy"):
         hand_over(service, Spawn(["true"]), listeners={}, precopy="thread")  # type: ignore[arg-type]
+
+
+def _slow_full_noting_its_window(out: Path) -> Any:
+    """A ``PreCopySource.full`` that sleeps 1 s first, noting when (monotonic clock)."""
+    original = PreCopySource.full
+
+    def full(self: PreCopySource) -> Any:
+        began = time.monotonic()
+        time.sleep(1.0)
+        out.write_text(json.dumps([began, time.monotonic()]))
+        return original(self)
+
+    return full
+
+
+@pytest.mark.parametrize(("mode", "serves"), [("fork", True), ("inline", False)])
+def test_async_round_zero_in_a_child_leaves_the_loop_serving(
+    old: tuple[sm.Service, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    serves: bool,
+) -> None:
+    """While round 0 is exported in a forked child, the event loop of the old process
+    goes on running its other tasks; exported inline, it runs none meanwhile (the
+    negative control, and the reason ``fork`` is the default)."""
+    window = tmp_path / "window.json"
+    monkeypatch.setattr(PreCopySource, "full", _slow_full_noting_its_window(window))
+    service, _obj = old
+    spawn, out = _successor("ok", tmp_path)
+    ticks: list[float] = []
+
+    async def run() -> HandoffReport:
+        async def tick() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.005)
+
+        ticker = asyncio.create_task(tick())
+        try:
+            return await hand_over_async(service, spawn, listeners={}, precopy=mode)  # type: ignore[arg-type]
+        finally:
+            ticker.cancel()
+
+    report = asyncio.run(run())
+    assert report.ok and report.rounds[0].kind == "full"
+    assert _result(report, out)["entries"] == expected(FILLED, {})
+    began, ended = json.loads(window.read_text())
+    during = [t for t in ticks if began <= t <= ended]
+    assert bool(during) is serves
