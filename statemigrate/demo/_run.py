@@ -243,7 +243,7 @@ def _ms(timings: dict[str, float]) -> dict[str, float]:
 
 def run_demo(
     *,
-    entries: int = 20_000,
+    entries: int = 200_000,
     clients: int = 8,
     settle: float = 1.5,
     fresh_connections: bool = False,

@@ -14,6 +14,13 @@ objects); the parent waits on the child's pidfd, as a step, so an event loop kee
 serving meanwhile, then checks the exit status and the size, and seals the memfd.
 A child that fails writes one line on a pipe for the parent's error message.
 
+The cyclic garbage collector would undo the copy-on-write economy: a full collection
+writes to every object's header, so in the child it would copy the whole heap, and
+in the parent (while the child lives) every page it touches. So the child never
+collects, and the parent freezes what it holds at the fork (``gc.freeze``: those
+objects are left out of collections) until the child is gone, unless it froze
+objects of its own already (then it keeps managing that itself).
+
 Forking a process that runs other threads copies only the forking thread. A lock
 that another thread held at that instant stays held in the child forever, so a
 child whose export waits on one hangs: the parent kills it at the deadline and the
@@ -24,6 +31,7 @@ interpreter.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
@@ -70,6 +78,7 @@ def _child(produce: Callable[[], Buffer | Iterable[Buffer]], fd: int, errors: in
     """The child's whole life: export, write, leave. Never returns."""
     code = 1
     try:
+        gc.disable()  # a collection would write to, so copy, every page of the heap
         for signum in _DEFAULT_IN_CHILD:
             with suppress(ValueError, OSError):
                 signal.signal(signum, signal.SIG_DFL)
@@ -134,8 +143,12 @@ def export_forked(
         raise HandoffError(stage, f"cannot make the round-0 memfd: {exc}") from exc
     pid: int | None = None
     pidfd: int | None = None
+    frozen = False
     read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     try:
+        if gc.get_freeze_count() == 0:  # a process that freezes on its own decides
+            gc.freeze()  # undone below, whatever happens
+            frozen = True
         began = time.perf_counter()
         try:
             with warnings.catch_warnings():
@@ -158,6 +171,9 @@ def export_forked(
             yield from wait_readable((pidfd,), time.monotonic() + _KILL_WAIT)
         _pid, status = os.waitpid(pid, 0)
         pid = None
+        if frozen:
+            gc.unfreeze()
+            frozen = False
         done = time.perf_counter()
         code, killed = _status(status)
         if ended is None:
@@ -180,6 +196,8 @@ def export_forked(
         fd = -1  # the caller's now
         return exported
     finally:
+        if frozen:
+            gc.unfreeze()
         if pid is not None:  # dropped or interrupted while the child ran: end it here
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
