@@ -24,8 +24,8 @@ to the pause), ``pause_ms``, ``rounds`` (pieces sent while serving: round 0 and
 the deltas), ``delta_bytes`` (the last delta, sent in the pause), ``precopy_ms``,
 ``pickle_restart_ms`` (the plain restart above, same size), and more: ``fork_ms``
 (how long the fork held the old process), the request latency (``latency_ms``:
-p50/p99/max of the load's writes in steady state and during the pre-copy rounds,
-from each write's scheduled time, so a stall counts in full).
+p50/p99/max of the load's writes in steady state, during the pre-copy rounds and
+during round 0 alone, from each write's scheduled time, so a stall counts in full).
 
     .venv/bin/python benchmarks/bench_handoff.py            # full size
     .venv/bin/python benchmarks/bench_handoff.py --quick    # 100,000 entries
@@ -274,6 +274,8 @@ def child_precopy(entries: int, rate: float, mode: str) -> dict[str, Any]:
     paused = marks["paused"]
     precopy_began = paused - report.timings.get("precopy", 0.0) - report.timings.get("export", 0.0)
     written = sum(1 for due, done in load.samples if began <= done < paused)
+    # Round 0: from the fork until the successor applied the full snapshot.
+    round0_ended = precopy_began + (report.rounds[0].seconds if report.rounds else 0.0)
     last = report.rounds[-1] if report.rounds else None
     return {
         "entries": entries,
@@ -295,6 +297,7 @@ def child_precopy(entries: int, rate: float, mode: str) -> dict[str, Any]:
         "latency_ms": {
             "steady": _percentiles(load.samples, began - 1.5, began),
             "precopy": _percentiles(load.samples, precopy_began, paused),
+            "round0": _percentiles(load.samples, precopy_began, round0_ended),
         },
         "timings_ms": {k: round(v * 1000, 1) for k, v in report.timings.items()},
         "successor_status": os.waitstatus_to_exitcode(status),

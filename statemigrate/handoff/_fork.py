@@ -10,8 +10,9 @@ write. The child sees the state as it was at the instant of the fork.
 The memfd the child writes into is created before the fork, so both hold the same
 open file: the child writes the bytes and leaves with ``os._exit`` (no ``atexit``
 handlers, no flushing of buffers it inherited, no finalizers of the parent's
-objects); the parent waits on the child's pidfd, as a step, so an event loop keeps
-serving meanwhile, then checks the exit status and the size, and seals the memfd.
+objects), and the kernel kills it if the parent dies first; the parent waits on
+the child's pidfd, as a step, so an event loop keeps serving meanwhile, then checks
+the exit status and the size, and seals the memfd.
 A child that fails writes one line on a pipe for the parent's error message.
 
 The cyclic garbage collector would undo the copy-on-write economy: a full collection
@@ -50,6 +51,7 @@ __all__ = ["Exported", "export_forked"]
 
 #: What a child may write on the error pipe; the rest of a long message is cut.
 _MAX_ERROR = 2000
+_PR_SET_PDEATHSIG = 1
 #: How long a child sent SIGKILL may take to go before the parent stops waiting.
 _KILL_WAIT = 30.0
 # Signals whose handlers the child must not run: the parent's Python handlers would
@@ -74,10 +76,23 @@ class Exported:
     child_seconds: float
 
 
-def _child(produce: Callable[[], Buffer | Iterable[Buffer]], fd: int, errors: int) -> None:
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when ``parent`` dies (``PR_SET_PDEATHSIG``)."""
+    with suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(1)
+
+
+def _child(
+    produce: Callable[[], Buffer | Iterable[Buffer]], fd: int, errors: int, parent: int
+) -> None:
     """The child's whole life: export, write, leave. Never returns."""
     code = 1
     try:
+        _die_with(parent)  # an export nobody waits for any more is wasted
         gc.disable()  # a collection would write to, so copy, every page of the heap
         for signum in _DEFAULT_IN_CHILD:
             with suppress(ValueError, OSError):
@@ -149,6 +164,7 @@ def export_forked(
         if gc.get_freeze_count() == 0:  # a process that freezes on its own decides
             gc.freeze()  # undone below, whatever happens
             frozen = True
+        parent = os.getpid()
         began = time.perf_counter()
         try:
             with warnings.catch_warnings():
@@ -159,7 +175,7 @@ def export_forked(
         except OSError as exc:
             raise HandoffError(stage, f"cannot fork the round-0 export: {exc}") from exc
         if pid == 0:  # pragma: no cover - the child; its effects are what the tests see
-            _child(produce, fd, write_end)
+            _child(produce, fd, write_end, parent)
         forked = time.perf_counter()
         os.close(write_end)
         write_end = -1

@@ -31,7 +31,9 @@ class HandoffTimeouts:
         precopy: old process, in a pre-copy handoff: each round, from the start of
             its export (round 0 in a forked child) until the successor acknowledges
             that it applied it. Covers the successor's restore of the full snapshot,
-            while the old process still serves. Successor: the wait for each piece.
+            while the old process still serves. Successor, when it announced
+            pre-copy: the wait for each piece and for the snapshot, when longer than
+            ``snapshot``.
         ready: old process: from sending the snapshot until READY. Covers the
             successor's restore, while writers are held.
         commit: successor: from its READY until COMMIT.

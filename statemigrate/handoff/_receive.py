@@ -245,7 +245,9 @@ class Inheritance:
             )
             self._channel.send(hello, stage="receive")
             while True:
-                got = yield from self._receive_snapshot(max_size=max_size)
+                got = yield from self._receive_snapshot(
+                    max_size=max_size, precopy=on_piece is not None
+                )
                 if isinstance(got, memoryview):
                     return got
                 if on_piece is None:
@@ -279,7 +281,9 @@ class Inheritance:
             Applied(round=piece.round, deltas=deltas, records=records), stage="receive"
         )
 
-    def _receive_snapshot(self, *, max_size: int) -> Steps[memoryview | tuple[Piece, memoryview]]:
+    def _receive_snapshot(
+        self, *, max_size: int, precopy: bool = False
+    ) -> Steps[memoryview | tuple[Piece, memoryview]]:
         """Steps: the snapshot (a view), or a pre-copy piece with its view."""
         if self.transport == "spawn":
             max_fds = 1
@@ -288,6 +292,8 @@ class Inheritance:
         else:
             max_fds = MAX_FDS - 1
         timeout = self.timeouts.snapshot
+        if precopy:  # round 0 of a large state takes the old process a while
+            timeout = max(timeout, self.timeouts.precopy)
         got = yield from self._channel.receive(
             stage="receive", max_fds=max_fds, deadline=time.monotonic() + timeout
         )

@@ -301,6 +301,7 @@ class Attempt:
             "statemigrate.outcome": "ready" if stage is None else "failed",
             "statemigrate.snapshot_bytes": self.snapshot_size,
             "statemigrate.pause_seconds": self.pause_seconds,
+            "statemigrate.precopy_rounds": len(self.rounds),
         }
         if self.successor_pid is not None:
             facts["statemigrate.successor_pid"] = self.successor_pid

@@ -150,7 +150,7 @@ def _exchange(
         yield from _paused_transfer(
             channel,
             attempt,
-            build=pieces.delta if pieces is not None and deltas else build,
+            build=_last_delta(pieces, build, attempt) if pieces is not None and deltas else build,
             final="snapshot" if pieces is None else "delta" if deltas else "full",
             send_listeners=send_listeners,
         )
@@ -186,6 +186,28 @@ def _exchange(
     attempt.unpaused()
 
 
+def _last_delta(
+    pieces: Pieces, build: Callable[[], bytes], attempt: Attempt
+) -> Callable[[], Payload]:
+    """The last delta, or the full snapshot when the delta cannot be exported.
+
+    A full snapshot supersedes the pieces the successor applied, so a delta that
+    fails (a component that replaced its tracked collection, say) costs a longer
+    pause rather than the handoff.
+    """
+
+    def last() -> Payload:
+        try:
+            return pieces.delta()
+        except Exception as exc:
+            attempt.fallback = f"the last delta failed: {exc}"
+            attempt.final = "full"
+            logger.warning("handoff: %s; sending the full snapshot", attempt.fallback)
+            return build()
+
+    return last
+
+
 def _open_pieces(rounds: Rounds, hello: Hello) -> Pieces:
     try:
         return rounds.open(dict(hello.readable))
@@ -214,7 +236,8 @@ def _paused_transfer(
         try:
             data = build()
         except Exception as exc:
-            raise HandoffError("export", f"export_state() raised {exc!r}") from exc
+            what = "exporting the last delta" if final == "delta" else "export_state()"
+            raise HandoffError("export", f"{what} raised {exc!r}") from exc
         if not isinstance(data, bytes | bytearray | memoryview) and final == "snapshot":
             raise HandoffError(
                 "export", f"export_state() returned {type(data).__name__}, not bytes"
@@ -234,7 +257,7 @@ def _paused_transfer(
         )
         channel.send(offer, fds, stage="transfer")
         attempt.snapshot_size = offer.size
-        attempt.final = final
+        attempt.final = attempt.final or final  # set already when the last delta failed
         if attempt.fallback:
             logger.info("handoff: full snapshot in the pause: %s", attempt.fallback)
 

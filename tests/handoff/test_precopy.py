@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -368,3 +370,75 @@ def test_async_round_zero_in_a_child_leaves_the_loop_serving(
     began, ended = json.loads(window.read_text())
     during = [t for t in ticks if began <= t <= ended]
     assert bool(during) is serves
+
+
+def test_a_last_delta_that_fails_sends_the_full_snapshot_in_the_pause(
+    old: tuple[sm.Service, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last delta cannot be exported (here: it raises once the writers are held):
+    the pause carries a full snapshot instead, reported as the fallback, and the
+    successor has every acknowledged write."""
+    service, obj = old
+    spawn, out = _successor("ok", tmp_path)
+    delta = PreCopySource.delta
+    with Writers(obj.entries) as writers:
+
+        def failing_when_paused(self: PreCopySource) -> Any:
+            if writers.paused:
+                raise sm.ExportError("counters", 1, "entries", "a broken record")
+            return delta(self)
+
+        monkeypatch.setattr(PreCopySource, "delta", failing_when_paused)
+        writers.wait_writes(100)
+        report = _hand_over(service, writers, spawn)
+    assert report.ok and report.final == "full"
+    assert report.fallback is not None and report.fallback.startswith("the last delta failed")
+    result = _result(report, out)
+    assert result["entries"] == expected(FILLED, writers.acked)
+    assert result["report"]["fallback"] == report.fallback
+
+
+def _wait_gone(pid: int, timeout: float = 30.0) -> bool:
+    """Whether process ``pid`` (not necessarily our child) is gone within ``timeout``."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([pidfd], [], [], timeout)[0])  # a hang guard
+    finally:
+        os.close(pidfd)
+
+
+def test_old_process_dying_during_the_rounds_leaves_the_successor_without_state(
+    tmp_path: Path,
+) -> None:
+    """The old process is killed while round 0 is exported: the successor never got
+    the last piece (it never sent READY), so it exits without serving; round 0's
+    child dies with its parent."""
+    old = subprocess.Popen(
+        [sys.executable, script("precopy_old.py"), str(tmp_path)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert old.stderr is not None
+        line = ""
+        while "started successor pid" not in line:
+            line = old.stderr.readline()
+            assert line, "the old process ended before starting its successor"
+        successor = int(line.split("started successor pid ")[1].split(":")[0])
+        marker = tmp_path / "round0"
+        deadline = time.monotonic() + 60  # a hang guard, not a timing assertion
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        round0 = int(marker.read_text())
+        old.kill()
+        assert old.wait(30) == -signal.SIGKILL
+    finally:
+        old.kill()
+        old.wait()
+        if old.stderr is not None:
+            old.stderr.close()
+    assert _wait_gone(successor) and _wait_gone(round0)
+    assert not (tmp_path / "successor.json").exists()  # it took nothing over
