@@ -47,7 +47,7 @@ from statemigrate.stores import _syscalls
 from statemigrate.stores._base import Buffer
 from statemigrate.stores._memfd import SEALS
 
-__all__ = ["Exported", "export_forked"]
+__all__ = ["Exported", "export_forked", "freeze_heap", "thaw_heap"]
 
 #: What a child may write on the error pipe; the rest of a long message is cut.
 _MAX_ERROR = 2000
@@ -123,6 +123,26 @@ def _read_error(fd: int) -> str:
     return text.decode(errors="replace").strip()
 
 
+def freeze_heap() -> bool:
+    """Leave every object alive now out of garbage collections (``gc.freeze``).
+
+    A full collection of a large heap holds the GIL for a long time (about a second
+    for a few million objects) and writes to every object, which after a fork copies
+    every page. Returns whether it froze: a process that froze objects of its own
+    already keeps managing that itself.
+    """
+    if gc.get_freeze_count():
+        return False
+    gc.freeze()
+    return True
+
+
+def thaw_heap(frozen: bool) -> None:
+    """Undo :func:`freeze_heap` (when it froze)."""
+    if frozen:
+        gc.unfreeze()
+
+
 def _status(status: int) -> tuple[int | None, int | None]:
     """(exit code, signal) of a wait status."""
     if os.WIFSIGNALED(status):
@@ -161,9 +181,7 @@ def export_forked(
     frozen = False
     read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     try:
-        if gc.get_freeze_count() == 0:  # a process that freezes on its own decides
-            gc.freeze()  # undone below, whatever happens
-            frozen = True
+        frozen = freeze_heap()  # undone below, whatever happens
         parent = os.getpid()
         began = time.perf_counter()
         try:
@@ -187,9 +205,8 @@ def export_forked(
             yield from wait_readable((pidfd,), time.monotonic() + _KILL_WAIT)
         _pid, status = os.waitpid(pid, 0)
         pid = None
-        if frozen:
-            gc.unfreeze()
-            frozen = False
+        thaw_heap(frozen)
+        frozen = False
         done = time.perf_counter()
         code, killed = _status(status)
         if ended is None:
@@ -212,8 +229,7 @@ def export_forked(
         fd = -1  # the caller's now
         return exported
     finally:
-        if frozen:
-            gc.unfreeze()
+        thaw_heap(frozen)
         if pid is not None:  # dropped or interrupted while the child ran: end it here
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

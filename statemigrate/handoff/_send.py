@@ -54,6 +54,7 @@ from statemigrate.handoff._drive import (
 from statemigrate.handoff._env import CONTROL_NAME, check_name, successor_environ
 from statemigrate.handoff._fdcheck import check_listener
 from statemigrate.handoff._fdpass import require_same_user
+from statemigrate.handoff._fork import freeze_heap, thaw_heap
 from statemigrate.handoff._options import HandoffTimeouts, Spawn
 from statemigrate.handoff._protocol import (
     Abort,
@@ -133,10 +134,15 @@ def _exchange(
     except Exception as exc:
         raise HandoffError("export", f"preparing the export raised {exc!r}") from exc
     pieces: Pieces | None = None
+    frozen = False
     try:
         deltas = False
         if rounds is not None and hello.precopy:
             pieces = _open_pieces(rounds, hello)
+            # No full collection of the heap while the rounds and the pause run: it
+            # would stall serving, and the pause, for up to a second at a few million
+            # objects. Objects made meanwhile are collected as usual.
+            frozen = freeze_heap()
             with attempt.phase("precopy"):
                 deltas = yield from send_rounds(
                     channel,
@@ -154,10 +160,27 @@ def _exchange(
             final="snapshot" if pieces is None else "delta" if deltas else "full",
             send_listeners=send_listeners,
         )
+    except BaseException:
+        thaw_heap(frozen)
+        raise
     finally:
         if pieces is not None:
             pieces.close()
+    try:
+        yield from _commit_steps(channel, attempt, hello, timeouts=timeouts, watch=watch)
+    finally:
+        thaw_heap(frozen)
 
+
+def _commit_steps(
+    channel: Channel,
+    attempt: Attempt,
+    hello: Hello,
+    *,
+    timeouts: HandoffTimeouts,
+    watch: int | None,
+) -> Steps[None]:
+    """Steps: READY, COMMIT, and SERVING when the successor announced it."""
     with attempt.phase("ready"):
         deadline = time.monotonic() + timeouts.ready
         got = yield from channel.receive(stage="ready", deadline=deadline, watch=watch)

@@ -37,6 +37,7 @@ writers are paused meanwhile anyway.
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import time
@@ -57,6 +58,7 @@ from statemigrate._runtime._service import Service, choose_versions
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.handoff._control import AsyncServerControl, ServerControl
 from statemigrate.handoff._drive import Steps, run_async, run_blocking
+from statemigrate.handoff._fork import freeze_heap, thaw_heap
 from statemigrate.handoff._options import HandoffTimeouts, Spawn
 from statemigrate.handoff._protocol import Piece
 from statemigrate.handoff._receive import Inheritance
@@ -336,11 +338,19 @@ def _taking_over(
     tracker.take_over()
     span = SpanHandle()
     rounds: list[Round] = []
+    # Whether this process froze its heap after a piece (None: no piece yet).
+    frozen: list[bool | None] = [None]
 
     def apply_piece(piece: Piece, view: memoryview) -> tuple[bool, int]:
         """Restore a pre-copy piece at once (nothing is served yet)."""
         applying = time.perf_counter()
         restored = service.restore(view, allow_lossy=allow_lossy, strict=strict)
+        # Keep a full collection of the restored state out of the pause, where the
+        # last piece is applied; the heap is thawed once the take-over ends.
+        if frozen[0] is None:
+            frozen[0] = freeze_heap()
+        elif frozen[0]:
+            gc.freeze()
         rounds.append(
             Round(
                 number=piece.round,
@@ -386,6 +396,8 @@ def _taking_over(
         tracker.take_over_failed(f"take-over failed: {reason}")
         span.end(error=reason)
         raise
+    finally:
+        thaw_heap(bool(frozen[0]))
     span.end(attributes={"statemigrate.snapshot_bytes": size})
     tracker.took_over()
     return TakeOverReport(
