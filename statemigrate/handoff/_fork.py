@@ -10,10 +10,11 @@ write. The child sees the state as it was at the instant of the fork.
 The memfd the child writes into is created before the fork, so both hold the same
 open file: the child writes the bytes and leaves with ``os._exit`` (no ``atexit``
 handlers, no flushing of buffers it inherited, no finalizers of the parent's
-objects), and the kernel kills it if the parent dies first; the parent waits on
-the child's pidfd, as a step, so an event loop keeps serving meanwhile, then checks
-the exit status and the size, and seals the memfd.
-A child that fails writes one line on a pipe for the parent's error message.
+objects), runs at a lower CPU priority than the parent (``nice`` 10: the serving
+process comes first), and the kernel kills it if the parent dies first. The parent
+waits on the child's pidfd, as a step, so an event loop keeps serving meanwhile,
+then checks the exit status and the size, and seals the memfd. A child that fails
+writes one line on a pipe for the parent's error message.
 
 The cyclic garbage collector would undo the copy-on-write economy: a full collection
 writes to every object's header, so in the child it would copy the whole heap, and
@@ -52,6 +53,8 @@ __all__ = ["Exported", "export_forked", "freeze_heap", "thaw_heap"]
 #: What a child may write on the error pipe; the rest of a long message is cut.
 _MAX_ERROR = 2000
 _PR_SET_PDEATHSIG = 1
+#: How much lower the child's CPU priority is than its parent's.
+_NICE = 10
 #: How long a child sent SIGKILL may take to go before the parent stops waiting.
 _KILL_WAIT = 30.0
 # Signals whose handlers the child must not run: the parent's Python handlers would
@@ -94,6 +97,8 @@ def _child(
     try:
         _die_with(parent)  # an export nobody waits for any more is wasted
         gc.disable()  # a collection would write to, so copy, every page of the heap
+        with suppress(OSError):
+            os.nice(_NICE)  # background work: the serving parent comes first for the CPU
         for signum in _DEFAULT_IN_CHILD:
             with suppress(ValueError, OSError):
                 signal.signal(signum, signal.SIG_DFL)
