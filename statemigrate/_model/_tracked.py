@@ -2,10 +2,10 @@
 
 :class:`TrackedDict` is a ``dict`` subclass whose reads are the plain C methods of
 ``dict`` (``d[k]``, ``get``, ``in``, iteration, ``len``): nothing is overridden for
-them, so reading costs exactly what it costs on a ``dict``. Its writes record the key
-written, in O(1), but only while somebody is watching: until a :class:`ChangeMark` is
-opened there is no log at all, and a write pays one attribute test on top of the
-``dict`` method.
+them, so a read runs no Python code (CPython's specialised bytecode for exact dicts
+aside, a few tens of nanoseconds). Its writes record the key written, in O(1), but
+only while somebody is watching: until a :class:`ChangeMark` is opened there is no log
+at all, and a write costs a Python method call around the ``dict`` method.
 
 While marks are open, the log is a ``dict`` from key to the sequence number of its
 last write, in order of those writes: a write pops the key and inserts it again at
@@ -19,6 +19,12 @@ mark moves on or is closed.
 Each mark also counts the distinct keys written since it was set, so
 :meth:`TrackedDict.pending` is O(1): a write adds one to every open mark that had not
 seen the key yet (one comparison per open mark).
+
+Threads: a threaded server writes from several threads while a hand-over takes the
+changes from another. While a mark is open, recording a write, taking changes and
+moving or closing a mark hold one lock per dict; every write changes the dict before it
+records its key, so a write is either in the changes taken or in the next ones, never
+lost. Without an open mark no lock is taken.
 """
 
 from __future__ import annotations
@@ -88,6 +94,10 @@ class TrackedDict(dict[K, V]):
 
     Copies (``copy()``, :mod:`copy`, :mod:`pickle`) are new, unwatched ``TrackedDict``
     objects with the same items: marks and logs belong to one object.
+
+    Only writes to the dict are recorded: a value changed in place (``d[k]["n"] += 1``)
+    is not, so write the key again (``d[k] = v``) for the change to count. Writers in
+    several threads may go on while changes are taken (see the module docstring).
     """
 
     __slots__ = ("_lock", "_log", "_marks", "_seq")
@@ -136,15 +146,33 @@ class TrackedDict(dict[K, V]):
                 if last <= mark.seq:
                     mark.count += 1
 
+    # The two hot writes inline _note: the call would cost as much as the rest.
+
     def __setitem__(self, key: K, value: V) -> None:
         _setitem(self, key, value)
         if self._marks:
-            self._note(key)
+            with self._lock:
+                log = self._log
+                if log is not None:
+                    seq = self._seq = self._seq + 1
+                    last = log.pop(key, 0)
+                    log[key] = seq
+                    for mark in self._marks:
+                        if last <= mark.seq:
+                            mark.count += 1
 
     def __delitem__(self, key: K) -> None:
         _delitem(self, key)
         if self._marks:
-            self._note(key)
+            with self._lock:
+                log = self._log
+                if log is not None:
+                    seq = self._seq = self._seq + 1
+                    last = log.pop(key, 0)
+                    log[key] = seq
+                    for mark in self._marks:
+                        if last <= mark.seq:
+                            mark.count += 1
 
     @overload
     def pop(self, key: K, /) -> V: ...

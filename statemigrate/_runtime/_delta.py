@@ -40,12 +40,13 @@ from statemigrate._model._changes import (
     key_codec,
 )
 from statemigrate._model._migrate import raised_by_user_code
+from statemigrate._model._tracked import TrackedDict
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
 from statemigrate._runtime._restore import Registered
 from statemigrate._snapshot._encode import SectionInput
 from statemigrate._snapshot._format import Snapshot
 
-__all__ = ["apply_delta", "changes_of", "delta_section", "takes_deltas"]
+__all__ = ["apply_delta", "changes_of", "delta_obstacle", "delta_section"]
 
 logger = logging.getLogger("statemigrate")
 
@@ -103,19 +104,23 @@ def delta_section(
     )
 
 
-def takes_deltas(entry: Registered, source_version: int, *, allow_lossy: bool) -> bool:
-    """Whether ``entry`` can take deltas written at ``source_version``: its state is
-    written through the default path or it follows the records protocol, and the plan
-    from that version has record steps only."""
+def delta_obstacle(entry: Registered, source_version: int, *, allow_lossy: bool) -> str | None:
+    """Why ``entry`` cannot take deltas written at ``source_version``, or ``None`` when
+    it can: its state is written through the default path or it follows the records
+    protocol, and the plan from that version has record steps only."""
     if _custom(entry.obj) and not imports_records(entry.obj):
-        return False
+        return (
+            f"{entry.key} has its own import_state and no import_records/export_records"
+        )
     try:
         plan = entry.registry.plan(
             entry.component, source_version, entry.spec.version, allow_lossy=allow_lossy
         )
-    except StateMigrateError:
-        return False
-    return plan.record_wise
+    except StateMigrateError as exc:
+        return f"{entry.key}: {exc}"
+    if not plan.record_wise:
+        return f"{entry.key}: step {plan.whole_steps[0]} needs the whole data"
+    return None
 
 
 def changes_of(entry: Registered) -> ComponentChanges | None:
@@ -367,9 +372,15 @@ def _apply_all(staged: Sequence[_Staged]) -> None:
     undo: list[_Undo] = []
     current = ""
     try:
+        # Deletions come last, for every component: a rollback gives back the values
+        # of keys set and removes keys added, which leaves the order of the keys as it
+        # was; a deleted key given back would go to the end.
         for item in staged:
             current = item.entry.key
-            _apply_one(item, undo)
+            _apply_sets(item, undo)
+        for item in staged:
+            current = item.entry.key
+            _apply_deletions(item, undo)
     except BaseException as exc:
         failed = _roll_back(undo)
         if not isinstance(exc, Exception):
@@ -384,7 +395,9 @@ def _apply_all(staged: Sequence[_Staged]) -> None:
         ) from exc
 
 
-def _apply_one(item: _Staged, undo: list[_Undo]) -> None:
+def _apply_sets(item: _Staged, undo: list[_Undo]) -> None:
+    """Set the records and assign the whole fields of one section (and, through the
+    records protocol, delete its keys too)."""
     obj = item.entry.obj
     if item.custom:
         for name, (put, gone) in item.records.items():
@@ -394,21 +407,28 @@ def _apply_one(item: _Staged, undo: list[_Undo]) -> None:
             undo.append(_reimporter(obj, name, old, absent))  # noted first, as below
             obj.import_records(name, put, gone)  # type: ignore[attr-defined]
         return
-    for name, (put, gone) in item.records.items():
+    for name, (put, _) in item.records.items():
         target: MutableMapping[Any, Any] = getattr(obj, name)
         for key, value in put.items():
             old = target.get(key, _MISSING)
             undo.append(_giver(target, key, old))  # noted first: a failed set is undone too
             target[key] = value
+    for name, value in item.fields.items():
+        old = getattr(obj, name, _MISSING)
+        undo.append(_assigner(obj, name, old))
+        _assign(obj, name, value)
+
+
+def _apply_deletions(item: _Staged, undo: list[_Undo]) -> None:
+    if item.custom:
+        return
+    for name, (_, gone) in item.records.items():
+        target: MutableMapping[Any, Any] = getattr(item.entry.obj, name)
         for key in gone:
             old = target.get(key, _MISSING)
             if old is not _MISSING:
                 undo.append(_giver(target, key, old))
                 del target[key]
-    for name, value in item.fields.items():
-        old = getattr(obj, name, _MISSING)
-        undo.append(_assigner(obj, name, old))
-        _assign(obj, name, value)
 
 
 def _giver(target: MutableMapping[Any, Any], key: Any, old: Any) -> _Undo:
@@ -438,6 +458,10 @@ def _assigner(obj: object, name: str, old: Any) -> _Undo:
 
 def _assign(obj: object, name: str, value: Any) -> None:
     if value is not _MISSING:
+        current = getattr(obj, name, None)
+        if type(value) is dict and isinstance(current, TrackedDict):
+            # A collection sent whole still stays tracked, as the default import keeps it.
+            value = type(current)(value)
         setattr(obj, name, value)
     elif hasattr(obj, name):
         try:

@@ -104,6 +104,9 @@ class PreCopySource:
         notes in memory shared with the parent that the identity is used). Called
         again, in the parent, after round 0 (a fallback inside the pause, say), it
         writes a new full snapshot under a new identity, and later deltas chain to it.
+        One child writes round 0: a second child would write under an identity the
+        parent never learns, and the parent's deltas would be refused for their base
+        (start a new source to begin again).
 
         Raises:
             ConfigurationError: :meth:`start` was not called.

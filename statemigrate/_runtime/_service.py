@@ -41,7 +41,7 @@ from statemigrate._observe._instruments import (
 )
 from statemigrate._observe._status import RestoreStatus, StatusTracker
 from statemigrate._observe._tracing import ended_now, record_span, tracing_enabled
-from statemigrate._runtime._delta import apply_delta, takes_deltas
+from statemigrate._runtime._delta import apply_delta, delta_obstacle
 from statemigrate._runtime._precopy import PreCopySource
 from statemigrate._runtime._report import CommitReport, RestoreReport, SectionReport, SnapshotReport
 from statemigrate._runtime._restore import Registered, run_restore
@@ -162,7 +162,7 @@ class Service:
         # Per component instance, the snapshot it was last restored from: restoring the
         # same snapshot again restores only the components registered since.
         self._restored_from: dict[tuple[str, str], str] = {}
-        self._accepts_deltas = False
+        self._no_deltas: str | None = "no full snapshot restored yet"
         self._on_restore_failure = _check_policy(on_restore_failure)
         self._policies: dict[tuple[str, str], RestoreFailurePolicy] = {}
         self._tracker = StatusTracker(name)
@@ -778,7 +778,7 @@ class Service:
             raise
         for entry in pending:
             self._restored_from[(entry.component, entry.instance)] = header.snapshot_id
-        self._accepts_deltas = self._can_take_deltas(report, allow_lossy=allow_lossy)
+        self._no_deltas = self._delta_obstacle(report, allow_lossy=allow_lossy)
         self._last_restored = header.snapshot_id
         self._restored_generation = header.generation
         # Later snapshots must sort after the one restored, across processes too.
@@ -859,29 +859,39 @@ class Service:
         logger.info("%s", report.summary())
         return report
 
-    def _can_take_deltas(self, report: RestoreReport, *, allow_lossy: bool) -> bool:
-        """Whether every component restored can take deltas on top of this restore."""
-        if report.unknown or report.missing or not report.components:
-            return False
+    def _delta_obstacle(self, report: RestoreReport, *, allow_lossy: bool) -> str | None:
+        """Why deltas cannot follow this restore, or ``None`` when they can.
+
+        Components the snapshot lacks (new in this code) and sections no component
+        claims (a component this code dropped) are no obstacle: deltas leave the
+        former alone and skip the latter, as the full restore did.
+        """
+        if not report.components:
+            return "no component was restored"
         for restored in report.components:
-            entry = self._entries.get((restored.component, restored.instance))
-            if entry is None or not takes_deltas(
-                entry, restored.source_version, allow_lossy=allow_lossy
-            ):
-                return False
-        return True
+            entry = self._entries[(restored.component, restored.instance)]
+            reason = delta_obstacle(entry, restored.source_version, allow_lossy=allow_lossy)
+            if reason is not None:
+                return reason
+        return None
 
     @property
     def accepts_deltas(self) -> bool:
         """Whether deltas can be applied on top of the last full snapshot restored.
 
-        True when every restored component reads and writes its state through the
-        default path (no ``export_state``/``import_state``) and its plan from the
-        snapshot's version has no steps, or record steps only. False before any
-        restore, and when a whole-data step was needed: a successor then asks for a
-        full snapshot inside the pause.
+        True when every restored component keeps its record fields in
+        ``TrackedDict`` attributes (the default path) or follows the records protocol,
+        and its plan from the snapshot's version has no steps, or record steps only.
+        False before any restore, and when a whole-data step was needed: a successor
+        then asks for a full snapshot inside the pause (:attr:`why_no_deltas` says
+        why).
         """
-        return self._accepts_deltas
+        return self._no_deltas is None
+
+    @property
+    def why_no_deltas(self) -> str | None:
+        """Why :attr:`accepts_deltas` is false, or ``None`` when it is true."""
+        return self._no_deltas
 
     # --- status ------------------------------------------------------------------------
 

@@ -117,6 +117,8 @@ def _step_property(check: Subject, x: Any) -> None:
     (step,) = check.steps
     registry = check.registry
     y = _normalized(registry, step, _apply(step, x, x, "step"), step.target, x)
+    if step.records is not None:
+        _record_property(registry, step, x, y)
     reverse = _reverse(registry, step)
     if reverse is None:
         return
@@ -145,6 +147,30 @@ def _step_property(check: Subject, x: Any) -> None:
                 "losing twice lost more than losing once\n" + _diff(y, again),
                 x,
             )
+
+
+def _record_property(registry: Registry, step: Step, x: Any, y: Any) -> None:
+    """A record step maps each record on its own: applied to some of the records (what
+    a delta carries), it gives those records of its result on all of them."""
+    field = step.records
+    assert field is not None
+    records = x.get(field) if isinstance(x, dict) else None
+    if not isinstance(records, dict) or len(records) < 2:
+        return
+    part = {key: value for index, (key, value) in enumerate(records.items()) if index % 2}
+    delta = _normalized(
+        registry, step, _apply(step, {**x, field: part}, x, "record step on some records"),
+        step.target, x,
+    )
+    want = {key: y[field][key] for key in part}
+    if delta[field] != want:
+        raise Broken(
+            f"{step.name} on some of the records differs from those records of"
+            f" {step.name}(x)",
+            "a record step must map each record on its own, since a delta carries only"
+            " some of them\n" + _diff(want, delta[field]),
+            x,
+        )
 
 
 def _paths_property(check: Subject, x: Any) -> None:

@@ -234,6 +234,7 @@ def test_accepts_deltas_only_when_every_plan_is_record_wise() -> None:
     assert not target.accepts_deltas  # nothing restored yet
     target.restore(full.to_bytes())
     assert not target.accepts_deltas
+    assert target.why_no_deltas == "cache/default: step cache 1 -> 2 (whole) needs the whole data"
     with pytest.raises(RestoreError, match="whole-data step cannot migrate a delta") as caught:
         target.restore(pieces.delta().to_bytes())
     assert caught.value.phase == "migrate" and caught.value.step == "cache 1 -> 2 (whole)"
@@ -460,6 +461,7 @@ def test_a_custom_component_without_the_records_protocol_takes_no_deltas() -> No
     new.import_records = None  # as a class without the protocol
     target.restore(pieces.full().to_bytes())
     assert not target.accepts_deltas
+    assert "no import_records/export_records" in (target.why_no_deltas or "")
     old.set("a", "b")
     with pytest.raises(RestoreError, match="no import_records/export_records"):
         target.restore(pieces.delta().to_bytes())
@@ -560,3 +562,169 @@ def test_a_delta_of_another_service_is_refused_before_its_base_is_looked_at() ->
     foreign.full()
     with pytest.raises(RestoreError, match="written by service 'other'"):
         target.restore(foreign.delta().to_bytes())
+
+
+class _FailingAt(TrackedDict[str, int]):
+    """A record dict whose n-th write from now on fails (None: never)."""
+
+    fail_at: int | None = None
+
+    def __setitem__(self, key: str, value: int) -> None:
+        self._tick()
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._tick()
+        super().__delitem__(key)
+
+    def pop(self, key: Any, default: Any = None, /) -> Any:
+        self._tick()
+        return super().pop(key, default)
+
+    def _tick(self) -> None:
+        if self.fail_at is not None:
+            if self.fail_at == 0:
+                self.fail_at = None
+                raise MemoryError("injected")
+            self.fail_at -= 1
+
+
+@given(
+    start=st.dictionaries(st.sampled_from([f"k{i}" for i in range(12)]), st.integers(0, 9)),
+    writes=st.lists(WRITE, min_size=1, max_size=30),
+    fail_at=st.integers(0, 40),
+)
+def test_a_failure_injected_at_any_write_of_a_delta_leaves_the_state_as_it_was(
+    start: dict[str, int], writes: list[tuple[str, str, int]], fail_at: int
+) -> None:
+    """Property: wherever applying a delta fails, the component is exactly as before
+    (values, key set and label); the same delta then applies cleanly."""
+    source, old, target, new = _pair()
+    old.entries.update(start)
+    pieces = source.precopy_source()
+    pieces.start()
+    target.restore(pieces.full().to_bytes())
+    new.entries = _FailingAt(new.entries)
+    for action, key, value in writes:
+        if action == "set":
+            old.entries[key] = value
+        elif action == "del":
+            old.entries.pop(key, None)
+        else:
+            old.label = f"label{value}"
+    delta = pieces.delta().to_bytes()
+    before = (dict(new.entries), new.label)
+    new.entries.fail_at = fail_at
+    try:
+        target.restore(delta)
+    except RestoreError as exc:
+        assert exc.phase == "apply" and exc.rollback_failed == ()
+        assert (dict(new.entries), new.label) == before
+        new.entries.fail_at = None
+        target.restore(delta)
+    assert dict(new.entries) == dict(old.entries) and new.label == old.label
+
+
+PLAIN = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=3) | st.binary(max_size=2),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=3) | st.binary(max_size=2), inner, max_size=3),
+    max_leaves=12,
+)
+SECTION = PLAIN | st.fixed_dictionaries(
+    {
+        "state": st.dictionaries(
+            st.sampled_from(["entries", "label", "x"]),
+            PLAIN | st.dictionaries(st.text(max_size=3), PLAIN, max_size=3),
+            max_size=3,
+        ),
+        "deleted": st.dictionaries(
+            st.sampled_from(["entries", "label", "x"]), st.lists(PLAIN, max_size=3), max_size=2
+        ),
+    }
+)
+
+
+@given(data=SECTION)
+def test_any_delta_section_raises_only_a_restore_error_or_applies(data: object) -> None:
+    """Property: whatever plain data a delta's section holds, the restore applies it
+    or raises RestoreError with every component as it was."""
+    source, old, target, new = _pair()
+    old.entries["a"] = 1
+    pieces = source.precopy_source()
+    pieces.start()
+    target.restore(pieces.full().to_bytes())
+    try:
+        target.restore(_crafted(target, data))
+    except RestoreError:
+        assert dict(new.entries) == {"a": 1} and new.label == "v1"
+    else:
+        assert all(type(key) is str and type(v) is int for key, v in new.entries.items())
+        assert type(new.label) is str
+        assert type(new.entries) is TrackedDict  # even when it came whole
+
+
+def test_a_collection_sent_whole_in_a_delta_stays_tracked() -> None:
+    """A dict field the writer did not track comes whole; the successor's
+    TrackedDict is replaced by one of the new items, not by a plain dict."""
+    source, old, target, new = _pair()
+    old.entries["a"] = 1
+    pieces = source.precopy_source()
+    pieces.start()
+    target.restore(pieces.full().to_bytes())
+    target.restore(_crafted(target, {"state": {"entries": {"b": 2}, "label": "x"}, "deleted": {}}))
+    assert type(new.entries) is TrackedDict and dict(new.entries) == {"b": 2}
+    assert new.label == "x"
+
+
+def test_a_rollback_keeps_the_order_of_the_keys() -> None:
+    """Deletions come after every set of every component, so a failure while setting
+    leaves the keys in their order (an LRU cache's order means something), even in a
+    component whose records were applied before the one that failed."""
+    source = Service("svc", registry=REGISTRY)
+    first, second = CacheV1(), CacheV1()
+    source.register(first, instance="one")
+    source.register(second, instance="two")
+    target = Service("svc", registry=REGISTRY)
+    one, two = CacheV1(), CacheV1()
+    target.register(one, instance="one")
+    target.register(two, instance="two")
+    first.entries.update({"a": 1, "b": 2, "c": 3})
+    pieces = source.precopy_source()
+    pieces.start()
+    target.restore(pieces.full().to_bytes())
+    two.entries = _Exploding(two.entries)
+    del first.entries["a"]
+    first.entries["c"] = 30
+    second.entries["boom"] = 1  # fails in the second component, after the first's records
+    with pytest.raises(RestoreError, match="no room for boom"):
+        target.restore(pieces.delta().to_bytes())
+    assert list(one.entries.items()) == [("a", 1), ("b", 2), ("c", 3)]
+
+
+def test_deltas_follow_a_restore_with_a_component_added_and_one_dropped() -> None:
+    """The new code registers a component the old one lacks and drops one it had: the
+    deltas change what both have, leave the new one alone and skip the dropped one."""
+    source = Service("svc", registry=REGISTRY)
+    kept = source.register(CacheV1(), instance="kept")
+    dropped = source.register(CacheV1(), instance="dropped")
+    target = Service("svc", registry=REGISTRY)
+    mine = target.register(CacheV1(), instance="kept")
+    added = target.register(CacheV1(), instance="added")
+    added.entries["fresh"] = 1
+    with source.precopy_source() as pieces:
+        pieces.start()
+        report = target.restore(pieces.full().to_bytes())
+        assert report.missing == ("cache/added",) and report.unknown == ("cache/dropped",)
+        assert target.accepts_deltas and target.why_no_deltas is None
+        kept.entries["k"] = 1
+        dropped.entries["d"] = 2
+        report = target.restore(pieces.delta().to_bytes())
+    assert report.unknown == ("cache/dropped",) and report.missing == ("cache/added",)
+    assert dict(mine.entries) == {"k": 1} and dict(added.entries) == {"fresh": 1}
+
+
+def test_why_no_deltas_names_the_obstacle() -> None:
+    target = Service("svc", registry=REGISTRY)
+    assert not target.accepts_deltas
+    assert target.why_no_deltas == "no full snapshot restored yet"

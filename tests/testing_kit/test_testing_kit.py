@@ -838,3 +838,35 @@ def test_the_guide_documents_every_plugin_option_and_numbers_the_rules() -> None
     rules = text.split("## Compatibility rules", 1)[1]
     numbers = [int(line.split(".")[0]) for line in rules.splitlines() if line[:1].isdigit()]
     assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 10
+
+
+def test_a_record_step_that_depends_on_other_records_is_found() -> None:
+    """A record step whose result depends on the records seen before it gives a delta
+    other values than the whole state got: the step check says so."""
+    seen: list[str] = []
+
+    def numbered(key: str, value: str) -> dict[str, Any]:
+        seen.append(key)  # state kept across records: the position in this call
+        return {"value": value, "expires_at": float(len(seen) % 7)}
+
+    registry = Registry()
+    for version, type_ in SCHEMAS.items():
+        registry.add_schema("kvcache", version, type_)
+    for step in REFERENCE.steps("kvcache"):
+        func = numbered if (step.source, step.target) == (1, 2) else step.func
+        lost = step.lost_fields or step.lossy
+        registry.add_migration(
+            "kvcache", step.source, step.target, func, lossy=lost, records=step.records
+        )
+    (check,) = [c for c in migration_checks(registry) if c.id == "kvcache-step-1-2"]
+    result = check.run(max_examples=SEEDED_BUDGET)
+    assert result.failure is not None
+    assert "numbered on some of the records differs" in result.failure.what
+    assert "a delta carries only some of them" in result.failure.detail
+
+
+def test_the_reference_record_steps_pass_the_record_check() -> None:
+    checks = [c for c in migration_checks(REFERENCE) if c.kind == "step"]
+    assert checks and all(step.records for step in REFERENCE.steps("kvcache"))
+    for check in checks:
+        assert check.run(max_examples=30).ok, check.id

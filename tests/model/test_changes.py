@@ -1,0 +1,104 @@
+"""What changed in a component: partial states, the records protocol, record keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+from typing_extensions import TypedDict
+
+from statemigrate import Registry, TrackedDict
+from statemigrate._errors import RegistrationError
+from statemigrate._model._changes import ComponentChanges, key_codec
+
+
+class State(TypedDict):
+    entries: dict[str, int]
+    counts: dict[int, str]
+    label: str
+
+
+REGISTRY = Registry()
+REGISTRY.add_schema("c", 1, State)
+
+
+@REGISTRY.migratable("c", version=1)
+class Tracked:
+    def __init__(self) -> None:
+        self.entries: TrackedDict[str, int] = TrackedDict()
+        self.counts: dict[int, str] = {}  # not tracked: travels whole
+        self.label = ""
+
+
+@REGISTRY.migratable("c", version=1)
+class Untracked:
+    def __init__(self) -> None:
+        self.entries: dict[str, int] = {}
+        self.counts: dict[int, str] = {}
+        self.label = ""
+
+
+@REGISTRY.migratable("c", version=1)
+class Custom:
+    """Its own export/import, and the records protocol for only one of two dict fields."""
+
+    def __init__(self) -> None:
+        self._entries: TrackedDict[str, int] = TrackedDict()
+
+    def export_state(self) -> dict[str, Any]:
+        return {"entries": dict(self._entries), "counts": {}, "label": ""}
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        self._entries = TrackedDict(state["entries"])
+
+    def tracked_records(self) -> dict[str, TrackedDict[str, int]]:
+        return {"entries": self._entries}
+
+    def export_records(self, field: str, keys: Iterable[str]) -> dict[str, int]:
+        return {k: self._entries[k] for k in keys if k in self._entries}
+
+
+def test_tracked_fields_travel_as_records_and_the_others_whole() -> None:
+    obj = Tracked()
+    obj.entries.update(a=1, b=2)
+    obj.counts[1] = "one"
+    changes = ComponentChanges.attach(obj, registry=REGISTRY)
+    assert changes is not None and changes.record_fields == ("entries",)
+    changes.open()
+    obj.entries["a"] = 10
+    del obj.entries["b"]
+    obj.label = "x"
+    assert changes.pending() == 2
+    partial = changes.take()
+    assert partial.state == {"entries": {"a": 10}, "counts": {1: "one"}, "label": "x"}
+    assert partial.deleted == {"entries": ["b"]}
+    assert partial.records == 2
+    assert changes.pending() == 0
+    changes.close()
+    assert not obj.entries.tracking
+
+
+def test_a_component_that_cannot_tell_what_changed_gets_no_tracking() -> None:
+    assert ComponentChanges.attach(Untracked(), registry=REGISTRY) is None
+    # The records protocol must cover every field of the schema.
+    assert ComponentChanges.attach(Custom(), registry=REGISTRY) is None
+
+
+def test_replacing_a_tracked_field_while_tracking_is_refused() -> None:
+    obj = Tracked()
+    changes = ComponentChanges.attach(obj, registry=REGISTRY)
+    assert changes is not None
+    changes.open()
+    obj.entries = TrackedDict({"new": 1})
+    with pytest.raises(RegistrationError, match="no longer the TrackedDict"):
+        changes.take()
+
+
+def test_record_keys_go_through_the_key_type() -> None:
+    schema = REGISTRY.schema_for("c", 1)
+    assert key_codec(schema, "entries").adapter is None  # str keys: as they are
+    ints = key_codec(schema, "counts")
+    assert ints.export([1, 2]) == [1, 2]
+    assert ints.validate(["3", 4]) == [3, 4]
+    assert key_codec(schema, "counts") is ints  # built once
