@@ -10,7 +10,7 @@ A conversation, with who sends what::
     successor -> old   HELLO     {pid, readable: {component: [versions]}, serving: true,
                                   precopy: true}
     old -> successor   PIECE     {round, kind: "full" | "delta", size}  + fd: memfd
-    successor -> old   APPLIED   {round, deltas: bool, records}
+    successor -> old   APPLIED   {round, deltas: bool, records, why?}
                        (PIECE and APPLIED repeat: the pre-copy rounds, while the old serves)
     old -> successor   SNAPSHOT  {size, listeners: [names], trace?, fallback?}
                                  + fds: memfd, listeners...
@@ -142,12 +142,14 @@ class Applied:
     """The successor applied the piece of ``round``.
 
     ``deltas`` says whether it can apply deltas on top (no whole-data step in its
-    plan); ``records`` is how many records the piece changed (0 when unknown).
+    plan), and ``why`` why not; ``records`` is how many records the piece changed
+    (0 when unknown).
     """
 
     round: int
     deltas: bool
     records: int = 0
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,8 @@ def encode_message(message: Message) -> bytes:
         body = {"round": message.round, "kind": message.kind, "size": message.size}
     elif isinstance(message, Applied):
         body = {"round": message.round, "deltas": message.deltas, "records": message.records}
+        if message.why:
+            body["why"] = message.why[:_MAX_REASON]
     elif isinstance(message, Ready):
         body = {"pid": message.pid}
     elif isinstance(message, Commit | Serving):
@@ -444,10 +448,14 @@ def decode_message(packet: bytes, *, stage: str) -> Message:
             deltas = body.get("deltas")
             if type(deltas) is not bool:
                 raise ValueError(f"'deltas' must be true or false, got {_show(deltas)}")
+            why = body.get("why", "")
+            if not isinstance(why, str):
+                raise ValueError(f"'why' must be a string, got {type(why).__name__}")
             return Applied(
                 round=_int(body, "round", maximum=_MAX_ROUND),
                 deltas=deltas,
                 records=_int(body, "records"),
+                why=_text(why, "'why'"),
             )
         if kind == 3:
             return Ready(pid=_int(body, "pid", minimum=1, maximum=_MAX_PID))

@@ -68,8 +68,9 @@ __all__ = ["ApplyPiece", "Inheritance", "receive_handoff"]
 
 logger = logging.getLogger("statemigrate.handoff")
 
-#: ``on_piece(piece, view)``: apply a pre-copy piece; return (deltas accepted, records).
-ApplyPiece = Callable[[Piece, memoryview], tuple[bool, int]]
+#: ``on_piece(piece, view)``: apply a pre-copy piece; return what to acknowledge
+#: (whether deltas can follow, and why not; the records it changed).
+ApplyPiece = Callable[[Piece, memoryview], Applied]
 
 
 def _open_snapshot(fd: int, *, size: int, max_size: int) -> memoryview:
@@ -273,13 +274,11 @@ class Inheritance:
                 f"protocol error: PIECE of round {piece.round}, round {self._rounds} expected",
             )
         try:
-            deltas, records = on_piece(piece, view)
+            applied = on_piece(piece, view)
         finally:
             view.release()
         self._rounds += 1
-        self._channel.send(
-            Applied(round=piece.round, deltas=deltas, records=records), stage="receive"
-        )
+        self._channel.send(applied, stage="receive")
 
     def _receive_snapshot(
         self, *, max_size: int, precopy: bool = False

@@ -295,7 +295,7 @@ def send_rounds(
         channel, attempt, pieces, mode=mode, watch=watch, timeout=timeout
     )
     if not applied.deltas:
-        attempt.fallback = "the successor's plan has a whole-data step: it cannot apply deltas"
+        attempt.fallback = f"the successor cannot apply deltas: {applied.why or 'no reason given'}"
         return False
     number = 0
     previous: int | None = None
@@ -311,6 +311,6 @@ def send_rounds(
             channel, attempt, pieces, number, watch=watch, timeout=timeout
         )
         if not applied.deltas:
-            attempt.fallback = "the successor stopped accepting deltas"
+            attempt.fallback = f"the successor stopped accepting deltas: {applied.why or '?'}"
             return False
     return True

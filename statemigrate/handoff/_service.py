@@ -60,7 +60,7 @@ from statemigrate.handoff._control import AsyncServerControl, ServerControl
 from statemigrate.handoff._drive import Steps, run_async, run_blocking
 from statemigrate.handoff._fork import freeze_heap, thaw_heap
 from statemigrate.handoff._options import HandoffTimeouts, Spawn
-from statemigrate.handoff._protocol import Piece
+from statemigrate.handoff._protocol import Applied, Piece
 from statemigrate.handoff._receive import Inheritance
 from statemigrate.handoff._report import HandoffReport, Round, TakeOverReport
 from statemigrate.handoff._rounds import Payload, Pieces, PreCopyMode, Rounds
@@ -341,7 +341,7 @@ def _taking_over(
     # Whether this process froze its heap after a piece (None: no piece yet).
     frozen: list[bool | None] = [None]
 
-    def apply_piece(piece: Piece, view: memoryview) -> tuple[bool, int]:
+    def apply_piece(piece: Piece, view: memoryview) -> Applied:
         """Restore a pre-copy piece at once (nothing is served yet)."""
         applying = time.perf_counter()
         restored = service.restore(view, allow_lossy=allow_lossy, strict=strict)
@@ -360,7 +360,12 @@ def _taking_over(
                 seconds=time.perf_counter() - applying,
             )
         )
-        return service.accepts_deltas, restored.records
+        return Applied(
+            round=piece.round,
+            deltas=service.accepts_deltas,
+            records=restored.records,
+            why=service.why_no_deltas or "",
+        )
 
     try:
         began = time.perf_counter()

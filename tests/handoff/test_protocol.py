@@ -59,7 +59,11 @@ messages = st.one_of(
         size=st.integers(0, 2**62),
     ),
     st.builds(
-        Applied, round=st.integers(0, 2**16), deltas=st.booleans(), records=st.integers(0, 2**62)
+        Applied,
+        round=st.integers(0, 2**16),
+        deltas=st.booleans(),
+        records=st.integers(0, 2**62),
+        why=st.text(max_size=200),
     ),
     st.builds(Ready, pid=pids),
     st.just(Commit()),
