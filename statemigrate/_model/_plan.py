@@ -106,6 +106,11 @@ class Step:
             ``func`` then takes ``(key, value)`` and returns the new value, and the
             other fields are left as they are. A record step applies to a whole state
             (every record) and to a delta (the records it carries) alike.
+        other_fields: for a record step, an optional whole-data part for the other
+            fields: it takes a dict of every field but ``records`` and returns the new
+            dict of them (it may change its argument and return it). In a delta it
+            sees the fields the delta carries; another record field there holds only
+            the records the delta carries, so it must not rely on those.
     """
 
     component: str
@@ -117,6 +122,7 @@ class Step:
     lossy: bool = False
     lost_fields: tuple[str, ...] = ()
     records: str | None = None
+    other_fields: Callable[[Any], Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         check_component(self.component)
@@ -138,6 +144,12 @@ class Step:
         if self.records is not None and (not isinstance(self.records, str) or not self.records):
             raise RegistrationError(
                 f"records must name a top-level field of the schema, not {self.records!r}"
+            )
+        if self.other_fields is not None and (
+            self.records is None or not callable(self.other_fields)
+        ):
+            raise RegistrationError(
+                f"other_fields of {self} must be a function, for a record step only"
             )
 
     @property
@@ -176,6 +188,16 @@ class Step:
         for key, value in records.items():
             # Replacing the value of a key already there is allowed while iterating.
             records[key] = func(key, value)
+        if self.other_fields is not None:
+            others = self.other_fields({k: v for k, v in data.items() if k != self.records})
+            if type(others) is not dict or self.records in others:
+                raise TypeError(
+                    f"other_fields of record step {self} must return a dict of the fields"
+                    f" other than {self.records!r}"
+                )
+            data.clear()
+            data.update(others)
+            data[self.records] = records
         return data
 
     @property

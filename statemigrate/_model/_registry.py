@@ -134,6 +134,7 @@ class Registry:
         *,
         lossy: Lossy = False,
         records: str | None = None,
+        other_fields: StepFunc | None = None,
     ) -> Callable[[F], F]:
         """Decorator: register the decorated function as a step from ``source`` to ``target``.
 
@@ -146,10 +147,15 @@ class Registry:
         of the top-level ``dict`` field ``entries``, as ``(key, value)``, and returns
         its new value; the other fields are left as they are. Record steps migrate
         deltas as well as whole states, which a pre-copy hand-over needs.
+        ``other_fields`` is its optional whole-data part for the other fields (see
+        :class:`~statemigrate.Step`).
         """
 
         def decorate(func: F) -> F:
-            self.add_migration(component, source, target, func, lossy=lossy, records=records)
+            self.add_migration(
+                component, source, target, func,
+                lossy=lossy, records=records, other_fields=other_fields,
+            )
             return func
 
         return decorate
@@ -164,10 +170,12 @@ class Registry:
         lossy: Lossy = False,
         name: str | None = None,
         records: str | None = None,
+        other_fields: StepFunc | None = None,
     ) -> Step:
         """Register ``func`` as the step of ``component`` from ``source`` to ``target``.
 
-        With ``records``, ``func`` is a record step on that field (see
+        With ``records``, ``func`` is a record step on that field, and
+        ``other_fields`` its optional part for the other fields (see
         :meth:`migration`).
 
         Raises:
@@ -176,7 +184,9 @@ class Registry:
                 bool nor an iterable of field names.
         """
         flag, lost = _lossy_fields(lossy)
-        step = Step(component, source, target, func, name or "", flag, lost, records)
+        step = Step(
+            component, source, target, func, name or "", flag, lost, records, other_fields
+        )
         with self._lock:
             steps = self._steps.setdefault(component, {})
             if (source, target) in steps:
@@ -576,15 +586,17 @@ def migration(
     *,
     lossy: Lossy = False,
     records: str | None = None,
+    other_fields: StepFunc | None = None,
     registry: Registry | None = None,
 ) -> Callable[[F], F]:
     """Decorator: register a migration step (see :meth:`Registry.migration`).
 
     Registers into ``registry``, else the registry being loaded, else
-    :data:`default_registry`. ``records="field"`` makes it a record step.
+    :data:`default_registry`. ``records="field"`` makes it a record step, and
+    ``other_fields`` gives such a step a part for the other fields.
     """
     return _target(registry).migration(
-        component, source, target, lossy=lossy, records=records
+        component, source, target, lossy=lossy, records=records, other_fields=other_fields
     )
 
 

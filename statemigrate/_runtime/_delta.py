@@ -409,9 +409,10 @@ def _apply_sets(item: _Staged, undo: list[_Undo]) -> None:
         return
     for name, (put, _) in item.records.items():
         target: MutableMapping[Any, Any] = getattr(obj, name)
+        before: list[tuple[Any, Any]] = []
+        undo.append(_giver(target, before))
         for key, value in put.items():
-            old = target.get(key, _MISSING)
-            undo.append(_giver(target, key, old))  # noted first: a failed set is undone too
+            before.append((key, target.get(key, _MISSING)))  # first: a failed set too
             target[key] = value
     for name, value in item.fields.items():
         old = getattr(obj, name, _MISSING)
@@ -424,19 +425,31 @@ def _apply_deletions(item: _Staged, undo: list[_Undo]) -> None:
         return
     for name, (_, gone) in item.records.items():
         target: MutableMapping[Any, Any] = getattr(item.entry.obj, name)
+        before: list[tuple[Any, Any]] = []
+        undo.append(_giver(target, before))
         for key in gone:
             old = target.get(key, _MISSING)
             if old is not _MISSING:
-                undo.append(_giver(target, key, old))
+                before.append((key, old))
                 del target[key]
 
 
-def _giver(target: MutableMapping[Any, Any], key: Any, old: Any) -> _Undo:
+def _giver(target: MutableMapping[Any, Any], before: list[tuple[Any, Any]]) -> _Undo:
+    """Give the keys noted in ``before`` their earlier values, newest first (one
+    closure per field: a tuple per record costs less than a closure per record)."""
+
     def give_back() -> None:
-        if old is _MISSING:
-            target.pop(key, None)
-        else:
-            target[key] = old
+        failed: BaseException | None = None
+        for key, old in reversed(before):
+            try:
+                if old is _MISSING:
+                    target.pop(key, None)
+                else:
+                    target[key] = old
+            except BaseException as exc:  # go on: the other keys are given back too
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     return give_back
 

@@ -132,3 +132,62 @@ def test_plan_of_mixed_steps_is_not_record_wise() -> None:
     plan = Plan("c", 1, 3, steps)
     assert not plan.record_wise
     assert plan.whole_steps == (steps[1],)
+
+
+class W1(TypedDict):
+    entries: dict[str, int]
+    label: str
+
+
+class W2(TypedDict):
+    entries: dict[str, int]
+    title: str
+    version_note: str
+
+
+def _rename(others: dict[str, Any]) -> dict[str, Any]:
+    others["title"] = others.pop("label")
+    others["version_note"] = "from 1"
+    return others
+
+
+def _with_other_fields() -> Registry:
+    registry = Registry()
+    registry.add_schema("c", 1, W1)
+    registry.add_schema("c", 2, W2)
+    registry.add_migration(
+        "c", 1, 2, lambda k, v: v * 2, name="double", records="entries", other_fields=_rename
+    )
+    return registry
+
+
+@given(ENTRIES.map(lambda d: {k: v % 1000 for k, v in d.items()}), st.text(max_size=4))
+def test_other_fields_change_the_fields_beside_the_records(
+    entries: dict[str, int], label: str
+) -> None:
+    """Property: the records are mapped one by one and the other fields by the
+    whole-data part, on a whole state and on a delta's part of the records alike."""
+    registry = _with_other_fields()
+    whole = registry.migrate("c", {"entries": entries, "label": label}, 1, 2).data
+    assert whole == {
+        "entries": {k: v * 2 for k, v in entries.items()},
+        "title": label,
+        "version_note": "from 1",
+    }
+    part = dict(list(entries.items())[::2])
+    delta = registry.migrate("c", {"entries": part, "label": label}, 1, 2).data
+    assert delta == {**whole, "entries": {k: whole["entries"][k] for k in part}}
+
+
+def test_other_fields_belong_to_record_steps_and_return_the_other_fields() -> None:
+    with pytest.raises(RegistrationError, match="for a record step only"):
+        Step("c", 1, 2, lambda d: d, other_fields=lambda d: d)
+    step = Step("c", 1, 2, lambda k, v: v, records="entries", other_fields=lambda d: None)
+    with pytest.raises(TypeError, match="must return a dict of the fields other than"):
+        step.apply({"entries": {}, "label": ""})
+    sneaky = Step(
+        "c", 1, 2, lambda k, v: v, records="entries", other_fields=lambda d: {"entries": {}}
+    )
+    with pytest.raises(TypeError, match="must return a dict of the fields other than"):
+        sneaky.apply({"entries": {"a": 1}})
+    assert _with_other_fields().plan("c", 1, 2).record_wise

@@ -728,3 +728,55 @@ def test_why_no_deltas_names_the_obstacle() -> None:
     target = Service("svc", registry=REGISTRY)
     assert not target.accepts_deltas
     assert target.why_no_deltas == "no full snapshot restored yet"
+
+
+class TitledV2(TypedDict):
+    entries: dict[str, dict[str, int]]
+    title: str
+
+
+TITLED = Registry()
+TITLED.add_schema("cache", 1, StateV1)
+TITLED.add_schema("cache", 2, TitledV2)
+
+
+def _retitle(others: dict[str, Any]) -> dict[str, Any]:
+    return {"title": others["label"].upper()}
+
+
+TITLED.add_migration(
+    "cache", 1, 2, lambda k, v: {"n": v}, name="wrap_and_retitle", records="entries",
+    other_fields=_retitle,
+)
+
+
+@TITLED.migratable("cache", version=1)
+class Untitled:
+    def __init__(self) -> None:
+        self.entries: TrackedDict[str, int] = TrackedDict()
+        self.label = "v1"
+
+
+@TITLED.migratable("cache", version=2)
+class Titled:
+    def __init__(self) -> None:
+        self.entries: TrackedDict[str, dict[str, int]] = TrackedDict()
+        self.title = ""
+
+
+def test_a_record_step_with_other_fields_migrates_the_deltas_too() -> None:
+    source = Service("svc", registry=TITLED)
+    old = source.register(Untitled())
+    target = Service("svc", registry=TITLED)
+    new = target.register(Titled())
+    old.entries["a"] = 1
+    with source.precopy_source() as pieces:
+        pieces.start()
+        target.restore(pieces.full().to_bytes())
+        assert target.accepts_deltas
+        assert (dict(new.entries), new.title) == ({"a": {"n": 1}}, "V1")
+        old.entries["b"] = 2
+        old.label = "renamed"
+        report = target.restore(pieces.delta().to_bytes())
+    assert report.components[0].steps == ("cache 1 -> 2 (wrap_and_retitle)",)
+    assert (dict(new.entries), new.title) == ({"a": {"n": 1}, "b": {"n": 2}}, "RENAMED")
