@@ -7,6 +7,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +31,8 @@ from statemigrate.handoff import (
     _rounds,
     hand_over,
     hand_over_async,
+    receive_handoff,
+    take_over,
 )
 
 FILLED = 20_000
@@ -444,3 +447,33 @@ def test_old_process_dying_during_the_rounds_leaves_the_successor_without_state(
             old.stderr.close()
     assert _wait_gone(successor) and _wait_gone(round0)
     assert not (tmp_path / "successor.json").exists()  # it took nothing over
+
+
+def test_precopy_over_a_socket_sends_the_listeners_with_the_last_piece(
+    old: tuple[sm.Service, Any],
+) -> None:
+    """A successor that connected over a socket (started by someone else) takes the
+    pieces, then the last delta with the listeners, in one conversation."""
+    service, obj = old
+    successor, copy = build_service(2)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    taken: dict[str, Any] = {}
+
+    def take() -> None:
+        inheritance = receive_handoff(theirs, expect={"http"})
+        with inheritance:
+            taken["report"] = take_over(successor, inheritance)
+        taken["listeners"] = inheritance.listeners
+
+    thread = threading.Thread(target=take)
+    with socket.create_server(("127.0.0.1", 0)) as listener, ours:
+        thread.start()
+        report = hand_over(service, ours, listeners={"http": listener})
+        thread.join(60)
+    assert report.ok and report.transport == "socket" and report.final == "delta"
+    assert [r.kind for r in report.rounds][0] == "full"
+    assert set(taken["listeners"]) == {"http"}
+    for sock in taken["listeners"].values():
+        sock.close()
+    assert taken["report"].rounds[0].kind == "full"
+    assert dict(copy.entries) == dict(obj.entries)
