@@ -28,6 +28,7 @@ __all__ = [
     "HANDOFFS",
     "HANDOFF_DURATION",
     "HANDOFF_PAUSE",
+    "HANDOFF_PIECES",
     "INSTRUMENTS",
     "Instrument",
     "InstrumentKind",
@@ -156,6 +157,12 @@ HANDOFFS = Instrument(
     "Handoff attempts by the old process, by outcome (ready, failed) and the stage that"
     " failed (empty when ready).", "", ("outcome", "stage"),
 )
+HANDOFF_PIECES = Instrument(
+    "statemigrate_handoff_pieces_total", "counter",
+    "Old process: pre-copy pieces the successor applied while this process served, by kind"
+    " (full: round 0, delta), and what the pause carried (final: delta, full, snapshot).",
+    "", ("kind", "final"),
+)
 TRIAL = Instrument(
     "statemigrate_trial", "gauge",
     "1 while this process is the generation on trial after a handoff (a revert can still"
@@ -183,6 +190,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     HANDOFF_DURATION,
     HANDOFF_PAUSE,
     HANDOFFS,
+    HANDOFF_PIECES,
     TRIAL,
     BUILD_INFO,
 )

@@ -23,8 +23,8 @@ def add_demo_parser(commands: Any) -> None:
             " request was refused, reset or answered wrongly."
         ),
     )
-    demo.add_argument("--entries", type=_positive, default=20_000, metavar="N",
-                      help="entries filled before the load starts (default 20000)")
+    demo.add_argument("--entries", type=_positive, default=200_000, metavar="N",
+                      help="entries filled before the load starts (default 200000)")
     demo.add_argument("--clients", type=_positive, default=8, metavar="N",
                       help="load generator threads (default 8)")
     demo.add_argument("--fresh-connections", action="store_true",

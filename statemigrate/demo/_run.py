@@ -55,7 +55,14 @@ class HandoffPhase:
     reason: str | None = None
     steps: list[str] = field(default_factory=list)
     snapshot_size: int = 0
+    """The bytes sent in the pause: the last delta, or the whole snapshot."""
     pause_ms: float = 0.0
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    """The pre-copy pieces sent while serving (round 0, then the deltas)."""
+    final: str = ""
+    """What the pause carried: ``delta``, ``full`` (the fallback) or ``snapshot``."""
+    fallback: str | None = None
+    fork_ms: float = 0.0
     timings_ms: dict[str, float] = field(default_factory=dict)
     restore_ms: dict[str, float] = field(default_factory=dict)
     entries_after: int = 0
@@ -129,7 +136,7 @@ class DemoReport:
             f"  acknowledged lost   {self.lost:>10,}",
             f"  entries before/after {self.entries_before:,} / {self.entries_after:,}",
             "",
-            "  handoff       ok   snapshot    pause  spawn  handshake  export  transfer"
+            "  handoff       ok  in pause    pause  spawn  handshake precopy  export  transfer"
             "  ready   total  (ms)",
         ]
         for h in self.handoffs:
@@ -142,6 +149,7 @@ class DemoReport:
                     for name, width in (
                         ("spawn", 6),
                         ("handshake", 10),
+                        ("precopy", 7),
                         ("export", 7),
                         ("transfer", 9),
                         ("ready", 6),
@@ -153,6 +161,8 @@ class DemoReport:
             restore = sum(h.restore_ms.values())
             failed = "" if h.ok else f"; FAILED: {h.reason}"
             lines.append(f"      {detail}; successor restore {restore:.1f} ms{failed}")
+            if h.ok:
+                lines.append(f"      {_precopy_line(h)}")
         lines.append("")
         lines.append(f"  {'latency':<20}{'requests':>10} {'p50':>8} {'p99':>8} {'max':>9}")
         lines.append(f"  {'whole run':<20}{_latency_row(self.latency)}")
@@ -170,6 +180,24 @@ class DemoReport:
             lines.append(f"  stopped: {self.error}")
         lines.append(f"  result: {'PASS' if self.passed else 'FAIL'}")
         return "\n".join(lines)
+
+
+def _precopy_line(h: HandoffPhase) -> str:
+    """What pre-copy did in one handoff, in one line."""
+    if not h.rounds:
+        reason = f": {h.fallback}" if h.fallback else ""
+        return f"no pre-copy rounds; the whole snapshot in the pause{reason}"
+    deltas = [r for r in h.rounds if r["kind"] == "delta"]
+    text = (
+        f"pre-copy: {len(h.rounds)} rounds while serving (round 0 {h.rounds[0]['size'] / 1024:.0f}"
+        f" KiB, fork {h.fork_ms:.1f} ms"
+    )
+    if deltas:
+        sizes = ", ".join(f"{r['size']:,} B/{r['records']:,} records" for r in deltas)
+        text += f"; deltas {sizes}"
+    if h.final == "delta":
+        return text + f"); last delta {h.snapshot_size:,} B in the pause"
+    return text + f"); full snapshot in the pause: {h.fallback}"
 
 
 def _latency_row(summary: LatencySummary) -> str:
@@ -215,7 +243,7 @@ def _ms(timings: dict[str, float]) -> dict[str, float]:
 
 def run_demo(
     *,
-    entries: int = 20_000,
+    entries: int = 200_000,
     clients: int = 8,
     settle: float = 1.5,
     fresh_connections: bool = False,
@@ -278,7 +306,8 @@ def run_demo(
                 note(
                     f"handoff {number}: v{source} -> v{target}"
                     f"{' (rollback, lossy allowed)' if lossy else ''}: {verdict};"
-                    f" pause {phase.pause_ms:.1f} ms, snapshot {phase.snapshot_size:,} bytes"
+                    f" pause {phase.pause_ms:.1f} ms, {len(phase.rounds)} pre-copy rounds,"
+                    f" {phase.snapshot_size:,} bytes in the pause ({phase.final or 'none'})"
                 )
                 if not phase.ok:
                     break
@@ -382,6 +411,10 @@ def _hand_over(
     phase.steps = list(result["steps"])
     phase.snapshot_size = int(result["snapshot_size"])
     phase.pause_ms = round(float(result["pause"]) * 1000, 2)
+    phase.rounds = list(result.get("rounds", []))
+    phase.final = str(result.get("final", ""))
+    phase.fallback = result.get("fallback")
+    phase.fork_ms = round(float(result.get("fork", 0.0)) * 1000, 2)
     ready: Event = server.wait_event("ready", generation=number + 1, timeout=_WAIT)
     phase.restore_ms = _ms(ready.get("timings", {}))
     phase.steps += [f"restore: {step}" for step in ready.get("steps", [])]
@@ -390,9 +423,7 @@ def _hand_over(
     return phase
 
 
-def _sum_latency(
-    report: DemoReport, samples: list[tuple[float, float]], plot: Path | None
-) -> None:
+def _sum_latency(report: DemoReport, samples: list[tuple[float, float]], plot: Path | None) -> None:
     report.latency = summarize(samples)
     for phase in report.handoffs:
         phase.latency = summarize(samples, *phase.window)
@@ -418,9 +449,7 @@ def _stop_load(load: ChildGroup) -> None:
             pass  # it exited already; its "done" event (or its absence) tells
 
 
-def _verify(
-    report: DemoReport, final: dict[str, Any], acked: dict[str, Any], entries: int
-) -> None:
+def _verify(report: DemoReport, final: dict[str, Any], acked: dict[str, Any], entries: int) -> None:
     """Count acknowledged writes missing or changed, and entries nobody wrote."""
     uncertain = set(acked["uncertain"])
     report.uncertain = len(uncertain)

@@ -45,7 +45,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from statemigrate._errors import HandoffError, StateMigrateError
 from statemigrate._runtime._report import SnapshotReport
 from statemigrate._runtime._service import Service
-from statemigrate.handoff import Drainer, Spawn, hand_over, receive_handoff, take_over
+from statemigrate.handoff import (
+    Drainer,
+    Spawn,
+    choose_targets,
+    hand_over,
+    receive_handoff,
+    take_over,
+)
 from statemigrate.integrations._forward import forward, forwarding_address
 from statemigrate.reference import KVCacheV1, KVCacheV3, build_registry
 
@@ -221,7 +228,24 @@ class CacheServer:
                 "timings": dict(failed.timings) if failed else {},
             }
         self.handed_over.set()
-        steps = [step for section in snapshots[0].sections for step in section.steps]
+        # A full snapshot in the pause reports its export. With pre-copy the pieces ran
+        # the same plan, as record steps: name its steps from the versions chosen.
+        sections = snapshots[0].sections if snapshots else ()
+        if snapshots:
+            steps = [step for section in sections for step in section.steps]
+            versions = {s.component: s.version for s in sections}
+        else:
+            versions = choose_targets(self.service, report.readable, allow_lossy=allow_lossy)
+            steps = [
+                str(step)
+                for entry in self.service.components
+                for step in entry.registry.plan(
+                    entry.component,
+                    entry.spec.version,
+                    versions[entry.component],
+                    allow_lossy=allow_lossy,
+                ).steps
+            ]
         return 200, {
             "ok": True,
             "from": self.release,
@@ -229,10 +253,14 @@ class CacheServer:
             "successor_pid": report.successor_pid,
             "readable": {k: list(v) for k, v in report.readable.items()},
             "snapshot_size": report.snapshot_size,
-            "snapshot_versions": {s.component: s.version for s in snapshots[0].sections},
+            "snapshot_versions": versions,
             "steps": steps,
             "timings": dict(report.timings),
             "pause": self.pause_seconds,
+            "rounds": [r.to_plain() for r in report.rounds],
+            "final": report.final,
+            "fallback": report.fallback,
+            "fork": report.fork_seconds,
         }
 
 
@@ -344,8 +372,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 def build_service(release: int) -> Service:
     """The demo's service for one release: one ``kvcache`` component, unbounded."""
-    service = Service("statemigrate-demo", code_version=f"release-{release}",
-                      registry=build_registry())
+    service = Service(
+        "statemigrate-demo", code_version=f"release-{release}", registry=build_registry()
+    )
     service.register(KVCacheV3() if release == 3 else KVCacheV1())
     return service
 
@@ -393,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         restored = {
             "steps": [step for c in report.restore.components for step in c.steps],
             "timings": dict(report.restore.timings),
+            "rounds": [r.to_plain() for r in report.rounds],
         }
     server = CacheServer(
         listener, release=args.release, generation=args.generation, service=service

@@ -173,9 +173,7 @@ def check_control(control: object, *, asynchronous: bool) -> None:
     for name in HOOKS:
         method = getattr(control, name, None)
         if not callable(method):
-            raise ConfigurationError(
-                "control", f"{type(control).__name__} has no {name}() method"
-            )
+            raise ConfigurationError("control", f"{type(control).__name__} has no {name}() method")
         if inspect.iscoroutinefunction(method) != asynchronous:
             if asynchronous:
                 detail = (

@@ -28,6 +28,12 @@ class HandoffTimeouts:
             old process still serves.
         snapshot: successor: from its HELLO until the snapshot arrives (the old
             process pauses and exports meanwhile).
+        precopy: old process, in a pre-copy handoff: each round, from the start of
+            its export (round 0 in a forked child) until the successor acknowledges
+            that it applied it. Covers the successor's restore of the full snapshot,
+            while the old process still serves. Successor, when it announced
+            pre-copy: the wait for each piece and for the snapshot, when longer than
+            ``snapshot``.
         ready: old process: from sending the snapshot until READY. Covers the
             successor's restore, while writers are held.
         commit: successor: from its READY until COMMIT.
@@ -47,6 +53,7 @@ class HandoffTimeouts:
     hello: float = 30.0
     snapshot: float = 60.0
     ready: float = 30.0
+    precopy: float = 120.0
     commit: float = 30.0
     serving: float = 30.0
     kill_grace: float = 5.0

@@ -7,8 +7,13 @@ is one packet and no framing is needed beyond a fixed header::
 
 A conversation, with who sends what::
 
-    successor -> old   HELLO     {pid, readable: {component: [versions]}, serving: true}
-    old -> successor   SNAPSHOT  {size, listeners: [names], trace?}  + fds: memfd, listeners...
+    successor -> old   HELLO     {pid, readable: {component: [versions]}, serving: true,
+                                  precopy: true}
+    old -> successor   PIECE     {round, kind: "full" | "delta", size}  + fd: memfd
+    successor -> old   APPLIED   {round, deltas: bool, records, why?}
+                       (PIECE and APPLIED repeat: the pre-copy rounds, while the old serves)
+    old -> successor   SNAPSHOT  {size, listeners: [names], trace?, fallback?}
+                                 + fds: memfd, listeners...
     successor -> old   READY     {pid}
     old -> successor   COMMIT    {}
     successor -> old   SERVING   {}      (only when HELLO said ``serving: true``)
@@ -27,7 +32,15 @@ it (an older release) is handed the state at ``COMMIT`` as before, and an older
 old process ignores the field and never reads ``SERVING``, so both directions of
 a rolling upgrade work.
 
-Descriptors travel only with ``SNAPSHOT``; any other message that carries some is
+``PIECE`` and ``APPLIED`` are the pre-copy rounds, another addition to version 1
+announced in ``HELLO`` (``precopy: true``): the old process sends a full snapshot
+(round 0) and then deltas while it still serves, each acknowledged once the
+successor applied it, and pauses only for the last piece, which travels in
+``SNAPSHOT`` as before. An old process that does not know the field sends
+``SNAPSHOT`` at once, and one that knows it never sends ``PIECE`` to a successor
+that did not announce it.
+
+Descriptors travel only with ``SNAPSHOT`` and ``PIECE``; any other message that carries some is
 refused and the descriptors are closed.
 
 Every packet is hostile input: :func:`decode_message` returns a message whose
@@ -44,7 +57,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from statemigrate._errors import HandoffError
+from statemigrate._errors import HandoffError, SuccessorFailedError
 from statemigrate.handoff._drive import Steps, wait_readable
 from statemigrate.handoff._fdpass import MAX_FDS, close_all, receive_fds, send_fds
 
@@ -52,18 +65,23 @@ __all__ = [
     "MAX_MESSAGE",
     "PROTOCOL_VERSION",
     "Abort",
+    "Applied",
     "Channel",
     "Commit",
     "Failed",
     "Hello",
     "Message",
     "NoMessage",
+    "Piece",
+    "PieceKind",
     "Ready",
     "Received",
     "Serving",
     "SnapshotOffer",
+    "awaited",
     "decode_message",
     "encode_message",
+    "expect_reply",
     "message_name",
 ]
 
@@ -83,16 +101,55 @@ class Hello:
     readable: dict[str, tuple[int, ...]] = field(default_factory=dict)
     #: The successor will confirm with :class:`Serving` once it serves.
     serving: bool = False
+    #: The successor takes pieces (:class:`Piece`) before the snapshot: pre-copy.
+    precopy: bool = False
 
 
 @dataclass(frozen=True)
 class SnapshotOffer:
-    """The snapshot memfd (first descriptor) and, over a socket, the listeners (the rest)."""
+    """The snapshot memfd (first descriptor) and, over a socket, the listeners (the rest).
+
+    After pre-copy rounds it is the last piece: a delta on top of them, or a full
+    snapshot again when deltas could not be used (``fallback`` says why).
+    """
 
     size: int
     listeners: tuple[str, ...] = ()
     trace: str = ""
     """The old process's handoff span as a W3C ``traceparent``, when it traces."""
+    fallback: str = ""
+    """After pre-copy rounds: why this is a full snapshot rather than a delta."""
+
+
+PieceKind = Literal["full", "delta"]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A pre-copy round: a full snapshot (round 0) or a delta, in a memfd (the descriptor).
+
+    Sent while the old process still serves; the successor applies it and answers
+    :class:`Applied`.
+    """
+
+    round: int
+    kind: PieceKind
+    size: int
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The successor applied the piece of ``round``.
+
+    ``deltas`` says whether it can apply deltas on top (no whole-data step in its
+    plan), and ``why`` why not; ``records`` is how many records the piece changed
+    (0 when unknown).
+    """
+
+    round: int
+    deltas: bool
+    records: int = 0
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,7 +183,7 @@ class Abort:
     reason: str
 
 
-Message = Hello | SnapshotOffer | Ready | Commit | Failed | Abort | Serving
+Message = Hello | SnapshotOffer | Ready | Commit | Failed | Abort | Serving | Piece | Applied
 
 _KINDS: dict[type[Message], int] = {
     Hello: 1,
@@ -136,6 +193,8 @@ _KINDS: dict[type[Message], int] = {
     Failed: 5,
     Abort: 6,
     Serving: 7,
+    Piece: 8,
+    Applied: 9,
 }
 _NAMES = {
     1: "HELLO",
@@ -145,6 +204,8 @@ _NAMES = {
     5: "FAILED",
     6: "ABORT",
     7: "SERVING",
+    8: "PIECE",
+    9: "APPLIED",
 }
 
 
@@ -161,10 +222,20 @@ def encode_message(message: Message) -> bytes:
         body = {"pid": message.pid, "readable": readable}
         if message.serving:  # left out otherwise: the HELLO of an older release, byte for byte
             body["serving"] = True
+        if message.precopy:
+            body["precopy"] = True
     elif isinstance(message, SnapshotOffer):
         body = {"size": message.size, "listeners": list(message.listeners)}
         if message.trace:
             body["trace"] = message.trace
+        if message.fallback:
+            body["fallback"] = message.fallback[:_MAX_REASON]
+    elif isinstance(message, Piece):
+        body = {"round": message.round, "kind": message.kind, "size": message.size}
+    elif isinstance(message, Applied):
+        body = {"round": message.round, "deltas": message.deltas, "records": message.records}
+        if message.why:
+            body["why"] = message.why[:_MAX_REASON]
     elif isinstance(message, Ready):
         body = {"pid": message.pid}
     elif isinstance(message, Commit | Serving):
@@ -184,6 +255,8 @@ _MAX_DEPTH = 8
 _MAX_PID = 2**31 - 1
 _MAX_INT = 2**63 - 1
 _MAX_DIGITS = 19
+#: Pre-copy rounds are numbered from 0; far fewer than this ever run.
+_MAX_ROUND = 2**16
 # JSON strings (escapes included), removed before brackets are counted.
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKET = re.compile(rb"[\[\]{}]")
@@ -256,6 +329,14 @@ def _str(body: Mapping[str, object], key: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{key!r} must be a string, got {type(value).__name__}")
     return _text(value, repr(key))
+
+
+def _flag(body: Mapping[str, object], key: str) -> bool:
+    """An optional true/false field; absent means false (an older release left it out)."""
+    value = body.get(key, False)
+    if type(value) is not bool:
+        raise ValueError(f"{key!r} must be true or false, got {_show(value)}")
+    return value
 
 
 def _version(value: object) -> bool:
@@ -338,15 +419,43 @@ def decode_message(packet: bytes, *, stage: str) -> Message:
         body = _body(packet[_HEADER:])
         if kind == 1:
             pid = _int(body, "pid", minimum=1, maximum=_MAX_PID)
-            serving = body.get("serving", False)
-            if type(serving) is not bool:
-                raise ValueError(f"'serving' must be true or false, got {_show(serving)}")
-            return Hello(pid=pid, readable=_readable(body.get("readable")), serving=serving)
+            return Hello(
+                pid=pid,
+                readable=_readable(body.get("readable")),
+                serving=_flag(body, "serving"),
+                precopy=_flag(body, "precopy"),
+            )
         if kind == 2:
+            fallback = body.get("fallback", "")
+            if not isinstance(fallback, str):
+                raise ValueError(f"'fallback' must be a string, got {type(fallback).__name__}")
             return SnapshotOffer(
                 size=_int(body, "size"),
                 listeners=_names(body.get("listeners")),
                 trace=_traceparent(body.get("trace")),
+                fallback=_text(fallback, "'fallback'"),
+            )
+        if kind == 8:
+            piece_kind = body.get("kind")
+            if piece_kind not in ("full", "delta"):
+                raise ValueError(f'\'kind\' must be "full" or "delta", got {_show(piece_kind)}')
+            return Piece(
+                round=_int(body, "round", maximum=_MAX_ROUND),
+                kind="full" if piece_kind == "full" else "delta",
+                size=_int(body, "size"),
+            )
+        if kind == 9:
+            deltas = body.get("deltas")
+            if type(deltas) is not bool:
+                raise ValueError(f"'deltas' must be true or false, got {_show(deltas)}")
+            why = body.get("why", "")
+            if not isinstance(why, str):
+                raise ValueError(f"'why' must be a string, got {type(why).__name__}")
+            return Applied(
+                round=_int(body, "round", maximum=_MAX_ROUND),
+                deltas=deltas,
+                records=_int(body, "records"),
+                why=_text(why, "'why'"),
             )
         if kind == 3:
             return Ready(pid=_int(body, "pid", minimum=1, maximum=_MAX_PID))
@@ -411,7 +520,8 @@ class Channel:
         """Steps: wait for the next message and read it.
 
         Returns:
-            The message (descriptors only with ``SNAPSHOT``, at most ``max_fds``), or
+            The message (descriptors only with ``SNAPSHOT`` and ``PIECE``, at most
+            ``max_fds``), or
             why none came.
 
         Raises:
@@ -446,7 +556,7 @@ class Channel:
             return NoMessage("closed")
         try:
             message = decode_message(packet, stage=stage)
-            if len(fds) > max_fds or (fds and not isinstance(message, SnapshotOffer)):
+            if len(fds) > max_fds or (fds and not isinstance(message, SnapshotOffer | Piece)):
                 raise HandoffError(
                     stage,
                     f"protocol error: {message_name(message)} carried {len(fds)} descriptors",
@@ -455,3 +565,38 @@ class Channel:
             close_all(fds)
             raise
         return Received(message, tuple(fds))
+
+
+# What the old process waits for at each stage, to name it when the successor leaves.
+_AWAITED = {"handshake": "HELLO", "precopy": "APPLIED", "ready": "READY", "serving": "SERVING"}
+
+
+def expect_reply(
+    got: Received | NoMessage, wanted: type[Message], *, stage: str, timeout: float
+) -> Message:
+    """Turn what the old process received from the successor into ``wanted``.
+
+    Raises:
+        SuccessorFailedError: the successor reported FAILED, or hung up.
+        HandoffError: nothing came within ``timeout`` seconds, or another message.
+    """
+    name = awaited(stage, wanted)
+    if isinstance(got, NoMessage):
+        if got.why == "timeout":
+            raise HandoffError(stage, f"no {name} from the successor within {timeout:g} s")
+        raise SuccessorFailedError(stage, f"the successor hung up before sending {name}")
+    message = got.message  # the old side accepts no descriptors, so got.fds is empty
+    if isinstance(message, Failed):
+        raise SuccessorFailedError(
+            stage, f"the successor failed: {message.reason}", reason=message.reason
+        )
+    if not isinstance(message, wanted):
+        raise HandoffError(stage, f"protocol error: expected {name}, got {message_name(message)}")
+    return message
+
+
+def awaited(stage: str, wanted: type[Message] | None = None) -> str:
+    """The message the old process waits for at ``stage`` (``READY`` when unsure)."""
+    if stage in _AWAITED:
+        return _AWAITED[stage]
+    return _NAMES[_KINDS[wanted]] if wanted is not None else "READY"

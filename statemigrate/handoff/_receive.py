@@ -29,11 +29,11 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from types import TracebackType
 from typing import overload
 
-from statemigrate._errors import ConfigurationError, HandoffError, StoreError
+from statemigrate._errors import ConfigurationError, HandoffError, StateMigrateError, StoreError
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.handoff._drive import Steps, ready_now, run_async, run_blocking, wait_readable
 from statemigrate.handoff._env import CONTROL_NAME, FDS_VAR, check_name, take_environ
@@ -48,11 +48,13 @@ from statemigrate.handoff._fdpass import MAX_FDS, close_all, require_same_user
 from statemigrate.handoff._options import HandoffTimeouts
 from statemigrate.handoff._protocol import (
     Abort,
+    Applied,
     Channel,
     Commit,
     Failed,
     Hello,
     NoMessage,
+    Piece,
     Ready,
     Received,
     Serving,
@@ -62,9 +64,13 @@ from statemigrate.handoff._protocol import (
 from statemigrate.handoff._report import Transport
 from statemigrate.stores import open_memfd
 
-__all__ = ["Inheritance", "receive_handoff"]
+__all__ = ["ApplyPiece", "Inheritance", "receive_handoff"]
 
 logger = logging.getLogger("statemigrate.handoff")
+
+#: ``on_piece(piece, view)``: apply a pre-copy piece; return what to acknowledge
+#: (whether deltas can follow, and why not; the records it changed).
+ApplyPiece = Callable[[Piece, memoryview], Applied]
 
 
 def _open_snapshot(fd: int, *, size: int, max_size: int) -> memoryview:
@@ -148,6 +154,9 @@ class Inheritance:
         self.timeouts = timeouts
         self.closed_strays = closed_strays
         self.predecessor_died = False
+        # Why the snapshot after pre-copy rounds is a full one, as the old process said.
+        self.fallback = ""
+        self._rounds = 0  # pre-copy pieces applied so far
         self._channel = Channel(control)
         self._pidfd = parent_pidfd
         self._expect = expect
@@ -208,9 +217,19 @@ class Inheritance:
         return await run_async(self._hello_steps(readable, max_size=max_size), None)
 
     def _hello_steps(
-        self, readable: Mapping[str, Iterable[int]], *, max_size: int
+        self,
+        readable: Mapping[str, Iterable[int]],
+        *,
+        max_size: int,
+        on_piece: ApplyPiece | None = None,
     ) -> Steps[memoryview]:
-        """Steps of :meth:`hello`, for a driver."""
+        """Steps of :meth:`hello`, for a driver.
+
+        With ``on_piece`` the successor announces pre-copy: each piece the old
+        process sends before the snapshot is handed to ``on_piece`` (a read-only
+        view, released afterwards) and acknowledged with what it returns. Whatever
+        ``on_piece`` raises is reported as FAILED and propagates.
+        """
         if self._step != "new":
             raise HandoffError("receive", f"hello() called when the handoff is {self._step}")
         self._step = "hello"
@@ -219,14 +238,52 @@ class Inheritance:
             self._pidfd = _watch_pid(self.parent_pid, parent=True)
         try:
             versions = {name: tuple(int(v) for v in vs) for name, vs in readable.items()}
-            hello = Hello(pid=os.getpid(), readable=versions, serving=self._confirms)
+            hello = Hello(
+                pid=os.getpid(),
+                readable=versions,
+                serving=self._confirms,
+                precopy=on_piece is not None,
+            )
             self._channel.send(hello, stage="receive")
-            return (yield from self._receive_snapshot(max_size=max_size))
+            while True:
+                got = yield from self._receive_snapshot(
+                    max_size=max_size, precopy=on_piece is not None
+                )
+                if isinstance(got, memoryview):
+                    return got
+                if on_piece is None:
+                    got[1].release()
+                    raise HandoffError(
+                        "receive", "protocol error: a PIECE came, but pre-copy was not announced"
+                    )
+                self._apply(got, on_piece)
         except HandoffError as exc:
             self._abandon(str(exc))
             raise
+        except BaseException as exc:
+            reason = str(exc) if isinstance(exc, StateMigrateError) else repr(exc)
+            self._abandon(reason)
+            raise
 
-    def _receive_snapshot(self, *, max_size: int) -> Steps[memoryview]:
+    def _apply(self, got: tuple[Piece, memoryview], on_piece: ApplyPiece) -> None:
+        piece, view = got
+        if piece.round != self._rounds:
+            view.release()
+            raise HandoffError(
+                "receive",
+                f"protocol error: PIECE of round {piece.round}, round {self._rounds} expected",
+            )
+        try:
+            applied = on_piece(piece, view)
+        finally:
+            view.release()
+        self._rounds += 1
+        self._channel.send(applied, stage="receive")
+
+    def _receive_snapshot(
+        self, *, max_size: int, precopy: bool = False
+    ) -> Steps[memoryview | tuple[Piece, memoryview]]:
+        """Steps: the snapshot (a view), or a pre-copy piece with its view."""
         if self.transport == "spawn":
             max_fds = 1
         elif self._expect is not None:
@@ -234,6 +291,8 @@ class Inheritance:
         else:
             max_fds = MAX_FDS - 1
         timeout = self.timeouts.snapshot
+        if precopy:  # round 0 of a large state takes the old process a while
+            timeout = max(timeout, self.timeouts.precopy)
         got = yield from self._channel.receive(
             stage="receive", max_fds=max_fds, deadline=time.monotonic() + timeout
         )
@@ -244,6 +303,12 @@ class Inheritance:
         try:
             if isinstance(message, Abort):
                 raise HandoffError("receive", f"the old process aborted: {message.reason}")
+            if isinstance(message, Piece):
+                if len(fds) != 1:
+                    raise HandoffError(
+                        "receive", f"protocol error: PIECE carried {len(fds)} descriptors, not 1"
+                    )
+                return message, _open_snapshot(fds[0], size=message.size, max_size=max_size)
             if not isinstance(message, SnapshotOffer):
                 raise HandoffError(
                     "receive", f"protocol error: expected SNAPSHOT, got {message_name(message)}"
@@ -261,6 +326,7 @@ class Inheritance:
             self.listeners.update({name: socket.socket(fileno=fd) for name, fd in received.items()})
             fds = fds[:1]
             self.trace = message.trace
+            self.fallback = message.fallback
             return data
         finally:
             close_all(fds)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from statemigrate._observe._instruments import (
     HANDOFF_DURATION,
     HANDOFF_PAUSE,
+    HANDOFF_PIECES,
     HANDOFFS,
     emit,
     enabled,
@@ -25,6 +26,7 @@ __all__ = [
     "HandoffOutcome",
     "HandoffReport",
     "Phase",
+    "Round",
     "TakeOverReport",
     "Transport",
     "record_handoff",
@@ -33,7 +35,49 @@ __all__ = [
 HandoffOutcome = Literal["ready", "failed"]
 Transport = Literal["spawn", "socket"]
 #: The phases timed by the old process, in order.
-Phase = Literal["spawn", "handshake", "export", "transfer", "ready", "serving", "total"]
+Phase = Literal["spawn", "handshake", "precopy", "export", "transfer", "ready", "serving", "total"]
+
+
+@dataclass(frozen=True)
+class Round:
+    """One piece of a pre-copy handoff, as the side that reports it saw it.
+
+    Attributes:
+        number: 0 for the full snapshot, then 1, 2, ... for the deltas.
+        kind: ``"full"`` or ``"delta"``.
+        size: its bytes.
+        records: the records it changed, as the successor counted them applying it
+            (for round 0, the pending count is unknown and it says what the restore
+            reported; 0 when unknown).
+        seconds: old process: from the start of its export until the successor
+            acknowledged it; successor: how long applying it took.
+    """
+
+    number: int
+    kind: Literal["full", "delta"]
+    size: int
+    records: int = 0
+    seconds: float = 0.0
+
+    def to_plain(self) -> dict[str, Any]:
+        """The round as JSON-ready data."""
+        return {
+            "number": self.number,
+            "kind": self.kind,
+            "size": self.size,
+            "records": self.records,
+            "seconds": self.seconds,
+        }
+
+
+def _rounds(rounds: Sequence[Round]) -> str:
+    if not rounds:
+        return ""
+    deltas = [r for r in rounds if r.kind == "delta"]
+    text = f", pre-copy {len(rounds)} rounds"
+    if deltas:
+        text += f" ({len(deltas)} deltas, last {deltas[-1].size} bytes)"
+    return text
 
 
 def _phases(timings: Mapping[str, float]) -> str:
@@ -68,6 +112,15 @@ class HandoffReport:
             when ``pause()`` was not called.
         problems: non-fatal troubles, such as a ``stop_accepting()`` that raised
             after the successor had taken over.
+        rounds: the pre-copy pieces sent while serving (round 0, the full snapshot,
+            then the deltas); empty without pre-copy.
+        final: what travelled in the pause: ``"snapshot"`` (no pre-copy),
+            ``"delta"`` (the last delta), ``"full"`` (a full snapshot again: the
+            fallback), or ``""`` when nothing was sent.
+        fallback: why the pause carried a full snapshot despite pre-copy (a
+            component that cannot tell what changed, a whole-data step), else ``None``.
+        precopy_seconds: the time spent in pre-copy rounds, while serving.
+        fork_seconds: how long forking round 0's exporter held this process.
     """
 
     outcome: HandoffOutcome
@@ -82,6 +135,11 @@ class HandoffReport:
     timings: Mapping[str, float] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
     pause_seconds: float = 0.0
+    rounds: tuple[Round, ...] = ()
+    final: Literal["snapshot", "delta", "full", ""] = ""
+    fallback: str | None = None
+    precopy_seconds: float = 0.0
+    fork_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -92,10 +150,12 @@ class HandoffReport:
         """One line for logs (the line the handoff logs itself)."""
         who = f"successor pid {self.successor_pid}" if self.successor_pid else "no successor"
         if self.ok:
-            return f"handoff ready: {who}, {self.snapshot_size} bytes, {_phases(self.timings)}"
-        return (
-            f"handoff failed at {self.stage}: {self.reason} ({who}, {_phases(self.timings)})"
-        )
+            fallback = f", full snapshot in the pause: {self.fallback}" if self.fallback else ""
+            return (
+                f"handoff ready: {who}, {self.snapshot_size} bytes{_rounds(self.rounds)}"
+                f"{fallback}, pause {self.pause_seconds * 1000:.1f}ms, {_phases(self.timings)}"
+            )
+        return f"handoff failed at {self.stage}: {self.reason} ({who}, {_phases(self.timings)})"
 
     def to_plain(self) -> dict[str, Any]:
         """The report as JSON-ready data (lists for tuples, dicts for mappings)."""
@@ -112,6 +172,11 @@ class HandoffReport:
             "timings": dict(self.timings),
             "problems": list(self.problems),
             "pause_seconds": self.pause_seconds,
+            "rounds": [r.to_plain() for r in self.rounds],
+            "final": self.final,
+            "fallback": self.fallback,
+            "precopy_seconds": self.precopy_seconds,
+            "fork_seconds": self.fork_seconds,
         }
 
 
@@ -132,6 +197,10 @@ class TakeOverReport:
         predecessor_died: the old process died after the snapshot arrived and
             before it sent COMMIT, so this process took over without it (the state
             it restored is the last one the old process acknowledged anything on).
+        rounds: the pre-copy pieces applied before the last one (``seconds``: how
+            long each took to apply); empty without pre-copy.
+        fallback: why the last piece was a full snapshot again, as the old process
+            said, else ``None``.
     """
 
     parent_pid: int
@@ -142,14 +211,18 @@ class TakeOverReport:
     restore: RestoreReport
     timings: Mapping[str, float] = field(default_factory=dict)
     predecessor_died: bool = False
+    rounds: tuple[Round, ...] = ()
+    fallback: str | None = None
 
     def summary(self) -> str:
         """One line for logs."""
         steps = sum(len(component.steps) for component in self.restore.components)
         died = ", the old process died before COMMIT" if self.predecessor_died else ""
+        fallback = f", full snapshot again: {self.fallback}" if self.fallback else ""
         return (
             f"took over from pid {self.parent_pid} ({self.transport}{died}):"
-            f" {self.snapshot_size} bytes, {len(self.restore.components)} components,"
+            f" {self.snapshot_size} bytes{_rounds(self.rounds)}{fallback},"
+            f" {len(self.restore.components)} components,"
             f" {steps} steps, {_phases(self.timings)}"
         )
 
@@ -164,6 +237,8 @@ class TakeOverReport:
             "restore": self.restore.to_plain(),
             "timings": dict(self.timings),
             "predecessor_died": self.predecessor_died,
+            "rounds": [r.to_plain() for r in self.rounds],
+            "fallback": self.fallback,
         }
 
 
@@ -187,6 +262,10 @@ class Attempt:
         # from here on the state is its own and this process never takes it back.
         self.confirmed = False
         self.problems: list[str] = []
+        self.rounds: list[Round] = []
+        self.final: Literal["snapshot", "delta", "full", ""] = ""
+        self.fallback: str | None = None
+        self.fork_seconds = 0.0
         # Live while the attempt runs: the successor's spans go under it.
         self.span = start_span(
             "statemigrate.hand_over", attributes={"statemigrate.transport": transport}
@@ -222,6 +301,7 @@ class Attempt:
             "statemigrate.outcome": "ready" if stage is None else "failed",
             "statemigrate.snapshot_bytes": self.snapshot_size,
             "statemigrate.pause_seconds": self.pause_seconds,
+            "statemigrate.precopy_rounds": len(self.rounds),
         }
         if self.successor_pid is not None:
             facts["statemigrate.successor_pid"] = self.successor_pid
@@ -246,6 +326,11 @@ class Attempt:
             timings=timings,
             problems=tuple(self.problems),
             pause_seconds=self.pause_seconds,
+            rounds=tuple(self.rounds),
+            final=self.final,
+            fallback=self.fallback,
+            precopy_seconds=self.timings.get("precopy", 0.0),
+            fork_seconds=self.fork_seconds,
         )
 
 
@@ -257,3 +342,5 @@ def record_handoff(report: HandoffReport) -> None:
     emit(HANDOFF_DURATION, report.timings.get("total", 0.0), report.outcome)
     if report.pause_seconds:
         emit(HANDOFF_PAUSE, report.pause_seconds, report.outcome)
+    for piece in report.rounds:
+        emit(HANDOFF_PIECES, 1.0, piece.kind, report.final)

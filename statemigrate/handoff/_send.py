@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
+from typing import Literal
 
 from statemigrate._errors import (
     ConfigurationError,
@@ -53,22 +54,22 @@ from statemigrate.handoff._drive import (
 from statemigrate.handoff._env import CONTROL_NAME, check_name, successor_environ
 from statemigrate.handoff._fdcheck import check_listener
 from statemigrate.handoff._fdpass import require_same_user
+from statemigrate.handoff._fork import freeze_heap, thaw_heap
 from statemigrate.handoff._options import HandoffTimeouts, Spawn
 from statemigrate.handoff._protocol import (
     Abort,
     Channel,
     Commit,
-    Failed,
     Hello,
-    Message,
-    NoMessage,
     Ready,
     Received,
     Serving,
     SnapshotOffer,
-    message_name,
+    awaited,
+    expect_reply,
 )
 from statemigrate.handoff._report import Attempt, HandoffReport, record_handoff
+from statemigrate.handoff._rounds import Payload, Pieces, Rounds, send_rounds
 from statemigrate.handoff._spawn import Successor, stop_successor
 from statemigrate.stores import MemfdStore
 
@@ -95,9 +96,6 @@ DEFAULT_TIMEOUTS = HandoffTimeouts()
 # One handoff at a time per process: two successors cannot both own the state.
 _in_progress = threading.Lock()
 
-# What the old process waits for at each stage, to name it when the successor leaves.
-_AWAITED = {"handshake": "HELLO", "ready": "READY", "serving": "SERVING"}
-
 
 def _check_listeners(listeners: Mapping[str, socket.socket]) -> None:
     for name, sock in listeners.items():
@@ -105,25 +103,6 @@ def _check_listeners(listeners: Mapping[str, socket.socket]) -> None:
         if name == CONTROL_NAME:
             raise HandoffError("start", f"the name {CONTROL_NAME!r} is reserved")
         check_listener(sock.fileno(), name=name, families=(sock.family,), stage="start")
-
-
-def _expect(
-    got: Received | NoMessage, wanted: type[Message], *, stage: str, timeout: float
-) -> Message:
-    """Turn what the channel received into ``wanted``, or raise the matching error."""
-    name = _AWAITED.get(stage, wanted.__name__)
-    if isinstance(got, NoMessage):
-        if got.why == "timeout":
-            raise HandoffError(stage, f"no {name} from the successor within {timeout:g} s")
-        raise SuccessorFailedError(stage, f"the successor hung up before sending {name}")
-    message = got.message  # the old side accepts no descriptors, so got.fds is empty
-    if isinstance(message, Failed):
-        raise SuccessorFailedError(
-            stage, f"the successor failed: {message.reason}", reason=message.reason
-        )
-    if not isinstance(message, wanted):
-        raise HandoffError(stage, f"protocol error: expected {name}, got {message_name(message)}")
-    return message
 
 
 def _exchange(
@@ -134,59 +113,78 @@ def _exchange(
     watch: int | None,
     send_listeners: Mapping[str, socket.socket],
     prepare: Prepare,
+    rounds: Rounds | None,
     timeouts: HandoffTimeouts,
 ) -> Steps[None]:
     """Steps: the conversation up to and including COMMIT; HandoffError on failure."""
     with attempt.phase("handshake"):
         deadline = time.monotonic() + timeouts.hello
         got = yield from channel.receive(stage="handshake", deadline=deadline, watch=watch)
-        hello = _expect(got, Hello, stage="handshake", timeout=timeouts.hello)
+        hello = expect_reply(got, Hello, stage="handshake", timeout=timeouts.hello)
     assert isinstance(hello, Hello)
     if hello.pid != peer_pid:
         raise HandoffError("handshake", f"HELLO names pid {hello.pid}, the peer is pid {peer_pid}")
     attempt.readable = dict(hello.readable)
     logger.info("handoff: successor pid %d can read %s", hello.pid, hello.readable)
 
-    with attempt.phase("export"):
-        try:
-            build = prepare(dict(hello.readable))
-        except HandoffError:
-            raise  # a refusal: nobody has been paused
-        except Exception as exc:
-            raise HandoffError("export", f"preparing the export raised {exc!r}") from exc
-        attempt.pausing()
-        try:
-            yield from call_hook("pause")
-        except Exception as exc:
-            raise HandoffError("pause", f"pause() raised {exc!r}") from exc
-        attempt.paused = True
-        try:
-            data = build()
-        except Exception as exc:
-            raise HandoffError("export", f"export_state() raised {exc!r}") from exc
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise HandoffError(
-                "export", f"export_state() returned {type(data).__name__}, not bytes"
-            )
-
-    with attempt.phase("transfer"), MemfdStore(name="statemigrate-handoff") as store:
-        try:
-            ref = store.commit(data)
-        except StoreError as exc:
-            raise HandoffError("transfer", f"cannot commit the snapshot to a memfd: {exc}") from exc
-        fds = [ref.fd, *(sock.fileno() for sock in send_listeners.values())]
-        offer = SnapshotOffer(
-            size=ref.size,
-            listeners=tuple(send_listeners),
-            trace=attempt.span.traceparent() or "",
+    try:
+        build = prepare(dict(hello.readable))
+    except HandoffError:
+        raise  # a refusal: nobody has been paused
+    except Exception as exc:
+        raise HandoffError("export", f"preparing the export raised {exc!r}") from exc
+    pieces: Pieces | None = None
+    frozen = False
+    try:
+        deltas = False
+        if rounds is not None and hello.precopy:
+            pieces = _open_pieces(rounds, hello)
+            # No full collection of the heap while the rounds and the pause run: it
+            # would stall serving, and the pause, for up to a second at a few million
+            # objects. Objects made meanwhile are collected as usual.
+            frozen = freeze_heap()
+            with attempt.phase("precopy"):
+                deltas = yield from send_rounds(
+                    channel,
+                    attempt,
+                    pieces,
+                    mode=rounds.mode,
+                    watch=watch,
+                    timeout=timeouts.precopy,
+                    why_not=rounds.why_not,
+                )
+        yield from _paused_transfer(
+            channel,
+            attempt,
+            build=_last_delta(pieces, build, attempt) if pieces is not None and deltas else build,
+            final="snapshot" if pieces is None else "delta" if deltas else "full",
+            send_listeners=send_listeners,
         )
-        channel.send(offer, fds, stage="transfer")
-        attempt.snapshot_size = offer.size
+    except BaseException:
+        thaw_heap(frozen)
+        raise
+    finally:
+        if pieces is not None:
+            pieces.close()
+    try:
+        yield from _commit_steps(channel, attempt, hello, timeouts=timeouts, watch=watch)
+    finally:
+        thaw_heap(frozen)
 
+
+def _commit_steps(
+    channel: Channel,
+    attempt: Attempt,
+    hello: Hello,
+    *,
+    timeouts: HandoffTimeouts,
+    watch: int | None,
+) -> Steps[None]:
+    """Steps: READY, COMMIT, and SERVING when the successor announced it."""
     with attempt.phase("ready"):
         deadline = time.monotonic() + timeouts.ready
         got = yield from channel.receive(stage="ready", deadline=deadline, watch=watch)
-        ready = _expect(got, Ready, stage="ready", timeout=timeouts.ready)
+        ready = expect_reply(got, Ready, stage="ready", timeout=timeouts.ready)
     assert isinstance(ready, Ready)
     # Only the successor we talked to may take the state (its pid was checked at HELLO).
     if ready.pid != hello.pid:
@@ -206,9 +204,85 @@ def _exchange(
     with attempt.phase("serving"):
         deadline = time.monotonic() + timeouts.serving
         got = yield from channel.receive(stage="serving", deadline=deadline, watch=watch)
-        _expect(got, Serving, stage="serving", timeout=timeouts.serving)
+        expect_reply(got, Serving, stage="serving", timeout=timeouts.serving)
     attempt.confirmed = True
     attempt.unpaused()
+
+
+def _last_delta(
+    pieces: Pieces, build: Callable[[], bytes], attempt: Attempt
+) -> Callable[[], Payload]:
+    """The last delta, or the full snapshot when the delta cannot be exported.
+
+    A full snapshot supersedes the pieces the successor applied, so a delta that
+    fails (a component that replaced its tracked collection, say) costs a longer
+    pause rather than the handoff.
+    """
+
+    def last() -> Payload:
+        try:
+            return pieces.delta()
+        except Exception as exc:
+            attempt.fallback = f"the last delta failed: {exc}"
+            attempt.final = "full"
+            logger.warning("handoff: %s; sending the full snapshot", attempt.fallback)
+            return build()
+
+    return last
+
+
+def _open_pieces(rounds: Rounds, hello: Hello) -> Pieces:
+    try:
+        return rounds.open(dict(hello.readable))
+    except HandoffError:
+        raise
+    except Exception as exc:
+        raise HandoffError("precopy", f"preparing the pre-copy rounds raised {exc!r}") from exc
+
+
+def _paused_transfer(
+    channel: Channel,
+    attempt: Attempt,
+    *,
+    build: Callable[[], Payload],
+    final: Literal["snapshot", "delta", "full"],
+    send_listeners: Mapping[str, socket.socket],
+) -> Steps[None]:
+    """Steps: pause, export the last piece (the only one without pre-copy), send it."""
+    with attempt.phase("export"):
+        attempt.pausing()
+        try:
+            yield from call_hook("pause")
+        except Exception as exc:
+            raise HandoffError("pause", f"pause() raised {exc!r}") from exc
+        attempt.paused = True
+        try:
+            data = build()
+        except Exception as exc:
+            what = "exporting the last delta" if final == "delta" else "export_state()"
+            raise HandoffError("export", f"{what} raised {exc!r}") from exc
+        if not isinstance(data, bytes | bytearray | memoryview) and final == "snapshot":
+            raise HandoffError(
+                "export", f"export_state() returned {type(data).__name__}, not bytes"
+            )
+
+    with attempt.phase("transfer"), MemfdStore(name="statemigrate-handoff") as store:
+        try:
+            ref = store.commit(data)
+        except (StoreError, TypeError) as exc:
+            raise HandoffError("transfer", f"cannot commit the snapshot to a memfd: {exc}") from exc
+        fds = [ref.fd, *(sock.fileno() for sock in send_listeners.values())]
+        offer = SnapshotOffer(
+            size=ref.size,
+            listeners=tuple(send_listeners),
+            trace=attempt.span.traceparent() or "",
+            fallback=attempt.fallback or "",
+        )
+        channel.send(offer, fds, stage="transfer")
+        attempt.snapshot_size = offer.size
+        attempt.final = attempt.final or final  # set already when the last delta failed
+        if attempt.fallback:
+            logger.info("handoff: full snapshot in the pause: %s", attempt.fallback)
 
 
 def _confirmed_meanwhile(channel: Channel, attempt: Attempt) -> bool:
@@ -292,6 +366,7 @@ def _spawn_steps(
     *,
     listeners: Mapping[str, socket.socket],
     prepare: Prepare,
+    rounds: Rounds | None,
     timeouts: HandoffTimeouts,
 ) -> Steps[HandoffReport]:
     attempt = Attempt("spawn", list(listeners))
@@ -308,7 +383,10 @@ def _spawn_steps(
         with attempt.phase("spawn"):
             try:
                 proc = Successor(
-                    argv, close_fds=True, pass_fds=sorted(named.values()), env=environ,
+                    argv,
+                    close_fds=True,
+                    pass_fds=sorted(named.values()),
+                    env=environ,
                     cwd=spawn.cwd,
                 )
             except (OSError, ValueError) as exc:
@@ -328,6 +406,7 @@ def _spawn_steps(
             watch=pidfd,
             send_listeners={},
             prepare=prepare,
+            rounds=rounds,
             timeouts=timeouts,
         )
         proc.released = True
@@ -340,6 +419,7 @@ def _spawn_steps(
             # It leaves by itself after FAILED, a hang-up, or our ABORT while it waits
             # for us; only a silent or confused successor is signalled at once.
             leaving = isinstance(exc, SuccessorFailedError) or exc.stage in (
+                "precopy",
                 "pause",
                 "export",
                 "transfer",
@@ -354,8 +434,10 @@ def _spawn_steps(
             if isinstance(exc, SuccessorFailedError):
                 detail = exc.detail
                 if exc.reason is None:
-                    awaited = _AWAITED.get(exc.stage, "READY")
-                    detail = f"the successor exited before sending {awaited} (status {status})"
+                    detail = (
+                        f"the successor exited before sending {awaited(exc.stage)}"
+                        f" (status {status})"
+                    )
                 error = SuccessorFailedError(
                     exc.stage, detail, reason=exc.reason, exit_status=status
                 )
@@ -389,6 +471,7 @@ def _socket_steps(
     *,
     listeners: Mapping[str, socket.socket],
     prepare: Prepare,
+    rounds: Rounds | None,
     timeouts: HandoffTimeouts,
 ) -> Steps[HandoffReport]:
     if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_SEQPACKET:
@@ -411,6 +494,7 @@ def _socket_steps(
             watch=None,
             send_listeners=listeners,
             prepare=prepare,
+            rounds=rounds,
             timeouts=timeouts,
         )
     except HandoffError as exc:
@@ -441,6 +525,7 @@ def _attempt(
     *,
     listeners: Mapping[str, socket.socket],
     prepare: Prepare,
+    rounds: Rounds | None,
     timeouts: HandoffTimeouts,
 ) -> Steps[HandoffReport]:
     if not _in_progress.acquire(blocking=False):
@@ -450,12 +535,20 @@ def _attempt(
         if isinstance(successor, Spawn):
             return (
                 yield from _spawn_steps(
-                    successor, listeners=listeners, prepare=prepare, timeouts=timeouts
+                    successor,
+                    listeners=listeners,
+                    prepare=prepare,
+                    rounds=rounds,
+                    timeouts=timeouts,
                 )
             )
         return (
             yield from _socket_steps(
-                successor, listeners=listeners, prepare=prepare, timeouts=timeouts
+                successor,
+                listeners=listeners,
+                prepare=prepare,
+                rounds=rounds,
+                timeouts=timeouts,
             )
         )
     finally:
@@ -470,6 +563,7 @@ def handoff_steps(
     control: object,
     timeouts: HandoffTimeouts,
     asynchronous: bool,
+    rounds: Rounds | None = None,
 ) -> Steps[HandoffReport]:
     """Check the arguments of a handoff now, and return its steps (run by a driver).
 
@@ -487,7 +581,9 @@ def handoff_steps(
             "timeouts", f"must be a HandoffTimeouts, not {type(timeouts).__name__}"
         )
     check_control(control, asynchronous=asynchronous)
-    return _attempt(successor, listeners=listeners, prepare=prepare, timeouts=timeouts)
+    return _attempt(
+        successor, listeners=listeners, prepare=prepare, rounds=rounds, timeouts=timeouts
+    )
 
 
 def _exporting(export_state: ExportState) -> Prepare:

@@ -37,12 +37,15 @@ writers are paused meanwhile anyway.
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
 
 from statemigrate._errors import (
+    ConfigurationError,
     HandoffError,
     LossyMigrationError,
     NoMigrationPathError,
@@ -55,14 +58,32 @@ from statemigrate._runtime._service import Service, choose_versions
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.handoff._control import AsyncServerControl, ServerControl
 from statemigrate.handoff._drive import Steps, run_async, run_blocking
+from statemigrate.handoff._fork import freeze_heap, thaw_heap
 from statemigrate.handoff._options import HandoffTimeouts, Spawn
+from statemigrate.handoff._protocol import Applied, Piece
 from statemigrate.handoff._receive import Inheritance
-from statemigrate.handoff._report import HandoffReport, TakeOverReport
+from statemigrate.handoff._report import HandoffReport, Round, TakeOverReport
+from statemigrate.handoff._rounds import Payload, Pieces, PreCopyMode, Rounds
 from statemigrate.handoff._send import DEFAULT_TIMEOUTS, Prepare, handoff_steps
 
-__all__ = ["choose_targets", "hand_over", "hand_over_async", "take_over", "take_over_async"]
+if TYPE_CHECKING:
+    from statemigrate._runtime._precopy import PreCopySource
+
+__all__ = [
+    "PreCopy",
+    "choose_targets",
+    "hand_over",
+    "hand_over_async",
+    "take_over",
+    "take_over_async",
+]
 
 logger = logging.getLogger("statemigrate.handoff")
+
+#: How the old process runs pre-copy rounds: round 0 in a forked child (``"fork"``),
+#: in this process (``"inline"``), or not at all (``False``: the whole snapshot in
+#: the pause, as a successor without pre-copy gets it).
+PreCopy = Literal["fork", "inline", False]
 
 
 def _reachable(service: Service, *, allow_lossy: bool) -> tuple[dict[str, list[int]], set[str]]:
@@ -139,9 +160,7 @@ def _exporting(
         targets = choose_targets(service, readable, allow_lossy=allow_lossy)
 
         def export() -> bytes:
-            encoded, report = service.snapshot(
-                targets=targets, allow_lossy=allow_lossy, meta=meta
-            )
+            encoded, report = service.snapshot(targets=targets, allow_lossy=allow_lossy, meta=meta)
             if on_snapshot is not None:
                 on_snapshot(report)
             return encoded.to_bytes()
@@ -149,6 +168,56 @@ def _exporting(
         return export
 
     return prepare
+
+
+class _SourcePieces:
+    """A service's :class:`PreCopySource` as the rounds send it: buffers."""
+
+    def __init__(self, source: PreCopySource) -> None:
+        self.source = source
+
+    def start(self) -> None:
+        self.source.start()
+
+    def full(self) -> Payload:
+        return self.source.full().parts
+
+    def pending(self) -> int:
+        return self.source.pending()
+
+    @property
+    def deltas_possible(self) -> bool:
+        return self.source.deltas_possible
+
+    def delta(self) -> Payload:
+        return self.source.delta().parts
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def _why_not(pieces: Pieces) -> str:
+    if isinstance(pieces, _SourcePieces):
+        return pieces.source.why_no_deltas or "deltas are not possible"
+    return "deltas are not possible"
+
+
+def _rounds(
+    service: Service, *, precopy: PreCopy, allow_lossy: bool, meta: Mapping[str, str] | None
+) -> Rounds | None:
+    """The pre-copy rounds of ``service``, or ``None`` when ``precopy`` is off."""
+    if precopy is False:
+        return None
+    if precopy not in ("fork", "inline"):
+        raise ConfigurationError("precopy", f"must be 'fork', 'inline' or False, not {precopy!r}")
+    mode: PreCopyMode = precopy
+
+    def open_pieces(readable: Mapping[str, Sequence[int]]) -> Pieces:
+        targets = choose_targets(service, readable, allow_lossy=allow_lossy)
+        source = service.precopy_source(targets=targets, allow_lossy=allow_lossy, meta=meta)
+        return _SourcePieces(source)
+
+    return Rounds(open=open_pieces, mode=mode, why_not=_why_not)
 
 
 def hand_over(
@@ -161,6 +230,7 @@ def hand_over(
     allow_lossy: bool = False,
     meta: Mapping[str, str] | None = None,
     on_snapshot: Callable[[SnapshotReport], None] | None = None,
+    precopy: PreCopy = "fork",
 ) -> HandoffReport:
     """Hand ``service``'s state and ``listeners`` to a successor.
 
@@ -180,10 +250,19 @@ def hand_over(
             never implied, because the older release will not see what they drop.
         meta: annotations written into the snapshot header.
         on_snapshot: called with the snapshot's report (versions, steps, sizes,
-            timings) right after the export, while the writers are still paused.
+            timings) right after a full export in the pause, while the writers are
+            still paused (not called when the pause carried a delta).
+        precopy: with a successor that takes pieces (``take_over`` of this release),
+            send the state while serving: a full snapshot, exported in a forked
+            child (``"fork"``, the default) or in this process (``"inline"``), then
+            deltas, and pause only for the last delta. When some component cannot
+            tell what changed, or the successor's plan has a whole-data step, the
+            full snapshot travels in the pause as without pre-copy (the report's
+            ``fallback`` says why). ``False``: no pre-copy.
 
     Returns:
-        The handoff's report (``timings["export"]`` includes ``pause()``).
+        The handoff's report (``timings["export"]`` includes ``pause()``; ``rounds``,
+        ``final`` and ``fallback`` tell what pre-copy did).
 
     Raises:
         ConfigurationError, SuccessorFailedError, HandoffError: as for
@@ -199,6 +278,7 @@ def hand_over(
         control=control,
         timeouts=timeouts,
         asynchronous=False,
+        rounds=_rounds(service, precopy=precopy, allow_lossy=allow_lossy, meta=meta),
     )
     return run_blocking(steps, control)
 
@@ -213,13 +293,16 @@ async def hand_over_async(
     allow_lossy: bool = False,
     meta: Mapping[str, str] | None = None,
     on_snapshot: Callable[[SnapshotReport], None] | None = None,
+    precopy: PreCopy = "fork",
 ) -> HandoffReport:
     """:func:`hand_over` on the running event loop, for an asyncio server.
 
-    The waits (for HELLO, for READY, for a failed successor to exit) are waits on the
-    loop, which goes on serving meanwhile; ``control``'s methods are awaited. The
-    snapshot is taken inline on the loop, between ``await control.pause()`` and the
-    transfer: CPU-bound work, done while the writers are paused anyway.
+    The waits (for HELLO, for each pre-copy round's child and acknowledgement, for
+    READY, for a failed successor to exit) are waits on the loop, which goes on
+    serving meanwhile; ``control``'s methods are awaited. The deltas and the last
+    piece are exported inline on the loop, the last one between ``await
+    control.pause()`` and the transfer. With ``precopy="inline"`` round 0 is too,
+    and the loop serves nothing while it runs: keep ``"fork"`` for large states.
 
     Raises:
         ConfigurationError, SuccessorFailedError, HandoffError: as for
@@ -233,6 +316,7 @@ async def hand_over_async(
         control=control,
         timeouts=timeouts,
         asynchronous=True,
+        rounds=_rounds(service, precopy=precopy, allow_lossy=allow_lossy, meta=meta),
     )
     return await run_async(steps, control)
 
@@ -245,6 +329,7 @@ def _taking_over(
     allow_lossy: bool,
     strict: bool | None,
     max_size: int,
+    precopy: bool,
 ) -> Steps[TakeOverReport]:
     if readable is None:
         readable = service.readable_versions(allow_lossy=allow_lossy)
@@ -252,10 +337,42 @@ def _taking_over(
     tracker = service._tracker
     tracker.take_over()
     span = SpanHandle()
+    rounds: list[Round] = []
+    # Whether this process froze its heap after a piece (None: no piece yet).
+    frozen: list[bool | None] = [None]
+
+    def apply_piece(piece: Piece, view: memoryview) -> Applied:
+        """Restore a pre-copy piece at once (nothing is served yet)."""
+        applying = time.perf_counter()
+        restored = service.restore(view, allow_lossy=allow_lossy, strict=strict)
+        # Keep a full collection of the restored state out of the pause, where the
+        # last piece is applied; the heap is thawed once the take-over ends.
+        if frozen[0] is None:
+            frozen[0] = freeze_heap()
+        elif frozen[0]:
+            gc.freeze()
+        rounds.append(
+            Round(
+                number=piece.round,
+                kind=piece.kind,
+                size=view.nbytes,
+                records=restored.records,
+                seconds=time.perf_counter() - applying,
+            )
+        )
+        return Applied(
+            round=piece.round,
+            deltas=service.accepts_deltas,
+            records=restored.records,
+            why=service.why_no_deltas or "",
+        )
+
     try:
         began = time.perf_counter()
         began_ns = time.time_ns()
-        snapshot = yield from inheritance._hello_steps(announced, max_size=max_size)
+        snapshot = yield from inheritance._hello_steps(
+            announced, max_size=max_size, on_piece=apply_piece if precopy else None
+        )
         # Started late, but at HELLO: only the snapshot names the parent span.
         span = start_span(
             "statemigrate.take_over",
@@ -284,6 +401,8 @@ def _taking_over(
         tracker.take_over_failed(f"take-over failed: {reason}")
         span.end(error=reason)
         raise
+    finally:
+        thaw_heap(bool(frozen[0]))
     span.end(attributes={"statemigrate.snapshot_bytes": size})
     tracker.took_over()
     return TakeOverReport(
@@ -300,6 +419,8 @@ def _taking_over(
             "total": ended - began,
         },
         predecessor_died=inheritance.predecessor_died,
+        rounds=tuple(rounds),
+        fallback=inheritance.fallback or None,
     )
 
 
@@ -311,19 +432,21 @@ def take_over(
     allow_lossy: bool = False,
     strict: bool | None = None,
     max_size: int = DEFAULT_MAX_SNAPSHOT_SIZE,
+    precopy: bool = True,
 ) -> TakeOverReport:
     """The successor's whole side: announce versions, restore the snapshot, report READY.
 
     Sends HELLO with ``readable`` (by default ``service.readable_versions()`` without
     lossy steps: the versions this code restores without loss), restores the
     snapshot it receives into ``service`` (verify, migrate, validate, apply: all or
-    nothing), then reports READY and waits for COMMIT, and confirms with SERVING:
-    the state is applied by then, so the caller starts accepting as soon as this
-    returns. If the old process dies after sending the snapshot and before COMMIT,
-    this process takes over all the same (``predecessor_died`` in the report). If
-    the restore fails, FAILED is sent with the reason and the error re-raised; the
-    old process keeps serving and this process must exit. The waits are
-    ``inheritance.timeouts.snapshot`` and ``.commit``.
+    nothing; with pre-copy, each piece as it comes), then reports READY and waits
+    for COMMIT, and confirms with SERVING: the state is applied by then, so the
+    caller starts accepting as soon as this returns. If the old process dies after
+    sending the snapshot and before COMMIT, this process takes over all the same
+    (``predecessor_died`` in the report). If the restore fails, FAILED is sent
+    with the reason and the error re-raised; the old process keeps serving and this
+    process must exit. The waits are ``inheritance.timeouts.snapshot`` (for each
+    piece) and ``.commit``.
 
     Args:
         service: this process's service, every component registered, none serving yet.
@@ -334,10 +457,16 @@ def take_over(
             and only if it was told to.
         strict: passed to :meth:`~statemigrate.Service.restore`.
         max_size: the largest snapshot accepted.
+        precopy: announce pre-copy in HELLO: an old process that does it sends a
+            full snapshot and deltas while it serves, each restored here at once,
+            and only the last delta in the pause. ``False`` takes the whole
+            snapshot in the pause, as a release without pre-copy does.
 
     Returns:
-        The successor's report: the restore's own report as ``restore``, and the
-        seconds spent waiting for the snapshot, restoring and waiting for COMMIT.
+        The successor's report: the restore's own report (of the last piece) as
+        ``restore``, the pre-copy ``rounds`` applied before it, and the seconds
+        spent waiting for the snapshot (the rounds included), restoring it and
+        waiting for COMMIT.
 
     Raises:
         HandoffError: the conversation failed (stages ``receive``, ``commit``). After
@@ -352,6 +481,7 @@ def take_over(
         allow_lossy=allow_lossy,
         strict=strict,
         max_size=max_size,
+        precopy=precopy,
     )
     return run_blocking(steps, None)
 
@@ -364,6 +494,7 @@ async def take_over_async(
     allow_lossy: bool = False,
     strict: bool | None = None,
     max_size: int = DEFAULT_MAX_SNAPSHOT_SIZE,
+    precopy: bool = True,
 ) -> TakeOverReport:
     """:func:`take_over` on the running event loop, for an asyncio successor.
 
@@ -380,5 +511,6 @@ async def take_over_async(
         allow_lossy=allow_lossy,
         strict=strict,
         max_size=max_size,
+        precopy=precopy,
     )
     return await run_async(steps, None)

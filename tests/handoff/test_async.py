@@ -228,7 +228,8 @@ def test_a_failed_successor_leaves_the_asyncio_server_serving():
 
     error = run.outcome
     assert isinstance(error, SuccessorFailedError), error
-    assert error.stage == "ready"
+    assert error.stage == "precopy"  # it refused round 0, before any writer was held
+    assert error.report is not None and error.report.pause_seconds == 0
     assert error.reason is not None and "refuses the state" in error.reason
     assert error.exit_status == 1
     assert error.report is not None and error.report.successor_exit == 1

@@ -91,6 +91,7 @@ def test_a_handoff_shows_in_both_scrapes_as_in_its_reports(registry, tmp_path) -
         listeners={},
         control=hooks,
         on_snapshot=snapshots.append,
+        precopy=False,  # the whole snapshot in the pause: one export, one restore
     )
     after = time.time()
     event = successor_event(output, report.successor_pid)
@@ -166,6 +167,7 @@ def test_a_failed_handoff_counts_as_failed_at_its_stage(registry, tmp_path) -> N
             Spawn([sys.executable, CHILD, "strict", str(output)]),
             listeners={},
             control=hooks,
+            precopy=False,  # the restore fails after the pause, not in round 0
         )
     report = caught.value.report
     assert report is not None and report.stage == "ready"

@@ -23,7 +23,7 @@ from statemigrate._observe._instruments import (
 # outcomes, store kinds). Snapshot ids, keys, pids or paths are never labels.
 BOUNDED_LABELS = {
     "service", "component", "store", "from_version", "to_version", "phase", "outcome",
-    "stage", "version",
+    "stage", "version", "kind", "final",
 }
 
 NAMED = [

@@ -139,7 +139,7 @@ def test_one_trace_spans_both_processes_of_a_handoff(
     (handoff,) = found["statemigrate.hand_over"]
     assert children(handoff, spans) == [
         f"statemigrate.hand_over.{phase}"
-        for phase in ("spawn", "handshake", "export", "transfer", "ready", "serving")
+        for phase in ("spawn", "handshake", "precopy", "export", "transfer", "ready", "serving")
     ]
     assert handoff.attributes is not None
     assert handoff.attributes["statemigrate.outcome"] == "ready"
