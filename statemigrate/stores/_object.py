@@ -26,7 +26,6 @@ from the format's MAC mode (``Service(key=...)``), which a remote store needs.
 from __future__ import annotations
 
 import errno
-import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
@@ -44,6 +43,7 @@ from statemigrate.stores._base import (
     too_large,
 )
 from statemigrate.stores._object_backend import Backend, Refused, Version, build, wrap
+from statemigrate.stores._object_parts import PartCutter
 from statemigrate.stores._object_pointer import (
     FORMAT,
     GENERATIONS,
@@ -322,23 +322,23 @@ class ObjectStore:
                 digest.update(view)
                 yield view
 
-        parts = counted()
-        head: list[memoryview] = []
-        buffered = 0
-        for view in parts:
-            head.append(view)
-            buffered += view.nbytes
-            if buffered > self._part_size:
-                version = self._backend.put_parts(
-                    name, itertools.chain(head, parts),
-                    part_size=self._part_size, max_concurrency=self._max_concurrency,
-                )
-                break
-        else:
+        # The chunks are copied into part buffers as they come: a snapshot that fits
+        # in one part goes up in one create-only request, a larger one as a multipart
+        # upload with at most max_concurrency + 1 parts in memory (_object_parts).
+        cutter = PartCutter(
+            counted(), part_size=self._part_size,
+            alive=self._max_concurrency + 1 if self._backend.drops_sent_parts else None,
+        )
+        if cutter.fill_first():
             try:
-                version = self._backend.put_create(name, head)
+                version = self._backend.put_create(name, cutter)
             except Refused as exc:  # 128 random bits collided: something planted it
                 raise StoreError("write", where, "a fresh object name is taken") from exc
+        else:
+            version = self._backend.put_parts(
+                name, iter(cutter),
+                part_size=self._part_size, max_concurrency=self._max_concurrency,
+            )
         return Entry(
             generation=generation, object=name, size=size,
             xxh3_128=digest.hexdigest(), etag=version[0],
