@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
@@ -43,7 +44,7 @@ from statemigrate.stores._base import (
     too_large,
 )
 from statemigrate.stores._object_backend import Backend, Refused, Version, build, wrap
-from statemigrate.stores._object_parts import PartCutter
+from statemigrate.stores._object_parts import Pacer
 from statemigrate.stores._object_pointer import (
     FORMAT,
     GENERATIONS,
@@ -322,23 +323,31 @@ class ObjectStore:
                 digest.update(view)
                 yield view
 
-        # The chunks are copied into part buffers as they come: a snapshot that fits
-        # in one part goes up in one create-only request, a larger one as a multipart
-        # upload with at most max_concurrency + 1 parts in memory (_object_parts).
-        cutter = PartCutter(
-            counted(), part_size=self._part_size,
-            alive=self._max_concurrency + 1 if self._backend.drops_sent_parts else None,
-        )
-        if cutter.fill_first():
+        parts = counted()
+        head: deque[memoryview] = deque()
+        buffered = 0
+        for view in parts:
+            head.append(view)
+            buffered += view.nbytes
+            if buffered > self._part_size:
+                del view  # the head is handed over, and let go of, one view at a time
+                # At most max_concurrency + 1 parts of the snapshot in memory, however
+                # slow the server (see _object_parts).
+                pacer = Pacer(
+                    limit=(self._max_concurrency + 1) * self._part_size
+                    if self._backend.drops_sent_parts else None,
+                    piece=self._part_size // 2,
+                )
+                version = self._backend.put_parts(
+                    name, pacer.paced(_drained(head, parts)),
+                    part_size=self._part_size, max_concurrency=self._max_concurrency,
+                )
+                break
+        else:
             try:
-                version = self._backend.put_create(name, cutter)
+                version = self._backend.put_create(name, head)
             except Refused as exc:  # 128 random bits collided: something planted it
                 raise StoreError("write", where, "a fresh object name is taken") from exc
-        else:
-            version = self._backend.put_parts(
-                name, iter(cutter),
-                part_size=self._part_size, max_concurrency=self._max_concurrency,
-            )
         return Entry(
             generation=generation, object=name, size=size,
             xxh3_128=digest.hexdigest(), etag=version[0],
@@ -532,6 +541,13 @@ class ObjectRef:
 
     def __repr__(self) -> str:
         return f"<ObjectRef {self.describe()} generation={self.generation} size={self.size}>"
+
+
+def _drained(head: deque[memoryview], rest: Iterator[memoryview]) -> Iterator[memoryview]:
+    """The views of ``head``, each let go of once taken, then those of ``rest``."""
+    while head:
+        yield head.popleft()
+    yield from rest
 
 
 def _detail(failure: Exception) -> str:

@@ -237,10 +237,10 @@ class Backend:
 
         obstore cannot make a multipart upload create-only; callers pick a fresh random
         name. An exception raised by ``parts`` aborts the upload and propagates.
-        obstore keeps each buffer of ``parts`` until the request carrying it is
-        acknowledged, with up to ``max_concurrency + 1`` requests in flight: callers
-        bound the memory by handing it buffers of exactly ``part_size`` bytes (the
-        last one shorter) that they made for it (see ``_object_parts``).
+        obstore keeps each buffer of ``parts`` until the request of its part is
+        acknowledged, and pulls the next one as long as at most ``max_concurrency``
+        requests are in flight: to bound the memory whatever the server's pace,
+        callers pace ``parts`` by what obstore still holds (see ``_object_parts``).
 
         Raises:
             StoreError: a request failed; the upload is aborted.

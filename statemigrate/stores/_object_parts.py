@@ -1,125 +1,86 @@
-"""A snapshot's chunks cut into the parts of a multipart upload, in bounded memory.
+"""Feeding a multipart upload in bounded memory: the views handed to obstore are
+counted until obstore lets them go.
 
-obstore uploads the buffers it is given without copying them, and a buffer stays in
-memory until the request that carries it is acknowledged. Handed the encoder's chunks
-directly, the upload keeps alive every chunk of the parts in flight and of the part it
-is filling, on top of what the encoder holds, and nothing says when it lets one go.
-The cutter here copies the chunks into part buffers of its own instead, so that each
-chunk is dropped as soon as it is copied, and it counts the part buffers alive: one is
-made only when fewer than ``alive`` exist, which bounds the upload's memory at
-``alive * part_size`` bytes whatever the server's pace.
-
-Each part buffer is an anonymous memory map. Its pages become resident as the part is
-filled, and go back to the operating system the moment the uploader drops the part:
-the memory is not left in the allocator's free lists, where other allocations (in
-other threads' arenas) could not reuse it.
+obstore uploads the buffers it is given without copying them, and keeps each one until
+the request of the part holding it is acknowledged. Handed a snapshot's chunks as they
+come, it holds the chunks of every part in flight and of the part it is filling, and
+nothing limits how far the snapshot's producer runs ahead of a slow server. The pacer
+hands obstore views of its own (slices of the chunks, no copy) and counts the bytes of
+those still alive, obstore's references included: a view is handed over only when the
+bytes alive stay within the limit, so the upload holds at most ``limit`` bytes of the
+snapshot that nobody else holds, whatever the server's pace. A chunk is dropped once
+obstore has let go of it, and a chunk the caller keeps anyway (an encoded snapshot held
+whole) costs nothing more.
 """
 
 from __future__ import annotations
 
-import mmap
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-__all__ = ["PartCutter"]
+__all__ = ["Pacer"]
 
 
-class PartCutter:
-    """Copy a stream of byte views into parts of ``part_size`` bytes, the last one
-    shorter, with at most ``alive`` parts in memory at once.
+class Pacer:
+    """Hand out views of at most ``piece`` bytes, waiting while handing the next one
+    would put more than ``limit`` bytes alive.
 
-    A part counts as alive until every reference to it is gone, the uploader's
-    included. Asking for a part when ``alive`` are alive waits, without holding the
-    GIL, until the uploader drops one, so the uploader must drop the parts it has sent
-    (obstore does, once a part's request is acknowledged, or has failed). ``alive=None``
-    waits for nothing: for an uploader that keeps every part until the upload
-    completes (obstore's in-memory store).
+    A view counts as alive until every reference to it is gone, the uploader's
+    included. Waiting releases the GIL, so that the uploader's threads can drop what
+    they have sent; the uploader must drop the views of the parts it has sent (obstore
+    does, once a part's request is acknowledged or has failed). A view is always handed
+    over when nothing is alive, and with ``limit`` at least twice ``piece`` the bytes of
+    a part being filled never wait on themselves. ``limit=None`` waits for nothing:
+    for an uploader that keeps every part until the upload completes (obstore's
+    in-memory store).
 
     Args:
-        chunks: flat byte views (format ``B``, ``b`` or ``c``), e.g. from
-            :func:`~statemigrate.stores._base.chunks`.
-        part_size: the size of every part but the last.
-        alive: the most parts in memory at once, or ``None``.
+        limit: the most bytes alive at once, or ``None``.
+        piece: the largest view handed out (larger chunks are sliced).
+
+    Attributes:
+        alive: bytes handed out and still referenced.
+        most: the most bytes alive at once so far.
     """
 
-    def __init__(self, chunks: Iterator[memoryview], *, part_size: int, alive: int | None) -> None:
-        if part_size < 1 or (alive is not None and alive < 1):
-            raise ValueError(f"part_size and alive must be positive, not {part_size}, {alive}")
-        self._chunks = chunks
-        self._part_size = part_size
-        self._slots = threading.Semaphore(alive) if alive is not None else None
-        self._left: memoryview | None = None  # the rest of a chunk that filled a part
-        self._done = False
-        self._first: memoryview | None = None
-        self.made = 0
-        """How many parts were made so far."""
+    def __init__(self, *, limit: int | None, piece: int) -> None:
+        if piece < 1 or (limit is not None and limit < 2 * piece):
+            raise ValueError(f"need 1 <= piece and 2 * piece <= limit, not {piece}, {limit}")
+        self._limit = limit
+        self._piece = piece
+        self._changed = threading.Condition()
+        self.alive = 0
+        self.most = 0
 
-    def fill_first(self) -> bool:
-        """Fill the first part ahead of iteration; whether it holds every byte (the
-        data fits in one part, or there is none).
+    def paced(self, views: Iterable[memoryview]) -> Iterator[memoryview]:
+        """``views`` as views of their own, each handed out once there is room for it.
 
         Raises:
-            Exception: whatever the chunks' iterator raises.
+            Exception: whatever ``views`` raises.
         """
-        self._first = self.next_part()
-        return not self.more()
+        for view in views:
+            for start in range(0, view.nbytes, self._piece):
+                # A slice is a new view of the same memory: its lifetime is ours and the
+                # uploader's, whoever else holds the chunk.
+                part = view[start : start + self._piece]
+                self._reserve(part.nbytes)
+                # Runs when the last reference goes, in whichever thread drops it
+                # (obstore's, once the part is acknowledged).
+                weakref.finalize(part, self._release, part.nbytes)
+                yield part
+                del part  # held by the uploader as long as it needs it, not longer
+            del view
 
-    def next_part(self) -> memoryview | None:
-        """The next part: full, or shorter when the chunks ran out; ``None`` after the
-        last one.
+    def _reserve(self, size: int) -> None:
+        with self._changed:
+            if self._limit is not None:
+                limit = self._limit
+                self._changed.wait_for(lambda: self.alive == 0 or self.alive + size <= limit)
+            self.alive += size
+            self.most = max(self.most, self.alive)
 
-        Raises:
-            Exception: whatever the chunks' iterator raises; the part being filled is
-                dropped.
-        """
-        if self._done or not self.more():
-            self._done = True
-            return None
-        view = self._new_part()
-        filled = 0
-        while filled < self._part_size and self.more():
-            chunk = self._left
-            assert chunk is not None
-            take = min(chunk.nbytes, self._part_size - filled)
-            view[filled : filled + take] = chunk[:take]
-            filled += take
-            self._left = chunk[take:] if take < chunk.nbytes else None
-            del chunk
-        self.made += 1
-        return view if filled == self._part_size else view[:filled]
-
-    def more(self) -> bool:
-        """Whether any byte is left for a further part (reads ahead one chunk)."""
-        while self._left is None:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return False
-            if chunk.nbytes:
-                self._left = chunk if chunk.format == "B" else chunk.cast("B")
-        return True
-
-    def __iter__(self) -> Iterator[memoryview]:
-        """Every part left, in order (the one :meth:`fill_first` filled first)."""
-        if self._first is not None:
-            first, self._first = self._first, None
-            yield first
-            del first
-        while (part := self.next_part()) is not None:
-            yield part
-            del part  # held by the uploader as long as it needs it, not longer
-
-    def _new_part(self) -> memoryview:
-        if self._slots is not None:
-            self._slots.acquire()
-        try:
-            buffer = mmap.mmap(-1, self._part_size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        except BaseException:
-            if self._slots is not None:
-                self._slots.release()
-            raise
-        if self._slots is not None:
-            # Runs when the last view of the part is released, by whichever thread
-            # releases it (obstore's, once the part is acknowledged).
-            weakref.finalize(buffer, self._slots.release)
-        return memoryview(buffer)
+    def _release(self, size: int) -> None:
+        with self._changed:
+            self.alive -= size
+            self._changed.notify_all()

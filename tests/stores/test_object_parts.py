@@ -1,15 +1,13 @@
-"""The object store's part cutter: parts of exactly part_size bytes, the bytes in order,
-and a multipart commit that holds at most max_concurrency + 1 parts of the snapshot,
-however slow the server."""
+"""The object store's pacer of multipart uploads: views handed out in order, no larger
+than a piece, and a multipart commit that holds at most max_concurrency + 1 parts of
+the snapshot, however slow the server."""
 
 from __future__ import annotations
 
 import array
-import mmap
 import random
 import threading
 import time
-import types
 import weakref
 from collections import deque
 from collections.abc import Iterator
@@ -20,46 +18,51 @@ import pytest
 from _store_helpers import scratch_dir
 from _store_helpers.object_server import S3Server, s3_place
 
-from statemigrate.stores import ObjectStore, _object_parts
-from statemigrate.stores._object_parts import PartCutter
+from statemigrate.stores import ObjectStore
+from statemigrate.stores._object_parts import Pacer
 
 MiB = 1 << 20
 PART = 5 * MiB
 
 
-def test_parts_are_part_size_but_the_last_and_keep_the_bytes_in_order() -> None:
+def test_views_keep_the_bytes_in_order_and_are_at_most_a_piece() -> None:
     """Chunks of any size (empty ones, signed and char formats included) come out as
-    parts of exactly part_size bytes, the last one shorter, joined equal to the input."""
+    views of at most ``piece`` bytes that join equal to the input; each is counted
+    alive until the last reference to it is gone."""
     rnd = random.Random(7)
     pieces = [rnd.randbytes(rnd.choice((0, 1, 999, 4096, 70_000))) for _ in range(60)]
     views: list[Any] = [
         (memoryview(piece), memoryview(piece).cast("b"), memoryview(piece).cast("c"))[i % 3]
         for i, piece in enumerate(pieces)
     ]
-    cutter = PartCutter(iter(views), part_size=65_536, alive=None)
-    parts = [bytes(part) for part in cutter]
-    data = b"".join(pieces)
-    assert b"".join(parts) == data
-    assert [len(part) for part in parts[:-1]] == [65_536] * (len(parts) - 1)
-    assert 0 < len(parts[-1]) <= 65_536 and cutter.made == len(parts)
+    pacer = Pacer(limit=None, piece=32_768)
+    out = list(pacer.paced(views))
+    assert b"".join(bytes(view) for view in out) == b"".join(pieces)
+    assert max(view.nbytes for view in out) == 32_768 and min(v.nbytes for v in out) > 0
+    assert pacer.alive == pacer.most == sum(len(piece) for piece in pieces)
+    del out
+    assert pacer.alive == 0
 
 
-@pytest.mark.parametrize(("size", "fits"), [(0, True), (10, True), (100, True), (101, False)])
-def test_fill_first_says_whether_the_data_fits_in_one_part(size: int, fits: bool) -> None:
-    """With one part alive at a time, each part is made once the one before is gone."""
-    cutter = PartCutter(iter([memoryview(b"x" * size)]), part_size=100, alive=1)
-    assert cutter.fill_first() is fits
-    joined = bytearray()
-    for part in cutter:
-        joined += part
-        del part  # as an uploader drops a part once it is sent
-    assert joined == b"x" * size
+def test_a_view_waits_until_there_is_room() -> None:
+    """With a limit of two pieces, a third view is handed out only once one of the
+    first two is let go of."""
+    pacer = Pacer(limit=200, piece=100)
+    views = pacer.paced(iter([memoryview(b"x" * 250)]))
+    first, second = next(views), next(views)
+    assert pacer.alive == 200
+    taken: list[memoryview] = []
+    waiter = threading.Thread(target=lambda: taken.append(next(views)))
+    waiter.start()
+    del first
+    waiter.join()
+    assert bytes(second) + bytes(taken[0]) == b"x" * 150 and pacer.most == 200
 
 
 def test_bad_sizes_are_refused() -> None:
-    for part_size, alive in ((0, 1), (1, 0)):
-        with pytest.raises(ValueError, match="must be positive"):
-            PartCutter(iter(()), part_size=part_size, alive=alive)
+    for limit, piece in ((10, 0), (199, 100)):
+        with pytest.raises(ValueError, match="need 1 <= piece"):
+            Pacer(limit=limit, piece=piece)
 
 
 class Chunks:
@@ -90,47 +93,20 @@ class Chunks:
             self.alive -= MiB
 
 
-class CountedParts:
-    """Counts the store's part buffers alive (anonymous maps), the one it is filling
-    included; ``most`` is the most alive at once."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.alive = 0
-        self.most = 0
-        self._lock = threading.Lock()
-        shim = types.SimpleNamespace(**{n: getattr(mmap, n) for n in dir(mmap) if n.isupper()})
-        shim.mmap = self._make
-        monkeypatch.setattr(_object_parts, "mmap", shim)
-
-    def _make(self, *args: Any, **kwargs: Any) -> mmap.mmap:
-        buffer = mmap.mmap(*args, **kwargs)
-        with self._lock:
-            self.alive += 1
-            self.most = max(self.most, self.alive)
-        weakref.finalize(buffer, self._gone)
-        return buffer
-
-    def _gone(self) -> None:
-        with self._lock:
-            self.alive -= 1
-
-
 class SlowServer:
     """obstore's multipart put as a slow server makes it behave.
 
     Like obstore, it gathers the buffers it is given into parts of ``chunk_size``
     bytes, sends each full part at once, and takes the next buffer only while at most
     ``max_concurrency`` parts are unacknowledged; a part is dropped when acknowledged.
-    The server acknowledges one part every 50 ms, slower than the caller. Everything else is the
-    real obstore. It records the most bytes of the caller's chunks alive at once
-    (wherever they are held) and the most bytes of other buffers (the store's own
-    parts) it held unacknowledged at once.
+    The server acknowledges one part every 50 ms, slower than the caller. Everything
+    else is the real obstore. It records the most bytes of the caller's chunks alive at once,
+    wherever they are held.
     """
 
     def __init__(self, chunks: Chunks) -> None:
         self.chunks = chunks
         self.chunks_held = 0
-        self.parts_held = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(obstore, name)
@@ -159,13 +135,8 @@ class SlowServer:
                     del part
                     lock.notify_all()
 
-        def measure(filling: list[memoryview]) -> None:
-            copies = sum(
-                view.nbytes for part in (*unacknowledged, filling) for view in part
-                if not isinstance(view.obj, array.array)
-            )
+        def measure() -> None:
             self.chunks_held = max(self.chunks_held, self.chunks.alive)
-            self.parts_held = max(self.parts_held, copies)
 
         server = threading.Thread(target=serve)
         server.start()
@@ -178,7 +149,7 @@ class SlowServer:
                     lock.wait_for(lambda: len(unacknowledged) <= limit)
                     filling.append(view)
                     del view
-                    measure(filling)
+                    measure()
                     if sum(part.nbytes for part in filling) >= part_size:
                         unacknowledged.append(filling)
                         filling = []
@@ -197,32 +168,30 @@ class SlowServer:
 
 @pytest.mark.parametrize("concurrency", [1, 2])
 def test_a_multipart_commit_holds_at_most_max_concurrency_plus_one_parts(
-    concurrency: int, monkeypatch: pytest.MonkeyPatch
+    concurrency: int,
 ) -> None:
-    """A 30 MiB snapshot in 5 MiB parts through a server slower than the caller: the
-    caller's chunks are dropped once copied (one in hand at a time), the uploader never
-    holds more than max_concurrency + 1 parts (nor does the store, the part it is
-    filling included), and the snapshot reads back intact.
+    """A 30 MiB snapshot in 5 MiB parts through a server slower than the caller: at no
+    time are more than max_concurrency + 1 parts of the caller's chunks alive (plus
+    one in the caller's hand), and the snapshot reads back intact.
 
-    Handing the caller's chunks to obstore as they are kept each one until its part
-    was acknowledged, and the first part's chunks for the whole upload."""
+    Without pacing, the caller ran ahead of the server by as much as obstore would
+    take, and the store kept the first part's chunks for the whole upload."""
     with scratch_dir() as path:
         store = ObjectStore(f"file://{path}/app", part_size=PART, max_concurrency=concurrency)
-        parts = CountedParts(monkeypatch)
         chunks = Chunks(30)
         server = SlowServer(chunks)
         store._backend._obs = server
         ref = store.commit(chunks)
         assert bytes(store.open()) == bytes(chunks.sent) and ref.size == 30 * MiB
-        assert server.chunks_held <= 2 * MiB  # the one being copied, the next one made
-        assert 0 < server.parts_held <= (concurrency + 1) * PART
-        assert parts.most <= concurrency + 1 and parts.alive == 0
+        # The parts the uploader holds, and a chunk in the hands of the caller's iterator.
+        assert 0 < server.chunks_held <= (concurrency + 1) * PART + MiB
 
 
 def test_parts_wait_for_real_acknowledgements(s3: S3Server) -> None:
-    """With max_concurrency=1 against a real S3 server, the cutter waits for obstore
-    to drop acknowledged parts before making more: the commit of 7 parts completes
-    and reads back intact (a part kept after its acknowledgement would hang it)."""
+    """With max_concurrency=1 against a real S3 server, the pacer waits for obstore
+    to drop acknowledged parts before handing out more: the commit of 7 parts
+    completes and reads back intact (a part kept after its acknowledgement would hang
+    it)."""
     store = s3_place(s3).store(part_size=PART, max_concurrency=1)
     data = random.Random(5).randbytes(7 * PART - 123)
     ref = store.commit(data[i : i + MiB] for i in range(0, len(data), MiB))
