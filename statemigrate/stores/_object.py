@@ -90,7 +90,9 @@ class ObjectStore:
         max_size: the largest snapshot, in bytes, that the store commits or opens.
         part_size: snapshots larger than this are uploaded in parts of this size, and
             every snapshot is read back in ranges of this size (at least 5 MiB).
-        max_concurrency: how many parts are uploaded at once.
+        max_concurrency: how many parts are uploaded at once. A commit holds at most
+            ``max_concurrency + 1`` parts of a snapshot in memory, waiting for the
+            server to acknowledge parts before it takes more of the snapshot.
 
     ``config``, ``client_options``, ``credential_provider`` and the timeouts configure a
     store built from a URL; configure a store you build yourself on that store.
