@@ -9,8 +9,16 @@ it (no migration: pickle cannot do one). Each measurement runs in a fresh child.
     .venv/bin/python benchmarks/bench_restore.py            # full size
     .venv/bin/python benchmarks/bench_restore.py --quick    # 1/10 size
     .venv/bin/python benchmarks/bench_restore.py --metrics  # metrics on vs off
+    .venv/bin/python benchmarks/bench_restore.py --json --sizes 100000,1000000
+    .venv/bin/python benchmarks/bench_restore.py --no-step  # the section at v1 already
 
-Target: TypedDict schema path <= 1.0x pickle's load time. The BaseModel schema path
+``--json`` prints one JSON object per size instead of the table: ``entries``,
+``restore_s`` (the TypedDict restore), ``pickle_load_s``, ``pickle_load_nogc_s``
+(pickle.load with the collector paused) and ``ratio`` (restore_s / pickle_load_s).
+``--no-step`` restores into a component at v1, so no step runs and the section is
+decoded straight into its schema; the default restore runs the v1 -> v2 step.
+
+Target: TypedDict schema path <= 0.6x pickle's load time. The BaseModel schema path
 (one pydantic model instance per entry) is reported for comparison, and so is
 pickle.load with the garbage collector paused: that is the cost of building the
 objects alone, which a restore pays once to decode (the TypedDict path then checks the
@@ -156,6 +164,7 @@ def child(method: str, count: int, repeat: int) -> dict[str, Any]:
             from statemigrate.stores import TmpfsStore
 
             flavour: Flavour = "basemodel" if method == "basemodel" else "typeddict"
+            step = method != "typeddict-no-step"
             registry = build_registry(flavour)
             old = make_component(registry, 1)
             state = {"entries": entries}
@@ -167,14 +176,14 @@ def child(method: str, count: int, repeat: int) -> dict[str, Any]:
             committed = writer.commit(store)
             del writer, state, entries
             gc.collect()
-            new = make_component(registry, 2)
+            new = make_component(registry, 2 if step else 1)
 
             def restore() -> object:
                 service = sm.Service("bench")
                 component = new({})
                 service.register(component)
                 report = service.restore(committed.ref)
-                assert not report.skipped and report.components[0].steps
+                assert not report.skipped and bool(report.components[0].steps) == step
                 phases.append(report.timings)
                 return component
 
@@ -228,13 +237,55 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--metrics", action="store_true",
                         help="compare restores with metrics on and off")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per size instead of the table")
+    parser.add_argument("--sizes", type=_sizes, metavar="N,N,...",
+                        help="entry counts to measure (default: 1,000,000, or a tenth"
+                             " with --quick)")
+    parser.add_argument("--no-step", action="store_true",
+                        help="restore into v1: no step, the section decoded into its schema")
     parser.add_argument("--child", nargs=3, metavar=("METHOD", "COUNT", "REPEAT"))
     args = parser.parse_args()
     if args.child:
         method, count, repeat = args.child
         print(json.dumps(child(method, int(count), int(repeat))))
         return
-    count = 1_000_000 // (10 if args.quick else 1)
+    sizes = args.sizes or [1_000_000 // (10 if args.quick else 1)]
+    restore_method = "typeddict-no-step" if args.no_step else "typeddict"
+    if args.json:
+        for count in sizes:
+            print(json.dumps(_figures(count, args.repeat, restore_method)), flush=True)
+        return
+    for count in sizes:
+        _report(count, args, restore_method)
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of entry counts: {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"entry counts must be 1 or more: {text!r}")
+    return sizes
+
+
+def _figures(count: int, repeat: int, restore_method: str) -> dict[str, Any]:
+    """The machine-readable figures of one size: each measured in its own child."""
+    results = {
+        method: run_child(__file__, method, str(count), str(repeat))["seconds"]
+        for method in ("pickle", "pickle-paused", restore_method)
+    }
+    return {
+        "entries": count,
+        "restore_s": results[restore_method],
+        "pickle_load_s": results["pickle"],
+        "pickle_load_nogc_s": results["pickle-paused"],
+        "ratio": results[restore_method] / results["pickle"],
+    }
+
+
+def _report(count: int, args: argparse.Namespace, restore_method: str) -> None:
     if args.metrics:
         result = run_child(__file__, "metrics", str(count), str(args.repeat))
         print(f"W1 = {count} entries, TypedDict restore, fastest of {args.repeat} each,"
@@ -248,28 +299,30 @@ def main() -> None:
         return
     results = {
         method: run_child(__file__, method, str(count), str(args.repeat))
-        for method in ("pickle", "pickle-paused", "typeddict", "basemodel")
+        for method in ("pickle", "pickle-paused", restore_method, "basemodel")
     }
     base = results["pickle"]["seconds"]
     rows = [("W1 restore", "seconds", "ratio to pickle.load", "peak RSS growth")]
     for method, result in results.items():
         label = {"pickle": "pickle.load", "pickle-paused": "pickle.load, collector paused",
                  "typeddict": "statemigrate, TypedDict schema",
+                 "typeddict-no-step": "statemigrate, TypedDict schema, no step",
                  "basemodel": "statemigrate, BaseModel schema"}[method]
         growth = (result["peak_rss"] - result["base_rss"]) / 2**20
         rows.append(
             (label, f"{result['seconds']:.3f}", f"{result['seconds'] / base:.2f}x",
              f"{growth:.0f} MiB")
         )
-    print(f"W1 = {count} entries; restore = read + verify + decode + 1 step + validate + apply")
+    what = "no step" if args.no_step else "1 step"
+    print(f"W1 = {count} entries; restore = read + verify + decode + {what} + validate + apply")
     print(table(rows))
-    for method in ("typeddict", "basemodel"):
+    for method in (restore_method, "basemodel"):
         phases = results[method]["phases"]
         print(f"{method} phases (fastest run): "
               + ", ".join(f"{name} {seconds:.3f} s" for name, seconds in phases.items()))
-    ratio = results["typeddict"]["seconds"] / base
-    print(f"\nTypedDict restore: {ratio:.2f}x pickle.load (target <= 1.0x)"
-          f" {'OK' if ratio <= 1.0 else 'MISSED'}")
+    ratio = results[restore_method]["seconds"] / base
+    print(f"\nTypedDict restore: {ratio:.2f}x pickle.load (target <= 0.6x)"
+          f" {'OK' if ratio <= 0.6 else 'MISSED'}")
 
 
 if __name__ == "__main__":

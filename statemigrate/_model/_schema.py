@@ -45,6 +45,7 @@ from statemigrate._model._export import (
 )
 from statemigrate._model._inplace import InPlaceChecker, compile_checker
 from statemigrate._model._plan import check_component, check_version
+from statemigrate._model._typed import TypedForm, compile_typed_form
 
 __all__ = ["SchemaKind", "SchemaVersion", "canonical_json_schema", "fingerprint_of"]
 
@@ -98,6 +99,9 @@ class SchemaVersion:
         in_place: the checker :meth:`adopt` uses to keep data without a copy, or None
             when the schema has parts it does not know (see ``statemigrate._model._inplace``).
         exporter: turns states into the plain form (see ``statemigrate._model._export``).
+        typed: the schema as a msgspec type, which decodes a section straight into
+            what :meth:`validate` returns, or None when msgspec cannot state the schema
+            exactly (see ``statemigrate._model._typed``).
     """
 
     component: str
@@ -111,6 +115,7 @@ class SchemaVersion:
     in_place: InPlaceChecker | None = field(default=None, repr=False, compare=False)
     exporter: Exporter | None = field(default=None, repr=False, compare=False)
     allows_extra: bool = False
+    typed: TypedForm | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def create(cls, component: str, version: int, type_: object) -> SchemaVersion:
@@ -172,6 +177,7 @@ class SchemaVersion:
             in_place=compile_checker(adapter.core_schema, name=f"{component} v{version}"),
             exporter=exporter,
             allows_extra=_allows_extra(adapter.core_schema),
+            typed=compile_typed_form(adapter.core_schema),
         )
 
     def validate(self, data: object) -> Any:

@@ -50,11 +50,12 @@ from statemigrate._model._component import (
 )
 from statemigrate._model._migrate import raised_by_user_code
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
-from statemigrate._snapshot._codec import pack_data
+from statemigrate._snapshot._codec import pack_data, unpack_typed
 from statemigrate._snapshot._format import Snapshot
 
 if TYPE_CHECKING:
     from statemigrate._model._registry import Registry
+    from statemigrate._model._typed import TypedForm
 
 __all__ = ["Registered", "run_restore"]
 
@@ -90,6 +91,8 @@ class _Staged:
     index: int
     data: Any
     report: ComponentRestore | None = None
+    validated: bool = False
+    """Whether ``data`` is already the validated state (decoded straight into it)."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds the migration pipeline spent per phase on this section."""
 
@@ -257,10 +260,28 @@ def _match(
 
 
 def _decode(snapshot: Snapshot, item: _Staged) -> None:
+    section = snapshot.header.sections[item.index]
+    form = _typed_form(item.entry, section.version, section.fingerprint)
     try:
-        item.data = snapshot.read_section(item.index)
+        if form is None:
+            item.data = snapshot.read_section(item.index)
+        else:
+            raw = snapshot.read_raw(item.index)
+            item.data, item.validated = unpack_typed(raw, form, section=section.key)
     except SnapshotError as exc:
         raise RestoreError("decode", str(exc), component=item.entry.key) from exc
+
+
+def _typed_form(entry: Registered, version: int, fingerprint: str) -> TypedForm | None:
+    """The typed form to decode a section into: its component's schema's, when the
+    section needs no step and was written by that very schema; else None."""
+    if version != entry.spec.version:
+        return None  # steps run on plain data; the target schema validates their output
+    try:
+        schema = entry.registry.schema_for(entry.component, version)
+    except UnknownComponentError:
+        return None  # the pipeline reports it
+    return schema.typed if schema.fingerprint == fingerprint else None
 
 
 def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
@@ -284,11 +305,34 @@ def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
             "%s: snapshot schema fingerprint for version %d differs from this code's",
             entry.key, section.version,
         )
+    if item.validated:
+        # Decoded straight into the schema it runs: no step to run, nothing to check.
+        item.timings = {"migrate": 0.0, "validate": 0.0}
+        steps: tuple[str, ...] = ()
+    else:
+        item.data, item.timings, steps = _run_pipeline(item, section.version, allow_lossy)
+    item.report = ComponentRestore(
+        component=entry.component,
+        instance=entry.instance,
+        source_version=section.version,
+        target_version=entry.spec.version,
+        steps=steps,
+        raw_size=section.raw_size,
+        stored_size=section.stored_size,
+        fingerprint_matches=fingerprint_matches,
+    )
+
+
+def _run_pipeline(
+    item: _Staged, source: int, allow_lossy: bool
+) -> tuple[Any, dict[str, float], tuple[str, ...]]:
+    """The validated state of a plain section: its steps run, its target validated."""
+    entry = item.entry
     try:
-        result = registry.migrate(
+        result = entry.registry.migrate(
             entry.component,
             item.take(),  # passed on with no other reference left
-            section.version,
+            source,
             entry.spec.version,
             allow_lossy=allow_lossy,
             copy=False,
@@ -305,18 +349,7 @@ def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
         raise RestoreError("validate", str(exc), component=entry.key) from raised_by_user_code(
             exc
         )
-    item.timings = result.timings
-    item.data = result.state
-    item.report = ComponentRestore(
-        component=entry.component,
-        instance=entry.instance,
-        source_version=section.version,
-        target_version=entry.spec.version,
-        steps=result.step_names,
-        raw_size=section.raw_size,
-        stored_size=section.stored_size,
-        fingerprint_matches=fingerprint_matches,
-    )
+    return result.state, result.timings, result.step_names
 
 
 @dataclass(slots=True)

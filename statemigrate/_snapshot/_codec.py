@@ -40,6 +40,7 @@ import zstandard
 
 from statemigrate._errors import SnapshotError, SnapshotErrorKind
 from statemigrate._model._plaindata import find_not_plain
+from statemigrate._model._typed import TypedForm
 
 __all__ = [
     "CONTAINER_ALLOWANCE",
@@ -57,6 +58,7 @@ __all__ = [
     "reference_pack",
     "reference_unpack",
     "unpack_data",
+    "unpack_typed",
 ]
 
 DEFAULT_CHUNK_SIZE = 4 << 20
@@ -283,6 +285,37 @@ def unpack_data(
     return reference_unpack(raw, section=section, container_budget=container_budget)
 
 
+def unpack_typed(
+    raw: bytes | bytearray | memoryview,
+    form: TypedForm,
+    *,
+    section: str | None = None,
+    container_budget: int | None = None,
+) -> tuple[object, bool]:
+    """Decode msgpack bytes straight into a schema's typed form when that is exact.
+
+    msgspec decodes ``raw`` with the form's type, with the limits of
+    :func:`unpack_data`. The value is kept when it packs back to ``raw`` byte for
+    byte (so it is what :func:`unpack_data` returns) and every record in it holds its
+    keys in declaration order: it is then what validating the plain data against the
+    form's schema returns (see ``statemigrate._model._typed``). Otherwise the bytes
+    are decoded again by :func:`unpack_data`, and the caller validates as usual.
+
+    Returns:
+        ``(value, True)`` for a value that needs no further validation, and
+        ``(plain data, False)`` for one that does.
+
+    Raises:
+        SnapshotError: as :func:`unpack_data`.
+    """
+    if _container_headers_at_most(raw, budget_total(len(raw), container_budget)):
+        value = _fast_unpack(raw, form.decoder)
+        if value is not _REFUSED and form.in_order(value):
+            return value, True
+        value = None  # freed before the bytes are decoded again
+    return unpack_data(raw, section=section, container_budget=container_budget), False
+
+
 _REFUSED = object()
 
 _FAST_DECODER = msgspec.msgpack.Decoder()
@@ -309,17 +342,21 @@ def _container_headers_at_most(raw: bytes | bytearray | memoryview, budget: int)
     return len(data.translate(None, _NOT_CONTAINER_BYTES)) <= budget
 
 
-def _fast_unpack(raw: bytes | bytearray | memoryview) -> object:
-    """msgspec's decoding of ``raw``, or ``_REFUSED`` unless the reference decoder
-    would give the same value.
+def _fast_unpack(
+    raw: bytes | bytearray | memoryview, decoder: msgspec.msgpack.Decoder[Any] | None = None
+) -> object:
+    """msgspec's decoding of ``raw`` with ``decoder`` (typed or not), or ``_REFUSED``
+    unless the reference decoder would give the same value.
 
     Packing the value again must give ``raw`` back byte for byte. Every input the
     reference decoder treats specially fails that: duplicate keys shrink a map, an ext
     decodes to an object ormsgpack will not pack, keys other than str are refused by
     the packer, and lengths or numbers not in their shortest form come back shorter.
+    A typed decoder adds its own ways to differ, which fail it too: an int turned into
+    a float packs as a float, and a key the type does not know is skipped.
     """
     try:
-        value = _FAST_DECODER.decode(raw)
+        value = (decoder or _FAST_DECODER).decode(raw)
         same = _fast_pack(value, _plain_leaf) == raw
     except Exception:
         # Truncation, bad UTF-8, recursion past msgspec's limit, anything at all: the

@@ -1,0 +1,182 @@
+"""A restore that decodes sections straight into their schema: when it does, and that
+the restored state is the one decoding then validating gives, whatever the bytes."""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired
+
+import pytest
+from plain_helpers import same_plain
+from typing_extensions import TypedDict
+
+from statemigrate import Registry, RestoreError, Service
+from statemigrate._model._schema import SchemaVersion
+from statemigrate._snapshot._codec import pack_data, reference_unpack
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._header import Producer
+
+
+class EntryV1(TypedDict):
+    name: str
+    score: float
+    tags: list[str]
+    note: NotRequired[str]
+
+
+class EntryV2(EntryV1):
+    hits: int
+
+
+class StateV1(TypedDict):
+    entries: dict[str, EntryV1]
+
+
+class StateV2(TypedDict):
+    entries: dict[str, EntryV2]
+
+
+def add_hits(data: dict[str, Any]) -> dict[str, Any]:
+    for entry in data["entries"].values():
+        entry["hits"] = 0
+    return data
+
+
+REGISTRY = Registry()
+REGISTRY.add_schema("cache", 1, StateV1)
+REGISTRY.add_schema("cache", 2, StateV2)
+REGISTRY.add_migration("cache", 1, 2, add_hits)
+
+
+class Cache:
+    def __init__(self, state: Any = None) -> None:
+        self.state = state if state is not None else {"entries": {}}
+
+    def export_state(self) -> Any:
+        return self.state
+
+    def import_state(self, state: Any) -> None:
+        self.state = state
+
+
+@REGISTRY.migratable("cache", version=1)
+class CacheV1(Cache):
+    pass
+
+
+@REGISTRY.migratable("cache", version=2)
+class CacheV2(Cache):
+    pass
+
+
+def state(count: int = 3) -> dict[str, Any]:
+    return {
+        "entries": {
+            f"k{i}": {"name": f"n{i}", "score": i / 3, "tags": ["a", "b"]} for i in range(count)
+        }
+    }
+
+
+def snapshot_of(data: object, *, version: int = 1) -> bytes:
+    fingerprint = REGISTRY.schema_for("cache", version).fingerprint
+    section = SectionInput("cache", "default", version, fingerprint, data)
+    return encode_snapshot([section], producer=Producer.current("typed-test")).to_bytes()
+
+
+def restore(blob: bytes, component: Cache) -> Any:
+    service = Service("typed-test", registry=REGISTRY)
+    service.register(component)
+    return service.restore(blob)
+
+
+def validations(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every state the schemas' adopt is asked to validate, from now on."""
+    seen: list[object] = []
+    adopt = SchemaVersion.adopt
+
+    def spy(self: SchemaVersion, box: list[Any]) -> Any:
+        seen.append(box[0])
+        return adopt(self, box)
+
+    monkeypatch.setattr(SchemaVersion, "adopt", spy)
+    return seen
+
+
+def test_a_restore_without_steps_decodes_straight_into_the_schema(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = validations(monkeypatch)
+    blob = snapshot_of(state())
+    reader = CacheV1()
+    report = restore(blob, reader)
+    assert seen == []  # nothing validated after decoding
+    assert report.components[0].steps == ()
+    assert report.timings["validate"] == 0.0
+    expected = REGISTRY.schema_for("cache", 1).validate(state())
+    assert same_plain(reader.state, expected)
+
+
+def test_a_restore_with_a_step_validates_the_steps_output(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = validations(monkeypatch)
+    reader = CacheV2()
+    report = restore(snapshot_of(state()), reader)
+    assert len(seen) == 1
+    assert report.components[0].steps == ("cache 1 -> 2 (add_hits)",)
+    assert all(entry["hits"] == 0 for entry in reader.state["entries"].values())
+
+
+def test_records_written_in_another_order_come_back_in_declaration_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The writer keeps its dicts' order; validation writes a record's fields in the
+    schema's order, and so must a restore that skips it."""
+    written = {"entries": {"k": {"tags": [], "name": "x", "note": "y", "score": 1.0}}}
+    seen = validations(monkeypatch)
+    reader = CacheV1()
+    restore(snapshot_of(written), reader)
+    assert len(seen) == 1  # decoded as plain data, then validated
+    assert list(reader.state["entries"]["k"]) == ["name", "score", "tags", "note"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"entries": {"k": {"name": 1, "score": 1.0, "tags": []}}},
+        {"entries": {"k": {"name": "x", "tags": []}}},
+        {"entries": {"k": {"name": "x", "score": 1.0, "tags": [None]}}},
+        {"entries": []},
+    ],
+    ids=["mistyped", "missing field", "mistyped item", "list for dict"],
+)
+def test_a_section_that_does_not_fit_its_schema_is_refused_as_before(data: object) -> None:
+    """A writer's fingerprint proves nothing: the bytes are validated all the same."""
+    reader = CacheV1(state(1))
+    with pytest.raises(RestoreError) as caught:
+        restore(snapshot_of(data), reader)
+    assert caught.value.phase == "validate"
+    assert reader.state == state(1)
+
+
+def test_data_pydantic_converts_is_converted_as_before() -> None:
+    """An int for a float field: msgspec would also make it a float, but the bytes go
+    the plain way, and pydantic converts it."""
+    data = {"entries": {"k": {"name": "x", "score": 2, "tags": []}}}
+    reader = CacheV1()
+    restore(snapshot_of(data), reader)
+    assert same_plain(reader.state, REGISTRY.schema_for("cache", 1).validate(data))
+    assert type(reader.state["entries"]["k"]["score"]) is float
+
+
+def test_a_section_of_another_schema_is_not_decoded_into_this_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fingerprint that differs means another schema wrote the bytes: plain decoding."""
+    section = SectionInput("cache", "default", 1, "0" * 32, state())
+    blob = encode_snapshot([section], producer=Producer.current("typed-test")).to_bytes()
+    seen = validations(monkeypatch)
+    reader = CacheV1()
+    report = restore(blob, reader)
+    assert len(seen) == 1
+    assert not report.components[0].fingerprint_matches
+    assert same_plain(reader.state, reference_unpack(pack_data(state())))
