@@ -365,13 +365,13 @@ class Deployment:
     listener. The generations run under a reaper, since each is the child of one
     that exits."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *options: str) -> None:
         self.link = folder / "app.py"
         self.lines: list[str] = []
         self.changed = threading.Condition()
         self.deploy(1)
         self.process = subprocess.Popen(
-            [sys.executable, str(REAPER), sys.executable, str(self.link), "--port", "0"],
+            [sys.executable, str(REAPER), sys.executable, str(self.link), "--port", "0", *options],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -448,8 +448,8 @@ def _wait_gone(pid: int, deadline: float = 120.0) -> None:
 
 
 @contextmanager
-def deployed(folder: Path) -> Iterator[tuple[Deployment, int]]:
-    deployment = Deployment(folder)
+def deployed(folder: Path, *options: str) -> Iterator[tuple[Deployment, int]]:
+    deployment = Deployment(folder, *options)
     try:
         deployment.wait_line(_SERVING, 1)
         yield deployment, deployment.generations()[0][1]
