@@ -347,8 +347,6 @@ async def serve(
         hot.accepting = listener.dup()
         hot.site = web.SockSite(runner, hot.accepting, backlog=backlog)
         await hot.site.start()
-        if on_serving is not None:
-            on_serving(listener)
 
         stops = HeldStops()
 
@@ -394,6 +392,9 @@ async def serve(
         if trials is not None:
             trials.watch_on_loop(revert)
         try:
+            if on_serving is not None:
+                # Once the signals are handled: whoever it tells may send SIGUSR2 at once.
+                on_serving(listener)
             await hot.done.wait()
         finally:
             for stop_signal in stop_signals:
