@@ -130,6 +130,7 @@ def test_aiohttp_refuses_a_revert_after_a_promote(
 ) -> None:
     trial = tmp_path / "trial"
     with deployed(tmp_path, "--trial-dir", str(trial)) as (deployment, port):
+        assert ask(port, "PUT", "/cache/k0", "v0")[0] == 204
         deployment.switch_to(2)
         _, _, trial_pid = deployment.generations()[-1]
         on_trial(trial, trial_pid)
