@@ -39,7 +39,7 @@ from statemigrate.handoff import (
 )
 from statemigrate.stores import Store
 
-__all__ = ["Moved", "RevertAsync", "Trial", "TrialRunner", "own_argv", "runner_for"]
+__all__ = ["Moved", "RevertAsync", "Trial", "TrialRunner", "checked", "own_argv", "runner_for"]
 
 logger = logging.getLogger("statemigrate.handoff")
 
@@ -116,19 +116,27 @@ class Trial:
             raise ConfigurationError("poll", f"a positive number of seconds, not {poll!r}")
 
 
+def checked(trial: object) -> Trial | None:
+    """An adapter's ``trial`` option, checked.
+
+    Raises:
+        ConfigurationError: ``trial`` is neither a :class:`Trial` nor ``None``.
+    """
+    if trial is not None and not isinstance(trial, Trial):
+        raise ConfigurationError(
+            "trial", f"must be a statemigrate.integrations.Trial, not {type(trial).__name__}"
+        )
+    return trial
+
+
 def runner_for(trial: object, service: Service) -> TrialRunner | None:
     """The runner of an adapter's ``trial`` option (``None``: no trials).
 
     Raises:
         ConfigurationError: ``trial`` is neither a :class:`Trial` nor ``None``.
     """
-    if trial is None:
-        return None
-    if not isinstance(trial, Trial):
-        raise ConfigurationError(
-            "trial", f"must be a statemigrate.integrations.Trial, not {type(trial).__name__}"
-        )
-    return TrialRunner(trial, service)
+    option = checked(trial)
+    return None if option is None else TrialRunner(option, service)
 
 
 class TrialRunner:
