@@ -34,6 +34,7 @@ from statemigrate.handoff import (
     HandoffReport,
     TrialWatch,
     begin_trial,
+    read_trial,
     start_generation,
     watch_trial,
 )
@@ -239,6 +240,23 @@ class TrialRunner:
             return moved.result()
 
         return self.watch_blocking(run)
+
+    def reverting(self) -> bool:
+        """Whether the record says this process is handing back now.
+
+        The watcher's thread writes ``reverting`` before the revert's handoff starts
+        on the loop: a stop signal in between must wait for it all the same.
+        """
+        if self.watch is None:
+            return False
+        try:
+            record = read_trial(self.trial.directory)
+        except StateMigrateError:
+            return False
+        return (
+            record is not None and record.state == "reverting" and record.trial is not None
+            and record.trial.pid == os.getpid()
+        )
 
     def stop(self) -> None:
         """Stop watching; a revert whose state moved writes its record first."""

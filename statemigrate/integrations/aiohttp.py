@@ -348,7 +348,7 @@ async def serve(
         hot.site = web.SockSite(runner, hot.accepting, backlog=backlog)
         await hot.site.start()
 
-        stops = HeldStops()
+        stops = HeldStops(trials.reverting if trials is not None else None)
 
         async def hand_over() -> None:
             async with stops.handing_over():

@@ -193,7 +193,7 @@ class HotRestart:
         self._gate = WriteGate()
         self._active = 0
         self._uninstall: Callable[[], None] | None = None
-        self._stops = HeldStops()
+        self._stops = HeldStops(self._trials.reverting if self._trials is not None else None)
         #: Set once the lifespan start-up (and the restore) reported complete.
         self.started = asyncio.Event()
 

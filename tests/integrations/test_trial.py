@@ -15,6 +15,7 @@ from cli_helpers import run
 from integrations.loadclient import Tally, ask, load, lost_writes, read_value, wait_for_requests
 from integrations.test_aiohttp import _SERVING, KEYS, _release, _wait_gone, deployed
 from integrations.test_asgi import (
+    DEADLINE,
     alive,
     deploy,
     free_port,
@@ -25,7 +26,8 @@ from integrations.test_asgi import (
 )
 
 import statemigrate as sm
-from statemigrate.handoff import TrialRecord, read_trial
+from statemigrate.handoff import TrialRecord, read_trial, request_revert
+from statemigrate.handoff._trial import wait_for_trial_end
 from statemigrate.integrations import Trial
 from statemigrate.integrations.asgi import HotRestart
 
@@ -198,3 +200,55 @@ def test_asgi_refuses_a_revert_after_a_promote(
         assert read_release(port) == 2
         record = read_trial(trial)
         assert record is not None and record.outcome == "promoted"
+
+
+def revert_then_sigterm(trial: Path, trial_pid: int) -> TrialRecord:
+    """Ask for a revert, and send SIGTERM to the trial process while it hands back, as
+    a service manager stopping the service would."""
+    request_revert(trial)
+    wait_until(
+        "the revert to begin",
+        lambda: (found := read_trial(trial)) is not None and found.state != "trial",
+    )
+    os.kill(trial_pid, signal.SIGTERM)
+    record = wait_for_trial_end(trial, timeout=DEADLINE)
+    assert (record.state, record.outcome) == ("permanent", "reverted"), record.summary()
+    return record
+
+
+@pytest.mark.slow
+def test_aiohttp_sigterm_during_a_revert_waits_for_it(tmp_path: Path) -> None:
+    trial = tmp_path / "trial"
+    with deployed(tmp_path, "--trial-dir", str(trial)) as (deployment, port):
+        with load(port, clients=4, keep_alive=True, keys=KEYS) as tally:
+            wait_for_requests(tally, 300)
+            deployment.switch_to(2)
+            _, _, trial_pid = deployment.generations()[-1]
+            on_trial(trial, trial_pid)
+            record = revert_then_sigterm(trial, trial_pid)
+            deployment.wait_line(_SERVING, 3)
+            _wait_gone(trial_pid)
+            wait_for_requests(tally, 300)
+        assert_nothing_noticed(port, tally)
+        assert record.permanent.pid == deployment.generations()[-1][2]
+        assert _release(port) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
+def test_asgi_sigterm_during_a_revert_waits_for_it(tmp_path: Path, server: str) -> None:
+    port = free_port()
+    trial = tmp_path / "trial"
+    argv = ["app.py", "--port", str(port), "--server", server, "--trial-dir", str(trial)]
+    with started(tmp_path, argv, port) as generations:
+        with load(port, clients=4, keep_alive=True, keys=KEYS) as tally:
+            wait_for_requests(tally, 300)
+            hand_over(generations, port, 2, tally)
+            trial_pid = generations.serving()
+            on_trial(trial, trial_pid)
+            record = revert_then_sigterm(trial, trial_pid)
+            wait_until("the trial generation to exit", lambda: not alive(trial_pid))
+            wait_for_requests(tally, 300)
+        assert_nothing_noticed(port, tally)
+        assert record.permanent.pid == generations.serving()
+        assert read_release(port) == 1
