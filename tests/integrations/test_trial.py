@@ -1,12 +1,15 @@
-"""Trial generations in the server adapters: the option's checks, and end to end the
-example caches upgraded v1 -> v2 on trial, then reverted by ``statemigrate trial
-revert`` under a load that never retries (aiohttp, uvicorn, hypercorn), and a revert
-refused after a promote."""
+"""Trial generations in the server adapters: the option's checks, the revert run on
+the event loop, and end to end the example caches upgraded v1 -> v2 on trial, then
+reverted by ``statemigrate trial revert`` under a load that never retries (aiohttp,
+uvicorn, hypercorn), with a SIGTERM during the revert, and a revert refused after a
+promote."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +29,21 @@ from integrations.test_asgi import (
 )
 
 import statemigrate as sm
-from statemigrate.handoff import TrialRecord, read_trial, request_revert
+from statemigrate.handoff import (
+    HandoffError,
+    HandoffReport,
+    TrialError,
+    TrialRecord,
+    read_trial,
+    request_revert,
+    revert_trial,
+)
 from statemigrate.handoff._trial import wait_for_trial_end
 from statemigrate.integrations import Trial
+from statemigrate.integrations._gate import HeldStops
+from statemigrate.integrations._trial import Moved, TrialRunner
 from statemigrate.integrations.asgi import HotRestart
+from statemigrate.reference import KVCacheV3, build_registry
 
 # -- the option ---------------------------------------------------------------------------
 
@@ -61,6 +75,86 @@ def test_the_adapters_refuse_a_trial_that_is_not_a_trial() -> None:
 
     with pytest.raises(sm.ConfigurationError, match="trial"):
         HotRestart(app, sm.Service("cache"), trial="/run/cache/trial")  # type: ignore[arg-type]
+
+
+# -- the runner, in one process --------------------------------------------------------------
+
+
+@pytest.fixture
+def on_trial_here(tmp_path: Path) -> tuple[TrialRunner, Path]:
+    """A record that names this process as the generation on trial."""
+    service = sm.Service("loop", code_version="release-3", registry=build_registry())
+    service.register(KVCacheV3())
+    trial = tmp_path / "trial"
+    runner = TrialRunner(Trial(directory=trial, argv=["permanent"], poll=0.01), service)
+    runner.begin(HandoffReport(outcome="ready", transport="spawn", successor_pid=os.getpid()))
+    return runner, trial
+
+
+def test_a_revert_runs_on_the_loop_and_the_trial_ends_once_the_state_moved(
+    on_trial_here: tuple[TrialRunner, Path],
+) -> None:
+    runner, trial = on_trial_here
+    calls: list[tuple[tuple[str, ...], bool, bool]] = []
+
+    async def scenario() -> TrialRecord:
+        loop_thread = threading.get_ident()
+        drained = asyncio.Event()
+
+        async def revert(argv: tuple[str, ...], moved: Moved) -> None:
+            calls.append((argv, threading.get_ident() == loop_thread, runner.reverting()))
+            moved(HandoffReport(outcome="ready", transport="spawn", successor_pid=os.getpid()))
+            await drained.wait()  # the drain: the trial ended before it
+
+        runner.watch_on_loop(revert)
+        ended = await asyncio.to_thread(revert_trial, trial, timeout=DEADLINE)
+        drained.set()
+        await runner.stop_async()
+        return ended
+
+    ended = asyncio.run(scenario())
+    assert (ended.state, ended.outcome) == ("permanent", "reverted")
+    # On the loop, with the record saying `reverting` (a stop signal then waits).
+    assert calls == [(("permanent",), True, True)]
+    assert not runner.reverting()
+
+
+def test_a_revert_whose_handoff_fails_leaves_the_process_on_trial(
+    on_trial_here: tuple[TrialRunner, Path],
+) -> None:
+    runner, trial = on_trial_here
+
+    async def scenario() -> None:
+        async def revert(argv: tuple[str, ...], moved: Moved) -> None:
+            raise HandoffError("spawn", "the permanent program would not start")
+
+        runner.watch_on_loop(revert)
+        with pytest.raises(TrialError, match="would not start"):
+            await asyncio.to_thread(revert_trial, trial, timeout=DEADLINE)
+        await runner.stop_async()
+
+    asyncio.run(scenario())
+    record = read_trial(trial)
+    assert record is not None and record.state == "trial" and record.trial is not None
+    assert record.trial.pid == os.getpid()
+
+
+def test_a_stop_while_a_handoff_is_about_to_start_waits_for_it() -> None:
+    starting = [True]
+    stops = HeldStops(lambda: starting[0])
+    done: list[str] = []
+
+    async def scenario() -> None:
+        stops.stop(lambda: done.append("stopped"))
+        assert done == []  # the revert's handoff has not entered handing_over yet
+        starting[0] = False
+        async with stops.handing_over():
+            assert done == []
+        assert done == ["stopped"]
+        stops.stop(lambda: done.append("at once"))
+        assert done == ["stopped", "at once"]
+
+    asyncio.run(scenario())
 
 
 # -- end to end -----------------------------------------------------------------------------
