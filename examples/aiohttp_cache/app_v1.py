@@ -18,7 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 import statemigrate as sm
-from statemigrate.integrations.aiohttp import run_app
+from statemigrate.integrations.aiohttp import Trial, run_app
 from statemigrate.reference import KVCacheV1, build_registry
 
 RELEASE = 1
@@ -48,18 +48,32 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
+def trial(directory: Path | None) -> Trial | None:
+    """Each successor on trial, reverted to this release's own file (not the app.py
+    link, which points to the next release by then)."""
+    if directory is None:
+        return None
+    argv = [sys.executable, os.path.realpath(__file__), *sys.argv[1:]]
+    return Trial(directory=directory, argv=argv)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="A key-value cache, release 1.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument("--pidfile", type=Path, help="each release writes its pid here")
+    parser.add_argument(
+        "--trial-dir", type=Path, help="put each upgrade on trial (statemigrate trial ...)"
+    )
     args = parser.parse_args()
     logging.basicConfig(format="%(message)s")
     logging.getLogger("statemigrate").setLevel(logging.INFO)
 
     # Cache schema version 1: a plain key -> value table.
     cache = KVCacheV1()
-    service = sm.Service("aiohttp-cache", registry=build_registry())
+    service = sm.Service(
+        "aiohttp-cache", code_version=f"release-{RELEASE}", registry=build_registry()
+    )
     service.register(cache)
 
     def serving(listener: socket.socket) -> None:
@@ -78,6 +92,7 @@ def main() -> None:
         # what it does not know (release 2's expiry deadlines).
         allow_lossy=True,
         on_serving=serving,
+        trial=trial(args.trial_dir),
     )
     if report is not None:
         say(f"release {RELEASE} (pid {os.getpid()}) {report.summary()}")

@@ -21,7 +21,7 @@ from statemigrate.reference import KVCacheV1, build_registry
 RELEASE = 1
 
 cache = KVCacheV1()
-service = sm.Service("gunicorn-cache", registry=build_registry())
+service = sm.Service("gunicorn-cache", code_version=f"release-{RELEASE}", registry=build_registry())
 service.register(cache)
 lock = threading.Lock()  # a gthread worker serves several requests at once
 

@@ -22,7 +22,7 @@ from statemigrate.reference import KVCacheV2, build_registry
 RELEASE = 2
 
 cache = KVCacheV2()
-service = sm.Service("gunicorn-cache", registry=build_registry())
+service = sm.Service("gunicorn-cache", code_version=f"release-{RELEASE}", registry=build_registry())
 service.register(cache)
 lock = threading.Lock()  # a gthread worker serves several requests at once
 

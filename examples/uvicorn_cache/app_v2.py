@@ -14,18 +14,19 @@ import argparse
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import statemigrate as sm
 from statemigrate.integrations import hypercorn, uvicorn
-from statemigrate.integrations.asgi import Receive, Scope, Send
+from statemigrate.integrations.asgi import Receive, Scope, Send, Trial
 from statemigrate.reference import KVCacheV2, build_registry
 
 RELEASE = 2
 
 cache = KVCacheV2()
-service = sm.Service("uvicorn-cache", registry=build_registry())
+service = sm.Service("uvicorn-cache", code_version=f"release-{RELEASE}", registry=build_registry())
 service.register(cache)
 
 
@@ -73,6 +74,9 @@ def main() -> None:
     parser.add_argument("--server", choices=["uvicorn", "hypercorn"], default="uvicorn")
     parser.add_argument("--pidfile", type=Path, help="written once serving: kill -USR2 $(cat it)")
     parser.add_argument("--keep-alive", type=float, default=5.0, help="idle connection timeout")
+    parser.add_argument(
+        "--trial-dir", type=Path, help="put each upgrade on trial (statemigrate trial ...)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")  # handoff reports
 
@@ -82,7 +86,12 @@ def main() -> None:
             args.pidfile.with_suffix(".tmp").replace(args.pidfile)
 
     # Release 2 may be rolled back to release 1, which drops expiry deadlines.
-    options = {"on_serving": serving, "allow_lossy": True}
+    options: dict[str, Any] = {"on_serving": serving, "allow_lossy": True}
+    if args.trial_dir is not None:
+        # Reverted to this release's own file, not the app.py link (the next release's
+        # by then).
+        argv = [sys.executable, os.path.realpath(__file__), *sys.argv[1:]]
+        options["trial"] = Trial(directory=args.trial_dir, argv=argv)
     if args.server == "uvicorn":
         config = {"log_level": "warning", "timeout_keep_alive": args.keep_alive}
         uvicorn.run(app, service, host=args.host, port=args.port, config=config, **options)

@@ -55,15 +55,22 @@ class WriteGate:
 
 class HeldStops:
     """Stop signals during a handoff take effect once it has ended: stopping in the
-    middle would abandon a successor that may be about to take the state over."""
+    middle would abandon a successor that may be about to take the state over.
 
-    def __init__(self) -> None:
+    Args:
+        starting: says whether a handoff is about to start on the loop, though it has
+            not entered :meth:`handing_over` yet (a trial's revert, announced in the
+            trial record by the watcher's thread before its handoff runs here).
+    """
+
+    def __init__(self, starting: Callable[[], bool] | None = None) -> None:
         self._handing_over = False
+        self._starting = starting
         self._deferred: list[Callable[[], None]] = []
 
     def stop(self, action: Callable[[], None]) -> None:
         """Run ``action`` (a stop signal's effect) now, or when the handoff has ended."""
-        if self._handing_over:
+        if self._handing_over or (self._starting is not None and self._starting()):
             self._deferred.append(action)
         else:
             action()

@@ -24,6 +24,10 @@ The switch, as every adapter makes it (docs/servers.md):
   with ``Connection: close`` so that the client's next request goes there directly;
 * it closes no idle keep-alive connection: each is closed after its next request,
   or at the drain deadline; then :func:`serve` returns.
+
+With ``trial=Trial(directory=...)`` each successor is put on trial, and a revert
+(``statemigrate trial revert``) hands back to the permanent generation's program
+through the same switch (:mod:`statemigrate.integrations._trial`, docs/trials.md).
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import asyncio
 import logging
 import signal
 import socket
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -55,11 +58,12 @@ from statemigrate.integrations._forward import (
     forwarding_address,
 )
 from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate
+from statemigrate.integrations._trial import Moved, Trial, own_argv, runner_for
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["HotRestart", "SAFE_METHODS", "run_app", "serve"]
+__all__ = ["HotRestart", "SAFE_METHODS", "Trial", "run_app", "serve"]
 
 logger = logging.getLogger("statemigrate.handoff")
 
@@ -205,11 +209,6 @@ class HotRestart:
         return start - left, left
 
 
-def _successor_argv() -> list[str]:
-    # orig_argv keeps interpreter options and "-m module" as they were given.
-    return [sys.executable, *sys.orig_argv[1:]]
-
-
 async def serve(
     app: web.Application,
     service: Service,
@@ -230,6 +229,7 @@ async def serve(
     on_serving: Callable[[socket.socket], object] | None = None,
     on_hand_over: Callable[[HandoffReport], object] | None = None,
     readiness_path: str | None = None,
+    trial: Trial | None = None,
 ) -> HandoffReport | None:
     """Serve ``app`` until it was handed over to a successor, or until SIGINT/SIGTERM.
 
@@ -266,6 +266,10 @@ async def serve(
             503 before, with the status as JSON. A process that binds its own
             listener starts cold ("not started by a handoff") unless its service
             restored or started cold already.
+        trial: put each successor on trial (docs/trials.md): a cold start restores
+            through ``start_generation``, a handoff by ``signum`` begins a trial, and
+            a revert hands over to the permanent generation's program through the
+            same switch, with ``allow_lossy=True``.
 
     Returns:
         The report of the handoff that ended serving, or ``None`` after a signal.
@@ -274,6 +278,8 @@ async def serve(
         ConfigurationError: ``app`` is frozen already, or an argument is invalid.
         HandoffError, RestoreError: as a successor, taking over failed; nothing was
             served and the old process goes on.
+        TrialError: with ``trial``, a cold start while the generation on trial runs,
+            or of another code than the permanent generation's after a crash.
     """
     from aiohttp import web
 
@@ -289,7 +295,8 @@ async def serve(
     ):
         if value is not None and not 0 < value < float("inf"):
             raise ConfigurationError(option, f"must be a positive number of seconds, not {value!r}")
-    successor = Spawn(list(argv) if argv is not None else _successor_argv())
+    trials = runner_for(trial, service)
+    successor = Spawn(list(argv) if argv is not None else own_argv())
     handoff_timeouts = timeouts if timeouts is not None else HandoffTimeouts()
     hot = HotRestart(forward_timeout=forward_timeout)
 
@@ -322,7 +329,10 @@ async def serve(
         inheritance = receive_handoff(expect={name}, timeouts=handoff_timeouts)
         if inheritance is None:
             if service.status.state == "starting":
-                service.start_cold("not started by a handoff")
+                if trials is not None:
+                    trials.start()
+                else:
+                    service.start_cold("not started by a handoff")
             listener = socket.create_server((host, port), backlog=backlog)
         else:
             with inheritance:
@@ -337,21 +347,28 @@ async def serve(
         hot.accepting = listener.dup()
         hot.site = web.SockSite(runner, hot.accepting, backlog=backlog)
         await hot.site.start()
-        if on_serving is not None:
-            on_serving(listener)
 
-        stops = HeldStops()
+        stops = HeldStops(trials.reverting if trials is not None else None)
 
         async def hand_over() -> None:
             async with stops.handing_over():
-                await _hand_over()
+                report = await _hand_over(successor, allow_lossy=allow_lossy)
+                if trials is not None:
+                    trials.begin(report)
+                hot.done.set()
 
-        async def _hand_over() -> None:
+        async def revert(permanent: tuple[str, ...], moved: Moved) -> None:
+            # The permanent code reads only older versions: the downgrade may be lossy.
+            async with stops.handing_over():
+                moved(await _hand_over(Spawn(list(permanent)), allow_lossy=True))
+                hot.done.set()
+
+        async def _hand_over(to: Spawn, *, allow_lossy: bool) -> HandoffReport:
             assert listener is not None
             try:
                 report = await hand_over_async(
                     service,
-                    successor,
+                    to,
                     listeners={name: listener},
                     control=hot,
                     timeouts=handoff_timeouts,
@@ -365,14 +382,19 @@ async def serve(
             if on_hand_over is not None:
                 on_hand_over(report)
             outcome.append(report)
-            hot.done.set()
+            return report
 
         loop = asyncio.get_running_loop()
         uninstall = install_signal_trigger_async(hand_over, signum=signum)
         stop_signals = (signal.SIGINT, signal.SIGTERM)
         for stop_signal in stop_signals:
             loop.add_signal_handler(stop_signal, stops.stop, hot.done.set)
+        if trials is not None:
+            trials.watch_on_loop(revert)
         try:
+            if on_serving is not None:
+                # Once the signals are handled: whoever it tells may send SIGUSR2 at once.
+                on_serving(listener)
             await hot.done.wait()
         finally:
             for stop_signal in stop_signals:
@@ -380,6 +402,8 @@ async def serve(
             uninstall()
         return outcome[0] if outcome else None
     finally:
+        if trials is not None:
+            await trials.stop_async()
         if outcome and runner.server is not None:
             # aiohttp's cleanup closes idle keep-alive connections at once, and a
             # request the client is sending on one at that instant would be reset.

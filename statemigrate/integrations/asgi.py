@@ -28,6 +28,10 @@ What the wrapper does:
 * **the drain**: idle keep-alive connections are not cut (a client may be sending on
   one at that instant): the process waits until each has carried its next request
   or was closed by the server's own keep-alive timeout, then stops the server.
+* **trials** (``trial=Trial(directory=...)``, docs/trials.md): a cold start restores
+  through ``start_generation``; a handoff by the signal puts the successor on trial;
+  a revert hands over to the permanent generation's program through the same
+  switch, with ``allow_lossy=True``.
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ import asyncio
 import logging
 import signal
 import socket
-import sys
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -55,6 +58,7 @@ from statemigrate.handoff import (
 )
 from statemigrate.integrations._forward import forward_async, forwarding_address
 from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate
+from statemigrate.integrations._trial import Moved, Trial, own_argv, runner_for
 
 __all__ = [
     "SAFE_METHODS",
@@ -64,6 +68,7 @@ __all__ = [
     "Scope",
     "Send",
     "ServerHooks",
+    "Trial",
     "successor_argv",
 ]
 
@@ -98,7 +103,7 @@ class ServerHooks(Protocol):
 def successor_argv() -> list[str]:
     """This process's own command line, as the successor's: interpreter options,
     ``-m module`` and a console script's path are kept as they were given."""
-    return [sys.executable, *sys.orig_argv[1:]]
+    return own_argv()
 
 
 def _nodelay(listener: socket.socket) -> None:
@@ -132,6 +137,10 @@ class HotRestart:
             started from its own command line).
         on_take_over: called with the restore's report, before the server accepts.
         on_hand_over: called with the report of each handoff, failed ones included.
+        trial: put each successor on trial (docs/trials.md): a cold start restores
+            through ``start_generation``, a handoff by ``signum`` begins a trial, and
+            a revert hands over to the permanent generation's program through the
+            same switch, with ``allow_lossy=True``.
 
     Raises:
         ConfigurationError: an argument is invalid.
@@ -151,6 +160,7 @@ class HotRestart:
         locate: Locate | None = None,
         on_take_over: Callable[[TakeOverReport], object] | None = None,
         on_hand_over: Callable[[HandoffReport], object] | None = None,
+        trial: Trial | None = None,
     ) -> None:
         if not callable(app):
             raise ConfigurationError("app", f"must be an ASGI application, not {app!r}")
@@ -169,6 +179,7 @@ class HotRestart:
         self._locate = locate
         self._on_take_over = on_take_over
         self._on_hand_over = on_hand_over
+        self._trials = runner_for(trial, service)
         self.server: ServerHooks | None = None
         self.listener: socket.socket | None = None
         self._inheritance: Inheritance | None = None
@@ -182,7 +193,7 @@ class HotRestart:
         self._gate = WriteGate()
         self._active = 0
         self._uninstall: Callable[[], None] | None = None
-        self._stops = HeldStops()
+        self._stops = HeldStops(self._trials.reverting if self._trials is not None else None)
         #: Set once the lifespan start-up (and the restore) reported complete.
         self.started = asyncio.Event()
 
@@ -275,9 +286,13 @@ class HotRestart:
             return
         await send({"type": "lifespan.startup.complete"})
         self.started.set()
+        if self._trials is not None:
+            self._trials.watch_on_loop(self._revert)
         message = await receive()
         assert message["type"] == "lifespan.shutdown", message
         failure = await inner.step("shutdown")
+        if self._trials is not None:
+            await self._trials.stop_async()
         self._shutdown()
         if failure is not None:
             await send({"type": "lifespan.shutdown.failed", "message": failure})
@@ -307,6 +322,8 @@ class HotRestart:
                     )
                 if self._on_take_over is not None:
                     self._on_take_over(report)
+            elif self._trials is not None and self.service.status.state == "starting":
+                self._trials.start()
             self._uninstall = install_signal_trigger_async(self.hand_over, signum=self.signum)
             self.server.route_stop_signals(self._stops.stop)
         except Exception as exc:
@@ -330,12 +347,23 @@ class HotRestart:
         :class:`~statemigrate.HandoffError` and serving goes on. A stop signal that
         arrives meanwhile takes effect when it has ended.
         """
-        async with self._stops.handing_over():
-            return await self._hand_over()
-
-    async def _hand_over(self) -> HandoffReport:
-        assert self.listener is not None and self.server is not None
         successor = Spawn(self.argv if self.argv is not None else successor_argv())
+        async with self._stops.handing_over():
+            return await self._hand_over(successor, allow_lossy=self.allow_lossy, trial=True)
+
+    async def _revert(self, permanent: tuple[str, ...], moved: Moved) -> None:
+        """A trial's revert: the same handoff, to the permanent generation's program.
+
+        The permanent code reads only older versions, so the downgrade may be lossy.
+        """
+        async with self._stops.handing_over():
+            await self._hand_over(Spawn(list(permanent)), allow_lossy=True, moved=moved)
+
+    async def _hand_over(
+        self, successor: Spawn, *, allow_lossy: bool, trial: bool = False,
+        moved: Moved | None = None,
+    ) -> HandoffReport:
+        assert self.listener is not None and self.server is not None
         try:
             report = await hand_over_async(
                 self.service,
@@ -343,7 +371,7 @@ class HotRestart:
                 listeners={self.name: self.listener},
                 control=self,
                 timeouts=self.timeouts,
-                allow_lossy=self.allow_lossy,
+                allow_lossy=allow_lossy,
             )
         except HandoffError as exc:
             failed = getattr(exc, "report", None)
@@ -351,6 +379,10 @@ class HotRestart:
                 self._on_hand_over(failed)
             raise
         self.report = report
+        if trial and self._trials is not None:
+            self._trials.begin(report)
+        if moved is not None:
+            moved(report)
         logger.info("handoff: writes held %.1f ms", 1e3 * (self.held or 0.0))
         if self._on_hand_over is not None:
             self._on_hand_over(report)

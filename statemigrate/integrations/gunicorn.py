@@ -34,6 +34,13 @@ When every worker of the new generation has taken over, the last one to do so se
 ``SIGTERM`` to the old master (``retire_old_master``), which stops its workers
 gracefully and exits; the new master then promotes itself. The operator's single
 command is ``kill -USR2 <master>``; see ``docs/gunicorn.md``.
+
+With ``trial=Trial(directory=...)`` (one worker) the old worker puts its successor on
+trial once the state moved, and the new worker watches its trial: an operator's
+``statemigrate trial promote`` or the health check makes it permanent. A revert by hot
+handoff is not offered here (gunicorn's next generation is the master's command line
+with the configuration it reads, not a program a worker can start): it fails with
+that reason, and the worker serves on, still on trial.
 """
 
 from __future__ import annotations
@@ -50,13 +57,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from statemigrate._errors import ConfigurationError, StateMigrateError
+from statemigrate._errors import ConfigurationError, HandoffError, StateMigrateError
 from statemigrate._runtime._service import Service
-from statemigrate.handoff import HandoffTimeouts, hand_over, receive_handoff, take_over
+from statemigrate.handoff import (
+    HandoffReport,
+    HandoffTimeouts,
+    hand_over,
+    receive_handoff,
+    take_over,
+)
 from statemigrate.integrations._gunicorn_worker import SAFE_METHODS, WorkerGate
+from statemigrate.integrations._trial import Trial, TrialRunner, checked, runner_for
 from statemigrate.stores._safedir import open_private_directory
 
-__all__ = ["SAFE_METHODS", "WorkerGate", "server_hooks"]
+__all__ = ["SAFE_METHODS", "Trial", "WorkerGate", "server_hooks"]
 
 #: The exit status gunicorn's arbiter reads as "the worker failed to boot": the new
 #: master halts, and the old generation goes on serving.
@@ -67,6 +81,12 @@ _SUN_PATH_MAX = 108
 
 _SLOT = "statemigrate_slot"
 _GATE = "statemigrate_gate"
+_IDLE = "statemigrate_idle"
+
+# How long an exiting worker waits for a handoff under way to end: the old master is
+# stopped as soon as the successor took over, maybe before this worker's side of the
+# handoff (and its trial's commit to tmpfs) returned.
+_HANDOFF_END_WAIT = 60.0
 
 ServiceSpec = str | Service | Callable[[], Service]
 """``"module:attribute"`` naming a :class:`~statemigrate.Service` or a function that
@@ -97,6 +117,14 @@ def _resolve(spec: ServiceSpec) -> Service:
     return target
 
 
+def _no_revert(permanent: tuple[str, ...]) -> HandoffReport:
+    raise HandoffError(
+        "revert",
+        "the gunicorn hooks do not hand back to the permanent generation; deploy its"
+        " release and kill -USR2 the master (or promote the trial)",
+    )
+
+
 def _parent_of(pid: int) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -115,8 +143,10 @@ class _Hooks:
         allow_lossy: bool,
         timeouts: HandoffTimeouts,
         retire_old_master: bool,
+        trial: Trial | None,
     ) -> None:
         self.service = service
+        self.trial = trial
         self.directory = directory
         self.allow_lossy = allow_lossy
         self.timeouts = timeouts
@@ -152,6 +182,12 @@ class _Hooks:
             os.close(open_private_directory(str(self.directory)))
         except StateMigrateError as exc:
             raise ConfigurationError("directory", str(exc)) from exc
+        if self.trial is not None and server.cfg.workers != 1:
+            raise ConfigurationError(
+                "trial",
+                f"a trial needs workers = 1 (the permanent state is one worker's), not"
+                f" {server.cfg.workers}",
+            )
         self._forget(os.getpid())  # left by an earlier process with our pid
         if server.cfg.max_requests:
             server.log.warning(
@@ -198,7 +234,10 @@ class _Hooks:
             if not self._take_over(service, int(predecessor), slot, worker):
                 sys.exit(WORKER_BOOT_ERROR)
             self._maybe_retire(int(predecessor), slot, worker)
-        self._listen(service, slot, worker, gate)
+        trials = runner_for(self.trial, service)
+        self._listen(service, slot, worker, gate, trials)
+        if trials is not None:
+            trials.watch_blocking(_no_revert)
 
     def _take_over(self, service: Service, predecessor: int, slot: int, worker: Any) -> bool:
         path = self._socket_path(predecessor, slot)
@@ -240,16 +279,22 @@ class _Hooks:
         with contextlib.suppress(ProcessLookupError):
             os.kill(predecessor, signal.SIGTERM)
 
-    def _listen(self, service: Service, slot: int, worker: Any, gate: WorkerGate) -> None:
+    def _listen(
+        self, service: Service, slot: int, worker: Any, gate: WorkerGate,
+        trials: TrialRunner | None,
+    ) -> None:
         path = self._socket_path(worker.ppid, slot)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # left by a worker of this slot that died
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         listener.bind(str(path))
         listener.listen(4)
+        idle = threading.Event()
+        idle.set()
+        setattr(worker, _IDLE, idle)
         thread = threading.Thread(
             target=self._serve_successors,
-            args=(listener, path, service, slot, worker, gate),
+            args=(listener, path, service, slot, worker, gate, trials, idle),
             name="statemigrate-handoff",
             daemon=True,
         )
@@ -263,30 +308,42 @@ class _Hooks:
         slot: int,
         worker: Any,
         gate: WorkerGate,
+        trials: TrialRunner | None,
+        idle: threading.Event,
     ) -> None:
         with listener:
             while True:
                 conn, _ = listener.accept()
-                with conn:
-                    try:
-                        report = hand_over(
-                            service,
-                            conn,
-                            listeners={},
-                            control=gate,
-                            timeouts=self.timeouts,
-                            allow_lossy=self.allow_lossy,
-                        )
-                    except StateMigrateError as exc:
-                        worker.log.warning(
-                            "worker %s (slot %s): handoff failed, serving on: %s",
-                            worker.pid,
-                            slot,
-                            exc,
-                        )
-                        continue
-                worker.log.info("worker %s (slot %s): %s", worker.pid, slot, report.summary())
-                break
+                idle.clear()
+                try:
+                    with conn:
+                        try:
+                            report = hand_over(
+                                service,
+                                conn,
+                                listeners={},
+                                control=gate,
+                                timeouts=self.timeouts,
+                                allow_lossy=self.allow_lossy,
+                            )
+                        except StateMigrateError as exc:
+                            worker.log.warning(
+                                "worker %s (slot %s): handoff failed, serving on: %s",
+                                worker.pid,
+                                slot,
+                                exc,
+                            )
+                            continue
+                    worker.log.info(
+                        "worker %s (slot %s): %s", worker.pid, slot, report.summary()
+                    )
+                    if trials is not None:
+                        # The worker's own master is the permanent generation's
+                        # program: a worker is forked from it with its command line.
+                        trials.begin(report)
+                    break
+                finally:
+                    idle.set()
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
@@ -307,6 +364,10 @@ class _Hooks:
         if gate is not None and not gate.moved:
             with contextlib.suppress(FileNotFoundError):
                 self._socket_path(worker.ppid, getattr(worker, _SLOT, 0)).unlink()
+        idle: threading.Event | None = getattr(worker, _IDLE, None)
+        if idle is not None:
+            # The handoff's thread is a daemon: it would die with the process.
+            idle.wait(_HANDOFF_END_WAIT)
 
 
 def server_hooks(
@@ -316,6 +377,7 @@ def server_hooks(
     allow_lossy: bool = False,
     timeouts: HandoffTimeouts | None = None,
     retire_old_master: bool = True,
+    trial: Trial | None = None,
 ) -> dict[str, Callable[..., None]]:
     """gunicorn server hooks that move ``service``'s state to the next generation.
 
@@ -336,6 +398,9 @@ def server_hooks(
         timeouts: the waits of both sides of each handoff.
         retire_old_master: stop the old master with ``SIGTERM`` once every new
             worker has taken over; without it the operator stops it.
+        trial: put each new generation on trial (``workers = 1``; docs/trials.md):
+            promoted by the operator or the health check; a revert by hot handoff is
+            not offered (it fails, with that reason).
 
     Raises:
         ConfigurationError: an argument is of the wrong kind.
@@ -346,6 +411,7 @@ def server_hooks(
         )
     if isinstance(service, str) and (":" not in service or not all(service.split(":", 1))):
         raise ConfigurationError("service", f"expected 'module:attribute', got {service!r}")
+    checked(trial)  # a clear error now, not in each worker
     if timeouts is not None and not isinstance(timeouts, HandoffTimeouts):
         raise ConfigurationError(
             "timeouts", f"must be a HandoffTimeouts, not {type(timeouts).__name__}"
@@ -356,6 +422,7 @@ def server_hooks(
         allow_lossy=allow_lossy,
         timeouts=timeouts if timeouts is not None else HandoffTimeouts(),
         retire_old_master=retire_old_master,
+        trial=trial,
     )
     return {
         "when_ready": hooks.when_ready,

@@ -353,6 +353,24 @@ def test_serve_keeps_the_backlog_it_binds_with() -> None:
     assert seen == [1000]
 
 
+def test_on_serving_is_told_once_the_handoff_signal_is_handled() -> None:
+    """Whoever on_serving tells (a pidfile's reader) may send the signal at once; its
+    default action would end the process."""
+    seen: list[object] = []
+
+    def serving(listener: socket.socket) -> None:
+        seen.append(signal.getsignal(signal.SIGUSR1))
+        asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
+
+    service = sm.Service("told")
+    before = signal.getsignal(signal.SIGUSR1)
+    outcome = asyncio.run(
+        serve(_echo_app("old"), service, port=0, signum=signal.SIGUSR1, on_serving=serving)
+    )
+    assert outcome is None
+    assert len(seen) == 1 and seen[0] not in (signal.SIG_DFL, signal.SIG_IGN, None, before)
+
+
 # -- end to end: the example, upgraded and rolled back under load --------------------------
 
 _SERVING = re.compile(r"release (\d+) serving on http://[^:]+:(\d+) \(pid (\d+)\)")
@@ -365,13 +383,13 @@ class Deployment:
     listener. The generations run under a reaper, since each is the child of one
     that exits."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *options: str) -> None:
         self.link = folder / "app.py"
         self.lines: list[str] = []
         self.changed = threading.Condition()
         self.deploy(1)
         self.process = subprocess.Popen(
-            [sys.executable, str(REAPER), sys.executable, str(self.link), "--port", "0"],
+            [sys.executable, str(REAPER), sys.executable, str(self.link), "--port", "0", *options],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -448,8 +466,8 @@ def _wait_gone(pid: int, deadline: float = 120.0) -> None:
 
 
 @contextmanager
-def deployed(folder: Path) -> Iterator[tuple[Deployment, int]]:
-    deployment = Deployment(folder)
+def deployed(folder: Path, *options: str) -> Iterator[tuple[Deployment, int]]:
+    deployment = Deployment(folder, *options)
     try:
         deployment.wait_line(_SERVING, 1)
         yield deployment, deployment.generations()[0][1]

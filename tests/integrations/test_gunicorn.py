@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import run
 from gunicorn.config import Config  # type: ignore[import-untyped]
 from integrations.loadclient import Tally, ask, load, lost_writes, read_value, wait_for_requests
 
 from statemigrate import ConfigurationError
-from statemigrate.handoff import HandoffTimeouts
-from statemigrate.integrations.gunicorn import WorkerGate, server_hooks
+from statemigrate.handoff import HandoffTimeouts, read_trial
+from statemigrate.integrations.gunicorn import Trial, WorkerGate, server_hooks
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gunicorn_cache"
 KEYS = 100
@@ -494,3 +495,72 @@ def test_without_the_hooks_an_upgrade_loses_the_cache(tmp_path: Path) -> None:
         server.deploy(2, retire=True)
         server.wait_serving(2)
         assert read_value(server.port, "k1") is None
+
+
+# -- trials ---------------------------------------------------------------------------------
+
+
+def test_server_hooks_refuse_a_trial_that_is_not_a_trial() -> None:
+    with pytest.raises(ConfigurationError, match="trial"):
+        server_hooks("app_v1:service", trial="/run/cache/trial")  # type: ignore[arg-type]
+
+
+def test_a_trial_needs_a_single_worker(tmp_path: Path) -> None:
+    hooks = server_hooks(
+        "app_v1:service", directory=tmp_path / "sockets", trial=Trial(directory=tmp_path / "t")
+    )
+    server = type("Arbiter", (), {"cfg": type("Cfg", (), {"workers": 2})()})()
+    with pytest.raises(ConfigurationError, match="workers = 1"):
+        hooks["when_ready"](server)
+
+
+@pytest.mark.slow
+def test_after_usr2_the_new_worker_is_on_trial_and_can_be_promoted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trial = tmp_path / "trial"
+    config = tmp_path / "trial.conf.py"
+    config.write_text(
+        f"exec(open({str(EXAMPLE / 'gunicorn.conf.py')!r}).read())\n"
+        "from statemigrate.integrations.gunicorn import Trial\n"
+        "globals().update(server_hooks(\n"
+        f"    f'app_v{{release}}:service', allow_lossy=True,\n"
+        f"    trial=Trial(directory={str(trial)!r}),\n"
+        "))\n"
+    )
+    with gunicorn(tmp_path, 1, worker_class="gthread", config=config) as server:
+        port = server.port
+        assert ask(port, "PUT", "/cache/k1", "v1")[0] == 200
+        first = server.master()
+        server.deploy(2)
+        worker = _owner(port, "k1")
+        end = time.monotonic() + DEADLINE
+        while True:  # the old worker writes the record; the new one describes itself
+            record = read_trial(trial) if trial.exists() else None
+            if record is not None and record.trial is not None and record.trial.versions:
+                break
+            assert time.monotonic() < end, server.log.read_text()
+            time.sleep(0.02)
+        assert record.state == "trial"
+        assert record.trial.pid == worker
+        assert record.trial.versions == {"kvcache": 2}
+        assert record.trial.code_version == "release-2"
+        assert record.permanent.versions == {"kvcache": 1}
+        assert record.permanent.code_version == "release-1"
+        assert record.permanent.pid != first and "-c" in record.permanent.argv
+
+        # No hot revert under gunicorn: refused with the reason, and the trial serves on.
+        refused = run(capsys, "trial", "revert", "--dir", str(trial), "--wait", "30")
+        assert refused.code != 0
+        assert "do not hand back" in refused.err and refused.err.count("\n") == 1
+        still = read_trial(trial)
+        assert still is not None and still.state == "trial" and still.trial is not None
+        assert still.trial.pid == worker
+
+        promoted = run(capsys, "trial", "promote", "--dir", str(trial))
+        assert promoted.code == 0, promoted.err
+        done = read_trial(trial)
+        assert done is not None and (done.state, done.outcome) == ("permanent", "promoted")
+        assert json.loads(ask(port, "GET", "/cache/k1")[1]) == {
+            "key": "k1", "value": "v1", "release": 2,
+        }  # fmt: skip
