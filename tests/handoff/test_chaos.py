@@ -2,9 +2,17 @@
 process at a random instant of a chosen phase; someone serves afterwards, with every
 acknowledged write, and no descriptor is left behind.
 
-``STATEMIGRATE_CHAOS_TRIALS=1000`` runs 1,000 trials (CI: 40). Every trial is one
-handoff of a chain of ``chaos.py`` generations; the survivor of a trial is the old
-process of the next one, and a trial that leaves nobody starts a new chain.
+``STATEMIGRATE_CHAOS_TRIALS=1000`` runs 1,000 trials of each kind (CI: 40 raw
+handoffs, 25 pre-copy ones). Every trial is one handoff of a chain of generations; the
+survivor of a trial is the old process of the next one, and a trial that leaves
+nobody starts a new chain. Two kinds of chain:
+
+* ``chaos.py``: the raw handoff layer (``send_handoff``/``receive_handoff``, opaque
+  bytes), the whole state in the pause;
+* ``chaos_precopy.py``: a ``Service`` whose counters live in a ``TrackedDict``,
+  ``hand_over(..., precopy="fork")`` and ``take_over``: round 0 exported by a forked
+  child while the old process serves, delta rounds, the last delta in the pause.
+  Round 0's child is a third victim, killed while it exports.
 """
 
 from __future__ import annotations
@@ -27,24 +35,103 @@ import pytest
 from handoff_children.harness import HERE, readline, script
 
 TRIALS = int(os.environ.get("STATEMIGRATE_CHAOS_TRIALS", "40"))
+PRECOPY_TRIALS = int(os.environ.get("STATEMIGRATE_CHAOS_TRIALS", "25"))
 SEED = int(os.environ.get("STATEMIGRATE_CHAOS_SEED", str(random.randrange(2**32))))
 DELAY = 0.05  # export and restore each take this long: every phase can be hit
 HANG_GUARD = 60.0  # seconds; a guard against a hung process, not a figure
 
-# The successor's events that open each phase, as seen from the state's point of view.
-PHASES = ("startup", "snapshot_wait", "restore", "commit", "after")
-OPENED_BY = {"started": "snapshot_wait", "snapshot": "restore", "restored": "commit",
-             "serving": "after"}
-# Phases in which the old process is the only one holding the state: its SIGKILL
-# there is a plain crash, which only a checkpoint (or nothing) survives.
-SOLE_HOLDER = ("startup", "snapshot_wait")
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One kind of chain: its child, its phases, where a SIGKILL is a plain crash.
+
+    ``phases`` are in the order the handoff goes through them; each but the first
+    is opened by an event (see :func:`openings`). ``sole_holder``: the phases in
+    which the old process is the only one holding every acknowledged write, so its
+    SIGKILL is a plain crash, which only a checkpoint (or nothing) survives.
+    ``guesses``: each phase's length in seconds before one was seen (to aim at it).
+    """
+
+    name: str
+    script: str
+    phases: tuple[str, ...]
+    sole_holder: tuple[str, ...]
+    guesses: dict[str, float]
+    aimed: tuple[str, ...]  # the phases a signal is aimed at
+
+
+RAW = Mode(
+    name="raw",
+    script="chaos.py",
+    phases=("startup", "snapshot_wait", "restore", "commit", "after"),
+    sole_holder=("startup", "snapshot_wait"),
+    guesses={"startup": 0.3, "snapshot_wait": DELAY + 0.01, "restore": DELAY,
+             "commit": 0.002, "after": 0.2},
+    aimed=("startup", "snapshot_wait", "restore", "commit", "after"),
+)
+# Pre-copy: ``hello`` lasts from the successor's start to round 0's fork (a few
+# milliseconds: hit by chance, not aimed at); ``round0_child`` while the child
+# exports; ``round0_transfer`` until the successor applied round 0; ``delta_rounds``
+# until the old process holds its writers; ``pause`` while the last delta is exported,
+# sent and restored; ``commit`` from READY to SERVING.
+PRECOPY = Mode(
+    name="precopy",
+    script="chaos_precopy.py",
+    phases=("startup", "hello", "round0_child", "round0_transfer", "delta_rounds", "pause",
+            "commit", "after"),
+    sole_holder=("startup", "hello", "round0_child", "round0_transfer", "delta_rounds",
+                 "pause"),
+    guesses={"startup": 0.6, "hello": 0.005, "round0_child": DELAY + 0.01,
+             "round0_transfer": DELAY + 0.01, "delta_rounds": 2 * DELAY + 0.01,
+             "pause": 2 * DELAY + 0.01, "commit": 0.002, "after": 0.2},
+    aimed=("startup", "round0_child", "round0_transfer", "delta_rounds", "pause", "commit",
+           "after"),
+)
+RAW_OPENED_BY = {"started": "snapshot_wait", "snapshot": "restore", "restored": "commit",
+                 "serving": "after"}
+
+
+def openings(mode: Mode, events: list[dict[str, Any]], old: int) -> dict[str, float]:
+    """When each phase of ``old``'s handoff opened, from the processes' own events.
+
+    Every process reads the same ``time.monotonic()`` clock. The successor is the
+    process whose ``started`` names ``old`` as its parent (its later events may not:
+    it is re-parented when ``old`` dies).
+    """
+    new = next((e["pid"] for e in events if e["event"] == "started" and e["ppid"] == old), None)
+    opened: dict[str, float] = {}
+
+    def open_(phase: str, t: float) -> None:
+        opened.setdefault(phase, t)
+
+    for e in events:
+        kind, pid = e["event"], e["pid"]
+        if mode is RAW:
+            if pid == new and kind in RAW_OPENED_BY:
+                open_(RAW_OPENED_BY[kind], e["t"])
+            continue
+        if pid == new:
+            if kind == "started":
+                open_("hello", e["t"])
+            elif kind == "restored" and "pause" in opened and e["t"] > opened["pause"]:
+                open_("commit", e["t"])  # the last piece: READY follows at once
+            elif kind == "restored" and e["piece"] == 0:
+                open_("delta_rounds", e["t"])
+            elif kind == "serving":
+                open_("after", e["t"])
+        elif e["ppid"] == old and kind in ("round0_forked", "round0_written"):
+            open_("round0_child" if kind == "round0_forked" else "round0_transfer", e["t"])
+        elif pid == old and kind == "paused":
+            open_("pause", e["t"])
+    return opened
 
 
 class Chain:
     """Generations of chaos.py under reaper.py in one session; events from stdout."""
 
-    def __init__(self, *, legacy: bool) -> None:
-        argv = [sys.executable, script("reaper.py"), sys.executable, script("chaos.py")]
+    def __init__(self, mode: Mode, *, legacy: bool) -> None:
+        argv = [sys.executable, script("reaper.py"), sys.executable, script(mode.script)]
         argv += ["--delay", str(DELAY)] + (["--legacy"] if legacy else [])
         self.proc = subprocess.Popen(
             argv, cwd=HERE, stdout=subprocess.PIPE, close_fds=True, start_new_session=True
@@ -65,15 +152,19 @@ class Chain:
                 self.changed.notify_all()
 
     def wait(self, match: Any, *, since: int = 0, timeout: float = HANG_GUARD) -> dict[str, Any]:
-        def find() -> dict[str, Any] | None:
-            return next((e for e in self.events[since:] if match(e)), None)
+        found = self.wait_for(
+            lambda events: next((e for e in events if match(e)), None), since=since, timeout=timeout
+        )
+        assert isinstance(found, dict)
+        return found
 
+    def wait_for(self, find: Any, *, since: int = 0, timeout: float = HANG_GUARD) -> Any:
+        """Wait until ``find(events since)`` is not None (or fail, a hang guard); return it."""
         with self.changed:
-            if not self.changed.wait_for(lambda: find() is not None, timeout=timeout):
-                raise AssertionError(f"no such event after {timeout} s: {self.events[since:]}")
-            found = find()
-            assert found is not None
-            return found
+            if not self.changed.wait_for(lambda: find(self.events[since:]) is not None,
+                                         timeout=timeout):
+                raise AssertionError(f"nothing found after {timeout} s: {self.events[since:]}")
+            return find(self.events[since:])
 
     def alive(self) -> set[int]:
         """The generations still running (not zombies), the reaper left out."""
@@ -163,57 +254,58 @@ class Load:
 
 @dataclass
 class Trial:
-    victim: str
+    victim: str  # "old", "new", or "child" (round 0's forked child)
     signum: int
     target: str
+    sole_holder: tuple[str, ...] = ()
     phase: str = ""
     survivor: str = ""
     lost: int = 0
     wrong: int = 0
     leaked: list[str] = field(default_factory=list)
+    zombies: list[int] = field(default_factory=list)
     detail: str = ""
 
     @property
     def excused(self) -> bool:
         """Nobody serving is the right outcome only where one process held the state."""
-        sole_old = self.victim == "old" and self.phase in SOLE_HOLDER
+        sole_old = self.victim == "old" and self.phase in self.sole_holder
         return self.signum == signal.SIGKILL and sole_old or (
             self.victim == "new" and self.phase == "after"
         )
 
 
-def plan(trials: int, rng: random.Random) -> list[tuple[str, int, str]]:
+def plan(mode: Mode, trials: int, rng: random.Random) -> list[tuple[str, int, str]]:
     """Every victim, signal and phase in turn, shuffled.
 
     The successor is not aimed at once it confirmed (it is then the only owner), nor
-    between COMMIT and SERVING: that window lasts microseconds, and
-    test_owner.py kills a successor there on purpose.
+    between READY and SERVING: that window lasts microseconds, and
+    test_owner.py kills a successor there on purpose. Round 0's child is killed
+    (SIGKILL) while it exports.
     """
     combos: list[tuple[str, int, str]] = [(victim, signum, phase)
               for victim in ("old", "new")
               for signum in (signal.SIGKILL, signal.SIGTERM)
-              for phase in PHASES if victim == "old" or phase not in ("commit", "after")]
+              for phase in mode.aimed if victim == "old" or phase not in ("commit", "after")]
+    if mode is PRECOPY:
+        combos.append(("child", signal.SIGKILL, "round0_child"))
     chosen = [combos[i % len(combos)] for i in range(trials)]
     rng.shuffle(chosen)
     return chosen
 
 
 class Run:
-    def __init__(self, *, legacy: bool, rng: random.Random) -> None:
+    def __init__(self, mode: Mode, *, legacy: bool, rng: random.Random) -> None:
+        self.mode = mode
         self.legacy = legacy
         self.rng = rng
         self.chain: Chain | None = None
         self.load: Load | None = None
         self.segments = 0
-        self.durations: dict[str, list[float]] = {p: [] for p in PHASES}
-        self.durations["startup"].append(0.3)
-        self.durations["snapshot_wait"].append(DELAY + 0.01)
-        self.durations["restore"].append(DELAY)
-        self.durations["commit"].append(0.002)
-        self.durations["after"].append(0.2)
+        self.durations: dict[str, list[float]] = {p: [g] for p, g in mode.guesses.items()}
 
     def start(self) -> None:
-        self.chain = Chain(legacy=self.legacy)
+        self.chain = Chain(self.mode, legacy=self.legacy)
         self.segments += 1
         self.load = Load(self.chain.address, prefix=f"s{self.segments}")
 
@@ -230,9 +322,9 @@ class Run:
     def trial(self, victim: str, signum: int, target: str) -> Trial:
         if self.chain is None:
             self.start()
-        chain, load = self.chain, self.load
+        chain, load, mode = self.chain, self.load, self.mode
         assert chain is not None and load is not None
-        result = Trial(victim, signum, target)
+        result = Trial(victim, signum, target, sole_holder=mode.sole_holder)
         old = chain.owner
         since = len(chain.events)
         acked_before = sum(w.acked for w in load.writers)
@@ -249,8 +341,8 @@ class Run:
         # Wait for the phase to open, then for a random part of its usual length.
         opened = triggered
         if target != "startup":
-            kind = next(k for k, p in OPENED_BY.items() if p == target)
-            opened = chain.wait(successor_event(kind), since=since)["t"]
+            opened = chain.wait_for(lambda events: openings(mode, events, old).get(target),
+                                    since=since)
         pause = self.rng.uniform(0, self.typical(target))
         time.sleep(max(0.0, opened + pause - time.monotonic()))
         new = None
@@ -259,13 +351,19 @@ class Run:
             new = int(started[0]["pid"])
         if victim == "new" and new is None:
             new = int(chain.wait(successor_event("started"), since=since)["pid"])
-        pid = old if victim == "old" else new
+        pid: int | None = old if victim == "old" else new
+        if victim == "child":
+            pid = int(chain.wait(successor_event("round0_forked"), since=since)["pid"])
         assert pid is not None
         if victim == "new" and any(e["event"] == "serving" and e["pid"] == new
                                    for e in chain.events[since:]):
             # Too late: it confirmed and owns the state alone; killing it now would be
             # a crash of the one owner, not a failure during the handoff.
             result.detail = "missed"
+            pid = None
+        if victim == "child" and any(e["event"] == "round0_written" and e["pid"] == pid
+                                     for e in chain.events[since:]):
+            result.detail = "missed"  # it has written round 0 and is on its way out
             pid = None
         killed_at = time.monotonic()
         if pid is not None:
@@ -293,17 +391,17 @@ class Run:
             assert time.monotonic() < deadline, f"not settled: {chain.events[since:]}"
             time.sleep(0.01)
         events = chain.events[since:]
-        mine = [e for e in events if e["ppid"] == old]
-        times = {e["event"]: e["t"] for e in mine}
+        times = openings(mode, events, old)
         result.phase = "startup" if pid is not None else "missed"
-        for kind, phase in OPENED_BY.items() if pid is not None else ():
-            if kind in times and times[kind] <= killed_at:
+        for phase in mode.phases[1:] if pid is not None else ():
+            if phase in times and times[phase] <= killed_at:
                 result.phase = phase
-        if "started" in times:  # learn how long each phase lasts, to aim the next kills
-            self.durations["startup"].append(times["started"] - triggered)
-        for a, b in (("started", "snapshot"), ("snapshot", "restored"), ("restored", "serving")):
+        # Learn how long each phase lasts, to aim the next kills.
+        if mode.phases[1] in times:
+            self.durations["startup"].append(times[mode.phases[1]] - triggered)
+        for a, b in zip(mode.phases[1:-1], mode.phases[2:], strict=True):
             if a in times and b in times:
-                self.durations[OPENED_BY[a]].append(times[b] - times[a])
+                self.durations[a].append(times[b] - times[a])
 
         alive = chain.alive()
         if not alive:
@@ -324,15 +422,16 @@ class Run:
         for w in load.writers:
             w.wrong.clear()
         result.leaked = json.loads(ask(chain.address, "FDS")[4:])
+        result.zombies = json.loads(ask(chain.address, "ZOMBIES")[8:])
         return result
 
 
-def run_trials(trials: int, *, legacy: bool, seed: int) -> list[Trial]:
+def run_trials(mode: Mode, trials: int, *, legacy: bool, seed: int) -> list[Trial]:
     rng = random.Random(seed)
-    run = Run(legacy=legacy, rng=rng)
+    run = Run(mode, legacy=legacy, rng=rng)
     results = []
     try:
-        for victim, signum, target in plan(trials, rng):
+        for victim, signum, target in plan(mode, trials, rng):
             results.append(run.trial(victim, signum, target))
     finally:
         run.close()
@@ -343,30 +442,54 @@ def summarize(results: list[Trial]) -> dict[str, Any]:
     names = {int(signal.SIGKILL): "KILL", int(signal.SIGTERM): "TERM"}
     return {
         "trials": len(results),
-        "kills_per_phase": dict(Counter(f"{r.victim}/{names[r.signum]}/{r.phase}"
-                                        for r in results)),
-        "outcomes": dict(Counter(f"{r.victim}/{r.phase} -> {r.survivor}" for r in results)),
+        "kills_per_phase": dict(sorted(Counter(f"{r.victim}/{names[r.signum]}/{r.phase}"
+                                               for r in results).items())),
+        "outcomes": dict(sorted(Counter(f"{r.victim}/{r.phase} -> {r.survivor}"
+                                        for r in results).items())),
         "survivors_serving": sum(r.survivor != "none" for r in results),
         "nobody_serving_excused": sum(r.survivor == "none" and r.excused for r in results),
         "nobody_serving_unexcused": sum(r.survivor == "none" and not r.excused for r in results),
         "writes_lost": sum(r.lost for r in results),
         "wrong_answers": sum(r.wrong for r in results),
         "leaked_fds": sum(len(r.leaked) for r in results),
+        "zombies": sum(len(r.zombies) for r in results),
         "phases_hit": sorted({r.phase for r in results}),
     }
 
 
-@pytest.mark.slow
-def test_chaos_someone_serves_after_every_single_failure():
-    results = run_trials(TRIALS, legacy=False, seed=SEED)
-    summary = summarize(results)
-    print(f"chaos (seed {SEED}): {json.dumps(summary, indent=1)}")
+def check(results: list[Trial], summary: dict[str, Any]) -> None:
     unexcused = [r for r in results if r.survivor == "none" and not r.excused]
     assert unexcused == [], unexcused
     assert summary["writes_lost"] == 0, summary
     assert summary["wrong_answers"] == 0, summary
     assert [r.leaked for r in results if r.leaked] == [], summary
+    assert [r.zombies for r in results if r.zombies] == [], summary
+
+
+@pytest.mark.slow
+def test_chaos_someone_serves_after_every_single_failure():
+    results = run_trials(RAW, TRIALS, legacy=False, seed=SEED)
+    summary = summarize(results)
+    print(f"chaos (seed {SEED}): {json.dumps(summary, indent=1)}")
+    check(results, summary)
     assert set(summary["phases_hit"]) >= {"startup", "snapshot_wait", "restore", "after"}
+
+
+@pytest.mark.slow
+def test_chaos_precopy_someone_serves_with_every_write_after_every_single_failure():
+    """The same, with pre-copy handoffs: a signal in round 0 (to either process, or a
+    SIGKILL to the child exporting it), in a delta round, in the pause with the last
+    delta, or around COMMIT; the writes the old process acknowledged while the rounds
+    ran are all in whoever serves afterwards."""
+    results = run_trials(PRECOPY, PRECOPY_TRIALS, legacy=False, seed=SEED)
+    summary = summarize(results)
+    print(f"chaos pre-copy (seed {SEED}): {json.dumps(summary, indent=1)}")
+    check(results, summary)
+    child = [r for r in results if r.victim == "child" and r.phase == "round0_child"]
+    assert child and all(r.survivor == "old" for r in child), summary
+    assert set(summary["phases_hit"]) >= {
+        "startup", "round0_child", "round0_transfer", "delta_rounds", "pause", "after"
+    }, summary
 
 
 @pytest.mark.slow
@@ -374,7 +497,7 @@ def test_negative_control_the_behaviour_before_serving_leaves_windows_without_ow
     """The same trials against successors of before SERVING (which let the old process
     go at COMMIT and exit when it dies before) and an old process that stops on SIGTERM
     at once: the check must see nobody serving where somebody should."""
-    results = run_trials(24, legacy=True, seed=SEED)
+    results = run_trials(RAW, 24, legacy=True, seed=SEED)
     summary = summarize(results)
     print(f"chaos negative control (seed {SEED}): {json.dumps(summary, indent=1)}")
     assert summary["nobody_serving_unexcused"] > 0, summary

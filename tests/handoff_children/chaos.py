@@ -12,7 +12,8 @@ can tell which phase of the handoff a signal hit:
 
 Besides the line server's requests, ``FDS`` answers with the descriptors this
 process should not hold: anything but 0, 1, 2, the listener and TCP connections
-(a control channel, a memfd, a pidfd left behind).
+(a control channel, a memfd, a pidfd left behind), and ``ZOMBIES`` with the pids of
+its children that ended and were not reaped (a successor that failed).
 
 ``--delay`` slows the export and the restore down, so that a signal at a random
 instant lands in each phase often enough. ``--legacy`` is the negative control:
@@ -34,7 +35,7 @@ import threading
 import time
 import types
 
-from _fdtable import fd_table  # first, as in chain.py
+from _fdtable import unexpected_fds, zombies  # first, as in chain.py
 
 
 def load_handoff_layer_only() -> None:
@@ -69,33 +70,13 @@ def emit(event: str, **fields: object) -> None:
     os.write(1, json.dumps(line).encode() + b"\n")  # one write: generations share the pipe
 
 
-def unexpected_fds(allowed: set[int]) -> list[str]:
-    """Descriptors other than ``allowed`` and TCP connections, by what they are."""
-    found = []
-    for fd in fd_table():
-        if fd in allowed:
-            continue
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue  # closed meanwhile: a connection that just ended
-        if target.startswith("socket:"):
-            try:
-                probe = socket.socket(fileno=os.dup(fd))
-            except OSError:
-                continue
-            with probe:
-                if probe.family in (socket.AF_INET, socket.AF_INET6):
-                    continue
-        found.append(f"{fd}:{target}")
-    return found
-
-
 class ChaosServer(LineServer):  # type: ignore[misc]
     def handle(self, line: str) -> str:
         if line == "FDS":
             allowed = {0, 1, 2, self.listener.fileno()}
             return "FDS " + json.dumps(unexpected_fds(allowed))
+        if line == "ZOMBIES":
+            return "ZOMBIES " + json.dumps(zombies())
         return super().handle(line)
 
 
