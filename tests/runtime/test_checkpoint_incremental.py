@@ -3,6 +3,7 @@ into a new base; start_from verifies the whole chain and falls back to previous.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 import threading
@@ -162,3 +163,19 @@ def test_bad_chain_bounds_are_refused(option: str, value: object) -> None:
     service, _ = tracked_ledger_service()
     with pytest.raises(ConfigurationError, match=option):
         Checkpointer(service, MemoryStore(), incremental=True, **{option: value})  # type: ignore[arg-type]
+
+
+def test_on_an_event_loop_checkpoints_chain_too() -> None:
+    service, ledger = tracked_ledger_service()
+    store = MemoryStore()
+    checkpointer = Checkpointer(service, store, incremental=True)
+
+    async def twice() -> None:
+        for batch in (2_000, 10):
+            for _ in range(batch):
+                ledger.write()
+            await checkpointer.checkpoint()
+
+    asyncio.run(twice())
+    assert checkpointer.chain_length == 2
+    assert restored_count(store) == 2_010
