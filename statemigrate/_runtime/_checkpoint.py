@@ -43,6 +43,8 @@ __all__ = ["AsyncPausable", "Checkpointer", "Pausable", "Quiesce", "retry_delay"
 logger = logging.getLogger("statemigrate")
 
 _NOTHING = object()
+_SAMPLE_RECORDS = 64
+"""Records a delta needs for its size per record to estimate the next delta's."""
 
 
 class Pausable(Protocol):
@@ -194,7 +196,9 @@ class Checkpointer:
             Needs components that track their changes (``TrackedDict``); without
             them every checkpoint is full, and the log says why.
         max_delta_ratio: a new full base is taken (the chain compacted) when the
-            deltas' total size passes this fraction of the base's size.
+            deltas' total size, the one about to be taken included (estimated from
+            the records changed since the last), passes this fraction of the base's
+            size.
         max_deltas: a new full base is taken after this many deltas, whatever their
             size.
 
@@ -257,6 +261,8 @@ class Checkpointer:
         self._source: PreCopySource | None = None
         self._chain: list[EncodedSnapshot] = []
         self._chain_off: str | None = None
+        # Bytes per changed record in the last delta large enough to tell.
+        self._record_size: float | None = None
         self.failures = 0
         """Checkpoints that failed in a row since the last one that committed."""
         self.last_error: BaseException | None = None
@@ -377,10 +383,14 @@ class Checkpointer:
         if not self._chain or not source.deltas_possible:
             return True
         deltas = self._chain[1:]
-        return (
-            len(deltas) >= self.max_deltas
-            or sum(d.size for d in deltas) > self.max_delta_ratio * self._chain[0].size
-        )
+        if len(deltas) >= self.max_deltas:
+            return True
+        size = sum(d.size for d in deltas)
+        if self._record_size is not None:
+            # The delta about to be taken counts too: a delta of most of the state
+            # would hold the writers longer than a full snapshot does.
+            size += source.pending() * self._record_size
+        return size > self.max_delta_ratio * self._chain[0].size
 
     def _take_piece(self) -> tuple[EncodedSnapshot, SnapshotReport]:
         """The next piece of the chain, with the writers held: a delta, or a full base
@@ -403,7 +413,10 @@ class Checkpointer:
             self._chain = []
             self._chain = [source.full()]
         else:
+            records = source.pending()
             self._chain.append(source.delta())
+            if records >= _SAMPLE_RECORDS:
+                self._record_size = self._chain[-1].size / records
         piece = self._chain[-1]
         frame = chain_frame([p.size for p in self._chain])
         chain = EncodedSnapshot(

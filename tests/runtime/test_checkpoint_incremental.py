@@ -71,6 +71,14 @@ def test_the_chain_is_compacted_when_the_deltas_outgrow_the_base() -> None:
     assert unbounded.chain_length == 3
 
 
+def test_a_delta_of_most_of_the_state_is_taken_as_a_new_base() -> None:
+    """The delta about to be taken counts before it is taken: 1,500 of 2,000 records
+    changed would make a delta over half the base, so a new base is taken instead."""
+    store, checkpointer, count = checkpointed([2_000, 100, 1_500])
+    assert checkpointer.chain_length == 1
+    assert restored_count(store) == count
+
+
 def test_a_damaged_chain_falls_back_to_the_previous_complete_chain(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
