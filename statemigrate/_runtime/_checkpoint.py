@@ -385,7 +385,7 @@ class Checkpointer:
         deltas = self._chain[1:]
         if len(deltas) >= self.max_deltas:
             return True
-        size = sum(d.size for d in deltas)
+        size: float = sum(d.size for d in deltas)
         if self._record_size is not None:
             # The delta about to be taken counts too: a delta of most of the state
             # would hold the writers longer than a full snapshot does.
