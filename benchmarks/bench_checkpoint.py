@@ -5,15 +5,19 @@ For each size (W1: N cache entries), a fresh child process builds the state and
 registers it with a Service. A writer thread then replaces random entries as fast as
 it can, each write under the lock that the checkpointer takes as its ``quiesce``, for
 --seconds: once without checkpoints, then with a Checkpointer to a TmpfsStore every 5 s
-and every 1 s. The writes/s of each run are printed as a ratio to the run without
-checkpoints, with the checkpoints' pauses (writers held: export + encode), read from
+and every 1 s; then the same with the entries in a ``TrackedDict`` and incremental
+checkpoints (a base, then deltas). The writes/s of each run are printed as a ratio to
+the run without checkpoints (of the same kind of dict), with the checkpoints' pauses
+(writers held: export + encode of a snapshot or a delta; an incremental run takes
+its base before it starts, as a service would at start-up), read from
 ``statemigrate_checkpoint_pause_seconds`` through a metrics sink. With the writers
 stopped, the child then times one full checkpoint (``checkpoint_now``: snapshot +
 commit) and pickle protocol 5 committed to /dev/shm (temp file, fsync, rename), best
-of --repeat each.
+of --repeat each, and one incremental checkpoint after --changed writes.
 
     .venv/bin/python benchmarks/bench_checkpoint.py                  # 100k and 1M entries
     .venv/bin/python benchmarks/bench_checkpoint.py --sizes 10000 --seconds 4   # smoke run
+    .venv/bin/python benchmarks/bench_checkpoint.py --sizes 1000000 --seconds 5 --rounds 1
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ class PauseSink:
             self.pauses.append(value)
 
 
-def write_for(entries: dict[str, Any], lock: threading.Lock, seconds: float) -> int:
+def write_for(entries: Any, lock: threading.Lock, seconds: float) -> int:
     """Replace random entries under ``lock`` for ``seconds``; return the writes made."""
     rnd = random.Random(7)
     keys = list(entries)
@@ -86,7 +90,20 @@ def write_for(entries: dict[str, Any], lock: threading.Lock, seconds: float) -> 
     return writes
 
 
-def child(count: int, seconds: float, repeat: int, rounds: int = 2) -> dict[str, Any]:
+def write_for_count(entries: Any, count: int) -> None:
+    """Replace ``count`` random entries, with the writers stopped."""
+    rnd = random.Random(11)
+    keys = list(entries)
+    for n in range(count):
+        entries[keys[rnd.randrange(len(keys))]] = {
+            "id": n, "name": "changed", "score": rnd.random(), "tags": ["team", "ap"],
+            "updated": 1_800_000_000 + n,
+        }
+
+
+def child(
+    count: int, seconds: float, repeat: int, rounds: int = 2, changed: int = 10_000
+) -> dict[str, Any]:
     import statemigrate as sm
     from statemigrate.metrics import use_sink
     from statemigrate.stores import TmpfsStore
@@ -100,8 +117,11 @@ def child(count: int, seconds: float, repeat: int, rounds: int = 2) -> dict[str,
             self.entries = entries
 
     entries = build_w1(count)
-    service = sm.Service("bench")
+    service = sm.Service("bench", registry=registry)
     service.register(Cache(entries))
+    tracked = sm.TrackedDict(entries)
+    tracked_service = sm.Service("bench", registry=registry)
+    tracked_service.register(Cache(tracked))
     lock = threading.Lock()
     sink = PauseSink()
     use_sink(sink)
@@ -110,16 +130,26 @@ def child(count: int, seconds: float, repeat: int, rounds: int = 2) -> dict[str,
     try:
         with TmpfsStore(os.path.join(directory, "store")) as store:
             runs: dict[str, Any] = {}
+            cases = [(False, every) for every in (None, *INTERVALS)]
+            cases += [(True, every) for every in (None, *INTERVALS)]
             for _ in range(rounds):  # interleaved, best of each: a busy machine's noise
-                for every in (None, *INTERVALS):
+                for incremental, every in cases:
                     name = "none" if every is None else f"every {every:g} s"
+                    name = f"{'incremental' if incremental else 'full'}, {name}"
+                    target, live = (tracked_service, tracked) if incremental else (service, entries)
                     sink.pauses.clear()
                     if every is None:
-                        writes = write_for(entries, lock, seconds)
+                        writes = write_for(live, lock, seconds)
                     else:
-                        checkpointer = sm.Checkpointer(service, store, every=every, quiesce=lock)
+                        checkpointer = sm.Checkpointer(
+                            target, store, every=every, quiesce=lock, incremental=incremental
+                        )
+                        if incremental:
+                            # The base, as at the service's start: the run times the deltas.
+                            checkpointer.checkpoint_now()
+                            sink.pauses.clear()
                         with checkpointer:
-                            writes = write_for(entries, lock, seconds)
+                            writes = write_for(live, lock, seconds)
                     run = {"writes_per_s": writes / seconds, "checkpoints": len(sink.pauses[:-1]),
                            "pauses": sink.pauses[:-1]}  # the last pause is stop()'s, after
                     if run["writes_per_s"] > runs.get(name, {"writes_per_s": 0})["writes_per_s"]:
@@ -131,6 +161,18 @@ def child(count: int, seconds: float, repeat: int, rounds: int = 2) -> dict[str,
             result["snapshot_bytes"] = report.committed.snapshot.size  # type: ignore[attr-defined]
             plain = dict(entries)
             result["pickle_s"], _ = best_of(repeat, lambda: pickle_commit(plain, directory))
+            chained = sm.Checkpointer(tracked_service, store, quiesce=lock, incremental=True)
+            chained.checkpoint_now()  # the base
+            deltas = []
+            for _ in range(repeat):
+                write_for_count(tracked, changed)
+                report = chained.checkpoint_now()
+                deltas.append((report.pause_seconds, report.seconds, report.committed))
+            pause, seconds_, committed = min(deltas, key=lambda d: d[0])
+            result["delta_pause_s"], result["delta_checkpoint_s"] = pause, seconds_
+            result["chain_bytes"] = committed.snapshot.size  # type: ignore[union-attr]
+            result["changed"] = changed
+            chained.close()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return result
@@ -142,11 +184,16 @@ def main() -> None:
                         help="entries, comma-separated (default 100000,1000000)")
     parser.add_argument("--seconds", type=float, default=10.0, help="each write run's length")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--child", nargs=3, metavar=("COUNT", "SECONDS", "REPEAT"))
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved runs of each case")
+    parser.add_argument("--changed", type=int, default=10_000,
+                        help="entries changed before the timed incremental checkpoint")
+    parser.add_argument("--child", nargs=5,
+                        metavar=("COUNT", "SECONDS", "REPEAT", "ROUNDS", "CHANGED"))
     args = parser.parse_args()
     if args.child:
-        count, seconds, repeat = args.child
-        print(json.dumps(child(int(count), float(seconds), int(repeat))))
+        count, seconds, repeat, rounds, changed = args.child
+        print(json.dumps(child(int(count), float(seconds), int(repeat), int(rounds),
+                               int(changed))))
         return
     sizes = [int(size) for size in args.sizes.split(",")]
     print(f"writes for {args.seconds:g} s per run, one writer thread; {os.cpu_count()} cores")
@@ -154,10 +201,13 @@ def main() -> None:
                "pause p50", "pause max")]
     commits = [("entries", "snapshot", "checkpoint (snapshot + commit)", "of which pause",
                 "pickle to /dev/shm", "ratio")]
+    deltas = [("entries", "changed", "chain committed", "incremental checkpoint",
+               "of which pause", "full checkpoint's pause")]
     for size in sizes:
-        found = run_child(__file__, str(size), str(args.seconds), str(args.repeat))
-        base = found["runs"]["none"]["writes_per_s"]
+        found = run_child(__file__, str(size), str(args.seconds), str(args.repeat),
+                          str(args.rounds), str(args.changed))
         for name, run in found["runs"].items():
+            base = found["runs"][name.split(",")[0] + ", none"]["writes_per_s"]
             pauses = run["pauses"]
             writes.append((
                 f"{size:,}", name, f"{run['writes_per_s']:,.0f}",
@@ -171,9 +221,16 @@ def main() -> None:
             f"{found['pickle_s'] * 1000:.0f} ms",
             f"{found['checkpoint_s'] / found['pickle_s']:.2f}x",
         ))
+        deltas.append((
+            f"{size:,}", f"{found['changed']:,}", f"{found['chain_bytes'] / (1 << 20):.1f} MiB",
+            f"{found['delta_checkpoint_s'] * 1000:.0f} ms",
+            f"{found['delta_pause_s'] * 1000:.0f} ms", f"{found['pause_s'] * 1000:.0f} ms",
+        ))
     print(table(writes))
     print()
     print(table(commits))
+    print()
+    print(table(deltas))
 
 
 if __name__ == "__main__":

@@ -27,13 +27,15 @@ from typing import TYPE_CHECKING, Literal, Protocol, Self
 
 from statemigrate._errors import ConfigurationError
 from statemigrate._observe._instruments import CHECKPOINT_PAUSE, emit
+from statemigrate._runtime._chain import MAX_PIECES, chain_frame
 from statemigrate._runtime._report import CheckpointReport, CommitReport, SnapshotReport
+from statemigrate._snapshot._encode import EncodedSnapshot
 
 if TYPE_CHECKING:
     import asyncio
 
+    from statemigrate._runtime._precopy import PreCopySource
     from statemigrate._runtime._service import Service
-    from statemigrate._snapshot._encode import EncodedSnapshot
     from statemigrate.stores import Store
 
 __all__ = ["AsyncPausable", "Checkpointer", "Pausable", "Quiesce", "retry_delay"]
@@ -41,6 +43,8 @@ __all__ = ["AsyncPausable", "Checkpointer", "Pausable", "Quiesce", "retry_delay"
 logger = logging.getLogger("statemigrate")
 
 _NOTHING = object()
+_SAMPLE_RECORDS = 64
+"""Records a delta needs for its size per record to estimate the next delta's."""
 
 
 class Pausable(Protocol):
@@ -185,10 +189,23 @@ class Checkpointer:
         max_backoff: after failed checkpoints (a store that cannot commit, a state
             that cannot be exported), the next attempt waits twice as long each time,
             up to this many seconds. Serving goes on meanwhile.
+        incremental: commit a chain instead of a full snapshot each time: a full base,
+            then at each checkpoint a delta of what changed since the one before, the
+            writers held for the delta only. The store gets the base and every delta
+            so far as one object, committed atomically (see ``docs/checkpoints.md``).
+            Needs components that track their changes (``TrackedDict``); without
+            them every checkpoint is full, and the log says why.
+        max_delta_ratio: a new full base is taken (the chain compacted) when the
+            deltas' total size, the one about to be taken included (estimated from
+            the records changed since the last), passes this fraction of the base's
+            size.
+        max_deltas: a new full base is taken after this many deltas, whatever their
+            size.
 
     Raises:
-        ConfigurationError: ``every`` or ``max_backoff`` is not a positive number, or
-            ``quiesce`` or ``changes`` has the wrong shape.
+        ConfigurationError: ``every``, ``max_backoff`` or ``max_delta_ratio`` is not a
+            positive number, ``max_deltas`` not a positive count, or ``quiesce`` or
+            ``changes`` has the wrong shape.
     """
 
     def __init__(
@@ -200,12 +217,27 @@ class Checkpointer:
         quiesce: Quiesce | None = None,
         changes: Callable[[], object] | None = None,
         max_backoff: float = 60.0,
+        incremental: bool = False,
+        max_delta_ratio: float = 0.5,
+        max_deltas: int = 100,
     ) -> None:
-        for option, value in (("every", every), ("max_backoff", max_backoff)):
+        for option, value in (
+            ("every", every),
+            ("max_backoff", max_backoff),
+            ("max_delta_ratio", max_delta_ratio),
+        ):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ConfigurationError(
                     option, f"must be a positive number of seconds, not {value!r}"
                 )
+        if (
+            isinstance(max_deltas, bool)
+            or not isinstance(max_deltas, int)
+            or not 1 <= max_deltas < MAX_PIECES
+        ):
+            raise ConfigurationError(
+                "max_deltas", f"must be a count from 1 to {MAX_PIECES - 1}, not {max_deltas!r}"
+            )
         if changes is not None and not callable(changes):
             raise ConfigurationError("changes", f"must be a function, not {type(changes).__name__}")
         self.service = service
@@ -223,6 +255,14 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
         self._mode: Literal["thread", "loop"] | None = None
         self._warned_slow = False
+        self.incremental = bool(incremental)
+        self.max_delta_ratio = float(max_delta_ratio)
+        self.max_deltas = max_deltas
+        self._source: PreCopySource | None = None
+        self._chain: list[EncodedSnapshot] = []
+        self._chain_off: str | None = None
+        # Bytes per changed record in the last delta large enough to tell.
+        self._record_size: float | None = None
         self.failures = 0
         """Checkpoints that failed in a row since the last one that committed."""
         self.last_error: BaseException | None = None
@@ -322,10 +362,85 @@ class Checkpointer:
             # writers still run meanwhile.
             held = time.perf_counter()
             mark = changes() if changes is not None else _NOTHING
-            encoded, report = self.service.snapshot()
+            if self.incremental and self._chain_off is None:
+                encoded, report = self._take_piece()
+            else:
+                encoded, report = self.service.snapshot()
         pause = time.perf_counter() - held
         emit(CHECKPOINT_PAUSE, pause, self.service.name)
         return encoded, report, mark, pause
+
+    # --- incremental ---------------------------------------------------------------------
+
+    @property
+    def chain_length(self) -> int:
+        """Pieces in the chain the next incremental checkpoint extends: the base and
+        its deltas (0 before the first one, and when checkpoints are full)."""
+        return len(self._chain)
+
+    def _compact_now(self, source: PreCopySource) -> bool:
+        """Whether the next piece must be a new full base."""
+        if not self._chain or not source.deltas_possible:
+            return True
+        deltas = self._chain[1:]
+        if len(deltas) >= self.max_deltas:
+            return True
+        size: float = sum(d.size for d in deltas)
+        if self._record_size is not None:
+            # The delta about to be taken counts too: a delta of most of the state
+            # would hold the writers longer than a full snapshot does.
+            size += source.pending() * self._record_size
+        return size > self.max_delta_ratio * self._chain[0].size
+
+    def _take_piece(self) -> tuple[EncodedSnapshot, SnapshotReport]:
+        """The next piece of the chain, with the writers held: a delta, or a full base
+        when the chain is empty or has grown past its bounds; returns the whole chain
+        as one snapshot to commit."""
+        source = self._source
+        if source is None:
+            source = self.service.precopy_source()
+            source.start()
+            if source.why_no_deltas is not None:
+                self._chain_off = source.why_no_deltas
+                source.close()
+                logger.warning(
+                    "checkpoints of %s are full snapshots: %s", self.service.name, self._chain_off
+                )
+                return self.service.snapshot()
+            self._source = source
+        if self._compact_now(source):
+            # Emptied first: a base that fails to be written leaves no chain to extend.
+            self._chain = []
+            self._chain = [source.full()]
+        else:
+            records = source.pending()
+            self._chain.append(source.delta())
+            if records >= _SAMPLE_RECORDS:
+                self._record_size = self._chain[-1].size / records
+        piece = self._chain[-1]
+        frame = chain_frame([p.size for p in self._chain])
+        chain = EncodedSnapshot(
+            parts=[frame, *(part for p in self._chain for part in p.parts)],
+            header=piece.header,
+            size=len(frame) + sum(p.size for p in self._chain),
+            timings=dict(piece.timings),
+        )
+        report = SnapshotReport(
+            snapshot_id=piece.header.snapshot_id,
+            generation=piece.header.generation,
+            size=chain.size,
+            sections=(),
+            timings=dict(piece.timings),
+        )
+        return chain, report
+
+    def close(self) -> None:
+        """Stop tracking changes for incremental checkpoints (the components drop their
+        logs); the next incremental checkpoint starts a new chain with a full base."""
+        source, self._source = self._source, None
+        self._chain = []
+        if source is not None:
+            source.close()
 
     def _committed(
         self, committed: CommitReport, mark: object, pause: float, began: float
@@ -395,12 +510,15 @@ class Checkpointer:
         if self._mode == "thread":
             self._mode = None
         if not final:
+            self.close()
             return None
         try:
             report = self.checkpoint_now()
         except Exception as exc:
             logger.error("final checkpoint of %s failed: %s", self.service.name, exc)
             raise
+        finally:
+            self.close()
         logger.info("final %s", report.summary())
         return report
 
@@ -495,6 +613,7 @@ class Checkpointer:
             raise
         finally:
             self._mode = None
+            self.close()
 
     def _enter_mode(self, mode: Literal["thread", "loop"]) -> None:
         where = {"thread": "in a thread", "loop": "on an event loop"}

@@ -41,6 +41,7 @@ from statemigrate._observe._instruments import (
 )
 from statemigrate._observe._status import RestoreStatus, StatusTracker
 from statemigrate._observe._tracing import ended_now, record_span, tracing_enabled
+from statemigrate._runtime._chain import is_chain, split_chain
 from statemigrate._runtime._delta import apply_delta, delta_obstacle
 from statemigrate._runtime._precopy import PreCopySource
 from statemigrate._runtime._report import CommitReport, RestoreReport, SectionReport, SnapshotReport
@@ -945,7 +946,7 @@ class Service:
         try:
             if isinstance(source, Store):
                 return self._restore_latest(source, options)
-            return self.restore(source, **options)
+            return self._restore_stored(source, options)
         except RestoreError as exc:
             if any(
                 self._policies.get(key, self._on_restore_failure) == "refuse"
@@ -967,7 +968,7 @@ class Service:
                 return None
             current = _Failing(exc)  # restored as a failed read, with status and metrics
         try:
-            return self.restore(current, **options)
+            return self._restore_stored(current, options)
         except RestoreError as exc:
             open_previous = getattr(store, "open_previous", None)
             if exc.phase not in ("read", "verify") or not callable(open_previous):
@@ -978,11 +979,67 @@ class Service:
                 exc,
             )
             try:
-                return self.restore(_Reader(open_previous, f"{store!r} (previous)"), **options)
+                return self._restore_stored(
+                    _Reader(open_previous, f"{store!r} (previous)"), options
+                )
             except RestoreError as second:
                 logger.error("the previous snapshot in %r cannot be restored: %s", store, second)
                 self._tracker.failed(str(exc))  # the latest snapshot's failure is the one
                 raise exc from exc.__cause__
+
+
+    def _restore_stored(
+        self,
+        source: bytes | bytearray | memoryview | SnapshotRef | CommitReport,
+        options: Mapping[str, bool],
+    ) -> RestoreReport:
+        """Restore a snapshot, or a chain that incremental checkpoints committed: its
+        base, then each delta in order.
+
+        Every piece of a chain is verified, and each delta checked to name the piece
+        before it as its base, before anything is applied: a damaged or incomplete
+        chain fails in ``verify`` with every component as it was, so the caller can
+        fall back to the store's previous object.
+        """
+        if isinstance(source, bytes | bytearray | memoryview):
+            data: bytes | bytearray | memoryview = source
+        else:
+            try:
+                data = source.open()
+            except StateMigrateError:
+                return self.restore(source, **options)  # fails in "read", with the status
+        if not is_chain(data):
+            return self.restore(data, **options)
+        try:
+            pieces = split_chain(data)
+            headers = [open_snapshot(p, key=self._key, limits=self._limits).header for p in pieces]
+        except SnapshotError as exc:
+            raise self._chain_refused(f"checkpoint chain: {exc}") from exc
+        for index in range(1, len(headers)):
+            before, base = headers[index - 1], headers[index].base
+            if base is None or (base.snapshot_id, base.generation) != (
+                before.snapshot_id,
+                before.generation,
+            ):
+                raise self._chain_refused(
+                    f"checkpoint chain piece {index} does not follow piece {index - 1}"
+                )
+        if headers[0].base is not None:
+            raise self._chain_refused("checkpoint chain does not start with a full snapshot")
+        report = self.restore(pieces[0], **options)
+        for piece in pieces[1:]:
+            report = self.restore(piece, **options)
+        logger.info(
+            "restored a checkpoint chain of %d deltas on a full snapshot", len(pieces) - 1
+        )
+        return report
+
+    def _chain_refused(self, reason: str) -> RestoreError:
+        """A chain refused at verification, reported as a failed restore."""
+        error = _logged(RestoreError("verify", reason))
+        self._tracker.failed(str(error))
+        emit(RESTORES, 1.0, self.name, "failed")
+        return error
 
 
 class _Reader:

@@ -18,9 +18,12 @@ child dies is exactly what the child had done:
     m                         (``inplace`` only) half the snapshot is written
 
 MODE is ``good`` (writers held through a lock while the snapshot is taken, commits
-through the TmpfsStore), or one of two broken checkpointers, which the same check must
-catch: ``noquiesce`` takes snapshots without holding the writers, and ``inplace``
-rewrites the ``current`` file in place, pausing half-way.
+through the TmpfsStore), ``incremental`` (the same with a tracked ledger and
+incremental checkpoints: a base, then deltas, the chain committed as one object), or
+one of three broken checkpointers, which the same check must catch: ``noquiesce``
+takes snapshots without holding the writers, ``inplace`` rewrites the ``current``
+file in place, pausing half-way, and ``deltaonly`` checkpoints incrementally but
+commits each new piece alone, as if the store kept the pieces before it.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from restore_children.ledger import ledger_service
+from restore_children.ledger import ledger_service, tracked_ledger_service
 from statemigrate import Checkpointer, TmpfsStore
+from statemigrate._runtime._chain import split_chain
 from statemigrate.stores import Buffer
 
 # A slow export (5 ms between reading the count and handing over the items): without
@@ -103,9 +107,26 @@ class InPlace:
             return handle.read()
 
 
+class LastPieceOnly:
+    """A broken store wrapper: commits only the newest piece of a checkpoint chain."""
+
+    def __init__(self, store: TmpfsStore) -> None:
+        self.store = store
+
+    def commit(self, data: Buffer | Iterable[Buffer]) -> Any:
+        parts = [data] if isinstance(data, bytes | bytearray | memoryview) else list(data)
+        return self.store.commit(split_chain(b"".join(bytes(part) for part in parts))[-1])
+
+    def open(self, ref: Any = None) -> Any:
+        return self.store.open(ref)
+
+
 def main() -> None:
     directory, mode, every = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    service, ledger = ledger_service(slow=SLOW_EXPORT)
+    incremental = mode in ("incremental", "deltaonly")
+    service, ledger = (
+        tracked_ledger_service() if incremental else ledger_service(slow=SLOW_EXPORT)
+    )
     store = TmpfsStore(directory)
     report = service.start_from(store)
     say(f"r {ledger.count} {'cold' if report is None else 'restored'}")
@@ -119,9 +140,19 @@ def main() -> None:
             taken["count"] = ledger.count
             yield
 
-    target = Announcing(InPlace(directory) if mode == "inplace" else store, taken)
+    inner: Any = store
+    if mode == "inplace":
+        inner = InPlace(directory)
+    elif mode == "deltaonly":
+        inner = LastPieceOnly(store)
     Checkpointer(
-        service, target, every=every, quiesce=held, changes=lambda: ledger.count
+        service,
+        Announcing(inner, taken),
+        every=every,
+        quiesce=held,
+        changes=lambda: ledger.count,
+        incremental=incremental,
+        max_deltas=8,
     ).start()
 
     def write_forever() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from typing_extensions import TypedDict
 
-from statemigrate import Registry, Service
+from statemigrate import Registry, Service, TrackedDict
 
 COMPONENT = "ledger"
 SERVICE = "ledger-service"
@@ -59,6 +59,37 @@ class Ledger:
     def import_state(self, state: LedgerV1) -> None:
         self.count = state["count"]
         self.items = dict(state["items"])
+
+
+TRACKED_REGISTRY = Registry()
+TRACKED_REGISTRY.add_schema(COMPONENT, 1, LedgerV1)
+
+
+@TRACKED_REGISTRY.migratable(COMPONENT, version=1)
+class TrackedLedger:
+    """The ledger with its items in a :class:`TrackedDict`, for incremental checkpoints:
+    exported and imported field by field, so a delta carries the items written since
+    the last piece and the count."""
+
+    def __init__(self, *, keys: int = KEYS) -> None:
+        self.keys = keys
+        self.count = 0
+        self.items: TrackedDict[str, int] = TrackedDict()
+
+    def write(self) -> int:
+        n = self.count + 1
+        self.items[f"k{n % self.keys}"] = n
+        self.count = n
+        return n
+
+    def state(self) -> dict[str, Any]:
+        return {"count": self.count, "items": dict(self.items)}
+
+
+def tracked_ledger_service() -> tuple[Service, TrackedLedger]:
+    service = Service(SERVICE, registry=TRACKED_REGISTRY)
+    ledger = service.register(TrackedLedger())
+    return service, ledger
 
 
 def state_after(n: int, *, keys: int = KEYS) -> dict[str, Any]:

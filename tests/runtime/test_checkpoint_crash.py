@@ -10,7 +10,7 @@ store into a fresh service, as a restarted process would. The next child goes on
 from that state, in the same directory.
 
 ``STATEMIGRATE_CHECKPOINT_TRIALS`` sets the number of kills (20 by default, 200 under
-``STATEMIGRATE_SOAK=1``).
+``STATEMIGRATE_SOAK=1``), for full and for incremental checkpoints alike.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from restore_children.ledger import ledger_service, state_after
+from restore_children.ledger import ledger_service, state_after, tracked_ledger_service
 
 from statemigrate import RestoreError, TmpfsStore
 
@@ -157,11 +157,18 @@ def run_child(directory: Path, mode: str, stderr: Path, *, wait: float | None) -
     return reported
 
 
-def check_restart(directory: Path, reported: Reported, totals: Totals) -> int:
+def check_restart(
+    directory: Path, reported: Reported, totals: Totals, *, incremental: bool = False
+) -> int:
     """Restore what the killed child left into a fresh service; count what is wrong.
 
     Returns the count restored (what the next child starts from)."""
-    service, ledger = ledger_service()
+    if incremental:
+        service, tracked = tracked_ledger_service()
+        read_state = tracked.state
+    else:
+        service, ledger = ledger_service()
+        read_state = ledger.export_state
     try:
         with TmpfsStore(directory) as store:
             service.start_from(store)
@@ -169,7 +176,7 @@ def check_restart(directory: Path, reported: Reported, totals: Totals) -> int:
         totals.failures += 1
         totals.problems.append(f"restore failed: {exc}")
         return -1
-    state = ledger.export_state()
+    state = read_state()
     count = state["count"]
     if state != state_after(count):
         totals.torn += 1
@@ -193,18 +200,21 @@ def check_restart(directory: Path, reported: Reported, totals: Totals) -> int:
     return count
 
 
-def kill_trials(base: Path, mode: str, trials: int, *, seed: int) -> Totals:
+def kill_trials(
+    base: Path, mode: str, trials: int, *, seed: int, waits: tuple[float, float] = (0.05, 1.0)
+) -> Totals:
     rng = random.Random(seed)
     directory = base / "store"
     totals = Totals()
     expected_start = 0
+    incremental = mode in ("incremental", "deltaonly")
     for _ in range(trials):
-        reported = run_child(directory, mode, base / "child.stderr", wait=rng.uniform(0.05, 1.0))
+        reported = run_child(directory, mode, base / "child.stderr", wait=rng.uniform(*waits))
         if expected_start >= 0 and reported.start != expected_start:
             totals.problems.append(
                 f"the child restored {reported.start}, the previous check {expected_start}"
             )
-        expected_start = check_restart(directory, reported, totals)
+        expected_start = check_restart(directory, reported, totals, incremental=incremental)
         if expected_start < 0:
             break  # nothing more to learn from an unrestorable directory
     print(totals.summary(mode))
@@ -217,6 +227,30 @@ def test_kill_9_restarts_from_an_acknowledged_checkpoint_never_torn(tmp_path: Pa
     assert totals.problems == []
     assert (totals.trials, totals.torn, totals.failures, totals.wrong) == (TRIALS, 0, 0, 0)
     assert totals.checkpoints > TRIALS  # the kills landed among many checkpoints
+
+
+@pytest.mark.slow
+def test_kill_9_with_incremental_checkpoints_restarts_from_an_acknowledged_one(
+    tmp_path: Path,
+) -> None:
+    """The same check with a base and deltas committed as one chain, compacted every
+    8 deltas: kills land in writes, deltas, compactions and commits of the chain."""
+    totals = kill_trials(tmp_path, "incremental", TRIALS, seed=20261205)
+    assert totals.problems == []
+    assert (totals.trials, totals.torn, totals.failures, totals.wrong) == (TRIALS, 0, 0, 0)
+    # Each commit copies the whole chain through the slowed store, so fewer commit
+    # between two kills than with full checkpoints of the small ledger.
+    assert totals.checkpoints > TRIALS // 2
+
+
+@pytest.mark.slow
+def test_negative_control_deltas_committed_without_their_base_are_caught(
+    tmp_path: Path,
+) -> None:
+    """A checkpointer that commits each delta alone, as if the store kept the chain:
+    the restart finds a delta whose base is gone, and the check says so."""
+    totals = kill_trials(tmp_path, "deltaonly", 3, seed=11, waits=(1.0, 1.5))
+    assert totals.caught() >= 1, totals.summary("deltaonly")
 
 
 @pytest.mark.slow

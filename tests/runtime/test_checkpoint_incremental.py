@@ -1,0 +1,189 @@
+"""Incremental checkpoints: a base and chained deltas committed as one object, compacted
+into a new base; start_from verifies the whole chain and falls back to previous."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import threading
+
+import pytest
+from restore_children.ledger import (
+    ledger_service,
+    state_after,
+    tracked_ledger_service,
+)
+
+from statemigrate import Checkpointer, ConfigurationError, MemoryStore, SnapshotError
+from statemigrate._runtime._chain import chain_frame, is_chain, split_chain
+
+
+def checkpointed(writes: list[int], **options: object) -> tuple[MemoryStore, Checkpointer, int]:
+    """A tracked ledger checkpointed incrementally after each batch of ``writes``."""
+    service, ledger = tracked_ledger_service()
+    store = MemoryStore()
+    checkpointer = Checkpointer(
+        service, store, quiesce=threading.Lock(), incremental=True, **options  # type: ignore[arg-type]
+    )
+    for batch in writes:
+        for _ in range(batch):
+            ledger.write()
+        checkpointer.checkpoint_now()
+    return store, checkpointer, ledger.count
+
+
+def restored_count(data: object) -> int:
+    service, ledger = tracked_ledger_service()
+    assert service.start_from(data) is not None  # type: ignore[arg-type]
+    assert ledger.state() == state_after(ledger.count)
+    return ledger.count
+
+
+def test_every_checkpoint_restores_exactly_the_state_it_took() -> None:
+    service, ledger = tracked_ledger_service()
+    store = MemoryStore()
+    checkpointer = Checkpointer(service, store, quiesce=threading.Lock(), incremental=True)
+    lengths = []
+    for batch in [2_000, 40, 40, 40, 40, 40]:
+        for _ in range(batch):
+            ledger.write()
+        checkpointer.checkpoint_now()
+        lengths.append(checkpointer.chain_length)
+        assert is_chain(store.open())
+        assert restored_count(store) == ledger.count
+    assert lengths == [1, 2, 3, 4, 5, 6]  # small deltas extend the chain
+
+
+def test_the_chain_is_compacted_after_max_deltas() -> None:
+    store, checkpointer, count = checkpointed([50] * 7, max_deltas=2)
+    assert checkpointer.chain_length == 1  # 7 pieces: base, 2 deltas, base, 2 deltas, base
+    assert len(split_chain(store.open())) == 1
+    assert restored_count(store) == count
+
+
+def test_the_chain_is_compacted_when_the_deltas_outgrow_the_base() -> None:
+    # The base holds 10 items, the first delta 300: the third checkpoint is a new base.
+    store, checkpointer, count = checkpointed([10, 300, 300], max_delta_ratio=0.1)
+    assert checkpointer.chain_length == 1
+    assert restored_count(store) == count
+    _, unbounded, _ = checkpointed([10, 300, 300], max_delta_ratio=100.0)
+    assert unbounded.chain_length == 3
+
+
+def test_a_delta_of_most_of_the_state_is_taken_as_a_new_base() -> None:
+    """The delta about to be taken counts before it is taken: 1,500 of 2,000 records
+    changed would make a delta over half the base, so a new base is taken instead."""
+    store, checkpointer, count = checkpointed([2_000, 100, 1_500])
+    assert checkpointer.chain_length == 1
+    assert restored_count(store) == count
+
+
+def test_a_damaged_chain_falls_back_to_the_previous_complete_chain(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store, _, count = checkpointed([2_000, 30, 30])
+    assert len(split_chain(store.open())) == 3
+    current = bytearray(store.open())
+    current[-5] ^= 0x40  # in the last delta's digest
+    previous = store.open_previous()
+    store.commit(previous)
+    store.commit(bytes(current))
+    with caplog.at_level(logging.WARNING, logger="statemigrate"):
+        assert restored_count(store) == count - 30
+    assert "restoring the one before it" in caplog.text
+
+
+def test_a_chain_missing_a_delta_is_refused_whole() -> None:
+    store, _, _ = checkpointed([2_000, 30, 30])
+    base, _, last = split_chain(store.open())
+    gapped = chain_frame([len(base), len(last)]) + bytes(base) + bytes(last)
+    service, ledger = tracked_ledger_service()
+    with pytest.raises(Exception, match="piece 1 does not follow piece 0") as caught:
+        service.start_from(gapped)
+    assert ledger.count == 0
+    assert service.status.state == "failed", caught.value
+
+
+def test_every_truncation_of_a_frame_raises_a_snapshot_error() -> None:
+    """Property: a chain cut anywhere is refused, never split into pieces."""
+    store, _, _ = checkpointed([20, 20])
+    data = bytes(store.open())
+    for end in range(len(data)):
+        with pytest.raises(SnapshotError):
+            pieces = split_chain(data[:end])
+            raise AssertionError(f"cut at {end} gave {len(pieces)} pieces")
+
+
+def test_a_flipped_bit_in_the_frame_is_refused() -> None:
+    store, _, _ = checkpointed([20, 20])
+    data = bytearray(store.open())
+    frame = len(chain_frame([1, 1]))
+    for offset in range(frame):
+        flipped = bytearray(data)
+        flipped[offset] ^= 0x01
+        with pytest.raises(SnapshotError):
+            split_chain(flipped)
+
+
+def test_a_frame_declaring_too_many_pieces_is_refused() -> None:
+    head = struct.pack("<8sII", b"\x89SMCHAIN", 1 << 20, 0)
+    with pytest.raises(SnapshotError, match="declares 1048576 pieces"):
+        split_chain(head + bytes(64))
+
+
+def test_untracked_components_get_full_checkpoints(caplog: pytest.LogCaptureFixture) -> None:
+    service, ledger = ledger_service()
+    store = MemoryStore()
+    checkpointer = Checkpointer(service, store, quiesce=threading.Lock(), incremental=True)
+    with caplog.at_level(logging.WARNING, logger="statemigrate"):
+        for _ in range(2):
+            ledger.write()
+            checkpointer.checkpoint_now()
+    assert checkpointer.chain_length == 0
+    assert not is_chain(store.open())
+    assert "are full snapshots: ledger" in caplog.text
+    fresh, restored = ledger_service()
+    fresh.start_from(store)
+    assert restored.count == 2
+
+
+def test_stop_ends_the_chain_and_the_next_checkpoint_is_a_new_base() -> None:
+    service, ledger = tracked_ledger_service()
+    store = MemoryStore()
+    checkpointer = Checkpointer(service, store, quiesce=threading.Lock(), incremental=True)
+    ledger.write()
+    checkpointer.checkpoint_now()
+    ledger.write()
+    checkpointer.stop()  # the final checkpoint is a delta; tracking stops after it
+    assert len(split_chain(store.open())) == 2
+    ledger.write()
+    checkpointer.checkpoint_now()
+    assert checkpointer.chain_length == 1
+    assert restored_count(store) == 3
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("max_deltas", 0), ("max_deltas", True), ("max_deltas", 1 << 16), ("max_delta_ratio", 0)],
+)
+def test_bad_chain_bounds_are_refused(option: str, value: object) -> None:
+    service, _ = tracked_ledger_service()
+    with pytest.raises(ConfigurationError, match=option):
+        Checkpointer(service, MemoryStore(), incremental=True, **{option: value})  # type: ignore[arg-type]
+
+
+def test_on_an_event_loop_checkpoints_chain_too() -> None:
+    service, ledger = tracked_ledger_service()
+    store = MemoryStore()
+    checkpointer = Checkpointer(service, store, incremental=True)
+
+    async def twice() -> None:
+        for batch in (2_000, 10):
+            for _ in range(batch):
+                ledger.write()
+            await checkpointer.checkpoint()
+
+    asyncio.run(twice())
+    assert checkpointer.chain_length == 2
+    assert restored_count(store) == 2_010
