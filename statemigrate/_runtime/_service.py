@@ -25,7 +25,13 @@ from statemigrate._errors import (
     UnknownComponentError,
 )
 from statemigrate._model._compare import format_path
-from statemigrate._model._component import component_spec, export_component
+from statemigrate._model._component import (
+    component_spec,
+    component_state,
+    export_component,
+    import_component,
+    importable_state,
+)
 from statemigrate._observe._instruments import (
     COMMIT_DURATION,
     COMMITS,
@@ -1026,9 +1032,23 @@ class Service:
                 )
         if headers[0].base is not None:
             raise self._chain_refused("checkpoint chain does not start with a full snapshot")
-        report = self.restore(pieces[0], **options)
-        for piece in pieces[1:]:
-            report = self.restore(piece, **options)
+        # Each piece is all or nothing, the chain must be too: a delta that fails after
+        # the base was applied (in decode, migrate or validate) puts back what was live
+        # before the chain, so a cold start that follows is really cold.
+        live = [(entry, component_state(entry.obj, registry=entry.registry))
+                for entry in self._entries.values()]
+        try:
+            report = self.restore(pieces[0], **options)
+            for piece in pieces[1:]:
+                report = self.restore(piece, **options)
+        except BaseException:
+            for entry, state in live:
+                import_component(
+                    entry.obj,
+                    importable_state(entry.obj, state, registry=entry.registry),
+                    registry=entry.registry,
+                )
+            raise
         logger.info(
             "restored a checkpoint chain of %d deltas on a full snapshot", len(pieces) - 1
         )

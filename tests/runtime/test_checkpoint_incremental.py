@@ -15,7 +15,14 @@ from restore_children.ledger import (
     tracked_ledger_service,
 )
 
-from statemigrate import Checkpointer, ConfigurationError, MemoryStore, SnapshotError
+from statemigrate import (
+    Checkpointer,
+    ConfigurationError,
+    MemoryStore,
+    RestoreError,
+    RestoreReport,
+    SnapshotError,
+)
 from statemigrate._runtime._chain import chain_frame, is_chain, split_chain
 
 
@@ -103,6 +110,31 @@ def test_a_chain_missing_a_delta_is_refused_whole() -> None:
         service.start_from(gapped)
     assert ledger.count == 0
     assert service.status.state == "failed", caught.value
+
+
+def test_a_delta_failing_after_its_base_was_applied_leaves_the_components_as_they_were(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A chain is restored all or nothing, like each of its pieces: a delta refused in
+    validation after the base went in puts the base back out, so whatever follows (a
+    refusal to start, or a cold start) starts from the components as they were."""
+    store, _, _ = checkpointed([2_000, 30])
+    service, ledger = tracked_ledger_service()
+    real_restore = service.restore
+    pieces: list[int] = []
+
+    def restore_refusing_deltas(source: object, **options: object) -> RestoreReport:
+        pieces.append(1)
+        if len(pieces) > 1:
+            raise RestoreError("validate", "refused for the test", component="ledger/default")
+        return real_restore(source, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service, "restore", restore_refusing_deltas)
+    with pytest.raises(RestoreError, match="refused for the test"):
+        service.start_from(store)
+    assert len(pieces) == 2  # the base was applied before the delta failed
+    assert ledger.count == 0
+    assert ledger.state() == state_after(0)
 
 
 def test_every_truncation_of_a_frame_raises_a_snapshot_error() -> None:
