@@ -424,10 +424,10 @@ def test_a_last_delta_that_fails_sends_the_full_snapshot_in_the_pause(
     delta = PreCopySource.delta
     with Writers(obj.entries) as writers:
 
-        def failing_when_paused(self: PreCopySource) -> Any:
+        def failing_when_paused(self: PreCopySource, *, limit: int | None = None) -> Any:
             if writers.paused:
                 raise sm.ExportError("counters", 1, "entries", "a broken record")
-            return delta(self)
+            return delta(self, limit=limit)
 
         monkeypatch.setattr(PreCopySource, "delta", failing_when_paused)
         writers.wait_writes(100)
