@@ -141,8 +141,11 @@ class ComponentChanges:
         for name, mark in self._marks.items():
             self._fields[name].advance(mark)
 
-    def take(self) -> PartialState:
+    def take(self, *, limit: int | None = None) -> PartialState:
         """The changes since the last take (or open), and a new starting point.
+
+        With ``limit``, at most that many records, the ones written longest ago
+        (field by field): the rest stay pending for the next take.
 
         Raises:
             RegistrationError: the component replaced a record field's
@@ -159,7 +162,9 @@ class ComponentChanges:
                 if value is not _MISSING:
                     state[name] = value
                 continue
-            changes = self._fields[name].take_changes(mark)
+            changes = self._fields[name].take_changes(mark, limit=limit)
+            if limit is not None:
+                limit = max(limit - len(changes), 0)
             if self._custom:
                 exported = self._obj.export_records(name, list(changes.set))  # type: ignore[attr-defined]
                 state[name] = dict(exported)

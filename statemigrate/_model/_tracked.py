@@ -255,12 +255,21 @@ class TrackedDict(dict[K, V]):
         with self._lock:
             return self._changes(mark)
 
-    def take_changes(self, mark: ChangeMark) -> Changes:
+    def take_changes(self, mark: ChangeMark, *, limit: int | None = None) -> Changes:
         """:meth:`changes_since` ``mark``, and move the mark to now, in one step (no
-        write made meanwhile, in any thread, is lost between the two)."""
+        write made meanwhile, in any thread, is lost between the two).
+
+        With ``limit``, at most that many keys: the ones written longest ago, and the
+        mark moves just past the last of them, so the keys left out (and any write
+        made after this call) are in the next changes taken. The lock is held for
+        the keys taken, not for all that changed.
+        """
         with self._lock:
-            changes = self._changes(mark)
-            self._advance(mark)
+            if limit is None or mark.count <= limit:
+                changes = self._changes(mark)
+                self._advance(mark)
+            else:
+                changes = self._take_oldest(mark, max(limit, 0))
         return changes
 
     def advance(self, mark: ChangeMark) -> None:
@@ -311,6 +320,38 @@ class TrackedDict(dict[K, V]):
                 present.append((key, value))
         return Changes(dict(present), tuple(deleted))
 
+    def _take_oldest(self, mark: ChangeMark, limit: int) -> Changes:
+        """The ``limit`` keys written longest ago since ``mark`` (fewer than its
+        count), with the mark moved just past them."""
+        self._check(mark)
+        log = self._log
+        assert log is not None
+        since = mark.seq
+        present: list[tuple[Any, Any]] = []
+        deleted: list[Any] = []
+        if limit == 0:
+            return Changes({}, ())
+        # The log is in order of sequence numbers: past the entries at or below the
+        # mark (kept for older marks), the next ``limit`` keys are the oldest writes.
+        last = since
+        for key, seq in log.items():
+            if seq <= since:
+                continue
+            value = dict.get(self, key, _MISSING)
+            if value is _MISSING:
+                deleted.append(key)
+            else:
+                present.append((key, value))
+            last = seq
+            if len(present) + len(deleted) == limit:
+                break
+        # Every key left out has a later sequence number than ``last``, and so has
+        # every write made after this call: both stay counted for the next take.
+        mark.seq = last
+        mark.count -= len(present) + len(deleted)
+        self._forget()
+        return Changes(dict(present), tuple(deleted))
+
     def _advance(self, mark: ChangeMark) -> None:
         self._check(mark)
         mark.seq = self._seq
@@ -327,14 +368,18 @@ class TrackedDict(dict[K, V]):
         oldest = min(m.seq for m in self._marks)
         if not log or log[next(iter(log))] > oldest:
             return
-        kept: list[tuple[Any, int]] = []
-        for key in reversed(log):
-            seq = log[key]
-            if seq <= oldest:
+        if log[next(reversed(log))] <= oldest:
+            self._log = {}
+            return
+        # Drop the stale head in place: the cost is what is dropped, not what is kept
+        # (a sliced take drops a few keys from the head of a long log, over and over).
+        stale = []
+        for key, seq in log.items():
+            if seq > oldest:
                 break
-            kept.append((key, seq))
-        kept.reverse()
-        self._log = dict(kept)
+            stale.append(key)
+        for key in stale:
+            del log[key]
 
     # --- copies ----------------------------------------------------------------------
 

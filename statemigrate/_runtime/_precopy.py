@@ -159,9 +159,14 @@ class PreCopySource:
         """The identity of the last piece written (the next delta's base)."""
         return self._last
 
-    def delta(self) -> EncodedSnapshot:
+    def delta(self, *, limit: int | None = None) -> EncodedSnapshot:
         """A delta of what changed since the previous piece, chained to it (its header
         names the previous piece's snapshot id and generation), and a new mark.
+
+        With ``limit``, the delta holds at most that many records, those written
+        longest ago; the others stay :meth:`pending` for the next delta. A serving
+        process bounds its stalls that way: the time a delta holds the GIL (and the
+        tracked dicts' locks) grows with its records.
 
         Call it in the serving process. After a failure no further delta can be
         chained (:attr:`deltas_possible` becomes false) until :meth:`full` is written
@@ -181,7 +186,12 @@ class PreCopySource:
         base = self._last
         assert base is not None
         try:
-            taken = [changes.take() for changes in self._changes if changes is not None]
+            taken = []
+            for changes in self._changes:
+                if changes is not None:
+                    taken.append(changes.take(limit=limit))
+                    if limit is not None:
+                        limit = max(limit - taken[-1].records, 0)
             sections = self._sections(taken)
             identity = DeltaBase(new_snapshot_id(), self._reserve())
             encoded = self._encode(taken, sections, identity, base)

@@ -7,10 +7,21 @@ old process pauses anything:
   :mod:`statemigrate.handoff._fork`) or in this process (``"inline"``), which the
   successor restores at once (it does not serve yet) and acknowledges with APPLIED,
   saying whether it can apply deltas on top;
-* rounds 1..k, each a delta of what changed since the previous piece, exported here
-  (deltas are small), applied and acknowledged likewise, until what is left is small
-  enough to move within :data:`FINAL_TARGET` (judged from the last round's pace), or
+* rounds 1..k, each a delta of what changed since the previous piece, exported here,
+  applied and acknowledged likewise, until what is left is small enough to move
+  within :data:`FINAL_TARGET` (judged from the last round's pace), or
   :data:`MAX_ROUNDS` deltas were sent, or the rounds stop shrinking.
+
+A delta round carries at most :data:`ROUND_RECORDS` records, those written longest
+ago; the rest waits for the next round. Exporting a delta holds the serving process
+(the GIL, the tracked dicts' locks) for a time that grows with its records, and the
+first delta after a long round 0 may hold tens of thousands: in rounds of bounded
+size, requests are served between them, while the successor applies each one. A
+write made while a round is exported has a later mark than the records taken, so it
+is in a later round or in the last piece, never lost. Rounds that leave records
+behind (capped) do not count against :data:`MAX_ROUNDS`, but every round must leave
+fewer records pending than the one before, or the rounds stop: writes that outpace
+them end the pre-copy as before, with the rest in the last piece.
 
 What comes next is not done here: the caller pauses the writers and sends the last
 piece in SNAPSHOT as before, a delta, or a full snapshot when deltas cannot be used
@@ -48,9 +59,11 @@ from statemigrate.stores._base import Buffer
 
 __all__ = [
     "FINAL_TARGET",
+    "MAX_CAPPED_ROUNDS",
     "MAX_ROUNDS",
     "PreCopyMode",
     "Pieces",
+    "ROUND_RECORDS",
     "Rounds",
     "send_rounds",
 ]
@@ -67,6 +80,11 @@ MAX_ROUNDS = 8
 FINAL_TARGET = 0.02
 #: Below this many pending records another round is not worth its round trip.
 MIN_FINAL = 256
+#: Records one delta round carries at most while serving (a few milliseconds of
+#: export); the rest goes in the next round.
+ROUND_RECORDS = 2_000
+#: Capped delta rounds (those that left records for the next) at most.
+MAX_CAPPED_ROUNDS = 256
 
 
 class Pieces(Protocol):
@@ -88,8 +106,9 @@ class Pieces(Protocol):
     def deltas_possible(self) -> bool:
         """Whether deltas can be exported at all (every component tracks changes)."""
 
-    def delta(self) -> Payload:
-        """A delta of what changed since the last piece, chained to it."""
+    def delta(self, *, limit: int | None = None) -> Payload:
+        """A delta of what changed since the last piece, chained to it: at most
+        ``limit`` records, those written longest ago (the rest stay pending)."""
 
     def close(self) -> None:
         """Stop recording changes."""
@@ -232,9 +251,9 @@ def _delta_round(
     timeout: float,
 ) -> Steps[Applied]:
     began = time.monotonic()
-    records = pieces.pending()
+    records = min(pieces.pending(), ROUND_RECORDS)
     try:
-        payload = pieces.delta()
+        payload = pieces.delta(limit=ROUND_RECORDS)
     except Exception as exc:
         raise HandoffError("precopy", f"exporting delta round {number} raised {exc!r}") from exc
     store, fd, size = _commit(payload, stage="precopy")
@@ -298,8 +317,9 @@ def send_rounds(
         attempt.fallback = f"the successor cannot apply deltas: {applied.why or 'no reason given'}"
         return False
     number = 0
+    capped = 0
     previous: int | None = None
-    while number < MAX_ROUNDS:
+    while number - capped < MAX_ROUNDS and capped < MAX_CAPPED_ROUNDS:
         pending = pieces.pending()
         if pending <= MIN_FINAL or (number > 0 and _small_enough(pending, attempt.rounds[-1])):
             break
@@ -307,6 +327,8 @@ def send_rounds(
             break  # the writes outpace the rounds: the pause will not get shorter
         previous = pending
         number += 1
+        if pending > ROUND_RECORDS:
+            capped += 1
         applied = yield from _delta_round(
             channel, attempt, pieces, number, watch=watch, timeout=timeout
         )

@@ -189,8 +189,8 @@ class _SourcePieces:
     def deltas_possible(self) -> bool:
         return self.source.deltas_possible
 
-    def delta(self) -> Payload:
-        return self.source.delta().parts
+    def delta(self, *, limit: int | None = None) -> Payload:
+        return self.source.delta(limit=limit).parts
 
     def close(self) -> None:
         self.source.close()

@@ -59,11 +59,17 @@ def _run(tracked: TrackedDict[str, int], plain: dict[str, int], op: tuple[str, s
                 target[key] = target.pop(key)
 
 
-def _replay(base: dict[Any, int], tracked: TrackedDict[Any, int], mark: ChangeMark) -> None:
-    changes = tracked.take_changes(mark)
+def _replay(
+    base: dict[Any, int],
+    tracked: TrackedDict[Any, int],
+    mark: ChangeMark,
+    limit: int | None = None,
+) -> int:
+    changes = tracked.take_changes(mark, limit=limit)
     for key in changes.deleted:
         base.pop(key, None)
     base.update(changes.set)
+    return len(changes)
 
 
 @given(
@@ -112,6 +118,59 @@ def test_two_marks_see_their_own_changes(
     _replay(late_copy, tracked, late)
     _replay(early_copy, tracked, early)
     assert late_copy == early_copy == tracked == plain
+
+
+@given(
+    st.dictionaries(KEYS, st.integers(0, 9)),
+    st.lists(st.one_of(OPS, st.integers(0, 4)), max_size=80),
+)
+def test_sliced_takes_with_writes_between_them_replay_exactly(
+    start: dict[str, int], steps: list[tuple[str, str, int] | int]
+) -> None:
+    """Property: taking the changes a few keys at a time (``limit``), with writes
+    between the slices, loses no write: each slice has at most ``limit`` keys, pending()
+    drops by what was taken, and replaying every slice onto a copy of the base gives
+    the live dict. Another mark, opened earlier, still sees everything."""
+    tracked = TrackedDict(start)
+    plain = dict(start)
+    early = tracked.mark()
+    mark = tracked.mark()
+    replica = dict(start)
+    for step in steps:
+        if isinstance(step, int):
+            before = tracked.pending(mark)
+            taken = _replay(replica, tracked, mark, limit=step)
+            assert taken == min(step, before)
+            assert tracked.pending(mark) == before - taken
+            assert tracked.pending(mark) == len(tracked.changes_since(mark))
+        elif step[0] != "mark":
+            _run(tracked, plain, step)
+    while tracked.pending(mark):
+        _replay(replica, tracked, mark, limit=2)
+    assert replica == tracked == plain
+    early_copy = dict(start)
+    _replay(early_copy, tracked, early)
+    assert early_copy == tracked
+
+
+def test_a_write_between_slices_is_in_a_later_slice() -> None:
+    """A key written again after its slice was taken, and a key written for the first
+    time while older ones wait, are both taken later: a sliced export loses neither."""
+    tracked: TrackedDict[str, int] = TrackedDict()
+    mark = tracked.mark()
+    for i in range(6):
+        tracked[f"k{i}"] = i
+    first = tracked.take_changes(mark, limit=2)
+    assert first.set == {"k0": 0, "k1": 1}
+    tracked["k0"] = 100  # written again mid-export: its slice is gone already
+    tracked["new"] = 7
+    del tracked["k3"]
+    assert tracked.pending(mark) == 6
+    rest = tracked.take_changes(mark, limit=3)  # oldest writes first; k3's is late now
+    assert rest.set == {"k2": 2, "k4": 4, "k5": 5} and rest.deleted == ()
+    last = tracked.take_changes(mark)
+    assert last.set == {"k0": 100, "new": 7} and last.deleted == ("k3",)
+    assert tracked.pending(mark) == 0 and tracked.take_changes(mark, limit=5).set == {}
 
 
 @given(st.lists(OPS, max_size=60))
@@ -231,10 +290,14 @@ def test_repr_names_the_type() -> None:
     assert repr(TrackedDict(a=1)) == "TrackedDict({'a': 1})"
 
 
+@pytest.mark.parametrize("limit", [None, 50])
 @pytest.mark.parametrize("attempt", range(3))
-def test_changes_taken_while_other_threads_write_lose_no_write(attempt: int) -> None:
+def test_changes_taken_while_other_threads_write_lose_no_write(
+    attempt: int, limit: int | None
+) -> None:
     """Writers in several threads and a reader taking changes meanwhile (a hand-over's
-    rounds): replaying every round onto a copy of the base gives the final dict."""
+    rounds, whole or in slices of ``limit`` keys): replaying every round onto a copy of
+    the base gives the final dict."""
     tracked: TrackedDict[int, int] = TrackedDict({i: 0 for i in range(1000)})
     replica = dict(tracked)
     mark = tracked.mark()
@@ -256,7 +319,7 @@ def test_changes_taken_while_other_threads_write_lose_no_write(attempt: int) -> 
             thread.start()
         rounds = 0
         while any(thread.is_alive() for thread in writers):
-            _replay(replica, tracked, mark)
+            _replay(replica, tracked, mark, limit)
             rounds += 1
         for thread in writers:
             thread.join()
