@@ -471,7 +471,9 @@ def compress_chunk(raw: bytes | memoryview, *, level: int) -> StoredChunk:
     return StoredChunk(ChunkCodec.ZSTD, size, stored)
 
 
-def compress_pieces(pieces: Sequence[bytes | memoryview], *, level: int) -> bytes | None:
+def compress_pieces(
+    pieces: Sequence[bytes | memoryview], *, level: int
+) -> list[bytes] | None:
     """Compress one chunk given as consecutive pieces, without joining them first.
 
     The same frame rules and the same test of whether compression pays as
@@ -479,8 +481,9 @@ def compress_pieces(pieces: Sequence[bytes | memoryview], *, level: int) -> byte
     copy of the whole chunk is made.
 
     Returns:
-        The stored bytes (one zstd frame), or ``None`` when the chunk is better kept
-        raw, as its pieces.
+        The stored bytes (one zstd frame) as the compressor produced them, in order and
+        not joined, so the frame is never held twice; or ``None`` when the chunk is
+        better kept raw, as its pieces.
     """
     size = sum(len(piece) for piece in pieces)
     if size == 0:
@@ -504,7 +507,7 @@ def compress_pieces(pieces: Sequence[bytes | memoryview], *, level: int) -> byte
     stored.append(stream.flush())
     if sum(len(o) for o in stored) > _POOR_RATIO * size:
         return None
-    return b"".join(stored)
+    return stored
 
 
 def zstd_frame_length(frame: memoryview) -> int:

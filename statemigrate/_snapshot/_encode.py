@@ -5,10 +5,12 @@ Packing a large cache with one ``msgpack.packb`` call holds the GIL for the whol
 cache and keeps every raw byte alive until the end. Here the largest container is
 packed in batches instead; each full chunk goes to a compression thread while the next
 batch is packed (zstd releases the GIL), and raw bytes are dropped as soon as their
-chunk is compressed. On two cores this hides most of the compression time. Each sealed chunk is
-passed on at once (the container keeps the header, which lists the chunks, for the
-end), so the extra memory of a save is the few chunks in flight, whatever the size of
-the snapshot.
+chunk is compressed. On two cores this hides most of the compression time. Each sealed
+chunk is passed on at once, as the compressor's output pieces, never joined (the
+container keeps the header, which lists the chunks, for the end). So the extra memory
+of a save is a few chunks, whatever the size of the snapshot: the raw chunk being
+filled, one raw chunk per compression thread (one on two cores), and the packed batch
+at each end of them.
 
 The bytes produced are exactly those ``packb`` of the whole value would produce: a map
 or array header followed by the packed items, so readers see ordinary msgpack.
@@ -178,12 +180,21 @@ def _seal(pieces: list[memoryview], level: int) -> SealedChunk:
         for piece in pieces:
             hasher.update(piece)
         return SealedChunk(ChunkCodec.RAW, size, tuple(pieces), hasher.intdigest())
-    return SealedChunk(ChunkCodec.ZSTD, size, (stored,), xxhash.xxh3_64_intdigest(stored))
+    hasher = xxhash.xxh3_64()
+    for part in stored:
+        hasher.update(part)
+    parts = tuple(part for part in stored if part)
+    return SealedChunk(ChunkCodec.ZSTD, size, parts, hasher.intdigest())
 
 
 class _Sealer:
-    """Compresses chunks inline until there are two, then on a small thread pool, and
-    hands them back in order as they are done."""
+    """Seals chunks, in order: on the calling thread with no workers, else on
+    ``workers`` threads while the caller packs the next chunk.
+
+    Memory is what bounds the queue: every chunk handed over keeps its raw bytes alive
+    until it is sealed, so at most ``workers`` chunks wait or are being sealed once
+    :meth:`ready` returns, beside the one the caller is filling.
+    """
 
     def __init__(self, level: int, workers: int) -> None:
         self.level = level
@@ -195,7 +206,7 @@ class _Sealer:
 
     def submit(self, raw: list[memoryview]) -> None:
         """Queue ``raw`` for sealing."""
-        if self.workers <= 1:
+        if self.workers < 1:
             self.done.append(_seal(raw, self.level))
             return
         if self.pool is None:
@@ -208,12 +219,10 @@ class _Sealer:
         self.pending.append(self.pool.submit(_seal, raw, self.level))
 
     def ready(self) -> Iterator[SealedChunk]:
-        """Take the chunks sealed so far, in order, waiting for the oldest ones when
-        too many are queued."""
+        """Take the chunks sealed so far, in order, waiting for the oldest ones while
+        more than ``workers`` are queued."""
         while self.done:
             yield self.done.popleft()
-        # Back-pressure: a chunk per worker, so memory stays bounded. Packing is the
-        # slower side, so a longer queue would buy no time, only raw chunks held.
         while self.pending and (len(self.pending) > self.workers or self.pending[0].done()):
             yield self.pending.popleft().result()
 
@@ -318,7 +327,14 @@ def new_snapshot_id() -> str:
 
 
 def _workers(workers: int | None) -> int:
-    return workers if workers is not None else min(4, os.cpu_count() or 1)
+    """Compression threads: by default one per core but the one packing, up to three.
+
+    Packing holds the GIL and compressing a chunk takes about as long as packing it, so
+    more threads than cores left would buy no time, only raw chunks held waiting.
+    """
+    if workers is None:
+        return min(3, (os.cpu_count() or 1) - 1)
+    return workers
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,8 +382,8 @@ class SnapshotStream:
     Call :meth:`close` when a reader stops early, to stop the compression threads.
 
     Raises:
-        ValueError: a bad argument (chunk size, key, a header that would be refused),
-            at construction, before anything is encoded.
+        ValueError: a bad argument (chunk size, workers, key, a header that would be
+            refused), at construction, before anything is encoded.
     """
 
     def __init__(
@@ -389,6 +405,8 @@ class SnapshotStream:
             raise ValueError(f"chunk_size must be in 1..{MAX_CHUNK_SIZE}, got {chunk_size}")
         if key is not None and len(key) < 16:
             raise ValueError("an authentication key needs at least 16 bytes")
+        if workers is not None and workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {workers}")
         self.header: SnapshotHeader | None = None
         self.size = 0
         self.timings: dict[str, float] = {}
@@ -493,8 +511,9 @@ def encode_snapshot(
         meta: free-form string annotations stored in the header.
         level: zstd level (1 is fast; higher levels trade time for size).
         chunk_size: raw bytes per chunk, at most ``MAX_CHUNK_SIZE``.
-        workers: threads compressing chunks; zstd releases the GIL, so the default uses
-            every core.
+        workers: threads compressing chunks while the calling thread packs the next
+            one (zstd releases the GIL); 0 compresses on the calling thread. Each holds
+            a raw chunk, so the default is one per core but the one packing, at most 3.
         default: converts values msgpack cannot hold.
         snapshot_id: the snapshot's id, when the caller reserved one
             (:func:`new_snapshot_id`); a new one by default.
@@ -502,7 +521,7 @@ def encode_snapshot(
 
     Raises:
         TypeError: a value is not plain data.
-        ValueError: a bad argument (chunk size, key, duplicate section).
+        ValueError: a bad argument (chunk size, workers, key, duplicate section).
     """
     stream = SnapshotStream(
         sections, producer=producer, key=key, generation=generation, meta=meta,

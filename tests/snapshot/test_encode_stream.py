@@ -4,12 +4,15 @@ exactly a snapshot that decodes to the data; errors of the data come while readi
 from __future__ import annotations
 
 import os
+import time
 import tracemalloc
+import weakref
 
 import pytest
 from golden import PRODUCER
 
-from statemigrate._snapshot._codec import NotPlainError
+from statemigrate._snapshot import _encode
+from statemigrate._snapshot._codec import NotPlainError, pack_data
 from statemigrate._snapshot._encode import SectionInput, SnapshotStream, encode_snapshot
 from statemigrate._snapshot._format import FORMAT_VERSION, open_snapshot
 
@@ -91,3 +94,63 @@ def test_closing_a_stream_read_halfway_stops_its_threads() -> None:
     with pytest.raises(StopIteration):
         next(iterator)
     assert stream.header is None
+
+
+class _Packed(bytearray):
+    """A packed batch that can be watched (``bytes`` takes no weak reference)."""
+
+
+def _watch_raw_bytes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the raw packed bytes alive; returns ``[alive, most alive at once]``."""
+    alive = [0, 0]
+
+    def released(size: int) -> None:
+        alive[0] -= size
+
+    def pack_watched(data: object, *, default: object = None) -> _Packed:
+        packed = _Packed(pack_data(data))
+        alive[0] += len(packed)
+        alive[1] = max(alive)
+        weakref.finalize(packed, released, len(packed))
+        return packed
+
+    monkeypatch.setattr(_encode, "pack_data", pack_watched)
+    monkeypatch.setattr(_encode, "BATCH", 256)  # pieces small beside a chunk
+
+    def slow_seal(pieces: list[memoryview], level: int) -> _encode.SealedChunk:
+        # Compression slower than packing: the queue fills up to its bound.
+        time.sleep(0.005)
+        return seal(pieces, level)
+
+    seal = _encode._seal
+    monkeypatch.setattr(_encode, "_seal", slow_seal)
+    return alive
+
+
+@pytest.mark.parametrize("workers", [None, 0, 1, 2, 3])
+def test_the_raw_bytes_alive_are_the_chunks_being_sealed_and_the_one_being_filled(
+    monkeypatch: pytest.MonkeyPatch, workers: int | None
+) -> None:
+    """Whatever the snapshot's size, the raw bytes alive at once are at most a chunk per
+    compression thread and the chunk being filled (by default one thread per core but
+    the one packing: one on two cores), plus the packed batches that straddle them."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    alive = _watch_raw_bytes(monkeypatch)
+    data = {"entries": _table(60_000)}  # about 3.7 MiB packed
+    chunk_size = 128 << 10
+    stream = SnapshotStream(
+        [SectionInput("table", "main", 1, "", data)],
+        producer=PRODUCER, chunk_size=chunk_size, workers=workers,
+    )
+    for _ in stream:
+        pass
+    threads = 1 if workers is None else workers
+    batch = max(len(pack_data(dict(list(data["entries"].items())[:256]))), 1)
+    assert stream.size > 10 * chunk_size and alive[0] == 0
+    assert alive[1] <= (threads + 1) * chunk_size + 2 * batch, (alive[1], threads)
+    assert alive[1] > threads * chunk_size  # the queue did fill up
+
+
+def test_a_negative_number_of_workers_is_refused() -> None:
+    with pytest.raises(ValueError, match="workers must be 0 or more, got -1"):
+        SnapshotStream([], producer=PRODUCER, workers=-1)
