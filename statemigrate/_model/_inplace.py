@@ -47,6 +47,9 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
+from statemigrate._model._coreschema import INERT, RECORD_PARTS, record_fields
+from statemigrate._model._coreschema import Unsupported as _Unsupported
+
 __all__ = ["InPlaceChecker", "compile_checker", "sole_reference_count"]
 
 InPlaceChecker = Callable[[list[Any]], bool]
@@ -107,9 +110,7 @@ _SCALARS: Mapping[str, type] = {
     "bytes": bytes,
     "none": type(None),
 }
-# Keys any core schema may carry without changing what validation returns.
-_INERT = frozenset({"type", "ref", "metadata", "serialization"})
-# The keys each kind may carry besides those; any other key (min_length, strict,
+# The keys each kind may carry besides the inert ones; any other key (min_length, strict,
 # allow_inf_nan, extras_schema, ...) changes validation, and the checker declines it.
 _PARTS: Mapping[str, frozenset[str]] = {
     # strict changes nothing for values of exactly the declared type, the only ones
@@ -124,18 +125,10 @@ _PARTS: Mapping[str, frozenset[str]] = {
     "nullable": frozenset({"schema"}),
     "list": frozenset({"items_schema"}),
     "dict": frozenset({"keys_schema", "values_schema"}),
-    "typed-dict": frozenset(
-        {"fields", "cls", "cls_name", "computed_fields", "extra_behavior", "config", "total"}
-    ),
+    "typed-dict": RECORD_PARTS,
     "definitions": frozenset({"schema", "definitions"}),
     "definition-ref": frozenset({"schema_ref"}),
 }
-_FIELD_KEYS = frozenset(
-    {"type", "schema", "required", "metadata", "serialization_alias", "serialization_exclude"}
-)
-# A TypedDict's config reaches every validator below it (str_strip_whitespace,
-# str_to_lower, allow_inf_nan, ...); only its title is known to change nothing.
-_INERT_CONFIG = frozenset({"title"})
 
 
 def compile_checker(
@@ -162,17 +155,13 @@ def compile_checker(
     return check
 
 
-class _Unsupported(Exception):
-    """A core schema node the checker does not know."""
-
-
 def _parse(
     schema: Mapping[str, Any], definitions: dict[str, Mapping[str, Any]], resolving: frozenset[str]
 ) -> _Node:
     kind = schema.get("type")
     if not isinstance(kind, str) or kind not in _PARTS:
         raise _Unsupported(kind)
-    if set(schema) - _INERT - _PARTS[kind]:
+    if set(schema) - INERT - _PARTS[kind]:
         raise _Unsupported(kind)
     if kind in _SCALARS:
         return _Exact(_SCALARS[kind], _value_test(kind, schema))
@@ -268,17 +257,10 @@ def _parse_or_any(
 def _parse_record(
     schema: Mapping[str, Any], definitions: dict[str, Mapping[str, Any]], resolving: frozenset[str]
 ) -> _Record:
-    if schema.get("extra_behavior", "ignore") not in ("ignore", "forbid"):
-        raise _Unsupported("extra fields allowed")
-    if schema.get("computed_fields") or set(schema.get("config") or {}) - _INERT_CONFIG:
-        raise _Unsupported("config")
-    total = schema.get("total", True)
-    fields = []
-    for name, spec in schema["fields"].items():
-        if spec.get("type") != "typed-dict-field" or set(spec) - _FIELD_KEYS:
-            raise _Unsupported("field")
-        required = bool(spec.get("required", total))
-        fields.append(_Field(name, _parse(spec["schema"], definitions, resolving), required))
+    fields = [
+        _Field(name, _parse(field_schema, definitions, resolving), required)
+        for name, field_schema, required in record_fields(schema)
+    ]
     return _Record(tuple(fields))
 
 

@@ -46,6 +46,9 @@ from typing import Any
 import msgspec
 import typing_extensions
 
+from statemigrate._model._coreschema import INERT, RECORD_PARTS, record_fields
+from statemigrate._model._coreschema import Unsupported as _Unsupported
+
 __all__ = ["TypedForm", "compile_typed_form"]
 
 
@@ -96,10 +99,6 @@ def _keys_in_order(names: tuple[str, ...], record: dict[str, Any]) -> bool:
     return tuple(record) == tuple(filter(record.__contains__, names))
 
 
-class _Unsupported(Exception):
-    """A core schema node whose validation msgspec cannot state exactly."""
-
-
 _SCALARS: Mapping[str, object] = {
     "int": int,
     "float": float,
@@ -108,9 +107,7 @@ _SCALARS: Mapping[str, object] = {
     "bytes": bytes,
     "none": None,
 }
-# Keys any core schema may carry without changing what validation returns.
-_INERT = frozenset({"type", "ref", "metadata", "serialization"})
-# What each known node may carry besides those. ``strict`` is harmless: only values of
+# What each known node may carry besides the inert keys. ``strict`` is harmless: only values of
 # exactly the declared type are kept, and strict validation returns those unchanged too.
 # Any other key (bounds, lengths, allow_inf_nan, extras_schema, ...) is declined.
 _PARTS: Mapping[str, frozenset[str]] = {
@@ -124,17 +121,10 @@ _PARTS: Mapping[str, frozenset[str]] = {
     "nullable": frozenset({"schema"}),
     "list": frozenset({"items_schema"}),
     "dict": frozenset({"keys_schema", "values_schema"}),
-    "typed-dict": frozenset(
-        {"fields", "cls", "cls_name", "computed_fields", "extra_behavior", "config", "total"}
-    ),
+    "typed-dict": RECORD_PARTS,
     "definitions": frozenset({"schema", "definitions"}),
     "definition-ref": frozenset({"schema_ref"}),
 }
-_FIELD_KEYS = frozenset(
-    {"type", "schema", "required", "metadata", "serialization_alias", "serialization_exclude"}
-)
-# A TypedDict's config reaches every validator below it; only its title changes nothing.
-_INERT_CONFIG = frozenset({"title"})
 
 _Step = Callable[[Iterable[Any]], Iterable[Any]]
 
@@ -161,7 +151,7 @@ def _translate(
     kind = schema.get("type")
     if not isinstance(kind, str) or kind not in _PARTS:
         raise _Unsupported(kind)
-    if set(schema) - _INERT - _PARTS[kind]:
+    if set(schema) - INERT - _PARTS[kind]:
         raise _Unsupported(kind)
     if kind in _SCALARS:
         return _SCALARS[kind]
@@ -215,22 +205,14 @@ def _translate_record(
     path: tuple[_Step, ...],
     records: list[_Record],
 ) -> Any:
-    if schema.get("extra_behavior", "ignore") not in ("ignore", "forbid"):
-        raise _Unsupported("extra fields allowed")
-    if schema.get("computed_fields") or set(schema.get("config") or {}) - _INERT_CONFIG:
-        raise _Unsupported("config")
-    total = schema.get("total", True)
     annotations: dict[str, Any] = {}
     names = []
     all_required = True
-    for name, spec in schema["fields"].items():
-        if not isinstance(name, str) or spec.get("type") != "typed-dict-field":
+    for name, field_schema, required in record_fields(schema):
+        if not isinstance(name, str):
             raise _Unsupported("field")
-        if set(spec) - _FIELD_KEYS:
-            raise _Unsupported("field")
-        required = bool(spec.get("required", total))
         step = _field(name) if required else _present_field(name)
-        annotation = _translate(spec["schema"], definitions, resolving, (*path, step), records)
+        annotation = _translate(field_schema, definitions, resolving, (*path, step), records)
         annotations[name] = (
             typing_extensions.Required[annotation]
             if required

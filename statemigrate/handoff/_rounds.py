@@ -189,6 +189,37 @@ def _send_piece(
     return applied
 
 
+def _send_payload(
+    channel: Channel,
+    attempt: Attempt,
+    payload: Payload,
+    *,
+    number: int,
+    kind: PieceKind,
+    records: int,
+    began: float,
+    watch: int | None,
+    timeout: float,
+) -> Steps[Applied]:
+    """Steps: commit ``payload`` to a memfd, send it as a piece, wait for APPLIED."""
+    store, fd, size = _commit(payload, stage="precopy")
+    with store:
+        return (
+            yield from _send_piece(
+                channel,
+                attempt,
+                number=number,
+                kind=kind,
+                fd=fd,
+                size=size,
+                records=records,
+                began=began,
+                watch=watch,
+                timeout=timeout,
+            )
+        )
+
+
 def _round_zero(
     channel: Channel,
     attempt: Attempt,
@@ -223,22 +254,19 @@ def _round_zero(
         payload = pieces.full()
     except Exception as exc:
         raise HandoffError("precopy", f"exporting round 0 raised {exc!r}") from exc
-    store, fd, size = _commit(payload, stage="precopy")
-    with store:
-        return (
-            yield from _send_piece(
-                channel,
-                attempt,
-                number=0,
-                kind="full",
-                fd=fd,
-                size=size,
-                records=0,
-                began=began,
-                watch=watch,
-                timeout=timeout,
-            )
+    return (
+        yield from _send_payload(
+            channel,
+            attempt,
+            payload,
+            number=0,
+            kind="full",
+            records=0,
+            began=began,
+            watch=watch,
+            timeout=timeout,
         )
+    )
 
 
 def _delta_round(
@@ -256,22 +284,19 @@ def _delta_round(
         payload = pieces.delta(limit=ROUND_RECORDS)
     except Exception as exc:
         raise HandoffError("precopy", f"exporting delta round {number} raised {exc!r}") from exc
-    store, fd, size = _commit(payload, stage="precopy")
-    with store:
-        return (
-            yield from _send_piece(
-                channel,
-                attempt,
-                number=number,
-                kind="delta",
-                fd=fd,
-                size=size,
-                records=records,
-                began=began,
-                watch=watch,
-                timeout=timeout,
-            )
+    return (
+        yield from _send_payload(
+            channel,
+            attempt,
+            payload,
+            number=number,
+            kind="delta",
+            records=records,
+            began=began,
+            watch=watch,
+            timeout=timeout,
         )
+    )
 
 
 def _small_enough(pending: int, last: Round) -> bool:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from handoff_children._fdtable import processes
 from handoff_children.harness import HERE, readline, script
 
 TRIALS = int(os.environ.get("STATEMIGRATE_CHAOS_TRIALS", "40"))
@@ -168,19 +169,11 @@ class Chain:
 
     def alive(self) -> set[int]:
         """The generations still running (not zombies), the reaper left out."""
-        found = set()
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            state, session = fields[0], int(fields[3])
-            if session == self.proc.pid and int(entry) != self.proc.pid and state != "Z":
-                found.add(int(entry))
-        return found
+        return {
+            pid
+            for pid, fields in processes()
+            if int(fields[3]) == self.proc.pid and pid != self.proc.pid and fields[0] != "Z"
+        }
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+from collections.abc import Iterator
 
 
 def fd_table() -> list[int]:
@@ -43,9 +44,9 @@ def unexpected_fds(allowed: set[int]) -> list[str]:
     return found
 
 
-def zombies() -> list[int]:
-    """This process's children that ended and were not reaped."""
-    found = []
+def processes() -> Iterator[tuple[int, list[str]]]:
+    """Each process's id and the fields of its /proc stat after the command name (state,
+    parent, group, session, ...); processes gone meanwhile are left out."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -54,6 +55,11 @@ def zombies() -> list[int]:
                 fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[0] == "Z" and int(fields[1]) == os.getpid():
-            found.append(int(entry))
-    return found
+        yield int(entry), fields
+
+
+def zombies() -> list[int]:
+    """This process's children that ended and were not reaped."""
+    return [
+        pid for pid, fields in processes() if fields[0] == "Z" and int(fields[1]) == os.getpid()
+    ]

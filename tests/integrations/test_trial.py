@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 from cli_helpers import run
 from integrations.loadclient import Tally, ask, load, lost_writes, read_value, wait_for_requests
-from integrations.test_aiohttp import _SERVING, KEYS, _release, _wait_gone, deployed
+from integrations.test_aiohttp import (
+    _SERVING,
+    KEYS,
+    Deployment,
+    _release,
+    _wait_gone,
+    deployed,
+)
 from integrations.test_asgi import (
     DEADLINE,
     alive,
@@ -190,6 +197,13 @@ def assert_nothing_noticed(port: int, tally: Tally) -> None:
     assert [read_value(port, f"k{i}") for i in range(KEYS)] == [f"v{i}" for i in range(KEYS)]
 
 
+def switch_to_trial(deployment: Deployment, directory: Path) -> tuple[int, TrialRecord]:
+    """Hot-restart ``deployment`` into release 2; its pid and record once it is on trial."""
+    deployment.switch_to(2)
+    _, _, pid = deployment.generations()[-1]
+    return pid, on_trial(directory, pid)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("keep_alive", [True, False], ids=["keep-alive", "fresh-connections"])
 def test_aiohttp_reverts_a_trial_under_load(
@@ -199,9 +213,7 @@ def test_aiohttp_reverts_a_trial_under_load(
     with deployed(tmp_path, "--trial-dir", str(trial)) as (deployment, port):
         with load(port, clients=4, keep_alive=keep_alive, keys=KEYS) as tally:
             wait_for_requests(tally, 300)
-            deployment.switch_to(2)
-            _, _, trial_pid = deployment.generations()[-1]
-            record = on_trial(trial, trial_pid)
+            trial_pid, record = switch_to_trial(deployment, trial)
             assert record.permanent.versions == {"kvcache": 1}
             assert record.trial is not None and record.trial.versions == {"kvcache": 2}
             assert _release(port) == 2
@@ -227,9 +239,7 @@ def test_aiohttp_refuses_a_revert_after_a_promote(
     trial = tmp_path / "trial"
     with deployed(tmp_path, "--trial-dir", str(trial)) as (deployment, port):
         assert ask(port, "PUT", "/cache/k0", "v0")[0] == 204
-        deployment.switch_to(2)
-        _, _, trial_pid = deployment.generations()[-1]
-        on_trial(trial, trial_pid)
+        trial_pid, _ = switch_to_trial(deployment, trial)
         promoted = run(capsys, "trial", "promote", "--dir", str(trial))
         assert promoted.code == 0, promoted.err
         refused = run(capsys, "trial", "revert", "--dir", str(trial))
@@ -316,9 +326,7 @@ def test_aiohttp_sigterm_during_a_revert_waits_for_it(tmp_path: Path) -> None:
     with deployed(tmp_path, "--trial-dir", str(trial)) as (deployment, port):
         with load(port, clients=4, keep_alive=True, keys=KEYS) as tally:
             wait_for_requests(tally, 300)
-            deployment.switch_to(2)
-            _, _, trial_pid = deployment.generations()[-1]
-            on_trial(trial, trial_pid)
+            trial_pid, _ = switch_to_trial(deployment, trial)
             record = revert_then_sigterm(trial, trial_pid)
             deployment.wait_line(_SERVING, 3)
             _wait_gone(trial_pid)

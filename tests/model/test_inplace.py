@@ -21,6 +21,8 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 from plain_helpers import same_plain
+from schema_specs import PLAIN_TYPES, shapes
+from schema_specs import type_of as shared_type_of
 from typing_extensions import TypedDict
 
 import statemigrate as sm
@@ -540,44 +542,22 @@ def at_bound(bound: float) -> list[object]:
     return values
 
 
-specs = st.recursive(
+specs = shapes(
     st.sampled_from(PLAIN_LEAVES) | st.sampled_from(tuple(CONSTRAINED)) | bounded_specs,
-    lambda inner: st.tuples(st.just("list"), inner)
-    | st.tuples(st.just("dict"), inner)
-    | st.tuples(st.just("optional"), inner)
-    | st.tuples(
-        st.just("record"),
-        st.lists(st.tuples(FIELD_NAMES, inner, st.booleans()), min_size=1, max_size=4,
-                 unique_by=lambda field: field[0]),
-    ),
-    max_leaves=8,
+    FIELD_NAMES,
 )
-"""A schema shape: a leaf name, ("list"|"dict"|"optional", inner) or ("record", fields)
-with fields as (name, shape, required)."""
 
-_type_counter = iter(range(1 << 30))
+
+def leaf_type(spec: Any) -> Any:
+    """The type of a leaf: plain, constrained or bounded."""
+    if isinstance(spec, str):
+        return {**PLAIN_TYPES, **CONSTRAINED}[spec]
+    _, number, op, bound = spec  # bounded
+    return Annotated[PLAIN_TYPES[number], pydantic.Field(**{op: bound})]
 
 
 def type_of(spec: Any) -> Any:
-    leaves = {"int": int, "float": float, "str": str, "bool": bool, "bytes": bytes,
-              "none": type(None), "any": Any, **CONSTRAINED}
-    if isinstance(spec, str):
-        return leaves[spec]
-    if spec[0] == "bounded":
-        _, number, op, bound = spec
-        return Annotated[leaves[number], pydantic.Field(**{op: bound})]
-    kind, inner = spec
-    if kind == "list":
-        return list[type_of(inner)]  # type: ignore[misc]
-    if kind == "dict":
-        return dict[str, type_of(inner)]  # type: ignore[misc]
-    if kind == "optional":
-        return type_of(inner) | None
-    fields = {
-        name: type_of(shape) if required else NotRequired[type_of(shape)]
-        for name, shape, required in inner
-    }
-    return TypedDict(f"Record{next(_type_counter)}", fields)  # type: ignore[operator]
+    return shared_type_of(spec, leaf_type)
 
 
 def describe(data: st.DataObject, spec: Any) -> object:

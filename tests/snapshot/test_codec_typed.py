@@ -13,6 +13,7 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 from plain_helpers import same_plain
+from schema_specs import shapes, type_of
 from typing_extensions import TypedDict
 
 from statemigrate._errors import SnapshotError, ValidationError
@@ -234,43 +235,7 @@ def test_a_container_flood_never_reaches_the_typed_decoder(
 # --- any schema, any data -----------------------------------------------------------
 
 LEAVES = ("int", "float", "str", "bool", "bytes", "none", "any")
-FIELD_NAMES = st.sampled_from(["a", "b", "c", "tags", "ü", "x y"])
-
-specs = st.recursive(
-    st.sampled_from(LEAVES),
-    lambda inner: st.tuples(st.just("list"), inner)
-    | st.tuples(st.just("dict"), inner)
-    | st.tuples(st.just("optional"), inner)
-    | st.tuples(
-        st.just("record"),
-        st.lists(st.tuples(FIELD_NAMES, inner, st.booleans()), min_size=1, max_size=4,
-                 unique_by=lambda field: field[0]),
-    ),
-    max_leaves=8,
-)
-"""A schema shape: a leaf name, ("list"|"dict"|"optional", inner) or ("record", fields)
-with fields as (name, shape, required)."""
-
-_counter = iter(range(1 << 30))
-
-
-def type_of(spec: Any) -> Any:
-    leaves = {"int": int, "float": float, "str": str, "bool": bool, "bytes": bytes,
-              "none": type(None), "any": Any}
-    if isinstance(spec, str):
-        return leaves[spec]
-    kind, inner = spec
-    if kind == "list":
-        return list[type_of(inner)]  # type: ignore[misc]
-    if kind == "dict":
-        return dict[str, type_of(inner)]  # type: ignore[misc]
-    if kind == "optional":
-        return type_of(inner) | None
-    fields = {
-        name: type_of(shape) if required else NotRequired[type_of(shape)]
-        for name, shape, required in inner
-    }
-    return TypedDict(f"Record{next(_counter)}", fields)  # type: ignore[operator]
+specs = shapes(st.sampled_from(LEAVES), st.sampled_from(["a", "b", "c", "tags", "ü", "x y"]))
 
 
 LEAF_VALUES: dict[str, st.SearchStrategy[object]] = {

@@ -1,0 +1,49 @@
+"""What the typed forms and the in-place checker both accept of a pydantic core schema.
+
+Both walk a schema's core form and decline every node whose validation they cannot
+reproduce exactly. The keys known to change nothing, and the checks of a TypedDict node
+and of its fields, are the same for both and live here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+# Keys any core schema may carry without changing what validation returns.
+INERT = frozenset({"type", "ref", "metadata", "serialization"})
+# What a TypedDict node may carry besides those.
+RECORD_PARTS = frozenset(
+    {"fields", "cls", "cls_name", "computed_fields", "extra_behavior", "config", "total"}
+)
+FIELD_KEYS = frozenset(
+    {"type", "schema", "required", "metadata", "serialization_alias", "serialization_exclude"}
+)
+# A TypedDict's config reaches every validator below it (str_strip_whitespace,
+# str_to_lower, allow_inf_nan, ...); only its title is known to change nothing.
+INERT_CONFIG = frozenset({"title"})
+
+
+class Unsupported(Exception):
+    """A core schema node whose validation the walk cannot reproduce exactly."""
+
+
+def record_fields(schema: Mapping[str, Any]) -> Iterator[tuple[Any, Mapping[str, Any], bool]]:
+    """The fields of a ``typed-dict`` node, in order: name, core schema, whether required.
+
+    Each field is checked just before it is given, so a walk that translates it at once
+    stops at the same place as one that checks as it goes.
+
+    Raises:
+        Unsupported: the record allows extra fields, has computed fields or a config
+            that changes validation, or a field carries a key not known here.
+    """
+    if schema.get("extra_behavior", "ignore") not in ("ignore", "forbid"):
+        raise Unsupported("extra fields allowed")
+    if schema.get("computed_fields") or set(schema.get("config") or {}) - INERT_CONFIG:
+        raise Unsupported("config")
+    total = schema.get("total", True)
+    for name, spec in schema["fields"].items():
+        if spec.get("type") != "typed-dict-field" or set(spec) - FIELD_KEYS:
+            raise Unsupported("field")
+        yield name, spec["schema"], bool(spec.get("required", total))
