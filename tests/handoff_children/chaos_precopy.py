@@ -96,9 +96,9 @@ class Observed:
         emit("round0_written")
         return encoded
 
-    def delta(self) -> Any:
+    def delta(self, **options: Any) -> Any:
         time.sleep(self._delay)
-        encoded = self._source.delta()
+        encoded = self._source.delta(**options)
         emit("delta", paused=self._paused.is_set())
         return encoded
 
