@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 from handoff_children._fdtable import processes
 from handoff_children.harness import HERE, readline, script
+from handoff_children.lineserver import Stopping
 
 TRIALS = int(os.environ.get("STATEMIGRATE_CHAOS_TRIALS", "40"))
 PRECOPY_TRIALS = int(os.environ.get("STATEMIGRATE_CHAOS_TRIALS", "25"))
@@ -494,3 +495,23 @@ def test_negative_control_the_behaviour_before_serving_leaves_windows_without_ow
     summary = summarize(results)
     print(f"chaos negative control (seed {SEED}): {json.dumps(summary, indent=1)}")
     assert summary["nobody_serving_unexcused"] > 0, summary
+
+
+class _TakenBySetter(threading.Event):
+    """``done`` as a stop signal's handler may find it: inside the main thread's own
+    ``done.wait()``, which holds the lock that ``set()`` takes (see ``Stopping``)."""
+
+    def set(self) -> None:
+        raise AssertionError("set() in the handler would wait for its own thread's lock")
+
+
+def test_a_stop_signal_ends_a_child_server_without_taking_the_lock_it_waits_with():
+    # The SIGTERM held during a handoff is raised again from the handoff thread just
+    # after it set ``done``, as the main thread wakes up in ``done.wait()``.
+    done = _TakenBySetter()
+    stopping = Stopping(done)
+
+    stopping(signal.SIGTERM, None)
+
+    assert stopping.signalled == signal.SIGTERM
+    assert stopping.wait()

@@ -49,7 +49,7 @@ def load_handoff_layer_only() -> None:
 
 load_handoff_layer_only()
 
-from lineserver import LineServer, decode_state  # noqa: E402
+from lineserver import LineServer, Stopping, decode_state  # noqa: E402
 
 from statemigrate.handoff import (  # noqa: E402
     ControlCallbacks,
@@ -150,16 +150,18 @@ def main() -> int:
         outcome["handed_over"] = True
         done.set()
 
+    stopping = Stopping(done)
+
     def stop(signum: int, frame: object) -> None:
         if args.legacy:  # stops at once, whatever a handoff is doing
             emit("exit", generation=generation, signal=signum)
             os._exit(0)
-        done.set()
+        stopping(signum, None)
 
     install_signal_trigger(hand_over, hold=() if args.legacy else (signal.SIGTERM, signal.SIGINT))
     signal.signal(signal.SIGTERM, stop)
     emit("ready", generation=generation, port=listener.getsockname()[1])
-    while not done.wait(0.2):
+    while not stopping.wait():
         pass
     if not outcome:
         server.close()

@@ -36,7 +36,7 @@ import time
 from typing import Any
 
 from _fdtable import unexpected_fds, zombies  # first, as in chain.py
-from lineserver import LineServer
+from lineserver import LineServer, Stopping
 from typing_extensions import TypedDict
 
 import statemigrate as sm
@@ -96,9 +96,9 @@ class Observed:
         emit("round0_written")
         return encoded
 
-    def delta(self, *, limit: int | None = None) -> Any:
+    def delta(self, **options: Any) -> Any:
         time.sleep(self._delay)
-        encoded = self._source.delta(limit=limit)
+        encoded = self._source.delta(**options)
         emit("delta", paused=self._paused.is_set())
         return encoded
 
@@ -213,13 +213,11 @@ def main() -> int:
         outcome["handed_over"] = True
         done.set()
 
-    def stop(signum: int, frame: object) -> None:
-        done.set()
-
+    stopping = Stopping(done)
     install_signal_trigger(hand_over_now, hold=(signal.SIGTERM, signal.SIGINT))
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, stopping)
     emit("ready", generation=generation, port=listener.getsockname()[1])
-    while not done.wait(0.2):
+    while not stopping.wait():
         pass
     if not outcome:
         server.close()

@@ -30,6 +30,7 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from types import FrameType
 
 import msgpack
 import xxhash
@@ -187,3 +188,31 @@ class LineServer:
         """Stop serving at once (the listener stays open; it is the caller's)."""
         self.stop_accepting()
         return self.drain(0.0)
+
+
+class Stopping:
+    """A child server's end: ``done`` set by its handoff thread, or a stop signal.
+
+    Use the object as the signal's handler and ``while not stopping.wait(): ...`` as
+    the main thread's loop. A Python signal handler runs in the main thread between
+    two bytecodes, wherever that thread is, and the main thread spends its life in
+    ``done.wait()``, which holds the event's lock now and then (taking it back when a
+    wait times out or is woken). A handler calling ``done.set()`` there would wait on
+    a lock its own thread holds, forever. That is where a ``SIGTERM`` held during a
+    handoff lands: ``install_signal_trigger`` raises it again from the handoff thread
+    just after that thread set ``done``, as the main thread wakes up. So the handler
+    only notes the signal, and the loop polls the note.
+    """
+
+    def __init__(self, done: threading.Event, *, poll: float = 0.2) -> None:
+        self.done = done
+        self.poll = poll
+        self.signalled: int | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        """The signal handler: takes no lock."""
+        self.signalled = signum
+
+    def wait(self) -> bool:
+        """Wait for one more poll; return whether serving should end."""
+        return self.signalled is not None or self.done.wait(self.poll)

@@ -16,7 +16,7 @@ import socket
 import sys
 import threading
 
-from lineserver import LineServer, decode_state
+from lineserver import LineServer, Stopping, decode_state
 
 from statemigrate.handoff import (
     ControlCallbacks,
@@ -106,9 +106,10 @@ def main() -> int:
         done.set()
 
     install_signal_trigger(hand_over)
-    signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
+    stopping = Stopping(done)
+    signal.signal(signal.SIGTERM, stopping)
     emit(event="ready", generation=generation, pid=os.getpid(), port=port)
-    while not done.wait(0.2):
+    while not stopping.wait():
         pass
     if not outcome:  # stopped by SIGTERM rather than by a handoff
         server.close()

@@ -28,6 +28,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from lineserver import Stopping
+
 from statemigrate import Service
 from statemigrate.handoff import (
     HandoffError,
@@ -204,10 +206,11 @@ def main() -> int:
 
     watch = watch_trial(args.dir, service, revert=revert, health=healthy, poll=0.05)
     install_signal_trigger(upgrade)
-    signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
+    stopping = Stopping(done, poll=0.05)
+    signal.signal(signal.SIGTERM, stopping)
     emit(event="ready", release=args.release, pid=os.getpid(), port=listener.getsockname()[1],
          **start)
-    while not done.wait(0.05):
+    while not stopping.wait():
         if watch.outcome == "reverted":
             break
     watch.stop()
