@@ -89,7 +89,9 @@ class CacheServer:
         self.cache: KVCacheV1 | KVCacheV3 = service.components[0].obj  # type: ignore[assignment]
         self.drainer = Drainer()
         self.handed_over = threading.Event()
-        self.stopping = threading.Event()
+        # SIGTERM's handler only appends here: setting an Event from a handler can
+        # deadlock with the main thread waiting on that same Event.
+        self.stop_signals: list[int] = []
         # Held for the whole of a handoff: SIGTERM waits for it to end (see main).
         self.upgrading = threading.Lock()
         self._accepting = threading.Event()
@@ -428,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         listener, release=args.release, generation=args.generation, service=service
     )
     server.start()
-    signal.signal(signal.SIGTERM, lambda signum, frame: server.stopping.set())
+    signal.signal(signal.SIGTERM, lambda signum, frame: server.stop_signals.append(signum))
     emit(
         event="ready",
         generation=args.generation,
@@ -438,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         entries=len(server.cache),
         **restored,
     )
-    while not (server.stopping.wait(0.2) or server.handed_over.is_set()):
+    while not (server.stop_signals or server.handed_over.wait(0.2)):
         pass
     # A SIGTERM during a handoff waits for it to end: leaving now would abandon a
     # successor that may be about to take over, and the state with it.
