@@ -48,6 +48,7 @@ from statemigrate._observe._instruments import (
 from statemigrate._observe._status import RestoreStatus, StatusTracker
 from statemigrate._observe._tracing import ended_now, record_span, tracing_enabled
 from statemigrate._runtime._chain import is_chain, split_chain
+from statemigrate._runtime._chainread import chain_break
 from statemigrate._runtime._delta import apply_delta, delta_obstacle
 from statemigrate._runtime._precopy import PreCopySource
 from statemigrate._runtime._report import CommitReport, RestoreReport, SectionReport, SnapshotReport
@@ -1021,17 +1022,9 @@ class Service:
             headers = [open_snapshot(p, key=self._key, limits=self._limits).header for p in pieces]
         except SnapshotError as exc:
             raise self._chain_refused(f"checkpoint chain: {exc}") from exc
-        for index in range(1, len(headers)):
-            before, base = headers[index - 1], headers[index].base
-            if base is None or (base.snapshot_id, base.generation) != (
-                before.snapshot_id,
-                before.generation,
-            ):
-                raise self._chain_refused(
-                    f"checkpoint chain piece {index} does not follow piece {index - 1}"
-                )
-        if headers[0].base is not None:
-            raise self._chain_refused("checkpoint chain does not start with a full snapshot")
+        broken = chain_break(headers)
+        if broken is not None:
+            raise self._chain_refused(broken)
         # Each piece is all or nothing, the chain must be too: a delta that fails after
         # the base was applied (in decode, migrate or validate) puts back what was live
         # before the chain, so a cold start that follows is really cold.
