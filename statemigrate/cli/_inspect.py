@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from statemigrate._errors import SnapshotError
+from statemigrate._runtime._chainread import Chain, composed_sections, link_break
 from statemigrate._snapshot._format import Snapshot
 from statemigrate._snapshot._header import SectionInfo
 from statemigrate.cli._objects import add_store_argument, open_source
@@ -21,6 +22,8 @@ from statemigrate.stores import ObjectRef
 __all__ = [
     "Progress",
     "add_inspect_parser",
+    "describe_chain",
+    "inspect_chain",
     "inspect_command",
     "printable",
     "to_json_ready",
@@ -31,10 +34,11 @@ def add_inspect_parser(commands: Any) -> None:
     """Add ``inspect`` to the sub-command parsers."""
     parser = commands.add_parser(
         "inspect",
-        help="show a snapshot's header and sections",
-        description="Show a snapshot's header and sections. SNAPSHOT is a file path,"
-        " fd:N for an inherited descriptor (e.g. a sealed memfd), or an object-store URL"
-        " (s3://bucket/prefix, with #previous or #N for another generation).",
+        help="show a snapshot's (or checkpoint chain's) header and sections",
+        description="Show a snapshot's header and sections, or each piece of a checkpoint"
+        " chain. SNAPSHOT is a file path, fd:N for an inherited descriptor (e.g. a sealed"
+        " memfd), or an object-store URL (s3://bucket/prefix, with #previous or #N for"
+        " another generation).",
     )
     parser.add_argument(
         "snapshot", metavar="SNAPSHOT", help="a file path, fd:N, or URL[#current|#previous|#N]"
@@ -43,12 +47,14 @@ def add_inspect_parser(commands: Any) -> None:
     parser.add_argument(
         "--verify",
         action="store_true",
-        help="decompress every section and check every checksum; exit 1 on the first failure",
+        help="decompress every section and check every checksum (of every piece of a chain,"
+        " and the links between them); exit 1 on the first failure",
     )
     parser.add_argument(
         "--dump",
         metavar="COMPONENT[/INSTANCE]",
-        help="print the decoded state of one section as JSON",
+        help="print the decoded state of one section as JSON (of a chain: the state it"
+        " restores to)",
     )
     add_key_argument(parser)
     add_store_argument(parser)
@@ -68,9 +74,10 @@ def add_key_argument(parser: argparse.ArgumentParser) -> None:
 
 def inspect_command(args: argparse.Namespace, out: TextIO) -> int:
     """Run ``inspect``; returns the exit status."""
-    snapshot, origin = open_source(
-        args.snapshot, key=read_key(args.key_file), options=args.store_options
-    )
+    key = read_key(args.key_file)
+    snapshot, origin = open_source(args.snapshot, key=key, options=args.store_options)
+    if isinstance(snapshot, Chain):
+        return inspect_chain(snapshot, origin, args, out)
     sections = snapshot.header.sections
     statuses = ["digest ok"] * len(sections)
     if args.verify:
@@ -327,3 +334,110 @@ def render(snapshot: Snapshot, statuses: list[str]) -> str:
     if len(rows) == 1:
         lines.append("(no sections)")
     return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+# --- checkpoint chains ------------------------------------------------------------------
+
+
+def inspect_chain(
+    chain: Chain, origin: ObjectRef | None, args: argparse.Namespace, out: TextIO
+) -> int:
+    """``inspect`` of a checkpoint chain: its pieces, base first, and the links between
+    them; ``--verify`` refuses a broken link and checks every section of every piece,
+    ``--dump`` prints a section of the state the chain restores to."""
+    statuses = [["digest ok"] * len(piece.header.sections) for piece in chain.pieces]
+    if args.verify:
+        chain.check_links()
+        total = sum(len(piece.header.sections) for piece in chain.pieces)
+        with Progress(total, verb="verifying") as progress:
+            for number, piece in enumerate(chain.pieces):
+                for index, section in enumerate(piece.header.sections):
+                    try:
+                        piece.read_raw(index)
+                    except SnapshotError as exc:
+                        raise chain.located(number, exc) from exc
+                    statuses[number][index] = "verified"
+                    progress.step(f"piece {number} {section.key}")
+    if args.dump:
+        index = find_section(chain.pieces[0], args.dump)
+        state = composed_sections(chain)[index].data
+        out.write(dump_json(state, section=chain.pieces[0].header.sections[index].key))
+        return 0
+    info = describe_chain(chain, statuses)
+    if args.json:
+        if origin is not None:
+            info["object"] = describe_origin(origin)
+        json.dump(info, out, indent=2, sort_keys=True)
+        out.write("\n")
+        return 0
+    if origin is not None:
+        out.write(render_origin(origin))
+    out.write(render_chain(chain, info, statuses))
+    return 0
+
+
+def describe_chain(chain: Chain, statuses: list[list[str]]) -> dict[str, Any]:
+    """A chain and each of its pieces as JSON-ready data; ``link`` is ``"ok"`` or why
+    the piece does not follow the one before it."""
+    headers = [piece.header for piece in chain.pieces]
+    pieces = []
+    for number, piece in enumerate(chain.pieces):
+        info = describe(piece, statuses[number])
+        info["piece"] = number
+        info["offset"] = chain.starts[number]
+        info["link"] = link_break(headers, number) or "ok"
+        pieces.append(info)
+    broken = [info["link"] for info in pieces if info["link"] != "ok"]
+    return {
+        "kind": "chain",
+        "size": chain.size,
+        "snapshot_id": headers[-1].snapshot_id,
+        "generation": headers[-1].generation,
+        "links": broken[0] if broken else "ok",
+        "pieces": pieces,
+    }
+
+
+def render_chain(chain: Chain, info: dict[str, Any], statuses: list[list[str]]) -> str:
+    """The human-readable ``inspect`` of a chain: a summary, one row per piece, then
+    each piece as ``inspect`` shows a snapshot."""
+    pieces = info["pieces"]
+    deltas = len(pieces) - 1
+    lines = [
+        f"chain      {len(pieces)} piece{'s' if len(pieces) > 1 else ''}"
+        f" (a base and {deltas} delta{'' if deltas == 1 else 's'}), {human_size(info['size'])},"
+        f" restores to snapshot {printable(info['snapshot_id'])}"
+        f" generation {info['generation']}",
+        "links      "
+        + (
+            "ok: each delta names the piece before it as its base"
+            if info["links"] == "ok"
+            else f"BROKEN: {info['links']}; a service refuses this chain"
+        ),
+        "",
+    ]
+    rows = [("PIECE", "KIND", "SNAPSHOT", "GENERATION", "BASE", "SIZE", "SECTIONS", "LINK")]
+    for piece in pieces:
+        base = piece["base"]
+        rows.append(
+            (
+                str(piece["piece"]),
+                "base" if piece["piece"] == 0 and base is None else piece["kind"],
+                printable(piece["snapshot_id"]),
+                str(piece["generation"]),
+                "-" if base is None
+                else f"{printable(base['snapshot_id'])} ({base['generation']})",
+                human_size(piece["size"]),
+                str(len(piece["sections"])),
+                piece["link"],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    text = "\n".join(line.rstrip() for line in lines) + "\n"
+    for number, piece in enumerate(chain.pieces):
+        role = "base" if number == 0 and piece.header.base is None else pieces[number]["kind"]
+        text += f"\n--- piece {number} ({role}, at byte {chain.starts[number]})\n"
+        text += render(piece, statuses[number])
+    return text

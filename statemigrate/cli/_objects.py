@@ -19,13 +19,15 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from statemigrate._errors import StoreError
+from statemigrate._runtime._chain import is_chain
+from statemigrate._runtime._chainread import Chain, open_chain
 from statemigrate._snapshot._format import (
     DEFAULT_MAX_SNAPSHOT_SIZE,
     DecodeLimits,
     Snapshot,
     open_snapshot,
 )
-from statemigrate.cli._source import open_snapshot_source
+from statemigrate.cli._source import read_snapshot_source
 from statemigrate.stores import ObjectRef, ObjectStore
 
 __all__ = [
@@ -140,26 +142,35 @@ def open_source(
     key: bytes | None,
     options: Sequence[tuple[str, str]],
     limits: DecodeLimits | None = None,
-) -> tuple[Snapshot, ObjectRef | None]:
-    """Read and verify the snapshot named by ``source``, and the generation it came
-    from when ``source`` is an object-store URL.
+) -> tuple[Snapshot | Chain, ObjectRef | None]:
+    """Read and verify the snapshot or checkpoint chain named by ``source``, and the
+    generation it came from when ``source`` is an object-store URL.
 
-    A file path or ``fd:N`` is read as :func:`open_snapshot_source` reads it; a URL's
+    A file path or ``fd:N`` is read as :func:`read_snapshot_source` reads it; a URL's
     generation is read whole (it may be at most ``limits.max_snapshot_size`` bytes,
-    checked before any byte is fetched) and then verified as any snapshot is.
+    checked before any byte is fetched). A snapshot is then verified as any is; a
+    chain's pieces each are (:func:`open_chain`), and the links between them are left
+    to the caller.
 
     Raises:
         StoreError: the source cannot be read (for a URL: no snapshot committed, no
             such generation, the server unreachable, the bucket missing, access denied).
-        SnapshotError: the bytes are not a sound snapshot, or the key does not match.
+        SnapshotError: the bytes are not a sound snapshot or chain, or the key does
+            not match.
     """
     limits = limits or DecodeLimits()
-    if not is_object_url(source):
-        return open_snapshot_source(source, key=key, limits=limits), None
-    url, which = split_url(source)
-    store = open_store(url, options, max_size=limits.max_snapshot_size)
-    ref = store.ref(which)
-    return open_snapshot(ref.open(), key=key, limits=limits), ref
+    ref: ObjectRef | None = None
+    data: bytes | bytearray | memoryview
+    if is_object_url(source):
+        url, which = split_url(source)
+        store = open_store(url, options, max_size=limits.max_snapshot_size)
+        ref = store.ref(which)
+        data = ref.open()
+    else:
+        data = read_snapshot_source(source, key=key, limits=limits)
+    if is_chain(data):
+        return open_chain(data, key=key, limits=limits), ref
+    return open_snapshot(data, key=key, limits=limits), ref
 
 
 def commit_to_url(

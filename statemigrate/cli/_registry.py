@@ -9,7 +9,9 @@ from typing import Any, TextIO
 
 from statemigrate._errors import RegistrationError, StoreError, UnknownComponentError
 from statemigrate._model._registry import Registry
+from statemigrate._runtime._chainread import Chain, compose_chain
 from statemigrate._runtime._rewrite import migrate_snapshot
+from statemigrate._snapshot._format import open_snapshot
 from statemigrate.cli._inspect import Progress, add_key_argument, printable
 from statemigrate.cli._objects import add_store_argument, commit_to_url, is_object_url, open_source
 from statemigrate.cli._source import read_key
@@ -47,7 +49,8 @@ def add_registry_parsers(commands: Any) -> None:
     graph.set_defaults(func=graph_command)
 
     migrate = commands.add_parser(
-        "migrate", help="rewrite a snapshot with components at other versions (up or down)"
+        "migrate", help="rewrite a snapshot with components at other versions (up or down);"
+        " a checkpoint chain is rewritten as one full snapshot"
     )
     migrate.add_argument(
         "snapshot", metavar="SNAPSHOT", help="a file path, fd:N, or URL[#current|#previous|#N]"
@@ -169,11 +172,23 @@ def _parse_targets(pairs: list[str]) -> dict[str, int]:
 
 
 def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
-    """Rewrite a snapshot with the named components migrated to other versions."""
+    """Rewrite a snapshot with the named components migrated to other versions; a
+    checkpoint chain is first composed into the full snapshot it restores to."""
     targets = _parse_targets(args.targets)
     registry = registry_from(args)
     key = read_key(args.key_file)
-    snapshot, _ = open_source(args.snapshot, key=key, options=args.store_options)
+    source, _ = open_source(args.snapshot, key=key, options=args.store_options)
+    if isinstance(source, Chain):
+        # The chain becomes the one full snapshot it restores to, which is then
+        # migrated like any other: the way to hand an older release a chain it cannot
+        # restore (deltas at versions it does not know).
+        snapshot = open_snapshot(compose_chain(source, key=key).to_bytes(), key=key)
+        out_notes = [
+            f"composed checkpoint chain of {len(source.pieces)} pieces into snapshot"
+            f" {snapshot.header.snapshot_id} generation {snapshot.header.generation}\n"
+        ]
+    else:
+        snapshot, out_notes = source, []
     with Progress(len(snapshot.header.sections), verb="migrating") as progress:
         migrated = migrate_snapshot(
             snapshot,
@@ -191,6 +206,7 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     else:
         write_file_atomically(Path(args.output), encoded.parts)
     # Printed once the progress line is gone, so stdout never cuts it.
+    out.writelines(out_notes)
     for section, plan in migrated.plans.items():
         out.write(f"{printable(section)}: {plan}\n")
     count = len(encoded.header.sections)

@@ -6,7 +6,9 @@ preamble checksum, format version, flags, key) and turns into the snapshot's len
 (declared in a version 1 preamble, the file's size for version 2), checked against the
 reader's limit; only then, if the file is exactly that long, is the whole of it read,
 into one buffer of that size. So a file of the wrong kind, or of a size over the limit,
-costs one small read, however large it is, and a sound one costs its size once.
+costs one small read, however large it is, and a sound one costs its size once. A
+checkpoint chain (its first 8 bytes are the chain's magic) has no length of its own: it
+is read whole when the file is no larger than the limit.
 
 Every operating-system error becomes a :class:`~statemigrate.StoreError` naming the
 operation and the source (the path, or ``fd:N``).
@@ -19,7 +21,8 @@ import fcntl
 import os
 import stat
 
-from statemigrate._errors import StoreError
+from statemigrate._errors import SnapshotError, StoreError
+from statemigrate._runtime._chain import is_chain
 from statemigrate._snapshot._format import (
     PREAMBLE_SIZE,
     DecodeLimits,
@@ -109,13 +112,15 @@ def read_snapshot_source(
 
     A regular file is read only once its preamble has been checked and its size is
     the one the preamble declares (see the module's docstring); ``key`` and ``limits``
-    are those the caller will open the snapshot with.
+    are those the caller will open the snapshot with. A file that starts as a
+    checkpoint chain is read whole, if it is no larger than a snapshot may be.
 
     Raises:
         StoreError: the source is not an open, readable regular file or sealed memfd,
             or an operation on it failed; the error names the operation and source.
         SnapshotError: the preamble is not a snapshot's, declares more bytes than
-            ``limits`` allow, or a length other than the file's.
+            ``limits`` allow, or a length other than the file's; a chain is larger than
+            ``limits`` allow.
     """
     limits = limits or DecodeLimits()
     if source.startswith("fd:"):
@@ -164,8 +169,18 @@ def _read_file(
     head = _pread(fd, PREAMBLE_SIZE, 0, source)
     if len(head) < PREAMBLE_SIZE:
         return head  # too short to be a snapshot: open_snapshot says how
-    total = snapshot_length(head, info.st_size, key=key, limits=limits)
-    check_length(info.st_size, total)
+    if is_chain(head):
+        # A checkpoint chain declares no length of its own: it is the whole file, and
+        # its frame then says where each piece lies.
+        total = info.st_size
+        if total > limits.max_snapshot_size:
+            raise SnapshotError(
+                "too_large", "checkpoint chain is larger than the reader allows",
+                expected=limits.max_snapshot_size, actual=total, offset=0,
+            )
+    else:
+        total = snapshot_length(head, info.st_size, key=key, limits=limits)
+        check_length(info.st_size, total)
     buffer = bytearray(total)
     view = memoryview(buffer)
     position = 0

@@ -1,0 +1,430 @@
+"""The command line on incremental checkpoint chains: inspect, --verify and --dump show
+every piece and the state the chain restores to, migrate rewrites a chain as one full
+snapshot of another version, and damaged chains give one-line errors."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import Result, run
+from hypothesis import given
+from hypothesis import strategies as st
+
+import statemigrate as sm
+from statemigrate._runtime._chain import chain_frame, split_chain
+from statemigrate._runtime._chainread import composed_sections, open_chain
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._format import open_snapshot
+from statemigrate._snapshot._header import DeltaBase, Producer
+from statemigrate.cli._source import read_snapshot_source
+from statemigrate.reference import KVCacheV1, KVCacheV2, KVCacheV3, build_registry
+from statemigrate.stores import ObjectStore
+
+REGISTRY = ["--registry", "statemigrate.reference:build_registry"]
+ERROR_PREFIX = "statemigrate: error:"
+
+pytestmark = pytest.mark.usefixtures("hermetic")
+
+
+def _now() -> float:
+    return 1_700_000_000.0  # a fixed clock keeps expiry deadlines reproducible
+
+
+class Chained:
+    """A v2 key-value cache checkpointed incrementally to a TmpfsStore: a base of 40
+    entries, then a delta that updates five and deletes two, then one that adds one and
+    deletes another."""
+
+    def __init__(self, directory: Path) -> None:
+        self.service = sm.Service("gateway", code_version="2.0", registry=build_registry())
+        self.cache = self.service.register(KVCacheV2(clock=_now))
+        self.store = sm.TmpfsStore(directory)
+        self.path = directory / "current"
+        checkpointer = sm.Checkpointer(
+            self.service, self.store, quiesce=threading.Lock(), incremental=True,
+            max_delta_ratio=100.0,
+        )
+        for i in range(40):
+            self.cache.set(f"k{i}", f"v{i}", ttl=60.0 if i % 2 else None)
+        checkpointer.checkpoint_now()
+        for i in range(5):
+            self.cache.set(f"k{i}", f"new{i}")
+        self.cache.delete("k10")
+        self.cache.delete("k11")
+        checkpointer.checkpoint_now()
+        self.cache.set("k40", "fresh", ttl=5.0)
+        self.cache.delete("k0")
+        checkpointer.checkpoint_now()
+        assert checkpointer.chain_length == 3
+        self.data = self.path.read_bytes()
+        self.pieces = [open_snapshot(piece).header for piece in split_chain(self.data)]
+
+    def entries(self) -> dict[str, Any]:
+        return {key: dict(entry) for key, entry in self.cache.entries.items()}
+
+
+@pytest.fixture
+def chained(tmp_path: Path) -> Chained:
+    return Chained(tmp_path / "gateway")
+
+
+def one_line_error(result: Result, *starts: str) -> str:
+    """The error line of a failed command, checked to be one line and no traceback."""
+    assert result.code == 1, result
+    assert result.out == ""
+    lines = result.err.splitlines()
+    assert len(lines) == 1, result.err
+    assert "Traceback" not in result.err
+    assert lines[0].startswith(f"{ERROR_PREFIX} {' '.join(starts)}"), lines[0]
+    return lines[0]
+
+
+# --- inspect ------------------------------------------------------------------------------
+
+
+def test_inspect_shows_each_piece_of_a_chain_in_order(
+    chained: Chained, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run(capsys, "inspect", str(chained.path))
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    newest = chained.pieces[-1]
+    assert lines[0].startswith("chain      3 pieces (a base and 2 deltas), ")
+    assert lines[0].endswith(f"restores to snapshot {newest.snapshot_id} generation 3")
+    assert lines[1] == "links      ok: each delta names the piece before it as its base"
+    assert lines[3].split() == [
+        "PIECE", "KIND", "SNAPSHOT", "GENERATION", "BASE", "SIZE", "SECTIONS", "LINK"
+    ]
+    base, first, second = chained.pieces
+    rows = [line.split() for line in lines[4:7]]
+    assert [row[:4] for row in rows] == [
+        ["0", "base", base.snapshot_id, "1"],
+        ["1", "delta", first.snapshot_id, "2"],
+        ["2", "delta", second.snapshot_id, "3"],
+    ]
+    assert [row[4:6] for row in rows] == [
+        ["-", rows[0][5]], [base.snapshot_id, "(1)"], [first.snapshot_id, "(2)"]
+    ]
+    assert [row[-2:] for row in rows] == [["1", "ok"]] * 3
+    blocks = result.out.split("\n--- piece ")[1:]
+    assert [block.split(")")[0].split(" (") for block in blocks] == [
+        ["0", "base, at byte 48"], ["1", "delta, at byte " + blocks[1].split()[4][:-1]],
+        ["2", "delta, at byte " + blocks[2].split()[4][:-1]],
+    ]
+    assert f"delta of   {base.snapshot_id}  generation 1" in blocks[1]
+    assert f"delta of   {first.snapshot_id}  generation 2" in blocks[2]
+    for block in blocks:
+        assert "kvcache    default   2" in block and "digest ok" in block
+
+
+def test_inspect_json_of_a_chain_names_every_piece_and_its_base(
+    chained: Chained, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run(capsys, "inspect", str(chained.path), "--json")
+    assert result.code == 0, result.err
+    info = json.loads(result.out)
+    assert info["kind"] == "chain"
+    assert info["size"] == len(chained.data)
+    assert info["links"] == "ok"
+    assert (info["snapshot_id"], info["generation"]) == (chained.pieces[-1].snapshot_id, 3)
+    pieces = info["pieces"]
+    assert [p["piece"] for p in pieces] == [0, 1, 2]
+    assert [p["kind"] for p in pieces] == ["full", "delta", "delta"]
+    assert [p["snapshot_id"] for p in pieces] == [h.snapshot_id for h in chained.pieces]
+    assert pieces[0]["base"] is None
+    for before, piece in zip(pieces, pieces[1:], strict=False):
+        assert piece["base"] == {
+            "snapshot_id": before["snapshot_id"], "generation": before["generation"]
+        }
+    assert [p["link"] for p in pieces] == ["ok"] * 3
+    assert pieces[0]["offset"] + sum(p["size"] for p in pieces) == len(chained.data)
+    assert all(s["status"] == "digest ok" for p in pieces for s in p["sections"])
+
+
+def test_inspect_verify_checks_every_section_of_every_piece(
+    chained: Chained, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run(capsys, "inspect", str(chained.path), "--verify", "--json")
+    assert result.code == 0, result.err
+    statuses = [s["status"] for p in json.loads(result.out)["pieces"] for s in p["sections"]]
+    assert statuses == ["verified"] * 3
+
+
+def test_inspect_reads_a_chain_from_a_descriptor_and_an_object_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Everywhere inspect takes a snapshot, it takes a chain: fd:N, and an object-store
+    URL whose current generation is a chain (the object line comes first)."""
+    service = sm.Service("gateway", registry=build_registry())
+    cache = service.register(KVCacheV2(clock=_now))
+    (tmp_path / "bucket").mkdir()
+    url = f"file://{tmp_path}/bucket/gateway"
+    store = ObjectStore(url)
+    checkpointer = sm.Checkpointer(
+        service, store, quiesce=threading.Lock(), incremental=True, max_delta_ratio=100.0
+    )
+    for round_ in range(3):
+        cache.set(f"k{round_}", "v")
+        checkpointer.checkpoint_now()
+    result = run(capsys, "inspect", url, "--verify")
+    assert result.code == 0, result.err
+    first, second = result.out.splitlines()[:2]
+    assert first.startswith("object     ") and first.endswith("(generation 3, current)")
+    assert second.startswith("chain      3 pieces (a base and 2 deltas)")
+    dumped = run(capsys, "inspect", f"{url}#previous", "--dump", "kvcache")
+    assert dumped.code == 0, dumped.err
+    assert sorted(json.loads(dumped.out)["entries"]) == ["k0", "k1"]
+    with open(tmp_path / "chain", "wb") as handle:
+        handle.write(bytes(store.open()))
+    with open(tmp_path / "chain", "rb") as handle:
+        by_fd = run(capsys, "inspect", f"fd:{handle.fileno()}", "--json")
+    assert by_fd.code == 0, by_fd.err
+    assert len(json.loads(by_fd.out)["pieces"]) == 3
+
+
+# --- --dump -------------------------------------------------------------------------------
+
+
+def test_dump_prints_the_state_the_chain_restores_to(
+    chained: Chained, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Base, updates, deletions and additions: the dump is the live state at the last
+    checkpoint, and the state a service restores from the same chain."""
+    result = run(capsys, "inspect", str(chained.path), "--dump", "kvcache")
+    assert result.code == 0, result.err
+    dumped = json.loads(result.out)["entries"]
+    assert dumped == chained.entries()
+    assert "k0" not in dumped and "k10" not in dumped and dumped["k40"]["value"] == "fresh"
+    assert list(dumped) == sorted(dumped)  # sorted keys, as for a snapshot
+    restored = sm.Service("gateway", registry=build_registry())
+    cache = restored.register(KVCacheV2(clock=_now))
+    restored.start_from(chained.store)
+    assert {key: dict(entry) for key, entry in cache.entries.items()} == dumped
+
+
+def test_dump_of_a_records_protocol_chain_matches_the_restore(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A component with its own export_state and the records protocol (the v3 cache)
+    writes deltas of records too; composing them gives what the service restores."""
+    service = sm.Service("gateway", registry=build_registry())
+    cache = service.register(KVCacheV3(clock=_now))
+    store = sm.TmpfsStore(tmp_path / "v3")
+    checkpointer = sm.Checkpointer(
+        service, store, quiesce=threading.Lock(), incremental=True, max_delta_ratio=100.0
+    )
+    for i in range(20):
+        cache.set(f"k{i}", f"v{i}")
+    checkpointer.checkpoint_now()
+    cache.get("k3")
+    cache.delete("k4")
+    checkpointer.checkpoint_now()
+    assert checkpointer.chain_length == 2
+    result = run(capsys, "inspect", str(tmp_path / "v3" / "current"), "--dump", "kvcache")
+    assert result.code == 0, result.err
+    dumped = json.loads(result.out)
+    assert dumped == cache.export_state()
+    assert dumped["entries"]["k3"]["hits"] == 1 and "k4" not in dumped["entries"]
+
+
+@given(
+    rounds=st.lists(
+        st.lists(
+            st.tuples(st.sampled_from(["set", "delete"]), st.integers(0, 12)), max_size=15
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_composing_a_chain_gives_the_state_a_service_restores(
+    rounds: list[list[tuple[str, int]]],
+) -> None:
+    """For any sets and deletes between checkpoints, the composed state of the chain is
+    the state Service.start_from restores from it."""
+    service = sm.Service("gateway", registry=build_registry())
+    cache = service.register(KVCacheV2(clock=_now))
+    store = sm.MemoryStore()
+    checkpointer = sm.Checkpointer(
+        service, store, quiesce=threading.Lock(), incremental=True, max_delta_ratio=100.0
+    )
+    for number, writes in enumerate(rounds):
+        for act, key in writes:
+            if act == "set":
+                cache.set(f"k{key}", f"v{number}")
+            else:
+                cache.delete(f"k{key}")
+        checkpointer.checkpoint_now()
+    (section,) = composed_sections(open_chain(store.open()))
+    restored = sm.Service("gateway", registry=build_registry())
+    again = restored.register(KVCacheV2(clock=_now))
+    restored.start_from(store)
+    assert section.data == {"entries": {k: dict(v) for k, v in again.entries.items()}}
+    assert list(again.entries) == list(section.data["entries"])
+
+
+# --- migrate ------------------------------------------------------------------------------
+
+
+def test_migrate_rewrites_a_v2_chain_as_a_v1_snapshot_for_a_rollback(
+    chained: Chained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rollback case: the store holds only a chain of v2 pieces; migrate composes
+    it and writes one full v1 snapshot, which release 1 restores."""
+    out = tmp_path / "gateway-v1.smsnap"
+    result = run(
+        capsys, "migrate", str(chained.path), "-o", str(out), "--to", "kvcache=1",
+        "--allow-lossy", *REGISTRY,
+    )
+    assert result.code == 0, result.err
+    newest = chained.pieces[-1]
+    assert result.out.splitlines() == [
+        f"composed checkpoint chain of 3 pieces into snapshot {newest.snapshot_id}"
+        " generation 3",
+        "kvcache/default: kvcache 2 -> 1 (drop_ttl [lossy])",
+        f"wrote {out} ({out.stat().st_size} bytes, 1 sections)",
+    ]
+    snapshot = open_snapshot(out.read_bytes())
+    assert snapshot.header.base is None
+    assert snapshot.header.generation == 3
+    assert snapshot.header.meta["migrated_from"] == newest.snapshot_id
+    assert [s.version for s in snapshot.header.sections] == [1]
+    v1 = sm.Service("gateway", registry=build_registry())
+    cache = v1.register(KVCacheV1())
+    v1.restore(out.read_bytes())
+    assert dict(cache.entries) == {k: e["value"] for k, e in chained.entries().items()}
+
+
+def test_migrate_writes_a_chain_as_one_full_snapshot_at_the_same_version(
+    chained: Chained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "flat.smsnap"
+    result = run(
+        capsys, "migrate", str(chained.path), "-o", str(out), "--to", "kvcache=2", *REGISTRY
+    )
+    assert result.code == 0, result.err
+    inspected = run(capsys, "inspect", str(out), "--dump", "kvcache")
+    assert json.loads(inspected.out)["entries"] == chained.entries()
+
+
+# --- damaged chains -----------------------------------------------------------------------
+
+
+COMMANDS = [
+    ["inspect", "{path}"],
+    ["inspect", "{path}", "--verify"],
+    ["inspect", "{path}", "--dump", "kvcache"],
+    ["migrate", "{path}", "-o", "{out}", "--to", "kvcache=1", "--allow-lossy", *REGISTRY],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[:3]))
+def test_a_damaged_piece_is_a_one_line_error_naming_the_piece(
+    chained: Chained, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    damaged = bytearray(chained.data)
+    damaged[-40] ^= 0x01  # inside the last delta
+    path = tmp_path / "damaged"
+    path.write_bytes(damaged)
+    out = tmp_path / "out.smsnap"
+    argv = [part.format(path=path, out=out) for part in command]
+    line = one_line_error(run(capsys, *argv), "corrupt: checkpoint chain piece 2:")
+    assert "(at " in line and "offset" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", COMMANDS[1:], ids=lambda c: " ".join(c[:3]))
+def test_a_broken_link_is_a_one_line_error(
+    chained: Chained, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """A chain missing its middle delta: each piece is sound, but the last names a base
+    that is not the piece before it. --verify, --dump and migrate refuse it, as a
+    service does."""
+    base, _, last = split_chain(chained.data)
+    path = tmp_path / "gapped"
+    path.write_bytes(chain_frame([len(base), len(last)]) + bytes(base) + bytes(last))
+    out = tmp_path / "out.smsnap"
+    argv = [part.format(path=path, out=out) for part in command]
+    line = one_line_error(
+        run(capsys, *argv), "corrupt: checkpoint chain piece 1 does not follow piece 0:"
+    )
+    first, second, _ = chained.pieces
+    assert f"expected base {first.snapshot_id} generation 1" in line
+    assert f"got base {second.snapshot_id} generation 2" in line
+    assert not out.exists()
+
+
+def test_inspect_without_verify_shows_a_broken_link(
+    chained: Chained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base, _, last = split_chain(chained.data)
+    path = tmp_path / "gapped"
+    path.write_bytes(chain_frame([len(base), len(last)]) + bytes(base) + bytes(last))
+    result = run(capsys, "inspect", str(path))
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[1] == (
+        "links      BROKEN: checkpoint chain piece 1 does not follow piece 0;"
+        " a service refuses this chain"
+    )
+    assert lines[5].endswith("checkpoint chain piece 1 does not follow piece 0")
+    info = json.loads(run(capsys, "inspect", str(path), "--json").out)
+    assert [p["link"] for p in info["pieces"]] == [
+        "ok", "checkpoint chain piece 1 does not follow piece 0"
+    ]
+
+
+def test_a_truncated_chain_is_a_one_line_error(
+    chained: Chained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cut"
+    path.write_bytes(chained.data[:-100])
+    line = one_line_error(run(capsys, "inspect", str(path)), "truncated:")
+    assert "checkpoint chain piece 2 ends past the object" in line
+    path.write_bytes(chained.data[:20])
+    one_line_error(run(capsys, "inspect", str(path)), "truncated: checkpoint chain ends")
+
+
+def test_a_chain_larger_than_the_limit_is_refused_before_it_is_read(chained: Chained) -> None:
+    limit = len(chained.data)
+    assert read_snapshot_source(
+        str(chained.path), limits=sm.DecodeLimits(max_snapshot_size=limit)
+    ) == chained.data
+    with pytest.raises(sm.SnapshotError, match="checkpoint chain is larger than the reader"):
+        read_snapshot_source(str(chained.path), limits=sm.DecodeLimits(max_snapshot_size=limit - 1))
+
+
+def _piece(section_version: int, *, base: DeltaBase | None, data: object) -> bytes:
+    producer = Producer.current("gateway")
+    encoded = encode_snapshot(
+        [SectionInput("kvcache", "default", section_version, "f" * 32, data)],
+        producer=producer, generation=1 if base is None else base.generation + 1, base=base,
+    )
+    return encoded.to_bytes()
+
+
+def test_a_delta_that_cannot_be_composed_is_a_one_line_error_naming_the_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = _piece(2, base=None, data={"entries": {}})
+    header = open_snapshot(base).header
+    link = DeltaBase(snapshot_id=header.snapshot_id, generation=header.generation)
+    path = tmp_path / "chain"
+    cases = [
+        (_piece(3, base=link, data={"state": {"entries": {}}, "deleted": {"entries": []}}),
+         "the section is at version 3 and the base's at 2"),
+        (_piece(2, base=link, data={"state": {}, "deleted": {"entries": "k1"}}),
+         "a delta section is a map of 'state' (a map) and 'deleted'"),
+        (_piece(2, base=link, data={"state": {"entries": {}}, "deleted": {"entries": [[1]]}}),
+         "a deleted key of record field 'entries' is a list"),
+    ]
+    for delta, why in cases:
+        path.write_bytes(chain_frame([len(base), len(delta)]) + base + delta)
+        line = one_line_error(
+            run(capsys, "inspect", str(path), "--dump", "kvcache"),
+            "invalid_data: checkpoint chain piece 1 cannot be composed:",
+        )
+        assert why in line and line.endswith("(at section 'kvcache/default')")
