@@ -7,12 +7,14 @@ import datetime
 import json
 from typing import Any, TextIO
 
-from statemigrate._errors import StoreError
+from statemigrate._errors import StateMigrateError, StoreError
+from statemigrate._runtime._chain import is_chain, split_chain
+from statemigrate._snapshot._format import MAGIC
 from statemigrate.cli._inspect import human_size, printable
 from statemigrate.cli._objects import add_store_argument, open_store
 from statemigrate.stores import ObjectRef
 
-__all__ = ["add_list_parser", "describe_generations", "list_command"]
+__all__ = ["add_list_parser", "describe_generations", "kind_of", "list_command"]
 
 
 def add_list_parser(commands: Any) -> None:
@@ -21,12 +23,19 @@ def add_list_parser(commands: Any) -> None:
         "list",
         help="list the generations under an object-store prefix",
         description="List the snapshot generations under an object-store prefix, newest"
-        " first, with their sizes and ages, and which is current and previous.",
+        " first, with their sizes and ages, and which is current and previous; with"
+        " --kinds, also which are snapshots and which checkpoint chains.",
     )
     parser.add_argument(
         "url", metavar="URL", help="s3://bucket/prefix, gs://..., az://... or file:///path"
     )
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
+    parser.add_argument(
+        "--kinds",
+        action="store_true",
+        help="read every generation to say whether it is a snapshot or a checkpoint chain"
+        " (and of how many pieces); this reads each object whole",
+    )
     add_store_argument(parser)
     parser.set_defaults(func=list_command)
 
@@ -41,12 +50,15 @@ def list_command(args: argparse.Namespace, out: TextIO) -> int:
         raise StoreError("list", store.location, "no snapshot has been committed")
     now = datetime.datetime.now(tz=datetime.UTC)
     rows = describe_generations(refs, now=now)
+    if args.kinds:
+        for ref, row in zip(reversed(refs), rows, strict=True):
+            row.update(kind_of(ref) if not row["missing"] else {"kind": None, "pieces": None})
     if args.json:
         json.dump({"location": store.location, "generations": rows}, out, indent=2)
         out.write("\n")
         return 0
     out.write(f"{printable(store.location)}\n\n")
-    table = [("GENERATION", "SIZE", "WRITTEN", "AGE", "ROLE")]
+    table = [("GENERATION", "SIZE", "WRITTEN", "AGE", "ROLE", *(("KIND",) if args.kinds else ()))]
     for row in rows:
         table.append(
             (
@@ -55,6 +67,7 @@ def list_command(args: argparse.Namespace, out: TextIO) -> int:
                 row["modified"] or "-",
                 _age(row["age_seconds"]),
                 row["role"] + (" (object missing)" if row["missing"] else ""),
+                *((_kind(row),) if args.kinds else ()),
             )
         )
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
@@ -103,6 +116,30 @@ def describe_generations(
             }
         )
     return rows
+
+
+def kind_of(ref: ObjectRef) -> dict[str, Any]:
+    """What a generation holds, from its first bytes: ``kind`` is ``snapshot``,
+    ``chain`` (with its number of ``pieces``, from the chain's frame), ``unknown``
+    (neither), or ``unreadable`` (with the ``error``). Nothing more is verified here;
+    ``inspect URL#N --verify`` does that."""
+    try:
+        data = ref.open()
+        if is_chain(data):
+            return {"kind": "chain", "pieces": len(split_chain(data))}
+    except StateMigrateError as exc:
+        return {"kind": "unreadable", "pieces": None, "error": str(exc)}
+    if bytes(data[: len(MAGIC)]) == MAGIC:
+        return {"kind": "snapshot", "pieces": None}
+    return {"kind": "unknown", "pieces": None}
+
+
+def _kind(row: dict[str, Any]) -> str:
+    if row["kind"] is None:
+        return "-"
+    if row["kind"] == "chain":
+        return f"chain of {row['pieces']} piece{'s' if row['pieces'] > 1 else ''}"
+    return str(row["kind"])
 
 
 def _iso(moment: datetime.datetime) -> str:

@@ -428,3 +428,45 @@ def test_a_delta_that_cannot_be_composed_is_a_one_line_error_naming_the_section(
             "invalid_data: checkpoint chain piece 1 cannot be composed:",
         )
         assert why in line and line.endswith("(at section 'kvcache/default')")
+
+
+# --- list ---------------------------------------------------------------------------------
+
+
+def test_list_kinds_tells_snapshots_from_chains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service = sm.Service("gateway", registry=build_registry())
+    cache = service.register(KVCacheV2(clock=_now))
+    (tmp_path / "bucket").mkdir()
+    url = f"file://{tmp_path}/bucket/gateway"
+    store = ObjectStore(url, keep=3)
+    cache.set("k", "v")
+    service.commit(store)  # generation 1: a full snapshot
+    checkpointer = sm.Checkpointer(
+        service, store, quiesce=threading.Lock(), incremental=True, max_delta_ratio=100.0
+    )
+    checkpointer.checkpoint_now()  # 2: a chain of its base alone
+    cache.set("k2", "v")
+    checkpointer.checkpoint_now()  # 3: the base and a delta
+    result = run(capsys, "list", url, "--kinds")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[2].split()[-1] == "KIND"
+    assert [line.split("  ")[-1].strip() for line in lines[3:]] == [
+        "chain of 2 pieces", "chain of 1 piece", "snapshot"
+    ]
+    rows = json.loads(run(capsys, "list", url, "--kinds", "--json").out)["generations"]
+    assert [(row["kind"], row["pieces"]) for row in rows] == [
+        ("chain", 2), ("chain", 1), ("snapshot", None)
+    ]
+    plain = json.loads(run(capsys, "list", url, "--json").out)["generations"]
+    assert all("kind" not in row for row in plain)  # without --kinds, no object is read
+    # The current generation is checked against the digest its commit recorded; an
+    # older one is only read.
+    for row in rows[0], rows[2]:
+        path = Path(row["object"].removeprefix("file://"))
+        path.write_bytes(bytes(path.stat().st_size))
+    damaged = json.loads(run(capsys, "list", url, "--kinds", "--json").out)["generations"]
+    assert [row["kind"] for row in damaged] == ["unreadable", "chain", "unknown"]
+    assert damaged[0]["error"].startswith("open ")
