@@ -406,7 +406,8 @@ def render_chain(chain: Chain, info: dict[str, Any], statuses: list[list[str]]) 
     lines = [
         f"chain      {len(pieces)} piece{'s' if len(pieces) > 1 else ''}"
         f" (a base and {deltas} delta{'' if deltas == 1 else 's'}), {human_size(info['size'])},"
-        f" restores to snapshot {printable(info['snapshot_id'])}"
+        f" {'restores to snapshot' if info['links'] == 'ok' else 'newest piece'}"
+        f" {printable(info['snapshot_id'])}"
         f" generation {info['generation']}",
         "links      "
         + (
