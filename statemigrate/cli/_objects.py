@@ -19,15 +19,13 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from statemigrate._errors import StoreError
-from statemigrate._runtime._chain import is_chain
-from statemigrate._runtime._chainread import Chain, open_chain
+from statemigrate._runtime._chainread import Chain
 from statemigrate._snapshot._format import (
     DEFAULT_MAX_SNAPSHOT_SIZE,
     DecodeLimits,
     Snapshot,
-    open_snapshot,
 )
-from statemigrate.cli._source import read_snapshot_source
+from statemigrate.cli._source import open_read, open_snapshot_source
 from statemigrate.stores import ObjectRef, ObjectStore
 
 __all__ = [
@@ -148,9 +146,8 @@ def open_source(
 
     A file path or ``fd:N`` is read as :func:`read_snapshot_source` reads it; a URL's
     generation is read whole (it may be at most ``limits.max_snapshot_size`` bytes,
-    checked before any byte is fetched). A snapshot is then verified as any is; a
-    chain's pieces each are (:func:`open_chain`), and the links between them are left
-    to the caller.
+    checked before any byte is fetched). Both are then opened by :func:`open_read`: a
+    chain's links are left to the caller.
 
     Raises:
         StoreError: the source cannot be read (for a URL: no snapshot committed, no
@@ -159,18 +156,12 @@ def open_source(
             not match.
     """
     limits = limits or DecodeLimits()
-    ref: ObjectRef | None = None
-    data: bytes | bytearray | memoryview
-    if is_object_url(source):
-        url, which = split_url(source)
-        store = open_store(url, options, max_size=limits.max_snapshot_size)
-        ref = store.ref(which)
-        data = ref.open()
-    else:
-        data = read_snapshot_source(source, key=key, limits=limits)
-    if is_chain(data):
-        return open_chain(data, key=key, limits=limits), ref
-    return open_snapshot(data, key=key, limits=limits), ref
+    if not is_object_url(source):
+        return open_snapshot_source(source, key=key, limits=limits), None
+    url, which = split_url(source)
+    store = open_store(url, options, max_size=limits.max_snapshot_size)
+    ref = store.ref(which)
+    return open_read(ref.open(), key=key, limits=limits), ref
 
 
 def commit_to_url(

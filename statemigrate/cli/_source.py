@@ -23,8 +23,10 @@ import stat
 
 from statemigrate._errors import SnapshotError, StoreError
 from statemigrate._runtime._chain import is_chain
+from statemigrate._runtime._chainread import Chain, open_chain
 from statemigrate._snapshot._format import (
     PREAMBLE_SIZE,
+    Buffer,
     DecodeLimits,
     Snapshot,
     check_length,
@@ -34,6 +36,7 @@ from statemigrate._snapshot._format import (
 
 __all__ = [
     "MAX_FD",
+    "open_read",
     "open_snapshot_source",
     "parse_fd",
     "read_key",
@@ -89,14 +92,30 @@ def parse_fd(source: str) -> int:
 
 def open_snapshot_source(
     source: str, *, key: bytes | None = None, limits: DecodeLimits | None = None
-) -> Snapshot:
-    """Read the snapshot named by ``source`` and verify it (see :func:`open_snapshot`).
+) -> Snapshot | Chain:
+    """Read the snapshot or checkpoint chain named by ``source`` and open it (see
+    :func:`open_read`).
 
     Raises:
         StoreError: the source cannot be read (see :func:`read_snapshot_source`).
-        SnapshotError: the bytes are not a sound snapshot.
+        SnapshotError: the bytes are not a sound snapshot or chain.
     """
     data = read_snapshot_source(source, key=key, limits=limits)
+    return open_read(data, key=key, limits=limits)
+
+
+def open_read(
+    data: Buffer, *, key: bytes | None = None, limits: DecodeLimits | None = None
+) -> Snapshot | Chain:
+    """Open bytes read from a source: a snapshot is verified as any is
+    (:func:`open_snapshot`); a checkpoint chain's frame and pieces each are
+    (:func:`open_chain`), and the links between the pieces are left to the caller.
+
+    Raises:
+        SnapshotError: the bytes are not a sound snapshot or chain.
+    """
+    if is_chain(data):
+        return open_chain(data, key=key, limits=limits)
     return open_snapshot(data, key=key, limits=limits)
 
 

@@ -4,6 +4,8 @@ snapshot of another version, and damaged chains give one-line errors."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import threading
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 
 import pytest
 from cli_helpers import Result, run
-from hypothesis import given
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 import statemigrate as sm
@@ -20,6 +22,7 @@ from statemigrate._runtime._chainread import composed_sections, open_chain
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._format import open_snapshot
 from statemigrate._snapshot._header import DeltaBase, Producer
+from statemigrate.cli._main import main
 from statemigrate.cli._source import read_snapshot_source
 from statemigrate.reference import KVCacheV1, KVCacheV2, KVCacheV3, build_registry
 from statemigrate.stores import ObjectStore
@@ -470,3 +473,118 @@ def test_list_kinds_tells_snapshots_from_chains(
     damaged = json.loads(run(capsys, "list", url, "--kinds", "--json").out)["generations"]
     assert [row["kind"] for row in damaged] == ["unreadable", "chain", "unknown"]
     assert damaged[0]["error"].startswith("open ")
+
+
+# --- keys and damage of any kind ----------------------------------------------------------
+
+
+def test_an_authenticated_chain_needs_its_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = b"a key of at least sixteen bytes, for tests"
+    (tmp_path / "key").write_bytes(key)
+    service = sm.Service("gateway", registry=build_registry(), key=key)
+    cache = service.register(KVCacheV2(clock=_now))
+    store = sm.TmpfsStore(tmp_path / "signed")
+    checkpointer = sm.Checkpointer(
+        service, store, quiesce=threading.Lock(), incremental=True, max_delta_ratio=100.0
+    )
+    for round_ in range(2):
+        cache.set(f"k{round_}", "v")
+        checkpointer.checkpoint_now()
+    path = str(tmp_path / "signed" / "current")
+    one_line_error(
+        run(capsys, "inspect", path),
+        "auth: checkpoint chain piece 0: snapshot is authenticated but no key was given",
+    )
+    signed = run(capsys, "inspect", path, "--verify", "--key-file", str(tmp_path / "key"))
+    assert signed.code == 0, signed.err
+    assert "HMAC-SHA256" in signed.out
+    out = tmp_path / "v1.smsnap"
+    result = run(
+        capsys, "migrate", path, "-o", str(out), "--to", "kvcache=1", "--allow-lossy",
+        "--key-file", str(tmp_path / "key"), *REGISTRY,
+    )
+    assert result.code == 0, result.err
+    assert open_snapshot(out.read_bytes(), key=key).authenticated
+
+
+@pytest.fixture(scope="module")
+def sound_chain(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return Chained(tmp_path_factory.mktemp("chain") / "gateway").data
+
+
+def damaged(sound: bytes, flips: list[tuple[int, int]], cut: int | None, tail: bytes) -> bytes:
+    """``sound`` with bytes flipped, then cut short, then with ``tail`` appended."""
+    data = bytearray(sound)
+    for at, mask in flips:
+        data[at % len(data)] ^= mask
+    if cut is not None:
+        del data[cut % len(data):]
+    return bytes(data + tail)
+
+
+def inspect_damaged(folder: Path, data: bytes, sound: bytes) -> None:
+    """inspect, --verify and --dump of ``data``: the chain or one error line."""
+    path = folder / "chain"
+    path.write_bytes(data)
+    for options in ([], ["--verify"], ["--dump", "kvcache"]):
+        code = main_quietly(["inspect", str(path), *options])
+        assert code == 0 if data == sound else code in (0, 1)
+
+
+_flips = st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(1, 255)), max_size=3)
+_tails = st.one_of(st.just(b""), st.binary(max_size=64))
+
+
+@given(
+    flips=_flips,
+    cut=st.one_of(st.none(), st.integers(0, 80), st.integers(0, 1 << 20)),  # the frame too
+    tail=_tails,
+)
+def test_a_damaged_chain_gives_only_one_line_errors(
+    sound_chain: bytes, tmp_path_factory: pytest.TempPathFactory,
+    flips: list[tuple[int, int]], cut: int | None, tail: bytes,
+) -> None:
+    """For any bytes flipped, any truncation and any bytes appended to a real chain:
+    inspect --verify and --dump print the chain or one error line, never a traceback."""
+    data = damaged(sound_chain, flips, cut, tail)
+    inspect_damaged(tmp_path_factory.mktemp("damaged"), data, sound_chain)
+
+
+def main_quietly(argv: list[str]) -> int:
+    """main() with its output thrown away, its error line checked; a foreign exception
+    would propagate."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(argv, out=io.StringIO())
+    lines = err.getvalue().splitlines()
+    assert len(lines) == (1 if code else 0), lines
+    assert not lines or lines[0].startswith(ERROR_PREFIX)
+    return code
+
+
+def test_negative_control_a_chain_reader_that_leaks_is_caught(
+    sound_chain: bytes, tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The property above catches a frame reader that trusts the bytes it reads: on a
+    truncated frame it raises struct.error, which the command line does not translate."""
+    import struct
+
+    from statemigrate._runtime import _chainread
+
+    def naive_split(data: Any) -> list[memoryview]:
+        struct.unpack_from("<8sIIQ", data)  # the frame of one piece, unchecked
+        return split_chain(data)
+
+    monkeypatch.setattr(_chainread, "split_chain", naive_split)
+    folder = tmp_path_factory.mktemp("leaky")
+
+    @given(cut=st.integers(0, 40), tail=_tails)
+    @settings(database=None, phases=[Phase.generate])  # found is enough: no shrinking
+    def same_property(cut: int, tail: bytes) -> None:
+        inspect_damaged(folder, damaged(sound_chain, [], cut, tail), sound_chain)
+
+    with pytest.raises(struct.error):
+        same_property()
