@@ -183,12 +183,12 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
         # migrated like any other: the way to hand an older release a chain it cannot
         # restore (deltas at versions it does not know).
         snapshot = open_snapshot(compose_chain(source, key=key).to_bytes(), key=key)
-        out_notes = [
+        notes = [
             f"composed checkpoint chain of {len(source.pieces)} pieces into snapshot"
             f" {snapshot.header.snapshot_id} generation {snapshot.header.generation}\n"
         ]
     else:
-        snapshot, out_notes = source, []
+        snapshot, notes = source, []
     with Progress(len(snapshot.header.sections), verb="migrating") as progress:
         migrated = migrate_snapshot(
             snapshot,
@@ -206,7 +206,7 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     else:
         write_file_atomically(Path(args.output), encoded.parts)
     # Printed once the progress line is gone, so stdout never cuts it.
-    out.writelines(out_notes)
+    out.writelines(notes)
     for section, plan in migrated.plans.items():
         out.write(f"{printable(section)}: {plan}\n")
     count = len(encoded.header.sections)
