@@ -54,10 +54,10 @@ from statemigrate._errors import (
 )
 from statemigrate._observe._tracing import SpanHandle, start_span, under
 from statemigrate._runtime._report import SnapshotReport
-from statemigrate._runtime._service import Service, choose_versions
+from statemigrate._runtime._service import CheckpointGate, Service, choose_versions
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.handoff._control import AsyncServerControl, ServerControl
-from statemigrate.handoff._drive import Steps, run_async, run_blocking
+from statemigrate.handoff._drive import CallHook, Steps, run_async, run_blocking
 from statemigrate.handoff._fork import freeze_heap, thaw_heap
 from statemigrate.handoff._options import HandoffTimeouts, Spawn
 from statemigrate.handoff._protocol import Applied, Piece
@@ -220,6 +220,83 @@ def _rounds(
     return Rounds(open=open_pieces, mode=mode, why_not=_why_not)
 
 
+def _checkpoints_aside(
+    steps: Steps[HandoffReport], gate: CheckpointGate, name: str
+) -> Steps[HandoffReport]:
+    """``steps`` of a handoff whose start suspended ``gate``: resume it when this
+    process keeps its state, end it once the successor owns the state.
+
+    The steps say which by the hooks they call: ``stop_accepting`` only once the
+    successor owns the state (it ends the gate, before the hook runs), ``resume``
+    when the server paused for the transfer goes on with its state. A failure before
+    the pause leaves the state here too. A failure that leaves the server paused is
+    no handoff to take back (the successor confirmed it serves, as the steps saw):
+    the checkpoints stay suspended then.
+    """
+    paused = False
+    settled = False
+    reply: object = None
+    error: BaseException | None = None
+    try:
+        while True:
+            try:
+                effect = steps.send(reply) if error is None else steps.throw(error)
+            except StopIteration as done:
+                report: HandoffReport = done.value
+                break
+            hook = effect.name if isinstance(effect, CallHook) else None
+            if hook == "stop_accepting" and not settled:
+                gate.end()
+                settled = True
+                if gate.running:
+                    logger.info(
+                        "handoff: %d checkpointer(s) of %s stopped for good: the successor"
+                        " owns the state",
+                        gate.running,
+                        name,
+                    )
+            try:
+                reply, error = (yield effect), None
+            except BaseException as exc:
+                reply, error = None, exc
+            else:
+                paused = paused or hook == "pause"
+            if hook == "resume":
+                paused = False
+                if not settled:
+                    _resume(gate, name)
+                    settled = True
+    except BaseException:
+        if not settled:
+            if paused:
+                logger.warning(
+                    "handoff: checkpoints of %s stay suspended: the handoff ended with the"
+                    " server paused",
+                    name,
+                )
+            else:
+                _resume(gate, name)
+        raise
+    if not settled:  # a successor's steps end with stop_accepting: never reached
+        gate.end()
+    return report
+
+
+def _resume(gate: CheckpointGate, name: str) -> None:
+    gate.resume()
+    if gate.running:
+        logger.info("handoff: %d checkpointer(s) of %s resumed", gate.running, name)
+
+
+def _suspended(gate: CheckpointGate, name: str) -> None:
+    if gate.running:
+        logger.info(
+            "handoff: %d checkpointer(s) of %s suspended until the handoff ends",
+            gate.running,
+            name,
+        )
+
+
 def hand_over(
     service: Service,
     successor: Spawn | socket.socket,
@@ -280,7 +357,15 @@ def hand_over(
         asynchronous=False,
         rounds=_rounds(service, precopy=precopy, allow_lossy=allow_lossy, meta=meta),
     )
-    return run_blocking(steps, control)
+    gate = service._checkpoints
+    try:
+        gate.suspend()
+    except BaseException:
+        gate.resume()
+        steps.close()
+        raise
+    _suspended(gate, service.name)
+    return run_blocking(_checkpoints_aside(steps, gate, service.name), control)
 
 
 async def hand_over_async(
@@ -318,7 +403,15 @@ async def hand_over_async(
         asynchronous=True,
         rounds=_rounds(service, precopy=precopy, allow_lossy=allow_lossy, meta=meta),
     )
-    return await run_async(steps, control)
+    gate = service._checkpoints
+    try:
+        await gate.suspend_async()
+    except BaseException:
+        gate.resume()
+        steps.close()
+        raise
+    _suspended(gate, service.name)
+    return await run_async(_checkpoints_aside(steps, gate, service.name), control)
 
 
 def _taking_over(
