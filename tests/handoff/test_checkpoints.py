@@ -7,6 +7,7 @@ successor owns the state, so that no stale checkpoint replaces the successor's.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,9 +21,12 @@ from typing import Any
 
 import pytest
 from handoff_children import ckpt_server
-from handoff_children.harness import HERE, script, wait_for
+from handoff_children.aioserver import build_service
+from handoff_children.harness import HERE, readline, reap, script, wait_for
 
 import statemigrate as sm
+from statemigrate.handoff import HandoffReport, Spawn, SuccessorFailedError, hand_over_async
+from statemigrate.reference import KVCacheV1
 
 HANG_GUARD = 60.0  # seconds; a guard against a hung process, not a figure
 
@@ -180,3 +184,73 @@ def test_a_checkpoint_committing_as_the_handoff_starts_lands_before_the_pause(
     assert outcome == ["COMMITTED"]
     assert chain.wait_event("commit_done", 1) < chain.wait_event("paused", 1)
     assert restored(tmp_path) == {"a": acked}
+
+
+# --- on an event loop: hand_over_async and Checkpointer.run() ----------------------------
+
+
+class Counting(sm.MemoryStore):
+    """A memory store that counts its commits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits = 0
+
+    def commit(self, data: Any) -> Any:
+        ref = super().commit(data)
+        self.commits += 1
+        return ref
+
+
+async def _commits_beyond(store: Counting, count: int) -> None:
+    while store.commits <= count:
+        await asyncio.sleep(0.005)
+
+
+async def _handoff_with_a_loop_checkpointer(mode: str) -> tuple[object, Counting, list[int]]:
+    """hand_over_async of a service whose Checkpointer runs on the same loop; returns
+    the outcome, the store, and its commit counts: when the handoff ended, when the
+    checkpointer's task ended."""
+    cache = KVCacheV1()
+    cache.set("k", "v")
+    service = build_service(cache)
+    store = Counting()
+    task = asyncio.create_task(sm.Checkpointer(service, store, every=0.01).run())
+    await asyncio.wait_for(_commits_beyond(store, 0), HANG_GUARD)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        spawn = Spawn([sys.executable, script("aioserver.py"), mode, "2"], cwd=HERE)
+        outcome: object
+        try:
+            outcome = await hand_over_async(service, spawn, listeners={"tcp": listener})
+        except SuccessorFailedError as exc:
+            outcome = exc
+        counts = [store.commits]
+        if isinstance(outcome, HandoffReport):
+            # The checkpointer's task ends by itself: the state is the successor's.
+            await asyncio.wait_for(task, HANG_GUARD)
+            with socket.create_connection(listener.getsockname(), timeout=HANG_GUARD) as sock:
+                sock.sendall(b"QUIT\n")
+                assert readline(sock) == "BYE"
+            assert reap(outcome.successor_pid) == 0
+        else:
+            # Still this process's state: checkpointed again, and at the task's end.
+            await asyncio.wait_for(_commits_beyond(store, store.commits), HANG_GUARD)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, HANG_GUARD)
+        counts.append(store.commits)
+    return outcome, store, counts
+
+
+def test_a_loop_checkpointer_ends_by_itself_once_the_successor_owns_the_state() -> None:
+    outcome, store, counts = asyncio.run(_handoff_with_a_loop_checkpointer("ok"))
+
+    assert isinstance(outcome, HandoffReport) and outcome.ok
+    assert counts[0] == counts[1]  # nothing committed after the handoff, no final one
+
+
+def test_a_loop_checkpointer_goes_on_after_a_failed_handoff() -> None:
+    outcome, store, counts = asyncio.run(_handoff_with_a_loop_checkpointer("fail"))
+
+    assert isinstance(outcome, SuccessorFailedError)
+    assert counts[1] > counts[0]
