@@ -167,9 +167,10 @@ class Checkpointer:
     yourself. At start-up, ``service.start_from(store)`` restores the last checkpoint.
 
     A handoff of ``service`` (``hand_over``) holds its checkpoints back by itself: no
-    checkpoint commits from the moment it starts (one committing then finishes
-    first), they go on if it fails, and they end for good once the successor owns
-    the state, so that none of this process can replace the successor's.
+    checkpoint commits from the moment it pauses the writers (one committing then
+    finishes first), they go on if it fails, and they end for good once the
+    successor owns the state, so that none of this process can replace the
+    successor's.
 
     Consistency: a snapshot reads the live state, so no change may be half-applied
     while it is taken. ``quiesce`` holds the writers for that moment: a lock every

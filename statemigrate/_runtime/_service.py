@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from statemigrate._errors import (
@@ -118,8 +118,9 @@ class CheckpointGate:
     """Whether this process may commit checkpoints of its service's state.
 
     Every checkpoint's store commit passes through the gate (:meth:`commit`). A
-    handoff suspends it as it starts (:meth:`suspend`), which waits for the commits
-    under way, so that no checkpoint of this process lands in a store after that. It
+    handoff suspends it as it pauses the writers (:meth:`suspend`), which waits for
+    the commits under way, so that no checkpoint of this process lands in a store
+    after that. It
     resumes it when the handoff fails (the process keeps its state and goes on
     serving), and ends it for good once the successor owns the state (:meth:`end`):
     a checkpoint of this process could then only replace the successor's newer ones.
@@ -133,8 +134,8 @@ class CheckpointGate:
         self._suspended = 0  # handoffs under way that suspended it
         self._ended = False
         self._committing = 0
-        # Wake-ups of suspend_async() calls waiting for the commits under way.
-        self._wakers: list[Callable[[], None]] = []
+        # The eventfds of suspend_nowait() callers waiting for the commits under way.
+        self._waiting: list[int] = []
         self._running: weakref.WeakSet[object] = weakref.WeakSet()
 
     @property
@@ -174,12 +175,11 @@ class CheckpointGate:
         finally:
             with self._cond:
                 self._committing -= 1
-                wakers: list[Callable[[], None]] = []
                 if not self._committing:
                     self._cond.notify_all()
-                    wakers, self._wakers = self._wakers, []
-            for wake in wakers:
-                wake()
+                    for fd in self._waiting:
+                        os.eventfd_write(fd, 1)
+                    self._waiting.clear()
 
     def suspend(self) -> None:
         """Let no checkpoint commit from now on, and wait for the commits under way."""
@@ -188,31 +188,33 @@ class CheckpointGate:
             while self._committing:
                 self._cond.wait()
 
-    async def suspend_async(self) -> None:
-        """:meth:`suspend` on an event loop: the loop serves while the commits under way
-        (in worker threads) finish. Cancelled, the gate stays suspended: resume it."""
-        import asyncio
+    def suspend_nowait(self) -> int | None:
+        """:meth:`suspend` without waiting, for a caller that waits on descriptors (a
+        handoff's steps, blocking or on an event loop).
 
-        loop = asyncio.get_running_loop()
+        Returns:
+            ``None`` when no commit is under way; else an eventfd, readable once none
+            is, to be given back to :meth:`done_waiting`.
+        """
         with self._cond:
             self._suspended += 1
-        while True:
-            done: asyncio.Future[None] = loop.create_future()
+            if not self._committing:
+                return None
+            fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            self._waiting.append(fd)
+            return fd
 
-            def woken(done: asyncio.Future[None] = done) -> None:
-                if not done.done():
-                    done.set_result(None)
+    def done_waiting(self, fd: int) -> None:
+        """Close an eventfd of :meth:`suspend_nowait`, woken or not."""
+        with self._cond:  # not signalled once closed: its number may be reused
+            if fd in self._waiting:
+                self._waiting.remove(fd)
+            os.close(fd)
 
-            def wake(woken: Callable[[], None] = woken) -> None:
-                # Called in the thread whose commit ended last; the loop may be gone.
-                with suppress(RuntimeError):
-                    loop.call_soon_threadsafe(woken)
-
-            with self._cond:
-                if not self._committing:
-                    return
-                self._wakers.append(wake)
-            await done
+    @property
+    def committing(self) -> int:
+        """The commits under way."""
+        return self._committing
 
     def resume(self) -> None:
         """Undo one :meth:`suspend`: checkpoints commit again once no handoff holds the

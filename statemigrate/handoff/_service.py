@@ -57,7 +57,7 @@ from statemigrate._runtime._report import SnapshotReport
 from statemigrate._runtime._service import CheckpointGate, Service, choose_versions
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.handoff._control import AsyncServerControl, ServerControl
-from statemigrate.handoff._drive import CallHook, Steps, run_async, run_blocking
+from statemigrate.handoff._drive import CallHook, Steps, WaitReadable, run_async, run_blocking
 from statemigrate.handoff._fork import freeze_heap, thaw_heap
 from statemigrate.handoff._options import HandoffTimeouts, Spawn
 from statemigrate.handoff._protocol import Applied, Piece
@@ -220,21 +220,26 @@ def _rounds(
     return Rounds(open=open_pieces, mode=mode, why_not=_why_not)
 
 
+# Long enough for any commit; the wait is for a commit that ends, not a guard.
+_COMMIT_WAIT = 10.0**6
+
+
 def _checkpoints_aside(
     steps: Steps[HandoffReport], gate: CheckpointGate, name: str
 ) -> Steps[HandoffReport]:
-    """``steps`` of a handoff whose start suspended ``gate``: resume it when this
-    process keeps its state, end it once the successor owns the state.
+    """``steps`` of a handoff of a service whose checkpoints ``gate`` governs: the
+    service's checkpoints step aside for the state's move, by themselves.
 
-    The steps say which by the hooks they call: ``stop_accepting`` only once the
-    successor owns the state (it ends the gate, before the hook runs), ``resume``
-    when the server paused for the transfer goes on with its state. A failure before
-    the pause leaves the state here too. A failure that leaves the server paused is
-    no handoff to take back (the successor confirmed it serves, as the steps saw):
-    the checkpoints stay suspended then.
+    The steps say what happens by the hooks they call. Before ``pause`` runs, the
+    gate is suspended and the checkpoint commits under way are waited for: from the
+    pause on nothing changes, and no checkpoint of this process may land after the
+    successor is told COMMIT, which follows the pause. ``resume`` (the server goes on
+    with its state) resumes the gate, and so does a failure that leaves the server
+    running. ``stop_accepting`` comes only once the successor owns the state: the
+    gate ends, for good. A failure that leaves the server paused leaves the
+    checkpoints suspended (the successor confirmed it serves just as it ended).
     """
-    paused = False
-    settled = False
+    suspended = paused = settled = False
     reply: object = None
     error: BaseException | None = None
     try:
@@ -245,6 +250,17 @@ def _checkpoints_aside(
                 report: HandoffReport = done.value
                 break
             hook = effect.name if isinstance(effect, CallHook) else None
+            if hook == "pause" and not suspended:
+                suspended = True
+                try:
+                    yield from _commits_ended(gate)
+                except BaseException as exc:  # as if pause() raised it: it never ran
+                    reply, error = None, exc
+                    continue
+                if gate.running:
+                    logger.info(
+                        "handoff: %d checkpointer(s) of %s suspended", gate.running, name
+                    )
             if hook == "stop_accepting" and not settled:
                 gate.end()
                 settled = True
@@ -263,11 +279,11 @@ def _checkpoints_aside(
                 paused = paused or hook == "pause"
             if hook == "resume":
                 paused = False
-                if not settled:
+                if suspended and not settled:
                     _resume(gate, name)
                     settled = True
     except BaseException:
-        if not settled:
+        if suspended and not settled:
             if paused:
                 logger.warning(
                     "handoff: checkpoints of %s stay suspended: the handoff ended with the"
@@ -277,24 +293,27 @@ def _checkpoints_aside(
             else:
                 _resume(gate, name)
         raise
-    if not settled:  # a successor's steps end with stop_accepting: never reached
+    if not settled:  # the steps end with stop_accepting: not reached
         gate.end()
     return report
+
+
+def _commits_ended(gate: CheckpointGate) -> Steps[None]:
+    """Steps: suspend ``gate`` and wait for the checkpoint commits under way."""
+    fd = gate.suspend_nowait()
+    if fd is None:
+        return
+    try:
+        while gate.committing:
+            yield WaitReadable((fd,), time.monotonic() + _COMMIT_WAIT)
+    finally:
+        gate.done_waiting(fd)
 
 
 def _resume(gate: CheckpointGate, name: str) -> None:
     gate.resume()
     if gate.running:
         logger.info("handoff: %d checkpointer(s) of %s resumed", gate.running, name)
-
-
-def _suspended(gate: CheckpointGate, name: str) -> None:
-    if gate.running:
-        logger.info(
-            "handoff: %d checkpointer(s) of %s suspended until the handoff ends",
-            gate.running,
-            name,
-        )
 
 
 def hand_over(
@@ -315,6 +334,12 @@ def hand_over(
     (:func:`choose_targets`) and takes ``service.snapshot(targets=...)``. The choice
     is made *before* ``control.pause()`` is called: a successor that reads nothing we
     can write is turned away without holding a single request.
+
+    The checkpointers of ``service`` (:class:`~statemigrate.Checkpointer`) step
+    aside by themselves: none commits from the pause on (a commit under way when
+    the pause comes ends first), they go on if the handoff fails, and they stop for
+    good once the successor owns the state, so that none can replace the
+    successor's checkpoints. The log says so.
 
     Args:
         service: the live service to export.
@@ -357,15 +382,7 @@ def hand_over(
         asynchronous=False,
         rounds=_rounds(service, precopy=precopy, allow_lossy=allow_lossy, meta=meta),
     )
-    gate = service._checkpoints
-    try:
-        gate.suspend()
-    except BaseException:
-        gate.resume()
-        steps.close()
-        raise
-    _suspended(gate, service.name)
-    return run_blocking(_checkpoints_aside(steps, gate, service.name), control)
+    return run_blocking(_checkpoints_aside(steps, service._checkpoints, service.name), control)
 
 
 async def hand_over_async(
@@ -403,15 +420,9 @@ async def hand_over_async(
         asynchronous=True,
         rounds=_rounds(service, precopy=precopy, allow_lossy=allow_lossy, meta=meta),
     )
-    gate = service._checkpoints
-    try:
-        await gate.suspend_async()
-    except BaseException:
-        gate.resume()
-        steps.close()
-        raise
-    _suspended(gate, service.name)
-    return await run_async(_checkpoints_aside(steps, gate, service.name), control)
+    return await run_async(
+        _checkpoints_aside(steps, service._checkpoints, service.name), control
+    )
 
 
 def _taking_over(

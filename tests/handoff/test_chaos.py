@@ -143,13 +143,13 @@ class Chain:
     the first generation starts from it.
     """
 
-    def __init__(self, mode: Mode, *, legacy: bool, store: str = "", restore: bool = False
-                 ) -> None:
+    def __init__(self, mode: Mode, *, legacy: bool, store: str = "", restore: bool = False,
+                 stale: bool = False) -> None:
         argv = [sys.executable, script("reaper.py"), sys.executable, script(mode.script)]
         argv += ["--delay", str(DELAY)] + (["--legacy"] if legacy else [])
         if store:
             argv += ["--store", store, "--every", str(CHECKPOINT_EVERY)]
-        argv += ["--restore"] if restore else []
+        argv += (["--restore"] if restore else []) + (["--stale-checkpoints"] if stale else [])
         self.proc = subprocess.Popen(
             argv, cwd=HERE, stdout=subprocess.PIPE, close_fds=True, start_new_session=True
         )
@@ -309,11 +309,13 @@ def plan(mode: Mode, trials: int, rng: random.Random) -> list[tuple[str, int, st
 class Run:
     """Trials one after another; ``store``: where the chains checkpoint (or "")."""
 
-    def __init__(self, mode: Mode, *, legacy: bool, rng: random.Random, store: str = "") -> None:
+    def __init__(self, mode: Mode, *, legacy: bool, rng: random.Random, store: str = "",
+                 stale: bool = False) -> None:
         self.mode = mode
         self.legacy = legacy
         self.rng = rng
         self.store = store
+        self.stale = stale
         self.chain: Chain | None = None
         self.load: Load | None = None
         self.segments = 0
@@ -322,7 +324,8 @@ class Run:
         self.taken: list[dict[str, int]] = [{}]
 
     def start(self, *, restore: bool = False) -> Chain:
-        self.chain = Chain(self.mode, legacy=self.legacy, store=self.store, restore=restore)
+        self.chain = Chain(self.mode, legacy=self.legacy, store=self.store, restore=restore,
+                           stale=self.stale)
         self.segments += 1
         self.load = Load(self.chain.address, prefix=f"s{self.segments}")
         return self.chain
@@ -477,15 +480,19 @@ class Run:
         return result
 
 
-def run_trials(mode: Mode, trials: int, *, legacy: bool, seed: int) -> list[Trial]:
-    """Run the trials; pre-copy chains checkpoint to a store the whole run shares."""
+def run_trials(mode: Mode, trials: int, *, legacy: bool, seed: int, stale: bool = False,
+               only: tuple[str, int, str] | None = None) -> list[Trial]:
+    """Run the trials; pre-copy chains checkpoint to a store the whole run shares
+    (``stale``: the broken checkpoints of chaos_precopy.py). ``only``: every trial
+    has this victim, signal and phase."""
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="chaos-") as scratch:
         store = os.path.join(scratch, "store") if mode is PRECOPY else ""
-        run = Run(mode, legacy=legacy, rng=rng, store=store)
+        run = Run(mode, legacy=legacy, rng=rng, store=store, stale=stale)
         results = []
+        chosen = [only] * trials if only is not None else plan(mode, trials, rng)
         try:
-            for victim, signum, target in plan(mode, trials, rng):
+            for victim, signum, target in chosen:
                 results.append(run.trial(victim, signum, target))
         finally:
             run.close()
@@ -561,6 +568,19 @@ def test_negative_control_the_behaviour_before_serving_leaves_windows_without_ow
     summary = summarize(results)
     print(f"chaos negative control (seed {SEED}): {json.dumps(summary, indent=1)}")
     assert summary["nobody_serving_unexcused"] > 0, summary
+
+
+@pytest.mark.slow
+def test_negative_control_a_stale_checkpoint_is_caught_at_the_restart():
+    """Old processes killed in the delta rounds, each leaving nobody serving, whose
+    checkpoints commit their first snapshot again and again: the restart from the
+    store must see a state older than the checkpoints the chain acknowledged."""
+    results = run_trials(PRECOPY, 3, legacy=False, seed=SEED, stale=True,
+                         only=("old", signal.SIGKILL, "delta_rounds"))
+    summary = summarize(results)
+    print(f"chaos stale checkpoints (seed {SEED}): {json.dumps(summary, indent=1)}")
+    assert summary["restored_from_checkpoint"] > 0, summary
+    assert summary["restored_wrong"] > 0, summary
 
 
 class _TakenBySetter(threading.Event):

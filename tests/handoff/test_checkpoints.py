@@ -1,8 +1,8 @@
 """Checkpointers across a handoff, in real processes: the old process's step aside.
 
-Its checkpoints are held back from the moment ``hand_over`` starts (one committing
-then finishes first), go on when the handoff fails, and end for good once the
-successor owns the state, so that no stale checkpoint replaces the successor's.
+Its checkpoints are held back from the moment ``hand_over`` pauses the writers (one
+committing then finishes first), go on when the handoff fails, and end for good once
+the successor owns the state, so that no stale checkpoint replaces the successor's.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def test_a_failed_handoff_leaves_the_old_process_checkpointing(
     assert restored(tmp_path) == {"a": acked}
 
 
-def test_a_checkpoint_committing_as_the_handoff_starts_lands_before_the_pause(
+def test_a_checkpoint_committing_as_the_handoff_pauses_lands_before_the_pause(
     generations: Any, tmp_path: Path
 ) -> None:
     # No scheduled checkpoint: only the one asked for below.
@@ -176,8 +176,8 @@ def test_a_checkpoint_committing_as_the_handoff_starts_lands_before_the_pause(
     checkpoint.start()
     chain.wait_event("commit_started", 1)
 
-    # Its commit goes on once the handoff holds the checkpoints back (or, without
-    # that, once the writers are paused: the commit then lands inside the pause).
+    # Its commit goes on once the handoff holds the checkpoints back, just before it
+    # pauses the writers (without that, once they are paused: it lands in the pause).
     assert chain.ask(1, "HANDOFF") == "HANDED_OVER"
     checkpoint.join(timeout=HANG_GUARD)
 

@@ -25,7 +25,9 @@ With ``--store DIRECTORY`` every generation runs a :class:`Checkpointer` (every
 commit and ``checkpointed`` (the same counters) once it committed. ``--restore``
 starts the first generation from that store (``start_from``): ``restored_from_store``
 with the counters it serves, or ``restore_failed``. A clean stop (SIGTERM) takes a
-final checkpoint, as the checkpoints recipe does.
+final checkpoint, as the checkpoints recipe does. ``--stale-checkpoints`` is the
+deliberately broken variant: every checkpoint commits the bytes of the process's
+first one, as a stale checkpoint landing after newer ones would.
 
 ``--delay`` slows round 0's export, every delta and every restore down, so that a
 signal at a random instant lands in each phase often enough.
@@ -198,23 +200,29 @@ class Holding:
 class Announcing:
     """The chain's store: says ``checkpointed`` once a commit is done."""
 
-    def __init__(self, store: sm.TmpfsStore, holding: Holding) -> None:
+    def __init__(self, store: sm.TmpfsStore, holding: Holding, *, stale: bool) -> None:
         self.store = store
         self.holding = holding
+        self.stale = stale
+        self.first: bytes | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
     def commit(self, data: Any) -> Any:
+        if self.stale:
+            if self.first is None:
+                self.first = b"".join(bytes(part) for part in data)
+            data = self.first
         ref = self.store.commit(data)
         emit("checkpointed", values=self.holding.taken)
         return ref
 
 
-def checkpointer_of(server: PreCopyServer, directory: str, every: float) -> sm.Checkpointer:
+def checkpointer_of(server: PreCopyServer, args: argparse.Namespace) -> sm.Checkpointer:
     holding = Holding(server)
-    store = Announcing(sm.TmpfsStore(directory), holding)
-    return sm.Checkpointer(server.service, store, every=every, quiesce=holding)
+    store = Announcing(sm.TmpfsStore(args.store), holding, stale=args.stale_checkpoints)
+    return sm.Checkpointer(server.service, store, every=args.every, quiesce=holding)
 
 
 def main() -> int:
@@ -225,6 +233,7 @@ def main() -> int:
     parser.add_argument("--store", default="")
     parser.add_argument("--every", type=float, default=0.1)
     parser.add_argument("--restore", action="store_true")
+    parser.add_argument("--stale-checkpoints", action="store_true")
     args = parser.parse_args()
 
     service = ChaosService(delay=args.delay)
@@ -263,7 +272,7 @@ def main() -> int:
     checkpointer = None
     if args.store:
         server.store = os.path.realpath(args.store)
-        checkpointer = checkpointer_of(server, args.store, args.every)
+        checkpointer = checkpointer_of(server, args)
     if checkpointer is not None:
         checkpointer.start()
     done = threading.Event()
@@ -273,6 +282,7 @@ def main() -> int:
         argv = [sys.executable, os.path.abspath(__file__), "--delay", str(args.delay)]
         argv += ["--drain", str(args.drain), "--generation", str(generation + 1)]
         argv += ["--store", args.store, "--every", str(args.every)] if args.store else []
+        argv += ["--stale-checkpoints"] if args.stale_checkpoints else []
         try:
             report = hand_over(service, Spawn(argv), listeners={"tcp": listener}, control=server,
                                timeouts=TIMEOUTS, precopy="fork")

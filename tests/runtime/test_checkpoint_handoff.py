@@ -4,11 +4,11 @@ ended; what a Checkpointer does meanwhile, in its thread and on an event loop.""
 from __future__ import annotations
 
 import asyncio
+import select
 import threading
 from collections.abc import Iterable
 from typing import Any
 
-import pytest
 from restore_children.ledger import ledger_service
 
 from statemigrate import Checkpointer, MemoryStore
@@ -132,7 +132,32 @@ def test_an_ended_gate_stops_the_thread_and_the_final_checkpoint() -> None:
     assert service._checkpoints.running == 0
 
 
-def test_suspend_async_waits_for_a_loop_checkpoints_commit_in_its_thread() -> None:
+def test_suspend_nowait_gives_a_descriptor_readable_once_the_commit_under_way_ended() -> None:
+    service, ledger = ledger_service()
+    gate = service._checkpoints
+    assert gate.suspend_nowait() is None  # nothing under way: suspended at once
+    gate.resume()
+    store = Waiting(gate)
+    checkpointer = Checkpointer(service, store)
+    ledger.write()
+    store.waiting = True
+    under_way = threading.Thread(target=checkpointer.checkpoint_now)
+    under_way.start()
+    assert store.began.wait(HANG_GUARD)
+
+    fd = gate.suspend_nowait()
+
+    assert fd is not None
+    try:
+        assert select.select([fd], [], [], HANG_GUARD)[0] == [fd]
+        assert store.ended == 1 and gate.committing == 0
+    finally:
+        gate.done_waiting(fd)
+    under_way.join(HANG_GUARD)
+    assert checkpointer.checkpoint_now(force=True).skipped
+
+
+def test_a_loop_checkpoint_commits_through_the_gate_in_its_thread() -> None:
     service, ledger = ledger_service()
     gate = service._checkpoints
     store = Waiting(gate)
@@ -144,37 +169,17 @@ def test_suspend_async_waits_for_a_loop_checkpoints_commit_in_its_thread() -> No
         under_way = asyncio.create_task(checkpointer.checkpoint())
         while not store.began.is_set():
             await asyncio.sleep(0.001)
-        await gate.suspend_async()
+        fd = gate.suspend_nowait()
+        assert fd is not None
+        readable = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().add_reader(fd, readable.set_result, None)
+        await readable  # the loop serves meanwhile: the commit is in a worker thread
+        asyncio.get_running_loop().remove_reader(fd)
+        gate.done_waiting(fd)
         assert store.ended == 1
-        report = await under_way
-        assert not report.skipped
+        assert not (await under_way).skipped
         store.waiting = False
         assert (await checkpointer.checkpoint(force=True)).skipped
 
     asyncio.run(scenario())
     assert store.ended == 1
-
-
-def test_a_cancelled_suspend_async_leaves_the_gate_for_the_caller_to_resume() -> None:
-    service, ledger = ledger_service()
-    gate = service._checkpoints
-    store = Waiting(gate)
-    checkpointer = Checkpointer(service, store)
-    ledger.write()
-    store.waiting = True
-    under_way = threading.Thread(target=checkpointer.checkpoint_now)
-    under_way.start()
-    assert store.began.wait(HANG_GUARD)
-
-    async def scenario() -> None:
-        waiting = asyncio.create_task(gate.suspend_async())
-        await asyncio.sleep(0)
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
-
-    asyncio.run(scenario())
-    under_way.join(HANG_GUARD)
-    assert not gate.open  # suspended: hand_over_async resumes it on cancellation
-    gate.resume()
-    assert gate.open
