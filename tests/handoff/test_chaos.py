@@ -276,6 +276,7 @@ class Trial:
     zombies: list[int] = field(default_factory=list)
     detail: str = ""
     restored: bool = False  # restarted from the chain's checkpoints (nobody serving)
+    restored_writes: int = 0  # the writes of the dead chain's writers served after it
     restore_wrong: list[str] = field(default_factory=list)
 
     @property
@@ -351,6 +352,7 @@ class Run:
             result.restore_wrong.append(f"a state no checkpoint took: {values}")
         for w in load.writers:
             served = int(ask(chain.address, f"GET {w.name}").split()[1])
+            result.restored_writes += served
             applied = w.acked + w.unanswered  # an unanswered write may have been applied
             newest = max((c.get(w.name, 0) for c in committed), default=0)
             if served != values.get(w.name, 0):
@@ -511,6 +513,7 @@ def summarize(results: list[Trial]) -> dict[str, Any]:
         "nobody_serving_excused": sum(r.survivor == "none" and r.excused for r in results),
         "nobody_serving_unexcused": sum(r.survivor == "none" and not r.excused for r in results),
         "restored_from_checkpoint": sum(r.restored for r in results),
+        "restored_writes": sum(r.restored_writes for r in results),
         "restored_wrong": sum(len(r.restore_wrong) for r in results),
         "writes_lost": sum(r.lost for r in results),
         "wrong_answers": sum(r.wrong for r in results),
