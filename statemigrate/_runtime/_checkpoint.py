@@ -378,7 +378,7 @@ class Checkpointer:
         one that gave the state to a successor (see ``docs/handoff.md``)."""
         if self.service._checkpoints.open:
             return False
-        logger.debug("checkpoint of %s skipped: its state is handed over", self.service.name)
+        logger.debug("checkpoint of %s skipped: a handoff holds it back", self.service.name)
         return True
 
     def _take(
@@ -529,6 +529,8 @@ class Checkpointer:
         Call it from a thread that does not hold the ``quiesce`` lock, e.g. the main
         thread after a SIGTERM handler set a flag (not from the handler itself).
         Idempotent: a checkpointer that is not running only takes the final checkpoint.
+        There is none while a handoff holds the checkpoints back, or after one gave
+        the state to a successor: it would replace the successor's checkpoints.
 
         Returns:
             The final checkpoint's report, or ``None`` without one.
@@ -544,7 +546,7 @@ class Checkpointer:
             self._mode = None
             self.service._checkpoints.detach(self)
         if final and not self.service._checkpoints.open:
-            logger.info("no final checkpoint of %s: its state is handed over", self.service.name)
+            logger.info("no final checkpoint of %s: a handoff holds it back", self.service.name)
             final = False
         if not final:
             self.close()
@@ -652,7 +654,7 @@ class Checkpointer:
         except asyncio.CancelledError:
             if not gate.open:
                 logger.info(
-                    "no final checkpoint of %s: its state is handed over", self.service.name
+                    "no final checkpoint of %s: a handoff holds it back", self.service.name
                 )
                 raise
             try:
