@@ -22,6 +22,7 @@ from contextlib import (
     contextmanager,
     nullcontext,
 )
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Protocol, Self
 
@@ -165,6 +166,12 @@ class Checkpointer:
     on an event loop (``await checkpointer.run()``), or call :meth:`checkpoint_now`
     yourself. At start-up, ``service.start_from(store)`` restores the last checkpoint.
 
+    A handoff of ``service`` (``hand_over``) holds its checkpoints back by itself: no
+    checkpoint commits from the moment it pauses the writers (one committing then
+    finishes first), they go on if it fails, and they end for good once the
+    successor owns the state, so that none of this process can replace the
+    successor's.
+
     Consistency: a snapshot reads the live state, so no change may be half-applied
     while it is taken. ``quiesce`` holds the writers for that moment: a lock every
     writer takes around each change (``threading.Lock`` will do), a function returning
@@ -279,7 +286,9 @@ class Checkpointer:
         """Take a checkpoint now, in the calling thread.
 
         Skipped when ``changes`` says nothing changed since the last committed one,
-        unless ``force`` is given. Do not call it while holding the ``quiesce`` lock.
+        unless ``force`` is given, and whatever ``force`` says while a handoff of the
+        service is under way or after one gave its state to a successor. Do not call
+        it while holding the ``quiesce`` lock.
 
         Raises:
             StoreError: the store could not commit; its earlier checkpoints are intact.
@@ -292,15 +301,21 @@ class Checkpointer:
             )
         with self._lock:
             began = time.perf_counter()
+            if self._held_back():
+                return CheckpointReport(None, 0.0, 0.0)
             try:
                 taken = self._take(force, self._hold)
                 if taken is None:
                     return CheckpointReport(None, 0.0, time.perf_counter() - began)
                 encoded, report, mark, pause = taken
-                committed = self.service.commit_snapshot(self.store, encoded, report)
+                committed = self.service._checkpoints.commit(
+                    partial(self.service.commit_snapshot, self.store, encoded, report)
+                )
             except Exception as exc:
                 self._failed(exc)
                 raise
+            if committed is None:  # a handoff began meanwhile
+                return CheckpointReport(None, pause, time.perf_counter() - began)
             return self._committed(committed, mark, pause, began)
 
     async def checkpoint(self, *, force: bool = False) -> CheckpointReport:
@@ -322,6 +337,8 @@ class Checkpointer:
             self._loop_lock = asyncio.Lock()
         async with self._loop_lock:  # commits in the order of their snapshots
             began = time.perf_counter()
+            if self._held_back():
+                return CheckpointReport(None, 0.0, 0.0)
             try:
                 quiesce = self._quiesce
                 if _async_only(quiesce):
@@ -333,7 +350,10 @@ class Checkpointer:
                     return CheckpointReport(None, 0.0, time.perf_counter() - began)
                 encoded, report, mark, pause = taken
                 commit = asyncio.ensure_future(
-                    asyncio.to_thread(self.service.commit_snapshot, self.store, encoded, report)
+                    asyncio.to_thread(
+                        self.service._checkpoints.commit,
+                        partial(self.service.commit_snapshot, self.store, encoded, report),
+                    )
                 )
                 try:
                     committed = await asyncio.shield(commit)
@@ -342,12 +362,24 @@ class Checkpointer:
                     # checkpoint (the final one, say) commits before it and is replaced.
                     await asyncio.wait([commit])
                     if not commit.cancelled() and commit.exception() is None:
-                        self._committed(commit.result(), mark, pause, began)
+                        done = commit.result()
+                        if done is not None:
+                            self._committed(done, mark, pause, began)
                     raise
             except Exception as exc:
                 self._failed(exc)
                 raise
+            if committed is None:  # a handoff began meanwhile
+                return CheckpointReport(None, pause, time.perf_counter() - began)
             return self._committed(committed, mark, pause, began)
+
+    def _held_back(self) -> bool:
+        """Whether a handoff holds this service's checkpoints back: one under way, or
+        one that gave the state to a successor (see ``docs/handoff.md``)."""
+        if self.service._checkpoints.open:
+            return False
+        logger.debug("checkpoint of %s skipped: a handoff holds it back", self.service.name)
+        return True
 
     def _take(
         self, force: bool, hold: Callable[[], AbstractContextManager[object]]
@@ -466,8 +498,8 @@ class Checkpointer:
         """Checkpoint every ``every`` seconds from a background thread; returns self.
 
         The first checkpoint comes ``every`` seconds from now. A failed checkpoint is
-        logged and retried later (see ``max_backoff``); the thread never stops by
-        itself.
+        logged and retried later (see ``max_backoff``); the thread stops by itself
+        only once a handoff gave the service's state to a successor.
 
         Raises:
             ConfigurationError: there is no ``quiesce``, or the checkpointer runs
@@ -487,6 +519,7 @@ class Checkpointer:
             daemon=True,
         )
         self._thread.start()
+        self.service._checkpoints.attach(self)
         return self
 
     def stop(self, *, final: bool = True) -> CheckpointReport | None:
@@ -496,6 +529,8 @@ class Checkpointer:
         Call it from a thread that does not hold the ``quiesce`` lock, e.g. the main
         thread after a SIGTERM handler set a flag (not from the handler itself).
         Idempotent: a checkpointer that is not running only takes the final checkpoint.
+        There is none while a handoff holds the checkpoints back, or after one gave
+        the state to a successor: it would replace the successor's checkpoints.
 
         Returns:
             The final checkpoint's report, or ``None`` without one.
@@ -509,6 +544,10 @@ class Checkpointer:
             thread.join()
         if self._mode == "thread":
             self._mode = None
+            self.service._checkpoints.detach(self)
+        if final and not self.service._checkpoints.open:
+            logger.info("no final checkpoint of %s: a handoff holds it back", self.service.name)
+            final = False
         if not final:
             self.close()
             return None
@@ -535,7 +574,8 @@ class Checkpointer:
 
     def _run_thread(self) -> None:
         delay = self.every
-        while not self._stop.wait(delay):
+        gate = self.service._checkpoints
+        while not self._stop.wait(delay) and not gate.ended:
             delay = self._tick()
 
     def _tick(self) -> float:
@@ -578,7 +618,8 @@ class Checkpointer:
     # --- on an event loop --------------------------------------------------------------
 
     async def run(self) -> None:
-        """Checkpoint every ``every`` seconds on the running event loop, until cancelled.
+        """Checkpoint every ``every`` seconds on the running event loop, until cancelled
+        (or until a handoff gave the service's state to a successor: it returns then).
 
         Cancel the task to stop: a final checkpoint is taken before the cancellation
         goes on (``task.cancel(); await task`` in the server's clean-up). Failed
@@ -590,10 +631,17 @@ class Checkpointer:
         import asyncio
 
         self._enter_mode("loop")
+        gate = self.service._checkpoints
+        gate.attach(self)
         delay = self.every
         try:
             while True:
                 await asyncio.sleep(delay)
+                if gate.ended:
+                    logger.info(
+                        "checkpoints of %s end: its state is handed over", self.service.name
+                    )
+                    return
                 started = time.perf_counter()
                 try:
                     report = await self.checkpoint()
@@ -604,6 +652,11 @@ class Checkpointer:
                     logger.info("%s", report.summary())
                 delay = self._next_after(report, time.perf_counter() - started)
         except asyncio.CancelledError:
+            if not gate.open:
+                logger.info(
+                    "no final checkpoint of %s: a handoff holds it back", self.service.name
+                )
+                raise
             try:
                 report = await self.checkpoint()
             except Exception as exc:
@@ -613,6 +666,7 @@ class Checkpointer:
             raise
         finally:
             self._mode = None
+            gate.detach(self)
             self.close()
 
     def _enter_mode(self, mode: Literal["thread", "loop"]) -> None:

@@ -54,10 +54,10 @@ from statemigrate._errors import (
 )
 from statemigrate._observe._tracing import SpanHandle, start_span, under
 from statemigrate._runtime._report import SnapshotReport
-from statemigrate._runtime._service import Service, choose_versions
+from statemigrate._runtime._service import CheckpointGate, Service, choose_versions
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.handoff._control import AsyncServerControl, ServerControl
-from statemigrate.handoff._drive import Steps, run_async, run_blocking
+from statemigrate.handoff._drive import CallHook, Steps, WaitReadable, run_async, run_blocking
 from statemigrate.handoff._fork import freeze_heap, thaw_heap
 from statemigrate.handoff._options import HandoffTimeouts, Spawn
 from statemigrate.handoff._protocol import Applied, Piece
@@ -220,6 +220,102 @@ def _rounds(
     return Rounds(open=open_pieces, mode=mode, why_not=_why_not)
 
 
+# Long enough for any commit; the wait is for a commit that ends, not a guard.
+_COMMIT_WAIT = 10.0**6
+
+
+def _checkpoints_aside(
+    steps: Steps[HandoffReport], gate: CheckpointGate, name: str
+) -> Steps[HandoffReport]:
+    """``steps`` of a handoff of a service whose checkpoints ``gate`` governs: the
+    service's checkpoints step aside for the state's move, by themselves.
+
+    The steps say what happens by the hooks they call. Before ``pause`` runs, the
+    gate is suspended and the checkpoint commits under way are waited for: from the
+    pause on nothing changes, and no checkpoint of this process may land after the
+    successor is told COMMIT, which follows the pause. ``resume`` (the server goes on
+    with its state) resumes the gate, and so does a failure that leaves the server
+    running. ``stop_accepting`` comes only once the successor owns the state: the
+    gate ends, for good. A failure that leaves the server paused leaves the
+    checkpoints suspended (the successor confirmed it serves just as it ended).
+    """
+    suspended = paused = settled = False
+    reply: object = None
+    error: BaseException | None = None
+    try:
+        while True:
+            try:
+                effect = steps.send(reply) if error is None else steps.throw(error)
+            except StopIteration as done:
+                report: HandoffReport = done.value
+                break
+            hook = effect.name if isinstance(effect, CallHook) else None
+            if hook == "pause" and not suspended:
+                suspended = True
+                try:
+                    yield from _commits_ended(gate)
+                except BaseException as exc:  # as if pause() raised it: it never ran
+                    reply, error = None, exc
+                    continue
+                if gate.running:
+                    logger.info(
+                        "handoff: %d checkpointer(s) of %s suspended", gate.running, name
+                    )
+            if hook == "stop_accepting" and not settled:
+                gate.end()
+                settled = True
+                if gate.running:
+                    logger.info(
+                        "handoff: %d checkpointer(s) of %s stopped for good: the successor"
+                        " owns the state",
+                        gate.running,
+                        name,
+                    )
+            try:
+                reply, error = (yield effect), None
+            except BaseException as exc:
+                reply, error = None, exc
+            else:
+                paused = paused or hook == "pause"
+            if hook == "resume":
+                paused = False
+                if suspended and not settled:
+                    _resume(gate, name)
+                    settled = True
+    except BaseException:
+        if suspended and not settled:
+            if paused:
+                logger.warning(
+                    "handoff: checkpoints of %s stay suspended: the handoff ended with the"
+                    " server paused",
+                    name,
+                )
+            else:
+                _resume(gate, name)
+        raise
+    if not settled:  # the steps end with stop_accepting: not reached
+        gate.end()
+    return report
+
+
+def _commits_ended(gate: CheckpointGate) -> Steps[None]:
+    """Steps: suspend ``gate`` and wait for the checkpoint commits under way."""
+    fd = gate.suspend_nowait()
+    if fd is None:
+        return
+    try:
+        while gate.committing:
+            yield WaitReadable((fd,), time.monotonic() + _COMMIT_WAIT)
+    finally:
+        gate.done_waiting(fd)
+
+
+def _resume(gate: CheckpointGate, name: str) -> None:
+    gate.resume()
+    if gate.running:
+        logger.info("handoff: %d checkpointer(s) of %s resumed", gate.running, name)
+
+
 def hand_over(
     service: Service,
     successor: Spawn | socket.socket,
@@ -238,6 +334,12 @@ def hand_over(
     (:func:`choose_targets`) and takes ``service.snapshot(targets=...)``. The choice
     is made *before* ``control.pause()`` is called: a successor that reads nothing we
     can write is turned away without holding a single request.
+
+    The checkpointers of ``service`` (:class:`~statemigrate.Checkpointer`) step
+    aside by themselves: none commits from the pause on (a commit under way when
+    the pause comes ends first), they go on if the handoff fails, and they stop for
+    good once the successor owns the state, so that none can replace the
+    successor's checkpoints. The log says so.
 
     Args:
         service: the live service to export.
@@ -280,7 +382,7 @@ def hand_over(
         asynchronous=False,
         rounds=_rounds(service, precopy=precopy, allow_lossy=allow_lossy, meta=meta),
     )
-    return run_blocking(steps, control)
+    return run_blocking(_checkpoints_aside(steps, service._checkpoints, service.name), control)
 
 
 async def hand_over_async(
@@ -318,7 +420,9 @@ async def hand_over_async(
         asynchronous=True,
         rounds=_rounds(service, precopy=precopy, allow_lossy=allow_lossy, meta=meta),
     )
-    return await run_async(steps, control)
+    return await run_async(
+        _checkpoints_aside(steps, service._checkpoints, service.name), control
+    )
 
 
 def _taking_over(

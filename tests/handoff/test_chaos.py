@@ -12,7 +12,12 @@ nobody starts a new chain. Two kinds of chain:
 * ``chaos_precopy.py``: a ``Service`` whose counters live in a ``TrackedDict``,
   ``hand_over(..., precopy="fork")`` and ``take_over``: round 0 exported by a forked
   child while the old process serves, delta rounds, the last delta in the pause.
-  Round 0's child is a third victim, killed while it exports.
+  Round 0's child is a third victim, killed while it exports. Every generation also
+  checkpoints (every 0.1 s) to one TmpfsStore the whole run shares; a trial that
+  leaves nobody serving (a SIGKILL to the old process while it alone held the
+  writes) restarts the chain from that store, and the restored state must be one
+  that was checkpointed, never ahead of the writes applied, and at least as new as
+  every checkpoint the chain committed before it died.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -41,6 +47,7 @@ PRECOPY_TRIALS = int(os.environ.get("STATEMIGRATE_CHAOS_TRIALS", "25"))
 SEED = int(os.environ.get("STATEMIGRATE_CHAOS_SEED", str(random.randrange(2**32))))
 DELAY = 0.05  # export and restore each take this long: every phase can be hit
 HANG_GUARD = 60.0  # seconds; a guard against a hung process, not a figure
+CHECKPOINT_EVERY = 0.1  # seconds between a pre-copy generation's checkpoints
 
 
 
@@ -130,11 +137,19 @@ def openings(mode: Mode, events: list[dict[str, Any]], old: int) -> dict[str, fl
 
 
 class Chain:
-    """Generations of chaos.py under reaper.py in one session; events from stdout."""
+    """Generations of chaos.py under reaper.py in one session; events from stdout.
 
-    def __init__(self, mode: Mode, *, legacy: bool) -> None:
+    ``store``: the directory of the chain's checkpoints (pre-copy only); ``restore``:
+    the first generation starts from it.
+    """
+
+    def __init__(self, mode: Mode, *, legacy: bool, store: str = "", restore: bool = False,
+                 stale: bool = False) -> None:
         argv = [sys.executable, script("reaper.py"), sys.executable, script(mode.script)]
         argv += ["--delay", str(DELAY)] + (["--legacy"] if legacy else [])
+        if store:
+            argv += ["--store", store, "--every", str(CHECKPOINT_EVERY)]
+        argv += (["--restore"] if restore else []) + (["--stale-checkpoints"] if stale else [])
         self.proc = subprocess.Popen(
             argv, cwd=HERE, stdout=subprocess.PIPE, close_fds=True, start_new_session=True
         )
@@ -142,7 +157,8 @@ class Chain:
         self.changed = threading.Condition()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
-        first = self.wait(lambda e: e["event"] == "ready")
+        first = self.wait(lambda e: e["event"] in ("ready", "restore_failed"))
+        assert first["event"] == "ready", first
         self.address = ("127.0.0.1", int(first["port"]))
         self.owner = int(first["pid"])
 
@@ -259,6 +275,9 @@ class Trial:
     leaked: list[str] = field(default_factory=list)
     zombies: list[int] = field(default_factory=list)
     detail: str = ""
+    restored: bool = False  # restarted from the chain's checkpoints (nobody serving)
+    restored_writes: int = 0  # the writes of the dead chain's writers served after it
+    restore_wrong: list[str] = field(default_factory=list)
 
     @property
     def excused(self) -> bool:
@@ -289,19 +308,59 @@ def plan(mode: Mode, trials: int, rng: random.Random) -> list[tuple[str, int, st
 
 
 class Run:
-    def __init__(self, mode: Mode, *, legacy: bool, rng: random.Random) -> None:
+    """Trials one after another; ``store``: where the chains checkpoint (or "")."""
+
+    def __init__(self, mode: Mode, *, legacy: bool, rng: random.Random, store: str = "",
+                 stale: bool = False) -> None:
         self.mode = mode
         self.legacy = legacy
         self.rng = rng
+        self.store = store
+        self.stale = stale
         self.chain: Chain | None = None
         self.load: Load | None = None
         self.segments = 0
         self.durations: dict[str, list[float]] = {p: [g] for p, g in mode.guesses.items()}
+        # The counters of every checkpoint taken in the run: a restore yields one.
+        self.taken: list[dict[str, int]] = [{}]
 
-    def start(self) -> None:
-        self.chain = Chain(self.mode, legacy=self.legacy)
+    def start(self, *, restore: bool = False) -> Chain:
+        self.chain = Chain(self.mode, legacy=self.legacy, store=self.store, restore=restore,
+                           stale=self.stale)
         self.segments += 1
         self.load = Load(self.chain.address, prefix=f"s{self.segments}")
+        return self.chain
+
+    def restart_from_checkpoint(self, result: Trial) -> None:
+        """Nobody serves: restart from the chain's checkpoints and check what is served.
+
+        The state served is one a checkpoint took (never torn), has no write the
+        writers did not send (never ahead of the writes applied), and holds every
+        write of every checkpoint the dead chain committed (at least as new as each).
+        """
+        dead, load = self.chain, self.load
+        assert dead is not None and load is not None
+        load.stop()
+        dead.close()
+        self.taken += [e["values"] for e in dead.events if e["event"] == "checkpoint_taken"]
+        committed = [e["values"] for e in dead.events if e["event"] == "checkpointed"]
+        chain = self.start(restore=True)
+        (event,) = [e for e in chain.events if e["event"] == "restored_from_store"]
+        values: dict[str, int] = event["values"]
+        result.restored = True
+        if values not in self.taken:
+            result.restore_wrong.append(f"a state no checkpoint took: {values}")
+        for w in load.writers:
+            served = int(ask(chain.address, f"GET {w.name}").split()[1])
+            result.restored_writes += served
+            applied = w.acked + w.unanswered  # an unanswered write may have been applied
+            newest = max((c.get(w.name, 0) for c in committed), default=0)
+            if served != values.get(w.name, 0):
+                result.restore_wrong.append(f"{w.name}: serves {served}, restored {values}")
+            if served > applied:
+                result.restore_wrong.append(f"{w.name}: {served} ahead of {applied} applied")
+            if served < newest:
+                result.restore_wrong.append(f"{w.name}: {served} older than checkpoint {newest}")
 
     def close(self) -> None:
         if self.load is not None:
@@ -401,7 +460,10 @@ class Run:
         if not alive:
             result.survivor = "none"
             result.detail = json.dumps([e for e in events if e["event"] in ("failed", "exit")])
-            self.close()
+            if self.store:
+                self.restart_from_checkpoint(result)
+            else:
+                self.close()
             return result
         (survivor,) = alive
         result.survivor = "old" if survivor == old else "new"
@@ -420,15 +482,22 @@ class Run:
         return result
 
 
-def run_trials(mode: Mode, trials: int, *, legacy: bool, seed: int) -> list[Trial]:
+def run_trials(mode: Mode, trials: int, *, legacy: bool, seed: int, stale: bool = False,
+               only: tuple[str, int, str] | None = None) -> list[Trial]:
+    """Run the trials; pre-copy chains checkpoint to a store the whole run shares
+    (``stale``: the broken checkpoints of chaos_precopy.py). ``only``: every trial
+    has this victim, signal and phase."""
     rng = random.Random(seed)
-    run = Run(mode, legacy=legacy, rng=rng)
-    results = []
-    try:
-        for victim, signum, target in plan(mode, trials, rng):
-            results.append(run.trial(victim, signum, target))
-    finally:
-        run.close()
+    with tempfile.TemporaryDirectory(prefix="chaos-") as scratch:
+        store = os.path.join(scratch, "store") if mode is PRECOPY else ""
+        run = Run(mode, legacy=legacy, rng=rng, store=store, stale=stale)
+        results = []
+        chosen = [only] * trials if only is not None else plan(mode, trials, rng)
+        try:
+            for victim, signum, target in chosen:
+                results.append(run.trial(victim, signum, target))
+        finally:
+            run.close()
     return results
 
 
@@ -443,6 +512,9 @@ def summarize(results: list[Trial]) -> dict[str, Any]:
         "survivors_serving": sum(r.survivor != "none" for r in results),
         "nobody_serving_excused": sum(r.survivor == "none" and r.excused for r in results),
         "nobody_serving_unexcused": sum(r.survivor == "none" and not r.excused for r in results),
+        "restored_from_checkpoint": sum(r.restored for r in results),
+        "restored_writes": sum(r.restored_writes for r in results),
+        "restored_wrong": sum(len(r.restore_wrong) for r in results),
         "writes_lost": sum(r.lost for r in results),
         "wrong_answers": sum(r.wrong for r in results),
         "leaked_fds": sum(len(r.leaked) for r in results),
@@ -458,6 +530,7 @@ def check(results: list[Trial], summary: dict[str, Any]) -> None:
     assert summary["wrong_answers"] == 0, summary
     assert [r.leaked for r in results if r.leaked] == [], summary
     assert [r.zombies for r in results if r.zombies] == [], summary
+    assert [r.restore_wrong for r in results if r.restore_wrong] == [], summary
 
 
 @pytest.mark.slow
@@ -479,6 +552,9 @@ def test_chaos_precopy_someone_serves_with_every_write_after_every_single_failur
     summary = summarize(results)
     print(f"chaos pre-copy (seed {SEED}): {json.dumps(summary, indent=1)}")
     check(results, summary)
+    # Every trial that left nobody serving was restarted from the checkpoints.
+    nobody = [r for r in results if r.survivor == "none"]
+    assert all(r.restored for r in nobody), summary
     child = [r for r in results if r.victim == "child" and r.phase == "round0_child"]
     assert child and all(r.survivor == "old" for r in child), summary
     assert set(summary["phases_hit"]) >= {
@@ -495,6 +571,19 @@ def test_negative_control_the_behaviour_before_serving_leaves_windows_without_ow
     summary = summarize(results)
     print(f"chaos negative control (seed {SEED}): {json.dumps(summary, indent=1)}")
     assert summary["nobody_serving_unexcused"] > 0, summary
+
+
+@pytest.mark.slow
+def test_negative_control_a_stale_checkpoint_is_caught_at_the_restart():
+    """Old processes killed in the delta rounds, each leaving nobody serving, whose
+    checkpoints commit their first snapshot again and again: the restart from the
+    store must see a state older than the checkpoints the chain acknowledged."""
+    results = run_trials(PRECOPY, 3, legacy=False, seed=SEED, stale=True,
+                         only=("old", signal.SIGKILL, "delta_rounds"))
+    summary = summarize(results)
+    print(f"chaos stale checkpoints (seed {SEED}): {json.dumps(summary, indent=1)}")
+    assert summary["restored_from_checkpoint"] > 0, summary
+    assert summary["restored_wrong"] > 0, summary
 
 
 class _TakenBySetter(threading.Event):

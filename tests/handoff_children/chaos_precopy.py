@@ -19,6 +19,16 @@ and ``t`` as in chaos.py) tell the phases apart:
 ``FDS`` and ``ZOMBIES`` answer as in chaos.py (here a zombie may also be a round-0
 child that was not reaped).
 
+With ``--store DIRECTORY`` every generation runs a :class:`Checkpointer` (every
+``--every`` seconds) to the TmpfsStore there, which the whole chain shares, and says
+``checkpoint_taken`` (with the counters, while the writers are held) before each
+commit and ``checkpointed`` (the same counters) once it committed. ``--restore``
+starts the first generation from that store (``start_from``): ``restored_from_store``
+with the counters it serves, or ``restore_failed``. A clean stop (SIGTERM) takes a
+final checkpoint, as the checkpoints recipe does. ``--stale-checkpoints`` is the
+deliberately broken variant: every checkpoint commits the bytes of the process's
+first one, as a stale checkpoint landing after newer ones would.
+
 ``--delay`` slows round 0's export, every delta and every restore down, so that a
 signal at a random instant lands in each phase often enough.
 """
@@ -133,12 +143,16 @@ class PreCopyServer(LineServer):  # type: ignore[misc]
         super().__init__(listener, generation=generation)
         self.component = component
         self.service = service
+        self.store = ""  # the directory of this process's checkpoints, if any
 
     def handle(self, line: str) -> str:
         verb, _, arg = line.partition(" ")
         if verb == "FDS":
             allowed = {0, 1, 2, self.listener.fileno()}
-            return "FDS " + json.dumps(unexpected_fds(allowed))
+            # This process's own checkpoints: the store's directory, a commit's file.
+            own = f":{self.store}" if self.store else None
+            found = [fd for fd in unexpected_fds(allowed) if own is None or own not in fd]
+            return "FDS " + json.dumps(found)
         if verb == "ZOMBIES":
             return "ZOMBIES " + json.dumps(zombies())
         if verb == "GET":
@@ -164,11 +178,62 @@ class PreCopyServer(LineServer):  # type: ignore[misc]
         super().resume()
 
 
+class Holding:
+    """The checkpoints' hold of the writers: the server's lock, and a record of the
+    counters the snapshot holds, said while they are still held."""
+
+    def __init__(self, server: PreCopyServer) -> None:
+        self.server = server
+        self.taken: dict[str, int] = {}
+
+    def __enter__(self) -> None:
+        self.server._changed.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.taken = dict(self.server.component.entries)
+            emit("checkpoint_taken", values=self.taken)
+        finally:
+            self.server._changed.__exit__(*exc)
+
+
+class Announcing:
+    """The chain's store: says ``checkpointed`` once a commit is done."""
+
+    def __init__(self, store: sm.TmpfsStore, holding: Holding, *, stale: bool) -> None:
+        self.store = store
+        self.holding = holding
+        self.stale = stale
+        self.first: bytes | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def commit(self, data: Any) -> Any:
+        if self.stale:
+            if self.first is None:
+                self.first = b"".join(bytes(part) for part in data)
+            data = self.first
+        ref = self.store.commit(data)
+        emit("checkpointed", values=self.holding.taken)
+        return ref
+
+
+def checkpointer_of(server: PreCopyServer, args: argparse.Namespace) -> sm.Checkpointer:
+    holding = Holding(server)
+    store = Announcing(sm.TmpfsStore(args.store), holding, stale=args.stale_checkpoints)
+    return sm.Checkpointer(server.service, store, every=args.every, quiesce=holding)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--drain", type=float, default=0.2)
     parser.add_argument("--generation", type=int, default=1)
+    parser.add_argument("--store", default="")
+    parser.add_argument("--every", type=float, default=0.1)
+    parser.add_argument("--restore", action="store_true")
+    parser.add_argument("--stale-checkpoints", action="store_true")
     args = parser.parse_args()
 
     service = ChaosService(delay=args.delay)
@@ -181,6 +246,15 @@ def main() -> int:
         return 1
     generation = args.generation
     if inheritance is None:
+        if args.restore:
+            try:
+                with sm.TmpfsStore(args.store) as store:
+                    restored = service.start_from(store)
+            except sm.StateMigrateError as exc:
+                emit("restore_failed", error=type(exc).__name__, detail=str(exc))
+                return 1
+            emit("restored_from_store", values=dict(component.entries),
+                 snapshot=restored.snapshot_id if restored is not None else None)
         listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
     else:
         emit("started")
@@ -195,12 +269,20 @@ def main() -> int:
              rounds=[r.kind for r in report.rounds])
     server = PreCopyServer(listener, generation=generation, component=component, service=service)
     server.start()
+    checkpointer = None
+    if args.store:
+        server.store = os.path.realpath(args.store)
+        checkpointer = checkpointer_of(server, args)
+    if checkpointer is not None:
+        checkpointer.start()
     done = threading.Event()
     outcome: dict[str, object] = {}
 
     def hand_over_now() -> None:
         argv = [sys.executable, os.path.abspath(__file__), "--delay", str(args.delay)]
         argv += ["--drain", str(args.drain), "--generation", str(generation + 1)]
+        argv += ["--store", args.store, "--every", str(args.every)] if args.store else []
+        argv += ["--stale-checkpoints"] if args.stale_checkpoints else []
         try:
             report = hand_over(service, Spawn(argv), listeners={"tcp": listener}, control=server,
                                timeouts=TIMEOUTS, precopy="fork")
@@ -221,6 +303,8 @@ def main() -> int:
         pass
     if not outcome:
         server.close()
+    if checkpointer is not None:
+        checkpointer.stop()  # no final checkpoint once the state is handed over
     listener.close()
     emit("exit", generation=generation, **outcome)
     return 0
