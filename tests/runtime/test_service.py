@@ -31,6 +31,7 @@ from statemigrate import (
     RestoreError,
     Service,
     SnapshotError,
+    SourceTypeError,
     StateMigrateError,
     StoreError,
     TmpfsStore,
@@ -257,6 +258,35 @@ def test_restore_accepts_any_bytes_like_source(kind: type) -> None:
     reader = service(KVCacheV1())
     reader.restore(kind(blob))
     assert exports(reader)["kvcache/default"] == canonical(V1_STATE)
+
+
+def test_restore_and_start_from_take_what_snapshot_returns() -> None:
+    encoded, _ = service(kv1()).snapshot()
+    reader = service(KVCacheV1())
+    reader.restore(encoded)
+    assert exports(reader)["kvcache/default"] == canonical(V1_STATE)
+    starting = service(KVCacheV1())
+    assert starting.start_from(encoded) is not None
+    assert exports(starting)["kvcache/default"] == canonical(V1_STATE)
+
+
+@pytest.mark.parametrize("source", ["snapshots/latest.smsnap", 42, [b"parts"]])
+def test_a_source_restore_cannot_read_is_a_type_error_of_the_tree(source: Any) -> None:
+    reader = service(kv3())
+    before = exports(reader)
+    with pytest.raises(SourceTypeError) as caught:
+        reader.restore(source)
+    error = caught.value
+    assert isinstance(error, TypeError) and isinstance(error, StateMigrateError)
+    assert error.value is source
+    assert str(error) == (
+        "source: a snapshot source is bytes, an EncodedSnapshot, a store reference or a"
+        f" CommitReport, not {type(source).__qualname__}"
+    )
+    with pytest.raises(SourceTypeError):
+        reader.start_from(source)
+    assert exports(reader) == before
+    assert reader.status.state == "starting"
 
 
 def test_a_store_that_cannot_open_fails_in_read_and_changes_nothing() -> None:
