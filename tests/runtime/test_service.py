@@ -577,6 +577,31 @@ def test_a_schema_changed_without_a_version_bump_is_reported_and_warned(
     ]
 
 
+def test_a_version_this_code_has_no_schema_for_is_no_fingerprint_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Release-1 code restoring a version 2 snapshot through the downgrade step: there
+    is no schema of version 2 here to differ from, so nothing is warned."""
+    caplog.set_level(logging.DEBUG, logger="statemigrate")
+    full = reference_registry()
+    release1 = Registry()
+    release1.add_schema("kvcache", 1, full.schema_for("kvcache", 1).type)
+    down = next(s for s in full.steps("kvcache") if (s.source, s.target) == (2, 1))
+    release1.add_migration(
+        "kvcache", 2, 1, down.func, lossy=down.lost_fields, name=down.name, records=down.records
+    )
+    writer = service(KVCacheV2(), registry=full)
+    reader = service(KVCacheV1(), registry=release1)
+    report = reader.restore(writer.snapshot()[0], allow_lossy=True)
+    assert report.components[0].steps == (str(down),)
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "statemigrate"]
+    assert not [m for level, m in logged if level == "WARNING"]
+    assert (
+        "DEBUG",
+        "kvcache/default: this code has no schema for the snapshot's version 2; its steps read it",
+    ) in logged
+
+
 # --- authentication -------------------------------------------------------------------
 
 
