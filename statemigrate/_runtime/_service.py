@@ -611,9 +611,9 @@ class Service:
         (the report says ``skipped``), unless ``force`` is given.
 
         Args:
-            source: snapshot bytes, what :meth:`snapshot` returns (an
-                :class:`EncodedSnapshot`, as are pre-copy's pieces), a store reference,
-                or a :class:`CommitReport`.
+            source: snapshot bytes, what :meth:`snapshot` returns (an encoded
+                snapshot, as are pre-copy's pieces), a store reference, or a
+                :class:`CommitReport`.
             allow_lossy: allow declared-lossy steps (needed to restore data written by
                 newer code through a lossy downgrade).
             strict: override the service's policy for sections no component claims and
@@ -1135,7 +1135,7 @@ class _Exported:
         )
 
 
-_SOURCES = "bytes, an EncodedSnapshot, a store reference or a CommitReport"
+_SOURCES = "bytes, what Service.snapshot() returns, a store reference or a CommitReport"
 
 
 def _check_source(source: object) -> None:

@@ -282,8 +282,8 @@ def test_a_source_restore_cannot_read_is_a_type_error_of_the_tree(source: Any) -
     assert isinstance(error, TypeError) and isinstance(error, StateMigrateError)
     assert error.value is source
     assert str(error) == (
-        "source: a snapshot source is bytes, an EncodedSnapshot, a store reference or a"
-        f" CommitReport, not {type(source).__qualname__}"
+        "source: a snapshot source is bytes, what Service.snapshot() returns, a store"
+        f" reference or a CommitReport, not {type(source).__qualname__}"
     )
     assert exports(reader) == before
     assert reader.status.state == "starting"
