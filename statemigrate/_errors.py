@@ -9,6 +9,7 @@ Every error the library raises on purpose derives from one root::
     ├── RegistrationError                 a schema, migration or component registered twice
     │                                     or inconsistently
     ├── ConfigurationError (ValueError)   an option or argument the library cannot use
+    │   └── SourceTypeError (TypeError)   a restore was given something that is no snapshot
     ├── UnknownComponentError (KeyError)  a component or version nobody registered
     ├── NoMigrationPathError              no chain of steps between two versions
     ├── LossyMigrationError               the only path loses data and loss was not allowed
@@ -46,6 +47,7 @@ __all__ = [
     "RestoreError",
     "SnapshotError",
     "SnapshotErrorKind",
+    "SourceTypeError",
     "StateMigrateError",
     "StoreConflictError",
     "StoreError",
@@ -191,6 +193,22 @@ class ConfigurationError(StateMigrateError, ValueError):
         self.option = option
         self.detail = detail
         super().__init__(f"{option}: {detail}")
+
+
+class SourceTypeError(ConfigurationError, TypeError):
+    """A restore was given an object it cannot read a snapshot from.
+
+    Attributes:
+        value: the object given.
+        accepted: what the call takes instead, in words.
+    """
+
+    def __init__(self, value: object, accepted: str) -> None:
+        self.value = value
+        self.accepted = accepted
+        super().__init__(
+            "source", f"a snapshot source is {accepted}, not {type(value).__qualname__}"
+        )
 
 
 class UnknownComponentError(StateMigrateError, KeyError):

@@ -463,6 +463,7 @@ class Checkpointer:
             size=chain.size,
             sections=(),
             timings=dict(piece.timings),
+            chain=len(self._chain),
         )
         return chain, report
 

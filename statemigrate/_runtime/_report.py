@@ -52,6 +52,10 @@ class SnapshotReport:
     sections: tuple[SectionReport, ...]
     timings: dict[str, float]
     """Seconds per phase: ``export``, ``migrate``, ``pack``, ``compress``."""
+    chain: int = 0
+    """For an incremental checkpoint, the pieces of the chain committed as one object
+    (a full snapshot and its deltas; ``size`` is the whole chain's, ``sections`` is
+    empty and the id, generation and timings are the last piece's); 0 otherwise."""
 
     def to_plain(self) -> dict[str, Any]:
         """The report as JSON-ready data."""
@@ -59,6 +63,13 @@ class SnapshotReport:
 
     def summary(self) -> str:
         """One line for logs."""
+        if self.chain:
+            deltas = self.chain - 1
+            return (
+                f"checkpoint chain {self.snapshot_id[:12]} gen {self.generation}: a full"
+                f" snapshot and {deltas} delta{'' if deltas == 1 else 's'}, {self.size}"
+                f" bytes; {_ms(self.timings)}"
+            )
         raw = sum(s.raw_size for s in self.sections)
         return (
             f"snapshot {self.snapshot_id[:12]} gen {self.generation}: {len(self.sections)}"

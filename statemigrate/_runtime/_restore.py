@@ -295,16 +295,22 @@ def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
     registry = entry.registry
     try:
         source_schema = registry.schema_for(entry.component, section.version)
-        fingerprint_matches = source_schema.fingerprint == section.fingerprint
     except UnknownComponentError:
         # Versions this code never knew (newer code wrote them) are fine as long as a
-        # step leads from them; the planner says so if none does.
+        # step leads from them; the planner says so if none does. There is no schema
+        # of ours to compare with, so no fingerprint can differ.
         fingerprint_matches = False
-    if not fingerprint_matches:
-        logger.warning(
-            "%s: snapshot schema fingerprint for version %d differs from this code's",
+        logger.debug(
+            "%s: this code has no schema for the snapshot's version %d; its steps read it",
             entry.key, section.version,
         )
+    else:
+        fingerprint_matches = source_schema.fingerprint == section.fingerprint
+        if not fingerprint_matches:
+            logger.warning(
+                "%s: snapshot schema fingerprint for version %d differs from this code's",
+                entry.key, section.version,
+            )
     if item.validated:
         # Decoded straight into the schema it runs: no step to run, nothing to check.
         item.timings = {"migrate": 0.0, "validate": 0.0}

@@ -23,6 +23,7 @@ from statemigrate._errors import (
     RegistrationError,
     RestoreError,
     SnapshotError,
+    SourceTypeError,
     StateMigrateError,
     StoreError,
     UnknownComponentError,
@@ -718,7 +719,7 @@ class Service:
 
     def restore(
         self,
-        source: bytes | bytearray | memoryview | SnapshotRef | CommitReport,
+        source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
         *,
         allow_lossy: bool = False,
         strict: bool | None = None,
@@ -736,7 +737,9 @@ class Service:
         (the report says ``skipped``), unless ``force`` is given.
 
         Args:
-            source: snapshot bytes, a store reference, or a :class:`CommitReport`.
+            source: snapshot bytes, what :meth:`snapshot` returns (an encoded
+                snapshot, as are pre-copy's pieces), a store reference, or a
+                :class:`CommitReport`.
             allow_lossy: allow declared-lossy steps (needed to restore data written by
                 newer code through a lossy downgrade).
             strict: override the service's policy for sections no component claims and
@@ -750,11 +753,14 @@ class Service:
                 wrote. Refused by default: it holds some other service's state.
 
         Raises:
+            SourceTypeError: ``source`` is none of those (a ``TypeError``); nothing
+                was touched.
             RestoreError: with the phase, component and step that failed; the cause is
                 chained (e.g. a SnapshotError for corrupt bytes). Refused snapshots (of
                 another service, too old, or with a generation of ``GENERATION_LIMIT``
                 or more) fail in ``verify``.
         """
+        _check_source(source)
         self._tracker.restoring()
         began = time.perf_counter()
         try:
@@ -824,7 +830,7 @@ class Service:
 
     def _restore(
         self,
-        source: bytes | bytearray | memoryview | SnapshotRef | CommitReport,
+        source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
         *,
         allow_lossy: bool,
         strict: bool | None,
@@ -834,7 +840,7 @@ class Service:
     ) -> RestoreReport:
         started = time.perf_counter()
         try:
-            data = source if isinstance(source, bytes | bytearray | memoryview) else source.open()
+            data = _bytes_of(source)
         except StateMigrateError as exc:
             raise _logged(RestoreError("read", str(exc))) from exc
         read_done = time.perf_counter()
@@ -1044,7 +1050,10 @@ class Service:
 
     def start_from(
         self,
-        source: bytes | bytearray | memoryview | SnapshotRef | CommitReport | Store | None,
+        source: (
+            bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport | Store
+            | None
+        ),
         **options: bool,
     ) -> RestoreReport | None:
         """Restore at start-up, and apply the failure policy if the restore fails.
@@ -1122,7 +1131,7 @@ class Service:
 
     def _restore_stored(
         self,
-        source: bytes | bytearray | memoryview | SnapshotRef | CommitReport,
+        source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
         options: Mapping[str, bool],
     ) -> RestoreReport:
         """Restore a snapshot, or a chain that incremental checkpoints committed: its
@@ -1133,6 +1142,9 @@ class Service:
         chain fails in ``verify`` with every component as it was, so the caller can
         fall back to the store's previous object.
         """
+        _check_source(source)
+        if isinstance(source, EncodedSnapshot):
+            source = source.to_bytes()
         if isinstance(source, bytes | bytearray | memoryview):
             data: bytes | bytearray | memoryview = source
         else:
@@ -1239,6 +1251,33 @@ class _Exported:
             ),
             timings={**self.timings, **timings},
         )
+
+
+_SOURCES = "bytes, what Service.snapshot() returns, a store reference or a CommitReport"
+
+
+def _check_source(source: object) -> None:
+    """Refuse, before anything is touched, a source no snapshot can be read from.
+
+    Raises:
+        SourceTypeError: ``source`` is not bytes-like, not an encoded snapshot, and
+            has no ``open()`` (a path, say).
+    """
+    if isinstance(source, bytes | bytearray | memoryview | EncodedSnapshot):
+        return
+    if not callable(getattr(source, "open", None)):
+        raise SourceTypeError(source, _SOURCES)
+
+
+def _bytes_of(
+    source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
+) -> bytes | bytearray | memoryview:
+    """The snapshot bytes of a checked source, read from its store when it has one."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return source
+    if isinstance(source, EncodedSnapshot):
+        return source.to_bytes()
+    return source.open()
 
 
 def _logged(error: RestoreError) -> RestoreError:

@@ -584,9 +584,11 @@ def _unterminated(buf: memoryview, digest_size: int) -> SnapshotError:
                     expected=total, actual=size, offset=total,
                 )
         found = window.rfind(END_MARKER, 0, found)
+    # No length is declared before the footer: all that is known is that more was
+    # written than is here.
     return SnapshotError(
         "truncated", "snapshot is shorter than written: it does not end with its footer",
-        actual=size, offset=size,
+        expected=f"more than {size} bytes", actual=size, offset=size,
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from statemigrate._errors import RegistrationError, StoreError
 from statemigrate._model._registry import Registry
-from statemigrate.cli._registry import add_registry_arguments
+from statemigrate.cli._registry import add_registry_arguments, current_folder_first
 from statemigrate.evolution._config import ProjectConfig, find_config, load_registry
 
 __all__ = [
@@ -124,6 +124,7 @@ def _add_common(
 
 
 def _registry(args: argparse.Namespace, config: ProjectConfig) -> Registry:
+    current_folder_first()
     return load_registry(
         config, registry=args.registry, migrations=args.migrations, imports=tuple(args.imports)
     )
@@ -223,9 +224,8 @@ def check_command(args: argparse.Namespace, out: TextIO) -> int:
     try:
         from statemigrate.testing import check_migrations
     except ImportError as exc:
-        raise RegistrationError(
-            f"statemigrate check needs hypothesis ({exc}): pip install 'statemigrate[testing]'"
-        ) from exc
+        # statemigrate.testing's error already names the extra that brings hypothesis.
+        raise RegistrationError(f"statemigrate check cannot run: {exc}") from exc
     config = find_config()
     registry = _registry(args, config)
     if not args.components and not any(registry.versions(c) for c in registry.components()):
@@ -293,6 +293,7 @@ def _resolve_type(spec: str, config: ProjectConfig) -> object:
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise RegistrationError(f"--schema {spec!r} must look like 'package.module:Type'")
+    current_folder_first()
     if config.root is not None and str(config.root) not in sys.path:
         sys.path.insert(0, str(config.root))  # as the registry and imports are found
     try:

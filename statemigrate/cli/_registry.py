@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,6 +21,7 @@ from statemigrate.evolution._config import find_config, load_registry
 __all__ = [
     "add_registry_arguments",
     "add_registry_parsers",
+    "current_folder_first",
     "graph_command",
     "migrate_command",
     "plan_command",
@@ -100,8 +102,22 @@ def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def current_folder_first() -> None:
+    """Put the current folder first on ``sys.path`` before importing the user's modules.
+
+    ``python -m statemigrate`` does so itself; the ``statemigrate`` script puts its
+    own folder there instead, so ``--import app`` would not find ``./app.py`` (uvicorn's
+    ``--app-dir`` defaults to ``.`` for the same reason). The folder of pyproject.toml,
+    when there is one, still goes before it.
+    """
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
+
+
 def registry_from(args: argparse.Namespace) -> Registry:
     """The registry named by the command line and pyproject.toml."""
+    current_folder_first()
     return load_registry(
         find_config(),
         registry=args.registry,

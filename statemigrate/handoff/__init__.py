@@ -23,6 +23,9 @@ its trial (:func:`watch_trial`), which an operator or a health check makes perma
 (:func:`promote_trial`) or reverts to the permanent generation
 (:func:`revert_trial`); after a crash during the trial, :func:`start_generation`
 restores the permanent state. See ``docs/trials.md``.
+
+:func:`started_by_handoff` tells a successor from a cold start before any of this
+runs: only a cold start restores its last checkpoint itself.
 """
 
 from statemigrate._errors import HandoffError, SuccessorFailedError, TrialError
@@ -33,6 +36,7 @@ from statemigrate.handoff._control import (
     ServerControl,
 )
 from statemigrate.handoff._drain import Drainer, DrainReport
+from statemigrate.handoff._env import started_by_handoff
 from statemigrate.handoff._options import HandoffTimeouts, Spawn
 from statemigrate.handoff._receive import Inheritance, receive_handoff
 from statemigrate.handoff._report import HandoffReport, TakeOverReport
@@ -103,6 +107,7 @@ __all__ = [
     "send_handoff",
     "send_handoff_async",
     "start_generation",
+    "started_by_handoff",
     "take_over",
     "take_over_async",
     "watch_trial",

@@ -720,6 +720,46 @@ def test_a_registry_module_that_fails_to_import(
     assert_one_error_line(result, name, "RuntimeError", "boom", "second line")
 
 
+USER_MODULE = """
+import statemigrate as sm
+from typing_extensions import TypedDict
+
+
+class Notes(TypedDict):
+    notes: dict[str, str]
+
+
+sm.schema("notes", version=1)(Notes)
+
+
+def build() -> sm.Registry:
+    registry = sm.Registry()
+    registry.add_schema("notes", 1, Notes)
+    return registry
+"""
+
+
+@pytest.mark.parametrize("how", ["--import", "--registry"])
+def test_user_modules_are_imported_from_the_current_folder(
+    how: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the ``statemigrate`` script runs: no pyproject.toml, and the current folder is
+    not on ``sys.path`` (the script's own folder is)."""
+    project = tmp_path / "service"
+    project.mkdir()
+    name = f"notes_{uuid.uuid4().hex}"
+    (project / f"{name}.py").write_text(USER_MODULE)
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(project))])
+    monkeypatch.setattr(_registry, "default_registry", sm.Registry())
+    argv = ["--import", name] if how == "--import" else ["--registry", f"{name}:build"]
+    result = run(capsys, "graph", "notes", *argv)
+    assert result.code == 0, result.err
+    assert result.out.startswith("notes: 1 version(s)\n")
+    assert sys.path[0] == str(project)
+    sys.modules.pop(name, None)
+
+
 # --- migrate ----------------------------------------------------------------------------------
 
 

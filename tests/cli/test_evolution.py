@@ -229,6 +229,25 @@ def test_a_command_that_finds_no_component_fails(
     assert not (tmp_path / "schemas").exists()
 
 
+def test_check_without_hypothesis_names_the_extra_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import statemigrate.testing as testing
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "hypothesis", None)  # import hypothesis fails
+    for name in [n for n in sys.modules if n.startswith("statemigrate.testing.")]:
+        monkeypatch.delitem(sys.modules, name)
+    for name in [n for n in ("check_migrations", "_checks") if n in vars(testing)]:
+        monkeypatch.delitem(vars(testing), name)
+    result = run(capsys, "check", "--registry", REFERENCE)
+    assert result.code == 1 and result.out == ""
+    assert result.err == (
+        "statemigrate: error: statemigrate check cannot run: statemigrate.testing needs"
+        " hypothesis: pip install 'statemigrate[testing]'\n"
+    )
+
+
 def test_freeze_names_the_file_it_cannot_write(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

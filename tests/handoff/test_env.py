@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statemigrate import HandoffError
-from statemigrate.handoff import receive_handoff
+from statemigrate.handoff import _env, receive_handoff, started_by_handoff
 from statemigrate.handoff._env import (
     FDS_VAR,
     PARENT_PID_VAR,
@@ -108,6 +108,21 @@ def test_take_environ_reads_once_and_unsets():
     assert named.parent_pid == os.getppid()
     assert env == {"HOME": "/"}
     assert take_environ(env) is None
+
+
+def test_started_by_handoff_tells_a_successor_from_a_cold_start(monkeypatch):
+    monkeypatch.setattr(_env, "_taken", False)
+    monkeypatch.delenv(FDS_VAR, raising=False)
+    monkeypatch.delenv(PARENT_PID_VAR, raising=False)
+    assert started_by_handoff() is False  # a cold start
+    take_environ({FDS_VAR: "http=5", PARENT_PID_VAR: str(os.getppid())})
+    assert started_by_handoff() is False  # another environment than this process's
+    monkeypatch.setenv(FDS_VAR, "http=5:control=6")
+    monkeypatch.setenv(PARENT_PID_VAR, str(os.getppid()))
+    assert started_by_handoff() is True  # before the successor's side runs
+    assert take_environ() is not None
+    assert FDS_VAR not in os.environ
+    assert started_by_handoff() is True  # and after it took the descriptors
 
 
 def test_take_environ_refuses_names_meant_for_another_process():

@@ -122,6 +122,18 @@ def test_a_full_snapshot_and_its_deltas_rebuild_the_source(
     assert not old.entries.tracking  # closed: the source stopped recording
 
 
+def test_restore_takes_the_pieces_as_full_and_delta_return_them() -> None:
+    source, old, target, new = _pair(CacheV2)
+    old.entries["a"] = 1
+    with source.precopy_source() as pieces:
+        pieces.start()
+        target.restore(pieces.full())
+        old.entries["b"] = 2
+        report = target.restore(pieces.delta())
+    assert report.delta and report.records == 1
+    assert dict(new.entries) == {"a": {"n": 1}, "b": {"n": 2}}
+
+
 def test_a_delta_whose_base_is_not_the_last_piece_restored_is_refused() -> None:
     source, old, target, new = _pair()
     pieces = source.precopy_source()

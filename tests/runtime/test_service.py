@@ -31,6 +31,7 @@ from statemigrate import (
     RestoreError,
     Service,
     SnapshotError,
+    SourceTypeError,
     StateMigrateError,
     StoreError,
     TmpfsStore,
@@ -257,6 +258,35 @@ def test_restore_accepts_any_bytes_like_source(kind: type) -> None:
     reader = service(KVCacheV1())
     reader.restore(kind(blob))
     assert exports(reader)["kvcache/default"] == canonical(V1_STATE)
+
+
+def test_restore_and_start_from_take_what_snapshot_returns() -> None:
+    encoded, _ = service(kv1()).snapshot()
+    reader = service(KVCacheV1())
+    reader.restore(encoded)
+    assert exports(reader)["kvcache/default"] == canonical(V1_STATE)
+    starting = service(KVCacheV1())
+    assert starting.start_from(encoded) is not None
+    assert exports(starting)["kvcache/default"] == canonical(V1_STATE)
+
+
+@pytest.mark.parametrize("source", ["snapshots/latest.smsnap", 42, [b"parts"]])
+def test_a_source_restore_cannot_read_is_a_type_error_of_the_tree(source: Any) -> None:
+    reader = service(kv3())
+    before = exports(reader)
+    with pytest.raises(SourceTypeError) as caught:
+        reader.restore(source)
+    with pytest.raises(SourceTypeError):
+        reader.start_from(source)
+    error = caught.value
+    assert isinstance(error, TypeError) and isinstance(error, StateMigrateError)
+    assert error.value is source
+    assert str(error) == (
+        "source: a snapshot source is bytes, what Service.snapshot() returns, a store"
+        f" reference or a CommitReport, not {type(source).__qualname__}"
+    )
+    assert exports(reader) == before
+    assert reader.status.state == "starting"
 
 
 def test_a_store_that_cannot_open_fails_in_read_and_changes_nothing() -> None:
@@ -545,6 +575,31 @@ def test_a_schema_changed_without_a_version_bump_is_reported_and_warned(
     assert warnings == [
         "kvcache/default: snapshot schema fingerprint for version 3 differs from this code's"
     ]
+
+
+def test_a_version_this_code_has_no_schema_for_is_no_fingerprint_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Release-1 code restoring a version 2 snapshot through the downgrade step: there
+    is no schema of version 2 here to differ from, so nothing is warned."""
+    caplog.set_level(logging.DEBUG, logger="statemigrate")
+    full = reference_registry()
+    release1 = Registry()
+    release1.add_schema("kvcache", 1, full.schema_for("kvcache", 1).type)
+    down = next(s for s in full.steps("kvcache") if (s.source, s.target) == (2, 1))
+    release1.add_migration(
+        "kvcache", 2, 1, down.func, lossy=down.lost_fields, name=down.name, records=down.records
+    )
+    writer = service(KVCacheV2(), registry=full)
+    reader = service(KVCacheV1(), registry=release1)
+    report = reader.restore(writer.snapshot()[0], allow_lossy=True)
+    assert report.components[0].steps == (str(down),)
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "statemigrate"]
+    assert not [m for level, m in logged if level == "WARNING"]
+    assert (
+        "DEBUG",
+        "kvcache/default: this code has no schema for the snapshot's version 2; its steps read it",
+    ) in logged
 
 
 # --- authentication -------------------------------------------------------------------

@@ -82,6 +82,27 @@ def test_every_truncation_of_a_golden_snapshot_is_reported_as_truncated(name: st
     assert truncation_kinds(blob, key=golden_key(expected)) == {"truncated": len(blob)}
 
 
+@pytest.mark.parametrize("name", ["v1-small", "v2-small", "v2-mac", "v3-small", "v3-mac"])
+def test_every_truncation_error_says_what_was_expected(name: str) -> None:
+    blob, expected = load_golden(name)
+    view = memoryview(blob)
+    for length in range(len(blob)):
+        with pytest.raises(SnapshotError) as caught:
+            open_snapshot(view[:length], key=golden_key(expected))
+        assert "None" not in str(caught.value), length
+
+
+def test_a_cut_after_the_preamble_expects_more_bytes_than_it_has() -> None:
+    blob, expected = load_golden("v3-small")
+    cut = PREAMBLE_SIZE + 10
+    with pytest.raises(SnapshotError) as caught:
+        open_snapshot(blob[:cut], key=golden_key(expected))
+    assert str(caught.value) == (
+        "truncated: snapshot is shorter than written: it does not end with its footer:"
+        f" expected more than {cut} bytes, got {cut} (at offset {cut})"
+    )
+
+
 SOAK = bool(os.environ.get("STATEMIGRATE_SOAK"))
 
 
