@@ -340,7 +340,10 @@ class ObjectStore:
             buffered += view.nbytes
             if buffered > self._part_size:
                 del view  # the head is handed over, and let go of, one view at a time
-                pacer = self._pacer()
+                # Buffers the caller holds in a list (an encoded snapshot) cost nothing
+                # more while obstore holds them: no reason to wait for acknowledgements.
+                pacer = self._pacer(held=isinstance(data, bytes | bytearray | memoryview
+                                                    | list | tuple))
                 version = self._backend.put_parts(
                     name, pacer.paced(_drained(head, parts)),
                     part_size=self._part_size, max_concurrency=self._max_concurrency,
@@ -356,8 +359,9 @@ class ObjectStore:
             xxh3_128=digest.hexdigest(), etag=version[0],
         )
 
-    def _pacer(self) -> Pacer:
-        """The pacer of a multipart upload: how much of the snapshot it may hold.
+    def _pacer(self, *, held: bool) -> Pacer:
+        """The pacer of a multipart upload: how much of the snapshot it may hold
+        (``held``: the caller holds all of it, so there is nothing to limit).
 
         Two parts from the start, one in flight while the next is filled, so that
         encoding and upload overlap; a quarter of the bytes streamed once that is
@@ -368,7 +372,7 @@ class ObjectStore:
         filled room for the pieces straddling its ends, however slow the server.
         """
         part = self._part_size
-        if not self._backend.drops_sent_parts:
+        if held or not self._backend.drops_sent_parts:
             return Pacer(piece=part // 2, floor=2 * part, ceiling=None)
         return Pacer(
             piece=part // 2, floor=2 * part, ceiling=(self._max_concurrency + 1) * part

@@ -148,6 +148,7 @@ class SlowServer:
         self.chunks = chunks
         self.chunks_held = 0
         self.parts = 0
+        self.most_in_flight = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(obstore, name)
@@ -192,6 +193,7 @@ class SlowServer:
                     filling.append(view)
                     del view
                     measure()
+                    self.most_in_flight = max(self.most_in_flight, len(unacknowledged))
                     if sum(part.nbytes for part in filling) >= part_size:
                         unacknowledged.append(filling)
                         filling = []
@@ -246,6 +248,21 @@ def test_by_default_a_commit_holds_two_parts_of_a_medium_snapshot() -> None:
         assert bytes(store.open()) == bytes(chunks.sent) and ref.size == 30 * MiB
         assert 0 < server.chunks_held <= 2 * PART + MiB
         assert server.parts == 6
+
+
+def test_a_snapshot_the_caller_holds_is_not_paced() -> None:
+    """An encoded snapshot passed as a list costs nothing more while obstore holds
+    it: its parts go up max_concurrency at a time from the start, where a stream's
+    would wait for two parts' worth to be acknowledged."""
+    with scratch_dir() as path:
+        store = ObjectStore(f"file://{path}/app")
+        chunks = Chunks(30)
+        held = list(chunks)
+        server = SlowServer(chunks)
+        store._backend._obs = server
+        store.commit(held)
+        assert bytes(store.open()) == bytes(chunks.sent)
+        assert server.most_in_flight >= 3
 
 
 def test_parts_wait_for_real_acknowledgements(s3: S3Server) -> None:
