@@ -17,7 +17,8 @@ started by the same helper as the opt-in SeaweedFS tests:
     .venv/bin/python benchmarks/bench_objectstore.py --quick    # 100,000
     .venv/bin/python benchmarks/bench_objectstore.py --part-size 5 --max-concurrency 1
 
-Target: the object store commit's peak RSS growth below 1.2x the snapshot's size.
+Target: the peak RSS growth of ``Service.commit`` through the object store, with the
+store's default settings, below 1.2x the snapshot's size.
 """
 
 from __future__ import annotations
