@@ -340,8 +340,8 @@ class ObjectStore:
             buffered += view.nbytes
             if buffered > self._part_size:
                 del view  # the head is handed over, and let go of, one view at a time
-                # Buffers the caller holds in a list (an encoded snapshot) cost nothing
-                # more while obstore holds them: no reason to wait for acknowledgements.
+                # Buffers the caller holds anyway (one buffer, or a list of them: an
+                # encoded snapshot) cost nothing more while obstore holds them.
                 pacer = self._pacer(held=isinstance(data, bytes | bytearray | memoryview
                                                     | list | tuple))
                 version = self._backend.put_parts(

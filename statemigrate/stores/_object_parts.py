@@ -12,14 +12,14 @@ snapshot that nobody else holds, whatever the server's pace. A chunk is dropped 
 obstore has let go of it, and a chunk the caller keeps anyway (an encoded snapshot held
 whole) costs nothing more.
 
-The limit grows with the bytes streamed so far: it starts at ``floor`` and is a
-``1 / SHARE`` of what has been handed out once that is more, up to ``ceiling``. The
-size of a snapshot is not known until its last chunk, and a fixed limit worth several
-parts in flight would be most of a medium snapshot (five 8 MiB parts are more than a
-27 MiB one). Growing with what has been streamed, the upload holds at most a
-``1 / SHARE`` of a snapshot beyond ``floor``, and a large snapshot soon reaches the
-full ``ceiling``: a fraction of one that large is more than enough for the requests a
-server takes at once.
+The limit grows with the bytes streamed so far: it starts at ``floor``, is
+``1 / SHARE`` of what has been handed out once that is more, and stops at ``ceiling``.
+The size of a snapshot is not known until its last chunk, and a fixed limit worth
+several parts in flight would be most of a medium snapshot (five 8 MiB parts are more
+than a 27 MiB one). Growing with what has been streamed, the upload holds at most
+``floor`` or ``1 / SHARE`` of the snapshot, whichever is more, and a large snapshot
+soon reaches the full ``ceiling``: a fraction of one that large is enough for every
+request a server takes at once.
 """
 
 from __future__ import annotations
