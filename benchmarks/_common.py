@@ -19,7 +19,39 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+# pydantic needs typing_extensions' TypedDict before Python 3.12.
+from typing_extensions import TypedDict
+
 SHM = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
+class W1Entry(TypedDict):
+    """One W1 cache entry, as :func:`build_w1` makes them."""
+
+    id: int
+    name: str
+    score: float
+    tags: list[str]
+    updated: int
+
+
+class W1State(TypedDict):
+    """The schema of a W1 component: its cache entries by key."""
+
+    entries: dict[str, W1Entry]
+
+
+def w1_component(registry: Any, name: str = "bench", version: int = 1) -> Any:
+    """A component class holding the W1 entries it is given, registered in
+    ``registry`` as ``name`` at ``version`` with the schema :class:`W1State`."""
+    registry.add_schema(name, version, W1State)
+
+    @registry.migratable(name, version=version)
+    class Cache:
+        def __init__(self, entries: dict[str, Any]) -> None:
+            self.entries = entries
+
+    return Cache
 
 
 def build_w1(entries: int, *, seed: int = 1) -> dict[str, dict[str, Any]]:

@@ -34,8 +34,6 @@ import threading
 import time
 from typing import Any
 
-from typing_extensions import TypedDict
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import (  # the benchmarks folder is not a package: found via sys.path
@@ -45,21 +43,10 @@ from _common import (  # the benchmarks folder is not a package: found via sys.p
     pickle_commit,
     run_child,
     table,
+    w1_component,
 )
 
 INTERVALS = (5.0, 1.0)
-
-
-class Entry(TypedDict):
-    id: int
-    name: str
-    score: float
-    tags: list[str]
-    updated: int
-
-
-class BenchState(TypedDict):
-    entries: dict[str, Entry]
 
 
 class PauseSink:
@@ -109,19 +96,13 @@ def child(
     from statemigrate.stores import TmpfsStore
 
     registry = sm.Registry()
-    registry.add_schema("bench", 1, BenchState)
-
-    @registry.migratable("bench", version=1)
-    class Cache:
-        def __init__(self, entries: dict[str, Any]) -> None:
-            self.entries = entries
-
+    cache = w1_component(registry)
     entries = build_w1(count)
     service = sm.Service("bench", registry=registry)
-    service.register(Cache(entries))
+    service.register(cache(entries))
     tracked = sm.TrackedDict(entries)
     tracked_service = sm.Service("bench", registry=registry)
-    tracked_service.register(Cache(tracked))
+    tracked_service.register(cache(tracked))
     lock = threading.Lock()
     sink = PauseSink()
     use_sink(sink)

@@ -46,11 +46,9 @@ import threading
 import time
 from typing import Any
 
-from typing_extensions import TypedDict
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import SHM, build_w1, pickle_commit, pickle_load, run_child, table
+from _common import SHM, W1State, build_w1, pickle_commit, pickle_load, run_child, table
 
 import statemigrate as sm
 from statemigrate.handoff import (
@@ -69,20 +67,8 @@ SIZES = (10_000, 100_000, 1_000_000, 3_000_000)
 LONG = HandoffTimeouts(hello=120.0, snapshot=900.0, precopy=900.0, ready=900.0)
 
 
-class EntryW1(TypedDict):
-    id: int
-    name: str
-    score: float
-    tags: list[str]
-    updated: int
-
-
-class StateW1(TypedDict):
-    entries: dict[str, EntryW1]
-
-
 REGISTRY = sm.Registry()
-REGISTRY.add_schema("w1", 1, StateW1)
+REGISTRY.add_schema("w1", 1, W1State)
 
 
 @REGISTRY.migratable("w1", version=1)

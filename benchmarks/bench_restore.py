@@ -49,6 +49,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import (  # the benchmarks folder is not a package: found via sys.path
     SHM,
+    W1Entry,
+    W1State,
     best_of,
     build_w1,
     peak_rss_bytes,
@@ -63,20 +65,8 @@ from _common import (  # the benchmarks folder is not a package: found via sys.p
 Flavour = Literal["typeddict", "basemodel"]
 
 
-class EntryV1(TypedDict):
-    id: int
-    name: str
-    score: float
-    tags: list[str]
-    updated: int
-
-
-class EntryV2(EntryV1):
+class EntryV2(W1Entry):
     hits: int
-
-
-class StateV1(TypedDict):
-    entries: dict[str, EntryV1]
 
 
 class StateV2(TypedDict):
@@ -109,7 +99,7 @@ def build_registry(flavour: Flavour) -> Any:
 
     registry = sm.Registry()
     if flavour == "typeddict":
-        registry.add_schema("bench", 1, StateV1)
+        registry.add_schema("bench", 1, W1State)
         registry.add_schema("bench", 2, StateV2)
     else:
         registry.add_schema("bench", 1, ModelStateV1)

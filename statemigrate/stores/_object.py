@@ -89,10 +89,17 @@ class ObjectStore:
             previous). Older generation objects are deleted after each commit.
         max_size: the largest snapshot, in bytes, that the store commits or opens.
         part_size: snapshots larger than this are uploaded in parts of this size, and
-            every snapshot is read back in ranges of this size (at least 5 MiB).
-        max_concurrency: how many parts are uploaded at once. A commit holds at most
+            every snapshot is read back in ranges of this size (at least 5 MiB, S3's
+            smallest part, which is the default: the fewer bytes a part holds, the
+            less of a snapshot its upload keeps in memory).
+        max_concurrency: the most parts uploaded at once. A commit holds at most
             ``max_concurrency + 1`` parts of a snapshot in memory, waiting for the
-            server to acknowledge parts before it takes more of the snapshot.
+            server to acknowledge parts before it takes more of the snapshot. It
+            starts with two parts (one in flight, one being filled) and allows more
+            as the snapshot streams, a quarter of the bytes streamed so far: a commit
+            holds at most two parts or a quarter of the snapshot, whichever is more,
+            and reaches ``max_concurrency`` requests in flight once
+            ``4 * (max_concurrency + 1)`` parts' worth was streamed.
 
     ``config``, ``client_options``, ``credential_provider`` and the timeouts configure a
     store built from a URL; configure a store you build yourself on that store.
@@ -117,7 +124,7 @@ class ObjectStore:
         retry_timeout: float | None = None,
         keep: int = 2,
         max_size: int = DEFAULT_MAX_SIZE,
-        part_size: int = 8 << 20,
+        part_size: int = _MIN_PART_SIZE,
         max_concurrency: int = 4,
     ) -> None:
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:
@@ -333,13 +340,10 @@ class ObjectStore:
             buffered += view.nbytes
             if buffered > self._part_size:
                 del view  # the head is handed over, and let go of, one view at a time
-                # At most max_concurrency + 1 parts of the snapshot in memory, however
-                # slow the server (see _object_parts).
-                pacer = Pacer(
-                    limit=(self._max_concurrency + 1) * self._part_size
-                    if self._backend.drops_sent_parts else None,
-                    piece=self._part_size // 2,
-                )
+                # Buffers the caller holds anyway (one buffer, or a list of them: an
+                # encoded snapshot) cost nothing more while obstore holds them.
+                pacer = self._pacer(held=isinstance(data, bytes | bytearray | memoryview
+                                                    | list | tuple))
                 version = self._backend.put_parts(
                     name, pacer.paced(_drained(head, parts)),
                     part_size=self._part_size, max_concurrency=self._max_concurrency,
@@ -353,6 +357,25 @@ class ObjectStore:
         return Entry(
             generation=generation, object=name, size=size,
             xxh3_128=digest.hexdigest(), etag=version[0],
+        )
+
+    def _pacer(self, *, held: bool) -> Pacer:
+        """The pacer of a multipart upload: how much of the snapshot it may hold
+        (``held``: the caller holds all of it, so there is nothing to limit).
+
+        Two parts from the start, one in flight while the next is filled, so that
+        encoding and upload overlap; a quarter of the bytes streamed once that is
+        more, so that a snapshot of a few parts never holds more than a fraction of
+        itself in upload buffers; at most ``max_concurrency + 1`` parts, reached once
+        four times that was streamed, so that a large snapshot soon has every request
+        in flight (see ``_object_parts``). Pieces of half a part leave the part being
+        filled room for the pieces straddling its ends, however slow the server.
+        """
+        part = self._part_size
+        if held or not self._backend.drops_sent_parts:
+            return Pacer(piece=part // 2, floor=2 * part, ceiling=None)
+        return Pacer(
+            piece=part // 2, floor=2 * part, ceiling=(self._max_concurrency + 1) * part
         )
 
     def _settle(
