@@ -63,7 +63,8 @@ def test_every_checkpoint_restores_exactly_the_state_it_took() -> None:
 
 
 def test_the_chain_is_compacted_after_max_deltas() -> None:
-    store, checkpointer, count = checkpointed([50] * 7, max_deltas=2)
+    # Deltas of 50 records on a base of 2,000: far below max_delta_ratio.
+    store, checkpointer, count = checkpointed([2_000] + [50] * 6, max_deltas=2)
     assert checkpointer.chain_length == 1  # 7 pieces: base, 2 deltas, base, 2 deltas, base
     assert len(split_chain(store.open())) == 1
     assert restored_count(store) == count
@@ -82,6 +83,28 @@ def test_a_delta_of_most_of_the_state_is_taken_as_a_new_base() -> None:
     """The delta about to be taken counts before it is taken: 1,500 of 2,000 records
     changed would make a delta over half the base, so a new base is taken instead."""
     store, checkpointer, count = checkpointed([2_000, 100, 1_500])
+    assert checkpointer.chain_length == 1
+    assert restored_count(store) == count
+
+
+def test_a_first_delta_of_most_of_the_state_is_taken_as_a_new_base() -> None:
+    """The first delta after a base has no delta before it to estimate its size from:
+    it is reckoned at the base's size per record, so 1,500 records changed of 2,000
+    make a new base, and 500 a delta."""
+    store, checkpointer, count = checkpointed([2_000, 1_500])
+    assert checkpointer.chain_length == 1
+    assert len(split_chain(store.open())) == 1
+    assert restored_count(store) == count
+    _, small, _ = checkpointed([2_000, 500])
+    assert small.chain_length == 2
+
+
+def test_a_new_base_resets_the_estimate_of_the_next_delta() -> None:
+    """After a compaction, the first delta is bounded by the new base as the first
+    delta of the chain was by its base."""
+    # Base, delta, delta, base (max_deltas), then 1,800 of 2,060 records changed: a
+    # new base again, though the deltas before were too small to tell a size.
+    store, checkpointer, count = checkpointed([2_000, 20, 20, 20, 1_800], max_deltas=2)
     assert checkpointer.chain_length == 1
     assert restored_count(store) == count
 
@@ -139,7 +162,7 @@ def test_a_delta_failing_after_its_base_was_applied_leaves_the_components_as_the
 
 def test_every_truncation_of_a_frame_raises_a_snapshot_error() -> None:
     """Property: a chain cut anywhere is refused, never split into pieces."""
-    store, _, _ = checkpointed([20, 20])
+    store, _, _ = checkpointed([100, 10])
     data = bytes(store.open())
     for end in range(len(data)):
         with pytest.raises(SnapshotError):
@@ -148,7 +171,7 @@ def test_every_truncation_of_a_frame_raises_a_snapshot_error() -> None:
 
 
 def test_a_flipped_bit_in_the_frame_is_refused() -> None:
-    store, _, _ = checkpointed([20, 20])
+    store, _, _ = checkpointed([100, 10])
     data = bytearray(store.open())
     frame = len(chain_frame([1, 1]))
     for offset in range(frame):
@@ -184,7 +207,8 @@ def test_stop_ends_the_chain_and_the_next_checkpoint_is_a_new_base() -> None:
     service, ledger = tracked_ledger_service()
     store = MemoryStore()
     checkpointer = Checkpointer(service, store, quiesce=threading.Lock(), incremental=True)
-    ledger.write()
+    for _ in range(100):
+        ledger.write()
     checkpointer.checkpoint_now()
     ledger.write()
     checkpointer.stop()  # the final checkpoint is a delta; tracking stops after it
@@ -192,7 +216,7 @@ def test_stop_ends_the_chain_and_the_next_checkpoint_is_a_new_base() -> None:
     ledger.write()
     checkpointer.checkpoint_now()
     assert checkpointer.chain_length == 1
-    assert restored_count(store) == 3
+    assert restored_count(store) == 102
 
 
 @pytest.mark.parametrize(
