@@ -365,9 +365,9 @@ class TrackedDict(dict[K, V]):
         key nor sets off the garbage collector (whose full collections walk every
         object of the process) while the writers wait.
         """
-        values = list(map(_get, repeat(self), keys, repeat(_MISSING)))
-        deleted = tuple(compress(keys, map(is_, values, repeat(_MISSING))))
+        values = map(_get, repeat(self), keys, repeat(_MISSING))
         present = dict(zip(keys, values, strict=True))
+        deleted = tuple(compress(keys, map(is_, present.values(), repeat(_MISSING))))
         for key in deleted:
             del present[key]
         return Changes(present, deleted)

@@ -45,6 +45,12 @@ logger = logging.getLogger("statemigrate")
 _NOTHING = object()
 _SAMPLE_RECORDS = 64
 """Records a delta needs for its size per record to estimate the next delta's."""
+_MAX_DELTA_SHARE = 0.5
+"""The largest share of the records held that a delta is taken of, whatever
+``max_delta_ratio`` allows: a delta costs about 1.5 to 2 times per record changed what
+a full snapshot costs per record held (it reads the records changed in the order they
+were written, not in the dict's), so past this share a full base holds the writers
+no longer than the delta would."""
 
 
 class Pausable(Protocol):
@@ -199,9 +205,9 @@ class Checkpointer:
             deltas' total size, the one about to be taken included, passes this
             fraction of the base's size. The delta about to be taken is estimated from
             the records changed since the last piece, at the size per record of the
-            last delta (or of the base, for the first delta after it): with the
-            default, a new base is taken when more than about half of the records
-            changed.
+            last delta (or of the base, for the first delta after it). Whatever
+            this allows, a new base is taken instead of a delta of more than half
+            of the records: it would hold the writers longer than a base.
         max_deltas: a new full base is taken after this many deltas, whatever their
             size.
 
@@ -389,10 +395,12 @@ class Checkpointer:
         deltas = self._chain[1:]
         if len(deltas) >= self.max_deltas:
             return True
+        pending = source.pending()
+        if pending > _MAX_DELTA_SHARE * source.records():
+            return True
         # The delta about to be taken counts too, estimated from the records changed
-        # since the last piece: a delta of most of the state holds the writers about
-        # as long as a full snapshot, or longer (see docs/checkpoints.md).
-        size = sum(d.size for d in deltas) + source.pending() * self._record_size
+        # since the last piece.
+        size = sum(d.size for d in deltas) + pending * self._record_size
         return size > self.max_delta_ratio * self._chain[0].size
 
     def _take_piece(self) -> tuple[EncodedSnapshot, SnapshotReport]:

@@ -71,11 +71,11 @@ def test_the_chain_is_compacted_after_max_deltas() -> None:
 
 
 def test_the_chain_is_compacted_when_the_deltas_outgrow_the_base() -> None:
-    # The base holds 10 items, the first delta 300: the third checkpoint is a new base.
-    store, checkpointer, count = checkpointed([10, 300, 300], max_delta_ratio=0.1)
+    # The base holds 2,000 items, each delta 150: the third checkpoint is a new base.
+    store, checkpointer, count = checkpointed([2_000, 150, 150], max_delta_ratio=0.1)
     assert checkpointer.chain_length == 1
     assert restored_count(store) == count
-    _, unbounded, _ = checkpointed([10, 300, 300], max_delta_ratio=100.0)
+    _, unbounded, _ = checkpointed([2_000, 150, 150], max_delta_ratio=100.0)
     assert unbounded.chain_length == 3
 
 
@@ -97,6 +97,18 @@ def test_a_first_delta_of_most_of_the_state_is_taken_as_a_new_base() -> None:
     assert restored_count(store) == count
     _, small, _ = checkpointed([2_000, 500])
     assert small.chain_length == 2
+
+
+def test_no_delta_of_more_than_half_the_records_is_taken_whatever_the_ratio() -> None:
+    """A delta costs more per record changed than a full snapshot per record held: past
+    half the records, a base holds the writers no longer, whatever max_delta_ratio
+    allows."""
+    # The ledger holds 5,000 records once 5,000 writes are made; later writes replace.
+    store, checkpointer, count = checkpointed([5_000, 200, 2_600], max_delta_ratio=100.0)
+    assert checkpointer.chain_length == 1  # 2,600 of 5,000 changed
+    assert restored_count(store) == count
+    _, under, _ = checkpointed([5_000, 200, 2_400], max_delta_ratio=100.0)
+    assert under.chain_length == 3  # 2,400 of 5,000
 
 
 def test_a_new_base_resets_the_estimate_of_the_next_delta() -> None:
