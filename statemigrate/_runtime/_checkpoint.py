@@ -45,12 +45,13 @@ logger = logging.getLogger("statemigrate")
 _NOTHING = object()
 _SAMPLE_RECORDS = 64
 """Records a delta needs for its size per record to estimate the next delta's."""
-_MAX_DELTA_SHARE = 0.5
+_MAX_DELTA_SHARE = 0.25
 """The largest share of the records held that a delta is taken of, whatever
-``max_delta_ratio`` allows: a delta costs about 1.5 to 2 times per record changed what
-a full snapshot costs per record held (it reads the records changed in the order they
-were written, not in the dict's), so past this share a full base holds the writers
-no longer than the delta would."""
+``max_delta_ratio`` allows: a delta costs about 2 to 4 times as much CPU per record
+changed as a full snapshot per record held (it reads the records changed in the order
+they were written, scattered over memory, where a full snapshot walks the dict in
+order), so past this share a full base holds the writers no longer than the delta
+would."""
 
 
 class Pausable(Protocol):
@@ -206,8 +207,9 @@ class Checkpointer:
             fraction of the base's size. The delta about to be taken is estimated from
             the records changed since the last piece, at the size per record of the
             last delta (or of the base, for the first delta after it). Whatever
-            this allows, a new base is taken instead of a delta of more than half
-            of the records: it would hold the writers longer than a base.
+            this allows, a new base is taken instead of a delta of more than a
+            quarter of the records: it would hold the writers about as long as a
+            base, or longer.
         max_deltas: a new full base is taken after this many deltas, whatever their
             size.
 

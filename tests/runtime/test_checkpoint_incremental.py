@@ -88,9 +88,8 @@ def test_a_delta_of_most_of_the_state_is_taken_as_a_new_base() -> None:
 
 
 def test_a_first_delta_of_most_of_the_state_is_taken_as_a_new_base() -> None:
-    """The first delta after a base has no delta before it to estimate its size from:
-    it is reckoned at the base's size per record, so 1,500 records changed of 2,000
-    make a new base, and 500 a delta."""
+    """No delta before it tells the size of the first delta after a base: 1,500 records
+    changed of 2,000 still make a new base, and 500 a delta."""
     store, checkpointer, count = checkpointed([2_000, 1_500])
     assert checkpointer.chain_length == 1
     assert len(split_chain(store.open())) == 1
@@ -99,24 +98,37 @@ def test_a_first_delta_of_most_of_the_state_is_taken_as_a_new_base() -> None:
     assert small.chain_length == 2
 
 
-def test_no_delta_of_more_than_half_the_records_is_taken_whatever_the_ratio() -> None:
-    """A delta costs more per record changed than a full snapshot per record held: past
-    half the records, a base holds the writers no longer, whatever max_delta_ratio
-    allows."""
-    # The ledger holds 5,000 records once 5,000 writes are made; later writes replace.
-    store, checkpointer, count = checkpointed([5_000, 200, 2_600], max_delta_ratio=100.0)
-    assert checkpointer.chain_length == 1  # 2,600 of 5,000 changed
+def test_the_first_delta_after_a_base_counts_against_max_delta_ratio() -> None:
+    """The first delta after a base is reckoned at the base's size per record: 1,000
+    records changed of 5,000 (a fifth of the base) pass a ratio of 0.1."""
+    store, checkpointer, count = checkpointed([5_000, 1_000], max_delta_ratio=0.1)
+    assert checkpointer.chain_length == 1
     assert restored_count(store) == count
-    _, under, _ = checkpointed([5_000, 200, 2_400], max_delta_ratio=100.0)
-    assert under.chain_length == 3  # 2,400 of 5,000
+    _, default, _ = checkpointed([5_000, 1_000])
+    assert default.chain_length == 2
+
+
+def test_no_delta_of_more_than_a_quarter_of_the_records_is_taken_whatever_the_ratio() -> None:
+    """A delta costs more per record changed than a full snapshot per record held: past
+    a quarter of the records, a base holds the writers no longer, whatever
+    max_delta_ratio allows."""
+    # The ledger holds 5,000 records once 5,000 writes are made; later writes replace.
+    store, checkpointer, count = checkpointed([5_000, 200, 1_400], max_delta_ratio=100.0)
+    assert checkpointer.chain_length == 1  # 1,400 of 5,000 changed
+    assert restored_count(store) == count
+    _, under, _ = checkpointed([5_000, 200, 1_100], max_delta_ratio=100.0)
+    assert under.chain_length == 3  # 1,100 of 5,000
 
 
 def test_a_new_base_resets_the_estimate_of_the_next_delta() -> None:
     """After a compaction, the first delta is bounded by the new base as the first
     delta of the chain was by its base."""
-    # Base, delta, delta, base (max_deltas), then 1,800 of 2,060 records changed: a
-    # new base again, though the deltas before were too small to tell a size.
-    store, checkpointer, count = checkpointed([2_000, 20, 20, 20, 1_800], max_deltas=2)
+    # Base, delta, delta, base (max_deltas), then 1,000 of 5,000 records changed: a
+    # fifth of the new base, past the ratio, though the deltas before were too small
+    # to tell a size per record.
+    store, checkpointer, count = checkpointed(
+        [5_000, 20, 20, 20, 1_000], max_deltas=2, max_delta_ratio=0.1
+    )
     assert checkpointer.chain_length == 1
     assert restored_count(store) == count
 
