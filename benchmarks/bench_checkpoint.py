@@ -131,7 +131,7 @@ def child(
     repeat: int,
     rounds: int = 2,
     changed: int = 10_000,
-    large: float = 0.4,
+    large: float = 0.2,
 ) -> dict[str, Any]:
     import statemigrate as sm
     from statemigrate.metrics import use_sink
@@ -242,8 +242,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved runs of each case")
     parser.add_argument("--changed", type=int, default=10_000,
                         help="entries changed before the timed incremental checkpoint")
-    parser.add_argument("--large", type=float, default=0.4,
-                        help="share of the entries changed before the large delta (default 0.4)")
+    parser.add_argument("--large", type=float, default=0.2,
+                        help="share of the entries changed before the large delta (default 0.2)")
     parser.add_argument("--child", nargs=6,
                         metavar=("COUNT", "SECONDS", "REPEAT", "ROUNDS", "CHANGED", "LARGE"))
     args = parser.parse_args()
