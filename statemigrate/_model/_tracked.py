@@ -13,9 +13,8 @@ the end. The keys written since a mark are therefore the tail of the log, as lon
 the mark's count of keys written since it, cut out by ``islice`` over ``reversed()``
 of the ``dict``; the cost of :meth:`TrackedDict.changes_since` is the number of keys
 changed, not the size of the dict, and it runs no Python code and makes no object per
-key. Several marks may be open at once (a hand-over and
-a checkpointer, say); entries older than the oldest open mark are forgotten when a
-mark moves on or is closed.
+key. Several marks may be open at once (a hand-over and a checkpointer, say); entries
+older than the oldest open mark are forgotten when a mark moves on or is closed.
 
 Each mark also counts the distinct keys written since it was set, so
 :meth:`TrackedDict.pending` is O(1): a write adds one to every open mark that had not
