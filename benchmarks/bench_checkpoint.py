@@ -13,7 +13,13 @@ its base before it starts, as a service would at start-up), read from
 ``statemigrate_checkpoint_pause_seconds`` through a metrics sink. With the writers
 stopped, the child then times one full checkpoint (``checkpoint_now``: snapshot +
 commit) and pickle protocol 5 committed to /dev/shm (temp file, fsync, rename), best
-of --repeat each, and one incremental checkpoint after --changed writes.
+of --repeat each, one incremental checkpoint after --changed writes, and one after
+replacing --large (a share) of the entries at random, on a new base (best of
+--repeat): its pause per record changed, beside the full checkpoint's per entry, and
+the CPU time of both (the process's, all threads: steadier than the pauses on a
+shared machine). The runs with incremental
+checkpoints also count the checkpoints taken as new bases (a delta of more than half
+the records, or of a chain grown past max_delta_ratio, is taken as one).
 
     .venv/bin/python benchmarks/bench_checkpoint.py                  # 100k and 1M entries
     .venv/bin/python benchmarks/bench_checkpoint.py --sizes 10000 --seconds 4   # smoke run
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -50,14 +57,26 @@ INTERVALS = (5.0, 1.0)
 
 
 class PauseSink:
-    """Keeps the checkpoint pauses the library reports."""
+    """Keeps the checkpoint pauses the library reports, and whether each checkpoint
+    wrote a full snapshot (a base, for incremental checkpoints)."""
 
     def __init__(self) -> None:
         self.pauses: list[float] = []
+        self.full: list[bool] = []
+        self._snapshot = False
+
+    def clear(self) -> None:
+        self.pauses.clear()
+        self.full.clear()
+        self._snapshot = False
 
     def record(self, instrument: Any, value: float, labels: Any) -> None:
-        if instrument.name == "statemigrate_checkpoint_pause_seconds":
+        if instrument.name == "statemigrate_snapshot_duration_seconds":
+            self._snapshot = True  # emitted for full snapshots only, not for deltas
+        elif instrument.name == "statemigrate_checkpoint_pause_seconds":
             self.pauses.append(value)
+            self.full.append(self._snapshot)
+            self._snapshot = False
 
 
 def write_for(entries: Any, lock: threading.Lock, seconds: float) -> int:
@@ -77,19 +96,29 @@ def write_for(entries: Any, lock: threading.Lock, seconds: float) -> int:
     return writes
 
 
-def write_for_count(entries: Any, count: int) -> None:
-    """Replace ``count`` random entries, with the writers stopped."""
-    rnd = random.Random(11)
+def write_for_count(entries: Any, count: int, seed: int = 11) -> int:
+    """Replace ``count`` random entries, with the writers stopped; return how many
+    distinct entries were replaced."""
+    rnd = random.Random(seed)
     keys = list(entries)
+    written = set()
     for n in range(count):
-        entries[keys[rnd.randrange(len(keys))]] = {
+        key = keys[rnd.randrange(len(keys))]
+        written.add(key)
+        entries[key] = {
             "id": n, "name": "changed", "score": rnd.random(), "tags": ["team", "ap"],
             "updated": 1_800_000_000 + n,
         }
+    return len(written)
 
 
 def child(
-    count: int, seconds: float, repeat: int, rounds: int = 2, changed: int = 10_000
+    count: int,
+    seconds: float,
+    repeat: int,
+    rounds: int = 2,
+    changed: int = 10_000,
+    large: float = 0.2,
 ) -> dict[str, Any]:
     import statemigrate as sm
     from statemigrate.metrics import use_sink
@@ -118,7 +147,7 @@ def child(
                     name = "none" if every is None else f"every {every:g} s"
                     name = f"{'incremental' if incremental else 'full'}, {name}"
                     target, live = (tracked_service, tracked) if incremental else (service, entries)
-                    sink.pauses.clear()
+                    sink.clear()
                     if every is None:
                         writes = write_for(live, lock, seconds)
                     else:
@@ -128,16 +157,27 @@ def child(
                         if incremental:
                             # The base, as at the service's start: the run times the deltas.
                             checkpointer.checkpoint_now()
-                            sink.pauses.clear()
+                            sink.clear()
                         with checkpointer:
                             writes = write_for(live, lock, seconds)
                     run = {"writes_per_s": writes / seconds, "checkpoints": len(sink.pauses[:-1]),
-                           "pauses": sink.pauses[:-1]}  # the last pause is stop()'s, after
+                           "pauses": sink.pauses[:-1],  # the last pause is stop()'s, after
+                           "bases": sum(sink.full[:-1]) if incremental and every else None}
                     if run["writes_per_s"] > runs.get(name, {"writes_per_s": 0})["writes_per_s"]:
                         runs[name] = run
             result["runs"] = runs
             quiet = sm.Checkpointer(service, store, quiesce=lock)
-            result["checkpoint_s"], report = best_of(repeat, quiet.checkpoint_now)
+            cpu: list[float] = []
+
+            def full_checkpoint() -> Any:
+                began = time.process_time()
+                try:
+                    return quiet.checkpoint_now()
+                finally:
+                    cpu.append(time.process_time() - began)
+
+            result["checkpoint_s"], report = best_of(repeat, full_checkpoint)
+            result["checkpoint_cpu_s"] = min(cpu)
             result["pause_s"] = min(sink.pauses[-repeat:])
             result["snapshot_bytes"] = report.committed.snapshot.size  # type: ignore[attr-defined]
             plain = dict(entries)
@@ -153,7 +193,22 @@ def child(
             result["delta_pause_s"], result["delta_checkpoint_s"] = pause, seconds_
             result["chain_bytes"] = committed.snapshot.size  # type: ignore[union-attr]
             result["changed"] = changed
+            larges = []
+            for attempt in range(repeat):
+                chained.close()  # the next checkpoint is a new base
+                chained.checkpoint_now()
+                # Replacing n random entries changes 1 - exp(-n / count) of them.
+                records = write_for_count(
+                    tracked, round(-count * math.log(1 - large)), seed=13 + attempt
+                )
+                sink.clear()
+                began = time.process_time()
+                report = chained.checkpoint_now()
+                larges.append((report.pause_seconds, time.process_time() - began, records,
+                               sink.full[-1]))
             chained.close()
+            (result["large_pause_s"], result["large_cpu_s"], result["large_records"],
+             result["large_base"]) = min(larges)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return result
@@ -168,31 +223,37 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved runs of each case")
     parser.add_argument("--changed", type=int, default=10_000,
                         help="entries changed before the timed incremental checkpoint")
-    parser.add_argument("--child", nargs=5,
-                        metavar=("COUNT", "SECONDS", "REPEAT", "ROUNDS", "CHANGED"))
+    parser.add_argument("--large", type=float, default=0.2,
+                        help="share of the entries changed before the large delta (default 0.2)")
+    parser.add_argument("--child", nargs=6,
+                        metavar=("COUNT", "SECONDS", "REPEAT", "ROUNDS", "CHANGED", "LARGE"))
     args = parser.parse_args()
     if args.child:
-        count, seconds, repeat, rounds, changed = args.child
+        count, seconds, repeat, rounds, changed, large = args.child
         print(json.dumps(child(int(count), float(seconds), int(repeat), int(rounds),
-                               int(changed))))
+                               int(changed), float(large))))
         return
     sizes = [int(size) for size in args.sizes.split(",")]
     print(f"writes for {args.seconds:g} s per run, one writer thread; {os.cpu_count()} cores")
     writes = [("entries", "checkpoints", "writes/s", "ratio", "checkpoints taken",
-               "pause p50", "pause max")]
+               "of which bases", "pause p50", "pause max")]
     commits = [("entries", "snapshot", "checkpoint (snapshot + commit)", "of which pause",
                 "pickle to /dev/shm", "ratio")]
     deltas = [("entries", "changed", "chain committed", "incremental checkpoint",
                "of which pause", "full checkpoint's pause")]
+    large = [("entries", "records changed", "taken as", "pause", "per record changed",
+              "full checkpoint's pause per entry", "CPU per record changed",
+              "full checkpoint's CPU per entry")]
     for size in sizes:
         found = run_child(__file__, str(size), str(args.seconds), str(args.repeat),
-                          str(args.rounds), str(args.changed))
+                          str(args.rounds), str(args.changed), str(args.large))
         for name, run in found["runs"].items():
             base = found["runs"][name.split(",")[0] + ", none"]["writes_per_s"]
             pauses = run["pauses"]
             writes.append((
                 f"{size:,}", name, f"{run['writes_per_s']:,.0f}",
                 f"{run['writes_per_s'] / base:.2f}x", str(run["checkpoints"]),
+                "-" if run["bases"] is None else str(run["bases"]),
                 f"{statistics.median(pauses) * 1000:.0f} ms" if pauses else "-",
                 f"{max(pauses) * 1000:.0f} ms" if pauses else "-",
             ))
@@ -207,11 +268,23 @@ def main() -> None:
             f"{found['delta_checkpoint_s'] * 1000:.0f} ms",
             f"{found['delta_pause_s'] * 1000:.0f} ms", f"{found['pause_s'] * 1000:.0f} ms",
         ))
+        records = found["large_records"]
+        large.append((
+            f"{size:,}", f"{records:,} ({records / size:.0%})",
+            "base" if found["large_base"] else "delta",
+            f"{found['large_pause_s'] * 1000:.0f} ms",
+            f"{found['large_pause_s'] / records * 1e6:.1f} us",
+            f"{found['pause_s'] / size * 1e6:.1f} us",
+            f"{found['large_cpu_s'] / records * 1e6:.1f} us",
+            f"{found['checkpoint_cpu_s'] / size * 1e6:.1f} us",
+        ))
     print(table(writes))
     print()
     print(table(commits))
     print()
     print(table(deltas))
+    print()
+    print(table(large))
 
 
 if __name__ == "__main__":

@@ -135,6 +135,10 @@ class ComponentChanges:
         """Distinct records written since the last :meth:`take` (or :meth:`open`)."""
         return sum(self._fields[name].pending(mark) for name, mark in self._marks.items())
 
+    def records(self) -> int:
+        """Records held now in the record fields; O(record fields)."""
+        return sum(len(tracked) for tracked in self._fields.values())
+
     def skip(self) -> None:
         """Forget the changes recorded so far (a full state was taken instead)."""
         self._check_same()

@@ -9,12 +9,12 @@ at all, and a write costs a Python method call around the ``dict`` method.
 
 While marks are open, the log is a ``dict`` from key to the sequence number of its
 last write, in order of those writes: a write pops the key and inserts it again at
-the end. The keys written since a mark are therefore the tail of the log, found by
-walking it backwards (``reversed()`` of a ``dict``) until a sequence number at or
-below the mark's; the cost of :meth:`TrackedDict.changes_since` is the number of keys
-changed, not the size of the dict. Several marks may be open at once (a hand-over and
-a checkpointer, say); entries older than the oldest open mark are forgotten when a
-mark moves on or is closed.
+the end. The keys written since a mark are therefore the tail of the log, as long as
+the mark's count of keys written since it, cut out by ``islice`` over ``reversed()``
+of the ``dict``; the cost of :meth:`TrackedDict.changes_since` is the number of keys
+changed, not the size of the dict, and it runs no Python code and makes no object per
+key. Several marks may be open at once (a hand-over and a checkpointer, say); entries
+older than the oldest open mark are forgotten when a mark moves on or is closed.
 
 Each mark also counts the distinct keys written since it was set, so
 :meth:`TrackedDict.pending` is O(1): a write adds one to every open mark that had not
@@ -32,6 +32,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import compress, islice, repeat
+from operator import is_
 from typing import Any, TypeVar, cast, overload
 
 __all__ = ["ChangeMark", "Changes", "TrackedDict"]
@@ -40,6 +42,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 _MISSING: Any = object()
+_get = dict.get
 _setitem = dict.__setitem__
 _delitem = dict.__delitem__
 
@@ -298,7 +301,46 @@ class TrackedDict(dict[K, V]):
             raise ValueError(f"{mark!r} is not an open mark of this TrackedDict")
 
     def _changed_keys(self, mark: ChangeMark) -> list[Any]:
+        keys = self._keys_since(mark)
+        keys.reverse()
+        return keys
+
+    def _keys_since(self, mark: ChangeMark, limit: int | None = None) -> list[Any]:
+        """The keys written since ``mark``, oldest first (at most ``limit`` of them).
+
+        The log is in order of sequence numbers and holds each key once, so the keys
+        written since the mark are its last ``mark.count`` entries: they are cut out by
+        C-level iteration, with no Python code and no object made per key (a take of
+        most of a large dict must not cost more per key than a full snapshot does per
+        entry). The two entries at the cut are checked against the mark's sequence
+        number; should they disagree with the count, the log is walked instead.
+        """
         self._check(mark)
+        log = self._log
+        assert log is not None
+        count = mark.count
+        start = len(log) - count
+        if start < 0:
+            return self._walk_keys_since(mark, limit)
+        before: Any = _MISSING
+        if limit is None or limit >= count:
+            keys = list(islice(reversed(log), count + 1))
+            if len(keys) > count:
+                before = keys.pop()
+            keys.reverse()
+        else:
+            keys = list(islice(log, max(start - 1, 0), start + limit))
+            if start > 0 and keys:
+                before = keys[0]
+                del keys[0]
+        since = mark.seq
+        if (not keys or log[keys[0]] > since) and (before is _MISSING or log[before] <= since):
+            return keys
+        return self._walk_keys_since(mark, limit)
+
+    def _walk_keys_since(self, mark: ChangeMark, limit: int | None) -> list[Any]:
+        """:meth:`_keys_since` by a walk of the log, whatever the mark's count says
+        (the count is set right on the way)."""
         log = self._log
         assert log is not None
         since = mark.seq
@@ -307,50 +349,43 @@ class TrackedDict(dict[K, V]):
             if log[key] <= since:
                 break
             keys.append(key)
-        return keys
+        keys.reverse()
+        mark.count = len(keys)
+        return keys if limit is None else keys[:limit]
 
     def _changes(self, mark: ChangeMark) -> Changes:
-        present: list[tuple[Any, Any]] = []
-        deleted: list[Any] = []
-        for key in reversed(self._changed_keys(mark)):  # oldest write first
-            value = dict.get(self, key, _MISSING)
-            if value is _MISSING:
-                deleted.append(key)
-            else:
-                present.append((key, value))
-        return Changes(dict(present), tuple(deleted))
+        return self._changes_of(self._keys_since(mark))
+
+    def _changes_of(self, keys: list[Any]) -> Changes:
+        """The changes of ``keys`` (oldest first), with their values now.
+
+        Built by C-level iteration too: no tuple or other container per key, so that
+        taking the changes of a large part of the state neither runs Python code per
+        key nor sets off the garbage collector (whose full collections walk every
+        object of the process) while the writers wait.
+        """
+        values = map(_get, repeat(self), keys, repeat(_MISSING))
+        present = dict(zip(keys, values, strict=True))
+        deleted = tuple(compress(keys, map(is_, present.values(), repeat(_MISSING))))
+        for key in deleted:
+            del present[key]
+        return Changes(present, deleted)
 
     def _take_oldest(self, mark: ChangeMark, limit: int) -> Changes:
         """The ``limit`` keys written longest ago since ``mark`` (fewer than its
         count), with the mark moved just past them."""
-        self._check(mark)
+        keys = self._keys_since(mark, limit)
+        if not keys:
+            return Changes({}, ())
+        changes = self._changes_of(keys)
         log = self._log
         assert log is not None
-        since = mark.seq
-        present: list[tuple[Any, Any]] = []
-        deleted: list[Any] = []
-        if limit == 0:
-            return Changes({}, ())
-        # The log is in order of sequence numbers: past the entries at or below the
-        # mark (kept for older marks), the next ``limit`` keys are the oldest writes.
-        last = since
-        for key, seq in log.items():
-            if seq <= since:
-                continue
-            value = dict.get(self, key, _MISSING)
-            if value is _MISSING:
-                deleted.append(key)
-            else:
-                present.append((key, value))
-            last = seq
-            if len(present) + len(deleted) == limit:
-                break
-        # Every key left out has a later sequence number than ``last``, and so has
-        # every write made after this call: both stay counted for the next take.
-        mark.seq = last
-        mark.count -= len(present) + len(deleted)
+        # Every key left out has a later sequence number than the last key taken, and
+        # so has every write made after this call: both stay counted for the next take.
+        mark.seq = log[keys[-1]]
+        mark.count -= len(keys)
         self._forget()
-        return Changes(dict(present), tuple(deleted))
+        return changes
 
     def _advance(self, mark: ChangeMark) -> None:
         self._check(mark)

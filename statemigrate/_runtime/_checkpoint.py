@@ -46,6 +46,13 @@ logger = logging.getLogger("statemigrate")
 _NOTHING = object()
 _SAMPLE_RECORDS = 64
 """Records a delta needs for its size per record to estimate the next delta's."""
+_MAX_DELTA_SHARE = 0.25
+"""The largest share of the records held that a delta is taken of, whatever
+``max_delta_ratio`` allows: a delta costs about 2 to 4 times as much CPU per record
+changed as a full snapshot per record held (it reads the records changed in the order
+they were written, scattered over memory, where a full snapshot walks the dict in
+order), so past this share a full base holds the writers no longer than the delta
+would."""
 
 
 class Pausable(Protocol):
@@ -203,9 +210,13 @@ class Checkpointer:
             Needs components that track their changes (``TrackedDict``); without
             them every checkpoint is full, and the log says why.
         max_delta_ratio: a new full base is taken (the chain compacted) when the
-            deltas' total size, the one about to be taken included (estimated from
-            the records changed since the last), passes this fraction of the base's
-            size.
+            deltas' total size, the one about to be taken included, passes this
+            fraction of the base's size. The delta about to be taken is estimated from
+            the records changed since the last piece, at the size per record of the
+            last delta (or of the base, for the first delta after it). Whatever
+            this allows, a new base is taken instead of a delta of more than a
+            quarter of the records: it would hold the writers about as long as a
+            base, or longer.
         max_deltas: a new full base is taken after this many deltas, whatever their
             size.
 
@@ -268,8 +279,9 @@ class Checkpointer:
         self._source: PreCopySource | None = None
         self._chain: list[EncodedSnapshot] = []
         self._chain_off: str | None = None
-        # Bytes per changed record in the last delta large enough to tell.
-        self._record_size: float | None = None
+        # Bytes per changed record: of the last delta large enough to tell, else of
+        # the base.
+        self._record_size = 0.0
         self.failures = 0
         """Checkpoints that failed in a row since the last one that committed."""
         self.last_error: BaseException | None = None
@@ -417,11 +429,12 @@ class Checkpointer:
         deltas = self._chain[1:]
         if len(deltas) >= self.max_deltas:
             return True
-        size: float = sum(d.size for d in deltas)
-        if self._record_size is not None:
-            # The delta about to be taken counts too: a delta of most of the state
-            # would hold the writers longer than a full snapshot does.
-            size += source.pending() * self._record_size
+        pending = source.pending()
+        if pending > _MAX_DELTA_SHARE * source.records():
+            return True
+        # The delta about to be taken counts too, estimated from the records changed
+        # since the last piece.
+        size = sum(d.size for d in deltas) + pending * self._record_size
         return size > self.max_delta_ratio * self._chain[0].size
 
     def _take_piece(self) -> tuple[EncodedSnapshot, SnapshotReport]:
@@ -444,6 +457,9 @@ class Checkpointer:
             # Emptied first: a base that fails to be written leaves no chain to extend.
             self._chain = []
             self._chain = [source.full()]
+            # Until a delta tells, a changed record is reckoned at the base's size per
+            # record: the first delta after a base is bounded too.
+            self._record_size = self._chain[0].size / max(source.records(), 1)
         else:
             records = source.pending()
             self._chain.append(source.delta())

@@ -140,6 +140,10 @@ class PreCopySource:
         """
         return sum(changes.pending() for changes in self._changes if changes is not None)
 
+    def records(self) -> int:
+        """Records held now in the tracked components' record fields; O(components)."""
+        return sum(changes.records() for changes in self._changes if changes is not None)
+
     @property
     def deltas_possible(self) -> bool:
         """False when some component cannot tell what changed (no tracking), the

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import functools
+import gc
 import pickle
 import random
 import sys
@@ -13,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statemigrate import ChangeMark, TrackedDict
+from statemigrate import ChangeMark, Changes, TrackedDict
 
 KEYS = st.sampled_from([f"k{i}" for i in range(12)])
 
@@ -328,3 +330,95 @@ def test_changes_taken_while_other_threads_write_lose_no_write(
     _replay(replica, tracked, mark)
     assert rounds > 1
     assert replica == tracked
+
+
+def _lines_run(module_file: str, call: Any) -> int:
+    """The Python lines of ``module_file`` that ``call()`` runs, counted by a tracer."""
+    lines = 0
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal lines
+        if frame.f_code.co_filename != module_file:
+            return None
+        if event == "line":
+            lines += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        call()
+    finally:
+        sys.settrace(None)
+    return lines
+
+
+def _changed(count: int, *, size: int = 4_000) -> tuple[TrackedDict[str, Any], ChangeMark]:
+    """A dict of ``size`` entries with ``count`` of them replaced (and one deleted)
+    since its mark."""
+    tracked = TrackedDict({f"k{i}": {"n": i, "tags": ["a"]} for i in range(size)})
+    mark = tracked.mark()
+    for i in range(count):
+        tracked[f"k{i * 7 % size}"] = {"n": -i, "tags": ["b"]}
+    del tracked["k0"]
+    return tracked, mark
+
+
+@pytest.mark.parametrize("limit", [None, 50])
+def test_taking_changes_runs_no_python_code_per_key(limit: int | None) -> None:
+    """Complexity: the Python lines run to take the changes do not grow with the keys
+    changed (the keys and values are gathered by C-level iteration): a checkpoint of
+    most of a large dict must not cost more per key than a full snapshot per entry."""
+    module_file = sys.modules[TrackedDict.__module__].__file__
+    assert module_file is not None
+    runs = {}
+    for count in (100, 3_000):
+        tracked, mark = _changed(count)
+        taken: list[Changes] = []
+        take = functools.partial(tracked.take_changes, mark, limit=limit)
+        runs[count] = _lines_run(module_file, lambda: taken.append(take()))  # noqa: B023
+        assert len(taken[0]) == (min(count, limit) if limit else count)
+        assert limit or taken[0].deleted == ("k0",)
+    assert runs[3_000] == runs[100], runs
+
+
+def test_taking_the_changes_of_most_of_a_dict_sets_off_no_garbage_collection() -> None:
+    """Taking changes makes no container per key: were it to, the collector would run
+    every few hundred keys while the writers wait, and its full collections walk every
+    object of the process (seconds, for a state of a million entries)."""
+    tracked, mark = _changed(3_000)
+    collections: list[int] = []
+
+    def note(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.set_threshold(100, 10, 10)
+    gc.callbacks.append(note)
+    try:
+        changes = tracked.take_changes(mark)
+    finally:
+        gc.callbacks.remove(note)
+        gc.set_threshold(*threshold)
+    assert len(changes) == 3_000
+    assert collections == []
+
+
+@pytest.mark.parametrize("wrong", [-5, 1, 10_000])
+@pytest.mark.parametrize("limit", [None, 40])
+def test_a_mark_count_out_of_step_with_the_log_loses_no_key(wrong: int, limit: int | None) -> None:
+    """The keys since a mark are cut from the log by its count; were the count ever
+    wrong, the log is walked instead, and the count set right."""
+    tracked: TrackedDict[str, int] = TrackedDict({f"k{i}": i for i in range(200)})
+    older = tracked.mark()
+    tracked["k1"] = -1  # an entry before the cut, kept for the older mark
+    mark = tracked.mark()
+    for i in range(100, 160):
+        tracked[f"k{i}"] = -i
+    mark.count += wrong
+    changes = tracked.take_changes(mark, limit=limit)
+    expected = [f"k{i}" for i in range(100, 160)][:limit]
+    assert list(changes.set) == expected
+    assert tracked.pending(mark) == 60 - len(expected)
+    assert list(tracked.changes_since(older).set)[0] == "k1"

@@ -63,18 +63,19 @@ def test_every_checkpoint_restores_exactly_the_state_it_took() -> None:
 
 
 def test_the_chain_is_compacted_after_max_deltas() -> None:
-    store, checkpointer, count = checkpointed([50] * 7, max_deltas=2)
+    # Deltas of 50 records on a base of 2,000: far below max_delta_ratio.
+    store, checkpointer, count = checkpointed([2_000] + [50] * 6, max_deltas=2)
     assert checkpointer.chain_length == 1  # 7 pieces: base, 2 deltas, base, 2 deltas, base
     assert len(split_chain(store.open())) == 1
     assert restored_count(store) == count
 
 
 def test_the_chain_is_compacted_when_the_deltas_outgrow_the_base() -> None:
-    # The base holds 10 items, the first delta 300: the third checkpoint is a new base.
-    store, checkpointer, count = checkpointed([10, 300, 300], max_delta_ratio=0.1)
+    # The base holds 2,000 items, each delta 150: the third checkpoint is a new base.
+    store, checkpointer, count = checkpointed([2_000, 150, 150], max_delta_ratio=0.1)
     assert checkpointer.chain_length == 1
     assert restored_count(store) == count
-    _, unbounded, _ = checkpointed([10, 300, 300], max_delta_ratio=100.0)
+    _, unbounded, _ = checkpointed([2_000, 150, 150], max_delta_ratio=100.0)
     assert unbounded.chain_length == 3
 
 
@@ -82,6 +83,52 @@ def test_a_delta_of_most_of_the_state_is_taken_as_a_new_base() -> None:
     """The delta about to be taken counts before it is taken: 1,500 of 2,000 records
     changed would make a delta over half the base, so a new base is taken instead."""
     store, checkpointer, count = checkpointed([2_000, 100, 1_500])
+    assert checkpointer.chain_length == 1
+    assert restored_count(store) == count
+
+
+def test_a_first_delta_of_most_of_the_state_is_taken_as_a_new_base() -> None:
+    """No delta before it tells the size of the first delta after a base: 1,500 records
+    changed of 2,000 still make a new base, and 500 a delta."""
+    store, checkpointer, count = checkpointed([2_000, 1_500])
+    assert checkpointer.chain_length == 1
+    assert len(split_chain(store.open())) == 1
+    assert restored_count(store) == count
+    _, small, _ = checkpointed([2_000, 500])
+    assert small.chain_length == 2
+
+
+def test_the_first_delta_after_a_base_counts_against_max_delta_ratio() -> None:
+    """The first delta after a base is reckoned at the base's size per record: 1,000
+    records changed of 5,000 (a fifth of the base) pass a ratio of 0.1."""
+    store, checkpointer, count = checkpointed([5_000, 1_000], max_delta_ratio=0.1)
+    assert checkpointer.chain_length == 1
+    assert restored_count(store) == count
+    _, default, _ = checkpointed([5_000, 1_000])
+    assert default.chain_length == 2
+
+
+def test_no_delta_of_more_than_a_quarter_of_the_records_is_taken_whatever_the_ratio() -> None:
+    """A delta costs more per record changed than a full snapshot per record held: past
+    a quarter of the records, a base holds the writers no longer, whatever
+    max_delta_ratio allows."""
+    # The ledger holds 5,000 records once 5,000 writes are made; later writes replace.
+    store, checkpointer, count = checkpointed([5_000, 200, 1_400], max_delta_ratio=100.0)
+    assert checkpointer.chain_length == 1  # 1,400 of 5,000 changed
+    assert restored_count(store) == count
+    _, under, _ = checkpointed([5_000, 200, 1_100], max_delta_ratio=100.0)
+    assert under.chain_length == 3  # 1,100 of 5,000
+
+
+def test_a_new_base_resets_the_estimate_of_the_next_delta() -> None:
+    """After a compaction, the first delta is bounded by the new base as the first
+    delta of the chain was by its base."""
+    # Base, delta, delta, base (max_deltas), then 1,000 of 5,000 records changed: a
+    # fifth of the new base, past the ratio, though the deltas before were too small
+    # to tell a size per record.
+    store, checkpointer, count = checkpointed(
+        [5_000, 20, 20, 20, 1_000], max_deltas=2, max_delta_ratio=0.1
+    )
     assert checkpointer.chain_length == 1
     assert restored_count(store) == count
 
@@ -139,7 +186,7 @@ def test_a_delta_failing_after_its_base_was_applied_leaves_the_components_as_the
 
 def test_every_truncation_of_a_frame_raises_a_snapshot_error() -> None:
     """Property: a chain cut anywhere is refused, never split into pieces."""
-    store, _, _ = checkpointed([20, 20])
+    store, _, _ = checkpointed([100, 10])
     data = bytes(store.open())
     for end in range(len(data)):
         with pytest.raises(SnapshotError):
@@ -148,7 +195,7 @@ def test_every_truncation_of_a_frame_raises_a_snapshot_error() -> None:
 
 
 def test_a_flipped_bit_in_the_frame_is_refused() -> None:
-    store, _, _ = checkpointed([20, 20])
+    store, _, _ = checkpointed([100, 10])
     data = bytearray(store.open())
     frame = len(chain_frame([1, 1]))
     for offset in range(frame):
@@ -184,7 +231,8 @@ def test_stop_ends_the_chain_and_the_next_checkpoint_is_a_new_base() -> None:
     service, ledger = tracked_ledger_service()
     store = MemoryStore()
     checkpointer = Checkpointer(service, store, quiesce=threading.Lock(), incremental=True)
-    ledger.write()
+    for _ in range(100):
+        ledger.write()
     checkpointer.checkpoint_now()
     ledger.write()
     checkpointer.stop()  # the final checkpoint is a delta; tracking stops after it
@@ -192,7 +240,7 @@ def test_stop_ends_the_chain_and_the_next_checkpoint_is_a_new_base() -> None:
     ledger.write()
     checkpointer.checkpoint_now()
     assert checkpointer.chain_length == 1
-    assert restored_count(store) == 3
+    assert restored_count(store) == 102
 
 
 @pytest.mark.parametrize(
