@@ -25,6 +25,7 @@ from typing import Any
 
 from statemigrate._errors import SnapshotError
 from statemigrate._runtime._chain import split_chain
+from statemigrate._runtime._delta import DELTA_SHAPE, is_delta_section
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
 from statemigrate._snapshot._format import DecodeLimits, Snapshot, open_snapshot
 from statemigrate._snapshot._header import SnapshotHeader
@@ -230,18 +231,8 @@ def _refused(number: int, section: str, why: str) -> SnapshotError:
 
 def _applied(state: Any, delta: Any, number: int, section: str) -> dict[str, Any]:
     """``state`` (a section's plain state so far) with the delta section ``delta`` applied."""
-    if (
-        type(delta) is not dict
-        or set(delta) != {"state", "deleted"}
-        or type(delta["state"]) is not dict
-        or type(delta["deleted"]) is not dict
-        or any(type(keys) is not list for keys in delta["deleted"].values())
-    ):
-        raise _refused(
-            number, section,
-            "a delta section is a map of 'state' (a map) and 'deleted' (lists of keys per"
-            " record field)",
-        )
+    if not is_delta_section(delta):
+        raise _refused(number, section, DELTA_SHAPE)
     if type(state) is not dict:
         raise _refused(number, section, "the state it applies to is not a map of fields")
     partial: dict[str, Any] = delta["state"]

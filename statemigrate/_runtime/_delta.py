@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import pydantic
 
@@ -46,7 +46,14 @@ from statemigrate._runtime._restore import Registered
 from statemigrate._snapshot._encode import SectionInput
 from statemigrate._snapshot._format import Snapshot
 
-__all__ = ["apply_delta", "changes_of", "delta_obstacle", "delta_section"]
+__all__ = [
+    "DELTA_SHAPE",
+    "apply_delta",
+    "changes_of",
+    "delta_obstacle",
+    "delta_section",
+    "is_delta_section",
+]
 
 logger = logging.getLogger("statemigrate")
 
@@ -225,24 +232,32 @@ def _apply_delta(
     )
 
 
+
+DELTA_SHAPE = (
+    "a delta section is a map of 'state' (a map) and 'deleted' (lists of keys per record field)"
+)
+"""What a delta section must look like, for errors that find it otherwise."""
+
+
+def is_delta_section(data: object) -> TypeGuard[dict[str, Any]]:
+    """Whether decoded section data has a delta's shape: ``state`` and ``deleted`` maps,
+    a list of deleted keys per record field."""
+    return (
+        type(data) is dict
+        and set(data) == {"state", "deleted"}
+        and type(data["state"]) is dict
+        and type(data["deleted"]) is dict
+        and all(type(keys) is list for keys in data["deleted"].values())
+    )
+
+
 def _decode(snapshot: Snapshot, index: int, entry: Registered) -> dict[str, Any]:
     try:
         data = snapshot.read_section(index)
     except SnapshotError as exc:
         raise RestoreError("decode", str(exc), component=entry.key) from exc
-    if (
-        type(data) is not dict
-        or set(data) != {"state", "deleted"}
-        or type(data["state"]) is not dict
-        or type(data["deleted"]) is not dict
-        or any(type(keys) is not list for keys in data["deleted"].values())
-    ):
-        raise RestoreError(
-            "decode",
-            "a delta section is a map of 'state' (a map) and 'deleted' (lists of keys per"
-            " record field)",
-            component=entry.key,
-        )
+    if not is_delta_section(data):
+        raise RestoreError("decode", DELTA_SHAPE, component=entry.key)
     for name in data["deleted"]:
         if type(data["state"].get(name)) is not dict:
             raise RestoreError(

@@ -170,6 +170,8 @@ def test_inspect_reads_a_chain_from_a_descriptor_and_an_object_store(
     checkpointer = sm.Checkpointer(
         service, store, quiesce=threading.Lock(), incremental=True, max_delta_ratio=100.0
     )
+    for i in range(20):  # a delta of one record in twenty stays a delta
+        cache.set(f"seed{i}", "v")
     for round_ in range(3):
         cache.set(f"k{round_}", "v")
         checkpointer.checkpoint_now()
@@ -180,7 +182,9 @@ def test_inspect_reads_a_chain_from_a_descriptor_and_an_object_store(
     assert second.startswith("chain      3 pieces (a base and 2 deltas)")
     dumped = run(capsys, "inspect", f"{url}#previous", "--dump", "kvcache")
     assert dumped.code == 0, dumped.err
-    assert sorted(json.loads(dumped.out)["entries"]) == ["k0", "k1"]
+    assert sorted(json.loads(dumped.out)["entries"]) == ["k0", "k1"] + sorted(
+        f"seed{i}" for i in range(20)
+    )
     with open(tmp_path / "chain", "wb") as handle:
         handle.write(bytes(store.open()))
     with open(tmp_path / "chain", "rb") as handle:
@@ -444,7 +448,8 @@ def test_list_kinds_tells_snapshots_from_chains(
     (tmp_path / "bucket").mkdir()
     url = f"file://{tmp_path}/bucket/gateway"
     store = ObjectStore(url, keep=3)
-    cache.set("k", "v")
+    for i in range(20):  # a delta of one record in twenty stays a delta
+        cache.set(f"k{i}", "v")
     service.commit(store)  # generation 1: a full snapshot
     checkpointer = sm.Checkpointer(
         service, store, quiesce=threading.Lock(), incremental=True, max_delta_ratio=100.0

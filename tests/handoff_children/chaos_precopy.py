@@ -46,8 +46,8 @@ import time
 from typing import Any
 
 from _fdtable import unexpected_fds, zombies  # first, as in chain.py
+from ckpt_server import Counters, registry  # the same counters component
 from lineserver import LineServer, Stopping
-from typing_extensions import TypedDict
 
 import statemigrate as sm
 from statemigrate.handoff import (
@@ -70,22 +70,6 @@ def emit(event: str, **fields: object) -> None:
     line = {"event": event, "pid": os.getpid(), "ppid": os.getppid(), "t": time.monotonic()}
     line.update(fields)
     os.write(1, json.dumps(line).encode() + b"\n")  # one write: generations share the pipe
-
-
-class CountersV1(TypedDict):
-    entries: dict[str, int]
-
-
-registry = sm.Registry()
-registry.add_schema("counters", 1, CountersV1)
-
-
-@registry.migratable("counters", version=1)
-class Counters:
-    """Counters by client name; a ``TrackedDict``, so deltas can be sent."""
-
-    def __init__(self) -> None:
-        self.entries: sm.TrackedDict[str, int] = sm.TrackedDict()
 
 
 class Observed:
