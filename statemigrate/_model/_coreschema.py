@@ -16,6 +16,18 @@ INERT = frozenset({"type", "ref", "metadata", "serialization"})
 RECORD_PARTS = frozenset(
     {"fields", "cls", "cls_name", "computed_fields", "extra_behavior", "config", "total"}
 )
+# What each structural node may carry besides the inert keys: the nodes every walk of a
+# core schema shares. Each walk adds its scalar kinds, with the constraints it reproduces.
+STRUCTURE_PARTS: Mapping[str, frozenset[str]] = {
+    "none": frozenset(),
+    "any": frozenset(),
+    "nullable": frozenset({"schema"}),
+    "list": frozenset({"items_schema"}),
+    "dict": frozenset({"keys_schema", "values_schema"}),
+    "typed-dict": RECORD_PARTS,
+    "definitions": frozenset({"schema", "definitions"}),
+    "definition-ref": frozenset({"schema_ref"}),
+}
 FIELD_KEYS = frozenset(
     {"type", "schema", "required", "metadata", "serialization_alias", "serialization_exclude"}
 )

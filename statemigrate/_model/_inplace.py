@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from statemigrate._model._coreschema import INERT, RECORD_PARTS, record_fields
+from statemigrate._model._coreschema import INERT, STRUCTURE_PARTS, record_fields
 from statemigrate._model._coreschema import Unsupported as _Unsupported
 
 __all__ = ["InPlaceChecker", "compile_checker", "sole_reference_count"]
@@ -120,14 +120,7 @@ _PARTS: Mapping[str, frozenset[str]] = {
     "str": frozenset({"strict", "min_length", "max_length"}),
     "bool": frozenset({"strict"}),
     "bytes": frozenset({"strict"}),
-    "none": frozenset(),
-    "any": frozenset(),
-    "nullable": frozenset({"schema"}),
-    "list": frozenset({"items_schema"}),
-    "dict": frozenset({"keys_schema", "values_schema"}),
-    "typed-dict": RECORD_PARTS,
-    "definitions": frozenset({"schema", "definitions"}),
-    "definition-ref": frozenset({"schema_ref"}),
+    **STRUCTURE_PARTS,
 }
 
 

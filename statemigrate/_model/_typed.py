@@ -46,7 +46,7 @@ from typing import Any
 import msgspec
 import typing_extensions
 
-from statemigrate._model._coreschema import INERT, RECORD_PARTS, record_fields
+from statemigrate._model._coreschema import INERT, STRUCTURE_PARTS, record_fields
 from statemigrate._model._coreschema import Unsupported as _Unsupported
 
 __all__ = ["TypedForm", "compile_typed_form"]
@@ -116,14 +116,7 @@ _PARTS: Mapping[str, frozenset[str]] = {
     "str": frozenset({"strict"}),
     "bool": frozenset({"strict"}),
     "bytes": frozenset({"strict"}),
-    "none": frozenset(),
-    "any": frozenset(),
-    "nullable": frozenset({"schema"}),
-    "list": frozenset({"items_schema"}),
-    "dict": frozenset({"keys_schema", "values_schema"}),
-    "typed-dict": RECORD_PARTS,
-    "definitions": frozenset({"schema", "definitions"}),
-    "definition-ref": frozenset({"schema_ref"}),
+    **STRUCTURE_PARTS,
 }
 
 _Step = Callable[[Iterable[Any]], Iterable[Any]]
