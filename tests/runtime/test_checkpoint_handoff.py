@@ -9,9 +9,9 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from restore_children.ledger import ledger_service
+from restore_children.ledger import Ledger, ledger_service
 
-from statemigrate import Checkpointer, MemoryStore
+from statemigrate import Checkpointer, MemoryStore, Service
 from statemigrate._runtime._service import CheckpointGate
 from statemigrate.stores import Buffer
 
@@ -39,16 +39,25 @@ class Waiting(MemoryStore):
         return ref
 
 
-def test_suspend_waits_for_the_commit_under_way_and_lets_no_other_commit() -> None:
-    service, ledger = ledger_service()
-    gate = service._checkpoints
-    store = Waiting(gate)
+def commit_under_way(
+    service: Service, ledger: Ledger
+) -> tuple[Waiting, Checkpointer, threading.Thread]:
+    """A checkpoint of a change to ``ledger``, taken in a thread, its store commit
+    begun and waiting for ``service``'s gate to close."""
+    store = Waiting(service._checkpoints)
     checkpointer = Checkpointer(service, store)
     ledger.write()
     store.waiting = True
     under_way = threading.Thread(target=checkpointer.checkpoint_now)
     under_way.start()
     assert store.began.wait(HANG_GUARD)
+    return store, checkpointer, under_way
+
+
+def test_suspend_waits_for_the_commit_under_way_and_lets_no_other_commit() -> None:
+    service, ledger = ledger_service()
+    gate = service._checkpoints
+    store, checkpointer, under_way = commit_under_way(service, ledger)
 
     gate.suspend()
 
@@ -137,13 +146,7 @@ def test_suspend_nowait_gives_a_descriptor_readable_once_the_commit_under_way_en
     gate = service._checkpoints
     assert gate.suspend_nowait() is None  # nothing under way: suspended at once
     gate.resume()
-    store = Waiting(gate)
-    checkpointer = Checkpointer(service, store)
-    ledger.write()
-    store.waiting = True
-    under_way = threading.Thread(target=checkpointer.checkpoint_now)
-    under_way.start()
-    assert store.began.wait(HANG_GUARD)
+    store, checkpointer, under_way = commit_under_way(service, ledger)
 
     fd = gate.suspend_nowait()
 
