@@ -5,7 +5,6 @@ schema the checker knows and any data, well-formed, mistyped or shared."""
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import enum
 import math
 import sys
@@ -14,10 +13,23 @@ from collections import OrderedDict
 from collections.abc import Callable
 from decimal import Decimal
 from fractions import Fraction
-from typing import Annotated, Any, Literal, NotRequired, cast
+from typing import Annotated, Any, cast
 
 import pydantic
 import pytest
+from fastpath_schemas import (
+    Choice,
+    Either,
+    Flat,
+    Model,
+    Open,
+    Partial,
+    Positive,
+    Record,
+    Stamp,
+    Stripped,
+    Tree,
+)
 from hypothesis import event, given
 from hypothesis import strategies as st
 from plain_helpers import same_plain
@@ -35,15 +47,6 @@ class Color(enum.StrEnum):
     RED = "red"
 
 
-class Flat(TypedDict):
-    a: int
-    b: str
-    c: float
-    d: bool
-    e: bytes
-    f: None
-
-
 class Nested(TypedDict):
     flat: Flat
     items: list[Flat]
@@ -53,32 +56,9 @@ class Nested(TypedDict):
     counts: dict[int, list[int]]
 
 
-class Partial(TypedDict):
-    a: int
-    b: NotRequired[list[int]]
-    c: NotRequired[str]
-
-
 class Twice(TypedDict):
     first: Flat
     second: Flat
-
-
-class Tree(TypedDict):
-    children: list[Tree]
-
-
-class Model(pydantic.BaseModel):
-    a: int
-
-
-@dataclasses.dataclass
-class Record:
-    a: int
-
-
-class Positive(TypedDict):
-    a: Annotated[int, pydantic.Field(gt=0)]
 
 
 class Bounded(TypedDict):
@@ -101,34 +81,12 @@ class Short(TypedDict):
     a: Annotated[list[int], pydantic.Field(max_length=3)]
 
 
-class Choice(TypedDict):
-    a: Literal["x", "y"]
-
-
-class Either(TypedDict):
-    a: int | str
-
-
 class Pair(TypedDict):
     a: tuple[int, int]
 
 
-class Stamp(TypedDict):
-    a: datetime.datetime
-
-
 class BytesKeys(TypedDict):
     a: dict[bytes, int]
-
-
-@pydantic.with_config(pydantic.ConfigDict(str_strip_whitespace=True))
-class Stripped(TypedDict):
-    a: str
-
-
-@pydantic.with_config(pydantic.ConfigDict(extra="allow"))
-class Open(TypedDict):
-    a: int
 
 
 class Entry(TypedDict):

@@ -2,32 +2,28 @@
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
-from typing import Annotated, Any, Literal, NotRequired
+from typing import Annotated, Any
 
 import msgspec
 import pydantic
 import pytest
+from fastpath_schemas import (
+    Choice,
+    Either,
+    Flat,
+    Model,
+    Open,
+    Partial,
+    Positive,
+    Record,
+    Stamp,
+    Stripped,
+    Tree,
+)
 from typing_extensions import TypedDict
 
 from statemigrate._model._schema import SchemaVersion
 from statemigrate._model._typed import compile_typed_form
-
-
-class Flat(TypedDict):
-    a: int
-    b: str
-    c: float
-    d: bool
-    e: bytes
-    f: None
-
-
-class Partial(TypedDict):
-    a: int
-    b: NotRequired[list[int]]
-    c: NotRequired[str]
 
 
 class Nested(TypedDict):
@@ -36,35 +32,6 @@ class Nested(TypedDict):
     by_key: dict[str, Partial]
     maybe: Flat | None
     anything: Any
-
-
-class Tree(TypedDict):
-    children: list[Tree]
-
-
-class Model(pydantic.BaseModel):
-    a: int
-
-
-@dataclasses.dataclass
-class Record:
-    a: int
-
-
-class Positive(TypedDict):
-    a: Annotated[int, pydantic.Field(gt=0)]
-
-
-class Choice(TypedDict):
-    a: Literal["x", "y"]
-
-
-class Either(TypedDict):
-    a: int | str
-
-
-class Stamp(TypedDict):
-    a: datetime.datetime
 
 
 class IntKeys(TypedDict):
@@ -77,16 +44,6 @@ class AnyKeys(TypedDict):
 
 class Aliased(TypedDict):
     a: Annotated[int, pydantic.Field(alias="b")]
-
-
-@pydantic.with_config(pydantic.ConfigDict(str_strip_whitespace=True))
-class Stripped(TypedDict):
-    a: str
-
-
-@pydantic.with_config(pydantic.ConfigDict(extra="allow"))
-class Open(TypedDict):
-    a: int
 
 
 @pydantic.with_config(pydantic.ConfigDict(extra="forbid"))
