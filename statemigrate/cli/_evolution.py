@@ -76,6 +76,12 @@ def add_evolution_parsers(commands: Any) -> None:
         help="declare a renamed field, e.g. entries.*.value=data (repeatable)",
     )
     make.add_argument(
+        "--records",
+        metavar="FIELD",
+        help="write record steps of this top-level dict field, which pre-copy hand-overs"
+        " can apply to deltas",
+    )
+    make.add_argument(
         "--dry-run", action="store_true", help="print the module instead of writing it"
     )
     _add_common(make, components=False)
@@ -203,6 +209,7 @@ def makemigration_command(args: argparse.Namespace, out: TextIO) -> int:
             version=args.version,
             name=args.name,
             renames=_parse_renames(args.rename),
+            records=args.records,
             write=not args.dry_run,
         )
     except OSError as exc:

@@ -26,7 +26,7 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -96,21 +96,33 @@ class MigrationStub:
 # --- rendering ---------------------------------------------------------------------------
 
 
+_OBJ = object()
+"""Where the variable holding the object a line changes goes, in a :data:`_Line`."""
+
+_Line = tuple[object, ...]
+"""One line of a step's body: text pieces, and :data:`_OBJ` for the object's variable,
+which depends on where the line lands (the data, one record, or an object found below)."""
+
+
+def _render_line(line: _Line, variable: str) -> str:
+    return "".join(variable if piece is _OBJ else str(piece) for piece in line)
+
+
 @dataclass
 class _Step:
     """The body of one generated step, built change by change."""
 
     direction: Literal["upgrade", "downgrade"]
-    blocks: list[tuple[FieldPath, list[str]]]
+    blocks: list[tuple[FieldPath, list[_Line]]]
     lost: list[str]
     todos: list[str]
     notes: list[str]
 
-    def add(self, parent: FieldPath, line: str) -> None:
+    def add(self, parent: FieldPath, *pieces: object) -> None:
         if self.blocks and self.blocks[-1][0] == parent:
-            self.blocks[-1][1].append(line)
+            self.blocks[-1][1].append(pieces)
         else:
-            self.blocks.append((parent, [line]))
+            self.blocks.append((parent, [pieces]))
 
 
 def _build(direction: Literal["upgrade", "downgrade"], changes: Sequence[Change]) -> _Step:
@@ -130,12 +142,12 @@ def _build(direction: Literal["upgrade", "downgrade"], changes: Sequence[Change]
         elif change.kind == "renamed":
             old, new = _text(change.old_name), name
             source, target = (old, new) if up else (new, old)
-            step.add(parent, f"if {source} in obj:")
-            step.add(parent, f"    obj[{target}] = obj.pop({source})")
+            step.add(parent, "if ", source, " in ", _OBJ, ":")
+            step.add(parent, "    ", _OBJ, f"[{target}] = ", _OBJ, f".pop({source})")
         elif (change.kind == "added") == up:  # a field this step must supply
             where = change.where
             if change.has_default:
-                step.add(parent, f"obj[{name}] = {_literal(change.default)}")
+                step.add(parent, _OBJ, f"[{name}] = {_literal(change.default)}")
             elif not change.required:
                 step.add(parent, f"# {name} is optional and has no default: left absent")
             elif up:
@@ -146,7 +158,7 @@ def _build(direction: Literal["upgrade", "downgrade"], changes: Sequence[Change]
                     " rebuild it"
                 )
         else:  # a field this step drops
-            step.add(parent, f"obj.pop({name}, None)")
+            step.add(parent, _OBJ, f".pop({name}, None)")
             step.lost.append(".".join((*parent, change.name)))
     return step
 
@@ -158,14 +170,28 @@ def render_migration(
     changes: Sequence[Change],
     *,
     filename: str = "this file",
+    records: str | None = None,
 ) -> tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """Write the text of a migrations module for ``changes`` between two versions.
+
+    With ``records`` (a top-level ``dict`` field), the steps are record steps of that
+    field: the changes inside its records make the function that migrates one record,
+    the changes elsewhere an ``other_fields`` function for the other fields. The caller
+    checks that the field holds a ``dict`` in both versions, so no change is to it.
 
     Returns:
         ``(code, upgrade_lost, downgrade_lost, todos, notes)``.
     """
-    up, down = _build("upgrade", changes), _build("downgrade", changes)
-    todos = tuple(dict.fromkeys([*up.todos, *down.todos]))
+    inside = [c for c in changes if records is None or _in_records(c, records)]
+    beside = [c for c in changes if records is not None and not _in_records(c, records)]
+    steps = {
+        direction: (_build(direction, inside), _build(direction, beside) if beside else None)
+        for direction in ("upgrade", "downgrade")
+    }
+    parts = [step for pair in steps.values() for step in pair if step is not None]
+    up = [step for step in steps["upgrade"] if step is not None]
+    down = [step for step in steps["downgrade"] if step is not None]
+    todos = tuple(dict.fromkeys(todo for step in parts for todo in step.todos))
     described = _describe(changes)
     headline = (
         f'"""{component} {source} <-> {target}: {", ".join(described) or "no changes found"}.'
@@ -179,57 +205,144 @@ def render_migration(
         f"Written by ``statemigrate makemigration`` from the frozen schema of version {source}",
         f"and the live schema of version {target}. Review it before committing it.",
     ]
+    if records is not None:
+        lines += [
+            "",
+            f"Record steps of {_text(records)}: they migrate one record at a time, so they also",
+            "migrate the deltas of a pre-copy hand-over.",
+        ]
     if todos:
         lines += ["", "Not finished: the steps raise NotImplementedError until every TODO is done."]
     lines += ['"""', "", "from __future__ import annotations", "", "from typing import Any", ""]
     lines += ["from statemigrate import migration", "", ""]
-    lines += _function(component, source, target, up, filename)
-    lines += ["", ""]
-    lines += _function(component, target, source, down, filename)
-    if any(parent for step in (up, down) for parent, _ in step.blocks):
+    for ends, (main, others) in (((source, target), steps["upgrade"]),
+                                 ((target, source), steps["downgrade"])):
+        if ends[0] != source:
+            lines += ["", ""]
+        shape = _Shape(component, *ends, filename, records)
+        if others is not None:
+            lines += _others_function(shape, others) + ["", ""]
+        lines += _step_function(shape, main, others)
+    skip = 0 if records is None else 2  # a record step's argument is one record
+    mains = [main for main, _ in steps.values()]
+    if any(parent[skip:] for step in mains for parent, _ in step.blocks) or any(
+        parent for _, step in steps.values() if step is not None for parent, _ in step.blocks
+    ):
         lines += ["", ""] + _OBJECTS_HELPER.splitlines()
     code = "\n".join(lines) + "\n"
-    return code, tuple(up.lost), tuple(down.lost), todos, tuple(up.notes)
+    lost_up = tuple(name for step in up for name in step.lost)
+    lost_down = tuple(name for step in down for name in step.lost)
+    notes = tuple(note for step in up for note in step.notes)
+    return code, lost_up, lost_down, todos, notes
 
 
-def _function(component: str, source: int, target: int, step: _Step, filename: str) -> list[str]:
-    head = f"@migration({_text(component)}, {source}, {target}"
-    lost = ", ".join(_text(name) for name in step.lost)
-    lossy = f", lossy=({lost},))" if len(step.lost) == 1 else f", lossy=({lost}))"
-    decorator = head + (lossy if step.lost else ")")
-    if len(decorator) > _LIMIT:
-        decorator = "\n".join(
-            [f"@migration({_text(component)}, {source}, {target}, lossy=("]
-            + [f"    {_text(name)}," for name in step.lost]
-            + ["))"]
+def _in_records(change: Change, field: str) -> bool:
+    parent = change.old_parent if change.kind == "removed" else change.new_parent
+    return parent[:2] == (field, "*")
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What one generated step is: its ends, and whether it is a record step."""
+
+    component: str
+    source: int
+    target: int
+    filename: str
+    records: str | None
+
+    @property
+    def skip(self) -> int:
+        """How much of a change's path the step's argument already stands for."""
+        return 0 if self.records is None else 2
+
+    @property
+    def name(self) -> str:
+        verb = "upgrade" if self.source < self.target else "downgrade"
+        return f"{verb}_{self.source}_to_{self.target}"
+
+    @property
+    def verb(self) -> str:
+        return self.name.split("_", 1)[0].capitalize()
+
+
+def _step_function(shape: _Shape, step: _Step, others: _Step | None) -> list[str]:
+    lost = [*step.lost, *(others.lost if others is not None else ())]
+    keywords = []
+    if shape.records is not None:
+        keywords.append(f"records={_text(shape.records)}")
+    if others is not None:
+        keywords.append(f"other_fields=_{shape.name}_other_fields")
+    lines = [_decorator(shape, lost, keywords)]
+    if shape.records is None:
+        lines += [
+            f"def {shape.name}(data: Any) -> Any:",
+            f'    """{shape.verb} {shape.component} data from version {shape.source} to'
+            f' {shape.target}, in place."""',
+        ]
+        variable = "data"
+    else:
+        lines += [
+            f"def {shape.name}(key: str, value: Any) -> Any:",
+            f'    """{shape.verb} one record of {shape.component}\'s {_text(shape.records)}'
+            f" from version {shape.source} to {shape.target}, in place.\"\"\"",
+        ]
+        variable = "value"
+    if lost:
+        lines.append(
+            f"    # Declared lossy: version {shape.target} has no place for what is dropped."
         )
-    verb = "upgrade" if step.direction == "upgrade" else "downgrade"
+    return lines + _body(shape, step, variable)
+
+
+def _others_function(shape: _Shape, step: _Step) -> list[str]:
     lines = [
-        decorator,
-        f"def {verb}_{source}_to_{target}(data: Any) -> Any:",
-        f'    """{verb.capitalize()} {component} data from version {source} to {target},'
-        ' in place."""',
+        f"def _{shape.name}_other_fields(data: Any) -> Any:",
+        f'    """{shape.verb} the fields of {shape.component} beside {_text(str(shape.records))}'
+        f" from version {shape.source} to {shape.target}, in place.\"\"\"",
     ]
-    if step.lost:
-        lines.append(f"    # Declared lossy: version {target} has no place for what is dropped.")
+    return lines + _body(replace(shape, records=None), step, "data")
+
+
+def _decorator(shape: _Shape, lost: list[str], keywords: list[str]) -> str:
+    head = f"@migration({_text(shape.component)}, {shape.source}, {shape.target}"
+    names = ", ".join(_text(name) for name in lost)
+    lossy = [f"lossy=({names},)" if len(lost) == 1 else f"lossy=({names})"] if lost else []
+    decorator = ", ".join([head, *lossy, *keywords]) + ")"
+    if len(decorator) <= _LIMIT:
+        return decorator
+    lines = [f"{head},"]
+    if lost:
+        lines += ["    lossy=("] + [f"        {_text(name)}," for name in lost] + ["    ),"]
+    lines += [f"    {keyword}," for keyword in keywords]
+    return "\n".join([*lines, ")"])
+
+
+def _body(shape: _Shape, step: _Step, variable: str) -> list[str]:
+    """The lines of a step function after its docstring, ending with its return."""
+    lines: list[str] = []
     for note in step.notes:
         lines += _comment("Note", note)
     if step.todos:
         for todo in step.todos:
             lines += _comment("TODO", todo)
-        message = f"{component} {source} -> {target} is not finished: " + "; ".join(step.todos)
-        message += f"; write the missing code in {filename}"
+        message = (
+            f"{shape.component} {shape.source} -> {shape.target} is not finished: "
+            + "; ".join(step.todos)
+            + f"; write the missing code in {shape.filename}"
+        )
         lines.append("    # Delete this raise once every TODO above is done.")
         lines.append("    raise NotImplementedError(")
         lines += [f"        {json.dumps(part)}" for part in _wrap(message, 76, keep_spaces=True)]
         lines.append("    )")
     for parent, body in step.blocks:
-        if parent:
-            lines.append(f"    for obj in _objects(data, {_path_literal(parent)}):")
-            lines += [f"        {_long(line, 8)}" for line in body]
+        below = parent[shape.skip :]
+        if below:
+            lines.append(f"    for obj in _objects({variable}, {_path_literal(below)}):")
+            lines += [f"        {_long(_render_line(line, 'obj'), 8)}" for line in body]
         else:
-            lines += [f"    {_long(line, 4).replace('obj', 'data')}" for line in body]
-    lines.append("    return data")
+            lines += [f"    {_long(_render_line(line, variable), 4)}" for line in body]
+    lines.append(f"    return {variable}")
     return lines
 
 
@@ -337,6 +450,7 @@ def make_migration(
     version: int | None = None,
     name: str | None = None,
     renames: Mapping[str, str] | None = None,
+    records: str | None = None,
     write: bool = True,
 ) -> MigrationStub:
     """Write a migrations module from the newest frozen version to the live schema.
@@ -353,11 +467,14 @@ def make_migration(
         name: the module's descriptive suffix (default: derived from the changes).
         renames: ``{"old.dotted.path": "new_name"}`` for renames the new type does not
             declare with ``AliasChoices``.
+        records: write record steps of this top-level ``dict`` field (see
+            :func:`render_migration`), a field of both versions.
         write: write the file (``False`` only renders it).
 
     Raises:
         RegistrationError: nothing is frozen for the component, nothing changed, steps
-            between the versions exist, the version is inconsistent, or the file exists.
+            between the versions exist, the version is inconsistent, the file exists,
+            or ``records`` is not a ``dict`` field of both versions.
         UnknownComponentError: no schema is registered and ``schema`` is not given.
     """
     frozen = frozen_versions(schemas_dir, component)
@@ -391,13 +508,17 @@ def make_migration(
             f"steps between {base} and {live.version} exist: {', '.join(joined)}"
         )
     changes = diff_schemas(old, new, aliases=alias_hints(live), renames=renames)
+    if records is not None:
+        _check_record_steps(records, {base: old, live.version: new})
+    else:
+        notes += _record_step_hint(old, new, changes)
     number = _next_number(folder, component)
     slug = name or _slug(changes, base, live.version)
     path = folder / f"{_module_stem(component)}_{number:04d}_{slug}.py"
     if path.exists():
         raise RegistrationError(f"{path} exists already")
     code, up_lost, down_lost, todos, found = render_migration(
-        component, base, live.version, changes, filename=path.name
+        component, base, live.version, changes, filename=path.name, records=records
     )
     stub = MigrationStub(
         component,
@@ -416,6 +537,50 @@ def make_migration(
         with open(path, "x", encoding="utf-8") as handle:  # never overwrite a module
             handle.write(code)
     return stub
+
+
+def _dict_field(schema: Mapping[str, Any], name: str) -> bool:
+    """Whether ``name`` is a top-level field of ``schema`` holding a ``dict``."""
+    node = schema.get("properties", {}).get(name)
+    if isinstance(node, dict) and isinstance(node.get("$ref"), str):
+        node = schema.get("$defs", {}).get(node["$ref"].rsplit("/", 1)[-1])
+    return (
+        isinstance(node, dict)
+        and node.get("type") == "object"
+        and isinstance(node.get("additionalProperties"), dict)
+        and "properties" not in node
+    )
+
+
+def _check_record_steps(records: str, schemas: Mapping[int, Mapping[str, Any]]) -> None:
+    # With the field a dict on both sides, every change is inside its records or beside it.
+    for version, schema in schemas.items():
+        if not _dict_field(schema, records):
+            raise RegistrationError(
+                f"record steps of {records!r}: version {version} has no top-level dict"
+                f" field {records!r}"
+            )
+
+
+def _record_step_hint(
+    old: Mapping[str, Any], new: Mapping[str, Any], changes: Sequence[Change]
+) -> list[str]:
+    """A note when every change lies inside the records of one dict field."""
+    parents = {
+        change.old_parent if change.kind == "removed" else change.new_parent
+        for change in changes
+        if change.kind != "note"
+    }
+    fields = {parent[0] for parent in parents if parent[1:2] == ("*",)}
+    if len(fields) != 1 or any(parent[1:2] != ("*",) for parent in parents):
+        return []
+    (field,) = fields
+    if not (_dict_field(old, field) and _dict_field(new, field)):
+        return []
+    return [
+        f"every change is inside the records of {field!r}: record steps (`--records"
+        f" {field}`) would also migrate the deltas of a pre-copy hand-over"
+    ]
 
 
 def _live_schema(

@@ -360,6 +360,7 @@ def test_makemigration_with_an_explicit_type_and_its_errors(
         (["--schema", "evo_missing_mod:T"], "cannot import 'evo_missing_mod'"),
         (["--rename", "value"], "OLD.PATH=NEW_NAME"),
         (["--version", "4"], "only be given with the new schema"),
+        (["--schema", "evotypes:SettingsV2", "--records", "limit"], "dict field 'limit'"),
     ):
         failed = run(capsys, "makemigration", "settings", *argv)
         assert failed.code == 1 and fragment in failed.err, (argv, failed.err)

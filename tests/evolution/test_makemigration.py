@@ -162,14 +162,15 @@ def test_a_rename_declared_by_hand(tmp_path: Path) -> None:
 def test_generated_modules_pass_the_projects_linter(tmp_path: Path) -> None:
     if importlib.util.find_spec("ruff") is None:
         pytest.skip("ruff is not installed (it comes with the dev extra)")
-    for component, old, new in (
-        ("settings", SettingsV1, SettingsV2),
-        ("cart", CartV1, CartV2),
-        ("retyped", RenamedV1, RetypedV2),
+    for component, old, new, options in (
+        ("settings", SettingsV1, SettingsV2, {}),
+        ("cart", CartV1, CartV2, {}),
+        ("retyped", RenamedV1, RetypedV2, {}),
+        ("shelf", ShelfV1, ShelfV2, {"records": "items"}),
     ):
-        evolve(tmp_path / component, component, old, new)
+        evolve(tmp_path / component, component, old, new, **options)
     files = sorted(str(p) for p in tmp_path.glob("*/migrations/*.py"))
-    assert len(files) == 3
+    assert len(files) == 4
     lint = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "--config", str(REPO / "pyproject.toml"), *files],
         capture_output=True,
@@ -177,6 +178,75 @@ def test_generated_modules_pass_the_projects_linter(tmp_path: Path) -> None:
         timeout=120,
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+class GoalV1(BaseModel):
+    limit: int
+
+
+class GoalV2(BaseModel):
+    limit: int
+    objective: str = "obj"
+
+
+def test_field_names_and_defaults_are_written_as_they_are(tmp_path: Path) -> None:
+    # The lines of a step on the top-level data once named their object by rewriting
+    # every "obj" in them, field names and defaults included.
+    registry, stub = evolve(tmp_path, "goal", GoalV1, GoalV2)
+    assert 'data["objective"] = "obj"' in stub.code
+    assert 'data.pop("objective", None)' in stub.code
+    assert check_migrations(loaded(registry, tmp_path)).ok
+
+
+class ShelfV1(TypedDict):
+    items: dict[str, ItemV1]
+    owner: str
+
+
+class ShelfV2(TypedDict):
+    items: dict[str, ItemV2]
+    owner: str
+    label: Annotated[str, Field(default="obj")]
+
+
+def test_record_steps_migrate_one_record_and_the_other_fields(tmp_path: Path) -> None:
+    registry, stub = evolve(tmp_path, "shelf", ShelfV1, ShelfV2, records="items")
+    assert stub.todos == ()
+    assert stub.downgrade_lost == ("items.*.note", "items.*.qty", "label")
+    assert "def upgrade_1_to_2(key: str, value: Any) -> Any:" in stub.code
+    assert 'value["qty"] = 1' in stub.code and 'data["label"] = "obj"' in stub.code
+    loaded(registry, tmp_path)
+    for source, target in ((1, 2), (2, 1)):
+        plan = registry.plan("shelf", source, target, allow_lossy=True)
+        assert plan.record_wise, plan
+    state = {"items": {"a": {"price": 3}}, "owner": "me"}
+    upgraded = registry.plan("shelf", 1, 2).apply(state)
+    assert upgraded == {"items": {"a": {"price": 3, "qty": 1}}, "owner": "me", "label": "obj"}
+    assert check_migrations(registry).ok
+
+
+def test_record_steps_need_a_dict_field_left_as_it_is(tmp_path: Path) -> None:
+    with pytest.raises(RegistrationError, match="version 1 has no top-level dict field 'owner'"):
+        evolve(tmp_path / "a", "shelf", ShelfV1, ShelfV2, records="owner")
+    with pytest.raises(RegistrationError, match="no top-level dict field 'nothing'"):
+        evolve(tmp_path / "b", "shelf", ShelfV1, ShelfV2, records="nothing")
+
+
+class MovedV2(TypedDict):
+    goods: dict[str, ItemV1]
+    owner: str
+
+
+def test_record_steps_refuse_a_field_the_new_version_renamed(tmp_path: Path) -> None:
+    with pytest.raises(RegistrationError, match="version 2 has no top-level dict field 'items'"):
+        evolve(tmp_path, "shelf", ShelfV1, MovedV2, records="items")
+
+
+def test_a_change_inside_records_only_suggests_record_steps(tmp_path: Path) -> None:
+    _, stub = evolve(tmp_path, "cart", CartV1, CartV2, write=False)
+    assert any("record steps (`--records items`)" in note for note in stub.notes)
+    _, stub = evolve(tmp_path / "shelf", "shelf", ShelfV1, ShelfV2, write=False)
+    assert not any("--records" in note for note in stub.notes)  # "label" is beside them
 
 
 # --- what cannot be generated fails loudly ------------------------------------------------
