@@ -1111,6 +1111,8 @@ class Service:
         try:
             return self._restore_stored(current, options)
         except RestoreError as exc:
+            if isinstance(current, bytes | memoryview):
+                _keep_unrestored(store, current)
             open_previous = getattr(store, "open_previous", None)
             if exc.phase not in ("read", "verify") or not callable(open_previous):
                 raise
@@ -1190,6 +1192,25 @@ class Service:
         self._tracker.failed(str(error))
         emit(RESTORES, 1.0, self.name, "failed")
         return error
+
+
+def _keep_unrestored(store: Store, data: bytes | memoryview) -> None:
+    """Have ``store`` keep aside its latest snapshot, which the restore refused, when
+    it can: checkpoints of whatever state the service goes on with would otherwise
+    replace it, and a release that can read it (or ``statemigrate migrate``) may still
+    recover its state."""
+    keep = getattr(store, "keep_unrestored", None)
+    if not callable(keep):
+        return
+    try:
+        where = keep(data)
+    except StoreError as exc:
+        logger.warning("could not keep the snapshot that failed to restore: %s", exc)
+    else:
+        logger.warning(
+            "kept the snapshot that failed to restore as %s; checkpoints do not replace it",
+            where,
+        )
 
 
 class _Reader:

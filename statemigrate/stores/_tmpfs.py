@@ -61,6 +61,7 @@ _log = logging.getLogger("statemigrate.stores")
 
 CURRENT = "current"
 PREVIOUS = "previous"
+UNRESTORED = "unrestored"
 LOCK = ".lock"
 TEMP_PATTERN = re.compile(r"\.tmp\.[0-9]+\.[0-9a-f]{16}\Z")
 """Names of the temporary files of the named mode; only these are ever cleaned up."""
@@ -242,6 +243,31 @@ class TmpfsStore(Closing):
                 "open", self._where(PREVIOUS), "there is no previous snapshot", errno=exc.errno
             ) from exc.__cause__
 
+    def keep_unrestored(self, data: Buffer) -> str:
+        """Keep ``data``, a snapshot of this store that could not be restored, as
+        ``unrestored`` in the directory, replacing the one kept before.
+
+        Commits never touch it: ``current`` and ``previous`` rotate as usual while this
+        copy stays until it is deleted or replaced. :meth:`Service.start_from
+        <statemigrate.Service.start_from>` keeps there the latest snapshot when it
+        cannot restore it, so that a service that goes on without its state (from
+        ``previous``, or cold) does not checkpoint that state out of reach; ``statemigrate
+        inspect`` and ``statemigrate migrate`` read the file.
+
+        Returns:
+            The file's path.
+
+        Raises:
+            StoreError: as :meth:`commit`; no temporary file is left.
+        """
+        self._require_open("keep")
+        lock_fd = self._lock()
+        try:
+            self._commit_named(data, _Progress(), target=UNRESTORED)
+        finally:
+            _syscalls.close_quietly(lock_fd)
+        return self._where(UNRESTORED)
+
     def close(self) -> None:
         """Close the directory descriptor. Idempotent."""
         fd, self._dir_fd = self._dir_fd, -1
@@ -281,8 +307,11 @@ class TmpfsStore(Closing):
         _syscalls.close(fd, where=where)
         return size
 
-    def _commit_named(self, data: Buffer | Iterable[Buffer], progress: _Progress) -> int:
-        """Commit through a ``.tmp.<pid>.<random>`` file renamed to ``current``."""
+    def _commit_named(
+        self, data: Buffer | Iterable[Buffer], progress: _Progress, target: str = CURRENT
+    ) -> int:
+        """Commit through a ``.tmp.<pid>.<random>`` file renamed to ``target``: to
+        ``current``, once the old one is kept as ``previous``."""
         name = self._temp_name()
         where = self._where(name)
         fd = _syscalls.open_at(name, _NAMED_FLAGS, dir_fd=self._dir_fd, where=where)
@@ -295,8 +324,9 @@ class TmpfsStore(Closing):
                 _syscalls.close_quietly(fd)
                 raise
             _syscalls.close(fd, where=where)
-            self._keep_current_as_previous()
-            _syscalls.rename_at(name, CURRENT, dir_fd=self._dir_fd, where=self._where(CURRENT))
+            if target == CURRENT:
+                self._keep_current_as_previous()
+            _syscalls.rename_at(name, target, dir_fd=self._dir_fd, where=self._where(target))
             progress.published = True
             _syscalls.fsync(self._dir_fd, where=self._path)
         except BaseException:

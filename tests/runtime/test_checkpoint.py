@@ -13,12 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from restore_children.ledger import REGISTRY, Ledger, ledger_service, state_after
+from restore_children.ledger import (
+    COMPONENT,
+    REGISTRY,
+    Ledger,
+    LedgerV1,
+    ledger_service,
+    state_after,
+)
+from typing_extensions import TypedDict
 
 from statemigrate import (
     Checkpointer,
     ConfigurationError,
     MemoryStore,
+    Registry,
     RestoreError,
     Service,
     StoreError,
@@ -479,6 +488,64 @@ def test_start_from_a_store_whose_current_cannot_be_read_restores_previous() -> 
     fresh, restored_ledger = ledger_service()
     assert fresh.start_from(store) is not None
     assert restored_ledger.export_state() == state_after(0)
+
+
+class LedgerV2(TypedDict):
+    count: int
+    items: dict[str, int]
+    note: str
+
+
+def newer_ledger_service() -> tuple[Service, Ledger]:
+    """The ledger service of a newer release, at version 2, which the tests' usual
+    registry (version 1 only) cannot read."""
+    registry = Registry()
+    registry.add_schema(COMPONENT, 1, LedgerV1)
+    registry.add_schema(COMPONENT, 2, LedgerV2)
+    registry.add_migration(COMPONENT, 1, 2, lambda data: {**data, "note": ""})
+
+    @registry.migratable(COMPONENT, version=2)
+    class NewerLedger(Ledger):
+        def export_state(self) -> dict[str, Any]:
+            return {**super().export_state(), "note": "v2"}
+
+    service = Service("ledger-service", registry=registry)
+    ledger = NewerLedger()
+    service.register(ledger)
+    return service, ledger
+
+
+def test_a_service_that_goes_on_cold_keeps_the_snapshot_it_could_not_restore(
+    tmp_path: Path, caplog: Any
+) -> None:
+    """After a rollback, the older release cannot read the newer one's checkpoints: it
+    starts cold, and its own checkpoints must not push the newer state out of reach."""
+    newer, ledger = newer_ledger_service()
+    written(ledger, 7)
+    with TmpfsStore(tmp_path / "store") as store:
+        newer.commit(store)
+        older = Service("ledger-service", registry=REGISTRY, on_restore_failure="serve_cold")
+        older.register(Ledger())
+        assert older.start_from(store) is None
+        older.commit(store)
+        older.commit(store)  # current and previous are both the older release's now
+        assert "kept the snapshot that failed to restore as" in caplog.text
+        again, again_ledger = newer_ledger_service()
+        again.restore((tmp_path / "store" / "unrestored").read_bytes())
+    assert again_ledger.export_state() == {**state_after(7), "note": "v2"}
+
+
+def test_a_damaged_latest_snapshot_is_kept_when_previous_restores(tmp_path: Path) -> None:
+    service, ledger = ledger_service()
+    with TmpfsStore(tmp_path / "store") as store:
+        service.commit(store)
+        written(ledger, 2)
+        service.commit(store)
+        damage(tmp_path / "store" / "current")
+        damaged = (tmp_path / "store" / "current").read_bytes()
+        fresh, _ = ledger_service()
+        assert fresh.start_from(store) is not None
+    assert (tmp_path / "store" / "unrestored").read_bytes() == damaged
 
 
 def test_a_serve_cold_service_starts_cold_when_both_fail() -> None:

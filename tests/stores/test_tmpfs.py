@@ -58,6 +58,21 @@ def test_commit_and_open_keep_current_and_previous(base: Path) -> None:
         assert sorted(os.listdir(base / "s")) == [".lock", "current", "previous"]
 
 
+def test_a_snapshot_kept_as_unrestored_stays_apart_from_commits(base: Path) -> None:
+    with TmpfsStore(base / "s") as store:
+        store.commit(GOOD)
+        where = store.keep_unrestored(GOOD)
+        assert where == f"{base / 's'}/unrestored"
+        store.commit(NEW)
+        store.commit(GOOD_PREVIOUS)
+        assert (store.open(), store.open_previous()) == (GOOD_PREVIOUS, NEW)
+        assert Path(where).read_bytes() == GOOD
+        store.keep_unrestored(memoryview(VICTIM))  # the latest replaces the one before
+        assert Path(where).read_bytes() == VICTIM
+        assert stat.S_IMODE(os.stat(where).st_mode) == 0o600
+        assert sorted(os.listdir(base / "s")) == [".lock", "current", "previous", "unrestored"]
+
+
 def test_commit_accepts_any_buffers_and_iterables(base: Path) -> None:
     """One buffer, several, a generator, typed and strided memoryviews: the bytes are
     written in order, as they lie in memory."""
