@@ -19,6 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from statemigrate._errors import (
+    ChangeTrackingError,
     ConfigurationError,
     ExportError,
     HandoffError,
@@ -88,6 +89,7 @@ _LAZY = {
 
 __all__ = [
     "ChangeMark",
+    "ChangeTrackingError",
     "Changes",
     "CheckpointReport",
     "Checkpointer",

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 __all__ = [
+    "ChangeTrackingError",
     "ConfigurationError",
     "ExportError",
     "HandoffError",
@@ -501,6 +502,28 @@ class TrialError(StateMigrateError):
         self.directory = directory
         self.detail = detail
         super().__init__(f"trial {directory}: {detail}")
+
+
+class ChangeTrackingError(StateMigrateError, AssertionError):
+    """A component changed without its change log knowing: a delta would lose it.
+
+    Raised by :func:`statemigrate.testing.check_change_tracking`; an ``AssertionError``
+    so that test runners report it as a failed check.
+
+    Attributes:
+        component: the component instance, ``component/instance``.
+        path: where the state the delta restores differs from the live one.
+        detail: the two values there.
+    """
+
+    def __init__(self, component: str, path: str, detail: str) -> None:
+        self.component = component
+        self.path = path
+        self.detail = detail
+        super().__init__(
+            f"{component}: a delta misses a change at {path} ({detail}); a value changed"
+            " in place is not logged: write its key again (d[k] = v)"
+        )
 
 
 class MigrationCheckError(StateMigrateError, AssertionError):

@@ -26,7 +26,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from statemigrate._errors import MigrationCheckError
+    from statemigrate._errors import ChangeTrackingError, MigrationCheckError
     from statemigrate.testing._checks import (
         CheckFailure,
         CheckKind,
@@ -43,8 +43,10 @@ if TYPE_CHECKING:
         states,
         strategies_for,
     )
+    from statemigrate.testing._tracking import check_change_tracking
 
 __all__ = [
+    "ChangeTrackingError",
     "CheckFailure",
     "CheckKind",
     "CheckReport",
@@ -52,6 +54,7 @@ __all__ = [
     "DEFAULT_MAX_SIZE",
     "MigrationCheck",
     "MigrationCheckError",
+    "check_change_tracking",
     "check_migrations",
     "from_schema",
     "migration_checks",
@@ -61,7 +64,9 @@ __all__ = [
 ]
 
 _HOMES = {
+    "ChangeTrackingError": "statemigrate._errors",
     "MigrationCheckError": "statemigrate._errors",
+    "check_change_tracking": "statemigrate.testing._tracking",
     "DEFAULT_MAX_SIZE": "statemigrate.testing._strategies",
     "from_schema": "statemigrate.testing._strategies",
     "plain_data": "statemigrate.testing._strategies",
