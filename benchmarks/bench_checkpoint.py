@@ -132,6 +132,8 @@ def child(
     tracked = sm.TrackedDict(entries)
     tracked_service = sm.Service("bench", registry=registry)
     tracked_service.register(cache(tracked))
+    for started in (service, tracked_service):
+        started.start_cold("the benchmark's state")  # checkpoints wait for this
     lock = threading.Lock()
     sink = PauseSink()
     use_sink(sink)

@@ -273,6 +273,7 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
         self._mode: Literal["thread", "loop"] | None = None
         self._warned_slow = False
+        self._waiting_logged: str | None = None  # the status last said to hold it back
         self.incremental = bool(incremental)
         self.max_delta_ratio = float(max_delta_ratio)
         self.max_deltas = max_deltas
@@ -313,8 +314,9 @@ class Checkpointer:
             )
         with self._lock:
             began = time.perf_counter()
-            if self._held_back():
-                return CheckpointReport(None, 0.0, 0.0)
+            held_back = self._held_back()
+            if held_back is not None:
+                return CheckpointReport(None, 0.0, 0.0, held_back)
             try:
                 taken = self._take(force, self._hold)
                 if taken is None:
@@ -349,8 +351,9 @@ class Checkpointer:
             self._loop_lock = asyncio.Lock()
         async with self._loop_lock:  # commits in the order of their snapshots
             began = time.perf_counter()
-            if self._held_back():
-                return CheckpointReport(None, 0.0, 0.0)
+            held_back = self._held_back()
+            if held_back is not None:
+                return CheckpointReport(None, 0.0, 0.0, held_back)
             try:
                 quiesce = self._quiesce
                 if _async_only(quiesce):
@@ -385,13 +388,27 @@ class Checkpointer:
                 return CheckpointReport(None, pause, time.perf_counter() - began)
             return self._committed(committed, mark, pause, began)
 
-    def _held_back(self) -> bool:
-        """Whether a handoff holds this service's checkpoints back: one under way, or
-        one that gave the state to a successor (see ``docs/handoff.md``)."""
+    def _held_back(self) -> str | None:
+        """Why no checkpoint may be taken now, if none may: the service's state is not
+        yet its own (see ``docs/checkpoints.md``), or a handoff holds checkpoints back
+        (one under way, or one that gave the state to a successor: ``docs/handoff.md``)."""
+        status = self.service.status
+        if not status.ready:
+            # A process that has not restored, taken over or declared a cold start holds
+            # no state worth keeping: committing it would replace the store's latest
+            # checkpoint, the state a restart needs, with an empty or partial one.
+            reason = (
+                f"the service is {status.state}, not yet restored or started cold"
+                " (start_from, a handoff's take-over or start_cold)"
+            )
+            if self._waiting_logged != status.state:
+                self._waiting_logged = status.state
+                logger.warning("checkpoint of %s skipped: %s", self.service.name, reason)
+            return reason
         if self.service._checkpoints.open:
-            return False
+            return None
         logger.debug("checkpoint of %s skipped: a handoff holds it back", self.service.name)
-        return True
+        return "a handoff holds checkpoints back"
 
     def _take(
         self, force: bool, hold: Callable[[], AbstractContextManager[object]]

@@ -117,16 +117,18 @@ class CheckpointReport:
     skipped). The store's commit is not part of it."""
     seconds: float
     """Seconds the whole checkpoint took, the store's commit included."""
+    reason: str = "nothing changed since the last one"
+    """Why it was skipped (meaningless when it committed)."""
 
     @property
     def skipped(self) -> bool:
-        """Whether nothing had changed since the last checkpoint, so none was written."""
+        """Whether no checkpoint was written (see :attr:`reason`)."""
         return self.committed is None
 
     def summary(self) -> str:
         """One line for logs."""
         if self.committed is None:
-            return "checkpoint skipped: nothing changed since the last one"
+            return f"checkpoint skipped: {self.reason}"
         return (
             f"checkpoint: {self.committed.summary()}; writers held"
             f" {self.pause_seconds * 1000:.1f} ms"

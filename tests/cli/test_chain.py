@@ -45,6 +45,7 @@ class Chained:
     def __init__(self, directory: Path) -> None:
         self.service = sm.Service("gateway", code_version="2.0", registry=build_registry())
         self.cache = self.service.register(KVCacheV2(clock=_now))
+        self.service.start_cold("a new cache")
         self.store = sm.TmpfsStore(directory)
         self.path = directory / "current"
         checkpointer = sm.Checkpointer(
@@ -164,6 +165,7 @@ def test_inspect_reads_a_chain_from_a_descriptor_and_an_object_store(
     URL whose current generation is a chain (the object line comes first)."""
     service = sm.Service("gateway", registry=build_registry())
     cache = service.register(KVCacheV2(clock=_now))
+    service.start_cold("a new cache")
     (tmp_path / "bucket").mkdir()
     url = f"file://{tmp_path}/bucket/gateway"
     store = ObjectStore(url)
@@ -220,6 +222,7 @@ def test_dump_of_a_records_protocol_chain_matches_the_restore(
     writes deltas of records too; composing them gives what the service restores."""
     service = sm.Service("gateway", registry=build_registry())
     cache = service.register(KVCacheV3(clock=_now))
+    service.start_cold("a new cache")
     store = sm.TmpfsStore(tmp_path / "v3")
     checkpointer = sm.Checkpointer(
         service, store, quiesce=threading.Lock(), incremental=True, max_delta_ratio=100.0
@@ -254,6 +257,7 @@ def test_composing_a_chain_gives_the_state_a_service_restores(
     the state Service.start_from restores from it."""
     service = sm.Service("gateway", registry=build_registry())
     cache = service.register(KVCacheV2(clock=_now))
+    service.start_cold("a new cache")
     store = sm.MemoryStore()
     checkpointer = sm.Checkpointer(
         service, store, quiesce=threading.Lock(), incremental=True, max_delta_ratio=100.0
@@ -445,6 +449,7 @@ def test_list_kinds_tells_snapshots_from_chains(
 ) -> None:
     service = sm.Service("gateway", registry=build_registry())
     cache = service.register(KVCacheV2(clock=_now))
+    service.start_cold("a new cache")
     (tmp_path / "bucket").mkdir()
     url = f"file://{tmp_path}/bucket/gateway"
     store = ObjectStore(url, keep=3)
@@ -490,6 +495,7 @@ def test_an_authenticated_chain_needs_its_key(
     (tmp_path / "key").write_bytes(key)
     service = sm.Service("gateway", registry=build_registry(), key=key)
     cache = service.register(KVCacheV2(clock=_now))
+    service.start_cold("a new cache")
     store = sm.TmpfsStore(tmp_path / "signed")
     checkpointer = sm.Checkpointer(
         service, store, quiesce=threading.Lock(), incremental=True, max_delta_ratio=100.0

@@ -214,6 +214,7 @@ async def _handoff_with_a_loop_checkpointer(mode: str) -> tuple[object, Counting
     cache = KVCacheV1()
     cache.set("k", "v")
     service = build_service(cache)
+    service.start_cold("a new cache")
     store = Counting()
     task = asyncio.create_task(sm.Checkpointer(service, store, every=0.01).run())
     await asyncio.wait_for(_commits_beyond(store, 0), HANG_GUARD)

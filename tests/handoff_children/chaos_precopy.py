@@ -239,6 +239,8 @@ def main() -> int:
                 return 1
             emit("restored_from_store", values=dict(component.entries),
                  snapshot=restored.snapshot_id if restored is not None else None)
+        else:
+            service.start_cold("the first generation")
         listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
     else:
         emit("started")

@@ -225,7 +225,9 @@ def main() -> int:
     counters = Counters()
     service = service_of(counters, fail_restore=args.fail_restore)
     inheritance = receive_handoff(expect=set())
-    if inheritance is not None:
+    if inheritance is None:
+        service.start_cold("the first generation")
+    else:
         try:
             with inheritance:
                 take_over(service, inheritance)

@@ -86,9 +86,13 @@ class TrackedLedger:
         return {"count": self.count, "items": dict(self.items)}
 
 
-def tracked_ledger_service() -> tuple[Service, TrackedLedger]:
+def tracked_ledger_service(*, started: bool = True) -> tuple[Service, TrackedLedger]:
+    """A service with a new tracked ledger; ``started``: declared a cold start, as a
+    service must be before its checkpoints commit."""
     service = Service(SERVICE, registry=TRACKED_REGISTRY)
     ledger = service.register(TrackedLedger())
+    if started:
+        service.start_cold("a new ledger")
     return service, ledger
 
 
@@ -98,7 +102,11 @@ def state_after(n: int, *, keys: int = KEYS) -> dict[str, Any]:
     return {"count": n, "items": items}
 
 
-def ledger_service(*, slow: float = 0.0) -> tuple[Service, Ledger]:
+def ledger_service(*, slow: float = 0.0, started: bool = True) -> tuple[Service, Ledger]:
+    """A service with a new ledger; ``started``: declared a cold start, as a service
+    must be before its checkpoints commit (a restore into it goes on as usual)."""
     service = Service(SERVICE, registry=REGISTRY)
     ledger = service.register(Ledger(slow=slow))
+    if started:
+        service.start_cold("a new ledger")
     return service, ledger

@@ -404,6 +404,25 @@ def test_checkpoint_on_a_loop_reports_failures() -> None:
     assert checkpointer.failures == 0 and store.commits == 1
 
 
+def test_no_checkpoint_commits_before_the_service_owns_its_state(caplog: Any) -> None:
+    """A process that has not restored, taken over or started cold (a successor whose
+    checkpointer starts before the state arrives, a worker forked from a master that
+    never restored) would replace the latest checkpoint with an empty state."""
+    service, ledger = ledger_service()
+    good = MemoryStore()
+    Checkpointer(service, good).checkpoint_now()
+    kept = good.open()
+    newcomer, _ = ledger_service(started=False)
+    checkpointer = Checkpointer(newcomer, good)
+    reports = [checkpointer.checkpoint_now(force=True) for _ in range(2)]
+    assert all(report.skipped for report in reports)
+    assert "the service is starting, not yet restored or started cold" in reports[0].summary()
+    assert good.open() == kept
+    assert caplog.text.count("not yet restored") == 1  # said once, not at every tick
+    newcomer.start_from(good)
+    assert not checkpointer.checkpoint_now(force=True).skipped
+
+
 # --- restoring from a store at start ----------------------------------------------------
 
 
@@ -452,7 +471,7 @@ def test_start_from_a_store_raises_the_latest_error_when_previous_fails_too(
         written(ledger, 3)
         service.commit(store)
         damage(tmp_path / "store" / "current")
-        fresh, restored_ledger = ledger_service()
+        fresh, restored_ledger = ledger_service(started=False)
         with pytest.raises(RestoreError) as caught:
             fresh.start_from(store)
     assert caught.value.phase == "verify"
