@@ -12,7 +12,7 @@ import ipaddress
 import pathlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 import pydantic_core
@@ -52,6 +52,7 @@ __all__ = [
     "read_item",
     "secret_value",
     "set_of",
+    "subclass_lost",
     "to_bool",
     "to_bytes",
     "to_float",
@@ -140,7 +141,9 @@ def to_bool(value: Any) -> Any:
 def to_bytes(value: Any) -> Any:
     if type(value) is bytes:
         return value
-    if isinstance(value, bytes | bytearray | memoryview):
+    if isinstance(value, bytes):  # pydantic keeps a subclass as it is given
+        raise subclass_lost(value, bytes)
+    if isinstance(value, bytearray | memoryview):
         return bytes(value)
     raise fail(f"expected bytes, found {kind_of(value)}")
 
@@ -151,27 +154,52 @@ def to_none(value: Any) -> Any:
     return None
 
 
+def subclass_lost(value: object, base: type) -> NotExportable:
+    """A subclass instance pydantic keeps, which its plain text would turn into ``base``."""
+    return fail(
+        f"a {kind_of(value)} (a subclass of {base.__name__}) would come back as a plain"
+        f" {base.__name__}; convert it to {base.__name__} or declare a type of its own"
+    )
+
+
 def iso_text(expected: type) -> Convert:
     def convert(value: Any) -> Any:
-        if not isinstance(value, expected):
+        if type(value) is not expected:
+            if expected is datetime.date and isinstance(value, datetime.datetime):
+                raise fail("expected a date, found a datetime")
+            if isinstance(value, expected):  # pydantic keeps a subclass as it is given
+                raise subclass_lost(value, expected)
             raise fail(f"expected {expected.__name__}, found {kind_of(value)}")
-        if expected is datetime.date and isinstance(value, datetime.datetime):
-            raise fail("expected a date, found a datetime")
+        if isinstance(value, datetime.datetime | datetime.time):
+            offset = value.utcoffset()
+            if offset is not None and offset % datetime.timedelta(minutes=1):
+                # ISO 8601 text as pydantic writes and parses it holds hours and
+                # minutes of an offset only: the seconds would be lost.
+                raise fail(
+                    f"its UTC offset {offset} is not a whole number of minutes, which"
+                    " ISO 8601 text cannot hold; convert it to UTC"
+                )
         return pydantic_core.to_jsonable_python(value)  # ISO 8601, as pydantic writes it
 
     return convert
 
 
 def duration_text(value: Any) -> Any:
-    if not isinstance(value, datetime.timedelta):
+    if type(value) is not datetime.timedelta:
+        if isinstance(value, datetime.timedelta):  # pydantic keeps a subclass as it is
+            raise subclass_lost(value, datetime.timedelta)
         raise fail(f"expected a timedelta, found {kind_of(value)}")
     return pydantic_core.to_jsonable_python(value)  # ISO 8601 duration, sign included
 
 
-def as_text(expected: type | tuple[type, ...], what: str) -> Convert:
+def as_text(expected: type | tuple[type, ...], what: str, *, exact: bool = False) -> Convert:
+    """Write a value as its text; ``exact``: refuse subclasses, which come back as the base."""
+
     def convert(value: Any) -> Any:
         if not isinstance(value, expected):
             raise fail(f"expected {what}, found {kind_of(value)}")
+        if exact and type(value) is not expected:
+            raise subclass_lost(value, cast(type, expected))
         return str(value)
 
     return convert
@@ -215,8 +243,8 @@ SCALAR_NODES: Mapping[str, Node] = {
     "datetime": Node(iso_text(datetime.datetime), False, True),
     "time": Node(iso_text(datetime.time), False, True),
     "timedelta": Node(duration_text, False, True),
-    "decimal": Node(as_text(decimal.Decimal, "a Decimal"), False, True),
-    "uuid": Node(as_text(uuid.UUID, "a UUID"), False, True),
+    "decimal": Node(as_text(decimal.Decimal, "a Decimal", exact=True), False, True),
+    "uuid": Node(as_text(uuid.UUID, "a UUID", exact=True), False, True),
     "url": Node(as_text(pydantic_core.Url, "a URL"), False, True),
     "multi-host-url": Node(as_text(pydantic_core.MultiHostUrl, "a URL"), False, True),
 }
@@ -244,8 +272,8 @@ KEY_TEXT: Mapping[str, Convert] = {
     "int": lambda key: str(to_int(key)),
     "float": lambda key: repr(to_float(key)),
     "bool": lambda key: "true" if to_bool(key) else "false",
-    "decimal": as_text(decimal.Decimal, "a Decimal"),
-    "uuid": as_text(uuid.UUID, "a UUID"),
+    "decimal": as_text(decimal.Decimal, "a Decimal", exact=True),
+    "uuid": as_text(uuid.UUID, "a UUID", exact=True),
     "date": iso_text(datetime.date),
     "datetime": iso_text(datetime.datetime),
     "time": iso_text(datetime.time),

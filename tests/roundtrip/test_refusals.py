@@ -1,0 +1,104 @@
+"""Values that cannot come back as they are: refused at commit with one line naming the
+component, the version and the field, never committed to restore changed or not at all."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Callable
+
+import pytest
+from pydantic import BaseModel
+
+from statemigrate import ExportError
+
+RoundTrip = Callable[[object, object], object]  # the round_trip fixture
+
+SECONDS_OFFSET = datetime.timezone(datetime.timedelta(minutes=5, seconds=37))
+
+
+class Stamps(BaseModel):
+    at: datetime.datetime | None = None
+    daily: datetime.time | None = None
+    by_time: dict[datetime.datetime, int] = {}
+
+
+class Moment(datetime.datetime):
+    pass
+
+
+class Day(datetime.date):
+    pass
+
+
+class Span(datetime.timedelta):
+    pass
+
+
+class Tag(uuid.UUID):
+    pass
+
+
+class Blob(bytes):
+    pass
+
+
+class Leaves(BaseModel):
+    at: datetime.datetime | None = None
+    day: datetime.date | None = None
+    span: datetime.timedelta | None = None
+    tag: uuid.UUID | None = None
+    blob: bytes | None = None
+
+
+def refused(round_trip: RoundTrip, state: BaseModel) -> ExportError:
+    with pytest.raises(ExportError) as caught:
+        round_trip(type(state), state)
+    message = str(caught.value)
+    assert "thing version 1" in message and "\n" not in message
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("state", "path"),
+    [
+        (Stamps(at=datetime.datetime(2024, 5, 1, 12, tzinfo=SECONDS_OFFSET)), "at"),
+        (Stamps(daily=datetime.time(7, 30, tzinfo=SECONDS_OFFSET)), "daily"),
+        (Stamps(by_time={datetime.datetime(2024, 5, 1, tzinfo=SECONDS_OFFSET): 1}), "by_time"),
+    ],
+    ids=["datetime", "time", "datetime-key"],
+)
+def test_a_utc_offset_with_seconds_is_refused(
+    round_trip: RoundTrip, state: Stamps, path: str
+) -> None:
+    """ISO 8601 text holds an offset's hours and minutes: the seconds came back as +00:00."""
+    error = refused(round_trip, state)
+    assert error.path.startswith(path) and "0:05:37" in str(error)
+
+
+def test_a_whole_minute_offset_still_round_trips(round_trip: RoundTrip) -> None:
+    offset = datetime.timezone(-datetime.timedelta(hours=23, minutes=59))
+    at = datetime.datetime(2024, 5, 1, tzinfo=offset)
+    restored = round_trip(Stamps, Stamps(at=at))
+    assert isinstance(restored, Stamps) and restored.at == at
+    assert restored.at is not None and restored.at.utcoffset() == at.utcoffset()
+
+
+@pytest.mark.parametrize(
+    ("state", "path", "base"),
+    [
+        (Leaves(at=Moment(2024, 5, 1)), "at", "datetime"),
+        (Leaves(day=Day(2024, 5, 1)), "day", "date"),
+        (Leaves(span=Span(seconds=3)), "span", "timedelta"),
+        (Leaves(tag=Tag(int=7)), "tag", "UUID"),
+        (Leaves(blob=Blob(b"x")), "blob", "bytes"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_a_subclass_pydantic_keeps_is_refused(
+    round_trip: RoundTrip, state: Leaves, path: str, base: str
+) -> None:
+    """pydantic keeps these subclass instances as given; their text came back as the base."""
+    assert type(getattr(state, path)).__name__ != base  # pydantic kept the subclass
+    error = refused(round_trip, state)
+    assert error.path == path and f"subclass of {base}" in str(error)
