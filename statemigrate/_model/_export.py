@@ -38,6 +38,7 @@ import datetime
 import decimal
 import enum
 import pathlib
+import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -68,7 +69,9 @@ from statemigrate._model._export_leaves import (
 )
 
 __all__ = [
+    "CHECKED_DEPTH",
     "Exporter",
+    "MAX_REFERENCE_DEPTH",
     "NotExportable",
     "SchemaNotExportable",
     "compile_exporter",
@@ -96,11 +99,14 @@ class Exporter:
             exporting it needs no walk, the packer's check suffices.
         exact: every conversion is known to round-trip; when False, each export must be
             validated back and compared with the state.
+        went_deep: whether this thread's last ``convert`` must be validated back all the
+            same, its value being nested deep in recursive types.
     """
 
     convert: Convert
     identity: bool
     exact: bool
+    went_deep: Callable[[], bool]
 
     def __call__(self, value: Any) -> Any:
         return self.convert(value)
@@ -109,12 +115,35 @@ class Exporter:
 def compile_exporter(core_schema: Mapping[str, Any]) -> Exporter:
     """Compile the exporter of a pydantic core schema.
 
+    ``went_deep()`` tells whether the last ``convert`` of this thread met a value nested
+    in more than :data:`CHECKED_DEPTH` references; its export must then be validated
+    back even when the exporter is exact.
+
     Raises:
         SchemaNotExportable: a part of the schema has no plain form.
     """
-    node = _Compiler().node(core_schema, [])
-    return Exporter(node.convert, node.identity, node.exact)
+    compiler = _Compiler()
+    node = compiler.node(core_schema, [])
+    depth = compiler._depth
+    convert_node = node.convert
 
+    def convert(value: Any) -> Any:
+        depth.deep = False
+        return convert_node(value)
+
+    def went_deep() -> bool:
+        return bool(getattr(depth, "deep", False))
+
+    return Exporter(convert, node.identity, node.exact, went_deep)
+
+
+CHECKED_DEPTH = 128
+"""A value nested in more references to definitions (the recursive parts of a schema)
+than this is checked by validating its export back: pydantic's recursion guard stops
+validating at about twice as many (255 at most), by a count of its own."""
+
+MAX_REFERENCE_DEPTH = 255
+"""No value nested in more references than this validates: refused without a check."""
 
 # Wrappers that change nothing about the value's plain form.
 _TRANSPARENT = ("custom-error", "default")
@@ -138,6 +167,7 @@ class _Compiler:
         self._definitions: dict[str, Mapping[str, Any]] = {}
         self._compiled: dict[str, Node] = {}
         self._cells: dict[str, list[Convert]] = {}  # definitions being compiled
+        self._depth = threading.local()  # references entered by the converter running
         self._handlers: Mapping[str, Callable[[Mapping[str, Any], list[str]], Node]] = {
             "definitions": self._on_definitions,
             "definition-ref": self._on_definition_ref,
@@ -194,21 +224,50 @@ class _Compiler:
         pending = self._cells.get(ref)
         if pending is not None:
             # Recursion: the definition is being compiled; a cycle adds no conversion of
-            # its own, so the node is as exact (and as plain) as the rest of it.
+            # its own, so the node is as exact as the rest of it. It is not plain as it
+            # is, though: the definition counts its depth, value by value.
             later: list[Convert] = pending
 
             def forward(value: Any) -> Any:
                 return later[0](value)
 
-            return Node(forward, True, True)
+            return Node(forward, False, True)
         cell: list[Convert] = []
         self._cells[ref] = cell
         definition = {key: value for key, value in self._definitions[ref].items() if key != "ref"}
-        node = self.node(definition, path)
+        inner = self.node(definition, path)
+        node = Node(self._counted(inner.convert), inner.identity, inner.exact)
         cell.append(node.convert)
         del self._cells[ref]
         self._compiled[ref] = node
         return node
+
+    def _counted(self, convert_inner: Convert) -> Convert:
+        """``convert_inner``, counting how many references the value is nested in.
+
+        pydantic validates a limited nesting of references (its recursion guard): a
+        value nested in more than :data:`CHECKED_DEPTH` marks its export for a check
+        by validation, which finds out whether it comes back; past
+        :data:`MAX_REFERENCE_DEPTH`, no validation would take it.
+        """
+        depth = self._depth
+
+        def convert(value: Any) -> Any:
+            level = getattr(depth, "level", 0) + 1
+            if level > CHECKED_DEPTH:
+                if level > MAX_REFERENCE_DEPTH:
+                    raise fail(
+                        f"nested in more than {MAX_REFERENCE_DEPTH} levels of recursive"
+                        " types, more than pydantic validates"
+                    )
+                depth.deep = True
+            depth.level = level
+            try:
+                return convert_inner(value)
+            finally:
+                depth.level = level - 1
+
+        return convert
 
     # optional values, literals, enums
 

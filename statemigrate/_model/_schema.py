@@ -266,12 +266,22 @@ class SchemaVersion:
             state = self._instance(state)
         try:
             plain = exporter.convert(state)
+            if not exporter.exact or exporter.went_deep():
+                self._check_round_trip(state, plain)
         except NotExportable as exc:
             raise ExportError(
                 self.component, self.version, format_path(exc.path), exc.detail
             ) from exc
-        if not exporter.exact:
-            self._check_round_trip(state, plain)
+        except RecursionError as exc:
+            # The exporter walks the state with Python calls, a few per level: a state
+            # nested deep in recursive types can exhaust the interpreter's stack.
+            raise ExportError(
+                self.component,
+                self.version,
+                "(root)",
+                "the state is nested too deep in recursive types to be exported within"
+                f" Python's recursion limit ({sys.getrecursionlimit()})",
+            ) from exc
         return plain
 
     def _check_top_level_keys(self, state: dict[Any, Any]) -> None:
