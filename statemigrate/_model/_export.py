@@ -347,22 +347,32 @@ class _Compiler:
             return to_bytes, True  # the decoder takes bytes keys as they are
         if kind in KEY_TEXT:
             return KEY_TEXT[str(kind)], kind == "str"
-        if kind == "enum" and all(type(m.value) in (str, int) for m in schema["members"]):
+        if kind == "enum" and _text_parses_back(schema):
             cls = schema["cls"]
+            members = frozenset(schema["members"])
 
             def enum_key(key: Any) -> str:
                 if not isinstance(key, cls):
                     raise fail(f"expected a {cls.__qualname__} key, found {kind_of(key)}")
+                if key not in members:  # a combination of flags: validation takes members
+                    raise fail(f"the key {key!r} is not a member of {cls.__qualname__}")
                 return str(key.value)
 
             return enum_key, False
         if kind == "literal" and all(type(item) is str for item in schema["expected"]):
             return to_str, True
+        if kind == "enum":
+            raise SchemaNotExportable(
+                path,
+                f"dict keys of enum {_describe(schema)} cannot be stored: snapshot maps have"
+                " str keys, and lax validation parses text back into a member only when"
+                " every value is a str or the enum is an IntEnum",
+            )
         raise SchemaNotExportable(
             path,
             f"dict keys of type {_describe(schema)} cannot be stored: snapshot maps have str"
             " keys and no string parses back into such a key; use str, int, float, bool,"
-            " enum, UUID, Decimal or date/time keys",
+            " str-valued enum, IntEnum, UUID, Decimal or date/time keys",
         )
 
     # records
@@ -506,6 +516,16 @@ class _Compiler:
     def _on_chain(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         first = self.node(schema["steps"][0], path)
         return Node(first.convert, False, False)
+
+
+def _text_parses_back(schema: Mapping[str, Any]) -> bool:
+    """Whether lax validation parses an enum member's value, written as text, back into
+    the member: always for ``str`` values, for ``int`` values only when the enum is an
+    ``int`` (``IntEnum``, ``IntFlag``); a plain ``Enum`` matches values as they are."""
+    values = [member.value for member in schema["members"]]
+    if all(type(value) is str for value in values):
+        return True
+    return schema.get("sub_type") == "int" and all(type(value) is int for value in values)
 
 
 def _known_class(cls: object) -> Node | None:

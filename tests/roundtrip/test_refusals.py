@@ -4,13 +4,14 @@ component, the version and the field, never committed to restore changed or not 
 from __future__ import annotations
 
 import datetime
+import enum
 import uuid
 from collections.abc import Callable
 
 import pytest
 from pydantic import BaseModel
 
-from statemigrate import ExportError
+from statemigrate import ExportError, RegistrationError, Registry
 
 RoundTrip = Callable[[object, object], object]  # the round_trip fixture
 
@@ -102,3 +103,39 @@ def test_a_subclass_pydantic_keeps_is_refused(
     assert type(getattr(state, path)).__name__ != base  # pydantic kept the subclass
     error = refused(round_trip, state)
     assert error.path == path and f"subclass of {base}" in str(error)
+
+
+class Plain(enum.Enum):
+    ONE = 1
+    TWO = 2
+
+
+class Mixed(enum.Enum):
+    ONE = 1
+    BLUE = "blue"
+
+
+class Perm(enum.IntFlag):
+    R = 4
+    W = 2
+
+
+@pytest.mark.parametrize("key", [Plain, Mixed], ids=lambda key: key.__name__)
+def test_keys_of_an_enum_whose_int_values_text_does_not_parse_back_are_refused(
+    key: type[enum.Enum],
+) -> None:
+    """Lax validation matches a plain Enum's values as they are: the key "1" is no member.
+    Before, such a dict committed and every restore failed."""
+    with pytest.raises(RegistrationError) as caught:
+        Registry().add_schema("thing", 1, dict[key, int])  # type: ignore[valid-type]
+    message = str(caught.value)
+    assert f"enum {key.__qualname__}" in message and "IntEnum" in message
+    assert "\n" not in message
+
+
+def test_a_combination_of_flags_as_a_key_is_refused(round_trip: RoundTrip) -> None:
+    """Validation takes the members of a flag as keys, not their combinations."""
+    with pytest.raises(ExportError) as caught:
+        round_trip(dict[Perm, int], {Perm.R: 1, Perm.R | Perm.W: 2})
+    assert "not a member of Perm" in str(caught.value)
+    assert round_trip(dict[Perm, int], {Perm.R: 1, Perm.W: 2}) == {Perm.R: 1, Perm.W: 2}
