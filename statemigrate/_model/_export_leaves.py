@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import pydantic
+import pydantic.networks
 import pydantic_core
 
 from statemigrate._model._plaindata import (
@@ -31,10 +32,12 @@ __all__ = [
     "KEY_TEXT",
     "KNOWN_CLASSES",
     "MISSING",
+    "MULTI_HOST_URL_TYPES",
     "Node",
     "NotExportable",
     "PATH_NODE",
     "SCALAR_NODES",
+    "URL_TYPES",
     "add_extras",
     "as_text",
     "by_value",
@@ -231,6 +234,20 @@ def by_value(value: Any) -> Any:
         raise fail(str(exc)) from exc
 
 
+def _pydantic_url_class(name: str) -> tuple[type, ...]:
+    # From pydantic 2.10, AnyUrl, HttpUrl, PostgresDsn and the rest are classes of
+    # pydantic's own that wrap pydantic_core's URL (before, they were that URL). Their
+    # text validates back into them through the function schema around the URL node.
+    cls = getattr(pydantic.networks, name, None)
+    return (cls,) if isinstance(cls, type) else ()
+
+
+URL_TYPES: tuple[type, ...] = (pydantic_core.Url, *_pydantic_url_class("_BaseUrl"))
+MULTI_HOST_URL_TYPES: tuple[type, ...] = (
+    pydantic_core.MultiHostUrl,
+    *_pydantic_url_class("_BaseMultiHostUrl"),
+)
+
 SCALAR_NODES: Mapping[str, Node] = {
     "int": Node(to_int, True, True),
     "float": Node(to_float, True, True),
@@ -245,8 +262,8 @@ SCALAR_NODES: Mapping[str, Node] = {
     "timedelta": Node(duration_text, False, True),
     "decimal": Node(as_text(decimal.Decimal, "a Decimal", exact=True), False, True),
     "uuid": Node(as_text(uuid.UUID, "a UUID", exact=True), False, True),
-    "url": Node(as_text(pydantic_core.Url, "a URL"), False, True),
-    "multi-host-url": Node(as_text(pydantic_core.MultiHostUrl, "a URL"), False, True),
+    "url": Node(as_text(URL_TYPES, "a URL"), False, True),
+    "multi-host-url": Node(as_text(MULTI_HOST_URL_TYPES, "a URL"), False, True),
 }
 
 # Classes pydantic validates through a custom (lax-or-strict) schema whose plain form is
