@@ -150,8 +150,11 @@ class SchemaVersion:
                 # Annotations are resolved in the defining module's globals, so types
                 # defined inside a function cannot be found from here.
                 hint = "; define the schema and every type it refers to at module level"
+            # The first line says what; the rest is advice for pydantic's own users
+            # (unknown types such as bytearray get a paragraph of it).
+            message = (exc.message.strip().splitlines() or [exc.code or "error"])[0]
             raise RegistrationError(
-                f"{where}: pydantic cannot use {type_!r}: {exc.message}{hint}"
+                f"{where}: pydantic cannot use {type_!r}: {message}{hint}"
             ) from exc
         except (
             pydantic.PydanticSchemaGenerationError,

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 from pydantic import BaseModel
+from typing_extensions import TypedDict
 
 from statemigrate import ExportError, RegistrationError, Registry
 
@@ -139,3 +140,15 @@ def test_a_combination_of_flags_as_a_key_is_refused(round_trip: RoundTrip) -> No
         round_trip(dict[Perm, int], {Perm.R: 1, Perm.R | Perm.W: 2})
     assert "not a member of Perm" in str(caught.value)
     assert round_trip(dict[Perm, int], {Perm.R: 1, Perm.W: 2}) == {Perm.R: 1, Perm.W: 2}
+
+
+class Buffers(TypedDict):
+    data: bytearray
+
+
+def test_a_type_pydantic_has_no_schema_for_is_refused_in_one_line() -> None:
+    """pydantic's message for bytearray runs over several paragraphs of advice."""
+    with pytest.raises(RegistrationError) as caught:
+        Registry().add_schema("thing", 1, Buffers)
+    message = str(caught.value)
+    assert "\n" not in message and "bytearray" in message and "version 1" in message
