@@ -17,6 +17,7 @@ import uuid
 from typing import Annotated, Any, Generic, Literal, NamedTuple, NotRequired, TypeVar
 
 import pydantic
+import pydantic.dataclasses
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -201,6 +202,22 @@ class Ledger(RootModel[dict[str, decimal.Decimal]]):
     pass
 
 
+class Endpoints(BaseModel):
+    home: pydantic.AnyUrl
+    api: pydantic.HttpUrl | None = None
+    mirrors: list[pydantic.AnyHttpUrl] = []
+
+
+@pydantic.dataclasses.dataclass
+class Reading:
+    """A pydantic dataclass with defaults and a nested stdlib dataclass."""
+
+    sensor: str
+    at: datetime.datetime
+    span: Span | None = None
+    values: list[float] = dataclasses.field(default_factory=list)
+
+
 ZOO: dict[str, Any] = {
     "scalars": Scalars,
     "floats": Floats,
@@ -217,6 +234,8 @@ ZOO: dict[str, Any] = {
     "texts": Texts,
     "ledger": Ledger,
     "span": Span,
+    "endpoints": Endpoints,
+    "reading": Reading,
     "bare-dict": dict[int, Level],
     "bare-tuple": tuple[int, datetime.date, Mode],
 }
