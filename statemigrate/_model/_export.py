@@ -179,6 +179,7 @@ class _Compiler:
             "set": self._on_set,
             "frozenset": self._on_set,
             "tuple": self._on_tuple,
+            "named-tuple": self._on_named_tuple,
             "dict": self._on_dict,
             "typed-dict": self._on_typed_dict,
             "model": self._on_model,
@@ -328,6 +329,18 @@ class _Compiler:
         if not items:
             items, variadic = [SCALAR_NODES["any"]], 0
         return Node(tuple_of(items, variadic), False, all(node.exact for node in items))
+
+    def _on_named_tuple(self, schema: Mapping[str, Any], path: list[str]) -> Node:
+        # A list of its fields' plain values, in order: validation builds the class.
+        cls = schema["cls"]
+        fields = [self.node(spec["schema"], [*path, spec["name"]]) for spec in schema["fields"]]
+        convert_fields = tuple_of(fields, None)
+
+        def convert(value: Any) -> Any:
+            check_class(value, cls)
+            return convert_fields(value)
+
+        return Node(convert, False, all(node.exact for node in fields))
 
     def _on_dict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         key, key_is_str = self._key(schema.get("keys_schema", _ANY_SCHEMA), [*path, "[key]"])

@@ -1,11 +1,14 @@
-"""Leaf types the plain form writes as text come back as they were: pydantic's URL
-classes (AnyUrl, HttpUrl, PostgresDsn, ...), paths and IP addresses."""
+"""Types the plain form rewrites come back as they were: pydantic's URL classes
+(AnyUrl, HttpUrl, PostgresDsn, ...), paths and IP addresses as text, NamedTuples (and
+the ints past 64 bits they hold) as lists."""
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import pathlib
 from collections.abc import Callable
+from typing import NamedTuple
 
 import pydantic
 from pydantic import AnyUrl, BaseModel, HttpUrl, PostgresDsn
@@ -40,3 +43,28 @@ def test_pydantic_url_classes_round_trip(round_trip: RoundTrip) -> None:
     assert not exact_differences(state, restored)
     assert isinstance(restored, Endpoints)
     assert type(restored.database) is PostgresDsn and str(restored.database) == str(state.database)
+
+
+class Cell(NamedTuple):
+    row: int
+    column: int = 0
+    seen: datetime.datetime | None = None
+
+
+class Sheet(BaseModel):
+    origin: Cell
+    cells: list[Cell] = []
+    corners: tuple[Cell, ...] = ()
+
+
+def test_a_named_tuple_round_trips_field_by_field(round_trip: RoundTrip) -> None:
+    """Before, a NamedTuple was written by its values' own types, so an int past 64 bits
+    in it was refused although the field is an int."""
+    state = Sheet(
+        origin=Cell(2**70, -(2**90)),
+        cells=[Cell(1, 2, datetime.datetime(2024, 5, 1, tzinfo=datetime.UTC))],
+        corners=(Cell(0), Cell(2**64)),
+    )
+    restored = round_trip(Sheet, state)
+    assert not exact_differences(state, restored)
+    assert isinstance(restored, Sheet) and type(restored.origin) is Cell
