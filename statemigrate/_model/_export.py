@@ -95,8 +95,8 @@ class Exporter:
 
     Attributes:
         convert: state to new plain data; raises :class:`NotExportable`.
-        identity: a valid state already is plain data (a ``TypedDict`` of plain types):
-            exporting it needs no walk, the packer's check suffices.
+        identity: a valid state already is plain data (a ``TypedDict`` of plain types)
+            and is exact: exporting it needs no walk, the packer's check suffices.
         exact: every conversion is known to round-trip; when False, each export must be
             validated back and compared with the state.
         went_deep: whether this thread's last ``convert`` must be validated back all the
@@ -134,7 +134,8 @@ def compile_exporter(core_schema: Mapping[str, Any]) -> Exporter:
     def went_deep() -> bool:
         return bool(getattr(depth, "deep", False))
 
-    return Exporter(convert, node.identity, node.exact, went_deep)
+    # A state handed over as it is is not checked: only an exact one may be.
+    return Exporter(convert, node.identity and node.exact, node.exact, went_deep)
 
 
 CHECKED_DEPTH = 128
@@ -203,7 +204,12 @@ class _Compiler:
         if kind in _VALIDATORS:
             # A validator may change what it is given: the export is checked by
             # validating it back (an idempotent validator passes that check).
-            inner = self.node(schema["schema"], path)
+            wrapped = schema["schema"]
+            if kind == "function-after" and wrapped.get("type") == "enum":
+                # use_enum_values: the state holds members' values, not members.
+                inner = self._on_enum(wrapped, path, values_too=True)
+            else:
+                inner = self.node(wrapped, path)
             return Node(inner.convert, inner.identity, False)
         handler = self._handlers.get(kind)
         if handler is None:  # function-plain validators, custom types, json, ...
@@ -285,15 +291,22 @@ class _Compiler:
         plain = all(type(item) in _PLAIN_TYPES for item in schema["expected"])
         return Node(by_value, plain, plain)
 
-    def _on_enum(self, schema: Mapping[str, Any], path: list[str]) -> Node:
+    def _on_enum(
+        self, schema: Mapping[str, Any], path: list[str], *, values_too: bool = False
+    ) -> Node:
+        """An enum's members as their values; with ``values_too``, those values as well
+        (a model with ``use_enum_values`` holds them, its export checked by validation)."""
         cls = schema["cls"]
         if not all(type(member.value) in _PLAIN_TYPES for member in schema["members"]):
             raise SchemaNotExportable(
                 path, f"enum {cls.__qualname__} has member values that are not plain data"
             )
+        values = {(type(m.value), m.value) for m in schema["members"]} if values_too else set()
 
         def convert(value: Any) -> Any:
             if not isinstance(value, cls):
+                if (type(value), value) in values:
+                    return value
                 raise fail(f"expected a {cls.__qualname__} member, found {kind_of(value)}")
             return value.value
 
@@ -343,37 +356,52 @@ class _Compiler:
         return Node(convert, False, all(node.exact for node in fields))
 
     def _on_dict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        key, key_is_str = self._key(schema.get("keys_schema", _ANY_SCHEMA), [*path, "[key]"])
+        key = self._key(schema.get("keys_schema", _ANY_SCHEMA), [*path, "[key]"])
         value = self.node(schema.get("values_schema", _ANY_SCHEMA), [*path, "[value]"])
-        return Node(dict_of(key, value), key_is_str and value.identity, value.exact)
+        return Node(
+            dict_of(key.convert, value),
+            key.identity and value.identity,
+            key.exact and value.exact,
+        )
 
-    def _key(self, schema: Mapping[str, Any], path: list[str]) -> tuple[Convert, bool]:
-        """Return how to write a key as text, and whether keys are plain ``str``."""
+    def _key(
+        self, schema: Mapping[str, Any], path: list[str], *, values_too: bool = False
+    ) -> Node:
+        """How to write a key as text: ``identity`` when keys are plain ``str``, ``exact``
+        unless a validator may change the key (the export is then validated back)."""
         kind = schema.get("type")
-        if kind in _TRANSPARENT or kind in _VALIDATORS:
-            return self._key(schema["schema"], path)
+        if kind in _TRANSPARENT:
+            return self._key(schema["schema"], path, values_too=values_too)
+        if kind in _VALIDATORS:
+            inner_schema = schema["schema"]
+            enum_values = kind == "function-after" and inner_schema.get("type") == "enum"
+            inner = self._key(inner_schema, path, values_too=enum_values)
+            return Node(inner.convert, inner.identity, False)
         if kind == "definition-ref":
             return self._key(self._definitions[schema["schema_ref"]], path)
         if kind == "any":
-            return to_str, True  # msgpack maps hold str keys only
+            return Node(to_str, True, True)  # msgpack maps hold str keys only
         if kind == "bytes":
-            return to_bytes, True  # the decoder takes bytes keys as they are
+            return Node(to_bytes, True, True)  # the decoder takes bytes keys as they are
         if kind in KEY_TEXT:
-            return KEY_TEXT[str(kind)], kind == "str"
+            return Node(KEY_TEXT[str(kind)], kind == "str", True)
         if kind == "enum" and _text_parses_back(schema):
             cls = schema["cls"]
             members = frozenset(schema["members"])
+            values = {(type(m.value), m.value) for m in members} if values_too else set()
 
             def enum_key(key: Any) -> str:
                 if not isinstance(key, cls):
+                    if (type(key), key) in values:  # use_enum_values
+                        return str(key)
                     raise fail(f"expected a {cls.__qualname__} key, found {kind_of(key)}")
                 if key not in members:  # a combination of flags: validation takes members
                     raise fail(f"the key {key!r} is not a member of {cls.__qualname__}")
                 return str(key.value)
 
-            return enum_key, False
+            return Node(enum_key, False, True)
         if kind == "literal" and all(type(item) is str for item in schema["expected"]):
-            return to_str, True
+            return Node(to_str, True, True)
         if kind == "enum":
             raise SchemaNotExportable(
                 path,

@@ -1,17 +1,18 @@
 """Types the plain form rewrites come back as they were: pydantic's URL classes
 (AnyUrl, HttpUrl, PostgresDsn, ...), paths and IP addresses as text, NamedTuples (and
-the ints past 64 bits they hold) as lists."""
+the ints past 64 bits they hold) as lists, enum values kept by ``use_enum_values``."""
 
 from __future__ import annotations
 
 import datetime
+import enum
 import ipaddress
 import pathlib
 from collections.abc import Callable
 from typing import NamedTuple
 
 import pydantic
-from pydantic import AnyUrl, BaseModel, HttpUrl, PostgresDsn
+from pydantic import AnyUrl, BaseModel, ConfigDict, HttpUrl, PostgresDsn
 
 from statemigrate.testing._properties import exact_differences
 
@@ -68,3 +69,33 @@ def test_a_named_tuple_round_trips_field_by_field(round_trip: RoundTrip) -> None
     restored = round_trip(Sheet, state)
     assert not exact_differences(state, restored)
     assert isinstance(restored, Sheet) and type(restored.origin) is Cell
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Size(enum.IntEnum):
+    S = 1
+    L = 3
+
+
+class Painted(BaseModel):
+    model_config = ConfigDict(use_enum_values=True)
+
+    color: Color = Color.RED
+    size: Size = Size.S
+    palette: list[Color] = []
+    by_color: dict[Color, Size] = {}
+    maybe: Color | None = None
+
+
+def test_use_enum_values_round_trips(round_trip: RoundTrip) -> None:
+    """The model holds the members' values; before, every such state was refused."""
+    state = Painted(
+        color=Color.BLUE, size=3, palette=["red", Color.BLUE], by_color={"blue": 1}, maybe="red"
+    )
+    assert type(vars(state)["color"]) is str  # the value, not the member
+    restored = round_trip(Painted, state)
+    assert not exact_differences(state, restored)

@@ -7,9 +7,10 @@ import datetime
 import enum
 import uuid
 from collections.abc import Callable
+from typing import Annotated
 
 import pytest
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, TypeAdapter
 from typing_extensions import TypedDict
 
 from statemigrate import ExportError, RegistrationError, Registry
@@ -152,3 +153,41 @@ def test_a_type_pydantic_has_no_schema_for_is_refused_in_one_line() -> None:
         Registry().add_schema("thing", 1, Buffers)
     message = str(caught.value)
     assert "\n" not in message and "bytearray" in message and "version 1" in message
+
+
+Shouted = Annotated[str, AfterValidator(lambda text: text + "!")]
+
+
+class ShoutedKeys(BaseModel):
+    by_name: dict[Shouted, int] = {}
+
+
+class ShoutedRow(TypedDict):
+    name: Shouted
+
+
+class ShoutedKeysRow(TypedDict):
+    by_name: dict[Shouted, int]
+
+
+@pytest.mark.parametrize(
+    ("schema", "state", "path"),
+    [
+        (ShoutedKeys, ShoutedKeys(by_name={"a": 1}), "by_name['a!']"),
+        (ShoutedRow, TypeAdapter(ShoutedRow).validate_python({"name": "a"}), "['name']"),
+        (
+            ShoutedKeysRow,
+            TypeAdapter(ShoutedKeysRow).validate_python({"by_name": {"a": 1}}),
+            "['by_name']['a!']",
+        ),
+    ],
+    ids=["model-key", "typeddict-value", "typeddict-key"],
+)
+def test_a_validator_that_is_not_idempotent_is_caught_in_keys_and_typeddicts(
+    round_trip: RoundTrip, schema: object, state: object, path: str
+) -> None:
+    """Before, a dict key's validator and a plain TypedDict's validators were never
+    checked: the state committed and came back as 'a!!'."""
+    with pytest.raises(ExportError) as caught:
+        round_trip(schema, state)
+    assert caught.value.path == path and "\n" not in str(caught.value)
