@@ -175,6 +175,14 @@ def iso_text(expected: type) -> Convert:
             raise fail(f"expected {expected.__name__}, found {kind_of(value)}")
         if isinstance(value, datetime.datetime | datetime.time):
             offset = value.utcoffset()
+            if offset is None and value.tzinfo is not None:
+                # A zone such as ZoneInfo gives a time of day no offset (it depends on
+                # the date): the text would be naive, and the zone lost.
+                raise fail(
+                    f"its time zone {value.tzinfo!r} gives it no UTC offset, so its ISO"
+                    " 8601 text would drop the zone; use a fixed offset"
+                    " (datetime.timezone) or keep the zone's name in a field of its own"
+                )
             if offset is not None and offset % datetime.timedelta(minutes=1):
                 # ISO 8601 text as pydantic writes and parses it holds hours and
                 # minutes of an offset only: the seconds would be lost.

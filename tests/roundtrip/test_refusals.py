@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import enum
 import uuid
+import zoneinfo
 from collections.abc import Callable
 from typing import Annotated
 
@@ -191,3 +192,14 @@ def test_a_validator_that_is_not_idempotent_is_caught_in_keys_and_typeddicts(
     with pytest.raises(ExportError) as caught:
         round_trip(schema, state)
     assert caught.value.path == path and "\n" not in str(caught.value)
+
+
+def test_a_time_whose_zone_gives_it_no_offset_is_refused(round_trip: RoundTrip) -> None:
+    """A ZoneInfo gives a time of day no UTC offset: before, it came back naive."""
+    zone = zoneinfo.ZoneInfo("America/New_York")
+    error = refused(round_trip, Stamps(daily=datetime.time(7, 30, tzinfo=zone)))
+    assert error.path == "daily" and "no UTC offset" in str(error)
+    with_offset = Stamps(daily=datetime.time(7, 30, tzinfo=datetime.UTC))
+    restored = round_trip(Stamps, with_offset)
+    assert isinstance(restored, Stamps) and restored.daily is not None
+    assert restored.daily.utcoffset() == datetime.timedelta(0)
