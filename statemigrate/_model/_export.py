@@ -38,6 +38,7 @@ import datetime
 import decimal
 import enum
 import pathlib
+import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -68,7 +69,9 @@ from statemigrate._model._export_leaves import (
 )
 
 __all__ = [
+    "CHECKED_DEPTH",
     "Exporter",
+    "MAX_REFERENCE_DEPTH",
     "NotExportable",
     "SchemaNotExportable",
     "compile_exporter",
@@ -92,15 +95,18 @@ class Exporter:
 
     Attributes:
         convert: state to new plain data; raises :class:`NotExportable`.
-        identity: a valid state already is plain data (a ``TypedDict`` of plain types):
-            exporting it needs no walk, the packer's check suffices.
+        identity: a valid state already is plain data (a ``TypedDict`` of plain types)
+            and is exact: exporting it needs no walk, the packer's check suffices.
         exact: every conversion is known to round-trip; when False, each export must be
             validated back and compared with the state.
+        went_deep: whether this thread's last ``convert`` must be validated back all the
+            same, its value being nested deep in recursive types.
     """
 
     convert: Convert
     identity: bool
     exact: bool
+    went_deep: Callable[[], bool]
 
     def __call__(self, value: Any) -> Any:
         return self.convert(value)
@@ -109,12 +115,36 @@ class Exporter:
 def compile_exporter(core_schema: Mapping[str, Any]) -> Exporter:
     """Compile the exporter of a pydantic core schema.
 
+    ``went_deep()`` tells whether the last ``convert`` of this thread met a value nested
+    in more than :data:`CHECKED_DEPTH` references; its export must then be validated
+    back even when the exporter is exact.
+
     Raises:
         SchemaNotExportable: a part of the schema has no plain form.
     """
-    node = _Compiler().node(core_schema, [])
-    return Exporter(node.convert, node.identity, node.exact)
+    compiler = _Compiler()
+    node = compiler.node(core_schema, [])
+    depth = compiler._depth
+    convert_node = node.convert
 
+    def convert(value: Any) -> Any:
+        depth.deep = False
+        return convert_node(value)
+
+    def went_deep() -> bool:
+        return bool(getattr(depth, "deep", False))
+
+    # A state handed over as it is is not checked: only an exact one may be.
+    return Exporter(convert, node.identity and node.exact, node.exact, went_deep)
+
+
+CHECKED_DEPTH = 128
+"""A value nested in more references to definitions (the recursive parts of a schema)
+than this is checked by validating its export back: pydantic's recursion guard stops
+validating at about twice as many (255 at most), by a count of its own."""
+
+MAX_REFERENCE_DEPTH = 255
+"""No value nested in more references than this validates: refused without a check."""
 
 # Wrappers that change nothing about the value's plain form.
 _TRANSPARENT = ("custom-error", "default")
@@ -138,6 +168,7 @@ class _Compiler:
         self._definitions: dict[str, Mapping[str, Any]] = {}
         self._compiled: dict[str, Node] = {}
         self._cells: dict[str, list[Convert]] = {}  # definitions being compiled
+        self._depth = threading.local()  # references entered by the converter running
         self._handlers: Mapping[str, Callable[[Mapping[str, Any], list[str]], Node]] = {
             "definitions": self._on_definitions,
             "definition-ref": self._on_definition_ref,
@@ -149,6 +180,7 @@ class _Compiler:
             "set": self._on_set,
             "frozenset": self._on_set,
             "tuple": self._on_tuple,
+            "named-tuple": self._on_named_tuple,
             "dict": self._on_dict,
             "typed-dict": self._on_typed_dict,
             "model": self._on_model,
@@ -172,7 +204,12 @@ class _Compiler:
         if kind in _VALIDATORS:
             # A validator may change what it is given: the export is checked by
             # validating it back (an idempotent validator passes that check).
-            inner = self.node(schema["schema"], path)
+            wrapped = schema["schema"]
+            if kind == "function-after" and wrapped.get("type") == "enum":
+                # use_enum_values: the state holds members' values, not members.
+                inner = self._on_enum(wrapped, path, values_too=True)
+            else:
+                inner = self.node(wrapped, path)
             return Node(inner.convert, inner.identity, False)
         handler = self._handlers.get(kind)
         if handler is None:  # function-plain validators, custom types, json, ...
@@ -194,21 +231,50 @@ class _Compiler:
         pending = self._cells.get(ref)
         if pending is not None:
             # Recursion: the definition is being compiled; a cycle adds no conversion of
-            # its own, so the node is as exact (and as plain) as the rest of it.
+            # its own, so the node is as exact as the rest of it. It is not plain as it
+            # is, though: the definition counts its depth, value by value.
             later: list[Convert] = pending
 
             def forward(value: Any) -> Any:
                 return later[0](value)
 
-            return Node(forward, True, True)
+            return Node(forward, False, True)
         cell: list[Convert] = []
         self._cells[ref] = cell
         definition = {key: value for key, value in self._definitions[ref].items() if key != "ref"}
-        node = self.node(definition, path)
+        inner = self.node(definition, path)
+        node = Node(self._counted(inner.convert), inner.identity, inner.exact)
         cell.append(node.convert)
         del self._cells[ref]
         self._compiled[ref] = node
         return node
+
+    def _counted(self, convert_inner: Convert) -> Convert:
+        """``convert_inner``, counting how many references the value is nested in.
+
+        pydantic validates a limited nesting of references (its recursion guard): a
+        value nested in more than :data:`CHECKED_DEPTH` marks its export for a check
+        by validation, which finds out whether it comes back; past
+        :data:`MAX_REFERENCE_DEPTH`, no validation would take it.
+        """
+        depth = self._depth
+
+        def convert(value: Any) -> Any:
+            level = getattr(depth, "level", 0) + 1
+            if level > CHECKED_DEPTH:
+                if level > MAX_REFERENCE_DEPTH:
+                    raise fail(
+                        f"nested in more than {MAX_REFERENCE_DEPTH} levels of recursive"
+                        " types, more than pydantic validates"
+                    )
+                depth.deep = True
+            depth.level = level
+            try:
+                return convert_inner(value)
+            finally:
+                depth.level = level - 1
+
+        return convert
 
     # optional values, literals, enums
 
@@ -225,15 +291,22 @@ class _Compiler:
         plain = all(type(item) in _PLAIN_TYPES for item in schema["expected"])
         return Node(by_value, plain, plain)
 
-    def _on_enum(self, schema: Mapping[str, Any], path: list[str]) -> Node:
+    def _on_enum(
+        self, schema: Mapping[str, Any], path: list[str], *, values_too: bool = False
+    ) -> Node:
+        """An enum's members as their values; with ``values_too``, those values as well
+        (a model with ``use_enum_values`` holds them, its export checked by validation)."""
         cls = schema["cls"]
         if not all(type(member.value) in _PLAIN_TYPES for member in schema["members"]):
             raise SchemaNotExportable(
                 path, f"enum {cls.__qualname__} has member values that are not plain data"
             )
+        values = {(type(m.value), m.value) for m in schema["members"]} if values_too else set()
 
         def convert(value: Any) -> Any:
             if not isinstance(value, cls):
+                if (type(value), value) in values:
+                    return value
                 raise fail(f"expected a {cls.__qualname__} member, found {kind_of(value)}")
             return value.value
 
@@ -270,40 +343,77 @@ class _Compiler:
             items, variadic = [SCALAR_NODES["any"]], 0
         return Node(tuple_of(items, variadic), False, all(node.exact for node in items))
 
-    def _on_dict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        key, key_is_str = self._key(schema.get("keys_schema", _ANY_SCHEMA), [*path, "[key]"])
-        value = self.node(schema.get("values_schema", _ANY_SCHEMA), [*path, "[value]"])
-        return Node(dict_of(key, value), key_is_str and value.identity, value.exact)
+    def _on_named_tuple(self, schema: Mapping[str, Any], path: list[str]) -> Node:
+        # A list of its fields' plain values, in order: validation builds the class.
+        cls = schema["cls"]
+        fields = [self.node(spec["schema"], [*path, spec["name"]]) for spec in schema["fields"]]
+        convert_fields = tuple_of(fields, None)
 
-    def _key(self, schema: Mapping[str, Any], path: list[str]) -> tuple[Convert, bool]:
-        """Return how to write a key as text, and whether keys are plain ``str``."""
+        def convert(value: Any) -> Any:
+            check_class(value, cls)
+            return convert_fields(value)
+
+        return Node(convert, False, all(node.exact for node in fields))
+
+    def _on_dict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
+        key = self._key(schema.get("keys_schema", _ANY_SCHEMA), [*path, "[key]"])
+        value = self.node(schema.get("values_schema", _ANY_SCHEMA), [*path, "[value]"])
+        return Node(
+            dict_of(key.convert, value),
+            key.identity and value.identity,
+            key.exact and value.exact,
+        )
+
+    def _key(
+        self, schema: Mapping[str, Any], path: list[str], *, values_too: bool = False
+    ) -> Node:
+        """How to write a key as text: ``identity`` when keys are plain ``str``, ``exact``
+        unless a validator may change the key (the export is then validated back)."""
         kind = schema.get("type")
-        if kind in _TRANSPARENT or kind in _VALIDATORS:
-            return self._key(schema["schema"], path)
+        if kind in _TRANSPARENT:
+            return self._key(schema["schema"], path, values_too=values_too)
+        if kind in _VALIDATORS:
+            inner_schema = schema["schema"]
+            enum_values = kind == "function-after" and inner_schema.get("type") == "enum"
+            inner = self._key(inner_schema, path, values_too=enum_values)
+            return Node(inner.convert, inner.identity, False)
         if kind == "definition-ref":
             return self._key(self._definitions[schema["schema_ref"]], path)
         if kind == "any":
-            return to_str, True  # msgpack maps hold str keys only
+            return Node(to_str, True, True)  # msgpack maps hold str keys only
         if kind == "bytes":
-            return to_bytes, True  # the decoder takes bytes keys as they are
+            return Node(to_bytes, True, True)  # the decoder takes bytes keys as they are
         if kind in KEY_TEXT:
-            return KEY_TEXT[str(kind)], kind == "str"
-        if kind == "enum" and all(type(m.value) in (str, int) for m in schema["members"]):
+            return Node(KEY_TEXT[str(kind)], kind == "str", True)
+        if kind == "enum" and _text_parses_back(schema):
             cls = schema["cls"]
+            members = frozenset(schema["members"])
+            values = {(type(m.value), m.value) for m in members} if values_too else set()
 
             def enum_key(key: Any) -> str:
                 if not isinstance(key, cls):
+                    if (type(key), key) in values:  # use_enum_values
+                        return str(key)
                     raise fail(f"expected a {cls.__qualname__} key, found {kind_of(key)}")
+                if key not in members:  # a combination of flags: validation takes members
+                    raise fail(f"the key {key!r} is not a member of {cls.__qualname__}")
                 return str(key.value)
 
-            return enum_key, False
+            return Node(enum_key, False, True)
         if kind == "literal" and all(type(item) is str for item in schema["expected"]):
-            return to_str, True
+            return Node(to_str, True, True)
+        if kind == "enum":
+            raise SchemaNotExportable(
+                path,
+                f"dict keys of enum {_describe(schema)} cannot be stored: snapshot maps have"
+                " str keys, and lax validation parses text back into a member only when"
+                " every value is a str or the enum is an IntEnum",
+            )
         raise SchemaNotExportable(
             path,
             f"dict keys of type {_describe(schema)} cannot be stored: snapshot maps have str"
             " keys and no string parses back into such a key; use str, int, float, bool,"
-            " enum, UUID, Decimal or date/time keys",
+            " str-valued enum, IntEnum, UUID, Decimal or date/time keys",
         )
 
     # records
@@ -447,6 +557,16 @@ class _Compiler:
     def _on_chain(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         first = self.node(schema["steps"][0], path)
         return Node(first.convert, False, False)
+
+
+def _text_parses_back(schema: Mapping[str, Any]) -> bool:
+    """Whether lax validation parses an enum member's value, written as text, back into
+    the member: always for ``str`` values, for ``int`` values only when the enum is an
+    ``int`` (``IntEnum``, ``IntFlag``); a plain ``Enum`` matches values as they are."""
+    values = [member.value for member in schema["members"]]
+    if all(type(value) is str for value in values):
+        return True
+    return schema.get("sub_type") == "int" and all(type(value) is int for value in values)
 
 
 def _known_class(cls: object) -> Node | None:

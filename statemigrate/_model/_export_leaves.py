@@ -12,9 +12,10 @@ import ipaddress
 import pathlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pydantic
+import pydantic.networks
 import pydantic_core
 
 from statemigrate._model._plaindata import (
@@ -31,10 +32,12 @@ __all__ = [
     "KEY_TEXT",
     "KNOWN_CLASSES",
     "MISSING",
+    "MULTI_HOST_URL_TYPES",
     "Node",
     "NotExportable",
     "PATH_NODE",
     "SCALAR_NODES",
+    "URL_TYPES",
     "add_extras",
     "as_text",
     "by_value",
@@ -52,6 +55,7 @@ __all__ = [
     "read_item",
     "secret_value",
     "set_of",
+    "subclass_lost",
     "to_bool",
     "to_bytes",
     "to_float",
@@ -140,7 +144,9 @@ def to_bool(value: Any) -> Any:
 def to_bytes(value: Any) -> Any:
     if type(value) is bytes:
         return value
-    if isinstance(value, bytes | bytearray | memoryview):
+    if isinstance(value, bytes):  # pydantic keeps a subclass as it is given
+        raise subclass_lost(value, bytes)
+    if isinstance(value, bytearray | memoryview):
         return bytes(value)
     raise fail(f"expected bytes, found {kind_of(value)}")
 
@@ -151,27 +157,60 @@ def to_none(value: Any) -> Any:
     return None
 
 
+def subclass_lost(value: object, base: type) -> NotExportable:
+    """A subclass instance pydantic keeps, which its plain text would turn into ``base``."""
+    return fail(
+        f"a {kind_of(value)} (a subclass of {base.__name__}) would come back as a plain"
+        f" {base.__name__}; convert it to {base.__name__} or declare a type of its own"
+    )
+
+
 def iso_text(expected: type) -> Convert:
     def convert(value: Any) -> Any:
-        if not isinstance(value, expected):
+        if type(value) is not expected:
+            if expected is datetime.date and isinstance(value, datetime.datetime):
+                raise fail("expected a date, found a datetime")
+            if isinstance(value, expected):  # pydantic keeps a subclass as it is given
+                raise subclass_lost(value, expected)
             raise fail(f"expected {expected.__name__}, found {kind_of(value)}")
-        if expected is datetime.date and isinstance(value, datetime.datetime):
-            raise fail("expected a date, found a datetime")
+        if isinstance(value, datetime.datetime | datetime.time):
+            offset = value.utcoffset()
+            if offset is None and value.tzinfo is not None:
+                # A zone such as ZoneInfo gives a time of day no offset (it depends on
+                # the date): the text would be naive, and the zone lost.
+                raise fail(
+                    f"its time zone {value.tzinfo!r} gives it no UTC offset, so its ISO"
+                    " 8601 text would drop the zone; use a fixed offset"
+                    " (datetime.timezone) or keep the zone's name in a field of its own"
+                )
+            if offset is not None and offset % datetime.timedelta(minutes=1):
+                # ISO 8601 text as pydantic writes and parses it holds hours and
+                # minutes of an offset only: the seconds would be lost.
+                raise fail(
+                    f"its UTC offset {offset} is not a whole number of minutes, which"
+                    " ISO 8601 text cannot hold; convert it to UTC"
+                )
         return pydantic_core.to_jsonable_python(value)  # ISO 8601, as pydantic writes it
 
     return convert
 
 
 def duration_text(value: Any) -> Any:
-    if not isinstance(value, datetime.timedelta):
+    if type(value) is not datetime.timedelta:
+        if isinstance(value, datetime.timedelta):  # pydantic keeps a subclass as it is
+            raise subclass_lost(value, datetime.timedelta)
         raise fail(f"expected a timedelta, found {kind_of(value)}")
     return pydantic_core.to_jsonable_python(value)  # ISO 8601 duration, sign included
 
 
-def as_text(expected: type | tuple[type, ...], what: str) -> Convert:
+def as_text(expected: type | tuple[type, ...], what: str, *, exact: bool = False) -> Convert:
+    """Write a value as its text; ``exact``: refuse subclasses, which come back as the base."""
+
     def convert(value: Any) -> Any:
         if not isinstance(value, expected):
             raise fail(f"expected {what}, found {kind_of(value)}")
+        if exact and type(value) is not expected:
+            raise subclass_lost(value, cast(type, expected))
         return str(value)
 
     return convert
@@ -203,6 +242,20 @@ def by_value(value: Any) -> Any:
         raise fail(str(exc)) from exc
 
 
+def _pydantic_url_class(name: str) -> tuple[type, ...]:
+    # From pydantic 2.10, AnyUrl, HttpUrl, PostgresDsn and the rest are classes of
+    # pydantic's own that wrap pydantic_core's URL (before, they were that URL). Their
+    # text validates back into them through the function schema around the URL node.
+    cls = getattr(pydantic.networks, name, None)
+    return (cls,) if isinstance(cls, type) else ()
+
+
+URL_TYPES: tuple[type, ...] = (pydantic_core.Url, *_pydantic_url_class("_BaseUrl"))
+MULTI_HOST_URL_TYPES: tuple[type, ...] = (
+    pydantic_core.MultiHostUrl,
+    *_pydantic_url_class("_BaseMultiHostUrl"),
+)
+
 SCALAR_NODES: Mapping[str, Node] = {
     "int": Node(to_int, True, True),
     "float": Node(to_float, True, True),
@@ -215,10 +268,10 @@ SCALAR_NODES: Mapping[str, Node] = {
     "datetime": Node(iso_text(datetime.datetime), False, True),
     "time": Node(iso_text(datetime.time), False, True),
     "timedelta": Node(duration_text, False, True),
-    "decimal": Node(as_text(decimal.Decimal, "a Decimal"), False, True),
-    "uuid": Node(as_text(uuid.UUID, "a UUID"), False, True),
-    "url": Node(as_text(pydantic_core.Url, "a URL"), False, True),
-    "multi-host-url": Node(as_text(pydantic_core.MultiHostUrl, "a URL"), False, True),
+    "decimal": Node(as_text(decimal.Decimal, "a Decimal", exact=True), False, True),
+    "uuid": Node(as_text(uuid.UUID, "a UUID", exact=True), False, True),
+    "url": Node(as_text(URL_TYPES, "a URL"), False, True),
+    "multi-host-url": Node(as_text(MULTI_HOST_URL_TYPES, "a URL"), False, True),
 }
 
 # Classes pydantic validates through a custom (lax-or-strict) schema whose plain form is
@@ -244,8 +297,8 @@ KEY_TEXT: Mapping[str, Convert] = {
     "int": lambda key: str(to_int(key)),
     "float": lambda key: repr(to_float(key)),
     "bool": lambda key: "true" if to_bool(key) else "false",
-    "decimal": as_text(decimal.Decimal, "a Decimal"),
-    "uuid": as_text(uuid.UUID, "a UUID"),
+    "decimal": as_text(decimal.Decimal, "a Decimal", exact=True),
+    "uuid": as_text(uuid.UUID, "a UUID", exact=True),
     "date": iso_text(datetime.date),
     "datetime": iso_text(datetime.datetime),
     "time": iso_text(datetime.time),

@@ -150,8 +150,11 @@ class SchemaVersion:
                 # Annotations are resolved in the defining module's globals, so types
                 # defined inside a function cannot be found from here.
                 hint = "; define the schema and every type it refers to at module level"
+            # The first line says what; the rest is advice for pydantic's own users
+            # (unknown types such as bytearray get a paragraph of it).
+            message = (exc.message.strip().splitlines() or [exc.code or "error"])[0]
             raise RegistrationError(
-                f"{where}: pydantic cannot use {type_!r}: {exc.message}{hint}"
+                f"{where}: pydantic cannot use {type_!r}: {message}{hint}"
             ) from exc
         except (
             pydantic.PydanticSchemaGenerationError,
@@ -266,12 +269,22 @@ class SchemaVersion:
             state = self._instance(state)
         try:
             plain = exporter.convert(state)
+            if not exporter.exact or exporter.went_deep():
+                self._check_round_trip(state, plain)
         except NotExportable as exc:
             raise ExportError(
                 self.component, self.version, format_path(exc.path), exc.detail
             ) from exc
-        if not exporter.exact:
-            self._check_round_trip(state, plain)
+        except RecursionError as exc:
+            # The exporter walks the state with Python calls, a few per level: a state
+            # nested deep in recursive types can exhaust the interpreter's stack.
+            raise ExportError(
+                self.component,
+                self.version,
+                "(root)",
+                "the state is nested too deep in recursive types to be exported within"
+                f" Python's recursion limit ({sys.getrecursionlimit()})",
+            ) from exc
         return plain
 
     def _check_top_level_keys(self, state: dict[Any, Any]) -> None:

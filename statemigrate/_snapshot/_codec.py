@@ -140,7 +140,12 @@ def _plain_leaf(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not plain data (msgpack-able)")
 
 
-def pack_data(data: object, *, default: Callable[[Any], object] | None = None) -> bytes:
+def pack_data(
+    data: object,
+    *,
+    default: Callable[[Any], object] | None = None,
+    nesting: int = MAX_NESTING,
+) -> bytes:
     """Encode plain data as msgpack bytes.
 
     Args:
@@ -148,19 +153,22 @@ def pack_data(data: object, *, default: Callable[[Any], object] | None = None) -
         default: called for any other value; must return plain data. Without it such
             values raise ``TypeError``. It may be called twice for one value (once by
             the fast packer, once by the reference packer), so it should be pure.
+        nesting: how many levels of containers ``data`` may take, its own included:
+            :data:`MAX_NESTING` less the levels above it in what the reader decodes.
 
     Raises:
         NotPlainError: without ``default``, a value is not plain data (including a map
             key that is not a str, which the decoder would refuse, and a str with a lone
-            surrogate, which UTF-8 cannot encode); the error gives its path.
+            surrogate, which UTF-8 cannot encode); with or without it, containers nested
+            deeper than ``nesting``, which the reader would refuse. The error gives the
+            path.
         TypeError: a value is not plain data and ``default`` could not convert it.
-        ValueError: nesting past msgpack's cap.
     """
     try:
         return _fast_pack(data, default or _plain_leaf)
     except Exception:
         pass  # the reference packer decides, and words the error if there is one
-    return reference_pack(data, default=default)
+    return reference_pack(data, default=default, nesting=nesting)
 
 
 # Every value ormsgpack would convert on its own (datetimes, enums, dataclasses, UUIDs,
@@ -185,9 +193,23 @@ def _fast_pack(data: object, default: Callable[[Any], object]) -> bytes:
     return packed
 
 
-def reference_pack(data: object, *, default: Callable[[Any], object] | None = None) -> bytes:
+def reference_pack(
+    data: object,
+    *,
+    default: Callable[[Any], object] | None = None,
+    nesting: int = MAX_NESTING,
+) -> bytes:
     """:func:`pack_data` through msgpack-python alone: slower, and the definition of
     the bytes and errors that :func:`pack_data` produces."""
+    # The fast packer takes 255 levels at most, so deeper data always comes here: a
+    # snapshot the reader would refuse as too deep is refused before it is written.
+    too_deep = _deeper_than(data, nesting)
+    if too_deep is not None:
+        raise NotPlainError(
+            too_deep,
+            f"containers nested deeper than {MAX_NESTING} levels, the most a snapshot"
+            " reader takes",
+        )
     if default is None:
         # msgpack-python would pack int keys the decoder refuses, and tuples or str
         # subclasses that come back as lists and plain str: refused, with their path.
@@ -202,6 +224,35 @@ def reference_pack(data: object, *, default: Callable[[Any], object] | None = No
         default=default or _plain_leaf,
     )
     return packed
+
+
+def _deeper_than(data: object, limit: int) -> list[object] | None:
+    """The path to the first map or list of ``data`` nested deeper than ``limit`` levels
+    (``data`` itself is level 1), or ``None``. Iterative: data this deep would exhaust
+    the interpreter's recursion."""
+    if not isinstance(data, dict | list):
+        return None
+    if limit < 1:
+        return []
+    path: list[object] = []
+    stack: list[Iterator[tuple[object, object]]] = [_steps(data)]
+    while stack:
+        for step, child in stack[-1]:
+            if isinstance(child, dict | list):
+                if len(stack) >= limit:
+                    return [*path, step]
+                path.append(step)
+                stack.append(_steps(child))
+                break
+        else:
+            stack.pop()
+            if path:
+                path.pop()
+    return None
+
+
+def _steps(container: dict[Any, Any] | list[Any]) -> Iterator[tuple[object, object]]:
+    return iter(container.items()) if isinstance(container, dict) else enumerate(container)
 
 
 def _reject_ext(code: int, data: bytes) -> object:

@@ -35,6 +35,7 @@ import xxhash
 from statemigrate._snapshot._codec import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
+    MAX_NESTING,
     ChunkCodec,
     NotPlainError,
     compress_chunk,
@@ -82,41 +83,45 @@ def _header(packer: Any, kind: str, length: int) -> bytes:
     return header
 
 
-def iter_packed(data: object, *, default: Default = None) -> Iterator[bytes | memoryview]:
+def iter_packed(
+    data: object, *, default: Default = None, nesting: int = MAX_NESTING
+) -> Iterator[bytes | memoryview]:
     """Yield msgpack bytes that together equal ``pack_data(data)``.
 
     Large maps and arrays (and large ones nested in small ones, such as
-    ``{"entries": {...}}``) are packed ``BATCH`` items at a time.
+    ``{"entries": {...}}``) are packed ``BATCH`` items at a time. ``nesting`` is that
+    of :func:`pack_data`: the levels ``data`` may take, a batch standing at the level of
+    the container it is cut from.
     """
     packer = msgpack.Packer(use_bin_type=True, datetime=False, autoreset=True)
     if type(data) is dict and len(data) > BATCH:
         yield _header(packer, "map", len(data))
         items = iter(data.items())
         while batch := dict(itertools.islice(items, BATCH)):
-            packed = pack_data(batch, default=default)
+            packed = pack_data(batch, default=default, nesting=nesting)
             yield memoryview(packed)[len(_header(packer, "map", len(batch))) :]
     elif type(data) is list and len(data) > BATCH:
         yield _header(packer, "array", len(data))
         for start in range(0, len(data), BATCH):
             batch_list = data[start : start + BATCH]
-            packed = pack_data(batch_list, default=default)
+            packed = pack_data(batch_list, default=default, nesting=nesting)
             yield memoryview(packed)[len(_header(packer, "array", len(batch_list))) :]
     elif type(data) is dict and len(data) <= _SPINE_LIMIT and _has_large_child(data.values()):
         yield _header(packer, "map", len(data))
         for key, value in data.items():
             with _located(key):
                 yield pack_data(key, default=default)
-                yield from iter_packed(value, default=default)
+                yield from iter_packed(value, default=default, nesting=nesting - 1)
     elif type(data) is list and len(data) <= _SPINE_LIMIT and _has_large_child(data):
         yield _header(packer, "array", len(data))
         for index, value in enumerate(data):
             with _located(index):
-                yield from iter_packed(value, default=default)
+                yield from iter_packed(value, default=default, nesting=nesting - 1)
     elif type(data) is bytes and LARGE_BYTES <= len(data) < 1 << 32:
         yield b"\xc6" + len(data).to_bytes(4, "big")  # msgpack bin 32 header
         yield data
     else:
-        yield pack_data(data, default=default)
+        yield pack_data(data, default=default, nesting=nesting)
 
 
 @contextmanager
@@ -268,10 +273,9 @@ def _iter_chunks(
     chunk.
 
     Raises:
-        NotPlainError: a value is not plain data; its ``section`` is the index in
-            ``datas``.
+        NotPlainError: a value is not plain data, or is nested deeper than a reader
+            takes; its ``section`` is the index in ``datas``.
         TypeError: a value is not plain data and ``default`` could not convert it.
-        ValueError: nesting past msgpack's cap.
     """
     sealer = _Sealer(level, workers)
     try:

@@ -312,6 +312,10 @@ class _Builder:
             "frozenset": lambda node: self._list(node, unique=True),
             "deque": self._list,
             "tuple": self._tuple,
+            # A tuple of the fields' values, in order: validation makes the NamedTuple.
+            "named-tuple": lambda node: st.tuples(
+                *[self.build(field["schema"]) for field in node["fields"]]
+            ),
             "dict": self._dict,
             "nullable": lambda node: st.none() | self.build(node["schema"]),
             "union": self._union,

@@ -107,7 +107,7 @@ def _watch_raw_bytes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     def released(size: int) -> None:
         alive[0] -= size
 
-    def pack_watched(data: object, *, default: object = None) -> _Packed:
+    def pack_watched(data: object, *, default: object = None, nesting: int = 0) -> _Packed:
         packed = _Packed(pack_data(data))
         alive[0] += len(packed)
         alive[1] = max(alive)
