@@ -19,6 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from statemigrate._errors import (
+    CheckpointError,
     ConfigurationError,
     ExportError,
     HandoffError,
@@ -89,6 +90,7 @@ _LAZY = {
 __all__ = [
     "ChangeMark",
     "Changes",
+    "CheckpointError",
     "CheckpointReport",
     "Checkpointer",
     "CommitReport",
