@@ -437,8 +437,14 @@ class Checkpointer:
             try:
                 quiesce = self._quiesce
                 if _async_only(quiesce):
-                    async with _async_hold(quiesce):
-                        taken = self._take(force, nullcontext)
+                    taken = None
+                    try:
+                        async with _async_hold(quiesce):
+                            taken = self._take(force, nullcontext)
+                    except BaseException:
+                        if taken is not None and isinstance(taken[0], _Forking):
+                            taken[0].export.close()  # letting the writers go failed
+                        raise
                 else:
                     taken = self._take(force, self._hold)
                 if taken is None:

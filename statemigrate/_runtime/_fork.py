@@ -48,6 +48,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from statemigrate._errors import StateMigrateError, StoreError
+from statemigrate._observe._instruments import use_sink
+from statemigrate._observe._tracing import disable_tracing
 from statemigrate._runtime._wait import Waits, wait_readable
 from statemigrate.stores import _syscalls
 from statemigrate.stores._base import Buffer
@@ -130,6 +132,10 @@ def _child(
         import logging
 
         logging.disable(logging.CRITICAL)  # the parent logs; a child line would repeat it
+        # Nor does it report to metrics or traces: what it recorded would die with it,
+        # and a backend's lock that another thread held at the fork is held forever.
+        use_sink(None)
+        disable_tracing()
         data = produce()
         parts = [data] if isinstance(data, bytes | bytearray | memoryview) else data
         for part in parts:
@@ -216,7 +222,10 @@ class ForkedExport:
     def _fork(
         self, produce: Callable[[], Buffer | Iterable[Buffer]], note: Callable[[], bytes] | None
     ) -> None:
-        self._pipe, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            self._pipe, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            raise self._fail(f"cannot fork the {self._label} export: {exc}") from exc
         try:
             self._frozen = freeze_heap()  # undone by wait() or close(), whatever happens
             parent = os.getpid()
@@ -233,7 +242,10 @@ class ForkedExport:
                 _child(produce, note, self._fd, write_end, parent)
             self.pid = pid
             self._forked = time.perf_counter()
-            self._pidfd = os.pidfd_open(pid)
+            try:
+                self._pidfd = os.pidfd_open(pid)
+            except OSError as exc:  # the child is killed and reaped by close()
+                raise self._fail(f"cannot wait for the {self._label} export: {exc}") from exc
         finally:
             os.close(write_end)
 
@@ -329,8 +341,8 @@ def fork_export(
             most 2,000 bytes) is :attr:`Exported.note`.
 
     Raises:
-        StateMigrateError: from ``fail``: the memfd could not be made, or the fork
-            failed. Nothing is left open.
+        StateMigrateError: from ``fail``: the memfd or the pipe could not be made,
+            or the fork failed. Nothing is left open, no child left running.
     """
     try:
         fd = _syscalls.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING, where="memfd")

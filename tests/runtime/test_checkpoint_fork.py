@@ -371,3 +371,37 @@ def test_the_export_options_are_checked() -> None:
     with pytest.raises(ConfigurationError, match="export_timeout"):
         Checkpointer(service, MemoryStore(), export_timeout=0)
     assert Checkpointer(service, MemoryStore()).export == "fork"
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_a_hold_that_fails_to_let_go_after_the_fork_leaves_no_child(loop: bool) -> None:
+    """``resume()`` raising once the child is forked: the checkpoint fails with that
+    error, and the child is killed and reaped, in a thread and on an event loop."""
+    service, ledger = ledger_service()
+    ledger.write()
+
+    class Server:
+        def pause(self) -> None:
+            pass
+
+        def resume(self) -> None:
+            raise RuntimeError("resume failed")
+
+    class AsyncServer:
+        async def pause(self) -> None:
+            pass
+
+        async def resume(self) -> None:
+            raise RuntimeError("resume failed")
+
+    before_children, before_fds = children(), descriptors()
+    store = MemoryStore()
+    with pytest.raises(RuntimeError, match="resume failed"):
+        if loop:
+            asyncio.run(Checkpointer(service, store, quiesce=AsyncServer()).checkpoint())
+        else:
+            Checkpointer(service, store, quiesce=Server()).checkpoint_now()
+    assert children() == before_children
+    assert descriptors() == before_fds
+    with pytest.raises(StoreError):
+        store.open()
