@@ -535,9 +535,14 @@ class Checkpointer:
         return self._fork(produce, timings, base=False, records=0)
 
     def _fork(
-        self, produce: Callable[[], list[Buffer]], timings: dict[str, float], *, base: bool,
+        self,
+        produce: Callable[[], list[Buffer]],
+        timings: dict[str, float],
+        *,
+        base: bool,
         records: int,
     ) -> _Forking:
+        """Fork the child that runs ``produce``; it notes ``timings`` for the parent."""
         export = fork_export(
             produce,
             label="checkpoint",
