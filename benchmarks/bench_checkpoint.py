@@ -18,8 +18,13 @@ replacing --large (a share) of the entries at random, on a new base (best of
 --repeat): its pause per record changed, beside the full checkpoint's per entry, and
 the CPU time of both (the process's, all threads: steadier than the pauses on a
 shared machine). The runs with incremental
-checkpoints also count the checkpoints taken as new bases (a delta of more than half
-the records, or of a chain grown past max_delta_ratio, is taken as one).
+checkpoints also count the checkpoints taken as new bases (a delta of more than a
+quarter of the records, or of a chain grown past max_delta_ratio, is taken as one).
+The write runs use the checkpointer's default export (a full snapshot or a base in a
+forked child, on Linux); the single checkpoints above are exported inline, so that
+their pause and CPU time are the export's. Last, the writers' hold of one full
+checkpoint and of one chain's base, exported in a forked child and inline,
+interleaved, best of --repeat, as a ratio of the two.
 
     .venv/bin/python benchmarks/bench_checkpoint.py                  # 100k and 1M entries
     .venv/bin/python benchmarks/bench_checkpoint.py --sizes 10000 --seconds 4   # smoke run
@@ -64,6 +69,7 @@ class PauseSink:
         self.pauses: list[float] = []
         self.full: list[bool] = []
         self._snapshot = False
+        self.forked = True  # a forked export reports its snapshot after the pause
 
     def clear(self) -> None:
         self.pauses.clear()
@@ -72,7 +78,12 @@ class PauseSink:
 
     def record(self, instrument: Any, value: float, labels: Any) -> None:
         if instrument.name == "statemigrate_snapshot_duration_seconds":
-            self._snapshot = True  # emitted for full snapshots only, not for deltas
+            # Emitted for full snapshots only, not for deltas: before the pause when
+            # encoded inline, once the child is done (after the pause) when forked.
+            if self.forked and self.full:
+                self.full[-1] = True
+            else:
+                self._snapshot = True
         elif instrument.name == "statemigrate_checkpoint_pause_seconds":
             self.pauses.append(value)
             self.full.append(self._snapshot)
@@ -168,7 +179,10 @@ def child(
                     if run["writes_per_s"] > runs.get(name, {"writes_per_s": 0})["writes_per_s"]:
                         runs[name] = run
             result["runs"] = runs
-            quiet = sm.Checkpointer(service, store, quiesce=lock)
+            # A full snapshot encoded in this process: its pause is the export's cost,
+            # beside pickle's, and its CPU time is this process's (a child's is not).
+            sink.forked = False
+            quiet = sm.Checkpointer(service, store, quiesce=lock, export="inline")
             cpu: list[float] = []
 
             def full_checkpoint() -> Any:
@@ -184,7 +198,9 @@ def child(
             result["snapshot_bytes"] = report.committed.snapshot.size  # type: ignore[attr-defined]
             plain = dict(entries)
             result["pickle_s"], _ = best_of(repeat, lambda: pickle_commit(plain, directory))
-            chained = sm.Checkpointer(tracked_service, store, quiesce=lock, incremental=True)
+            chained = sm.Checkpointer(
+                tracked_service, store, quiesce=lock, incremental=True, export="inline"
+            )
             chained.checkpoint_now()  # the base
             deltas = []
             for _ in range(repeat):
@@ -211,9 +227,34 @@ def child(
             chained.close()
             (result["large_pause_s"], result["large_cpu_s"], result["large_records"],
              result["large_base"]) = min(larges)
+            result["bases"] = hold_of_bases(service, tracked_service, store, lock, repeat)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return result
+
+
+def hold_of_bases(
+    service: Any, tracked_service: Any, store: Any, lock: threading.Lock, repeat: int
+) -> dict[str, dict[str, float]]:
+    """The writers' hold of a full snapshot exported in a forked child and inline, for
+    a full checkpoint and a chain's base, interleaved, best of ``repeat``: the pause
+    (writers held) and the whole checkpoint (until committed)."""
+    import statemigrate as sm
+
+    found: dict[str, dict[str, float]] = {}
+    for _ in range(repeat):
+        for kind, target, incremental in (("full", service, False),
+                                          ("base", tracked_service, True)):
+            for export in ("fork", "inline"):
+                checkpointer = sm.Checkpointer(
+                    target, store, quiesce=lock, incremental=incremental, export=export
+                )
+                report = checkpointer.checkpoint_now()  # a chain's first piece is a base
+                checkpointer.close()
+                best = found.setdefault(f"{kind} {export}", {"pause_s": math.inf})
+                if report.pause_seconds < best["pause_s"]:
+                    best.update(pause_s=report.pause_seconds, checkpoint_s=report.seconds)
+    return found
 
 
 def main() -> None:
@@ -246,6 +287,8 @@ def main() -> None:
     large = [("entries", "records changed", "taken as", "pause", "per record changed",
               "full checkpoint's pause per entry", "CPU per record changed",
               "full checkpoint's CPU per entry")]
+    bases = [("entries", "snapshot of", "forked: writers held", "inline: writers held",
+              "ratio", "forked: whole checkpoint", "inline: whole checkpoint")]
     for size in sizes:
         found = run_child(__file__, str(size), str(args.seconds), str(args.repeat),
                           str(args.rounds), str(args.changed), str(args.large))
@@ -280,6 +323,15 @@ def main() -> None:
             f"{found['large_cpu_s'] / records * 1e6:.1f} us",
             f"{found['checkpoint_cpu_s'] / size * 1e6:.1f} us",
         ))
+        for kind, name in (("full", "a full checkpoint"), ("base", "a chain's base")):
+            fork, inline = found["bases"][f"{kind} fork"], found["bases"][f"{kind} inline"]
+            bases.append((
+                f"{size:,}", name, f"{fork['pause_s'] * 1000:.1f} ms",
+                f"{inline['pause_s'] * 1000:.0f} ms",
+                f"{fork['pause_s'] / inline['pause_s']:.4f}x",
+                f"{fork['checkpoint_s'] * 1000:.0f} ms",
+                f"{inline['checkpoint_s'] * 1000:.0f} ms",
+            ))
     print(table(writes))
     print()
     print(table(commits))
@@ -287,6 +339,8 @@ def main() -> None:
     print(table(deltas))
     print()
     print(table(large))
+    print()
+    print(table(bases))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from statemigrate._errors import (
     ChangeTrackingError,
+    CheckpointError,
     ConfigurationError,
     ExportError,
     HandoffError,
@@ -91,6 +92,7 @@ __all__ = [
     "ChangeMark",
     "ChangeTrackingError",
     "Changes",
+    "CheckpointError",
     "CheckpointReport",
     "Checkpointer",
     "CommitReport",

@@ -18,6 +18,8 @@ Every error the library raises on purpose derives from one root::
     │   └── ExportError                   a live state cannot be written so that it comes
     │                                     back the same (no plain form, or it would change)
     ├── RestoreError                      a restore failed; every component was rolled back
+    ├── CheckpointError                   a checkpoint's export in a forked child failed;
+    │                                     nothing was committed
     ├── HandoffError                      a hot-restart handoff failed; the old process serves
     │   └── SuccessorFailedError          the successor reported FAILED, exited or hung up
     ├── TrialError                        a trial generation's record is unusable, or the
@@ -37,6 +39,7 @@ from typing import Any, Literal, Protocol
 
 __all__ = [
     "ChangeTrackingError",
+    "CheckpointError",
     "ConfigurationError",
     "ExportError",
     "HandoffError",
@@ -416,6 +419,22 @@ class RestoreError(StateMigrateError):
         else:
             outcome = "state rolled back"
         super().__init__(f"restore failed during {phase}{where}{at}: {detail}; {outcome}")
+
+
+class CheckpointError(StateMigrateError):
+    """A checkpoint's snapshot, exported in a forked child, failed: the child failed,
+    was killed, ran past its deadline, or could not be started. Nothing was committed;
+    the service serves on and the next checkpoint tries again.
+
+    Attributes:
+        service: the name of the service checkpointed.
+        detail: why.
+    """
+
+    def __init__(self, service: str, detail: str) -> None:
+        self.service = service
+        self.detail = detail
+        super().__init__(f"checkpoint of {service} failed: {detail}")
 
 
 class AttemptReport(Protocol):

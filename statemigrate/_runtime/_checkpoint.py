@@ -2,16 +2,22 @@
 process killed without warning restarts from the last one.
 
 Each checkpoint holds the service's writers only while the snapshot is taken (export
-and encode); the store's atomic commit runs after they go on. A crash therefore loses
-the changes made since the last checkpoint that committed, at most one interval plus
-one checkpoint's time, and never leaves a torn snapshot: the stores commit atomically
-and keep the snapshot before it.
+and encode), or, for a full snapshot exported in a forked child (``export="fork"``,
+see :mod:`statemigrate._runtime._fork`), only while the child is forked: it encodes
+the state as it was at that instant while they go on, and the checkpointer commits
+what it wrote once it is done. The store's atomic commit runs after they go on. A
+crash therefore loses the changes made since the last checkpoint that committed, at
+most one interval plus one checkpoint's time, and never leaves a torn snapshot: the
+stores commit atomically and keep the snapshot before it.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import logging
+import mmap
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,15 +28,25 @@ from contextlib import (
     contextmanager,
     nullcontext,
 )
+from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Protocol, Self
 
-from statemigrate._errors import ConfigurationError
+from statemigrate._errors import CheckpointError, ConfigurationError, SnapshotError
 from statemigrate._observe._instruments import CHECKPOINT_PAUSE, emit
 from statemigrate._runtime._chain import MAX_PIECES, chain_frame
-from statemigrate._runtime._report import CheckpointReport, CommitReport, SnapshotReport
-from statemigrate._snapshot._encode import EncodedSnapshot
+from statemigrate._runtime._fork import Exported, ForkedExport, fork_export
+from statemigrate._runtime._report import (
+    CheckpointReport,
+    CommitReport,
+    SectionReport,
+    SnapshotReport,
+)
+from statemigrate._runtime._wait import Waits, run_waits, run_waits_async
+from statemigrate._snapshot._encode import EncodedSnapshot, new_snapshot_id
+from statemigrate._snapshot._format import open_snapshot
+from statemigrate._snapshot._header import DeltaBase
 
 if TYPE_CHECKING:
     import asyncio
@@ -38,8 +54,17 @@ if TYPE_CHECKING:
     from statemigrate._runtime._precopy import PreCopySource
     from statemigrate._runtime._service import Service
     from statemigrate.stores import Store
+    from statemigrate.stores._base import Buffer
 
-__all__ = ["AsyncPausable", "Checkpointer", "Pausable", "Quiesce", "retry_delay"]
+__all__ = [
+    "DEFAULT_EXPORT",
+    "AsyncPausable",
+    "Checkpointer",
+    "ExportMode",
+    "Pausable",
+    "Quiesce",
+    "retry_delay",
+]
 
 logger = logging.getLogger("statemigrate")
 
@@ -53,6 +78,30 @@ changed as a full snapshot per record held (it reads the records changed in the 
 they were written, scattered over memory, where a full snapshot walks the dict in
 order), so past this share a full base holds the writers no longer than the delta
 would."""
+
+ExportMode = Literal["fork", "inline"]
+"""Where a checkpoint's full snapshot (or a chain's base) is exported: in a forked
+child, the writers held for the fork only, or in this process, held throughout."""
+FORK_POSSIBLE = all(hasattr(os, name) for name in ("fork", "pidfd_open", "memfd_create"))
+DEFAULT_EXPORT: ExportMode = "fork" if FORK_POSSIBLE else "inline"
+"""``"fork"`` where the system has ``fork``, pidfds and memfds (Linux), else ``"inline"``."""
+_MEMFD_NAME = "statemigrate-checkpoint"
+
+
+_Snapshot = tuple[EncodedSnapshot, SnapshotReport]
+
+
+@dataclass(slots=True)
+class _Forking:
+    """A full snapshot a forked child is exporting for a checkpoint: what to make of
+    its bytes once it is done."""
+
+    export: ForkedExport
+    deadline: float
+    base: bool
+    """A chain's new base (else a full checkpoint)."""
+    records: int
+    """Records held at the fork (for a base: the size per record it gives)."""
 
 
 class Pausable(Protocol):
@@ -184,7 +233,9 @@ class Checkpointer:
     writer takes around each change (``threading.Lock`` will do), a function returning
     a context manager, or an object with ``pause()`` and ``resume()`` (a handoff
     ``ServerControl``). The writers are held from entering it until the snapshot is
-    encoded; the store's commit runs after they go on. Without ``quiesce`` the
+    encoded (a delta, or an inline export), or until a child is forked to export it
+    (``export="fork"``: the child encodes the state as it was at the fork, while they
+    go on); the store's commit runs after they go on. Without ``quiesce`` the
     checkpoint assumes that nothing else changes the state meanwhile: true on an event
     loop whose writers change the state without awaiting mid-change, or in a
     single-threaded server that calls :meth:`checkpoint_now` between requests; a
@@ -219,11 +270,22 @@ class Checkpointer:
             base, or longer.
         max_deltas: a new full base is taken after this many deltas, whatever their
             size.
+        export: where a full snapshot (a full checkpoint, or a chain's base) is
+            exported. ``"fork"`` (the default where the system can: Linux): in a
+            child forked with the writers held, which encodes the state as it was at
+            the fork while they go on; they are held for the fork only. ``"inline"``:
+            in this process, with the writers held until it is encoded. Deltas are
+            always exported inline (they are small). See ``docs/checkpoints.md``.
+        export_timeout: seconds a forked export may take; a child still running
+            then is killed and the checkpoint fails (it is retried, as any failed
+            checkpoint).
 
     Raises:
-        ConfigurationError: ``every``, ``max_backoff`` or ``max_delta_ratio`` is not a
-            positive number, ``max_deltas`` not a positive count, or ``quiesce`` or
-            ``changes`` has the wrong shape.
+        ConfigurationError: ``every``, ``max_backoff``, ``max_delta_ratio`` or
+            ``export_timeout`` is not a positive number, ``max_deltas`` not a positive
+            count, ``export`` not ``"fork"`` or ``"inline"`` (or ``"fork"`` where
+            the system cannot fork), or ``quiesce`` or ``changes`` has the wrong
+            shape.
     """
 
     def __init__(
@@ -238,11 +300,14 @@ class Checkpointer:
         incremental: bool = False,
         max_delta_ratio: float = 0.5,
         max_deltas: int = 100,
+        export: ExportMode = DEFAULT_EXPORT,
+        export_timeout: float = 120.0,
     ) -> None:
         for option, value in (
             ("every", every),
             ("max_backoff", max_backoff),
             ("max_delta_ratio", max_delta_ratio),
+            ("export_timeout", export_timeout),
         ):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ConfigurationError(
@@ -255,6 +320,12 @@ class Checkpointer:
         ):
             raise ConfigurationError(
                 "max_deltas", f"must be a count from 1 to {MAX_PIECES - 1}, not {max_deltas!r}"
+            )
+        if export not in ("fork", "inline"):
+            raise ConfigurationError("export", f"must be 'fork' or 'inline', not {export!r}")
+        if export == "fork" and not FORK_POSSIBLE:
+            raise ConfigurationError(
+                "export", "'fork' needs fork(), pidfds and memfds (Linux): use 'inline'"
             )
         if changes is not None and not callable(changes):
             raise ConfigurationError("changes", f"must be a function, not {type(changes).__name__}")
@@ -277,6 +348,8 @@ class Checkpointer:
         self.incremental = bool(incremental)
         self.max_delta_ratio = float(max_delta_ratio)
         self.max_deltas = max_deltas
+        self.export: ExportMode = export
+        self.export_timeout = float(export_timeout)
         self._source: PreCopySource | None = None
         self._chain: list[EncodedSnapshot] = []
         self._chain_off: str | None = None
@@ -303,10 +376,15 @@ class Checkpointer:
         service is under way or after one gave its state to a successor. Do not call
         it while holding the ``quiesce`` lock.
 
+        With ``export="fork"``, a full snapshot is exported by a forked child: the
+        writers are held for the fork only, and this call waits for the child.
+
         Raises:
             StoreError: the store could not commit; its earlier checkpoints are intact.
             ExportError, ValidationError, ...: the state could not be snapshotted (see
                 :meth:`Service.snapshot`); nothing was written.
+            CheckpointError: the forked child failed (its error), was killed, or ran
+                past ``export_timeout``; it was reaped and nothing was written.
         """
         if self._mode == "loop":
             raise ConfigurationError(
@@ -321,7 +399,10 @@ class Checkpointer:
                 taken = self._take(force, self._hold)
                 if taken is None:
                     return CheckpointReport(None, 0.0, time.perf_counter() - began)
-                encoded, report, mark, pause = taken
+                snapshot, mark, pause = taken
+                if isinstance(snapshot, _Forking):
+                    snapshot = self._adopt(snapshot, run_waits(self._wait(snapshot)))
+                encoded, report = snapshot
                 committed = self.service._checkpoints.commit(
                     partial(self.service.commit_snapshot, self.store, encoded, report)
                 )
@@ -335,8 +416,10 @@ class Checkpointer:
     async def checkpoint(self, *, force: bool = False) -> CheckpointReport:
         """:meth:`checkpoint_now` for an event loop: the snapshot is taken on the loop
         (no other task runs meanwhile: that is the pause), and the store's commit runs
-        in a worker thread while the loop serves. ``quiesce`` may be an
-        ``asyncio.Lock`` (or any async context manager) here.
+        in a worker thread while the loop serves. With ``export="fork"`` only the fork
+        of a full snapshot's child runs so, and the loop serves while the child
+        exports. ``quiesce`` may be an ``asyncio.Lock`` (or any async context manager)
+        here.
 
         Raises:
             As :meth:`checkpoint_now`.
@@ -357,13 +440,25 @@ class Checkpointer:
             try:
                 quiesce = self._quiesce
                 if _async_only(quiesce):
-                    async with _async_hold(quiesce):
-                        taken = self._take(force, nullcontext)
+                    taken = None
+                    try:
+                        async with _async_hold(quiesce):
+                            taken = self._take(force, nullcontext)
+                    except BaseException:
+                        if taken is not None and isinstance(taken[0], _Forking):
+                            taken[0].export.close()  # letting the writers go failed
+                        raise
                 else:
                     taken = self._take(force, self._hold)
                 if taken is None:
                     return CheckpointReport(None, 0.0, time.perf_counter() - began)
-                encoded, report, mark, pause = taken
+                snapshot, mark, pause = taken
+                if isinstance(snapshot, _Forking):
+                    # The loop serves while the child exports; cancelled meanwhile, the
+                    # child is killed and nothing is committed.
+                    exported = await run_waits_async(self._wait(snapshot))
+                    snapshot = self._adopt(snapshot, exported)
+                encoded, report = snapshot
                 commit = asyncio.ensure_future(
                     asyncio.to_thread(
                         self.service._checkpoints.commit,
@@ -412,24 +507,120 @@ class Checkpointer:
 
     def _take(
         self, force: bool, hold: Callable[[], AbstractContextManager[object]]
-    ) -> tuple[EncodedSnapshot, SnapshotReport, object, float] | None:
-        """Snapshot under the writers' hold; None when nothing changed."""
+    ) -> tuple[_Snapshot | _Forking, object, float] | None:
+        """Snapshot (or fork the child that exports it) under the writers' hold; None
+        when nothing changed."""
         changes = self._changes
         if not force and changes is not None and changes() == self._committed_mark:
             logger.debug("checkpoint of %s skipped: nothing changed", self.service.name)
             return None
-        with hold():
-            # Held from here: the time spent taking a lock is not counted, as the
-            # writers still run meanwhile.
-            held = time.perf_counter()
-            mark = changes() if changes is not None else _NOTHING
-            if self.incremental and self._chain_off is None:
-                encoded, report = self._take_piece()
-            else:
-                encoded, report = self.service.snapshot()
-        pause = time.perf_counter() - held
+        taken: _Snapshot | _Forking | None = None
+        try:
+            with hold():
+                # Held from here: the time spent taking a lock is not counted, as the
+                # writers still run meanwhile.
+                held = time.perf_counter()
+                mark = changes() if changes is not None else _NOTHING
+                if self.incremental and self._chain_off is None:
+                    taken = self._take_piece()
+                else:
+                    taken = self._take_full()
+            pause = time.perf_counter() - held
+        except BaseException:
+            if isinstance(taken, _Forking):  # forked, then letting the writers go failed
+                taken.export.close()
+            raise
         emit(CHECKPOINT_PAUSE, pause, self.service.name)
-        return encoded, report, mark, pause
+        return taken, mark, pause
+
+    def _take_full(self) -> _Snapshot | _Forking:
+        """A full snapshot, with the writers held: encoded here, or forked."""
+        if self.export == "inline":
+            return self.service.snapshot()
+        service = self.service
+        # Reserved here: the child's count of generations dies with it.
+        identity = DeltaBase(new_snapshot_id(), service._reserve_generation())
+        timings: dict[str, float] = {}
+
+        def produce() -> list[Buffer]:  # in the child
+            encoded, report = service._snapshot(
+                targets=None, allow_lossy=False, meta=None, identity=identity
+            )
+            timings.update(report.timings)
+            return encoded.parts
+
+        return self._fork(produce, timings, base=False, records=0)
+
+    def _fork(
+        self,
+        produce: Callable[[], list[Buffer]],
+        timings: dict[str, float],
+        *,
+        base: bool,
+        records: int,
+    ) -> _Forking:
+        """Fork the child that runs ``produce``; it notes ``timings`` for the parent."""
+        export = fork_export(
+            produce,
+            label="checkpoint",
+            fail=partial(CheckpointError, self.service.name),
+            name=_MEMFD_NAME,
+            note=lambda: json.dumps(timings).encode(),
+        )
+        return _Forking(export, time.monotonic() + self.export_timeout, base, records)
+
+    def _wait(self, forking: _Forking) -> Waits[Exported]:
+        return forking.export.wait(forking.deadline)
+
+    def _adopt(self, forking: _Forking, exported: Exported) -> _Snapshot:
+        """What a forked child wrote, as the snapshot an inline export would have
+        given: verified, mapped from its sealed memfd, reported (to the log and the
+        metrics) as a snapshot taken here; for a base, the chain it starts.
+
+        Raises:
+            CheckpointError: the memfd cannot be mapped, or does not hold a sound
+                snapshot.
+        """
+        service = self.service
+        try:
+            view = memoryview(mmap.mmap(exported.fd, exported.size, prot=mmap.PROT_READ))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(service.name, f"cannot map the checkpoint memfd: {exc}") from exc
+        finally:
+            os.close(exported.fd)
+        try:
+            header = open_snapshot(view, key=service._key, limits=service._limits).header
+            timings = {str(k): float(v) for k, v in json.loads(exported.note).items()}
+        except (SnapshotError, ValueError, TypeError, AttributeError) as exc:
+            raise CheckpointError(
+                service.name, f"the checkpoint export's child wrote no sound snapshot: {exc}"
+            ) from exc
+        encoded = EncodedSnapshot(parts=[view], header=header, size=exported.size, timings=timings)
+        report = SnapshotReport(
+            snapshot_id=header.snapshot_id,
+            generation=header.generation,
+            size=exported.size,
+            sections=tuple(
+                SectionReport(
+                    component=info.component,
+                    instance=info.instance,
+                    version=info.version,
+                    raw_size=info.raw_size,
+                    stored_size=info.stored_size,
+                    chunks=len(info.chunks),
+                    steps=(),
+                )
+                for info in header.sections
+            ),
+            timings=dict(timings),
+        )
+        logger.info("%s", report.summary())
+        service._record_snapshot(report, exported.child_seconds)
+        if not forking.base:
+            return encoded, report
+        self._chain = [encoded]
+        self._record_size = encoded.size / max(forking.records, 1)
+        return self._chain_snapshot()
 
     # --- incremental ---------------------------------------------------------------------
 
@@ -454,11 +645,13 @@ class Checkpointer:
         size = sum(d.size for d in deltas) + pending * self._record_size
         return size > self.max_delta_ratio * self._chain[0].size
 
-    def _take_piece(self) -> tuple[EncodedSnapshot, SnapshotReport]:
+    def _take_piece(self) -> _Snapshot | _Forking:
         """The next piece of the chain, with the writers held: a delta, or a full base
         when the chain is empty or has grown past its bounds; returns the whole chain
-        as one snapshot to commit."""
+        as one snapshot to commit (or the child forked to export the base)."""
         source = self._source
+        if self.export == "fork" and (source is None or self._compact_now(source)):
+            return self._fork_base()
         if source is None:
             source = self.service.precopy_source()
             source.start()
@@ -482,6 +675,38 @@ class Checkpointer:
             self._chain.append(source.delta())
             if records >= _SAMPLE_RECORDS:
                 self._record_size = self._chain[-1].size / records
+        return self._chain_snapshot()
+
+    def _fork_base(self) -> _Snapshot | _Forking:
+        """A new base, exported by a forked child. Its changes are tracked by a new
+        source, whose marks open here, with the writers held: the deltas after it
+        start exactly at the fork."""
+        old, self._source = self._source, None
+        # Emptied first: a base that fails to be written leaves no chain to extend.
+        self._chain = []
+        if old is not None:
+            old.close()
+        source = self.service.precopy_source()
+        source.start()
+        if source.why_no_deltas is not None:
+            self._chain_off = source.why_no_deltas
+            source.close()
+            logger.warning(
+                "checkpoints of %s are full snapshots: %s", self.service.name, self._chain_off
+            )
+            return self._take_full()
+        self._source = source
+        timings: dict[str, float] = {}
+
+        def produce() -> list[Buffer]:  # in the child
+            encoded = source.full()
+            timings.update(encoded.timings)
+            return encoded.parts
+
+        return self._fork(produce, timings, base=True, records=source.records())
+
+    def _chain_snapshot(self) -> _Snapshot:
+        """The chain as one snapshot to commit, with its report."""
         piece = self._chain[-1]
         frame = chain_frame([p.size for p in self._chain])
         chain = EncodedSnapshot(

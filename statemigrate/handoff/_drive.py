@@ -15,7 +15,9 @@ loop's readiness callbacks (``loop.add_reader``) and awaits an
 :class:`~statemigrate.handoff.AsyncServerControl`, so the loop goes on serving
 meanwhile. Whatever goes wrong while an effect is performed (a hook that raised,
 ``KeyboardInterrupt``, a cancelled task) is thrown into the steps at their ``yield``,
-so their own clean-up runs, through the same driver, in both flavours.
+so their own clean-up runs, through the same driver, in both flavours. The waiting
+and the driving loop live in :mod:`statemigrate._runtime._wait`, where checkpoints
+use them too.
 
 Sending never waits: a control message is at most 64 KiB, the socket's buffer holds
 several, and a conversation has at most two messages in flight.
@@ -23,16 +25,21 @@ several, and a conversation has at most two messages in flight.
 
 from __future__ import annotations
 
-import math
-import select
-import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+from statemigrate._runtime._wait import (
+    WaitReadable,
+    drive,
+    drive_async,
+    poll_readable,
+    readable_on_loop,
+    ready_now,
+    wait_readable,
+)
 
 if TYPE_CHECKING:
-    import asyncio
-
     from statemigrate.handoff._control import AsyncServerControl, ServerControl
 
 __all__ = [
@@ -54,19 +61,6 @@ Hook = Literal["pause", "resume", "stop_accepting"]
 
 
 @dataclass(frozen=True, slots=True)
-class WaitReadable:
-    """Wait until one of ``fds`` is readable (or hung up), or ``deadline`` passes.
-
-    ``deadline`` is on the ``time.monotonic()`` clock. The first ready descriptor in
-    the order of ``fds`` is sent back, so a message waiting on the channel wins over
-    the exit of the process that sent it.
-    """
-
-    fds: tuple[int, ...]
-    deadline: float
-
-
-@dataclass(frozen=True, slots=True)
 class CallHook:
     """Call (or await) the server control's method ``name``."""
 
@@ -78,44 +72,9 @@ Effect = WaitReadable | CallHook
 Steps = Generator[Effect, object, T]
 
 
-def wait_readable(fds: Sequence[int], deadline: float) -> Steps[int | None]:
-    """Steps: wait for one of ``fds``; return it, or ``None`` at the deadline."""
-    got = yield WaitReadable(tuple(fds), deadline)
-    assert got is None or isinstance(got, int), got
-    return got
-
-
 def call_hook(name: Hook) -> Steps[None]:
     """Steps: have the server control's ``name`` method run."""
     yield CallHook(name)
-
-
-def ready_now(fds: Sequence[int]) -> int | None:
-    """The first of ``fds`` that is readable (or hung up) right now, else ``None``."""
-    poller = select.poll()
-    for fd in fds:
-        poller.register(fd, select.POLLIN)
-    ready = {fd for fd, _mask in poller.poll(0)}
-    return next((fd for fd in fds if fd in ready), None)
-
-
-# poll(2) takes its timeout in milliseconds, as a C int; longer waits take several calls.
-_MAX_POLL_MS = 2**31 - 1
-
-
-def _poll(effect: WaitReadable) -> int | None:
-    poller = select.poll()
-    for fd in effect.fds:
-        poller.register(fd, select.POLLIN)
-    while True:
-        remaining = effect.deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        events = poller.poll(min(_MAX_POLL_MS, max(1, math.ceil(remaining * 1000))))
-        ready = {fd for fd, _mask in events}
-        for fd in effect.fds:
-            if fd in ready:
-                return fd
 
 
 def run_blocking(steps: Steps[T], control: ServerControl | None) -> T:
@@ -124,46 +83,15 @@ def run_blocking(steps: Steps[T], control: ServerControl | None) -> T:
     Returns:
         What the steps return; what they raise propagates.
     """
-    reply: object = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = steps.send(reply) if error is None else steps.throw(error)
-        except StopIteration as done:
-            return cast(T, done.value)
-        reply, error = None, None
-        try:
-            if isinstance(effect, WaitReadable):
-                reply = _poll(effect)
-            elif control is not None:
-                getattr(control, effect.name)()
-        except BaseException as exc:  # the steps' clean-up decides what happens
-            error = exc
 
+    def perform(effect: Effect) -> object:
+        if isinstance(effect, WaitReadable):
+            return poll_readable(effect)
+        if control is not None:
+            getattr(control, effect.name)()
+        return None
 
-async def _wait_on_loop(loop: asyncio.AbstractEventLoop, effect: WaitReadable) -> int | None:
-    while True:
-        remaining = effect.deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        found = ready_now(effect.fds)
-        if found is not None:
-            return found
-        woken = loop.create_future()
-
-        def wake(woken: asyncio.Future[None] = woken) -> None:
-            if not woken.done():
-                woken.set_result(None)
-
-        for fd in effect.fds:
-            loop.add_reader(fd, wake)
-        timer = loop.call_later(remaining, wake)
-        try:
-            await woken
-        finally:
-            timer.cancel()
-            for fd in effect.fds:
-                loop.remove_reader(fd)
+    return drive(steps, perform)
 
 
 async def run_async(steps: Steps[T], control: AsyncServerControl | None) -> T:
@@ -174,21 +102,12 @@ async def run_async(steps: Steps[T], control: AsyncServerControl | None) -> T:
         throws ``CancelledError`` into the steps: their clean-up (stopping a
         successor, resuming the server) runs before the cancellation propagates.
     """
-    import asyncio  # here: a blocking service never pays for importing asyncio
 
-    loop = asyncio.get_running_loop()
-    reply: object = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = steps.send(reply) if error is None else steps.throw(error)
-        except StopIteration as done:
-            return cast(T, done.value)
-        reply, error = None, None
-        try:
-            if isinstance(effect, WaitReadable):
-                reply = await _wait_on_loop(loop, effect)
-            elif control is not None:
-                await getattr(control, effect.name)()
-        except BaseException as exc:  # the steps' clean-up decides what happens
-            error = exc
+    async def perform(effect: Effect) -> object:
+        if isinstance(effect, WaitReadable):
+            return await readable_on_loop(effect)
+        if control is not None:
+            await getattr(control, effect.name)()
+        return None
+
+    return await drive_async(steps, perform)

@@ -206,7 +206,12 @@ class Announcing:
 def checkpointer_of(server: PreCopyServer, args: argparse.Namespace) -> sm.Checkpointer:
     holding = Holding(server)
     store = Announcing(sm.TmpfsStore(args.store), holding, stale=args.stale_checkpoints)
-    return sm.Checkpointer(server.service, store, every=args.every, quiesce=holding)
+    # Exported in this process: the chaos test counts every process of its session as
+    # a generation, and every descriptor beyond the listener as a leak, which a
+    # checkpoint's forked child and its memfd would be for a moment.
+    return sm.Checkpointer(
+        server.service, store, every=args.every, quiesce=holding, export="inline"
+    )
 
 
 def main() -> int:

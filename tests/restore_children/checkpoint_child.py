@@ -17,13 +17,14 @@ child dies is exactly what the child had done:
                               with pauses, so that kills land inside commits too)
     m                         (``inplace`` only) half the snapshot is written
 
-MODE is ``good`` (writers held through a lock while the snapshot is taken, commits
-through the TmpfsStore), ``incremental`` (the same with a tracked ledger and
-incremental checkpoints: a base, then deltas, the chain committed as one object), or
-one of three broken checkpointers, which the same check must catch: ``noquiesce``
-takes snapshots without holding the writers, ``inplace`` rewrites the ``current``
-file in place, pausing half-way, and ``deltaonly`` checkpoints incrementally but
-commits each new piece alone, as if the store kept the pieces before it.
+MODE is ``good`` (writers held through a lock while the snapshot is taken, here while
+a child is forked to export it; commits through the TmpfsStore), ``incremental`` (the
+same with a tracked ledger and incremental checkpoints: a base, then deltas, the chain
+committed as one object), or one of three broken checkpointers, which the same check
+must catch: ``noquiesce`` takes snapshots in this process without holding the
+writers, ``inplace`` rewrites the ``current`` file in place, pausing half-way, and
+``deltaonly`` checkpoints incrementally but commits each new piece alone, as if the
+store kept the pieces before it.
 """
 
 from __future__ import annotations
@@ -153,6 +154,9 @@ def main() -> None:
         changes=lambda: ledger.count,
         incremental=incremental,
         max_deltas=8,
+        # A forked export reads the image of the fork, which no writer changes; the
+        # broken checkpointer reads the live state, in this process, as they write.
+        export="inline" if mode == "noquiesce" else "fork",
     ).start()
 
     def write_forever() -> None:

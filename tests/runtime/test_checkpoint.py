@@ -25,6 +25,7 @@ from typing_extensions import TypedDict
 
 from statemigrate import (
     Checkpointer,
+    CheckpointError,
     ConfigurationError,
     MemoryStore,
     Registry,
@@ -143,7 +144,8 @@ def service_seeing(held: Any) -> tuple[Service, SeesHold]:
 
 @pytest.mark.parametrize("shape", ["lock", "function", "pause_resume"])
 def test_the_snapshot_is_taken_with_the_writers_held_and_the_commit_after(shape: str) -> None:
-    """Every shape of ``quiesce`` holds the writers while the state is exported, and
+    """Every shape of ``quiesce`` holds the writers while the state is exported (here
+    in this process: a forked export is tested in ``test_checkpoint_fork.py``), and
     lets them go before the store commits."""
     lock = threading.Lock()
     server = Server()
@@ -163,7 +165,7 @@ def test_the_snapshot_is_taken_with_the_writers_held_and_the_commit_after(shape:
             assert not lock.locked(), "the writers are still held during the commit"
             return super().commit(data)
 
-    report = Checkpointer(service, Watching(), quiesce=quiesce).checkpoint_now()
+    report = Checkpointer(service, Watching(), quiesce=quiesce, export="inline").checkpoint_now()
     assert ledger.seen == [True] and not lock.locked()
     assert report.pause_seconds > 0 and report.seconds >= report.pause_seconds
 
@@ -172,11 +174,16 @@ def test_the_negative_control_a_missing_quiesce_exports_with_writers_free() -> N
     """The same probe sees the export unguarded when nothing holds the writers."""
     lock = threading.Lock()
     service, ledger = service_seeing(lock.locked)
-    Checkpointer(service, MemoryStore()).checkpoint_now()
+    Checkpointer(service, MemoryStore(), export="inline").checkpoint_now()
     assert ledger.seen == [False]
 
 
-def test_the_writers_go_on_when_the_snapshot_fails() -> None:
+@pytest.mark.parametrize(
+    ("export", "error"), [("inline", RuntimeError), ("fork", CheckpointError)]
+)
+def test_the_writers_go_on_when_the_snapshot_fails(export: Any, error: type[Exception]) -> None:
+    """An export that raises: in this process its error propagates, in a forked child
+    the child's error is in the ``CheckpointError``."""
     lock = threading.Lock()
     service, _ = ledger_service()
 
@@ -186,8 +193,8 @@ def test_the_writers_go_on_when_the_snapshot_fails() -> None:
 
     service.unregister("ledger")
     service.register(Broken())
-    checkpointer = Checkpointer(service, MemoryStore(), quiesce=lock)
-    with pytest.raises(RuntimeError, match="export exploded"):
+    checkpointer = Checkpointer(service, MemoryStore(), quiesce=lock, export=export)
+    with pytest.raises(error, match="export exploded"):
         checkpointer.checkpoint_now()
     assert not lock.locked() and checkpointer.failures == 1
 
@@ -618,7 +625,8 @@ def test_checkpoints_slower_than_the_interval_are_reported_once(caplog: Any) -> 
 
 def test_an_async_server_control_holds_the_writers_on_the_loop() -> None:
     """pause() and resume() coroutines (an AsyncServerControl) are awaited around the
-    snapshot; outside a loop they are refused rather than called and never awaited."""
+    snapshot (exported in this process, where the probe sees it); outside a loop they
+    are refused rather than called and never awaited."""
     held: list[bool] = [False]
     service, ledger = service_seeing(lambda: held[0])
 
@@ -629,7 +637,7 @@ def test_an_async_server_control_holds_the_writers_on_the_loop() -> None:
         async def resume(self) -> None:
             held[0] = False
 
-    checkpointer = Checkpointer(service, MemoryStore(), quiesce=AsyncServer())
+    checkpointer = Checkpointer(service, MemoryStore(), quiesce=AsyncServer(), export="inline")
     with pytest.raises(ConfigurationError, match="event loop only"):
         checkpointer.checkpoint_now()
     with pytest.raises(ConfigurationError, match="quiesce: "):
