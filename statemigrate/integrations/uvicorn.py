@@ -25,9 +25,10 @@ by themselves before setting ``should_exit``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -204,7 +205,7 @@ async def serve(
         listener = socket.create_server((host, port), backlog=backlog)
     else:
         listener = inheritance.listeners[hot.name]
-    server = uvicorn.Server(
+    server = _server_class()(
         uvicorn.Config(hot, fd=listener.fileno(), lifespan="on", **settings)
     )
     hot.attach(UvicornHooks(server), listener, inheritance)
@@ -228,6 +229,33 @@ async def serve(
     return hot.report
 
 
+def _server_class() -> type[uvicorn.Server]:
+    """uvicorn's server, except that a signal that stops it is not raised again.
+
+    Once it has shut down after ``SIGINT`` or ``SIGTERM``, uvicorn raises the signal
+    again, with its handler back to the default, so that the process dies of it. The
+    code after :func:`run` (a final checkpoint, say) would then never run; this
+    server lets :func:`run` return instead, as ``hypercorn`` does.
+    """
+    import uvicorn
+
+    class ReturningServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    # The signals uvicorn caught, kept to be raised on the way out.
+                    captured = getattr(self, "_captured_signals", None)
+                    if isinstance(captured, list):
+                        captured.clear()
+
+    return ReturningServer
+
+
 def run(app: ASGIApp, service: Service, **options: Any) -> HandoffReport | None:
-    """:func:`serve` in a new event loop, as ``uvicorn.run`` does; same options."""
+    """:func:`serve` in a new event loop, as ``uvicorn.run`` does; same options. It
+    returns after ``SIGINT`` or ``SIGTERM`` too, once uvicorn has shut down (uvicorn's
+    own ``run`` raises the signal again then)."""
     return asyncio.run(serve(app, service, **options))

@@ -253,3 +253,26 @@ def test_sigterm_during_a_handoff_waits_for_it_to_end(tmp_path: Path, argv: list
             )
     finally:
         listener.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_run_returns_after_a_stop_signal(server: str, signum: int) -> None:
+    """Code after run() (a final checkpoint) runs when a signal stops the server;
+    uvicorn itself re-raises the signal once it has shut down."""
+    child = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "run_until_signal.py"), server,
+         str(free_port())],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "serving\n"
+        child.send_signal(signum)
+        out, err = child.communicate(timeout=DEADLINE)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert (child.returncode, out) == (0, "run returned None\n"), err
