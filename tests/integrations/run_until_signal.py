@@ -11,9 +11,10 @@ from typing import Any
 
 import statemigrate as sm
 from statemigrate.integrations import hypercorn, uvicorn
+from statemigrate.integrations.asgi import Receive, Scope, Send
 
 
-async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
