@@ -381,13 +381,21 @@ def _take_before(item: _Staged) -> _Before:
         digest = _digest(plain_state(entry.obj, state, registry=entry.registry))
     except Exception as exc:
         # A state that cannot be exported is about to be replaced anyway; its rollback
-        # is still attempted, it just cannot be checked.
-        logger.warning(
+        # is still attempted, it just cannot be checked. Said once per component: a
+        # test suite restoring into new components again and again would be flooded.
+        level = logging.DEBUG if entry.key in _UNCHECKED_SAID else logging.WARNING
+        _UNCHECKED_SAID.add(entry.key)
+        logger.log(
+            level,
             "%s: current state has no plain export (%s: %s); its rollback is not checked",
             entry.key, type(exc).__name__, exc,
         )
         digest = None
     return _Before(state, digest)
+
+
+_UNCHECKED_SAID: set[str] = set()
+"""The components whose unchecked rollback was logged as a warning already."""
 
 
 def _digest(plain: object) -> bytes:

@@ -208,3 +208,26 @@ def test_a_current_state_without_a_plain_export_is_still_replaced() -> None:
     assert [c.component for c in report.components] == ["model"]
     assert report.unknown == ("last/default",)
     assert target.state == CountsModel(counts={"new": 2})
+
+
+def test_a_state_with_no_plain_export_is_reported_once_per_component(caplog: Any) -> None:
+    """A component whose state before the restore cannot be exported (a new one, holding
+    None where an int belongs) warns that its rollback is not checked, once: a test
+    suite restoring into new components again and again would be flooded."""
+    registry = Registry()
+    registry.add_schema("unexportable-before", 1, CountsModel)
+
+    @registry.migratable("unexportable-before", version=1)
+    class Counts:
+        def __init__(self) -> None:
+            self.counts: Any = None
+
+    writer = Service(NAME, registry=registry)
+    writer.register(Counts()).counts = {"a": 1}
+    snapshot = writer.snapshot()[0]
+    for _ in range(3):
+        reader = Service(NAME, registry=registry)
+        restored = reader.register(Counts())
+        reader.restore(snapshot)
+        assert restored.counts == {"a": 1}
+    assert caplog.text.count("its rollback is not checked") == 1
