@@ -369,14 +369,19 @@ def _compare(
             tofile=f"{name} v{version} (registered)",
         )
     )
+    # makemigration starts from the newest frozen version: it finds an edit of that
+    # version by itself, and needs the new type named for an edit of an older one.
+    command = (
+        f"statemigrate makemigration {name}" if version == next_free - 1
+        else f"statemigrate makemigration {name} --schema MODULE:NEW_TYPE"
+    )
     return LockProblem(
         "changed",
         name,
         f"the registered schema no longer matches `{shown(path)}` (frozen"
         f" `{fingerprint_of(frozen)[:12]}`, registered `{schema.fingerprint[:12]}`); keep"
         f" version {version} as it was and register the new shape as version"
-        f" {next_free}, the next free one (`statemigrate makemigration {name}` writes its"
-        " steps)",
+        f" {next_free}, the next free one (`{command}` writes its steps)",
         version=version,
         diff=diff,
     )

@@ -364,3 +364,17 @@ def test_reported_reachability_matches_a_brute_force_closure(edges: list[tuple[i
     assert {p.version for p in problems if p.kind == "unreachable"} == unreachable
     dead = {v for v in range(1, 5) if not any(a == v for a, _ in edges)}
     assert {p.version for p in problems if p.kind == "dead_end"} == dead
+
+
+def test_the_advice_for_an_edited_version_names_what_makemigration_needs(frozen: Path) -> None:
+    """makemigration starts from the newest frozen version: an edit of the newest is
+    found by itself, an edit of an older one needs the new type named."""
+    newest = check_schemas(registry_with(schemas={3: KVCacheStateV3Unbounded}), frozen)
+    older = check_schemas(registry_with(schemas={1: KVCacheStateV3Unbounded}), frozen)
+    (newest_problem,) = newest.problems
+    (older_problem,) = [p for p in older.problems if p.kind == "changed"]
+    assert "(`statemigrate makemigration kvcache` writes its steps)" in newest_problem.message
+    assert (
+        "(`statemigrate makemigration kvcache --schema MODULE:NEW_TYPE` writes its steps)"
+        in older_problem.message
+    )
