@@ -242,6 +242,27 @@ ZOO: dict[str, Any] = {
 """Every zoo schema under its component name."""
 
 
+class Holder:
+    """A component whose state is one schema value, exported and imported as it is."""
+
+    def __init__(self, state: Any = None) -> None:
+        self.state = state
+
+    def export_state(self) -> Any:
+        return self.state
+
+    def import_state(self, state: Any) -> None:
+        self.state = state
+
+
+def holder_class(registry: Registry, name: str, version: int) -> type[Holder]:
+    """A new component class holding ``name`` at ``version`` in ``registry``."""
+    cls: type[Holder] = registry.migratable(name, version=version)(
+        type(f"Holder_{name}_{version}", (Holder,), {})
+    )
+    return cls
+
+
 def envelope(name: str, schema: Any) -> Any:
     """Version 2 of a zoo schema: its version 1 value under ``value``, and a revision."""
     return pydantic.create_model(

@@ -7,36 +7,20 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from roundtrip_zoo import Holder, holder_class
 
 from statemigrate import MemfdStore, Registry, Service, TmpfsStore
 
 SHM = "/dev/shm"
 
 
-class Holder:
-    """A component whose state is one schema value, exported and imported as it is."""
-
-    def __init__(self, state: Any = None) -> None:
-        self.state = state
-
-    def export_state(self) -> Any:
-        return self.state
-
-    def import_state(self, state: Any) -> None:
-        self.state = state
-
-
 def holder_registry(schema: object, *, name: str = "thing") -> tuple[Registry, type[Holder]]:
     """A registry holding ``schema`` as version 1 of ``name``, and its component class."""
     registry = Registry()
     registry.add_schema(name, 1, schema)
-    holder: type[Holder] = registry.migratable(name, version=1)(
-        type(f"Holder_{name}", (Holder,), {})
-    )
-    return registry, holder
+    return registry, holder_class(registry, name, 1)
 
 
 RoundTrip = Callable[[object, object], object]

@@ -19,7 +19,7 @@ from cli_helpers import run
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
-from roundtrip_zoo import ZOO, build_registry
+from roundtrip_zoo import ZOO, Holder, build_registry, holder_class
 
 from statemigrate import ExportError, Service, TmpfsStore
 from statemigrate.testing import from_schema
@@ -29,17 +29,6 @@ REGISTRY = build_registry()
 REGISTRY_FLAG = ("--registry", "roundtrip_zoo:build_registry")
 
 
-class Holder:
-    def __init__(self, state: Any = None) -> None:
-        self.state = state
-
-    def export_state(self) -> Any:
-        return self.state
-
-    def import_state(self, state: Any) -> None:
-        self.state = state
-
-
 def service(
     version: int, names: list[str], states: dict[str, Any]
 ) -> tuple[Service, dict[str, Holder]]:
@@ -47,10 +36,7 @@ def service(
     built = Service("zoo", registry=REGISTRY)
     holders: dict[str, Holder] = {}
     for name in names:
-        cls: type[Holder] = REGISTRY.migratable(name, version=version)(
-            type(f"H_{name}", (Holder,), {})
-        )
-        holder = built.register(cls(states.get(name)))
+        holder = built.register(holder_class(REGISTRY, name, version)(states.get(name)))
         assert isinstance(holder, Holder)
         holders[name] = holder
     return built, holders

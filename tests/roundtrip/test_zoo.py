@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter
-from roundtrip_zoo import ZOO, build_registry
+from roundtrip_zoo import ZOO, Holder, build_registry, holder_class
 
-from statemigrate import ExportError, MemfdStore, Registry, Service, TmpfsStore
+from statemigrate import ExportError, MemfdStore, Service, TmpfsStore
 from statemigrate.testing import from_schema
 from statemigrate.testing._properties import exact_differences
 
@@ -36,26 +36,6 @@ ZOO_SETTINGS = settings(
 )
 
 REGISTRY = build_registry()
-
-
-class Holder:
-    """A component whose state is one schema value, exported and imported as it is."""
-
-    def __init__(self, state: Any = None) -> None:
-        self.state = state
-
-    def export_state(self) -> Any:
-        return self.state
-
-    def import_state(self, state: Any) -> None:
-        self.state = state
-
-
-def holder_class(registry: Registry, name: str, version: int) -> type[Holder]:
-    cls: type[Holder] = registry.migratable(name, version=version)(
-        type(f"Holder_{name}_{version}", (Holder,), {})
-    )
-    return cls
 
 
 def key_orders(value: Any, path: str = "") -> Iterator[tuple[str, list[Any]]]:
