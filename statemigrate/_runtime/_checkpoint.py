@@ -40,7 +40,6 @@ from statemigrate._runtime._fork import Exported, ForkedExport, fork_export
 from statemigrate._runtime._report import (
     CheckpointReport,
     CommitReport,
-    SectionReport,
     SnapshotReport,
 )
 from statemigrate._runtime._wait import Waits, run_waits, run_waits_async
@@ -596,24 +595,7 @@ class Checkpointer:
                 service.name, f"the checkpoint export's child wrote no sound snapshot: {exc}"
             ) from exc
         encoded = EncodedSnapshot(parts=[view], header=header, size=exported.size, timings=timings)
-        report = SnapshotReport(
-            snapshot_id=header.snapshot_id,
-            generation=header.generation,
-            size=exported.size,
-            sections=tuple(
-                SectionReport(
-                    component=info.component,
-                    instance=info.instance,
-                    version=info.version,
-                    raw_size=info.raw_size,
-                    stored_size=info.stored_size,
-                    chunks=len(info.chunks),
-                    steps=(),
-                )
-                for info in header.sections
-            ),
-            timings=dict(timings),
-        )
+        report = SnapshotReport.of(header, exported.size, timings)
         logger.info("%s", report.summary())
         service._record_snapshot(report, exported.child_seconds)
         if not forking.base:

@@ -6,11 +6,12 @@ into JSON for dashboards (:meth:`to_plain`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from statemigrate._snapshot._header import SnapshotHeader
     from statemigrate.stores import SnapshotRef
 
 __all__ = [
@@ -56,6 +57,36 @@ class SnapshotReport:
     """For an incremental checkpoint, the pieces of the chain committed as one object
     (a full snapshot and its deltas; ``size`` is the whole chain's, ``sections`` is
     empty and the id, generation and timings are the last piece's); 0 otherwise."""
+
+    @classmethod
+    def of(
+        cls,
+        header: SnapshotHeader,
+        size: int,
+        timings: Mapping[str, float],
+        steps: Iterable[tuple[str, ...]] | None = None,
+    ) -> SnapshotReport:
+        """The report of a snapshot of ``size`` bytes with this header; ``steps``: the
+        names of the steps each section went through (none by default)."""
+        per_section = list(steps) if steps is not None else [()] * len(header.sections)
+        return cls(
+            snapshot_id=header.snapshot_id,
+            generation=header.generation,
+            size=size,
+            sections=tuple(
+                SectionReport(
+                    component=info.component,
+                    instance=info.instance,
+                    version=info.version,
+                    raw_size=info.raw_size,
+                    stored_size=info.stored_size,
+                    chunks=len(info.chunks),
+                    steps=names,
+                )
+                for info, names in zip(header.sections, per_section, strict=True)
+            ),
+            timings=dict(timings),
+        )
 
     def to_plain(self) -> dict[str, Any]:
         """The report as JSON-ready data."""

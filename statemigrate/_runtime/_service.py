@@ -55,7 +55,7 @@ from statemigrate._runtime._chain import is_chain, split_chain
 from statemigrate._runtime._chainread import chain_break
 from statemigrate._runtime._delta import apply_delta, delta_obstacle
 from statemigrate._runtime._precopy import PreCopySource
-from statemigrate._runtime._report import CommitReport, RestoreReport, SectionReport, SnapshotReport
+from statemigrate._runtime._report import CommitReport, RestoreReport, SnapshotReport
 from statemigrate._runtime._restore import Registered, run_restore
 from statemigrate._snapshot._codec import NotPlainError
 from statemigrate._snapshot._encode import (
@@ -1254,24 +1254,7 @@ class _Exported:
         self, header: SnapshotHeader, size: int, timings: Mapping[str, float]
     ) -> SnapshotReport:
         """The report of the snapshot these sections were encoded into."""
-        return SnapshotReport(
-            snapshot_id=header.snapshot_id,
-            generation=header.generation,
-            size=size,
-            sections=tuple(
-                SectionReport(
-                    component=info.component,
-                    instance=info.instance,
-                    version=info.version,
-                    raw_size=info.raw_size,
-                    stored_size=info.stored_size,
-                    chunks=len(info.chunks),
-                    steps=steps,
-                )
-                for info, steps in zip(header.sections, self.step_names, strict=True)
-            ),
-            timings={**self.timings, **timings},
-        )
+        return SnapshotReport.of(header, size, {**self.timings, **timings}, self.step_names)
 
 
 _SOURCES = "bytes, what Service.snapshot() returns, a store reference or a CommitReport"
