@@ -635,14 +635,8 @@ class Checkpointer:
         if self.export == "fork" and (source is None or self._compact_now(source)):
             return self._fork_base()
         if source is None:
-            source = self.service.precopy_source()
-            source.start()
-            if source.why_no_deltas is not None:
-                self._chain_off = source.why_no_deltas
-                source.close()
-                logger.warning(
-                    "checkpoints of %s are full snapshots: %s", self.service.name, self._chain_off
-                )
+            source = self._new_source()
+            if source is None:
                 return self.service.snapshot()
             self._source = source
         if self._compact_now(source):
@@ -659,6 +653,20 @@ class Checkpointer:
                 self._record_size = self._chain[-1].size / records
         return self._chain_snapshot()
 
+    def _new_source(self) -> PreCopySource | None:
+        """A started change-tracking source for a new chain; None when the components
+        cannot tell what changed (checkpoints are then full snapshots, and stay so)."""
+        source = self.service.precopy_source()
+        source.start()
+        if source.why_no_deltas is None:
+            return source
+        self._chain_off = source.why_no_deltas
+        source.close()
+        logger.warning(
+            "checkpoints of %s are full snapshots: %s", self.service.name, self._chain_off
+        )
+        return None
+
     def _fork_base(self) -> _Snapshot | _Forking:
         """A new base, exported by a forked child. Its changes are tracked by a new
         source, whose marks open here, with the writers held: the deltas after it
@@ -668,14 +676,8 @@ class Checkpointer:
         self._chain = []
         if old is not None:
             old.close()
-        source = self.service.precopy_source()
-        source.start()
-        if source.why_no_deltas is not None:
-            self._chain_off = source.why_no_deltas
-            source.close()
-            logger.warning(
-                "checkpoints of %s are full snapshots: %s", self.service.name, self._chain_off
-            )
+        source = self._new_source()
+        if source is None:
             return self._take_full()
         self._source = source
         timings: dict[str, float] = {}
