@@ -29,6 +29,8 @@ from pydantic import (
     field_validator,
 )
 from typing_extensions import TypedDict
+from zoo.models import Cat, Dog  # the tagged union's members, shared with that zoo
+from zoo.table import Holder
 
 from statemigrate import Registry
 
@@ -138,16 +140,6 @@ class Shapes(BaseModel):
     spans: list[Span] = []
 
 
-class Cat(BaseModel):
-    kind: Literal["cat"] = "cat"
-    lives: int = 9
-
-
-class Dog(BaseModel):
-    kind: Literal["dog"] = "dog"
-    good: bool = True
-
-
 class Pets(BaseModel):
     pets: list[Annotated[Cat | Dog, Field(discriminator="kind")]] = []
     favourite: Cat | Dog | None = None
@@ -240,19 +232,6 @@ ZOO: dict[str, Any] = {
     "bare-tuple": tuple[int, datetime.date, Mode],
 }
 """Every zoo schema under its component name."""
-
-
-class Holder:
-    """A component whose state is one schema value, exported and imported as it is."""
-
-    def __init__(self, state: Any = None) -> None:
-        self.state = state
-
-    def export_state(self) -> Any:
-        return self.state
-
-    def import_state(self, state: Any) -> None:
-        self.state = state
 
 
 def holder_class(registry: Registry, name: str, version: int) -> type[Holder]:

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from roundtrip_zoo import Holder, holder_class
+from roundtrip_zoo import holder_class
+from zoo.table import Holder
 
 from statemigrate import MemfdStore, Registry, Service, TmpfsStore
 

@@ -19,7 +19,8 @@ from cli_helpers import run
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
-from roundtrip_zoo import ZOO, Holder, build_registry, holder_class
+from roundtrip_zoo import ZOO, build_registry, holder_class
+from zoo.table import Holder
 
 from statemigrate import ExportError, Service, TmpfsStore
 from statemigrate.testing import from_schema

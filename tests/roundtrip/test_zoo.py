@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter
-from roundtrip_zoo import ZOO, Holder, build_registry, holder_class
+from roundtrip_zoo import ZOO, build_registry, holder_class
+from zoo.table import Holder
 
 from statemigrate import ExportError, MemfdStore, Service, TmpfsStore
 from statemigrate.testing import from_schema

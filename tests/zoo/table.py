@@ -147,7 +147,7 @@ BY_NAME = {entry.name: entry for entry in ZOO}
 class Holder:
     """A component that holds the state it is given, as a service's object would."""
 
-    def __init__(self, state: Any) -> None:
+    def __init__(self, state: Any = None) -> None:
         self.state = state
 
     def export_state(self) -> Any:
