@@ -14,6 +14,7 @@ import datetime
 import decimal
 import enum
 import uuid
+from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, NamedTuple, NotRequired, TypeVar
 
 import pydantic
@@ -32,7 +33,7 @@ from typing_extensions import TypedDict
 from zoo.models import Cat, Dog  # the tagged union's members, shared with that zoo
 from zoo.table import Holder
 
-from statemigrate import Registry
+from statemigrate import MemfdStore, Registry, Service, TmpfsStore
 
 T = TypeVar("T")
 
@@ -240,6 +241,19 @@ def holder_class(registry: Registry, name: str, version: int) -> type[Holder]:
         type(f"Holder_{name}_{version}", (Holder,), {})
     )
     return cls
+
+
+def restore_from(kind: str, writer: Service, reader: Service, directory: Path) -> None:
+    """Commit ``writer``'s state to a store of ``kind`` and restore ``reader`` from it."""
+    if kind == "tmpfs":
+        with TmpfsStore(directory) as tmpfs:
+            writer.commit(tmpfs)
+        with TmpfsStore(directory) as tmpfs:
+            reader.restore(tmpfs.open())
+    else:
+        with MemfdStore() as memfd:
+            writer.commit(memfd)
+            reader.restore(memfd.open())
 
 
 def envelope(name: str, schema: Any) -> Any:

@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from roundtrip_zoo import holder_class
+from roundtrip_zoo import holder_class, restore_from
 from zoo.table import Holder
 
-from statemigrate import MemfdStore, Registry, Service, TmpfsStore
+from statemigrate import Registry, Service
 
 SHM = "/dev/shm"
 
@@ -52,16 +52,7 @@ def round_trip(request: pytest.FixtureRequest, store_dir: Path) -> RoundTrip:
         writer.register(holder(state))
         reader = Service("svc", registry=registry)
         restored = reader.register(holder())
-        if kind == "tmpfs":
-            directory = store_dir / str(next(counter))
-            with TmpfsStore(directory) as tmpfs:
-                writer.commit(tmpfs)
-            with TmpfsStore(directory) as tmpfs:
-                reader.restore(tmpfs.open())
-        else:
-            with MemfdStore() as memfd:
-                writer.commit(memfd)
-                reader.restore(memfd.open())
+        restore_from(kind, writer, reader, store_dir / str(next(counter)))
         assert isinstance(restored, Holder)
         return restored.state
 

@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter
-from roundtrip_zoo import ZOO, build_registry, holder_class
+from roundtrip_zoo import ZOO, build_registry, holder_class, restore_from
 from zoo.table import Holder
 
-from statemigrate import ExportError, MemfdStore, Service, TmpfsStore
+from statemigrate import ExportError, Service
 from statemigrate.testing import from_schema
 from statemigrate.testing._properties import exact_differences
 
@@ -72,19 +72,6 @@ def store_root() -> Iterator[Path]:
         yield Path(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
-
-def restore_from(kind: str, writer: Service, reader: Service, directory: Path) -> None:
-    """Commit ``writer``'s state to a store of ``kind`` and restore ``reader`` from it."""
-    if kind == "tmpfs":
-        with TmpfsStore(directory) as tmpfs:
-            writer.commit(tmpfs)
-        with TmpfsStore(directory) as tmpfs:
-            reader.restore(tmpfs.open())
-    else:
-        with MemfdStore() as memfd:
-            writer.commit(memfd)
-            reader.restore(memfd.open())
 
 
 def clear_refusal(error: ExportError, name: str) -> None:

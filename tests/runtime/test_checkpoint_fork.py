@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from handoff_children._fdtable import processes
 from restore_children.ledger import (
     Ledger,
     ledger_service,
@@ -104,18 +105,7 @@ class Holding:
 
 def children() -> list[tuple[int, str]]:
     """This process's children, zombies included: (pid, state)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid():
-            found.append((int(entry), fields[0]))
-    return found
+    return [(pid, fields[0]) for pid, fields in processes() if int(fields[1]) == os.getpid()]
 
 
 def descriptors() -> set[str]:
