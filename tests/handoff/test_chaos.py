@@ -396,7 +396,10 @@ class Run:
         if target != "startup":
             opened = chain.wait_for(lambda events: openings(mode, events, old).get(target),
                                     since=since)
-        pause = self.rng.uniform(0, self.typical(target))
+        # Start-up is aimed at its first half: its length varies most (imports, a loaded
+        # machine), and a kill aimed at all of it often lands in the phases after it.
+        share = 0.5 if target == "startup" else 1.0
+        pause = self.rng.uniform(0, share * self.typical(target))
         time.sleep(max(0.0, opened + pause - time.monotonic()))
         new = None
         started = [e for e in chain.events[since:] if e["event"] == "started" and e["ppid"] == old]
