@@ -223,11 +223,7 @@ def render_migration(
         if others is not None:
             lines += _others_function(shape, others) + ["", ""]
         lines += _step_function(shape, main, others)
-    skip = 0 if records is None else 2  # a record step's argument is one record
-    mains = [main for main, _ in steps.values()]
-    if any(parent[skip:] for step in mains for parent, _ in step.blocks) or any(
-        parent for _, step in steps.values() if step is not None for parent, _ in step.blocks
-    ):
+    if any("_objects(" in line for line in lines):  # a step reaches objects below its argument
         lines += ["", ""] + _OBJECTS_HELPER.splitlines()
     code = "\n".join(lines) + "\n"
     lost_up = tuple(name for step in up for name in step.lost)
