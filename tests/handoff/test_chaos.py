@@ -47,6 +47,7 @@ PRECOPY_TRIALS = int(os.environ.get("STATEMIGRATE_CHAOS_TRIALS", "25"))
 SEED = int(os.environ.get("STATEMIGRATE_CHAOS_SEED", str(random.randrange(2**32))))
 DELAY = 0.05  # export and restore each take this long: every phase can be hit
 HANG_GUARD = 60.0  # seconds; a guard against a hung process, not a figure
+SETTLE_RECHECK = 0.25  # seconds between the two looks that find a trial settled
 CHECKPOINT_EVERY = 0.1  # seconds between a pre-copy generation's checkpoints
 
 
@@ -432,20 +433,39 @@ class Run:
         # serving (its "ready" comes once it answers SIGUSR2) or gone.
         deadline = time.monotonic() + HANG_GUARD
 
+        def owned_when_signalled(events: list[dict[str, Any]]) -> bool:
+            """The signalled successor confirmed before the signal: its events reach
+            this test late, so it can look like a survivor while it stops."""
+            return any(e["event"] == "serving" and e["pid"] == pid and e["t"] <= killed_at
+                       for e in events)
+
         def settled() -> bool:
             alive = chain.alive()
-            said = {(e["event"], e["pid"]) for e in chain.events[since:]}
+            events = chain.events[since:]
+            said = {(e["event"], e["pid"]) for e in events}
             if len(alive) > 1 or ("handed_over", old) in said and old in alive:
                 return False  # an old process that handed over is on its way out
+            if victim == "new" and pid in alive and owned_when_signalled(events):
+                return False  # the sole owner was stopped: it is on its way out
             if old in alive and ("handoff_failed", old) not in said:
                 return False  # its handoff is still going
             if alive and alive != {old}:
                 return ("ready", next(iter(alive))) in said
             return True
 
-        while not settled():
+        # Settled twice, a moment apart, with the same processes: an old process killed
+        # while it forks its successor can be gone a moment before the successor shows.
+        seen: set[int] | None = None
+        while True:
             assert time.monotonic() < deadline, f"not settled: {chain.events[since:]}"
-            time.sleep(0.01)
+            if not settled():
+                seen = None
+                time.sleep(0.01)
+                continue
+            if seen == chain.alive():
+                break
+            seen = chain.alive()
+            time.sleep(SETTLE_RECHECK)
         events = chain.events[since:]
         times = openings(mode, events, old)
         result.phase = "startup" if pid is not None else "missed"
