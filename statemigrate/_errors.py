@@ -13,7 +13,8 @@ Every error the library raises on purpose derives from one root::
     ├── UnknownComponentError (KeyError)  a component or version nobody registered
     ├── NoMigrationPathError              no chain of steps between two versions
     ├── LossyMigrationError               the only path loses data and loss was not allowed
-    ├── MigrationStepError (ValueError)   a migration step raised on the data it was given
+    ├── MigrationStepError (ValueError)   a migration step raised on the data it was given,
+    │                                     or returned data that is not plain
     ├── ValidationError (ValueError)      decoded or migrated data does not fit its schema
     │   └── ExportError                   a live state cannot be written so that it comes
     │                                     back the same (no plain form, or it would change)
@@ -286,7 +287,8 @@ class LossyMigrationError(StateMigrateError):
 
 
 class MigrationStepError(StateMigrateError, ValueError):
-    """A migration step raised an exception on the data it was given.
+    """A migration step raised an exception on the data it was given, or returned
+    data that is not plain.
 
     Every caller that runs steps (a restore, a snapshot for older targets, the
     ``migrate`` command, the property checks) reports a failing step with this error;
@@ -298,8 +300,12 @@ class MigrationStepError(StateMigrateError, ValueError):
         source: the version the step reads.
         target: the version the step writes.
         step: the step in its printed form, e.g. ``sessions 1 -> 2 (add_ttl)``.
-        detail: the step's exception, as ``TypeName: message``.
+        detail: the step's exception, as ``TypeName: message``, or what is not plain
+            data in its output.
         instance: the component instance, when known.
+        path: where the step's output holds a value that is not plain data (a
+            ``datetime``, a ``set``, a tuple, ...), e.g. ``['entries']['a']``;
+            ``None`` when the step raised.
     """
 
     def __init__(
@@ -311,6 +317,7 @@ class MigrationStepError(StateMigrateError, ValueError):
         detail: str,
         *,
         instance: str | None = None,
+        path: str | None = None,
     ) -> None:
         self.component = component
         self.source = source
@@ -318,6 +325,7 @@ class MigrationStepError(StateMigrateError, ValueError):
         self.step = step
         self.detail = detail
         self.instance = instance
+        self.path = path
         where = component if instance is None else f"{component}/{instance}"
         super().__init__(f"migration step {step} failed: {detail} (in {where})")
 

@@ -29,7 +29,8 @@ from typing import Any
 import pydantic
 
 from statemigrate._errors import MigrationStepError, StateMigrateError, ValidationError
-from statemigrate._model._plaindata import copy_plain
+from statemigrate._model._compare import format_path
+from statemigrate._model._plaindata import copy_plain, not_plain_output
 from statemigrate._model._plan import Plan, Step
 from statemigrate._model._schema import SchemaVersion
 
@@ -91,8 +92,8 @@ def run_plan(
         instance: the component instance, named in error messages.
 
     Raises:
-        MigrationStepError: a step raised (the step's exception is chained), or
-            returned ``None``.
+        MigrationStepError: a step raised (the step's exception is chained),
+            returned ``None``, or returned data that is not plain (``path`` says where).
         ValidationError: the result does not fit ``schema``; ``instance`` is set.
         ExportError: the validated state does not export so that it comes back the same.
     """
@@ -114,6 +115,7 @@ def run_plan(
                 f"{type(exc).__name__}: {exc}",
                 instance=instance,
             ) from exc
+        _check_plain(step, data, instance)
     migrated = time.perf_counter()
     timings["migrate"] = migrated - copied
     if schema is None:
@@ -126,6 +128,30 @@ def run_plan(
     plain = schema.export(state, walk=True) if export else None
     timings["export"] = time.perf_counter() - validated
     return MigrationResult(plan, plain, state, timings)
+
+
+def _check_plain(step: Step, data: Any, instance: str | None) -> None:
+    """Refuse a step's output that is not plain data, naming the step and the path.
+
+    Validation alone would let some through (pydantic takes a ``datetime`` or a
+    ``set`` where the schema has one), and then a restore would accept what the testing
+    kit's checks refuse; the contract is plain data out of every step.
+    """
+    problem = not_plain_output(data)
+    if problem is None:
+        return
+    path, what = problem
+    where = format_path(path)
+    raise MigrationStepError(
+        step.component,
+        step.source,
+        step.target,
+        str(step),
+        f"it returned data that is not plain at {where}: {what}; a step returns dicts,"
+        " lists, str, bytes, 64-bit ints, floats, bools and None",
+        instance=instance,
+        path=where,
+    )
 
 
 def _validated(schema: SchemaVersion, box: list[Any], instance: str | None) -> Any:

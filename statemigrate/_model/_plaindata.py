@@ -28,6 +28,7 @@ __all__ = [
     "copy_plain",
     "find_not_plain",
     "is_plain",
+    "not_plain_output",
     "text_problem",
     "to_plain",
 ]
@@ -111,6 +112,43 @@ def find_not_plain(
                 return path, f"the integer {item} does not fit in 64 bits"
         elif kind not in _SCALARS and not (buffers and kind in (bytearray, memoryview)):
             return path, f"a {kind.__qualname__} value ({item!r:.40}) is not plain data"
+    return None
+
+
+def not_plain_output(value: object) -> tuple[list[object], str] | None:
+    """Where a migration step's output is not plain data, and what is wrong; ``None``
+    when all of it is.
+
+    The one rule for a step's output, applied by every caller of steps (a restore, the
+    ``migrate`` command, the testing kit's checks): what the snapshot encoder accepts
+    (:func:`find_not_plain`), exact types, with no ``bytearray`` or ``memoryview``
+    (they would come back as ``bytes``). A first walk only answers yes or no, so that
+    the common case builds no paths; the path is found only when something is wrong.
+    """
+    stack: list[object] = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            assert isinstance(item, dict)
+            for key, sub in item.items():
+                key_kind = type(key)
+                if key_kind is not bytes and (key_kind is not str or text_problem(key)):
+                    return find_not_plain(value, buffers=False)
+                stack.append(sub)
+        elif kind is list:
+            assert isinstance(item, list)
+            stack.extend(item)
+        elif kind is str:
+            assert isinstance(item, str)
+            if text_problem(item):
+                return find_not_plain(value, buffers=False)
+        elif kind is int:
+            assert isinstance(item, int)
+            if not INT_MIN <= item <= INT_MAX:
+                return find_not_plain(value, buffers=False)
+        elif kind not in _SCALARS:
+            return find_not_plain(value, buffers=False)
     return None
 
 

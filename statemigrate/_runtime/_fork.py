@@ -62,6 +62,7 @@ __all__ = [
     "export_forked",
     "fork_export",
     "freeze_heap",
+    "serving_pid",
     "thaw_heap",
 ]
 
@@ -75,6 +76,17 @@ _KILL_WAIT = 30.0
 # Signals whose handlers the child must not run: the parent's Python handlers would
 # act as if they were the parent (stop a server, start a handoff).
 _DEFAULT_IN_CHILD = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+# In an export's child: the pid of the parent, whose state the child exports.
+_exporting_for: int | None = None
+
+
+def serving_pid() -> int:
+    """The pid of the process whose state a snapshot holds: the serving parent when
+    called in an export's forked child (a snapshot's producer is the process that
+    serves, not the short-lived child that wrote the bytes), else this process."""
+    return os.getpid() if _exporting_for is None else _exporting_for
+
 
 Fail = Callable[[str], StateMigrateError]
 """Builds the caller's error from a one-line reason (a handoff's ``HandoffError``,
@@ -118,6 +130,8 @@ def _child(
     parent: int,
 ) -> None:
     """The child's whole life: export, write, leave. Never returns."""
+    global _exporting_for
+    _exporting_for = parent
     code = 1
     try:
         _die_with(parent)  # an export nobody waits for any more is wasted

@@ -13,6 +13,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from statemigrate._errors import (
@@ -54,6 +55,7 @@ from statemigrate._observe._tracing import ended_now, record_span, tracing_enabl
 from statemigrate._runtime._chain import is_chain, split_chain
 from statemigrate._runtime._chainread import chain_break
 from statemigrate._runtime._delta import apply_delta, delta_obstacle
+from statemigrate._runtime._fork import serving_pid
 from statemigrate._runtime._precopy import PreCopySource
 from statemigrate._runtime._report import CommitReport, RestoreReport, SnapshotReport
 from statemigrate._runtime._restore import Registered, run_restore
@@ -492,7 +494,10 @@ class Service:
     def _encoding(self, meta: Mapping[str, str] | None) -> dict[str, Any]:
         """How this service's next snapshot is encoded, whether whole or streamed."""
         return {
-            "producer": Producer.current(self.name, code_version=self.code_version),
+            # In an export's forked child the producer is still the serving process.
+            "producer": replace(
+                Producer.current(self.name, code_version=self.code_version), pid=serving_pid()
+            ),
             "key": self._key,
             "generation": self._generation,
             "meta": dict(meta or {}),

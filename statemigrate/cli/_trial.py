@@ -105,6 +105,10 @@ def revert_command(args: argparse.Namespace, out: TextIO) -> int:
     started = time.monotonic()
     record = revert_trial(args.dir, timeout=args.wait)
     print(f"{record.summary()} [{time.monotonic() - started:.2f} s]", file=out)
+    if record.mismatch:
+        # The state moved, but not to the release a rollback asked for: a script must
+        # not take this for success.
+        raise TrialError(args.dir, record.mismatch)
     return 0
 
 

@@ -8,7 +8,8 @@ is one packet and no framing is needed beyond a fixed header::
 A conversation, with who sends what::
 
     successor -> old   HELLO     {pid, readable: {component: [versions]}, serving: true,
-                                  precopy: true}
+                                  precopy: true, versions: {component: version},
+                                  code_version}
     old -> successor   PIECE     {round, kind: "full" | "delta", size}  + fd: memfd
     successor -> old   APPLIED   {round, deltas: bool, records, why?}
                        (PIECE and APPLIED repeat: the pre-copy rounds, while the old serves)
@@ -39,6 +40,11 @@ successor applied it, and pauses only for the last piece, which travels in
 ``SNAPSHOT`` as before. An old process that does not know the field sends
 ``SNAPSHOT`` at once, and one that knows it never sends ``PIECE`` to a successor
 that did not announce it.
+
+``versions`` (the successor's live schema versions) and ``code_version`` (its
+service's ``code_version``) say which release took over, so that the old process
+reports what actually runs (a trial's revert checks it against its record). Both are
+optional: an older successor leaves them out, and an older old process ignores them.
 
 Descriptors travel only with ``SNAPSHOT`` and ``PIECE``; any other message that carries some is
 refused and the descriptors are closed.
@@ -90,6 +96,7 @@ MAGIC = b"SMHO"
 #: The largest message accepted on the channel; reasons are cut to fit well within.
 MAX_MESSAGE = 64 * 1024
 _MAX_REASON = 2000
+_MAX_CODE_VERSION = 200
 _HEADER = len(MAGIC) + 2
 
 
@@ -103,6 +110,10 @@ class Hello:
     serving: bool = False
     #: The successor takes pieces (:class:`Piece`) before the snapshot: pre-copy.
     precopy: bool = False
+    #: The successor's live schema version of each component (empty: not announced).
+    versions: dict[str, int] = field(default_factory=dict)
+    #: The successor's ``code_version`` (empty: none, or not announced).
+    code_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -224,6 +235,10 @@ def encode_message(message: Message) -> bytes:
             body["serving"] = True
         if message.precopy:
             body["precopy"] = True
+        if message.versions:
+            body["versions"] = dict(message.versions)
+        if message.code_version:
+            body["code_version"] = message.code_version[:_MAX_CODE_VERSION]
     elif isinstance(message, SnapshotOffer):
         body = {"size": message.size, "listeners": list(message.listeners)}
         if message.trace:
@@ -355,6 +370,31 @@ def _readable(value: object) -> dict[str, tuple[int, ...]]:
     return readable
 
 
+def _live_versions(body: Mapping[str, object]) -> dict[str, int]:
+    """HELLO's optional ``versions``: ``{component: version}``; absent means unknown."""
+    value = body.get("versions", {})
+    if not isinstance(value, dict):
+        raise ValueError(f"'versions' must be an object, got {type(value).__name__}")
+    versions: dict[str, int] = {}
+    for name, version in value.items():
+        where = f"'versions'[{_show(name)}]"
+        if not _version(version):
+            raise ValueError(f"{where} must be a 64-bit integer, got {_show(version)}")
+        versions[_text(name, where)] = version
+    return versions
+
+
+def _code_version(body: Mapping[str, object]) -> str:
+    """HELLO's optional ``code_version``; absent means unknown."""
+    value = body.get("code_version", "")
+    if not isinstance(value, str) or len(value) > _MAX_CODE_VERSION:
+        raise ValueError(
+            f"'code_version' must be a string of at most {_MAX_CODE_VERSION} characters,"
+            f" got {_show(value)}"
+        )
+    return _text(value, "'code_version'")
+
+
 def _names(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("'listeners' must be a list of strings")
@@ -424,6 +464,8 @@ def decode_message(packet: bytes, *, stage: str) -> Message:
                 readable=_readable(body.get("readable")),
                 serving=_flag(body, "serving"),
                 precopy=_flag(body, "precopy"),
+                versions=_live_versions(body),
+                code_version=_code_version(body),
             )
         if kind == 2:
             fallback = body.get("fallback", "")

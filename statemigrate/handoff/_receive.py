@@ -222,13 +222,17 @@ class Inheritance:
         *,
         max_size: int,
         on_piece: ApplyPiece | None = None,
+        versions: Mapping[str, int] | None = None,
+        code_version: str = "",
     ) -> Steps[memoryview]:
         """Steps of :meth:`hello`, for a driver.
 
         With ``on_piece`` the successor announces pre-copy: each piece the old
         process sends before the snapshot is handed to ``on_piece`` (a read-only
         view, released afterwards) and acknowledged with what it returns. Whatever
-        ``on_piece`` raises is reported as FAILED and propagates.
+        ``on_piece`` raises is reported as FAILED and propagates. ``versions`` and
+        ``code_version`` announce which release this is (its live schema versions
+        and its service's ``code_version``).
         """
         if self._step != "new":
             raise HandoffError("receive", f"hello() called when the handoff is {self._step}")
@@ -237,12 +241,14 @@ class Inheritance:
             # Our parent: while it lives no other process can have its pid.
             self._pidfd = _watch_pid(self.parent_pid, parent=True)
         try:
-            versions = {name: tuple(int(v) for v in vs) for name, vs in readable.items()}
+            reads = {name: tuple(int(v) for v in vs) for name, vs in readable.items()}
             hello = Hello(
                 pid=os.getpid(),
-                readable=versions,
+                readable=reads,
                 serving=self._confirms,
                 precopy=on_piece is not None,
+                versions={name: int(v) for name, v in (versions or {}).items()},
+                code_version=code_version,
             )
             self._channel.send(hello, stage="receive")
             while True:

@@ -104,6 +104,10 @@ class HandoffReport:
             (negative: killed by that signal), else ``None``.
         listeners: the names of the listeners handed over.
         readable: the schema versions the successor said it can read.
+        successor_versions: the successor's live schema version of each component, as
+            its HELLO announced them (empty when it did not: an older release).
+        successor_code_version: the successor's ``code_version``, as its HELLO
+            announced it (empty when it did not, or has none).
         snapshot_size: the number of snapshot bytes sent (0 if none were).
         timings: seconds spent per phase (only phases that started), plus ``total``.
         pause_seconds: how long the writers were held: from the call to ``pause()``
@@ -131,6 +135,8 @@ class HandoffReport:
     successor_exit: int | None = None
     listeners: tuple[str, ...] = ()
     readable: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    successor_versions: Mapping[str, int] = field(default_factory=dict)
+    successor_code_version: str = ""
     snapshot_size: int = 0
     timings: Mapping[str, float] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
@@ -168,6 +174,8 @@ class HandoffReport:
             "successor_exit": self.successor_exit,
             "listeners": list(self.listeners),
             "readable": _plain_versions(self.readable),
+            "successor_versions": dict(self.successor_versions),
+            "successor_code_version": self.successor_code_version,
             "snapshot_size": self.snapshot_size,
             "timings": dict(self.timings),
             "problems": list(self.problems),
@@ -253,6 +261,8 @@ class Attempt:
         self.successor_pid: int | None = None
         self.successor_exit: int | None = None
         self.readable: dict[str, tuple[int, ...]] = {}
+        self.successor_versions: dict[str, int] = {}
+        self.successor_code_version = ""
         self.snapshot_size = 0
         self.paused = False
         self.pause_began: float | None = None
@@ -322,6 +332,8 @@ class Attempt:
             successor_exit=self.successor_exit,
             listeners=self.listeners,
             readable=dict(self.readable),
+            successor_versions=dict(self.successor_versions),
+            successor_code_version=self.successor_code_version,
             snapshot_size=self.snapshot_size,
             timings=timings,
             problems=tuple(self.problems),

@@ -125,6 +125,8 @@ def _exchange(
     if hello.pid != peer_pid:
         raise HandoffError("handshake", f"HELLO names pid {hello.pid}, the peer is pid {peer_pid}")
     attempt.readable = dict(hello.readable)
+    attempt.successor_versions = dict(hello.versions)
+    attempt.successor_code_version = hello.code_version
     logger.info("handoff: successor pid %d can read %s", hello.pid, hello.readable)
 
     try:

@@ -475,7 +475,8 @@ def _taking_over(
         began = time.perf_counter()
         began_ns = time.time_ns()
         snapshot = yield from inheritance._hello_steps(
-            announced, max_size=max_size, on_piece=apply_piece if precopy else None
+            announced, max_size=max_size, on_piece=apply_piece if precopy else None,
+            versions=service.versions(), code_version=service.code_version,
         )
         # Started late, but at HELLO: only the snapshot names the parent span.
         span = start_span(

@@ -46,6 +46,7 @@ from statemigrate.handoff._trialrecord import (
     locked,
     read_trial,
     required,
+    same_release,
     start_time,
     store_record,
     trial_error,
@@ -125,7 +126,7 @@ def begin_trial(
             record = replace(
                 previous, state="trial", trial=trial, started_at=time.time(),
                 permanent_after=None if permanent_after is None else float(permanent_after),
-                request=None, outcome=None, reason=None,
+                request=None, outcome=None, reason=None, recorded=None,
             )
         else:
             with TmpfsStore(os.path.join(path, PERMANENT)) as store:
@@ -181,7 +182,7 @@ def promote_trial(
         assert record.trial is not None  # a trial record always names its generation
         record = store_record(path, fd, replace(
             record, state="permanent", permanent=record.trial, trial=None, snapshot_id=None,
-            request=None, outcome="promoted", reason=reason,
+            request=None, outcome="promoted", reason=reason, recorded=None,
         ))
     logger.info("trial promoted: %s", record.summary())
     return record
@@ -252,7 +253,10 @@ def revert_trial(directory: str | os.PathLike[str], *, timeout: float = 120.0) -
     handoff: no connection refused, the state exported at the versions it reads).
 
     Returns:
-        The record, ``outcome`` ``reverted``.
+        The record, ``outcome`` ``reverted``. Its ``permanent`` is the generation the
+        revert started, as it announced itself; when that is another release than the
+        one recorded (its command line chose the release from a file since changed),
+        ``recorded`` holds the recorded one and ``mismatch`` says so.
 
     Raises:
         TrialError: refused (no trial, promoted, the process gone), the revert's
@@ -456,15 +460,37 @@ class TrialWatch:
         with locked(self.directory) as (path, fd):
             current = required(path, load_record(path, fd))
             permanent = current.permanent
-            if isinstance(result, HandoffReport) and result.successor_pid is not None:
-                pid = result.successor_pid
-                permanent = replace(permanent, pid=pid, pid_start=start_time(pid))
+            if isinstance(result, HandoffReport):
+                permanent = _announced(permanent, result)
+            recorded = None if same_release(permanent, current.permanent) else current.permanent
             self.record = store_record(path, fd, replace(
                 current, state="permanent", permanent=permanent, trial=None, request=None,
-                outcome="reverted", reason=reason,
+                outcome="reverted", reason=reason, recorded=recorded,
             ))
+        if self.record.mismatch:
+            logger.warning("trial of %s: %s", record.service, self.record.mismatch)
         logger.info("trial reverted: %s", self.record.summary())
         return self._finish("reverted")
+
+
+def _announced(recorded: GenerationInfo, report: HandoffReport) -> GenerationInfo:
+    """The generation a revert's handoff started, as its successor announced itself.
+
+    The recorded argv stays (it is what started it); pid, ``code_version`` and versions
+    come from the successor's HELLO, where it announced them (an older release does
+    not: the recorded ones stay, unchecked).
+    """
+    generation = recorded
+    if report.successor_pid is not None:
+        pid = report.successor_pid
+        generation = replace(generation, pid=pid, pid_start=start_time(pid))
+    if report.successor_versions:
+        generation = replace(
+            generation,
+            versions=dict(report.successor_versions),
+            code_version=report.successor_code_version,
+        )
+    return generation
 
 
 def watch_trial(

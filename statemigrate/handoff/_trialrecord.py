@@ -40,6 +40,7 @@ __all__ = [
     "locked",
     "read_trial",
     "required",
+    "same_release",
     "start_time",
     "store_record",
     "trial_error",
@@ -110,6 +111,12 @@ class TrialRecord:
         outcome: how the last trial ended: ``promoted``, ``reverted`` or ``crashed``.
         reason: why (who promoted, the health check's answer, the revert's error).
         updated_at: when the record was last written (Unix time).
+        recorded: after a revert that brought back another release than the one
+            recorded (the successor's HELLO announced another ``code_version`` or
+            other schema versions, as when the permanent command line reads the
+            release from a file since changed): the permanent generation as it was
+            recorded; ``permanent`` then says what the successor announced.
+            ``None`` otherwise.
     """
 
     service: str
@@ -123,11 +130,23 @@ class TrialRecord:
     outcome: Literal["promoted", "reverted", "crashed"] | None = None
     reason: str | None = None
     updated_at: float = 0.0
+    recorded: GenerationInfo | None = None
 
     @property
     def on_trial(self) -> bool:
         """Whether a generation is on trial (or handing back from it)."""
         return self.state != "permanent"
+
+    @property
+    def mismatch(self) -> str | None:
+        """After a revert that brought back another release than recorded, a sentence
+        naming both; ``None`` otherwise."""
+        if self.recorded is None:
+            return None
+        return (
+            f"the revert brought back {_release(self.permanent)}, not the recorded"
+            f" permanent generation {_release(self.recorded)}"
+        )
 
     def to_plain(self) -> dict[str, Any]:
         """JSON-ready data, as the record file holds it."""
@@ -144,6 +163,7 @@ class TrialRecord:
             "outcome": self.outcome,
             "reason": self.reason,
             "updated_at": self.updated_at,
+            "recorded": None if self.recorded is None else self.recorded.to_plain(),
         }
 
     def summary(self) -> str:
@@ -152,7 +172,8 @@ class TrialRecord:
         if self.trial is None or not self.on_trial:
             ended = f"; last trial {self.outcome}" if self.outcome else ""
             why = f" ({self.reason})" if self.reason else ""
-            return f"{self.service}: permanent {permanent}{ended}{why}"
+            mismatch = f"; {self.mismatch}" if self.mismatch else ""
+            return f"{self.service}: permanent {permanent}{ended}{why}{mismatch}"
         age = max(0.0, time.time() - (self.started_at or time.time()))
         after = (
             f", permanent after {self.permanent_after:g} s"
@@ -175,6 +196,25 @@ def _describe(generation: GenerationInfo) -> str:
     if generation.versions:
         parts.append(", ".join(f"{k} v{v}" for k, v in sorted(generation.versions.items())))
     return f"({'; '.join(parts)})" if parts else f"({' '.join(generation.argv)[:80]})"
+
+
+def _release(generation: GenerationInfo) -> str:
+    """A generation's release without its pid: ``release-3 (kvcache v3)``."""
+    versions = ", ".join(f"{k} v{v}" for k, v in sorted(generation.versions.items()))
+    name = generation.code_version or "code version unknown"
+    return f"{name} ({versions})" if versions else name
+
+
+def same_release(announced: GenerationInfo, recorded: GenerationInfo) -> bool:
+    """Whether a successor's announced release is the recorded one: the same
+    ``code_version`` and schema versions, where both sides know them."""
+    if announced.code_version and recorded.code_version:
+        if announced.code_version != recorded.code_version:
+            return False
+    if announced.versions and recorded.versions:
+        if dict(announced.versions) != dict(recorded.versions):
+            return False
+    return True
 
 
 # --- processes -----------------------------------------------------------------------
@@ -359,6 +399,9 @@ def _record_of(data: object) -> TrialRecord:
         outcome=outcome,
         reason=_get(data, "reason", str, null=True),
         updated_at=float(_get(data, "updated_at", (int, float))),
+        # Absent from the records of older releases.
+        recorded=None if data.get("recorded") is None
+        else _generation_of(data["recorded"], "recorded"),
     )
 
 

@@ -45,6 +45,8 @@ messages = st.one_of(
         ),
         serving=st.booleans(),
         precopy=st.booleans(),
+        versions=st.dictionaries(names, st.integers(-(2**40), 2**40), max_size=5),
+        code_version=st.text(max_size=200),
     ),
     st.builds(
         SnapshotOffer,
@@ -235,6 +237,9 @@ def test_brackets_inside_strings_do_not_count_as_nesting():
         ("HELLO", b'{"pid": "5", "readable": {}}', "got '5'"),
         ("HELLO", b'{"pid": [5], "readable": {}}', "got a list of 1 items"),
         ("HELLO", b'{"pid": 5, "readable": {"\\ud800": [1]}}', "unpaired surrogate"),
+        ("HELLO", b'{"pid": 5, "readable": {}, "versions": [1]}', "'versions' must be an"),
+        ("HELLO", b'{"pid": 5, "readable": {}, "versions": {"a": "1"}}', "'versions'['a']"),
+        ("HELLO", b'{"pid": 5, "readable": {}, "code_version": 3}', "'code_version' must"),
         ("SNAPSHOT", b'{"size": 1, "listeners": ["\\udfff"]}', "unpaired surrogate"),
         ("FAILED", b'{"reason": "x\\ud800y"}', "'reason' holds an unpaired surrogate at 1"),
         ("ABORT", b'{"reason": null}', "'reason' must be a string, got NoneType"),

@@ -154,6 +154,45 @@ def test_a_failed_revert_leaves_the_trial_serving_and_a_later_one_succeeds(
         group.kill()
 
 
+def test_a_revert_that_starts_another_release_says_so_and_fails(
+    place: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The permanent command line reads its release from a file a deployment changed:
+    the revert starts release 3 again, and the record and the command line say so."""
+    chosen = place / "release"
+    chosen.write_text("1")
+    group, cache, permanent_pid = start(place, 1, "--release-file", str(chosen))
+    try:
+        cache.set("a", "1")
+        trial_pid = upgrade(group, permanent_pid, place)
+        chosen.write_text("3")  # the deployment now names the new release
+        reverted = run(capsys, "trial", "revert", "--dir", str(place / "trial"))
+        after = record(place)
+        assert after.permanent.pid not in (None, trial_pid, permanent_pid)
+        back = group.wait_event("ready", pid=after.permanent.pid, timeout=60)
+        assert (back["release"], back["source"]) == (3, "handoff")
+        assert cache.info() == {"release": 3, "pid": back["pid"]}
+        assert cache.get("a") == "1"
+        assert reverted.code == 1
+        assert f"permanent (release-3; pid {back['pid']}; kvcache v3)" in reverted.out
+        assert "release-1" not in reverted.out.split(";")[0]
+        assert reverted.err.count("\n") == 1
+        assert reverted.err.startswith("statemigrate: error: trial ")
+        assert (
+            "the revert brought back release-3 (kvcache v3), not the recorded permanent"
+            " generation release-1 (kvcache v1)"
+        ) in reverted.err
+        assert (after.state, after.outcome) == ("permanent", "reverted")
+        assert (after.permanent.code_version, dict(after.permanent.versions)) == (
+            "release-3", {"kvcache": 3}
+        )
+        assert after.recorded is not None and after.recorded.code_version == "release-1"
+        status = run(capsys, "trial", "status", "--dir", str(place / "trial"))
+        assert status.code == 0 and "not the recorded permanent generation" in status.out
+    finally:
+        group.kill()
+
+
 def test_revert_is_refused_after_promote(
     place: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

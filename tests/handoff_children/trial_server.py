@@ -1,7 +1,7 @@
 """A line server over the reference cache whose handoffs put the successor on trial.
 
 Usage: trial_server.py --release R --dir DIR [--upgrade-to R2] [--permanent-after S]
-       [--healthy-file PATH] [--checkpoints DIR]
+       [--healthy-file PATH] [--checkpoints DIR] [--release-file PATH]
 
 Requests, one a line: ``SET key value`` -> ``OK``, ``GET key`` -> ``VAL value`` or
 ``NONE``, ``INFO`` -> a JSON object (release, pid), ``CHECKPOINT`` -> ``OK`` once a
@@ -13,7 +13,9 @@ crash during a trial); a successor takes over. ``SIGUSR2`` hands over to
 ``--upgrade-to`` and begins a trial; the watcher reverts through a hot handoff to the
 permanent generation's argv. ``--healthy-file``: the health check passes while that
 file exists. ``--refuse-file`` (not passed on to the release it upgrades to): a
-successor started with it fails its take-over while that file exists. Events, one
+successor started with it fails its take-over while that file exists.
+``--release-file`` (not passed on either): the release is the one the file names,
+``--release`` is ignored, as a deployment whose command line reads it. Events, one
 JSON line each on stdout: ``ready``, ``handed_over``, ``handoff_failed``, ``exit``.
 """
 
@@ -144,7 +146,11 @@ def main() -> int:
     parser.add_argument("--healthy-file", default=None)
     parser.add_argument("--checkpoints", default=None)
     parser.add_argument("--refuse-file", default=None)
+    parser.add_argument("--release-file", default=None)
     args = parser.parse_args()
+    if args.release_file is not None:
+        with open(args.release_file) as chosen:
+            args.release = int(chosen.read())
 
     own_argv = [sys.executable, os.path.abspath(__file__), *sys.argv[1:]]
     inheritance = receive_handoff(expect={"tcp"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from pydantic import BaseModel, field_validator
 from typing_extensions import TypedDict
 
 import statemigrate as sm
+import statemigrate.testing as kit
 from statemigrate._model._migrate import raised_by_user_code, run_plan
 from statemigrate._model._schema import SchemaVersion
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
@@ -281,3 +283,83 @@ def test_migrate_snapshot_refuses_a_component_the_snapshot_lacks() -> None:
     snapshot = sm.open_snapshot(encoded.to_bytes())
     with pytest.raises(sm.ConfigurationError, match="snapshot has no section for nosuch"):
         sm.migrate_snapshot(snapshot, {"nosuch": 1}, registry=registry)
+
+
+# --- a step's output must be plain data, for every caller alike ----------------------
+
+
+class Seen(TypedDict):
+    value: str
+    at: datetime.datetime
+    tags: list[str]
+
+
+class SessionsSeen(TypedDict):
+    entries: dict[str, Seen]
+
+
+def stamp(data: Any) -> Any:
+    """Gives pydantic what it would take (a datetime, a set) instead of plain data."""
+    data["entries"] = {
+        key: {"value": value, "at": datetime.datetime(2026, 1, 2), "tags": {"x"}}
+        for key, value in data["entries"].items()
+    }
+    return data
+
+
+def unstamp(data: Any) -> Any:
+    data["entries"] = {key: entry["value"] for key, entry in data["entries"].items()}
+    return data
+
+
+def stamped() -> sm.Registry:
+    registry = sm.Registry()
+    registry.add_schema("sessions", 1, SessionsV1)
+    registry.add_schema("sessions", 2, SessionsSeen)
+    registry.add_migration("sessions", 1, 2, stamp)
+    registry.add_migration("sessions", 2, 1, unstamp, lossy=True)
+    return registry
+
+
+NOT_PLAIN = "returned data that is not plain at ['entries']["
+
+
+def test_a_step_whose_output_is_not_plain_is_refused_with_the_step_and_the_path() -> None:
+    with pytest.raises(sm.MigrationStepError) as caught:
+        stamped().migrate("sessions", fresh_v1(), 1, 2)
+    error = caught.value
+    assert error.step == "sessions 1 -> 2 (stamp)"
+    assert error.path is not None and error.path.startswith("['entries'][")
+    assert NOT_PLAIN in str(error) and "\n" not in str(error)
+    assert "is not plain data" in error.detail
+
+
+def test_a_restore_refuses_what_the_testing_kit_refuses() -> None:
+    """Whatever a restore does with a step's output, the testing kit predicts."""
+    registry = stamped()
+    v1 = registry.schema_for("sessions", 1)
+    encoded = encode_snapshot(
+        [SectionInput("sessions", "default", 1, v1.fingerprint, fresh_v1())],
+        producer=Producer.current("svc"),
+    )
+    service = sm.Service("svc", registry=registry)
+    live = service.register(SeenLive())
+    with pytest.raises(sm.RestoreError) as caught:
+        service.restore(encoded.to_bytes())
+    assert (caught.value.phase, caught.value.step) == ("migrate", "sessions 1 -> 2 (stamp)")
+    assert NOT_PLAIN in str(caught.value)
+    assert live.entries == {}
+    with pytest.raises(sm.MigrationStepError, match=r"not plain at \['entries'\]\['[ab]'\]"):
+        sm.migrate_snapshot(sm.open_snapshot(encoded.to_bytes()), {"sessions": 2},
+                            registry=registry)
+    report = kit.check_migrations(registry, max_examples=20, raise_on_failure=False)
+    failures = {failure.check: failure for failure in report.failures}
+    step = failures["sessions-step-1-2"]
+    assert step.what == "step returned data that is not plain"
+    assert "is not plain data" in step.detail
+
+
+@sm.migratable("sessions", version=2)
+class SeenLive:
+    def __init__(self) -> None:
+        self.entries: dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""Plain data: is_plain, copy_plain and to_plain conversions."""
+"""Plain data: is_plain, not_plain_output, copy_plain and to_plain conversions."""
 
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from statemigrate._model._plaindata import copy_plain, is_plain, to_plain
+from statemigrate._model._plaindata import (
+    copy_plain,
+    find_not_plain,
+    is_plain,
+    not_plain_output,
+    to_plain,
+)
 
 plain_leaves = (
     st.none()
@@ -82,6 +88,25 @@ def test_to_plain_of_plain_data_is_equal(value: Any) -> None:
 )
 def test_is_plain_rejects(value: Any) -> None:
     assert not is_plain(value)
+
+
+almost_plain = st.recursive(
+    plain_leaves | st.sampled_from(
+        [datetime.date(2020, 1, 2), {1}, (1,), bytearray(b"x"), 2**64, "\ud800", 1j]
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=6) | st.binary(max_size=2) | st.integers(), inner,
+                          max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(almost_plain)
+def test_a_step_output_is_judged_as_the_encoder_judges_it(value: Any) -> None:
+    """not_plain_output(v) == find_not_plain(v, buffers=False) for every value."""
+    assert not_plain_output(value) == find_not_plain(value, buffers=False)
 
 
 class Color(enum.Enum):

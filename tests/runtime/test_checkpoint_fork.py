@@ -354,6 +354,25 @@ def test_a_handoff_suspending_checkpoints_while_the_child_exports_stops_the_comm
     service._checkpoints.resume()
 
 
+@pytest.mark.parametrize("incremental", [False, True])
+def test_a_forked_checkpoint_names_the_serving_process_as_its_producer(
+    incremental: bool,
+) -> None:
+    """The child only writes the bytes: the producer is the process whose state it is."""
+    service, ledger = tracked_ledger_service() if incremental else ledger_service()
+    for _ in range(10):
+        ledger.write()
+    store = MemoryStore()
+    checkpointer = Checkpointer(service, store, export="fork", incremental=incremental)
+    report = checkpointer.checkpoint_now()
+    checkpointer.close()
+    assert report.committed is not None
+    (full,) = split_chain(store.open()) if incremental else [store.open()]
+    producer = open_snapshot(full).header.producer
+    assert (producer.pid, producer.service) == (os.getpid(), service.name)
+    assert children() == []
+
+
 def test_the_export_options_are_checked() -> None:
     service, _ = ledger_service()
     with pytest.raises(ConfigurationError, match="export: must be 'fork' or 'inline'"):
