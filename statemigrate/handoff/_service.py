@@ -525,6 +525,9 @@ def _taking_over(
         predecessor_died=inheritance.predecessor_died,
         rounds=tuple(rounds),
         fallback=inheritance.fallback or None,
+        pause_seconds=inheritance.pause_seconds,
+        pause_told=inheritance.pause_told,
+        final=inheritance.final,
     )
 
 
