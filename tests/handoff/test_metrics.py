@@ -209,6 +209,8 @@ def test_a_failed_handoff_counts_as_failed_at_its_stage(registry, tmp_path) -> N
     assert value(new, "statemigrate_restoring", service=SERVICE) == 0
     assert ("statemigrate_restores_total",
             frozenset({("service", SERVICE), ("outcome", "restored")})) not in new
+    # It took nothing over, and exits: the old process's failed attempt is the count.
+    assert not any(name.startswith("statemigrate_handoff_takeover") for name, _ in new)
 
 
 
