@@ -40,6 +40,9 @@ __all__ = [
     "SNAPSHOT_BYTES",
     "SNAPSHOT_DURATION",
     "Sink",
+    "TAKEOVERS",
+    "TAKEOVER_PAUSE",
+    "TAKEOVER_PIECES",
     "TRIAL",
     "active_sink",
     "emit",
@@ -163,6 +166,31 @@ HANDOFF_PIECES = Instrument(
     " (full: round 0, delta), and what the pause carried (final: delta, full, snapshot).",
     "", ("kind", "final"),
 )
+# The successor's view of the handoff it took over, in families of their own: the old
+# process records the attempt and then exits, usually before its next scrape, so only
+# these are seen after a successful handoff; and since each side records one family,
+# a sum over all processes counts every handoff once per family.
+TAKEOVERS = Instrument(
+    "statemigrate_handoff_takeovers_total", "counter",
+    "Successor: handoffs this process took over, by outcome (committed: after COMMIT;"
+    " predecessor_died: the old process died after sending the snapshot).", "",
+    ("outcome",),
+)
+TAKEOVER_PAUSE = _histogram(
+    "statemigrate_handoff_takeover_pause_seconds",
+    "Successor: seconds the writers were held in the handoff it took over, from the old"
+    " process's pause() until this process started serving (the old process's count up"
+    " to the snapshot plus this process's own time since); from an old process that does"
+    " not send that count (an older release), measured from this process's last message"
+    " before the snapshot, an upper bound.",
+    ("outcome",),
+)
+TAKEOVER_PIECES = Instrument(
+    "statemigrate_handoff_takeover_pieces_total", "counter",
+    "Successor: pre-copy pieces it applied before the pause of the handoff it took over,"
+    " by kind (full: round 0, delta), and what the pause carried (final: delta, full,"
+    " snapshot).", "", ("kind", "final"),
+)
 TRIAL = Instrument(
     "statemigrate_trial", "gauge",
     "1 while this process is the generation on trial after a handoff (a revert can still"
@@ -191,6 +219,9 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     HANDOFF_PAUSE,
     HANDOFFS,
     HANDOFF_PIECES,
+    TAKEOVERS,
+    TAKEOVER_PAUSE,
+    TAKEOVER_PIECES,
     TRIAL,
     BUILD_INFO,
 )

@@ -13,7 +13,7 @@ A conversation, with who sends what::
     old -> successor   PIECE     {round, kind: "full" | "delta", size}  + fd: memfd
     successor -> old   APPLIED   {round, deltas: bool, records, why?}
                        (PIECE and APPLIED repeat: the pre-copy rounds, while the old serves)
-    old -> successor   SNAPSHOT  {size, listeners: [names], trace?, fallback?}
+    old -> successor   SNAPSHOT  {size, listeners: [names], trace?, fallback?, paused?}
                                  + fds: memfd, listeners...
     successor -> old   READY     {pid}
     old -> successor   COMMIT    {}
@@ -45,6 +45,14 @@ that did not announce it.
 service's ``code_version``) say which release took over, so that the old process
 reports what actually runs (a trial's revert checks it against its record). Both are
 optional: an older successor leaves them out, and an older old process ignores them.
+
+``paused`` in ``SNAPSHOT`` is how many seconds the old process had held its
+writers when it sent the message, so that the successor, which outlives it, can
+report the whole pause: that count plus its own time until it serves. A duration
+rather than an instant, so that the two processes need not share a clock. An old
+process of an earlier release leaves it out (the successor then measures what it
+can itself), and a successor of an earlier release ignores it, as every reader
+ignores fields it does not know.
 
 Descriptors travel only with ``SNAPSHOT`` and ``PIECE``; any other message that carries some is
 refused and the descriptors are closed.
@@ -130,6 +138,9 @@ class SnapshotOffer:
     """The old process's handoff span as a W3C ``traceparent``, when it traces."""
     fallback: str = ""
     """After pre-copy rounds: why this is a full snapshot rather than a delta."""
+    paused: float | None = None
+    """Seconds the old process had held its writers when it sent this (``None``: not
+    said, as by an earlier release)."""
 
 
 PieceKind = Literal["full", "delta"]
@@ -245,6 +256,8 @@ def encode_message(message: Message) -> bytes:
             body["trace"] = message.trace
         if message.fallback:
             body["fallback"] = message.fallback[:_MAX_REASON]
+        if message.paused is not None:
+            body["paused"] = message.paused
     elif isinstance(message, Piece):
         body = {"round": message.round, "kind": message.kind, "size": message.size}
     elif isinstance(message, Applied):
@@ -413,6 +426,18 @@ def _traceparent(value: object) -> str:
     return ""
 
 
+#: The longest pause a SNAPSHOT may state, in seconds (a year: far beyond any timeout).
+_MAX_PAUSED = 365 * 24 * 3600.0
+
+
+def _paused(value: object) -> float | None:
+    """A pause in seconds, or ``None``: a missing or bad one only costs that figure."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    seconds = float(value)
+    return seconds if 0.0 <= seconds <= _MAX_PAUSED else None
+
+
 def _body(payload: bytes) -> dict[str, object]:
     """Parse a message body: a JSON object in strict UTF-8, shallow, without duplicates."""
     try:
@@ -476,6 +501,7 @@ def decode_message(packet: bytes, *, stage: str) -> Message:
                 listeners=_names(body.get("listeners")),
                 trace=_traceparent(body.get("trace")),
                 fallback=_text(fallback, "'fallback'"),
+                paused=_paused(body.get("paused")),
             )
         if kind == 8:
             piece_kind = body.get("kind")

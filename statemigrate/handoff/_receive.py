@@ -55,13 +55,14 @@ from statemigrate.handoff._protocol import (
     Hello,
     NoMessage,
     Piece,
+    PieceKind,
     Ready,
     Received,
     Serving,
     SnapshotOffer,
     message_name,
 )
-from statemigrate.handoff._report import Transport
+from statemigrate.handoff._report import FinalPiece, Transport, record_takeover
 from statemigrate.stores import open_memfd
 
 __all__ = ["ApplyPiece", "Inheritance", "receive_handoff"]
@@ -132,6 +133,15 @@ class Inheritance:
             :func:`receive_handoff` closed.
         predecessor_died: :meth:`ready` took over because the old process died
             after sending the snapshot and before COMMIT.
+        pause_seconds: once :meth:`ready` returned, how long the writers were held:
+            the seconds the old process said it had held them when it sent the
+            snapshot, plus this process's own time from the snapshot until it sent
+            SERVING (or took over without COMMIT). The message latencies are left
+            out, so it is a little shorter than the old process's figure.
+        pause_told: the old process said how long it had held the writers. An old
+            process of an earlier release does not: ``pause_seconds`` is then the
+            time since this process's last message before the snapshot (HELLO, or
+            the last APPLIED), a little longer than the pause.
     """
 
     def __init__(
@@ -157,6 +167,15 @@ class Inheritance:
         # Why the snapshot after pre-copy rounds is a full one, as the old process said.
         self.fallback = ""
         self._rounds = 0  # pre-copy pieces applied so far
+        self._kinds: list[PieceKind] = []  # their kinds, in order
+        self.pause_seconds = 0.0
+        self.pause_told = False
+        # For the pause: when this process last sent a message before the snapshot
+        # (the old process pauses after reading it), when the snapshot came, and how
+        # long the old process said it had held its writers then.
+        self._sent_at = 0.0
+        self._snapshot_at = 0.0
+        self._paused: float | None = None
         self._channel = Channel(control)
         self._pidfd = parent_pidfd
         self._expect = expect
@@ -251,6 +270,7 @@ class Inheritance:
                 code_version=code_version,
             )
             self._channel.send(hello, stage="receive")
+            self._sent_at = time.monotonic()
             while True:
                 got = yield from self._receive_snapshot(
                     max_size=max_size, precopy=on_piece is not None
@@ -284,7 +304,9 @@ class Inheritance:
         finally:
             view.release()
         self._rounds += 1
+        self._kinds.append(piece.kind)
         self._channel.send(applied, stage="receive")
+        self._sent_at = time.monotonic()
 
     def _receive_snapshot(
         self, *, max_size: int, precopy: bool = False
@@ -302,6 +324,7 @@ class Inheritance:
         got = yield from self._channel.receive(
             stage="receive", max_fds=max_fds, deadline=time.monotonic() + timeout
         )
+        arrived = time.monotonic()
         if isinstance(got, NoMessage):
             what = {"timeout": f"no snapshot within {timeout:g} s", "closed": "channel closed"}
             raise HandoffError("receive", what.get(got.why, got.why))
@@ -333,6 +356,8 @@ class Inheritance:
             fds = fds[:1]
             self.trace = message.trace
             self.fallback = message.fallback
+            self._snapshot_at = arrived
+            self._paused = message.paused
             return data
         finally:
             close_all(fds)
@@ -416,13 +441,20 @@ class Inheritance:
             self._step = "closed"  # nothing to report to a peer that gave up
             self._close_channel()
             raise
+        # Taken before SERVING goes: the old process holds its writers until it reads it.
+        serving_at = time.monotonic()
         if self._confirms:
             # The state was applied before READY: from here this process serves. An
             # old process that died meanwhile needs no answer.
             self._channel.try_send(Serving(), stage="serving")
+        self._serves(serving_at)
         self._step = "ready"
         self._close_channel()
-        logger.info("handoff: took over from pid %d", self.parent_pid)
+        logger.info(
+            "handoff: took over from pid %d, pause %.1fms",
+            self.parent_pid,
+            self.pause_seconds * 1000,
+        )
 
     def _queued(self) -> Received | NoMessage:
         """The message waiting on the channel, if any, without waiting."""
@@ -459,8 +491,31 @@ class Inheritance:
                 yield from wait_readable((), min(deadline, time.monotonic() + _LIVENESS_POLL))
         return True
 
+    @property
+    def final(self) -> FinalPiece:
+        """What the pause carried: the whole snapshot (no pre-copy), the last delta
+        after the pieces, or a full snapshot again (the old process said why)."""
+        if self.fallback:
+            return "full"
+        return "delta" if self._kinds else "snapshot"
+
+    def _serves(self, now: float) -> None:
+        """This process serves from ``now`` on: measure the pause, record the take-over."""
+        if self._paused is not None:
+            self.pause_seconds = self._paused + (now - self._snapshot_at)
+            self.pause_told = True
+        else:
+            self.pause_seconds = now - self._sent_at
+        record_takeover(
+            predecessor_died=self.predecessor_died,
+            pause_seconds=self.pause_seconds,
+            pieces=self._kinds,
+            final=self.final,
+        )
+
     def _took_over(self) -> None:
         self.predecessor_died = True
+        self._serves(time.monotonic())
         self._step = "ready"
         self._close_channel()
         logger.warning(

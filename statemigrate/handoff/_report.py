@@ -13,6 +13,9 @@ from statemigrate._observe._instruments import (
     HANDOFF_PAUSE,
     HANDOFF_PIECES,
     HANDOFFS,
+    TAKEOVER_PAUSE,
+    TAKEOVER_PIECES,
+    TAKEOVERS,
     emit,
     enabled,
 )
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Attempt",
+    "FinalPiece",
     "HandoffOutcome",
     "HandoffReport",
     "Phase",
@@ -30,9 +34,13 @@ __all__ = [
     "TakeOverReport",
     "Transport",
     "record_handoff",
+    "record_takeover",
 ]
 
 HandoffOutcome = Literal["ready", "failed"]
+#: What the pause of a handoff carried: the whole snapshot (no pre-copy), the last
+#: delta, a full snapshot again after pre-copy rounds (the fallback), or nothing yet.
+FinalPiece = Literal["snapshot", "delta", "full", ""]
 Transport = Literal["spawn", "socket"]
 #: The phases timed by the old process, in order.
 Phase = Literal["spawn", "handshake", "precopy", "export", "transfer", "ready", "serving", "total"]
@@ -142,7 +150,7 @@ class HandoffReport:
     problems: tuple[str, ...] = ()
     pause_seconds: float = 0.0
     rounds: tuple[Round, ...] = ()
-    final: Literal["snapshot", "delta", "full", ""] = ""
+    final: FinalPiece = ""
     fallback: str | None = None
     precopy_seconds: float = 0.0
     fork_seconds: float = 0.0
@@ -209,6 +217,16 @@ class TakeOverReport:
             long each took to apply); empty without pre-copy.
         fallback: why the last piece was a full snapshot again, as the old process
             said, else ``None``.
+        pause_seconds: how long the writers were held, from the old process's
+            ``pause()`` until this process sent SERVING (or took over without
+            COMMIT): the seconds the old process said it had held them when it sent
+            the snapshot, plus this process's own time since. An old process of an
+            earlier release does not say: then it is the time since this process's
+            last message before the snapshot (HELLO, or the last APPLIED), a little
+            longer than the pause (``pause_told`` is false).
+        pause_told: the old process said how long it had held the writers.
+        final: what the pause carried: ``"snapshot"`` (no pre-copy), ``"delta"``
+            or ``"full"`` (the fallback).
     """
 
     parent_pid: int
@@ -221,6 +239,9 @@ class TakeOverReport:
     predecessor_died: bool = False
     rounds: tuple[Round, ...] = ()
     fallback: str | None = None
+    pause_seconds: float = 0.0
+    pause_told: bool = False
+    final: FinalPiece = ""
 
     def summary(self) -> str:
         """One line for logs."""
@@ -231,7 +252,7 @@ class TakeOverReport:
             f"took over from pid {self.parent_pid} ({self.transport}{died}):"
             f" {self.snapshot_size} bytes{_rounds(self.rounds)}{fallback},"
             f" {len(self.restore.components)} components,"
-            f" {steps} steps, {_phases(self.timings)}"
+            f" {steps} steps, pause {self.pause_seconds * 1000:.1f}ms, {_phases(self.timings)}"
         )
 
     def to_plain(self) -> dict[str, Any]:
@@ -247,6 +268,9 @@ class TakeOverReport:
             "predecessor_died": self.predecessor_died,
             "rounds": [r.to_plain() for r in self.rounds],
             "fallback": self.fallback,
+            "pause_seconds": self.pause_seconds,
+            "pause_told": self.pause_told,
+            "final": self.final,
         }
 
 
@@ -273,7 +297,7 @@ class Attempt:
         self.confirmed = False
         self.problems: list[str] = []
         self.rounds: list[Round] = []
-        self.final: Literal["snapshot", "delta", "full", ""] = ""
+        self.final: FinalPiece = ""
         self.fallback: str | None = None
         self.fork_seconds = 0.0
         # Live while the attempt runs: the successor's spans go under it.
@@ -296,6 +320,12 @@ class Attempt:
     def pausing(self) -> None:
         """``pause()`` is about to be called: the writers are held from now on."""
         self.pause_began = time.monotonic()
+
+    def held(self) -> float | None:
+        """Seconds the writers have been held so far, or ``None`` when they are not."""
+        if self.pause_began is None:
+            return None
+        return time.monotonic() - self.pause_began
 
     def unpaused(self) -> None:
         """The writers are no longer held here: COMMIT was sent, or resume() ran."""
@@ -356,3 +386,22 @@ def record_handoff(report: HandoffReport) -> None:
         emit(HANDOFF_PAUSE, report.pause_seconds, report.outcome)
     for piece in report.rounds:
         emit(HANDOFF_PIECES, 1.0, piece.kind, report.final)
+
+
+def record_takeover(
+    *, predecessor_died: bool, pause_seconds: float, pieces: Sequence[str], final: FinalPiece
+) -> None:
+    """Report, in the successor, the handoff it took over: its outcome, the pause, and
+    the pre-copy pieces (``pieces``: their kinds) applied before the pause.
+
+    The old process records its own view (:func:`record_handoff`) and exits soon
+    after, usually before the next scrape; this process keeps running.
+    """
+    if not enabled():
+        return
+    outcome = "predecessor_died" if predecessor_died else "committed"
+    emit(TAKEOVERS, 1.0, outcome)
+    if pause_seconds:
+        emit(TAKEOVER_PAUSE, pause_seconds, outcome)
+    for kind in pieces:
+        emit(TAKEOVER_PIECES, 1.0, kind, final)

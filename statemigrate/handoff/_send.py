@@ -279,6 +279,8 @@ def _paused_transfer(
             listeners=tuple(send_listeners),
             trace=attempt.span.traceparent() or "",
             fallback=attempt.fallback or "",
+            # The successor outlives this process: it reports the whole pause.
+            paused=attempt.held(),
         )
         channel.send(offer, fds, stage="transfer")
         attempt.snapshot_size = offer.size

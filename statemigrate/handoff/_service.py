@@ -526,6 +526,9 @@ def _taking_over(
         predecessor_died=inheritance.predecessor_died,
         rounds=tuple(rounds),
         fallback=inheritance.fallback or None,
+        pause_seconds=inheritance.pause_seconds,
+        pause_told=inheritance.pause_told,
+        final=inheritance.final,
     )
 
 
@@ -571,7 +574,8 @@ def take_over(
         The successor's report: the restore's own report (of the last piece) as
         ``restore``, the pre-copy ``rounds`` applied before it, and the seconds
         spent waiting for the snapshot (the rounds included), restoring it and
-        waiting for COMMIT.
+        waiting for COMMIT, and how long the writers were held (``pause_seconds``,
+        also recorded in the metrics, since this process outlives the old one).
 
     Raises:
         HandoffError: the conversation failed (stages ``receive``, ``commit``). After

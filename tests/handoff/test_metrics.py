@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -15,10 +17,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import statemigrate as sm
 import statemigrate.metrics
-from statemigrate.handoff import Spawn, SuccessorFailedError, hand_over
+from statemigrate.handoff import (
+    HandoffTimeouts,
+    Spawn,
+    SuccessorFailedError,
+    hand_over,
+    receive_handoff,
+)
+from statemigrate.handoff._protocol import Channel, Commit, SnapshotOffer, encode_message
 from statemigrate.reference import KVCacheV1, build_registry
+from statemigrate.stores import MemfdStore
 
 CHILD = str(Path(__file__).resolve().parents[1] / "handoff_children" / "metrics_successor.py")
+PEER = str(Path(__file__).resolve().parents[1] / "handoff_children" / "peer.py")
 SERVICE = "metrics-test"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -38,12 +49,14 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 class Hooks:
-    def __init__(self) -> None:
+    def __init__(self, hold: float = 0.0) -> None:
         self.pauses = 0
         self.resumes = 0
+        self.hold = hold
 
     def pause(self) -> None:
         self.pauses += 1
+        time.sleep(self.hold)  # a server whose writers take a while to settle
 
     def resume(self) -> None:
         self.resumes += 1
@@ -196,4 +209,130 @@ def test_a_failed_handoff_counts_as_failed_at_its_stage(registry, tmp_path) -> N
     assert value(new, "statemigrate_restoring", service=SERVICE) == 0
     assert ("statemigrate_restores_total",
             frozenset({("service", SERVICE), ("outcome", "restored")})) not in new
+    # It took nothing over, and exits: the old process's failed attempt is the count.
+    assert not any(name.startswith("statemigrate_handoff_takeover") for name, _ in new)
 
+
+
+@pytest.mark.slow
+def test_the_successor_shows_the_handoff_it_took_over(registry, tmp_path) -> None:
+    """The old process exits after a handoff, usually before its next scrape: the
+    successor records the take-over, the pause the writers saw (the old process's
+    figure but for the two messages' delivery) and the pre-copy pieces, in families
+    of its own, so that a sum over both processes counts the handoff once in each."""
+    service = old_service()
+    output = tmp_path / "successor.json"
+    hooks = Hooks(hold=0.5)  # the pause outweighs the messages' delivery
+    report = hand_over(
+        service,
+        Spawn([sys.executable, CHILD, "ok", str(output)]),
+        listeners={},
+        control=hooks,
+    )
+    event = successor_event(output, report.successor_pid)
+    assert report.ok and "error" not in event, event.get("error")
+    took = event["report"]
+    assert isinstance(took, dict)
+    new = scrape(str(event["scrape"]))
+    old = scrape(generate_latest(registry).decode())
+
+    # What the user's `grep -c '^statemigrate_handoff'` of the running process finds.
+    assert any(name.startswith("statemigrate_handoff") for name, _ in new)
+    assert value(new, "statemigrate_handoff_takeovers_total", outcome="committed") == 1
+    assert value(new, "statemigrate_handoff_takeover_pause_seconds_count", outcome="committed") == 1
+    pause = value(new, "statemigrate_handoff_takeover_pause_seconds_sum", outcome="committed")
+    assert pause == pytest.approx(took["pause_seconds"], rel=1e-9)
+    assert took["pause_told"] is True
+    # At least the hold inside pause(), which only the old process's count can carry
+    # (the successor's own share starts at SNAPSHOT), and within the old process's
+    # pause, which goes on until SERVING arrives.
+    assert hooks.hold <= pause < report.pause_seconds
+
+    # The same pieces on both sides, each side in its own family.
+    assert report.rounds and took["final"] == report.final
+    pieces = {labels: n for (name, labels), n in old.items()
+              if name == "statemigrate_handoff_pieces_total"}
+    applied = {labels: n for (name, labels), n in new.items()
+               if name == "statemigrate_handoff_takeover_pieces_total"}
+    assert applied == pieces and sum(pieces.values()) == len(report.rounds)
+
+    # Neither process records the other's view: no sum counts the handoff twice.
+    assert not any(name.startswith("statemigrate_handoff_takeover") for name, _ in old)
+    assert not any(name.startswith("statemigrate_handoffs_total") for name, _ in new)
+    assert value(old, "statemigrate_handoffs_total", outcome="ready", stage="") == 1
+
+
+def test_an_old_process_that_does_not_say_its_pause(registry, pair) -> None:
+    """An old process of an earlier release sends no ``paused`` in SNAPSHOT: the
+    successor takes over as before and records the pause it measures itself, from its
+    HELLO until it serves, an upper bound."""
+    old, new = pair
+    earlier = SnapshotOffer(size=5)
+    assert b"paused" not in encode_message(earlier)  # byte for byte an earlier SNAPSHOT
+    with MemfdStore() as store:
+        Channel(old).send(earlier, [store.commit(b"state").fd], stage="test")
+    Channel(old).send(Commit(), stage="test")
+    inheritance = receive_handoff(new)
+    began = time.monotonic()
+    inheritance.hello({"c": [1]}).release()
+    inheritance.ready()
+    ended = time.monotonic()
+
+    assert not inheritance.pause_told
+    assert 0 < inheritance.pause_seconds <= ended - began
+    scraped = scrape(generate_latest(registry).decode())
+    assert value(scraped, "statemigrate_handoff_takeovers_total", outcome="committed") == 1
+    assert value(
+        scraped, "statemigrate_handoff_takeover_pause_seconds_sum", outcome="committed"
+    ) == pytest.approx(inheritance.pause_seconds, rel=1e-9)
+
+
+def test_the_pause_the_old_process_says_counts_with_the_successors_own_time(
+    registry, pair
+) -> None:
+    """The successor's pause is the old process's count at SNAPSHOT plus its own
+    time from the snapshot until it serves."""
+    old, new = pair
+    with MemfdStore() as store:
+        Channel(old).send(SnapshotOffer(size=5, paused=7.5), [store.commit(b"state").fd],
+                          stage="test")
+    Channel(old).send(Commit(), stage="test")
+    inheritance = receive_handoff(new)
+    began = time.monotonic()
+    inheritance.hello({"c": [1]}).release()
+    inheritance.ready()
+    ended = time.monotonic()
+
+    assert inheritance.pause_told
+    assert 7.5 < inheritance.pause_seconds <= 7.5 + (ended - began)
+    scraped = scrape(generate_latest(registry).decode())
+    assert value(
+        scraped, "statemigrate_handoff_takeover_pause_seconds_sum", outcome="committed"
+    ) == pytest.approx(inheritance.pause_seconds, rel=1e-9)
+    assert ("statemigrate_handoff_takeover_pieces_total", frozenset()) not in scraped
+
+
+def test_a_successor_whose_predecessor_died_records_that_outcome(registry, tmp_path) -> None:
+    """An old process that dies after READY, before COMMIT: the successor serves all
+    the same, and says so in the take-over's outcome."""
+    path = tmp_path / "handoff.sock"
+    proc = subprocess.Popen([sys.executable, PEER, "old-dies-after-ready", str(path)],
+                            stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"listening\n"
+    proc.stdout.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.connect(str(path))
+    inheritance = receive_handoff(sock, timeouts=HandoffTimeouts(kill_grace=2.0))
+    inheritance.hello({"counters": [1]}).release()
+    inheritance.ready()
+    proc.wait(timeout=60)
+
+    assert inheritance.predecessor_died and inheritance.pause_seconds > 0
+    scraped = scrape(generate_latest(registry).decode())
+    died = {"outcome": "predecessor_died"}
+    assert value(scraped, "statemigrate_handoff_takeovers_total", **died) == 1
+    assert value(
+        scraped, "statemigrate_handoff_takeover_pause_seconds_sum", **died
+    ) == pytest.approx(inheritance.pause_seconds, rel=1e-9)
+    assert ("statemigrate_handoff_takeovers_total", frozenset({("outcome", "committed")})) \
+        not in scraped

@@ -53,6 +53,7 @@ messages = st.one_of(
         size=st.integers(0, 2**62),
         listeners=st.lists(names, unique=True, max_size=5).map(tuple),
         fallback=st.text(max_size=200),
+        paused=st.none() | st.floats(0, 3600, allow_nan=False),
     ),
     st.builds(
         Piece,
@@ -122,6 +123,33 @@ def test_arbitrary_bodies_raise_only_handoff_error(kind, body):
 def test_malformed_packets_name_the_problem(packet, match):
     with pytest.raises(HandoffError, match=match):
         decode_message(packet, stage="test")
+
+
+@pytest.mark.parametrize(
+    ("body", "paused"),
+    [
+        (b'{"size":1,"listeners":[]}', None),  # an earlier release says nothing
+        (b'{"size":1,"listeners":[],"paused":0}', 0.0),
+        (b'{"size":1,"listeners":[],"paused":0.25}', 0.25),
+        (b'{"size":1,"listeners":[],"paused":-1}', None),
+        (b'{"size":1,"listeners":[],"paused":1e300}', None),
+        (b'{"size":1,"listeners":[],"paused":true}', None),
+        (b'{"size":1,"listeners":[],"paused":"1"}', None),
+        (b'{"size":1,"listeners":[],"paused":[1]}', None),
+    ],
+)
+def test_a_bad_pause_in_snapshot_only_costs_that_figure(body, paused):
+    message = decode_message(MAGIC + bytes([PROTOCOL_VERSION, 2]) + body, stage="test")
+    assert message == SnapshotOffer(size=1, paused=paused)
+
+
+def test_fields_a_reader_does_not_know_are_ignored():
+    """What lets a later release add optional fields that an earlier one reads past
+    (``paused`` in SNAPSHOT, read by an earlier successor, say)."""
+    body = b'{"size":1,"listeners":[],"added_later":{"x":[1]}}'
+    message = decode_message(MAGIC + bytes([PROTOCOL_VERSION, 2]) + body, stage="test")
+    assert message == SnapshotOffer(size=1)
+    assert decode_message(MAGIC + bytes([PROTOCOL_VERSION, 4]) + b'{"x":1}', stage="t") == Commit()
 
 
 def test_oversized_reasons_are_cut_to_fit():
