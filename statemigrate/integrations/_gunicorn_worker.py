@@ -95,7 +95,7 @@ class WorkerGate:
         self._cond = threading.Condition()
         self._accept_lock = threading.Lock()
         self._local = threading.local()
-        self._paused = False
+        self._pauses = 0  # a handoff's and a checkpoint's may overlap
         self._writers = 0
         self.accepting = True
         self.moved = False
@@ -126,7 +126,7 @@ class WorkerGate:
         if req.method in SAFE_METHODS:
             return
         with self._cond:
-            while self._paused and not self.moved:
+            while self._pauses and not self.moved:
                 self._cond.wait()
             if self.moved:
                 req.must_close = True  # forwarded: the client's next request goes elsewhere
@@ -199,16 +199,20 @@ class WorkerGate:
     # -- ServerControl ------------------------------------------------------------------
 
     def pause(self) -> None:
-        """Hold new writes, and wait for the writes already running to end."""
+        """Hold new writes, and wait for the writes already running to end.
+
+        Pauses nest: writes go on once each pause is resumed (a checkpoint's hold may
+        end while a handoff's goes on)."""
         with self._cond:
-            self._paused = True
+            self._pauses += 1
             while self._writers:
                 self._cond.wait()
 
     def resume(self) -> None:
-        """Let the held writes go on (the handoff failed)."""
+        """End one pause: the held writes go on once none is left (a handoff that
+        failed, a checkpoint's snapshot taken)."""
         with self._cond:
-            self._paused = False
+            self._pauses = max(0, self._pauses - 1)
             self._cond.notify_all()
 
     def stop_accepting(self) -> None:
