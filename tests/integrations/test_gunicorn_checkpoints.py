@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import http.client
+import json
 import os
 import signal
 import threading
@@ -168,11 +169,12 @@ def _recipe(tmp: Path, root: Path) -> Path:
     return config
 
 
-def _stored(root: Path, slot: int = 0) -> tuple[str, dict[str, str | None]] | None:
-    """The slot's latest checkpoint: its snapshot id and the values of ``KEYS``."""
+def _stored(root: Path, release: int = 1) -> tuple[str, dict[str, str | None]] | None:
+    """Slot 0's latest checkpoint, read by ``release``: its snapshot id and the values
+    of ``KEYS``."""
     # The store's own reader: between the two renames of a commit it reads the
     # snapshot before.
-    with TmpfsStore(root / f"slot-{slot}") as store:
+    with TmpfsStore(root / "slot-0") as store:
         try:
             data = store.open()
         except StoreError as exc:
@@ -180,7 +182,7 @@ def _stored(root: Path, slot: int = 0) -> tuple[str, dict[str, str | None]] | No
                 return None
             raise
     service = Service("gunicorn-cache", registry=build_registry())
-    cache = KVCacheV1()
+    cache = KVCacheV1() if release == 1 else KVCacheV2()
     service.register(cache)
     report = service.restore(data)
     return report.snapshot_id, {key: cache.get(key) for key in KEYS}
@@ -207,20 +209,20 @@ def _wait(what: str, server: Gunicorn, done: Any) -> Any:
         time.sleep(0.05)
 
 
-def _kill_after_checkpoint(server: Gunicorn, root: Path) -> Outcome:
+def _kill_after_checkpoint(server: Gunicorn, root: Path, release: int = 1) -> Outcome:
     """Write ``KEYS``, wait for a checkpoint holding them, ``kill -9`` the worker, and
     wait for its replacement to serve and to commit a checkpoint of its own, noting
     each state the store holds on the way."""
     port = server.port
     for key, value in KEYS.items():
         assert ask(port, "PUT", f"/cache/{key}", value)[0] == 200
-    first = _wait("a checkpoint of every key", server, lambda: _complete(root))
+    first = _wait("a checkpoint of every key", server, lambda: _complete(root, release))
     pid = _worker(port)
     os.kill(pid, signal.SIGKILL)
     outcome = Outcome()
 
     def watch() -> tuple[str, dict[str, str | None]]:
-        latest = _stored(root)
+        latest = _stored(root, release)
         assert latest is not None
         if latest[1] != KEYS:
             outcome.regressed = True
@@ -255,9 +257,9 @@ class Outcome:
     """Whether the store held less than every key once it had held them all."""
 
 
-def _complete(root: Path) -> str | None:
-    """The snapshot id of the slot's latest checkpoint if it holds every key."""
-    latest = _stored(root)
+def _complete(root: Path, release: int = 1) -> str | None:
+    """The snapshot id of slot 0's latest checkpoint if it holds every key."""
+    latest = _stored(root, release)
     if latest is None or latest[1] != KEYS:
         return None
     return latest[0]
@@ -278,6 +280,22 @@ def test_a_worker_killed_is_replaced_by_one_serving_its_last_checkpoint(
         assert "replaces a worker of its slot: restored its latest checkpoint" in (
             server.log.read_text()
         )
+
+
+@pytest.mark.slow
+def test_after_an_upgrade_a_worker_killed_is_replaced_by_one_serving_its_checkpoint(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "checkpoints"
+    with gunicorn(tmp_path, 1, worker_class="gthread", config=_config(tmp_path, root)) as server:
+        for key, value in KEYS.items():
+            assert ask(server.port, "PUT", f"/cache/{key}", value)[0] == 200
+        server.deploy(2)  # the new worker takes the state over, then checkpoints it
+        outcome = _kill_after_checkpoint(server, root, release=2)
+        assert outcome.served == KEYS
+        assert outcome.stored == KEYS
+        assert not outcome.regressed
+        assert json.loads(ask(server.port, "GET", "/cache/c1")[1])["release"] == 2
 
 
 @pytest.mark.slow
