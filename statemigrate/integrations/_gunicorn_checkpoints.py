@@ -262,7 +262,11 @@ class SlotCheckpoints:
         )
 
     def run(self, service: Service, quiesce: Quiesce) -> None:
-        """Start the worker's checkpointer."""
+        """Start the worker's checkpointer.
+
+        Raises:
+            ConfigurationError: ``quiesce`` cannot hold the writers from a thread.
+        """
         settings = self.settings
         self.checkpointer = Checkpointer(
             service,

@@ -61,7 +61,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from statemigrate._errors import ConfigurationError, HandoffError, StateMigrateError
 from statemigrate._runtime._service import Service
@@ -256,7 +256,10 @@ class _Hooks:
             )
             return
         service = _resolve(self.service)
-        keeper = self._keeper(slot, worker)
+        try:
+            keeper = self._keeper(slot, worker)
+        except StateMigrateError as exc:
+            self._cannot_checkpoint(worker, slot, exc)
         predecessor = os.environ.get("GUNICORN_PID")
         took_over = False
         if predecessor is not None and predecessor.isdigit():
@@ -276,9 +279,17 @@ class _Hooks:
         trials = runner_for(self.trial, service)
         self._listen(service, slot, worker, gate, trials)
         if keeper is not None:
-            keeper.run(service, gate)
+            try:
+                keeper.run(service, gate)
+            except StateMigrateError as exc:
+                self._cannot_checkpoint(worker, slot, exc)
         if trials is not None:
             trials.watch_blocking(_no_revert)
+
+    def _cannot_checkpoint(self, worker: Any, slot: int, exc: StateMigrateError) -> NoReturn:
+        # Not served without them: the worker fails to boot, and its master halts.
+        worker.log.error("worker %s (slot %s): cannot keep checkpoints: %s", worker.pid, slot, exc)
+        sys.exit(WORKER_BOOT_ERROR)
 
     def _keeper(self, slot: int, worker: Any) -> SlotCheckpoints | None:
         """The worker's checkpoints, if the hooks keep them and the slot has a store."""

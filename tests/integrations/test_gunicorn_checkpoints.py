@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,12 @@ from integrations.test_gunicorn import DEADLINE, EXAMPLE, Gunicorn, gunicorn
 
 from statemigrate import ConfigurationError, RestoreError, Service, StoreError
 from statemigrate.integrations._gunicorn_checkpoints import place, replaced, retire_all
-from statemigrate.integrations.gunicorn import Checkpoints, WorkerGate, server_hooks
+from statemigrate.integrations.gunicorn import (
+    WORKER_BOOT_ERROR,
+    Checkpoints,
+    WorkerGate,
+    server_hooks,
+)
 from statemigrate.reference import KVCacheV1, KVCacheV2, build_registry
 from statemigrate.stores import MemoryStore, TmpfsStore
 
@@ -62,6 +68,41 @@ def test_one_store_for_several_workers_is_refused(tmp_path: Path) -> None:
     server = type("Arbiter", (), {"cfg": type("Cfg", (), {"workers": 2, "reuse_port": False})()})()
     with pytest.raises(ConfigurationError, match="one store for 2 workers"):
         hooks["when_ready"](server)
+
+
+class Log:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def error(self, message: str, *args: object) -> None:
+        self.lines.append(message % args)
+
+    info = warning = error
+
+
+def test_a_store_that_cannot_be_opened_fails_the_worker_s_boot(tmp_path: Path) -> None:
+    service = Service("gunicorn-cache", registry=build_registry())
+    hooks = server_hooks(
+        service,
+        directory=tmp_path / "sockets",
+        checkpoints=lambda slot: TmpfsStore(tmp_path / "missing" / str(slot)),
+    )
+    (tmp_path / "sockets").mkdir(mode=0o700)
+    listener = socket.create_server(("127.0.0.1", 0))
+    worker = type(
+        "Worker",
+        (),
+        {"pid": os.getpid(), "ppid": os.getppid(), "sockets": [listener], "cfg": None,
+         "wsgi": None, "log": Log()},
+    )()  # fmt: skip
+    try:
+        with pytest.raises(SystemExit) as exited:
+            hooks["post_worker_init"](worker)
+    finally:
+        listener.close()
+    assert exited.value.code == WORKER_BOOT_ERROR
+    assert len(worker.log.lines) == 1
+    assert "cannot keep checkpoints" in worker.log.lines[0]
 
 
 # -- the master's view: slots and replacements ------------------------------------------------
