@@ -52,8 +52,11 @@ class Checkpoints:
             per slot (each worker holds its own state).
         every: seconds between two checkpoints.
         incremental: commit chains of deltas (see ``docs/checkpoints.md``).
-        quiesce: how to hold the writers for a snapshot; by default the worker's
-            gate, which holds every request but GET, HEAD and OPTIONS.
+        quiesce: how to hold the writers for a snapshot (as for
+            :class:`~statemigrate.Checkpointer`); by default the worker's gate holds
+            every request, reads too (they may change the state: an LRU's order),
+            and waits for those running. With the default forked export that is the
+            time of a fork; a lock the application's code takes holds less.
 
     Raises:
         ConfigurationError: an argument is of the wrong kind.

@@ -280,7 +280,7 @@ class _Hooks:
         self._listen(service, slot, worker, gate, trials)
         if keeper is not None:
             try:
-                keeper.run(service, gate)
+                keeper.run(service, gate.still)
             except StateMigrateError as exc:
                 self._cannot_checkpoint(worker, slot, exc)
         if trials is not None:

@@ -143,6 +143,12 @@ def test_after_hup_each_new_worker_takes_a_slot_and_waits_for_its_old_worker() -
 # -- the gate: a checkpoint's pause and a handoff's ----------------------------------------------
 
 
+def _request(gate: WorkerGate, request: Any) -> None:
+    """A request's way through the gate: pre_request, then post_request."""
+    gate.hold(request)
+    gate.release()
+
+
 def test_pauses_nest_a_write_waits_for_the_last_resume() -> None:
     worker = type("Worker", (), {"sockets": [], "pid": 0, "ppid": 0, "wsgi": None, "cfg": None})()
     gate = WorkerGate(worker)
@@ -150,13 +156,42 @@ def test_pauses_nest_a_write_waits_for_the_last_resume() -> None:
     gate.pause()  # a checkpoint's, at the same time
     gate.resume()  # the checkpoint's snapshot is taken
     write = type("Request", (), {"method": "PUT", "must_close": False})()
-    holding = threading.Thread(target=gate.hold, args=(write,))
+    holding = threading.Thread(target=_request, args=(gate, write))
     holding.start()
     holding.join(0.1)
     assert holding.is_alive()  # the handoff still holds the writes
     gate.resume()
     holding.join()
+    assert gate._running == 0
+
+
+def test_a_checkpoint_s_hold_waits_for_running_reads_and_holds_new_ones() -> None:
+    """Reads may change the state (the example cache moves a key read to the end)."""
+    worker = type("Worker", (), {"sockets": [], "pid": 0, "ppid": 0, "wsgi": None, "cfg": None})()
+    gate = WorkerGate(worker)
+    running = type("Request", (), {"method": "GET", "must_close": False})()
+    gate.hold(running)
+    held = threading.Event()
+
+    def snapshot() -> None:
+        with gate.still():
+            held.set()
+
+    checkpoint = threading.Thread(target=snapshot)
+    checkpoint.start()
+    checkpoint.join(0.1)
+    assert not held.is_set()  # waits for the read running
     gate.release()
+    checkpoint.join()
+    assert held.is_set()
+    with gate.still():
+        read = type("Request", (), {"method": "GET", "must_close": False})()
+        reading = threading.Thread(target=_request, args=(gate, read))
+        reading.start()
+        reading.join(0.1)
+        assert reading.is_alive()  # held for the snapshot
+    reading.join()
+    assert gate._running == 0
 
 
 # -- end to end ---------------------------------------------------------------------------------
