@@ -31,12 +31,21 @@ from statemigrate._runtime._checkpoint import Checkpointer, Quiesce
 from statemigrate._runtime._service import Service
 from statemigrate.stores import Store
 
-__all__ = ["Checkpoints", "SlotCheckpoints", "checkpoints_of", "place", "retire_all"]
+__all__ = [
+    "Checkpoints",
+    "SlotCheckpoints",
+    "checkpoints_of",
+    "place",
+    "replaced",
+    "retire_all",
+    "vacate",
+]
 
 SLOT = "statemigrate_slot"
 _REPLACES = "statemigrate_replaces"
 _RETIRING = "statemigrate_retiring"
 _FORKED = "statemigrate_forked"
+_VACANT = "statemigrate_vacant"
 
 StoreSpec = Store | Callable[[int], Store]
 """One store (``workers = 1``), or a function giving the store of a slot."""
@@ -122,13 +131,28 @@ def retire_all(server: Any) -> None:
         setattr(worker, _RETIRING, True)
 
 
-def place(server: Any, worker: Any) -> None:
-    """``pre_fork``: give ``worker`` the lowest slot no staying worker holds, and note
-    whether it replaces a worker of that slot forked by this master, with the pids of
-    the old ones that still hold the slot's state (after ``HUP``).
+def vacate(server: Any, worker: Any) -> None:
+    """``child_exit``: ``worker`` exited and was reaped; its slot is free, and the
+    next worker forked takes it first."""
+    slot = getattr(worker, SLOT, None)
+    if not isinstance(slot, int):
+        return
+    vacant: list[int] = getattr(server, _VACANT, None) or []
+    setattr(server, _VACANT, vacant)
+    if slot in vacant:
+        vacant.remove(slot)
+    vacant.append(slot)
 
-    Kept on the arbiter, which lives as long as the master: ``HUP`` reads the
-    configuration again, and the hooks with it.
+
+def place(server: Any, worker: Any) -> None:
+    """``pre_fork``: give ``worker`` a slot no staying worker holds, and note whether
+    it replaces a worker of that slot forked by this master, with the pids of the old
+    ones that still hold the slot's state (after ``HUP``).
+
+    The slot is, first, the lowest one of a worker that ``HUP`` stops; else the one
+    vacated last (the worker that died, not one stopped by ``TTOU`` earlier); else the
+    lowest free one. All of it is kept on the arbiter, which lives as long as the
+    master: ``HUP`` reads the configuration again, and the hooks with it.
     """
     staying: set[int] = set()
     holding: dict[int, list[int]] = {}
@@ -140,9 +164,20 @@ def place(server: Any, worker: Any) -> None:
             holding.setdefault(slot, []).append(pid)
         else:
             staying.add(slot)
-    slot = 0
-    while slot in staying:
-        slot += 1
+    vacant: list[int] = getattr(server, _VACANT, None) or []
+    setattr(server, _VACANT, vacant)
+    retiring = sorted(set(holding) - staying)
+    last = [s for s in reversed(vacant) if s not in staying]
+    if retiring:
+        slot = retiring[0]
+    elif last:
+        slot = last[0]
+    else:
+        slot = 0
+        while slot in staying:
+            slot += 1
+    if slot in vacant:
+        vacant.remove(slot)
     forked: set[int] = getattr(server, _FORKED, None) or set()
     setattr(server, _FORKED, forked)
     setattr(worker, SLOT, slot)

@@ -81,6 +81,7 @@ from statemigrate.integrations._gunicorn_checkpoints import (
     place,
     replaced,
     retire_all,
+    vacate,
 )
 from statemigrate.integrations._gunicorn_worker import SAFE_METHODS, WorkerGate
 from statemigrate.integrations._trial import Trial, TrialRunner, checked, runner_for
@@ -234,6 +235,9 @@ class _Hooks:
 
     def on_reload(self, server: Any) -> None:
         retire_all(server)
+
+    def child_exit(self, server: Any, worker: Any) -> None:
+        vacate(server, worker)
 
     def on_exit(self, server: Any) -> None:
         self._forget(os.getpid())
@@ -458,9 +462,10 @@ def server_hooks(
     """gunicorn server hooks that move ``service``'s state to the next generation.
 
     Put them in the configuration file with ``globals().update(server_hooks(...))``.
-    They set ``when_ready``, ``pre_fork``, ``on_reload``, ``post_worker_init``,
-    ``pre_request``, ``post_request``, ``worker_exit`` and ``on_exit``; a
-    configuration that has its own hook of one of these names calls ours from it.
+    They set ``when_ready``, ``pre_fork``, ``on_reload``, ``child_exit``,
+    ``post_worker_init``, ``pre_request``, ``post_request``, ``worker_exit`` and
+    ``on_exit``; a configuration that has its own hook of one of these names calls
+    ours from it.
 
     Args:
         service: the application's :class:`~statemigrate.Service`, every component
@@ -512,6 +517,7 @@ def server_hooks(
         "when_ready": hooks.when_ready,
         "pre_fork": hooks.pre_fork,
         "on_reload": hooks.on_reload,
+        "child_exit": hooks.child_exit,
         "post_worker_init": hooks.post_worker_init,
         "pre_request": hooks.pre_request,
         "post_request": hooks.post_request,

@@ -22,7 +22,7 @@ from integrations.loadclient import ask, read_value
 from integrations.test_gunicorn import DEADLINE, EXAMPLE, Gunicorn, gunicorn
 
 from statemigrate import ConfigurationError, RestoreError, Service, StoreError
-from statemigrate.integrations._gunicorn_checkpoints import place, replaced, retire_all
+from statemigrate.integrations._gunicorn_checkpoints import place, replaced, retire_all, vacate
 from statemigrate.integrations.gunicorn import (
     WORKER_BOOT_ERROR,
     Checkpoints,
@@ -109,6 +109,8 @@ def test_a_store_that_cannot_be_opened_fails_the_worker_s_boot(tmp_path: Path) -
 
 
 class Arbiter:
+    """The master's side as gunicorn calls the hooks: pre_fork, child_exit, on_reload."""
+
     def __init__(self) -> None:
         self.WORKERS: dict[int, Any] = {}
         self.pid = 1
@@ -120,15 +122,33 @@ class Arbiter:
         self.WORKERS[self.pid] = worker
         return worker
 
+    def reap(self, pid: int) -> None:
+        vacate(self, self.WORKERS.pop(pid))
+
+    def slots(self) -> dict[int, int]:
+        return {pid: w.statemigrate_slot for pid, w in self.WORKERS.items()}
+
 
 def test_a_worker_forked_again_for_a_slot_replaces_the_one_before() -> None:
     arbiter = Arbiter()
     first = [arbiter.fork(), arbiter.fork()]
     assert [w.statemigrate_slot for w in first] == [0, 1]
     assert [replaced(w) for w in first] == [None, None]  # the first round
-    del arbiter.WORKERS[2]  # slot 0's worker died and was reaped
+    arbiter.reap(2)  # slot 0's worker died
     again = arbiter.fork()
     assert (again.statemigrate_slot, replaced(again)) == (0, ())
+
+
+def test_a_replacement_takes_the_slot_of_the_worker_that_died() -> None:
+    arbiter = Arbiter()
+    arbiter.fork()
+    arbiter.fork()
+    arbiter.reap(2)  # TTOU stopped slot 0's worker, and no worker replaces it
+    arbiter.reap(3)  # then slot 1's worker dies
+    again = arbiter.fork()
+    assert (again.statemigrate_slot, replaced(again)) == (1, ())
+    added = arbiter.fork()  # TTIN: slot 0's state, stopped by TTOU
+    assert (added.statemigrate_slot, replaced(added)) == (0, ())
 
 
 def test_after_hup_each_new_worker_takes_a_slot_and_waits_for_its_old_worker() -> None:
@@ -138,6 +158,16 @@ def test_after_hup_each_new_worker_takes_a_slot_and_waits_for_its_old_worker() -
     retire_all(arbiter)  # on_reload: gunicorn forks the new workers, then stops these
     new = [arbiter.fork(), arbiter.fork()]
     assert [(w.statemigrate_slot, replaced(w)) for w in new] == [(0, (2,)), (1, (3,))]
+
+
+def test_after_ttou_then_hup_the_new_worker_takes_the_old_one_s_slot() -> None:
+    arbiter = Arbiter()
+    arbiter.fork()
+    arbiter.fork()
+    arbiter.reap(2)  # TTOU
+    retire_all(arbiter)
+    new = arbiter.fork()
+    assert (new.statemigrate_slot, replaced(new)) == (1, (3,))
 
 
 # -- the gate: a checkpoint's pause and a handoff's ----------------------------------------------
