@@ -13,13 +13,14 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from integrations.loadclient import ask, read_value
-from integrations.test_gunicorn import DEADLINE, EXAMPLE, Gunicorn, gunicorn
+from integrations.test_gunicorn import DEADLINE, EXAMPLE, Gunicorn, _owner, gunicorn
 
 from statemigrate import ConfigurationError, RestoreError, Service, StoreError
 from statemigrate.integrations._gunicorn_checkpoints import place, replaced, retire_all, vacate
@@ -33,6 +34,15 @@ from statemigrate.reference import KVCacheV1, KVCacheV2, build_registry
 from statemigrate.stores import MemoryStore, TmpfsStore
 
 EVERY = 0.2
+COLD_MASTER = (
+    "hooks_when_ready = when_ready\n"
+    "def when_ready(server):\n"
+    "    hooks_when_ready(server)\n"
+    "    import app_v1\n"
+    "    app_v1.cache.set('boot', 'master')\n"
+    "    app_v1.service.start_cold('the test')\n"
+)
+"""A master whose copy holds one key, declared a cold start."""
 KEYS = {f"c{i}": f"value-{i}" for i in range(20)}
 
 
@@ -275,12 +285,14 @@ def _recipe(tmp: Path, root: Path) -> Path:
     return config
 
 
-def _stored(root: Path, release: int = 1) -> tuple[str, dict[str, str | None]] | None:
-    """Slot 0's latest checkpoint, read by ``release``: its snapshot id and the values
-    of ``KEYS``."""
+def _stored(
+    root: Path, release: int = 1, slot: int = 0, keys: Iterable[str] = KEYS
+) -> tuple[str, dict[str, str | None]] | None:
+    """A slot's latest checkpoint, read by ``release``: its snapshot id and the values
+    of ``keys``."""
     # The store's own reader: between the two renames of a commit it reads the
     # snapshot before.
-    with TmpfsStore(root / "slot-0") as store:
+    with TmpfsStore(root / f"slot-{slot}") as store:
         try:
             data = store.open()
         except StoreError as exc:
@@ -291,7 +303,7 @@ def _stored(root: Path, release: int = 1) -> tuple[str, dict[str, str | None]] |
     cache = KVCacheV1() if release == 1 else KVCacheV2()
     service.register(cache)
     report = service.restore(data)
-    return report.snapshot_id, {key: cache.get(key) for key in KEYS}
+    return report.snapshot_id, {key: cache.get(key) for key in keys}
 
 
 def _worker(port: int) -> int:
@@ -372,12 +384,18 @@ def _complete(root: Path, release: int = 1) -> str | None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("worker_class", ["gthread", "sync"])
+@pytest.mark.parametrize(
+    ("worker_class", "master"),
+    [("gthread", COLD_MASTER), ("sync", COLD_MASTER), ("gthread", "")],
+    ids=["gthread", "sync", "gthread-restored-at-boot"],
+)
 def test_a_worker_killed_is_replaced_by_one_serving_its_last_checkpoint(
-    tmp_path: Path, worker_class: str
+    tmp_path: Path, worker_class: str, master: str
 ) -> None:
+    """With a master whose copy is the service's own, and with one that left the
+    restore to the hooks (each worker restores its slot at boot)."""
     root = tmp_path / "checkpoints"
-    config = _config(tmp_path, root)
+    config = _config(tmp_path, root, extra=master)
     with gunicorn(tmp_path, 1, worker_class=worker_class, config=config) as server:
         outcome = _kill_after_checkpoint(server, root)
         assert outcome.served == KEYS
@@ -386,6 +404,55 @@ def test_a_worker_killed_is_replaced_by_one_serving_its_last_checkpoint(
         assert "replaces a worker of its slot: restored its latest checkpoint" in (
             server.log.read_text()
         )
+
+
+@pytest.mark.slow
+def test_with_two_workers_a_worker_killed_is_replaced_by_one_serving_its_own_slot(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "checkpoints"
+    # The master's copy is the service's own (a cold start): no worker restores at boot.
+    config = _config(tmp_path, root, extra=COLD_MASTER)
+    with gunicorn(tmp_path, 1, worker_class="gthread", workers=2, config=config) as server:
+        port = server.port
+        written: dict[str, int] = {}
+        n = 0
+        while len(set(written.values())) < 2 or n < 20:  # both workers hold some keys
+            n += 1
+            assert n < 2000, "one worker took every connection"
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                connection.request("PUT", f"/cache/w{n}", body=f"x{n}")
+                response = connection.getresponse()
+                response.read()
+            finally:
+                connection.close()
+            assert response.status == 200
+            written[f"w{n}"] = int(response.getheader("X-Worker", "0"))
+
+        def checkpointed() -> bool:
+            found = {key for slot in (0, 1) for key, value in _values(root, slot, written)}
+            return found == set(written)
+
+        _wait("a checkpoint of every key, in one slot or the other", server, checkpointed)
+        killed = next(iter(written.values()))
+        os.kill(killed, signal.SIGKILL)
+        owners = {key: _owner(port, key) for key in written}  # asks until a worker has it
+        survivor = {pid for pid in written.values() if pid != killed}
+        assert {owners[k] for k, pid in written.items() if pid in survivor} == survivor
+        moved = {owners[k] for k, pid in written.items() if pid == killed}
+        assert len(moved) == 1 and not moved & (survivor | {killed})
+        assert "replaces a worker of its slot: restored" in server.log.read_text()
+
+
+def _values(root: Path, slot: int, keys: Iterable[str]) -> list[tuple[str, str]]:
+    """The keys present in a slot's latest checkpoint, with their values."""
+    if not (root / f"slot-{slot}").exists():
+        return []
+    latest = _stored(root, slot=slot, keys=keys)
+    if latest is None:
+        return []
+    return [(key, value) for key, value in latest[1].items() if value is not None]
 
 
 @pytest.mark.slow
@@ -460,15 +527,7 @@ def test_a_checkpoint_the_replacement_cannot_restore_is_kept_and_the_master_s_co
     root = tmp_path / "checkpoints"
     # The master's copy holds one key; checkpoints are rare enough for the test to
     # place its own.
-    extra = (
-        "hooks_when_ready = when_ready\n"
-        "def when_ready(server):\n"
-        "    hooks_when_ready(server)\n"
-        "    import app_v1\n"
-        "    app_v1.cache.set('boot', 'master')\n"
-        "    app_v1.service.start_cold('the test')\n"
-    )
-    config = _config(tmp_path, root, every=3600.0, extra=extra)
+    config = _config(tmp_path, root, every=3600.0, extra=COLD_MASTER)
     with gunicorn(tmp_path, 1, worker_class="gthread", config=config) as server:
         port = server.port
         assert ask(port, "PUT", "/cache/written", "by-release-1")[0] == 200
