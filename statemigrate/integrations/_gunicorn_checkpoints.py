@@ -10,10 +10,11 @@ first round. gunicorn forks every worker from its master, whose state is the cop
 loaded at boot; a worker forked again for a slot (after a crash, ``kill -9``, a
 timeout, ``max_requests`` or ``HUP``) would serve that old copy, and its checkpoints
 would replace the newer ones its predecessor committed. The master notes, in
-``pre_fork``, the slots it has forked a worker for already and, after ``HUP``, which
-old worker still holds the slot's state; a replacement waits for that one to exit
-(its final checkpoint is then committed), restores the slot's latest checkpoint, and
-only then accepts a connection.
+``pre_fork``, the slots it has forked a worker for already and, after ``HUP``
+(``on_reload``), which old worker still holds the slot's state; in ``child_exit``, the
+slot each worker that exits leaves. A replacement takes that slot, waits for the old
+worker holding it to exit (its final checkpoint is then committed), restores the
+slot's latest checkpoint, and only then accepts a connection.
 """
 
 from __future__ import annotations
