@@ -17,7 +17,8 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -95,8 +96,10 @@ class WorkerGate:
         self._cond = threading.Condition()
         self._accept_lock = threading.Lock()
         self._local = threading.local()
-        self._paused = False
+        self._pauses = 0  # pauses of the writes; they nest
+        self._stills = 0  # holds of every request (a checkpoint's snapshot)
         self._writers = 0
+        self._running = 0
         self.accepting = True
         self.moved = False
         self._addresses: list[tuple[str, Address]] = []
@@ -119,29 +122,35 @@ class WorkerGate:
     # -- requests: pre_request / post_request ----------------------------------------
 
     def hold(self, req: _Request) -> None:
-        """Before a request runs: hold it during the pause if it may change the state."""
+        """Before a request runs: hold it during a pause if it may change the state,
+        and during :meth:`still` whatever it is."""
         if self.moved:
             req.must_close = True
             return
-        if req.method in SAFE_METHODS:
-            return
+        write = req.method not in SAFE_METHODS
         with self._cond:
-            while self._paused and not self.moved:
+            while (self._stills or (write and self._pauses)) and not self.moved:
                 self._cond.wait()
             if self.moved:
                 req.must_close = True  # forwarded: the client's next request goes elsewhere
                 return
-            self._writers += 1
-        self._local.writing = True
+            self._running += 1
+            if write:
+                self._writers += 1
+        self._local.running = "write" if write else "read"
 
     def release(self) -> None:
-        """After a request was answered: a write held by :meth:`pause` is over."""
-        if getattr(self._local, "writing", False):
-            self._local.writing = False
-            with self._cond:
+        """After a request was answered: it no longer keeps a pause waiting."""
+        running = getattr(self._local, "running", None)
+        if running is None:
+            return
+        self._local.running = None
+        with self._cond:
+            self._running -= 1
+            if running == "write":
                 self._writers -= 1
-                if self._writers == 0:
-                    self._cond.notify_all()
+            if not self._writers or not self._running:
+                self._cond.notify_all()
 
     def wrap(self, app: WSGIApp) -> WSGIApp:
         """The application, forwarding every request once the state has moved."""
@@ -199,17 +208,37 @@ class WorkerGate:
     # -- ServerControl ------------------------------------------------------------------
 
     def pause(self) -> None:
-        """Hold new writes, and wait for the writes already running to end."""
+        """Hold new writes, and wait for the writes already running to end.
+
+        Pauses nest: writes go on once each pause is resumed (a checkpoint's hold may
+        end while a handoff's goes on)."""
         with self._cond:
-            self._paused = True
+            self._pauses += 1
             while self._writers:
                 self._cond.wait()
 
     def resume(self) -> None:
-        """Let the held writes go on (the handoff failed)."""
+        """End one pause: the held writes go on once none is left (a handoff that
+        failed, a checkpoint's snapshot taken)."""
         with self._cond:
-            self._paused = False
+            self._pauses = max(0, self._pauses - 1)
             self._cond.notify_all()
+
+    @contextmanager
+    def still(self) -> Iterator[None]:
+        """Hold every request, reads too, and wait for those running to end: the
+        checkpoints' hold by default, since an application's reads may change its
+        state (an LRU cache's order)."""
+        with self._cond:
+            self._stills += 1
+            while self._running:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._stills -= 1
+                self._cond.notify_all()
 
     def stop_accepting(self) -> None:
         """The state moved: accept nothing more, forward from now on, and stop."""

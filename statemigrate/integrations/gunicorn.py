@@ -35,6 +35,12 @@ When every worker of the new generation has taken over, the last one to do so se
 gracefully and exits; the new master then promotes itself. The operator's single
 command is ``kill -USR2 <master>``; see ``docs/gunicorn.md``.
 
+With ``checkpoints=`` the hooks keep checkpoints of each worker's state
+(:mod:`~statemigrate.integrations._gunicorn_checkpoints`), one store per slot, and a
+worker that gunicorn forks again for a slot (after a crash, ``kill -9``, a timeout,
+``max_requests`` or ``HUP``) restores the slot's latest checkpoint instead of serving
+the master's older copy.
+
 With ``trial=Trial(directory=...)`` (one worker) the old worker puts its successor on
 trial once the state moved, and the new worker watches its trial: an operator's
 ``statemigrate trial promote`` or the health check makes it permanent. A revert by hot
@@ -55,7 +61,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from statemigrate._errors import ConfigurationError, HandoffError, StateMigrateError
 from statemigrate._runtime._service import Service
@@ -66,11 +72,22 @@ from statemigrate.handoff import (
     receive_handoff,
     take_over,
 )
+from statemigrate.integrations._gunicorn_checkpoints import (
+    SLOT,
+    Checkpoints,
+    SlotCheckpoints,
+    StoreSpec,
+    checkpoints_of,
+    place,
+    replaced,
+    retire_all,
+    vacate,
+)
 from statemigrate.integrations._gunicorn_worker import SAFE_METHODS, WorkerGate
 from statemigrate.integrations._trial import Trial, TrialRunner, checked, runner_for
 from statemigrate.stores._safedir import open_private_directory
 
-__all__ = ["SAFE_METHODS", "Trial", "WorkerGate", "server_hooks"]
+__all__ = ["SAFE_METHODS", "Checkpoints", "Trial", "WorkerGate", "server_hooks"]
 
 #: The exit status gunicorn's arbiter reads as "the worker failed to boot": the new
 #: master halts, and the old generation goes on serving.
@@ -79,9 +96,9 @@ WORKER_BOOT_ERROR = 3
 # The room for a Unix socket's path (sun_path), its terminating NUL included.
 _SUN_PATH_MAX = 108
 
-_SLOT = "statemigrate_slot"
 _GATE = "statemigrate_gate"
 _IDLE = "statemigrate_idle"
+_KEEPER = "statemigrate_checkpoints"
 
 # How long an exiting worker waits for a handoff under way to end: the old master is
 # stopped as soon as the successor took over, maybe before this worker's side of the
@@ -144,9 +161,11 @@ class _Hooks:
         timeouts: HandoffTimeouts,
         retire_old_master: bool,
         trial: Trial | None,
+        checkpoints: Checkpoints | None,
     ) -> None:
         self.service = service
         self.trial = trial
+        self.checkpoints = checkpoints
         self.directory = directory
         self.allow_lossy = allow_lossy
         self.timeouts = timeouts
@@ -188,8 +207,18 @@ class _Hooks:
                 f"a trial needs workers = 1 (the permanent state is one worker's), not"
                 f" {server.cfg.workers}",
             )
+        if (
+            self.checkpoints is not None
+            and self.checkpoints.shared
+            and server.cfg.workers != 1
+        ):
+            raise ConfigurationError(
+                "checkpoints",
+                f"one store for {server.cfg.workers} workers: each would replace the"
+                " others' checkpoints; give a function slot -> store",
+            )
         self._forget(os.getpid())  # left by an earlier process with our pid
-        if server.cfg.max_requests:
+        if server.cfg.max_requests and self.checkpoints is None:
             server.log.warning(
                 "max_requests=%s: a recycled worker's state is not carried over; its"
                 " replacement starts from the master's copy",
@@ -202,11 +231,13 @@ class _Hooks:
             )
 
     def pre_fork(self, server: Any, worker: Any) -> None:
-        taken = {getattr(w, _SLOT, None) for w in server.WORKERS.values()}
-        slot = 0
-        while slot in taken:
-            slot += 1
-        setattr(worker, _SLOT, slot)
+        place(server, worker)
+
+    def on_reload(self, server: Any) -> None:
+        retire_all(server)
+
+    def child_exit(self, server: Any, worker: Any) -> None:
+        vacate(server, worker)
 
     def on_exit(self, server: Any) -> None:
         self._forget(os.getpid())
@@ -214,7 +245,7 @@ class _Hooks:
     # -- worker ------------------------------------------------------------------------
 
     def post_worker_init(self, worker: Any) -> None:
-        slot: int = getattr(worker, _SLOT, 0)
+        slot: int = getattr(worker, SLOT, 0)
         gate = WorkerGate(worker, on_moved=self._moved_path(worker.ppid).touch)
         setattr(worker, _GATE, gate)
         gate.install()
@@ -229,17 +260,62 @@ class _Hooks:
             )
             return
         service = _resolve(self.service)
+        try:
+            keeper = self._keeper(slot, worker)
+        except StateMigrateError as exc:
+            self._cannot_checkpoint(worker, slot, exc)
         predecessor = os.environ.get("GUNICORN_PID")
+        took_over = False
         if predecessor is not None and predecessor.isdigit():
-            if not self._take_over(service, int(predecessor), slot, worker):
+            outcome = self._take_over(service, int(predecessor), slot, worker)
+            if outcome is None:
                 sys.exit(WORKER_BOOT_ERROR)
+            took_over = outcome
             self._maybe_retire(int(predecessor), slot, worker)
+        waits = replaced(worker)
+        if keeper is not None and not took_over:
+            if waits is not None:
+                # Forked again for a slot whose state an earlier worker of this master
+                # held: the master's copy is older than that worker's checkpoints.
+                keeper.restore_replaced(service, worker, waits)
+            elif not service.status.ready and not keeper.restore_at_boot(service, worker):
+                sys.exit(WORKER_BOOT_ERROR)
         trials = runner_for(self.trial, service)
         self._listen(service, slot, worker, gate, trials)
+        if keeper is not None:
+            try:
+                keeper.run(service, gate.still)
+            except StateMigrateError as exc:
+                self._cannot_checkpoint(worker, slot, exc)
         if trials is not None:
             trials.watch_blocking(_no_revert)
 
-    def _take_over(self, service: Service, predecessor: int, slot: int, worker: Any) -> bool:
+    def _cannot_checkpoint(self, worker: Any, slot: int, exc: StateMigrateError) -> NoReturn:
+        # Not served without them: the worker fails to boot, and its master halts.
+        worker.log.error("worker %s (slot %s): cannot keep checkpoints: %s", worker.pid, slot, exc)
+        sys.exit(WORKER_BOOT_ERROR)
+
+    def _keeper(self, slot: int, worker: Any) -> SlotCheckpoints | None:
+        """The worker's checkpoints, if the hooks keep them and the slot has a store."""
+        if self.checkpoints is None:
+            return None
+        if self.checkpoints.shared and slot != 0:
+            worker.log.error(
+                "worker %s (slot %s): not checkpointing: the checkpoints' one store is"
+                " slot 0's; give a function slot -> store for more workers",
+                worker.pid,
+                slot,
+            )
+            return None
+        keeper = SlotCheckpoints(self.checkpoints, slot)
+        setattr(worker, _KEEPER, keeper)
+        return keeper
+
+    def _take_over(
+        self, service: Service, predecessor: int, slot: int, worker: Any
+    ) -> bool | None:
+        """Take the state over from the previous master's worker of ``slot``: True
+        once taken, False when there is none, None when the take-over failed."""
         path = self._socket_path(predecessor, slot)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -249,7 +325,7 @@ class _Hooks:
             worker.log.info(
                 "worker %s (slot %s): no predecessor, starting afresh", worker.pid, slot
             )
-            return True
+            return False
         try:
             with receive_handoff(sock, expect=(), timeouts=self.timeouts) as inheritance:
                 report = take_over(service, inheritance, allow_lossy=self.allow_lossy)
@@ -261,7 +337,7 @@ class _Hooks:
                 predecessor,
                 exc,
             )
-            return False
+            return None
         worker.log.info("worker %s (slot %s): %s", worker.pid, slot, report.summary())
         return True
 
@@ -363,11 +439,14 @@ class _Hooks:
         gate: WorkerGate | None = getattr(worker, _GATE, None)
         if gate is not None and not gate.moved:
             with contextlib.suppress(FileNotFoundError):
-                self._socket_path(worker.ppid, getattr(worker, _SLOT, 0)).unlink()
+                self._socket_path(worker.ppid, getattr(worker, SLOT, 0)).unlink()
         idle: threading.Event | None = getattr(worker, _IDLE, None)
         if idle is not None:
             # The handoff's thread is a daemon: it would die with the process.
             idle.wait(_HANDOFF_END_WAIT)
+        keeper: SlotCheckpoints | None = getattr(worker, _KEEPER, None)
+        if keeper is not None:
+            keeper.stop(worker)  # a final checkpoint, unless the state moved
 
 
 def server_hooks(
@@ -378,13 +457,15 @@ def server_hooks(
     timeouts: HandoffTimeouts | None = None,
     retire_old_master: bool = True,
     trial: Trial | None = None,
+    checkpoints: StoreSpec | Checkpoints | None = None,
 ) -> dict[str, Callable[..., None]]:
     """gunicorn server hooks that move ``service``'s state to the next generation.
 
     Put them in the configuration file with ``globals().update(server_hooks(...))``.
-    They set ``when_ready``, ``pre_fork``, ``post_worker_init``, ``pre_request``,
-    ``post_request``, ``worker_exit`` and ``on_exit``; a configuration that has its
-    own hook of one of these names calls ours from it.
+    They set ``when_ready``, ``pre_fork``, ``on_reload``, ``child_exit``,
+    ``post_worker_init``, ``pre_request``, ``post_request``, ``worker_exit`` and
+    ``on_exit``; a configuration that has its own hook of one of these names calls
+    ours from it.
 
     Args:
         service: the application's :class:`~statemigrate.Service`, every component
@@ -401,6 +482,12 @@ def server_hooks(
         trial: put each new generation on trial (``workers = 1``; docs/trials.md):
             promoted by the operator or the health check; a revert by hot handoff is
             not offered (it fails, with that reason).
+        checkpoints: keep checkpoints of each worker's state (``docs/gunicorn.md``):
+            a store (``workers = 1``), a function ``slot -> store``, or a
+            :class:`Checkpoints` with the checkpointer's options. Each worker
+            checkpoints from once it owns its state until it exits; a worker forked
+            again for a slot (after a crash, ``kill -9``, a timeout, ``max_requests``
+            or ``HUP``) restores the slot's latest checkpoint before it serves.
 
     Raises:
         ConfigurationError: an argument is of the wrong kind.
@@ -412,6 +499,7 @@ def server_hooks(
     if isinstance(service, str) and (":" not in service or not all(service.split(":", 1))):
         raise ConfigurationError("service", f"expected 'module:attribute', got {service!r}")
     checked(trial)  # a clear error now, not in each worker
+    kept = checkpoints_of(checkpoints)
     if timeouts is not None and not isinstance(timeouts, HandoffTimeouts):
         raise ConfigurationError(
             "timeouts", f"must be a HandoffTimeouts, not {type(timeouts).__name__}"
@@ -423,10 +511,13 @@ def server_hooks(
         timeouts=timeouts if timeouts is not None else HandoffTimeouts(),
         retire_old_master=retire_old_master,
         trial=trial,
+        checkpoints=kept,
     )
     return {
         "when_ready": hooks.when_ready,
         "pre_fork": hooks.pre_fork,
+        "on_reload": hooks.on_reload,
+        "child_exit": hooks.child_exit,
         "post_worker_init": hooks.post_worker_init,
         "pre_request": hooks.pre_request,
         "post_request": hooks.post_request,

@@ -42,8 +42,8 @@ def test_the_hooks_are_settings_gunicorn_accepts() -> None:
     for name, hook in hooks.items():
         config.set(name, hook)  # gunicorn checks each hook's arity
     assert set(hooks) == {
-        "when_ready", "pre_fork", "post_worker_init", "pre_request", "post_request",
-        "worker_exit", "on_exit",
+        "when_ready", "pre_fork", "on_reload", "child_exit", "post_worker_init",
+        "pre_request", "post_request", "worker_exit", "on_exit",
     }  # fmt: skip
 
 

@@ -1,0 +1,565 @@
+"""The gunicorn hooks' checkpoints: slots and replacements as the master tells them, and
+end to end a worker killed (kill -9), recycled or reloaded (HUP) whose replacement
+serves its slot's last checkpoint, never the master's older copy, nor lets the store go
+back to it."""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from integrations.loadclient import ask, read_value
+from integrations.test_gunicorn import DEADLINE, EXAMPLE, Gunicorn, _owner, gunicorn
+
+from statemigrate import ConfigurationError, RestoreError, Service, StoreError
+from statemigrate.integrations._gunicorn_checkpoints import place, replaced, retire_all, vacate
+from statemigrate.integrations.gunicorn import (
+    WORKER_BOOT_ERROR,
+    Checkpoints,
+    WorkerGate,
+    server_hooks,
+)
+from statemigrate.reference import KVCacheV1, KVCacheV2, build_registry
+from statemigrate.stores import MemoryStore, TmpfsStore
+
+EVERY = 0.2
+COLD_MASTER = (
+    "hooks_when_ready = when_ready\n"
+    "def when_ready(server):\n"
+    "    hooks_when_ready(server)\n"
+    "    import app_v1\n"
+    "    app_v1.cache.set('boot', 'master')\n"
+    "    app_v1.service.start_cold('the test')\n"
+)
+"""A master whose copy holds one key, declared a cold start."""
+KEYS = {f"c{i}": f"value-{i}" for i in range(20)}
+
+
+# -- options ---------------------------------------------------------------------------------
+
+
+def test_checkpoints_take_a_store_a_function_or_their_options() -> None:
+    store = MemoryStore()
+    for value in (store, lambda slot: store, Checkpoints(store, every=1.0)):
+        hooks = server_hooks("app_v1:service", checkpoints=value)
+        assert "on_reload" in hooks
+
+
+@pytest.mark.parametrize(
+    "value",
+    [lambda: 42, lambda: "/dev/shm/cache", lambda: Checkpoints(MemoryStore(), every=0.0)],
+    ids=["number", "path", "every"],
+)
+def test_checkpoints_refuse_what_they_cannot_use(value: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        server_hooks("app_v1:service", checkpoints=value())
+
+
+def test_a_function_that_gives_no_store_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="slot 3"):
+        Checkpoints(lambda slot: "/dev/shm/x").store_for(3)  # type: ignore[arg-type,return-value]
+
+
+def test_one_store_for_several_workers_is_refused(tmp_path: Path) -> None:
+    hooks = server_hooks(
+        "app_v1:service", directory=tmp_path / "sockets", checkpoints=MemoryStore()
+    )
+    server = type("Arbiter", (), {"cfg": type("Cfg", (), {"workers": 2, "reuse_port": False})()})()
+    with pytest.raises(ConfigurationError, match="one store for 2 workers"):
+        hooks["when_ready"](server)
+
+
+class Log:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def error(self, message: str, *args: object) -> None:
+        self.lines.append(message % args)
+
+    info = warning = error
+
+
+def test_a_store_that_cannot_be_opened_fails_the_worker_s_boot(tmp_path: Path) -> None:
+    service = Service("gunicorn-cache", registry=build_registry())
+    hooks = server_hooks(
+        service,
+        directory=tmp_path / "sockets",
+        checkpoints=lambda slot: TmpfsStore(tmp_path / "missing" / str(slot)),
+    )
+    (tmp_path / "sockets").mkdir(mode=0o700)
+    listener = socket.create_server(("127.0.0.1", 0))
+    worker = type(
+        "Worker",
+        (),
+        {"pid": os.getpid(), "ppid": os.getppid(), "sockets": [listener], "cfg": None,
+         "wsgi": None, "log": Log()},
+    )()  # fmt: skip
+    try:
+        with pytest.raises(SystemExit) as exited:
+            hooks["post_worker_init"](worker)
+    finally:
+        listener.close()
+    assert exited.value.code == WORKER_BOOT_ERROR
+    assert len(worker.log.lines) == 1
+    assert "cannot keep checkpoints" in worker.log.lines[0]
+
+
+# -- the master's view: slots and replacements ------------------------------------------------
+
+
+class Arbiter:
+    """The master's side as gunicorn calls the hooks: pre_fork, child_exit, on_reload."""
+
+    def __init__(self) -> None:
+        self.WORKERS: dict[int, Any] = {}
+        self.pid = 1
+
+    def fork(self) -> Any:
+        worker = type("Worker", (), {})()
+        place(self, worker)
+        self.pid += 1
+        self.WORKERS[self.pid] = worker
+        return worker
+
+    def reap(self, pid: int) -> None:
+        vacate(self, self.WORKERS.pop(pid))
+
+    def slots(self) -> dict[int, int]:
+        return {pid: w.statemigrate_slot for pid, w in self.WORKERS.items()}
+
+
+def test_a_worker_forked_again_for_a_slot_replaces_the_one_before() -> None:
+    arbiter = Arbiter()
+    first = [arbiter.fork(), arbiter.fork()]
+    assert [w.statemigrate_slot for w in first] == [0, 1]
+    assert [replaced(w) for w in first] == [None, None]  # the first round
+    arbiter.reap(2)  # slot 0's worker died
+    again = arbiter.fork()
+    assert (again.statemigrate_slot, replaced(again)) == (0, ())
+
+
+def test_a_replacement_takes_the_slot_of_the_worker_that_died() -> None:
+    arbiter = Arbiter()
+    arbiter.fork()
+    arbiter.fork()
+    arbiter.reap(2)  # TTOU stopped slot 0's worker, and no worker replaces it
+    arbiter.reap(3)  # then slot 1's worker dies
+    again = arbiter.fork()
+    assert (again.statemigrate_slot, replaced(again)) == (1, ())
+    added = arbiter.fork()  # TTIN: slot 0's state, stopped by TTOU
+    assert (added.statemigrate_slot, replaced(added)) == (0, ())
+
+
+def test_after_hup_each_new_worker_takes_a_slot_and_waits_for_its_old_worker() -> None:
+    arbiter = Arbiter()
+    arbiter.fork()
+    arbiter.fork()
+    retire_all(arbiter)  # on_reload: gunicorn forks the new workers, then stops these
+    new = [arbiter.fork(), arbiter.fork()]
+    assert [(w.statemigrate_slot, replaced(w)) for w in new] == [(0, (2,)), (1, (3,))]
+
+
+def test_after_ttou_then_hup_the_new_worker_takes_the_old_one_s_slot() -> None:
+    arbiter = Arbiter()
+    arbiter.fork()
+    arbiter.fork()
+    arbiter.reap(2)  # TTOU
+    retire_all(arbiter)
+    new = arbiter.fork()
+    assert (new.statemigrate_slot, replaced(new)) == (1, (3,))
+
+
+# -- the gate: a checkpoint's pause and a handoff's ----------------------------------------------
+
+
+def _request(gate: WorkerGate, request: Any) -> None:
+    """A request's way through the gate: pre_request, then post_request."""
+    gate.hold(request)
+    gate.release()
+
+
+def test_pauses_nest_a_write_waits_for_the_last_resume() -> None:
+    worker = type("Worker", (), {"sockets": [], "pid": 0, "ppid": 0, "wsgi": None, "cfg": None})()
+    gate = WorkerGate(worker)
+    gate.pause()  # a handoff's
+    gate.pause()  # a checkpoint's, at the same time
+    gate.resume()  # the checkpoint's snapshot is taken
+    write = type("Request", (), {"method": "PUT", "must_close": False})()
+    holding = threading.Thread(target=_request, args=(gate, write))
+    holding.start()
+    holding.join(0.1)
+    assert holding.is_alive()  # the handoff still holds the writes
+    gate.resume()
+    holding.join()
+    assert gate._running == 0
+
+
+def test_a_checkpoint_s_hold_waits_for_running_reads_and_holds_new_ones() -> None:
+    """Reads may change the state (the example cache moves a key read to the end)."""
+    worker = type("Worker", (), {"sockets": [], "pid": 0, "ppid": 0, "wsgi": None, "cfg": None})()
+    gate = WorkerGate(worker)
+    running = type("Request", (), {"method": "GET", "must_close": False})()
+    gate.hold(running)
+    held = threading.Event()
+
+    def snapshot() -> None:
+        with gate.still():
+            held.set()
+
+    checkpoint = threading.Thread(target=snapshot)
+    checkpoint.start()
+    checkpoint.join(0.1)
+    assert not held.is_set()  # waits for the read running
+    gate.release()
+    checkpoint.join()
+    assert held.is_set()
+    with gate.still():
+        read = type("Request", (), {"method": "GET", "must_close": False})()
+        reading = threading.Thread(target=_request, args=(gate, read))
+        reading.start()
+        reading.join(0.1)
+        assert reading.is_alive()  # held for the snapshot
+    reading.join()
+    assert gate._running == 0
+
+
+# -- end to end ---------------------------------------------------------------------------------
+
+
+def _config(tmp: Path, root: Path, *, every: float = EVERY, extra: str = "") -> Path:
+    root.mkdir(exist_ok=True)
+    config = tmp / "checkpoints.conf.py"
+    config.write_text(
+        f"exec(open({str(EXAMPLE / 'gunicorn.conf.py')!r}).read())\n"
+        "from statemigrate.integrations.gunicorn import Checkpoints\n"
+        "from statemigrate.stores import TmpfsStore\n"
+        "globals().update(server_hooks(\n"
+        "    f'app_v{release}:service', allow_lossy=True,\n"
+        f"    checkpoints=Checkpoints(lambda slot: TmpfsStore(f'{root}/slot-{{slot}}'),"
+        f" every={every}),\n"
+        "))\n" + extra
+    )
+    return config
+
+
+def _recipe(tmp: Path, root: Path) -> Path:
+    """The recipe the documentation gave before the hooks kept checkpoints: restore in
+    the master, a checkpointer per worker on one store."""
+    root.mkdir(exist_ok=True)
+    config = tmp / "recipe.conf.py"
+    config.write_text(
+        f"exec(open({str(EXAMPLE / 'gunicorn.conf.py')!r}).read())\n"
+        "import os\n"
+        "import statemigrate as sm\n"
+        "hooks = server_hooks(f'app_v{release}:service', allow_lossy=True)\n"
+        "globals().update(hooks)\n"
+        "running = {}\n"
+        f"def store(): return sm.TmpfsStore({str(root / 'slot-0')!r})\n"
+        "def when_ready(server):\n"
+        "    hooks['when_ready'](server)\n"
+        "    import app_v1\n"
+        "    if 'GUNICORN_PID' not in os.environ:\n"
+        "        app_v1.service.start_from(store())\n"
+        "def post_worker_init(worker):\n"
+        "    hooks['post_worker_init'](worker)\n"
+        "    import app_v1\n"
+        "    running['c'] = sm.Checkpointer(\n"
+        f"        app_v1.service, store(), every={EVERY}, quiesce=app_v1.lock\n"
+        "    ).start()\n"
+        "def worker_exit(server, worker):\n"
+        "    hooks['worker_exit'](server, worker)\n"
+        "    if 'c' in running:\n"
+        "        running['c'].stop()\n"
+    )
+    return config
+
+
+def _stored(
+    root: Path, release: int = 1, slot: int = 0, keys: Iterable[str] = KEYS
+) -> tuple[str, dict[str, str | None]] | None:
+    """A slot's latest checkpoint, read by ``release``: its snapshot id and the values
+    of ``keys``."""
+    # The store's own reader: between the two renames of a commit it reads the
+    # snapshot before.
+    with TmpfsStore(root / f"slot-{slot}") as store:
+        try:
+            data = store.open()
+        except StoreError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+    service = Service("gunicorn-cache", registry=build_registry())
+    cache = KVCacheV1() if release == 1 else KVCacheV2()
+    service.register(cache)
+    report = service.restore(data)
+    return report.snapshot_id, {key: cache.get(key) for key in keys}
+
+
+def _worker(port: int) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", "/cache/-")
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+    return int(response.getheader("X-Worker", "0"))
+
+
+def _wait(what: str, server: Gunicorn, done: Any) -> Any:
+    end = time.monotonic() + DEADLINE
+    while True:
+        result = done()
+        if result:
+            return result
+        assert time.monotonic() < end, f"{what}\n{server.log.read_text()}"
+        time.sleep(0.05)
+
+
+def _kill_after_checkpoint(server: Gunicorn, root: Path, release: int = 1) -> Outcome:
+    """Write ``KEYS``, wait for a checkpoint holding them, ``kill -9`` the worker, and
+    wait for its replacement to serve and to commit a checkpoint of its own, noting
+    each state the store holds on the way."""
+    port = server.port
+    for key, value in KEYS.items():
+        assert ask(port, "PUT", f"/cache/{key}", value)[0] == 200
+    first = _wait("a checkpoint of every key", server, lambda: _complete(root, release))
+    pid = _worker(port)
+    os.kill(pid, signal.SIGKILL)
+    outcome = Outcome()
+
+    def watch() -> tuple[str, dict[str, str | None]]:
+        latest = _stored(root, release)
+        assert latest is not None
+        if latest[1] != KEYS:
+            outcome.regressed = True
+        return latest
+
+    def replacement_serving() -> int:
+        watch()
+        worker = _worker_or_0(port)
+        return worker if worker not in (0, pid) else 0
+
+    _wait("a replacement serving", server, replacement_serving)
+    outcome.served = {key: read_value(port, key) for key in KEYS}
+
+    def replacement_committed() -> bool:
+        snapshot_id, values = watch()
+        if snapshot_id == first:
+            return False
+        outcome.stored = values
+        return True
+
+    _wait("a checkpoint of the replacement", server, replacement_committed)
+    return outcome
+
+
+@dataclass
+class Outcome:
+    """What a worker's replacement served and checkpointed."""
+
+    served: dict[str, str | None] = field(default_factory=dict)
+    stored: dict[str, str | None] = field(default_factory=dict)
+    regressed: bool = False
+    """Whether the store held less than every key once it had held them all."""
+
+
+def _complete(root: Path, release: int = 1) -> str | None:
+    """The snapshot id of slot 0's latest checkpoint if it holds every key."""
+    latest = _stored(root, release)
+    if latest is None or latest[1] != KEYS:
+        return None
+    return latest[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("worker_class", "master"),
+    [("gthread", COLD_MASTER), ("sync", COLD_MASTER), ("gthread", "")],
+    ids=["gthread", "sync", "gthread-restored-at-boot"],
+)
+def test_a_worker_killed_is_replaced_by_one_serving_its_last_checkpoint(
+    tmp_path: Path, worker_class: str, master: str
+) -> None:
+    """With a master whose copy is the service's own, and with one that left the
+    restore to the hooks (each worker restores its slot at boot)."""
+    root = tmp_path / "checkpoints"
+    config = _config(tmp_path, root, extra=master)
+    with gunicorn(tmp_path, 1, worker_class=worker_class, config=config) as server:
+        outcome = _kill_after_checkpoint(server, root)
+        assert outcome.served == KEYS
+        assert outcome.stored == KEYS
+        assert not outcome.regressed
+        assert "replaces a worker of its slot: restored its latest checkpoint" in (
+            server.log.read_text()
+        )
+
+
+@pytest.mark.slow
+def test_with_two_workers_a_worker_killed_is_replaced_by_one_serving_its_own_slot(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "checkpoints"
+    # The master's copy is the service's own (a cold start): no worker restores at boot.
+    config = _config(tmp_path, root, extra=COLD_MASTER)
+    with gunicorn(tmp_path, 1, worker_class="gthread", workers=2, config=config) as server:
+        port = server.port
+        written: dict[str, int] = {}
+        n = 0
+        while len(set(written.values())) < 2 or n < 20:  # both workers hold some keys
+            n += 1
+            assert n < 2000, "one worker took every connection"
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                connection.request("PUT", f"/cache/w{n}", body=f"x{n}")
+                response = connection.getresponse()
+                response.read()
+            finally:
+                connection.close()
+            assert response.status == 200
+            written[f"w{n}"] = int(response.getheader("X-Worker", "0"))
+
+        def checkpointed() -> bool:
+            found = {key for slot in (0, 1) for key, value in _values(root, slot, written)}
+            return found == set(written)
+
+        _wait("a checkpoint of every key, in one slot or the other", server, checkpointed)
+        killed = next(iter(written.values()))
+        os.kill(killed, signal.SIGKILL)
+        owners = {key: _owner(port, key) for key in written}  # asks until a worker has it
+        survivor = {pid for pid in written.values() if pid != killed}
+        assert {owners[k] for k, pid in written.items() if pid in survivor} == survivor
+        moved = {owners[k] for k, pid in written.items() if pid == killed}
+        assert len(moved) == 1 and not moved & (survivor | {killed})
+        assert "replaces a worker of its slot: restored" in server.log.read_text()
+
+
+def _values(root: Path, slot: int, keys: Iterable[str]) -> list[tuple[str, str]]:
+    """The keys present in a slot's latest checkpoint, with their values."""
+    if not (root / f"slot-{slot}").exists():
+        return []
+    latest = _stored(root, slot=slot, keys=keys)
+    if latest is None:
+        return []
+    return [(key, value) for key, value in latest[1].items() if value is not None]
+
+
+@pytest.mark.slow
+def test_after_an_upgrade_a_worker_killed_is_replaced_by_one_serving_its_checkpoint(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "checkpoints"
+    with gunicorn(tmp_path, 1, worker_class="gthread", config=_config(tmp_path, root)) as server:
+        for key, value in KEYS.items():
+            assert ask(server.port, "PUT", f"/cache/{key}", value)[0] == 200
+        server.deploy(2)  # the new worker takes the state over, then checkpoints it
+        outcome = _kill_after_checkpoint(server, root, release=2)
+        assert outcome.served == KEYS
+        assert outcome.stored == KEYS
+        assert not outcome.regressed
+        assert json.loads(ask(server.port, "GET", "/cache/c1")[1])["release"] == 2
+
+
+@pytest.mark.slow
+def test_with_the_former_recipe_a_worker_killed_loses_every_checkpointed_key(
+    tmp_path: Path,
+) -> None:
+    """Negative control: the replacement serves the master's copy, and its checkpoints
+    replace the dead worker's."""
+    root = tmp_path / "checkpoints"
+    with gunicorn(tmp_path, 1, worker_class="gthread", config=_recipe(tmp_path, root)) as server:
+        outcome = _kill_after_checkpoint(server, root)
+        assert set(outcome.served.values()) == {None}
+        assert set(outcome.stored.values()) == {None}
+        assert outcome.regressed
+
+
+@pytest.mark.slow
+def test_a_worker_recycled_by_max_requests_hands_its_state_to_the_next(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    # Long between checkpoints: only the final one of the recycled worker has the keys.
+    config = _config(tmp_path, root, every=3600.0, extra="max_requests = 30\n")
+    with gunicorn(tmp_path, 1, worker_class="sync", config=config) as server:
+        port = server.port
+        pid = _worker(port)
+        for key, value in KEYS.items():
+            assert ask(port, "PUT", f"/cache/{key}", value)[0] == 200
+        n = 0
+        while _worker(port) == pid:  # requests until the worker is recycled
+            n += 1
+            assert n < 200, server.log.read_text()
+        assert {key: read_value(port, key) for key in KEYS} == KEYS
+        assert _complete(root)
+
+
+@pytest.mark.slow
+def test_after_hup_the_new_worker_serves_the_old_one_s_state(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    config = _config(tmp_path, root, every=3600.0)
+    with gunicorn(tmp_path, 1, worker_class="gthread", config=config) as server:
+        port = server.port
+        pid = _worker(port)
+        for key, value in KEYS.items():
+            assert ask(port, "PUT", f"/cache/{key}", value)[0] == 200
+        master = server.master()
+        assert master is not None
+        os.kill(master, signal.SIGHUP)
+        _wait("a new worker serving", server, lambda: _worker(port) != pid)
+        assert {key: read_value(port, key) for key in KEYS} == KEYS
+        assert "waiting for worker" in server.log.read_text()
+
+
+@pytest.mark.slow
+def test_a_checkpoint_the_replacement_cannot_restore_is_kept_and_the_master_s_copy_served(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "checkpoints"
+    # The master's copy holds one key; checkpoints are rare enough for the test to
+    # place its own.
+    config = _config(tmp_path, root, every=3600.0, extra=COLD_MASTER)
+    with gunicorn(tmp_path, 1, worker_class="gthread", config=config) as server:
+        port = server.port
+        assert ask(port, "PUT", "/cache/written", "by-release-1")[0] == 200
+        # Release 2's checkpoint, which release 1 reads only through a lossy downgrade.
+        newer = Service("gunicorn-cache", registry=build_registry())
+        cache = KVCacheV2()
+        newer.register(cache)
+        cache.set("newer", "by-release-2", ttl=600.0)
+        with TmpfsStore(root / "slot-0") as store:
+            newer.commit(store)
+        pid = _worker(port)
+        os.kill(pid, signal.SIGKILL)
+        _wait("a replacement serving", server, lambda: _worker_or_0(port) not in (0, pid))
+        assert read_value(port, "boot") == "master"
+        assert read_value(port, "written") is None  # in no checkpoint it could read
+        assert read_value(port, "newer") is None
+        log = server.log.read_text()
+        assert "cannot be restored, serving the master's copy" in log
+        kept = (root / "slot-0" / "unrestored").read_bytes()
+        again = Service("gunicorn-cache", registry=build_registry())
+        holder = KVCacheV2()
+        again.register(holder)
+        again.restore(kept)
+        assert holder.get("newer") == "by-release-2"
+        reader = Service("gunicorn-cache", registry=build_registry())
+        reader.register(KVCacheV1())
+        with pytest.raises(RestoreError):
+            reader.restore(kept)
+
+
+def _worker_or_0(port: int) -> int:
+    try:
+        return _worker(port)
+    except OSError:
+        return 0
