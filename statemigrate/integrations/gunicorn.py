@@ -229,12 +229,18 @@ class _Hooks:
             )
             return
         service = _resolve(self.service)
+        trials = runner_for(self.trial, service)
+        if trials is not None:
+            try:
+                trials.check()
+            except StateMigrateError as exc:
+                worker.log.error("worker %s (slot %s): %s", worker.pid, slot, exc)
+                sys.exit(WORKER_BOOT_ERROR)
         predecessor = os.environ.get("GUNICORN_PID")
         if predecessor is not None and predecessor.isdigit():
             if not self._take_over(service, int(predecessor), slot, worker):
                 sys.exit(WORKER_BOOT_ERROR)
             self._maybe_retire(int(predecessor), slot, worker)
-        trials = runner_for(self.trial, service)
         self._listen(service, slot, worker, gate, trials)
         if trials is not None:
             trials.watch_blocking(_no_revert)
@@ -318,6 +324,8 @@ class _Hooks:
                 try:
                     with conn:
                         try:
+                            if trials is not None:
+                                trials.check_handoff()
                             report = hand_over(
                                 service,
                                 conn,
