@@ -34,10 +34,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Protocol, Self
 
 from statemigrate._errors import CheckpointError, ConfigurationError, SnapshotError
-from statemigrate._observe._instruments import CHECKPOINT_PAUSE, emit
+from statemigrate._observe._instruments import CHECKPOINT_PAUSE, LAST_SNAPSHOT_TIMESTAMP, emit
 from statemigrate._runtime._chain import MAX_PIECES, chain_frame
 from statemigrate._runtime._fork import Exported, ForkedExport, fork_export
 from statemigrate._runtime._report import (
+    UNCHANGED,
     CheckpointReport,
     CommitReport,
     SnapshotReport,
@@ -397,7 +398,7 @@ class Checkpointer:
             try:
                 taken = self._take(force, self._hold)
                 if taken is None:
-                    return CheckpointReport(None, 0.0, time.perf_counter() - began)
+                    return CheckpointReport(None, 0.0, time.perf_counter() - began, UNCHANGED)
                 snapshot, mark, pause = taken
                 if isinstance(snapshot, _Forking):
                     snapshot = self._adopt(snapshot, run_waits(self._wait(snapshot)))
@@ -450,7 +451,7 @@ class Checkpointer:
                 else:
                     taken = self._take(force, self._hold)
                 if taken is None:
-                    return CheckpointReport(None, 0.0, time.perf_counter() - began)
+                    return CheckpointReport(None, 0.0, time.perf_counter() - began, UNCHANGED)
                 snapshot, mark, pause = taken
                 if isinstance(snapshot, _Forking):
                     # The loop serves while the child exports; cancelled meanwhile, the
@@ -511,7 +512,7 @@ class Checkpointer:
         when nothing changed."""
         changes = self._changes
         if not force and changes is not None and changes() == self._committed_mark:
-            logger.debug("checkpoint of %s skipped: nothing changed", self.service.name)
+            self._unchanged()
             return None
         taken: _Snapshot | _Forking | None = None
         try:
@@ -521,7 +522,13 @@ class Checkpointer:
                 held = time.perf_counter()
                 mark = changes() if changes is not None else _NOTHING
                 if self.incremental and self._chain_off is None:
+                    tracked = changes is None and not force
+                    if tracked and self._piece_mark() == self._committed_mark:
+                        self._unchanged()
+                        return None
                     taken = self._take_piece()
+                    if changes is None:
+                        mark = self._piece_mark(taken=True)
                 else:
                     taken = self._take_full()
             pause = time.perf_counter() - held
@@ -531,6 +538,26 @@ class Checkpointer:
             raise
         emit(CHECKPOINT_PAUSE, pause, self.service.name)
         return taken, mark, pause
+
+    def _unchanged(self) -> None:
+        """A checkpoint skipped because the state is the one last committed: the store's
+        latest checkpoint is current, which the staleness gauge says."""
+        logger.debug("checkpoint of %s skipped: %s", self.service.name, UNCHANGED)
+        emit(LAST_SNAPSHOT_TIMESTAMP, time.time(), self.service.name)
+
+    def _piece_mark(self, *, taken: bool = False) -> object:
+        """What an incremental chain knows of the state, with the writers held: the
+        last piece, and a digest of the fields beside the records; equal to the mark of
+        the piece last committed when nothing changed since (a chain due to be
+        compacted included: nothing is written, so it does not grow). Nothing is known
+        (a new object each time) while records are pending, or before a piece is taken
+        when there is no chain."""
+        source = self._source
+        if source is None or not source.deltas_possible or source.pending():
+            return object()
+        if not taken and not self._chain:
+            return object()
+        return (source.base, source.others())
 
     def _take_full(self) -> _Snapshot | _Forking:
         """A full snapshot, with the writers held: encoded here, or forked."""

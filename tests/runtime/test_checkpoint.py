@@ -105,6 +105,7 @@ def test_an_unchanged_state_is_skipped_without_holding_the_writers() -> None:
     assert not checkpointer.checkpoint_now().skipped
     skipped = checkpointer.checkpoint_now()
     assert skipped.skipped and skipped.pause_seconds == 0.0 and skipped.committed is None
+    assert skipped.reason == "unchanged"
     assert "skipped" in skipped.summary()
     assert store.commits == 1 and server.calls == ["pause", "resume"]
     ledger.write()
