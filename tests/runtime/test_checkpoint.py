@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import obstore
 import pytest
 from restore_children.ledger import (
     COMPONENT,
@@ -36,7 +37,7 @@ from statemigrate import (
 )
 from statemigrate._observe._instruments import use_sink
 from statemigrate._runtime._checkpoint import retry_delay
-from statemigrate.stores import Buffer, SnapshotRef
+from statemigrate.stores import Buffer, ObjectStore, SnapshotRef
 
 
 def written(ledger: Ledger, n: int) -> Ledger:
@@ -515,6 +516,31 @@ def test_start_from_a_store_whose_current_cannot_be_read_restores_previous() -> 
     fresh, restored_ledger = ledger_service()
     assert fresh.start_from(store) is not None
     assert restored_ledger.export_state() == state_after(0)
+
+
+def test_start_from_a_store_whose_pointer_is_garbage_fails_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An object store's pointer names both the latest snapshot and the one before
+    it: when it cannot be read there is nothing to fall back to, and one ERROR says so."""
+    service, ledger = ledger_service()
+    store = ObjectStore("memory://")
+    service.commit(store)
+    written(ledger, 4)
+    service.commit(store)
+    obstore.put(store._backend.store, store._backend.key("current"), b"\x00garbage")
+    fresh, restored_ledger = ledger_service(started=False)
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    with pytest.raises(RestoreError) as caught:
+        fresh.start_from(store)
+    assert caught.value.phase == "read"
+    assert "is not a valid pointer" in str(caught.value)
+    assert "nothing to fall back to" in str(caught.value)
+    assert "restoring the one before it" not in caplog.text
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert [record.getMessage() for record in errors] == [str(caught.value)]
+    assert restored_ledger.export_state() == state_after(0)
+    assert fresh.status.state == "failed"
 
 
 class LedgerV2(TypedDict):
