@@ -6,6 +6,7 @@ and restores a snapshot into its components as one transaction (see ``_restore``
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import logging
 import os
@@ -439,7 +440,7 @@ class Service:
             except NotPlainError as exc:
                 self._walk(exported, exc, targets=targets, allow_lossy=allow_lossy)
         report = exported.report(encoded.header, encoded.size, encoded.timings)
-        logger.info("%s", report.summary())
+        logger.log(SUMMARIES.get(), "%s", report.summary())
         self._record_snapshot(report, time.perf_counter() - started)
         return encoded, report
 
@@ -692,7 +693,7 @@ class Service:
     def _committed(self, store: object, committed: CommitReport) -> None:
         """Report a commit to the log, the metrics and the traces."""
         self._trace_commit(store, committed.commit_seconds)
-        logger.info("%s", committed.summary())
+        logger.log(SUMMARIES.get(), "%s", committed.summary())
         if enabled():
             kind = _store_kind(store)
             emit(COMMIT_DURATION, committed.commit_seconds, self.name, kind)
@@ -1240,6 +1241,13 @@ def _keep_unrestored(store: Store, data: bytes | memoryview) -> None:
             "kept the snapshot that failed to restore as %s; checkpoints do not replace it",
             where,
         )
+
+
+SUMMARIES: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "statemigrate_summaries", default=logging.INFO
+)
+"""The level of the log lines a snapshot and a commit write: a checkpoint, which
+writes one line of its own that says it all, sets DEBUG while it takes them."""
 
 
 class _Reader:

@@ -432,6 +432,52 @@ def test_no_checkpoint_commits_before_the_service_owns_its_state(caplog: Any) ->
     assert not checkpointer.checkpoint_now(force=True).skipped
 
 
+def test_a_skip_while_the_state_arrives_is_expected_and_a_never_restored_service_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A successor's checkpointer started by the application's start-up hook ticks
+    while the handoff's snapshot arrives: INFO. A service that never restored nor
+    started cold is the misconfiguration the warning is for."""
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    successor, _ = ledger_service(started=False)
+    successor._tracker.take_over()
+    assert successor.status.state == "restoring"
+    assert Checkpointer(successor, MemoryStore()).checkpoint_now().skipped
+    forgotten, _ = ledger_service(started=False)
+    assert Checkpointer(forgotten, MemoryStore()).checkpoint_now().skipped
+    skips = [(r.levelname, r.getMessage()) for r in caplog.records if "skipped" in r.getMessage()]
+    assert [level for level, _ in skips] == ["INFO", "WARNING"]
+    assert "is restoring" in skips[0][1] and "is starting" in skips[1][1]
+
+
+def test_a_checkpoint_logs_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    """The snapshot's and the commit's own lines would repeat what the checkpoint's
+    says; they go to DEBUG, for checkpoints only."""
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    service, ledger = ledger_service()
+    checkpointer = Checkpointer(service, MemoryStore(), quiesce=threading.Lock())
+    caplog.clear()
+    report = checkpointer.checkpoint_now()
+    written(ledger, 2)
+    final = checkpointer.stop()
+    assert final is not None
+    assert [r.getMessage() for r in caplog.records] == [
+        report.summary(), f"final {final.summary()}"
+    ]
+    caplog.clear()
+    service.commit(MemoryStore())  # outside a checkpoint: the commit's lines stay
+    assert any("-> memory:memory" in r.getMessage() for r in caplog.records)
+
+
+def test_a_checkpoint_on_a_loop_logs_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    service, _ = ledger_service()
+    checkpointer = Checkpointer(service, MemoryStore(), export="inline")
+    caplog.clear()
+    report = asyncio.run(checkpointer.checkpoint())
+    assert [r.getMessage() for r in caplog.records] == [report.summary()]
+
+
 # --- restoring from a store at start ----------------------------------------------------
 
 
