@@ -116,7 +116,15 @@ class SnapshotError(StateMigrateError, ValueError):
 
     def _message(self) -> str:
         text = f"{self.kind}: {self.detail}"
-        if self.expected is not None or self.actual is not None:
+        if self.kind == "truncated" and isinstance(self.actual, int):
+            # Lengths read better as what is declared against what is there.
+            if isinstance(self.expected, int):
+                text += f": declares {self.expected} bytes, has {self.actual}"
+            elif self.expected is None:
+                text += f": has {self.actual} bytes"
+            else:
+                text += f": expected {_show(self.expected)}, got {self.actual}"
+        elif self.expected is not None or self.actual is not None:
             text += f": expected {_show(self.expected)}, got {_show(self.actual)}"
         where = []
         if self.section is not None:

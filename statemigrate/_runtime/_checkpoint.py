@@ -34,14 +34,16 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Protocol, Self
 
 from statemigrate._errors import CheckpointError, ConfigurationError, SnapshotError
-from statemigrate._observe._instruments import CHECKPOINT_PAUSE, emit
+from statemigrate._observe._instruments import CHECKPOINT_PAUSE, LAST_SNAPSHOT_TIMESTAMP, emit
 from statemigrate._runtime._chain import MAX_PIECES, chain_frame
 from statemigrate._runtime._fork import Exported, ForkedExport, fork_export
 from statemigrate._runtime._report import (
+    UNCHANGED,
     CheckpointReport,
     CommitReport,
     SnapshotReport,
 )
+from statemigrate._runtime._service import SUMMARIES
 from statemigrate._runtime._wait import Waits, run_waits, run_waits_async
 from statemigrate._snapshot._encode import EncodedSnapshot, new_snapshot_id
 from statemigrate._snapshot._format import open_snapshot
@@ -134,6 +136,23 @@ Quiesce = (
 every writer takes), a function returning a context manager, an object with
 ``pause()`` and ``resume()``, or, on an event loop only, an async context manager (an
 ``asyncio.Lock``) or an object with ``pause()`` and ``resume()`` coroutines."""
+
+
+@contextmanager
+def _summaries_quiet() -> Iterator[None]:
+    """The snapshot's and the commit's own log lines at DEBUG: the checkpoint's line
+    says it all."""
+    token = SUMMARIES.set(logging.DEBUG)
+    try:
+        yield
+    finally:
+        SUMMARIES.reset(token)
+
+
+@asynccontextmanager
+async def _async_summaries_quiet() -> AsyncIterator[None]:
+    with _summaries_quiet():
+        yield
 
 
 def retry_delay(every: float, failures: int, max_backoff: float) -> float:
@@ -344,6 +363,7 @@ class Checkpointer:
         self._mode: Literal["thread", "loop"] | None = None
         self._warned_slow = False
         self._waiting_logged: str | None = None  # the status last said to hold it back
+        self._final = False  # the checkpoint under way is the final one
         self.incremental = bool(incremental)
         self.max_delta_ratio = float(max_delta_ratio)
         self.max_deltas = max_deltas
@@ -389,7 +409,7 @@ class Checkpointer:
             raise ConfigurationError(
                 "mode", "this checkpointer runs on an event loop: await checkpoint() there"
             )
-        with self._lock:
+        with self._lock, _summaries_quiet():
             began = time.perf_counter()
             held_back = self._held_back()
             if held_back is not None:
@@ -397,7 +417,7 @@ class Checkpointer:
             try:
                 taken = self._take(force, self._hold)
                 if taken is None:
-                    return CheckpointReport(None, 0.0, time.perf_counter() - began)
+                    return CheckpointReport(None, 0.0, time.perf_counter() - began, UNCHANGED)
                 snapshot, mark, pause = taken
                 if isinstance(snapshot, _Forking):
                     snapshot = self._adopt(snapshot, run_waits(self._wait(snapshot)))
@@ -431,7 +451,9 @@ class Checkpointer:
             )
         if self._loop_lock is None:
             self._loop_lock = asyncio.Lock()
-        async with self._loop_lock:  # commits in the order of their snapshots
+        # Commits in the order of their snapshots; the worker thread of the commit
+        # inherits the quiet summaries with the task's context.
+        async with self._loop_lock, _async_summaries_quiet():
             began = time.perf_counter()
             held_back = self._held_back()
             if held_back is not None:
@@ -450,7 +472,7 @@ class Checkpointer:
                 else:
                     taken = self._take(force, self._hold)
                 if taken is None:
-                    return CheckpointReport(None, 0.0, time.perf_counter() - began)
+                    return CheckpointReport(None, 0.0, time.perf_counter() - began, UNCHANGED)
                 snapshot, mark, pause = taken
                 if isinstance(snapshot, _Forking):
                     # The loop serves while the child exports; cancelled meanwhile, the
@@ -497,7 +519,11 @@ class Checkpointer:
             )
             if self._waiting_logged != status.state:
                 self._waiting_logged = status.state
-                logger.warning("checkpoint of %s skipped: %s", self.service.name, reason)
+                # Expected while a restore or a handoff's take-over is under way (a
+                # checkpointer started by the application's start-up hook, before the
+                # state arrives); a warning only for a service that never restores.
+                level = logging.INFO if status.state == "restoring" else logging.WARNING
+                logger.log(level, "checkpoint of %s skipped: %s", self.service.name, reason)
             return reason
         if self.service._checkpoints.open:
             return None
@@ -511,7 +537,7 @@ class Checkpointer:
         when nothing changed."""
         changes = self._changes
         if not force and changes is not None and changes() == self._committed_mark:
-            logger.debug("checkpoint of %s skipped: nothing changed", self.service.name)
+            self._unchanged()
             return None
         taken: _Snapshot | _Forking | None = None
         try:
@@ -521,7 +547,13 @@ class Checkpointer:
                 held = time.perf_counter()
                 mark = changes() if changes is not None else _NOTHING
                 if self.incremental and self._chain_off is None:
+                    tracked = changes is None and not force
+                    if tracked and self._piece_mark() == self._committed_mark:
+                        self._unchanged()
+                        return None
                     taken = self._take_piece()
+                    if changes is None:
+                        mark = self._piece_mark(taken=True)
                 else:
                     taken = self._take_full()
             pause = time.perf_counter() - held
@@ -531,6 +563,26 @@ class Checkpointer:
             raise
         emit(CHECKPOINT_PAUSE, pause, self.service.name)
         return taken, mark, pause
+
+    def _unchanged(self) -> None:
+        """A checkpoint skipped because the state is the one last committed: the store's
+        latest checkpoint is current, which the staleness gauge says."""
+        logger.debug("checkpoint of %s skipped: %s", self.service.name, UNCHANGED)
+        emit(LAST_SNAPSHOT_TIMESTAMP, time.time(), self.service.name)
+
+    def _piece_mark(self, *, taken: bool = False) -> object:
+        """What an incremental chain knows of the state, with the writers held: the
+        last piece, and a digest of the fields beside the records; equal to the mark of
+        the piece last committed when nothing changed since (a chain due to be
+        compacted included: nothing is written, so it does not grow). Nothing is known
+        (a new object each time) while records are pending, or before a piece is taken
+        when there is no chain."""
+        source = self._source
+        if source is None or not source.deltas_possible or source.pending():
+            return object()
+        if not taken and not self._chain:
+            return object()
+        return (source.base, source.others())
 
     def _take_full(self) -> _Snapshot | _Forking:
         """A full snapshot, with the writers held: encoded here, or forked."""
@@ -596,7 +648,7 @@ class Checkpointer:
             ) from exc
         encoded = EncodedSnapshot(parts=[view], header=header, size=exported.size, timings=timings)
         report = SnapshotReport.of(header, exported.size, timings)
-        logger.info("%s", report.summary())
+        logger.debug("%s", report.summary())
         service._record_snapshot(report, exported.child_seconds)
         if not forking.base:
             return encoded, report
@@ -721,6 +773,7 @@ class Checkpointer:
         self, committed: CommitReport, mark: object, pause: float, began: float
     ) -> CheckpointReport:
         result = CheckpointReport(committed, pause, time.perf_counter() - began)
+        logger.info("%s%s", "final " if self._final else "", result.summary())
         self._committed_mark = mark
         if self.failures:
             logger.info(
@@ -794,14 +847,15 @@ class Checkpointer:
         if not final:
             self.close()
             return None
+        self._final = True
         try:
             report = self.checkpoint_now()
         except Exception as exc:
             logger.error("final checkpoint of %s failed: %s", self.service.name, exc)
             raise
         finally:
+            self._final = False
             self.close()
-        logger.info("final %s", report.summary())
         return report
 
     def __enter__(self) -> Self:
@@ -828,8 +882,6 @@ class Checkpointer:
             report = self.checkpoint_now()
         except Exception as exc:
             return self._retry_after(exc)
-        if not report.skipped:
-            logger.info("%s", report.summary())
         return self._next_after(report, time.perf_counter() - started)
 
     def _next_after(self, report: CheckpointReport, seconds: float) -> float:
@@ -891,8 +943,6 @@ class Checkpointer:
                 except Exception as exc:
                     delay = self._retry_after(exc)
                     continue
-                if not report.skipped:
-                    logger.info("%s", report.summary())
                 delay = self._next_after(report, time.perf_counter() - started)
         except asyncio.CancelledError:
             if not gate.open:
@@ -900,12 +950,13 @@ class Checkpointer:
                     "no final checkpoint of %s: a handoff holds it back", self.service.name
                 )
                 raise
+            self._final = True
             try:
-                report = await self.checkpoint()
+                await self.checkpoint()
             except Exception as exc:
                 logger.error("final checkpoint of %s failed: %s", self.service.name, exc)
-            else:
-                logger.info("final %s", report.summary())
+            finally:
+                self._final = False
             raise
         finally:
             self._mode = None

@@ -21,12 +21,14 @@ import mmap
 import os
 from collections.abc import Callable, Mapping, Sequence
 
+import xxhash
+
 from statemigrate._errors import ConfigurationError, ExportError, StateMigrateError
 from statemigrate._model._changes import ComponentChanges, PartialState
 from statemigrate._model._compare import format_path
 from statemigrate._runtime._delta import changes_of, delta_section
 from statemigrate._runtime._restore import Registered
-from statemigrate._snapshot._codec import NotPlainError
+from statemigrate._snapshot._codec import NotPlainError, pack_data
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, new_snapshot_id
 from statemigrate._snapshot._header import DeltaBase
 
@@ -139,6 +141,33 @@ class PreCopySource:
         :attr:`deltas_possible`.
         """
         return sum(changes.pending() for changes in self._changes if changes is not None)
+
+    def others(self) -> bytes:
+        """A digest of what a delta holds besides records: the tracked components'
+        other fields, exported as a delta would export them.
+
+        With no record :meth:`pending`, the same digest as at a piece says the state
+        is still that piece's. Costs an export of those fields (no records); call it
+        with the writers held.
+
+        Raises:
+            ExportError, ValidationError: a field has no plain form.
+        """
+        digest = xxhash.xxh3_128()
+        for entry, changes in zip(self._entries, self._changes, strict=True):
+            if changes is None:
+                continue
+            schema = entry.registry.schema_for(entry.component, entry.spec.version)
+            state: dict[str, object] = {}
+            for name in schema.fields:
+                if name in changes.record_fields:
+                    state[name] = {}
+                    continue
+                value = getattr(entry.obj, name, _MISSING)
+                if value is not _MISSING:
+                    state[name] = value
+            digest.update(pack_data(schema.export(state, walk=True)))
+        return digest.digest()
 
     def records(self) -> int:
         """Records held now in the tracked components' record fields; O(components)."""
@@ -299,3 +328,6 @@ class PreCopySource:
                     allow_lossy=self._allow_lossy,
                     walk=True,
                 )
+
+
+_MISSING: object = object()

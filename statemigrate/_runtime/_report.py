@@ -21,11 +21,16 @@ __all__ = [
     "RestoreReport",
     "SectionReport",
     "SnapshotReport",
+    "UNCHANGED",
 ]
 
 
 def _ms(timings: Mapping[str, float]) -> str:
     return ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in timings.items())
+
+
+UNCHANGED = "unchanged"
+"""A checkpoint's reason to be skipped: the state is the one last committed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +153,9 @@ class CheckpointReport:
     skipped). The store's commit is not part of it."""
     seconds: float
     """Seconds the whole checkpoint took, the store's commit included."""
-    reason: str = "nothing changed since the last one"
-    """Why it was skipped (meaningless when it committed)."""
+    reason: str = UNCHANGED
+    """Why it was skipped (meaningless when it committed): ``"unchanged"`` when the
+    state is the one the last committed checkpoint holds."""
 
     @property
     def skipped(self) -> bool:

@@ -6,6 +6,7 @@ and restores a snapshot into its components as one transaction (see ``_restore``
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import logging
 import os
@@ -441,7 +442,7 @@ class Service:
             except NotPlainError as exc:
                 self._walk(exported, exc, targets=targets, allow_lossy=allow_lossy)
         report = exported.report(encoded.header, encoded.size, encoded.timings)
-        logger.info("%s", report.summary())
+        logger.log(SUMMARIES.get(), "%s", report.summary())
         self._record_snapshot(report, time.perf_counter() - started)
         return encoded, report
 
@@ -697,7 +698,7 @@ class Service:
     def _committed(self, store: object, committed: CommitReport) -> None:
         """Report a commit to the log, the metrics and the traces."""
         self._trace_commit(store, committed.commit_seconds)
-        logger.info("%s", committed.summary())
+        logger.log(SUMMARIES.get(), "%s", committed.summary())
         if enabled():
             kind = _store_kind(store)
             emit(COMMIT_DURATION, committed.commit_seconds, self.name, kind)
@@ -1113,12 +1114,17 @@ class Service:
                 self.start_cold(f"no snapshot to restore in {store!r}")
                 return None
             current = _Failing(exc)  # restored as a failed read, with status and metrics
+        open_previous = getattr(store, "open_previous", None)
+        previous: bytes | memoryview | SnapshotRef | None = None
+        if isinstance(current, _Failing) and callable(open_previous):
+            previous = self._read_previous(current, open_previous)
+            if previous is None:  # nothing to fall back to: one failure, said once
+                open_previous = None
         try:
             return self._restore_stored(current, options)
         except RestoreError as exc:
             if isinstance(current, bytes | memoryview):
                 _keep_unrestored(store, current)
-            open_previous = getattr(store, "open_previous", None)
             if exc.phase not in ("read", "verify") or not callable(open_previous):
                 raise
             logger.warning(
@@ -1128,13 +1134,37 @@ class Service:
             )
             try:
                 return self._restore_stored(
-                    _Reader(open_previous, f"{store!r} (previous)"), options
+                    previous if previous is not None
+                    else _Reader(open_previous, f"{store!r} (previous)"),
+                    options,
                 )
             except RestoreError as second:
                 logger.error("the previous snapshot in %r cannot be restored: %s", store, second)
                 self._tracker.failed(str(exc))  # the latest snapshot's failure is the one
                 raise exc from exc.__cause__
 
+
+    @staticmethod
+    def _read_previous(
+        current: _Failing, open_previous: Callable[[], bytes | memoryview]
+    ) -> bytes | memoryview | SnapshotRef | None:
+        """The previous snapshot of a store whose latest could not be read; ``None``
+        when reading it fails the same way (an object store's pointer, which names
+        both, is unreadable): then ``current`` says that no previous can be found."""
+        first = current.error
+        try:
+            return open_previous()
+        except StoreError as second:
+            if (second.op, second.target, second.detail) != (first.op, first.target, first.detail):
+                return _Failing(second)
+        current.error = StoreError(
+            first.op, first.target,
+            f"{first.detail}; the previous snapshot cannot be reached either: nothing to"
+            " fall back to",
+            errno=first.errno,
+        )
+        current.error.__cause__ = first.__cause__
+        return None
 
     def _restore_stored(
         self,
@@ -1218,6 +1248,13 @@ def _keep_unrestored(store: Store, data: bytes | memoryview) -> None:
         )
 
 
+SUMMARIES: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "statemigrate_summaries", default=logging.INFO
+)
+"""The level of the log lines a snapshot and a commit write: a checkpoint, which
+writes one line of its own that says it all, sets DEBUG while it takes them."""
+
+
 class _Reader:
     """A :class:`SnapshotRef` over a function that reads the bytes."""
 
@@ -1236,13 +1273,13 @@ class _Failing:
     """A :class:`SnapshotRef` whose reading failed already: ``open()`` raises that error."""
 
     def __init__(self, error: StoreError) -> None:
-        self._error = error
+        self.error = error
 
     def open(self) -> bytes | memoryview:
-        raise self._error
+        raise self.error
 
     def describe(self) -> str:
-        return self._error.target
+        return self.error.target
 
 
 class _Exported:

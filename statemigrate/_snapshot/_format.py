@@ -356,8 +356,7 @@ def check_length(size: int, total: int) -> None:
     """
     if size < total:
         raise SnapshotError(
-            "truncated", "snapshot is shorter than it declares",
-            expected=total, actual=size, offset=size,
+            "truncated", "snapshot is cut short", expected=total, actual=size, offset=size,
         )
     if size > total:
         raise SnapshotError(
@@ -587,8 +586,10 @@ def _unterminated(buf: memoryview, digest_size: int) -> SnapshotError:
     # No length is declared before the footer: all that is known is that more was
     # written than is here.
     return SnapshotError(
-        "truncated", "snapshot is shorter than written: it does not end with its footer",
-        expected=f"more than {size} bytes", actual=size, offset=size,
+        "truncated",
+        "snapshot is cut short: it does not end with its footer, the only place its size"
+        " is declared",
+        actual=size, offset=size,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import sys
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -216,6 +217,9 @@ def makemigration_command(args: argparse.Namespace, out: TextIO) -> int:
         raise _write_failed(exc, migrations) from exc
     if args.dry_run:
         out.write(stub.code)
+        # The module alone on stdout, to be redirected; what to know about it aside.
+        for note in stub.notes:
+            print(f"note: {note}", file=sys.stderr)
         return EXIT_OK
     out.write(stub.summary())
     out.write(

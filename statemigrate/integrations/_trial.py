@@ -38,6 +38,7 @@ from statemigrate.handoff import (
     start_generation,
     watch_trial,
 )
+from statemigrate.handoff._trialrecord import load_record, locked
 from statemigrate.stores import Store
 
 __all__ = ["Moved", "RevertAsync", "Trial", "TrialRunner", "checked", "own_argv", "runner_for"]
@@ -153,6 +154,33 @@ class TrialRunner:
         self.service = service
         self.watch: TrialWatch | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- start-up and each handoff -----------------------------------------------------
+
+    def check(self) -> None:
+        """Refuse a trial directory that cannot hold the record.
+
+        Called at start-up, whatever restored the service before, and before each
+        handoff: a successor must never serve unless it can be put on trial. Creates
+        the directory (0700) when it is missing, as beginning a trial would.
+
+        Raises:
+            TrialError: the directory cannot be created or opened, is not private to
+                its owner, or its record is corrupt.
+        """
+        with locked(self.trial.directory, create=True) as (path, fd):
+            load_record(path, fd)
+
+    def check_handoff(self) -> None:
+        """:meth:`check` before a handoff: its failure refuses the handoff.
+
+        Raises:
+            HandoffError: at stage ``trial``; the old process serves on.
+        """
+        try:
+            self.check()
+        except StateMigrateError as exc:
+            raise HandoffError("trial", f"the successor could not be put on trial: {exc}") from exc
 
     # -- a cold start ----------------------------------------------------------------
 

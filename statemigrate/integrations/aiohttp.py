@@ -296,6 +296,10 @@ async def serve(
         if value is not None and not 0 < value < float("inf"):
             raise ConfigurationError(option, f"must be a positive number of seconds, not {value!r}")
     trials = runner_for(trial, service)
+    if trials is not None:
+        # Before anything else: a service that restored itself (start_from) must not
+        # serve with a trial directory its upgrades could not record a trial in.
+        trials.check()
     successor = Spawn(list(argv) if argv is not None else own_argv())
     handoff_timeouts = timeouts if timeouts is not None else HandoffTimeouts()
     hot = HotRestart(forward_timeout=forward_timeout)
@@ -352,6 +356,8 @@ async def serve(
 
         async def hand_over() -> None:
             async with stops.handing_over():
+                if trials is not None:
+                    trials.check_handoff()
                 report = await _hand_over(successor, allow_lossy=allow_lossy)
                 if trials is not None:
                     trials.begin(report)

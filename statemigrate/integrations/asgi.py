@@ -314,6 +314,10 @@ class HotRestart:
                 self.attach(*self._locate())
             assert self.listener is not None and self.server is not None
             _nodelay(self.listener)
+            if self._trials is not None:
+                # Whatever restored the service before: its upgrades must be able to
+                # record a trial.
+                self._trials.check()
             inheritance, self._inheritance = self._inheritance, None
             if inheritance is not None:
                 with inheritance:
@@ -349,6 +353,8 @@ class HotRestart:
         """
         successor = Spawn(self.argv if self.argv is not None else successor_argv())
         async with self._stops.handing_over():
+            if self._trials is not None:
+                self._trials.check_handoff()
             return await self._hand_over(successor, allow_lossy=self.allow_lossy, trial=True)
 
     async def _revert(self, permanent: tuple[str, ...], moved: Moved) -> None:

@@ -264,6 +264,13 @@ class _Hooks:
             keeper = self._keeper(slot, worker)
         except StateMigrateError as exc:
             self._cannot_checkpoint(worker, slot, exc)
+        trials = runner_for(self.trial, service)
+        if trials is not None:
+            try:
+                trials.check()
+            except StateMigrateError as exc:
+                worker.log.error("worker %s (slot %s): %s", worker.pid, slot, exc)
+                sys.exit(WORKER_BOOT_ERROR)
         predecessor = os.environ.get("GUNICORN_PID")
         took_over = False
         if predecessor is not None and predecessor.isdigit():
@@ -280,7 +287,6 @@ class _Hooks:
                 keeper.restore_replaced(service, worker, waits)
             elif not service.status.ready and not keeper.restore_at_boot(service, worker):
                 sys.exit(WORKER_BOOT_ERROR)
-        trials = runner_for(self.trial, service)
         self._listen(service, slot, worker, gate, trials)
         if keeper is not None:
             try:
@@ -394,6 +400,8 @@ class _Hooks:
                 try:
                     with conn:
                         try:
+                            if trials is not None:
+                                trials.check_handoff()
                             report = hand_over(
                                 service,
                                 conn,

@@ -478,7 +478,7 @@ BAD_FILES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "empty": (lambda sound: b"", ("truncated",)),
     "random": (lambda sound: bytes(range(7, 250)) * 3, ("not_snapshot",)),
     "magic only": (lambda sound: MAGIC, ("truncated", "preamble")),
-    "truncated": (lambda sound: sound[: len(sound) // 2], ("truncated", "shorter")),
+    "truncated": (lambda sound: sound[: len(sound) // 2], ("truncated", "cut short")),
     "one byte short": (lambda sound: sound[:-1], ("truncated",)),
     "trailing bytes": (lambda sound: sound + b"\x00", ("trailing_data", "offset")),
     # The header's last byte: the header ends before its check, the footer and the digest.

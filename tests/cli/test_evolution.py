@@ -367,6 +367,60 @@ def test_makemigration_with_an_explicit_type_and_its_errors(
         assert failed.err.startswith("statemigrate: error: ")
 
 
+SHOP_TYPES = """
+from pydantic import BaseModel
+
+
+class Item(BaseModel):
+    price: int
+
+
+class PricedItem(BaseModel):
+    price: int
+    currency: str = "EUR"
+
+
+class ShopV1(BaseModel):
+    items: dict[str, Item] = {}
+
+
+class ShopV2(BaseModel):
+    items: dict[str, PricedItem] = {}
+"""
+
+
+def test_a_dry_run_prints_the_record_steps_hint_beside_the_module(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change inside records only: the hint to write record steps is what keeps a
+    pre-copy hand-over's deltas small, and a dry run is often how the step is read
+    first. The module alone goes to stdout."""
+    root = tmp_path / "shop"
+    root.mkdir()
+    (root / "shoptypes.py").write_text(SHOP_TYPES)
+    (root / "shopreg.py").write_text(
+        "from statemigrate import Registry\n\nimport shoptypes\n\n\ndef build():\n"
+        "    registry = Registry()\n    registry.add_schema(\"shop\", 1, shoptypes.ShopV1)\n"
+        "    return registry\n"
+    )
+    (root / "pyproject.toml").write_text(
+        '[tool.statemigrate]\nregistry = "shopreg:build"\nschemas = "schemas"\n'
+        'migrations = "migrations"\n'
+    )
+    monkeypatch.chdir(root)
+    assert run(capsys, "schemas", "freeze").code == 0
+    dry = run(capsys, "makemigration", "shop", "--schema", "shoptypes:ShopV2", "--dry-run")
+    assert dry.code == 0, dry.err
+    assert dry.out.startswith('"""shop 1 <-> 2') and "note:" not in dry.out
+    assert "note: every change is inside the records of 'items': record steps" in dry.err
+    assert "(`--records items`)" in dry.err
+    records = run(
+        capsys, "makemigration", "shop", "--schema", "shoptypes:ShopV2", "--records", "items",
+        "--dry-run",
+    )
+    assert records.code == 0 and "--records" not in records.err
+
+
 # --- check ---------------------------------------------------------------------------------------
 
 

@@ -188,7 +188,7 @@ def _declaring(total: int) -> bytes:
     ("declared", "fragments"),
     [
         (16 << 30, ("too_large", "larger than the reader allows", str(16 << 30))),
-        (3 << 30, ("truncated", "shorter than it declares", str(3 << 30))),
+        (3 << 30, ("truncated", f"declares {3 << 30} bytes, has {len(SOUND_V1)}")),
         (
             len(SOUND_V1) - 1,
             ("trailing_data", f"expected {len(SOUND_V1) - 1}, got {len(SOUND_V1)}"),

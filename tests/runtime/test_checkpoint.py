@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import obstore
 import pytest
 from restore_children.ledger import (
     COMPONENT,
@@ -36,7 +37,7 @@ from statemigrate import (
 )
 from statemigrate._observe._instruments import use_sink
 from statemigrate._runtime._checkpoint import retry_delay
-from statemigrate.stores import Buffer, SnapshotRef
+from statemigrate.stores import Buffer, ObjectStore, SnapshotRef
 
 
 def written(ledger: Ledger, n: int) -> Ledger:
@@ -105,6 +106,7 @@ def test_an_unchanged_state_is_skipped_without_holding_the_writers() -> None:
     assert not checkpointer.checkpoint_now().skipped
     skipped = checkpointer.checkpoint_now()
     assert skipped.skipped and skipped.pause_seconds == 0.0 and skipped.committed is None
+    assert skipped.reason == "unchanged"
     assert "skipped" in skipped.summary()
     assert store.commits == 1 and server.calls == ["pause", "resume"]
     ledger.write()
@@ -430,6 +432,52 @@ def test_no_checkpoint_commits_before_the_service_owns_its_state(caplog: Any) ->
     assert not checkpointer.checkpoint_now(force=True).skipped
 
 
+def test_a_skip_while_the_state_arrives_is_expected_and_a_never_restored_service_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A successor's checkpointer started by the application's start-up hook ticks
+    while the handoff's snapshot arrives: INFO. A service that never restored nor
+    started cold is the misconfiguration the warning is for."""
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    successor, _ = ledger_service(started=False)
+    successor._tracker.take_over()
+    assert successor.status.state == "restoring"
+    assert Checkpointer(successor, MemoryStore()).checkpoint_now().skipped
+    forgotten, _ = ledger_service(started=False)
+    assert Checkpointer(forgotten, MemoryStore()).checkpoint_now().skipped
+    skips = [(r.levelname, r.getMessage()) for r in caplog.records if "skipped" in r.getMessage()]
+    assert [level for level, _ in skips] == ["INFO", "WARNING"]
+    assert "is restoring" in skips[0][1] and "is starting" in skips[1][1]
+
+
+def test_a_checkpoint_logs_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    """The snapshot's and the commit's own lines would repeat what the checkpoint's
+    says; they go to DEBUG, for checkpoints only."""
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    service, ledger = ledger_service()
+    checkpointer = Checkpointer(service, MemoryStore(), quiesce=threading.Lock())
+    caplog.clear()
+    report = checkpointer.checkpoint_now()
+    written(ledger, 2)
+    final = checkpointer.stop()
+    assert final is not None
+    assert [r.getMessage() for r in caplog.records] == [
+        report.summary(), f"final {final.summary()}"
+    ]
+    caplog.clear()
+    service.commit(MemoryStore())  # outside a checkpoint: the commit's lines stay
+    assert any("-> memory:memory" in r.getMessage() for r in caplog.records)
+
+
+def test_a_checkpoint_on_a_loop_logs_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    service, _ = ledger_service()
+    checkpointer = Checkpointer(service, MemoryStore(), export="inline")
+    caplog.clear()
+    report = asyncio.run(checkpointer.checkpoint())
+    assert [r.getMessage() for r in caplog.records] == [report.summary()]
+
+
 # --- restoring from a store at start ----------------------------------------------------
 
 
@@ -514,6 +562,31 @@ def test_start_from_a_store_whose_current_cannot_be_read_restores_previous() -> 
     fresh, restored_ledger = ledger_service()
     assert fresh.start_from(store) is not None
     assert restored_ledger.export_state() == state_after(0)
+
+
+def test_start_from_a_store_whose_pointer_is_garbage_fails_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An object store's pointer names both the latest snapshot and the one before
+    it: when it cannot be read there is nothing to fall back to, and one ERROR says so."""
+    service, ledger = ledger_service()
+    store = ObjectStore("memory://")
+    service.commit(store)
+    written(ledger, 4)
+    service.commit(store)
+    obstore.put(store._backend.store, store._backend.key("current"), b"\x00garbage")
+    fresh, restored_ledger = ledger_service(started=False)
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    with pytest.raises(RestoreError) as caught:
+        fresh.start_from(store)
+    assert caught.value.phase == "read"
+    assert "is not a valid pointer" in str(caught.value)
+    assert "nothing to fall back to" in str(caught.value)
+    assert "restoring the one before it" not in caplog.text
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert [record.getMessage() for record in errors] == [str(caught.value)]
+    assert restored_ledger.export_state() == state_after(0)
+    assert fresh.status.state == "failed"
 
 
 class LedgerV2(TypedDict):

@@ -7,6 +7,8 @@ import asyncio
 import logging
 import struct
 import threading
+from collections.abc import Iterable
+from typing import Any
 
 import pytest
 from restore_children.ledger import (
@@ -22,8 +24,12 @@ from statemigrate import (
     RestoreError,
     RestoreReport,
     SnapshotError,
+    StoreError,
 )
+from statemigrate._observe._instruments import use_sink
 from statemigrate._runtime._chain import chain_frame, is_chain, split_chain
+from statemigrate.stores import Buffer
+from statemigrate.stores._memory import MemoryRef
 
 
 def checkpointed(writes: list[int], **options: object) -> tuple[MemoryStore, Checkpointer, int]:
@@ -267,3 +273,77 @@ def test_on_an_event_loop_checkpoints_chain_too() -> None:
     asyncio.run(twice())
     assert checkpointer.chain_length == 2
     assert restored_count(store) == 2_010
+
+
+class Timestamps:
+    """A metrics sink keeping the staleness gauge's values."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def record(self, instrument: Any, value: float, labels: Any) -> None:
+        if instrument.name == "statemigrate_last_snapshot_timestamp_seconds":
+            self.values.append(value)
+
+
+@pytest.mark.parametrize("export", ["fork", "inline"])
+def test_an_idle_chain_commits_nothing_and_stays_fresh(export: str) -> None:
+    service, ledger = tracked_ledger_service()
+    store = MemoryStore()
+    checkpointer = Checkpointer(
+        service, store, quiesce=threading.Lock(), incremental=True, export=export  # type: ignore[arg-type]
+    )
+    for _ in range(100):
+        ledger.write()
+    assert not checkpointer.checkpoint_now().skipped
+    sink = Timestamps()
+    previous = use_sink(sink)
+    try:
+        idle = [checkpointer.checkpoint_now() for _ in range(5)]
+    finally:
+        use_sink(previous)
+    assert all(report.skipped and report.reason == "unchanged" for report in idle)
+    assert store.commits == 1 and checkpointer.chain_length == 1
+    # An operator's staleness alert reads the gauge: the checkpoint is current.
+    assert len(sink.values) == 5
+    ledger.write()
+    assert not checkpointer.checkpoint_now().skipped  # a record changed
+    assert checkpointer.checkpoint_now().skipped
+    ledger.count += 1000  # only a field beside the records
+    assert not checkpointer.checkpoint_now().skipped
+    assert checkpointer.checkpoint_now().skipped
+    assert checkpointer.checkpoint_now(force=True).committed is not None
+    assert store.commits == 4
+    restarted, again = tracked_ledger_service(started=False)
+    assert restarted.start_from(store) is not None
+    assert again.state() == ledger.state()
+
+
+def test_a_piece_that_was_not_committed_is_not_taken_for_the_committed_one() -> None:
+    service, ledger = tracked_ledger_service()
+    store = RefusingStore()
+    checkpointer = Checkpointer(
+        service, store, quiesce=threading.Lock(), incremental=True, export="inline"
+    )
+    assert not checkpointer.checkpoint_now().skipped
+    ledger.write()
+    store.refuse = True
+    with pytest.raises(StoreError):
+        checkpointer.checkpoint_now()
+    store.refuse = False
+    assert not checkpointer.checkpoint_now().skipped  # the delta is committed now
+    assert checkpointer.checkpoint_now().skipped
+    restarted, again = tracked_ledger_service(started=False)
+    assert restarted.start_from(store) is not None
+    assert again.state() == ledger.state()
+
+
+class RefusingStore(MemoryStore):
+    """A memory store whose commits fail while ``refuse`` is set."""
+
+    refuse = False
+
+    def commit(self, data: Buffer | Iterable[Buffer]) -> MemoryRef:
+        if self.refuse:
+            raise StoreError("commit", "memory", "refused for the test")
+        return super().commit(data)

@@ -31,7 +31,7 @@ def test_an_incremental_checkpoint_logs_the_chain_it_committed(
         commits, ("a full snapshot and 0 deltas", "a full snapshot and 1 delta,",
                   "a full snapshot and 2 deltas"), sizes, strict=True
     ):
-        assert line.startswith("checkpoint chain ")
+        assert line.startswith("checkpoint: checkpoint chain ")
         assert pieces in line and f" {size} bytes;" in line
         assert "sections" not in line and "raw" not in line
 

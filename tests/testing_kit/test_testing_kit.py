@@ -9,6 +9,7 @@ import decimal
 import enum
 import importlib.metadata
 import ipaddress
+import logging
 import os
 import re
 import subprocess
@@ -693,6 +694,27 @@ def test_a_committed_snapshot_that_cannot_be_restored_fails(
     assert failure.what == "a committed snapshot of version 1 cannot be restored"
     assert "RestoreError" in failure.detail and "data: Field required" in failure.detail
     assert failure.example == Required(data="")
+
+
+def test_the_snapshot_check_logs_nothing_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The check's services restore into blank components and restore failing
+    examples: neither is the user's to read, only the check's result."""
+
+    class Required(BaseModel):
+        data: str
+
+    monkeypatch.setattr(
+        SchemaVersion, "export", lambda self, state, walk=False: {"value": state.data}
+    )
+    registry = Registry()
+    registry.add_schema("unlogged", 1, Required)
+    caplog.set_level(logging.DEBUG, logger="statemigrate")
+    (failure,) = check_migrations(registry, raise_on_failure=False).failures
+    assert failure.what == "a committed snapshot of version 1 cannot be restored"
+    assert [record.getMessage() for record in caplog.records] == []
+    assert not logging.getLogger("statemigrate").disabled
 
 
 def drop_negative_keys(data: dict[str, Any]) -> dict[str, Any]:
