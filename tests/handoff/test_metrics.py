@@ -19,6 +19,7 @@ import statemigrate as sm
 import statemigrate.metrics
 from statemigrate.handoff import (
     HandoffTimeouts,
+    Inheritance,
     Spawn,
     SuccessorFailedError,
     hand_over,
@@ -262,24 +263,32 @@ def test_the_successor_shows_the_handoff_it_took_over(registry, tmp_path) -> Non
     assert value(old, "statemigrate_handoffs_total", outcome="ready", stage="") == 1
 
 
-def test_an_old_process_that_does_not_say_its_pause(registry, pair) -> None:
-    """An old process of an earlier release sends no ``paused`` in SNAPSHOT: the
-    successor takes over as before and records the pause it measures itself, from its
-    HELLO until it serves, an upper bound."""
+def take_over_from(
+    pair: tuple[socket.socket, socket.socket], offer: SnapshotOffer
+) -> tuple[Inheritance, float]:
+    """Take over from a scripted old process that sends ``offer`` and COMMIT at once;
+    return the inheritance and the seconds from HELLO until it served."""
     old, new = pair
-    earlier = SnapshotOffer(size=5)
-    assert b"paused" not in encode_message(earlier)  # byte for byte an earlier SNAPSHOT
     with MemfdStore() as store:
-        Channel(old).send(earlier, [store.commit(b"state").fd], stage="test")
+        Channel(old).send(offer, [store.commit(b"state").fd], stage="test")
     Channel(old).send(Commit(), stage="test")
     inheritance = receive_handoff(new)
     began = time.monotonic()
     inheritance.hello({"c": [1]}).release()
     inheritance.ready()
-    ended = time.monotonic()
+    return inheritance, time.monotonic() - began
+
+
+def test_an_old_process_that_does_not_say_its_pause(registry, pair) -> None:
+    """An old process of an earlier release sends no ``paused`` in SNAPSHOT: the
+    successor takes over as before and records the pause it measures itself, from its
+    HELLO until it serves, an upper bound."""
+    earlier = SnapshotOffer(size=5)
+    assert b"paused" not in encode_message(earlier)  # byte for byte an earlier SNAPSHOT
+    inheritance, took = take_over_from(pair, earlier)
 
     assert not inheritance.pause_told
-    assert 0 < inheritance.pause_seconds <= ended - began
+    assert 0 < inheritance.pause_seconds <= took
     scraped = scrape(generate_latest(registry).decode())
     assert value(scraped, "statemigrate_handoff_takeovers_total", outcome="committed") == 1
     assert value(
@@ -292,19 +301,10 @@ def test_the_pause_the_old_process_says_counts_with_the_successors_own_time(
 ) -> None:
     """The successor's pause is the old process's count at SNAPSHOT plus its own
     time from the snapshot until it serves."""
-    old, new = pair
-    with MemfdStore() as store:
-        Channel(old).send(SnapshotOffer(size=5, paused=7.5), [store.commit(b"state").fd],
-                          stage="test")
-    Channel(old).send(Commit(), stage="test")
-    inheritance = receive_handoff(new)
-    began = time.monotonic()
-    inheritance.hello({"c": [1]}).release()
-    inheritance.ready()
-    ended = time.monotonic()
+    inheritance, took = take_over_from(pair, SnapshotOffer(size=5, paused=7.5))
 
     assert inheritance.pause_told
-    assert 7.5 < inheritance.pause_seconds <= 7.5 + (ended - began)
+    assert 7.5 < inheritance.pause_seconds <= 7.5 + took
     scraped = scrape(generate_latest(registry).decode())
     assert value(
         scraped, "statemigrate_handoff_takeover_pause_seconds_sum", outcome="committed"

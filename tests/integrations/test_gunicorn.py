@@ -421,24 +421,31 @@ def _owner(port: int, key: str, tries: int = 400) -> int:
     raise AssertionError(f"no worker holds {key}")
 
 
+def spread_writes(port: int, prefix: str, *, at_least: int = 0) -> dict[str, int]:
+    """PUT keys, each on a fresh connection, until both workers hold some (and at
+    least ``at_least`` are written); return each key's worker pid."""
+    written: dict[str, int] = {}
+    n = 0
+    while len(set(written.values())) < 2 or n < at_least:
+        n += 1
+        assert n < 2000, "one worker took every connection"
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            connection.request("PUT", f"/cache/{prefix}{n}", body=f"x{n}")
+            response = connection.getresponse()
+            response.read()
+        finally:
+            connection.close()
+        assert response.status == 200
+        written[f"{prefix}{n}"] = int(response.getheader("X-Worker", "0"))
+    return written
+
+
 @pytest.mark.slow
 def test_each_worker_hands_its_state_to_the_same_slot(tmp_path: Path) -> None:
     with gunicorn(tmp_path, 1, worker_class="gthread", workers=2) as server:
         port = server.port
-        written: dict[str, int] = {}
-        n = 0
-        while len(set(written.values())) < 2:  # until both workers hold some keys
-            n += 1
-            assert n < 2000, "one worker took every connection"
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            try:
-                connection.request("PUT", f"/cache/s{n}", body=f"x{n}")
-                response = connection.getresponse()
-                response.read()
-            finally:
-                connection.close()
-            assert response.status == 200
-            written[f"s{n}"] = int(response.getheader("X-Worker", "0"))
+        written = spread_writes(port, "s")
         server.deploy(2)
         moved = {key: _owner(port, key) for key in written}
         # Every key of one old worker is in one new worker, a different one for each.

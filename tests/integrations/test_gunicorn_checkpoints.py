@@ -20,7 +20,14 @@ from typing import Any
 
 import pytest
 from integrations.loadclient import ask, read_value
-from integrations.test_gunicorn import DEADLINE, EXAMPLE, Gunicorn, _owner, gunicorn
+from integrations.test_gunicorn import (
+    DEADLINE,
+    EXAMPLE,
+    Gunicorn,
+    _owner,
+    gunicorn,
+    spread_writes,
+)
 
 from statemigrate import ConfigurationError, RestoreError, Service, StoreError
 from statemigrate.integrations._gunicorn_checkpoints import place, replaced, retire_all, vacate
@@ -415,20 +422,7 @@ def test_with_two_workers_a_worker_killed_is_replaced_by_one_serving_its_own_slo
     config = _config(tmp_path, root, extra=COLD_MASTER)
     with gunicorn(tmp_path, 1, worker_class="gthread", workers=2, config=config) as server:
         port = server.port
-        written: dict[str, int] = {}
-        n = 0
-        while len(set(written.values())) < 2 or n < 20:  # both workers hold some keys
-            n += 1
-            assert n < 2000, "one worker took every connection"
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            try:
-                connection.request("PUT", f"/cache/w{n}", body=f"x{n}")
-                response = connection.getresponse()
-                response.read()
-            finally:
-                connection.close()
-            assert response.status == 200
-            written[f"w{n}"] = int(response.getheader("X-Worker", "0"))
+        written = spread_writes(port, "w", at_least=20)
 
         def checkpointed() -> bool:
             found = {key for slot in (0, 1) for key, value in _values(root, slot, written)}
