@@ -205,17 +205,23 @@ def test_a_snapshot_for_older_code_reports_a_failing_step_as_a_step_error() -> N
     assert live.entries == {"a": {"value": "x", "ttl": 60}}
 
 
+def v1_snapshot(registry: sm.Registry, *, generation: int = 0) -> Any:
+    """A snapshot of ``fresh_v1()`` at sessions version 1, as ``encode_snapshot`` gives it."""
+    v1 = registry.schema_for("sessions", 1)
+    return encode_snapshot(
+        [SectionInput("sessions", "default", 1, v1.fingerprint, fresh_v1())],
+        producer=Producer.current("svc"),
+        generation=generation,
+    )
+
+
 def test_a_restore_keeps_its_decoded_data_without_a_copy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The restore hands its decoded section to the pipeline, which validates it in
     place: pydantic's copying validation never runs."""
     registry = sessions()
-    v1 = registry.schema_for("sessions", 1)
-    encoded = encode_snapshot(
-        [SectionInput("sessions", "default", 1, v1.fingerprint, fresh_v1())],
-        producer=Producer.current("svc"),
-    )
+    encoded = v1_snapshot(registry)
     service = sm.Service("svc", registry=registry)
     live = service.register(Live())
     copies: list[object] = []
@@ -237,11 +243,7 @@ def test_a_restore_names_the_failing_step_and_chains_its_exception() -> None:
         raise KeyError("ttl")
 
     registry = sessions(up=broken)
-    v1 = registry.schema_for("sessions", 1)
-    encoded = encode_snapshot(
-        [SectionInput("sessions", "default", 1, v1.fingerprint, fresh_v1())],
-        producer=Producer.current("svc"),
-    )
+    encoded = v1_snapshot(registry)
     service = sm.Service("svc", registry=registry)
     service.register(Live())
     with pytest.raises(sm.RestoreError) as caught:
@@ -253,12 +255,7 @@ def test_a_restore_names_the_failing_step_and_chains_its_exception() -> None:
 
 def test_migrate_snapshot_rewrites_the_named_components() -> None:
     registry = sessions()
-    v1 = registry.schema_for("sessions", 1)
-    encoded = encode_snapshot(
-        [SectionInput("sessions", "default", 1, v1.fingerprint, fresh_v1())],
-        producer=Producer.current("svc"),
-        generation=7,
-    )
+    encoded = v1_snapshot(registry, generation=7)
     snapshot = sm.open_snapshot(encoded.to_bytes())
     seen: list[str] = []
     migrated = sm.migrate_snapshot(
@@ -275,11 +272,7 @@ def test_migrate_snapshot_rewrites_the_named_components() -> None:
 
 def test_migrate_snapshot_refuses_a_component_the_snapshot_lacks() -> None:
     registry = sessions()
-    v1 = registry.schema_for("sessions", 1)
-    encoded = encode_snapshot(
-        [SectionInput("sessions", "default", 1, v1.fingerprint, fresh_v1())],
-        producer=Producer.current("svc"),
-    )
+    encoded = v1_snapshot(registry)
     snapshot = sm.open_snapshot(encoded.to_bytes())
     with pytest.raises(sm.ConfigurationError, match="snapshot has no section for nosuch"):
         sm.migrate_snapshot(snapshot, {"nosuch": 1}, registry=registry)
@@ -337,11 +330,7 @@ def test_a_step_whose_output_is_not_plain_is_refused_with_the_step_and_the_path(
 def test_a_restore_refuses_what_the_testing_kit_refuses() -> None:
     """Whatever a restore does with a step's output, the testing kit predicts."""
     registry = stamped()
-    v1 = registry.schema_for("sessions", 1)
-    encoded = encode_snapshot(
-        [SectionInput("sessions", "default", 1, v1.fingerprint, fresh_v1())],
-        producer=Producer.current("svc"),
-    )
+    encoded = v1_snapshot(registry)
     service = sm.Service("svc", registry=registry)
     live = service.register(SeenLive())
     with pytest.raises(sm.RestoreError) as caught:

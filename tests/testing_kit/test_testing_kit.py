@@ -676,12 +676,9 @@ def test_a_refusal_that_does_not_say_where_fails(
     assert failure.example == Bounded()
 
 
-def test_a_committed_snapshot_that_cannot_be_restored_fails(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """An export that its own schema's validation refuses (a required field written
-    under another name) commits, and then cannot be restored: the check says so."""
-
+def unrestorable(monkeypatch: pytest.MonkeyPatch, name: str) -> tuple[Registry, type[BaseModel]]:
+    """A registry whose one schema exports what its own validation refuses: a
+    required field written under another name."""
     class Required(BaseModel):
         data: str
 
@@ -689,7 +686,17 @@ def test_a_committed_snapshot_that_cannot_be_restored_fails(
         SchemaVersion, "export", lambda self, state, walk=False: {"value": state.data}
     )
     registry = Registry()
-    registry.add_schema("required", 1, Required)
+    registry.add_schema(name, 1, Required)
+    return registry, Required
+
+
+def test_a_committed_snapshot_that_cannot_be_restored_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An export that its own schema's validation refuses (a required field written
+    under another name) commits, and then cannot be restored: the check says so."""
+
+    registry, Required = unrestorable(monkeypatch, "required")
     (failure,) = check_migrations(registry, raise_on_failure=False).failures
     assert failure.what == "a committed snapshot of version 1 cannot be restored"
     assert "RestoreError" in failure.detail and "data: Field required" in failure.detail
@@ -702,14 +709,7 @@ def test_the_snapshot_check_logs_nothing_of_its_own(
     """The check's services restore into blank components and restore failing
     examples: neither is the user's to read, only the check's result."""
 
-    class Required(BaseModel):
-        data: str
-
-    monkeypatch.setattr(
-        SchemaVersion, "export", lambda self, state, walk=False: {"value": state.data}
-    )
-    registry = Registry()
-    registry.add_schema("unlogged", 1, Required)
+    registry, _ = unrestorable(monkeypatch, "unlogged")
     caplog.set_level(logging.DEBUG, logger="statemigrate")
     (failure,) = check_migrations(registry, raise_on_failure=False).failures
     assert failure.what == "a committed snapshot of version 1 cannot be restored"
