@@ -679,6 +679,7 @@ def test_a_refusal_that_does_not_say_where_fails(
 def unrestorable(monkeypatch: pytest.MonkeyPatch, name: str) -> tuple[Registry, type[BaseModel]]:
     """A registry whose one schema exports what its own validation refuses: a
     required field written under another name."""
+
     class Required(BaseModel):
         data: str
 
