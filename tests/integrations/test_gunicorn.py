@@ -214,6 +214,19 @@ def test_a_read_that_moves_a_key_loses_it_unless_the_pause_holds_reads(
     assert set(successor_cache.entries) == ({"a", "b"} if held else {"b"})
 
 
+def test_the_example_holds_its_cache_reads_during_the_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The example's reads move the entry they read to the end of the cache, in a
+    gthread worker's threads: its hooks hold them during the pause."""
+    monkeypatch.setenv("CACHE_RELEASE_FILE", str(EXAMPLE / "RELEASE"))
+    path = EXAMPLE / "gunicorn.conf.py"
+    config: dict[str, Any] = {"__file__": str(path)}
+    exec(compile(path.read_text(), str(path), "exec"), config)
+    assert config["worker_class"] == "gthread"
+    assert config["pre_request"].__self__.safe_methods == frozenset()
+
+
 def test_once_moved_the_worker_accepts_nothing_and_stops(worker: Worker) -> None:
     moved: list[bool] = []
     gate = WorkerGate(worker, on_moved=lambda: moved.append(True))
