@@ -37,8 +37,15 @@ def test_each_asyncio_adapter_checks_its_safe_methods() -> None:
 
     async def app(scope: Any, receive: Any, send: Any) -> None: ...
 
+    def served(listener: object) -> None:
+        raise AssertionError("served with safe_methods='GET'")
+
     with pytest.raises(ConfigurationError, match="safe_methods"):
         aiohttp.HotRestart(safe_methods="GET")
+    with pytest.raises(ConfigurationError, match="safe_methods"):
+        aiohttp.run_app(
+            web.Application(), service, port=0, on_serving=served, safe_methods="GET"
+        )
     with pytest.raises(ConfigurationError, match="safe_methods"):
         asgi.HotRestart(app, service, safe_methods="GET")
 
