@@ -1,20 +1,54 @@
-"""What the asyncio adapters share at the switch: the gate that holds writes during a
-handoff's pause, and stop signals held while a handoff runs.
+"""What the adapters share at the switch: which requests may run during a handoff's
+pause, the gate that holds the others, and stop signals held while a handoff runs.
 
 The adapters differ in how a request reaches them (an aiohttp middleware, an ASGI
-call); what a write waits for, and when a stop takes effect, is the same.
+call, gunicorn's ``pre_request``); what a write waits for, and when a stop takes
+effect, is the same.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
-__all__ = ["SAFE_METHODS", "HeldStops", "WriteGate"]
+from statemigrate._errors import ConfigurationError
 
-#: Methods that never change the state: they are served during the pause.
+__all__ = ["SAFE_METHODS", "HeldStops", "WriteGate", "safe_methods_of"]
+
+#: Methods that never change the state: they are served during the pause. The
+#: default of each adapter's ``safe_methods``.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# A method is an HTTP token (RFC 9110, section 5.6.2).
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def safe_methods_of(methods: Iterable[str]) -> frozenset[str]:
+    """An adapter's ``safe_methods=``, checked: the methods that never change the
+    state, served during a handoff's pause while every other request is held.
+
+    A read that changes the state (an LRU cache moving the entry it returns to the
+    end, a hit counter) is no safe method when it can run beside the export: in
+    another thread, or across an ``await``. Between its two halves the export would
+    see the state torn, and the successor would lack what the read had taken out.
+    With ``()`` every request is held during the pause. Methods are compared as
+    the client sent them (they are case-sensitive): ``"get"`` is not ``GET``.
+
+    Raises:
+        ConfigurationError: ``methods`` is a string, or holds something else than
+            method names.
+    """
+    if isinstance(methods, str | bytes) or not isinstance(methods, Iterable):
+        raise ConfigurationError(
+            "safe_methods", f"must be a collection of method names, not {methods!r}"
+        )
+    names = tuple(methods)
+    for name in names:
+        if not isinstance(name, str) or _METHOD.fullmatch(name) is None:
+            raise ConfigurationError("safe_methods", f"{name!r} is not an HTTP method")
+    return frozenset(names)
 
 
 class WriteGate:

@@ -24,13 +24,11 @@ from urllib.parse import quote
 
 from statemigrate._errors import HandoffError
 from statemigrate.integrations._forward import Address, forward, forwarding_address
+from statemigrate.integrations._gate import SAFE_METHODS, safe_methods_of
 
 __all__ = ["SAFE_METHODS", "WorkerGate"]
 
 logger = logging.getLogger("statemigrate.handoff")
-
-#: Methods that never change the state: they are served during the pause.
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -87,10 +85,27 @@ class WorkerGate:
 
     The hooks make one per worker (``worker.statemigrate_gate``); use it directly only
     to build other hooks around it.
+
+    Args:
+        worker: the gunicorn worker.
+        on_moved: called once the state moved, before the worker stops.
+        safe_methods: the methods that never change the state: they run during the
+            pause, beside the export; every other request is held. ``()`` holds
+            every request.
+
+    Raises:
+        ConfigurationError: ``safe_methods`` is not a collection of method names.
     """
 
-    def __init__(self, worker: _Worker, *, on_moved: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        worker: _Worker,
+        *,
+        on_moved: Callable[[], None] | None = None,
+        safe_methods: Iterable[str] = SAFE_METHODS,
+    ) -> None:
         self._worker = worker
+        self.safe_methods = safe_methods_of(safe_methods)
         self._on_moved = on_moved
         self._log: Any = getattr(worker, "log", logger)
         self._cond = threading.Condition()
@@ -127,7 +142,7 @@ class WorkerGate:
         if self.moved:
             req.must_close = True
             return
-        write = req.method not in SAFE_METHODS
+        write = req.method not in self.safe_methods
         with self._cond:
             while (self._stills or (write and self._pauses)) and not self.moved:
                 self._cond.wait()

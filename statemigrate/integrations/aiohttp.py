@@ -14,7 +14,7 @@ starts a successor with the same command line
 
 The switch, as every adapter makes it (docs/servers.md):
 
-* reads (GET, HEAD, OPTIONS) are served all along;
+* reads (``safe_methods``: GET, HEAD, OPTIONS by default) are served all along;
 * from ``pause`` on, requests that may change the state are held, not refused; if
   the handoff fails they go on here;
 * once the successor owns the state this process stops accepting (the listener
@@ -36,7 +36,7 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from statemigrate._errors import ConfigurationError, HandoffError
@@ -57,7 +57,7 @@ from statemigrate.integrations._forward import (
     forward_async,
     forwarding_address,
 )
-from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate
+from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate, safe_methods_of
 from statemigrate.integrations._trial import Moved, Trial, own_argv, runner_for
 
 if TYPE_CHECKING:
@@ -83,6 +83,11 @@ class HotRestart:
 
     Args:
         forward_timeout: seconds to reach the successor and for each read of its answer.
+        safe_methods: the methods that never change the state, served during the
+            pause; every other request is held (see :func:`serve`).
+
+    Raises:
+        ConfigurationError: ``safe_methods`` is not a collection of method names.
 
     Attributes:
         address: where the successor accepts (from
@@ -94,9 +99,15 @@ class HotRestart:
             accepts on (a copy of the listener); both set by whoever starts the site.
     """
 
-    def __init__(self, *, forward_timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        *,
+        forward_timeout: float = DEFAULT_TIMEOUT,
+        safe_methods: Iterable[str] = SAFE_METHODS,
+    ) -> None:
         self.address: Address | None = None
         self.forward_timeout = forward_timeout
+        self.safe_methods = safe_methods_of(safe_methods)
         self._gate = WriteGate()
         self.moved = False
         self.forwarded = 0
@@ -109,7 +120,7 @@ class HotRestart:
         """Hold writes during the pause; after the move, pass every request on."""
         if self.moved:
             return await self.forward(request)
-        if request.method in SAFE_METHODS:
+        if request.method in self.safe_methods:
             return self._closing_if_moved(await handler(request))
         await self._gate.passage()
         if self.moved:  # held while the state went to the successor
@@ -230,6 +241,7 @@ async def serve(
     on_hand_over: Callable[[HandoffReport], object] | None = None,
     readiness_path: str | None = None,
     trial: Trial | None = None,
+    safe_methods: Iterable[str] = SAFE_METHODS,
 ) -> HandoffReport | None:
     """Serve ``app`` until it was handed over to a successor, or until SIGINT/SIGTERM.
 
@@ -270,6 +282,11 @@ async def serve(
             through ``start_generation``, a handoff by ``signum`` begins a trial, and
             a revert hands over to the permanent generation's program through the
             same switch, with ``allow_lossy=True``.
+        safe_methods: the methods that never change the state: they are served
+            during the pause, beside the export, and every other request is held.
+            A handler whose reads change the state (an LRU's order) while they run
+            in a thread, or across an ``await``, would tear the state the export
+            sees: give ``()`` to hold every request during the pause.
 
     Returns:
         The report of the handoff that ended serving, or ``None`` after a signal.
@@ -302,7 +319,7 @@ async def serve(
         trials.check()
     successor = Spawn(list(argv) if argv is not None else own_argv())
     handoff_timeouts = timeouts if timeouts is not None else HandoffTimeouts()
-    hot = HotRestart(forward_timeout=forward_timeout)
+    hot = HotRestart(forward_timeout=forward_timeout, safe_methods=safe_methods)
 
     @web.middleware
     async def switch(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -15,9 +15,9 @@ What the wrapper does:
   started by a handoff, and only then does the server hear ``startup.complete`` and
   start accepting. A failed restore reports ``startup.failed``: the server exits
   without serving and the old process goes on.
-* **the pause**: requests that may change the state (any method but GET, HEAD,
-  OPTIONS) are held, not refused, while the snapshot is taken; reads go on. If the
-  handoff fails the held requests go on here.
+* **the pause**: requests that may change the state (any method but
+  ``safe_methods``: GET, HEAD, OPTIONS by default) are held, not refused, while the
+  snapshot is taken; reads go on. If the handoff fails the held requests go on here.
 * **the move**: once the successor has taken over, the server stops accepting (the
   listener stays open: the successor accepts on it, and the kernel's accept queue
   is left to it), each held request and every request that still arrives on a
@@ -40,7 +40,7 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -57,7 +57,7 @@ from statemigrate.handoff import (
     take_over_async,
 )
 from statemigrate.integrations._forward import forward_async, forwarding_address
-from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate
+from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate, safe_methods_of
 from statemigrate.integrations._trial import Moved, Trial, own_argv, runner_for
 
 __all__ = [
@@ -141,6 +141,12 @@ class HotRestart:
             through ``start_generation``, a handoff by ``signum`` begins a trial, and
             a revert hands over to the permanent generation's program through the
             same switch, with ``allow_lossy=True``.
+        safe_methods: the methods that never change the state: they are served
+            during the pause, beside the export, and every other request is held.
+            An application whose reads change the state (an LRU's order) while they
+            run in a thread (a framework's sync endpoints) or across an ``await``
+            would tear the state the export sees: give ``()`` to hold every request
+            during the pause.
 
     Raises:
         ConfigurationError: an argument is invalid.
@@ -161,6 +167,7 @@ class HotRestart:
         on_take_over: Callable[[TakeOverReport], object] | None = None,
         on_hand_over: Callable[[HandoffReport], object] | None = None,
         trial: Trial | None = None,
+        safe_methods: Iterable[str] = SAFE_METHODS,
     ) -> None:
         if not callable(app):
             raise ConfigurationError("app", f"must be an ASGI application, not {app!r}")
@@ -176,6 +183,7 @@ class HotRestart:
         self.timeouts = timeouts if timeouts is not None else HandoffTimeouts()
         self.allow_lossy = allow_lossy
         self.forward_timeout = forward_timeout
+        self.safe_methods = safe_methods_of(safe_methods)
         self._locate = locate
         self._on_take_over = on_take_over
         self._on_hand_over = on_hand_over
@@ -223,7 +231,7 @@ class HotRestart:
             await self.app(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.moved and scope["method"] in SAFE_METHODS:
+        if not self.moved and scope["method"] in self.safe_methods:
             await self.app(scope, receive, send)
             return
         if not self.moved:

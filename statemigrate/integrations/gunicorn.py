@@ -19,7 +19,8 @@ to the socket of the same slot of the previous master, takes the state over
 READY) and only then serves. The old worker meanwhile (:class:`WorkerGate`):
 
 1. serves reads throughout, and from the pause until the outcome holds the requests
-   that may change the state (any method but GET, HEAD, OPTIONS) in ``pre_request``;
+   that may change the state (any method but ``safe_methods``: GET, HEAD, OPTIONS by
+   default) in ``pre_request``;
 2. if the handoff fails, lets them go on (the successor exits, so its master halts,
    and the old generation goes on as if nothing happened);
 3. once the state moved, stops accepting (its listeners are never accepted on
@@ -59,7 +60,7 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -72,6 +73,7 @@ from statemigrate.handoff import (
     receive_handoff,
     take_over,
 )
+from statemigrate.integrations._gate import safe_methods_of
 from statemigrate.integrations._gunicorn_checkpoints import (
     SLOT,
     Checkpoints,
@@ -162,8 +164,10 @@ class _Hooks:
         retire_old_master: bool,
         trial: Trial | None,
         checkpoints: Checkpoints | None,
+        safe_methods: frozenset[str],
     ) -> None:
         self.service = service
+        self.safe_methods = safe_methods
         self.trial = trial
         self.checkpoints = checkpoints
         self.directory = directory
@@ -246,7 +250,9 @@ class _Hooks:
 
     def post_worker_init(self, worker: Any) -> None:
         slot: int = getattr(worker, SLOT, 0)
-        gate = WorkerGate(worker, on_moved=self._moved_path(worker.ppid).touch)
+        gate = WorkerGate(
+            worker, on_moved=self._moved_path(worker.ppid).touch, safe_methods=self.safe_methods
+        )
         setattr(worker, _GATE, gate)
         gate.install()
         if self._moved_path(worker.ppid).exists():
@@ -466,6 +472,7 @@ def server_hooks(
     retire_old_master: bool = True,
     trial: Trial | None = None,
     checkpoints: StoreSpec | Checkpoints | None = None,
+    safe_methods: Iterable[str] = SAFE_METHODS,
 ) -> dict[str, Callable[..., None]]:
     """gunicorn server hooks that move ``service``'s state to the next generation.
 
@@ -496,6 +503,12 @@ def server_hooks(
             checkpoints from once it owns its state until it exits; a worker forked
             again for a slot (after a crash, ``kill -9``, a timeout, ``max_requests``
             or ``HUP``) restores the slot's latest checkpoint before it serves.
+        safe_methods: the methods that never change the state: they are served
+            during a handoff's pause, beside the export, and every other request is
+            held. A gthread worker runs requests in threads: if a read changes the
+            state (an LRU cache's order, as the reference cache's ``get``), give
+            ``()``, or the export may see a key the read has taken out and not yet
+            put back, and the successor would lack it.
 
     Raises:
         ConfigurationError: an argument is of the wrong kind.
@@ -508,6 +521,7 @@ def server_hooks(
         raise ConfigurationError("service", f"expected 'module:attribute', got {service!r}")
     checked(trial)  # a clear error now, not in each worker
     kept = checkpoints_of(checkpoints)
+    safe = safe_methods_of(safe_methods)
     if timeouts is not None and not isinstance(timeouts, HandoffTimeouts):
         raise ConfigurationError(
             "timeouts", f"must be a HandoffTimeouts, not {type(timeouts).__name__}"
@@ -520,6 +534,7 @@ def server_hooks(
         retire_old_master=retire_old_master,
         trial=trial,
         checkpoints=kept,
+        safe_methods=safe,
     )
     return {
         "when_ready": hooks.when_ready,

@@ -26,10 +26,11 @@ import pytest
 from cli_helpers import run
 from gunicorn.config import Config  # type: ignore[import-untyped]
 from integrations.loadclient import Tally, ask, load, lost_writes, read_value, wait_for_requests
+from integrations.torn_reads import service_with
 
 from statemigrate import ConfigurationError
-from statemigrate.handoff import HandoffTimeouts, read_trial
-from statemigrate.integrations.gunicorn import Trial, WorkerGate, server_hooks
+from statemigrate.handoff import HandoffTimeouts, hand_over, read_trial, receive_handoff, take_over
+from statemigrate.integrations.gunicorn import SAFE_METHODS, Trial, WorkerGate, server_hooks
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gunicorn_cache"
 KEYS = 100
@@ -49,7 +50,15 @@ def test_the_hooks_are_settings_gunicorn_accepts() -> None:
 
 @pytest.mark.parametrize(
     ("service", "options"),
-    [("app_v1", {}), (":service", {}), ("app_v1:", {}), (42, {}), ("m:s", {"timeouts": 5})],
+    [
+        ("app_v1", {}),
+        (":service", {}),
+        ("app_v1:", {}),
+        (42, {}),
+        ("m:s", {"timeouts": 5}),
+        ("m:s", {"safe_methods": "GET"}),
+        ("m:s", {"safe_methods": ["GET", "GET /"]}),
+    ],
 )
 def test_server_hooks_refuse_what_they_cannot_use(service: Any, options: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
@@ -126,6 +135,96 @@ def test_the_pause_holds_writes_and_waits_for_those_running(worker: Worker) -> N
     gate.resume()  # the handoff failed: the write goes on locally
     holding.join()
     assert not held.must_close and not gate.moved
+
+
+def test_with_no_safe_methods_the_pause_holds_reads_too(worker: Worker) -> None:
+    gate = WorkerGate(worker, safe_methods=())
+    gate.hold(Request("GET"))  # a read running when the handoff starts
+    paused = threading.Event()
+
+    def pause() -> None:
+        gate.pause()
+        paused.set()
+
+    pausing = _in_thread(pause)
+    time.sleep(0.05)
+    assert not paused.is_set()  # pause() waits for the running read
+    gate.release()
+    pausing.join()
+    held = Request("HEAD")
+    holding = _in_thread(lambda: gate.hold(held))
+    time.sleep(0.05)
+    assert holding.is_alive()
+    gate.resume()
+    holding.join()
+    assert not held.must_close
+
+
+@pytest.mark.parametrize("precopy", ["fork", False])
+@pytest.mark.parametrize(("safe_methods", "held"), [(SAFE_METHODS, False), ((), True)])
+def test_a_read_that_moves_a_key_loses_it_unless_the_pause_holds_reads(
+    worker: Worker, precopy: Any, safe_methods: frozenset[str], held: bool
+) -> None:
+    """A gthread worker reads the reference cache in one thread while the handoff runs
+    in another; the read takes its key out and puts it back (an LRU's move to the end),
+    and stops in between. Served during the pause (GET a safe method), it leaves the
+    key out of what the successor gets; with ``safe_methods=()`` the pause waits for
+    it, and the key moves with the state."""
+    service, cache, entries = service_with({"a": "1", "b": "2"})
+    gate = WorkerGate(worker, safe_methods=safe_methods)
+    entries.stop_next_pop()
+
+    def read() -> None:
+        gate.hold(Request("GET"))
+        try:
+            assert cache.get("a") == "1"
+        finally:
+            gate.release()
+
+    class Control:
+        def pause(self) -> None:
+            if held:
+                entries.go_on.set()  # the pause must wait for the read to end
+            gate.pause()
+
+        def resume(self) -> None:
+            gate.resume()
+
+        def stop_accepting(self) -> None:
+            gate.stop_accepting()
+
+    reader = _in_thread(read)
+    assert entries.taken.wait(DEADLINE)
+    old, new = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    handing = _in_thread(
+        lambda: hand_over(service, old, listeners={}, control=Control(), precopy=precopy)
+    )
+    successor, successor_cache, _ = service_with({})
+    try:
+        with sigterm_caught() as caught:
+            with receive_handoff(new, expect=()) as inheritance:
+                take_over(successor, inheritance)
+            handing.join(DEADLINE)
+    finally:
+        entries.go_on.set()
+        reader.join(DEADLINE)
+        old.close()
+        new.close()
+    assert caught == [signal.SIGTERM] and gate.moved
+    assert set(successor_cache.entries) == ({"a", "b"} if held else {"b"})
+
+
+def test_the_example_holds_its_cache_reads_during_the_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The example's reads move the entry they read to the end of the cache, in a
+    gthread worker's threads: its hooks hold them during the pause."""
+    monkeypatch.setenv("CACHE_RELEASE_FILE", str(EXAMPLE / "RELEASE"))
+    path = EXAMPLE / "gunicorn.conf.py"
+    config: dict[str, Any] = {"__file__": str(path)}
+    exec(compile(path.read_text(), str(path), "exec"), config)
+    assert config["worker_class"] == "gthread"
+    assert config["pre_request"].__self__.safe_methods == frozenset()
 
 
 def test_once_moved_the_worker_accepts_nothing_and_stops(worker: Worker) -> None:

@@ -1,0 +1,136 @@
+"""What the asyncio adapters hold during a handoff's pause: ``safe_methods`` checked, and
+a read that changes the state, run in a thread beside an export on the loop, torn
+apart by the export unless the pause holds it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, cast
+
+import pytest
+from aiohttp import web
+from integrations.torn_reads import DEADLINE, StoppingEntries, restored_keys, service_with
+
+import statemigrate as sm
+from statemigrate import ConfigurationError
+from statemigrate.integrations import aiohttp, asgi
+from statemigrate.integrations._gate import SAFE_METHODS, safe_methods_of
+
+
+def test_safe_methods_are_kept_as_given() -> None:
+    assert safe_methods_of(()) == frozenset()
+    assert safe_methods_of(["GET", "PROPFIND", "VERSION-CONTROL"]) == {
+        "GET", "PROPFIND", "VERSION-CONTROL",
+    }  # fmt: skip
+    assert safe_methods_of(SAFE_METHODS) == {"GET", "HEAD", "OPTIONS"}
+
+
+@pytest.mark.parametrize("methods", ["GET", b"GET", 3, ["GET", ""], ["GET HEAD"], [None]])
+def test_safe_methods_that_are_not_method_names_are_refused(methods: Any) -> None:
+    with pytest.raises(ConfigurationError, match="safe_methods"):
+        safe_methods_of(methods)
+
+
+def test_each_asyncio_adapter_checks_its_safe_methods() -> None:
+    service = sm.Service("gate")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None: ...
+
+    def served(listener: object) -> None:
+        raise AssertionError("served with safe_methods='GET'")
+
+    with pytest.raises(ConfigurationError, match="safe_methods"):
+        aiohttp.HotRestart(safe_methods="GET")
+    with pytest.raises(ConfigurationError, match="safe_methods"):
+        aiohttp.run_app(
+            web.Application(), service, port=0, on_serving=served, safe_methods="GET"
+        )
+    with pytest.raises(ConfigurationError, match="safe_methods"):
+        asgi.HotRestart(app, service, safe_methods="GET")
+
+
+# -- a read in a thread, stopped halfway through its move --------------------------------
+
+class Adapter:
+    """One asyncio adapter's switch, serving a GET and pausing as a handoff does."""
+
+    def __init__(self, kind: str, service: sm.Service, safe_methods: Any) -> None:
+        self.kind = kind
+        self.read: Callable[[], str | None] = lambda: None
+        if kind == "aiohttp":
+            self.hot: Any = aiohttp.HotRestart(safe_methods=safe_methods)
+        else:
+            self.hot = asgi.HotRestart(self._asgi_app, service, safe_methods=safe_methods)
+
+    async def _asgi_app(self, scope: Any, receive: Any, send: Any) -> None:
+        # A framework's sync endpoint: run in a thread, off the loop.
+        await asyncio.to_thread(self.read)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def get(self) -> None:
+        if self.kind == "aiohttp":
+
+            async def handler(request: web.Request) -> web.StreamResponse:
+                await asyncio.to_thread(self.read)
+                return web.Response()
+
+            request = cast(web.Request, type("Request", (), {"method": "GET"})())
+            await self.hot.middleware(request, handler)
+        else:
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message: Any) -> None: ...
+
+            scope = {"type": "http", "method": "GET", "path": "/cache/a", "headers": []}
+            await self.hot(scope, receive, send)
+
+
+async def _settle() -> None:
+    """Let the loop run every callback that is ready."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def _export_during_a_stopped_read(
+    adapter: Adapter, service: sm.Service, entries: StoppingEntries, read: Callable[[], Any]
+) -> tuple[bool, bytes]:
+    """Stop a GET's read halfway, pause, and export in the pause, inline on the loop as
+    ``hand_over_async`` does; whether the pause waited for the read, and the export."""
+    adapter.read = read
+    entries.stop_next_pop()
+    reading = asyncio.ensure_future(adapter.get())
+    assert await asyncio.to_thread(entries.taken.wait, DEADLINE)
+    pausing = asyncio.ensure_future(adapter.hot.pause())
+    await _settle()
+    waited = not pausing.done()
+    if waited:
+        entries.go_on.set()  # the pause waits for the read in flight: let it end
+    await pausing
+    exported = service.snapshot()[0].to_bytes()
+    entries.go_on.set()
+    await reading
+    await adapter.hot.resume()
+    return waited, exported
+
+
+@pytest.mark.parametrize("kind", ["aiohttp", "asgi"])
+@pytest.mark.parametrize(("safe_methods", "held"), [(SAFE_METHODS, False), ((), True)])
+def test_a_read_in_a_thread_that_moves_a_key_loses_it_unless_the_pause_holds_reads(
+    kind: str, safe_methods: Any, held: bool
+) -> None:
+    """A handler reads the reference cache in a thread while the export runs on the
+    loop; the read takes its key out and puts it back (an LRU's move to the end), and
+    stops in between. Served during the pause (GET a safe method), it leaves the key
+    out of the export; with ``safe_methods=()`` the pause waits for it, and the export
+    has every key."""
+    service, cache, entries = service_with({"a": "1", "b": "2"})
+    adapter = Adapter(kind, service, safe_methods)
+    waited, exported = asyncio.run(
+        _export_during_a_stopped_read(adapter, service, entries, lambda: cache.get("a"))
+    )
+    assert waited == held
+    assert restored_keys(exported) == ({"a", "b"} if held else {"b"})
