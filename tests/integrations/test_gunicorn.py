@@ -112,10 +112,18 @@ def _in_thread(target: Callable[[], object]) -> threading.Thread:
     return thread
 
 
-def test_the_pause_holds_writes_and_waits_for_those_running(worker: Worker) -> None:
-    gate = WorkerGate(worker)
-    running = Request("PUT")
-    gate.hold(running)  # a write already running when the handoff starts
+@pytest.mark.parametrize(
+    ("safe_methods", "running", "held", "served"),
+    [
+        (SAFE_METHODS, "PUT", "POST", "GET"),  # reads go on during the pause
+        ((), "GET", "HEAD", None),  # no method is safe: reads are held too
+    ],
+)
+def test_the_pause_holds_what_may_change_the_state_and_waits_for_it_running(
+    worker: Worker, safe_methods: Any, running: str, held: str, served: str | None
+) -> None:
+    gate = WorkerGate(worker, safe_methods=safe_methods)
+    gate.hold(Request(running))  # running when the handoff starts
     paused = threading.Event()
 
     def pause() -> None:
@@ -124,40 +132,18 @@ def test_the_pause_holds_writes_and_waits_for_those_running(worker: Worker) -> N
 
     pausing = _in_thread(pause)
     time.sleep(0.05)
-    assert not paused.is_set()  # pause() waits for the running write
+    assert not paused.is_set()  # pause() waits for the running request
     gate.release()
     pausing.join()
-    held = Request("POST")
-    holding = _in_thread(lambda: gate.hold(held))
-    gate.hold(Request("GET"))  # reads go on during the pause
+    waiting = Request(held)
+    holding = _in_thread(lambda: gate.hold(waiting))
+    if served is not None:
+        gate.hold(Request(served))
     time.sleep(0.05)
     assert holding.is_alive()
-    gate.resume()  # the handoff failed: the write goes on locally
+    gate.resume()  # the handoff failed: the held request goes on locally
     holding.join()
-    assert not held.must_close and not gate.moved
-
-
-def test_with_no_safe_methods_the_pause_holds_reads_too(worker: Worker) -> None:
-    gate = WorkerGate(worker, safe_methods=())
-    gate.hold(Request("GET"))  # a read running when the handoff starts
-    paused = threading.Event()
-
-    def pause() -> None:
-        gate.pause()
-        paused.set()
-
-    pausing = _in_thread(pause)
-    time.sleep(0.05)
-    assert not paused.is_set()  # pause() waits for the running read
-    gate.release()
-    pausing.join()
-    held = Request("HEAD")
-    holding = _in_thread(lambda: gate.hold(held))
-    time.sleep(0.05)
-    assert holding.is_alive()
-    gate.resume()
-    holding.join()
-    assert not held.must_close
+    assert not waiting.must_close and not gate.moved
 
 
 @pytest.mark.parametrize("precopy", ["fork", False])
