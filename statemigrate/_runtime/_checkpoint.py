@@ -64,6 +64,7 @@ __all__ = [
     "ExportMode",
     "Pausable",
     "Quiesce",
+    "check_positive_seconds",
     "retry_delay",
 ]
 
@@ -153,6 +154,16 @@ def _summaries_quiet() -> Iterator[None]:
 async def _async_summaries_quiet() -> AsyncIterator[None]:
     with _summaries_quiet():
         yield
+
+
+def check_positive_seconds(option: str, value: object) -> None:
+    """Refuse ``value`` for ``option`` unless it is a positive number (not a bool).
+
+    Raises:
+        ConfigurationError: it is not.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigurationError(option, f"must be a positive number of seconds, not {value!r}")
 
 
 def retry_delay(every: float, failures: int, max_backoff: float) -> float:
@@ -327,10 +338,7 @@ class Checkpointer:
             ("max_delta_ratio", max_delta_ratio),
             ("export_timeout", export_timeout),
         ):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ConfigurationError(
-                    option, f"must be a positive number of seconds, not {value!r}"
-                )
+            check_positive_seconds(option, value)
         if (
             isinstance(max_deltas, bool)
             or not isinstance(max_deltas, int)

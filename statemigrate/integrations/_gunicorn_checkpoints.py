@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from statemigrate._errors import ConfigurationError, RestoreError, StateMigrateError
-from statemigrate._runtime._checkpoint import Checkpointer, Quiesce
+from statemigrate._runtime._checkpoint import Checkpointer, Quiesce, check_positive_seconds
 from statemigrate._runtime._service import Service
 from statemigrate.stores import Store
 
@@ -83,11 +83,7 @@ class Checkpoints:
                 "checkpoints",
                 f"must be a store or a function slot -> store, not {type(self.store).__name__}",
             )
-        every = self.every
-        if isinstance(every, bool) or not isinstance(every, int | float) or not every > 0:
-            raise ConfigurationError(
-                "every", f"must be a positive number of seconds, not {every!r}"
-            )
+        check_positive_seconds("every", self.every)  # in the master, before any worker
 
     @property
     def shared(self) -> bool:
