@@ -555,13 +555,20 @@ class Checkpointer:
                 held = time.perf_counter()
                 mark = changes() if changes is not None else _NOTHING
                 if self.incremental and self._chain_off is None:
-                    tracked = changes is None and not force
-                    if tracked and self._piece_mark() == self._committed_mark:
-                        self._unchanged()
-                        return None
+                    # The digest of the fields beside the records exports them: taken
+                    # once, before the piece (which does not change them) if a chain
+                    # may have this state already, else after it.
+                    digest = None
+                    if changes is None and not force and self._chain:
+                        digest = self._others_digest()
+                        if self._piece_mark(digest) == self._committed_mark:
+                            self._unchanged()
+                            return None
                     taken = self._take_piece()
                     if changes is None:
-                        mark = self._piece_mark(taken=True)
+                        if digest is None:
+                            digest = self._others_digest()
+                        mark = self._piece_mark(digest)
                 else:
                     taken = self._take_full()
             pause = time.perf_counter() - held
@@ -578,19 +585,24 @@ class Checkpointer:
         logger.debug("checkpoint of %s skipped: %s", self.service.name, UNCHANGED)
         emit(LAST_SNAPSHOT_TIMESTAMP, time.time(), self.service.name)
 
-    def _piece_mark(self, *, taken: bool = False) -> object:
-        """What an incremental chain knows of the state, with the writers held: the
-        last piece, and a digest of the fields beside the records; equal to the mark of
-        the piece last committed when nothing changed since (a chain due to be
-        compacted included: nothing is written, so it does not grow). Nothing is known
-        (a new object each time) while records are pending, or before a piece is taken
-        when there is no chain."""
+    def _others_digest(self) -> bytes | None:
+        """The digest of the chain's fields beside the records, with the writers held;
+        ``None`` while records are pending (or with no chain source), when the state is
+        known to differ from every piece's."""
         source = self._source
         if source is None or not source.deltas_possible or source.pending():
+            return None
+        return source.others()
+
+    def _piece_mark(self, digest: bytes | None) -> object:
+        """What an incremental chain knows of the state: the last piece and ``digest``
+        (:meth:`_others_digest`); equal to the mark of the piece last committed when
+        nothing changed since (a chain due to be compacted included: nothing is
+        written, so it does not grow). Nothing is known (a new object each time)
+        without a digest."""
+        if digest is None or self._source is None:
             return object()
-        if not taken and not self._chain:
-            return object()
-        return (source.base, source.others())
+        return (self._source.base, digest)
 
     def _take_full(self) -> _Snapshot | _Forking:
         """A full snapshot, with the writers held: encoded here, or forked."""
