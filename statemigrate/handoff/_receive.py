@@ -166,8 +166,7 @@ class Inheritance:
         self.predecessor_died = False
         # Why the snapshot after pre-copy rounds is a full one, as the old process said.
         self.fallback = ""
-        self._rounds = 0  # pre-copy pieces applied so far
-        self._kinds: list[PieceKind] = []  # their kinds, in order
+        self._kinds: list[PieceKind] = []  # the pre-copy pieces applied so far, by kind
         self.pause_seconds = 0.0
         self.pause_told = False
         # For the pause: when this process last sent a message before the snapshot
@@ -293,17 +292,16 @@ class Inheritance:
 
     def _apply(self, got: tuple[Piece, memoryview], on_piece: ApplyPiece) -> None:
         piece, view = got
-        if piece.round != self._rounds:
+        if piece.round != len(self._kinds):
             view.release()
             raise HandoffError(
                 "receive",
-                f"protocol error: PIECE of round {piece.round}, round {self._rounds} expected",
+                f"protocol error: PIECE of round {piece.round}, round {len(self._kinds)} expected",
             )
         try:
             applied = on_piece(piece, view)
         finally:
             view.release()
-        self._rounds += 1
         self._kinds.append(piece.kind)
         self._channel.send(applied, stage="receive")
         self._sent_at = time.monotonic()
