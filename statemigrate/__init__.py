@@ -39,6 +39,7 @@ from statemigrate._errors import (
     ValidationError,
 )
 from statemigrate._model._component import component_state, export_component, import_component
+from statemigrate._model._fieldchanges import FieldChanges
 from statemigrate._model._migrate import MigrationResult
 from statemigrate._model._plan import Plan, Step
 from statemigrate._model._registry import (
@@ -102,6 +103,7 @@ __all__ = [
     "DEFAULT_MAX_SNAPSHOT_SIZE",
     "DecodeLimits",
     "ExportError",
+    "FieldChanges",
     "HandoffError",
     "LockReport",
     "LossyMigrationError",

@@ -49,8 +49,20 @@ from typing import Any
 
 from statemigrate._model._coreschema import INERT, STRUCTURE_PARTS, record_fields
 from statemigrate._model._coreschema import Unsupported as _Unsupported
+from statemigrate._model._plaindata import copy_plain
 
-__all__ = ["InPlaceChecker", "compile_checker", "sole_reference_count"]
+__all__ = [
+    "DictNode",
+    "FieldNode",
+    "InPlaceChecker",
+    "Node",
+    "OptionalNode",
+    "RecordNode",
+    "compile_checker",
+    "fits_exactly",
+    "schema_tree",
+    "sole_reference_count",
+]
 
 InPlaceChecker = Callable[[list[Any]], bool]
 """Takes a one-item list holding the data; True when the data can be kept as it is."""
@@ -70,36 +82,36 @@ class _AnyValue:
 
 
 @dataclass(frozen=True)
-class _Optional:
-    inner: _Node
+class OptionalNode:
+    inner: Node
 
 
 @dataclass(frozen=True)
 class _List:
-    item: _Node
+    item: Node
 
 
 @dataclass(frozen=True)
-class _Dict:
+class DictNode:
     key: _Exact | _AnyValue
-    value: _Node
+    value: Node
 
 
 @dataclass(frozen=True)
-class _Field:
+class FieldNode:
     name: str
-    node: _Node
+    node: Node
     required: bool
 
 
 @dataclass(frozen=True)
-class _Record:
+class RecordNode:
     """A ``TypedDict``: a dict holding its fields in declaration order."""
 
-    fields: tuple[_Field, ...]
+    fields: tuple[FieldNode, ...]
 
 
-_Node = _Exact | _AnyValue | _Optional | _List | _Dict | _Record
+Node = _Exact | _AnyValue | OptionalNode | _List | DictNode | RecordNode
 
 _ANY = _AnyValue()
 _SCALARS: Mapping[str, type] = {
@@ -148,9 +160,32 @@ def compile_checker(
     return check
 
 
+def schema_tree(core_schema: Mapping[str, Any]) -> Node | None:
+    """The tree of nodes the checker of ``core_schema`` is built from, or None when the
+    checker would decline the schema. Two trees are equal when the schemas validate
+    alike (a constrained scalar equals only itself: its test is a closure)."""
+    try:
+        return _parse(core_schema, {}, frozenset())
+    except _Unsupported:
+        return None
+
+
+def fits_exactly(node: Node, value: Any) -> bool:
+    """Whether pydantic's validation of ``value`` against ``node`` returns it as it is.
+
+    The value is checked through a copy of its own, so the references the caller holds
+    do not count against it.
+    """
+    sole = sole_reference_count()
+    if sole is None:
+        return False
+    box = [copy_plain(value)]
+    return _fits(node, sole, nullable=False)(box)
+
+
 def _parse(
     schema: Mapping[str, Any], definitions: dict[str, Mapping[str, Any]], resolving: frozenset[str]
-) -> _Node:
+) -> Node:
     kind = schema.get("type")
     if not isinstance(kind, str) or kind not in _PARTS:
         raise _Unsupported(kind)
@@ -161,7 +196,7 @@ def _parse(
     if kind == "any":
         return _ANY
     if kind == "nullable":
-        return _Optional(_parse(schema["schema"], definitions, resolving))
+        return OptionalNode(_parse(schema["schema"], definitions, resolving))
     if kind == "list":
         return _List(_parse_or_any(schema.get("items_schema"), definitions, resolving))
     if kind == "dict":
@@ -169,7 +204,7 @@ def _parse(
         if not (key == _ANY or key in (_Exact(str), _Exact(int))):
             raise _Unsupported("dict key")
         assert isinstance(key, (_Exact, _AnyValue))
-        return _Dict(key, _parse_or_any(schema.get("values_schema"), definitions, resolving))
+        return DictNode(key, _parse_or_any(schema.get("values_schema"), definitions, resolving))
     if kind == "typed-dict":
         return _parse_record(schema, definitions, resolving)
     if kind == "definitions":
@@ -243,18 +278,18 @@ def _parse_or_any(
     schema: Mapping[str, Any] | None,
     definitions: dict[str, Mapping[str, Any]],
     resolving: frozenset[str],
-) -> _Node:
+) -> Node:
     return _ANY if schema is None else _parse(schema, definitions, resolving)
 
 
 def _parse_record(
     schema: Mapping[str, Any], definitions: dict[str, Mapping[str, Any]], resolving: frozenset[str]
-) -> _Record:
+) -> RecordNode:
     fields = [
-        _Field(name, _parse(field_schema, definitions, resolving), required)
+        FieldNode(name, _parse(field_schema, definitions, resolving), required)
         for name, field_schema, required in record_fields(schema)
     ]
-    return _Record(tuple(fields))
+    return RecordNode(tuple(fields))
 
 
 def sole_reference_count() -> int | None:
@@ -295,17 +330,17 @@ held by their parent only (a list or a dict's values, iterated): each check bind
 value to its loop variable and counts references there (see sole_reference_count)."""
 
 
-def _fits(node: _Node, sole: int, *, nullable: bool) -> Fits:
+def _fits(node: Node, sole: int, *, nullable: bool) -> Fits:
     """The check of values against ``node``; None passes too when ``nullable``."""
     if isinstance(node, _AnyValue):
         return _all_anything
-    if isinstance(node, _Optional):
+    if isinstance(node, OptionalNode):
         return _fits(node.inner, sole, nullable=True)
     if isinstance(node, _Exact):
         return _exact_fits(node, nullable)
     if isinstance(node, _List):
         return _list_fits(node, sole, nullable)
-    if isinstance(node, _Dict):
+    if isinstance(node, DictNode):
         return _dict_fits(node, sole, nullable)
     if all(field.required for field in node.fields):
         return _required_record_fits(node, sole, nullable)
@@ -342,7 +377,7 @@ def _list_fits(node: _List, sole: int, nullable: bool) -> Fits:
     return _container_fits(list, _fits(node.item, sole, nullable=False), sole, nullable)
 
 
-def _dict_fits(node: _Dict, sole: int, nullable: bool) -> Fits:
+def _dict_fits(node: DictNode, sole: int, nullable: bool) -> Fits:
     keys_fit = _fits(node.key, sole, nullable=False)
     values_fit = _fits(node.value, sole, nullable=False)
 
@@ -372,7 +407,7 @@ def _container_fits(
     return all_fit
 
 
-def _required_record_fits(record: _Record, sole: int, nullable: bool) -> Fits:
+def _required_record_fits(record: RecordNode, sole: int, nullable: bool) -> Fits:
     """The check of the common record, whose fields are all required.
 
     Plain loops over the fields: on CPython 3.11 they beat building tuples of types in
@@ -389,7 +424,7 @@ def _required_record_fits(record: _Record, sole: int, nullable: bool) -> Fits:
     nested: list[tuple[Callable[[Any], Any], Fits]] = []
     for field in record.fields:
         node = field.node
-        scalar = node.inner if isinstance(node, _Optional) else node
+        scalar = node.inner if isinstance(node, OptionalNode) else node
         item = _exact_type(node.item) if isinstance(node, _List) else None
         if isinstance(scalar, _Exact) and scalar.test is None:
             (optional_scalars if scalar is not node else scalars).append((field.name, scalar.type))
@@ -439,7 +474,7 @@ def _required_record_fits(record: _Record, sole: int, nullable: bool) -> Fits:
     return all_fit
 
 
-def _record_fits(record: _Record, sole: int, nullable: bool) -> Fits:
+def _record_fits(record: RecordNode, sole: int, nullable: bool) -> Fits:
     """The check of a record with fields that may be absent, one field at a time."""
     names = tuple(field.name for field in record.fields)
     keys_fit = _keys_fit(names, frozenset(f.name for f in record.fields if f.required))
@@ -460,10 +495,10 @@ def _record_fits(record: _Record, sole: int, nullable: bool) -> Fits:
     return _container_fits(dict, contents_fit, sole, nullable)
 
 
-def _exact_type(node: _Node) -> tuple[type, bool] | None:
+def _exact_type(node: Node) -> tuple[type, bool] | None:
     """The type every non-None value of ``node`` has exactly, and whether None is
     allowed too; None when ``node`` is not a scalar or its values have a test."""
-    inner = node.inner if isinstance(node, _Optional) else node
+    inner = node.inner if isinstance(node, OptionalNode) else node
     if isinstance(inner, _Exact) and inner.test is None:
         return inner.type, inner is not node
     return None

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from statemigrate._errors import LossyMigrationError, NoMigrationPathError, RegistrationError
+from statemigrate._model._fieldchanges import FieldChanges
 
 __all__ = [
     "MAX_VERSION",
@@ -184,10 +185,13 @@ class Step:
                 f"record step {self} needs a dict under field {self.records!r}, found"
                 f" {type(records).__name__}"
             )
-        func: RecordFunc = self.func
-        for key, value in records.items():
-            # Replacing the value of a key already there is allowed while iterating.
-            records[key] = func(key, value)
+        if isinstance(self.func, FieldChanges):
+            self.func.apply_each(records)
+        else:
+            func: RecordFunc = self.func
+            for key, value in records.items():
+                # Replacing the value of a key already there is allowed while iterating.
+                records[key] = func(key, value)
         if self.other_fields is not None:
             others = self.other_fields({k: v for k, v in data.items() if k != self.records})
             if type(others) is not dict or self.records in others:

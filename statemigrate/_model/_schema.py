@@ -43,7 +43,7 @@ from statemigrate._model._export import (
     SchemaNotExportable,
     compile_exporter,
 )
-from statemigrate._model._inplace import InPlaceChecker, compile_checker
+from statemigrate._model._inplace import InPlaceChecker, Node, compile_checker, schema_tree
 from statemigrate._model._plan import check_component, check_version
 from statemigrate._model._typed import TypedForm, compile_typed_form
 
@@ -102,6 +102,8 @@ class SchemaVersion:
         typed: the schema as a msgspec type, which decodes a section straight into
             what :meth:`validate` returns, or None when msgspec cannot state the schema
             exactly (see ``statemigrate._model._typed``).
+        tree: the schema as the in-place checker reads it, or None when it declines
+            it; field changes are proven on it (see ``statemigrate._model._fieldchanges``).
     """
 
     component: str
@@ -116,6 +118,7 @@ class SchemaVersion:
     exporter: Exporter | None = field(default=None, repr=False, compare=False)
     allows_extra: bool = False
     typed: TypedForm | None = field(default=None, repr=False, compare=False)
+    tree: Node | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def create(cls, component: str, version: int, type_: object) -> SchemaVersion:
@@ -181,6 +184,7 @@ class SchemaVersion:
             exporter=exporter,
             allows_extra=_allows_extra(adapter.core_schema),
             typed=compile_typed_form(adapter.core_schema),
+            tree=schema_tree(adapter.core_schema),
         )
 
     def validate(self, data: object) -> Any:

@@ -48,12 +48,14 @@ from statemigrate._model._component import (
     importable_state,
     plain_state,
 )
-from statemigrate._model._migrate import raised_by_user_code
+from statemigrate._model._fieldchanges import plan_proven
+from statemigrate._model._migrate import raised_by_user_code, run_plan
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
 from statemigrate._snapshot._codec import pack_data, unpack_typed
 from statemigrate._snapshot._format import Snapshot
 
 if TYPE_CHECKING:
+    from statemigrate._model._plan import Plan
     from statemigrate._model._registry import Registry
     from statemigrate._model._typed import TypedForm
 
@@ -92,7 +94,10 @@ class _Staged:
     data: Any
     report: ComponentRestore | None = None
     validated: bool = False
-    """Whether ``data`` is already the validated state (decoded straight into it)."""
+    """Whether ``data`` is already the validated state (decoded straight into it), or
+    becomes it through :attr:`proven`."""
+    proven: Plan | None = None
+    """Field changes proven to lead from the decoded section to the validated state."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds the migration pipeline spent per phase on this section."""
 
@@ -189,7 +194,7 @@ def run_restore(
     tell = _Progress(snapshot, staged, progress)
     with _gc_paused():
         for item in staged:
-            _decode(snapshot, item)
+            _decode(snapshot, item, allow_lossy=allow_lossy)
             tell.done(item)
         clock.lap("decode")
         for item in staged:
@@ -259,9 +264,10 @@ def _match(
     return staged, unknown, missing
 
 
-def _decode(snapshot: Snapshot, item: _Staged) -> None:
+def _decode(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
     section = snapshot.header.sections[item.index]
-    form = _typed_form(item.entry, section.version, section.fingerprint)
+    item.proven = _proven_plan(item.entry, section.version, allow_lossy)
+    form = _typed_form(item.entry, section.version, section.fingerprint, item.proven)
     try:
         if form is None:
             item.data = snapshot.read_section(item.index)
@@ -272,10 +278,26 @@ def _decode(snapshot: Snapshot, item: _Staged) -> None:
         raise RestoreError("decode", str(exc), component=item.entry.key) from exc
 
 
-def _typed_form(entry: Registered, version: int, fingerprint: str) -> TypedForm | None:
-    """The typed form to decode a section into: its component's schema's, when the
-    section needs no step and was written by that very schema; else None."""
-    if version != entry.spec.version:
+def _proven_plan(entry: Registered, version: int, allow_lossy: bool) -> Plan | None:
+    """The plan from ``version`` when it is made of proven field changes only, else None
+    (the pipeline then plans again, and reports what is wrong with the plan)."""
+    if version == entry.spec.version:
+        return None
+    registry = entry.registry
+    try:
+        plan = registry.plan(entry.component, version, entry.spec.version, allow_lossy=allow_lossy)
+    except StateMigrateError:
+        return None
+    return plan if plan_proven(plan, registry.schema_for) else None
+
+
+def _typed_form(
+    entry: Registered, version: int, fingerprint: str, proven: Plan | None
+) -> TypedForm | None:
+    """The typed form to decode a section into: its version's schema's, when the
+    section was written by that very schema and needs no step, or proven steps only;
+    else None."""
+    if version != entry.spec.version and proven is None:
         return None  # steps run on plain data; the target schema validates their output
     try:
         schema = entry.registry.schema_for(entry.component, version)
@@ -302,19 +324,24 @@ def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
         fingerprint_matches = False
         logger.debug(
             "%s: this code has no schema for the snapshot's version %d; its steps read it",
-            entry.key, section.version,
+            entry.key,
+            section.version,
         )
     else:
         fingerprint_matches = source_schema.fingerprint == section.fingerprint
         if not fingerprint_matches:
             logger.warning(
                 "%s: snapshot schema fingerprint for version %d differs from this code's",
-                entry.key, section.version,
+                entry.key,
+                section.version,
             )
-    if item.validated:
+    if item.validated and item.proven is not None:
+        # Decoded straight into its own schema; the proven steps keep it validated.
+        item.data, item.timings, steps = _run_proven(item, item.proven)
+    elif item.validated:
         # Decoded straight into the schema it runs: no step to run, nothing to check.
         item.timings = {"migrate": 0.0, "validate": 0.0}
-        steps: tuple[str, ...] = ()
+        steps = ()
     else:
         item.data, item.timings, steps = _run_pipeline(item, section.version, allow_lossy)
     item.report = ComponentRestore(
@@ -327,6 +354,19 @@ def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
         stored_size=section.stored_size,
         fingerprint_matches=fingerprint_matches,
     )
+
+
+def _run_proven(item: _Staged, plan: Plan) -> tuple[Any, dict[str, float], tuple[str, ...]]:
+    """The validated state of a section decoded into its own schema: the plan's steps,
+    proven to give what validation would, run with no validation after them."""
+    entry = item.entry
+    try:
+        result = run_plan(plan, item.take(), schema=None, copy=False, instance=entry.instance)
+    except MigrationStepError as exc:
+        raise RestoreError(
+            "migrate", exc.detail, component=entry.key, step=exc.step
+        ) from raised_by_user_code(exc)
+    return result.data, {"migrate": result.timings["migrate"], "validate": 0.0}, result.step_names
 
 
 def _run_pipeline(
@@ -352,9 +392,7 @@ def _run_pipeline(
     except (NoMigrationPathError, LossyMigrationError) as exc:
         raise RestoreError("migrate", str(exc), component=entry.key) from exc
     except StateMigrateError as exc:
-        raise RestoreError("validate", str(exc), component=entry.key) from raised_by_user_code(
-            exc
-        )
+        raise RestoreError("validate", str(exc), component=entry.key) from raised_by_user_code(exc)
     return result.state, result.timings, result.step_names
 
 
@@ -388,7 +426,9 @@ def _take_before(item: _Staged) -> _Before:
         logger.log(
             level,
             "%s: current state has no plain export (%s: %s); its rollback is not checked",
-            entry.key, type(exc).__name__, exc,
+            entry.key,
+            type(exc).__name__,
+            exc,
         )
         digest = None
     return _Before(state, digest)
