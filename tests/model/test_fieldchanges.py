@@ -355,3 +355,58 @@ def test_the_restore_report_names_the_changes_it_ran() -> None:
     restored, report = _restore(registry, state)
     assert report.components[0].steps == ("c 1 -> 2 (rename name->title)",)
     assert restored["entries"]["k"] == {"id": 1, "title": "n", "tags": []}
+
+
+class CountV1(TypedDict):
+    n: int
+
+
+class CountV2(TypedDict):
+    n: int
+    hits: int
+
+
+class CacheStateV1(TypedDict):
+    entries: dict[str, CountV1]
+
+
+class CacheStateV2(TypedDict):
+    entries: dict[str, CountV2]
+
+
+def test_field_changes_migrate_the_deltas_of_a_pre_copy() -> None:
+    """A pre-copy from v1 to v2: round 0 and the deltas after it all go through the
+    field changes, so the successor holds every record with its added field."""
+    registry = Registry()
+    registry.add_schema("cache", 1, CacheStateV1)
+    registry.add_schema("cache", 2, CacheStateV2)
+    registry.add_migration("cache", 1, 2, FieldChanges(add={"hits": 0}), records="entries")
+    registry.add_migration(
+        "cache", 2, 1, FieldChanges(drop=["hits"]), records="entries", lossy=True
+    )
+
+    class Cache:
+        def __init__(self) -> None:
+            self.entries: sm.TrackedDict[str, Any] = sm.TrackedDict()
+
+    @registry.migratable("cache", version=1)
+    class Old(Cache):
+        pass
+
+    @registry.migratable("cache", version=2)
+    class New(Cache):
+        pass
+
+    source, target = sm.Service("svc", registry=registry), sm.Service("svc", registry=registry)
+    old, new = source.register(Old()), target.register(New())
+    old.entries.update({"a": {"n": 1}, "b": {"n": 2}})
+    with source.precopy_source() as pieces:
+        pieces.start()
+        report = target.restore(pieces.full().to_bytes())
+        assert report.components[0].steps == ("cache 1 -> 2 (add hits)",)
+        old.entries["c"] = {"n": 3}
+        old.entries["a"] = {"n": 10}
+        del old.entries["b"]
+        report = target.restore(pieces.delta().to_bytes())
+        assert report.delta and report.records == 3
+    assert dict(new.entries) == {"a": {"n": 10, "hits": 0}, "c": {"n": 3, "hits": 0}}
