@@ -93,7 +93,9 @@ def scan_migrations(directory: str | os.PathLike[str]) -> list[DeclaredStep]:
     Reads the same files :meth:`~statemigrate.Registry.load_migrations` imports (``*.py``
     directly in the directory, not starting with ``_``) and parses them, without running
     anything, for ``@migration(component, source, target)`` decorators (under any
-    prefix, e.g. ``sm.migration``) and ``add_migration(component, source, target, ...)``
+    prefix, e.g. ``sm.migration``), the same decorator called on a step that is not a
+    function (``migration(...)(FieldChanges(...))``) and
+    ``add_migration(component, source, target, ...)``
     calls whose first three arguments are literals. Declarations computed at run time
     are not seen. Files that do not parse are skipped: loading them reports the error.
     """
@@ -120,6 +122,15 @@ def _declared_in(tree: ast.AST, path: Path) -> Iterable[DeclaredStep]:
                     edge = _literal_edge(decorator)
                     if edge is not None:
                         yield DeclaredStep(*edge, node.name, path, decorator.lineno)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Call)
+            and _called_name(node.func) == "migration"
+        ):  # the decorator called on a step that is not a def: migration(...)(FieldChanges(...))
+            edge = _literal_edge(node.func)
+            if edge is not None:
+                name = ast.unparse(node.args[0]) if node.args else "step"
+                yield DeclaredStep(*edge, name, path, node.lineno)
         elif isinstance(node, ast.Call) and _called_name(node) == "add_migration":
             edge = _literal_edge(node)
             if edge is not None:

@@ -213,16 +213,29 @@ def render_migration(
         ]
     if todos:
         lines += ["", "Not finished: the steps raise NotImplementedError until every TODO is done."]
-    lines += ['"""', "", "from __future__ import annotations", "", "from typing import Any", ""]
-    lines += ["from statemigrate import migration", "", ""]
-    for ends, (main, others) in (((source, target), steps["upgrade"]),
-                                 ((target, source), steps["downgrade"])):
+    declared = {
+        direction: _field_changes(direction, inside, records)
+        for direction in ("upgrade", "downgrade")
+    }
+    lines += ['"""', "", "from __future__ import annotations", ""]
+    if beside or not all(declared.values()):  # a step written as a function
+        lines += ["from typing import Any", ""]
+    imported = "FieldChanges, migration" if any(declared.values()) else "migration"
+    lines += [f"from statemigrate import {imported}", ""]
+    if not (declared["upgrade"] is not None and not beside):
+        lines.append("")  # two blank lines before a def, one before an assignment
+    for ends, direction in (((source, target), "upgrade"), ((target, source), "downgrade")):
+        main, others = steps[direction]
         if ends[0] != source:
             lines += ["", ""]
         shape = _Shape(component, *ends, filename, records)
         if others is not None:
             lines += _others_function(shape, others) + ["", ""]
-        lines += _step_function(shape, main, others)
+        field_changes = declared[direction]
+        if field_changes is not None:
+            lines += _field_changes_step(shape, field_changes, main, others)
+        else:
+            lines += _step_function(shape, main, others)
     if any("_objects(" in line for line in lines):  # a step reaches objects below its argument
         lines += ["", ""] + _OBJECTS_HELPER.splitlines()
     code = "\n".join(lines) + "\n"
@@ -291,6 +304,69 @@ def _step_function(shape: _Shape, step: _Step, others: _Step | None) -> list[str
     return lines + _body(shape, step, variable)
 
 
+def _field_changes(
+    direction: Literal["upgrade", "downgrade"], changes: Sequence[Change], records: str | None
+) -> tuple[str, list[str]] | None:
+    """The ``FieldChanges(...)`` that makes ``changes`` in one step, with comments on
+    what it leaves alone; None when one of them needs code (a field with nothing to fill
+    it, a change below the step's own record, a note or a TODO)."""
+    up = direction == "upgrade"
+    depth = 0 if records is None else 2  # the parent path the step's argument stands for
+    add: list[str] = []
+    rename: list[str] = []
+    drop: list[str] = []
+    comments: list[str] = []
+    for change in changes:
+        parent = change.new_parent if up else change.old_parent
+        if len(parent) != depth or change.kind == "note":
+            return None
+        if change.kind == "todo":
+            if direction in change.directions:
+                return None
+        elif change.kind == "renamed":
+            old, new = (change.old_name, change.name) if up else (change.name, change.old_name)
+            rename.append(f"{_text(old)}: {_text(new)}")
+        elif (change.kind == "added") == up:  # a field this step must supply
+            if change.has_default:
+                add.append(f"{_text(change.name)}: {_literal(change.default)}")
+            elif change.required:
+                return None
+            else:
+                left = "is optional and has no default: left absent"
+                comments.append(f"# {_text(change.name)} {left}")
+        else:
+            drop.append(_text(change.name))
+    parts = []
+    if rename:
+        parts.append("rename={" + ", ".join(rename) + "}")
+    if drop:
+        parts.append("drop=[" + ", ".join(drop) + "]")
+    if add:
+        parts.append("add={" + ", ".join(add) + "}")
+    return (f"FieldChanges({', '.join(parts)})", comments) if parts else None
+
+
+def _field_changes_step(
+    shape: _Shape, declared: tuple[str, list[str]], step: _Step, others: _Step | None
+) -> list[str]:
+    """A step written as field changes: registered by calling the decorator on them."""
+    lost = [*step.lost, *(others.lost if others is not None else ())]
+    keywords = []
+    if shape.records is not None:
+        keywords.append(f"records={_text(shape.records)}")
+    if others is not None:
+        keywords.append(f"other_fields=_{shape.name}_other_fields")
+    where = (
+        f"each record of {_text(shape.records)}" if shape.records is not None else "the data"
+    )
+    expression, comments = declared
+    lines = [f"# {shape.verb} {where} from version {shape.source} to {shape.target}.", *comments]
+    if lost:
+        lines.append(f"# Declared lossy: version {shape.target} has no place for what is dropped.")
+    call = _decorator(shape, lost, keywords, prefix=f"{shape.name} = ", then="(")
+    return lines + [call, f"    {_long(expression, 4)}", ")"]
+
+
 def _others_function(shape: _Shape, step: _Step) -> list[str]:
     lines = [
         f"def _{shape.name}_other_fields(data: Any) -> Any:",
@@ -300,18 +376,22 @@ def _others_function(shape: _Shape, step: _Step) -> list[str]:
     return lines + _body(replace(shape, records=None), step, "data")
 
 
-def _decorator(shape: _Shape, lost: list[str], keywords: list[str]) -> str:
-    head = f"@migration({_text(shape.component)}, {shape.source}, {shape.target}"
+def _decorator(
+    shape: _Shape, lost: list[str], keywords: list[str], prefix: str = "@", then: str = ""
+) -> str:
+    """``@migration(...)``, on several lines when long; ``prefix`` starts the first line
+    and ``then`` follows the last."""
+    head = f"{prefix}migration({_text(shape.component)}, {shape.source}, {shape.target}"
     names = ", ".join(_text(name) for name in lost)
     lossy = [f"lossy=({names},)" if len(lost) == 1 else f"lossy=({names})"] if lost else []
-    decorator = ", ".join([head, *lossy, *keywords]) + ")"
+    decorator = ", ".join([head, *lossy, *keywords]) + ")" + then
     if len(decorator) <= _LIMIT:
         return decorator
     lines = [f"{head},"]
     if lost:
         lines += ["    lossy=("] + [f"        {_text(name)}," for name in lost] + ["    ),"]
     lines += [f"    {keyword}," for keyword in keywords]
-    return "\n".join([*lines, ")"])
+    return "\n".join([*lines, ")" + then])
 
 
 def _body(shape: _Shape, step: _Step, variable: str) -> list[str]:

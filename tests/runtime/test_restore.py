@@ -542,7 +542,7 @@ def test_negative_control_applying_before_validating_everything_is_caught(
     def eager(snapshot: Any, entries: Any, **kw: Any) -> Any:
         staged, _, _ = restore_module._match(snapshot, entries)
         for item in staged:
-            restore_module._decode(snapshot, item)
+            restore_module._decode(snapshot, item, allow_lossy=kw["allow_lossy"])
             restore_module._migrate(snapshot, item, allow_lossy=kw["allow_lossy"])  # validates
             import_component(item.entry.obj, item.data, registry=item.entry.registry)
         return RestoreReport(snapshot.header.snapshot_id, snapshot.header.generation, False)
