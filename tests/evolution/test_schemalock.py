@@ -323,13 +323,21 @@ def test_the_scanner_reads_every_spelling_and_skips_what_it_cannot_know(tmp_path
         "def down(d): return d\n"
         "registry.add_migration('c', 2, 3, step_func)\n"
         "@migration('c', VERSION, 4)\n"  # computed at run time: not seen
-        "def later(d): return d\n",
+        "def later(d): return d\n"
+        "grown = sm.migration('c', 3, 5, records='e')(\n"
+        "    sm.FieldChanges(add={'n': 0})\n"
+        ")\n",
         encoding="utf-8",
     )
     (tmp_path / "_helpers.py").write_text("@migration('c', 7, 8)\ndef x(d): return d\n")
     (tmp_path / "broken.py").write_text("def (:\n")
     found = sorted((s.source, s.target, s.name, s.line) for s in scan_migrations(tmp_path))
-    assert found == [(1, 2, "up", 2), (2, 1, "down", 4), (2, 3, "step_func", 6)]
+    assert found == [
+        (1, 2, "up", 2),
+        (2, 1, "down", 4),
+        (2, 3, "step_func", 6),
+        (3, 5, "sm.FieldChanges(add={'n': 0})", 9),
+    ]
     assert scan_migrations(tmp_path / "absent") == []
 
 
