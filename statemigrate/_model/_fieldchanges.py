@@ -99,7 +99,10 @@ class FieldChanges:
             raise RegistrationError(
                 f"FieldChanges(drop=...) takes field names, not the str {drop!r}"
             )
-        self.add: tuple[tuple[str, object], ...] = tuple(dict(add or {}).items())
+        # A copy of each added value: changing the caller's list later changes no step.
+        self.add: tuple[tuple[str, object], ...] = tuple(
+            (name, copy_plain(value)) for name, value in dict(add or {}).items()
+        )
         self.rename: tuple[tuple[str, str], ...] = tuple(dict(rename or {}).items())
         self.drop: tuple[str, ...] = tuple(drop)
         _check(self.add, self.rename, self.drop)

@@ -136,6 +136,13 @@ def test_each_record_gets_its_own_copy_of_an_added_container() -> None:
     assert ADD_SEEN.add == (("seen", []),)  # the value given is never handed out
 
 
+def test_the_value_to_add_is_copied_when_the_changes_are_made() -> None:
+    default: list[int] = []
+    changes = FieldChanges(add={"seen": default})
+    default.append(1)
+    assert changes.apply({}) == {"seen": []}
+
+
 def test_a_record_that_is_not_a_dict_is_refused() -> None:
     with pytest.raises(TypeError, match="add hits changes a dict's fields, not a list"):
         ADD_HITS.apply([1])
