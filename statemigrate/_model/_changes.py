@@ -170,12 +170,27 @@ class ComponentChanges:
             if limit is not None:
                 limit = max(limit - len(changes), 0)
             if self._custom:
-                exported = self._obj.export_records(name, list(changes.set))  # type: ignore[attr-defined]
-                state[name] = dict(exported)
+                state[name] = self._exported(name, list(changes.set))
             else:
                 state[name] = changes.set
             deleted[name] = list(changes.deleted)
         return PartialState(state, deleted)
+
+    def _exported(self, name: str, keys: list[Any]) -> dict[Any, Any]:
+        """The records of ``keys`` from a custom component, all of them: a key its
+        change log holds but ``export_records`` leaves out would be a change the delta
+        loses without a word."""
+        exported = dict(self._obj.export_records(name, keys))  # type: ignore[attr-defined]
+        missing = [key for key in keys if key not in exported]
+        if missing:
+            shown = ", ".join(repr(key) for key in missing[:3])
+            raise RegistrationError(
+                f"{type(self._obj).__qualname__}.export_records({name!r}, ...) left out"
+                f" {len(missing)} of the {len(keys)} keys asked for ({shown}); it must"
+                " return the record of every key its TrackedDict holds, or the delta"
+                " would miss their changes"
+            )
+        return exported
 
     def close(self) -> None:
         """Close every mark: the tracked dicts stop recording."""

@@ -102,3 +102,51 @@ def test_record_keys_go_through_the_key_type() -> None:
     assert ints.export([1, 2]) == [1, 2]
     assert ints.validate(["3", 4]) == [3, 4]
     assert key_codec(schema, "counts") is ints  # built once
+
+
+class Entries(TypedDict):
+    entries: dict[str, int]
+
+
+@REGISTRY.migratable("e", version=1)
+class Recorded:
+    """The records protocol for its one field; ``hides`` names a key its
+    export_records leaves out, as a buggy component would."""
+
+    def __init__(self, hides: str | None = None) -> None:
+        self._entries: TrackedDict[str, int] = TrackedDict()
+        self._hides = hides
+
+    def export_state(self) -> dict[str, Any]:
+        return {"entries": dict(self._entries)}
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        self._entries = TrackedDict(state["entries"])
+
+    def tracked_records(self) -> dict[str, TrackedDict[str, int]]:
+        return {"entries": self._entries}
+
+    def export_records(self, field: str, keys: Iterable[str]) -> dict[str, int]:
+        return {k: self._entries[k] for k in keys if k in self._entries and k != self._hides}
+
+    def import_records(self, field: str, records: dict[str, int], deleted: list[str]) -> None:
+        self._entries.update(records)
+        for key in deleted:
+            self._entries.pop(key, None)
+
+
+REGISTRY.add_schema("e", 1, Entries)
+
+
+@pytest.mark.parametrize("hides", [None, "b"])
+def test_keys_export_records_leaves_out_are_refused(hides: str | None) -> None:
+    obj = Recorded(hides)
+    changes = ComponentChanges.attach(obj, registry=REGISTRY)
+    assert changes is not None
+    changes.open()
+    obj._entries.update(a=1, b=2)
+    if hides is None:
+        assert changes.take().state == {"entries": {"a": 1, "b": 2}}
+    else:
+        with pytest.raises(RegistrationError, match=r"left out 1 of the 2 keys asked for \('b'\)"):
+            changes.take()
