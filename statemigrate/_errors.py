@@ -312,8 +312,9 @@ class MigrationStepError(StateMigrateError, ValueError):
             data in its output.
         instance: the component instance, when known.
         path: where the step's output holds a value that is not plain data (a
-            ``datetime``, a ``set``, a tuple, ...), e.g. ``['entries']['a']``;
-            ``None`` when the step raised.
+            ``datetime``, a ``set``, a tuple, ...), e.g. ``['entries']['a']``, or,
+            when a record step raised, the record it raised on; ``None`` when a
+            whole-data step raised.
     """
 
     def __init__(

@@ -32,7 +32,7 @@ from statemigrate._errors import MigrationStepError, StateMigrateError, Validati
 from statemigrate._model._compare import format_path
 from statemigrate._model._fieldchanges import FieldChanges
 from statemigrate._model._plaindata import copy_plain, not_plain_output
-from statemigrate._model._plan import Plan, Step
+from statemigrate._model._plan import Plan, Step, failed_record
 from statemigrate._model._schema import SchemaVersion
 
 __all__ = ["MigrationResult", "raised_by_user_code", "run_plan"]
@@ -108,13 +108,19 @@ def run_plan(
         try:
             data = step.apply(data)  # also refuses a step that forgot to return
         except Exception as exc:
+            detail, path = f"{type(exc).__name__}: {exc}", None
+            record = failed_record(exc)
+            if record is not None:
+                path = format_path(list(record))
+                detail += f" (on the record at {path})"
             raise MigrationStepError(
                 step.component,
                 step.source,
                 step.target,
                 str(step),
-                f"{type(exc).__name__}: {exc}",
+                detail,
                 instance=instance,
+                path=path,
             ) from exc
         if not isinstance(step.func, FieldChanges):  # plain data in, plain data out
             _check_plain(step, data, instance)

@@ -35,6 +35,7 @@ __all__ = [
     "StepFunc",
     "check_component",
     "check_version",
+    "failed_record",
     "plan_path",
     "reachable",
 ]
@@ -82,6 +83,16 @@ def check_version(version: object, *, what: str = "version") -> int:
             f"invalid {what} {version!r}: schema versions are integers from 1 to {MAX_VERSION}"
         )
     return version
+
+
+_FAILED_RECORD = "_statemigrate_failed_record"
+"""The attribute a record step's exception gets: ``(field, key)`` of the record."""
+
+
+def failed_record(exc: BaseException) -> tuple[str, Any] | None:
+    """``(field, key)`` of the record a record step raised ``exc`` on, else None."""
+    found = getattr(exc, _FAILED_RECORD, None)
+    return found if isinstance(found, tuple) else None
 
 
 @dataclass(frozen=True)
@@ -190,8 +201,13 @@ class Step:
         else:
             func: RecordFunc = self.func
             for key, value in records.items():
-                # Replacing the value of a key already there is allowed while iterating.
-                records[key] = func(key, value)
+                try:
+                    # Replacing the value of a key already there is allowed while iterating.
+                    records[key] = func(key, value)
+                except Exception as exc:
+                    exc.add_note(f"in record {key!r} of field {self.records!r}")
+                    setattr(exc, _FAILED_RECORD, (self.records, key))
+                    raise
         if self.other_fields is not None:
             others = self.other_fields({k: v for k, v in data.items() if k != self.records})
             if type(others) is not dict or self.records in others:

@@ -124,6 +124,24 @@ def test_a_failing_record_step_is_named() -> None:
         registry.migrate("c", {"entries": {"b": 1}}, 1, 2, validate=False)
 
 
+def test_a_record_step_error_says_which_record_it_raised_on() -> None:
+    registry = Registry()
+
+    def needs_n(key: str, value: dict[str, int]) -> int:
+        return value["n"]
+
+    registry.add_migration("c", 1, 2, needs_n, records="entries")
+    data = {"entries": {"a": {"n": 1}, "b": {}}}
+    with pytest.raises(MigrationStepError) as caught:
+        registry.migrate("c", data, 1, 2, validate=False)
+    assert caught.value.path == "['entries']['b']"
+    assert caught.value.detail == "KeyError: 'n' (on the record at ['entries']['b'])"
+    assert isinstance(caught.value.__cause__, KeyError)  # the step's own error, chained
+    with pytest.raises(KeyError) as plain:  # Plan.apply lets it through, with a note
+        registry.plan("c", 1, 2).apply({"entries": {"b": {}}})
+    assert "in record 'b' of field 'entries'" in plain.value.__notes__
+
+
 def test_plan_of_mixed_steps_is_not_record_wise() -> None:
     steps = (
         Step("c", 1, 2, lambda k, v: v, records="entries"),
