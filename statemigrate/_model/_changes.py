@@ -30,14 +30,17 @@ changed, and a hand-over then sends their whole state.
 
 from __future__ import annotations
 
+import time
 import typing
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pydantic
 
 from statemigrate._errors import RegistrationError
+from statemigrate._model._inplacewatch import InPlaceWatch
 from statemigrate._model._registry import component_spec
 from statemigrate._model._schema import SchemaVersion
 from statemigrate._model._tracked import ChangeMark, TrackedDict
@@ -95,11 +98,10 @@ class ComponentChanges:
         self._fields = dict(fields)
         self._custom = custom
         self._marks: dict[str, ChangeMark] = {}
+        self._watch = InPlaceWatch(schema.component)
 
     @classmethod
-    def attach(
-        cls, obj: object, *, registry: Registry | None = None
-    ) -> ComponentChanges | None:
+    def attach(cls, obj: object, *, registry: Registry | None = None) -> ComponentChanges | None:
         """Change tracking for ``obj``, or ``None`` when it cannot tell what changed.
 
         ``None`` for a component with no ``TrackedDict`` attribute among its schema's
@@ -142,6 +144,7 @@ class ComponentChanges:
     def skip(self) -> None:
         """Forget the changes recorded so far (a full state was taken instead)."""
         self._check_same()
+        self._watch.forget()
         for name, mark in self._marks.items():
             self._fields[name].advance(mark)
 
@@ -169,12 +172,38 @@ class ComponentChanges:
             changes = self._fields[name].take_changes(mark, limit=limit)
             if limit is not None:
                 limit = max(limit - len(changes), 0)
+            self._watch.check(
+                name,
+                changes.set.keys() | set(changes.deleted),
+                partial(self._current, name),
+                partial(self._written_meanwhile, name),
+            )
             if self._custom:
                 state[name] = self._exported(name, list(changes.set))
             else:
                 state[name] = changes.set
+            self._watch.watch(name, state[name])
             deleted[name] = list(changes.deleted)
         return PartialState(state, deleted)
+
+    def _current(self, name: str, keys: list[Any]) -> Mapping[Any, Any]:
+        """The records of ``keys`` that exist now, as a take would export them."""
+        if self._custom:
+            return dict(self._obj.export_records(name, keys))  # type: ignore[attr-defined]
+        tracked = self._fields[name]
+        return {
+            key: dict.__getitem__(tracked, key) for key in keys if dict.__contains__(tracked, key)
+        }
+
+    def _written_meanwhile(self, name: str, key: Any) -> bool:
+        """Whether ``key`` was written since this take began. A write changes the dict
+        before it logs the key, so one seen half-way is given a few moments."""
+        tracked, mark = self._fields[name], self._marks[name]
+        for pause in (0.0, 0.001, 0.01):
+            time.sleep(pause)
+            if tracked.written_since(mark, key):
+                return True
+        return False
 
     def _exported(self, name: str, keys: list[Any]) -> dict[Any, Any]:
         """The records of ``keys`` from a custom component, all of them: a key its
@@ -194,6 +223,7 @@ class ComponentChanges:
 
     def close(self) -> None:
         """Close every mark: the tracked dicts stop recording."""
+        self._watch.forget()
         for name, mark in self._marks.items():
             self._fields[name].close(mark)
         self._marks.clear()

@@ -250,6 +250,13 @@ class TrackedDict(dict[K, V]):
         with self._lock:
             return self._changed_keys(mark)
 
+    def written_since(self, mark: ChangeMark, key: object) -> bool:
+        """Whether ``key`` was written after ``mark``'s point; O(1)."""
+        with self._lock:
+            self._check(mark)
+            log = self._log
+            return log is not None and log.get(key, 0) > mark.seq
+
     def changes_since(self, mark: ChangeMark) -> Changes:
         """What changed since ``mark``: keys set (with their values now) and deleted.
 

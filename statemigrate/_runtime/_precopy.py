@@ -265,7 +265,8 @@ class PreCopySource:
             if changes is None:
                 return (
                     f"{entry.key} cannot tell what changed (keep its keyed collections in"
-                    " TrackedDict attributes)"
+                    " TrackedDict attributes, and write a key again after changing its"
+                    " value in place)"
                 )
             target = self._targets.get(entry.component)
             if target is None or target == entry.spec.version:

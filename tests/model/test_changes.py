@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from typing_extensions import TypedDict
 
-from statemigrate import Registry, TrackedDict
-from statemigrate._errors import RegistrationError
+from statemigrate import Registry, Service, TrackedDict
+from statemigrate._errors import ChangeTrackingError, RegistrationError
 from statemigrate._model._changes import ComponentChanges, key_codec
+from statemigrate._model._inplacewatch import InPlaceWatch
 
 
 class State(TypedDict):
@@ -150,3 +151,85 @@ def test_keys_export_records_leaves_out_are_refused(hides: str | None) -> None:
     else:
         with pytest.raises(RegistrationError, match=r"left out 1 of the 2 keys asked for \('b'\)"):
             changes.take()
+
+
+class Carts(TypedDict):
+    carts: dict[str, list[int]]
+
+
+REGISTRY.add_schema("carts", 1, Carts)
+
+
+@REGISTRY.migratable("carts", version=1)
+class CartStore:
+    def __init__(self) -> None:
+        self.carts: TrackedDict[str, list[int]] = TrackedDict()
+
+
+def _watched_store() -> tuple[CartStore, ComponentChanges]:
+    store = CartStore()
+    changes = ComponentChanges.attach(store, registry=REGISTRY)
+    assert changes is not None
+    changes.open()
+    store.carts["a"] = [1]
+    store.carts["b"] = [1]
+    changes.take()  # "a" and "b" are watched from here
+    return store, changes
+
+
+def test_a_value_changed_in_place_without_a_write_is_caught_at_the_next_take() -> None:
+    store, changes = _watched_store()
+    store.carts["a"].append(2)  # no write: a delta would miss it
+    with pytest.raises(
+        ChangeTrackingError, match=r"carts: a delta misses a change at \['carts'\]\['a'\]"
+    ):
+        changes.take()
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda carts: carts.__setitem__("a", [*carts["a"], 2]),  # written again
+        lambda carts: carts["a"].append(2) or carts.__setitem__("a", carts["a"]),  # and noted
+        lambda carts: carts.pop("a"),  # deleted
+        lambda carts: None,  # untouched
+    ],
+)
+def test_values_written_deleted_or_left_alone_pass(write: Any) -> None:
+    store, changes = _watched_store()
+    write(store.carts)
+    changes.take()
+    changes.take()
+
+
+def test_without_the_watch_a_pre_copy_loses_a_value_changed_in_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Negative control: the same in-place change, with the check turned off, reaches
+    the successor as the value of round 0: the write is lost."""
+    monkeypatch.setattr(InPlaceWatch, "check", lambda *args: None)
+    source, target = Service("svc", registry=REGISTRY), Service("svc", registry=REGISTRY)
+    old, new = source.register(CartStore()), target.register(CartStore())
+    old.carts["a"] = [1]
+    with source.precopy_source() as pieces:
+        pieces.start()
+        target.restore(pieces.full().to_bytes())
+        old.carts["b"] = [1]
+        target.restore(pieces.delta().to_bytes())  # "b" is watched from here
+        old.carts["b"].append(2)
+        target.restore(pieces.delta().to_bytes())
+    assert dict(old.carts) == {"a": [1], "b": [1, 2]}
+    assert dict(new.carts) == {"a": [1], "b": [1]}
+
+
+def test_a_pre_copy_with_a_value_changed_in_place_fails_at_the_delta() -> None:
+    source, target = Service("svc", registry=REGISTRY), Service("svc", registry=REGISTRY)
+    old, _ = source.register(CartStore()), target.register(CartStore())
+    with source.precopy_source() as pieces:
+        pieces.start()
+        target.restore(pieces.full().to_bytes())
+        old.carts["b"] = [1]
+        target.restore(pieces.delta().to_bytes())
+        old.carts["b"].append(2)
+        with pytest.raises(ChangeTrackingError, match=r"\['carts'\]\['b'\]"):
+            pieces.delta()
