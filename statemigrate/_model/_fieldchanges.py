@@ -10,7 +10,7 @@ result against the target schema would return. It then decodes the section strai
 into the source schema (which checks each value as it is built), applies the changes,
 and checks nothing again.
 
-:func:`proves` holds for a step from schema S to schema T when
+``proves`` holds for a step from schema S to schema T when
 
 - both schemas are ones the in-place check knows (see ``statemigrate._model._inplace``);
 - the record the step changes is the top level of S and T, or (for a record step) the
@@ -29,11 +29,11 @@ step's.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from itertools import repeat
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from statemigrate._errors import RegistrationError, UnknownComponentError
+from statemigrate._errors import RegistrationError
 from statemigrate._model._inplace import (
     DictNode,
     FieldNode,
@@ -44,11 +44,7 @@ from statemigrate._model._inplace import (
 )
 from statemigrate._model._plaindata import copy_plain, not_plain_output
 
-if TYPE_CHECKING:
-    from statemigrate._model._plan import Plan
-    from statemigrate._model._schema import SchemaVersion
-
-__all__ = ["FieldChanges", "plan_proven", "proves"]
+__all__ = ["FieldChanges", "proves"]
 
 _RECORD_ONLY: Final = object()
 """Marks the second argument as absent: the step was called on a whole state."""
@@ -217,27 +213,6 @@ def _describe(
     if add:
         parts.append("add " + ", ".join(name for name, _ in add))
     return "; ".join(parts)
-
-
-def plan_proven(plan: Plan, schema_for: Callable[[str, int], SchemaVersion]) -> bool:
-    """Whether every step of ``plan`` is a :class:`FieldChanges` step proven between the
-    schemas of its versions (see :func:`proves`); ``schema_for`` looks them up. An empty
-    plan is not: it has nothing to prove."""
-    if not plan.steps:
-        return False
-    for step in plan.steps:
-        if not isinstance(step.func, FieldChanges) or step.other_fields is not None:
-            return False
-        try:
-            source = schema_for(step.component, step.source).tree
-            target = schema_for(step.component, step.target).tree
-        except UnknownComponentError:
-            return False
-        if source is None or target is None:
-            return False
-        if not proves(step.func, source, target, step.records):
-            return False
-    return True
 
 
 def proves(changes: FieldChanges, source: Node, target: Node, records: str | None) -> bool:

@@ -48,7 +48,7 @@ from statemigrate._model._component import (
     importable_state,
     plain_state,
 )
-from statemigrate._model._fieldchanges import plan_proven
+from statemigrate._model._fieldchanges import FieldChanges, proves
 from statemigrate._model._migrate import raised_by_user_code, run_plan
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
 from statemigrate._snapshot._codec import pack_data, unpack_typed
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from statemigrate._model._registry import Registry
     from statemigrate._model._typed import TypedForm
 
-__all__ = ["Registered", "run_restore"]
+__all__ = ["Registered", "plan_proven", "run_restore"]
 
 logger = logging.getLogger("statemigrate")
 
@@ -288,7 +288,28 @@ def _proven_plan(entry: Registered, version: int, allow_lossy: bool) -> Plan | N
         plan = registry.plan(entry.component, version, entry.spec.version, allow_lossy=allow_lossy)
     except StateMigrateError:
         return None
-    return plan if plan_proven(plan, registry.schema_for) else None
+    return plan if plan_proven(plan, registry) else None
+
+
+def plan_proven(plan: Plan, registry: Registry) -> bool:
+    """Whether every step of ``plan`` is a :class:`FieldChanges` step proven between the
+    schemas of its versions (see ``statemigrate._model._fieldchanges``). An empty plan
+    is not: it has nothing to prove."""
+    if not plan.steps:
+        return False
+    for step in plan.steps:
+        if not isinstance(step.func, FieldChanges) or step.other_fields is not None:
+            return False
+        try:
+            source = registry.schema_for(step.component, step.source).tree
+            target = registry.schema_for(step.component, step.target).tree
+        except UnknownComponentError:
+            return False
+        if source is None or target is None:
+            return False
+        if not proves(step.func, source, target, step.records):
+            return False
+    return True
 
 
 def _typed_form(

@@ -13,7 +13,8 @@ from typing_extensions import TypedDict
 import statemigrate as sm
 from statemigrate import FieldChanges, Registry
 from statemigrate._errors import MigrationStepError, RegistrationError
-from statemigrate._model import _fieldchanges
+from statemigrate._runtime import _restore as restore_module
+from statemigrate._runtime._restore import plan_proven
 from statemigrate.testing import states
 
 
@@ -221,7 +222,7 @@ def _registry(target: type, changes: FieldChanges, *, records: str | None = "ent
 
 
 def _proven(registry: Registry) -> bool:
-    return _fieldchanges.plan_proven(registry.plan("c", 1, 2), registry.schema_for)
+    return plan_proven(registry.plan("c", 1, 2), registry)
 
 
 @pytest.mark.parametrize(
@@ -254,7 +255,7 @@ def test_whole_data_changes_are_proven_on_the_top_level_record() -> None:
     registry.add_schema("t", 1, Top1)
     registry.add_schema("t", 2, Top2)
     registry.add_migration("t", 1, 2, FieldChanges(add={"b": ""}))
-    assert _fieldchanges.plan_proven(registry.plan("t", 1, 2), registry.schema_for)
+    assert plan_proven(registry.plan("t", 1, 2), registry)
 
 
 def test_a_python_step_or_one_with_other_fields_is_never_proven() -> None:
@@ -342,7 +343,7 @@ def test_a_restore_through_field_changes_equals_validating_their_output(
 def test_a_wrong_proof_is_caught_by_the_restore_property(monkeypatch: pytest.MonkeyPatch) -> None:
     """Negative control: proving the changes that add hits in the middle makes the
     restore keep a key order validation would not, and the comparison sees it."""
-    monkeypatch.setattr(_fieldchanges, "proves", lambda *args: True)
+    monkeypatch.setattr(restore_module, "proves", lambda *args: True)
     registry = _registry(StateV2Middle, ADD_HITS)
     state = {"entries": {"k": {"id": 1, "name": "n", "tags": []}}, "label": ""}
     restored, report = _restore(registry, state)
