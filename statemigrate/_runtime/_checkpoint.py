@@ -13,7 +13,6 @@ stores commit atomically and keep the snapshot before it.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import mmap
@@ -22,7 +21,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import (
-    AbstractAsyncContextManager,
     AbstractContextManager,
     asynccontextmanager,
     contextmanager,
@@ -31,12 +29,20 @@ from contextlib import (
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Protocol, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from statemigrate._errors import CheckpointError, ConfigurationError, SnapshotError
 from statemigrate._observe._instruments import CHECKPOINT_PAUSE, LAST_SNAPSHOT_TIMESTAMP, emit
 from statemigrate._runtime._chain import MAX_PIECES, chain_frame
 from statemigrate._runtime._fork import Exported, ForkedExport, fork_export
+from statemigrate._runtime._quiesce import (
+    AsyncPausable,
+    Pausable,
+    Quiesce,
+    async_hold,
+    async_only,
+    hold_of,
+)
 from statemigrate._runtime._report import (
     UNCHANGED,
     CheckpointReport,
@@ -106,39 +112,6 @@ class _Forking:
     """Records held at the fork (for a base: the size per record it gives)."""
 
 
-class Pausable(Protocol):
-    """A server that can hold its writers: what the handoff's ``ServerControl`` has."""
-
-    def pause(self) -> None:
-        """Let the change in progress finish, and hold the ones that would start."""
-
-    def resume(self) -> None:
-        """Let the held changes go on."""
-
-
-class AsyncPausable(Protocol):
-    """:class:`Pausable` on an event loop: what the handoff's ``AsyncServerControl`` has."""
-
-    async def pause(self) -> None:
-        """As :meth:`Pausable.pause`."""
-
-    async def resume(self) -> None:
-        """As :meth:`Pausable.resume`."""
-
-
-Quiesce = (
-    AbstractContextManager[object]
-    | Callable[[], AbstractContextManager[object]]
-    | Pausable
-    | AbstractAsyncContextManager[object]
-    | AsyncPausable
-)
-"""A way to hold a service's writers: a reusable context manager (a ``threading.Lock``
-every writer takes), a function returning a context manager, an object with
-``pause()`` and ``resume()``, or, on an event loop only, an async context manager (an
-``asyncio.Lock``) or an object with ``pause()`` and ``resume()`` coroutines."""
-
-
 @contextmanager
 def _summaries_quiet() -> Iterator[None]:
     """The snapshot's and the commit's own log lines at DEBUG: the checkpoint's line
@@ -173,75 +146,6 @@ def retry_delay(every: float, failures: int, max_backoff: float) -> float:
     if failures <= 0:
         return every
     return min(every * 2.0 ** min(failures, 30), max(max_backoff, every))
-
-
-def _async_only(quiesce: object) -> bool:
-    """Whether ``quiesce`` holds the writers on an event loop only: an async context
-    manager, or ``pause()`` and ``resume()`` coroutines (an ``AsyncServerControl``)."""
-    if hasattr(quiesce, "__aenter__") and not hasattr(quiesce, "__enter__"):
-        return True
-    return inspect.iscoroutinefunction(getattr(quiesce, "pause", None))
-
-
-def _async_hold(quiesce: object) -> AbstractAsyncContextManager[object]:
-    """One hold of the writers on an event loop, for an async-only ``quiesce``."""
-    if hasattr(quiesce, "__aenter__"):
-        return quiesce  # type: ignore[return-value]
-    pause, resume = getattr(quiesce, "pause"), getattr(quiesce, "resume")  # noqa: B009
-
-    @asynccontextmanager
-    async def paused() -> AsyncIterator[None]:
-        await pause()
-        try:
-            yield
-        finally:
-            await resume()
-
-    return paused()
-
-
-def _hold_of(quiesce: object) -> Callable[[], AbstractContextManager[object]]:
-    """The function that enters one hold of the writers, for each shape of ``quiesce``.
-
-    Raises:
-        ConfigurationError: ``quiesce`` has none of the shapes.
-    """
-    if quiesce is None:
-        return nullcontext
-    if _async_only(quiesce):
-
-        def refused() -> AbstractContextManager[object]:
-            raise ConfigurationError(
-                "quiesce",
-                "an async context manager, or pause() and resume() coroutines, hold the"
-                " writers on the event loop only:"
-                " await checkpoint() or run() there",
-            )
-
-        return refused
-    if hasattr(quiesce, "__enter__") and hasattr(quiesce, "__exit__"):
-        manager: AbstractContextManager[object] = quiesce
-        return lambda: manager
-    pause, resume = getattr(quiesce, "pause", None), getattr(quiesce, "resume", None)
-    if callable(pause) and callable(resume):
-
-        @contextmanager
-        def paused() -> Iterator[None]:
-            pause()
-            try:
-                yield
-            finally:
-                resume()
-
-        return paused
-    if callable(quiesce):
-        return quiesce
-    raise ConfigurationError(
-        "quiesce",
-        "expected a context manager (a lock the writers take), a function returning one,"
-        " an object with pause() and resume(), or an async context manager, not"
-        f" {type(quiesce).__name__}",
-    )
 
 
 class Checkpointer:
@@ -360,7 +264,7 @@ class Checkpointer:
         self.every = float(every)
         self.max_backoff = float(max_backoff)
         self._quiesce = quiesce
-        self._hold = _hold_of(quiesce)
+        self._hold = hold_of(quiesce)
         self._changes = changes
         self._committed_mark: object = _NOTHING
         self._lock = threading.Lock()
@@ -468,10 +372,10 @@ class Checkpointer:
                 return CheckpointReport(None, 0.0, 0.0, held_back)
             try:
                 quiesce = self._quiesce
-                if _async_only(quiesce):
+                if async_only(quiesce):
                     taken = None
                     try:
-                        async with _async_hold(quiesce):
+                        async with async_hold(quiesce):
                             taken = self._take(force, nullcontext)
                     except BaseException:
                         if taken is not None and isinstance(taken[0], _Forking):
@@ -821,7 +725,7 @@ class Checkpointer:
             ConfigurationError: there is no ``quiesce``, or the checkpointer runs
                 already (or on an event loop).
         """
-        if self._quiesce is None or _async_only(self._quiesce):
+        if self._quiesce is None or async_only(self._quiesce):
             raise ConfigurationError(
                 "quiesce",
                 "a checkpoint thread runs beside the writers: give a lock they take, or"
@@ -966,9 +870,7 @@ class Checkpointer:
                 delay = self._next_after(report, time.perf_counter() - started)
         except asyncio.CancelledError:
             if not gate.open:
-                logger.info(
-                    "no final checkpoint of %s: a handoff holds it back", self.service.name
-                )
+                logger.info("no final checkpoint of %s: a handoff holds it back", self.service.name)
                 raise
             self._final = True
             try:
