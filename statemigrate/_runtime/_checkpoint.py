@@ -13,49 +13,41 @@ stores commit atomically and keep the snapshot before it.
 
 from __future__ import annotations
 
-import inspect
-import json
 import logging
-import mmap
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import (
-    AbstractAsyncContextManager,
-    AbstractContextManager,
-    asynccontextmanager,
-    contextmanager,
-    nullcontext,
-)
-from dataclasses import dataclass
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Protocol, Self
+from typing import TYPE_CHECKING, Literal, Self
 
-from statemigrate._errors import CheckpointError, ConfigurationError, SnapshotError
-from statemigrate._observe._instruments import CHECKPOINT_PAUSE, LAST_SNAPSHOT_TIMESTAMP, emit
-from statemigrate._runtime._chain import MAX_PIECES, chain_frame
-from statemigrate._runtime._fork import Exported, ForkedExport, fork_export
-from statemigrate._runtime._report import (
-    UNCHANGED,
-    CheckpointReport,
-    CommitReport,
-    SnapshotReport,
+from statemigrate._errors import ConfigurationError
+from statemigrate._runtime._chain import MAX_PIECES
+from statemigrate._runtime._checkpointtake import (
+    DEFAULT_EXPORT,
+    FORK_POSSIBLE,
+    CheckpointTaker,
+    ExportMode,
+    Forking,
 )
+from statemigrate._runtime._quiesce import (
+    AsyncPausable,
+    Pausable,
+    Quiesce,
+    async_hold,
+    async_only,
+    hold_of,
+)
+from statemigrate._runtime._report import UNCHANGED, CheckpointReport, CommitReport
 from statemigrate._runtime._service import SUMMARIES
-from statemigrate._runtime._wait import Waits, run_waits, run_waits_async
-from statemigrate._snapshot._encode import EncodedSnapshot, new_snapshot_id
-from statemigrate._snapshot._format import open_snapshot
-from statemigrate._snapshot._header import DeltaBase
+from statemigrate._runtime._wait import run_waits, run_waits_async
 
 if TYPE_CHECKING:
     import asyncio
 
-    from statemigrate._runtime._precopy import PreCopySource
     from statemigrate._runtime._service import Service
     from statemigrate.stores import Store
-    from statemigrate.stores._base import Buffer
 
 __all__ = [
     "DEFAULT_EXPORT",
@@ -69,74 +61,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("statemigrate")
-
-_NOTHING = object()
-_SAMPLE_RECORDS = 64
-"""Records a delta needs for its size per record to estimate the next delta's."""
-_MAX_DELTA_SHARE = 0.25
-"""The largest share of the records held that a delta is taken of, whatever
-``max_delta_ratio`` allows: a delta costs about 2 to 4 times as much CPU per record
-changed as a full snapshot per record held (it reads the records changed in the order
-they were written, scattered over memory, where a full snapshot walks the dict in
-order), so past this share a full base holds the writers no longer than the delta
-would."""
-
-ExportMode = Literal["fork", "inline"]
-"""Where a checkpoint's full snapshot (or a chain's base) is exported: in a forked
-child, the writers held for the fork only, or in this process, held throughout."""
-FORK_POSSIBLE = all(hasattr(os, name) for name in ("fork", "pidfd_open", "memfd_create"))
-DEFAULT_EXPORT: ExportMode = "fork" if FORK_POSSIBLE else "inline"
-"""``"fork"`` where the system has ``fork``, pidfds and memfds (Linux), else ``"inline"``."""
-_MEMFD_NAME = "statemigrate-checkpoint"
-
-
-_Snapshot = tuple[EncodedSnapshot, SnapshotReport]
-
-
-@dataclass(slots=True)
-class _Forking:
-    """A full snapshot a forked child is exporting for a checkpoint: what to make of
-    its bytes once it is done."""
-
-    export: ForkedExport
-    deadline: float
-    base: bool
-    """A chain's new base (else a full checkpoint)."""
-    records: int
-    """Records held at the fork (for a base: the size per record it gives)."""
-
-
-class Pausable(Protocol):
-    """A server that can hold its writers: what the handoff's ``ServerControl`` has."""
-
-    def pause(self) -> None:
-        """Let the change in progress finish, and hold the ones that would start."""
-
-    def resume(self) -> None:
-        """Let the held changes go on."""
-
-
-class AsyncPausable(Protocol):
-    """:class:`Pausable` on an event loop: what the handoff's ``AsyncServerControl`` has."""
-
-    async def pause(self) -> None:
-        """As :meth:`Pausable.pause`."""
-
-    async def resume(self) -> None:
-        """As :meth:`Pausable.resume`."""
-
-
-Quiesce = (
-    AbstractContextManager[object]
-    | Callable[[], AbstractContextManager[object]]
-    | Pausable
-    | AbstractAsyncContextManager[object]
-    | AsyncPausable
-)
-"""A way to hold a service's writers: a reusable context manager (a ``threading.Lock``
-every writer takes), a function returning a context manager, an object with
-``pause()`` and ``resume()``, or, on an event loop only, an async context manager (an
-``asyncio.Lock``) or an object with ``pause()`` and ``resume()`` coroutines."""
 
 
 @contextmanager
@@ -173,75 +97,6 @@ def retry_delay(every: float, failures: int, max_backoff: float) -> float:
     if failures <= 0:
         return every
     return min(every * 2.0 ** min(failures, 30), max(max_backoff, every))
-
-
-def _async_only(quiesce: object) -> bool:
-    """Whether ``quiesce`` holds the writers on an event loop only: an async context
-    manager, or ``pause()`` and ``resume()`` coroutines (an ``AsyncServerControl``)."""
-    if hasattr(quiesce, "__aenter__") and not hasattr(quiesce, "__enter__"):
-        return True
-    return inspect.iscoroutinefunction(getattr(quiesce, "pause", None))
-
-
-def _async_hold(quiesce: object) -> AbstractAsyncContextManager[object]:
-    """One hold of the writers on an event loop, for an async-only ``quiesce``."""
-    if hasattr(quiesce, "__aenter__"):
-        return quiesce  # type: ignore[return-value]
-    pause, resume = getattr(quiesce, "pause"), getattr(quiesce, "resume")  # noqa: B009
-
-    @asynccontextmanager
-    async def paused() -> AsyncIterator[None]:
-        await pause()
-        try:
-            yield
-        finally:
-            await resume()
-
-    return paused()
-
-
-def _hold_of(quiesce: object) -> Callable[[], AbstractContextManager[object]]:
-    """The function that enters one hold of the writers, for each shape of ``quiesce``.
-
-    Raises:
-        ConfigurationError: ``quiesce`` has none of the shapes.
-    """
-    if quiesce is None:
-        return nullcontext
-    if _async_only(quiesce):
-
-        def refused() -> AbstractContextManager[object]:
-            raise ConfigurationError(
-                "quiesce",
-                "an async context manager, or pause() and resume() coroutines, hold the"
-                " writers on the event loop only:"
-                " await checkpoint() or run() there",
-            )
-
-        return refused
-    if hasattr(quiesce, "__enter__") and hasattr(quiesce, "__exit__"):
-        manager: AbstractContextManager[object] = quiesce
-        return lambda: manager
-    pause, resume = getattr(quiesce, "pause", None), getattr(quiesce, "resume", None)
-    if callable(pause) and callable(resume):
-
-        @contextmanager
-        def paused() -> Iterator[None]:
-            pause()
-            try:
-                yield
-            finally:
-                resume()
-
-        return paused
-    if callable(quiesce):
-        return quiesce
-    raise ConfigurationError(
-        "quiesce",
-        "expected a context manager (a lock the writers take), a function returning one,"
-        " an object with pause() and resume(), or an async context manager, not"
-        f" {type(quiesce).__name__}",
-    )
 
 
 class Checkpointer:
@@ -360,9 +215,16 @@ class Checkpointer:
         self.every = float(every)
         self.max_backoff = float(max_backoff)
         self._quiesce = quiesce
-        self._hold = _hold_of(quiesce)
-        self._changes = changes
-        self._committed_mark: object = _NOTHING
+        self._hold = hold_of(quiesce)
+        self._taker = CheckpointTaker(
+            service,
+            changes=changes,
+            incremental=bool(incremental),
+            max_delta_ratio=float(max_delta_ratio),
+            max_deltas=max_deltas,
+            export=export,
+            export_timeout=float(export_timeout),
+        )
         self._lock = threading.Lock()
         # Made on first use: a program that never runs a loop never imports asyncio.
         self._loop_lock: asyncio.Lock | None = None
@@ -372,17 +234,6 @@ class Checkpointer:
         self._warned_slow = False
         self._waiting_logged: str | None = None  # the status last said to hold it back
         self._final = False  # the checkpoint under way is the final one
-        self.incremental = bool(incremental)
-        self.max_delta_ratio = float(max_delta_ratio)
-        self.max_deltas = max_deltas
-        self.export: ExportMode = export
-        self.export_timeout = float(export_timeout)
-        self._source: PreCopySource | None = None
-        self._chain: list[EncodedSnapshot] = []
-        self._chain_off: str | None = None
-        # Bytes per changed record: of the last delta large enough to tell, else of
-        # the base.
-        self._record_size = 0.0
         self.failures = 0
         """Checkpoints that failed in a row since the last one that committed."""
         self.last_error: BaseException | None = None
@@ -423,12 +274,12 @@ class Checkpointer:
             if held_back is not None:
                 return CheckpointReport(None, 0.0, 0.0, held_back)
             try:
-                taken = self._take(force, self._hold)
+                taken = self._taker.take(force, self._hold)
                 if taken is None:
                     return CheckpointReport(None, 0.0, time.perf_counter() - began, UNCHANGED)
                 snapshot, mark, pause = taken
-                if isinstance(snapshot, _Forking):
-                    snapshot = self._adopt(snapshot, run_waits(self._wait(snapshot)))
+                if isinstance(snapshot, Forking):
+                    snapshot = self._taker.adopt(snapshot, run_waits(self._taker.wait(snapshot)))
                 encoded, report = snapshot
                 committed = self.service._checkpoints.commit(
                     partial(self.service.commit_snapshot, self.store, encoded, report)
@@ -468,25 +319,25 @@ class Checkpointer:
                 return CheckpointReport(None, 0.0, 0.0, held_back)
             try:
                 quiesce = self._quiesce
-                if _async_only(quiesce):
+                if async_only(quiesce):
                     taken = None
                     try:
-                        async with _async_hold(quiesce):
-                            taken = self._take(force, nullcontext)
+                        async with async_hold(quiesce):
+                            taken = self._taker.take(force, nullcontext)
                     except BaseException:
-                        if taken is not None and isinstance(taken[0], _Forking):
+                        if taken is not None and isinstance(taken[0], Forking):
                             taken[0].export.close()  # letting the writers go failed
                         raise
                 else:
-                    taken = self._take(force, self._hold)
+                    taken = self._taker.take(force, self._hold)
                 if taken is None:
                     return CheckpointReport(None, 0.0, time.perf_counter() - began, UNCHANGED)
                 snapshot, mark, pause = taken
-                if isinstance(snapshot, _Forking):
+                if isinstance(snapshot, Forking):
                     # The loop serves while the child exports; cancelled meanwhile, the
                     # child is killed and nothing is committed.
-                    exported = await run_waits_async(self._wait(snapshot))
-                    snapshot = self._adopt(snapshot, exported)
+                    exported = await run_waits_async(self._taker.wait(snapshot))
+                    snapshot = self._taker.adopt(snapshot, exported)
                 encoded, report = snapshot
                 commit = asyncio.ensure_future(
                     asyncio.to_thread(
@@ -538,263 +389,67 @@ class Checkpointer:
         logger.debug("checkpoint of %s skipped: a handoff holds it back", self.service.name)
         return "a handoff holds checkpoints back"
 
-    def _take(
-        self, force: bool, hold: Callable[[], AbstractContextManager[object]]
-    ) -> tuple[_Snapshot | _Forking, object, float] | None:
-        """Snapshot (or fork the child that exports it) under the writers' hold; None
-        when nothing changed."""
-        changes = self._changes
-        if not force and changes is not None and changes() == self._committed_mark:
-            self._unchanged()
-            return None
-        taken: _Snapshot | _Forking | None = None
-        try:
-            with hold():
-                # Held from here: the time spent taking a lock is not counted, as the
-                # writers still run meanwhile.
-                held = time.perf_counter()
-                mark = changes() if changes is not None else _NOTHING
-                if self.incremental and self._chain_off is None:
-                    # The digest of the fields beside the records exports them: taken
-                    # once, before the piece (which does not change them) if a chain
-                    # may have this state already, else after it.
-                    digest = None
-                    if changes is None and not force and self._chain:
-                        digest = self._others_digest()
-                        if self._piece_mark(digest) == self._committed_mark:
-                            self._unchanged()
-                            return None
-                    taken = self._take_piece()
-                    if changes is None:
-                        if digest is None:
-                            digest = self._others_digest()
-                        mark = self._piece_mark(digest)
-                else:
-                    taken = self._take_full()
-            pause = time.perf_counter() - held
-        except BaseException:
-            if isinstance(taken, _Forking):  # forked, then letting the writers go failed
-                taken.export.close()
-            raise
-        emit(CHECKPOINT_PAUSE, pause, self.service.name)
-        return taken, mark, pause
-
-    def _unchanged(self) -> None:
-        """A checkpoint skipped because the state is the one last committed: the store's
-        latest checkpoint is current, which the staleness gauge says."""
-        logger.debug("checkpoint of %s skipped: %s", self.service.name, UNCHANGED)
-        emit(LAST_SNAPSHOT_TIMESTAMP, time.time(), self.service.name)
-
-    def _others_digest(self) -> bytes | None:
-        """The digest of the chain's fields beside the records, with the writers held;
-        ``None`` while records are pending (or with no chain source), when the state is
-        known to differ from every piece's."""
-        source = self._source
-        if source is None or not source.deltas_possible or source.pending():
-            return None
-        return source.others()
-
-    def _piece_mark(self, digest: bytes | None) -> object:
-        """What an incremental chain knows of the state: the last piece and ``digest``
-        (:meth:`_others_digest`); equal to the mark of the piece last committed when
-        nothing changed since (a chain due to be compacted included: nothing is
-        written, so it does not grow). Nothing is known (a new object each time)
-        without a digest."""
-        if digest is None or self._source is None:
-            return object()
-        return (self._source.base, digest)
-
-    def _take_full(self) -> _Snapshot | _Forking:
-        """A full snapshot, with the writers held: encoded here, or forked."""
-        if self.export == "inline":
-            return self.service.snapshot()
-        service = self.service
-        # Reserved here: the child's count of generations dies with it.
-        identity = DeltaBase(new_snapshot_id(), service._reserve_generation())
-        timings: dict[str, float] = {}
-
-        def produce() -> list[Buffer]:  # in the child
-            encoded, report = service._snapshot(
-                targets=None, allow_lossy=False, meta=None, identity=identity
-            )
-            timings.update(report.timings)
-            return encoded.parts
-
-        return self._fork(produce, timings, base=False, records=0)
-
-    def _fork(
-        self,
-        produce: Callable[[], list[Buffer]],
-        timings: dict[str, float],
-        *,
-        base: bool,
-        records: int,
-    ) -> _Forking:
-        """Fork the child that runs ``produce``; it notes ``timings`` for the parent."""
-        export = fork_export(
-            produce,
-            label="checkpoint",
-            fail=partial(CheckpointError, self.service.name),
-            name=_MEMFD_NAME,
-            note=lambda: json.dumps(timings).encode(),
-        )
-        return _Forking(export, time.monotonic() + self.export_timeout, base, records)
-
-    def _wait(self, forking: _Forking) -> Waits[Exported]:
-        return forking.export.wait(forking.deadline)
-
-    def _adopt(self, forking: _Forking, exported: Exported) -> _Snapshot:
-        """What a forked child wrote, as the snapshot an inline export would have
-        given: verified, mapped from its sealed memfd, reported (to the log and the
-        metrics) as a snapshot taken here; for a base, the chain it starts.
-
-        Raises:
-            CheckpointError: the memfd cannot be mapped, or does not hold a sound
-                snapshot.
-        """
-        service = self.service
-        try:
-            view = memoryview(mmap.mmap(exported.fd, exported.size, prot=mmap.PROT_READ))
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(service.name, f"cannot map the checkpoint memfd: {exc}") from exc
-        finally:
-            os.close(exported.fd)
-        try:
-            header = open_snapshot(view, key=service._key, limits=service._limits).header
-            timings = {str(k): float(v) for k, v in json.loads(exported.note).items()}
-        except (SnapshotError, ValueError, TypeError, AttributeError) as exc:
-            raise CheckpointError(
-                service.name, f"the checkpoint export's child wrote no sound snapshot: {exc}"
-            ) from exc
-        encoded = EncodedSnapshot(parts=[view], header=header, size=exported.size, timings=timings)
-        report = SnapshotReport.of(header, exported.size, timings)
-        logger.debug("%s", report.summary())
-        service._record_snapshot(report, exported.child_seconds)
-        if not forking.base:
-            return encoded, report
-        self._chain = [encoded]
-        self._record_size = encoded.size / max(forking.records, 1)
-        return self._chain_snapshot()
-
     # --- incremental ---------------------------------------------------------------------
 
     @property
     def chain_length(self) -> int:
         """Pieces in the chain the next incremental checkpoint extends: the base and
         its deltas (0 before the first one, and when checkpoints are full)."""
-        return len(self._chain)
-
-    def _compact_now(self, source: PreCopySource) -> bool:
-        """Whether the next piece must be a new full base."""
-        if not self._chain or not source.deltas_possible:
-            return True
-        deltas = self._chain[1:]
-        if len(deltas) >= self.max_deltas:
-            return True
-        pending = source.pending()
-        if pending > _MAX_DELTA_SHARE * source.records():
-            return True
-        # The delta about to be taken counts too, estimated from the records changed
-        # since the last piece.
-        size = sum(d.size for d in deltas) + pending * self._record_size
-        return size > self.max_delta_ratio * self._chain[0].size
-
-    def _take_piece(self) -> _Snapshot | _Forking:
-        """The next piece of the chain, with the writers held: a delta, or a full base
-        when the chain is empty or has grown past its bounds; returns the whole chain
-        as one snapshot to commit (or the child forked to export the base)."""
-        source = self._source
-        if self.export == "fork" and (source is None or self._compact_now(source)):
-            return self._fork_base()
-        if source is None:
-            source = self._new_source()
-            if source is None:
-                return self.service.snapshot()
-            self._source = source
-        if self._compact_now(source):
-            # Emptied first: a base that fails to be written leaves no chain to extend.
-            self._chain = []
-            self._chain = [source.full()]
-            # Until a delta tells, a changed record is reckoned at the base's size per
-            # record: the first delta after a base is bounded too.
-            self._record_size = self._chain[0].size / max(source.records(), 1)
-        else:
-            records = source.pending()
-            self._chain.append(source.delta())
-            if records >= _SAMPLE_RECORDS:
-                self._record_size = self._chain[-1].size / records
-        return self._chain_snapshot()
-
-    def _new_source(self) -> PreCopySource | None:
-        """A started change-tracking source for a new chain; None when the components
-        cannot tell what changed (checkpoints are then full snapshots, and stay so)."""
-        source = self.service.precopy_source()
-        source.start()
-        if source.why_no_deltas is None:
-            return source
-        self._chain_off = source.why_no_deltas
-        source.close()
-        logger.warning(
-            "checkpoints of %s are full snapshots: %s", self.service.name, self._chain_off
-        )
-        return None
-
-    def _fork_base(self) -> _Snapshot | _Forking:
-        """A new base, exported by a forked child. Its changes are tracked by a new
-        source, whose marks open here, with the writers held: the deltas after it
-        start exactly at the fork."""
-        old, self._source = self._source, None
-        # Emptied first: a base that fails to be written leaves no chain to extend.
-        self._chain = []
-        if old is not None:
-            old.close()
-        source = self._new_source()
-        if source is None:
-            return self._take_full()
-        self._source = source
-        timings: dict[str, float] = {}
-
-        def produce() -> list[Buffer]:  # in the child
-            encoded = source.full()
-            timings.update(encoded.timings)
-            return encoded.parts
-
-        return self._fork(produce, timings, base=True, records=source.records())
-
-    def _chain_snapshot(self) -> _Snapshot:
-        """The chain as one snapshot to commit, with its report."""
-        piece = self._chain[-1]
-        frame = chain_frame([p.size for p in self._chain])
-        chain = EncodedSnapshot(
-            parts=[frame, *(part for p in self._chain for part in p.parts)],
-            header=piece.header,
-            size=len(frame) + sum(p.size for p in self._chain),
-            timings=dict(piece.timings),
-        )
-        report = SnapshotReport(
-            snapshot_id=piece.header.snapshot_id,
-            generation=piece.header.generation,
-            size=chain.size,
-            sections=(),
-            timings=dict(piece.timings),
-            chain=len(self._chain),
-        )
-        return chain, report
+        return self._taker.chain_length
 
     def close(self) -> None:
         """Stop tracking changes for incremental checkpoints (the components drop their
         logs); the next incremental checkpoint starts a new chain with a full base."""
-        source, self._source = self._source, None
-        self._chain = []
-        if source is not None:
-            source.close()
+        self._taker.close()
+
+    # --- the options the taker holds -----------------------------------------------------
+
+    @property
+    def incremental(self) -> bool:
+        return self._taker.incremental
+
+    @incremental.setter
+    def incremental(self, value: bool) -> None:
+        self._taker.incremental = value
+
+    @property
+    def max_delta_ratio(self) -> float:
+        return self._taker.max_delta_ratio
+
+    @max_delta_ratio.setter
+    def max_delta_ratio(self, value: float) -> None:
+        self._taker.max_delta_ratio = value
+
+    @property
+    def max_deltas(self) -> int:
+        return self._taker.max_deltas
+
+    @max_deltas.setter
+    def max_deltas(self, value: int) -> None:
+        self._taker.max_deltas = value
+
+    @property
+    def export(self) -> ExportMode:
+        return self._taker.export
+
+    @export.setter
+    def export(self, value: ExportMode) -> None:
+        self._taker.export = value
+
+    @property
+    def export_timeout(self) -> float:
+        return self._taker.export_timeout
+
+    @export_timeout.setter
+    def export_timeout(self, value: float) -> None:
+        self._taker.export_timeout = value
 
     def _committed(
         self, committed: CommitReport, mark: object, pause: float, began: float
     ) -> CheckpointReport:
         result = CheckpointReport(committed, pause, time.perf_counter() - began)
         logger.info("%s%s", "final " if self._final else "", result.summary())
-        self._committed_mark = mark
+        self._taker.committed_mark = mark
         if self.failures:
             logger.info(
                 "checkpoints of %s commit again after %d failed", self.service.name, self.failures
@@ -821,7 +476,7 @@ class Checkpointer:
             ConfigurationError: there is no ``quiesce``, or the checkpointer runs
                 already (or on an event loop).
         """
-        if self._quiesce is None or _async_only(self._quiesce):
+        if self._quiesce is None or async_only(self._quiesce):
             raise ConfigurationError(
                 "quiesce",
                 "a checkpoint thread runs beside the writers: give a lock they take, or"
@@ -966,9 +621,7 @@ class Checkpointer:
                 delay = self._next_after(report, time.perf_counter() - started)
         except asyncio.CancelledError:
             if not gate.open:
-                logger.info(
-                    "no final checkpoint of %s: a handoff holds it back", self.service.name
-                )
+                logger.info("no final checkpoint of %s: a handoff holds it back", self.service.name)
                 raise
             self._final = True
             try:

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from statemigrate._errors import ConfigurationError, RestoreError, StateMigrateError
-from statemigrate._runtime._checkpoint import Checkpointer, Quiesce, check_positive_seconds
+from statemigrate._runtime._checkpoint import Checkpointer, check_positive_seconds
+from statemigrate._runtime._quiesce import Quiesce
 from statemigrate._runtime._service import Service
 from statemigrate.stores import Store
 
