@@ -82,6 +82,8 @@ class StatusTracker:
         self._began = 0.0
         self._held = False
         self._before = self._status
+        self.taken_over = False
+        """Whether the state came from an old process in a handoff (COMMIT received)."""
 
     @property
     def status(self) -> RestoreStatus:
@@ -132,6 +134,7 @@ class StatusTracker:
     def took_over(self) -> None:
         """The successor received COMMIT: the restored state is its own."""
         self._held = False
+        self.taken_over = True
         status = self._status
         self._enter(
             "restored",

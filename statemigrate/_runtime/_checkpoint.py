@@ -62,6 +62,11 @@ __all__ = [
 
 logger = logging.getLogger("statemigrate")
 
+_WAITING_FOR_STATE = 0.05
+"""Seconds between attempts while the service does not own its state yet: a skipped
+attempt costs a status check, and the first checkpoint of a state just taken over
+should not wait a whole interval."""
+
 
 @contextmanager
 def _summaries_quiet() -> Iterator[None]:
@@ -233,6 +238,7 @@ class Checkpointer:
         self._mode: Literal["thread", "loop"] | None = None
         self._warned_slow = False
         self._waiting_logged: str | None = None  # the status last said to hold it back
+        self._state_pending = False  # the last attempt found the service without its state
         self._final = False  # the checkpoint under way is the final one
         self.failures = 0
         """Checkpoints that failed in a row since the last one that committed."""
@@ -368,6 +374,7 @@ class Checkpointer:
         yet its own (see ``docs/checkpoints.md``), or a handoff holds checkpoints back
         (one under way, or one that gave the state to a successor: ``docs/handoff.md``)."""
         status = self.service.status
+        self._state_pending = not status.ready
         if not status.ready:
             # A process that has not restored, taken over or declared a cold start holds
             # no state worth keeping: committing it would replace the store's latest
@@ -468,7 +475,9 @@ class Checkpointer:
     def start(self) -> Self:
         """Checkpoint every ``every`` seconds from a background thread; returns self.
 
-        The first checkpoint comes ``every`` seconds from now. A failed checkpoint is
+        The first checkpoint comes ``every`` seconds from now, or as soon as the service
+        owns its state when it does not yet or took it over in a handoff (that state is
+        in no checkpoint of this release yet). A failed checkpoint is
         logged and retried later (see ``max_backoff``); the thread stops by itself
         only once a handoff gave the service's state to a successor.
 
@@ -545,7 +554,7 @@ class Checkpointer:
         self.stop()
 
     def _run_thread(self) -> None:
-        delay = self.every
+        delay = self._first_delay()
         gate = self.service._checkpoints
         while not self._stop.wait(delay) and not gate.ended:
             delay = self._tick()
@@ -559,9 +568,25 @@ class Checkpointer:
             return self._retry_after(exc)
         return self._next_after(report, time.perf_counter() - started)
 
+    def _first_delay(self) -> float:
+        """Seconds until the first checkpoint: ``every``, or none for a state in no
+        checkpoint of this release yet: one taken over from an old process (which
+        stopped checkpointing before its pause; after a rollback, the store holds only
+        the newer release's checkpoints), or one still to come (see :meth:`_next_after`)."""
+        if not self.service.status.ready or self.service._tracker.taken_over:
+            return 0.0
+        return self.every
+
     def _next_after(self, report: CheckpointReport, seconds: float) -> float:
         """Seconds until the next checkpoint, ``every`` after this one began; warn once
-        when checkpoints take longer than that (writers would be held back to back)."""
+        when checkpoints take longer than that (writers would be held back to back).
+
+        Until the service owns its state, the next attempt comes soon instead, so that
+        a state that arrives (a take-over, a restore) is committed at once rather than
+        ``every`` seconds later (see :meth:`_first_delay`).
+        """
+        if report.skipped and self._state_pending:
+            return min(self.every, _WAITING_FOR_STATE)
         if seconds > self.every and not self._warned_slow:
             self._warned_slow = True
             logger.warning(
@@ -588,7 +613,8 @@ class Checkpointer:
     # --- on an event loop --------------------------------------------------------------
 
     async def run(self) -> None:
-        """Checkpoint every ``every`` seconds on the running event loop, until cancelled
+        """Checkpoint every ``every`` seconds on the running event loop (the first as
+        :meth:`start` says), until cancelled
         (or until a handoff gave the service's state to a successor: it returns then).
 
         Cancel the task to stop: a final checkpoint is taken before the cancellation
@@ -603,7 +629,7 @@ class Checkpointer:
         self._enter_mode("loop")
         gate = self.service._checkpoints
         gate.attach(self)
-        delay = self.every
+        delay = self._first_delay()
         try:
             while True:
                 await asyncio.sleep(delay)

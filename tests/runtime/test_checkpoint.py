@@ -294,6 +294,38 @@ def test_the_thread_survives_failures_and_goes_on_checkpointing() -> None:
     assert restored(store) == state_after(5)
 
 
+def test_a_state_that_arrives_after_start_is_checkpointed_at_once() -> None:
+    """Started before its service owns a state, a checkpointer commits that state as
+    soon as it arrives, not ``every`` (an hour here) later."""
+    source, source_ledger = ledger_service()
+    written(source_ledger, 7)
+    service, _ = ledger_service(started=False)
+    store = MemoryStore()
+    checkpointer = Checkpointer(service, store, every=3600.0, quiesce=threading.Lock()).start()
+    try:
+        assert store.commits == 0  # nothing to keep yet
+        service.restore(source.snapshot()[0].to_bytes())
+        wait_for(lambda: store.commits == 1, "the first checkpoint of the restored state")
+    finally:
+        checkpointer.stop(final=False)
+    assert restored(store) == state_after(7)
+
+
+def test_a_state_taken_over_in_a_handoff_is_checkpointed_at_once() -> None:
+    """A checkpointer started after a take-over commits at once: the old process
+    stopped checkpointing before its pause, so that state is in no checkpoint yet."""
+    source, source_ledger = ledger_service()
+    written(source_ledger, 3)
+    service, _ = ledger_service(started=False)
+    service._tracker.take_over()  # what a handoff's successor goes through
+    service.restore(source.snapshot()[0].to_bytes())
+    service._tracker.took_over()
+    store = MemoryStore()
+    with Checkpointer(service, store, every=3600.0, quiesce=threading.Lock()):
+        wait_for(lambda: store.commits == 1, "the first checkpoint of the taken-over state")
+    assert restored(store) == state_after(3)
+
+
 def test_stop_takes_a_final_checkpoint() -> None:
     service, ledger = ledger_service()
     store = MemoryStore()
