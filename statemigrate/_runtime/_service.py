@@ -9,10 +9,7 @@ from __future__ import annotations
 import contextvars
 import errno
 import logging
-import os
-import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -57,6 +54,7 @@ from statemigrate._runtime._chain import is_chain, split_chain
 from statemigrate._runtime._chainread import chain_break
 from statemigrate._runtime._delta import apply_delta, delta_obstacle
 from statemigrate._runtime._fork import serving_pid
+from statemigrate._runtime._gate import CheckpointGate
 from statemigrate._runtime._precopy import PreCopySource
 from statemigrate._runtime._report import CommitReport, RestoreReport, SnapshotReport
 from statemigrate._runtime._restore import Registered, run_restore
@@ -92,7 +90,6 @@ _NAME_LIMIT = 200
 GENERATION_LIMIT = 1 << 62
 
 C = TypeVar("C")
-T = TypeVar("T")
 
 #: What :meth:`Service.start_from` does when the restore fails: raise, so the process
 #: refuses to start, or go on with the components' fresh state.
@@ -117,120 +114,6 @@ def _store_kind(store: object) -> str:
     for others (never a path or a bucket: labels stay few)."""
     name = type(store).__name__
     return name.removesuffix("Store").lower() or name
-
-
-class CheckpointGate:
-    """Whether this process may commit checkpoints of its service's state.
-
-    Every checkpoint's store commit passes through the gate (:meth:`commit`). A
-    handoff suspends it as it pauses the writers (:meth:`suspend`), which waits for
-    the commits under way, so that no checkpoint of this process lands in a store
-    after that. It
-    resumes it when the handoff fails (the process keeps its state and goes on
-    serving), and ends it for good once the successor owns the state (:meth:`end`):
-    a checkpoint of this process could then only replace the successor's newer ones.
-
-    The gate also counts the checkpointers running on the service (started in a
-    thread or on an event loop), for the handoff's log. Thread-safe.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._suspended = 0  # handoffs under way that suspended it
-        self._ended = False
-        self._committing = 0
-        # The eventfds of suspend_nowait() callers waiting for the commits under way.
-        self._waiting: list[int] = []
-        self._running: weakref.WeakSet[object] = weakref.WeakSet()
-
-    @property
-    def open(self) -> bool:
-        """Whether a checkpoint may be committed now."""
-        return not self._suspended and not self._ended
-
-    @property
-    def ended(self) -> bool:
-        """Whether the state was handed over: this process commits no checkpoint again."""
-        return self._ended
-
-    @property
-    def running(self) -> int:
-        """The checkpointers running on the service."""
-        return len(self._running)
-
-    def attach(self, checkpointer: object) -> None:
-        """Count ``checkpointer`` as running (it started)."""
-        with self._cond:
-            self._running.add(checkpointer)
-
-    def detach(self, checkpointer: object) -> None:
-        """Count ``checkpointer`` as stopped."""
-        with self._cond:
-            self._running.discard(checkpointer)
-
-    def commit(self, commit: Callable[[], T]) -> T | None:
-        """Run ``commit`` (a checkpoint's store commit) if the gate is open; return its
-        result, or ``None`` when the gate is suspended or ended and nothing ran."""
-        with self._cond:
-            if not self.open:
-                return None
-            self._committing += 1
-        try:
-            return commit()
-        finally:
-            with self._cond:
-                self._committing -= 1
-                if not self._committing:
-                    self._cond.notify_all()
-                    for fd in self._waiting:
-                        os.eventfd_write(fd, 1)
-                    self._waiting.clear()
-
-    def suspend(self) -> None:
-        """Let no checkpoint commit from now on, and wait for the commits under way."""
-        with self._cond:
-            self._suspended += 1
-            while self._committing:
-                self._cond.wait()
-
-    def suspend_nowait(self) -> int | None:
-        """:meth:`suspend` without waiting, for a caller that waits on descriptors (a
-        handoff's steps, blocking or on an event loop).
-
-        Returns:
-            ``None`` when no commit is under way; else an eventfd, readable once none
-            is, to be given back to :meth:`done_waiting`.
-        """
-        with self._cond:
-            self._suspended += 1
-            if not self._committing:
-                return None
-            fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            self._waiting.append(fd)
-            return fd
-
-    def done_waiting(self, fd: int) -> None:
-        """Close an eventfd of :meth:`suspend_nowait`, woken or not."""
-        with self._cond:  # not signalled once closed: its number may be reused
-            if fd in self._waiting:
-                self._waiting.remove(fd)
-            os.close(fd)
-
-    @property
-    def committing(self) -> int:
-        """The commits under way."""
-        return self._committing
-
-    def resume(self) -> None:
-        """Undo one :meth:`suspend`: checkpoints commit again once no handoff holds the
-        gate (never after :meth:`end`)."""
-        with self._cond:
-            self._suspended = max(0, self._suspended - 1)
-
-    def end(self) -> None:
-        """Let no checkpoint of this process commit again: its state was handed over."""
-        with self._cond:
-            self._ended = True
 
 
 class Service:
@@ -525,9 +408,7 @@ class Service:
             emit(LAST_SNAPSHOT_TIMESTAMP, time.time(), self.name)
             emit(GENERATION, self._generation, self.name)
 
-    def _export_all(
-        self, *, targets: Mapping[str, int] | None, allow_lossy: bool
-    ) -> _Exported:
+    def _export_all(self, *, targets: Mapping[str, int] | None, allow_lossy: bool) -> _Exported:
         """Export every registered component, migrated to its target version."""
         started = time.perf_counter()
         exported = _Exported(list(self._entries.values()))
@@ -651,7 +532,8 @@ class Service:
                     encode_seconds += stream.timings.get("encode", 0.0)
             if stream.header is None:
                 raise StoreError(
-                    "commit", ref.describe(),
+                    "commit",
+                    ref.describe(),
                     "the store returned before it had read the whole snapshot",
                 )
         except BaseException as exc:
@@ -979,8 +861,7 @@ class Service:
                 raise _logged(
                     RestoreError(
                         "verify",
-                        f"the delta changes {section.key}, which was not restored from its"
-                        " base",
+                        f"the delta changes {section.key}, which was not restored from its base",
                         component=section.key,
                     )
                 )
@@ -1057,7 +938,13 @@ class Service:
     def start_from(
         self,
         source: (
-            bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport | Store
+            bytes
+            | bytearray
+            | memoryview
+            | EncodedSnapshot
+            | SnapshotRef
+            | CommitReport
+            | Store
             | None
         ),
         **options: bool,
@@ -1134,7 +1021,8 @@ class Service:
             )
             try:
                 return self._restore_stored(
-                    previous if previous is not None
+                    previous
+                    if previous is not None
                     else _Reader(open_previous, f"{store!r} (previous)"),
                     options,
                 )
@@ -1142,7 +1030,6 @@ class Service:
                 logger.error("the previous snapshot in %r cannot be restored: %s", store, second)
                 self._tracker.failed(str(exc))  # the latest snapshot's failure is the one
                 raise exc from exc.__cause__
-
 
     @staticmethod
     def _read_previous(
@@ -1158,7 +1045,8 @@ class Service:
             if (second.op, second.target, second.detail) != (first.op, first.target, first.detail):
                 return _Failing(second)
         current.error = StoreError(
-            first.op, first.target,
+            first.op,
+            first.target,
             f"{first.detail}; the previous snapshot cannot be reached either: nothing to"
             " fall back to",
             errno=first.errno,
@@ -1202,8 +1090,10 @@ class Service:
         # Each piece is all or nothing, the chain must be too: a delta that fails after
         # the base was applied (in decode, migrate or validate) puts back what was live
         # before the chain, so a cold start that follows is really cold.
-        live = [(entry, component_state(entry.obj, registry=entry.registry))
-                for entry in self._entries.values()]
+        live = [
+            (entry, component_state(entry.obj, registry=entry.registry))
+            for entry in self._entries.values()
+        ]
         try:
             report = self.restore(pieces[0], **options)
             for piece in pieces[1:]:
@@ -1216,9 +1106,7 @@ class Service:
                     registry=entry.registry,
                 )
             raise
-        logger.info(
-            "restored a checkpoint chain of %d deltas on a full snapshot", len(pieces) - 1
-        )
+        logger.info("restored a checkpoint chain of %d deltas on a full snapshot", len(pieces) - 1)
         return report
 
     def _chain_refused(self, reason: str) -> RestoreError:
@@ -1364,4 +1252,3 @@ def choose_versions(
     if problems:
         raise ValueError("no version both sides understand: " + "; ".join(problems))
     return chosen
-
