@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from statemigrate._errors import (
     ConfigurationError,
-    ExportError,
     LossyMigrationError,
     NoMigrationPathError,
     RegistrationError,
@@ -27,11 +26,9 @@ from statemigrate._errors import (
     StoreError,
     UnknownComponentError,
 )
-from statemigrate._model._compare import format_path
 from statemigrate._model._component import (
     component_spec,
     component_state,
-    export_component,
     import_component,
     importable_state,
 )
@@ -53,6 +50,7 @@ from statemigrate._observe._tracing import ended_now, record_span, tracing_enabl
 from statemigrate._runtime._chain import is_chain, split_chain
 from statemigrate._runtime._chainread import chain_break
 from statemigrate._runtime._delta import apply_delta, delta_obstacle
+from statemigrate._runtime._export import choose_versions, export_all, walk_section
 from statemigrate._runtime._fork import serving_pid
 from statemigrate._runtime._gate import CheckpointGate
 from statemigrate._runtime._precopy import PreCopySource
@@ -66,7 +64,7 @@ from statemigrate._snapshot._encode import (
     encode_snapshot,
 )
 from statemigrate._snapshot._format import DecodeLimits, Snapshot, open_snapshot
-from statemigrate._snapshot._header import DeltaBase, Producer, SnapshotHeader
+from statemigrate._snapshot._header import DeltaBase, Producer
 from statemigrate.stores._base import Store
 
 if TYPE_CHECKING:
@@ -311,7 +309,7 @@ class Service:
     ) -> tuple[EncodedSnapshot, SnapshotReport]:
         """:meth:`snapshot`, under an identity reserved before (pre-copy's round 0)."""
         started = time.perf_counter()
-        exported = self._export_all(targets=targets, allow_lossy=allow_lossy)
+        exported = export_all(self.components, targets=targets, allow_lossy=allow_lossy)
         encoding = self._encoding(meta)
         if identity is None:
             self._generation += 1
@@ -323,7 +321,7 @@ class Service:
                 encoded = encode_snapshot(exported.sections, **encoding)
                 break
             except NotPlainError as exc:
-                self._walk(exported, exc, targets=targets, allow_lossy=allow_lossy)
+                walk_section(exported, exc, targets=targets, allow_lossy=allow_lossy)
         report = exported.report(encoded.header, encoded.size, encoded.timings)
         logger.log(SUMMARIES.get(), "%s", report.summary())
         self._record_snapshot(report, time.perf_counter() - started)
@@ -408,92 +406,6 @@ class Service:
             emit(LAST_SNAPSHOT_TIMESTAMP, time.time(), self.name)
             emit(GENERATION, self._generation, self.name)
 
-    def _export_all(self, *, targets: Mapping[str, int] | None, allow_lossy: bool) -> _Exported:
-        """Export every registered component, migrated to its target version."""
-        started = time.perf_counter()
-        exported = _Exported(list(self._entries.values()))
-        migrate_seconds = 0.0
-        for entry in exported.entries:
-            section, steps, seconds = self._export_section(
-                entry, targets=targets, allow_lossy=allow_lossy
-            )
-            exported.sections.append(section)
-            exported.step_names.append(steps)
-            migrate_seconds += seconds
-        exported.timings = {
-            "export": time.perf_counter() - started - migrate_seconds,
-            "migrate": migrate_seconds,
-        }
-        return exported
-
-    def _walk(
-        self,
-        exported: _Exported,
-        exc: NotPlainError,
-        *,
-        targets: Mapping[str, int] | None,
-        allow_lossy: bool,
-    ) -> None:
-        """Export again, walking it, the section whose data turned out not to be plain.
-
-        Raises:
-            ExportError: that section was walked already: the error names its path.
-        """
-        index = exc.section if exc.section is not None else 0
-        entry, section = exported.entries[index], exported.sections[index]
-        if index in exported.walked:
-            raise ExportError(
-                section.component,
-                section.version,
-                format_path(exc.path),
-                exc.detail,
-                instance=section.instance,
-            ) from exc
-        # Exported as it is, assuming plain data: convert what can be (an int past 64
-        # bits), or find out with the path what cannot.
-        exported.walked.add(index)
-        exported.sections[index], _, _ = self._export_section(
-            entry, targets=targets, allow_lossy=allow_lossy, walk=True
-        )
-
-    def _export_section(
-        self,
-        entry: Registered,
-        *,
-        targets: Mapping[str, int] | None,
-        allow_lossy: bool,
-        walk: bool = False,
-    ) -> tuple[SectionInput, tuple[str, ...], float]:
-        """Export one component, migrated to its target version if it has one.
-
-        Returns the section, the steps applied and the seconds they took.
-        """
-        registry = entry.registry
-        data = export_component(entry.obj, registry=registry, walk=walk)
-        version = entry.spec.version
-        target = (targets or {}).get(entry.component, version)
-        steps: tuple[str, ...] = ()
-        seconds = 0.0
-        if target != version:
-            step_started = time.perf_counter()
-            # The export can be the live objects, which steps may mutate: the pipeline
-            # migrates a private copy.
-            result = registry.migrate(
-                entry.component,
-                data,
-                version,
-                target,
-                allow_lossy=allow_lossy,
-                instance=entry.instance,
-            )
-            data = result.data
-            steps = result.step_names
-            seconds = time.perf_counter() - step_started
-            version = target
-        schema = registry.schema_for(entry.component, version)
-        section = SectionInput(entry.component, entry.instance, version, schema.fingerprint, data)
-        return section, steps, seconds
-
     def commit(
         self,
         store: Store,
@@ -512,7 +424,7 @@ class Service:
             StoreError: the store could not commit; its previous snapshot is intact.
             See :meth:`snapshot` for the rest.
         """
-        exported = self._export_all(targets=targets, allow_lossy=allow_lossy)
+        exported = export_all(self.components, targets=targets, allow_lossy=allow_lossy)
         self._generation += 1
         encode_seconds = 0.0
         started = time.perf_counter()
@@ -526,7 +438,7 @@ class Service:
                     ref = store.commit(stream)
                     break
                 except NotPlainError as exc:
-                    self._walk(exported, exc, targets=targets, allow_lossy=allow_lossy)
+                    walk_section(exported, exc, targets=targets, allow_lossy=allow_lossy)
                 finally:
                     stream.close()
                     encode_seconds += stream.timings.get("encode", 0.0)
@@ -1170,23 +1082,6 @@ class _Failing:
         return self.error.target
 
 
-class _Exported:
-    """The sections of a snapshot being taken, with what it took to export them."""
-
-    def __init__(self, entries: list[Registered]) -> None:
-        self.entries = entries
-        self.sections: list[SectionInput] = []
-        self.step_names: list[tuple[str, ...]] = []
-        self.walked: set[int] = set()
-        self.timings: dict[str, float] = {}
-
-    def report(
-        self, header: SnapshotHeader, size: int, timings: Mapping[str, float]
-    ) -> SnapshotReport:
-        """The report of the snapshot these sections were encoded into."""
-        return SnapshotReport.of(header, size, {**self.timings, **timings}, self.step_names)
-
-
 _SOURCES = "bytes, what Service.snapshot() returns, a store reference or a CommitReport"
 
 
@@ -1219,36 +1114,3 @@ def _logged(error: RestoreError) -> RestoreError:
     bytes), as the transaction logs its own failures."""
     logger.error("%s", error)
     return error
-
-
-def choose_versions(
-    live: Mapping[str, int],
-    readable: Mapping[str, Sequence[int]],
-    plan_exists: Mapping[str, Sequence[int]],
-) -> dict[str, int]:
-    """Pick, per component, the version to write for a reader that reads ``readable``.
-
-    The live version when the reader can read it; otherwise the highest version the
-    reader reads that ``plan_exists`` says the live version can be migrated to.
-
-    Raises:
-        ValueError: naming every component for which no common version exists.
-    """
-    chosen: dict[str, int] = {}
-    problems = []
-    for component, version in live.items():
-        options = set(readable.get(component, ()))
-        if version in options:
-            chosen[component] = version
-            continue
-        common = options & set(plan_exists.get(component, ()))
-        if not common:
-            problems.append(
-                f"{component}: this process has v{version}, successor reads"
-                f" {sorted(options) or 'nothing'}"
-            )
-            continue
-        chosen[component] = max(common)
-    if problems:
-        raise ValueError("no version both sides understand: " + "; ".join(problems))
-    return chosen
