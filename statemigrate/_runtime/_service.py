@@ -7,10 +7,9 @@ and restores a snapshot into its components as one transaction (see ``_restore``
 from __future__ import annotations
 
 import contextvars
-import errno
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -21,17 +20,11 @@ from statemigrate._errors import (
     RegistrationError,
     RestoreError,
     SnapshotError,
-    SourceTypeError,
     StateMigrateError,
     StoreError,
     UnknownComponentError,
 )
-from statemigrate._model._component import (
-    component_spec,
-    component_state,
-    import_component,
-    importable_state,
-)
+from statemigrate._model._component import component_spec
 from statemigrate._observe._instruments import (
     COMMIT_DURATION,
     COMMITS,
@@ -47,8 +40,6 @@ from statemigrate._observe._instruments import (
 )
 from statemigrate._observe._status import RestoreStatus, StatusTracker
 from statemigrate._observe._tracing import ended_now, record_span, tracing_enabled
-from statemigrate._runtime._chain import is_chain, split_chain
-from statemigrate._runtime._chainread import chain_break
 from statemigrate._runtime._delta import apply_delta, delta_obstacle
 from statemigrate._runtime._export import choose_versions, export_all, walk_section
 from statemigrate._runtime._fork import serving_pid
@@ -56,6 +47,8 @@ from statemigrate._runtime._gate import CheckpointGate
 from statemigrate._runtime._precopy import PreCopySource
 from statemigrate._runtime._report import CommitReport, RestoreReport, SnapshotReport
 from statemigrate._runtime._restore import Registered, run_restore
+from statemigrate._runtime._sources import bytes_of, check_source
+from statemigrate._runtime._startup import restore_at_start, restore_stored
 from statemigrate._snapshot._codec import NotPlainError
 from statemigrate._snapshot._encode import (
     EncodedSnapshot,
@@ -560,7 +553,7 @@ class Service:
                 another service, too old, or with a generation of ``GENERATION_LIMIT``
                 or more) fail in ``verify``.
         """
-        _check_source(source)
+        check_source(source)
         self._tracker.restoring()
         began = time.perf_counter()
         try:
@@ -640,7 +633,7 @@ class Service:
     ) -> RestoreReport:
         started = time.perf_counter()
         try:
-            data = _bytes_of(source)
+            data = bytes_of(source)
         except StateMigrateError as exc:
             raise _logged(RestoreError("read", str(exc))) from exc
         read_done = time.perf_counter()
@@ -886,85 +879,17 @@ class Service:
         Raises:
             RestoreError: the restore failed and a component's policy is ``"refuse"``.
         """
-        if source is None:
-            self.start_cold("no snapshot to restore")
-            return None
-        try:
-            if isinstance(source, Store):
-                return self._restore_latest(source, options)
-            return self._restore_stored(source, options)
-        except RestoreError as exc:
-            if any(
+        return restore_at_start(
+            source,
+            options,
+            restore_stored=self._restore_stored,
+            start_cold=self.start_cold,
+            tracker=self._tracker,
+            refuse=any(
                 self._policies.get(key, self._on_restore_failure) == "refuse"
                 for key in self._entries
-            ):
-                raise
-            self.start_cold(f"restore failed: {exc}")
-            return None
-
-    def _restore_latest(self, store: Store, options: Mapping[str, bool]) -> RestoreReport | None:
-        """Restore ``store``'s latest snapshot, or the one before it when the latest is
-        unreadable or refused at verification; ``None`` (a cold start) when there is
-        none."""
-        try:
-            current: bytes | memoryview | SnapshotRef = store.open()
-        except StoreError as exc:
-            if exc.errno == errno.ENOENT:
-                self.start_cold(f"no snapshot to restore in {store!r}")
-                return None
-            current = _Failing(exc)  # restored as a failed read, with status and metrics
-        open_previous = getattr(store, "open_previous", None)
-        previous: bytes | memoryview | SnapshotRef | None = None
-        if isinstance(current, _Failing) and callable(open_previous):
-            previous = self._read_previous(current, open_previous)
-            if previous is None:  # nothing to fall back to: one failure, said once
-                open_previous = None
-        try:
-            return self._restore_stored(current, options)
-        except RestoreError as exc:
-            if isinstance(current, bytes | memoryview):
-                _keep_unrestored(store, current)
-            if exc.phase not in ("read", "verify") or not callable(open_previous):
-                raise
-            logger.warning(
-                "the latest snapshot in %r cannot be restored (%s); restoring the one before it",
-                store,
-                exc,
-            )
-            try:
-                return self._restore_stored(
-                    previous
-                    if previous is not None
-                    else _Reader(open_previous, f"{store!r} (previous)"),
-                    options,
-                )
-            except RestoreError as second:
-                logger.error("the previous snapshot in %r cannot be restored: %s", store, second)
-                self._tracker.failed(str(exc))  # the latest snapshot's failure is the one
-                raise exc from exc.__cause__
-
-    @staticmethod
-    def _read_previous(
-        current: _Failing, open_previous: Callable[[], bytes | memoryview]
-    ) -> bytes | memoryview | SnapshotRef | None:
-        """The previous snapshot of a store whose latest could not be read; ``None``
-        when reading it fails the same way (an object store's pointer, which names
-        both, is unreadable): then ``current`` says that no previous can be found."""
-        first = current.error
-        try:
-            return open_previous()
-        except StoreError as second:
-            if (second.op, second.target, second.detail) != (first.op, first.target, first.detail):
-                return _Failing(second)
-        current.error = StoreError(
-            first.op,
-            first.target,
-            f"{first.detail}; the previous snapshot cannot be reached either: nothing to"
-            " fall back to",
-            errno=first.errno,
+            ),
         )
-        current.error.__cause__ = first.__cause__
-        return None
 
     def _restore_stored(
         self,
@@ -972,54 +897,16 @@ class Service:
         options: Mapping[str, bool],
     ) -> RestoreReport:
         """Restore a snapshot, or a chain that incremental checkpoints committed: its
-        base, then each delta in order.
-
-        Every piece of a chain is verified, and each delta checked to name the piece
-        before it as its base, before anything is applied: a damaged or incomplete
-        chain fails in ``verify`` with every component as it was, so the caller can
-        fall back to the store's previous object.
-        """
-        _check_source(source)
-        if isinstance(source, EncodedSnapshot):
-            source = source.to_bytes()
-        if isinstance(source, bytes | bytearray | memoryview):
-            data: bytes | bytearray | memoryview = source
-        else:
-            try:
-                data = source.open()
-            except StateMigrateError:
-                return self.restore(source, **options)  # fails in "read", with the status
-        if not is_chain(data):
-            return self.restore(data, **options)
-        try:
-            pieces = split_chain(data)
-            headers = [open_snapshot(p, key=self._key, limits=self._limits).header for p in pieces]
-        except SnapshotError as exc:
-            raise self._chain_refused(f"checkpoint chain: {exc}") from exc
-        broken = chain_break(headers)
-        if broken is not None:
-            raise self._chain_refused(broken)
-        # Each piece is all or nothing, the chain must be too: a delta that fails after
-        # the base was applied (in decode, migrate or validate) puts back what was live
-        # before the chain, so a cold start that follows is really cold.
-        live = [
-            (entry, component_state(entry.obj, registry=entry.registry))
-            for entry in self._entries.values()
-        ]
-        try:
-            report = self.restore(pieces[0], **options)
-            for piece in pieces[1:]:
-                report = self.restore(piece, **options)
-        except BaseException:
-            for entry, state in live:
-                import_component(
-                    entry.obj,
-                    importable_state(entry.obj, state, registry=entry.registry),
-                    registry=entry.registry,
-                )
-            raise
-        logger.info("restored a checkpoint chain of %d deltas on a full snapshot", len(pieces) - 1)
-        return report
+        base, then each delta in order (see :func:`restore_stored`)."""
+        return restore_stored(
+            source,
+            options,
+            restore=self.restore,
+            entries=self.components,
+            key=self._key,
+            limits=self._limits,
+            refused=self._chain_refused,
+        )
 
     def _chain_refused(self, reason: str) -> RestoreError:
         """A chain refused at verification, reported as a failed restore."""
@@ -1029,84 +916,11 @@ class Service:
         return error
 
 
-def _keep_unrestored(store: Store, data: bytes | memoryview) -> None:
-    """Have ``store`` keep aside its latest snapshot, which the restore refused, when
-    it can: checkpoints of whatever state the service goes on with would otherwise
-    replace it, and a release that can read it (or ``statemigrate migrate``) may still
-    recover its state."""
-    keep = getattr(store, "keep_unrestored", None)
-    if not callable(keep):
-        return
-    try:
-        where = keep(data)
-    except StoreError as exc:
-        logger.warning("could not keep the snapshot that failed to restore: %s", exc)
-    else:
-        logger.warning(
-            "kept the snapshot that failed to restore as %s; checkpoints do not replace it",
-            where,
-        )
-
-
 SUMMARIES: contextvars.ContextVar[int] = contextvars.ContextVar(
     "statemigrate_summaries", default=logging.INFO
 )
 """The level of the log lines a snapshot and a commit write: a checkpoint, which
 writes one line of its own that says it all, sets DEBUG while it takes them."""
-
-
-class _Reader:
-    """A :class:`SnapshotRef` over a function that reads the bytes."""
-
-    def __init__(self, read: Callable[[], bytes | memoryview], where: str) -> None:
-        self._read = read
-        self._where = where
-
-    def open(self) -> bytes | memoryview:
-        return self._read()
-
-    def describe(self) -> str:
-        return self._where
-
-
-class _Failing:
-    """A :class:`SnapshotRef` whose reading failed already: ``open()`` raises that error."""
-
-    def __init__(self, error: StoreError) -> None:
-        self.error = error
-
-    def open(self) -> bytes | memoryview:
-        raise self.error
-
-    def describe(self) -> str:
-        return self.error.target
-
-
-_SOURCES = "bytes, what Service.snapshot() returns, a store reference or a CommitReport"
-
-
-def _check_source(source: object) -> None:
-    """Refuse, before anything is touched, a source no snapshot can be read from.
-
-    Raises:
-        SourceTypeError: ``source`` is not bytes-like, not an encoded snapshot, and
-            has no ``open()`` (a path, say).
-    """
-    if isinstance(source, bytes | bytearray | memoryview | EncodedSnapshot):
-        return
-    if not callable(getattr(source, "open", None)):
-        raise SourceTypeError(source, _SOURCES)
-
-
-def _bytes_of(
-    source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
-) -> bytes | bytearray | memoryview:
-    """The snapshot bytes of a checked source, read from its store when it has one."""
-    if isinstance(source, bytes | bytearray | memoryview):
-        return source
-    if isinstance(source, EncodedSnapshot):
-        return source.to_bytes()
-    return source.open()
 
 
 def _logged(error: RestoreError) -> RestoreError:
