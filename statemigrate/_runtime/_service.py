@@ -25,21 +25,9 @@ from statemigrate._errors import (
     UnknownComponentError,
 )
 from statemigrate._model._component import component_spec
-from statemigrate._observe._instruments import (
-    COMMIT_DURATION,
-    COMMITS,
-    COMPONENT_RESTORES,
-    GENERATION,
-    LAST_SNAPSHOT_TIMESTAMP,
-    RESTORE_DURATION,
-    RESTORES,
-    SNAPSHOT_BYTES,
-    SNAPSHOT_DURATION,
-    emit,
-    enabled,
-)
+from statemigrate._observe._instruments import RESTORES, emit, enabled
 from statemigrate._observe._status import RestoreStatus, StatusTracker
-from statemigrate._observe._tracing import ended_now, record_span, tracing_enabled
+from statemigrate._observe._tracing import tracing_enabled
 from statemigrate._runtime._delta import apply_delta, delta_obstacle
 from statemigrate._runtime._export import choose_versions, export_all, walk_section
 from statemigrate._runtime._fork import serving_pid
@@ -49,6 +37,15 @@ from statemigrate._runtime._report import CommitReport, RestoreReport, SnapshotR
 from statemigrate._runtime._restore import Registered, run_restore
 from statemigrate._runtime._sources import bytes_of, check_source
 from statemigrate._runtime._startup import restore_at_start, restore_stored
+from statemigrate._runtime._telemetry import (
+    commit_failed,
+    count_commit,
+    record_snapshot,
+    report_restore,
+    restore_failed,
+    trace_commit,
+    trace_restore,
+)
 from statemigrate._snapshot._codec import NotPlainError
 from statemigrate._snapshot._encode import (
     EncodedSnapshot,
@@ -94,17 +91,6 @@ def _check_policy(policy: object) -> RestoreFailurePolicy:
             "on_restore_failure", f"must be 'refuse' or 'serve_cold', not {policy!r}"
         )
     return policy  # type: ignore[return-value]
-
-
-RESTORE_PHASES = ("read", "verify", "decode", "migrate", "validate", "apply")
-"""The phases of a restore, in order, as its report times them."""
-
-
-def _store_kind(store: object) -> str:
-    """A store's kind for a metric label: ``tmpfs`` for a TmpfsStore, the class name
-    for others (never a path or a bucket: labels stay few)."""
-    name = type(store).__name__
-    return name.removesuffix("Store").lower() or name
 
 
 class Service:
@@ -381,23 +367,7 @@ class Service:
 
     def _record_snapshot(self, report: SnapshotReport, seconds: float) -> None:
         """Report a snapshot taken to the metrics and traces."""
-        if tracing_enabled():
-            record_span(
-                "statemigrate.snapshot",
-                *ended_now(seconds),
-                attributes={
-                    "statemigrate.service": self.name,
-                    "statemigrate.generation": self._generation,
-                    "statemigrate.snapshot_bytes": report.size,
-                    "statemigrate.components": [s.component for s in report.sections],
-                },
-                children=list(report.timings.items()),
-            )
-        if enabled():
-            emit(SNAPSHOT_DURATION, seconds, self.name)
-            emit(SNAPSHOT_BYTES, report.size, self.name)
-            emit(LAST_SNAPSHOT_TIMESTAMP, time.time(), self.name)
-            emit(GENERATION, self._generation, self.name)
+        record_snapshot(self.name, self._generation, report, seconds)
 
     def commit(
         self,
@@ -442,7 +412,7 @@ class Service:
                     "the store returned before it had read the whole snapshot",
                 )
         except BaseException as exc:
-            self._commit_failed(store, time.perf_counter() - started, exc)
+            commit_failed(self.name, store, time.perf_counter() - started, exc)
             raise
         report = exported.report(stream.header, stream.size, {"encode": encode_seconds})
         logger.info("%s", report.summary())
@@ -474,7 +444,7 @@ class Service:
         try:
             ref = store.commit(encoded.parts)
         except BaseException as exc:
-            self._commit_failed(store, time.perf_counter() - started, exc)
+            commit_failed(self.name, store, time.perf_counter() - started, exc)
             raise
         committed = CommitReport(
             ref=ref, snapshot=report, commit_seconds=time.perf_counter() - started
@@ -484,29 +454,9 @@ class Service:
 
     def _committed(self, store: object, committed: CommitReport) -> None:
         """Report a commit to the log, the metrics and the traces."""
-        self._trace_commit(store, committed.commit_seconds)
+        trace_commit(self.name, store, committed.commit_seconds)
         logger.log(SUMMARIES.get(), "%s", committed.summary())
-        if enabled():
-            kind = _store_kind(store)
-            emit(COMMIT_DURATION, committed.commit_seconds, self.name, kind)
-            emit(COMMITS, 1.0, self.name, kind, "committed")
-
-    def _commit_failed(self, store: object, seconds: float, error: BaseException) -> None:
-        if enabled():
-            emit(COMMITS, 1.0, self.name, _store_kind(store), "failed")
-        self._trace_commit(store, seconds, error=str(error))
-
-    def _trace_commit(self, store: object, seconds: float, error: str | None = None) -> None:
-        if tracing_enabled():
-            record_span(
-                "statemigrate.commit",
-                *ended_now(seconds),
-                attributes={
-                    "statemigrate.service": self.name,
-                    "statemigrate.store": _store_kind(store),
-                },
-                error=error,
-            )
+        count_commit(self.name, store, committed.commit_seconds)
 
     # --- restore -----------------------------------------------------------------------
 
@@ -568,58 +518,14 @@ class Service:
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, RestoreError) else f"{type(exc).__name__}: {exc}"
             self._tracker.failed(reason)
-            emit(RESTORES, 1.0, self.name, "failed")
-            if tracing_enabled():
-                record_span(
-                    "statemigrate.restore",
-                    *ended_now(time.perf_counter() - began),
-                    attributes={"statemigrate.service": self.name},
-                    error=reason,
-                )
+            restore_failed(self.name, reason, time.perf_counter() - began)
             raise
         self._tracker.restored(generation=report.generation, snapshot_id=report.snapshot_id)
         if enabled():
-            self._report_restore(report)
+            report_restore(self.name, self._generation, report)
         if tracing_enabled():
-            self._trace_restore(report, time.perf_counter() - began)
+            trace_restore(self.name, report, time.perf_counter() - began)
         return report
-
-    def _trace_restore(self, report: RestoreReport, seconds: float) -> None:
-        start, end = ended_now(seconds)
-        record_span(
-            "statemigrate.restore",
-            start,
-            end,
-            attributes={
-                "statemigrate.service": self.name,
-                "statemigrate.generation": report.generation,
-                "statemigrate.snapshot_bytes": report.size,
-                "statemigrate.skipped": report.skipped,
-                "statemigrate.components": [
-                    f"{c.component} {c.source_version}->{c.target_version}"
-                    for c in report.components
-                ],
-            },
-            children=[(phase, report.timings.get(phase, 0.0)) for phase in RESTORE_PHASES],
-        )
-
-    def _report_restore(self, report: RestoreReport) -> None:
-        name = self.name
-        emit(RESTORES, 1.0, name, "skipped" if report.skipped else "restored")
-        emit(GENERATION, self._generation, name)
-        if report.skipped:
-            return
-        for phase, seconds in report.timings.items():
-            emit(RESTORE_DURATION, seconds, name, phase)
-        for restored in report.components:
-            emit(
-                COMPONENT_RESTORES,
-                1.0,
-                name,
-                restored.component,
-                str(restored.source_version),
-                str(restored.target_version),
-            )
 
     def _restore(
         self,
