@@ -28,13 +28,13 @@ from statemigrate._model._component import component_spec
 from statemigrate._observe._instruments import RESTORES, emit, enabled
 from statemigrate._observe._status import RestoreStatus, StatusTracker
 from statemigrate._observe._tracing import tracing_enabled
-from statemigrate._runtime._delta import apply_delta, delta_obstacle
 from statemigrate._runtime._export import choose_versions, export_all, walk_section
 from statemigrate._runtime._fork import serving_pid
 from statemigrate._runtime._gate import CheckpointGate
+from statemigrate._runtime._history import RestoreHistory, logged, restore_delta, restore_full
 from statemigrate._runtime._precopy import PreCopySource
 from statemigrate._runtime._report import CommitReport, RestoreReport, SnapshotReport
-from statemigrate._runtime._restore import Registered, run_restore
+from statemigrate._runtime._restore import Registered
 from statemigrate._runtime._sources import bytes_of, check_source
 from statemigrate._runtime._startup import restore_at_start, restore_stored
 from statemigrate._runtime._telemetry import (
@@ -53,7 +53,7 @@ from statemigrate._snapshot._encode import (
     SnapshotStream,
     encode_snapshot,
 )
-from statemigrate._snapshot._format import DecodeLimits, Snapshot, open_snapshot
+from statemigrate._snapshot._format import DecodeLimits, open_snapshot
 from statemigrate._snapshot._header import DeltaBase, Producer
 from statemigrate.stores._base import Store
 
@@ -153,12 +153,7 @@ class Service:
         self._registry = registry
         self._entries: dict[tuple[str, str], Registered] = {}
         self._generation = 0
-        self._last_restored: str | None = None
-        self._restored_generation: int | None = None
-        # Per component instance, the snapshot it was last restored from: restoring the
-        # same snapshot again restores only the components registered since.
-        self._restored_from: dict[tuple[str, str], str] = {}
-        self._no_deltas: str | None = "no full snapshot restored yet"
+        self._history = RestoreHistory()
         self._on_restore_failure = _check_policy(on_restore_failure)
         self._policies: dict[tuple[str, str], RestoreFailurePolicy] = {}
         self._tracker = StatusTracker(name)
@@ -216,7 +211,7 @@ class Service:
                 f"{component}/{instance}", known=(entry.key for entry in self._entries.values())
             )
         del self._entries[key]
-        self._restored_from.pop(key, None)
+        self._history.restored_from.pop(key, None)
         self._policies.pop(key, None)
 
     @property
@@ -541,17 +536,17 @@ class Service:
         try:
             data = bytes_of(source)
         except StateMigrateError as exc:
-            raise _logged(RestoreError("read", str(exc))) from exc
+            raise logged(RestoreError("read", str(exc))) from exc
         read_done = time.perf_counter()
         try:
             snapshot = open_snapshot(data, key=self._key, limits=self._limits)
         except SnapshotError as exc:
-            raise _logged(RestoreError("verify", str(exc))) from exc
+            raise logged(RestoreError("verify", str(exc))) from exc
         verified = time.perf_counter()
         header = snapshot.header
         writer = header.producer.service
         if writer != self.name and not allow_other_service:
-            raise _logged(
+            raise logged(
                 RestoreError(
                     "verify",
                     f"snapshot was written by service {writer!r}, not {self.name!r};"
@@ -559,7 +554,7 @@ class Service:
                 )
             )
         if header.generation >= GENERATION_LIMIT:
-            raise _logged(
+            raise logged(
                 RestoreError(
                     "verify",
                     f"snapshot generation {header.generation} is beyond what counting"
@@ -567,150 +562,34 @@ class Service:
                     " damaged",
                 )
             )
+        strict = self._strict if strict is None else strict
         if header.base is not None:
-            return self._restore_delta(
+            report = restore_delta(
                 snapshot,
+                self._entries,
+                self._history,
                 allow_lossy=allow_lossy,
                 strict=strict,
                 read_seconds=read_done - started,
                 verify_seconds=verified - read_done,
             )
-        settled: list[Registered] = []
-        pending: list[Registered] = []
-        for key, entry in self._entries.items():
-            done = not force and self._restored_from.get(key) == header.snapshot_id
-            (settled if done else pending).append(entry)
-        if header.snapshot_id == self._last_restored and not pending:
-            report = RestoreReport(
-                snapshot_id=header.snapshot_id,
-                generation=header.generation,
-                skipped=True,
-                already_restored=tuple(entry.key for entry in settled),
-                size=snapshot.size,
-                timings={"read": read_done - started, "verify": verified - read_done},
-            )
-            logger.info("%s", report.summary())
-            return report
-        newest = self._restored_generation
-        if newest is not None and header.generation < newest and not allow_older:
-            raise _logged(
-                RestoreError(
-                    "verify",
-                    f"snapshot generation {header.generation} is older than generation"
-                    f" {newest} restored before (a replay?); pass allow_older=True to go back",
-                )
-            )
-        try:
-            report = run_restore(
+        else:
+            report = restore_full(
                 snapshot,
-                pending,
-                settled=settled,
+                self._entries,
+                self._history,
                 allow_lossy=allow_lossy,
-                strict=self._strict if strict is None else strict,
+                strict=strict,
+                force=force,
+                allow_older=allow_older,
                 read_seconds=read_done - started,
                 verify_seconds=verified - read_done,
                 progress=self._tracker.progress,
             )
-        except RestoreError as exc:
-            logger.error("restore of %s failed: %s", header.snapshot_id[:12], exc)
-            raise
-        for entry in pending:
-            self._restored_from[(entry.component, entry.instance)] = header.snapshot_id
-        self._no_deltas = self._delta_obstacle(report, allow_lossy=allow_lossy)
-        self._last_restored = header.snapshot_id
-        self._restored_generation = header.generation
-        # Later snapshots must sort after the one restored, across processes too.
-        self._generation = max(self._generation, header.generation)
-        logger.info("%s", report.summary())
+        if not report.skipped:
+            # Later snapshots must sort after the one restored, across processes too.
+            self._generation = max(self._generation, header.generation)
         return report
-
-    def _restore_delta(
-        self,
-        snapshot: Snapshot,
-        *,
-        allow_lossy: bool,
-        strict: bool | None,
-        read_seconds: float,
-        verify_seconds: float,
-    ) -> RestoreReport:
-        """Apply a verified delta on top of the piece restored last, all or nothing."""
-        header = snapshot.header
-        base = header.base
-        assert base is not None
-        if header.snapshot_id == self._last_restored:
-            report = RestoreReport(
-                snapshot_id=header.snapshot_id,
-                generation=header.generation,
-                skipped=True,
-                already_restored=tuple(e.key for e in self._entries.values()),
-                size=snapshot.size,
-                timings={"read": read_seconds, "verify": verify_seconds},
-                delta=True,
-            )
-            logger.info("%s", report.summary())
-            return report
-        last = (self._last_restored, self._restored_generation)
-        if (base.snapshot_id, base.generation) != last:
-            have = "nothing" if last[0] is None else f"{last[0][:12]} gen {last[1]}"
-            raise _logged(
-                RestoreError(
-                    "verify",
-                    f"delta {header.snapshot_id[:12]} applies to {base.snapshot_id[:12]}"
-                    f" gen {base.generation}, but this service restored {have} last",
-                )
-            )
-        on_base = [
-            entry
-            for key, entry in self._entries.items()
-            if self._restored_from.get(key) == base.snapshot_id
-        ]
-        fresh = {(e.component, e.instance) for e in self._entries.values()} - {
-            (e.component, e.instance) for e in on_base
-        }
-        for section in header.sections:
-            if (section.component, section.instance) in fresh:
-                raise _logged(
-                    RestoreError(
-                        "verify",
-                        f"the delta changes {section.key}, which was not restored from its base",
-                        component=section.key,
-                    )
-                )
-        try:
-            report = apply_delta(
-                snapshot,
-                on_base,
-                allow_lossy=allow_lossy,
-                strict=self._strict if strict is None else strict,
-                read_seconds=read_seconds,
-                verify_seconds=verify_seconds,
-            )
-        except RestoreError as exc:
-            logger.error("delta %s failed: %s", header.snapshot_id[:12], exc)
-            raise
-        for entry in on_base:
-            self._restored_from[(entry.component, entry.instance)] = header.snapshot_id
-        self._last_restored = header.snapshot_id
-        self._restored_generation = header.generation
-        self._generation = max(self._generation, header.generation)
-        logger.info("%s", report.summary())
-        return report
-
-    def _delta_obstacle(self, report: RestoreReport, *, allow_lossy: bool) -> str | None:
-        """Why deltas cannot follow this restore, or ``None`` when they can.
-
-        Components the snapshot lacks (new in this code) and sections no component
-        claims (a component this code dropped) are no obstacle: deltas leave the
-        former alone and skip the latter, as the full restore did.
-        """
-        if not report.components:
-            return "no component was restored"
-        for restored in report.components:
-            entry = self._entries[(restored.component, restored.instance)]
-            reason = delta_obstacle(entry, restored.source_version, allow_lossy=allow_lossy)
-            if reason is not None:
-                return reason
-        return None
 
     @property
     def accepts_deltas(self) -> bool:
@@ -723,12 +602,12 @@ class Service:
         then asks for a full snapshot inside the pause (:attr:`why_no_deltas` says
         why).
         """
-        return self._no_deltas is None
+        return self._history.no_deltas is None
 
     @property
     def why_no_deltas(self) -> str | None:
         """Why :attr:`accepts_deltas` is false, or ``None`` when it is true."""
-        return self._no_deltas
+        return self._history.no_deltas
 
     # --- status ------------------------------------------------------------------------
 
@@ -816,7 +695,7 @@ class Service:
 
     def _chain_refused(self, reason: str) -> RestoreError:
         """A chain refused at verification, reported as a failed restore."""
-        error = _logged(RestoreError("verify", reason))
+        error = logged(RestoreError("verify", reason))
         self._tracker.failed(str(error))
         emit(RESTORES, 1.0, self.name, "failed")
         return error
@@ -827,10 +706,3 @@ SUMMARIES: contextvars.ContextVar[int] = contextvars.ContextVar(
 )
 """The level of the log lines a snapshot and a commit write: a checkpoint, which
 writes one line of its own that says it all, sets DEBUG while it takes them."""
-
-
-def _logged(error: RestoreError) -> RestoreError:
-    """Log a restore that failed before its transaction started (unreadable, refused
-    bytes), as the transaction logs its own failures."""
-    logger.error("%s", error)
-    return error
