@@ -7,59 +7,45 @@ and restores a snapshot into its components as one transaction (see ``_restore``
 from __future__ import annotations
 
 import contextvars
-import errno
 import logging
-import os
-import threading
 import time
-import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from statemigrate._errors import (
     ConfigurationError,
-    ExportError,
     LossyMigrationError,
     NoMigrationPathError,
     RegistrationError,
     RestoreError,
     SnapshotError,
-    SourceTypeError,
     StateMigrateError,
     StoreError,
     UnknownComponentError,
 )
-from statemigrate._model._compare import format_path
-from statemigrate._model._component import (
-    component_spec,
-    component_state,
-    export_component,
-    import_component,
-    importable_state,
-)
-from statemigrate._observe._instruments import (
-    COMMIT_DURATION,
-    COMMITS,
-    COMPONENT_RESTORES,
-    GENERATION,
-    LAST_SNAPSHOT_TIMESTAMP,
-    RESTORE_DURATION,
-    RESTORES,
-    SNAPSHOT_BYTES,
-    SNAPSHOT_DURATION,
-    emit,
-    enabled,
-)
+from statemigrate._model._component import component_spec
+from statemigrate._observe._instruments import RESTORES, emit, enabled
 from statemigrate._observe._status import RestoreStatus, StatusTracker
-from statemigrate._observe._tracing import ended_now, record_span, tracing_enabled
-from statemigrate._runtime._chain import is_chain, split_chain
-from statemigrate._runtime._chainread import chain_break
-from statemigrate._runtime._delta import apply_delta, delta_obstacle
+from statemigrate._observe._tracing import tracing_enabled
+from statemigrate._runtime._export import choose_versions, export_all, walk_section
 from statemigrate._runtime._fork import serving_pid
+from statemigrate._runtime._gate import CheckpointGate
+from statemigrate._runtime._history import RestoreHistory, logged, restore_delta, restore_full
 from statemigrate._runtime._precopy import PreCopySource
 from statemigrate._runtime._report import CommitReport, RestoreReport, SnapshotReport
-from statemigrate._runtime._restore import Registered, run_restore
+from statemigrate._runtime._restore import Registered
+from statemigrate._runtime._sources import bytes_of, check_source
+from statemigrate._runtime._startup import restore_at_start, restore_stored
+from statemigrate._runtime._telemetry import (
+    commit_failed,
+    count_commit,
+    record_snapshot,
+    report_restore,
+    restore_failed,
+    trace_commit,
+    trace_restore,
+)
 from statemigrate._snapshot._codec import NotPlainError
 from statemigrate._snapshot._encode import (
     EncodedSnapshot,
@@ -67,8 +53,8 @@ from statemigrate._snapshot._encode import (
     SnapshotStream,
     encode_snapshot,
 )
-from statemigrate._snapshot._format import DecodeLimits, Snapshot, open_snapshot
-from statemigrate._snapshot._header import DeltaBase, Producer, SnapshotHeader
+from statemigrate._snapshot._format import DecodeLimits, open_snapshot
+from statemigrate._snapshot._header import DeltaBase, Producer
 from statemigrate.stores._base import Store
 
 if TYPE_CHECKING:
@@ -92,7 +78,6 @@ _NAME_LIMIT = 200
 GENERATION_LIMIT = 1 << 62
 
 C = TypeVar("C")
-T = TypeVar("T")
 
 #: What :meth:`Service.start_from` does when the restore fails: raise, so the process
 #: refuses to start, or go on with the components' fresh state.
@@ -106,131 +91,6 @@ def _check_policy(policy: object) -> RestoreFailurePolicy:
             "on_restore_failure", f"must be 'refuse' or 'serve_cold', not {policy!r}"
         )
     return policy  # type: ignore[return-value]
-
-
-RESTORE_PHASES = ("read", "verify", "decode", "migrate", "validate", "apply")
-"""The phases of a restore, in order, as its report times them."""
-
-
-def _store_kind(store: object) -> str:
-    """A store's kind for a metric label: ``tmpfs`` for a TmpfsStore, the class name
-    for others (never a path or a bucket: labels stay few)."""
-    name = type(store).__name__
-    return name.removesuffix("Store").lower() or name
-
-
-class CheckpointGate:
-    """Whether this process may commit checkpoints of its service's state.
-
-    Every checkpoint's store commit passes through the gate (:meth:`commit`). A
-    handoff suspends it as it pauses the writers (:meth:`suspend`), which waits for
-    the commits under way, so that no checkpoint of this process lands in a store
-    after that. It
-    resumes it when the handoff fails (the process keeps its state and goes on
-    serving), and ends it for good once the successor owns the state (:meth:`end`):
-    a checkpoint of this process could then only replace the successor's newer ones.
-
-    The gate also counts the checkpointers running on the service (started in a
-    thread or on an event loop), for the handoff's log. Thread-safe.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._suspended = 0  # handoffs under way that suspended it
-        self._ended = False
-        self._committing = 0
-        # The eventfds of suspend_nowait() callers waiting for the commits under way.
-        self._waiting: list[int] = []
-        self._running: weakref.WeakSet[object] = weakref.WeakSet()
-
-    @property
-    def open(self) -> bool:
-        """Whether a checkpoint may be committed now."""
-        return not self._suspended and not self._ended
-
-    @property
-    def ended(self) -> bool:
-        """Whether the state was handed over: this process commits no checkpoint again."""
-        return self._ended
-
-    @property
-    def running(self) -> int:
-        """The checkpointers running on the service."""
-        return len(self._running)
-
-    def attach(self, checkpointer: object) -> None:
-        """Count ``checkpointer`` as running (it started)."""
-        with self._cond:
-            self._running.add(checkpointer)
-
-    def detach(self, checkpointer: object) -> None:
-        """Count ``checkpointer`` as stopped."""
-        with self._cond:
-            self._running.discard(checkpointer)
-
-    def commit(self, commit: Callable[[], T]) -> T | None:
-        """Run ``commit`` (a checkpoint's store commit) if the gate is open; return its
-        result, or ``None`` when the gate is suspended or ended and nothing ran."""
-        with self._cond:
-            if not self.open:
-                return None
-            self._committing += 1
-        try:
-            return commit()
-        finally:
-            with self._cond:
-                self._committing -= 1
-                if not self._committing:
-                    self._cond.notify_all()
-                    for fd in self._waiting:
-                        os.eventfd_write(fd, 1)
-                    self._waiting.clear()
-
-    def suspend(self) -> None:
-        """Let no checkpoint commit from now on, and wait for the commits under way."""
-        with self._cond:
-            self._suspended += 1
-            while self._committing:
-                self._cond.wait()
-
-    def suspend_nowait(self) -> int | None:
-        """:meth:`suspend` without waiting, for a caller that waits on descriptors (a
-        handoff's steps, blocking or on an event loop).
-
-        Returns:
-            ``None`` when no commit is under way; else an eventfd, readable once none
-            is, to be given back to :meth:`done_waiting`.
-        """
-        with self._cond:
-            self._suspended += 1
-            if not self._committing:
-                return None
-            fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            self._waiting.append(fd)
-            return fd
-
-    def done_waiting(self, fd: int) -> None:
-        """Close an eventfd of :meth:`suspend_nowait`, woken or not."""
-        with self._cond:  # not signalled once closed: its number may be reused
-            if fd in self._waiting:
-                self._waiting.remove(fd)
-            os.close(fd)
-
-    @property
-    def committing(self) -> int:
-        """The commits under way."""
-        return self._committing
-
-    def resume(self) -> None:
-        """Undo one :meth:`suspend`: checkpoints commit again once no handoff holds the
-        gate (never after :meth:`end`)."""
-        with self._cond:
-            self._suspended = max(0, self._suspended - 1)
-
-    def end(self) -> None:
-        """Let no checkpoint of this process commit again: its state was handed over."""
-        with self._cond:
-            self._ended = True
 
 
 class Service:
@@ -293,12 +153,7 @@ class Service:
         self._registry = registry
         self._entries: dict[tuple[str, str], Registered] = {}
         self._generation = 0
-        self._last_restored: str | None = None
-        self._restored_generation: int | None = None
-        # Per component instance, the snapshot it was last restored from: restoring the
-        # same snapshot again restores only the components registered since.
-        self._restored_from: dict[tuple[str, str], str] = {}
-        self._no_deltas: str | None = "no full snapshot restored yet"
+        self._history = RestoreHistory()
         self._on_restore_failure = _check_policy(on_restore_failure)
         self._policies: dict[tuple[str, str], RestoreFailurePolicy] = {}
         self._tracker = StatusTracker(name)
@@ -356,7 +211,7 @@ class Service:
                 f"{component}/{instance}", known=(entry.key for entry in self._entries.values())
             )
         del self._entries[key]
-        self._restored_from.pop(key, None)
+        self._history.restored_from.pop(key, None)
         self._policies.pop(key, None)
 
     @property
@@ -428,7 +283,7 @@ class Service:
     ) -> tuple[EncodedSnapshot, SnapshotReport]:
         """:meth:`snapshot`, under an identity reserved before (pre-copy's round 0)."""
         started = time.perf_counter()
-        exported = self._export_all(targets=targets, allow_lossy=allow_lossy)
+        exported = export_all(self.components, targets=targets, allow_lossy=allow_lossy)
         encoding = self._encoding(meta)
         if identity is None:
             self._generation += 1
@@ -440,7 +295,7 @@ class Service:
                 encoded = encode_snapshot(exported.sections, **encoding)
                 break
             except NotPlainError as exc:
-                self._walk(exported, exc, targets=targets, allow_lossy=allow_lossy)
+                walk_section(exported, exc, targets=targets, allow_lossy=allow_lossy)
         report = exported.report(encoded.header, encoded.size, encoded.timings)
         logger.log(SUMMARIES.get(), "%s", report.summary())
         self._record_snapshot(report, time.perf_counter() - started)
@@ -507,111 +362,7 @@ class Service:
 
     def _record_snapshot(self, report: SnapshotReport, seconds: float) -> None:
         """Report a snapshot taken to the metrics and traces."""
-        if tracing_enabled():
-            record_span(
-                "statemigrate.snapshot",
-                *ended_now(seconds),
-                attributes={
-                    "statemigrate.service": self.name,
-                    "statemigrate.generation": self._generation,
-                    "statemigrate.snapshot_bytes": report.size,
-                    "statemigrate.components": [s.component for s in report.sections],
-                },
-                children=list(report.timings.items()),
-            )
-        if enabled():
-            emit(SNAPSHOT_DURATION, seconds, self.name)
-            emit(SNAPSHOT_BYTES, report.size, self.name)
-            emit(LAST_SNAPSHOT_TIMESTAMP, time.time(), self.name)
-            emit(GENERATION, self._generation, self.name)
-
-    def _export_all(
-        self, *, targets: Mapping[str, int] | None, allow_lossy: bool
-    ) -> _Exported:
-        """Export every registered component, migrated to its target version."""
-        started = time.perf_counter()
-        exported = _Exported(list(self._entries.values()))
-        migrate_seconds = 0.0
-        for entry in exported.entries:
-            section, steps, seconds = self._export_section(
-                entry, targets=targets, allow_lossy=allow_lossy
-            )
-            exported.sections.append(section)
-            exported.step_names.append(steps)
-            migrate_seconds += seconds
-        exported.timings = {
-            "export": time.perf_counter() - started - migrate_seconds,
-            "migrate": migrate_seconds,
-        }
-        return exported
-
-    def _walk(
-        self,
-        exported: _Exported,
-        exc: NotPlainError,
-        *,
-        targets: Mapping[str, int] | None,
-        allow_lossy: bool,
-    ) -> None:
-        """Export again, walking it, the section whose data turned out not to be plain.
-
-        Raises:
-            ExportError: that section was walked already: the error names its path.
-        """
-        index = exc.section if exc.section is not None else 0
-        entry, section = exported.entries[index], exported.sections[index]
-        if index in exported.walked:
-            raise ExportError(
-                section.component,
-                section.version,
-                format_path(exc.path),
-                exc.detail,
-                instance=section.instance,
-            ) from exc
-        # Exported as it is, assuming plain data: convert what can be (an int past 64
-        # bits), or find out with the path what cannot.
-        exported.walked.add(index)
-        exported.sections[index], _, _ = self._export_section(
-            entry, targets=targets, allow_lossy=allow_lossy, walk=True
-        )
-
-    def _export_section(
-        self,
-        entry: Registered,
-        *,
-        targets: Mapping[str, int] | None,
-        allow_lossy: bool,
-        walk: bool = False,
-    ) -> tuple[SectionInput, tuple[str, ...], float]:
-        """Export one component, migrated to its target version if it has one.
-
-        Returns the section, the steps applied and the seconds they took.
-        """
-        registry = entry.registry
-        data = export_component(entry.obj, registry=registry, walk=walk)
-        version = entry.spec.version
-        target = (targets or {}).get(entry.component, version)
-        steps: tuple[str, ...] = ()
-        seconds = 0.0
-        if target != version:
-            step_started = time.perf_counter()
-            # The export can be the live objects, which steps may mutate: the pipeline
-            # migrates a private copy.
-            result = registry.migrate(
-                entry.component,
-                data,
-                version,
-                target,
-                allow_lossy=allow_lossy,
-                instance=entry.instance,
-            )
-            data = result.data
-            steps = result.step_names
-            seconds = time.perf_counter() - step_started
-            version = target
-        schema = registry.schema_for(entry.component, version)
-        section = SectionInput(entry.component, entry.instance, version, schema.fingerprint, data)
-        return section, steps, seconds
+        record_snapshot(self.name, self._generation, report, seconds)
 
     def commit(
         self,
@@ -631,7 +382,7 @@ class Service:
             StoreError: the store could not commit; its previous snapshot is intact.
             See :meth:`snapshot` for the rest.
         """
-        exported = self._export_all(targets=targets, allow_lossy=allow_lossy)
+        exported = export_all(self.components, targets=targets, allow_lossy=allow_lossy)
         self._generation += 1
         encode_seconds = 0.0
         started = time.perf_counter()
@@ -645,17 +396,18 @@ class Service:
                     ref = store.commit(stream)
                     break
                 except NotPlainError as exc:
-                    self._walk(exported, exc, targets=targets, allow_lossy=allow_lossy)
+                    walk_section(exported, exc, targets=targets, allow_lossy=allow_lossy)
                 finally:
                     stream.close()
                     encode_seconds += stream.timings.get("encode", 0.0)
             if stream.header is None:
                 raise StoreError(
-                    "commit", ref.describe(),
+                    "commit",
+                    ref.describe(),
                     "the store returned before it had read the whole snapshot",
                 )
         except BaseException as exc:
-            self._commit_failed(store, time.perf_counter() - started, exc)
+            commit_failed(self.name, store, time.perf_counter() - started, exc)
             raise
         report = exported.report(stream.header, stream.size, {"encode": encode_seconds})
         logger.info("%s", report.summary())
@@ -687,7 +439,7 @@ class Service:
         try:
             ref = store.commit(encoded.parts)
         except BaseException as exc:
-            self._commit_failed(store, time.perf_counter() - started, exc)
+            commit_failed(self.name, store, time.perf_counter() - started, exc)
             raise
         committed = CommitReport(
             ref=ref, snapshot=report, commit_seconds=time.perf_counter() - started
@@ -697,29 +449,9 @@ class Service:
 
     def _committed(self, store: object, committed: CommitReport) -> None:
         """Report a commit to the log, the metrics and the traces."""
-        self._trace_commit(store, committed.commit_seconds)
+        trace_commit(self.name, store, committed.commit_seconds)
         logger.log(SUMMARIES.get(), "%s", committed.summary())
-        if enabled():
-            kind = _store_kind(store)
-            emit(COMMIT_DURATION, committed.commit_seconds, self.name, kind)
-            emit(COMMITS, 1.0, self.name, kind, "committed")
-
-    def _commit_failed(self, store: object, seconds: float, error: BaseException) -> None:
-        if enabled():
-            emit(COMMITS, 1.0, self.name, _store_kind(store), "failed")
-        self._trace_commit(store, seconds, error=str(error))
-
-    def _trace_commit(self, store: object, seconds: float, error: str | None = None) -> None:
-        if tracing_enabled():
-            record_span(
-                "statemigrate.commit",
-                *ended_now(seconds),
-                attributes={
-                    "statemigrate.service": self.name,
-                    "statemigrate.store": _store_kind(store),
-                },
-                error=error,
-            )
+        count_commit(self.name, store, committed.commit_seconds)
 
     # --- restore -----------------------------------------------------------------------
 
@@ -766,7 +498,7 @@ class Service:
                 another service, too old, or with a generation of ``GENERATION_LIMIT``
                 or more) fail in ``verify``.
         """
-        _check_source(source)
+        check_source(source)
         self._tracker.restoring()
         began = time.perf_counter()
         try:
@@ -781,58 +513,14 @@ class Service:
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, RestoreError) else f"{type(exc).__name__}: {exc}"
             self._tracker.failed(reason)
-            emit(RESTORES, 1.0, self.name, "failed")
-            if tracing_enabled():
-                record_span(
-                    "statemigrate.restore",
-                    *ended_now(time.perf_counter() - began),
-                    attributes={"statemigrate.service": self.name},
-                    error=reason,
-                )
+            restore_failed(self.name, reason, time.perf_counter() - began)
             raise
         self._tracker.restored(generation=report.generation, snapshot_id=report.snapshot_id)
         if enabled():
-            self._report_restore(report)
+            report_restore(self.name, self._generation, report)
         if tracing_enabled():
-            self._trace_restore(report, time.perf_counter() - began)
+            trace_restore(self.name, report, time.perf_counter() - began)
         return report
-
-    def _trace_restore(self, report: RestoreReport, seconds: float) -> None:
-        start, end = ended_now(seconds)
-        record_span(
-            "statemigrate.restore",
-            start,
-            end,
-            attributes={
-                "statemigrate.service": self.name,
-                "statemigrate.generation": report.generation,
-                "statemigrate.snapshot_bytes": report.size,
-                "statemigrate.skipped": report.skipped,
-                "statemigrate.components": [
-                    f"{c.component} {c.source_version}->{c.target_version}"
-                    for c in report.components
-                ],
-            },
-            children=[(phase, report.timings.get(phase, 0.0)) for phase in RESTORE_PHASES],
-        )
-
-    def _report_restore(self, report: RestoreReport) -> None:
-        name = self.name
-        emit(RESTORES, 1.0, name, "skipped" if report.skipped else "restored")
-        emit(GENERATION, self._generation, name)
-        if report.skipped:
-            return
-        for phase, seconds in report.timings.items():
-            emit(RESTORE_DURATION, seconds, name, phase)
-        for restored in report.components:
-            emit(
-                COMPONENT_RESTORES,
-                1.0,
-                name,
-                restored.component,
-                str(restored.source_version),
-                str(restored.target_version),
-            )
 
     def _restore(
         self,
@@ -846,19 +534,19 @@ class Service:
     ) -> RestoreReport:
         started = time.perf_counter()
         try:
-            data = _bytes_of(source)
+            data = bytes_of(source)
         except StateMigrateError as exc:
-            raise _logged(RestoreError("read", str(exc))) from exc
+            raise logged(RestoreError("read", str(exc))) from exc
         read_done = time.perf_counter()
         try:
             snapshot = open_snapshot(data, key=self._key, limits=self._limits)
         except SnapshotError as exc:
-            raise _logged(RestoreError("verify", str(exc))) from exc
+            raise logged(RestoreError("verify", str(exc))) from exc
         verified = time.perf_counter()
         header = snapshot.header
         writer = header.producer.service
         if writer != self.name and not allow_other_service:
-            raise _logged(
+            raise logged(
                 RestoreError(
                     "verify",
                     f"snapshot was written by service {writer!r}, not {self.name!r};"
@@ -866,7 +554,7 @@ class Service:
                 )
             )
         if header.generation >= GENERATION_LIMIT:
-            raise _logged(
+            raise logged(
                 RestoreError(
                     "verify",
                     f"snapshot generation {header.generation} is beyond what counting"
@@ -874,151 +562,34 @@ class Service:
                     " damaged",
                 )
             )
+        strict = self._strict if strict is None else strict
         if header.base is not None:
-            return self._restore_delta(
+            report = restore_delta(
                 snapshot,
+                self._entries,
+                self._history,
                 allow_lossy=allow_lossy,
                 strict=strict,
                 read_seconds=read_done - started,
                 verify_seconds=verified - read_done,
             )
-        settled: list[Registered] = []
-        pending: list[Registered] = []
-        for key, entry in self._entries.items():
-            done = not force and self._restored_from.get(key) == header.snapshot_id
-            (settled if done else pending).append(entry)
-        if header.snapshot_id == self._last_restored and not pending:
-            report = RestoreReport(
-                snapshot_id=header.snapshot_id,
-                generation=header.generation,
-                skipped=True,
-                already_restored=tuple(entry.key for entry in settled),
-                size=snapshot.size,
-                timings={"read": read_done - started, "verify": verified - read_done},
-            )
-            logger.info("%s", report.summary())
-            return report
-        newest = self._restored_generation
-        if newest is not None and header.generation < newest and not allow_older:
-            raise _logged(
-                RestoreError(
-                    "verify",
-                    f"snapshot generation {header.generation} is older than generation"
-                    f" {newest} restored before (a replay?); pass allow_older=True to go back",
-                )
-            )
-        try:
-            report = run_restore(
+        else:
+            report = restore_full(
                 snapshot,
-                pending,
-                settled=settled,
+                self._entries,
+                self._history,
                 allow_lossy=allow_lossy,
-                strict=self._strict if strict is None else strict,
+                strict=strict,
+                force=force,
+                allow_older=allow_older,
                 read_seconds=read_done - started,
                 verify_seconds=verified - read_done,
                 progress=self._tracker.progress,
             )
-        except RestoreError as exc:
-            logger.error("restore of %s failed: %s", header.snapshot_id[:12], exc)
-            raise
-        for entry in pending:
-            self._restored_from[(entry.component, entry.instance)] = header.snapshot_id
-        self._no_deltas = self._delta_obstacle(report, allow_lossy=allow_lossy)
-        self._last_restored = header.snapshot_id
-        self._restored_generation = header.generation
-        # Later snapshots must sort after the one restored, across processes too.
-        self._generation = max(self._generation, header.generation)
-        logger.info("%s", report.summary())
+        if not report.skipped:
+            # Later snapshots must sort after the one restored, across processes too.
+            self._generation = max(self._generation, header.generation)
         return report
-
-    def _restore_delta(
-        self,
-        snapshot: Snapshot,
-        *,
-        allow_lossy: bool,
-        strict: bool | None,
-        read_seconds: float,
-        verify_seconds: float,
-    ) -> RestoreReport:
-        """Apply a verified delta on top of the piece restored last, all or nothing."""
-        header = snapshot.header
-        base = header.base
-        assert base is not None
-        if header.snapshot_id == self._last_restored:
-            report = RestoreReport(
-                snapshot_id=header.snapshot_id,
-                generation=header.generation,
-                skipped=True,
-                already_restored=tuple(e.key for e in self._entries.values()),
-                size=snapshot.size,
-                timings={"read": read_seconds, "verify": verify_seconds},
-                delta=True,
-            )
-            logger.info("%s", report.summary())
-            return report
-        last = (self._last_restored, self._restored_generation)
-        if (base.snapshot_id, base.generation) != last:
-            have = "nothing" if last[0] is None else f"{last[0][:12]} gen {last[1]}"
-            raise _logged(
-                RestoreError(
-                    "verify",
-                    f"delta {header.snapshot_id[:12]} applies to {base.snapshot_id[:12]}"
-                    f" gen {base.generation}, but this service restored {have} last",
-                )
-            )
-        on_base = [
-            entry
-            for key, entry in self._entries.items()
-            if self._restored_from.get(key) == base.snapshot_id
-        ]
-        fresh = {(e.component, e.instance) for e in self._entries.values()} - {
-            (e.component, e.instance) for e in on_base
-        }
-        for section in header.sections:
-            if (section.component, section.instance) in fresh:
-                raise _logged(
-                    RestoreError(
-                        "verify",
-                        f"the delta changes {section.key}, which was not restored from its"
-                        " base",
-                        component=section.key,
-                    )
-                )
-        try:
-            report = apply_delta(
-                snapshot,
-                on_base,
-                allow_lossy=allow_lossy,
-                strict=self._strict if strict is None else strict,
-                read_seconds=read_seconds,
-                verify_seconds=verify_seconds,
-            )
-        except RestoreError as exc:
-            logger.error("delta %s failed: %s", header.snapshot_id[:12], exc)
-            raise
-        for entry in on_base:
-            self._restored_from[(entry.component, entry.instance)] = header.snapshot_id
-        self._last_restored = header.snapshot_id
-        self._restored_generation = header.generation
-        self._generation = max(self._generation, header.generation)
-        logger.info("%s", report.summary())
-        return report
-
-    def _delta_obstacle(self, report: RestoreReport, *, allow_lossy: bool) -> str | None:
-        """Why deltas cannot follow this restore, or ``None`` when they can.
-
-        Components the snapshot lacks (new in this code) and sections no component
-        claims (a component this code dropped) are no obstacle: deltas leave the
-        former alone and skip the latter, as the full restore did.
-        """
-        if not report.components:
-            return "no component was restored"
-        for restored in report.components:
-            entry = self._entries[(restored.component, restored.instance)]
-            reason = delta_obstacle(entry, restored.source_version, allow_lossy=allow_lossy)
-            if reason is not None:
-                return reason
-        return None
 
     @property
     def accepts_deltas(self) -> bool:
@@ -1031,12 +602,12 @@ class Service:
         then asks for a full snapshot inside the pause (:attr:`why_no_deltas` says
         why).
         """
-        return self._no_deltas is None
+        return self._history.no_deltas is None
 
     @property
     def why_no_deltas(self) -> str | None:
         """Why :attr:`accepts_deltas` is false, or ``None`` when it is true."""
-        return self._no_deltas
+        return self._history.no_deltas
 
     # --- status ------------------------------------------------------------------------
 
@@ -1057,7 +628,13 @@ class Service:
     def start_from(
         self,
         source: (
-            bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport | Store
+            bytes
+            | bytearray
+            | memoryview
+            | EncodedSnapshot
+            | SnapshotRef
+            | CommitReport
+            | Store
             | None
         ),
         **options: bool,
@@ -1087,84 +664,17 @@ class Service:
         Raises:
             RestoreError: the restore failed and a component's policy is ``"refuse"``.
         """
-        if source is None:
-            self.start_cold("no snapshot to restore")
-            return None
-        try:
-            if isinstance(source, Store):
-                return self._restore_latest(source, options)
-            return self._restore_stored(source, options)
-        except RestoreError as exc:
-            if any(
+        return restore_at_start(
+            source,
+            options,
+            restore_stored=self._restore_stored,
+            start_cold=self.start_cold,
+            tracker=self._tracker,
+            refuse=any(
                 self._policies.get(key, self._on_restore_failure) == "refuse"
                 for key in self._entries
-            ):
-                raise
-            self.start_cold(f"restore failed: {exc}")
-            return None
-
-    def _restore_latest(self, store: Store, options: Mapping[str, bool]) -> RestoreReport | None:
-        """Restore ``store``'s latest snapshot, or the one before it when the latest is
-        unreadable or refused at verification; ``None`` (a cold start) when there is
-        none."""
-        try:
-            current: bytes | memoryview | SnapshotRef = store.open()
-        except StoreError as exc:
-            if exc.errno == errno.ENOENT:
-                self.start_cold(f"no snapshot to restore in {store!r}")
-                return None
-            current = _Failing(exc)  # restored as a failed read, with status and metrics
-        open_previous = getattr(store, "open_previous", None)
-        previous: bytes | memoryview | SnapshotRef | None = None
-        if isinstance(current, _Failing) and callable(open_previous):
-            previous = self._read_previous(current, open_previous)
-            if previous is None:  # nothing to fall back to: one failure, said once
-                open_previous = None
-        try:
-            return self._restore_stored(current, options)
-        except RestoreError as exc:
-            if isinstance(current, bytes | memoryview):
-                _keep_unrestored(store, current)
-            if exc.phase not in ("read", "verify") or not callable(open_previous):
-                raise
-            logger.warning(
-                "the latest snapshot in %r cannot be restored (%s); restoring the one before it",
-                store,
-                exc,
-            )
-            try:
-                return self._restore_stored(
-                    previous if previous is not None
-                    else _Reader(open_previous, f"{store!r} (previous)"),
-                    options,
-                )
-            except RestoreError as second:
-                logger.error("the previous snapshot in %r cannot be restored: %s", store, second)
-                self._tracker.failed(str(exc))  # the latest snapshot's failure is the one
-                raise exc from exc.__cause__
-
-
-    @staticmethod
-    def _read_previous(
-        current: _Failing, open_previous: Callable[[], bytes | memoryview]
-    ) -> bytes | memoryview | SnapshotRef | None:
-        """The previous snapshot of a store whose latest could not be read; ``None``
-        when reading it fails the same way (an object store's pointer, which names
-        both, is unreadable): then ``current`` says that no previous can be found."""
-        first = current.error
-        try:
-            return open_previous()
-        except StoreError as second:
-            if (second.op, second.target, second.detail) != (first.op, first.target, first.detail):
-                return _Failing(second)
-        current.error = StoreError(
-            first.op, first.target,
-            f"{first.detail}; the previous snapshot cannot be reached either: nothing to"
-            " fall back to",
-            errno=first.errno,
+            ),
         )
-        current.error.__cause__ = first.__cause__
-        return None
 
     def _restore_stored(
         self,
@@ -1172,80 +682,23 @@ class Service:
         options: Mapping[str, bool],
     ) -> RestoreReport:
         """Restore a snapshot, or a chain that incremental checkpoints committed: its
-        base, then each delta in order.
-
-        Every piece of a chain is verified, and each delta checked to name the piece
-        before it as its base, before anything is applied: a damaged or incomplete
-        chain fails in ``verify`` with every component as it was, so the caller can
-        fall back to the store's previous object.
-        """
-        _check_source(source)
-        if isinstance(source, EncodedSnapshot):
-            source = source.to_bytes()
-        if isinstance(source, bytes | bytearray | memoryview):
-            data: bytes | bytearray | memoryview = source
-        else:
-            try:
-                data = source.open()
-            except StateMigrateError:
-                return self.restore(source, **options)  # fails in "read", with the status
-        if not is_chain(data):
-            return self.restore(data, **options)
-        try:
-            pieces = split_chain(data)
-            headers = [open_snapshot(p, key=self._key, limits=self._limits).header for p in pieces]
-        except SnapshotError as exc:
-            raise self._chain_refused(f"checkpoint chain: {exc}") from exc
-        broken = chain_break(headers)
-        if broken is not None:
-            raise self._chain_refused(broken)
-        # Each piece is all or nothing, the chain must be too: a delta that fails after
-        # the base was applied (in decode, migrate or validate) puts back what was live
-        # before the chain, so a cold start that follows is really cold.
-        live = [(entry, component_state(entry.obj, registry=entry.registry))
-                for entry in self._entries.values()]
-        try:
-            report = self.restore(pieces[0], **options)
-            for piece in pieces[1:]:
-                report = self.restore(piece, **options)
-        except BaseException:
-            for entry, state in live:
-                import_component(
-                    entry.obj,
-                    importable_state(entry.obj, state, registry=entry.registry),
-                    registry=entry.registry,
-                )
-            raise
-        logger.info(
-            "restored a checkpoint chain of %d deltas on a full snapshot", len(pieces) - 1
+        base, then each delta in order (see :func:`restore_stored`)."""
+        return restore_stored(
+            source,
+            options,
+            restore=self.restore,
+            entries=self.components,
+            key=self._key,
+            limits=self._limits,
+            refused=self._chain_refused,
         )
-        return report
 
     def _chain_refused(self, reason: str) -> RestoreError:
         """A chain refused at verification, reported as a failed restore."""
-        error = _logged(RestoreError("verify", reason))
+        error = logged(RestoreError("verify", reason))
         self._tracker.failed(str(error))
         emit(RESTORES, 1.0, self.name, "failed")
         return error
-
-
-def _keep_unrestored(store: Store, data: bytes | memoryview) -> None:
-    """Have ``store`` keep aside its latest snapshot, which the restore refused, when
-    it can: checkpoints of whatever state the service goes on with would otherwise
-    replace it, and a release that can read it (or ``statemigrate migrate``) may still
-    recover its state."""
-    keep = getattr(store, "keep_unrestored", None)
-    if not callable(keep):
-        return
-    try:
-        where = keep(data)
-    except StoreError as exc:
-        logger.warning("could not keep the snapshot that failed to restore: %s", exc)
-    else:
-        logger.warning(
-            "kept the snapshot that failed to restore as %s; checkpoints do not replace it",
-            where,
-        )
 
 
 SUMMARIES: contextvars.ContextVar[int] = contextvars.ContextVar(
@@ -1253,115 +706,3 @@ SUMMARIES: contextvars.ContextVar[int] = contextvars.ContextVar(
 )
 """The level of the log lines a snapshot and a commit write: a checkpoint, which
 writes one line of its own that says it all, sets DEBUG while it takes them."""
-
-
-class _Reader:
-    """A :class:`SnapshotRef` over a function that reads the bytes."""
-
-    def __init__(self, read: Callable[[], bytes | memoryview], where: str) -> None:
-        self._read = read
-        self._where = where
-
-    def open(self) -> bytes | memoryview:
-        return self._read()
-
-    def describe(self) -> str:
-        return self._where
-
-
-class _Failing:
-    """A :class:`SnapshotRef` whose reading failed already: ``open()`` raises that error."""
-
-    def __init__(self, error: StoreError) -> None:
-        self.error = error
-
-    def open(self) -> bytes | memoryview:
-        raise self.error
-
-    def describe(self) -> str:
-        return self.error.target
-
-
-class _Exported:
-    """The sections of a snapshot being taken, with what it took to export them."""
-
-    def __init__(self, entries: list[Registered]) -> None:
-        self.entries = entries
-        self.sections: list[SectionInput] = []
-        self.step_names: list[tuple[str, ...]] = []
-        self.walked: set[int] = set()
-        self.timings: dict[str, float] = {}
-
-    def report(
-        self, header: SnapshotHeader, size: int, timings: Mapping[str, float]
-    ) -> SnapshotReport:
-        """The report of the snapshot these sections were encoded into."""
-        return SnapshotReport.of(header, size, {**self.timings, **timings}, self.step_names)
-
-
-_SOURCES = "bytes, what Service.snapshot() returns, a store reference or a CommitReport"
-
-
-def _check_source(source: object) -> None:
-    """Refuse, before anything is touched, a source no snapshot can be read from.
-
-    Raises:
-        SourceTypeError: ``source`` is not bytes-like, not an encoded snapshot, and
-            has no ``open()`` (a path, say).
-    """
-    if isinstance(source, bytes | bytearray | memoryview | EncodedSnapshot):
-        return
-    if not callable(getattr(source, "open", None)):
-        raise SourceTypeError(source, _SOURCES)
-
-
-def _bytes_of(
-    source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
-) -> bytes | bytearray | memoryview:
-    """The snapshot bytes of a checked source, read from its store when it has one."""
-    if isinstance(source, bytes | bytearray | memoryview):
-        return source
-    if isinstance(source, EncodedSnapshot):
-        return source.to_bytes()
-    return source.open()
-
-
-def _logged(error: RestoreError) -> RestoreError:
-    """Log a restore that failed before its transaction started (unreadable, refused
-    bytes), as the transaction logs its own failures."""
-    logger.error("%s", error)
-    return error
-
-
-def choose_versions(
-    live: Mapping[str, int],
-    readable: Mapping[str, Sequence[int]],
-    plan_exists: Mapping[str, Sequence[int]],
-) -> dict[str, int]:
-    """Pick, per component, the version to write for a reader that reads ``readable``.
-
-    The live version when the reader can read it; otherwise the highest version the
-    reader reads that ``plan_exists`` says the live version can be migrated to.
-
-    Raises:
-        ValueError: naming every component for which no common version exists.
-    """
-    chosen: dict[str, int] = {}
-    problems = []
-    for component, version in live.items():
-        options = set(readable.get(component, ()))
-        if version in options:
-            chosen[component] = version
-            continue
-        common = options & set(plan_exists.get(component, ()))
-        if not common:
-            problems.append(
-                f"{component}: this process has v{version}, successor reads"
-                f" {sorted(options) or 'nothing'}"
-            )
-            continue
-        chosen[component] = max(common)
-    if problems:
-        raise ValueError("no version both sides understand: " + "; ".join(problems))
-    return chosen
-

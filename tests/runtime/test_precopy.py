@@ -527,7 +527,7 @@ def test_a_model_schema_with_int_keys_pre_copies() -> None:
 
 def _crafted(target: Service, data: object) -> bytes:
     """A delta on top of what ``target`` restored last, holding ``data`` as its section."""
-    base = DeltaBase(target._last_restored or "", target._restored_generation or 0)
+    base = DeltaBase(target._history.last_restored or "", target._history.restored_generation or 0)
     sections = [SectionInput("cache", "default", 1, "", data)]
     producer = Producer.current("svc")
     return encode_snapshot(sections, producer=producer, base=base, generation=99).to_bytes()

@@ -29,8 +29,8 @@ from restore_children.components import (
     validation_failpoint,
 )
 
+import statemigrate._runtime._history as history_module
 import statemigrate._runtime._restore as restore_module
-import statemigrate._runtime._service as service_module
 from statemigrate import (
     LossyMigrationError,
     Registry,
@@ -547,7 +547,7 @@ def test_negative_control_applying_before_validating_everything_is_caught(
             import_component(item.entry.obj, item.data, registry=item.entry.registry)
         return RestoreReport(snapshot.header.snapshot_id, snapshot.header.generation, False)
 
-    monkeypatch.setattr(service_module, "run_restore", eager)
+    monkeypatch.setattr(history_module, "run_restore", eager)
     outcomes = run_all_points(monkeypatch)
     caught = [o for o in outcomes if o.changed and o.point.site in ("step", "validate")]
     # step calls 2..5 come after kvcache/a was applied (kvcache/a has calls 0 and 1);

@@ -1,0 +1,158 @@
+"""Exporting a service's components into the sections of a snapshot, each migrated to
+the version it is written at, and choosing those versions for a reader."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from statemigrate._errors import ExportError
+from statemigrate._model._compare import format_path
+from statemigrate._model._component import export_component
+from statemigrate._runtime._report import SnapshotReport
+from statemigrate._snapshot._encode import SectionInput
+
+if TYPE_CHECKING:
+    from statemigrate._runtime._restore import Registered
+    from statemigrate._snapshot._codec import NotPlainError
+    from statemigrate._snapshot._header import SnapshotHeader
+
+__all__ = ["Exported", "choose_versions", "export_all", "export_section", "walk_section"]
+
+
+class Exported:
+    """The sections of a snapshot being taken, with what it took to export them."""
+
+    def __init__(self, entries: list[Registered]) -> None:
+        self.entries = entries
+        self.sections: list[SectionInput] = []
+        self.step_names: list[tuple[str, ...]] = []
+        self.walked: set[int] = set()
+        self.timings: dict[str, float] = {}
+
+    def report(
+        self, header: SnapshotHeader, size: int, timings: Mapping[str, float]
+    ) -> SnapshotReport:
+        """The report of the snapshot these sections were encoded into."""
+        return SnapshotReport.of(header, size, {**self.timings, **timings}, self.step_names)
+
+
+def export_all(
+    entries: Sequence[Registered], *, targets: Mapping[str, int] | None, allow_lossy: bool
+) -> Exported:
+    """Export every registered component, migrated to its target version."""
+    started = time.perf_counter()
+    exported = Exported(list(entries))
+    migrate_seconds = 0.0
+    for entry in exported.entries:
+        section, steps, seconds = export_section(entry, targets=targets, allow_lossy=allow_lossy)
+        exported.sections.append(section)
+        exported.step_names.append(steps)
+        migrate_seconds += seconds
+    exported.timings = {
+        "export": time.perf_counter() - started - migrate_seconds,
+        "migrate": migrate_seconds,
+    }
+    return exported
+
+
+def walk_section(
+    exported: Exported,
+    exc: NotPlainError,
+    *,
+    targets: Mapping[str, int] | None,
+    allow_lossy: bool,
+) -> None:
+    """Export again, walking it, the section whose data turned out not to be plain.
+
+    Raises:
+        ExportError: that section was walked already: the error names its path.
+    """
+    index = exc.section if exc.section is not None else 0
+    entry, section = exported.entries[index], exported.sections[index]
+    if index in exported.walked:
+        raise ExportError(
+            section.component,
+            section.version,
+            format_path(exc.path),
+            exc.detail,
+            instance=section.instance,
+        ) from exc
+    # Exported as it is, assuming plain data: convert what can be (an int past 64
+    # bits), or find out with the path what cannot.
+    exported.walked.add(index)
+    exported.sections[index], _, _ = export_section(
+        entry, targets=targets, allow_lossy=allow_lossy, walk=True
+    )
+
+
+def export_section(
+    entry: Registered,
+    *,
+    targets: Mapping[str, int] | None,
+    allow_lossy: bool,
+    walk: bool = False,
+) -> tuple[SectionInput, tuple[str, ...], float]:
+    """Export one component, migrated to its target version if it has one.
+
+    Returns the section, the steps applied and the seconds they took.
+    """
+    registry = entry.registry
+    data = export_component(entry.obj, registry=registry, walk=walk)
+    version = entry.spec.version
+    target = (targets or {}).get(entry.component, version)
+    steps: tuple[str, ...] = ()
+    seconds = 0.0
+    if target != version:
+        step_started = time.perf_counter()
+        # The export can be the live objects, which steps may mutate: the pipeline
+        # migrates a private copy.
+        result = registry.migrate(
+            entry.component,
+            data,
+            version,
+            target,
+            allow_lossy=allow_lossy,
+            instance=entry.instance,
+        )
+        data = result.data
+        steps = result.step_names
+        seconds = time.perf_counter() - step_started
+        version = target
+    schema = registry.schema_for(entry.component, version)
+    section = SectionInput(entry.component, entry.instance, version, schema.fingerprint, data)
+    return section, steps, seconds
+
+
+def choose_versions(
+    live: Mapping[str, int],
+    readable: Mapping[str, Sequence[int]],
+    plan_exists: Mapping[str, Sequence[int]],
+) -> dict[str, int]:
+    """Pick, per component, the version to write for a reader that reads ``readable``.
+
+    The live version when the reader can read it; otherwise the highest version the
+    reader reads that ``plan_exists`` says the live version can be migrated to.
+
+    Raises:
+        ValueError: naming every component for which no common version exists.
+    """
+    chosen: dict[str, int] = {}
+    problems = []
+    for component, version in live.items():
+        options = set(readable.get(component, ()))
+        if version in options:
+            chosen[component] = version
+            continue
+        common = options & set(plan_exists.get(component, ()))
+        if not common:
+            problems.append(
+                f"{component}: this process has v{version}, successor reads"
+                f" {sorted(options) or 'nothing'}"
+            )
+            continue
+        chosen[component] = max(common)
+    if problems:
+        raise ValueError("no version both sides understand: " + "; ".join(problems))
+    return chosen

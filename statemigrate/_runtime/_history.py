@@ -1,0 +1,201 @@
+"""What a service restored, and restoring a verified snapshot or delta in its light.
+
+A snapshot restored again restores only the components registered since; one older
+than the last restored is refused as a replay; a delta applies only on top of the
+piece restored last, and deltas can follow a restore only when its plans allow them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from statemigrate._errors import RestoreError
+from statemigrate._runtime._delta import apply_delta, delta_obstacle
+from statemigrate._runtime._report import RestoreReport
+from statemigrate._runtime._restore import Registered, run_restore
+from statemigrate._snapshot._format import Snapshot
+
+__all__ = ["RestoreHistory", "logged", "no_deltas_after", "restore_delta", "restore_full"]
+
+logger = logging.getLogger("statemigrate")
+
+
+@dataclass
+class RestoreHistory:
+    """What a service restored: the last snapshot, its generation, the snapshot each
+    component instance was last restored from, and why deltas cannot follow."""
+
+    last_restored: str | None = None
+    restored_generation: int | None = None
+    # Per component instance, the snapshot it was last restored from: restoring the
+    # same snapshot again restores only the components registered since.
+    restored_from: dict[tuple[str, str], str] = field(default_factory=dict)
+    no_deltas: str | None = "no full snapshot restored yet"
+
+
+def logged(error: RestoreError) -> RestoreError:
+    """Log a restore that failed before its transaction started (unreadable, refused
+    bytes), as the transaction logs its own failures."""
+    logger.error("%s", error)
+    return error
+
+
+def restore_full(
+    snapshot: Snapshot,
+    entries: Mapping[tuple[str, str], Registered],
+    history: RestoreHistory,
+    *,
+    allow_lossy: bool,
+    strict: bool,
+    force: bool,
+    allow_older: bool,
+    read_seconds: float,
+    verify_seconds: float,
+    progress: Callable[[float], None],
+) -> RestoreReport:
+    """Restore a verified full snapshot into ``entries``, all or nothing, and record it
+    in ``history``."""
+    header = snapshot.header
+    settled: list[Registered] = []
+    pending: list[Registered] = []
+    for key, entry in entries.items():
+        done = not force and history.restored_from.get(key) == header.snapshot_id
+        (settled if done else pending).append(entry)
+    if header.snapshot_id == history.last_restored and not pending:
+        report = RestoreReport(
+            snapshot_id=header.snapshot_id,
+            generation=header.generation,
+            skipped=True,
+            already_restored=tuple(entry.key for entry in settled),
+            size=snapshot.size,
+            timings={"read": read_seconds, "verify": verify_seconds},
+        )
+        logger.info("%s", report.summary())
+        return report
+    newest = history.restored_generation
+    if newest is not None and header.generation < newest and not allow_older:
+        raise logged(
+            RestoreError(
+                "verify",
+                f"snapshot generation {header.generation} is older than generation"
+                f" {newest} restored before (a replay?); pass allow_older=True to go back",
+            )
+        )
+    try:
+        report = run_restore(
+            snapshot,
+            pending,
+            settled=settled,
+            allow_lossy=allow_lossy,
+            strict=strict,
+            read_seconds=read_seconds,
+            verify_seconds=verify_seconds,
+            progress=progress,
+        )
+    except RestoreError as exc:
+        logger.error("restore of %s failed: %s", header.snapshot_id[:12], exc)
+        raise
+    for entry in pending:
+        history.restored_from[(entry.component, entry.instance)] = header.snapshot_id
+    history.no_deltas = no_deltas_after(report, entries, allow_lossy=allow_lossy)
+    history.last_restored = header.snapshot_id
+    history.restored_generation = header.generation
+    logger.info("%s", report.summary())
+    return report
+
+
+def restore_delta(
+    snapshot: Snapshot,
+    entries: Mapping[tuple[str, str], Registered],
+    history: RestoreHistory,
+    *,
+    allow_lossy: bool,
+    strict: bool,
+    read_seconds: float,
+    verify_seconds: float,
+) -> RestoreReport:
+    """Apply a verified delta on top of the piece restored last, all or nothing."""
+    header = snapshot.header
+    base = header.base
+    assert base is not None
+    if header.snapshot_id == history.last_restored:
+        report = RestoreReport(
+            snapshot_id=header.snapshot_id,
+            generation=header.generation,
+            skipped=True,
+            already_restored=tuple(e.key for e in entries.values()),
+            size=snapshot.size,
+            timings={"read": read_seconds, "verify": verify_seconds},
+            delta=True,
+        )
+        logger.info("%s", report.summary())
+        return report
+    last = (history.last_restored, history.restored_generation)
+    if (base.snapshot_id, base.generation) != last:
+        have = "nothing" if last[0] is None else f"{last[0][:12]} gen {last[1]}"
+        raise logged(
+            RestoreError(
+                "verify",
+                f"delta {header.snapshot_id[:12]} applies to {base.snapshot_id[:12]}"
+                f" gen {base.generation}, but this service restored {have} last",
+            )
+        )
+    on_base = [
+        entry
+        for key, entry in entries.items()
+        if history.restored_from.get(key) == base.snapshot_id
+    ]
+    fresh = {(e.component, e.instance) for e in entries.values()} - {
+        (e.component, e.instance) for e in on_base
+    }
+    for section in header.sections:
+        if (section.component, section.instance) in fresh:
+            raise logged(
+                RestoreError(
+                    "verify",
+                    f"the delta changes {section.key}, which was not restored from its base",
+                    component=section.key,
+                )
+            )
+    try:
+        report = apply_delta(
+            snapshot,
+            on_base,
+            allow_lossy=allow_lossy,
+            strict=strict,
+            read_seconds=read_seconds,
+            verify_seconds=verify_seconds,
+        )
+    except RestoreError as exc:
+        logger.error("delta %s failed: %s", header.snapshot_id[:12], exc)
+        raise
+    for entry in on_base:
+        history.restored_from[(entry.component, entry.instance)] = header.snapshot_id
+    history.last_restored = header.snapshot_id
+    history.restored_generation = header.generation
+    logger.info("%s", report.summary())
+    return report
+
+
+def no_deltas_after(
+    report: RestoreReport,
+    entries: Mapping[tuple[str, str], Registered],
+    *,
+    allow_lossy: bool,
+) -> str | None:
+    """Why deltas cannot follow this restore, or ``None`` when they can.
+
+    Components the snapshot lacks (new in this code) and sections no component
+    claims (a component this code dropped) are no obstacle: deltas leave the
+    former alone and skip the latter, as the full restore did.
+    """
+    if not report.components:
+        return "no component was restored"
+    for restored in report.components:
+        entry = entries[(restored.component, restored.instance)]
+        reason = delta_obstacle(entry, restored.source_version, allow_lossy=allow_lossy)
+        if reason is not None:
+            return reason
+    return None

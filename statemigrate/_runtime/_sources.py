@@ -1,0 +1,72 @@
+"""The sources a restore reads a snapshot from: which are accepted, and reading their bytes.
+
+Besides bytes, encoded snapshots, store references and commit reports, start-up makes
+references of its own over a store's reads (:class:`Reader`, :class:`Failing`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from statemigrate._errors import SourceTypeError, StoreError
+from statemigrate._snapshot._encode import EncodedSnapshot
+
+if TYPE_CHECKING:
+    from statemigrate._runtime._report import CommitReport
+    from statemigrate.stores import SnapshotRef
+
+__all__ = ["Failing", "Reader", "bytes_of", "check_source"]
+
+SOURCES = "bytes, what Service.snapshot() returns, a store reference or a CommitReport"
+
+
+def check_source(source: object) -> None:
+    """Refuse, before anything is touched, a source no snapshot can be read from.
+
+    Raises:
+        SourceTypeError: ``source`` is not bytes-like, not an encoded snapshot, and
+            has no ``open()`` (a path, say).
+    """
+    if isinstance(source, bytes | bytearray | memoryview | EncodedSnapshot):
+        return
+    if not callable(getattr(source, "open", None)):
+        raise SourceTypeError(source, SOURCES)
+
+
+def bytes_of(
+    source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
+) -> bytes | bytearray | memoryview:
+    """The snapshot bytes of a checked source, read from its store when it has one."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return source
+    if isinstance(source, EncodedSnapshot):
+        return source.to_bytes()
+    return source.open()
+
+
+class Reader:
+    """A :class:`SnapshotRef` over a function that reads the bytes."""
+
+    def __init__(self, read: Callable[[], bytes | memoryview], where: str) -> None:
+        self._read = read
+        self._where = where
+
+    def open(self) -> bytes | memoryview:
+        return self._read()
+
+    def describe(self) -> str:
+        return self._where
+
+
+class Failing:
+    """A :class:`SnapshotRef` whose reading failed already: ``open()`` raises that error."""
+
+    def __init__(self, error: StoreError) -> None:
+        self.error = error
+
+    def open(self) -> bytes | memoryview:
+        raise self.error
+
+    def describe(self) -> str:
+        return self.error.target

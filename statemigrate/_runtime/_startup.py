@@ -1,0 +1,246 @@
+"""Restoring at start-up: a store's latest snapshot or the one before it, chains of
+incremental checkpoints, and the failure policy.
+
+The functions here take what they need of a service explicitly (its ``restore``, its
+components, its key); :meth:`Service.start_from` is the way in.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from statemigrate._errors import RestoreError, SnapshotError, StateMigrateError, StoreError
+from statemigrate._model._component import component_state, import_component, importable_state
+from statemigrate._observe._status import StatusTracker
+from statemigrate._runtime._chain import is_chain, split_chain
+from statemigrate._runtime._chainread import chain_break
+from statemigrate._runtime._report import CommitReport, RestoreReport
+from statemigrate._runtime._restore import Registered
+from statemigrate._runtime._sources import Failing, Reader, check_source
+from statemigrate._snapshot._encode import EncodedSnapshot
+from statemigrate._snapshot._format import DecodeLimits, open_snapshot
+from statemigrate.stores._base import Store
+
+if TYPE_CHECKING:
+    from statemigrate.stores import SnapshotRef
+
+    #: Restores a snapshot, or a chain, with :meth:`Service.restore`'s keyword options.
+    RestoreStored = Callable[
+        [
+            bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
+            Mapping[str, bool],
+        ],
+        RestoreReport,
+    ]
+
+__all__ = [
+    "keep_unrestored",
+    "read_previous",
+    "restore_at_start",
+    "restore_latest",
+    "restore_stored",
+]
+
+logger = logging.getLogger("statemigrate")
+
+
+def restore_at_start(
+    source: (
+        bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport | Store | None
+    ),
+    options: Mapping[str, bool],
+    *,
+    restore_stored: RestoreStored,
+    start_cold: Callable[[str], None],
+    tracker: StatusTracker,
+    refuse: bool,
+) -> RestoreReport | None:
+    """:meth:`Service.start_from`: restore at start-up, or start cold.
+
+    Args:
+        source: as for :meth:`Service.start_from`.
+        options: keyword options of :meth:`Service.restore`.
+        restore_stored: the service's restore of a snapshot or a chain.
+        start_cold: the service's :meth:`Service.start_cold`.
+        tracker: the service's status.
+        refuse: whether a failed restore is raised (a component's policy is
+            ``"refuse"``) rather than the service starting cold.
+    """
+    if source is None:
+        start_cold("no snapshot to restore")
+        return None
+    try:
+        if isinstance(source, Store):
+            return restore_latest(
+                source,
+                options,
+                restore_stored=restore_stored,
+                start_cold=start_cold,
+                tracker=tracker,
+            )
+        return restore_stored(source, options)
+    except RestoreError as exc:
+        if refuse:
+            raise
+        start_cold(f"restore failed: {exc}")
+        return None
+
+
+def restore_latest(
+    store: Store,
+    options: Mapping[str, bool],
+    *,
+    restore_stored: RestoreStored,
+    start_cold: Callable[[str], None],
+    tracker: StatusTracker,
+) -> RestoreReport | None:
+    """Restore ``store``'s latest snapshot, or the one before it when the latest is
+    unreadable or refused at verification; ``None`` (a cold start) when there is
+    none."""
+    try:
+        current: bytes | memoryview | SnapshotRef = store.open()
+    except StoreError as exc:
+        if exc.errno == errno.ENOENT:
+            start_cold(f"no snapshot to restore in {store!r}")
+            return None
+        current = Failing(exc)  # restored as a failed read, with status and metrics
+    open_previous = getattr(store, "open_previous", None)
+    previous: bytes | memoryview | SnapshotRef | None = None
+    if isinstance(current, Failing) and callable(open_previous):
+        previous = read_previous(current, open_previous)
+        if previous is None:  # nothing to fall back to: one failure, said once
+            open_previous = None
+    try:
+        return restore_stored(current, options)
+    except RestoreError as exc:
+        if isinstance(current, bytes | memoryview):
+            keep_unrestored(store, current)
+        if exc.phase not in ("read", "verify") or not callable(open_previous):
+            raise
+        logger.warning(
+            "the latest snapshot in %r cannot be restored (%s); restoring the one before it",
+            store,
+            exc,
+        )
+        try:
+            return restore_stored(
+                previous
+                if previous is not None
+                else Reader(open_previous, f"{store!r} (previous)"),
+                options,
+            )
+        except RestoreError as second:
+            logger.error("the previous snapshot in %r cannot be restored: %s", store, second)
+            tracker.failed(str(exc))  # the latest snapshot's failure is the one
+            raise exc from exc.__cause__
+
+
+def read_previous(
+    current: Failing, open_previous: Callable[[], bytes | memoryview]
+) -> bytes | memoryview | SnapshotRef | None:
+    """The previous snapshot of a store whose latest could not be read; ``None``
+    when reading it fails the same way (an object store's pointer, which names
+    both, is unreadable): then ``current`` says that no previous can be found."""
+    first = current.error
+    try:
+        return open_previous()
+    except StoreError as second:
+        if (second.op, second.target, second.detail) != (first.op, first.target, first.detail):
+            return Failing(second)
+    current.error = StoreError(
+        first.op,
+        first.target,
+        f"{first.detail}; the previous snapshot cannot be reached either: nothing to fall back to",
+        errno=first.errno,
+    )
+    current.error.__cause__ = first.__cause__
+    return None
+
+
+def restore_stored(
+    source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
+    options: Mapping[str, bool],
+    *,
+    restore: Callable[..., RestoreReport],
+    entries: Sequence[Registered],
+    key: bytes | None,
+    limits: DecodeLimits,
+    refused: Callable[[str], RestoreError],
+) -> RestoreReport:
+    """Restore a snapshot, or a chain that incremental checkpoints committed: its
+    base, then each delta in order.
+
+    Every piece of a chain is verified, and each delta checked to name the piece
+    before it as its base, before anything is applied: a damaged or incomplete
+    chain fails in ``verify`` with every component as it was, so the caller can
+    fall back to the store's previous object.
+
+    Args:
+        source: as for :meth:`Service.restore`.
+        options: keyword options of :meth:`Service.restore`.
+        restore: the service's :meth:`Service.restore`, which restores each piece.
+        entries: the service's registered components.
+        key: the service's authentication key, which verifies each piece.
+        limits: the service's decode limits.
+        refused: reports a chain refused at verification as a failed restore.
+    """
+    check_source(source)
+    if isinstance(source, EncodedSnapshot):
+        source = source.to_bytes()
+    if isinstance(source, bytes | bytearray | memoryview):
+        data: bytes | bytearray | memoryview = source
+    else:
+        try:
+            data = source.open()
+        except StateMigrateError:
+            return restore(source, **options)  # fails in "read", with the status
+    if not is_chain(data):
+        return restore(data, **options)
+    try:
+        pieces = split_chain(data)
+        headers = [open_snapshot(p, key=key, limits=limits).header for p in pieces]
+    except SnapshotError as exc:
+        raise refused(f"checkpoint chain: {exc}") from exc
+    broken = chain_break(headers)
+    if broken is not None:
+        raise refused(broken)
+    # Each piece is all or nothing, the chain must be too: a delta that fails after
+    # the base was applied (in decode, migrate or validate) puts back what was live
+    # before the chain, so a cold start that follows is really cold.
+    live = [(entry, component_state(entry.obj, registry=entry.registry)) for entry in entries]
+    try:
+        report = restore(pieces[0], **options)
+        for piece in pieces[1:]:
+            report = restore(piece, **options)
+    except BaseException:
+        for entry, state in live:
+            import_component(
+                entry.obj,
+                importable_state(entry.obj, state, registry=entry.registry),
+                registry=entry.registry,
+            )
+        raise
+    logger.info("restored a checkpoint chain of %d deltas on a full snapshot", len(pieces) - 1)
+    return report
+
+
+def keep_unrestored(store: Store, data: bytes | memoryview) -> None:
+    """Have ``store`` keep aside its latest snapshot, which the restore refused, when
+    it can: checkpoints of whatever state the service goes on with would otherwise
+    replace it, and a release that can read it (or ``statemigrate migrate``) may still
+    recover its state."""
+    keep = getattr(store, "keep_unrestored", None)
+    if not callable(keep):
+        return
+    try:
+        where = keep(data)
+    except StoreError as exc:
+        logger.warning("could not keep the snapshot that failed to restore: %s", exc)
+    else:
+        logger.warning(
+            "kept the snapshot that failed to restore as %s; checkpoints do not replace it",
+            where,
+        )

@@ -1,0 +1,149 @@
+"""What a service reports of its snapshots, commits and restores to the metrics and the
+traces (the observe layer's instruments and spans), labelled with the service's name."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from statemigrate._observe._instruments import (
+    COMMIT_DURATION,
+    COMMITS,
+    COMPONENT_RESTORES,
+    GENERATION,
+    LAST_SNAPSHOT_TIMESTAMP,
+    RESTORE_DURATION,
+    RESTORES,
+    SNAPSHOT_BYTES,
+    SNAPSHOT_DURATION,
+    emit,
+    enabled,
+)
+from statemigrate._observe._tracing import ended_now, record_span, tracing_enabled
+
+if TYPE_CHECKING:
+    from statemigrate._runtime._report import RestoreReport, SnapshotReport
+
+__all__ = [
+    "RESTORE_PHASES",
+    "commit_failed",
+    "count_commit",
+    "record_snapshot",
+    "report_restore",
+    "restore_failed",
+    "store_kind",
+    "trace_commit",
+    "trace_restore",
+]
+
+RESTORE_PHASES = ("read", "verify", "decode", "migrate", "validate", "apply")
+"""The phases of a restore, in order, as its report times them."""
+
+
+def store_kind(store: object) -> str:
+    """A store's kind for a metric label: ``tmpfs`` for a TmpfsStore, the class name
+    for others (never a path or a bucket: labels stay few)."""
+    name = type(store).__name__
+    return name.removesuffix("Store").lower() or name
+
+
+def record_snapshot(service: str, generation: int, report: SnapshotReport, seconds: float) -> None:
+    """Report a snapshot taken to the metrics and traces."""
+    if tracing_enabled():
+        record_span(
+            "statemigrate.snapshot",
+            *ended_now(seconds),
+            attributes={
+                "statemigrate.service": service,
+                "statemigrate.generation": generation,
+                "statemigrate.snapshot_bytes": report.size,
+                "statemigrate.components": [s.component for s in report.sections],
+            },
+            children=list(report.timings.items()),
+        )
+    if enabled():
+        emit(SNAPSHOT_DURATION, seconds, service)
+        emit(SNAPSHOT_BYTES, report.size, service)
+        emit(LAST_SNAPSHOT_TIMESTAMP, time.time(), service)
+        emit(GENERATION, generation, service)
+
+
+def count_commit(service: str, store: object, seconds: float) -> None:
+    """Report a commit to the metrics."""
+    if enabled():
+        kind = store_kind(store)
+        emit(COMMIT_DURATION, seconds, service, kind)
+        emit(COMMITS, 1.0, service, kind, "committed")
+
+
+def commit_failed(service: str, store: object, seconds: float, error: BaseException) -> None:
+    """Report a commit that failed to the metrics and traces."""
+    if enabled():
+        emit(COMMITS, 1.0, service, store_kind(store), "failed")
+    trace_commit(service, store, seconds, error=str(error))
+
+
+def trace_commit(service: str, store: object, seconds: float, error: str | None = None) -> None:
+    """Report a commit, done or failed, to the traces."""
+    if tracing_enabled():
+        record_span(
+            "statemigrate.commit",
+            *ended_now(seconds),
+            attributes={
+                "statemigrate.service": service,
+                "statemigrate.store": store_kind(store),
+            },
+            error=error,
+        )
+
+
+def restore_failed(service: str, reason: str, seconds: float) -> None:
+    """Report a restore that failed to the metrics and traces."""
+    emit(RESTORES, 1.0, service, "failed")
+    if tracing_enabled():
+        record_span(
+            "statemigrate.restore",
+            *ended_now(seconds),
+            attributes={"statemigrate.service": service},
+            error=reason,
+        )
+
+
+def trace_restore(service: str, report: RestoreReport, seconds: float) -> None:
+    """Report a restore, done or skipped, to the traces."""
+    start, end = ended_now(seconds)
+    record_span(
+        "statemigrate.restore",
+        start,
+        end,
+        attributes={
+            "statemigrate.service": service,
+            "statemigrate.generation": report.generation,
+            "statemigrate.snapshot_bytes": report.size,
+            "statemigrate.skipped": report.skipped,
+            "statemigrate.components": [
+                f"{c.component} {c.source_version}->{c.target_version}" for c in report.components
+            ],
+        },
+        children=[(phase, report.timings.get(phase, 0.0)) for phase in RESTORE_PHASES],
+    )
+
+
+def report_restore(service: str, generation: int, report: RestoreReport) -> None:
+    """Report a restore, done or skipped, to the metrics."""
+    name = service
+    emit(RESTORES, 1.0, name, "skipped" if report.skipped else "restored")
+    emit(GENERATION, generation, name)
+    if report.skipped:
+        return
+    for phase, seconds in report.timings.items():
+        emit(RESTORE_DURATION, seconds, name, phase)
+    for restored in report.components:
+        emit(
+            COMPONENT_RESTORES,
+            1.0,
+            name,
+            restored.component,
+            str(restored.source_version),
+            str(restored.target_version),
+        )
