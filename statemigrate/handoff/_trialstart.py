@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from statemigrate._errors import RestoreError, StateMigrateError
+from statemigrate._runtime._chain import is_chain, split_chain
 from statemigrate._runtime._report import RestoreReport
 from statemigrate._runtime._service import Service
 from statemigrate._snapshot._format import open_snapshot
@@ -156,7 +157,9 @@ def _restore_checkpoint(
         return None
     try:
         data = checkpoints.open()
-        header = open_snapshot(data, key=service._key, limits=service._limits).header
+        # An incremental checkpoint is a chain: its newest piece says who wrote it last.
+        newest = split_chain(data)[-1] if is_chain(data) else data
+        header = open_snapshot(newest, key=service._key, limits=service._limits).header
     except StateMigrateError as exc:
         logger.info("no checkpoint of the trial to restore (%s)", exc)
         return None
@@ -164,7 +167,7 @@ def _restore_checkpoint(
     if header.producer.pid != record.trial.pid or header.created_ns / 1e9 < began:
         return None  # not written by the trial generation: the permanent state is newer
     try:
-        return service.restore(data, allow_lossy=True)
+        return service._restore_stored(data, {"allow_lossy": True})
     except RestoreError as exc:
         logger.warning(
             "the trial's checkpoint cannot be restored by this code (%s); restoring the"

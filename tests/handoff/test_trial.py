@@ -278,6 +278,31 @@ def test_kill_9_during_the_trial_restores_its_checkpoint_downgraded(place: Path)
         again.kill()
 
 
+def test_kill_9_during_the_trial_restores_its_incremental_checkpoint(place: Path) -> None:
+    """The trial's checkpoints may be a chain (a base and its deltas): the restart
+    restores the whole chain, not the older permanent state."""
+    checkpoints = ["--checkpoints", str(place / "checkpoints")]
+    group, cache, permanent_pid = start(place, 1, *checkpoints)
+    try:
+        cache.set("a", "1")
+        trial_pid = upgrade(group, permanent_pid, place)
+        cache.set("c", "3")
+        assert cache.ask("CHAIN") == "OK"  # the base
+        cache.set("d", "4")
+        assert cache.ask("CHAIN") == "OK"  # a delta on it
+        os.kill(trial_pid, signal.SIGKILL)
+        assert group.wait(60) is not None
+    finally:
+        group.kill()
+    again, ready = restart_through_the_launcher(place, *checkpoints)
+    try:
+        assert (ready["release"], ready["source"]) == (1, "checkpoint")
+        cache = Cache(int(ready["port"]))
+        assert [cache.get(key) for key in "acd"] == ["1", "3", "4"]
+    finally:
+        again.kill()
+
+
 def test_the_health_check_promotes_after_n_seconds(place: Path) -> None:
     healthy = place / "healthy"
     healthy.touch()

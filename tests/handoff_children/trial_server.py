@@ -5,7 +5,8 @@ Usage: trial_server.py --release R --dir DIR [--upgrade-to R2] [--permanent-afte
 
 Requests, one a line: ``SET key value`` -> ``OK``, ``GET key`` -> ``VAL value`` or
 ``NONE``, ``INFO`` -> a JSON object (release, pid), ``CHECKPOINT`` -> ``OK`` once a
-checkpoint is committed to ``--checkpoints``. Writes held by a handoff's pause are
+checkpoint is committed to ``--checkpoints``, ``CHAIN`` -> ``OK`` once an incremental
+checkpoint is (its base the first time, a delta after). Writes held by a handoff's pause are
 answered ``RETRY`` once the state moved.
 
 A cold start restores through ``start_generation`` (the permanent state after a
@@ -32,7 +33,7 @@ from collections.abc import Sequence
 
 from lineserver import Stopping
 
-from statemigrate import Service
+from statemigrate import Checkpointer, Service
 from statemigrate.handoff import (
     HandoffError,
     HandoffReport,
@@ -65,6 +66,7 @@ class Server:
         self.accepting = threading.Event()
         self.acceptor: threading.Thread | None = None
         self.checkpoints: TmpfsStore | None = None
+        self.chain: Checkpointer | None = None
 
     def start(self) -> None:
         self.listener.settimeout(0.05)  # the blocking flag is shared with the other generation
@@ -111,6 +113,15 @@ class Server:
             if verb == "CHECKPOINT" and self.checkpoints is not None:
                 self.service.commit(self.checkpoints)
                 return "OK"
+            if verb == "CHAIN" and self.checkpoints is not None:
+                # An incremental checkpoint: the base the first time, a delta after.
+                if self.chain is None:
+                    self.chain = Checkpointer(
+                        self.service, self.checkpoints, every=3600.0, incremental=True,
+                        quiesce=self.gate,
+                    )
+                report = self.chain.checkpoint_now(force=True)
+                return "OK" if not report.skipped else f"ERR {report.reason}"
         return f"ERR {verb}"
 
     def pause(self) -> None:
