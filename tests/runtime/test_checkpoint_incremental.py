@@ -16,15 +16,20 @@ from restore_children.ledger import (
     state_after,
     tracked_ledger_service,
 )
+from typing_extensions import TypedDict
 
 from statemigrate import (
+    ChangeTrackingError,
     Checkpointer,
     ConfigurationError,
     MemoryStore,
+    Registry,
     RestoreError,
     RestoreReport,
+    Service,
     SnapshotError,
     StoreError,
+    TrackedDict,
 )
 from statemigrate._observe._instruments import use_sink
 from statemigrate._runtime._chain import chain_frame, is_chain, split_chain
@@ -37,7 +42,11 @@ def checkpointed(writes: list[int], **options: object) -> tuple[MemoryStore, Che
     service, ledger = tracked_ledger_service()
     store = MemoryStore()
     checkpointer = Checkpointer(
-        service, store, quiesce=threading.Lock(), incremental=True, **options  # type: ignore[arg-type]
+        service,
+        store,
+        quiesce=threading.Lock(),
+        incremental=True,
+        **options,  # type: ignore[arg-type]
     )
     for batch in writes:
         for _ in range(batch):
@@ -291,7 +300,11 @@ def test_an_idle_chain_commits_nothing_and_stays_fresh(export: str) -> None:
     service, ledger = tracked_ledger_service()
     store = MemoryStore()
     checkpointer = Checkpointer(
-        service, store, quiesce=threading.Lock(), incremental=True, export=export  # type: ignore[arg-type]
+        service,
+        store,
+        quiesce=threading.Lock(),
+        incremental=True,
+        export=export,  # type: ignore[arg-type]
     )
     for _ in range(100):
         ledger.write()
@@ -347,3 +360,45 @@ class RefusingStore(MemoryStore):
         if self.refuse:
             raise StoreError("commit", "memory", "refused for the test")
         return super().commit(data)
+
+
+class Shelf(TypedDict):
+    shelves: dict[str, list[int]]
+
+
+SHELF_REGISTRY = Registry()
+SHELF_REGISTRY.add_schema("shelf", 1, Shelf)
+
+
+@SHELF_REGISTRY.migratable("shelf", version=1)
+class ShelfStore:
+    def __init__(self) -> None:
+        self.shelves: TrackedDict[str, list[int]] = TrackedDict()
+
+
+def test_a_value_changed_in_place_fails_its_delta_and_the_next_checkpoint_is_a_base() -> None:
+    """A delta that finds a value changed in place fails; the checkpoint after it
+    starts a new chain, whose base holds the change (a delta would not)."""
+    service = Service("shelves", registry=SHELF_REGISTRY)
+    shelf = service.register(ShelfStore())
+    service.start_cold("new")
+    store = MemoryStore()
+    checkpointer = Checkpointer(
+        service, store, every=3600.0, incremental=True, quiesce=threading.Lock()
+    )
+    shelf.shelves.update((f"k{i}", list(range(20))) for i in range(2000))  # deltas stay small
+    shelf.shelves["a"] = [1]
+    checkpointer.checkpoint_now()  # the base
+    shelf.shelves["b"] = [1]
+    checkpointer.checkpoint_now()  # a delta: "b" is watched from here
+    shelf.shelves["b"].append(2)  # no write
+    shelf.shelves["c"] = [3]
+    with pytest.raises(ChangeTrackingError, match=r"\['shelves'\]\['b'\]"):
+        checkpointer.checkpoint_now()
+    checkpointer.checkpoint_now()
+    assert checkpointer.chain_length == 1  # a new base
+    again = Service("shelves", registry=SHELF_REGISTRY)
+    back = again.register(ShelfStore())
+    again.start_from(store)
+    assert {key: back.shelves[key] for key in "abc"} == {"a": [1], "b": [1, 2], "c": [3]}
+    assert len(back.shelves) == 2003
