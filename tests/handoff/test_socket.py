@@ -30,10 +30,12 @@ from statemigrate.handoff._protocol import (
     MAGIC,
     PROTOCOL_VERSION,
     Abort,
+    Applied,
     Channel,
     Failed,
     Hello,
     Message,
+    Piece,
     Ready,
     Received,
     SnapshotOffer,
@@ -447,3 +449,36 @@ def test_old_side_refuses_a_ready_naming_another_pid(pair):
     assert isinstance(next_message(new), SnapshotOffer)
     abort = next_message(new)
     assert isinstance(abort, Abort) and f"READY names pid {other}" in abort.reason
+
+
+@pytest.mark.parametrize(
+    ("rounds", "expected"),
+    [
+        ((1,), "PIECE of round 1, round 0 expected"),  # a delta before any round 0
+        ((0, 0), "PIECE of round 0, round 1 expected"),  # round 0 twice
+        ((0, 2), "PIECE of round 2, round 1 expected"),  # a round skipped
+    ],
+)
+def test_a_piece_out_of_turn_is_a_protocol_error(pair, rounds, expected):
+    """The successor applies pieces in order only: one out of turn fails the take-over
+    before it is applied, and the old process is told."""
+    old, new = pair
+    applied: list[int] = []
+
+    def on_piece(piece: Piece, view: memoryview) -> Applied:
+        applied.append(piece.round)
+        return Applied(piece.round, deltas=True)
+
+    with MemfdStore() as store:
+        for number in rounds:
+            piece = Piece(round=number, kind="full" if number == 0 else "delta", size=5)
+            Channel(old).send(piece, [store.commit(b"state").fd], stage="test")
+    inheritance = receive_handoff(new)
+    with pytest.raises(HandoffError, match=expected):
+        run_blocking(inheritance._hello_steps({}, max_size=1 << 20, on_piece=on_piece), None)
+    assert applied == list(rounds[:-1])
+    assert isinstance(next_message(old), Hello)
+    told = [next_message(old) for _ in rounds]  # an APPLIED per piece applied, then FAILED
+    assert [type(m) for m in told] == [Applied] * len(applied) + [Failed]
+    failed = told[-1]
+    assert isinstance(failed, Failed) and expected in failed.reason
