@@ -70,9 +70,7 @@ def split_chain(data: Buffer) -> list[memoryview]:
         raise SnapshotError("not_snapshot", "not a checkpoint chain", offset=0)
     frame_end = _HEAD.size + count * _LENGTH.size
     if not 1 <= count <= MAX_PIECES or reserved != 0:
-        raise SnapshotError(
-            "corrupt", f"checkpoint chain frame declares {count} pieces", offset=8
-        )
+        raise SnapshotError("corrupt", f"checkpoint chain frame declares {count} pieces", offset=8)
     if len(buf) < frame_end + _CHECK.size:
         raise SnapshotError("truncated", "checkpoint chain ends inside its frame", offset=len(buf))
     (check,) = _CHECK.unpack_from(buf, frame_end)
@@ -94,7 +92,10 @@ def split_chain(data: Buffer) -> list[memoryview]:
         at += length
     if at != len(buf):
         raise SnapshotError(
-            "trailing_data", "bytes follow the checkpoint chain's last piece",
-            expected=at, actual=len(buf), offset=at,
+            "trailing_data",
+            "bytes follow the checkpoint chain's last piece",
+            expected=at,
+            actual=len(buf),
+            offset=at,
         )
     return pieces

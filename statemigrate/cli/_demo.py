@@ -23,16 +23,33 @@ def add_demo_parser(commands: Any) -> None:
             " request was refused, reset or answered wrongly."
         ),
     )
-    demo.add_argument("--entries", type=_positive, default=200_000, metavar="N",
-                      help="entries filled before the load starts (default 200000)")
-    demo.add_argument("--clients", type=_positive, default=8, metavar="N",
-                      help="load generator threads (default 8)")
-    demo.add_argument("--fresh-connections", action="store_true",
-                      help="one request per connection instead of keep-alive")
+    demo.add_argument(
+        "--entries",
+        type=_positive,
+        default=200_000,
+        metavar="N",
+        help="entries filled before the load starts (default 200000)",
+    )
+    demo.add_argument(
+        "--clients",
+        type=_positive,
+        default=8,
+        metavar="N",
+        help="load generator threads (default 8)",
+    )
+    demo.add_argument(
+        "--fresh-connections",
+        action="store_true",
+        help="one request per connection instead of keep-alive",
+    )
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
-    demo.add_argument("--plot", type=Path, metavar="FILE",
-                      help="draw throughput and latency over time, handoffs marked:"
-                      " an HTML page for FILE.html, else an SVG picture")
+    demo.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE",
+        help="draw throughput and latency over time, handoffs marked:"
+        " an HTML page for FILE.html, else an SVG picture",
+    )
     demo.set_defaults(func=demo_command)
 
 

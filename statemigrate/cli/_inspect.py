@@ -426,8 +426,7 @@ def render_chain(chain: Chain, info: dict[str, Any], statuses: list[list[str]]) 
                 "base" if piece["piece"] == 0 and base is None else piece["kind"],
                 printable(piece["snapshot_id"]),
                 str(piece["generation"]),
-                "-" if base is None
-                else f"{printable(base['snapshot_id'])} ({base['generation']})",
+                "-" if base is None else f"{printable(base['snapshot_id'])} ({base['generation']})",
                 human_size(piece["size"]),
                 str(len(piece["sections"])),
                 piece["link"],

@@ -57,7 +57,10 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction[_Parser]], None]]
     from statemigrate.cli._trial import add_trial_parser
 
     return [
-        add_list_parser, add_registry_parsers, add_demo_parser, add_evolution_parsers,
+        add_list_parser,
+        add_registry_parsers,
+        add_demo_parser,
+        add_evolution_parsers,
         add_trial_parser,
     ]
 

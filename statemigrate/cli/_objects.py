@@ -118,8 +118,9 @@ def open_store(
     scheme = match.group(1).lower() if match else ""
     if scheme == "memory":
         raise StoreError(
-            "open", url, "a memory:// store is private to one process; the command line"
-            " cannot share it"
+            "open",
+            url,
+            "a memory:// store is private to one process; the command line cannot share it",
         )
     if scheme == "file" and not create:
         try:
@@ -165,7 +166,8 @@ def open_source(
 
 
 def commit_to_url(
-    target: str, parts: Sequence[bytes | bytearray | memoryview],
+    target: str,
+    parts: Sequence[bytes | bytearray | memoryview],
     options: Sequence[tuple[str, str]],
 ) -> ObjectRef:
     """Commit ``parts`` as the next generation of the object store at ``target``.

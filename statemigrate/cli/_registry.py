@@ -30,16 +30,22 @@ __all__ = [
 
 def add_registry_parsers(commands: Any) -> None:
     """Add ``plan``, ``graph`` and ``migrate`` to the sub-command parsers."""
-    plan = commands.add_parser(
-        "plan", help="show the steps between two versions of a component"
-    )
+    plan = commands.add_parser("plan", help="show the steps between two versions of a component")
     plan.add_argument("component", help="the component's name")
     plan.add_argument(
-        "--from", dest="source", type=int, required=True, metavar="VERSION",
+        "--from",
+        dest="source",
+        type=int,
+        required=True,
+        metavar="VERSION",
         help="the version the data is in",
     )
     plan.add_argument(
-        "--to", dest="target", type=int, required=True, metavar="VERSION",
+        "--to",
+        dest="target",
+        type=int,
+        required=True,
+        metavar="VERSION",
         help="the version it should reach",
     )
     add_registry_arguments(plan)
@@ -51,14 +57,18 @@ def add_registry_parsers(commands: Any) -> None:
     graph.set_defaults(func=graph_command)
 
     migrate = commands.add_parser(
-        "migrate", help="rewrite a snapshot with components at other versions (up or down);"
-        " a checkpoint chain is rewritten as one full snapshot"
+        "migrate",
+        help="rewrite a snapshot with components at other versions (up or down);"
+        " a checkpoint chain is rewritten as one full snapshot",
     )
     migrate.add_argument(
         "snapshot", metavar="SNAPSHOT", help="a file path, fd:N, or URL[#current|#previous|#N]"
     )
     migrate.add_argument(
-        "-o", "--output", required=True, metavar="OUT",
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
         help="where to write the new snapshot: a file (through a temporary file and a"
         " rename), or an object-store URL (committed as its next generation)",
     )
@@ -70,9 +80,7 @@ def add_registry_parsers(commands: Any) -> None:
         metavar="COMPONENT=VERSION",
         help="target version of a component (repeatable)",
     )
-    migrate.add_argument(
-        "--allow-lossy", action="store_true", help="allow steps declared lossy"
-    )
+    migrate.add_argument("--allow-lossy", action="store_true", help="allow steps declared lossy")
     add_key_argument(migrate)
     add_store_argument(migrate)
     add_registry_arguments(migrate)
@@ -142,8 +150,7 @@ def plan_command(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"  {step}{note}\n")
     if plan.lossy_steps:
         out.write(
-            f"{len(plan.lossy_steps)} lossy step(s): restoring along this path needs"
-            " allow_lossy\n"
+            f"{len(plan.lossy_steps)} lossy step(s): restoring along this path needs allow_lossy\n"
         )
     return 0
 

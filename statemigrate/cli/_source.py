@@ -171,9 +171,7 @@ def read_snapshot_source(
         os.close(fd)
 
 
-def _read_file(
-    fd: int, source: str, key: bytes | None, limits: DecodeLimits
-) -> bytes | bytearray:
+def _read_file(fd: int, source: str, key: bytes | None, limits: DecodeLimits) -> bytes | bytearray:
     try:
         info = os.fstat(fd)
         mode = fcntl.fcntl(fd, fcntl.F_GETFL)
@@ -194,8 +192,11 @@ def _read_file(
         total = info.st_size
         if total > limits.max_snapshot_size:
             raise SnapshotError(
-                "too_large", "checkpoint chain is larger than the reader allows",
-                expected=limits.max_snapshot_size, actual=total, offset=0,
+                "too_large",
+                "checkpoint chain is larger than the reader allows",
+                expected=limits.max_snapshot_size,
+                actual=total,
+                offset=0,
             )
     else:
         total = snapshot_length(head, info.st_size, key=key, limits=limits)
@@ -210,8 +211,9 @@ def _read_file(
             raise _failed("read", source, exc) from exc
         if count == 0:
             raise StoreError(
-                "read", source, f"file changed while being read: it ended at {position} of"
-                f" {total} bytes"
+                "read",
+                source,
+                f"file changed while being read: it ended at {position} of {total} bytes",
             )
         position += count
     if _pread(fd, 1, total, source):

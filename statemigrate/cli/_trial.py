@@ -49,8 +49,13 @@ def add_trial_parser(commands: Any) -> None:
         " generation's program (a hot handoff, exporting at the versions it reads), and"
         " wait for the outcome.",
     )
-    back.add_argument("--wait", type=_seconds, default=120.0, metavar="SECONDS",
-                      help="how long to wait for the revert (default 120)")
+    back.add_argument(
+        "--wait",
+        type=_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to wait for the revert (default 120)",
+    )
     back.set_defaults(func=revert_command)
 
     launch = actions.add_parser(
@@ -64,8 +69,9 @@ def add_trial_parser(commands: Any) -> None:
     launch.set_defaults(func=exec_command)
 
     for parser in (status, make, back, launch):
-        parser.add_argument("--dir", required=True, metavar="DIR",
-                            help="the trial directory the service was given")
+        parser.add_argument(
+            "--dir", required=True, metavar="DIR", help="the trial directory the service was given"
+        )
 
 
 def _seconds(text: str) -> float:
@@ -89,9 +95,7 @@ def status_command(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     print(record.summary(), file=out)
     if record.on_trial and not alive:
-        print(
-            "the trial process is gone: a restart runs the permanent generation", file=out
-        )
+        print("the trial process is gone: a restart runs the permanent generation", file=out)
     return 0
 
 

@@ -255,9 +255,7 @@ def test_freeze_names_the_file_it_cannot_write(
     Path("schemas").write_text("a file where the folder should be\n")
     result = run(capsys, "schemas", "freeze", "--registry", REFERENCE)
     assert result.code == 1 and result.out == ""
-    assert result.err == (
-        "statemigrate: error: write schemas/kvcache: Not a directory (ENOTDIR)\n"
-    )
+    assert result.err == ("statemigrate: error: write schemas/kvcache: Not a directory (ENOTDIR)\n")
 
 
 # --- makemigration -----------------------------------------------------------------------------
@@ -400,7 +398,7 @@ def test_a_dry_run_prints_the_record_steps_hint_beside_the_module(
     (root / "shoptypes.py").write_text(SHOP_TYPES)
     (root / "shopreg.py").write_text(
         "from statemigrate import Registry\n\nimport shoptypes\n\n\ndef build():\n"
-        "    registry = Registry()\n    registry.add_schema(\"shop\", 1, shoptypes.ShopV1)\n"
+        '    registry = Registry()\n    registry.add_schema("shop", 1, shoptypes.ShopV1)\n'
         "    return registry\n"
     )
     (root / "pyproject.toml").write_text(
@@ -415,7 +413,13 @@ def test_a_dry_run_prints_the_record_steps_hint_beside_the_module(
     assert "note: every change is inside the records of 'items': record steps" in dry.err
     assert "(`--records items`)" in dry.err
     records = run(
-        capsys, "makemigration", "shop", "--schema", "shoptypes:ShopV2", "--records", "items",
+        capsys,
+        "makemigration",
+        "shop",
+        "--schema",
+        "shoptypes:ShopV2",
+        "--records",
+        "items",
         "--dry-run",
     )
     assert records.code == 0 and "--records" not in records.err

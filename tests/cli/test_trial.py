@@ -141,17 +141,19 @@ def test_an_unsafe_record_or_directory_is_refused(
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(content=st.one_of(
-    st.binary(max_size=200),
-    st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
-        max_leaves=12,
-    ).map(lambda value: json.dumps(value).encode()),
-    st.sampled_from(["state", "trial", "permanent", "pid", "argv", "versions"]).map(
-        lambda key: _mutated(key)
-    ),
-))
+@given(
+    content=st.one_of(
+        st.binary(max_size=200),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+            max_leaves=12,
+        ).map(lambda value: json.dumps(value).encode()),
+        st.sampled_from(["state", "trial", "permanent", "pid", "argv", "versions"]).map(
+            lambda key: _mutated(key)
+        ),
+    )
+)
 def test_any_record_bytes_give_a_record_or_trial_error(content: bytes, trial_dir: Path) -> None:
     """Property: whatever trial.json holds, reading it returns a record or raises
     TrialError; nothing foreign escapes."""
@@ -168,6 +170,7 @@ def test_any_record_bytes_give_a_record_or_trial_error(content: bytes, trial_dir
 
 def _mutated(key: str) -> bytes:
     """A valid record with one field, wherever it occurs, replaced by a wrong value."""
+
     def walk(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: ([1, "x"] if k == key else walk(v)) for k, v in value.items()}
