@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from statemigrate._errors import RegistrationError, StoreError
 from statemigrate._model._registry import Registry
+from statemigrate.cli._arguments import positive_integer
 from statemigrate.cli._registry import add_registry_arguments, current_folder_first
 from statemigrate.evolution._config import ProjectConfig, find_config, load_registry
 
@@ -93,19 +94,12 @@ def add_evolution_parsers(commands: Any) -> None:
     )
     run.add_argument(
         "--max-examples",
-        type=_positive,
+        type=positive_integer,
         metavar="N",
         help="examples per check (default: hypothesis' default profile)",
     )
     _add_common(run, schemas=False)
     run.set_defaults(func=check_command)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def _add_common(

@@ -13,6 +13,7 @@ from statemigrate._model._registry import Registry
 from statemigrate._runtime._chainread import Chain, compose_chain
 from statemigrate._runtime._rewrite import migrate_snapshot
 from statemigrate._snapshot._format import open_snapshot
+from statemigrate.cli._arguments import check_output_file
 from statemigrate.cli._inspect import Progress, add_key_argument, printable
 from statemigrate.cli._objects import add_store_argument, commit_to_url, is_object_url, open_source
 from statemigrate.cli._source import read_key
@@ -70,7 +71,8 @@ def add_registry_parsers(commands: Any) -> None:
         required=True,
         metavar="OUT",
         help="where to write the new snapshot: a file (through a temporary file and a"
-        " rename), or an object-store URL (committed as its next generation)",
+        " rename; an existing OUT must be a regular file, not a link, FIFO or device),"
+        " or an object-store URL (committed as its next generation)",
     )
     migrate.add_argument(
         "--to",
@@ -198,6 +200,7 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     """Rewrite a snapshot with the named components migrated to other versions; a
     checkpoint chain is first composed into the full snapshot it restores to."""
     targets = _parse_targets(args.targets)
+    output = None if is_object_url(args.output) else check_output_file(args.output, option="-o")
     registry = registry_from(args)
     key = read_key(args.key_file)
     source, _ = open_source(args.snapshot, key=key, options=args.store_options)
@@ -223,11 +226,11 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
         )
     encoded = migrated.encoded
     where = args.output
-    if is_object_url(args.output):
+    if output is None:
         ref = commit_to_url(args.output, encoded.parts, args.store_options)
         where = f"{ref.store.location} generation {ref.generation}"
     else:
-        write_file_atomically(Path(args.output), encoded.parts)
+        write_file_atomically(output, encoded.parts)
     # Printed once the progress line is gone, so stdout never cuts it.
     out.writelines(notes)
     for section, plan in migrated.plans.items():
@@ -256,7 +259,13 @@ def write_file_atomically(path: Path, parts: list[bytes | bytearray | memoryview
                 handle.write(part)
             handle.flush()
             os.fsync(handle.fileno())
+        # Checked again just before the rename: what appeared at the path since the
+        # command started is not replaced either, if it is not a regular file.
+        check_output_file(path, option="-o")
         os.replace(temp, path)
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise StoreError("write", str(path), exc.strerror or str(exc), errno=exc.errno) from exc
+    except StoreError:
+        temp.unlink(missing_ok=True)
+        raise

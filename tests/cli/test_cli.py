@@ -10,6 +10,7 @@ import re
 import select
 import shlex
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -988,7 +989,126 @@ def test_migrate_into_a_missing_folder_names_the_output(
 ) -> None:
     out = tmp_path / "missing" / "out.smsnap"
     result = run(capsys, "migrate", str(made.v1), "-o", str(out), "--to", "kvcache=3", *REGISTRY)
-    assert_one_error_line(result, str(out), "No such file")
+    assert_one_error_line(result, str(out), "does not exist")
+
+
+def _special_files(folder: Path) -> dict[str, Path]:
+    """A FIFO, a socket, a directory and symbolic links, each where OUT could point."""
+    fifo = folder / "fifo"
+    os.mkfifo(fifo)
+    sock = folder / "sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(sock))
+    directory = folder / "dir"
+    directory.mkdir()
+    precious = folder / "precious"
+    precious.write_bytes(b"not to be replaced")
+    link = folder / "link"
+    link.symlink_to(precious)
+    dangling = folder / "dangling"
+    dangling.symlink_to(folder / "nowhere")
+    return {
+        "a FIFO": fifo,
+        "a socket": sock,
+        "a directory": directory,
+        "a symbolic link": link,
+        "a dangling symbolic link": dangling,
+    }
+
+
+@pytest.mark.parametrize(
+    "kind", ["a FIFO", "a socket", "a directory", "a symbolic link", "a dangling symbolic link"]
+)
+def test_migrate_replaces_only_a_regular_file(
+    kind: str, made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An OUT that exists as anything but a regular file is refused before any work,
+    and is left as it was (a link is not followed, nor replaced)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    special = _special_files(folder)
+    out = special[kind]
+    before = {path.name: os.lstat(path) for path in folder.iterdir()}
+    result = run(capsys, "migrate", str(made.v1), "-o", str(out), "--to", "kvcache=3", *REGISTRY)
+    shown = "a symbolic link" if "symbolic link" in kind else kind
+    assert_one_error_line(result, str(out), f"is {shown}", "regular file")
+    assert result.out == ""
+    after = {path.name: os.lstat(path) for path in folder.iterdir()}
+    assert {name: (st.st_ino, st.st_mode) for name, st in after.items()} == {
+        name: (st.st_ino, st.st_mode) for name, st in before.items()
+    }
+    assert (folder / "precious").read_bytes() == b"not to be replaced"
+
+
+def test_migrate_replaces_a_regular_file(
+    made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The check's positive control: an existing regular OUT is replaced."""
+    out = tmp_path / "old.smsnap"
+    out.write_bytes(b"an older output")
+    result = run(capsys, "migrate", str(made.v1), "-o", str(out), "--to", "kvcache=3", *REGISTRY)
+    assert result.code == 0, result.err
+    assert open_snapshot(out.read_bytes()).header.sections[0].version == 3
+
+
+def test_migrate_does_not_replace_a_device(
+    made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A character device as OUT (a private copy of /dev/null when root may make one,
+    else /dev/null itself, which only root could have replaced) is left alone."""
+    device = tmp_path / "null"
+    try:
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        device = Path("/dev/null")
+    before = os.lstat(device)
+    result = run(capsys, "migrate", str(made.v1), "-o", str(device), "--to", "kvcache=3", *REGISTRY)
+    assert_one_error_line(result, str(device), "a character device", "regular file")
+    after = os.lstat(device)
+    assert (after.st_ino, after.st_mode, after.st_rdev) == (
+        before.st_ino,
+        before.st_mode,
+        before.st_rdev,
+    )
+
+
+@pytest.mark.parametrize(
+    ("output", "fragments"),
+    [
+        ("", ("-o needs a file name",)),
+        ("{tmp}/sub/", ("names a directory",)),
+        ("{tmp}", ("a directory",)),
+        ("{tmp}/missing/out.smsnap", ("missing", "does not exist")),
+        ("{tmp}/file/out.smsnap", ("file", "not a directory")),
+    ],
+)
+def test_migrate_refuses_an_output_it_cannot_write_before_any_work(
+    output: str,
+    fragments: tuple[str, ...],
+    made: Made,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    loaded = []
+    monkeypatch.setattr(
+        "statemigrate.cli._registry.registry_from", lambda args: loaded.append(args)
+    )
+    result = run(
+        capsys,
+        "migrate",
+        str(made.v1),
+        "-o",
+        output.format(tmp=tmp_path),
+        "--to",
+        "kvcache=3",
+        *REGISTRY,
+    )
+    assert_one_error_line(result, *fragments)
+    assert loaded == []  # refused before the registry was even loaded
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "file", "sub"]
 
 
 def test_migrate_with_migrations_from_the_flag(
