@@ -65,7 +65,8 @@ def demo_command(args: argparse.Namespace, out: TextIO) -> int:
     plot = None if args.plot is None else check_output_file(args.plot, option="--plot")
 
     def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+        if sys.stderr is not None:  # print() would write to stdout without one
+            print(line, file=sys.stderr, flush=True)
 
     report = run_demo(
         entries=args.entries,
@@ -78,7 +79,7 @@ def demo_command(args: argparse.Namespace, out: TextIO) -> int:
         print(json.dumps(report.to_plain(), indent=2), file=out, flush=True)
     else:
         print(report.render(), file=out, flush=True)
-    if report.error is not None:
+    if report.error is not None and sys.stderr is not None:
         # Last, after the report: why the run stopped, a dead child's own error as a rule.
         print(f"statemigrate: error: {report.error}", file=sys.stderr, flush=True)
     return 0 if report.passed else 1

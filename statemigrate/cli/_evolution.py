@@ -212,7 +212,7 @@ def makemigration_command(args: argparse.Namespace, out: TextIO) -> int:
     if args.dry_run:
         out.write(stub.code)
         # The module alone on stdout, to be redirected; what to know about it aside.
-        for note in stub.notes:
+        for note in stub.notes if sys.stderr is not None else ():
             print(f"note: {note}", file=sys.stderr)
         return EXIT_OK
     out.write(stub.summary())

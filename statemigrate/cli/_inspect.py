@@ -126,7 +126,7 @@ class Progress:
         self.total = total
         self.verb = verb
         self.done = 0
-        self.enabled = total > 0 and sys.stderr.isatty()
+        self.enabled = total > 0 and sys.stderr is not None and sys.stderr.isatty()
         self._line_open = False
 
     def step(self, name: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import io
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -80,6 +81,15 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     func: Command = args.func
     stream = out if out is not None else sys.stdout
+    if stream is None:
+        # Started with stdout closed (`>&-`): Python then has no sys.stdout at all.
+        # Refused before any work, so that nothing is written (by migrate, say) whose
+        # report could not be printed; `trial exec` only launches, and may say why
+        # on stderr instead.
+        if not getattr(args, "stdout_optional", False):
+            _error("stdout is closed; give the command an open stdout (>/dev/null to discard it)")
+            return EXIT_FAILURE
+        stream = sys.stderr if sys.stderr is not None else io.StringIO()
     try:
         return func(args, stream)
     except StateMigrateError as exc:
@@ -90,13 +100,18 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         # The commands translate the OS errors they expect; this names what it can.
         _error(_os_error(exc, args))
     except KeyboardInterrupt:
-        print("statemigrate: interrupted", file=sys.stderr)
+        if sys.stderr is not None:
+            print("statemigrate: interrupted", file=sys.stderr)
     return EXIT_FAILURE
 
 
 def _error(message: str) -> None:
-    """The one line a failure prints: never several lines, never a control character."""
-    print(f"statemigrate: error: {printable(_one_line(message))}", file=sys.stderr)
+    """The one line a failure prints: never several lines, never a control character.
+
+    Nothing when stderr is closed: print() would then write to stdout instead.
+    """
+    if sys.stderr is not None:
+        print(f"statemigrate: error: {printable(_one_line(message))}", file=sys.stderr)
 
 
 def _os_error(exc: OSError, args: argparse.Namespace) -> str:

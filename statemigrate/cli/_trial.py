@@ -66,7 +66,8 @@ def add_trial_parser(commands: Any) -> None:
         " runs the permanent generation's recorded command line.",
     )
     launch.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
-    launch.set_defaults(func=exec_command)
+    # A launcher runs with whatever stdout its service manager gave it, even none.
+    launch.set_defaults(func=exec_command, stdout_optional=True)
 
     for parser in (status, make, back, launch):
         parser.add_argument(
