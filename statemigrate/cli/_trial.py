@@ -123,7 +123,12 @@ def exec_command(args: argparse.Namespace, out: TextIO) -> int:
         argv.pop(0)
     if not argv:
         raise TrialError(args.dir, "no command given after --")
+    if not argv[0]:
+        raise TrialError(args.dir, "the command given after -- is an empty string")
     chosen, why = generation_to_run(args.dir, argv)
+    if not chosen or not chosen[0]:
+        # A record written by hand, or by a service given an empty command line.
+        raise TrialError(args.dir, f"the command to run is empty: {list(chosen)!r}")
     if tuple(chosen) != tuple(argv):
         print(f"statemigrate trial exec: {why}", file=out, flush=True)
     out.flush()

@@ -257,6 +257,24 @@ def test_exec_without_a_command_is_one_line(
     assert line.endswith("no command given after --")
 
 
+@pytest.mark.parametrize("command", [[""], ["", "arg"]])
+def test_exec_of_an_empty_command_is_one_line(
+    command: list[str], trial_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """execvp('') raises ValueError, not OSError: refused before it is called."""
+    line = one_error_line(run(capsys, "trial", "exec", "--dir", str(trial_dir), "--", *command))
+    assert line.endswith("the command given after -- is an empty string")
+
+
+def test_exec_of_an_empty_recorded_command_is_one_line(
+    trial_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trial that died with a permanent generation recorded with an empty program."""
+    write(trial_dir, on_trial(dead_pid(), permanent_argv=("",)))
+    line = one_error_line(run(capsys, "trial", "exec", "--dir", str(trial_dir), "--", "given"))
+    assert line.endswith("the command to run is empty: ['']")
+
+
 # --- the library side, in process ----------------------------------------------------------------
 
 
