@@ -69,8 +69,14 @@ def split_chain(data: Buffer) -> list[memoryview]:
     if magic != CHAIN_MAGIC:
         raise SnapshotError("not_snapshot", "not a checkpoint chain", offset=0)
     frame_end = _HEAD.size + count * _LENGTH.size
-    if not 1 <= count <= MAX_PIECES or reserved != 0:
+    if not 1 <= count <= MAX_PIECES:
         raise SnapshotError("corrupt", f"checkpoint chain frame declares {count} pieces", offset=8)
+    if reserved != 0:
+        raise SnapshotError(
+            "corrupt",
+            f"checkpoint chain frame's reserved field is {reserved:#010x}, not zero",
+            offset=12,
+        )
     if len(buf) < frame_end + _CHECK.size:
         raise SnapshotError("truncated", "checkpoint chain ends inside its frame", offset=len(buf))
     (check,) = _CHECK.unpack_from(buf, frame_end)

@@ -52,6 +52,7 @@ def add_inspect_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--dump",
+        type=_section_name,
         metavar="COMPONENT[/INSTANCE]",
         help="print the decoded state of one section as JSON (of a chain: the state it"
         " restores to)",
@@ -59,6 +60,15 @@ def add_inspect_parser(commands: Any) -> None:
     add_key_argument(parser)
     add_store_argument(parser)
     parser.set_defaults(func=inspect_command)
+
+
+def _section_name(text: str) -> str:
+    """``--dump``'s value: a component's name, with an instance after a slash."""
+    if not text.partition("/")[0]:
+        raise argparse.ArgumentTypeError(
+            f"expected COMPONENT or COMPONENT/INSTANCE, not {text[:80]!r}"
+        )
+    return text
 
 
 def add_key_argument(parser: argparse.ArgumentParser) -> None:
@@ -86,7 +96,7 @@ def inspect_command(args: argparse.Namespace, out: TextIO) -> int:
                 snapshot.read_raw(index)  # raises on the first bad chunk or section
                 statuses[index] = "verified"
                 progress.step(section.key)
-    if args.dump:
+    if args.dump is not None:
         index = find_section(snapshot, args.dump)
         value = snapshot.read_section(index)
         out.write(dump_json(value, section=sections[index].key))
@@ -358,7 +368,7 @@ def inspect_chain(
                         raise chain.located(number, exc) from exc
                     statuses[number][index] = "verified"
                     progress.step(f"piece {number} {section.key}")
-    if args.dump:
+    if args.dump is not None:
         index = find_section(chain.pieces[0], args.dump)
         state = composed_sections(chain)[index].data
         out.write(dump_json(state, section=chain.pieces[0].header.sections[index].key))

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from statemigrate._errors import LossyMigrationError, StateMigrateError
+from statemigrate._version import __version__
 from statemigrate.cli._inspect import add_inspect_parser, printable
 
 __all__ = ["main"]
@@ -40,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="statemigrate",
         description="Inspect, plan and migrate statemigrate snapshots.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"statemigrate {__version__}",
+        help="print the version of statemigrate and exit",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True

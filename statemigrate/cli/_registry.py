@@ -192,6 +192,10 @@ def _parse_targets(pairs: list[str]) -> dict[str, int]:
             or len(version) > 10
         ):
             raise RegistrationError(f"--to {pair[:80]!r}: expected COMPONENT=VERSION")
+        if component in targets:
+            raise RegistrationError(
+                f"--to names component {component[:80]!r} twice: give one version per component"
+            )
         targets[component] = int(version)
     return targets
 

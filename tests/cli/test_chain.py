@@ -418,6 +418,40 @@ def test_a_truncated_chain_is_a_one_line_error(
     one_line_error(run(capsys, "inspect", str(path)), "truncated: checkpoint chain ends")
 
 
+@pytest.mark.parametrize(
+    ("offset", "value", "message"),
+    [
+        (
+            12,
+            0x55,
+            "checkpoint chain frame's reserved field is 0x00000055, not zero (at offset 12)",
+        ),
+        (
+            15,
+            0x80,
+            "checkpoint chain frame's reserved field is 0x80000000, not zero (at offset 12)",
+        ),
+        (8, 0, "checkpoint chain frame declares 0 pieces (at offset 8)"),
+        (11, 0xFF, "checkpoint chain frame declares 4278190083 pieces (at offset 8)"),
+    ],
+)
+def test_a_damaged_frame_header_names_the_field_and_its_offset(
+    offset: int,
+    value: int,
+    message: str,
+    chained: Chained,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The count (bytes 8..11) and the reserved field (bytes 12..15) are told apart."""
+    data = bytearray(chained.data)
+    data[offset] = value
+    path = tmp_path / "damaged"
+    path.write_bytes(data)
+    line = one_line_error(run(capsys, "inspect", str(path)), "corrupt:")
+    assert line.endswith(message), line
+
+
 def test_a_chain_larger_than_the_limit_is_refused_before_it_is_read(chained: Chained) -> None:
     limit = len(chained.data)
     assert (

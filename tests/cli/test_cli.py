@@ -406,6 +406,22 @@ def test_dump_shows_bytes_as_base64(made: Made, capsys: pytest.CaptureFixture[st
     }
 
 
+@pytest.mark.parametrize("value", ["", "/", "/default"])
+def test_dump_of_an_empty_name_is_a_usage_error(
+    value: str, made: Made, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run(capsys, "inspect", str(made.plain), "--dump", value)
+    assert_one_error_line(
+        result, "argument --dump: expected COMPONENT or COMPONENT/INSTANCE", repr(value), code=2
+    )
+    assert result.out == ""
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(capsys, "--version")
+    assert (result.code, result.out, result.err) == (0, f"statemigrate {sm.__version__}\n", "")
+
+
 def test_dump_of_an_ambiguous_component_names_the_matches(
     made: Made, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -956,6 +972,17 @@ def test_bad_migrate_targets(
     result = run(capsys, "migrate", str(made.plain), "-o", str(out), "--to", target, *REGISTRY)
     assert_one_error_line(result, *fragments)
     assert not out.exists()
+
+
+def test_migrate_refuses_a_component_named_twice(
+    made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.smsnap"
+    for targets in (["kvcache=1", "kvcache=2"], ["kvcache=3", "kvcache=3"]):
+        argv = [arg for target in targets for arg in ("--to", target)]
+        result = run(capsys, "migrate", str(made.plain), "-o", str(out), *argv, *REGISTRY)
+        assert_one_error_line(result, "--to names component 'kvcache' twice")
+        assert not out.exists()
 
 
 def test_migrate_data_that_breaks_a_step(
