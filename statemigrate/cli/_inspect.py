@@ -6,7 +6,6 @@ import argparse
 import base64
 import datetime
 import json
-import os
 import sys
 from types import TracebackType
 from typing import Any, TextIO
@@ -16,7 +15,7 @@ from statemigrate._runtime._chainread import Chain, composed_sections, link_brea
 from statemigrate._snapshot._format import Snapshot
 from statemigrate._snapshot._header import SectionInfo
 from statemigrate.cli._objects import add_store_argument, open_source
-from statemigrate.cli._source import read_key
+from statemigrate.cli._source import KEY_FILE_VARIABLE, read_key_option
 from statemigrate.stores import ObjectRef
 
 __all__ = [
@@ -76,15 +75,14 @@ def add_key_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--key-file",
         metavar="PATH",
-        default=os.environ.get("STATEMIGRATE_KEY_FILE"),
         help="file holding the HMAC key of authenticated snapshots"
-        " (default: $STATEMIGRATE_KEY_FILE)",
+        f" (default: ${KEY_FILE_VARIABLE})",
     )
 
 
 def inspect_command(args: argparse.Namespace, out: TextIO) -> int:
     """Run ``inspect``; returns the exit status."""
-    key = read_key(args.key_file)
+    key = read_key_option(args.key_file)
     snapshot, origin = open_source(args.snapshot, key=key, options=args.store_options)
     if isinstance(snapshot, Chain):
         return inspect_chain(snapshot, origin, args, out)

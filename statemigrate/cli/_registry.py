@@ -16,7 +16,7 @@ from statemigrate._snapshot._format import open_snapshot
 from statemigrate.cli._arguments import check_output_file
 from statemigrate.cli._inspect import Progress, add_key_argument, printable
 from statemigrate.cli._objects import add_store_argument, commit_to_url, is_object_url, open_source
-from statemigrate.cli._source import read_key
+from statemigrate.cli._source import read_key_option
 from statemigrate.evolution._config import find_config, load_registry
 
 __all__ = [
@@ -206,7 +206,7 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     targets = _parse_targets(args.targets)
     output = None if is_object_url(args.output) else check_output_file(args.output, option="-o")
     registry = registry_from(args)
-    key = read_key(args.key_file)
+    key = read_key_option(args.key_file)
     source, _ = open_source(args.snapshot, key=key, options=args.store_options)
     if isinstance(source, Chain):
         # The chain becomes the one full snapshot it restores to, which is then

@@ -35,11 +35,13 @@ from statemigrate._snapshot._format import (
 )
 
 __all__ = [
+    "KEY_FILE_VARIABLE",
     "MAX_FD",
     "open_read",
     "open_snapshot_source",
     "parse_fd",
     "read_key",
+    "read_key_option",
     "read_snapshot_source",
 ]
 
@@ -73,6 +75,31 @@ def read_key(path: str | None) -> bytes | None:
     if len(key) < 16:
         raise StoreError("read", path, "an authentication key needs at least 16 bytes")
     return key
+
+
+KEY_FILE_VARIABLE = "STATEMIGRATE_KEY_FILE"
+"""The environment variable naming the key file when ``--key-file`` is not given."""
+
+
+def read_key_option(path: str | None) -> bytes | None:
+    """The key of ``--key-file PATH``, else of the file that :data:`KEY_FILE_VARIABLE`
+    names, else None.
+
+    Raises:
+        StoreError: as :func:`read_key`; for the variable's file, the error names the
+            variable, which the user may not know is set.
+    """
+    if path is not None:
+        return read_key(path)
+    named = os.environ.get(KEY_FILE_VARIABLE)
+    if named is None:
+        return None
+    try:
+        return read_key(named)
+    except StoreError as exc:
+        raise StoreError(
+            exc.op, f"{exc.target} (named by ${KEY_FILE_VARIABLE})", exc.detail, errno=exc.errno
+        ) from exc
 
 
 def parse_fd(source: str) -> int:

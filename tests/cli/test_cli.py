@@ -389,6 +389,32 @@ def test_key_file_from_the_environment(
     assert result.code == 0 and json.loads(result.out)["authenticated"] is True
 
 
+@pytest.mark.parametrize("command", ["inspect", "migrate"])
+def test_a_bad_key_file_from_the_environment_names_the_variable(
+    command: str,
+    made: Made,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    short = tmp_path / "short.key"
+    short.write_bytes(b"too short\n")
+    out = tmp_path / "out.smsnap"
+    rest = ["-o", str(out), "--to", "kvcache=3", *REGISTRY] if command == "migrate" else []
+    for path, reason in (
+        ("/nonexistent/key", "No such file"),
+        (str(short), "an authentication key needs at least 16 bytes"),
+    ):
+        monkeypatch.setenv("STATEMIGRATE_KEY_FILE", path)
+        result = run(capsys, command, str(made.authenticated), *rest)
+        assert_one_error_line(result, f"read {path} (named by $STATEMIGRATE_KEY_FILE): {reason}")
+        # The flag wins over the variable, and its errors name only the flag's path.
+        flagged = run(capsys, command, str(made.authenticated), "--key-file", path, *rest)
+        line = assert_one_error_line(flagged, f"read {path}: {reason}")
+        assert "STATEMIGRATE_KEY_FILE" not in line
+    assert not out.exists()
+
+
 def test_dump_prints_the_state(made: Made, capsys: pytest.CaptureFixture[str]) -> None:
     for key in ("kvcache/default", "kvcache/big"):
         result = run(capsys, "inspect", str(made.plain), "--dump", key)

@@ -59,7 +59,7 @@ def work_done(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return record
 
     monkeypatch.setattr(_source, "read_snapshot_source", recorder("read"))
-    monkeypatch.setattr(_inspect, "read_key", recorder("inspect"))
+    monkeypatch.setattr(_inspect, "read_key_option", recorder("inspect"))
     monkeypatch.setattr(_registry, "registry_from", recorder("registry"))
     monkeypatch.setattr(_run, "run_demo", recorder("demo"))
     return done
