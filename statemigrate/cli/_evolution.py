@@ -132,9 +132,22 @@ def _registry(args: argparse.Namespace, config: ProjectConfig) -> Registry:
 
 
 def _schemas_dir(args: argparse.Namespace, config: ProjectConfig) -> Path:
+    """The folder of frozen schemas; a missing one is reported by each command.
+
+    Raises:
+        StoreError: the path exists and is not a directory.
+    """
     if args.schemas is not None:
-        return Path(args.schemas)
-    return config.schemas if config.schemas is not None else Path("schemas")
+        folder, given = Path(args.schemas), "--schemas"
+    elif config.schemas is not None:
+        folder, given = config.schemas, "[tool.statemigrate] schemas"
+    else:
+        folder, given = Path("schemas"), "the default schemas folder"
+    if folder.exists() and not folder.is_dir():
+        raise StoreError(
+            "open", str(folder), f"is not a directory; {given} names the folder of frozen schemas"
+        )
+    return folder
 
 
 def _migrations_dir(args: argparse.Namespace, config: ProjectConfig) -> Path | None:

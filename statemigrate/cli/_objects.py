@@ -129,6 +129,10 @@ def open_store(
             parts = None  # ObjectStore says what is wrong with the URL
         path = unquote(parts.path) if parts and parts.netloc in ("", "localhost") else ""
         if path.startswith("/") and not os.path.isdir(path):
+            if os.path.isfile(path):
+                raise StoreError("open", url, "is a file, not a directory")
+            if os.path.lexists(path):
+                raise StoreError("open", url, "is not a directory")
             raise StoreError("open", url, "no such directory")
     if max_size is None:
         max_size = DEFAULT_MAX_SNAPSHOT_SIZE  # what a reader accepts by default

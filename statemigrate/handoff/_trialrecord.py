@@ -284,7 +284,7 @@ def _directory(directory: str | os.PathLike[str], *, create: bool) -> Iterator[t
         if not stat.S_ISDIR(st.st_mode):
             raise trial_error(path, "is not a directory")
     try:
-        fd = open_private_directory(path)
+        fd = open_private_directory(path, kind="trial directory")
     except StoreError as exc:
         raise trial_error(path, exc.detail) from exc
     try:

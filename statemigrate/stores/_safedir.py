@@ -77,8 +77,11 @@ def check_file(
         raise too_large(op, where, st.st_size, max_size)
 
 
-def open_private_directory(path: str) -> int:
-    """Create (0700) or open the snapshot directory and check that it is private to us."""
+def open_private_directory(path: str, *, kind: str = "snapshot directory") -> int:
+    """Create (0700) or open the snapshot directory and check that it is private to us.
+
+    ``kind`` names the directory in errors (a trial directory is checked the same way).
+    """
     created = False
     try:
         _syscalls.mkdir(path, 0o700, where=path)
@@ -115,14 +118,14 @@ def open_private_directory(path: str) -> int:
                 "open",
                 path,
                 f"is owned by uid {st.st_uid}, not by this process's uid"
-                f" {euid}; the snapshot directory must be our own",
+                f" {euid}; the {kind} must be our own",
             )
         mode = stat.S_IMODE(st.st_mode)
         if mode & 0o077:
             raise StoreError(
                 "open",
                 path,
-                f"has mode {mode:#o}; the snapshot directory must be private to its owner (0700)",
+                f"has mode {mode:#o}; the {kind} must be private to its owner (0700)",
             )
     except BaseException:
         _syscalls.close_quietly(fd)

@@ -255,7 +255,29 @@ def test_freeze_names_the_file_it_cannot_write(
     Path("schemas").write_text("a file where the folder should be\n")
     result = run(capsys, "schemas", "freeze", "--registry", REFERENCE)
     assert result.code == 1 and result.out == ""
-    assert result.err == ("statemigrate: error: write schemas/kvcache: Not a directory (ENOTDIR)\n")
+    assert result.err == (
+        "statemigrate: error: open schemas: is not a directory; the default schemas folder"
+        " names the folder of frozen schemas\n"
+    )
+
+
+@pytest.mark.parametrize("action", ["check", "freeze"])
+def test_schemas_that_name_a_file_are_refused_as_not_a_directory(
+    action: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("frozen.json").write_text("{}\n")
+    result = run(capsys, "schemas", action, "--registry", REFERENCE, "--schemas", "frozen.json")
+    assert result.code == 1 and result.out == ""
+    assert result.err == (
+        "statemigrate: error: open frozen.json: is not a directory; --schemas names the folder"
+        " of frozen schemas\n"
+    )
+    assert Path("frozen.json").read_text() == "{}\n"
+    Path("pyproject.toml").write_text('[tool.statemigrate]\nschemas = "frozen.json"\n')
+    result = run(capsys, "schemas", action, "--registry", REFERENCE)
+    assert result.code == 1 and result.out == ""
+    assert "is not a directory; [tool.statemigrate] schemas names the folder" in result.err
 
 
 # --- makemigration -----------------------------------------------------------------------------

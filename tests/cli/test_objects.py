@@ -410,6 +410,10 @@ def test_wrong_credentials_are_one_line(s3: S3Server, capsys: pytest.CaptureFixt
         (["inspect", "s3://[bucket/x"], 1, "not a valid URL"),
         (["inspect", "file://relative/x"], 1, "a file:// URL needs an absolute path"),
         (["inspect", "MISSING"], 1, "no such directory"),
+        (["inspect", "FILE"], 1, "/a-file: is a file, not a directory"),
+        (["list", "FILE"], 1, "/a-file: is a file, not a directory"),
+        (["list", "FIFO"], 1, "/a-fifo: is not a directory"),
+        (["list", "MISSING"], 1, "/missing: no such directory"),
         (
             ["inspect", "s3://bucket/x", "--store-option", "no_such_key=1"],
             1,
@@ -427,8 +431,17 @@ def test_bad_urls_and_options_are_one_line(
     with scratch_dir() as path:
         url = f"file://{path}/app"
         commit_generations(url, 2)
-        places = {"URL": url, "MISSING": f"file://{path}/missing"}
-        argv = [re.sub(r"^(URL|MISSING)", lambda m: places[m.group(1)], part) for part in argv]
+        (path / "a-file").write_bytes(b"")
+        os.mkfifo(path / "a-fifo")
+        places = {
+            "URL": url,
+            "MISSING": f"file://{path}/missing",
+            "FILE": f"file://{path}/a-file",
+            "FIFO": f"file://{path}/a-fifo",
+        }
+        argv = [
+            re.sub(r"^(URL|MISSING|FILE|FIFO)", lambda m: places[m.group(1)], part) for part in argv
+        ]
         line = one_error_line(run(capsys, *argv), code)
         assert message in line
         assert not os.path.exists(f"{path}/missing")  # reading never creates a directory

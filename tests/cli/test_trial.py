@@ -137,7 +137,10 @@ def test_an_unsafe_record_or_directory_is_refused(
     assert "cannot open trial.json" in line
     trial_dir.chmod(0o755)
     line = one_error_line(run(capsys, "trial", "status", "--dir", str(trial_dir)))
-    assert "has mode 0o755" in line
+    assert line.endswith(
+        f"trial {trial_dir}: has mode 0o755; the trial directory must be private to its"
+        " owner (0700)"
+    )
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
