@@ -69,9 +69,13 @@ def split_chain(data: Buffer) -> list[memoryview]:
     if magic != CHAIN_MAGIC:
         raise SnapshotError("not_snapshot", "not a checkpoint chain", offset=0)
     frame_end = _HEAD.size + count * _LENGTH.size
-    if not 1 <= count <= MAX_PIECES or reserved != 0:
+    if not 1 <= count <= MAX_PIECES:
+        raise SnapshotError("corrupt", f"checkpoint chain frame declares {count} pieces", offset=8)
+    if reserved != 0:
         raise SnapshotError(
-            "corrupt", f"checkpoint chain frame declares {count} pieces", offset=8
+            "corrupt",
+            f"checkpoint chain frame's reserved field is {reserved:#010x}, not zero",
+            offset=12,
         )
     if len(buf) < frame_end + _CHECK.size:
         raise SnapshotError("truncated", "checkpoint chain ends inside its frame", offset=len(buf))
@@ -94,7 +98,10 @@ def split_chain(data: Buffer) -> list[memoryview]:
         at += length
     if at != len(buf):
         raise SnapshotError(
-            "trailing_data", "bytes follow the checkpoint chain's last piece",
-            expected=at, actual=len(buf), offset=at,
+            "trailing_data",
+            "bytes follow the checkpoint chain's last piece",
+            expected=at,
+            actual=len(buf),
+            offset=at,
         )
     return pieces

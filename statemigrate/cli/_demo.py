@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any, TextIO
+
+from statemigrate.cli._arguments import check_output_file, positive_integer
 
 __all__ = ["add_demo_parser", "demo_command"]
 
@@ -23,24 +24,33 @@ def add_demo_parser(commands: Any) -> None:
             " request was refused, reset or answered wrongly."
         ),
     )
-    demo.add_argument("--entries", type=_positive, default=200_000, metavar="N",
-                      help="entries filled before the load starts (default 200000)")
-    demo.add_argument("--clients", type=_positive, default=8, metavar="N",
-                      help="load generator threads (default 8)")
-    demo.add_argument("--fresh-connections", action="store_true",
-                      help="one request per connection instead of keep-alive")
+    demo.add_argument(
+        "--entries",
+        type=positive_integer,
+        default=200_000,
+        metavar="N",
+        help="entries filled before the load starts (default 200000)",
+    )
+    demo.add_argument(
+        "--clients",
+        type=positive_integer,
+        default=8,
+        metavar="N",
+        help="load generator threads (default 8)",
+    )
+    demo.add_argument(
+        "--fresh-connections",
+        action="store_true",
+        help="one request per connection instead of keep-alive",
+    )
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
-    demo.add_argument("--plot", type=Path, metavar="FILE",
-                      help="draw throughput and latency over time, handoffs marked:"
-                      " an HTML page for FILE.html, else an SVG picture")
+    demo.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="draw throughput and latency over time, handoffs marked:"
+        " an HTML page for FILE.html, else an SVG picture",
+    )
     demo.set_defaults(func=demo_command)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def demo_command(args: argparse.Namespace, out: TextIO) -> int:
@@ -51,21 +61,25 @@ def demo_command(args: argparse.Namespace, out: TextIO) -> int:
     """
     from statemigrate.demo._run import run_demo  # imported late: only this command needs it
 
+    # Before the run, not after it: the picture is drawn last.
+    plot = None if args.plot is None else check_output_file(args.plot, option="--plot")
+
     def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+        if sys.stderr is not None:  # print() would write to stdout without one
+            print(line, file=sys.stderr, flush=True)
 
     report = run_demo(
         entries=args.entries,
         clients=args.clients,
         fresh_connections=args.fresh_connections,
         progress=progress,
-        plot=args.plot,
+        plot=plot,
     )
     if args.json:
         print(json.dumps(report.to_plain(), indent=2), file=out, flush=True)
     else:
         print(report.render(), file=out, flush=True)
-    if report.error is not None:
+    if report.error is not None and sys.stderr is not None:
         # Last, after the report: why the run stopped, a dead child's own error as a rule.
         print(f"statemigrate: error: {report.error}", file=sys.stderr, flush=True)
     return 0 if report.passed else 1

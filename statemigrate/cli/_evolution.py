@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from statemigrate._errors import RegistrationError, StoreError
 from statemigrate._model._registry import Registry
+from statemigrate.cli._arguments import positive_integer
 from statemigrate.cli._registry import add_registry_arguments, current_folder_first
 from statemigrate.evolution._config import ProjectConfig, find_config, load_registry
 
@@ -93,19 +94,12 @@ def add_evolution_parsers(commands: Any) -> None:
     )
     run.add_argument(
         "--max-examples",
-        type=_positive,
+        type=positive_integer,
         metavar="N",
         help="examples per check (default: hypothesis' default profile)",
     )
     _add_common(run, schemas=False)
     run.set_defaults(func=check_command)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def _add_common(
@@ -138,9 +132,22 @@ def _registry(args: argparse.Namespace, config: ProjectConfig) -> Registry:
 
 
 def _schemas_dir(args: argparse.Namespace, config: ProjectConfig) -> Path:
+    """The folder of frozen schemas; a missing one is reported by each command.
+
+    Raises:
+        StoreError: the path exists and is not a directory.
+    """
     if args.schemas is not None:
-        return Path(args.schemas)
-    return config.schemas if config.schemas is not None else Path("schemas")
+        folder, given = Path(args.schemas), "--schemas"
+    elif config.schemas is not None:
+        folder, given = config.schemas, "[tool.statemigrate] schemas"
+    else:
+        folder, given = Path("schemas"), "the default schemas folder"
+    if folder.exists() and not folder.is_dir():
+        raise StoreError(
+            "open", str(folder), f"is not a directory; {given} names the folder of frozen schemas"
+        )
+    return folder
 
 
 def _migrations_dir(args: argparse.Namespace, config: ProjectConfig) -> Path | None:
@@ -218,7 +225,7 @@ def makemigration_command(args: argparse.Namespace, out: TextIO) -> int:
     if args.dry_run:
         out.write(stub.code)
         # The module alone on stdout, to be redirected; what to know about it aside.
-        for note in stub.notes:
+        for note in stub.notes if sys.stderr is not None else ():
             print(f"note: {note}", file=sys.stderr)
         return EXIT_OK
     out.write(stub.summary())

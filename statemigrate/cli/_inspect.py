@@ -6,7 +6,6 @@ import argparse
 import base64
 import datetime
 import json
-import os
 import sys
 from types import TracebackType
 from typing import Any, TextIO
@@ -16,7 +15,7 @@ from statemigrate._runtime._chainread import Chain, composed_sections, link_brea
 from statemigrate._snapshot._format import Snapshot
 from statemigrate._snapshot._header import SectionInfo
 from statemigrate.cli._objects import add_store_argument, open_source
-from statemigrate.cli._source import read_key
+from statemigrate.cli._source import KEY_FILE_VARIABLE, read_key_option
 from statemigrate.stores import ObjectRef
 
 __all__ = [
@@ -52,6 +51,7 @@ def add_inspect_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--dump",
+        type=_section_name,
         metavar="COMPONENT[/INSTANCE]",
         help="print the decoded state of one section as JSON (of a chain: the state it"
         " restores to)",
@@ -61,20 +61,28 @@ def add_inspect_parser(commands: Any) -> None:
     parser.set_defaults(func=inspect_command)
 
 
+def _section_name(text: str) -> str:
+    """``--dump``'s value: a component's name, with an instance after a slash."""
+    if not text.partition("/")[0]:
+        raise argparse.ArgumentTypeError(
+            f"expected COMPONENT or COMPONENT/INSTANCE, not {text[:80]!r}"
+        )
+    return text
+
+
 def add_key_argument(parser: argparse.ArgumentParser) -> None:
     """The ``--key-file`` option shared by commands that read snapshots."""
     parser.add_argument(
         "--key-file",
         metavar="PATH",
-        default=os.environ.get("STATEMIGRATE_KEY_FILE"),
         help="file holding the HMAC key of authenticated snapshots"
-        " (default: $STATEMIGRATE_KEY_FILE)",
+        f" (default: ${KEY_FILE_VARIABLE})",
     )
 
 
 def inspect_command(args: argparse.Namespace, out: TextIO) -> int:
     """Run ``inspect``; returns the exit status."""
-    key = read_key(args.key_file)
+    key = read_key_option(args.key_file)
     snapshot, origin = open_source(args.snapshot, key=key, options=args.store_options)
     if isinstance(snapshot, Chain):
         return inspect_chain(snapshot, origin, args, out)
@@ -86,7 +94,7 @@ def inspect_command(args: argparse.Namespace, out: TextIO) -> int:
                 snapshot.read_raw(index)  # raises on the first bad chunk or section
                 statuses[index] = "verified"
                 progress.step(section.key)
-    if args.dump:
+    if args.dump is not None:
         index = find_section(snapshot, args.dump)
         value = snapshot.read_section(index)
         out.write(dump_json(value, section=sections[index].key))
@@ -126,7 +134,7 @@ class Progress:
         self.total = total
         self.verb = verb
         self.done = 0
-        self.enabled = total > 0 and sys.stderr.isatty()
+        self.enabled = total > 0 and sys.stderr is not None and sys.stderr.isatty()
         self._line_open = False
 
     def step(self, name: str) -> None:
@@ -358,7 +366,7 @@ def inspect_chain(
                         raise chain.located(number, exc) from exc
                     statuses[number][index] = "verified"
                     progress.step(f"piece {number} {section.key}")
-    if args.dump:
+    if args.dump is not None:
         index = find_section(chain.pieces[0], args.dump)
         state = composed_sections(chain)[index].data
         out.write(dump_json(state, section=chain.pieces[0].header.sections[index].key))
@@ -426,8 +434,7 @@ def render_chain(chain: Chain, info: dict[str, Any], statuses: list[list[str]]) 
                 "base" if piece["piece"] == 0 and base is None else piece["kind"],
                 printable(piece["snapshot_id"]),
                 str(piece["generation"]),
-                "-" if base is None
-                else f"{printable(base['snapshot_id'])} ({base['generation']})",
+                "-" if base is None else f"{printable(base['snapshot_id'])} ({base['generation']})",
                 human_size(piece["size"]),
                 str(len(piece["sections"])),
                 piece["link"],

@@ -73,15 +73,13 @@ def list_command(args: argparse.Namespace, out: TextIO) -> int:
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:
         out.write(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
-            .rstrip() + "\n"
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+            + "\n"
         )
     return 0
 
 
-def describe_generations(
-    refs: list[ObjectRef], *, now: datetime.datetime
-) -> list[dict[str, Any]]:
+def describe_generations(refs: list[ObjectRef], *, now: datetime.datetime) -> list[dict[str, Any]]:
     """The generations as JSON-ready rows, newest first.
 
     ``role`` is ``current`` or ``previous`` for the two the pointer records,

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import errno
+import io
 import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from statemigrate._errors import LossyMigrationError, StateMigrateError
+from statemigrate._version import __version__
 from statemigrate.cli._inspect import add_inspect_parser, printable
 
 __all__ = ["main"]
@@ -40,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="statemigrate",
         description="Inspect, plan and migrate statemigrate snapshots.",
     )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"statemigrate {__version__}",
+        help="print the version of statemigrate and exit",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     add_inspect_parser(commands)
@@ -57,7 +65,10 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction[_Parser]], None]]
     from statemigrate.cli._trial import add_trial_parser
 
     return [
-        add_list_parser, add_registry_parsers, add_demo_parser, add_evolution_parsers,
+        add_list_parser,
+        add_registry_parsers,
+        add_demo_parser,
+        add_evolution_parsers,
         add_trial_parser,
     ]
 
@@ -77,6 +88,15 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     func: Command = args.func
     stream = out if out is not None else sys.stdout
+    if stream is None:
+        # Started with stdout closed (`>&-`): Python then has no sys.stdout at all.
+        # Refused before any work, so that nothing is written (by migrate, say) whose
+        # report could not be printed; `trial exec` only launches, and may say why
+        # on stderr instead.
+        if not getattr(args, "stdout_optional", False):
+            _error("stdout is closed; give the command an open stdout (>/dev/null to discard it)")
+            return EXIT_FAILURE
+        stream = sys.stderr if sys.stderr is not None else io.StringIO()
     try:
         return func(args, stream)
     except StateMigrateError as exc:
@@ -87,13 +107,18 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         # The commands translate the OS errors they expect; this names what it can.
         _error(_os_error(exc, args))
     except KeyboardInterrupt:
-        print("statemigrate: interrupted", file=sys.stderr)
+        if sys.stderr is not None:
+            print("statemigrate: interrupted", file=sys.stderr)
     return EXIT_FAILURE
 
 
 def _error(message: str) -> None:
-    """The one line a failure prints: never several lines, never a control character."""
-    print(f"statemigrate: error: {printable(_one_line(message))}", file=sys.stderr)
+    """The one line a failure prints: never several lines, never a control character.
+
+    Nothing when stderr is closed: print() would then write to stdout instead.
+    """
+    if sys.stderr is not None:
+        print(f"statemigrate: error: {printable(_one_line(message))}", file=sys.stderr)
 
 
 def _os_error(exc: OSError, args: argparse.Namespace) -> str:

@@ -118,8 +118,9 @@ def open_store(
     scheme = match.group(1).lower() if match else ""
     if scheme == "memory":
         raise StoreError(
-            "open", url, "a memory:// store is private to one process; the command line"
-            " cannot share it"
+            "open",
+            url,
+            "a memory:// store is private to one process; the command line cannot share it",
         )
     if scheme == "file" and not create:
         try:
@@ -128,6 +129,10 @@ def open_store(
             parts = None  # ObjectStore says what is wrong with the URL
         path = unquote(parts.path) if parts and parts.netloc in ("", "localhost") else ""
         if path.startswith("/") and not os.path.isdir(path):
+            if os.path.isfile(path):
+                raise StoreError("open", url, "is a file, not a directory")
+            if os.path.lexists(path):
+                raise StoreError("open", url, "is not a directory")
             raise StoreError("open", url, "no such directory")
     if max_size is None:
         max_size = DEFAULT_MAX_SNAPSHOT_SIZE  # what a reader accepts by default
@@ -165,7 +170,8 @@ def open_source(
 
 
 def commit_to_url(
-    target: str, parts: Sequence[bytes | bytearray | memoryview],
+    target: str,
+    parts: Sequence[bytes | bytearray | memoryview],
     options: Sequence[tuple[str, str]],
 ) -> ObjectRef:
     """Commit ``parts`` as the next generation of the object store at ``target``.

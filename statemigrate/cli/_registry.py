@@ -13,9 +13,10 @@ from statemigrate._model._registry import Registry
 from statemigrate._runtime._chainread import Chain, compose_chain
 from statemigrate._runtime._rewrite import migrate_snapshot
 from statemigrate._snapshot._format import open_snapshot
+from statemigrate.cli._arguments import check_output_file
 from statemigrate.cli._inspect import Progress, add_key_argument, printable
 from statemigrate.cli._objects import add_store_argument, commit_to_url, is_object_url, open_source
-from statemigrate.cli._source import read_key
+from statemigrate.cli._source import read_key_option
 from statemigrate.evolution._config import find_config, load_registry
 
 __all__ = [
@@ -30,16 +31,22 @@ __all__ = [
 
 def add_registry_parsers(commands: Any) -> None:
     """Add ``plan``, ``graph`` and ``migrate`` to the sub-command parsers."""
-    plan = commands.add_parser(
-        "plan", help="show the steps between two versions of a component"
-    )
+    plan = commands.add_parser("plan", help="show the steps between two versions of a component")
     plan.add_argument("component", help="the component's name")
     plan.add_argument(
-        "--from", dest="source", type=int, required=True, metavar="VERSION",
+        "--from",
+        dest="source",
+        type=int,
+        required=True,
+        metavar="VERSION",
         help="the version the data is in",
     )
     plan.add_argument(
-        "--to", dest="target", type=int, required=True, metavar="VERSION",
+        "--to",
+        dest="target",
+        type=int,
+        required=True,
+        metavar="VERSION",
         help="the version it should reach",
     )
     add_registry_arguments(plan)
@@ -51,16 +58,21 @@ def add_registry_parsers(commands: Any) -> None:
     graph.set_defaults(func=graph_command)
 
     migrate = commands.add_parser(
-        "migrate", help="rewrite a snapshot with components at other versions (up or down);"
-        " a checkpoint chain is rewritten as one full snapshot"
+        "migrate",
+        help="rewrite a snapshot with components at other versions (up or down);"
+        " a checkpoint chain is rewritten as one full snapshot",
     )
     migrate.add_argument(
         "snapshot", metavar="SNAPSHOT", help="a file path, fd:N, or URL[#current|#previous|#N]"
     )
     migrate.add_argument(
-        "-o", "--output", required=True, metavar="OUT",
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
         help="where to write the new snapshot: a file (through a temporary file and a"
-        " rename), or an object-store URL (committed as its next generation)",
+        " rename; an existing OUT must be a regular file, not a link, FIFO or device),"
+        " or an object-store URL (committed as its next generation)",
     )
     migrate.add_argument(
         "--to",
@@ -70,9 +82,7 @@ def add_registry_parsers(commands: Any) -> None:
         metavar="COMPONENT=VERSION",
         help="target version of a component (repeatable)",
     )
-    migrate.add_argument(
-        "--allow-lossy", action="store_true", help="allow steps declared lossy"
-    )
+    migrate.add_argument("--allow-lossy", action="store_true", help="allow steps declared lossy")
     add_key_argument(migrate)
     add_store_argument(migrate)
     add_registry_arguments(migrate)
@@ -142,8 +152,7 @@ def plan_command(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"  {step}{note}\n")
     if plan.lossy_steps:
         out.write(
-            f"{len(plan.lossy_steps)} lossy step(s): restoring along this path needs"
-            " allow_lossy\n"
+            f"{len(plan.lossy_steps)} lossy step(s): restoring along this path needs allow_lossy\n"
         )
     return 0
 
@@ -183,6 +192,10 @@ def _parse_targets(pairs: list[str]) -> dict[str, int]:
             or len(version) > 10
         ):
             raise RegistrationError(f"--to {pair[:80]!r}: expected COMPONENT=VERSION")
+        if component in targets:
+            raise RegistrationError(
+                f"--to names component {component[:80]!r} twice: give one version per component"
+            )
         targets[component] = int(version)
     return targets
 
@@ -191,8 +204,9 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     """Rewrite a snapshot with the named components migrated to other versions; a
     checkpoint chain is first composed into the full snapshot it restores to."""
     targets = _parse_targets(args.targets)
+    output = None if is_object_url(args.output) else check_output_file(args.output, option="-o")
     registry = registry_from(args)
-    key = read_key(args.key_file)
+    key = read_key_option(args.key_file)
     source, _ = open_source(args.snapshot, key=key, options=args.store_options)
     if isinstance(source, Chain):
         # The chain becomes the one full snapshot it restores to, which is then
@@ -216,11 +230,11 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
         )
     encoded = migrated.encoded
     where = args.output
-    if is_object_url(args.output):
+    if output is None:
         ref = commit_to_url(args.output, encoded.parts, args.store_options)
         where = f"{ref.store.location} generation {ref.generation}"
     else:
-        write_file_atomically(Path(args.output), encoded.parts)
+        write_file_atomically(output, encoded.parts)
     # Printed once the progress line is gone, so stdout never cuts it.
     out.writelines(notes)
     for section, plan in migrated.plans.items():
@@ -249,7 +263,13 @@ def write_file_atomically(path: Path, parts: list[bytes | bytearray | memoryview
                 handle.write(part)
             handle.flush()
             os.fsync(handle.fileno())
+        # Checked again just before the rename: what appeared at the path since the
+        # command started is not replaced either, if it is not a regular file.
+        check_output_file(path, option="-o")
         os.replace(temp, path)
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise StoreError("write", str(path), exc.strerror or str(exc), errno=exc.errno) from exc
+    except StoreError:
+        temp.unlink(missing_ok=True)
+        raise

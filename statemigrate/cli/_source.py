@@ -35,11 +35,13 @@ from statemigrate._snapshot._format import (
 )
 
 __all__ = [
+    "KEY_FILE_VARIABLE",
     "MAX_FD",
     "open_read",
     "open_snapshot_source",
     "parse_fd",
     "read_key",
+    "read_key_option",
     "read_snapshot_source",
 ]
 
@@ -73,6 +75,31 @@ def read_key(path: str | None) -> bytes | None:
     if len(key) < 16:
         raise StoreError("read", path, "an authentication key needs at least 16 bytes")
     return key
+
+
+KEY_FILE_VARIABLE = "STATEMIGRATE_KEY_FILE"
+"""The environment variable naming the key file when ``--key-file`` is not given."""
+
+
+def read_key_option(path: str | None) -> bytes | None:
+    """The key of ``--key-file PATH``, else of the file that :data:`KEY_FILE_VARIABLE`
+    names, else None.
+
+    Raises:
+        StoreError: as :func:`read_key`; for the variable's file, the error names the
+            variable, which the user may not know is set.
+    """
+    if path is not None:
+        return read_key(path)
+    named = os.environ.get(KEY_FILE_VARIABLE)
+    if named is None:
+        return None
+    try:
+        return read_key(named)
+    except StoreError as exc:
+        raise StoreError(
+            exc.op, f"{exc.target} (named by ${KEY_FILE_VARIABLE})", exc.detail, errno=exc.errno
+        ) from exc
 
 
 def parse_fd(source: str) -> int:
@@ -171,9 +198,7 @@ def read_snapshot_source(
         os.close(fd)
 
 
-def _read_file(
-    fd: int, source: str, key: bytes | None, limits: DecodeLimits
-) -> bytes | bytearray:
+def _read_file(fd: int, source: str, key: bytes | None, limits: DecodeLimits) -> bytes | bytearray:
     try:
         info = os.fstat(fd)
         mode = fcntl.fcntl(fd, fcntl.F_GETFL)
@@ -194,8 +219,11 @@ def _read_file(
         total = info.st_size
         if total > limits.max_snapshot_size:
             raise SnapshotError(
-                "too_large", "checkpoint chain is larger than the reader allows",
-                expected=limits.max_snapshot_size, actual=total, offset=0,
+                "too_large",
+                "checkpoint chain is larger than the reader allows",
+                expected=limits.max_snapshot_size,
+                actual=total,
+                offset=0,
             )
     else:
         total = snapshot_length(head, info.st_size, key=key, limits=limits)
@@ -210,8 +238,9 @@ def _read_file(
             raise _failed("read", source, exc) from exc
         if count == 0:
             raise StoreError(
-                "read", source, f"file changed while being read: it ended at {position} of"
-                f" {total} bytes"
+                "read",
+                source,
+                f"file changed while being read: it ended at {position} of {total} bytes",
             )
         position += count
     if _pread(fd, 1, total, source):

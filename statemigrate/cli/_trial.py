@@ -49,8 +49,13 @@ def add_trial_parser(commands: Any) -> None:
         " generation's program (a hot handoff, exporting at the versions it reads), and"
         " wait for the outcome.",
     )
-    back.add_argument("--wait", type=_seconds, default=120.0, metavar="SECONDS",
-                      help="how long to wait for the revert (default 120)")
+    back.add_argument(
+        "--wait",
+        type=_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to wait for the revert (default 120)",
+    )
     back.set_defaults(func=revert_command)
 
     launch = actions.add_parser(
@@ -61,11 +66,13 @@ def add_trial_parser(commands: Any) -> None:
         " runs the permanent generation's recorded command line.",
     )
     launch.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
-    launch.set_defaults(func=exec_command)
+    # A launcher runs with whatever stdout its service manager gave it, even none.
+    launch.set_defaults(func=exec_command, stdout_optional=True)
 
     for parser in (status, make, back, launch):
-        parser.add_argument("--dir", required=True, metavar="DIR",
-                            help="the trial directory the service was given")
+        parser.add_argument(
+            "--dir", required=True, metavar="DIR", help="the trial directory the service was given"
+        )
 
 
 def _seconds(text: str) -> float:
@@ -89,9 +96,7 @@ def status_command(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     print(record.summary(), file=out)
     if record.on_trial and not alive:
-        print(
-            "the trial process is gone: a restart runs the permanent generation", file=out
-        )
+        print("the trial process is gone: a restart runs the permanent generation", file=out)
     return 0
 
 
@@ -118,7 +123,12 @@ def exec_command(args: argparse.Namespace, out: TextIO) -> int:
         argv.pop(0)
     if not argv:
         raise TrialError(args.dir, "no command given after --")
+    if not argv[0]:
+        raise TrialError(args.dir, "the command given after -- is an empty string")
     chosen, why = generation_to_run(args.dir, argv)
+    if not chosen or not chosen[0]:
+        # A record written by hand, or by a service given an empty command line.
+        raise TrialError(args.dir, f"the command to run is empty: {list(chosen)!r}")
     if tuple(chosen) != tuple(argv):
         print(f"statemigrate trial exec: {why}", file=out, flush=True)
     out.flush()

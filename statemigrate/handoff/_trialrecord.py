@@ -284,7 +284,7 @@ def _directory(directory: str | os.PathLike[str], *, create: bool) -> Iterator[t
         if not stat.S_ISDIR(st.st_mode):
             raise trial_error(path, "is not a directory")
     try:
-        fd = open_private_directory(path)
+        fd = open_private_directory(path, kind="trial directory")
     except StoreError as exc:
         raise trial_error(path, exc.detail) from exc
     try:
@@ -400,7 +400,8 @@ def _record_of(data: object) -> TrialRecord:
         reason=_get(data, "reason", str, null=True),
         updated_at=float(_get(data, "updated_at", (int, float))),
         # Absent from the records of older releases.
-        recorded=None if data.get("recorded") is None
+        recorded=None
+        if data.get("recorded") is None
         else _generation_of(data["recorded"], "recorded"),
     )
 
@@ -429,9 +430,7 @@ def store_record(path: str, fd: int, record: TrialRecord) -> TrialRecord:
 
 
 @contextlib.contextmanager
-def locked(
-    directory: str | os.PathLike[str], *, create: bool = False
-) -> Iterator[tuple[str, int]]:
+def locked(directory: str | os.PathLike[str], *, create: bool = False) -> Iterator[tuple[str, int]]:
     """The directory, with the record's lock held (an ``flock`` of the directory)."""
     with _directory(directory, create=create) as (path, fd):
         fcntl.flock(fd, fcntl.LOCK_EX)

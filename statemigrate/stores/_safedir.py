@@ -56,26 +56,32 @@ def check_file(
     euid = os.geteuid()
     if st.st_uid != euid:
         raise StoreError(
-            op, where, f"is owned by uid {st.st_uid}, not by this process's uid {euid};"
-            " refusing it",
+            op,
+            where,
+            f"is owned by uid {st.st_uid}, not by this process's uid {euid}; refusing it",
         )
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
         raise StoreError(
-            op, where, f"has mode {mode:#o}; a snapshot file must be private to its owner"
-            " (0600); refusing it",
+            op,
+            where,
+            f"has mode {mode:#o}; a snapshot file must be private to its owner (0600); refusing it",
         )
     if st.st_nlink > 1 or (st.st_nlink == 0 and not opened):
         raise StoreError(
-            op, where, f"has {st.st_nlink} hard links; a snapshot file has exactly one;"
-            " refusing it",
+            op,
+            where,
+            f"has {st.st_nlink} hard links; a snapshot file has exactly one; refusing it",
         )
     if max_size is not None and st.st_size > max_size:
         raise too_large(op, where, st.st_size, max_size)
 
 
-def open_private_directory(path: str) -> int:
-    """Create (0700) or open the snapshot directory and check that it is private to us."""
+def open_private_directory(path: str, *, kind: str = "snapshot directory") -> int:
+    """Create (0700) or open the snapshot directory and check that it is private to us.
+
+    ``kind`` names the directory in errors (a trial directory is checked the same way).
+    """
     created = False
     try:
         _syscalls.mkdir(path, 0o700, where=path)
@@ -96,8 +102,9 @@ def open_private_directory(path: str) -> int:
                 is_link = stat.S_ISLNK(os.lstat(path).st_mode)
             except OSError:
                 is_link = False
-            what = "is a symbolic link; refusing to follow it" if is_link else (
-                "is not a directory")
+            what = (
+                "is a symbolic link; refusing to follow it" if is_link else ("is not a directory")
+            )
             raise StoreError("open", path, what, errno=exc.errno) from exc.__cause__
         raise
     try:
@@ -108,14 +115,17 @@ def open_private_directory(path: str) -> int:
         euid = os.geteuid()
         if st.st_uid != euid:
             raise StoreError(
-                "open", path, f"is owned by uid {st.st_uid}, not by this process's uid"
-                f" {euid}; the snapshot directory must be our own",
+                "open",
+                path,
+                f"is owned by uid {st.st_uid}, not by this process's uid"
+                f" {euid}; the {kind} must be our own",
             )
         mode = stat.S_IMODE(st.st_mode)
         if mode & 0o077:
             raise StoreError(
-                "open", path, f"has mode {mode:#o}; the snapshot directory must be private"
-                " to its owner (0700)",
+                "open",
+                path,
+                f"has mode {mode:#o}; the {kind} must be private to its owner (0700)",
             )
     except BaseException:
         _syscalls.close_quietly(fd)

@@ -49,7 +49,10 @@ class Chained:
         self.store = sm.TmpfsStore(directory)
         self.path = directory / "current"
         checkpointer = sm.Checkpointer(
-            self.service, self.store, quiesce=threading.Lock(), incremental=True,
+            self.service,
+            self.store,
+            quiesce=threading.Lock(),
+            incremental=True,
             max_delta_ratio=100.0,
         )
         for i in range(40):
@@ -101,7 +104,14 @@ def test_inspect_shows_each_piece_of_a_chain_in_order(
     assert lines[0].endswith(f"restores to snapshot {newest.snapshot_id} generation 3")
     assert lines[1] == "links      ok: each delta names the piece before it as its base"
     assert lines[3].split() == [
-        "PIECE", "KIND", "SNAPSHOT", "GENERATION", "BASE", "SIZE", "SECTIONS", "LINK"
+        "PIECE",
+        "KIND",
+        "SNAPSHOT",
+        "GENERATION",
+        "BASE",
+        "SIZE",
+        "SECTIONS",
+        "LINK",
     ]
     base, first, second = chained.pieces
     rows = [line.split() for line in lines[4:7]]
@@ -111,12 +121,15 @@ def test_inspect_shows_each_piece_of_a_chain_in_order(
         ["2", "delta", second.snapshot_id, "3"],
     ]
     assert [row[4:6] for row in rows] == [
-        ["-", rows[0][5]], [base.snapshot_id, "(1)"], [first.snapshot_id, "(2)"]
+        ["-", rows[0][5]],
+        [base.snapshot_id, "(1)"],
+        [first.snapshot_id, "(2)"],
     ]
     assert [row[-2:] for row in rows] == [["1", "ok"]] * 3
     blocks = result.out.split("\n--- piece ")[1:]
     assert [block.split(")")[0].split(" (") for block in blocks] == [
-        ["0", "base, at byte 48"], ["1", "delta, at byte " + blocks[1].split()[4][:-1]],
+        ["0", "base, at byte 48"],
+        ["1", "delta, at byte " + blocks[1].split()[4][:-1]],
         ["2", "delta, at byte " + blocks[2].split()[4][:-1]],
     ]
     assert f"delta of   {base.snapshot_id}  generation 1" in blocks[1]
@@ -142,7 +155,8 @@ def test_inspect_json_of_a_chain_names_every_piece_and_its_base(
     assert pieces[0]["base"] is None
     for before, piece in zip(pieces, pieces[1:], strict=False):
         assert piece["base"] == {
-            "snapshot_id": before["snapshot_id"], "generation": before["generation"]
+            "snapshot_id": before["snapshot_id"],
+            "generation": before["generation"],
         }
     assert [p["link"] for p in pieces] == ["ok"] * 3
     assert pieces[0]["offset"] + sum(p["size"] for p in pieces) == len(chained.data)
@@ -243,9 +257,7 @@ def test_dump_of_a_records_protocol_chain_matches_the_restore(
 
 @given(
     rounds=st.lists(
-        st.lists(
-            st.tuples(st.sampled_from(["set", "delete"]), st.integers(0, 12)), max_size=15
-        ),
+        st.lists(st.tuples(st.sampled_from(["set", "delete"]), st.integers(0, 12)), max_size=15),
         min_size=1,
         max_size=5,
     )
@@ -287,14 +299,20 @@ def test_migrate_rewrites_a_v2_chain_as_a_v1_snapshot_for_a_rollback(
     it and writes one full v1 snapshot, which release 1 restores."""
     out = tmp_path / "gateway-v1.smsnap"
     result = run(
-        capsys, "migrate", str(chained.path), "-o", str(out), "--to", "kvcache=1",
-        "--allow-lossy", *REGISTRY,
+        capsys,
+        "migrate",
+        str(chained.path),
+        "-o",
+        str(out),
+        "--to",
+        "kvcache=1",
+        "--allow-lossy",
+        *REGISTRY,
     )
     assert result.code == 0, result.err
     newest = chained.pieces[-1]
     assert result.out.splitlines() == [
-        f"composed checkpoint chain of 3 pieces into snapshot {newest.snapshot_id}"
-        " generation 3",
+        f"composed checkpoint chain of 3 pieces into snapshot {newest.snapshot_id} generation 3",
         "kvcache/default: kvcache 2 -> 1 (drop_ttl [lossy])",
         f"wrote {out} ({out.stat().st_size} bytes, 1 sections)",
     ]
@@ -384,7 +402,8 @@ def test_inspect_without_verify_shows_a_broken_link(
     assert lines[5].endswith("checkpoint chain piece 1 does not follow piece 0")
     info = json.loads(run(capsys, "inspect", str(path), "--json").out)
     assert [p["link"] for p in info["pieces"]] == [
-        "ok", "checkpoint chain piece 1 does not follow piece 0"
+        "ok",
+        "checkpoint chain piece 1 does not follow piece 0",
     ]
 
 
@@ -399,11 +418,46 @@ def test_a_truncated_chain_is_a_one_line_error(
     one_line_error(run(capsys, "inspect", str(path)), "truncated: checkpoint chain ends")
 
 
+@pytest.mark.parametrize(
+    ("offset", "value", "message"),
+    [
+        (
+            12,
+            0x55,
+            "checkpoint chain frame's reserved field is 0x00000055, not zero (at offset 12)",
+        ),
+        (
+            15,
+            0x80,
+            "checkpoint chain frame's reserved field is 0x80000000, not zero (at offset 12)",
+        ),
+        (8, 0, "checkpoint chain frame declares 0 pieces (at offset 8)"),
+        (11, 0xFF, "checkpoint chain frame declares 4278190083 pieces (at offset 8)"),
+    ],
+)
+def test_a_damaged_frame_header_names_the_field_and_its_offset(
+    offset: int,
+    value: int,
+    message: str,
+    chained: Chained,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The count (bytes 8..11) and the reserved field (bytes 12..15) are told apart."""
+    data = bytearray(chained.data)
+    data[offset] = value
+    path = tmp_path / "damaged"
+    path.write_bytes(data)
+    line = one_line_error(run(capsys, "inspect", str(path)), "corrupt:")
+    assert line.endswith(message), line
+
+
 def test_a_chain_larger_than_the_limit_is_refused_before_it_is_read(chained: Chained) -> None:
     limit = len(chained.data)
-    assert read_snapshot_source(
-        str(chained.path), limits=sm.DecodeLimits(max_snapshot_size=limit)
-    ) == chained.data
+    assert (
+        read_snapshot_source(str(chained.path), limits=sm.DecodeLimits(max_snapshot_size=limit))
+        == chained.data
+    )
     with pytest.raises(sm.SnapshotError, match="checkpoint chain is larger than the reader"):
         read_snapshot_source(str(chained.path), limits=sm.DecodeLimits(max_snapshot_size=limit - 1))
 
@@ -412,7 +466,9 @@ def _piece(section_version: int, *, base: DeltaBase | None, data: object) -> byt
     producer = Producer.current("gateway")
     encoded = encode_snapshot(
         [SectionInput("kvcache", "default", section_version, "f" * 32, data)],
-        producer=producer, generation=1 if base is None else base.generation + 1, base=base,
+        producer=producer,
+        generation=1 if base is None else base.generation + 1,
+        base=base,
     )
     return encoded.to_bytes()
 
@@ -425,12 +481,18 @@ def test_a_delta_that_cannot_be_composed_is_a_one_line_error_naming_the_section(
     link = DeltaBase(snapshot_id=header.snapshot_id, generation=header.generation)
     path = tmp_path / "chain"
     cases = [
-        (_piece(3, base=link, data={"state": {"entries": {}}, "deleted": {"entries": []}}),
-         "the section is at version 3 and the base's at 2"),
-        (_piece(2, base=link, data={"state": {}, "deleted": {"entries": "k1"}}),
-         "a delta section is a map of 'state' (a map) and 'deleted'"),
-        (_piece(2, base=link, data={"state": {"entries": {}}, "deleted": {"entries": [[1]]}}),
-         "a deleted key of record field 'entries' is a list"),
+        (
+            _piece(3, base=link, data={"state": {"entries": {}}, "deleted": {"entries": []}}),
+            "the section is at version 3 and the base's at 2",
+        ),
+        (
+            _piece(2, base=link, data={"state": {}, "deleted": {"entries": "k1"}}),
+            "a delta section is a map of 'state' (a map) and 'deleted'",
+        ),
+        (
+            _piece(2, base=link, data={"state": {"entries": {}}, "deleted": {"entries": [[1]]}}),
+            "a deleted key of record field 'entries' is a list",
+        ),
     ]
     for delta, why in cases:
         path.write_bytes(chain_frame([len(base), len(delta)]) + base + delta)
@@ -467,11 +529,15 @@ def test_list_kinds_tells_snapshots_from_chains(
     lines = result.out.splitlines()
     assert lines[2].split()[-1] == "KIND"
     assert [line.split("  ")[-1].strip() for line in lines[3:]] == [
-        "chain of 2 pieces", "chain of 1 piece", "snapshot"
+        "chain of 2 pieces",
+        "chain of 1 piece",
+        "snapshot",
     ]
     rows = json.loads(run(capsys, "list", url, "--kinds", "--json").out)["generations"]
     assert [(row["kind"], row["pieces"]) for row in rows] == [
-        ("chain", 2), ("chain", 1), ("snapshot", None)
+        ("chain", 2),
+        ("chain", 1),
+        ("snapshot", None),
     ]
     plain = json.loads(run(capsys, "list", url, "--json").out)["generations"]
     assert all("kind" not in row for row in plain)  # without --kinds, no object is read
@@ -513,8 +579,17 @@ def test_an_authenticated_chain_needs_its_key(
     assert "HMAC-SHA256" in signed.out
     out = tmp_path / "v1.smsnap"
     result = run(
-        capsys, "migrate", path, "-o", str(out), "--to", "kvcache=1", "--allow-lossy",
-        "--key-file", str(tmp_path / "key"), *REGISTRY,
+        capsys,
+        "migrate",
+        path,
+        "-o",
+        str(out),
+        "--to",
+        "kvcache=1",
+        "--allow-lossy",
+        "--key-file",
+        str(tmp_path / "key"),
+        *REGISTRY,
     )
     assert result.code == 0, result.err
     assert open_snapshot(out.read_bytes(), key=key).authenticated
@@ -531,7 +606,7 @@ def damaged(sound: bytes, flips: list[tuple[int, int]], cut: int | None, tail: b
     for at, mask in flips:
         data[at % len(data)] ^= mask
     if cut is not None:
-        del data[cut % len(data):]
+        del data[cut % len(data) :]
     return bytes(data + tail)
 
 
@@ -554,8 +629,11 @@ _tails = st.one_of(st.just(b""), st.binary(max_size=64))
     tail=_tails,
 )
 def test_a_damaged_chain_gives_only_one_line_errors(
-    sound_chain: bytes, tmp_path_factory: pytest.TempPathFactory,
-    flips: list[tuple[int, int]], cut: int | None, tail: bytes,
+    sound_chain: bytes,
+    tmp_path_factory: pytest.TempPathFactory,
+    flips: list[tuple[int, int]],
+    cut: int | None,
+    tail: bytes,
 ) -> None:
     """For any bytes flipped, any truncation and any bytes appended to a real chain:
     inspect --verify and --dump print the chain or one error line, never a traceback."""
@@ -576,7 +654,8 @@ def main_quietly(argv: list[str]) -> int:
 
 
 def test_negative_control_a_chain_reader_that_leaks_is_caught(
-    sound_chain: bytes, tmp_path_factory: pytest.TempPathFactory,
+    sound_chain: bytes,
+    tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The property above catches a frame reader that trusts the bytes it reads: on a

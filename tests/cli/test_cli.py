@@ -10,6 +10,7 @@ import re
 import select
 import shlex
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -203,7 +204,12 @@ def _section(report: sm.SnapshotReport, key: str) -> sm.SectionReport:
 
 def test_human_sizes() -> None:
     assert [human_size(n) for n in (0, 1023, 1024, 1536, 5 << 20, 3 << 30)] == [
-        "0 B", "1023 B", "1.0 KiB", "1.5 KiB", "5.0 MiB", "3.0 GiB",
+        "0 B",
+        "1023 B",
+        "1.0 KiB",
+        "1.5 KiB",
+        "5.0 MiB",
+        "3.0 GiB",
     ]
 
 
@@ -220,7 +226,14 @@ def test_inspect_prints_the_header_and_every_column(
     assert "meta       site=lab" in lines
     table = lines[lines.index("") + 1 :]
     assert table[0].split() == [
-        "COMPONENT", "INSTANCE", "VERSION", "RAW", "STORED", "RATIO", "CHUNKS", "STATUS",
+        "COMPONENT",
+        "INSTANCE",
+        "VERSION",
+        "RAW",
+        "STORED",
+        "RATIO",
+        "CHUNKS",
+        "STATUS",
     ]
     assert len(table) == 1 + len(made.report.sections) == 4
     for row, section in zip(table[1:], made.report.sections, strict=True):
@@ -355,8 +368,13 @@ def test_inspect_authenticated_snapshot_with_key_file(
     assert result.code == 0 and result.err == ""
     assert "HMAC-SHA256" in result.out.splitlines()[1]
     verified = run(
-        capsys, "inspect", str(made.authenticated), "--verify", "--json",
-        "--key-file", str(made.key_file),
+        capsys,
+        "inspect",
+        str(made.authenticated),
+        "--verify",
+        "--json",
+        "--key-file",
+        str(made.key_file),
     )
     info = json.loads(verified.out)
     assert verified.code == 0 and info["authenticated"] is True
@@ -369,6 +387,32 @@ def test_key_file_from_the_environment(
     monkeypatch.setenv("STATEMIGRATE_KEY_FILE", str(made.key_file))
     result = run(capsys, "inspect", str(made.authenticated), "--json")
     assert result.code == 0 and json.loads(result.out)["authenticated"] is True
+
+
+@pytest.mark.parametrize("command", ["inspect", "migrate"])
+def test_a_bad_key_file_from_the_environment_names_the_variable(
+    command: str,
+    made: Made,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    short = tmp_path / "short.key"
+    short.write_bytes(b"too short\n")
+    out = tmp_path / "out.smsnap"
+    rest = ["-o", str(out), "--to", "kvcache=3", *REGISTRY] if command == "migrate" else []
+    for path, reason in (
+        ("/nonexistent/key", "No such file"),
+        (str(short), "an authentication key needs at least 16 bytes"),
+    ):
+        monkeypatch.setenv("STATEMIGRATE_KEY_FILE", path)
+        result = run(capsys, command, str(made.authenticated), *rest)
+        assert_one_error_line(result, f"read {path} (named by $STATEMIGRATE_KEY_FILE): {reason}")
+        # The flag wins over the variable, and its errors name only the flag's path.
+        flagged = run(capsys, command, str(made.authenticated), "--key-file", path, *rest)
+        line = assert_one_error_line(flagged, f"read {path}: {reason}")
+        assert "STATEMIGRATE_KEY_FILE" not in line
+    assert not out.exists()
 
 
 def test_dump_prints_the_state(made: Made, capsys: pytest.CaptureFixture[str]) -> None:
@@ -386,6 +430,22 @@ def test_dump_shows_bytes_as_base64(made: Made, capsys: pytest.CaptureFixture[st
         "blobs": {"empty": {"$base64": ""}, "small": {"$base64": "AAH+/w=="}},
         "by_key": {"$base64:/2tleQ==": 1, "$base64:cGxhaW4=": 2},
     }
+
+
+@pytest.mark.parametrize("value", ["", "/", "/default"])
+def test_dump_of_an_empty_name_is_a_usage_error(
+    value: str, made: Made, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run(capsys, "inspect", str(made.plain), "--dump", value)
+    assert_one_error_line(
+        result, "argument --dump: expected COMPONENT or COMPONENT/INSTANCE", repr(value), code=2
+    )
+    assert result.out == ""
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(capsys, "--version")
+    assert (result.code, result.out, result.err) == (0, f"statemigrate {sm.__version__}\n", "")
 
 
 def test_dump_of_an_ambiguous_component_names_the_matches(
@@ -425,9 +485,7 @@ def test_fd_of_a_sealed_memfd(made: Made, capsys: pytest.CaptureFixture[str]) ->
         store.close()
 
 
-def test_fd_of_an_unsealed_memfd_is_refused(
-    made: Made, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_fd_of_an_unsealed_memfd_is_refused(made: Made, capsys: pytest.CaptureFixture[str]) -> None:
     fd = os.memfd_create("unsealed", os.MFD_CLOEXEC)
     try:
         os.write(fd, made.data())
@@ -483,7 +541,8 @@ BAD_FILES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "trailing bytes": (lambda sound: sound + b"\x00", ("trailing_data", "offset")),
     # The header's last byte: the header ends before its check, the footer and the digest.
     "header bit": (
-        lambda sound: _flip(sound, len(sound) - 16 - 32 - 8 - 1), ("corrupt", "header checksum")
+        lambda sound: _flip(sound, len(sound) - 16 - 32 - 8 - 1),
+        ("corrupt", "header checksum"),
     ),
     "digest bit": (lambda sound: _flip(sound, len(sound) - 1), ("corrupt", "digest")),
 }
@@ -640,8 +699,7 @@ def test_plan_down_lists_the_lossy_steps(capsys: pytest.CaptureFixture[str]) -> 
     assert result.code == 0
     assert result.out.splitlines() == [
         "kvcache: 3 -> 1",
-        "  kvcache 3 -> 1 (downgrade_3_to_1)  [lossy: drops entries.*.expires_at,"
-        " entries.*.hits]",
+        "  kvcache 3 -> 1 (downgrade_3_to_1)  [lossy: drops entries.*.expires_at, entries.*.hits]",
         "1 lossy step(s): restoring along this path needs allow_lossy",
     ]
 
@@ -776,8 +834,15 @@ def test_migrate_down_with_allow_lossy(
 ) -> None:
     out = tmp_path / "v1.smsnap"
     result = run(
-        capsys, "migrate", str(made.plain), "-o", str(out), "--to", "kvcache=1",
-        "--allow-lossy", *REGISTRY,
+        capsys,
+        "migrate",
+        str(made.plain),
+        "-o",
+        str(out),
+        "--to",
+        "kvcache=1",
+        "--allow-lossy",
+        *REGISTRY,
     )
     assert result.code == 0 and result.err == ""
     assert result.out.splitlines() == [
@@ -788,7 +853,9 @@ def test_migrate_down_with_allow_lossy(
     snapshot = open_snapshot(out.read_bytes())
     v1 = made.registry.schema_for("kvcache", 1)
     assert [(s.key, s.version) for s in snapshot.header.sections] == [
-        ("kvcache/default", 1), ("kvcache/big", 1), ("blobs/default", 1),
+        ("kvcache/default", 1),
+        ("kvcache/big", 1),
+        ("blobs/default", 1),
     ]
     assert snapshot.header.sections[0].fingerprint == v1.fingerprint
     assert snapshot.header.meta == {"site": "lab", "migrated_from": made.report.snapshot_id}
@@ -833,7 +900,13 @@ def test_inspect_shows_a_delta_and_its_base(capsys: pytest.CaptureFixture[str]) 
 def test_migrate_refuses_a_delta(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out.smsnap"
     result = run(
-        capsys, "migrate", str(DATA / f"v3-delta{SUFFIX}"), "-o", str(out), "--to", "cache=2",
+        capsys,
+        "migrate",
+        str(DATA / f"v3-delta{SUFFIX}"),
+        "-o",
+        str(out),
+        "--to",
+        "cache=2",
         *REGISTRY,
     )
     assert_one_error_line(result, "is a delta of 5b1d2a07c0ff", "only full snapshots")
@@ -860,8 +933,9 @@ def test_migrate_to_the_same_version_changes_no_data(
 ) -> None:
     out = tmp_path / "same.smsnap"
     result = run(capsys, "migrate", str(made.plain), "-o", str(out), "--to", "kvcache=3", *REGISTRY)
-    assert result.code == 0 and result.out.splitlines() == [f"wrote {out} ({out.stat().st_size}"
-                                                            " bytes, 3 sections)"]
+    assert result.code == 0 and result.out.splitlines() == [
+        f"wrote {out} ({out.stat().st_size} bytes, 3 sections)"
+    ]
     migrated = open_snapshot(out.read_bytes())
     assert [migrated.read_section(i) for i in range(3)] == list(made.states.values())
 
@@ -871,15 +945,31 @@ def test_migrate_an_authenticated_snapshot(
 ) -> None:
     out = tmp_path / "v2.smsnap"
     result = run(
-        capsys, "migrate", str(made.authenticated), "-o", str(out), "--to", "kvcache=2",
-        "--allow-lossy", "--key-file", str(made.key_file), *REGISTRY,
+        capsys,
+        "migrate",
+        str(made.authenticated),
+        "-o",
+        str(out),
+        "--to",
+        "kvcache=2",
+        "--allow-lossy",
+        "--key-file",
+        str(made.key_file),
+        *REGISTRY,
     )
     assert result.code == 0, result.err
     assert open_snapshot(out.read_bytes(), key=KEY).authenticated  # still signed, same key
     assert_one_error_line(run(capsys, "inspect", str(out)), "no key was given")
     without_key = run(
-        capsys, "migrate", str(made.authenticated), "-o", str(tmp_path / "x"), "--to",
-        "kvcache=2", "--allow-lossy", *REGISTRY,
+        capsys,
+        "migrate",
+        str(made.authenticated),
+        "-o",
+        str(tmp_path / "x"),
+        "--to",
+        "kvcache=2",
+        "--allow-lossy",
+        *REGISTRY,
     )
     assert_one_error_line(without_key, "auth")
 
@@ -910,6 +1000,17 @@ def test_bad_migrate_targets(
     assert not out.exists()
 
 
+def test_migrate_refuses_a_component_named_twice(
+    made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.smsnap"
+    for targets in (["kvcache=1", "kvcache=2"], ["kvcache=3", "kvcache=3"]):
+        argv = [arg for target in targets for arg in ("--to", target)]
+        result = run(capsys, "migrate", str(made.plain), "-o", str(out), *argv, *REGISTRY)
+        assert_one_error_line(result, "--to names component 'kvcache' twice")
+        assert not out.exists()
+
+
 def test_migrate_data_that_breaks_a_step(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -922,7 +1023,14 @@ def test_migrate_data_that_breaks_a_step(
     source, out = tmp_path / "liar.smsnap", tmp_path / "out.smsnap"
     source.write_bytes(encoded.to_bytes())
     result = run(
-        capsys, "migrate", str(source), "-o", str(out), "--to", "kvcache=1", "--allow-lossy",
+        capsys,
+        "migrate",
+        str(source),
+        "-o",
+        str(out),
+        "--to",
+        "kvcache=1",
+        "--allow-lossy",
         *REGISTRY,
     )
     assert_one_error_line(result, "kvcache/default", "downgrade_3_to_1", "TypeError")
@@ -934,7 +1042,126 @@ def test_migrate_into_a_missing_folder_names_the_output(
 ) -> None:
     out = tmp_path / "missing" / "out.smsnap"
     result = run(capsys, "migrate", str(made.v1), "-o", str(out), "--to", "kvcache=3", *REGISTRY)
-    assert_one_error_line(result, str(out), "No such file")
+    assert_one_error_line(result, str(out), "does not exist")
+
+
+def _special_files(folder: Path) -> dict[str, Path]:
+    """A FIFO, a socket, a directory and symbolic links, each where OUT could point."""
+    fifo = folder / "fifo"
+    os.mkfifo(fifo)
+    sock = folder / "sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(sock))
+    directory = folder / "dir"
+    directory.mkdir()
+    precious = folder / "precious"
+    precious.write_bytes(b"not to be replaced")
+    link = folder / "link"
+    link.symlink_to(precious)
+    dangling = folder / "dangling"
+    dangling.symlink_to(folder / "nowhere")
+    return {
+        "a FIFO": fifo,
+        "a socket": sock,
+        "a directory": directory,
+        "a symbolic link": link,
+        "a dangling symbolic link": dangling,
+    }
+
+
+@pytest.mark.parametrize(
+    "kind", ["a FIFO", "a socket", "a directory", "a symbolic link", "a dangling symbolic link"]
+)
+def test_migrate_replaces_only_a_regular_file(
+    kind: str, made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An OUT that exists as anything but a regular file is refused before any work,
+    and is left as it was (a link is not followed, nor replaced)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    special = _special_files(folder)
+    out = special[kind]
+    before = {path.name: os.lstat(path) for path in folder.iterdir()}
+    result = run(capsys, "migrate", str(made.v1), "-o", str(out), "--to", "kvcache=3", *REGISTRY)
+    shown = "a symbolic link" if "symbolic link" in kind else kind
+    assert_one_error_line(result, str(out), f"is {shown}", "regular file")
+    assert result.out == ""
+    after = {path.name: os.lstat(path) for path in folder.iterdir()}
+    assert {name: (st.st_ino, st.st_mode) for name, st in after.items()} == {
+        name: (st.st_ino, st.st_mode) for name, st in before.items()
+    }
+    assert (folder / "precious").read_bytes() == b"not to be replaced"
+
+
+def test_migrate_replaces_a_regular_file(
+    made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The check's positive control: an existing regular OUT is replaced."""
+    out = tmp_path / "old.smsnap"
+    out.write_bytes(b"an older output")
+    result = run(capsys, "migrate", str(made.v1), "-o", str(out), "--to", "kvcache=3", *REGISTRY)
+    assert result.code == 0, result.err
+    assert open_snapshot(out.read_bytes()).header.sections[0].version == 3
+
+
+def test_migrate_does_not_replace_a_device(
+    made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A character device as OUT (a private copy of /dev/null when root may make one,
+    else /dev/null itself, which only root could have replaced) is left alone."""
+    device = tmp_path / "null"
+    try:
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        device = Path("/dev/null")
+    before = os.lstat(device)
+    result = run(capsys, "migrate", str(made.v1), "-o", str(device), "--to", "kvcache=3", *REGISTRY)
+    assert_one_error_line(result, str(device), "a character device", "regular file")
+    after = os.lstat(device)
+    assert (after.st_ino, after.st_mode, after.st_rdev) == (
+        before.st_ino,
+        before.st_mode,
+        before.st_rdev,
+    )
+
+
+@pytest.mark.parametrize(
+    ("output", "fragments"),
+    [
+        ("", ("-o needs a file name",)),
+        ("{tmp}/sub/", ("names a directory",)),
+        ("{tmp}", ("a directory",)),
+        ("{tmp}/missing/out.smsnap", ("missing", "does not exist")),
+        ("{tmp}/file/out.smsnap", ("file", "not a directory")),
+    ],
+)
+def test_migrate_refuses_an_output_it_cannot_write_before_any_work(
+    output: str,
+    fragments: tuple[str, ...],
+    made: Made,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    loaded = []
+    monkeypatch.setattr(
+        "statemigrate.cli._registry.registry_from", lambda args: loaded.append(args)
+    )
+    result = run(
+        capsys,
+        "migrate",
+        str(made.v1),
+        "-o",
+        output.format(tmp=tmp_path),
+        "--to",
+        "kvcache=3",
+        *REGISTRY,
+    )
+    assert_one_error_line(result, *fragments)
+    assert loaded == []  # refused before the registry was even loaded
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "file", "sub"]
 
 
 def test_migrate_with_migrations_from_the_flag(
@@ -952,8 +1179,16 @@ def test_migrate_with_migrations_from_the_flag(
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "v3.smsnap"
-    argv = ["migrate", str(made.v1), "-o", str(out), "--to", "kvcache=3", "--registry",
-            f"{name}:build"]
+    argv = [
+        "migrate",
+        str(made.v1),
+        "-o",
+        str(out),
+        "--to",
+        "kvcache=3",
+        "--registry",
+        f"{name}:build",
+    ]
     without = run(capsys, *argv)  # negative control: the schemas alone have no steps
     assert_one_error_line(without, "no migration path")
     copied = tmp_path / "my-migrations"
@@ -973,8 +1208,9 @@ def test_migrate_in_a_project_configured_by_pyproject(made: Made, tmp_path: Path
     """
     project = tmp_path / "project"
     (project / "app").mkdir(parents=True)
-    shutil.copytree(MIGRATIONS_DIR, project / "migrations",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        MIGRATIONS_DIR, project / "migrations", ignore=shutil.ignore_patterns("__pycache__")
+    )
     (project / "app" / "__init__.py").write_text("")
     (project / "app" / "state.py").write_text(
         "import statemigrate as sm\n"
@@ -986,8 +1222,15 @@ def test_migrate_in_a_project_configured_by_pyproject(made: Made, tmp_path: Path
     )
     out = tmp_path / "v1.smsnap"
     result = run_child(
-        "migrate", str(made.plain), "-o", str(out), "--to", "kvcache=1", "--allow-lossy",
-        cwd=project, isolated=True,
+        "migrate",
+        str(made.plain),
+        "-o",
+        str(out),
+        "--to",
+        "kvcache=1",
+        "--allow-lossy",
+        cwd=project,
+        isolated=True,
     )
     assert result.code == 0, result.err
     assert [s.version for s in open_snapshot(out.read_bytes()).header.sections] == [1, 1, 1]
@@ -1003,8 +1246,15 @@ def test_no_progress_when_stderr_is_not_a_terminal(
 ) -> None:
     out = tmp_path / "v1.smsnap"
     migrated = run(
-        capsys, "migrate", str(made.plain), "-o", str(out), "--to", "kvcache=1",
-        "--allow-lossy", *REGISTRY,
+        capsys,
+        "migrate",
+        str(made.plain),
+        "-o",
+        str(out),
+        "--to",
+        "kvcache=1",
+        "--allow-lossy",
+        *REGISTRY,
     )
     verified = run(capsys, "inspect", str(made.plain), "--verify")
     assert (migrated.code, migrated.err, verified.code, verified.err) == (0, "", 0, "")
@@ -1057,7 +1307,13 @@ def _run_on_a_terminal(*argv: str) -> tuple[int, str, str]:
 def test_progress_on_a_terminal(made: Made, tmp_path: Path) -> None:
     out = tmp_path / "v1.smsnap"
     code, stdout, tty = _run_on_a_terminal(
-        "migrate", str(made.plain), "-o", str(out), "--to", "kvcache=1", "--allow-lossy",
+        "migrate",
+        str(made.plain),
+        "-o",
+        str(out),
+        "--to",
+        "kvcache=1",
+        "--allow-lossy",
         *REGISTRY,
     )
     assert code == 0 and f"wrote {out}" in stdout
@@ -1091,7 +1347,6 @@ def test_fixture_snapshots_are_what_they_claim(made: Made) -> None:
     assert [snapshot.read_section(i) for i in range(3)] == list(made.states.values())
     assert open_snapshot(made.authenticated.read_bytes(), key=KEY).authenticated
     assert stat.S_ISREG(os.stat(made.plain).st_mode)
-
 
 
 # --- docs/cli.md stays true to the parser ---------------------------------------------------
@@ -1129,7 +1384,15 @@ def test_every_documented_command_line_parses() -> None:
 
 # The commands docs/cli.md documents; add a command here when its section is written.
 DOCUMENTED_COMMANDS = (
-    "inspect", "list", "plan", "graph", "migrate", "schemas", "makemigration", "check", "demo",
+    "inspect",
+    "list",
+    "plan",
+    "graph",
+    "migrate",
+    "schemas",
+    "makemigration",
+    "check",
+    "demo",
     "trial",
 )
 

@@ -256,8 +256,28 @@ def test_freeze_names_the_file_it_cannot_write(
     result = run(capsys, "schemas", "freeze", "--registry", REFERENCE)
     assert result.code == 1 and result.out == ""
     assert result.err == (
-        "statemigrate: error: write schemas/kvcache: Not a directory (ENOTDIR)\n"
+        "statemigrate: error: open schemas: is not a directory; the default schemas folder"
+        " names the folder of frozen schemas\n"
     )
+
+
+@pytest.mark.parametrize("action", ["check", "freeze"])
+def test_schemas_that_name_a_file_are_refused_as_not_a_directory(
+    action: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("frozen.json").write_text("{}\n")
+    result = run(capsys, "schemas", action, "--registry", REFERENCE, "--schemas", "frozen.json")
+    assert result.code == 1 and result.out == ""
+    assert result.err == (
+        "statemigrate: error: open frozen.json: is not a directory; --schemas names the folder"
+        " of frozen schemas\n"
+    )
+    assert Path("frozen.json").read_text() == "{}\n"
+    Path("pyproject.toml").write_text('[tool.statemigrate]\nschemas = "frozen.json"\n')
+    result = run(capsys, "schemas", action, "--registry", REFERENCE)
+    assert result.code == 1 and result.out == ""
+    assert "is not a directory; [tool.statemigrate] schemas names the folder" in result.err
 
 
 # --- makemigration -----------------------------------------------------------------------------
@@ -400,7 +420,7 @@ def test_a_dry_run_prints_the_record_steps_hint_beside_the_module(
     (root / "shoptypes.py").write_text(SHOP_TYPES)
     (root / "shopreg.py").write_text(
         "from statemigrate import Registry\n\nimport shoptypes\n\n\ndef build():\n"
-        "    registry = Registry()\n    registry.add_schema(\"shop\", 1, shoptypes.ShopV1)\n"
+        '    registry = Registry()\n    registry.add_schema("shop", 1, shoptypes.ShopV1)\n'
         "    return registry\n"
     )
     (root / "pyproject.toml").write_text(
@@ -415,7 +435,13 @@ def test_a_dry_run_prints_the_record_steps_hint_beside_the_module(
     assert "note: every change is inside the records of 'items': record steps" in dry.err
     assert "(`--records items`)" in dry.err
     records = run(
-        capsys, "makemigration", "shop", "--schema", "shoptypes:ShopV2", "--records", "items",
+        capsys,
+        "makemigration",
+        "shop",
+        "--schema",
+        "shoptypes:ShopV2",
+        "--records",
+        "items",
         "--dry-run",
     )
     assert records.code == 0 and "--records" not in records.err

@@ -46,8 +46,10 @@ def new_bucket(s3: S3Server) -> str:
 def environment_for(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """Point obstore at the moto server the way an operator would: AWS_* variables."""
     for name, value in {
-        "AWS_ENDPOINT_URL": s3.endpoint, "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3.endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
         "AWS_ALLOW_HTTP": "true",
     }.items():
         monkeypatch.setenv(name, value)
@@ -106,8 +108,10 @@ def test_inspect_reads_the_current_previous_or_a_numbered_generation(
     ), first
     assert "meta       n=3" in shown.out
     for fragment, n, note in [
-        ("#current", 3, "generation 3, current"), ("#previous", 2, "generation 2, previous"),
-        ("#2", 2, "generation 2, previous"), ("#0001", 1, "generation 1)"),
+        ("#current", 3, "generation 3, current"),
+        ("#previous", 2, "generation 2, previous"),
+        ("#2", 2, "generation 2, previous"),
+        ("#0001", 1, "generation 1)"),
     ]:
         result = run(capsys, "inspect", url + fragment, "--verify")
         assert result.code == 0, result.err
@@ -152,8 +156,18 @@ def test_the_key_file_applies_to_object_urls(
     good = run(capsys, "inspect", url, *options, "--key-file", str(tmp_path / "key"))
     assert good.code == 0 and "HMAC-SHA256" in good.out
     migrated = run(
-        capsys, "migrate", url, "-o", f"{url}-v1", "--to", "kvcache=1", "--allow-lossy",
-        "--key-file", str(tmp_path / "key"), *options, *REGISTRY,
+        capsys,
+        "migrate",
+        url,
+        "-o",
+        f"{url}-v1",
+        "--to",
+        "kvcache=1",
+        "--allow-lossy",
+        "--key-file",
+        str(tmp_path / "key"),
+        *options,
+        *REGISTRY,
     )
     assert migrated.code == 0, migrated.err
     line = one_error_line(run(capsys, "inspect", f"{url}-v1", *options))
@@ -182,7 +196,10 @@ def test_list_shows_generations_newest_first_with_sizes_ages_and_roles(
     assert lines[2].split() == ["GENERATION", "SIZE", "WRITTEN", "AGE", "ROLE"]
     rows = [line.split(maxsplit=5) for line in lines[3:]]
     assert [(row[0], row[-1]) for row in rows] == [
-        ("5", "not committed"), ("4", "current"), ("3", "previous"), ("2", "older"),
+        ("5", "not committed"),
+        ("4", "current"),
+        ("3", "previous"),
+        ("2", "older"),
     ]
     assert rows[0][1:3] == ["15", "B"]
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row[3]) for row in rows)
@@ -191,7 +208,10 @@ def test_list_shows_generations_newest_first_with_sizes_ages_and_roles(
     assert listed["location"] == url
     rows_json = listed["generations"]
     assert [(row["generation"], row["role"]) for row in rows_json] == [
-        (5, "not committed"), (4, "current"), (3, "previous"), (2, "older"),
+        (5, "not committed"),
+        (4, "current"),
+        (3, "previous"),
+        (2, "older"),
     ]
     assert rows_json[0]["size"] == len(b"never committed")
     assert rows_json[0]["object"] == f"{url}/{orphan}"
@@ -216,7 +236,9 @@ def test_list_marks_a_committed_object_that_is_gone(
 
 
 def test_migrate_reads_and_writes_object_urls(
-    s3: S3Server, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    s3: S3Server,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """URL to URL (the output is that prefix's next generation), URL to file, and file
@@ -226,8 +248,15 @@ def test_migrate_reads_and_writes_object_urls(
     source, target = f"s3://{bucket}/gateway", f"s3://{bucket}/gateway-v1"
     commit_generations(source, 2)
     result = run(
-        capsys, "migrate", f"{source}#previous", "-o", target, "--to", "kvcache=1",
-        "--allow-lossy", *REGISTRY,
+        capsys,
+        "migrate",
+        f"{source}#previous",
+        "-o",
+        target,
+        "--to",
+        "kvcache=1",
+        "--allow-lossy",
+        *REGISTRY,
     )
     assert result.code == 0, result.err
     assert result.out.splitlines()[-1].startswith(f"wrote {target} generation 1 (")
@@ -240,7 +269,14 @@ def test_migrate_reads_and_writes_object_urls(
     back = run(capsys, "migrate", target, "-o", str(local), "--to", "kvcache=3", *REGISTRY)
     assert back.code == 0, back.err
     again = run(
-        capsys, "migrate", str(local), "-o", target, "--to", "kvcache=1", "--allow-lossy",
+        capsys,
+        "migrate",
+        str(local),
+        "-o",
+        target,
+        "--to",
+        "kvcache=1",
+        "--allow-lossy",
         *REGISTRY,
     )
     assert again.code == 0, again.err
@@ -257,8 +293,17 @@ def test_migrate_to_a_generation_is_refused(
         source = f"file://{path}/app"
         commit_generations(source, 1)
         line = one_error_line(
-            run(capsys, "migrate", source, "-o", f"{source}-out#3", "--to", "kvcache=1",
-                "--allow-lossy", *REGISTRY)
+            run(
+                capsys,
+                "migrate",
+                source,
+                "-o",
+                f"{source}-out#3",
+                "--to",
+                "kvcache=1",
+                "--allow-lossy",
+                *REGISTRY,
+            )
         )
         assert line.endswith("a commit makes the next generation: give the URL without #...")
         assert not os.path.exists(f"{path}/app-out")
@@ -272,9 +317,21 @@ def test_an_unreachable_server_is_one_line(capsys: pytest.CaptureFixture[str]) -
     dead = f"http://127.0.0.1:{free_port()}"
     for command in ("inspect", "list"):
         line = one_error_line(
-            run(capsys, command, "s3://bucket/app", "--store-option", f"endpoint={dead}",
-                "--store-option", "allow_http=true", "--store-option", "region=us-east-1",
-                "--store-option", "access_key_id=k", "--store-option", "secret_access_key=s")
+            run(
+                capsys,
+                command,
+                "s3://bucket/app",
+                "--store-option",
+                f"endpoint={dead}",
+                "--store-option",
+                "allow_http=true",
+                "--store-option",
+                "region=us-east-1",
+                "--store-option",
+                "access_key_id=k",
+                "--store-option",
+                "secret_access_key=s",
+            )
         )
         assert "cannot reach the server" in line
 
@@ -300,15 +357,25 @@ def test_wrong_credentials_are_one_line(s3: S3Server, capsys: pytest.CaptureFixt
     key id are each one line naming S3's error code."""
     url = f"s3://{new_bucket(s3)}/gateway"
     commit_generations(url, 1, **s3.options())
-    client = {"endpoint_url": s3.endpoint, "region_name": "us-east-1",
-              "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    client = {
+        "endpoint_url": s3.endpoint,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
     iam = boto3.client("iam", **client)
     user = f"reader-{uuid.uuid4().hex[:8]}"
     iam.create_user(UserName=user)
-    iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
-    }))
+    iam.put_user_policy(
+        UserName=user,
+        PolicyName="s3",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+            }
+        ),
+    )
     key = iam.create_access_key(UserName=user)["AccessKey"]
     good = {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"]}
     s3.set_auth(True)
@@ -316,8 +383,10 @@ def test_wrong_credentials_are_one_line(s3: S3Server, capsys: pytest.CaptureFixt
         assert run(capsys, "inspect", url, *store_options(s3, **good)).code == 0
         for wrong, code in [
             ({**good, "secret_access_key": "wrong"}, "SignatureDoesNotMatch"),
-            ({"access_key_id": "AKIAUNKNOWNKEY000000", "secret_access_key": "x"},
-             "InvalidAccessKeyId"),
+            (
+                {"access_key_id": "AKIAUNKNOWNKEY000000", "secret_access_key": "x"},
+                "InvalidAccessKeyId",
+            ),
         ]:
             for command in ("inspect", "list"):
                 line = one_error_line(run(capsys, command, url, *store_options(s3, **wrong)))
@@ -341,8 +410,15 @@ def test_wrong_credentials_are_one_line(s3: S3Server, capsys: pytest.CaptureFixt
         (["inspect", "s3://[bucket/x"], 1, "not a valid URL"),
         (["inspect", "file://relative/x"], 1, "a file:// URL needs an absolute path"),
         (["inspect", "MISSING"], 1, "no such directory"),
-        (["inspect", "s3://bucket/x", "--store-option", "no_such_key=1"], 1,
-         "invalid configuration: Configuration key: 'no_such_key' is not valid"),
+        (["inspect", "FILE"], 1, "/a-file: is a file, not a directory"),
+        (["list", "FILE"], 1, "/a-file: is a file, not a directory"),
+        (["list", "FIFO"], 1, "/a-fifo: is not a directory"),
+        (["list", "MISSING"], 1, "/missing: no such directory"),
+        (
+            ["inspect", "s3://bucket/x", "--store-option", "no_such_key=1"],
+            1,
+            "invalid configuration: Configuration key: 'no_such_key' is not valid",
+        ),
         (["inspect", "URL", "--store-option", "novalue"], 2, "expected KEY=VALUE"),
         (["inspect", "URL", "--store-option", "=x"], 2, "expected KEY=VALUE"),
         (["list", "URL#2"], 1, "list takes a prefix"),
@@ -355,8 +431,17 @@ def test_bad_urls_and_options_are_one_line(
     with scratch_dir() as path:
         url = f"file://{path}/app"
         commit_generations(url, 2)
-        places = {"URL": url, "MISSING": f"file://{path}/missing"}
-        argv = [re.sub(r"^(URL|MISSING)", lambda m: places[m.group(1)], part) for part in argv]
+        (path / "a-file").write_bytes(b"")
+        os.mkfifo(path / "a-fifo")
+        places = {
+            "URL": url,
+            "MISSING": f"file://{path}/missing",
+            "FILE": f"file://{path}/a-file",
+            "FIFO": f"file://{path}/a-fifo",
+        }
+        argv = [
+            re.sub(r"^(URL|MISSING|FILE|FIFO)", lambda m: places[m.group(1)], part) for part in argv
+        ]
         line = one_error_line(run(capsys, *argv), code)
         assert message in line
         assert not os.path.exists(f"{path}/missing")  # reading never creates a directory
@@ -398,7 +483,10 @@ def file_store() -> Iterator[str]:
     command=st.sampled_from(["inspect", "list"]),
 )
 def test_any_fragment_or_store_option_keeps_the_contract(
-    fragment: str, options: list[str], command: str, capsys: pytest.CaptureFixture[str],
+    fragment: str,
+    options: list[str],
+    command: str,
+    capsys: pytest.CaptureFixture[str],
     file_store: str,
 ) -> None:
     """For any fragment and any --store-option values on a file:// store, the command
@@ -411,4 +499,3 @@ def test_any_fragment_or_store_option_keeps_the_contract(
         assert result.out and result.err == ""
     else:
         one_error_line(result, result.code if result.code == 2 else 1)
-

@@ -137,21 +137,26 @@ def test_an_unsafe_record_or_directory_is_refused(
     assert "cannot open trial.json" in line
     trial_dir.chmod(0o755)
     line = one_error_line(run(capsys, "trial", "status", "--dir", str(trial_dir)))
-    assert "has mode 0o755" in line
+    assert line.endswith(
+        f"trial {trial_dir}: has mode 0o755; the trial directory must be private to its"
+        " owner (0700)"
+    )
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(content=st.one_of(
-    st.binary(max_size=200),
-    st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
-        max_leaves=12,
-    ).map(lambda value: json.dumps(value).encode()),
-    st.sampled_from(["state", "trial", "permanent", "pid", "argv", "versions"]).map(
-        lambda key: _mutated(key)
-    ),
-))
+@given(
+    content=st.one_of(
+        st.binary(max_size=200),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+            max_leaves=12,
+        ).map(lambda value: json.dumps(value).encode()),
+        st.sampled_from(["state", "trial", "permanent", "pid", "argv", "versions"]).map(
+            lambda key: _mutated(key)
+        ),
+    )
+)
 def test_any_record_bytes_give_a_record_or_trial_error(content: bytes, trial_dir: Path) -> None:
     """Property: whatever trial.json holds, reading it returns a record or raises
     TrialError; nothing foreign escapes."""
@@ -168,6 +173,7 @@ def test_any_record_bytes_give_a_record_or_trial_error(content: bytes, trial_dir
 
 def _mutated(key: str) -> bytes:
     """A valid record with one field, wherever it occurs, replaced by a wrong value."""
+
     def walk(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: ([1, "x"] if k == key else walk(v)) for k, v in value.items()}
@@ -252,6 +258,24 @@ def test_exec_without_a_command_is_one_line(
 ) -> None:
     line = one_error_line(run(capsys, "trial", "exec", "--dir", str(trial_dir), "--"))
     assert line.endswith("no command given after --")
+
+
+@pytest.mark.parametrize("command", [[""], ["", "arg"]])
+def test_exec_of_an_empty_command_is_one_line(
+    command: list[str], trial_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """execvp('') raises ValueError, not OSError: refused before it is called."""
+    line = one_error_line(run(capsys, "trial", "exec", "--dir", str(trial_dir), "--", *command))
+    assert line.endswith("the command given after -- is an empty string")
+
+
+def test_exec_of_an_empty_recorded_command_is_one_line(
+    trial_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trial that died with a permanent generation recorded with an empty program."""
+    write(trial_dir, on_trial(dead_pid(), permanent_argv=("",)))
+    line = one_error_line(run(capsys, "trial", "exec", "--dir", str(trial_dir), "--", "given"))
+    assert line.endswith("the command to run is empty: ['']")
 
 
 # --- the library side, in process ----------------------------------------------------------------

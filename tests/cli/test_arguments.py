@@ -1,0 +1,125 @@
+"""Values several commands share: positive counts, and output files checked up front."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import run
+
+ERROR_PREFIX = "statemigrate: error:"
+
+
+def _one_line(err: str) -> str:
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(ERROR_PREFIX), lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def demo_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The demo's runs, recorded instead of started."""
+    from statemigrate.demo import _run
+
+    runs: list[dict[str, Any]] = []
+
+    def record(**options: Any) -> Any:
+        runs.append(options)
+        raise RuntimeError("the demo must not start in these tests")
+
+    monkeypatch.setattr(_run, "run_demo", record)
+    return runs
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (
+            ["check", "--max-examples", "abc"],
+            "argument --max-examples: invalid positive integer: 'abc'",
+        ),
+        (
+            ["check", "--max-examples", "0"],
+            "argument --max-examples: must be at least 1, not 0",
+        ),
+        (["demo", "--entries", "abc"], "argument --entries: invalid positive integer: 'abc'"),
+        (["demo", "--clients", "-3"], "argument --clients: must be at least 1, not -3"),
+        (["demo", "--entries", "9" * 5000], "invalid positive integer: '" + "9" * 40 + "'"),
+    ],
+)
+def test_counts_are_refused_in_users_words(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str], demo_runs: list[Any]
+) -> None:
+    result = run(capsys, *argv)
+    assert result.code == 2
+    line = _one_line(result.err)
+    assert fragment in line, line
+    assert "_positive" not in line
+    assert demo_runs == []
+
+
+@pytest.mark.parametrize(
+    ("plot", "fragments"),
+    [
+        ("/nonexistent-folder/x.svg", ("'/nonexistent-folder' does not exist",)),
+        ("", ("--plot needs a file name",)),
+        ("{tmp}", ("is a directory", "--plot replaces only a regular file")),
+        ("{tmp}/fifo", ("is a FIFO",)),
+        ("{tmp}/link.svg", ("is a symbolic link",)),
+        ("{tmp}/file/x.svg", ("is not a directory",)),
+    ],
+)
+def test_demo_checks_where_the_plot_goes_before_it_starts(
+    plot: str,
+    fragments: tuple[str, ...],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    demo_runs: list[Any],
+) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "file").write_bytes(b"")
+    (tmp_path / "link.svg").symlink_to(tmp_path / "file")
+    result = run(capsys, "demo", "--entries", "10", "--plot", plot.format(tmp=tmp_path))
+    assert result.code == 1
+    assert result.out == ""
+    line = _one_line(result.err)
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    assert demo_runs == []
+
+
+def test_demo_refuses_a_plot_in_a_folder_it_cannot_write(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    demo_runs: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The folder's permissions as access(2) sees them (faked: root may write anywhere)."""
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    real_access = os.access
+    monkeypatch.setattr(
+        "statemigrate.cli._arguments.os.access",
+        lambda path, mode: Path(path) != folder and real_access(path, mode),
+    )
+    result = run(capsys, "demo", "--plot", str(folder / "x.svg"))
+    assert result.code == 1
+    assert f"its folder {str(folder)!r} is not writable" in _one_line(result.err)
+    assert demo_runs == []
+
+
+def test_demo_starts_with_a_plot_it_can_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], demo_runs: list[Any]
+) -> None:
+    """The checks' positive control: a new file in a writable folder, and an existing
+    regular file, are passed on to the demo."""
+    for plot in (tmp_path / "new.svg", tmp_path / "old.html"):
+        if plot.suffix == ".html":
+            plot.write_text("an older picture")
+        with pytest.raises(RuntimeError, match="must not start"):
+            run(capsys, "demo", "--entries", "10", "--plot", str(plot))
+    assert [run["plot"] for run in demo_runs] == [tmp_path / "new.svg", tmp_path / "old.html"]
