@@ -275,13 +275,19 @@ class _Shape:
         return self.name.split("_", 1)[0].capitalize()
 
 
-def _step_function(shape: _Shape, step: _Step, others: _Step | None) -> list[str]:
+def _registration(shape: _Shape, step: _Step, others: _Step | None) -> tuple[list[str], list[str]]:
+    """What a step is registered with: the fields it loses, and the other keywords."""
     lost = [*step.lost, *(others.lost if others is not None else ())]
     keywords = []
     if shape.records is not None:
         keywords.append(f"records={_text(shape.records)}")
     if others is not None:
         keywords.append(f"other_fields=_{shape.name}_other_fields")
+    return lost, keywords
+
+
+def _step_function(shape: _Shape, step: _Step, others: _Step | None) -> list[str]:
+    lost, keywords = _registration(shape, step, others)
     lines = [_decorator(shape, lost, keywords)]
     if shape.records is None:
         lines += [
@@ -294,7 +300,7 @@ def _step_function(shape: _Shape, step: _Step, others: _Step | None) -> list[str
         lines += [
             f"def {shape.name}(key: str, value: Any) -> Any:",
             f'    """{shape.verb} one record of {shape.component}\'s {_text(shape.records)}'
-            f" from version {shape.source} to {shape.target}, in place.\"\"\"",
+            f' from version {shape.source} to {shape.target}, in place."""',
         ]
         variable = "value"
     if lost:
@@ -350,15 +356,8 @@ def _field_changes_step(
     shape: _Shape, declared: tuple[str, list[str]], step: _Step, others: _Step | None
 ) -> list[str]:
     """A step written as field changes: registered by calling the decorator on them."""
-    lost = [*step.lost, *(others.lost if others is not None else ())]
-    keywords = []
-    if shape.records is not None:
-        keywords.append(f"records={_text(shape.records)}")
-    if others is not None:
-        keywords.append(f"other_fields=_{shape.name}_other_fields")
-    where = (
-        f"each record of {_text(shape.records)}" if shape.records is not None else "the data"
-    )
+    lost, keywords = _registration(shape, step, others)
+    where = f"each record of {_text(shape.records)}" if shape.records is not None else "the data"
     expression, comments = declared
     lines = [f"# {shape.verb} {where} from version {shape.source} to {shape.target}.", *comments]
     if lost:
@@ -371,7 +370,7 @@ def _others_function(shape: _Shape, step: _Step) -> list[str]:
     lines = [
         f"def _{shape.name}_other_fields(data: Any) -> Any:",
         f'    """{shape.verb} the fields of {shape.component} beside {_text(str(shape.records))}'
-        f" from version {shape.source} to {shape.target}, in place.\"\"\"",
+        f' from version {shape.source} to {shape.target}, in place."""',
     ]
     return lines + _body(replace(shape, records=None), step, "data")
 
