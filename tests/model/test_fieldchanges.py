@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, NotRequired
+from typing import Any, NotRequired, cast
 
 import pytest
 from hypothesis import given, settings
@@ -65,39 +65,18 @@ class EntryPartial(TypedDict):
     note: NotRequired[str]
 
 
-class StateV1(TypedDict):
-    entries: dict[str, EntryV1]
-    label: str
+def _state(name: str, entry: type) -> Any:
+    """A state schema: a dict of ``entry`` records under ``entries``, and a label."""
+    return cast(Any, TypedDict)(name, {"entries": dict[str, entry], "label": str})  # type: ignore[valid-type]
 
 
-class StateV2(TypedDict):
-    entries: dict[str, EntryV2]
-    label: str
-
-
-class StateV2Middle(TypedDict):
-    entries: dict[str, EntryV2Middle]
-    label: str
-
-
-class StateV2Renamed(TypedDict):
-    entries: dict[str, EntryV2Renamed]
-    label: str
-
-
-class StateV2Float(TypedDict):
-    entries: dict[str, EntryV2Float]
-    label: str
-
-
-class StateV2Seen(TypedDict):
-    entries: dict[str, EntryV2Seen]
-    label: str
-
-
-class StateV2Partial(TypedDict):
-    entries: dict[str, EntryPartial]
-    label: str
+StateV1 = _state("StateV1", EntryV1)
+StateV2 = _state("StateV2", EntryV2)
+StateV2Middle = _state("StateV2Middle", EntryV2Middle)
+StateV2Renamed = _state("StateV2Renamed", EntryV2Renamed)
+StateV2Float = _state("StateV2Float", EntryV2Float)
+StateV2Seen = _state("StateV2Seen", EntryV2Seen)
+StateV2Partial = _state("StateV2Partial", EntryPartial)
 
 
 class StateV2LabelLast(TypedDict):  # the top-level fields change places
