@@ -94,11 +94,19 @@ class Checkpoints:
         """The store of ``slot``.
 
         Raises:
-            ConfigurationError: the function did not return a store.
+            ConfigurationError: the function raised, or did not return a store.
         """
         if isinstance(self.store, Store):
             return self.store
-        store = self.store(slot)
+        try:
+            store = self.store(slot)
+        except Exception as exc:
+            # The application's function: whatever it raises is a configuration of
+            # ours that cannot be used, said in one line rather than a traceback.
+            raise ConfigurationError(
+                "checkpoints",
+                f"the function raised for slot {slot}: {type(exc).__name__}: {exc}",
+            ) from exc
         if not isinstance(store, Store):
             raise ConfigurationError(
                 "checkpoints",

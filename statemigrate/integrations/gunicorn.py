@@ -111,6 +111,7 @@ ServiceSpec = str | Service | Callable[[], Service]
 """``"module:attribute"`` naming a :class:`~statemigrate.Service` or a function that
 returns one, or the service (or function) itself."""
 
+
 def _default_directory() -> Path:
     """Where the workers' sockets live unless told: private to the user, per machine."""
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
@@ -211,11 +212,7 @@ class _Hooks:
                 f"a trial needs workers = 1 (the permanent state is one worker's), not"
                 f" {server.cfg.workers}",
             )
-        if (
-            self.checkpoints is not None
-            and self.checkpoints.shared
-            and server.cfg.workers != 1
-        ):
+        if self.checkpoints is not None and self.checkpoints.shared and server.cfg.workers != 1:
             raise ConfigurationError(
                 "checkpoints",
                 f"one store for {server.cfg.workers} workers: each would replace the"
@@ -224,8 +221,9 @@ class _Hooks:
         self._forget(os.getpid())  # left by an earlier process with our pid
         if server.cfg.max_requests and self.checkpoints is None:
             server.log.warning(
-                "max_requests=%s: a recycled worker's state is not carried over; its"
-                " replacement starts from the master's copy",
+                "max_requests=%s: a recycled worker's state is lost, its replacement"
+                " starts from the master's copy; give checkpoints= to keep it (the"
+                " recycled worker's final checkpoint is restored by the next)",
                 server.cfg.max_requests,
             )
         if server.cfg.reuse_port:
@@ -323,9 +321,7 @@ class _Hooks:
         setattr(worker, _KEEPER, keeper)
         return keeper
 
-    def _take_over(
-        self, service: Service, predecessor: int, slot: int, worker: Any
-    ) -> bool | None:
+    def _take_over(self, service: Service, predecessor: int, slot: int, worker: Any) -> bool | None:
         """Take the state over from the previous master's worker of ``slot``: True
         once taken, False when there is none, None when the take-over failed."""
         path = self._socket_path(predecessor, slot)
@@ -368,7 +364,11 @@ class _Hooks:
             os.kill(predecessor, signal.SIGTERM)
 
     def _listen(
-        self, service: Service, slot: int, worker: Any, gate: WorkerGate,
+        self,
+        service: Service,
+        slot: int,
+        worker: Any,
+        gate: WorkerGate,
         trials: TrialRunner | None,
     ) -> None:
         path = self._socket_path(worker.ppid, slot)
@@ -424,9 +424,7 @@ class _Hooks:
                                 exc,
                             )
                             continue
-                    worker.log.info(
-                        "worker %s (slot %s): %s", worker.pid, slot, report.summary()
-                    )
+                    worker.log.info("worker %s (slot %s): %s", worker.pid, slot, report.summary())
                     if trials is not None:
                         # The worker's own master is the permanent generation's
                         # program: a worker is forked from it with its command line.

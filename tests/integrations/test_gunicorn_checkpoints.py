@@ -122,6 +122,42 @@ def test_a_store_that_cannot_be_opened_fails_the_worker_s_boot(tmp_path: Path) -
     assert "cannot keep checkpoints" in worker.log.lines[0]
 
 
+def test_a_store_function_that_raises_fails_the_worker_s_boot_with_one_line(
+    tmp_path: Path,
+) -> None:
+    service = Service("gunicorn-cache", registry=build_registry())
+    hooks = server_hooks(service, directory=tmp_path / "sockets", checkpoints=lambda slot: slot / 0)
+    (tmp_path / "sockets").mkdir(mode=0o700)
+    listener = socket.create_server(("127.0.0.1", 0))
+    worker = type(
+        "Worker",
+        (),
+        {"pid": os.getpid(), "ppid": os.getppid(), "sockets": [listener], "cfg": None,
+         "wsgi": None, "log": Log()},
+    )()  # fmt: skip
+    try:
+        with pytest.raises(SystemExit) as exited:
+            hooks["post_worker_init"](worker)
+    finally:
+        listener.close()
+    assert exited.value.code == WORKER_BOOT_ERROR
+    assert len(worker.log.lines) == 1
+    assert "cannot keep checkpoints" in worker.log.lines[0]
+    assert "ZeroDivisionError" in worker.log.lines[0] and "slot 0" in worker.log.lines[0]
+
+
+def test_max_requests_without_checkpoints_is_told_to_keep_them(tmp_path: Path) -> None:
+    hooks = server_hooks("app_v1:service", directory=tmp_path / "sockets")
+    cfg = type(
+        "Cfg", (), {"workers": 1, "reuse_port": False, "max_requests": 100, "preload_app": False}
+    )()
+    server = type("Arbiter", (), {"cfg": cfg, "log": Log()})()
+    hooks["when_ready"](server)
+    assert len(server.log.lines) == 1
+    assert "max_requests=100" in server.log.lines[0]
+    assert "checkpoints=" in server.log.lines[0]
+
+
 # -- the master's view: slots and replacements ------------------------------------------------
 
 
