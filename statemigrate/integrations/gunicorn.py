@@ -85,6 +85,7 @@ from statemigrate.integrations._gunicorn_checkpoints import (
     retire_all,
     vacate,
 )
+from statemigrate.integrations._gunicorn_logging import route_library_logs
 from statemigrate.integrations._gunicorn_worker import SAFE_METHODS, WorkerGate
 from statemigrate.integrations._trial import Trial, TrialRunner, checked, runner_for
 from statemigrate.stores._safedir import open_private_directory
@@ -218,6 +219,7 @@ class _Hooks:
                 f"one store for {server.cfg.workers} workers: each would replace the"
                 " others' checkpoints; give a function slot -> store",
             )
+        route_library_logs(server.log)
         self._forget(os.getpid())  # left by an earlier process with our pid
         if server.cfg.max_requests and self.checkpoints is None:
             server.log.warning(
@@ -236,6 +238,7 @@ class _Hooks:
         place(server, worker)
 
     def on_reload(self, server: Any) -> None:
+        route_library_logs(server.log)  # gunicorn's loglevel may have changed
         retire_all(server)
 
     def child_exit(self, server: Any, worker: Any) -> None:
@@ -247,6 +250,7 @@ class _Hooks:
     # -- worker ------------------------------------------------------------------------
 
     def post_worker_init(self, worker: Any) -> None:
+        route_library_logs(worker.log)  # the application, loaded now, may log itself
         slot: int = getattr(worker, SLOT, 0)
         gate = WorkerGate(
             worker, on_moved=self._moved_path(worker.ppid).touch, safe_methods=self.safe_methods
