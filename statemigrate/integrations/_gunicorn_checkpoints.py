@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -242,6 +243,8 @@ class SlotCheckpoints:
         self.slot = slot
         self.store = settings.store_for(slot)
         self.checkpointer: Checkpointer | None = None
+        self.restored = False
+        """Whether the worker restored a checkpoint (at boot, or as a replacement)."""
 
     def restore_at_boot(self, service: Service, worker: Any) -> bool:
         """A worker of the first round whose master left the state unowned (neither
@@ -257,6 +260,7 @@ class SlotCheckpoints:
             )
             return False
         if report is not None:
+            self.restored = True
             worker.log.info(
                 "%s: restored its latest checkpoint from %r (generation %s)",
                 where,
@@ -296,6 +300,7 @@ class SlotCheckpoints:
                 self.store,
             )
             return
+        self.restored = True
         worker.log.info(
             "%s replaces a worker of its slot: restored its latest checkpoint from %r"
             " (generation %s)",
@@ -304,20 +309,49 @@ class SlotCheckpoints:
             report.generation,
         )
 
-    def run(self, service: Service, quiesce: Quiesce) -> None:
-        """Start the worker's checkpointer.
+    def run(self, service: Service, quiesce: Quiesce, worker: Any, *, now: bool) -> None:
+        """Start the worker's checkpointer; with ``now``, take its first checkpoint
+        at once, in the background, rather than ``every`` seconds later.
+
+        A worker that took its state over in a handoff, or restored it, takes one at
+        once: until then its slot's store holds only checkpoints in the versions of
+        the release that wrote them, which this release may not read (a rollback's),
+        and a replacement forked meanwhile (``kill -9``) would have nothing to
+        restore.
 
         Raises:
             ConfigurationError: ``quiesce`` cannot hold the writers from a thread.
         """
         settings = self.settings
-        self.checkpointer = Checkpointer(
+        checkpointer = Checkpointer(
             service,
             self.store,
             every=settings.every,
             incremental=settings.incremental,
             quiesce=settings.quiesce if settings.quiesce is not None else quiesce,
         ).start()
+        self.checkpointer = checkpointer
+        if now:
+            threading.Thread(
+                target=self._first,
+                args=(checkpointer, worker),
+                name="statemigrate-first-checkpoint",
+                daemon=True,
+            ).start()
+
+    def _first(self, checkpointer: Checkpointer, worker: Any) -> None:
+        # checkpoint_now() takes the checkpointer's lock: it never overlaps the
+        # periodic ones nor the final one of stop().
+        try:
+            checkpointer.checkpoint_now()
+        except (StateMigrateError, OSError) as exc:
+            worker.log.warning(
+                "worker %s (slot %s): its first checkpoint failed, the next comes in %g s: %s",
+                worker.pid,
+                self.slot,
+                checkpointer.every,
+                exc,
+            )
 
     def stop(self, worker: Any) -> None:
         """Stop the checkpointer with a final checkpoint (none once the state moved)."""

@@ -298,7 +298,7 @@ class _Hooks:
         self._listen(service, slot, worker, gate, trials)
         if keeper is not None:
             try:
-                keeper.run(service, gate.still)
+                keeper.run(service, gate.still, worker, now=took_over or keeper.restored)
             except StateMigrateError as exc:
                 self._cannot_checkpoint(worker, slot, exc)
         if trials is not None:

@@ -9,6 +9,7 @@ import errno
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -419,8 +420,12 @@ class Outcome:
 
 
 def _complete(root: Path, release: int = 1) -> str | None:
-    """The snapshot id of slot 0's latest checkpoint if it holds every key."""
-    latest = _stored(root, release)
+    """The snapshot id of slot 0's latest checkpoint if it holds every key (and
+    ``release`` reads it)."""
+    try:
+        latest = _stored(root, release)
+    except RestoreError:
+        return None  # another release's
     if latest is None or latest[1] != KEYS:
         return None
     return latest[0]
@@ -499,6 +504,29 @@ def test_after_an_upgrade_a_worker_killed_is_replaced_by_one_serving_its_checkpo
         assert outcome.stored == KEYS
         assert not outcome.regressed
         assert json.loads(ask(server.port, "GET", "/cache/c1")[1])["release"] == 2
+
+
+@pytest.mark.slow
+def test_after_a_rollback_a_worker_killed_soon_is_replaced_by_one_serving_its_state(
+    tmp_path: Path,
+) -> None:
+    """A worker that took its state over checkpoints it at once, not ``every`` seconds
+    later: its slot's store soon holds a checkpoint its release reads, where it held
+    only the newer release's, which a replacement could not restore."""
+    root = tmp_path / "checkpoints"
+    config = _config(tmp_path, root, every=3600.0)
+    with gunicorn(tmp_path, 1, worker_class="gthread", config=config) as server:
+        for key, value in KEYS.items():
+            assert ask(server.port, "PUT", f"/cache/{key}", value)[0] == 200
+        server.deploy(2)
+        server.deploy(1)
+        outcome = _kill_after_checkpoint(server, root, release=1)
+        assert outcome.served == KEYS
+        assert outcome.stored == KEYS  # the replacement restored, and checkpointed at once
+        assert not outcome.regressed
+        assert json.loads(ask(server.port, "GET", "/cache/c1")[1])["release"] == 1
+        # Each checkpoint's INFO line, through gunicorn's error log.
+        assert re.search(r"\] \[\d+\] \[INFO\] checkpoint: ", server.log.read_text())
 
 
 @pytest.mark.slow
