@@ -61,6 +61,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -100,6 +101,8 @@ WORKER_BOOT_ERROR = 3
 _SUN_PATH_MAX = 108
 
 _GATE = "statemigrate_gate"
+_PRELOADED = "statemigrate_preloaded"  # on the arbiter: lives as long as the master
+_SERVICE = "statemigrate_service"  # on a worker, set in the master before the fork
 _IDLE = "statemigrate_idle"
 _KEEPER = "statemigrate_checkpoints"
 
@@ -136,6 +139,37 @@ def _resolve(spec: ServiceSpec) -> Service:
             "service", f"{spec!r} is not a statemigrate.Service (got {type(target).__name__})"
         )
     return target
+
+
+def _spec_key(spec: ServiceSpec) -> object:
+    """What tells two specs apart across a configuration read again: a name as
+    written, a service itself, a function by its name (it is made anew)."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, Service):
+        return ("service", id(spec))
+    return ("function", getattr(spec, "__module__", None), getattr(spec, "__qualname__", None))
+
+
+def _named(spec: ServiceSpec) -> str:
+    """A spec as a log line names it."""
+    if isinstance(spec, str):
+        return repr(spec)
+    if isinstance(spec, Service):
+        return f"the Service {spec.name!r} given"
+    return f"{getattr(spec, '__module__', '?')}.{getattr(spec, '__qualname__', '?')}()"
+
+
+@dataclass(frozen=True, slots=True)
+class _Preloaded:
+    """The service of the application the master loaded (``preload_app``), resolved
+    once: every worker the master forks serves that application until the next
+    ``kill -USR2``, whatever ``HUP`` reads into the configuration since."""
+
+    key: object
+    named: str
+    application: str | None
+    service: Service
 
 
 def _no_revert(permanent: tuple[str, ...]) -> HandoffReport:
@@ -221,6 +255,8 @@ class _Hooks:
             )
         route_library_logs(server.log)
         self._forget(os.getpid())  # left by an earlier process with our pid
+        if server.cfg.preload_app and getattr(server, _PRELOADED, None) is None:
+            self._remember_preloaded(server)
         if server.cfg.max_requests and self.checkpoints is None:
             server.log.warning(
                 "max_requests=%s: a recycled worker's state is lost, its replacement"
@@ -234,11 +270,44 @@ class _Hooks:
                 " queued on an old worker's are reset when it exits; turn it off"
             )
 
+    def _remember_preloaded(self, server: Any) -> None:
+        """Resolve, in the master, the service of the application it has loaded."""
+        application = getattr(server.app, "app_uri", None)
+        preloaded = _Preloaded(
+            key=_spec_key(self.service),
+            named=_named(self.service),
+            application=application if isinstance(application, str) else None,
+            service=_resolve(self.service),
+        )
+        setattr(server, _PRELOADED, preloaded)
+
     def pre_fork(self, server: Any, worker: Any) -> None:
         place(server, worker)
+        preloaded: _Preloaded | None = getattr(server, _PRELOADED, None)
+        if preloaded is not None:
+            setattr(worker, _SERVICE, preloaded.service)
 
     def on_reload(self, server: Any) -> None:
         route_library_logs(server.log)  # gunicorn's loglevel may have changed
+        preloaded: _Preloaded | None = getattr(server, _PRELOADED, None)
+        if preloaded is None:
+            if server.cfg.preload_app:
+                # Turned on by this reload: gunicorn has just loaded the application.
+                self._remember_preloaded(server)
+        elif _spec_key(self.service) != preloaded.key:
+            # gunicorn keeps the application it preloaded (its loaded callable) and
+            # forks every new worker from it: the configuration's new service would
+            # belong to code nobody serves, its restored state unseen and checkpointed.
+            loaded = f" ({preloaded.application!r})" if preloaded.application else ""
+            server.log.error(
+                "HUP: the configuration now names the service %s, but with preload_app"
+                " gunicorn serves on the application loaded at start%s, so the hooks"
+                " keep its service %s; changing releases needs kill -USR2, see"
+                " docs/gunicorn.md",
+                _named(self.service),
+                loaded,
+                preloaded.named,
+            )
         retire_all(server)
 
     def child_exit(self, server: Any, worker: Any) -> None:
@@ -267,7 +336,8 @@ class _Hooks:
                 slot,
             )
             return
-        service = _resolve(self.service)
+        preloaded: Service | None = getattr(worker, _SERVICE, None)
+        service = preloaded if preloaded is not None else _resolve(self.service)
         try:
             keeper = self._keeper(slot, worker)
         except StateMigrateError as exc:
@@ -487,7 +557,10 @@ def server_hooks(
     Args:
         service: the application's :class:`~statemigrate.Service`, every component
             registered: ``"module:attribute"`` naming it (or a function returning
-            it), resolved in each worker once the application is loaded.
+            it), resolved in each worker once the application is loaded; with
+            ``preload_app``, once in the master, and kept across ``HUP`` (gunicorn
+            serves on the application it preloaded: another service named after
+            ``HUP`` is refused, with an error logged).
         directory: where the workers listen for their successors (created 0700,
             refused unless private); by default under ``$XDG_RUNTIME_DIR`` or the
             temporary directory.

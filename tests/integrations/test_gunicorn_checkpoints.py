@@ -579,6 +579,33 @@ def test_after_hup_the_new_worker_serves_the_old_one_s_state(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+def test_hup_after_a_release_change_keeps_the_preloaded_application_s_service(
+    tmp_path: Path,
+) -> None:
+    """With preload_app, HUP goes on serving the application loaded at start, whatever
+    release the configuration names now: the hooks keep restoring into its service, and
+    say loudly, once, that the new one is refused."""
+    root = tmp_path / "checkpoints"
+    config = _config(tmp_path, root, every=3600.0)
+    with gunicorn(tmp_path, 1, worker_class="gthread", config=config) as server:
+        port = server.port
+        pid = _worker(port)
+        for key, value in KEYS.items():
+            assert ask(port, "PUT", f"/cache/{key}", value)[0] == 200
+        (tmp_path / "RELEASE").write_text("2\n")
+        master = server.master()
+        assert master is not None
+        os.kill(master, signal.SIGHUP)
+        _wait("a new worker serving", server, lambda: _worker_or_0(port) not in (0, pid))
+        assert {key: read_value(port, key) for key in KEYS} == KEYS
+        assert json.loads(ask(port, "GET", "/cache/c1")[1])["release"] == 1
+        errors = [line for line in server.log.read_text().splitlines() if "[ERROR]" in line]
+        assert len(errors) == 1, errors
+        assert "'app_v1:service'" in errors[0] and "'app_v2:service'" in errors[0]
+        assert "kill -USR2" in errors[0]
+
+
+@pytest.mark.slow
 def test_a_checkpoint_the_replacement_cannot_restore_is_kept_and_the_master_s_copy_served(
     tmp_path: Path,
 ) -> None:
