@@ -31,7 +31,13 @@ from integrations.test_gunicorn import (
 )
 
 from statemigrate import ConfigurationError, RestoreError, Service, StoreError
-from statemigrate.integrations._gunicorn_checkpoints import place, replaced, retire_all, vacate
+from statemigrate.integrations._gunicorn_checkpoints import (
+    SlotCheckpoints,
+    place,
+    replaced,
+    retire_all,
+    vacate,
+)
 from statemigrate.integrations.gunicorn import (
     WORKER_BOOT_ERROR,
     Checkpoints,
@@ -157,6 +163,24 @@ def test_max_requests_without_checkpoints_is_told_to_keep_them(tmp_path: Path) -
     assert len(server.log.lines) == 1
     assert "max_requests=100" in server.log.lines[0]
     assert "checkpoints=" in server.log.lines[0]
+
+
+def test_a_replacement_that_cannot_read_a_newer_release_s_checkpoint_says_to_use_usr2() -> None:
+    """What a rollback by HUP meets: release 1's worker, release 2's checkpoint."""
+    store = MemoryStore()
+    newer = Service("gunicorn-cache", registry=build_registry())
+    cache = KVCacheV2()
+    newer.register(cache)
+    cache.set("newer", "by-release-2", ttl=600.0)
+    newer.commit(store)
+    older = Service("gunicorn-cache", registry=build_registry())
+    older.register(KVCacheV1())
+    worker = type("Worker", (), {"pid": 4242, "log": Log()})()
+    SlotCheckpoints(Checkpoints(store), 0).restore_replaced(older, worker, ())
+    refused = [line for line in worker.log.lines if "cannot be restored" in line]
+    assert len(refused) == 1
+    assert "newer release" in refused[0] and "kill -USR2" in refused[0]
+    assert older.status.ready  # the master's copy is served
 
 
 # -- the master's view: slots and replacements ------------------------------------------------
