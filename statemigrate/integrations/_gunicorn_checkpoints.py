@@ -22,12 +22,20 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from statemigrate._errors import ConfigurationError, RestoreError, StateMigrateError
+from statemigrate._errors import (
+    ConfigurationError,
+    LossyMigrationError,
+    NoMigrationPathError,
+    RestoreError,
+    StateMigrateError,
+    UnknownComponentError,
+)
 from statemigrate._runtime._checkpoint import Checkpointer, check_positive_seconds
 from statemigrate._runtime._quiesce import Quiesce
 from statemigrate._runtime._service import Service
@@ -95,11 +103,19 @@ class Checkpoints:
         """The store of ``slot``.
 
         Raises:
-            ConfigurationError: the function did not return a store.
+            ConfigurationError: the function raised, or did not return a store.
         """
         if isinstance(self.store, Store):
             return self.store
-        store = self.store(slot)
+        try:
+            store = self.store(slot)
+        except Exception as exc:
+            # The application's function: whatever it raises is a configuration of
+            # ours that cannot be used, said in one line rather than a traceback.
+            raise ConfigurationError(
+                "checkpoints",
+                f"the function raised for slot {slot}: {type(exc).__name__}: {exc}",
+            ) from exc
         if not isinstance(store, Store):
             raise ConfigurationError(
                 "checkpoints",
@@ -194,6 +210,20 @@ def replaced(worker: Any) -> tuple[int, ...] | None:
 # -- in a worker ------------------------------------------------------------------------
 
 
+def _newer(exc: BaseException) -> bool:
+    """Whether a failed restore met a version later than the code knows: a newer
+    release's checkpoint, which only that release's downgrade steps can bring back."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, NoMigrationPathError | LossyMigrationError):
+            return seen.source > seen.target
+        if isinstance(seen, UnknownComponentError) and seen.version is not None:
+            known = [v for v in seen.known if isinstance(v, int)]
+            return bool(known) and seen.version > max(known)
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _wait_exited(pid: int, worker: Any) -> None:
     """Wait until ``pid`` (an old worker told to stop) has exited, telling the
     master meanwhile that this worker is alive."""
@@ -235,6 +265,8 @@ class SlotCheckpoints:
         self.slot = slot
         self.store = settings.store_for(slot)
         self.checkpointer: Checkpointer | None = None
+        self.restored = False
+        """Whether the worker restored a checkpoint (at boot, or as a replacement)."""
 
     def restore_at_boot(self, service: Service, worker: Any) -> bool:
         """A worker of the first round whose master left the state unowned (neither
@@ -250,6 +282,7 @@ class SlotCheckpoints:
             )
             return False
         if report is not None:
+            self.restored = True
             worker.log.info(
                 "%s: restored its latest checkpoint from %r (generation %s)",
                 where,
@@ -269,12 +302,20 @@ class SlotCheckpoints:
         try:
             report = service.start_from(self.store)
         except RestoreError as exc:
+            # A rollback by HUP: the older code cannot read what the newer wrote.
+            hint = (
+                "; a newer release wrote it, which only a kill -USR2 from the newer"
+                " release's master can roll back (docs/gunicorn.md)"
+                if _newer(exc)
+                else ""
+            )
             worker.log.error(
                 "%s replaces a worker of its slot; its latest checkpoint in %r cannot be"
-                " restored, serving the master's copy: %s",
+                " restored, serving the master's copy: %s%s",
                 where,
                 self.store,
                 exc,
+                hint,
             )
             if not service.status.ready:
                 # The master's copy is what the master started with: serve it and
@@ -289,6 +330,7 @@ class SlotCheckpoints:
                 self.store,
             )
             return
+        self.restored = True
         worker.log.info(
             "%s replaces a worker of its slot: restored its latest checkpoint from %r"
             " (generation %s)",
@@ -297,20 +339,49 @@ class SlotCheckpoints:
             report.generation,
         )
 
-    def run(self, service: Service, quiesce: Quiesce) -> None:
-        """Start the worker's checkpointer.
+    def run(self, service: Service, quiesce: Quiesce, worker: Any, *, now: bool) -> None:
+        """Start the worker's checkpointer; with ``now``, take its first checkpoint
+        at once, in the background, rather than ``every`` seconds later.
+
+        A worker that took its state over in a handoff, or restored it, takes one at
+        once: until then its slot's store holds only checkpoints in the versions of
+        the release that wrote them, which this release may not read (a rollback's),
+        and a replacement forked meanwhile (``kill -9``) would have nothing to
+        restore.
 
         Raises:
             ConfigurationError: ``quiesce`` cannot hold the writers from a thread.
         """
         settings = self.settings
-        self.checkpointer = Checkpointer(
+        checkpointer = Checkpointer(
             service,
             self.store,
             every=settings.every,
             incremental=settings.incremental,
             quiesce=settings.quiesce if settings.quiesce is not None else quiesce,
         ).start()
+        self.checkpointer = checkpointer
+        if now:
+            threading.Thread(
+                target=self._first,
+                args=(checkpointer, worker),
+                name="statemigrate-first-checkpoint",
+                daemon=True,
+            ).start()
+
+    def _first(self, checkpointer: Checkpointer, worker: Any) -> None:
+        # checkpoint_now() takes the checkpointer's lock: it never overlaps the
+        # periodic ones nor the final one of stop().
+        try:
+            checkpointer.checkpoint_now()
+        except (StateMigrateError, OSError) as exc:
+            worker.log.warning(
+                "worker %s (slot %s): its first checkpoint failed, the next comes in %g s: %s",
+                worker.pid,
+                self.slot,
+                checkpointer.every,
+                exc,
+            )
 
     def stop(self, worker: Any) -> None:
         """Stop the checkpointer with a final checkpoint (none once the state moved)."""

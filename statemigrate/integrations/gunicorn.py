@@ -61,6 +61,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -85,6 +86,7 @@ from statemigrate.integrations._gunicorn_checkpoints import (
     retire_all,
     vacate,
 )
+from statemigrate.integrations._gunicorn_logging import route_library_logs
 from statemigrate.integrations._gunicorn_worker import SAFE_METHODS, WorkerGate
 from statemigrate.integrations._trial import Trial, TrialRunner, checked, runner_for
 from statemigrate.stores._safedir import open_private_directory
@@ -99,6 +101,8 @@ WORKER_BOOT_ERROR = 3
 _SUN_PATH_MAX = 108
 
 _GATE = "statemigrate_gate"
+_PRELOADED = "statemigrate_preloaded"  # on the arbiter: lives as long as the master
+_SERVICE = "statemigrate_service"  # on a worker, set in the master before the fork
 _IDLE = "statemigrate_idle"
 _KEEPER = "statemigrate_checkpoints"
 
@@ -110,6 +114,7 @@ _HANDOFF_END_WAIT = 60.0
 ServiceSpec = str | Service | Callable[[], Service]
 """``"module:attribute"`` naming a :class:`~statemigrate.Service` or a function that
 returns one, or the service (or function) itself."""
+
 
 def _default_directory() -> Path:
     """Where the workers' sockets live unless told: private to the user, per machine."""
@@ -134,6 +139,37 @@ def _resolve(spec: ServiceSpec) -> Service:
             "service", f"{spec!r} is not a statemigrate.Service (got {type(target).__name__})"
         )
     return target
+
+
+def _spec_key(spec: ServiceSpec) -> object:
+    """What tells two specs apart across a configuration read again: a name as
+    written, a service itself, a function by its name (it is made anew)."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, Service):
+        return ("service", id(spec))
+    return ("function", getattr(spec, "__module__", None), getattr(spec, "__qualname__", None))
+
+
+def _named(spec: ServiceSpec) -> str:
+    """A spec as a log line names it."""
+    if isinstance(spec, str):
+        return repr(spec)
+    if isinstance(spec, Service):
+        return f"the Service {spec.name!r} given"
+    return f"{getattr(spec, '__module__', '?')}.{getattr(spec, '__qualname__', '?')}()"
+
+
+@dataclass(frozen=True, slots=True)
+class _Preloaded:
+    """The service of the application the master loaded (``preload_app``), resolved
+    once: every worker the master forks serves that application until the next
+    ``kill -USR2``, whatever ``HUP`` reads into the configuration since."""
+
+    key: object
+    named: str
+    application: str | None
+    service: Service
 
 
 def _no_revert(permanent: tuple[str, ...]) -> HandoffReport:
@@ -211,21 +247,21 @@ class _Hooks:
                 f"a trial needs workers = 1 (the permanent state is one worker's), not"
                 f" {server.cfg.workers}",
             )
-        if (
-            self.checkpoints is not None
-            and self.checkpoints.shared
-            and server.cfg.workers != 1
-        ):
+        if self.checkpoints is not None and self.checkpoints.shared and server.cfg.workers != 1:
             raise ConfigurationError(
                 "checkpoints",
                 f"one store for {server.cfg.workers} workers: each would replace the"
                 " others' checkpoints; give a function slot -> store",
             )
+        route_library_logs(server.log)
         self._forget(os.getpid())  # left by an earlier process with our pid
+        if server.cfg.preload_app and getattr(server, _PRELOADED, None) is None:
+            self._remember_preloaded(server)
         if server.cfg.max_requests and self.checkpoints is None:
             server.log.warning(
-                "max_requests=%s: a recycled worker's state is not carried over; its"
-                " replacement starts from the master's copy",
+                "max_requests=%s: a recycled worker's state is lost, its replacement"
+                " starts from the master's copy; give checkpoints= to keep it (the"
+                " recycled worker's final checkpoint is restored by the next)",
                 server.cfg.max_requests,
             )
         if server.cfg.reuse_port:
@@ -234,10 +270,44 @@ class _Hooks:
                 " queued on an old worker's are reset when it exits; turn it off"
             )
 
+    def _remember_preloaded(self, server: Any) -> None:
+        """Resolve, in the master, the service of the application it has loaded."""
+        application = getattr(server.app, "app_uri", None)
+        preloaded = _Preloaded(
+            key=_spec_key(self.service),
+            named=_named(self.service),
+            application=application if isinstance(application, str) else None,
+            service=_resolve(self.service),
+        )
+        setattr(server, _PRELOADED, preloaded)
+
     def pre_fork(self, server: Any, worker: Any) -> None:
         place(server, worker)
+        preloaded: _Preloaded | None = getattr(server, _PRELOADED, None)
+        if preloaded is not None:
+            setattr(worker, _SERVICE, preloaded.service)
 
     def on_reload(self, server: Any) -> None:
+        route_library_logs(server.log)  # gunicorn's loglevel may have changed
+        preloaded: _Preloaded | None = getattr(server, _PRELOADED, None)
+        if preloaded is None:
+            if server.cfg.preload_app:
+                # Turned on by this reload: gunicorn has just loaded the application.
+                self._remember_preloaded(server)
+        elif _spec_key(self.service) != preloaded.key:
+            # gunicorn keeps the application it preloaded (its loaded callable) and
+            # forks every new worker from it: the configuration's new service would
+            # belong to code nobody serves, its restored state unseen and checkpointed.
+            loaded = f" ({preloaded.application!r})" if preloaded.application else ""
+            server.log.error(
+                "HUP: the configuration now names the service %s, but with preload_app"
+                " gunicorn serves on the application loaded at start%s, so the hooks"
+                " keep its service %s; changing releases needs kill -USR2, see"
+                " docs/gunicorn.md",
+                _named(self.service),
+                loaded,
+                preloaded.named,
+            )
         retire_all(server)
 
     def child_exit(self, server: Any, worker: Any) -> None:
@@ -249,6 +319,7 @@ class _Hooks:
     # -- worker ------------------------------------------------------------------------
 
     def post_worker_init(self, worker: Any) -> None:
+        route_library_logs(worker.log)  # the application, loaded now, may log itself
         slot: int = getattr(worker, SLOT, 0)
         gate = WorkerGate(
             worker, on_moved=self._moved_path(worker.ppid).touch, safe_methods=self.safe_methods
@@ -265,7 +336,8 @@ class _Hooks:
                 slot,
             )
             return
-        service = _resolve(self.service)
+        preloaded: Service | None = getattr(worker, _SERVICE, None)
+        service = preloaded if preloaded is not None else _resolve(self.service)
         try:
             keeper = self._keeper(slot, worker)
         except StateMigrateError as exc:
@@ -296,7 +368,7 @@ class _Hooks:
         self._listen(service, slot, worker, gate, trials)
         if keeper is not None:
             try:
-                keeper.run(service, gate.still)
+                keeper.run(service, gate.still, worker, now=took_over or keeper.restored)
             except StateMigrateError as exc:
                 self._cannot_checkpoint(worker, slot, exc)
         if trials is not None:
@@ -323,9 +395,7 @@ class _Hooks:
         setattr(worker, _KEEPER, keeper)
         return keeper
 
-    def _take_over(
-        self, service: Service, predecessor: int, slot: int, worker: Any
-    ) -> bool | None:
+    def _take_over(self, service: Service, predecessor: int, slot: int, worker: Any) -> bool | None:
         """Take the state over from the previous master's worker of ``slot``: True
         once taken, False when there is none, None when the take-over failed."""
         path = self._socket_path(predecessor, slot)
@@ -368,7 +438,11 @@ class _Hooks:
             os.kill(predecessor, signal.SIGTERM)
 
     def _listen(
-        self, service: Service, slot: int, worker: Any, gate: WorkerGate,
+        self,
+        service: Service,
+        slot: int,
+        worker: Any,
+        gate: WorkerGate,
         trials: TrialRunner | None,
     ) -> None:
         path = self._socket_path(worker.ppid, slot)
@@ -424,9 +498,7 @@ class _Hooks:
                                 exc,
                             )
                             continue
-                    worker.log.info(
-                        "worker %s (slot %s): %s", worker.pid, slot, report.summary()
-                    )
+                    worker.log.info("worker %s (slot %s): %s", worker.pid, slot, report.summary())
                     if trials is not None:
                         # The worker's own master is the permanent generation's
                         # program: a worker is forked from it with its command line.
@@ -485,7 +557,10 @@ def server_hooks(
     Args:
         service: the application's :class:`~statemigrate.Service`, every component
             registered: ``"module:attribute"`` naming it (or a function returning
-            it), resolved in each worker once the application is loaded.
+            it), resolved in each worker once the application is loaded; with
+            ``preload_app``, once in the master, and kept across ``HUP`` (gunicorn
+            serves on the application it preloaded: another service named after
+            ``HUP`` is refused, with an error logged).
         directory: where the workers listen for their successors (created 0700,
             refused unless private); by default under ``$XDG_RUNTIME_DIR`` or the
             temporary directory.

@@ -8,6 +8,8 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import logging
+import logging.handlers
 import os
 import re
 import signal
@@ -587,6 +589,60 @@ def test_without_the_hooks_an_upgrade_loses_the_cache(tmp_path: Path) -> None:
         server.deploy(2, retire=True)
         server.wait_serving(2)
         assert read_value(server.port, "k1") is None
+
+
+def _gunicorn_log(tmp: Path, loglevel: str = "info") -> Any:
+    """gunicorn's own logger, its error log written to a file."""
+    from gunicorn.glogging import Logger  # type: ignore[import-untyped]
+
+    config = Config()
+    config.set("errorlog", str(tmp / "error.log"))
+    config.set("loglevel", loglevel)
+    return Logger(config)
+
+
+@pytest.fixture
+def library_logger(monkeypatch: pytest.MonkeyPatch) -> Iterator[logging.Logger]:
+    """The "statemigrate" logger with no handler, restored afterwards."""
+    library = logging.getLogger("statemigrate")
+    monkeypatch.setattr(library, "handlers", [])
+    level = library.level
+    try:
+        yield library
+    finally:
+        library.setLevel(level)
+
+
+def test_library_records_go_to_gunicorn_s_error_log_unless_logging_is_configured(
+    tmp_path: Path, library_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No handler on the root logger either, as in an application that configured no
+    # logging: pytest's own ones are added for the test's body.
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    log = _gunicorn_log(tmp_path)
+    hooks = server_hooks("app_v1:service", directory=tmp_path / "sockets")
+    cfg = type(
+        "Cfg", (), {"workers": 1, "reuse_port": False, "max_requests": 0, "preload_app": False}
+    )()
+    server = type("Arbiter", (), {"cfg": cfg, "log": log})()
+    hooks["when_ready"](server)
+    hooks["when_ready"](server)  # once only, however often the hooks run
+    logging.getLogger("statemigrate").info("checkpoint: %s", "committed")
+    logging.getLogger("statemigrate.handoff").warning("a warning")
+    logging.getLogger("statemigrate").debug("not at gunicorn's level")
+    lines = (tmp_path / "error.log").read_text().splitlines()
+    pid = os.getpid()
+    assert len(lines) == 2, lines
+    assert re.fullmatch(rf"\[.+\] \[{pid}\] \[INFO\] checkpoint: committed", lines[0])
+    assert re.fullmatch(rf"\[.+\] \[{pid}\] \[WARNING\] a warning", lines[1])
+
+    # An application that configures its own logging gets the records there only.
+    mine = logging.handlers.BufferingHandler(100)
+    library_logger.addHandler(mine)
+    hooks["when_ready"](server)
+    logging.getLogger("statemigrate").warning("to the application's handler")
+    assert len((tmp_path / "error.log").read_text().splitlines()) == 2
+    assert [r.getMessage() for r in mine.buffer] == ["to the application's handler"]
 
 
 # -- trials ---------------------------------------------------------------------------------

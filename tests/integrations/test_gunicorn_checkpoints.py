@@ -9,6 +9,7 @@ import errno
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -30,7 +31,13 @@ from integrations.test_gunicorn import (
 )
 
 from statemigrate import ConfigurationError, RestoreError, Service, StoreError
-from statemigrate.integrations._gunicorn_checkpoints import place, replaced, retire_all, vacate
+from statemigrate.integrations._gunicorn_checkpoints import (
+    SlotCheckpoints,
+    place,
+    replaced,
+    retire_all,
+    vacate,
+)
 from statemigrate.integrations.gunicorn import (
     WORKER_BOOT_ERROR,
     Checkpoints,
@@ -120,6 +127,60 @@ def test_a_store_that_cannot_be_opened_fails_the_worker_s_boot(tmp_path: Path) -
     assert exited.value.code == WORKER_BOOT_ERROR
     assert len(worker.log.lines) == 1
     assert "cannot keep checkpoints" in worker.log.lines[0]
+
+
+def test_a_store_function_that_raises_fails_the_worker_s_boot_with_one_line(
+    tmp_path: Path,
+) -> None:
+    service = Service("gunicorn-cache", registry=build_registry())
+    hooks = server_hooks(service, directory=tmp_path / "sockets", checkpoints=lambda slot: slot / 0)
+    (tmp_path / "sockets").mkdir(mode=0o700)
+    listener = socket.create_server(("127.0.0.1", 0))
+    worker = type(
+        "Worker",
+        (),
+        {"pid": os.getpid(), "ppid": os.getppid(), "sockets": [listener], "cfg": None,
+         "wsgi": None, "log": Log()},
+    )()  # fmt: skip
+    try:
+        with pytest.raises(SystemExit) as exited:
+            hooks["post_worker_init"](worker)
+    finally:
+        listener.close()
+    assert exited.value.code == WORKER_BOOT_ERROR
+    assert len(worker.log.lines) == 1
+    assert "cannot keep checkpoints" in worker.log.lines[0]
+    assert "ZeroDivisionError" in worker.log.lines[0] and "slot 0" in worker.log.lines[0]
+
+
+def test_max_requests_without_checkpoints_is_told_to_keep_them(tmp_path: Path) -> None:
+    hooks = server_hooks("app_v1:service", directory=tmp_path / "sockets")
+    cfg = type(
+        "Cfg", (), {"workers": 1, "reuse_port": False, "max_requests": 100, "preload_app": False}
+    )()
+    server = type("Arbiter", (), {"cfg": cfg, "log": Log()})()
+    hooks["when_ready"](server)
+    assert len(server.log.lines) == 1
+    assert "max_requests=100" in server.log.lines[0]
+    assert "checkpoints=" in server.log.lines[0]
+
+
+def test_a_replacement_that_cannot_read_a_newer_release_s_checkpoint_says_to_use_usr2() -> None:
+    """What a rollback by HUP meets: release 1's worker, release 2's checkpoint."""
+    store = MemoryStore()
+    newer = Service("gunicorn-cache", registry=build_registry())
+    cache = KVCacheV2()
+    newer.register(cache)
+    cache.set("newer", "by-release-2", ttl=600.0)
+    newer.commit(store)
+    older = Service("gunicorn-cache", registry=build_registry())
+    older.register(KVCacheV1())
+    worker = type("Worker", (), {"pid": 4242, "log": Log()})()
+    SlotCheckpoints(Checkpoints(store), 0).restore_replaced(older, worker, ())
+    refused = [line for line in worker.log.lines if "cannot be restored" in line]
+    assert len(refused) == 1
+    assert "newer release" in refused[0] and "kill -USR2" in refused[0]
+    assert older.status.ready  # the master's copy is served
 
 
 # -- the master's view: slots and replacements ------------------------------------------------
@@ -383,8 +444,12 @@ class Outcome:
 
 
 def _complete(root: Path, release: int = 1) -> str | None:
-    """The snapshot id of slot 0's latest checkpoint if it holds every key."""
-    latest = _stored(root, release)
+    """The snapshot id of slot 0's latest checkpoint if it holds every key (and
+    ``release`` reads it)."""
+    try:
+        latest = _stored(root, release)
+    except RestoreError:
+        return None  # another release's
     if latest is None or latest[1] != KEYS:
         return None
     return latest[0]
@@ -466,6 +531,29 @@ def test_after_an_upgrade_a_worker_killed_is_replaced_by_one_serving_its_checkpo
 
 
 @pytest.mark.slow
+def test_after_a_rollback_a_worker_killed_soon_is_replaced_by_one_serving_its_state(
+    tmp_path: Path,
+) -> None:
+    """A worker that took its state over checkpoints it at once, not ``every`` seconds
+    later: its slot's store soon holds a checkpoint its release reads, where it held
+    only the newer release's, which a replacement could not restore."""
+    root = tmp_path / "checkpoints"
+    config = _config(tmp_path, root, every=3600.0)
+    with gunicorn(tmp_path, 1, worker_class="gthread", config=config) as server:
+        for key, value in KEYS.items():
+            assert ask(server.port, "PUT", f"/cache/{key}", value)[0] == 200
+        server.deploy(2)
+        server.deploy(1)
+        outcome = _kill_after_checkpoint(server, root, release=1)
+        assert outcome.served == KEYS
+        assert outcome.stored == KEYS  # the replacement restored, and checkpointed at once
+        assert not outcome.regressed
+        assert json.loads(ask(server.port, "GET", "/cache/c1")[1])["release"] == 1
+        # Each checkpoint's INFO line, through gunicorn's error log.
+        assert re.search(r"\] \[\d+\] \[INFO\] checkpoint: ", server.log.read_text())
+
+
+@pytest.mark.slow
 def test_with_the_former_recipe_a_worker_killed_loses_every_checkpointed_key(
     tmp_path: Path,
 ) -> None:
@@ -512,6 +600,33 @@ def test_after_hup_the_new_worker_serves_the_old_one_s_state(tmp_path: Path) -> 
         _wait("a new worker serving", server, lambda: _worker(port) != pid)
         assert {key: read_value(port, key) for key in KEYS} == KEYS
         assert "waiting for worker" in server.log.read_text()
+
+
+@pytest.mark.slow
+def test_hup_after_a_release_change_keeps_the_preloaded_application_s_service(
+    tmp_path: Path,
+) -> None:
+    """With preload_app, HUP goes on serving the application loaded at start, whatever
+    release the configuration names now: the hooks keep restoring into its service, and
+    say loudly, once, that the new one is refused."""
+    root = tmp_path / "checkpoints"
+    config = _config(tmp_path, root, every=3600.0)
+    with gunicorn(tmp_path, 1, worker_class="gthread", config=config) as server:
+        port = server.port
+        pid = _worker(port)
+        for key, value in KEYS.items():
+            assert ask(port, "PUT", f"/cache/{key}", value)[0] == 200
+        (tmp_path / "RELEASE").write_text("2\n")
+        master = server.master()
+        assert master is not None
+        os.kill(master, signal.SIGHUP)
+        _wait("a new worker serving", server, lambda: _worker_or_0(port) not in (0, pid))
+        assert {key: read_value(port, key) for key in KEYS} == KEYS
+        assert json.loads(ask(port, "GET", "/cache/c1")[1])["release"] == 1
+        errors = [line for line in server.log.read_text().splitlines() if "[ERROR]" in line]
+        assert len(errors) == 1, errors
+        assert "'app_v1:service'" in errors[0] and "'app_v2:service'" in errors[0]
+        assert "kill -USR2" in errors[0]
 
 
 @pytest.mark.slow
