@@ -5,23 +5,25 @@ A :class:`~statemigrate.TrackedDict` records writes of keys. A value changed in 
 the change, and a hand-over or an incremental checkpoint would lose it without a
 word. Nothing cheap sees every such change, but a small sample sees the habit: each
 time the changes are taken, a few of the records just written are kept as digests of
-their plain form, and the next time, those not written again must still have the same
-digest. A service that changes its values in place does so to most of the records it
-touches, so a sample of :data:`SAMPLE` catches it within a round or two, and the
-hand-over or checkpoint fails with :class:`~statemigrate.ChangeTrackingError` instead
-of losing writes.
+what they hold (the fields a snapshot keeps, see ``_held``), and the next time, those
+not written again must still have the same digest. A service that changes its values
+in place does so to most of the records it touches, so a sample of :data:`SAMPLE`
+catches it within a round or two, and the hand-over or checkpoint fails with
+:class:`~statemigrate.ChangeTrackingError` instead of losing writes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Collection, Mapping
 from itertools import islice
 from typing import Any
 
+import pydantic
+
 from statemigrate._errors import ChangeTrackingError
 from statemigrate._model._compare import format_path
-from statemigrate._model._plaindata import to_plain
 
 __all__ = ["SAMPLE", "InPlaceWatch"]
 
@@ -88,9 +90,35 @@ class InPlaceWatch:
 
 
 def _digest(value: object) -> bytes | None:
-    """A digest of the plain form of ``value``; None when it has none (never watched)."""
+    """A digest of what ``value`` holds; None when it cannot be had (never watched)."""
     try:
-        text = repr(to_plain(value))
+        text = repr(_held(value, 0))
     except Exception:
         return None
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+_DEEPEST = 64
+"""How far into a value the digest looks; what lies deeper is not watched."""
+
+
+def _held(value: object, depth: int) -> object:
+    """What ``value`` holds, as the snapshot keeps it: a model's or a dataclass's fields
+    (not its computed fields, which may change with the clock and are not kept), the
+    items of containers (a set's in a stable order), leaves by their ``repr``. An
+    object of another class counts as its ``repr``, by default its identity: a change
+    inside it goes unseen rather than being taken for one."""
+    if depth > _DEEPEST:
+        return "..."
+    depth += 1
+    if isinstance(value, pydantic.BaseModel):
+        return {name: _held(getattr(value, name), depth) for name in type(value).model_fields}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _held(getattr(value, f.name), depth) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return [(repr(key), _held(item, depth)) for key, item in value.items()]
+    if isinstance(value, list | tuple):
+        return [_held(item, depth) for item in value]
+    if isinstance(value, set | frozenset):
+        return sorted(repr(_held(item, depth)) for item in value)
+    return repr(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import pydantic
 import pytest
 from typing_extensions import TypedDict
 
@@ -233,3 +234,45 @@ def test_a_pre_copy_with_a_value_changed_in_place_fails_at_the_delta() -> None:
         old.carts["b"].append(2)
         with pytest.raises(ChangeTrackingError, match=r"\['carts'\]\['b'\]"):
             pieces.delta()
+
+
+TICKS = [0]  # what a clock would give: changes with no write of the model
+
+
+class Session(pydantic.BaseModel):
+    user: str
+    seen: list[int]
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def age(self) -> int:
+        return TICKS[0]
+
+
+class Sessions(TypedDict):
+    sessions: dict[str, Session]
+
+
+REGISTRY.add_schema("sessions", 1, Sessions)
+
+
+@REGISTRY.migratable("sessions", version=1)
+class SessionStore:
+    def __init__(self) -> None:
+        self.sessions: TrackedDict[str, Session] = TrackedDict()
+
+
+def test_a_computed_field_that_changes_is_no_change_in_place() -> None:
+    store = SessionStore()
+    changes = ComponentChanges.attach(store, registry=REGISTRY)
+    assert changes is not None
+    changes.open()
+    store.sessions["s"] = Session(user="u", seen=[])
+    changes.take()
+    TICKS[0] += 1  # the computed field moves on; what a snapshot keeps does not
+    changes.take()
+    store.sessions["s"] = Session(user="u", seen=[])
+    changes.take()
+    store.sessions["s"].seen.append(1)  # a field changed in place: caught
+    with pytest.raises(ChangeTrackingError, match=r"\['sessions'\]\['s'\]"):
+        changes.take()
