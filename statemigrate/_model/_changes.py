@@ -30,6 +30,7 @@ changed, and a hand-over then sends their whole state.
 
 from __future__ import annotations
 
+import random
 import time
 import typing
 from collections.abc import Mapping, MutableMapping
@@ -40,7 +41,7 @@ from typing import Any
 import pydantic
 
 from statemigrate._errors import RegistrationError
-from statemigrate._model._inplacewatch import InPlaceWatch
+from statemigrate._model._inplacewatch import POOL, InPlaceWatch
 from statemigrate._model._registry import component_spec
 from statemigrate._model._schema import SchemaVersion
 from statemigrate._model._tracked import ChangeMark, TrackedDict
@@ -132,6 +133,7 @@ class ComponentChanges:
         for name, tracked in self._fields.items():
             if name not in self._marks:
                 self._marks[name] = tracked.mark()
+        self._seed_watch()
 
     def pending(self) -> int:
         """Distinct records written since the last :meth:`take` (or :meth:`open`)."""
@@ -147,6 +149,7 @@ class ComponentChanges:
         self._watch.forget()
         for name, mark in self._marks.items():
             self._fields[name].advance(mark)
+        self._seed_watch()
 
     def take(self, *, limit: int | None = None) -> PartialState:
         """The changes since the last take (or open), and a new starting point.
@@ -185,6 +188,15 @@ class ComponentChanges:
             self._watch.watch(name, state[name])
             deleted[name] = list(changes.deleted)
         return PartialState(state, deleted)
+
+    def _seed_watch(self) -> None:
+        """Watch a random sample of every record field's records, from its marks on
+        (a write before the mark is in the digest, one after it in the log)."""
+        for name in self._marks:
+            keys = list(self._fields[name])
+            if len(keys) > POOL:
+                keys = random.sample(keys, POOL)
+            self._watch.seed(name, self._current(name, keys), held=len(self._fields[name]))
 
     def _current(self, name: str, keys: list[Any]) -> Mapping[Any, Any]:
         """The records of ``keys`` that exist now, as a take would export them."""

@@ -3,19 +3,24 @@
 A :class:`~statemigrate.TrackedDict` records writes of keys. A value changed in place
 (``carts[cid].items.append(item)``) is no write, so a delta taken afterwards misses
 the change, and a hand-over or an incremental checkpoint would lose it without a
-word. Nothing cheap sees every such change, but a small sample sees the habit: each
-time the changes are taken, a few of the records just written are kept as digests of
-what they hold (the fields a snapshot keeps, see ``_held``), and the next time, those
-not written again must still have the same digest. A service that changes its values
-in place does so to most of the records it touches, so a sample of :data:`SAMPLE`
-catches it within a round or two, and the hand-over or checkpoint fails with
-:class:`~statemigrate.ChangeTrackingError` instead of losing writes.
+word. Nothing cheap sees every such change, but a sample sees the habit: each time
+the changes are taken, the first :data:`SAMPLE` records just written, and a random
+pool of :data:`POOL` among all the records held (drawn when tracking begins or a full
+state is taken, and renewed from those written since), are kept as
+digests of what they hold (the fields a snapshot keeps, see ``_held``); the next time,
+those not written again must still have the same digest. A service that changes its
+values in place does so to many of its records, so the sample catches it within a few
+takes, and the hand-over or checkpoint fails with
+:class:`~statemigrate.ChangeTrackingError` instead of losing writes. It is a net,
+not a proof: ``statemigrate.testing.check_change_tracking`` is the test that shows a
+component right.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import random
 from collections.abc import Callable, Collection, Mapping
 from itertools import islice
 from typing import Any
@@ -25,18 +30,24 @@ import pydantic
 from statemigrate._errors import ChangeTrackingError
 from statemigrate._model._compare import format_path
 
-__all__ = ["SAMPLE", "InPlaceWatch"]
+__all__ = ["POOL", "SAMPLE", "InPlaceWatch"]
 
 SAMPLE = 16
-"""Records watched per field from one take of the changes to the next."""
+"""Records watched per field among those a take just took (the first of them)."""
+
+POOL = 128
+"""Records watched per field besides those: a random sample of all the records, so
+that a record written once and changed in place long after can be caught too."""
 
 
 class InPlaceWatch:
-    """The records of one component watched since the last take, per record field."""
+    """The records of one component watched from take to take, per record field."""
 
     def __init__(self, component: str) -> None:
         self._component = component
         self._watched: dict[str, dict[Any, bytes]] = {}
+        self._taken: dict[str, int] = {}  # records taken per field, for the random pool
+        self._random = random.Random()
 
     def check(
         self,
@@ -59,16 +70,18 @@ class InPlaceWatch:
             ChangeTrackingError: a watched record's value changed, but its key was not
                 written.
         """
-        watched = self._watched.pop(field, {})
-        unwritten = [key for key in watched if key not in written]
-        if not unwritten:
+        watched = self._watched.setdefault(field, {})
+        for key in [key for key in watched if key in written]:
+            del watched[key]  # written again: the delta carries it, and its digest is old
+        if not watched:
             return
-        current = read(unwritten)
-        for key in unwritten:
-            if key not in current:
-                continue  # gone since: a deletion, which the log does record
-            digest = _digest(current[key])
-            if digest is not None and digest != watched[key] and not written_meanwhile(key):
+        current = read(list(watched))
+        for key, before in list(watched.items()):
+            value = current.get(key, _GONE)
+            digest = None if value is _GONE else _digest(value)
+            if digest is None:
+                del watched[key]  # gone (a deletion, which the log records) or unreadable
+            elif digest != before and not written_meanwhile(key):
                 raise ChangeTrackingError(
                     self._component,
                     format_path([field, key]),
@@ -76,17 +89,41 @@ class InPlaceWatch:
                 )
 
     def watch(self, field: str, records: Mapping[Any, Any]) -> None:
-        """Keep digests of the first :data:`SAMPLE` records of ``records`` (a take's)."""
-        digests = {}
-        for key, value in islice(records.items(), SAMPLE):
+        """Watch the first :data:`SAMPLE` records of ``records`` (a take's), and let
+        each of the others into the random pool with the chance a uniform sample of
+        every record taken so far gives it."""
+        watched = self._watched.setdefault(field, {})
+        taken = self._taken.get(field, 0)
+        for index, (key, value) in enumerate(records.items()):
+            taken += 1
+            if index >= SAMPLE and self._random.random() * taken >= POOL:
+                continue
+            digest = _digest(value)
+            if digest is None:
+                continue
+            if key not in watched and len(watched) >= SAMPLE + POOL:
+                # Room made by a record chosen at random: the pool stays a sample of all.
+                del watched[next(islice(watched, self._random.randrange(len(watched)), None))]
+            watched[key] = digest
+        self._taken[field] = taken
+
+    def seed(self, field: str, records: Mapping[Any, Any], *, held: int) -> None:
+        """Watch ``records`` (a random sample of the ``held`` records of ``field``, the
+        pool to start from), replacing what was watched of that field."""
+        watched = self._watched[field] = {}
+        for key, value in records.items():
             digest = _digest(value)
             if digest is not None:
-                digests[key] = digest
-        self._watched[field] = digests
+                watched[key] = digest
+        self._taken[field] = held
 
     def forget(self) -> None:
         """Watch nothing (the changes were dropped, or a full state taken instead)."""
         self._watched.clear()
+        self._taken.clear()
+
+
+_GONE: Any = object()
 
 
 def _digest(value: object) -> bytes | None:
