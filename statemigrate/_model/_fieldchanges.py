@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping
-from itertools import repeat
+from itertools import compress, repeat
 from typing import Any, Final
 
 from statemigrate._errors import RegistrationError
@@ -48,6 +48,9 @@ __all__ = ["FieldChanges", "proves"]
 
 _RECORD_ONLY: Final = object()
 """Marks the second argument as absent: the step was called on a whole state."""
+
+_LAYOUTS_KEPT = 64
+"""Key orders whose layout is kept per step: records of one schema have a few."""
 
 _SHARED_SAFELY = frozenset({int, float, str, bytes, bool, type(None)})
 """Added values of these types are immutable: every record may hold the same one."""
@@ -82,7 +85,7 @@ class FieldChanges:
             field named twice, or an added value that is not plain data.
     """
 
-    __slots__ = ("__name__", "add", "drop", "rename")
+    __slots__ = ("__name__", "_layouts", "add", "drop", "rename")
 
     def __init__(
         self,
@@ -91,9 +94,9 @@ class FieldChanges:
         rename: Mapping[str, str] | None = None,
         drop: Iterable[str] = (),
     ) -> None:
-        if isinstance(drop, str):
+        if isinstance(drop, str) or not isinstance(drop, Iterable):
             raise RegistrationError(
-                f"FieldChanges(drop=...) takes field names, not the str {drop!r}"
+                f"FieldChanges(drop=...) takes field names, not {type(drop).__name__} {drop!r}"
             )
         # A copy of each added value: changing the caller's list later changes no step.
         self.add: tuple[tuple[str, object], ...] = tuple(
@@ -103,6 +106,7 @@ class FieldChanges:
         self.drop: tuple[str, ...] = tuple(drop)
         _check(self.add, self.rename, self.drop)
         self.__name__ = _describe(self.add, self.rename, self.drop)
+        self._layouts: dict[tuple[Any, ...], tuple[tuple[Any, ...], tuple[bool, ...] | None]] = {}
 
     def __call__(self, data_or_key: Any, record: Any = _RECORD_ONLY) -> Any:
         """As a whole-data step ``changes(data)``; as a record step ``changes(key, value)``."""
@@ -132,22 +136,27 @@ class FieldChanges:
     def apply_each(self, records: dict[Any, Any]) -> None:
         """Make the changes on every value of ``records``, as a record step does.
 
-        The same as calling :meth:`apply` on each value, in a fraction of the time: the
-        common changes (add an immutable value, drop a field) run as C loops over all
-        records, not as a Python call per record.
+        The same as calling :meth:`apply` on each value, in a fraction of the time:
+        adding an immutable value and dropping a field run as C loops over all records;
+        a rename rebuilds each record (in C, once the layout of its keys is known).
 
         Raises:
             TypeError: a value is neither a ``dict`` nor ``None``.
         """
         kinds = set(map(type, records.values()))
-        if self.rename or not kinds <= {dict, type(None)}:
+        if not kinds <= {dict, type(None)}:
             for key, record in records.items():
-                records[key] = self.apply(record)
+                records[key] = self.apply(record)  # raises for the first that is neither
             return
+        if self.rename:
+            renamed = self._renamed  # renames and drops, rebuilding each record
+            for key, record in records.items():
+                if record is not None:
+                    records[key] = renamed(record)
         dicts: Iterable[dict[str, Any]] = records.values()
         if type(None) in kinds:
             dicts = [record for record in dicts if record is not None]
-        for name in self.drop:
+        for name in () if self.rename else self.drop:
             deque(map(dict.pop, dicts, repeat(name), repeat(None)), maxlen=0)
         for name, value in self.add:
             if type(value) in _SHARED_SAFELY:
@@ -157,18 +166,30 @@ class FieldChanges:
                     record[name] = copy_plain(value)
 
     def _renamed(self, record: dict[str, Any]) -> dict[str, Any]:
+        # Records of one schema share their keys' order: the new keys and which values
+        # to keep are worked out once per order, and each record is rebuilt in C.
+        keys = tuple(record)
+        layout = self._layouts.get(keys)
+        if layout is None:
+            layout = self._layout(keys)
+            if len(self._layouts) < _LAYOUTS_KEPT:
+                self._layouts[keys] = layout
+        new_keys, kept = layout
+        values = record.values() if kept is None else compress(record.values(), kept)
+        return dict(zip(new_keys, values))  # noqa: B905 (as many keys as values kept, by _layout)
+
+    def _layout(self, keys: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[bool, ...] | None]:
+        """For records with ``keys`` in this order: the keys after renames and drops,
+        and which of the values are kept (None for all)."""
         new_names = dict(self.rename)
         dropped = set(self.drop)
-        renamed: dict[str, Any] = {}
-        for name, value in record.items():
-            if name in dropped:
-                continue
-            new_name = new_names.get(name, name)
-            if new_name in renamed:
-                # Two fields would land on one name: say so rather than keep either.
-                raise ValueError(f"{self.__name__}: the record already holds {new_name!r}")
-            renamed[new_name] = value
-        return renamed
+        kept = tuple(key not in dropped for key in keys) if dropped.intersection(keys) else None
+        new_keys = tuple(new_names.get(key, key) for key in keys if key not in dropped)
+        if len(set(new_keys)) < len(new_keys):
+            # Two fields would land on one name: say so rather than keep either.
+            landed = next(key for key in new_keys if new_keys.count(key) > 1)
+            raise ValueError(f"{self.__name__}: the record already holds {landed!r}")
+        return new_keys, kept
 
     def __repr__(self) -> str:
         return f"FieldChanges({self.__name__})"
@@ -185,12 +206,14 @@ def _check(
     for name in names:
         if not isinstance(name, str) or not name:
             raise RegistrationError(f"FieldChanges: field names are non-empty str, not {name!r}")
-    sources = [old for old, _ in rename] + list(drop)
-    targets = [new for _, new in rename] + [name for name, _ in add]
-    for group, what in ((sources, "renamed or dropped"), (targets, "renamed to or added")):
-        twice = sorted({name for name in group if group.count(name) > 1})
-        if twice:
-            raise RegistrationError(f"FieldChanges: {', '.join(map(repr, twice))} {what} twice")
+    # Each name once in all: a field renamed and dropped, renamed onto itself, dropped
+    # and added, says two things of one field, and only one of them could be meant.
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise RegistrationError(
+            f"FieldChanges: {', '.join(map(repr, twice))} named more than once; name each"
+            " field once, in add, rename (old or new name) or drop"
+        )
     for name, value in add:
         problem = not_plain_output(value)
         if problem is not None:

@@ -139,10 +139,14 @@ def test_a_rename_onto_a_field_the_record_holds_is_refused() -> None:
     ("kwargs", "message"),
     [
         ({}, "at least one field"),
-        ({"drop": "hits"}, "takes field names, not the str 'hits'"),
-        ({"drop": ["a", "a"]}, "'a' renamed or dropped twice"),
-        ({"rename": {"a": "b"}, "drop": ["a"]}, "'a' renamed or dropped twice"),
-        ({"rename": {"a": "c"}, "add": {"c": 1}}, "'c' renamed to or added twice"),
+        ({"drop": "hits"}, "takes field names, not str 'hits'"),
+        ({"drop": ["a", "a"]}, "'a' named more than once"),
+        ({"rename": {"a": "b"}, "drop": ["a"]}, "'a' named more than once"),
+        ({"rename": {"a": "b"}, "drop": ["b"]}, "'b' named more than once"),
+        ({"rename": {"a": "a"}}, "'a' named more than once"),
+        ({"add": {"a": 1}, "drop": ["a"]}, "'a' named more than once"),
+        ({"rename": {"a": "c"}, "add": {"c": 1}}, "'c' named more than once"),
+        ({"add": {"a": 1}, "drop": None}, "takes field names, not NoneType None"),
         ({"add": {"": 1}}, "non-empty str"),
         ({"add": {"at": {1, 2}}}, "the value added as 'at' is not plain data"),
     ],
@@ -175,7 +179,8 @@ RECORDS = st.dictionaries(
             ADD_HITS,
             ADD_SEEN,
             FieldChanges(drop=["a", "b"]),
-            FieldChanges(drop=["a"], add={"a": [1]}),
+            FieldChanges(drop=["a"], add={"z": [1]}),
+            FieldChanges(rename={"a": "x", "c": "y"}, drop=["b"], add={"z": 0}),
         ]
     ),
 )
