@@ -583,6 +583,7 @@ def make_migration(
             f"steps between {base} and {live.version} exist: {', '.join(joined)}"
         )
     changes = diff_schemas(old, new, aliases=alias_hints(live), renames=renames)
+    _check_renames_used(renames or {}, changes)
     if records is not None:
         _check_record_steps(records, {base: old, live.version: new})
     else:
@@ -695,6 +696,24 @@ def _live_schema(
 
 def _module_stem(component: str) -> str:
     return re.sub(r"\W", "_", component)
+
+
+def _check_renames_used(renames: Mapping[str, str], changes: Sequence[Change]) -> None:
+    """Refuse a declared rename that renamed nothing: a typo in the old path, or a new
+    name that is no new field beside it, would otherwise become a removal and an
+    addition without a word."""
+    done = {
+        (".".join((*change.old_parent, change.old_name or "")), change.name)
+        for change in changes
+        if change.kind == "renamed"
+    }
+    for old, new in renames.items():
+        if (old, new) not in done:
+            removed = [c.where for c in changes if c.kind == "removed"]
+            raise RegistrationError(
+                f"--rename {old}={new} renames nothing: {old} is no field removed with a"
+                f" new field {new!r} beside it (removed: {', '.join(removed) or 'none'})"
+            )
 
 
 def _next_number(folder: Path, component: str) -> int:

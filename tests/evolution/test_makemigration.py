@@ -276,6 +276,22 @@ def test_a_remove_and_add_of_the_same_type_is_not_taken_for_a_rename(tmp_path: P
     )
 
 
+@pytest.mark.parametrize(
+    ("renames", "message"),
+    [
+        ({"nope": "data"}, "nope is no field removed with a new field 'data' beside it"),
+        ({"value": "count"}, "value is no field removed with a new field 'count' beside it"),
+        ({"x.value": "data"}, "x.value is no field removed"),
+    ],
+)
+def test_a_rename_that_renames_nothing_is_refused(
+    tmp_path: Path, renames: dict[str, str], message: str
+) -> None:
+    """A typo in --rename would otherwise become a removal and an addition silently."""
+    with pytest.raises(RegistrationError, match=message + r".*\(removed: value\)"):
+        evolve(tmp_path, "twin", RenamedV1, TwinV2, renames=renames)
+
+
 def test_the_reference_v2_to_v3_change_leaves_only_the_hit_counter_to_write(
     tmp_path: Path,
 ) -> None:
