@@ -110,8 +110,9 @@ def install_signal_trigger(
     A signal handler must return quickly and may interrupt anything, so the handler
     only starts a thread that runs ``callback``; a signal that arrives while a
     previous run is still going is ignored (the handoff lock would refuse it
-    anyway). The thread is not a daemon: an interpreter exiting meanwhile waits
-    for the handoff to end rather than abandon a successor halfway. A
+    anyway), and a warning says so when the run ends. The thread is not a daemon:
+    an interpreter exiting meanwhile waits for the handoff to end rather than
+    abandon a successor halfway. A
     :class:`~statemigrate.HandoffError` from ``callback`` is logged as a warning,
     any other exception with its traceback.
 
@@ -133,6 +134,7 @@ def install_signal_trigger(
     """
     busy = threading.Lock()
     held = tuple(hold)
+    ignored = [0]  # signals that came during the run, said once it ends
 
     def run() -> None:
         try:
@@ -142,6 +144,12 @@ def install_signal_trigger(
         except Exception:
             logger.exception("handoff triggered by signal %d raised", signum)
         finally:
+            if ignored[0]:
+                logger.warning(
+                    "signal %d came %d more time(s) while that handoff ran: ignored; send"
+                    " it again to start another", signum, ignored[0],
+                )
+                ignored[0] = 0
             busy.release()
             if held:
                 _hold.end()
@@ -152,6 +160,8 @@ def install_signal_trigger(
             if held:
                 _hold.begin(held)  # here, in the main thread, before the run starts
             threading.Thread(target=run, name="statemigrate-handoff").start()
+        else:
+            ignored[0] += 1
 
     previous = signal.signal(signum, handler)
 
@@ -170,7 +180,7 @@ def install_signal_trigger_async(
     The asyncio flavour of :func:`install_signal_trigger`: the signal is handled by
     the running event loop (``loop.add_signal_handler``), which starts a task named
     ``statemigrate-handoff`` that awaits ``callback()``. A signal that arrives while
-    that task is still running is ignored. A
+    that task is still running is ignored, with a warning. A
     :class:`~statemigrate.HandoffError` from ``callback`` is logged as a warning, any
     other exception with its traceback.
 
@@ -207,8 +217,11 @@ def install_signal_trigger_async(
             logger.exception("handoff triggered by signal %d raised", signum)
 
     def handler() -> None:
-        # Called by the loop, not in signal context: creating a task is safe here.
+        # Called by the loop, not in signal context: creating a task and logging are safe.
         if running:
+            logger.warning(
+                "signal %d ignored: the handoff it started earlier is still running", signum
+            )
             return
         task = loop.create_task(run(), name="statemigrate-handoff")
         running.add(task)

@@ -29,7 +29,7 @@ def test_signal_runs_the_callback_in_a_thread():
     assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
 
 
-def test_signals_during_a_run_are_ignored():
+def test_signals_during_a_run_are_ignored(caplog):
     release = threading.Event()
     calls: list[int] = []
 
@@ -55,6 +55,9 @@ def test_signals_during_a_run_are_ignored():
         release.set()
         uninstall()
     assert calls == [1, 1]
+    said = [r.getMessage() for r in caplog.records if "while that handoff ran" in r.getMessage()]
+    assert said == [f"signal {signal.SIGUSR1} came 3 more time(s) while that handoff ran:"
+                    " ignored; send it again to start another"]
 
 
 def test_callback_errors_are_logged_not_raised(caplog):
@@ -100,7 +103,7 @@ def test_async_trigger_runs_the_coroutine_as_a_task_on_the_loop():
     assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL  # the previous handler is back
 
 
-def test_async_trigger_ignores_signals_during_a_run():
+def test_async_trigger_ignores_signals_during_a_run(caplog):
     calls: list[int] = []
 
     async def scenario() -> None:
@@ -127,6 +130,10 @@ def test_async_trigger_ignores_signals_during_a_run():
             uninstall()
 
     asyncio.run(scenario())
+    said = [r.getMessage() for r in caplog.records if "still running" in r.getMessage()]
+    assert len(said) == 3 and said[0] == (
+        f"signal {signal.SIGUSR1} ignored: the handoff it started earlier is still running"
+    )
     assert calls == [1, 1]
 
 
