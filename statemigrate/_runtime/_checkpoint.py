@@ -454,7 +454,7 @@ class Checkpointer:
     def _committed(
         self, committed: CommitReport, mark: object, pause: float, began: float
     ) -> CheckpointReport:
-        result = CheckpointReport(committed, pause, time.perf_counter() - began)
+        result = CheckpointReport(committed, pause, time.perf_counter() - began, reason="")
         logger.info("%s%s", "final " if self._final else "", result.summary())
         self._taker.committed_mark = mark
         if self.failures:

@@ -154,8 +154,8 @@ class CheckpointReport:
     seconds: float
     """Seconds the whole checkpoint took, the store's commit included."""
     reason: str = UNCHANGED
-    """Why it was skipped (meaningless when it committed): ``"unchanged"`` when the
-    state is the one the last committed checkpoint holds."""
+    """Why it was skipped, empty when it committed: ``"unchanged"`` when the state is the
+    one the last committed checkpoint holds."""
 
     @property
     def skipped(self) -> bool:

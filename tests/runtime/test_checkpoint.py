@@ -326,6 +326,14 @@ def test_a_state_taken_over_in_a_handoff_is_checkpointed_at_once() -> None:
     assert restored(store) == state_after(3)
 
 
+def test_a_committed_checkpoint_gives_no_reason_for_a_skip() -> None:
+    service, ledger = ledger_service()
+    checkpointer = Checkpointer(service, MemoryStore(), every=3600.0, quiesce=threading.Lock())
+    written(ledger, 2)
+    report = checkpointer.checkpoint_now()
+    assert not report.skipped and report.reason == ""
+
+
 def test_stop_takes_a_final_checkpoint() -> None:
     service, ledger = ledger_service()
     store = MemoryStore()
