@@ -206,13 +206,29 @@ def _check(
     for name in names:
         if not isinstance(name, str) or not name:
             raise RegistrationError(f"FieldChanges: field names are non-empty str, not {name!r}")
-    # Each name once in all: a field renamed and dropped, renamed onto itself, dropped
-    # and added, says two things of one field, and only one of them could be meant.
-    twice = sorted({name for name in names if names.count(name) > 1})
+    # A field renamed and dropped, renamed onto itself, dropped and added, or renamed to
+    # and added, says two things of one field, and only one of them could be meant. A
+    # field may be renamed to another's old name (a swap), and a field renamed away
+    # may be added again under its old name.
+    old_names = [old for old, _ in rename]
+    new_names = [new for _, new in rename]
+    added = [name for name, _ in add]
+    twice = sorted(
+        {
+            name
+            for group in (old_names, new_names, added, drop)
+            for name in group
+            if group.count(name) > 1
+        }
+        | {old for old, new in rename if old == new}
+        | set(drop).intersection(old_names + new_names + added)
+        | set(added).intersection(new_names)
+    )
     if twice:
         raise RegistrationError(
-            f"FieldChanges: {', '.join(map(repr, twice))} named more than once; name each"
-            " field once, in add, rename (old or new name) or drop"
+            f"FieldChanges: {', '.join(map(repr, twice))} named twice; a field is renamed,"
+            " dropped or added once (a swap of two names, or a name renamed away and"
+            " added again, is fine)"
         )
     for name, value in add:
         problem = not_plain_output(value)
