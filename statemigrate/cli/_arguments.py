@@ -13,17 +13,9 @@ import stat
 from pathlib import Path
 
 from statemigrate._errors import StoreError
+from statemigrate.stores._safedir import FILE_KINDS
 
 __all__ = ["check_output_file", "positive_integer"]
-
-_KINDS = {
-    stat.S_IFDIR: "a directory",
-    stat.S_IFLNK: "a symbolic link",
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-}
 
 
 def positive_integer(text: str) -> int:
@@ -68,7 +60,7 @@ def check_output_file(path: str | os.PathLike[str], *, option: str) -> Path:
     else:
         kind = stat.S_IFMT(st.st_mode)
         if kind != stat.S_IFREG:
-            what = _KINDS.get(kind, "not a regular file")
+            what = FILE_KINDS.get(kind, "not a regular file")
             raise StoreError("write", name, f"is {what}; {option} replaces only a regular file")
     folder = target.parent
     try:

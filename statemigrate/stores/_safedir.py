@@ -17,11 +17,11 @@ from statemigrate._errors import StoreError
 from statemigrate.stores import _syscalls
 from statemigrate.stores._base import too_large
 
-__all__ = ["check_file", "open_private_directory"]
+__all__ = ["FILE_KINDS", "check_file", "open_private_directory"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-_KINDS = {
+FILE_KINDS = {
     stat.S_IFDIR: "a directory",
     stat.S_IFLNK: "a symbolic link",
     stat.S_IFIFO: "a FIFO",
@@ -29,6 +29,7 @@ _KINDS = {
     stat.S_IFCHR: "a character device",
     stat.S_IFBLK: "a block device",
 }
+"""What a file of each type other than regular is called in messages."""
 
 
 def check_file(
@@ -51,7 +52,7 @@ def check_file(
     """
     kind = stat.S_IFMT(st.st_mode)
     if kind != stat.S_IFREG:
-        what = _KINDS.get(kind, "not a regular file")
+        what = FILE_KINDS.get(kind, "not a regular file")
         raise StoreError(op, where, f"is {what}, not a regular file; refusing it")
     euid = os.geteuid()
     if st.st_uid != euid:
