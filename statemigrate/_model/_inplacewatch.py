@@ -21,7 +21,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from itertools import islice
 from typing import Any
 
@@ -30,7 +32,7 @@ import pydantic
 from statemigrate._errors import ChangeTrackingError
 from statemigrate._model._compare import format_path
 
-__all__ = ["POOL", "SAMPLE", "InPlaceWatch"]
+__all__ = ["POOL", "SAMPLE", "InPlaceWatch", "exact_check"]
 
 SAMPLE = 16
 """Records watched per field among those a take just took (the first of them)."""
@@ -38,6 +40,21 @@ SAMPLE = 16
 POOL = 128
 """Records watched per field besides those: a random sample of all the records, so
 that a record written once and changed in place long after can be caught too."""
+
+
+_SAMPLING: ContextVar[bool] = ContextVar("statemigrate_inplace_sampling", default=True)
+
+
+@contextmanager
+def exact_check() -> Iterator[None]:
+    """Within it, no record is watched: for a caller that compares whole states itself
+    (``statemigrate.testing.check_change_tracking``), whose report, the first path that
+    differs with both values, says more than the sample's."""
+    token = _SAMPLING.set(False)
+    try:
+        yield
+    finally:
+        _SAMPLING.reset(token)
 
 
 class InPlaceWatch:
@@ -70,6 +87,8 @@ class InPlaceWatch:
             ChangeTrackingError: a watched record's value changed, but its key was not
                 written.
         """
+        if not _SAMPLING.get():
+            return
         watched = self._watched.setdefault(field, {})
         for key in [key for key in watched if key in written]:
             del watched[key]  # written again: the delta carries it, and its digest is old
@@ -92,6 +111,8 @@ class InPlaceWatch:
         """Watch the first :data:`SAMPLE` records of ``records`` (a take's), and let
         each of the others into the random pool with the chance a uniform sample of
         every record taken so far gives it."""
+        if not _SAMPLING.get():
+            return
         watched = self._watched.setdefault(field, {})
         taken = self._taken.get(field, 0)
         for index, (key, value) in enumerate(records.items()):
@@ -111,6 +132,8 @@ class InPlaceWatch:
         """Watch ``records`` (a random sample of the ``held`` records of ``field``, the
         pool to start from), replacing what was watched of that field."""
         watched = self._watched[field] = {}
+        if not _SAMPLING.get():
+            return
         for key, value in records.items():
             digest = _digest(value)
             if digest is not None:

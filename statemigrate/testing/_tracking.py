@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from statemigrate._errors import ChangeTrackingError, ConfigurationError
 from statemigrate._model._compare import first_difference, format_path
+from statemigrate._model._inplacewatch import exact_check
 from statemigrate._runtime._chain import chain_frame
 from statemigrate._runtime._chainread import composed_sections, open_chain
 from statemigrate._runtime._service import Service
@@ -47,7 +48,9 @@ def check_change_tracking(service: Service, change: Callable[[], object]) -> Non
         StateMigrateError: as :meth:`Service.snapshot <statemigrate.Service.snapshot>`,
             or the delta itself (say, a ``TrackedDict`` replaced by another object).
     """
-    with service.precopy_source() as source:
+    # The sampled check of values changed in place would stop at the delta with less to
+    # say than the comparison below: it stays out of the way.
+    with exact_check(), service.precopy_source() as source:
         source.start()
         if source.why_no_deltas is not None:
             raise ConfigurationError(
