@@ -18,7 +18,14 @@ if TYPE_CHECKING:
     from statemigrate._snapshot._codec import NotPlainError
     from statemigrate._snapshot._header import SnapshotHeader
 
-__all__ = ["Exported", "choose_versions", "export_all", "export_section", "walk_section"]
+__all__ = [
+    "Exported",
+    "choose_versions",
+    "export_all",
+    "export_section",
+    "section_to_walk",
+    "walk_section",
+]
 
 
 class Exported:
@@ -69,9 +76,23 @@ def walk_section(
     Raises:
         ExportError: that section was walked already: the error names its path.
     """
+    index = section_to_walk(exc, exported.sections, exported.walked)
+    exported.sections[index], _, _ = export_section(
+        exported.entries[index], targets=targets, allow_lossy=allow_lossy, walk=True
+    )
+
+
+def section_to_walk(exc: NotPlainError, sections: Sequence[SectionInput], walked: set[int]) -> int:
+    """The section whose data ``exc`` found not plain, now marked as walked: the caller
+    exports it again with a walk, which converts what can be (an int past 64 bits) or
+    finds with the path what cannot.
+
+    Raises:
+        ExportError: that section was walked already: the error names its path.
+    """
     index = exc.section if exc.section is not None else 0
-    entry, section = exported.entries[index], exported.sections[index]
-    if index in exported.walked:
+    if index in walked:
+        section = sections[index]
         raise ExportError(
             section.component,
             section.version,
@@ -79,12 +100,8 @@ def walk_section(
             exc.detail,
             instance=section.instance,
         ) from exc
-    # Exported as it is, assuming plain data: convert what can be (an int past 64
-    # bits), or find out with the path what cannot.
-    exported.walked.add(index)
-    exported.sections[index], _, _ = export_section(
-        entry, targets=targets, allow_lossy=allow_lossy, walk=True
-    )
+    walked.add(index)
+    return index
 
 
 def export_section(

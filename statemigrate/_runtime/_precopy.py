@@ -23,10 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 import xxhash
 
-from statemigrate._errors import ConfigurationError, ExportError, StateMigrateError
+from statemigrate._errors import ConfigurationError, StateMigrateError
 from statemigrate._model._changes import ComponentChanges, PartialState
-from statemigrate._model._compare import format_path
 from statemigrate._runtime._delta import changes_of, delta_section
+from statemigrate._runtime._export import section_to_walk
 from statemigrate._runtime._restore import Registered
 from statemigrate._snapshot._codec import NotPlainError, pack_data
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, new_snapshot_id
@@ -308,19 +308,7 @@ class PreCopySource:
             try:
                 return self._write_delta(sections, identity.snapshot_id, identity.generation, base)
             except NotPlainError as exc:
-                index = exc.section if exc.section is not None else 0
-                section = sections[index]
-                if index in walked:
-                    raise ExportError(
-                        section.component,
-                        section.version,
-                        format_path(exc.path),
-                        exc.detail,
-                        instance=section.instance,
-                    ) from exc
-                walked.add(index)
-                # Exported as it was, assuming plain data: convert what can be, or
-                # find the path of what cannot.
+                index = section_to_walk(exc, sections, walked)
                 entry = self._tracked()[index]
                 sections[index], _ = delta_section(
                     entry,
