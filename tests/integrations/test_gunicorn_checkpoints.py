@@ -104,12 +104,22 @@ class Log:
     info = warning = error
 
 
-def test_a_store_that_cannot_be_opened_fails_the_worker_s_boot(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("store_for", "fragments"),
+    [
+        # a store that cannot be opened: its directory's parent is missing
+        (lambda tmp_path: lambda slot: TmpfsStore(tmp_path / "missing" / str(slot)), ()),
+        # a function that raises
+        (lambda tmp_path: lambda slot: slot / 0, ("ZeroDivisionError", "slot 0")),
+    ],
+    ids=["store-cannot-open", "function-raises"],
+)
+def test_a_worker_that_cannot_keep_checkpoints_fails_its_boot_with_one_line(
+    tmp_path: Path, store_for: Any, fragments: tuple[str, ...]
+) -> None:
     service = Service("gunicorn-cache", registry=build_registry())
     hooks = server_hooks(
-        service,
-        directory=tmp_path / "sockets",
-        checkpoints=lambda slot: TmpfsStore(tmp_path / "missing" / str(slot)),
+        service, directory=tmp_path / "sockets", checkpoints=store_for(tmp_path)
     )
     (tmp_path / "sockets").mkdir(mode=0o700)
     listener = socket.create_server(("127.0.0.1", 0))
@@ -127,30 +137,8 @@ def test_a_store_that_cannot_be_opened_fails_the_worker_s_boot(tmp_path: Path) -
     assert exited.value.code == WORKER_BOOT_ERROR
     assert len(worker.log.lines) == 1
     assert "cannot keep checkpoints" in worker.log.lines[0]
-
-
-def test_a_store_function_that_raises_fails_the_worker_s_boot_with_one_line(
-    tmp_path: Path,
-) -> None:
-    service = Service("gunicorn-cache", registry=build_registry())
-    hooks = server_hooks(service, directory=tmp_path / "sockets", checkpoints=lambda slot: slot / 0)
-    (tmp_path / "sockets").mkdir(mode=0o700)
-    listener = socket.create_server(("127.0.0.1", 0))
-    worker = type(
-        "Worker",
-        (),
-        {"pid": os.getpid(), "ppid": os.getppid(), "sockets": [listener], "cfg": None,
-         "wsgi": None, "log": Log()},
-    )()  # fmt: skip
-    try:
-        with pytest.raises(SystemExit) as exited:
-            hooks["post_worker_init"](worker)
-    finally:
-        listener.close()
-    assert exited.value.code == WORKER_BOOT_ERROR
-    assert len(worker.log.lines) == 1
-    assert "cannot keep checkpoints" in worker.log.lines[0]
-    assert "ZeroDivisionError" in worker.log.lines[0] and "slot 0" in worker.log.lines[0]
+    for fragment in fragments:
+        assert fragment in worker.log.lines[0]
 
 
 def test_max_requests_without_checkpoints_is_told_to_keep_them(tmp_path: Path) -> None:
