@@ -8,7 +8,7 @@ piece restored last, and deltas can follow a restore only when its plans allow t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from statemigrate._errors import RestoreError
@@ -16,6 +16,7 @@ from statemigrate._runtime._delta import apply_delta, delta_obstacle
 from statemigrate._runtime._report import RestoreReport
 from statemigrate._runtime._restore import Registered, run_restore
 from statemigrate._snapshot._format import Snapshot
+from statemigrate._snapshot._header import SnapshotHeader
 
 __all__ = ["RestoreHistory", "logged", "no_deltas_after", "restore_delta", "restore_full"]
 
@@ -33,6 +34,14 @@ class RestoreHistory:
     # same snapshot again restores only the components registered since.
     restored_from: dict[tuple[str, str], str] = field(default_factory=dict)
     no_deltas: str | None = "no full snapshot restored yet"
+
+    def record(self, header: SnapshotHeader, entries: Sequence[Registered]) -> None:
+        """Note that ``entries`` now hold the state of the snapshot (or delta) of
+        ``header``, the last piece this service restored."""
+        for entry in entries:
+            self.restored_from[(entry.component, entry.instance)] = header.snapshot_id
+        self.last_restored = header.snapshot_id
+        self.restored_generation = header.generation
 
 
 def logged(error: RestoreError) -> RestoreError:
@@ -97,11 +106,8 @@ def restore_full(
     except RestoreError as exc:
         logger.error("restore of %s failed: %s", header.snapshot_id[:12], exc)
         raise
-    for entry in pending:
-        history.restored_from[(entry.component, entry.instance)] = header.snapshot_id
+    history.record(header, pending)
     history.no_deltas = no_deltas_after(report, entries, allow_lossy=allow_lossy)
-    history.last_restored = header.snapshot_id
-    history.restored_generation = header.generation
     logger.info("%s", report.summary())
     return report
 
@@ -171,10 +177,7 @@ def restore_delta(
     except RestoreError as exc:
         logger.error("delta %s failed: %s", header.snapshot_id[:12], exc)
         raise
-    for entry in on_base:
-        history.restored_from[(entry.component, entry.instance)] = header.snapshot_id
-    history.last_restored = header.snapshot_id
-    history.restored_generation = header.generation
+    history.record(header, on_base)
     logger.info("%s", report.summary())
     return report
 
