@@ -26,7 +26,13 @@ restores the permanent state. See ``docs/trials.md``.
 
 :func:`started_by_handoff` tells a successor from a cold start before any of this
 runs: only a cold start restores its last checkpoint itself.
+
+The service level and the trials load on first access to one of their names, so that
+the bytes level imports without the model layer.
 """
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from statemigrate._errors import HandoffError, SuccessorFailedError, TrialError
 from statemigrate.handoff._control import (
@@ -41,13 +47,6 @@ from statemigrate.handoff._options import HandoffTimeouts, Spawn
 from statemigrate.handoff._receive import Inheritance, receive_handoff
 from statemigrate.handoff._report import HandoffReport, TakeOverReport
 from statemigrate.handoff._send import ExportState, send_handoff, send_handoff_async
-from statemigrate.handoff._service import (
-    choose_targets,
-    hand_over,
-    hand_over_async,
-    take_over,
-    take_over_async,
-)
 from statemigrate.handoff._signals import install_signal_trigger, install_signal_trigger_async
 from statemigrate.handoff._systemd import (
     SystemdFds,
@@ -56,16 +55,52 @@ from statemigrate.handoff._systemd import (
     listen_fds,
     sd_notify,
 )
-from statemigrate.handoff._trial import (
-    TrialWatch,
-    begin_trial,
-    promote_trial,
-    request_revert,
-    revert_trial,
-    watch_trial,
-)
 from statemigrate.handoff._trialrecord import GenerationInfo, TrialRecord, read_trial
-from statemigrate.handoff._trialstart import GenerationStart, generation_to_run, start_generation
+
+if TYPE_CHECKING:
+    from statemigrate.handoff._service import (
+        choose_targets,
+        hand_over,
+        hand_over_async,
+        take_over,
+        take_over_async,
+    )
+    from statemigrate.handoff._trial import (
+        TrialWatch,
+        begin_trial,
+        promote_trial,
+        request_revert,
+        revert_trial,
+        watch_trial,
+    )
+    from statemigrate.handoff._trialstart import (
+        GenerationStart,
+        generation_to_run,
+        start_generation,
+    )
+
+_LAZY = {
+    **dict.fromkeys(
+        ("choose_targets", "hand_over", "hand_over_async", "take_over", "take_over_async"),
+        "statemigrate.handoff._service",
+    ),
+    **dict.fromkeys(
+        (
+            "TrialWatch",
+            "begin_trial",
+            "promote_trial",
+            "request_revert",
+            "revert_trial",
+            "watch_trial",
+        ),
+        "statemigrate.handoff._trial",
+    ),
+    **dict.fromkeys(
+        ("GenerationStart", "generation_to_run", "start_generation"),
+        "statemigrate.handoff._trialstart",
+    ),
+}
+"""Public names whose modules load on first access (they import the service layer)."""
 
 __all__ = [
     "AsyncControlCallbacks",
@@ -112,3 +147,16 @@ __all__ = [
     "take_over_async",
     "watch_trial",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # from now on an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

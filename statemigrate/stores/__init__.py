@@ -4,16 +4,22 @@
 Every store commits atomically (a reader sees the previous snapshot or the new one,
 never a torn one) and treats snapshots as opaque bytes. The object store needs the
 optional ``obstore`` package (``pip install 'statemigrate[objectstore]'``), imported
-only when an :class:`ObjectStore` is created.
+only when an :class:`ObjectStore` is created; the object store's own modules (and the
+pydantic model of its pointer) load on first access to :class:`ObjectStore` or
+:class:`ObjectRef`.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from statemigrate.stores._base import Buffer, SnapshotRef, Store
 from statemigrate.stores._memfd import MemfdRef, MemfdStore, open_memfd
 from statemigrate.stores._memory import MemoryRef, MemoryStore
-from statemigrate.stores._object import ObjectRef, ObjectStore
 from statemigrate.stores._tmpfs import TempFiles, TmpfsRef, TmpfsStore
+
+if TYPE_CHECKING:
+    from statemigrate.stores._object import ObjectRef, ObjectStore
 
 __all__ = [
     "Buffer",
@@ -30,3 +36,17 @@ __all__ = [
     "TmpfsStore",
     "open_memfd",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ObjectRef", "ObjectStore"):
+        from statemigrate.stores import _object
+
+        value = getattr(_object, name)
+        globals()[name] = value  # from now on an ordinary attribute
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,5 +1,5 @@
-"""statemigrate.handoff: __all__ is sorted and complete, names resolve, and importing it
-loads no asyncio."""
+"""statemigrate.handoff: __all__ is sorted and complete, names resolve, importing it
+loads no asyncio, and its bytes level no pydantic."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_all_is_complete():
         for name, value in vars(handoff).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
-    assert public == set(handoff.__all__)
+    assert public - {"TYPE_CHECKING", "Any"} <= set(handoff.__all__)
 
 
 def test_every_name_resolves():
@@ -37,3 +37,21 @@ def test_the_blocking_handoff_does_not_import_asyncio():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_the_bytes_level_imports_without_the_model_layer():
+    """send_handoff and receive_handoff load no pydantic: the service level and the trials
+    load on first use. The descriptor chain (test_chain.py) starts hundreds of processes
+    that import only the bytes level, past the top-level package, as this does."""
+    code = (
+        "import importlib.util, sys, types\n"
+        "spec = importlib.util.find_spec('statemigrate')\n"
+        "package = types.ModuleType('statemigrate')\n"
+        "package.__path__ = list(spec.submodule_search_locations)\n"
+        "sys.modules['statemigrate'] = package\n"
+        "from statemigrate.handoff import Spawn, receive_handoff, send_handoff\n"
+        "print(sorted(name for name in ('pydantic', 'msgspec') if name in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    assert callable(handoff.hand_over) and callable(handoff.start_generation)

@@ -33,9 +33,10 @@ def load_handoff_layer_only() -> None:
     """Make ``import statemigrate.handoff`` skip ``statemigrate/__init__``.
 
     The top-level package imports pydantic and the whole library (about 250 ms per
-    interpreter here); the handoff layer needs none of it. 200 generations in CI
-    only fit in the time budget without it. The other handoff tests import the
-    package normally.
+    interpreter here); the bytes level of the handoff needs none of it, and loads
+    none of it (``tests/handoff/test_init.py`` checks). 200 generations in CI only
+    fit in the time budget without it. The other handoff tests import the package
+    normally.
     """
     spec = importlib.util.find_spec("statemigrate")
     assert spec is not None and spec.submodule_search_locations is not None
