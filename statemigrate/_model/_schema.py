@@ -291,6 +291,28 @@ class SchemaVersion:
             ) from exc
         return plain
 
+    def misreads(self, data: object) -> str | None:
+        """What this schema would change in plain data that a different schema wrote
+        under this version (its fingerprint differs), or None when it reads the data
+        back exactly as written.
+
+        The data is validated, exported again and compared with itself: a field renamed
+        without a new version comes back as a lost key (and its successor filled from a
+        default), a narrowed type as a changed value. Costs a validation and an export
+        of the whole state; a restore pays it only when the fingerprints differ.
+        """
+        try:
+            again = self.export(self.validate(data), walk=True)
+        except ExportError as exc:
+            return f"at {exc.path}: {exc.detail}"
+        except ValidationError as exc:
+            return f"it does not validate: {exc.detail}"
+        difference = first_difference(data, again)
+        if difference is None:
+            return None
+        path, detail = difference
+        return f"at {format_path(path)}: {detail}"
+
     def _check_top_level_keys(self, state: dict[Any, Any]) -> None:
         """Refuse a plain ``TypedDict`` state that lacks a required field, or holds a key
         that validation would drop or refuse: either would not come back as it is.

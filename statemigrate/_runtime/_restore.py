@@ -57,6 +57,7 @@ from statemigrate._snapshot._format import Snapshot
 if TYPE_CHECKING:
     from statemigrate._model._plan import Plan
     from statemigrate._model._registry import Registry
+    from statemigrate._model._schema import SchemaVersion
     from statemigrate._model._typed import TypedForm
 
 __all__ = ["Registered", "plan_proven", "run_restore"]
@@ -352,10 +353,12 @@ def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
         fingerprint_matches = source_schema.fingerprint == section.fingerprint
         if not fingerprint_matches:
             logger.warning(
-                "%s: snapshot schema fingerprint for version %d differs from this code's",
+                "%s: snapshot schema fingerprint for version %d differs from this code's;"
+                " checking that this code reads the section back as written",
                 entry.key,
                 section.version,
             )
+            _check_read_back(item, source_schema, section.version)
     if item.validated and item.proven is not None:
         # Decoded straight into its own schema; the proven steps keep it validated.
         item.data, item.timings, steps = _run_proven(item, item.proven)
@@ -375,6 +378,27 @@ def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
         stored_size=section.stored_size,
         fingerprint_matches=fingerprint_matches,
     )
+
+
+def _check_read_back(item: _Staged, schema: SchemaVersion, version: int) -> None:
+    """Refuse a section written under ``version`` by a schema other than this code's,
+    when this code's would not read it back as written.
+
+    A schema edited without a new version (a field renamed, a type narrowed) would
+    otherwise drop or change data with no error: validation ignores unknown keys and
+    fills the renamed field from its default. Schemas that differ in form only (a
+    description, a title) read the data back as written and restore as usual.
+    """
+    problem = schema.misreads(item.data)
+    if problem is not None:
+        raise RestoreError(
+            "validate",
+            f"the snapshot's version {version} was written by a different schema (its"
+            f" fingerprint differs), and this code's version {version} would not read it"
+            f" back as written: {problem}; give the changed schema a new version with a"
+            " migration step, or restore with the release that wrote the snapshot",
+            component=item.entry.key,
+        )
 
 
 def _run_proven(item: _Staged, plan: Plan) -> tuple[Any, dict[str, float], tuple[str, ...]]:
