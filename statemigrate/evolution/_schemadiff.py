@@ -125,6 +125,38 @@ class _Differ:
             )
         return bool(a == b and type(a) is type(b))
 
+    def first_difference(
+        self,
+        a: Any,
+        b: Any,
+        at: tuple[str, ...] = (),
+        assumed: frozenset[tuple[str, str]] = frozenset(),
+    ) -> tuple[tuple[str, ...], Any, Any] | None:
+        """Where two schema nodes first differ, as :meth:`same` compares them: the JSON
+        path inside the nodes (references followed) and the two values found there."""
+        if isinstance(a, dict) and isinstance(b, dict) and ("$ref" in a or "$ref" in b):
+            pair = (str(a.get("$ref")), str(b.get("$ref")))
+            if pair in assumed:
+                return None
+            return self.first_difference(
+                self.resolve(0, a), self.resolve(1, b), at, assumed | {pair}
+            )
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(a.keys() | b.keys()):
+                if key not in a or key not in b:
+                    return (*at, key), a.get(key, _ABSENT), b.get(key, _ABSENT)
+                found = self.first_difference(a[key], b[key], (*at, key), assumed)
+                if found is not None:
+                    return found
+            return None
+        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for index, (x, y) in enumerate(zip(a, b, strict=True)):
+                found = self.first_difference(x, y, (*at, str(index)), assumed)
+                if found is not None:
+                    return found
+            return None
+        return None if self.same(a, b, assumed) else (at, a, b)
+
     def todo(self, old_path: FieldPath, new_path: FieldPath, detail: str, **extra: Any) -> None:
         self.changes.append(Change("todo", old_path, new_path, "", detail=detail, **extra))
 
@@ -181,11 +213,15 @@ class _Differ:
         elif _optional(old_r) is not None and _optional(new_r) is not None:
             self.walk(_optional(old_r), _optional(new_r), old_path, new_path)
         else:
-            self.todo(
-                old_path,
-                new_path,
-                f"{_dotted(new_path)} changed from {_summary(old_r)} to {_summary(new_r)}",
-            )
+            was, now = _summary(old_r), _summary(new_r)
+            detail = f"{_dotted(new_path)} changed from {was} to {now}"
+            found = self.first_difference(old_r, new_r)
+            # The summaries say it all for a changed type; a changed bound or a change
+            # deep in a union leaves them alike (or cut short): say where it is.
+            if found is not None and (len(found[0]) > 1 or (found[0] and was == now)):
+                where, before, after = found
+                detail += f"; first at {'/'.join(where)}: {_short(before)} became {_short(after)}"
+            self.todo(old_path, new_path, detail)
 
     def record(
         self, old: dict[str, Any], new: dict[str, Any], old_path: FieldPath, new_path: FieldPath
@@ -330,6 +366,9 @@ def _summary(node: Any) -> str:
     if isinstance(node, dict):
         if "anyOf" in node:
             return " | ".join(_summary(branch) for branch in node["anyOf"])
+        tag = node.get("discriminator")
+        if "oneOf" in node and isinstance(tag, dict) and isinstance(tag.get("mapping"), dict):
+            return f"a union tagged by {tag.get('propertyName')} ({', '.join(tag['mapping'])})"
         if "enum" in node:
             return "one of " + ", ".join(json.dumps(v) for v in node["enum"])
         if "const" in node:
@@ -344,6 +383,18 @@ def _summary(node: Any) -> str:
             )
             return text + (f" ({', '.join(extras)})" if extras else "")
     return json.dumps(node, sort_keys=True)[:60]
+
+
+_ABSENT = object()
+"""A key one side of a schema node lacks, in :meth:`first_difference`'s result."""
+
+
+def _short(value: Any) -> str:
+    """A schema value in a line: JSON, cut at 40 characters; an absent key says so."""
+    if value is _ABSENT:
+        return "(absent)"
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # --- aliases declared on the live type ---------------------------------------------------

@@ -438,3 +438,43 @@ def test_changes_are_found_through_dict_values_list_items_and_optionals() -> Non
         ("added", "maybe.b", "x"),
         ("added", "rows.*.b", "x"),
     ]
+
+
+def test_a_changed_bound_or_union_branch_names_where_it_changed() -> None:
+    """Summaries alike ("integer (maximum)" twice) or cut short (a tagged union): the
+    TODO says where the two schemas first differ, references followed."""
+
+    def doc(limit: int, quantity: str) -> dict[str, Any]:
+        return {
+            "$defs": {
+                "d0": {
+                    "properties": {"kind": {"const": "limit"}, "qty": {"type": quantity}},
+                    "required": ["kind", "qty"],
+                    "type": "object",
+                },
+                "d1": {
+                    "properties": {"kind": {"const": "market"}},
+                    "required": ["kind"],
+                    "type": "object",
+                },
+            },
+            "properties": {
+                "level": {"maximum": limit, "type": "integer"},
+                "order": {
+                    "discriminator": {
+                        "mapping": {"limit": "#/$defs/d0", "market": "#/$defs/d1"},
+                        "propertyName": "kind",
+                    },
+                    "oneOf": [{"$ref": "#/$defs/d0"}, {"$ref": "#/$defs/d1"}],
+                },
+            },
+            "required": ["level", "order"],
+            "type": "object",
+        }
+
+    changes = diff_schemas(doc(3, "integer"), doc(5, "string"))
+    assert [c.detail for c in changes] == [
+        "level changed from integer (maximum) to integer (maximum); first at maximum: 3 became 5",
+        "order changed from a union tagged by kind (limit, market) to a union tagged by kind"
+        ' (limit, market); first at oneOf/0/properties/qty/type: "integer" became "string"',
+    ]
