@@ -435,7 +435,15 @@ def _spawn_steps(
             if _confirmed_meanwhile(channel, attempt):
                 proc.released = True
                 return (yield from _finish(attempt))
-            if isinstance(exc, SuccessorFailedError):
+            if _hung_up(exc):
+                # A send the successor's end refused: it died or closed the channel
+                # while this process was busy (a round 0 export, say).
+                error = SuccessorFailedError(
+                    exc.stage,
+                    f"the successor hung up during {exc.stage} ({_exited(status)}): {exc.detail}",
+                    exit_status=status,
+                )
+            elif isinstance(exc, SuccessorFailedError):
                 detail = exc.detail
                 if exc.reason is None:
                     detail = (
@@ -698,3 +706,21 @@ async def send_handoff_async(
         asynchronous=True,
     )
     return await run_async(steps, control)
+
+
+def _hung_up(error: HandoffError) -> bool:
+    """Whether ``error`` is a send that failed because the successor's end is gone."""
+    return not isinstance(error, SuccessorFailedError) and isinstance(
+        error.__cause__, BrokenPipeError | ConnectionResetError
+    )
+
+
+def _exited(status: int | None) -> str:
+    if status is None:
+        return "exit status unknown"
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:  # a number the signal module has no name for
+            return f"killed by signal {-status}"
+    return f"exit status {status}"

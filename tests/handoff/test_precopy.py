@@ -357,6 +357,51 @@ def test_round_zero_child_killed_or_hung_fails_cleanly(
     assert dict(obj.entries) == expected(FILLED, acked)
 
 
+def _successor_pids(parent: int) -> list[int]:
+    """The children of ``parent`` running the precopy.py successor, from /proc."""
+    found = []
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            if script("precopy.py").encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+    return found
+
+
+_FULL = PreCopySource.full
+
+
+def _forked_full_kills_the_successor(self: PreCopySource) -> Any:
+    """Round 0's export, during which the successor is killed (and is gone)."""
+    for pid in _successor_pids(os.getppid()):
+        os.kill(pid, signal.SIGKILL)
+        while Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z":
+            time.sleep(0.01)  # until only its exit status is left
+    return _FULL(self)
+
+
+def test_successor_killed_during_round_zero_is_reported_as_its_death(
+    old: tuple[sm.Service, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The successor dies while round 0 is exported: the send that finds it gone fails
+    the handoff as the successor's failure, with its exit status, not a bare broken
+    pipe."""
+    monkeypatch.setattr(PreCopySource, "full", _forked_full_kills_the_successor)
+    service, obj = old
+    spawn, _out = _successor("ok", tmp_path)
+    with Writers(obj.entries) as writers:
+        writers.wait_writes(100)
+        with pytest.raises(SuccessorFailedError) as caught:
+            _hand_over(service, writers, spawn)
+        writers.wait_writes(100)
+        acked = dict(writers.acked)
+    error = caught.value
+    assert error.stage == "precopy"
+    assert error.exit_status == -signal.SIGKILL
+    assert "the successor hung up during precopy (killed by SIGKILL)" in error.detail
+    assert (writers.pauses, writers.resumes) == (0, 0)
+    assert dict(obj.entries) == expected(FILLED, acked)
+
+
 def test_precopy_option_is_checked(old: tuple[sm.Service, Any]) -> None:
     service, _obj = old
     with pytest.raises(sm.ConfigurationError, match="precopy"):
