@@ -623,6 +623,9 @@ class Checkpointer:
 
         Raises:
             ConfigurationError: the checkpointer runs in a thread already.
+            StoreError, CheckpointError, ...: the final checkpoint failed (see
+                :meth:`checkpoint_now`); raised instead of the ``CancelledError``, so
+                that the code awaiting the task learns what :meth:`stop` would tell it.
         """
         import asyncio
 
@@ -654,6 +657,10 @@ class Checkpointer:
                 await self.checkpoint()
             except Exception as exc:
                 logger.error("final checkpoint of %s failed: %s", self.service.name, exc)
+                # In place of the cancellation: a clean-up that awaits the task with
+                # CancelledError suppressed would otherwise end as if the writes since
+                # the last checkpoint were kept.
+                raise
             finally:
                 self._final = False
             raise

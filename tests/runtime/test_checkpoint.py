@@ -180,9 +180,7 @@ def test_the_negative_control_a_missing_quiesce_exports_with_writers_free() -> N
     assert ledger.seen == [False]
 
 
-@pytest.mark.parametrize(
-    ("export", "error"), [("inline", RuntimeError), ("fork", CheckpointError)]
-)
+@pytest.mark.parametrize(("export", "error"), [("inline", RuntimeError), ("fork", CheckpointError)])
 def test_the_writers_go_on_when_the_snapshot_fails(export: Any, error: type[Exception]) -> None:
     """An export that raises: in this process its error propagates, in a forked child
     the child's error is in the ``CheckpointError``."""
@@ -430,6 +428,29 @@ def test_run_on_a_loop_checkpoints_and_takes_a_final_checkpoint_when_cancelled()
     assert restored(store) == state_after(count)
 
 
+def test_a_cancelled_run_raises_the_error_of_its_failed_final_checkpoint() -> None:
+    """The clean-up of checkpoints.md's recipe suppresses CancelledError only: the
+    final checkpoint's failure leaves asyncio.run, and so sets the exit status."""
+    service, ledger = ledger_service()
+    store = FlakyStore()
+
+    async def main() -> None:
+        task = asyncio.create_task(Checkpointer(service, store, every=3600.0).run())
+        try:
+            await asyncio.sleep(0)  # the task waits for its first checkpoint
+            written(ledger, 5)
+            store.failing = 1
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    with pytest.raises(StoreError, match="no space left") as caught:
+        asyncio.run(main())
+    assert isinstance(caught.value.__context__, asyncio.CancelledError)
+    assert store.attempts == 1 and store.commits == 0
+
+
 def test_an_async_quiesce_is_refused_outside_the_loop() -> None:
     service, _ = ledger_service()
     checkpointer = Checkpointer(service, MemoryStore(), quiesce=asyncio.Lock())
@@ -502,7 +523,8 @@ def test_a_checkpoint_logs_one_line(caplog: pytest.LogCaptureFixture) -> None:
     final = checkpointer.stop()
     assert final is not None
     assert [r.getMessage() for r in caplog.records] == [
-        report.summary(), f"final {final.summary()}"
+        report.summary(),
+        f"final {final.summary()}",
     ]
     caplog.clear()
     service.commit(MemoryStore())  # outside a checkpoint: the commit's lines stay
