@@ -22,8 +22,17 @@ from statemigrate._observe._instruments import (
 # Every label an instrument may carry; each takes few values (names, versions, phases,
 # outcomes, store kinds). Snapshot ids, keys, pids or paths are never labels.
 BOUNDED_LABELS = {
-    "service", "component", "store", "from_version", "to_version", "phase", "outcome",
-    "stage", "version", "kind", "final",
+    "service",
+    "component",
+    "store",
+    "from_version",
+    "to_version",
+    "phase",
+    "outcome",
+    "stage",
+    "version",
+    "kind",
+    "final",
 }
 
 NAMED = [
@@ -45,8 +54,10 @@ def test_every_required_metric_is_defined_once() -> None:
     names = [instrument.name for instrument in INSTRUMENTS]
     assert len(names) == len(set(names))
     assert [name for name in NAMED if name not in names] == []
-    assert next(i for i in INSTRUMENTS if i.name.startswith("statemigrate_restore_dur")).labels \
-        == ("service", "phase")
+    assert next(i for i in INSTRUMENTS if i.name.startswith("statemigrate_restore_dur")).labels == (
+        "service",
+        "phase",
+    )
 
 
 @pytest.mark.parametrize("instrument", INSTRUMENTS, ids=lambda i: i.name)

@@ -54,9 +54,12 @@ def test_a_restore_is_recorded_as_its_report_says(reader, committed, fresh) -> N
     unit, points = found["statemigrate_snapshot_bytes"]
     assert unit == "By" and points[service_only].value == commit.snapshot.size
     _, points = found["statemigrate_component_restores"]
-    assert points[
-        service_only | {("component", "kvcache"), ("from_version", "1"), ("to_version", "2")}
-    ].value == 1
+    assert (
+        points[
+            service_only | {("component", "kvcache"), ("from_version", "1"), ("to_version", "2")}
+        ].value
+        == 1
+    )
     unit, points = found["statemigrate_restore_progress_ratio"]
     assert unit == "1" and points[service_only].value == 1
     _, points = found["statemigrate_build_info"]
