@@ -103,27 +103,30 @@ def _histogram(name: str, help: str, labels: tuple[str, ...]) -> Instrument:
 
 SNAPSHOT_DURATION = _histogram(
     "statemigrate_snapshot_duration_seconds",
-    "Seconds to export every component and encode them into one snapshot.",
+    "Seconds to export every component and encode them into one snapshot, whether or not"
+    " it is then committed.",
     ("service",),
 )
 SNAPSHOT_BYTES = Instrument(
     "statemigrate_snapshot_bytes",
     "gauge",
-    "Size of the last snapshot the service wrote, in bytes.",
+    "Size of the last snapshot the service committed to a store (a checkpoint chain: the"
+    " whole chain), in bytes.",
     "bytes",
     ("service",),
 )
 LAST_SNAPSHOT_TIMESTAMP = Instrument(
     "statemigrate_last_snapshot_timestamp_seconds",
     "gauge",
-    "Unix time at which the service last wrote a snapshot.",
+    "Unix time at which the service last committed a snapshot to a store, or a checkpoint"
+    " found its state unchanged since it committed one.",
     "seconds",
     ("service",),
 )
 GENERATION = Instrument(
     "statemigrate_generation",
     "gauge",
-    "Generation of the newest snapshot the service wrote or restored.",
+    "Generation of the last snapshot the service committed to a store or restored.",
     "",
     ("service",),
 )

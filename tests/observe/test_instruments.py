@@ -124,6 +124,13 @@ def test_snapshot_and_commit_record_size_generation_time_and_store(sink) -> None
     assert len(sink.values("statemigrate_last_snapshot_timestamp_seconds")) == 2
 
 
+def test_a_snapshot_committed_nowhere_moves_no_gauge_of_the_last_snapshot(sink) -> None:
+    """A snapshot taken for a handoff (or by a caller) is in no store: it counts in the
+    snapshot time only, not as the snapshot a restart would find."""
+    sm.Service("observed").snapshot()
+    assert [name for name, _, _ in sink.records] == ["statemigrate_snapshot_duration_seconds"]
+
+
 def test_a_failed_commit_is_counted_as_failed(sink) -> None:
     class Full:
         def commit(self, data: object) -> object:

@@ -61,6 +61,54 @@ def test_a_restore_is_recorded_as_its_report_says(registry, committed, fresh) ->
     assert sample("statemigrate_restore_duration_seconds_count", phase="read") == 1
 
 
+STALENESS = (
+    "statemigrate_last_snapshot_timestamp_seconds",
+    "statemigrate_generation",
+    "statemigrate_snapshot_bytes",
+)
+
+
+def test_checkpoints_that_fail_to_commit_leave_the_last_snapshot_gauges(
+    registry, checkpointing
+) -> None:
+    """While the store is down, the gauges an operator alerts on still describe the
+    snapshot it holds: the staleness alert can fire."""
+
+    def gauges() -> dict[str, float | None]:
+        labels = {"service": "observed"}
+        return {name: registry.get_sample_value(name, labels) for name in STALENESS}
+
+    good = checkpointing.checkpointer.checkpoint_now().committed
+    assert good is not None
+    kept = gauges()
+    assert kept["statemigrate_generation"] == good.snapshot.generation == 1
+    assert kept["statemigrate_snapshot_bytes"] == good.snapshot.size
+    checkpointing.store.down = True
+    checkpointing.changed_and_failed(3)
+    assert gauges() == kept
+    counted = {"service": "observed", "store": "unreachable"}
+    assert (
+        registry.get_sample_value("statemigrate_commits_total", {**counted, "outcome": "failed"})
+        == 3
+    )
+    # The snapshots were taken all the same.
+    assert (
+        registry.get_sample_value(
+            "statemigrate_snapshot_duration_seconds_count", {"service": "observed"}
+        )
+        == 4
+    )
+
+    checkpointing.store.down = False
+    again = checkpointing.checkpointer.checkpoint_now().committed
+    assert again is not None and again.snapshot.generation == 5
+    now = gauges()
+    assert now["statemigrate_generation"] == 5
+    assert now["statemigrate_snapshot_bytes"] == again.snapshot.size
+    stamped, before = (g["statemigrate_last_snapshot_timestamp_seconds"] for g in (now, kept))
+    assert stamped is not None and before is not None and stamped >= before
+
+
 def test_a_failed_restore_is_counted_and_nothing_else_moves(registry, committed) -> None:
     service, commit = committed
     other = sm.Service("someone-else")
