@@ -139,7 +139,8 @@ class Checkpointer:
         changes: a function returning a value that changes whenever the state does,
             e.g. a counter the writers bump; a checkpoint whose value equals the last
             committed one's is skipped, without holding the writers. Without it, every
-            checkpoint is written.
+            full checkpoint is written, an unchanged state included (incremental
+            checkpoints skip an unchanged state by themselves).
         max_backoff: after failed checkpoints (a store that cannot commit, a state
             that cannot be exported), the next attempt waits twice as long each time,
             up to this many seconds. Serving goes on meanwhile.

@@ -125,6 +125,28 @@ def test_without_changes_every_checkpoint_is_written() -> None:
     assert store.commits == 3
 
 
+@pytest.mark.parametrize(("changes", "generations"), [(False, [8, 9, 10]), (True, [8])])
+def test_an_idle_restored_service_commits_its_state_again_unless_changes_says(
+    changes: bool, generations: list[int]
+) -> None:
+    """What checkpoints.md says of full checkpoints: no states are compared, so without
+    ``changes`` each one commits the same state as a new generation."""
+    source, ledger = ledger_service()
+    store = MemoryStore()
+    for _ in range(7):
+        source.commit(store)
+    service, restarted = ledger_service(started=False)
+    assert service.start_from(store) is not None
+    checkpointer = Checkpointer(
+        service, store, changes=(lambda: restarted.count) if changes else None
+    )
+    reports = [checkpointer.checkpoint_now() for _ in range(3)]
+    committed = [r.committed.snapshot.generation for r in reports if r.committed is not None]
+    assert committed == generations
+    assert [r.reason for r in reports if r.skipped] == ["unchanged"] * (3 - len(generations))
+    assert restored(store) == ledger.export_state()
+
+
 class SeesHold(Ledger):
     """Records, at each export, whether the writers' lock was held."""
 
