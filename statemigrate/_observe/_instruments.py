@@ -56,8 +56,23 @@ InstrumentKind = Literal["counter", "gauge", "histogram"]
 
 #: Seconds, from a small in-memory restore to a multi-gigabyte one.
 DURATION_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0, 120.0, 300.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
 )
 
 
@@ -88,20 +103,32 @@ def _histogram(name: str, help: str, labels: tuple[str, ...]) -> Instrument:
 
 SNAPSHOT_DURATION = _histogram(
     "statemigrate_snapshot_duration_seconds",
-    "Seconds to export every component and encode them into one snapshot.",
+    "Seconds to export every component and encode them into one snapshot, whether or not"
+    " it is then committed.",
     ("service",),
 )
 SNAPSHOT_BYTES = Instrument(
-    "statemigrate_snapshot_bytes", "gauge",
-    "Size of the last snapshot the service wrote, in bytes.", "bytes", ("service",),
+    "statemigrate_snapshot_bytes",
+    "gauge",
+    "Size of the last snapshot the service committed to a store (a checkpoint chain: the"
+    " whole chain), in bytes.",
+    "bytes",
+    ("service",),
 )
 LAST_SNAPSHOT_TIMESTAMP = Instrument(
-    "statemigrate_last_snapshot_timestamp_seconds", "gauge",
-    "Unix time at which the service last wrote a snapshot.", "seconds", ("service",),
+    "statemigrate_last_snapshot_timestamp_seconds",
+    "gauge",
+    "Unix time at which the service last committed a snapshot to a store, or a checkpoint"
+    " found its state unchanged since it committed one.",
+    "seconds",
+    ("service",),
 )
 GENERATION = Instrument(
-    "statemigrate_generation", "gauge",
-    "Generation of the newest snapshot the service wrote or restored.", "", ("service",),
+    "statemigrate_generation",
+    "gauge",
+    "Generation of the last snapshot the service committed to a store or restored.",
+    "",
+    ("service",),
 )
 COMMIT_DURATION = _histogram(
     "statemigrate_commit_duration_seconds",
@@ -109,8 +136,10 @@ COMMIT_DURATION = _histogram(
     ("service", "store"),
 )
 COMMITS = Instrument(
-    "statemigrate_commits_total", "counter",
-    "Snapshot commits to a store, by outcome (committed, failed).", "",
+    "statemigrate_commits_total",
+    "counter",
+    "Snapshot commits to a store, by outcome (committed, failed).",
+    "",
     ("service", "store", "outcome"),
 )
 RESTORE_DURATION = _histogram(
@@ -120,22 +149,32 @@ RESTORE_DURATION = _histogram(
     ("service", "phase"),
 )
 RESTORES = Instrument(
-    "statemigrate_restores_total", "counter",
-    "Restores, by outcome (restored, skipped, failed).", "", ("service", "outcome"),
+    "statemigrate_restores_total",
+    "counter",
+    "Restores, by outcome (restored, skipped, failed).",
+    "",
+    ("service", "outcome"),
 )
 COMPONENT_RESTORES = Instrument(
-    "statemigrate_component_restores_total", "counter",
+    "statemigrate_component_restores_total",
+    "counter",
     "Component instances restored, by the schema version read and the version restored.",
-    "", ("service", "component", "from_version", "to_version"),
+    "",
+    ("service", "component", "from_version", "to_version"),
 )
 RESTORING = Instrument(
-    "statemigrate_restoring", "gauge",
+    "statemigrate_restoring",
+    "gauge",
     "1 while the service is restoring (or waiting for a handoff's snapshot), else 0.",
-    "", ("service",),
+    "",
+    ("service",),
 )
 RESTORE_PROGRESS = Instrument(
-    "statemigrate_restore_progress_ratio", "gauge",
-    "How far the current or last restore got, from 0 to 1.", "ratio", ("service",),
+    "statemigrate_restore_progress_ratio",
+    "gauge",
+    "How far the current or last restore got, from 0 to 1.",
+    "ratio",
+    ("service",),
 )
 CHECKPOINT_PAUSE = _histogram(
     "statemigrate_checkpoint_pause_seconds",
@@ -156,24 +195,31 @@ HANDOFF_PAUSE = _histogram(
     ("outcome",),
 )
 HANDOFFS = Instrument(
-    "statemigrate_handoffs_total", "counter",
+    "statemigrate_handoffs_total",
+    "counter",
     "Handoff attempts by the old process, by outcome (ready, failed) and the stage that"
-    " failed (empty when ready).", "", ("outcome", "stage"),
+    " failed (empty when ready).",
+    "",
+    ("outcome", "stage"),
 )
 HANDOFF_PIECES = Instrument(
-    "statemigrate_handoff_pieces_total", "counter",
+    "statemigrate_handoff_pieces_total",
+    "counter",
     "Old process: pre-copy pieces the successor applied while this process served, by kind"
     " (full: round 0, delta), and what the pause carried (final: delta, full, snapshot).",
-    "", ("kind", "final"),
+    "",
+    ("kind", "final"),
 )
 # The successor's view of the handoff it took over, in families of their own: the old
 # process records the attempt and then exits, usually before its next scrape, so only
 # these are seen after a successful handoff; and since each side records one family,
 # a sum over all processes counts every handoff once per family.
 TAKEOVERS = Instrument(
-    "statemigrate_handoff_takeovers_total", "counter",
+    "statemigrate_handoff_takeovers_total",
+    "counter",
     "Successor: handoffs this process took over, by outcome (committed: after COMMIT;"
-    " predecessor_died: the old process died after sending the snapshot).", "",
+    " predecessor_died: the old process died after sending the snapshot).",
+    "",
     ("outcome",),
 )
 TAKEOVER_PAUSE = _histogram(
@@ -186,20 +232,28 @@ TAKEOVER_PAUSE = _histogram(
     ("outcome",),
 )
 TAKEOVER_PIECES = Instrument(
-    "statemigrate_handoff_takeover_pieces_total", "counter",
+    "statemigrate_handoff_takeover_pieces_total",
+    "counter",
     "Successor: pre-copy pieces it applied before the pause of the handoff it took over,"
     " by kind (full: round 0, delta), and what the pause carried (final: delta, full,"
-    " snapshot).", "", ("kind", "final"),
+    " snapshot).",
+    "",
+    ("kind", "final"),
 )
 TRIAL = Instrument(
-    "statemigrate_trial", "gauge",
+    "statemigrate_trial",
+    "gauge",
     "1 while this process is the generation on trial after a handoff (a revert can still"
-    " bring the permanent generation back), 0 once it is permanent or not on trial.", "",
+    " bring the permanent generation back), 0 once it is permanent or not on trial.",
+    "",
     ("service",),
 )
 BUILD_INFO = Instrument(
-    "statemigrate_build_info", "gauge",
-    "Always 1; the version label is the statemigrate release running.", "", ("version",),
+    "statemigrate_build_info",
+    "gauge",
+    "Always 1; the version label is the statemigrate release running.",
+    "",
+    ("version",),
 )
 
 INSTRUMENTS: tuple[Instrument, ...] = (

@@ -139,7 +139,8 @@ class Checkpointer:
         changes: a function returning a value that changes whenever the state does,
             e.g. a counter the writers bump; a checkpoint whose value equals the last
             committed one's is skipped, without holding the writers. Without it, every
-            checkpoint is written.
+            full checkpoint is written, an unchanged state included (incremental
+            checkpoints skip an unchanged state by themselves).
         max_backoff: after failed checkpoints (a store that cannot commit, a state
             that cannot be exported), the next attempt waits twice as long each time,
             up to this many seconds. Serving goes on meanwhile.
@@ -623,6 +624,9 @@ class Checkpointer:
 
         Raises:
             ConfigurationError: the checkpointer runs in a thread already.
+            StoreError, CheckpointError, ...: the final checkpoint failed (see
+                :meth:`checkpoint_now`); raised instead of the ``CancelledError``, so
+                that the code awaiting the task learns what :meth:`stop` would tell it.
         """
         import asyncio
 
@@ -654,6 +658,10 @@ class Checkpointer:
                 await self.checkpoint()
             except Exception as exc:
                 logger.error("final checkpoint of %s failed: %s", self.service.name, exc)
+                # In place of the cancellation: a clean-up that awaits the task with
+                # CancelledError suppressed would otherwise end as if the writes since
+                # the last checkpoint were kept.
+                raise
             finally:
                 self._final = False
             raise

@@ -18,10 +18,11 @@ from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 from statemigrate._errors import CheckpointError, SnapshotError
-from statemigrate._observe._instruments import CHECKPOINT_PAUSE, LAST_SNAPSHOT_TIMESTAMP, emit
+from statemigrate._observe._instruments import CHECKPOINT_PAUSE, emit
 from statemigrate._runtime._chain import chain_frame
 from statemigrate._runtime._fork import Exported, ForkedExport, fork_export
 from statemigrate._runtime._report import UNCHANGED, SnapshotReport
+from statemigrate._runtime._telemetry import store_current
 from statemigrate._snapshot._encode import EncodedSnapshot, new_snapshot_id
 from statemigrate._snapshot._format import open_snapshot
 from statemigrate._snapshot._header import DeltaBase
@@ -153,7 +154,7 @@ class CheckpointTaker:
         """A checkpoint skipped because the state is the one last committed: the store's
         latest checkpoint is current, which the staleness gauge says."""
         logger.debug("checkpoint of %s skipped: %s", self.service.name, UNCHANGED)
-        emit(LAST_SNAPSHOT_TIMESTAMP, time.time(), self.service.name)
+        store_current(self.service.name)
 
     def _others_digest(self) -> bytes | None:
         """The digest of the chain's fields beside the records, with the writers held;

@@ -451,7 +451,7 @@ class Service:
         """Report a commit to the log, the metrics and the traces."""
         trace_commit(self.name, store, committed.commit_seconds)
         logger.log(SUMMARIES.get(), "%s", committed.summary())
-        count_commit(self.name, store, committed.commit_seconds)
+        count_commit(self.name, store, committed)
 
     # --- restore -----------------------------------------------------------------------
 

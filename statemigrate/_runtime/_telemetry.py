@@ -22,7 +22,7 @@ from statemigrate._observe._instruments import (
 from statemigrate._observe._tracing import ended_now, record_span, tracing_enabled
 
 if TYPE_CHECKING:
-    from statemigrate._runtime._report import RestoreReport, SnapshotReport
+    from statemigrate._runtime._report import CommitReport, RestoreReport, SnapshotReport
 
 __all__ = [
     "RESTORE_PHASES",
@@ -31,6 +31,7 @@ __all__ = [
     "record_snapshot",
     "report_restore",
     "restore_failed",
+    "store_current",
     "store_kind",
     "trace_commit",
     "trace_restore",
@@ -61,19 +62,28 @@ def record_snapshot(service: str, generation: int, report: SnapshotReport, secon
             },
             children=list(report.timings.items()),
         )
-    if enabled():
-        emit(SNAPSHOT_DURATION, seconds, service)
-        emit(SNAPSHOT_BYTES, report.size, service)
-        emit(LAST_SNAPSHOT_TIMESTAMP, time.time(), service)
-        emit(GENERATION, generation, service)
+    # The gauges of the last snapshot wait for its commit (count_commit): one taken for
+    # a handoff commits nowhere, one whose commit fails leaves the store as it was, and
+    # an operator's staleness alert must see neither as a snapshot kept.
+    emit(SNAPSHOT_DURATION, seconds, service)
 
 
-def count_commit(service: str, store: object, seconds: float) -> None:
-    """Report a commit to the metrics."""
+def count_commit(service: str, store: object, committed: CommitReport) -> None:
+    """Report a commit to the metrics: its time and outcome, and the snapshot the store
+    now holds (size, generation, the time it became the latest)."""
     if enabled():
         kind = store_kind(store)
-        emit(COMMIT_DURATION, seconds, service, kind)
+        emit(COMMIT_DURATION, committed.commit_seconds, service, kind)
         emit(COMMITS, 1.0, service, kind, "committed")
+        emit(SNAPSHOT_BYTES, committed.snapshot.size, service)
+        emit(GENERATION, committed.snapshot.generation, service)
+        store_current(service)
+
+
+def store_current(service: str) -> None:
+    """Report that the store's latest snapshot holds the service's state as of now: it
+    was just committed, or a checkpoint found nothing changed since it was."""
+    emit(LAST_SNAPSHOT_TIMESTAMP, time.time(), service)
 
 
 def commit_failed(service: str, store: object, seconds: float, error: BaseException) -> None:

@@ -30,3 +30,26 @@ def test_the_page_links_from_the_index_and_the_nav() -> None:
     root = PAGE.parents[1]
     assert "(observability.md)" in (root / "docs" / "index.md").read_text()
     assert "observability.md" in (root / "mkdocs.yml").read_text()
+
+
+def example_alerts() -> dict[str, str]:
+    """The page's example alerting rules: each alert's name and its text."""
+    text = PAGE.read_text().split("## Example alerts", 1)[1]
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    rules = block.split("- alert: ")[1:]
+    return {rule.split("\n", 1)[0].strip(): rule for rule in rules}
+
+
+def test_the_example_alerts_read_defined_metrics() -> None:
+    defined = {i.name for i in INSTRUMENTS}
+    for name, rule in example_alerts().items():
+        used = re.findall(r"statemigrate_[a-z_]+", rule)
+        assert used, name
+        assert {re.sub(r"_(bucket|sum|count)$", "", metric) for metric in used} <= defined
+
+
+def test_there_are_alerts_on_stale_snapshots_and_failed_commits() -> None:
+    """checkpoints.md sends its readers here for both."""
+    rules = example_alerts().values()
+    assert any("statemigrate_last_snapshot_timestamp_seconds" in rule for rule in rules)
+    assert any('statemigrate_commits_total{outcome="failed"}' in rule for rule in rules)

@@ -1,8 +1,11 @@
-"""Fixtures of the metrics and status tests: a small service, and a sink left as found."""
+"""Fixtures of the metrics and status tests: a small service, a checkpointer whose store
+can go down, and a sink left as found."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -10,6 +13,8 @@ import pytest
 import statemigrate as sm
 from statemigrate._observe._instruments import Instrument, use_sink
 from statemigrate.reference import KVCacheV1, KVCacheV2, build_registry
+from statemigrate.stores import Buffer
+from statemigrate.stores._memory import MemoryRef
 
 SERVICE = "observed"
 
@@ -64,3 +69,42 @@ def fresh() -> Callable[..., sm.Service]:
         return service
 
     return make
+
+
+class Unreachable(sm.MemoryStore):
+    """A memory store whose commits fail while it is ``down``."""
+
+    def __init__(self) -> None:
+        super().__init__(name="unreachable")
+        self.down = False
+
+    def commit(self, data: Buffer | Iterable[Buffer]) -> MemoryRef:
+        if self.down:
+            raise sm.StoreError("commit", "memory:unreachable", "connection refused")
+        return super().commit(data)
+
+
+@dataclass
+class Checkpointing:
+    """A started service's cache, checkpointed inline to a store that can go down."""
+
+    cache: KVCacheV1
+    store: Unreachable
+    checkpointer: sm.Checkpointer
+
+    def changed_and_failed(self, times: int) -> None:
+        """Change the cache, then fail to checkpoint it, ``times`` times."""
+        for n in range(times):
+            self.cache.set(f"key:{n}", f"changed {n}")
+            with pytest.raises(sm.StoreError, match="connection refused"):
+                self.checkpointer.checkpoint_now()
+
+
+@pytest.fixture
+def checkpointing() -> Checkpointing:
+    service = sm.Service(SERVICE, registry=build_registry())
+    cache = service.register(KVCacheV1())
+    service.start_cold("a test")
+    store = Unreachable()
+    checkpointer = sm.Checkpointer(service, store, quiesce=threading.Lock(), export="inline")
+    return Checkpointing(cache, store, checkpointer)

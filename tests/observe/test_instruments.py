@@ -22,8 +22,17 @@ from statemigrate._observe._instruments import (
 # Every label an instrument may carry; each takes few values (names, versions, phases,
 # outcomes, store kinds). Snapshot ids, keys, pids or paths are never labels.
 BOUNDED_LABELS = {
-    "service", "component", "store", "from_version", "to_version", "phase", "outcome",
-    "stage", "version", "kind", "final",
+    "service",
+    "component",
+    "store",
+    "from_version",
+    "to_version",
+    "phase",
+    "outcome",
+    "stage",
+    "version",
+    "kind",
+    "final",
 }
 
 NAMED = [
@@ -45,8 +54,10 @@ def test_every_required_metric_is_defined_once() -> None:
     names = [instrument.name for instrument in INSTRUMENTS]
     assert len(names) == len(set(names))
     assert [name for name in NAMED if name not in names] == []
-    assert next(i for i in INSTRUMENTS if i.name.startswith("statemigrate_restore_dur")).labels \
-        == ("service", "phase")
+    assert next(i for i in INSTRUMENTS if i.name.startswith("statemigrate_restore_dur")).labels == (
+        "service",
+        "phase",
+    )
 
 
 @pytest.mark.parametrize("instrument", INSTRUMENTS, ids=lambda i: i.name)
@@ -111,6 +122,13 @@ def test_snapshot_and_commit_record_size_generation_time_and_store(sink) -> None
     (_, labels), _ = sink.values("statemigrate_commit_duration_seconds")
     assert labels == ("observed", "memory")
     assert len(sink.values("statemigrate_last_snapshot_timestamp_seconds")) == 2
+
+
+def test_a_snapshot_committed_nowhere_moves_no_gauge_of_the_last_snapshot(sink) -> None:
+    """A snapshot taken for a handoff (or by a caller) is in no store: it counts in the
+    snapshot time only, not as the snapshot a restart would find."""
+    sm.Service("observed").snapshot()
+    assert [name for name, _, _ in sink.records] == ["statemigrate_snapshot_duration_seconds"]
 
 
 def test_a_failed_commit_is_counted_as_failed(sink) -> None:

@@ -54,9 +54,12 @@ def test_a_restore_is_recorded_as_its_report_says(reader, committed, fresh) -> N
     unit, points = found["statemigrate_snapshot_bytes"]
     assert unit == "By" and points[service_only].value == commit.snapshot.size
     _, points = found["statemigrate_component_restores"]
-    assert points[
-        service_only | {("component", "kvcache"), ("from_version", "1"), ("to_version", "2")}
-    ].value == 1
+    assert (
+        points[
+            service_only | {("component", "kvcache"), ("from_version", "1"), ("to_version", "2")}
+        ].value
+        == 1
+    )
     unit, points = found["statemigrate_restore_progress_ratio"]
     assert unit == "1" and points[service_only].value == 1
     _, points = found["statemigrate_build_info"]
@@ -69,3 +72,31 @@ def test_a_failed_restore_is_counted(reader, committed) -> None:
         sm.Service("someone-else").restore(commit)
     _, points = collected(reader)["statemigrate_restores"]
     assert points[frozenset({("service", "someone-else"), ("outcome", "failed")})].value == 1
+
+
+def test_checkpoints_that_fail_to_commit_leave_the_last_snapshot_gauges(
+    reader, checkpointing
+) -> None:
+    """As with prometheus_client: the gauges describe the snapshot the store holds."""
+    service_only = frozenset({("service", "observed")})
+    names = (
+        "statemigrate_last_snapshot_timestamp_seconds",
+        "statemigrate_generation",
+        "statemigrate_snapshot_bytes",
+    )
+
+    def gauges() -> dict[str, float]:
+        found = collected(reader)
+        return {name: found[name][1][service_only].value for name in names}
+
+    good = checkpointing.checkpointer.checkpoint_now().committed
+    assert good is not None
+    kept = gauges()
+    assert kept["statemigrate_generation"] == good.snapshot.generation == 1
+    assert kept["statemigrate_snapshot_bytes"] == good.snapshot.size
+    checkpointing.store.down = True
+    checkpointing.changed_and_failed(3)
+    assert gauges() == kept
+    _, points = collected(reader)["statemigrate_commits"]
+    failed = service_only | {("store", "unreachable"), ("outcome", "failed")}
+    assert points[failed].value == 3

@@ -21,9 +21,7 @@ def test_every_instrument_is_registered_before_anything_happens(registry) -> Non
     names = {family.name for family in registry.collect()}
     # prometheus_client names a counter's family without its _total suffix.
     assert {i.name.removesuffix("_total") for i in INSTRUMENTS} == names
-    assert registry.get_sample_value(
-        "statemigrate_build_info", {"version": sm.__version__}
-    ) == 1
+    assert registry.get_sample_value("statemigrate_build_info", {"version": sm.__version__}) == 1
 
 
 def test_a_restore_is_recorded_as_its_report_says(registry, committed, fresh) -> None:
@@ -36,8 +34,15 @@ def test_a_restore_is_recorded_as_its_report_says(registry, committed, fresh) ->
         return registry.get_sample_value(name, {**labels, **more})
 
     assert sample("statemigrate_restores_total", outcome="restored") == 1
-    assert sample("statemigrate_component_restores_total", component="kvcache",
-                  from_version="1", to_version="2") == 1
+    assert (
+        sample(
+            "statemigrate_component_restores_total",
+            component="kvcache",
+            from_version="1",
+            to_version="2",
+        )
+        == 1
+    )
     for phase, seconds in report.timings.items():
         assert sample("statemigrate_restore_duration_seconds_count", phase=phase) == 1
         assert sample("statemigrate_restore_duration_seconds_sum", phase=phase) == (
@@ -56,17 +61,71 @@ def test_a_restore_is_recorded_as_its_report_says(registry, committed, fresh) ->
     assert sample("statemigrate_restore_duration_seconds_count", phase="read") == 1
 
 
+STALENESS = (
+    "statemigrate_last_snapshot_timestamp_seconds",
+    "statemigrate_generation",
+    "statemigrate_snapshot_bytes",
+)
+
+
+def test_checkpoints_that_fail_to_commit_leave_the_last_snapshot_gauges(
+    registry, checkpointing
+) -> None:
+    """While the store is down, the gauges an operator alerts on still describe the
+    snapshot it holds: the staleness alert can fire."""
+
+    def gauges() -> dict[str, float | None]:
+        labels = {"service": "observed"}
+        return {name: registry.get_sample_value(name, labels) for name in STALENESS}
+
+    good = checkpointing.checkpointer.checkpoint_now().committed
+    assert good is not None
+    kept = gauges()
+    assert kept["statemigrate_generation"] == good.snapshot.generation == 1
+    assert kept["statemigrate_snapshot_bytes"] == good.snapshot.size
+    checkpointing.store.down = True
+    checkpointing.changed_and_failed(3)
+    assert gauges() == kept
+    counted = {"service": "observed", "store": "unreachable"}
+    assert (
+        registry.get_sample_value("statemigrate_commits_total", {**counted, "outcome": "failed"})
+        == 3
+    )
+    # The snapshots were taken all the same.
+    assert (
+        registry.get_sample_value(
+            "statemigrate_snapshot_duration_seconds_count", {"service": "observed"}
+        )
+        == 4
+    )
+
+    checkpointing.store.down = False
+    again = checkpointing.checkpointer.checkpoint_now().committed
+    assert again is not None and again.snapshot.generation == 5
+    now = gauges()
+    assert now["statemigrate_generation"] == 5
+    assert now["statemigrate_snapshot_bytes"] == again.snapshot.size
+    stamped, before = (g["statemigrate_last_snapshot_timestamp_seconds"] for g in (now, kept))
+    assert stamped is not None and before is not None and stamped >= before
+
+
 def test_a_failed_restore_is_counted_and_nothing_else_moves(registry, committed) -> None:
     service, commit = committed
     other = sm.Service("someone-else")
     with pytest.raises(sm.RestoreError):
         other.restore(commit)
-    assert registry.get_sample_value(
-        "statemigrate_restores_total", {"service": "someone-else", "outcome": "failed"}
-    ) == 1
-    assert registry.get_sample_value(
-        "statemigrate_restores_total", {"service": "someone-else", "outcome": "restored"}
-    ) is None
+    assert (
+        registry.get_sample_value(
+            "statemigrate_restores_total", {"service": "someone-else", "outcome": "failed"}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "statemigrate_restores_total", {"service": "someone-else", "outcome": "restored"}
+        )
+        is None
+    )
     assert other.status.state == "failed"
 
 
@@ -74,9 +133,12 @@ def test_enabling_twice_on_one_registry_registers_once(registry, committed, fres
     statemigrate.metrics.use_prometheus(registry)
     service, commit = committed
     fresh().restore(commit)
-    assert registry.get_sample_value(
-        "statemigrate_restores_total", {"service": "observed", "outcome": "restored"}
-    ) == 1
+    assert (
+        registry.get_sample_value(
+            "statemigrate_restores_total", {"service": "observed", "outcome": "restored"}
+        )
+        == 1
+    )
 
 
 def test_a_name_taken_in_the_registry_is_a_clear_error() -> None:
@@ -92,9 +154,12 @@ def test_disabling_stops_recording(registry, committed, fresh) -> None:
     statemigrate.metrics.disable_metrics()
     service, commit = committed
     fresh().restore(commit)
-    assert registry.get_sample_value(
-        "statemigrate_restores_total", {"service": "observed", "outcome": "restored"}
-    ) is None
+    assert (
+        registry.get_sample_value(
+            "statemigrate_restores_total", {"service": "observed", "outcome": "restored"}
+        )
+        is None
+    )
 
 
 def test_a_missing_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -125,6 +125,28 @@ def test_without_changes_every_checkpoint_is_written() -> None:
     assert store.commits == 3
 
 
+@pytest.mark.parametrize(("changes", "generations"), [(False, [8, 9, 10]), (True, [8])])
+def test_an_idle_restored_service_commits_its_state_again_unless_changes_says(
+    changes: bool, generations: list[int]
+) -> None:
+    """What checkpoints.md says of full checkpoints: no states are compared, so without
+    ``changes`` each one commits the same state as a new generation."""
+    source, ledger = ledger_service()
+    store = MemoryStore()
+    for _ in range(7):
+        source.commit(store)
+    service, restarted = ledger_service(started=False)
+    assert service.start_from(store) is not None
+    checkpointer = Checkpointer(
+        service, store, changes=(lambda: restarted.count) if changes else None
+    )
+    reports = [checkpointer.checkpoint_now() for _ in range(3)]
+    committed = [r.committed.snapshot.generation for r in reports if r.committed is not None]
+    assert committed == generations
+    assert [r.reason for r in reports if r.skipped] == ["unchanged"] * (3 - len(generations))
+    assert restored(store) == ledger.export_state()
+
+
 class SeesHold(Ledger):
     """Records, at each export, whether the writers' lock was held."""
 
@@ -180,9 +202,7 @@ def test_the_negative_control_a_missing_quiesce_exports_with_writers_free() -> N
     assert ledger.seen == [False]
 
 
-@pytest.mark.parametrize(
-    ("export", "error"), [("inline", RuntimeError), ("fork", CheckpointError)]
-)
+@pytest.mark.parametrize(("export", "error"), [("inline", RuntimeError), ("fork", CheckpointError)])
 def test_the_writers_go_on_when_the_snapshot_fails(export: Any, error: type[Exception]) -> None:
     """An export that raises: in this process its error propagates, in a forked child
     the child's error is in the ``CheckpointError``."""
@@ -430,6 +450,29 @@ def test_run_on_a_loop_checkpoints_and_takes_a_final_checkpoint_when_cancelled()
     assert restored(store) == state_after(count)
 
 
+def test_a_cancelled_run_raises_the_error_of_its_failed_final_checkpoint() -> None:
+    """The clean-up of checkpoints.md's recipe suppresses CancelledError only: the
+    final checkpoint's failure leaves asyncio.run, and so sets the exit status."""
+    service, ledger = ledger_service()
+    store = FlakyStore()
+
+    async def main() -> None:
+        task = asyncio.create_task(Checkpointer(service, store, every=3600.0).run())
+        try:
+            await asyncio.sleep(0)  # the task waits for its first checkpoint
+            written(ledger, 5)
+            store.failing = 1
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    with pytest.raises(StoreError, match="no space left") as caught:
+        asyncio.run(main())
+    assert isinstance(caught.value.__context__, asyncio.CancelledError)
+    assert store.attempts == 1 and store.commits == 0
+
+
 def test_an_async_quiesce_is_refused_outside_the_loop() -> None:
     service, _ = ledger_service()
     checkpointer = Checkpointer(service, MemoryStore(), quiesce=asyncio.Lock())
@@ -502,7 +545,8 @@ def test_a_checkpoint_logs_one_line(caplog: pytest.LogCaptureFixture) -> None:
     final = checkpointer.stop()
     assert final is not None
     assert [r.getMessage() for r in caplog.records] == [
-        report.summary(), f"final {final.summary()}"
+        report.summary(),
+        f"final {final.summary()}",
     ]
     caplog.clear()
     service.commit(MemoryStore())  # outside a checkpoint: the commit's lines stay

@@ -295,6 +295,47 @@ class Timestamps:
             self.values.append(value)
 
 
+class Gauges:
+    """A metrics sink keeping each gauge's values, by name."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {}
+
+    def record(self, instrument: Any, value: float, labels: Any) -> None:
+        if instrument.kind == "gauge":
+            self.values.setdefault(instrument.name, []).append(value)
+
+
+@pytest.mark.parametrize("export", ["fork", "inline"])
+def test_each_committed_piece_reports_the_chain_the_store_holds(export: str) -> None:
+    """A delta commits the chain, so it is a snapshot kept: the staleness gauge moves,
+    and the size and generation are the chain's, not the last base's."""
+    service, ledger = tracked_ledger_service()
+    checkpointer = Checkpointer(
+        service,
+        MemoryStore(),
+        quiesce=threading.Lock(),
+        incremental=True,
+        export=export,  # type: ignore[arg-type]
+    )
+    sink = Gauges()
+    previous = use_sink(sink)
+    try:
+        committed = []
+        for batch in (2_000, 10, 10):
+            for _ in range(batch):
+                ledger.write()
+            report = checkpointer.checkpoint_now().committed
+            assert report is not None
+            committed.append(report.snapshot)
+    finally:
+        use_sink(previous)
+    assert checkpointer.chain_length == 3
+    assert sink.values["statemigrate_snapshot_bytes"] == [s.size for s in committed]
+    assert sink.values["statemigrate_generation"] == [s.generation for s in committed]
+    assert len(sink.values["statemigrate_last_snapshot_timestamp_seconds"]) == 3
+
+
 @pytest.mark.parametrize("export", ["fork", "inline"])
 def test_an_idle_chain_commits_nothing_and_stays_fresh(export: str) -> None:
     service, ledger = tracked_ledger_service()
