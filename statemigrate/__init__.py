@@ -15,9 +15,9 @@ The development-time tools (:func:`make_migration`, :func:`check_schemas`,
 restores does not load them at start-up.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from statemigrate import _lazy
 from statemigrate._errors import (
     ChangeTrackingError,
     CheckpointError,
@@ -154,15 +154,4 @@ __all__ = [
     "schema",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # from now on an ordinary attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy.lazy_names(__name__, globals(), _LAZY)

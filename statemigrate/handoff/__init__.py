@@ -31,9 +31,9 @@ The service level and the trials load on first access to one of their names, so 
 the bytes level imports without the model layer.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from statemigrate import _lazy
 from statemigrate._errors import HandoffError, SuccessorFailedError, TrialError
 from statemigrate.handoff._control import (
     AsyncControlCallbacks,
@@ -148,15 +148,4 @@ __all__ = [
     "watch_trial",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # from now on an ordinary attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy.lazy_names(__name__, globals(), _LAZY)

@@ -11,8 +11,9 @@ pydantic model of its pointer) load on first access to :class:`ObjectStore` or
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from statemigrate import _lazy
 from statemigrate.stores._base import Buffer, SnapshotRef, Store
 from statemigrate.stores._memfd import MemfdRef, MemfdStore, open_memfd
 from statemigrate.stores._memory import MemoryRef, MemoryStore
@@ -37,16 +38,6 @@ __all__ = [
     "open_memfd",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("ObjectRef", "ObjectStore"):
-        from statemigrate.stores import _object
-
-        value = getattr(_object, name)
-        globals()[name] = value  # from now on an ordinary attribute
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy.lazy_names(
+    __name__, globals(), dict.fromkeys(("ObjectRef", "ObjectStore"), "statemigrate.stores._object")
+)

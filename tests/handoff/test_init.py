@@ -20,7 +20,7 @@ def test_all_is_complete():
         for name, value in vars(handoff).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
-    assert public - {"TYPE_CHECKING", "Any"} <= set(handoff.__all__)
+    assert public - {"TYPE_CHECKING"} <= set(handoff.__all__)
 
 
 def test_every_name_resolves():

@@ -26,7 +26,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "statemigrate"
 # Bottom to top. A module belongs to the layer of the longest prefix that names it or
 # one of its packages; the bare package name matches only the package's own modules.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("errors", ("statemigrate._errors", "statemigrate._version")),
+    ("errors", ("statemigrate._errors", "statemigrate._version", "statemigrate._lazy")),
     ("observe", ("statemigrate._observe",)),
     ("model", ("statemigrate._model",)),
     ("snapshot", ("statemigrate._snapshot",)),

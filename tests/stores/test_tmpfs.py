@@ -33,7 +33,7 @@ def test_package_exports_are_sorted_and_complete() -> None:
     # provides a pytest plugin, as this one does.
     public = {name for name in vars(stores) if not name.startswith(("_", "@"))}
     assert stores.__all__ == sorted(stores.__all__)
-    assert public - {"annotations", "TYPE_CHECKING", "Any"} <= set(stores.__all__)
+    assert public - {"annotations", "TYPE_CHECKING"} <= set(stores.__all__)
     # The object store's names load on first access, and must then resolve.
     assert [name for name in stores.__all__ if not hasattr(stores, name)] == []
 
