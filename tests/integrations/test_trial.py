@@ -31,6 +31,7 @@ from integrations.test_asgi import (
     free_port,
     hand_over,
     read_release,
+    server_options,
     started,
     wait_until,
 )
@@ -259,7 +260,7 @@ def test_asgi_reverts_a_trial_under_load(
 ) -> None:
     port = free_port()
     trial = tmp_path / "trial"
-    argv = ["app.py", "--port", str(port), "--server", server, "--trial-dir", str(trial)]
+    argv = ["app.py", "--port", str(port), *server_options(server), "--trial-dir", str(trial)]
     with started(tmp_path, argv, port) as generations:
         with load(port, clients=4, keep_alive=True, keys=KEYS) as tally:
             wait_for_requests(tally, 300)
@@ -341,7 +342,7 @@ def test_aiohttp_sigterm_during_a_revert_waits_for_it(tmp_path: Path) -> None:
 def test_asgi_sigterm_during_a_revert_waits_for_it(tmp_path: Path, server: str) -> None:
     port = free_port()
     trial = tmp_path / "trial"
-    argv = ["app.py", "--port", str(port), "--server", server, "--trial-dir", str(trial)]
+    argv = ["app.py", "--port", str(port), *server_options(server), "--trial-dir", str(trial)]
     with started(tmp_path, argv, port) as generations:
         with load(port, clients=4, keep_alive=True, keys=KEYS) as tally:
             wait_for_requests(tally, 300)
