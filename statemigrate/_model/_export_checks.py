@@ -132,7 +132,8 @@ def _validated_back(convert_inner: Convert, validator: pydantic_core.SchemaValid
             reason = exc.errors(include_url=False, include_input=False)[0]["msg"]
             raise fail(
                 f"this {kind_of(value)} breaks a constraint of its type, so it would not"
-                f" validate back: {reason}"
+                f" validate back: {reason}",
+                by_validation=True,
             ) from None
         # A value of another type (True in an int field) is written as validation makes
         # it, a conversion the leaf itself accepts; only a change of the same type is one
@@ -140,7 +141,7 @@ def _validated_back(convert_inner: Convert, validator: pydantic_core.SchemaValid
         if type(again) is type(value) and not _plainly_equal(value, again):
             difference = first_difference(value, again)  # None for NaN and NaN
             if difference is not None:
-                raise fail(difference[1])
+                raise fail(difference[1], by_validation=True)
         return plain
 
     return convert
