@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from statemigrate._errors import StoreError
+from statemigrate.cli._objects import is_object_url, split_url
 from statemigrate.cli._source import parse_fd
 from statemigrate.stores._safedir import FILE_KINDS
 
@@ -27,6 +28,7 @@ __all__ = [
     "module_attribute",
     "positive_integer",
     "snapshot_source",
+    "store_prefix",
 ]
 
 
@@ -45,15 +47,24 @@ def positive_integer(text: str) -> int:
 
 
 def snapshot_source(text: str) -> str:
-    """An argparse ``type``: a snapshot's source, whose ``fd:N`` form is checked here.
-
-    A path or URL is left to the command; only ``fd:`` has a form of its own.
-    """
-    if text.startswith("fd:"):
-        try:
+    """An argparse ``type``: a snapshot's source, whose ``fd:N`` form, or URL's
+    ``#generation``, is checked here; whether it exists is left to the command."""
+    try:
+        if text.startswith("fd:"):
             parse_fd(text)
-        except StoreError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+        elif is_object_url(text):
+            split_url(text)
+    except StoreError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def store_prefix(text: str) -> str:
+    """An argparse ``type``: an object store's URL, naming no generation."""
+    if "#" in text:
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r}: a store's URL names no generation; give it without #..."
+        )
     return text
 
 

@@ -1374,6 +1374,7 @@ USAGE_ERRORS_SHOWN = (
     ["inspect"],
     ["inspect", "fd:2147483648"],
     ["graph", "kvcache", "--registry", "myservice.state"],
+    ["inspect", "s3://snapshots/gateway#last"],
 )
 
 
