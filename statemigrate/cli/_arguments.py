@@ -24,6 +24,7 @@ from statemigrate.stores._safedir import FILE_KINDS
 __all__ = [
     "ComponentVersions",
     "Renames",
+    "UsageError",
     "check_output_file",
     "module_attribute",
     "positive_integer",
@@ -44,6 +45,11 @@ def positive_integer(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+class UsageError(Exception):
+    """A missing argument or a value of the wrong form that only the command can see
+    (what follows ``--``): one line and status 2, as argparse's own refusals."""
 
 
 def snapshot_source(text: str) -> str:
