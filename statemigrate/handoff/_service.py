@@ -570,8 +570,10 @@ def take_over(
         inheritance: from :func:`~statemigrate.handoff.receive_handoff`, not used yet.
         readable: override the versions announced.
         allow_lossy: declare (and restore through) versions reached only by lossy
-            steps. Off by default: the old process then does any lossy downgrade,
-            and only if it was told to.
+            steps: needed to upgrade from an older release through a step declared
+            lossy. Off by default: the old process then does any lossy downgrade,
+            and only if it was told to; an upgrade through a lossy step is refused,
+            the refusal naming the versions this process would read with it.
         strict: passed to :meth:`~statemigrate.Service.restore`.
         max_size: the largest snapshot accepted.
         precopy: announce pre-copy in HELLO: an old process that does it sends a
