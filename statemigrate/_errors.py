@@ -154,9 +154,7 @@ class StoreError(StateMigrateError):
         errno: the OS error number, when the cause was an ``OSError``.
     """
 
-    def __init__(
-        self, op: str, target: str, detail: str, *, errno: int | None = None
-    ) -> None:
+    def __init__(self, op: str, target: str, detail: str, *, errno: int | None = None) -> None:
         self.op = op
         self.target = target
         self.detail = detail
@@ -176,9 +174,7 @@ class StoreConflictError(StoreError):
         winner: the generation the store's pointer names now, when known.
     """
 
-    def __init__(
-        self, target: str, *, generation: int, winner: int | None = None
-    ) -> None:
+    def __init__(self, target: str, *, generation: int, winner: int | None = None) -> None:
         self.generation = generation
         self.winner = winner
         now = f"generation {winner}" if winner is not None else "a newer generation"
@@ -377,6 +373,10 @@ class ExportError(ValidationError):
 
     Attributes:
         path: where the value sits in the state, e.g. ``entries['a'].when``.
+        by_validation: the value has a plain form, but validated back it is refused or
+            comes back different. For a state that validation made, that is the
+            schema's doing (a validator that is not idempotent, a union resolved to
+            another member), not a kind of value snapshots cannot hold.
     """
 
     def __init__(
@@ -387,9 +387,11 @@ class ExportError(ValidationError):
         detail: str,
         *,
         instance: str | None = None,
+        by_validation: bool = False,
     ) -> None:
         super().__init__(component, version, detail, instance=instance)
         self.path = path
+        self.by_validation = by_validation
         where = component if instance is None else f"{component}/{instance}"
         self.args = (f"{where} version {version} cannot be snapshotted: at {path}: {detail}",)
 

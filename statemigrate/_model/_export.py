@@ -44,6 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from statemigrate._model._compare import FieldName
+from statemigrate._model._export_checks import checked_leaf, checked_length, checked_literal
 from statemigrate._model._export_leaves import (
     KEY_TEXT,
     KNOWN_CLASSES,
@@ -86,7 +87,6 @@ class SchemaNotExportable(Exception):
         super().__init__(f"{where}: {detail}")
         self.path = tuple(path)
         self.detail = detail
-
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -169,6 +169,9 @@ class _Compiler:
         self._compiled: dict[str, Node] = {}
         self._cells: dict[str, list[Convert]] = {}  # definitions being compiled
         self._depth = threading.local()  # references entered by the converter running
+        # The config of the record being compiled: its settings (str_max_length,
+        # allow_inf_nan, ...) constrain the leaves in it, as its own validator's do.
+        self._config: Mapping[str, Any] = {}
         self._handlers: Mapping[str, Callable[[Mapping[str, Any], list[str]], Node]] = {
             "definitions": self._on_definitions,
             "definition-ref": self._on_definition_ref,
@@ -196,7 +199,7 @@ class _Compiler:
     def node(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         kind = str(schema.get("type"))
         if kind in SCALAR_NODES:
-            return SCALAR_NODES[kind]
+            return checked_leaf(SCALAR_NODES[kind], schema, self._config)
         if kind in _REFUSED:
             raise SchemaNotExportable(path, _REFUSED[kind])
         if kind in _TRANSPARENT:
@@ -289,7 +292,9 @@ class _Compiler:
 
     def _on_literal(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         plain = all(type(item) in _PLAIN_TYPES for item in schema["expected"])
-        return Node(by_value, plain, plain)
+        if not plain:
+            return Node(by_value, False, False)
+        return Node(checked_literal(schema), True, True)
 
     def _on_enum(
         self, schema: Mapping[str, Any], path: list[str], *, values_too: bool = False
@@ -317,15 +322,17 @@ class _Compiler:
 
     def _on_list(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         item = self._items(schema, path)
-        return Node(list_of(item), item.identity, item.exact)
+        bounded = _has_length_bounds(schema)
+        convert = checked_length(list_of(item), schema)
+        return Node(convert, item.identity and not bounded, item.exact)
 
     def _on_deque(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         item = self._items(schema, path)
-        return Node(list_of(item), False, item.exact)
+        return Node(checked_length(list_of(item), schema), False, item.exact)
 
     def _on_set(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         item = self._items(schema, path)
-        return Node(set_of(item), False, item.exact)
+        return Node(checked_length(set_of(item), schema), False, item.exact)
 
     def _items(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         items = schema.get("items_schema")
@@ -341,7 +348,8 @@ class _Compiler:
         variadic = schema.get("variadic_item_index")
         if not items:
             items, variadic = [SCALAR_NODES["any"]], 0
-        return Node(tuple_of(items, variadic), False, all(node.exact for node in items))
+        convert = checked_length(tuple_of(items, variadic), schema)
+        return Node(convert, False, all(node.exact for node in items))
 
     def _on_named_tuple(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         # A list of its fields' plain values, in order: validation builds the class.
@@ -359,14 +367,12 @@ class _Compiler:
         key = self._key(schema.get("keys_schema", _ANY_SCHEMA), [*path, "[key]"])
         value = self.node(schema.get("values_schema", _ANY_SCHEMA), [*path, "[value]"])
         return Node(
-            dict_of(key.convert, value),
-            key.identity and value.identity,
+            checked_length(dict_of(key.convert, value), schema),
+            key.identity and value.identity and not _has_length_bounds(schema),
             key.exact and value.exact,
         )
 
-    def _key(
-        self, schema: Mapping[str, Any], path: list[str], *, values_too: bool = False
-    ) -> Node:
+    def _key(self, schema: Mapping[str, Any], path: list[str], *, values_too: bool = False) -> Node:
         """How to write a key as text: ``identity`` when keys are plain ``str``, ``exact``
         unless a validator may change the key (the export is then validated back)."""
         kind = schema.get("type")
@@ -384,7 +390,9 @@ class _Compiler:
         if kind == "bytes":
             return Node(to_bytes, True, True)  # the decoder takes bytes keys as they are
         if kind in KEY_TEXT:
-            return Node(KEY_TEXT[str(kind)], kind == "str", True)
+            return checked_leaf(
+                Node(KEY_TEXT[str(kind)], kind == "str", True), schema, self._config
+            )
         if kind == "enum" and _text_parses_back(schema):
             cls = schema["cls"]
             members = frozenset(schema["members"])
@@ -418,7 +426,19 @@ class _Compiler:
 
     # records
 
+    def _under_config(self, schema: Mapping[str, Any], compile_record: Callable[[], Node]) -> Node:
+        """Compile a record with its own config in force, as pydantic validates it."""
+        outer = self._config
+        self._config = schema.get("config") or outer
+        try:
+            return compile_record()
+        finally:
+            self._config = outer
+
     def _on_typed_dict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
+        return self._under_config(schema, lambda: self._typed_dict(schema, path))
+
+    def _typed_dict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         fields = [
             (name, self.node(spec["schema"], [*path, name]))
             for name, spec in schema["fields"].items()
@@ -440,6 +460,9 @@ class _Compiler:
         return Node(convert, identity, all(node.exact for _, node in fields))
 
     def _on_model(self, schema: Mapping[str, Any], path: list[str]) -> Node:
+        return self._under_config(schema, lambda: self._model(schema, path))
+
+    def _model(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         cls = schema["cls"]
         inner = schema["schema"]
         if schema.get("root_model"):
@@ -476,6 +499,9 @@ class _Compiler:
         return Node(convert, False, ordinary and all(node.exact for _, node in fields))
 
     def _on_dataclass(self, schema: Mapping[str, Any], path: list[str]) -> Node:
+        return self._under_config(schema, lambda: self._dataclass(schema, path))
+
+    def _dataclass(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         cls = schema["cls"]
         args = schema["schema"]
         if args.get("type") != "dataclass-args":
@@ -557,6 +583,10 @@ class _Compiler:
     def _on_chain(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         first = self.node(schema["steps"][0], path)
         return Node(first.convert, False, False)
+
+
+def _has_length_bounds(schema: Mapping[str, Any]) -> bool:
+    return "min_length" in schema or "max_length" in schema
 
 
 def _text_parses_back(schema: Mapping[str, Any]) -> bool:

@@ -69,13 +69,14 @@ Convert = Callable[[Any], Any]
 
 
 class NotExportable(Exception):
-    """A value has no plain form. ``path`` is filled in on the way out of the tree."""
+    """A value has no plain form, or (``by_validation``) its plain form validated back
+    is refused or changed. ``path`` is filled in on the way out of the tree."""
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, by_validation: bool = False) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.by_validation = by_validation
         self.path: list[object] = []
-
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,12 +95,11 @@ class Node:
     exact: bool
 
 
-
 # --- leaves ---------------------------------------------------------------------------
 
 
-def fail(detail: str) -> NotExportable:
-    return NotExportable(detail)
+def fail(detail: str, *, by_validation: bool = False) -> NotExportable:
+    return NotExportable(detail, by_validation=by_validation)
 
 
 def kind_of(value: object) -> str:
@@ -220,9 +220,7 @@ def plain_as_is(value: Any) -> Any:
     problem = find_not_plain(value, buffers=False)  # a bytearray would come back as bytes
     if problem is not None:
         path, detail = problem
-        error = fail(
-            f"{detail} under Any, where it would not come back as it is; declare its type"
-        )
+        error = fail(f"{detail} under Any, where it would not come back as it is; declare its type")
         error.path.extend(path)
         raise error
     return value
@@ -403,6 +401,7 @@ def fields_reader(
 ) -> Callable[[Any], dict[str, Any]]:
     """Read record fields; ``step`` renders a field in error paths (a key of a
     ``TypedDict``, an attribute of a model or dataclass)."""
+
     def convert(value: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, node in fields:

@@ -274,10 +274,16 @@ class SchemaVersion:
         try:
             plain = exporter.convert(state)
             if not exporter.exact or exporter.went_deep():
-                self._check_round_trip(state, plain)
+                # An exact exporter is checked only for a value nested too deep for
+                # pydantic: a refusal then is the depth's, not the schema's.
+                self._check_round_trip(state, plain, by_validation=not exporter.exact)
         except NotExportable as exc:
             raise ExportError(
-                self.component, self.version, format_path(exc.path), exc.detail
+                self.component,
+                self.version,
+                format_path(exc.path),
+                exc.detail,
+                by_validation=exc.by_validation,
             ) from exc
         except RecursionError as exc:
             # The exporter walks the state with Python calls, a few per level: a state
@@ -350,7 +356,7 @@ class SchemaVersion:
             )
         return state
 
-    def _check_round_trip(self, state: object, plain: object) -> None:
+    def _check_round_trip(self, state: object, plain: object, *, by_validation: bool) -> None:
         try:
             again = self.validate(plain)
         except ValidationError as exc:
@@ -359,11 +365,18 @@ class SchemaVersion:
                 self.version,
                 "(root)",
                 f"its plain form does not validate back: {exc.detail}",
+                by_validation=by_validation,
             ) from exc
         difference = first_difference(state, again)
         if difference is not None:
             path, detail = difference
-            raise ExportError(self.component, self.version, format_path(path), detail)
+            raise ExportError(
+                self.component,
+                self.version,
+                format_path(path),
+                detail,
+                by_validation=by_validation,
+            )
 
     def json_schema(self) -> dict[str, Any]:
         """Return the canonical JSON Schema that the fingerprint hashes.

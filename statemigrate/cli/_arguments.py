@@ -1,8 +1,10 @@
-"""Checks of command-line values that several commands share: counts and output files.
+"""Checks of command-line values: counts, output files, and the forms of values
+(``COMPONENT=VERSION``, ``OLD.PATH=NEW``, ``MODULE:NAME``, ``fd:N``).
 
 Each check runs before its command does any work, so a bad value costs one line on
 stderr and nothing else: no demo run for nothing, no snapshot migrated and then not
-written, no device or FIFO replaced by a regular file.
+written, no device or FIFO replaced by a regular file. A value of the wrong form is a
+usage error, refused by argparse with status 2 like an unknown option.
 """
 
 from __future__ import annotations
@@ -10,12 +12,25 @@ from __future__ import annotations
 import argparse
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from statemigrate._errors import StoreError
+from statemigrate.cli._objects import is_object_url, split_url
+from statemigrate.cli._source import parse_fd
 from statemigrate.stores._safedir import FILE_KINDS
 
-__all__ = ["check_output_file", "positive_integer"]
+__all__ = [
+    "ComponentVersions",
+    "Renames",
+    "UsageError",
+    "check_output_file",
+    "module_attribute",
+    "positive_integer",
+    "snapshot_source",
+    "store_prefix",
+]
 
 
 def positive_integer(text: str) -> int:
@@ -30,6 +45,94 @@ def positive_integer(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+class UsageError(Exception):
+    """A missing argument or a value of the wrong form that only the command can see
+    (what follows ``--``): one line and status 2, as argparse's own refusals."""
+
+
+def snapshot_source(text: str) -> str:
+    """An argparse ``type``: a snapshot's source, whose ``fd:N`` form, or URL's
+    ``#generation``, is checked here; whether it exists is left to the command."""
+    try:
+        if text.startswith("fd:"):
+            parse_fd(text)
+        elif is_object_url(text):
+            split_url(text)
+    except StoreError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def store_prefix(text: str) -> str:
+    """An argparse ``type``: an object store's URL, naming no generation."""
+    if "#" in text:
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r}: a store's URL names no generation; give it without #..."
+        )
+    return text
+
+
+def module_attribute(text: str) -> str:
+    """An argparse ``type``: ``package.module:name``, as ``--registry`` and ``--schema``
+    name an object to import."""
+    module, sep, attribute = text.partition(":")
+    if not sep or not module or not attribute:
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} must look like 'package.module:name'")
+    return text
+
+
+class ComponentVersions(argparse.Action):
+    """``--to COMPONENT=VERSION``, repeatable: a dict of one version per component."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        pair = str(values)
+        component, sep, version = pair.partition("=")
+        # ASCII digits only: int() refuses some of what str.isdigit() accepts ("²").
+        # Ten digits hold every version a snapshot can (at most 2**31).
+        if (
+            not sep
+            or not component
+            or not (version.isascii() and version.isdigit())
+            or len(version) > 10
+        ):
+            raise argparse.ArgumentError(self, f"{pair[:80]!r}: expected COMPONENT=VERSION")
+        targets: dict[str, int] = dict(getattr(namespace, self.dest, None) or {})
+        if component in targets:
+            raise argparse.ArgumentError(
+                self,
+                f"names component {component[:80]!r} twice: give one version per component",
+            )
+        targets[component] = int(version)
+        setattr(namespace, self.dest, targets)
+
+
+class Renames(argparse.Action):
+    """``--rename OLD.PATH=NEW``, repeatable: a dict of new names by old path."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        pair = str(values)
+        old, sep, new = pair.partition("=")
+        if not sep or not old or not new or "." in new:
+            raise argparse.ArgumentError(
+                self, f"{pair[:80]!r}: expected OLD.PATH=NEW_NAME, e.g. entries.*.value=data"
+            )
+        renames: dict[str, str] = dict(getattr(namespace, self.dest, None) or {})
+        renames[old] = new
+        setattr(namespace, self.dest, renames)
 
 
 def check_output_file(path: str | os.PathLike[str], *, option: str) -> Path:

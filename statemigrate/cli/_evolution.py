@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from statemigrate._errors import RegistrationError, StoreError
 from statemigrate._model._registry import Registry
-from statemigrate.cli._arguments import positive_integer
+from statemigrate.cli._arguments import Renames, module_attribute, positive_integer
 from statemigrate.cli._registry import add_registry_arguments, current_folder_first
 from statemigrate.evolution._config import ProjectConfig, find_config, load_registry
 
@@ -64,6 +64,7 @@ def add_evolution_parsers(commands: Any) -> None:
     make.add_argument(
         "--schema",
         metavar="MODULE:TYPE",
+        type=module_attribute,
         help="the new schema type (default: the newest registered version's type)",
     )
     make.add_argument(
@@ -72,8 +73,8 @@ def add_evolution_parsers(commands: Any) -> None:
     make.add_argument("--name", metavar="SLUG", help="suffix of the module's file name")
     make.add_argument(
         "--rename",
-        action="append",
-        default=[],
+        action=Renames,
+        default={},
         metavar="OLD.PATH=NEW",
         help="declare a renamed field, e.g. entries.*.value=data (repeatable)",
     )
@@ -216,7 +217,7 @@ def makemigration_command(args: argparse.Namespace, out: TextIO) -> int:
             schema=schema,
             version=args.version,
             name=args.name,
-            renames=_parse_renames(args.rename),
+            renames=args.rename,
             records=args.records,
             write=not args.dry_run,
         )
@@ -292,25 +293,11 @@ def _write_failed(exc: OSError, folder: Path) -> StoreError:
     return StoreError("write", str(target), f"{exc.strerror or exc}{name}", errno=code)
 
 
-def _parse_renames(pairs: list[str]) -> dict[str, str]:
-    renames: dict[str, str] = {}
-    for pair in pairs:
-        old, sep, new = pair.partition("=")
-        if not sep or not old or not new or "." in new:
-            raise RegistrationError(
-                f"--rename {pair!r}: expected OLD.PATH=NEW_NAME, e.g. entries.*.value=data"
-            )
-        renames[old] = new
-    return renames
-
-
 def _resolve_type(spec: str, config: ProjectConfig) -> object:
     import importlib
     import sys
 
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise RegistrationError(f"--schema {spec!r} must look like 'package.module:Type'")
+    module_name, _, attribute = spec.partition(":")  # its form checked by the parser
     current_folder_first()
     if config.root is not None and str(config.root) not in sys.path:
         sys.path.insert(0, str(config.root))  # as the registry and imports are found

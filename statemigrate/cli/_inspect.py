@@ -14,6 +14,7 @@ from statemigrate._errors import SnapshotError
 from statemigrate._runtime._chainread import Chain, composed_sections, link_break
 from statemigrate._snapshot._format import Snapshot
 from statemigrate._snapshot._header import SectionInfo
+from statemigrate.cli._arguments import snapshot_source
 from statemigrate.cli._objects import add_store_argument, open_source
 from statemigrate.cli._source import KEY_FILE_VARIABLE, read_key_option
 from statemigrate.stores import ObjectRef
@@ -40,7 +41,10 @@ def add_inspect_parser(commands: Any) -> None:
         " another generation).",
     )
     parser.add_argument(
-        "snapshot", metavar="SNAPSHOT", help="a file path, fd:N, or URL[#current|#previous|#N]"
+        "snapshot",
+        metavar="SNAPSHOT",
+        type=snapshot_source,
+        help="a file path, fd:N, or URL[#current|#previous|#N]",
     )
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
     parser.add_argument(

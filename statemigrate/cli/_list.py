@@ -10,6 +10,7 @@ from typing import Any, TextIO
 from statemigrate._errors import StateMigrateError, StoreError
 from statemigrate._runtime._chain import is_chain, split_chain
 from statemigrate._snapshot._format import MAGIC
+from statemigrate.cli._arguments import store_prefix
 from statemigrate.cli._inspect import human_size, printable
 from statemigrate.cli._objects import add_store_argument, open_store
 from statemigrate.stores import ObjectRef
@@ -27,7 +28,10 @@ def add_list_parser(commands: Any) -> None:
         " --kinds, also which are snapshots and which checkpoint chains.",
     )
     parser.add_argument(
-        "url", metavar="URL", help="s3://bucket/prefix, gs://..., az://... or file:///path"
+        "url",
+        metavar="URL",
+        type=store_prefix,
+        help="s3://bucket/prefix, gs://..., az://... or file:///path",
     )
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
     parser.add_argument(
@@ -42,8 +46,6 @@ def add_list_parser(commands: Any) -> None:
 
 def list_command(args: argparse.Namespace, out: TextIO) -> int:
     """Run ``list``; returns the exit status."""
-    if "#" in args.url:
-        raise StoreError("list", args.url, "list takes a prefix: give the URL without #...")
     store = open_store(args.url, args.store_options)
     refs = store.generations()
     if not refs:

@@ -17,6 +17,7 @@ from typing import TextIO
 
 from statemigrate._errors import LossyMigrationError, StateMigrateError
 from statemigrate._version import __version__
+from statemigrate.cli._arguments import UsageError
 from statemigrate.cli._inspect import add_inspect_parser, printable
 
 __all__ = ["main"]
@@ -99,6 +100,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         stream = sys.stderr if sys.stderr is not None else io.StringIO()
     try:
         return func(args, stream)
+    except UsageError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
     except StateMigrateError as exc:
         _error(_message(exc))
     except BrokenPipeError:  # output piped into head: not an error worth a line

@@ -8,12 +8,17 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from statemigrate._errors import RegistrationError, StoreError, UnknownComponentError
+from statemigrate._errors import StoreError, UnknownComponentError
 from statemigrate._model._registry import Registry
 from statemigrate._runtime._chainread import Chain, compose_chain
 from statemigrate._runtime._rewrite import migrate_snapshot
 from statemigrate._snapshot._format import open_snapshot
-from statemigrate.cli._arguments import check_output_file
+from statemigrate.cli._arguments import (
+    ComponentVersions,
+    check_output_file,
+    module_attribute,
+    snapshot_source,
+)
 from statemigrate.cli._inspect import Progress, add_key_argument, printable
 from statemigrate.cli._objects import add_store_argument, commit_to_url, is_object_url, open_source
 from statemigrate.cli._source import read_key_option
@@ -63,7 +68,10 @@ def add_registry_parsers(commands: Any) -> None:
         " a checkpoint chain is rewritten as one full snapshot",
     )
     migrate.add_argument(
-        "snapshot", metavar="SNAPSHOT", help="a file path, fd:N, or URL[#current|#previous|#N]"
+        "snapshot",
+        metavar="SNAPSHOT",
+        type=snapshot_source,
+        help="a file path, fd:N, or URL[#current|#previous|#N]",
     )
     migrate.add_argument(
         "-o",
@@ -77,7 +85,7 @@ def add_registry_parsers(commands: Any) -> None:
     migrate.add_argument(
         "--to",
         dest="targets",
-        action="append",
+        action=ComponentVersions,
         required=True,
         metavar="COMPONENT=VERSION",
         help="target version of a component (repeatable)",
@@ -100,6 +108,7 @@ def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--registry",
         metavar="MODULE:NAME",
+        type=module_attribute,
         help="a Registry, or a function returning one (default: [tool.statemigrate] registry)",
     )
     parser.add_argument(
@@ -179,31 +188,10 @@ def graph_command(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _parse_targets(pairs: list[str]) -> dict[str, int]:
-    targets: dict[str, int] = {}
-    for pair in pairs:
-        component, sep, version = pair.partition("=")
-        # ASCII digits only: int() refuses some of what str.isdigit() accepts ("²").
-        # Ten digits hold every version a snapshot can (at most 2**31).
-        if (
-            not sep
-            or not component
-            or not (version.isascii() and version.isdigit())
-            or len(version) > 10
-        ):
-            raise RegistrationError(f"--to {pair[:80]!r}: expected COMPONENT=VERSION")
-        if component in targets:
-            raise RegistrationError(
-                f"--to names component {component[:80]!r} twice: give one version per component"
-            )
-        targets[component] = int(version)
-    return targets
-
-
 def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     """Rewrite a snapshot with the named components migrated to other versions; a
     checkpoint chain is first composed into the full snapshot it restores to."""
-    targets = _parse_targets(args.targets)
+    targets: dict[str, int] = args.targets
     output = None if is_object_url(args.output) else check_output_file(args.output, option="-o")
     registry = registry_from(args)
     key = read_key_option(args.key_file)

@@ -15,6 +15,7 @@ import time
 from typing import Any, TextIO
 
 from statemigrate._errors import TrialError
+from statemigrate.cli._arguments import UsageError
 from statemigrate.handoff._trial import promote_trial, revert_trial
 from statemigrate.handoff._trialrecord import read_trial, trial_process_alive
 from statemigrate.handoff._trialstart import generation_to_run
@@ -122,9 +123,9 @@ def exec_command(args: argparse.Namespace, out: TextIO) -> int:
     if argv and argv[0] == "--":
         argv.pop(0)
     if not argv:
-        raise TrialError(args.dir, "no command given after --")
+        raise UsageError("trial exec: no command given after --")
     if not argv[0]:
-        raise TrialError(args.dir, "the command given after -- is an empty string")
+        raise UsageError("trial exec: the command given after -- is an empty string")
     chosen, why = generation_to_run(args.dir, argv)
     if not chosen or not chosen[0]:
         # A record written by hand, or by a service given an empty command line.

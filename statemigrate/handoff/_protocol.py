@@ -9,7 +9,7 @@ A conversation, with who sends what::
 
     successor -> old   HELLO     {pid, readable: {component: [versions]}, serving: true,
                                   precopy: true, versions: {component: version},
-                                  code_version}
+                                  code_version, lossy: {component: [versions]}}
     old -> successor   PIECE     {round, kind: "full" | "delta", size}  + fd: memfd
     successor -> old   APPLIED   {round, deltas: bool, records, why?}
                        (PIECE and APPLIED repeat: the pre-copy rounds, while the old serves)
@@ -45,6 +45,11 @@ that did not announce it.
 service's ``code_version``) say which release took over, so that the old process
 reports what actually runs (a trial's revert checks it against its record). Both are
 optional: an older successor leaves them out, and an older old process ignores them.
+
+``lossy`` names the versions the successor would also read if it were allowed to
+run steps declared lossy (an upgrade through a step that drops a field), so that an
+old process none of whose versions the successor reads can say why, and how to allow
+it. Optional as well: absent, the refusal only names both sides' versions.
 
 ``paused`` in ``SNAPSHOT`` is how many seconds the old process had held its
 writers when it sent the message, so that the successor, which outlives it, can
@@ -122,6 +127,9 @@ class Hello:
     versions: dict[str, int] = field(default_factory=dict)
     #: The successor's ``code_version`` (empty: none, or not announced).
     code_version: str = ""
+    #: Versions the successor would read only through steps declared lossy, which it
+    #: was not allowed to run (empty: none, or not announced).
+    lossy: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -250,6 +258,8 @@ def encode_message(message: Message) -> bytes:
             body["versions"] = dict(message.versions)
         if message.code_version:
             body["code_version"] = message.code_version[:_MAX_CODE_VERSION]
+        if message.lossy:
+            body["lossy"] = {name: list(versions) for name, versions in message.lossy.items()}
     elif isinstance(message, SnapshotOffer):
         body = {"size": message.size, "listeners": list(message.listeners)}
         if message.trace:
@@ -371,12 +381,13 @@ def _version(value: object) -> bool:
     return type(value) is int and -_MAX_INT <= value <= _MAX_INT
 
 
-def _readable(value: object) -> dict[str, tuple[int, ...]]:
+def _readable(value: object, *, key: str = "readable") -> dict[str, tuple[int, ...]]:
+    """HELLO's ``readable`` (or ``lossy``): ``{component: [versions]}``."""
     if not isinstance(value, dict):
-        raise ValueError(f"'readable' must be an object, got {type(value).__name__}")
+        raise ValueError(f"'{key}' must be an object, got {type(value).__name__}")
     readable: dict[str, tuple[int, ...]] = {}
     for name, versions in value.items():
-        where = f"'readable'[{_show(name)}]"
+        where = f"'{key}'[{_show(name)}]"
         if not isinstance(versions, list) or not all(_version(v) for v in versions):
             raise ValueError(f"{where} must be a list of 64-bit integers")
         readable[_text(name, where)] = tuple(versions)
@@ -491,6 +502,7 @@ def decode_message(packet: bytes, *, stage: str) -> Message:
                 precopy=_flag(body, "precopy"),
                 versions=_live_versions(body),
                 code_version=_code_version(body),
+                lossy=_readable(body.get("lossy", {}), key="lossy"),
             )
         if kind == 2:
             fallback = body.get("fallback", "")

@@ -242,6 +242,7 @@ class Inheritance:
         on_piece: ApplyPiece | None = None,
         versions: Mapping[str, int] | None = None,
         code_version: str = "",
+        lossy: Mapping[str, Iterable[int]] | None = None,
     ) -> Steps[memoryview]:
         """Steps of :meth:`hello`, for a driver.
 
@@ -250,7 +251,8 @@ class Inheritance:
         view, released afterwards) and acknowledged with what it returns. Whatever
         ``on_piece`` raises is reported as FAILED and propagates. ``versions`` and
         ``code_version`` announce which release this is (its live schema versions
-        and its service's ``code_version``).
+        and its service's ``code_version``); ``lossy``, the versions it would read
+        only through steps declared lossy, which it may not run.
         """
         if self._step != "new":
             raise HandoffError("receive", f"hello() called when the handoff is {self._step}")
@@ -267,6 +269,7 @@ class Inheritance:
                 precopy=on_piece is not None,
                 versions={name: int(v) for name, v in (versions or {}).items()},
                 code_version=code_version,
+                lossy={name: tuple(int(v) for v in vs) for name, vs in (lossy or {}).items()},
             )
             self._channel.send(hello, stage="receive")
             self._sent_at = time.monotonic()

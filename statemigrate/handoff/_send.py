@@ -131,8 +131,12 @@ def _exchange(
 
     try:
         build = prepare(dict(hello.readable))
-    except HandoffError:
-        raise  # a refusal: nobody has been paused
+    except HandoffError as exc:
+        # A refusal: nobody has been paused. The old process knows only its own
+        # steps; what the successor would read through its lossy ones, it announced.
+        if exc.stage == "export" and hello.lossy:
+            raise HandoffError("export", exc.detail + lossy_hint(hello.lossy)) from exc
+        raise
     except Exception as exc:
         raise HandoffError("export", f"preparing the export raised {exc!r}") from exc
     pieces: Pieces | None = None
@@ -231,6 +235,19 @@ def _last_delta(
             return build()
 
     return last
+
+
+def lossy_hint(lossy: Mapping[str, Sequence[int]]) -> str:
+    """What a refusal to export adds when the successor announced versions it reads only
+    through steps declared lossy: those versions, and how to allow the loss."""
+    reads = ", ".join(
+        f"{name} v{', v'.join(str(v) for v in versions)}"
+        for name, versions in sorted(lossy.items())
+    )
+    return (
+        f"; the successor would read {reads} through steps declared lossy: pass"
+        " allow_lossy=True to take_over in the successor to upgrade through them"
+    )
 
 
 def _open_pieces(rounds: Rounds, hello: Hello) -> Pieces:

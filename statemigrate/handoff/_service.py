@@ -258,9 +258,7 @@ def _checkpoints_aside(
                     reply, error = None, exc
                     continue
                 if gate.running:
-                    logger.info(
-                        "handoff: %d checkpointer(s) of %s suspended", gate.running, name
-                    )
+                    logger.info("handoff: %d checkpointer(s) of %s suspended", gate.running, name)
             if hook == "stop_accepting" and not settled:
                 gate.end()
                 settled = True
@@ -420,9 +418,7 @@ async def hand_over_async(
         asynchronous=True,
         rounds=_rounds(service, precopy=precopy, allow_lossy=allow_lossy, meta=meta),
     )
-    return await run_async(
-        _checkpoints_aside(steps, service._checkpoints, service.name), control
-    )
+    return await run_async(_checkpoints_aside(steps, service._checkpoints, service.name), control)
 
 
 def _taking_over(
@@ -435,8 +431,17 @@ def _taking_over(
     max_size: int,
     precopy: bool,
 ) -> Steps[TakeOverReport]:
+    lossy: dict[str, tuple[int, ...]] = {}
     if readable is None:
         readable = service.readable_versions(allow_lossy=allow_lossy)
+        if not allow_lossy:
+            # Announced so that an old process none of whose versions this one reads
+            # can tell the operator that a lossy upgrade, not a missing step, is why.
+            with_loss = service.readable_versions(allow_lossy=True)
+            for name, versions in with_loss.items():
+                more = tuple(v for v in versions if v not in readable.get(name, ()))
+                if more:
+                    lossy[name] = more
     announced = {name: tuple(int(v) for v in versions) for name, versions in readable.items()}
     tracker = service._tracker
     tracker.take_over()
@@ -475,8 +480,12 @@ def _taking_over(
         began = time.perf_counter()
         began_ns = time.time_ns()
         snapshot = yield from inheritance._hello_steps(
-            announced, max_size=max_size, on_piece=apply_piece if precopy else None,
-            versions=service.versions(), code_version=service.code_version,
+            announced,
+            max_size=max_size,
+            on_piece=apply_piece if precopy else None,
+            versions=service.versions(),
+            code_version=service.code_version,
+            lossy=lossy,
         )
         # Started late, but at HELLO: only the snapshot names the parent span.
         span = start_span(
@@ -561,8 +570,10 @@ def take_over(
         inheritance: from :func:`~statemigrate.handoff.receive_handoff`, not used yet.
         readable: override the versions announced.
         allow_lossy: declare (and restore through) versions reached only by lossy
-            steps. Off by default: the old process then does any lossy downgrade,
-            and only if it was told to.
+            steps: needed to upgrade from an older release through a step declared
+            lossy. Off by default: the old process then does any lossy downgrade,
+            and only if it was told to; an upgrade through a lossy step is refused,
+            the refusal naming the versions this process would read with it.
         strict: passed to :meth:`~statemigrate.Service.restore`.
         max_size: the largest snapshot accepted.
         precopy: announce pre-copy in HELLO: an old process that does it sends a

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import pydantic
 
-from statemigrate._errors import MigrationStepError, StateMigrateError
+from statemigrate._errors import ExportError, MigrationStepError, StateMigrateError
 from statemigrate._model._migrate import run_plan
 from statemigrate._model._plaindata import copy_plain
 from statemigrate._model._plan import Plan, Step
@@ -88,7 +88,8 @@ def _apply(step: Step, data: Any, example: Any, role: str) -> Any:
     except MigrationStepError as exc:
         if exc.path is not None:  # the pipeline's own rule, as a restore applies it
             raise Broken(
-                f"{role} returned data that is not plain", f"in step {step}: {exc.detail}",
+                f"{role} returned data that is not plain",
+                f"in step {step}: {exc.detail}",
                 example,
             ) from exc
         cause = exc.__cause__ if exc.__cause__ is not None else exc
@@ -159,14 +160,16 @@ def _record_property(registry: Registry, step: Step, x: Any, y: Any) -> None:
         return
     part = {key: value for index, (key, value) in enumerate(records.items()) if index % 2}
     delta = _normalized(
-        registry, step, _apply(step, {**x, field: part}, x, "record step on some records"),
-        step.target, x,
+        registry,
+        step,
+        _apply(step, {**x, field: part}, x, "record step on some records"),
+        step.target,
+        x,
     )
     want = {key: y[field][key] for key in part}
     if delta[field] != want:
         raise Broken(
-            f"{step.name} on some of the records differs from those records of"
-            f" {step.name}(x)",
+            f"{step.name} on some of the records differs from those records of {step.name}(x)",
             "a record step must map each record on its own, since a delta carries only"
             " some of them\n" + _diff(want, delta[field]),
             x,
@@ -234,6 +237,18 @@ def _snapshot_round_trip(check: Subject, state: Any) -> str | None:
     try:
         ref = writer.commit(MemoryStore(name=name))
     except StateMigrateError as exc:
+        if isinstance(exc, ExportError) and exc.by_validation:
+            # The state was drawn through validation, so validation itself does not
+            # give it back: no state of this kind could ever be snapshotted.
+            raise Broken(
+                f"snapshot refuses a valid state of version {version}: validated back, it"
+                " does not come back as it is",
+                f"{type(exc).__name__}: {exc}\nthe schema's validation changes or refuses"
+                " what it made (a validator that is not idempotent, a union that"
+                " resolves to another member, a private attribute or model_post_init);"
+                " make validating a valid state give it back unchanged",
+                state,
+            ) from exc
         # Refusing a state early, with an error that says where, keeps the promise:
         # nothing was committed that could not be restored.
         unclear = _unclear_refusal(str(exc), component, version)
@@ -542,8 +557,9 @@ def _exact_fields(
     for name in [*a, *(name for name in b if name not in a)]:
         left, right = a.get(name, _MISSING), b.get(name, _MISSING)
         if left is _MISSING or right is _MISSING:
-            shown = ("missing" if left is _MISSING else _cut(left)), (
-                "missing" if right is _MISSING else _cut(right)
+            shown = (
+                ("missing" if left is _MISSING else _cut(left)),
+                ("missing" if right is _MISSING else _cut(right)),
             )
             found.append(f"{where}.{name}: expected {shown[0]}, got {shown[1]}")
         else:

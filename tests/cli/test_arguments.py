@@ -123,3 +123,36 @@ def test_demo_starts_with_a_plot_it_can_write(
         with pytest.raises(RuntimeError, match="must not start"):
             run(capsys, "demo", "--entries", "10", "--plot", str(plot))
     assert [run["plot"] for run in demo_runs] == [tmp_path / "new.svg", tmp_path / "old.html"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["migrate", "s.smsnap", "-o", "out", "--to", "book=abc"], "expected COMPONENT=VERSION"),
+        (["migrate", "s.smsnap", "-o", "out", "--to", "book"], "expected COMPONENT=VERSION"),
+        (["migrate", "s.smsnap", "-o", "out", "--to", "b=1", "--to", "b=2"], "'b' twice"),
+        (["migrate", "fd:x", "-o", "out", "--to", "book=1"], "expected fd:N"),
+        (["inspect", "fd:-1"], "open fd:-1: expected fd:N"),
+        (["inspect", "fd:seven"], "open fd:seven: expected fd:N"),
+        (["inspect", "fd:2147483648"], "descriptor number out of range"),
+        (["makemigration", "book", "--rename", "garbage"], "expected OLD.PATH=NEW_NAME"),
+        (["makemigration", "book", "--rename", "a=b.c"], "expected OLD.PATH=NEW_NAME"),
+        (["makemigration", "book", "--schema", "types"], "'package.module:name'"),
+        (["graph", "book", "--registry", "app"], "'package.module:name'"),
+    ],
+)
+def test_a_value_of_the_wrong_form_is_a_usage_error(
+    argv: list[str],
+    fragment: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A value whose form is wrong exits with status 2, as docs/cli.md says, before the
+    command does any work (nothing is read, imported or written)."""
+    monkeypatch.chdir(tmp_path)
+    result = run(capsys, *argv)
+    assert result.code == 2, result
+    line = _one_line(result.err)
+    assert fragment in line and "argument " in line, line
+    assert result.out == "" and list(tmp_path.iterdir()) == []

@@ -189,9 +189,7 @@ _leaves = st.one_of(
 )
 _plain = st.recursive(
     _leaves,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(_keys, inner, max_size=4)
-    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_keys, inner, max_size=4)),
     max_leaves=24,
 )
 
@@ -265,20 +263,84 @@ def test_negative_control_a_reader_that_skips_the_digest_is_caught(
 
 SUBCOMMANDS = ["inspect", "plan", "graph", "migrate", "schemas", "makemigration", "check", "demo"]
 OPTIONS = [
-    "-h", "--help", "--json", "--verify", "--dump", "--key-file", "--from", "--to", "-o",
-    "--output", "--allow-lossy", "--registry", "--migrations", "--import", "--component",
-    "--schemas", "--force", "--schema", "--version", "--name", "--rename", "--dry-run",
-    "--max-examples", "--entries", "--clients", "--fresh-connections", "freeze", "check",
+    "-h",
+    "--help",
+    "--json",
+    "--verify",
+    "--dump",
+    "--key-file",
+    "--from",
+    "--to",
+    "-o",
+    "--output",
+    "--allow-lossy",
+    "--registry",
+    "--migrations",
+    "--import",
+    "--component",
+    "--schemas",
+    "--force",
+    "--schema",
+    "--version",
+    "--name",
+    "--rename",
+    "--dry-run",
+    "--max-examples",
+    "--entries",
+    "--clients",
+    "--fresh-connections",
+    "freeze",
+    "check",
 ]
 VALUES = [
-    "kvcache", "kvcache/default", "blobs", "0", "1", "2", "3", "-1", "99999999999999999999",
-    "kvcache=1", "kvcache=3", "kvcache=\u00b2", "kvcache=", "=1", "fd:0", "fd:1",
-    "fd:2", "fd:-1", "fd:2147483648", "fd:\u00b2", "snap", "keyed", "key", "short", "missing",
-    "out.smsnap", "\udcff.smsnap", "dir", ".", "", " ", "\udcff", "\x1b[2J", "a\x00b",
-    "statemigrate.reference:build_registry", "statemigrate:Service", "statemigrate:nothing",
-    "statemigrate:__version__", "json:loads", "no_such_module_q:x", "no_colon",
-    "statemigrate.reference", "no_such_module_q", "statemigrate.reference:KVCacheV3",
-    "entries.*.value=data", "value", "schemas", "migrations",
+    "kvcache",
+    "kvcache/default",
+    "blobs",
+    "0",
+    "1",
+    "2",
+    "3",
+    "-1",
+    "99999999999999999999",
+    "kvcache=1",
+    "kvcache=3",
+    "kvcache=\u00b2",
+    "kvcache=",
+    "=1",
+    "fd:0",
+    "fd:1",
+    "fd:2",
+    "fd:-1",
+    "fd:2147483648",
+    "fd:\u00b2",
+    "snap",
+    "keyed",
+    "key",
+    "short",
+    "missing",
+    "out.smsnap",
+    "\udcff.smsnap",
+    "dir",
+    ".",
+    "",
+    " ",
+    "\udcff",
+    "\x1b[2J",
+    "a\x00b",
+    "statemigrate.reference:build_registry",
+    "statemigrate:Service",
+    "statemigrate:nothing",
+    "statemigrate:__version__",
+    "json:loads",
+    "no_such_module_q:x",
+    "no_colon",
+    "statemigrate.reference",
+    "no_such_module_q",
+    "statemigrate.reference:KVCacheV3",
+    "entries.*.value=data",
+    "value",
+    "schemas",
+    "migrations",
 ]
 
 
@@ -298,12 +360,33 @@ _token = st.one_of(
 _free = st.text(max_size=12).filter(_harmless)
 NUMBERS = ["0", "1", "2", "3", "4", "-1", "99999999999999999999", "1" * 5000, "\u00b2", "x"]
 COMPONENTS = ["kvcache", "blobs", "settings", "", "\udcff", "\x1b[2J"]
-PATHS = ["snap", "keyed", "key", "short", "missing", "dir", ".", "", "out.smsnap",
-         "\udcff.smsnap", "dir/out", "missing/out", "snap/out"]
+PATHS = [
+    "snap",
+    "keyed",
+    "key",
+    "short",
+    "missing",
+    "dir",
+    ".",
+    "",
+    "out.smsnap",
+    "\udcff.smsnap",
+    "dir/out",
+    "missing/out",
+    "snap/out",
+]
 # Per option, the values worth trying besides free text.
 OPTION_VALUES: dict[str, list[str]] = {
-    "--to": ["kvcache=1", "kvcache=3", "kvcache=\u00b2", "kvcache=", "=1", "blobs=1",
-             "kvcache=1=2", *NUMBERS],
+    "--to": [
+        "kvcache=1",
+        "kvcache=3",
+        "kvcache=\u00b2",
+        "kvcache=",
+        "=1",
+        "blobs=1",
+        "kvcache=1=2",
+        *NUMBERS,
+    ],
     "--from": NUMBERS,
     "--version": NUMBERS,
     "--max-examples": NUMBERS,
@@ -315,13 +398,26 @@ OPTION_VALUES: dict[str, list[str]] = {
     "--migrations": PATHS,
     "--schemas": PATHS,
     "--dump": ["kvcache", "kvcache/default", "blobs", "blobs/default", "nosuch", "", "/", "a/b/c"],
-    "--registry": ["statemigrate.reference:build_registry", "statemigrate:Service",
-                   "statemigrate:nothing", "statemigrate:__version__", "json:loads",
-                   "no_such_module_q:x", "no_colon", ":", "a:"],
+    "--registry": [
+        "statemigrate.reference:build_registry",
+        "statemigrate:Service",
+        "statemigrate:nothing",
+        "statemigrate:__version__",
+        "json:loads",
+        "no_such_module_q:x",
+        "no_colon",
+        ":",
+        "a:",
+    ],
     "--import": ["statemigrate.reference", "no_such_module_q", "", "."],
     "--component": COMPONENTS,
-    "--schema": ["statemigrate.reference:KVCacheV3", "statemigrate.reference:nothing",
-                 "statemigrate.reference", "no_such_module_q:T", "json:loads"],
+    "--schema": [
+        "statemigrate.reference:KVCacheV3",
+        "statemigrate.reference:nothing",
+        "statemigrate.reference",
+        "no_such_module_q:T",
+        "json:loads",
+    ],
     "--name": ["slug", "", "a/b", "\udcff"],
     "--rename": ["entries.*.value=data", "value", "=x", "a=b.c", "a="],
 }
@@ -345,8 +441,9 @@ REQUIRED: dict[str, list[list[str]]] = {
 }
 _POSITIONALS: dict[str, st.SearchStrategy[str]] = {
     "SNAPSHOT": st.one_of(
-        st.sampled_from(["snap", "keyed", "fd:0", "fd:1", "fd:2", "fd:-1", "fd:2147483648",
-                         "fd:\u00b2", *PATHS]),
+        st.sampled_from(
+            ["snap", "keyed", "fd:0", "fd:1", "fd:2", "fd:-1", "fd:2147483648", "fd:\u00b2", *PATHS]
+        ),
         _free,
     ),
     "COMPONENT": st.one_of(st.sampled_from(COMPONENTS), _free),
@@ -501,17 +598,18 @@ def test_any_command_line_exits_0_1_or_2_with_at_most_one_error_line(
         assert len(lines) == 1 and lines[0].startswith(ERROR_PREFIX), err.getvalue()
 
 
-def _naive_targets(pairs: list[str]) -> dict[str, int]:
+def _naive_targets(action: Any, parser: Any, namespace: Any, value: Any, option: Any) -> None:
     """Reads ``--to COMPONENT=VERSION`` with a bare int(): ValueError on anything else."""
-    return {pair.partition("=")[0]: int(pair.partition("=")[2]) for pair in pairs}
+    component, _, version = str(value).partition("=")
+    setattr(namespace, action.dest, {component: int(version)})
 
 
 def test_negative_control_a_command_that_leaks_a_value_error_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from statemigrate.cli import _registry
+    from statemigrate.cli._arguments import ComponentVersions
 
-    monkeypatch.setattr(_registry, "_parse_targets", _naive_targets)
+    monkeypatch.setattr(ComponentVersions, "__call__", _naive_targets)
     prop = cast(Any, test_any_command_line_exits_0_1_or_2_with_at_most_one_error_line)
     inner = prop.hypothesis.inner_test
 

@@ -398,13 +398,13 @@ def test_wrong_credentials_are_one_line(s3: S3Server, capsys: pytest.CaptureFixt
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
-        (["inspect", "URL#"], 1, "expected URL#current, URL#previous or URL#N"),
-        (["inspect", "URL#0"], 1, "expected URL#current, URL#previous or URL#N"),
-        (["inspect", "URL#-1"], 1, "expected URL#current, URL#previous or URL#N"),
-        (["inspect", "URL#\u00b2"], 1, "expected URL#current, URL#previous or URL#N"),
-        (["inspect", "URL#" + "9" * 21], 1, "expected URL#current, URL#previous or URL#N"),
+        (["inspect", "URL#"], 2, "expected URL#current, URL#previous or URL#N"),
+        (["inspect", "URL#0"], 2, "expected URL#current, URL#previous or URL#N"),
+        (["inspect", "URL#-1"], 2, "expected URL#current, URL#previous or URL#N"),
+        (["inspect", "URL#\u00b2"], 2, "expected URL#current, URL#previous or URL#N"),
+        (["inspect", "URL#" + "9" * 21], 2, "expected URL#current, URL#previous or URL#N"),
         (["inspect", "URL#7"], 1, "there is no generation 7 (kept: 1, 2)"),
-        (["inspect", "URL#Previous"], 1, "expected URL#current"),
+        (["inspect", "URL#Previous"], 2, "expected URL#current"),
         (["inspect", "memory://"], 1, "a memory:// store is private to one process"),
         (["inspect", "ftp://host/x"], 1, "unsupported URL"),
         (["inspect", "s3://[bucket/x"], 1, "not a valid URL"),
@@ -421,7 +421,7 @@ def test_wrong_credentials_are_one_line(s3: S3Server, capsys: pytest.CaptureFixt
         ),
         (["inspect", "URL", "--store-option", "novalue"], 2, "expected KEY=VALUE"),
         (["inspect", "URL", "--store-option", "=x"], 2, "expected KEY=VALUE"),
-        (["list", "URL#2"], 1, "list takes a prefix"),
+        (["list", "URL#2"], 2, "names no generation; give it without #"),
         (["list", "memory://"], 1, "a memory:// store is private to one process"),
     ],
 )

@@ -256,7 +256,7 @@ def test_exec_runs_the_permanent_generation_only_after_a_crash_during_the_trial(
 def test_exec_without_a_command_is_one_line(
     trial_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    line = one_error_line(run(capsys, "trial", "exec", "--dir", str(trial_dir), "--"))
+    line = one_error_line(run(capsys, "trial", "exec", "--dir", str(trial_dir), "--"), 2)
     assert line.endswith("no command given after --")
 
 
@@ -265,7 +265,8 @@ def test_exec_of_an_empty_command_is_one_line(
     command: list[str], trial_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """execvp('') raises ValueError, not OSError: refused before it is called."""
-    line = one_error_line(run(capsys, "trial", "exec", "--dir", str(trial_dir), "--", *command))
+    argv = ["trial", "exec", "--dir", str(trial_dir), "--", *command]
+    line = one_error_line(run(capsys, *argv), 2)
     assert line.endswith("the command given after -- is an empty string")
 
 

@@ -655,6 +655,63 @@ def test_a_state_refused_early_passes_and_is_counted(monkeypatch: pytest.MonkeyP
     ), result.note
 
 
+class Shouted(BaseModel):
+    name: str
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def bang(cls, value: str) -> str:
+        return value + "!"
+
+
+class Uneasy(TypedDict):
+    when: str | datetime.datetime
+
+
+def test_a_schema_whose_validation_changes_its_own_states_fails() -> None:
+    """States that every snapshot refuses because validation would give them back
+    changed (a validator that is not idempotent) are the schema's fault: the check
+    fails with the counterexample, rather than passing them as refusals."""
+    registry = Registry()
+    registry.add_schema("shouted", 1, Shouted)
+    (failure,) = check_migrations(registry, raise_on_failure=False).failures
+    assert failure.check == "shouted-snapshot-v1"
+    assert (
+        failure.what == "snapshot refuses a valid state of version 1: validated back, it"
+        " does not come back as it is"
+    )
+    assert isinstance(failure.example, Shouted)
+    assert f"would come back as {failure.example.name + '!'!r}" in failure.detail
+    assert "not idempotent" in failure.detail
+
+
+def test_a_union_that_validation_resolves_to_another_member_fails() -> None:
+    """A datetime under ``str | datetime`` comes back as its text: no snapshot can hold
+    it, so the schema fails its check, with a datetime as the counterexample."""
+    registry = Registry()
+    registry.add_schema("uneasy", 1, Uneasy)
+    (failure,) = check_migrations(registry, raise_on_failure=False).failures
+    assert failure.what.startswith("snapshot refuses a valid state of version 1")
+    assert type(failure.example["when"]) is datetime.datetime
+
+
+class Note2(BaseModel):
+    text: str
+
+
+def test_a_value_no_snapshot_can_hold_is_still_a_passing_refusal() -> None:
+    """A lone surrogate has no UTF-8 form: refusing it is documented, not the schema's
+    fault, and the check passes with the refusals counted."""
+    registry = Registry()
+    registry.add_schema("note", 1, Note2)
+    surrogates = st.builds(Note2, text=st.sampled_from(["\ud800", "ok"]))
+    (result,) = check_migrations(
+        registry, strategies={("note", 1): surrogates}, max_examples=50
+    ).results
+    assert result.ok
+    assert re.match(r"\d+ of \d+ states refused by snapshot, e\.g\. note version 1", result.note)
+
+
 @pytest.mark.parametrize(
     ("error", "what"),
     [
