@@ -129,20 +129,31 @@ class ObjectStore:
     ) -> None:
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:
             raise ValueError(f"keep must be an int of at least 2, not {keep!r}")
-        if isinstance(part_size, bool) or not isinstance(part_size, int) or (
-            part_size < _MIN_PART_SIZE
+        if (
+            isinstance(part_size, bool)
+            or not isinstance(part_size, int)
+            or (part_size < _MIN_PART_SIZE)
         ):
             raise ValueError(f"part_size must be an int of at least 5 MiB, not {part_size!r}")
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or (
-            max_concurrency < 1
+        if (
+            isinstance(max_concurrency, bool)
+            or not isinstance(max_concurrency, int)
+            or (max_concurrency < 1)
         ):
             raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
         self._max_size = check_max_size(max_size)
         self._keep = keep
         self._part_size = part_size
         self._max_concurrency = max_concurrency
-        url_options = (config, client_options, credential_provider, timeout, connect_timeout,
-                       retries, retry_timeout)
+        url_options = (
+            config,
+            client_options,
+            credential_provider,
+            timeout,
+            connect_timeout,
+            retries,
+            retry_timeout,
+        )
         if isinstance(location, str):
             backend = build(
                 location,
@@ -156,8 +167,10 @@ class ObjectStore:
             )
             if prefix.strip("/"):
                 backend = Backend(
-                    backend.store, backend.key(prefix.strip("/")),
-                    f"{backend.location}/{prefix.strip('/')}", remote=backend.remote,
+                    backend.store,
+                    backend.key(prefix.strip("/")),
+                    f"{backend.location}/{prefix.strip('/')}",
+                    remote=backend.remote,
                 )
         else:
             if any(option is not None for option in url_options):
@@ -305,7 +318,8 @@ class ObjectStore:
         where = self._backend.where(f"{GENERATIONS}/{generation:020d}.*")
         if matches:
             raise StoreError(
-                "open", where,
+                "open",
+                where,
                 f"{len(matches)} objects claim generation {generation} and the pointer"
                 " records none of them (left by writers that died?)",
             )
@@ -326,7 +340,8 @@ class ObjectStore:
                 size += view.nbytes
                 if size > self._max_size:
                     raise StoreError(
-                        "write", where,
+                        "write",
+                        where,
                         f"snapshot exceeds max_size {self._max_size} (at least {size} bytes)",
                     )
                 digest.update(view)
@@ -342,11 +357,14 @@ class ObjectStore:
                 del view  # the head is handed over, and let go of, one view at a time
                 # Buffers the caller holds anyway (one buffer, or a list of them: an
                 # encoded snapshot) cost nothing more while obstore holds them.
-                pacer = self._pacer(held=isinstance(data, bytes | bytearray | memoryview
-                                                    | list | tuple))
+                pacer = self._pacer(
+                    held=isinstance(data, bytes | bytearray | memoryview | list | tuple)
+                )
                 version = self._backend.put_parts(
-                    name, pacer.paced(_drained(head, parts)),
-                    part_size=self._part_size, max_concurrency=self._max_concurrency,
+                    name,
+                    pacer.paced(_drained(head, parts)),
+                    part_size=self._part_size,
+                    max_concurrency=self._max_concurrency,
                 )
                 break
         else:
@@ -355,8 +373,11 @@ class ObjectStore:
             except Refused as exc:  # 128 random bits collided: something planted it
                 raise StoreError("write", where, "a fresh object name is taken") from exc
         return Entry(
-            generation=generation, object=name, size=size,
-            xxh3_128=digest.hexdigest(), etag=version[0],
+            generation=generation,
+            object=name,
+            size=size,
+            xxh3_128=digest.hexdigest(),
+            etag=version[0],
         )
 
     def _pacer(self, *, held: bool) -> Pacer:
@@ -374,13 +395,9 @@ class ObjectStore:
         part = self._part_size
         if held or not self._backend.drops_sent_parts:
             return Pacer(piece=part // 2, floor=2 * part, ceiling=None)
-        return Pacer(
-            piece=part // 2, floor=2 * part, ceiling=(self._max_concurrency + 1) * part
-        )
+        return Pacer(piece=part // 2, floor=2 * part, ceiling=(self._max_concurrency + 1) * part)
 
-    def _settle(
-        self, name: str, generation: int, base: Version | None, failure: Exception
-    ) -> None:
+    def _settle(self, name: str, generation: int, base: Version | None, failure: Exception) -> None:
         """Decide a compare-and-swap of the pointer that did not plainly succeed.
 
         A refusal may be our own success whose reply was lost and whose retry then
@@ -397,7 +414,8 @@ class ObjectStore:
             if isinstance(failure, Refused):
                 raise StoreConflictError(target, generation=generation) from failure
             raise StoreError(
-                "commit", target,
+                "commit",
+                target,
                 f"{_detail(failure)}; the pointer cannot be read back ({exc.detail}), so"
                 f" whether generation {generation} was committed is unknown",
             ) from failure
@@ -435,7 +453,8 @@ class ObjectStore:
         try:
             names = self._backend.list_names(GENERATIONS)
             old = [
-                name for name in names
+                name
+                for name in names
                 if (number := generation_of(name)) is not None and number <= limit
             ]
             self._backend.delete(old)
@@ -466,9 +485,7 @@ class ObjectStore:
     def _previous_entry(self) -> Entry:
         previous = self._pointer().previous
         if previous is None:
-            raise StoreError(
-                "open", self._backend.where(POINTER), "there is no previous snapshot"
-            )
+            raise StoreError("open", self._backend.where(POINTER), "there is no previous snapshot")
         return previous
 
     def _read(self, target: _Target) -> memoryview:
@@ -483,7 +500,8 @@ class ObjectStore:
         actual = xxhash.xxh3_128(view).hexdigest()
         if actual != target.xxh3_128:
             raise StoreError(
-                "open", where,
+                "open",
+                where,
                 f"is corrupt: xxh3-128 0x{actual}, committed 0x{target.xxh3_128}",
             )
         return view
