@@ -116,8 +116,7 @@ def restore_latest(
     try:
         return restore_stored(current, options)
     except RestoreError as exc:
-        if isinstance(current, bytes | memoryview):
-            keep_unrestored(store, current)
+        keep_unrestored(store, current if isinstance(current, bytes | memoryview) else None)
         if exc.phase not in ("read", "verify") or not callable(open_previous):
             raise
         logger.warning(
@@ -227,16 +226,18 @@ def restore_stored(
     return report
 
 
-def keep_unrestored(store: Store, data: bytes | memoryview) -> None:
-    """Have ``store`` keep aside its latest snapshot, which the restore refused, when
-    it can: checkpoints of whatever state the service goes on with would otherwise
-    replace it, and a release that can read it (or ``statemigrate migrate``) may still
-    recover its state."""
-    keep = getattr(store, "keep_unrestored", None)
+def keep_unrestored(store: Store, data: bytes | memoryview | None) -> None:
+    """Have ``store`` keep aside its latest snapshot, which the restore refused
+    (``data``) or could not read (``None``), when it can: checkpoints of whatever state
+    the service goes on with would otherwise replace it, and a release that can read
+    it (or ``statemigrate migrate``) may still recover its state. A store that keeps
+    an unread snapshot (an object store, whose server may be back by the next commit)
+    has ``keep_unread()``."""
+    keep = getattr(store, "keep_unrestored" if data is not None else "keep_unread", None)
     if not callable(keep):
         return
     try:
-        where = keep(data)
+        where = keep() if data is None else keep(data)
     except StoreError as exc:
         logger.warning("could not keep the snapshot that failed to restore: %s", exc)
     else:

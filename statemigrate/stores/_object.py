@@ -50,6 +50,7 @@ from statemigrate.stores._object_pointer import (
     GENERATIONS,
     MAX_POINTER_SIZE,
     Entry,
+    Kept,
     Pointer,
     decode_pointer,
     encode_pointer,
@@ -62,6 +63,8 @@ __all__ = ["ObjectRef", "ObjectStore"]
 _log = logging.getLogger("statemigrate.stores")
 
 POINTER = "current"
+Role = Literal["current", "previous", "unrestored"]
+"""What the pointer calls a generation it records."""
 _MIN_PART_SIZE = 5 << 20  # S3 refuses smaller parts (except the last one)
 
 
@@ -180,6 +183,11 @@ class ObjectStore:
                 )
             backend = wrap(location, prefix)
         self._backend = backend
+        # What a failed start asked to keep out of retention's reach: a known
+        # generation, or (the store unreachable then) whichever is latest at the next
+        # commit. Written to the pointer by that commit.
+        self._unrestored: Entry | None = None
+        self._keep_latest = False
 
     # -- public API ----------------------------------------------------------------
 
@@ -207,17 +215,34 @@ class ObjectStore:
         """
         found = self._read_pointer()
         base, version = (None, None) if found is None else found
-        generation = 1 if base is None else base.current.generation + 1
+        listed = self._listed_generations() if base is None else []
+        if base is not None:
+            generation = base.current.generation + 1
+        else:
+            # Objects without a pointer (a pointer deleted by hand): number past them,
+            # so that no generation number ever names two snapshots.
+            generation = max((ref.generation for ref in listed), default=0) + 1
         name = new_object_name(generation)
         entry = self._upload(name, generation, data)
+        kept = self._kept(base, listed)
         pointer = Pointer(
-            format=FORMAT, current=entry, previous=None if base is None else base.current
+            format=FORMAT,
+            current=entry,
+            previous=None if base is None else base.current,
+            unrestored=kept,
         )
         try:
             self._backend.swap(POINTER, encode_pointer(pointer), version)
         except (Refused, StoreError) as exc:
             self._settle(name, generation, version, exc)
-        self._sweep(generation)
+        if kept is not None and (self._unrestored is not None or self._keep_latest):
+            _log.warning(
+                "kept generation %d of %s as unrestored: retention never deletes it",
+                kept.generation,
+                self.location,
+            )
+        self._unrestored, self._keep_latest = None, False
+        self._sweep(generation, spare=None if kept is None else kept.object)
         return ObjectRef(self, entry, role="current")
 
     def open(self, ref: SnapshotRef | None = None) -> memoryview:
@@ -246,8 +271,9 @@ class ObjectStore:
         """
         return self._read(_Target.of(self._previous_entry()))
 
-    def ref(self, which: Literal["current", "previous"] | int = "current") -> ObjectRef:
-        """A reference to the current or the previous generation, or to the generation
+    def ref(self, which: Role | int = "current") -> ObjectRef:
+        """A reference to the current or the previous generation, the one a start could
+        not restore (``"unrestored"``, see :meth:`keep_unrestored`), or the generation
         numbered ``which``, e.g. to restore from.
 
         A generation that is neither current nor previous is one the pointer no longer
@@ -258,23 +284,97 @@ class ObjectStore:
         Raises:
             StoreError: there is no such generation, several objects claim a generation
                 the pointer does not record, or a request failed.
-            ValueError: ``which`` is neither ``"current"``, ``"previous"`` nor a
-                positive int.
+            ValueError: ``which`` is neither ``"current"``, ``"previous"``,
+                ``"unrestored"`` nor a positive int.
         """
         if which == "current":
             return ObjectRef(self, self._pointer().current, role="current")
         if which == "previous":
             return ObjectRef(self, self._previous_entry(), role="previous")
+        if which == "unrestored":
+            unrestored = self._pointer().unrestored
+            if unrestored is None:
+                raise StoreError(
+                    "open",
+                    self._backend.where(POINTER),
+                    "records no unrestored generation (no start failed to restore one)",
+                )
+            return ObjectRef(self, unrestored, role="unrestored")
         if isinstance(which, int) and not isinstance(which, bool) and which >= 1:
             return self._ref_of(which)
         raise ValueError(
-            f"which must be 'current', 'previous' or a generation number, not {which!r}"
+            "which must be 'current', 'previous', 'unrestored' or a generation number,"
+            f" not {which!r}"
         )
+
+    def keep_unrestored(self, data: Buffer | None = None) -> str:
+        """Keep the latest generation, which a start could not restore, out of
+        retention's reach: checkpoints of the state the service goes on with (from
+        the previous generation, or cold) must not delete the state it lost.
+
+        The next commit records it in the pointer as ``unrestored``; every later
+        commit carries it over, and retention never deletes its object. ``data`` is
+        the snapshot the start read, which names the generation; ``None`` when the
+        start could not read it at all (the server unreachable, say): the store then
+        keeps whichever generation is latest once it can be reached again. The next
+        such failure replaces it; :meth:`forget_unrestored` lets it go.
+
+        Returns:
+            Where the kept generation will be named, for the log.
+        """
+        self._unrestored, self._keep_latest = None, True
+        if data is not None:
+            digest = xxhash.xxh3_128(data).hexdigest()
+            try:
+                found = self._read_pointer()
+            except StoreError:
+                found = None  # the next commit keeps whatever is latest then
+            if found is not None:
+                pointer = found[0]
+                for entry in (pointer.current, pointer.previous):
+                    if entry is not None and entry.xxh3_128 == digest:
+                        self._unrestored, self._keep_latest = entry, False
+        if self._unrestored is not None:
+            which = f"generation {self._unrestored.generation}"
+        else:
+            which = "the latest generation"
+        return f"{which} of {self.location} (#unrestored, from the next commit on)"
+
+    def keep_unread(self) -> str:
+        """:meth:`keep_unrestored` for a start that could not read the latest snapshot
+        (the server unreachable, the pointer missing or damaged): the next commit keeps
+        whichever generation is latest by then."""
+        return self.keep_unrestored(None)
+
+    def forget_unrestored(self) -> None:
+        """Let go of the generation kept as ``unrestored``: the pointer no longer
+        records it, and the next commit's retention deletes its object.
+
+        Raises:
+            StoreConflictError: another writer committed meanwhile; try again.
+            StoreError: there is no pointer, it is damaged, or a request failed.
+        """
+        self._unrestored, self._keep_latest = None, False
+        found = self._read_pointer()
+        if found is None:
+            self._pointer()  # raises, naming what is there instead
+            return
+        pointer, version = found
+        if pointer.unrestored is None:
+            return
+        trimmed = pointer.model_copy(update={"unrestored": None})
+        try:
+            self._backend.swap(POINTER, encode_pointer(trimmed), version)
+        except Refused as exc:
+            raise StoreConflictError(
+                self._backend.where(POINTER), generation=pointer.current.generation
+            ) from exc
 
     def generations(self) -> list[ObjectRef]:
         """References to every generation object under the prefix, oldest first.
 
-        Each has its ``role`` (``"current"``, ``"previous"`` or ``None``) and, when its
+        Each has its ``role`` (``"current"``, ``"previous"``, ``"unrestored"`` or
+        ``None``) and, when its
         object was listed, the time it was written (``modified``). Besides the kept
         generations this shows the objects of writers that died before their commit
         decided, until retention deletes them. A generation the pointer records whose
@@ -284,9 +384,11 @@ class ObjectStore:
             StoreError: the pointer is damaged, or a request failed.
         """
         found = self._read_pointer()
-        recorded: dict[str, tuple[Entry, Literal["current", "previous"]]] = {}
+        recorded: dict[str, tuple[Entry, Role]] = {}
         if found is not None:
             pointer = found[0]
+            if pointer.unrestored is not None:
+                recorded[pointer.unrestored.object] = (pointer.unrestored, "unrestored")
             recorded[pointer.current.object] = (pointer.current, "current")
             if pointer.previous is not None:
                 recorded[pointer.previous.object] = (pointer.previous, "previous")
@@ -435,14 +537,49 @@ class ObjectStore:
             outcome = f"another writer committed first; generation {generation} was not kept"
         raise StoreError("commit", target, f"{_detail(failure)}; {outcome}") from failure
 
+    def _kept(self, base: Pointer | None, listed: list[_Target]) -> Kept | None:
+        """The generation the next pointer records as unrestored: the one a failed
+        start asked to keep, else the one the pointer already keeps.
+
+        Asked to keep "the latest" (the start could not reach the store), that is the
+        pointer's current generation; with no pointer, the newest generation object
+        listed, whose digest is then unknown.
+        """
+        if self._unrestored is not None:
+            return Kept.model_validate(self._unrestored.model_dump())
+        if not self._keep_latest:
+            return None if base is None else base.unrestored
+        if base is not None:
+            return Kept.model_validate(base.current.model_dump())
+        if not listed:
+            return None
+        newest = max(listed, key=lambda target: target.generation)
+        return Kept(
+            generation=newest.generation,
+            object=newest.object,
+            size=newest.size,
+            xxh3_128=None,
+            etag=newest.etag,
+        )
+
+    def _listed_generations(self) -> list[_Target]:
+        """The generation objects under the prefix, as found by listing."""
+        targets = []
+        for listed in self._backend.list_objects(GENERATIONS):
+            number = generation_of(listed.name)
+            if number is not None:
+                targets.append(_Target(number, listed.name, listed.size, listed.etag, None))
+        return targets
+
     def _discard(self, name: str) -> None:
         try:
             self._backend.delete([name])
         except StoreError as exc:
             _log.warning("could not delete uncommitted %s: %s", self._backend.where(name), exc)
 
-    def _sweep(self, generation: int) -> None:
-        """Delete the objects of generations older than the ``keep`` newest ones.
+    def _sweep(self, generation: int, *, spare: str | None) -> None:
+        """Delete the objects of generations older than the ``keep`` newest ones, but
+        ``spare`` (the pointer's unrestored generation).
 
         The commit has succeeded by then: a failure here is logged, and the next
         commit's sweep removes what this one left.
@@ -455,7 +592,7 @@ class ObjectStore:
             old = [
                 name
                 for name in names
-                if (number := generation_of(name)) is not None and number <= limit
+                if (number := generation_of(name)) is not None and number <= limit and name != spare
             ]
             self._backend.delete(old)
         except StoreError as exc:
@@ -474,6 +611,20 @@ class ObjectStore:
     def _pointer(self) -> Pointer:
         found = self._read_pointer()
         if found is None:
+            listed = self._listed_generations()
+            if listed:
+                # Not "nothing committed": a start must not take this for an empty
+                # store and go on cold without a word.
+                numbers = sorted({target.generation for target in listed})
+                shown = ", ".join(str(number) for number in numbers[-5:])
+                raise StoreError(
+                    "open",
+                    self._backend.where(POINTER),
+                    f"is missing, but {len(listed)} generation objects are present"
+                    f" (generations {'..., ' if len(numbers) > 5 else ''}{shown}): restore"
+                    f" one with ref({numbers[-1]}) or URL#{numbers[-1]} and commit it"
+                    " (docs/stores.md, 'A missing pointer')",
+                )
             raise StoreError(
                 "open",
                 self._backend.where(POINTER),
@@ -538,7 +689,8 @@ class ObjectRef:
         generation: the generation number (1 for the first commit to a prefix).
         size: the snapshot's size in bytes.
         role: what the pointer called this generation when the reference was made:
-            ``"current"``, ``"previous"``, or ``None`` for one it does not record (an
+            ``"current"``, ``"previous"``, ``"unrestored"`` (kept after a start could
+            not restore it), or ``None`` for one it does not record (an
             older generation kept by ``keep``, or the object of a writer that died
             before its commit decided).
         modified: when the object was written, for references listed by
@@ -552,7 +704,7 @@ class ObjectRef:
         store: ObjectStore,
         entry: Entry | _Target,
         *,
-        role: Literal["current", "previous"] | None = None,
+        role: Role | None = None,
         modified: datetime | None = None,
     ) -> None:
         self._store = store

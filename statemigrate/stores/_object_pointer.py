@@ -5,13 +5,20 @@ The pointer is a small JSON document, replaced by compare-and-swap on every comm
     {"format": "statemigrate-object-pointer/1",
      "current": {"generation": 7, "object": "generations/00000000000000000007.<hex>",
                  "size": 123456, "xxh3_128": "<32 hex digits>", "etag": "\\"...\\""},
-     "previous": {... generation 6 ...} or null}
+     "previous": {... generation 6 ...} or null,
+     "unrestored": {... a generation a start could not restore ...}}   (when there is one)
 
 Keeping ``previous`` inside the pointer makes "current and previous" change together in
 one atomic write. The digest and size let a reader tell a generation object that was
 damaged or replaced after its commit from the one that was committed. Anyone who can
 write to the bucket can rewrite the pointer too, digest included: that is what the
 snapshot format's authenticated mode is for.
+
+``unrestored`` names the generation that was latest when a service's start could not
+restore it (or could not reach the store at all). Every commit carries it over and
+retention never deletes its object, so the checkpoints of a service that started cold
+cannot push the state it lost out of reach. Its digest is ``None`` when the pointer was
+missing at the time and the generation was found by listing.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ __all__ = [
     "GENERATIONS",
     "MAX_POINTER_SIZE",
     "Entry",
+    "Kept",
     "Pointer",
     "decode_pointer",
     "encode_pointer",
@@ -76,12 +84,21 @@ class Entry(pydantic.BaseModel, frozen=True, extra="forbid", strict=True):
         return self
 
 
+class Kept(Entry, frozen=True, extra="forbid", strict=True):
+    """The generation a start could not restore, kept out of retention's reach. Its
+    digest is unknown (``None``) when it was found by listing, with no pointer."""
+
+    xxh3_128: Annotated[str, pydantic.Field(pattern=r"^[0-9a-f]{32}$")] | None  # type: ignore[assignment]
+
+
 class Pointer(pydantic.BaseModel, frozen=True, extra="forbid", strict=True):
-    """The latest generation and the one before it."""
+    """The latest generation, the one before it, and the one a start could not
+    restore."""
 
     format: Literal["statemigrate-object-pointer/1"]
     current: Entry
     previous: Entry | None
+    unrestored: Kept | None = None
 
     @pydantic.model_validator(mode="after")
     def _previous_precedes(self) -> Pointer:
@@ -90,12 +107,20 @@ class Pointer(pydantic.BaseModel, frozen=True, extra="forbid", strict=True):
                 f"previous generation {self.previous.generation} does not precede"
                 f" {self.current.generation}"
             )
+        if self.unrestored is not None and self.unrestored.generation > self.current.generation:
+            raise ValueError(
+                f"unrestored generation {self.unrestored.generation} is newer than current"
+                f" {self.current.generation}"
+            )
         return self
 
 
 def encode_pointer(pointer: Pointer) -> bytes:
     """The pointer as compact JSON."""
-    return json.dumps(pointer.model_dump(), separators=(",", ":")).encode()
+    document = pointer.model_dump()
+    if pointer.unrestored is None:
+        del document["unrestored"]  # the usual case stays as short as it was
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def decode_pointer(data: bytes, *, where: str) -> Pointer:

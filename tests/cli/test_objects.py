@@ -29,6 +29,9 @@ KEY = b"object-store cli key, 16+ bytes"
 REGISTRY = ["--registry", "statemigrate.reference:build_registry"]
 
 
+FRAGMENTS = "expected URL#current, URL#previous, URL#unrestored or URL#N"
+
+
 @pytest.fixture(autouse=True)
 def no_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test says where its settings come from: none leak in from the caller."""
@@ -398,11 +401,11 @@ def test_wrong_credentials_are_one_line(s3: S3Server, capsys: pytest.CaptureFixt
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
-        (["inspect", "URL#"], 1, "expected URL#current, URL#previous or URL#N"),
-        (["inspect", "URL#0"], 1, "expected URL#current, URL#previous or URL#N"),
-        (["inspect", "URL#-1"], 1, "expected URL#current, URL#previous or URL#N"),
-        (["inspect", "URL#\u00b2"], 1, "expected URL#current, URL#previous or URL#N"),
-        (["inspect", "URL#" + "9" * 21], 1, "expected URL#current, URL#previous or URL#N"),
+        (["inspect", "URL#"], 1, FRAGMENTS),
+        (["inspect", "URL#0"], 1, FRAGMENTS),
+        (["inspect", "URL#-1"], 1, FRAGMENTS),
+        (["inspect", "URL#\u00b2"], 1, FRAGMENTS),
+        (["inspect", "URL#" + "9" * 21], 1, FRAGMENTS),
         (["inspect", "URL#7"], 1, "there is no generation 7 (kept: 1, 2)"),
         (["inspect", "URL#Previous"], 1, "expected URL#current"),
         (["inspect", "memory://"], 1, "a memory:// store is private to one process"),
