@@ -76,6 +76,7 @@ _NAMED_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEX
 # How open(O_TMPFILE) says that the kernel or the file system cannot do it.
 _NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
 
+
 class _Progress:
     """How far a commit got; errors after publication must say so."""
 
@@ -287,8 +288,7 @@ class TmpfsStore(Closing):
             fd = _syscalls.open_at(".", _ANONYMOUS_FLAGS, dir_fd=self._dir_fd, where=where)
         except StoreError as exc:
             if self._auto and exc.errno in _NO_TMPFILE:
-                _log.info("%s: O_TMPFILE is not supported, using named temporary files",
-                          self._path)
+                _log.info("%s: O_TMPFILE is not supported, using named temporary files", self._path)
                 self._anonymous = False
                 return None
             raise
@@ -357,7 +357,9 @@ class TmpfsStore(Closing):
         except StoreError as exc:
             _log.warning(
                 "could not remove %s (%s); the next TmpfsStore on %s removes it",
-                self._where(name), exc.detail, self._path,
+                self._where(name),
+                exc.detail,
+                self._path,
             )
 
     def _temp_name(self) -> str:
@@ -398,8 +400,11 @@ class TmpfsStore(Closing):
         finally:
             _syscalls.close_quietly(lock_fd)
         if removed:
-            _log.warning("%s: removed %d temporary file(s) left by an interrupted commit",
-                         self._path, removed)
+            _log.warning(
+                "%s: removed %d temporary file(s) left by an interrupted commit",
+                self._path,
+                removed,
+            )
         return removed
 
     def _remove_orphan(self, name: str) -> bool:
