@@ -271,6 +271,22 @@ class ObjectStore:
         """
         return self._read(_Target.of(self._previous_entry()))
 
+    def holds(self, ref: SnapshotRef) -> bool:
+        """Whether the pointer still calls ``ref``'s generation current and its object
+        is still there: a read of the pointer and a HEAD of the object, for a
+        checkpointer that skips an unchanged state (a lifecycle rule may have deleted
+        both since).
+
+        Raises:
+            StoreError: the pointer is damaged, or a request failed.
+        """
+        if not (isinstance(ref, ObjectRef) and ref.store._same_place(self)):
+            return False
+        found = self._read_pointer()
+        if found is None or found[0].current.object != ref._target.object:
+            return False
+        return self._backend.exists(ref._target.object)
+
     def ref(self, which: Role | int = "current") -> ObjectRef:
         """A reference to the current or the previous generation, the one a start could
         not restore (``"unrestored"``, see :meth:`keep_unrestored`), or the generation

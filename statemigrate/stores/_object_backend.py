@@ -166,6 +166,20 @@ class Backend:
             raise translate("open", self.where(name), exc) from exc
         return data, (meta.get("e_tag"), meta.get("version"))
 
+    def exists(self, name: str) -> bool:
+        """Whether there is an object ``name`` (a HEAD request).
+
+        Raises:
+            StoreError: the bucket is missing, or the request failed.
+        """
+        try:
+            self._obs.head(self.store, self.key(name))
+        except Exception as exc:
+            if kind_of(exc) == "not_found" and not is_missing_bucket(exc):
+                return False
+            raise translate("open", self.where(name), exc) from exc
+        return True
+
     def read_into(self, name: str, size: int, etag: str | None, *, window: int) -> memoryview:
         """Read the ``size`` bytes of ``name`` into one new buffer, ``window`` at a time.
 

@@ -196,6 +196,24 @@ class TmpfsStore(Closing):
             ) from (exc.__cause__ or exc)
         return TmpfsRef(self, size)
 
+    def holds(self, ref: SnapshotRef) -> bool:
+        """Whether ``current`` is still the snapshot ``ref``'s commit wrote, as one stat
+        tells: there, a regular file, of the committed size.
+
+        Raises:
+            StoreError: the stat failed otherwise than with ENOENT.
+        """
+        if not (isinstance(ref, TmpfsRef) and ref.store is self):
+            return False
+        where = self._where(CURRENT)
+        try:
+            st = _syscalls.lstat_at(CURRENT, dir_fd=self._dir_fd, where=where)
+        except StoreError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
+        return stat.S_ISREG(st.st_mode) and st.st_size == ref.size
+
     def open(self, ref: SnapshotRef | None = None) -> bytes:
         """Return the latest snapshot: ``current``, or ``previous`` when there is none.
 
