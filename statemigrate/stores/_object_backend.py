@@ -89,6 +89,15 @@ class Listed(NamedTuple):
     etag: str | None
 
 
+class EtagChanged(StoreError):
+    """A read conditional on the etag recorded at commit found another etag.
+
+    Internal: a copy of the prefix (a managed multipart copy re-parts the object) changes
+    the etag of intact bytes, so the object store checks the content before it calls
+    the object replaced.
+    """
+
+
 class Refused(Exception):
     """A conditional write found the object changed (or present, for create-only).
 
@@ -166,6 +175,19 @@ class Backend:
             raise translate("open", self.where(name), exc) from exc
         return data, (meta.get("e_tag"), meta.get("version"))
 
+    def etag_of(self, name: str) -> str | None:
+        """The etag ``name`` has now (a HEAD request).
+
+        Raises:
+            StoreError: the object or the bucket is missing, or the request failed.
+        """
+        try:
+            meta = self._obs.head(self.store, self.key(name))
+        except Exception as exc:
+            raise translate("open", self.where(name), exc) from exc
+        etag: str | None = meta.get("e_tag")
+        return etag
+
     def exists(self, name: str) -> bool:
         """Whether there is an object ``name`` (a HEAD request).
 
@@ -211,7 +233,7 @@ class Backend:
                 raise
             except Exception as exc:
                 if kind_of(exc) == "precondition":
-                    raise StoreError(
+                    raise EtagChanged(
                         "open", where, "was replaced after it was committed (etag differs)"
                     ) from exc
                 error = translate("open", where, exc)

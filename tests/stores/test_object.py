@@ -423,6 +423,27 @@ def test_a_replaced_corrupt_or_missing_current_falls_back_to_previous(place: Pla
     assert store.ref("previous").open() == GOOD_PREVIOUS
 
 
+def test_a_copied_object_with_another_etag_is_checked_by_its_digest(s3: S3Server) -> None:
+    """Copying a prefix re-parts multipart objects (boto3's managed copy uses 8 MiB
+    parts), so their etags change while their bytes do not: such an object opens,
+    checked by the digest recorded at commit. Other bytes under another etag are
+    still refused as replaced."""
+    store = s3_place(s3).store()
+    store.commit(GOOD)
+    entry = store.commit(BIG).entry  # multipart: an etag ending in -3
+    assert entry is not None and entry.etag is not None and entry.etag.endswith('-3"')
+    # The same bytes in 8 MiB parts, as a managed copy writes them: another etag.
+    obstore.put(store._backend.store, store._backend.key(entry.object), BIG, chunk_size=8 * MiB)
+    head = obstore.head(store._backend.store, store._backend.key(entry.object))
+    assert head["e_tag"] != entry.etag
+    assert store.open() == BIG
+    changed = bytearray(BIG)
+    changed[-1] ^= 1
+    put_raw(store, entry.object, bytes(changed))
+    with pytest.raises(StoreError, match=r"replaced after it was committed \(etag and xxh3"):
+        store.open()
+
+
 @pytest.mark.parametrize(
     ("pointer", "message"),
     [
