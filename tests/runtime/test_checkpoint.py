@@ -180,9 +180,7 @@ def test_the_negative_control_a_missing_quiesce_exports_with_writers_free() -> N
     assert ledger.seen == [False]
 
 
-@pytest.mark.parametrize(
-    ("export", "error"), [("inline", RuntimeError), ("fork", CheckpointError)]
-)
+@pytest.mark.parametrize(("export", "error"), [("inline", RuntimeError), ("fork", CheckpointError)])
 def test_the_writers_go_on_when_the_snapshot_fails(export: Any, error: type[Exception]) -> None:
     """An export that raises: in this process its error propagates, in a forked child
     the child's error is in the ``CheckpointError``."""
@@ -502,7 +500,8 @@ def test_a_checkpoint_logs_one_line(caplog: pytest.LogCaptureFixture) -> None:
     final = checkpointer.stop()
     assert final is not None
     assert [r.getMessage() for r in caplog.records] == [
-        report.summary(), f"final {final.summary()}"
+        report.summary(),
+        f"final {final.summary()}",
     ]
     caplog.clear()
     service.commit(MemoryStore())  # outside a checkpoint: the commit's lines stay
