@@ -141,18 +141,20 @@ def read_previous(
     current: Failing, open_previous: Callable[[], bytes | memoryview]
 ) -> bytes | memoryview | SnapshotRef | None:
     """The previous snapshot of a store whose latest could not be read; ``None``
-    when reading it fails the same way (an object store's pointer, which names
-    both, is unreadable): then ``current`` says that no previous can be found."""
+    when it cannot be read either: then ``current`` says so, and the start fails once
+    with both reasons rather than twice (an unreachable server fails both reads, an
+    object store's unreadable pointer names both snapshots)."""
     first = current.error
     try:
         return open_previous()
     except StoreError as second:
-        if (second.op, second.target, second.detail) != (first.op, first.target, first.detail):
-            return Failing(second)
+        same = (second.op, second.target, second.detail) == (first.op, first.target, first.detail)
+        also = "" if same else f" ({second})"
     current.error = StoreError(
         first.op,
         first.target,
-        f"{first.detail}; the previous snapshot cannot be reached either: nothing to fall back to",
+        f"{first.detail}; the previous snapshot cannot be reached either{also}:"
+        " nothing to fall back to",
         errno=first.errno,
     )
     current.error.__cause__ = first.__cause__
