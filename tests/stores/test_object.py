@@ -7,6 +7,7 @@ from __future__ import annotations
 import array
 import functools
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -665,6 +666,30 @@ def test_an_unreachable_server_is_named() -> None:
     for action in (store.open, lambda: store.commit(GOOD)):
         with pytest.raises(StoreError, match="cannot reach the server"):
             action()
+
+
+def test_missing_credentials_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given no credentials, obstore asks the instance metadata service for some; off
+    the cloud that fails, and the error says that no credentials were found rather
+    than obstore's request dump of the metadata service's address."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    store = ObjectStore(
+        "s3://bucket/app",
+        config={
+            "endpoint": f"http://127.0.0.1:{free_port()}",
+            "region": "us-east-1",
+            "metadata_endpoint": f"http://127.0.0.1:{free_port()}",
+        },
+        client_options={"allow_http": True},
+        **FAIL_FAST,
+    )
+    for action in (store.open, lambda: store.commit(GOOD)):
+        with pytest.raises(StoreError) as info:
+            action()
+        assert info.value.detail.startswith("no credentials found: none in the configuration")
+        assert "Error performing" not in str(info.value)
 
 
 # -- authentication ------------------------------------------------------------------------
