@@ -19,7 +19,7 @@ from statemigrate._runtime._chain import is_chain, split_chain
 from statemigrate._runtime._chainread import chain_break
 from statemigrate._runtime._report import CommitReport, RestoreReport
 from statemigrate._runtime._restore import Registered
-from statemigrate._runtime._sources import Failing, Reader, check_source
+from statemigrate._runtime._sources import Failing, Fetched, Reader, check_source, fetch
 from statemigrate._snapshot._encode import EncodedSnapshot
 from statemigrate._snapshot._format import DecodeLimits, open_snapshot
 from statemigrate.stores._base import Store
@@ -101,22 +101,22 @@ def restore_latest(
     unreadable or refused at verification; ``None`` (a cold start) when there is
     none."""
     try:
-        current: bytes | memoryview | SnapshotRef = store.open()
+        current: Fetched | Failing = fetch(store.open, repr(store))
     except StoreError as exc:
         if exc.errno == errno.ENOENT:
             start_cold(f"no snapshot to restore in {store!r}")
             return None
         current = Failing(exc)  # restored as a failed read, with status and metrics
     open_previous = getattr(store, "open_previous", None)
-    previous: bytes | memoryview | SnapshotRef | None = None
+    previous: SnapshotRef | None = None
     if isinstance(current, Failing) and callable(open_previous):
-        previous = read_previous(current, open_previous)
+        previous = read_previous(current, open_previous, f"{store!r} (previous)")
         if previous is None:  # nothing to fall back to: one failure, said once
             open_previous = None
     try:
         return restore_stored(current, options)
     except RestoreError as exc:
-        keep_unrestored(store, current if isinstance(current, bytes | memoryview) else None)
+        keep_unrestored(store, current.data if isinstance(current, Fetched) else None)
         if exc.phase not in ("read", "verify") or not callable(open_previous):
             raise
         logger.warning(
@@ -138,15 +138,15 @@ def restore_latest(
 
 
 def read_previous(
-    current: Failing, open_previous: Callable[[], bytes | memoryview]
-) -> bytes | memoryview | SnapshotRef | None:
+    current: Failing, open_previous: Callable[[], bytes | memoryview], where: str
+) -> SnapshotRef | None:
     """The previous snapshot of a store whose latest could not be read; ``None``
     when it cannot be read either: then ``current`` says so, and the start fails once
     with both reasons rather than twice (an unreachable server fails both reads, an
     object store's unreadable pointer names both snapshots)."""
     first = current.error
     try:
-        return open_previous()
+        return fetch(open_previous, where)
     except StoreError as second:
         same = (second.op, second.target, second.detail) == (first.op, first.target, first.detail)
         also = "" if same else f" ({second})"
@@ -195,11 +195,14 @@ def restore_stored(
         data: bytes | bytearray | memoryview = source
     else:
         try:
-            data = source.open()
+            fetched = source if isinstance(source, Fetched) else fetch(source.open, "")
         except StateMigrateError:
             return restore(source, **options)  # fails in "read", with the status
+        data = fetched.data
+        # Read here to tell a chain: the restore counts the download as its read.
+        source = Fetched(fetched.data, fetched.seconds, source.describe())
     if not is_chain(data):
-        return restore(data, **options)
+        return restore(source if isinstance(source, Fetched) else data, **options)
     try:
         pieces = split_chain(data)
         headers = [open_snapshot(p, key=key, limits=limits).header for p in pieces]
@@ -213,9 +216,15 @@ def restore_stored(
     # before the chain, so a cold start that follows is really cold.
     live = [(entry, component_state(entry.obj, registry=entry.registry)) for entry in entries]
     try:
-        report = restore(pieces[0], **options)
-        for piece in pieces[1:]:
-            report = restore(piece, **options)
+        *earlier, last = pieces
+        for piece in earlier:
+            restore(piece, **options)
+        # The chain's download is counted as the read of its last piece, whose timings
+        # the report gives.
+        if isinstance(source, Fetched):
+            report = restore(Fetched(last, source.seconds, source.describe()), **options)
+        else:
+            report = restore(last, **options)
     except BaseException:
         for entry, state in live:
             import_component(
