@@ -56,6 +56,7 @@ from statemigrate.stores._object_pointer import (
     FORMAT,
     GENERATIONS,
     MAX_POINTER_SIZE,
+    MAX_UNRESTORED,
     Entry,
     Kept,
     Pointer,
@@ -242,14 +243,14 @@ class ObjectStore:
             self._backend.swap(POINTER, encode_pointer(pointer), version)
         except (Refused, StoreError) as exc:
             self._settle(name, generation, version, exc)
-        if kept is not None and (self._unrestored is not None or self._keep_latest):
+        if kept and (self._unrestored is not None or self._keep_latest):
             _log.warning(
                 "kept generation %d of %s as unrestored: retention never deletes it",
-                kept.generation,
+                kept[-1].generation,
                 self.location,
             )
         self._unrestored, self._keep_latest = None, False
-        self._sweep(generation, spare=None if kept is None else kept.object)
+        self._sweep(generation, spare={entry.object for entry in kept})
         return ObjectRef(self, entry, role="current")
 
     def open(self, ref: SnapshotRef | None = None) -> memoryview:
@@ -296,7 +297,8 @@ class ObjectStore:
 
     def ref(self, which: Role | int = "current") -> ObjectRef:
         """A reference to the current or the previous generation, the one a start could
-        not restore (``"unrestored"``, see :meth:`keep_unrestored`), or the generation
+        not restore (``"unrestored"``: the newest kept, see :meth:`keep_unrestored`), or
+        the generation
         numbered ``which``, e.g. to restore from.
 
         A generation that is neither current nor previous is one the pointer no longer
@@ -316,13 +318,13 @@ class ObjectStore:
             return ObjectRef(self, self._previous_entry(), role="previous")
         if which == "unrestored":
             unrestored = self._pointer().unrestored
-            if unrestored is None:
+            if not unrestored:
                 raise StoreError(
                     "open",
                     self._backend.where(POINTER),
                     "records no unrestored generation (no start failed to restore one)",
                 )
-            return ObjectRef(self, unrestored, role="unrestored")
+            return ObjectRef(self, unrestored[-1], role="unrestored")
         if isinstance(which, int) and not isinstance(which, bool) and which >= 1:
             return self._ref_of(which)
         raise ValueError(
@@ -340,7 +342,9 @@ class ObjectStore:
         the snapshot the start read, which names the generation; ``None`` when the
         start could not read it at all (the server unreachable, say): the store then
         keeps whichever generation is latest once it can be reached again. The next
-        such failure replaces it; :meth:`forget_unrestored` lets it go.
+        such failure keeps its generation too (up to four; past that, the newest is
+        replaced, so that the state from before the trouble stays);
+        :meth:`forget_unrestored` lets them all go.
 
         Returns:
             Where the kept generation will be named, for the log.
@@ -370,8 +374,8 @@ class ObjectStore:
         return self.keep_unrestored(None)
 
     def forget_unrestored(self) -> None:
-        """Let go of the generation kept as ``unrestored``: the pointer no longer
-        records it, and the next commit's retention deletes its object.
+        """Let go of the generations kept as ``unrestored``: the pointer no longer
+        records them, and the next commit's retention deletes their objects.
 
         Raises:
             StoreConflictError: another writer committed meanwhile; try again.
@@ -383,9 +387,9 @@ class ObjectStore:
             self._pointer()  # raises, naming what is there instead
             return
         pointer, version = found
-        if pointer.unrestored is None:
+        if not pointer.unrestored:
             return
-        trimmed = pointer.model_copy(update={"unrestored": None})
+        trimmed = pointer.model_copy(update={"unrestored": []})
         try:
             self._backend.swap(POINTER, encode_pointer(trimmed), version)
         except Refused as exc:
@@ -410,8 +414,8 @@ class ObjectStore:
         recorded: dict[str, tuple[Entry, Role]] = {}
         if found is not None:
             pointer = found[0]
-            if pointer.unrestored is not None:
-                recorded[pointer.unrestored.object] = (pointer.unrestored, "unrestored")
+            for kept in pointer.unrestored:
+                recorded[kept.object] = (kept, "unrestored")
             recorded[pointer.current.object] = (pointer.current, "current")
             if pointer.previous is not None:
                 recorded[pointer.previous.object] = (pointer.previous, "previous")
@@ -560,30 +564,43 @@ class ObjectStore:
             outcome = f"another writer committed first; generation {generation} was not kept"
         raise StoreError("commit", target, f"{_detail(failure)}; {outcome}") from failure
 
-    def _kept(self, base: Pointer | None, listed: list[_Target]) -> Kept | None:
-        """The generation the next pointer records as unrestored: the one a failed
-        start asked to keep, else the one the pointer already keeps.
+    def _kept(self, base: Pointer | None, listed: list[_Target]) -> list[Kept]:
+        """The generations the next pointer records as unrestored: those the pointer
+        keeps already, and the one a failed start asked to keep.
 
         Asked to keep "the latest" (the start could not reach the store), that is the
         pointer's current generation; with no pointer, the newest generation object
-        listed, whose digest is then unknown.
+        listed, whose digest is then unknown. Past ``MAX_UNRESTORED`` the newest kept
+        is replaced: the oldest is the state from before the trouble began.
         """
+        kept = [] if base is None else list(base.unrestored)
+        new: Kept | None = None
         if self._unrestored is not None:
-            return Kept.model_validate(self._unrestored.model_dump())
-        if not self._keep_latest:
-            return None if base is None else base.unrestored
-        if base is not None:
-            return Kept.model_validate(base.current.model_dump())
-        if not listed:
-            return None
-        newest = max(listed, key=lambda target: target.generation)
-        return Kept(
-            generation=newest.generation,
-            object=newest.object,
-            size=newest.size,
-            xxh3_128=None,
-            etag=newest.etag,
-        )
+            new = Kept.model_validate(self._unrestored.model_dump())
+        elif self._keep_latest and base is not None:
+            new = Kept.model_validate(base.current.model_dump())
+        elif self._keep_latest and listed:
+            newest = max(listed, key=lambda target: target.generation)
+            new = Kept(
+                generation=newest.generation,
+                object=newest.object,
+                size=newest.size,
+                xxh3_128=None,
+                etag=newest.etag,
+            )
+        if new is None or any(entry.object == new.object for entry in kept):
+            return kept
+        if len(kept) >= MAX_UNRESTORED:
+            _log.warning(
+                "%s keeps %d unrestored generations already: generation %d replaces %d"
+                " (forget_unrestored() lets them go)",
+                self.location,
+                len(kept),
+                new.generation,
+                kept[-1].generation,
+            )
+            kept.pop()
+        return [*kept, new]
 
     def _listed_generations(self) -> list[_Target]:
         """The generation objects under the prefix, as found by listing."""
@@ -600,9 +617,9 @@ class ObjectStore:
         except StoreError as exc:
             _log.warning("could not delete uncommitted %s: %s", self._backend.where(name), exc)
 
-    def _sweep(self, generation: int, *, spare: str | None) -> None:
+    def _sweep(self, generation: int, *, spare: set[str]) -> None:
         """Delete the objects of generations older than the ``keep`` newest ones, but
-        ``spare`` (the pointer's unrestored generation).
+        those named in ``spare`` (the pointer's unrestored generations).
 
         The commit has succeeded by then: a failure here is logged, and the next
         commit's sweep removes what this one left.
@@ -615,7 +632,9 @@ class ObjectStore:
             old = [
                 name
                 for name in names
-                if (number := generation_of(name)) is not None and number <= limit and name != spare
+                if name not in spare
+                and (number := generation_of(name)) is not None
+                and number <= limit
             ]
             self._backend.delete(old)
         except StoreError as exc:

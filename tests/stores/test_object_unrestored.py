@@ -73,7 +73,8 @@ def test_a_start_that_cannot_reach_the_server_loses_nothing_to_retention(
     again.restore(store.ref(1))
     assert exports(again) == seeded_state()
     pointer = pointer_json(store)
-    assert (pointer["current"]["generation"], pointer["unrestored"]["generation"]) == (5, 1)
+    assert pointer["current"]["generation"] == 5
+    assert [kept["generation"] for kept in pointer["unrestored"]] == [1]
     assert len(names(store)) == 3  # current, previous and the unrestored generation
     assert "kept generation 1 of" in caplog.text
     assert [ref.role for ref in store.generations()] == ["unrestored", "previous", "current"]
@@ -97,6 +98,26 @@ def test_a_refused_snapshot_is_kept_and_can_be_let_go() -> None:
     assert [ref.generation for ref in store.generations()] == [5, 6]
     with pytest.raises(StoreError, match="records no unrestored generation"):
         store.ref("unrestored")
+
+
+def test_every_failed_start_keeps_its_generation_and_the_oldest_stays() -> None:
+    """Several starts in a row that could not reach the server: each keeps the
+    generation latest at its first commit, so a second outage does not let the
+    checkpoints of the second cold process delete the state from before the first.
+    Past four, the newest kept is replaced and the oldest stays."""
+    store = ObjectStore("memory://")
+    store.commit(b"good")
+    for start in range(6):
+        store.keep_unread()  # what start_from asks when it cannot read the store
+        for n in range(3):
+            store.commit(f"cold {start}.{n}".encode())
+    kept = [ref for ref in store.generations() if ref.role == "unrestored"]
+    assert [ref.generation for ref in kept] == [1, 4, 7, 16]
+    assert bytes(kept[0].open()) == b"good"
+    assert bytes(store.ref("unrestored").open()) == b"cold 4.2"
+    store.forget_unrestored()
+    store.commit(b"after")
+    assert [ref.generation for ref in store.generations()] == [19, 20]
 
 
 def test_a_missing_pointer_is_said_at_start_and_never_numbered_over(
