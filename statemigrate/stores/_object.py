@@ -280,10 +280,10 @@ class ObjectStore:
         return self._read(_Target.of(self._previous_entry()))
 
     def holds(self, ref: SnapshotRef) -> bool:
-        """Whether the pointer still calls ``ref``'s generation current and its object
-        is still there: a read of the pointer and a HEAD of the object, for a
-        checkpointer that skips an unchanged state (a lifecycle rule may have deleted
-        both since).
+        """Whether the store still holds ``ref``'s generation as current, its object
+        there, or a newer generation another writer committed since: a read of the
+        pointer (and a HEAD of the object), for a checkpointer that skips an unchanged
+        state. A lifecycle rule may have deleted both since.
 
         Raises:
             StoreError: the pointer is damaged, or a request failed.
@@ -291,8 +291,11 @@ class ObjectStore:
         if not (isinstance(ref, ObjectRef) and ref.store._same_place(self)):
             return False
         found = self._read_pointer()
-        if found is None or found[0].current.object != ref._target.object:
+        if found is None:
             return False
+        current = found[0].current
+        if current.object != ref._target.object:
+            return current.generation > ref.generation
         return self._backend.exists(ref._target.object)
 
     def ref(self, which: Role | int = "current") -> ObjectRef:

@@ -184,6 +184,7 @@ class TmpfsStore(Closing):
             except BaseException:
                 _syscalls.close_quietly(lock_fd)
                 raise
+            identity = self._identity_of_current()
             _syscalls.close(lock_fd, where=self._where(LOCK))  # releases the lock
         except StoreError as exc:
             if not progress.published:
@@ -194,11 +195,12 @@ class TmpfsStore(Closing):
                 f"{exc.detail}; the new snapshot had already been published as {CURRENT!r}",
                 errno=exc.errno,
             ) from (exc.__cause__ or exc)
-        return TmpfsRef(self, size)
+        return TmpfsRef(self, size, identity)
 
     def holds(self, ref: SnapshotRef) -> bool:
-        """Whether ``current`` is still the snapshot ``ref``'s commit wrote, as one stat
-        tells: there, a regular file, of the committed size.
+        """Whether ``current`` is still the snapshot ``ref``'s commit wrote, or one
+        committed after it (by another writer sharing the directory), as one stat tells:
+        the same file, or a newer one.
 
         Raises:
             StoreError: the stat failed otherwise than with ENOENT.
@@ -212,7 +214,22 @@ class TmpfsStore(Closing):
             if exc.errno == errno.ENOENT:
                 return False
             raise
-        return stat.S_ISREG(st.st_mode) and st.st_size == ref.size
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        if ref._identity is None:  # the commit could not stat what it wrote
+            return st.st_size == ref.size
+        inode, written = ref._identity
+        # A file of the same time or later is a newer commit (mtime ticks coarsely).
+        return st.st_ino == inode or st.st_mtime_ns >= written
+
+    def _identity_of_current(self) -> tuple[int, int] | None:
+        """The inode and modification time of ``current``, just committed (under the
+        lock), for :meth:`holds`; ``None`` if the stat fails: the commit has succeeded."""
+        try:
+            st = _syscalls.lstat_at(CURRENT, dir_fd=self._dir_fd, where=self._where(CURRENT))
+        except StoreError:
+            return None
+        return st.st_ino, st.st_mtime_ns
 
     def open(self, ref: SnapshotRef | None = None) -> bytes:
         """Return the latest snapshot: ``current``, or ``previous`` when there is none.
@@ -475,11 +492,14 @@ class TmpfsRef:
         size: the number of bytes committed by the commit that returned this reference.
     """
 
-    __slots__ = ("_store", "size")
+    __slots__ = ("_identity", "_store", "size")
 
-    def __init__(self, store: TmpfsStore, size: int) -> None:
+    def __init__(
+        self, store: TmpfsStore, size: int, identity: tuple[int, int] | None = None
+    ) -> None:
         self._store = store
         self.size = size
+        self._identity = identity  # inode and mtime of the file committed, if known
 
     @property
     def store(self) -> TmpfsStore:

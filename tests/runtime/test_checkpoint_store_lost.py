@@ -32,6 +32,14 @@ def wipe_prefix(store: ObjectStore) -> None:
             obstore.delete(backend.store, meta["path"])
 
 
+def another_writer(store: Store) -> Store:
+    """A second store on the same place, as another process sharing it would open."""
+    if isinstance(store, TmpfsStore):
+        return TmpfsStore(store.directory)
+    assert isinstance(store, ObjectStore)
+    return ObjectStore(store._backend.store, prefix=store._backend.prefix)
+
+
 def object_store() -> Iterator[tuple[ObjectStore, Callable[[], None]]]:
     store = ObjectStore("memory://")
     yield store, lambda: wipe_prefix(store)
@@ -82,6 +90,23 @@ def test_an_unchanged_state_is_committed_again_once_the_store_lost_it(
     assert restored(store) == state_after(1)
     assert [checkpointer.checkpoint_now().reason for _ in range(3)] == ["unchanged"] * 3
     assert caplog.text.count(LOST) == 1
+
+
+def test_a_newer_snapshot_of_another_writer_is_not_taken_for_a_loss(
+    lost_store: tuple[Store, Callable[[], None]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another writer sharing the store commits after this checkpointer's last commit:
+    the store holds a newer snapshot, not none, so the idle checkpointer goes on
+    skipping instead of putting its older state back over the newer one."""
+    store, _ = lost_store
+    _, _, checkpointer = checkpointed(store)
+    other, other_ledger = ledger_service()
+    for _ in range(5):
+        other_ledger.write()
+    other.commit(another_writer(store))
+    assert [checkpointer.checkpoint_now().reason for _ in range(3)] == ["unchanged"] * 3
+    assert LOST not in caplog.text
+    assert restored(store) == state_after(5)
 
 
 def test_the_loop_checkpoint_confirms_the_store_too() -> None:
