@@ -235,6 +235,28 @@ def test_list_marks_a_committed_object_that_is_gone(
         assert result.out.splitlines()[3].split()[-4:] == ["-", "current", "(object", "missing)"]
 
 
+def test_list_and_inspect_say_when_the_pointer_is_missing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With the pointer deleted, the generation objects are listed as "no pointer"
+    (not as objects no commit won), inspecting the store says how to restore one,
+    and URL#N still reads generation N."""
+    with scratch_dir() as path:
+        url = f"file://{path}/app"
+        commit_generations(url, 3)
+        os.unlink(f"{path}/app/current")
+        result = run(capsys, "list", url)
+        assert result.code == 0, result.err
+        assert [line.split()[-2:] for line in result.out.splitlines()[3:]] == [
+            ["no", "pointer"],
+            ["no", "pointer"],
+        ]
+        line = one_error_line(run(capsys, "inspect", url))
+        assert "app/current: is missing, but 2 generation objects are present" in line
+        assert "URL#3" in line
+        assert run(capsys, "inspect", f"{url}#3").code == 0
+
+
 # -- migrate -----------------------------------------------------------------------------
 
 
