@@ -69,7 +69,7 @@ def checkpointed(store: Store) -> tuple[Service, Ledger, Checkpointer]:
     service, ledger = ledger_service()
     service.start_cold("test")
     ledger.write()
-    checkpointer = Checkpointer(service, store, changes=lambda: ledger.count)
+    checkpointer = Checkpointer(service, store, changes=lambda: ledger.count, export="inline")
     assert checkpointer.checkpoint_now().committed is not None
     return service, ledger, checkpointer
 
@@ -103,7 +103,10 @@ def test_a_newer_snapshot_of_another_writer_is_not_taken_for_a_loss(
     other, other_ledger = ledger_service()
     for _ in range(5):
         other_ledger.write()
-    other.commit(another_writer(store))
+    writer = another_writer(store)
+    other.commit(writer)
+    if isinstance(writer, TmpfsStore):
+        writer.close()
     assert [checkpointer.checkpoint_now().reason for _ in range(3)] == ["unchanged"] * 3
     assert LOST not in caplog.text
     assert restored(store) == state_after(5)
@@ -115,7 +118,7 @@ def test_the_loop_checkpoint_confirms_the_store_too() -> None:
     service, ledger = ledger_service()
     service.start_cold("test")
     ledger.write()
-    checkpointer = Checkpointer(service, store, changes=lambda: ledger.count)
+    checkpointer = Checkpointer(service, store, changes=lambda: ledger.count, export="inline")
 
     async def main() -> list[str]:
         reasons = [(await checkpointer.checkpoint()).reason]
