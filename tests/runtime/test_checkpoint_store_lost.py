@@ -67,7 +67,6 @@ def lost_store(
 
 def checkpointed(store: Store) -> tuple[Service, Ledger, Checkpointer]:
     service, ledger = ledger_service()
-    service.start_cold("test")
     ledger.write()
     checkpointer = Checkpointer(service, store, changes=lambda: ledger.count, export="inline")
     assert checkpointer.checkpoint_now().committed is not None
@@ -116,7 +115,6 @@ def test_the_loop_checkpoint_confirms_the_store_too() -> None:
     """checkpoint() on an event loop: the same confirmation, asked in a worker thread."""
     store = ObjectStore("memory://")
     service, ledger = ledger_service()
-    service.start_cold("test")
     ledger.write()
     checkpointer = Checkpointer(service, store, changes=lambda: ledger.count, export="inline")
 
