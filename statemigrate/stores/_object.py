@@ -192,8 +192,8 @@ class ObjectStore:
             backend = wrap(location, prefix)
         self._backend = backend
         # What a failed start asked to keep out of retention's reach: a known
-        # generation, or (the store unreachable then) whichever is latest at the next
-        # commit. Written to the pointer by that commit.
+        # generation, or (the store unreachable then) the current and previous ones at
+        # the next commit. Written to the pointer by that commit.
         self._unrestored: Entry | None = None
         self._keep_latest = False
 
@@ -344,7 +344,7 @@ class ObjectStore:
         commit carries it over, and retention never deletes its object. ``data`` is
         the snapshot the start read, which names the generation; ``None`` when the
         start could not read it at all (the server unreachable, say): the store then
-        keeps whichever generation is latest once it can be reached again. The next
+        keeps the generations current and previous once it can be reached again. The next
         such failure keeps its generation too (up to four; past that, the newest is
         replaced, so that the state from before the trouble stays);
         :meth:`forget_unrestored` lets them all go.
@@ -367,13 +367,13 @@ class ObjectStore:
         if self._unrestored is not None:
             which = f"generation {self._unrestored.generation}"
         else:
-            which = "the latest generation"
+            which = "the current and previous generations"
         return f"{which} of {self.location} (#unrestored, from the next commit on)"
 
     def keep_unread(self) -> str:
         """:meth:`keep_unrestored` for a start that could not read the latest snapshot
         (the server unreachable, the pointer missing or damaged): the next commit keeps
-        whichever generation is latest by then."""
+        the generations current and previous by then."""
         return self.keep_unrestored(None)
 
     def forget_unrestored(self) -> None:
@@ -569,41 +569,47 @@ class ObjectStore:
 
     def _kept(self, base: Pointer | None, listed: list[_Target]) -> list[Kept]:
         """The generations the next pointer records as unrestored: those the pointer
-        keeps already, and the one a failed start asked to keep.
+        keeps already, and those a failed start asked to keep.
 
-        Asked to keep "the latest" (the start could not reach the store), that is the
-        pointer's current generation; with no pointer, the newest generation object
-        listed, whose digest is then unknown. Past ``MAX_UNRESTORED`` the newest kept
-        is replaced: the oldest is the state from before the trouble began.
+        Asked to keep "the latest" (the start could not read the store, so it cannot
+        know which generation was current, nor whether that one is intact), these are
+        the pointer's current and previous generations; with no pointer, the newest
+        generation object listed, whose digest is then unknown. Past
+        ``MAX_UNRESTORED`` the newest kept is replaced: the oldest is the state from
+        before the trouble began.
         """
         kept = [] if base is None else list(base.unrestored)
-        new: Kept | None = None
+        new: list[Entry | Kept] = []
         if self._unrestored is not None:
-            new = Kept.model_validate(self._unrestored.model_dump())
+            new = [self._unrestored]
         elif self._keep_latest and base is not None:
-            new = Kept.model_validate(base.current.model_dump())
+            new = [entry for entry in (base.previous, base.current) if entry is not None]
         elif self._keep_latest and listed:
             newest = max(listed, key=lambda target: target.generation)
-            new = Kept(
-                generation=newest.generation,
-                object=newest.object,
-                size=newest.size,
-                xxh3_128=None,
-                etag=newest.etag,
-            )
-        if new is None or any(entry.object == new.object for entry in kept):
-            return kept
-        if len(kept) >= MAX_UNRESTORED:
-            _log.warning(
-                "%s keeps %d unrestored generations already: generation %d replaces %d"
-                " (forget_unrestored() lets them go)",
-                self.location,
-                len(kept),
-                new.generation,
-                kept[-1].generation,
-            )
-            kept.pop()
-        return [*kept, new]
+            new = [
+                Kept(
+                    generation=newest.generation,
+                    object=newest.object,
+                    size=newest.size,
+                    xxh3_128=None,
+                    etag=newest.etag,
+                )
+            ]
+        for entry in new:
+            if any(known.object == entry.object for known in kept):
+                continue
+            if len(kept) >= MAX_UNRESTORED:
+                _log.warning(
+                    "%s keeps %d unrestored generations already: generation %d replaces %d"
+                    " (forget_unrestored() lets them go)",
+                    self.location,
+                    len(kept),
+                    entry.generation,
+                    kept[-1].generation,
+                )
+                kept.pop()
+            kept.append(Kept.model_validate(entry.model_dump()))
+        return kept
 
     def _listed_generations(self) -> list[_Target]:
         """The generation objects under the prefix, as found by listing."""
