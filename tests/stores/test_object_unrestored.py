@@ -46,11 +46,13 @@ def test_a_start_that_cannot_reach_the_server_loses_nothing_to_retention(
 ) -> None:
     """The server is unreachable while a serve_cold service starts: it starts cold,
     the server comes back, and its checkpoints of the empty state go on (keep=2, so
-    retention would have deleted the seeded generation by the second). The seeded
-    generation is kept as unrestored: it survives every checkpoint, and a service
-    restores all 1,000 entries from it."""
+    retention would have deleted the seeded generations by the second). Both seeded
+    generations, current and previous when the start failed, are kept as unrestored:
+    they survive every checkpoint, and a service restores all 1,000 entries from the
+    newest."""
     place = s3_place(s3)
     seeded = cache_service(SEEDED)
+    seeded.commit(place.store())
     seeded.commit(place.store())
     with cable_to(s3) as cable:
         store = ObjectStore(
@@ -70,15 +72,16 @@ def test_a_start_that_cannot_reach_the_server_loses_nothing_to_retention(
 
     store = place.store()
     again = cache_service()
-    again.restore(store.ref(1))
+    again.restore(store.ref(2))
     assert exports(again) == seeded_state()
     pointer = pointer_json(store)
-    assert pointer["current"]["generation"] == 5
-    assert [kept["generation"] for kept in pointer["unrestored"]] == [1]
-    assert len(names(store)) == 3  # current, previous and the unrestored generation
-    assert "kept generation 1 of" in caplog.text
-    assert [ref.role for ref in store.generations()] == ["unrestored", "previous", "current"]
-    assert store.ref("unrestored").open() == store.ref(1).open()
+    assert pointer["current"]["generation"] == 6
+    assert [kept["generation"] for kept in pointer["unrestored"]] == [1, 2]
+    assert len(names(store)) == 4  # current, previous and the two unrestored
+    assert "kept generation 2 of" in caplog.text
+    roles = [ref.role for ref in store.generations()]
+    assert roles == ["unrestored", "unrestored", "previous", "current"]
+    assert store.ref("unrestored").open() == store.ref(2).open()
 
 
 def test_a_refused_snapshot_is_kept_and_can_be_let_go() -> None:
