@@ -22,7 +22,7 @@ from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Self
 
-from statemigrate._errors import ConfigurationError
+from statemigrate._errors import ConfigurationError, StoreError
 from statemigrate._runtime._chain import MAX_PIECES
 from statemigrate._runtime._checkpointtake import (
     DEFAULT_EXPORT,
@@ -39,15 +39,22 @@ from statemigrate._runtime._quiesce import (
     async_only,
     hold_of,
 )
-from statemigrate._runtime._report import UNCHANGED, CheckpointReport, CommitReport
+from statemigrate._runtime._report import (
+    UNCHANGED,
+    CheckpointReport,
+    CommitReport,
+    SnapshotReport,
+)
 from statemigrate._runtime._service import SUMMARIES
 from statemigrate._runtime._wait import run_waits, run_waits_async
+from statemigrate.stores._base import holds
 
 if TYPE_CHECKING:
     import asyncio
 
     from statemigrate._runtime._service import Service
-    from statemigrate.stores import Store
+    from statemigrate._snapshot._encode import EncodedSnapshot
+    from statemigrate.stores import SnapshotRef, Store
 
 __all__ = [
     "DEFAULT_EXPORT",
@@ -247,6 +254,7 @@ class Checkpointer:
         """The error of the last failed checkpoint, until one commits."""
         self.last: CheckpointReport | None = None
         """The last checkpoint that committed."""
+        self._last_ref: SnapshotRef | None = None  # what the last committed checkpoint wrote
 
     def __repr__(self) -> str:
         return f"<Checkpointer {self.service.name!r} every {self.every:g} s -> {self.store!r}>"
@@ -283,7 +291,11 @@ class Checkpointer:
             try:
                 taken = self._taker.take(force, self._hold)
                 if taken is None:
-                    return CheckpointReport(None, 0.0, time.perf_counter() - began, UNCHANGED)
+                    if not self._store_lost_last():
+                        self._taker.unchanged()
+                        return CheckpointReport(None, 0.0, time.perf_counter() - began, UNCHANGED)
+                    taken = self._taker.take(True, self._hold)
+                assert taken is not None  # forced: never skipped
                 snapshot, mark, pause = taken
                 if isinstance(snapshot, Forking):
                     snapshot = self._taker.adopt(snapshot, run_waits(self._taker.wait(snapshot)))
@@ -325,20 +337,15 @@ class Checkpointer:
             if held_back is not None:
                 return CheckpointReport(None, 0.0, 0.0, held_back)
             try:
-                quiesce = self._quiesce
-                if async_only(quiesce):
-                    taken = None
-                    try:
-                        async with async_hold(quiesce):
-                            taken = self._taker.take(force, nullcontext)
-                    except BaseException:
-                        if taken is not None and isinstance(taken[0], Forking):
-                            taken[0].export.close()  # letting the writers go failed
-                        raise
-                else:
-                    taken = self._taker.take(force, self._hold)
+                taken = await self._take_on_loop(force)
                 if taken is None:
-                    return CheckpointReport(None, 0.0, time.perf_counter() - began, UNCHANGED)
+                    # The store is asked in a worker thread: for an object store it is a
+                    # request, which must not hold up the loop.
+                    if not await asyncio.to_thread(self._store_lost_last):
+                        self._taker.unchanged()
+                        return CheckpointReport(None, 0.0, time.perf_counter() - began, UNCHANGED)
+                    taken = await self._take_on_loop(True)
+                assert taken is not None  # forced: never skipped
                 snapshot, mark, pause = taken
                 if isinstance(snapshot, Forking):
                     # The loop serves while the child exports; cancelled meanwhile, the
@@ -369,6 +376,46 @@ class Checkpointer:
             if committed is None:  # a handoff began meanwhile
                 return CheckpointReport(None, pause, time.perf_counter() - began)
             return self._committed(committed, mark, pause, began)
+
+    async def _take_on_loop(
+        self, force: bool
+    ) -> tuple[tuple[EncodedSnapshot, SnapshotReport] | Forking, object, float] | None:
+        """:meth:`CheckpointTaker.take` on the loop, under an async ``quiesce`` too."""
+        quiesce = self._quiesce
+        if not async_only(quiesce):
+            return self._taker.take(force, self._hold)
+        taken = None
+        try:
+            async with async_hold(quiesce):
+                taken = self._taker.take(force, nullcontext)
+        except BaseException:
+            if taken is not None and isinstance(taken[0], Forking):
+                taken[0].export.close()  # letting the writers go failed
+            raise
+        return taken
+
+    def _store_lost_last(self) -> bool:
+        """Whether the store no longer holds the checkpoint last committed (a bucket's
+        lifecycle rule, someone cleaning up, may delete it): then an unchanged state
+        must be committed again, or a crash would find nothing to restore. A store
+        that cannot be asked counts as having lost it, so the commit that follows
+        fails and says why, rather than skips going on unchecked."""
+        ref = self._last_ref
+        if ref is None:
+            return False
+        try:
+            if holds(self.store, ref):
+                return False
+            why = "no longer holds the last checkpoint"
+        except StoreError as exc:
+            why = f"cannot say whether it still holds the last checkpoint ({exc})"
+        logger.warning(
+            "checkpoint of %s: %r %s; committing the unchanged state again",
+            self.service.name,
+            self.store,
+            why,
+        )
+        return True
 
     def _held_back(self) -> str | None:
         """Why no checkpoint may be taken now, if none may: the service's state is not
@@ -458,6 +505,7 @@ class Checkpointer:
         result = CheckpointReport(committed, pause, time.perf_counter() - began, reason="")
         logger.info("%s%s", "final " if self._final else "", result.summary())
         self._taker.committed_mark = mark
+        self._last_ref = committed.ref
         if self.failures:
             logger.info(
                 "checkpoints of %s commit again after %d failed", self.service.name, self.failures

@@ -113,10 +113,10 @@ class CheckpointTaker:
         self, force: bool, hold: Callable[[], AbstractContextManager[object]]
     ) -> tuple[_Snapshot | Forking, object, float] | None:
         """Snapshot (or fork the child that exports it) under the writers' hold; None
-        when nothing changed."""
+        when nothing changed (never with ``force``): the caller then confirms that the
+        store still holds the last checkpoint before it calls :meth:`unchanged`."""
         changes = self._changes
         if not force and changes is not None and changes() == self.committed_mark:
-            self._unchanged()
             return None
         taken: _Snapshot | Forking | None = None
         try:
@@ -133,7 +133,6 @@ class CheckpointTaker:
                     if changes is None and not force and self._chain:
                         digest = self._others_digest()
                         if self._piece_mark(digest) == self.committed_mark:
-                            self._unchanged()
                             return None
                     taken = self._take_piece()
                     if changes is None:
@@ -150,7 +149,7 @@ class CheckpointTaker:
         emit(CHECKPOINT_PAUSE, pause, self.service.name)
         return taken, mark, pause
 
-    def _unchanged(self) -> None:
+    def unchanged(self) -> None:
         """A checkpoint skipped because the state is the one last committed: the store's
         latest checkpoint is current, which the staleness gauge says."""
         logger.debug("checkpoint of %s skipped: %s", self.service.name, UNCHANGED)

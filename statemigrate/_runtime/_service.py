@@ -35,7 +35,7 @@ from statemigrate._runtime._history import RestoreHistory, logged, restore_delta
 from statemigrate._runtime._precopy import PreCopySource
 from statemigrate._runtime._report import CommitReport, RestoreReport, SnapshotReport
 from statemigrate._runtime._restore import Registered
-from statemigrate._runtime._sources import bytes_of, check_source
+from statemigrate._runtime._sources import Fetched, bytes_of, check_source
 from statemigrate._runtime._startup import restore_at_start, restore_stored
 from statemigrate._runtime._telemetry import (
     commit_failed,
@@ -538,6 +538,10 @@ class Service:
         except StateMigrateError as exc:
             raise logged(RestoreError("read", str(exc))) from exc
         read_done = time.perf_counter()
+        # Bytes start-up read from the store before this call: their download is the read.
+        read_seconds = (
+            read_done - started + (source.seconds if isinstance(source, Fetched) else 0.0)
+        )
         try:
             snapshot = open_snapshot(data, key=self._key, limits=self._limits)
         except SnapshotError as exc:
@@ -570,7 +574,7 @@ class Service:
                 self._history,
                 allow_lossy=allow_lossy,
                 strict=strict,
-                read_seconds=read_done - started,
+                read_seconds=read_seconds,
                 verify_seconds=verified - read_done,
             )
         else:
@@ -582,7 +586,7 @@ class Service:
                 strict=strict,
                 force=force,
                 allow_older=allow_older,
-                read_seconds=read_done - started,
+                read_seconds=read_seconds,
                 verify_seconds=verified - read_done,
                 progress=self._tracker.progress,
             )

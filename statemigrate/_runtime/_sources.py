@@ -6,6 +6,7 @@ references of its own over a store's reads (:class:`Reader`, :class:`Failing`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from statemigrate._runtime._report import CommitReport
     from statemigrate.stores import SnapshotRef
 
-__all__ = ["Failing", "Reader", "bytes_of", "check_source"]
+__all__ = ["Failing", "Fetched", "Reader", "bytes_of", "check_source", "fetch"]
 
 SOURCES = "bytes, what Service.snapshot() returns, a store reference or a CommitReport"
 
@@ -57,6 +58,35 @@ class Reader:
 
     def describe(self) -> str:
         return self._where
+
+
+class Fetched:
+    """A :class:`SnapshotRef` over bytes read from a store already, with the seconds the
+    read took: start-up reads a snapshot before it restores it (to fall back, to keep
+    it aside, to tell a chain), and the restore's ``read`` phase must still count the
+    download."""
+
+    def __init__(self, data: bytes | memoryview, seconds: float, where: str) -> None:
+        self.data = data
+        self.seconds = seconds
+        self._where = where
+
+    def open(self) -> bytes | memoryview:
+        return self.data
+
+    def describe(self) -> str:
+        return self._where
+
+
+def fetch(read: Callable[[], bytes | memoryview], where: str) -> Fetched:
+    """Call ``read`` and time it.
+
+    Raises:
+        StoreError: as ``read`` does.
+    """
+    began = time.perf_counter()
+    data = read()
+    return Fetched(data, time.perf_counter() - began, where)
 
 
 class Failing:

@@ -19,7 +19,7 @@ from statemigrate._runtime._chain import is_chain, split_chain
 from statemigrate._runtime._chainread import chain_break
 from statemigrate._runtime._report import CommitReport, RestoreReport
 from statemigrate._runtime._restore import Registered
-from statemigrate._runtime._sources import Failing, Reader, check_source
+from statemigrate._runtime._sources import Failing, Fetched, Reader, check_source, fetch
 from statemigrate._snapshot._encode import EncodedSnapshot
 from statemigrate._snapshot._format import DecodeLimits, open_snapshot
 from statemigrate.stores._base import Store
@@ -101,23 +101,22 @@ def restore_latest(
     unreadable or refused at verification; ``None`` (a cold start) when there is
     none."""
     try:
-        current: bytes | memoryview | SnapshotRef = store.open()
+        current: Fetched | Failing = fetch(store.open, repr(store))
     except StoreError as exc:
         if exc.errno == errno.ENOENT:
             start_cold(f"no snapshot to restore in {store!r}")
             return None
         current = Failing(exc)  # restored as a failed read, with status and metrics
     open_previous = getattr(store, "open_previous", None)
-    previous: bytes | memoryview | SnapshotRef | None = None
+    previous: SnapshotRef | None = None
     if isinstance(current, Failing) and callable(open_previous):
-        previous = read_previous(current, open_previous)
+        previous = read_previous(current, open_previous, f"{store!r} (previous)")
         if previous is None:  # nothing to fall back to: one failure, said once
             open_previous = None
     try:
         return restore_stored(current, options)
     except RestoreError as exc:
-        if isinstance(current, bytes | memoryview):
-            keep_unrestored(store, current)
+        keep_unrestored(store, current.data if isinstance(current, Fetched) else None)
         if exc.phase not in ("read", "verify") or not callable(open_previous):
             raise
         logger.warning(
@@ -139,21 +138,23 @@ def restore_latest(
 
 
 def read_previous(
-    current: Failing, open_previous: Callable[[], bytes | memoryview]
-) -> bytes | memoryview | SnapshotRef | None:
+    current: Failing, open_previous: Callable[[], bytes | memoryview], where: str
+) -> SnapshotRef | None:
     """The previous snapshot of a store whose latest could not be read; ``None``
-    when reading it fails the same way (an object store's pointer, which names
-    both, is unreadable): then ``current`` says that no previous can be found."""
+    when it cannot be read either: then ``current`` says so, and the start fails once
+    with both reasons rather than twice (an unreachable server fails both reads, an
+    object store's unreadable pointer names both snapshots)."""
     first = current.error
     try:
-        return open_previous()
+        return fetch(open_previous, where)
     except StoreError as second:
-        if (second.op, second.target, second.detail) != (first.op, first.target, first.detail):
-            return Failing(second)
+        same = (second.op, second.target, second.detail) == (first.op, first.target, first.detail)
+        also = "" if same else f" ({second})"
     current.error = StoreError(
         first.op,
         first.target,
-        f"{first.detail}; the previous snapshot cannot be reached either: nothing to fall back to",
+        f"{first.detail}; the previous snapshot cannot be reached either{also}:"
+        " nothing to fall back to",
         errno=first.errno,
     )
     current.error.__cause__ = first.__cause__
@@ -194,11 +195,14 @@ def restore_stored(
         data: bytes | bytearray | memoryview = source
     else:
         try:
-            data = source.open()
+            fetched = source if isinstance(source, Fetched) else fetch(source.open, "")
         except StateMigrateError:
             return restore(source, **options)  # fails in "read", with the status
+        data = fetched.data
+        # Read here to tell a chain: the restore counts the download as its read.
+        source = Fetched(fetched.data, fetched.seconds, source.describe())
     if not is_chain(data):
-        return restore(data, **options)
+        return restore(source if isinstance(source, Fetched) else data, **options)
     try:
         pieces = split_chain(data)
         headers = [open_snapshot(p, key=key, limits=limits).header for p in pieces]
@@ -212,9 +216,15 @@ def restore_stored(
     # before the chain, so a cold start that follows is really cold.
     live = [(entry, component_state(entry.obj, registry=entry.registry)) for entry in entries]
     try:
-        report = restore(pieces[0], **options)
-        for piece in pieces[1:]:
-            report = restore(piece, **options)
+        *earlier, last = pieces
+        for piece in earlier:
+            restore(piece, **options)
+        # The chain's download is counted as the read of its last piece, whose timings
+        # the report gives.
+        if isinstance(source, Fetched):
+            report = restore(Fetched(last, source.seconds, source.describe()), **options)
+        else:
+            report = restore(last, **options)
     except BaseException:
         for entry, state in live:
             import_component(
@@ -227,16 +237,18 @@ def restore_stored(
     return report
 
 
-def keep_unrestored(store: Store, data: bytes | memoryview) -> None:
-    """Have ``store`` keep aside its latest snapshot, which the restore refused, when
-    it can: checkpoints of whatever state the service goes on with would otherwise
-    replace it, and a release that can read it (or ``statemigrate migrate``) may still
-    recover its state."""
-    keep = getattr(store, "keep_unrestored", None)
+def keep_unrestored(store: Store, data: bytes | memoryview | None) -> None:
+    """Have ``store`` keep aside its latest snapshot, which the restore refused
+    (``data``) or could not read (``None``), when it can: checkpoints of whatever state
+    the service goes on with would otherwise replace it, and a release that can read
+    it (or ``statemigrate migrate``) may still recover its state. A store that keeps
+    an unread snapshot (an object store, whose server may be back by the next commit)
+    has ``keep_unread()``."""
+    keep = getattr(store, "keep_unrestored" if data is not None else "keep_unread", None)
     if not callable(keep):
         return
     try:
-        where = keep(data)
+        where = keep() if data is None else keep(data)
     except StoreError as exc:
         logger.warning("could not keep the snapshot that failed to restore: %s", exc)
     else:

@@ -85,6 +85,8 @@ def describe_generations(refs: list[ObjectRef], *, now: datetime.datetime) -> li
     """The generations as JSON-ready rows, newest first.
 
     ``role`` is ``current`` or ``previous`` for the two the pointer records,
+    ``unrestored`` for the one it keeps after a start could not restore it, ``no
+    pointer`` for every object when the pointer is missing (deleted by hand?),
     ``older`` for a generation below those that a larger ``keep`` still holds, and
     ``not committed`` for an object no commit won (a generation the pointer records
     with another object, or one above the current generation): a writer died or lost
@@ -97,6 +99,8 @@ def describe_generations(refs: list[ObjectRef], *, now: datetime.datetime) -> li
         role: str
         if ref.role is not None:
             role = ref.role
+        elif not recorded:
+            role = "no pointer"
         elif ref.generation in recorded or ref.generation > newest:
             role = "not committed"
         else:

@@ -3,10 +3,11 @@
 A command's ``SNAPSHOT`` (or ``migrate``'s ``-o OUT``) that starts with ``scheme://``
 names an :class:`~statemigrate.stores.ObjectStore` prefix rather than a file:
 ``s3://bucket/prefix``, ``gs://...``, ``az://...`` or ``file:///absolute/path``. A
-fragment chooses the generation read: ``#current`` (the default), ``#previous`` or
-``#N``. Endpoint, region and credentials come from the environment as obstore reads
-them (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...), or from repeated
-``--store-option KEY=VALUE``, which are obstore configuration keys.
+fragment chooses the generation read: ``#current`` (the default), ``#previous``,
+``#unrestored`` (kept after a start could not restore it) or ``#N``. Endpoint, region
+and credentials come from the environment as obstore reads them (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``, ...), or from repeated ``--store-option KEY=VALUE``, which are
+obstore configuration keys.
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ __all__ = [
     "split_url",
 ]
 
-Which = Literal["current", "previous"] | int
-"""A generation of an object store: current, previous, or a number."""
+Which = Literal["current", "previous", "unrestored"] | int
+"""A generation of an object store: current, previous, unrestored, or a number."""
 
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _MAX_DIGITS = 20  # generation numbers are written with 20 digits in object names
-_FRAGMENT_HELP = "expected URL#current, URL#previous or URL#N (a generation number)"
+_FRAGMENT_HELP = "expected URL#current, URL#previous, URL#unrestored or URL#N (a generation number)"
 
 
 def is_object_url(source: str) -> bool:
@@ -79,13 +80,14 @@ def split_url(text: str) -> tuple[str, Which]:
     """``text`` as the store's URL and the generation its fragment names.
 
     Raises:
-        StoreError: the fragment is neither ``current``, ``previous`` nor a number.
+        StoreError: the fragment is neither ``current``, ``previous``, ``unrestored``
+            nor a number.
     """
     url, sep, fragment = text.partition("#")
     if not sep or fragment == "current":
         return url, "current"
-    if fragment == "previous":
-        return url, "previous"
+    if fragment in ("previous", "unrestored"):
+        return url, "previous" if fragment == "previous" else "unrestored"
     # Leading zeros stripped first: int() refuses strings of more than 4300 digits.
     digits = fragment.lstrip("0")
     if fragment.isascii() and fragment.isdigit() and 0 < len(digits) <= _MAX_DIGITS:

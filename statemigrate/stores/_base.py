@@ -23,6 +23,7 @@ __all__ = [
     "Store",
     "check_max_size",
     "chunks",
+    "holds",
     "too_large",
     "write_bounded",
 ]
@@ -108,6 +109,22 @@ class Store(Protocol):
             StoreError: there is no snapshot, or it is not safe to read.
         """
         ...
+
+
+def holds(store: Store, ref: SnapshotRef) -> bool:
+    """Whether ``store``'s latest snapshot is still the one ``ref`` names, as far as the
+    store can tell cheaply (its ``holds(ref)``: a stat for tmpfs, a read of the pointer
+    for an object store); ``True`` for a store that cannot tell.
+
+    Something outside the store may delete what it committed (a bucket's lifecycle
+    rule, someone cleaning a directory): whoever skips a commit because the state is
+    the one committed last must check this first.
+
+    Raises:
+        StoreError: the store could not be asked.
+    """
+    check = getattr(store, "holds", None)
+    return True if not callable(check) else bool(check(ref))
 
 
 def chunks(data: Buffer | Iterable[Buffer]) -> Iterator[memoryview]:

@@ -35,17 +35,40 @@ REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "
 
 _LOCAL_SCHEMES = frozenset({"file", "memory"})
 _ENV_PREFIXES = {
-    "s3": "aws_", "s3a": "aws_", "gs": "google_", "az": "azure_", "azure": "azure_",
-    "abfs": "azure_", "abfss": "azure_", "adl": "azure_",
+    "s3": "aws_",
+    "s3a": "aws_",
+    "gs": "google_",
+    "az": "azure_",
+    "azure": "azure_",
+    "abfs": "azure_",
+    "abfss": "azure_",
+    "adl": "azure_",
 }
 """The prefix of each remote backend's environment variables and config keys."""
-_CLIENT_KEYS = frozenset({
-    "allow_http", "allow_invalid_certificates", "connect_timeout", "default_content_type",
-    "default_headers", "http1_only", "http2_keep_alive_interval", "http2_keep_alive_timeout",
-    "http2_keep_alive_while_idle", "http2_only", "pool_idle_timeout",
-    "pool_max_idle_per_host", "proxy_url", "proxy_ca_certificate", "proxy_excludes",
-    "root_certificate", "randomize_addresses", "read_timeout", "timeout", "user_agent",
-})
+_CLIENT_KEYS = frozenset(
+    {
+        "allow_http",
+        "allow_invalid_certificates",
+        "connect_timeout",
+        "default_content_type",
+        "default_headers",
+        "http1_only",
+        "http2_keep_alive_interval",
+        "http2_keep_alive_timeout",
+        "http2_keep_alive_while_idle",
+        "http2_only",
+        "pool_idle_timeout",
+        "pool_max_idle_per_host",
+        "proxy_url",
+        "proxy_ca_certificate",
+        "proxy_excludes",
+        "root_certificate",
+        "randomize_addresses",
+        "read_timeout",
+        "timeout",
+        "user_agent",
+    }
+)
 """obstore's HTTP client settings (``ClientConfig``), as opposed to backend settings."""
 _REMOTE_CLASSES = frozenset({"S3Store", "GCSStore", "AzureStore"})
 _DROPPING_CLASSES = _REMOTE_CLASSES | {"LocalStore"}
@@ -64,6 +87,15 @@ class Listed(NamedTuple):
     size: int
     modified: datetime | None
     etag: str | None
+
+
+class EtagChanged(StoreError):
+    """A read conditional on the etag recorded at commit found another etag.
+
+    Internal: a copy of the prefix (a managed multipart copy re-parts the object) changes
+    the etag of intact bytes, so the object store checks the content before it calls
+    the object replaced.
+    """
 
 
 class Refused(Exception):
@@ -130,7 +162,8 @@ class Backend:
             meta = result.meta
             if meta["size"] > limit:
                 raise StoreError(
-                    "open", self.where(name),
+                    "open",
+                    self.where(name),
                     f"is {meta['size']} bytes, more than a pointer can be ({limit})",
                 )
             data = bytes(result.bytes())
@@ -141,6 +174,33 @@ class Backend:
                 return None
             raise translate("open", self.where(name), exc) from exc
         return data, (meta.get("e_tag"), meta.get("version"))
+
+    def etag_of(self, name: str) -> str | None:
+        """The etag ``name`` has now (a HEAD request).
+
+        Raises:
+            StoreError: the object or the bucket is missing, or the request failed.
+        """
+        try:
+            meta = self._obs.head(self.store, self.key(name))
+        except Exception as exc:
+            raise translate("open", self.where(name), exc) from exc
+        etag: str | None = meta.get("e_tag")
+        return etag
+
+    def exists(self, name: str) -> bool:
+        """Whether there is an object ``name`` (a HEAD request).
+
+        Raises:
+            StoreError: the bucket is missing, or the request failed.
+        """
+        try:
+            self._obs.head(self.store, self.key(name))
+        except Exception as exc:
+            if kind_of(exc) == "not_found" and not is_missing_bucket(exc):
+                return False
+            raise translate("open", self.where(name), exc) from exc
+        return True
 
     def read_into(self, name: str, size: int, etag: str | None, *, window: int) -> memoryview:
         """Read the ``size`` bytes of ``name`` into one new buffer, ``window`` at a time.
@@ -173,7 +233,7 @@ class Backend:
                 raise
             except Exception as exc:
                 if kind_of(exc) == "precondition":
-                    raise StoreError(
+                    raise EtagChanged(
                         "open", where, "was replaced after it was committed (etag differs)"
                     ) from exc
                 error = translate("open", where, exc)
@@ -182,7 +242,8 @@ class Backend:
                 raise error from exc
             if chunk.nbytes != end - position:
                 raise StoreError(
-                    "open", where,
+                    "open",
+                    where,
                     f"returned {chunk.nbytes} bytes for range {position}-{end} (corrupt)",
                 )
             view[position:end] = chunk
@@ -210,7 +271,9 @@ class Backend:
             for batch in self._obs.list(self.store, self.key(folder) + "/"):
                 found.extend(
                     Listed(
-                        meta["path"][start:], meta["size"], meta.get("last_modified"),
+                        meta["path"][start:],
+                        meta["size"],
+                        meta.get("last_modified"),
                         meta.get("e_tag"),
                     )
                     for meta in batch
@@ -255,8 +318,14 @@ class Backend:
                 raise
 
         return self._put(
-            "write", name, guarded(), mode=None, use_multipart=True,
-            chunk_size=part_size, max_concurrency=max_concurrency, raised=raised,
+            "write",
+            name,
+            guarded(),
+            mode=None,
+            use_multipart=True,
+            chunk_size=part_size,
+            max_concurrency=max_concurrency,
+            raised=raised,
         )
 
     def swap(self, name: str, data: bytes, expected: Version | None) -> Version:
@@ -294,7 +363,12 @@ class Backend:
                 raise translate("delete", self.where(names[0]), exc) from exc
 
     def _put(
-        self, op: str, name: str, data: object, *, raised: list[BaseException] | None = None,
+        self,
+        op: str,
+        name: str,
+        data: object,
+        *,
+        raised: list[BaseException] | None = None,
         **options: Any,
     ) -> Version:
         try:
@@ -363,7 +437,8 @@ def build(
     location = url if url.endswith("://") else url.rstrip("/")
     if scheme not in REMOTE_SCHEMES | _LOCAL_SCHEMES:
         raise StoreError(
-            "open", url,
+            "open",
+            url,
             "unsupported URL: use s3://, gs://, az://, file:// or memory:// followed by a path",
         )
     obstore = _obstore()
@@ -423,8 +498,8 @@ def _split_config(
     client: dict[str, Any] = {}
     for name, value in os.environ.items():
         key = name.lower()
-        if key.startswith(prefix) and key[len(prefix):] in _CLIENT_KEYS:
-            client[key[len(prefix):]] = value
+        if key.startswith(prefix) and key[len(prefix) :] in _CLIENT_KEYS:
+            client[key[len(prefix) :]] = value
     backend: dict[str, Any] = {}
     for name, value in (config or {}).items():
         key = name.lower().removeprefix(prefix) if isinstance(name, str) else name

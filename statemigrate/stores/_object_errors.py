@@ -18,6 +18,12 @@ __all__ = ["is_missing_bucket", "kind_of", "translate"]
 _NO_BUCKET = ("NoSuchBucket", "ContainerNotFound", "The specified bucket does not exist")
 _CODE = re.compile(r"<Code>([A-Za-z0-9.]{1,64})</Code>")
 _DETAIL_LIMIT = 240
+# Where obstore asks for credentials when it was given none: the instance metadata
+# service of AWS and Azure (IMDS) and of GCP.
+_METADATA = re.compile(
+    r"169\.254\.169\.254|metadata\.google\.internal|/latest/api/token|/metadata/identity"
+)
+_STATUS = re.compile(r"status code: ([0-9]{3}(?: [A-Za-z]+)*)")
 
 
 def kind_of(exc: BaseException) -> str:
@@ -66,11 +72,25 @@ def translate(op: str, target: str, exc: BaseException) -> StoreError:
         detail = f"invalid configuration: {_first_line(exc)}"
     elif kind in ("exists", "precondition"):
         detail = f"a precondition failed{suffix}: {_first_line(exc)}"
+    elif _METADATA.search(str(exc)):
+        detail = _no_credentials(exc)
     elif _unreachable(exc):
         detail = f"cannot reach the server: {_first_line(exc)}"
     else:
         detail = f"{type(exc).__name__}: {_first_line(exc)}"
     return StoreError(op, target, detail)
+
+
+def _no_credentials(exc: BaseException) -> str:
+    """What to say when obstore, given no credentials, fell back to asking the cloud's
+    instance metadata service and that failed: off the cloud, the usual case."""
+    status = _STATUS.search(str(exc))
+    answer = f"answered {status.group(1)}" if status else "did not answer"
+    return (
+        "no credentials found: none in the configuration or the environment"
+        " (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, GOOGLE_SERVICE_ACCOUNT,"
+        f" AZURE_STORAGE_ACCOUNT_KEY, ...), and the instance metadata service {answer}"
+    )
 
 
 def _server_code(exc: BaseException) -> str | None:

@@ -5,13 +5,21 @@ The pointer is a small JSON document, replaced by compare-and-swap on every comm
     {"format": "statemigrate-object-pointer/1",
      "current": {"generation": 7, "object": "generations/00000000000000000007.<hex>",
                  "size": 123456, "xxh3_128": "<32 hex digits>", "etag": "\\"...\\""},
-     "previous": {... generation 6 ...} or null}
+     "previous": {... generation 6 ...} or null,
+     "unrestored": [{... a generation a start could not restore ...}, ...]}   (when any)
 
 Keeping ``previous`` inside the pointer makes "current and previous" change together in
 one atomic write. The digest and size let a reader tell a generation object that was
 damaged or replaced after its commit from the one that was committed. Anyone who can
 write to the bucket can rewrite the pointer too, digest included: that is what the
 snapshot format's authenticated mode is for.
+
+``unrestored`` names the generations that were latest when a service's start could not
+restore them (or could not reach the store at all), oldest first, at most
+``MAX_UNRESTORED``. Every commit carries them over and retention never deletes their
+objects, so the checkpoints of a service that started cold cannot push the state it
+lost out of reach, even over several failed starts. A digest is ``None`` when the
+pointer was missing at the time and the generation was found by listing.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ __all__ = [
     "GENERATIONS",
     "MAX_POINTER_SIZE",
     "Entry",
+    "MAX_UNRESTORED",
+    "Kept",
     "Pointer",
     "decode_pointer",
     "encode_pointer",
@@ -41,6 +51,10 @@ FORMAT: Final = "statemigrate-object-pointer/1"
 GENERATIONS = "generations"
 MAX_POINTER_SIZE = 64 << 10
 """A pointer larger than this is refused unread; a real one is a few hundred bytes."""
+MAX_UNRESTORED = 4
+"""The most generations a pointer keeps as unrestored: one per failed start, until an
+operator lets them go. Past it, the newest is replaced, so that the state from before
+the trouble began (the oldest) stays."""
 
 _NAME = re.compile(rf"{GENERATIONS}/([0-9]{{20}})\.[0-9a-f]{{32}}\Z")
 
@@ -76,12 +90,21 @@ class Entry(pydantic.BaseModel, frozen=True, extra="forbid", strict=True):
         return self
 
 
+class Kept(Entry, frozen=True, extra="forbid", strict=True):
+    """The generation a start could not restore, kept out of retention's reach. Its
+    digest is unknown (``None``) when it was found by listing, with no pointer."""
+
+    xxh3_128: Annotated[str, pydantic.Field(pattern=r"^[0-9a-f]{32}$")] | None  # type: ignore[assignment]
+
+
 class Pointer(pydantic.BaseModel, frozen=True, extra="forbid", strict=True):
-    """The latest generation and the one before it."""
+    """The latest generation, the one before it, and the one a start could not
+    restore."""
 
     format: Literal["statemigrate-object-pointer/1"]
     current: Entry
     previous: Entry | None
+    unrestored: Annotated[list[Kept], pydantic.Field(max_length=MAX_UNRESTORED)] = []
 
     @pydantic.model_validator(mode="after")
     def _previous_precedes(self) -> Pointer:
@@ -90,12 +113,21 @@ class Pointer(pydantic.BaseModel, frozen=True, extra="forbid", strict=True):
                 f"previous generation {self.previous.generation} does not precede"
                 f" {self.current.generation}"
             )
+        for kept in self.unrestored:
+            if kept.generation > self.current.generation:
+                raise ValueError(
+                    f"unrestored generation {kept.generation} is newer than current"
+                    f" {self.current.generation}"
+                )
         return self
 
 
 def encode_pointer(pointer: Pointer) -> bytes:
     """The pointer as compact JSON."""
-    return json.dumps(pointer.model_dump(), separators=(",", ":")).encode()
+    document = pointer.model_dump()
+    if not pointer.unrestored:
+        del document["unrestored"]  # the usual case stays as short as it was
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def decode_pointer(data: bytes, *, where: str) -> Pointer:

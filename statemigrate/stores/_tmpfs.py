@@ -76,13 +76,22 @@ _NAMED_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEX
 # How open(O_TMPFILE) says that the kernel or the file system cannot do it.
 _NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
 
-class _Progress:
-    """How far a commit got; errors after publication must say so."""
 
-    __slots__ = ("published",)
+class _Progress:
+    """How far a commit got; errors after publication must say so. ``identity`` is the
+    inode and modification time of the file written, for :meth:`TmpfsStore.holds`:
+    both stay with the file when it is given its name."""
+
+    __slots__ = ("identity", "published")
 
     def __init__(self) -> None:
         self.published = False
+        self.identity: tuple[int, int] | None = None
+
+
+def _identity(fd: int, where: str) -> tuple[int, int]:
+    st = _syscalls.fstat(fd, where=where)
+    return st.st_ino, st.st_mtime_ns
 
 
 class TmpfsStore(Closing):
@@ -193,7 +202,32 @@ class TmpfsStore(Closing):
                 f"{exc.detail}; the new snapshot had already been published as {CURRENT!r}",
                 errno=exc.errno,
             ) from (exc.__cause__ or exc)
-        return TmpfsRef(self, size)
+        return TmpfsRef(self, size, progress.identity)
+
+    def holds(self, ref: SnapshotRef) -> bool:
+        """Whether ``current`` is still the snapshot ``ref``'s commit wrote, or one
+        committed after it (by another writer sharing the directory), as one stat tells:
+        the same file, or a newer one.
+
+        Raises:
+            StoreError: the stat failed otherwise than with ENOENT.
+        """
+        if not (isinstance(ref, TmpfsRef) and ref.store is self):
+            return False
+        where = self._where(CURRENT)
+        try:
+            st = _syscalls.lstat_at(CURRENT, dir_fd=self._dir_fd, where=where)
+        except StoreError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        if ref._identity is None:  # a reference no commit of this object returned
+            return st.st_size == ref.size
+        inode, written = ref._identity
+        # A file of the same time or later is a newer commit (mtime ticks coarsely).
+        return st.st_ino == inode or st.st_mtime_ns >= written
 
     def open(self, ref: SnapshotRef | None = None) -> bytes:
         """Return the latest snapshot: ``current``, or ``previous`` when there is none.
@@ -287,8 +321,7 @@ class TmpfsStore(Closing):
             fd = _syscalls.open_at(".", _ANONYMOUS_FLAGS, dir_fd=self._dir_fd, where=where)
         except StoreError as exc:
             if self._auto and exc.errno in _NO_TMPFILE:
-                _log.info("%s: O_TMPFILE is not supported, using named temporary files",
-                          self._path)
+                _log.info("%s: O_TMPFILE is not supported, using named temporary files", self._path)
                 self._anonymous = False
                 return None
             raise
@@ -296,6 +329,7 @@ class TmpfsStore(Closing):
             _syscalls.fchmod(fd, 0o600, where=where)  # exact, whatever the umask
             size = self._write(fd, data, where)
             _syscalls.fsync(fd, where=where)
+            progress.identity = _identity(fd, where)
             self._keep_current_as_previous()
             _syscalls.link_fd_at(fd, CURRENT, dir_fd=self._dir_fd, where=self._where(CURRENT))
             progress.published = True
@@ -320,6 +354,7 @@ class TmpfsStore(Closing):
                 _syscalls.fchmod(fd, 0o600, where=where)
                 size = self._write(fd, data, where)
                 _syscalls.fsync(fd, where=where)
+                progress.identity = _identity(fd, where)
             except BaseException:
                 _syscalls.close_quietly(fd)
                 raise
@@ -357,7 +392,9 @@ class TmpfsStore(Closing):
         except StoreError as exc:
             _log.warning(
                 "could not remove %s (%s); the next TmpfsStore on %s removes it",
-                self._where(name), exc.detail, self._path,
+                self._where(name),
+                exc.detail,
+                self._path,
             )
 
     def _temp_name(self) -> str:
@@ -398,8 +435,11 @@ class TmpfsStore(Closing):
         finally:
             _syscalls.close_quietly(lock_fd)
         if removed:
-            _log.warning("%s: removed %d temporary file(s) left by an interrupted commit",
-                         self._path, removed)
+            _log.warning(
+                "%s: removed %d temporary file(s) left by an interrupted commit",
+                self._path,
+                removed,
+            )
         return removed
 
     def _remove_orphan(self, name: str) -> bool:
@@ -452,11 +492,14 @@ class TmpfsRef:
         size: the number of bytes committed by the commit that returned this reference.
     """
 
-    __slots__ = ("_store", "size")
+    __slots__ = ("_identity", "_store", "size")
 
-    def __init__(self, store: TmpfsStore, size: int) -> None:
+    def __init__(
+        self, store: TmpfsStore, size: int, identity: tuple[int, int] | None = None
+    ) -> None:
         self._store = store
         self.size = size
+        self._identity = identity  # inode and mtime of the file committed, if known
 
     @property
     def store(self) -> TmpfsStore:

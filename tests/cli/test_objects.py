@@ -29,6 +29,9 @@ KEY = b"object-store cli key, 16+ bytes"
 REGISTRY = ["--registry", "statemigrate.reference:build_registry"]
 
 
+FRAGMENTS = "expected URL#current, URL#previous, URL#unrestored or URL#N"
+
+
 @pytest.fixture(autouse=True)
 def no_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test says where its settings come from: none leak in from the caller."""
@@ -232,6 +235,28 @@ def test_list_marks_a_committed_object_that_is_gone(
         assert result.out.splitlines()[3].split()[-4:] == ["-", "current", "(object", "missing)"]
 
 
+def test_list_and_inspect_say_when_the_pointer_is_missing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With the pointer deleted, the generation objects are listed as "no pointer"
+    (not as objects no commit won), inspecting the store says how to restore one,
+    and URL#N still reads generation N."""
+    with scratch_dir() as path:
+        url = f"file://{path}/app"
+        commit_generations(url, 3)
+        os.unlink(f"{path}/app/current")
+        result = run(capsys, "list", url)
+        assert result.code == 0, result.err
+        assert [line.split()[-2:] for line in result.out.splitlines()[3:]] == [
+            ["no", "pointer"],
+            ["no", "pointer"],
+        ]
+        line = one_error_line(run(capsys, "inspect", url))
+        assert "app/current: is missing, but 2 generation objects are present" in line
+        assert "URL#3" in line
+        assert run(capsys, "inspect", f"{url}#3").code == 0
+
+
 # -- migrate -----------------------------------------------------------------------------
 
 
@@ -398,11 +423,11 @@ def test_wrong_credentials_are_one_line(s3: S3Server, capsys: pytest.CaptureFixt
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
-        (["inspect", "URL#"], 2, "expected URL#current, URL#previous or URL#N"),
-        (["inspect", "URL#0"], 2, "expected URL#current, URL#previous or URL#N"),
-        (["inspect", "URL#-1"], 2, "expected URL#current, URL#previous or URL#N"),
-        (["inspect", "URL#\u00b2"], 2, "expected URL#current, URL#previous or URL#N"),
-        (["inspect", "URL#" + "9" * 21], 2, "expected URL#current, URL#previous or URL#N"),
+        (["inspect", "URL#"], 2, FRAGMENTS),
+        (["inspect", "URL#0"], 2, FRAGMENTS),
+        (["inspect", "URL#-1"], 2, FRAGMENTS),
+        (["inspect", "URL#\u00b2"], 2, FRAGMENTS),
+        (["inspect", "URL#" + "9" * 21], 2, FRAGMENTS),
         (["inspect", "URL#7"], 1, "there is no generation 7 (kept: 1, 2)"),
         (["inspect", "URL#Previous"], 2, "expected URL#current"),
         (["inspect", "memory://"], 1, "a memory:// store is private to one process"),

@@ -673,6 +673,44 @@ def test_start_from_a_store_whose_pointer_is_garbage_fails_once(
     assert fresh.status.state == "failed"
 
 
+def test_a_start_that_can_read_neither_snapshot_fails_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The latest snapshot and the one before it both fail to read, with different
+    errors (a server gone between the read of an object store's pointer and of its
+    object): one failed restore, counted once, one ERROR naming both reasons, not a
+    second failure for "previous" naming the pointer."""
+
+    class Unreachable(MemoryStore):
+        def open(self, ref: SnapshotRef | None = None) -> bytes:
+            raise StoreError("open", "memory:app/generations/2", "cannot reach the server")
+
+        def open_previous(self) -> bytes:
+            raise StoreError("open", "memory:app/current", "cannot reach the server")
+
+    records: list[tuple[str, float, tuple[str, ...]]] = []
+
+    class Sink:
+        def record(self, instrument: Any, value: float, labels: Any) -> None:
+            records.append((instrument.name, value, tuple(labels)))
+
+    service = Service("ledger-service", registry=REGISTRY, on_restore_failure="serve_cold")
+    service.register(Ledger())
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    previous = use_sink(Sink())
+    try:
+        assert service.start_from(Unreachable()) is None
+    finally:
+        use_sink(previous)
+    errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "memory:app/generations/2: cannot reach the server" in errors[0]
+    assert "cannot be reached either (open memory:app/current" in errors[0]
+    failed = [r for r in records if r[0] == "statemigrate_restores_total" and "failed" in r[2]]
+    assert len(failed) == 1
+    assert service.status.state == "cold_start"
+
+
 class LedgerV2(TypedDict):
     count: int
     items: dict[str, int]

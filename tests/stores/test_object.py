@@ -7,6 +7,7 @@ from __future__ import annotations
 import array
 import functools
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -186,7 +187,10 @@ def test_generations_lists_each_object_and_ref_opens_any_of_them(place: Place) -
     refs = [store.commit(make_payload(n, 500 + n)) for n in range(1, 6)]
     listed = store.generations()
     assert [(ref.generation, ref.role) for ref in listed] == [
-        (2, None), (3, None), (4, "previous"), (5, "current"),
+        (2, None),
+        (3, None),
+        (4, "previous"),
+        (5, "current"),
     ]
     assert [ref.size for ref in listed] == [ref.size for ref in refs[1:]]
     assert [ref.describe() for ref in listed] == [ref.describe() for ref in refs[1:]]
@@ -194,7 +198,9 @@ def test_generations_lists_each_object_and_ref_opens_any_of_them(place: Place) -
     for number in range(2, 6):
         assert check_payload(store.ref(number).open()) == (number, 0)
     assert (store.ref(5).role, store.ref(4).role, store.ref(3).role) == (
-        "current", "previous", None,
+        "current",
+        "previous",
+        None,
     )
     assert store.ref(3).entry is None and store.ref(5).entry == refs[4].entry
     with pytest.raises(StoreError, match=r"there is no generation 1 \(kept: 2, 3, 4, 5\)"):
@@ -216,7 +222,11 @@ def test_generations_shows_leftovers_and_missing_objects(place: Place) -> None:
     put_raw(store, f"generations/{4:020d}.{'a' * 32}", make_payload(4, 700, tag=8))
     listed = store.generations()
     assert [(ref.generation, ref.role) for ref in listed] == [
-        (1, None), (2, "previous"), (2, None), (3, "current"), (4, None),
+        (1, None),
+        (2, "previous"),
+        (2, None),
+        (3, "current"),
+        (4, None),
     ]
     assert check_payload(store.ref(2).open()) == (2, 0)
     assert check_payload(store.ref(4).open()) == (4, 8)
@@ -414,12 +424,35 @@ def test_a_replaced_corrupt_or_missing_current_falls_back_to_previous(place: Pla
     assert store.ref("previous").open() == GOOD_PREVIOUS
 
 
+def test_a_copied_object_with_another_etag_is_checked_by_its_digest(s3: S3Server) -> None:
+    """Copying a prefix re-parts multipart objects (boto3's managed copy uses 8 MiB
+    parts), so their etags change while their bytes do not: such an object opens,
+    checked by the digest recorded at commit. Other bytes under another etag are
+    still refused as replaced."""
+    store = s3_place(s3).store()
+    store.commit(GOOD)
+    entry = store.commit(BIG).entry  # multipart: an etag ending in -3
+    assert entry is not None and entry.etag is not None and entry.etag.endswith('-3"')
+    # The same bytes in 8 MiB parts, as a managed copy writes them: another etag.
+    obstore.put(store._backend.store, store._backend.key(entry.object), BIG, chunk_size=8 * MiB)
+    head = obstore.head(store._backend.store, store._backend.key(entry.object))
+    assert head["e_tag"] != entry.etag
+    assert store.open() == BIG
+    changed = bytearray(BIG)
+    changed[-1] ^= 1
+    put_raw(store, entry.object, bytes(changed))
+    with pytest.raises(StoreError, match=r"replaced after it was committed \(etag and xxh3"):
+        store.open()
+
+
 @pytest.mark.parametrize(
     ("pointer", "message"),
     [
         (b"\x00garbage", "is not a valid pointer"),
-        (b'{"format": "statemigrate-object-pointer/1", "current": {}, "previous": null}',
-         r"is not a valid pointer \(current.generation"),
+        (
+            b'{"format": "statemigrate-object-pointer/1", "current": {}, "previous": null}',
+            r"is not a valid pointer \(current.generation",
+        ),
         (None, r"is not a valid pointer \(current: Value error, object '../outside'"),
         (b" " * (65 << 10), "more than a pointer can be"),
     ],
@@ -447,21 +480,30 @@ def test_a_damaged_pointer_is_refused_by_readers_and_writers(
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 POINTER_FIELDS = [
-    "format", "current", "previous", "current.generation", "current.object",
-    "current.size", "current.xxh3_128", "current.etag", "previous.generation",
+    "format",
+    "current",
+    "previous",
+    "current.generation",
+    "current.object",
+    "current.size",
+    "current.xxh3_128",
+    "current.etag",
+    "previous.generation",
 ]
 
 
 @given(
     st.binary(max_size=300)
     | JSON_VALUES.map(lambda value: json.dumps(value).encode())
-    | st.builds(lambda path, value: mutate(path, value), st.sampled_from(POINTER_FIELDS),
-                JSON_VALUES)
+    | st.builds(
+        lambda path, value: mutate(path, value), st.sampled_from(POINTER_FIELDS), JSON_VALUES
+    )
 )
 def test_arbitrary_pointer_bytes_raise_only_store_error(data: bytes) -> None:
     """Property: whatever bytes sit at the pointer, decoding them gives a pointer or a
@@ -474,11 +516,19 @@ def test_arbitrary_pointer_bytes_raise_only_store_error(data: bytes) -> None:
 
 def mutate(path: str, value: object) -> bytes:
     """A valid pointer with one field replaced by ``value``."""
-    entry = {"generation": 2, "object": f"generations/{2:020d}.{'a' * 32}",
-             "size": 5, "xxh3_128": "0" * 32, "etag": None}
+    entry = {
+        "generation": 2,
+        "object": f"generations/{2:020d}.{'a' * 32}",
+        "size": 5,
+        "xxh3_128": "0" * 32,
+        "etag": None,
+    }
     previous = {**entry, "generation": 1, "object": f"generations/{1:020d}.{'b' * 32}"}
-    document: dict[str, Any] = {"format": "statemigrate-object-pointer/1", "current": entry,
-                                "previous": previous}
+    document: dict[str, Any] = {
+        "format": "statemigrate-object-pointer/1",
+        "current": entry,
+        "previous": previous,
+    }
     *parents, last = path.split(".")
     target = document
     for part in parents:
@@ -523,8 +573,10 @@ def test_the_server_going_away_mid_upload_changes_nothing(s3: S3Server) -> None:
     place = s3_place(s3)
     with cable_to(s3) as cable:
         store = ObjectStore(
-            place.url, config={**place.options["config"], "endpoint": cable.endpoint},
-            client_options={"allow_http": True}, **FAIL_FAST,
+            place.url,
+            config={**place.options["config"], "endpoint": cable.endpoint},
+            client_options={"allow_http": True},
+            **FAIL_FAST,
         )
         store.commit(GOOD_PREVIOUS)
         store.commit(GOOD)
@@ -559,15 +611,25 @@ def test_wrong_credentials_are_refused(s3: S3Server) -> None:
     import boto3
 
     place = s3_place(s3)
-    client = {"endpoint_url": s3.endpoint, "region_name": "us-east-1",
-              "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    client = {
+        "endpoint_url": s3.endpoint,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
     iam = boto3.client("iam", **client)
     user = f"writer-{uuid.uuid4().hex[:8]}"
     iam.create_user(UserName=user)
-    iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
-    }))
+    iam.put_user_policy(
+        UserName=user,
+        PolicyName="s3",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+            }
+        ),
+    )
     key = iam.create_access_key(UserName=user)["AccessKey"]
     good = {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"]}
     s3.set_auth(True)
@@ -575,8 +637,10 @@ def test_wrong_credentials_are_refused(s3: S3Server) -> None:
         ObjectStore(place.url, **s3.options(**good)).commit(GOOD)
         for wrong, code in [
             ({**good, "secret_access_key": "wrong"}, "SignatureDoesNotMatch"),
-            ({"access_key_id": "AKIAUNKNOWNKEY000000", "secret_access_key": "x"},
-             "InvalidAccessKeyId"),
+            (
+                {"access_key_id": "AKIAUNKNOWNKEY000000", "secret_access_key": "x"},
+                "InvalidAccessKeyId",
+            ),
         ]:
             store = ObjectStore(place.url, **s3.options(**wrong), **FAIL_FAST)
             for action in (store.open, functools.partial(store.commit, NEW)):
@@ -589,14 +653,43 @@ def test_wrong_credentials_are_refused(s3: S3Server) -> None:
 
 def test_an_unreachable_server_is_named() -> None:
     store = ObjectStore(
-        "s3://bucket/app", config={"endpoint": f"http://127.0.0.1:{free_port()}",
-                                   "access_key_id": "k", "secret_access_key": "s",
-                                   "region": "us-east-1"},
-        client_options={"allow_http": True}, **FAIL_FAST,
+        "s3://bucket/app",
+        config={
+            "endpoint": f"http://127.0.0.1:{free_port()}",
+            "access_key_id": "k",
+            "secret_access_key": "s",
+            "region": "us-east-1",
+        },
+        client_options={"allow_http": True},
+        **FAIL_FAST,
     )
     for action in (store.open, lambda: store.commit(GOOD)):
         with pytest.raises(StoreError, match="cannot reach the server"):
             action()
+
+
+def test_missing_credentials_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given no credentials, obstore asks the instance metadata service for some; off
+    the cloud that fails, and the error says that no credentials were found rather
+    than obstore's request dump of the metadata service's address."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    store = ObjectStore(
+        "s3://bucket/app",
+        config={
+            "endpoint": f"http://127.0.0.1:{free_port()}",
+            "region": "us-east-1",
+            "metadata_endpoint": f"http://127.0.0.1:{free_port()}",
+        },
+        client_options={"allow_http": True},
+        **FAIL_FAST,
+    )
+    for action in (store.open, lambda: store.commit(GOOD)):
+        with pytest.raises(StoreError) as info:
+            action()
+        assert info.value.detail.startswith("no credentials found: none in the configuration")
+        assert "Error performing" not in str(info.value)
 
 
 # -- authentication ------------------------------------------------------------------------
@@ -670,8 +763,7 @@ def test_remote_is_true_only_for_object_storage(s3: S3Server) -> None:
         ("/dev/shm/app", {}, StoreError, "unsupported URL"),
         ("file://relative/path", {}, StoreError, "needs an absolute path"),
         ("s3://[bucket/x", {}, StoreError, "not a valid URL"),
-        ("s3://bucket/x", {"config": {"no_such_option": "1"}}, StoreError,
-         "invalid configuration"),
+        ("s3://bucket/x", {"config": {"no_such_option": "1"}}, StoreError, "invalid configuration"),
         ("memory://", {"keep": 1}, ValueError, "keep"),
         ("memory://", {"part_size": MiB}, ValueError, "part_size"),
         ("memory://", {"max_concurrency": 0}, ValueError, "max_concurrency"),
@@ -695,8 +787,10 @@ def test_client_settings_come_from_the_environment_as_obstore_reads_them(
     passes client options of its own (its timeouts)."""
     place = s3_place(s3)
     for name, value in {
-        "AWS_ENDPOINT_URL": s3.endpoint, "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3.endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
         "AWS_ALLOW_HTTP": "true",
     }.items():
         monkeypatch.setenv(name, value)
@@ -706,9 +800,7 @@ def test_client_settings_come_from_the_environment_as_obstore_reads_them(
 
 
 @pytest.mark.parametrize("key", ["allow_http", "aws_allow_http", "AWS_ALLOW_HTTP"])
-def test_client_settings_are_accepted_among_the_backend_settings(
-    s3: S3Server, key: str
-) -> None:
+def test_client_settings_are_accepted_among_the_backend_settings(s3: S3Server, key: str) -> None:
     """A client setting in ``config``, as Rust's object_store accepts it (obstore's
     bindings would panic on it), is passed as a client option."""
     place = s3_place(s3)
@@ -765,4 +857,3 @@ def test_the_core_never_imports_obstore_and_says_how_to_install_it() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert "pip install 'statemigrate[objectstore]'" in result.stdout
-

@@ -1,0 +1,158 @@
+"""Checkpointer: a skip of an unchanged state first confirms that the store still
+holds the last checkpoint, and commits it again, with a warning, when something deleted
+it behind the store's back (a bucket's lifecycle rule, someone cleaning a directory)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import obstore
+import pytest
+from restore_children.ledger import Ledger, ledger_service, state_after
+
+from statemigrate import Checkpointer, MemoryStore, Service, StoreError, TmpfsStore
+from statemigrate.stores import Buffer, MemoryRef, ObjectStore, SnapshotRef, Store
+
+LOST = "no longer holds the last checkpoint; committing the unchanged state again"
+
+
+def restored(store: Store) -> object:
+    service, ledger = ledger_service()
+    assert service.start_from(store) is not None
+    return ledger.export_state()
+
+
+def wipe_prefix(store: ObjectStore) -> None:
+    """Delete every object under the store's prefix, as a lifecycle rule would."""
+    backend = store._backend
+    for listed in obstore.list(backend.store, prefix=backend.prefix or None):
+        for meta in listed:
+            obstore.delete(backend.store, meta["path"])
+
+
+def another_writer(store: Store) -> Store:
+    """A second store on the same place, as another process sharing it would open."""
+    if isinstance(store, TmpfsStore):
+        return TmpfsStore(store.directory)
+    assert isinstance(store, ObjectStore)
+    return ObjectStore(store._backend.store, prefix=store._backend.prefix)
+
+
+def object_store() -> Iterator[tuple[ObjectStore, Callable[[], None]]]:
+    store = ObjectStore("memory://")
+    yield store, lambda: wipe_prefix(store)
+
+
+def tmpfs_store(base: Path) -> Iterator[tuple[TmpfsStore, Callable[[], None]]]:
+    with TmpfsStore(base / "store") as store:
+
+        def wipe() -> None:
+            for name in ("current", "previous"):
+                (base / "store" / name).unlink(missing_ok=True)
+
+        yield store, wipe
+
+
+@pytest.fixture(params=["object", "tmpfs"])
+def lost_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Store, Callable[[], None]]]:
+    if request.param == "object":
+        yield from object_store()
+    else:
+        yield from tmpfs_store(tmp_path)
+
+
+def checkpointed(store: Store) -> tuple[Service, Ledger, Checkpointer]:
+    service, ledger = ledger_service()
+    ledger.write()
+    checkpointer = Checkpointer(service, store, changes=lambda: ledger.count, export="inline")
+    assert checkpointer.checkpoint_now().committed is not None
+    return service, ledger, checkpointer
+
+
+def test_an_unchanged_state_is_committed_again_once_the_store_lost_it(
+    lost_store: tuple[Store, Callable[[], None]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store is wiped after one commit: the next checkpoint of the unchanged state
+    commits it, says so, and a restart restores it; once the store holds it again the
+    checkpoints after it are skipped as unchanged."""
+    store, wipe = lost_store
+    _, _, checkpointer = checkpointed(store)
+    assert checkpointer.checkpoint_now().reason == "unchanged"
+    wipe()
+    report = checkpointer.checkpoint_now()
+    assert report.committed is not None and report.reason == ""
+    assert LOST in caplog.text
+    assert restored(store) == state_after(1)
+    assert [checkpointer.checkpoint_now().reason for _ in range(3)] == ["unchanged"] * 3
+    assert caplog.text.count(LOST) == 1
+
+
+def test_a_newer_snapshot_of_another_writer_is_not_taken_for_a_loss(
+    lost_store: tuple[Store, Callable[[], None]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another writer sharing the store commits after this checkpointer's last commit:
+    the store holds a newer snapshot, not none, so the idle checkpointer goes on
+    skipping instead of putting its older state back over the newer one."""
+    store, _ = lost_store
+    _, _, checkpointer = checkpointed(store)
+    other, other_ledger = ledger_service()
+    for _ in range(5):
+        other_ledger.write()
+    writer = another_writer(store)
+    other.commit(writer)
+    if isinstance(writer, TmpfsStore):
+        writer.close()
+    assert [checkpointer.checkpoint_now().reason for _ in range(3)] == ["unchanged"] * 3
+    assert LOST not in caplog.text
+    assert restored(store) == state_after(5)
+
+
+def test_the_loop_checkpoint_confirms_the_store_too() -> None:
+    """checkpoint() on an event loop: the same confirmation, asked in a worker thread."""
+    store = ObjectStore("memory://")
+    service, ledger = ledger_service()
+    ledger.write()
+    checkpointer = Checkpointer(service, store, changes=lambda: ledger.count, export="inline")
+
+    async def main() -> list[str]:
+        reasons = [(await checkpointer.checkpoint()).reason]
+        reasons.append((await checkpointer.checkpoint()).reason)
+        wipe_prefix(store)
+        reasons.append((await checkpointer.checkpoint()).reason)
+        reasons.append((await checkpointer.checkpoint()).reason)
+        return reasons
+
+    assert asyncio.run(main()) == ["", "unchanged", "", "unchanged"]
+    assert restored(store) == state_after(1)
+
+
+def test_a_store_that_cannot_be_asked_is_committed_to() -> None:
+    """When the store cannot say whether it holds the last checkpoint, the state is
+    committed rather than skipped unchecked: the commit's own failure is what the
+    checkpointer reports and counts."""
+
+    class Unanswering(MemoryStore):
+        broken = False
+
+        def holds(self, ref: SnapshotRef) -> bool:
+            if self.broken:
+                raise StoreError("open", "memory:unanswering", "cannot reach it")
+            return True
+
+        def commit(self, data: Buffer | Iterable[Buffer]) -> MemoryRef:
+            if self.broken:
+                raise StoreError("write", "memory:unanswering", "cannot reach it")
+            return super().commit(data)
+
+    store = Unanswering()
+    _, _, checkpointer = checkpointed(store)
+    store.broken = True
+    with pytest.raises(StoreError, match="cannot reach it"):
+        checkpointer.checkpoint_now()
+    assert checkpointer.failures == 1
+    store.broken = False
+    assert checkpointer.checkpoint_now().reason == "unchanged"
