@@ -135,6 +135,7 @@ def test_max_size_is_enforced_on_commit_and_open(base: Path) -> None:
 
 def test_closed_store_and_foreign_refs_are_refused(base: Path) -> None:
     """A closed store refuses to work; a ref of another store is refused by open()."""
+    gc.collect()  # stores earlier tests dropped close now, not inside the count below
     fds = open_fds()
     store = TmpfsStore(base / "a")
     other = TmpfsStore(base / "b")
@@ -159,6 +160,7 @@ def test_closed_store_and_foreign_refs_are_refused(base: Path) -> None:
 
 def test_an_unclosed_store_releases_its_descriptor_when_collected(base: Path) -> None:
     """A store created inline and dropped does not leak its directory descriptor."""
+    gc.collect()  # as above
     fds = open_fds()
     TmpfsStore(base / "s").commit(GOOD)
     gc.collect()
