@@ -153,7 +153,7 @@ def read_previous(
     current.error = StoreError(
         first.op,
         first.target,
-        f"{first.detail}; the previous snapshot cannot be reached either{also}:"
+        f"{first.detail}; the previous snapshot cannot be read either{also}:"
         " nothing to fall back to",
         errno=first.errno,
     )
@@ -253,6 +253,6 @@ def keep_unrestored(store: Store, data: bytes | memoryview | None) -> None:
         logger.warning("could not keep the snapshot that failed to restore: %s", exc)
     else:
         logger.warning(
-            "kept the snapshot that failed to restore as %s; checkpoints do not replace it",
+            "keeping the snapshot that failed to restore: %s; checkpoints do not replace it",
             where,
         )

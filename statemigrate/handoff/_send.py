@@ -246,7 +246,8 @@ def lossy_hint(lossy: Mapping[str, Sequence[int]]) -> str:
     )
     return (
         f"; the successor would read {reads} through steps declared lossy: pass"
-        " allow_lossy=True to take_over in the successor to upgrade through them"
+        " allow_lossy=True to the successor's take_over (or its server adapter's run) to"
+        " upgrade through them"
     )
 
 

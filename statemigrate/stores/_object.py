@@ -28,7 +28,7 @@ from __future__ import annotations
 import errno
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
@@ -245,9 +245,10 @@ class ObjectStore:
             self._settle(name, generation, version, exc)
         if kept and (self._unrestored is not None or self._keep_latest):
             _log.warning(
-                "kept generation %d of %s as unrestored: retention never deletes it",
-                kept[-1].generation,
+                "%s of %s kept as unrestored: retention never deletes %s",
+                _generations(kept),
                 self.location,
+                "it" if len(kept) == 1 else "them",
             )
         self._unrestored, self._keep_latest = None, False
         self._sweep(generation, spare={entry.object for entry in kept})
@@ -367,8 +368,8 @@ class ObjectStore:
         if self._unrestored is not None:
             which = f"generation {self._unrestored.generation}"
         else:
-            which = "the current and previous generations"
-        return f"{which} of {self.location} (#unrestored, from the next commit on)"
+            which = "the latest generations (those current when this store commits next)"
+        return f"{which} of {self.location}, named #unrestored from this store's next commit on"
 
     def keep_unread(self) -> str:
         """:meth:`keep_unrestored` for a start that could not read the latest snapshot
@@ -820,3 +821,8 @@ def _drained(head: deque[memoryview], rest: Iterator[memoryview]) -> Iterator[me
 
 def _detail(failure: Exception) -> str:
     return failure.detail if isinstance(failure, StoreError) else "the pointer changed"
+
+
+def _generations(entries: Sequence[Entry]) -> str:
+    numbers = ", ".join(str(entry.generation) for entry in entries)
+    return f"generation {numbers}" if len(entries) == 1 else f"generations {numbers}"

@@ -705,7 +705,7 @@ def test_a_start_that_can_read_neither_snapshot_fails_once(
     errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
     assert len(errors) == 1
     assert "memory:app/generations/2: cannot reach the server" in errors[0]
-    assert "cannot be reached either (open memory:app/current" in errors[0]
+    assert "cannot be read either (open memory:app/current" in errors[0]
     failed = [r for r in records if r[0] == "statemigrate_restores_total" and "failed" in r[2]]
     assert len(failed) == 1
     assert service.status.state == "cold_start"
@@ -750,7 +750,7 @@ def test_a_service_that_goes_on_cold_keeps_the_snapshot_it_could_not_restore(
         assert older.start_from(store) is None
         older.commit(store)
         older.commit(store)  # current and previous are both the older release's now
-        assert "kept the snapshot that failed to restore as" in caplog.text
+        assert "keeping the snapshot that failed to restore: " in caplog.text
         again, again_ledger = newer_ledger_service()
         again.restore((tmp_path / "store" / "unrestored").read_bytes())
     assert again_ledger.export_state() == {**state_after(7), "note": "v2"}
