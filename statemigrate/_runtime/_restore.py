@@ -51,7 +51,7 @@ from statemigrate._model._component import (
 from statemigrate._model._fieldchanges import FieldChanges, proves
 from statemigrate._model._migrate import raised_by_user_code, run_plan
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
-from statemigrate._snapshot._codec import pack_data, unpack_typed
+from statemigrate._snapshot._codec import pack_data
 from statemigrate._snapshot._format import Snapshot
 
 if TYPE_CHECKING:
@@ -273,8 +273,7 @@ def _decode(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
         if form is None:
             item.data = snapshot.read_section(item.index)
         else:
-            raw = snapshot.read_raw(item.index)
-            item.data, item.validated = unpack_typed(raw, form, section=section.key)
+            item.data, item.validated = snapshot.read_typed(item.index, form)
     except SnapshotError as exc:
         raise RestoreError("decode", str(exc), component=item.entry.key) from exc
 

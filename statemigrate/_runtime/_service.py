@@ -358,6 +358,8 @@ class Service:
             "generation": self._generation,
             "meta": dict(meta or {}),
             "level": self._level,
+            # What this service's restores refuse is refused at snapshot time instead.
+            "limits": self._limits,
         }
 
     def _record_snapshot(self, report: SnapshotReport, seconds: float) -> None:

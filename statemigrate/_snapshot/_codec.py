@@ -53,10 +53,12 @@ __all__ = [
     "check_chunk",
     "compress_chunk",
     "compress_pieces",
+    "count_containers",
     "decompress_chunk",
     "pack_data",
     "reference_pack",
     "reference_unpack",
+    "section_budget",
     "unpack_data",
     "unpack_typed",
 ]
@@ -476,6 +478,35 @@ def reference_unpack(
 def budget_total(size: int, container_budget: int | None) -> int:
     """The container budget :func:`unpack_data` applies to ``size`` input bytes."""
     return container_budget if container_budget is not None else size // 2 + CONTAINER_ALLOWANCE
+
+
+def section_budget(size: int, max_section_size: int) -> int:
+    """The containers a snapshot section of ``size`` raw bytes may hold, for a reader
+    that takes sections of up to ``max_section_size`` bytes.
+
+    One per two bytes, as any payload may; and beyond that, up to one per byte (the
+    most bytes can encode) as long as the section holds no more containers than a
+    section of the largest size may. Dense data (a list of mostly empty lists) then
+    costs no more memory than the reader already accepts from its largest section,
+    and a state of any shape restores unless it is both dense and huge.
+    """
+    return max(size // 2, min(size, max_section_size // 2)) + CONTAINER_ALLOWANCE
+
+
+def count_containers(data: object) -> int:
+    """How many maps and lists the plain data ``data`` holds, itself included, the way
+    msgpack writes them (a tuple counts as the list it is written as)."""
+    count = 0
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            count += 1
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            count += 1
+            stack.extend(value)
+    return count
 
 
 def _one_line(exc: BaseException) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 import msgpack
 import xxhash
 
+from statemigrate._errors import ExportError
 from statemigrate._snapshot._codec import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
@@ -40,9 +41,11 @@ from statemigrate._snapshot._codec import (
     NotPlainError,
     compress_chunk,
     compress_pieces,
+    count_containers,
     pack_data,
+    section_budget,
 )
-from statemigrate._snapshot._format import Buffer, write_container
+from statemigrate._snapshot._format import Buffer, DecodeLimits, write_container
 from statemigrate._snapshot._header import (
     ChunkInfo,
     DeltaBase,
@@ -259,6 +262,61 @@ class _SectionDone:
     chunks: list[ChunkInfo]
 
 
+class _BeyondReader(Exception):
+    """A section a reader with the writer's limits would refuse: the ``index``-th."""
+
+    def __init__(self, index: int, detail: str) -> None:
+        super().__init__(detail)
+        self.index = index
+        self.detail = detail
+
+
+class _ReaderCheck:
+    """The limits of a reader (:class:`DecodeLimits`) that every section written must
+    stay within, checked as the sections are packed: a snapshot the reader would
+    refuse is never committed."""
+
+    def __init__(self, limits: DecodeLimits) -> None:
+        self._limits = limits
+        self._total = 0
+
+    def add(self, index: int, piece: int, section: int) -> None:
+        """Count a ``piece`` more raw bytes of section ``index`` (``section`` so far)."""
+        self._total += piece
+        if self._total > self._limits.max_total_size:
+            raise _BeyondReader(
+                index,
+                f"the snapshot's sections come to more than {self._limits.max_total_size}"
+                " bytes of msgpack, the most a restore here reads"
+                " (DecodeLimits.max_total_size of the service's limits)",
+            )
+        if section > self._limits.max_section_size:
+            raise _BeyondReader(
+                index,
+                f"its section comes to more than {self._limits.max_section_size} bytes"
+                " of msgpack, the most a restore here reads"
+                " (DecodeLimits.max_section_size of the service's limits)",
+            )
+
+    def section_done(self, index: int, raw_size: int, data: object) -> None:
+        """Check how many maps and lists a whole section holds, when it is so large
+        that its shape matters."""
+        largest = self._limits.max_section_size
+        # Up to half the largest size every shape fits (see section_budget); beyond
+        # it, the containers are counted in the data, which costs a walk of it.
+        if raw_size <= largest // 2:
+            return
+        containers = count_containers(data)
+        budget = section_budget(raw_size, largest)
+        if containers > budget:
+            raise _BeyondReader(
+                index,
+                f"its section holds {containers} maps and lists in {raw_size} bytes of"
+                f" msgpack, more than the {budget} a restore here accepts (mostly empty"
+                " ones); raise DecodeLimits.max_section_size of the service's limits",
+            )
+
+
 def _iter_chunks(
     datas: Sequence[object],
     sections_done: list[_SectionDone],
@@ -267,6 +325,7 @@ def _iter_chunks(
     chunk_size: int,
     workers: int,
     default: Default,
+    reader: _ReaderCheck | None = None,
 ) -> Iterator[Buffer]:
     """Pack, chunk and compress each value of ``datas``; yield the stored chunks' bytes
     in order, and append each section's summary to ``sections_done`` after its last
@@ -276,6 +335,7 @@ def _iter_chunks(
         NotPlainError: a value is not plain data, or is nested deeper than a reader
             takes; its ``section`` is the index in ``datas``.
         TypeError: a value is not plain data and ``default`` could not convert it.
+        _BeyondReader: with ``reader``, a section that reader would refuse.
     """
     sealer = _Sealer(level, workers)
     try:
@@ -290,6 +350,8 @@ def _iter_chunks(
                     view = memoryview(piece)
                     hasher.update(view)
                     raw_size += len(view)
+                    if reader is not None:
+                        reader.add(index, len(view), raw_size)
                     while view:
                         take = view[: chunk_size - pending_size]
                         view = view[len(take) :]
@@ -302,6 +364,8 @@ def _iter_chunks(
             except NotPlainError as exc:
                 exc.section = index
                 raise
+            if reader is not None:
+                reader.section_done(index, raw_size, data)
             if pending_size:
                 sealer.submit(pending)
                 pending = []
@@ -381,8 +445,10 @@ class SnapshotStream:
     (format version 2 keeps it after the chunks); :attr:`header`, :attr:`size` and
     :attr:`timings` are set once the stream is exhausted.
 
-    Errors of the data (``NotPlainError``, ``TypeError``, ``ValueError``) surface while
-    the stream is read, that is inside the store's commit, which then commits nothing.
+    Errors of the data (``NotPlainError``, ``TypeError``, ``ValueError``, and with
+    ``limits`` an ``ExportError`` for a section the reader would refuse; see
+    :func:`encode_snapshot`) surface while the stream is read, that is inside the
+    store's commit, which then commits nothing.
     Call :meth:`close` when a reader stops early, to stop the compression threads.
 
     Raises:
@@ -404,6 +470,7 @@ class SnapshotStream:
         default: Callable[[Any], object] | None = None,
         snapshot_id: str | None = None,
         base: DeltaBase | None = None,
+        limits: DecodeLimits | None = None,
     ) -> None:
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be in 1..{MAX_CHUNK_SIZE}, got {chunk_size}")
@@ -427,6 +494,7 @@ class SnapshotStream:
         # Refuse now what the header would refuse at the end (names, duplicates), before
         # a store has started writing.
         self._header([_SectionDone(0, 0, []) for _ in self._sections])
+        self._reader = None if limits is None else _ReaderCheck(limits)
         self._parts = self._run(key, level, chunk_size, _workers(workers), default)
 
     def __iter__(self) -> Iterator[Buffer]:
@@ -457,16 +525,29 @@ class SnapshotStream:
             raise ValueError(f"cannot encode snapshot: {exc}") from exc
         return header
 
+    def _checked(self, chunk_data: Iterator[Buffer]) -> Iterator[Buffer]:
+        """``chunk_data``, with a section beyond the reader's limits named as the
+        component whose state it holds."""
+        try:
+            yield from chunk_data
+        except _BeyondReader as exc:
+            section = self._sections[exc.index]
+            raise ExportError(
+                section.component, section.version, "(root)", exc.detail,
+                instance=section.instance,
+            ) from None
+
     def _run(
         self, key: bytes | None, level: int, chunk_size: int, workers: int, default: Default
     ) -> Generator[Buffer, None, None]:
         done: list[_SectionDone] = []
         header: list[SnapshotHeader] = []
 
-        chunk_data = _iter_chunks(
+        chunk_data = self._checked(_iter_chunks(
             [section.data for section in self._sections], done,
             level=level, chunk_size=chunk_size, workers=workers, default=default,
-        )
+            reader=self._reader,
+        ))
 
         def header_plain() -> dict[str, Any]:
             header.append(self._header(done))
@@ -501,6 +582,7 @@ def encode_snapshot(
     default: Callable[[Any], object] | None = None,
     snapshot_id: str | None = None,
     base: DeltaBase | None = None,
+    limits: DecodeLimits | None = None,
 ) -> EncodedSnapshot:
     """Encode sections of plain data into a snapshot, held in memory.
 
@@ -522,15 +604,19 @@ def encode_snapshot(
         snapshot_id: the snapshot's id, when the caller reserved one
             (:func:`new_snapshot_id`); a new one by default.
         base: for a delta, the snapshot its sections change.
+        limits: the limits of the reader that will restore the snapshot: a section it
+            would refuse (too large, or too many empty lists and dicts for its size)
+            is refused here instead, as an ``ExportError``. None checks nothing.
 
     Raises:
+        ExportError: with ``limits``, a section that reader would refuse.
         TypeError: a value is not plain data.
         ValueError: a bad argument (chunk size, workers, key, duplicate section).
     """
     stream = SnapshotStream(
         sections, producer=producer, key=key, generation=generation, meta=meta,
         level=level, chunk_size=chunk_size, workers=workers, default=default,
-        snapshot_id=snapshot_id, base=base,
+        snapshot_id=snapshot_id, base=base, limits=limits,
     )
     parts = list(stream)
     assert stream.header is not None

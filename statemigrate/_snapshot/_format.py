@@ -43,7 +43,7 @@ import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
@@ -52,13 +52,18 @@ from statemigrate._snapshot._codec import (
     check_chunk,
     decompress_chunk,
     pack_data,
+    section_budget,
     unpack_data,
+    unpack_typed,
 )
 from statemigrate._snapshot._header import (
     SnapshotHeader,
     parse_header,
 )
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
+
+if TYPE_CHECKING:
+    from statemigrate._model._typed import TypedForm
 
 __all__ = [
     "DEFAULT_MAX_SNAPSHOT_SIZE",
@@ -102,9 +107,12 @@ class DecodeLimits:
     """Bounds a reader enforces whatever the snapshot claims.
 
     Decoded objects can take up to ~42 bytes of memory per raw byte (a flood of small
-    integers), so the default raw limit is the machine's memory divided by 48: a
-    hostile snapshot cannot make a restore exhaust memory, while real state (a
-    million-entry cache is ~60 MiB raw) stays far below it. Raise it for larger state.
+    integers), ~52 in a section at the largest size that mixes them with empty
+    containers (see docs/format.md), so the default raw limit is the machine's memory
+    divided by 48: a hostile snapshot can ask for about the machine's memory at most,
+    while real state (a million-entry cache is ~60 MiB raw) stays far below it. Raise
+    it for larger state. A :class:`~statemigrate.Service` also holds the snapshots it
+    writes to its limits, so that it can restore whatever it commits.
 
     Attributes:
         max_snapshot_size: largest snapshot accepted, in bytes (default
@@ -247,12 +255,14 @@ class Snapshot:
         format_version: int,
         authenticated: bool,
         chunk_offsets: tuple[tuple[int, ...], ...],
+        max_section_size: int,
     ) -> None:
         self._buffer = buffer
         self.header = header
         self.format_version = format_version
         self.authenticated = authenticated
         self._chunk_offsets = chunk_offsets
+        self._max_section_size = max_section_size
 
     @property
     def size(self) -> int:
@@ -343,8 +353,29 @@ class Snapshot:
             SnapshotError: see :meth:`read_raw` and
                 :func:`statemigrate._snapshot._codec.unpack_data`.
         """
-        key = self.header.sections[index].key
-        return unpack_data(self.read_raw(index), section=key)
+        section = self.header.sections[index]
+        return unpack_data(
+            self.read_raw(index), section=section.key, container_budget=self._budget(index)
+        )
+
+    def read_typed(self, index: int, form: TypedForm) -> tuple[object, bool]:
+        """Decode section ``index`` straight into ``form`` when that is exact (see
+        :func:`statemigrate._snapshot._codec.unpack_typed`), else into plain data.
+
+        Returns:
+            ``(value, True)`` for a value that needs no further validation, and
+            ``(plain data, False)`` for one that does.
+
+        Raises:
+            SnapshotError: as :meth:`read_section`.
+        """
+        section = self.header.sections[index]
+        return unpack_typed(
+            self.read_raw(index), form, section=section.key, container_budget=self._budget(index)
+        )
+
+    def _budget(self, index: int) -> int:
+        return section_budget(self.header.sections[index].raw_size, self._max_section_size)
 
 
 def check_length(size: int, total: int) -> None:
@@ -623,7 +654,7 @@ def _parse_verified(
     offsets = _layout(header, places.chunks_at, places.chunks_end, limits)
     return Snapshot(
         buf, header, format_version=places.version, authenticated=authenticated,
-        chunk_offsets=offsets,
+        chunk_offsets=offsets, max_section_size=limits.max_section_size,
     )
 
 

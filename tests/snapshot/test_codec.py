@@ -29,10 +29,11 @@ from statemigrate._snapshot._codec import (
     compress_chunk,
     decompress_chunk,
     pack_data,
+    section_budget,
     unpack_data,
     zstd_frame_length,
 )
-from statemigrate._snapshot._format import open_snapshot
+from statemigrate._snapshot._format import DecodeLimits, open_snapshot
 
 MiB = 1 << 20
 
@@ -414,6 +415,24 @@ def test_a_flood_of_empty_containers_past_the_allowance_is_too_large() -> None:
     assert kind_of(lambda: unpack_data(raw)) == "too_large"
     fits = _array(CONTAINER_ALLOWANCE, b"\x90")
     assert kind_of(lambda: unpack_data(fits)) == "accepted"
+
+
+def test_a_snapshot_section_may_hold_one_container_per_byte_up_to_half_the_largest() -> None:
+    """Through a snapshot, a section is held to what the reader's largest section may
+    hold, not to its own size: dense small sections restore, memory stays bounded."""
+    limits = DecodeLimits(max_section_size=8 * CONTAINER_ALLOWANCE)
+    half = limits.max_section_size // 2
+
+    def read(count: int) -> str:
+        sealed = seal_raw([_array(count, b"\x90")], chunk_size=1 << 16)
+        return kind_of(lambda: open_snapshot(sealed, limits=limits).read_section(0))
+
+    assert read(half) == "accepted"  # one per byte, beyond one per two bytes
+    assert read(half + CONTAINER_ALLOWANCE - 1) == "accepted"  # with the array around
+    assert read(half + CONTAINER_ALLOWANCE) == "too_large"
+    assert section_budget(limits.max_section_size, limits.max_section_size) == (
+        half + CONTAINER_ALLOWANCE
+    )
 
 
 @pytest.mark.slow
