@@ -53,13 +53,14 @@ _MISSING = object()
 
 
 def export_component(
-    obj: object, *, registry: Registry | None = None, walk: bool = False
+    obj: object, *, registry: Registry | None = None, walk: bool = False, check: bool = False
 ) -> Any:
     """Return the live state of component ``obj`` in its schema's plain form.
 
     Uses ``obj.export_state()`` when the class defines it, else reads the schema's
     fields as attributes. A state that is plain data already is returned without a
-    copy or a walk unless ``walk`` is given (see :meth:`SchemaVersion.export`).
+    copy or a walk unless ``walk`` is given, and validated deep only with ``check``
+    (see :meth:`SchemaVersion.export`).
 
     Raises:
         RegistrationError: ``obj`` is not migratable, or has no ``export_state`` and
@@ -69,11 +70,17 @@ def export_component(
             back changed.
         ValidationError: the state is not a state of the schema.
     """
-    return plain_state(obj, component_state(obj, registry=registry), registry=registry, walk=walk)
+    state = component_state(obj, registry=registry)
+    return plain_state(obj, state, registry=registry, walk=walk, check=check)
 
 
 def plain_state(
-    obj: object, state: Any, *, registry: Registry | None = None, walk: bool = False
+    obj: object,
+    state: Any,
+    *,
+    registry: Registry | None = None,
+    walk: bool = False,
+    check: bool = False,
 ) -> Any:
     """Return the plain form of ``state``, which :func:`component_state` returned for ``obj``.
 
@@ -88,7 +95,7 @@ def plain_state(
         # The snapshot encoder takes exact dicts only; copying a TrackedDict into one
         # is a C-level copy, far cheaper than the walk the encoder would ask for.
         state = {k: dict(v) if isinstance(v, TrackedDict) else v for k, v in state.items()}
-    return component_spec(obj).schema(registry).export(state, walk=walk)
+    return component_spec(obj).schema(registry).export(state, walk=walk, check=check)
 
 
 def component_state(obj: object, *, registry: Registry | None = None) -> Any:

@@ -443,7 +443,11 @@ class _Compiler:
             (name, self.node(spec["schema"], [*path, name]))
             for name, spec in schema["fields"].items()
         ]
-        read = fields_reader(fields, read_item, step=str)
+        total = schema.get("total", True)
+        required = frozenset(
+            name for name, spec in schema["fields"].items() if spec.get("required", total)
+        )
+        read = fields_reader(fields, read_item, step=str, required=required)
         allow_extra = schema.get("extra_behavior") == "allow"
         extras = self._extras(schema, path) if allow_extra else None
         names = frozenset(name for name, _ in fields)
@@ -480,7 +484,9 @@ class _Compiler:
             (name, self.node(spec["schema"], [*path, name]))
             for name, spec in inner["fields"].items()
         ]
-        read = fields_reader(fields, read_attribute, step=FieldName)
+        read = fields_reader(
+            fields, read_attribute, step=FieldName, required=_without_default(inner["fields"])
+        )
         allow_extra = schema.get("config", {}).get("extra_fields_behavior") == "allow"
         extras = self._extras(inner, path) if allow_extra else None
 
@@ -520,7 +526,9 @@ class _Compiler:
                 exact = False
                 continue
             fields.append((name, self.node(spec["schema"], [*path, name])))
-        read = fields_reader(fields, read_attribute, step=FieldName)
+        stored = {spec["name"]: spec for spec in args["fields"]}
+        required = _without_default({name: stored[name] for name, _ in fields})
+        read = fields_reader(fields, read_attribute, step=FieldName, required=required)
 
         def convert(value: Any) -> Any:
             check_class(value, cls)
@@ -693,3 +701,11 @@ def _describe(schema: Mapping[str, Any]) -> str:
     if isinstance(found, type):
         return found.__qualname__
     return str(schema.get("type"))
+
+
+def _without_default(fields: Mapping[str, Mapping[str, Any]]) -> frozenset[str]:
+    """The names of the model or dataclass fields (core schema field nodes) that have no
+    default: validation refuses a record without them."""
+    return frozenset(
+        name for name, spec in fields.items() if spec["schema"].get("type") != "default"
+    )

@@ -398,15 +398,24 @@ def fields_reader(
     read: Callable[[Any, str], Any],
     *,
     step: Callable[[str], object],
+    required: frozenset[str],
 ) -> Callable[[Any], dict[str, Any]]:
     """Read record fields; ``step`` renders a field in error paths (a key of a
-    ``TypedDict``, an attribute of a model or dataclass)."""
+    ``TypedDict``, an attribute of a model or dataclass).
+
+    A field in ``required`` that the value lacks (a model made by ``model_construct``
+    without it, a dataclass whose attribute was deleted, a record dict without the key)
+    is refused: validation would refuse the record at restore. Any other missing field
+    is left out, and validation fills in its default.
+    """
 
     def convert(value: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, node in fields:
             sub = read(value, name)
             if sub is MISSING:
+                if name in required:
+                    raise located(fail("this required field is missing"), step(name))
                 continue
             try:
                 out[name] = node.convert(sub)

@@ -59,7 +59,9 @@ __all__ = [
     "OptionalNode",
     "RecordNode",
     "compile_checker",
+    "exact_parts",
     "fits_exactly",
+    "list_item",
     "schema_tree",
     "sole_reference_count",
 ]
@@ -168,6 +170,16 @@ def schema_tree(core_schema: Mapping[str, Any]) -> Node | None:
         return _parse(core_schema, {}, frozenset())
     except _Unsupported:
         return None
+
+
+def exact_parts(node: Node) -> tuple[type, Callable[[Any], bool] | None] | None:
+    """The type and constraint test of a scalar node, or None for any other node."""
+    return (node.type, node.test) if isinstance(node, _Exact) else None
+
+
+def list_item(node: Node) -> Node | None:
+    """The node of a list node's items, or None for any other node."""
+    return node.item if isinstance(node, _List) else None
 
 
 def fits_exactly(node: Node, value: Any) -> bool:

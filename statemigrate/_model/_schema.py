@@ -46,6 +46,12 @@ from statemigrate._model._export import (
 from statemigrate._model._inplace import InPlaceChecker, Node, compile_checker, schema_tree
 from statemigrate._model._plan import check_component, check_version
 from statemigrate._model._typed import TypedForm, compile_typed_form
+from statemigrate._model._validity import (
+    UnknownKey,
+    Unsure,
+    ValidityCheck,
+    compile_validity_check,
+)
 
 __all__ = ["SchemaKind", "SchemaVersion", "canonical_json_schema", "fingerprint_of"]
 
@@ -104,6 +110,8 @@ class SchemaVersion:
             exactly (see ``statemigrate._model._typed``).
         tree: the schema as the in-place checker reads it, or None when it declines
             it; field changes are proven on it (see ``statemigrate._model._fieldchanges``).
+        validity: the walk that tells, without a copy, that a plain state surely
+            validates (see ``statemigrate._model._validity``), or None with no tree.
     """
 
     component: str
@@ -119,6 +127,7 @@ class SchemaVersion:
     allows_extra: bool = False
     typed: TypedForm | None = field(default=None, repr=False, compare=False)
     tree: Node | None = field(default=None, repr=False, compare=False)
+    validity: ValidityCheck | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def create(cls, component: str, version: int, type_: object) -> SchemaVersion:
@@ -171,6 +180,7 @@ class SchemaVersion:
             detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise RegistrationError(f"{where}: pydantic cannot use {type_!r}: {detail}") from exc
         kind, names, required = _record_fields(type_, schema)
+        tree = schema_tree(adapter.core_schema)
         return cls(
             component=component,
             version=version,
@@ -184,7 +194,8 @@ class SchemaVersion:
             exporter=exporter,
             allows_extra=_allows_extra(adapter.core_schema),
             typed=compile_typed_form(adapter.core_schema),
-            tree=schema_tree(adapter.core_schema),
+            tree=tree,
+            validity=None if tree is None else compile_validity_check(tree),
         )
 
     def validate(self, data: object) -> Any:
@@ -235,7 +246,7 @@ class SchemaVersion:
                 return box.pop()
         return self.validate(box.pop())
 
-    def export(self, state: object, *, walk: bool = False) -> Any:
+    def export(self, state: object, *, walk: bool = False, check: bool = False) -> Any:
         """Turn a state of this schema into its plain form.
 
         The state of a schema whose valid states are plain data already (a
@@ -245,7 +256,9 @@ class SchemaVersion:
         refuses, with its path, any value in it that is not plain after all; the caller
         then exports again with ``walk=True``, which converts what can be converted
         (e.g. an int past 64 bits). The caller must encode or copy the result before the
-        component changes it.
+        component changes it. Such a state is validated only at its top level, unless
+        ``check`` is given: the whole state is then checked to validate (see
+        :meth:`check_restorable`), as a commit needs.
 
         Anything else is read by its declared shape (see ``statemigrate._model._export``) into
         new plain data: models and dataclasses field by field from their attributes,
@@ -268,6 +281,8 @@ class SchemaVersion:
         if exporter.identity and not walk:
             if self.kind == "typeddict" and type(state) is dict:
                 self._check_top_level_keys(state)
+            if check:
+                self.check_restorable(state)
             return state
         if self.kind in ("model", "dataclass"):
             state = self._instance(state)
@@ -318,6 +333,44 @@ class SchemaVersion:
             return None
         path, detail = difference
         return f"at {format_path(path)}: {detail}"
+
+    def check_restorable(self, state: object) -> None:
+        """Refuse a plain state that a restore would not take back: a record deep inside
+        it without a required field, a value of a type validation refuses, or a key that
+        is not a field (validation would drop it).
+
+        A walk that copies nothing accepts what surely validates (about a second for a
+        million records); whatever it is unsure of, pydantic validates, and its
+        refusal names the path.
+
+        Raises:
+            ExportError: the state would not restore as it is; the error names the path.
+        """
+        if self.validity is not None:
+            try:
+                self.validity(state)
+                return
+            except UnknownKey as exc:
+                raise ExportError(
+                    self.component,
+                    self.version,
+                    format_path(exc.path),
+                    "this key is not a field of its record; the restore would drop it",
+                ) from None
+            except Unsure:
+                pass  # pydantic decides
+        try:
+            self.validate(state)
+        except ValidationError as exc:
+            first = exc.errors[0] if exc.errors else {}
+            location = first.get("loc")
+            path = format_path(list(location)) if isinstance(location, tuple | list) else "(root)"
+            raise ExportError(
+                self.component,
+                self.version,
+                path,
+                f"a restore would refuse it: {first.get('msg', exc.detail)}",
+            ) from exc
 
     def _check_top_level_keys(self, state: dict[Any, Any]) -> None:
         """Refuse a plain ``TypedDict`` state that lacks a required field, or holds a key

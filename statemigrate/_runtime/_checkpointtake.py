@@ -174,10 +174,15 @@ class CheckpointTaker:
             return object()
         return (self._source.base, digest)
 
+    def _snapshot_inline(self) -> _Snapshot:
+        """A full snapshot encoded here, its plain states validated deep: it is to be
+        committed, so it must restore."""
+        return self.service._snapshot(targets=None, allow_lossy=False, meta=None, check=True)
+
     def _take_full(self) -> _Snapshot | Forking:
         """A full snapshot, with the writers held: encoded here, or forked."""
         if self.export == "inline":
-            return self.service.snapshot()
+            return self._snapshot_inline()
         service = self.service
         # Reserved here: the child's count of generations dies with it.
         identity = DeltaBase(new_snapshot_id(), service._reserve_generation())
@@ -185,7 +190,7 @@ class CheckpointTaker:
 
         def produce() -> list[Buffer]:  # in the child
             encoded, report = service._snapshot(
-                targets=None, allow_lossy=False, meta=None, identity=identity
+                targets=None, allow_lossy=False, meta=None, identity=identity, check=True
             )
             timings.update(report.timings)
             return encoded.parts
@@ -280,7 +285,7 @@ class CheckpointTaker:
         if source is None:
             source = self._new_source()
             if source is None:
-                return self.service.snapshot()
+                return self._snapshot_inline()
             self._source = source
         if self._compact_now(source):
             # Emptied first: a base that fails to be written leaves no chain to extend.
@@ -299,7 +304,7 @@ class CheckpointTaker:
     def _new_source(self) -> PreCopySource | None:
         """A started change-tracking source for a new chain; None when the components
         cannot tell what changed (checkpoints are then full snapshots, and stay so)."""
-        source = self.service.precopy_source()
+        source = self.service._precopy_source(check=True)
         source.start()
         if source.why_no_deltas is None:
             return source

@@ -70,8 +70,11 @@ def delta_section(
     target: int | None,
     allow_lossy: bool,
     walk: bool = False,
+    check: bool = False,
 ) -> tuple[SectionInput, tuple[str, ...]]:
-    """The section of a delta for one component's changes, at version ``target``.
+    """The section of a delta for one component's changes, at version ``target``;
+    ``walk`` and ``check`` as for :meth:`SchemaVersion.export` (a checked plain state
+    is validated deep, its changed records only).
 
     Returns the section and the steps applied on the way (record steps only).
 
@@ -84,7 +87,7 @@ def delta_section(
     registry = entry.registry
     version = entry.spec.version
     schema = registry.schema_for(entry.component, version)
-    state = schema.export(changes.state, walk=walk)
+    state = schema.export(changes.state, walk=walk, check=check)
     deleted = {
         name: key_codec(schema, name).export(keys) for name, keys in changes.deleted.items()
     }

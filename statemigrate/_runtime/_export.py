@@ -46,14 +46,22 @@ class Exported:
 
 
 def export_all(
-    entries: Sequence[Registered], *, targets: Mapping[str, int] | None, allow_lossy: bool
+    entries: Sequence[Registered],
+    *,
+    targets: Mapping[str, int] | None,
+    allow_lossy: bool,
+    check: bool = False,
 ) -> Exported:
-    """Export every registered component, migrated to its target version."""
+    """Export every registered component, migrated to its target version; with
+    ``check``, plain states are validated deep, as a commit to a store needs (a
+    handoff's successor validates what it receives itself)."""
     started = time.perf_counter()
     exported = Exported(list(entries))
     migrate_seconds = 0.0
     for entry in exported.entries:
-        section, steps, seconds = export_section(entry, targets=targets, allow_lossy=allow_lossy)
+        section, steps, seconds = export_section(
+            entry, targets=targets, allow_lossy=allow_lossy, check=check
+        )
         exported.sections.append(section)
         exported.step_names.append(steps)
         migrate_seconds += seconds
@@ -110,13 +118,15 @@ def export_section(
     targets: Mapping[str, int] | None,
     allow_lossy: bool,
     walk: bool = False,
+    check: bool = False,
 ) -> tuple[SectionInput, tuple[str, ...], float]:
-    """Export one component, migrated to its target version if it has one.
+    """Export one component, migrated to its target version if it has one; ``walk``
+    and ``check`` as for :meth:`SchemaVersion.export`.
 
     Returns the section, the steps applied and the seconds they took.
     """
     registry = entry.registry
-    data = export_component(entry.obj, registry=registry, walk=walk)
+    data = export_component(entry.obj, registry=registry, walk=walk, check=check)
     version = entry.spec.version
     target = (targets or {}).get(entry.component, version)
     steps: tuple[str, ...] = ()

@@ -59,8 +59,10 @@ class PreCopySource:
         reserve: Callable[[], int],
         write_full: FullWriter,
         write_delta: DeltaWriter,
+        check: bool = False,
     ) -> None:
         self._entries = list(entries)
+        self._check = check  # plain states validated deep: the pieces are committed
         self._targets = dict(targets or {})
         self._allow_lossy = allow_lossy
         self._reserve = reserve
@@ -292,6 +294,7 @@ class PreCopySource:
                 changes,
                 target=self._targets.get(entry.component),
                 allow_lossy=self._allow_lossy,
+                check=self._check,
             )
             sections.append(section)
         return sections

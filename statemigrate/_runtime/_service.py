@@ -280,10 +280,15 @@ class Service:
         allow_lossy: bool,
         meta: Mapping[str, str] | None,
         identity: DeltaBase | None = None,
+        check: bool = False,
     ) -> tuple[EncodedSnapshot, SnapshotReport]:
-        """:meth:`snapshot`, under an identity reserved before (pre-copy's round 0)."""
+        """:meth:`snapshot`, under an identity reserved before (pre-copy's round 0);
+        with ``check``, plain states are validated deep, as a snapshot to be committed
+        needs (see :meth:`commit`)."""
         started = time.perf_counter()
-        exported = export_all(self.components, targets=targets, allow_lossy=allow_lossy)
+        exported = export_all(
+            self.components, targets=targets, allow_lossy=allow_lossy, check=check
+        )
         encoding = self._encoding(meta)
         if identity is None:
             self._generation += 1
@@ -317,6 +322,18 @@ class Service:
         :meth:`snapshot`; deltas for a target older than the live version need record
         steps only (see ``docs/precopy.md``).
         """
+        return self._precopy_source(targets=targets, allow_lossy=allow_lossy, meta=meta)
+
+    def _precopy_source(
+        self,
+        *,
+        targets: Mapping[str, int] | None = None,
+        allow_lossy: bool = False,
+        meta: Mapping[str, str] | None = None,
+        check: bool = False,
+    ) -> PreCopySource:
+        """:meth:`precopy_source`; with ``check``, whose pieces are committed (a
+        checkpoint chain), plain states are validated deep (see :meth:`commit`)."""
 
         def write_full(snapshot_id: str, generation: int) -> EncodedSnapshot:
             encoded, _ = self._snapshot(
@@ -324,6 +341,7 @@ class Service:
                 allow_lossy=allow_lossy,
                 meta=meta,
                 identity=DeltaBase(snapshot_id, generation),
+                check=check,
             )
             return encoded
 
@@ -341,6 +359,7 @@ class Service:
             reserve=self._reserve_generation,
             write_full=write_full,
             write_delta=write_delta,
+            check=check,
         )
 
     def _reserve_generation(self) -> int:
@@ -384,7 +403,10 @@ class Service:
             StoreError: the store could not commit; its previous snapshot is intact.
             See :meth:`snapshot` for the rest.
         """
-        exported = export_all(self.components, targets=targets, allow_lossy=allow_lossy)
+        # Deep: what is committed must restore (a plain state's records are validated).
+        exported = export_all(
+            self.components, targets=targets, allow_lossy=allow_lossy, check=True
+        )
         self._generation += 1
         encode_seconds = 0.0
         started = time.perf_counter()

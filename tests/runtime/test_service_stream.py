@@ -37,10 +37,6 @@ class Holder:
         self.entries: dict[str, Any] = {"a": "1"}
 
 
-class Unpackable:
-    """No plain form: packing it fails, and so does the exporter's walk."""
-
-
 class Watched:
     """A store that counts the bytes its commit took before it returned or raised."""
 
@@ -63,7 +59,9 @@ class Watched:
 
 def _late_failure() -> dict[str, Any]:
     entries: dict[str, Any] = {f"k{i:07d}": os.urandom(32).hex() for i in range(ENTRIES)}
-    entries["zzz"] = Unpackable()  # packed last
+    # Packed last. A str to validation, so the commit's check of the records passes it;
+    # UTF-8 cannot encode it, so the packer refuses it, while the store writes.
+    entries["zzz"] = "lone \ud800 surrogate"
     return entries
 
 

@@ -598,10 +598,10 @@ def lose_on_export(monkeypatch: pytest.MonkeyPatch, field: str, loss: Any) -> No
     """Make every export lose something of ``field``, as a buggy component would."""
     real = SchemaVersion.export
 
-    def export(self: SchemaVersion, state: object, *, walk: bool = False) -> Any:
+    def export(self: SchemaVersion, state: object, **options: bool) -> Any:
         if isinstance(state, BaseModel) and field in type(state).model_fields:
             state = state.model_copy(update={field: loss(getattr(state, field))})
-        return real(self, state, walk=walk)
+        return real(self, state, **options)
 
     monkeypatch.setattr(SchemaVersion, "export", export)
 
@@ -638,10 +638,10 @@ def test_a_state_refused_early_passes_and_is_counted(monkeypatch: pytest.MonkeyP
     was committed); the result says how many states were refused."""
     real = SchemaVersion.export
 
-    def export(self: SchemaVersion, state: object, *, walk: bool = False) -> Any:
+    def export(self: SchemaVersion, state: object, **options: bool) -> Any:
         if isinstance(state, Bounded) and state.count > 10:
             raise ValidationError(self.component, self.version, "count: more than 10")
-        return real(self, state, walk=walk)
+        return real(self, state, **options)
 
     monkeypatch.setattr(SchemaVersion, "export", export)
     registry = Registry()
@@ -722,7 +722,7 @@ def test_a_value_no_snapshot_can_hold_is_still_a_passing_refusal() -> None:
 def test_a_refusal_that_does_not_say_where_fails(
     error: Exception, what: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def export(self: SchemaVersion, state: object, *, walk: bool = False) -> Any:
+    def export(self: SchemaVersion, state: object, **options: bool) -> Any:
         raise error
 
     monkeypatch.setattr(SchemaVersion, "export", export)
@@ -741,7 +741,7 @@ def unrestorable(monkeypatch: pytest.MonkeyPatch, name: str) -> tuple[Registry, 
         data: str
 
     monkeypatch.setattr(
-        SchemaVersion, "export", lambda self, state, walk=False: {"value": state.data}
+        SchemaVersion, "export", lambda self, state, **options: {"value": state.data}
     )
     registry = Registry()
     registry.add_schema(name, 1, Required)

@@ -1,0 +1,358 @@
+"""What commits must restore: a state with a bad record deep inside is refused at commit
+(and by every checkpoint), naming the record, instead of a snapshot no restore takes.
+
+Plain ``TypedDict`` states are written as they are; a commit walks them first. States
+read field by field (models, dataclasses, ``dict[int, ...]`` records) refuse a missing
+required field as they are read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any, NotRequired
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+from typing_extensions import TypedDict
+
+from statemigrate import (
+    Checkpointer,
+    CheckpointError,
+    ExportError,
+    MemoryStore,
+    Registry,
+    Service,
+    TrackedDict,
+)
+from statemigrate._model import _validity
+from statemigrate._model._schema import SchemaVersion
+from statemigrate._model._validity import UnknownKey, Unsure
+
+
+class Entry(TypedDict):
+    value: str
+    hits: int
+    score: float
+    tags: list[str]
+    note: NotRequired[str | None]
+
+
+class Cache(TypedDict):
+    entries: dict[str, Entry]
+
+
+class Address(TypedDict):
+    street: str
+    zip: str
+
+
+class Person(TypedDict):
+    name: str
+    addr: Address
+
+
+class People(TypedDict):
+    by_id: dict[int, Person]
+
+
+class Item(BaseModel):
+    title: str
+    n: int
+
+
+class Box(BaseModel):
+    items: list[Item]
+
+
+NO_N = Item.model_construct(title="made without its required n")  # type: ignore[call-arg]
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+@dataclasses.dataclass
+class Points:
+    points: list[Point]
+
+
+class Holder:
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    def export_state(self) -> Any:
+        return self.state
+
+    def import_state(self, state: Any) -> None:
+        self.state = state
+
+
+REGISTRY = Registry()
+for name, schema in {"cache": Cache, "people": People, "box": Box, "points": Points}.items():
+    REGISTRY.add_schema(name, 1, schema)
+HOLDERS: dict[str, Any] = {
+    name: REGISTRY.migratable(name, version=1)(type(f"{name}_holder", (Holder,), {}))
+    for name in ("cache", "people", "box", "points")
+}
+
+
+def good_entry(**changes: Any) -> dict[str, Any]:
+    return {"value": "v", "hits": 1, "score": 0.5, "tags": ["a"], **changes}
+
+
+def service_holding(component: str, state: Any) -> tuple[Service, Holder]:
+    service = Service("deep", registry=REGISTRY)
+    holder = HOLDERS[component](state)
+    service.register(holder)
+    return service, holder
+
+
+BAD_CACHES = {
+    "a missing field": (
+        {"k": {"value": "v", "score": 0.5, "tags": []}},
+        "at ['entries']['k']['hits']: a restore would refuse it: Field required",
+    ),
+    "a wrong type": (
+        {"k": good_entry(hits="many")},
+        "at ['entries']['k']['hits']: a restore would refuse it: Input should be a valid integer",
+    ),
+    "None where none is allowed": (
+        {"k": good_entry(value=None)},
+        "at ['entries']['k']['value']: a restore would refuse it: Input should be a valid string",
+    ),
+    "a bad item in a list": (
+        {"k": good_entry(tags=["a", 3])},
+        "at ['entries']['k']['tags'][1]: a restore would refuse it",
+    ),
+    "a key that is not a field": (
+        {"k": good_entry(debug=True)},
+        "at ['entries']['k']['debug']: this key is not a field of its record",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CACHES))
+def test_a_bad_record_in_a_plain_state_is_refused_at_commit_and_the_store_keeps_the_last(
+    case: str,
+) -> None:
+    entries, message = BAD_CACHES[case]
+    store = MemoryStore()
+    service, holder = service_holding("cache", {"entries": {"ok": good_entry()}})
+    first = service.commit(store)
+    holder.state = {"entries": {"ok": good_entry(), **entries}}
+    with pytest.raises(ExportError) as refused:
+        service.commit(store)
+    assert message in str(refused.value)
+    assert store.open() == first.ref.open()
+
+
+def test_values_validation_takes_back_as_they_are_or_converts_still_commit() -> None:
+    """An int in a float field and a missing optional field validate: no refusal."""
+    state = {"entries": {"a": good_entry(score=3), "b": good_entry(note=None), "c": good_entry()}}
+    service, _ = service_holding("cache", state)
+    committed = service.commit(MemoryStore())
+    restoring, restored = service_holding("cache", {"entries": {}})
+    restoring.restore(committed.ref)
+    assert restored.state == state  # 3 == 3.0: validation made the score a float
+    assert type(restored.state["entries"]["a"]["score"]) is float
+
+
+@pytest.mark.parametrize(
+    ("component", "state", "message"),
+    [
+        (
+            "people",
+            {"by_id": {1: {"name": "a", "addr": {"zip": "75001"}}}},
+            "at ['by_id'][1]['addr']['street']: this required field is missing",
+        ),
+        (
+            "box",
+            Box.model_construct(items=[Item(title="ok", n=1), NO_N]),
+            "at items[1].n: this required field is missing",
+        ),
+        ("points", "deleted", "at points[0].y: this required field is missing"),
+    ],
+)
+def test_a_record_read_field_by_field_without_a_required_field_is_refused(
+    component: str, state: Any, message: str
+) -> None:
+    if state == "deleted":
+        point = Point(1, 2)
+        del point.y
+        state = Points([point])
+    service, _ = service_holding(component, state)
+    with pytest.raises(ExportError) as refused:
+        service.commit(MemoryStore())
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("export", ["inline", "fork"])
+def test_a_checkpoint_of_a_bad_state_fails_and_the_last_checkpoint_stays(export: str) -> None:
+    store = MemoryStore()
+    service, holder = service_holding("cache", {"entries": {"ok": good_entry()}})
+    service.start_cold("a new cache")
+    checkpointer = Checkpointer(service, store, quiesce=threading.Lock(), export=export)  # type: ignore[arg-type]
+    checkpointer.checkpoint_now()
+    good = store.open()
+    holder.state = {"entries": {"ok": good_entry(), "bad": good_entry(hits=None)}}
+    # A forked export reports the child's error as the checkpoint's.
+    with pytest.raises((ExportError, CheckpointError), match=r"\['bad'\]\['hits'\]: a restore"):
+        checkpointer.checkpoint_now()
+    assert store.open() == good
+
+
+def test_an_incremental_checkpoint_checks_the_records_it_writes() -> None:
+    """A delta holds the changed records only: the bad one among them is refused."""
+
+    @REGISTRY.migratable("cache", version=1)
+    class TrackedCache:
+        def __init__(self) -> None:
+            self.entries: TrackedDict[str, Any] = TrackedDict()
+
+    store = MemoryStore()
+    service = Service("deep-delta", registry=REGISTRY)
+    cache = TrackedCache()
+    service.register(cache)
+    service.start_cold("a new cache")
+    for index in range(500):  # a base large enough that one record makes a delta
+        cache.entries[f"k{index}"] = good_entry()
+    checkpointer = Checkpointer(
+        service, store, quiesce=threading.Lock(), incremental=True, export="inline"
+    )
+    checkpointer.checkpoint_now()
+    cache.entries["b"] = good_entry()
+    checkpointer.checkpoint_now()  # a delta
+    assert checkpointer.chain_length == 2
+    good = store.open()
+    cache.entries["c"] = good_entry(tags="not a list")
+    with pytest.raises(ExportError, match=r"\['entries'\]\['c'\]\['tags'\]"):
+        checkpointer.checkpoint_now()
+    assert store.open() == good
+
+
+# --- the walk accepts only what pydantic accepts -----------------------------------------
+
+CACHE_SCHEMA = SchemaVersion.create("cache", 1, Cache)
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=3),
+    st.binary(max_size=3),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.tuples(inner),
+        st.dictionaries(st.sampled_from(["value", "hits", "score", "tags", "note", "x"]), inner,
+                        max_size=6),
+    ),
+    max_leaves=8,
+)
+entries = st.fixed_dictionaries(
+    {"value": st.text(max_size=3), "hits": st.integers(), "score": st.floats(allow_nan=False),
+     "tags": st.lists(st.text(max_size=2), max_size=2)},
+    optional={"note": st.none() | st.text(max_size=2)},
+)
+mutated_entries = st.one_of(
+    entries,
+    st.builds(lambda e, k, v: {**e, k: v}, entries,
+              st.sampled_from(["value", "hits", "score", "tags", "note", "x"]), values),
+    st.builds(lambda e, k: {f: v for f, v in e.items() if f != k}, entries,
+              st.sampled_from(["value", "hits", "score", "tags"])),
+)
+states = st.one_of(
+    st.builds(lambda e: {"entries": e}, st.dictionaries(st.text(max_size=2), mutated_entries,
+                                                        max_size=3)),
+    values,
+)
+
+
+def verdict(check: _validity.ValidityCheck, state: Any) -> str:
+    try:
+        check(state)
+    except Unsure:
+        return "unsure"
+    except UnknownKey:
+        return "unknown key"
+    return "valid"
+
+
+def pydantic_verdict(state: Any) -> str:
+    try:
+        validated = CACHE_SCHEMA.adapter.validate_python(state)
+    except Exception:
+        return "refused"
+    return "kept" if validated == state else "changed"
+
+
+def agreement(check: _validity.ValidityCheck, state: Any) -> bool:
+    """What the walk claims, pydantic confirms: a valid state validates to itself (up to
+    an int read as a float), and a state with an unknown key loses something."""
+    claimed, actual = verdict(check, state), pydantic_verdict(state)
+    if claimed == "valid":
+        return actual == "kept"
+    if claimed == "unknown key":
+        return actual in ("changed", "refused")
+    return True
+
+
+@settings(max_examples=400, deadline=None)
+@given(states)
+def test_what_the_walk_accepts_pydantic_accepts_unchanged(state: Any) -> None:
+    assert CACHE_SCHEMA.validity is not None
+    assert agreement(CACHE_SCHEMA.validity, state)
+
+
+def test_negative_control_the_property_flags_a_walk_that_takes_a_str_for_an_int(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    accepted = _validity._accepted
+    monkeypatch.setattr(
+        _validity, "_accepted",
+        lambda expected: accepted(expected) | {str} if expected is int else accepted(expected),
+    )
+    assert CACHE_SCHEMA.tree is not None
+    broken = _validity.compile_validity_check(CACHE_SCHEMA.tree)
+    state = {"entries": {"k": good_entry(hits="3")}}
+    assert verdict(broken, state) == "valid"
+    assert not agreement(broken, state)
+
+
+@settings(max_examples=400, deadline=None)
+@given(states)
+def test_the_columns_pass_only_what_the_walk_passes(state: Any) -> None:
+    """The C passes column by column never accept what the walk refuses or doubts."""
+    assert CACHE_SCHEMA.tree is not None
+    columns = _validity.compile_column_check(CACHE_SCHEMA.tree)
+    walk = _validity._check(CACHE_SCHEMA.tree)
+    if columns(state):
+        assert verdict(walk, state) == "valid"
+
+
+def test_negative_control_columns_that_skip_the_field_count_pass_an_unknown_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Records are told apart from records with one more key by their length only."""
+    monkeypatch.setattr(_validity, "_record_column", _record_column_without_lengths)
+    assert CACHE_SCHEMA.tree is not None
+    broken = _validity.compile_column_check(CACHE_SCHEMA.tree)
+    state = {"entries": {"k": good_entry(debug=True)}}
+    assert broken(state)
+    assert verdict(_validity._check(CACHE_SCHEMA.tree), state) == "unknown key"
+
+
+def _record_column_without_lengths(node: Any, nullable: bool) -> Any:
+    fields = [(f.name, _validity._column(f.node, nullable=False)) for f in node.fields]
+
+    def records(column: Any) -> bool:
+        def values_of(name: str) -> Any:
+            return lambda: (record[name] for record in column() if name in record)
+
+        return all(check(values_of(name)) for name, check in fields)
+
+    return records
