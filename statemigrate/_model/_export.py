@@ -12,7 +12,9 @@ Leaves follow pydantic's JSON conventions, which lax validation parses back: dat
 dates and times as ISO 8601 strings, timedeltas as ISO 8601 durations, decimals, UUIDs,
 paths, IP addresses and URLs as strings, enums as their value, sets, tuples and deques
 as lists, integers past 64 bits as decimal strings, non-``str`` dict keys as the string
-that lax validation parses back into the key.
+that lax validation parses back into the key. Such a string in a union may be read back
+as another member (``int | str`` gives a ``str``): a union validates it back as it is
+written, and refuses an int that would not come back as itself.
 
 Three outcomes, decided when the schema registers:
 
@@ -42,6 +44,8 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import pydantic_core
 
 from statemigrate._model._compare import FieldName
 from statemigrate._model._export_checks import checked_leaf, checked_length, checked_literal
@@ -536,29 +540,81 @@ class _Compiler:
 
     def _on_union(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         choices = [c[0] if isinstance(c, tuple | list) else c for c in schema["choices"]]
-        return self._choices(choices, path)
+        return self._choices(schema, choices, path)
 
     def _on_tagged_union(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        return self._choices(list(schema["choices"].values()), path)
+        return self._choices(schema, list(schema["choices"].values()), path)
 
-    def _choices(self, choices: Sequence[Mapping[str, Any]], path: list[str]) -> Node:
+    def _choices(
+        self, schema: Mapping[str, Any], choices: Sequence[Mapping[str, Any]], path: list[str]
+    ) -> Node:
         nodes = [self.node(choice, path) for choice in choices]
         tests = [_accepts(choice, self._definitions) for choice in choices]
-
-        def convert(value: Any) -> Any:
-            for test, node in zip(tests, nodes, strict=True):
-                if test(value):
-                    return node.convert(value)
-            return by_value(value)
-
         # Lax validation picks a member by its own rules (an ISO string fits a str
-        # member before a datetime one); only unions of distinct plain scalars are sure.
+        # member before a datetime one); only unions of distinct plain scalars are sure,
+        # each member writing a value of its own kind. The one exception, an int past 64
+        # bits written as text, is checked as it is written.
         kinds = [choice.get("type") for choice in choices]
         scalars = all(
             kind in _PLAIN_SCALARS and len(choice) == 1
             for kind, choice in zip(kinds, choices, strict=True)
         )
-        return Node(convert, scalars, scalars and len(set(kinds)) == len(kinds))
+        exact = scalars and len(set(kinds)) == len(kinds)
+        check_int_text = self._int_text_check(schema, exact=exact)
+
+        def convert(value: Any) -> Any:
+            for test, node in zip(tests, nodes, strict=True):
+                if test(value):
+                    out = node.convert(value)
+                    if type(out) is str and type(value) is int:
+                        check_int_text(value, out)
+                    return out
+            return by_value(value)
+
+        return Node(convert, scalars, exact)
+
+    def _int_text_check(
+        self, schema: Mapping[str, Any], *, exact: bool
+    ) -> Callable[[int, str], None]:
+        """Refuse an int past 64 bits that a union would not read back from its text.
+
+        Such an int is written as its decimal text, which is no longer of the int
+        member's own kind: lax validation may give it to a ``str``, ``float``, ``bytes``
+        or ``Decimal`` member instead. So the text is validated back with the union
+        (its definitions and its record's config in force, as a restore validates it)
+        and must come back as the same int. The validator is built on first use: most
+        unions never see such an int.
+        """
+        union = {key: value for key, value in schema.items() if key != "ref"}
+        definitions = list(self._definitions.values())
+        config = dict(self._config)
+        built: list[pydantic_core.SchemaValidator] = []
+
+        def check(value: int, text: str) -> None:
+            held = f"the integer {value} does not fit in 64 bits, so a snapshot holds its text;"
+            try:
+                if not built:
+                    whole = (
+                        {"type": "definitions", "schema": union, "definitions": definitions}
+                        if definitions
+                        else union
+                    )
+                    built.append(pydantic_core.SchemaValidator(whole, config=config))  # type: ignore[arg-type]
+                again = built[0].validate_python(text, strict=False)
+            except pydantic_core.ValidationError as exc:
+                reason = exc.errors(include_url=False, include_input=False)[0]["msg"]
+                raise fail(f"{held} this union does not take that text back: {reason}") from None
+            except Exception:
+                if exact:
+                    raise fail(f"{held} whether this union reads it back cannot be told") from None
+                return  # the whole export is validated back: that check decides
+            if type(again) is not int or again != value:
+                raise fail(
+                    f"{held} this union reads that text back as a {kind_of(again)}"
+                    f" ({again!r:.40}), not an int; keep it within 64 bits or type it int alone"
+                )
+
+        return check
 
     def _on_lax_or_strict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         known = _known_class(_instance_class(schema.get("strict_schema", {})))

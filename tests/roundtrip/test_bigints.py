@@ -1,0 +1,161 @@
+"""Integers past 64 bits: a snapshot holds them as their decimal text, so they come back
+exactly where the type says int (or a union that reads the text back as the int), and
+are refused at commit, naming their path, where a union would read that text back as
+another member."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import pytest
+from pydantic import BaseModel, Discriminator, Tag, TypeAdapter
+from typing_extensions import TypedDict
+
+from statemigrate import ExportError
+from statemigrate.testing._properties import exact_differences
+
+RoundTrip = Callable[[object, object], object]  # the round_trip fixture
+
+BIG = 2**70
+ABOVE = 2**64  # the first integer msgpack cannot hold
+BELOW = -(2**63) - 1  # the last one below
+
+
+class Keys(BaseModel):
+    key: int | str = 0
+    keys: list[int | str] = []
+    ratio: float | int = 0
+    maybe: int | None | str = None
+    optional: Annotated[int | str, "kept apart"] | None = None
+    by_name: dict[str, int | str] = {}
+    nested: list[dict[str, list[int | str]]] = []
+
+
+class Row(TypedDict):
+    v: int | str
+
+
+class RowOfRows(TypedDict):
+    rows: dict[str, Row]
+
+
+@dataclasses.dataclass
+class Pair:
+    left: int | str
+    right: int = 0
+
+
+class Pairs(BaseModel):
+    pairs: list[Pair] = []
+
+
+def _tag(value: Any) -> str:
+    return "int" if isinstance(value, int) else "str"
+
+
+Tagged = Annotated[
+    Annotated[int, Tag("int")] | Annotated[str, Tag("str")], Discriminator(_tag)
+]
+
+
+class Tags(BaseModel):
+    tagged: list[Tagged] = []
+
+
+class Others(BaseModel):
+    """Unions with members that take text other than str: their export is validated
+    back as a whole, so they were refused before, but as if their validation were at
+    fault."""
+
+    decimal_first: decimal.Decimal | int = 0
+    bytes_first: bytes | int = 0
+
+
+REFUSED = [
+    ("int|str", Keys, Keys(key=ABOVE), "key", "str"),
+    ("list", Keys, Keys(keys=[5, BIG]), "keys[1]", "str"),
+    ("below", Keys, Keys(keys=[BELOW]), "keys[0]", "str"),
+    ("float|int", Keys, Keys(ratio=2**65), "ratio", "float"),
+    ("int|None|str", Keys, Keys(maybe=BIG), "maybe", "str"),
+    ("Optional", Keys, Keys(optional=-BIG), "optional", "str"),
+    ("dict", Keys, Keys(by_name={"a": 1, "b": BIG}), "by_name['b']", "str"),
+    ("nested", Keys, Keys(nested=[{}, {"x": [1, BIG]}]), "nested[1]['x'][1]", "str"),
+    ("typeddict", dict[str, Row], {"a": {"v": 1}, "b": {"v": BIG}}, "['b']['v']", "str"),
+    (
+        "typeddict-in-typeddict",
+        RowOfRows,
+        {"rows": {"a": {"v": BIG}}},
+        "['rows']['a']['v']",
+        "str",
+    ),
+    ("dataclass", Pairs, Pairs(pairs=[Pair(1), Pair(BIG)]), "pairs[1].left", "str"),
+    ("tagged", Tags, Tags(tagged=[1, "a", BIG]), "tagged[2]", "str"),
+    ("Decimal|int", Others, Others(decimal_first=BIG), "decimal_first", "Decimal"),
+    ("bytes|int", Others, Others(bytes_first=BIG), "bytes_first", "bytes"),
+]
+
+
+@pytest.mark.parametrize(
+    ("schema", "state", "path", "comes_back_as"),
+    [case[1:] for case in REFUSED],
+    ids=[case[0] for case in REFUSED],
+)
+def test_a_big_int_a_union_reads_back_as_another_member_is_refused(
+    round_trip: RoundTrip, schema: object, state: object, path: str, comes_back_as: str
+) -> None:
+    """Before, a union of plain scalars was taken to round-trip by construction, so
+    nothing validated it back: ``int | str`` committed and restored the int as a str,
+    ``float | int`` as a float."""
+    if not isinstance(state, BaseModel):
+        state = TypeAdapter(schema).validate_python(state)
+    with pytest.raises(ExportError) as caught:
+        round_trip(schema, state)
+    error = caught.value
+    assert error.path == path
+    assert "does not fit in 64 bits" in error.detail
+    assert f"reads that text back as a {comes_back_as}" in error.detail
+    # A kind of value snapshots cannot hold, not a validation that changes what it made.
+    assert not error.by_validation
+    assert "\n" not in str(error)
+
+
+class Exact(BaseModel):
+    int_first: list[int | float] = []
+    with_decimal: list[int | decimal.Decimal] = []
+    with_bytes: list[int | bytes] = []
+    with_bool: list[bool | int] = []
+    with_date: list[int | datetime.date] = []
+    optional: int | None = None
+    u64: list[int | str] = []
+    tagged: list[Tagged] = []
+
+
+def test_a_big_int_a_union_reads_back_as_itself_round_trips(round_trip: RoundTrip) -> None:
+    """Unions whose lax validation gives the text back to the int member stay exact."""
+    state = Exact(
+        int_first=[BIG, -BIG, 1.5],
+        with_decimal=[BIG, decimal.Decimal("1.5")],
+        with_bytes=[BIG, b"x"],
+        with_bool=[BIG, True],
+        with_date=[BIG, datetime.date(2024, 5, 1)],
+        optional=-BIG,
+        u64=[2**64 - 1, -(2**63), "x"],  # within msgpack's range: no text at all
+        tagged=[1, "a"],
+    )
+    restored = round_trip(Exact, state)
+    assert isinstance(restored, Exact)
+    assert not exact_differences(state, restored)
+    assert type(restored.int_first[0]) is int and restored.int_first[0] == BIG
+    assert type(restored.optional) is int and restored.optional == -BIG
+
+
+def test_small_ints_in_unions_are_unaffected(round_trip: RoundTrip) -> None:
+    state = Keys(key=5, keys=[1, "1"], ratio=3, maybe=-2, by_name={"a": 2**64 - 1, "b": "c"})
+    restored = round_trip(Keys, state)
+    assert isinstance(restored, Keys)
+    assert not exact_differences(state, restored)
+    assert type(restored.ratio) is int
