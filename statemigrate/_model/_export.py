@@ -478,6 +478,7 @@ class _Compiler:
                 return convert_root(value.root)
 
             return Node(convert_root_model, False, root.exact)
+        inner, validated = _inside_validators(inner)
         if inner.get("type") != "model-fields":
             return Node(by_value, False, False)
         fields = [
@@ -498,7 +499,10 @@ class _Compiler:
         # Private attributes, post-init hooks and custom __init__ hold or make state the
         # fields do not show: validated back, each export shows whether it survives.
         ordinary = not (
-            cls.__private_attributes__ or schema.get("post_init") or schema.get("custom_init")
+            validated
+            or cls.__private_attributes__
+            or schema.get("post_init")
+            or schema.get("custom_init")
         )
         return Node(convert, False, ordinary and all(node.exact for _, node in fields))
 
@@ -507,11 +511,11 @@ class _Compiler:
 
     def _dataclass(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         cls = schema["cls"]
-        args = schema["schema"]
+        args, validated = _inside_validators(schema["schema"])
         if args.get("type") != "dataclass-args":
             return Node(by_value, False, False)
         fields = []
-        exact = not schema.get("post_init")
+        exact = not (validated or schema.get("post_init"))
         for spec in args["fields"]:
             name = spec["name"]
             if spec.get("init_only") or spec.get("init") is False:
@@ -639,6 +643,21 @@ class _Compiler:
     def _on_chain(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         first = self.node(schema["steps"][0], path)
         return Node(first.convert, False, False)
+
+
+def _inside_validators(schema: Mapping[str, Any]) -> tuple[Mapping[str, Any], bool]:
+    """The schema under a record's ``mode="before"`` (or wrap) validators, which pydantic
+    puts between a model or dataclass and its fields, and whether there were any.
+
+    The fields are read as declared all the same, a big int as its text where its field
+    says int; the validators may change what they are given, so the export is checked by
+    validating it back.
+    """
+    validated = False
+    while schema.get("type") in _VALIDATORS or schema.get("type") in _TRANSPARENT:
+        validated = validated or schema.get("type") in _VALIDATORS
+        schema = schema["schema"]
+    return schema, validated
 
 
 def _has_length_bounds(schema: Mapping[str, Any]) -> bool:

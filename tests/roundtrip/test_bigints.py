@@ -1,7 +1,7 @@
 """Integers past 64 bits: a snapshot holds them as their decimal text, so they come back
 exactly where the type says int (or a union that reads the text back as the int), and
 are refused at commit, naming their path, where a union would read that text back as
-another member."""
+another member. A record's ``mode="before"`` validator changes none of that."""
 
 from __future__ import annotations
 
@@ -11,8 +11,17 @@ import decimal
 from collections.abc import Callable
 from typing import Annotated, Any
 
+import pydantic.dataclasses
 import pytest
-from pydantic import BaseModel, Discriminator, Tag, TypeAdapter
+from pydantic import (
+    BaseModel,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    field_serializer,
+    model_validator,
+)
 from typing_extensions import TypedDict
 
 from statemigrate import ExportError
@@ -159,3 +168,75 @@ def test_small_ints_in_unions_are_unaffected(round_trip: RoundTrip) -> None:
     assert isinstance(restored, Keys)
     assert not exact_differences(state, restored)
     assert type(restored.ratio) is int
+
+
+class Legacy(BaseModel):
+    """Takes its field under an old name too, as a ``mode="before"`` validator does."""
+
+    size: int
+    hidden: str = Field(default="", exclude=True)
+    when: int = 0
+
+    @field_serializer("when")
+    def _api_form(self, when: int) -> str:
+        return f"t{when}"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "old_size" in data:
+            data = {**data, "size": data["old_size"]}
+            del data["old_size"]
+        return data
+
+
+@pydantic.dataclasses.dataclass
+class LegacyPair:
+    left: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_is(cls, data: Any) -> Any:
+        return data
+
+
+class LegacyHolder(BaseModel):
+    one: Legacy
+    many: list[Legacy] = []
+    pairs: list[LegacyPair] = []
+
+
+def test_a_big_int_in_a_record_with_a_before_validator_round_trips(
+    round_trip: RoundTrip,
+) -> None:
+    """Before, a model or dataclass whose fields sit under a ``mode="before"`` validator
+    was written by its values' own types (through pydantic's serializer): an int past
+    64 bits in an int field was refused, a ``field_serializer``'s output was written
+    (and refused validated back), an ``exclude=True`` field was left out."""
+    state = LegacyHolder(
+        one=Legacy(size=BIG, hidden="kept", when=3),
+        many=[Legacy(size=-BIG), Legacy(old_size=ABOVE)],
+        pairs=[LegacyPair(BIG), LegacyPair(BELOW)],
+    )
+    restored = round_trip(LegacyHolder, state)
+    assert isinstance(restored, LegacyHolder)
+    assert not exact_differences(state, restored)
+    assert type(restored.one.size) is int and restored.one.size == BIG
+    assert restored.one.hidden == "kept" and restored.one.when == 3
+    assert restored.pairs[1].left == BELOW
+
+
+class Bumped(BaseModel):
+    size: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bump(cls, data: Any) -> Any:
+        return {"size": int(data["size"]) + 1} if isinstance(data, dict) else data
+
+
+def test_a_before_validator_is_still_checked_by_validating_back(round_trip: RoundTrip) -> None:
+    """Its fields are read as declared, but what the validator makes of them is checked."""
+    with pytest.raises(ExportError) as caught:
+        round_trip(Bumped, Bumped(size=BIG))
+    assert caught.value.path == "size" and caught.value.by_validation
