@@ -72,6 +72,7 @@ from statemigrate._model._export_leaves import (
     to_str,
     tuple_of,
 )
+from statemigrate._model._plaindata import INT_MAX, INT_MIN
 
 __all__ = [
     "CHECKED_DEPTH",
@@ -295,6 +296,7 @@ class _Compiler:
         return Node(convert, inner.identity, inner.exact)
 
     def _on_literal(self, schema: Mapping[str, Any], path: list[str]) -> Node:
+        _check_int_values(schema, path)
         plain = all(type(item) in _PLAIN_TYPES for item in schema["expected"])
         if not plain:
             return Node(by_value, False, False)
@@ -310,6 +312,7 @@ class _Compiler:
             raise SchemaNotExportable(
                 path, f"enum {cls.__qualname__} has member values that are not plain data"
             )
+        _check_int_values(schema, path)
         values = {(type(m.value), m.value) for m in schema["members"]} if values_too else set()
 
         def convert(value: Any) -> Any:
@@ -397,6 +400,8 @@ class _Compiler:
             return checked_leaf(
                 Node(KEY_TEXT[str(kind)], kind == "str", True), schema, self._config
             )
+        if kind == "enum":
+            _check_int_values(schema, path)
         if kind == "enum" and _text_parses_back(schema):
             cls = schema["cls"]
             members = frozenset(schema["members"])
@@ -662,6 +667,54 @@ def _inside_validators(schema: Mapping[str, Any]) -> tuple[Mapping[str, Any], bo
 
 def _has_length_bounds(schema: Mapping[str, Any]) -> bool:
     return "min_length" in schema or "max_length" in schema
+
+
+def _check_int_values(schema: Mapping[str, Any], path: list[str]) -> None:
+    """Refuse an enum or a ``Literal`` with an int value outside signed 64 bits that its
+    own validation does not take back from what a snapshot holds of it.
+
+    A snapshot holds an int within msgpack's 64 bits as it is, one past them as its
+    text. What pydantic takes back depends on the type and even on the other values (an
+    ``IntEnum`` validates within signed 64 bits only, a plain ``Enum`` or a ``Literal``
+    matches ints as they are, not their text), so pydantic decides, once per value.
+    """
+    kind = schema["type"]
+    if kind == "enum":
+        values = [(member.value, member) for member in schema["members"]]
+    else:
+        values = [(value, value) for value in schema["expected"]]
+    wide = [(value, want) for value, want in values if type(value) is int and not _in_i64(value)]
+    if not wide:
+        return
+    own = {key: value for key, value in schema.items() if key not in ("ref", "metadata")}
+    try:
+        validator = pydantic_core.SchemaValidator(own)
+    except pydantic_core.SchemaError:  # a key of a newer pydantic: the export decides
+        return
+    for value, want in wide:
+        plain = value if INT_MIN <= value <= INT_MAX else str(value)
+        try:
+            again = validator.validate_python(plain, strict=False)
+            reason = f"it comes back as {again!r:.40}"
+        except pydantic_core.ValidationError as exc:
+            again = None
+            reason = exc.errors(include_url=False, include_input=False)[0]["msg"]
+        if again is want or (type(again) is type(want) and again == want):
+            continue
+        if kind == "enum":
+            name = getattr(want, "name", None)
+            what = f"enum {schema['cls'].__qualname__} has the member {name} = {value}"
+        else:
+            what = f"Literal value {value}"
+        raise SchemaNotExportable(
+            path,
+            f"{what}, outside signed 64 bits, which its validation does not take back from"
+            f" what a snapshot holds ({reason})",
+        )
+
+
+def _in_i64(value: int) -> bool:
+    return -(2**63) <= value < 2**63
 
 
 def _text_parses_back(schema: Mapping[str, Any]) -> bool:

@@ -1,20 +1,24 @@
 """Integers past 64 bits: a snapshot holds them as their decimal text, so they come back
 exactly where the type says int (or a union that reads the text back as the int), and
 are refused at commit, naming their path, where a union would read that text back as
-another member. A record's ``mode="before"`` validator changes none of that."""
+another member. A record's ``mode="before"`` validator changes none of that. An enum or
+``Literal`` value that validation does not take back from a snapshot is refused at
+registration."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
 import decimal
+import enum
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic.dataclasses
 import pytest
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -24,7 +28,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
-from statemigrate import ExportError
+from statemigrate import ExportError, RegistrationError, Registry
 from statemigrate.testing._properties import exact_differences
 
 RoundTrip = Callable[[object, object], object]  # the round_trip fixture
@@ -240,3 +244,95 @@ def test_a_before_validator_is_still_checked_by_validating_back(round_trip: Roun
     with pytest.raises(ExportError) as caught:
         round_trip(Bumped, Bumped(size=BIG))
     assert caught.value.path == "size" and caught.value.by_validation
+
+
+class Huge(enum.IntEnum):
+    SMALL = -1
+    HUGE = 2**70
+
+
+class Unsigned(enum.IntEnum):
+    ONE = 1
+    TOP = 2**63  # msgpack holds it, pydantic's int enums do not take it
+
+
+class Mixed(enum.Enum):
+    TOP = 2**64 - 1
+    BOTTOM = -(2**63)
+
+
+class Wide(enum.Enum):
+    WIDE = 2**70
+    NAME = "name"
+
+
+class HugeField(BaseModel):
+    size: Huge = Huge.SMALL
+
+
+class HugeValues(BaseModel):
+    model_config = ConfigDict(use_enum_values=True)
+
+    size: Huge = Huge.SMALL
+
+
+UNRESTORABLE = [
+    ("list", list[Huge], "[item]", "enum Huge has the member HUGE"),
+    ("model-field", HugeField, "size", "enum Huge has the member HUGE"),
+    ("use_enum_values", HugeValues, "size", "enum Huge has the member HUGE"),
+    ("key", dict[Huge, int], "[key]", "enum Huge has the member HUGE"),
+    ("optional", Huge | None, "(root)", "enum Huge has the member HUGE"),
+    ("unsigned", dict[str, Unsigned], "[value]", "enum Unsigned has the member TOP"),
+    ("plain-enum", list[Mixed], "[item]", "enum Mixed has the member TOP"),
+    ("plain-enum-wide", Wide, "(root)", "enum Wide has the member WIDE"),
+    ("literal", list[Literal[2**70, "x"]], "[item]", f"Literal value {2**70}"),
+    ("literal-mixed", Literal[2**64 - 1, -(2**63)], "(root)", f"Literal value {2**64 - 1}"),
+]
+
+
+@pytest.mark.parametrize(
+    ("schema", "path", "what"),
+    [case[1:] for case in UNRESTORABLE],
+    ids=[case[0] for case in UNRESTORABLE],
+)
+def test_an_enum_or_literal_value_no_snapshot_brings_back_is_refused_at_registration(
+    schema: object, path: str, what: str
+) -> None:
+    """Before, these registered: a snapshot holding the member was refused every time
+    (past 64 bits), or committed and failed every restore (``Unsigned.TOP``,
+    ``Mixed.TOP``: pydantic validates neither from the int a snapshot holds)."""
+    with pytest.raises(RegistrationError) as caught:
+        Registry().add_schema("thing", 1, schema)
+    message = str(caught.value)
+    assert f"field {path}: {what}" in message
+    assert "outside signed 64 bits" in message and "\n" not in message
+
+
+class Extremes(enum.IntEnum):
+    TOP = 2**63 - 1
+    BOTTOM = -(2**63)
+
+
+class Alone(enum.IntEnum):
+    TOP = 2**63  # alone in its enum, pydantic takes it
+
+
+class Edges(BaseModel):
+    ints: list[Extremes] = []
+    by_int: dict[Extremes, Extremes] = {}
+    alone: Alone = Alone.TOP
+    literal: Literal[2**64 - 1] = 2**64 - 1
+
+
+def test_enum_and_literal_values_validation_takes_back_still_round_trip(
+    round_trip: RoundTrip,
+) -> None:
+    state = Edges(
+        ints=[Extremes.TOP, Extremes.BOTTOM],
+        by_int={Extremes.BOTTOM: Extremes.TOP},
+        alone=Alone.TOP,
+    )
+    restored = round_trip(Edges, state)
+    assert isinstance(restored, Edges)
+    assert not exact_differences(state, restored)
+    assert restored.ints == [Extremes.TOP, Extremes.BOTTOM] and restored.alone is Alone.TOP
