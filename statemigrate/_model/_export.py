@@ -595,7 +595,7 @@ class _Compiler:
         unions never see such an int.
         """
         union = {key: value for key, value in schema.items() if key != "ref"}
-        definitions = list(self._definitions.values())
+        definitions = self._definitions  # complete by the time a state is exported
         config = dict(self._config)
         built: list[pydantic_core.SchemaValidator] = []
 
@@ -603,9 +603,10 @@ class _Compiler:
             held = f"the integer {value} does not fit in 64 bits, so a snapshot holds its text;"
             try:
                 if not built:
+                    refs = list(definitions.values())
                     whole = (
-                        {"type": "definitions", "schema": union, "definitions": definitions}
-                        if definitions
+                        {"type": "definitions", "schema": union, "definitions": refs}
+                        if refs
                         else union
                     )
                     built.append(pydantic_core.SchemaValidator(whole, config=config))  # type: ignore[arg-type]

@@ -79,6 +79,22 @@ class Tags(BaseModel):
     tagged: list[Tagged] = []
 
 
+class Tree(BaseModel):
+    """Recursive: its union is validated back with the schema's definitions."""
+
+    value: int | str = 0
+    children: list[Tree] = []
+
+
+class Leaf(BaseModel):
+    n: int = 0
+
+
+class WithModel(BaseModel):
+    with_str: list[str | Leaf | int] = []
+    without: list[Leaf | int] = []
+
+
 class Others(BaseModel):
     """Unions with members that take text other than str: their export is validated
     back as a whole, so they were refused before, but as if their validation were at
@@ -107,6 +123,8 @@ REFUSED = [
     ),
     ("dataclass", Pairs, Pairs(pairs=[Pair(1), Pair(BIG)]), "pairs[1].left", "str"),
     ("tagged", Tags, Tags(tagged=[1, "a", BIG]), "tagged[2]", "str"),
+    ("recursive", Tree, Tree(children=[Tree(), Tree(value=BIG)]), "children[1].value", "str"),
+    ("with-model", WithModel, WithModel(with_str=[Leaf(), BIG]), "with_str[1]", "str"),
     ("Decimal|int", Others, Others(decimal_first=BIG), "decimal_first", "Decimal"),
     ("bytes|int", Others, Others(bytes_first=BIG), "bytes_first", "bytes"),
 ]
@@ -145,6 +163,7 @@ class Exact(BaseModel):
     optional: int | None = None
     u64: list[int | str] = []
     tagged: list[Tagged] = []
+    with_model: WithModel = WithModel()
 
 
 def test_a_big_int_a_union_reads_back_as_itself_round_trips(round_trip: RoundTrip) -> None:
@@ -158,6 +177,7 @@ def test_a_big_int_a_union_reads_back_as_itself_round_trips(round_trip: RoundTri
         optional=-BIG,
         u64=[2**64 - 1, -(2**63), "x"],  # within msgpack's range: no text at all
         tagged=[1, "a"],
+        with_model=WithModel(with_str=["a", Leaf(n=BIG)], without=[Leaf(n=BIG), BIG]),
     )
     restored = round_trip(Exact, state)
     assert isinstance(restored, Exact)
