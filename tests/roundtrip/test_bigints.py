@@ -11,7 +11,8 @@ import dataclasses
 import datetime
 import decimal
 import enum
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal, cast
 
 import pydantic.dataclasses
@@ -361,3 +362,40 @@ def test_enum_and_literal_values_validation_takes_back_still_round_trip(
     assert isinstance(restored, Edges)
     assert not exact_differences(state, restored)
     assert restored.ints == [Extremes.TOP, Extremes.BOTTOM] and restored.alone is Alone.TOP
+
+
+class Count(BaseModel):
+    n: int = 0
+    counts: dict[str, int] = {}
+
+
+@pytest.fixture
+def unlimited_int_text() -> Iterator[None]:
+    """Python turning ints of any length into text, as a service may set it."""
+    before = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        yield
+    finally:
+        sys.set_int_max_str_digits(before)
+
+
+@pytest.mark.parametrize("limit", ["python-default", "unlimited"])
+def test_an_int_too_long_for_pydantic_to_parse_back_is_refused(
+    round_trip: RoundTrip, request: pytest.FixtureRequest, limit: str
+) -> None:
+    """pydantic validates an int of any size, but parses at most 4,300 digits of text.
+    Before, such an int raised a bare ValueError from Python's own limit on int-to-text
+    conversion at snapshot, or, with that limit lifted, committed and failed every
+    restore."""
+    if limit == "unlimited":
+        request.getfixturevalue("unlimited_int_text")
+    longest = 10**4300 - 1  # 4,300 digits
+    fits = Count(n=longest, counts={"neg": -longest})
+    restored = round_trip(Count, fits)
+    assert isinstance(restored, Count) and not exact_differences(fits, restored)
+    with pytest.raises(ExportError) as caught:
+        round_trip(Count, Count(counts={"a": 1, "b": -(10**4300)}))
+    error = caught.value
+    assert error.path == "counts['b']" and "more than 4300 digits" in error.detail
+    assert not error.by_validation and "\n" not in str(error)
