@@ -12,7 +12,9 @@ Leaves follow pydantic's JSON conventions, which lax validation parses back: dat
 dates and times as ISO 8601 strings, timedeltas as ISO 8601 durations, decimals, UUIDs,
 paths, IP addresses and URLs as strings, enums as their value, sets, tuples and deques
 as lists, integers past 64 bits as decimal strings, non-``str`` dict keys as the string
-that lax validation parses back into the key.
+that lax validation parses back into the key. Such a string in a union may be read back
+as another member (``int | str`` gives a ``str``): a union validates it back as it is
+written, and refuses an int that would not come back as itself.
 
 Three outcomes, decided when the schema registers:
 
@@ -43,6 +45,8 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import pydantic_core
+
 from statemigrate._model._compare import FieldName
 from statemigrate._model._export_checks import checked_leaf, checked_length, checked_literal
 from statemigrate._model._export_leaves import (
@@ -68,6 +72,7 @@ from statemigrate._model._export_leaves import (
     to_str,
     tuple_of,
 )
+from statemigrate._model._plaindata import INT_MAX, INT_MIN
 
 __all__ = [
     "CHECKED_DEPTH",
@@ -291,6 +296,7 @@ class _Compiler:
         return Node(convert, inner.identity, inner.exact)
 
     def _on_literal(self, schema: Mapping[str, Any], path: list[str]) -> Node:
+        _check_int_values(schema, path)
         plain = all(type(item) in _PLAIN_TYPES for item in schema["expected"])
         if not plain:
             return Node(by_value, False, False)
@@ -306,6 +312,7 @@ class _Compiler:
             raise SchemaNotExportable(
                 path, f"enum {cls.__qualname__} has member values that are not plain data"
             )
+        _check_int_values(schema, path)
         values = {(type(m.value), m.value) for m in schema["members"]} if values_too else set()
 
         def convert(value: Any) -> Any:
@@ -393,6 +400,8 @@ class _Compiler:
             return checked_leaf(
                 Node(KEY_TEXT[str(kind)], kind == "str", True), schema, self._config
             )
+        if kind == "enum":
+            _check_int_values(schema, path)
         if kind == "enum" and _text_parses_back(schema):
             cls = schema["cls"]
             members = frozenset(schema["members"])
@@ -478,6 +487,7 @@ class _Compiler:
                 return convert_root(value.root)
 
             return Node(convert_root_model, False, root.exact)
+        inner, validated = _inside_validators(inner)
         if inner.get("type") != "model-fields":
             return Node(by_value, False, False)
         fields = [
@@ -500,7 +510,10 @@ class _Compiler:
         # Private attributes, post-init hooks and custom __init__ hold or make state the
         # fields do not show: validated back, each export shows whether it survives.
         ordinary = not (
-            cls.__private_attributes__ or schema.get("post_init") or schema.get("custom_init")
+            validated
+            or cls.__private_attributes__
+            or schema.get("post_init")
+            or schema.get("custom_init")
         )
         return Node(convert, False, ordinary and all(node.exact for _, node in fields))
 
@@ -509,11 +522,11 @@ class _Compiler:
 
     def _dataclass(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         cls = schema["cls"]
-        args = schema["schema"]
+        args, validated = _inside_validators(schema["schema"])
         if args.get("type") != "dataclass-args":
             return Node(by_value, False, False)
         fields = []
-        exact = not schema.get("post_init")
+        exact = not (validated or schema.get("post_init"))
         for spec in args["fields"]:
             name = spec["name"]
             if spec.get("init_only") or spec.get("init") is False:
@@ -544,29 +557,83 @@ class _Compiler:
 
     def _on_union(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         choices = [c[0] if isinstance(c, tuple | list) else c for c in schema["choices"]]
-        return self._choices(choices, path)
+        return self._choices(schema, choices, path)
 
     def _on_tagged_union(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        return self._choices(list(schema["choices"].values()), path)
+        return self._choices(schema, list(schema["choices"].values()), path)
 
-    def _choices(self, choices: Sequence[Mapping[str, Any]], path: list[str]) -> Node:
+    def _choices(
+        self, schema: Mapping[str, Any], choices: Sequence[Mapping[str, Any]], path: list[str]
+    ) -> Node:
         nodes = [self.node(choice, path) for choice in choices]
         tests = [_accepts(choice, self._definitions) for choice in choices]
-
-        def convert(value: Any) -> Any:
-            for test, node in zip(tests, nodes, strict=True):
-                if test(value):
-                    return node.convert(value)
-            return by_value(value)
-
         # Lax validation picks a member by its own rules (an ISO string fits a str
-        # member before a datetime one); only unions of distinct plain scalars are sure.
+        # member before a datetime one); only unions of distinct plain scalars are sure,
+        # each member writing a value of its own kind. The one exception, an int past 64
+        # bits written as text, is checked as it is written.
         kinds = [choice.get("type") for choice in choices]
         scalars = all(
             kind in _PLAIN_SCALARS and len(choice) == 1
             for kind, choice in zip(kinds, choices, strict=True)
         )
-        return Node(convert, scalars, scalars and len(set(kinds)) == len(kinds))
+        exact = scalars and len(set(kinds)) == len(kinds)
+        check_int_text = self._int_text_check(schema, exact=exact)
+
+        def convert(value: Any) -> Any:
+            for test, node in zip(tests, nodes, strict=True):
+                if test(value):
+                    out = node.convert(value)
+                    if type(out) is str and type(value) is int:
+                        check_int_text(value, out)
+                    return out
+            return by_value(value)
+
+        return Node(convert, scalars, exact)
+
+    def _int_text_check(
+        self, schema: Mapping[str, Any], *, exact: bool
+    ) -> Callable[[int, str], None]:
+        """Refuse an int past 64 bits that a union would not read back from its text.
+
+        Such an int is written as its decimal text, which is no longer of the int
+        member's own kind: lax validation may give it to a ``str``, ``float``, ``bytes``
+        or ``Decimal`` member instead. So the text is validated back with the union
+        (its definitions and its record's config in force, as a restore validates it)
+        and must come back as the same int. The validator is built on first use: most
+        unions never see such an int.
+        """
+        union = {key: value for key, value in schema.items() if key != "ref"}
+        definitions = self._definitions  # complete by the time a state is exported
+        config = dict(self._config)
+        built: list[pydantic_core.SchemaValidator] = []
+
+        def check(value: int, text: str) -> None:
+            shown = text if len(text) <= 40 else f"{text[:37]}..."
+            held = f"the integer {shown} does not fit in 64 bits, so a snapshot holds its text;"
+            try:
+                if not built:
+                    refs = list(definitions.values())
+                    whole = (
+                        {"type": "definitions", "schema": union, "definitions": refs}
+                        if refs
+                        else union
+                    )
+                    built.append(pydantic_core.SchemaValidator(whole, config=config))  # type: ignore[arg-type]
+                again = built[0].validate_python(text, strict=False)
+            except pydantic_core.ValidationError as exc:
+                reason = exc.errors(include_url=False, include_input=False)[0]["msg"]
+                raise fail(f"{held} this union does not take that text back: {reason}") from None
+            except Exception:
+                if exact:
+                    raise fail(f"{held} whether this union reads it back cannot be told") from None
+                return  # the whole export is validated back: that check decides
+            if type(again) is not int or again != value:
+                raise fail(
+                    f"{held} this union reads that text back as a {kind_of(again)}"
+                    f" ({again!r:.40}), not an int; keep it within 64 bits or type it int alone"
+                )
+
+        return check
 
     def _on_lax_or_strict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         known = _known_class(_instance_class(schema.get("strict_schema", {})))
@@ -593,8 +660,74 @@ class _Compiler:
         return Node(first.convert, False, False)
 
 
+def _inside_validators(schema: Mapping[str, Any]) -> tuple[Mapping[str, Any], bool]:
+    """The schema under a record's ``mode="before"`` (or wrap) validators, which pydantic
+    puts between a model or dataclass and its fields, and whether there were any.
+
+    The fields are read as declared all the same, a big int as its text where its field
+    says int; the validators may change what they are given, so the export is checked by
+    validating it back.
+    """
+    validated = False
+    while schema.get("type") in _VALIDATORS or schema.get("type") in _TRANSPARENT:
+        validated = validated or schema.get("type") in _VALIDATORS
+        schema = schema["schema"]
+    return schema, validated
+
+
 def _has_length_bounds(schema: Mapping[str, Any]) -> bool:
     return "min_length" in schema or "max_length" in schema
+
+
+def _check_int_values(schema: Mapping[str, Any], path: list[str]) -> None:
+    """Refuse an enum or a ``Literal`` with an int value outside signed 64 bits that its
+    own validation does not take back from what a snapshot holds of it.
+
+    A snapshot holds an int within msgpack's 64 bits as it is, one past them as its
+    text. What pydantic takes back depends on the type and even on the other values (an
+    ``IntEnum`` validates within signed 64 bits only, a plain ``Enum`` or a ``Literal``
+    matches ints as they are, not their text), so pydantic decides, once per value.
+    """
+    kind = schema["type"]
+    if kind == "enum":
+        values = [(member.value, member) for member in schema["members"]]
+    else:
+        values = [(value, value) for value in schema["expected"]]
+    wide = [(value, want) for value, want in values if type(value) is int and not _in_i64(value)]
+    if not wide:
+        return
+    own = {key: value for key, value in schema.items() if key not in ("ref", "metadata")}
+    try:
+        validator = pydantic_core.SchemaValidator(own)
+    except pydantic_core.SchemaError:  # a key of a newer pydantic: the export decides
+        return
+    for value, want in wide:
+        try:
+            plain = value if INT_MIN <= value <= INT_MAX else str(value)
+            again = validator.validate_python(plain, strict=False)
+            reason = f"it comes back as {again!r:.40}"
+        except pydantic_core.ValidationError as exc:
+            again = None
+            reason = exc.errors(include_url=False, include_input=False)[0]["msg"]
+        except ValueError:  # too long for Python to write as text
+            again = None
+            reason = "too many digits to write as text"
+        if again is want or (type(again) is type(want) and again == want):
+            continue
+        if kind == "enum":
+            name = getattr(want, "name", None)
+            what = f"enum {schema['cls'].__qualname__} has the member {name} = {value}"
+        else:
+            what = f"Literal value {value}"
+        raise SchemaNotExportable(
+            path,
+            f"{what}, outside signed 64 bits, which its validation does not take back from"
+            f" what a snapshot holds ({reason})",
+        )
+
+
+def _in_i64(value: int) -> bool:
+    return -(2**63) <= value < 2**63
 
 
 def _text_parses_back(schema: Mapping[str, Any]) -> bool:

@@ -106,14 +106,31 @@ def kind_of(value: object) -> str:
     return type(value).__qualname__
 
 
+# The most digits pydantic parses back from an int's text, whatever Python's own limit.
+_MAX_INT_DIGITS = 4300
+
+
 def to_int(value: Any) -> Any:
     if type(value) is int:
         # Past msgpack's 64 bits an integer travels as its decimal text, which lax
         # validation parses back into the same int.
-        return value if INT_MIN <= value <= INT_MAX else str(value)
+        return value if INT_MIN <= value <= INT_MAX else _int_text(value)
     if isinstance(value, int):  # bool, IntEnum member: validation would give an int
         return to_int(int(value))
     raise fail(f"expected an int, found {kind_of(value)}")
+
+
+def _int_text(value: int) -> str:
+    try:
+        text = str(value)
+    except ValueError:  # past Python's limit on converting ints to text
+        text = ""
+    if not text or len(text) - (value < 0) > _MAX_INT_DIGITS:
+        raise fail(
+            f"the integer has more than {_MAX_INT_DIGITS} digits: a snapshot holds an int"
+            " past 64 bits as its text, and pydantic parses no longer one back"
+        )
+    return text
 
 
 def to_float(value: Any) -> Any:
