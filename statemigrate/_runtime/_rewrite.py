@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from statemigrate._errors import ConfigurationError
+from statemigrate._errors import ConfigurationError, ValidationError
 from statemigrate._model._plan import Plan
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
-from statemigrate._snapshot._format import Snapshot
+from statemigrate._snapshot._format import DecodeLimits, Snapshot
 from statemigrate._snapshot._header import Producer
 
 if TYPE_CHECKING:
@@ -89,8 +89,14 @@ def migrate_snapshot(
     for index, section in enumerate(sections_info):
         version, fingerprint = section.version, section.fingerprint
         target = targets.get(section.component)
-        if target is None or target == version:
+        if target is None:
             data = snapshot.read_section(index)
+        elif target == version:
+            # Asked for the version it has: no step runs, but what is written is
+            # checked as if one had, so that a rewrite never passes on data no restore
+            # of that version takes.
+            data = snapshot.read_section(index)
+            _check_valid(registry, section.component, section.instance, version, data)
         else:
             result = registry.migrate(
                 section.component,
@@ -113,6 +119,8 @@ def migrate_snapshot(
     header = snapshot.header
     encoded = encode_snapshot(
         sections,
+        # Held to the limits of a default reader, as any restore of it is.
+        limits=DecodeLimits(),
         producer=Producer.current(header.producer.service, code_version="statemigrate migrate"),
         key=key,
         generation=header.generation,
@@ -120,3 +128,19 @@ def migrate_snapshot(
         level=level,
     )
     return SnapshotMigration(encoded, plans)
+
+
+def _check_valid(
+    registry: Registry, component: str, instance: str, version: int, data: object
+) -> None:
+    """Refuse section data its own version's schema does not validate.
+
+    Raises:
+        ValidationError: naming the section and the first bad field.
+    """
+    try:
+        registry.schema_for(component, version).validate(data)
+    except ValidationError as exc:
+        raise ValidationError(
+            component, version, exc.detail, instance=instance, errors=exc.errors
+        ) from exc

@@ -270,6 +270,23 @@ def test_migrate_snapshot_rewrites_the_named_components() -> None:
     assert again.read_section(0) == V2
 
 
+def test_migrate_snapshot_to_the_version_a_section_has_checks_it_as_a_step_would() -> None:
+    """Named at its own version, a section runs no step, yet what is written is held to
+    that version's schema: a rewrite never passes on data no restore would take."""
+    registry = sessions()
+    v1 = registry.schema_for("sessions", 1)
+    bad = encode_snapshot(
+        [SectionInput("sessions", "default", 1, v1.fingerprint, {"entries": {"a": 5}})],
+        producer=Producer.current("svc"),
+    )
+    snapshot = sm.open_snapshot(bad.to_bytes())
+    with pytest.raises(sm.ValidationError, match=r"sessions/default .*entries\.a"):
+        sm.migrate_snapshot(snapshot, {"sessions": 1}, registry=registry)
+    good = sm.open_snapshot(v1_snapshot(registry).to_bytes())
+    rewritten = sm.migrate_snapshot(good, {"sessions": 1}, registry=registry)
+    assert sm.open_snapshot(rewritten.encoded.to_bytes()).read_section(0) == V1
+
+
 def test_migrate_snapshot_refuses_a_component_the_snapshot_lacks() -> None:
     registry = sessions()
     encoded = v1_snapshot(registry)
