@@ -117,16 +117,22 @@ def _scalar(expected: type, test: Callable[[Any], bool] | None) -> ValidityCheck
     return scalar
 
 
+def _each(check: ValidityCheck, steps: Iterable[tuple[object, Any]]) -> None:
+    """Check every value of ``steps`` (pairs of a key or index and a value); an unknown
+    key below one of them gets that step in front of its path."""
+    for step, value in steps:
+        try:
+            check(value)
+        except UnknownKey as exc:
+            exc.path.insert(0, step)
+            raise
+
+
 def _list(item: ValidityCheck) -> ValidityCheck:
     def each(value: Any) -> None:
         if type(value) is not list:
             raise Unsure
-        for index, element in enumerate(value):
-            try:
-                item(element)
-            except UnknownKey as exc:
-                exc.path.insert(0, index)
-                raise
+        _each(item, enumerate(value))
 
     return each
 
@@ -143,12 +149,7 @@ def _dict(node: DictNode) -> ValidityCheck:
             for key in value:
                 if type(key) not in key_types:
                     raise Unsure
-        for key, element in value.items():
-            try:
-                check_value(element)
-            except UnknownKey as exc:
-                exc.path.insert(0, key)
-                raise
+        _each(check_value, value.items())
 
     return entries
 

@@ -13,6 +13,7 @@ import threading
 from typing import Any, NotRequired
 
 import pytest
+from holders import Holder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -79,17 +80,6 @@ class Point:
 @dataclasses.dataclass
 class Points:
     points: list[Point]
-
-
-class Holder:
-    def __init__(self, state: Any) -> None:
-        self.state = state
-
-    def export_state(self) -> Any:
-        return self.state
-
-    def import_state(self, state: Any) -> None:
-        self.state = state
 
 
 REGISTRY = Registry()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from holders import Holder
 from typing_extensions import TypedDict
 
 from statemigrate import DecodeLimits, ExportError, Registry, RestoreError, Service
@@ -22,17 +23,6 @@ class Graph(TypedDict):
 
 class Blob(TypedDict):
     data: bytes
-
-
-class Holder:
-    def __init__(self, state: Any) -> None:
-        self.state = state
-
-    def export_state(self) -> Any:
-        return self.state
-
-    def import_state(self, state: Any) -> None:
-        self.state = state
 
 
 REGISTRY = Registry()

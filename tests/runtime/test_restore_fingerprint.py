@@ -7,6 +7,7 @@ import logging
 from typing import Annotated, Any
 
 import pytest
+from holders import Holder
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
@@ -46,17 +47,6 @@ class Bounded(TypedDict):
     """The same shape with a bound every written value meets: a fingerprint of its own."""
 
     entries: dict[str, BoundedEntry]
-
-
-class Holder:
-    def __init__(self, state: Any) -> None:
-        self.state = state
-
-    def export_state(self) -> Any:
-        return self.state
-
-    def import_state(self, state: Any) -> None:
-        self.state = state
 
 
 WRITTEN = {"entries": {"a": {"name": "x", "score": 1.5}, "b": {"name": "y", "score": 2.0}}}
