@@ -495,6 +495,15 @@ class SnapshotStream:
         # a store has started writing.
         self._header([_SectionDone(0, 0, []) for _ in self._sections])
         self._reader = None if limits is None else _ReaderCheck(limits)
+        if limits is not None and len(self._sections) > limits.max_sections:
+            first = self._sections[limits.max_sections]
+            raise ExportError(
+                first.component, first.version, "(root)",
+                f"the snapshot would hold {len(self._sections)} sections, more than the"
+                f" {limits.max_sections} a restore here reads (DecodeLimits.max_sections"
+                " of the service's limits)",
+                instance=first.instance,
+            )
         self._parts = self._run(key, level, chunk_size, _workers(workers), default)
 
     def __iter__(self) -> Iterator[Buffer]:

@@ -11,7 +11,7 @@ import pytest
 from holders import Holder
 from typing_extensions import TypedDict
 
-from statemigrate import DecodeLimits, ExportError, Registry, RestoreError, Service
+from statemigrate import DecodeLimits, ExportError, MemoryStore, Registry, RestoreError, Service
 from statemigrate._runtime import _service
 from statemigrate._snapshot._codec import CONTAINER_ALLOWANCE
 from statemigrate.stores import TmpfsStore
@@ -149,3 +149,14 @@ def _sweep(tmp_path: Path, via: str) -> dict[int, str]:
             assert restored == {"graph": graph}
             verdicts[count] = "restored"
     return verdicts
+
+
+def test_more_sections_than_the_reader_takes_are_refused_before_anything_is_written() -> None:
+    limits = DecodeLimits(max_sections=1)
+    service = Service("limits", registry=REGISTRY, limits=limits)
+    service.register(GraphHolder({"adjacency": []}))
+    service.register(BlobHolder({"data": b""}))
+    store = MemoryStore()
+    with pytest.raises(ExportError, match=r"2 sections, more than the 1 .*max_sections"):
+        service.commit(store)
+    assert store.commits == 0
