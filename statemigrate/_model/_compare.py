@@ -9,7 +9,12 @@ place where they differ in value or in type.
 Two deliberate allowances, both documented round-trip rules:
 
 - an aware ``datetime`` or ``time`` comes back with a fixed-offset ``tzinfo``: the same
-  instant and UTC offset compare equal whatever the ``tzinfo`` class;
+  wall time and UTC offset (so the same instant) compare equal whatever the ``tzinfo``
+  class. Not with ``==``, which compares instants only, and which PEP 495 makes False
+  between two zones for a time in a daylight-saving changeover (a ``ZoneInfo``'s
+  repeated or skipped hour); ``fold`` counts only through the offset it selects, which
+  is all of it an aware value's text can keep. The same rule matches dict keys and set
+  items;
 - NaN equals NaN (floats and decimals), so a state holding one can be compared at all.
 """
 
@@ -25,7 +30,7 @@ from typing import Any
 
 import pydantic
 
-__all__ = ["FieldName", "first_difference", "format_path"]
+__all__ = ["FieldName", "first_difference", "format_path", "key_form"]
 
 Difference = tuple[list[object], str]
 
@@ -119,13 +124,13 @@ def _diff(expected: object, actual: object) -> _Found | None:
         return None
     if isinstance(expected, set | frozenset):
         assert isinstance(actual, set | frozenset)
-        if expected != actual or _item_types(expected) != _item_types(actual):
+        if _item_forms(expected) != _item_forms(actual):
             return _changed(expected, actual)
         return None
     if isinstance(expected, datetime.datetime | datetime.time):
         assert isinstance(actual, datetime.datetime | datetime.time)
-        if expected != actual or expected.utcoffset() != actual.utcoffset():
-            return _changed(expected, actual)
+        if _moment(expected) != _moment(actual):
+            return [], f"{_describe_moment(expected)} would come back as {_describe_moment(actual)}"
         return None
     if isinstance(expected, float | decimal.Decimal) and _both_nan(expected, actual):
         return None
@@ -140,21 +145,56 @@ def _diff(expected: object, actual: object) -> _Found | None:
 
 
 def _diff_mappings(expected: Mapping[Any, Any], actual: Mapping[Any, Any]) -> _Found | None:
-    if expected.keys() != actual.keys():
-        missing = [key for key in expected if key not in actual]
-        if missing:
-            return [missing[0]], "this key would be lost"
-        extra = [key for key in actual if key not in expected]
-        return [extra[0]], "this key would appear"
-    actual_keys = {key: key for key in actual}
+    if expected.keys() == actual.keys():
+        twins: Mapping[Any, Any] = {key: key for key in actual}
+    else:
+        paired = _pair_keys(expected, actual)
+        if not isinstance(paired, dict):
+            return paired
+        twins = paired
     for key, value in expected.items():
-        twin = actual_keys[key]
-        if type(twin) is not type(key):
-            return [key], f"the key would come back as {_describe(twin)}"
-        found = _diff(value, actual[key])
+        twin = twins[key]
+        if type(twin) is not type(key) or (type(key) not in _ATOMS and _diff(key, twin)):
+            return [key], f"the key would come back as {_describe_key(twin)}"
+        found = _diff(value, actual[twin])
         if found:
             return _below(key, found)
     return None
+
+
+def _pair_keys(expected: Mapping[Any, Any], actual: Mapping[Any, Any]) -> dict[Any, Any] | _Found:
+    """Each key of ``expected`` with its counterpart in ``actual``, or the difference.
+
+    A key is matched by equality, else by :func:`key_form` (an aware datetime in a
+    changeover hour equals no other zone's). A key left without one is reported as
+    the key that took its place when the two hold as many keys (validation keeps their
+    order: ``1`` that comes back as ``'1'``), else as lost.
+    """
+    by_value = {key: key for key in actual}
+    by_form = {key_form(key): key for key in actual}
+    twins: dict[Any, Any] = {}
+    for key in expected:
+        twin = by_value.get(key, _NONE)
+        if twin is _NONE:
+            twin = by_form.get(key_form(key), _NONE)
+        if twin is not _NONE:
+            twins[key] = twin
+    taken = {id(twin) for twin in twins.values()}
+    extra = [key for key in actual if id(key) not in taken]
+    if len(expected) == len(actual):
+        for key, in_its_place in zip(expected, actual, strict=True):
+            if key not in twins:
+                twin = in_its_place if id(in_its_place) not in taken else extra[0]
+                return [key], f"the key would come back as {_describe_key(twin)}"
+    missing = [key for key in expected if key not in twins]
+    if missing:
+        return [missing[0]], "this key would be lost"
+    if extra:
+        return [extra[0]], "this key would appear"
+    return twins
+
+
+_NONE = object()
 
 
 def _diff_fields(expected: Any, actual: Any, *, expected_is_dict: bool) -> _Found | None:
@@ -210,8 +250,36 @@ def _is_dataclass_instance(value: object) -> bool:
     return hasattr(type(value), dataclasses._FIELDS)  # type: ignore[attr-defined]
 
 
-def _item_types(items: set[Any] | frozenset[Any]) -> set[type]:
-    return {type(item) for item in items}
+def _item_forms(items: set[Any] | frozenset[Any]) -> set[tuple[type, object]]:
+    return {(type(item), key_form(item)) for item in items}
+
+
+def _moment(value: datetime.datetime | datetime.time) -> tuple[object, object]:
+    """What an aware or naive datetime or time keeps through its ISO 8601 text: its wall
+    time and its UTC offset. Together they fix the instant; a zone's name and rules are
+    documented as not kept, and ``fold`` (PEP 495) only selects the offset, which is
+    kept. A naive value's fold is kept by nothing: ``==`` ignores it too."""
+    return value.replace(tzinfo=None, fold=0), value.utcoffset()
+
+
+def key_form(key: object) -> object:
+    """A dict key or set item as compared: an aware datetime or time as its
+    :func:`_moment`, so that the same moment under another ``tzinfo`` matches it; any
+    other value as itself."""
+    if isinstance(key, datetime.datetime | datetime.time) and key.utcoffset() is not None:
+        return (type(key), *_moment(key))
+    return key
+
+
+def _describe_moment(value: datetime.datetime | datetime.time) -> str:
+    """Its ISO 8601 text, which shows what is compared: wall time and offset."""
+    return f"{value.isoformat()} ({type(value).__qualname__})"
+
+
+def _describe_key(key: object) -> str:
+    if isinstance(key, datetime.datetime | datetime.time):
+        return _describe_moment(key)
+    return _describe(key)
 
 
 def _both_nan(left: object, right: object) -> bool:
