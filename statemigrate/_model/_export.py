@@ -546,9 +546,17 @@ class _Compiler:
         tests = [_accepts(choice, self._definitions) for choice in choices]
 
         def convert(value: Any) -> Any:
+            refused: NotExportable | None = None
             for test, node in zip(tests, nodes, strict=True):
                 if test(value):
-                    return node.convert(value)
+                    # The test looks at the kind of value only (a dict, a list): a member
+                    # of the same kind with other keys or items may be the one it fits.
+                    try:
+                        return node.convert(value)
+                    except NotExportable as exc:
+                        refused = refused or exc
+            if refused is not None:
+                raise refused
             return by_value(value)
 
         # Lax validation picks a member by its own rules (an ISO string fits a str
