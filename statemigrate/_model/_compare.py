@@ -41,10 +41,28 @@ class FieldName(str):
     __slots__ = ()
 
 
+_PATH_STEPS = 16
+"""Paths of more steps are shown by their first and last steps, so that a message about
+data nested a thousand levels deep stays one short line."""
+_PATH_HEAD = 6
+_PATH_TAIL = 4
+
+
 def format_path(path: list[object] | tuple[object, ...]) -> str:
-    """Render a path into a state: ``entries['a'].when[0]``, or ``(root)``."""
-    text = "".join(f".{step}" if isinstance(step, FieldName) else f"[{step!r}]" for step in path)
-    return text.removeprefix(".") or "(root)"
+    """Render a path into a state: ``entries['a'].when[0]``, or ``(root)``.
+
+    A path of more than 16 steps shows its first 6 and last 4 around ``...``, and how
+    many steps it has: ``['x'][0][0][0][0][0] ... [0][0][0][0] (1025 steps)``.
+    """
+    if len(path) > _PATH_STEPS:
+        head = _render(path[:_PATH_HEAD])
+        tail = _render(path[-_PATH_TAIL:])
+        return f"{head.removeprefix('.')} ... {tail} ({len(path)} steps)"
+    return _render(path).removeprefix(".") or "(root)"
+
+
+def _render(steps: list[object] | tuple[object, ...]) -> str:
+    return "".join(f".{step}" if isinstance(step, FieldName) else f"[{step!r}]" for step in steps)
 
 
 def first_difference(expected: object, actual: object) -> Difference | None:

@@ -1,5 +1,5 @@
 """The exact comparison of states (_model/_compare.py): datetimes and times by wall time
-and UTC offset, in dict keys and set items too."""
+and UTC offset, in dict keys and set items too; long paths shortened in messages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import zoneinfo
 
 import pytest
 
-from statemigrate._model._compare import first_difference
+from statemigrate._model._compare import FieldName, first_difference, format_path
 
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 
@@ -81,3 +81,13 @@ def test_a_key_that_comes_back_as_another_type_is_named_with_what_it_becomes() -
     )
     assert first_difference({1: "a"}, {}) == ([1], "this key would be lost")
     assert first_difference({}, {1: "a"}) == ([1], "this key would appear")
+
+
+def test_a_long_path_shows_its_ends_and_its_length() -> None:
+    """Before, a path 1,024 steps deep made a message of over 3 KB."""
+    path: list[object] = [FieldName("data"), *([0] * 1023), "leaf"]
+    text = format_path(path)
+    assert text == "data[0][0][0][0][0] ... [0][0][0]['leaf'] (1025 steps)"
+    assert format_path([FieldName("a"), "k", 0]) == "a['k'][0]"
+    sixteen: list[object] = [0] * 16
+    assert format_path(sixteen) == "[0]" * 16
