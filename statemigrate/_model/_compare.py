@@ -25,12 +25,12 @@ import dataclasses
 import datetime
 import decimal
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pydantic
 
-__all__ = ["FieldName", "first_difference", "format_path", "key_form"]
+__all__ = ["FieldName", "counterparts", "first_difference", "format_path"]
 
 Difference = tuple[list[object], str]
 
@@ -183,18 +183,14 @@ def _diff_mappings(expected: Mapping[Any, Any], actual: Mapping[Any, Any]) -> _F
 def _pair_keys(expected: Mapping[Any, Any], actual: Mapping[Any, Any]) -> dict[Any, Any] | _Found:
     """Each key of ``expected`` with its counterpart in ``actual``, or the difference.
 
-    A key is matched by equality, else by :func:`key_form` (an aware datetime in a
-    changeover hour equals no other zone's). A key left without one is reported as
+    A key is matched as :func:`counterparts` matches it. A key left without one is reported as
     the key that took its place when the two hold as many keys (validation keeps their
     order: ``1`` that comes back as ``'1'``), else as lost.
     """
-    by_value = {key: key for key in actual}
-    by_form = {key_form(key): key for key in actual}
+    find = counterparts(actual)
     twins: dict[Any, Any] = {}
     for key in expected:
-        twin = by_value.get(key, _NONE)
-        if twin is _NONE:
-            twin = by_form.get(key_form(key), _NONE)
+        twin = find(key, _NONE)
         if twin is not _NONE:
             twins[key] = twin
     taken = {id(twin) for twin in twins.values()}
@@ -269,7 +265,7 @@ def _is_dataclass_instance(value: object) -> bool:
 
 
 def _item_forms(items: set[Any] | frozenset[Any]) -> set[tuple[type, object]]:
-    return {(type(item), key_form(item)) for item in items}
+    return {(type(item), _key_form(item)) for item in items}
 
 
 def _moment(value: datetime.datetime | datetime.time) -> tuple[object, object]:
@@ -280,13 +276,28 @@ def _moment(value: datetime.datetime | datetime.time) -> tuple[object, object]:
     return value.replace(tzinfo=None, fold=0), value.utcoffset()
 
 
-def key_form(key: object) -> object:
+def _key_form(key: object) -> object:
     """A dict key or set item as compared: an aware datetime or time as its
     :func:`_moment`, so that the same moment under another ``tzinfo`` matches it; any
     other value as itself."""
     if isinstance(key, datetime.datetime | datetime.time) and key.utcoffset() is not None:
         return (type(key), *_moment(key))
     return key
+
+
+def counterparts(items: Iterable[Any]) -> Callable[[Any, Any], Any]:
+    """``find(item, default)``: the counterpart of a dict key or set item among
+    ``items``, an equal one or else the same moment under another ``tzinfo`` (a
+    ``ZoneInfo`` time in a changeover hour equals no other zone's, PEP 495), or
+    ``default``. The counterpart may still differ in type or offset: compare it."""
+    by_value = {item: item for item in items}
+    by_form = {_key_form(item): item for item in by_value}
+
+    def find(item: Any, default: Any) -> Any:
+        other = by_value.get(item, _NONE)
+        return by_form.get(_key_form(item), default) if other is _NONE else other
+
+    return find
 
 
 def _describe_moment(value: datetime.datetime | datetime.time) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import pydantic
 
 from statemigrate._errors import ExportError, MigrationStepError, StateMigrateError
-from statemigrate._model._compare import key_form
+from statemigrate._model._compare import counterparts
 from statemigrate._model._migrate import run_plan
 from statemigrate._model._plaindata import copy_plain
 from statemigrate._model._plan import Plan, Step
@@ -518,16 +518,15 @@ def _exact(a: Any, b: Any, where: str, found: list[str], limit: int) -> None:
         for index, (left, right) in enumerate(zip(a, b, strict=True)):
             _exact(left, right, f"{where}[{index}]", found, limit)
     elif isinstance(a, set | frozenset):
-        in_b, in_a = _counterparts(b), _counterparts(a)
+        in_b, in_a = counterparts(b), counterparts(a)
         for item in a:
-            other = in_b(item)
+            other = in_b(item, _MISSING)
             if other is _MISSING:
                 found.append(f"{here}: item {_cut(item)} missing")
             else:
                 _exact(item, other, f"{where}{{{item!r}}}", found, limit)
-        found.extend(
-            f"{here}: unexpected item {_cut(item)}" for item in b if in_a(item) is _MISSING
-        )
+        unexpected = [item for item in b if in_a(item, _MISSING) is _MISSING]
+        found.extend(f"{here}: unexpected item {_cut(item)}" for item in unexpected)
         del found[limit:]
     elif not _same_leaf(a, b):
         found.append(f"{here}: expected {_cut(a)}, got {_cut(b)}")
@@ -538,10 +537,10 @@ def _exact_mapping(
 ) -> None:
     # Keys are looked up by equality and then compared exactly, so {1: x} and {True: x}
     # (equal keys of different types) are told apart.
-    in_b, in_a = _counterparts(b), _counterparts(a)
+    in_b, in_a = counterparts(b), counterparts(a)
     for key in a:
         here = f"{where}[{key!r}]"
-        other = in_b(key)
+        other = in_b(key, _MISSING)
         if other is _MISSING:
             found.append(f"{here}: expected {_cut(a[key])}, missing")
         else:
@@ -552,22 +551,8 @@ def _exact_mapping(
         if len(found) >= limit:
             return
     for key in b:
-        if in_a(key) is _MISSING and len(found) < limit:
+        if in_a(key, _MISSING) is _MISSING and len(found) < limit:
             found.append(f"{where}[{key!r}]: unexpected {_cut(b[key])}")
-
-
-def _counterparts(items: Iterable[Any]) -> Callable[[Any], Any]:
-    """Find a key's or item's counterpart among ``items`` (``_MISSING`` if none): an
-    equal one, or the same moment under another ``tzinfo``, which a ``ZoneInfo`` time in a
-    daylight-saving changeover hour is not equal to (PEP 495)."""
-    by_value = {item: item for item in items}
-    by_form = {key_form(item): item for item in by_value}
-
-    def find(item: Any) -> Any:
-        other = by_value.get(item, _MISSING)
-        return by_form.get(key_form(item), _MISSING) if other is _MISSING else other
-
-    return find
 
 
 def _exact_fields(
