@@ -535,8 +535,8 @@ class _Builder:
         if not zones:
             return fixed
         named = st.datetimes(*_NAMED_ZONE_YEARS, timezones=st.sampled_from(zones))
-        # hypothesis meets a changeover now and then only: a third of the draws are in
-        # one, the skipped hour or the repeated one with either fold.
+        # hypothesis meets a changeover now and then only: these are all in one, the
+        # skipped hour or the repeated one with either fold.
         changeovers = st.builds(
             _in_changeover,
             st.sampled_from(_changeover_times()),
