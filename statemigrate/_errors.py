@@ -253,20 +253,38 @@ class NoMigrationPathError(StateMigrateError):
         source: the version the data is in.
         target: the version it should be brought to.
         edges: the registered steps as ``(from, to)`` pairs.
+        versions: the versions registered, by a schema or a step, when the caller
+            knows them (``None`` otherwise).
+        unknown: those of ``target`` and ``source`` that are not among ``versions``,
+            target first; the message then names them rather than the steps.
     """
 
     def __init__(
-        self, component: str, source: int, target: int, edges: Iterable[tuple[int, int]]
+        self,
+        component: str,
+        source: int,
+        target: int,
+        edges: Iterable[tuple[int, int]],
+        *,
+        versions: Iterable[int] | None = None,
     ) -> None:
         self.component = component
         self.source = source
         self.target = target
         self.edges = sorted(edges)
-        shown = ", ".join(f"{a}->{b}" for a, b in self.edges) or "none"
-        super().__init__(
-            f"no migration path for {component!r} from version {source} to {target};"
-            f" registered steps: {shown}"
-        )
+        self.versions = None if versions is None else sorted(set(versions))
+        known = self.versions
+        self.unknown = [] if known is None else [v for v in (target, source) if v not in known]
+        where = f"no migration path for {component!r} from version {source} to {target}"
+        if self.unknown:
+            named = " and ".join(str(v) for v in dict.fromkeys(self.unknown))
+            which = "version {} is" if len(set(self.unknown)) == 1 else "versions {} are"
+            shown = ", ".join(str(v) for v in known or ()) or "none"
+            unknown = which.format(named)
+            super().__init__(f"{where}: {unknown} not registered; registered versions: {shown}")
+            return
+        steps = ", ".join(f"{a}->{b}" for a, b in self.edges) or "none"
+        super().__init__(f"{where}; registered steps: {steps}")
 
 
 class LossyMigrationError(StateMigrateError):

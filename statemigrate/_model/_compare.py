@@ -9,7 +9,12 @@ place where they differ in value or in type.
 Two deliberate allowances, both documented round-trip rules:
 
 - an aware ``datetime`` or ``time`` comes back with a fixed-offset ``tzinfo``: the same
-  instant and UTC offset compare equal whatever the ``tzinfo`` class;
+  wall time and UTC offset (so the same instant) compare equal whatever the ``tzinfo``
+  class. Not with ``==``, which compares instants only, and which PEP 495 makes False
+  between two zones for a time in a daylight-saving changeover (a ``ZoneInfo``'s
+  repeated or skipped hour); ``fold`` counts only through the offset it selects, which
+  is all of it an aware value's text can keep. The same rule matches dict keys and set
+  items;
 - NaN equals NaN (floats and decimals), so a state holding one can be compared at all.
 """
 
@@ -20,12 +25,12 @@ import dataclasses
 import datetime
 import decimal
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pydantic
 
-__all__ = ["FieldName", "first_difference", "format_path"]
+__all__ = ["FieldName", "counterparts", "first_difference", "format_path"]
 
 Difference = tuple[list[object], str]
 
@@ -36,10 +41,28 @@ class FieldName(str):
     __slots__ = ()
 
 
+_PATH_STEPS = 16
+"""Paths of more steps are shown by their first and last steps, so that a message about
+data nested a thousand levels deep stays one short line."""
+_PATH_HEAD = 6
+_PATH_TAIL = 4
+
+
 def format_path(path: list[object] | tuple[object, ...]) -> str:
-    """Render a path into a state: ``entries['a'].when[0]``, or ``(root)``."""
-    text = "".join(f".{step}" if isinstance(step, FieldName) else f"[{step!r}]" for step in path)
-    return text.removeprefix(".") or "(root)"
+    """Render a path into a state: ``entries['a'].when[0]``, or ``(root)``.
+
+    A path of more than 16 steps shows its first 6 and last 4 around ``...``, and how
+    many steps it has: ``['x'][0][0][0][0][0] ... [0][0][0][0] (1025 steps)``.
+    """
+    if len(path) > _PATH_STEPS:
+        head = _render(path[:_PATH_HEAD])
+        tail = _render(path[-_PATH_TAIL:])
+        return f"{head.removeprefix('.')} ... {tail} ({len(path)} steps)"
+    return _render(path).removeprefix(".") or "(root)"
+
+
+def _render(steps: list[object] | tuple[object, ...]) -> str:
+    return "".join(f".{step}" if isinstance(step, FieldName) else f"[{step!r}]" for step in steps)
 
 
 def first_difference(expected: object, actual: object) -> Difference | None:
@@ -119,13 +142,13 @@ def _diff(expected: object, actual: object) -> _Found | None:
         return None
     if isinstance(expected, set | frozenset):
         assert isinstance(actual, set | frozenset)
-        if expected != actual or _item_types(expected) != _item_types(actual):
+        if _item_forms(expected) != _item_forms(actual):
             return _changed(expected, actual)
         return None
     if isinstance(expected, datetime.datetime | datetime.time):
         assert isinstance(actual, datetime.datetime | datetime.time)
-        if expected != actual or expected.utcoffset() != actual.utcoffset():
-            return _changed(expected, actual)
+        if _moment(expected) != _moment(actual):
+            return [], f"{_describe_moment(expected)} would come back as {_describe_moment(actual)}"
         return None
     if isinstance(expected, float | decimal.Decimal) and _both_nan(expected, actual):
         return None
@@ -140,21 +163,52 @@ def _diff(expected: object, actual: object) -> _Found | None:
 
 
 def _diff_mappings(expected: Mapping[Any, Any], actual: Mapping[Any, Any]) -> _Found | None:
-    if expected.keys() != actual.keys():
-        missing = [key for key in expected if key not in actual]
-        if missing:
-            return [missing[0]], "this key would be lost"
-        extra = [key for key in actual if key not in expected]
-        return [extra[0]], "this key would appear"
-    actual_keys = {key: key for key in actual}
+    if expected.keys() == actual.keys():
+        twins: Mapping[Any, Any] = {key: key for key in actual}
+    else:
+        paired = _pair_keys(expected, actual)
+        if not isinstance(paired, dict):
+            return paired
+        twins = paired
     for key, value in expected.items():
-        twin = actual_keys[key]
-        if type(twin) is not type(key):
-            return [key], f"the key would come back as {_describe(twin)}"
-        found = _diff(value, actual[key])
+        twin = twins[key]
+        if type(twin) is not type(key) or (type(key) not in _ATOMS and _diff(key, twin)):
+            return [key], f"the key would come back as {_describe_key(twin)}"
+        found = _diff(value, actual[twin])
         if found:
             return _below(key, found)
     return None
+
+
+def _pair_keys(expected: Mapping[Any, Any], actual: Mapping[Any, Any]) -> dict[Any, Any] | _Found:
+    """Each key of ``expected`` with its counterpart in ``actual``, or the difference.
+
+    A key is matched as :func:`counterparts` matches it. A key left without one is reported as
+    the key that took its place when the two hold as many keys (validation keeps their
+    order: ``1`` that comes back as ``'1'``), else as lost.
+    """
+    find = counterparts(actual)
+    twins: dict[Any, Any] = {}
+    for key in expected:
+        twin = find(key, _NONE)
+        if twin is not _NONE:
+            twins[key] = twin
+    taken = {id(twin) for twin in twins.values()}
+    extra = [key for key in actual if id(key) not in taken]
+    if len(expected) == len(actual):
+        for key, in_its_place in zip(expected, actual, strict=True):
+            if key not in twins:
+                twin = in_its_place if id(in_its_place) not in taken else extra[0]
+                return [key], f"the key would come back as {_describe_key(twin)}"
+    missing = [key for key in expected if key not in twins]
+    if missing:
+        return [missing[0]], "this key would be lost"
+    if extra:
+        return [extra[0]], "this key would appear"
+    return twins
+
+
+_NONE = object()
 
 
 def _diff_fields(expected: Any, actual: Any, *, expected_is_dict: bool) -> _Found | None:
@@ -210,8 +264,51 @@ def _is_dataclass_instance(value: object) -> bool:
     return hasattr(type(value), dataclasses._FIELDS)  # type: ignore[attr-defined]
 
 
-def _item_types(items: set[Any] | frozenset[Any]) -> set[type]:
-    return {type(item) for item in items}
+def _item_forms(items: set[Any] | frozenset[Any]) -> set[tuple[type, object]]:
+    return {(type(item), _key_form(item)) for item in items}
+
+
+def _moment(value: datetime.datetime | datetime.time) -> tuple[object, object]:
+    """What an aware or naive datetime or time keeps through its ISO 8601 text: its wall
+    time and its UTC offset. Together they fix the instant; a zone's name and rules are
+    documented as not kept, and ``fold`` (PEP 495) only selects the offset, which is
+    kept. A naive value's fold is kept by nothing: ``==`` ignores it too."""
+    return value.replace(tzinfo=None, fold=0), value.utcoffset()
+
+
+def _key_form(key: object) -> object:
+    """A dict key or set item as compared: an aware datetime or time as its
+    :func:`_moment`, so that the same moment under another ``tzinfo`` matches it; any
+    other value as itself."""
+    if isinstance(key, datetime.datetime | datetime.time) and key.utcoffset() is not None:
+        return (type(key), *_moment(key))
+    return key
+
+
+def counterparts(items: Iterable[Any]) -> Callable[[Any, Any], Any]:
+    """``find(item, default)``: the counterpart of a dict key or set item among
+    ``items``, an equal one or else the same moment under another ``tzinfo`` (a
+    ``ZoneInfo`` time in a changeover hour equals no other zone's, PEP 495), or
+    ``default``. The counterpart may still differ in type or offset: compare it."""
+    by_value = {item: item for item in items}
+    by_form = {_key_form(item): item for item in by_value}
+
+    def find(item: Any, default: Any) -> Any:
+        other = by_value.get(item, _NONE)
+        return by_form.get(_key_form(item), default) if other is _NONE else other
+
+    return find
+
+
+def _describe_moment(value: datetime.datetime | datetime.time) -> str:
+    """Its ISO 8601 text, which shows what is compared: wall time and offset."""
+    return f"{value.isoformat()} ({type(value).__qualname__})"
+
+
+def _describe_key(key: object) -> str:
+    if isinstance(key, datetime.datetime | datetime.time):
+        return _describe_moment(key)
+    return _describe(key)
 
 
 def _both_nan(left: object, right: object) -> bool:

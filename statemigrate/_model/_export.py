@@ -580,12 +580,21 @@ class _Compiler:
         check_int_text = self._int_text_check(schema, exact=exact)
 
         def convert(value: Any) -> Any:
+            refused: NotExportable | None = None
             for test, node in zip(tests, nodes, strict=True):
                 if test(value):
-                    out = node.convert(value)
+                    # The test looks at the kind of value only (a dict, a list): a member
+                    # of the same kind with other keys or items may be the one it fits.
+                    try:
+                        out = node.convert(value)
+                    except NotExportable as exc:
+                        refused = refused or exc
+                        continue
                     if type(out) is str and type(value) is int:
                         check_int_text(value, out)
                     return out
+            if refused is not None:
+                raise refused
             return by_value(value)
 
         return Node(convert, scalars, exact)

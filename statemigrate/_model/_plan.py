@@ -323,15 +323,19 @@ def plan_path(
     target: int,
     *,
     allow_lossy: bool = False,
+    versions: Iterable[int] | None = None,
 ) -> Plan:
     """Find the best path from ``source`` to ``target`` through ``steps``.
 
     "Best" is defined in the module docstring: fewest lossy steps, then fewest steps,
     then the smallest sequence of versions. Only steps of ``component`` are used.
+    ``versions``, the component's schema versions, lets an error name a version that
+    neither they nor the steps know.
 
     Raises:
         NoMigrationPathError: no chain of steps connects the two versions; the error
-            lists every step of the component as ``(source, target)`` pairs.
+            lists every step of the component as ``(source, target)`` pairs, or, given
+            ``versions``, names ``target`` or ``source`` when nothing registers it.
         LossyMigrationError: every path loses information and ``allow_lossy`` is false;
             the error names the lossy steps of the best path.
     """
@@ -344,7 +348,8 @@ def plan_path(
     best = _search(graph, source, target)
     if best is None:
         edges = [(s.source, s.target) for out in graph.values() for s in out]
-        raise NoMigrationPathError(component, source, target, edges)
+        known = None if versions is None else {*versions, *(v for edge in edges for v in edge)}
+        raise NoMigrationPathError(component, source, target, edges, versions=known)
     plan = Plan(component, source, target, best)
     if plan.lossy_steps and not allow_lossy:
         raise LossyMigrationError(component, source, target, [str(s) for s in plan.lossy_steps])

@@ -272,11 +272,19 @@ class Registry:
 
         Raises:
             UnknownComponentError: nothing is registered for ``component``.
-            NoMigrationPathError: no chain of steps connects the versions.
+            NoMigrationPathError: no chain of steps connects the versions; it names
+                ``target`` or ``source`` when no schema or step registers it.
             LossyMigrationError: every path loses data and ``allow_lossy`` is false.
         """
         steps = self.steps(component)
-        return plan_path(component, steps, source, target, allow_lossy=allow_lossy)
+        return plan_path(
+            component,
+            steps,
+            source,
+            target,
+            allow_lossy=allow_lossy,
+            versions=self.versions(component),
+        )
 
     def migrate(
         self,

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import pydantic
 
 from statemigrate._errors import ExportError, MigrationStepError, StateMigrateError
+from statemigrate._model._compare import counterparts
 from statemigrate._model._migrate import run_plan
 from statemigrate._model._plaindata import copy_plain
 from statemigrate._model._plan import Plan, Step
@@ -474,7 +475,8 @@ def exact_differences(expected: Any, actual: Any, *, limit: int = 5) -> list[str
       ``Decimal("1.10")`` is not ``Decimal("1.1")``);
     - datetimes and times compare their wall-clock fields and their UTC offset, so naive
       is not aware and ``+01:00`` is not ``UTC``; the class of the ``tzinfo`` (a
-      ``datetime.timezone`` or pydantic's own fixed-offset zone) does not count;
+      ``ZoneInfo``, a ``datetime.timezone`` or pydantic's own fixed-offset zone) does not
+      count, in dict keys and set items too;
     - secrets compare their secret values.
 
     Returns:
@@ -516,13 +518,15 @@ def _exact(a: Any, b: Any, where: str, found: list[str], limit: int) -> None:
         for index, (left, right) in enumerate(zip(a, b, strict=True)):
             _exact(left, right, f"{where}[{index}]", found, limit)
     elif isinstance(a, set | frozenset):
-        items_of_b = {item: item for item in b}
+        in_b, in_a = counterparts(b), counterparts(a)
         for item in a:
-            if item not in items_of_b:
+            other = in_b(item, _MISSING)
+            if other is _MISSING:
                 found.append(f"{here}: item {_cut(item)} missing")
             else:
-                _exact(item, items_of_b[item], f"{where}{{{item!r}}}", found, limit)
-        found.extend(f"{here}: unexpected item {_cut(item)}" for item in b if item not in a)
+                _exact(item, other, f"{where}{{{item!r}}}", found, limit)
+        unexpected = [item for item in b if in_a(item, _MISSING) is _MISSING]
+        found.extend(f"{here}: unexpected item {_cut(item)}" for item in unexpected)
         del found[limit:]
     elif not _same_leaf(a, b):
         found.append(f"{here}: expected {_cut(a)}, got {_cut(b)}")
@@ -533,13 +537,13 @@ def _exact_mapping(
 ) -> None:
     # Keys are looked up by equality and then compared exactly, so {1: x} and {True: x}
     # (equal keys of different types) are told apart.
-    keys_of_b = {key: key for key in b}
+    in_b, in_a = counterparts(b), counterparts(a)
     for key in a:
         here = f"{where}[{key!r}]"
-        if key not in keys_of_b:
+        other = in_b(key, _MISSING)
+        if other is _MISSING:
             found.append(f"{here}: expected {_cut(a[key])}, missing")
         else:
-            other = keys_of_b[key]
             before = len(found)
             _exact(key, other, f"{where or '(top level)'} key {key!r}", found, limit)
             if len(found) == before:
@@ -547,7 +551,7 @@ def _exact_mapping(
         if len(found) >= limit:
             return
     for key in b:
-        if key not in a and len(found) < limit:
+        if in_a(key, _MISSING) is _MISSING and len(found) < limit:
             found.append(f"{where}[{key!r}]: unexpected {_cut(b[key])}")
 
 

@@ -21,7 +21,8 @@ Two forms are drawn. The *plain* form (the default) is what steps see. The *stat
 is what a component holds: the validated model, dataclass or dict, whose values go
 beyond plain data wherever the schema lets them, so that a snapshot round trip is
 tested on what services really keep: dicts with int, enum or tuple keys, sets, tuples,
-datetimes with and without a zone, decimals, secrets, instances of a model's
+datetimes with and without a zone (fixed offsets, and ``ZoneInfo`` zones with their
+daylight-saving changeover hours), decimals, secrets, instances of a model's
 subclasses in a field typed as the model (the schema's own type is drawn as itself:
 its subclasses are often its later versions), ``Any`` fields holding datetimes and tuples,
 extra fields of ``extra="allow"`` models, and, now and then, integers beyond 64 bits
@@ -37,8 +38,10 @@ examples per step cheap.
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 import pathlib
+import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
@@ -241,6 +244,60 @@ def _with_surrogate(low: int, high: int | None) -> st.SearchStrategy[str]:
     return st.tuples(st.text(max_size=room), _SURROGATES, st.text(max_size=room)).map(
         lambda parts: parts[0] + parts[1] + parts[2]
     ).filter(lambda text: low <= len(text) and (high is None or len(text) <= high))
+
+
+_NAMED_ZONES = ("America/New_York", "Europe/London", "Australia/Lord_Howe")
+"""Zones with daylight saving, Lord Howe's a changeover of half an hour."""
+
+_NAMED_ZONE_YEARS = (datetime.datetime(1990, 1, 1), datetime.datetime(2100, 1, 1))
+"""The wall times drawn under a named zone: from 1990, where each of them has had
+offsets of whole minutes for decades (their local mean times had seconds)."""
+
+
+@functools.cache
+def _named_zones() -> list[zoneinfo.ZoneInfo]:
+    """The named zones this machine's time zone database holds (none without one)."""
+    found = []
+    for name in _NAMED_ZONES:
+        try:
+            found.append(zoneinfo.ZoneInfo(name))
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            continue
+    return found
+
+
+_CHANGEOVER_YEARS = (2024, 2046)  # one by the zone's table, one past it (its rule)
+
+
+@functools.cache
+def _changeover_times() -> tuple[datetime.datetime, ...]:
+    """Wall times each named zone skips or repeats in :data:`_CHANGEOVER_YEARS`, at
+    quarter hours: where a datetime's UTC offset depends on its fold (PEP 495)."""
+    found = []
+    for zone in _named_zones():
+        for year in _CHANGEOVER_YEARS:
+            noon = datetime.datetime(year, 1, 1, 12, tzinfo=zone)
+            for _ in range(366):
+                following = noon + datetime.timedelta(days=1)
+                if following.utcoffset() != noon.utcoffset():
+                    for quarter in range(96):
+                        wall = noon + datetime.timedelta(minutes=15 * quarter)
+                        if wall.utcoffset() != wall.replace(fold=1).utcoffset():
+                            found.append(wall)
+                noon = following
+    return tuple(found)
+
+
+def _pick(index: int, *choices: datetime.datetime) -> datetime.datetime:
+    return choices[index]
+
+
+def _in_changeover(
+    wall: datetime.datetime, *, fold: int, seconds: int, microsecond: int
+) -> datetime.datetime:
+    """``wall`` moved on within its quarter hour, with ``fold``."""
+    moved = wall + datetime.timedelta(seconds=seconds)
+    return moved.replace(fold=fold, microsecond=microsecond)
 
 
 def _zones(constraint: object) -> st.SearchStrategy[datetime.tzinfo | None]:
@@ -472,7 +529,24 @@ class _Builder:
         )
 
     def _datetime(self, node: Node) -> st.SearchStrategy[datetime.datetime]:
-        return st.datetimes(timezones=_zones(node.get("tz_constraint")))
+        constraint = node.get("tz_constraint")
+        fixed = st.datetimes(timezones=_zones(constraint))
+        zones = _named_zones() if constraint in (None, "aware") else []
+        if not zones:
+            return fixed
+        named = st.datetimes(*_NAMED_ZONE_YEARS, timezones=st.sampled_from(zones))
+        # hypothesis meets a changeover now and then only: these are all in one, the
+        # skipped hour or the repeated one with either fold.
+        changeovers = st.builds(
+            _in_changeover,
+            st.sampled_from(_changeover_times()),
+            fold=st.integers(0, 1),
+            seconds=st.integers(0, 15 * 60 - 1),
+            microsecond=st.integers(0, 999_999),
+        )
+        # All three drawn, one picked: the pick shrinks to the fixed offsets while the
+        # draws stay valid, where a one_of's shrinker often cannot leave its branch.
+        return st.builds(_pick, st.integers(0, 2), fixed, named, changeovers)
 
     # --- containers ---
 

@@ -749,6 +749,15 @@ def test_plan_and_graph_from_the_configured_migrations(
         (["plan", "nosuch", "--from", "1", "--to", "2", *REGISTRY], ("unknown component",)),
         (["graph", "nosuch", *REGISTRY], ("unknown component 'nosuch'", "kvcache")),
         (["plan", "kvcache", "--from", "1", "--to", "9", *REGISTRY], ("no migration path",)),
+        # Before, an unregistered version read 'registered steps: ...', naming neither.
+        (
+            ["plan", "kvcache", "--from", "1", "--to", "9", *REGISTRY],
+            ("version 9 is not registered; registered versions: 1, 2, 3",),
+        ),
+        (
+            ["plan", "kvcache", "--from", "0", "--to", "2", *REGISTRY],
+            ("version 0 is not registered; registered versions: 1, 2, 3",),
+        ),
         (["plan", "kvcache", "--from", "1", "--to", "2"], ("unknown component", "none")),
         (["graph", "kvcache", "--registry", "no_such_module_x:r"], ("cannot import",)),
         (["graph", "kvcache", "--registry", "statemigrate:nothing"], ("no attribute",)),
@@ -879,6 +888,20 @@ def test_migrate_refuses_a_lossy_step_and_leaves_no_file(
     assert_one_error_line(result, "downgrade_3_to_1", "--allow-lossy", "loses data")
     assert list(target.iterdir()) == []
     assert result.out == ""
+
+
+def test_migrate_to_an_unregistered_version_names_it_and_leaves_no_file(
+    made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: 'no migration path ...; registered steps: 1->2, ...', the version unnamed."""
+    out = tmp_path / "v7.smsnap"
+    result = run(capsys, "migrate", str(made.plain), "-o", str(out), "--to", "kvcache=7", *REGISTRY)
+    line = assert_one_error_line(result, "kvcache")
+    assert line.endswith(
+        "no migration path for 'kvcache' from version 3 to 7: version 7 is not registered;"
+        " registered versions: 1, 2, 3"
+    )
+    assert not out.exists() and result.out == ""
 
 
 def test_inspect_shows_a_delta_and_its_base(capsys: pytest.CaptureFixture[str]) -> None:

@@ -66,6 +66,26 @@ def test_unreachable_version_lists_every_edge() -> None:
     assert "1->2, 2->1, 3->4" in str(err)
 
 
+def test_a_version_nothing_registers_is_named_with_those_that_are() -> None:
+    """Given the schema versions, the error names the version no schema or step knows.
+    Before, it listed the steps only ('registered steps: none')."""
+    graph = steps_of([(1, 2), (2, 1)])
+    with pytest.raises(NoMigrationPathError) as info:
+        plan_path("c", graph, 1, 7, versions=[1, 2, 3])
+    err = info.value
+    assert (err.unknown, err.versions) == ([7], [1, 2, 3])
+    assert str(err) == (
+        "no migration path for 'c' from version 1 to 7: version 7 is not registered;"
+        " registered versions: 1, 2, 3"
+    )
+    with pytest.raises(NoMigrationPathError) as info:
+        plan_path("c", [], 9, 0, versions=[1])
+    assert str(info.value).endswith("versions 0 and 9 are not registered; registered versions: 1")
+    with pytest.raises(NoMigrationPathError) as info:  # both known: the steps, as before
+        plan_path("c", graph, 1, 3, versions=[1, 2, 3])
+    assert info.value.unknown == [] and str(info.value).endswith("registered steps: 1->2, 2->1")
+
+
 def test_only_lossy_path_is_refused_and_named() -> None:
     graph = steps_of([(2, 1), (1, 2)], lossy=[(2, 1)])
     with pytest.raises(LossyMigrationError) as info:

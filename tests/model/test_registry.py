@@ -188,6 +188,7 @@ def test_plan_through_the_registry() -> None:
     with pytest.raises(NoMigrationPathError) as info:
         reg.plan("cache", 1, 5)
     assert info.value.edges == [(1, 2), (2, 1)]
+    assert str(info.value).endswith("version 5 is not registered; registered versions: 1, 2")
 
 
 def test_check_accepts_a_complete_graph() -> None:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tomllib
 import uuid
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal, NotRequired, cast
 
@@ -950,3 +951,56 @@ def test_the_reference_record_steps_pass_the_record_check() -> None:
     assert checks and all(step.records for step in REFERENCE.steps("kvcache"))
     for check in checks:
         assert check.run(max_examples=30).ok, check.id
+
+
+# --- datetimes under a named zone -------------------------------------------------------
+
+
+class Meeting(BaseModel):
+    at: datetime.datetime
+    by_start: dict[datetime.datetime, int] = {}
+
+
+def in_a_changeover_hour(value: datetime.datetime) -> bool:
+    """A wall time its zone skips or repeats: its offset depends on its fold (PEP 495)."""
+    other = value.replace(fold=1 - value.fold)
+    return value.tzinfo is not None and value.utcoffset() != other.utcoffset()
+
+
+def test_states_draw_zone_datetimes_in_changeover_hours() -> None:
+    """Before, the strategies drew fixed offsets only, so a schema holding ZoneInfo times
+    passed its check while every snapshot in a changeover hour was refused."""
+    registry = Registry()
+    registry.add_schema("meeting", 1, Meeting)
+    drawn: list[datetime.datetime] = []
+
+    # Enough draws, whatever the profile, to meet both sides of a repeated hour.
+    @settings(max_examples=400, database=None, derandomize=True)
+    @given(states(registry, "meeting", 1, form="state"))
+    def draw(state: Meeting) -> None:
+        drawn.append(state.at)
+
+    draw()
+    changeovers = [at for at in drawn if in_a_changeover_hour(at)]
+    assert {at.fold for at in changeovers} == {0, 1}
+    assert all(isinstance(at.tzinfo, zoneinfo.ZoneInfo) for at in changeovers)
+
+
+def test_the_snapshot_check_passes_on_zone_datetimes() -> None:
+    """They restore as the same wall time and offset, under a fixed offset."""
+    registry = Registry()
+    registry.add_schema("meeting", 1, Meeting)
+    (result,) = check_migrations(registry, max_examples=300).results
+    assert result.ok and not result.note
+
+
+def test_exact_comparison_matches_a_changeover_key_by_its_moment() -> None:
+    """A ZoneInfo key in a repeated hour is equal (==) to no fixed-offset key, not even
+    the one with the same wall time and offset: before, it was reported missing."""
+    zone = zoneinfo.ZoneInfo("America/New_York")
+    when = datetime.datetime(2024, 11, 3, 1, 30, fold=1, tzinfo=zone)
+    back = when.replace(tzinfo=datetime.timezone(datetime.timedelta(hours=-5)), fold=0)
+    assert exact_differences({when: 1}, {back: 1}) == []
+    assert exact_differences({when}, {back}) == []
+    earlier = back.replace(tzinfo=datetime.timezone(datetime.timedelta(hours=-4)))
+    assert exact_differences({when: 1}, {earlier: 1}) != []
