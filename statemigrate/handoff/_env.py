@@ -203,11 +203,24 @@ def take_environ(environ: MutableMapping[str, str] | None = None) -> NamedFds | 
         raise HandoffError("inherit", f"{FDS_VAR} is set but {PARENT_PID_VAR} is not")
     parent_pid = parse_pid(PARENT_PID_VAR, parent_text, stage="inherit")
     if parent_pid != os.getppid():
-        raise HandoffError(
-            "inherit",
-            f"descriptors were named by pid {parent_pid}, but our parent is pid {os.getppid()}",
-        )
+        raise HandoffError("inherit", _orphaned(parent_pid))
     return NamedFds(fds=parse_fds(text), parent_pid=parent_pid)
+
+
+def _orphaned(parent_pid: int) -> str:
+    """Why descriptors named by ``parent_pid`` are not ours to take: most often that
+    process died before the handoff, and this one was handed to another parent."""
+    try:
+        os.kill(parent_pid, 0)
+    except ProcessLookupError:
+        return (
+            f"descriptors were named by pid {parent_pid}, the process that started this"
+            f" one, which is no longer running (it died before the handoff); our parent"
+            f" is now pid {os.getppid()}"
+        )
+    except PermissionError:
+        pass  # it runs, as another user: a stranger's variables
+    return f"descriptors were named by pid {parent_pid}, but our parent is pid {os.getppid()}"
 
 
 def started_by_handoff() -> bool:

@@ -4,6 +4,8 @@ receive_handoff() refuses malformed values without touching a descriptor."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
@@ -131,6 +133,18 @@ def test_take_environ_refuses_names_meant_for_another_process():
         take_environ(env)
     assert caught.value.stage == "inherit"
     assert env == {}  # unset all the same: they must not reach our children
+
+
+def test_names_from_a_process_that_died_say_it_died() -> None:
+    """The usual reason for a parent that is not ours: the old process was killed
+    before the handoff, and this one was handed to another parent."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: its pid names no process now
+    env = {FDS_VAR: "http=5", PARENT_PID_VAR: str(child.pid)}
+    with pytest.raises(HandoffError, match="which is no longer running") as caught:
+        take_environ(env)
+    assert f"named by pid {child.pid}, the process that started this one" in str(caught.value)
+    assert f"our parent is now pid {os.getppid()}" in str(caught.value)
 
 
 def test_take_environ_needs_the_parent_pid():
