@@ -74,6 +74,10 @@ _WAITING_FOR_STATE = 0.05
 attempt costs a status check, and the first checkpoint of a state just taken over
 should not wait a whole interval."""
 
+_OVERRUNS = 2
+"""Checkpoints in a row over ``every`` before the log warns that they run back to back:
+one alone is the full base after a start or a take-over, whose deltas are fast."""
+
 
 @contextmanager
 def _summaries_quiet() -> Iterator[None]:
@@ -245,6 +249,7 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
         self._mode: Literal["thread", "loop"] | None = None
         self._warned_slow = False
+        self._overruns: list[float] = []  # seconds of the checkpoints in a row over every
         self._waiting_logged: str | None = None  # the status last said to hold it back
         self._state_pending = False  # the last attempt found the service without its state
         self._final = False  # the checkpoint under way is the final one
@@ -628,7 +633,7 @@ class Checkpointer:
 
     def _next_after(self, report: CheckpointReport, seconds: float) -> float:
         """Seconds until the next checkpoint, ``every`` after this one began; warn once
-        when checkpoints take longer than that (writers would be held back to back).
+        when checkpoints keep taking longer than that (:meth:`_note_overrun`).
 
         Until the service owns its state, the next attempt comes soon instead, so that
         a state that arrives (a take-over, a restore) is committed at once rather than
@@ -636,17 +641,46 @@ class Checkpointer:
         """
         if report.skipped and self._state_pending:
             return min(self.every, _WAITING_FOR_STATE)
-        if seconds > self.every and not self._warned_slow:
-            self._warned_slow = True
-            logger.warning(
-                "a checkpoint of %s took %.2f s, more than every=%g s: checkpoints now run"
-                " back to back, holding the writers %.2f s each; raise every",
-                self.service.name,
-                seconds,
-                self.every,
-                report.pause_seconds,
-            )
+        self._note_overrun(report, seconds)
         return max(0.0, self.every - seconds)
+
+    def _note_overrun(self, report: CheckpointReport, seconds: float) -> None:
+        """Warn, once, when :data:`_OVERRUNS` checkpoints in a row took longer than
+        ``every``: they then run back to back. One slow checkpoint among fast ones is
+        no reason to change anything: the first checkpoint after a start or a
+        take-over is a full snapshot (an incremental chain's base) while the deltas
+        after it take milliseconds. The advice follows what ran over."""
+        if seconds <= self.every:
+            self._overruns.clear()
+            return
+        self._overruns.append(seconds)
+        if len(self._overruns) < _OVERRUNS or self._warned_slow:
+            return
+        self._warned_slow = True
+        slowest = max(self._overruns)
+        committed = report.committed
+        if not self._taker.incremental:
+            advice = (
+                f"checkpoint incrementally (incremental=True: a checkpoint then takes only"
+                f" what changed) or raise every above {slowest:.2g} s"
+            )
+        elif committed is not None and committed.snapshot.chain == 1:
+            advice = (
+                "each is a new full base, as the changes outgrow the chain's bounds: raise"
+                f" every above {slowest:.2g} s or max_delta_ratio"
+            )
+        else:
+            advice = f"raise every above {slowest:.2g} s"
+        logger.warning(
+            "%d checkpoints of %s in a row took longer than every=%g s (%s): checkpoints"
+            " now run back to back, holding the writers %.2f s each; %s",
+            len(self._overruns),
+            self.service.name,
+            self.every,
+            ", ".join(f"{s:.2f} s" for s in self._overruns),
+            report.pause_seconds,
+            advice,
+        )
 
     def _retry_after(self, exc: Exception) -> float:
         delay = retry_delay(self.every, self.failures, self.max_backoff)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import xxhash
@@ -38,6 +39,9 @@ FullWriter = Callable[[str, int], EncodedSnapshot]
 """Writes the full snapshot of every component with the given id and generation."""
 DeltaWriter = Callable[[Sequence[SectionInput], str, int, DeltaBase], EncodedSnapshot]
 """Encodes delta sections with the given id, generation and base."""
+DeltaTaken = Callable[[EncodedSnapshot, float], None]
+"""Told of each delta written and the seconds it took (taking the changes included),
+to report it as a snapshot taken; a full snapshot is reported by its writer."""
 
 
 class PreCopySource:
@@ -60,6 +64,7 @@ class PreCopySource:
         write_full: FullWriter,
         write_delta: DeltaWriter,
         check: bool = False,
+        delta_taken: DeltaTaken | None = None,
     ) -> None:
         self._entries = list(entries)
         self._check = check  # plain states validated deep: the pieces are committed
@@ -68,6 +73,7 @@ class PreCopySource:
         self._reserve = reserve
         self._write_full = write_full
         self._write_delta = write_delta
+        self._delta_taken = delta_taken
         self._changes: list[ComponentChanges | None] = []
         self._round0: DeltaBase | None = None
         self._last: DeltaBase | None = None
@@ -220,6 +226,7 @@ class PreCopySource:
             raise ConfigurationError("precopy", f"no delta can be written: {reason}")
         base = self._last
         assert base is not None
+        started = time.perf_counter()
         try:
             taken = []
             for changes in self._changes:
@@ -235,6 +242,8 @@ class PreCopySource:
             self._broken = f"a delta failed ({type(exc).__name__}: {exc})"
             raise
         self._last = identity
+        if self._delta_taken is not None:
+            self._delta_taken(encoded, time.perf_counter() - started)
         return encoded
 
     def close(self) -> None:

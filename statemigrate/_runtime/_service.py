@@ -360,6 +360,7 @@ class Service:
             write_full=write_full,
             write_delta=write_delta,
             check=check,
+            delta_taken=self._record_delta,
         )
 
     def _reserve_generation(self) -> int:
@@ -384,6 +385,13 @@ class Service:
     def _record_snapshot(self, report: SnapshotReport, seconds: float) -> None:
         """Report a snapshot taken to the metrics and traces."""
         record_snapshot(self.name, self._generation, report, seconds)
+
+    def _record_delta(self, encoded: EncodedSnapshot, seconds: float) -> None:
+        """Report a delta taken (an incremental checkpoint's, a pre-copy round's) as a
+        snapshot taken; a full snapshot is reported by :meth:`_snapshot`."""
+        report = SnapshotReport.of(encoded.header, encoded.size, encoded.timings)
+        logger.debug("%s", report.summary())
+        record_snapshot(self.name, encoded.header.generation, report, seconds)
 
     def commit(
         self,

@@ -40,6 +40,7 @@ import os
 import re
 import secrets
 import stat
+import threading
 from collections.abc import Iterable
 from typing import Literal
 
@@ -103,7 +104,11 @@ class TmpfsStore(Closing):
     commits take turns under an ``flock``. Readers take no lock.
 
     The store holds one descriptor of its directory until :meth:`close` (or the end of
-    a ``with`` block).
+    a ``with`` block). When that directory is removed (``rm -rf`` by a clean-up script),
+    the next commit or read notices (the directory held has no name any more),
+    re-creates the directory, or opens the one re-created in its place, with the checks
+    made here (never through a symbolic link), and logs a warning; the snapshots the
+    removed directory held are lost.
 
     Args:
         directory: where the snapshots live. Created with mode 0700 if missing (its
@@ -145,6 +150,7 @@ class TmpfsStore(Closing):
             self._auto and os.path.isdir("/proc/self/fd")
         )
         self._dir_fd = open_private_directory(self._path)
+        self._reopening = threading.Lock()
         self.orphans_removed = self._remove_orphans()
 
     # -- public API ----------------------------------------------------------------
@@ -177,14 +183,15 @@ class TmpfsStore(Closing):
             StoreError: naming the operation that failed and its errno. Nothing was
                 published: ``open()`` returns what it returned before (the message
                 says otherwise in the one case where only the final directory fsync
-                failed, after the new snapshot got its name). No temporary file is
+                failed, after the new snapshot got its name). When the directory was
+                removed and cannot be re-created safely, the message says so. No temporary file is
                 left, except in named mode when removing it failed too.
             TypeError: ``data`` holds something that is not bytes-like.
         """
         self._require_open("commit")
         progress = _Progress()
         try:
-            lock_fd = self._lock()
+            lock_fd = self._lock_fresh()
             try:
                 size = self._commit_anonymous(data, progress) if self._anonymous else None
                 if size is None:
@@ -195,6 +202,14 @@ class TmpfsStore(Closing):
             _syscalls.close(lock_fd, where=self._where(LOCK))  # releases the lock
         except StoreError as exc:
             if not progress.published:
+                if self._directory_removed():
+                    raise StoreError(
+                        exc.op,
+                        exc.target,
+                        f"{exc.detail}; the directory {self._path} was removed during the"
+                        " commit; the next commit re-creates it",
+                        errno=exc.errno,
+                    ) from (exc.__cause__ or exc)
                 raise
             raise StoreError(
                 exc.op,
@@ -210,10 +225,12 @@ class TmpfsStore(Closing):
         the same file, or a newer one.
 
         Raises:
-            StoreError: the stat failed otherwise than with ENOENT.
+            StoreError: the stat failed otherwise than with ENOENT, or the directory
+                was removed and cannot be re-created (see the class docstring).
         """
         if not (isinstance(ref, TmpfsRef) and ref.store is self):
             return False
+        self._reopen_if_removed()
         where = self._where(CURRENT)
         try:
             st = _syscalls.lstat_at(CURRENT, dir_fd=self._dir_fd, where=where)
@@ -247,6 +264,7 @@ class TmpfsStore(Closing):
             raise StoreError(
                 "open", ref.describe(), f"is not a snapshot of the store in {self._path}"
             )
+        self._reopen_if_removed()
         try:
             return self._read(CURRENT)
         except StoreError as exc:
@@ -268,6 +286,7 @@ class TmpfsStore(Closing):
             StoreError: there is none (``errno`` ENOENT), or it is not safe to read.
         """
         self._require_open("open")
+        self._reopen_if_removed()
         try:
             return self._read(PREVIOUS)
         except StoreError as exc:
@@ -295,7 +314,7 @@ class TmpfsStore(Closing):
             StoreError: as :meth:`commit`; no temporary file is left.
         """
         self._require_open("keep")
-        lock_fd = self._lock()
+        lock_fd = self._lock_fresh()
         try:
             self._commit_named(data, _Progress(), target=UNRESTORED)
         finally:
@@ -304,7 +323,9 @@ class TmpfsStore(Closing):
 
     def close(self) -> None:
         """Close the directory descriptor. Idempotent."""
-        fd, self._dir_fd = self._dir_fd, -1
+        # Not while a re-open swaps the descriptor (see _reopen_if_removed).
+        with self._reopening:
+            fd, self._dir_fd = self._dir_fd, -1
         if fd >= 0:
             os.close(fd)
 
@@ -399,6 +420,78 @@ class TmpfsStore(Closing):
 
     def _temp_name(self) -> str:
         return f".tmp.{os.getpid()}.{secrets.token_hex(8)}"
+
+    # -- the directory, removed behind the store's back ------------------------------
+
+    def _directory_removed(self) -> bool:
+        """Whether the directory this store holds has no name any more (``rm -rf``):
+        a directory removed while open keeps no link, and nothing can be created in it."""
+        fd = self._dir_fd
+        if fd < 0:
+            return False
+        # os.fstat, not _syscalls.fstat: a question, not a step of the protocol that the
+        # failpoint tests count and fail; an error here leaves the answer to the
+        # operation that follows.
+        try:
+            return os.fstat(fd).st_nlink == 0
+        except OSError:
+            return False
+
+    def _reopen_if_removed(self) -> None:
+        """Re-create (or open, if someone re-created it) the directory when the one
+        held was removed, with the checks the store made when it was opened: created
+        0700, opened ``O_DIRECTORY|O_NOFOLLOW`` (a symbolic link planted at the path is
+        refused, never followed), ours, private.
+
+        The new descriptor takes the old one's number (``dup2``), so an operation of
+        another thread uses either the old directory or the new one, never a
+        descriptor closed under it or reused for another file.
+
+        Raises:
+            StoreError: the directory was removed and cannot be re-created or opened
+                safely; the message says both.
+        """
+        if not self._directory_removed():
+            return
+        with self._reopening:
+            if self._dir_fd < 0 or not self._directory_removed():
+                return  # closed, or another thread re-opened it first
+            try:
+                fd = open_private_directory(self._path)
+            except StoreError as exc:
+                raise StoreError(
+                    exc.op,
+                    exc.target,
+                    f"the store's directory was removed, and re-creating it failed: {exc.detail}",
+                    errno=exc.errno,
+                ) from (exc.__cause__ or exc)
+            try:
+                os.dup2(fd, self._dir_fd, inheritable=False)
+            except OSError as exc:
+                raise StoreError(
+                    "open", self._path, "the store's directory was removed, and re-opening"
+                    f" it failed: {exc.strerror}", errno=exc.errno
+                ) from exc
+            finally:
+                os.close(fd)
+        _log.warning(
+            "%s: the snapshot directory was removed while the store held it; re-opened it"
+            " (re-created 0700 if missing) and commits go there; the snapshots it held are"
+            " gone",
+            self._path,
+        )
+
+    def _lock_fresh(self) -> int:
+        """:meth:`_lock`, in a new directory if the one held was removed, also if it
+        is removed between the check and the lock."""
+        self._reopen_if_removed()
+        try:
+            return self._lock()
+        except StoreError as exc:
+            if exc.errno != errno.ENOENT or not self._directory_removed():
+                raise
+        self._reopen_if_removed()
+        return self._lock()
 
     # -- lock and cleanup ----------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from typing import Literal
 
 import pytest
 
@@ -18,6 +19,8 @@ from statemigrate._observe._instruments import (
     enabled,
     use_sink,
 )
+from statemigrate._runtime._checkpointtake import FORK_POSSIBLE
+from statemigrate.reference import KVCacheV1, build_registry
 
 # Every label an instrument may carry; each takes few values (names, versions, phases,
 # outcomes, store kinds). Snapshot ids, keys, pids or paths are never labels.
@@ -139,3 +142,38 @@ def test_a_failed_commit_is_counted_as_failed(sink) -> None:
     with pytest.raises(sm.StoreError):
         sm.Service("observed").commit(Full())  # type: ignore[arg-type]
     assert sink.values("statemigrate_commits_total") == [(1.0, ("observed", "full", "failed"))]
+
+
+@pytest.mark.parametrize("export", ["inline", *(["fork"] if FORK_POSSIBLE else [])])
+def test_every_piece_of_an_incremental_checkpoint_is_a_snapshot_observed(
+    sink, export: Literal["inline", "fork"]
+) -> None:
+    """Incremental checkpoints, bases and deltas alike: the snapshot time observes one
+    snapshot per checkpoint committed, a checkpoint skipped as unchanged observes none,
+    and a pre-copy source's deltas are observed too."""
+    service = sm.Service("observed", registry=build_registry())
+    cache = service.register(KVCacheV1())
+    service.start_cold("a test")
+    checkpointer = sm.Checkpointer(
+        service, sm.MemoryStore(), incremental=True, export=export, max_delta_ratio=100.0
+    )
+    for i in range(400):
+        cache.set(f"key:{i}", "first")
+    chains = []
+    for n in range(6):
+        cache.set(f"key:{n}", f"changed {n}")
+        report = checkpointer.checkpoint_now()
+        assert report.committed is not None
+        chains.append(report.committed.snapshot.chain)
+    assert checkpointer.checkpoint_now().skipped
+    checkpointer.close()
+    assert chains == [1, 2, 3, 4, 5, 6]  # a base, then deltas
+    committed = sink.values("statemigrate_commits_total")
+    assert len(committed) == 6
+    assert len(sink.values("statemigrate_snapshot_duration_seconds")) == 6
+    with service.precopy_source() as source:
+        source.start()
+        source.full()
+        cache.set("key:0", "again")
+        source.delta()
+    assert len(sink.values("statemigrate_snapshot_duration_seconds")) == 8

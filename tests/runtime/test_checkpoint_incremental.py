@@ -443,3 +443,71 @@ def test_a_value_changed_in_place_fails_its_delta_and_the_next_checkpoint_is_a_b
     again.start_from(store)
     assert {key: back.shelves[key] for key in "abc"} == {"a": [1], "b": [1, 2], "c": [3]}
     assert len(back.shelves) == 2003
+
+
+BACK_TO_BACK = "now run back to back"
+
+
+def timed(checkpointer: Checkpointer, ledger: Any, seconds: list[float]) -> list[int]:
+    """Checkpoints after a write each, scheduled as if they had taken ``seconds`` (the
+    durations are given, not measured); returns the chain length each committed."""
+    for i in range(1000):  # enough records that one write makes a delta, not a base
+        ledger.items[f"filler{i}"] = i
+    chains = []
+    for taken in seconds:
+        ledger.write()
+        report = checkpointer.checkpoint_now()
+        assert report.committed is not None
+        chains.append(report.committed.snapshot.chain)
+        checkpointer._next_after(report, taken)
+    return chains
+
+
+def test_a_slow_base_followed_by_fast_deltas_is_not_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first full base after a start or a take-over takes longer than every, the
+    deltas after it milliseconds: nothing runs back to back, so nothing is said,
+    again after a later slow base."""
+    service, ledger = tracked_ledger_service()
+    checkpointer = Checkpointer(
+        service, MemoryStore(), every=1.0, export="inline", incremental=True
+    )
+    chains = timed(checkpointer, ledger, [3.16, 0.003, 0.002, 0.004])
+    assert chains == [1, 2, 3, 4]
+    checkpointer.close()  # the next checkpoint starts a new chain: a slow base again
+    assert timed(checkpointer, ledger, [8.71, 0.003]) == [1, 2]
+    assert BACK_TO_BACK not in caplog.text
+
+
+def test_checkpoints_that_keep_running_over_are_reported_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Negative control of the test above: two slow checkpoints in a row (here a base
+    and a delta) do run back to back, and the log says so once, with every to raise
+    above the slowest."""
+    service, ledger = tracked_ledger_service()
+    checkpointer = Checkpointer(
+        service, MemoryStore(), every=1.0, export="inline", incremental=True
+    )
+    chains = timed(checkpointer, ledger, [3.16, 1.5, 2.0, 0.1, 4.0, 4.0])
+    assert chains[:5] == [1, 2, 3, 4, 5]  # warned at the first delta, not at the base
+    assert caplog.text.count(BACK_TO_BACK) == 1
+    assert "2 checkpoints of ledger-service in a row" in caplog.text
+    assert "raise every above 3.2 s" in caplog.text
+    assert "incremental=True" not in caplog.text
+
+
+def test_the_advice_follows_what_ran_over(caplog: pytest.LogCaptureFixture) -> None:
+    """Full checkpoints running over are told of incremental checkpoints; an
+    incremental chain that is a new base every time, of max_delta_ratio."""
+    service, ledger = tracked_ledger_service()
+    full = Checkpointer(service, MemoryStore(), every=1.0, export="inline")
+    timed(full, ledger, [2.0, 2.0])
+    assert "checkpoint incrementally (incremental=True" in caplog.text
+    caplog.clear()
+    rebased = Checkpointer(
+        service, MemoryStore(), every=1.0, export="inline", incremental=True, max_delta_ratio=1e-9
+    )
+    assert timed(rebased, ledger, [2.0, 2.0]) == [1, 1]
+    assert "each is a new full base" in caplog.text and "max_delta_ratio" in caplog.text

@@ -5,6 +5,7 @@ it behind the store's back (a bucket's lifecycle rule, someone cleaning a direct
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -156,3 +157,18 @@ def test_a_store_that_cannot_be_asked_is_committed_to() -> None:
     assert checkpointer.failures == 1
     store.broken = False
     assert checkpointer.checkpoint_now().reason == "unchanged"
+
+
+def test_checkpoints_go_on_once_the_tmpfs_directory_is_removed(tmp_path: Path) -> None:
+    """rm -rf of a TmpfsStore's directory while the service runs: the next checkpoint
+    (unchanged state or not) commits into a re-created directory, and a restart
+    restores it instead of starting cold."""
+    with TmpfsStore(tmp_path / "store") as store:
+        _, ledger, checkpointer = checkpointed(store)
+        shutil.rmtree(tmp_path / "store")
+        assert checkpointer.checkpoint_now().committed is not None
+        ledger.write()
+        assert checkpointer.checkpoint_now().committed is not None
+        assert checkpointer.failures == 0
+    with TmpfsStore(tmp_path / "store") as restart:
+        assert restored(restart) == state_after(2)

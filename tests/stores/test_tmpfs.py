@@ -405,3 +405,114 @@ def test_an_unsafe_directory_is_refused(base: Path, problem: str) -> None:
     assert str(path) in str(info.value)
     assert open_fds() == fds
     assert os.listdir(target) == []
+
+
+# -- the directory removed while the store holds it -------------------------------------
+
+REMOVED = "the snapshot directory was removed while the store held it"
+
+
+def remove_directory(path: Path) -> None:
+    """What ``rm -rf`` does to the store's directory."""
+    for name in os.listdir(path):
+        os.unlink(path / name)
+    os.rmdir(path)
+
+
+def test_a_removed_directory_is_recreated_by_the_next_commit(
+    base: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """rm -rf of the directory: the next commit re-creates it (0700, ours), commits
+    there, says so once, and a new store on the path opens that snapshot."""
+    path = base / "s"
+    with TmpfsStore(path) as store:
+        store.commit(GOOD)
+        remove_directory(path)
+        with pytest.raises(StoreError) as info:
+            store.open()
+        assert info.value.errno == errno.ENOENT  # what it held is gone
+        store.commit(NEW)
+        st = os.lstat(path)
+        assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
+        assert st.st_uid == os.geteuid()
+        store.commit(GOOD)
+        assert caplog.text.count(REMOVED) == 1
+        assert (store.open(), store.open_previous()) == (GOOD, NEW)
+    with TmpfsStore(path) as again:
+        assert again.open() == GOOD
+
+
+def test_a_directory_recreated_by_someone_else_is_used(base: Path) -> None:
+    """rm -rf then install -d -m 0700 (a deploy script): the store commits into the
+    directory now at the path, not into the removed one it held."""
+    path = base / "s"
+    with TmpfsStore(path) as store:
+        store.commit(GOOD)
+        remove_directory(path)
+        os.mkdir(path, 0o700)
+        store.commit(NEW)
+        assert sorted(os.listdir(path)) == [".lock", "current"]
+        assert (path / "current").read_bytes() == NEW
+
+
+def test_a_removal_between_the_check_and_the_lock_is_caught(base: Path) -> None:
+    """The directory is removed after the commit checked it, before it takes the lock:
+    the lock's ENOENT is recognised and the commit goes to a re-created directory."""
+    path = base / "s"
+    with TmpfsStore(path) as store:
+        lock = store._lock
+        calls: list[int] = []
+
+        def removed_first() -> int:
+            if not calls:
+                remove_directory(path)
+            calls.append(1)
+            return lock()
+
+        store._lock = removed_first  # type: ignore[method-assign]
+        store.commit(NEW)
+        assert len(calls) == 2
+        assert (path / "current").read_bytes() == NEW
+
+
+def test_a_symlink_planted_at_a_removed_directory_is_not_followed(base: Path) -> None:
+    """The directory removed and a symbolic link to another directory of ours put in
+    its place: the commit is refused, saying the directory was removed, and nothing is
+    written through the link."""
+    path, elsewhere = base / "s", base / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    with TmpfsStore(path) as store:
+        store.commit(GOOD)
+        remove_directory(path)
+        path.symlink_to(elsewhere)
+        with pytest.raises(StoreError, match="directory was removed") as info:
+            store.commit(NEW)
+        assert "symbolic link" in str(info.value)
+        assert os.listdir(elsewhere) == []
+
+
+def test_a_directory_of_another_mode_in_its_place_is_refused(base: Path) -> None:
+    """A directory open to others re-created at the path: refused as at open, saying
+    the store's directory was removed."""
+    path = base / "s"
+    with TmpfsStore(path) as store:
+        remove_directory(path)
+        os.mkdir(path)
+        os.chmod(path, 0o777)
+        with pytest.raises(StoreError, match="directory was removed.*0o777"):
+            store.commit(NEW)
+        assert os.listdir(path) == []
+
+
+def test_the_removal_check_can_fail(base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Negative control: a store that does not notice the removal keeps failing with
+    ENOENT, as before the fix, so the tests above can tell."""
+    monkeypatch.setattr(TmpfsStore, "_directory_removed", lambda self: False)
+    path = base / "s"
+    with TmpfsStore(path) as store:
+        remove_directory(path)
+        os.mkdir(path, 0o700)
+        for _ in range(2):
+            with pytest.raises(StoreError) as info:
+                store.commit(NEW)
+            assert info.value.errno == errno.ENOENT
