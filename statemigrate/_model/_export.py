@@ -577,7 +577,8 @@ class _Compiler:
             for kind, choice in zip(kinds, choices, strict=True)
         )
         exact = scalars and len(set(kinds)) == len(kinds)
-        check_int_text = self._int_text_check(schema, exact=exact)
+        validate_union = self._union_validator(schema)
+        check_int_text = _int_text_check(validate_union, exact=exact)
 
         def convert(value: Any) -> Any:
             refused: NotExportable | None = None
@@ -595,54 +596,36 @@ class _Compiler:
                     return out
             if refused is not None:
                 raise refused
-            return by_value(value)
+            out = by_value(value)
+            if exact:
+                # No member took it (a state never validated: None, a str, a tuple), and
+                # nothing validates this union's export back: the union itself decides.
+                _check_no_member(validate_union, value, out)
+            return out
 
         return Node(convert, scalars, exact)
 
-    def _int_text_check(
-        self, schema: Mapping[str, Any], *, exact: bool
-    ) -> Callable[[int, str], None]:
-        """Refuse an int past 64 bits that a union would not read back from its text.
-
-        Such an int is written as its decimal text, which is no longer of the int
-        member's own kind: lax validation may give it to a ``str``, ``float``, ``bytes``
-        or ``Decimal`` member instead. So the text is validated back with the union
-        (its definitions and its record's config in force, as a restore validates it)
-        and must come back as the same int. The validator is built on first use: most
-        unions never see such an int.
-        """
+    def _union_validator(self, schema: Mapping[str, Any]) -> Callable[[Any], Any]:
+        """Lax validation with the union alone (its definitions and its record's config
+        in force, as a restore validates it). Built on first use: most unions never
+        need it."""
         union = {key: value for key, value in schema.items() if key != "ref"}
         definitions = self._definitions  # complete by the time a state is exported
         config = dict(self._config)
         built: list[pydantic_core.SchemaValidator] = []
 
-        def check(value: int, text: str) -> None:
-            shown = text if len(text) <= 40 else f"{text[:37]}..."
-            held = f"the integer {shown} does not fit in 64 bits, so a snapshot holds its text;"
-            try:
-                if not built:
-                    refs = list(definitions.values())
-                    whole = (
-                        {"type": "definitions", "schema": union, "definitions": refs}
-                        if refs
-                        else union
-                    )
-                    built.append(pydantic_core.SchemaValidator(whole, config=config))  # type: ignore[arg-type]
-                again = built[0].validate_python(text, strict=False)
-            except pydantic_core.ValidationError as exc:
-                reason = exc.errors(include_url=False, include_input=False)[0]["msg"]
-                raise fail(f"{held} this union does not take that text back: {reason}") from None
-            except Exception:
-                if exact:
-                    raise fail(f"{held} whether this union reads it back cannot be told") from None
-                return  # the whole export is validated back: that check decides
-            if type(again) is not int or again != value:
-                raise fail(
-                    f"{held} this union reads that text back as a {kind_of(again)}"
-                    f" ({again!r:.40}), not an int; keep it within 64 bits or type it int alone"
+        def validate(value: Any) -> Any:
+            if not built:
+                refs = list(definitions.values())
+                whole = (
+                    {"type": "definitions", "schema": union, "definitions": refs}
+                    if refs
+                    else union
                 )
+                built.append(pydantic_core.SchemaValidator(whole, config=config))  # type: ignore[arg-type]
+            return built[0].validate_python(value, strict=False)
 
-        return check
+        return validate
 
     def _on_lax_or_strict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         known = _known_class(_instance_class(schema.get("strict_schema", {})))
@@ -843,6 +826,51 @@ def _describe(schema: Mapping[str, Any]) -> str:
     if isinstance(found, type):
         return found.__qualname__
     return str(schema.get("type"))
+
+
+def _int_text_check(
+    validate_union: Callable[[Any], Any], *, exact: bool
+) -> Callable[[int, str], None]:
+    """Refuse an int past 64 bits that a union would not read back from its text.
+
+    Such an int is written as its decimal text, which is no longer of the int member's
+    own kind: lax validation may give it to a ``str``, ``float``, ``bytes`` or
+    ``Decimal`` member instead. So the text is validated back with the union and must
+    come back as the same int.
+    """
+
+    def check(value: int, text: str) -> None:
+        shown = text if len(text) <= 40 else f"{text[:37]}..."
+        held = f"the integer {shown} does not fit in 64 bits, so a snapshot holds its text;"
+        try:
+            again = validate_union(text)
+        except pydantic_core.ValidationError as exc:
+            reason = exc.errors(include_url=False, include_input=False)[0]["msg"]
+            raise fail(f"{held} this union does not take that text back: {reason}") from None
+        except Exception:
+            if exact:
+                raise fail(f"{held} whether this union reads it back cannot be told") from None
+            return  # the whole export is validated back: that check decides
+        if type(again) is not int or again != value:
+            raise fail(
+                f"{held} this union reads that text back as a {kind_of(again)}"
+                f" ({again!r:.40}), not an int; keep it within 64 bits or type it int alone"
+            )
+
+    return check
+
+
+def _check_no_member(validate_union: Callable[[Any], Any], value: Any, out: Any) -> None:
+    """Refuse a value no member of a union of plain scalars took, unless the union
+    validates what is written for it: then a restore gives what validating the state
+    gives, as for any value validation converts."""
+    try:
+        validate_union(out)
+    except pydantic_core.ValidationError as exc:
+        reason = exc.errors(include_url=False, include_input=False)[0]["msg"]
+        raise fail(f"a {kind_of(value)} fits no member of this union: {reason}") from None
+    except Exception:
+        raise fail(f"a {kind_of(value)} fits no member of this union") from None
 
 
 def _without_default(fields: Mapping[str, Mapping[str, Any]]) -> frozenset[str]:

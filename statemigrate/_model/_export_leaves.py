@@ -137,7 +137,10 @@ def to_float(value: Any) -> Any:
     if type(value) is float:
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int past the largest float: validation refuses it too
+            raise fail("an integer too large for a float, where a float is declared") from None
     raise fail(f"expected a float, found {kind_of(value)}")
 
 

@@ -26,6 +26,7 @@ import pydantic_core
 __all__ = [
     "INT_MAX",
     "INT_MIN",
+    "MAX_NESTING",
     "copy_plain",
     "find_not_plain",
     "is_plain",
@@ -82,6 +83,12 @@ def is_plain(value: object) -> bool:
     return True
 
 
+MAX_NESTING = 1024
+"""The most levels of maps and lists a snapshot holds. The C unpacker refuses nesting
+past this depth; the pure-Python fallback stops earlier, near the interpreter's
+recursion limit (about 990 levels by default)."""
+
+
 def find_not_plain(
     value: object, *, buffers: bool = True
 ) -> tuple[list[object], str] | None:
@@ -98,6 +105,13 @@ def find_not_plain(
     while stack:
         item, path = stack.pop()
         kind = type(item)
+        if len(path) >= MAX_NESTING and kind in (dict, list):
+            # Deeper than any snapshot holds, or a container that holds itself: a walk
+            # of it would never end.
+            return path, (
+                f"containers nested deeper than {MAX_NESTING} levels (or a map or list"
+                " that holds itself)"
+            )
         if kind is dict:
             assert isinstance(item, dict)
             for key, sub in item.items():

@@ -39,7 +39,7 @@ import ormsgpack
 import zstandard
 
 from statemigrate._errors import SnapshotError, SnapshotErrorKind
-from statemigrate._model._plaindata import find_not_plain
+from statemigrate._model._plaindata import MAX_NESTING, find_not_plain
 from statemigrate._model._typed import TypedForm
 
 __all__ = [
@@ -76,9 +76,6 @@ most the chunk size. Bigger windows cost decoder memory, so they are refused."""
 
 _MAX_WINDOW_LOG = MAX_WINDOW_SIZE.bit_length() - 1
 
-MAX_NESTING = 1024
-"""The C unpacker refuses nesting past this depth; the pure-Python fallback stops
-earlier, near the interpreter's recursion limit (about 990 levels by default)."""
 
 CONTAINER_ALLOWANCE = 16_384
 """Containers any payload may hold on top of one per two bytes.

@@ -279,9 +279,12 @@ class _ReaderCheck:
     def __init__(self, limits: DecodeLimits) -> None:
         self._limits = limits
         self._total = 0
+        self.section = 0
+        """The section being packed, which a snapshot grown too large is blamed on."""
 
     def add(self, index: int, piece: int, section: int) -> None:
         """Count a ``piece`` more raw bytes of section ``index`` (``section`` so far)."""
+        self.section = index
         self._total += piece
         if self._total > self._limits.max_total_size:
             raise _BeyondReader(
@@ -296,6 +299,16 @@ class _ReaderCheck:
                 f"its section comes to more than {self._limits.max_section_size} bytes"
                 " of msgpack, the most a restore here reads"
                 " (DecodeLimits.max_section_size of the service's limits)",
+            )
+
+    def written(self, size: int) -> None:
+        """Check the ``size`` bytes of the snapshot written so far."""
+        if size > self._limits.max_snapshot_size:
+            raise _BeyondReader(
+                self.section,
+                f"the snapshot comes to more than {self._limits.max_snapshot_size} bytes,"
+                " the most a restore here reads (DecodeLimits.max_snapshot_size of the"
+                " service's limits)",
             )
 
     def section_done(self, index: int, raw_size: int, data: object) -> None:
@@ -540,11 +553,13 @@ class SnapshotStream:
         try:
             yield from chunk_data
         except _BeyondReader as exc:
-            section = self._sections[exc.index]
-            raise ExportError(
-                section.component, section.version, "(root)", exc.detail,
-                instance=section.instance,
-            ) from None
+            raise self._blamed(exc) from None
+
+    def _blamed(self, exc: _BeyondReader) -> ExportError:
+        section = self._sections[exc.index]
+        return ExportError(
+            section.component, section.version, "(root)", exc.detail, instance=section.instance
+        )
 
     def _run(
         self, key: bytes | None, level: int, chunk_size: int, workers: int, default: Default
@@ -567,6 +582,11 @@ class SnapshotStream:
         resumed = time.perf_counter()
         for part in write_container(chunk_data, header_plain, key=key):
             size += memoryview(part).nbytes
+            if self._reader is not None:
+                try:
+                    self._reader.written(size)
+                except _BeyondReader as exc:
+                    raise self._blamed(exc) from None
             busy += time.perf_counter() - resumed
             yield part
             del part  # held by the reader as long as it needs it, not longer

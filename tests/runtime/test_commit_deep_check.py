@@ -346,3 +346,104 @@ def _record_column_without_lengths(node: Any, nullable: bool) -> Any:
         return all(check(values_of(name)) for name, check in fields)
 
     return records
+
+
+# --- a value no member of a union of plain scalars takes ---------------------------------
+
+
+@dataclasses.dataclass
+class Price:
+    amount: int | float  # a stdlib dataclass: nothing validates it
+
+
+@dataclasses.dataclass
+class Prices:
+    items: list[Price]
+
+
+class Tag(BaseModel):
+    id: int | str = 0
+
+
+class Tags(BaseModel):
+    tags: list[Tag]
+
+
+class Rec(TypedDict):
+    a: int | str
+
+
+class Recs(TypedDict):
+    by_id: dict[int, Rec]  # int keys: read field by field
+
+
+for _name, _schema in {"prices": Prices, "tags": Tags, "recs": Recs}.items():
+    REGISTRY.add_schema(_name, 1, _schema)
+    HOLDERS[_name] = REGISTRY.migratable(_name, version=1)(type(f"{_name}_holder", (Holder,), {}))
+
+def unvalidated(cls: Any, *args: Any, **kwargs: Any) -> Any:
+    """``cls(*args, **kwargs)`` with values of the wrong type, as untyped code makes it."""
+    return cls(*args, **kwargs)
+
+
+UNION_CASES = {
+    "a str in a dataclass's int | float": (
+        "prices",
+        Prices([Price(1), unvalidated(Price, "9.99x")]),
+        "at items[1].amount: a str fits no member",
+    ),
+    "None in a dataclass's int | float": (
+        "prices",
+        Prices([unvalidated(Price, None)]),
+        "at items[0].amount: a NoneType fits no member",
+    ),
+    "None in a constructed model's int | str": (
+        "tags",
+        Tags(tags=[Tag.model_construct(**unvalidated(dict, id=None))]),
+        "at tags[0].id: a NoneType fits",
+    ),
+    "a tuple in a record's int | str": (
+        "recs", {"by_id": {1: {"a": (1,)}}}, "at ['by_id'][1]['a']: a tuple fits no member"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNION_CASES))
+def test_a_value_no_member_of_a_union_takes_is_refused_at_commit(case: str) -> None:
+    component, state, message = UNION_CASES[case]
+    service, _ = service_holding(component, state)
+    with pytest.raises(ExportError) as refused:
+        service.commit(MemoryStore())
+    assert message in str(refused.value)
+
+
+def test_a_value_a_union_converts_still_commits_and_restores_as_validation_makes_it() -> None:
+    """A str of digits in a dataclass's ``int | float``: lax validation reads it as a
+    number, so the union takes it, and the restore gives what validation gives."""
+    service, _ = service_holding("prices", Prices([unvalidated(Price, "7")]))
+    committed = service.commit(MemoryStore())
+    restoring, restored = service_holding("prices", Prices([]))
+    restoring.restore(committed.ref)
+    assert restored.state == Prices([Price(7)])
+
+
+class Loose(TypedDict):
+    entries: dict[str, Any]
+
+
+REGISTRY.add_schema("loose", 1, Loose)
+HOLDERS["loose"] = REGISTRY.migratable("loose", version=1)(type("loose_holder", (Holder,), {}))
+
+
+def test_a_map_that_holds_itself_is_refused_instead_of_walked_forever() -> None:
+    looped: dict[str, Any] = {}
+    looped["self"] = looped
+    service, _ = service_holding("loose", {"entries": {"k": looped}})
+    with pytest.raises(ExportError, match=r"nested deeper than 1024 levels \(or a map or list"):
+        service.commit(MemoryStore())
+
+
+def test_an_int_too_large_for_a_float_field_is_refused_with_its_path() -> None:
+    service, _ = service_holding("cache", {"entries": {"k": good_entry(score=10**400)}})
+    with pytest.raises(ExportError, match=r"\['k'\]\['score'\]: an integer too large for a float"):
+        service.commit(MemoryStore())

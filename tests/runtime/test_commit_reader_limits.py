@@ -4,6 +4,7 @@ that size may hold. Dense states that fit (a list of mostly empty lists) restore
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,15 @@ def test_more_sections_than_the_reader_takes_are_refused_before_anything_is_writ
     with pytest.raises(ExportError, match=r"2 sections, more than the 1 .*max_sections"):
         service.commit(store)
     assert store.commits == 0
+
+
+def test_a_snapshot_larger_than_the_reader_takes_is_refused_while_it_is_written() -> None:
+    limits = DecodeLimits(max_snapshot_size=64 << 10)
+    store = MemoryStore()
+    service = Service("limits", registry=REGISTRY, limits=limits)
+    blob = service.register(BlobHolder({"data": b""}))
+    first = service.commit(store)
+    blob.state = {"data": os.urandom(100 << 10)}  # incompressible: stored as it is
+    with pytest.raises(ExportError, match=r"more than 65536 bytes.*max_snapshot_size"):
+        service.commit(store)
+    assert store.open() == first.ref.open()
