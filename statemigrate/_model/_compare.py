@@ -184,8 +184,9 @@ def _pair_keys(expected: Mapping[Any, Any], actual: Mapping[Any, Any]) -> dict[A
     """Each key of ``expected`` with its counterpart in ``actual``, or the difference.
 
     A key is matched as :func:`counterparts` matches it. A key left without one is reported as
-    the key that took its place when the two hold as many keys (validation keeps their
-    order: ``1`` that comes back as ``'1'``), else as lost.
+    the key that took its place when the two hold as many keys and that key is of
+    another type (validation keeps their order: ``1`` that comes back as ``'1'``), else
+    as lost: a key of the same type in its place is another key, not this one changed.
     """
     find = counterparts(actual)
     twins: dict[Any, Any] = {}
@@ -199,7 +200,8 @@ def _pair_keys(expected: Mapping[Any, Any], actual: Mapping[Any, Any]) -> dict[A
         for key, in_its_place in zip(expected, actual, strict=True):
             if key not in twins:
                 twin = in_its_place if id(in_its_place) not in taken else extra[0]
-                return [key], f"the key would come back as {_describe_key(twin)}"
+                if type(twin) is not type(key):
+                    return [key], f"the key would come back as {_describe_key(twin)}"
     missing = [key for key in expected if key not in twins]
     if missing:
         return [missing[0]], "this key would be lost"
