@@ -36,6 +36,12 @@ When every worker of the new generation has taken over, the last one to do so se
 gracefully and exits; the new master then promotes itself. The operator's single
 command is ``kill -USR2 <master>``; see ``docs/gunicorn.md``.
 
+A new worker confirms the take-over (SERVING) only while its master lives and has not
+told it to stop: otherwise the old worker takes its state back and serves on. If the
+new generation dies after confirming and before the old master is stopped, the old
+master's next worker waits for the new worker and its master to exit, then restores
+the slot's latest checkpoint (the new worker's final one) and serves.
+
 With ``checkpoints=`` the hooks keep checkpoints of each worker's state
 (:mod:`~statemigrate.integrations._gunicorn_checkpoints`), one store per slot, and a
 worker that gunicorn forks again for a slot (after a crash, ``kill -9``, a timeout,
@@ -427,7 +433,7 @@ class _Hooks:
         # It waits here, not in gunicorn's loop: there, a listener it refuses to
         # accept on is readable as soon as a connection is queued, a busy loop.
         while _master_alive(worker):
-            if pids and all(gone(pid) for pid in pids):
+            if pids and all(gone(pid) for pid in [*pids, *self._latest(pids, slot)]):
                 with contextlib.suppress(FileNotFoundError):
                     mark.unlink()
                 worker.log.warning(
@@ -441,6 +447,16 @@ class _Hooks:
             worker.notify()  # the master would take a silent worker for hung
             time.sleep(0.2)
         return False
+
+    def _latest(self, pids: list[int], slot: int) -> list[int]:
+        """The pid of the next generation's latest worker of ``slot``, if it said so
+        (a worker its master forked again after the first)."""
+        if len(pids) < 2:
+            return []
+        try:
+            return [int(self._ready_path(pids[1], slot).read_text())]
+        except (OSError, ValueError):
+            return []
 
     def _cannot_checkpoint(self, worker: Any, slot: int, exc: StateMigrateError) -> NoReturn:
         # Not served without them: the worker fails to boot, and its master halts.
@@ -498,7 +514,9 @@ class _Hooks:
 
     def _maybe_retire(self, predecessor: int, slot: int, worker: Any) -> None:
         master = worker.ppid
-        self._ready_path(master, slot).touch()
+        # Its pid: if this generation dies before it serves on its own, the old
+        # master's worker waits for the latest worker of the slot (its final checkpoint).
+        self._ready_path(master, slot).write_text(f"{worker.pid}\n")
         if not self.retire_old_master:
             return
         if not all(self._ready_path(master, s).exists() for s in range(worker.cfg.workers)):
