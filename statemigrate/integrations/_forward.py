@@ -179,8 +179,7 @@ def _await_answer(sock: socket.socket, timeout: float, abandoned: Callable[[], b
         if abandoned():
             raise TimeoutError("nobody took the request: the successor is gone")
         if time.monotonic() >= deadline:
-            return  # getresponse() times out itself
-    return
+            raise TimeoutError("timed out")
 
 
 async def forward_async(
