@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from integrations.loadclient import ask, read_value
-from integrations.test_gunicorn import DEADLINE, Gunicorn, _state, gunicorn
+from integrations.test_gunicorn import DEADLINE, Gunicorn, _state, _wait_gone, gunicorn
 from integrations.test_gunicorn_checkpoints import KEYS, _config, _wait, _worker_or_0
 
 # In the new generation only: the worker stops at ``where`` until the test writes the
@@ -110,6 +110,9 @@ def _new_master_dies(
     # Held by the old worker (the pause) or queued on the listener: answered later.
     writer, status = _put_in_background(port, "late", "written-late")
     os.kill(new_master, sig)
+    if sig == signal.SIGKILL:
+        # Dead, its children re-parented: kill() returns before that is done.
+        _wait_gone(new_master)
     go.write_text("term" if sig == signal.SIGTERM else "kill")
     writer.join(DEADLINE)
     assert not writer.is_alive()
