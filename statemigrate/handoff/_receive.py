@@ -156,8 +156,10 @@ class Inheritance:
         timeouts: HandoffTimeouts,
         closed_strays: int = 0,
         parent_pidfd: int | None = None,
+        serves: Callable[[], bool] | None = None,
     ) -> None:
         self.listeners = listeners
+        self._will_serve = serves
         self.parent_pid = parent_pid
         self.trace = ""  # the old process's handoff span, from its SNAPSHOT message
         self.transport: Transport = transport
@@ -384,7 +386,10 @@ class Inheritance:
         it returns: until then the old process may still cancel the handoff and go
         on with its own state. Once COMMIT arrives it sends SERVING, which lets the
         old process go; if this process dies before, the old one takes the state
-        back. Waits up to ``timeouts.commit`` seconds.
+        back. Waits up to ``timeouts.commit`` seconds. With ``serves`` (see
+        :func:`receive_handoff`), SERVING goes only if it still returns True after
+        COMMIT; otherwise the channel closes unconfirmed and the old process takes
+        the state back.
 
         If the old process dies before COMMIT (the channel closes without ABORT, and
         its pid is seen gone within ``timeouts.kill_grace``), this process takes
@@ -394,8 +399,9 @@ class Inheritance:
 
         Raises:
             HandoffError: stage ``commit``; the old process aborted, did not answer in
-                time, or closed the channel and lives on. This process must then
-                exit without serving.
+                time, or closed the channel and lives on. Stage ``serving``: ``serves``
+                returned False after COMMIT. This process must then exit without
+                serving.
         """
         run_blocking(self._ready_steps(), None)
 
@@ -442,6 +448,15 @@ class Inheritance:
             self._step = "closed"  # nothing to report to a peer that gave up
             self._close_channel()
             raise
+        if self._confirms and self._will_serve is not None and not self._will_serve():
+            # It will not serve after all (its server is stopping): unconfirmed, the
+            # state goes back to the old process, which still holds its writers.
+            self._step = "closed"
+            self._close_channel()
+            raise HandoffError(
+                "serving", "this process will not serve after all: the state stays with"
+                " the old process"
+            )
         # Taken before SERVING goes: the old process holds its writers until it reads it.
         serving_at = time.monotonic()
         if self._confirms:
@@ -548,7 +563,11 @@ class Inheritance:
 
 
 def _from_environment(
-    *, expect: frozenset[str] | None, families: Collection[int], timeouts: HandoffTimeouts
+    *,
+    expect: frozenset[str] | None,
+    families: Collection[int],
+    timeouts: HandoffTimeouts,
+    serves: Callable[[], bool] | None,
 ) -> Inheritance | None:
     named = take_environ()
     if named is None:
@@ -604,6 +623,7 @@ def _from_environment(
         families=families,
         timeouts=timeouts,
         closed_strays=len(strays),
+        serves=serves,
     )
 
 
@@ -613,6 +633,7 @@ def _from_socket(
     expect: frozenset[str] | None,
     families: Collection[int],
     timeouts: HandoffTimeouts,
+    serves: Callable[[], bool] | None,
 ) -> Inheritance:
     check_control(sock.fileno(), stage="inherit")
     peer = require_same_user(sock)
@@ -625,6 +646,7 @@ def _from_socket(
         families=families,
         timeouts=timeouts,
         parent_pidfd=_watch_pid(peer.pid, parent=False),
+        serves=serves,
     )
 
 
@@ -638,6 +660,7 @@ def receive_handoff(
     expect: Iterable[str] | None = None,
     families: Collection[int] = DEFAULT_FAMILIES,
     timeouts: HandoffTimeouts = _DEFAULT_TIMEOUTS,
+    serves: Callable[[], bool] | None = None,
 ) -> Inheritance | None: ...
 
 
@@ -648,6 +671,7 @@ def receive_handoff(
     expect: Iterable[str] | None = None,
     families: Collection[int] = DEFAULT_FAMILIES,
     timeouts: HandoffTimeouts = _DEFAULT_TIMEOUTS,
+    serves: Callable[[], bool] | None = None,
 ) -> Inheritance: ...
 
 
@@ -657,6 +681,7 @@ def receive_handoff(
     expect: Iterable[str] | None = None,
     families: Collection[int] = DEFAULT_FAMILIES,
     timeouts: HandoffTimeouts = _DEFAULT_TIMEOUTS,
+    serves: Callable[[], bool] | None = None,
 ) -> Inheritance | None:
     """Take over what the old process hands over: descriptors now, the state next.
 
@@ -685,6 +710,10 @@ def receive_handoff(
         families: the address families a listener may have.
         timeouts: the waits of :meth:`Inheritance.hello` and :meth:`Inheritance.ready`
             (``snapshot`` and ``commit``).
+        serves: asked once COMMIT has arrived, right before SERVING: whether this
+            process will serve after all. False (its server is being stopped, its
+            supervisor died) sends no SERVING and fails :meth:`Inheritance.ready`,
+            and the old process takes its state back and serves on.
 
     Returns:
         The inheritance. Without ``sock``, ``None`` when this process was not started
@@ -706,5 +735,7 @@ def receive_handoff(
         )
     wanted = None if expect is None else frozenset(expect)
     if sock is None:
-        return _from_environment(expect=wanted, families=families, timeouts=timeouts)
-    return _from_socket(sock, expect=wanted, families=families, timeouts=timeouts)
+        return _from_environment(
+            expect=wanted, families=families, timeouts=timeouts, serves=serves
+        )
+    return _from_socket(sock, expect=wanted, families=families, timeouts=timeouts, serves=serves)

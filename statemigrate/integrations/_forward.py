@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import select
 import socket
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from statemigrate._errors import HandoffError
@@ -115,6 +117,7 @@ def forward(
     *,
     client: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    abandoned: Callable[[], bool] | None = None,
 ) -> ForwardedResponse:
     """Send one request to ``address`` and return the whole answer (blocking).
 
@@ -127,9 +130,14 @@ def forward(
         body: the request's whole body.
         client: the original client's address, appended to ``X-Forwarded-For``.
         timeout: seconds for the connection and for each read.
+        abandoned: asked about once a second while the answer is awaited: True
+            gives up at once (whoever should accept the request is gone: the kernel
+            queues a connection on a listener nobody accepts on, and only the
+            timeout would end the wait).
 
     Raises:
-        HandoffError: the successor could not be reached or did not answer.
+        HandoffError: the successor could not be reached, did not answer, or was
+            abandoned.
     """
     connection = _connection(address, timeout)
     try:
@@ -150,6 +158,8 @@ def forward(
         if body or method.upper() not in {"GET", "HEAD", "OPTIONS", "DELETE"}:
             connection.putheader("Content-Length", str(len(body)))
         connection.endheaders(body or None)
+        if abandoned is not None and connection.sock is not None:
+            _await_answer(connection.sock, timeout, abandoned)
         response = connection.getresponse()
         data = response.read()
         kept = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP]
@@ -160,6 +170,16 @@ def forward(
         ) from exc
     finally:
         connection.close()
+
+
+def _await_answer(sock: socket.socket, timeout: float, abandoned: Callable[[], bool]) -> None:
+    """Wait until ``sock`` has an answer to read, giving up once ``abandoned()``."""
+    deadline = time.monotonic() + timeout
+    while not select.select([sock], [], [], min(1.0, max(0.0, deadline - time.monotonic())))[0]:
+        if abandoned():
+            raise TimeoutError("nobody took the request: the successor is gone")
+        if time.monotonic() >= deadline:
+            raise TimeoutError("timed out")
 
 
 async def forward_async(

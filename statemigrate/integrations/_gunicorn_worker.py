@@ -26,7 +26,7 @@ from statemigrate._errors import HandoffError
 from statemigrate.integrations._forward import Address, forward, forwarding_address
 from statemigrate.integrations._gate import SAFE_METHODS, safe_methods_of
 
-__all__ = ["SAFE_METHODS", "WorkerGate"]
+__all__ = ["SAFE_METHODS", "WorkerGate", "gone"]
 
 logger = logging.getLogger("statemigrate.handoff")
 
@@ -53,6 +53,24 @@ class _Worker(Protocol):
 class _Request(Protocol):
     method: str
     must_close: bool
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # The command name, in parentheses, may hold spaces: count from its end.
+            return stat.read().rpartition(")")[2].split()[0] in {"Z", "X"}
+    except FileNotFoundError:
+        return True
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
 
 class _GatedListener:
@@ -117,6 +135,9 @@ class WorkerGate:
         self._running = 0
         self.accepting = True
         self.moved = False
+        self.successor: int | None = None
+        """The pid of the process taking the state over, once known: a request
+        forwarded is given up on as soon as it is gone."""
         self._addresses: list[tuple[str, Address]] = []
         for listener in worker.sockets:
             sock = getattr(listener, "sock", listener)
@@ -205,6 +226,7 @@ class WorkerGate:
                 headers,
                 body,
                 client=environ.get("REMOTE_ADDR"),
+                abandoned=self._successor_gone,
             )
         except HandoffError as exc:
             self._log.error("%s", exc)
@@ -219,6 +241,9 @@ class WorkerGate:
             headers.append(("Content-Length", str(len(answer.body))))
         start_response(f"{answer.status} {answer.reason}", headers)
         return [answer.body]
+
+    def _successor_gone(self) -> bool:
+        return self.successor is not None and gone(self.successor)
 
     # -- ServerControl ------------------------------------------------------------------
 

@@ -36,6 +36,12 @@ When every worker of the new generation has taken over, the last one to do so se
 gracefully and exits; the new master then promotes itself. The operator's single
 command is ``kill -USR2 <master>``; see ``docs/gunicorn.md``.
 
+A new worker confirms the take-over (SERVING) only while its master lives and has not
+told it to stop: otherwise the old worker takes its state back and serves on. If the
+new generation dies after confirming and before the old master is stopped, the old
+master's next worker waits for the new worker and its master to exit, then restores
+the slot's latest checkpoint (the new worker's final one) and serves.
+
 With ``checkpoints=`` the hooks keep checkpoints of each worker's state
 (:mod:`~statemigrate.integrations._gunicorn_checkpoints`), one store per slot, and a
 worker that gunicorn forks again for a slot (after a crash, ``kill -9``, a timeout,
@@ -57,9 +63,11 @@ import importlib
 import os
 import signal
 import socket
+import struct
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +95,7 @@ from statemigrate.integrations._gunicorn_checkpoints import (
     vacate,
 )
 from statemigrate.integrations._gunicorn_logging import route_library_logs
-from statemigrate.integrations._gunicorn_worker import SAFE_METHODS, WorkerGate
+from statemigrate.integrations._gunicorn_worker import SAFE_METHODS, WorkerGate, gone
 from statemigrate.integrations._trial import Trial, TrialRunner, checked, runner_for
 from statemigrate.stores._safedir import open_private_directory
 
@@ -187,6 +195,22 @@ def _parent_of(pid: int) -> int | None:
         return None
     # The command name, in parentheses, may hold spaces: count from its end.
     return int(stat.rpartition(")")[2].split()[1])
+
+
+def _peer_pid(conn: socket.socket) -> int | None:
+    """The pid of the process at the other end of a Unix socket."""
+    try:
+        credentials = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid: int = struct.unpack("3i", credentials)[0]
+    return pid or None
+
+
+def _master_alive(worker: Any) -> bool:
+    """Whether this worker's master is alive and has not told it to stop: a worker
+    whose master is gone (``Parent changed``) or stopping will not serve."""
+    return bool(getattr(worker, "alive", True)) and os.getppid() == worker.ppid
 
 
 class _Hooks:
@@ -321,20 +345,23 @@ class _Hooks:
     def post_worker_init(self, worker: Any) -> None:
         route_library_logs(worker.log)  # the application, loaded now, may log itself
         slot: int = getattr(worker, SLOT, 0)
-        gate = WorkerGate(
-            worker, on_moved=self._moved_path(worker.ppid).touch, safe_methods=self.safe_methods
-        )
+        mark = self._moved_path(worker.ppid)
+
+        def moved() -> None:
+            # Who holds the state now: the successor and its master, so that a
+            # replacement forked by our master can tell whether they still live.
+            successor = gate.successor
+            master = _parent_of(successor) if successor is not None else None
+            mark.write_text(f"{successor or 0} {master or 0}\n")
+
+        gate = WorkerGate(worker, on_moved=moved, safe_methods=self.safe_methods)
         setattr(worker, _GATE, gate)
         gate.install()
-        if self._moved_path(worker.ppid).exists():
-            # A worker forked by a master whose state has moved to its successor:
-            # serving would answer from a stale copy. It idles until the master stops.
+        if mark.exists() and not self._successors_gone(mark, worker, slot):
+            # A worker forked by a master whose state has moved to its successor,
+            # and the master is stopping it (or has died): serving would answer
+            # from a stale copy. Its loop ends at once.
             gate.close()
-            worker.log.warning(
-                "worker %s (slot %s): this generation was upgraded; not serving",
-                worker.pid,
-                slot,
-            )
             return
         preloaded: Service | None = getattr(worker, _SERVICE, None)
         service = preloaded if preloaded is not None else _resolve(self.service)
@@ -352,6 +379,17 @@ class _Hooks:
         predecessor = os.environ.get("GUNICORN_PID")
         took_over = False
         if predecessor is not None and predecessor.isdigit():
+            if not _master_alive(worker):
+                # Our master is gone or stopping: taking the state would leave it
+                # with a worker about to exit, and the old one stopped.
+                worker.log.warning(
+                    "worker %s (slot %s): its master is gone or stopping; not taking"
+                    " the state over from master %s",
+                    worker.pid,
+                    slot,
+                    predecessor,
+                )
+                sys.exit(WORKER_BOOT_ERROR)
             outcome = self._take_over(service, int(predecessor), slot, worker)
             if outcome is None:
                 sys.exit(WORKER_BOOT_ERROR)
@@ -373,6 +411,52 @@ class _Hooks:
                 self._cannot_checkpoint(worker, slot, exc)
         if trials is not None:
             trials.watch_blocking(_no_revert)
+
+    def _successors_gone(self, mark: Path, worker: Any, slot: int) -> bool:
+        """A worker forked by a master whose state has moved to the next generation:
+        wait until either the master stops it (False: it must not serve), or the
+        successor that holds the state and its master have both exited (True: the
+        new generation died before it served on its own, and this worker serves
+        the slot's latest checkpoint, its successor's final one)."""
+        try:
+            pids = [int(p) for p in mark.read_text().split()]
+        except (OSError, ValueError):
+            pids = []
+        pids = [p for p in pids if p > 0]
+        worker.log.warning(
+            "worker %s (slot %s): this generation was upgraded; not serving while"
+            " the next one (pids %s) lives",
+            worker.pid,
+            slot,
+            ", ".join(map(str, pids)) or "unknown",
+        )
+        # It waits here, not in gunicorn's loop: there, a listener it refuses to
+        # accept on is readable as soon as a connection is queued, a busy loop.
+        while _master_alive(worker):
+            if pids and all(gone(pid) for pid in [*pids, *self._latest(pids, slot)]):
+                with contextlib.suppress(FileNotFoundError):
+                    mark.unlink()
+                worker.log.warning(
+                    "worker %s (slot %s): the next generation (pids %s) is gone before"
+                    " it served on its own: serving again",
+                    worker.pid,
+                    slot,
+                    ", ".join(map(str, pids)),
+                )
+                return True
+            worker.notify()  # the master would take a silent worker for hung
+            time.sleep(0.2)
+        return False
+
+    def _latest(self, pids: list[int], slot: int) -> list[int]:
+        """The pid of the next generation's latest worker of ``slot``, if it said so
+        (a worker its master forked again after the first)."""
+        if len(pids) < 2:
+            return []
+        try:
+            return [int(self._ready_path(pids[1], slot).read_text())]
+        except (OSError, ValueError):
+            return []
 
     def _cannot_checkpoint(self, worker: Any, slot: int, exc: StateMigrateError) -> NoReturn:
         # Not served without them: the worker fails to boot, and its master halts.
@@ -409,7 +493,12 @@ class _Hooks:
             )
             return False
         try:
-            with receive_handoff(sock, expect=(), timeouts=self.timeouts) as inheritance:
+            # gunicorn notices a dead master only in the worker's loop, once a
+            # second, and a stopping one only sets worker.alive: asked after COMMIT,
+            # a worker that will not serve leaves the state with the old worker.
+            with receive_handoff(
+                sock, expect=(), timeouts=self.timeouts, serves=lambda: _master_alive(worker)
+            ) as inheritance:
                 report = take_over(service, inheritance, allow_lossy=self.allow_lossy)
         except StateMigrateError as exc:
             worker.log.error(
@@ -425,13 +514,26 @@ class _Hooks:
 
     def _maybe_retire(self, predecessor: int, slot: int, worker: Any) -> None:
         master = worker.ppid
-        self._ready_path(master, slot).touch()
+        # Its pid: if this generation dies before it serves on its own, the old
+        # master's worker waits for the latest worker of the slot (its final checkpoint).
+        self._ready_path(master, slot).write_text(f"{worker.pid}\n")
         if not self.retire_old_master:
             return
         if not all(self._ready_path(master, s).exists() for s in range(worker.cfg.workers)):
             return
         # Only the process that started our master: a pid may have been reused.
         if _parent_of(master) != predecessor:
+            return
+        if not _master_alive(worker):
+            # Our master was stopped or killed during the take-over: this worker
+            # exits now, and the old generation must serve on (docs/gunicorn.md).
+            worker.log.warning(
+                "worker %s (slot %s): its master is gone or stopping: not stopping the"
+                " old master %s",
+                worker.pid,
+                slot,
+                predecessor,
+            )
             return
         worker.log.info("every worker has taken over: stopping the old master %s", predecessor)
         with contextlib.suppress(ProcessLookupError):
@@ -477,6 +579,7 @@ class _Hooks:
             while True:
                 conn, _ = listener.accept()
                 idle.clear()
+                gate.successor = _peer_pid(conn)
                 try:
                     with conn:
                         try:

@@ -128,3 +128,23 @@ def test_nobody_listening_is_one_clear_error() -> None:
     message = str(caught.value)
     assert "POST /cache/k could not be passed on" in message
     assert "\n" not in message
+
+
+def test_a_request_queued_where_nobody_accepts_is_given_up_once_abandoned() -> None:
+    """The connection succeeds into the listener's queue; only ``abandoned`` ends the
+    wait before the timeout."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # never accepted
+        asked: list[bool] = []
+
+        def abandoned() -> bool:
+            asked.append(True)
+            return len(asked) >= 2
+
+        with pytest.raises(HandoffError, match="the successor is gone"):
+            forward(
+                forwarding_address(listener), "PUT", "/k", [], b"v", timeout=600.0,
+                abandoned=abandoned,
+            )  # fmt: skip
+        assert len(asked) == 2
