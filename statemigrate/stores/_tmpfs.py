@@ -203,19 +203,14 @@ class TmpfsStore(Closing):
         except StoreError as exc:
             if not progress.published:
                 if self._directory_removed():
-                    raise StoreError(
-                        exc.op,
-                        exc.target,
+                    raise _amended(
+                        exc,
                         f"{exc.detail}; the directory {self._path} was removed during the"
                         " commit; the next commit re-creates it",
-                        errno=exc.errno,
                     ) from (exc.__cause__ or exc)
                 raise
-            raise StoreError(
-                exc.op,
-                exc.target,
-                f"{exc.detail}; the new snapshot had already been published as {CURRENT!r}",
-                errno=exc.errno,
+            raise _amended(
+                exc, f"{exc.detail}; the new snapshot had already been published as {CURRENT!r}"
             ) from (exc.__cause__ or exc)
         return TmpfsRef(self, size, progress.identity)
 
@@ -459,12 +454,9 @@ class TmpfsStore(Closing):
             try:
                 fd = open_private_directory(self._path)
             except StoreError as exc:
-                raise StoreError(
-                    exc.op,
-                    exc.target,
-                    f"the store's directory was removed, and re-creating it failed: {exc.detail}",
-                    errno=exc.errno,
-                ) from (exc.__cause__ or exc)
+                why = exc.detail
+                detail = f"the store's directory was removed, and re-creating it failed: {why}"
+                raise _amended(exc, detail) from (exc.__cause__ or exc)
             try:
                 os.dup2(fd, self._dir_fd, inheritable=False)
             except OSError as exc:
@@ -614,3 +606,8 @@ class TmpfsRef:
 
     def __repr__(self) -> str:
         return f"<TmpfsRef {self.describe()} size={self.size}>"
+
+
+def _amended(exc: StoreError, detail: str) -> StoreError:
+    """``exc`` with ``detail`` in place of its own: what else a caller knows of it."""
+    return StoreError(exc.op, exc.target, detail, errno=exc.errno)
