@@ -23,6 +23,7 @@ from statemigrate.stores._safedir import FILE_KINDS
 
 __all__ = [
     "ComponentVersions",
+    "NamedValues",
     "Renames",
     "UsageError",
     "check_output_file",
@@ -83,8 +84,26 @@ def module_attribute(text: str) -> str:
     return text
 
 
-class ComponentVersions(argparse.Action):
-    """``--to COMPONENT=VERSION``, repeatable: a dict of one version per component."""
+class NamedValues(argparse.Action):
+    """A repeatable ``NAME=VALUE`` option, collected into a dict of values by name.
+
+    Subclasses say how one pair reads (:meth:`parse`) and what a name is (``noun``,
+    ``once``). A name given twice is refused, whatever the values: a later value
+    silently winning over an earlier one hides a mistake in a long command line.
+    """
+
+    noun = "name"
+    """What a name stands for, in the refusal of a repeat (``names component 'x' twice``)."""
+    once = "give each name once"
+    """The cure, after the refusal of a repeat."""
+
+    def parse(self, pair: str) -> tuple[str, Any]:
+        """The name and value of one ``NAME=VALUE``.
+
+        Raises:
+            argparse.ArgumentError: ``pair`` does not have the option's form.
+        """
+        raise NotImplementedError
 
     def __call__(
         self,
@@ -93,7 +112,24 @@ class ComponentVersions(argparse.Action):
         values: str | Sequence[Any] | None,
         option_string: str | None = None,
     ) -> None:
-        pair = str(values)
+        name, value = self.parse(str(values))
+        # A copy: argparse shares the default (``default={}``) between parses.
+        collected: dict[str, Any] = dict(getattr(namespace, self.dest, None) or {})
+        if name in collected:
+            raise argparse.ArgumentError(
+                self, f"names {self.noun} {name[:80]!r} twice: {self.once}"
+            )
+        collected[name] = value
+        setattr(namespace, self.dest, collected)
+
+
+class ComponentVersions(NamedValues):
+    """``--to COMPONENT=VERSION``, repeatable: a dict of one version per component."""
+
+    noun = "component"
+    once = "give one version per component"
+
+    def parse(self, pair: str) -> tuple[str, int]:
         component, sep, version = pair.partition("=")
         # ASCII digits only: int() refuses some of what str.isdigit() accepts ("²").
         # Ten digits hold every version a snapshot can (at most 2**31).
@@ -104,35 +140,22 @@ class ComponentVersions(argparse.Action):
             or len(version) > 10
         ):
             raise argparse.ArgumentError(self, f"{pair[:80]!r}: expected COMPONENT=VERSION")
-        targets: dict[str, int] = dict(getattr(namespace, self.dest, None) or {})
-        if component in targets:
-            raise argparse.ArgumentError(
-                self,
-                f"names component {component[:80]!r} twice: give one version per component",
-            )
-        targets[component] = int(version)
-        setattr(namespace, self.dest, targets)
+        return component, int(version)
 
 
-class Renames(argparse.Action):
+class Renames(NamedValues):
     """``--rename OLD.PATH=NEW``, repeatable: a dict of new names by old path."""
 
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
-    ) -> None:
-        pair = str(values)
+    noun = "path"
+    once = "give one new name per path"
+
+    def parse(self, pair: str) -> tuple[str, str]:
         old, sep, new = pair.partition("=")
         if not sep or not old or not new or "." in new:
             raise argparse.ArgumentError(
                 self, f"{pair[:80]!r}: expected OLD.PATH=NEW_NAME, e.g. entries.*.value=data"
             )
-        renames: dict[str, str] = dict(getattr(namespace, self.dest, None) or {})
-        renames[old] = new
-        setattr(namespace, self.dest, renames)
+        return old, new
 
 
 def check_output_file(path: str | os.PathLike[str], *, option: str) -> Path:

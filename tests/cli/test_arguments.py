@@ -156,3 +156,56 @@ def test_a_value_of_the_wrong_form_is_a_usage_error(
     line = _one_line(result.err)
     assert fragment in line and "argument " in line, line
     assert result.out == "" and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (
+            ["migrate", "s.smsnap", "-o", "out", "--to", "kvcache=1", "--to", "kvcache=2"],
+            "argument --to: names component 'kvcache' twice: give one version per component",
+        ),
+        (
+            ["migrate", "s.smsnap", "-o", "out", "--to", "kvcache=3", "--to", "kvcache=3"],
+            "argument --to: names component 'kvcache' twice",
+        ),
+        (
+            ["makemigration", "book", "--rename", "a.b=c", "--rename", "a.b=d"],
+            "argument --rename: names path 'a.b' twice: give one new name per path",
+        ),
+        (
+            ["makemigration", "book", "--rename", "a.b=c", "--rename", "a.b=c"],
+            "argument --rename: names path 'a.b' twice",
+        ),
+    ],
+)
+def test_a_name_given_twice_is_refused_by_every_name_value_option(
+    argv: list[str],
+    fragment: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--to`` and ``--rename`` share one rule: a repeated name is a usage error naming
+    the option and the name, even with the same value, before any work is done."""
+    monkeypatch.chdir(tmp_path)
+    result = run(capsys, *argv)
+    assert result.code == 2, result
+    assert fragment in _one_line(result.err)
+    assert result.out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_distinct_names_are_all_kept() -> None:
+    """The refusal of repeats is by name: different names are collected, in order."""
+    from statemigrate.cli._main import build_parser
+
+    parser = build_parser()
+    make = parser.parse_args(["makemigration", "book", "--rename", "a.b=c", "--rename", "a.d=e"])
+    assert make.rename == {"a.b": "c", "a.d": "e"}
+    migrate = parser.parse_args(
+        ["migrate", "s", "-o", "out", "--to", "kvcache=1", "--to", "blobs=2"]
+    )
+    assert migrate.targets == {"kvcache": 1, "blobs": 2}
+    # The default is shared by parses; collecting into it would leak between them.
+    again = parser.parse_args(["makemigration", "book"])
+    assert again.rename == {}
