@@ -1,27 +1,37 @@
-"""Rewrite a snapshot with some of its components at other versions, offline.
+"""Rewrite a snapshot with some of its components at other versions, offline, or
+check that each of its sections would restore at the versions a release runs.
 
-What ``statemigrate migrate`` does, as a function: every section named in ``targets``
-is decoded and brought to its target version through the migration pipeline
-(:meth:`Registry.migrate <statemigrate._model._registry.Registry.migrate>`); the
-other sections are copied over as they are decoded. No live component is involved.
+What ``statemigrate migrate`` does, as a function (:func:`migrate_snapshot`): every
+section named in ``targets`` is decoded and brought to its target version through the
+migration pipeline (:meth:`Registry.migrate
+<statemigrate._model._registry.Registry.migrate>`); the other sections are copied over
+as they are decoded. What ``statemigrate verify`` does (:func:`verify_snapshot`): every
+section goes through the same pipeline to its target, as a restore's would, and
+nothing is written. No live component is involved in either.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from statemigrate._errors import ConfigurationError, ValidationError
+from statemigrate._errors import (
+    ConfigurationError,
+    StateMigrateError,
+    UnknownComponentError,
+    ValidationError,
+)
 from statemigrate._model._plan import Plan
+from statemigrate._runtime._restore import read_back_problem
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
 from statemigrate._snapshot._format import DecodeLimits, Snapshot
-from statemigrate._snapshot._header import Producer
+from statemigrate._snapshot._header import Producer, SectionInfo
 
 if TYPE_CHECKING:
     from statemigrate._model._registry import Registry
 
-__all__ = ["SnapshotMigration", "migrate_snapshot"]
+__all__ = ["SectionVerdict", "SnapshotMigration", "migrate_snapshot", "verify_snapshot"]
 
 
 @dataclass(frozen=True)
@@ -73,17 +83,8 @@ def migrate_snapshot(
             MigrationStepError, ValidationError: as :meth:`Registry.migrate` raises them
             for a section (the messages name the section).
     """
-    if snapshot.header.base is not None:
-        raise ConfigurationError(
-            "snapshot",
-            f"{snapshot.header.snapshot_id[:12]} is a delta of"
-            f" {snapshot.header.base.snapshot_id[:12]}; only full snapshots are rewritten",
-        )
+    _check_targets(snapshot, targets, done="rewritten")
     sections_info = snapshot.header.sections
-    present = {section.component for section in sections_info}
-    absent = sorted(set(targets) - present)
-    if absent:
-        raise ConfigurationError("targets", f"snapshot has no section for {', '.join(absent)}")
     sections: list[SectionInput] = []
     plans: dict[str, Plan] = {}
     for index, section in enumerate(sections_info):
@@ -144,3 +145,159 @@ def _check_valid(
         raise ValidationError(
             component, version, exc.detail, instance=instance, errors=exc.errors
         ) from exc
+
+
+def _check_targets(snapshot: Snapshot, targets: Mapping[str, int], *, done: str) -> None:
+    """Refuse a delta, and targets for components the snapshot does not hold.
+
+    Raises:
+        ConfigurationError: naming the delta's base, or the components absent.
+    """
+    header = snapshot.header
+    if header.base is not None:
+        raise ConfigurationError(
+            "snapshot",
+            f"{header.snapshot_id[:12]} is a delta of {header.base.snapshot_id[:12]};"
+            f" only full snapshots are {done}, and a delta means nothing without its base"
+            " (give the checkpoint chain it belongs to, whose pieces are composed first)",
+        )
+    present = {section.component for section in header.sections}
+    absent = sorted(set(targets) - present)
+    if absent:
+        raise ConfigurationError("targets", f"snapshot has no section for {', '.join(absent)}")
+
+
+@dataclass(frozen=True)
+class SectionVerdict:
+    """Whether one section of a snapshot would restore, as :func:`verify_snapshot` found.
+
+    Attributes:
+        component: the section's component.
+        instance: the section's instance.
+        source: the version the section is at.
+        target: the version it was brought to, or ``None`` when the registry does not
+            know the component.
+        plan: the plan its data went through, or ``None`` when none was found.
+        error: why it would not restore (the error a restore's pipeline raised on it),
+            or ``None`` when it would.
+    """
+
+    component: str
+    instance: str
+    source: int
+    target: int | None
+    plan: Plan | None = None
+    error: StateMigrateError | None = None
+
+    @property
+    def key(self) -> str:
+        """``component/instance``."""
+        return f"{self.component}/{self.instance}"
+
+    @property
+    def restores(self) -> bool:
+        """Whether the section would restore."""
+        return self.error is None
+
+
+def verify_snapshot(
+    snapshot: Snapshot,
+    targets: Mapping[str, int],
+    *,
+    registry: Registry,
+    allow_lossy: bool = False,
+    on_section: Callable[[str], None] | None = None,
+) -> list[SectionVerdict]:
+    """Whether each section of ``snapshot`` would restore into a release running
+    ``registry`` at ``targets``, found as a restore finds it, with nothing written.
+
+    Each section is decoded, checked to read back as written when this code's schema
+    of its version differs from the one that wrote it, and brought through the
+    migration pipeline (:meth:`Registry.migrate`: plan, steps, validation against the
+    target's schema) to its target: the version ``targets`` names for its component,
+    else the newest version ``registry`` holds. What goes wrong with one section is
+    its verdict; the others are still checked.
+
+    Args:
+        snapshot: a verified full snapshot (see :func:`~statemigrate.open_snapshot`).
+        targets: the version a component's sections should reach, for the components
+            not to be checked at their newest version.
+        registry: the schemas and steps of the release to restore into.
+        allow_lossy: allow steps declared lossy.
+        on_section: called with ``component/instance`` after each section is checked
+            (a progress display).
+
+    Returns:
+        One verdict per section, in the snapshot's order.
+
+    Raises:
+        ConfigurationError: the snapshot is a delta, or ``targets`` names a component
+            the snapshot does not hold.
+        UnknownComponentError: ``targets`` names a component, or a version of one,
+            that ``registry`` does not hold.
+    """
+    _check_targets(snapshot, targets, done="verified")
+    for component, version in targets.items():
+        registry.schema_for(component, version)  # raises for what is not registered
+    verdicts = []
+    for index, section in enumerate(snapshot.header.sections):
+        verdicts.append(_verify_section(snapshot, index, targets, registry, allow_lossy))
+        if on_section is not None:
+            on_section(section.key)
+    return verdicts
+
+
+def _verify_section(
+    snapshot: Snapshot,
+    index: int,
+    targets: Mapping[str, int],
+    registry: Registry,
+    allow_lossy: bool,
+) -> SectionVerdict:
+    section = snapshot.header.sections[index]
+    verdict = SectionVerdict(section.component, section.instance, section.version, None)
+    try:
+        target = targets.get(section.component)
+        if target is None:
+            target = registry.latest(section.component).version
+    except UnknownComponentError as exc:
+        return replace(verdict, error=exc)
+    verdict = replace(verdict, target=target)
+    try:
+        # Decoded for the pipeline alone, as a restore's section is: the box holds the
+        # only reference, so validation may keep the data rather than copy it.
+        box = [snapshot.read_section(index)]
+        _check_read_back(registry, section, box[0])
+        result = registry.migrate(
+            section.component,
+            box.pop(),
+            section.version,
+            target,
+            allow_lossy=allow_lossy,
+            copy=False,
+            export=False,
+            instance=section.instance,
+        )
+    except StateMigrateError as exc:  # SnapshotError included: a section that does not decode
+        return replace(verdict, error=exc)
+    return replace(verdict, plan=result.plan)
+
+
+def _check_read_back(registry: Registry, section: SectionInfo, data: object) -> None:
+    """Refuse data that a restore would refuse before running any step: written under
+    its version by a schema other than this code's, which would not read it back.
+
+    Raises:
+        ValidationError: naming the section and what would be read differently.
+    """
+    try:
+        schema = registry.schema_for(section.component, section.version)
+    except UnknownComponentError:
+        return  # a version this code never knew: only steps read it, as in a restore
+    if schema.fingerprint == section.fingerprint:
+        return
+    problem = read_back_problem(schema, data, section.version)
+    if problem is not None:
+        raise ValidationError(
+            section.component, section.version, problem, instance=section.instance
+        )
