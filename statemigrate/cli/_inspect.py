@@ -6,6 +6,7 @@ import argparse
 import base64
 import datetime
 import json
+import re
 import sys
 from types import TracebackType
 from typing import Any, TextIO
@@ -25,6 +26,7 @@ __all__ = [
     "describe_chain",
     "inspect_chain",
     "inspect_command",
+    "one_line",
     "printable",
     "to_json_ready",
 ]
@@ -300,6 +302,16 @@ def printable(text: str) -> str:
         char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
         for char in text
     )
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: messages may quote multi-line causes (pydantic, user code).
+
+    Only real line breaks join lines, with ``" | "``; any other separator is left for
+    :func:`printable` to escape, so that nothing a message quotes is lost.
+    """
+    lines = (line.strip() for line in re.split(r"\r\n|\r|\n", text))
+    return " | ".join(line for line in lines if line)
 
 
 def render(snapshot: Snapshot, statuses: list[str]) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import errno
 import io
-import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
@@ -18,7 +17,7 @@ from typing import TextIO
 from statemigrate._errors import LossyMigrationError, StateMigrateError
 from statemigrate._version import __version__
 from statemigrate.cli._arguments import UsageError
-from statemigrate.cli._inspect import add_inspect_parser, printable
+from statemigrate.cli._inspect import add_inspect_parser, one_line, printable
 
 __all__ = ["main"]
 
@@ -75,7 +74,8 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction[_Parser]], None]]
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 failure, 2 usage)."""
+    """Run the command line; returns the exit status (0 ok, 1 failure, 2 usage; for
+    ``verify``, 1 is the answer "would not restore" and a failure is 2)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     if any("\0" in argument for argument in arguments):
         # No argv from exec(2) can hold a NUL; a Python caller's can, and every path
@@ -88,6 +88,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     except SystemExit as exc:  # usage error or --help: argparse has already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     func: Command = args.func
+    # A command whose status 1 is an answer (verify's "would not restore") fails with
+    # another status, so that a script can tell the answer from a failure to give one.
+    failure: int = getattr(args, "failure_status", EXIT_FAILURE)
     stream = out if out is not None else sys.stdout
     if stream is None:
         # Started with stdout closed (`>&-`): Python then has no sys.stdout at all.
@@ -96,7 +99,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         # on stderr instead.
         if not getattr(args, "stdout_optional", False):
             _error("stdout is closed; give the command an open stdout (>/dev/null to discard it)")
-            return EXIT_FAILURE
+            return failure
         stream = sys.stderr if sys.stderr is not None else io.StringIO()
     try:
         return func(args, stream)
@@ -113,7 +116,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     except KeyboardInterrupt:
         if sys.stderr is not None:
             print("statemigrate: interrupted", file=sys.stderr)
-    return EXIT_FAILURE
+    return failure
 
 
 def _error(message: str) -> None:
@@ -122,7 +125,7 @@ def _error(message: str) -> None:
     Nothing when stderr is closed: print() would then write to stdout instead.
     """
     if sys.stderr is not None:
-        print(f"statemigrate: error: {printable(_one_line(message))}", file=sys.stderr)
+        print(f"statemigrate: error: {printable(one_line(message))}", file=sys.stderr)
 
 
 def _os_error(exc: OSError, args: argparse.Namespace) -> str:
@@ -145,16 +148,6 @@ def _message(exc: StateMigrateError) -> str:
             f" data in {', '.join(exc.steps)}; pass --allow-lossy to accept that"
         )
     return str(exc)
-
-
-def _one_line(text: str) -> str:
-    """Messages may quote multi-line causes (pydantic, user code); keep the promise.
-
-    Only real line breaks join lines; any other separator is left for
-    :func:`printable` to escape, so that nothing a message quotes is lost.
-    """
-    lines = (line.strip() for line in re.split(r"\r\n|\r|\n", text))
-    return " | ".join(line for line in lines if line)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,25 +1,32 @@
-"""Sub-commands that need the user's registry: ``plan``, ``graph`` and ``migrate``."""
+"""Sub-commands that need the user's registry: ``plan``, ``graph``, ``migrate`` and
+``verify``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from statemigrate._errors import StoreError, UnknownComponentError
+from statemigrate._errors import (
+    LossyMigrationError,
+    StateMigrateError,
+    StoreError,
+    UnknownComponentError,
+)
 from statemigrate._model._registry import Registry
 from statemigrate._runtime._chainread import Chain, compose_chain
-from statemigrate._runtime._rewrite import migrate_snapshot
-from statemigrate._snapshot._format import open_snapshot
+from statemigrate._runtime._rewrite import SectionVerdict, migrate_snapshot, verify_snapshot
+from statemigrate._snapshot._format import Snapshot, open_snapshot
 from statemigrate.cli._arguments import (
     ComponentVersions,
     check_output_file,
     module_attribute,
     snapshot_source,
 )
-from statemigrate.cli._inspect import Progress, add_key_argument, printable
+from statemigrate.cli._inspect import Progress, add_key_argument, one_line, printable
 from statemigrate.cli._objects import add_store_argument, commit_to_url, is_object_url, open_source
 from statemigrate.cli._source import read_key_option
 from statemigrate.evolution._config import find_config, load_registry
@@ -31,11 +38,16 @@ __all__ = [
     "graph_command",
     "migrate_command",
     "plan_command",
+    "verify_command",
 ]
+
+EXIT_OK = 0
+EXIT_WOULD_NOT_RESTORE = 1
+EXIT_CANNOT_VERIFY = 2
 
 
 def add_registry_parsers(commands: Any) -> None:
-    """Add ``plan``, ``graph`` and ``migrate`` to the sub-command parsers."""
+    """Add ``plan``, ``graph``, ``migrate`` and ``verify`` to the sub-command parsers."""
     plan = commands.add_parser("plan", help="show the steps between two versions of a component")
     plan.add_argument("component", help="the component's name")
     plan.add_argument(
@@ -67,12 +79,7 @@ def add_registry_parsers(commands: Any) -> None:
         help="rewrite a snapshot with components at other versions (up or down);"
         " a checkpoint chain is rewritten as one full snapshot",
     )
-    migrate.add_argument(
-        "snapshot",
-        metavar="SNAPSHOT",
-        type=snapshot_source,
-        help="a file path, fd:N, or URL[#current|#previous|#N]",
-    )
+    _add_snapshot_argument(migrate)
     migrate.add_argument(
         "-o",
         "--output",
@@ -82,19 +89,62 @@ def add_registry_parsers(commands: Any) -> None:
         " rename; an existing OUT must be a regular file, not a link, FIFO or device),"
         " or an object-store URL (committed as its next generation)",
     )
-    migrate.add_argument(
+    _add_migration_arguments(
+        migrate, required=True, targets_help="target version of a component (repeatable)"
+    )
+    migrate.set_defaults(func=migrate_command)
+
+    verify = commands.add_parser(
+        "verify",
+        help="check, writing nothing, that every section of a snapshot would restore into"
+        " the registry's release; exit 1 if one would not",
+        description="Decode every section, plan a path from its version to the target"
+        " (--to, else the newest registered version of its component), run the steps and"
+        " validate the result, as a restore would, and print one line per section. A"
+        " checkpoint chain is first composed into the full snapshot it restores to. Exits"
+        " 0 when every section would restore, 1 when one would not, 2 when the check"
+        " cannot be made (an unreadable snapshot, a delta, a bad --to, no registry).",
+    )
+    _add_snapshot_argument(verify)
+    _add_migration_arguments(
+        verify,
+        required=False,
+        targets_help="the version a component's sections should reach (default: the newest"
+        " registered; repeatable)",
+    )
+    verify.add_argument("--json", action="store_true", help="print JSON for machines")
+    # Status 1 is the answer "would not restore"; a failure to answer is 2.
+    verify.set_defaults(func=verify_command, failure_status=EXIT_CANNOT_VERIFY)
+
+
+def _add_snapshot_argument(parser: argparse.ArgumentParser) -> None:
+    """``SNAPSHOT``, as the commands that read one take it."""
+    parser.add_argument(
+        "snapshot",
+        metavar="SNAPSHOT",
+        type=snapshot_source,
+        help="a file path, fd:N, or URL[#current|#previous|#N]",
+    )
+
+
+def _add_migration_arguments(
+    parser: argparse.ArgumentParser, *, required: bool, targets_help: str
+) -> None:
+    """``--to``, ``--allow-lossy``, ``--key-file``, ``--store-option`` and the registry's
+    options: what ``migrate`` and ``verify`` take besides ``SNAPSHOT``."""
+    parser.add_argument(
         "--to",
         dest="targets",
         action=ComponentVersions,
-        required=True,
+        required=required,
+        default={},
         metavar="COMPONENT=VERSION",
-        help="target version of a component (repeatable)",
+        help=targets_help,
     )
-    migrate.add_argument("--allow-lossy", action="store_true", help="allow steps declared lossy")
-    add_key_argument(migrate)
-    add_store_argument(migrate)
-    add_registry_arguments(migrate)
-    migrate.set_defaults(func=migrate_command)
+    parser.add_argument("--allow-lossy", action="store_true", help="allow steps declared lossy")
+    add_key_argument(parser)
+    add_store_argument(parser)
+    add_registry_arguments(parser)
 
 
 def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
@@ -195,18 +245,7 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     output = None if is_object_url(args.output) else check_output_file(args.output, option="-o")
     registry = registry_from(args)
     key = read_key_option(args.key_file)
-    source, _ = open_source(args.snapshot, key=key, options=args.store_options)
-    if isinstance(source, Chain):
-        # The chain becomes the one full snapshot it restores to, which is then
-        # migrated like any other: the way to hand an older release a chain it cannot
-        # restore (deltas at versions it does not know).
-        snapshot = open_snapshot(compose_chain(source, key=key).to_bytes(), key=key)
-        notes = [
-            f"composed checkpoint chain of {len(source.pieces)} pieces into snapshot"
-            f" {snapshot.header.snapshot_id} generation {snapshot.header.generation}\n"
-        ]
-    else:
-        snapshot, notes = source, []
+    snapshot, notes = _full_snapshot(args, key)
     with Progress(len(snapshot.header.sections), verb="migrating") as progress:
         migrated = migrate_snapshot(
             snapshot,
@@ -230,6 +269,98 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     count = len(encoded.header.sections)
     out.write(f"wrote {printable(where)} ({encoded.size} bytes, {count} sections)\n")
     return 0
+
+
+def _full_snapshot(args: argparse.Namespace, key: bytes | None) -> tuple[Snapshot, list[str]]:
+    """The snapshot ``SNAPSHOT`` names, a checkpoint chain composed into the full
+    snapshot it restores to, and the note saying so (none for a snapshot).
+
+    Raises:
+        StoreError, SnapshotError: the source cannot be read, is not sound, or is a
+            chain that cannot be composed.
+    """
+    source, _ = open_source(args.snapshot, key=key, options=args.store_options)
+    if not isinstance(source, Chain):
+        return source, []
+    # The chain becomes the one full snapshot it restores to, which is then handled
+    # like any other: the way to hand an older release a chain it cannot restore
+    # (deltas at versions it does not know), or to check that a newer one can.
+    snapshot = open_snapshot(compose_chain(source, key=key).to_bytes(), key=key)
+    note = (
+        f"composed checkpoint chain of {len(source.pieces)} pieces into snapshot"
+        f" {snapshot.header.snapshot_id} generation {snapshot.header.generation}\n"
+    )
+    return snapshot, [note]
+
+
+def verify_command(args: argparse.Namespace, out: TextIO) -> int:
+    """Print whether each section of ``SNAPSHOT`` would restore into the registry's
+    release: 0 when every one would, 1 when one would not."""
+    registry = registry_from(args)
+    key = read_key_option(args.key_file)
+    snapshot, notes = _full_snapshot(args, key)
+    with Progress(len(snapshot.header.sections), verb="verifying") as progress:
+        verdicts = verify_snapshot(
+            snapshot,
+            args.targets,
+            registry=registry,
+            allow_lossy=args.allow_lossy,
+            on_section=progress.step,
+        )
+    restores = all(verdict.restores for verdict in verdicts)
+    if args.json:
+        header = snapshot.header
+        info = {
+            "snapshot_id": header.snapshot_id,
+            "generation": header.generation,
+            "composed": bool(notes),
+            "restores": restores,
+            "sections": [_verdict_json(verdict) for verdict in verdicts],
+        }
+        out.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    else:
+        out.writelines(notes)
+        out.writelines(f"{_verdict_line(verdict)}\n" for verdict in verdicts)
+        if not verdicts:
+            out.write("(no sections)\n")
+    return EXIT_OK if restores else EXIT_WOULD_NOT_RESTORE
+
+
+def _verdict_line(verdict: SectionVerdict) -> str:
+    """``kvcache/sessions: 1 -> 3 would restore (upgrade_1_to_3)``, or ``... would NOT
+    restore: <reason>``; every string from the snapshot or a message is escaped."""
+    versions = (
+        f"version {verdict.source}"
+        if verdict.target is None
+        else f"{verdict.source} -> {verdict.target}"
+    )
+    where = f"{printable(verdict.key)}: {versions}"
+    if verdict.error is not None:
+        return f"{where} would NOT restore: {printable(one_line(_reason(verdict.error)))}"
+    steps = verdict.plan.steps if verdict.plan is not None else ()
+    names = ", ".join(f"{s.name} [lossy]" if s.lossy else s.name for s in steps)
+    return f"{where} would restore ({printable(names) if names else 'no steps'})"
+
+
+def _verdict_json(verdict: SectionVerdict) -> dict[str, Any]:
+    steps = verdict.plan.steps if verdict.plan is not None else ()
+    return {
+        "component": verdict.component,
+        "instance": verdict.instance,
+        "source": verdict.source,
+        "target": verdict.target,
+        "restores": verdict.restores,
+        "steps": [step.name for step in steps],
+        "lossy_steps": [step.name for step in steps if step.lossy],
+        "reason": None if verdict.error is None else _reason(verdict.error),
+    }
+
+
+def _reason(error: StateMigrateError) -> str:
+    if isinstance(error, LossyMigrationError):
+        # The library's message names the keyword argument; here the flag is the cure.
+        return f"loses data in {', '.join(error.steps)}; pass --allow-lossy to accept that"
+    return str(error)
 
 
 def write_file_atomically(path: Path, parts: list[bytes | bytearray | memoryview]) -> None:

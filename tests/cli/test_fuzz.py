@@ -261,7 +261,17 @@ def test_negative_control_a_reader_that_skips_the_digest_is_caught(
 
 # --- any command line, any environment: only our errors, one line, exit 0, 1 or 2 -----------
 
-SUBCOMMANDS = ["inspect", "plan", "graph", "migrate", "schemas", "makemigration", "check", "demo"]
+SUBCOMMANDS = [
+    "inspect",
+    "plan",
+    "graph",
+    "migrate",
+    "verify",
+    "schemas",
+    "makemigration",
+    "check",
+    "demo",
+]
 OPTIONS = [
     "-h",
     "--help",
@@ -432,6 +442,7 @@ def _value_for(option: str) -> st.SearchStrategy[str]:
 REQUIRED: dict[str, list[list[str]]] = {
     "inspect": [["SNAPSHOT"]],
     "migrate": [["SNAPSHOT"], ["-o"], ["--to"]],
+    "verify": [["SNAPSHOT"]],
     "plan": [["COMPONENT"], ["--from"], ["--to"]],
     "graph": [["COMPONENT"]],
     "makemigration": [["COMPONENT"]],
@@ -555,8 +566,9 @@ def test_any_command_line_exits_0_1_or_2_with_at_most_one_error_line(
     """For all argv and values of the variables the command line reads, ``main`` returns
     0, 1 or 2 and raises nothing. A non-zero status comes with exactly one line on
     stderr, except that the reporting commands (``check``, ``schemas check``) exit 1
-    with their markdown report on stdout and a silent stderr. Stdout is written through
-    a strict UTF-8 encoder, as a terminal's is."""
+    with their markdown report on stdout and a silent stderr, and ``verify`` exits 1
+    with its answer on stdout (a section that would not restore) and a silent stderr.
+    Stdout is written through a strict UTF-8 encoder, as a terminal's is."""
     import os
     import sys
     from unittest import mock
@@ -592,7 +604,8 @@ def test_any_command_line_exits_0_1_or_2_with_at_most_one_error_line(
     lines = err.getvalue().splitlines()
     out.flush()
     report = raw_out.getvalue().decode()
-    if code == 0 or (code == 1 and report.startswith("### statemigrate ")):
+    answered = report.startswith("### statemigrate ") or " would NOT restore: " in report
+    if code == 0 or (code == 1 and answered):
         assert lines == [], err.getvalue()
     else:
         assert len(lines) == 1 and lines[0].startswith(ERROR_PREFIX), err.getvalue()
