@@ -1422,6 +1422,7 @@ DOCUMENTED_COMMANDS = (
     "plan",
     "graph",
     "migrate",
+    "verify",
     "schemas",
     "makemigration",
     "check",

@@ -391,3 +391,10 @@ def test_verify_in_a_child_process_exits_with_its_answer(v3_snapshot: Path, work
     }
     assert answers["no"].stderr == ""
     assert answers["none"].stdout == "" and len(answers["none"].stderr.splitlines()) == 1
+
+
+def test_a_snapshot_without_sections_would_restore(
+    tmp_path: Path, work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run(capsys, "verify", str(_write(tmp_path / "empty.smsnap", [])), *REGISTRY)
+    assert (result.code, result.out, result.err) == (0, "(no sections)\n", "")
