@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from statemigrate._errors import (
+    ConfigurationError,
     LossyMigrationError,
     StateMigrateError,
     StoreError,
@@ -185,14 +186,31 @@ def current_folder_first() -> None:
 
 
 def registry_from(args: argparse.Namespace) -> Registry:
-    """The registry named by the command line and pyproject.toml."""
+    """The registry named by the command line and pyproject.toml.
+
+    Raises:
+        ConfigurationError: it holds no component (most often: none was named), so
+            every component would be reported unknown.
+    """
     current_folder_first()
-    return load_registry(
-        find_config(),
+    config = find_config()
+    registry = load_registry(
+        config,
         registry=args.registry,
         migrations=args.migrations,
         imports=tuple(args.imports),
     )
+    if not registry.components():
+        named = args.registry or args.migrations or args.imports or config.registry
+        raise ConfigurationError(
+            "registry",
+            "the registry named holds no component"
+            if named or config.imports
+            else "no component is registered: name the registry with --registry MODULE:NAME,"
+            " --import MODULE or --migrations PATH, or in [tool.statemigrate] of"
+            " pyproject.toml",
+        )
+    return registry
 
 
 def plan_command(args: argparse.Namespace, out: TextIO) -> int:

@@ -758,7 +758,10 @@ def test_plan_and_graph_from_the_configured_migrations(
             ["plan", "kvcache", "--from", "0", "--to", "2", *REGISTRY],
             ("version 0 is not registered; registered versions: 1, 2, 3",),
         ),
-        (["plan", "kvcache", "--from", "1", "--to", "2"], ("unknown component", "none")),
+        (
+            ["plan", "kvcache", "--from", "1", "--to", "2"],
+            ("no component is registered", "--registry MODULE:NAME", "[tool.statemigrate]"),
+        ),
         (["graph", "kvcache", "--registry", "no_such_module_x:r"], ("cannot import",)),
         (["graph", "kvcache", "--registry", "statemigrate:nothing"], ("no attribute",)),
         (["graph", "kvcache", "--registry", "statemigrate:__version__"], ("not a Registry",)),

@@ -365,6 +365,16 @@ def test_bad_input_is_one_line_and_status_2(
     one_error_line(run(capsys, "verify", *argv, *registry), *fragments)
 
 
+def test_no_registry_named_is_one_line_and_status_2(
+    v3_snapshot: Path, work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a registry every section would be an unknown component: the command
+    says what to name instead of judging every section."""
+    result = run(capsys, "verify", str(v3_snapshot))
+    assert result.code == 2
+    one_error_line(result, "no component is registered", "--registry MODULE:NAME")
+
+
 def test_verify_in_a_child_process_exits_with_its_answer(v3_snapshot: Path, work: Path) -> None:
     """The statuses reach the shell, and a failure is one line there too."""
     import subprocess
