@@ -64,12 +64,19 @@ class PartialState:
     """What changed in one component: a partial state and the deleted keys.
 
     Attributes:
-        state: every field of the schema; record fields hold only the records set.
+        state: every field of the schema; record fields hold only the records set,
+            those updated in place first and those inserted since the mark last, in
+            the live order.
         deleted: per record field, the keys deleted (in the live form of the keys).
+        moved: per record field, how many of its last records were inserted since the
+            mark: a receiver moves them to the end, in their order, to keep the live
+            order (0 for a component with its own ``export_records``, whose order is
+            its own).
     """
 
     state: dict[str, Any]
     deleted: dict[str, list[Any]]
+    moved: dict[str, int]
 
     @property
     def records(self) -> int:
@@ -165,6 +172,7 @@ class ComponentChanges:
         self._check_same()
         state: dict[str, Any] = {}
         deleted: dict[str, list[Any]] = {}
+        moved: dict[str, int] = {}
         for name in self._schema.fields:
             mark = self._marks.get(name)
             if mark is None:
@@ -183,11 +191,13 @@ class ComponentChanges:
             )
             if self._custom:
                 state[name] = self._exported(name, list(changes.set))
+                moved[name] = 0
             else:
                 state[name] = changes.set
+                moved[name] = changes.moved
             self._watch.watch(name, state[name])
             deleted[name] = list(changes.deleted)
-        return PartialState(state, deleted)
+        return PartialState(state, deleted, moved)
 
     def _seed_watch(self) -> None:
         """Watch a random sample of every record field's records, from its marks on
