@@ -93,7 +93,8 @@ def delta_section(
     schema = registry.schema_for(entry.component, version)
     state = schema.export(changes.state, walk=walk, check=check)
     deleted = {
-        name: key_codec(schema, name).export(keys) for name, keys in changes.deleted.items()
+        name: key_codec(schema, name).export(keys, schema=schema, field=name)
+        for name, keys in changes.deleted.items()
     }
     steps: tuple[str, ...] = ()
     if target is not None and target != version:

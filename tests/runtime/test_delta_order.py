@@ -4,7 +4,9 @@ start-up) or composed offline, and a failed delta gives the old order back."""
 
 from __future__ import annotations
 
+import decimal
 import threading
+import uuid
 from typing import Any
 
 import pytest
@@ -235,3 +237,62 @@ def test_the_order_checks_catch_deltas_that_set_every_key_in_place(
     assert service.start_from(store) is not None
     assert dict(restored.entries) == dict(live.entries)
     assert _items(restored) != _items(live)
+
+
+def _keyed(key_type: Any) -> tuple[Registry, type]:
+    """A registry and a component class whose record field is keyed by ``key_type``."""
+
+    # The functional form: a class body's annotations would stay strings here, naming
+    # a local variable that pydantic cannot resolve.
+    keyed = TypedDict("keyed", {"records": dict[key_type, int]})  # noqa: UP013
+    registry = Registry()
+    registry.add_schema("keyed", 1, keyed)
+
+    @registry.migratable("keyed", version=1)
+    class Holder:
+        def __init__(self) -> None:
+            self.records: TrackedDict[Any, int] = TrackedDict()
+
+    return registry, Holder
+
+
+@pytest.mark.parametrize(
+    ("key_type", "key"),
+    [
+        (int, lambda i: i),
+        (int, lambda i: 2**70 + i),  # written as text, beyond 64 bits
+        (bytes, lambda i: bytes([255, i % 256, i // 256])),  # not UTF-8
+        (float, lambda i: i + 0.5),
+        (uuid.UUID, lambda i: uuid.UUID(int=i)),
+        (decimal.Decimal, lambda i: decimal.Decimal(i) / 4),
+    ],
+)
+def test_keys_of_any_type_are_deleted_and_moved_in_their_plain_form(
+    key_type: Any, key: Any
+) -> None:
+    """A deleted key is written in the plain form its records' keys take (text for a
+    number, bytes as they are), so a checkpoint chain composed offline deletes it and
+    holds what a full snapshot of the live state holds, in its order; a restart from
+    the chain restores the live dict."""
+    registry, holder_class = _keyed(key_type)
+    service = Service("keyed", registry=registry)
+    live = service.register(holder_class())
+    live.records.update((key(i), i) for i in range(2_000))
+    service.start_cold("test")
+    store = MemoryStore()
+    checkpointer = Checkpointer(service, store, quiesce=threading.Lock(), incremental=True)
+    checkpointer.checkpoint_now()
+    del live.records[key(7)]
+    live.records[key(3)] = live.records.pop(key(3))
+    live.records[key(5000)] = 1
+    checkpointer.checkpoint_now()
+    assert checkpointer.chain_length == 2
+    composed: Any = open_snapshot(compose_chain(open_chain(store.open())).to_bytes())
+    full: Any = open_snapshot(service.snapshot()[0].to_bytes())
+    assert list(composed.read_section(0)["records"].items()) == list(
+        full.read_section(0)["records"].items()
+    )
+    restarted = Service("keyed", registry=registry)
+    restored = restarted.register(holder_class())
+    assert restarted.start_from(store) is not None
+    assert list(restored.records.items()) == list(live.records.items())
