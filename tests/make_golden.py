@@ -161,6 +161,30 @@ def main() -> None:
         meta={"purpose": "golden, delta"},
         base=DeltaBase("5b1d2a07c0ffee00d15ea5e0000b45e1", 8),
     )
+    # A delta that keeps the writer's key order: its last 'moved' records go to the end.
+    _write(
+        f"{prefix}-delta-moved",
+        [
+            SectionInput(
+                "cache", "main", 3, "sha256:cache-v3",
+                {
+                    "state": {
+                        "entries": {
+                            "kept": {"value": "replaced in place", "hits": 2},
+                            "touched": {"value": "moved to the end", "hits": 7},
+                            "new": {"value": "inserted last", "hits": 0},
+                        },
+                    },
+                    "deleted": {"entries": ["gone"]},
+                    "moved": {"entries": 2},
+                },
+            ),
+        ],
+        key=None,
+        generation=10,
+        meta={"purpose": "golden, delta with moved records"},
+        base=DeltaBase("6b181e1de9c3c85ebd00446f2e90156a", 9),
+    )
 
 
 if __name__ == "__main__":

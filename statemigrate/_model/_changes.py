@@ -40,7 +40,10 @@ from typing import Any
 
 import pydantic
 
-from statemigrate._errors import RegistrationError
+from statemigrate._errors import ExportError, RegistrationError
+from statemigrate._model._compare import format_path
+from statemigrate._model._export import Exporter, compile_exporter
+from statemigrate._model._export_leaves import NotExportable
 from statemigrate._model._inplacewatch import POOL, InPlaceWatch
 from statemigrate._model._registry import component_spec
 from statemigrate._model._schema import SchemaVersion
@@ -64,12 +67,19 @@ class PartialState:
     """What changed in one component: a partial state and the deleted keys.
 
     Attributes:
-        state: every field of the schema; record fields hold only the records set.
+        state: every field of the schema; record fields hold only the records set,
+            those updated in place first and those inserted since the mark last, in
+            the live order.
         deleted: per record field, the keys deleted (in the live form of the keys).
+        moved: per record field, how many of its last records were inserted since the
+            mark: a receiver moves them to the end, in their order, to keep the live
+            order (0 for a component with its own ``export_records``, whose order is
+            its own).
     """
 
     state: dict[str, Any]
     deleted: dict[str, list[Any]]
+    moved: dict[str, int]
 
     @property
     def records(self) -> int:
@@ -165,6 +175,7 @@ class ComponentChanges:
         self._check_same()
         state: dict[str, Any] = {}
         deleted: dict[str, list[Any]] = {}
+        moved: dict[str, int] = {}
         for name in self._schema.fields:
             mark = self._marks.get(name)
             if mark is None:
@@ -183,11 +194,13 @@ class ComponentChanges:
             )
             if self._custom:
                 state[name] = self._exported(name, list(changes.set))
+                moved[name] = 0
             else:
                 state[name] = changes.set
+                moved[name] = changes.moved
             self._watch.watch(name, state[name])
             deleted[name] = list(changes.deleted)
-        return PartialState(state, deleted)
+        return PartialState(state, deleted, moved)
 
     def _seed_watch(self) -> None:
         """Watch a random sample of every record field's records, from its marks on
@@ -287,13 +300,26 @@ class KeyCodec:
 
     adapter: pydantic.TypeAdapter[Any] | None
     """None when keys are ``str`` (the plain form is the key itself)."""
+    exporter: Exporter | None = None
+    """Writes a map of the field's key type: the keys a delta deletes get the plain form
+    its records' keys get (text for an int, bytes as they are), so that a reader
+    matching plain keys finds them."""
 
-    def export(self, keys: list[Any]) -> list[Any]:
-        """The plain form of live keys."""
-        if self.adapter is None:
+    def export(self, keys: list[Any], *, schema: SchemaVersion, field: str) -> list[Any]:
+        """The plain form of live keys.
+
+        Raises:
+            ExportError: a key has no plain form (the path names the field).
+        """
+        if self.exporter is None:
             return keys
-        plain: list[Any] = self.adapter.dump_python(keys, mode="json")
-        return plain
+        try:
+            return list(self.exporter(dict.fromkeys(keys)))
+        except NotExportable as exc:
+            raise ExportError(
+                schema.component, schema.version,
+                format_path(["deleted", field, *exc.path]), exc.detail,
+            ) from exc
 
     def validate(self, keys: object) -> list[Any]:
         """The live form of plain keys.
@@ -318,9 +344,14 @@ def key_codec(schema: SchemaVersion, field: str) -> KeyCodec:
     if found is not None:
         return found
     key_type = _key_type(schema, field)
-    codec = KeyCodec(
-        None if key_type is str else pydantic.TypeAdapter(list[key_type])  # type: ignore[valid-type]
-    )
+    if key_type is str:
+        codec = KeyCodec(None)
+    else:
+        keyed: Any = dict[key_type, None]  # type: ignore[valid-type]
+        codec = KeyCodec(
+            pydantic.TypeAdapter(list[key_type]),  # type: ignore[valid-type]
+            compile_exporter(pydantic.TypeAdapter(keyed).core_schema),
+        )
     _CODECS[(schema, field)] = codec
     return codec
 

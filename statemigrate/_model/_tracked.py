@@ -20,19 +20,34 @@ Each mark also counts the distinct keys written since it was set, so
 :meth:`TrackedDict.pending` is O(1): a write adds one to every open mark that had not
 seen the key yet (one comparison per open mark).
 
+Key order: a ``dict`` keeps its keys in the order of their last insertion (a value
+replaced in place keeps its place; ``d[k] = d.pop(k)``, an LRU's touch, moves ``k`` to
+the end). So the live order since a mark is the order at the mark, less the keys
+removed, followed by the keys inserted since the mark in the order of insertion: the
+tail of the dict. A second log, of insertions, keeps each present key's last insertion
+number, in that order; the keys inserted since a mark are its tail, counted per mark
+like the writes. :class:`Changes` lists the keys updated in place first and the
+inserted ones last, in live order, with their number, so a receiver that sets the
+first and moves the last to its end keeps the live order. A take checks that those
+keys are the dict's own tail, and should they not be (a write that raced the opening
+of a mark), it lists every key as moved: larger, never out of order.
+
 Threads: a threaded server writes from several threads while a hand-over takes the
-changes from another. While a mark is open, recording a write, taking changes and
-moving or closing a mark hold one lock per dict; every write changes the dict before it
-records its key, so a write is either in the changes taken or in the next ones, never
-lost. Without an open mark no lock is taken.
+changes from another. While a mark is open, a write changes the dict and records its
+key under one lock per dict, and taking changes and moving or closing a mark hold it
+too, so a take sees every write either whole or not at all. A write that finds no mark
+open takes no lock; should a mark open before it looks again, it records its key after
+the change, so it is in the changes taken or in the next ones, never lost. The lock
+is re-entrant: a value's ``__del__`` run by a write may write to the same dict.
 """
 
 from __future__ import annotations
 
 import threading
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from itertools import compress, islice, repeat
+from itertools import compress, filterfalse, islice, repeat
 from operator import is_
 from typing import Any, TypeVar, cast, overload
 
@@ -53,13 +68,15 @@ class ChangeMark:
     Attributes:
         seq: the sequence number of the last write before the point.
         count: how many distinct keys were written since the point.
+        inserted: how many keys present now were inserted since the point.
     """
 
-    __slots__ = ("closed", "count", "seq")
+    __slots__ = ("closed", "count", "inserted", "seq")
 
     def __init__(self, seq: int) -> None:
         self.seq = seq
         self.count = 0
+        self.inserted = 0
         self.closed = False
 
     def __repr__(self) -> str:
@@ -73,16 +90,25 @@ class Changes:
 
     Attributes:
         set: the keys present now that were written since the mark, with their values
-            now (a key written twice appears once, with its last value).
+            now (a key written twice appears once, with its last value): first the
+            keys updated in place, then the ``moved`` keys inserted since the mark, in
+            the dict's order.
         deleted: the keys written since the mark that are absent now (deleted, or
             inserted and deleted again: removing an absent key is harmless).
+        moved: how many of the last entries of ``set`` go to the end of the dict, in
+            their order (a key there already is moved, not updated in place).
     """
 
     set: dict[Any, Any]
     deleted: tuple[Any, ...]
+    moved: int = 0
 
     def __len__(self) -> int:
         return len(self.set) + len(self.deleted)
+
+
+# How a recorded write changed the dict's keys.
+_UPDATED, _INSERTED, _REMOVED, _UNKNOWN = range(4)
 
 
 class TrackedDict(dict[K, V]):
@@ -92,8 +118,9 @@ class TrackedDict(dict[K, V]):
     send only what changed (see ``docs/precopy.md``). Reads are those of ``dict``
     itself. Writes through every method of ``dict`` are recorded: ``d[k] = v``,
     ``del d[k]``, ``pop``, ``popitem``, ``setdefault`` (when it inserts), ``update``,
-    ``|=`` and ``clear``; a ``move_to_end``-like reorder (``d[k] = d.pop(k)``) records
-    the key like any write. Tracking costs nothing until :meth:`mark` opens a mark.
+    ``|=`` and ``clear``. The changes keep the key order: a key moved to the end
+    (``d[k] = d.pop(k)``, an LRU's touch) is moved there by the receiver too. Tracking
+    costs nothing until :meth:`mark` opens a mark.
 
     Copies (``copy()``, :mod:`copy`, :mod:`pickle`) are new, unwatched ``TrackedDict``
     objects with the same items: marks and logs belong to one object.
@@ -103,10 +130,11 @@ class TrackedDict(dict[K, V]):
     several threads may go on while changes are taken (see the module docstring).
     """
 
-    __slots__ = ("_lock", "_log", "_marks", "_seq")
+    __slots__ = ("_inserted", "_lock", "_log", "_marks", "_seq")
 
-    _lock: threading.Lock
+    _lock: threading.RLock
     _log: dict[Any, int] | None
+    _inserted: dict[Any, int] | None
     _marks: list[ChangeMark]
     _seq: int
 
@@ -121,61 +149,82 @@ class TrackedDict(dict[K, V]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._log = None
+        self._inserted = None
         self._marks = []
         self._seq = 0
 
     # --- recording -------------------------------------------------------------------
     #
-    # Every write changes the dict first and records the key after. A reader that
-    # takes the changes in between misses nothing: either the key is in the log
-    # already (from an earlier write) and it reads the new value, or the record comes
-    # after its mark and goes into the next changes. The log and the marks change
-    # under a lock, so writers in several threads and a reader taking changes
-    # meanwhile (a hand-over's rounds) keep them consistent; the lock is only taken
-    # while a mark is open.
+    # While a mark is open, every write changes the dict and records the key under the
+    # lock, so a take (which holds it too) never sees a change without its record.
+    # Without a mark, a write takes no lock; it looks for a mark again after its
+    # change, and if one opened meanwhile it records the key then: the write is in the
+    # changes taken or in the next ones, never lost (whether it inserted the key is
+    # unknown then, which the take's check of the order catches).
 
-    def _note(self, key: object) -> None:
-        """Record a write of ``key``."""
-        with self._lock:
-            log = self._log
-            if log is None:  # the last mark was closed meanwhile
-                return
-            seq = self._seq = self._seq + 1
-            last = log.pop(key, 0)
-            log[key] = seq
+    def _record(self, key: object, change: int) -> None:
+        """Record a write of ``key`` (the lock is held and a log open)."""
+        log = self._log
+        inserted = self._inserted
+        assert log is not None and inserted is not None
+        seq = self._seq = self._seq + 1
+        last = log.pop(key, 0)
+        log[key] = seq
+        for mark in self._marks:
+            if last <= mark.seq:
+                mark.count += 1
+        if change == _INSERTED:
+            before = inserted.pop(key, 0)
+            inserted[key] = seq
             for mark in self._marks:
-                if last <= mark.seq:
-                    mark.count += 1
+                if before <= mark.seq:
+                    mark.inserted += 1
+        elif change == _REMOVED or (change == _UNKNOWN and not dict.__contains__(self, key)):
+            before = inserted.pop(key, 0)
+            for mark in self._marks:
+                if before > mark.seq:
+                    mark.inserted -= 1
 
-    # The two hot writes inline _note: the call would cost as much as the rest.
+    def _note(self, key: object, change: int) -> None:
+        """Record a write of ``key`` made without the lock, if a mark is open now."""
+        with self._lock:
+            if self._log is not None:
+                self._record(key, change)
 
     def __setitem__(self, key: K, value: V) -> None:
+        if self._marks:
+            with self._lock:
+                log = self._log
+                if log is not None:
+                    if not dict.__contains__(self, key):
+                        _setitem(self, key, value)
+                        self._record(key, _INSERTED)
+                        return
+                    _setitem(self, key, value)
+                    # A value replaced in place, the hot write: _record inlined.
+                    seq = self._seq = self._seq + 1
+                    last = log.pop(key, 0)
+                    log[key] = seq
+                    for mark in self._marks:
+                        if last <= mark.seq:
+                            mark.count += 1
+                    return
         _setitem(self, key, value)
         if self._marks:
-            with self._lock:
-                log = self._log
-                if log is not None:
-                    seq = self._seq = self._seq + 1
-                    last = log.pop(key, 0)
-                    log[key] = seq
-                    for mark in self._marks:
-                        if last <= mark.seq:
-                            mark.count += 1
+            self._note(key, _UNKNOWN)
 
     def __delitem__(self, key: K) -> None:
-        _delitem(self, key)
         if self._marks:
             with self._lock:
-                log = self._log
-                if log is not None:
-                    seq = self._seq = self._seq + 1
-                    last = log.pop(key, 0)
-                    log[key] = seq
-                    for mark in self._marks:
-                        if last <= mark.seq:
-                            mark.count += 1
+                if self._log is not None:
+                    _delitem(self, key)
+                    self._record(key, _REMOVED)
+                    return
+        _delitem(self, key)
+        if self._marks:
+            self._note(key, _UNKNOWN)
 
     @overload
     def pop(self, key: K, /) -> V: ...
@@ -185,46 +234,88 @@ class TrackedDict(dict[K, V]):
     def pop(self, key: K, default: Any, /) -> Any: ...
 
     def pop(self, key: Any, default: Any = _MISSING, /) -> Any:
-        if default is _MISSING:
-            value = dict.pop(self, key)
-        else:
-            value = dict.pop(self, key, _MISSING)
-            if value is _MISSING:
-                return default
         if self._marks:
-            self._note(key)
+            with self._lock:
+                if self._log is not None:
+                    value = dict.pop(self, key, _MISSING)
+                    if value is not _MISSING:
+                        self._record(key, _REMOVED)
+                        return value
+                    if default is _MISSING:
+                        raise KeyError(key)
+                    return default
+        value = dict.pop(self, key, _MISSING)
+        if value is _MISSING:
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
+        if self._marks:
+            self._note(key, _UNKNOWN)
         return value
 
     def popitem(self) -> tuple[K, V]:
+        if self._marks:
+            with self._lock:
+                if self._log is not None:
+                    item = dict.popitem(self)
+                    self._record(item[0], _REMOVED)
+                    return item
         item = dict.popitem(self)
         if self._marks:
-            self._note(item[0])
+            self._note(item[0], _UNKNOWN)
         return item
 
     def setdefault(self, key: K, default: Any = None, /) -> Any:
-        if key in self:
-            return dict.__getitem__(self, key)
-        dict.__setitem__(self, key, default)
         if self._marks:
-            self._note(key)
+            with self._lock:
+                if self._log is not None:
+                    if dict.__contains__(self, key):
+                        return dict.__getitem__(self, key)
+                    _setitem(self, key, default)
+                    self._record(key, _INSERTED)
+                    return default
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        _setitem(self, key, default)
+        if self._marks:
+            self._note(key, _UNKNOWN)
         return default
 
     def update(self, *args: Any, **kwargs: Any) -> None:
-        if not self._marks:
-            dict.update(self, *args, **kwargs)
+        if self._marks:
+            for key, value in _items(*args, **kwargs):
+                self[key] = value
             return
-        for key, value in _items(*args, **kwargs):
-            self[key] = value
+        source = args[0] if len(args) == 1 and not kwargs else None
+        if isinstance(source, dict):
+            dict.update(self, source)
+            keys: Iterable[Any] = source
+        else:  # an iterator is read once: its items are kept to record their keys
+            items = list(_items(*args, **kwargs))
+            dict.update(self, items)
+            keys = (key for key, _ in items)
+        if self._marks:  # a mark opened meanwhile: record the keys, as a write does
+            for key in keys:
+                self._note(key, _UNKNOWN)
 
     def __ior__(self, other: Any) -> TrackedDict[K, V]:  # type: ignore[override,misc]
         self.update(other)
         return self
 
     def clear(self) -> None:
-        keys = list(self) if self._marks else ()
+        if self._marks:
+            with self._lock:
+                if self._log is not None:
+                    keys = list(self)
+                    dict.clear(self)
+                    for key in keys:
+                        self._record(key, _REMOVED)
+                    return
+        keys = list(self)
         dict.clear(self)
-        for key in keys:
-            self._note(key)
+        if self._marks:
+            for key in keys:
+                self._note(key, _UNKNOWN)
 
     # --- marks -----------------------------------------------------------------------
 
@@ -236,6 +327,7 @@ class TrackedDict(dict[K, V]):
         with self._lock:
             if self._log is None:
                 self._log = {}
+                self._inserted = {}
             mark = ChangeMark(self._seq)
             self._marks = [*self._marks, mark]
         return mark
@@ -272,7 +364,9 @@ class TrackedDict(dict[K, V]):
         With ``limit``, at most that many keys: the ones written longest ago, and the
         mark moves just past the last of them, so the keys left out (and any write
         made after this call) are in the next changes taken. The lock is held for
-        the keys taken, not for all that changed.
+        the keys taken, not for all that changed. (A take may hold more keys only when
+        the oldest key inserted since the mark was written again since: it goes with
+        the first key written after its insertion, to keep the order.)
         """
         with self._lock:
             if limit is None or mark.count <= limit:
@@ -361,36 +455,108 @@ class TrackedDict(dict[K, V]):
         return keys if limit is None else keys[:limit]
 
     def _changes(self, mark: ChangeMark) -> Changes:
-        return self._changes_of(self._keys_since(mark))
+        keys = self._keys_since(mark)
+        moved = self._inserted_since(mark)
+        if moved is None:
+            return self._every_key_moved(keys)
+        return self._changes_of(keys, moved)
 
-    def _changes_of(self, keys: list[Any]) -> Changes:
-        """The changes of ``keys`` (oldest first), with their values now.
+    def _inserted_since(self, mark: ChangeMark) -> list[Any] | None:
+        """The keys present now that were inserted since ``mark``, oldest first, or
+        ``None`` when they are not the dict's own tail (a write that raced the
+        opening of a mark inserted a key unrecorded).
+
+        Cut out of the insertion log by its count, as :meth:`_keys_since` does.
+        """
+        inserted = self._inserted
+        assert inserted is not None
+        count = mark.inserted
+        keys = list(islice(reversed(inserted), count + 1)) if count <= len(inserted) else []
+        before = keys.pop() if len(keys) > count else _MISSING
+        keys.reverse()
+        since = mark.seq
+        if (
+            len(keys) != count
+            or (keys and inserted[keys[0]] <= since)
+            or (before is not _MISSING and inserted[before] > since)
+        ):
+            keys = []
+            for key in reversed(inserted):
+                if inserted[key] <= since:
+                    break
+                keys.append(key)
+            keys.reverse()
+            mark.inserted = len(keys)
+        tail = list(islice(reversed(self), len(keys)))
+        tail.reverse()
+        return keys if tail == keys else None
+
+    def _changes_of(self, keys: list[Any], moved: list[Any]) -> Changes:
+        """The changes of ``keys`` (oldest first) with their values now: those in
+        ``moved`` (keys inserted since the mark, in the dict's order) last.
 
         Built by C-level iteration too: no tuple or other container per key, so that
         taking the changes of a large part of the state neither runs Python code per
         key nor sets off the garbage collector (whose full collections walk every
         object of the process) while the writers wait.
         """
+        if moved:
+            keys = list(filterfalse(set(moved).__contains__, keys))
         values = map(_get, repeat(self), keys, repeat(_MISSING))
         present = dict(zip(keys, values, strict=True))
         deleted = tuple(compress(keys, map(is_, present.values(), repeat(_MISSING))))
         for key in deleted:
             del present[key]
-        return Changes(present, deleted)
+        present.update(zip(moved, map(_get, repeat(self), moved, repeat(_MISSING)), strict=True))
+        if moved and any(
+            map(is_, islice(reversed(present.values()), len(moved)), repeat(_MISSING))
+        ):
+            # A write begun before a mark opened removed a key meanwhile.
+            return self._every_key_moved([*keys, *moved])
+        return Changes(present, deleted, len(moved))
+
+    def _every_key_moved(self, keys: list[Any]) -> Changes:
+        """The changes of ``keys`` with every key of the dict listed as moved, in its
+        order: what a receiver needs to take the live order whatever it holds."""
+        deleted = tuple(compress(keys, map(_absent, repeat(self), keys)))
+        return Changes(dict(self), deleted, len(self))
 
     def _take_oldest(self, mark: ChangeMark, limit: int) -> Changes:
-        """The ``limit`` keys written longest ago since ``mark`` (fewer than its
-        count), with the mark moved just past them."""
+        """At most ``limit`` keys written since ``mark`` (fewer than its count), those
+        written longest ago, with the mark moved just past them.
+
+        A key inserted since the mark goes to the receiver's end, so the keys inserted
+        before the cut go along, even those written again after it (an insertion comes
+        before the key's last write): the keys moved are the head of those inserted
+        since the mark, in the dict's order, and the rest follow in later takes. They
+        count against ``limit``: the cut moves back until they fit, and only a take of
+        a single key written may exceed it."""
         keys = self._keys_since(mark, limit)
         if not keys:
             return Changes({}, ())
-        changes = self._changes_of(keys)
-        log = self._log
-        assert log is not None
+        inserted = self._inserted_since(mark)
+        if inserted is None:
+            changes = self._every_key_moved(self._keys_since(mark))
+            self._advance(mark)
+            return changes
+        log, insertions = self._log, self._inserted
+        assert log is not None and insertions is not None
+        insertion_seqs = list(map(insertions.__getitem__, inserted))
+        taken = len(keys)
+        while True:
+            cut = log[keys[taken - 1]]
+            moved = inserted[: bisect_right(insertion_seqs, cut)]
+            later = sum(map(cut.__lt__, map(log.__getitem__, moved)))  # written after it
+            if taken + later <= limit or taken == 1:
+                break
+            taken = max(1, min(taken - 1, limit - later))
+        del keys[taken:]
+        changes = self._changes_of(keys, moved)
         # Every key left out has a later sequence number than the last key taken, and
         # so has every write made after this call: both stay counted for the next take.
-        mark.seq = log[keys[-1]]
+        mark.seq = cut
         mark.count -= len(keys)
+        mark.inserted -= len(moved)
         self._forget()
         return changes
 
@@ -398,30 +564,18 @@ class TrackedDict(dict[K, V]):
         self._check(mark)
         mark.seq = self._seq
         mark.count = 0
+        mark.inserted = 0
         self._forget()
 
     def _forget(self) -> None:
-        """Drop log entries at or below the oldest open mark (the whole log if none)."""
+        """Drop log entries at or below the oldest open mark (the whole logs if none)."""
         if not self._marks:
-            self._log = None
+            self._log = self._inserted = None
             return
-        log = self._log
-        assert log is not None
         oldest = min(m.seq for m in self._marks)
-        if not log or log[next(iter(log))] > oldest:
-            return
-        if log[next(reversed(log))] <= oldest:
-            self._log = {}
-            return
-        # Drop the stale head in place: the cost is what is dropped, not what is kept
-        # (a sliced take drops a few keys from the head of a long log, over and over).
-        stale = []
-        for key, seq in log.items():
-            if seq > oldest:
-                break
-            stale.append(key)
-        for key in stale:
-            del log[key]
+        assert self._log is not None and self._inserted is not None
+        self._log = _forget_head(self._log, oldest)
+        self._inserted = _forget_head(self._inserted, oldest)
 
     # --- copies ----------------------------------------------------------------------
 
@@ -435,6 +589,29 @@ class TrackedDict(dict[K, V]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({dict.__repr__(self)})"
+
+
+def _absent(mapping: dict[Any, Any], key: object) -> bool:
+    return not dict.__contains__(mapping, key)
+
+
+def _forget_head(log: dict[Any, int], oldest: int) -> dict[Any, int]:
+    """``log`` (in order of its sequence numbers) without the entries at or below
+    ``oldest``: changed in place, or a new empty log when all go."""
+    if not log or log[next(iter(log))] > oldest:
+        return log
+    if log[next(reversed(log))] <= oldest:
+        return {}
+    # Drop the stale head in place: the cost is what is dropped, not what is kept
+    # (a sliced take drops a few keys from the head of a long log, over and over).
+    stale = []
+    for key, seq in log.items():
+        if seq > oldest:
+            break
+        stale.append(key)
+    for key in stale:
+        del log[key]
+    return log
 
 
 def _items(*args: Any, **kwargs: Any) -> Iterable[tuple[Any, Any]]:

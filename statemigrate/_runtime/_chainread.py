@@ -11,7 +11,8 @@ applies the deltas to the base's plain data.
 Composing follows what applying a delta does to a live component
 (:mod:`statemigrate._runtime._delta`), on plain data instead: for each section of a
 delta, the records of each record field it names under ``deleted`` are set in that
-field of the state so far, then the keys listed there are removed; every other field
+field of the state so far (the last ``moved`` of them moved to its end, in their
+order, as the writer's dict holds them), then the keys listed there are removed; every other field
 of its partial state replaces the one so far, and a field it does not carry is
 dropped, as the delta would delete the attribute. Sections a delta does not hold keep
 their state. Record keys are matched in their plain form, as the snapshots hold them.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from statemigrate._errors import SnapshotError
@@ -251,7 +253,12 @@ def _applied(state: Any, delta: Any, number: int, section: str) -> dict[str, Any
                 number, section, f"record field {name!r} is not a map of records in both"
                 " the delta and the state it applies to",
             )
-        records.update(value)
+        moved = delta.get("moved", {}).get(name, 0)
+        items = iter(value.items())
+        records.update(islice(items, len(value) - moved))
+        for key, record in items:  # inserted since the base: to the end, in order
+            records.pop(key, None)
+            records[key] = record
     for name, keys in deleted.items():
         records = result.get(name)
         if type(records) is not dict:

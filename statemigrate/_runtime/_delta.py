@@ -3,16 +3,19 @@
 A delta is a snapshot whose header names a base (the snapshot, full or delta, whose
 state it changes) and whose sections each hold, for one component instance::
 
-    {"state": <partial state>, "deleted": {<record field>: [<plain key>, ...]}}
+    {"state": <partial state>, "deleted": {<record field>: [<plain key>, ...]},
+     "moved": {<record field>: <count>}}
 
 The partial state has every field of the schema; the record fields named in
 ``deleted`` hold only the records set since the base (see
-:mod:`statemigrate._model._changes`). On the way in, each section is decoded, migrated
-by the plan's record steps (a plan with a whole-data step cannot migrate a delta) and
-validated against the live schema, for every section, before anything is applied.
-Then the records are set and deleted, and the other fields assigned, component after
-component; if anything fails, every touched key and field is given back its earlier
-value, newest first.
+:mod:`statemigrate._model._changes`), and the last ``moved`` of them were inserted
+since the base: they go to the end of the live dict, in their order, so that it keeps
+the writer's key order (a section without ``moved`` moves none). On the way in, each
+section is decoded, migrated by the plan's record steps (a plan with a whole-data step
+cannot migrate a delta) and validated against the live schema, for every section,
+before anything is applied. Then the records are set and deleted, and the other fields
+assigned, component after component; if anything fails, every touched key and field is
+given back its earlier value, newest first, and the keys their order.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, TypeGuard
 
 import pydantic
@@ -89,7 +93,8 @@ def delta_section(
     schema = registry.schema_for(entry.component, version)
     state = schema.export(changes.state, walk=walk, check=check)
     deleted = {
-        name: key_codec(schema, name).export(keys) for name, keys in changes.deleted.items()
+        name: key_codec(schema, name).export(keys, schema=schema, field=name)
+        for name, keys in changes.deleted.items()
     }
     steps: tuple[str, ...] = ()
     if target is not None and target != version:
@@ -107,7 +112,7 @@ def delta_section(
         )
         state, steps, version = result.data, result.step_names, target
         schema = registry.schema_for(entry.component, version)
-    data = {"state": state, "deleted": deleted}
+    data = {"state": state, "deleted": deleted, "moved": changes.moved}
     return (
         SectionInput(entry.component, entry.instance, version, schema.fingerprint, data),
         steps,
@@ -149,14 +154,15 @@ class _Staged:
     report: ComponentRestore
     fields: dict[str, Any] = field(default_factory=dict)
     """The whole fields: name -> value (``_MISSING`` to delete the attribute)."""
-    records: dict[str, tuple[Mapping[Any, Any], list[Any]]] = field(default_factory=dict)
-    """The record fields: name -> (records to set, keys to delete), in live form."""
+    records: dict[str, tuple[Mapping[Any, Any], list[Any], int]] = field(default_factory=dict)
+    """The record fields: name -> (records to set, keys to delete, how many of the
+    records set go to the end), in live form."""
     custom: bool = False
     """Whether records go through the component's ``import_records``."""
 
     @property
     def count(self) -> int:
-        return sum(len(put) + len(gone) for put, gone in self.records.values())
+        return sum(len(put) + len(gone) for put, gone, _ in self.records.values())
 
 
 def apply_delta(
@@ -237,20 +243,32 @@ def _apply_delta(
 
 
 DELTA_SHAPE = (
-    "a delta section is a map of 'state' (a map) and 'deleted' (lists of keys per record field)"
+    "a delta section is a map of 'state' (a map), 'deleted' (lists of keys per record"
+    " field) and an optional 'moved' (counts per record field)"
 )
 """What a delta section must look like, for errors that find it otherwise."""
 
 
 def is_delta_section(data: object) -> TypeGuard[dict[str, Any]]:
     """Whether decoded section data has a delta's shape: ``state`` and ``deleted`` maps,
-    a list of deleted keys per record field."""
-    return (
+    a list of deleted keys per record field, and an optional ``moved`` map of counts
+    (each no larger than its record field's records, for record fields only)."""
+    if not (
         type(data) is dict
-        and set(data) == {"state", "deleted"}
+        and set(data) - {"moved"} == {"state", "deleted"}
         and type(data["state"]) is dict
         and type(data["deleted"]) is dict
         and all(type(keys) is list for keys in data["deleted"].values())
+    ):
+        return False
+    moved = data.get("moved", {})
+    state, deleted = data["state"], data["deleted"]
+    return type(moved) is dict and all(
+        name in deleted
+        and type(count) is int
+        and 0 <= count <= len(records := state.get(name, ()))
+        and type(records) is dict
+        for name, count in moved.items()
     )
 
 
@@ -300,6 +318,7 @@ def _stage(
             step=str(whole),
         )
     deleted_plain: dict[str, list[Any]] = data["deleted"]
+    moved: dict[str, int] = data.get("moved", {})
     try:
         result = registry.migrate(
             entry.component, data.pop("state"), section.version, live,
@@ -358,7 +377,15 @@ def _stage(
                 f" {type(target).__name__}, not a dict to apply records to",
                 component=entry.key,
             )
-        item.records[name] = ({} if value is _MISSING else value, gone)
+        put = {} if value is _MISSING else value
+        if moved.get(name, 0) > len(put):
+            raise RestoreError(
+                "validate",
+                f"record field {name!r} has {len(put)} records after validation, fewer than"
+                f" the {moved[name]} the delta moves",
+                component=entry.key,
+            )
+        item.records[name] = (put, gone, moved.get(name, 0))
     unknown = set(deleted_plain) - set(schema.fields)
     if unknown:
         raise RestoreError(
@@ -418,19 +445,31 @@ def _apply_sets(item: _Staged, undo: list[_Undo]) -> None:
     records protocol, delete its keys too)."""
     obj = item.entry.obj
     if item.custom:
-        for name, (put, gone) in item.records.items():
+        for name, (put, gone, _) in item.records.items():
             touched = [*put, *gone]
             old = dict(obj.export_records(name, touched))  # type: ignore[attr-defined]
             absent = [key for key in touched if key not in old]
             undo.append(_reimporter(obj, name, old, absent))  # noted first, as below
             obj.import_records(name, put, gone)  # type: ignore[attr-defined]
         return
-    for name, (put, _) in item.records.items():
+    for name, (put, _, moved) in item.records.items():
         target: MutableMapping[Any, Any] = getattr(obj, name)
+        in_place = len(put) - moved
+        if moved and any(map(target.__contains__, islice(put, in_place, None))):
+            # A key moved to the end leaves its place: only a rebuild gives it back, in
+            # the order noted here. Noted first, so it runs after the values are back.
+            undo.append(_reorderer(target, list(target)))
         before: list[tuple[Any, Any]] = []
         undo.append(_giver(target, before))
-        for key, value in put.items():
+        records = iter(put.items())
+        for key, value in islice(records, in_place):
             before.append((key, target.get(key, _MISSING)))  # first: a failed set too
+            target[key] = value
+        for key, value in records:
+            old = target.get(key, _MISSING)
+            before.append((key, old))
+            if old is not _MISSING:
+                del target[key]
             target[key] = value
     for name, value in item.fields.items():
         old = getattr(obj, name, _MISSING)
@@ -441,7 +480,7 @@ def _apply_sets(item: _Staged, undo: list[_Undo]) -> None:
 def _apply_deletions(item: _Staged, undo: list[_Undo]) -> None:
     if item.custom:
         return
-    for name, (_, gone) in item.records.items():
+    for name, (_, gone, _) in item.records.items():
         target: MutableMapping[Any, Any] = getattr(item.entry.obj, name)
         before: list[tuple[Any, Any]] = []
         undo.append(_giver(target, before))
@@ -470,6 +509,18 @@ def _giver(target: MutableMapping[Any, Any], before: list[tuple[Any, Any]]) -> _
             raise failed
 
     return give_back
+
+
+def _reorderer(target: MutableMapping[Any, Any], order: list[Any]) -> _Undo:
+    """Put the keys of ``target`` back in ``order`` (its keys before the delta)."""
+
+    def reorder() -> None:
+        if list(target) != order:
+            items = [(key, target[key]) for key in order]
+            target.clear()
+            target.update(items)
+
+    return reorder
 
 
 def _reimporter(obj: Any, name: str, old: dict[Any, Any], absent: list[Any]) -> _Undo:

@@ -487,7 +487,7 @@ def test_a_delta_that_cannot_be_composed_is_a_one_line_error_naming_the_section(
         ),
         (
             _piece(2, base=link, data={"state": {}, "deleted": {"entries": "k1"}}),
-            "a delta section is a map of 'state' (a map) and 'deleted'",
+            "a delta section is a map of 'state' (a map), 'deleted'",
         ),
         (
             _piece(2, base=link, data={"state": {"entries": {}}, "deleted": {"entries": [[1]]}}),

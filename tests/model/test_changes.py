@@ -101,7 +101,8 @@ def test_record_keys_go_through_the_key_type() -> None:
     schema = REGISTRY.schema_for("c", 1)
     assert key_codec(schema, "entries").adapter is None  # str keys: as they are
     ints = key_codec(schema, "counts")
-    assert ints.export([1, 2]) == [1, 2]
+    # Written as the records' keys are: as text (msgpack maps hold str keys).
+    assert ints.export([1, 2], schema=schema, field="counts") == ["1", "2"]
     assert ints.validate(["3", 4]) == [3, 4]
     assert key_codec(schema, "counts") is ints  # built once
 

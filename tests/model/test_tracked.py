@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import gc
+import itertools
 import pickle
 import random
 import sys
@@ -16,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statemigrate import ChangeMark, Changes, TrackedDict
+from statemigrate._model._tracked import _UNKNOWN as UNKNOWN
 
 KEYS = st.sampled_from([f"k{i}" for i in range(12)])
 
@@ -61,6 +63,22 @@ def _run(tracked: TrackedDict[str, int], plain: dict[str, int], op: tuple[str, s
                 target[key] = target.pop(key)
 
 
+def _apply(base: dict[Any, Any], changes: Changes, *, keep_order: bool = True) -> None:
+    """What a receiver does with ``changes``: set the keys updated in place, move the
+    inserted ones to the end in their order, delete the deleted ones. Without
+    ``keep_order`` (a broken receiver, for the negative control) every key is set in
+    place."""
+    records = iter(changes.set.items())
+    in_place = len(changes.set) - (changes.moved if keep_order else 0)
+    for key, value in itertools.islice(records, in_place):
+        base[key] = value
+    for key, value in records:
+        base.pop(key, None)
+        base[key] = value
+    for key in changes.deleted:
+        base.pop(key, None)
+
+
 def _replay(
     base: dict[Any, int],
     tracked: TrackedDict[Any, int],
@@ -68,10 +86,13 @@ def _replay(
     limit: int | None = None,
 ) -> int:
     changes = tracked.take_changes(mark, limit=limit)
-    for key in changes.deleted:
-        base.pop(key, None)
-    base.update(changes.set)
+    _apply(base, changes)
     return len(changes)
+
+
+def _same(*dicts: dict[Any, Any]) -> bool:
+    """Whether the dicts hold the same items in the same order."""
+    return all(list(d.items()) == list(dicts[0].items()) for d in dicts[1:])
 
 
 @given(
@@ -82,7 +103,8 @@ def test_deltas_replayed_onto_a_copy_of_the_base_give_the_same_dict(
     start: dict[str, int], ops: list[tuple[str, str, int]]
 ) -> None:
     """Property: for any writes, cut into rounds at random, applying each round's
-    changes (set records, deleted keys) to a copy of the base gives the live dict."""
+    changes (set records, moved keys, deleted keys) to a copy of the base gives the live
+    dict, in its order."""
     tracked = TrackedDict(start)
     plain = dict(start)
     mark = tracked.mark()
@@ -90,12 +112,12 @@ def test_deltas_replayed_onto_a_copy_of_the_base_give_the_same_dict(
     for op in ops:
         if op[0] == "mark":
             _replay(replica, tracked, mark)
-            assert replica == tracked
+            assert _same(replica, tracked)
             continue
         _run(tracked, plain, op)
         assert tracked == plain
     _replay(replica, tracked, mark)
-    assert replica == tracked == plain
+    assert _same(replica, tracked, plain)
     assert tracked.pending(mark) == 0
 
 
@@ -103,7 +125,8 @@ def test_deltas_replayed_onto_a_copy_of_the_base_give_the_same_dict(
 def test_two_marks_see_their_own_changes(
     first: list[tuple[str, str, int]], second: list[tuple[str, str, int]]
 ) -> None:
-    """Property: with two readers, each one's replay is exact, whenever it reads."""
+    """Property: with two readers, each one's replay is exact (items and order),
+    whenever it reads."""
     tracked: TrackedDict[str, int] = TrackedDict()
     plain: dict[str, int] = {}
     early = tracked.mark()
@@ -116,10 +139,10 @@ def test_two_marks_see_their_own_changes(
         _run(tracked, plain, op)
         if index % 7 == 3:
             _replay(early_copy, tracked, early)
-            assert early_copy == tracked
+            assert _same(early_copy, tracked)
     _replay(late_copy, tracked, late)
     _replay(early_copy, tracked, early)
-    assert late_copy == early_copy == tracked == plain
+    assert _same(late_copy, early_copy, tracked, plain)
 
 
 @given(
@@ -130,9 +153,10 @@ def test_sliced_takes_with_writes_between_them_replay_exactly(
     start: dict[str, int], steps: list[tuple[str, str, int] | int]
 ) -> None:
     """Property: taking the changes a few keys at a time (``limit``), with writes
-    between the slices, loses no write: each slice has at most ``limit`` keys, pending()
-    drops by what was taken, and replaying every slice onto a copy of the base gives
-    the live dict. Another mark, opened earlier, still sees everything."""
+    between the slices, loses no write: each slice has at most ``limit`` keys (see
+    take_changes for the one exception), pending() drops by the keys the mark moved
+    past, and replaying every slice onto a copy of the base gives the live dict, in its
+    order. Another mark, opened earlier, still sees everything."""
     tracked = TrackedDict(start)
     plain = dict(start)
     early = tracked.mark()
@@ -142,17 +166,85 @@ def test_sliced_takes_with_writes_between_them_replay_exactly(
         if isinstance(step, int):
             before = tracked.pending(mark)
             taken = _replay(replica, tracked, mark, limit=step)
-            assert taken == min(step, before)
-            assert tracked.pending(mark) == before - taken
+            written = before - tracked.pending(mark)  # the keys the mark moved past
+            if step >= before:
+                assert taken == written == before
+            elif step == 0:
+                assert taken == written == 0
+            else:
+                # More than the limit only for one key written and the keys inserted
+                # before it that were written again since (moved with it, in order).
+                assert 1 <= written <= taken and (taken <= step or written == 1)
             assert tracked.pending(mark) == len(tracked.changes_since(mark))
         elif step[0] != "mark":
             _run(tracked, plain, step)
     while tracked.pending(mark):
         _replay(replica, tracked, mark, limit=2)
-    assert replica == tracked == plain
+    assert _same(replica, tracked, plain)
     early_copy = dict(start)
     _replay(early_copy, tracked, early)
-    assert early_copy == tracked
+    assert _same(early_copy, tracked)
+
+
+def test_an_lru_touch_moves_the_key_to_the_end_of_the_replica() -> None:
+    """``d[k] = d.pop(k)`` (an LRU's touch) and a new key are listed as moved, in the
+    dict's order; a value replaced in place is not, and keeps its place."""
+    tracked = TrackedDict({f"k{i}": i for i in range(5)})
+    replica = dict(tracked)
+    mark = tracked.mark()
+    tracked["k0"] = tracked.pop("k0")
+    tracked["k2"] = 20
+    tracked["new"] = 5
+    tracked["k1"] = tracked.pop("k1")
+    changes = tracked.take_changes(mark)
+    assert list(changes.set) == ["k2", "k0", "new", "k1"] and changes.moved == 3
+    _apply(replica, changes)
+    assert list(replica) == ["k2", "k3", "k4", "k0", "new", "k1"] == list(tracked)
+
+
+def test_the_order_check_catches_a_receiver_that_ignores_moves() -> None:
+    """Negative control for the order assertions above: a receiver that sets every key
+    in place (as deltas did before they carried moves) ends in another order."""
+    tracked = TrackedDict({f"k{i}": i for i in range(5)})
+    replica = dict(tracked)
+    mark = tracked.mark()
+    tracked["k0"] = tracked.pop("k0")
+    _apply(replica, tracked.take_changes(mark), keep_order=False)
+    assert replica == tracked
+    assert not _same(replica, tracked)
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_sliced_takes_move_inserted_keys_in_the_order_of_insertion(limit: int) -> None:
+    """Two new keys, the first written again after the second: slices taken by the
+    order of last writes still move the keys in the order they were inserted."""
+    tracked: TrackedDict[str, int] = TrackedDict({"z": 0})
+    replica = dict(tracked)
+    mark = tracked.mark()
+    tracked["a"] = 1
+    tracked["b"] = 1
+    tracked["a"] = 2
+    while tracked.pending(mark):
+        _replay(replica, tracked, mark, limit=limit)
+    assert list(replica.items()) == [("z", 0), ("a", 2), ("b", 1)] == list(tracked.items())
+
+
+def test_an_insertion_recorded_late_lists_every_key_as_moved() -> None:
+    """A write that found no mark open and recorded its key after a mark opened (the
+    race of a write with the opening of a mark) may have inserted its key unrecorded;
+    when the inserted keys are then not the dict's tail, the take lists every key as
+    moved, so the replica still takes the live order."""
+    tracked: TrackedDict[str, int] = TrackedDict({"a": 0, "b": 0})
+    replica = dict(tracked)
+    mark = tracked.mark()
+    tracked["c"] = 1  # recorded as inserted
+    dict.__setitem__(tracked, "d", 1)  # a racing write: changed, then recorded late
+    tracked._note("d", UNKNOWN)  # what such a write records: its key, insertion unknown
+    tracked["e"] = 1
+    changes = tracked.take_changes(mark)
+    assert changes.moved == len(tracked) == len(changes.set)
+    _apply(replica, changes)
+    assert _same(replica, tracked)
 
 
 def test_a_write_between_slices_is_in_a_later_slice() -> None:
@@ -299,7 +391,7 @@ def test_changes_taken_while_other_threads_write_lose_no_write(
 ) -> None:
     """Writers in several threads and a reader taking changes meanwhile (a hand-over's
     rounds, whole or in slices of ``limit`` keys): replaying every round onto a copy of
-    the base gives the final dict."""
+    the base gives the final dict, in its order."""
     tracked: TrackedDict[int, int] = TrackedDict({i: 0 for i in range(1000)})
     replica = dict(tracked)
     mark = tracked.mark()
@@ -310,6 +402,8 @@ def test_changes_taken_while_other_threads_write_lose_no_write(
             key = rng.randrange(1500)
             if n % 3 == 0:
                 tracked.pop(key, None)
+            elif n % 3 == 1:
+                tracked[key] = tracked.pop(key, n)  # an LRU's touch, or an insertion
             else:
                 tracked[key] = n
 
@@ -329,7 +423,7 @@ def test_changes_taken_while_other_threads_write_lose_no_write(
         sys.setswitchinterval(previous)
     _replay(replica, tracked, mark)
     assert rounds > 1
-    assert replica == tracked
+    assert _same(replica, tracked)
 
 
 def _lines_run(module_file: str, call: Any) -> int:
@@ -352,19 +446,29 @@ def _lines_run(module_file: str, call: Any) -> int:
     return lines
 
 
-def _changed(count: int, *, size: int = 4_000) -> tuple[TrackedDict[str, Any], ChangeMark]:
+def _changed(
+    count: int, *, size: int = 4_000, moved: bool = False
+) -> tuple[TrackedDict[str, Any], ChangeMark]:
     """A dict of ``size`` entries with ``count`` of them replaced (and one deleted)
-    since its mark."""
+    since its mark; with ``moved``, half of them moved to the end and as many new keys
+    inserted instead."""
     tracked = TrackedDict({f"k{i}": {"n": i, "tags": ["a"]} for i in range(size)})
     mark = tracked.mark()
     for i in range(count):
-        tracked[f"k{i * 7 % size}"] = {"n": -i, "tags": ["b"]}
+        key = f"k{i * 7 % size}"
+        if moved and i % 2:
+            tracked[key] = tracked.pop(key)
+        elif moved:
+            tracked[f"new{i}"] = {"n": -i, "tags": ["b"]}
+        else:
+            tracked[key] = {"n": -i, "tags": ["b"]}
     del tracked["k0"]
     return tracked, mark
 
 
+@pytest.mark.parametrize("moved", [False, True])
 @pytest.mark.parametrize("limit", [None, 50])
-def test_taking_changes_runs_no_python_code_per_key(limit: int | None) -> None:
+def test_taking_changes_runs_no_python_code_per_key(limit: int | None, moved: bool) -> None:
     """Complexity: the Python lines run to take the changes do not grow with the keys
     changed (the keys and values are gathered by C-level iteration): a checkpoint of
     most of a large dict must not cost more per key than a full snapshot per entry."""
@@ -372,20 +476,24 @@ def test_taking_changes_runs_no_python_code_per_key(limit: int | None) -> None:
     assert module_file is not None
     runs = {}
     for count in (100, 3_000):
-        tracked, mark = _changed(count)
+        tracked, mark = _changed(count, moved=moved)
         taken: list[Changes] = []
         take = functools.partial(tracked.take_changes, mark, limit=limit)
         runs[count] = _lines_run(module_file, lambda: taken.append(take()))  # noqa: B023
-        assert len(taken[0]) == (min(count, limit) if limit else count)
+        written = count + moved  # moved: k0 is deleted, not written
+        assert len(taken[0]) == (min(written, limit) if limit else written)
         assert limit or taken[0].deleted == ("k0",)
     assert runs[3_000] == runs[100], runs
 
 
-def test_taking_the_changes_of_most_of_a_dict_sets_off_no_garbage_collection() -> None:
+@pytest.mark.parametrize("moved", [False, True])
+def test_taking_the_changes_of_most_of_a_dict_sets_off_no_garbage_collection(
+    moved: bool,
+) -> None:
     """Taking changes makes no container per key: were it to, the collector would run
     every few hundred keys while the writers wait, and its full collections walk every
     object of the process (seconds, for a state of a million entries)."""
-    tracked, mark = _changed(3_000)
+    tracked, mark = _changed(3_000, moved=moved)
     collections: list[int] = []
 
     def note(phase: str, info: dict[str, int]) -> None:
@@ -401,7 +509,7 @@ def test_taking_the_changes_of_most_of_a_dict_sets_off_no_garbage_collection() -
     finally:
         gc.callbacks.remove(note)
         gc.set_threshold(*threshold)
-    assert len(changes) == 3_000
+    assert len(changes) == 3_000 + moved  # moved: k0 is deleted, not written
     assert collections == []
 
 

@@ -189,6 +189,8 @@ def test_a_forked_base_holds_the_state_of_the_fork_and_the_delta_the_writes_afte
             "items": {f"k{n % 5_000}": n for n in range(at_fork + 1, at_fork + 301)},
         },
         "deleted": {"items": []},
+        # Keys first written after the fork go to the end; rewritten ones stay put.
+        "moved": {"items": sum(1 for n in range(at_fork + 1, at_fork + 301) if n <= 5_000)},
     }
     restored, restored_ledger = tracked_ledger_service()
     assert restored.start_from(store) is not None

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from golden import DATA, PRODUCER, SUFFIX, load_golden
 
 from statemigrate._errors import SnapshotError
+from statemigrate._runtime._chainread import _applied
+from statemigrate._runtime._delta import is_delta_section
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot, new_snapshot_id
 from statemigrate._snapshot._format import FORMAT_VERSION, assemble, open_snapshot
 from statemigrate._snapshot._header import DeltaBase, parse_header
@@ -40,6 +44,33 @@ def test_the_golden_delta_names_its_base() -> None:
         "snapshot_id": "5b1d2a07c0ffee00d15ea5e0000b45e1", "generation": 8
     }
     assert (DATA / f"v3-delta{SUFFIX}").stat().st_size == expected["size"]
+
+
+def test_the_golden_deltas_compose_in_the_writers_order() -> None:
+    """A delta section without ``moved`` sets every record in place (a new key last);
+    with it, its last records go to the end, in order, whatever place they held."""
+    entry = {"value": "base", "hits": 1}
+    base = {"entries": {"touched": entry, "gone": entry, "kept": entry, "other": entry}}
+    plain, _ = load_golden("v3-delta")
+    data: Any = open_snapshot(plain).read_section(0)
+    composed = _applied({"entries": {"gone-1": entry, "first": entry}}, data, 1, "cache/main")
+    assert list(composed["entries"]) == ["first", *data["state"]["entries"]]
+    moved, _ = load_golden("v3-delta-moved")
+    data = open_snapshot(moved).read_section(0)
+    assert data["moved"] == {"entries": 2}
+    composed = _applied(base, data, 1, "cache/main")
+    assert list(composed["entries"]) == ["kept", "other", "touched", "new"]
+    assert composed["entries"]["touched"] == {"value": "moved to the end", "hits": 7}
+
+
+@pytest.mark.parametrize(
+    "moved",
+    [{"entries": 4}, {"entries": -1}, {"entries": 1.0}, {"other": 0}, {"entries": True}, []],
+)
+def test_a_moved_count_that_does_not_fit_its_records_is_refused(moved: object) -> None:
+    data = {"state": {"entries": {"a": 1, "b": 2, "c": 3}}, "deleted": {"entries": []}}
+    assert is_delta_section(data) and is_delta_section({**data, "moved": {"entries": 3}})
+    assert not is_delta_section({**data, "moved": moved})
 
 
 @pytest.mark.parametrize("version", [1, 2])
