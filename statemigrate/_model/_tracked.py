@@ -444,13 +444,7 @@ class TrackedDict(dict[K, V]):
         (the count is set right on the way)."""
         log = self._log
         assert log is not None
-        since = mark.seq
-        keys = []
-        for key in reversed(log):
-            if log[key] <= since:
-                break
-            keys.append(key)
-        keys.reverse()
+        keys = _entries_after(log, mark.seq)
         mark.count = len(keys)
         return keys if limit is None else keys[:limit]
 
@@ -480,12 +474,7 @@ class TrackedDict(dict[K, V]):
             or (keys and inserted[keys[0]] <= since)
             or (before is not _MISSING and inserted[before] > since)
         ):
-            keys = []
-            for key in reversed(inserted):
-                if inserted[key] <= since:
-                    break
-                keys.append(key)
-            keys.reverse()
+            keys = _entries_after(inserted, since)
             mark.inserted = len(keys)
         tail = list(islice(reversed(self), len(keys)))
         tail.reverse()
@@ -593,6 +582,18 @@ class TrackedDict(dict[K, V]):
 
 def _absent(mapping: dict[Any, Any], key: object) -> bool:
     return not dict.__contains__(mapping, key)
+
+
+def _entries_after(log: dict[Any, int], since: int) -> list[Any]:
+    """The keys of ``log`` (in order of its sequence numbers) after ``since``, oldest
+    first, found by a walk back from its end."""
+    keys = []
+    for key in reversed(log):
+        if log[key] <= since:
+            break
+        keys.append(key)
+    keys.reverse()
+    return keys
 
 
 def _forget_head(log: dict[Any, int], oldest: int) -> dict[Any, int]:
