@@ -155,6 +155,25 @@ def test_keys_export_records_leaves_out_are_refused(hides: str | None) -> None:
             changes.take()
 
 
+class DeletedMeanwhile(Recorded):
+    """A component whose key ``b`` a request deletes while its records are exported
+    (in a serving process, between the take of the changes and ``export_records``)."""
+
+    def export_records(self, field: str, keys: Iterable[str]) -> dict[str, int]:
+        self._entries.pop("b", None)
+        return super().export_records(field, keys)
+
+
+def test_a_key_deleted_while_its_record_is_exported_goes_in_the_next_delta() -> None:
+    obj = DeletedMeanwhile(None)
+    changes = ComponentChanges.attach(obj, registry=REGISTRY)
+    assert changes is not None
+    changes.open()
+    obj._entries.update(a=1, b=2)
+    assert changes.take().state == {"entries": {"a": 1}}
+    assert changes.take().deleted == {"entries": ["b"]}
+
+
 class Carts(TypedDict):
     carts: dict[str, list[int]]
 
