@@ -12,9 +12,10 @@ What the wrapper does:
 * **lifespan start-up**: the application's own start-up runs first (it warms up
   while the old process still serves), then the service is restored from the
   predecessor (:func:`~statemigrate.handoff.take_over_async`) when this process was
-  started by a handoff, and only then does the server hear ``startup.complete`` and
-  start accepting. A failed restore reports ``startup.failed``: the server exits
-  without serving and the old process goes on.
+  started by a handoff, or, when nothing restored it before (``start_from``), it
+  starts cold (``service.start_cold``), and only then does the server hear
+  ``startup.complete`` and start accepting. A failed restore reports
+  ``startup.failed``: the server exits without serving and the old process goes on.
 * **the pause**: requests that may change the state (any method but
   ``safe_methods``: GET, HEAD, OPTIONS by default) are held, not refused, while the
   snapshot is taken; reads go on. If the handoff fails the held requests go on here.
@@ -334,8 +335,15 @@ class HotRestart:
                     )
                 if self._on_take_over is not None:
                     self._on_take_over(report)
-            elif self._trials is not None and self.service.status.state == "starting":
-                self._trials.start()
+            elif self.service.status.state == "starting":
+                # Nothing restored the service before (start_from) or in the
+                # application's own start-up, and no handoff brings a state: a cold
+                # start, as with the aiohttp adapter, or readiness would answer 503
+                # and checkpoints would wait for good.
+                if self._trials is not None:
+                    self._trials.start()
+                else:
+                    self.service.start_cold("not started by a handoff")
             self._uninstall = install_signal_trigger_async(self.hand_over, signum=self.signum)
             self.server.route_stop_signals(self._stops.stop)
         except Exception as exc:
