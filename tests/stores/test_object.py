@@ -604,6 +604,26 @@ def test_a_missing_bucket_is_named(s3: S3Server) -> None:
             action()
 
 
+def test_a_plain_http_endpoint_without_allow_http_says_to_set_it(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """obstore builds no request for an http:// URL unless allow_http is set, and says
+    only "builder error": the store's error names the missing setting."""
+    monkeypatch.delenv("AWS_ALLOW_HTTP", raising=False)
+    place = s3_place(s3)
+    store = ObjectStore(place.url, config=s3.options()["config"], **FAIL_FAST)
+    for action in (store.open, lambda: store.commit(GOOD)):
+        with pytest.raises(StoreError) as info:
+            action()
+        assert "allow_http is not set" in info.value.detail
+        assert "--store-option allow_http=true" in info.value.detail
+        assert "AWS_ALLOW_HTTP=true" in info.value.detail
+        assert "\n" not in str(info.value)
+    allowed = ObjectStore(place.url, **s3.options(), **FAIL_FAST)
+    allowed.commit(GOOD)
+    assert allowed.open() == GOOD
+
+
 def test_wrong_credentials_are_refused(s3: S3Server) -> None:
     """With moto checking signatures: the right keys commit and open; a wrong secret
     or an unknown key id gets 'access denied' with S3's error code, on open and on
