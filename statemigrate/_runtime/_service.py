@@ -442,7 +442,8 @@ class Service:
             commit_failed(self.name, store, time.perf_counter() - started, exc)
             raise
         report = exported.report(stream.header, stream.size, {"encode": encode_seconds})
-        logger.info("%s", report.summary())
+        # The commit's line below repeats this one and adds the commit: one INFO line.
+        logger.debug("%s", report.summary())
         self._record_snapshot(report, sum(exported.timings.values()) + encode_seconds)
         committed = CommitReport(
             ref=ref,
