@@ -41,7 +41,7 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -128,6 +128,10 @@ class HotRestart:
         service: the state that moves with each handoff, every component registered.
         name: the listener's name in the handoff.
         argv: the successor's command line; this process's own by default.
+        env: the successor's environment (the handoff adds its own variables): a
+            mapping, or a function called at each handoff that returns one (to read
+            an environment file the deployment updated, say). By default the
+            successor inherits this process's ``os.environ`` as it is at the handoff.
         signum: the signal that starts a handoff.
         timeouts: the waits of both sides of the handoff.
         allow_lossy: passed to both sides of the handoff (a rollback through a lossy
@@ -160,6 +164,7 @@ class HotRestart:
         *,
         name: str = "http",
         argv: Sequence[str] | None = None,
+        env: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
         signum: int = signal.SIGUSR2,
         timeouts: HandoffTimeouts | None = None,
         allow_lossy: bool = False,
@@ -179,7 +184,12 @@ class HotRestart:
         self.app = app
         self.service = service
         self.name = name
+        if env is not None and not callable(env) and not isinstance(env, Mapping):
+            raise ConfigurationError(
+                "env", f"must be a mapping or a function returning one, not {env!r}"
+            )
         self.argv = list(argv) if argv is not None else None
+        self.env = env
         self.signum = signum
         self.timeouts = timeouts if timeouts is not None else HandoffTimeouts()
         self.allow_lossy = allow_lossy
@@ -367,11 +377,31 @@ class HotRestart:
         :class:`~statemigrate.HandoffError` and serving goes on. A stop signal that
         arrives meanwhile takes effect when it has ended.
         """
-        successor = Spawn(self.argv if self.argv is not None else successor_argv())
+        successor = Spawn(
+            self.argv if self.argv is not None else successor_argv(), env=self._successor_env()
+        )
         async with self._stops.handing_over():
             if self._trials is not None:
                 self._trials.check_handoff()
             return await self._hand_over(successor, allow_lossy=self.allow_lossy, trial=True)
+
+    def _successor_env(self) -> dict[str, str] | None:
+        """The successor's environment as ``env`` gives it now; ``None`` for ours.
+
+        Raises:
+            HandoffError: stage ``spawn``; the ``env`` function failed or returned
+                something else than a mapping of strings.
+        """
+        if self.env is None:
+            return None
+        try:
+            env = self.env() if callable(self.env) else self.env
+            copied = dict(env)
+        except Exception as exc:
+            raise HandoffError("spawn", f"env failed: {type(exc).__name__}: {exc}") from exc
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in copied.items()):
+            raise HandoffError("spawn", "env must map names to strings")
+        return copied
 
     async def _revert(self, permanent: tuple[str, ...], moved: Moved) -> None:
         """A trial's revert: the same handoff, to the permanent generation's program.
