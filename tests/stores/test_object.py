@@ -799,15 +799,19 @@ def test_bad_configuration_is_refused(
         ObjectStore(location, **options)
 
 
+@pytest.mark.parametrize("endpoint_var", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"])
 def test_client_settings_come_from_the_environment_as_obstore_reads_them(
-    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch, endpoint_var: str
 ) -> None:
     """With only a URL, everything comes from the AWS_* variables, the HTTP client's
     settings (AWS_ALLOW_HTTP for a plain-http server) included, although the store
-    passes client options of its own (its timeouts)."""
+    passes client options of its own (its timeouts). The endpoint is read from either
+    variable that docs/stores.md and docs/cli.md name."""
     place = s3_place(s3)
+    for other in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT"):
+        monkeypatch.delenv(other, raising=False)
     for name, value in {
-        "AWS_ENDPOINT_URL": s3.endpoint,
+        endpoint_var: s3.endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
