@@ -1395,6 +1395,24 @@ def _documented_commands() -> list[list[str]]:
     return commands
 
 
+def test_the_documented_inspect_json_has_the_fields_of_a_real_one(
+    made: Made, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/cli.md's ``inspect --json`` example shows what a full snapshot of this
+    release prints: the same fields at every level, the same format version and kind."""
+    text = (REPO / "docs" / "cli.md").read_text()
+    shown = text.split("$ statemigrate inspect /dev/shm/gateway/current --json\n", 1)[1]
+    documented = json.loads(shown.split("\n```", 1)[0])
+    real = json.loads(run(capsys, "inspect", str(made.plain), "--json").out)
+    assert sorted(documented) == sorted(real)
+    assert sorted(documented["producer"]) == sorted(real["producer"])
+    assert {tuple(sorted(section)) for section in documented["sections"]} == {
+        tuple(sorted(section)) for section in real["sections"]
+    }
+    for field in ("format_version", "kind", "base"):
+        assert documented[field] == real[field], field
+
+
 # Command lines docs/cli.md shows on purpose as usage errors (status 2).
 USAGE_ERRORS_SHOWN = (
     ["inspect"],
