@@ -423,6 +423,24 @@ def test_dump_prints_the_state(made: Made, capsys: pytest.CaptureFixture[str]) -
     assert made.states["kvcache/default"]["entries"]["alpha"]["hits"] == 2  # not a default
 
 
+def test_dump_keeps_the_stored_order_of_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dict's order is part of the state a snapshot keeps (an LRU's eviction order):
+    --dump shows the keys as stored, not sorted."""
+    service = sm.Service("cli-test", registry=build_registry())
+    cache = service.register(KVCacheV3())
+    for key in ("zulu", "alpha", "mike"):
+        cache.set(key, key.upper())
+    path = tmp_path / "ordered.smsnap"
+    path.write_bytes(service.snapshot()[0].to_bytes())
+    result = run(capsys, "inspect", str(path), "--dump", "kvcache")
+    assert result.code == 0 and result.err == ""
+    ((field, entries),) = json.loads(result.out, object_pairs_hook=list)
+    assert field == "entries"
+    assert [key for key, _ in entries] == ["zulu", "alpha", "mike"]
+
+
 def test_dump_shows_bytes_as_base64(made: Made, capsys: pytest.CaptureFixture[str]) -> None:
     result = run(capsys, "inspect", str(made.plain), "--dump", "blobs")  # unique: no /INSTANCE
     assert result.code == 0 and result.err == ""
