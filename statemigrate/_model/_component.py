@@ -126,7 +126,8 @@ def importable_state(obj: object, state: Any, *, registry: Registry | None = Non
     custom ``import_state`` takes a validated state, while ``export_state`` may have
     returned another form of it (a dict for a model schema, say): that is validated
     again from its plain data. A model or dataclass instance of the schema, and a dict
-    for a ``TypedDict`` schema, are already validated and returned as they are.
+    for a ``TypedDict`` schema, are already validated and returned as they are, and so
+    is ``None``, which an ``export_state`` may return while the component holds nothing.
 
     Raises:
         ValidationError: the state does not export, or its export does not validate.
@@ -135,6 +136,10 @@ def importable_state(obj: object, state: Any, *, registry: Registry | None = Non
     schema = component_spec(obj).schema(registry)
     if not callable(getattr(obj, "import_state", None)):
         return state
+    if state is None:
+        # What an export_state gives before the component holds anything: no schema
+        # describes it, and only that component's own import takes it back.
+        return None
     if schema.kind in ("model", "dataclass") and isinstance(state, cast(type, schema.type)):
         return state
     if schema.kind == "typeddict" and type(state) is dict:

@@ -31,6 +31,7 @@ from statemigrate._runtime._checkpointtake import (
     ExportMode,
     Forking,
 )
+from statemigrate._runtime._gate import started_by_handoff
 from statemigrate._runtime._quiesce import (
     AsyncPausable,
     Pausable,
@@ -439,9 +440,14 @@ class Checkpointer:
             if self._waiting_logged != status.state:
                 self._waiting_logged = status.state
                 # Expected while a restore or a handoff's take-over is under way (a
-                # checkpointer started by the application's start-up hook, before the
-                # state arrives); a warning only for a service that never restores.
-                level = logging.INFO if status.state == "restoring" else logging.WARNING
+                # checkpointer started by the application's start-up hook, or before
+                # the server adapter, before the state arrives: in a successor it is
+                # `starting` until the handshake is done); a warning only for a service
+                # that nothing restores.
+                expected = status.state == "restoring" or (
+                    status.state == "starting" and started_by_handoff()
+                )
+                level = logging.INFO if expected else logging.WARNING
                 logger.log(level, "checkpoint of %s skipped: %s", self.service.name, reason)
             return reason
         if self.service._checkpoints.open:

@@ -1,7 +1,10 @@
 """The checkpoint gate: whether this process may still commit checkpoints of its state.
 
 Checkpointers commit through it, and a handoff suspends it while it pauses the writers
-and ends it once the successor owns the state.
+and ends it once the successor owns the state. Whether a handoff started this process
+(:func:`started_by_handoff`) lives here too, one layer below the handoff that reads
+the descriptors: a checkpointer in a successor waits for the state on its way, which
+is no misconfiguration.
 """
 
 from __future__ import annotations
@@ -12,7 +15,35 @@ import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["CheckpointGate"]
+__all__ = ["FDS_VAR", "CheckpointGate", "note_descriptors_taken", "started_by_handoff"]
+
+#: The variable naming the descriptors a handoff passes to its successor
+#: (``statemigrate.handoff`` writes and reads it).
+FDS_VAR = "STATEMIGRATE_FDS"
+
+# Whether this process read the handoff's variables from its environment (and unset
+# them): it is a successor still, once they are gone.
+_descriptors_taken = False
+
+
+def note_descriptors_taken() -> None:
+    """Remember that this process took the descriptors a handoff named for it."""
+    global _descriptors_taken
+    _descriptors_taken = True
+
+
+def started_by_handoff() -> bool:
+    """Whether a handoff started this process: it is a successor, not a cold start.
+
+    True when ``STATEMIGRATE_FDS`` names descriptors for this process, so the
+    successor's side of the handoff (:func:`~statemigrate.handoff.receive_handoff`,
+    which a server adapter calls) will take over, and still true once it has read and
+    unset the variable. Ask it before restoring at start-up: a cold start restores the
+    last checkpoint (``service.start_from(store)``), while a successor takes the state
+    from its predecessor and must not restore a checkpoint first (a rollback successor
+    could not read the newer code's checkpoint).
+    """
+    return _descriptors_taken or FDS_VAR in os.environ
 
 T = TypeVar("T")
 

@@ -442,7 +442,8 @@ class Service:
             commit_failed(self.name, store, time.perf_counter() - started, exc)
             raise
         report = exported.report(stream.header, stream.size, {"encode": encode_seconds})
-        logger.info("%s", report.summary())
+        # The commit's line below repeats this one and adds the commit: one INFO line.
+        logger.debug("%s", report.summary())
         self._record_snapshot(report, sum(exported.timings.values()) + encode_seconds)
         committed = CommitReport(
             ref=ref,
@@ -506,6 +507,11 @@ class Service:
         restored from it yet (registered since): when there are none it is a no-op
         (the report says ``skipped``), unless ``force`` is given.
 
+        A checkpoint chain (an incremental :class:`Checkpointer`'s base and deltas,
+        committed as one object) is restored whole, as :meth:`start_from` does: every
+        piece verified and linked first, then each applied in order, all or nothing;
+        the report is the last piece's.
+
         Args:
             source: snapshot bytes, what :meth:`snapshot` returns (an encoded
                 snapshot, as are pre-copy's pieces), a store reference, or a
@@ -531,6 +537,27 @@ class Service:
                 or more) fail in ``verify``.
         """
         check_source(source)
+        options = {
+            "allow_lossy": allow_lossy,
+            "strict": strict,
+            "force": force,
+            "allow_older": allow_older,
+            "allow_other_service": allow_other_service,
+        }
+        return self._restore_stored(source, options)
+
+    def _restore_piece(
+        self,
+        source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
+        *,
+        allow_lossy: bool = False,
+        strict: bool | None = None,
+        force: bool = False,
+        allow_older: bool = False,
+        allow_other_service: bool = False,
+    ) -> RestoreReport:
+        """:meth:`restore` of one snapshot or delta (a chain's piece), with the status,
+        the metrics and the traces."""
         self._tracker.restoring()
         began = time.perf_counter()
         try:
@@ -715,14 +742,14 @@ class Service:
     def _restore_stored(
         self,
         source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
-        options: Mapping[str, bool],
+        options: Mapping[str, bool | None],
     ) -> RestoreReport:
         """Restore a snapshot, or a chain that incremental checkpoints committed: its
         base, then each delta in order (see :func:`restore_stored`)."""
         return restore_stored(
             source,
             options,
-            restore=self.restore,
+            restore=self._restore_piece,
             entries=self.components,
             key=self._key,
             limits=self._limits,

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     RestoreStored = Callable[
         [
             bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
-            Mapping[str, bool],
+            Mapping[str, bool | None],
         ],
         RestoreReport,
     ]
@@ -51,7 +51,7 @@ def restore_at_start(
     source: (
         bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport | Store | None
     ),
-    options: Mapping[str, bool],
+    options: Mapping[str, bool | None],
     *,
     restore_stored: RestoreStored,
     start_cold: Callable[[str], None],
@@ -91,7 +91,7 @@ def restore_at_start(
 
 def restore_latest(
     store: Store,
-    options: Mapping[str, bool],
+    options: Mapping[str, bool | None],
     *,
     restore_stored: RestoreStored,
     start_cold: Callable[[str], None],
@@ -163,7 +163,7 @@ def read_previous(
 
 def restore_stored(
     source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
-    options: Mapping[str, bool],
+    options: Mapping[str, bool | None],
     *,
     restore: Callable[..., RestoreReport],
     entries: Sequence[Registered],
@@ -200,7 +200,9 @@ def restore_stored(
             return restore(source, **options)  # fails in "read", with the status
         data = fetched.data
         # Read here to tell a chain: the restore counts the download as its read.
-        source = Fetched(fetched.data, fetched.seconds, source.describe())
+        describe = getattr(source, "describe", None)
+        where = describe() if callable(describe) else repr(source)
+        source = Fetched(fetched.data, fetched.seconds, where)
     if not is_chain(data):
         return restore(source if isinstance(source, Fetched) else data, **options)
     try:

@@ -190,7 +190,8 @@ def find_section(snapshot: Snapshot, name: str) -> int:
 
 
 def dump_json(value: object, *, section: str) -> str:
-    """``value`` (decoded section data) as indented JSON text, with a final newline.
+    """``value`` (decoded section data) as indented JSON text, with a final newline,
+    each map's keys in their stored order.
 
     Raises:
         SnapshotError: kind ``too_deep`` when the data nests deeper than the JSON
@@ -198,7 +199,9 @@ def dump_json(value: object, *, section: str) -> str:
     """
     try:
         # dumps, not dump: a failure part-way must not leave half a document on stdout.
-        text = json.dumps(to_json_ready(value), indent=2, sort_keys=True)
+        # Keys in the order the snapshot stores them, a dict's insertion order (an
+        # LRU's, say), which sorting would hide.
+        text = json.dumps(to_json_ready(value), indent=2)
     except RecursionError:
         raise SnapshotError(
             "too_deep", "the data nests too deeply to show as JSON", section=section

@@ -18,6 +18,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
 from statemigrate._errors import HandoffError
+from statemigrate._runtime._gate import FDS_VAR, note_descriptors_taken, started_by_handoff
 
 __all__ = [
     "CONTROL_NAME",
@@ -35,13 +36,9 @@ __all__ = [
     "take_environ",
 ]
 
-FDS_VAR = "STATEMIGRATE_FDS"
 PARENT_PID_VAR = "STATEMIGRATE_PARENT_PID"
 #: The name reserved for the control channel.
 CONTROL_NAME = "control"
-
-# Whether this process read the variables from its environment (and unset them).
-_taken = False
 
 # Variables that name descriptors of *this* process; a child must never inherit them.
 _DESCRIPTOR_VARS = (FDS_VAR, PARENT_PID_VAR, "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
@@ -191,14 +188,13 @@ def take_environ(environ: MutableMapping[str, str] | None = None) -> NamedFds | 
         HandoffError: stage ``inherit``; the variables are malformed, or they were
             set for a child of another process (the parent pid is not our parent).
     """
-    global _taken
     env = os.environ if environ is None else environ
     text = env.pop(FDS_VAR, None)
     parent_text = env.pop(PARENT_PID_VAR, None)
     if text is None:
         return None
     if env is os.environ:
-        _taken = True
+        note_descriptors_taken()
     if parent_text is None:
         raise HandoffError("inherit", f"{FDS_VAR} is set but {PARENT_PID_VAR} is not")
     parent_pid = parse_pid(PARENT_PID_VAR, parent_text, stage="inherit")
@@ -221,17 +217,3 @@ def _orphaned(parent_pid: int) -> str:
     except PermissionError:
         pass  # it runs, as another user: a stranger's variables
     return f"descriptors were named by pid {parent_pid}, but our parent is pid {os.getppid()}"
-
-
-def started_by_handoff() -> bool:
-    """Whether a handoff started this process: it is a successor, not a cold start.
-
-    True when ``STATEMIGRATE_FDS`` names descriptors for this process, so the
-    successor's side of the handoff (:func:`receive_handoff`, which a server adapter
-    calls) will take over, and still true once it has read and unset the variable.
-    Ask it before restoring at start-up: a cold start restores the last checkpoint
-    (``service.start_from(store)``), while a successor takes the state from its
-    predecessor and must not restore a checkpoint first (a rollback successor could
-    not read the newer code's checkpoint).
-    """
-    return _taken or FDS_VAR in os.environ

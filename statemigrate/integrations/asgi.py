@@ -12,9 +12,10 @@ What the wrapper does:
 * **lifespan start-up**: the application's own start-up runs first (it warms up
   while the old process still serves), then the service is restored from the
   predecessor (:func:`~statemigrate.handoff.take_over_async`) when this process was
-  started by a handoff, and only then does the server hear ``startup.complete`` and
-  start accepting. A failed restore reports ``startup.failed``: the server exits
-  without serving and the old process goes on.
+  started by a handoff, or, when nothing restored it before (``start_from``), it
+  starts cold (``service.start_cold``), and only then does the server hear
+  ``startup.complete`` and start accepting. A failed restore reports
+  ``startup.failed``: the server exits without serving and the old process goes on.
 * **the pause**: requests that may change the state (any method but
   ``safe_methods``: GET, HEAD, OPTIONS by default) are held, not refused, while the
   snapshot is taken; reads go on. If the handoff fails the held requests go on here.
@@ -40,7 +41,7 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -127,6 +128,10 @@ class HotRestart:
         service: the state that moves with each handoff, every component registered.
         name: the listener's name in the handoff.
         argv: the successor's command line; this process's own by default.
+        env: the successor's environment (the handoff adds its own variables): a
+            mapping, or a function called at each handoff that returns one (to read
+            an environment file the deployment updated, say). By default the
+            successor inherits this process's ``os.environ`` as it is at the handoff.
         signum: the signal that starts a handoff.
         timeouts: the waits of both sides of the handoff.
         allow_lossy: passed to both sides of the handoff (a rollback through a lossy
@@ -159,6 +164,7 @@ class HotRestart:
         *,
         name: str = "http",
         argv: Sequence[str] | None = None,
+        env: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
         signum: int = signal.SIGUSR2,
         timeouts: HandoffTimeouts | None = None,
         allow_lossy: bool = False,
@@ -178,7 +184,12 @@ class HotRestart:
         self.app = app
         self.service = service
         self.name = name
+        if env is not None and not callable(env) and not isinstance(env, Mapping):
+            raise ConfigurationError(
+                "env", f"must be a mapping or a function returning one, not {env!r}"
+            )
         self.argv = list(argv) if argv is not None else None
+        self.env = env
         self.signum = signum
         self.timeouts = timeouts if timeouts is not None else HandoffTimeouts()
         self.allow_lossy = allow_lossy
@@ -334,8 +345,15 @@ class HotRestart:
                     )
                 if self._on_take_over is not None:
                     self._on_take_over(report)
-            elif self._trials is not None and self.service.status.state == "starting":
-                self._trials.start()
+            elif self.service.status.state == "starting":
+                # Nothing restored the service before (start_from) or in the
+                # application's own start-up, and no handoff brings a state: a cold
+                # start, as with the aiohttp adapter, or readiness would answer 503
+                # and checkpoints would wait for good.
+                if self._trials is not None:
+                    self._trials.start()
+                else:
+                    self.service.start_cold("not started by a handoff")
             self._uninstall = install_signal_trigger_async(self.hand_over, signum=self.signum)
             self.server.route_stop_signals(self._stops.stop)
         except Exception as exc:
@@ -359,11 +377,31 @@ class HotRestart:
         :class:`~statemigrate.HandoffError` and serving goes on. A stop signal that
         arrives meanwhile takes effect when it has ended.
         """
-        successor = Spawn(self.argv if self.argv is not None else successor_argv())
+        successor = Spawn(
+            self.argv if self.argv is not None else successor_argv(), env=self._successor_env()
+        )
         async with self._stops.handing_over():
             if self._trials is not None:
                 self._trials.check_handoff()
             return await self._hand_over(successor, allow_lossy=self.allow_lossy, trial=True)
+
+    def _successor_env(self) -> dict[str, str] | None:
+        """The successor's environment as ``env`` gives it now; ``None`` for ours.
+
+        Raises:
+            HandoffError: stage ``spawn``; the ``env`` function failed or returned
+                something else than a mapping of strings.
+        """
+        if self.env is None:
+            return None
+        try:
+            env = self.env() if callable(self.env) else self.env
+            copied = dict(env)
+        except Exception as exc:
+            raise HandoffError("spawn", f"env failed: {type(exc).__name__}: {exc}") from exc
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in copied.items()):
+            raise HandoffError("spawn", "env must map names to strings")
+        return copied
 
     async def _revert(self, permanent: tuple[str, ...], moved: Moved) -> None:
         """A trial's revert: the same handoff, to the permanent generation's program.

@@ -24,6 +24,8 @@ _METADATA = re.compile(
     r"169\.254\.169\.254|metadata\.google\.internal|/latest/api/token|/metadata/identity"
 )
 _STATUS = re.compile(r"status code: ([0-9]{3}(?: [A-Za-z]+)*)")
+# A request line of obstore's message, to a plain-http URL.
+_HTTP_REQUEST = re.compile(r"\b(?:GET|PUT|POST|HEAD|DELETE) http://")
 
 
 def kind_of(exc: BaseException) -> str:
@@ -74,6 +76,12 @@ def translate(op: str, target: str, exc: BaseException) -> StoreError:
         detail = f"a precondition failed{suffix}: {_first_line(exc)}"
     elif _METADATA.search(str(exc)):
         detail = _no_credentials(exc)
+    elif _plain_http_refused(exc):
+        detail = (
+            "the endpoint is plain http and allow_http is not set: set it"
+            " (client_options={'allow_http': True}; on the command line --store-option"
+            f" allow_http=true, or AWS_ALLOW_HTTP=true) [{_first_line(exc)}]"
+        )
     elif _unreachable(exc):
         detail = f"cannot reach the server: {_first_line(exc)}"
     else:
@@ -96,6 +104,16 @@ def _no_credentials(exc: BaseException) -> str:
 def _server_code(exc: BaseException) -> str | None:
     match = _CODE.search(str(exc))
     return match.group(1) if match else None
+
+
+def _plain_http_refused(exc: BaseException) -> bool:
+    """obstore's HTTP client refused an ``http://`` URL: without ``allow_http`` it
+    builds no request for one, and says only "builder error" (BadScheme in the debug
+    tree that follows)."""
+    text = str(exc)
+    return bool(_HTTP_REQUEST.search(text)) and (
+        "BadScheme" in text or "builder error" in text
+    )
 
 
 def _unreachable(exc: BaseException) -> bool:

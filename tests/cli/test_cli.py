@@ -423,6 +423,24 @@ def test_dump_prints_the_state(made: Made, capsys: pytest.CaptureFixture[str]) -
     assert made.states["kvcache/default"]["entries"]["alpha"]["hits"] == 2  # not a default
 
 
+def test_dump_keeps_the_stored_order_of_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dict's order is part of the state a snapshot keeps (an LRU's eviction order):
+    --dump shows the keys as stored, not sorted."""
+    service = sm.Service("cli-test", registry=build_registry())
+    cache = service.register(KVCacheV3())
+    for key in ("zulu", "alpha", "mike"):
+        cache.set(key, key.upper())
+    path = tmp_path / "ordered.smsnap"
+    path.write_bytes(service.snapshot()[0].to_bytes())
+    result = run(capsys, "inspect", str(path), "--dump", "kvcache")
+    assert result.code == 0 and result.err == ""
+    ((field, entries),) = json.loads(result.out, object_pairs_hook=list)
+    assert field == "entries"
+    assert [key for key, _ in entries] == ["zulu", "alpha", "mike"]
+
+
 def test_dump_shows_bytes_as_base64(made: Made, capsys: pytest.CaptureFixture[str]) -> None:
     result = run(capsys, "inspect", str(made.plain), "--dump", "blobs")  # unique: no /INSTANCE
     assert result.code == 0 and result.err == ""
@@ -1393,6 +1411,24 @@ def _documented_commands() -> list[list[str]]:
             words.append(word)
         commands.append(words)
     return commands
+
+
+def test_the_documented_inspect_json_has_the_fields_of_a_real_one(
+    made: Made, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/cli.md's ``inspect --json`` example shows what a full snapshot of this
+    release prints: the same fields at every level, the same format version and kind."""
+    text = (REPO / "docs" / "cli.md").read_text()
+    shown = text.split("$ statemigrate inspect /dev/shm/gateway/current --json\n", 1)[1]
+    documented = json.loads(shown.split("\n```", 1)[0])
+    real = json.loads(run(capsys, "inspect", str(made.plain), "--json").out)
+    assert sorted(documented) == sorted(real)
+    assert sorted(documented["producer"]) == sorted(real["producer"])
+    assert {tuple(sorted(section)) for section in documented["sections"]} == {
+        tuple(sorted(section)) for section in real["sections"]
+    }
+    for field in ("format_version", "kind", "base"):
+        assert documented[field] == real[field], field
 
 
 # Command lines docs/cli.md shows on purpose as usage errors (status 2).

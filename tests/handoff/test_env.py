@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statemigrate import HandoffError
-from statemigrate.handoff import _env, receive_handoff, started_by_handoff
+from statemigrate._runtime import _gate
+from statemigrate.handoff import receive_handoff, started_by_handoff
 from statemigrate.handoff._env import (
     FDS_VAR,
     PARENT_PID_VAR,
@@ -113,7 +114,7 @@ def test_take_environ_reads_once_and_unsets():
 
 
 def test_started_by_handoff_tells_a_successor_from_a_cold_start(monkeypatch):
-    monkeypatch.setattr(_env, "_taken", False)
+    monkeypatch.setattr(_gate, "_descriptors_taken", False)
     monkeypatch.delenv(FDS_VAR, raising=False)
     monkeypatch.delenv(PARENT_PID_VAR, raising=False)
     assert started_by_handoff() is False  # a cold start

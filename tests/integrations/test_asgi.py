@@ -195,6 +195,43 @@ def test_uvicorn_started_from_its_command_line_on_a_passed_descriptor(tmp_path: 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("how", ["uvicorn-fd", "uvicorn", "hypercorn"])
+def test_a_start_without_a_handoff_is_ready_as_a_cold_start(how: str) -> None:
+    """Nothing restored the service before the server started, and no handoff brings
+    a state: the adapter starts it cold, so readiness answers 200 (a service left
+    ``starting`` answers 503 for good, and its checkpointer commits nothing)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    here = Path(__file__).parent
+    if how == "uvicorn-fd":
+        argv = ["-m", "uvicorn", "--fd", str(listener.fileno()), "--log-level", "warning",
+                "readiness_app:application"]
+        passed: tuple[int, ...] = (listener.fileno(),)
+    else:
+        listener.close()
+        argv, passed = [str(here / "readiness_app.py"), how, str(port)], ()
+    child = subprocess.Popen([sys.executable, *argv], cwd=here, pass_fds=passed)
+    try:
+        listener.close()
+        answers: list[tuple[int, str]] = []
+
+        def answered() -> bool:
+            assert child.poll() is None, "the server exited"
+            try:
+                answers.append(ask(port, "GET", "/ready"))
+            except OSError:
+                return False
+            return True
+
+        wait_until("the server to answer", answered)
+        status, body = answers[-1]
+        assert (status, json.loads(body)["state"]) == (200, "cold_start"), body
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.slow
 def test_an_idle_keep_alive_connection_is_not_cut_but_passed_on(tmp_path: Path) -> None:
     port = free_port()
     argv = ["app.py", "--port", str(port), "--keep-alive", "60", "--pidfile", "cache.pid"]

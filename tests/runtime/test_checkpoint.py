@@ -36,6 +36,7 @@ from statemigrate import (
     TmpfsStore,
 )
 from statemigrate._observe._instruments import use_sink
+from statemigrate._runtime import _gate
 from statemigrate._runtime._checkpoint import retry_delay
 from statemigrate.stores import Buffer, ObjectStore, SnapshotRef
 
@@ -531,6 +532,30 @@ def test_a_skip_while_the_state_arrives_is_expected_and_a_never_restored_service
     skips = [(r.levelname, r.getMessage()) for r in caplog.records if "skipped" in r.getMessage()]
     assert [level for level, _ in skips] == ["INFO", "WARNING"]
     assert "is restoring" in skips[0][1] and "is starting" in skips[1][1]
+
+
+def test_a_skip_in_a_successor_before_its_take_over_begins_is_expected(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A successor's checkpointer started before the server adapter (as docs/asgi.md
+    shows) ticks while the handshake runs, before the take-over marks the service
+    ``restoring``: the state is on its way, INFO. The same skip in a process no
+    handoff started keeps the warning."""
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    monkeypatch.setattr(_gate, "_descriptors_taken", False)
+    monkeypatch.setenv(_gate.FDS_VAR, "http=5:control=6")
+    successor, _ = ledger_service(started=False)
+    assert successor.status.state == "starting"
+    assert Checkpointer(successor, MemoryStore()).checkpoint_now().skipped
+    monkeypatch.delenv(_gate.FDS_VAR)
+    _gate.note_descriptors_taken()  # the successor's side read and unset the variable
+    assert Checkpointer(successor, MemoryStore()).checkpoint_now().skipped
+    monkeypatch.setattr(_gate, "_descriptors_taken", False)
+    forgotten, _ = ledger_service(started=False)
+    assert Checkpointer(forgotten, MemoryStore()).checkpoint_now().skipped
+    skips = [(r.levelname, r.getMessage()) for r in caplog.records if "skipped" in r.getMessage()]
+    assert [level for level, _ in skips] == ["INFO", "INFO", "WARNING"]
+    assert all("is starting" in message for _, message in skips)
 
 
 def test_a_checkpoint_logs_one_line(caplog: pytest.LogCaptureFixture) -> None:

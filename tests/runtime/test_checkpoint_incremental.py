@@ -182,7 +182,7 @@ def test_a_delta_failing_after_its_base_was_applied_leaves_the_components_as_the
     refusal to start, or a cold start) starts from the components as they were."""
     store, _, _ = checkpointed([2_000, 30])
     service, ledger = tracked_ledger_service()
-    real_restore = service.restore
+    real_restore = service._restore_piece  # each piece of a chain is restored by it
     pieces: list[int] = []
 
     def restore_refusing_deltas(source: object, **options: object) -> RestoreReport:
@@ -191,12 +191,55 @@ def test_a_delta_failing_after_its_base_was_applied_leaves_the_components_as_the
             raise RestoreError("validate", "refused for the test", component="ledger/default")
         return real_restore(source, **options)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(service, "restore", restore_refusing_deltas)
+    monkeypatch.setattr(service, "_restore_piece", restore_refusing_deltas)
     with pytest.raises(RestoreError, match="refused for the test"):
         service.start_from(store)
     assert len(pieces) == 2  # the base was applied before the delta failed
     assert ledger.count == 0
     assert ledger.state() == state_after(0)
+
+
+def test_restore_reads_a_chain_as_start_from_does() -> None:
+    """``restore`` is given what the store holds (a base and its deltas) as bytes, as
+    the store's reference, or as the checkpoint's CommitReport: each restores the
+    whole chain."""
+    service, ledger = tracked_ledger_service()
+    store = MemoryStore()
+    checkpointer = Checkpointer(service, store, quiesce=threading.Lock(), incremental=True)
+    for batch in [2_000, 30, 30]:
+        for _ in range(batch):
+            ledger.write()
+        last = checkpointer.checkpoint_now()
+    assert checkpointer.chain_length == 3 and last.committed is not None
+    for source in (store.open(), last.committed.ref, last.committed):
+        restored, copy = tracked_ledger_service()
+        report = restored.restore(source)
+        assert report.delta  # the report of the chain's last piece
+        assert (copy.count, copy.state()) == (ledger.count, state_after(ledger.count))
+        assert restored.status.state == "restored"
+
+
+def test_restore_of_a_chain_is_all_or_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delta refused after the base went in: ``restore`` raises and every component
+    is as it was before, as with one snapshot."""
+    store, _, _ = checkpointed([2_000, 30])
+    service, ledger = tracked_ledger_service()
+    for _ in range(5):
+        ledger.write()
+    real_restore = service._restore_piece
+    pieces: list[int] = []
+
+    def restore_refusing_deltas(source: object, **options: object) -> RestoreReport:
+        pieces.append(1)
+        if len(pieces) > 1:
+            raise RestoreError("validate", "refused for the test", component="ledger/default")
+        return real_restore(source, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service, "_restore_piece", restore_refusing_deltas)
+    with pytest.raises(RestoreError, match="refused for the test"):
+        service.restore(store.open())
+    assert len(pieces) == 2
+    assert (ledger.count, ledger.state()) == (5, state_after(5))
 
 
 def test_every_truncation_of_a_frame_raises_a_snapshot_error() -> None:

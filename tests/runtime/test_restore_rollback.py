@@ -231,3 +231,92 @@ def test_a_state_with_no_plain_export_is_reported_once_per_component(caplog: Any
         reader.restore(snapshot)
         assert restored.counts == {"a": 1}
     assert caplog.text.count("its rollback is not checked") == 1
+
+
+@REGISTRY.migratable("model", version=1)
+class NoneUntilLoaded:
+    """Holds None until something is restored or loaded into it: a legitimate
+    initial state, with nothing to roll back to but None (which no model schema
+    describes)."""
+
+    def __init__(self) -> None:
+        self.state: CountsModel | None = None
+
+    def export_state(self) -> CountsModel | None:
+        return self.state
+
+    def import_state(self, state: CountsModel | None) -> None:
+        self.state = state
+
+
+NEW = CountsModel(counts={"a": 1})
+
+
+def test_a_state_of_none_before_the_restore_is_not_warned_about(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """None needs no plain export to be checked: the first restore into a fresh
+    component that starts as None says nothing about an unchecked rollback."""
+    monkeypatch.setattr(restore_module, "_UNCHECKED_SAID", set())  # as in a new process
+    writer = Service(NAME, registry=REGISTRY)
+    writer.register(NoneUntilLoaded()).state = NEW
+    snapshot = writer.snapshot()[0]
+    reader = Service(NAME, registry=REGISTRY)
+    restored = reader.register(NoneUntilLoaded())
+    reader.restore(snapshot)
+    assert restored.state == NEW
+    assert "rollback is not checked" not in caplog.text
+
+
+class _Fails(Exception):
+    """The failure injected into the second component's import."""
+
+
+@REGISTRY.migratable("plain", version=1)
+class FailsFirstImport:
+    def __init__(self) -> None:
+        self.state: dict[str, Any] = {"counts": {}}
+        self.imports = 0
+
+    def export_state(self) -> dict[str, Any]:
+        return self.state
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        self.imports += 1
+        if self.imports == 1:
+            raise _Fails("the first import fails")
+        self.state = state
+
+
+@REGISTRY.migratable("model", version=1)
+class KeepsWhatItGotOnRollback(NoneUntilLoaded):
+    """Breaks the rollback: taking None back keeps the state it was given."""
+
+    def import_state(self, state: CountsModel | None) -> None:
+        if state is not None:
+            self.state = state
+
+
+@pytest.mark.parametrize(
+    "kind, rolled_back",
+    [(NoneUntilLoaded, True), (KeepsWhatItGotOnRollback, False)],
+    ids=["sound", "keeps-the-new-state"],
+)
+def test_the_rollback_of_a_state_of_none_is_checked(kind: type, rolled_back: bool) -> None:
+    """A component that was None before a failed restore must be None again after the
+    rollback; one that is not is reported, as a component whose export differs is."""
+    writer = Service(NAME, registry=REGISTRY)
+    writer.register(kind()).state = NEW
+    writer.register(FailsFirstImport())
+    snapshot = writer.snapshot()[0]
+    reader = Service(NAME, registry=REGISTRY)
+    target = reader.register(kind())
+    reader.register(FailsFirstImport())
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(snapshot)
+    assert isinstance(caught.value.__cause__, _Fails)
+    if rolled_back:
+        assert target.state is None and caught.value.rollback_failed == ()
+    else:
+        assert target.state == NEW
+        assert caught.value.rollback_failed == ("model/default",)

@@ -604,6 +604,26 @@ def test_a_missing_bucket_is_named(s3: S3Server) -> None:
             action()
 
 
+def test_a_plain_http_endpoint_without_allow_http_says_to_set_it(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """obstore builds no request for an http:// URL unless allow_http is set, and says
+    only "builder error": the store's error names the missing setting."""
+    monkeypatch.delenv("AWS_ALLOW_HTTP", raising=False)
+    place = s3_place(s3)
+    store = ObjectStore(place.url, config=s3.options()["config"], **FAIL_FAST)
+    for action in (store.open, lambda: store.commit(GOOD)):
+        with pytest.raises(StoreError) as info:
+            action()
+        assert "allow_http is not set" in info.value.detail
+        assert "--store-option allow_http=true" in info.value.detail
+        assert "AWS_ALLOW_HTTP=true" in info.value.detail
+        assert "\n" not in str(info.value)
+    allowed = ObjectStore(place.url, **s3.options(), **FAIL_FAST)
+    allowed.commit(GOOD)
+    assert allowed.open() == GOOD
+
+
 def test_wrong_credentials_are_refused(s3: S3Server) -> None:
     """With moto checking signatures: the right keys commit and open; a wrong secret
     or an unknown key id gets 'access denied' with S3's error code, on open and on
@@ -779,15 +799,19 @@ def test_bad_configuration_is_refused(
         ObjectStore(location, **options)
 
 
+@pytest.mark.parametrize("endpoint_var", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"])
 def test_client_settings_come_from_the_environment_as_obstore_reads_them(
-    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch, endpoint_var: str
 ) -> None:
     """With only a URL, everything comes from the AWS_* variables, the HTTP client's
     settings (AWS_ALLOW_HTTP for a plain-http server) included, although the store
-    passes client options of its own (its timeouts)."""
+    passes client options of its own (its timeouts). The endpoint is read from either
+    variable that docs/stores.md and docs/cli.md name."""
     place = s3_place(s3)
+    for other in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT"):
+        monkeypatch.delenv(other, raising=False)
     for name, value in {
-        "AWS_ENDPOINT_URL": s3.endpoint,
+        endpoint_var: s3.endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
