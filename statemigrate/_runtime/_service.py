@@ -25,7 +25,13 @@ from statemigrate._errors import (
     UnknownComponentError,
 )
 from statemigrate._model._component import component_spec
-from statemigrate._observe._instruments import RESTORES, emit, enabled
+from statemigrate._observe._instruments import (
+    RESTORES,
+    declare_service,
+    declare_store,
+    emit,
+    enabled,
+)
 from statemigrate._observe._status import RestoreStatus, StatusTracker
 from statemigrate._observe._tracing import tracing_enabled
 from statemigrate._runtime._export import choose_versions, export_all, walk_section
@@ -43,6 +49,7 @@ from statemigrate._runtime._telemetry import (
     record_snapshot,
     report_restore,
     restore_failed,
+    store_kind,
     trace_commit,
     trace_restore,
 )
@@ -158,6 +165,7 @@ class Service:
         self._policies: dict[tuple[str, str], RestoreFailurePolicy] = {}
         self._tracker = StatusTracker(name)
         self._checkpoints = CheckpointGate()
+        declare_service(name)
 
     # --- membership ------------------------------------------------------------------
 
@@ -700,6 +708,10 @@ class Service:
         Raises:
             RestoreError: the restore failed and a component's policy is ``"refuse"``.
         """
+        if isinstance(source, Store):
+            # A service restoring from a store commits its checkpoints there: its
+            # commits' series exist from now, so the first failure is an increase.
+            declare_store(self.name, store_kind(source))
         return restore_at_start(
             source,
             options,

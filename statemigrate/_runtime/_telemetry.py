@@ -16,6 +16,7 @@ from statemigrate._observe._instruments import (
     RESTORES,
     SNAPSHOT_BYTES,
     SNAPSHOT_DURATION,
+    declare_store,
     emit,
     enabled,
 )
@@ -73,6 +74,7 @@ def count_commit(service: str, store: object, committed: CommitReport) -> None:
     now holds (size, generation, the time it became the latest)."""
     if enabled():
         kind = store_kind(store)
+        declare_store(service, kind)
         emit(COMMIT_DURATION, committed.commit_seconds, service, kind)
         emit(COMMITS, 1.0, service, kind, "committed")
         emit(SNAPSHOT_BYTES, committed.snapshot.size, service)
@@ -89,7 +91,9 @@ def store_current(service: str) -> None:
 def commit_failed(service: str, store: object, seconds: float, error: BaseException) -> None:
     """Report a commit that failed to the metrics and traces."""
     if enabled():
-        emit(COMMITS, 1.0, service, store_kind(store), "failed")
+        kind = store_kind(store)
+        declare_store(service, kind)
+        emit(COMMITS, 1.0, service, kind, "failed")
     trace_commit(service, store, seconds, error=str(error))
 
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 import statemigrate as sm
 import statemigrate.metrics
-from statemigrate._observe._instruments import INSTRUMENTS
+from statemigrate._observe._instruments import (
+    COMMIT_OUTCOMES,
+    HANDOFF_STAGES,
+    INSTRUMENTS,
+    RESTORE_OUTCOMES,
+    TAKEOVER_OUTCOMES,
+)
 
 
 @pytest.fixture
@@ -120,11 +128,12 @@ def test_a_failed_restore_is_counted_and_nothing_else_moves(registry, committed)
         )
         == 1
     )
+    # Created at 0 with the service, and still there.
     assert (
         registry.get_sample_value(
             "statemigrate_restores_total", {"service": "someone-else", "outcome": "restored"}
         )
-        is None
+        == 0
     )
     assert other.status.state == "failed"
 
@@ -154,11 +163,9 @@ def test_disabling_stops_recording(registry, committed, fresh) -> None:
     statemigrate.metrics.disable_metrics()
     service, commit = committed
     fresh().restore(commit)
-    assert (
-        registry.get_sample_value(
-            "statemigrate_restores_total", {"service": "observed", "outcome": "restored"}
-        )
-        is None
+    # Absent, or at 0 when a service of that name was declared before.
+    assert not registry.get_sample_value(
+        "statemigrate_restores_total", {"service": "observed", "outcome": "restored"}
     )
 
 
@@ -171,3 +178,45 @@ def test_a_missing_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setitem(sys.modules, "opentelemetry.metrics", None)
     with pytest.raises(sm.ConfigurationError, match=r"statemigrate\[opentelemetry\]"):
         statemigrate.metrics.use_opentelemetry()
+
+
+def test_every_series_an_alert_counts_exists_at_zero_before_any_event(registry) -> None:
+    """increase() sees a rise only from a sample before it: a series first scraped at 1
+    (a failure counted before any scrape saw it) never fires an alert."""
+    service = sm.Service("zeroes")
+    sm.Checkpointer(service, sm.MemoryStore(), quiesce=threading.Lock(), export="inline")
+    text = generate_latest(registry).decode()
+    assert 'statemigrate_handoffs_total{outcome="ready",stage=""} 0.0' in text
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    for stage in HANDOFF_STAGES:
+        assert sample("statemigrate_handoffs_total", outcome="failed", stage=stage) == 0
+    for outcome in ("ready", "failed"):
+        assert sample("statemigrate_handoff_pause_seconds_count", outcome=outcome) == 0
+    for outcome in TAKEOVER_OUTCOMES:
+        assert sample("statemigrate_handoff_takeovers_total", outcome=outcome) == 0
+        assert sample("statemigrate_handoff_takeover_pause_seconds_count", outcome=outcome) == 0
+    for outcome in RESTORE_OUTCOMES:
+        assert sample("statemigrate_restores_total", service="zeroes", outcome=outcome) == 0
+    for outcome in COMMIT_OUTCOMES:
+        assert (
+            sample("statemigrate_commits_total", service="zeroes", store="memory", outcome=outcome)
+            == 0
+        )
+    # Gauges hold what happened: none is made up before it does.
+    assert sample("statemigrate_last_snapshot_timestamp_seconds", service="zeroes") is None
+
+
+def test_a_service_made_before_metrics_are_enabled_has_its_series_at_zero_too() -> None:
+    sm.Service("early")
+    registry = CollectorRegistry()
+    statemigrate.metrics.use_prometheus(registry)
+    assert (
+        registry.get_sample_value(
+            "statemigrate_restores_total", {"service": "early", "outcome": "failed"}
+        )
+        == 0
+    )
+
