@@ -14,7 +14,10 @@ Every series of a counter whose labels are known before its first event is
 *declared* (:func:`declare`): the sink creates it at zero, at once or as soon as it is
 installed. Prometheus' ``increase()`` cannot see a series' first sample as an increase,
 so a counter first scraped at 1 (a failure counted before any scrape saw it at 0) would
-never fire an alert on it.
+never fire an alert on it. Events a process sees once (its start-up restore, the
+handoff it took over) happen before its first scrape and would not show in a counter at
+all: gauges hold the Unix time of the last one (``statemigrate_last_*_timestamp_seconds``)
+and what it measured, which an alert compares with ``time()``.
 """
 
 from __future__ import annotations
@@ -40,7 +43,10 @@ __all__ = [
     "INSTRUMENTS",
     "Instrument",
     "InstrumentKind",
+    "LAST_RESTORE_TIMESTAMP",
     "LAST_SNAPSHOT_TIMESTAMP",
+    "LAST_TAKEOVER_PAUSE",
+    "LAST_TAKEOVER_TIMESTAMP",
     "RESTORES",
     "RESTORE_DURATION",
     "RESTORE_OUTCOMES",
@@ -169,6 +175,14 @@ RESTORES = Instrument(
     "",
     ("service", "outcome"),
 )
+LAST_RESTORE_TIMESTAMP = Instrument(
+    "statemigrate_last_restore_timestamp_seconds",
+    "gauge",
+    "Unix time at which this process last finished a restore of each outcome (restored,"
+    " skipped, failed), its start-up restore included.",
+    "seconds",
+    ("service", "outcome"),
+)
 COMPONENT_RESTORES = Instrument(
     "statemigrate_component_restores_total",
     "counter",
@@ -245,6 +259,22 @@ TAKEOVER_PAUSE = _histogram(
     " before the snapshot, an upper bound.",
     ("outcome",),
 )
+LAST_TAKEOVER_TIMESTAMP = Instrument(
+    "statemigrate_last_takeover_timestamp_seconds",
+    "gauge",
+    "Successor: Unix time at which this process took over a handoff and started serving,"
+    " by outcome (committed, predecessor_died).",
+    "seconds",
+    ("outcome",),
+)
+LAST_TAKEOVER_PAUSE = Instrument(
+    "statemigrate_last_takeover_pause_seconds",
+    "gauge",
+    "Successor: seconds the writers were held in the handoff this process took over (as"
+    " statemigrate_handoff_takeover_pause_seconds observes it), by outcome.",
+    "seconds",
+    ("outcome",),
+)
 TAKEOVER_PIECES = Instrument(
     "statemigrate_handoff_takeover_pieces_total",
     "counter",
@@ -279,6 +309,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     COMMITS,
     RESTORE_DURATION,
     RESTORES,
+    LAST_RESTORE_TIMESTAMP,
     COMPONENT_RESTORES,
     RESTORING,
     RESTORE_PROGRESS,
@@ -289,6 +320,8 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     HANDOFF_PIECES,
     TAKEOVERS,
     TAKEOVER_PAUSE,
+    LAST_TAKEOVER_TIMESTAMP,
+    LAST_TAKEOVER_PAUSE,
     TAKEOVER_PIECES,
     TRIAL,
     BUILD_INFO,

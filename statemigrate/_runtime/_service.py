@@ -25,13 +25,7 @@ from statemigrate._errors import (
     UnknownComponentError,
 )
 from statemigrate._model._component import component_spec
-from statemigrate._observe._instruments import (
-    RESTORES,
-    declare_service,
-    declare_store,
-    emit,
-    enabled,
-)
+from statemigrate._observe._instruments import declare_service, declare_store, enabled
 from statemigrate._observe._status import RestoreStatus, StatusTracker
 from statemigrate._observe._tracing import tracing_enabled
 from statemigrate._runtime._export import choose_versions, export_all, walk_section
@@ -46,6 +40,7 @@ from statemigrate._runtime._startup import restore_at_start, restore_stored
 from statemigrate._runtime._telemetry import (
     commit_failed,
     count_commit,
+    count_restore_failed,
     record_snapshot,
     report_restore,
     restore_failed,
@@ -745,7 +740,7 @@ class Service:
         """A chain refused at verification, reported as a failed restore."""
         error = logged(RestoreError("verify", reason))
         self._tracker.failed(str(error))
-        emit(RESTORES, 1.0, self.name, "failed")
+        count_restore_failed(self.name)
         return error
 
 

@@ -11,6 +11,7 @@ from statemigrate._observe._instruments import (
     COMMITS,
     COMPONENT_RESTORES,
     GENERATION,
+    LAST_RESTORE_TIMESTAMP,
     LAST_SNAPSHOT_TIMESTAMP,
     RESTORE_DURATION,
     RESTORES,
@@ -29,6 +30,7 @@ __all__ = [
     "RESTORE_PHASES",
     "commit_failed",
     "count_commit",
+    "count_restore_failed",
     "record_snapshot",
     "report_restore",
     "restore_failed",
@@ -111,9 +113,16 @@ def trace_commit(service: str, store: object, seconds: float, error: str | None 
         )
 
 
+def count_restore_failed(service: str) -> None:
+    """Report a restore that failed to the metrics."""
+    if enabled():
+        emit(RESTORES, 1.0, service, "failed")
+        emit(LAST_RESTORE_TIMESTAMP, time.time(), service, "failed")
+
+
 def restore_failed(service: str, reason: str, seconds: float) -> None:
     """Report a restore that failed to the metrics and traces."""
-    emit(RESTORES, 1.0, service, "failed")
+    count_restore_failed(service)
     if tracing_enabled():
         record_span(
             "statemigrate.restore",
@@ -146,7 +155,9 @@ def trace_restore(service: str, report: RestoreReport, seconds: float) -> None:
 def report_restore(service: str, generation: int, report: RestoreReport) -> None:
     """Report a restore, done or skipped, to the metrics."""
     name = service
-    emit(RESTORES, 1.0, name, "skipped" if report.skipped else "restored")
+    outcome = "skipped" if report.skipped else "restored"
+    emit(RESTORES, 1.0, name, outcome)
+    emit(LAST_RESTORE_TIMESTAMP, time.time(), name, outcome)
     emit(GENERATION, generation, name)
     if report.skipped:
         return

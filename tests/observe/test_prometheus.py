@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -16,6 +17,7 @@ from statemigrate._observe._instruments import (
     RESTORE_OUTCOMES,
     TAKEOVER_OUTCOMES,
 )
+from statemigrate.handoff._report import record_takeover
 
 
 @pytest.fixture
@@ -206,7 +208,8 @@ def test_every_series_an_alert_counts_exists_at_zero_before_any_event(registry) 
             == 0
         )
     # Gauges hold what happened: none is made up before it does.
-    assert sample("statemigrate_last_snapshot_timestamp_seconds", service="zeroes") is None
+    timestamp = "statemigrate_last_restore_timestamp_seconds"
+    assert sample(timestamp, service="zeroes", outcome="failed") is None
 
 
 def test_a_service_made_before_metrics_are_enabled_has_its_series_at_zero_too() -> None:
@@ -219,4 +222,43 @@ def test_a_service_made_before_metrics_are_enabled_has_its_series_at_zero_too() 
         )
         == 0
     )
+
+
+def test_the_last_restore_of_each_outcome_is_held_with_its_time(
+    registry, committed, fresh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore at start-up happens before the process's first scrape: no counter shows
+    it, the gauges do."""
+    _, commit = committed
+    service = fresh(on_restore_failure="serve_cold")
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"service": "observed", **labels})
+
+    monkeypatch.setattr(time, "time", lambda: 1000.5)
+    assert service.start_from(b"not a snapshot") is None
+    timestamp = "statemigrate_last_restore_timestamp_seconds"
+    assert sample(timestamp, outcome="failed") == 1000.5
+    assert sample(timestamp, outcome="restored") is None
+
+    monkeypatch.setattr(time, "time", lambda: 2000.25)
+    service.restore(commit)
+    assert sample(timestamp, outcome="restored") == 2000.25
+    assert sample(timestamp, outcome="failed") == 1000.5
+
+
+def test_a_take_over_holds_its_time_and_its_pause(
+    registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A successor takes over once, before its first scrape: the gauges are what an
+    alert reads."""
+    monkeypatch.setattr(time, "time", lambda: 4321.0)
+    record_takeover(predecessor_died=True, pause_seconds=0.625, pieces=(), final="snapshot")
+    labels = {"outcome": "predecessor_died"}
+    assert (
+        registry.get_sample_value("statemigrate_last_takeover_timestamp_seconds", labels)
+        == 4321.0
+    )
+    assert registry.get_sample_value("statemigrate_last_takeover_pause_seconds", labels) == 0.625
+    assert registry.get_sample_value("statemigrate_handoff_takeovers_total", labels) == 1
 
