@@ -43,6 +43,7 @@ __all__ = [
     "INSTRUMENTS",
     "Instrument",
     "InstrumentKind",
+    "LAST_RESTORE_DURATION",
     "LAST_RESTORE_TIMESTAMP",
     "LAST_SNAPSHOT_TIMESTAMP",
     "LAST_TAKEOVER_PAUSE",
@@ -171,7 +172,8 @@ RESTORE_DURATION = _histogram(
 RESTORES = Instrument(
     "statemigrate_restores_total",
     "counter",
-    "Restores, by outcome (restored, skipped, failed).",
+    "Restores, by outcome (restored, skipped, failed); one per restore, however many"
+    " pieces it applies (a checkpoint chain, a take-over's pre-copy pieces).",
     "",
     ("service", "outcome"),
 )
@@ -182,6 +184,14 @@ LAST_RESTORE_TIMESTAMP = Instrument(
     " skipped, failed), its start-up restore included.",
     "seconds",
     ("service", "outcome"),
+)
+LAST_RESTORE_DURATION = Instrument(
+    "statemigrate_last_restore_duration_seconds",
+    "gauge",
+    "Seconds the last successful restore of this process took, all phases (and all the"
+    " pieces of a checkpoint chain or a take-over) together; its start-up restore included.",
+    "seconds",
+    ("service",),
 )
 COMPONENT_RESTORES = Instrument(
     "statemigrate_component_restores_total",
@@ -310,6 +320,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     RESTORE_DURATION,
     RESTORES,
     LAST_RESTORE_TIMESTAMP,
+    LAST_RESTORE_DURATION,
     COMPONENT_RESTORES,
     RESTORING,
     RESTORE_PROGRESS,

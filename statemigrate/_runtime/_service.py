@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -160,6 +161,9 @@ class Service:
         self._policies: dict[tuple[str, str], RestoreFailurePolicy] = {}
         self._tracker = StatusTracker(name)
         self._checkpoints = CheckpointGate()
+        # The pieces restored so far of one restore made of several (a checkpoint
+        # chain, a take-over's pre-copy pieces), reported to the metrics as one.
+        self._pieces: list[RestoreReport] | None = None
         declare_service(name)
 
     # --- membership ------------------------------------------------------------------
@@ -551,7 +555,9 @@ class Service:
             restore_failed(self.name, reason, time.perf_counter() - began)
             raise
         self._tracker.restored(generation=report.generation, snapshot_id=report.snapshot_id)
-        if enabled():
+        if self._pieces is not None:
+            self._pieces.append(report)
+        elif enabled():
             report_restore(self.name, self._generation, report)
         if tracing_enabled():
             trace_restore(self.name, report, time.perf_counter() - began)
@@ -726,15 +732,35 @@ class Service:
     ) -> RestoreReport:
         """Restore a snapshot, or a chain that incremental checkpoints committed: its
         base, then each delta in order (see :func:`restore_stored`)."""
-        return restore_stored(
-            source,
-            options,
-            restore=self.restore,
-            entries=self.components,
-            key=self._key,
-            limits=self._limits,
-            refused=self._chain_refused,
-        )
+        with self._one_restore():
+            return restore_stored(
+                source,
+                options,
+                restore=self.restore,
+                entries=self.components,
+                key=self._key,
+                limits=self._limits,
+                refused=self._chain_refused,
+            )
+
+    @contextmanager
+    def _one_restore(self) -> Iterator[None]:
+        """Report the restores made inside as one to the metrics, once all of them
+        succeeded: the pieces of a checkpoint chain, or of a take-over (pre-copy
+        pieces, then the snapshot of the pause). A restore that fails inside is
+        reported at once, as one failed restore; the pieces restored before it are
+        then not reported. Nested uses are one restore, the outermost."""
+        if self._pieces is not None:
+            yield
+            return
+        pieces: list[RestoreReport] = []
+        self._pieces = pieces
+        try:
+            yield
+        finally:
+            self._pieces = None
+        if pieces and enabled():
+            report_restore(self.name, self._generation, *pieces)
 
     def _chain_refused(self, reason: str) -> RestoreError:
         """A chain refused at verification, reported as a failed restore."""

@@ -11,6 +11,7 @@ from statemigrate._observe._instruments import (
     COMMITS,
     COMPONENT_RESTORES,
     GENERATION,
+    LAST_RESTORE_DURATION,
     LAST_RESTORE_TIMESTAMP,
     LAST_SNAPSHOT_TIMESTAMP,
     RESTORE_DURATION,
@@ -152,22 +153,31 @@ def trace_restore(service: str, report: RestoreReport, seconds: float) -> None:
     )
 
 
-def report_restore(service: str, generation: int, report: RestoreReport) -> None:
-    """Report a restore, done or skipped, to the metrics."""
-    name = service
-    outcome = "skipped" if report.skipped else "restored"
-    emit(RESTORES, 1.0, name, outcome)
-    emit(LAST_RESTORE_TIMESTAMP, time.time(), name, outcome)
-    emit(GENERATION, generation, name)
-    if report.skipped:
+def report_restore(service: str, generation: int, *pieces: RestoreReport) -> None:
+    """Report a restore, done or skipped, to the metrics: one restore, whether it
+    restored one snapshot or several pieces (a checkpoint chain, a take-over's pre-copy
+    pieces and the snapshot of its pause). Each phase's seconds are the pieces' added;
+    the components restored are those of the first piece that was not skipped (a
+    delta only changes components its base restored)."""
+    done = [piece for piece in pieces if not piece.skipped]
+    outcome = "restored" if done else "skipped"
+    emit(RESTORES, 1.0, service, outcome)
+    emit(LAST_RESTORE_TIMESTAMP, time.time(), service, outcome)
+    emit(GENERATION, generation, service)
+    if not done:
         return
-    for phase, seconds in report.timings.items():
-        emit(RESTORE_DURATION, seconds, name, phase)
-    for restored in report.components:
+    timings: dict[str, float] = {}
+    for piece in done:
+        for phase, seconds in piece.timings.items():
+            timings[phase] = timings.get(phase, 0.0) + seconds
+    for phase, seconds in timings.items():
+        emit(RESTORE_DURATION, seconds, service, phase)
+    emit(LAST_RESTORE_DURATION, sum(timings.values()), service)
+    for restored in done[0].components:
         emit(
             COMPONENT_RESTORES,
             1.0,
-            name,
+            service,
             restored.component,
             str(restored.source_version),
             str(restored.target_version),

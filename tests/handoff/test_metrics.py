@@ -262,6 +262,11 @@ def test_the_successor_shows_the_handoff_it_took_over(registry, tmp_path) -> Non
     applied = {labels: n for (name, labels), n in new.items()
                if name == "statemigrate_handoff_takeover_pieces_total"}
     assert applied == pieces and sum(pieces.values()) == len(report.rounds)
+    # The pieces and the snapshot of the pause are one restore, the successor's start.
+    assert value(new, "statemigrate_restores_total", service=SERVICE, outcome="restored") == 1
+    assert value(
+        new, "statemigrate_restore_duration_seconds_count", service=SERVICE, phase="read"
+    ) == 1
 
     # Neither process records the other's view: no sum counts the handoff twice. (Each
     # shows the other's series, at 0 from the start.)

@@ -7,6 +7,7 @@ import time
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from restore_children.ledger import tracked_ledger_service
 
 import statemigrate as sm
 import statemigrate.metrics
@@ -240,11 +241,15 @@ def test_the_last_restore_of_each_outcome_is_held_with_its_time(
     timestamp = "statemigrate_last_restore_timestamp_seconds"
     assert sample(timestamp, outcome="failed") == 1000.5
     assert sample(timestamp, outcome="restored") is None
+    assert sample("statemigrate_last_restore_duration_seconds") is None
 
     monkeypatch.setattr(time, "time", lambda: 2000.25)
-    service.restore(commit)
+    report = service.restore(commit)
     assert sample(timestamp, outcome="restored") == 2000.25
     assert sample(timestamp, outcome="failed") == 1000.5
+    assert sample("statemigrate_last_restore_duration_seconds") == pytest.approx(
+        sum(report.timings.values()), rel=1e-9
+    )
 
 
 def test_a_take_over_holds_its_time_and_its_pause(
@@ -262,3 +267,32 @@ def test_a_take_over_holds_its_time_and_its_pause(
     assert registry.get_sample_value("statemigrate_last_takeover_pause_seconds", labels) == 0.625
     assert registry.get_sample_value("statemigrate_handoff_takeovers_total", labels) == 1
 
+
+def test_a_checkpoint_chain_restored_at_start_is_one_restore(registry) -> None:
+    """Its base and each delta are pieces of one restore: the mean restore time is per
+    start, each phase's seconds the pieces' added."""
+    service, ledger = tracked_ledger_service()
+    store = sm.MemoryStore()
+    checkpointer = sm.Checkpointer(service, store, quiesce=threading.Lock(), incremental=True)
+    for batch in (2_000, 40, 40):
+        for _ in range(batch):
+            ledger.write()
+        checkpointer.checkpoint_now()
+    assert checkpointer.chain_length == 3
+    restored, _ = tracked_ledger_service(started=False)
+    report = restored.start_from(store)
+    assert report is not None and report.delta  # the last piece: the chain's second delta
+    labels = {"service": restored.name}
+    assert registry.get_sample_value(
+        "statemigrate_restores_total", {**labels, "outcome": "restored"}
+    ) == 1
+    for phase in ("read", "verify", "decode", "migrate", "validate", "apply"):
+        assert registry.get_sample_value(
+            "statemigrate_restore_duration_seconds_count", {**labels, "phase": phase}
+        ) == 1
+    assert (
+        registry.get_sample_value(
+            "statemigrate_restore_duration_seconds_sum", {**labels, "phase": "read"}
+        )
+        or 0
+    ) >= report.timings["read"]
