@@ -3,7 +3,9 @@
 Each is an optional extra (``statemigrate[prometheus]``, ``statemigrate[opentelemetry]``)
 imported only by the call that enables it. Both create every instrument of
 :data:`~statemigrate._observe._instruments.INSTRUMENTS` up front, so a scrape shows
-them (at zero) before the first snapshot, and a name clash is found at once.
+them before the first snapshot, and a name clash is found at once; and each declared
+series of a counter at zero (prometheus_client: of a histogram too), so that the first
+event is an increase Prometheus can see.
 
 OpenTelemetry instruments carry the Prometheus names, ``_total`` left off counters and
 the unit given apart (``s``, ``By``): an OpenTelemetry-to-Prometheus exporter, which
@@ -52,6 +54,7 @@ class _PrometheusSink:
         from prometheus_client import Counter, Gauge, Histogram
 
         self._record: dict[str, Callable[[float, Sequence[str]], None]] = {}
+        self._metrics: dict[str, Counter | Gauge | Histogram] = {}
         for instrument in INSTRUMENTS:
             name, labels = instrument.name, instrument.labels
             metric: Counter | Gauge | Histogram
@@ -76,9 +79,15 @@ class _PrometheusSink:
                     "registry", f"cannot register {name}: {exc}"
                 ) from exc
             self._record[name] = _prometheus_recorder(instrument, metric)
+            self._metrics[name] = metric
 
     def record(self, instrument: Instrument, value: float, labels: Sequence[str]) -> None:
         self._record[instrument.name](value, labels)
+
+    def prepare(self, instrument: Instrument, labels: Sequence[str]) -> None:
+        """Create a counter's or histogram's series at zero (``labels()`` does)."""
+        if instrument.kind != "gauge" and instrument.labels:
+            self._metrics[instrument.name].labels(*labels)
 
 
 def _prometheus_recorder(
@@ -147,6 +156,12 @@ class _OpenTelemetrySink:
 
     def record(self, instrument: Instrument, value: float, labels: Sequence[str]) -> None:
         self._record[instrument.name](value, labels)
+
+    def prepare(self, instrument: Instrument, labels: Sequence[str]) -> None:
+        """Create a counter's series at zero: adding 0 does. The API has no way to
+        create a histogram's without observing a value, so those wait for one."""
+        if instrument.kind == "counter":
+            self._record[instrument.name](0.0, labels)
 
 
 def _attributed(

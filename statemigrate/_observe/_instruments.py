@@ -9,6 +9,15 @@ Reporting goes to one process-wide :class:`Sink`, as metrics do in every client
 library: the metrics of a process are one set, whatever object produced them. With no
 sink installed, :func:`emit` returns after one ``None`` check and callers that compute
 labels first ask :func:`enabled`.
+
+Every series of a counter whose labels are known before its first event is
+*declared* (:func:`declare`): the sink creates it at zero, at once or as soon as it is
+installed. Prometheus' ``increase()`` cannot see a series' first sample as an increase,
+so a counter first scraped at 1 (a failure counted before any scrape saw it at 0) would
+never fire an alert on it. Events a process sees once (its start-up restore, the
+handoff it took over) happen before its first scrape and would not show in a counter at
+all: gauges hold the Unix time of the last one (``statemigrate_last_*_timestamp_seconds``)
+and what it measured, which an alert compares with ``time()``.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ __all__ = [
     "BUILD_INFO",
     "CHECKPOINT_PAUSE",
     "COMMITS",
+    "COMMIT_OUTCOMES",
     "COMMIT_DURATION",
     "COMPONENT_RESTORES",
     "GENERATION",
@@ -29,22 +39,33 @@ __all__ = [
     "HANDOFF_DURATION",
     "HANDOFF_PAUSE",
     "HANDOFF_PIECES",
+    "HANDOFF_STAGES",
     "INSTRUMENTS",
     "Instrument",
     "InstrumentKind",
+    "LAST_RESTORE_DURATION",
+    "LAST_RESTORE_TIMESTAMP",
     "LAST_SNAPSHOT_TIMESTAMP",
+    "LAST_TAKEOVER_PAUSE",
+    "LAST_TAKEOVER_TIMESTAMP",
     "RESTORES",
     "RESTORE_DURATION",
+    "RESTORE_OUTCOMES",
     "RESTORE_PROGRESS",
     "RESTORING",
     "SNAPSHOT_BYTES",
     "SNAPSHOT_DURATION",
     "Sink",
     "TAKEOVERS",
+    "TAKEOVER_OUTCOMES",
     "TAKEOVER_PAUSE",
     "TAKEOVER_PIECES",
     "TRIAL",
     "active_sink",
+    "declare",
+    "declare_service",
+    "declare_store",
+    "declared",
     "emit",
     "enabled",
     "use_sink",
@@ -151,9 +172,26 @@ RESTORE_DURATION = _histogram(
 RESTORES = Instrument(
     "statemigrate_restores_total",
     "counter",
-    "Restores, by outcome (restored, skipped, failed).",
+    "Restores, by outcome (restored, skipped, failed); one per restore, however many"
+    " pieces it applies (a checkpoint chain, a take-over's pre-copy pieces).",
     "",
     ("service", "outcome"),
+)
+LAST_RESTORE_TIMESTAMP = Instrument(
+    "statemigrate_last_restore_timestamp_seconds",
+    "gauge",
+    "Unix time at which this process last finished a restore of each outcome (restored,"
+    " skipped, failed), its start-up restore included.",
+    "seconds",
+    ("service", "outcome"),
+)
+LAST_RESTORE_DURATION = Instrument(
+    "statemigrate_last_restore_duration_seconds",
+    "gauge",
+    "Seconds the last successful restore of this process took, all phases (and all the"
+    " pieces of a checkpoint chain or a take-over) together; its start-up restore included.",
+    "seconds",
+    ("service",),
 )
 COMPONENT_RESTORES = Instrument(
     "statemigrate_component_restores_total",
@@ -231,6 +269,22 @@ TAKEOVER_PAUSE = _histogram(
     " before the snapshot, an upper bound.",
     ("outcome",),
 )
+LAST_TAKEOVER_TIMESTAMP = Instrument(
+    "statemigrate_last_takeover_timestamp_seconds",
+    "gauge",
+    "Successor: Unix time at which this process took over a handoff and started serving,"
+    " by outcome (committed, predecessor_died).",
+    "seconds",
+    ("outcome",),
+)
+LAST_TAKEOVER_PAUSE = Instrument(
+    "statemigrate_last_takeover_pause_seconds",
+    "gauge",
+    "Successor: seconds the writers were held in the handoff this process took over (as"
+    " statemigrate_handoff_takeover_pause_seconds observes it), by outcome.",
+    "seconds",
+    ("outcome",),
+)
 TAKEOVER_PIECES = Instrument(
     "statemigrate_handoff_takeover_pieces_total",
     "counter",
@@ -265,6 +319,8 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     COMMITS,
     RESTORE_DURATION,
     RESTORES,
+    LAST_RESTORE_TIMESTAMP,
+    LAST_RESTORE_DURATION,
     COMPONENT_RESTORES,
     RESTORING,
     RESTORE_PROGRESS,
@@ -275,6 +331,8 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     HANDOFF_PIECES,
     TAKEOVERS,
     TAKEOVER_PAUSE,
+    LAST_TAKEOVER_TIMESTAMP,
+    LAST_TAKEOVER_PAUSE,
     TAKEOVER_PIECES,
     TRIAL,
     BUILD_INFO,
@@ -290,18 +348,63 @@ class Sink(Protocol):
 
         ``labels`` are the values of ``instrument.labels``, in that order. A sink must
         not raise: reporting never fails a snapshot, a restore or a handoff.
+
+        A sink may also have a ``prepare(instrument, labels)`` method: create that
+        series of a counter or histogram at zero, with nothing recorded (see
+        :func:`declare`). Both backends have it; a sink without it is not asked.
         """
 
 
 _sink: Sink | None = None
 
+# Every series declared so far, in declaration order: a sink installed later creates
+# them too. Bounded: label values of declared series are outcomes, stages and kinds,
+# and the names of the services and stores of this process.
+_declared: dict[tuple[Instrument, tuple[str, ...]], None] = {}
+
 
 def use_sink(sink: Sink | None) -> Sink | None:
     """Install ``sink`` for the whole process (``None``: record nothing); return the
-    sink it replaces."""
+    sink it replaces. The new sink creates every series declared so far at zero."""
     global _sink
     previous, _sink = _sink, sink
+    if sink is not None:
+        for instrument, labels in list(_declared):
+            _prepare(sink, instrument, labels)
     return previous
+
+
+def declare(instrument: Instrument, *labels: str) -> None:
+    """Declare a series of a counter (or histogram) before its first event: the sink
+    creates it at zero now, or when one is installed.
+
+    Prometheus' ``increase()`` and ``rate()`` see a change only between two samples of
+    a series: one first scraped at 1 shows no increase, and an alert on it never fires.
+    A series created at zero when metrics are enabled is scraped at 0 before its first
+    event. Declaring a series again does nothing.
+    """
+    key = (instrument, labels)
+    if key in _declared:
+        return
+    _declared[key] = None
+    sink = _sink
+    if sink is not None:
+        _prepare(sink, instrument, labels)
+
+
+def declared() -> list[tuple[Instrument, tuple[str, ...]]]:
+    """Every series declared so far, in declaration order."""
+    return list(_declared)
+
+
+def _prepare(sink: Sink, instrument: Instrument, labels: tuple[str, ...]) -> None:
+    prepare = getattr(sink, "prepare", None)
+    if prepare is None:
+        return
+    try:
+        prepare(instrument, labels)
+    except Exception:
+        logger.exception("creating %s%s failed", instrument.name, labels)
 
 
 def active_sink() -> Sink | None:
@@ -325,3 +428,48 @@ def emit(instrument: Instrument, value: float, *labels: str) -> None:
             # A metrics backend's trouble is logged; the snapshot, restore or
             # handoff being reported goes on.
             logger.exception("recording %s failed", instrument.name)
+
+
+#: The stages a handoff attempt fails at, as ``statemigrate_handoffs_total`` labels them.
+HANDOFF_STAGES = (
+    "spawn",
+    "handshake",
+    "precopy",
+    "pause",
+    "export",
+    "transfer",
+    "ready",
+    "commit",
+    "serving",
+)
+#: The outcomes of a restore, as ``statemigrate_restores_total`` labels them.
+RESTORE_OUTCOMES = ("restored", "skipped", "failed")
+#: The outcomes of a commit, as ``statemigrate_commits_total`` labels them.
+COMMIT_OUTCOMES = ("committed", "failed")
+#: The outcomes of a take-over, as the successor's metrics label them.
+TAKEOVER_OUTCOMES = ("committed", "predecessor_died")
+
+
+def declare_service(service: str) -> None:
+    """Declare the series of a service's restores, known from its name."""
+    for outcome in RESTORE_OUTCOMES:
+        declare(RESTORES, service, outcome)
+
+
+def declare_store(service: str, store_kind: str) -> None:
+    """Declare the series of a service's commits to a store of ``store_kind``."""
+    for outcome in COMMIT_OUTCOMES:
+        declare(COMMITS, service, store_kind, outcome)
+
+
+# The handoff's series carry no service name: every one of them is known here.
+declare(HANDOFFS, "ready", "")
+for _stage in HANDOFF_STAGES:
+    declare(HANDOFFS, "failed", _stage)
+for _outcome in ("ready", "failed"):
+    declare(HANDOFF_DURATION, _outcome)
+    declare(HANDOFF_PAUSE, _outcome)
+for _outcome in TAKEOVER_OUTCOMES:
+    declare(TAKEOVERS, _outcome)
+    declare(TAKEOVER_PAUSE, _outcome)
+del _stage, _outcome

@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Self
 
 from statemigrate._errors import ConfigurationError, StoreError
+from statemigrate._observe._instruments import declare_store
 from statemigrate._runtime._chain import MAX_PIECES
 from statemigrate._runtime._checkpointtake import (
     DEFAULT_EXPORT,
@@ -47,6 +48,7 @@ from statemigrate._runtime._report import (
     SnapshotReport,
 )
 from statemigrate._runtime._service import SUMMARIES
+from statemigrate._runtime._telemetry import store_kind
 from statemigrate._runtime._wait import run_waits, run_waits_async
 from statemigrate.stores._base import holds
 
@@ -230,6 +232,9 @@ class Checkpointer:
             raise ConfigurationError("changes", f"must be a function, not {type(changes).__name__}")
         self.service = service
         self.store = store
+        # Its commits' series exist from now, at zero: the first that fails, even
+        # before any succeeded, is an increase an alert sees.
+        declare_store(service.name, store_kind(store))
         self.every = float(every)
         self.max_backoff = float(max_backoff)
         self._quiesce = quiesce

@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -25,7 +26,7 @@ from statemigrate._errors import (
     UnknownComponentError,
 )
 from statemigrate._model._component import component_spec
-from statemigrate._observe._instruments import RESTORES, emit, enabled
+from statemigrate._observe._instruments import declare_service, declare_store, enabled
 from statemigrate._observe._status import RestoreStatus, StatusTracker
 from statemigrate._observe._tracing import tracing_enabled
 from statemigrate._runtime._export import choose_versions, export_all, walk_section
@@ -40,9 +41,11 @@ from statemigrate._runtime._startup import restore_at_start, restore_stored
 from statemigrate._runtime._telemetry import (
     commit_failed,
     count_commit,
+    count_restore_failed,
     record_snapshot,
     report_restore,
     restore_failed,
+    store_kind,
     trace_commit,
     trace_restore,
 )
@@ -158,6 +161,10 @@ class Service:
         self._policies: dict[tuple[str, str], RestoreFailurePolicy] = {}
         self._tracker = StatusTracker(name)
         self._checkpoints = CheckpointGate()
+        # The pieces restored so far of one restore made of several (a checkpoint
+        # chain, a take-over's pre-copy pieces), reported to the metrics as one.
+        self._pieces: list[RestoreReport] | None = None
+        declare_service(name)
 
     # --- membership ------------------------------------------------------------------
 
@@ -575,7 +582,9 @@ class Service:
             restore_failed(self.name, reason, time.perf_counter() - began)
             raise
         self._tracker.restored(generation=report.generation, snapshot_id=report.snapshot_id)
-        if enabled():
+        if self._pieces is not None:
+            self._pieces.append(report)
+        elif enabled():
             report_restore(self.name, self._generation, report)
         if tracing_enabled():
             trace_restore(self.name, report, time.perf_counter() - began)
@@ -727,6 +736,10 @@ class Service:
         Raises:
             RestoreError: the restore failed and a component's policy is ``"refuse"``.
         """
+        if isinstance(source, Store):
+            # A service restoring from a store commits its checkpoints there: its
+            # commits' series exist from now, so the first failure is an increase.
+            declare_store(self.name, store_kind(source))
         return restore_at_start(
             source,
             options,
@@ -746,21 +759,41 @@ class Service:
     ) -> RestoreReport:
         """Restore a snapshot, or a chain that incremental checkpoints committed: its
         base, then each delta in order (see :func:`restore_stored`)."""
-        return restore_stored(
-            source,
-            options,
-            restore=self._restore_piece,
-            entries=self.components,
-            key=self._key,
-            limits=self._limits,
-            refused=self._chain_refused,
-        )
+        with self._one_restore():
+            return restore_stored(
+                source,
+                options,
+                restore=self._restore_piece,
+                entries=self.components,
+                key=self._key,
+                limits=self._limits,
+                refused=self._chain_refused,
+            )
+
+    @contextmanager
+    def _one_restore(self) -> Iterator[None]:
+        """Report the restores made inside as one to the metrics, once all of them
+        succeeded: the pieces of a checkpoint chain, or of a take-over (pre-copy
+        pieces, then the snapshot of the pause). A restore that fails inside is
+        reported at once, as one failed restore; the pieces restored before it are
+        then not reported. Nested uses are one restore, the outermost."""
+        if self._pieces is not None:
+            yield
+            return
+        pieces: list[RestoreReport] = []
+        self._pieces = pieces
+        try:
+            yield
+        finally:
+            self._pieces = None
+        if pieces and enabled():
+            report_restore(self.name, self._generation, *pieces)
 
     def _chain_refused(self, reason: str) -> RestoreError:
         """A chain refused at verification, reported as a failed restore."""
         error = logged(RestoreError("verify", reason))
         self._tracker.failed(str(error))
-        emit(RESTORES, 1.0, self.name, "failed")
+        count_restore_failed(self.name)
         return error
 
 

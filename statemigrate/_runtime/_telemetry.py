@@ -11,11 +11,14 @@ from statemigrate._observe._instruments import (
     COMMITS,
     COMPONENT_RESTORES,
     GENERATION,
+    LAST_RESTORE_DURATION,
+    LAST_RESTORE_TIMESTAMP,
     LAST_SNAPSHOT_TIMESTAMP,
     RESTORE_DURATION,
     RESTORES,
     SNAPSHOT_BYTES,
     SNAPSHOT_DURATION,
+    declare_store,
     emit,
     enabled,
 )
@@ -28,6 +31,7 @@ __all__ = [
     "RESTORE_PHASES",
     "commit_failed",
     "count_commit",
+    "count_restore_failed",
     "record_snapshot",
     "report_restore",
     "restore_failed",
@@ -73,6 +77,7 @@ def count_commit(service: str, store: object, committed: CommitReport) -> None:
     now holds (size, generation, the time it became the latest)."""
     if enabled():
         kind = store_kind(store)
+        declare_store(service, kind)
         emit(COMMIT_DURATION, committed.commit_seconds, service, kind)
         emit(COMMITS, 1.0, service, kind, "committed")
         emit(SNAPSHOT_BYTES, committed.snapshot.size, service)
@@ -89,7 +94,9 @@ def store_current(service: str) -> None:
 def commit_failed(service: str, store: object, seconds: float, error: BaseException) -> None:
     """Report a commit that failed to the metrics and traces."""
     if enabled():
-        emit(COMMITS, 1.0, service, store_kind(store), "failed")
+        kind = store_kind(store)
+        declare_store(service, kind)
+        emit(COMMITS, 1.0, service, kind, "failed")
     trace_commit(service, store, seconds, error=str(error))
 
 
@@ -107,9 +114,16 @@ def trace_commit(service: str, store: object, seconds: float, error: str | None 
         )
 
 
+def count_restore_failed(service: str) -> None:
+    """Report a restore that failed to the metrics."""
+    if enabled():
+        emit(RESTORES, 1.0, service, "failed")
+        emit(LAST_RESTORE_TIMESTAMP, time.time(), service, "failed")
+
+
 def restore_failed(service: str, reason: str, seconds: float) -> None:
     """Report a restore that failed to the metrics and traces."""
-    emit(RESTORES, 1.0, service, "failed")
+    count_restore_failed(service)
     if tracing_enabled():
         record_span(
             "statemigrate.restore",
@@ -139,20 +153,31 @@ def trace_restore(service: str, report: RestoreReport, seconds: float) -> None:
     )
 
 
-def report_restore(service: str, generation: int, report: RestoreReport) -> None:
-    """Report a restore, done or skipped, to the metrics."""
-    name = service
-    emit(RESTORES, 1.0, name, "skipped" if report.skipped else "restored")
-    emit(GENERATION, generation, name)
-    if report.skipped:
+def report_restore(service: str, generation: int, *pieces: RestoreReport) -> None:
+    """Report a restore, done or skipped, to the metrics: one restore, whether it
+    restored one snapshot or several pieces (a checkpoint chain, a take-over's pre-copy
+    pieces and the snapshot of its pause). Each phase's seconds are the pieces' added;
+    the components restored are those of the first piece that was not skipped (a
+    delta only changes components its base restored)."""
+    done = [piece for piece in pieces if not piece.skipped]
+    outcome = "restored" if done else "skipped"
+    emit(RESTORES, 1.0, service, outcome)
+    emit(LAST_RESTORE_TIMESTAMP, time.time(), service, outcome)
+    emit(GENERATION, generation, service)
+    if not done:
         return
-    for phase, seconds in report.timings.items():
-        emit(RESTORE_DURATION, seconds, name, phase)
-    for restored in report.components:
+    timings: dict[str, float] = {}
+    for piece in done:
+        for phase, seconds in piece.timings.items():
+            timings[phase] = timings.get(phase, 0.0) + seconds
+    for phase, seconds in timings.items():
+        emit(RESTORE_DURATION, seconds, service, phase)
+    emit(LAST_RESTORE_DURATION, sum(timings.values()), service)
+    for restored in done[0].components:
         emit(
             COMPONENT_RESTORES,
             1.0,
-            name,
+            service,
             restored.component,
             str(restored.source_version),
             str(restored.target_version),

@@ -13,6 +13,8 @@ from statemigrate._observe._instruments import (
     HANDOFF_PAUSE,
     HANDOFF_PIECES,
     HANDOFFS,
+    LAST_TAKEOVER_PAUSE,
+    LAST_TAKEOVER_TIMESTAMP,
     TAKEOVER_PAUSE,
     TAKEOVER_PIECES,
     TAKEOVERS,
@@ -395,12 +397,17 @@ def record_takeover(
     the pre-copy pieces (``pieces``: their kinds) applied before the pause.
 
     The old process records its own view (:func:`record_handoff`) and exits soon
-    after, usually before the next scrape; this process keeps running.
+    after, usually before the next scrape; this process keeps running. A take-over
+    happens once per process, before its first scrape, so a counter of it is first
+    scraped at 1 (no increase) and each successor's is the same series at 1 again:
+    the gauges of the last take-over's time and pause are what an alert reads.
     """
     if not enabled():
         return
     outcome = "predecessor_died" if predecessor_died else "committed"
     emit(TAKEOVERS, 1.0, outcome)
+    emit(LAST_TAKEOVER_TIMESTAMP, time.time(), outcome)
+    emit(LAST_TAKEOVER_PAUSE, pause_seconds, outcome)
     if pause_seconds:
         emit(TAKEOVER_PAUSE, pause_seconds, outcome)
     for kind in pieces:

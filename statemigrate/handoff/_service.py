@@ -479,34 +479,37 @@ def _taking_over(
     try:
         began = time.perf_counter()
         began_ns = time.time_ns()
-        snapshot = yield from inheritance._hello_steps(
-            announced,
-            max_size=max_size,
-            on_piece=apply_piece if precopy else None,
-            versions=service.versions(),
-            code_version=service.code_version,
-            lossy=lossy,
-        )
-        # Started late, but at HELLO: only the snapshot names the parent span.
-        span = start_span(
-            "statemigrate.take_over",
-            traceparent=inheritance.trace or None,
-            start_ns=began_ns,
-            attributes={"statemigrate.parent_pid": inheritance.parent_pid},
-        )
-        arrived = time.perf_counter()
-        size = snapshot.nbytes
-        try:
-            with under(span):
-                restored = service.restore(snapshot, allow_lossy=allow_lossy, strict=strict)
-        except RestoreError as exc:
-            inheritance.failed(str(exc))
-            raise
-        except BaseException as exc:
-            inheritance.failed(f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            snapshot.release()
+        # The pre-copy pieces and the snapshot of the pause are one restore to the
+        # metrics: this process's start-up restore.
+        with service._one_restore():
+            snapshot = yield from inheritance._hello_steps(
+                announced,
+                max_size=max_size,
+                on_piece=apply_piece if precopy else None,
+                versions=service.versions(),
+                code_version=service.code_version,
+                lossy=lossy,
+            )
+            # Started late, but at HELLO: only the snapshot names the parent span.
+            span = start_span(
+                "statemigrate.take_over",
+                traceparent=inheritance.trace or None,
+                start_ns=began_ns,
+                attributes={"statemigrate.parent_pid": inheritance.parent_pid},
+            )
+            arrived = time.perf_counter()
+            size = snapshot.nbytes
+            try:
+                with under(span):
+                    restored = service.restore(snapshot, allow_lossy=allow_lossy, strict=strict)
+            except RestoreError as exc:
+                inheritance.failed(str(exc))
+                raise
+            except BaseException as exc:
+                inheritance.failed(f"{type(exc).__name__}: {exc}")
+                raise
+            finally:
+                snapshot.release()
         done = time.perf_counter()
         yield from inheritance._ready_steps()
         ended = time.perf_counter()

@@ -53,3 +53,19 @@ def test_there_are_alerts_on_stale_snapshots_and_failed_commits() -> None:
     rules = example_alerts().values()
     assert any("statemigrate_last_snapshot_timestamp_seconds" in rule for rule in rules)
     assert any('statemigrate_commits_total{outcome="failed"}' in rule for rule in rules)
+
+
+RULES = PAGE.parent / "alerts.yml"
+
+
+def test_the_page_shows_the_rules_file_as_it_is() -> None:
+    """The rules live in docs/alerts.yml; the page shows that file, unchanged."""
+    text = PAGE.read_text().split("## Example alerts", 1)[1]
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert block == RULES.read_text()
+
+
+def test_each_rule_is_explained_on_the_page() -> None:
+    text = PAGE.read_text().split("## Example alerts", 1)[1]
+    for name in example_alerts():
+        assert f"- **{name}.**" in text, name

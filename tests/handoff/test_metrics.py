@@ -196,8 +196,7 @@ def test_a_failed_handoff_counts_as_failed_at_its_stage(registry, tmp_path) -> N
 
     old = scrape(generate_latest(registry).decode())
     assert value(old, "statemigrate_handoffs_total", outcome="failed", stage="ready") == 1
-    assert ("statemigrate_handoffs_total", frozenset({("outcome", "ready"), ("stage", "")})) \
-        not in old
+    assert value(old, "statemigrate_handoffs_total", outcome="ready", stage="") == 0
     assert 0 < report.pause_seconds <= report.timings["total"]
     assert value(
         old, "statemigrate_handoff_pause_seconds_sum", outcome="failed"
@@ -213,10 +212,12 @@ def test_a_failed_handoff_counts_as_failed_at_its_stage(registry, tmp_path) -> N
     new = scrape(str(event["scrape"]))
     assert value(new, "statemigrate_restores_total", service=SERVICE, outcome="failed") == 1
     assert value(new, "statemigrate_restoring", service=SERVICE) == 0
-    assert ("statemigrate_restores_total",
-            frozenset({("service", SERVICE), ("outcome", "restored")})) not in new
+    assert value(new, "statemigrate_restores_total", service=SERVICE, outcome="restored") == 0
     # It took nothing over, and exits: the old process's failed attempt is the count.
-    assert not any(name.startswith("statemigrate_handoff_takeover") for name, _ in new)
+    assert not any(
+        n for (name, _), n in new.items()
+        if name.startswith("statemigrate_handoff_takeover") and not name.endswith("_created")
+    )
 
 
 
@@ -261,10 +262,21 @@ def test_the_successor_shows_the_handoff_it_took_over(registry, tmp_path) -> Non
     applied = {labels: n for (name, labels), n in new.items()
                if name == "statemigrate_handoff_takeover_pieces_total"}
     assert applied == pieces and sum(pieces.values()) == len(report.rounds)
+    # The pieces and the snapshot of the pause are one restore, the successor's start.
+    assert value(new, "statemigrate_restores_total", service=SERVICE, outcome="restored") == 1
+    assert value(
+        new, "statemigrate_restore_duration_seconds_count", service=SERVICE, phase="read"
+    ) == 1
 
-    # Neither process records the other's view: no sum counts the handoff twice.
-    assert not any(name.startswith("statemigrate_handoff_takeover") for name, _ in old)
-    assert not any(name.startswith("statemigrate_handoffs_total") for name, _ in new)
+    # Neither process records the other's view: no sum counts the handoff twice. (Each
+    # shows the other's series, at 0 from the start.)
+    assert not any(
+        n for (name, _), n in old.items()
+        if name.startswith("statemigrate_handoff_takeover") and not name.endswith("_created")
+    )
+    assert not any(
+        n for (name, _), n in new.items() if name.startswith("statemigrate_handoffs_total")
+    )
     assert value(old, "statemigrate_handoffs_total", outcome="ready", stage="") == 1
 
 
@@ -339,5 +351,5 @@ def test_a_successor_whose_predecessor_died_records_that_outcome(registry, tmp_p
     assert value(
         scraped, "statemigrate_handoff_takeover_pause_seconds_sum", **died
     ) == pytest.approx(inheritance.pause_seconds, rel=1e-9)
-    assert ("statemigrate_handoff_takeovers_total", frozenset({("outcome", "committed")})) \
-        not in scraped
+    # The other outcome's series exists from the start, at 0, and stays there.
+    assert value(scraped, "statemigrate_handoff_takeovers_total", outcome="committed") == 0

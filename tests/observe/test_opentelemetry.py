@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -10,6 +11,12 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import statemigrate as sm
 import statemigrate.metrics
+from statemigrate._observe._instruments import (
+    COMMIT_OUTCOMES,
+    HANDOFF_STAGES,
+    RESTORE_OUTCOMES,
+    TAKEOVER_OUTCOMES,
+)
 
 
 @pytest.fixture
@@ -100,3 +107,24 @@ def test_checkpoints_that_fail_to_commit_leave_the_last_snapshot_gauges(
     _, points = collected(reader)["statemigrate_commits"]
     failed = service_only | {("store", "unreachable"), ("outcome", "failed")}
     assert points[failed].value == 3
+
+
+def test_counters_series_exist_at_zero_before_any_event(reader) -> None:
+    """As with prometheus_client: an exporter shows them at 0, so the first event is
+    an increase."""
+    service = sm.Service("zeroes")
+    sm.Checkpointer(service, sm.MemoryStore(), quiesce=threading.Lock(), export="inline")
+    found = collected(reader)
+    _, points = found["statemigrate_handoffs"]
+    for stage in HANDOFF_STAGES:
+        assert points[frozenset({("outcome", "failed"), ("stage", stage)})].value == 0
+    _, points = found["statemigrate_handoff_takeovers"]
+    for outcome in TAKEOVER_OUTCOMES:
+        assert points[frozenset({("outcome", outcome)})].value == 0
+    _, points = found["statemigrate_restores"]
+    for outcome in RESTORE_OUTCOMES:
+        assert points[frozenset({("service", "zeroes"), ("outcome", outcome)})].value == 0
+    _, points = found["statemigrate_commits"]
+    for outcome in COMMIT_OUTCOMES:
+        labels = {("service", "zeroes"), ("store", "memory"), ("outcome", outcome)}
+        assert points[frozenset(labels)].value == 0

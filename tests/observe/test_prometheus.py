@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from restore_children.ledger import tracked_ledger_service
 
 import statemigrate as sm
 import statemigrate.metrics
-from statemigrate._observe._instruments import INSTRUMENTS
+from statemigrate._observe._instruments import (
+    COMMIT_OUTCOMES,
+    HANDOFF_STAGES,
+    INSTRUMENTS,
+    RESTORE_OUTCOMES,
+    TAKEOVER_OUTCOMES,
+)
+from statemigrate.handoff._report import record_takeover
 
 
 @pytest.fixture
@@ -120,11 +131,12 @@ def test_a_failed_restore_is_counted_and_nothing_else_moves(registry, committed)
         )
         == 1
     )
+    # Created at 0 with the service, and still there.
     assert (
         registry.get_sample_value(
             "statemigrate_restores_total", {"service": "someone-else", "outcome": "restored"}
         )
-        is None
+        == 0
     )
     assert other.status.state == "failed"
 
@@ -154,11 +166,9 @@ def test_disabling_stops_recording(registry, committed, fresh) -> None:
     statemigrate.metrics.disable_metrics()
     service, commit = committed
     fresh().restore(commit)
-    assert (
-        registry.get_sample_value(
-            "statemigrate_restores_total", {"service": "observed", "outcome": "restored"}
-        )
-        is None
+    # Absent, or at 0 when a service of that name was declared before.
+    assert not registry.get_sample_value(
+        "statemigrate_restores_total", {"service": "observed", "outcome": "restored"}
     )
 
 
@@ -171,3 +181,118 @@ def test_a_missing_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setitem(sys.modules, "opentelemetry.metrics", None)
     with pytest.raises(sm.ConfigurationError, match=r"statemigrate\[opentelemetry\]"):
         statemigrate.metrics.use_opentelemetry()
+
+
+def test_every_series_an_alert_counts_exists_at_zero_before_any_event(registry) -> None:
+    """increase() sees a rise only from a sample before it: a series first scraped at 1
+    (a failure counted before any scrape saw it) never fires an alert."""
+    service = sm.Service("zeroes")
+    sm.Checkpointer(service, sm.MemoryStore(), quiesce=threading.Lock(), export="inline")
+    text = generate_latest(registry).decode()
+    assert 'statemigrate_handoffs_total{outcome="ready",stage=""} 0.0' in text
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    for stage in HANDOFF_STAGES:
+        assert sample("statemigrate_handoffs_total", outcome="failed", stage=stage) == 0
+    for outcome in ("ready", "failed"):
+        assert sample("statemigrate_handoff_pause_seconds_count", outcome=outcome) == 0
+    for outcome in TAKEOVER_OUTCOMES:
+        assert sample("statemigrate_handoff_takeovers_total", outcome=outcome) == 0
+        assert sample("statemigrate_handoff_takeover_pause_seconds_count", outcome=outcome) == 0
+    for outcome in RESTORE_OUTCOMES:
+        assert sample("statemigrate_restores_total", service="zeroes", outcome=outcome) == 0
+    for outcome in COMMIT_OUTCOMES:
+        assert (
+            sample("statemigrate_commits_total", service="zeroes", store="memory", outcome=outcome)
+            == 0
+        )
+    # Gauges hold what happened: none is made up before it does.
+    timestamp = "statemigrate_last_restore_timestamp_seconds"
+    assert sample(timestamp, service="zeroes", outcome="failed") is None
+
+
+def test_a_service_made_before_metrics_are_enabled_has_its_series_at_zero_too() -> None:
+    sm.Service("early")
+    registry = CollectorRegistry()
+    statemigrate.metrics.use_prometheus(registry)
+    assert (
+        registry.get_sample_value(
+            "statemigrate_restores_total", {"service": "early", "outcome": "failed"}
+        )
+        == 0
+    )
+
+
+def test_the_last_restore_of_each_outcome_is_held_with_its_time(
+    registry, committed, fresh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore at start-up happens before the process's first scrape: no counter shows
+    it, the gauges do."""
+    _, commit = committed
+    service = fresh(on_restore_failure="serve_cold")
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"service": "observed", **labels})
+
+    monkeypatch.setattr(time, "time", lambda: 1000.5)
+    assert service.start_from(b"not a snapshot") is None
+    timestamp = "statemigrate_last_restore_timestamp_seconds"
+    assert sample(timestamp, outcome="failed") == 1000.5
+    assert sample(timestamp, outcome="restored") is None
+    assert sample("statemigrate_last_restore_duration_seconds") is None
+
+    monkeypatch.setattr(time, "time", lambda: 2000.25)
+    report = service.restore(commit)
+    assert sample(timestamp, outcome="restored") == 2000.25
+    assert sample(timestamp, outcome="failed") == 1000.5
+    assert sample("statemigrate_last_restore_duration_seconds") == pytest.approx(
+        sum(report.timings.values()), rel=1e-9
+    )
+
+
+def test_a_take_over_holds_its_time_and_its_pause(
+    registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A successor takes over once, before its first scrape: the gauges are what an
+    alert reads."""
+    monkeypatch.setattr(time, "time", lambda: 4321.0)
+    record_takeover(predecessor_died=True, pause_seconds=0.625, pieces=(), final="snapshot")
+    labels = {"outcome": "predecessor_died"}
+    assert (
+        registry.get_sample_value("statemigrate_last_takeover_timestamp_seconds", labels)
+        == 4321.0
+    )
+    assert registry.get_sample_value("statemigrate_last_takeover_pause_seconds", labels) == 0.625
+    assert registry.get_sample_value("statemigrate_handoff_takeovers_total", labels) == 1
+
+
+def test_a_checkpoint_chain_restored_at_start_is_one_restore(registry) -> None:
+    """Its base and each delta are pieces of one restore: the mean restore time is per
+    start, each phase's seconds the pieces' added."""
+    service, ledger = tracked_ledger_service()
+    store = sm.MemoryStore()
+    checkpointer = sm.Checkpointer(service, store, quiesce=threading.Lock(), incremental=True)
+    for batch in (2_000, 40, 40):
+        for _ in range(batch):
+            ledger.write()
+        checkpointer.checkpoint_now()
+    assert checkpointer.chain_length == 3
+    restored, _ = tracked_ledger_service(started=False)
+    report = restored.start_from(store)
+    assert report is not None and report.delta  # the last piece: the chain's second delta
+    labels = {"service": restored.name}
+    assert registry.get_sample_value(
+        "statemigrate_restores_total", {**labels, "outcome": "restored"}
+    ) == 1
+    for phase in ("read", "verify", "decode", "migrate", "validate", "apply"):
+        assert registry.get_sample_value(
+            "statemigrate_restore_duration_seconds_count", {**labels, "phase": phase}
+        ) == 1
+    assert (
+        registry.get_sample_value(
+            "statemigrate_restore_duration_seconds_sum", {**labels, "phase": "read"}
+        )
+        or 0
+    ) >= report.timings["read"]

@@ -1,0 +1,465 @@
+"""The suggested alerting rules (docs/alerts.yml) fire on what Prometheus really sees:
+scrapes before and after each event, across a cold start and two hot restarts.
+
+Three processes of one service run one after the other on one scrape target, each
+with a prometheus_client registry of its own; the events are the library's own
+(a start-up restore that fails, a checkpoint whose commit fails, a handoff's reports).
+A small model of Prometheus stores each scrape, marks series stale when they vanish,
+and evaluates the rules' expressions with the semantics they rely on: ``increase()``
+sees a change only between two samples of one series (its extrapolation scales a
+positive increase and leaves zero at zero, so ``> 0`` is decided by the raw one), a
+counter that drops is a reset, and an instant value is the last sample within five
+minutes unless a staleness marker followed it. The same samples, written as a series
+file, are checked by the real ``promtool test rules`` when it is installed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+import statemigrate as sm
+import statemigrate.metrics
+from statemigrate._observe import _backends
+from statemigrate._observe._instruments import use_sink
+from statemigrate.handoff._report import HandoffReport, record_handoff, record_takeover
+from statemigrate.reference import KVCacheV1, build_registry
+
+from .conftest import Unreachable
+
+RULES = Path(__file__).resolve().parents[2] / "docs" / "alerts.yml"
+SERVICE = "alerted"
+TARGET = {"instance": "svc:9100", "job": "svc"}
+SCRAPE = 15  # seconds between scrapes
+LOOKBACK = 300  # Prometheus' lookback for an instant value
+END = 2700
+
+Labels = frozenset[tuple[str, str]]
+Series = tuple[str, Labels]
+Points = list[tuple[float, float | None]]
+
+
+@dataclass
+class Prometheus:
+    """The samples a Prometheus server holds of one target, and PromQL's few
+    functions the rules use."""
+
+    samples: dict[Series, Points] = field(default_factory=dict)
+    scrapes: list[float] = field(default_factory=list)
+    names: dict[str, list[Series]] = field(default_factory=dict)
+
+    def scrape(self, registry: CollectorRegistry | None, at: float) -> None:
+        """One scrape at ``at``: every sample of ``registry`` (``None``: the target is
+        down); a series that was there and is not any more gets a staleness marker."""
+        self.scrapes.append(at)
+        seen: set[Series] = set()
+        if registry is not None:
+            for family in registry.collect():
+                for sample in family.samples:
+                    key = (sample.name, frozenset({**sample.labels, **TARGET}.items()))
+                    seen.add(key)
+                    if key not in self.samples:
+                        self.samples[key] = []
+                        self.names.setdefault(sample.name, []).append(key)
+                    self.samples[key].append((at, sample.value))
+        for key, points in self.samples.items():
+            if key not in seen and points[-1][1] is not None:
+                points.append((at, None))
+
+    def select(self, name: str, **match: str) -> Iterator[tuple[Labels, Points]]:
+        for key in self.names.get(name, ()):
+            if set(match.items()) <= key[1]:
+                yield key[1], self.samples[key]
+
+    def instant(self, at: float, name: str, **match: str) -> dict[Labels, float]:
+        """The instant vector ``name{match}`` at ``at``."""
+        found = {}
+        for labels, points in self.select(name, **match):
+            last = [(t, v) for t, v in points if t <= at]
+            if last and at - last[-1][0] <= LOOKBACK and last[-1][1] is not None:
+                found[labels] = last[-1][1]
+        return found
+
+    def window(
+        self, at: float, seconds: float, name: str, **match: str
+    ) -> dict[Labels, list[float]]:
+        found = {}
+        for labels, points in self.select(name, **match):
+            values = [v for t, v in points if at - seconds <= t <= at and v is not None]
+            if values:
+                found[labels] = values
+        return found
+
+    def increase(self, at: float, seconds: float, name: str, **match: str) -> dict[Labels, float]:
+        """``increase(name{match}[seconds])`` at ``at``, without the extrapolation."""
+        found = {}
+        for labels, values in self.window(at, seconds, name, **match).items():
+            if len(values) >= 2:
+                found[labels] = sum(
+                    b - a if b >= a else b for a, b in zip(values, values[1:], strict=False)
+                )
+        return found
+
+
+def without(labels: Labels, *names: str) -> Labels:
+    return frozenset((k, v) for k, v in labels if k not in names)
+
+
+def only(labels: Labels, *names: str) -> Labels:
+    return frozenset((k, v) for k, v in labels if k in names)
+
+
+Rule = Callable[[Prometheus, float], set[Labels]]
+
+# Each rule of docs/alerts.yml as this model evaluates it: its expression, normalised
+# to one line, and the label sets it yields at a time.
+RULE_MODELS: dict[str, tuple[str, Rule]] = {
+    "StateHandoffFailed": (
+        'increase(statemigrate_handoffs_total{outcome="failed"}[15m]) > 0',
+        lambda p, at: {
+            labels
+            for labels, v in p.increase(
+                at, 900, "statemigrate_handoffs_total", outcome="failed"
+            ).items()
+            if v > 0
+        },
+    ),
+    "StateHandoffPauseLong": (
+        "statemigrate_last_takeover_pause_seconds > 0.5 and time() -"
+        " statemigrate_last_takeover_timestamp_seconds < 3600",
+        lambda p, at: {
+            labels
+            for labels, v in p.instant(at, "statemigrate_last_takeover_pause_seconds").items()
+            if v > 0.5 and at - taken(p, at).get(labels, -1e18) < 3600
+        },
+    ),
+    "StateRestoreFailed": (
+        'time() - statemigrate_last_restore_timestamp_seconds{outcome="failed"} < 900',
+        lambda p, at: {
+            labels
+            for labels, v in p.instant(
+                at, "statemigrate_last_restore_timestamp_seconds", outcome="failed"
+            ).items()
+            if at - v < 900
+        },
+    ),
+    "StateRestoreStuck": (
+        "min_over_time(statemigrate_restoring[10m]) == 1",
+        lambda p, at: {
+            labels
+            for labels, values in p.window(at, 600, "statemigrate_restoring").items()
+            if min(values) == 1
+        },
+    ),
+    "StateSnapshotStale": (
+        "time() - statemigrate_last_snapshot_timestamp_seconds > 900",
+        lambda p, at: {
+            labels
+            for labels, v in p.instant(at, "statemigrate_last_snapshot_timestamp_seconds").items()
+            if at - v > 900
+        },
+    ),
+    "StateCommitsFailing": (
+        'sum by (service, store) ( increase(statemigrate_commits_total{outcome="failed"}[10m]))'
+        " > 0 unless sum by (service, store) ("
+        ' increase(statemigrate_commits_total{outcome="committed"}[10m])) > 0',
+        lambda p, at: (
+            summed(p.increase(at, 600, "statemigrate_commits_total", outcome="failed"))
+            - summed(p.increase(at, 600, "statemigrate_commits_total", outcome="committed"))
+        ),
+    ),
+}
+
+
+def taken(p: Prometheus, at: float) -> dict[Labels, float]:
+    return p.instant(at, "statemigrate_last_takeover_timestamp_seconds")
+
+
+def summed(increases: dict[Labels, float]) -> set[Labels]:
+    """``sum by (service, store) (...) > 0``."""
+    sums: dict[Labels, float] = {}
+    for labels, v in increases.items():
+        key = only(labels, "service", "store")
+        sums[key] = sums.get(key, 0.0) + v
+    return {labels for labels, v in sums.items() if v > 0}
+
+
+# What the rules used to say, for the processes below: each of these never fires.
+OLD_RULES: dict[str, Rule] = {
+    "takeovers increase": lambda p, at: {
+        labels
+        for labels, v in p.increase(at, 300, "statemigrate_handoff_takeovers_total").items()
+        if v > 0
+    },
+    # histogram_quantile() of a rate() is NaN unless some bucket's rate is above 0.
+    "takeover pause rate": lambda p, at: {
+        labels
+        for labels, v in p.increase(
+            at, 3600, "statemigrate_handoff_takeover_pause_seconds_count"
+        ).items()
+        if v > 0
+    },
+    "restores failed increase": lambda p, at: {
+        labels
+        for labels, v in p.increase(
+            at, 900, "statemigrate_restores_total", outcome="failed"
+        ).items()
+        if v > 0
+    },
+}
+
+
+def rules_file() -> list[dict[str, Any]]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def test_each_rule_of_the_file_is_the_one_modelled() -> None:
+    assert {rule["alert"]: " ".join(rule["expr"].split()) for rule in rules_file()} == {
+        name: " ".join(expr.split()) for name, (expr, _) in RULE_MODELS.items()
+    }
+
+
+@dataclass
+class Clock:
+    now: float = 0.0
+
+
+@dataclass
+class Run:
+    """Three processes of one service, scraped every 15 s, and what Prometheus kept."""
+
+    prometheus: Prometheus
+    firing: dict[float, dict[str, set[Labels]]]
+    old: dict[float, dict[str, set[Labels]]]
+
+    def fires(self, at: float) -> set[str]:
+        return {name for name, found in self.firing[at].items() if found}
+
+
+def process(clock: Clock) -> tuple[CollectorRegistry, sm.Service]:
+    """A new process: its own registry, metrics enabled, the service created."""
+    registry = CollectorRegistry()
+    statemigrate.metrics.use_prometheus(registry)
+    service = sm.Service(SERVICE, registry=build_registry(), on_restore_failure="serve_cold")
+    service.register(KVCacheV1())
+    return registry, service
+
+
+def take_over(service: sm.Service, snapshot: bytes, pause: float) -> None:
+    """What a successor reports of its take-over: the restore of the snapshot it was
+    handed, then the take-over, before it serves (and is first scraped)."""
+    with service._one_restore():
+        service.restore(snapshot)
+    record_takeover(predecessor_died=False, pause_seconds=pause, pieces=(), final="snapshot")
+
+
+def handed_over(outcome: str, stage: str | None = None) -> None:
+    """What the old process reports of a handoff attempt."""
+    record_handoff(
+        HandoffReport(
+            outcome=outcome,  # type: ignore[arg-type]
+            transport="spawn",
+            stage=stage,
+            pause_seconds=0.7,
+            timings={"total": 1.0},
+        )
+    )
+
+
+def simulate(monkeypatch: pytest.MonkeyPatch) -> Run:
+    clock = Clock()
+    monkeypatch.setattr(time, "time", lambda: clock.now)
+    prometheus = Prometheus()
+    firing: dict[float, dict[str, set[Labels]]] = {}
+    old: dict[float, dict[str, set[Labels]]] = {}
+    current: list[CollectorRegistry | None] = [None]
+
+    def until(end: float, event: Callable[[], None] | None = None, at: float | None = None) -> None:
+        """Scrape and evaluate every 15 s up to ``end``; run ``event`` at ``at``."""
+        while clock.now + SCRAPE <= end:
+            if event is not None and at is not None and clock.now < at < clock.now + SCRAPE:
+                clock.now = at
+                event()
+                event = None
+            clock.now = (clock.now // SCRAPE + 1) * SCRAPE
+            prometheus.scrape(current[0], clock.now)
+            now = clock.now
+            firing[now] = {n: rule(prometheus, now) for n, (_, rule) in RULE_MODELS.items()}
+            old[now] = {n: rule(prometheus, now) for n, rule in OLD_RULES.items()}
+
+    # Process 1 starts cold: its restore at start fails before its first scrape.
+    clock.now = 1.0
+    registry, service = process(clock)
+    assert service.start_from(b"not a snapshot") is None
+    store = Unreachable()
+    checkpointer = sm.Checkpointer(service, store, quiesce=threading.Lock(), export="inline")
+    current[0] = registry
+    cache = service.components[0].obj
+    assert isinstance(cache, KVCacheV1)
+
+    def commit_fails() -> None:
+        store.down = True
+        cache.set("key", "changed")
+        with pytest.raises(sm.StoreError):
+            checkpointer.checkpoint_now()
+
+    until(1200, commit_fails, at=40)
+    snapshot = service.snapshot()[0].to_bytes()
+    handed_over("ready")  # its last act: a handoff that succeeds; it exits unscraped
+
+    # Process 2 takes over at 1200 after a long pause, then fails to hand over at 1300.
+    clock.now = 1200.5
+    registry, service = process(clock)
+    take_over(service, snapshot, pause=0.7)
+    current[0] = registry
+    until(2000, lambda: handed_over("failed", "handshake"), at=1300)
+    handed_over("ready")
+
+    # Process 3 takes over at 2000, with a long pause again.
+    clock.now = 2000.5
+    registry, service = process(clock)
+    take_over(service, snapshot, pause=0.9)
+    current[0] = registry
+    until(2400)
+    handed_over("ready")
+
+    # Process 4 takes over at 2400 with a short pause.
+    clock.now = 2400.5
+    registry, service = process(clock)
+    take_over(service, snapshot, pause=0.01)
+    current[0] = registry
+    until(END)
+    return Run(prometheus, firing, old)
+
+
+@pytest.fixture(scope="module")
+def run() -> Iterator[Run]:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        previous = use_sink(None)
+        try:
+            yield simulate(monkeypatch)
+        finally:
+            use_sink(previous)
+
+
+def test_each_rule_fires_while_its_situation_lasts_and_only_then(run: Run) -> None:
+    expected = {
+        # The start-up restore failed at 1 s: 15 minutes from then.
+        "StateRestoreFailed": (15, 900),
+        # The first commit failed at 40 s, after scrapes at 0; 10 minutes of window.
+        "StateCommitsFailing": (45, 630),
+        # Processes 2 and 3 took over with long pauses; process 4's is short.
+        "StateHandoffPauseLong": (1215, 2400),
+        # Process 2's attempt failed at 1300 s: while its last scrape at 0 (1290 s)
+        # is within the 15 minutes of the window.
+        "StateHandoffFailed": (1305, 2190),
+    }
+    for at in sorted(run.firing):
+        want = {name for name, (start, end) in expected.items() if start <= at <= end}
+        assert run.fires(at) == want, at
+
+
+def test_the_alerts_name_what_failed(run: Run) -> None:
+    (handoff,) = run.firing[1305.0]["StateHandoffFailed"]
+    assert dict(handoff) | TARGET == {"outcome": "failed", "stage": "handshake", **TARGET}
+    (restore,) = run.firing[15.0]["StateRestoreFailed"]
+    assert dict(restore)["service"] == SERVICE
+    (commits,) = run.firing[45.0]["StateCommitsFailing"]
+    assert dict(commits) == {"service": SERVICE, "store": "unreachable"}
+
+
+def test_the_counters_the_rules_used_miss_a_start_up_restore_and_a_successors_take_over(
+    run: Run,
+) -> None:
+    """The rules they replace: a failed start-up restore is counted before the first
+    scrape, and process 3's take-over is the same series as process 2's, at 1 again;
+    neither is an increase. (Process 2's is, now that process 1 showed its series at 0:
+    a counter tells the first take-over on a target apart, not the ones after it.)"""
+    for at, found in run.old.items():
+        assert not found["restores failed increase"], at
+    for at in (2010.0, 2100.0, 2400.0):
+        assert not run.old[at]["takeovers increase"], at
+        assert "StateHandoffPauseLong" in run.fires(at)
+    pauses = run.prometheus.increase(2400, 395, "statemigrate_handoff_takeover_pause_seconds_count")
+    assert pauses and not any(pauses.values())
+    takeovers = run.prometheus.instant(
+        2400, "statemigrate_handoff_takeovers_total", outcome="committed"
+    )
+    assert list(takeovers.values()) == [1.0]
+
+
+def test_without_series_created_at_zero_first_failures_are_missed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broken variant: counters' series created by their first event only."""
+    monkeypatch.setattr(_backends._PrometheusSink, "prepare", lambda *args: None)
+    run = simulate(monkeypatch)
+    fired = set().union(*(run.fires(at) for at in run.firing))
+    assert "StateHandoffFailed" not in fired
+    assert "StateCommitsFailing" not in fired
+
+
+def series_file(run: Run, at_times: list[float]) -> dict[str, Any]:
+    """The run as a ``promtool test rules`` file: its samples of the series the rules
+    read, and the alerts the model expects at ``at_times``."""
+    used = {"statemigrate_handoffs_total", "statemigrate_commits_total", "statemigrate_restoring"}
+    used |= {n for (n, _) in run.prometheus.samples if n.startswith("statemigrate_last_")}
+    steps = [0.0, *run.prometheus.scrapes]
+    series = []
+    for (name, labels), points in run.prometheus.samples.items():
+        if name not in used:
+            continue
+        by_time = dict(points)
+        values = [
+            "_" if t not in by_time else "stale" if by_time[t] is None else repr(by_time[t])
+            for t in steps
+        ]
+        inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels))
+        series.append({"series": f"{name}{{{inner}}}", "values": " ".join(values)})
+    annotations = {rule["alert"]: rule for rule in rules_file()}
+    tests = []
+    for at in at_times:
+        for name, found in run.firing[at].items():
+            rule = annotations[name]
+            expected = []
+            for labels in found:
+                summary = rule["annotations"]["summary"]
+                for key, value in labels:
+                    summary = summary.replace("{{ $labels." + key + " }}", value)
+                expected.append(
+                    {
+                        "exp_labels": {**dict(labels), **rule["labels"]},
+                        "exp_annotations": {"summary": summary},
+                    }
+                )
+            tests.append({"eval_time": f"{int(at)}s", "alertname": name, "exp_alerts": expected})
+    return {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": f"{SCRAPE}s",
+        "tests": [{"interval": f"{SCRAPE}s", "input_series": series, "alert_rule_test": tests}],
+    }
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_promtool_agrees_with_the_model(run: Run, tmp_path: Path) -> None:
+    """The opt-in check of the model itself: the real rule evaluator, on the same
+    samples, fires exactly the alerts the model does, at times around each edge."""
+    at_times = [15.0, 45.0, 630.0, 645.0, 900.0, 915.0, 1215.0, 1305.0, 2010.0]
+    at_times += [2190.0, 2205.0, 2400.0, 2415.0, 2700.0]
+    path = tmp_path / "test.yml"
+    path.write_text(yaml.safe_dump(series_file(run, at_times)))
+    done = subprocess.run(
+        ["promtool", "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
