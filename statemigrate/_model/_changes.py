@@ -196,7 +196,8 @@ class ComponentChanges:
                 state[name] = self._exported(name, list(changes.set))
                 moved[name] = 0
             else:
-                state[name] = changes.set
+                codec = key_codec(self._schema, name)
+                state[name] = codec.held(self._fields[name], changes.set)
                 moved[name] = changes.moved
             self._watch.watch(name, state[name])
             deleted[name] = list(changes.deleted)
@@ -302,7 +303,15 @@ def imports_records(obj: object) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class KeyCodec:
-    """Converts the keys of one record field between live and plain form."""
+    """Converts the keys of one record field between live and plain form.
+
+    A key a change log holds is the one its write or deletion was given, which may be
+    another object than the dict's own: ``d[1.0] = v`` where ``d`` holds ``1``
+    replaces the value and keeps the key ``1``. The codec gives a delta the keys the
+    dict holds (:meth:`held`), and deleted keys as the receiver's dict would hold them
+    (:meth:`export`). Keys of the field's own class, the usual case, are known so by
+    one C pass over their classes; only the others are looked at one by one.
+    """
 
     adapter: pydantic.TypeAdapter[Any] | None
     """None when keys are ``str`` (the plain form is the key itself)."""
@@ -310,15 +319,41 @@ class KeyCodec:
     """Writes a map of the field's key type: the keys a delta deletes get the plain form
     its records' keys get (text for an int, bytes as they are), so that a reader
     matching plain keys finds them."""
+    classes: frozenset[type] = frozenset()
+    """The classes of the keys taken as they are: the key type when it is a class
+    (``int``, an enum); empty when it is not (a union, a ``Literal``), when every key
+    is looked at. ``str`` keys (no ``adapter``) are never looked up."""
+
+    def held(self, tracked: Mapping[Any, Any], records: dict[Any, Any]) -> dict[Any, Any]:
+        """``records`` (keys a change log noted, with their values, in its order) under
+        the keys that ``tracked`` holds, which a full snapshot would write.
+
+        ``str`` keys are taken as they are: a ``str`` subclass equal to one (a
+        ``StrEnum`` member) is written as the same text.
+        """
+        if self.adapter is None or (
+            self.classes and set(map(type, records)) <= self.classes
+        ):
+            return records
+        return {_key_held(tracked, key): value for key, value in records.items()}
 
     def export(self, keys: list[Any], *, schema: SchemaVersion, field: str) -> list[Any]:
-        """The plain form of live keys.
+        """The plain form of deleted live keys, as a receiver holds them.
+
+        A key that no key of the field's type equals (one written and deleted between
+        two pieces, never in either: ``7`` under ``str`` keys, ``2.5`` under ``int``
+        keys) is left out: no receiver holds it. A key equal to one of the field's type
+        (``1.0`` under ``int`` keys) is written as that key.
 
         Raises:
             ExportError: a key has no plain form (the path names the field).
         """
         if self.exporter is None:
-            return keys
+            if set(map(type, keys)) <= _STR_CLASSES:
+                return keys
+            return [str.__str__(key) for key in keys if isinstance(key, str)]
+        if not self.classes or not set(map(type, keys)) <= self.classes:
+            keys = [held for held in map(self._as_key, keys) if held is not _MISSING]
         try:
             return list(self.exporter(dict.fromkeys(keys)))
         except NotExportable as exc:
@@ -326,6 +361,17 @@ class KeyCodec:
                 schema.component, schema.version,
                 format_path(["deleted", field, *exc.path]), exc.detail,
             ) from exc
+
+    def _as_key(self, key: Any) -> Any:
+        """``key`` as a key of the field's type equal to it, or ``_MISSING``."""
+        assert self.adapter is not None
+        try:
+            (converted,) = self.adapter.validate_python([key])
+        except pydantic.ValidationError:
+            return _MISSING
+        if converted == key and hash(converted) == hash(key):
+            return converted
+        return _MISSING  # "7" validates into 7, which it does not equal
 
     def validate(self, keys: object) -> list[Any]:
         """The live form of plain keys.
@@ -340,6 +386,39 @@ class KeyCodec:
         return live
 
 
+class _KeyProbe:
+    """Equal to what its key equals, noting the object it was compared with: looked
+    up in a dict, it finds the key the dict holds."""
+
+    __slots__ = ("found", "key", "key_hash")
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+        self.key_hash = hash(key)
+        self.found = key
+
+    def __hash__(self) -> int:
+        return self.key_hash
+
+    def __eq__(self, other: object) -> bool:
+        if other is self.key or other == self.key:
+            self.found = other
+            return True
+        return False
+
+
+def _key_held(tracked: Mapping[Any, Any], key: Any) -> Any:
+    """The key of ``tracked`` equal to ``key`` (``key`` itself when there is none).
+
+    The dict compares the key it holds with the probe, whose ``__eq__`` (the reflected
+    one: the held key's own gives up on a probe) notes it.
+    """
+    probe = _KeyProbe(key)
+    dict.__contains__(tracked, probe)
+    return probe.found
+
+
+_STR_CLASSES = frozenset({str})
 _STR_KEYS: pydantic.TypeAdapter[list[str]] = pydantic.TypeAdapter(list[str])
 _CODECS: dict[tuple[SchemaVersion, str], KeyCodec] = {}
 
@@ -357,6 +436,7 @@ def key_codec(schema: SchemaVersion, field: str) -> KeyCodec:
         codec = KeyCodec(
             pydantic.TypeAdapter(list[key_type]),  # type: ignore[valid-type]
             compile_exporter(pydantic.TypeAdapter(keyed).core_schema),
+            frozenset({key_type}) if isinstance(key_type, type) else frozenset(),
         )
     _CODECS[(schema, field)] = codec
     return codec

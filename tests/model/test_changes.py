@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import enum
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pydantic
@@ -95,6 +96,117 @@ def test_replacing_a_tracked_field_while_tracking_is_refused() -> None:
     obj.entries = TrackedDict({"new": 1})
     with pytest.raises(RegistrationError, match="no longer the TrackedDict"):
         changes.take()
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+class Keyed(TypedDict):
+    by_int: dict[int, str]
+    by_str: dict[str, str]
+    by_color: dict[Color, str]
+
+
+REGISTRY.add_schema("keyed", 1, Keyed)
+
+
+@REGISTRY.migratable("keyed", version=1)
+class KeyedStore:
+    def __init__(self) -> None:
+        self.by_int: TrackedDict[Any, str] = TrackedDict()
+        self.by_str: TrackedDict[Any, str] = TrackedDict()
+        self.by_color: TrackedDict[Any, str] = TrackedDict()
+
+
+def keyed_pre_copy(
+    before: Callable[[KeyedStore], None], after: Callable[[KeyedStore], None]
+) -> tuple[KeyedStore, KeyedStore]:
+    """A pre-copy of a KeyedStore: ``before`` runs before round 0, ``after`` between
+    it and the delta; returns the source's store and the target's."""
+    source, target = Service("keys", registry=REGISTRY), Service("keys", registry=REGISTRY)
+    old, new = source.register(KeyedStore()), target.register(KeyedStore())
+    before(old)
+    with source.precopy_source() as pieces:
+        pieces.start()
+        target.restore(pieces.full().to_bytes())
+        after(old)
+        target.restore(pieces.delta().to_bytes())
+    return old, new
+
+
+def test_a_delta_carries_the_key_the_dict_holds_not_the_one_written() -> None:
+    """``d[1.0] = v`` where ``d`` holds ``1`` keeps the key ``1``: the change log notes
+    ``1.0``, and the delta must carry ``1``, as a full snapshot would."""
+    obj = KeyedStore()
+    obj.by_int[1] = "a"
+    obj.by_color[Color.RED] = "a"
+    changes = ComponentChanges.attach(obj, registry=REGISTRY)
+    assert changes is not None
+    changes.open()
+    obj.by_int[1.0] = "b"
+    obj.by_color[1] = "b"
+    partial = changes.take()
+    assert [(key, type(key)) for key in partial.state["by_int"]] == [(1, int)]
+    assert [(key, type(key)) for key in partial.state["by_color"]] == [(Color.RED, Color)]
+    changes.close()
+
+
+def test_a_key_written_as_an_equal_key_of_another_type_restores_from_a_delta() -> None:
+    def before(store: KeyedStore) -> None:
+        store.by_int[1] = "a"
+        store.by_color[Color.RED] = "a"
+
+    def after(store: KeyedStore) -> None:
+        store.by_int[1.0] = "b"  # was refused: "expected an int, found float"
+        store.by_color[1] = "b"
+
+    old, new = keyed_pre_copy(before, after)
+    assert dict(new.by_int) == dict(old.by_int) == {1: "b"}
+    assert dict(new.by_color) == dict(old.by_color) == {Color.RED: "b"}
+    assert type(next(iter(new.by_color))) is Color
+
+
+def delete_as(field: str, key: Any, *, written: bool = False) -> Callable[[KeyedStore], None]:
+    """Delete ``key`` from ``field`` (``written``: write it first, between two pieces)."""
+
+    def after(store: KeyedStore) -> None:
+        records = getattr(store, field)
+        if written:
+            records[key] = "between the pieces"
+        del records[key]
+
+    return after
+
+
+DELETIONS = {
+    # an equal key of another type: was refused, "expected an int, found float"
+    "1.0 under int keys": delete_as("by_int", 1.0),
+    # an IntEnum key deleted as its int: was refused, "expected a Color key"
+    "1 under IntEnum keys": delete_as("by_color", 1),
+    # no str equals it: the delta committed, and every restore of it failed
+    "an int under str keys": delete_as("by_str", 7, written=True),
+    # no int equals it, its text validates into 7: was refused, "expected an int"
+    "a str under int keys": delete_as("by_int", "7", written=True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DELETIONS))
+def test_deleted_keys_are_sent_as_the_receiver_holds_them(case: str) -> None:
+    """A key deleted as an equal key of another type deletes the receiver's key; one
+    no key of the field's type equals (written and deleted between two pieces) is
+    left out: no receiver holds it."""
+
+    def before(store: KeyedStore) -> None:
+        store.by_int.update({1: "a", 7: "seven"})
+        store.by_str["s"] = "a"
+        store.by_color[Color.RED] = "a"
+
+    old, new = keyed_pre_copy(before, DELETIONS[case])
+    assert dict(new.by_int) == dict(old.by_int)
+    assert dict(new.by_str) == dict(old.by_str) == {"s": "a"}
+    assert dict(new.by_color) == dict(old.by_color)
+    assert 7 in new.by_int  # "7" deleted no key of the receiver's
 
 
 def test_record_keys_go_through_the_key_type() -> None:

@@ -225,6 +225,81 @@ def test_an_incremental_checkpoint_checks_the_records_it_writes() -> None:
     assert store.open() == good
 
 
+class Counted(TypedDict):
+    entries: dict[str, Entry]
+    count: int
+
+
+REGISTRY.add_schema("counted", 1, Counted)
+
+
+@REGISTRY.migratable("counted", version=1)
+class CountedCache:
+    """Records in a TrackedDict (sent by a delta as records) and a field sent whole."""
+
+    def __init__(self) -> None:
+        self.entries: TrackedDict[str, Any] = TrackedDict()
+        self.count: Any = 0
+
+
+def counted_service(name: str) -> tuple[Service, CountedCache]:
+    service = Service(name, registry=REGISTRY)
+    cache = service.register(CountedCache())
+    return service, cache
+
+
+def test_a_whole_field_validation_converts_commits_alike_in_full_and_in_a_delta() -> None:
+    """``'5'`` in an ``int`` field beside the records: a commit takes it (validation
+    makes it 5), and so does an incremental checkpoint's delta; both restore 5."""
+    service, cache = counted_service("counted-full")
+    cache.entries["a"] = good_entry()
+    cache.count = "5"
+    committed = service.commit(MemoryStore())
+    restoring, restored = counted_service("counted-full")
+    restoring.restore(committed.ref)
+    assert restored.count == 5
+
+    service, cache = counted_service("counted-delta")
+    service.start_cold("a new cache")
+    for index in range(500):  # a base large enough that one record makes a delta
+        cache.entries[f"k{index}"] = good_entry()
+    store = MemoryStore()
+    checkpointer = Checkpointer(
+        service, store, quiesce=threading.Lock(), incremental=True, export="inline"
+    )
+    checkpointer.checkpoint_now()
+    cache.entries["b"] = good_entry(hits=2)
+    cache.count = "5"
+    checkpointer.checkpoint_now()
+    assert checkpointer.chain_length == 2  # a delta
+    restoring, restored = counted_service("counted-delta")
+    restoring.start_from(store)
+    assert restored.count == 5
+    assert restored.entries["b"] == good_entry(hits=2)
+
+
+def test_a_whole_field_validation_refuses_is_refused_alike_by_a_commit_and_a_delta() -> None:
+    refusal = "at ['count']: a restore would refuse it: Input should be a valid integer"
+    service, cache = counted_service("counted-refused")
+    service.start_cold("a new cache")
+    for index in range(500):
+        cache.entries[f"k{index}"] = good_entry()
+    store = MemoryStore()
+    checkpointer = Checkpointer(
+        service, store, quiesce=threading.Lock(), incremental=True, export="inline"
+    )
+    checkpointer.checkpoint_now()
+    good = store.open()
+    cache.count = "many"  # no record written: the delta carries the field alone
+    with pytest.raises(ExportError) as by_commit:
+        service.commit(MemoryStore())
+    with pytest.raises(ExportError) as by_delta:
+        checkpointer.checkpoint_now()
+    assert refusal in str(by_commit.value)
+    assert refusal in str(by_delta.value)
+    assert store.open() == good
+
+
 # --- the walk accepts only what pydantic accepts -----------------------------------------
 
 CACHE_SCHEMA = SchemaVersion.create("cache", 1, Cache)
