@@ -15,23 +15,30 @@ field of the state so far (the last ``moved`` of them moved to its end, in their
 order, as the writer's dict holds them), then the keys listed there are removed; every other field
 of its partial state replaces the one so far, and a field it does not carry is
 dropped, as the delta would delete the attribute. Sections a delta does not hold keep
-their state. Record keys are matched in their plain form, as the snapshots hold them.
+their state. Record keys are matched in their plain form, as the snapshots hold them,
+and, given the registry, by value where a key's text differs from the state's
+(:mod:`statemigrate._runtime._chainkeys`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from statemigrate._errors import SnapshotError
 from statemigrate._runtime._chain import split_chain
+from statemigrate._runtime._chainkeys import FieldFor, FieldKeys, KeyMatcher, RegistryOf
 from statemigrate._runtime._delta import DELTA_SHAPE, is_delta_section
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
 from statemigrate._snapshot._format import DecodeLimits, Snapshot, open_snapshot
 from statemigrate._snapshot._header import SnapshotHeader
 from statemigrate.stores import Buffer
+
+if TYPE_CHECKING:
+    from statemigrate._model._registry import Registry
 
 __all__ = [
     "Chain",
@@ -152,9 +159,16 @@ def chain_break(headers: Sequence[SnapshotHeader]) -> str | None:
     return None
 
 
-def composed_sections(chain: Chain) -> list[SectionInput]:
+def composed_sections(
+    chain: Chain, *, registry: Registry | RegistryOf | None = None
+) -> list[SectionInput]:
     """The sections of the state that ``chain`` restores to: its base's sections, in
     the base's order and at its versions, with every delta applied to their plain data.
+
+    With ``registry`` (or a function giving a component's registry), a record key
+    whose text the state lacks is matched by value with the state's key equal to it,
+    as a service matches keys (``-0.0`` deletes ``0.0``; see
+    :mod:`statemigrate._runtime._chainkeys`); without it, by text alone.
 
     Raises:
         SnapshotError: a link is broken, a section does not decode, or a delta cannot
@@ -163,6 +177,7 @@ def composed_sections(chain: Chain) -> list[SectionInput]:
             delta's shape).
     """
     chain.check_links()
+    matcher = KeyMatcher(registry)
     base = chain.pieces[0]
     infos = {(info.component, info.instance): info for info in base.header.sections}
     states: dict[tuple[str, str], Any] = {}
@@ -181,7 +196,10 @@ def composed_sections(chain: Chain) -> list[SectionInput]:
                     f" {known.version}; pieces at other versions are composed only by a"
                     " service, with the migrations",
                 )
-            states[where] = _applied(states[where], _read(chain, number, index), number, info.key)
+            fields = partial(matcher.field, where, info.version, known.fingerprint)
+            states[where] = _applied(
+                states[where], _read(chain, number, index), number, info.key, fields
+            )
     return [
         SectionInput(info.component, info.instance, info.version, info.fingerprint,
                      states[(info.component, info.instance)])
@@ -189,7 +207,9 @@ def composed_sections(chain: Chain) -> list[SectionInput]:
     ]
 
 
-def compose_chain(chain: Chain, *, key: bytes | None = None, level: int = 1) -> EncodedSnapshot:
+def compose_chain(
+    chain: Chain, *, key: bytes | None = None, level: int = 1, registry: Registry | None = None
+) -> EncodedSnapshot:
     """The full snapshot that ``chain`` restores to: its base with every delta applied
     (see :func:`composed_sections`).
 
@@ -200,11 +220,13 @@ def compose_chain(chain: Chain, *, key: bytes | None = None, level: int = 1) -> 
         chain: an opened chain; its links are checked here.
         key: the key to authenticate the new snapshot with, if any.
         level: the zstd compression level.
+        registry: the schemas to match record keys by value with (see
+            :func:`composed_sections`).
 
     Raises:
         SnapshotError: as :func:`composed_sections` raises it.
     """
-    sections = composed_sections(chain)
+    sections = composed_sections(chain, registry=registry)
     newest = chain.pieces[-1].header
     return encode_snapshot(
         sections,
@@ -231,7 +253,9 @@ def _refused(number: int, section: str, why: str) -> SnapshotError:
     )
 
 
-def _applied(state: Any, delta: Any, number: int, section: str) -> dict[str, Any]:
+def _applied(
+    state: Any, delta: Any, number: int, section: str, fields: FieldFor | None = None
+) -> dict[str, Any]:
     """``state`` (a section's plain state so far) with the delta section ``delta`` applied."""
     if not is_delta_section(delta):
         raise _refused(number, section, DELTA_SHAPE)
@@ -253,24 +277,29 @@ def _applied(state: Any, delta: Any, number: int, section: str) -> dict[str, Any
                 number, section, f"record field {name!r} is not a map of records in both"
                 " the delta and the state it applies to",
             )
+        keys = _keys(fields, name, records)
         moved = delta.get("moved", {}).get(name, 0)
         items = iter(value.items())
-        records.update(islice(items, len(value) - moved))
+        keys.set_all(islice(items, len(value) - moved))
         for key, record in items:  # inserted since the base: to the end, in order
-            records.pop(key, None)
-            records[key] = record
-    for name, keys in deleted.items():
+            keys.move(key, record)
+    for name, gone_keys in deleted.items():
         records = result.get(name)
         if type(records) is not dict:
             raise _refused(
                 number, section, f"record field {name!r} has no map of records to delete from"
             )
-        for gone in keys:
+        keys = _keys(fields, name, records)
+        for gone in gone_keys:
             if isinstance(gone, list | dict):
                 raise _refused(
                     number, section,
                     f"a deleted key of record field {name!r} is a"
                     f" {type(gone).__name__}, which a plain map cannot hold as a key",
                 )
-            records.pop(gone, None)
+            keys.delete(gone)
     return result
+
+
+def _keys(fields: FieldFor | None, name: str, records: dict[Any, Any]) -> FieldKeys:
+    return FieldKeys(records, None) if fields is None else fields(name, records)

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from statemigrate._errors import RegistrationError, StoreError
 from statemigrate._model._registry import Registry
 from statemigrate.cli._arguments import Renames, module_attribute, positive_integer
-from statemigrate.cli._registry import add_registry_arguments, current_folder_first
+from statemigrate.cli._registryargs import add_registry_arguments, current_folder_first
 from statemigrate.evolution._config import ProjectConfig, find_config, load_registry
 
 __all__ = [

@@ -17,6 +17,7 @@ from statemigrate._snapshot._format import Snapshot
 from statemigrate._snapshot._header import SectionInfo
 from statemigrate.cli._arguments import snapshot_source
 from statemigrate.cli._objects import add_store_argument, open_source
+from statemigrate.cli._registryargs import add_registry_arguments, named_registry
 from statemigrate.cli._source import KEY_FILE_VARIABLE, read_key_option
 from statemigrate.stores import ObjectRef
 
@@ -64,6 +65,8 @@ def add_inspect_parser(commands: Any) -> None:
     )
     add_key_argument(parser)
     add_store_argument(parser)
+    # For --dump of a chain: its record keys are then matched by value, as a restore does.
+    add_registry_arguments(parser)
     parser.set_defaults(func=inspect_command)
 
 
@@ -366,6 +369,7 @@ def render(snapshot: Snapshot, statuses: list[str]) -> str:
 # --- checkpoint chains ------------------------------------------------------------------
 
 
+
 def inspect_chain(
     chain: Chain, origin: ObjectRef | None, args: argparse.Namespace, out: TextIO
 ) -> int:
@@ -387,7 +391,7 @@ def inspect_chain(
                     progress.step(f"piece {number} {section.key}")
     if args.dump is not None:
         index = find_section(chain.pieces[0], args.dump)
-        state = composed_sections(chain)[index].data
+        state = composed_sections(chain, registry=named_registry(args))[index].data
         out.write(dump_json(state, section=chain.pieces[0].header.sections[index].key))
         return 0
     info = describe_chain(chain, statuses)

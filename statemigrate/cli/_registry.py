@@ -6,12 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 from statemigrate._errors import (
-    ConfigurationError,
     LossyMigrationError,
     StateMigrateError,
     StoreError,
@@ -24,18 +22,15 @@ from statemigrate._snapshot._format import Snapshot, open_snapshot
 from statemigrate.cli._arguments import (
     ComponentVersions,
     check_output_file,
-    module_attribute,
     snapshot_source,
 )
 from statemigrate.cli._inspect import Progress, add_key_argument, one_line, printable
 from statemigrate.cli._objects import add_store_argument, commit_to_url, is_object_url, open_source
+from statemigrate.cli._registryargs import add_registry_arguments, registry_from
 from statemigrate.cli._source import read_key_option
-from statemigrate.evolution._config import find_config, load_registry
 
 __all__ = [
-    "add_registry_arguments",
     "add_registry_parsers",
-    "current_folder_first",
     "graph_command",
     "migrate_command",
     "plan_command",
@@ -148,71 +143,6 @@ def _add_migration_arguments(
     add_registry_arguments(parser)
 
 
-def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--migrations``, ``--registry`` and ``--import``: where a command finds the registry."""
-    parser.add_argument(
-        "--migrations",
-        type=Path,
-        metavar="PATH",
-        help="directory of migrations modules (default: [tool.statemigrate] migrations)",
-    )
-    parser.add_argument(
-        "--registry",
-        metavar="MODULE:NAME",
-        type=module_attribute,
-        help="a Registry, or a function returning one (default: [tool.statemigrate] registry)",
-    )
-    parser.add_argument(
-        "--import",
-        dest="imports",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE first so its decorators register schemas (repeatable)",
-    )
-
-
-def current_folder_first() -> None:
-    """Put the current folder first on ``sys.path`` before importing the user's modules.
-
-    ``python -m statemigrate`` does so itself; the ``statemigrate`` script puts its
-    own folder there instead, so ``--import app`` would not find ``./app.py`` (uvicorn's
-    ``--app-dir`` defaults to ``.`` for the same reason). The folder of pyproject.toml,
-    when there is one, still goes before it.
-    """
-    here = os.getcwd()
-    if here not in sys.path and "" not in sys.path:
-        sys.path.insert(0, here)
-
-
-def registry_from(args: argparse.Namespace) -> Registry:
-    """The registry named by the command line and pyproject.toml.
-
-    Raises:
-        ConfigurationError: it holds no component (most often: none was named), so
-            every component would be reported unknown.
-    """
-    current_folder_first()
-    config = find_config()
-    registry = load_registry(
-        config,
-        registry=args.registry,
-        migrations=args.migrations,
-        imports=tuple(args.imports),
-    )
-    if not registry.components():
-        named = args.registry or args.migrations or args.imports or config.registry
-        raise ConfigurationError(
-            "registry",
-            "the registry named holds no component"
-            if named or config.imports
-            else "no component is registered: name the registry with --registry MODULE:NAME,"
-            " --import MODULE or --migrations PATH, or in [tool.statemigrate] of"
-            " pyproject.toml",
-        )
-    return registry
-
-
 def plan_command(args: argparse.Namespace, out: TextIO) -> int:
     """Print the steps from ``--from`` to ``--to``, marking the lossy ones."""
     registry = registry_from(args)
@@ -263,7 +193,7 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     output = None if is_object_url(args.output) else check_output_file(args.output, option="-o")
     registry = registry_from(args)
     key = read_key_option(args.key_file)
-    snapshot, notes = _full_snapshot(args, key)
+    snapshot, notes = _full_snapshot(args, key, registry)
     with Progress(len(snapshot.header.sections), verb="migrating") as progress:
         migrated = migrate_snapshot(
             snapshot,
@@ -289,7 +219,9 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _full_snapshot(args: argparse.Namespace, key: bytes | None) -> tuple[Snapshot, list[str]]:
+def _full_snapshot(
+    args: argparse.Namespace, key: bytes | None, registry: Registry
+) -> tuple[Snapshot, list[str]]:
     """The snapshot ``SNAPSHOT`` names, a checkpoint chain composed into the full
     snapshot it restores to, and the note saying so (none for a snapshot).
 
@@ -303,7 +235,9 @@ def _full_snapshot(args: argparse.Namespace, key: bytes | None) -> tuple[Snapsho
     # The chain becomes the one full snapshot it restores to, which is then handled
     # like any other: the way to hand an older release a chain it cannot restore
     # (deltas at versions it does not know), or to check that a newer one can.
-    snapshot = open_snapshot(compose_chain(source, key=key).to_bytes(), key=key)
+    # Composed with the registry: record keys are matched by value, as a restore does.
+    composed = compose_chain(source, key=key, registry=registry)
+    snapshot = open_snapshot(composed.to_bytes(), key=key)
     note = (
         f"composed checkpoint chain of {len(source.pieces)} pieces into snapshot"
         f" {snapshot.header.snapshot_id} generation {snapshot.header.generation}\n"
@@ -316,7 +250,7 @@ def verify_command(args: argparse.Namespace, out: TextIO) -> int:
     release: 0 when every one would, 1 when one would not."""
     registry = registry_from(args)
     key = read_key_option(args.key_file)
-    snapshot, notes = _full_snapshot(args, key)
+    snapshot, notes = _full_snapshot(args, key, registry)
     with Progress(len(snapshot.header.sections), verb="verifying") as progress:
         verdicts = verify_snapshot(
             snapshot,

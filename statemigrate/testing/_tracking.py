@@ -65,7 +65,8 @@ def check_change_tracking(service: Service, change: Callable[[], object]) -> Non
     expected = {
         info.key: truth.read_section(index) for index, info in enumerate(truth.header.sections)
     }
-    for section in composed_sections(chain):
+    registries = {entry.component: entry.registry for entry in service.components}
+    for section in composed_sections(chain, registry=registries.get):
         key = f"{section.component}/{section.instance}"
         difference = first_difference(expected[key], section.data)
         if difference is not None:

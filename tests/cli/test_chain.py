@@ -678,3 +678,52 @@ def test_negative_control_a_chain_reader_that_leaks_is_caught(
 
     with pytest.raises(struct.error):
         same_property()
+
+
+FLOAT_KEYED_MODULE = """
+from typing_extensions import TypedDict
+import statemigrate as sm
+
+
+class Prices(TypedDict):
+    prices: dict[float, int]
+
+
+registry = sm.Registry()
+registry.add_schema("prices", 1, Prices)
+
+
+@registry.migratable("prices", version=1)
+class Holder:
+    def __init__(self) -> None:
+        self.prices = sm.TrackedDict()
+"""
+
+
+def test_dump_with_the_registry_matches_keys_by_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A float key deleted as ``-0.0`` where the base holds ``0.0``: ``--dump`` with the
+    registry composes the chain as a restore does (the record is gone); by text alone,
+    without it, the record stays."""
+    name = f"float_keyed_{abs(hash(tmp_path)) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(FLOAT_KEYED_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    module = __import__(name)
+    service = sm.Service("prices", registry=module.registry)
+    holder = service.register(module.Holder())
+    holder.prices.update((float(i), i) for i in range(2_000))
+    service.start_cold("test")
+    store = sm.TmpfsStore(tmp_path / "store")
+    checkpointer = sm.Checkpointer(service, store, quiesce=threading.Lock(), incremental=True)
+    checkpointer.checkpoint_now()
+    del holder.prices[-0.0]
+    checkpointer.checkpoint_now()
+    assert checkpointer.chain_length == 2
+    chain = str(tmp_path / "store" / "current")
+    by_value = run(capsys, "inspect", chain, "--dump", "prices", "--registry", f"{name}:registry")
+    assert by_value.code == 0, by_value
+    assert "0.0" not in json.loads(by_value.out)["prices"]
+    by_text = run(capsys, "inspect", chain, "--dump", "prices")
+    assert "0.0" in json.loads(by_text.out)["prices"]

@@ -4,6 +4,7 @@ start-up) or composed offline, and a failed delta gives the old order back."""
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import threading
 import uuid
@@ -292,6 +293,57 @@ def test_keys_of_any_type_are_deleted_and_moved_in_their_plain_form(
     assert list(composed.read_section(0)["records"].items()) == list(
         full.read_section(0)["records"].items()
     )
+    restarted = Service("keyed", registry=registry)
+    restored = restarted.register(holder_class())
+    assert restarted.start_from(store) is not None
+    assert list(restored.records.items()) == list(live.records.items())
+
+
+UTC_PLUS_ONE = datetime.timezone(datetime.timedelta(hours=1))
+
+
+@pytest.mark.parametrize(
+    ("key_type", "key", "other_spelling"),
+    [
+        (float, lambda i: float(i), lambda k: -k if k == 0 else k),  # -0.0 == 0.0
+        (decimal.Decimal, decimal.Decimal, lambda k: k.quantize(decimal.Decimal("0.1"))),
+        (
+            datetime.datetime,
+            lambda i: datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+            + datetime.timedelta(minutes=i),
+            lambda k: k.astimezone(UTC_PLUS_ONE),  # the same instant, another offset
+        ),
+    ],
+)
+@pytest.mark.parametrize("reinsert", [False, True])
+def test_a_chain_composed_with_the_registry_matches_keys_by_value(
+    key_type: Any, key: Any, other_spelling: Any, reinsert: bool
+) -> None:
+    """A key deleted (or deleted and inserted again) through a value equal to it but
+    written otherwise (``-0.0`` for ``0.0``, ``Decimal("0.0")`` for ``Decimal("0")``,
+    another UTC offset) is matched by value when the chain is composed with the
+    registry, as a restore matches it: the composed state is a full snapshot's. By
+    text alone (no registry) the deleted record stays: the negative control."""
+    registry, holder_class = _keyed(key_type)
+    service = Service("keyed", registry=registry)
+    live = service.register(holder_class())
+    live.records.update((key(i), i) for i in range(2_000))
+    service.start_cold("test")
+    store = MemoryStore()
+    checkpointer = Checkpointer(service, store, quiesce=threading.Lock(), incremental=True)
+    checkpointer.checkpoint_now()
+    del live.records[other_spelling(key(0))]
+    if reinsert:
+        live.records[other_spelling(key(0))] = -1
+    checkpointer.checkpoint_now()
+    assert checkpointer.chain_length == 2
+    full: Any = open_snapshot(service.snapshot()[0].to_bytes())
+    expected = list(full.read_section(0)["records"].items())
+    chain = open_chain(store.open())
+    by_value: Any = open_snapshot(compose_chain(chain, registry=registry).to_bytes())
+    assert list(by_value.read_section(0)["records"].items()) == expected
+    by_text: Any = open_snapshot(compose_chain(chain).to_bytes())
+    assert list(by_text.read_section(0)["records"].items()) != expected
     restarted = Service("keyed", registry=registry)
     restored = restarted.register(holder_class())
     assert restarted.start_from(store) is not None

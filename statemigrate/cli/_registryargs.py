@@ -1,0 +1,95 @@
+"""Where a command finds its registry: ``--registry``, ``--import`` and ``--migrations``,
+or ``[tool.statemigrate]`` of pyproject.toml."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from statemigrate._errors import ConfigurationError
+from statemigrate._model._registry import Registry
+from statemigrate.cli._arguments import module_attribute
+from statemigrate.evolution._config import find_config, load_registry
+
+__all__ = ["add_registry_arguments", "current_folder_first", "named_registry", "registry_from"]
+
+
+def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--migrations``, ``--registry`` and ``--import``: where a command finds the registry."""
+    parser.add_argument(
+        "--migrations",
+        type=Path,
+        metavar="PATH",
+        help="directory of migrations modules (default: [tool.statemigrate] migrations)",
+    )
+    parser.add_argument(
+        "--registry",
+        metavar="MODULE:NAME",
+        type=module_attribute,
+        help="a Registry, or a function returning one (default: [tool.statemigrate] registry)",
+    )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first so its decorators register schemas (repeatable)",
+    )
+
+
+def current_folder_first() -> None:
+    """Put the current folder first on ``sys.path`` before importing the user's modules.
+
+    ``python -m statemigrate`` does so itself; the ``statemigrate`` script puts its
+    own folder there instead, so ``--import app`` would not find ``./app.py`` (uvicorn's
+    ``--app-dir`` defaults to ``.`` for the same reason). The folder of pyproject.toml,
+    when there is one, still goes before it.
+    """
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
+
+
+def registry_from(args: argparse.Namespace) -> Registry:
+    """The registry named by the command line and pyproject.toml.
+
+    Raises:
+        ConfigurationError: it holds no component (most often: none was named), so
+            every component would be reported unknown.
+    """
+    current_folder_first()
+    config = find_config()
+    registry = load_registry(
+        config,
+        registry=args.registry,
+        migrations=args.migrations,
+        imports=tuple(args.imports),
+    )
+    if not registry.components():
+        named = args.registry or args.migrations or args.imports or config.registry
+        raise ConfigurationError(
+            "registry",
+            "the registry named holds no component"
+            if named or config.imports
+            else "no component is registered: name the registry with --registry MODULE:NAME,"
+            " --import MODULE or --migrations PATH, or in [tool.statemigrate] of"
+            " pyproject.toml",
+        )
+    return registry
+
+
+def named_registry(args: argparse.Namespace) -> Registry | None:
+    """The registry the command line or pyproject.toml names, or ``None`` when neither
+    names one (for a command that works without one, such as ``inspect``).
+
+    Raises:
+        ConfigurationError, RegistrationError: as :func:`registry_from`.
+    """
+    config = find_config()
+    named = args.registry or args.migrations or args.imports
+    if not named and not (config.root is not None and (config.registry or config.imports)):
+        return None
+    return registry_from(args)
