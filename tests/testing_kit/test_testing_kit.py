@@ -322,6 +322,70 @@ def test_two_paths_that_disagree() -> None:
     assert failure.examples_run < SEEDED_BUDGET
 
 
+class Roles(TypedDict):
+    roles: list[str]
+    note: str
+
+
+class FlaggedRoles(TypedDict):
+    roles: list[str]
+    note: str
+    flag: bool
+
+
+def flagged(*, up_drops_note: bool = False, down_drops_note: bool = False) -> Registry:
+    """``up`` adds a flag, ``down`` (declared to lose it) drops it; either may also
+    lose the note."""
+    registry = Registry()
+    registry.add_schema("k", 1, Roles)
+    registry.add_schema("k", 2, FlaggedRoles)
+
+    def up(data: dict[str, Any]) -> dict[str, Any]:
+        data["flag"] = False
+        if up_drops_note:
+            data["note"] = ""
+        return data
+
+    def down(data: dict[str, Any]) -> dict[str, Any]:
+        del data["flag"]
+        if down_drops_note:
+            data["note"] = ""
+        return data
+
+    registry.add_migration("k", 1, 2, up)
+    registry.add_migration("k", 2, 1, down, lossy=("flag",))
+    return registry
+
+
+def test_a_failed_round_trip_names_the_downgrade_that_drops_data() -> None:
+    """down(up(x)) != x, and up(down(y)) != y for y = up(x): the downgrade does not undo
+    the upgrade, so the failure of the upgrade's check points at it, not at the upgrade."""
+    found = failures_of(flagged(down_drops_note=True))
+    up_check, down_check = found["k-step-1-2"], found["k-step-2-1"]
+    assert up_check.what == (
+        "down(up(x)) != x: most likely down changes or drops data"
+        " (up(down(y)) != y too, for y = up(x))"
+    )
+    assert "not declared lossy" not in up_check.what
+    assert "['note']: expected '0', got ''" in up_check.detail
+    assert down_check.what == (
+        "up(down(x)) differs from x beyond the declared lost fields flag:"
+        " down loses data beyond what it declares"
+    )
+
+
+def test_a_failed_round_trip_names_the_upgrade_that_drops_data() -> None:
+    """up(down(up(x))) == up(x) while down(up(x)) != x: the upgrade maps two different
+    states to the same data, so it is the one that loses."""
+    found = failures_of(flagged(up_drops_note=True))
+    up_check, down_check = found["k-step-1-2"], found["k-step-2-1"]
+    assert up_check.what == "down(up(x)) != x: up loses data, but is not declared lossy"
+    assert "x and down(up(x)) both go to the same data through up" in up_check.detail
+    assert down_check.what.startswith("up(down(x)) differs from x beyond the declared lost")
+    assert down_check.what.endswith("most likely up changes or drops data (down(up(y)) != y"
+                                    " too, for y = down(x))")
+
+
 @pytest.mark.slow
 def test_a_step_that_forgets_to_return_its_data() -> None:
     found = failures_of(reference_with((2, 1), forget_to_return, lossy=True))
