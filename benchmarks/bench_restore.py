@@ -126,7 +126,7 @@ def build_registry(flavour: Flavour, *, field_changes: bool = False) -> Any:
                                lossy=("entries.*.hits",))
         return registry
     registry.add_migration("bench", 1, 2, add_hits)
-    registry.add_migration("bench", 2, 1, drop_hits, lossy=("hits",))
+    registry.add_migration("bench", 2, 1, drop_hits, lossy=("entries.*.hits",))
     return registry
 
 

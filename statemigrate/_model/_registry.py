@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from statemigrate._errors import RegistrationError, UnknownComponentError
+from statemigrate._model._fieldpaths import lost_path_problem, records_problem
 from statemigrate._model._migrate import MigrationResult, run_plan
 from statemigrate._model._plan import (
     Plan,
@@ -178,10 +179,16 @@ class Registry:
         ``other_fields`` its optional part for the other fields (see
         :meth:`migration`).
 
+        ``records`` and the fields named in ``lossy`` are checked against the schemas
+        registered by then (the source version's, and for ``records`` the target's);
+        :meth:`check` checks steps registered before their schemas.
+
         Raises:
             RegistrationError: invalid name or versions, ``source == target``, a step
-                between these versions is already registered, or ``lossy`` is neither a
-                bool nor an iterable of field names.
+                between these versions is already registered, ``lossy`` is neither a
+                bool nor an iterable of field names, ``records`` names no field of a
+                registered end's schema or one that holds no ``dict``, or a lost field
+                names no field of the registered source schema.
         """
         flag, lost = _lossy_fields(lossy)
         step = Step(
@@ -193,6 +200,9 @@ class Registry:
                 raise RegistrationError(
                     f"a migration step {steps[(source, target)]} is already registered"
                 )
+            problems = self._field_problems(step)
+            if problems:
+                raise RegistrationError("; ".join(problems))
             steps[(source, target)] = step
         return step
 
@@ -370,6 +380,7 @@ class Registry:
                     for end in (step.source, step.target):
                         if end not in versions:
                             problems.append(f"{step}: no schema version {end}")
+                    problems += self._field_problems(step)
                 for version in versions:
                     missing = set(versions) - reachable(steps, version)
                     if missing:
@@ -377,6 +388,31 @@ class Registry:
                         problems.append(f"{name}: version {version} cannot reach {shown}")
         if problems:
             raise RegistrationError("incomplete migrations: " + "; ".join(problems))
+
+    def _field_problems(self, step: Step) -> list[str]:
+        """What ``records`` and the lost fields of ``step`` name that its registered
+        schemas do not hold (the lock held)."""
+        versions = self._schemas.get(step.component, {})
+        problems: list[str] = []
+        # The records are read at the source and written back at the target; the
+        # source's problem, when it has one, is the one to report.
+        for end in (step.source, step.target) if step.records is not None else ():
+            if end in versions:
+                core = versions[end].adapter.core_schema
+                problem = records_problem(core, step.records or "", where=f"version {end}")
+                if problem:
+                    problems.append(f"record step {step}: records={step.records!r} {problem}")
+                    break
+        if step.source in versions:
+            core = versions[step.source].adapter.core_schema
+            for path in step.lost_fields:
+                problem = lost_path_problem(core, path)
+                if problem:
+                    problems.append(
+                        f"{step}: lost field {path!r} names no field of version"
+                        f" {step.source}, the step's source: {problem}"
+                    )
+        return problems
 
     def _require(self, component: str) -> None:
         if component not in self._schemas and component not in self._steps:

@@ -99,6 +99,13 @@ def add_evolution_parsers(commands: Any) -> None:
         metavar="N",
         help="examples per check (default: hypothesis' default profile)",
     )
+    run.add_argument(
+        "--max-size",
+        type=positive_integer,
+        metavar="N",
+        help="largest generated collection (default: 16, most hold 4 or fewer); long"
+        " strings get up to 16 * N characters",
+    )
     _add_common(run, schemas=False)
     run.set_defaults(func=check_command)
 
@@ -241,7 +248,7 @@ def makemigration_command(args: argparse.Namespace, out: TextIO) -> int:
 def check_command(args: argparse.Namespace, out: TextIO) -> int:
     """Run the property checks of the registry's migrations; print a markdown report."""
     try:
-        from statemigrate.testing import check_migrations
+        from statemigrate.testing import DEFAULT_MAX_SIZE, check_migrations
     except ImportError as exc:
         # statemigrate.testing's error already names the extra that brings hypothesis.
         raise RegistrationError(f"statemigrate check cannot run: {exc}") from exc
@@ -253,6 +260,7 @@ def check_command(args: argparse.Namespace, out: TextIO) -> int:
         registry,
         components=args.components,
         max_examples=args.max_examples,
+        max_size=args.max_size or DEFAULT_MAX_SIZE,
         raise_on_failure=False,
     )
     if not report.results:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     )
     from statemigrate.testing._strategies import (
         DEFAULT_MAX_SIZE,
+        SMALL_SIZE,
         from_schema,
         plain_data,
         states,
@@ -54,6 +55,7 @@ __all__ = [
     "DEFAULT_MAX_SIZE",
     "MigrationCheck",
     "MigrationCheckError",
+    "SMALL_SIZE",
     "check_change_tracking",
     "check_migrations",
     "from_schema",
@@ -68,6 +70,7 @@ _HOMES = {
     "MigrationCheckError": "statemigrate._errors",
     "check_change_tracking": "statemigrate.testing._tracking",
     "DEFAULT_MAX_SIZE": "statemigrate.testing._strategies",
+    "SMALL_SIZE": "statemigrate.testing._strategies",
     "from_schema": "statemigrate.testing._strategies",
     "plain_data": "statemigrate.testing._strategies",
     "states": "statemigrate.testing._strategies",

@@ -21,7 +21,9 @@ and follow the loaded hypothesis profile. Optional settings:
   ``statemigrate-schema-lock`` that runs ``statemigrate schemas check``;
 - ``statemigrate_migrations``: the migrations directory, scanned by that item for steps
   declared twice;
-- ``statemigrate_max_examples``: examples per check, instead of the profile's.
+- ``statemigrate_max_examples``: examples per check, instead of the profile's;
+- ``statemigrate_max_size``: the largest generated collection, instead of
+  :data:`~statemigrate.testing.DEFAULT_MAX_SIZE` (long strings scale with it).
 
 This module imports neither hypothesis nor the library until a registry is configured,
 so installing statemigrate costs other test suites nothing.
@@ -44,6 +46,7 @@ _REGISTRY = "statemigrate_registry"
 _SCHEMAS = "statemigrate_schemas"
 _MIGRATIONS = "statemigrate_migrations"
 _MAX_EXAMPLES = "statemigrate_max_examples"
+_MAX_SIZE = "statemigrate_max_size"
 MARKER = "statemigrate"
 
 
@@ -62,6 +65,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         _MAX_EXAMPLES,
         "statemigrate: examples per check (default: the hypothesis profile's)",
+        default="",
+    )
+    parser.addini(
+        _MAX_SIZE,
+        "statemigrate: largest generated collection (default: 16; most hold 4 or fewer)",
         default="",
     )
 
@@ -99,6 +107,20 @@ def _setting(config: pytest.Config, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def _count(config: pytest.Config, name: str) -> int | None:
+    """A whole-number setting of at least 1, or None when it is not set."""
+    text = _setting(config, name)
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise pytest.UsageError(f"{name} must be a whole number of at least 1, not {text!r}")
+    return value
+
+
 def _collects_a_directory(config: pytest.Config) -> bool:
     base = config.invocation_params.dir
     for arg in config.args:
@@ -118,11 +140,13 @@ class ChecksFile(pytest.File):
 
         spec = _setting(self.config, _REGISTRY)
         root = self.config.rootpath
+        max_size = _count(self.config, _MAX_SIZE)
         try:
             registry = load_registry(ProjectConfig(root=root), registry=spec)
             from statemigrate.testing._checks import migration_checks
+            from statemigrate.testing._strategies import DEFAULT_MAX_SIZE
 
-            checks = migration_checks(registry)
+            checks = migration_checks(registry, max_size=max_size or DEFAULT_MAX_SIZE)
         except Exception as exc:  # a broken registry is a failed item, not a crash
             yield _ErrorItem.from_parent(self, name="statemigrate-registry", error=exc)
             return
@@ -171,8 +195,7 @@ class CheckItem(_StatemigrateItem):
         """Run the check; raise ``MigrationCheckError`` with the counterexample."""
         from statemigrate._errors import MigrationCheckError
 
-        text = _setting(self.config, _MAX_EXAMPLES)
-        result = self.check.run(max_examples=int(text) if text else None)
+        result = self.check.run(max_examples=_count(self.config, _MAX_EXAMPLES))
         if result.failure is not None:
             raise MigrationCheckError([result.failure])
 

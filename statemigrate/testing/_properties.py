@@ -18,7 +18,7 @@ import decimal
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import pydantic
 
@@ -125,22 +125,10 @@ def _step_property(check: Subject, x: Any) -> None:
     if reverse is None:
         return
     z = _normalized(registry, reverse, _apply(reverse, y, x, "reverse step"), step.source, x)
-    if not step.lossy:
-        if z != x:
-            raise Broken(
-                f"{reverse.name}({step.name}(x)) != x, but {step.name} is not declared lossy",
-                "going there and back changed the data; declare the lost fields with"
-                " lossy=(...) or keep them\n" + _diff(x, z),
-                x,
-            )
-    elif step.lost_fields and _without(z, step.lost_fields) != _without(x, step.lost_fields):
-        raise Broken(
-            f"{reverse.name}({step.name}(x)) differs from x beyond the declared lost"
-            f" fields {', '.join(step.lost_fields)}",
-            "the step loses more than it declares\n"
-            + _diff(_without(x, step.lost_fields), _without(z, step.lost_fields)),
-            x,
-        )
+    lost = step.lost_fields
+    # A lossy step that names nothing it loses leaves nothing to compare.
+    if (lost or not step.lossy) and _without(z, lost) != _without(x, lost):
+        _round_trip_broken(registry, step, reverse, x, y, z)
     if step.lossy:
         again = _normalized(registry, step, _apply(step, z, x, "step"), step.target, x)
         if again != y:
@@ -149,6 +137,54 @@ def _step_property(check: Subject, x: Any) -> None:
                 "losing twice lost more than losing once\n" + _diff(y, again),
                 x,
             )
+
+
+def _round_trip_broken(
+    registry: Registry, step: Step, reverse: Step, x: Any, y: Any, z: Any
+) -> NoReturn:
+    """Break on ``reverse(step(x)) == z`` differing from ``x`` (beyond the declared lost
+    fields), naming the step at fault when the data tells.
+
+    ``step(z) == step(x)`` means ``step`` maps two values that differ beyond what it
+    declares lost to the same data: it loses them, and no reverse could tell them
+    apart. Otherwise ``reverse(y)`` is not data that ``step`` takes back to ``y``: the
+    reverse does not undo the step, most likely by changing or dropping data itself,
+    though a step that changes data the reverse cannot see coming is possible too.
+    """
+    back = f"{reverse.name}({step.name}(x))"
+    lost = step.lost_fields
+    if lost:
+        went = f"{back} differs from x beyond the declared lost fields {', '.join(lost)}"
+    else:
+        went = f"{back} != x"
+    try:
+        again: Any = _normalized(registry, step, _apply(step, z, x, "step"), step.target, x)
+    except Broken:
+        again = _MISSING  # the step refuses what the reverse gave: no telling
+    if again == y:
+        what = f"{went}: {step.name} loses data" + (
+            " beyond what it declares" if lost else ", but is not declared lossy"
+        )
+        how = (
+            f"x and {back} both go to the same data through {step.name}, so no reverse"
+            f" step could tell them apart; declare the lost fields with lossy=(...) on"
+            f" {step.name} or keep them"
+        )
+    elif again is _MISSING:
+        what = f"{went}: either step may be at fault"
+        how = f"{step.name} raised on or refused what {reverse.name} gave back"
+    else:
+        what = (
+            f"{went}: most likely {reverse.name} changes or drops data"
+            f" ({step.name}({reverse.name}(y)) != y too, for y = {step.name}(x))"
+        )
+        how = (
+            f"{reverse.name}(y) is not data that {step.name} takes back to y, so"
+            f" {reverse.name} does not undo {step.name}; fix {reverse.name} (or declare"
+            f" what it loses with lossy=(...)), unless {step.name} changes data in a way"
+            " no reverse step could undo"
+        )
+    raise Broken(what, f"{how}\n" + _diff(_without(x, lost), _without(z, lost)), x)
 
 
 def _record_property(registry: Registry, step: Step, x: Any, y: Any) -> None:

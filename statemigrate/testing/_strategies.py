@@ -26,13 +26,21 @@ daylight-saving changeover hours), decimals, secrets, instances of a model's
 subclasses in a field typed as the model (the schema's own type is drawn as itself:
 its subclasses are often its later versions), ``Any`` fields holding datetimes and tuples,
 extra fields of ``extra="allow"`` models, and, now and then, integers beyond 64 bits
-and strings holding a lone surrogate.
+and strings holding a lone surrogate. Lone surrogates come in about one state in
+:data:`_SURROGATE_STATES`, where each string has even odds of holding one: a snapshot
+refuses such a state whole, so spreading them over every string would leave a
+string-heavy schema few states to check.
 
 Floats are finite unless the schema allows infinities, and never NaN (NaN is not equal
 to itself, so no round trip could be checked). Integers of the plain form stay in
-msgpack's signed 64-bit range unless constraints say otherwise. Collections hold at
-most ``max_size`` items (unless the schema demands more), which keeps a few hundred
-examples per step cheap.
+msgpack's signed 64-bit range unless constraints say otherwise.
+
+Most collections hold at most :data:`SMALL_SIZE` items and most strings are short, which
+keeps a few hundred examples per step cheap; about one collection in :data:`_LONG` is
+long, with more items, up to ``max_size``, and about one string (or bytes value) in
+:data:`_LONG` holds up to ``16 * max_size`` characters (within the schema's own bounds).
+A step that keeps only the first few items of a list, or truncates a string, shows
+only on those.
 """
 
 from __future__ import annotations
@@ -53,19 +61,41 @@ from statemigrate._errors import ValidationError
 from statemigrate._model._registry import Registry
 from statemigrate._model._schema import SchemaVersion
 
-__all__ = ["DEFAULT_MAX_SIZE", "Form", "from_schema", "plain_data", "states", "strategies_for"]
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "SMALL_SIZE",
+    "Form",
+    "from_schema",
+    "plain_data",
+    "states",
+    "strategies_for",
+]
 
 Form = Literal["plain", "state"]
 """What a strategy draws: plain data (what steps see) or validated states."""
 
-DEFAULT_MAX_SIZE = 4
-"""Largest number of items in a generated collection, unless the schema needs more."""
+DEFAULT_MAX_SIZE = 16
+"""Largest number of items in a generated collection, unless the schema needs more;
+strings get up to sixteen times as many characters."""
+
+SMALL_SIZE = 4
+"""Most generated collections hold at most this many items (or ``max_size``, if less):
+the long ones come about once in :data:`_LONG` draws."""
 
 _INT_MIN = -(2**63)
 _INT_MAX = 2**63 - 1
 _UINT_END = 2**64  # the first integer msgpack cannot hold
 _SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
 _RARELY = 16  # a value the state form draws "now and then" comes about once in this many
+_LONG = 8  # about one collection, string or bytes value in this many is drawn long
+_TEXT_PER_ITEM = 16  # a long string's characters at most, per item of max_size
+_PATTERN = 8  # a long string repeats a drawn one of at most this many characters
+_SURROGATE_STATES = 8  # about one state in this many may hold lone surrogates
+# Drawn once per example (hypothesis' shared strategies): whether this state is one of
+# the few whose strings may hold a lone surrogate. One object, so every use shares it.
+_SURROGATE_STATE = st.shared(
+    st.integers(0, _SURROGATE_STATES - 1), key="statemigrate.testing:surrogate-state"
+)
 _SUBCLASSES = 8  # subclasses of one model whose instances the state form draws, at most
 _REJECTED = object()
 
@@ -90,9 +120,9 @@ def _plain_leaves() -> st.SearchStrategy[Any]:
     )
 
 
-def plain_data(*, max_size: int = DEFAULT_MAX_SIZE) -> st.SearchStrategy[Any]:
+def plain_data(*, max_size: int = SMALL_SIZE) -> st.SearchStrategy[Any]:
     """Any plain data: ``None``, bools, 64-bit ints, finite floats, str, bytes, and
-    lists and str-keyed dicts of them."""
+    lists and str-keyed dicts of them, with at most ``max_size`` items each."""
     return st.recursive(
         _plain_leaves(),
         lambda inner: (
@@ -118,7 +148,9 @@ def from_schema(
 
     Args:
         schema: the schema version.
-        max_size: the largest number of items in a generated collection.
+        max_size: the largest number of items in a generated collection (most hold
+            at most :data:`SMALL_SIZE`); long strings get up to sixteen times as many
+            characters.
         form: ``"plain"`` or ``"state"``.
 
     Raises:
@@ -191,7 +223,7 @@ def strategies_for(
     return result
 
 
-def _rich_values(*, max_size: int = DEFAULT_MAX_SIZE) -> st.SearchStrategy[Any]:
+def _rich_values(*, max_size: int = SMALL_SIZE) -> st.SearchStrategy[Any]:
     """Values a field typed ``Any`` may hold in a live state: plain data and datetimes,
     dates, times, timedeltas, decimals, UUIDs, tuples, sets, int-keyed dicts, and now
     and then an integer beyond 64 bits or a string with a lone surrogate."""
@@ -203,7 +235,8 @@ def _rich_values(*, max_size: int = DEFAULT_MAX_SIZE) -> st.SearchStrategy[Any]:
         | st.timedeltas()
         | st.decimals(allow_nan=False, allow_infinity=False)
         | st.uuids()
-        | _rarely(st.none(), _big_ints(above=True, below=True) | _with_surrogate(0, None))
+        | _rarely(st.none(), _big_ints(above=True, below=True))
+        | _surrogate_or(st.none(), _with_surrogate(0, None))
     )
     hashable = (
         st.integers(_INT_MIN, _INT_MAX) | st.text() | st.datetimes() | st.decimals(allow_nan=False)
@@ -223,9 +256,28 @@ def _rich_values(*, max_size: int = DEFAULT_MAX_SIZE) -> st.SearchStrategy[Any]:
     )
 
 
-def _rarely(common: st.SearchStrategy[Any], rare: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """``common``, and about once in :data:`_RARELY` draws ``rare``; shrinks to ``common``."""
-    return st.integers(0, _RARELY - 1).flatmap(lambda roll: rare if roll == _RARELY - 1 else common)
+def _rarely(
+    common: st.SearchStrategy[Any], rare: st.SearchStrategy[Any], *, every: int = _RARELY
+) -> st.SearchStrategy[Any]:
+    """``common``, and about once in ``every`` draws ``rare``; shrinks to ``common``."""
+    return st.integers(0, every - 1).flatmap(lambda roll: rare if roll == every - 1 else common)
+
+
+def _skewed(low: int, high: int) -> st.SearchStrategy[int]:
+    """Sizes from ``low`` to ``high``, the smaller ones likelier (the least of two
+    uniform draws: a third of the way up on average), as cheap examples are."""
+    return st.tuples(st.integers(low, high), st.integers(low, high)).map(min)
+
+
+def _surrogate_or(
+    common: st.SearchStrategy[Any], surrogate: st.SearchStrategy[Any]
+) -> st.SearchStrategy[Any]:
+    """``common``; in about one state in :data:`_SURROGATE_STATES`, ``surrogate`` at even
+    odds. Each value holds one about once in 16 draws, as before the states were
+    chosen, but they come together: a snapshot refuses the whole state for one."""
+    return st.tuples(_SURROGATE_STATE, st.booleans()).flatmap(
+        lambda rolls: surrogate if rolls[0] == _SURROGATE_STATES - 1 and rolls[1] else common
+    )
 
 
 def _big_ints(*, above: bool, below: bool) -> st.SearchStrategy[int]:
@@ -334,6 +386,7 @@ class _Builder:
     ) -> None:
         self.root = root
         self.max_size = max_size
+        self.small = min(max_size, SMALL_SIZE)
         self.where = where
         self.rich = rich  # drawing the state form: values beyond plain data
         # Models drawn as themselves only: the schema's own type is what a component of
@@ -458,9 +511,11 @@ class _Builder:
     # --- scalars ---
 
     def _any(self, node: Node) -> st.SearchStrategy[Any]:
+        # Kept small: an Any value nests containers of its own, and its shape is
+        # not what a step is written against.
         if self.rich:
-            return _rich_values(max_size=self.max_size)
-        return plain_data(max_size=self.max_size)
+            return _rich_values(max_size=self.small)
+        return plain_data(max_size=self.small)
 
     def _int(self, node: Node) -> st.SearchStrategy[int]:
         low = _bound(node, "ge", "gt", 1, _INT_MIN)
@@ -512,14 +567,32 @@ class _Builder:
             # drawing only those spares hypothesis padding text around every match.
             matching = st.from_regex(pattern, fullmatch=True)
             return matching.filter(lambda s: len(s) >= low and (high is None or len(s) <= high))
-        text = st.text(min_size=low, max_size=high)
+        text = self._long_or_short(st.text, low, high)
         if self.rich and (high is None or high > 0):
             # A Python str may hold a lone surrogate, which UTF-8 cannot encode.
-            return _rarely(text, _with_surrogate(low, high))
+            return _surrogate_or(text, _with_surrogate(low, high))
         return text
 
     def _bytes(self, node: Node) -> st.SearchStrategy[bytes]:
-        return st.binary(min_size=node.get("min_length") or 0, max_size=node.get("max_length"))
+        return self._long_or_short(
+            st.binary, node.get("min_length") or 0, node.get("max_length")
+        )
+
+    def _long_or_short(
+        self, make: Callable[..., st.SearchStrategy[Any]], low: int, high: int | None
+    ) -> st.SearchStrategy[Any]:
+        """A str or bytes strategy: short as hypothesis draws them, and about once in
+        :data:`_LONG` draws of a length up to ``16 * max_size`` (a truncation shows)."""
+        longest = max(low, _TEXT_PER_ITEM * self.max_size)
+        if high is not None:
+            longest = min(high, longest)
+        short = make(min_size=low, max_size=longest)
+        if longest <= max(low, 1):
+            return short
+        # A few characters repeated to the length: drawing each of hundreds of characters
+        # would cost more than the rest of an example, and a truncation shows either way.
+        long = st.tuples(make(min_size=1, max_size=_PATTERN), st.integers(max(low, 1), longest))
+        return _rarely(short, long.map(_repeated), every=_LONG)
 
     def _date(self, node: Node) -> st.SearchStrategy[datetime.date]:
         low, high = node.get("ge", node.get("gt")), node.get("le", node.get("lt"))
@@ -556,13 +629,42 @@ class _Builder:
         cap = max(low, self.max_size)
         return low, cap if high is None else min(high, cap)
 
+    def _sized(
+        self,
+        low: int,
+        high: int,
+        make: Callable[[int, int], st.SearchStrategy[Any]],
+        exactly: Callable[[int], st.SearchStrategy[Any]],
+    ) -> st.SearchStrategy[Any]:
+        """``make(low, top)`` with ``top`` the small size (most draws), and about once
+        in :data:`_LONG` draws ``exactly(n)``, n items from above the small size up to
+        ``high``: long collections are rare, so most examples stay cheap."""
+        top = min(high, max(low, self.small))
+        short = make(low, top)
+        if high <= top:
+            return short
+        long = _skewed(top + 1, high).flatmap(exactly)
+        return _rarely(short, long, every=_LONG)
+
     def _list(self, node: Node, *, unique: bool = False) -> st.SearchStrategy[list[Any]]:
         items = node.get("items_schema")
-        inner = self.build(items) if items is not None else plain_data(max_size=self.max_size)
+        inner = self.build(items) if items is not None else plain_data(max_size=self.small)
         low, high = self._sizes(node)
         if unique:
-            return st.lists(inner, min_size=low, max_size=high, unique_by=_unique_key)
-        return st.lists(inner, min_size=low, max_size=high)
+            # A long one is drawn as a list with repeats dropped, so a type with few
+            # values (bool items) cannot make n distinct items unsatisfiable.
+            return self._sized(
+                low,
+                high,
+                lambda a, b: st.lists(inner, min_size=a, max_size=b, unique_by=_unique_key),
+                lambda n: st.lists(inner, min_size=n, max_size=n).map(_distinct),
+            )
+        return self._sized(
+            low,
+            high,
+            lambda a, b: st.lists(inner, min_size=a, max_size=b),
+            lambda n: st.lists(inner, min_size=n, max_size=n),
+        )
 
     def _tuple(self, node: Node) -> st.SearchStrategy[tuple[Any, ...]]:
         items = [self.build(item) for item in node.get("items_schema", [])]
@@ -571,7 +673,13 @@ class _Builder:
             return st.tuples(*items)
         low, high = self._sizes(node)
         fixed = len(items) - 1
-        middle = st.lists(items[variadic], max_size=max(0, high - fixed))
+        room = max(0, high - fixed)
+        middle = self._sized(
+            0,
+            room,
+            lambda a, b: st.lists(items[variadic], min_size=a, max_size=b),
+            lambda n: st.lists(items[variadic], min_size=n, max_size=n),
+        )
         result = st.tuples(st.tuples(*items[:variadic]), middle, st.tuples(*items[variadic + 1 :]))
         joined = result.map(lambda parts: (*parts[0], *parts[1], *parts[2]))
         return joined.filter(lambda value: low <= len(value))
@@ -582,7 +690,14 @@ class _Builder:
         keys = self.build(keys_node) if keys_node is not None else st.text()
         values = self.build(values_node) if values_node is not None else plain_data(max_size=2)
         low, high = self._sizes(node)
-        return st.dictionaries(keys, values, min_size=low, max_size=high)
+        # A long one is drawn as pairs, later keys winning: keys of few values (bool,
+        # a Literal) cannot make n distinct keys unsatisfiable.
+        return self._sized(
+            low,
+            high,
+            lambda a, b: st.dictionaries(keys, values, min_size=a, max_size=b),
+            lambda n: st.lists(st.tuples(keys, values), min_size=n, max_size=n).map(dict),
+        )
 
     def _union(self, node: Node) -> st.SearchStrategy[Any]:
         # Choices no strategy can be derived for are left out, as long as one remains.
@@ -647,7 +762,7 @@ class _Builder:
         values_node = fields.get("extras_schema")
         values = self.build(values_node) if values_node is not None else self._any(fields)
         extras = st.dictionaries(
-            st.text().filter(lambda key: key not in taken), values, max_size=self.max_size
+            st.text().filter(lambda key: key not in taken), values, max_size=self.small
         )
         return st.tuples(record, extras).map(lambda pair: {**pair[1], **pair[0]})
 
@@ -714,6 +829,24 @@ def _model_subclasses(cls: type) -> list[type[pydantic.BaseModel]]:
         if issubclass(sub, pydantic.BaseModel) and sub.__pydantic_complete__:
             found.append(sub)
     return found
+
+
+def _repeated(pattern_and_length: tuple[Any, int]) -> Any:
+    """A str or bytes ``pattern`` repeated to exactly ``length`` items."""
+    pattern, length = pattern_and_length
+    return (pattern * (length // len(pattern) + 1))[:length]
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    """``values`` without repeats (by :func:`_unique_key`), first ones kept."""
+    seen: set[object] = set()
+    kept = []
+    for value in values:
+        key = _unique_key(value)
+        if key not in seen:
+            seen.add(key)
+            kept.append(value)
+    return kept
 
 
 def _unique_key(value: object) -> object:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -455,6 +456,71 @@ def test_check_needs_at_least_one_example(count: str, capsys: pytest.CaptureFixt
     assert result.err == (
         f"statemigrate: error: argument --max-examples: must be at least 1, not {int(count)}\n"
     )
+
+
+SIZES_MODULE = """
+from typing_extensions import TypedDict
+
+from statemigrate import Registry
+
+
+class Roles(TypedDict):
+    roles: list[str]
+
+
+class FlaggedRoles(TypedDict):
+    roles: list[str]
+    flag: bool
+
+
+def build():
+    registry = Registry()
+    registry.add_schema("roles", 1, Roles)
+    registry.add_schema("roles", 2, FlaggedRoles)
+
+    @registry.migration("roles", 1, 2)
+    def up(data):
+        data["flag"] = False
+        return data
+
+    @registry.migration("roles", 2, 1, lossy=("flag",))
+    def down(data):  # keeps 40 roles at most: a loss only lists longer than that show
+        del data["flag"]
+        data["roles"] = data["roles"][:40]
+        return data
+
+    return registry
+"""
+
+
+@pytest.mark.parametrize("size", ["0", "-3"])
+def test_check_needs_a_max_size_of_at_least_one(
+    size: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run(capsys, "check", "--max-size", size, "--registry", REFERENCE)
+    assert result.code == 2 and result.out == ""
+    assert result.err == (
+        f"statemigrate: error: argument --max-size: must be at least 1, not {int(size)}\n"
+    )
+
+
+@pytest.mark.slow
+def test_check_max_size_raises_the_cap_of_generated_collections(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loss beyond 40 items cannot show at the default cap (32 items) and shows once
+    --max-size lets collections grow past it."""
+    tmp_path.joinpath("evosizes.py").write_text(SIZES_MODULE)
+    monkeypatch.chdir(tmp_path)
+    default = run(capsys, "check", "--registry", "evosizes:build", "--max-examples", "30")
+    assert default.code == 0, default.out + default.err
+    raised = run(
+        capsys, "check", "--registry", "evosizes:build", "--max-size", "200",
+        "--max-examples", "100",
+    )
+    assert raised.code == 1, raised.out + raised.err
+    assert "- FAILED: roles" in raised.out
+    assert re.search(r"down (loses data beyond|changes or drops data)", raised.out)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 import typing
@@ -210,6 +211,119 @@ def test_check_reports_every_problem() -> None:
     assert "orphan: steps but no schema versions" in text
     with pytest.raises(UnknownComponentError):
         reg.check("nope")
+
+
+# --- field names a step declares, against its schemas -----------------------------------
+
+
+class Line(BaseModel):
+    qty: int
+    tags: list[str] = []
+
+
+class Stock(BaseModel):
+    warehouse: str
+    items: dict[int, Line]
+    history: list[Line] = []
+    spare: dict[str, Line] | None = None
+    anything: Any = None
+
+
+class Stock2(BaseModel):
+    warehouse: str
+    items: dict[int, Line]
+
+
+def stock() -> Registry:
+    reg = Registry()
+    reg.add_schema("stock", 1, Stock)
+    reg.add_schema("stock", 2, Stock2)
+    return reg
+
+
+def keep(key: Any, value: Any) -> Any:
+    return value
+
+
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        ("nope", "records='nope' names no field of version 2 (fields: items, warehouse)"),
+        ("warehouse", "records='warehouse' names a str field of version 2, not a dict"),
+    ],
+)
+def test_a_record_step_over_no_dict_field_is_refused(records: str, message: str) -> None:
+    reg = stock()
+    with pytest.raises(RegistrationError, match=re.escape(message)) as info:
+        reg.add_migration("stock", 2, 1, keep, records=records, lossy=True)
+    assert "stock 2 -> 1 (keep)" in str(info.value)
+    assert reg.steps("stock") == []  # nothing half-registered
+
+
+def test_a_record_field_missing_at_the_target_is_refused() -> None:
+    reg = stock()
+    with pytest.raises(RegistrationError, match="records='spare' names no field of version 2"):
+        reg.add_migration("stock", 1, 2, keep, records="spare")
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("itemz.*.qty", "'itemz' is not a field (fields: anything, history, items, spare,"),
+        ("items.*.qtty", "'qtty' is not a field under 'items.*' (fields: qty, tags)"),
+        ("warehouse.name", "'name' is not a field under 'warehouse' (it is a str)"),
+        ("history.qty", "'qty' is not a field under 'history' (it is a list)"),
+        ("items.*.qty.*", "items.*.qty' is an int, with no keys or items"),
+    ],
+)
+def test_a_lost_field_that_names_nothing_is_refused(path: str, message: str) -> None:
+    reg = stock()
+    with pytest.raises(RegistrationError, match=re.escape(message)) as info:
+        reg.add_migration("stock", 1, 2, same, lossy=(path,))
+    assert f"lost field {path!r} names no field of version 1" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "warehouse",
+        "items.*.qty",
+        "items.*.tags.*",
+        "history.*.tags",
+        "spare.*.qty",  # through an Optional
+        "spare.some-key.tags",  # a named key of a dict
+        "*.qty",  # any field of the record
+        "anything.whatever.below",  # Any holds any shape
+    ],
+)
+def test_lost_fields_that_may_name_something_are_accepted(path: str) -> None:
+    reg = stock()
+    step = reg.add_migration("stock", 1, 2, same, lossy=(path,))
+    assert step.lost_fields == (path,)
+
+
+def test_record_steps_over_dict_fields_are_accepted() -> None:
+    reg = stock()
+    reg.add_migration("stock", 1, 2, keep, records="items", lossy=("items.*.tags", "history"))
+    reg.add_migration("stock", 2, 1, keep, records="items")
+    reg.check()
+    loose = Registry()
+    loose.add_schema("loose", 1, dict[str, Any])  # any key of a top-level dict may hold one
+    loose.add_schema("loose", 2, dict[str, dict[str, int]])
+    loose.add_migration("loose", 1, 2, keep, records="entries", lossy=("entries.*.x",))
+
+
+def test_check_reports_fields_of_steps_registered_before_their_schemas() -> None:
+    reg = Registry()
+    reg.add_migration("stock", 1, 2, keep, records="warehouse")
+    reg.add_migration("stock", 2, 1, same, lossy=("itemz.*.qty",))
+    reg.add_schema("stock", 1, Stock)
+    reg.add_schema("stock", 2, Stock2)
+    with pytest.raises(RegistrationError) as info:
+        reg.check()
+    text = str(info.value)
+    assert "records='warehouse' names a str field of version 1, not a dict" in text
+    assert "stock 2 -> 1 (same): lost field 'itemz.*.qty' names no field of version 2" in text
 
 
 # --- module-level decorators --------------------------------------------------------------

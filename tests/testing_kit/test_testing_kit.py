@@ -322,6 +322,165 @@ def test_two_paths_that_disagree() -> None:
     assert failure.examples_run < SEEDED_BUDGET
 
 
+class Roles(TypedDict):
+    roles: list[str]
+    note: str
+
+
+class FlaggedRoles(TypedDict):
+    roles: list[str]
+    note: str
+    flag: bool
+
+
+def flagged(*, up_drops_note: bool = False, down_drops_note: bool = False) -> Registry:
+    """``up`` adds a flag, ``down`` (declared to lose it) drops it; either may also
+    lose the note."""
+    registry = Registry()
+    registry.add_schema("k", 1, Roles)
+    registry.add_schema("k", 2, FlaggedRoles)
+
+    def up(data: dict[str, Any]) -> dict[str, Any]:
+        data["flag"] = False
+        if up_drops_note:
+            data["note"] = ""
+        return data
+
+    def down(data: dict[str, Any]) -> dict[str, Any]:
+        del data["flag"]
+        if down_drops_note:
+            data["note"] = ""
+        return data
+
+    registry.add_migration("k", 1, 2, up)
+    registry.add_migration("k", 2, 1, down, lossy=("flag",))
+    return registry
+
+
+def test_a_failed_round_trip_names_the_downgrade_that_drops_data() -> None:
+    """down(up(x)) != x, and up(down(y)) != y for y = up(x): the downgrade does not undo
+    the upgrade, so the failure of the upgrade's check points at it, not at the upgrade."""
+    found = failures_of(flagged(down_drops_note=True))
+    up_check, down_check = found["k-step-1-2"], found["k-step-2-1"]
+    assert up_check.what == (
+        "down(up(x)) != x: most likely down changes or drops data"
+        " (up(down(y)) != y too, for y = up(x))"
+    )
+    assert "not declared lossy" not in up_check.what
+    assert "['note']: expected '0', got ''" in up_check.detail
+    assert down_check.what == (
+        "up(down(x)) differs from x beyond the declared lost fields flag:"
+        " down loses data beyond what it declares"
+    )
+
+
+def test_a_failed_round_trip_names_the_upgrade_that_drops_data() -> None:
+    """up(down(up(x))) == up(x) while down(up(x)) != x: the upgrade maps two different
+    states to the same data, so it is the one that loses."""
+    found = failures_of(flagged(up_drops_note=True))
+    up_check, down_check = found["k-step-1-2"], found["k-step-2-1"]
+    assert up_check.what == "down(up(x)) != x: up loses data, but is not declared lossy"
+    assert "x and down(up(x)) both go to the same data through up" in up_check.detail
+    assert down_check.what.startswith("up(down(x)) differs from x beyond the declared lost")
+    assert down_check.what.endswith("most likely up changes or drops data (down(up(y)) != y"
+                                    " too, for y = down(x))")
+
+
+def truncating(*, roles: int | None = None, note: int | None = None) -> Registry:
+    """``flagged()`` whose downgrade also keeps only the first ``roles`` roles or the
+    first ``note`` characters of the note, undeclared."""
+    registry = Registry()
+    registry.add_schema("k", 1, Roles)
+    registry.add_schema("k", 2, FlaggedRoles)
+
+    def up(data: dict[str, Any]) -> dict[str, Any]:
+        data["flag"] = False
+        return data
+
+    def down(data: dict[str, Any]) -> dict[str, Any]:
+        del data["flag"]
+        data["roles"] = data["roles"][:roles]
+        data["note"] = data["note"][:note]
+        return data
+
+    registry.add_migration("k", 1, 2, up)
+    registry.add_migration("k", 2, 1, down, lossy=("flag",))
+    return registry
+
+
+@pytest.mark.parametrize(
+    ("cut", "shown"),
+    [({"roles": 5}, lambda x: len(x["roles"]) > 5), ({"note": 64}, lambda x: len(x["note"]) > 64)],
+    ids=["list-of-5", "str-of-64"],
+)
+def test_a_loss_that_only_long_values_show_is_found_at_the_default_sizes(
+    cut: dict[str, int], shown: Any
+) -> None:
+    """Most drawn collections hold 4 items or fewer and most strings are short, but
+    about one in eight is long: a downgrade that keeps 5 items of a list or 64
+    characters of a string fails its checks at the default max_size, with hypothesis'
+    default 100 examples (what `statemigrate check` runs)."""
+    report = check_migrations(truncating(**cut), max_examples=100, raise_on_failure=False)
+    assert not report.ok
+    failure = report.failures[0]
+    assert shown(failure.example), failure.example
+    assert "down" in failure.what and "not declared lossy" not in failure.what
+
+
+def test_drawn_sizes_stay_within_max_size_and_are_mostly_small() -> None:
+    """Property: no collection is longer than max_size and no string longer than
+    sixteen times it; most lists hold at most SMALL_SIZE items, and some hold more."""
+    schema = SchemaVersion.create("zoo", 1, dict[str, list[str]])
+    lengths: list[int] = []
+
+    @settings(database=None, max_examples=100)
+    @given(from_schema(schema, max_size=6))
+    def draw(value: dict[str, list[str]]) -> None:
+        assert len(value) <= 6
+        for key, items in value.items():
+            assert len(items) <= 6 and len(key) <= 96
+            assert all(len(item) <= 96 for item in items)
+            lengths.append(len(items))
+
+    draw()
+    small = sum(length <= kit.SMALL_SIZE for length in lengths)
+    assert small >= 0.6 * len(lengths) and small < len(lengths)
+
+
+class Strings(BaseModel):
+    a: str
+    b: str
+    c: str
+    d: str
+    e: str
+    f: str
+    tags: list[str]
+    names: dict[str, str]
+
+
+def holds_a_surrogate(text: str) -> bool:
+    return any(0xD800 <= ord(char) <= 0xDFFF for char in text)
+
+
+def test_lone_surrogates_come_in_few_states_of_a_schema_of_many_strings() -> None:
+    """A snapshot refuses a state for one lone surrogate, so they are drawn per state:
+    a schema of a dozen strings sees them in about one state in eight (not in half of
+    them), and still sees them."""
+    registry = Registry()
+    registry.add_schema("strings", 1, Strings)
+    with_surrogate: list[bool] = []
+
+    @settings(database=None, max_examples=300)
+    @given(states(registry, "strings", 1, form="state"))
+    def draw(state: Strings) -> None:
+        texts = [state.a, state.b, state.c, state.d, state.e, state.f, *state.tags]
+        texts += [*state.names, *state.names.values()]
+        with_surrogate.append(any(holds_a_surrogate(text) for text in texts))
+
+    draw()
+    assert 0 < sum(with_surrogate) <= 0.25 * len(with_surrogate)
+
+
 @pytest.mark.slow
 def test_a_step_that_forgets_to_return_its_data() -> None:
     found = failures_of(reference_with((2, 1), forget_to_return, lossy=True))
@@ -901,6 +1060,54 @@ def test_plugin_is_inert_without_a_registry_and_reports_a_bad_one(tmp_path: Path
     assert "statemigrate-registry" in ran.stdout and "no_such_module_z" in ran.stdout
 
 
+CUT_AT_40 = """
+from typing_extensions import TypedDict
+
+from statemigrate import Registry
+
+
+class Roles(TypedDict):
+    roles: list[str]
+
+
+class FlaggedRoles(TypedDict):
+    roles: list[str]
+    flag: bool
+
+
+def build():
+    registry = Registry()
+    registry.add_schema("roles", 1, Roles)
+    registry.add_schema("roles", 2, FlaggedRoles)
+    registry.add_migration("roles", 1, 2, lambda data: {**data, "flag": False}, name="up")
+    registry.add_migration(
+        "roles", 2, 1, lambda data: {"roles": data["roles"][:40]}, name="down", lossy=("flag",)
+    )
+    return registry
+"""
+
+
+@pytest.mark.slow
+def test_plugin_max_size_raises_the_cap_and_must_be_a_count(tmp_path: Path) -> None:
+    """statemigrate_max_size reaches the checks: a downgrade that keeps 40 items fails
+    once collections may hold 200 (at the default cap of 16 it cannot)."""
+    root = make_project(tmp_path / "sizes", "cutat40:build")
+    (root / "cutat40.py").write_text(CUT_AT_40)
+    config = (root / "pyproject.toml").read_text().replace(
+        'statemigrate_max_examples = "25"', 'statemigrate_max_examples = "100"'
+    )
+    (root / "pyproject.toml").write_text(config + 'statemigrate_max_size = "200"\n')
+    ran = pytest_in(root, "-q", "pyproject.toml")
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    assert "FAILED pyproject.toml::roles-step-" in ran.stdout
+    (root / "pyproject.toml").write_text(config + 'statemigrate_max_size = "many"\n')
+    refused = pytest_in(root, "-q", "pyproject.toml")
+    assert refused.returncode != 0
+    assert "statemigrate_max_size must be a whole number of at least 1, not 'many'" in (
+        refused.stdout + refused.stderr
+    )
+
+
 def test_the_plugin_entry_point_is_declared() -> None:
     with (REPO / "pyproject.toml").open("rb") as handle:
         project = tomllib.load(handle)["project"]
@@ -914,7 +1121,7 @@ def test_the_plugin_entry_point_is_declared() -> None:
 def test_the_guide_documents_every_plugin_option_and_numbers_the_rules() -> None:
     text = (REPO / "docs" / "testing.md").read_text(encoding="utf-8")
     options = ("statemigrate_registry", "statemigrate_schemas", "statemigrate_migrations")
-    for option in (*options, "statemigrate_max_examples"):
+    for option in (*options, "statemigrate_max_examples", "statemigrate_max_size"):
         assert f"`{option}" in text or f"{option} =" in text, option
     rules = text.split("## Compatibility rules", 1)[1]
     numbers = [int(line.split(".")[0]) for line in rules.splitlines() if line[:1].isdigit()]

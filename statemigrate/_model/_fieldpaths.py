@@ -1,0 +1,204 @@
+"""Field names a step declares, checked against the shape of a schema version.
+
+A step names fields of its data in two places: ``records="entries"`` (the top-level
+``dict`` field a record step maps) and ``lossy=("entries.*.hits",)`` (the fields it
+loses, dotted paths at its source version, ``*`` for any key or item). A typo in
+either is otherwise found late or never: a record step over a field that holds no dict
+fails at restore time, and a lost field that names nothing makes the property checks
+ignore nothing, so they blame a loss the step did declare.
+
+The walk reads the pydantic core schema, where fields go by their Python names (the
+keys of the plain form, whatever their aliases). It refuses only what certainly names
+nothing: below a node whose shape it does not know (``Any``, a custom validator, a
+record that keeps extra fields) every path is accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["lost_path_problem", "records_problem"]
+
+Node = Mapping[str, Any]
+
+# Nodes that validate what their "schema" validates, as far as field names go.
+_WRAPPERS = frozenset(
+    {"nullable", "default", "function-before", "function-after", "function-wrap"}
+)
+_SEQUENCES = frozenset({"list", "set", "frozenset", "tuple", "generator", "deque"})
+
+
+@dataclass
+class _Shapes:
+    """What the data at one path can be: records, dicts, sequences, leaves, or unknown."""
+
+    fields: dict[str, list[Node]] = field(default_factory=dict)
+    values: list[Node] = field(default_factory=list)  # of dicts: any key holds one
+    items: list[Node] = field(default_factory=list)  # of lists, sets, tuples
+    leaves: list[str] = field(default_factory=list)  # kinds, for messages
+    dicts: bool = False
+    sequences: bool = False
+    open: bool = False  # anything may be there
+
+
+def records_problem(core_schema: Node, name: str, *, where: str) -> str | None:
+    """Why top-level field ``name`` cannot hold a record step's records, or None.
+
+    None also when the schema leaves it open (a field typed ``Any``, a ``dict | None``).
+    ``where`` names the schema in the message (``version 4``).
+    """
+    walk = _Walk(core_schema)
+    top = walk.shapes([core_schema])
+    if top.open or top.dicts:
+        return None
+    if name not in top.fields:
+        return f"names no field of {where} ({_listed(top)})"
+    below = walk.shapes(top.fields[name])
+    if below.open or below.dicts:
+        return None
+    return f"names {_kinds(below)} field of {where}, not a dict"
+
+
+def lost_path_problem(core_schema: Node, path: str) -> str | None:
+    """Why dotted ``path`` names no field of the data, or None when it may name one."""
+    walk = _Walk(core_schema)
+    parts = path.split(".")
+    nodes: list[Node] = [core_schema]
+    for index, part in enumerate(parts):
+        here = walk.shapes(nodes)
+        if here.open:
+            return None
+        last = index == len(parts) - 1
+        found: list[Node] = []
+        if part == "*":
+            found = [*(n for ns in here.fields.values() for n in ns), *here.values, *here.items]
+            matched = bool(here.fields) or here.dicts or here.sequences
+        else:
+            found = [*here.fields.get(part, ()), *here.values]
+            matched = part in here.fields or here.dicts
+        if not matched:
+            where = f" under {'.'.join(parts[:index])!r}" if index else ""
+            if part == "*":
+                return f"{where.strip() or 'the data'} is {_kinds(here)}, with no keys or items"
+            return f"{part!r} is not a field{where} ({_listed(here)})"
+        if last:
+            return None
+        nodes = found
+    return None
+
+
+def _listed(shapes: _Shapes) -> str:
+    if shapes.fields:
+        return "fields: " + ", ".join(sorted(shapes.fields))
+    return f"it is {_kinds(shapes)}"
+
+
+def _kinds(shapes: _Shapes) -> str:
+    kinds = list(dict.fromkeys(shapes.leaves))
+    if shapes.sequences:
+        kinds.append("list")
+    if shapes.fields:
+        kinds.append("record")
+    if not kinds:
+        return "nothing"
+    text = " or ".join(kinds)
+    return ("an " if text[0] in "aeiou" else "a ") + text
+
+
+class _Walk:
+    """Resolves core schema nodes (references, wrappers, unions) to their shapes."""
+
+    def __init__(self, root: Node) -> None:
+        self.refs: dict[str, Node] = {}
+        stack: list[Any] = [root]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, Mapping):
+                ref = item.get("ref")
+                if isinstance(ref, str) and isinstance(item.get("type"), str):
+                    self.refs.setdefault(ref, item)
+                stack.extend(v for k, v in item.items() if k not in ("metadata", "cls"))
+            elif isinstance(item, list | tuple):
+                stack.extend(item)
+
+    def shapes(self, nodes: list[Node]) -> _Shapes:
+        result = _Shapes()
+        for node in self._concrete(nodes):
+            self._add(result, node)
+        return result
+
+    def _concrete(self, nodes: list[Node]) -> Iterator[Node]:
+        todo = list(nodes)
+        seen: set[int] = set()
+        while todo:
+            node = todo.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            kind = node.get("type")
+            if kind == "definitions":
+                todo.append(node["schema"])
+            elif kind == "definition-ref":
+                target = self.refs.get(node.get("schema_ref", ""))
+                todo.append(target if target is not None else {"type": "any"})
+            elif kind in _WRAPPERS or (kind == "model" and node.get("root_model")):
+                todo.append(node["schema"])
+            elif kind == "lax-or-strict":
+                todo += [node["lax_schema"], node["strict_schema"]]
+            elif kind == "json-or-python":
+                todo.append(node["python_schema"])
+            elif kind == "union":
+                todo += [c[0] if isinstance(c, tuple) else c for c in node["choices"]]
+            elif kind == "tagged-union":
+                todo += list(node["choices"].values())
+            else:
+                yield node
+
+    def _add(self, result: _Shapes, node: Node) -> None:
+        kind = node.get("type")
+        if kind == "model":
+            self._record(result, node["schema"], node.get("config") or {})
+        elif kind in ("model-fields", "typed-dict"):
+            self._record(result, node, node.get("config") or {})
+        elif kind == "dataclass":
+            args = node["schema"]
+            for spec in args.get("fields", ()):
+                result.fields.setdefault(spec["name"], []).append(spec["schema"])
+        elif kind == "dict":
+            result.dicts = True
+            values = node.get("values_schema")
+            if values is None:
+                result.open = True
+            else:
+                result.values.append(values)
+        elif kind in _SEQUENCES:
+            result.sequences = True
+            items = node.get("items_schema")
+            if items is None:
+                result.open = True
+            elif isinstance(items, list):
+                result.items.extend(items)
+            else:
+                result.items.append(items)
+        elif kind in _LEAVES:
+            result.leaves.append("None" if kind == "none" else str(kind))
+        else:  # Any, a plain validator, an instance check: unknown shape
+            result.open = True
+
+    def _record(self, result: _Shapes, node: Node, config: Mapping[str, Any]) -> None:
+        extra = node.get("extra_behavior", config.get("extra_fields_behavior"))
+        if extra == "allow":
+            result.open = True
+        for name, spec in node.get("fields", {}).items():
+            result.fields.setdefault(name, []).append(spec["schema"])
+
+
+_LEAVES = frozenset(
+    {
+        "none", "bool", "int", "float", "decimal", "complex", "str", "bytes", "date",
+        "time", "datetime", "timedelta", "uuid", "url", "multi-host-url", "literal",
+        "enum", "is-subclass", "callable",
+    }
+)
