@@ -242,8 +242,9 @@ def _rich_values(*, max_size: int = SMALL_SIZE) -> st.SearchStrategy[Any]:
         st.integers(_INT_MIN, _INT_MAX) | st.text() | st.datetimes() | st.decimals(allow_nan=False)
     )
     # The leaves come first as well as inside containers: a field typed ``Any`` holding
-    # one datetime is as common as one holding a list.
-    return leaves | st.recursive(
+    # one datetime is as common as one holding a list; so is a tuple of leaves, which
+    # a snapshot refuses under ``Any`` (it would come back a list).
+    return leaves | st.lists(leaves, min_size=1, max_size=max_size).map(tuple) | st.recursive(
         leaves,
         lambda inner: (
             st.lists(inner, max_size=max_size)

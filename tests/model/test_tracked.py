@@ -398,7 +398,7 @@ def test_changes_taken_while_other_threads_write_lose_no_write(
 
     def write(seed: int) -> None:
         rng = random.Random(seed)
-        for n in range(20_000):
+        for n in range(8_000):
             key = rng.randrange(1500)
             if n % 3 == 0:
                 tracked.pop(key, None)

@@ -86,7 +86,7 @@ counts = st.dictionaries(keys, st.integers(0, 2**40), max_size=5)
 # CI-sized profile to that (the quick dev profile stays as it is).
 D1_EXAMPLES = (
     max(500, settings().max_examples)
-    if settings().max_examples >= 300
+    if settings().max_examples >= 200
     else settings().max_examples
 )
 

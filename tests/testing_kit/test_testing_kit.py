@@ -202,7 +202,9 @@ def test_check_migrations_passes_on_the_reference_cache() -> None:
     ci = settings.get_current_profile_name() == "ci"
     # The one named reason to pass max_examples: the CI figure is 500 per check.
     wanted = max(CI_EXAMPLES, settings().max_examples) if ci else None
-    report = check_migrations(REFERENCE, max_examples=wanted)
+    # Collections of up to 8: the reference's steps treat every record alike, and the
+    # long draws of the default cap make 500 examples a check cost twice as much.
+    report = check_migrations(REFERENCE, max_examples=wanted, max_size=8)
     assert report.ok
     ids = [result.check.id for result in report.results]
     assert len(ids) == 15 and len(set(ids)) == 15  # 6 steps, 6 path pairs, 3 versions
@@ -1060,7 +1062,7 @@ def test_plugin_is_inert_without_a_registry_and_reports_a_bad_one(tmp_path: Path
     assert "statemigrate-registry" in ran.stdout and "no_such_module_z" in ran.stdout
 
 
-CUT_AT_40 = """
+CUT_AT_20 = """
 from typing_extensions import TypedDict
 
 from statemigrate import Registry
@@ -1081,7 +1083,7 @@ def build():
     registry.add_schema("roles", 2, FlaggedRoles)
     registry.add_migration("roles", 1, 2, lambda data: {**data, "flag": False}, name="up")
     registry.add_migration(
-        "roles", 2, 1, lambda data: {"roles": data["roles"][:40]}, name="down", lossy=("flag",)
+        "roles", 2, 1, lambda data: {"roles": data["roles"][:20]}, name="down", lossy=("flag",)
     )
     return registry
 """
@@ -1089,14 +1091,14 @@ def build():
 
 @pytest.mark.slow
 def test_plugin_max_size_raises_the_cap_and_must_be_a_count(tmp_path: Path) -> None:
-    """statemigrate_max_size reaches the checks: a downgrade that keeps 40 items fails
-    once collections may hold 200 (at the default cap of 16 it cannot)."""
-    root = make_project(tmp_path / "sizes", "cutat40:build")
-    (root / "cutat40.py").write_text(CUT_AT_40)
+    """statemigrate_max_size reaches the checks: a downgrade that keeps 20 items fails
+    once collections may hold 60 (at the default cap of 16 it cannot)."""
+    root = make_project(tmp_path / "sizes", "cutat20:build")
+    (root / "cutat20.py").write_text(CUT_AT_20)
     config = (root / "pyproject.toml").read_text().replace(
         'statemigrate_max_examples = "25"', 'statemigrate_max_examples = "100"'
     )
-    (root / "pyproject.toml").write_text(config + 'statemigrate_max_size = "200"\n')
+    (root / "pyproject.toml").write_text(config + 'statemigrate_max_size = "60"\n')
     ran = pytest_in(root, "-q", "pyproject.toml")
     assert ran.returncode == 1, ran.stdout + ran.stderr
     assert "FAILED pyproject.toml::roles-step-" in ran.stdout
