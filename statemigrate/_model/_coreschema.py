@@ -36,6 +36,23 @@ FIELD_KEYS = frozenset(
 INERT_CONFIG = frozenset({"title"})
 
 
+def schema_refs(root: object) -> dict[str, Mapping[str, Any]]:
+    """Every node of a core schema that carries a ``ref``, by its ref: what a
+    ``definition-ref`` names. The first node found for a ref is kept."""
+    refs: dict[str, Mapping[str, Any]] = {}
+    stack = [root]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            ref = item.get("ref")
+            if isinstance(ref, str) and isinstance(item.get("type"), str):
+                refs.setdefault(ref, item)
+            stack.extend(v for k, v in item.items() if k not in ("metadata", "cls"))
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return refs
+
+
 class Unsupported(Exception):
     """A core schema node whose validation the walk cannot reproduce exactly."""
 

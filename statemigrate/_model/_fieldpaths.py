@@ -19,6 +19,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from statemigrate._model._coreschema import schema_refs
+
 __all__ = ["lost_path_problem", "records_problem"]
 
 Node = Mapping[str, Any]
@@ -111,17 +113,7 @@ class _Walk:
     """Resolves core schema nodes (references, wrappers, unions) to their shapes."""
 
     def __init__(self, root: Node) -> None:
-        self.refs: dict[str, Node] = {}
-        stack: list[Any] = [root]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, Mapping):
-                ref = item.get("ref")
-                if isinstance(ref, str) and isinstance(item.get("type"), str):
-                    self.refs.setdefault(ref, item)
-                stack.extend(v for k, v in item.items() if k not in ("metadata", "cls"))
-            elif isinstance(item, list | tuple):
-                stack.extend(item)
+        self.refs: dict[str, Node] = dict(schema_refs(root))
 
     def shapes(self, nodes: list[Node]) -> _Shapes:
         result = _Shapes()

@@ -58,6 +58,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import ResolutionFailed
 
 from statemigrate._errors import ValidationError
+from statemigrate._model._coreschema import schema_refs
 from statemigrate._model._registry import Registry
 from statemigrate._model._schema import SchemaVersion
 
@@ -399,7 +400,9 @@ class _Builder:
         # Shared with the builders of subclasses, so a model whose subclass refers back
         # to it is built once.
         self.subclasses = {} if subclasses is None else subclasses
-        self._collect(root)
+        # Every schema that carries a ``ref``, so references can find it.
+        for ref, node in schema_refs(root).items():
+            self.refs.setdefault(ref, node)
         self.kinds: dict[str, Callable[[Node], st.SearchStrategy[Any]]] = {
             "any": self._any,
             "none": lambda node: st.none(),
@@ -481,19 +484,6 @@ class _Builder:
                 error = error or exc
         assert error is not None
         raise error
-
-    def _collect(self, node: object) -> None:
-        """Index every schema that carries a ``ref``, so references can find it."""
-        stack = [node]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, Mapping):
-                ref = item.get("ref")
-                if isinstance(ref, str) and isinstance(item.get("type"), str):
-                    self.refs.setdefault(ref, item)
-                stack.extend(v for k, v in item.items() if k not in ("metadata", "cls"))
-            elif isinstance(item, list | tuple):
-                stack.extend(item)
 
     def _ref(self, node: Node) -> st.SearchStrategy[Any]:
         ref = node["schema_ref"]
