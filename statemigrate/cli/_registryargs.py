@@ -69,15 +69,7 @@ def registry_from(args: argparse.Namespace) -> Registry:
         imports=tuple(args.imports),
     )
     if not registry.components():
-        named = args.registry or args.migrations or args.imports or config.registry
-        raise ConfigurationError(
-            "registry",
-            "the registry named holds no component"
-            if named or config.imports
-            else "no component is registered: name the registry with --registry MODULE:NAME,"
-            " --import MODULE or --migrations PATH, or in [tool.statemigrate] of"
-            " pyproject.toml",
-        )
+        raise ConfigurationError("registry", _why_empty(args, config.registry, config.imports))
     return registry
 
 
@@ -93,3 +85,24 @@ def named_registry(args: argparse.Namespace) -> Registry | None:
     if not named and not (config.root is not None and (config.registry or config.imports)):
         return None
     return registry_from(args)
+
+
+def _why_empty(
+    args: argparse.Namespace, configured: object, configured_imports: tuple[str, ...]
+) -> str:
+    """Why the registry is empty, and what to name instead."""
+    if args.registry or args.migrations or configured:
+        return "the registry named holds no component"
+    imported = (*configured_imports, *args.imports)
+    if imported:
+        # The modules ran, but registered nothing in the default registry: most often
+        # they build a Registry of their own, which only --registry can reach.
+        return (
+            f"importing {', '.join(imported)} registered no component in the default"
+            " registry; if it builds a Registry of its own, name it with"
+            " --registry MODULE:NAME"
+        )
+    return (
+        "no component is registered: name the registry with --registry MODULE:NAME,"
+        " --import MODULE or --migrations PATH, or in [tool.statemigrate] of pyproject.toml"
+    )

@@ -780,6 +780,12 @@ def test_plan_and_graph_from_the_configured_migrations(
             ["plan", "kvcache", "--from", "1", "--to", "2"],
             ("no component is registered", "--registry MODULE:NAME", "[tool.statemigrate]"),
         ),
+        # The reference module builds a Registry of its own: importing it registers
+        # nothing in the default one, and the error says which argument reaches it.
+        (
+            ["graph", "kvcache", "--import", "statemigrate.reference"],
+            ("importing statemigrate.reference registered no component", "--registry"),
+        ),
         (["graph", "kvcache", "--registry", "no_such_module_x:r"], ("cannot import",)),
         (["graph", "kvcache", "--registry", "statemigrate:nothing"], ("no attribute",)),
         (["graph", "kvcache", "--registry", "statemigrate:__version__"], ("not a Registry",)),
