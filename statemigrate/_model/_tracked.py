@@ -107,8 +107,9 @@ class Changes:
         return len(self.set) + len(self.deleted)
 
 
-# How a recorded write changed the dict's keys.
-_UPDATED, _INSERTED, _REMOVED, _UNKNOWN = range(4)
+# How a recorded write changed the dict's keys. A value replaced in place has no kind:
+# __setitem__ records it inline, the hot write.
+_INSERTED, _REMOVED, _UNKNOWN = range(1, 4)
 
 
 class TrackedDict(dict[K, V]):

@@ -6,57 +6,38 @@ and restores a snapshot into its components as one transaction (see ``_restore``
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from statemigrate._errors import (
-    ConfigurationError,
-    LossyMigrationError,
-    NoMigrationPathError,
-    RegistrationError,
-    RestoreError,
-    SnapshotError,
-    StateMigrateError,
-    StoreError,
-    UnknownComponentError,
-)
-from statemigrate._model._component import component_spec
-from statemigrate._observe._instruments import declare_service, declare_store, enabled
+from statemigrate._errors import ConfigurationError
+from statemigrate._observe._instruments import declare_service, declare_store
 from statemigrate._observe._status import RestoreStatus, StatusTracker
-from statemigrate._observe._tracing import tracing_enabled
-from statemigrate._runtime._export import choose_versions, export_all, walk_section
+from statemigrate._runtime._commit import (
+    SUMMARIES,
+    commit_encoded,
+    commit_streamed,
+    encode_whole,
+    record_delta,
+)
+from statemigrate._runtime._export import choose_versions, export_all
 from statemigrate._runtime._fork import serving_pid
 from statemigrate._runtime._gate import CheckpointGate
-from statemigrate._runtime._history import RestoreHistory, logged, restore_delta, restore_full
+from statemigrate._runtime._history import RestoreHistory
+from statemigrate._runtime._members import NAME_LIMIT, Members, RestoreFailurePolicy, check_policy
 from statemigrate._runtime._precopy import PreCopySource
 from statemigrate._runtime._report import CommitReport, RestoreReport, SnapshotReport
 from statemigrate._runtime._restore import Registered
-from statemigrate._runtime._sources import Fetched, bytes_of, check_source
+from statemigrate._runtime._restoresource import GENERATION_LIMIT, restore_source
+from statemigrate._runtime._restoring import RestoreObserver
+from statemigrate._runtime._sources import check_source
 from statemigrate._runtime._startup import restore_at_start, restore_stored
-from statemigrate._runtime._telemetry import (
-    commit_failed,
-    count_commit,
-    count_restore_failed,
-    record_snapshot,
-    report_restore,
-    restore_failed,
-    store_kind,
-    trace_commit,
-    trace_restore,
-)
-from statemigrate._snapshot._codec import NotPlainError
-from statemigrate._snapshot._encode import (
-    EncodedSnapshot,
-    SectionInput,
-    SnapshotStream,
-    encode_snapshot,
-)
-from statemigrate._snapshot._format import DecodeLimits, open_snapshot
+from statemigrate._runtime._telemetry import record_snapshot, store_kind
+from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
+from statemigrate._snapshot._format import DecodeLimits
 from statemigrate._snapshot._header import DeltaBase, Producer
 from statemigrate.stores._base import Store
 
@@ -66,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GENERATION_LIMIT",
+    "SUMMARIES",
     "CheckpointGate",
     "RestoreFailurePolicy",
     "Service",
@@ -74,26 +56,7 @@ __all__ = [
 
 logger = logging.getLogger("statemigrate")
 
-_NAME_LIMIT = 200
-# The header holds generations below 2**63. Counting one per snapshot never comes near
-# 2**62, so a snapshot claiming that much is forged or damaged; refusing it keeps 2**62
-# generations of room, and snapshot() can never run out of them.
-GENERATION_LIMIT = 1 << 62
-
 C = TypeVar("C")
-
-#: What :meth:`Service.start_from` does when the restore fails: raise, so the process
-#: refuses to start, or go on with the components' fresh state.
-RestoreFailurePolicy = Literal["refuse", "serve_cold"]
-_POLICIES = ("refuse", "serve_cold")
-
-
-def _check_policy(policy: object) -> RestoreFailurePolicy:
-    if policy not in _POLICIES:
-        raise ConfigurationError(
-            "on_restore_failure", f"must be 'refuse' or 'serve_cold', not {policy!r}"
-        )
-    return policy  # type: ignore[return-value]
 
 
 class Service:
@@ -140,9 +103,9 @@ class Service:
     ) -> None:
         if not isinstance(name, str):
             raise ConfigurationError("name", f"a service name is a str, not {type(name).__name__}")
-        if not 0 < len(name) <= _NAME_LIMIT:
+        if not 0 < len(name) <= NAME_LIMIT:
             raise ConfigurationError(
-                "name", f"a service name has 1..{_NAME_LIMIT} characters, not {len(name)}"
+                "name", f"a service name has 1..{NAME_LIMIT} characters, not {len(name)}"
             )
         if key is not None and (not isinstance(key, bytes) or len(key) < 16):
             # The key itself stays out of the message: messages end up in logs.
@@ -153,17 +116,15 @@ class Service:
         self._limits = limits or DecodeLimits()
         self._level = level
         self._strict = strict
-        self._registry = registry
-        self._entries: dict[tuple[str, str], Registered] = {}
+        self._members = Members(name, registry)
+        # The members' dict itself: registering and unregistering show in it.
+        self._entries = self._members.entries
         self._generation = 0
         self._history = RestoreHistory()
-        self._on_restore_failure = _check_policy(on_restore_failure)
-        self._policies: dict[tuple[str, str], RestoreFailurePolicy] = {}
+        self._on_restore_failure = check_policy(on_restore_failure)
         self._tracker = StatusTracker(name)
+        self._restores = RestoreObserver(name, self._tracker, lambda: self._generation)
         self._checkpoints = CheckpointGate()
-        # The pieces restored so far of one restore made of several (a checkpoint
-        # chain, a take-over's pre-copy pieces), reported to the metrics as one.
-        self._pieces: list[RestoreReport] | None = None
         declare_service(name)
 
     # --- membership ------------------------------------------------------------------
@@ -190,20 +151,7 @@ class Service:
                 pair is already registered.
             ConfigurationError: the policy is unknown.
         """
-        policy = None if on_restore_failure is None else _check_policy(on_restore_failure)
-        spec = component_spec(obj)
-        if not instance or len(instance) > _NAME_LIMIT:
-            raise RegistrationError(f"instance name must be 1..{_NAME_LIMIT} characters")
-        key = (spec.component, instance)
-        if key in self._entries:
-            raise RegistrationError(
-                f"{spec.component}/{instance} is already registered in service {self.name!r}"
-            )
-        registry = spec.resolve(self._registry)
-        registry.schema_for(spec.component, spec.version)  # fail now, not at restore
-        self._entries[key] = Registered(obj, spec, instance, registry)
-        if policy is not None:
-            self._policies[key] = policy
+        self._members.add(obj, instance=instance, on_restore_failure=on_restore_failure)
         return obj
 
     def unregister(self, component: str, *, instance: str = "default") -> None:
@@ -213,13 +161,8 @@ class Service:
             UnknownComponentError: no such instance is registered (a ``KeyError``).
         """
         key = (component, instance)
-        if key not in self._entries:
-            raise UnknownComponentError(
-                f"{component}/{instance}", known=(entry.key for entry in self._entries.values())
-            )
-        del self._entries[key]
+        self._members.remove(key)
         self._history.restored_from.pop(key, None)
-        self._policies.pop(key, None)
 
     @property
     def components(self) -> tuple[Registered, ...]:
@@ -228,7 +171,7 @@ class Service:
 
     def versions(self) -> dict[str, int]:
         """The live schema version of each registered component."""
-        return {e.component: e.spec.version for e in self._entries.values()}
+        return self._members.versions()
 
     def readable_versions(self, *, allow_lossy: bool = True) -> dict[str, list[int]]:
         """Per component, the versions this code can restore from, ascending.
@@ -237,20 +180,7 @@ class Service:
             allow_lossy: count versions that reach the live one only through steps
                 declared lossy; with False, only loss-free paths count.
         """
-        readable: dict[str, list[int]] = {}
-        for entry in self._entries.values():
-            registry = entry.registry
-            versions = []
-            for version in registry.versions(entry.component):
-                try:
-                    registry.plan(
-                        entry.component, version, entry.spec.version, allow_lossy=allow_lossy
-                    )
-                except (NoMigrationPathError, LossyMigrationError):
-                    continue
-                versions.append(version)
-            readable[entry.component] = sorted(versions)
-        return readable
+        return self._members.readable_versions(allow_lossy=allow_lossy)
 
     # --- snapshot ----------------------------------------------------------------------
 
@@ -302,12 +232,7 @@ class Service:
             encoding["generation"] = self._generation
         else:
             encoding.update(snapshot_id=identity.snapshot_id, generation=identity.generation)
-        while True:
-            try:
-                encoded = encode_snapshot(exported.sections, **encoding)
-                break
-            except NotPlainError as exc:
-                walk_section(exported, exc, targets=targets, allow_lossy=allow_lossy)
+        encoded = encode_whole(exported, encoding, targets=targets, allow_lossy=allow_lossy)
         report = exported.report(encoded.header, encoded.size, encoded.timings)
         logger.log(SUMMARIES.get(), "%s", report.summary())
         self._record_snapshot(report, time.perf_counter() - started)
@@ -394,11 +319,8 @@ class Service:
         record_snapshot(self.name, self._generation, report, seconds)
 
     def _record_delta(self, encoded: EncodedSnapshot, seconds: float) -> None:
-        """Report a delta taken (an incremental checkpoint's, a pre-copy round's) as a
-        snapshot taken; a full snapshot is reported by :meth:`_snapshot`."""
-        report = SnapshotReport.of(encoded.header, encoded.size, encoded.timings)
-        logger.debug("%s", report.summary())
-        record_snapshot(self.name, encoded.header.generation, report, seconds)
+        """Report a delta taken as a snapshot taken (see :func:`record_delta`)."""
+        record_delta(self.name, encoded, seconds)
 
     def commit(
         self,
@@ -423,42 +345,15 @@ class Service:
             self.components, targets=targets, allow_lossy=allow_lossy, check=True
         )
         self._generation += 1
-        encode_seconds = 0.0
-        started = time.perf_counter()
-        try:
-            while True:
-                # The snapshot is encoded while the store writes it, so the whole of it
-                # is never in memory. An error of the data surfaces inside the store's
-                # commit, which then commits nothing.
-                stream = SnapshotStream(exported.sections, **self._encoding(meta))
-                try:
-                    ref = store.commit(stream)
-                    break
-                except NotPlainError as exc:
-                    walk_section(exported, exc, targets=targets, allow_lossy=allow_lossy)
-                finally:
-                    stream.close()
-                    encode_seconds += stream.timings.get("encode", 0.0)
-            if stream.header is None:
-                raise StoreError(
-                    "commit",
-                    ref.describe(),
-                    "the store returned before it had read the whole snapshot",
-                )
-        except BaseException as exc:
-            commit_failed(self.name, store, time.perf_counter() - started, exc)
-            raise
-        report = exported.report(stream.header, stream.size, {"encode": encode_seconds})
-        # The commit's line below repeats this one and adds the commit: one INFO line.
-        logger.debug("%s", report.summary())
-        self._record_snapshot(report, sum(exported.timings.values()) + encode_seconds)
-        committed = CommitReport(
-            ref=ref,
-            snapshot=report,
-            commit_seconds=time.perf_counter() - started - encode_seconds,
+        return commit_streamed(
+            self.name,
+            store,
+            exported,
+            lambda: self._encoding(meta),
+            generation=self._generation,
+            targets=targets,
+            allow_lossy=allow_lossy,
         )
-        self._committed(store, committed)
-        return committed
 
     def commit_snapshot(
         self, store: Store, encoded: EncodedSnapshot, report: SnapshotReport
@@ -475,23 +370,7 @@ class Service:
         Raises:
             StoreError: the store could not commit; its previous snapshot is intact.
         """
-        started = time.perf_counter()
-        try:
-            ref = store.commit(encoded.parts)
-        except BaseException as exc:
-            commit_failed(self.name, store, time.perf_counter() - started, exc)
-            raise
-        committed = CommitReport(
-            ref=ref, snapshot=report, commit_seconds=time.perf_counter() - started
-        )
-        self._committed(store, committed)
-        return committed
-
-    def _committed(self, store: object, committed: CommitReport) -> None:
-        """Report a commit to the log, the metrics and the traces."""
-        trace_commit(self.name, store, committed.commit_seconds)
-        logger.log(SUMMARIES.get(), "%s", committed.summary())
-        count_commit(self.name, store, committed)
+        return commit_encoded(self.name, store, encoded, report)
 
     # --- restore -----------------------------------------------------------------------
 
@@ -565,103 +444,29 @@ class Service:
     ) -> RestoreReport:
         """:meth:`restore` of one snapshot or delta (a chain's piece), with the status,
         the metrics and the traces."""
-        self._tracker.restoring()
-        began = time.perf_counter()
-        try:
-            report = self._restore(
+        strict = self._strict if strict is None else strict
+
+        def restore() -> RestoreReport:
+            report = restore_source(
                 source,
+                service=self.name,
+                key=self._key,
+                limits=self._limits,
+                entries=self._entries,
+                history=self._history,
                 allow_lossy=allow_lossy,
                 strict=strict,
                 force=force,
                 allow_older=allow_older,
                 allow_other_service=allow_other_service,
-            )
-        except BaseException as exc:
-            reason = str(exc) if isinstance(exc, RestoreError) else f"{type(exc).__name__}: {exc}"
-            self._tracker.failed(reason)
-            restore_failed(self.name, reason, time.perf_counter() - began)
-            raise
-        self._tracker.restored(generation=report.generation, snapshot_id=report.snapshot_id)
-        if self._pieces is not None:
-            self._pieces.append(report)
-        elif enabled():
-            report_restore(self.name, self._generation, report)
-        if tracing_enabled():
-            trace_restore(self.name, report, time.perf_counter() - began)
-        return report
-
-    def _restore(
-        self,
-        source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
-        *,
-        allow_lossy: bool,
-        strict: bool | None,
-        force: bool,
-        allow_older: bool,
-        allow_other_service: bool,
-    ) -> RestoreReport:
-        started = time.perf_counter()
-        try:
-            data = bytes_of(source)
-        except StateMigrateError as exc:
-            raise logged(RestoreError("read", str(exc))) from exc
-        read_done = time.perf_counter()
-        # Bytes start-up read from the store before this call: their download is the read.
-        read_seconds = (
-            read_done - started + (source.seconds if isinstance(source, Fetched) else 0.0)
-        )
-        try:
-            snapshot = open_snapshot(data, key=self._key, limits=self._limits)
-        except SnapshotError as exc:
-            raise logged(RestoreError("verify", str(exc))) from exc
-        verified = time.perf_counter()
-        header = snapshot.header
-        writer = header.producer.service
-        if writer != self.name and not allow_other_service:
-            raise logged(
-                RestoreError(
-                    "verify",
-                    f"snapshot was written by service {writer!r}, not {self.name!r};"
-                    " pass allow_other_service=True to restore it anyway",
-                )
-            )
-        if header.generation >= GENERATION_LIMIT:
-            raise logged(
-                RestoreError(
-                    "verify",
-                    f"snapshot generation {header.generation} is beyond what counting"
-                    f" snapshots reaches (limit {GENERATION_LIMIT}); refused as forged or"
-                    " damaged",
-                )
-            )
-        strict = self._strict if strict is None else strict
-        if header.base is not None:
-            report = restore_delta(
-                snapshot,
-                self._entries,
-                self._history,
-                allow_lossy=allow_lossy,
-                strict=strict,
-                read_seconds=read_seconds,
-                verify_seconds=verified - read_done,
-            )
-        else:
-            report = restore_full(
-                snapshot,
-                self._entries,
-                self._history,
-                allow_lossy=allow_lossy,
-                strict=strict,
-                force=force,
-                allow_older=allow_older,
-                read_seconds=read_seconds,
-                verify_seconds=verified - read_done,
                 progress=self._tracker.progress,
             )
-        if not report.skipped:
-            # Later snapshots must sort after the one restored, across processes too.
-            self._generation = max(self._generation, header.generation)
-        return report
+            if not report.skipped:
+                # Later snapshots must sort after the one restored, across processes too.
+                self._generation = max(self._generation, report.generation)
+            return report
+
+        return self._restores.piece(restore)
 
     @property
     def accepts_deltas(self) -> bool:
@@ -746,10 +551,7 @@ class Service:
             restore_stored=self._restore_stored,
             start_cold=self.start_cold,
             tracker=self._tracker,
-            refuse=any(
-                self._policies.get(key, self._on_restore_failure) == "refuse"
-                for key in self._entries
-            ),
+            refuse=self._members.refuse(self._on_restore_failure),
         )
 
     def _restore_stored(
@@ -767,38 +569,12 @@ class Service:
                 entries=self.components,
                 key=self._key,
                 limits=self._limits,
-                refused=self._chain_refused,
+                refused=self._restores.refused,
             )
 
     @contextmanager
     def _one_restore(self) -> Iterator[None]:
-        """Report the restores made inside as one to the metrics, once all of them
-        succeeded: the pieces of a checkpoint chain, or of a take-over (pre-copy
-        pieces, then the snapshot of the pause). A restore that fails inside is
-        reported at once, as one failed restore; the pieces restored before it are
-        then not reported. Nested uses are one restore, the outermost."""
-        if self._pieces is not None:
+        """Report the restores made inside as one to the metrics (see
+        :meth:`RestoreObserver.one`): a take-over's pieces, say."""
+        with self._restores.one():
             yield
-            return
-        pieces: list[RestoreReport] = []
-        self._pieces = pieces
-        try:
-            yield
-        finally:
-            self._pieces = None
-        if pieces and enabled():
-            report_restore(self.name, self._generation, *pieces)
-
-    def _chain_refused(self, reason: str) -> RestoreError:
-        """A chain refused at verification, reported as a failed restore."""
-        error = logged(RestoreError("verify", reason))
-        self._tracker.failed(str(error))
-        count_restore_failed(self.name)
-        return error
-
-
-SUMMARIES: contextvars.ContextVar[int] = contextvars.ContextVar(
-    "statemigrate_summaries", default=logging.INFO
-)
-"""The level of the log lines a snapshot and a commit write: a checkpoint, which
-writes one line of its own that says it all, sets DEBUG while it takes them."""

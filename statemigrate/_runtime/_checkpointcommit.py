@@ -1,0 +1,432 @@
+"""One checkpoint at a time: whether one may be taken now, taking it with the writers
+held (see :mod:`statemigrate._runtime._checkpointtake`), committing it to the store
+while they go on, and counting the failures, in the calling thread or on an event loop.
+
+:class:`CheckpointCommitter` is the part of a :class:`Checkpointer` that does this;
+the checkpointer adds the schedule (a background thread, or a task on a loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, nullcontext
+from functools import partial
+from typing import TYPE_CHECKING, Literal
+
+from statemigrate._errors import ConfigurationError, StoreError
+from statemigrate._observe._instruments import declare_store
+from statemigrate._runtime._chain import MAX_PIECES
+from statemigrate._runtime._checkpointtake import (
+    DEFAULT_EXPORT,
+    FORK_POSSIBLE,
+    CheckpointTaker,
+    ExportMode,
+    Forking,
+)
+from statemigrate._runtime._commit import SUMMARIES
+from statemigrate._runtime._gate import started_by_handoff
+from statemigrate._runtime._quiesce import Quiesce, async_hold, async_only, hold_of
+from statemigrate._runtime._report import (
+    UNCHANGED,
+    CheckpointReport,
+    CommitReport,
+    SnapshotReport,
+)
+from statemigrate._runtime._telemetry import store_kind
+from statemigrate._runtime._wait import run_waits, run_waits_async
+from statemigrate.stores._base import holds
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from statemigrate._runtime._service import Service
+    from statemigrate._snapshot._encode import EncodedSnapshot
+    from statemigrate.stores import SnapshotRef, Store
+
+__all__ = ["CheckpointCommitter", "check_positive_seconds"]
+
+logger = logging.getLogger("statemigrate")
+
+@contextmanager
+def _summaries_quiet() -> Iterator[None]:
+    """The snapshot's and the commit's own log lines at DEBUG: the checkpoint's line
+    says it all."""
+    token = SUMMARIES.set(logging.DEBUG)
+    try:
+        yield
+    finally:
+        SUMMARIES.reset(token)
+
+
+@asynccontextmanager
+async def _async_summaries_quiet() -> AsyncIterator[None]:
+    with _summaries_quiet():
+        yield
+
+
+def check_positive_seconds(option: str, value: object) -> None:
+    """Refuse ``value`` for ``option`` unless it is a positive number (not a bool).
+
+    Raises:
+        ConfigurationError: it is not.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigurationError(option, f"must be a positive number of seconds, not {value!r}")
+
+
+class CheckpointCommitter:
+    """Take one checkpoint of ``service`` and commit it to ``store``: the part of a
+    :class:`Checkpointer` that works in the calling thread or task; see the
+    checkpointer for the options, which are its constructor's.
+
+    Raises:
+        ConfigurationError: as :class:`Checkpointer`.
+    """
+
+    def __init__(
+        self,
+        service: Service,
+        store: Store,
+        *,
+        every: float = 5.0,
+        quiesce: Quiesce | None = None,
+        changes: Callable[[], object] | None = None,
+        max_backoff: float = 60.0,
+        incremental: bool = False,
+        max_delta_ratio: float = 0.5,
+        max_deltas: int = 100,
+        export: ExportMode = DEFAULT_EXPORT,
+        export_timeout: float = 120.0,
+    ) -> None:
+        for option, value in (
+            ("every", every),
+            ("max_backoff", max_backoff),
+            ("max_delta_ratio", max_delta_ratio),
+            ("export_timeout", export_timeout),
+        ):
+            check_positive_seconds(option, value)
+        if (
+            isinstance(max_deltas, bool)
+            or not isinstance(max_deltas, int)
+            or not 1 <= max_deltas < MAX_PIECES
+        ):
+            raise ConfigurationError(
+                "max_deltas", f"must be a count from 1 to {MAX_PIECES - 1}, not {max_deltas!r}"
+            )
+        if export not in ("fork", "inline"):
+            raise ConfigurationError("export", f"must be 'fork' or 'inline', not {export!r}")
+        if export == "fork" and not FORK_POSSIBLE:
+            raise ConfigurationError(
+                "export", "'fork' needs fork(), pidfds and memfds (Linux): use 'inline'"
+            )
+        if changes is not None and not callable(changes):
+            raise ConfigurationError("changes", f"must be a function, not {type(changes).__name__}")
+        self.service = service
+        self.store = store
+        # Its commits' series exist from now, at zero: the first that fails, even
+        # before any succeeded, is an increase an alert sees.
+        declare_store(service.name, store_kind(store))
+        self.every = float(every)
+        self.max_backoff = float(max_backoff)
+        self._quiesce = quiesce
+        self._hold = hold_of(quiesce)
+        self._taker = CheckpointTaker(
+            service,
+            changes=changes,
+            incremental=bool(incremental),
+            max_delta_ratio=float(max_delta_ratio),
+            max_deltas=max_deltas,
+            export=export,
+            export_timeout=float(export_timeout),
+        )
+        self._lock = threading.Lock()
+        # Made on first use: a program that never runs a loop never imports asyncio.
+        self._loop_lock: asyncio.Lock | None = None
+        self._mode: Literal["thread", "loop"] | None = None  # where the schedule runs
+        # The schedule's own (see Checkpointer), kept here with the rest of the state.
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._warned_slow = False
+        self._overruns: list[float] = []  # seconds of the checkpoints in a row over every
+        self._waiting_logged: str | None = None  # the status last said to hold it back
+        self._state_pending = False  # the last attempt found the service without its state
+        self._final = False  # the checkpoint under way is the final one
+        self.failures = 0
+        """Checkpoints that failed in a row since the last one that committed."""
+        self.last_error: BaseException | None = None
+        """The error of the last failed checkpoint, until one commits."""
+        self.last: CheckpointReport | None = None
+        """The last checkpoint that committed."""
+        self._last_ref: SnapshotRef | None = None  # what the last committed checkpoint wrote
+
+    def __repr__(self) -> str:
+        return f"<Checkpointer {self.service.name!r} every {self.every:g} s -> {self.store!r}>"
+
+    # --- one checkpoint ----------------------------------------------------------------
+
+    def checkpoint_now(self, *, force: bool = False) -> CheckpointReport:
+        """Take a checkpoint now, in the calling thread.
+
+        Skipped when ``changes`` says nothing changed since the last committed one,
+        unless ``force`` is given, and whatever ``force`` says while a handoff of the
+        service is under way or after one gave its state to a successor. Do not call
+        it while holding the ``quiesce`` lock.
+
+        With ``export="fork"``, a full snapshot is exported by a forked child: the
+        writers are held for the fork only, and this call waits for the child.
+
+        Raises:
+            StoreError: the store could not commit; its earlier checkpoints are intact.
+            ExportError, ValidationError, ...: the state could not be snapshotted (see
+                :meth:`Service.snapshot`); nothing was written.
+            CheckpointError: the forked child failed (its error), was killed, or ran
+                past ``export_timeout``; it was reaped and nothing was written.
+        """
+        if self._mode == "loop":
+            raise ConfigurationError(
+                "mode", "this checkpointer runs on an event loop: await checkpoint() there"
+            )
+        with self._lock, _summaries_quiet():
+            began = time.perf_counter()
+            held_back = self._held_back()
+            if held_back is not None:
+                return CheckpointReport(None, 0.0, 0.0, held_back)
+            try:
+                taken = self._taker.take(force, self._hold)
+                if taken is None:
+                    if not self._store_lost_last():
+                        self._taker.unchanged()
+                        return CheckpointReport(None, 0.0, time.perf_counter() - began, UNCHANGED)
+                    taken = self._taker.take(True, self._hold)
+                assert taken is not None  # forced: never skipped
+                snapshot, mark, pause = taken
+                if isinstance(snapshot, Forking):
+                    snapshot = self._taker.adopt(snapshot, run_waits(self._taker.wait(snapshot)))
+                encoded, report = snapshot
+                committed = self.service._checkpoints.commit(
+                    partial(self.service.commit_snapshot, self.store, encoded, report)
+                )
+            except Exception as exc:
+                self._failed(exc)
+                raise
+            if committed is None:  # a handoff began meanwhile
+                return CheckpointReport(None, pause, time.perf_counter() - began)
+            return self._committed(committed, mark, pause, began)
+
+    async def checkpoint(self, *, force: bool = False) -> CheckpointReport:
+        """:meth:`checkpoint_now` for an event loop: the snapshot is taken on the loop
+        (no other task runs meanwhile: that is the pause), and the store's commit runs
+        in a worker thread while the loop serves. With ``export="fork"`` only the fork
+        of a full snapshot's child runs so, and the loop serves while the child
+        exports. ``quiesce`` may be an ``asyncio.Lock`` (or any async context manager)
+        here.
+
+        Raises:
+            As :meth:`checkpoint_now`.
+        """
+        import asyncio
+
+        if self._mode == "thread":
+            raise ConfigurationError(
+                "mode", "this checkpointer runs in a thread: call checkpoint_now() instead"
+            )
+        if self._loop_lock is None:
+            self._loop_lock = asyncio.Lock()
+        # Commits in the order of their snapshots; the worker thread of the commit
+        # inherits the quiet summaries with the task's context.
+        async with self._loop_lock, _async_summaries_quiet():
+            began = time.perf_counter()
+            held_back = self._held_back()
+            if held_back is not None:
+                return CheckpointReport(None, 0.0, 0.0, held_back)
+            try:
+                taken = await self._take_on_loop(force)
+                if taken is None:
+                    # The store is asked in a worker thread: for an object store it is a
+                    # request, which must not hold up the loop.
+                    if not await asyncio.to_thread(self._store_lost_last):
+                        self._taker.unchanged()
+                        return CheckpointReport(None, 0.0, time.perf_counter() - began, UNCHANGED)
+                    taken = await self._take_on_loop(True)
+                assert taken is not None  # forced: never skipped
+                snapshot, mark, pause = taken
+                if isinstance(snapshot, Forking):
+                    # The loop serves while the child exports; cancelled meanwhile, the
+                    # child is killed and nothing is committed.
+                    exported = await run_waits_async(self._taker.wait(snapshot))
+                    snapshot = self._taker.adopt(snapshot, exported)
+                encoded, report = snapshot
+                commit = asyncio.ensure_future(
+                    asyncio.to_thread(
+                        self.service._checkpoints.commit,
+                        partial(self.service.commit_snapshot, self.store, encoded, report),
+                    )
+                )
+                try:
+                    committed = await asyncio.shield(commit)
+                except asyncio.CancelledError:
+                    # The commit goes on in its thread: wait for it, so that no later
+                    # checkpoint (the final one, say) commits before it and is replaced.
+                    await asyncio.wait([commit])
+                    if not commit.cancelled() and commit.exception() is None:
+                        done = commit.result()
+                        if done is not None:
+                            self._committed(done, mark, pause, began)
+                    raise
+            except Exception as exc:
+                self._failed(exc)
+                raise
+            if committed is None:  # a handoff began meanwhile
+                return CheckpointReport(None, pause, time.perf_counter() - began)
+            return self._committed(committed, mark, pause, began)
+
+    async def _take_on_loop(
+        self, force: bool
+    ) -> tuple[tuple[EncodedSnapshot, SnapshotReport] | Forking, object, float] | None:
+        """:meth:`CheckpointTaker.take` on the loop, under an async ``quiesce`` too."""
+        quiesce = self._quiesce
+        if not async_only(quiesce):
+            return self._taker.take(force, self._hold)
+        taken = None
+        try:
+            async with async_hold(quiesce):
+                taken = self._taker.take(force, nullcontext)
+        except BaseException:
+            if taken is not None and isinstance(taken[0], Forking):
+                taken[0].export.close()  # letting the writers go failed
+            raise
+        return taken
+
+    def _store_lost_last(self) -> bool:
+        """Whether the store no longer holds the checkpoint last committed (a bucket's
+        lifecycle rule, someone cleaning up, may delete it): then an unchanged state
+        must be committed again, or a crash would find nothing to restore. A store
+        that cannot be asked counts as having lost it, so the commit that follows
+        fails and says why, rather than skips going on unchecked."""
+        ref = self._last_ref
+        if ref is None:
+            return False
+        try:
+            if holds(self.store, ref):
+                return False
+            why = "no longer holds the last checkpoint"
+        except StoreError as exc:
+            why = f"cannot say whether it still holds the last checkpoint ({exc})"
+        logger.warning(
+            "checkpoint of %s: %r %s; committing the unchanged state again",
+            self.service.name,
+            self.store,
+            why,
+        )
+        return True
+
+    def _held_back(self) -> str | None:
+        """Why no checkpoint may be taken now, if none may: the service's state is not
+        yet its own (see ``docs/checkpoints.md``), or a handoff holds checkpoints back
+        (one under way, or one that gave the state to a successor: ``docs/handoff.md``)."""
+        status = self.service.status
+        self._state_pending = not status.ready
+        if not status.ready:
+            # A process that has not restored, taken over or declared a cold start holds
+            # no state worth keeping: committing it would replace the store's latest
+            # checkpoint, the state a restart needs, with an empty or partial one.
+            reason = (
+                f"the service is {status.state}, not yet restored or started cold"
+                " (start_from, a handoff's take-over or start_cold)"
+            )
+            if self._waiting_logged != status.state:
+                self._waiting_logged = status.state
+                # Expected while a restore or a handoff's take-over is under way (a
+                # checkpointer started by the application's start-up hook, or before
+                # the server adapter, before the state arrives: in a successor it is
+                # `starting` until the handshake is done); a warning only for a service
+                # that nothing restores.
+                expected = status.state == "restoring" or (
+                    status.state == "starting" and started_by_handoff()
+                )
+                level = logging.INFO if expected else logging.WARNING
+                logger.log(level, "checkpoint of %s skipped: %s", self.service.name, reason)
+            return reason
+        if self.service._checkpoints.open:
+            return None
+        logger.debug("checkpoint of %s skipped: a handoff holds it back", self.service.name)
+        return "a handoff holds checkpoints back"
+
+    # --- incremental ---------------------------------------------------------------------
+
+    @property
+    def chain_length(self) -> int:
+        """Pieces in the chain the next incremental checkpoint extends: the base and
+        its deltas (0 before the first one, and when checkpoints are full)."""
+        return self._taker.chain_length
+
+    def close(self) -> None:
+        """Stop tracking changes for incremental checkpoints (the components drop their
+        logs); the next incremental checkpoint starts a new chain with a full base."""
+        self._taker.close()
+
+    # --- the options the taker holds -----------------------------------------------------
+
+    @property
+    def incremental(self) -> bool:
+        return self._taker.incremental
+
+    @incremental.setter
+    def incremental(self, value: bool) -> None:
+        self._taker.incremental = value
+
+    @property
+    def max_delta_ratio(self) -> float:
+        return self._taker.max_delta_ratio
+
+    @max_delta_ratio.setter
+    def max_delta_ratio(self, value: float) -> None:
+        self._taker.max_delta_ratio = value
+
+    @property
+    def max_deltas(self) -> int:
+        return self._taker.max_deltas
+
+    @max_deltas.setter
+    def max_deltas(self, value: int) -> None:
+        self._taker.max_deltas = value
+
+    @property
+    def export(self) -> ExportMode:
+        return self._taker.export
+
+    @export.setter
+    def export(self, value: ExportMode) -> None:
+        self._taker.export = value
+
+    @property
+    def export_timeout(self) -> float:
+        return self._taker.export_timeout
+
+    @export_timeout.setter
+    def export_timeout(self, value: float) -> None:
+        self._taker.export_timeout = value
+
+    def _committed(
+        self, committed: CommitReport, mark: object, pause: float, began: float
+    ) -> CheckpointReport:
+        result = CheckpointReport(committed, pause, time.perf_counter() - began, reason="")
+        logger.info("%s%s", "final " if self._final else "", result.summary())
+        self._taker.committed_mark = mark
+        self._last_ref = committed.ref
+        if self.failures:
+            logger.info(
+                "checkpoints of %s commit again after %d failed", self.service.name, self.failures
+            )
+        self.failures = 0
+        self.last_error = None
+        self.last = result
+        return result
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        self.last_error = exc
+
