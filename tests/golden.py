@@ -21,7 +21,7 @@ from typing import Any
 
 import xxhash
 
-from statemigrate._snapshot._codec import compress_chunk, iter_slices
+from statemigrate._snapshot._chunks import compress_chunk, iter_slices
 from statemigrate._snapshot._format import (
     HMAC_DIGEST_SIZE,
     PREAMBLE_SIZE,

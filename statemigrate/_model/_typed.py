@@ -16,7 +16,7 @@ same fact), so a decoded value that
 
 1. msgspec decoded with the form's type,
 2. packs back to exactly the bytes it came from (see
-   ``statemigrate._snapshot._codec.unpack_typed``), and
+   ``statemigrate._snapshot._msgpack.unpack_typed``), and
 3. holds every ``TypedDict`` record's keys in declaration order (:meth:`TypedForm.in_order`)
 
 is what :meth:`SchemaVersion.validate <statemigrate._model._schema.SchemaVersion.validate>`

@@ -24,8 +24,8 @@ from statemigrate._runtime._telemetry import (
     record_snapshot,
     trace_commit,
 )
-from statemigrate._snapshot._codec import NotPlainError
 from statemigrate._snapshot._encode import EncodedSnapshot, SnapshotStream, encode_snapshot
+from statemigrate._snapshot._msgpack import NotPlainError
 
 if TYPE_CHECKING:
     from statemigrate._runtime._export import Exported

@@ -15,8 +15,8 @@ from statemigrate._snapshot._encode import SectionInput
 
 if TYPE_CHECKING:
     from statemigrate._runtime._restore import Registered
-    from statemigrate._snapshot._codec import NotPlainError
     from statemigrate._snapshot._header import SnapshotHeader
+    from statemigrate._snapshot._msgpack import NotPlainError
 
 __all__ = [
     "Exported",

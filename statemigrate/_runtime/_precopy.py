@@ -29,9 +29,9 @@ from statemigrate._model._changes import ComponentChanges, PartialState
 from statemigrate._runtime._delta import changes_of, delta_section
 from statemigrate._runtime._export import section_to_walk
 from statemigrate._runtime._restore import Registered
-from statemigrate._snapshot._codec import NotPlainError, pack_data
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, new_snapshot_id
 from statemigrate._snapshot._header import DeltaBase
+from statemigrate._snapshot._msgpack import NotPlainError, pack_data
 
 __all__ = ["PreCopySource"]
 

@@ -51,8 +51,8 @@ from statemigrate._model._component import (
 from statemigrate._model._fieldchanges import FieldChanges, proves
 from statemigrate._model._migrate import raised_by_user_code, run_plan
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
-from statemigrate._snapshot._codec import pack_data
 from statemigrate._snapshot._format import Snapshot
+from statemigrate._snapshot._msgpack import pack_data
 
 if TYPE_CHECKING:
     from statemigrate._model._plan import Plan

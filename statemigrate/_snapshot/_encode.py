@@ -33,17 +33,13 @@ import msgpack
 import xxhash
 
 from statemigrate._errors import ExportError
-from statemigrate._snapshot._codec import (
+from statemigrate._model._plaindata import MAX_NESTING
+from statemigrate._snapshot._chunks import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
-    MAX_NESTING,
     ChunkCodec,
-    NotPlainError,
     compress_chunk,
     compress_pieces,
-    count_containers,
-    pack_data,
-    section_budget,
 )
 from statemigrate._snapshot._format import Buffer, DecodeLimits, write_container
 from statemigrate._snapshot._header import (
@@ -54,6 +50,8 @@ from statemigrate._snapshot._header import (
     SnapshotHeader,
     parse_header,
 )
+from statemigrate._snapshot._limits import count_containers, section_budget
+from statemigrate._snapshot._msgpack import NotPlainError, pack_data
 
 __all__ = [
     "EncodedSnapshot",

@@ -48,19 +48,13 @@ from typing import TYPE_CHECKING, Any
 import xxhash
 
 from statemigrate._errors import SnapshotError
-from statemigrate._snapshot._codec import (
-    check_chunk,
-    decompress_chunk,
-    pack_data,
-    section_budget,
-    unpack_data,
-    unpack_typed,
-)
+from statemigrate._snapshot._chunks import check_chunk, decompress_chunk
 from statemigrate._snapshot._header import (
     SnapshotHeader,
     parse_header,
 )
-from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
+from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE, section_budget
+from statemigrate._snapshot._msgpack import pack_data, unpack_data, unpack_typed
 
 if TYPE_CHECKING:
     from statemigrate._model._typed import TypedForm
@@ -351,7 +345,7 @@ class Snapshot:
 
         Raises:
             SnapshotError: see :meth:`read_raw` and
-                :func:`statemigrate._snapshot._codec.unpack_data`.
+                :func:`statemigrate._snapshot._msgpack.unpack_data`.
         """
         section = self.header.sections[index]
         return unpack_data(
@@ -360,7 +354,7 @@ class Snapshot:
 
     def read_typed(self, index: int, form: TypedForm) -> tuple[object, bool]:
         """Decode section ``index`` straight into ``form`` when that is exact (see
-        :func:`statemigrate._snapshot._codec.unpack_typed`), else into plain data.
+        :func:`statemigrate._snapshot._msgpack.unpack_typed`), else into plain data.
 
         Returns:
             ``(value, True)`` for a value that needs no further validation, and

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
-from statemigrate._snapshot._codec import MAX_CHUNK_SIZE
+from statemigrate._snapshot._chunks import MAX_CHUNK_SIZE
 from statemigrate._version import __version__
 
 __all__ = [

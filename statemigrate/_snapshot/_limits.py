@@ -1,12 +1,70 @@
-"""The one default size limit on a snapshot, shared by every reader and writer.
+"""The limits readers enforce and writers check against, whatever the bytes claim.
 
-Readers (``DecodeLimits``), stores (``max_size``), the command line and the handoff's
-memfd receive all default to :data:`DEFAULT_MAX_SNAPSHOT_SIZE`, so a snapshot one
-part of the library commits is one every other part accepts. This module imports
-nothing, so the stores can read the value without loading the format.
+The one default size limit on a snapshot: readers (``DecodeLimits``), stores
+(``max_size``), the command line and the handoff's memfd receive all default to
+:data:`DEFAULT_MAX_SNAPSHOT_SIZE`, so a snapshot one part of the library commits is one
+every other part accepts. And the container budget: how many maps and lists a payload
+may hold, which the msgpack reader (``_msgpack``) enforces and the writer (``_encode``)
+checks every section against, so that whatever a writer commits its reader takes back.
+This module imports nothing, so the stores can read the size limit without loading the
+format.
 """
 
-__all__ = ["DEFAULT_MAX_SNAPSHOT_SIZE"]
+__all__ = [
+    "CONTAINER_ALLOWANCE",
+    "DEFAULT_MAX_SNAPSHOT_SIZE",
+    "budget_total",
+    "count_containers",
+    "section_budget",
+]
 
 DEFAULT_MAX_SNAPSHOT_SIZE = 4 << 30
 """The largest snapshot, in bytes, accepted or committed by default (4 GiB)."""
+
+
+# --- containers in a payload ---------------------------------------------------------
+
+CONTAINER_ALLOWANCE = 16_384
+"""Containers any payload may hold on top of one per two bytes.
+
+Plain data routinely spends fewer than eight bytes per container (``{"a": {}}`` is four
+bytes and two containers; ``[[1, 2], [3, 4]]`` is three bytes per pair), and whatever
+the writer packs, the reader must take back. One per two bytes admits every shape but
+floods of empty containers, whose memory (about 36x their bytes at the limit) stays
+below what plain scalars already cost; the allowance keeps small payloads of any shape
+readable."""
+
+
+def budget_total(size: int, container_budget: int | None) -> int:
+    """The container budget :func:`~statemigrate._snapshot._msgpack.unpack_data` applies
+    to ``size`` input bytes."""
+    return container_budget if container_budget is not None else size // 2 + CONTAINER_ALLOWANCE
+
+
+def section_budget(size: int, max_section_size: int) -> int:
+    """The containers a snapshot section of ``size`` raw bytes may hold, for a reader
+    that takes sections of up to ``max_section_size`` bytes.
+
+    One per two bytes, as any payload may; and beyond that, up to one per byte (the
+    most bytes can encode) as long as the section holds no more containers than a
+    section of the largest size may. Dense data (a list of mostly empty lists) then
+    costs no more memory than the reader already accepts from its largest section,
+    and a state of any shape restores unless it is both dense and huge.
+    """
+    return max(size // 2, min(size, max_section_size // 2)) + CONTAINER_ALLOWANCE
+
+
+def count_containers(data: object) -> int:
+    """How many maps and lists the plain data ``data`` holds, itself included, the way
+    msgpack writes them (a tuple counts as the list it is written as)."""
+    count = 0
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            count += 1
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            count += 1
+            stack.extend(value)
+    return count

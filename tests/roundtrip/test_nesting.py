@@ -11,7 +11,7 @@ import pytest
 from typing_extensions import TypedDict
 
 from statemigrate import ExportError
-from statemigrate._snapshot._codec import MAX_NESTING
+from statemigrate._model._plaindata import MAX_NESTING
 from statemigrate._snapshot._encode import BATCH
 
 RoundTrip = Callable[[object, object], object]  # the round_trip fixture

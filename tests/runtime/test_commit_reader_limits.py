@@ -14,7 +14,7 @@ from typing_extensions import TypedDict
 
 from statemigrate import DecodeLimits, ExportError, MemoryStore, Registry, RestoreError, Service
 from statemigrate._runtime import _service
-from statemigrate._snapshot._codec import CONTAINER_ALLOWANCE
+from statemigrate._snapshot._limits import CONTAINER_ALLOWANCE
 from statemigrate.stores import TmpfsStore
 
 

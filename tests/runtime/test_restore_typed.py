@@ -11,9 +11,9 @@ from typing_extensions import TypedDict
 
 from statemigrate import Registry, RestoreError, Service
 from statemigrate._model._schema import SchemaVersion
-from statemigrate._snapshot._codec import pack_data, reference_unpack
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._header import Producer
+from statemigrate._snapshot._msgpack import pack_data, reference_unpack
 
 
 class EntryV1(TypedDict):

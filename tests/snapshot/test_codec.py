@@ -19,21 +19,18 @@ import zstandard
 from golden import seal_raw
 
 from statemigrate._errors import SnapshotError
-from statemigrate._snapshot._codec import (
-    CONTAINER_ALLOWANCE,
-    MAX_NESTING,
+from statemigrate._model._plaindata import MAX_NESTING
+from statemigrate._snapshot._chunks import (
     MAX_WINDOW_SIZE,
     ChunkCodec,
-    NotPlainError,
     check_chunk,
     compress_chunk,
     decompress_chunk,
-    pack_data,
-    section_budget,
-    unpack_data,
     zstd_frame_length,
 )
 from statemigrate._snapshot._format import DecodeLimits, open_snapshot
+from statemigrate._snapshot._limits import CONTAINER_ALLOWANCE, section_budget
+from statemigrate._snapshot._msgpack import NotPlainError, pack_data, unpack_data
 
 MiB = 1 << 20
 
@@ -292,7 +289,7 @@ def test_1024_levels_decode_through_the_whole_reader() -> None:
 _PURE_CHILD = r"""
 import json, sys
 import msgpack
-from statemigrate._snapshot._codec import unpack_data
+from statemigrate._snapshot._msgpack import unpack_data
 from statemigrate._errors import SnapshotError
 
 def nested(depth):

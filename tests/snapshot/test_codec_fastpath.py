@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from plain_helpers import plain, same_plain
 
 from statemigrate._errors import SnapshotError
-from statemigrate._snapshot import _codec
-from statemigrate._snapshot._codec import pack_data, reference_pack, reference_unpack, unpack_data
+from statemigrate._snapshot import _limits, _msgpack
+from statemigrate._snapshot._msgpack import pack_data, reference_pack, reference_unpack, unpack_data
 
 
 def outcome(func: Callable[[], object]) -> tuple[str, object]:
@@ -134,8 +134,8 @@ def test_the_fast_decoder_takes_ordinary_data() -> None:
     """Not a dead branch: typical cache data is decoded by msgspec."""
     value = {f"user:{i}": {"id": i, "score": i / 3, "tags": ["a", "b"]} for i in range(1000)}
     raw = pack_data(value)
-    decoded = _codec._fast_unpack(raw)
-    assert decoded is not _codec._REFUSED
+    decoded = _msgpack._fast_unpack(raw)
+    assert decoded is not _msgpack._REFUSED
     assert same_plain(decoded, value)
 
 
@@ -145,16 +145,16 @@ def test_unpack_data_uses_the_fast_decoder_for_a_large_cache(
     """Past the allowance, the header-byte bound is computed and lets real data through."""
     value = {f"user:{i}": {"id": i, "name": f"n{i}", "tags": ["a", "b"]} for i in range(5000)}
     raw = pack_data(value)
-    assert len(raw) > _codec.budget_total(len(raw), None)  # the bound is really counted
+    assert len(raw) > _limits.budget_total(len(raw), None)  # the bound is really counted
     accepted = []
-    fast_unpack = _codec._fast_unpack
+    fast_unpack = _msgpack._fast_unpack
 
     def spy(data: bytes) -> object:
         result = fast_unpack(data)
-        accepted.append(result is not _codec._REFUSED)
+        accepted.append(result is not _msgpack._REFUSED)
         return result
 
-    monkeypatch.setattr(_codec, "_fast_unpack", spy)
+    monkeypatch.setattr(_msgpack, "_fast_unpack", spy)
     assert same_plain(unpack_data(raw), value)
     assert accepted == [True]
 
@@ -181,7 +181,7 @@ SPECIAL_INPUTS = {
 @pytest.mark.parametrize("name", sorted(SPECIAL_INPUTS))
 def test_the_fast_decoder_leaves_unusual_input_to_the_reference(name: str) -> None:
     raw = SPECIAL_INPUTS[name]
-    assert _codec._fast_unpack(raw) is _codec._REFUSED
+    assert _msgpack._fast_unpack(raw) is _msgpack._REFUSED
     assert decoders_agree(raw)
 
 
@@ -192,9 +192,9 @@ def test_a_container_flood_never_reaches_the_fast_decoder(monkeypatch: pytest.Mo
 
     def fast_unpack(raw: bytes) -> object:
         calls.append(raw)
-        return _codec._REFUSED
+        return _msgpack._REFUSED
 
-    monkeypatch.setattr(_codec, "_fast_unpack", fast_unpack)
+    monkeypatch.setattr(_msgpack, "_fast_unpack", fast_unpack)
     count = 100_000
     flood = b"\xdd" + struct.pack(">I", count) + b"\x90" * count
     with pytest.raises(SnapshotError) as caught:
@@ -230,7 +230,7 @@ def test_negative_control_a_fast_decoder_without_the_round_trip_check_diverges(
 ) -> None:
     """Accepting msgspec's value unchecked lets duplicate keys and ext types through,
     and the comparison above notices."""
-    monkeypatch.setattr(_codec, "_fast_unpack", _codec._FAST_DECODER.decode)
+    monkeypatch.setattr(_msgpack, "_fast_unpack", _msgpack._FAST_DECODER.decode)
     diverging = [name for name, raw in SPECIAL_INPUTS.items() if not decoders_agree(raw)]
     assert {"duplicate key", "ext type", "timestamp ext", "int key"} <= set(diverging)
 

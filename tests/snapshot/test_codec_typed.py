@@ -19,8 +19,8 @@ from typing_extensions import TypedDict
 from statemigrate._errors import SnapshotError, ValidationError
 from statemigrate._model._schema import SchemaVersion
 from statemigrate._model._typed import TypedForm
-from statemigrate._snapshot import _codec
-from statemigrate._snapshot._codec import pack_data, reference_unpack, unpack_data, unpack_typed
+from statemigrate._snapshot import _msgpack
+from statemigrate._snapshot._msgpack import pack_data, reference_unpack, unpack_data, unpack_typed
 
 
 class Entry(TypedDict):
@@ -176,7 +176,7 @@ def test_negative_control_without_the_round_trip_check_a_duplicate_diverges(
     raw = DIFFERENT["duplicate dict key"]
     form = form_of(schema)
     monkeypatch.setattr(
-        _codec, "_fast_unpack", lambda data, decoder=None: form.decoder.decode(data)
+        _msgpack, "_fast_unpack", lambda data, decoder=None: form.decoder.decode(data)
     )
     assert not agree(schema, raw)
 
@@ -219,13 +219,13 @@ def test_a_container_flood_never_reaches_the_typed_decoder(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[bytes] = []
-    fast_unpack = _codec._fast_unpack
+    fast_unpack = _msgpack._fast_unpack
 
     def spy(raw: bytes, decoder: Any = None) -> object:
         calls.append(raw)
         return fast_unpack(raw, decoder)
 
-    monkeypatch.setattr(_codec, "_fast_unpack", spy)
+    monkeypatch.setattr(_msgpack, "_fast_unpack", spy)
     _, raw, _ = LIMITS["container flood"]
     with pytest.raises(SnapshotError):
         unpack_typed(raw, form_of(schema_of(list[list[int]])))

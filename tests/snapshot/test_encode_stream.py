@@ -12,9 +12,9 @@ import pytest
 from golden import PRODUCER
 
 from statemigrate._snapshot import _encode
-from statemigrate._snapshot._codec import NotPlainError, pack_data
 from statemigrate._snapshot._encode import SectionInput, SnapshotStream, encode_snapshot
 from statemigrate._snapshot._format import FORMAT_VERSION, open_snapshot
+from statemigrate._snapshot._msgpack import NotPlainError, pack_data
 
 MiB = 1 << 20
 KEY = b"stream key of 16+ bytes"

@@ -29,7 +29,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "statemigrate"
 _CHILD = r"""
 import json, sys
 import zstandard
-from statemigrate._snapshot import _codec
+from statemigrate._snapshot import _chunks
 from statemigrate._snapshot import _format
 from statemigrate._errors import SnapshotError
 from statemigrate._snapshot._format import DecodeLimits, open_snapshot
@@ -46,14 +46,14 @@ try:
             snapshot.read_section(index)
         outcome = "accepted"
     elif mode == "stream":
-        _codec._stream_into(memoryview(blob), memoryview(bytearray(options["out"])))
+        _chunks._stream_into(memoryview(blob), memoryview(bytearray(options["out"])))
         outcome = "accepted"
     elif mode == "oneshot":
         outcome = "accepted:%d" % len(zstandard.ZstdDecompressor().decompress(blob))
 except SnapshotError as exc:
     outcome = exc.kind
     print(exc, file=sys.stderr)
-except _codec._Overlong:
+except _chunks._Overlong:
     outcome = "overlong"
 with open("/proc/self/status") as status:
     peak_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))

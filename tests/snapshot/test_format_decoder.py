@@ -32,9 +32,10 @@ from hypothesis import strategies as st
 
 from statemigrate._errors import SnapshotError
 from statemigrate._snapshot import _format
-from statemigrate._snapshot._codec import decompress_chunk, pack_data, unpack_data
+from statemigrate._snapshot._chunks import decompress_chunk
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._format import MAGIC, Snapshot, assemble, open_snapshot
+from statemigrate._snapshot._msgpack import pack_data, unpack_data
 
 SOAK = bool(os.environ.get("STATEMIGRATE_SOAK"))
 

@@ -15,8 +15,8 @@ from golden import (
 )
 
 from statemigrate._errors import SnapshotError
-from statemigrate._snapshot._codec import pack_data
 from statemigrate._snapshot._format import FLAG_AUTHENTICATED, FORMAT_VERSION, open_snapshot
+from statemigrate._snapshot._msgpack import pack_data
 
 NAMES = golden_names()
 

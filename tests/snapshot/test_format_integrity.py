@@ -23,7 +23,7 @@ from golden import (
 )
 
 from statemigrate._errors import SnapshotError
-from statemigrate._snapshot import _codec, _format
+from statemigrate._snapshot import _chunks, _format, _msgpack
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._format import PREAMBLE_SIZE, Snapshot, assemble, open_snapshot
 
@@ -38,7 +38,7 @@ def _medium_snapshot(size: int, *, seed: int) -> bytes:
     """A sound snapshot of roughly ``size`` bytes: cache-like records, several chunks."""
     rng = random.Random(seed)
     data: dict[str, object] = {}
-    while len(_codec.pack_data(data)) < size * 2:
+    while len(_msgpack.pack_data(data)) < size * 2:
         data[f"k{len(data):05d}"] = {
             "v": rng.random(),
             "n": rng.randrange(1 << 40),
@@ -214,7 +214,7 @@ def test_negative_control_extra_frame_check_flags_a_decoder_that_stops_at_the_fi
     The streaming decoder reads on into a second frame that has data, so those are
     still caught; an empty frame or a skippable frame after the first is not.
     """
-    monkeypatch.setattr(_codec, "_walk_frame", lambda frame: (len(frame), 1 << 62))
+    monkeypatch.setattr(_chunks, "_walk_frame", lambda frame: (len(frame), 1 << 62))
     outcomes = extra_frame_outcomes()
     assert outcomes["second empty frame"] == "accepted"
     assert outcomes["skippable frame after"] == "accepted"

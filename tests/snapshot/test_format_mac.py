@@ -18,9 +18,10 @@ from golden import (
 
 from statemigrate._errors import SnapshotError
 from statemigrate._snapshot import _format
-from statemigrate._snapshot._codec import compress_chunk, pack_data
+from statemigrate._snapshot._chunks import compress_chunk
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._format import FLAG_AUTHENTICATED, assemble, open_snapshot
+from statemigrate._snapshot._msgpack import pack_data
 
 OTHER_KEY = b"not the golden key, also public"
 

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from plain_helpers import plain, same_plain
 
 from statemigrate._errors import SnapshotError
-from statemigrate._snapshot._codec import ChunkCodec, pack_data
+from statemigrate._snapshot._chunks import ChunkCodec
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._format import Snapshot, open_snapshot
+from statemigrate._snapshot._msgpack import pack_data
 
 KEY = b"round-trip test key, 32 bytes.."
 
