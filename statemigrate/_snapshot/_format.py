@@ -33,31 +33,26 @@ chunk looked at; chunks are verified again (xxh3-64 of the stored bytes) before 
 are decompressed, so a single section can be read without trusting the others.
 
 Producing the chunks (packing, cutting, compressing) is ``_encode``'s job; it hands
-them to :func:`write_container`, which lays them out here as they come.
+them to :func:`write_container`, which lays them out here as they come. Reading the
+sections of a verified snapshot is ``_sections``' job, the reader's bounds are in
+``_limits``.
 """
 
 from __future__ import annotations
 
 import hmac
-import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import xxhash
 
 from statemigrate._errors import SnapshotError
-from statemigrate._snapshot._chunks import check_chunk, decompress_chunk
-from statemigrate._snapshot._header import (
-    SnapshotHeader,
-    parse_header,
-)
-from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE, section_budget
-from statemigrate._snapshot._msgpack import pack_data, unpack_data, unpack_typed
-
-if TYPE_CHECKING:
-    from statemigrate._model._typed import TypedForm
+from statemigrate._snapshot._header import parse_header
+from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE, DecodeLimits
+from statemigrate._snapshot._msgpack import pack_data, unpack_data
+from statemigrate._snapshot._sections import Snapshot, chunk_offsets
 
 __all__ = [
     "DEFAULT_MAX_SNAPSHOT_SIZE",
@@ -94,41 +89,6 @@ HMAC_DIGEST_SIZE = 32
 MAX_HEADER_SIZE = 16 << 20
 
 Buffer = bytes | bytearray | memoryview
-
-
-@dataclass(frozen=True, slots=True)
-class DecodeLimits:
-    """Bounds a reader enforces whatever the snapshot claims.
-
-    Decoded objects can take up to ~42 bytes of memory per raw byte (a flood of small
-    integers), ~52 in a section at the largest size that mixes them with empty
-    containers (see docs/format.md), so the default raw limit is the machine's memory
-    divided by 48: a hostile snapshot can ask for about the machine's memory at most,
-    while real state (a million-entry cache is ~60 MiB raw) stays far below it. Raise
-    it for larger state. A :class:`~statemigrate.Service` also holds the snapshots it
-    writes to its limits, so that it can restore whatever it commits.
-
-    Attributes:
-        max_snapshot_size: largest snapshot accepted, in bytes (default
-            :data:`DEFAULT_MAX_SNAPSHOT_SIZE`, the limit stores and the handoff share).
-        max_section_size: largest raw (decompressed) section accepted, in bytes.
-        max_total_size: largest sum of raw section sizes accepted, in bytes.
-        max_sections: most sections accepted.
-    """
-
-    max_snapshot_size: int = DEFAULT_MAX_SNAPSHOT_SIZE
-    max_section_size: int = field(default_factory=lambda: _memory_share())
-    max_total_size: int = field(default_factory=lambda: _memory_share())
-    max_sections: int = 100_000
-
-
-def _memory_share() -> int:
-    """A 48th of physical memory, at least 64 MiB (1 GiB where memory is unknown)."""
-    try:
-        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return 1 << 30
-    return max(64 << 20, physical // 48)
 
 
 def _hasher(key: bytes | None) -> Any:
@@ -232,144 +192,6 @@ def assemble(
     ]
     parts.append(_digest(parts, key))
     return parts
-
-
-class Snapshot:
-    """A verified snapshot: its header is trusted, its sections can be decoded.
-
-    Obtain one with :func:`open_snapshot`; the buffer must not change afterwards (stores
-    hand out private copies or sealed memory for that reason).
-    """
-
-    def __init__(
-        self,
-        buffer: memoryview,
-        header: SnapshotHeader,
-        *,
-        format_version: int,
-        authenticated: bool,
-        chunk_offsets: tuple[tuple[int, ...], ...],
-        max_section_size: int,
-    ) -> None:
-        self._buffer = buffer
-        self.header = header
-        self.format_version = format_version
-        self.authenticated = authenticated
-        self._chunk_offsets = chunk_offsets
-        self._max_section_size = max_section_size
-
-    @property
-    def size(self) -> int:
-        """Length of the snapshot in bytes."""
-        return len(self._buffer)
-
-    def section_offsets(self, index: int) -> tuple[int, ...]:
-        """Byte offset of each chunk of section ``index``."""
-        return self._chunk_offsets[index]
-
-    def verify_section(self, index: int) -> None:
-        """Check every chunk's checksum in section ``index``.
-
-        Raises:
-            SnapshotError: kind ``corrupt`` naming the section, chunk and offset.
-        """
-        section = self.header.sections[index]
-        for number, (chunk, offset) in enumerate(
-            zip(section.chunks, self._chunk_offsets[index], strict=True)
-        ):
-            stored = self._buffer[offset : offset + chunk.stored_size]
-            actual = xxhash.xxh3_64_intdigest(stored)
-            if actual != chunk.checksum:
-                raise SnapshotError(
-                    "corrupt",
-                    "chunk checksum mismatch",
-                    section=section.key,
-                    chunk=number,
-                    offset=offset,
-                    expected=f"0x{chunk.checksum:016x}",
-                    actual=f"0x{actual:016x}",
-                )
-
-    def read_raw(self, index: int) -> bytearray:
-        """Verify and decompress section ``index`` into its raw msgpack bytes.
-
-        Raises:
-            SnapshotError: a chunk fails its checksum or does not decode to exactly its
-                declared size, or the raw bytes fail the section checksum. Every chunk
-                is checked for what it can produce before any memory is allocated.
-        """
-        self.verify_section(index)
-        section = self.header.sections[index]
-        # Every chunk must be able to produce its declared size before the section's
-        # buffer is allocated: the sizes are the writer's claims, and a forged claim of
-        # gigabytes in a few hundred bytes must cost nothing.
-        for number, (chunk, offset) in enumerate(
-            zip(section.chunks, self._chunk_offsets[index], strict=True)
-        ):
-            check_chunk(
-                self._buffer[offset : offset + chunk.stored_size],
-                chunk.codec,
-                chunk.raw_size,
-                section=section.key,
-                chunk=number,
-                offset=offset,
-            )
-        raw = bytearray(section.raw_size)
-        view = memoryview(raw)
-        position = 0
-        for number, (chunk, offset) in enumerate(
-            zip(section.chunks, self._chunk_offsets[index], strict=True)
-        ):
-            decompress_chunk(
-                self._buffer[offset : offset + chunk.stored_size],
-                chunk.codec,
-                view[position : position + chunk.raw_size],
-                section=section.key,
-                chunk=number,
-                offset=offset,
-            )
-            position += chunk.raw_size
-        actual = xxhash.xxh3_64_intdigest(raw)
-        if actual != section.checksum:
-            raise SnapshotError(
-                "corrupt",
-                "section checksum mismatch after decompression",
-                section=section.key,
-                expected=f"0x{section.checksum:016x}",
-                actual=f"0x{actual:016x}",
-            )
-        return raw
-
-    def read_section(self, index: int) -> object:
-        """Decode section ``index`` into plain data.
-
-        Raises:
-            SnapshotError: see :meth:`read_raw` and
-                :func:`statemigrate._snapshot._msgpack.unpack_data`.
-        """
-        section = self.header.sections[index]
-        return unpack_data(
-            self.read_raw(index), section=section.key, container_budget=self._budget(index)
-        )
-
-    def read_typed(self, index: int, form: TypedForm) -> tuple[object, bool]:
-        """Decode section ``index`` straight into ``form`` when that is exact (see
-        :func:`statemigrate._snapshot._msgpack.unpack_typed`), else into plain data.
-
-        Returns:
-            ``(value, True)`` for a value that needs no further validation, and
-            ``(plain data, False)`` for one that does.
-
-        Raises:
-            SnapshotError: as :meth:`read_section`.
-        """
-        section = self.header.sections[index]
-        return unpack_typed(
-            self.read_raw(index), form, section=section.key, container_budget=self._budget(index)
-        )
-
-    def _budget(self, index: int) -> int:
-        return section_budget(self.header.sections[index].raw_size, self._max_section_size)
 
 
 def check_length(size: int, total: int) -> None:
@@ -645,7 +467,7 @@ def _parse_verified(
         ) from exc
     except ValueError as exc:
         raise SnapshotError("invalid_header", str(exc), offset=places.header_at) from exc
-    offsets = _layout(header, places.chunks_at, places.chunks_end, limits)
+    offsets = chunk_offsets(header, places.chunks_at, places.chunks_end, limits)
     return Snapshot(
         buf, header, format_version=places.version, authenticated=authenticated,
         chunk_offsets=offsets, max_section_size=limits.max_section_size,
@@ -680,40 +502,3 @@ def _verify_digest(buf: memoryview, body_end: int, key: bytes | None) -> None:
             "corrupt", "snapshot digest mismatch", offset=body_end,
             expected=expected, actual=actual,
         )
-
-
-def _layout(
-    header: SnapshotHeader, start: int, end: int, limits: DecodeLimits
-) -> tuple[tuple[int, ...], ...]:
-    """Chunk offsets, checking that the chunks exactly fill the space between."""
-    if len(header.sections) > limits.max_sections:
-        raise SnapshotError(
-            "too_large", "too many sections",
-            expected=limits.max_sections, actual=len(header.sections),
-        )
-    total_raw = sum(s.raw_size for s in header.sections)
-    if total_raw > limits.max_total_size:
-        raise SnapshotError(
-            "too_large", "sections decompress to more than the reader allows",
-            expected=limits.max_total_size, actual=total_raw,
-        )
-    offsets: list[tuple[int, ...]] = []
-    position = start
-    for section in header.sections:
-        if section.raw_size > limits.max_section_size:
-            raise SnapshotError(
-                "too_large", "section decompresses to more than the reader allows",
-                section=section.key, expected=limits.max_section_size,
-                actual=section.raw_size,
-            )
-        section_offsets = []
-        for chunk in section.chunks:
-            section_offsets.append(position)
-            position += chunk.stored_size
-        offsets.append(tuple(section_offsets))
-    if position != end:
-        raise SnapshotError(
-            "invalid_header", "chunk sizes do not add up to the snapshot's length",
-            expected=end - start, actual=position - start, offset=start,
-        )
-    return tuple(offsets)

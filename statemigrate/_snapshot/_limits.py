@@ -1,18 +1,25 @@
 """The limits readers enforce and writers check against, whatever the bytes claim.
 
-The one default size limit on a snapshot: readers (``DecodeLimits``), stores
-(``max_size``), the command line and the handoff's memfd receive all default to
-:data:`DEFAULT_MAX_SNAPSHOT_SIZE`, so a snapshot one part of the library commits is one
-every other part accepts. And the container budget: how many maps and lists a payload
-may hold, which the msgpack reader (``_msgpack``) enforces and the writer (``_encode``)
-checks every section against, so that whatever a writer commits its reader takes back.
-This module imports nothing, so the stores can read the size limit without loading the
-format.
+* The one default size limit on a snapshot: readers (:class:`DecodeLimits`), stores
+  (``max_size``), the command line and the handoff's memfd receive all default to
+  :data:`DEFAULT_MAX_SNAPSHOT_SIZE`, so a snapshot one part of the library commits is
+  one every other part accepts.
+* :class:`DecodeLimits`, the bounds on sizes and sections a reader enforces.
+* The container budget: how many maps and lists a payload may hold, which the msgpack
+  reader (``_msgpack``) enforces and the writer (``_encode``) checks every section
+  against, so that whatever a writer commits its reader takes back.
+
+This module imports only the standard library, so the stores can read the size limit
+without loading the format.
 """
+
+import os
+from dataclasses import dataclass, field
 
 __all__ = [
     "CONTAINER_ALLOWANCE",
     "DEFAULT_MAX_SNAPSHOT_SIZE",
+    "DecodeLimits",
     "budget_total",
     "count_containers",
     "section_budget",
@@ -20,6 +27,41 @@ __all__ = [
 
 DEFAULT_MAX_SNAPSHOT_SIZE = 4 << 30
 """The largest snapshot, in bytes, accepted or committed by default (4 GiB)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """Bounds a reader enforces whatever the snapshot claims.
+
+    Decoded objects can take up to ~42 bytes of memory per raw byte (a flood of small
+    integers), ~52 in a section at the largest size that mixes them with empty
+    containers (see docs/format.md), so the default raw limit is the machine's memory
+    divided by 48: a hostile snapshot can ask for about the machine's memory at most,
+    while real state (a million-entry cache is ~60 MiB raw) stays far below it. Raise
+    it for larger state. A :class:`~statemigrate.Service` also holds the snapshots it
+    writes to its limits, so that it can restore whatever it commits.
+
+    Attributes:
+        max_snapshot_size: largest snapshot accepted, in bytes (default
+            :data:`DEFAULT_MAX_SNAPSHOT_SIZE`, the limit stores and the handoff share).
+        max_section_size: largest raw (decompressed) section accepted, in bytes.
+        max_total_size: largest sum of raw section sizes accepted, in bytes.
+        max_sections: most sections accepted.
+    """
+
+    max_snapshot_size: int = DEFAULT_MAX_SNAPSHOT_SIZE
+    max_section_size: int = field(default_factory=lambda: _memory_share())
+    max_total_size: int = field(default_factory=lambda: _memory_share())
+    max_sections: int = 100_000
+
+
+def _memory_share() -> int:
+    """A 48th of physical memory, at least 64 MiB (1 GiB where memory is unknown)."""
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 1 << 30
+    return max(64 << 20, physical // 48)
 
 
 # --- containers in a payload ---------------------------------------------------------

@@ -30,14 +30,14 @@ _CHILD = r"""
 import json, sys
 import zstandard
 from statemigrate._snapshot import _chunks
-from statemigrate._snapshot import _format
+from statemigrate._snapshot import _sections
 from statemigrate._errors import SnapshotError
 from statemigrate._snapshot._format import DecodeLimits, open_snapshot
 
 mode, options = sys.argv[1], json.loads(sys.argv[2])
 blob = sys.stdin.buffer.read()
 if options.get("no_precheck"):  # the negative control: a reader that trusts the header
-    _format.check_chunk = lambda *args, **kwargs: None
+    _sections.check_chunk = lambda *args, **kwargs: None
 outcome = "baseline"
 try:
     if mode == "open":

@@ -31,7 +31,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statemigrate._errors import SnapshotError
-from statemigrate._snapshot import _format
+from statemigrate._snapshot import _sections
 from statemigrate._snapshot._chunks import decompress_chunk
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._format import MAGIC, Snapshot, assemble, open_snapshot
@@ -231,7 +231,7 @@ def test_negative_control_payload_checker_flags_an_untranslated_decoder(
 ) -> None:
     """A reader that calls msgpack directly lets msgpack's own errors escape."""
     monkeypatch.setattr(
-        _format, "unpack_data", lambda raw, section=None: msgpack.unpackb(raw, raw=False)
+        _sections, "unpack_data", lambda raw, section=None: msgpack.unpackb(raw, raw=False)
     )
     outcomes = payload_stage_outcomes(pack_data(SAMPLE), cases=300, seed=22)
     assert foreign(outcomes) != []

@@ -1,0 +1,201 @@
+"""A verified snapshot's sections: where their chunks lie, and decoding them.
+
+:func:`~statemigrate._snapshot._format.open_snapshot` verifies the container and hands
+the trusted header to :class:`Snapshot`; from there on, reading a section needs no
+knowledge of the layout: each chunk is checked (xxh3-64 of its stored bytes, then what
+its frame can produce) before the section's buffer is allocated, so a single section
+can be read without trusting the others.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import xxhash
+
+from statemigrate._errors import SnapshotError
+from statemigrate._snapshot._chunks import check_chunk, decompress_chunk
+from statemigrate._snapshot._header import SnapshotHeader
+from statemigrate._snapshot._limits import DecodeLimits, section_budget
+from statemigrate._snapshot._msgpack import unpack_data, unpack_typed
+
+if TYPE_CHECKING:
+    from statemigrate._model._typed import TypedForm
+
+__all__ = ["Snapshot", "chunk_offsets"]
+
+
+class Snapshot:
+    """A verified snapshot: its header is trusted, its sections can be decoded.
+
+    Obtain one with :func:`~statemigrate._snapshot._format.open_snapshot`; the buffer
+    must not change afterwards (stores hand out private copies or sealed memory for that
+    reason).
+    """
+
+    def __init__(
+        self,
+        buffer: memoryview,
+        header: SnapshotHeader,
+        *,
+        format_version: int,
+        authenticated: bool,
+        chunk_offsets: tuple[tuple[int, ...], ...],
+        max_section_size: int,
+    ) -> None:
+        self._buffer = buffer
+        self.header = header
+        self.format_version = format_version
+        self.authenticated = authenticated
+        self._chunk_offsets = chunk_offsets
+        self._max_section_size = max_section_size
+
+    @property
+    def size(self) -> int:
+        """Length of the snapshot in bytes."""
+        return len(self._buffer)
+
+    def section_offsets(self, index: int) -> tuple[int, ...]:
+        """Byte offset of each chunk of section ``index``."""
+        return self._chunk_offsets[index]
+
+    def verify_section(self, index: int) -> None:
+        """Check every chunk's checksum in section ``index``.
+
+        Raises:
+            SnapshotError: kind ``corrupt`` naming the section, chunk and offset.
+        """
+        section = self.header.sections[index]
+        for number, (chunk, offset) in enumerate(
+            zip(section.chunks, self._chunk_offsets[index], strict=True)
+        ):
+            stored = self._buffer[offset : offset + chunk.stored_size]
+            actual = xxhash.xxh3_64_intdigest(stored)
+            if actual != chunk.checksum:
+                raise SnapshotError(
+                    "corrupt",
+                    "chunk checksum mismatch",
+                    section=section.key,
+                    chunk=number,
+                    offset=offset,
+                    expected=f"0x{chunk.checksum:016x}",
+                    actual=f"0x{actual:016x}",
+                )
+
+    def read_raw(self, index: int) -> bytearray:
+        """Verify and decompress section ``index`` into its raw msgpack bytes.
+
+        Raises:
+            SnapshotError: a chunk fails its checksum or does not decode to exactly its
+                declared size, or the raw bytes fail the section checksum. Every chunk
+                is checked for what it can produce before any memory is allocated.
+        """
+        self.verify_section(index)
+        section = self.header.sections[index]
+        # Every chunk must be able to produce its declared size before the section's
+        # buffer is allocated: the sizes are the writer's claims, and a forged claim of
+        # gigabytes in a few hundred bytes must cost nothing.
+        for number, (chunk, offset) in enumerate(
+            zip(section.chunks, self._chunk_offsets[index], strict=True)
+        ):
+            check_chunk(
+                self._buffer[offset : offset + chunk.stored_size],
+                chunk.codec,
+                chunk.raw_size,
+                section=section.key,
+                chunk=number,
+                offset=offset,
+            )
+        raw = bytearray(section.raw_size)
+        view = memoryview(raw)
+        position = 0
+        for number, (chunk, offset) in enumerate(
+            zip(section.chunks, self._chunk_offsets[index], strict=True)
+        ):
+            decompress_chunk(
+                self._buffer[offset : offset + chunk.stored_size],
+                chunk.codec,
+                view[position : position + chunk.raw_size],
+                section=section.key,
+                chunk=number,
+                offset=offset,
+            )
+            position += chunk.raw_size
+        actual = xxhash.xxh3_64_intdigest(raw)
+        if actual != section.checksum:
+            raise SnapshotError(
+                "corrupt",
+                "section checksum mismatch after decompression",
+                section=section.key,
+                expected=f"0x{section.checksum:016x}",
+                actual=f"0x{actual:016x}",
+            )
+        return raw
+
+    def read_section(self, index: int) -> object:
+        """Decode section ``index`` into plain data.
+
+        Raises:
+            SnapshotError: see :meth:`read_raw` and
+                :func:`statemigrate._snapshot._msgpack.unpack_data`.
+        """
+        section = self.header.sections[index]
+        return unpack_data(
+            self.read_raw(index), section=section.key, container_budget=self._budget(index)
+        )
+
+    def read_typed(self, index: int, form: TypedForm) -> tuple[object, bool]:
+        """Decode section ``index`` straight into ``form`` when that is exact (see
+        :func:`statemigrate._snapshot._msgpack.unpack_typed`), else into plain data.
+
+        Returns:
+            ``(value, True)`` for a value that needs no further validation, and
+            ``(plain data, False)`` for one that does.
+
+        Raises:
+            SnapshotError: as :meth:`read_section`.
+        """
+        section = self.header.sections[index]
+        return unpack_typed(
+            self.read_raw(index), form, section=section.key, container_budget=self._budget(index)
+        )
+
+    def _budget(self, index: int) -> int:
+        return section_budget(self.header.sections[index].raw_size, self._max_section_size)
+
+
+def chunk_offsets(
+    header: SnapshotHeader, start: int, end: int, limits: DecodeLimits
+) -> tuple[tuple[int, ...], ...]:
+    """Chunk offsets, checking that the chunks exactly fill the space between."""
+    if len(header.sections) > limits.max_sections:
+        raise SnapshotError(
+            "too_large", "too many sections",
+            expected=limits.max_sections, actual=len(header.sections),
+        )
+    total_raw = sum(s.raw_size for s in header.sections)
+    if total_raw > limits.max_total_size:
+        raise SnapshotError(
+            "too_large", "sections decompress to more than the reader allows",
+            expected=limits.max_total_size, actual=total_raw,
+        )
+    offsets: list[tuple[int, ...]] = []
+    position = start
+    for section in header.sections:
+        if section.raw_size > limits.max_section_size:
+            raise SnapshotError(
+                "too_large", "section decompresses to more than the reader allows",
+                section=section.key, expected=limits.max_section_size,
+                actual=section.raw_size,
+            )
+        section_offsets = []
+        for chunk in section.chunks:
+            section_offsets.append(position)
+            position += chunk.stored_size
+        offsets.append(tuple(section_offsets))
+    if position != end:
+        raise SnapshotError(
+            "invalid_header", "chunk sizes do not add up to the snapshot's length",
+            expected=end - start, actual=position - start, offset=start,
+        )
+    return tuple(offsets)
