@@ -3,11 +3,13 @@ parallel, and stream the result out through ``_format.write_container``.
 
 Packing a large cache with one ``msgpack.packb`` call holds the GIL for the whole
 cache and keeps every raw byte alive until the end. Here the largest container is
-packed in batches instead; each full chunk goes to a compression thread while the next
-batch is packed (zstd releases the GIL), and raw bytes are dropped as soon as their
-chunk is compressed. On two cores this hides most of the compression time. Each sealed
-chunk is passed on at once, as the compressor's output pieces, never joined (the
-container keeps the header, which lists the chunks, for the end). So the extra memory
+packed in batches instead (``_packbatches``); each full chunk goes to a compression
+thread while the next batch is packed (``_sealer``; zstd releases the GIL), and raw
+bytes are dropped as soon as their chunk is compressed. On two cores this hides most
+of the compression time. Every section is held to the limits of the reader that will
+restore it as it is packed (``_readercheck``). Each sealed chunk is passed on at once,
+as the compressor's output pieces, never joined (the container keeps the header,
+which lists the chunks, for the end). So the extra memory
 of a save is a few chunks, whatever the size of the snapshot: the raw chunk being
 filled, one raw chunk per compression thread (one on two cores), and the packed batch
 at each end of them.
@@ -19,28 +21,16 @@ or array header followed by the packed items, so readers see ordinary msgpack.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import xxhash
 
 from statemigrate._errors import ExportError
-from statemigrate._model._plaindata import MAX_NESTING
-from statemigrate._snapshot._chunks import (
-    DEFAULT_CHUNK_SIZE,
-    MAX_CHUNK_SIZE,
-    ChunkCodec,
-    compress_chunk,
-    compress_pieces,
-)
+from statemigrate._snapshot._chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from statemigrate._snapshot._format import Buffer, DecodeLimits, write_container
 from statemigrate._snapshot._header import (
     ChunkInfo,
@@ -50,206 +40,18 @@ from statemigrate._snapshot._header import (
     SnapshotHeader,
     parse_header,
 )
-from statemigrate._snapshot._limits import count_containers, section_budget
-from statemigrate._snapshot._msgpack import NotPlainError, pack_data
+from statemigrate._snapshot._msgpack import NotPlainError
+from statemigrate._snapshot._packbatches import Default, iter_packed
+from statemigrate._snapshot._readercheck import BeyondReader, ReaderCheck
+from statemigrate._snapshot._sealer import SealedChunk, Sealer, compression_workers
 
 __all__ = [
     "EncodedSnapshot",
-    "SealedChunk",
     "SectionInput",
     "SnapshotStream",
     "encode_snapshot",
-    "iter_packed",
     "new_snapshot_id",
 ]
-
-BATCH = 16_384
-"""Items per packed batch of a large map or array: big enough that the per-batch
-Python work is noise, small enough that batches interleave with compression."""
-
-_SPINE_LIMIT = 4096
-"""Containers with at most this many items are searched for a large child to batch."""
-
-LARGE_BYTES = 64 << 10
-"""A bytes value this large is written from the object itself (header, then its
-buffer), never copied into a packed buffer first."""
-
-Default = Callable[[Any], object] | None
-
-
-def _header(packer: Any, kind: str, length: int) -> bytes:
-    header: bytes = (
-        packer.pack_map_header(length) if kind == "map" else packer.pack_array_header(length)
-    )
-    return header
-
-
-def iter_packed(
-    data: object, *, default: Default = None, nesting: int = MAX_NESTING
-) -> Iterator[bytes | memoryview]:
-    """Yield msgpack bytes that together equal ``pack_data(data)``.
-
-    Large maps and arrays (and large ones nested in small ones, such as
-    ``{"entries": {...}}``) are packed ``BATCH`` items at a time. ``nesting`` is that
-    of :func:`pack_data`: the levels ``data`` may take, a batch standing at the level of
-    the container it is cut from.
-    """
-    packer = msgpack.Packer(use_bin_type=True, datetime=False, autoreset=True)
-    if type(data) is dict and len(data) > BATCH:
-        yield _header(packer, "map", len(data))
-        items = iter(data.items())
-        while batch := dict(itertools.islice(items, BATCH)):
-            packed = pack_data(batch, default=default, nesting=nesting)
-            yield memoryview(packed)[len(_header(packer, "map", len(batch))) :]
-    elif type(data) is list and len(data) > BATCH:
-        yield _header(packer, "array", len(data))
-        for start in range(0, len(data), BATCH):
-            batch_list = data[start : start + BATCH]
-            packed = pack_data(batch_list, default=default, nesting=nesting)
-            yield memoryview(packed)[len(_header(packer, "array", len(batch_list))) :]
-    elif type(data) is dict and len(data) <= _SPINE_LIMIT and _has_large_child(data.values()):
-        yield _header(packer, "map", len(data))
-        for key, value in data.items():
-            with _located(key):
-                yield pack_data(key, default=default)
-                yield from iter_packed(value, default=default, nesting=nesting - 1)
-    elif type(data) is list and len(data) <= _SPINE_LIMIT and _has_large_child(data):
-        yield _header(packer, "array", len(data))
-        for index, value in enumerate(data):
-            with _located(index):
-                yield from iter_packed(value, default=default, nesting=nesting - 1)
-    elif type(data) is bytes and LARGE_BYTES <= len(data) < 1 << 32:
-        yield b"\xc6" + len(data).to_bytes(4, "big")  # msgpack bin 32 header
-        yield data
-    else:
-        yield pack_data(data, default=default, nesting=nesting)
-
-
-@contextmanager
-def _located(step: object) -> Iterator[None]:
-    """Prefix the path of a :class:`NotPlainError` raised inside with ``step``."""
-    try:
-        yield
-    except NotPlainError as exc:
-        exc.path.insert(0, step)
-        raise
-
-
-def _has_large_child(values: Any, depth: int = 3) -> bool:
-    """Whether some value is a large container or large bytes, looking a few levels down
-    through small containers (``{"entries": {"k": <1 MiB bytes>, ...}}``)."""
-    for value in values:
-        kind = type(value)
-        if kind is bytes and len(value) >= LARGE_BYTES:
-            return True
-        if kind is dict or kind is list:
-            if len(value) > BATCH:
-                return True
-            children = value.values() if kind is dict else value
-            if depth > 1 and len(value) <= _SPINE_LIMIT and _has_large_child(children, depth - 1):
-                return True
-    return False
-
-
-@dataclass(frozen=True, slots=True)
-class SealedChunk:
-    """A chunk as it will be written: codec, sizes, xxh3-64 of the stored bytes.
-
-    ``parts`` are the stored bytes, possibly several buffers: a chunk kept raw is
-    written straight from the pieces it was cut from (often the state's own bytes
-    objects), never joined into a copy.
-    """
-
-    codec: ChunkCodec
-    raw_size: int
-    parts: tuple[Buffer, ...]
-    checksum: int
-
-    @property
-    def stored_size(self) -> int:
-        """Bytes the chunk takes in the snapshot."""
-        return sum(len(part) for part in self.parts)
-
-    def info(self) -> ChunkInfo:
-        """The chunk's entry in the header."""
-        return ChunkInfo(int(self.codec), self.raw_size, self.stored_size, self.checksum)
-
-
-def _seal(pieces: list[memoryview], level: int) -> SealedChunk:
-    size = sum(len(piece) for piece in pieces)
-    if len(pieces) == 1:
-        chunk = compress_chunk(pieces[0], level=level)
-        return SealedChunk(chunk.codec, size, (chunk.data,), xxhash.xxh3_64_intdigest(chunk.data))
-    stored = compress_pieces(pieces, level=level)
-    if stored is None:
-        hasher = xxhash.xxh3_64()
-        for piece in pieces:
-            hasher.update(piece)
-        return SealedChunk(ChunkCodec.RAW, size, tuple(pieces), hasher.intdigest())
-    hasher = xxhash.xxh3_64()
-    for part in stored:
-        hasher.update(part)
-    parts = tuple(part for part in stored if part)
-    return SealedChunk(ChunkCodec.ZSTD, size, parts, hasher.intdigest())
-
-
-class _Sealer:
-    """Seals chunks, in order: on the calling thread with no workers, else on
-    ``workers`` threads while the caller packs the next chunk.
-
-    Memory is what bounds the queue: every chunk handed over keeps its raw bytes alive
-    until it is sealed, so at most ``workers`` chunks wait or are being sealed once
-    :meth:`ready` returns, beside the one the caller is filling.
-    """
-
-    def __init__(self, level: int, workers: int) -> None:
-        self.level = level
-        self.workers = workers
-        self.pool: ThreadPoolExecutor | None = None
-        self.pending: deque[Future[SealedChunk]] = deque()
-        self.done: deque[SealedChunk] = deque()
-        self.first: list[memoryview] | None = None
-
-    def submit(self, raw: list[memoryview]) -> None:
-        """Queue ``raw`` for sealing."""
-        if self.workers < 1:
-            self.done.append(_seal(raw, self.level))
-            return
-        if self.pool is None:
-            if self.first is None:
-                self.first = raw  # one chunk alone is not worth starting threads
-                return
-            self.pool = ThreadPoolExecutor(max_workers=self.workers)
-            self.pending.append(self.pool.submit(_seal, self.first, self.level))
-            self.first = None
-        self.pending.append(self.pool.submit(_seal, raw, self.level))
-
-    def ready(self) -> Iterator[SealedChunk]:
-        """Take the chunks sealed so far, in order, waiting for the oldest ones while
-        more than ``workers`` are queued."""
-        while self.done:
-            yield self.done.popleft()
-        while self.pending and (len(self.pending) > self.workers or self.pending[0].done()):
-            yield self.pending.popleft().result()
-
-    def finish(self) -> Iterator[SealedChunk]:
-        """Take every chunk still queued, in order."""
-        if self.first is not None:
-            first, self.first = self.first, None
-            self.done.append(_seal(first, self.level))
-        while self.done:
-            yield self.done.popleft()
-        while self.pending:
-            yield self.pending.popleft().result()
-
-    def close(self) -> None:
-        self.first = None
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
-        self.pending.clear()
-        self.done.clear()
-
 
 @dataclass(slots=True)
 class _SectionDone:
@@ -260,74 +62,6 @@ class _SectionDone:
     chunks: list[ChunkInfo]
 
 
-class _BeyondReader(Exception):
-    """A section a reader with the writer's limits would refuse: the ``index``-th."""
-
-    def __init__(self, index: int, detail: str) -> None:
-        super().__init__(detail)
-        self.index = index
-        self.detail = detail
-
-
-class _ReaderCheck:
-    """The limits of a reader (:class:`DecodeLimits`) that every section written must
-    stay within, checked as the sections are packed: a snapshot the reader would
-    refuse is never committed."""
-
-    def __init__(self, limits: DecodeLimits) -> None:
-        self._limits = limits
-        self._total = 0
-        self.section = 0
-        """The section being packed, which a snapshot grown too large is blamed on."""
-
-    def add(self, index: int, piece: int, section: int) -> None:
-        """Count a ``piece`` more raw bytes of section ``index`` (``section`` so far)."""
-        self.section = index
-        self._total += piece
-        if self._total > self._limits.max_total_size:
-            raise _BeyondReader(
-                index,
-                f"the snapshot's sections come to more than {self._limits.max_total_size}"
-                " bytes of msgpack, the most a restore here reads"
-                " (DecodeLimits.max_total_size of the service's limits)",
-            )
-        if section > self._limits.max_section_size:
-            raise _BeyondReader(
-                index,
-                f"its section comes to more than {self._limits.max_section_size} bytes"
-                " of msgpack, the most a restore here reads"
-                " (DecodeLimits.max_section_size of the service's limits)",
-            )
-
-    def written(self, size: int) -> None:
-        """Check the ``size`` bytes of the snapshot written so far."""
-        if size > self._limits.max_snapshot_size:
-            raise _BeyondReader(
-                self.section,
-                f"the snapshot comes to more than {self._limits.max_snapshot_size} bytes,"
-                " the most a restore here reads (DecodeLimits.max_snapshot_size of the"
-                " service's limits)",
-            )
-
-    def section_done(self, index: int, raw_size: int, data: object) -> None:
-        """Check how many maps and lists a whole section holds, when it is so large
-        that its shape matters."""
-        largest = self._limits.max_section_size
-        # Up to half the largest size every shape fits (see section_budget); beyond
-        # it, the containers are counted in the data, which costs a walk of it.
-        if raw_size <= largest // 2:
-            return
-        containers = count_containers(data)
-        budget = section_budget(raw_size, largest)
-        if containers > budget:
-            raise _BeyondReader(
-                index,
-                f"its section holds {containers} maps and lists in {raw_size} bytes of"
-                f" msgpack, more than the {budget} a restore here accepts (mostly empty"
-                " ones); raise DecodeLimits.max_section_size of the service's limits",
-            )
-
-
 def _iter_chunks(
     datas: Sequence[object],
     sections_done: list[_SectionDone],
@@ -336,7 +70,7 @@ def _iter_chunks(
     chunk_size: int,
     workers: int,
     default: Default,
-    reader: _ReaderCheck | None = None,
+    reader: ReaderCheck | None = None,
 ) -> Iterator[Buffer]:
     """Pack, chunk and compress each value of ``datas``; yield the stored chunks' bytes
     in order, and append each section's summary to ``sections_done`` after its last
@@ -346,9 +80,9 @@ def _iter_chunks(
         NotPlainError: a value is not plain data, or is nested deeper than a reader
             takes; its ``section`` is the index in ``datas``.
         TypeError: a value is not plain data and ``default`` could not convert it.
-        _BeyondReader: with ``reader``, a section that reader would refuse.
+        BeyondReader: with ``reader``, a section that reader would refuse.
     """
-    sealer = _Sealer(level, workers)
+    sealer = Sealer(level, workers)
     try:
         for index, data in enumerate(datas):
             hasher = xxhash.xxh3_64()
@@ -403,17 +137,6 @@ def _passed_on(chunks: Iterator[SealedChunk], infos: list[ChunkInfo]) -> Iterato
 def new_snapshot_id() -> str:
     """A fresh snapshot id: 32 random hex digits."""
     return os.urandom(16).hex()
-
-
-def _workers(workers: int | None) -> int:
-    """Compression threads: by default one per core but the one packing, up to three.
-
-    Packing holds the GIL and compressing a chunk takes about as long as packing it, so
-    more threads than cores left would buy no time, only raw chunks held waiting.
-    """
-    if workers is None:
-        return min(3, (os.cpu_count() or 1) - 1)
-    return workers
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,7 +228,7 @@ class SnapshotStream:
         # Refuse now what the header would refuse at the end (names, duplicates), before
         # a store has started writing.
         self._header([_SectionDone(0, 0, []) for _ in self._sections])
-        self._reader = None if limits is None else _ReaderCheck(limits)
+        self._reader = None if limits is None else ReaderCheck(limits)
         if limits is not None and len(self._sections) > limits.max_sections:
             first = self._sections[limits.max_sections]
             raise ExportError(
@@ -515,7 +238,7 @@ class SnapshotStream:
                 " of the service's limits)",
                 instance=first.instance,
             )
-        self._parts = self._run(key, level, chunk_size, _workers(workers), default)
+        self._parts = self._run(key, level, chunk_size, compression_workers(workers), default)
 
     def __iter__(self) -> Iterator[Buffer]:
         return self._parts
@@ -550,10 +273,10 @@ class SnapshotStream:
         component whose state it holds."""
         try:
             yield from chunk_data
-        except _BeyondReader as exc:
+        except BeyondReader as exc:
             raise self._blamed(exc) from None
 
-    def _blamed(self, exc: _BeyondReader) -> ExportError:
+    def _blamed(self, exc: BeyondReader) -> ExportError:
         section = self._sections[exc.index]
         return ExportError(
             section.component, section.version, "(root)", exc.detail, instance=section.instance
@@ -583,7 +306,7 @@ class SnapshotStream:
             if self._reader is not None:
                 try:
                     self._reader.written(size)
-                except _BeyondReader as exc:
+                except BeyondReader as exc:
                     raise self._blamed(exc) from None
             busy += time.perf_counter() - resumed
             yield part

@@ -12,7 +12,7 @@ from typing_extensions import TypedDict
 
 from statemigrate import ExportError
 from statemigrate._model._plaindata import MAX_NESTING
-from statemigrate._snapshot._encode import BATCH
+from statemigrate._snapshot._packbatches import BATCH
 
 RoundTrip = Callable[[object, object], object]  # the round_trip fixture
 

@@ -11,7 +11,7 @@ import weakref
 import pytest
 from golden import PRODUCER
 
-from statemigrate._snapshot import _encode
+from statemigrate._snapshot import _packbatches, _sealer
 from statemigrate._snapshot._encode import SectionInput, SnapshotStream, encode_snapshot
 from statemigrate._snapshot._format import FORMAT_VERSION, open_snapshot
 from statemigrate._snapshot._msgpack import NotPlainError, pack_data
@@ -114,16 +114,16 @@ def _watch_raw_bytes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         weakref.finalize(packed, released, len(packed))
         return packed
 
-    monkeypatch.setattr(_encode, "pack_data", pack_watched)
-    monkeypatch.setattr(_encode, "BATCH", 256)  # pieces small beside a chunk
+    monkeypatch.setattr(_packbatches, "pack_data", pack_watched)
+    monkeypatch.setattr(_packbatches, "BATCH", 256)  # pieces small beside a chunk
 
-    def slow_seal(pieces: list[memoryview], level: int) -> _encode.SealedChunk:
+    def slow_seal(pieces: list[memoryview], level: int) -> _sealer.SealedChunk:
         # Compression slower than packing: the queue fills up to its bound.
         time.sleep(0.005)
         return seal(pieces, level)
 
-    seal = _encode._seal
-    monkeypatch.setattr(_encode, "_seal", slow_seal)
+    seal = _sealer._seal
+    monkeypatch.setattr(_sealer, "_seal", slow_seal)
     return alive
 
 
