@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import xxhash
 
@@ -40,18 +39,15 @@ from statemigrate.stores._base import (
     Buffer,
     SnapshotRef,
     check_max_size,
-    chunks,
-    too_large,
 )
 from statemigrate.stores._object_backend import (
     Backend,
-    EtagChanged,
     Refused,
     Version,
     build,
     wrap,
 )
-from statemigrate.stores._object_parts import Pacer
+from statemigrate.stores._object_generation import Target, read_generation, upload_generation
 from statemigrate.stores._object_pointer import (
     FORMAT,
     GENERATIONS,
@@ -231,7 +227,15 @@ class ObjectStore:
             # so that no generation number ever names two snapshots.
             generation = max((ref.generation for ref in listed), default=0) + 1
         name = new_object_name(generation)
-        entry = self._upload(name, generation, data)
+        entry = upload_generation(
+            self._backend,
+            name,
+            generation,
+            data,
+            max_size=self._max_size,
+            part_size=self._part_size,
+            max_concurrency=self._max_concurrency,
+        )
         kept = self._kept(base, listed)
         pointer = Pointer(
             format=FORMAT,
@@ -266,7 +270,7 @@ class ObjectStore:
                 :meth:`open_previous` may still succeed.
         """
         if ref is None:
-            return self._read(_Target.of(self._pointer().current))
+            return self._read(Target.of(self._pointer().current))
         if not (isinstance(ref, ObjectRef) and ref.store._same_place(self)):
             raise StoreError("open", ref.describe(), f"is not a snapshot of {self.location}")
         return self._read(ref._target)
@@ -278,7 +282,7 @@ class ObjectStore:
         Raises:
             StoreError: there is none, or it cannot be read (see :meth:`open`).
         """
-        return self._read(_Target.of(self._previous_entry()))
+        return self._read(Target.of(self._previous_entry()))
 
     def holds(self, ref: SnapshotRef) -> bool:
         """Whether the store still holds ``ref``'s generation as current, its object
@@ -432,7 +436,7 @@ class ObjectStore:
                 entry, role = recorded.pop(listed.name)
                 refs.append(ObjectRef(self, entry, role=role, modified=listed.modified))
             else:
-                target = _Target(number, listed.name, listed.size, listed.etag, None)
+                target = Target(number, listed.name, listed.size, listed.etag, None)
                 refs.append(ObjectRef(self, target, modified=listed.modified))
         refs.extend(ObjectRef(self, entry, role=role) for entry, role in recorded.values())
         return sorted(refs, key=lambda ref: (ref.generation, ref.role is None, ref.describe()))
@@ -460,75 +464,6 @@ class ObjectStore:
         raise StoreError("open", where, f"there is no generation {generation} (kept: {kept})")
 
     # -- commit ----------------------------------------------------------------------
-
-    def _upload(self, name: str, generation: int, data: Buffer | Iterable[Buffer]) -> Entry:
-        """Write ``data`` to the new object ``name`` and describe it."""
-        where = self._backend.where(name)
-        digest = xxhash.xxh3_128()
-        size = 0
-
-        def counted() -> Iterator[memoryview]:
-            nonlocal size
-            for view in chunks(data):
-                size += view.nbytes
-                if size > self._max_size:
-                    raise StoreError(
-                        "write",
-                        where,
-                        f"snapshot exceeds max_size {self._max_size} (at least {size} bytes)",
-                    )
-                digest.update(view)
-                yield view
-
-        parts = counted()
-        head: deque[memoryview] = deque()
-        buffered = 0
-        for view in parts:
-            head.append(view)
-            buffered += view.nbytes
-            if buffered > self._part_size:
-                del view  # the head is handed over, and let go of, one view at a time
-                # Buffers the caller holds anyway (one buffer, or a list of them: an
-                # encoded snapshot) cost nothing more while obstore holds them.
-                pacer = self._pacer(
-                    held=isinstance(data, bytes | bytearray | memoryview | list | tuple)
-                )
-                version = self._backend.put_parts(
-                    name,
-                    pacer.paced(_drained(head, parts)),
-                    part_size=self._part_size,
-                    max_concurrency=self._max_concurrency,
-                )
-                break
-        else:
-            try:
-                version = self._backend.put_create(name, head)
-            except Refused as exc:  # 128 random bits collided: something planted it
-                raise StoreError("write", where, "a fresh object name is taken") from exc
-        return Entry(
-            generation=generation,
-            object=name,
-            size=size,
-            xxh3_128=digest.hexdigest(),
-            etag=version[0],
-        )
-
-    def _pacer(self, *, held: bool) -> Pacer:
-        """The pacer of a multipart upload: how much of the snapshot it may hold
-        (``held``: the caller holds all of it, so there is nothing to limit).
-
-        Two parts from the start, one in flight while the next is filled, so that
-        encoding and upload overlap; a quarter of the bytes streamed once that is
-        more, so that a snapshot of a few parts never holds more than a fraction of
-        itself in upload buffers; at most ``max_concurrency + 1`` parts, reached once
-        four times that was streamed, so that a large snapshot soon has every request
-        in flight (see ``_object_parts``). Pieces of half a part leave the part being
-        filled room for the pieces straddling its ends, however slow the server.
-        """
-        part = self._part_size
-        if held or not self._backend.drops_sent_parts:
-            return Pacer(piece=part // 2, floor=2 * part, ceiling=None)
-        return Pacer(piece=part // 2, floor=2 * part, ceiling=(self._max_concurrency + 1) * part)
 
     def _settle(self, name: str, generation: int, base: Version | None, failure: Exception) -> None:
         """Decide a compare-and-swap of the pointer that did not plainly succeed.
@@ -568,7 +503,7 @@ class ObjectStore:
             outcome = f"another writer committed first; generation {generation} was not kept"
         raise StoreError("commit", target, f"{_detail(failure)}; {outcome}") from failure
 
-    def _kept(self, base: Pointer | None, listed: list[_Target]) -> list[Kept]:
+    def _kept(self, base: Pointer | None, listed: list[Target]) -> list[Kept]:
         """The generations the next pointer records as unrestored: those the pointer
         keeps already, and those a failed start asked to keep.
 
@@ -612,13 +547,13 @@ class ObjectStore:
             kept.append(Kept.model_validate(entry.model_dump()))
         return kept
 
-    def _listed_generations(self) -> list[_Target]:
+    def _listed_generations(self) -> list[Target]:
         """The generation objects under the prefix, as found by listing."""
         targets = []
         for listed in self._backend.list_objects(GENERATIONS):
             number = generation_of(listed.name)
             if number is not None:
-                targets.append(_Target(number, listed.name, listed.size, listed.etag, None))
+                targets.append(Target(number, listed.name, listed.size, listed.etag, None))
         return targets
 
     def _discard(self, name: str) -> None:
@@ -691,45 +626,10 @@ class ObjectStore:
             raise StoreError("open", self._backend.where(POINTER), "there is no previous snapshot")
         return previous
 
-    def _read(self, target: _Target) -> memoryview:
-        where = self._backend.where(target.object)
-        if target.size > self._max_size:
-            raise too_large("open", where, target.size, self._max_size)
-        try:
-            view = self._backend.read_into(
-                target.object, target.size, target.etag, window=self._part_size
-            )
-        except EtagChanged as exc:
-            if target.xxh3_128 is None:
-                raise
-            # Copying a prefix to another bucket (boto3's managed copy, for one) re-parts
-            # multipart objects, which changes their etags, not their bytes: the digest
-            # recorded at commit says whether they are still the bytes committed.
-            view = self._backend.read_into(
-                target.object,
-                target.size,
-                self._backend.etag_of(target.object),
-                window=self._part_size,
-            )
-            actual = xxhash.xxh3_128(view).hexdigest()
-            if actual != target.xxh3_128:
-                raise StoreError(
-                    "open",
-                    where,
-                    "was replaced after it was committed (etag and xxh3-128 digest differ)",
-                ) from exc
-            _log.info("%s has another etag than at its commit (copied?); its digest matches", where)
-            return view
-        if target.xxh3_128 is None:
-            return view
-        actual = xxhash.xxh3_128(view).hexdigest()
-        if actual != target.xxh3_128:
-            raise StoreError(
-                "open",
-                where,
-                f"is corrupt: xxh3-128 0x{actual}, committed 0x{target.xxh3_128}",
-            )
-        return view
+    def _read(self, target: Target) -> memoryview:
+        return read_generation(
+            self._backend, target, max_size=self._max_size, part_size=self._part_size
+        )
 
     def _same_place(self, other: ObjectStore) -> bool:
         mine, theirs = self._backend, other._backend
@@ -737,20 +637,6 @@ class ObjectStore:
             return False
         # Each memory:// store is a separate store, whatever its name.
         return mine.store is theirs.store or type(mine.store).__name__ != "MemoryStore"
-
-
-class _Target(NamedTuple):
-    """Where a generation's bytes are, and what to check them against."""
-
-    generation: int
-    object: str
-    size: int
-    etag: str | None
-    xxh3_128: str | None  # None: a generation the pointer does not record
-
-    @classmethod
-    def of(cls, entry: Entry) -> _Target:
-        return cls(entry.generation, entry.object, entry.size, entry.etag, entry.xxh3_128)
 
 
 class ObjectRef:
@@ -776,14 +662,14 @@ class ObjectRef:
     def __init__(
         self,
         store: ObjectStore,
-        entry: Entry | _Target,
+        entry: Entry | Target,
         *,
         role: Role | None = None,
         modified: datetime | None = None,
     ) -> None:
         self._store = store
         self._entry = entry if isinstance(entry, Entry) else None
-        self._target = _Target.of(entry) if isinstance(entry, Entry) else entry
+        self._target = Target.of(entry) if isinstance(entry, Entry) else entry
         self.generation = self._target.generation
         self.size = self._target.size
         self.role = role
@@ -810,13 +696,6 @@ class ObjectRef:
 
     def __repr__(self) -> str:
         return f"<ObjectRef {self.describe()} generation={self.generation} size={self.size}>"
-
-
-def _drained(head: deque[memoryview], rest: Iterator[memoryview]) -> Iterator[memoryview]:
-    """The views of ``head``, each let go of once taken, then those of ``rest``."""
-    while head:
-        yield head.popleft()
-    yield from rest
 
 
 def _detail(failure: Exception) -> str:
