@@ -52,15 +52,14 @@ from statemigrate.stores._object_pointer import (
     FORMAT,
     GENERATIONS,
     MAX_POINTER_SIZE,
-    MAX_UNRESTORED,
     Entry,
-    Kept,
     Pointer,
     decode_pointer,
     encode_pointer,
     generation_of,
     new_object_name,
 )
+from statemigrate.stores._object_retention import kept_generations, sweep_generations
 
 __all__ = ["ObjectRef", "ObjectStore"]
 
@@ -236,7 +235,13 @@ class ObjectStore:
             part_size=self._part_size,
             max_concurrency=self._max_concurrency,
         )
-        kept = self._kept(base, listed)
+        kept = kept_generations(
+            base,
+            listed,
+            unrestored=self._unrestored,
+            keep_latest=self._keep_latest,
+            location=self.location,
+        )
         pointer = Pointer(
             format=FORMAT,
             current=entry,
@@ -255,7 +260,13 @@ class ObjectStore:
                 "it" if len(kept) == 1 else "them",
             )
         self._unrestored, self._keep_latest = None, False
-        self._sweep(generation, spare={entry.object for entry in kept})
+        sweep_generations(
+            self._backend,
+            generation,
+            keep=self._keep,
+            spare={entry.object for entry in kept},
+            location=self.location,
+        )
         return ObjectRef(self, entry, role="current")
 
     def open(self, ref: SnapshotRef | None = None) -> memoryview:
@@ -503,50 +514,6 @@ class ObjectStore:
             outcome = f"another writer committed first; generation {generation} was not kept"
         raise StoreError("commit", target, f"{_detail(failure)}; {outcome}") from failure
 
-    def _kept(self, base: Pointer | None, listed: list[Target]) -> list[Kept]:
-        """The generations the next pointer records as unrestored: those the pointer
-        keeps already, and those a failed start asked to keep.
-
-        Asked to keep "the latest" (the start could not read the store, so it cannot
-        know which generation was current, nor whether that one is intact), these are
-        the pointer's current and previous generations; with no pointer, the newest
-        generation object listed, whose digest is then unknown. Past
-        ``MAX_UNRESTORED`` the newest kept is replaced: the oldest is the state from
-        before the trouble began.
-        """
-        kept = [] if base is None else list(base.unrestored)
-        new: list[Entry | Kept] = []
-        if self._unrestored is not None:
-            new = [self._unrestored]
-        elif self._keep_latest and base is not None:
-            new = [entry for entry in (base.previous, base.current) if entry is not None]
-        elif self._keep_latest and listed:
-            newest = max(listed, key=lambda target: target.generation)
-            new = [
-                Kept(
-                    generation=newest.generation,
-                    object=newest.object,
-                    size=newest.size,
-                    xxh3_128=None,
-                    etag=newest.etag,
-                )
-            ]
-        for entry in new:
-            if any(known.object == entry.object for known in kept):
-                continue
-            if len(kept) >= MAX_UNRESTORED:
-                _log.warning(
-                    "%s keeps %d unrestored generations already: generation %d replaces %d"
-                    " (forget_unrestored() lets them go)",
-                    self.location,
-                    len(kept),
-                    entry.generation,
-                    kept[-1].generation,
-                )
-                kept.pop()
-            kept.append(Kept.model_validate(entry.model_dump()))
-        return kept
-
     def _listed_generations(self) -> list[Target]:
         """The generation objects under the prefix, as found by listing."""
         targets = []
@@ -561,29 +528,6 @@ class ObjectStore:
             self._backend.delete([name])
         except StoreError as exc:
             _log.warning("could not delete uncommitted %s: %s", self._backend.where(name), exc)
-
-    def _sweep(self, generation: int, *, spare: set[str]) -> None:
-        """Delete the objects of generations older than the ``keep`` newest ones, but
-        those named in ``spare`` (the pointer's unrestored generations).
-
-        The commit has succeeded by then: a failure here is logged, and the next
-        commit's sweep removes what this one left.
-        """
-        limit = generation - self._keep
-        if limit < 1:
-            return
-        try:
-            names = self._backend.list_names(GENERATIONS)
-            old = [
-                name
-                for name in names
-                if name not in spare
-                and (number := generation_of(name)) is not None
-                and number <= limit
-            ]
-            self._backend.delete(old)
-        except StoreError as exc:
-            _log.warning("could not delete old generations of %s: %s", self.location, exc)
 
     # -- reading -----------------------------------------------------------------------
 

@@ -1,0 +1,106 @@
+"""Retention: which generations an object store keeps, and deleting the others.
+
+After each commit the generation objects older than the ``keep`` newest are deleted
+(:func:`sweep_generations`), but those the pointer records as unrestored: generations a
+failed start asked to keep out of retention's reach, at most ``MAX_UNRESTORED`` of them
+(:func:`kept_generations`). Committing and the pointer are ``_object``'s business.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from statemigrate._errors import StoreError
+from statemigrate.stores._object_backend import Backend
+from statemigrate.stores._object_generation import Target
+from statemigrate.stores._object_pointer import (
+    GENERATIONS,
+    MAX_UNRESTORED,
+    Entry,
+    Kept,
+    Pointer,
+    generation_of,
+)
+
+__all__ = ["kept_generations", "sweep_generations"]
+
+_log = logging.getLogger("statemigrate.stores")
+
+
+def kept_generations(
+    base: Pointer | None,
+    listed: list[Target],
+    *,
+    unrestored: Entry | None,
+    keep_latest: bool,
+    location: str,
+) -> list[Kept]:
+    """The generations the next pointer records as unrestored: those the pointer
+    keeps already, and those a failed start asked to keep (``unrestored``, a known
+    generation, or ``keep_latest``, the store unreachable then).
+
+    Asked to keep "the latest" (the start could not read the store, so it cannot
+    know which generation was current, nor whether that one is intact), these are
+    the pointer's current and previous generations; with no pointer, the newest
+    generation object listed, whose digest is then unknown. Past
+    ``MAX_UNRESTORED`` the newest kept is replaced: the oldest is the state from
+    before the trouble began.
+    """
+    kept = [] if base is None else list(base.unrestored)
+    new: list[Entry | Kept] = []
+    if unrestored is not None:
+        new = [unrestored]
+    elif keep_latest and base is not None:
+        new = [entry for entry in (base.previous, base.current) if entry is not None]
+    elif keep_latest and listed:
+        newest = max(listed, key=lambda target: target.generation)
+        new = [
+            Kept(
+                generation=newest.generation,
+                object=newest.object,
+                size=newest.size,
+                xxh3_128=None,
+                etag=newest.etag,
+            )
+        ]
+    for entry in new:
+        if any(known.object == entry.object for known in kept):
+            continue
+        if len(kept) >= MAX_UNRESTORED:
+            _log.warning(
+                "%s keeps %d unrestored generations already: generation %d replaces %d"
+                " (forget_unrestored() lets them go)",
+                location,
+                len(kept),
+                entry.generation,
+                kept[-1].generation,
+            )
+            kept.pop()
+        kept.append(Kept.model_validate(entry.model_dump()))
+    return kept
+
+
+def sweep_generations(
+    backend: Backend, generation: int, *, keep: int, spare: set[str], location: str
+) -> None:
+    """Delete the objects of generations older than the ``keep`` newest ones, but
+    those named in ``spare`` (the pointer's unrestored generations).
+
+    The commit has succeeded by then: a failure here is logged, and the next
+    commit's sweep removes what this one left.
+    """
+    limit = generation - keep
+    if limit < 1:
+        return
+    try:
+        names = backend.list_names(GENERATIONS)
+        old = [
+            name
+            for name in names
+            if name not in spare
+            and (number := generation_of(name)) is not None
+            and number <= limit
+        ]
+        backend.delete(old)
+    except StoreError as exc:
+        _log.warning("could not delete old generations of %s: %s", location, exc)
