@@ -138,6 +138,13 @@ class SnapshotError(StateMigrateError, ValueError):
         return text
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when it has none: a
+    dependency's error made fit for a one-line report."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def _show(value: object) -> str:
     if isinstance(value, bytes):
         return "0x" + value.hex()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import zstandard
 
-from statemigrate._errors import SnapshotError, SnapshotErrorKind
+from statemigrate._errors import SnapshotError, SnapshotErrorKind, first_line
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -70,11 +70,6 @@ class StoredChunk:
     codec: ChunkCodec
     raw_size: int
     data: bytes | memoryview
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _compressor(level: int, size: int) -> zstandard.ZstdCompressor:
@@ -242,7 +237,7 @@ def check_chunk(
         frame_length, most_output = _walk_frame(stored)
         params = zstandard.get_frame_parameters(stored)
     except (ValueError, zstandard.ZstdError) as exc:
-        raise error("corrupt", f"zstd chunk: {_one_line(exc)}") from exc
+        raise error("corrupt", f"zstd chunk: {first_line(exc)}") from exc
     if frame_length != len(stored):
         raise error(
             "corrupt", "zstd chunk is not exactly one frame",
@@ -297,7 +292,7 @@ def decompress_chunk(
     try:
         _stream_into(stored, out)
     except zstandard.ZstdError as exc:
-        raise error(f"zstd chunk: {_one_line(exc)}") from exc
+        raise error(f"zstd chunk: {first_line(exc)}") from exc
     except _Overlong as exc:
         raise error("zstd chunk decodes to more bytes than declared") from exc
     except _Short as exc:

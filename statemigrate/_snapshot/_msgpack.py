@@ -28,7 +28,7 @@ import msgpack
 import msgspec
 import ormsgpack
 
-from statemigrate._errors import SnapshotError
+from statemigrate._errors import SnapshotError, first_line
 from statemigrate._model._plaindata import MAX_NESTING, find_not_plain
 from statemigrate._model._typed import TypedForm
 from statemigrate._snapshot._limits import budget_total
@@ -394,14 +394,9 @@ def reference_unpack(
     except (ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         # msgpack reports truncation, bad UTF-8, non-str keys, ext types and bad
         # type bytes with these; the message says which.
-        raise SnapshotError("invalid_data", _one_line(exc), section=section) from exc
+        raise SnapshotError("invalid_data", first_line(exc), section=section) from exc
     except (MemoryError, RecursionError) as exc:
         raise SnapshotError(
             "too_large", f"decoding ran out of resources: {type(exc).__name__}",
             section=section,
         ) from exc
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
