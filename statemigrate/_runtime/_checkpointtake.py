@@ -133,6 +133,7 @@ class CheckpointTaker:
                     if changes is None and not force and self._chain:
                         digest = self._others_digest()
                         if self._piece_mark(digest) == self.committed_mark:
+                            self._check_in_place()
                             return None
                     taken = self._take_piece()
                     if changes is None:
@@ -163,6 +164,19 @@ class CheckpointTaker:
         if source is None or not source.deltas_possible or source.pending():
             return None
         return source.others()
+
+    def _check_in_place(self) -> None:
+        """Before a checkpoint is skipped because no key was written: the in-place watch
+        a delta would have run, with the writers held. A service that only changes
+        values in place writes no key, so without this its checkpoints would all be
+        skipped and the watch never run.
+
+        Raises:
+            ChangeTrackingError: a watched record changed in place; the next checkpoint
+                is a new full base, which holds the change.
+        """
+        assert self._source is not None  # a digest was had: the chain has its source
+        self._source.check_in_place()
 
     def _piece_mark(self, digest: bytes | None) -> object:
         """What an incremental chain knows of the state: the last piece and ``digest``
