@@ -177,6 +177,9 @@ class Checkpointer(CheckpointCommitter):
         Idempotent: a checkpointer that is not running only takes the final checkpoint.
         There is none while a handoff holds the checkpoints back, or after one gave
         the state to a successor: it would replace the successor's checkpoints.
+        A final incremental checkpoint that catches a value changed in place (a
+        :class:`ChangeTrackingError`) logs it as an error and commits a full snapshot
+        instead: no later checkpoint would.
 
         Returns:
             The final checkpoint's report, or ``None`` without one.

@@ -114,7 +114,12 @@ class CheckpointTaker:
     ) -> tuple[_Snapshot | Forking, object, float] | None:
         """Snapshot (or fork the child that exports it) under the writers' hold; None
         when nothing changed (never with ``force``): the caller then confirms that the
-        store still holds the last checkpoint before it calls :meth:`unchanged`."""
+        store still holds the last checkpoint before it calls :meth:`unchanged`.
+
+        Raises:
+            ChangeTrackingError: an incremental chain found no key written, but a
+                watched record changed in place (see :meth:`_check_in_place`).
+        """
         changes = self._changes
         if not force and changes is not None and changes() == self.committed_mark:
             return None
