@@ -203,6 +203,25 @@ class ComponentChanges:
             deleted[name] = list(changes.deleted)
         return PartialState(state, deleted, moved)
 
+    def check_in_place(self) -> None:
+        """Check the watched records as a take would, without taking anything: for a
+        caller about to skip a take because no key was written, when a value changed in
+        place is just what the log cannot show. Costs the digests of the watched
+        records (at most ``SAMPLE + POOL`` per field), whatever the size of the state.
+
+        Raises:
+            ChangeTrackingError: a watched record's value changed, but its key was not
+                written.
+        """
+        self._check_same()
+        for name in self._marks:
+            self._watch.check(
+                name,
+                (),
+                partial(self._current, name),
+                partial(self._written_meanwhile, name),
+            )
+
     def _seed_watch(self) -> None:
         """Watch a random sample of every record field's records, from its marks on
         (a write before the mark is in the digest, one after it in the log)."""

@@ -2,18 +2,20 @@
 
 A :class:`~statemigrate.TrackedDict` records writes of keys. A value changed in place
 (``carts[cid].items.append(item)``) is no write, so a delta taken afterwards misses
-the change, and a hand-over or an incremental checkpoint would lose it without a
-word. Nothing cheap sees every such change, but a sample sees the habit: each time
-the changes are taken, the first :data:`SAMPLE` records just written, and a random
-pool of :data:`POOL` among all the records held (drawn when tracking begins or a full
-state is taken, and renewed from those written since), are kept as
-digests of what they hold (the fields a snapshot keeps, see ``_held``); the next time,
-those not written again must still have the same digest. A service that changes its
-values in place does so to many of its records, so the sample catches it within a few
-takes, and the hand-over or checkpoint fails with
-:class:`~statemigrate.ChangeTrackingError` instead of losing writes. It is a net,
-not a proof: ``statemigrate.testing.check_change_tracking`` is the test that shows a
-component right.
+the change, and a hand-over or an incremental checkpoint would lose it without a word.
+Nothing cheap sees every such change, but a sample sees the habit: each time the
+changes are taken, the first :data:`SAMPLE` records just written, and a random pool of
+:data:`POOL` among all the records held (drawn when tracking begins or a full state is
+taken, and renewed from those written since), are kept as digests of what they hold
+(the fields a snapshot keeps, see ``_held``); the next time, those not written again
+must still have the same digest. A caller that skips a take because no key was written
+(an incremental checkpoint of an idle state) checks them all the same: a service that
+only changes values in place writes no key at all. A service that changes its values
+in place does so to many of its records, so the sample catches it within a few takes,
+and the hand-over or checkpoint fails with :class:`~statemigrate.ChangeTrackingError`
+instead of losing writes. It is a net, not a proof:
+``statemigrate.testing.check_change_tracking`` is the test that shows a component
+right.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import time
 from types import TracebackType
 from typing import Literal, Self
 
-from statemigrate._errors import ConfigurationError
+from statemigrate._errors import ChangeTrackingError, ConfigurationError
 from statemigrate._runtime._checkpointcommit import CheckpointCommitter, check_positive_seconds
 from statemigrate._runtime._checkpointtake import DEFAULT_EXPORT, ExportMode
 from statemigrate._runtime._quiesce import AsyncPausable, Pausable, Quiesce, async_only
@@ -177,6 +177,9 @@ class Checkpointer(CheckpointCommitter):
         Idempotent: a checkpointer that is not running only takes the final checkpoint.
         There is none while a handoff holds the checkpoints back, or after one gave
         the state to a successor: it would replace the successor's checkpoints.
+        A final incremental checkpoint that catches a value changed in place (a
+        :class:`ChangeTrackingError`) logs it as an error and commits a full snapshot
+        instead: no later checkpoint would.
 
         Returns:
             The final checkpoint's report, or ``None`` without one.
@@ -199,7 +202,11 @@ class Checkpointer(CheckpointCommitter):
             return None
         self._final = True
         try:
-            report = self.checkpoint_now()
+            try:
+                report = self.checkpoint_now()
+            except ChangeTrackingError as exc:
+                self._log_final_in_place(exc)
+                report = self.checkpoint_now(force=True)
         except Exception as exc:
             logger.error("final checkpoint of %s failed: %s", self.service.name, exc)
             raise
@@ -294,6 +301,17 @@ class Checkpointer(CheckpointCommitter):
             advice,
         )
 
+    def _log_final_in_place(self, exc: ChangeTrackingError) -> None:
+        """The final checkpoint caught a value changed in place: there is no next
+        checkpoint to take the full base that holds it, so the final one is taken so
+        (forced: the failed check ended the chain). Logged as an error all the same: a
+        crash before a stop would have lost that change."""
+        logger.error(
+            "final checkpoint of %s: %s; committing a full snapshot instead",
+            self.service.name,
+            exc,
+        )
+
     def _retry_after(self, exc: Exception) -> float:
         delay = retry_delay(self.every, self.failures, self.max_backoff)
         logger.warning(
@@ -349,7 +367,11 @@ class Checkpointer(CheckpointCommitter):
                 raise
             self._final = True
             try:
-                await self.checkpoint()
+                try:
+                    await self.checkpoint()
+                except ChangeTrackingError as exc:
+                    self._log_final_in_place(exc)
+                    await self.checkpoint(force=True)
             except Exception as exc:
                 logger.error("final checkpoint of %s failed: %s", self.service.name, exc)
                 # In place of the cancellation: a clean-up that awaits the task with

@@ -184,6 +184,9 @@ class CheckpointCommitter:
                 :meth:`Service.snapshot`); nothing was written.
             CheckpointError: the forked child failed (its error), was killed, or ran
                 past ``export_timeout``; it was reaped and nothing was written.
+            ChangeTrackingError: incremental checkpoints: a watched record was changed
+                in place, without a write of its key (a delta would lose it); nothing
+                was written, and the next checkpoint is a full base, which holds it.
         """
         if self._mode == "loop":
             raise ConfigurationError(

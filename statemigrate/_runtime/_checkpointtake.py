@@ -114,7 +114,12 @@ class CheckpointTaker:
     ) -> tuple[_Snapshot | Forking, object, float] | None:
         """Snapshot (or fork the child that exports it) under the writers' hold; None
         when nothing changed (never with ``force``): the caller then confirms that the
-        store still holds the last checkpoint before it calls :meth:`unchanged`."""
+        store still holds the last checkpoint before it calls :meth:`unchanged`.
+
+        Raises:
+            ChangeTrackingError: an incremental chain found no key written, but a
+                watched record changed in place (see :meth:`_check_in_place`).
+        """
         changes = self._changes
         if not force and changes is not None and changes() == self.committed_mark:
             return None
@@ -133,6 +138,7 @@ class CheckpointTaker:
                     if changes is None and not force and self._chain:
                         digest = self._others_digest()
                         if self._piece_mark(digest) == self.committed_mark:
+                            self._check_in_place()
                             return None
                     taken = self._take_piece()
                     if changes is None:
@@ -163,6 +169,19 @@ class CheckpointTaker:
         if source is None or not source.deltas_possible or source.pending():
             return None
         return source.others()
+
+    def _check_in_place(self) -> None:
+        """Before a checkpoint is skipped because no key was written: the in-place watch
+        a delta would have run, with the writers held. A service that only changes
+        values in place writes no key, so without this its checkpoints would all be
+        skipped and the watch never run.
+
+        Raises:
+            ChangeTrackingError: a watched record changed in place; the next checkpoint
+                is a new full base, which holds the change.
+        """
+        assert self._source is not None  # a digest was had: the chain has its source
+        self._source.check_in_place()
 
     def _piece_mark(self, digest: bytes | None) -> object:
         """What an incremental chain knows of the state: the last piece and ``digest``

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import xxhash
 
-from statemigrate._errors import ConfigurationError, StateMigrateError
+from statemigrate._errors import ChangeTrackingError, ConfigurationError, StateMigrateError
 from statemigrate._model._changes import ComponentChanges, PartialState
 from statemigrate._runtime._delta import changes_of, delta_section
 from statemigrate._runtime._export import section_to_walk
@@ -183,6 +183,28 @@ class PreCopySource:
                 packed = pack_data(schema.export(state, walk=True))
             digest.update(packed)
         return digest.digest()
+
+    def check_in_place(self) -> None:
+        """Check the records the changes watch (see :mod:`statemigrate._model._inplacewatch`)
+        without taking a delta: for a caller that skips a piece because nothing is
+        :meth:`pending`, where a value changed in place would otherwise go unseen.
+        Costs the digests of at most 144 records per record field; call it with the
+        writers held.
+
+        Raises:
+            ChangeTrackingError: a watched record changed in place. No delta can be
+                chained after it (:attr:`deltas_possible` becomes false), as after a
+                delta that caught one: the next piece must be a full snapshot, which
+                holds the change.
+        """
+        self._started()
+        try:
+            for changes in self._changes:
+                if changes is not None:
+                    changes.check_in_place()
+        except ChangeTrackingError as exc:
+            self._broken = f"a value changed in place ({exc})"
+            raise
 
     def records(self) -> int:
         """Records held now in the tracked components' record fields; O(components)."""

@@ -319,6 +319,26 @@ def test_a_value_changed_in_place_without_a_write_is_caught_at_the_next_take() -
         changes.take()
 
 
+def test_check_in_place_catches_without_taking_anything() -> None:
+    """The watch run on its own, for a caller about to skip a take because no key was
+    written: it catches the change, and leaves the log as it was."""
+    store, changes = _watched_store()
+    changes.check_in_place()  # nothing changed yet
+    store.carts["a"].append(2)
+    with pytest.raises(ChangeTrackingError, match=r"\['carts'\]\['a'\]"):
+        changes.check_in_place()
+    assert changes.pending() == 0
+
+
+def test_check_in_place_passes_a_value_changed_and_written_again() -> None:
+    """Negative control: the same change, with its key written again, is the log's."""
+    store, changes = _watched_store()
+    store.carts["a"].append(2)
+    store.carts["a"] = store.carts["a"]
+    changes.check_in_place()
+    assert changes.pending() == 1
+
+
 @pytest.mark.parametrize(
     "write",
     [

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from typing_extensions import TypedDict
 
 from statemigrate import (
+    ChangeTrackingError,
     ConfigurationError,
     Registry,
     RestoreError,
@@ -385,6 +386,31 @@ def test_a_failed_delta_ends_the_chain_until_a_full_snapshot() -> None:
     del old.entries["bad"]
     pieces.full()
     assert pieces.deltas_possible
+
+
+def test_a_check_in_place_that_catches_a_change_ends_the_chain_until_a_full_snapshot() -> None:
+    """With nothing pending, a caller that skips the delta checks the watched records
+    instead; a value changed in place there ends the chain as a failed delta does, so
+    the next piece is a full snapshot, which holds the change."""
+    source = Service("svc", registry=REGISTRY)
+    old = source.register(CacheV2())
+    old.entries["a"] = {"n": 1}
+    with source.precopy_source() as pieces:
+        pieces.start()
+        pieces.full()  # "a" is in the pool from here
+        pieces.check_in_place()
+        assert pieces.deltas_possible
+        old.entries["a"]["n"] = 2  # no write
+        assert pieces.pending() == 0
+        with pytest.raises(ChangeTrackingError, match=r"\['entries'\]\['a'\]"):
+            pieces.check_in_place()
+        assert not pieces.deltas_possible
+        assert "a value changed in place" in (pieces.why_no_deltas or "")
+        target = Service("svc", registry=REGISTRY)
+        new = target.register(CacheV2())
+        target.restore(pieces.full().to_bytes())
+        assert pieces.deltas_possible
+    assert new.entries["a"] == {"n": 2}
 
 
 def test_a_delta_is_refused_by_a_component_not_restored_from_its_base() -> None:
