@@ -44,6 +44,7 @@ from statemigrate._model._export import (
     compile_exporter,
 )
 from statemigrate._model._inplace import InPlaceChecker, Node, compile_checker, schema_tree
+from statemigrate._model._jsonschema import KEYS, validation_schema
 from statemigrate._model._plan import check_component, check_version
 from statemigrate._model._typed import TypedForm, compile_typed_form
 from statemigrate._model._validity import (
@@ -79,6 +80,7 @@ _SCHEMA_VALUES = frozenset(
         "then",
         "else",
         "contentSchema",
+        KEYS,  # the Python type of a dict's keys, where pydantic leaves it out
     }
 )
 # Keywords whose value is a list of schemas.
@@ -148,7 +150,7 @@ class SchemaVersion:
             # Bounds keep their Python type in pydantic's JSON Schema (a Decimal stays a
             # Decimal); the JSON-ready form makes them text that json can hash.
             exporter = compile_exporter(adapter.core_schema)
-            schema = pydantic_core.to_jsonable_python(adapter.json_schema(mode="validation"))
+            schema = pydantic_core.to_jsonable_python(validation_schema(adapter))
         except SchemaNotExportable as exc:
             raise RegistrationError(
                 f"{where}: field {exc}; a snapshot could not hold it, so no state of this"
@@ -437,7 +439,7 @@ class SchemaVersion:
         Keys are sorted, cosmetic keywords removed and nested definitions renamed
         ``d0``, ``d1``, ... in order of first use (see :func:`canonical_json_schema`).
         """
-        raw = self.adapter.json_schema(mode="validation")
+        raw = validation_schema(self.adapter)
         result: dict[str, Any] = json.loads(_canonical_text(raw))
         return result
 

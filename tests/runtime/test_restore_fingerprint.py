@@ -4,6 +4,7 @@ restored when this code reads it back as written, refused when it would not."""
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Annotated, Any
 
 import pytest
@@ -125,3 +126,62 @@ def test_a_schema_that_reads_the_section_back_as_written_restores_with_a_warning
         "cache/default: snapshot schema fingerprint for version 1 differs from this code's;"
         " checking that this code reads the section back as written"
     ]
+
+
+class ByName(TypedDict):
+    by_id: dict[str, str]
+
+
+class ById(TypedDict):
+    """``ByName`` with its keys retyped in place: ``"007"`` and ``"7"`` both become 7."""
+
+    by_id: dict[int, str]
+
+
+class ByDecimal(TypedDict):
+    by_price: dict[Decimal, int]
+
+
+class ByFloat(TypedDict):
+    """``ByDecimal`` retyped in place: keys that differ past a float's precision merge."""
+
+    by_price: dict[float, int]
+
+
+def test_dict_keys_retyped_in_place_are_refused_not_merged() -> None:
+    """pydantic writes the same JSON Schema for both; the fingerprint tells them apart,
+    and the read-back check finds the key the merge would lose."""
+    live = {"by_id": {1: "live"}}
+    blob = snapshot_written_by(ByName, {"by_id": {"007": "bond", "7": "seven"}})
+    reader = Service("svc", registry=registry_of(ById))
+    holder = Holder(live)
+    reader.register(holder)
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(blob)
+    assert caught.value.phase == "validate"
+    assert "at ['by_id']['007']: this key would be lost" in str(caught.value)
+    assert holder.state is live and live == {"by_id": {1: "live"}}
+
+
+def test_decimal_keys_retyped_as_floats_in_place_are_refused() -> None:
+    written = {"by_price": {Decimal("0.1000000000000000000001"): 1, Decimal("0.1"): 2}}
+    blob = snapshot_written_by(ByDecimal, written)
+    with pytest.raises(RestoreError) as caught:
+        restore_into(ByFloat, {"by_price": {}}, blob)
+    assert "at ['by_price']['0.1000000000000000000001']: this key would be lost" in str(
+        caught.value
+    )
+
+
+def test_keys_retyped_in_place_that_all_come_back_restore_with_the_mismatch_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Plain data holds int keys as text: ``"7"`` written under ``dict[str, str]`` reads
+    back as written under ``dict[int, str]``. Nothing is lost, so the restore goes on,
+    and it reports that another schema wrote the section."""
+    caplog.set_level(logging.WARNING, logger="statemigrate")
+    blob = snapshot_written_by(ByName, {"by_id": {"7": "seven"}})
+    holder, report = restore_into(ById, {"by_id": {}}, blob)
+    assert holder.state == {"by_id": {7: "seven"}}
+    assert report.components[0].fingerprint_matches is False
+    assert "differs from this code's" in caplog.text
