@@ -50,6 +50,7 @@ from statemigrate._model._component import (
 )
 from statemigrate._model._fieldchanges import FieldChanges, proves
 from statemigrate._model._migrate import raised_by_user_code, run_plan
+from statemigrate._runtime._readback import read_back_problem
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
 from statemigrate._snapshot._codec import pack_data
 from statemigrate._snapshot._format import Snapshot
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     from statemigrate._model._schema import SchemaVersion
     from statemigrate._model._typed import TypedForm
 
-__all__ = ["Registered", "plan_proven", "read_back_problem", "run_restore"]
+__all__ = ["Registered", "plan_proven", "run_restore"]
 
 logger = logging.getLogger("statemigrate")
 
@@ -391,25 +392,6 @@ def _check_read_back(item: _Staged, schema: SchemaVersion, version: int) -> None
     problem = read_back_problem(schema, item.data, version)
     if problem is not None:
         raise RestoreError("validate", problem, component=item.entry.key)
-
-
-def read_back_problem(schema: SchemaVersion, data: object, version: int) -> str | None:
-    """Why this code's ``schema`` of ``version`` would not read back as written plain
-    data that a different schema wrote under that version (their fingerprints differ),
-    or None when it would.
-
-    A restore refuses such a section (see :func:`_check_read_back`);
-    :func:`~statemigrate._runtime._rewrite.verify_snapshot` reports it the same way.
-    """
-    problem = schema.misreads(data)
-    if problem is None:
-        return None
-    return (
-        f"the snapshot's version {version} was written by a different schema (its"
-        f" fingerprint differs), and this code's version {version} would not read it"
-        f" back as written: {problem}; give the changed schema a new version with a"
-        " migration step, or restore with the release that wrote the snapshot"
-    )
 
 
 def _run_proven(item: _Staged, plan: Plan) -> tuple[Any, dict[str, float], tuple[str, ...]]:

@@ -23,7 +23,7 @@ from statemigrate._errors import (
     ValidationError,
 )
 from statemigrate._model._plan import Plan
-from statemigrate._runtime._restore import read_back_problem
+from statemigrate._runtime._readback import read_back_problem
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
 from statemigrate._snapshot._format import DecodeLimits, Snapshot
 from statemigrate._snapshot._header import Producer, SectionInfo

@@ -1,5 +1,5 @@
-"""A section written by another schema under the same version (its fingerprint differs):
-restored when this code reads it back as written, refused when it would not."""
+"""A section or a delta written by another schema under the same version (its fingerprint
+differs): restored when this code reads it back as written, refused when it would not."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from holders import Holder
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
-from statemigrate import Registry, RestoreError, Service
+from statemigrate import Registry, RestoreError, Service, TrackedDict
 
 
 class Entry(TypedDict):
@@ -185,3 +185,90 @@ def test_keys_retyped_in_place_that_all_come_back_restore_with_the_mismatch_repo
     assert holder.state == {"by_id": {7: "seven"}}
     assert report.components[0].fingerprint_matches is False
     assert "differs from this code's" in caplog.text
+
+
+# --- deltas -----------------------------------------------------------------------------
+
+
+class Records:
+    """A component whose one record field takes deltas."""
+
+    def __init__(self) -> None:
+        self.by_id: TrackedDict[Any, str] = TrackedDict()
+
+
+def records_service(schema: type, *, version: int = 1, step: bool = False) -> tuple[Service, Any]:
+    registry = Registry()
+    registry.add_schema("prices", 1, schema)
+    if step:
+        registry.add_schema("prices", 2, ById)
+        registry.add_migration("prices", 1, 2, lambda key, value: value, records="by_id")
+        registry.add_migration("prices", 2, 1, lambda key, value: value, records="by_id")
+    held: type[Records] = type("Held", (Records,), {})
+    component = registry.migratable("prices", version=version)(held)
+    service = Service("svc", registry=registry)
+    return service, service.register(component())
+
+
+def full_and_delta(
+    initial: dict[str, str], change: Any, *, schema: type = ByName
+) -> tuple[bytes, bytes]:
+    """A pre-copy's full snapshot of ``initial``, then its delta after ``change``."""
+    source, live = records_service(schema)
+    live.by_id.update(initial)
+    source.start_cold("test")
+    precopy = source.precopy_source()
+    precopy.start()
+    full = precopy.full().to_bytes()
+    change(live.by_id)
+    return full, precopy.delta().to_bytes()
+
+
+def test_a_delta_whose_records_merge_under_retyped_keys_is_refused() -> None:
+    """Its base reads back as written ("7" is 7 either way); the delta's new "007"
+    would overwrite 7's value."""
+    full, delta = full_and_delta({"7": "seven"}, lambda d: d.update({"007": "bond"}))
+    reader, held = records_service(ById)
+    assert reader.restore(full).components[0].fingerprint_matches is False
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(delta)
+    assert caught.value.phase == "validate"
+    assert "at ['by_id']['007']: this key would be lost" in str(caught.value)
+    assert dict(held.by_id) == {7: "seven"}
+
+
+def test_a_delta_deleting_a_key_that_reads_back_as_another_is_refused() -> None:
+    """A key written and deleted between the pieces is deleted by the delta; read as 7
+    under retyped keys, it would delete the record 7."""
+
+    def add_and_delete(d: TrackedDict[Any, str]) -> None:
+        d["007"] = "bond"
+        del d["007"]
+
+    full, delta = full_and_delta({"7": "seven"}, add_and_delete)
+    reader, held = records_service(ById)
+    reader.restore(full)
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(delta)
+    assert "at deleted['by_id'][0]: '007' (str) would come back as '7' (str)" in str(caught.value)
+    assert dict(held.by_id) == {7: "seven"}
+
+
+def test_a_delta_whose_records_merge_after_a_record_step_is_refused() -> None:
+    """Fingerprints match here (version 1 wrote it, a step brings it to version 2, whose
+    keys are ints); records that validation merges still refuse the delta."""
+    source, live = records_service(ByName, step=True)
+    live.by_id.update({"7": "seven"})
+    source.start_cold("test")
+    precopy = source.precopy_source()
+    precopy.start()
+    full = precopy.full().to_bytes()
+    live.by_id.update({"7": "SEVEN", "007": "bond"})  # one key updated, one added
+    delta = precopy.delta().to_bytes()
+    reader, held = records_service(ByName, version=2, step=True)
+    reader.restore(full)
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(delta)
+    assert caught.value.phase == "validate"
+    assert "holds 2 records in the delta and 1 after validation" in str(caught.value)
+    assert dict(held.by_id) == {7: "seven"}
