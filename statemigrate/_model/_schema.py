@@ -11,9 +11,11 @@ contract: ``validate(export(x))`` equals ``x`` in value and type, or :meth:`expo
 refuses ``x`` with an :class:`~statemigrate.ExportError` naming the path; a schema
 with a part that has no plain form does not register.
 
-The fingerprint of a schema is a hash of its canonical JSON Schema in validation mode.
-It covers what that JSON Schema shows: fields, their names, types, required-ness,
-constraints (bounds, lengths, patterns), enum and literal values, and plain defaults.
+The fingerprint of a schema is a hash of its canonical JSON Schema in validation mode,
+with the Python types pydantic's JSON Schema leaves out added (a dict's key type,
+``tuple[X, ...]`` for a list, ...; see ``_jsonschema``). It covers what that shows:
+fields, their names, types, required-ness, constraints (bounds, lengths, patterns),
+enum and literal values, and plain defaults.
 It does not cover what JSON Schema cannot show: a ``default_factory``, validators and
 serializers, ``strict``, private attributes. It stays the same across processes, Python
 versions with the same pydantic, and cosmetic edits: titles, descriptions and
@@ -436,8 +438,11 @@ class SchemaVersion:
     def json_schema(self) -> dict[str, Any]:
         """Return the canonical JSON Schema that the fingerprint hashes.
 
-        Keys are sorted, cosmetic keywords removed and nested definitions renamed
-        ``d0``, ``d1``, ... in order of first use (see :func:`canonical_json_schema`).
+        It is pydantic's, with the Python types it leaves out added under keywords of
+        their own (``x-statemigrate-keys`` for a dict's key type, and others; see
+        ``statemigrate._model._jsonschema``). Keys are sorted, cosmetic keywords
+        removed and nested definitions renamed ``d0``, ``d1``, ... in order of first
+        use (see :func:`canonical_json_schema`).
         """
         raw = validation_schema(self.adapter)
         result: dict[str, Any] = json.loads(_canonical_text(raw))
