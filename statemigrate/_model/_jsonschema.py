@@ -40,6 +40,7 @@ __all__ = [
     "PYTHON_TYPE",
     "STR_TRANSFORMS",
     "UNION_MODE",
+    "describe_key_type",
     "detail_changes",
     "validation_schema",
     "without_details",
@@ -227,7 +228,7 @@ def _describe(
     keyword: str, place: _Place, was: dict[str, Any], now: dict[str, Any]
 ) -> tuple[str, str, str]:
     if keyword == KEYS:
-        return "dict keys ", _key_type(was.get(KEYS)), _key_type(now.get(KEYS))
+        return "dict keys ", describe_key_type(was.get(KEYS)), describe_key_type(now.get(KEYS))
     if keyword == PYTHON_TYPE:
         implied = {"array": "list", "array+unique": "set", "object": "dict"}.get(place[1], "?")
         return "", was.get(PYTHON_TYPE, implied), now.get(PYTHON_TYPE, implied)
@@ -248,7 +249,7 @@ _JSON_TYPES = {"integer": "int", "number": "float", "boolean": "bool", "null": "
                "string": "str", "array": "list", "object": "dict"}
 
 
-def _key_type(schema: object) -> str:
+def describe_key_type(schema: object) -> str:
     """A key type in Python's words where it is one of the common ones, else its JSON
     Schema (``str`` for none: what a JSON object's keys are)."""
     if schema is None:
@@ -259,7 +260,7 @@ def _key_type(schema: object) -> str:
     if isinstance(branches, list):
         if [b.get("type") for b in branches if isinstance(b, dict)] == ["number", "string"]:
             return "Decimal"
-        return " | ".join(_key_type(branch) for branch in branches)
+        return " | ".join(describe_key_type(branch) for branch in branches)
     if "enum" in schema:
         return "Literal[" + ", ".join(json.dumps(value) for value in schema["enum"]) + "]"
     if "const" in schema:
