@@ -45,7 +45,7 @@ from statemigrate._model._changes import (
 )
 from statemigrate._model._migrate import raised_by_user_code
 from statemigrate._model._tracked import TrackedDict
-from statemigrate._runtime._readback import delta_read_back_problem
+from statemigrate._runtime._readback import delta_read_back_problem, earlier_release_note
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
 from statemigrate._runtime._restore import Registered
 from statemigrate._snapshot._encode import SectionInput
@@ -322,7 +322,7 @@ def _stage(
     moved: dict[str, int] = data.get("moved", {})
     fingerprint_matches = _fingerprint_matches(entry, section.version, section.fingerprint)
     if not fingerprint_matches:
-        _check_read_back(entry, section.version, data)
+        _check_read_back(entry, section.version, section.fingerprint, data)
     # Record steps keep every key; validation may still merge keys (under another key
     # type than the one that wrote them), which must not pass for a smaller delta.
     written = {name: len(data["state"][name]) for name in deleted_plain}
@@ -417,7 +417,9 @@ def _field(state: Any, name: str) -> Any:
     return getattr(state, name, _MISSING)
 
 
-def _check_read_back(entry: Registered, version: int, data: dict[str, Any]) -> None:
+def _check_read_back(
+    entry: Registered, version: int, fingerprint: str, data: dict[str, Any]
+) -> None:
     """Refuse a delta written under ``version`` by a schema other than this code's (the
     fingerprints differ) when this code would not read it back as written: records
     changed or merged, a deleted key read as another (see ``_readback``)."""
@@ -426,10 +428,11 @@ def _check_read_back(entry: Registered, version: int, data: dict[str, Any]) -> N
     except StateMigrateError:
         return  # a version this code never knew: only steps read it
     logger.warning(
-        "%s: delta schema fingerprint for version %d differs from this code's;"
+        "%s: delta schema fingerprint for version %d differs from this code's%s;"
         " checking that this code reads the delta back as written",
         entry.key,
         version,
+        earlier_release_note(schema, fingerprint),
     )
     problem = delta_read_back_problem(schema, data["state"], data["deleted"], version)
     if problem is not None:

@@ -7,12 +7,17 @@ import logging
 from decimal import Decimal
 from typing import Annotated, Any
 
+import pydantic
+import pydantic_core
 import pytest
 from holders import Holder
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from statemigrate import Registry, RestoreError, Service, TrackedDict
+from statemigrate._model._schema import fingerprint_of
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._header import Producer
 
 
 class Entry(TypedDict):
@@ -185,6 +190,27 @@ def test_keys_retyped_in_place_that_all_come_back_restore_with_the_mismatch_repo
     assert holder.state == {"by_id": {7: "seven"}}
     assert report.components[0].fingerprint_matches is False
     assert "differs from this code's" in caplog.text
+
+
+def test_a_snapshot_of_an_earlier_release_restores_once_with_the_warning_explained(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Releases before key types counted gave ``dict[int, str]`` the fingerprint of its
+    JSON Schema alone; such a snapshot reads back as written, and the warning says why
+    the fingerprints differ."""
+    caplog.set_level(logging.WARNING, logger="statemigrate")
+    adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ById)
+    former = fingerprint_of(pydantic_core.to_jsonable_python(adapter.json_schema()))
+    assert former != registry_of(ById).schema_for("cache", 1).fingerprint
+    blob = encode_snapshot(
+        [SectionInput("cache", "default", 1, former, {"by_id": {"7": "seven"}})],
+        producer=Producer.current("svc"),
+    ).to_bytes()
+    holder, report = restore_into(ById, {"by_id": {}}, blob)
+    assert holder.state == {"by_id": {7: "seven"}}
+    assert report.components[0].fingerprint_matches is False
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "matches this schema's fingerprint as releases before this one computed it" in warning
 
 
 # --- deltas -----------------------------------------------------------------------------
