@@ -59,7 +59,7 @@ UNION_MODE = "x-statemigrate-union"
 """On an ``anyOf``: ``"left_to_right"``, when the union takes its first fitting member
 rather than the best one."""
 DETAIL_KEYWORDS = (KEYS, PYTHON_TYPE, STR_TRANSFORMS, UNION_MODE)
-"""The keywords whose value is data (names), except :data:`KEYS`, whose value is a schema."""
+"""Every keyword this module adds (only :data:`KEYS` holds a schema; the others, names)."""
 
 _TRANSFORMS = ("strip_whitespace", "to_lower", "to_upper")
 _CONFIG_TRANSFORMS = {

@@ -15,17 +15,14 @@ since a deleted ``"007"`` read as ``7`` would delete another record.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pydantic
 
 from statemigrate._model._changes import key_codec
 from statemigrate._model._compare import first_difference, format_path
 from statemigrate._model._jsonschema import without_details
-from statemigrate._model._schema import fingerprint_of
-
-if TYPE_CHECKING:
-    from statemigrate._model._schema import SchemaVersion
+from statemigrate._model._schema import SchemaVersion, fingerprint_of
 
 __all__ = ["delta_read_back_problem", "earlier_release_note", "read_back_problem"]
 
