@@ -11,9 +11,11 @@ contract: ``validate(export(x))`` equals ``x`` in value and type, or :meth:`expo
 refuses ``x`` with an :class:`~statemigrate.ExportError` naming the path; a schema
 with a part that has no plain form does not register.
 
-The fingerprint of a schema is a hash of its canonical JSON Schema in validation mode.
-It covers what that JSON Schema shows: fields, their names, types, required-ness,
-constraints (bounds, lengths, patterns), enum and literal values, and plain defaults.
+The fingerprint of a schema is a hash of its canonical JSON Schema in validation mode,
+with the Python types pydantic's JSON Schema leaves out added (a dict's key type,
+``tuple[X, ...]`` for a list, ...; see ``_jsonschema``). It covers what that shows:
+fields, their names, types, required-ness, constraints (bounds, lengths, patterns),
+enum and literal values, and plain defaults.
 It does not cover what JSON Schema cannot show: a ``default_factory``, validators and
 serializers, ``strict``, private attributes. It stays the same across processes, Python
 versions with the same pydantic, and cosmetic edits: titles, descriptions and
@@ -44,6 +46,7 @@ from statemigrate._model._export import (
     compile_exporter,
 )
 from statemigrate._model._inplace import InPlaceChecker, Node, compile_checker, schema_tree
+from statemigrate._model._jsonschema import KEYS, validation_schema
 from statemigrate._model._plan import check_component, check_version
 from statemigrate._model._typed import TypedForm, compile_typed_form
 from statemigrate._model._validity import (
@@ -79,6 +82,7 @@ _SCHEMA_VALUES = frozenset(
         "then",
         "else",
         "contentSchema",
+        KEYS,  # the Python type of a dict's keys, where pydantic leaves it out
     }
 )
 # Keywords whose value is a list of schemas.
@@ -148,7 +152,7 @@ class SchemaVersion:
             # Bounds keep their Python type in pydantic's JSON Schema (a Decimal stays a
             # Decimal); the JSON-ready form makes them text that json can hash.
             exporter = compile_exporter(adapter.core_schema)
-            schema = pydantic_core.to_jsonable_python(adapter.json_schema(mode="validation"))
+            schema = pydantic_core.to_jsonable_python(validation_schema(adapter))
         except SchemaNotExportable as exc:
             raise RegistrationError(
                 f"{where}: field {exc}; a snapshot could not hold it, so no state of this"
@@ -434,10 +438,13 @@ class SchemaVersion:
     def json_schema(self) -> dict[str, Any]:
         """Return the canonical JSON Schema that the fingerprint hashes.
 
-        Keys are sorted, cosmetic keywords removed and nested definitions renamed
-        ``d0``, ``d1``, ... in order of first use (see :func:`canonical_json_schema`).
+        It is pydantic's, with the Python types it leaves out added under keywords of
+        their own (``x-statemigrate-keys`` for a dict's key type, and others; see
+        ``statemigrate._model._jsonschema``). Keys are sorted, cosmetic keywords
+        removed and nested definitions renamed ``d0``, ``d1``, ... in order of first
+        use (see :func:`canonical_json_schema`).
         """
-        raw = self.adapter.json_schema(mode="validation")
+        raw = validation_schema(self.adapter)
         result: dict[str, Any] = json.loads(_canonical_text(raw))
         return result
 

@@ -45,6 +45,7 @@ from statemigrate._model._changes import (
 )
 from statemigrate._model._migrate import raised_by_user_code
 from statemigrate._model._tracked import TrackedDict
+from statemigrate._runtime._readback import delta_read_back_problem, earlier_release_note
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
 from statemigrate._runtime._restore import Registered
 from statemigrate._snapshot._encode import SectionInput
@@ -319,6 +320,12 @@ def _stage(
         )
     deleted_plain: dict[str, list[Any]] = data["deleted"]
     moved: dict[str, int] = data.get("moved", {})
+    fingerprint_matches = _fingerprint_matches(entry, section.version, section.fingerprint)
+    if not fingerprint_matches:
+        _check_read_back(entry, section.version, section.fingerprint, data)
+    # Record steps keep every key; validation may still merge keys (under another key
+    # type than the one that wrote them), which must not pass for a smaller delta.
+    written = {name: len(data["state"][name]) for name in deleted_plain}
     try:
         result = registry.migrate(
             entry.component, data.pop("state"), section.version, live,
@@ -344,7 +351,7 @@ def _stage(
             steps=result.step_names,
             raw_size=section.raw_size,
             stored_size=section.stored_size,
-            fingerprint_matches=_fingerprint_matches(entry, section.version, section.fingerprint),
+            fingerprint_matches=fingerprint_matches,
         ),
     )
     item.custom = custom
@@ -378,6 +385,14 @@ def _stage(
                 component=entry.key,
             )
         put = {} if value is _MISSING else value
+        if len(put) < written[name]:
+            raise RestoreError(
+                "validate",
+                f"record field {name!r} holds {written[name]} records in the delta and"
+                f" {len(put)} after validation: keys of the delta became one key under"
+                " this code's key type",
+                component=entry.key,
+            )
         if moved.get(name, 0) > len(put):
             raise RestoreError(
                 "validate",
@@ -400,6 +415,28 @@ def _field(state: Any, name: str) -> Any:
     if isinstance(state, Mapping):
         return state.get(name, _MISSING)
     return getattr(state, name, _MISSING)
+
+
+def _check_read_back(
+    entry: Registered, version: int, fingerprint: str, data: dict[str, Any]
+) -> None:
+    """Refuse a delta written under ``version`` by a schema other than this code's (the
+    fingerprints differ) when this code would not read it back as written: records
+    changed or merged, a deleted key read as another (see ``_readback``)."""
+    try:
+        schema = entry.registry.schema_for(entry.component, version)
+    except StateMigrateError:
+        return  # a version this code never knew: only steps read it
+    logger.warning(
+        "%s: delta schema fingerprint for version %d differs from this code's%s;"
+        " checking that this code reads the delta back as written",
+        entry.key,
+        version,
+        earlier_release_note(schema, fingerprint),
+    )
+    problem = delta_read_back_problem(schema, data["state"], data["deleted"], version)
+    if problem is not None:
+        raise RestoreError("validate", problem, component=entry.key)
 
 
 def _fingerprint_matches(entry: Registered, version: int, fingerprint: str) -> bool:

@@ -50,6 +50,7 @@ from statemigrate._model._component import (
 )
 from statemigrate._model._fieldchanges import FieldChanges, proves
 from statemigrate._model._migrate import raised_by_user_code, run_plan
+from statemigrate._runtime._readback import earlier_release_note, read_back_problem
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
 from statemigrate._snapshot._format import Snapshot
 from statemigrate._snapshot._msgpack import pack_data
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     from statemigrate._model._schema import SchemaVersion
     from statemigrate._model._typed import TypedForm
 
-__all__ = ["Registered", "plan_proven", "read_back_problem", "run_restore"]
+__all__ = ["Registered", "plan_proven", "run_restore"]
 
 logger = logging.getLogger("statemigrate")
 
@@ -352,10 +353,11 @@ def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
         fingerprint_matches = source_schema.fingerprint == section.fingerprint
         if not fingerprint_matches:
             logger.warning(
-                "%s: snapshot schema fingerprint for version %d differs from this code's;"
+                "%s: snapshot schema fingerprint for version %d differs from this code's%s;"
                 " checking that this code reads the section back as written",
                 entry.key,
                 section.version,
+                earlier_release_note(source_schema, section.fingerprint),
             )
             _check_read_back(item, source_schema, section.version)
     if item.validated and item.proven is not None:
@@ -391,25 +393,6 @@ def _check_read_back(item: _Staged, schema: SchemaVersion, version: int) -> None
     problem = read_back_problem(schema, item.data, version)
     if problem is not None:
         raise RestoreError("validate", problem, component=item.entry.key)
-
-
-def read_back_problem(schema: SchemaVersion, data: object, version: int) -> str | None:
-    """Why this code's ``schema`` of ``version`` would not read back as written plain
-    data that a different schema wrote under that version (their fingerprints differ),
-    or None when it would.
-
-    A restore refuses such a section (see :func:`_check_read_back`);
-    :func:`~statemigrate._runtime._rewrite.verify_snapshot` reports it the same way.
-    """
-    problem = schema.misreads(data)
-    if problem is None:
-        return None
-    return (
-        f"the snapshot's version {version} was written by a different schema (its"
-        f" fingerprint differs), and this code's version {version} would not read it"
-        f" back as written: {problem}; give the changed schema a new version with a"
-        " migration step, or restore with the release that wrote the snapshot"
-    )
 
 
 def _run_proven(item: _Staged, plan: Plan) -> tuple[Any, dict[str, float], tuple[str, ...]]:

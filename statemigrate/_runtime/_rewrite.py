@@ -23,7 +23,7 @@ from statemigrate._errors import (
     ValidationError,
 )
 from statemigrate._model._plan import Plan
-from statemigrate._runtime._restore import read_back_problem
+from statemigrate._runtime._readback import read_back_problem
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
 from statemigrate._snapshot._format import DecodeLimits, Snapshot
 from statemigrate._snapshot._header import Producer, SectionInfo
@@ -81,7 +81,9 @@ def migrate_snapshot(
         SnapshotError: a section does not decode.
         UnknownComponentError, NoMigrationPathError, LossyMigrationError,
             MigrationStepError, ValidationError: as :meth:`Registry.migrate` raises them
-            for a section (the messages name the section).
+            for a section (the messages name the section); ValidationError also for a
+            named section that another schema wrote under its version (the
+            fingerprints differ) and this code would not read back as written.
     """
     _check_targets(snapshot, targets, done="rewritten")
     sections_info = snapshot.header.sections
@@ -97,11 +99,17 @@ def migrate_snapshot(
             # checked as if one had, so that a rewrite never passes on data no restore
             # of that version takes.
             data = snapshot.read_section(index)
+            _check_read_back(registry, section, data)
             _check_valid(registry, section.component, section.instance, version, data)
         else:
+            # As a restore does: data another schema wrote under its version is read
+            # back before any step, else the rewrite would give it this code's
+            # fingerprint and no later restore could tell.
+            box = [snapshot.read_section(index)]
+            _check_read_back(registry, section, box[0])
             result = registry.migrate(
                 section.component,
-                snapshot.read_section(index),  # decoded for this call alone: no copy
+                box.pop(),  # decoded for this call alone: no copy
                 version,
                 target,
                 allow_lossy=allow_lossy,

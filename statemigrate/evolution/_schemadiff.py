@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from statemigrate._model._jsonschema import KEYS, PYTHON_TYPE, describe_key_type
 from statemigrate._model._schema import SchemaVersion
 
 __all__ = ["Change", "ChangeKind", "FieldPath", "alias_hints", "diff_schemas"]
@@ -376,10 +377,15 @@ def _summary(node: Any) -> str:
         if "type" in node:
             kind = node["type"]
             text = "/".join(kind) if isinstance(kind, list) else str(kind)
+            if PYTHON_TYPE in node:
+                text += f" ({node[PYTHON_TYPE]})"
+            if KEYS in node:
+                text += f" with {describe_key_type(node[KEYS])} keys"
             extras = sorted(
                 k
                 for k in node
                 if k not in ("type", "items", "properties", "additionalProperties", "required")
+                and k not in (KEYS, PYTHON_TYPE)
             )
             return text + (f" ({', '.join(extras)})" if extras else "")
     return json.dumps(node, sort_keys=True)[:60]

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from statemigrate._errors import RegistrationError
+from statemigrate._model._jsonschema import detail_changes, without_details
 from statemigrate._model._registry import Registry
 from statemigrate._model._schema import SchemaVersion, canonical_json_schema, fingerprint_of
 from statemigrate.evolution._graphcheck import (
@@ -379,12 +380,30 @@ def _compare(
         "changed",
         name,
         f"the registered schema no longer matches `{shown(path)}` (frozen"
-        f" `{fingerprint_of(frozen)[:12]}`, registered `{schema.fingerprint[:12]}`); keep"
+        f" `{fingerprint_of(frozen)[:12]}`, registered `{schema.fingerprint[:12]}`)"
+        f"{_python_types(frozen, live, version)}; keep"
         f" version {version} as it was and register the new shape as version"
         f" {next_free}, the next free one (`{command}` writes its steps)",
         version=version,
         diff=diff,
     )
+
+
+def _python_types(frozen: dict[str, Any], live: dict[str, Any], version: int) -> str:
+    """The changes of Python types that JSON Schema alone does not show (dict key types,
+    tuple for list, ...), field by field, for the message; empty when there are none."""
+    lines = detail_changes(frozen, live)
+    if not lines:
+        return ""
+    text = f": {'; '.join(lines)}"
+    if canonical_json_schema(without_details(live)) == frozen:
+        # Files frozen before these types were recorded look just like this.
+        text += (
+            f" (a file frozen by a release before these types were recorded looks the"
+            f" same: only if version {version} was released with exactly these types,"
+            " freeze it again with `statemigrate schemas freeze --force`)"
+        )
+    return text
 
 
 def load_failure_report(

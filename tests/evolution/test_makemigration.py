@@ -478,3 +478,28 @@ def test_a_changed_bound_or_union_branch_names_where_it_changed() -> None:
         "order changed from a union tagged by kind (limit, market) to a union tagged by kind"
         ' (limit, market); first at oneOf/0/properties/qty/type: "integer" became "string"',
     ]
+
+
+class PricesV1(TypedDict):
+    by_id: dict[str, str]
+    tags: list[set[str]]
+
+
+class PricesV2(TypedDict):
+    """Key type and set type changed: pydantic writes the same JSON Schema for both."""
+
+    by_id: dict[int, str]
+    tags: list[frozenset[str]]
+
+
+def test_a_changed_dict_key_type_or_container_is_a_todo_not_a_silent_no_op() -> None:
+    """A step that passes ``{"007": ..., "7": ...}`` on unchanged would lose a record to
+    version 2's validation; the stub must leave it to its author."""
+    registry = Registry()
+    registry.add_schema("prices", 1, PricesV1)
+    registry.add_schema("prices", 2, PricesV2)
+    old, new = (registry.schema_for("prices", v).json_schema() for v in (1, 2))
+    assert [(c.kind, c.detail) for c in diff_schemas(old, new)] == [
+        ("todo", "by_id changed from object to object with int keys"),
+        ("todo", "tags.* changed from array (uniqueItems) to array (frozenset) (uniqueItems)"),
+    ]

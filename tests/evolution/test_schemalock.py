@@ -386,3 +386,42 @@ def test_the_advice_for_an_edited_version_names_what_makemigration_needs(frozen:
         "(`statemigrate makemigration kvcache --schema MODULE:NEW_TYPE` writes its steps)"
         in older_problem.message
     )
+
+
+class Prices(TypedDict):
+    by_id: dict[str, str]
+
+
+class PricesByInt(TypedDict):
+    """``Prices`` with its keys retyped in place: ``"007"`` and ``"7"`` would merge."""
+
+    by_id: dict[int, str]
+
+
+def _prices(schema: type) -> Registry:
+    registry = Registry()
+    registry.add_schema("prices", 1, schema)
+    return registry
+
+
+def test_a_dict_key_type_changed_in_place_fails_the_check_naming_field_and_types(
+    tmp_path: Path,
+) -> None:
+    freeze_schemas(_prices(Prices), tmp_path)
+    assert check_schemas(_prices(Prices), tmp_path).ok
+    report = check_schemas(_prices(PricesByInt), tmp_path)
+    assert kinds(report) == {("changed", 1)}
+    (problem,) = report.problems
+    assert "field `by_id`: dict keys str became int" in problem.message
+    assert '+      "x-statemigrate-keys": {' in problem.diff
+    # The other way round, from a file frozen with int keys.
+    other = tmp_path / "other"
+    freeze_schemas(_prices(PricesByInt), other)
+    (back,) = check_schemas(_prices(Prices), other).problems
+    assert "field `by_id`: dict keys int became str" in back.message
+
+
+def test_freeze_refuses_to_overwrite_a_key_type_changed_in_place(tmp_path: Path) -> None:
+    freeze_schemas(_prices(Prices), tmp_path)
+    with pytest.raises(RegistrationError, match="differs from its frozen file"):
+        freeze_schemas(_prices(PricesByInt), tmp_path)

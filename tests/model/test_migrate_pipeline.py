@@ -287,6 +287,39 @@ def test_migrate_snapshot_to_the_version_a_section_has_checks_it_as_a_step_would
     assert sm.open_snapshot(rewritten.encoded.to_bytes()).read_section(0) == V1
 
 
+class PricesByName(TypedDict):
+    by_id: dict[str, str]
+
+
+class PricesById(TypedDict):
+    """``PricesByName`` with its keys retyped in place, version kept."""
+
+    by_id: dict[int, str]
+
+
+def test_migrate_snapshot_refuses_a_section_another_schema_wrote_under_its_version() -> None:
+    """Rewritten, the section would carry this code's fingerprint, and no later restore
+    could tell that "007" and "7" were merged into 7."""
+    writer = sm.Registry()
+    writer.add_schema("prices", 1, PricesByName)
+    written = {"by_id": {"007": "bond", "7": "seven"}}
+    v1 = writer.schema_for("prices", 1)
+    blob = encode_snapshot(
+        [SectionInput("prices", "default", 1, v1.fingerprint, written)],
+        producer=Producer.current("svc"),
+    )
+    reader = sm.Registry()
+    reader.add_schema("prices", 1, PricesById)
+    reader.add_schema("prices", 2, PricesById)
+    reader.add_migration("prices", 1, 2, lambda data: data, name="same")
+    reader.add_migration("prices", 2, 1, lambda data: data, name="same")
+    snapshot = sm.open_snapshot(blob.to_bytes())
+    lost = r"\['by_id'\]\['007'\]: this key would be lost"
+    for target in (1, 2):
+        with pytest.raises(sm.ValidationError, match=lost):
+            sm.migrate_snapshot(snapshot, {"prices": target}, registry=reader)
+
+
 def test_migrate_snapshot_refuses_a_component_the_snapshot_lacks() -> None:
     registry = sessions()
     encoded = v1_snapshot(registry)

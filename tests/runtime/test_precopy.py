@@ -552,9 +552,11 @@ def test_a_model_schema_with_int_keys_pre_copies() -> None:
 
 
 def _crafted(target: Service, data: object) -> bytes:
-    """A delta on top of what ``target`` restored last, holding ``data`` as its section."""
+    """A delta on top of what ``target`` restored last, holding ``data`` as its section,
+    as written by the schema ``target`` runs (so no read-back check runs first)."""
     base = DeltaBase(target._history.last_restored or "", target._history.restored_generation or 0)
-    sections = [SectionInput("cache", "default", 1, "", data)]
+    fingerprint = REGISTRY.schema_for("cache", 1).fingerprint
+    sections = [SectionInput("cache", "default", 1, fingerprint, data)]
     producer = Producer.current("svc")
     return encode_snapshot(sections, producer=producer, base=base, generation=99).to_bytes()
 

@@ -1,17 +1,23 @@
-"""A section written by another schema under the same version (its fingerprint differs):
-restored when this code reads it back as written, refused when it would not."""
+"""A section or a delta written by another schema under the same version (its fingerprint
+differs): restored when this code reads it back as written, refused when it would not."""
 
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Annotated, Any
 
+import pydantic
+import pydantic_core
 import pytest
 from holders import Holder
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
-from statemigrate import Registry, RestoreError, Service
+from statemigrate import Registry, RestoreError, Service, TrackedDict
+from statemigrate._model._schema import fingerprint_of
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._header import Producer
 
 
 class Entry(TypedDict):
@@ -125,3 +131,170 @@ def test_a_schema_that_reads_the_section_back_as_written_restores_with_a_warning
         "cache/default: snapshot schema fingerprint for version 1 differs from this code's;"
         " checking that this code reads the section back as written"
     ]
+
+
+class ByName(TypedDict):
+    by_id: dict[str, str]
+
+
+class ById(TypedDict):
+    """``ByName`` with its keys retyped in place: ``"007"`` and ``"7"`` both become 7."""
+
+    by_id: dict[int, str]
+
+
+class ByDecimal(TypedDict):
+    by_price: dict[Decimal, int]
+
+
+class ByFloat(TypedDict):
+    """``ByDecimal`` retyped in place: keys that differ past a float's precision merge."""
+
+    by_price: dict[float, int]
+
+
+def test_dict_keys_retyped_in_place_are_refused_not_merged() -> None:
+    """pydantic writes the same JSON Schema for both; the fingerprint tells them apart,
+    and the read-back check finds the key the merge would lose."""
+    live = {"by_id": {1: "live"}}
+    blob = snapshot_written_by(ByName, {"by_id": {"007": "bond", "7": "seven"}})
+    reader = Service("svc", registry=registry_of(ById))
+    holder = Holder(live)
+    reader.register(holder)
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(blob)
+    assert caught.value.phase == "validate"
+    assert "at ['by_id']['007']: this key would be lost" in str(caught.value)
+    assert holder.state is live and live == {"by_id": {1: "live"}}
+
+
+def test_decimal_keys_retyped_as_floats_in_place_are_refused() -> None:
+    written = {"by_price": {Decimal("0.1000000000000000000001"): 1, Decimal("0.1"): 2}}
+    blob = snapshot_written_by(ByDecimal, written)
+    with pytest.raises(RestoreError) as caught:
+        restore_into(ByFloat, {"by_price": {}}, blob)
+    assert "at ['by_price']['0.1000000000000000000001']: this key would be lost" in str(
+        caught.value
+    )
+
+
+def test_keys_retyped_in_place_that_all_come_back_restore_with_the_mismatch_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Plain data holds int keys as text: ``"7"`` written under ``dict[str, str]`` reads
+    back as written under ``dict[int, str]``. Nothing is lost, so the restore goes on,
+    and it reports that another schema wrote the section."""
+    caplog.set_level(logging.WARNING, logger="statemigrate")
+    blob = snapshot_written_by(ByName, {"by_id": {"7": "seven"}})
+    holder, report = restore_into(ById, {"by_id": {}}, blob)
+    assert holder.state == {"by_id": {7: "seven"}}
+    assert report.components[0].fingerprint_matches is False
+    assert "differs from this code's" in caplog.text
+
+
+def test_a_snapshot_of_an_earlier_release_restores_once_with_the_warning_explained(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Releases before key types counted gave ``dict[int, str]`` the fingerprint of its
+    JSON Schema alone; such a snapshot reads back as written, and the warning says why
+    the fingerprints differ."""
+    caplog.set_level(logging.WARNING, logger="statemigrate")
+    adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ById)
+    former = fingerprint_of(pydantic_core.to_jsonable_python(adapter.json_schema()))
+    assert former != registry_of(ById).schema_for("cache", 1).fingerprint
+    blob = encode_snapshot(
+        [SectionInput("cache", "default", 1, former, {"by_id": {"7": "seven"}})],
+        producer=Producer.current("svc"),
+    ).to_bytes()
+    holder, report = restore_into(ById, {"by_id": {}}, blob)
+    assert holder.state == {"by_id": {7: "seven"}}
+    assert report.components[0].fingerprint_matches is False
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "matches this schema's fingerprint as releases before this one computed it" in warning
+
+
+# --- deltas -----------------------------------------------------------------------------
+
+
+class Records:
+    """A component whose one record field takes deltas."""
+
+    def __init__(self) -> None:
+        self.by_id: TrackedDict[Any, str] = TrackedDict()
+
+
+def records_service(schema: type, *, version: int = 1, step: bool = False) -> tuple[Service, Any]:
+    registry = Registry()
+    registry.add_schema("prices", 1, schema)
+    if step:
+        registry.add_schema("prices", 2, ById)
+        registry.add_migration("prices", 1, 2, lambda key, value: value, records="by_id")
+        registry.add_migration("prices", 2, 1, lambda key, value: value, records="by_id")
+    held: type[Records] = type("Held", (Records,), {})
+    component = registry.migratable("prices", version=version)(held)
+    service = Service("svc", registry=registry)
+    return service, service.register(component())
+
+
+def full_and_delta(
+    initial: dict[str, str], change: Any, *, schema: type = ByName
+) -> tuple[bytes, bytes]:
+    """A pre-copy's full snapshot of ``initial``, then its delta after ``change``."""
+    source, live = records_service(schema)
+    live.by_id.update(initial)
+    source.start_cold("test")
+    precopy = source.precopy_source()
+    precopy.start()
+    full = precopy.full().to_bytes()
+    change(live.by_id)
+    return full, precopy.delta().to_bytes()
+
+
+def test_a_delta_whose_records_merge_under_retyped_keys_is_refused() -> None:
+    """Its base reads back as written ("7" is 7 either way); the delta's new "007"
+    would overwrite 7's value."""
+    full, delta = full_and_delta({"7": "seven"}, lambda d: d.update({"007": "bond"}))
+    reader, held = records_service(ById)
+    assert reader.restore(full).components[0].fingerprint_matches is False
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(delta)
+    assert caught.value.phase == "validate"
+    assert "at ['by_id']['007']: this key would be lost" in str(caught.value)
+    assert dict(held.by_id) == {7: "seven"}
+
+
+def test_a_delta_deleting_a_key_that_reads_back_as_another_is_refused() -> None:
+    """A key written and deleted between the pieces is deleted by the delta; read as 7
+    under retyped keys, it would delete the record 7."""
+
+    def add_and_delete(d: TrackedDict[Any, str]) -> None:
+        d["007"] = "bond"
+        del d["007"]
+
+    full, delta = full_and_delta({"7": "seven"}, add_and_delete)
+    reader, held = records_service(ById)
+    reader.restore(full)
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(delta)
+    assert "at deleted['by_id'][0]: '007' (str) would come back as '7' (str)" in str(caught.value)
+    assert dict(held.by_id) == {7: "seven"}
+
+
+def test_a_delta_whose_records_merge_after_a_record_step_is_refused() -> None:
+    """Fingerprints match here (version 1 wrote it, a step brings it to version 2, whose
+    keys are ints); records that validation merges still refuse the delta."""
+    source, live = records_service(ByName, step=True)
+    live.by_id.update({"7": "seven"})
+    source.start_cold("test")
+    precopy = source.precopy_source()
+    precopy.start()
+    full = precopy.full().to_bytes()
+    live.by_id.update({"7": "SEVEN", "007": "bond"})  # one key updated, one added
+    delta = precopy.delta().to_bytes()
+    reader, held = records_service(ByName, version=2, step=True)
+    reader.restore(full)
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(delta)
+    assert caught.value.phase == "validate"
+    assert "holds 2 records in the delta and 1 after validation" in str(caught.value)
+    assert dict(held.by_id) == {7: "seven"}

@@ -1,0 +1,275 @@
+"""The JSON Schema a schema version is fingerprinted and frozen by: pydantic's, plus the
+Python types it leaves out that change what validation returns.
+
+pydantic writes a JSON Schema for JSON documents, whose object keys are always strings:
+so ``dict[str, X]``, ``dict[int, X]``, ``dict[float, X]``, ``dict[Decimal, X]`` and
+``dict[bool, X]`` all come out as ``{"type": "object", "additionalProperties": X}``.
+Validation tells them apart: the keys ``"007"`` and ``"7"`` of a ``dict[str, X]`` both
+become ``7`` under ``dict[int, X]``, one entry lost. A fingerprint computed from that
+JSON Schema would let such an edit keep its version, and a restore would take the old
+data as its own. The same holds, without the loss, for ``tuple[X, ...]`` and ``deque``
+against ``list``, ``frozenset`` against ``set``, ``OrderedDict`` and ``Counter`` against
+``dict``; and for what changes values silently: a string constraint that rewrites text
+(``to_lower``, ``to_upper``, ``strip_whitespace``, on a field or in a model's config)
+and a union validated left to right.
+
+:func:`validation_schema` adds what is missing under keywords of its own
+(:data:`KEYS`, :data:`PYTHON_TYPE`, :data:`STR_TRANSFORMS`, :data:`UNION_MODE`; JSON
+Schema validators ignore unknown keywords), and only where pydantic leaves it out, so
+every schema pydantic describes fully keeps its JSON Schema and its fingerprint as they
+were: ``dict[str, X]``, ``dict[datetime, X]`` (whose key format pydantic shows), ``list``,
+``set`` and the rest.
+
+:func:`detail_changes` says, field by field, where two such schemas differ in what
+these keywords record, for the schema lock's messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pydantic
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
+
+__all__ = [
+    "DETAIL_KEYWORDS",
+    "KEYS",
+    "PYTHON_TYPE",
+    "STR_TRANSFORMS",
+    "UNION_MODE",
+    "describe_key_type",
+    "detail_changes",
+    "validation_schema",
+    "without_details",
+]
+
+KEYS = "x-statemigrate-keys"
+"""On an object schema: the JSON Schema of its keys' Python type, when pydantic shows
+neither ``propertyNames`` nor ``patternProperties`` for it (any key type but ``str``)."""
+PYTHON_TYPE = "x-statemigrate-type"
+"""On an array or object schema: the Python container validation returns, when it is
+not the one JSON Schema implies (``list``, ``set`` for unique items, ``dict``)."""
+STR_TRANSFORMS = "x-statemigrate-str"
+"""On a string schema, or a record's whose config sets them: the rewrites validation
+applies to text, sorted (``strip_whitespace``, ``to_lower``, ``to_upper``)."""
+UNION_MODE = "x-statemigrate-union"
+"""On an ``anyOf``: ``"left_to_right"``, when the union takes its first fitting member
+rather than the best one."""
+DETAIL_KEYWORDS = (KEYS, PYTHON_TYPE, STR_TRANSFORMS, UNION_MODE)
+"""Every keyword this module adds (only :data:`KEYS` holds a schema; the others, names)."""
+
+_TRANSFORMS = ("strip_whitespace", "to_lower", "to_upper")
+_CONFIG_TRANSFORMS = {
+    "str_strip_whitespace": "strip_whitespace",
+    "str_to_lower": "to_lower",
+    "str_to_upper": "to_upper",
+}
+# What a key schema is when it says nothing a JSON object's string keys do not: any key,
+# or a plain string.
+_STRING_KEYS: tuple[dict[str, str], ...] = ({}, {"type": "string"})
+
+
+def validation_schema(adapter: pydantic.TypeAdapter[Any]) -> dict[str, Any]:
+    """The JSON Schema of ``adapter`` in validation mode, with the Python types pydantic
+    leaves out added (see the module's docstring).
+
+    Raises:
+        what :meth:`pydantic.TypeAdapter.json_schema` raises.
+    """
+    return adapter.json_schema(mode="validation", schema_generator=_WithPythonTypes)
+
+
+class _WithPythonTypes(GenerateJsonSchema):
+    """pydantic's generator, adding the keywords above where its output leaves the Python
+    type open. Each override starts from pydantic's own output and only adds to it.
+
+    Methods a pydantic release does not have are never called there; the fingerprint
+    then depends on the pydantic release, as it does anyway (docs/migrations.md)."""
+
+    def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
+        return self._with_keys(schema, super().dict_schema(schema))
+
+    def ordered_dict_schema(self, schema: Any) -> JsonSchemaValue:
+        json_schema = self._with_keys(schema, super().ordered_dict_schema(schema))
+        return {**json_schema, PYTHON_TYPE: "OrderedDict"}
+
+    def counter_schema(self, schema: Any) -> JsonSchemaValue:
+        json_schema = self._with_keys(schema, super().counter_schema(schema))
+        return {**json_schema, PYTHON_TYPE: "Counter"}
+
+    def tuple_schema(self, schema: core_schema.TupleSchema) -> JsonSchemaValue:
+        json_schema = super().tuple_schema(schema)
+        # A fixed tuple has prefixItems and bounds no list schema has; tuple[X, ...]
+        # is a list's schema.
+        if "prefixItems" not in json_schema and "maxItems" not in json_schema:
+            json_schema = {**json_schema, PYTHON_TYPE: "tuple"}
+        return json_schema
+
+    def deque_schema(self, schema: Any) -> JsonSchemaValue:
+        return {**super().deque_schema(schema), PYTHON_TYPE: "deque"}
+
+    def frozenset_schema(self, schema: core_schema.FrozenSetSchema) -> JsonSchemaValue:
+        return {**super().frozenset_schema(schema), PYTHON_TYPE: "frozenset"}
+
+    def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
+        json_schema = super().str_schema(schema)
+        transforms = [name for name in _TRANSFORMS if schema.get(name)]
+        if transforms:
+            json_schema = {**json_schema, STR_TRANSFORMS: transforms}
+        return json_schema
+
+    def union_schema(self, schema: core_schema.UnionSchema) -> JsonSchemaValue:
+        json_schema = super().union_schema(schema)
+        if schema.get("mode") == "left_to_right" and "anyOf" in json_schema:
+            json_schema = {**json_schema, UNION_MODE: "left_to_right"}
+        return json_schema
+
+    def model_schema(self, schema: core_schema.ModelSchema) -> JsonSchemaValue:
+        return _with_config(schema, super().model_schema(schema))
+
+    def typed_dict_schema(self, schema: core_schema.TypedDictSchema) -> JsonSchemaValue:
+        return _with_config(schema, super().typed_dict_schema(schema))
+
+    def dataclass_schema(self, schema: core_schema.DataclassSchema) -> JsonSchemaValue:
+        return _with_config(schema, super().dataclass_schema(schema))
+
+    def _with_keys(self, schema: Any, json_schema: JsonSchemaValue) -> JsonSchemaValue:
+        if "keys_schema" not in schema:
+            return json_schema
+        if "propertyNames" in json_schema or "patternProperties" in json_schema:
+            return json_schema  # pydantic shows the keys (a format, an enum, a pattern)
+        keys = {k: v for k, v in self.generate_inner(schema["keys_schema"]).items() if k != "title"}
+        if keys in _STRING_KEYS:
+            return json_schema
+        return {**json_schema, KEYS: keys}
+
+
+def _with_config(schema: Any, json_schema: JsonSchemaValue) -> JsonSchemaValue:
+    """A record's JSON Schema with the text rewrites its config applies to its strings."""
+    config = schema.get("config") or {}
+    transforms = sorted(name for key, name in _CONFIG_TRANSFORMS.items() if config.get(key))
+    if not transforms or "$ref" in json_schema:
+        return json_schema
+    return {**json_schema, STR_TRANSFORMS: transforms}
+
+
+# --- what differs, field by field, for the schema lock -----------------------------------
+
+
+def without_details(node: Any) -> Any:
+    """A copy of a JSON Schema without this module's keywords: what pydantic alone
+    writes, and what files frozen before these keywords existed hold."""
+    if isinstance(node, dict):
+        return {k: without_details(v) for k, v in node.items() if k not in DETAIL_KEYWORDS}
+    if isinstance(node, list):
+        return [without_details(item) for item in node]
+    return node
+
+
+def detail_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Where two canonical JSON Schemas differ in what the keywords of this module
+    record, one line per place: ``field `by_id`: dict keys str became int``.
+
+    Places are named by field paths (``*`` for any dict value or list item); a keyword
+    a schema lacks stands for JSON Schema's own reading (``str`` keys, a ``list``).
+    """
+    before, after = dict(_details(old)), dict(_details(new))
+    lines = []
+    # A place only one side has is a type changed as a whole, which the diff shows.
+    for place in sorted(before.keys() & after.keys()):
+        was, now = before[place], after[place]
+        for keyword in DETAIL_KEYWORDS:
+            if was.get(keyword) != now.get(keyword):
+                what, old_text, new_text = _describe(keyword, place, was, now)
+                lines.append(f"field `{place[0] or '(root)'}`: {what}{old_text} became {new_text}")
+    return lines
+
+
+_Place = tuple[str, str]
+"""A field path, and the node's base JSON type (a keyword means something else on each)."""
+
+
+def _details(root: dict[str, Any]) -> Iterator[tuple[_Place, dict[str, Any]]]:
+    """Every node of ``root`` that has one of the keywords or could (an object, an
+    array, a string, a union), with its field path; references followed once each."""
+    defs = root.get("$defs", {})
+    seen: set[tuple[str, str]] = set()
+    todo: list[tuple[str, Any]] = [("", root)]
+    while todo:
+        path, node = todo.pop()
+        if not isinstance(node, dict):
+            continue
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            name = ref.rsplit("/", 1)[-1]
+            if (path, name) not in seen:  # a recursive schema refers back to itself
+                seen.add((path, name))
+                todo.append((path, defs.get(name)))
+        kind = node.get("type") if isinstance(node.get("type"), str) else ""
+        if kind or "anyOf" in node or any(keyword in node for keyword in DETAIL_KEYWORDS):
+            yield (path, f"{kind}{'+unique' if node.get('uniqueItems') else ''}"), {
+                keyword: node[keyword] for keyword in DETAIL_KEYWORDS if keyword in node
+            }
+        for name, sub in (node.get("properties") or {}).items():
+            todo.append((f"{path}.{name}" if path else name, sub))
+        for key in ("additionalProperties", "items"):
+            if isinstance(node.get(key), dict):
+                todo.append((f"{path}.*" if path else "*", node[key]))
+        for index, sub in enumerate(node.get("prefixItems") or ()):
+            todo.append((f"{path}.{index}" if path else str(index), sub))
+        for sub in node.get("anyOf") or node.get("oneOf") or ():
+            todo.append((path, sub))
+
+
+def _describe(
+    keyword: str, place: _Place, was: dict[str, Any], now: dict[str, Any]
+) -> tuple[str, str, str]:
+    if keyword == KEYS:
+        return "dict keys ", describe_key_type(was.get(KEYS)), describe_key_type(now.get(KEYS))
+    if keyword == PYTHON_TYPE:
+        implied = {"array": "list", "array+unique": "set", "object": "dict"}.get(place[1], "?")
+        return "", was.get(PYTHON_TYPE, implied), now.get(PYTHON_TYPE, implied)
+    if keyword == STR_TRANSFORMS:
+        return "string rewrites ", _listed(was.get(keyword)), _listed(now.get(keyword))
+    return "union ", _union(was.get(keyword)), _union(now.get(keyword))
+
+
+def _listed(names: object) -> str:
+    return ", ".join(names) if isinstance(names, list) and names else "none"
+
+
+def _union(mode: object) -> str:
+    return "left to right" if mode == "left_to_right" else "smart"
+
+
+_JSON_TYPES = {"integer": "int", "number": "float", "boolean": "bool", "null": "None",
+               "string": "str", "array": "list", "object": "dict"}
+
+
+def describe_key_type(schema: object) -> str:
+    """A key type in Python's words where it is one of the common ones, else its JSON
+    Schema (``str`` for none: what a JSON object's keys are)."""
+    if schema is None:
+        return "str"
+    if not isinstance(schema, dict):
+        return json.dumps(schema)
+    branches = schema.get("anyOf")
+    if isinstance(branches, list):
+        if [b.get("type") for b in branches if isinstance(b, dict)] == ["number", "string"]:
+            return "Decimal"
+        return " | ".join(describe_key_type(branch) for branch in branches)
+    if "enum" in schema:
+        return "Literal[" + ", ".join(json.dumps(value) for value in schema["enum"]) + "]"
+    if "const" in schema:
+        return f"Literal[{json.dumps(schema['const'])}]"
+    kind = schema.get("type")
+    name = schema.get(PYTHON_TYPE) or _JSON_TYPES.get(kind if isinstance(kind, str) else "")
+    if name is None:
+        return json.dumps(schema, sort_keys=True)
+    rest = {k: v for k, v in schema.items() if k not in ("type", PYTHON_TYPE)}
+    if not rest:
+        return str(name)
+    return f"{name} {json.dumps(rest, sort_keys=True)}"

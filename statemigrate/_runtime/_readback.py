@@ -1,0 +1,92 @@
+"""Reading back a section that another schema wrote under the same version.
+
+A snapshot records the fingerprint of the schema that wrote each section. When this
+code's schema of that version has another fingerprint, the section was written by a
+schema edited in place (a field renamed, a type narrowed, dict keys retyped), and
+validation alone could change or drop data without an error: ignore a renamed field's
+key, fill its successor from a default, merge the keys ``"007"`` and ``"7"`` into one
+``7``. So the section is read back first: validated with this code's schema, exported
+again and compared with what was written. Any difference refuses it, naming the first.
+
+A full section is read back whole (:func:`read_back_problem`); a delta's state is read
+back the same way, and the keys it deletes one by one (:func:`delta_read_back_problem`),
+since a deleted ``"007"`` read as ``7`` would delete another record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+
+from statemigrate._model._changes import key_codec
+from statemigrate._model._compare import first_difference, format_path
+from statemigrate._model._jsonschema import without_details
+from statemigrate._model._schema import SchemaVersion, fingerprint_of
+
+__all__ = ["delta_read_back_problem", "earlier_release_note", "read_back_problem"]
+
+
+def read_back_problem(schema: SchemaVersion, data: object, version: int) -> str | None:
+    """Why this code's ``schema`` of ``version`` would not read back as written plain
+    data that a different schema wrote under that version (their fingerprints differ),
+    or None when it would.
+
+    A restore refuses such a section;
+    :func:`~statemigrate._runtime._rewrite.verify_snapshot` reports it the same way.
+    """
+    problem = schema.misreads(data)
+    return None if problem is None else _refusal(version, problem)
+
+
+def delta_read_back_problem(
+    schema: SchemaVersion, state: object, deleted: dict[str, list[Any]], version: int
+) -> str | None:
+    """:func:`read_back_problem` for a delta: its ``state`` (the records it writes,
+    and the other fields whole), then the keys it ``deleted``, by record field."""
+    problem = schema.misreads(state)
+    if problem is None:
+        problem = _deleted_keys_problem(schema, deleted)
+    return None if problem is None else _refusal(version, problem)
+
+
+def earlier_release_note(schema: SchemaVersion, fingerprint: str) -> str:
+    """A clause for the fingerprint warning when ``fingerprint`` is what releases before
+    fingerprints recorded the Python types pydantic's JSON Schema leaves out (a dict's
+    key type, ...) computed for ``schema``; else empty.
+
+    Such a snapshot was written by ``schema`` itself or by one that differs from it
+    in those types alone: the read-back check tells which, once per component after
+    the upgrade. Costs a fingerprint, only when the fingerprints differ.
+    """
+    if fingerprint != fingerprint_of(without_details(schema.json_schema())):
+        return ""
+    return (
+        " (it matches this schema's fingerprint as releases before this one computed it,"
+        " which left out dict key types and other Python types: an earlier release wrote"
+        " the snapshot, or this schema's key types changed)"
+    )
+
+
+def _deleted_keys_problem(schema: SchemaVersion, deleted: dict[str, list[Any]]) -> str | None:
+    for name, keys in deleted.items():
+        codec = key_codec(schema, name)
+        try:
+            again = codec.export(codec.validate(keys), schema=schema, field=name)
+        except pydantic.ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            return f"a key deleted from record field {name!r} does not validate: {first['msg']}"
+        difference = first_difference(keys, again)
+        if difference is not None:
+            path, detail = difference
+            return f"at deleted[{name!r}]{format_path(path).removeprefix('(root)')}: {detail}"
+    return None
+
+
+def _refusal(version: int, problem: str) -> str:
+    return (
+        f"the snapshot's version {version} was written by a different schema (its"
+        f" fingerprint differs), and this code's version {version} would not read it"
+        f" back as written: {problem}; give the changed schema a new version with a"
+        " migration step, or restore with the release that wrote the snapshot"
+    )
