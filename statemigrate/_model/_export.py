@@ -456,7 +456,7 @@ class _Compiler:
         required = frozenset(
             name for name, spec in schema["fields"].items() if spec.get("required", total)
         )
-        read = fields_reader(fields, read_item, step=str, required=required)
+        read = fields_reader(fields, read_item, step=FieldName, required=required)
         allow_extra = schema.get("extra_behavior") == "allow"
         extras = self._extras(schema, path) if allow_extra else None
         names = frozenset(name for name, _ in fields)
