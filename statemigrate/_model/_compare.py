@@ -298,10 +298,22 @@ def _diff(expected: object, actual: object) -> _Found | None:
         return _changed(expected, actual)
     if isinstance(expected, collections.deque):
         assert isinstance(actual, collections.deque)
+        if expected.maxlen != actual.maxlen:
+            return [], _maxlen_lost(expected.maxlen, actual.maxlen)
         return _diff(list(expected), list(actual))
     if expected != actual:
         return _changed(expected, actual)
     return None
+
+
+def _maxlen_lost(maxlen: int | None, again: int | None) -> str:
+    """A deque's maxlen that would change: a snapshot holds the items, and only a
+    validator of the deque's type can bound it again."""
+    return (
+        f"a deque with maxlen={maxlen} would come back with maxlen={again}: a snapshot"
+        " holds its items only; set the maxlen in a validator of its type, such as"
+        f" Annotated[deque[...], AfterValidator(lambda d: deque(d, maxlen={maxlen}))]"
+    )
 
 
 def _diff_mappings(expected: Mapping[Any, Any], actual: Mapping[Any, Any]) -> _Found | None:

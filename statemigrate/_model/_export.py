@@ -35,6 +35,7 @@ tuple would come back a list and a datetime a string. It is refused with its pat
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import decimal
@@ -104,14 +105,15 @@ class Exporter:
             and is exact: exporting it needs no walk, the packer's check suffices.
         exact: every conversion is known to round-trip; when False, each export must be
             validated back and compared with the state.
-        went_deep: whether this thread's last ``convert`` must be validated back all the
-            same, its value being nested deep in recursive types.
+        must_check: whether this thread's last ``convert`` must be validated back all
+            the same: its value is nested deep in recursive types, or holds a deque
+            with a ``maxlen``, which only a validator can give back.
     """
 
     convert: Convert
     identity: bool
     exact: bool
-    went_deep: Callable[[], bool]
+    must_check: Callable[[], bool]
 
     def __call__(self, value: Any) -> Any:
         return self.convert(value)
@@ -120,27 +122,27 @@ class Exporter:
 def compile_exporter(core_schema: Mapping[str, Any]) -> Exporter:
     """Compile the exporter of a pydantic core schema.
 
-    ``went_deep()`` tells whether the last ``convert`` of this thread met a value nested
-    in more than :data:`CHECKED_DEPTH` references; its export must then be validated
-    back even when the exporter is exact.
+    ``must_check()`` tells whether the last ``convert`` of this thread met a value nested
+    in more than :data:`CHECKED_DEPTH` references, or a deque with a ``maxlen``; its
+    export must then be validated back even when the exporter is exact.
 
     Raises:
         SchemaNotExportable: a part of the schema has no plain form.
     """
     compiler = _Compiler()
     node = compiler.node(core_schema, [])
-    depth = compiler._depth
+    walk = compiler._walk
     convert_node = node.convert
 
     def convert(value: Any) -> Any:
-        depth.deep = False
+        walk.unsure = False
         return convert_node(value)
 
-    def went_deep() -> bool:
-        return bool(getattr(depth, "deep", False))
+    def must_check() -> bool:
+        return bool(getattr(walk, "unsure", False))
 
     # A state handed over as it is is not checked: only an exact one may be.
-    return Exporter(convert, node.identity and node.exact, node.exact, went_deep)
+    return Exporter(convert, node.identity and node.exact, node.exact, must_check)
 
 
 CHECKED_DEPTH = 128
@@ -173,7 +175,9 @@ class _Compiler:
         self._definitions: dict[str, Mapping[str, Any]] = {}
         self._compiled: dict[str, Node] = {}
         self._cells: dict[str, list[Convert]] = {}  # definitions being compiled
-        self._depth = threading.local()  # references entered by the converter running
+        # The converter running: the references it entered, and whether it met a value
+        # its export must be validated back for (nested too deep, a bounded deque).
+        self._walk = threading.local()
         # The config of the record being compiled: its settings (str_max_length,
         # allow_inf_nan, ...) constrain the leaves in it, as its own validator's do.
         self._config: Mapping[str, Any] = {}
@@ -265,7 +269,7 @@ class _Compiler:
         by validation, which finds out whether it comes back; past
         :data:`MAX_REFERENCE_DEPTH`, no validation would take it.
         """
-        depth = self._depth
+        depth = self._walk
 
         def convert(value: Any) -> Any:
             level = getattr(depth, "level", 0) + 1
@@ -275,7 +279,7 @@ class _Compiler:
                         f"nested in more than {MAX_REFERENCE_DEPTH} levels of recursive"
                         " types, more than pydantic validates"
                     )
-                depth.deep = True
+                depth.unsure = True
             depth.level = level
             try:
                 return convert_inner(value)
@@ -335,7 +339,17 @@ class _Compiler:
 
     def _on_deque(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         item = self._items(schema, path)
-        return Node(checked_length(list_of(item), schema), False, item.exact)
+        convert_items = checked_length(list_of(item), schema)
+        walk = self._walk
+
+        def convert(value: Any) -> Any:
+            if isinstance(value, collections.deque) and value.maxlen is not None:
+                # A snapshot holds the items; only a validator can give the maxlen back,
+                # so this export is validated back and compared, maxlen and all.
+                walk.unsure = True
+            return convert_items(value)
+
+        return Node(convert, False, item.exact)
 
     def _on_set(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         item = self._items(schema, path)

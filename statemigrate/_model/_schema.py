@@ -293,9 +293,10 @@ class SchemaVersion:
             state = self._instance(state)
         try:
             plain = exporter.convert(state)
-            if not exporter.exact or exporter.went_deep():
+            if not exporter.exact or exporter.must_check():
                 # An exact exporter is checked only for a value nested too deep for
-                # pydantic: a refusal then is the depth's, not the schema's.
+                # pydantic, or a bounded deque: a refusal then is the value's, not the
+                # schema's.
                 self._check_round_trip(state, plain, by_validation=not exporter.exact)
         except NotExportable as exc:
             raise ExportError(

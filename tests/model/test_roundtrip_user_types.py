@@ -5,12 +5,14 @@ that name a refused part in the user's terms. Each test failed before its fix.""
 from __future__ import annotations
 
 import base64
+import collections
 from typing import Annotated, Any
 
 import pytest
 from pydantic import (
     AfterValidator,
     BaseModel,
+    Field,
 )
 
 from statemigrate import ExportError, RegistrationError, Registry, Service, migratable
@@ -50,6 +52,48 @@ def committed_and_restored(model: type[BaseModel], **fields: Any) -> Any:
     restored = reader.register(Thing(**{name: None for name in fields}))
     reader.restore(store.open())
     return restored
+
+
+# --- A: a deque's maxlen ----------------------------------------------------------------
+
+
+class Recent(BaseModel):
+    last: collections.deque[int]
+
+
+def test_a_bounded_deque_is_refused_at_snapshot_saying_how_to_keep_its_maxlen() -> None:
+    """Before, it came back with maxlen=None, and the "bounded" deque grew without end."""
+    with pytest.raises(ExportError) as caught:
+        committed_and_restored(Recent, last=collections.deque([1, 2, 3], maxlen=3))
+    error = caught.value
+    assert error.path == "last"
+    message = str(error)
+    assert "maxlen=3 would come back with maxlen=None" in message
+    assert "AfterValidator(lambda d: deque(d, maxlen=3))" in message and "\n" not in message
+
+
+def test_a_deque_of_a_max_length_type_is_refused_too() -> None:
+    """pydantic checks ``max_length`` but builds the deque unbounded."""
+    bounded = schema_of(Annotated[collections.deque[int], Field(max_length=3)])
+    with pytest.raises(ExportError, match="maxlen=3 would come back with maxlen=None"):
+        bounded.export(collections.deque([1], maxlen=3))
+
+
+class RecentBounded(BaseModel):
+    last: Annotated[
+        collections.deque[int], AfterValidator(lambda d: collections.deque(d, maxlen=3))
+    ]
+
+
+def test_a_deque_whose_validator_sets_its_maxlen_comes_back_bounded() -> None:
+    restored = committed_and_restored(RecentBounded, last=RecentBounded(last=[1, 2, 3]).last)
+    assert restored.last == collections.deque([1, 2, 3]) and restored.last.maxlen == 3
+
+
+def test_an_unbounded_deque_is_still_written_without_a_check() -> None:
+    schema = schema_of(Recent)
+    assert schema.exporter is not None and schema.exporter.exact
+    assert schema.export(Recent(last=collections.deque([1, 2]))) == {"last": [1, 2]}
 
 
 def _unique(text: str) -> str:
