@@ -46,6 +46,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import pydantic
 import pydantic_core
 
 from statemigrate._model._compare import FieldName
@@ -162,6 +163,12 @@ _REFUSED = {
     "generator": "an iterator has no plain form; declare a list",
     "arguments": "call arguments have no plain form",
     "call": "call arguments have no plain form",
+    # The state holds the parsed value; a restore would parse its plain form as JSON
+    # text again and refuse it.
+    "json": (
+        "Json[...] holds the parsed value, and a restore would parse it as JSON text"
+        " again; declare the parsed type itself (Json[dict[str, int]] as dict[str, int])"
+    ),
 }
 
 
@@ -216,6 +223,7 @@ class _Compiler:
         if kind in _VALIDATORS:
             # A validator may change what it is given: the export is checked by
             # validating it back (an idempotent validator passes that check).
+            _refuse_decoder(schema, path)
             wrapped = schema["schema"]
             if kind == "function-after" and wrapped.get("type") == "enum":
                 # use_enum_values: the state holds members' values, not members.
@@ -301,6 +309,7 @@ class _Compiler:
 
     def _on_literal(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         _check_int_values(schema, path)
+        _check_member_values(schema, path)
         plain = all(type(item) in _PLAIN_TYPES for item in schema["expected"])
         if not plain:
             return Node(by_value, False, False)
@@ -729,6 +738,53 @@ def _check_int_values(schema: Mapping[str, Any], path: list[str]) -> None:
             path,
             f"{what}, outside signed 64 bits, which its validation does not take back from"
             f" what a snapshot holds ({reason})",
+        )
+
+
+def _check_member_values(schema: Mapping[str, Any], path: list[str]) -> None:
+    """Refuse a ``Literal`` of an enum member that its own validation does not take back
+    from the member's value, which is what a snapshot holds of it.
+
+    pydantic matches a plain ``Enum``'s member in a ``Literal`` only as the member
+    itself (a ``StrEnum``'s or an ``IntEnum``'s also as its value): such a schema, and
+    a union tagged by it, would take no snapshot back. pydantic decides, once per member.
+    """
+    members = [item for item in schema["expected"] if isinstance(item, enum.Enum)]
+    if not members:
+        return
+    validator = pydantic_core.SchemaValidator({"type": "literal", "expected": schema["expected"]})
+    for member in members:
+        try:
+            again = validator.validate_python(member.value, strict=False)
+        except pydantic_core.ValidationError:
+            again = None
+        if again is not member:
+            cls = type(member).__qualname__
+            raise SchemaNotExportable(
+                path,
+                f"Literal[{cls}.{member.name}] does not validate back from the member's"
+                f" value {member.value!r}, which is what a snapshot holds (pydantic matches"
+                f" a plain Enum's member in a Literal only as itself); make {cls} a StrEnum"
+                " or IntEnum, or use the plain value in the Literal",
+            )
+
+
+def _refuse_decoder(schema: Mapping[str, Any], path: list[str]) -> None:
+    """Refuse a type that decodes what it is given (``Base64Bytes``, ``Base64Str``, any
+    ``EncodedBytes`` or ``EncodedStr``): the state holds the decoded value, which a
+    restore would decode again."""
+    function = schema.get("function", {}).get("function")
+    owner = getattr(function, "__self__", None)
+    if isinstance(owner, pydantic.types.EncodedBytes | pydantic.types.EncodedStr):
+        kind = "Bytes" if isinstance(owner, pydantic.types.EncodedBytes) else "Str"
+        encoder = owner.encoder.__name__
+        name = {"Base64Encoder": "Base64", "Base64UrlEncoder": "Base64Url"}.get(encoder)
+        shown = f"{name}{kind}" if name else f"Encoded{kind}({encoder})"
+        plain = "bytes" if kind == "Bytes" else "str"
+        raise SchemaNotExportable(
+            path,
+            f"{shown} holds the decoded value, and a restore would decode it again;"
+            f" declare {plain} (and encode where the value leaves the program)",
         )
 
 

@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import base64
 import collections
-from typing import Annotated, Any
+import enum
+from typing import Annotated, Any, Literal
 
 import pytest
 from pydantic import (
     AfterValidator,
+    Base64Bytes,
+    Base64Str,
     BaseModel,
     Field,
+    Json,
 )
 
 from statemigrate import ExportError, RegistrationError, Registry, Service, migratable
+from statemigrate._model._compare import first_difference
 from statemigrate._model._schema import SchemaVersion
 from statemigrate.stores import MemoryStore
 
@@ -94,6 +99,79 @@ def test_an_unbounded_deque_is_still_written_without_a_check() -> None:
     schema = schema_of(Recent)
     assert schema.exporter is not None and schema.exporter.exact
     assert schema.export(Recent(last=collections.deque([1, 2]))) == {"last": [1, 2]}
+
+
+# --- B: parts no snapshot can carry, refused at registration ------------------------------
+
+
+class Kind(enum.Enum):
+    P = "p"
+    Q = "q"
+
+
+class TaggedP(BaseModel):
+    k: Literal[Kind.P] = Kind.P
+
+
+class TaggedQ(BaseModel):
+    k: Literal[Kind.Q] = Kind.Q
+
+
+class EnumTagged(BaseModel):
+    items: list[Annotated[TaggedP | TaggedQ, Field(discriminator="k")]]
+
+
+class Blob(BaseModel):
+    data: Base64Bytes
+
+
+class Text(BaseModel):
+    data: Base64Str
+
+
+class Cfg(BaseModel):
+    raw: Json[dict[str, int]]
+
+
+@pytest.mark.parametrize(
+    ("schema", "field", "reason"),
+    [
+        (EnumTagged, "items.[item].k", "Literal[Kind.P] does not validate back"),
+        (Blob, "data", "Base64Bytes holds the decoded value"),
+        (Text, "data", "Base64Str holds the decoded value"),
+        (Cfg, "raw", "Json[...] holds the parsed value"),
+    ],
+)
+def test_a_part_that_validation_would_not_take_back_is_refused_at_registration(
+    schema: type[BaseModel], field: str, reason: str
+) -> None:
+    """Before, these registered, and every snapshot of a non-empty state was refused."""
+    message = registration_refusal(schema)
+    assert f"field {field}: {reason}" in message
+
+
+class StrKind(enum.StrEnum):
+    P = "p"
+    Q = "q"
+
+
+class StrTaggedP(BaseModel):
+    k: Literal[StrKind.P] = StrKind.P
+
+
+class StrTaggedQ(BaseModel):
+    k: Literal[StrKind.Q] = StrKind.Q
+
+
+class StrTagged(BaseModel):
+    items: list[Annotated[StrTaggedP | StrTaggedQ, Field(discriminator="k")]]
+
+
+def test_a_union_tagged_by_a_str_enum_still_round_trips() -> None:
+    """pydantic takes a str enum's member back from its value: nothing to refuse."""
+    schema = schema_of(StrTagged)
+    state = StrTagged(items=[StrTaggedQ(), StrTaggedP()])
+    assert first_difference(state, schema.validate(schema.export(state))) is None
 
 
 def _unique(text: str) -> str:
