@@ -52,6 +52,7 @@ import pydantic_core
 from statemigrate._model._compare import FieldName
 from statemigrate._model._export_checks import checked_leaf, checked_length, checked_literal
 from statemigrate._model._export_leaves import (
+    IP_TYPES,
     KEY_TEXT,
     KNOWN_CLASSES,
     PATH_NODE,
@@ -442,6 +443,9 @@ class _Compiler:
             return Node(enum_key, False, True)
         if kind == "literal" and all(type(item) is str for item in schema["expected"]):
             return Node(to_str, True, True)
+        text_key = _text_key(schema)
+        if text_key is not None:
+            return text_key
         if kind == "enum":
             raise SchemaNotExportable(
                 path,
@@ -452,8 +456,9 @@ class _Compiler:
         raise SchemaNotExportable(
             path,
             f"dict keys of type {_describe(schema)} cannot be stored: snapshot maps have str"
-            " keys and no string parses back into such a key; use str, int, float, bool,"
-            " str-valued enum, IntEnum, UUID, Decimal or date/time keys",
+            " keys, and such a key has no text known to parse back into it; use str, int,"
+            " float, bool,"
+            " str-valued enum, IntEnum, UUID, Decimal, date/time, IP address or path keys",
         )
 
     # records
@@ -588,7 +593,7 @@ class _Compiler:
     def _choices(
         self, schema: Mapping[str, Any], choices: Sequence[Mapping[str, Any]], path: list[str]
     ) -> Node:
-        nodes = [self.node(choice, path) for choice in choices]
+        nodes = [self._part(choice, path) for choice in choices]
         tests = [_accepts(choice, self._definitions) for choice in choices]
         # Lax validation picks a member by its own rules (an ISO string fits a str
         # member before a datetime one); only unions of distinct plain scalars are sure,
@@ -652,11 +657,11 @@ class _Compiler:
 
     def _on_lax_or_strict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         known = _known_class(_instance_class(schema.get("strict_schema", {})))
-        return known or self.node(schema["lax_schema"], path)
+        return known or self._part(schema["lax_schema"], path)
 
     def _on_json_or_python(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         known = _known_class(_instance_class(schema))
-        return known or self.node(schema["python_schema"], path)
+        return known or self._part(schema["python_schema"], path)
 
     def _on_is_instance(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         cls = schema["cls"]
@@ -671,8 +676,30 @@ class _Compiler:
         )
 
     def _on_chain(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        first = self.node(schema["steps"][0], path)
+        first = self._part(schema["steps"][0], path)
         return Node(first.convert, False, False)
+
+    def _part(self, schema: Mapping[str, Any], path: list[str]) -> Node:
+        """A node that is one part of a type's own schema (a union's member, a chain's
+        first step, the Python side of ``json-or-python``): there an instance check is
+        the type's own doing, not ``arbitrary_types_allowed``."""
+        if schema.get("type") != "is-instance" or _known_class(schema["cls"]) is not None:
+            return self.node(schema, path)
+        cls = schema["cls"]
+        name = getattr(cls, "__qualname__", None) or repr(cls)
+        if getattr(cls, "__module__", None) in ("typing", "collections.abc"):
+            detail = (
+                f"{name} takes any instance of {name} as it is, which has no one plain form"
+                " (a tuple would come back a list); declare a concrete type such as"
+                " list[...] or tuple[..., ...]"
+            )
+        else:
+            detail = (
+                f"its type's schema takes a {name} instance as it is, and a snapshot has no"
+                f" plain form for one; give {name} a pydantic schema of plain data, or store"
+                " its plain fields"
+            )
+        raise SchemaNotExportable(path, detail)
 
 
 def _inside_validators(schema: Mapping[str, Any]) -> tuple[Mapping[str, Any], bool]:
@@ -813,6 +840,12 @@ def _known_class(cls: object) -> Node | None:
 
 
 _ANY_SCHEMA: Mapping[str, Any] = {"type": "any"}
+# Kinds of core schema whose name is not the type's own.
+_KIND_NAMES = {"url": "URL", "multi-host-url": "multi-host URL", "none": "None"}
+# Kinds of core schema that a type's own schema is built of, named after no type.
+_WRAPPED_KINDS = frozenset(
+    {"function-plain", "chain", "lax-or-strict", "json-or-python", "union", "custom-error"}
+)
 _PLAIN_TYPES = (str, int, float, bool, bytes, type(None))
 _PLAIN_SCALARS = frozenset({"int", "float", "str", "bool", "bytes", "none"})
 
@@ -888,14 +921,34 @@ def _accepts(schema: Mapping[str, Any], definitions: Mapping[str, Any]) -> Calla
     return lambda value: True
 
 
+def _text_key(schema: Mapping[str, Any]) -> Node | None:
+    """How to write a key of an IP address or network, or a path, type: its text, which
+    lax validation parses back into an equal key of the same type, as it does for such
+    a value."""
+    kind = schema.get("type")
+    if kind == "lax-or-strict":
+        cls = _instance_class(schema.get("strict_schema", {}))
+    elif kind in ("json-or-python", "is-instance"):
+        cls = _instance_class(schema)
+    else:
+        return None
+    if isinstance(cls, type) and (cls in IP_TYPES or issubclass(cls, pathlib.PurePath)):
+        return _known_class(cls)
+    return None
+
+
 def _describe(schema: Mapping[str, Any]) -> str:
+    """A schema's type in the user's terms: its class, or its kind (``tuple``)."""
     cls = schema.get("cls")
     if isinstance(cls, type):
         return cls.__qualname__
-    found = _instance_class(schema)
+    kind = schema.get("type")
+    found = _instance_class(schema.get("strict_schema", {}) if kind == "lax-or-strict" else schema)
     if isinstance(found, type):
         return found.__qualname__
-    return str(schema.get("type"))
+    if kind in _VALIDATORS or kind in _WRAPPED_KINDS:
+        return "a custom type"
+    return _KIND_NAMES.get(str(kind), str(kind))
 
 
 def _int_text_check(
