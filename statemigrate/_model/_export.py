@@ -50,7 +50,13 @@ import pydantic
 import pydantic_core
 
 from statemigrate._model._compare import FieldName
-from statemigrate._model._export_checks import checked_leaf, checked_length, checked_literal
+from statemigrate._model._export_checks import (
+    checked_leaf,
+    checked_length,
+    checked_literal,
+    checked_path,
+    is_path_check,
+)
 from statemigrate._model._export_leaves import (
     IP_TYPES,
     KEY_TEXT,
@@ -221,6 +227,9 @@ class _Compiler:
             raise SchemaNotExportable(path, _REFUSED[kind])
         if kind in _TRANSPARENT:
             return self.node(schema["schema"], path)
+        if is_path_check(schema):
+            # NewPath and the like: a path, whose file-system test is made at export.
+            return checked_path(self.node(schema["schema"], path), schema)
         if kind in _VALIDATORS:
             # A validator may change what it is given: the export is checked by
             # validating it back (an idempotent validator passes that check).

@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     Field,
     Json,
+    NewPath,
     SecretStr,
     create_model,
 )
@@ -276,3 +277,29 @@ def test_an_instance_check_of_a_type_s_own_schema_is_not_blamed_on_arbitrary_typ
     message = registration_refusal(create_model("M", v=(type_, ...)))
     assert "field v:" in message and says in message
     assert "arbitrary_types_allowed" not in message
+
+
+# --- D: path-existence types --------------------------------------------------------------
+
+
+class Output(BaseModel):
+    out: NewPath
+
+
+def test_a_path_existence_type_is_checked_at_snapshot_like_a_future_date(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Its test is made at export, with pydantic's message and the field's path, and
+    the rest of the state is not validated back for it (before: the whole state was,
+    and a refusal said ``(root)``)."""
+    schema = schema_of(Output)
+    assert schema.exporter is not None and schema.exporter.exact
+    target = tmp_path / "report.txt"
+    state = Output(out=target)
+    assert schema.export(state) == {"out": str(target)}
+    target.write_text("now it exists")
+    with pytest.raises(ExportError) as caught:
+        schema.export(state)
+    assert caught.value.path == "out"
+    assert "breaks a constraint of its type" in str(caught.value)
+    assert "Path already exists" in str(caught.value)
