@@ -303,3 +303,19 @@ def test_a_path_existence_type_is_checked_at_snapshot_like_a_future_date(
     assert caught.value.path == "out"
     assert "breaks a constraint of its type" in str(caught.value)
     assert "Path already exists" in str(caught.value)
+
+
+# --- E: a value validation converts ---------------------------------------------------------
+
+
+class Measured(BaseModel):
+    ratio: float
+
+
+def test_a_bool_in_a_float_field_is_written_as_validation_makes_it() -> None:
+    """Before, refused at snapshot, though lax validation takes it (as 1.0), as it takes
+    ``True`` in an ``int`` field, which was written as 1."""
+    schema = schema_of(Measured)
+    plain = schema.export(Measured.model_construct(ratio=True))
+    assert plain == {"ratio": 1.0} and type(plain["ratio"]) is float
+    assert schema.validate(plain) == Measured(ratio=1.0)
