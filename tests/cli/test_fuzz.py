@@ -17,7 +17,7 @@ from typing import Any, cast
 import msgpack
 import pytest
 from golden import PRODUCER, seal_raw
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from statemigrate._snapshot import _format
@@ -213,6 +213,7 @@ def _as_shown(value: Any) -> Any:
 
 
 @given(value=_plain)
+@example(value={"nan": float("nan"), "inf": [float("inf"), float("-inf")]})
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_dump_shows_any_plain_data_as_json(folder: Path, value: Any) -> None:
     """For all plain data: ``--dump`` prints strict JSON that reads back as the data,
