@@ -204,7 +204,12 @@ def _labelled(choice: Any, label: object, definitions: Mapping[str, Mapping[str,
 
 
 def _render(steps: list[object] | tuple[object, ...]) -> str:
-    return "".join(f".{step}" if isinstance(step, FieldName) else f"[{step!r}]" for step in steps)
+    # A field whose name is no identifier (a TypedDict's may be anything) is shown as a
+    # key: ``.a b`` would not read as one step.
+    return "".join(
+        f".{step}" if isinstance(step, FieldName) and step.isidentifier() else f"[{step!r}]"
+        for step in steps
+    )
 
 
 def first_difference(expected: object, actual: object) -> Difference | None:

@@ -120,3 +120,8 @@ def test_a_location_leaves_out_the_step_naming_a_union_member() -> None:
     assert format_path(located_path(core, ("either", "list[int]", 1))) == "either[1]"
     # Plain data has no such steps: past a union, the rest is kept as it is.
     assert format_path(located_path(core, ("either", 1), labelled=False)) == "either[1]"
+
+
+def test_a_field_whose_name_is_no_identifier_is_shown_as_a_key() -> None:
+    """A TypedDict's field may be named anything: ``.a b`` would not read as one step."""
+    assert format_path([FieldName("rows"), "k", FieldName("a b")]) == "rows['k']['a b']"
