@@ -25,12 +25,12 @@ import dataclasses
 import datetime
 import decimal
 import math
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import pydantic
 
-__all__ = ["FieldName", "counterparts", "first_difference", "format_path"]
+__all__ = ["FieldName", "counterparts", "first_difference", "format_path", "located_path"]
 
 Difference = tuple[list[object], str]
 
@@ -61,8 +61,155 @@ def format_path(path: list[object] | tuple[object, ...]) -> str:
     return _render(path).removeprefix(".") or "(root)"
 
 
+def located_path(
+    core_schema: Mapping[str, Any], loc: Sequence[object], *, labelled: bool = True
+) -> list[object]:
+    """The path of a pydantic error location in a state of ``core_schema``, in the form
+    :func:`format_path` renders: a record's fields (model, dataclass or ``TypedDict``)
+    as :class:`FieldName`, dict keys and item indexes as they are.
+
+    pydantic's location is a flat list: the schema tells a field from a key, and a
+    union's step naming the member tried (a tag, a class name) from a step into the
+    value, which it leaves out. ``labelled=False`` reads a path into plain data instead,
+    which has no such steps. Past a step the schema does not explain, the rest of the
+    location is kept as it is.
+    """
+    definitions: dict[str, Mapping[str, Any]] = {}
+    path: list[object] = []
+    node: Mapping[str, Any] | None = core_schema
+    steps = list(loc)
+    while steps and node is not None:
+        node = _unwrapped(node, definitions)
+        kind = node.get("type")
+        if kind in ("tagged-union", "union") and not labelled:
+            break  # which member the value is of, plain data does not say
+        if kind == "tagged-union":
+            tag = steps[0]
+            choices = node["choices"]
+            found = next((c for t, c in choices.items() if tag in (t, str(t))), None)
+            if found is None:
+                break
+            steps.pop(0)
+            node = found
+            continue
+        if kind == "union":
+            choices = node["choices"]
+            if len(choices) == 1 or "custom_error_type" in node:
+                break  # no step names a member: which one failed is not known
+            # The step names the member tried, in pydantic's own terms: never a step
+            # into the value, so it is left out of the path.
+            label = steps.pop(0)
+            node = next(
+                (
+                    _member(choice)
+                    for choice in choices
+                    if _labelled(choice, label, definitions)
+                ),
+                None,
+            )
+            continue
+        fields = _record_fields(node)
+        step = steps.pop(0)
+        if fields is not None:
+            spec = fields.get(step) if isinstance(step, str) else None
+            if spec is None:
+                path.append(step)
+                break
+            path.append(FieldName(step))
+            node = spec.get("schema")
+        elif kind == "dict":
+            path.append(step)
+            node = node.get("values_schema")
+        elif kind in ("list", "set", "frozenset", "deque", "tuple"):
+            path.append(step)
+            node = _item_schema(node, step)
+        else:
+            path.append(step)
+            break
+    return [*path, *steps]
+
+
+def _unwrapped(
+    node: Mapping[str, Any], definitions: dict[str, Mapping[str, Any]]
+) -> Mapping[str, Any]:
+    """``node`` past the wrappers that add no step to a location."""
+    while True:
+        kind = node.get("type")
+        if kind == "definitions":
+            for definition in node["definitions"]:
+                definitions[definition["ref"]] = definition
+            node = node["schema"]
+        elif kind == "definition-ref":
+            node = definitions.get(node["schema_ref"], {})
+        elif kind in _NO_STEP:
+            node = node["schema"]
+        elif kind in ("model", "dataclass"):
+            node = node["schema"]
+        elif kind == "lax-or-strict":
+            node = node["lax_schema"]
+        elif kind == "json-or-python":
+            node = node["python_schema"]
+        else:
+            return node
+
+
+# Wrappers around a value's schema that add no step to an error's location.
+_NO_STEP = frozenset(
+    {"default", "nullable", "custom-error", "function-after", "function-before", "function-wrap"}
+)
+
+
+def _item_schema(node: Mapping[str, Any], index: object) -> Mapping[str, Any] | None:
+    """The schema of item ``index`` of a list, set, deque or tuple node."""
+    items = node.get("items_schema")
+    if isinstance(items, Mapping):
+        return items
+    if isinstance(items, list) and items and type(index) is int:
+        variadic = node.get("variadic_item_index")
+        if index < len(items) and (variadic is None or index < variadic):
+            return cast(Mapping[str, Any], items[index])
+        return cast(Mapping[str, Any], items[variadic if variadic is not None else -1])
+    return None
+
+
+def _record_fields(node: Mapping[str, Any]) -> Mapping[Any, Mapping[str, Any]] | None:
+    """The fields of a record node by name, or None for any other node."""
+    kind = node.get("type")
+    if kind in ("model-fields", "typed-dict"):
+        return dict(node["fields"])
+    if kind == "dataclass-args":
+        return {spec["name"]: spec for spec in node["fields"]}
+    return None
+
+
+def _member(choice: Any) -> Mapping[str, Any]:
+    """A union member's schema (a member may come with a label of its own)."""
+    return cast(Mapping[str, Any], choice[0] if isinstance(choice, tuple | list) else choice)
+
+
+def _labelled(choice: Any, label: object, definitions: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether ``label``, a step pydantic puts in a location for a union member it
+    tried, names ``choice``: its own label, a record's class name, or the member's kind
+    (``int``, ``lax-or-strict[...]``)."""
+    if isinstance(choice, tuple | list):
+        return bool(choice[1] == label)
+    node = choice
+    if node.get("type") == "definition-ref":
+        node = definitions.get(node["schema_ref"], node)
+    cls = node.get("cls")
+    if isinstance(cls, type) and cls.__name__ == label:
+        return True
+    kind = str(node.get("type"))
+    return isinstance(label, str) and (label == kind or label.startswith(f"{kind}["))
+
+
 def _render(steps: list[object] | tuple[object, ...]) -> str:
-    return "".join(f".{step}" if isinstance(step, FieldName) else f"[{step!r}]" for step in steps)
+    # A field whose name is no identifier (a TypedDict's may be anything) is shown as a
+    # key: ``.a b`` would not read as one step.
+    return "".join(
+        f".{step}" if isinstance(step, FieldName) and step.isidentifier() else f"[{step!r}]"
+        for step in steps
+    )
 
 
 def first_difference(expected: object, actual: object) -> Difference | None:
@@ -156,10 +303,22 @@ def _diff(expected: object, actual: object) -> _Found | None:
         return _changed(expected, actual)
     if isinstance(expected, collections.deque):
         assert isinstance(actual, collections.deque)
+        if expected.maxlen != actual.maxlen:
+            return [], _maxlen_lost(expected.maxlen, actual.maxlen)
         return _diff(list(expected), list(actual))
     if expected != actual:
         return _changed(expected, actual)
     return None
+
+
+def _maxlen_lost(maxlen: int | None, again: int | None) -> str:
+    """A deque's maxlen that would change: a snapshot holds the items, and only a
+    validator of the deque's type can bound it again."""
+    return (
+        f"a deque with maxlen={maxlen} would come back with maxlen={again}: a snapshot"
+        " holds its items only; set the maxlen in a validator of its type, such as"
+        f" Annotated[deque[...], AfterValidator(lambda d: deque(d, maxlen={maxlen}))]"
+    )
 
 
 def _diff_mappings(expected: Mapping[Any, Any], actual: Mapping[Any, Any]) -> _Found | None:

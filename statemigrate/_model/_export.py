@@ -35,6 +35,7 @@ tuple would come back a list and a datetime a string. It is refused with its pat
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import decimal
@@ -45,11 +46,19 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import pydantic
 import pydantic_core
 
 from statemigrate._model._compare import FieldName
-from statemigrate._model._export_checks import checked_leaf, checked_length, checked_literal
+from statemigrate._model._export_checks import (
+    checked_leaf,
+    checked_length,
+    checked_literal,
+    checked_path,
+    is_path_check,
+)
 from statemigrate._model._export_leaves import (
+    IP_TYPES,
     KEY_TEXT,
     KNOWN_CLASSES,
     PATH_NODE,
@@ -104,14 +113,15 @@ class Exporter:
             and is exact: exporting it needs no walk, the packer's check suffices.
         exact: every conversion is known to round-trip; when False, each export must be
             validated back and compared with the state.
-        went_deep: whether this thread's last ``convert`` must be validated back all the
-            same, its value being nested deep in recursive types.
+        must_check: whether this thread's last ``convert`` must be validated back all
+            the same: its value is nested deep in recursive types, or holds a deque
+            with a ``maxlen``, which only a validator can give back.
     """
 
     convert: Convert
     identity: bool
     exact: bool
-    went_deep: Callable[[], bool]
+    must_check: Callable[[], bool]
 
     def __call__(self, value: Any) -> Any:
         return self.convert(value)
@@ -120,27 +130,27 @@ class Exporter:
 def compile_exporter(core_schema: Mapping[str, Any]) -> Exporter:
     """Compile the exporter of a pydantic core schema.
 
-    ``went_deep()`` tells whether the last ``convert`` of this thread met a value nested
-    in more than :data:`CHECKED_DEPTH` references; its export must then be validated
-    back even when the exporter is exact.
+    ``must_check()`` tells whether the last ``convert`` of this thread met a value nested
+    in more than :data:`CHECKED_DEPTH` references, or a deque with a ``maxlen``; its
+    export must then be validated back even when the exporter is exact.
 
     Raises:
         SchemaNotExportable: a part of the schema has no plain form.
     """
     compiler = _Compiler()
     node = compiler.node(core_schema, [])
-    depth = compiler._depth
+    walk = compiler._walk
     convert_node = node.convert
 
     def convert(value: Any) -> Any:
-        depth.deep = False
+        walk.unsure = False
         return convert_node(value)
 
-    def went_deep() -> bool:
-        return bool(getattr(depth, "deep", False))
+    def must_check() -> bool:
+        return bool(getattr(walk, "unsure", False))
 
     # A state handed over as it is is not checked: only an exact one may be.
-    return Exporter(convert, node.identity and node.exact, node.exact, went_deep)
+    return Exporter(convert, node.identity and node.exact, node.exact, must_check)
 
 
 CHECKED_DEPTH = 128
@@ -160,6 +170,12 @@ _REFUSED = {
     "generator": "an iterator has no plain form; declare a list",
     "arguments": "call arguments have no plain form",
     "call": "call arguments have no plain form",
+    # The state holds the parsed value; a restore would parse its plain form as JSON
+    # text again and refuse it.
+    "json": (
+        "Json[...] holds the parsed value, and a restore would parse it as JSON text"
+        " again; declare the parsed type itself (Json[dict[str, int]] as dict[str, int])"
+    ),
 }
 
 
@@ -173,7 +189,9 @@ class _Compiler:
         self._definitions: dict[str, Mapping[str, Any]] = {}
         self._compiled: dict[str, Node] = {}
         self._cells: dict[str, list[Convert]] = {}  # definitions being compiled
-        self._depth = threading.local()  # references entered by the converter running
+        # The converter running: the references it entered, and whether it met a value
+        # its export must be validated back for (nested too deep, a bounded deque).
+        self._walk = threading.local()
         # The config of the record being compiled: its settings (str_max_length,
         # allow_inf_nan, ...) constrain the leaves in it, as its own validator's do.
         self._config: Mapping[str, Any] = {}
@@ -209,9 +227,13 @@ class _Compiler:
             raise SchemaNotExportable(path, _REFUSED[kind])
         if kind in _TRANSPARENT:
             return self.node(schema["schema"], path)
+        if is_path_check(schema):
+            # NewPath and the like: a path, whose file-system test is made at export.
+            return checked_path(self.node(schema["schema"], path), schema)
         if kind in _VALIDATORS:
             # A validator may change what it is given: the export is checked by
             # validating it back (an idempotent validator passes that check).
+            _refuse_decoder(schema, path)
             wrapped = schema["schema"]
             if kind == "function-after" and wrapped.get("type") == "enum":
                 # use_enum_values: the state holds members' values, not members.
@@ -265,7 +287,7 @@ class _Compiler:
         by validation, which finds out whether it comes back; past
         :data:`MAX_REFERENCE_DEPTH`, no validation would take it.
         """
-        depth = self._depth
+        depth = self._walk
 
         def convert(value: Any) -> Any:
             level = getattr(depth, "level", 0) + 1
@@ -275,7 +297,7 @@ class _Compiler:
                         f"nested in more than {MAX_REFERENCE_DEPTH} levels of recursive"
                         " types, more than pydantic validates"
                     )
-                depth.deep = True
+                depth.unsure = True
             depth.level = level
             try:
                 return convert_inner(value)
@@ -297,6 +319,7 @@ class _Compiler:
 
     def _on_literal(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         _check_int_values(schema, path)
+        _check_member_values(schema, path)
         plain = all(type(item) in _PLAIN_TYPES for item in schema["expected"])
         if not plain:
             return Node(by_value, False, False)
@@ -335,7 +358,17 @@ class _Compiler:
 
     def _on_deque(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         item = self._items(schema, path)
-        return Node(checked_length(list_of(item), schema), False, item.exact)
+        convert_items = checked_length(list_of(item), schema)
+        walk = self._walk
+
+        def convert(value: Any) -> Any:
+            if isinstance(value, collections.deque) and value.maxlen is not None:
+                # A snapshot holds the items; only a validator can give the maxlen back,
+                # so this export is validated back and compared, maxlen and all.
+                walk.unsure = True
+            return convert_items(value)
+
+        return Node(convert, False, item.exact)
 
     def _on_set(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         item = self._items(schema, path)
@@ -419,6 +452,9 @@ class _Compiler:
             return Node(enum_key, False, True)
         if kind == "literal" and all(type(item) is str for item in schema["expected"]):
             return Node(to_str, True, True)
+        text_key = _text_key(schema)
+        if text_key is not None:
+            return text_key
         if kind == "enum":
             raise SchemaNotExportable(
                 path,
@@ -429,8 +465,9 @@ class _Compiler:
         raise SchemaNotExportable(
             path,
             f"dict keys of type {_describe(schema)} cannot be stored: snapshot maps have str"
-            " keys and no string parses back into such a key; use str, int, float, bool,"
-            " str-valued enum, IntEnum, UUID, Decimal or date/time keys",
+            " keys, and such a key has no text known to parse back into it; use str, int,"
+            " float, bool,"
+            " str-valued enum, IntEnum, UUID, Decimal, date/time, IP address or path keys",
         )
 
     # records
@@ -456,7 +493,7 @@ class _Compiler:
         required = frozenset(
             name for name, spec in schema["fields"].items() if spec.get("required", total)
         )
-        read = fields_reader(fields, read_item, step=str, required=required)
+        read = fields_reader(fields, read_item, step=FieldName, required=required)
         allow_extra = schema.get("extra_behavior") == "allow"
         extras = self._extras(schema, path) if allow_extra else None
         names = frozenset(name for name, _ in fields)
@@ -565,7 +602,7 @@ class _Compiler:
     def _choices(
         self, schema: Mapping[str, Any], choices: Sequence[Mapping[str, Any]], path: list[str]
     ) -> Node:
-        nodes = [self.node(choice, path) for choice in choices]
+        nodes = [self._part(choice, path) for choice in choices]
         tests = [_accepts(choice, self._definitions) for choice in choices]
         # Lax validation picks a member by its own rules (an ISO string fits a str
         # member before a datetime one); only unions of distinct plain scalars are sure,
@@ -629,11 +666,11 @@ class _Compiler:
 
     def _on_lax_or_strict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         known = _known_class(_instance_class(schema.get("strict_schema", {})))
-        return known or self.node(schema["lax_schema"], path)
+        return known or self._part(schema["lax_schema"], path)
 
     def _on_json_or_python(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         known = _known_class(_instance_class(schema))
-        return known or self.node(schema["python_schema"], path)
+        return known or self._part(schema["python_schema"], path)
 
     def _on_is_instance(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         cls = schema["cls"]
@@ -648,8 +685,30 @@ class _Compiler:
         )
 
     def _on_chain(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        first = self.node(schema["steps"][0], path)
+        first = self._part(schema["steps"][0], path)
         return Node(first.convert, False, False)
+
+    def _part(self, schema: Mapping[str, Any], path: list[str]) -> Node:
+        """A node that is one part of a type's own schema (a union's member, a chain's
+        first step, the Python side of ``json-or-python``): there an instance check is
+        the type's own doing, not ``arbitrary_types_allowed``."""
+        if schema.get("type") != "is-instance" or _known_class(schema["cls"]) is not None:
+            return self.node(schema, path)
+        cls = schema["cls"]
+        name = getattr(cls, "__qualname__", None) or repr(cls)
+        if getattr(cls, "__module__", None) in ("typing", "collections.abc"):
+            detail = (
+                f"{name} takes any instance of {name} as it is, which has no one plain form"
+                " (a tuple would come back a list); declare a concrete type such as"
+                " list[...] or tuple[..., ...]"
+            )
+        else:
+            detail = (
+                f"its type's schema takes a {name} instance as it is, and a snapshot has no"
+                f" plain form for one; give {name} a pydantic schema of plain data, or store"
+                " its plain fields"
+            )
+        raise SchemaNotExportable(path, detail)
 
 
 def _inside_validators(schema: Mapping[str, Any]) -> tuple[Mapping[str, Any], bool]:
@@ -718,6 +777,53 @@ def _check_int_values(schema: Mapping[str, Any], path: list[str]) -> None:
         )
 
 
+def _check_member_values(schema: Mapping[str, Any], path: list[str]) -> None:
+    """Refuse a ``Literal`` of an enum member that its own validation does not take back
+    from the member's value, which is what a snapshot holds of it.
+
+    pydantic matches a plain ``Enum``'s member in a ``Literal`` only as the member
+    itself (a ``StrEnum``'s or an ``IntEnum``'s also as its value): such a schema, and
+    a union tagged by it, would take no snapshot back. pydantic decides, once per member.
+    """
+    members = [item for item in schema["expected"] if isinstance(item, enum.Enum)]
+    if not members:
+        return
+    validator = pydantic_core.SchemaValidator({"type": "literal", "expected": schema["expected"]})
+    for member in members:
+        try:
+            again = validator.validate_python(member.value, strict=False)
+        except pydantic_core.ValidationError:
+            again = None
+        if again is not member:
+            cls = type(member).__qualname__
+            raise SchemaNotExportable(
+                path,
+                f"Literal[{cls}.{member.name}] does not validate back from the member's"
+                f" value {member.value!r}, which is what a snapshot holds (pydantic matches"
+                f" a plain Enum's member in a Literal only as itself); make {cls} a StrEnum"
+                " or IntEnum, or use the plain value in the Literal",
+            )
+
+
+def _refuse_decoder(schema: Mapping[str, Any], path: list[str]) -> None:
+    """Refuse a type that decodes what it is given (``Base64Bytes``, ``Base64Str``, any
+    ``EncodedBytes`` or ``EncodedStr``): the state holds the decoded value, which a
+    restore would decode again."""
+    function = schema.get("function", {}).get("function")
+    owner = getattr(function, "__self__", None)
+    if isinstance(owner, pydantic.types.EncodedBytes | pydantic.types.EncodedStr):
+        kind = "Bytes" if isinstance(owner, pydantic.types.EncodedBytes) else "Str"
+        encoder = owner.encoder.__name__
+        name = {"Base64Encoder": "Base64", "Base64UrlEncoder": "Base64Url"}.get(encoder)
+        shown = f"{name}{kind}" if name else f"Encoded{kind}({encoder})"
+        plain = "bytes" if kind == "Bytes" else "str"
+        raise SchemaNotExportable(
+            path,
+            f"{shown} holds the decoded value, and a restore would decode it again;"
+            f" declare {plain} (and encode where the value leaves the program)",
+        )
+
+
 def _in_i64(value: int) -> bool:
     return -(2**63) <= value < 2**63
 
@@ -743,6 +849,12 @@ def _known_class(cls: object) -> Node | None:
 
 
 _ANY_SCHEMA: Mapping[str, Any] = {"type": "any"}
+# Kinds of core schema whose name is not the type's own.
+_KIND_NAMES = {"url": "URL", "multi-host-url": "multi-host URL", "none": "None"}
+# Kinds of core schema that a type's own schema is built of, named after no type.
+_WRAPPED_KINDS = frozenset(
+    {"function-plain", "chain", "lax-or-strict", "json-or-python", "union", "custom-error"}
+)
 _PLAIN_TYPES = (str, int, float, bool, bytes, type(None))
 _PLAIN_SCALARS = frozenset({"int", "float", "str", "bool", "bytes", "none"})
 
@@ -818,14 +930,34 @@ def _accepts(schema: Mapping[str, Any], definitions: Mapping[str, Any]) -> Calla
     return lambda value: True
 
 
+def _text_key(schema: Mapping[str, Any]) -> Node | None:
+    """How to write a key of an IP address or network, or a path, type: its text, which
+    lax validation parses back into an equal key of the same type, as it does for such
+    a value."""
+    kind = schema.get("type")
+    if kind == "lax-or-strict":
+        cls = _instance_class(schema.get("strict_schema", {}))
+    elif kind in ("json-or-python", "is-instance"):
+        cls = _instance_class(schema)
+    else:
+        return None
+    if isinstance(cls, type) and (cls in IP_TYPES or issubclass(cls, pathlib.PurePath)):
+        return _known_class(cls)
+    return None
+
+
 def _describe(schema: Mapping[str, Any]) -> str:
+    """A schema's type in the user's terms: its class, or its kind (``tuple``)."""
     cls = schema.get("cls")
     if isinstance(cls, type):
         return cls.__qualname__
-    found = _instance_class(schema)
+    kind = schema.get("type")
+    found = _instance_class(schema.get("strict_schema", {}) if kind == "lax-or-strict" else schema)
     if isinstance(found, type):
         return found.__qualname__
-    return str(schema.get("type"))
+    if kind in _VALIDATORS or kind in _WRAPPED_KINDS:
+        return "a custom type"
+    return _KIND_NAMES.get(str(kind), str(kind))
 
 
 def _int_text_check(

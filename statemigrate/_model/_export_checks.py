@@ -28,7 +28,7 @@ import pydantic_core
 from statemigrate._model._compare import first_difference
 from statemigrate._model._export_leaves import Convert, Node, by_value, fail, kind_of
 
-__all__ = ["checked_leaf", "checked_length", "checked_literal"]
+__all__ = ["checked_leaf", "checked_length", "checked_literal", "checked_path", "is_path_check"]
 
 # Keys of a leaf's core schema that constrain nothing a value could break. ``strict``
 # is among them because a restore validates in lax mode whatever the schema says.
@@ -70,6 +70,30 @@ def checked_leaf(node: Node, schema: Mapping[str, Any], config: Mapping[str, Any
     except pydantic_core.SchemaError:  # a key of a newer pydantic: let validation judge
         return Node(node.convert, False, False)
     return Node(_validated_back(node.convert, validator), False, node.exact)
+
+
+def checked_path(node: Node, schema: Mapping[str, Any]) -> Node:
+    """``node`` (a path's), checking each value against the file-system test of
+    ``schema``, a ``NewPath``, ``FilePath`` or ``DirectoryPath`` (see
+    :func:`is_path_check`): the path must pass it at export, as a restore asks.
+
+    Like a ``FutureDate``'s, the test may pass at export and fail at restore, when the
+    file appears or vanishes in between; the documentation says so.
+    """
+    try:
+        validator = pydantic_core.SchemaValidator(dict(schema))
+    except pydantic_core.SchemaError:  # a newer pydantic's schema: let validation judge
+        return Node(node.convert, False, False)
+    return Node(_validated_back(node.convert, validator), False, node.exact)
+
+
+def is_path_check(schema: Mapping[str, Any]) -> bool:
+    """Whether ``schema`` is pydantic's ``NewPath``, ``FilePath`` or ``DirectoryPath``:
+    a path whose validator tests the file system."""
+    if schema.get("type") != "function-after":
+        return False
+    function = schema.get("function", {}).get("function")
+    return str(getattr(function, "__qualname__", "")).startswith("PathType.validate_")
 
 
 def checked_length(convert_items: Convert, schema: Mapping[str, Any]) -> Convert:

@@ -136,7 +136,7 @@ def _int_text(value: int) -> str:
 def to_float(value: Any) -> Any:
     if type(value) is float:
         return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, int | float):  # a bool too: validation makes it 1.0 or 0.0
         try:
             return float(value)
         except OverflowError:  # an int past the largest float: validation refuses it too

@@ -38,7 +38,12 @@ import pydantic_core
 import typing_extensions
 
 from statemigrate._errors import ExportError, RegistrationError, ValidationError
-from statemigrate._model._compare import first_difference, format_path
+from statemigrate._model._compare import (
+    FieldName,
+    first_difference,
+    format_path,
+    located_path,
+)
 from statemigrate._model._export import (
     Exporter,
     NotExportable,
@@ -276,9 +281,9 @@ class SchemaVersion:
 
         Raises:
             ExportError: the state holds a value with no plain form, or one that would
-                come back changed; the error names the path.
-            ValidationError: the state is not an instance of the schema (or its dict
-                form does not validate).
+                come back changed, or (given as the dict of its fields) validation
+                refuses it; the error names the path.
+            ValidationError: the state is not an instance of the schema nor a dict.
         """
         exporter = self.exporter
         assert exporter is not None  # set by create()
@@ -292,9 +297,10 @@ class SchemaVersion:
             state = self._instance(state)
         try:
             plain = exporter.convert(state)
-            if not exporter.exact or exporter.went_deep():
+            if not exporter.exact or exporter.must_check():
                 # An exact exporter is checked only for a value nested too deep for
-                # pydantic: a refusal then is the depth's, not the schema's.
+                # pydantic, or a bounded deque: a refusal then is the value's, not the
+                # schema's.
                 self._check_round_trip(state, plain, by_validation=not exporter.exact)
         except NotExportable as exc:
             raise ExportError(
@@ -366,14 +372,9 @@ class SchemaVersion:
         try:
             self.validate(state)
         except ValidationError as exc:
-            first = exc.errors[0] if exc.errors else {}
-            location = first.get("loc")
-            path = format_path(list(location)) if isinstance(location, tuple | list) else "(root)"
+            path, reason = self._first_error(exc)
             raise ExportError(
-                self.component,
-                self.version,
-                path,
-                f"a restore would refuse it: {first.get('msg', exc.detail)}",
+                self.component, self.version, path, f"a restore would refuse it: {reason}"
             ) from exc
 
     def _check_top_level_keys(self, state: dict[Any, Any]) -> None:
@@ -387,7 +388,10 @@ class SchemaVersion:
         if missing:
             name = min(missing)
             raise ExportError(
-                self.component, self.version, repr([name]), "this required field is missing"
+                self.component,
+                self.version,
+                format_path([FieldName(name)]),
+                "this required field is missing",
             )
         if not self.allows_extra:
             unknown = [key for key in state if key not in self.fields]
@@ -402,7 +406,21 @@ class SchemaVersion:
     def _instance(self, state: object) -> object:
         cls = cast(type, self.type)
         if isinstance(state, dict):
-            return self.validate(state)
+            try:
+                return self.validate(state)
+            except ValidationError as exc:
+                # These are the component's own values, most often made by validation
+                # already: a refusal may be the schema's (a validator that does not take
+                # its own output back) as much as the values'.
+                path, reason = self._first_error(exc)
+                raise ExportError(
+                    self.component,
+                    self.version,
+                    path,
+                    f"validating the component's fields to export them refuses this value:"
+                    f" {reason}",
+                    by_validation=True,
+                ) from exc
         if not isinstance(state, cls):
             # pydantic would serialize an unrelated object by duck typing; refuse it.
             raise ValidationError(
@@ -417,11 +435,12 @@ class SchemaVersion:
         try:
             again = self.validate(plain)
         except ValidationError as exc:
+            where, reason = self._first_error(exc)
             raise ExportError(
                 self.component,
                 self.version,
-                "(root)",
-                f"its plain form does not validate back: {exc.detail}",
+                where,
+                f"its plain form does not validate back: {reason}",
                 by_validation=by_validation,
             ) from exc
         difference = first_difference(state, again)
@@ -434,6 +453,15 @@ class SchemaVersion:
                 detail,
                 by_validation=by_validation,
             )
+
+    def _first_error(self, exc: ValidationError) -> tuple[str, str]:
+        """Where in the state the first of a validation's errors is, and what it says."""
+        first = exc.errors[0] if exc.errors else {}
+        location = first.get("loc")
+        if not isinstance(location, tuple | list):
+            return "(root)", exc.detail
+        steps = located_path(self.adapter.core_schema, location)
+        return format_path(steps), str(first.get("msg", exc.detail))
 
     def json_schema(self) -> dict[str, Any]:
         """Return the canonical JSON Schema that the fingerprint hashes.

@@ -29,6 +29,7 @@ from itertools import chain
 from operator import itemgetter, methodcaller
 from typing import Any
 
+from statemigrate._model._compare import FieldName
 from statemigrate._model._inplace import (
     DictNode,
     Node,
@@ -188,7 +189,7 @@ def _record(node: RecordNode) -> ValidityCheck:
                 try:
                     check(field_value)
                 except UnknownKey as exc:
-                    exc.path.insert(0, name)
+                    exc.path.insert(0, FieldName(name))
                     raise
         if present != len(value):
             raise UnknownKey(next(key for key in value if key not in names))

@@ -4,11 +4,11 @@ the version it is written at, and choosing those versions for a reader."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from statemigrate._errors import ExportError
-from statemigrate._model._compare import format_path
+from statemigrate._model._compare import format_path, located_path
 from statemigrate._model._component import export_component
 from statemigrate._runtime._report import SnapshotReport
 from statemigrate._snapshot._encode import SectionInput
@@ -84,16 +84,30 @@ def walk_section(
     Raises:
         ExportError: that section was walked already: the error names its path.
     """
-    index = section_to_walk(exc, exported.sections, exported.walked)
+    registry = exported.entries[exc.section if exc.section is not None else 0].registry
+
+    def path_of(section: SectionInput, steps: list[object]) -> str:
+        # Record fields named as the exporter names them (``entries['k'].hits``).
+        schema = registry.schema_for(section.component, section.version)
+        return format_path(located_path(schema.adapter.core_schema, steps, labelled=False))
+
+    index = section_to_walk(exc, exported.sections, exported.walked, path_of=path_of)
     exported.sections[index], _, _ = export_section(
         exported.entries[index], targets=targets, allow_lossy=allow_lossy, walk=True
     )
 
 
-def section_to_walk(exc: NotPlainError, sections: Sequence[SectionInput], walked: set[int]) -> int:
+def section_to_walk(
+    exc: NotPlainError,
+    sections: Sequence[SectionInput],
+    walked: set[int],
+    *,
+    path_of: Callable[[SectionInput, list[object]], str] | None = None,
+) -> int:
     """The section whose data ``exc`` found not plain, now marked as walked: the caller
     exports it again with a walk, which converts what can be (an int past 64 bits) or
-    finds with the path what cannot.
+    finds with the path what cannot. ``path_of`` renders the path into the section's
+    data (by default, each step as a key or index).
 
     Raises:
         ExportError: that section was walked already: the error names its path.
@@ -101,10 +115,11 @@ def section_to_walk(exc: NotPlainError, sections: Sequence[SectionInput], walked
     index = exc.section if exc.section is not None else 0
     if index in walked:
         section = sections[index]
+        steps = list(exc.path)
         raise ExportError(
             section.component,
             section.version,
-            format_path(exc.path),
+            format_path(steps) if path_of is None else path_of(section, steps),
             exc.detail,
             instance=section.instance,
         ) from exc

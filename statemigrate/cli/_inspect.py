@@ -6,6 +6,7 @@ import argparse
 import base64
 import datetime
 import json
+import math
 import re
 import sys
 from types import TracebackType
@@ -204,7 +205,7 @@ def dump_json(value: object, *, section: str) -> str:
         # dumps, not dump: a failure part-way must not leave half a document on stdout.
         # Keys in the order the snapshot stores them, a dict's insertion order (an
         # LRU's, say), which sorting would hide.
-        text = json.dumps(to_json_ready(value), indent=2)
+        text = json.dumps(to_json_ready(value), indent=2, allow_nan=False)
     except RecursionError:
         raise SnapshotError(
             "too_deep", "the data nests too deeply to show as JSON", section=section
@@ -216,8 +217,10 @@ def to_json_ready(value: object) -> object:
     """Decoded plain data in a form JSON can hold.
 
     Bytes become ``{"$base64": "..."}``; bytes map keys, which JSON cannot hold, become
-    the string ``"$base64:..."``. Everything else that snapshots hold (dicts with str
-    keys, lists, str, int, float, bool, None) is already JSON's.
+    the string ``"$base64:..."``. A float JSON has no number for becomes
+    ``{"$float": "nan"}``, ``{"$float": "inf"}`` or ``{"$float": "-inf"}``, text that
+    ``float()`` reads back. Everything else that snapshots hold (dicts with str keys,
+    lists, str, int, finite floats, bool, None) is already JSON's.
     """
     if isinstance(value, dict):
         return {_json_key(key): to_json_ready(item) for key, item in value.items()}
@@ -225,6 +228,8 @@ def to_json_ready(value: object) -> object:
         return [to_json_ready(item) for item in value]
     if isinstance(value, bytes | bytearray | memoryview):
         return {"$base64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"$float": repr(value)}  # 'nan', 'inf' or '-inf'
     return value
 
 

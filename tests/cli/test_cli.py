@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from cli_helpers import Result, run
 from golden import DATA, GOLDEN_KEY, SUFFIX, load_golden, seal_raw, split
@@ -447,6 +448,30 @@ def test_dump_shows_bytes_as_base64(made: Made, capsys: pytest.CaptureFixture[st
     assert json.loads(result.out) == {
         "blobs": {"empty": {"$base64": ""}, "small": {"$base64": "AAH+/w=="}},
         "by_key": {"$base64:/2tleQ==": 1, "$base64:cGxhaW4=": 2},
+    }
+
+
+def test_dump_shows_floats_json_has_no_number_for_as_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, NaN, Infinity and -Infinity: no JSON parser but Python's takes them, and
+    jq turns them into null and 1.79e308."""
+    raw = msgpack.packb(
+        {"width": float("nan"), "height": float("inf"), "depth": float("-inf"), "ok": 1.5}
+    )
+    path = tmp_path / "floats.smsnap"
+    path.write_bytes(seal_raw([raw]))
+    result = run(capsys, "inspect", str(path), "--dump", "c0")
+    assert result.code == 0 and result.err == ""
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{token} is not JSON")
+
+    assert json.loads(result.out, parse_constant=refuse) == {
+        "width": {"$float": "nan"},
+        "height": {"$float": "inf"},
+        "depth": {"$float": "-inf"},
+        "ok": 1.5,
     }
 
 

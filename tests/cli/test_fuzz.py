@@ -17,7 +17,7 @@ from typing import Any, cast
 import msgpack
 import pytest
 from golden import PRODUCER, seal_raw
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from statemigrate._snapshot import _format
@@ -183,7 +183,7 @@ _leaves = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-(2**63), 2**64 - 1),
-    st.floats(allow_nan=False),
+    st.floats(),
     st.text(max_size=16),
     st.binary(max_size=16),
 )
@@ -198,6 +198,10 @@ def _as_shown(value: Any) -> Any:
     """What --dump promises to print for ``value``, written independently of the code."""
     if isinstance(value, bytes):
         return {"$base64": base64.b64encode(value).decode()}
+    if isinstance(value, float) and value != value:
+        return {"$float": "nan"}
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return {"$float": "inf" if value > 0 else "-inf"}
     if isinstance(value, list):
         return [_as_shown(item) for item in value]
     if isinstance(value, dict):
@@ -209,16 +213,22 @@ def _as_shown(value: Any) -> Any:
 
 
 @given(value=_plain)
+@example(value={"nan": float("nan"), "inf": [float("inf"), float("-inf")]})
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_dump_shows_any_plain_data_as_json(folder: Path, value: Any) -> None:
-    """For all plain data: ``--dump`` prints JSON that reads back as the data, bytes as
-    base64 (values ``{"$base64": ...}``, map keys ``"$base64:..."``)."""
+    """For all plain data: ``--dump`` prints strict JSON that reads back as the data,
+    bytes as base64 (values ``{"$base64": ...}``, map keys ``"$base64:..."``), NaN and
+    the infinities as ``{"$float": ...}``."""
     raw = msgpack.packb(value, use_bin_type=True)
     outcome = inspect(folder, seal_raw([raw]), "--dump", "c0")
     check_contract(outcome)
     assert outcome.code == 0
-    shown = json.loads(outcome.out)
-    assert shown == _as_shown(value)  # infinities read back as themselves; NaN is not drawn
+    shown = json.loads(outcome.out, parse_constant=_not_json)
+    assert shown == _as_shown(value)
+
+
+def _not_json(token: str) -> None:
+    raise AssertionError(f"--dump printed {token}, which is not JSON")
 
 
 # --- negative controls: the properties catch the bugs they are about ------------------------

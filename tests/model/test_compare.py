@@ -7,8 +7,10 @@ import datetime
 import zoneinfo
 
 import pytest
+from pydantic import BaseModel, TypeAdapter
+from typing_extensions import TypedDict
 
-from statemigrate._model._compare import FieldName, first_difference, format_path
+from statemigrate._model._compare import FieldName, first_difference, format_path, located_path
 
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 
@@ -91,3 +93,35 @@ def test_a_long_path_shows_its_ends_and_its_length() -> None:
     assert format_path([FieldName("a"), "k", 0]) == "a['k'][0]"
     sixteen: list[object] = [0] * 16
     assert format_path(sixteen) == "[0]" * 16
+
+
+# --- pydantic's error locations as paths -----------------------------------------------------
+
+
+class _Row(TypedDict):
+    hits: int
+
+
+class _Node(BaseModel):
+    rows: dict[str, list[_Row]]
+    either: int | list[int] = 0
+
+
+def test_a_location_names_record_fields_and_keys_as_paths_do() -> None:
+    """Fields of models and TypedDicts alike render ``.name``, keys ``['k']``: one form,
+    as the exporter's own paths have. Before, a location was rendered all as keys."""
+    core = TypeAdapter(_Node).core_schema
+    path = located_path(core, ("rows", "k", 0, "hits"))
+    assert format_path(path) == "rows['k'][0].hits"
+
+
+def test_a_location_leaves_out_the_step_naming_a_union_member() -> None:
+    core = TypeAdapter(_Node).core_schema
+    assert format_path(located_path(core, ("either", "list[int]", 1))) == "either[1]"
+    # Plain data has no such steps: past a union, the rest is kept as it is.
+    assert format_path(located_path(core, ("either", 1), labelled=False)) == "either[1]"
+
+
+def test_a_field_whose_name_is_no_identifier_is_shown_as_a_key() -> None:
+    """A TypedDict's field may be named anything: ``.a b`` would not read as one step."""
+    assert format_path([FieldName("rows"), "k", FieldName("a b")]) == "rows['k']['a b']"

@@ -84,7 +84,7 @@ def refused(schema: Any, state: object) -> str:
 def test_a_decimal_that_is_not_finite_is_refused_with_its_path(text: str) -> None:
     order = Order(total=decimal.Decimal(1)).model_copy(update={"total": decimal.Decimal(text)})
     message = refused(Orders, {"orders": {"k5": order}})
-    assert "['orders']['k5'].total" in message and "not finite" in message
+    assert "orders['k5'].total" in message and "not finite" in message
 
 
 def test_a_decimal_field_that_allows_inf_keeps_it() -> None:
@@ -133,7 +133,7 @@ def test_the_config_constrains_the_fields_of_its_model() -> None:
 
 
 def test_a_typeddict_with_constraints_is_checked_at_snapshot() -> None:
-    assert "at ['score']:" in refused(Bounded, {"score": float("inf")})
+    assert "at score:" in refused(Bounded, {"score": float("inf")})
     assert snapshot_and_restore(Bounded, {"score": 1.5}) == {"score": 1.5}
 
 

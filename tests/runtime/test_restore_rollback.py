@@ -5,6 +5,9 @@ attempt is reported as not rolled back."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import logging
+import pathlib
 from typing import Any
 
 import pytest
@@ -320,3 +323,33 @@ def test_the_rollback_of_a_state_of_none_is_checked(kind: type, rolled_back: boo
     else:
         assert target.state == NEW
         assert caught.value.rollback_failed == ("model/default",)
+
+
+class Addressed(BaseModel):
+    where: ipaddress.IPv4Address | pathlib.Path
+
+
+def test_the_warning_of_a_state_with_no_plain_export_speaks_of_the_field(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, it quoted pydantic's location, union labels and all:
+    ``where.lax-or-strict[lax=function-plain[ip_v4_address_validator()],...]``."""
+    monkeypatch.setattr(restore_module, "_UNCHECKED_SAID", set())  # as in a new process
+    registry = Registry()
+    registry.add_schema("addressed", 1, Addressed)
+
+    @registry.migratable("addressed", version=1)
+    class Holds:
+        def __init__(self) -> None:
+            self.where: Any = None
+
+    writer = Service(NAME, registry=registry)
+    writer.register(Holds()).where = ipaddress.IPv4Address("10.0.0.1")
+    snapshot = writer.snapshot()[0]
+    reader = Service(NAME, registry=registry)
+    reader.register(Holds())
+    with caplog.at_level(logging.WARNING, logger="statemigrate"):
+        reader.restore(snapshot)
+    (warning,) = [r.getMessage() for r in caplog.records if "rollback" in r.getMessage()]
+    assert "at where: " in warning
+    assert "lax-or-strict" not in warning and "function-plain" not in warning

@@ -1,0 +1,321 @@
+"""The round-trip contract for types users bring to their schemas: bounded deques, enum
+tags, encoded and JSON types, IP and path keys, path-existence types, and the messages
+that name a refused part in the user's terms. Each test failed before its fix."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import enum
+import ipaddress
+import pathlib
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+import pytest
+from pydantic import (
+    AfterValidator,
+    Base64Bytes,
+    Base64Str,
+    BaseModel,
+    Field,
+    Json,
+    NewPath,
+    SecretStr,
+    create_model,
+)
+from pydantic_core import core_schema
+
+from statemigrate import ExportError, RegistrationError, Registry, Service, migratable
+from statemigrate._model._compare import first_difference
+from statemigrate._model._schema import SchemaVersion
+from statemigrate.stores import MemoryStore
+
+
+def schema_of(type_: Any) -> SchemaVersion:
+    registry = Registry()
+    registry.add_schema("thing", 1, type_)
+    return registry.schema_for("thing", 1)
+
+
+def registration_refusal(type_: Any) -> str:
+    with pytest.raises(RegistrationError) as caught:
+        Registry().add_schema("thing", 1, type_)
+    message = str(caught.value)
+    assert "'thing' version 1" in message and "\n" not in message
+    return message
+
+
+def committed_and_restored(model: type[BaseModel], **fields: Any) -> Any:
+    """Commit a component holding ``fields`` as attributes, and restore it into a new one."""
+    registry = Registry()
+    registry.add_schema("thing", 1, model)
+
+    @migratable("thing", version=1)
+    class Thing:
+        def __init__(self, **values: Any) -> None:
+            self.__dict__.update(values)
+
+    store = MemoryStore()
+    writer = Service("svc", registry=registry)
+    writer.register(Thing(**fields))
+    writer.commit(store)
+    reader = Service("svc", registry=registry)
+    restored = reader.register(Thing(**{name: None for name in fields}))
+    reader.restore(store.open())
+    return restored
+
+
+# --- A: a deque's maxlen ----------------------------------------------------------------
+
+
+class Recent(BaseModel):
+    last: collections.deque[int]
+
+
+def test_a_bounded_deque_is_refused_at_snapshot_saying_how_to_keep_its_maxlen() -> None:
+    """Before, it came back with maxlen=None, and the "bounded" deque grew without end."""
+    with pytest.raises(ExportError) as caught:
+        committed_and_restored(Recent, last=collections.deque([1, 2, 3], maxlen=3))
+    error = caught.value
+    assert error.path == "last"
+    message = str(error)
+    assert "maxlen=3 would come back with maxlen=None" in message
+    assert "AfterValidator(lambda d: deque(d, maxlen=3))" in message and "\n" not in message
+
+
+def test_a_deque_of_a_max_length_type_is_refused_too() -> None:
+    """pydantic checks ``max_length`` but builds the deque unbounded."""
+    bounded = schema_of(Annotated[collections.deque[int], Field(max_length=3)])
+    with pytest.raises(ExportError, match="maxlen=3 would come back with maxlen=None"):
+        bounded.export(collections.deque([1], maxlen=3))
+
+
+class RecentBounded(BaseModel):
+    last: Annotated[
+        collections.deque[int], AfterValidator(lambda d: collections.deque(d, maxlen=3))
+    ]
+
+
+def test_a_deque_whose_validator_sets_its_maxlen_comes_back_bounded() -> None:
+    restored = committed_and_restored(RecentBounded, last=RecentBounded(last=[1, 2, 3]).last)
+    assert restored.last == collections.deque([1, 2, 3]) and restored.last.maxlen == 3
+
+
+def test_an_unbounded_deque_is_still_written_without_a_check() -> None:
+    schema = schema_of(Recent)
+    assert schema.exporter is not None and schema.exporter.exact
+    assert schema.export(Recent(last=collections.deque([1, 2]))) == {"last": [1, 2]}
+
+
+# --- B: parts no snapshot can carry, refused at registration ------------------------------
+
+
+class Kind(enum.Enum):
+    P = "p"
+    Q = "q"
+
+
+class TaggedP(BaseModel):
+    k: Literal[Kind.P] = Kind.P
+
+
+class TaggedQ(BaseModel):
+    k: Literal[Kind.Q] = Kind.Q
+
+
+class EnumTagged(BaseModel):
+    items: list[Annotated[TaggedP | TaggedQ, Field(discriminator="k")]]
+
+
+class Blob(BaseModel):
+    data: Base64Bytes
+
+
+class Text(BaseModel):
+    data: Base64Str
+
+
+class Cfg(BaseModel):
+    raw: Json[dict[str, int]]
+
+
+@pytest.mark.parametrize(
+    ("schema", "field", "reason"),
+    [
+        (EnumTagged, "items.[item].k", "Literal[Kind.P] does not validate back"),
+        (Blob, "data", "Base64Bytes holds the decoded value"),
+        (Text, "data", "Base64Str holds the decoded value"),
+        (Cfg, "raw", "Json[...] holds the parsed value"),
+    ],
+)
+def test_a_part_that_validation_would_not_take_back_is_refused_at_registration(
+    schema: type[BaseModel], field: str, reason: str
+) -> None:
+    """Before, these registered, and every snapshot of a non-empty state was refused."""
+    message = registration_refusal(schema)
+    assert f"field {field}: {reason}" in message
+
+
+class StrKind(enum.StrEnum):
+    P = "p"
+    Q = "q"
+
+
+class StrTaggedP(BaseModel):
+    k: Literal[StrKind.P] = StrKind.P
+
+
+class StrTaggedQ(BaseModel):
+    k: Literal[StrKind.Q] = StrKind.Q
+
+
+class StrTagged(BaseModel):
+    items: list[Annotated[StrTaggedP | StrTaggedQ, Field(discriminator="k")]]
+
+
+def test_a_union_tagged_by_a_str_enum_still_round_trips() -> None:
+    """pydantic takes a str enum's member back from its value: nothing to refuse."""
+    schema = schema_of(StrTagged)
+    state = StrTagged(items=[StrTaggedQ(), StrTaggedP()])
+    assert first_difference(state, schema.validate(schema.export(state))) is None
+
+
+def _unique(text: str) -> str:
+    if text.startswith("!"):
+        raise ValueError("marked twice")
+    return "!" + text
+
+
+class Inner(BaseModel):
+    s: Annotated[str, AfterValidator(_unique)]
+
+
+class Outer(BaseModel):
+    d: dict[str, list[Inner]]
+
+
+def test_a_plain_form_that_does_not_validate_back_is_refused_at_its_path() -> None:
+    """Before, the path was ``(root)``, whatever the depth."""
+    with pytest.raises(ExportError) as caught:
+        schema_of(Outer).export(Outer(d={"k": [Inner(s="a")]}))
+    assert caught.value.path == "d['k'][0].s"
+    assert "does not validate back: Value error, marked twice" in str(caught.value)
+
+
+class Encoded(BaseModel):
+    blob: Annotated[bytes, AfterValidator(base64.b64decode)]
+
+
+def test_a_component_whose_fields_do_not_validate_again_is_refused_as_an_export() -> None:
+    """Before: a ValidationError, "does not fit schema version 1", as if the state were
+    wrong; it is the schema's validator that does not take its own output back."""
+    with pytest.raises(ExportError) as caught:
+        committed_and_restored(Encoded, blob=Encoded(blob=b"aGVsbG8=").blob)
+    error = caught.value
+    assert error.path == "blob" and error.by_validation
+    assert "validating the component's fields to export them refuses this value" in str(error)
+
+
+# --- C: IP address and path keys; messages in the user's terms ---------------------------
+
+
+class Keyed(BaseModel):
+    by_ip: dict[ipaddress.IPv4Address, int]
+    by_net: dict[ipaddress.IPv6Interface, int]
+    by_path: dict[pathlib.Path, int]
+
+
+def test_ip_address_and_path_keys_round_trip() -> None:
+    """Before, refused at registration, though their text parses back exactly."""
+    restored = committed_and_restored(
+        Keyed,
+        by_ip={ipaddress.IPv4Address("10.0.0.1"): 1},
+        by_net={ipaddress.IPv6Interface("::1/64"): 2},
+        by_path={pathlib.Path("/srv/a"): 3, pathlib.Path("rel/b"): 4},
+    )
+    assert restored.by_ip == {ipaddress.IPv4Address("10.0.0.1"): 1}
+    assert restored.by_net == {ipaddress.IPv6Interface("::1/64"): 2}
+    assert list(restored.by_path) == [pathlib.Path("/srv/a"), pathlib.Path("rel/b")]
+
+
+def test_a_refused_key_type_is_named_as_the_user_declared_it() -> None:
+    message = registration_refusal(create_model("M", v=(dict[SecretStr, int], ...)))
+    assert "dict keys of type SecretStr cannot be stored" in message
+    assert "lax-or-strict" not in message
+
+
+class Custom:
+    """A type whose own core schema takes instances as they are, or parses a str."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        from_str = core_schema.no_info_after_validator_function(cls, core_schema.str_schema())
+        return core_schema.json_or_python_schema(
+            json_schema=from_str,
+            python_schema=core_schema.union_schema(
+                [core_schema.is_instance_schema(cls), from_str]
+            ),
+        )
+
+
+@pytest.mark.parametrize(
+    ("type_", "says"),
+    [
+        (Sequence[int], "declare a concrete type such as list[...]"),
+        (Custom, "give Custom a pydantic schema of plain data"),
+    ],
+)
+def test_an_instance_check_of_a_type_s_own_schema_is_not_blamed_on_arbitrary_types(
+    type_: Any, says: str
+) -> None:
+    """Before: "accepted only as an instance (arbitrary_types_allowed)", an option
+    neither schema uses."""
+    message = registration_refusal(create_model("M", v=(type_, ...)))
+    assert "field v:" in message and says in message
+    assert "arbitrary_types_allowed" not in message
+
+
+# --- D: path-existence types --------------------------------------------------------------
+
+
+class Output(BaseModel):
+    out: NewPath
+
+
+def test_a_path_existence_type_is_checked_at_snapshot_like_a_future_date(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Its test is made at export, with pydantic's message and the field's path, and
+    the rest of the state is not validated back for it (before: the whole state was,
+    and a refusal said ``(root)``)."""
+    schema = schema_of(Output)
+    assert schema.exporter is not None and schema.exporter.exact
+    target = tmp_path / "report.txt"
+    state = Output(out=target)
+    assert schema.export(state) == {"out": str(target)}
+    target.write_text("now it exists")
+    with pytest.raises(ExportError) as caught:
+        schema.export(state)
+    assert caught.value.path == "out"
+    assert "breaks a constraint of its type" in str(caught.value)
+    assert "Path already exists" in str(caught.value)
+
+
+# --- E: a value validation converts ---------------------------------------------------------
+
+
+class Measured(BaseModel):
+    ratio: float
+
+
+def test_a_bool_in_a_float_field_is_written_as_validation_makes_it() -> None:
+    """Before, refused at snapshot, though lax validation takes it (as 1.0), as it takes
+    ``True`` in an ``int`` field, which was written as 1."""
+    schema = schema_of(Measured)
+    plain = schema.export(Measured.model_construct(ratio=True))
+    assert plain == {"ratio": 1.0} and type(plain["ratio"]) is float
+    assert schema.validate(plain) == Measured(ratio=1.0)
