@@ -449,6 +449,33 @@ def test_drawn_sizes_stay_within_max_size_and_are_mostly_small() -> None:
     assert small >= 0.6 * len(lengths) and small < len(lengths)
 
 
+def test_drawing_long_collections_makes_no_new_strategies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Long lists are drawn from strategies made with the rest of the schema's, one per
+    length: none is made while drawing (a strategy made per draw is built and checked
+    again each time, which made the long draws cost more than their items)."""
+    strategy = from_schema(SchemaVersion.create("zoo", 1, list[int]))
+    made: list[object] = []
+    real = st.lists
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        made.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(st, "lists", counting)
+    lengths: list[int] = []
+
+    @settings(database=None, max_examples=200)
+    @given(strategy)
+    def draw(value: list[int]) -> None:
+        lengths.append(len(value))
+
+    draw()
+    assert any(length > kit.SMALL_SIZE for length in lengths)
+    assert made == []
+
+
 class Strings(BaseModel):
     a: str
     b: str
