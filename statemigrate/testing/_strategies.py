@@ -29,7 +29,9 @@ extra fields of ``extra="allow"`` models, and, now and then, integers beyond 64 
 and strings holding a lone surrogate. Lone surrogates come in about one state in
 :data:`_SURROGATE_STATES`, where each string has even odds of holding one: a snapshot
 refuses such a state whole, so spreading them over every string would leave a
-string-heavy schema few states to check.
+string-heavy schema few states to check. Which kind of state it is gets drawn once, at
+the top, between two strategies built for the schema: one roll per state, not one per
+string.
 
 Floats are finite unless the schema allows infinities, and never NaN (NaN is not equal
 to itself, so no round trip could be checked). Integers of the plain form stay in
@@ -92,11 +94,6 @@ _LONG = 8  # about one collection, string or bytes value in this many is drawn l
 _TEXT_PER_ITEM = 16  # a long string's characters at most, per item of max_size
 _PATTERN = 8  # a long string repeats a drawn one of at most this many characters
 _SURROGATE_STATES = 8  # about one state in this many may hold lone surrogates
-# Drawn once per example (hypothesis' shared strategies): whether this state is one of
-# the few whose strings may hold a lone surrogate. One object, so every use shares it.
-_SURROGATE_STATE = st.shared(
-    st.integers(0, _SURROGATE_STATES - 1), key="statemigrate.testing:surrogate-state"
-)
 _SUBCLASSES = 8  # subclasses of one model whose instances the state form draws, at most
 _REJECTED = object()
 
@@ -164,14 +161,23 @@ def from_schema(
     if form not in ("plain", "state"):
         raise ValueError(f"form must be 'plain' or 'state', not {form!r}")
     where = f"{schema.component} version {schema.version}"
-    builder = _Builder(
-        schema.adapter.core_schema,
-        max_size=max_size,
-        where=where,
-        rich=form == "state",
-        exact=frozenset({schema.type}),
-    )
-    raw = builder.build()
+
+    def build(*, surrogates: bool) -> st.SearchStrategy[Any]:
+        return _Builder(
+            schema.adapter.core_schema,
+            max_size=max_size,
+            where=where,
+            rich=form == "state",
+            surrogates=surrogates,
+            exact=frozenset({schema.type}),
+        ).build()
+
+    raw = build(surrogates=False)
+    if form == "state":
+        # Whether this state is one of the few whose strings may hold lone surrogates
+        # is drawn once, here, rather than at every string: a choice per string made
+        # every example cost more, and a snapshot refuses such a state whole.
+        raw = _rarely(raw, build(surrogates=True), every=_SURROGATE_STATES)
 
     def normalize(value: object) -> object:
         try:
@@ -224,10 +230,15 @@ def strategies_for(
     return result
 
 
-def _rich_values(*, max_size: int = SMALL_SIZE) -> st.SearchStrategy[Any]:
+def _rich_values(
+    *, max_size: int = SMALL_SIZE, surrogates: bool = False
+) -> st.SearchStrategy[Any]:
     """Values a field typed ``Any`` may hold in a live state: plain data and datetimes,
-    dates, times, timedeltas, decimals, UUIDs, tuples, sets, int-keyed dicts, and now
-    and then an integer beyond 64 bits or a string with a lone surrogate."""
+    dates, times, timedeltas, decimals, UUIDs, tuples, sets, int-keyed dicts, now and
+    then an integer beyond 64 bits, and with ``surrogates`` a string with a lone
+    surrogate."""
+    # The same branches either way, so both kinds of state draw alike otherwise.
+    surrogate = _one_in_two(st.none(), _with_surrogate(0, None)) if surrogates else st.none()
     leaves = (
         _plain_leaves()
         | st.datetimes(timezones=_zones(None))
@@ -237,7 +248,7 @@ def _rich_values(*, max_size: int = SMALL_SIZE) -> st.SearchStrategy[Any]:
         | st.decimals(allow_nan=False, allow_infinity=False)
         | st.uuids()
         | _rarely(st.none(), _big_ints(above=True, below=True))
-        | _surrogate_or(st.none(), _with_surrogate(0, None))
+        | surrogate
     )
     hashable = (
         st.integers(_INT_MIN, _INT_MAX) | st.text() | st.datetimes() | st.decimals(allow_nan=False)
@@ -258,11 +269,32 @@ def _rich_values(*, max_size: int = SMALL_SIZE) -> st.SearchStrategy[Any]:
     )
 
 
+@st.composite
 def _rarely(
-    common: st.SearchStrategy[Any], rare: st.SearchStrategy[Any], *, every: int = _RARELY
-) -> st.SearchStrategy[Any]:
-    """``common``, and about once in ``every`` draws ``rare``; shrinks to ``common``."""
-    return st.integers(0, every - 1).flatmap(lambda roll: rare if roll == every - 1 else common)
+    draw: st.DrawFn,
+    common: st.SearchStrategy[Any],
+    rare: st.SearchStrategy[Any],
+    *,
+    every: int = _RARELY,
+) -> Any:
+    """``common``, and about once in ``every`` draws ``rare``; shrinks to ``common``.
+
+    A composite rather than a ``flatmap``, rolling with ``sampled_from`` rather than
+    ``integers`` (a lazy strategy, one more level on every draw): this runs for most
+    values of every example, so each level it saves is a saving per value."""
+    if draw(_roll(every)) == every - 1:
+        return draw(rare)
+    return draw(common)
+
+
+@st.composite
+def _of_length(
+    draw: st.DrawFn,
+    lengths: st.SearchStrategy[int],
+    by_length: Mapping[int, st.SearchStrategy[Any]],
+) -> Any:
+    """A value of ``by_length[n]``, for ``n`` drawn from ``lengths``."""
+    return draw(by_length[draw(lengths)])
 
 
 def _skewed(low: int, high: int) -> st.SearchStrategy[int]:
@@ -271,15 +303,17 @@ def _skewed(low: int, high: int) -> st.SearchStrategy[int]:
     return st.tuples(st.integers(low, high), st.integers(low, high)).map(min)
 
 
-def _surrogate_or(
-    common: st.SearchStrategy[Any], surrogate: st.SearchStrategy[Any]
+@functools.cache
+def _roll(every: int) -> st.SearchStrategy[int]:
+    """0 to ``every - 1`` at even odds, shrinking to 0; one strategy per count."""
+    return st.sampled_from(range(every))
+
+
+def _one_in_two(
+    common: st.SearchStrategy[Any], rare: st.SearchStrategy[Any]
 ) -> st.SearchStrategy[Any]:
-    """``common``; in about one state in :data:`_SURROGATE_STATES`, ``surrogate`` at even
-    odds. Each value holds one about once in 16 draws, as before the states were
-    chosen, but they come together: a snapshot refuses the whole state for one."""
-    return st.tuples(_SURROGATE_STATE, st.booleans()).flatmap(
-        lambda rolls: surrogate if rolls[0] == _SURROGATE_STATES - 1 and rolls[1] else common
-    )
+    """``common`` or ``rare`` at even odds; shrinks to ``common``."""
+    return _rarely(common, rare, every=2)
 
 
 def _big_ints(*, above: bool, below: bool) -> st.SearchStrategy[int]:
@@ -383,6 +417,7 @@ class _Builder:
         max_size: int,
         where: str,
         rich: bool = False,
+        surrogates: bool = False,
         exact: frozenset[object] = frozenset(),
         subclasses: dict[type, st.SearchStrategy[Any]] | None = None,
     ) -> None:
@@ -391,6 +426,9 @@ class _Builder:
         self.small = min(max_size, SMALL_SIZE)
         self.where = where
         self.rich = rich  # drawing the state form: values beyond plain data
+        # Drawing one of the few states whose strings may hold lone surrogates (state
+        # form only): each string then holds one at even odds.
+        self.surrogates = rich and surrogates
         # Models drawn as themselves only: the schema's own type is what a component of
         # that version holds, while its subclasses are often the schema's later versions.
         self.exact = exact
@@ -505,7 +543,7 @@ class _Builder:
         # Kept small: an Any value nests containers of its own, and its shape is
         # not what a step is written against.
         if self.rich:
-            return _rich_values(max_size=self.small)
+            return _rich_values(max_size=self.small, surrogates=self.surrogates)
         return plain_data(max_size=self.small)
 
     def _int(self, node: Node) -> st.SearchStrategy[int]:
@@ -559,9 +597,9 @@ class _Builder:
             matching = st.from_regex(pattern, fullmatch=True)
             return matching.filter(lambda s: len(s) >= low and (high is None or len(s) <= high))
         text = self._long_or_short(st.text, low, high)
-        if self.rich and (high is None or high > 0):
+        if self.surrogates and (high is None or high > 0):
             # A Python str may hold a lone surrogate, which UTF-8 cannot encode.
-            return _surrogate_or(text, _with_surrogate(low, high))
+            return _one_in_two(text, _with_surrogate(low, high))
         return text
 
     def _bytes(self, node: Node) -> st.SearchStrategy[bytes]:
@@ -634,8 +672,10 @@ class _Builder:
         short = make(low, top)
         if high <= top:
             return short
-        long = _skewed(top + 1, high).flatmap(exactly)
-        return _rarely(short, long, every=_LONG)
+        # One strategy per length, made here: made per draw, as a flatmap would, each
+        # long collection paid for building and checking a new strategy.
+        by_length = {n: exactly(n) for n in range(top + 1, high + 1)}
+        return _rarely(short, _of_length(_skewed(top + 1, high), by_length), every=_LONG)
 
     def _list(self, node: Node, *, unique: bool = False) -> st.SearchStrategy[list[Any]]:
         items = node.get("items_schema")
@@ -769,6 +809,7 @@ class _Builder:
             max_size=self.max_size,
             where=self.where,
             rich=self.rich,
+            surrogates=self.surrogates,
             exact=self.exact | {cls},
             subclasses=self.subclasses,
         )
