@@ -24,9 +24,7 @@ __all__ = ["SUCCESSOR_DIED", "SuccessorWatch", "gone"]
 
 logger = logging.getLogger("statemigrate.handoff")
 
-SUCCESSOR_DIED = (
-    "the service's new process died after taking over; the request was not applied\n"
-)
+SUCCESSOR_DIED = "the service's new process died after taking over; the request was not applied\n"
 """The body of the ``503`` a request passed on gets once the successor died."""
 
 

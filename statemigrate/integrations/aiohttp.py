@@ -402,7 +402,9 @@ async def serve(
         hot.site = web.SockSite(runner, hot.accepting, backlog=backlog)
         await hot.site.start()
 
-        stops = HeldStops(trials.reverting if trials is not None else None)
+        stops = HeldStops(
+            trials.reverting if trials is not None else None, timeouts=handoff_timeouts
+        )
 
         async def hand_over() -> None:
             async with stops.handing_over():

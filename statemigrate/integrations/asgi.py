@@ -223,7 +223,9 @@ class HotRestart:
         self._gate = WriteGate()
         self._active = 0
         self._uninstall: Callable[[], None] | None = None
-        self._stops = HeldStops(self._trials.reverting if self._trials is not None else None)
+        self._stops = HeldStops(
+            self._trials.reverting if self._trials is not None else None, timeouts=self.timeouts
+        )
         #: Set once the lifespan start-up (and the restore) reported complete.
         self.started = asyncio.Event()
 
