@@ -24,6 +24,9 @@ __all__ = ["SUCCESSOR_DIED", "SuccessorWatch", "gone"]
 
 logger = logging.getLogger("statemigrate.handoff")
 
+# Seconds a request passed on that failed waits to see the successor's death.
+_SETTLE = 1.0
+
 SUCCESSOR_DIED = "the service's new process died after taking over; the request was not applied\n"
 """The body of the ``503`` a request passed on gets once the successor died."""
 
@@ -114,9 +117,20 @@ class SuccessorWatch:
         return True
 
     async def died_by_now(self) -> bool:
-        """:meth:`died`, once the successor is known (a request passed on may fail
-        before the handoff's report names it)."""
+        """After a request passed on failed: whether the successor died.
+
+        Waits until the successor is known (a request passed on may fail before the
+        handoff's report names it), and a moment for its death to show: the kernel
+        resets the connections queued on the listener as the successor's descriptors
+        close, before its exit is visible.
+        """
         await self._known.wait()
+        if self.died() or self.pid is None:
+            return self.died()
+        try:
+            await asyncio.wait_for(self._died.wait(), _SETTLE)
+        except TimeoutError:
+            pass
         return self.died()
 
     @property
