@@ -396,8 +396,9 @@ async def serve(
         hot.listener = listener
         hot.successor = SuccessorWatch()
         # The site gets its own descriptor: stopping it closes that copy, and the one
-        # the handoff passes on stays open. Starting it calls listen() again on the
-        # socket every release shares, so it must not fall back to aiohttp's backlog.
+        # the handoff passes on stays open until the move (after a failed handoff, the
+        # next one passes it on). Starting it calls listen() again on the socket every
+        # release shares, so it must not fall back to aiohttp's backlog.
         hot.accepting = listener.dup()
         hot.site = web.SockSite(runner, hot.accepting, backlog=backlog)
         await hot.site.start()
