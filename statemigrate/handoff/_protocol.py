@@ -70,8 +70,10 @@ fields have their documented types and ranges, or raises :class:`HandoffError`
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -79,6 +81,11 @@ from typing import Literal
 from statemigrate._errors import HandoffError, SuccessorFailedError
 from statemigrate.handoff._drive import Steps, wait_readable
 from statemigrate.handoff._fdpass import MAX_FDS, close_all, receive_fds, send_fds
+
+logger = logging.getLogger("statemigrate.handoff")
+
+#: Seconds between two lines saying that a long wait for the peer goes on.
+PROGRESS_EVERY = 10.0
 
 __all__ = [
     "MAX_MESSAGE",
@@ -595,9 +602,19 @@ class Channel:
         return True
 
     def receive(
-        self, *, stage: str, deadline: float, max_fds: int = 0, watch: int | None = None
+        self,
+        *,
+        stage: str,
+        deadline: float,
+        max_fds: int = 0,
+        watch: int | None = None,
+        waiting: str | None = None,
     ) -> Steps[Received | NoMessage]:
         """Steps: wait for the next message and read it.
+
+        With ``waiting`` (what is awaited, and the timeout that bounds it), a line is
+        logged every :data:`PROGRESS_EVERY` seconds of the wait: a successor's restore
+        may take minutes, and the old process would otherwise say nothing meanwhile.
 
         Returns:
             The message (descriptors only with ``SNAPSHOT`` and ``PIECE``, at most
@@ -609,7 +626,21 @@ class Channel:
                 belong; anything received has been closed.
         """
         ours = self.sock.fileno()
-        ready = yield from wait_readable((ours,) if watch is None else (ours, watch), deadline)
+        fds = (ours,) if watch is None else (ours, watch)
+        began = time.monotonic()
+        while True:
+            until = deadline
+            if waiting is not None:
+                until = min(deadline, time.monotonic() + PROGRESS_EVERY)
+            ready = yield from wait_readable(fds, until)
+            if ready is not None or until >= deadline:
+                break
+            logger.info(
+                "handoff: waiting for %s: %.0f s of at most %.0f s",
+                waiting,
+                time.monotonic() - began,
+                deadline - began,
+            )
         if ready is None:
             return NoMessage("timeout")
         if ready != ours:

@@ -167,7 +167,15 @@ def _send_piece(
 ) -> Steps[Applied]:
     channel.send(Piece(round=number, kind=kind, size=size), [fd], stage="precopy")
     deadline = time.monotonic() + timeout
-    got = yield from channel.receive(stage="precopy", deadline=deadline, watch=watch)
+    # Round 0's wait covers the successor's restore: HandoffTimeouts.precopy bounds it,
+    # not .ready (docs/precopy.md).
+    what = "the successor's restore of round 0" if number == 0 else f"round {number} applied"
+    got = yield from channel.receive(
+        stage="precopy",
+        deadline=deadline,
+        watch=watch,
+        waiting=f"{what} (HandoffTimeouts.precopy)",
+    )
     applied = _expect_applied(got, number, timeout=timeout, stage="precopy")
     attempt.rounds.append(
         Round(

@@ -189,7 +189,12 @@ def _commit_steps(
     """Steps: READY, COMMIT, and SERVING when the successor announced it."""
     with attempt.phase("ready"):
         deadline = time.monotonic() + timeouts.ready
-        got = yield from channel.receive(stage="ready", deadline=deadline, watch=watch)
+        got = yield from channel.receive(
+            stage="ready",
+            deadline=deadline,
+            watch=watch,
+            waiting="the successor's READY (its restore; HandoffTimeouts.ready)",
+        )
         ready = expect_reply(got, Ready, stage="ready", timeout=timeouts.ready)
     assert isinstance(ready, Ready)
     # Only the successor we talked to may take the state (its pid was checked at HELLO).

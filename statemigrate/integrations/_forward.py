@@ -191,8 +191,18 @@ async def forward_async(
     *,
     client: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    abandoned: Callable[[], bool] | None = None,
 ) -> ForwardedResponse:
-    """:func:`forward` in a worker thread, so the event loop goes on meanwhile."""
+    """:func:`forward` in a worker thread, so the event loop goes on meanwhile
+    (``abandoned`` is asked in that thread)."""
     return await asyncio.to_thread(
-        forward, address, method, target, list(headers), body, client=client, timeout=timeout
+        forward,
+        address,
+        method,
+        target,
+        list(headers),
+        body,
+        client=client,
+        timeout=timeout,
+        abandoned=abandoned,
     )

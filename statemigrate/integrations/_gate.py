@@ -9,13 +9,18 @@ effect, is the same.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 from statemigrate._errors import ConfigurationError
+from statemigrate.handoff import HandoffTimeouts
 
 __all__ = ["SAFE_METHODS", "HeldStops", "WriteGate", "safe_methods_of"]
+
+logger = logging.getLogger("statemigrate.handoff")
 
 #: Methods that never change the state: they are served during the pause. The
 #: default of each adapter's ``safe_methods``.
@@ -91,28 +96,55 @@ class HeldStops:
     """Stop signals during a handoff take effect once it has ended: stopping in the
     middle would abandon a successor that may be about to take the state over.
 
+    A stop held is logged as a warning, with how long the handoff has run and the
+    waits that bound it: a service manager's stop that seems ignored would otherwise
+    say nothing until it takes effect.
+
     Args:
         starting: says whether a handoff is about to start on the loop, though it has
             not entered :meth:`handing_over` yet (a trial's revert, announced in the
             trial record by the watcher's thread before its handoff runs here).
+        timeouts: the handoff's timeouts, for the log line.
     """
 
-    def __init__(self, starting: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        starting: Callable[[], bool] | None = None,
+        *,
+        timeouts: HandoffTimeouts | None = None,
+    ) -> None:
         self._handing_over = False
+        self._began = 0.0
         self._starting = starting
+        self._timeouts = timeouts if timeouts is not None else HandoffTimeouts()
         self._deferred: list[Callable[[], None]] = []
 
     def stop(self, action: Callable[[], None]) -> None:
         """Run ``action`` (a stop signal's effect) now, or when the handoff has ended."""
         if self._handing_over or (self._starting is not None and self._starting()):
             self._deferred.append(action)
+            logger.warning("handoff: %s", self._held_line())
         else:
             action()
+
+    def _held_line(self) -> str:
+        t = self._timeouts
+        waits = t.hello + t.ready + t.serving + t.kill_grace
+        ran = "about to start"
+        if self._handing_over:
+            ran = f"running for {time.monotonic() - self._began:.1f} s"
+        return (
+            f"stop signal held: a handoff is {ran}, and the stop takes effect once it"
+            f" ends; its waits for the successor last at most {waits:.0f} s (HandoffTimeouts"
+            f" hello + ready + serving + kill_grace), plus at most {t.precopy:.0f} s a"
+            " round with pre-copy"
+        )
 
     @asynccontextmanager
     async def handing_over(self) -> AsyncIterator[None]:
         """The block is a handoff: stops asked for meanwhile run when it leaves."""
         self._handing_over = True
+        self._began = time.monotonic()
         try:
             yield
         finally:

@@ -25,8 +25,9 @@ from urllib.parse import quote
 from statemigrate._errors import HandoffError
 from statemigrate.integrations._forward import Address, forward, forwarding_address
 from statemigrate.integrations._gate import SAFE_METHODS, safe_methods_of
+from statemigrate.integrations._successor import gone
 
-__all__ = ["SAFE_METHODS", "WorkerGate", "gone"]
+__all__ = ["SAFE_METHODS", "WorkerGate"]
 
 logger = logging.getLogger("statemigrate.handoff")
 
@@ -53,24 +54,6 @@ class _Worker(Protocol):
 class _Request(Protocol):
     method: str
     must_close: bool
-
-
-def gone(pid: int) -> bool:
-    """Whether process ``pid`` has exited (a zombie has)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            # The command name, in parentheses, may hold spaces: count from its end.
-            return stat.read().rpartition(")")[2].split()[0] in {"Z", "X"}
-    except FileNotFoundError:
-        return True
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
 
 
 class _GatedListener:

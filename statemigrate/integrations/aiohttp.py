@@ -17,13 +17,18 @@ The switch, as every adapter makes it (docs/servers.md):
 * reads (``safe_methods``: GET, HEAD, OPTIONS by default) are served all along;
 * from ``pause`` on, requests that may change the state are held, not refused; if
   the handoff fails they go on here;
-* once the successor owns the state this process stops accepting (the listener
-  stays open; what waits in its accept queue is the successor's) and passes every
-  request it still gets, held writes first, to the successor
+* once the successor owns the state this process stops accepting and closes its
+  copies of the listener (the successor holds its own; what waits in the accept
+  queue is the successor's), and passes every request it still gets, held writes
+  first, to the successor
   (:func:`~statemigrate.integrations._forward.forward_async`), relaying the answer
   with ``Connection: close`` so that the client's next request goes there directly;
 * it closes no idle keep-alive connection: each is closed after its next request,
-  or at the drain deadline; then :func:`serve` returns.
+  or at the drain deadline; then :func:`serve` returns;
+* if the successor dies after taking over, the state went with it: what is still
+  passed on is answered ``503`` at once, the drain ends and the idle connections
+  are closed, so that nothing stands in the way of restarting the service from its
+  store (:mod:`statemigrate.integrations._successor`).
 
 With ``trial=Trial(directory=...)`` each successor is put on trial, and a revert
 (``statemigrate trial revert``) hands back to the permanent generation's program
@@ -58,6 +63,7 @@ from statemigrate.integrations._forward import (
     forwarding_address,
 )
 from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate, safe_methods_of
+from statemigrate.integrations._successor import SUCCESSOR_DIED, SuccessorWatch
 from statemigrate.integrations._trial import Moved, Trial, own_argv, runner_for
 
 if TYPE_CHECKING:
@@ -94,9 +100,14 @@ class HotRestart:
             :func:`~statemigrate.integrations._forward.forwarding_address`); set once
             the listener is known.
         forwarded: requests passed on to the successor.
-        forward_failures: requests the successor could not be reached for (``502``).
+        forward_failures: requests the successor could not be reached for (``502``,
+            or ``503`` once it died after taking over).
         site: the site serving the application, and ``accepting`` the socket it
             accepts on (a copy of the listener); both set by whoever starts the site.
+        listener: this process's copy of the listener the handoff passes on, if the
+            runner gives it: closed once the state has moved.
+        successor: watches the successor once the state has moved to it, if the
+            runner gives one (:meth:`SuccessorWatch.watch` with the handoff's report).
     """
 
     def __init__(
@@ -114,6 +125,8 @@ class HotRestart:
         self.forward_failures = 0
         self.site: web.BaseSite | None = None
         self.accepting: socket.socket | None = None
+        self.listener: socket.socket | None = None
+        self.successor: SuccessorWatch | None = None
         self.done = asyncio.Event()
 
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -139,12 +152,13 @@ class HotRestart:
     async def forward(self, request: web.Request) -> web.StreamResponse:
         """Pass ``request`` to the successor and relay its answer, closing the connection.
 
-        If the successor cannot be reached the client gets ``502``; the request was not
-        applied here.
+        If the successor cannot be reached the client gets ``502``; once it died after
+        taking over, ``503`` at once. Either way the request was not applied here.
         """
         from aiohttp import web
 
         body = await request.read()
+        watch = self.successor
         try:
             if self.address is None:
                 raise HandoffError("forward", "no listener to reach the successor on")
@@ -156,11 +170,17 @@ class HotRestart:
                 body,
                 client=request.remote,
                 timeout=self.forward_timeout,
+                abandoned=watch.died if watch is not None else None,
             )
         except HandoffError as exc:
             self.forward_failures += 1
-            logger.warning("handoff: %s", exc)
-            response = web.Response(status=502, text="the successor did not answer\n")
+            if watch is not None and await watch.died_by_now():
+                # Logged once, as an error, by the watch.
+                logger.debug("handoff: %s", exc)
+                response = web.Response(status=503, text=SUCCESSOR_DIED)
+            else:
+                logger.warning("handoff: %s", exc)
+                response = web.Response(status=502, text="the successor did not answer\n")
         else:
             self.forwarded += 1
             response = web.Response(status=answer.status, reason=answer.reason, body=answer.body)
@@ -180,9 +200,13 @@ class HotRestart:
         self._gate.open()
 
     async def stop_accepting(self) -> None:
-        """Stop the site's accepting and pass the held writes on to the successor.
+        """Stop the site's accepting, close this process's copies of the listener, and
+        pass the held writes on to the successor.
 
-        The listener stays open: the handoff passed it on, and a rollback needs it.
+        It runs only once the successor confirmed it serves: no rollback needs the
+        listener any more, and the successor holds its own copy. Keeping ours would
+        keep the port bound if the successor died, refusing a restart of the service
+        (``EADDRINUSE``) and leaving new connections queued where nobody accepts.
         """
         self.moved = True  # before any await: no request is served here from now on
         if self.accepting is not None:
@@ -195,7 +219,9 @@ class HotRestart:
             asyncio.get_running_loop().remove_reader(self.accepting.fileno())
             await asyncio.sleep(0)
         if self.site is not None:
-            await self.site.stop()
+            await self.site.stop()  # closes ``accepting``
+        if self.listener is not None:
+            self.listener.close()
         self._gate.open()  # the held writes go to the successor now
 
     async def drain(self, server: web.Server, deadline: float) -> tuple[int, int]:
@@ -205,7 +231,9 @@ class HotRestart:
         Idle keep-alive connections are left open meanwhile: a client may be sending on
         one at this very moment, and closing it would reset that request. Each closes
         after its next request (passed on, answered with ``Connection: close``) or when
-        the client closes it.
+        the client closes it. If the successor dies meanwhile the drain ends at once:
+        nothing is left to pass requests on to (the runner's cleanup closes the idle
+        connections).
 
         Returns:
             ``(finished, left)``: the connections closed during the drain and those
@@ -214,10 +242,13 @@ class HotRestart:
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline
         start = len(server.connections)
-        while server.connections and loop.time() < end:
+        while server.connections and loop.time() < end and not self._successor_died():
             await asyncio.sleep(_DRAIN_POLL)
         left = len(server.connections)
         return start - left, left
+
+    def _successor_died(self) -> bool:
+        return self.successor is not None and self.successor.crashed
 
 
 async def serve(
@@ -362,14 +393,19 @@ async def serve(
             if on_take_over is not None:
                 on_take_over(report)
         hot.address = forwarding_address(listener)
+        hot.listener = listener
+        hot.successor = SuccessorWatch()
         # The site gets its own descriptor: stopping it closes that copy, and the one
-        # the handoff passes on stays open. Starting it calls listen() again on the
-        # socket every release shares, so it must not fall back to aiohttp's backlog.
+        # the handoff passes on stays open until the move (after a failed handoff, the
+        # next one passes it on). Starting it calls listen() again on the socket every
+        # release shares, so it must not fall back to aiohttp's backlog.
         hot.accepting = listener.dup()
         hot.site = web.SockSite(runner, hot.accepting, backlog=backlog)
         await hot.site.start()
 
-        stops = HeldStops(trials.reverting if trials is not None else None)
+        stops = HeldStops(
+            trials.reverting if trials is not None else None, timeouts=handoff_timeouts
+        )
 
         async def hand_over() -> None:
             async with stops.handing_over():
@@ -402,6 +438,8 @@ async def serve(
                 if on_hand_over is not None and isinstance(failed, HandoffReport):
                     on_hand_over(failed)
                 raise
+            assert hot.successor is not None
+            hot.successor.watch(report.successor_pid)
             if on_hand_over is not None:
                 on_hand_over(report)
             outcome.append(report)
@@ -442,6 +480,8 @@ async def serve(
                 hot.forward_failures,
             )
         await runner.cleanup()  # stops the site and ends the requests in flight
+        if hot.successor is not None:
+            hot.successor.close()
         if listener is not None:
             listener.close()
 

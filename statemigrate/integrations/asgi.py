@@ -19,16 +19,21 @@ What the wrapper does:
 * **the pause**: requests that may change the state (any method but
   ``safe_methods``: GET, HEAD, OPTIONS by default) are held, not refused, while the
   snapshot is taken; reads go on. If the handoff fails the held requests go on here.
-* **the move**: once the successor has taken over, the server stops accepting (the
-  listener stays open: the successor accepts on it, and the kernel's accept queue
-  is left to it), each held request and every request that still arrives on a
-  connection this process holds is passed on to the successor
+* **the move**: once the successor has taken over, the server stops accepting and
+  this process closes its copies of the listener (the successor accepts on its own,
+  and the kernel's accept queue is left to it), each held request and every request
+  that still arrives on a connection this process holds is passed on to the successor
   (:func:`~statemigrate.integrations._forward.forward_async`) and its answer
   relayed with ``Connection: close``, so the client's next request opens a
   connection to the successor. Requests in flight finish here.
 * **the drain**: idle keep-alive connections are not cut (a client may be sending on
   one at that instant): the process waits until each has carried its next request
   or was closed by the server's own keep-alive timeout, then stops the server.
+* **a successor that dies** after taking over took the state with it: what is
+  still passed on is answered ``503`` at once, and the drain ends (the server's
+  shutdown closes the idle connections), so that nothing stands in the way of
+  restarting the service from its store
+  (:mod:`statemigrate.integrations._successor`).
 * **trials** (``trial=Trial(directory=...)``, docs/trials.md): a cold start restores
   through ``start_generation``; a handoff by the signal puts the successor on trial;
   a revert hands over to the permanent generation's program through the same
@@ -57,8 +62,9 @@ from statemigrate.handoff import (
     install_signal_trigger_async,
     take_over_async,
 )
-from statemigrate.integrations._forward import forward_async, forwarding_address
+from statemigrate.integrations._forward import Address, forward_async, forwarding_address
 from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate, safe_methods_of
+from statemigrate.integrations._successor import SUCCESSOR_DIED, SuccessorWatch
 from statemigrate.integrations._trial import Moved, Trial, own_argv, runner_for
 
 __all__ = [
@@ -87,7 +93,9 @@ class ServerHooks(Protocol):
     provides one."""
 
     async def stop_accepting(self) -> None:
-        """Accept no more connections, keeping those accepted and the listener open."""
+        """Accept no more connections, keeping those accepted, and close the server's
+        own copies of the listener (the wrapper closes its own): once the successor
+        serves, nothing here may keep the port bound."""
 
     async def drain(self, active: Callable[[], int]) -> None:
         """Wait until the connections this process holds are done, within the server's
@@ -204,6 +212,9 @@ class HotRestart:
         self._inheritance: Inheritance | None = None
         #: The report of the handoff that moved the state away, once it did.
         self.report: HandoffReport | None = None
+        #: Watches the successor once the state has moved to it.
+        self.successor = SuccessorWatch()
+        self._address: Address | None = None
         #: True once the successor owns the state: every request is passed on.
         self.moved = False
         #: Seconds the writes were held in the last handoff (pause to move or resume).
@@ -212,7 +223,9 @@ class HotRestart:
         self._gate = WriteGate()
         self._active = 0
         self._uninstall: Callable[[], None] | None = None
-        self._stops = HeldStops(self._trials.reverting if self._trials is not None else None)
+        self._stops = HeldStops(
+            self._trials.reverting if self._trials is not None else None, timeouts=self.timeouts
+        )
         #: Set once the lifespan start-up (and the restore) reported complete.
         self.started = asyncio.Event()
 
@@ -255,7 +268,6 @@ class HotRestart:
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on to the successor and relay its answer, then close."""
-        assert self.listener is not None
         body = bytearray()
         while True:
             message = await receive()
@@ -271,20 +283,27 @@ class HotRestart:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         client = scope.get("client")
         try:
+            if self._address is None:
+                raise HandoffError("forward", "no listener to reach the successor on")
             answer = await forward_async(
-                forwarding_address(self.listener),
+                self._address,
                 scope["method"],
                 target,
                 headers,
                 bytes(body),
                 client=client[0] if client else None,
                 timeout=self.forward_timeout,
+                abandoned=self.successor.died,
             )
             status, payload = answer.status, answer.body
             relayed = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
         except HandoffError as exc:
-            logger.warning("%s", exc)
-            status, payload = 502, b"the successor did not answer\n"
+            if await self.successor.died_by_now():
+                logger.debug("%s", exc)  # logged once, as an error, by the watch
+                status, payload = 503, SUCCESSOR_DIED.encode()
+            else:
+                logger.warning("%s", exc)
+                status, payload = 502, b"the successor did not answer\n"
             relayed = [(b"content-type", b"text/plain; charset=utf-8")]
         relayed += [
             (b"content-length", str(len(payload)).encode()),
@@ -365,6 +384,7 @@ class HotRestart:
         if self._uninstall is not None:
             self._uninstall()
             self._uninstall = None
+        self.successor.close()
         if self.listener is not None:
             self.listener.close()
 
@@ -430,6 +450,7 @@ class HotRestart:
             if self._on_hand_over is not None and isinstance(failed, HandoffReport):
                 self._on_hand_over(failed)
             raise
+        self.successor.watch(report.successor_pid)
         self.report = report
         if trial and self._trials is not None:
             self._trials.begin(report)
@@ -438,9 +459,23 @@ class HotRestart:
         logger.info("handoff: writes held %.1f ms", 1e3 * (self.held or 0.0))
         if self._on_hand_over is not None:
             self._on_hand_over(report)
-        await self.server.drain(lambda: self._active)
+        await self._drain(self.server)
         self.server.shut_down()
         return report
+
+    async def _drain(self, server: ServerHooks) -> None:
+        """The server's drain, cut short if the successor dies meanwhile: nothing is
+        left to pass requests on to, and the server's shutdown closes the idle
+        connections at once."""
+        drain = asyncio.ensure_future(server.drain(lambda: self._active))
+        died = asyncio.ensure_future(self.successor.wait())
+        try:
+            await asyncio.wait((drain, died), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            drain.cancel()
+            died.cancel()
+        if drain.done() and not drain.cancelled():
+            drain.result()  # what it raised
 
     # -- AsyncServerControl ------------------------------------------------------------
 
@@ -456,9 +491,16 @@ class HotRestart:
 
     async def stop_accepting(self) -> None:
         """Stop the server's accepting, then pass the held writes on to the successor."""
-        assert self.server is not None
+        assert self.server is not None and self.listener is not None
+        try:
+            self._address = forwarding_address(self.listener)
+        except HandoffError as exc:
+            logger.warning("%s", exc)  # each request passed on is answered 502
         # In this order: a request passed on must not be accepted back by this process.
         await self.server.stop_accepting()
+        # No rollback needs it any more, and the successor holds its own copy: ours
+        # would keep the port bound if the successor died, refusing a restart.
+        self.listener.close()
         self.moved = True
         self.held = asyncio.get_running_loop().time() - self._paused_at
         self._gate.open()

@@ -95,7 +95,8 @@ from statemigrate.integrations._gunicorn_checkpoints import (
     vacate,
 )
 from statemigrate.integrations._gunicorn_logging import route_library_logs
-from statemigrate.integrations._gunicorn_worker import SAFE_METHODS, WorkerGate, gone
+from statemigrate.integrations._gunicorn_worker import SAFE_METHODS, WorkerGate
+from statemigrate.integrations._successor import gone
 from statemigrate.integrations._trial import Trial, TrialRunner, checked, runner_for
 from statemigrate.stores._safedir import open_private_directory
 

@@ -49,13 +49,26 @@ class HypercornHooks:
         self.shutdown = shutdown
 
     async def stop_accepting(self) -> None:
-        """Take hypercorn's listening descriptor off the loop: nothing accepts on it.
+        """Take hypercorn's listening descriptor off the loop, then let go of the
+        listener it holds.
 
-        The descriptor itself stays open until hypercorn's shutdown closes it; the
-        kernel's accept queue is shared with the successor's copy.
+        The kernel's accept queue is the successor's. hypercorn's socket object owns
+        the descriptor and closes it at its shutdown, so it cannot be closed here;
+        instead the descriptor is pointed at a socket that listens nowhere
+        (``dup2``), which hypercorn then closes. Its copy of the listener is gone at
+        once, and would otherwise keep the port bound if the successor died.
         """
-        if not asyncio.get_running_loop().remove_reader(self.fd):
+        loop = asyncio.get_running_loop()
+        if not loop.remove_reader(self.fd):
             raise HandoffError("stop_accepting", f"hypercorn does not accept on fd {self.fd}")
+        await asyncio.sleep(0)  # the connections accepted last get their transport
+        family = socket.socket(fileno=os.dup(self.fd))
+        try:
+            placeholder = socket.socket(family.family, socket.SOCK_STREAM)
+        finally:
+            family.close()
+        with placeholder:
+            os.dup2(placeholder.fileno(), self.fd)
 
     async def drain(self, active: Callable[[], int]) -> None:
         """Wait out hypercorn's keep-alive timeout, then the requests still running."""

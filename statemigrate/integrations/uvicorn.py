@@ -69,21 +69,27 @@ class UvicornHooks:
                 signal.signal(stop, handle_exit)
 
     async def stop_accepting(self) -> None:
-        """Take uvicorn's listening sockets off the event loop; nothing accepts on them.
+        """Take uvicorn's listening sockets off the event loop, then close them.
 
-        Not ``asyncio.Server.close``: a connection asyncio has accepted but not yet
-        given a transport (that happens a loop iteration later) would then be dropped
-        unanswered, and its client reset. asyncio accepts from a reader callback on
-        each listening socket; without it the kernel's accept queue is left to the
-        successor, and uvicorn closes its sockets (duplicates of the listener the
-        handoff passes on) at its shutdown. A loop that does not accept through reader
-        callbacks (uvloop) gets ``close`` instead.
+        Not ``asyncio.Server.close`` at once: a connection asyncio has accepted but not
+        yet given a transport (that happens a loop iteration later) would then be
+        dropped unanswered, and its client reset. asyncio accepts from a reader
+        callback on each listening socket; without it the kernel's accept queue is
+        left to the successor, and once the connections accepted last have their
+        transports, the servers are closed: their sockets are duplicates of the
+        listener the handoff passed on, and would keep the port bound if the
+        successor died. A loop that does not accept through reader callbacks (uvloop)
+        gets ``close`` at once.
         """
         loop = asyncio.get_running_loop()
-        for listening in getattr(self.server, "servers", []):
+        servers = list(getattr(self.server, "servers", []))
+        for listening in servers:
             sockets = listening.sockets or ()
             if not all([loop.remove_reader(sock.fileno()) for sock in sockets]):
                 listening.close()
+        await asyncio.sleep(0)  # the connections accepted last get their transport
+        for listening in servers:
+            listening.close()
 
     async def drain(self, active: Callable[[], int]) -> None:
         """Wait until uvicorn holds no connection, at most its keep-alive timeout plus

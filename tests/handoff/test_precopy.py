@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import select
 import signal
@@ -28,6 +29,7 @@ from statemigrate.handoff import (
     HandoffTimeouts,
     Spawn,
     SuccessorFailedError,
+    _protocol,
     _rounds,
     hand_over,
     hand_over_async,
@@ -228,6 +230,35 @@ def test_successor_without_precopy_gets_the_snapshot_in_the_pause(
     result = _result(report, out)
     assert result["entries"] == expected(FILLED, writers.acked)
     assert result["report"]["rounds"] == []
+
+
+def test_a_long_restore_of_round_0_is_reported_while_it_lasts(
+    old: tuple[sm.Service, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The successor's restore of round 0 falls under HandoffTimeouts.precopy, not
+    .ready: while it lasts, the old process says every PROGRESS_EVERY seconds that it
+    waits for it, and for how long at most."""
+    monkeypatch.setattr(_protocol, "PROGRESS_EVERY", 0.2, raising=False)
+    service, obj = old
+    spawn, out = _successor("slow-0", tmp_path)
+    timeouts = HandoffTimeouts(ready=15.0, precopy=45.0)
+    with (
+        caplog.at_level(logging.INFO, logger="statemigrate.handoff"),
+        Writers(obj.entries) as writers,
+    ):
+        report = _hand_over(service, writers, spawn, timeouts=timeouts)
+    assert report.ok and report.rounds[0].kind == "full"
+    assert _result(report, out)["entries"] == expected(FILLED, writers.acked)
+    waits = [r.getMessage() for r in caplog.records if "waiting for" in r.getMessage()]
+    assert waits, "nothing said while round 0 was restored"
+    assert all(
+        line.startswith("handoff: waiting for the successor's restore of round 0")
+        and line.endswith(" of at most 45 s")
+        for line in waits
+    ), waits
 
 
 def test_old_process_without_precopy_is_taken_over_as_before(

@@ -12,6 +12,7 @@ Modes:
     no-precopy     take over as a release without pre-copy (no ``precopy`` in HELLO)
     fail-N         restoring the N-th piece (0: round 0) raises: FAILED is sent
     die-N          exit (status 3) while restoring the N-th piece, saying nothing
+    slow-N         take a second longer to restore the N-th piece
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Any
 
 from typing_extensions import TypedDict
@@ -81,7 +83,7 @@ def main() -> int:
     inheritance = receive_handoff(timeouts=HandoffTimeouts(snapshot=120.0))
     assert inheritance is not None, "not started by a handoff"
     service, obj = build_service(release, step=step)
-    if mode.startswith(("fail-", "die-")):
+    if mode.startswith(("fail-", "die-", "slow-")):
         failing, number = mode.split("-")
         restore = service.restore
         calls = [0]
@@ -89,6 +91,9 @@ def main() -> int:
         def broken(*args: Any, **kwargs: Any) -> Any:
             calls[0] += 1
             if calls[0] == int(number) + 1:
+                if failing == "slow":
+                    time.sleep(1.0)
+                    return restore(*args, **kwargs)
                 if failing == "die":
                     os._exit(3)
                 raise RuntimeError(f"restore of piece {number} broke")

@@ -1,10 +1,11 @@
 """What the asyncio adapters hold during a handoff's pause: ``safe_methods`` checked, and
 a read that changes the state, run in a thread beside an export on the loop, torn
-apart by the export unless the pause holds it."""
+apart by the export unless the pause holds it; a stop signal held, and logged."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -14,8 +15,9 @@ from integrations.torn_reads import DEADLINE, StoppingEntries, restored_keys, se
 
 import statemigrate as sm
 from statemigrate import ConfigurationError
+from statemigrate.handoff import HandoffTimeouts
 from statemigrate.integrations import aiohttp, asgi
-from statemigrate.integrations._gate import SAFE_METHODS, safe_methods_of
+from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, safe_methods_of
 
 
 def test_safe_methods_are_kept_as_given() -> None:
@@ -134,3 +136,30 @@ def test_a_read_in_a_thread_that_moves_a_key_loses_it_unless_the_pause_holds_rea
     )
     assert waited == held
     assert restored_keys(exported) == ({"a", "b"} if held else {"b"})
+
+
+def test_a_stop_held_by_a_handoff_says_so_and_for_how_long_at_most(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stop signal during a handoff waits for it, as documented; it is logged as a
+    warning with the bound of the handoff's waits. A stop outside one runs at once,
+    unlogged."""
+    timeouts = HandoffTimeouts(hello=10, ready=20, serving=30, kill_grace=5, precopy=40)
+    stops = HeldStops(timeouts=timeouts)
+    done: list[str] = []
+
+    async def scenario() -> None:
+        async with stops.handing_over():
+            stops.stop(lambda: done.append("held"))
+            assert done == []
+        assert done == ["held"]
+        stops.stop(lambda: done.append("at once"))
+
+    with caplog.at_level(logging.INFO, logger="statemigrate.handoff"):
+        asyncio.run(scenario())
+    assert done == ["held", "at once"]
+    lines = [record for record in caplog.records if "stop signal" in record.getMessage()]
+    assert [record.levelno for record in lines] == [logging.WARNING]
+    line = lines[0].getMessage()
+    assert "a handoff is running for " in line and "takes effect once it ends" in line
+    assert "at most 65 s" in line and "at most 40 s a round with pre-copy" in line
