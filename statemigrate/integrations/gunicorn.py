@@ -601,7 +601,8 @@ class _Hooks:
                                 exc,
                             )
                             continue
-                    worker.log.info("worker %s (slot %s): %s", worker.pid, slot, report.summary())
+                    # hand_over logged its report (``handoff ready: ...``), with this
+                    # worker's pid in gunicorn's format: once is enough.
                     if trials is not None:
                         # The worker's own master is the permanent generation's
                         # program: a worker is forked from it with its command line.

@@ -540,6 +540,9 @@ def test_each_worker_hands_its_state_to_the_same_slot(tmp_path: Path) -> None:
         assert len(pairs) == 2
         assert len({new for _, new in pairs}) == 2
         assert not {new for _, new in pairs} & set(written.values())
+        # Each old worker logged its handoff's report once.
+        ready = re.findall(r"\[(\d+)\] \[INFO\] .*handoff ready: ", server.log.read_text())
+        assert sorted(map(int, ready)) == sorted(set(written.values())), ready
 
 
 @pytest.mark.slow
