@@ -95,6 +95,7 @@ from statemigrate.integrations._gunicorn_checkpoints import (
     vacate,
 )
 from statemigrate.integrations._gunicorn_logging import route_library_logs
+from statemigrate.integrations._gunicorn_reexec import watch_new_master
 from statemigrate.integrations._gunicorn_worker import SAFE_METHODS, WorkerGate, gone
 from statemigrate.integrations._trial import Trial, TrialRunner, checked, runner_for
 from statemigrate.stores._safedir import open_private_directory
@@ -278,6 +279,7 @@ class _Hooks:
                 " others' checkpoints; give a function slot -> store",
             )
         route_library_logs(server.log)
+        watch_new_master(server)  # a kill -USR2 whose new master fails says so
         self._forget(os.getpid())  # left by an earlier process with our pid
         if server.cfg.preload_app and getattr(server, _PRELOADED, None) is None:
             self._remember_preloaded(server)
