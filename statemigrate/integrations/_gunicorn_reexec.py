@@ -37,9 +37,9 @@ def watch_new_master(server: Any) -> None:
     ``kill -USR2``, when that master exits while this one runs: the deploy failed, and
     this generation serves on. Called in the master once it is ready; calling it again
     changes nothing."""
-    reap: Callable[[], None] = server.reap_workers
-    if getattr(reap, _WATCHING, False):
-        return
+    reap: Callable[[], None] | None = getattr(server, "reap_workers", None)
+    if reap is None or getattr(reap, _WATCHING, False):
+        return  # not gunicorn's arbiter (a stand-in), or watching already
 
     def reap_workers() -> None:
         pid = server.reexec_pid

@@ -34,7 +34,10 @@ READY) and only then serves. The old worker meanwhile (:class:`WorkerGate`):
 When every worker of the new generation has taken over, the last one to do so sends
 ``SIGTERM`` to the old master (``retire_old_master``), which stops its workers
 gracefully and exits; the new master then promotes itself. The operator's single
-command is ``kill -USR2 <master>``; see ``docs/gunicorn.md``.
+command is ``kill -USR2 <master>``; see ``docs/gunicorn.md``. If the new master exits
+while the old one runs (its application failed to import, its workers to boot), the old
+master logs it, with its pid and exit status
+(:mod:`~statemigrate.integrations._gunicorn_reexec`).
 
 A new worker confirms the take-over (SERVING) only while its master lives and has not
 told it to stop: otherwise the old worker takes its state back and serves on. If the
