@@ -346,11 +346,15 @@ class CheckpointCommitter:
                 # checkpointer started by the application's start-up hook, or before
                 # the server adapter, before the state arrives: in a successor it is
                 # `starting` until the handshake is done); a warning only for a service
-                # that nothing restores.
+                # that nothing restores. A failed restore logged its own error: the
+                # skip that follows adds nothing to it.
                 expected = status.state == "restoring" or (
                     status.state == "starting" and started_by_handoff()
                 )
-                level = logging.INFO if expected else logging.WARNING
+                if status.state == "failed":
+                    level = logging.DEBUG
+                else:
+                    level = logging.INFO if expected else logging.WARNING
                 logger.log(level, "checkpoint of %s skipped: %s", self.service.name, reason)
             return reason
         if self.service._checkpoints.open:

@@ -7,6 +7,7 @@ piece restored last, and deltas can follow a restore only when its plans allow t
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,9 +19,23 @@ from statemigrate._runtime._restore import Registered, run_restore
 from statemigrate._snapshot._format import Snapshot
 from statemigrate._snapshot._header import SnapshotHeader
 
-__all__ = ["RestoreHistory", "logged", "no_deltas_after", "restore_delta", "restore_full"]
+__all__ = [
+    "SUMMARIES",
+    "RestoreHistory",
+    "logged",
+    "no_deltas_after",
+    "restore_delta",
+    "restore_full",
+]
 
 logger = logging.getLogger("statemigrate")
+
+SUMMARIES: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "statemigrate_restore_summaries", default=logging.INFO
+)
+"""The level of the line each restored snapshot or delta writes: a checkpoint chain,
+whose restore writes one line of its own for all of its pieces, sets DEBUG while it
+restores them. A failure is logged at ERROR whatever the level."""
 
 
 @dataclass
@@ -81,7 +96,7 @@ def restore_full(
             size=snapshot.size,
             timings={"read": read_seconds, "verify": verify_seconds},
         )
-        logger.info("%s", report.summary())
+        logger.log(SUMMARIES.get(), "%s", report.summary())
         return report
     newest = history.restored_generation
     if newest is not None and header.generation < newest and not allow_older:
@@ -108,7 +123,7 @@ def restore_full(
         raise
     history.record(header, pending)
     history.no_deltas = no_deltas_after(report, entries, allow_lossy=allow_lossy)
-    logger.info("%s", report.summary())
+    logger.log(SUMMARIES.get(), "%s", report.summary())
     return report
 
 
@@ -136,7 +151,7 @@ def restore_delta(
             timings={"read": read_seconds, "verify": verify_seconds},
             delta=True,
         )
-        logger.info("%s", report.summary())
+        logger.log(SUMMARIES.get(), "%s", report.summary())
         return report
     last = (history.last_restored, history.restored_generation)
     if (base.snapshot_id, base.generation) != last:
@@ -178,7 +193,7 @@ def restore_delta(
         logger.error("delta %s failed: %s", header.snapshot_id[:12], exc)
         raise
     history.record(header, on_base)
-    logger.info("%s", report.summary())
+    logger.log(SUMMARIES.get(), "%s", report.summary())
     return report
 
 

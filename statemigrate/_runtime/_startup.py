@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -17,11 +18,13 @@ from statemigrate._model._component import component_state, import_component, im
 from statemigrate._observe._status import StatusTracker
 from statemigrate._runtime._chain import is_chain, split_chain
 from statemigrate._runtime._chainread import chain_break
+from statemigrate._runtime._history import SUMMARIES
 from statemigrate._runtime._report import CommitReport, RestoreReport
 from statemigrate._runtime._restore import Registered
 from statemigrate._runtime._sources import Failing, Fetched, Reader, check_source, fetch
 from statemigrate._snapshot._encode import EncodedSnapshot
 from statemigrate._snapshot._format import DecodeLimits, open_snapshot
+from statemigrate._snapshot._header import SnapshotHeader
 from statemigrate.stores._base import Store
 
 if TYPE_CHECKING:
@@ -217,9 +220,14 @@ def restore_stored(
     # the base was applied (in decode, migrate or validate) puts back what was live
     # before the chain, so a cold start that follows is really cold.
     live = [(entry, component_state(entry.obj, registry=entry.registry)) for entry in entries]
+    began = time.perf_counter()
+    # One line for the chain, not one per piece (a chain may hold hundreds): each
+    # piece's own line goes to DEBUG, a failing piece's error stays at ERROR.
+    quiet = SUMMARIES.set(logging.DEBUG)
     try:
         *earlier, last = pieces
-        for piece in earlier:
+        base = restore(earlier[0], **options) if earlier else None
+        for piece in earlier[1:]:
             restore(piece, **options)
         # The chain's download is counted as the read of its last piece, whose timings
         # the report gives.
@@ -235,8 +243,38 @@ def restore_stored(
                 registry=entry.registry,
             )
         raise
-    logger.info("restored a checkpoint chain of %d deltas on a full snapshot", len(pieces) - 1)
+    finally:
+        SUMMARIES.reset(quiet)
+    seconds = time.perf_counter() - began
+    logger.info("%s", _chain_summary(base or report, report, headers, len(data), seconds))
     return report
+
+
+def _chain_summary(
+    base: RestoreReport,
+    last: RestoreReport,
+    headers: Sequence[SnapshotHeader],
+    size: int,
+    seconds: float,
+) -> str:
+    """One line for a checkpoint chain restored: its pieces and generations, how long
+    they took, and what restoring its full snapshot (``base``) did: the components,
+    the steps that ran (its deltas run the same plans), the sections left aside."""
+    chain = f"checkpoint chain {last.snapshot_id[:12]} gen {last.generation}"
+    if last.skipped:
+        return f"restore of {chain} skipped: already restored"
+    deltas = len(headers) - 1
+    steps = sum(len(c.steps) for c in base.components)
+    text = (
+        f"restored {chain}: a full snapshot (gen {headers[0].generation}) and {deltas}"
+        f" delta{'' if deltas == 1 else 's'}, {size} bytes, {len(base.components)}"
+        f" components, {steps} steps; {seconds * 1000:.1f} ms"
+    )
+    if base.unknown:
+        text += f"; not claimed: {', '.join(base.unknown)}"
+    if base.missing:
+        text += f"; not in snapshot: {', '.join(base.missing)}"
+    return text
 
 
 def keep_unrestored(store: Store, data: bytes | memoryview | None) -> None:

@@ -34,7 +34,10 @@ READY) and only then serves. The old worker meanwhile (:class:`WorkerGate`):
 When every worker of the new generation has taken over, the last one to do so sends
 ``SIGTERM`` to the old master (``retire_old_master``), which stops its workers
 gracefully and exits; the new master then promotes itself. The operator's single
-command is ``kill -USR2 <master>``; see ``docs/gunicorn.md``.
+command is ``kill -USR2 <master>``; see ``docs/gunicorn.md``. If the new master exits
+while the old one runs (its application failed to import, its workers to boot), the old
+master logs it, with its pid and exit status
+(:mod:`~statemigrate.integrations._gunicorn_reexec`).
 
 A new worker confirms the take-over (SERVING) only while its master lives and has not
 told it to stop: otherwise the old worker takes its state back and serves on. If the
@@ -95,6 +98,7 @@ from statemigrate.integrations._gunicorn_checkpoints import (
     vacate,
 )
 from statemigrate.integrations._gunicorn_logging import route_library_logs
+from statemigrate.integrations._gunicorn_reexec import watch_new_master
 from statemigrate.integrations._gunicorn_worker import SAFE_METHODS, WorkerGate
 from statemigrate.integrations._successor import gone
 from statemigrate.integrations._trial import Trial, TrialRunner, checked, runner_for
@@ -279,6 +283,7 @@ class _Hooks:
                 " others' checkpoints; give a function slot -> store",
             )
         route_library_logs(server.log)
+        watch_new_master(server)  # a kill -USR2 whose new master fails says so
         self._forget(os.getpid())  # left by an earlier process with our pid
         if server.cfg.preload_app and getattr(server, _PRELOADED, None) is None:
             self._remember_preloaded(server)
@@ -602,7 +607,8 @@ class _Hooks:
                                 exc,
                             )
                             continue
-                    worker.log.info("worker %s (slot %s): %s", worker.pid, slot, report.summary())
+                    # hand_over logged its report (``handoff ready: ...``), with this
+                    # worker's pid in gunicorn's format: once is enough.
                     if trials is not None:
                         # The worker's own master is the permanent generation's
                         # program: a worker is forked from it with its command line.

@@ -540,6 +540,9 @@ def test_each_worker_hands_its_state_to_the_same_slot(tmp_path: Path) -> None:
         assert len(pairs) == 2
         assert len({new for _, new in pairs}) == 2
         assert not {new for _, new in pairs} & set(written.values())
+        # Each old worker logged its handoff's report once.
+        ready = re.findall(r"\[(\d+)\] \[INFO\] .*handoff ready: ", server.log.read_text())
+        assert sorted(map(int, ready)) == sorted(set(written.values())), ready
 
 
 @pytest.mark.slow
@@ -562,12 +565,18 @@ def test_a_refused_rollback_leaves_the_old_generation_serving(tmp_path: Path) ->
             assert master is not None
             os.kill(master, signal.SIGUSR2)
             end = time.monotonic() + DEADLINE
-            while "Reason: Worker failed to boot." not in server.log.read_text():
+            while "deploy failed" not in server.log.read_text():
                 assert time.monotonic() < end, server.log.read_text()
                 time.sleep(0.02)
             wait_for_requests(tally, 300)
         _report(tally, {}, server.log)
-        assert "only steps declared lossy" in server.log.read_text()
+        log = server.log.read_text()
+        assert "Reason: Worker failed to boot." in log
+        assert "only steps declared lossy" in log
+        # The old master says so, once: the new one halted after logging why.
+        failed = re.findall(rf"\[{master}\] \[ERROR\] deploy failed \(kill -USR2\): .*", log)
+        assert len(failed) == 1 and "exited with status 3" in failed[0], failed
+        assert "a worker failed to boot: its lines and its workers' in this log" in failed[0]
         assert server.master() == master
         assert tally.failures() == {"refused": 0, "reset": 0, "timed_out": 0, "non_2xx": 0}
         assert lost_writes(port, tally) == []

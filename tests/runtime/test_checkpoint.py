@@ -534,6 +534,25 @@ def test_a_skip_while_the_state_arrives_is_expected_and_a_never_restored_service
     assert "is restoring" in skips[0][1] and "is starting" in skips[1][1]
 
 
+def test_a_skip_after_a_failed_restore_adds_no_warning_to_its_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A service whose restore failed is ``failed``: the restore logged its error, and a
+    checkpoint skipped for it says nothing more above DEBUG."""
+    writer, _ = ledger_service()
+    blob = writer.commit(MemoryStore()).open()
+    service, _ = ledger_service(started=False)
+    caplog.set_level(logging.DEBUG, logger="statemigrate")
+    with pytest.raises(RestoreError):
+        service.restore(blob[:-1])
+    assert service.status.state == "failed"
+    assert Checkpointer(service, MemoryStore()).checkpoint_now().skipped
+    above_debug = [r.levelname for r in caplog.records if r.levelno > logging.DEBUG]
+    assert above_debug == ["ERROR"], caplog.text
+    skips = [r for r in caplog.records if "skipped: the service is failed" in r.getMessage()]
+    assert [r.levelname for r in skips] == ["DEBUG"]
+
+
 def test_a_skip_in_a_successor_before_its_take_over_begins_is_expected(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

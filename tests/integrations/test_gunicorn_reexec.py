@@ -1,0 +1,152 @@
+"""The old master's line when the new master of a kill -USR2 exits before the deploy is
+done: its pid, its exit status and where its error went, and the old generation
+serving on."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from integrations.loadclient import ask, read_value
+from integrations.test_gunicorn import DEADLINE, EXAMPLE, gunicorn
+
+from statemigrate.integrations._gunicorn_reexec import new_master_exited, watch_new_master
+
+EXITED_1 = 1 << 8  # a wait status: exited with status 1
+
+
+def test_a_new_master_that_fails_before_it_logs_is_reported_with_where_its_error_went() -> None:
+    level, line = new_master_exited(
+        4242, EXITED_1, master=4100, stderr="/dev/null", errorlog="/var/log/gunicorn.log"
+    )
+    assert level == logging.ERROR
+    assert line.startswith(
+        "deploy failed (kill -USR2): the new master (pid 4242) exited with status 1 before"
+        " the deploy was done; this master (pid 4100) and its workers serve on; "
+    )
+    assert "went to its stderr, /dev/null (--daemon): set capture_output = True" in line
+    assert "--check-config" in line and "under pid 4242" in line
+
+
+@pytest.mark.parametrize(
+    ("stderr", "errorlog", "where"),
+    [
+        ("/srv/gunicorn.log", "/srv/gunicorn.log", "went to its stderr, this log;"),
+        ("/dev/pts/3", "-", "went to its stderr, this log;"),
+        ("socket:[81723]", "/srv/gunicorn.log", "went to its stderr, socket:[81723];"),
+    ],
+    ids=["capture_output", "errorlog-stderr", "journal"],
+)
+def test_the_line_names_the_new_master_s_stderr(stderr: str, errorlog: str, where: str) -> None:
+    _, line = new_master_exited(4242, EXITED_1, master=4100, stderr=stderr, errorlog=errorlog)
+    assert where in line and "capture_output" not in line
+
+
+def test_a_new_master_that_halted_after_logging_points_at_its_lines() -> None:
+    level, line = new_master_exited(
+        4242, 3 << 8, master=4100, stderr="/dev/null", errorlog="/var/log/gunicorn.log"
+    )
+    assert level == logging.ERROR
+    assert line.endswith(
+        "exited with status 3 before the deploy was done; this master (pid 4100) and its"
+        " workers serve on; a worker failed to boot: its lines and its workers' in this"
+        " log (pid 4242) say why"
+    )
+
+
+def test_a_new_master_killed_or_stopped() -> None:
+    level, line = new_master_exited(4242, signal.SIGKILL, master=4100, stderr="", errorlog="-")
+    assert level == logging.ERROR and "(pid 4242) was killed by SIGKILL before" in line
+    level, line = new_master_exited(4242, 0, master=4100, stderr="", errorlog="-")
+    assert level == logging.WARNING and "(pid 4242) exited with status 0 before" in line
+
+
+class Arbiter:
+    """What the watch uses of gunicorn's arbiter."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.cfg = type("Cfg", (), {"errorlog": "-"})()
+        self.log = log
+        self.reexec_pid = 0
+        self.reaped: list[int] = []
+
+    def reap_workers(self) -> None:
+        self.reaped.append(self.reexec_pid)
+
+
+def test_the_watch_reaps_the_new_master_before_gunicorn_and_logs_it_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger("test.gunicorn.error")
+    caplog.set_level(logging.INFO, logger=log.name)
+    server: Any = Arbiter(log)
+    watch_new_master(server)
+    watch_new_master(server)  # once, however often the hooks run
+    server.reap_workers()  # no new master: gunicorn's reap only
+    child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    server.reexec_pid = child.pid
+    end = time.monotonic() + DEADLINE
+    while server.reexec_pid:
+        assert time.monotonic() < end
+        server.reap_workers()  # gunicorn's SIGCHLD handling
+        time.sleep(0.02)
+    child.poll()
+    # gunicorn's own reap ran every time, and found the new master reaped already.
+    assert len(server.reaped) >= 2 and server.reaped[-1] == 0
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(lines) == 1, lines
+    assert lines[0][0] == "ERROR"
+    assert f"the new master (pid {child.pid}) exited with status 1 before" in lines[0][1]
+
+
+@pytest.mark.slow
+def test_a_deploy_whose_new_master_cannot_import_the_application_is_logged(
+    tmp_path: Path,
+) -> None:
+    """The user's case: ``preload_app``, and the new release fails at import. The old
+    master logs one ERROR line; the new master's own error is in the log too, since
+    its stderr is the log here (``errorlog`` is stderr)."""
+    (tmp_path / "broken_app.py").write_text("raise RuntimeError('injected import failure')\n")
+    fault = tmp_path / "FAULT"
+    config = tmp_path / "faulty.conf.py"
+    config.write_text(
+        f"exec(open({str(EXAMPLE / 'gunicorn.conf.py')!r}).read())\n"
+        f"if os.path.exists({str(fault)!r}):\n"
+        f"    wsgi_app = 'broken_app:application'\n"
+        f"    pythonpath = {str(tmp_path)!r}\n"
+    )
+    with gunicorn(tmp_path, 1, worker_class="gthread", config=config) as server:
+        assert ask(server.port, "PUT", "/cache/k1", "v1")[0] == 200
+        old = server.master()
+        assert old is not None
+        fault.write_text("import\n")
+        os.kill(old, signal.SIGUSR2)
+        end = time.monotonic() + DEADLINE
+        while "deploy failed" not in server.log.read_text():
+            assert time.monotonic() < end, server.log.read_text()
+            time.sleep(0.05)
+        log = server.log.read_text()
+        found = re.search(
+            rf"\[{old}\] \[ERROR\] deploy failed \(kill -USR2\): the new master \(pid (\d+)\)"
+            rf" exited with status 1 before the deploy was done; this master \(pid {old}\) and"
+            r" its workers serve on; an error before it could log \(.*\) went to its stderr,"
+            r" this log; ",
+            log,
+        )
+        assert found, log
+        assert "Error: injected import failure" in log
+        assert log.count("deploy failed") == 1
+        assert server.master() == old
+        assert read_value(server.port, "k1") == "v1"
+        # gunicorn took the new master for gone: the next deploy is not refused.
+        fault.unlink()
+        server.deploy(1)
+        assert read_value(server.port, "k1") == "v1"
