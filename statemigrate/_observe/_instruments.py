@@ -228,8 +228,8 @@ HANDOFF_DURATION = _histogram(
 )
 HANDOFF_PAUSE = _histogram(
     "statemigrate_handoff_pause_seconds",
-    "Seconds the writers were held during a handoff: from pause() until SERVING (or COMMIT),"
-    " or until resume() after a failure.",
+    "Seconds the writers were held during a handoff: from pause() until stop_accepting()"
+    " let them go to the successor, or until resume() after a failure.",
     ("outcome",),
 )
 HANDOFFS = Instrument(

@@ -120,10 +120,14 @@ class HandoffReport:
             announced it (empty when it did not, or has none).
         snapshot_size: the number of snapshot bytes sent (0 if none were).
         timings: seconds spent per phase (only phases that started), plus ``total``.
-        pause_seconds: how long the writers were held: from the call to ``pause()``
-            until the successor confirmed SERVING (or COMMIT was sent, to a successor
-            of an older release), or until ``resume()`` returned after a failure; 0
-            when ``pause()`` was not called.
+        pause_seconds: how long the writers were held, on this process's clock: from
+            just before ``pause()`` is called (a request that comes from then on is
+            held) until the held requests are let go: ``stop_accepting()`` has
+            returned once the successor took over (it confirmed SERVING, or was sent
+            COMMIT, as a successor of an older release), or ``resume()`` has
+            returned after a failure; 0 when ``pause()`` was not called. What a held
+            request waits on top of it, passed on to the successor, is not in it
+            (docs/observability.md, "What a client sees of a handoff").
         problems: non-fatal troubles, such as a ``stop_accepting()`` that raised
             after the successor had taken over.
         rounds: the pre-copy pieces sent while serving (round 0, the full snapshot,
@@ -330,7 +334,8 @@ class Attempt:
         return time.monotonic() - self.pause_began
 
     def unpaused(self) -> None:
-        """The writers are no longer held here: COMMIT was sent, or resume() ran."""
+        """The held writers are let go: ``stop_accepting()`` returned (the successor
+        took over), or ``resume()`` did (the attempt failed)."""
         if self.pause_began is not None:
             self.pause_seconds = time.monotonic() - self.pause_began
             self.pause_began = None

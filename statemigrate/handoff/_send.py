@@ -208,7 +208,6 @@ def _commit_steps(
     if not hello.serving:
         # A successor of a release before SERVING owns the state from COMMIT on.
         attempt.confirmed = True
-        attempt.unpaused()
         return
     # Writers stay held until the successor confirms: if it dies before, the state
     # it got was never acknowledged on, and this process takes it back.
@@ -217,7 +216,6 @@ def _commit_steps(
         got = yield from channel.receive(stage="serving", deadline=deadline, watch=watch)
         expect_reply(got, Serving, stage="serving", timeout=timeouts.serving)
     attempt.confirmed = True
-    attempt.unpaused()
 
 
 def _last_delta(
@@ -326,7 +324,6 @@ def _confirmed_meanwhile(channel: Channel, attempt: Attempt) -> bool:
         return False
     if isinstance(got, Received) and isinstance(got.message, Serving):
         attempt.confirmed = True
-        attempt.unpaused()
         attempt.problems.append("the successor ended right after confirming it serves")
         return True
     return False
@@ -382,6 +379,9 @@ def _finish(attempt: Attempt) -> Steps[HandoffReport]:
     except Exception as exc:
         logger.exception("handoff: stop_accepting() raised after the successor took over")
         attempt.problems.append(f"stop_accepting() raised {exc!r}")
+    # The pause ends here, not at SERVING: the held requests wait until
+    # stop_accepting() lets them go on (to the successor), and so does the figure.
+    attempt.unpaused()
     report = attempt.report()
     record_handoff(report)
     logger.info("%s", report.summary())
