@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 if TYPE_CHECKING:
+    from _store_helpers.azurite import Azurite
     from _store_helpers.object_server import S3Server
 
 # dev: quick feedback; ci: more examples (the default under CI=true); soak: opt-in, long.
@@ -34,6 +35,16 @@ def s3() -> Iterator[S3Server]:
     from _store_helpers.object_server import running_server
 
     with running_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def azurite() -> Iterator[Azurite]:
+    """Azurite, the Azure Blob Storage emulator, on loopback, one per test module that
+    asks for it; only the tests marked ``azurite`` do (STATEMIGRATE_AZURITE=1)."""
+    from _store_helpers.azurite import running_azurite
+
+    with running_azurite() as server:
         yield server
 
 

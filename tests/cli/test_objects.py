@@ -1,6 +1,7 @@
 """The command line on object-store URLs: inspect, list and migrate against moto's S3
-server and file:// stores, settings from the environment or --store-option, keys, and
-one-line errors for every bad input (server, bucket, credentials, pointer, URL)."""
+server and file:// stores (Azurite's az:// too, with STATEMIGRATE_AZURITE=1), settings
+from the environment or --store-option, keys, and one-line errors for every bad input
+(server, bucket, credentials, pointer, URL)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import boto3
 import obstore
 import pytest
 from _store_helpers import scratch_dir
+from _store_helpers.azurite import ACCOUNT, ACCOUNT_KEY, AZURITE, Azurite
 from _store_helpers.object_server import KEYS, S3Server, free_port
 from cli_helpers import Result, run
 from hypothesis import HealthCheck, given, settings
@@ -33,10 +35,10 @@ FRAGMENTS = "expected URL#current, URL#previous, URL#unrestored or URL#N"
 
 
 @pytest.fixture(autouse=True)
-def no_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_cloud_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test says where its settings come from: none leak in from the caller."""
     for name in list(os.environ):
-        if name.startswith("AWS_"):
+        if name.startswith(("AWS_", "AZURE_", "AZURITE_")):
             monkeypatch.delenv(name)
 
 
@@ -524,3 +526,54 @@ def test_any_fragment_or_store_option_keeps_the_contract(
         assert result.out and result.err == ""
     else:
         one_error_line(result, result.code if result.code == 2 else 1)
+
+
+# -- Azure Blob Storage (Azurite): opt-in ------------------------------------------------
+
+if AZURITE:
+
+    @pytest.mark.azurite
+    @pytest.mark.parametrize("settings_from", ["environment", "--store-option"])
+    def test_inspect_and_list_read_az_urls(
+        azurite: Azurite,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+        settings_from: str,
+    ) -> None:
+        """inspect and list on an az:// URL, with the account, key, endpoint and
+        allow_http from the AZURE_* variables or from --store-option."""
+        url = azurite.place().url
+        commit_generations(url, 3, keep=3, **azurite.options())
+        given = {
+            "account_name": ACCOUNT,
+            "access_key": ACCOUNT_KEY,
+            "endpoint": azurite.endpoint,
+            "allow_http": "true",
+        }
+        options: list[str] = []
+        if settings_from == "environment":
+            for name, value in zip(
+                ["AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY",
+                 "AZURE_STORAGE_ENDPOINT", "AZURE_ALLOW_HTTP"],
+                given.values(),
+                strict=True,
+            ):
+                monkeypatch.setenv(name, value)
+        else:
+            options = [
+                part for item in given.items() for part in ("--store-option", "=".join(item))
+            ]
+        shown = run(capsys, "inspect", f"{url}#previous", "--verify", *options)
+        assert shown.code == 0, shown.err
+        assert "(generation 2, previous)" in shown.out.splitlines()[0]
+        assert "meta       n=2" in shown.out and "verified" in shown.out
+        listed = run(capsys, "list", url, *options)
+        assert listed.code == 0, listed.err
+        rows = [line.split() for line in listed.out.splitlines()[3:]]
+        assert [(row[0], row[-1]) for row in rows] == [
+            ("3", "current"), ("2", "previous"), ("1", "older")
+        ]
+        missing = run(capsys, "list", "az://no-such-container/app", *options)
+        assert "the bucket or container does not exist (ContainerNotFound)" in one_error_line(
+            missing
+        )

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from _store_helpers import scratch_dir, temp_names
+from _store_helpers.azurite import AZURITE, running_azurite
 from _store_helpers.object_server import SEAWEEDFS, names, running_seaweedfs, s3_place
 from typing_extensions import TypedDict
 
@@ -70,6 +71,8 @@ STORES: list[Any] = [
 ]
 if SEAWEEDFS:
     STORES.append(pytest.param("object-seaweedfs", marks=pytest.mark.seaweedfs))
+if AZURITE:
+    STORES.append(pytest.param("object-azurite", marks=pytest.mark.azurite))
 
 
 @pytest.fixture(params=STORES)
@@ -90,6 +93,9 @@ def store(request: pytest.FixtureRequest) -> Iterator[Any]:
             yield ObjectStore(f"file://{path}/objects")
     elif kind == "object-s3":
         yield s3_place(request.getfixturevalue("s3")).store()
+    elif kind == "object-azurite":
+        with running_azurite() as azurite:
+            yield azurite.place().store()
     else:
         with running_seaweedfs() as server:
             yield server.place().store()

@@ -18,6 +18,7 @@ import obstore
 import pytest
 import xxhash
 from _store_helpers import scratch_dir
+from _store_helpers.azurite import AZURITE
 from _store_helpers.object_server import (
     KEYS,
     SEAWEEDFS,
@@ -60,12 +61,14 @@ def seaweedfs() -> Iterator[SeaweedFS]:
 PLACES: list[Any] = ["memory", "file", "s3"]
 if SEAWEEDFS:
     PLACES.append(pytest.param("seaweedfs", marks=pytest.mark.seaweedfs))
+if AZURITE:
+    PLACES.append(pytest.param("azurite", marks=pytest.mark.azurite))
 
 
 @pytest.fixture(params=PLACES)
 def place(request: pytest.FixtureRequest) -> Iterator[Place]:
-    if request.param == "seaweedfs":
-        yield request.getfixturevalue("seaweedfs").place()
+    if request.param in ("seaweedfs", "azurite"):
+        yield request.getfixturevalue(request.param).place()
     elif request.param == "memory":
         yield Place("memory", "memory://", {})
     elif request.param == "file":

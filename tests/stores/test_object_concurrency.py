@@ -14,6 +14,7 @@ from typing import Any
 import obstore
 import pytest
 from _store_helpers import scratch_dir
+from _store_helpers.azurite import AZURITE, running_azurite
 from _store_helpers.object_server import (
     SEAWEEDFS,
     Place,
@@ -125,6 +126,8 @@ def run_writers(
 KINDS: list[Any] = ["s3", "file"]
 if SEAWEEDFS:
     KINDS.append(pytest.param("seaweedfs", marks=pytest.mark.seaweedfs))
+if AZURITE:
+    KINDS.append(pytest.param("azurite", marks=pytest.mark.azurite))
 
 
 @pytest.mark.slow
@@ -139,6 +142,8 @@ def test_concurrent_committers_never_both_win(kind: str, request: pytest.Fixture
             place = s3_place(request.getfixturevalue("s3"))
         elif kind == "seaweedfs":
             place = stack.enter_context(running_seaweedfs()).place()
+        elif kind == "azurite":
+            place = stack.enter_context(running_azurite()).place()
         else:
             place = Place("file", f"file://{stack.enter_context(scratch_dir())}/app", {})
         outcomes, reads = run_writers(place, place.store())
