@@ -232,13 +232,18 @@ class Backend:
             except StoreError:
                 raise
             except Exception as exc:
+                missing = StoreError("open", where, "is missing (deleted after its commit?)")
                 if kind_of(exc) == "precondition":
+                    # S3 answers a conditional GET of a deleted object with 404, Azure
+                    # (Azurite) with 412: If-Match never matches what is not there.
+                    if not self.exists(name):
+                        raise missing from exc
                     raise EtagChanged(
                         "open", where, "was replaced after it was committed (etag differs)"
                     ) from exc
                 error = translate("open", where, exc)
                 if kind_of(exc) == "not_found" and not is_missing_bucket(exc):
-                    error = StoreError("open", where, "is missing (deleted after its commit?)")
+                    error = missing
                 raise error from exc
             if chunk.nbytes != end - position:
                 raise StoreError(

@@ -67,6 +67,36 @@ def test_the_gcs_emulator_settings_send_requests_to_the_base_url(gcs_account: Pa
         assert f"GET {base_url}/snapshots/app%2Fcurrent" in info.value.detail
 
 
+def test_a_deleted_object_is_missing_when_its_conditional_get_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Azure (Azurite, at least) answers a GET with If-Match for a blob that is gone
+    with 412, where S3 answers 404: opening a deleted generation says it is missing
+    all the same, with the digest recorded (current) or not (an older generation)."""
+
+    class PreconditionError(Exception):
+        """Named as obstore names the error of a 412."""
+
+    real_get = obstore.get
+
+    def get_as_azure_does(store: Any, path: str, *, options: Any = None) -> Any:
+        if options and options.get("if_match"):
+            try:
+                obstore.head(store, path)
+            except FileNotFoundError:
+                raise PreconditionError("412 Precondition Failed: ConditionNotMet") from None
+        return real_get(store, path, options=options)
+
+    store = ObjectStore("memory://", keep=3)
+    for number in (1, 2, 3):
+        store.commit(make_payload(number, 700))
+    monkeypatch.setattr(obstore, "get", get_as_azure_does)
+    for ref in (store.ref(1), store.ref()):
+        obstore.delete(store._backend.store, store._backend.key(ref._target.object))
+        with pytest.raises(StoreError, match=r"is missing \(deleted after its commit\?\)"):
+            ref.open()
+
+
 # -- Azure Blob Storage (Azurite): opt-in -----------------------------------------------
 
 if AZURITE:
