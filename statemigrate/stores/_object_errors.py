@@ -24,6 +24,9 @@ _METADATA = re.compile(
     r"169\.254\.169\.254|metadata\.google\.internal|/latest/api/token|/metadata/identity"
 )
 _STATUS = re.compile(r"status code: ([0-9]{3}(?: [A-Za-z]+)*)")
+# The backend obstore names in its message, and its variable that allows plain http.
+_BACKEND = re.compile(r"\bGeneric (MicrosoftAzure|GCS) error\b")
+_ALLOW_HTTP = {"MicrosoftAzure": "AZURE_ALLOW_HTTP", "GCS": "GOOGLE_ALLOW_HTTP"}
 # A request line of obstore's message, to a plain-http URL.
 _HTTP_REQUEST = re.compile(r"\b(?:GET|PUT|POST|HEAD|DELETE) http://")
 
@@ -80,7 +83,7 @@ def translate(op: str, target: str, exc: BaseException) -> StoreError:
         detail = (
             "the endpoint is plain http and allow_http is not set: set it"
             " (client_options={'allow_http': True}; on the command line --store-option"
-            f" allow_http=true, or AWS_ALLOW_HTTP=true) [{_first_line(exc)}]"
+            f" allow_http=true, or {_allow_http_variable(exc)}=true) [{_first_line(exc)}]"
         )
     elif _unreachable(exc):
         detail = f"cannot reach the server: {_first_line(exc)}"
@@ -114,6 +117,13 @@ def _plain_http_refused(exc: BaseException) -> bool:
     return bool(_HTTP_REQUEST.search(text)) and (
         "BadScheme" in text or "builder error" in text
     )
+
+
+def _allow_http_variable(exc: BaseException) -> str:
+    """The environment variable that sets allow_http for the backend that raised
+    ``exc``, which obstore names in its message (``Generic MicrosoftAzure error``)."""
+    match = _BACKEND.search(str(exc))
+    return _ALLOW_HTTP.get(match.group(1) if match else "", "AWS_ALLOW_HTTP")
 
 
 def _unreachable(exc: BaseException) -> bool:

@@ -67,6 +67,29 @@ def test_the_gcs_emulator_settings_send_requests_to_the_base_url(gcs_account: Pa
         assert f"GET {base_url}/snapshots/app%2Fcurrent" in info.value.detail
 
 
+@pytest.mark.parametrize("scheme", ["az", "gs"])
+def test_a_plain_http_endpoint_without_allow_http_names_the_backends_variable(
+    scheme: str, gcs_account: Path
+) -> None:
+    """The error for an http:// endpoint without allow_http names the environment
+    variable of the URL's backend, not S3's."""
+    if scheme == "az":
+        url, variable = "az://snapshots/app", "AZURE_ALLOW_HTTP=true"
+        config = {
+            "account_name": ACCOUNT,
+            "access_key": ACCOUNT_KEY,
+            "endpoint": f"http://127.0.0.1:{free_port()}/{ACCOUNT}",
+        }
+    else:
+        url, variable = "gs://snapshots/app", "GOOGLE_ALLOW_HTTP=true"
+        config = {"service_account": str(gcs_account)}
+    store = ObjectStore(url, config=config, **FAIL_FAST)
+    with pytest.raises(StoreError) as info:
+        store.commit(GOOD)
+    assert "allow_http is not set" in info.value.detail
+    assert variable in info.value.detail and "AWS_" not in info.value.detail
+
+
 def test_a_deleted_object_is_missing_when_its_conditional_get_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
