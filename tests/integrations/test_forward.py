@@ -148,3 +148,41 @@ def test_a_request_queued_where_nobody_accepts_is_given_up_once_abandoned() -> N
                 abandoned=abandoned,
             )  # fmt: skip
         assert len(asked) == 2
+
+
+def test_forty_requests_passed_on_at_once_wait_for_their_answers_together() -> None:
+    """At the switch every keep-alive connection's next request is passed on at once.
+    The successor here answers none until all 40 have arrived: more than any loop's
+    default executor holds threads (at most 32), which answered them a few at a time.
+    The barrier's timeout only turns a hang into a failure."""
+    arrived = threading.Barrier(40, timeout=60)
+
+    class Gathering(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            try:
+                arrived.wait()
+                status = 200
+            except threading.BrokenBarrierError:
+                status = 503
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gathering)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = forwarding_address(server.socket)
+
+        async def pass_on_all() -> list[int]:
+            answers = await asyncio.gather(
+                *(forward_async(address, "GET", f"/{n}", [("Host", "svc")]) for n in range(40))
+            )
+            return [answer.status for answer in answers]
+
+        assert asyncio.run(pass_on_all()) == [200] * 40
+    finally:
+        server.shutdown()
+        server.server_close()
