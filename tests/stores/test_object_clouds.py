@@ -15,6 +15,7 @@ import obstore
 import pytest
 from _store_helpers import scratch_dir
 from _store_helpers.azurite import ACCOUNT, ACCOUNT_KEY, AZURITE, Azurite
+from _store_helpers.conditions import assert_enforces_conditions
 from _store_helpers.object_server import free_port
 from _store_helpers.payload import make_payload
 
@@ -132,15 +133,7 @@ if AZURITE:
         (If-None-Match: *), an update with a stale etag is refused (If-Match), and a GET
         with a stale If-Match is refused: what the store's commit and reads rely on."""
         raw = azurite.place().store()._backend.store
-        first = obstore.put(raw, "x", b"1", mode="create")
-        with pytest.raises(obstore.exceptions.AlreadyExistsError):
-            obstore.put(raw, "x", b"2", mode="create")
-        second = obstore.put(raw, "x", b"3", mode={"e_tag": first["e_tag"]})
-        with pytest.raises(obstore.exceptions.PreconditionError):
-            obstore.put(raw, "x", b"4", mode={"e_tag": first["e_tag"]})
-        with pytest.raises(obstore.exceptions.PreconditionError):
-            obstore.get(raw, "x", options={"if_match": first["e_tag"]})
-        assert obstore.get(raw, "x", options={"if_match": second["e_tag"]}).bytes() == b"3"
+        assert_enforces_conditions(raw)
 
     @pytest.mark.azurite
     def test_a_missing_container_and_a_wrong_key_are_named(azurite: Azurite) -> None:
