@@ -242,12 +242,12 @@ class HotRestart:
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline
         start = len(server.connections)
-        while server.connections and loop.time() < end and not self._successor_died():
+        while server.connections and loop.time() < end and not self.successor_died():
             await asyncio.sleep(_DRAIN_POLL)
         left = len(server.connections)
         return start - left, left
 
-    def _successor_died(self) -> bool:
+    def successor_died(self) -> bool:
         return self.successor is not None and self.successor.crashed
 
 
@@ -471,11 +471,15 @@ async def serve(
             finished, left = await hot.drain(
                 runner.server, drain_timeout if drain_timeout is not None else keepalive_timeout
             )
+            # Left connections are closed by the cleanup below: at the deadline, or at
+            # once when the successor died (then nothing is left to pass requests on to).
+            ended_by = "when the successor died" if hot.successor_died() else "at the deadline"
             logger.info(
-                "handoff: drained %d connection(s), %d left at the deadline, %d request(s)"
+                "handoff: drained %d connection(s), %d left %s, %d request(s)"
                 " passed on, %d could not be",
                 finished,
                 left,
+                ended_by,
                 hot.forwarded,
                 hot.forward_failures,
             )

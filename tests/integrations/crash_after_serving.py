@@ -11,6 +11,7 @@ out are long: ``forward_timeout`` and the keep-alive timeout are 60 s.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -21,6 +22,9 @@ import statemigrate as sm
 from statemigrate.integrations.asgi import Receive, Scope, Send
 
 LONG = 60.0
+
+# The library's INFO lines too: the test reads how the old process's drain ended.
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
 
 def on_serving(folder: Path) -> None:

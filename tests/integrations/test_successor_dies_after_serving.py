@@ -116,3 +116,5 @@ def test_a_successor_dying_after_it_serves_leaves_nothing_in_the_way_of_a_restar
         log = (tmp_path / "old.log").read_text()
         assert log.count(DIED) == 1, log
         assert f"successor pid {successor} {DIED} (exit status 1)" in log
+        if server == "aiohttp":  # its drain line says why the drain ended
+            assert "left when the successor died" in log and "at the deadline" not in log, log
