@@ -44,6 +44,7 @@ from statemigrate._model._changes import (
     key_codec,
 )
 from statemigrate._model._migrate import raised_by_user_code
+from statemigrate._model._nankeys import under_held_nan, without_stale_nan
 from statemigrate._model._tracked import TrackedDict
 from statemigrate._runtime._readback import delta_read_back_problem, earlier_release_note
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
@@ -94,7 +95,9 @@ def delta_section(
     schema = registry.schema_for(entry.component, version)
     state = schema.export(changes.state, walk=walk, check=check)
     deleted = {
-        name: key_codec(schema, name).export(keys, schema=schema, field=name)
+        name: key_codec(schema, name).export(
+            without_stale_nan(keys, changes.state.get(name, ())), schema=schema, field=name
+        )
         for name, keys in changes.deleted.items()
     }
     steps: tuple[str, ...] = ()
@@ -491,6 +494,7 @@ def _apply_sets(item: _Staged, undo: list[_Undo]) -> None:
         return
     for name, (put, _, moved) in item.records.items():
         target: MutableMapping[Any, Any] = getattr(obj, name)
+        put = under_held_nan(target, put)  # a decoded NaN key means the one held
         in_place = len(put) - moved
         if moved and any(map(target.__contains__, islice(put, in_place, None))):
             # A key moved to the end leaves its place: only a rebuild gives it back, in
@@ -521,7 +525,7 @@ def _apply_deletions(item: _Staged, undo: list[_Undo]) -> None:
         target: MutableMapping[Any, Any] = getattr(item.entry.obj, name)
         before: list[tuple[Any, Any]] = []
         undo.append(_giver(target, before))
-        for key in gone:
+        for key in under_held_nan(target, gone):
             old = target.get(key, _MISSING)
             if old is not _MISSING:
                 before.append((key, old))
