@@ -8,20 +8,32 @@ the NaN key the dict holds, whatever object it is: setting it replaces that key'
 value, deleting it removes that key. These helpers give the receiver that meaning.
 
 A key is taken for a NaN when it is not equal to itself. The test runs in C over the
-keys a delta carries (``map(ne, keys, keys)``); only a delta that carries such a key
-pays for a pass over the dict to find the one it holds.
+keys a delta carries (``map(ne, keys, keys)``), and only for a field whose key type may
+hold a NaN (:func:`may_hold_nan`: ``float``, ``Decimal``, a union); only a delta that
+carries such a key pays for a pass over the dict to find the one it holds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from decimal import Decimal
 from itertools import compress
 from operator import eq, ne
 from typing import Any
 
-__all__ = ["MISSING", "held_nan", "under_held_nan", "without_stale_nan"]
+from statemigrate._model._changes import KeyCodec
+
+__all__ = ["MISSING", "held_nan", "may_hold_nan", "under_held_nan", "without_stale_nan"]
 
 MISSING: Any = object()
+
+
+def may_hold_nan(codec: KeyCodec) -> bool:
+    """Whether a key of the codec's field may be unequal to itself: its key type is a
+    ``float`` or a ``Decimal`` (or a subclass), or not one class (a union, say)."""
+    if codec.adapter is None:
+        return False  # str keys
+    return not codec.classes or any(issubclass(cls, float | Decimal) for cls in codec.classes)
 
 
 def _has_nan(keys: Collection[Any]) -> bool:
