@@ -44,6 +44,8 @@ from statemigrate._model._changes import (
     key_codec,
 )
 from statemigrate._model._migrate import raised_by_user_code
+from statemigrate._model._nankeys import may_hold_nan, under_held_nan, without_stale_nan
+from statemigrate._model._schema import SchemaVersion
 from statemigrate._model._tracked import TrackedDict
 from statemigrate._runtime._readback import delta_read_back_problem, earlier_release_note
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
@@ -94,7 +96,7 @@ def delta_section(
     schema = registry.schema_for(entry.component, version)
     state = schema.export(changes.state, walk=walk, check=check)
     deleted = {
-        name: key_codec(schema, name).export(keys, schema=schema, field=name)
+        name: _deleted_keys(schema, name, keys, changes.state.get(name, ()))
         for name, keys in changes.deleted.items()
     }
     steps: tuple[str, ...] = ()
@@ -118,6 +120,16 @@ def delta_section(
         SectionInput(entry.component, entry.instance, version, schema.fingerprint, data),
         steps,
     )
+
+
+def _deleted_keys(
+    schema: SchemaVersion, name: str, keys: list[Any], records: Any
+) -> list[Any]:
+    """The plain form of the keys a delta deletes from record field ``name``."""
+    codec = key_codec(schema, name)
+    if may_hold_nan(codec):
+        keys = without_stale_nan(keys, records)
+    return codec.export(keys, schema=schema, field=name)
 
 
 def delta_obstacle(entry: Registered, source_version: int, *, allow_lossy: bool) -> str | None:
@@ -160,6 +172,8 @@ class _Staged:
     records set go to the end), in live form."""
     custom: bool = False
     """Whether records go through the component's ``import_records``."""
+    nan_fields: set[str] = field(default_factory=set)
+    """The record fields whose keys may be NaN: a delta's NaN key means the dict's."""
 
     @property
     def count(self) -> int:
@@ -367,8 +381,11 @@ def _stage(
                 )
             item.fields[name] = value
             continue
+        codec = key_codec(schema, name)
+        if may_hold_nan(codec):
+            item.nan_fields.add(name)
         try:
-            gone = key_codec(schema, name).validate(deleted_plain[name])
+            gone = codec.validate(deleted_plain[name])
         except pydantic.ValidationError as exc:
             raise RestoreError(
                 "validate",
@@ -491,6 +508,8 @@ def _apply_sets(item: _Staged, undo: list[_Undo]) -> None:
         return
     for name, (put, _, moved) in item.records.items():
         target: MutableMapping[Any, Any] = getattr(obj, name)
+        if name in item.nan_fields:
+            put = under_held_nan(target, put)  # a decoded NaN key means the one held
         in_place = len(put) - moved
         if moved and any(map(target.__contains__, islice(put, in_place, None))):
             # A key moved to the end leaves its place: only a rebuild gives it back, in
@@ -521,6 +540,8 @@ def _apply_deletions(item: _Staged, undo: list[_Undo]) -> None:
         target: MutableMapping[Any, Any] = getattr(item.entry.obj, name)
         before: list[tuple[Any, Any]] = []
         undo.append(_giver(target, before))
+        if name in item.nan_fields:
+            gone = under_held_nan(target, gone)
         for key in gone:
             old = target.get(key, _MISSING)
             if old is not _MISSING:
