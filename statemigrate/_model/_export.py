@@ -49,7 +49,7 @@ from typing import Any
 import pydantic
 import pydantic_core
 
-from statemigrate._model._compare import FieldName
+from statemigrate._model._compare import FieldName, first_difference
 from statemigrate._model._export_checks import (
     checked_leaf,
     checked_length,
@@ -616,6 +616,11 @@ class _Compiler:
         exact = scalars and len(set(kinds)) == len(kinds)
         validate_union = self._union_validator(schema)
         check_int_text = _int_text_check(validate_union, exact=exact)
+        # Left to right, lax validation gives a value to the first member that takes it,
+        # not to the one of its own kind: under bool | int, 1 comes back True. Such a
+        # union of plain scalars is exact all the same (nothing else validates its
+        # export back), so each value its members write is validated back here.
+        check_member = _member_check(validate_union) if exact and _left_to_right(schema) else None
 
         def convert(value: Any) -> Any:
             refused: NotExportable | None = None
@@ -630,6 +635,8 @@ class _Compiler:
                         continue
                     if type(out) is str and type(value) is int:
                         check_int_text(value, out)
+                    elif check_member is not None:
+                        check_member(value, out)
                     return out
             if refused is not None:
                 raise refused
@@ -640,7 +647,9 @@ class _Compiler:
                 _check_no_member(validate_union, value, out)
             return out
 
-        return Node(convert, scalars, exact)
+        # A union checked value by value is walked: handed to the packer as it is, it
+        # would not be checked.
+        return Node(convert, scalars and check_member is None, exact)
 
     def _union_validator(self, schema: Mapping[str, Any]) -> Callable[[Any], Any]:
         """Lax validation with the union alone (its definitions and its record's config
@@ -988,6 +997,44 @@ def _int_text_check(
                 f"{held} this union reads that text back as a {kind_of(again)}"
                 f" ({again!r:.40}), not an int; keep it within 64 bits or type it int alone"
             )
+
+    return check
+
+
+def _left_to_right(schema: Mapping[str, Any]) -> bool:
+    """Whether a union takes the first member that validates a value, in order
+    (``Field(union_mode="left_to_right")``), rather than the best fit."""
+    return schema.get("type") == "union" and schema.get("mode") == "left_to_right"
+
+
+def _member_check(validate_union: Callable[[Any], Any]) -> Callable[[Any, Any], None]:
+    """Refuse a value of a left-to-right union that validated back would come back as
+    another value: an earlier member takes it first (``1`` under ``bool | int`` comes
+    back ``True``, ``"7"`` under ``int | str`` comes back ``7``).
+
+    Costs one validation of the value with the union alone, as a constrained leaf's
+    check does (see ``_export_checks``).
+    """
+
+    def check(value: Any, out: Any) -> None:
+        try:
+            again = validate_union(out)
+        except pydantic_core.ValidationError as exc:
+            reason = exc.errors(include_url=False, include_input=False)[0]["msg"]
+            raise fail(
+                f"this union does not take its {kind_of(value)} back: {reason}",
+                by_validation=True,
+            ) from None
+        except Exception:
+            raise fail(
+                f"whether this union gives its {kind_of(value)} back cannot be told",
+                by_validation=True,
+            ) from None
+        if type(again) is type(value) and again == value:
+            return
+        difference = first_difference(value, again)  # None for NaN and NaN
+        if difference is not None:
+            raise fail(difference[1], by_validation=True)
 
     return check
 
