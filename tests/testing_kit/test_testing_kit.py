@@ -44,7 +44,7 @@ from statemigrate.testing import (
     states,
     strategies_for,
 )
-from statemigrate.testing._properties import exact_differences
+from statemigrate.testing._exact import exact_differences
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = build_registry()
