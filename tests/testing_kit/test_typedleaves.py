@@ -85,6 +85,7 @@ def kept_registry() -> Registry:
     return registry
 
 
+@pytest.mark.slow
 def test_the_checks_pass_on_schemas_of_these_types() -> None:
     """Before, every check of such a schema failed: "cannot generate valid states"
     (OrderedDict, Counter, the IPvAny types, DSNs, Pattern), or the run crashed with an
@@ -94,6 +95,7 @@ def test_the_checks_pass_on_schemas_of_these_types() -> None:
     assert len(report.results) == 4
 
 
+@pytest.mark.slow
 def test_the_drawn_states_hold_what_each_type_takes() -> None:
     versions: set[int] = set()
 
