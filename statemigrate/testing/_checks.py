@@ -57,6 +57,7 @@ CheckKind = Literal["step", "paths", "snapshot"]
 
 _SHOWN = 1500  # characters of a counterexample shown before it is cut
 _SHOWN_REFUSAL = 200  # characters of a refusal quoted in a note
+_GENERIC_ADVICE = "pass a strategy for this version explicitly"
 
 
 @dataclass(frozen=True)
@@ -248,12 +249,15 @@ class MigrationCheck:
             )
             return CheckResult(self, calls, failure)
         except (Unsatisfiable, FailedHealthCheck, HypothesisException) as exc:
+            advice = f"pass a strategy for ({self.component!r}, {self.version}) in strategies="
+            reason = _first_line(exc)
+            if reason.endswith(_GENERIC_ADVICE):  # the strategies' own, said more exactly
+                reason = reason.removesuffix(_GENERIC_ADVICE).rstrip("; ")
             failure = CheckFailure(
                 self.id,
                 str(self),
                 f"cannot generate valid states of version {self.version}",
-                f"{type(exc).__name__}: {_first_line(exc)}; pass a strategy for"
-                f" ({self.component!r}, {self.version}) in strategies=",
+                f"{type(exc).__name__}: {reason}; {advice}",
                 None,
                 None,
                 calls,

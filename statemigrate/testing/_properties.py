@@ -10,31 +10,24 @@ call a private copy of its data, since steps may mutate their input.
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import dataclasses
-import datetime
-import decimal
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn, Protocol
 
-import pydantic
-
 from statemigrate._errors import ExportError, MigrationStepError, StateMigrateError
-from statemigrate._model._compare import counterparts
 from statemigrate._model._migrate import run_plan
 from statemigrate._model._plaindata import copy_plain
 from statemigrate._model._plan import Plan, Step
 from statemigrate._model._registry import Registry
+from statemigrate.testing._exact import cut, exact_differences
 
 __all__ = [
     "PROPERTIES",
     "Broken",
     "Subject",
     "comparable_pairs",
-    "exact_differences",
     "simple_paths",
 ]
 
@@ -110,7 +103,7 @@ def _normalized(registry: Registry, step: Step, data: Any, version: int, example
     except (StateMigrateError, TypeError) as exc:
         raise Broken(
             f"output of {step} does not fit version {version}",
-            f"{exc}\noutput: {_cut(data)}",
+            f"{exc}\noutput: {cut(data)}",
             example,
         ) from exc
 
@@ -127,23 +120,26 @@ def _step_property(check: Subject, x: Any) -> None:
     z = _normalized(registry, reverse, _apply(reverse, y, x, "reverse step"), step.source, x)
     lost = step.lost_fields
     # A lossy step that names nothing it loses leaves nothing to compare.
-    if (lost or not step.lossy) and _without(z, lost) != _without(x, lost):
-        _round_trip_broken(registry, step, reverse, x, y, z)
+    if lost or not step.lossy:
+        changed = exact_differences(_without(x, lost), _without(z, lost))
+        if changed:
+            _round_trip_broken(registry, step, reverse, x, y, z, changed)
     if step.lossy:
         again = _normalized(registry, step, _apply(step, z, x, "step"), step.target, x)
-        if again != y:
+        changed = exact_differences(y, again)
+        if changed:
             raise Broken(
                 f"{step.name}({reverse.name}({step.name}(x))) != {step.name}(x)",
-                "losing twice lost more than losing once\n" + _diff(y, again),
+                "losing twice lost more than losing once\n" + "\n".join(changed),
                 x,
             )
 
 
 def _round_trip_broken(
-    registry: Registry, step: Step, reverse: Step, x: Any, y: Any, z: Any
+    registry: Registry, step: Step, reverse: Step, x: Any, y: Any, z: Any, changed: list[str]
 ) -> NoReturn:
     """Break on ``reverse(step(x)) == z`` differing from ``x`` (beyond the declared lost
-    fields), naming the step at fault when the data tells.
+    fields) as ``changed`` says, naming the step at fault when the data tells.
 
     ``step(z) == step(x)`` means ``step`` maps two values that differ beyond what it
     declares lost to the same data: it loses them, and no reverse could tell them
@@ -161,7 +157,7 @@ def _round_trip_broken(
         again: Any = _normalized(registry, step, _apply(step, z, x, "step"), step.target, x)
     except Broken:
         again = _MISSING  # the step refuses what the reverse gave: no telling
-    if again == y:
+    if again is not _MISSING and not exact_differences(y, again):
         what = f"{went}: {step.name} loses data" + (
             " beyond what it declares" if lost else ", but is not declared lossy"
         )
@@ -184,7 +180,7 @@ def _round_trip_broken(
             f" what it loses with lossy=(...)), unless {step.name} changes data in a way"
             " no reverse step could undo"
         )
-    raise Broken(what, f"{how}\n" + _diff(_without(x, lost), _without(z, lost)), x)
+    raise Broken(what, f"{how}\n" + "\n".join(changed), x)
 
 
 def _record_property(registry: Registry, step: Step, x: Any, y: Any) -> None:
@@ -204,11 +200,12 @@ def _record_property(registry: Registry, step: Step, x: Any, y: Any) -> None:
         x,
     )
     want = {key: y[field][key] for key in part}
-    if delta[field] != want:
+    changed = exact_differences(want, delta[field])
+    if changed:
         raise Broken(
             f"{step.name} on some of the records differs from those records of {step.name}(x)",
             "a record step must map each record on its own, since a delta carries only"
-            " some of them\n" + _diff(want, delta[field]),
+            " some of them\n" + "\n".join(changed),
             x,
         )
 
@@ -225,13 +222,14 @@ def _paths_property(check: Subject, x: Any) -> None:
         outcomes.append((path, data))
     for (first, one), (second, other) in _pairs(outcomes):
         lost = _lost(first) + _lost(second)
-        if _without(one, lost) != _without(other, lost):
+        changed = exact_differences(_without(one, lost), _without(other, lost))
+        if changed:
             ignoring = f" (ignoring {', '.join(lost)})" if lost else ""
             raise Broken(
                 f"paths disagree: {path_text(check.version, first)} and"
                 f" {path_text(check.version, second)}",
                 f"the two paths give different data at version {check.target}{ignoring}\n"
-                + _diff(_without(one, lost), _without(other, lost)),
+                + "\n".join(changed),
                 x,
             )
 
@@ -337,10 +335,11 @@ def _snapshot_round_trip(check: Subject, state: Any) -> str | None:
             f"{type(exc).__name__}: {exc}",
             state,
         ) from exc
-    if migrated != expected:
+    changed = exact_differences(expected, migrated)
+    if changed:
         raise Broken(
             f"restore into version {latest.version} differs from {plan}",
-            _diff(expected, migrated),
+            "\n".join(changed),
             state,
         )
     return None
@@ -466,175 +465,3 @@ def _children(node: Any, part: str) -> list[Any]:
     if isinstance(node, dict) and part in node:
         return [node[part]]
     return []
-
-
-def _diff(expected: Any, actual: Any, *, limit: int = 5) -> str:
-    """Name the first places where two plain values differ."""
-    found: list[str] = []
-
-    def walk(a: Any, b: Any, where: str) -> None:
-        if len(found) >= limit or a == b:
-            return
-        if isinstance(a, dict) and isinstance(b, dict):
-            for key in sorted(a.keys() | b.keys(), key=repr):
-                here = f"{where}[{key!r}]"
-                if key not in b:
-                    found.append(f"{here}: expected {_cut(a[key])}, missing")
-                elif key not in a:
-                    found.append(f"{here}: unexpected {_cut(b[key])}")
-                else:
-                    walk(a[key], b[key], here)
-            return
-        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-            for index, (left, right) in enumerate(zip(a, b, strict=True)):
-                walk(left, right, f"{where}[{index}]")
-            return
-        found.append(f"{where or '(top level)'}: expected {_cut(a)}, got {_cut(b)}")
-
-    walk(expected, actual, "")
-    return "\n".join(found)
-
-
-def exact_differences(expected: Any, actual: Any, *, limit: int = 5) -> list[str]:
-    """Name the first places where two states differ in value *or in type*.
-
-    Stricter than ``==``, which calls ``1 == 1.0 == True``, a tuple different from a
-    list but a ``datetime`` equal to the same instant in another zone, and a model equal
-    to an instance of its subclass with the same fields. Here, recursively:
-
-    - every value has exactly the type of its counterpart (a ``StrEnum`` member is not
-      its ``str``, a subclass instance is not its base, a ``deque`` is not a list);
-    - dict keys match with their types, in any order; set items likewise;
-    - models and dataclasses compare field by field, extra fields included (pydantic's
-      private attributes are not state and are left out);
-    - floats and decimals compare by representation (``-0.0`` is not ``0.0``,
-      ``Decimal("1.10")`` is not ``Decimal("1.1")``);
-    - datetimes and times compare their wall-clock fields and their UTC offset, so naive
-      is not aware and ``+01:00`` is not ``UTC``; the class of the ``tzinfo`` (a
-      ``ZoneInfo``, a ``datetime.timezone`` or pydantic's own fixed-offset zone) does not
-      count, in dict keys and set items too;
-    - secrets compare their secret values.
-
-    Returns:
-        Up to ``limit`` lines ``<path>: expected ..., got ...``; empty when the two
-        states are exactly equal.
-    """
-    found: list[str] = []
-    _exact(expected, actual, "", found, limit)
-    return found
-
-
-def _exact(a: Any, b: Any, where: str, found: list[str], limit: int) -> None:
-    if len(found) >= limit or a is b:
-        return
-    here = where or "(top level)"
-    if type(a) is not type(b) and not (_is_zone(a) and _is_zone(b)):
-        found.append(
-            f"{here}: expected {type(a).__qualname__} {_cut(a)},"
-            f" got {type(b).__qualname__} {_cut(b)}"
-        )
-        return
-    if isinstance(a, pydantic.BaseModel):
-        _exact_fields(_model_fields(a), _model_fields(b), where, found, limit)
-    elif dataclasses.is_dataclass(a) and not isinstance(a, type):
-        names = [item.name for item in dataclasses.fields(a)]
-        _exact_fields(
-            {name: getattr(a, name, _MISSING) for name in names},
-            {name: getattr(b, name, _MISSING) for name in names},
-            where,
-            found,
-            limit,
-        )
-    elif isinstance(a, Mapping):
-        _exact_mapping(a, b, where, found, limit)
-    elif isinstance(a, list | tuple | collections.deque):
-        if len(a) != len(b):
-            found.append(f"{here}: expected {len(a)} items {_cut(a)}, got {len(b)} {_cut(b)}")
-            return
-        for index, (left, right) in enumerate(zip(a, b, strict=True)):
-            _exact(left, right, f"{where}[{index}]", found, limit)
-    elif isinstance(a, set | frozenset):
-        in_b, in_a = counterparts(b), counterparts(a)
-        for item in a:
-            other = in_b(item, _MISSING)
-            if other is _MISSING:
-                found.append(f"{here}: item {_cut(item)} missing")
-            else:
-                _exact(item, other, f"{where}{{{item!r}}}", found, limit)
-        unexpected = [item for item in b if in_a(item, _MISSING) is _MISSING]
-        found.extend(f"{here}: unexpected item {_cut(item)}" for item in unexpected)
-        del found[limit:]
-    elif not _same_leaf(a, b):
-        found.append(f"{here}: expected {_cut(a)}, got {_cut(b)}")
-
-
-def _exact_mapping(
-    a: Mapping[Any, Any], b: Mapping[Any, Any], where: str, found: list[str], limit: int
-) -> None:
-    # Keys are looked up by equality and then compared exactly, so {1: x} and {True: x}
-    # (equal keys of different types) are told apart.
-    in_b, in_a = counterparts(b), counterparts(a)
-    for key in a:
-        here = f"{where}[{key!r}]"
-        other = in_b(key, _MISSING)
-        if other is _MISSING:
-            found.append(f"{here}: expected {_cut(a[key])}, missing")
-        else:
-            before = len(found)
-            _exact(key, other, f"{where or '(top level)'} key {key!r}", found, limit)
-            if len(found) == before:
-                _exact(a[key], b[other], here, found, limit)
-        if len(found) >= limit:
-            return
-    for key in b:
-        if in_a(key, _MISSING) is _MISSING and len(found) < limit:
-            found.append(f"{where}[{key!r}]: unexpected {_cut(b[key])}")
-
-
-def _exact_fields(
-    a: dict[str, Any], b: dict[str, Any], where: str, found: list[str], limit: int
-) -> None:
-    for name in [*a, *(name for name in b if name not in a)]:
-        left, right = a.get(name, _MISSING), b.get(name, _MISSING)
-        if left is _MISSING or right is _MISSING:
-            shown = (
-                ("missing" if left is _MISSING else _cut(left)),
-                ("missing" if right is _MISSING else _cut(right)),
-            )
-            found.append(f"{where}.{name}: expected {shown[0]}, got {shown[1]}")
-        else:
-            _exact(left, right, f"{where}.{name}", found, limit)
-        if len(found) >= limit:
-            return
-
-
-def _model_fields(model: pydantic.BaseModel) -> dict[str, Any]:
-    values = dict(model.__dict__)
-    values.update(model.__pydantic_extra__ or {})
-    return values
-
-
-def _is_zone(value: object) -> bool:
-    return isinstance(value, datetime.tzinfo)
-
-
-def _same_leaf(a: Any, b: Any) -> bool:
-    """Compare two values of the same type that hold no nested state."""
-    if isinstance(a, float | decimal.Decimal):
-        return repr(a) == repr(b)
-    if isinstance(a, datetime.datetime | datetime.time):
-        offsets = (a.utcoffset(), b.utcoffset())
-        return bool(a.replace(tzinfo=None) == b.replace(tzinfo=None)) and offsets[0] == offsets[1]
-    if isinstance(a, datetime.tzinfo):
-        return bool(a.utcoffset(None) == b.utcoffset(None))
-    if isinstance(a, pydantic.SecretStr | pydantic.SecretBytes):
-        return bool(a.get_secret_value() == b.get_secret_value())
-    try:
-        return bool(a == b)
-    except Exception:  # an __eq__ that refuses to compare is no evidence of equality
-        return False
-
-
-def _cut(value: Any, limit: int = 200) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + " ..."

@@ -63,6 +63,7 @@ from statemigrate._errors import ValidationError
 from statemigrate._model._coreschema import schema_refs
 from statemigrate._model._registry import Registry
 from statemigrate._model._schema import SchemaVersion
+from statemigrate.testing._typedleaves import file_system_paths, plain_function_values, urls
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -96,14 +97,6 @@ _PATTERN = 8  # a long string repeats a drawn one of at most this many character
 _SURROGATE_STATES = 8  # about one state in this many may hold lone surrogates
 _SUBCLASSES = 8  # subclasses of one model whose instances the state form draws, at most
 _REJECTED = object()
-
-# A few well-formed URLs: validity of the rest of the state matters far more to a
-# migration than the variety of URLs, and pydantic's URL grammar is large.
-_URLS = (
-    "https://example.com/",
-    "http://localhost:8080/path?q=1",
-    "https://user@example.org/a/b#frag",
-)
 
 
 def _plain_leaves() -> st.SearchStrategy[Any]:
@@ -455,8 +448,8 @@ class _Builder:
             "datetime": self._datetime,
             "timedelta": lambda node: st.timedeltas(),
             "uuid": lambda node: st.uuids(version=node.get("version")),
-            "url": lambda node: st.sampled_from(_URLS),
-            "multi-host-url": lambda node: st.sampled_from(_URLS),
+            "url": urls,
+            "multi-host-url": urls,
             "literal": lambda node: st.sampled_from(list(node["expected"])),
             "enum": lambda node: st.sampled_from(list(node["members"])),
             "list": self._list,
@@ -469,6 +462,9 @@ class _Builder:
                 *[self.build(field["schema"]) for field in node["fields"]]
             ),
             "dict": self._dict,
+            # Drawn as dicts: validation makes the OrderedDict or the Counter.
+            "ordered-dict": self._dict,
+            "counter": self._dict,
             "nullable": lambda node: st.none() | self.build(node["schema"]),
             "union": self._union,
             "tagged-union": lambda node: st.one_of(
@@ -486,6 +482,7 @@ class _Builder:
             "definition-ref": self._ref,
             "complex": lambda node: st.complex_numbers(allow_nan=False, allow_infinity=False),
             "is-instance": self._instance,
+            "function-plain": self._plain_function,
         }
         # Wrappers whose inner schema describes the input well enough; a "before" or
         # "wrap" validator may accept more, but never needs more than its inner schema.
@@ -499,6 +496,23 @@ class _Builder:
             "definitions",
         ):
             self.kinds[kind] = lambda node: self.build(node["schema"])
+        self.kinds["function-after"] = self._after
+
+    def _after(self, node: Node) -> st.SearchStrategy[Any]:
+        # A path that pydantic tests against the file system: its inner schema, any
+        # path, would draw names that mostly fail the test.
+        paths = file_system_paths(node, self.where)
+        return paths if paths is not None else self.build(node["schema"])
+
+    def _plain_function(self, node: Node) -> st.SearchStrategy[Any]:
+        values = plain_function_values(node)
+        if values is None:
+            raise ResolutionFailed(
+                f"cannot derive a strategy for {self.where}: a plain validator function"
+                " (PlainValidator, or a type's own validation) takes inputs no schema"
+                " describes; pass a strategy for this version explicitly"
+            )
+        return values
 
     def build(self, node: Node | None = None) -> st.SearchStrategy[Any]:
         node = self.root if node is None else node
@@ -507,8 +521,7 @@ class _Builder:
         if handler is None:
             raise ResolutionFailed(
                 f"cannot derive a strategy for {self.where}: pydantic schema of type"
-                f" {kind!r} (e.g. a plain validator function) is not supported; pass a"
-                " strategy for this version explicitly"
+                f" {kind!r} is not supported; pass a strategy for this version explicitly"
             )
         return handler(node)
 

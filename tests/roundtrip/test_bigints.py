@@ -30,7 +30,7 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from statemigrate import ExportError, RegistrationError, Registry
-from statemigrate.testing._properties import exact_differences
+from statemigrate.testing._exact import exact_differences
 
 RoundTrip = Callable[[object, object], object]  # the round_trip fixture
 

@@ -25,7 +25,7 @@ from zoo.table import Holder
 
 from statemigrate import ExportError, Service, TmpfsStore
 from statemigrate.testing import from_schema
-from statemigrate.testing._properties import exact_differences
+from statemigrate.testing._exact import exact_differences
 
 REGISTRY = build_registry()
 REGISTRY_FLAG = ("--registry", "roundtrip_zoo:build_registry")

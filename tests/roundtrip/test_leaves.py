@@ -14,7 +14,7 @@ from typing import NamedTuple
 import pydantic
 from pydantic import AnyUrl, BaseModel, ConfigDict, HttpUrl, PostgresDsn
 
-from statemigrate.testing._properties import exact_differences
+from statemigrate.testing._exact import exact_differences
 
 RoundTrip = Callable[[object, object], object]  # the round_trip fixture
 

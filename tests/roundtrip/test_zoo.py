@@ -25,7 +25,7 @@ from zoo.table import Holder
 
 from statemigrate import ExportError, Service
 from statemigrate.testing import from_schema
-from statemigrate.testing._properties import exact_differences
+from statemigrate.testing._exact import exact_differences
 
 SOAK = os.environ.get("STATEMIGRATE_HYPOTHESIS_PROFILE") == "soak"
 EXAMPLES = 400 if SOAK else 15  # per schema and store: the default run stays within seconds

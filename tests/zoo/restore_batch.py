@@ -22,7 +22,7 @@ import sys
 from typing import Any
 
 from statemigrate import Service, TmpfsStore
-from statemigrate.testing._properties import exact_differences
+from statemigrate.testing._exact import exact_differences
 from zoo.table import Holder, registry_for
 
 

@@ -1,0 +1,200 @@
+"""The testing kit's exact comparison: where two states, or two pieces of plain data,
+differ in value, in type or in the order of a dict's keys.
+
+Every check compares with it: the snapshot check a restored state with the committed
+one, the step and paths checks the plain data that steps give. ``==`` would pass steps
+that lose what a snapshot keeps: a dict re-sorted (an LRU cache's order), ``-0.0``
+turned into ``0.0``, ``True`` into ``1``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import decimal
+from collections.abc import Mapping
+from typing import Any
+
+import pydantic
+
+from statemigrate._model._compare import counterparts
+
+__all__ = ["cut", "exact_differences"]
+
+_MISSING = object()
+
+
+def exact_differences(expected: Any, actual: Any, *, limit: int = 5) -> list[str]:
+    """Name the first places where two states differ in value *or in type*.
+
+    Stricter than ``==``, which calls ``1 == 1.0 == True``, a tuple different from a
+    list but a ``datetime`` equal to the same instant in another zone, a model equal
+    to an instance of its subclass with the same fields, and two dicts equal whatever
+    the order of their keys. Here, recursively:
+
+    - every value has exactly the type of its counterpart (a ``StrEnum`` member is not
+      its ``str``, a subclass instance is not its base, a ``deque`` is not a list);
+    - dict keys match with their types, and in the same order (a snapshot keeps it, and
+      an LRU cache or a FIFO queue relies on it); set items match with their types, in
+      any order;
+    - models and dataclasses compare field by field, extra fields included (pydantic's
+      private attributes are not state and are left out);
+    - floats and decimals compare by representation (``-0.0`` is not ``0.0``,
+      ``Decimal("1.10")`` is not ``Decimal("1.1")``);
+    - datetimes and times compare their wall-clock fields and their UTC offset, so naive
+      is not aware and ``+01:00`` is not ``UTC``; the class of the ``tzinfo`` (a
+      ``ZoneInfo``, a ``datetime.timezone`` or pydantic's own fixed-offset zone) does not
+      count, in dict keys and set items too;
+    - secrets compare their secret values.
+
+    Returns:
+        Up to ``limit`` lines ``<path>: expected ..., got ...`` (for a dict whose keys
+        come in another order, ``<path>: key order differs: ...``); empty when the two
+        states are exactly equal.
+    """
+    found: list[str] = []
+    _exact(expected, actual, "", found, limit)
+    return found
+
+
+def _exact(a: Any, b: Any, where: str, found: list[str], limit: int) -> None:
+    if len(found) >= limit or a is b:
+        return
+    here = where or "(top level)"
+    if type(a) is not type(b) and not (_is_zone(a) and _is_zone(b)):
+        found.append(
+            f"{here}: expected {type(a).__qualname__} {cut(a)},"
+            f" got {type(b).__qualname__} {cut(b)}"
+        )
+        return
+    if isinstance(a, pydantic.BaseModel):
+        _exact_fields(_model_fields(a), _model_fields(b), where, found, limit)
+    elif dataclasses.is_dataclass(a) and not isinstance(a, type):
+        names = [item.name for item in dataclasses.fields(a)]
+        _exact_fields(
+            {name: getattr(a, name, _MISSING) for name in names},
+            {name: getattr(b, name, _MISSING) for name in names},
+            where,
+            found,
+            limit,
+        )
+    elif isinstance(a, Mapping):
+        _exact_mapping(a, b, where, found, limit)
+    elif isinstance(a, list | tuple | collections.deque):
+        if len(a) != len(b):
+            found.append(f"{here}: expected {len(a)} items {cut(a)}, got {len(b)} {cut(b)}")
+            return
+        for index, (left, right) in enumerate(zip(a, b, strict=True)):
+            _exact(left, right, f"{where}[{index}]", found, limit)
+    elif isinstance(a, set | frozenset):
+        in_b, in_a = counterparts(b), counterparts(a)
+        for item in a:
+            other = in_b(item, _MISSING)
+            if other is _MISSING:
+                found.append(f"{here}: item {cut(item)} missing")
+            else:
+                _exact(item, other, f"{where}{{{item!r}}}", found, limit)
+        unexpected = [item for item in b if in_a(item, _MISSING) is _MISSING]
+        found.extend(f"{here}: unexpected item {cut(item)}" for item in unexpected)
+        del found[limit:]
+    elif not _same_leaf(a, b):
+        found.append(f"{here}: expected {cut(a)}, got {cut(b)}")
+
+
+def _exact_mapping(
+    a: Mapping[Any, Any], b: Mapping[Any, Any], where: str, found: list[str], limit: int
+) -> None:
+    # Keys are looked up by equality and then compared exactly, so {1: x} and {True: x}
+    # (equal keys of different types) are told apart.
+    in_b, in_a = counterparts(b), counterparts(a)
+    matched = True
+    for key in a:
+        here = f"{where}[{key!r}]"
+        other = in_b(key, _MISSING)
+        if other is _MISSING:
+            matched = False
+            found.append(f"{here}: expected {cut(a[key])}, missing")
+        else:
+            before = len(found)
+            _exact(key, other, f"{where or '(top level)'} key {key!r}", found, limit)
+            if len(found) == before:
+                _exact(a[key], b[other], here, found, limit)
+        if len(found) >= limit:
+            return
+    for key in b:
+        if in_a(key, _MISSING) is _MISSING:
+            matched = False
+            if len(found) < limit:
+                found.append(f"{where}[{key!r}]: unexpected {cut(b[key])}")
+    if matched and len(found) < limit:
+        _key_order(a, [in_a(key, _MISSING) for key in b], list(b), where, found)
+
+
+def _key_order(
+    a: Mapping[Any, Any], twins: list[Any], keys: list[Any], where: str, found: list[str]
+) -> None:
+    """Report the keys of ``a`` coming in another order: ``twins`` are the keys of
+    ``a`` in the order of the other mapping's ``keys``."""
+    mine = list(a)
+    if len(mine) != len(twins):
+        return  # keys matched twice over (equal moments): their order says nothing
+    pairs = enumerate(zip(mine, twins, strict=True))
+    first = next((index for index, (left, right) in pairs if left is not right), None)
+    if first is None:
+        return
+    start = f" from key {first} on" if first else ""
+    found.append(
+        f"{where or '(top level)'}: key order differs{start}: expected"
+        f" {cut(mine[first:])}, got {cut(keys[first:])}"
+    )
+
+
+def _exact_fields(
+    a: dict[str, Any], b: dict[str, Any], where: str, found: list[str], limit: int
+) -> None:
+    for name in [*a, *(name for name in b if name not in a)]:
+        left, right = a.get(name, _MISSING), b.get(name, _MISSING)
+        if left is _MISSING or right is _MISSING:
+            shown = (
+                ("missing" if left is _MISSING else cut(left)),
+                ("missing" if right is _MISSING else cut(right)),
+            )
+            found.append(f"{where}.{name}: expected {shown[0]}, got {shown[1]}")
+        else:
+            _exact(left, right, f"{where}.{name}", found, limit)
+        if len(found) >= limit:
+            return
+
+
+def _model_fields(model: pydantic.BaseModel) -> dict[str, Any]:
+    values = dict(model.__dict__)
+    values.update(model.__pydantic_extra__ or {})
+    return values
+
+
+def _is_zone(value: object) -> bool:
+    return isinstance(value, datetime.tzinfo)
+
+
+def _same_leaf(a: Any, b: Any) -> bool:
+    """Compare two values of the same type that hold no nested state."""
+    if isinstance(a, float | decimal.Decimal):
+        return repr(a) == repr(b)
+    if isinstance(a, datetime.datetime | datetime.time):
+        offsets = (a.utcoffset(), b.utcoffset())
+        return bool(a.replace(tzinfo=None) == b.replace(tzinfo=None)) and offsets[0] == offsets[1]
+    if isinstance(a, datetime.tzinfo):
+        return bool(a.utcoffset(None) == b.utcoffset(None))
+    if isinstance(a, pydantic.SecretStr | pydantic.SecretBytes):
+        return bool(a.get_secret_value() == b.get_secret_value())
+    try:
+        return bool(a == b)
+    except Exception:  # an __eq__ that refuses to compare is no evidence of equality
+        return False
+
+
+def cut(value: Any, limit: int = 200) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + " ..."
