@@ -42,6 +42,7 @@ __all__ = [
     "UNION_MODE",
     "describe_key_type",
     "detail_changes",
+    "unrecorded_details",
     "validation_schema",
     "without_details",
 ]
@@ -169,12 +170,17 @@ def without_details(node: Any) -> Any:
     return node
 
 
-def detail_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def detail_changes(
+    old: dict[str, Any], new: dict[str, Any], *, old_recorded: bool = True
+) -> list[str]:
     """Where two canonical JSON Schemas differ in what the keywords of this module
     record, one line per place: ``field `by_id`: dict keys str became int``.
 
     Places are named by field paths (``*`` for any dict value or list item); a keyword
     a schema lacks stands for JSON Schema's own reading (``str`` keys, a ``list``).
+    With ``old_recorded`` false (``old`` may come from a release that wrote none of
+    these keywords), a keyword ``old`` lacks is not read that way: the line says
+    ``dict keys unrecorded became int``, since nothing says what the type was.
     """
     before, after = dict(_details(old)), dict(_details(new))
     lines = []
@@ -184,8 +190,43 @@ def detail_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         for keyword in DETAIL_KEYWORDS:
             if was.get(keyword) != now.get(keyword):
                 what, old_text, new_text = _describe(keyword, place, was, now)
+                if keyword not in was and not old_recorded:
+                    old_text = "unrecorded"
                 lines.append(f"field `{place[0] or '(root)'}`: {what}{old_text} became {new_text}")
     return lines
+
+
+def unrecorded_details(frozen: dict[str, Any], live: dict[str, Any]) -> list[str] | None:
+    """When the canonical JSON Schema ``frozen`` is ``live`` but for keywords of this
+    module it lacks (as a file frozen by a release that wrote none of them is), what
+    ``live`` records that ``frozen`` does not, one line per place: ``field `by_id`:
+    dict keys int``. None when they differ in anything else; empty when equal.
+    """
+    if not _lacks_only_details(frozen, live):
+        return None
+    before, after = dict(_details(frozen)), dict(_details(live))
+    lines = []
+    for place in sorted(after):
+        was, now = before.get(place, {}), after[place]
+        for keyword in DETAIL_KEYWORDS:
+            if keyword in now and keyword not in was:
+                what, _, new_text = _describe(keyword, place, was, now)
+                lines.append(f"field `{place[0] or '(root)'}`: {what}{new_text}")
+    return lines
+
+
+def _lacks_only_details(frozen: Any, live: Any) -> bool:
+    """Whether ``frozen`` equals ``live`` with some of this module's keywords left out
+    (every one it does hold, it holds with the same value)."""
+    if isinstance(frozen, dict) and isinstance(live, dict):
+        if not frozen.keys() <= live.keys():
+            return False
+        if any(key not in DETAIL_KEYWORDS for key in live.keys() - frozen.keys()):
+            return False
+        return all(_lacks_only_details(value, live[key]) for key, value in frozen.items())
+    if isinstance(frozen, list) and isinstance(live, list):
+        return len(frozen) == len(live) and all(map(_lacks_only_details, frozen, live))
+    return bool(type(frozen) is type(live) and frozen == live)
 
 
 _Place = tuple[str, str]

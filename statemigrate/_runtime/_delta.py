@@ -47,7 +47,8 @@ from statemigrate._model._migrate import raised_by_user_code
 from statemigrate._model._nankeys import may_hold_nan, under_held_nan, without_stale_nan
 from statemigrate._model._schema import SchemaVersion
 from statemigrate._model._tracked import TrackedDict
-from statemigrate._runtime._readback import delta_read_back_problem, earlier_release_note
+from statemigrate._runtime._fingerprintwarning import warn_fingerprint_differs
+from statemigrate._runtime._readback import delta_read_back_problem
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
 from statemigrate._runtime._restore import Registered
 from statemigrate._snapshot._encode import SectionInput
@@ -444,13 +445,7 @@ def _check_read_back(
         schema = entry.registry.schema_for(entry.component, version)
     except StateMigrateError:
         return  # a version this code never knew: only steps read it
-    logger.warning(
-        "%s: delta schema fingerprint for version %d differs from this code's%s;"
-        " checking that this code reads the delta back as written",
-        entry.key,
-        version,
-        earlier_release_note(schema, fingerprint),
-    )
+    warn_fingerprint_differs("delta", entry.key, schema, fingerprint)
     problem = delta_read_back_problem(schema, data["state"], data["deleted"], version)
     if problem is not None:
         raise RestoreError("validate", problem, component=entry.key)

@@ -21,10 +21,9 @@ import pydantic
 
 from statemigrate._model._changes import key_codec
 from statemigrate._model._compare import first_difference, format_path
-from statemigrate._model._jsonschema import without_details
-from statemigrate._model._schema import SchemaVersion, fingerprint_of
+from statemigrate._model._schema import SchemaVersion
 
-__all__ = ["delta_read_back_problem", "earlier_release_note", "read_back_problem"]
+__all__ = ["delta_read_back_problem", "read_back_problem"]
 
 
 def read_back_problem(schema: SchemaVersion, data: object, version: int) -> str | None:
@@ -48,24 +47,6 @@ def delta_read_back_problem(
     if problem is None:
         problem = _deleted_keys_problem(schema, deleted)
     return None if problem is None else _refusal(version, problem)
-
-
-def earlier_release_note(schema: SchemaVersion, fingerprint: str) -> str:
-    """A clause for the fingerprint warning when ``fingerprint`` is what releases before
-    fingerprints recorded the Python types pydantic's JSON Schema leaves out (a dict's
-    key type, ...) computed for ``schema``; else empty.
-
-    Such a snapshot was written by ``schema`` itself or by one that differs from it
-    in those types alone: the read-back check tells which, once per component after
-    the upgrade. Costs a fingerprint, only when the fingerprints differ.
-    """
-    if fingerprint != fingerprint_of(without_details(schema.json_schema())):
-        return ""
-    return (
-        " (it matches this schema's fingerprint as releases before this one computed it,"
-        " which left out dict key types and other Python types: an earlier release wrote"
-        " the snapshot, or this schema's key types changed)"
-    )
 
 
 def _deleted_keys_problem(schema: SchemaVersion, deleted: dict[str, list[Any]]) -> str | None:

@@ -50,7 +50,8 @@ from statemigrate._model._component import (
 )
 from statemigrate._model._fieldchanges import FieldChanges, proves
 from statemigrate._model._migrate import raised_by_user_code, run_plan
-from statemigrate._runtime._readback import earlier_release_note, read_back_problem
+from statemigrate._runtime._fingerprintwarning import warn_fingerprint_differs
+from statemigrate._runtime._readback import read_back_problem
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
 from statemigrate._snapshot._format import Snapshot
 from statemigrate._snapshot._msgpack import pack_data
@@ -352,13 +353,7 @@ def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
     else:
         fingerprint_matches = source_schema.fingerprint == section.fingerprint
         if not fingerprint_matches:
-            logger.warning(
-                "%s: snapshot schema fingerprint for version %d differs from this code's%s;"
-                " checking that this code reads the section back as written",
-                entry.key,
-                section.version,
-                earlier_release_note(source_schema, section.fingerprint),
-            )
+            warn_fingerprint_differs("snapshot", entry.key, source_schema, section.fingerprint)
             _check_read_back(item, source_schema, section.version)
     if item.validated and item.proven is not None:
         # Decoded straight into its own schema; the proven steps keep it validated.

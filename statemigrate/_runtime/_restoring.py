@@ -13,6 +13,7 @@ from statemigrate._errors import RestoreError
 from statemigrate._observe._instruments import enabled
 from statemigrate._observe._status import StatusTracker
 from statemigrate._observe._tracing import tracing_enabled
+from statemigrate._runtime._fingerprintwarning import warning_once_each
 from statemigrate._runtime._history import logged
 from statemigrate._runtime._report import RestoreReport
 from statemigrate._runtime._telemetry import (
@@ -66,14 +67,16 @@ class RestoreObserver:
         succeeded: the pieces of a checkpoint chain, or of a take-over (pre-copy
         pieces, then the snapshot of the pause). A restore that fails inside is
         reported at once, as one failed restore; the pieces restored before it are
-        then not reported. Nested uses are one restore, the outermost."""
+        then not reported. Nested uses are one restore, the outermost. A schema
+        fingerprint that differs is warned of once per component, not once a piece."""
         if self._pieces is not None:
             yield
             return
         pieces: list[RestoreReport] = []
         self._pieces = pieces
         try:
-            yield
+            with warning_once_each():
+                yield
         finally:
             self._pieces = None
         if pieces and enabled():

@@ -166,7 +166,7 @@ def _migrations_dir(args: argparse.Namespace, config: ProjectConfig) -> Path | N
 
 def freeze_command(args: argparse.Namespace, out: TextIO) -> int:
     """Freeze every registered schema version that has no frozen file yet."""
-    from statemigrate.evolution._schemalock import freeze_schemas, shown
+    from statemigrate.evolution._schemalock import LOCK_FORMAT, freeze_schemas, shown
 
     config = find_config()
     folder = _schemas_dir(args, config)
@@ -181,6 +181,17 @@ def freeze_command(args: argparse.Namespace, out: TextIO) -> int:
         out.write(
             f"{result.action:<11} {result.component} v{result.version}  {shown(result.path)}\n"
         )
+        if result.recorded:
+            out.write(
+                "            frozen by an earlier release, which did not record the Python"
+                f" types pydantic's JSON Schema leaves out ({'; '.join(result.recorded)});"
+                " the schema itself is unchanged, only its record\n"
+            )
+        elif result.action == "recorded":
+            out.write(
+                "            frozen by an earlier release, with nothing to record; the"
+                f" schema is unchanged, and the file now names its lock format ({LOCK_FORMAT})\n"
+            )
     changed = sum(result.action != "unchanged" for result in results)
     out.write(f"{changed} file(s) written, {len(results) - changed} unchanged\n")
     return EXIT_OK

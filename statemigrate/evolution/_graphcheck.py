@@ -30,6 +30,7 @@ __all__ = [
 
 ProblemKind = Literal[
     "changed",  # a registered version differs from its frozen file
+    "unrecorded",  # a file frozen by an earlier release lacks the Python types it did not record
     "missing_frozen",  # a registered version has no frozen file
     "not_registered",  # a frozen version has no registered schema any more
     "unreachable",  # the current version and a frozen one are not connected both ways

@@ -8,6 +8,9 @@ graph, and reports, in a form that fits a pull-request comment:
 
 - a registered version whose schema differs from its frozen file (changed without a
   version bump), with a unified diff;
+- a frozen file written by an earlier release, which did not record the Python types
+  pydantic's JSON Schema leaves out (dict key types, ...), of a schema that is otherwise
+  unchanged: ``freeze_schemas`` records them without ``force``;
 - a registered version that has no frozen file yet;
 - a frozen version that is no longer registered, or that the current (newest) version
   cannot reach by downgrade steps or be reached from by upgrade steps;
@@ -32,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from statemigrate._errors import RegistrationError
-from statemigrate._model._jsonschema import detail_changes, without_details
+from statemigrate._model._jsonschema import DETAIL_KEYWORDS, detail_changes, unrecorded_details
 from statemigrate._model._registry import Registry
 from statemigrate._model._schema import SchemaVersion, canonical_json_schema, fingerprint_of
 from statemigrate.evolution._graphcheck import (
@@ -45,6 +48,7 @@ from statemigrate.evolution._graphcheck import (
 )
 
 __all__ = [
+    "LOCK_FORMAT",
     "DeclaredStep",
     "FreezeResult",
     "LockProblem",
@@ -54,10 +58,12 @@ __all__ = [
     "duplicate_problems",
     "freeze_schemas",
     "frozen_path",
+    "frozen_text",
     "frozen_versions",
     "graph_problems",
     "load_failure_report",
     "read_frozen",
+    "records_details",
     "scan_migrations",
     "schema_text",
     "shown",
@@ -68,6 +74,7 @@ _HEADLINES: dict[str, str] = {
     "load_failed": "Registry failed to load",
     "duplicate_step": "Duplicate step",
     "changed": "Changed without a version bump",
+    "unrecorded": "Frozen by an earlier release",
     "unreadable": "Unreadable frozen file",
     "missing_frozen": "Missing frozen file",
     "not_registered": "Frozen version no longer registered",
@@ -77,6 +84,13 @@ _HEADLINES: dict[str, str] = {
 }
 
 _FROZEN_NAME = re.compile(r"v([1-9][0-9]{0,9})\.json")
+
+LOCK_FORMAT = "x-statemigrate-lock"
+"""The key, at the root of a frozen file, of the lock's format: 2 for files that record
+the Python types pydantic's JSON Schema leaves out (dict key types, ...). A file without
+it was frozen by a release that did not record them, or holds none of them (JSON
+Schema's own types only); no file frozen since this key exists lacks it."""
+_LOCK_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -138,14 +152,19 @@ class FreezeResult:
         component: the component.
         version: the schema version.
         path: the frozen file.
-        action: ``"written"`` (new file), ``"unchanged"`` (already frozen, same schema)
-            or ``"overwritten"`` (differed; only with ``force=True``).
+        action: ``"written"`` (new file), ``"unchanged"`` (already frozen, same schema),
+            ``"recorded"`` (frozen by an earlier release, the same schema but for the
+            Python types that release did not record: written again with them and the
+            lock's format) or ``"overwritten"`` (differed; only with ``force=True``).
+        recorded: for ``"recorded"``, what was added, one line per place
+            (``field `by_id`: dict keys int``).
     """
 
     component: str
     version: int
     path: Path
-    action: Literal["written", "unchanged", "overwritten"]
+    action: Literal["written", "unchanged", "recorded", "overwritten"]
+    recorded: tuple[str, ...] = ()
 
 
 # --- frozen files ----------------------------------------------------------------------
@@ -157,7 +176,8 @@ def frozen_path(schemas_dir: str | os.PathLike[str], component: str, version: in
 
 
 def schema_text(schema: SchemaVersion | dict[str, Any]) -> str:
-    """Return the text of a frozen file: canonical JSON Schema, sorted, indented.
+    """Return the text of a schema as a frozen file shows it: canonical JSON Schema,
+    sorted, indented (without :data:`LOCK_FORMAT`, which :func:`freeze_schemas` adds).
 
     The same schema gives the same text in every process, so frozen files only change
     in a diff when the schema does.
@@ -165,6 +185,13 @@ def schema_text(schema: SchemaVersion | dict[str, Any]) -> str:
     document = schema.json_schema() if isinstance(schema, SchemaVersion) else schema
     canonical = canonical_json_schema(document)
     return json.dumps(canonical, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+
+
+def frozen_text(schema: SchemaVersion) -> str:
+    """Return the text of a frozen file, as :func:`freeze_schemas` writes it: the
+    :func:`schema_text` of ``schema``, with :data:`LOCK_FORMAT` at its root."""
+    document = {**canonical_json_schema(schema.json_schema()), LOCK_FORMAT: _LOCK_FORMAT_VERSION}
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
 
 
 def frozen_versions(schemas_dir: str | os.PathLike[str], component: str) -> dict[int, Path]:
@@ -181,11 +208,19 @@ def frozen_versions(schemas_dir: str | os.PathLike[str], component: str) -> dict
 
 
 def read_frozen(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a frozen file and return its canonical JSON Schema.
+    """Read a frozen file and return its canonical JSON Schema (without
+    :data:`LOCK_FORMAT`).
 
     Raises:
         RegistrationError: the file cannot be read or is not a JSON object.
     """
+    return _read_frozen_file(path)[0]
+
+
+def _read_frozen_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], int]:
+    """A frozen file's canonical JSON Schema, and the lock format it was written in (see
+    :data:`LOCK_FORMAT`): 1 for a release that recorded none of the Python types
+    pydantic's JSON Schema leaves out."""
     try:
         text = Path(path).read_text(encoding="utf-8")
         document = json.loads(text)
@@ -193,7 +228,18 @@ def read_frozen(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise RegistrationError(f"frozen schema {str(path)!r} cannot be read: {exc}") from exc
     if not isinstance(document, dict):
         raise RegistrationError(f"frozen schema {str(path)!r} is not a JSON object")
-    return canonical_json_schema(document)
+    lock_format = document.pop(LOCK_FORMAT, 1)
+    if not isinstance(lock_format, int) or isinstance(lock_format, bool) or lock_format < 1:
+        raise RegistrationError(
+            f"frozen schema {str(path)!r}: {LOCK_FORMAT} is {json.dumps(lock_format)},"
+            " not a lock format"
+        )
+    schema = canonical_json_schema(document)
+    if lock_format == 1 and records_details(schema):
+        # Frozen between the release that began to record these types and the one
+        # that began to mark its files: it records them all.
+        lock_format = 2
+    return schema, lock_format
 
 
 def _frozen_components(schemas_dir: Path) -> list[str]:
@@ -224,10 +270,13 @@ def freeze_schemas(
 ) -> list[FreezeResult]:
     """Write the frozen file of every registered schema version that lacks one.
 
-    Files that already hold the same schema are left alone. A file that holds a
-    *different* schema is a released version that changed shape: freezing refuses
-    (and writes nothing at all) unless ``force`` is given, because overwriting it would
-    hide exactly what the lock exists to show.
+    Files that already hold the same schema are left alone. A file frozen by an earlier
+    release, which did not record the Python types pydantic's JSON Schema leaves out
+    (dict key types, tuple for list, ...), of the same schema otherwise is rewritten
+    with them: nothing changed but the record. A file that holds a *different* schema
+    is a released version that changed shape: freezing refuses (and writes nothing at
+    all) unless ``force`` is given, because overwriting it would hide exactly what the
+    lock exists to show.
 
     Args:
         registry: where the schema versions are registered.
@@ -251,11 +300,20 @@ def freeze_schemas(
         for version in registry.versions(name):
             schema = registry.schema_for(name, version)
             path = frozen_path(folder, name, version)
-            text = schema_text(schema)
+            text = frozen_text(schema)
             if not path.exists():
                 planned.append((FreezeResult(name, version, path, "written"), text))
-            elif read_frozen(path) == json.loads(text):
+                continue
+            frozen, lock_format = _read_frozen_file(path)
+            live = schema.json_schema()
+            lacks = unrecorded_details(frozen, live) if lock_format == 1 else None
+            if frozen == live and LOCK_FORMAT in json.loads(path.read_text(encoding="utf-8")):
                 planned.append((FreezeResult(name, version, path, "unchanged"), text))
+            elif frozen == live or lacks is not None:
+                # Frozen by an earlier release: the same schema, recorded anew (with the
+                # lock's format, so a later change of these types is told from this).
+                result = FreezeResult(name, version, path, "recorded", tuple(lacks or ()))
+                planned.append((result, text))
             else:
                 conflicts.append(f"{name} v{version} ({shown(path)})")
                 planned.append((FreezeResult(name, version, path, "overwritten"), text))
@@ -269,6 +327,15 @@ def freeze_schemas(
         if result.action != "unchanged":
             _write_text(result.path, text)
     return [result for result, _ in planned]
+
+
+def records_details(schema: Any) -> bool:
+    """Whether a JSON Schema holds any of the keywords that record Python types."""
+    if isinstance(schema, dict):
+        return any(k in DETAIL_KEYWORDS or records_details(v) for k, v in schema.items())
+    if isinstance(schema, list):
+        return any(records_details(item) for item in schema)
+    return False
 
 
 def _component_names(registry: Registry, components: Iterable[str] | None) -> list[str]:
@@ -355,12 +422,24 @@ def _compare(
             version=version,
         )
     try:
-        frozen = read_frozen(path)
+        frozen, lock_format = _read_frozen_file(path)
     except RegistrationError as exc:
         return LockProblem("unreadable", name, str(exc), version=version)
     live = schema.json_schema()
     if frozen == live:
         return None
+    recording = lock_format > 1
+    recorded = None if recording else unrecorded_details(frozen, live)
+    if recorded:
+        return LockProblem(
+            "unrecorded",
+            name,
+            f"`{shown(path)}` was frozen by an earlier release, which did not record the"
+            f" Python types pydantic's JSON Schema leaves out ({'; '.join(recorded)});"
+            " the schema itself is unchanged: run `statemigrate schemas freeze` to record"
+            " them",
+            version=version,
+        )
     frozen_text, live_text = schema_text(frozen), schema_text(live)
     diff = "".join(
         difflib.unified_diff(
@@ -381,7 +460,7 @@ def _compare(
         name,
         f"the registered schema no longer matches `{shown(path)}` (frozen"
         f" `{fingerprint_of(frozen)[:12]}`, registered `{schema.fingerprint[:12]}`)"
-        f"{_python_types(frozen, live, version)}; keep"
+        f"{_python_types(frozen, live, recording)}; keep"
         f" version {version} as it was and register the new shape as version"
         f" {next_free}, the next free one (`{command}` writes its steps)",
         version=version,
@@ -389,21 +468,14 @@ def _compare(
     )
 
 
-def _python_types(frozen: dict[str, Any], live: dict[str, Any], version: int) -> str:
+def _python_types(frozen: dict[str, Any], live: dict[str, Any], recording: bool) -> str:
     """The changes of Python types that JSON Schema alone does not show (dict key types,
-    tuple for list, ...), field by field, for the message; empty when there are none."""
-    lines = detail_changes(frozen, live)
-    if not lines:
-        return ""
-    text = f": {'; '.join(lines)}"
-    if canonical_json_schema(without_details(live)) == frozen:
-        # Files frozen before these types were recorded look just like this.
-        text += (
-            f" (a file frozen by a release before these types were recorded looks the"
-            f" same: only if version {version} was released with exactly these types,"
-            " freeze it again with `statemigrate schemas freeze --force`)"
-        )
-    return text
+    tuple for list, ...), field by field, for the message; empty when there are none.
+
+    In a file frozen by a release that did not record them (not ``recording``), a type
+    it lacks is "unrecorded" rather than JSON Schema's own."""
+    lines = detail_changes(frozen, live, old_recorded=recording)
+    return f": {'; '.join(lines)}" if lines else ""
 
 
 def load_failure_report(

@@ -131,6 +131,57 @@ def test_freeze_then_check_a_new_project(
     assert run(capsys, "schemas", "check").code == 0
 
 
+KEYED_MODULE = """
+from typing_extensions import TypedDict
+
+from statemigrate import Registry
+
+
+class Prices(TypedDict):
+    by_id: dict[int, str]
+
+
+def build():
+    registry = Registry()
+    registry.add_schema("prices", 1, Prices)
+    return registry
+"""
+
+
+def test_freeze_records_what_an_earlier_release_left_out_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock an earlier release froze: the check names it, ``schemas freeze`` without
+    ``--force`` records the key type and says that nothing else changed."""
+    root = project(tmp_path / "p", registry="evokeyed:build")
+    (root / "evokeyed.py").write_text(KEYED_MODULE)
+    monkeypatch.chdir(root)
+    frozen = Path("schemas/prices/v1.json")
+    frozen.parent.mkdir(parents=True)
+    frozen.write_text(
+        '{"properties": {"by_id": {"additionalProperties": {"type": "string"},'
+        ' "type": "object"}}, "required": ["by_id"], "type": "object"}\n'
+    )
+    check = run(capsys, "schemas", "check")
+    assert check.code == 1
+    assert (
+        "1. **Frozen by an earlier release** (v1): `schemas/prices/v1.json` was frozen by an"
+        " earlier release, which did not record the Python types pydantic's JSON Schema"
+        " leaves out (field `by_id`: dict keys int); the schema itself is unchanged: run"
+        " `statemigrate schemas freeze` to record them\n"
+    ) in check.out
+    freeze = run(capsys, "schemas", "freeze")
+    assert freeze.code == 0, freeze.err
+    assert freeze.out == (
+        "recorded    prices v1  schemas/prices/v1.json\n"
+        "            frozen by an earlier release, which did not record the Python types"
+        " pydantic's JSON Schema leaves out (field `by_id`: dict keys int); the schema itself"
+        " is unchanged, only its record\n"
+        "1 file(s) written, 0 unchanged\n"
+    )
+    assert run(capsys, "schemas", "check").code == 0
+
+
 MISTAKES = {
     "changed": ({"replace": "{3: StateV3}"}, ["Changed without a version bump** (v3)", "```diff"]),
     "missing downgrade": ({"skip": "{(3, 2), (3, 1)}"}, ["Unreachable version** (v1)", "Dead end"]),

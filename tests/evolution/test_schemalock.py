@@ -18,6 +18,7 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 from statemigrate._errors import RegistrationError
+from statemigrate._model._jsonschema import without_details
 from statemigrate._model._plan import Step
 from statemigrate._model._registry import Registry
 from statemigrate.evolution._schemalock import (
@@ -25,6 +26,7 @@ from statemigrate.evolution._schemalock import (
     check_schemas,
     freeze_schemas,
     frozen_path,
+    frozen_text,
     graph_problems,
     load_failure_report,
     read_frozen,
@@ -126,14 +128,18 @@ def test_the_repository_frozen_schemas_match_the_reference_components() -> None:
 
 
 def test_frozen_text_is_canonical_sorted_and_the_same_in_another_process() -> None:
-    text = schema_text(REFERENCE.schema_for("kvcache", 3))
+    text = frozen_text(REFERENCE.schema_for("kvcache", 3))
     assert text == (REPO / "schemas" / "kvcache" / "v3.json").read_text(encoding="utf-8")
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
+    assert json.loads(text) == {
+        **json.loads(schema_text(REFERENCE.schema_for("kvcache", 3))),
+        "x-statemigrate-lock": 2,
+    }
     code = (
         "import sys\n"
-        "from statemigrate.evolution._schemalock import schema_text\n"
+        "from statemigrate.evolution._schemalock import frozen_text\n"
         "from statemigrate.reference import build_registry\n"
-        "sys.stdout.write(schema_text(build_registry().schema_for('kvcache', 3)))\n"
+        "sys.stdout.write(frozen_text(build_registry().schema_for('kvcache', 3)))\n"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}  # another set and dict hash order
     child = subprocess.run(
@@ -425,3 +431,95 @@ def test_freeze_refuses_to_overwrite_a_key_type_changed_in_place(tmp_path: Path)
     freeze_schemas(_prices(Prices), tmp_path)
     with pytest.raises(RegistrationError, match="differs from its frozen file"):
         freeze_schemas(_prices(PricesByInt), tmp_path)
+
+
+# --- files frozen by an earlier release ---------------------------------------------------
+
+
+class PricesWithName(TypedDict):
+    by_id: dict[int, str]
+    name: str
+
+
+def _freeze_as_an_earlier_release(schema: type, folder: Path) -> Path:
+    """The file a release before the Python types were recorded froze: pydantic's JSON
+    Schema alone, and no lock format."""
+    path = frozen_path(folder, "prices", 1)
+    path.parent.mkdir(parents=True)
+    live = _prices(schema).schema_for("prices", 1).json_schema()
+    path.write_text(schema_text(without_details(live)))
+    return path
+
+
+def test_a_file_an_earlier_release_froze_is_named_so_and_freeze_records_its_types(
+    tmp_path: Path,
+) -> None:
+    """The schema is the same; only the record lacks its key type. The check says so
+    plainly, with no talk of key types that changed or of a new version; freezing,
+    without ``force``, records them; then the check passes."""
+    path = _freeze_as_an_earlier_release(PricesByInt, tmp_path)
+    report = check_schemas(_prices(PricesByInt), tmp_path)
+    assert kinds(report) == {("unrecorded", 1)}
+    (problem,) = report.problems
+    assert problem.message.startswith(
+        f"`{path}` was frozen by an earlier release, which did not record the Python types"
+        " pydantic's JSON Schema leaves out (field `by_id`: dict keys int); the schema itself"
+        " is unchanged: run `statemigrate schemas freeze` to record them"
+    )
+    assert "became" not in problem.message and "makemigration" not in problem.message
+    assert "Frozen by an earlier release" in report.to_markdown()
+    (result,) = freeze_schemas(_prices(PricesByInt), tmp_path)
+    assert (result.action, result.recorded) == ("recorded", ("field `by_id`: dict keys int",))
+    assert json.loads(path.read_text())["x-statemigrate-lock"] == 2
+    assert check_schemas(_prices(PricesByInt), tmp_path).ok
+    (again,) = freeze_schemas(_prices(PricesByInt), tmp_path)
+    assert again.action == "unchanged"
+
+
+def test_a_key_type_changed_after_freezing_is_a_change_though_the_file_holds_none(
+    tmp_path: Path,
+) -> None:
+    """A file this release froze of ``dict[str, str]`` holds no key type, as an earlier
+    release's file does; its lock format tells them apart, so a key type changed in
+    place is still a change, and freezing still refuses it."""
+    path = frozen_path(tmp_path, "prices", 1)
+    freeze_schemas(_prices(Prices), tmp_path)
+    assert "x-statemigrate-keys" not in path.read_text()
+    assert kinds(check_schemas(_prices(PricesByInt), tmp_path)) == {("changed", 1)}
+    with pytest.raises(RegistrationError, match="differs from its frozen file"):
+        freeze_schemas(_prices(PricesByInt), tmp_path)
+
+
+def test_a_real_change_to_an_earlier_releases_file_claims_no_type_it_did_not_record(
+    tmp_path: Path,
+) -> None:
+    """A field added as well: a change, whose message says the frozen key type was not
+    recorded instead of claiming it was ``str``; freezing refuses it."""
+    _freeze_as_an_earlier_release(PricesByInt, tmp_path)
+    report = check_schemas(_prices(PricesWithName), tmp_path)
+    assert kinds(report) == {("changed", 1)}
+    (problem,) = report.problems
+    assert "field `by_id`: dict keys unrecorded became int" in problem.message
+    assert "dict keys str" not in problem.message
+    with pytest.raises(RegistrationError, match="differs from its frozen file"):
+        freeze_schemas(_prices(PricesWithName), tmp_path)
+
+
+def test_an_earlier_releases_file_of_a_schema_without_such_types_passes_and_is_marked(
+    tmp_path: Path,
+) -> None:
+    """Nothing to record: the check passes; a freeze marks the file with its format."""
+    path = _freeze_as_an_earlier_release(Prices, tmp_path)
+    assert check_schemas(_prices(Prices), tmp_path).ok
+    (result,) = freeze_schemas(_prices(Prices), tmp_path)
+    assert (result.action, result.recorded) == ("recorded", ())
+    assert json.loads(path.read_text())["x-statemigrate-lock"] == 2
+    assert read_frozen(path) == _prices(Prices).schema_for("prices", 1).json_schema()
+
+
+def test_a_lock_format_that_is_not_a_number_makes_the_file_unreadable(tmp_path: Path) -> None:
+    path = frozen_path(tmp_path, "prices", 1)
+    freeze_schemas(_prices(Prices), tmp_path)
+    text = path.read_text()
+    path.write_text(text.replace('"x-statemigrate-lock": 2', '"x-statemigrate-lock": "2"'))
+    assert kinds(check_schemas(_prices(Prices), tmp_path)) == {("unreadable", 1)}

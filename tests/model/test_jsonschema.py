@@ -17,7 +17,12 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from typing_extensions import TypedDict
 
-from statemigrate._model._jsonschema import KEYS, detail_changes, without_details
+from statemigrate._model._jsonschema import (
+    KEYS,
+    detail_changes,
+    unrecorded_details,
+    without_details,
+)
 from statemigrate._model._schema import SchemaVersion, canonical_json_schema, fingerprint_of
 from statemigrate.reference import SCHEMAS
 
@@ -186,3 +191,28 @@ def test_detail_changes_name_the_field_and_both_types() -> None:
         "field `tags.*`: set became frozenset",
     ]
     assert detail_changes(_canonical(Keyed), _canonical(Keyed)) == []
+
+
+def test_detail_changes_call_a_type_the_old_schema_may_not_have_recorded_unrecorded() -> None:
+    assert detail_changes(_canonical(Named), _canonical(Keyed), old_recorded=False) == [
+        "field `by_id`: dict keys unrecorded became int"
+    ]
+    # A type the old schema does record is named as it is.
+    assert detail_changes(_canonical(Keyed), _canonical(Named), old_recorded=False) == [
+        "field `by_id`: dict keys int became str"
+    ]
+
+
+def test_unrecorded_details_are_what_the_schema_lacks_when_that_is_all() -> None:
+    """Without this module's keywords, a schema lacks exactly what they record; any
+    other difference, or a keyword it holds with another value, is not a lack."""
+    tags = _canonical(Tags)
+    assert unrecorded_details(canonical_json_schema(without_details(tags)), tags) == [
+        "field `names.*`: string rewrites to_lower",
+        "field `tags.*`: frozenset",
+    ]
+    assert unrecorded_details(tags, tags) == []
+    keyed = _canonical(Keyed)
+    assert unrecorded_details(_canonical(dict[float, str]), _canonical(dict[int, str])) is None
+    assert unrecorded_details(_canonical(Named), _canonical(Tags)) is None
+    assert unrecorded_details(keyed, canonical_json_schema(without_details(keyed))) is None

@@ -4,6 +4,7 @@ differs): restored when this code reads it back as written, refused when it woul
 from __future__ import annotations
 
 import logging
+import threading
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from holders import Holder
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
-from statemigrate import Registry, RestoreError, Service, TrackedDict
+from statemigrate import Checkpointer, MemoryStore, Registry, RestoreError, Service, TrackedDict
 from statemigrate._model._schema import fingerprint_of
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._header import Producer
@@ -143,6 +144,10 @@ class ById(TypedDict):
     by_id: dict[int, str]
 
 
+class FloatIds(TypedDict):
+    by_id: dict[float, str]
+
+
 class ByDecimal(TypedDict):
     by_price: dict[Decimal, int]
 
@@ -210,7 +215,40 @@ def test_a_snapshot_of_an_earlier_release_restores_once_with_the_warning_explain
     assert holder.state == {"by_id": {7: "seven"}}
     assert report.components[0].fingerprint_matches is False
     (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert "matches this schema's fingerprint as releases before this one computed it" in warning
+    assert "equals it as computed without the Python types this schema records" in warning
+    assert "either a release that did not record such types wrote the snapshot" in warning
+
+
+def test_the_warning_names_a_schema_without_the_types_as_a_cause_as_likely_as_a_release(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """This release wrote the snapshot with ``dict[str, str]``; the code now says
+    ``dict[int, str]``. The fingerprint is the one earlier releases computed for the
+    code's schema, so it cannot tell which: the warning names the field and both
+    causes, and does not say that an earlier release wrote the snapshot."""
+    caplog.set_level(logging.WARNING, logger="statemigrate")
+    blob = snapshot_written_by(ByName, {"by_id": {"7": "seven"}})
+    holder, report = restore_into(ById, {"by_id": {}}, blob)
+    assert holder.state == {"by_id": {7: "seven"}}
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "(field `by_id`: dict keys int)" in warning
+    assert "or a schema of version 1 without them did" in warning
+    assert "an earlier release wrote the snapshot" not in warning
+
+
+def test_a_fingerprint_of_another_schema_with_recorded_types_gets_no_release_clause(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``dict[int, str]`` written, ``dict[float, str]`` read: no release before this
+    one computed that fingerprint for the code's schema, so none is named."""
+    caplog.set_level(logging.WARNING, logger="statemigrate")
+    blob = snapshot_written_by(ById, {"by_id": {7: "seven"}})
+    with pytest.raises(RestoreError):  # 7 comes back as 7.0
+        restore_into(FloatIds, {"by_id": {}}, blob)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "release" not in warning
+    assert warning.endswith("differs from this code's; checking that this code reads the"
+                            " section back as written")
 
 
 # --- deltas -----------------------------------------------------------------------------
@@ -298,3 +336,63 @@ def test_a_delta_whose_records_merge_after_a_record_step_is_refused() -> None:
     assert caught.value.phase == "validate"
     assert "holds 2 records in the delta and 1 after validation" in str(caught.value)
     assert dict(held.by_id) == {7: "seven"}
+
+
+# --- one warning a restore --------------------------------------------------------------
+
+
+def test_a_checkpoint_chain_warns_of_a_differing_fingerprint_once_with_the_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its base and each of its deltas carry the same fingerprint: one WARNING (the
+    base's), and one INFO line counting the pieces that repeated it."""
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    writer, live = records_service(ByName)
+    writer.start_cold("test")
+    store = MemoryStore()
+    checkpointer = Checkpointer(
+        writer, store, quiesce=threading.Lock(), incremental=True, max_delta_ratio=1000.0
+    )
+    live.by_id.update({str(number): "base" for number in range(2_000)})
+    for number in range(5):
+        checkpointer.checkpoint_now()  # the base, then four deltas
+        live.by_id[str(number)] = f"v{number}"
+    assert checkpointer.chain_length == 5
+    reader, held = records_service(ById)
+    reader.start_from(store)
+    assert len(held.by_id) == 2_000 and held.by_id[3] == "v3"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "schema fingerprint for version 1 differs" in warnings[0]
+    counts = [r.getMessage() for r in caplog.records if "more piece(s)" in r.getMessage()]
+    assert counts == [
+        "prices/default: 4 more piece(s) of this restore carried the same schema"
+        " fingerprint for version 1 as the one warned of above"
+    ]
+
+
+def test_a_take_overs_pieces_warn_once_and_each_restore_warns_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A take-over's pre-copy pieces are one restore (as the successor's take-over
+    restores them): one WARNING for them all. A restore after it warns on its own."""
+    caplog.set_level(logging.WARNING, logger="statemigrate")
+    source, live = records_service(ByName)
+    live.by_id.update({"1": "one"})
+    source.start_cold("test")
+    precopy = source.precopy_source()
+    precopy.start()
+    pieces = [precopy.full().to_bytes()]
+    for number in range(2, 18):
+        live.by_id[str(number)] = "more"
+        pieces.append(precopy.delta().to_bytes())
+    reader, held = records_service(ById)
+    with reader._one_restore():
+        for piece in pieces:
+            reader.restore(piece)
+    assert len(held.by_id) == 17
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    again, _ = records_service(ById)
+    again.restore(pieces[0])
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2
