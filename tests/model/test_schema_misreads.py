@@ -3,6 +3,7 @@ when it comes back unchanged, compared value by value only when it may not."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -114,3 +115,26 @@ def test_fields_written_in_another_order_read_back_after_a_comparison(
     schema = SchemaVersion.create("tracked", 1, Tracked)
     assert schema.misreads(data) is None
     assert diff_calls
+
+
+class Entry(TypedDict):
+    name: str
+    score: float
+
+
+def test_a_state_that_is_plain_data_already_is_not_walked() -> None:
+    """A schema whose valid states are plain data exports them as they are: only the
+    packer looks at a million entries."""
+    schema = SchemaVersion.create("cache", 1, dict[str, Entry])
+    assert schema.exporter is not None and schema.exporter.identity
+
+    def walk(value: object) -> object:
+        raise AssertionError("walked")
+
+    exporter = dataclasses.replace(schema.exporter, convert=walk)
+    assert dataclasses.replace(schema, exporter=exporter).misreads(
+        {"a": {"name": "x", "score": 1.5}}
+    ) is None
+    assert schema.misreads({"a": {"name": "x", "score": 1}}) == (
+        "at ['a']['score']: 1 (int) would come back as 1.0 (float)"
+    )
