@@ -31,6 +31,7 @@ __all__ = [
     "find_not_plain",
     "is_plain",
     "not_plain_output",
+    "same_plain",
     "text_problem",
     "to_plain",
 ]
@@ -159,6 +160,25 @@ def not_plain_output(value: object) -> tuple[list[object], str] | None:
     except TypeError:  # ormsgpack's MsgpackEncodeError is one
         return find_not_plain(value)
     return None
+
+
+def same_plain(left: object, right: object) -> bool:
+    """Whether two values are the same plain data, exactly: each packs, and to the
+    same msgpack bytes.
+
+    A check at C speed that a state comes back unchanged, stricter than any walk in
+    Python need be: msgpack keeps every type plain data has apart (``1``, ``1.0`` and
+    ``True`` are three values), a float's every bit (``-0.0`` is not ``0.0``) and a
+    dict's key order, and the packer refuses anything else (a tuple, a ``str``
+    subclass, a key that is no ``str``). So True means that no comparison can find a
+    difference; False means only that one may exist, for a slower comparison to find
+    or dismiss (a NaN of another payload, the same keys in another order).
+    """
+    try:
+        packed = ormsgpack.packb(left, option=_ONLY_PLAIN)
+        return packed == ormsgpack.packb(right, option=_ONLY_PLAIN)
+    except TypeError:  # not plain data, or nested past the packer's depth
+        return False
 
 
 def text_problem(text: str) -> str:

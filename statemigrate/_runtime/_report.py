@@ -205,7 +205,8 @@ class RestoreReport:
             ``skipped``, every registered component.
         size: snapshot size in bytes.
         timings: seconds per phase: ``read``, ``verify``, ``decode``, ``migrate``,
-            ``validate``, ``apply``.
+            ``validate`` (with the read-back check of a section whose schema
+            fingerprint differs), ``apply``.
         delta: True when a delta was applied on top of the state restored before.
         records: for a delta, the records it set or deleted.
     """

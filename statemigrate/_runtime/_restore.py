@@ -345,6 +345,7 @@ def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
         # step leads from them; the planner says so if none does. There is no schema
         # of ours to compare with, so no fingerprint can differ.
         fingerprint_matches = False
+        read_back = 0.0
         logger.debug(
             "%s: this code has no schema for the snapshot's version %d; its steps read it",
             entry.key,
@@ -352,9 +353,10 @@ def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
         )
     else:
         fingerprint_matches = source_schema.fingerprint == section.fingerprint
+        read_back = 0.0
         if not fingerprint_matches:
             warn_fingerprint_differs("snapshot", entry.key, source_schema, section.fingerprint)
-            _check_read_back(item, source_schema, section.version)
+            read_back = _check_read_back(item, source_schema, section.version)
     if item.validated and item.proven is not None:
         # Decoded straight into its own schema; the proven steps keep it validated.
         item.data, item.timings, steps = _run_proven(item, item.proven)
@@ -364,6 +366,9 @@ def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
         steps = ()
     else:
         item.data, item.timings, steps = _run_pipeline(item, section.version, allow_lossy)
+    # The read-back check validates the section too: its seconds count as validation's,
+    # so that the phases still add up to the whole restore.
+    item.timings = {**item.timings, "validate": item.timings.get("validate", 0.0) + read_back}
     item.report = ComponentRestore(
         component=entry.component,
         instance=entry.instance,
@@ -376,18 +381,27 @@ def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
     )
 
 
-def _check_read_back(item: _Staged, schema: SchemaVersion, version: int) -> None:
+def _check_read_back(item: _Staged, schema: SchemaVersion, version: int) -> float:
     """Refuse a section written under ``version`` by a schema other than this code's,
-    when this code's would not read it back as written.
+    when this code's would not read it back as written; return the seconds the check
+    took.
 
     A schema edited without a new version (a field renamed, a type narrowed) would
     otherwise drop or change data with no error: validation ignores unknown keys and
     fills the renamed field from its default. Schemas that differ in form only (a
     description, a title) read the data back as written and restore as usual.
     """
+    started = time.perf_counter()
     problem = read_back_problem(schema, item.data, version)
     if problem is not None:
         raise RestoreError("validate", problem, component=item.entry.key)
+    seconds = time.perf_counter() - started
+    logger.info(
+        "%s: the section reads back as written (checked in %.1f ms, counted in validate)",
+        item.entry.key,
+        seconds * 1000,
+    )
+    return seconds
 
 
 def _run_proven(item: _Staged, plan: Plan) -> tuple[Any, dict[str, float], tuple[str, ...]]:

@@ -1,4 +1,4 @@
-"""Plain data: is_plain, not_plain_output, copy_plain and to_plain conversions."""
+"""Plain data: is_plain, not_plain_output, same_plain, copy_plain and to_plain conversions."""
 
 from __future__ import annotations
 
@@ -15,13 +15,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from statemigrate._model._compare import first_difference
 from statemigrate._model._plaindata import (
     copy_plain,
     find_not_plain,
     is_plain,
     not_plain_output,
+    same_plain,
     to_plain,
 )
+
+
+class SubStr(str):
+    __slots__ = ()
+
 
 plain_leaves = (
     st.none()
@@ -191,3 +198,56 @@ def test_copy_plain_is_deep() -> None:
     copied = copy_plain(original)
     copied["a"][0]["b"] = 2
     assert original == {"a": [{"b": 1}]}
+
+
+@given(plain_values)
+def test_plain_data_is_the_same_as_its_copy(value: Any) -> None:
+    assert same_plain(value, copy_plain(value))
+
+
+@given(plain_values, plain_values)
+def test_values_the_same_as_plain_data_show_no_difference(left: Any, right: Any) -> None:
+    """Property: whatever same_plain calls the same, first_difference finds no
+    difference in (same_plain is a fast pass before it, never more forgiving)."""
+    if same_plain(left, right):
+        assert first_difference(left, right) is None
+
+
+@given(plain_values)
+def test_plain_data_the_same_as_itself_shows_no_difference(value: Any) -> None:
+    """The implication above, for pairs that are the same (random pairs seldom are)."""
+    copy = copy_plain(value)
+    assert same_plain(value, copy) and first_difference(value, copy) is None
+
+
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        (1, 1.0),
+        (1, True),
+        (0.0, -0.0),
+        ({"a": 1, "b": 2}, {"b": 2, "a": 1}),
+        ([1], [1, 1]),
+        ("a", b"a"),
+        (None, 0),
+    ],
+    ids=["int-float", "int-bool", "signed-zero", "key-order", "length", "str-bytes", "none"],
+)
+def test_values_equal_by_eq_but_not_the_same_plain_data(left: Any, right: Any) -> None:
+    assert not same_plain(left, right)
+    assert not same_plain(right, left)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [(1, 2), {1: "a"}, [SubStr("x")], [2**64], [datetime.date(2020, 1, 1)]],
+    ids=["tuple", "int-key", "str-subclass", "past-64-bits", "date"],
+)
+def test_values_that_are_not_plain_are_never_the_same(value: Any) -> None:
+    """A comparison in Python decides (a tuple is no list, a subclass no str)."""
+    assert not same_plain(value, value)
+
+
+def test_a_nan_is_the_same_as_itself() -> None:
+    nan = float("nan")
+    assert same_plain([nan], [float("nan")])

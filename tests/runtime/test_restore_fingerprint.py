@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Annotated, Any
 
 import pydantic
@@ -17,6 +19,7 @@ from typing_extensions import TypedDict
 
 from statemigrate import Checkpointer, MemoryStore, Registry, RestoreError, Service, TrackedDict
 from statemigrate._model._schema import fingerprint_of
+from statemigrate._runtime import _delta, _restore
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._header import Producer
 
@@ -132,6 +135,41 @@ def test_a_schema_that_reads_the_section_back_as_written_restores_with_a_warning
         "cache/default: snapshot schema fingerprint for version 1 differs from this code's;"
         " checking that this code reads the section back as written"
     ]
+
+
+READ_BACK_SECONDS = 100.0
+
+
+def read_back_takes_long(monkeypatch: pytest.MonkeyPatch, module: Any, check: str) -> None:
+    """Make ``module``'s read-back ``check`` take READ_BACK_SECONDS on ``module``'s
+    clock (its ``time``), which otherwise keeps time as usual."""
+    offset = [0.0]
+    monkeypatch.setattr(
+        module, "time", SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset[0])
+    )
+    original = getattr(module, check)
+
+    def slow(*args: Any) -> Any:
+        offset[0] += READ_BACK_SECONDS
+        return original(*args)
+
+    monkeypatch.setattr(module, check, slow)
+
+
+def test_the_read_back_check_counts_in_validate_and_the_phases_add_up(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    blob = snapshot_written_by(Written, WRITTEN)
+    read_back_takes_long(monkeypatch, _restore, "read_back_problem")
+    started = time.perf_counter()
+    _, report = restore_into(Bounded, {"entries": {}}, blob)
+    whole = time.perf_counter() - started + READ_BACK_SECONDS
+    assert set(report.timings) == {"read", "verify", "decode", "migrate", "validate", "apply"}
+    assert report.timings["validate"] >= READ_BACK_SECONDS
+    assert sum(report.timings.values()) <= whole
+    assert "validate 100" in report.summary()
+    assert "cache/default: the section reads back as written (checked in 100" in caplog.text
 
 
 class ByName(TypedDict):
@@ -396,3 +434,13 @@ def test_a_take_overs_pieces_warn_once_and_each_restore_warns_again(
     again.restore(pieces[0])
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 2
+
+
+def test_a_delta_read_back_check_counts_in_validate(monkeypatch: pytest.MonkeyPatch) -> None:
+    full, delta = full_and_delta({"7": "seven"}, lambda d: d.update({"8": "eight"}))
+    reader, held = records_service(ById)
+    reader.restore(full)
+    read_back_takes_long(monkeypatch, _delta, "delta_read_back_problem")
+    report = reader.restore(delta)
+    assert report.delta and dict(held.by_id) == {7: "seven", 8: "eight"}
+    assert report.timings["validate"] >= READ_BACK_SECONDS
