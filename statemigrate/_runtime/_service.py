@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -123,7 +124,7 @@ class Service:
         self._history = RestoreHistory()
         self._on_restore_failure = check_policy(on_restore_failure)
         self._tracker = StatusTracker(name)
-        self._restores = RestoreObserver(name, self._tracker, lambda: self._generation)
+        self._restores = RestoreObserver(name, self._tracker, _generation_of(self))
         self._checkpoints = CheckpointGate()
         declare_service(name)
 
@@ -578,3 +579,20 @@ class Service:
         :meth:`RestoreObserver.one`): a take-over's pieces, say."""
         with self._restores.one():
             yield
+
+
+def _generation_of(service: Service) -> Callable[[], int]:
+    """A reader of ``service``'s generation that does not keep it alive.
+
+    A reference back to the service would make a cycle, and a Service in a cycle is
+    freed only by a full collection, its components' restored state with it: after a
+    restore moved everything to the oldest generation, that can be long after its last
+    reference went.
+    """
+    service_ref = weakref.ref(service)
+
+    def generation() -> int:
+        service = service_ref()
+        return 0 if service is None else service._generation
+
+    return generation
