@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import pytest
+from holders import Holder
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
@@ -84,25 +85,18 @@ def committed(schema: Any, state: object, *, commit: bool) -> object:
     registry.schema("thing", version=1)(schema)
 
     @registry.migratable("thing", version=1)
-    class Thing:
-        def __init__(self, value: object = None) -> None:
-            self.value = value
-
-        def export_state(self) -> object:
-            return self.value
-
-        def import_state(self, value: object) -> None:
-            self.value = value
+    class Thing(Holder):
+        pass
 
     writer = Service("svc", registry=registry)
     writer.register(Thing(state))
     reader = Service("svc", registry=registry)
-    restored = reader.register(Thing())
+    restored = reader.register(Thing(None))
     if commit:
         reader.restore(writer.commit(MemoryStore()).ref)
     else:
         reader.restore(writer.snapshot()[0].to_bytes())
-    return restored.value
+    return restored.state
 
 
 REFUSED = {
