@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import run
+from kit_modules import roles_cut_at
 
 from statemigrate import Registry
 from statemigrate._model import _registry
@@ -509,39 +510,6 @@ def test_check_needs_at_least_one_example(count: str, capsys: pytest.CaptureFixt
     )
 
 
-SIZES_MODULE = """
-from typing_extensions import TypedDict
-
-from statemigrate import Registry
-
-
-class Roles(TypedDict):
-    roles: list[str]
-
-
-class FlaggedRoles(TypedDict):
-    roles: list[str]
-    flag: bool
-
-
-def build():
-    registry = Registry()
-    registry.add_schema("roles", 1, Roles)
-    registry.add_schema("roles", 2, FlaggedRoles)
-
-    @registry.migration("roles", 1, 2)
-    def up(data):
-        data["flag"] = False
-        return data
-
-    @registry.migration("roles", 2, 1, lossy=("flag",))
-    def down(data):  # keeps 40 roles at most: a loss only lists longer than that show
-        del data["flag"]
-        data["roles"] = data["roles"][:40]
-        return data
-
-    return registry
-"""
 
 
 @pytest.mark.parametrize("size", ["0", "-3"])
@@ -562,7 +530,7 @@ def test_check_max_size_raises_the_cap_of_generated_collections(
     """A loss beyond 40 items cannot show at the default cap (16 items) and shows once
     --max-size lets collections grow past it (500 examples: long values come in clumps,
     and a check stops at its first failure, so the count costs nothing when it fails)."""
-    tmp_path.joinpath("evosizes.py").write_text(SIZES_MODULE)
+    tmp_path.joinpath("evosizes.py").write_text(roles_cut_at(40))
     monkeypatch.chdir(tmp_path)
     default = run(capsys, "check", "--registry", "evosizes:build", "--max-examples", "30")
     assert default.code == 0, default.out + default.err

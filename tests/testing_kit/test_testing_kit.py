@@ -25,6 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import ResolutionFailed
+from kit_modules import roles_cut_at
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PlainValidator, SecretStr
 from typing_extensions import TypedDict
 
@@ -1121,31 +1122,6 @@ def test_plugin_is_inert_without_a_registry_and_reports_a_bad_one(tmp_path: Path
     assert "statemigrate-registry" in ran.stdout and "no_such_module_z" in ran.stdout
 
 
-CUT_AT_20 = """
-from typing_extensions import TypedDict
-
-from statemigrate import Registry
-
-
-class Roles(TypedDict):
-    roles: list[str]
-
-
-class FlaggedRoles(TypedDict):
-    roles: list[str]
-    flag: bool
-
-
-def build():
-    registry = Registry()
-    registry.add_schema("roles", 1, Roles)
-    registry.add_schema("roles", 2, FlaggedRoles)
-    registry.add_migration("roles", 1, 2, lambda data: {**data, "flag": False}, name="up")
-    registry.add_migration(
-        "roles", 2, 1, lambda data: {"roles": data["roles"][:20]}, name="down", lossy=("flag",)
-    )
-    return registry
-"""
 
 
 CUT_EXAMPLES = 500  # examples per step check for the cut at 20 to show; see below
@@ -1165,7 +1141,7 @@ def test_plugin_max_size_raises_the_cap_and_must_be_a_count(tmp_path: Path) -> N
     once in 10,000 runs. Only the step checks run: the snapshot checks cannot see the
     cut, and a check stops at its first failure, so the count costs little."""
     root = make_project(tmp_path / "sizes", "cutat20:build")
-    (root / "cutat20.py").write_text(CUT_AT_20)
+    (root / "cutat20.py").write_text(roles_cut_at(20))
     config = (root / "pyproject.toml").read_text().replace(
         'statemigrate_max_examples = "25"', f'statemigrate_max_examples = "{CUT_EXAMPLES}"'
     )
