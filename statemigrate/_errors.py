@@ -35,6 +35,7 @@ can branch on facts instead of parsing text. Foreign exceptions are chained with
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
@@ -143,6 +144,19 @@ def first_line(exc: BaseException) -> str:
     dependency's error made fit for a one-line report."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def describe_exit(status: int | None) -> str:
+    """A process's end for a log line: ``status`` is its exit status, negative for the
+    signal that killed it, ``None`` when it could not be read."""
+    if status is None:
+        return "exit status unknown"
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:  # a number the signal module has no name for
+            return f"killed by signal {-status}"
+    return f"exit status {status}"
 
 
 def _show(value: object) -> str:

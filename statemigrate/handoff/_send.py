@@ -37,6 +37,7 @@ from statemigrate._errors import (
     HandoffError,
     StoreError,
     SuccessorFailedError,
+    describe_exit,
 )
 from statemigrate.handoff._control import (
     AsyncServerControl,
@@ -463,7 +464,8 @@ def _spawn_steps(
                 # while this process was busy (a round 0 export, say).
                 error = SuccessorFailedError(
                     exc.stage,
-                    f"the successor hung up during {exc.stage} ({_exited(status)}): {exc.detail}",
+                    f"the successor hung up during {exc.stage} ({describe_exit(status)}):"
+                    f" {exc.detail}",
                     exit_status=status,
                 )
             elif isinstance(exc, SuccessorFailedError):
@@ -737,13 +739,3 @@ def _hung_up(error: HandoffError) -> bool:
         error.__cause__, BrokenPipeError | ConnectionResetError
     )
 
-
-def _exited(status: int | None) -> str:
-    if status is None:
-        return "exit status unknown"
-    if status < 0:
-        try:
-            return f"killed by {signal.Signals(-status).name}"
-        except ValueError:  # a number the signal module has no name for
-            return f"killed by signal {-status}"
-    return f"exit status {status}"

@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
+
+from statemigrate._errors import describe_exit
 
 __all__ = ["SUCCESSOR_DIED", "SuccessorWatch", "gone"]
 
@@ -62,16 +63,6 @@ def _exit_status(pidfd: int) -> int | None:
         return info.si_status
     return -info.si_status
 
-
-def _described(status: int | None) -> str:
-    if status is None:
-        return "exit status unknown"
-    if status < 0:
-        try:
-            return f"killed by {signal.Signals(-status).name}"
-        except ValueError:
-            return f"killed by signal {-status}"
-    return f"exit status {status}"
 
 
 class SuccessorWatch:
@@ -165,6 +156,6 @@ class SuccessorWatch:
             " must be restarted from its store; requests still arriving here are answered"
             " 503 and the connections closed",
             self.pid,
-            _described(status),
+            describe_exit(status),
         )
         self._died.set()
