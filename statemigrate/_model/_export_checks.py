@@ -25,6 +25,7 @@ from typing import Any
 
 import pydantic_core
 
+from statemigrate._errors import first_line
 from statemigrate._model._compare import first_difference
 from statemigrate._model._export_leaves import Convert, Node, by_value, fail, kind_of
 
@@ -159,6 +160,14 @@ def _validated_back(convert_inner: Convert, validator: pydantic_core.SchemaValid
                 f" validate back: {reason}",
                 by_validation=True,
             ) from None
+        except MemoryError:
+            raise
+        except Exception as exc:  # pydantic passes on all but ValueError and AssertionError
+            raise fail(
+                f"checking this {kind_of(value)} against its type raised"
+                f" {type(exc).__name__}: {first_line(exc):.200}",
+                by_validation=True,
+            ) from exc
         # A value of another type (True in an int field) is written as validation makes
         # it, a conversion the leaf itself accepts; only a change of the same type is one
         # the constraints made (a stripped or lowered string).

@@ -37,7 +37,7 @@ import pydantic
 import pydantic_core
 import typing_extensions
 
-from statemigrate._errors import ExportError, RegistrationError, ValidationError
+from statemigrate._errors import ExportError, RegistrationError, ValidationError, first_line
 from statemigrate._model._compare import (
     FieldName,
     first_difference,
@@ -231,6 +231,17 @@ class SchemaVersion:
                 self.version,
                 _summarize(exc),
                 errors=cast(list[dict[str, object]], errors),
+            ) from exc
+        except MemoryError:
+            raise
+        except Exception as exc:
+            # pydantic wraps only ValueError and AssertionError from a validator; anything
+            # else (a RuntimeError, the OSError of a path too long to check) comes through
+            # raw, and would escape a commit or a restore as if the library had failed.
+            raise ValidationError(
+                self.component,
+                self.version,
+                f"validation raised {type(exc).__name__}: {first_line(exc):.200}",
             ) from exc
 
     def adopt(self, box: list[Any]) -> Any:

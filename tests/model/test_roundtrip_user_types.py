@@ -23,6 +23,7 @@ from pydantic import (
     NewPath,
     SecretStr,
     create_model,
+    field_validator,
 )
 from pydantic_core import core_schema
 
@@ -303,6 +304,41 @@ def test_a_path_existence_type_is_checked_at_snapshot_like_a_future_date(
     assert caught.value.path == "out"
     assert "breaks a constraint of its type" in str(caught.value)
     assert "Path already exists" in str(caught.value)
+
+
+def test_a_path_whose_check_raises_oserror_is_refused_with_its_path(
+    tmp_path: pathlib.Path,
+) -> None:
+    """pydantic lets the OSError of a name too long to look up through its validator: it
+    is an ExportError naming the field, not a raw OSError out of ``snapshot()``."""
+    schema = schema_of(Output)
+    state = Output.model_construct(out=tmp_path / ("a" * 5000))
+    with pytest.raises(ExportError) as caught:
+        schema.export(state)
+    assert caught.value.path == "out"
+    message = str(caught.value)
+    assert "raised OSError" in message and "\n" not in message and len(message) < 400
+
+
+class Stubborn(BaseModel):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def refuse_badly(cls, value: str) -> str:
+        if value == "bad":
+            raise RuntimeError("the validator itself failed")
+        return value
+
+
+def test_a_validator_raising_outside_pydantic_errors_refuses_the_export() -> None:
+    """A RuntimeError from a user's validator, which pydantic does not wrap, ends the
+    export as an ExportError with its cause chained; before, it escaped raw."""
+    schema = schema_of(Stubborn)
+    with pytest.raises(ExportError) as caught:
+        schema.export({"name": "bad"})
+    assert "validation raised RuntimeError: the validator itself failed" in str(caught.value)
+    assert isinstance(caught.value.__cause__.__cause__, RuntimeError)
 
 
 # --- E: a value validation converts ---------------------------------------------------------
