@@ -337,12 +337,20 @@ class SchemaVersion:
     def misreads(self, data: object) -> str | None:
         """What this schema would change in plain data that a different schema wrote
         under this version (its fingerprint differs), or None when it reads the data
-        back exactly as written.
+        back exactly as written. See :meth:`read_back`."""
+        return self.read_back(data)[1]
+
+    def read_back(self, data: object) -> tuple[Any, str | None]:
+        """The state this schema validates plain ``data`` into, which a different schema
+        wrote under this version (its fingerprint differs), and what it would change in
+        that data: ``(state, None)`` when it reads the data back exactly as written,
+        ``(None, problem)`` otherwise.
 
         The data is validated, exported again and compared with itself: a field renamed
         without a new version comes back as a lost key (and its successor filled from a
         default), a narrowed type as a changed value. Costs a validation and an export
-        of the whole state; a restore pays it only when the fingerprints differ.
+        of the whole state; a restore pays it only when the fingerprints differ, and
+        keeps the state when no step runs after, rather than validating twice.
 
         Most such data reads back unchanged (the schemas differ in form only), and
         :func:`same_plain` shows it at C speed. Only data that may differ is exported
@@ -352,20 +360,20 @@ class SchemaVersion:
         try:
             state = self.validate(data)
         except ValidationError as exc:
-            return f"it does not validate: {exc.detail}"
+            return None, f"it does not validate: {exc.detail}"
         if self._converts_back(state, data):
-            return None
+            return state, None
         try:
             again = self.export(state, walk=True)
         except ExportError as exc:
-            return f"at {exc.path}: {exc.detail}"
+            return None, f"at {exc.path}: {exc.detail}"
         except ValidationError as exc:
-            return f"it does not validate: {exc.detail}"
+            return None, f"it does not validate: {exc.detail}"
         difference = first_difference(data, again)
         if difference is None:
-            return None
+            return state, None
         path, detail = difference
-        return f"at {format_path(path)}: {detail}"
+        return None, f"at {format_path(path)}: {detail}"
 
     def _converts_back(self, state: object, data: object) -> bool:
         """Whether ``state``, validated from plain ``data``, exports to that very data.

@@ -23,7 +23,7 @@ from statemigrate._model._changes import key_codec
 from statemigrate._model._compare import first_difference, format_path
 from statemigrate._model._schema import SchemaVersion
 
-__all__ = ["delta_read_back_problem", "read_back_problem"]
+__all__ = ["delta_read_back_problem", "read_back", "read_back_problem"]
 
 
 def read_back_problem(schema: SchemaVersion, data: object, version: int) -> str | None:
@@ -31,11 +31,17 @@ def read_back_problem(schema: SchemaVersion, data: object, version: int) -> str 
     data that a different schema wrote under that version (their fingerprints differ),
     or None when it would.
 
-    A restore refuses such a section;
-    :func:`~statemigrate._runtime._rewrite.verify_snapshot` reports it the same way.
+    :func:`~statemigrate._runtime._rewrite.verify_snapshot` reports such a section.
     """
-    problem = schema.misreads(data)
-    return None if problem is None else _refusal(version, problem)
+    return read_back(schema, data, version)[1]
+
+
+def read_back(schema: SchemaVersion, data: object, version: int) -> tuple[Any, str | None]:
+    """:func:`read_back_problem`, with the state ``schema`` validated the data into when
+    it reads back as written: ``(state, None)`` or ``(None, problem)``. A restore
+    refuses such a section, and keeps the state when no step runs after."""
+    state, problem = schema.read_back(data)
+    return (state, None) if problem is None else (None, _refusal(version, problem))
 
 
 def delta_read_back_problem(

@@ -51,7 +51,7 @@ from statemigrate._model._component import (
 from statemigrate._model._fieldchanges import FieldChanges, proves
 from statemigrate._model._migrate import raised_by_user_code, run_plan
 from statemigrate._runtime._fingerprintwarning import warn_fingerprint_differs
-from statemigrate._runtime._readback import read_back_problem
+from statemigrate._runtime._readback import read_back
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
 from statemigrate._snapshot._format import Snapshot
 from statemigrate._snapshot._msgpack import pack_data
@@ -356,7 +356,12 @@ def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
         read_back = 0.0
         if not fingerprint_matches:
             warn_fingerprint_differs("snapshot", entry.key, source_schema, section.fingerprint)
-            read_back = _check_read_back(item, source_schema, section.version)
+            read_back, read_state = _check_read_back(item, source_schema, section.version)
+            if not item.validated and section.version == entry.spec.version:
+                # The check validated the section into the very schema it restores into,
+                # with no step between: that is the state, so it is not validated twice.
+                item.take()
+                item.data, item.validated = read_state, True
     if item.validated and item.proven is not None:
         # Decoded straight into its own schema; the proven steps keep it validated.
         item.data, item.timings, steps = _run_proven(item, item.proven)
@@ -381,10 +386,12 @@ def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
     )
 
 
-def _check_read_back(item: _Staged, schema: SchemaVersion, version: int) -> float:
+def _check_read_back(
+    item: _Staged, schema: SchemaVersion, version: int
+) -> tuple[float, Any]:
     """Refuse a section written under ``version`` by a schema other than this code's,
     when this code's would not read it back as written; return the seconds the check
-    took.
+    took and the state ``schema`` validated the section into.
 
     A schema edited without a new version (a field renamed, a type narrowed) would
     otherwise drop or change data with no error: validation ignores unknown keys and
@@ -392,7 +399,7 @@ def _check_read_back(item: _Staged, schema: SchemaVersion, version: int) -> floa
     description, a title) read the data back as written and restore as usual.
     """
     started = time.perf_counter()
-    problem = read_back_problem(schema, item.data, version)
+    state, problem = read_back(schema, item.data, version)
     if problem is not None:
         raise RestoreError("validate", problem, component=item.entry.key)
     seconds = time.perf_counter() - started
@@ -401,7 +408,7 @@ def _check_read_back(item: _Staged, schema: SchemaVersion, version: int) -> floa
         item.entry.key,
         seconds * 1000,
     )
-    return seconds
+    return seconds, state
 
 
 def _run_proven(item: _Staged, plan: Plan) -> tuple[Any, dict[str, float], tuple[str, ...]]:

@@ -338,7 +338,8 @@ def test_a_validator_raising_outside_pydantic_errors_refuses_the_export() -> Non
     with pytest.raises(ExportError) as caught:
         schema.export({"name": "bad"})
     assert "validation raised RuntimeError: the validator itself failed" in str(caught.value)
-    assert isinstance(caught.value.__cause__.__cause__, RuntimeError)
+    cause = caught.value.__cause__
+    assert cause is not None and isinstance(cause.__cause__, RuntimeError)
 
 
 # --- E: a value validation converts ---------------------------------------------------------

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from statemigrate import Checkpointer, MemoryStore, Registry, RestoreError, Service, TrackedDict
-from statemigrate._model._schema import fingerprint_of
+from statemigrate._model._schema import SchemaVersion, fingerprint_of
 from statemigrate._runtime import _delta, _restore
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._header import Producer
@@ -137,6 +137,28 @@ def test_a_schema_that_reads_the_section_back_as_written_restores_with_a_warning
     ]
 
 
+def test_a_section_read_back_into_the_schema_it_restores_is_validated_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The read-back check validates the section into this code's schema of its version;
+    with no step after it, that state is the one restored, not validated again."""
+    validations: list[str] = []
+    for method in ("validate", "adopt"):
+        original = getattr(SchemaVersion, method)
+
+        def counted(self: SchemaVersion, data: Any, _method: Any = original) -> Any:
+            validations.append(_method.__name__)
+            return _method(self, data)
+
+        monkeypatch.setattr(SchemaVersion, method, counted)
+    blob = snapshot_written_by(Written, WRITTEN)
+    validations.clear()
+    holder, report = restore_into(Bounded, {"entries": {}}, blob)
+    assert report.components[0].fingerprint_matches is False
+    assert holder.state == WRITTEN
+    assert validations == ["validate"]
+
+
 READ_BACK_SECONDS = 100.0
 
 
@@ -161,7 +183,7 @@ def test_the_read_back_check_counts_in_validate_and_the_phases_add_up(
 ) -> None:
     caplog.set_level(logging.INFO, logger="statemigrate")
     blob = snapshot_written_by(Written, WRITTEN)
-    read_back_takes_long(monkeypatch, _restore, "read_back_problem")
+    read_back_takes_long(monkeypatch, _restore, "read_back")
     started = time.perf_counter()
     _, report = restore_into(Bounded, {"entries": {}}, blob)
     whole = time.perf_counter() - started + READ_BACK_SECONDS

@@ -171,12 +171,22 @@ def test_data_pydantic_converts_is_converted_as_before() -> None:
 def test_a_section_of_another_schema_is_not_decoded_into_this_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A fingerprint that differs means another schema wrote the bytes: plain decoding."""
+    """A fingerprint that differs means another schema wrote the bytes: plain decoding,
+    validated once, by the read-back check (no step follows it)."""
     section = SectionInput("cache", "default", 1, "0" * 32, state())
     blob = encode_snapshot([section], producer=Producer.current("typed-test")).to_bytes()
-    seen = validations(monkeypatch)
+    adopted = validations(monkeypatch)
+    validated: list[object] = []
+    validate = SchemaVersion.validate
+
+    def spy(self: SchemaVersion, data: object) -> Any:
+        validated.append(data)
+        return validate(self, data)
+
+    monkeypatch.setattr(SchemaVersion, "validate", spy)
     reader = CacheV1()
     report = restore(blob, reader)
-    assert len(seen) == 1
+    assert adopted == [] and len(validated) == 1
+    assert type(validated[0]) is dict  # the plain decoding, not the typed one
     assert not report.components[0].fingerprint_matches
     assert same_plain(reader.state, reference_unpack(pack_data(state())))
