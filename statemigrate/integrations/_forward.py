@@ -30,7 +30,14 @@ from dataclasses import dataclass
 
 from statemigrate._errors import HandoffError
 
-__all__ = ["ForwardedResponse", "forward", "forward_async", "forwarding_address"]
+__all__ = [
+    "ForwardError",
+    "ForwardedResponse",
+    "failure_text",
+    "forward",
+    "forward_async",
+    "forwarding_address",
+]
 
 HOP_BY_HOP = frozenset(
     {
@@ -60,6 +67,36 @@ class ForwardedResponse:
     reason: str
     headers: list[tuple[str, str]]
     body: bytes
+
+
+class ForwardError(HandoffError):
+    """A request could not be passed on, or got no answer.
+
+    Attributes:
+        sent: the whole request went out before the failure, so the successor may have
+            applied it (it died, or was too slow, before it answered). Otherwise it
+            cannot have: what reached it was no whole request.
+    """
+
+    def __init__(self, detail: str, *, sent: bool) -> None:
+        super().__init__("forward", detail)
+        self.sent = sent
+
+
+def failure_text(exc: HandoffError, *, successor_died: bool) -> bytes:
+    """The body that answers a request that could not be passed on: what happened,
+    and whether the request may have been applied, which a client needs to know
+    before it retries a write."""
+    sent = isinstance(exc, ForwardError) and exc.sent
+    if successor_died:
+        what = "the service's new process died after taking over"
+    elif sent:
+        what = "the service's new process did not answer"
+    else:
+        what = "the service's new process could not be reached"
+    if sent:
+        return f"{what}; the request reached it and may have been applied\n".encode()
+    return f"{what}; the request was not applied\n".encode()
 
 
 Address = tuple[str, int] | str
@@ -139,10 +176,11 @@ def forward(
             timeout would end the wait).
 
     Raises:
-        HandoffError: the successor could not be reached, did not answer, or was
-            abandoned.
+        ForwardError: the successor could not be reached, did not answer, or was
+            abandoned; whether the whole request went out before, in its ``sent``.
     """
     connection = _connection(address, timeout)
+    sent = False
     try:
         connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
         forwarded_for: list[str] = []
@@ -161,6 +199,7 @@ def forward(
         if body or method.upper() not in {"GET", "HEAD", "OPTIONS", "DELETE"}:
             connection.putheader("Content-Length", str(len(body)))
         connection.endheaders(body or None)
+        sent = True
         if abandoned is not None and connection.sock is not None:
             _await_answer(connection.sock, timeout, abandoned)
         response = connection.getresponse()
@@ -168,8 +207,8 @@ def forward(
         kept = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP]
         return ForwardedResponse(response.status, response.reason, kept, data)
     except (OSError, http.client.HTTPException) as exc:
-        raise HandoffError(
-            "forward", f"{method} {target} could not be passed on to {address!r}: {exc}"
+        raise ForwardError(
+            f"{method} {target} could not be passed on to {address!r}: {exc}", sent=sent
         ) from exc
     finally:
         connection.close()

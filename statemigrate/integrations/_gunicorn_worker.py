@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from statemigrate._errors import HandoffError
-from statemigrate.integrations._forward import Address, forward, forwarding_address
+from statemigrate.integrations._forward import Address, failure_text, forward, forwarding_address
 from statemigrate.integrations._gate import SAFE_METHODS, safe_methods_of
 from statemigrate.integrations._successor import gone
 
@@ -213,7 +213,7 @@ class WorkerGate:
             )
         except HandoffError as exc:
             self._log.error("%s", exc)
-            text = b"the service is being upgraded; the request was not applied\n"
+            text = failure_text(exc, successor_died=self._successor_gone())
             start_response(
                 "503 Service Unavailable",
                 [("Content-Type", "text/plain"), ("Content-Length", str(len(text)))],

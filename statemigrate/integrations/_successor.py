@@ -21,16 +21,12 @@ import os
 
 from statemigrate._errors import describe_exit
 
-__all__ = ["SUCCESSOR_DIED", "SuccessorWatch", "gone"]
+__all__ = ["SuccessorWatch", "gone"]
 
 logger = logging.getLogger("statemigrate.handoff")
 
 # Seconds a request passed on that failed waits to see the successor's death.
 _SETTLE = 1.0
-
-SUCCESSOR_DIED = "the service's new process died after taking over; the request was not applied\n"
-"""The body of the ``503`` a request passed on gets once the successor died."""
-
 
 def gone(pid: int) -> bool:
     """Whether process ``pid`` has exited (a zombie has)."""

@@ -59,11 +59,12 @@ from statemigrate.handoff import (
 from statemigrate.integrations._forward import (
     DEFAULT_TIMEOUT,
     Address,
+    failure_text,
     forward_async,
     forwarding_address,
 )
 from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate, safe_methods_of
-from statemigrate.integrations._successor import SUCCESSOR_DIED, SuccessorWatch
+from statemigrate.integrations._successor import SuccessorWatch
 from statemigrate.integrations._trial import Moved, Trial, own_argv, runner_for
 
 if TYPE_CHECKING:
@@ -153,7 +154,8 @@ class HotRestart:
         """Pass ``request`` to the successor and relay its answer, closing the connection.
 
         If the successor cannot be reached the client gets ``502``; once it died after
-        taking over, ``503`` at once. Either way the request was not applied here.
+        taking over, ``503`` at once. Either way the request was not applied here, and
+        the body says whether it reached the successor (which may then have applied it).
         """
         from aiohttp import web
 
@@ -177,10 +179,11 @@ class HotRestart:
             if watch is not None and await watch.died_by_now():
                 # Logged once, as an error, by the watch.
                 logger.debug("handoff: %s", exc)
-                response = web.Response(status=503, text=SUCCESSOR_DIED)
+                status, text = 503, failure_text(exc, successor_died=True)
             else:
                 logger.warning("handoff: %s", exc)
-                response = web.Response(status=502, text="the successor did not answer\n")
+                status, text = 502, failure_text(exc, successor_died=False)
+            response = web.Response(status=status, body=text, content_type="text/plain")
         else:
             self.forwarded += 1
             response = web.Response(status=answer.status, reason=answer.reason, body=answer.body)

@@ -62,9 +62,14 @@ from statemigrate.handoff import (
     install_signal_trigger_async,
     take_over_async,
 )
-from statemigrate.integrations._forward import Address, forward_async, forwarding_address
+from statemigrate.integrations._forward import (
+    Address,
+    failure_text,
+    forward_async,
+    forwarding_address,
+)
 from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate, safe_methods_of
-from statemigrate.integrations._successor import SUCCESSOR_DIED, SuccessorWatch
+from statemigrate.integrations._successor import SuccessorWatch
 from statemigrate.integrations._trial import Moved, Trial, own_argv, runner_for
 
 __all__ = [
@@ -300,10 +305,10 @@ class HotRestart:
         except HandoffError as exc:
             if await self.successor.died_by_now():
                 logger.debug("%s", exc)  # logged once, as an error, by the watch
-                status, payload = 503, SUCCESSOR_DIED.encode()
+                status, payload = 503, failure_text(exc, successor_died=True)
             else:
                 logger.warning("%s", exc)
-                status, payload = 502, b"the successor did not answer\n"
+                status, payload = 502, failure_text(exc, successor_died=False)
             relayed = [(b"content-type", b"text/plain; charset=utf-8")]
         relayed += [
             (b"content-length", str(len(payload)).encode()),

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from statemigrate import HandoffError
-from statemigrate.integrations._forward import forward, forward_async, forwarding_address
+from statemigrate.integrations._forward import (
+    ForwardError,
+    failure_text,
+    forward,
+    forward_async,
+    forwarding_address,
+)
 
 Seen = list[tuple[str, str, dict[str, str], bytes]]
 
@@ -128,6 +134,10 @@ def test_nobody_listening_is_one_clear_error() -> None:
     message = str(caught.value)
     assert "POST /cache/k could not be passed on" in message
     assert "\n" not in message
+    assert isinstance(caught.value, ForwardError) and not caught.value.sent
+    assert failure_text(caught.value, successor_died=False) == (
+        b"the service's new process could not be reached; the request was not applied\n"
+    )
 
 
 def test_a_request_queued_where_nobody_accepts_is_given_up_once_abandoned() -> None:
@@ -142,12 +152,43 @@ def test_a_request_queued_where_nobody_accepts_is_given_up_once_abandoned() -> N
             asked.append(True)
             return len(asked) >= 2
 
-        with pytest.raises(HandoffError, match="the successor is gone"):
+        with pytest.raises(HandoffError, match="the successor is gone") as caught:
             forward(
                 forwarding_address(listener), "PUT", "/k", [], b"v", timeout=600.0,
                 abandoned=abandoned,
             )  # fmt: skip
         assert len(asked) == 2
+    # The whole request went out: whoever took it may have applied it before dying.
+    assert isinstance(caught.value, ForwardError) and caught.value.sent
+    assert failure_text(caught.value, successor_died=True) == (
+        b"the service's new process died after taking over;"
+        b" the request reached it and may have been applied\n"
+    )
+
+
+def test_a_successor_that_applies_a_request_and_dies_is_not_said_to_have_refused_it() -> None:
+    """The successor reads the whole request (and may act on it), then closes the
+    connection without an answer, as a process that died at that moment would."""
+    read: list[bytes] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def take_and_drop() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                while b"\r\n\r\nv" not in b"".join(read):
+                    read.append(connection.recv(4096))
+
+        taker = threading.Thread(target=take_and_drop)
+        taker.start()
+        with pytest.raises(ForwardError) as caught:
+            forward(forwarding_address(listener), "PUT", "/k", [], b"v", timeout=30.0)
+        taker.join()
+    assert b"".join(read).startswith(b"PUT /k HTTP/1.1")
+    assert caught.value.sent
+    assert b"may have been applied" in failure_text(caught.value, successor_died=True)
+    assert b"not applied" not in failure_text(caught.value, successor_died=False)
 
 
 def test_forty_requests_passed_on_at_once_wait_for_their_answers_together() -> None:
