@@ -23,7 +23,15 @@ from typing import Any
 
 from statemigrate._model._changes import KeyCodec
 
-__all__ = ["MISSING", "held_nan", "may_hold_nan", "under_held_nan", "without_stale_nan"]
+__all__ = [
+    "MISSING",
+    "has_nan",
+    "held_nan",
+    "may_hold_nan",
+    "nan_keys",
+    "under_held_nan",
+    "without_stale_nan",
+]
 
 MISSING: Any = object()
 
@@ -36,8 +44,15 @@ def may_hold_nan(codec: KeyCodec) -> bool:
     return not codec.classes or any(issubclass(cls, float | Decimal) for cls in codec.classes)
 
 
-def _has_nan(keys: Collection[Any]) -> bool:
+def has_nan(keys: Collection[Any]) -> bool:
+    """Whether one of ``keys`` is not equal to itself."""
     return any(map(ne, keys, keys))
+
+
+def nan_keys(mapping: Mapping[Any, Any]) -> int:
+    """How many keys of ``mapping`` are not equal to themselves: more than one cannot
+    be written (all are written as ``nan``)."""
+    return sum(map(ne, mapping, mapping))
 
 
 def held_nan(mapping: Mapping[Any, Any]) -> Any:
@@ -48,7 +63,7 @@ def held_nan(mapping: Mapping[Any, Any]) -> Any:
 def under_held_nan(target: Mapping[Any, Any], keys: Any) -> Any:
     """``keys`` (a map of records, or a list of keys) with a NaN key replaced by the
     NaN key ``target`` holds, in its place; ``keys`` itself when either has none."""
-    if not _has_nan(keys):
+    if not has_nan(keys):
         return keys
     held = held_nan(target)
     if held is MISSING:
@@ -66,6 +81,6 @@ def without_stale_nan(deleted: list[Any], records: Collection[Any]) -> list[Any]
     deletion, applied after the sets, would remove the record just set. The dict holds
     one NaN key when the delta sets one: the deleted NaN is gone already.
     """
-    if not _has_nan(deleted) or not _has_nan(records):
+    if not has_nan(deleted) or not has_nan(records):
         return deleted
     return list(compress(deleted, map(eq, deleted, deleted)))

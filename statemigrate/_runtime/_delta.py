@@ -30,6 +30,7 @@ from typing import Any, TypeGuard
 import pydantic
 
 from statemigrate._errors import (
+    ExportError,
     LossyMigrationError,
     MigrationStepError,
     NoMigrationPathError,
@@ -44,7 +45,13 @@ from statemigrate._model._changes import (
     key_codec,
 )
 from statemigrate._model._migrate import raised_by_user_code
-from statemigrate._model._nankeys import may_hold_nan, under_held_nan, without_stale_nan
+from statemigrate._model._nankeys import (
+    has_nan,
+    may_hold_nan,
+    nan_keys,
+    under_held_nan,
+    without_stale_nan,
+)
 from statemigrate._model._schema import SchemaVersion
 from statemigrate._model._tracked import TrackedDict
 from statemigrate._runtime._fingerprintwarning import warn_fingerprint_differs
@@ -95,6 +102,7 @@ def delta_section(
     registry = entry.registry
     version = entry.spec.version
     schema = registry.schema_for(entry.component, version)
+    _refuse_two_nan_keys(entry, schema, changes)
     state = schema.export(changes.state, walk=walk, check=check)
     deleted = {
         name: _deleted_keys(schema, name, keys, changes.state.get(name, ()))
@@ -121,6 +129,26 @@ def delta_section(
         SectionInput(entry.component, entry.instance, version, schema.fingerprint, data),
         steps,
     )
+
+
+def _refuse_two_nan_keys(entry: Registered, schema: SchemaVersion, changes: PartialState) -> None:
+    """Refuse a delta that sets a NaN key where the live dict holds another one.
+
+    Each ``float("nan")`` is a new key, unequal to every other, so a dict may come to
+    hold two. A snapshot writes both as ``nan`` and refuses them; a delta carries only
+    the record set, and would restore it over the other without a word. So when the
+    records set hold a NaN key, the live dict's are counted (a pass over it, paid only
+    then)."""
+    for name in changes.deleted:
+        records = changes.state.get(name)
+        if not records or not has_nan(records):
+            continue
+        live = getattr(entry.obj, name, None)
+        if isinstance(live, Mapping) and nan_keys(live) > 1:
+            raise ExportError(
+                entry.component, schema.version, f"{name}[nan]",
+                "two keys are both written as 'nan'", instance=entry.instance,
+            )
 
 
 def _deleted_keys(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typing_extensions import TypedDict
 
-from statemigrate import Checkpointer, MemoryStore, Registry, Service, TrackedDict
+from statemigrate import Checkpointer, ExportError, MemoryStore, Registry, Service, TrackedDict
 from statemigrate._runtime._chainread import compose_chain, open_chain
 from statemigrate._snapshot._format import open_snapshot
 from statemigrate.testing import check_change_tracking
@@ -172,3 +172,24 @@ def test_a_failed_delta_gives_the_nan_key_its_value_back() -> None:
     with pytest.raises(Exception, match="refused"):
         target.restore(delta)
     assert _plain(restored.records.items()) == before
+
+
+def test_a_delta_setting_a_second_nan_key_is_refused_as_a_snapshot_is() -> None:
+    """``d[float("nan")] = v`` with a NaN key held already leaves two keys, both written
+    as ``nan``. A full snapshot refuses them; a delta carried only the new one, and the
+    restore gave it without the other, with no word."""
+    service, live = _live(True)
+    store = MemoryStore()
+    checkpointer = Checkpointer(service, store, quiesce=threading.Lock(), incremental=True)
+    checkpointer.checkpoint_now()
+    precopy = service.precopy_source()
+    precopy.start()
+    precopy.full()
+    live.records[float("nan")] = 3  # another NaN object: a second key
+    two = "two keys are both written as 'nan'"
+    with pytest.raises(ExportError, match=r"records\[nan\]: " + two):
+        checkpointer.checkpoint_now()
+    with pytest.raises(ExportError, match=two):
+        precopy.delta()
+    with pytest.raises(ExportError, match=two):
+        service.snapshot()
