@@ -260,6 +260,12 @@ def verify_command(args: argparse.Namespace, out: TextIO) -> int:
             on_section=progress.step,
         )
     restores = all(verdict.restores for verdict in verdicts)
+    # A component of the release that the snapshot does not hold restores nothing: it
+    # keeps what the release starts it with. Not a refusal (a new component starts
+    # empty by design), but a component renamed in the new code loses its data this
+    # way, so it is named.
+    held = {section.component for section in snapshot.header.sections}
+    absent = [name for name in registry.components() if name not in held]
     if args.json:
         header = snapshot.header
         info = {
@@ -268,6 +274,7 @@ def verify_command(args: argparse.Namespace, out: TextIO) -> int:
             "composed": bool(notes),
             "restores": restores,
             "sections": [_verdict_json(verdict) for verdict in verdicts],
+            "not_in_snapshot": absent,
         }
         out.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
     else:
@@ -275,6 +282,11 @@ def verify_command(args: argparse.Namespace, out: TextIO) -> int:
         out.writelines(f"{_verdict_line(verdict)}\n" for verdict in verdicts)
         if not verdicts:
             out.write("(no sections)\n")
+        out.writelines(
+            f"{printable(name)}: not in the snapshot; restores nothing, and keeps what the"
+            " release starts it with\n"
+            for name in absent
+        )
     return EXIT_OK if restores else EXIT_WOULD_NOT_RESTORE
 
 

@@ -407,4 +407,25 @@ def test_a_snapshot_without_sections_would_restore(
     tmp_path: Path, work: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     result = run(capsys, "verify", str(_write(tmp_path / "empty.smsnap", [])), *REGISTRY)
-    assert (result.code, result.out, result.err) == (0, "(no sections)\n", "")
+    assert (result.code, result.err) == (0, "")
+    assert result.out.splitlines() == [
+        "(no sections)",
+        "kvcache: not in the snapshot; restores nothing, and keeps what the release starts"
+        " it with",
+    ]
+
+
+def test_a_component_the_snapshot_lacks_is_named_with_the_unknown_one(
+    tmp_path: Path, work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The new code renamed ``cache`` to ``kvcache``: the old section is unknown (a
+    refusal) and the new component would start empty, which the lines say together."""
+    path = _write(tmp_path / "renamed.smsnap", [SectionInput("cache", "default", 1, "", {})])
+    result = run(capsys, "verify", str(path), *REGISTRY)
+    assert result.code == 1
+    assert result.out.splitlines()[-1] == (
+        "kvcache: not in the snapshot; restores nothing, and keeps what the release starts"
+        " it with"
+    )
+    result = run(capsys, "verify", str(path), "--json", *REGISTRY)
+    assert json.loads(result.out)["not_in_snapshot"] == ["kvcache"]
