@@ -131,3 +131,17 @@ def write_chain(*, refused_value: bool = False) -> Written:
     assert checkpointer.chain_length == 3
     full, _ = service.snapshot()
     return Written(bytes(store.open()), full.to_bytes())
+
+
+def restored_from_chain(release: str, chain: bytes) -> Any:
+    """The cache of a service of ``release`` (a name of :data:`RELEASES`) that restored
+    ``chain``, lossy steps allowed.
+
+    Raises:
+        RestoreError: the restore failed.
+    """
+    registry = RELEASES[release]()
+    service = sm.Service(SERVICE, registry=registry)
+    cache = service.register(cache_of(registry))
+    service.restore(chain, allow_lossy=True)
+    return cache
