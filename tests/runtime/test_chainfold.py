@@ -17,8 +17,10 @@ from chain_releases import (
 )
 
 import statemigrate as sm
-from statemigrate._runtime._chain import split_chain
+from statemigrate._runtime._chain import chain_frame, split_chain
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._format import open_snapshot
+from statemigrate._snapshot._header import DeltaBase, Producer
 from statemigrate.testing._exact import exact_differences
 
 WHOLE_STEPS = ["drop_note", "int_keys"]
@@ -137,3 +139,35 @@ def test_start_from_a_chain_that_fails_on_its_folded_state_starts_cold_and_keeps
     assert service.status.state == "cold_start"
     assert len(cache.entries) == 0
     assert (tmp_path / "store" / "unrestored").read_bytes() == written.chain
+
+
+def _piece(data: object, *, base: DeltaBase | None) -> bytes:
+    schema = release1().schema_for("cache", 1)
+    return encode_snapshot(
+        [SectionInput("cache", "default", 1, schema.fingerprint, data)],
+        producer=Producer.current(SERVICE),
+        generation=1 if base is None else base.generation + 1,
+        base=base,
+    ).to_bytes()
+
+
+def test_a_chain_that_cannot_be_folded_fails_in_decode_with_nothing_touched() -> None:
+    """A sound, linked chain whose delta no plain state can take (a deleted key that is
+    a list) fails before any piece is restored, naming the piece and the section."""
+    base = _piece({"entries": {"k1": 1}, "note": ""}, base=None)
+    header = open_snapshot(base).header
+    link = DeltaBase(snapshot_id=header.snapshot_id, generation=header.generation)
+    delta = _piece({"state": {"entries": {}, "note": ""}, "deleted": {"entries": [[1]]}}, base=link)
+    chain = chain_frame([len(base), len(delta)]) + base + delta
+    registry = RELEASES["int_keys"]()
+    service = sm.Service(SERVICE, registry=registry)
+    cache = service.register(cache_of(registry))
+    cache.entries[5] = 5
+    with pytest.raises(sm.RestoreError) as caught:
+        service.restore(chain)
+    assert caught.value.phase == "decode"
+    assert "checkpoint chain piece 1 cannot be composed" in str(caught.value)
+    assert "a deleted key of record field 'entries' is a list" in str(caught.value)
+    assert "cache/default" in str(caught.value)
+    assert dict(cache.entries) == {5: 5}
+    assert service.status.state == "failed"
