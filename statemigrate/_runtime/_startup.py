@@ -214,8 +214,8 @@ def restore_stored(
         return restore(source if isinstance(source, Fetched) else data, **options)
     try:
         chain = open_chain(data, key=key, limits=limits)
-    except SnapshotError as exc:
-        raise refused(f"checkpoint chain: {exc}") from exc
+    except SnapshotError as exc:  # it names the chain, and the piece
+        raise refused(str(exc)) from exc
     headers = [piece.header for piece in chain.pieces]
     broken = chain_break(headers)
     if broken is not None:
@@ -225,11 +225,11 @@ def restore_stored(
     reasons = fold_reasons(headers, entries, allow_lossy=bool(options.get("allow_lossy")))
     if reasons:
         # Deltas some component's plan cannot migrate: the chain is restored as the one
-        # full snapshot it holds, as `statemigrate migrate` would write it.
+        # full snapshot it holds, composed as `statemigrate migrate` composes it.
         try:
             pieces = [fold_chain(chain, reasons, key=key, entries=entries)]
         except SnapshotError as exc:
-            raise refused(f"checkpoint chain: {exc}", phase="decode") from exc
+            raise refused(str(exc), phase="decode") from exc
     # Each piece is all or nothing, the chain must be too: a delta that fails after
     # the base was applied (in decode, migrate or validate) puts back what was live
     # before the chain, so a cold start that follows is really cold.
