@@ -208,7 +208,11 @@ def composed_sections(
 
 
 def compose_chain(
-    chain: Chain, *, key: bytes | None = None, level: int = 1, registry: Registry | None = None
+    chain: Chain,
+    *,
+    key: bytes | None = None,
+    level: int = 1,
+    registry: Registry | RegistryOf | None = None,
 ) -> EncodedSnapshot:
     """The full snapshot that ``chain`` restores to: its base with every delta applied
     (see :func:`composed_sections`).
@@ -220,8 +224,8 @@ def compose_chain(
         chain: an opened chain; its links are checked here.
         key: the key to authenticate the new snapshot with, if any.
         level: the zstd compression level.
-        registry: the schemas to match record keys by value with (see
-            :func:`composed_sections`).
+        registry: the schemas to match record keys by value with, or a function
+            giving a component's (see :func:`composed_sections`).
 
     Raises:
         SnapshotError: as :func:`composed_sections` raises it.

@@ -82,9 +82,10 @@ class RestoreObserver:
         if pieces and enabled():
             report_restore(self._service, self._generation(), *pieces)
 
-    def refused(self, reason: str) -> RestoreError:
-        """A chain refused at verification, reported as a failed restore."""
-        error = logged(RestoreError("verify", reason))
+    def refused(self, reason: str, *, phase: str = "verify") -> RestoreError:
+        """A chain refused at verification (or in ``phase``, before any of its pieces
+        is restored), reported as a failed restore."""
+        error = logged(RestoreError(phase, reason))
         self._tracker.failed(str(error))
         count_restore_failed(self._service)
         return error

@@ -17,13 +17,14 @@ from statemigrate._errors import RestoreError, SnapshotError, StateMigrateError,
 from statemigrate._model._component import component_state, import_component, importable_state
 from statemigrate._observe._status import StatusTracker
 from statemigrate._runtime._chain import is_chain, split_chain
-from statemigrate._runtime._chainread import chain_break
+from statemigrate._runtime._chainfold import fold_chain, fold_reasons
+from statemigrate._runtime._chainread import chain_break, open_chain
 from statemigrate._runtime._history import SUMMARIES
 from statemigrate._runtime._report import CommitReport, RestoreReport
 from statemigrate._runtime._restore import Registered
 from statemigrate._runtime._sources import Failing, Fetched, Reader, check_source, fetch
 from statemigrate._snapshot._encode import EncodedSnapshot
-from statemigrate._snapshot._format import DecodeLimits, open_snapshot
+from statemigrate._snapshot._format import DecodeLimits
 from statemigrate._snapshot._header import SnapshotHeader
 from statemigrate.stores._base import Store
 
@@ -172,7 +173,7 @@ def restore_stored(
     entries: Sequence[Registered],
     key: bytes | None,
     limits: DecodeLimits,
-    refused: Callable[[str], RestoreError],
+    refused: Callable[..., RestoreError],
 ) -> RestoreReport:
     """Restore a snapshot, or a chain that incremental checkpoints committed: its
     base, then each delta in order.
@@ -180,7 +181,9 @@ def restore_stored(
     Every piece of a chain is verified, and each delta checked to name the piece
     before it as its base, before anything is applied: a damaged or incomplete
     chain fails in ``verify`` with every component as it was, so the caller can
-    fall back to the store's previous object.
+    fall back to the store's previous object. A chain whose deltas a component's plan
+    cannot migrate (a whole-data step) is folded first, and its full state restored
+    (see :mod:`statemigrate._runtime._chainfold`).
 
     Args:
         source: as for :meth:`Service.restore`.
@@ -189,7 +192,8 @@ def restore_stored(
         entries: the service's registered components.
         key: the service's authentication key, which verifies each piece.
         limits: the service's decode limits.
-        refused: reports a chain refused at verification as a failed restore.
+        refused: reports a chain refused at verification (or, given
+            ``phase="decode"``, one that cannot be folded) as a failed restore.
     """
     check_source(source)
     if isinstance(source, EncodedSnapshot):
@@ -209,18 +213,27 @@ def restore_stored(
     if not is_chain(data):
         return restore(source if isinstance(source, Fetched) else data, **options)
     try:
-        pieces = split_chain(data)
-        headers = [open_snapshot(p, key=key, limits=limits).header for p in pieces]
-    except SnapshotError as exc:
-        raise refused(f"checkpoint chain: {exc}") from exc
+        chain = open_chain(data, key=key, limits=limits)
+    except SnapshotError as exc:  # it names the chain, and the piece
+        raise refused(str(exc)) from exc
+    headers = [piece.header for piece in chain.pieces]
     broken = chain_break(headers)
     if broken is not None:
         raise refused(broken)
+    began = time.perf_counter()
+    pieces: list[bytes | memoryview] = list(split_chain(data))  # as opened above
+    reasons = fold_reasons(headers, entries, allow_lossy=bool(options.get("allow_lossy")))
+    if reasons:
+        # Deltas some component's plan cannot migrate: the chain is restored as the one
+        # full snapshot it holds, composed as `statemigrate migrate` composes it.
+        try:
+            pieces = [fold_chain(chain, reasons, key=key, entries=entries)]
+        except SnapshotError as exc:
+            raise refused(str(exc), phase="decode") from exc
     # Each piece is all or nothing, the chain must be too: a delta that fails after
     # the base was applied (in decode, migrate or validate) puts back what was live
     # before the chain, so a cold start that follows is really cold.
     live = [(entry, component_state(entry.obj, registry=entry.registry)) for entry in entries]
-    began = time.perf_counter()
     # One line for the chain, not one per piece (a chain may hold hundreds): each
     # piece's own line goes to DEBUG, a failing piece's error stays at ERROR.
     quiet = SUMMARIES.set(logging.DEBUG)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chain_releases import restored_from_chain, write_chain
 from cli_helpers import Result, run
 
 import statemigrate as sm
@@ -331,6 +332,45 @@ def test_a_lone_delta_is_refused(
     delta.write_bytes(bytes(pieces[1]))
     result = run(capsys, "verify", str(delta), *REGISTRY)
     one_error_line(result, "is a delta of", "only full snapshots are verified")
+
+
+def _chain_verdict_and_restore(
+    release: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, bool]:
+    """``verify``'s status for release 1's chain in ``release`` (see chain_releases),
+    and whether a service of that release restores the chain."""
+    written = write_chain(refused_value=release == "refusing")
+    path = tmp_path / "chain"
+    path.write_bytes(written.chain)
+    registry = ["--registry", f"chain_releases:{release}"]
+    result = run(capsys, "verify", str(path), "--allow-lossy", *registry)
+    try:
+        restored_from_chain(release, written.chain)
+    except sm.RestoreError:
+        return result.code, False
+    return result.code, True
+
+
+@pytest.mark.parametrize(
+    ("release", "expected"), [("drop_note", 0), ("int_keys", 0), ("refusing", 1)]
+)
+def test_the_verdict_on_a_chain_is_what_a_restore_does(
+    release: str, expected: int, tmp_path: Path, work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A chain of release 1 in a release whose upgrade is a whole-data step: verify
+    composes the chain, the restore folds it, and both say the same (the ``refusing``
+    step fails only on a value the last delta wrote)."""
+    assert _chain_verdict_and_restore(release, tmp_path, capsys) == (expected, expected == 0)
+
+
+def test_negative_control_a_restore_that_does_not_fold_the_chain_is_caught(
+    tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A restore that applied the deltas as they are would fail where verify passes."""
+    from statemigrate._runtime import _startup
+
+    monkeypatch.setattr(_startup, "fold_reasons", lambda headers, entries, allow_lossy: [])
+    assert _chain_verdict_and_restore("drop_note", tmp_path, capsys) == (0, False)
 
 
 # --- no answer: status 2, one line ---------------------------------------------------------

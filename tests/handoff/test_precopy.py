@@ -275,13 +275,15 @@ def test_old_process_without_precopy_is_taken_over_as_before(
     assert _result(report, out)["entries"] == expected(FILLED, writers.acked)
 
 
+@pytest.mark.parametrize("step", ["whole", "fields"])
 def test_whole_data_step_falls_back_to_a_full_snapshot_in_the_pause(
-    old: tuple[sm.Service, Any], tmp_path: Path
+    old: tuple[sm.Service, Any], tmp_path: Path, step: str
 ) -> None:
-    """A successor whose plan has a whole-data step restores round 0 and says it takes
-    no deltas: the pause carries a full snapshot again, reported with the reason."""
+    """A successor whose plan has a whole-data step (a Python step, or FieldChanges
+    without records=) restores round 0 and says it takes no deltas: the pause carries a
+    full snapshot again, reported with the reason."""
     service, obj = old
-    spawn, out = _successor("ok", tmp_path, step="whole")
+    spawn, out = _successor("ok", tmp_path, step=step)
     with Writers(obj.entries) as writers:
         writers.wait_writes(100)
         report = _hand_over(service, writers, spawn)

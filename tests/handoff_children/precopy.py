@@ -2,8 +2,9 @@
 
 The component (``Counters``) keeps its records in a ``TrackedDict``, so a service
 holding it can send deltas. Release 1 reads and writes version 1; release 2 runs
-version 2, reached from 1 by a record step (``record``) or by a whole-data step
-(``whole``), which rules deltas out.
+version 2, reached from 1 by a record step (``record``) or by a whole-data step, which
+rules deltas out: a Python step (``whole``), or ``FieldChanges`` without ``records=``
+adding a ``note`` (``fields``), as ``statemigrate makemigration`` writes it.
 
 Usage: precopy.py MODE RELEASE OUTPUT
 
@@ -37,11 +38,21 @@ class CountersV2(TypedDict):
     entries: dict[str, int]
 
 
+class CountersNoted(TypedDict):
+    entries: dict[str, int]
+    note: str
+
+
 def build_registry(step: str) -> sm.Registry:
     registry = sm.Registry()
     registry.add_schema("counters", 1, CountersV1)
-    registry.add_schema("counters", 2, CountersV2)
-    if step == "record":
+    registry.add_schema("counters", 2, CountersNoted if step == "fields" else CountersV2)
+    if step == "fields":
+        registry.add_migration("counters", 1, 2, sm.FieldChanges(add={"note": ""}))
+        registry.add_migration(
+            "counters", 2, 1, sm.FieldChanges(drop=["note"]), lossy=("note",)
+        )
+    elif step == "record":
         registry.add_migration("counters", 1, 2, lambda key, value: value, records="entries")
         registry.add_migration("counters", 2, 1, lambda key, value: value, records="entries")
     else:
@@ -73,6 +84,8 @@ def build_service(
     registry.migratable("counters", version=release)(cls)
     service = sm.Service("precopy-test", registry=registry)
     obj = cls()
+    if step == "fields" and release == 2:
+        obj.note = ""  # the field version 2 adds
     service.register(obj)
     return service, obj
 
