@@ -16,6 +16,10 @@ Two deliberate allowances, both documented round-trip rules:
   is all of it an aware value's text can keep. The same rule matches dict keys and set
   items;
 - NaN equals NaN (floats and decimals), so a state holding one can be compared at all.
+
+One allowance on request (``widening=True``), for plain data that one schema wrote and
+another reads back: a number that comes back as an exactly equal number of a wider
+numeric type (``1`` as ``1.0``).
 """
 
 from __future__ import annotations
@@ -212,14 +216,23 @@ def _render(steps: list[object] | tuple[object, ...]) -> str:
     )
 
 
-def first_difference(expected: object, actual: object) -> Difference | None:
+def first_difference(
+    expected: object, actual: object, *, widening: bool = False
+) -> Difference | None:
     """Return ``(path, what differs)`` for the first difference, or None when the two
     states are the same values of the same types.
 
     ``expected`` may be a model or dataclass instance, or the dict of its fields, which
     is what a component without ``export_state`` hands over.
+
+    ``widening=True`` also accepts a number that comes back as an exactly equal number
+    of a wider type: a ``bool`` as an ``int`` or ``float``, an ``int`` as a ``float``
+    (``1`` as ``1.0``, not ``2**53 + 1`` as ``2.0**53``). Plain data written by one
+    schema and read by another holds such numbers whenever the writer kept an ``int``
+    that validation makes a ``float``; nothing is lost in the step. Nothing else is
+    accepted: ``-0.0`` as ``0``, a float as an int, a str as an int stay differences.
     """
-    found = _diff(expected, actual)
+    found = _diff(expected, actual, widening)
     if found is None:
         return None
     steps, detail = found
@@ -253,8 +266,17 @@ def _below(step: object, found: _Found | None) -> _Found | None:
 _ATOMS = frozenset({str, int, bool, bytes, type(None)})
 """Types whose values are equal exactly when ``==`` says so (for the same type)."""
 
+_WIDER: dict[type, tuple[type, ...]] = {bool: (int, float), int: (float,)}
+"""The numeric types each type's values may come back as under ``widening``."""
 
-def _diff(expected: object, actual: object) -> _Found | None:
+
+def _widened(expected: object, actual: object) -> bool:
+    """Whether ``actual`` is ``expected`` as an equal number of a wider type. Python
+    compares an int with a float exactly, so an int that the float rounds is no match."""
+    return type(actual) in _WIDER.get(type(expected), ()) and expected == actual
+
+
+def _diff(expected: object, actual: object, widening: bool = False) -> _Found | None:
     kind = type(expected)
     if kind is type(actual):
         # The bulk of a state's values: answered here without the general checks below,
@@ -266,24 +288,26 @@ def _diff(expected: object, actual: object) -> _Found | None:
                 return None
             return _changed(expected, actual)
         if kind is dict:
-            return _diff_mappings(expected, actual)  # type: ignore[arg-type]
+            return _diff_mappings(expected, actual, widening)  # type: ignore[arg-type]
         if _plain_record_type(kind):
-            return _diff_fields(expected, actual, expected_is_dict=False)
+            return _diff_fields(expected, actual, False, widening)
     if isinstance(expected, Mapping) and _is_record(actual):
-        return _diff_fields(expected, actual, expected_is_dict=True)
+        return _diff_fields(expected, actual, True, widening)
     if type(expected) is not type(actual):
+        if widening and _widened(expected, actual):
+            return None
         return _changed(expected, actual)
     if isinstance(expected, pydantic.BaseModel) or _is_dataclass_instance(expected):
-        return _diff_fields(expected, actual, expected_is_dict=False)
+        return _diff_fields(expected, actual, False, widening)
     if isinstance(expected, Mapping):
         assert isinstance(actual, Mapping)
-        return _diff_mappings(expected, actual)
+        return _diff_mappings(expected, actual, widening)
     if isinstance(expected, list | tuple):
         assert isinstance(actual, list | tuple)
         if len(expected) != len(actual):
             return [], f"{len(expected)} items would come back as {len(actual)}"
         for index, (left, right) in enumerate(zip(expected, actual, strict=True)):
-            found = _diff(left, right)
+            found = _diff(left, right, widening)
             if found:
                 return _below(index, found)
         return None
@@ -305,7 +329,7 @@ def _diff(expected: object, actual: object) -> _Found | None:
         assert isinstance(actual, collections.deque)
         if expected.maxlen != actual.maxlen:
             return [], _maxlen_lost(expected.maxlen, actual.maxlen)
-        return _diff(list(expected), list(actual))
+        return _diff(list(expected), list(actual), widening)
     if expected != actual:
         return _changed(expected, actual)
     return None
@@ -321,7 +345,9 @@ def _maxlen_lost(maxlen: int | None, again: int | None) -> str:
     )
 
 
-def _diff_mappings(expected: Mapping[Any, Any], actual: Mapping[Any, Any]) -> _Found | None:
+def _diff_mappings(
+    expected: Mapping[Any, Any], actual: Mapping[Any, Any], widening: bool
+) -> _Found | None:
     if expected.keys() == actual.keys():
         twins: Mapping[Any, Any] = {key: key for key in actual}
     else:
@@ -333,7 +359,7 @@ def _diff_mappings(expected: Mapping[Any, Any], actual: Mapping[Any, Any]) -> _F
         twin = twins[key]
         if type(twin) is not type(key) or (type(key) not in _ATOMS and _diff(key, twin)):
             return [key], f"the key would come back as {_describe_key(twin)}"
-        found = _diff(value, actual[twin])
+        found = _diff(value, actual[twin], widening)
         if found:
             return _below(key, found)
     return None
@@ -372,7 +398,9 @@ def _pair_keys(expected: Mapping[Any, Any], actual: Mapping[Any, Any]) -> dict[A
 _NONE = object()
 
 
-def _diff_fields(expected: Any, actual: Any, *, expected_is_dict: bool) -> _Found | None:
+def _diff_fields(
+    expected: Any, actual: Any, expected_is_dict: bool, widening: bool
+) -> _Found | None:
     names = _field_names(actual)
     for name in names:
         if expected_is_dict:
@@ -381,7 +409,7 @@ def _diff_fields(expected: Any, actual: Any, *, expected_is_dict: bool) -> _Foun
             left = expected[name]
         else:
             left = getattr(expected, name)
-        found = _diff(left, getattr(actual, name))
+        found = _diff(left, getattr(actual, name), widening)
         if found:
             return _below(FieldName(name), found)
     if isinstance(actual, pydantic.BaseModel) and not expected_is_dict:
@@ -389,7 +417,7 @@ def _diff_fields(expected: Any, actual: Any, *, expected_is_dict: bool) -> _Foun
             ("extra", expected.__pydantic_extra__, actual.__pydantic_extra__),
             ("private attributes", expected.__pydantic_private__, actual.__pydantic_private__),
         ):
-            found = _diff(left or {}, right or {})
+            found = _diff(left or {}, right or {}, widening)
             if found:
                 return _below(FieldName(f"<{label}>"), found)
     return None

@@ -1,5 +1,6 @@
 """The exact comparison of states (_model/_compare.py): datetimes and times by wall time
-and UTC offset, in dict keys and set items too; long paths shortened in messages."""
+and UTC offset, in dict keys and set items too; numbers widened only on request; long
+paths shortened in messages."""
 
 from __future__ import annotations
 
@@ -83,6 +84,44 @@ def test_a_key_that_comes_back_as_another_type_is_named_with_what_it_becomes() -
     )
     assert first_difference({1: "a"}, {}) == ([1], "this key would be lost")
     assert first_difference({}, {1: "a"}) == ([1], "this key would appear")
+
+
+WIDENED = [(True, 1), (False, 0.0), (True, 1.0), (1, 1.0), (-3, -3.0), (0, 0.0), (2**53, 2.0**53)]
+NOT_WIDENED = [
+    (1.0, 1),  # a float made an int
+    (-0.0, 0),
+    (1, True),  # an int made a bool
+    (0.0, False),
+    (2**53 + 1, 2.0**53),  # the float rounds the int
+    ("1", 1),
+    (1, "1"),
+    (1, 2.0),
+]
+
+
+@pytest.mark.parametrize(("written", "back"), WIDENED)
+def test_a_number_come_back_as_an_equal_wider_number_is_accepted_on_request(
+    written: object, back: object
+) -> None:
+    assert first_difference(written, back) is not None
+    assert first_difference({"a": [{"b": written}]}, {"a": [{"b": back}]}, widening=True) is None
+
+
+@pytest.mark.parametrize(("written", "back"), NOT_WIDENED)
+def test_nothing_but_an_equal_wider_number_is_accepted_when_widening(
+    written: object, back: object
+) -> None:
+    assert first_difference([written], [back], widening=True) == (
+        [0], f"{written!r} ({type(written).__name__}) would come back as"
+        f" {back!r} ({type(back).__name__})"
+    )
+
+
+def test_a_key_is_not_widened() -> None:
+    """Plain data holds keys as text; a key that changes type is a key rule's matter."""
+    assert first_difference({1: "x"}, {1.0: "x"}, widening=True) == (
+        [1], "the key would come back as 1.0 (float)"
+    )
 
 
 def test_a_long_path_shows_its_ends_and_its_length() -> None:
