@@ -34,7 +34,14 @@ from typing import Any, cast
 
 import pydantic
 
-__all__ = ["FieldName", "counterparts", "first_difference", "format_path", "located_path"]
+__all__ = [
+    "THE_KEY",
+    "FieldName",
+    "counterparts",
+    "first_difference",
+    "format_path",
+    "located_path",
+]
 
 Difference = tuple[list[object], str]
 
@@ -43,6 +50,22 @@ class FieldName(str):
     """A path step that names a record field, rendered ``.name`` (a key renders ``['k']``)."""
 
     __slots__ = ()
+
+
+class _TheKey:
+    """The last step of a path to a dict key that is itself at fault (rather than the
+    value under it), rendered `` (the key)``: ``f['3'] (the key)``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "THE_KEY"
+
+
+THE_KEY = _TheKey()
+
+_KEY_ERROR_STEP = "[key]"
+"""pydantic's location step, after a dict's key, for an error in the key itself."""
 
 
 _PATH_STEPS = 16
@@ -123,7 +146,12 @@ def located_path(
             node = spec.get("schema")
         elif kind == "dict":
             path.append(step)
-            node = node.get("values_schema")
+            values = node.get("values_schema")
+            if steps == [_KEY_ERROR_STEP] and not _may_have_key_step(values, definitions):
+                steps.clear()
+                path.append(THE_KEY)
+                break
+            node = values
         elif kind in ("list", "set", "frozenset", "deque", "tuple"):
             path.append(step)
             node = _item_schema(node, step)
@@ -161,6 +189,21 @@ def _unwrapped(
 _NO_STEP = frozenset(
     {"default", "nullable", "custom-error", "function-after", "function-before", "function-wrap"}
 )
+
+
+def _may_have_key_step(
+    values: Mapping[str, Any] | None, definitions: dict[str, Mapping[str, Any]]
+) -> bool:
+    """Whether a value of a dict's ``values`` schema may itself hold a step ``"[key]"``
+    (a nested dict's key, a record's field): its error at that step has the location
+    of an error in the outer key itself, which is then not told apart."""
+    if values is None:
+        return False
+    node = _unwrapped(values, definitions)
+    if node.get("type") in ("dict", "union", "tagged-union"):
+        return True
+    fields = _record_fields(node)
+    return fields is not None and _KEY_ERROR_STEP in fields
 
 
 def _item_schema(node: Mapping[str, Any], index: object) -> Mapping[str, Any] | None:
@@ -211,7 +254,9 @@ def _render(steps: list[object] | tuple[object, ...]) -> str:
     # A field whose name is no identifier (a TypedDict's may be anything) is shown as a
     # key: ``.a b`` would not read as one step.
     return "".join(
-        f".{step}" if isinstance(step, FieldName) and step.isidentifier() else f"[{step!r}]"
+        " (the key)" if step is THE_KEY
+        else f".{step}" if isinstance(step, FieldName) and step.isidentifier()
+        else f"[{step!r}]"
         for step in steps
     )
 

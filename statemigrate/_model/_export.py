@@ -419,6 +419,7 @@ class _Compiler:
         if kind in _TRANSPARENT:
             return self._key(schema["schema"], path, values_too=values_too)
         if kind in _VALIDATORS:
+            _refuse_decoder(schema, path)  # a key is decoded again as a value would be
             inner_schema = schema["schema"]
             enum_values = kind == "function-after" and inner_schema.get("type") == "enum"
             inner = self._key(inner_schema, path, values_too=enum_values)

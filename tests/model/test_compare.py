@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import datetime
 import zoneinfo
+from typing import Annotated
 
 import pytest
-from pydantic import BaseModel, TypeAdapter
+from pydantic import AfterValidator, BaseModel, TypeAdapter
 from typing_extensions import TypedDict
 
+from statemigrate._errors import ExportError
 from statemigrate._model._compare import FieldName, first_difference, format_path, located_path
+from statemigrate._model._schema import SchemaVersion
 
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 
@@ -159,6 +162,43 @@ def test_a_location_leaves_out_the_step_naming_a_union_member() -> None:
     assert format_path(located_path(core, ("either", "list[int]", 1))) == "either[1]"
     # Plain data has no such steps: past a union, the rest is kept as it is.
     assert format_path(located_path(core, ("either", 1), labelled=False)) == "either[1]"
+
+
+def _even(key: int) -> int:
+    if key % 2:
+        raise ValueError("odd key")
+    return key
+
+
+Even = Annotated[int, AfterValidator(_even)]
+
+
+class _Keyed(BaseModel):
+    by_id: dict[Even, int]
+    nested: dict[str, dict[Even, int]] = {}
+    deep: dict[str, dict[str, Even]] = {}
+
+
+def test_a_key_that_does_not_validate_is_named_as_the_key() -> None:
+    """pydantic locates a key's own error with a step ``[key]`` after the key. Before,
+    that step was shown as one more key: ``by_id['3']['[key]']``."""
+    core = TypeAdapter(_Keyed).core_schema
+    assert format_path(located_path(core, ("by_id", "3", "[key]"))) == "by_id['3'] (the key)"
+    assert format_path(located_path(core, ("nested", "a", "3", "[key]"))) == (
+        "nested['a']['3'] (the key)"
+    )
+    # Under a dict of dicts, a value's error at the key "[key]" has that location too.
+    assert format_path(located_path(core, ("deep", "a", "[key]"))) == "deep['a']['[key]']"
+
+
+def test_an_export_refused_for_a_key_names_the_key() -> None:
+    schema = SchemaVersion.create("c", 1, _Keyed)
+    with pytest.raises(ExportError) as caught:
+        schema.export(_Keyed.model_construct(by_id={3: 1}))
+    assert str(caught.value).startswith(
+        "c version 1 cannot be snapshotted: at by_id['3'] (the key): its plain form does"
+        " not validate back: Value error, odd key"
+    )
 
 
 def test_a_field_whose_name_is_no_identifier_is_shown_as_a_key() -> None:

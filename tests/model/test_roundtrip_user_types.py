@@ -141,6 +141,14 @@ class Cfg(BaseModel):
     raw: Json[dict[str, int]]
 
 
+class BlobKeys(BaseModel):
+    by_blob: dict[Base64Bytes, int]
+
+
+class TextKeys(BaseModel):
+    by_text: list[dict[Base64Str, int]]
+
+
 @pytest.mark.parametrize(
     ("schema", "field", "reason"),
     [
@@ -148,6 +156,8 @@ class Cfg(BaseModel):
         (Blob, "data", "Base64Bytes holds the decoded value"),
         (Text, "data", "Base64Str holds the decoded value"),
         (Cfg, "raw", "Json[...] holds the parsed value"),
+        (BlobKeys, "by_blob.[key]", "Base64Bytes holds the decoded value"),
+        (TextKeys, "by_text.[item].[key]", "Base64Str holds the decoded value"),
     ],
 )
 def test_a_part_that_validation_would_not_take_back_is_refused_at_registration(
