@@ -16,6 +16,10 @@ Two deliberate allowances, both documented round-trip rules:
   is all of it an aware value's text can keep. The same rule matches dict keys and set
   items;
 - NaN equals NaN (floats and decimals), so a state holding one can be compared at all.
+
+One allowance on request (``widening=True``), for plain data that one schema wrote and
+another reads back: a number that comes back as an exactly equal number of a wider
+numeric type (``1`` as ``1.0``).
 """
 
 from __future__ import annotations
@@ -30,7 +34,14 @@ from typing import Any, cast
 
 import pydantic
 
-__all__ = ["FieldName", "counterparts", "first_difference", "format_path", "located_path"]
+__all__ = [
+    "THE_KEY",
+    "FieldName",
+    "counterparts",
+    "first_difference",
+    "format_path",
+    "located_path",
+]
 
 Difference = tuple[list[object], str]
 
@@ -39,6 +50,22 @@ class FieldName(str):
     """A path step that names a record field, rendered ``.name`` (a key renders ``['k']``)."""
 
     __slots__ = ()
+
+
+class _TheKey:
+    """The last step of a path to a dict key that is itself at fault (rather than the
+    value under it), rendered `` (the key)``: ``f['3'] (the key)``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "THE_KEY"
+
+
+THE_KEY = _TheKey()
+
+_KEY_ERROR_STEP = "[key]"
+"""pydantic's location step, after a dict's key, for an error in the key itself."""
 
 
 _PATH_STEPS = 16
@@ -119,7 +146,12 @@ def located_path(
             node = spec.get("schema")
         elif kind == "dict":
             path.append(step)
-            node = node.get("values_schema")
+            values = node.get("values_schema")
+            if steps == [_KEY_ERROR_STEP] and not _may_have_key_step(values, definitions):
+                steps.clear()
+                path.append(THE_KEY)
+                break
+            node = values
         elif kind in ("list", "set", "frozenset", "deque", "tuple"):
             path.append(step)
             node = _item_schema(node, step)
@@ -157,6 +189,21 @@ def _unwrapped(
 _NO_STEP = frozenset(
     {"default", "nullable", "custom-error", "function-after", "function-before", "function-wrap"}
 )
+
+
+def _may_have_key_step(
+    values: Mapping[str, Any] | None, definitions: dict[str, Mapping[str, Any]]
+) -> bool:
+    """Whether a value of a dict's ``values`` schema may itself hold a step ``"[key]"``
+    (a nested dict's key, a record's field): its error at that step has the location
+    of an error in the outer key itself, which is then not told apart."""
+    if values is None:
+        return False
+    node = _unwrapped(values, definitions)
+    if node.get("type") in ("dict", "union", "tagged-union"):
+        return True
+    fields = _record_fields(node)
+    return fields is not None and _KEY_ERROR_STEP in fields
 
 
 def _item_schema(node: Mapping[str, Any], index: object) -> Mapping[str, Any] | None:
@@ -207,19 +254,30 @@ def _render(steps: list[object] | tuple[object, ...]) -> str:
     # A field whose name is no identifier (a TypedDict's may be anything) is shown as a
     # key: ``.a b`` would not read as one step.
     return "".join(
-        f".{step}" if isinstance(step, FieldName) and step.isidentifier() else f"[{step!r}]"
+        " (the key)" if step is THE_KEY
+        else f".{step}" if isinstance(step, FieldName) and step.isidentifier()
+        else f"[{step!r}]"
         for step in steps
     )
 
 
-def first_difference(expected: object, actual: object) -> Difference | None:
+def first_difference(
+    expected: object, actual: object, *, widening: bool = False
+) -> Difference | None:
     """Return ``(path, what differs)`` for the first difference, or None when the two
     states are the same values of the same types.
 
     ``expected`` may be a model or dataclass instance, or the dict of its fields, which
     is what a component without ``export_state`` hands over.
+
+    ``widening=True`` also accepts a number that comes back as an exactly equal number
+    of a wider type: a ``bool`` as an ``int`` or ``float``, an ``int`` as a ``float``
+    (``1`` as ``1.0``, not ``2**53 + 1`` as ``2.0**53``). Plain data written by one
+    schema and read by another holds such numbers whenever the writer kept an ``int``
+    that validation makes a ``float``; nothing is lost in the step. Nothing else is
+    accepted: ``-0.0`` as ``0``, a float as an int, a str as an int stay differences.
     """
-    found = _diff(expected, actual)
+    found = _diff(expected, actual, widening)
     if found is None:
         return None
     steps, detail = found
@@ -253,8 +311,17 @@ def _below(step: object, found: _Found | None) -> _Found | None:
 _ATOMS = frozenset({str, int, bool, bytes, type(None)})
 """Types whose values are equal exactly when ``==`` says so (for the same type)."""
 
+_WIDER: dict[type, tuple[type, ...]] = {bool: (int, float), int: (float,)}
+"""The numeric types each type's values may come back as under ``widening``."""
 
-def _diff(expected: object, actual: object) -> _Found | None:
+
+def _widened(expected: object, actual: object) -> bool:
+    """Whether ``actual`` is ``expected`` as an equal number of a wider type. Python
+    compares an int with a float exactly, so an int that the float rounds is no match."""
+    return type(actual) in _WIDER.get(type(expected), ()) and expected == actual
+
+
+def _diff(expected: object, actual: object, widening: bool = False) -> _Found | None:
     kind = type(expected)
     if kind is type(actual):
         # The bulk of a state's values: answered here without the general checks below,
@@ -266,24 +333,26 @@ def _diff(expected: object, actual: object) -> _Found | None:
                 return None
             return _changed(expected, actual)
         if kind is dict:
-            return _diff_mappings(expected, actual)  # type: ignore[arg-type]
+            return _diff_mappings(expected, actual, widening)  # type: ignore[arg-type]
         if _plain_record_type(kind):
-            return _diff_fields(expected, actual, expected_is_dict=False)
+            return _diff_fields(expected, actual, False, widening)
     if isinstance(expected, Mapping) and _is_record(actual):
-        return _diff_fields(expected, actual, expected_is_dict=True)
+        return _diff_fields(expected, actual, True, widening)
     if type(expected) is not type(actual):
+        if widening and _widened(expected, actual):
+            return None
         return _changed(expected, actual)
     if isinstance(expected, pydantic.BaseModel) or _is_dataclass_instance(expected):
-        return _diff_fields(expected, actual, expected_is_dict=False)
+        return _diff_fields(expected, actual, False, widening)
     if isinstance(expected, Mapping):
         assert isinstance(actual, Mapping)
-        return _diff_mappings(expected, actual)
+        return _diff_mappings(expected, actual, widening)
     if isinstance(expected, list | tuple):
         assert isinstance(actual, list | tuple)
         if len(expected) != len(actual):
             return [], f"{len(expected)} items would come back as {len(actual)}"
         for index, (left, right) in enumerate(zip(expected, actual, strict=True)):
-            found = _diff(left, right)
+            found = _diff(left, right, widening)
             if found:
                 return _below(index, found)
         return None
@@ -305,7 +374,7 @@ def _diff(expected: object, actual: object) -> _Found | None:
         assert isinstance(actual, collections.deque)
         if expected.maxlen != actual.maxlen:
             return [], _maxlen_lost(expected.maxlen, actual.maxlen)
-        return _diff(list(expected), list(actual))
+        return _diff(list(expected), list(actual), widening)
     if expected != actual:
         return _changed(expected, actual)
     return None
@@ -321,7 +390,9 @@ def _maxlen_lost(maxlen: int | None, again: int | None) -> str:
     )
 
 
-def _diff_mappings(expected: Mapping[Any, Any], actual: Mapping[Any, Any]) -> _Found | None:
+def _diff_mappings(
+    expected: Mapping[Any, Any], actual: Mapping[Any, Any], widening: bool
+) -> _Found | None:
     if expected.keys() == actual.keys():
         twins: Mapping[Any, Any] = {key: key for key in actual}
     else:
@@ -333,7 +404,7 @@ def _diff_mappings(expected: Mapping[Any, Any], actual: Mapping[Any, Any]) -> _F
         twin = twins[key]
         if type(twin) is not type(key) or (type(key) not in _ATOMS and _diff(key, twin)):
             return [key], f"the key would come back as {_describe_key(twin)}"
-        found = _diff(value, actual[twin])
+        found = _diff(value, actual[twin], widening)
         if found:
             return _below(key, found)
     return None
@@ -372,7 +443,9 @@ def _pair_keys(expected: Mapping[Any, Any], actual: Mapping[Any, Any]) -> dict[A
 _NONE = object()
 
 
-def _diff_fields(expected: Any, actual: Any, *, expected_is_dict: bool) -> _Found | None:
+def _diff_fields(
+    expected: Any, actual: Any, expected_is_dict: bool, widening: bool
+) -> _Found | None:
     names = _field_names(actual)
     for name in names:
         if expected_is_dict:
@@ -381,7 +454,7 @@ def _diff_fields(expected: Any, actual: Any, *, expected_is_dict: bool) -> _Foun
             left = expected[name]
         else:
             left = getattr(expected, name)
-        found = _diff(left, getattr(actual, name))
+        found = _diff(left, getattr(actual, name), widening)
         if found:
             return _below(FieldName(name), found)
     if isinstance(actual, pydantic.BaseModel) and not expected_is_dict:
@@ -389,7 +462,7 @@ def _diff_fields(expected: Any, actual: Any, *, expected_is_dict: bool) -> _Foun
             ("extra", expected.__pydantic_extra__, actual.__pydantic_extra__),
             ("private attributes", expected.__pydantic_private__, actual.__pydantic_private__),
         ):
-            found = _diff(left or {}, right or {})
+            found = _diff(left or {}, right or {}, widening)
             if found:
                 return _below(FieldName(f"<{label}>"), found)
     return None

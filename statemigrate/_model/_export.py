@@ -58,6 +58,7 @@ from statemigrate._model._export_checks import (
     is_path_check,
 )
 from statemigrate._model._export_leaves import (
+    IP_ANY_TYPES,
     IP_TYPES,
     KEY_TEXT,
     KNOWN_CLASSES,
@@ -67,6 +68,7 @@ from statemigrate._model._export_leaves import (
     Node,
     NotExportable,
     add_extras,
+    as_text_of,
     by_value,
     check_class,
     dict_of,
@@ -419,6 +421,7 @@ class _Compiler:
         if kind in _TRANSPARENT:
             return self._key(schema["schema"], path, values_too=values_too)
         if kind in _VALIDATORS:
+            _refuse_decoder(schema, path)  # a key is decoded again as a value would be
             inner_schema = schema["schema"]
             enum_values = kind == "function-after" and inner_schema.get("type") == "enum"
             inner = self._key(inner_schema, path, values_too=enum_values)
@@ -467,7 +470,8 @@ class _Compiler:
             f"dict keys of type {_describe(schema)} cannot be stored: snapshot maps have str"
             " keys, and such a key has no text known to parse back into it; use str, int,"
             " float, bool,"
-            " str-valued enum, IntEnum, UUID, Decimal, date/time, IP address or path keys",
+            " str-valued enum, IntEnum, UUID, Decimal, date/time, IP address (IPv4Address,"
+            " IPvAnyAddress, ...), IP network or interface, or path keys",
         )
 
     # records
@@ -942,8 +946,17 @@ def _accepts(schema: Mapping[str, Any], definitions: Mapping[str, Any]) -> Calla
 def _text_key(schema: Mapping[str, Any]) -> Node | None:
     """How to write a key of an IP address or network, or a path, type: its text, which
     lax validation parses back into an equal key of the same type, as it does for such
-    a value."""
+    a value. ``IPvAnyAddress`` and its kin parse an IPv4 text as the IPv4 class, and
+    any other as the IPv6 class: each class's text comes back as that class."""
     kind = schema.get("type")
+    if kind == "function-plain":
+        owner = getattr(schema.get("function", {}).get("function"), "__self__", None)
+        # By identity: a validator's owner may be an unhashable instance.
+        classes = next((pair for cls, pair in IP_ANY_TYPES.items() if cls is owner), None)
+        if classes is None:
+            return None
+        what = f"an {classes[0].__name__} or {classes[1].__name__} key"
+        return Node(as_text_of(classes, what), False, True)
     if kind == "lax-or-strict":
         cls = _instance_class(schema.get("strict_schema", {}))
     elif kind in ("json-or-python", "is-instance"):

@@ -28,6 +28,7 @@ from statemigrate._model._plaindata import (
 
 __all__ = [
     "Convert",
+    "IP_ANY_TYPES",
     "IP_TYPES",
     "KEY_TEXT",
     "KNOWN_CLASSES",
@@ -40,6 +41,7 @@ __all__ = [
     "URL_TYPES",
     "add_extras",
     "as_text",
+    "as_text_of",
     "by_value",
     "check_class",
     "dict_of",
@@ -236,6 +238,17 @@ def as_text(expected: type | tuple[type, ...], what: str, *, exact: bool = False
     return convert
 
 
+def as_text_of(types: tuple[type, ...], what: str) -> Convert:
+    """Write a value of one of ``types`` exactly (no subclass, no text) as its text."""
+
+    def convert(value: Any) -> Any:
+        if type(value) not in types:
+            raise fail(f"expected {what}, found {kind_of(value)}")
+        return str(value)
+
+    return convert
+
+
 def plain_as_is(value: Any) -> Any:
     problem = find_not_plain(value, buffers=False)  # a bytearray would come back as bytes
     if problem is not None:
@@ -302,6 +315,13 @@ IP_TYPES = (
     ipaddress.IPv4Interface,
     ipaddress.IPv6Interface,
 )
+# pydantic's IPvAny* types: a plain validator that makes text the IPv4 class's instance
+# when it parses as one, else the IPv6 class's. Each class's text parses back into it.
+IP_ANY_TYPES: Mapping[object, tuple[type, type]] = {  # type-checked as unions
+    pydantic.IPvAnyAddress: (ipaddress.IPv4Address, ipaddress.IPv6Address),
+    pydantic.IPvAnyNetwork: (ipaddress.IPv4Network, ipaddress.IPv6Network),
+    pydantic.IPvAnyInterface: (ipaddress.IPv4Interface, ipaddress.IPv6Interface),
+}
 KNOWN_CLASSES: Mapping[type, Node] = {
     pydantic.SecretStr: Node(secret_value, False, True),
     pydantic.SecretBytes: Node(secret_value, False, True),

@@ -103,9 +103,9 @@ class _WithPythonTypes(GenerateJsonSchema):
 
     def tuple_schema(self, schema: core_schema.TupleSchema) -> JsonSchemaValue:
         json_schema = super().tuple_schema(schema)
-        # A fixed tuple has prefixItems and bounds no list schema has; tuple[X, ...]
-        # is a list's schema.
-        if "prefixItems" not in json_schema and "maxItems" not in json_schema:
+        # A fixed tuple has prefixItems and bounds no list schema has (the empty one
+        # maxItems 0 and no items); tuple[X, ...] is a list's schema, bounded or not.
+        if "prefixItems" not in json_schema and schema.get("variadic_item_index") is not None:
             json_schema = {**json_schema, PYTHON_TYPE: "tuple"}
         return json_schema
 

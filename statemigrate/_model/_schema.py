@@ -337,18 +337,21 @@ class SchemaVersion:
     def misreads(self, data: object) -> str | None:
         """What this schema would change in plain data that a different schema wrote
         under this version (its fingerprint differs), or None when it reads the data
-        back exactly as written. See :meth:`read_back`."""
+        back as written. See :meth:`read_back`."""
         return self.read_back(data)[1]
 
     def read_back(self, data: object) -> tuple[Any, str | None]:
         """The state this schema validates plain ``data`` into, which a different schema
         wrote under this version (its fingerprint differs), and what it would change in
-        that data: ``(state, None)`` when it reads the data back exactly as written,
+        that data: ``(state, None)`` when it reads the data back as written,
         ``(None, problem)`` otherwise.
 
         The data is validated, exported again and compared with itself: a field renamed
         without a new version comes back as a lost key (and its successor filled from a
-        default), a narrowed type as a changed value. Costs a validation and an export
+        default), a narrowed type as a changed value. One change is accepted: a number
+        that comes back as an exactly equal number of a wider type (``True`` or ``1`` as
+        ``1.0``, ``True`` as ``1``), which loses nothing; ``-0.0`` as ``0`` or ``1.0`` as
+        ``1`` is refused. Costs a validation and an export
         of the whole state; a restore pays it only when the fingerprints differ, and
         keeps the state when no step runs after, rather than validating twice.
 
@@ -369,7 +372,10 @@ class SchemaVersion:
             return None, f"at {exc.path}: {exc.detail}"
         except ValidationError as exc:
             return None, f"it does not validate: {exc.detail}"
-        difference = first_difference(data, again)
+        # A bool or int written where this schema has a wider number (an int in a
+        # float field, as an identity exporter writes it) comes back as that number,
+        # equal and with nothing lost: what a restore of matching fingerprints does too.
+        difference = first_difference(data, again, widening=True)
         if difference is None:
             return state, None
         path, detail = difference

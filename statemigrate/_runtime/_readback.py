@@ -6,7 +6,10 @@ schema edited in place (a field renamed, a type narrowed, dict keys retyped), an
 validation alone could change or drop data without an error: ignore a renamed field's
 key, fill its successor from a default, merge the keys ``"007"`` and ``"7"`` into one
 ``7``. So the section is read back first: validated with this code's schema, exported
-again and compared with what was written. Any difference refuses it, naming the first.
+again and compared with what was written. Any difference refuses it, naming the first,
+but for a number that comes back as an exactly equal number of a wider type (an int
+written where this schema has a float: ``1`` as ``1.0``), which loses nothing and is
+what a restore of the same fingerprint makes of it too.
 
 A full section is read back whole (:func:`read_back_problem`); a delta's state is read
 back the same way, and the keys it deletes one by one (:func:`delta_read_back_problem`),
@@ -63,7 +66,7 @@ def _deleted_keys_problem(schema: SchemaVersion, deleted: dict[str, list[Any]]) 
         except pydantic.ValidationError as exc:
             first = exc.errors(include_url=False, include_input=False)[0]
             return f"a key deleted from record field {name!r} does not validate: {first['msg']}"
-        difference = first_difference(keys, again)
+        difference = first_difference(keys, again, widening=True)
         if difference is not None:
             path, detail = difference
             return f"at deleted[{name!r}]{format_path(path).removeprefix('(root)')}: {detail}"

@@ -28,11 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from statemigrate._errors import RegistrationError
+from statemigrate._model._jsonschema import detail_changes, without_details
 from statemigrate._model._registry import Registry
 from statemigrate._model._schema import SchemaVersion
 from statemigrate.evolution._migrationtext import render_migration
 from statemigrate.evolution._schemadiff import Change, alias_hints, diff_schemas
-from statemigrate.evolution._schemalock import frozen_versions, read_frozen, scan_migrations, shown
+from statemigrate.evolution._schemalock import (
+    frozen_versions,
+    read_frozen_recorded,
+    scan_migrations,
+    shown,
+)
 
 __all__ = ["MigrationStub", "make_migration", "render_migration"]
 
@@ -150,11 +156,15 @@ def make_migration(
         )
     base = max(frozen)
     live, notes = _live_schema(registry, component, base, schema, version)
-    old, new = read_frozen(frozen[base]), live.json_schema()
+    old, recorded = read_frozen_recorded(frozen[base])
+    new = live.json_schema()
     if old == new:
         raise RegistrationError(
             f"{component!r}: the live schema is the frozen version {base}; nothing to migrate"
         )
+    if not recorded:
+        new, unrecorded = _without_unrecorded(component, base, frozen[base], old, new)
+        notes += unrecorded
     joined = [
         str(step)
         for step in (registry.steps(component) if component in registry.components() else [])
@@ -203,6 +213,44 @@ def make_migration(
         with open(path, "x", encoding="utf-8") as handle:  # never overwrite a module
             handle.write(code)
     return stub
+
+
+def _without_unrecorded(
+    component: str, base: int, path: Path, old: dict[str, Any], new: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """The live schema as it can be compared with a file frozen by a release that did
+    not record the Python types pydantic's JSON Schema leaves out (dict key types,
+    tuple for list, ...), and a note on what is not compared.
+
+    Such a file holds no type of the kind, whatever the type was: read as JSON Schema's
+    own (``str`` keys, a ``list``), it would make every such type of the live schema a
+    change. So these types are left out of the comparison, and the note names them.
+
+    Raises:
+        RegistrationError: the live schema differs from the frozen one in those types
+            alone, which cannot be told from a change.
+    """
+    unknown = detail_changes(old, new, old_recorded=False)
+    compared: dict[str, Any] = without_details(new)
+    before = (
+        f"`{shown(path)}` was frozen by an earlier release, which did not record the Python"
+        " types pydantic's JSON Schema leaves out (dict key types, tuple for list, ...)"
+    )
+    record = "run `statemigrate schemas freeze` on the released code to record them"
+    if compared == old:
+        raise RegistrationError(
+            f"{component!r}: the live schema differs from the frozen version {base} only in"
+            f" such types ({'; '.join(unknown)}): {before}, so whether they changed cannot"
+            f" be told from it; {record}, then run makemigration again if anything is left"
+            " to migrate"
+        )
+    if not unknown:
+        return compared, []
+    return compared, [
+        f"{before}: the steps assume that these types did not change since version {base}"
+        f" ({'; '.join(unknown)}); if one did, write its conversion, or delete this module,"
+        f" {record} and run makemigration again"
+    ]
 
 
 def _dict_field(schema: Mapping[str, Any], name: str) -> bool:

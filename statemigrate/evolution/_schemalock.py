@@ -63,6 +63,7 @@ __all__ = [
     "graph_problems",
     "load_failure_report",
     "read_frozen",
+    "read_frozen_recorded",
     "records_details",
     "scan_migrations",
     "schema_text",
@@ -215,6 +216,18 @@ def read_frozen(path: str | os.PathLike[str]) -> dict[str, Any]:
         RegistrationError: the file cannot be read or is not a JSON object.
     """
     return _read_frozen_file(path)[0]
+
+
+def read_frozen_recorded(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool]:
+    """:func:`read_frozen`, and whether the file records the Python types pydantic's
+    JSON Schema leaves out (dict key types, ...): False for a file frozen by a release
+    that did not, where a type it lacks may have been anything.
+
+    Raises:
+        RegistrationError: the file cannot be read or is not a JSON object.
+    """
+    schema, lock_format = _read_frozen_file(path)
+    return schema, lock_format > 1
 
 
 def _read_frozen_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], int]:

@@ -13,10 +13,11 @@ from pydantic import AliasChoices, BaseModel, Field
 from typing_extensions import TypedDict
 
 from statemigrate._errors import MigrationCheckError, RegistrationError
+from statemigrate._model._jsonschema import without_details
 from statemigrate._model._registry import Registry
 from statemigrate.evolution._makemigration import MigrationStub, make_migration
 from statemigrate.evolution._schemadiff import diff_schemas
-from statemigrate.evolution._schemalock import freeze_schemas
+from statemigrate.evolution._schemalock import freeze_schemas, schema_text
 from statemigrate.reference import SCHEMAS, build_registry
 from statemigrate.testing import CheckFailure, check_migrations
 
@@ -503,3 +504,64 @@ def test_a_changed_dict_key_type_or_container_is_a_todo_not_a_silent_no_op() -> 
         ("todo", "by_id changed from object to object with int keys"),
         ("todo", "tags.* changed from array (uniqueItems) to array (frozenset) (uniqueItems)"),
     ]
+
+
+# --- a frozen file of an earlier release, which recorded no Python types ------------------
+
+
+class RatesV1(TypedDict):
+    by_id: dict[int, float]
+
+
+class RatesV2(TypedDict):
+    by_id: dict[int, float]
+    note: NotRequired[str]
+
+
+def _frozen_by_an_earlier_release(tmp_path: Path, schema: type) -> Path:
+    """Version 1 frozen as a release before the Python types were recorded froze it:
+    pydantic's JSON Schema alone, and no lock format."""
+    registry = Registry()
+    registry.add_schema("rates", 1, schema)
+    folder = tmp_path / "schemas"
+    (path,) = (result.path for result in freeze_schemas(registry, folder))
+    live = registry.schema_for("rates", 1).json_schema()
+    path.write_text(schema_text(without_details(live)), encoding="utf-8")
+    return folder
+
+
+def test_a_key_type_a_frozen_file_of_an_earlier_release_lacks_is_no_change(
+    tmp_path: Path,
+) -> None:
+    """The file holds no key type, whatever it was: the stub does not claim that int
+    keys are new, and a note says why it cannot tell, and how to record them."""
+    folder = _frozen_by_an_earlier_release(tmp_path, RatesV1)
+    registry = Registry()
+    registry.add_schema("rates", 1, RatesV1)
+    registry.add_schema("rates", 2, RatesV2)
+    stub = make_migration(
+        registry, "rates", schemas_dir=folder, migrations_dir=tmp_path / "migrations"
+    )
+    assert [(c.kind, c.where) for c in stub.changes] == [("added", "note")]
+    assert stub.todos == ()
+    assert "keys" not in stub.code
+    (note,) = [note for note in stub.notes if "earlier release" in note]
+    assert "field `by_id`: dict keys unrecorded became int" in note
+    assert "statemigrate schemas freeze` on the released code" in note
+    assert check_migrations(loaded(registry, tmp_path)).ok
+
+
+def test_a_frozen_file_of_an_earlier_release_that_differs_only_in_its_record_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Version 1 as released, registered unchanged: not a version edited in place."""
+    folder = _frozen_by_an_earlier_release(tmp_path, RatesV1)
+    registry = Registry()
+    registry.add_schema("rates", 1, RatesV1)
+    with pytest.raises(RegistrationError) as caught:
+        make_migration(registry, "rates", schemas_dir=folder, migrations_dir=tmp_path / "m")
+    message = str(caught.value)
+    assert "differs from the frozen version 1 only in such types" in message
+    assert "was frozen by an earlier release" in message
+    assert "statemigrate schemas freeze` on the released code" in message
+    assert not (tmp_path / "m").exists()

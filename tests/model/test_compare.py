@@ -1,16 +1,20 @@
 """The exact comparison of states (_model/_compare.py): datetimes and times by wall time
-and UTC offset, in dict keys and set items too; long paths shortened in messages."""
+and UTC offset, in dict keys and set items too; numbers widened only on request; long
+paths shortened in messages."""
 
 from __future__ import annotations
 
 import datetime
 import zoneinfo
+from typing import Annotated
 
 import pytest
-from pydantic import BaseModel, TypeAdapter
+from pydantic import AfterValidator, BaseModel, TypeAdapter
 from typing_extensions import TypedDict
 
+from statemigrate._errors import ExportError
 from statemigrate._model._compare import FieldName, first_difference, format_path, located_path
+from statemigrate._model._schema import SchemaVersion
 
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 
@@ -85,6 +89,44 @@ def test_a_key_that_comes_back_as_another_type_is_named_with_what_it_becomes() -
     assert first_difference({}, {1: "a"}) == ([1], "this key would appear")
 
 
+WIDENED = [(True, 1), (False, 0.0), (True, 1.0), (1, 1.0), (-3, -3.0), (0, 0.0), (2**53, 2.0**53)]
+NOT_WIDENED = [
+    (1.0, 1),  # a float made an int
+    (-0.0, 0),
+    (1, True),  # an int made a bool
+    (0.0, False),
+    (2**53 + 1, 2.0**53),  # the float rounds the int
+    ("1", 1),
+    (1, "1"),
+    (1, 2.0),
+]
+
+
+@pytest.mark.parametrize(("written", "back"), WIDENED)
+def test_a_number_come_back_as_an_equal_wider_number_is_accepted_on_request(
+    written: object, back: object
+) -> None:
+    assert first_difference(written, back) is not None
+    assert first_difference({"a": [{"b": written}]}, {"a": [{"b": back}]}, widening=True) is None
+
+
+@pytest.mark.parametrize(("written", "back"), NOT_WIDENED)
+def test_nothing_but_an_equal_wider_number_is_accepted_when_widening(
+    written: object, back: object
+) -> None:
+    assert first_difference([written], [back], widening=True) == (
+        [0], f"{written!r} ({type(written).__name__}) would come back as"
+        f" {back!r} ({type(back).__name__})"
+    )
+
+
+def test_a_key_is_not_widened() -> None:
+    """Plain data holds keys as text; a key that changes type is a key rule's matter."""
+    assert first_difference({1: "x"}, {1.0: "x"}, widening=True) == (
+        [1], "the key would come back as 1.0 (float)"
+    )
+
+
 def test_a_long_path_shows_its_ends_and_its_length() -> None:
     """Before, a path 1,024 steps deep made a message of over 3 KB."""
     path: list[object] = [FieldName("data"), *([0] * 1023), "leaf"]
@@ -120,6 +162,43 @@ def test_a_location_leaves_out_the_step_naming_a_union_member() -> None:
     assert format_path(located_path(core, ("either", "list[int]", 1))) == "either[1]"
     # Plain data has no such steps: past a union, the rest is kept as it is.
     assert format_path(located_path(core, ("either", 1), labelled=False)) == "either[1]"
+
+
+def _even(key: int) -> int:
+    if key % 2:
+        raise ValueError("odd key")
+    return key
+
+
+Even = Annotated[int, AfterValidator(_even)]
+
+
+class _Keyed(BaseModel):
+    by_id: dict[Even, int]
+    nested: dict[str, dict[Even, int]] = {}
+    deep: dict[str, dict[str, Even]] = {}
+
+
+def test_a_key_that_does_not_validate_is_named_as_the_key() -> None:
+    """pydantic locates a key's own error with a step ``[key]`` after the key. Before,
+    that step was shown as one more key: ``by_id['3']['[key]']``."""
+    core = TypeAdapter(_Keyed).core_schema
+    assert format_path(located_path(core, ("by_id", "3", "[key]"))) == "by_id['3'] (the key)"
+    assert format_path(located_path(core, ("nested", "a", "3", "[key]"))) == (
+        "nested['a']['3'] (the key)"
+    )
+    # Under a dict of dicts, a value's error at the key "[key]" has that location too.
+    assert format_path(located_path(core, ("deep", "a", "[key]"))) == "deep['a']['[key]']"
+
+
+def test_an_export_refused_for_a_key_names_the_key() -> None:
+    schema = SchemaVersion.create("c", 1, _Keyed)
+    with pytest.raises(ExportError) as caught:
+        schema.export(_Keyed.model_construct(by_id={3: 1}))
+    assert str(caught.value).startswith(
+        "c version 1 cannot be snapshotted: at by_id['3'] (the key): its plain form does"
+        " not validate back: Value error, odd key"
+    )
 
 
 def test_a_field_whose_name_is_no_identifier_is_shown_as_a_key() -> None:

@@ -19,6 +19,9 @@ from pydantic import (
     Base64Str,
     BaseModel,
     Field,
+    IPvAnyAddress,
+    IPvAnyInterface,
+    IPvAnyNetwork,
     Json,
     NewPath,
     SecretStr,
@@ -141,6 +144,14 @@ class Cfg(BaseModel):
     raw: Json[dict[str, int]]
 
 
+class BlobKeys(BaseModel):
+    by_blob: dict[Base64Bytes, int]
+
+
+class TextKeys(BaseModel):
+    by_text: list[dict[Base64Str, int]]
+
+
 @pytest.mark.parametrize(
     ("schema", "field", "reason"),
     [
@@ -148,6 +159,8 @@ class Cfg(BaseModel):
         (Blob, "data", "Base64Bytes holds the decoded value"),
         (Text, "data", "Base64Str holds the decoded value"),
         (Cfg, "raw", "Json[...] holds the parsed value"),
+        (BlobKeys, "by_blob.[key]", "Base64Bytes holds the decoded value"),
+        (TextKeys, "by_text.[item].[key]", "Base64Str holds the decoded value"),
     ],
 )
 def test_a_part_that_validation_would_not_take_back_is_refused_at_registration(
@@ -238,6 +251,49 @@ def test_ip_address_and_path_keys_round_trip() -> None:
     assert restored.by_ip == {ipaddress.IPv4Address("10.0.0.1"): 1}
     assert restored.by_net == {ipaddress.IPv6Interface("::1/64"): 2}
     assert list(restored.by_path) == [pathlib.Path("/srv/a"), pathlib.Path("rel/b")]
+
+
+class AnyKeyed(BaseModel):
+    by_ip: dict[IPvAnyAddress, int]
+    by_net: dict[IPvAnyNetwork, int]
+    by_interface: dict[IPvAnyInterface, int]
+
+
+ANY_KEYED: dict[str, dict[Any, int]] = {
+    "by_ip": {
+        ipaddress.IPv4Address("10.0.0.1"): 1,
+        ipaddress.IPv6Address("::1"): 2,
+        ipaddress.IPv6Address("::ffff:10.0.0.1"): 3,  # IPv4-mapped: an IPv6Address still
+        ipaddress.IPv6Address("fe80::1%eth0"): 4,
+    },
+    "by_net": {ipaddress.IPv4Network("10.0.0.0/8"): 1, ipaddress.IPv6Network("2001:db8::/32"): 2},
+    "by_interface": {
+        ipaddress.IPv4Interface("10.0.0.1/24"): 1,
+        ipaddress.IPv6Interface("fe80::1/64"): 2,
+    },
+}
+
+
+def test_ipvany_keys_round_trip_as_the_same_class_and_value() -> None:
+    """Before, refused at registration as "a custom type", though the hint listed IP
+    address keys: the text of an IPv4 class parses back into it, any other into the
+    IPv6 class."""
+    restored = committed_and_restored(AnyKeyed, **ANY_KEYED)
+    for name, written in ANY_KEYED.items():
+        back = getattr(restored, name)
+        assert [(type(k), k, v) for k, v in back.items()] == [
+            (type(k), k, v) for k, v in written.items()
+        ]
+
+
+def test_an_ipvany_key_of_another_type_is_refused_at_snapshot() -> None:
+    """A key held as text would come back as an address: not what the state held."""
+    held_as_text: dict[Any, int] = {"10.0.0.1": 1}
+    state = AnyKeyed.model_construct(by_ip=held_as_text, by_net={}, by_interface={})
+    with pytest.raises(ExportError) as caught:
+        schema_of(AnyKeyed).export(state)
+    assert caught.value.path == "by_ip['10.0.0.1']"
+    assert "expected an IPv4Address or IPv6Address key, found str" in str(caught.value)
 
 
 def test_a_refused_key_type_is_named_as_the_user_declared_it() -> None:

@@ -52,11 +52,11 @@ def written(records: int = RECORDS) -> dict[str, Any]:
 def diff_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, object]]:
     """Each call of the value-by-value comparison, once the fixture is in place."""
     calls: list[tuple[object, object]] = []
-    original: Callable[[object, object], Any] = _compare._diff
+    original: Callable[..., Any] = _compare._diff
 
-    def spy(expected: object, actual: object) -> Any:
+    def spy(expected: object, actual: object, *rest: Any) -> Any:
         calls.append((expected, actual))
-        return original(expected, actual)
+        return original(expected, actual, *rest)
 
     monkeypatch.setattr(_compare, "_diff", spy)
     return calls
@@ -95,14 +95,35 @@ def test_a_key_that_would_be_lost_is_found_and_described_as_before(
 
 
 def test_values_equal_by_eq_that_would_change_type_are_found() -> None:
-    """``-0.0 == 0 == False`` and ``1.0 == 1 == True``: only a comparison that tells
-    them apart refuses these."""
+    """``-0.0 == 0`` and ``1.0 == 1``: only a comparison that tells them apart refuses
+    these, and a number made narrower is refused however equal it is."""
     as_int = SchemaVersion.create("r", 1, dict[str, int])
     assert as_int.misreads({"a": -0.0}) == "at ['a']: -0.0 (float) would come back as 0 (int)"
-    assert as_int.misreads({"a": False}) == "at ['a']: False (bool) would come back as 0 (int)"
+    assert as_int.misreads({"a": 1.0}) == "at ['a']: 1.0 (float) would come back as 1 (int)"
+    assert as_int.misreads({"a": "1"}) == "at ['a']: '1' (str) would come back as 1 (int)"
     as_float = SchemaVersion.create("r", 1, dict[str, float])
-    assert as_float.misreads({"a": 1}) == "at ['a']: 1 (int) would come back as 1.0 (float)"
     assert as_float.misreads({"a": -0.0}) is None
+
+
+def test_a_number_that_comes_back_as_an_equal_number_of_a_wider_type_reads_back() -> None:
+    """A bool as an int or a float, an int as a float: equal exactly, nothing is lost,
+    and validation makes the same of it when the fingerprints match."""
+    as_int = SchemaVersion.create("r", 1, dict[str, int])
+    state, problem = as_int.read_back({"a": False, "b": 3})
+    assert problem is None
+    assert [(v, type(v)) for v in state.values()] == [(0, int), (3, int)]
+    as_float = SchemaVersion.create("r", 1, dict[str, float])
+    state, problem = as_float.read_back({"a": 1, "b": True, "c": 1.5})
+    assert problem is None
+    assert [(v, type(v)) for v in state.values()] == [(1.0, float), (1.0, float), (1.5, float)]
+
+
+def test_an_int_that_its_float_would_round_is_refused() -> None:
+    """Python compares an int with a float exactly: 2**53 + 1 is no 2.0**53."""
+    as_float = SchemaVersion.create("r", 1, dict[str, float])
+    assert as_float.misreads({"a": 2**53 + 1}) == (
+        "at ['a']: 9007199254740993 (int) would come back as 9007199254740992.0 (float)"
+    )
 
 
 def test_fields_written_in_another_order_read_back_after_a_comparison(
@@ -135,6 +156,6 @@ def test_a_state_that_is_plain_data_already_is_not_walked() -> None:
     assert dataclasses.replace(schema, exporter=exporter).misreads(
         {"a": {"name": "x", "score": 1.5}}
     ) is None
-    assert schema.misreads({"a": {"name": "x", "score": 1}}) == (
-        "at ['a']['score']: 1 (int) would come back as 1.0 (float)"
+    assert schema.misreads({"a": {"name": "x", "score": "1"}}) == (
+        "at ['a']['score']: '1' (str) would come back as 1.0 (float)"
     )

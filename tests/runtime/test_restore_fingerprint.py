@@ -113,14 +113,36 @@ def test_a_narrowed_type_without_a_new_version_is_refused() -> None:
     assert "it does not validate" in str(caught.value)
 
 
-def test_a_widened_type_that_would_change_a_value_is_refused() -> None:
-    """An int written where this code's schema has a float would come back a float."""
+def test_an_int_read_back_where_this_code_has_a_float_restores_as_that_float() -> None:
+    """An int written where this code's schema has a float comes back as the equal
+    float, as it does when the fingerprints match: nothing is lost."""
     blob = snapshot_written_by(Narrowed, {"entries": {"a": {"name": "x", "score": 3}}})
+    holder, report = restore_into(Written, {"entries": {}}, blob)
+    assert report.components[0].fingerprint_matches is False
+    score = holder.state["entries"]["a"]["score"]
+    assert (score, type(score)) == (3.0, float)
+
+
+def test_an_int_in_a_float_field_of_a_plain_state_restores_after_an_edit_in_place() -> None:
+    """A plain TypedDict state is written as it is: an int the code put in a float
+    field stays an int in the snapshot, and a harmless edit (a bound) changes the
+    fingerprint; the read-back check takes it as validation does."""
+    blob = snapshot_written_by(Written, {"entries": {"a": {"name": "x", "score": 1}}})
+    holder, report = restore_into(Bounded, {"entries": {}}, blob)
+    assert report.components[0].fingerprint_matches is False
+    score = holder.state["entries"]["a"]["score"]
+    assert (score, type(score)) == (1.0, float)
+
+
+def test_a_widened_type_that_would_change_a_value_is_refused() -> None:
+    """An int that its float would round comes back as another number."""
+    blob = snapshot_written_by(Narrowed, {"entries": {"a": {"name": "x", "score": 2**53 + 1}}})
     with pytest.raises(RestoreError) as caught:
         restore_into(Written, {"entries": {}}, blob)
-    assert "at ['entries']['a']['score']: 3 (int) would come back as 3.0 (float)" in str(
-        caught.value
-    )
+    assert (
+        "at ['entries']['a']['score']: 9007199254740993 (int) would come back as"
+        " 9007199254740992.0 (float)"
+    ) in str(caught.value)
 
 
 def test_a_schema_that_reads_the_section_back_as_written_restores_with_a_warning(
@@ -335,7 +357,7 @@ def records_service(schema: type, *, version: int = 1, step: bool = False) -> tu
 
 
 def full_and_delta(
-    initial: dict[str, str], change: Any, *, schema: type = ByName
+    initial: dict[str, Any], change: Any, *, schema: type = ByName
 ) -> tuple[bytes, bytes]:
     """A pre-copy's full snapshot of ``initial``, then its delta after ``change``."""
     source, live = records_service(schema)
@@ -359,6 +381,27 @@ def test_a_delta_whose_records_merge_under_retyped_keys_is_refused() -> None:
     assert caught.value.phase == "validate"
     assert "at ['by_id']['007']: this key would be lost" in str(caught.value)
     assert dict(held.by_id) == {7: "seven"}
+
+
+class IntValues(TypedDict):
+    by_id: dict[str, int]
+
+
+class FloatValues(TypedDict):
+    """``IntValues`` with its values widened in place to floats."""
+
+    by_id: dict[str, float]
+
+
+def test_a_delta_of_ints_read_back_as_floats_applies() -> None:
+    """A delta follows the full section's rule: an int comes back as the equal float."""
+    full, delta = full_and_delta({"a": 1}, lambda d: d.update(b=2, c=True), schema=IntValues)
+    reader, held = records_service(FloatValues)
+    reader.restore(full)
+    assert reader.restore(delta).components[0].fingerprint_matches is False
+    assert [(k, v, type(v)) for k, v in held.by_id.items()] == [
+        ("a", 1.0, float), ("b", 2.0, float), ("c", 1.0, float)
+    ]
 
 
 def test_a_delta_deleting_a_key_that_reads_back_as_another_is_refused() -> None:
