@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from statemigrate._errors import StateMigrateError
 from statemigrate._runtime._chainread import Chain, compose_chain
+from statemigrate._runtime._delta import takes_whole_states_only
 from statemigrate._runtime._restore import Registered
 from statemigrate._snapshot._header import SnapshotHeader
 
@@ -32,9 +33,10 @@ def fold_reasons(
     headers: Sequence[SnapshotHeader], entries: Sequence[Registered], *, allow_lossy: bool
 ) -> list[str]:
     """Why a chain with these headers (base first) must be folded before ``entries``
-    restore it: one ``component/instance (step ...)`` per registered component that a
-    delta of the chain carries a section for, at a version whose plan to the version the
-    component runs has a whole-data step. Empty when every delta can be applied as it is.
+    restore it: one ``component/instance (...)`` per registered component that a delta
+    of the chain carries a section for, and that takes whole states only (its own
+    ``import_state``, no ``import_records``) or runs a version whose plan from the
+    section's has a whole-data step. Empty when every delta can be applied as it is.
 
     A plan that cannot be found (no path, a lossy step not allowed) is no reason: the
     chain's base fails on it whether folded or not, with the planner's own error.
@@ -45,6 +47,9 @@ def fold_reasons(
         for section in header.sections:
             entry = by_key.get((section.component, section.instance))
             if entry is None or entry.key in reasons:
+                continue
+            if takes_whole_states_only(entry.obj):
+                reasons[entry.key] = f"{entry.key} (its own import_state, no import_records)"
                 continue
             try:
                 plan = entry.registry.plan(
@@ -75,8 +80,8 @@ def fold_chain(
     deltas = len(chain.pieces) - 1
     logger.info(
         "checkpoint chain %s gen %d: folding its full snapshot (gen %d) and %d delta%s"
-        " into one full snapshot at the versions written before migrating, since a"
-        " whole-data step cannot migrate a delta: %s",
+        " into one full snapshot at the versions written before migrating, since these"
+        " components cannot take a delta as it is: %s",
         newest.snapshot_id[:12],
         newest.generation,
         chain.pieces[0].header.generation,

@@ -66,6 +66,7 @@ __all__ = [
     "apply_delta",
     "changes_of",
     "delta_obstacle",
+    "takes_whole_states_only",
     "delta_section",
     "is_delta_section",
 ]
@@ -161,11 +162,17 @@ def _deleted_keys(
     return codec.export(keys, schema=schema, field=name)
 
 
+def takes_whole_states_only(obj: object) -> bool:
+    """Whether a component can only be given a whole state: it has its own
+    ``import_state`` (or ``export_state``) and not the records protocol."""
+    return _custom(obj) and not imports_records(obj)
+
+
 def delta_obstacle(entry: Registered, source_version: int, *, allow_lossy: bool) -> str | None:
     """Why ``entry`` cannot take deltas written at ``source_version``, or ``None`` when
     it can: its state is written through the default path or it follows the records
     protocol, and the plan from that version has record steps only."""
-    if _custom(entry.obj) and not imports_records(entry.obj):
+    if takes_whole_states_only(entry.obj):
         return (
             f"{entry.key} has its own import_state and no import_records/export_records"
         )

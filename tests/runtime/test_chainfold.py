@@ -95,6 +95,36 @@ def test_a_chain_whose_deltas_the_plan_migrates_is_not_folded(
     assert service.accepts_deltas
 
 
+def test_a_chain_restores_into_a_component_that_now_imports_whole_states_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The new release gives the cache its own ``export_state``/``import_state`` and no
+    records protocol: it cannot take a delta, so the chain is folded for it too."""
+    written = write_chain()
+    registry = release1()
+
+    @registry.migratable("cache", version=1)
+    class Custom:
+        def __init__(self) -> None:
+            self.state: Any = None
+
+        def export_state(self) -> Any:
+            return self.state
+
+        def import_state(self, state: Any) -> None:
+            self.state = state
+
+    expected = sm.Service(SERVICE, registry=release1())
+    full = expected.register(cache_of(release1()))
+    expected.restore(written.full)
+    service = sm.Service(SERVICE, registry=registry)
+    custom = service.register(Custom())
+    with caplog.at_level(logging.INFO, logger="statemigrate"):
+        service.restore(written.chain)
+    assert exact_differences(state_of(full), custom.state) == []
+    assert "cache/default (its own import_state, no import_records)" in caplog.text
+
+
 def test_restoring_a_folded_chain_twice_is_restoring_it_once() -> None:
     written = write_chain()
     service, cache = restored("int_keys", written.chain)
