@@ -37,7 +37,7 @@ from statemigrate._runtime._report import (
 )
 from statemigrate._runtime._telemetry import store_kind
 from statemigrate._runtime._wait import run_waits, run_waits_async
-from statemigrate.stores._base import holds
+from statemigrate.stores._base import holding
 
 if TYPE_CHECKING:
     import asyncio
@@ -305,16 +305,26 @@ class CheckpointCommitter:
 
     def _store_lost_last(self) -> bool:
         """Whether the store no longer holds the checkpoint last committed (a bucket's
-        lifecycle rule, someone cleaning up, may delete it): then an unchanged state
-        must be committed again, or a crash would find nothing to restore. A store
-        that cannot be asked counts as having lost it, so the commit that follows
-        fails and says why, rather than skips going on unchecked."""
+        lifecycle rule, someone cleaning up, may delete it; another service sharing
+        the store by mistake may have committed over it): then an unchanged state
+        must be committed again, or a crash would find nothing, or another service's
+        state, to restore. A store that cannot be asked counts as having lost it, so
+        the commit that follows fails and says why, rather than skips going on
+        unchecked."""
         ref = self._last_ref
         if ref is None:
             return False
         try:
-            if holds(self.store, ref):
+            held = holding(self.store, ref)
+            if held == "held":
                 return False
+            if held == "replaced":
+                # Another writer committed to the same store since: a store has one
+                # writer at a time by design (a handoff holds this one's checkpoints
+                # back), so two services share it, and a restart would restore the
+                # other's state, not this one's. The commit says so (an ERROR from the
+                # store); this state is kept too.
+                return True
             why = "no longer holds the last checkpoint"
         except StoreError as exc:
             why = f"cannot say whether it still holds the last checkpoint ({exc})"

@@ -7,9 +7,10 @@ the previous snapshot or the new one, complete, never a torn one.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import ClassVar, Protocol, Self, runtime_checkable
+from typing import ClassVar, Literal, Protocol, Self, runtime_checkable
 
 from statemigrate._errors import StoreError
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
@@ -19,14 +20,19 @@ __all__ = [
     "DEFAULT_MAX_SIZE",
     "Buffer",
     "Closing",
+    "Holding",
     "SnapshotRef",
     "Store",
     "check_max_size",
     "chunks",
+    "holding",
     "holds",
     "too_large",
+    "warn_other_writer",
     "write_bounded",
 ]
+
+_log = logging.getLogger("statemigrate.stores")
 
 Buffer = bytes | bytearray | memoryview
 """Anything a store accepts as (part of) a snapshot."""
@@ -109,6 +115,45 @@ class Store(Protocol):
             StoreError: there is no snapshot, or it is not safe to read.
         """
         ...
+
+
+Holding = Literal["held", "replaced", "lost"]
+"""What a store holds of a snapshot it committed: that snapshot as its latest
+(``held``), a snapshot committed after it by another writer sharing the store
+(``replaced``), or neither (``lost``: something outside the store deleted it)."""
+
+
+def holding(store: Store, ref: SnapshotRef) -> Holding:
+    """:func:`holds`, telling a snapshot another writer committed since from none: the
+    store's ``holding(ref)`` when it has one (the built-in stores do), else ``held`` or
+    ``lost`` as its ``holds(ref)`` says.
+
+    Raises:
+        StoreError: the store could not be asked.
+    """
+    check = getattr(store, "holding", None)
+    if callable(check):
+        answer: Holding = check(ref)
+        return answer
+    return "held" if holds(store, ref) else "lost"
+
+
+def warn_other_writer(location: str) -> None:
+    """Log that the latest snapshot at ``location`` is not the one this store object
+    committed last: another writer committed there since.
+
+    A store has one writer at a time by design (a handoff moves the state and the
+    checkpoints to the successor together), so this is a second service, or a second
+    store object, committing to the same place: a restart restores whichever committed
+    last, and the other's state is lost. Logged at each commit that finds it, so that a
+    misconfiguration is seen before a crash makes it a loss.
+    """
+    _log.error(
+        "%s: the latest snapshot there was committed by another writer since this store's"
+        " last commit: two services commit to the same place, and a restart restores"
+        " whichever committed last; give each service its own directory or prefix",
+        location,
+    )
 
 
 def holds(store: Store, ref: SnapshotRef) -> bool:

@@ -37,8 +37,10 @@ from statemigrate._errors import StoreConflictError, StoreError
 from statemigrate.stores._base import (
     DEFAULT_MAX_SIZE,
     Buffer,
+    Holding,
     SnapshotRef,
     check_max_size,
+    warn_other_writer,
 )
 from statemigrate.stores._object_backend import (
     Backend,
@@ -191,6 +193,9 @@ class ObjectStore:
         # the next commit. Written to the pointer by that commit.
         self._unrestored: Entry | None = None
         self._keep_latest = False
+        # The object this store committed last: another one found current at the next
+        # commit means another writer (see warn_other_writer).
+        self._committed_object: str | None = None
 
     # -- public API ----------------------------------------------------------------
 
@@ -218,6 +223,12 @@ class ObjectStore:
         """
         found = self._read_pointer()
         base, version = (None, None) if found is None else found
+        if (
+            self._committed_object is not None
+            and base is not None
+            and base.current.object != self._committed_object
+        ):
+            warn_other_writer(self.location)
         listed = self._listed_generations() if base is None else []
         if base is not None:
             generation = base.current.generation + 1
@@ -267,6 +278,7 @@ class ObjectStore:
             spare={entry.object for entry in kept},
             location=self.location,
         )
+        self._committed_object = entry.object
         return ObjectRef(self, entry, role="current")
 
     def open(self, ref: SnapshotRef | None = None) -> memoryview:
@@ -297,22 +309,33 @@ class ObjectStore:
 
     def holds(self, ref: SnapshotRef) -> bool:
         """Whether the store still holds ``ref``'s generation as current, its object
-        there, or a newer generation another writer committed since: a read of the
-        pointer (and a HEAD of the object), for a checkpointer that skips an unchanged
-        state. A lifecycle rule may have deleted both since.
+        there, or a newer generation another writer committed since: see
+        :meth:`holding`.
+
+        Raises:
+            StoreError: as :meth:`holding`.
+        """
+        return self.holding(ref) != "lost"
+
+    def holding(self, ref: SnapshotRef) -> Holding:
+        """What the store holds of ``ref``'s generation, for a checkpointer that skips
+        an unchanged state: that generation as current with its object there
+        (``held``), a newer generation another writer committed since (``replaced``),
+        or neither (``lost``: a lifecycle rule may have deleted both). A read of the
+        pointer, and a HEAD of the object.
 
         Raises:
             StoreError: the pointer is damaged, or a request failed.
         """
         if not (isinstance(ref, ObjectRef) and ref.store._same_place(self)):
-            return False
+            return "lost"
         found = self._read_pointer()
         if found is None:
-            return False
+            return "lost"
         current = found[0].current
         if current.object != ref._target.object:
-            return current.generation > ref.generation
-        return self._backend.exists(ref._target.object)
+            return "replaced" if current.generation > ref.generation else "lost"
+        return "held" if self._backend.exists(ref._target.object) else "lost"
 
     def ref(self, which: Role | int = "current") -> ObjectRef:
         """A reference to the current or the previous generation, the one a start could

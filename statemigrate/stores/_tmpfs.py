@@ -50,8 +50,10 @@ from statemigrate.stores._base import (
     DEFAULT_MAX_SIZE,
     Buffer,
     Closing,
+    Holding,
     SnapshotRef,
     check_max_size,
+    warn_other_writer,
     write_bounded,
 )
 from statemigrate.stores._safedir import check_file, open_private_directory
@@ -151,6 +153,9 @@ class TmpfsStore(Closing):
         )
         self._dir_fd = open_private_directory(self._path)
         self._reopening = threading.Lock()
+        # The inode of the 'current' this object committed last: another one found in
+        # its place at the next commit means another writer (see warn_other_writer).
+        self._committed_inode: int | None = None
         self.orphans_removed = self._remove_orphans()
 
     # -- public API ----------------------------------------------------------------
@@ -212,34 +217,45 @@ class TmpfsStore(Closing):
             raise _amended(
                 exc, f"{exc.detail}; the new snapshot had already been published as {CURRENT!r}"
             ) from (exc.__cause__ or exc)
+        if progress.identity is not None:
+            self._committed_inode = progress.identity[0]
         return TmpfsRef(self, size, progress.identity)
 
     def holds(self, ref: SnapshotRef) -> bool:
         """Whether ``current`` is still the snapshot ``ref``'s commit wrote, or one
-        committed after it (by another writer sharing the directory), as one stat tells:
-        the same file, or a newer one.
+        committed after it (by another writer sharing the directory): see
+        :meth:`holding`.
+
+        Raises:
+            StoreError: as :meth:`holding`.
+        """
+        return self.holding(ref) != "lost"
+
+    def holding(self, ref: SnapshotRef) -> Holding:
+        """What ``current`` is of the snapshot ``ref``'s commit wrote, as one stat
+        tells: that very file (``held``), another one (``replaced``: another writer
+        sharing the directory committed since), or none (``lost``).
 
         Raises:
             StoreError: the stat failed otherwise than with ENOENT, or the directory
                 was removed and cannot be re-created (see the class docstring).
         """
         if not (isinstance(ref, TmpfsRef) and ref.store is self):
-            return False
+            return "lost"
         self._reopen_if_removed()
         where = self._where(CURRENT)
         try:
             st = _syscalls.lstat_at(CURRENT, dir_fd=self._dir_fd, where=where)
         except StoreError as exc:
             if exc.errno == errno.ENOENT:
-                return False
+                return "lost"
             raise
         if not stat.S_ISREG(st.st_mode):
-            return False
+            return "lost"
         if ref._identity is None:  # a reference no commit of this object returned
-            return st.st_size == ref.size
-        inode, written = ref._identity
-        # A file of the same time or later is a newer commit (mtime ticks coarsely).
-        return st.st_ino == inode or st.st_mtime_ns >= written
+            return "held" if st.st_size == ref.size else "replaced"
+        inode, _ = ref._identity
+        return "held" if st.st_ino == inode else "replaced"
 
     def open(self, ref: SnapshotRef | None = None) -> bytes:
         """Return the latest snapshot: ``current``, or ``previous`` when there is none.
@@ -400,6 +416,8 @@ class TmpfsStore(Closing):
             raise
         # Something planted at 'current' is refused rather than kept as 'previous'.
         check_file(st, op="rename", where=where)
+        if self._committed_inode is not None and st.st_ino != self._committed_inode:
+            warn_other_writer(self._path)
         _syscalls.rename_at(CURRENT, PREVIOUS, dir_fd=self._dir_fd, where=self._where(PREVIOUS))
 
     def _discard(self, name: str) -> None:

@@ -92,12 +92,16 @@ def test_an_unchanged_state_is_committed_again_once_the_store_lost_it(
     assert caplog.text.count(LOST) == 1
 
 
-def test_a_newer_snapshot_of_another_writer_is_not_taken_for_a_loss(
+OTHER_WRITER = "committed by another writer since this store's last commit"
+
+
+def test_a_snapshot_another_writer_committed_over_an_idle_one_is_committed_over_again(
     lost_store: tuple[Store, Callable[[], None]], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Another writer sharing the store commits after this checkpointer's last commit:
-    the store holds a newer snapshot, not none, so the idle checkpointer goes on
-    skipping instead of putting its older state back over the newer one."""
+    """A second service sharing the store by mistake commits after this one's last
+    checkpoint. Skipping as unchanged would leave the other's state for a restart to
+    restore, this one's lost: the idle checkpointer commits its state again, and the
+    store says two writers share it, in an ERROR line."""
     store, _ = lost_store
     _, _, checkpointer = checkpointed(store)
     other, other_ledger = ledger_service()
@@ -105,11 +109,41 @@ def test_a_newer_snapshot_of_another_writer_is_not_taken_for_a_loss(
         other_ledger.write()
     writer = another_writer(store)
     other.commit(writer)
+    assert restored(store) == state_after(5)
+    report = checkpointer.checkpoint_now()
+    assert report.committed is not None and report.reason == ""
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and OTHER_WRITER in errors[0].getMessage()
+    assert LOST not in caplog.text
+    assert restored(store) == state_after(1)
+    assert [checkpointer.checkpoint_now().reason for _ in range(3)] == ["unchanged"] * 3
+    # The other service's next commit finds this one's in its place: it says so too.
+    other_ledger.write()
+    other.commit(writer)
+    assert caplog.text.count(OTHER_WRITER) == 2
     if isinstance(writer, TmpfsStore):
         writer.close()
-    assert [checkpointer.checkpoint_now().reason for _ in range(3)] == ["unchanged"] * 3
-    assert LOST not in caplog.text
-    assert restored(store) == state_after(5)
+
+
+def test_one_writer_committing_again_and_again_is_never_taken_for_two(
+    lost_store: tuple[Store, Callable[[], None]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restart's new store object commits over what its predecessor left: no error;
+    nor does a writer committing over its own commits, changed or not."""
+    store, _ = lost_store
+    service, ledger, checkpointer = checkpointed(store)
+    for _ in range(3):
+        ledger.write()
+        assert checkpointer.checkpoint_now().committed is not None
+    restarted, restarted_ledger = ledger_service()
+    writer = another_writer(store)
+    assert restarted.start_from(writer) is not None
+    restarted_ledger.write()
+    restarted.commit(writer)
+    restarted.commit(writer)
+    assert OTHER_WRITER not in caplog.text
+    if isinstance(writer, TmpfsStore):
+        writer.close()
 
 
 def test_the_loop_checkpoint_confirms_the_store_too() -> None:
