@@ -8,6 +8,9 @@ successor, take the snapshot) and yield an effect whenever they must wait:
   control channel, the successor's pidfd once it exited) or a deadline passes. The
   steps get back that descriptor, or ``None`` at the deadline.
 * :class:`CallHook`: for the server to pause, resume or stop accepting.
+* :class:`Settle`: for what must end before the server pauses (a service's checkpoint
+  commits under way) to end; a driver has nothing to do for it, and the service's
+  wrapper of the steps (``handoff._service``) waits.
 
 A driver performs them. :func:`run_blocking` waits with ``poll(2)`` and calls a
 :class:`~statemigrate.handoff.ServerControl`; :func:`run_async` waits with the event
@@ -46,12 +49,14 @@ __all__ = [
     "CallHook",
     "Effect",
     "Hook",
+    "Settle",
     "Steps",
     "WaitReadable",
     "call_hook",
     "ready_now",
     "run_async",
     "run_blocking",
+    "settle",
     "wait_readable",
 ]
 
@@ -67,7 +72,17 @@ class CallHook:
     name: Hook
 
 
-Effect = WaitReadable | CallHook
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """Let what must end before the server pauses end first: no work of the driver's.
+
+    Its own effect, not part of the pause hook, so that the wait (a checkpoint's
+    commit to a slow store can take seconds) is not counted in the pause: the
+    writers are not held meanwhile.
+    """
+
+
+Effect = WaitReadable | CallHook | Settle
 #: Steps that return a ``T``: a generator of effects, sent back their outcomes.
 Steps = Generator[Effect, object, T]
 
@@ -75,6 +90,11 @@ Steps = Generator[Effect, object, T]
 def call_hook(name: Hook) -> Steps[None]:
     """Steps: have the server control's ``name`` method run."""
     yield CallHook(name)
+
+
+def settle() -> Steps[None]:
+    """Steps: let what must end before the server pauses end (see :class:`Settle`)."""
+    yield Settle()
 
 
 def run_blocking(steps: Steps[T], control: ServerControl | None) -> T:
@@ -87,6 +107,8 @@ def run_blocking(steps: Steps[T], control: ServerControl | None) -> T:
     def perform(effect: Effect) -> object:
         if isinstance(effect, WaitReadable):
             return poll_readable(effect)
+        if isinstance(effect, Settle):
+            return None
         if control is not None:
             getattr(control, effect.name)()
         return None
@@ -106,6 +128,8 @@ async def run_async(steps: Steps[T], control: AsyncServerControl | None) -> T:
     async def perform(effect: Effect) -> object:
         if isinstance(effect, WaitReadable):
             return await readable_on_loop(effect)
+        if isinstance(effect, Settle):
+            return None
         if control is not None:
             await getattr(control, effect.name)()
         return None

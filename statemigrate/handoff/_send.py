@@ -50,6 +50,7 @@ from statemigrate.handoff._drive import (
     ready_now,
     run_async,
     run_blocking,
+    settle,
     wait_readable,
 )
 from statemigrate.handoff._env import CONTROL_NAME, check_name, successor_environ
@@ -273,6 +274,7 @@ def _paused_transfer(
     send_listeners: Mapping[str, socket.socket],
 ) -> Steps[None]:
     """Steps: pause, export the last piece (the only one without pre-copy), send it."""
+    yield from settle()  # checkpoint commits under way end first, outside the pause
     with attempt.phase("export"):
         attempt.pausing()
         try:

@@ -57,7 +57,14 @@ from statemigrate._runtime._report import SnapshotReport
 from statemigrate._runtime._service import CheckpointGate, Service, choose_versions
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.handoff._control import AsyncServerControl, ServerControl
-from statemigrate.handoff._drive import CallHook, Steps, WaitReadable, run_async, run_blocking
+from statemigrate.handoff._drive import (
+    CallHook,
+    Settle,
+    Steps,
+    WaitReadable,
+    run_async,
+    run_blocking,
+)
 from statemigrate.handoff._fork import freeze_heap, thaw_heap
 from statemigrate.handoff._options import HandoffTimeouts, Spawn
 from statemigrate.handoff._protocol import Applied, Piece
@@ -250,15 +257,23 @@ def _checkpoints_aside(
                 report: HandoffReport = done.value
                 break
             hook = effect.name if isinstance(effect, CallHook) else None
-            if hook == "pause" and not suspended:
+            if (isinstance(effect, Settle) or hook == "pause") and not suspended:
                 suspended = True
+                waited = time.monotonic()
                 try:
                     yield from _commits_ended(gate)
-                except BaseException as exc:  # as if pause() raised it: it never ran
+                except BaseException as exc:  # as if the effect raised it: it never ran
                     reply, error = None, exc
                     continue
+                waited = time.monotonic() - waited
                 if gate.running:
-                    logger.info("handoff: %d checkpointer(s) of %s suspended", gate.running, name)
+                    logger.info(
+                        "handoff: %d checkpointer(s) of %s suspended%s",
+                        gate.running,
+                        name,
+                        f", after {waited * 1000:.0f} ms for a commit under way, before the"
+                        " pause" if waited >= 0.001 else "",
+                    )
             if hook == "stop_accepting" and not settled:
                 gate.end()
                 settled = True

@@ -186,6 +186,26 @@ def test_a_checkpoint_committing_as_the_handoff_pauses_lands_before_the_pause(
     assert restored(tmp_path) == {"a": acked}
 
 
+def test_the_wait_for_a_slow_commit_under_way_is_not_counted_in_the_pause(
+    generations: Any, tmp_path: Path
+) -> None:
+    """The handoff waits for a commit under way (here, a store that takes 400 ms more)
+    before it pauses the writers, which are not held meanwhile: the report's pause
+    begins after that commit ended (it counted the wait, and an alert on the pause
+    fired for a slow store with no pause at all)."""
+    chain = generations(3600.0)
+    chain.inc(1, "a", 2)
+    assert chain.ask(1, "HOLD 400") == "HOLDING"
+    checkpoint = threading.Thread(target=lambda: chain.ask(1, "CHECKPOINT"))
+    checkpoint.start()
+    chain.wait_event("commit_started", 1)
+    assert chain.ask(1, "HANDOFF") == "HANDED_OVER"
+    checkpoint.join(timeout=HANG_GUARD)
+    done = chain.events[chain.wait_event("commit_done", 1)]
+    handed = chain.events[chain.wait_event("handed_over", 1)]
+    assert handed["pause"] <= handed["at"] - done["at"]
+
+
 # --- on an event loop: hand_over_async and Checkpointer.run() ----------------------------
 
 

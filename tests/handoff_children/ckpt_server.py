@@ -11,8 +11,9 @@ answers one command per connection on the Unix socket DIRECTORY/gN.sock:
     INC name      -> OK value | RETRY (paused by a handoff, or handed over)
     CHECKPOINT    -> a checkpoint now (forced): COMMITTED | SKIPPED
     COMMITTED     -> the counters of this process's last committed checkpoint (JSON)
-    HOLD          -> the next checkpoint's store commit waits, once begun, until a
-                     handoff holds the checkpoints back or pauses the writers
+    HOLD [ms]     -> the next checkpoint's store commit waits, once begun, until a
+                     handoff holds the checkpoints back or pauses the writers (and
+                     then ``ms`` milliseconds more, as a slow store would)
     HANDOFF [fail]-> hand over to generation N+1 (whose restore fails with ``fail``):
                      HANDED_OVER | FAILED stage
     EXIT          -> stop the checkpointer (a final checkpoint, as a clean stop takes)
@@ -87,6 +88,7 @@ class Generation:
         self.paused = False
         self.moved = False
         self.hold = False
+        self.hold_more = 0.0
         self.committed: dict[str, int] | None = None
         self.store = sm.TmpfsStore(os.path.join(args.directory, "store"))
         self.checkpointer = sm.Checkpointer(
@@ -136,6 +138,7 @@ class Generation:
             return json.dumps(self.committed)
         if verb == "HOLD":
             self.hold = True
+            self.hold_more = float(arg or 0) / 1000
             return "HOLDING"
         if verb == "HANDOFF":
             return self.hand_over(fail=arg == "fail")
@@ -153,9 +156,10 @@ class Generation:
             pause=self.pause, resume=self.resume, stop_accepting=self.stop_accepting
         )
         try:
-            hand_over(self.service, Spawn(argv), listeners={}, control=control)
+            report = hand_over(self.service, Spawn(argv), listeners={}, control=control)
         except HandoffError as exc:
             return f"FAILED {exc.stage}"
+        self.emit("handed_over", at=time.monotonic(), pause=report.pause_seconds)
         return "HANDED_OVER"
 
     def serve(self) -> None:
@@ -200,10 +204,11 @@ class Announcing:
             owner.emit("commit_started")
             while not owner.held_back():
                 time.sleep(0.005)
+            time.sleep(owner.hold_more)
         ref = self._store.commit(data)
         owner.committed = _entries(self._store)
         if held:
-            owner.emit("commit_done")
+            owner.emit("commit_done", at=time.monotonic())
         return ref
 
 
