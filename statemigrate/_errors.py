@@ -475,7 +475,7 @@ class RestoreError(StateMigrateError):
         if self.rollback_failed:
             outcome = f"rollback failed for {', '.join(self.rollback_failed)}"
         else:
-            outcome = "state rolled back"
+            outcome = "every component is as it was"
         super().__init__(f"restore failed during {phase}{where}{at}: {detail}; {outcome}")
 
 

@@ -89,7 +89,7 @@ def restore_at_start(
     except RestoreError as exc:
         if refuse:
             raise
-        start_cold(f"restore failed: {exc}")
+        start_cold(str(exc))  # "restore failed during ..."
         return None
 
 
@@ -152,7 +152,9 @@ def read_previous(
     try:
         return fetch(open_previous, where)
     except StoreError as second:
-        same = (second.op, second.target, second.detail) == (first.op, first.target, first.detail)
+        # The same read failing again (an unreadable pointer, an unreachable server)
+        # says nothing new; its text may differ in a dependency's timings alone.
+        same = (second.op, second.target) == (first.op, first.target)
         also = "" if same else f" ({second})"
     current.error = StoreError(
         first.op,

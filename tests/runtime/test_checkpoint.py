@@ -755,6 +755,29 @@ def test_a_start_that_can_read_neither_snapshot_fails_once(
     assert service.status.state == "cold_start"
 
 
+def test_the_same_read_failing_twice_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    """An unreachable server fails the read of ``current`` and the fallback's read of
+    the same pointer, with texts that differ only in the client's timings: the error
+    says it once, and the status reason does not repeat "restore failed"."""
+    tries = iter(range(2))
+
+    class Unreachable(MemoryStore):
+        def open(self, ref: SnapshotRef | None = None) -> bytes:
+            raise StoreError("open", "s3://b/app/current", f"no answer in {next(tries)}.3 ms")
+
+        def open_previous(self) -> bytes:
+            self.open()
+            return b""
+
+    service = Service("ledger-service", registry=REGISTRY, on_restore_failure="serve_cold")
+    service.register(Ledger())
+    assert service.start_from(Unreachable()) is None
+    reason = service.status.reason or ""
+    assert reason.startswith("restore failed during read: open s3://b/app/current: no answer")
+    assert reason.count("s3://b/app/current") == 1
+    assert "the previous snapshot cannot be read either: nothing to fall back to" in reason
+
+
 class LedgerV2(TypedDict):
     count: int
     items: dict[str, int]

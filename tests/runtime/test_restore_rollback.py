@@ -152,7 +152,7 @@ def test_a_component_that_exports_a_dict_gets_the_validated_form_back(kind: type
     assert (error.phase, error.component) == ("apply", "last/default")
     assert isinstance(error.__cause__, Boom)
     assert error.rollback_failed == ()
-    assert str(error).endswith("state rolled back")
+    assert str(error).endswith("every component is as it was")
     assert after == before
 
 
@@ -165,7 +165,7 @@ def test_a_component_that_empties_its_earlier_export_is_reported_as_not_rolled_b
     assert after["plain/default"] == {"counts": {}}
     assert error.rollback_failed == ("plain/default",)
     assert "rollback failed for plain/default" in str(error)
-    assert "state rolled back" not in str(error)
+    assert "every component is as it was" not in str(error)
 
 
 def test_the_rollback_check_is_consistent_with_a_sound_rollback() -> None:
