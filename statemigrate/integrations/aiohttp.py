@@ -380,6 +380,14 @@ async def serve(
     await runner.setup()
     listener: socket.socket | None = None
     outcome: list[HandoffReport] = []
+    loop = asyncio.get_running_loop()
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    # A stop signal from here until the site serves (a take-over, the site's start,
+    # on_take_over) is kept and acted on once serving: killed by the signal's default
+    # action just after the take-over, the process would take the state with it.
+    early_stops: list[int] = []
+    for stop_signal in stop_signals:
+        loop.add_signal_handler(stop_signal, early_stops.append, stop_signal)
     try:
         inheritance = receive_handoff(expect={name}, timeouts=handoff_timeouts)
         if inheritance is None:
@@ -448,11 +456,15 @@ async def serve(
             outcome.append(report)
             return report
 
-        loop = asyncio.get_running_loop()
         uninstall = install_signal_trigger_async(hand_over, signum=signum)
-        stop_signals = (signal.SIGINT, signal.SIGTERM)
         for stop_signal in stop_signals:
             loop.add_signal_handler(stop_signal, stops.stop, hot.done.set)
+        if early_stops:
+            logger.info(
+                "%s received while the service was starting: stopping now that it serves",
+                signal.Signals(early_stops[0]).name,
+            )
+            stops.stop(hot.done.set)
         if trials is not None:
             trials.watch_on_loop(revert)
         try:
@@ -461,11 +473,11 @@ async def serve(
                 on_serving(listener)
             await hot.done.wait()
         finally:
-            for stop_signal in stop_signals:
-                loop.remove_signal_handler(stop_signal)
             uninstall()
         return outcome[0] if outcome else None
     finally:
+        for stop_signal in stop_signals:
+            loop.remove_signal_handler(stop_signal)
         if trials is not None:
             await trials.stop_async()
         if outcome and runner.server is not None:

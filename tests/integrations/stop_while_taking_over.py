@@ -1,0 +1,111 @@
+"""A service on the aiohttp, uvicorn or hypercorn adapter whose successor is sent a stop
+signal while it takes the state over.
+
+    python stop_while_taking_over.py aiohttp|uvicorn|hypercorn PORT DIR
+
+Each process writes its pid to DIR/pid once it serves, and DIR/exit.PID with how
+``run`` returned. A process restoring a snapshot writes its pid to DIR/importing,
+then waits, inside the restore, until DIR/go exists: the test sends the stop signal
+then. Its one component counts the entries it holds; DIR/restored.PID says how many
+came back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from typing_extensions import TypedDict
+
+import statemigrate as sm
+from statemigrate.integrations.asgi import Receive, Scope, Send
+
+WAIT = 60.0  # a guard against a hung test, not a figure
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+REGISTRY = sm.Registry()
+
+
+class Entries(TypedDict):
+    entries: dict[str, int]
+
+
+REGISTRY.add_schema("entries", 1, Entries)
+
+
+def _folder() -> Path:
+    return Path(sys.argv[3])
+
+
+@REGISTRY.migratable("entries", version=1)
+class Held:
+    def __init__(self) -> None:
+        self.entries: dict[str, int] = {}
+
+    def export_state(self) -> Entries:
+        return {"entries": dict(self.entries)}
+
+    def import_state(self, state: Entries) -> None:
+        folder = _folder()
+        (folder / "importing").write_text(str(os.getpid()))
+        end = time.monotonic() + WAIT
+        while not (folder / "go").exists() and time.monotonic() < end:
+            time.sleep(0.01)
+        self.entries = dict(state["entries"])
+        (folder / f"restored.{os.getpid()}").write_text(str(len(self.entries)))
+
+
+def on_serving(folder: Path) -> None:
+    (folder / "pid.new").write_text(str(os.getpid()))
+    (folder / "pid.new").replace(folder / "pid")
+
+
+async def asgi_app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            kind = "startup" if message["type"] == "lifespan.startup" else "shutdown"
+            await send({"type": f"lifespan.{kind}.complete"})
+            if kind == "shutdown":
+                return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def main() -> None:
+    server, port, folder = sys.argv[1], int(sys.argv[2]), _folder()
+    service = sm.Service("stopping", registry=REGISTRY)
+    held = service.register(Held())
+    held.entries = {f"k{i}": i for i in range(50)}
+    options: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "on_serving": lambda _: on_serving(folder),
+    }
+    if server == "aiohttp":
+        from aiohttp import web
+
+        from statemigrate.integrations.aiohttp import run_app
+
+        report = run_app(web.Application(), service, **options)
+    elif server == "uvicorn":
+        from statemigrate.integrations import uvicorn
+
+        report = uvicorn.run(asgi_app, service, config={"log_level": "warning"}, **options)
+    else:
+        from statemigrate.integrations import hypercorn
+
+        report = hypercorn.run(asgi_app, service, **options)
+    how = "handed over" if report is not None else "stopped"
+    (folder / f"exit.{os.getpid()}").write_text(how)
+
+
+if __name__ == "__main__":
+    main()
