@@ -64,6 +64,7 @@ from statemigrate.integrations._forward import (
     forwarding_address,
 )
 from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate, safe_methods_of
+from statemigrate.integrations._runserving import run_serving
 from statemigrate.integrations._successor import SuccessorWatch
 from statemigrate.integrations._trial import Moved, Trial, own_argv, runner_for
 
@@ -506,5 +507,7 @@ async def serve(
 
 
 def run_app(app: web.Application, service: Service, **options: object) -> HandoffReport | None:
-    """:func:`serve` in a new event loop, as ``web.run_app`` does; same options."""
-    return asyncio.run(serve(app, service, **options))  # type: ignore[arg-type]
+    """:func:`serve` in a new event loop, as ``web.run_app`` does; same options. A
+    successor that cannot take the state over (:func:`serve` raises
+    :class:`~statemigrate.HandoffError`) logs why and exits with status 1."""
+    return run_serving(serve(app, service, **options))  # type: ignore[arg-type]

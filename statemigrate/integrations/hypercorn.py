@@ -32,6 +32,7 @@ from typing import Any
 from statemigrate._errors import ConfigurationError, HandoffError
 from statemigrate._runtime._service import Service
 from statemigrate.handoff import HandoffReport, receive_handoff
+from statemigrate.integrations._runserving import run_serving
 from statemigrate.integrations.asgi import ASGIApp, HotRestart
 
 __all__ = ["HypercornHooks", "run", "serve"]
@@ -175,5 +176,7 @@ async def serve(
 
 
 def run(app: ASGIApp, service: Service, **options: Any) -> HandoffReport | None:
-    """:func:`serve` in a new event loop; same options."""
-    return asyncio.run(serve(app, service, **options))
+    """:func:`serve` in a new event loop; same options. A successor that cannot take
+    the state over (:func:`serve` raises :class:`~statemigrate.HandoffError`) logs why
+    and exits with status 1."""
+    return run_serving(serve(app, service, **options))

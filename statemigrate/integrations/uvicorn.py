@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from statemigrate._errors import ConfigurationError
 from statemigrate._runtime._service import Service
 from statemigrate.handoff import HandoffReport, Inheritance, receive_handoff
+from statemigrate.integrations._runserving import run_serving
 from statemigrate.integrations.asgi import ASGIApp, HotRestart, ServerHooks
 
 if TYPE_CHECKING:
@@ -263,5 +264,7 @@ def _server_class() -> type[uvicorn.Server]:
 def run(app: ASGIApp, service: Service, **options: Any) -> HandoffReport | None:
     """:func:`serve` in a new event loop, as ``uvicorn.run`` does; same options. It
     returns after ``SIGINT`` or ``SIGTERM`` too, once uvicorn has shut down (uvicorn's
-    own ``run`` raises the signal again then)."""
-    return asyncio.run(serve(app, service, **options))
+    own ``run`` raises the signal again then). A successor that cannot take the state
+    over (:func:`serve` raises :class:`~statemigrate.HandoffError`) logs why and exits
+    with status 1."""
+    return run_serving(serve(app, service, **options))

@@ -1,0 +1,34 @@
+"""Running an adapter's ``serve`` as a program's main loop, and ending it as one.
+
+``serve`` raises a :class:`~statemigrate.HandoffError` when the process was started as
+a successor and cannot take the state over (its predecessor died before the handoff,
+the control channel is not there): a caller of its own decides what to do. The
+``run`` entry points are a program's whole life, so they end it as a program should:
+one ``ERROR`` line naming what went wrong, and exit status 1, not a traceback. The
+predecessor still serves, or a supervisor restarts the service from its store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from statemigrate._errors import HandoffError
+
+__all__ = ["run_serving"]
+
+logger = logging.getLogger("statemigrate.handoff")
+
+T = TypeVar("T")
+
+
+def run_serving(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, ending the process with status 1 and one logged line
+    when ``main`` raises a :class:`~statemigrate.HandoffError`."""
+    try:
+        return asyncio.run(main)
+    except HandoffError as exc:
+        logger.error("%s; this process exits", exc)
+        raise SystemExit(1) from None
