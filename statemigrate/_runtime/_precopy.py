@@ -26,7 +26,7 @@ import xxhash
 
 from statemigrate._errors import ChangeTrackingError, ConfigurationError, StateMigrateError
 from statemigrate._model._changes import ComponentChanges, PartialState
-from statemigrate._runtime._delta import changes_of, delta_section
+from statemigrate._runtime._delta import changes_of, delta_section, takes_whole_states_only
 from statemigrate._runtime._export import section_to_walk
 from statemigrate._runtime._restore import Registered
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, new_snapshot_id
@@ -303,6 +303,13 @@ class PreCopySource:
     def _check_deltas(self) -> str | None:
         for entry, changes in zip(self._entries, self._changes, strict=True):
             if changes is None:
+                if takes_whole_states_only(entry.obj):
+                    return (
+                        f"{entry.key} cannot tell what changed: it has its own"
+                        " export_state/import_state, so it needs the records protocol"
+                        " (export_records/import_records and TrackedDict collections,"
+                        " docs/precopy.md)"
+                    )
                 return (
                     f"{entry.key} cannot tell what changed (keep its keyed collections in"
                     " TrackedDict attributes, and write a key again after changing its"

@@ -109,7 +109,8 @@ class SnapshotReport:
         raw = sum(s.raw_size for s in self.sections)
         return (
             f"snapshot {self.snapshot_id[:12]} gen {self.generation}: {len(self.sections)}"
-            f" sections, {raw} raw -> {self.size} bytes; {_ms(self.timings)}"
+            f" section{'' if len(self.sections) == 1 else 's'}, {raw} raw -> {self.size}"
+            f" bytes; {_ms(self.timings)}"
         )
 
 

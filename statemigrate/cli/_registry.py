@@ -215,7 +215,8 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     for section, plan in migrated.plans.items():
         out.write(f"{printable(section)}: {plan}\n")
     count = len(encoded.header.sections)
-    out.write(f"wrote {printable(where)} ({encoded.size} bytes, {count} sections)\n")
+    sections = f"{count} section{'' if count == 1 else 's'}"
+    out.write(f"wrote {printable(where)} ({encoded.size} bytes, {sections})\n")
     return 0
 
 

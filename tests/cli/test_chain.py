@@ -314,7 +314,7 @@ def test_migrate_rewrites_a_v2_chain_as_a_v1_snapshot_for_a_rollback(
     assert result.out.splitlines() == [
         f"composed checkpoint chain of 3 pieces into snapshot {newest.snapshot_id} generation 3",
         "kvcache/default: kvcache 2 -> 1 (drop_ttl [lossy])",
-        f"wrote {out} ({out.stat().st_size} bytes, 1 sections)",
+        f"wrote {out} ({out.stat().st_size} bytes, 1 section)",
     ]
     snapshot = open_snapshot(out.read_bytes())
     assert snapshot.header.base is None

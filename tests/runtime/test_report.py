@@ -45,7 +45,7 @@ def test_a_snapshot_summary_names_its_sections_and_sizes() -> None:
     raw = sum(s.raw_size for s in report.sections)
     assert report.chain == 0
     assert report.summary().startswith(
-        f"snapshot {report.snapshot_id[:12]} gen {report.generation}: 1 sections,"
+        f"snapshot {report.snapshot_id[:12]} gen {report.generation}: 1 section,"
         f" {raw} raw -> {report.size} bytes; "
     )
 
