@@ -30,7 +30,14 @@ from typing import Any, cast
 
 import pydantic
 
-__all__ = ["FieldName", "counterparts", "first_difference", "format_path", "located_path"]
+__all__ = [
+    "FieldName",
+    "SetItem",
+    "counterparts",
+    "first_difference",
+    "format_path",
+    "located_path",
+]
 
 Difference = tuple[list[object], str]
 
@@ -39,6 +46,18 @@ class FieldName(str):
     """A path step that names a record field, rendered ``.name`` (a key renders ``['k']``)."""
 
     __slots__ = ()
+
+
+class SetItem:
+    """A path step into a set, to one of its items: rendered ``{item}``."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item: object) -> None:
+        self.item = item
+
+    def __repr__(self) -> str:
+        return f"SetItem({self.item!r})"
 
 
 _PATH_STEPS = 16
@@ -206,10 +225,15 @@ def _labelled(choice: Any, label: object, definitions: Mapping[str, Mapping[str,
 def _render(steps: list[object] | tuple[object, ...]) -> str:
     # A field whose name is no identifier (a TypedDict's may be anything) is shown as a
     # key: ``.a b`` would not read as one step.
-    return "".join(
-        f".{step}" if isinstance(step, FieldName) and step.isidentifier() else f"[{step!r}]"
-        for step in steps
-    )
+    return "".join(_render_step(step) for step in steps)
+
+
+def _render_step(step: object) -> str:
+    if isinstance(step, FieldName) and step.isidentifier():
+        return f".{step}"
+    if isinstance(step, SetItem):
+        return f"{{{step.item!r}}}"
+    return f"[{step!r}]"
 
 
 def first_difference(expected: object, actual: object) -> Difference | None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn, Protocol
 
 from statemigrate._errors import ExportError, MigrationStepError, StateMigrateError
+from statemigrate._model._compare import located_path
 from statemigrate._model._migrate import run_plan
 from statemigrate._model._plaindata import copy_plain
 from statemigrate._model._plan import Plan, Step
@@ -121,12 +122,14 @@ def _step_property(check: Subject, x: Any) -> None:
     lost = step.lost_fields
     # A lossy step that names nothing it loses leaves nothing to compare.
     if lost or not step.lossy:
-        changed = exact_differences(_without(x, lost), _without(z, lost))
+        changed = _differences(
+            registry, step.component, step.source, _without(x, lost), _without(z, lost)
+        )
         if changed:
             _round_trip_broken(registry, step, reverse, x, y, z, changed)
     if step.lossy:
         again = _normalized(registry, step, _apply(step, z, x, "step"), step.target, x)
-        changed = exact_differences(y, again)
+        changed = _differences(registry, step.component, step.target, y, again)
         if changed:
             raise Broken(
                 f"{step.name}({reverse.name}({step.name}(x))) != {step.name}(x)",
@@ -200,7 +203,9 @@ def _record_property(registry: Registry, step: Step, x: Any, y: Any) -> None:
         x,
     )
     want = {key: y[field][key] for key in part}
-    changed = exact_differences(want, delta[field])
+    changed = _differences(
+        registry, step.component, step.target, {field: want}, {field: delta[field]}
+    )
     if changed:
         raise Broken(
             f"{step.name} on some of the records differs from those records of {step.name}(x)",
@@ -222,7 +227,9 @@ def _paths_property(check: Subject, x: Any) -> None:
         outcomes.append((path, data))
     for (first, one), (second, other) in _pairs(outcomes):
         lost = _lost(first) + _lost(second)
-        changed = exact_differences(_without(one, lost), _without(other, lost))
+        changed = _differences(
+            registry, check.component, first[-1].target, _without(one, lost), _without(other, lost)
+        )
         if changed:
             ignoring = f" (ignoring {', '.join(lost)})" if lost else ""
             raise Broken(
@@ -309,7 +316,7 @@ def _snapshot_round_trip(check: Subject, state: Any) -> str | None:
             f"{type(exc).__name__}: {exc}",
             state,
         ) from exc
-    changed = exact_differences(state, reader_obj.state)
+    changed = _differences(registry, component, version, state, reader_obj.state)
     if changed:
         raise Broken(
             f"restore(commit(x)) != x at version {version}",
@@ -335,7 +342,7 @@ def _snapshot_round_trip(check: Subject, state: Any) -> str | None:
             f"{type(exc).__name__}: {exc}",
             state,
         ) from exc
-    changed = exact_differences(expected, migrated)
+    changed = _differences(registry, component, latest.version, expected, migrated)
     if changed:
         raise Broken(
             f"restore into version {latest.version} differs from {plan}",
@@ -385,6 +392,18 @@ def _holder_class(registry: Registry, component: str, version: int) -> type[_Hol
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+
+def _differences(
+    registry: Registry, component: str, version: int, expected: Any, actual: Any
+) -> list[str]:
+    """:func:`exact_differences` of two values of ``version``, with paths in the form
+    error messages use (``entries['k'].hits``): the schema tells a plain dict's fields
+    from its keys."""
+    core_schema = registry.schema_for(component, version).adapter.core_schema
+    return exact_differences(
+        expected, actual, path_of=lambda steps: located_path(core_schema, steps, labelled=False)
+    )
 
 
 def _reverse(registry: Registry, step: Step) -> Step | None:
@@ -444,7 +463,13 @@ def simple_paths(
 
 
 def _without(data: Any, paths: Iterable[str]) -> Any:
-    """A copy of ``data`` without the fields at ``paths`` (dotted; ``*`` = any key/item)."""
+    """A copy of ``data`` without the fields at ``paths`` (dotted; ``*`` = any key/item).
+
+    A path ending in ``*`` names every entry of the dicts (or item of the lists) it
+    reaches, so it empties them: entries the step removed, added or changed are all
+    declared lost. Read as a key named ``*``, it would name nothing, and a step that
+    declares exactly the entries it drops would fail for losing them.
+    """
     result = copy_plain(data)
     for path in paths:
         parts = path.split(".")
@@ -452,7 +477,9 @@ def _without(data: Any, paths: Iterable[str]) -> Any:
         for part in parts[:-1]:
             level = [child for node in level for child in _children(node, part)]
         for node in level:
-            if isinstance(node, dict):
+            if parts[-1] == "*" and isinstance(node, dict | list):
+                node.clear()
+            elif isinstance(node, dict):
                 node.pop(parts[-1], None)
     return result
 

@@ -314,7 +314,7 @@ def test_a_downgrade_that_drops_a_field_without_declaring_it() -> None:
     assert "not declared lossy" in failure.what
     assert failure.example == {"entries": {"": {"data": "", "expires_at": None, "hits": 1}}}
     assert failure.version == 3 and failure.examples_run < SEEDED_BUDGET
-    assert "['entries']['']['hits']: expected 1, got 0" in failure.detail
+    assert "entries[''].hits: expected 1, got 0" in failure.detail
 
 
 @pytest.mark.slow
@@ -396,7 +396,7 @@ def test_a_failed_round_trip_names_the_downgrade_that_drops_data() -> None:
         " (up(down(y)) != y too, for y = up(x))"
     )
     assert "not declared lossy" not in up_check.what
-    assert "['note']: expected '0', got ''" in up_check.detail
+    assert "note: expected '0', got ''" in up_check.detail
     assert down_check.what == (
         "up(down(x)) differs from x beyond the declared lost fields flag:"
         " down loses data beyond what it declares"
@@ -750,7 +750,7 @@ def test_exact_differences_tells_apart_what_equality_confuses() -> None:
     for expected, actual in same:
         assert exact_differences(expected, actual) == []
     one, other = Held(by_id={1: "a"}, anything=0), Held(by_id={1: "b"}, anything=0)
-    assert exact_differences(one, other) == [".by_id[1]: expected 'a', got 'b'"]
+    assert exact_differences(one, other) == ["by_id[1]: expected 'a', got 'b'"]
 
 
 # --- deliberately broken exports: the snapshot check finds each loss ---------------------
@@ -842,7 +842,8 @@ def test_an_export_that_loses_a_value_is_found_and_shrunk(
     (failure,) = report.failures
     assert failure.check == "lossy-snapshot-v1"
     assert failure.what == "restore(commit(x)) != x at version 1"
-    assert f".{field}" in failure.detail and "differs in value or type" in failure.detail
+    assert "differs in value or type" in failure.detail
+    assert any(line.startswith(field) for line in failure.detail.splitlines()), failure.detail
     example = failure.example
     assert type(example) is schema and failure.examples_run < SEEDED_BUDGET
     value = getattr(example, field)
