@@ -34,8 +34,9 @@ the top, between two strategies built for the schema: one roll per state, not on
 string.
 
 Floats are finite unless the schema allows infinities, and never NaN (NaN is not equal
-to itself, so no round trip could be checked). Integers of the plain form stay in
-msgpack's signed 64-bit range unless constraints say otherwise.
+to itself, so no round trip could be checked). An ``int`` field without a bound on a
+side now and then holds an integer beyond 64 bits on that side, in both forms: the
+plain form holds it as its decimal text, as a snapshot does and as a step receives it.
 
 Most collections hold at most :data:`SMALL_SIZE` items and most strings are short, which
 keeps a few hundred examples per step cheap; about one collection in :data:`_LONG` is
@@ -568,8 +569,10 @@ class _Builder:
         common = st.integers(low, high)
         above = all(node.get(key) is None for key in ("le", "lt"))
         below = all(node.get(key) is None for key in ("ge", "gt"))
-        if self.rich and (above or below):
-            # Python ints have no bound; a state may hold one msgpack cannot.
+        if above or below:
+            # Python ints have no bound; a state may hold one msgpack cannot. Its plain
+            # form is its decimal text, which is what a step receives: drawn in both
+            # forms, so a step doing arithmetic on it fails its check, not a restore.
             return _rarely(common, _big_ints(above=above, below=below))
         return common
 

@@ -415,6 +415,42 @@ def test_a_failed_round_trip_names_the_upgrade_that_drops_data() -> None:
                                     " too, for y = down(x))")
 
 
+class Counted(TypedDict):
+    counts: dict[str, int]
+
+
+class Totalled(TypedDict):
+    counts: dict[str, int]
+    total: int
+
+
+def test_a_step_doing_arithmetic_on_ints_past_64_bits_fails_its_step_check() -> None:
+    """An int field's plain form holds an int past 64 bits as its decimal text, which
+    is what a step receives: the step checks draw it, so a step that adds such values
+    fails its own check (it failed only the snapshot check, or at the first restore)."""
+    registry = Registry()
+    registry.add_schema("c", 1, Counted)
+    registry.add_schema("c", 2, Totalled)
+
+    def add_total(data: dict[str, Any]) -> dict[str, Any]:
+        data["total"] = sum(data["counts"].values())
+        return data
+
+    registry.add_migration("c", 1, 2, add_total)
+    registry.add_migration("c", 2, 1, kit_drop_total, lossy=("total",))
+    check = next(c for c in migration_checks(registry) if c.id == "c-step-1-2")
+    result = check.run(settings=settings(database=None, derandomize=True), max_examples=200)
+    assert result.failure is not None
+    assert result.failure.what == "step raised TypeError"
+    (text,) = result.failure.example["counts"].values()
+    assert type(text) is str and abs(int(text)) >= 2**63
+
+
+def kit_drop_total(data: dict[str, Any]) -> dict[str, Any]:
+    del data["total"]
+    return data
+
+
 def truncating(*, roles: int | None = None, note: int | None = None) -> Registry:
     """``flagged()`` whose downgrade also keeps only the first ``roles`` roles or the
     first ``note`` characters of the note, undeclared."""
