@@ -240,6 +240,80 @@ def _same_leaf(a: Any, b: Any) -> bool:
 
 
 def cut(value: Any, limit: int = 200) -> str:
-    """``repr(value)``, cut to ``limit`` characters."""
+    """``repr(value)``, or when longer than ``limit`` characters, a shorter form of it
+    that still reads as a value: the first items of each collection and the first
+    characters of each string, ``...`` where the rest was left out. It is never cut
+    mid-token; the shortest form (containers left out below the top) may still pass
+    ``limit`` by a little.
+    """
     text = repr(value)
-    return text if len(text) <= limit else text[:limit] + " ..."
+    if len(text) <= limit:
+        return text
+    for items, chars, depth in _BRIEFER:
+        text = _brief(value, items, chars, depth)
+        if len(text) <= limit:
+            break
+    return text
+
+
+# Ever shorter forms: (items per collection, characters per string, levels shown).
+_BRIEFER = ((8, 60, 6), (4, 30, 4), (3, 16, 3), (2, 8, 2), (1, 8, 1), (0, 8, 0))
+
+
+def _brief(value: Any, items: int, chars: int, depth: int) -> str:
+    def inner(item: Any) -> str:
+        return _brief(item, items, chars, depth - 1)
+
+    def listed(shown: list[str], total: int) -> str:
+        more = total - len(shown)
+        return ", ".join([*shown, f"... {more} more"] if more else shown)
+
+    if isinstance(value, str | bytes) and type(value) in (str, bytes):
+        if len(value) <= chars:
+            return repr(value)
+        return f"{value[:chars]!r}...({len(value)} {'chars' if type(value) is str else 'bytes'})"
+    if type(value) is int and len(text := repr(value)) > chars + 4:
+        return f"{text[:chars]}...({len(text) - (value < 0)} digits)"
+    containers = (dict, list, tuple, set, frozenset, collections.deque)
+    record = isinstance(value, pydantic.BaseModel) or (
+        dataclasses.is_dataclass(value) and not isinstance(value, type)
+    )
+    if not (type(value) in containers or record):
+        return repr(value)
+    name = type(value).__name__
+    if record:
+        fields = _record_items(value)
+        if depth <= 0:
+            return f"{name}(...)"
+        shown = [f"{field}={inner(item)}" for field, item in fields[: max(items, 1)]]
+        return f"{name}({listed(shown, len(fields))})"
+    if depth <= 0 or (items == 0 and value):
+        body = "..."
+    elif isinstance(value, dict):
+        pairs = list(value.items())
+        body = listed([f"{inner(k)}: {inner(v)}" for k, v in pairs[:items]], len(pairs))
+    else:
+        members = list(value)
+        body = listed([inner(item) for item in members[:items]], len(members))
+        if type(value) is tuple and len(members) == 1:
+            body += ","
+    if type(value) in (dict, set):
+        return f"{{{body}}}" if value else repr(value)
+    if type(value) is list:
+        return f"[{body}]"
+    if type(value) is tuple:
+        return f"({body})"
+    if type(value) is frozenset:
+        return f"frozenset({{{body}}})" if value else repr(value)
+    return f"deque([{body}])"
+
+
+def _record_items(value: Any) -> list[tuple[str, Any]]:
+    """A model's or dataclass's fields as its ``repr`` shows them."""
+    if isinstance(value, pydantic.BaseModel):
+        return [(str(name), item) for name, item in value.__repr_args__() if name is not None]
+    return [
+        (field.name, getattr(value, field.name, None))
+        for field in dataclasses.fields(value)
+        if field.repr
+    ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn, Protocol
@@ -19,7 +20,7 @@ from typing import Any, NoReturn, Protocol
 from statemigrate._errors import ExportError, MigrationStepError, StateMigrateError
 from statemigrate._model._compare import located_path
 from statemigrate._model._migrate import run_plan
-from statemigrate._model._plaindata import copy_plain
+from statemigrate._model._plaindata import copy_plain, same_plain
 from statemigrate._model._plan import Plan, Step
 from statemigrate._model._registry import Registry
 from statemigrate.testing._exact import cut, exact_differences
@@ -27,6 +28,7 @@ from statemigrate.testing._exact import cut, exact_differences
 __all__ = [
     "PROPERTIES",
     "Broken",
+    "Nondeterministic",
     "Subject",
     "comparable_pairs",
     "simple_paths",
@@ -75,7 +77,56 @@ class Broken(Exception):
         self.example = example
 
 
-def _apply(step: Step, data: Any, example: Any, role: str) -> Any:
+class Nondeterministic(Broken):
+    """Broken: a step gave two results for one input (the step is in :attr:`what`)."""
+
+
+def _apply(registry: Registry, step: Step, data: Any, example: Any, role: str) -> Any:
+    """Run ``step`` on a private copy of ``data``, twice, and return its result; any
+    exception, or a second result that differs from the first, breaks the property.
+
+    hypothesis seeds ``random`` alike for every call of a test, so a step that draws
+    from it gives the same result on every run of an example, and hypothesis' own
+    replay cannot tell. The second run starts from another state of ``random``; a step
+    that reads the clock differs between the two runs too, now and then. Either way
+    the step that differs is the one named, not the check's step around it.
+    """
+    result = _run(step, data, example, role)
+    state = random.getstate()
+    random.seed(_OTHER_SEED)
+    try:
+        again = _run(step, data, example, role)
+    except Broken as exc:
+        raise Nondeterministic(
+            f"{step.name} is not deterministic: it raised on the same input the second time",
+            f"{exc.detail}\n{_DETERMINISTIC}",
+            example,
+        ) from exc
+    finally:
+        random.setstate(state)
+    if same_plain(result, again):  # at C speed: the common answer
+        return result
+    changed = _differences(registry, step.component, step.target, result, again)
+    if changed:
+        raise Nondeterministic(
+            f"{step.name} is not deterministic: the same input gave different results",
+            f"in step {step}, run twice on the same input:\n"
+            + "\n".join(changed)
+            + f"\n{_DETERMINISTIC}",
+            example,
+        )
+    return result
+
+
+_OTHER_SEED = 0x5EED
+"""The seed of ``random`` for a step's second run: not hypothesis' (it seeds 0)."""
+
+_DETERMINISTIC = (
+    "steps must be deterministic: no clock, randomness, I/O or state kept between calls"
+)
+
+
+def _run(step: Step, data: Any, example: Any, role: str) -> Any:
     """Run ``step`` on a private copy of ``data``; any exception breaks the property."""
     plan = Plan(step.component, step.source, step.target, (step,))
     try:
@@ -112,13 +163,14 @@ def _normalized(registry: Registry, step: Step, data: Any, version: int, example
 def _step_property(check: Subject, x: Any) -> None:
     (step,) = check.steps
     registry = check.registry
-    y = _normalized(registry, step, _apply(step, x, x, "step"), step.target, x)
+    y = _normalized(registry, step, _apply(registry, step, x, x, "step"), step.target, x)
     if step.records is not None:
         _record_property(registry, step, x, y)
     reverse = _reverse(registry, step)
     if reverse is None:
         return
-    z = _normalized(registry, reverse, _apply(reverse, y, x, "reverse step"), step.source, x)
+    back = _apply(registry, reverse, y, x, "reverse step")
+    z = _normalized(registry, reverse, back, step.source, x)
     lost = step.lost_fields
     # A lossy step that names nothing it loses leaves nothing to compare.
     if lost or not step.lossy:
@@ -128,7 +180,7 @@ def _step_property(check: Subject, x: Any) -> None:
         if changed:
             _round_trip_broken(registry, step, reverse, x, y, z, changed)
     if step.lossy:
-        again = _normalized(registry, step, _apply(step, z, x, "step"), step.target, x)
+        again = _normalized(registry, step, _apply(registry, step, z, x, "step"), step.target, x)
         changed = _differences(registry, step.component, step.target, y, again)
         if changed:
             raise Broken(
@@ -157,7 +209,10 @@ def _round_trip_broken(
     else:
         went = f"{back} != x"
     try:
-        again: Any = _normalized(registry, step, _apply(step, z, x, "step"), step.target, x)
+        again: Any = _apply(registry, step, z, x, "step")
+        again = _normalized(registry, step, again, step.target, x)
+    except Nondeterministic:
+        raise
     except Broken:
         again = _MISSING  # the step refuses what the reverse gave: no telling
     if again is not _MISSING and not exact_differences(y, again):
@@ -198,7 +253,7 @@ def _record_property(registry: Registry, step: Step, x: Any, y: Any) -> None:
     delta = _normalized(
         registry,
         step,
-        _apply(step, {**x, field: part}, x, "record step on some records"),
+        _apply(registry, step, {**x, field: part}, x, "record step on some records"),
         step.target,
         x,
     )
@@ -222,7 +277,7 @@ def _paths_property(check: Subject, x: Any) -> None:
         data = x
         for step in path:
             # Validated after every step, so an invalid intermediate names its step.
-            data = _apply(step, data, x, f"path {path_text(check.version, path)}")
+            data = _apply(registry, step, data, x, f"path {path_text(check.version, path)}")
             data = _normalized(registry, step, data, step.target, x)
         outcomes.append((path, data))
     for (first, one), (second, other) in _pairs(outcomes):

@@ -16,7 +16,8 @@ from statemigrate._errors import LossyMigrationError
 from statemigrate._model._compare import FieldName
 from statemigrate._model._registry import Registry
 from statemigrate.testing import check_migrations, migration_checks
-from statemigrate.testing._exact import exact_differences
+from statemigrate.testing._checks import _shortened
+from statemigrate.testing._exact import cut, exact_differences
 
 
 def test_dict_keys_in_another_order_differ() -> None:
@@ -258,3 +259,17 @@ def test_paths_whose_dicts_come_in_another_order_disagree() -> None:
     assert "by_name: key order differs: expected ['a', 'b'], got ['b', 'a']" in (
         result.failure.detail
     )
+
+
+def test_a_long_value_is_shortened_readably_never_cut_mid_token() -> None:
+    """Before, a long value's repr was cut at 200 characters wherever that fell (inside
+    a string, between a key and its value) and a refusal note at 200, mid-word."""
+    value = {"symbol": "x" * 500, "orders": {str(i): {"side": "buy"} for i in range(40)}}
+    shown = cut(value)
+    assert len(shown) <= 200
+    assert shown.startswith("{'symbol': 'xxxxxxxx") and shown.endswith("}")
+    assert "...(500 chars)" in shown and "more" in shown
+    assert cut(2**700, 40) == f"{str(2**700)[:16]}...(211 digits)"
+    assert cut(Lru(lru={str(i): i for i in range(100)}), 60).startswith("Lru(lru={'0': 0, ")
+    note = "at symbol: the string holds a lone surrogate, which UTF-8 cannot encode (store"
+    assert _shortened(note, 60) == "at symbol: the string holds a lone surrogate, which UTF-8 ..."
