@@ -134,7 +134,9 @@ def test_every_drawn_value_is_valid_plain_data_and_a_fixed_point(
     schema = SchemaVersion.create("zoo", 1, ZOO[name])
     value = data.draw(from_schema(schema))
     assert is_plain(value)
-    assert to_plain(schema.export(schema.validate(value))) == value
+    # With a walk: an int past 64 bits is text in the plain form, which a state that is
+    # plain data already (identity export) holds as an int until it is walked.
+    assert to_plain(schema.export(schema.validate(value), walk=True)) == value
 
 
 @pytest.mark.slow
@@ -149,7 +151,7 @@ def test_constraints_keys_and_optional_fields_are_all_exercised() -> None:
     def collect(value: dict[str, dict[str, Any]]) -> None:
         for row in value.values():
             seen.add("with note" if "note" in row else "without note")
-            assert row["count"] >= 1
+            assert int(row["count"]) >= 1  # text past 64 bits
 
     collect()
     assert seen == {"with note", "without note"}
