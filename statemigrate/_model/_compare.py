@@ -31,6 +31,7 @@ from typing import Any, cast
 import pydantic
 
 __all__ = [
+    "DictKey",
     "FieldName",
     "SetItem",
     "counterparts",
@@ -46,6 +47,18 @@ class FieldName(str):
     """A path step that names a record field, rendered ``.name`` (a key renders ``['k']``)."""
 
     __slots__ = ()
+
+
+class DictKey:
+    """A path step to a dict's key itself (not its value): rendered `` key 'k'``."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: object) -> None:
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"DictKey({self.key!r})"
 
 
 class SetItem:
@@ -76,8 +89,15 @@ def format_path(path: list[object] | tuple[object, ...]) -> str:
     if len(path) > _PATH_STEPS:
         head = _render(path[:_PATH_HEAD])
         tail = _render(path[-_PATH_TAIL:])
-        return f"{head.removeprefix('.')} ... {tail} ({len(path)} steps)"
-    return _render(path).removeprefix(".") or "(root)"
+        return f"{_top(head)} ... {tail} ({len(path)} steps)"
+    return _top(_render(path))
+
+
+def _top(rendered: str) -> str:
+    """A rendered path as it starts a message: no leading dot, ``(root)`` for the top."""
+    if not rendered or rendered.startswith(" "):  # the top, or a key of the top dict
+        return f"(root){rendered}"
+    return rendered.removeprefix(".")
 
 
 def located_path(
@@ -137,8 +157,14 @@ def located_path(
             path.append(FieldName(step))
             node = spec.get("schema")
         elif kind == "dict":
-            path.append(step)
-            node = node.get("values_schema")
+            if labelled and steps and steps[0] == "[key]":
+                # pydantic's step for an error in the key itself, not in its value.
+                steps.pop(0)
+                path.append(DictKey(step))
+                node = node.get("keys_schema")
+            else:
+                path.append(step)
+                node = node.get("values_schema")
         elif kind in ("list", "set", "frozenset", "deque", "tuple"):
             path.append(step)
             node = _item_schema(node, step)
@@ -233,6 +259,8 @@ def _render_step(step: object) -> str:
         return f".{step}"
     if isinstance(step, SetItem):
         return f"{{{step.item!r}}}"
+    if isinstance(step, DictKey):
+        return f" key {step.key!r}"
     return f"[{step!r}]"
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import pydantic
 
 from statemigrate._errors import MigrationStepError, StateMigrateError, ValidationError
-from statemigrate._model._compare import format_path
+from statemigrate._model._compare import FieldName, format_path
 from statemigrate._model._fieldchanges import FieldChanges
 from statemigrate._model._plaindata import INT_MAX, INT_MIN, copy_plain, not_plain_output
 from statemigrate._model._plan import Plan, Step, failed_record
@@ -111,7 +111,8 @@ def run_plan(
             detail, path = f"{type(exc).__name__}: {exc}", None
             record = failed_record(exc)
             if record is not None:
-                path = format_path(list(record))
+                field, key = record
+                path = format_path([FieldName(field), key])
                 detail += f" (on the record at {path})"
             raise MigrationStepError(
                 step.component,

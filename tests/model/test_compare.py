@@ -10,7 +10,14 @@ import pytest
 from pydantic import BaseModel, TypeAdapter
 from typing_extensions import TypedDict
 
-from statemigrate._model._compare import FieldName, first_difference, format_path, located_path
+from statemigrate._model._compare import (
+    DictKey,
+    FieldName,
+    SetItem,
+    first_difference,
+    format_path,
+    located_path,
+)
 
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 
@@ -125,3 +132,17 @@ def test_a_location_leaves_out_the_step_naming_a_union_member() -> None:
 def test_a_field_whose_name_is_no_identifier_is_shown_as_a_key() -> None:
     """A TypedDict's field may be named anything: ``.a b`` would not read as one step."""
     assert format_path([FieldName("rows"), "k", FieldName("a b")]) == "rows['k']['a b']"
+
+
+def test_a_dict_keys_own_error_is_located_at_the_key() -> None:
+    """pydantic puts ``'[key]'`` after a key whose own validation failed: the path
+    names the key, ``users[1] key 'x'``, not a step ``['[key]']`` into its value."""
+    adapter = TypeAdapter(dict[str, dict[int, bool]])
+    path = located_path(adapter.core_schema, ["users", "x", "[key]"])
+    assert format_path(path) == "['users'] key 'x'"
+    assert format_path(located_path(adapter.core_schema, ["x", "[key]"])) == "(root) key 'x'"
+    # Plain data has no such step: there a key '[key]' is a key.
+    plain = located_path(adapter.core_schema, ["x", "[key]"], labelled=False)
+    assert format_path(plain) == "['x']['[key]']"
+    assert format_path([DictKey("x")]) == "(root) key 'x'"
+    assert format_path([FieldName("s"), SetItem(1)]) == "s{1}"

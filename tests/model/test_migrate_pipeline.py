@@ -280,7 +280,7 @@ def test_migrate_snapshot_to_the_version_a_section_has_checks_it_as_a_step_would
         producer=Producer.current("svc"),
     )
     snapshot = sm.open_snapshot(bad.to_bytes())
-    with pytest.raises(sm.ValidationError, match=r"sessions/default .*entries\.a"):
+    with pytest.raises(sm.ValidationError, match=r"sessions/default .*entries\['a'\]"):
         sm.migrate_snapshot(snapshot, {"sessions": 1}, registry=registry)
     good = sm.open_snapshot(v1_snapshot(registry).to_bytes())
     rewritten = sm.migrate_snapshot(good, {"sessions": 1}, registry=registry)
