@@ -132,7 +132,9 @@ def _run(step: Step, data: Any, example: Any, role: str) -> Any:
     try:
         result = run_plan(plan, data, schema=None, copy=True)
     except MigrationStepError as exc:
-        if exc.path is not None:  # the pipeline's own rule, as a restore applies it
+        if exc.path is not None and exc.__cause__ is None:
+            # The pipeline's own rule, as a restore applies it. (A record step that
+            # raised has a path too, the record's, and its exception as the cause.)
             raise Broken(
                 f"{role} returned data that is not plain",
                 f"in step {step}: {exc.detail}",

@@ -1296,6 +1296,21 @@ def test_the_guide_documents_every_plugin_option_and_numbers_the_rules() -> None
     assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 10
 
 
+def test_a_record_step_that_raises_is_reported_as_raising() -> None:
+    """A record step's failure carries the record's path, which the kit took for the
+    path of output that is not plain: "step returned data that is not plain"."""
+
+    def needs_n(key: str, value: dict[str, Any]) -> dict[str, Any]:
+        return {"value": value["n"], "expires_at": None}
+
+    registry = numbered_registry(needs_n)
+    (check,) = [c for c in migration_checks(registry) if c.id == "kvcache-step-1-2"]
+    result = check.run(max_examples=5)
+    assert result.failure is not None
+    assert result.failure.what == "step raised TypeError"
+    assert "(on the record at entries[" in result.failure.detail
+
+
 def numbered_registry(numbered: Any) -> Registry:
     registry = Registry()
     for version, type_ in SCHEMAS.items():
