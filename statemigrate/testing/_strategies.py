@@ -172,6 +172,7 @@ def from_schema(
         # is drawn once, here, rather than at every string: a choice per string made
         # every example cost more, and a snapshot refuses such a state whole.
         raw = _rarely(raw, build(surrogates=True), every=_SURROGATE_STATES)
+    raw = _Named(raw, f"from_schema({where}, form={form!r})")
 
     def normalize(value: object) -> object:
         try:
@@ -261,6 +262,25 @@ def _rich_values(
         ),
         max_leaves=4 * max_size,
     )
+
+
+class _Named(st.SearchStrategy[Any]):
+    """``inner``, shown by a short name. hypothesis shows the strategy a filter
+    retries (a drawn value normalize refused, such as an int past 64 bits where the
+    export refuses one), and the full form of a schema's strategy runs to tens of
+    kilobytes: hypothesis warns of it, and under ``filterwarnings = error`` the check
+    failed as unable to generate states."""
+
+    def __init__(self, inner: st.SearchStrategy[Any], name: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.name = name
+
+    def do_draw(self, data: Any) -> Any:
+        return data.draw(self.inner)
+
+    def __repr__(self) -> str:
+        return self.name
 
 
 @st.composite
