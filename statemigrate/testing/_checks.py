@@ -157,10 +157,10 @@ class CheckReport:
         lines = [f"### statemigrate check: {status}", ""]
         for result in self.results:
             mark = "ok" if result.ok else "FAILED"
-            note = f" ({result.note})" if result.note else ""
+            note = f" ({_printable(result.note)})" if result.note else ""
             lines.append(f"- {mark}: {result.check} [{result.examples} examples]{note}")
         for failure in self.failures:
-            lines += ["", f"**{failure.title}**", "", "```", str(failure), "```"]
+            lines += ["", f"**{failure.title}**", "", "```", _printable(str(failure)), "```"]
         return "\n".join(lines) + "\n"
 
     def __str__(self) -> str:
@@ -331,6 +331,19 @@ def _settings(base: Settings | None, max_examples: int | None) -> Settings:
         # hint; the counterexample and the step are what a migration author needs.
         phases=[phase for phase in parent.phases if phase != Phase.explain],
         suppress_health_check=sorted(suppressed, key=lambda check: check.value),
+    )
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character that does not print escaped as ``repr`` escapes
+    it (``\\x1b``, ``\\ud872``), line breaks apart. A refusal or a step's exception
+    may quote a drawn value as it is: raw, a control character garbles a CI log, and a
+    lone surrogate cannot even be written to a UTF-8 stream."""
+    if text.isprintable() or all(char.isprintable() or char == "\n" for char in text):
+        return text
+    return "\n".join(
+        "".join(char if char.isprintable() else repr(char)[1:-1] for char in line)
+        for line in text.split("\n")
     )
 
 

@@ -15,7 +15,7 @@ from typing_extensions import TypedDict
 from statemigrate._errors import LossyMigrationError
 from statemigrate._model._compare import FieldName
 from statemigrate._model._registry import Registry
-from statemigrate.testing import check_migrations, migration_checks
+from statemigrate.testing import CheckReport, check_migrations, migration_checks
 from statemigrate.testing._checks import _shortened
 from statemigrate.testing._exact import cut, exact_differences
 
@@ -273,3 +273,31 @@ def test_a_long_value_is_shortened_readably_never_cut_mid_token() -> None:
     assert cut(Lru(lru={str(i): i for i in range(100)}), 60).startswith("Lru(lru={'0': 0, ")
     note = "at symbol: the string holds a lone surrogate, which UTF-8 cannot encode (store"
     assert _shortened(note, 60) == "at symbol: the string holds a lone surrogate, which UTF-8 ..."
+
+
+def test_the_markdown_report_escapes_what_does_not_print() -> None:
+    """A step's exception or a refusal may quote a drawn value as it is: a control
+    character went raw into CI logs (an escape sequence recolours them), and a lone
+    surrogate into a note that a UTF-8 stream cannot even write."""
+    registry = Registry()
+    registry.add_schema("c", 1, Counts)
+    registry.add_schema("c", 2, Counts)
+
+    def loud(data: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError(f"no key like {next(iter(data['counts']))}")
+
+    registry.add_migration("c", 1, 2, loud, name="loud")
+    registry.add_migration("c", 2, 1, lambda data: data, name="back")
+    report = check_migrations(
+        registry,
+        strategies={("c", 1): st.just({"counts": {"\x1b[31mred\x07": 1}})},
+        components=["c"],
+        max_examples=2,
+        raise_on_failure=False,
+    )
+    with_note = dataclasses.replace(report.results[-1], note="refused: at k['\ud872\x05']")
+    text = CheckReport((*report.results, with_note)).to_markdown()
+    assert "ValueError: no key like \\x1b[31mred\\x07" in text
+    assert "(refused: at k['\\ud872\\x05'])" in text
+    text.encode("utf-8")  # no lone surrogate left
+    assert all(char.isprintable() for line in text.splitlines() for char in line)

@@ -1280,7 +1280,11 @@ def test_the_plugin_entry_point_is_declared() -> None:
     with (REPO / "pyproject.toml").open("rb") as handle:
         project = tomllib.load(handle)["project"]
     assert project["entry-points"]["pytest11"] == {"statemigrate": "statemigrate.testing._plugin"}
-    assert project["optional-dependencies"]["testing"][0].startswith("hypothesis")
+    testing = project["optional-dependencies"]["testing"]
+    assert testing[0].startswith("hypothesis")
+    # The extra brings the pytest the plugin runs in, bounded below as the dev extra.
+    (pytest_pin,) = [pin for pin in testing if pin.startswith("pytest")]
+    assert pytest_pin in project["optional-dependencies"]["dev"]
     installed = importlib.metadata.entry_points(group="pytest11", name="statemigrate")
     for entry in installed:  # present once the checkout is (re)installed
         assert entry.value == "statemigrate.testing._plugin"
