@@ -33,10 +33,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import pydantic
+import pydantic_core
 
 __all__ = [
-    "THE_KEY",
+    "DictKey",
     "FieldName",
+    "SetItem",
     "counterparts",
     "first_difference",
     "format_path",
@@ -52,21 +54,32 @@ class FieldName(str):
     __slots__ = ()
 
 
-class _TheKey:
-    """The last step of a path to a dict key that is itself at fault (rather than the
-    value under it), rendered `` (the key)``: ``f['3'] (the key)``."""
+class DictKey:
+    """A path step to a dict's key itself (not its value): rendered `` key 'k'``."""
 
-    __slots__ = ()
+    __slots__ = ("key",)
+
+    def __init__(self, key: object) -> None:
+        self.key = key
 
     def __repr__(self) -> str:
-        return "THE_KEY"
+        return f"DictKey({self.key!r})"
 
 
-THE_KEY = _TheKey()
+class SetItem:
+    """A path step into a set, to one of its items: rendered ``{item}``."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item: object) -> None:
+        self.item = item
+
+    def __repr__(self) -> str:
+        return f"SetItem({self.item!r})"
+
 
 _KEY_ERROR_STEP = "[key]"
 """pydantic's location step, after a dict's key, for an error in the key itself."""
-
 
 _PATH_STEPS = 16
 """Paths of more steps are shown by their first and last steps, so that a message about
@@ -84,8 +97,15 @@ def format_path(path: list[object] | tuple[object, ...]) -> str:
     if len(path) > _PATH_STEPS:
         head = _render(path[:_PATH_HEAD])
         tail = _render(path[-_PATH_TAIL:])
-        return f"{head.removeprefix('.')} ... {tail} ({len(path)} steps)"
-    return _render(path).removeprefix(".") or "(root)"
+        return f"{_top(head)} ... {tail} ({len(path)} steps)"
+    return _top(_render(path))
+
+
+def _top(rendered: str) -> str:
+    """A rendered path as it starts a message: no leading dot, ``(root)`` for the top."""
+    if not rendered or rendered.startswith(" "):  # the top, or a key of the top dict
+        return f"(root){rendered}"
+    return rendered.removeprefix(".")
 
 
 def located_path(
@@ -145,13 +165,24 @@ def located_path(
             path.append(FieldName(step))
             node = spec.get("schema")
         elif kind == "dict":
-            path.append(step)
             values = node.get("values_schema")
-            if steps == [_KEY_ERROR_STEP] and not _may_have_key_step(values, definitions):
+            if (
+                labelled
+                and steps == [_KEY_ERROR_STEP]
+                and (
+                    not _may_have_key_step(values, definitions)
+                    or _refused_key(node.get("keys_schema"), step)
+                )
+            ):
+                # pydantic's step for an error in the key itself, not in its value: told
+                # apart where no value could hold a step of that name, or where the key
+                # itself does not validate.
                 steps.clear()
-                path.append(THE_KEY)
+                path.append(DictKey(step))
                 break
-            node = values
+            else:
+                path.append(step)
+                node = node.get("values_schema")
         elif kind in ("list", "set", "frozenset", "deque", "tuple"):
             path.append(step)
             node = _item_schema(node, step)
@@ -206,6 +237,21 @@ def _may_have_key_step(
     return fields is not None and _KEY_ERROR_STEP in fields
 
 
+def _refused_key(keys: Mapping[str, Any] | None, key: object) -> bool:
+    """Whether ``key`` (as the location gives it) does not validate against a dict's
+    ``keys`` schema; False when that cannot be told (a schema that needs definitions
+    from elsewhere). Only error paths ask, never a snapshot or a restore."""
+    if keys is None:
+        return False
+    try:
+        pydantic_core.SchemaValidator(cast(Any, keys)).validate_python(key, strict=False)
+    except pydantic_core.ValidationError:
+        return True
+    except Exception:  # a schema that cannot stand alone (a definitions reference)
+        return False
+    return False
+
+
 def _item_schema(node: Mapping[str, Any], index: object) -> Mapping[str, Any] | None:
     """The schema of item ``index`` of a list, set, deque or tuple node."""
     items = node.get("items_schema")
@@ -253,12 +299,17 @@ def _labelled(choice: Any, label: object, definitions: Mapping[str, Mapping[str,
 def _render(steps: list[object] | tuple[object, ...]) -> str:
     # A field whose name is no identifier (a TypedDict's may be anything) is shown as a
     # key: ``.a b`` would not read as one step.
-    return "".join(
-        " (the key)" if step is THE_KEY
-        else f".{step}" if isinstance(step, FieldName) and step.isidentifier()
-        else f"[{step!r}]"
-        for step in steps
-    )
+    return "".join(_render_step(step) for step in steps)
+
+
+def _render_step(step: object) -> str:
+    if isinstance(step, FieldName) and step.isidentifier():
+        return f".{step}"
+    if isinstance(step, SetItem):
+        return f"{{{step.item!r}}}"
+    if isinstance(step, DictKey):
+        return f" key {step.key!r}"
+    return f"[{step!r}]"
 
 
 def first_difference(

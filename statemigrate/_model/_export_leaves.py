@@ -378,7 +378,13 @@ def set_of(item: Node) -> Convert:
         try:
             out.sort()  # equal sets give equal bytes in every process
         except TypeError:
-            pass  # items of mixed types: iteration order, the set still comes back
+            # Plain items of mixed types. An int past 64 bits is text among ints: the
+            # set's own items sort, and give the order. Else iteration order, which
+            # differs between equal sets; the set still comes back.
+            try:
+                out = as_list(sorted(value))
+            except TypeError:
+                pass
         return out
 
     return convert

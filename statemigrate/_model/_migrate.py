@@ -29,9 +29,9 @@ from typing import Any
 import pydantic
 
 from statemigrate._errors import MigrationStepError, StateMigrateError, ValidationError
-from statemigrate._model._compare import format_path
+from statemigrate._model._compare import FieldName, format_path
 from statemigrate._model._fieldchanges import FieldChanges
-from statemigrate._model._plaindata import copy_plain, not_plain_output
+from statemigrate._model._plaindata import INT_MAX, INT_MIN, copy_plain, not_plain_output
 from statemigrate._model._plan import Plan, Step, failed_record
 from statemigrate._model._schema import SchemaVersion
 
@@ -111,7 +111,8 @@ def run_plan(
             detail, path = f"{type(exc).__name__}: {exc}", None
             record = failed_record(exc)
             if record is not None:
-                path = format_path(list(record))
+                field, key = record
+                path = format_path([FieldName(field), key])
                 detail += f" (on the record at {path})"
             raise MigrationStepError(
                 step.component,
@@ -150,6 +151,10 @@ def _check_plain(step: Step, data: Any, instance: str | None) -> None:
         return
     path, what = problem
     where = format_path(path)
+    value = _at(data, path)
+    if type(value) is int and not INT_MIN <= value <= INT_MAX:
+        # Such an int reached the step as its decimal text: the one plain form it has.
+        what += "; return an int past 64 bits as its decimal text, str(n), as steps receive it"
     raise MigrationStepError(
         step.component,
         step.source,
@@ -160,6 +165,13 @@ def _check_plain(step: Step, data: Any, instance: str | None) -> None:
         instance=instance,
         path=where,
     )
+
+
+def _at(data: Any, path: list[object]) -> Any:
+    """The value at ``path`` (keys and indexes) in plain data."""
+    for step in path:
+        data = data[step]
+    return data
 
 
 def _validated(schema: SchemaVersion, box: list[Any], instance: str | None) -> Any:

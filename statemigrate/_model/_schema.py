@@ -29,7 +29,7 @@ import hashlib
 import json
 import sys
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -229,7 +229,7 @@ class SchemaVersion:
             raise ValidationError(
                 self.component,
                 self.version,
-                _summarize(exc),
+                _summarize(exc, self.adapter.core_schema),
                 errors=cast(list[dict[str, object]], errors),
             ) from exc
         except MemoryError:
@@ -591,10 +591,15 @@ def _record_fields(
     return "other", (), frozenset()
 
 
-def _summarize(exc: pydantic.ValidationError, *, limit: int = 3) -> str:
+def _summarize(
+    exc: pydantic.ValidationError, core_schema: Mapping[str, Any], *, limit: int = 3
+) -> str:
+    """pydantic's first errors on one line, each at its path in the form of every other
+    message (``items[''].quantity``, ``users key 'x'``); joined with dots, a key ``''``
+    or ``'SKU-1'`` read as a field (``items..quantity``)."""
     parts = []
     for error in exc.errors(include_url=False, include_input=False)[:limit]:
-        loc = ".".join(str(part) for part in error["loc"]) or "(root)"
+        loc = format_path(located_path(core_schema, error["loc"]))
         parts.append(f"{loc}: {error['msg']}")
     more = exc.error_count() - limit
     if more > 0:

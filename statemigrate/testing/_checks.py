@@ -21,7 +21,9 @@ snapshot ``v``
     and version (nothing is committed then; the result's note counts such refusals).
     Restored by code running the newest version, it equals what the planned steps give.
 
-Steps may mutate their input, so each one always receives a private copy. A failure
+Steps may mutate their input, so each one always receives a private copy, and each
+runs twice, the second time from another state of ``random``: a step whose two results
+differ is named as not deterministic. A failure
 carries hypothesis' shrunk counterexample, the step or path that broke, and where the
 data differed.
 """
@@ -40,7 +42,14 @@ from hypothesis.errors import FailedHealthCheck, Flaky, HypothesisException, Uns
 from statemigrate._errors import MigrationCheckError
 from statemigrate._model._plan import Step
 from statemigrate._model._registry import Registry
-from statemigrate.testing._properties import PROPERTIES, Broken, comparable_pairs, simple_paths
+from statemigrate.testing._exact import cut
+from statemigrate.testing._properties import (
+    PROPERTIES,
+    Broken,
+    Nondeterministic,
+    comparable_pairs,
+    simple_paths,
+)
 from statemigrate.testing._strategies import DEFAULT_MAX_SIZE, Form, from_schema
 
 __all__ = [
@@ -55,7 +64,7 @@ __all__ = [
 
 CheckKind = Literal["step", "paths", "snapshot"]
 
-_SHOWN = 1500  # characters of a counterexample shown before it is cut
+_SHOWN = 1500  # characters of a counterexample shown before it is shortened
 _SHOWN_REFUSAL = 200  # characters of a refusal quoted in a note
 _GENERIC_ADVICE = "pass a strategy for this version explicitly"
 
@@ -86,9 +95,7 @@ class CheckFailure:
     def __str__(self) -> str:
         lines = [f"{self.title}: {self.what}"]
         if self.version is not None:
-            shown = repr(self.example)
-            if len(shown) > _SHOWN:
-                shown = shown[:_SHOWN] + " ..."
+            shown = cut(self.example, _SHOWN)
             lines.append(
                 f"  counterexample (version {self.version}, shrunk; first failure after"
                 f" {self.examples_run} example{'s' if self.examples_run != 1 else ''}):"
@@ -150,10 +157,10 @@ class CheckReport:
         lines = [f"### statemigrate check: {status}", ""]
         for result in self.results:
             mark = "ok" if result.ok else "FAILED"
-            note = f" ({result.note})" if result.note else ""
+            note = f" ({_printable(result.note)})" if result.note else ""
             lines.append(f"- {mark}: {result.check} [{result.examples} examples]{note}")
         for failure in self.failures:
-            lines += ["", f"**{failure.title}**", "", "```", str(failure), "```"]
+            lines += ["", f"**{failure.title}**", "", "```", _printable(str(failure)), "```"]
         return "\n".join(lines) + "\n"
 
     def __str__(self) -> str:
@@ -206,14 +213,16 @@ class MigrationCheck:
         first_failure = 0
         refused: list[str] = []
         body = PROPERTIES[self.kind]
+        broken: list[Broken] = []  # the last failure, should hypothesis not see it again
 
         def test(value: Any) -> None:
             nonlocal calls, first_failure
             calls += 1
             try:
                 refusal = body(self, value)
-            except Broken:
+            except Broken as exc:
                 first_failure = first_failure or calls
+                broken[:] = [exc]
                 raise
             if refusal is not None:
                 refused.append(refusal)
@@ -236,18 +245,8 @@ class MigrationCheck:
                     first_failure,
                 ),
             )
-        except Flaky as exc:
-            failure = CheckFailure(
-                self.id,
-                str(self),
-                "the same input gave different results",
-                f"{_first_line(exc)}; steps must be deterministic: no clock, randomness,"
-                " I/O or state kept between calls",
-                None,
-                None,
-                calls,
-            )
-            return CheckResult(self, calls, failure)
+        except Flaky:
+            return CheckResult(self, calls, self._flaky(broken, calls, first_failure))
         except (Unsatisfiable, FailedHealthCheck, HypothesisException) as exc:
             advice = f"pass a strategy for ({self.component!r}, {self.version}) in strategies="
             reason = _first_line(exc)
@@ -269,9 +268,40 @@ class MigrationCheck:
         if refused:
             note = (
                 f"{len(refused)} of {calls} states refused by snapshot, e.g."
-                f" {refused[0][:_SHOWN_REFUSAL]}"
+                f" {_shortened(refused[0], _SHOWN_REFUSAL)}"
             )
         return CheckResult(self, calls, None, note)
+
+    def _flaky(self, broken: list[Broken], calls: int, first_failure: int) -> CheckFailure:
+        """The failure of a run that hypothesis found flaky: an example failed and then
+        passed when run again, or the other way round. A step that is not
+        deterministic does that; the last failure seen, when there is one, says more
+        (which step differed, and on what) than hypothesis' own report."""
+        again = (
+            "it did not fail again when run once more: a step is not deterministic;"
+            " steps must be deterministic: no clock, randomness, I/O or state kept"
+            " between calls"
+        )
+        if broken:
+            (exc,) = broken
+            detail = exc.detail
+            if not isinstance(exc, Nondeterministic):
+                detail += f"\n{again}"
+            return CheckFailure(
+                self.id, str(self), exc.what, detail, exc.example, self.version, first_failure
+            )
+        steps = dict.fromkeys(step.name for path in (self.steps, *self.paths) for step in path)
+        return CheckFailure(
+            self.id,
+            str(self),
+            "the same input gave different results",
+            f"one of {', '.join(steps)} is not deterministic, or a strategy passed in"
+            " draws differently for the same input; steps must be deterministic: no"
+            " clock, randomness, I/O or state kept between calls",
+            None,
+            None,
+            calls,
+        )
 
     def _strategy(self) -> st.SearchStrategy[Any]:
         schema = self.registry.schema_for(self.component, self.version)
@@ -302,6 +332,28 @@ def _settings(base: Settings | None, max_examples: int | None) -> Settings:
         phases=[phase for phase in parent.phases if phase != Phase.explain],
         suppress_health_check=sorted(suppressed, key=lambda check: check.value),
     )
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character that does not print escaped as ``repr`` escapes
+    it (``\\x1b``, ``\\ud872``), line breaks apart. A refusal or a step's exception
+    may quote a drawn value as it is: raw, a control character garbles a CI log, and a
+    lone surrogate cannot even be written to a UTF-8 stream."""
+    if text.isprintable() or all(char.isprintable() or char == "\n" for char in text):
+        return text
+    return "\n".join(
+        "".join(char if char.isprintable() else repr(char)[1:-1] for char in line)
+        for line in text.split("\n")
+    )
+
+
+def _shortened(text: str, limit: int) -> str:
+    """``text`` cut at a space before ``limit`` characters, ``...`` after it: a
+    refusal's message quotes values, which a cut at any character could split."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
+    return f"{head.rstrip(',;:')} ..."
 
 
 def _first_line(exc: BaseException) -> str:

@@ -13,19 +13,26 @@ import collections
 import dataclasses
 import datetime
 import decimal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pydantic
 
-from statemigrate._model._compare import counterparts
+from statemigrate._model._compare import FieldName, SetItem, counterparts, format_path
 
-__all__ = ["cut", "exact_differences"]
+__all__ = ["PathOf", "cut", "exact_differences"]
 
 _MISSING = object()
 
+PathOf = Callable[[list[object]], list[object]]
+"""Turns the steps to a difference (keys, indexes, record fields as
+:class:`~statemigrate._model._compare.FieldName`) into the path shown: plain data holds
+a record as a dict, and only its schema tells its fields from keys."""
 
-def exact_differences(expected: Any, actual: Any, *, limit: int = 5) -> list[str]:
+
+def exact_differences(
+    expected: Any, actual: Any, *, limit: int = 5, path_of: PathOf | None = None
+) -> list[str]:
     """Name the first places where two states differ in value *or in type*.
 
     Stricter than ``==``, which calls ``1 == 1.0 == True``, a tuple different from a
@@ -48,20 +55,58 @@ def exact_differences(expected: Any, actual: Any, *, limit: int = 5) -> list[str
       count, in dict keys and set items too;
     - secrets compare their secret values.
 
+    Args:
+        expected: the state or plain data that should be there.
+        actual: what is there.
+        limit: how many differences to name at most.
+        path_of: the steps to a difference as a path in the data's schema (see
+            :data:`PathOf`); without it, only a model's or a dataclass's fields are
+            known as fields.
+
     Returns:
-        Up to ``limit`` lines ``<path>: expected ..., got ...`` (for a dict whose keys
-        come in another order, ``<path>: key order differs: ...``); empty when the two
-        states are exactly equal.
+        Up to ``limit`` lines ``<path>: expected ..., got ...`` with paths in the form of
+        error messages (``entries['k'].when``, ``(root)``); for a dict whose keys come in
+        another order, ``<path>: key order differs: ...``. Empty when the two states are
+        exactly equal.
     """
     found: list[str] = []
-    _exact(expected, actual, "", found, limit)
+    _exact(expected, actual, _Where((), path_of), found, limit)
     return found
 
 
-def _exact(a: Any, b: Any, where: str, found: list[str], limit: int) -> None:
+@dataclasses.dataclass(frozen=True)
+class _Where:
+    """The steps to a value, rendered only when a difference is found there: the
+    steps into the data, and, for a difference in a dict's key, the key and the steps
+    into it."""
+
+    steps: tuple[object, ...]
+    path_of: PathOf | None
+    key: object = _MISSING
+    in_key: tuple[object, ...] = ()
+
+    def __truediv__(self, step: object) -> _Where:
+        if self.key is _MISSING:
+            return dataclasses.replace(self, steps=(*self.steps, step))
+        return dataclasses.replace(self, in_key=(*self.in_key, step))
+
+    def key_of(self, key: object) -> _Where:
+        """Where the key ``key`` of the dict here is."""
+        return dataclasses.replace(self, key=key)
+
+    def __str__(self) -> str:
+        steps = list(self.steps)
+        path = format_path(steps if self.path_of is None else self.path_of(steps))
+        if self.key is _MISSING:
+            return path
+        inner = f" at {format_path(list(self.in_key))}" if self.in_key else ""
+        return f"{path} key {self.key!r}{inner}"
+
+
+def _exact(a: Any, b: Any, where: _Where, found: list[str], limit: int) -> None:
     if len(found) >= limit or a is b:
         return
-    here = where or "(top level)"
+    here = where
     if type(a) is not type(b) and not (_is_zone(a) and _is_zone(b)):
         found.append(
             f"{here}: expected {type(a).__qualname__} {cut(a)},"
@@ -86,7 +131,7 @@ def _exact(a: Any, b: Any, where: str, found: list[str], limit: int) -> None:
             found.append(f"{here}: expected {len(a)} items {cut(a)}, got {len(b)} {cut(b)}")
             return
         for index, (left, right) in enumerate(zip(a, b, strict=True)):
-            _exact(left, right, f"{where}[{index}]", found, limit)
+            _exact(left, right, where / index, found, limit)
     elif isinstance(a, set | frozenset):
         in_b, in_a = counterparts(b), counterparts(a)
         for item in a:
@@ -94,7 +139,7 @@ def _exact(a: Any, b: Any, where: str, found: list[str], limit: int) -> None:
             if other is _MISSING:
                 found.append(f"{here}: item {cut(item)} missing")
             else:
-                _exact(item, other, f"{where}{{{item!r}}}", found, limit)
+                _exact(item, other, where / SetItem(item), found, limit)
         unexpected = [item for item in b if in_a(item, _MISSING) is _MISSING]
         found.extend(f"{here}: unexpected item {cut(item)}" for item in unexpected)
         del found[limit:]
@@ -103,21 +148,21 @@ def _exact(a: Any, b: Any, where: str, found: list[str], limit: int) -> None:
 
 
 def _exact_mapping(
-    a: Mapping[Any, Any], b: Mapping[Any, Any], where: str, found: list[str], limit: int
+    a: Mapping[Any, Any], b: Mapping[Any, Any], where: _Where, found: list[str], limit: int
 ) -> None:
     # Keys are looked up by equality and then compared exactly, so {1: x} and {True: x}
     # (equal keys of different types) are told apart.
     in_b, in_a = counterparts(b), counterparts(a)
     matched = True
     for key in a:
-        here = f"{where}[{key!r}]"
+        here = where / key
         other = in_b(key, _MISSING)
         if other is _MISSING:
             matched = False
             found.append(f"{here}: expected {cut(a[key])}, missing")
         else:
             before = len(found)
-            _exact(key, other, f"{where or '(top level)'} key {key!r}", found, limit)
+            _exact(key, other, where.key_of(key), found, limit)
             if len(found) == before:
                 _exact(a[key], b[other], here, found, limit)
         if len(found) >= limit:
@@ -126,13 +171,13 @@ def _exact_mapping(
         if in_a(key, _MISSING) is _MISSING:
             matched = False
             if len(found) < limit:
-                found.append(f"{where}[{key!r}]: unexpected {cut(b[key])}")
+                found.append(f"{where / key}: unexpected {cut(b[key])}")
     if matched and len(found) < limit:
         _key_order(a, [in_a(key, _MISSING) for key in b], list(b), where, found)
 
 
 def _key_order(
-    a: Mapping[Any, Any], twins: list[Any], keys: list[Any], where: str, found: list[str]
+    a: Mapping[Any, Any], twins: list[Any], keys: list[Any], where: _Where, found: list[str]
 ) -> None:
     """Report the keys of ``a`` coming in another order: ``twins`` are the keys of
     ``a`` in the order of the other mapping's ``keys``."""
@@ -145,13 +190,13 @@ def _key_order(
         return
     start = f" from key {first} on" if first else ""
     found.append(
-        f"{where or '(top level)'}: key order differs{start}: expected"
+        f"{where}: key order differs{start}: expected"
         f" {cut(mine[first:])}, got {cut(keys[first:])}"
     )
 
 
 def _exact_fields(
-    a: dict[str, Any], b: dict[str, Any], where: str, found: list[str], limit: int
+    a: dict[str, Any], b: dict[str, Any], where: _Where, found: list[str], limit: int
 ) -> None:
     for name in [*a, *(name for name in b if name not in a)]:
         left, right = a.get(name, _MISSING), b.get(name, _MISSING)
@@ -160,9 +205,9 @@ def _exact_fields(
                 ("missing" if left is _MISSING else cut(left)),
                 ("missing" if right is _MISSING else cut(right)),
             )
-            found.append(f"{where}.{name}: expected {shown[0]}, got {shown[1]}")
+            found.append(f"{where / FieldName(name)}: expected {shown[0]}, got {shown[1]}")
         else:
-            _exact(left, right, f"{where}.{name}", found, limit)
+            _exact(left, right, where / FieldName(name), found, limit)
         if len(found) >= limit:
             return
 
@@ -195,6 +240,80 @@ def _same_leaf(a: Any, b: Any) -> bool:
 
 
 def cut(value: Any, limit: int = 200) -> str:
-    """``repr(value)``, cut to ``limit`` characters."""
+    """``repr(value)``, or when longer than ``limit`` characters, a shorter form of it
+    that still reads as a value: the first items of each collection and the first
+    characters of each string, ``...`` where the rest was left out. It is never cut
+    mid-token; the shortest form (containers left out below the top) may still pass
+    ``limit`` by a little.
+    """
     text = repr(value)
-    return text if len(text) <= limit else text[:limit] + " ..."
+    if len(text) <= limit:
+        return text
+    for items, chars, depth in _BRIEFER:
+        text = _brief(value, items, chars, depth)
+        if len(text) <= limit:
+            break
+    return text
+
+
+# Ever shorter forms: (items per collection, characters per string, levels shown).
+_BRIEFER = ((8, 60, 6), (4, 30, 4), (3, 16, 3), (2, 8, 2), (1, 8, 1), (0, 8, 0))
+
+
+def _brief(value: Any, items: int, chars: int, depth: int) -> str:
+    def inner(item: Any) -> str:
+        return _brief(item, items, chars, depth - 1)
+
+    def listed(shown: list[str], total: int) -> str:
+        more = total - len(shown)
+        return ", ".join([*shown, f"... {more} more"] if more else shown)
+
+    if isinstance(value, str | bytes) and type(value) in (str, bytes):
+        if len(value) <= chars:
+            return repr(value)
+        return f"{value[:chars]!r}...({len(value)} {'chars' if type(value) is str else 'bytes'})"
+    if type(value) is int and len(text := repr(value)) > chars + 4:
+        return f"{text[:chars]}...({len(text) - (value < 0)} digits)"
+    containers = (dict, list, tuple, set, frozenset, collections.deque)
+    record = isinstance(value, pydantic.BaseModel) or (
+        dataclasses.is_dataclass(value) and not isinstance(value, type)
+    )
+    if not (type(value) in containers or record):
+        return repr(value)
+    name = type(value).__name__
+    if record:
+        fields = _record_items(value)
+        if depth <= 0:
+            return f"{name}(...)"
+        shown = [f"{field}={inner(item)}" for field, item in fields[: max(items, 1)]]
+        return f"{name}({listed(shown, len(fields))})"
+    if depth <= 0 or (items == 0 and value):
+        body = "..."
+    elif isinstance(value, dict):
+        pairs = list(value.items())
+        body = listed([f"{inner(k)}: {inner(v)}" for k, v in pairs[:items]], len(pairs))
+    else:
+        members = list(value)
+        body = listed([inner(item) for item in members[:items]], len(members))
+        if type(value) is tuple and len(members) == 1:
+            body += ","
+    if type(value) in (dict, set):
+        return f"{{{body}}}" if value else repr(value)
+    if type(value) is list:
+        return f"[{body}]"
+    if type(value) is tuple:
+        return f"({body})"
+    if type(value) is frozenset:
+        return f"frozenset({{{body}}})" if value else repr(value)
+    return f"deque([{body}])"
+
+
+def _record_items(value: Any) -> list[tuple[str, Any]]:
+    """A model's or dataclass's fields as its ``repr`` shows them."""
+    if isinstance(value, pydantic.BaseModel):
+        return [(str(name), item) for name, item in value.__repr_args__() if name is not None]
+    return [
+        (field.name, getattr(value, field.name, None))
+        for field in dataclasses.fields(value)
+        if field.repr
+    ]

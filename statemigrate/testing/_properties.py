@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn, Protocol
 
 from statemigrate._errors import ExportError, MigrationStepError, StateMigrateError
+from statemigrate._model._compare import located_path
 from statemigrate._model._migrate import run_plan
-from statemigrate._model._plaindata import copy_plain
+from statemigrate._model._plaindata import copy_plain, same_plain
 from statemigrate._model._plan import Plan, Step
 from statemigrate._model._registry import Registry
 from statemigrate.testing._exact import cut, exact_differences
@@ -26,6 +28,7 @@ from statemigrate.testing._exact import cut, exact_differences
 __all__ = [
     "PROPERTIES",
     "Broken",
+    "Nondeterministic",
     "Subject",
     "comparable_pairs",
     "simple_paths",
@@ -74,13 +77,64 @@ class Broken(Exception):
         self.example = example
 
 
-def _apply(step: Step, data: Any, example: Any, role: str) -> Any:
+class Nondeterministic(Broken):
+    """Broken: a step gave two results for one input (the step is in :attr:`what`)."""
+
+
+def _apply(registry: Registry, step: Step, data: Any, example: Any, role: str) -> Any:
+    """Run ``step`` on a private copy of ``data``, twice, and return its result; any
+    exception, or a second result that differs from the first, breaks the property.
+
+    hypothesis seeds ``random`` alike for every call of a test, so a step that draws
+    from it gives the same result on every run of an example, and hypothesis' own
+    replay cannot tell. The second run starts from another state of ``random``; a step
+    that reads the clock differs between the two runs too, now and then. Either way
+    the step that differs is the one named, not the check's step around it.
+    """
+    result = _run(step, data, example, role)
+    state = random.getstate()
+    random.seed(_OTHER_SEED)
+    try:
+        again = _run(step, data, example, role)
+    except Broken as exc:
+        raise Nondeterministic(
+            f"{step.name} is not deterministic: it raised on the same input the second time",
+            f"{exc.detail}\n{_DETERMINISTIC}",
+            example,
+        ) from exc
+    finally:
+        random.setstate(state)
+    if same_plain(result, again):  # at C speed: the common answer
+        return result
+    changed = _differences(registry, step.component, step.target, result, again)
+    if changed:
+        raise Nondeterministic(
+            f"{step.name} is not deterministic: the same input gave different results",
+            f"in step {step}, run twice on the same input:\n"
+            + "\n".join(changed)
+            + f"\n{_DETERMINISTIC}",
+            example,
+        )
+    return result
+
+
+_OTHER_SEED = 0x5EED
+"""The seed of ``random`` for a step's second run: not hypothesis' (it seeds 0)."""
+
+_DETERMINISTIC = (
+    "steps must be deterministic: no clock, randomness, I/O or state kept between calls"
+)
+
+
+def _run(step: Step, data: Any, example: Any, role: str) -> Any:
     """Run ``step`` on a private copy of ``data``; any exception breaks the property."""
     plan = Plan(step.component, step.source, step.target, (step,))
     try:
         result = run_plan(plan, data, schema=None, copy=True)
     except MigrationStepError as exc:
-        if exc.path is not None:  # the pipeline's own rule, as a restore applies it
+        if exc.path is not None and exc.__cause__ is None:
+            # The pipeline's own rule, as a restore applies it. (A record step that
+            # raised has a path too, the record's, and its exception as the cause.)
             raise Broken(
                 f"{role} returned data that is not plain",
                 f"in step {step}: {exc.detail}",
@@ -111,22 +165,25 @@ def _normalized(registry: Registry, step: Step, data: Any, version: int, example
 def _step_property(check: Subject, x: Any) -> None:
     (step,) = check.steps
     registry = check.registry
-    y = _normalized(registry, step, _apply(step, x, x, "step"), step.target, x)
+    y = _normalized(registry, step, _apply(registry, step, x, x, "step"), step.target, x)
     if step.records is not None:
         _record_property(registry, step, x, y)
     reverse = _reverse(registry, step)
     if reverse is None:
         return
-    z = _normalized(registry, reverse, _apply(reverse, y, x, "reverse step"), step.source, x)
+    back = _apply(registry, reverse, y, x, "reverse step")
+    z = _normalized(registry, reverse, back, step.source, x)
     lost = step.lost_fields
     # A lossy step that names nothing it loses leaves nothing to compare.
     if lost or not step.lossy:
-        changed = exact_differences(_without(x, lost), _without(z, lost))
+        changed = _differences(
+            registry, step.component, step.source, _without(x, lost), _without(z, lost)
+        )
         if changed:
             _round_trip_broken(registry, step, reverse, x, y, z, changed)
     if step.lossy:
-        again = _normalized(registry, step, _apply(step, z, x, "step"), step.target, x)
-        changed = exact_differences(y, again)
+        again = _normalized(registry, step, _apply(registry, step, z, x, "step"), step.target, x)
+        changed = _differences(registry, step.component, step.target, y, again)
         if changed:
             raise Broken(
                 f"{step.name}({reverse.name}({step.name}(x))) != {step.name}(x)",
@@ -154,7 +211,10 @@ def _round_trip_broken(
     else:
         went = f"{back} != x"
     try:
-        again: Any = _normalized(registry, step, _apply(step, z, x, "step"), step.target, x)
+        again: Any = _apply(registry, step, z, x, "step")
+        again = _normalized(registry, step, again, step.target, x)
+    except Nondeterministic:
+        raise
     except Broken:
         again = _MISSING  # the step refuses what the reverse gave: no telling
     if again is not _MISSING and not exact_differences(y, again):
@@ -195,12 +255,14 @@ def _record_property(registry: Registry, step: Step, x: Any, y: Any) -> None:
     delta = _normalized(
         registry,
         step,
-        _apply(step, {**x, field: part}, x, "record step on some records"),
+        _apply(registry, step, {**x, field: part}, x, "record step on some records"),
         step.target,
         x,
     )
     want = {key: y[field][key] for key in part}
-    changed = exact_differences(want, delta[field])
+    changed = _differences(
+        registry, step.component, step.target, {field: want}, {field: delta[field]}
+    )
     if changed:
         raise Broken(
             f"{step.name} on some of the records differs from those records of {step.name}(x)",
@@ -217,12 +279,14 @@ def _paths_property(check: Subject, x: Any) -> None:
         data = x
         for step in path:
             # Validated after every step, so an invalid intermediate names its step.
-            data = _apply(step, data, x, f"path {path_text(check.version, path)}")
+            data = _apply(registry, step, data, x, f"path {path_text(check.version, path)}")
             data = _normalized(registry, step, data, step.target, x)
         outcomes.append((path, data))
     for (first, one), (second, other) in _pairs(outcomes):
         lost = _lost(first) + _lost(second)
-        changed = exact_differences(_without(one, lost), _without(other, lost))
+        changed = _differences(
+            registry, check.component, first[-1].target, _without(one, lost), _without(other, lost)
+        )
         if changed:
             ignoring = f" (ignoring {', '.join(lost)})" if lost else ""
             raise Broken(
@@ -309,7 +373,7 @@ def _snapshot_round_trip(check: Subject, state: Any) -> str | None:
             f"{type(exc).__name__}: {exc}",
             state,
         ) from exc
-    changed = exact_differences(state, reader_obj.state)
+    changed = _differences(registry, component, version, state, reader_obj.state)
     if changed:
         raise Broken(
             f"restore(commit(x)) != x at version {version}",
@@ -335,7 +399,7 @@ def _snapshot_round_trip(check: Subject, state: Any) -> str | None:
             f"{type(exc).__name__}: {exc}",
             state,
         ) from exc
-    changed = exact_differences(expected, migrated)
+    changed = _differences(registry, component, latest.version, expected, migrated)
     if changed:
         raise Broken(
             f"restore into version {latest.version} differs from {plan}",
@@ -385,6 +449,18 @@ def _holder_class(registry: Registry, component: str, version: int) -> type[_Hol
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+
+def _differences(
+    registry: Registry, component: str, version: int, expected: Any, actual: Any
+) -> list[str]:
+    """:func:`exact_differences` of two values of ``version``, with paths in the form
+    error messages use (``entries['k'].hits``): the schema tells a plain dict's fields
+    from its keys."""
+    core_schema = registry.schema_for(component, version).adapter.core_schema
+    return exact_differences(
+        expected, actual, path_of=lambda steps: located_path(core_schema, steps, labelled=False)
+    )
 
 
 def _reverse(registry: Registry, step: Step) -> Step | None:
@@ -444,7 +520,13 @@ def simple_paths(
 
 
 def _without(data: Any, paths: Iterable[str]) -> Any:
-    """A copy of ``data`` without the fields at ``paths`` (dotted; ``*`` = any key/item)."""
+    """A copy of ``data`` without the fields at ``paths`` (dotted; ``*`` = any key/item).
+
+    A path ending in ``*`` names every entry of the dicts (or item of the lists) it
+    reaches, so it empties them: entries the step removed, added or changed are all
+    declared lost. Read as a key named ``*``, it would name nothing, and a step that
+    declares exactly the entries it drops would fail for losing them.
+    """
     result = copy_plain(data)
     for path in paths:
         parts = path.split(".")
@@ -452,7 +534,9 @@ def _without(data: Any, paths: Iterable[str]) -> Any:
         for part in parts[:-1]:
             level = [child for node in level for child in _children(node, part)]
         for node in level:
-            if isinstance(node, dict):
+            if parts[-1] == "*" and isinstance(node, dict | list):
+                node.clear()
+            elif isinstance(node, dict):
                 node.pop(parts[-1], None)
     return result
 

@@ -34,8 +34,9 @@ the top, between two strategies built for the schema: one roll per state, not on
 string.
 
 Floats are finite unless the schema allows infinities, and never NaN (NaN is not equal
-to itself, so no round trip could be checked). Integers of the plain form stay in
-msgpack's signed 64-bit range unless constraints say otherwise.
+to itself, so no round trip could be checked). An ``int`` field without a bound on a
+side now and then holds an integer beyond 64 bits on that side, in both forms: the
+plain form holds it as its decimal text, as a snapshot does and as a step receives it.
 
 Most collections hold at most :data:`SMALL_SIZE` items and most strings are short, which
 keeps a few hundred examples per step cheap; about one collection in :data:`_LONG` is
@@ -171,6 +172,7 @@ def from_schema(
         # is drawn once, here, rather than at every string: a choice per string made
         # every example cost more, and a snapshot refuses such a state whole.
         raw = _rarely(raw, build(surrogates=True), every=_SURROGATE_STATES)
+    raw = _Named(raw, f"from_schema({where}, form={form!r})")
 
     def normalize(value: object) -> object:
         try:
@@ -260,6 +262,25 @@ def _rich_values(
         ),
         max_leaves=4 * max_size,
     )
+
+
+class _Named(st.SearchStrategy[Any]):
+    """``inner``, shown by a short name. hypothesis shows the strategy a filter
+    retries (a drawn value normalize refused, such as an int past 64 bits where the
+    export refuses one), and the full form of a schema's strategy runs to tens of
+    kilobytes: hypothesis warns of it, and under ``filterwarnings = error`` the check
+    failed as unable to generate states."""
+
+    def __init__(self, inner: st.SearchStrategy[Any], name: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.name = name
+
+    def do_draw(self, data: Any) -> Any:
+        return data.draw(self.inner)
+
+    def __repr__(self) -> str:
+        return self.name
 
 
 @st.composite
@@ -568,8 +589,10 @@ class _Builder:
         common = st.integers(low, high)
         above = all(node.get(key) is None for key in ("le", "lt"))
         below = all(node.get(key) is None for key in ("ge", "gt"))
-        if self.rich and (above or below):
-            # Python ints have no bound; a state may hold one msgpack cannot.
+        if above or below:
+            # Python ints have no bound; a state may hold one msgpack cannot. Its plain
+            # form is its decimal text, which is what a step receives: drawn in both
+            # forms, so a step doing arithmetic on it fails its check, not a restore.
             return _rarely(common, _big_ints(above=above, below=below))
         return common
 

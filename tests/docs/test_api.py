@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from pathlib import Path
 
@@ -38,3 +39,22 @@ def test_the_check_notices_a_missing_name() -> None:
     """Negative control: removing a name from the text makes the check fail."""
     text = API.read_text().replace("TmpfsStore", "")
     assert "TmpfsStore" in undocumented("statemigrate", text)
+
+
+def documented_defaults(text: str, name: str) -> dict[str, str]:
+    """The ``option=default`` pairs of the signature api.md gives ``name``."""
+    match = re.search(rf"\*\*`{re.escape(name)}\((.*?)\)( -> [^`]*)?`\*\*", text, re.S)
+    assert match is not None, name
+    return dict(re.findall(r"(\w+)=([^,)]+)", match.group(1)))
+
+
+def test_check_migrations_is_documented_with_the_code_defaults() -> None:
+    """api.md gave ``check_migrations(..., max_size=4)`` where the code (and
+    testing.md) say 16."""
+    from statemigrate.testing import check_migrations
+
+    parameters = inspect.signature(check_migrations).parameters
+    documented = documented_defaults(API.read_text(), "check_migrations")
+    assert set(documented) == {name for name, p in parameters.items() if p.default is not p.empty}
+    for option, default in documented.items():
+        assert default == repr(parameters[option].default), option

@@ -13,7 +13,14 @@ from pydantic import AfterValidator, BaseModel, TypeAdapter
 from typing_extensions import TypedDict
 
 from statemigrate._errors import ExportError
-from statemigrate._model._compare import FieldName, first_difference, format_path, located_path
+from statemigrate._model._compare import (
+    DictKey,
+    FieldName,
+    SetItem,
+    first_difference,
+    format_path,
+    located_path,
+)
 from statemigrate._model._schema import SchemaVersion
 
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
@@ -183,9 +190,9 @@ def test_a_key_that_does_not_validate_is_named_as_the_key() -> None:
     """pydantic locates a key's own error with a step ``[key]`` after the key. Before,
     that step was shown as one more key: ``by_id['3']['[key]']``."""
     core = TypeAdapter(_Keyed).core_schema
-    assert format_path(located_path(core, ("by_id", "3", "[key]"))) == "by_id['3'] (the key)"
+    assert format_path(located_path(core, ("by_id", "3", "[key]"))) == "by_id key '3'"
     assert format_path(located_path(core, ("nested", "a", "3", "[key]"))) == (
-        "nested['a']['3'] (the key)"
+        "nested['a'] key '3'"
     )
     # Under a dict of dicts, a value's error at the key "[key]" has that location too.
     assert format_path(located_path(core, ("deep", "a", "[key]"))) == "deep['a']['[key]']"
@@ -196,7 +203,7 @@ def test_an_export_refused_for_a_key_names_the_key() -> None:
     with pytest.raises(ExportError) as caught:
         schema.export(_Keyed.model_construct(by_id={3: 1}))
     assert str(caught.value).startswith(
-        "c version 1 cannot be snapshotted: at by_id['3'] (the key): its plain form does"
+        "c version 1 cannot be snapshotted: at by_id key '3': its plain form does"
         " not validate back: Value error, odd key"
     )
 
@@ -204,3 +211,19 @@ def test_an_export_refused_for_a_key_names_the_key() -> None:
 def test_a_field_whose_name_is_no_identifier_is_shown_as_a_key() -> None:
     """A TypedDict's field may be named anything: ``.a b`` would not read as one step."""
     assert format_path([FieldName("rows"), "k", FieldName("a b")]) == "rows['k']['a b']"
+
+
+def test_a_dict_keys_own_error_is_located_at_the_key() -> None:
+    """pydantic puts ``'[key]'`` after a key whose own validation failed: the path
+    names the key, ``users[1] key 'x'``, not a step ``['[key]']`` into its value."""
+    adapter = TypeAdapter(dict[str, dict[int, bool]])
+    path = located_path(adapter.core_schema, ["users", "x", "[key]"])
+    assert format_path(path) == "['users'] key 'x'"
+    # Here the values are dicts: their own key "[key]" has that location too, so it
+    # is not told apart (see test_a_key_that_does_not_validate_is_named_as_the_key).
+    assert format_path(located_path(adapter.core_schema, ["x", "[key]"])) == "['x']['[key]']"
+    # Plain data has no such step: there a key '[key]' is a key.
+    plain = located_path(adapter.core_schema, ["x", "[key]"], labelled=False)
+    assert format_path(plain) == "['x']['[key]']"
+    assert format_path([DictKey("x")]) == "(root) key 'x'"
+    assert format_path([FieldName("s"), SetItem(1)]) == "s{1}"

@@ -321,7 +321,11 @@ def test_a_restore_through_field_changes_equals_validating_their_output(
     state = data.draw(states(registry, "c", 1))
     restored, report = _restore(registry, state)
     assert _shape(restored) == _shape(_by_validation(registry, state))
-    assert (report.timings["validate"] == 0.0) is ((target, changes) in PROVEN_CASES)
+    # An int past 64 bits is text in the plain form, so a state drawn in that form
+    # holds text where validation makes an int: such a restore validates, proven or not.
+    as_valid = _shape(registry.schema_for("c", 1).validate(copy.deepcopy(state)))
+    if as_valid == _shape(state):
+        assert (report.timings["validate"] == 0.0) is ((target, changes) in PROVEN_CASES)
     containers = [
         id(v)
         for entry in restored["entries"].values()

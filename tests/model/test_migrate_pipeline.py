@@ -280,7 +280,7 @@ def test_migrate_snapshot_to_the_version_a_section_has_checks_it_as_a_step_would
         producer=Producer.current("svc"),
     )
     snapshot = sm.open_snapshot(bad.to_bytes())
-    with pytest.raises(sm.ValidationError, match=r"sessions/default .*entries\.a"):
+    with pytest.raises(sm.ValidationError, match=r"sessions/default .*entries\['a'\]"):
         sm.migrate_snapshot(snapshot, {"sessions": 1}, registry=registry)
     good = sm.open_snapshot(v1_snapshot(registry).to_bytes())
     rewritten = sm.migrate_snapshot(good, {"sessions": 1}, registry=registry)
@@ -396,6 +396,54 @@ def test_a_restore_refuses_what_the_testing_kit_refuses() -> None:
     step = failures["sessions-step-1-2"]
     assert step.what == "step returned data that is not plain"
     assert "is not plain data" in step.detail
+
+
+class Counted(TypedDict):
+    counts: dict[str, int]
+
+
+class Totalled(TypedDict):
+    counts: dict[str, int]
+    total: int
+
+
+def test_a_step_returning_an_int_past_64_bits_is_told_to_return_its_text() -> None:
+    """An int past 64 bits reaches a step as its decimal text; one the step returns as
+    an int is refused, and the message says which form to return."""
+    registry = sm.Registry()
+    registry.add_schema("c", 1, Counted)
+    registry.add_schema("c", 2, Totalled)
+
+    def add_total(data: dict[str, Any]) -> dict[str, Any]:
+        assert data["counts"]["a"] == str(2**64)  # the form the step receives
+        data["total"] = sum(int(count) for count in data["counts"].values())
+        return data
+
+    registry.add_migration("c", 1, 2, add_total)
+    with pytest.raises(sm.MigrationStepError) as caught:
+        registry.migrate("c", {"counts": {"a": str(2**64), "b": 1}}, 1, 2)
+    detail = caught.value.detail
+    assert f"the integer {2**64 + 1} does not fit in 64 bits" in detail
+    assert "return an int past 64 bits as its decimal text, str(n)" in detail
+    # Returned as its text, the int is valid output.
+    fixed = sm.Registry()
+    fixed.add_schema("c", 1, Counted)
+    fixed.add_schema("c", 2, Totalled)
+
+    def add_total_text(data: dict[str, Any]) -> dict[str, Any]:
+        total = sum(int(count) for count in data["counts"].values())
+        data["total"] = total if -(2**63) <= total < 2**64 else str(total)
+        return data
+
+    fixed.add_migration("c", 1, 2, add_total_text)
+    result = fixed.migrate("c", {"counts": {"a": str(2**64), "b": 1}}, 1, 2)
+    assert result.state["total"] == 2**64 + 1
+
+
+def test_the_advice_on_big_ints_is_given_for_big_ints_only() -> None:
+    with pytest.raises(sm.MigrationStepError) as caught:
+        stamped().migrate("sessions", fresh_v1(), 1, 2)
+    assert "decimal text" not in caught.value.detail
 
 
 @sm.migratable("sessions", version=2)

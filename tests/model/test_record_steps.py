@@ -134,8 +134,8 @@ def test_a_record_step_error_says_which_record_it_raised_on() -> None:
     data = {"entries": {"a": {"n": 1}, "b": {}}}
     with pytest.raises(MigrationStepError) as caught:
         registry.migrate("c", data, 1, 2, validate=False)
-    assert caught.value.path == "['entries']['b']"
-    assert caught.value.detail == "KeyError: 'n' (on the record at ['entries']['b'])"
+    assert caught.value.path == "entries['b']"
+    assert caught.value.detail == "KeyError: 'n' (on the record at entries['b'])"
     assert isinstance(caught.value.__cause__, KeyError)  # the step's own error, chained
     with pytest.raises(KeyError) as plain:  # Plan.apply lets it through, with a note
         registry.plan("c", 1, 2).apply({"entries": {"b": {}}})

@@ -312,6 +312,38 @@ def test_validation_error_is_ours_and_chained() -> None:
     assert str(err).startswith("sessions does not fit schema version 2: count:")
 
 
+class Stock(TypedDict):
+    quantity: Annotated[int, Field(ge=0)]
+
+
+class Inventory(TypedDict):
+    items: dict[str, Stock]
+    users: dict[int, dict[str, bool]]
+
+
+def test_validation_errors_name_paths_in_the_one_form() -> None:
+    """Before, pydantic's location was joined with dots: the key '' read
+    ``items..quantity``, a key ``items.SKU-00000.quantity``, an int key's own error
+    ``users..[key]``. Now as every other message: keys in brackets, fields dotted."""
+    schema = SchemaVersion.create("inventory", 5, Inventory)
+    data = {
+        "items": {"": {"quantity": -1}, "SKU-00000": {"quantity": -1}},
+        "users": {"x": {}},
+    }
+    with pytest.raises(ValidationError) as info:
+        schema.validate(data)
+    assert str(info.value) == (
+        "inventory does not fit schema version 5:"
+        " items[''].quantity: Input should be greater than or equal to 0;"
+        " items['SKU-00000'].quantity: Input should be greater than or equal to 0;"
+        " users key 'x': Input should be a valid integer, unable to parse string as an integer"
+    )
+    top = SchemaVersion.create("c", 1, dict[int, int])
+    with pytest.raises(ValidationError) as info:
+        top.validate({"a": 1})
+    assert str(info.value).startswith("c does not fit schema version 1: (root) key 'a': ")
+
+
 def test_validation_summary_counts_the_rest() -> None:
     schema = SchemaVersion.create("c", 1, dict[str, int])
     with pytest.raises(ValidationError, match="and 2 more errors"):
