@@ -136,9 +136,14 @@ class CommitReport:
 
     def summary(self) -> str:
         """One line for logs."""
+        # A store that numbers what it keeps (an ObjectStore) has numbers of its own,
+        # which `statemigrate list` shows and `URL#N` names: not the snapshot's
+        # generation, which counts the service's snapshots since its last cold start.
+        numbered = getattr(self.ref, "generation", None)
+        kept = f" (store generation {numbered})" if isinstance(numbered, int) else ""
         return (
             f"{self.snapshot.summary()}, commit {self.commit_seconds * 1000:.1f} ms"
-            f" -> {self.describe()}"
+            f" -> {self.describe()}{kept}"
         )
 
 

@@ -11,6 +11,7 @@ import pytest
 from restore_children.ledger import state_after, tracked_ledger_service
 
 from statemigrate import Checkpointer, MemoryStore, RestoreError
+from statemigrate.stores import ObjectStore
 
 
 def test_an_incremental_checkpoint_logs_the_chain_it_committed(
@@ -48,6 +49,21 @@ def test_a_snapshot_summary_names_its_sections_and_sizes() -> None:
         f"snapshot {report.snapshot_id[:12]} gen {report.generation}: 1 section,"
         f" {raw} raw -> {report.size} bytes; "
     )
+
+
+def test_a_commit_to_an_object_store_names_the_store_generation_beside_its_own() -> None:
+    """The snapshot's generation counts the service's snapshots; an ObjectStore numbers
+    its objects: a commit's line gives both, each named, so a log line can be matched
+    with `statemigrate list` and `URL#N`."""
+    service, ledger = tracked_ledger_service()
+    ledger.write()
+    store = ObjectStore("memory://")
+    for _ in range(3):
+        store.commit(b"another writer's bytes")
+    line = service.commit(store).summary()
+    shape = r"gen 1: .* -> memory://generations/0+4\.[0-9a-f]+ \(store generation 4\)$"
+    assert re.search(shape, line), line
+    assert "store generation" not in service.commit(MemoryStore(name="m")).summary()
 
 
 def _chain(deltas: int) -> tuple[MemoryStore, int]:
