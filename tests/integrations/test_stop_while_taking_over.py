@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,30 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from child_waits import free_port, pid_in, wait_until
 
 CHILD = Path(__file__).with_name("stop_while_taking_over.py")
 DEADLINE = 60.0  # a guard against a hung test, not a figure
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _wait(what: str, check: Callable[[], object]) -> None:
-    end = time.monotonic() + DEADLINE
-    while not check():
-        assert time.monotonic() < end, f"gave up waiting: {what}"
-        time.sleep(0.01)
-
-
-def _pid_in(path: Path) -> int:
-    try:
-        return int(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return 0
+    wait_until(what, check, DEADLINE)
 
 
 @pytest.mark.slow
@@ -46,7 +29,7 @@ def _pid_in(path: Path) -> int:
 def test_sigterm_during_the_take_over_stops_the_successor_once_it_serves(
     server: str, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     with (tmp_path / "log").open("wb") as log:
         old = subprocess.Popen(
             [sys.executable, str(CHILD), server, str(port), str(tmp_path)],
@@ -55,14 +38,14 @@ def test_sigterm_during_the_take_over_stops_the_successor_once_it_serves(
         )
     successor = 0
     try:
-        _wait("the old process to serve", lambda: _pid_in(tmp_path / "pid") == old.pid)
+        _wait("the old process to serve", lambda: pid_in(tmp_path / "pid") == old.pid)
         os.kill(old.pid, signal.SIGUSR2)
-        _wait("the successor's restore", lambda: _pid_in(tmp_path / "importing"))
-        successor = _pid_in(tmp_path / "importing")
+        _wait("the successor's restore", lambda: pid_in(tmp_path / "importing"))
+        successor = pid_in(tmp_path / "importing")
         os.kill(successor, signal.SIGTERM)
         time.sleep(0.2)  # the signal is delivered before the restore goes on
         (tmp_path / "go").touch()
-        _wait("the successor to serve", lambda: _pid_in(tmp_path / "pid") == successor)
+        _wait("the successor to serve", lambda: pid_in(tmp_path / "pid") == successor)
         _wait("both processes to end", lambda: (tmp_path / f"exit.{successor}").exists())
         assert old.wait(timeout=DEADLINE) == 0
         text = (tmp_path / "log").read_text()

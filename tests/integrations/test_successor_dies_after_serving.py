@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from child_waits import free_port, pid_in, wait_until
 
 from statemigrate.integrations._successor import gone
 
@@ -27,25 +28,12 @@ DEADLINE = 20.0
 DIED = "died after taking over the state"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _wait(what: str, check: Callable[[], object]) -> None:
-    end = time.monotonic() + DEADLINE
-    while not check():
-        assert time.monotonic() < end, f"gave up waiting: {what}"
-        time.sleep(0.01)
+    wait_until(what, check, DEADLINE)
 
 
 def _serving(folder: Path) -> int:
-    try:
-        return int((folder / "pid").read_text())
-    except (FileNotFoundError, ValueError):
-        return 0
+    return pid_in(folder / "pid")
 
 
 def _bindable(port: int) -> bool:
@@ -81,7 +69,7 @@ def _old_process(server: str, port: int, folder: Path) -> Iterator[subprocess.Po
 def test_a_successor_dying_after_it_serves_leaves_nothing_in_the_way_of_a_restart(
     tmp_path: Path, server: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     with _old_process(server, port, tmp_path) as old:
         kept = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
         try:
