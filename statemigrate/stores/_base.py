@@ -150,8 +150,9 @@ def warn_other_writer(location: str) -> None:
     """
     _log.error(
         "%s: the latest snapshot there was committed by another writer since this store's"
-        " last commit: two services commit to the same place, and a restart restores"
-        " whichever committed last; give each service its own directory or prefix",
+        " last commit (another service, or another store object on the same place): a"
+        " restart restores whichever committed last; give each service its own directory"
+        " or prefix, and commit through one store object",
         location,
     )
 
