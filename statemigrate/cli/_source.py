@@ -13,6 +13,9 @@ file's size, which must be within the limit), then each piece's preamble as a
 snapshot's is; only then is the whole file read. A buffer the process cannot allocate
 is an error of its own, not a ``MemoryError``.
 
+A key file is opened as a snapshot file is, without blocking (a FIFO has no writer to
+wait for), and refused unless it is a regular file.
+
 Every operating-system error becomes a :class:`~statemigrate.StoreError` naming the
 operation and the source (the path, or ``fd:N``).
 """
@@ -52,6 +55,7 @@ MAX_FD = (1 << 31) - 1
 """The largest descriptor number the kernel's interfaces (a C ``int``) can hold."""
 
 _READ_STEP = 1 << 30  # at most this much per read call: Linux reads < 2 GiB at a time
+_KEY_READ = 4096
 # Non-blocking: opening a FIFO for reading would otherwise wait for a writer, before
 # fstat could refuse it. Reads of a regular file ignore the flag.
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
@@ -67,17 +71,17 @@ def read_key(path: str | None) -> bytes | None:
     """The key in ``path`` (surrounding whitespace stripped), or None without a path.
 
     Raises:
-        StoreError: the file cannot be opened or read, or holds fewer than 16 bytes.
+        StoreError: the file cannot be opened or read, is not a regular file (a FIFO
+            is refused without waiting for a writer), or holds fewer than 16 bytes.
     """
     if path is None:
         return None
+    fd = _open(path, op="read")
     try:
-        with open(path, "rb") as handle:
-            key = handle.read(4096).strip()
-    except OSError as exc:
-        raise _failed("read", path or "''", exc) from exc
-    except ValueError as exc:  # a NUL in the path; an argv element cannot hold one
-        raise StoreError("read", repr(path), str(exc)) from exc
+        _regular_file(fd, path, op="read")
+        key = _pread(fd, _KEY_READ, 0, path).strip()
+    finally:
+        os.close(fd)
     if len(key) < 16:
         raise StoreError("read", path, "an authentication key needs at least 16 bytes")
     return key

@@ -76,10 +76,17 @@ def _registry_with_blobs() -> sm.Registry:
 
 
 def run_child(
-    *argv: str, cwd: Path | None = None, pass_fds: Sequence[int] = (), isolated: bool = False
+    *argv: str,
+    cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
+    isolated: bool = False,
+    key_file: str | None = None,
 ) -> Result:
-    """Run ``python -m statemigrate`` in a child process, as a terminal user would."""
+    """Run ``python -m statemigrate`` in a child process, as a terminal user would;
+    ``$STATEMIGRATE_KEY_FILE`` is ``key_file`` when given, else unset."""
     env = {k: v for k, v in os.environ.items() if k != "STATEMIGRATE_KEY_FILE"}
+    if key_file is not None:
+        env["STATEMIGRATE_KEY_FILE"] = key_file
     flags = ["-I"] if isolated else []
     proc = subprocess.run(
         [sys.executable, *flags, "-m", "statemigrate", *argv],
@@ -705,6 +712,41 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)  # no writer: opening it for a plain read would wait forever
     assert_one_error_line(run_child("inspect", str(fifo)), str(fifo), "not a regular file")
+
+
+@pytest.mark.parametrize("how", ["--key-file", "$STATEMIGRATE_KEY_FILE"])
+def test_a_key_file_that_is_a_fifo_is_refused_without_blocking(
+    how: str, made: Made, tmp_path: Path
+) -> None:
+    """As SNAPSHOT is: a FIFO without a writer once made the command wait forever."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    if how == "--key-file":
+        result = run_child("inspect", str(made.authenticated), "--key-file", str(fifo))
+        assert_one_error_line(result, f"read {fifo}: not a regular file")
+    else:
+        result = run_child("inspect", str(made.authenticated), key_file=str(fifo))
+        assert_one_error_line(
+            result, f"read {fifo} (named by $STATEMIGRATE_KEY_FILE): not a regular file"
+        )
+
+
+@pytest.mark.parametrize("command", ["inspect", "migrate", "verify"])
+def test_a_key_file_that_is_not_a_regular_file_is_refused(
+    command: str, made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A device or a directory is no key file: /dev/null once read as a key too short,
+    a directory as EISDIR."""
+    rest = {
+        "inspect": [],
+        "migrate": ["-o", str(tmp_path / "out"), "--to", "kvcache=3", *REGISTRY],
+        "verify": REGISTRY,
+    }[command]
+    failure = 2 if command == "verify" else 1  # verify's 1 is "would not restore"
+    for path in (os.devnull, str(tmp_path)):
+        result = run(capsys, command, str(made.authenticated), "--key-file", path, *rest)
+        assert_one_error_line(result, f"read {path}: not a regular file", code=failure)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

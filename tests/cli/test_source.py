@@ -129,7 +129,7 @@ def test_os_errors_name_the_source_and_the_operation(
         ),
         (
             ["inspect", str(snap), "--key-file", str(tmp_path)],
-            f"read {tmp_path}: Is a directory (EISDIR)",
+            f"read {tmp_path}: not a regular file",
         ),
         (["inspect", str(snap), "--key-file", ""], "read '': No such file or directory"),
     ]
