@@ -438,8 +438,9 @@ class Registry:
 
         Raises:
             RegistrationError: ``path`` is not a directory, or a module failed to import
-                or registered something invalid; the message names the file and the
-                original exception is chained.
+                (raised an exception or ``SystemExit``) or registered something
+                invalid; the message names the file and the original exception is
+                chained.
         """
         folder = Path(path)
         if not folder.is_dir():
@@ -588,6 +589,13 @@ def _import_file(entry: Path) -> None:
         del sys.modules[module_name]
         raise RegistrationError(
             f"migrations module {str(entry)!r} failed to load: {type(exc).__name__}: {exc}"
+        ) from exc
+    except SystemExit as exc:
+        # sys.exit() in a migrations module is a failure to load it, not a request to
+        # end whatever process loads the directory (a service, the command line).
+        del sys.modules[module_name]
+        raise RegistrationError(
+            f"migrations module {str(entry)!r} failed to load: it raised SystemExit({exc.code!r})"
         ) from exc
     except BaseException:
         del sys.modules[module_name]

@@ -880,6 +880,48 @@ def test_a_registry_module_that_fails_to_import(
     assert_one_error_line(result, name, "RuntimeError", "boom", "second line")
 
 
+@pytest.mark.parametrize("how", ["--import", "--registry", "--registry factory", "--migrations"])
+def test_a_registry_module_that_exits_on_import_is_one_line(
+    how: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sys.exit(3)`` while importing once ended the command with status 3 and no word."""
+    name = f"exiting_{uuid.uuid4().hex}"
+    folder = tmp_path / "modules"
+    folder.mkdir()
+    if how == "--registry factory":
+        (folder / f"{name}.py").write_text("def build():\n    raise SystemExit(3)\n")
+    else:
+        (folder / f"{name}.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(folder))
+    argv, fragment = {
+        "--import": (["--import", name], f"importing {name!r} failed: it raised SystemExit(3)"),
+        "--registry": (
+            ["--registry", f"{name}:registry"],
+            f"importing {name!r} failed: it raised SystemExit(3)",
+        ),
+        "--registry factory": (
+            ["--registry", f"{name}:build"],
+            f"calling '{name}:build' failed: it raised SystemExit(3)",
+        ),
+        "--migrations": (
+            ["--migrations", str(folder)],
+            f"{name}.py' failed to load: it raised SystemExit(3)",
+        ),
+    }[how]
+    assert_one_error_line(run(capsys, "graph", "kvcache", *argv), fragment)
+    sys.modules.pop(name, None)
+
+
+def test_an_interrupt_while_importing_a_registry_module_is_not_a_failure_to_import(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"interrupted_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text("raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = run(capsys, "graph", "kvcache", "--import", name)
+    assert (result.code, result.err) == (1, "statemigrate: interrupted\n")
+
+
 USER_MODULE = """
 import statemigrate as sm
 from typing_extensions import TypedDict

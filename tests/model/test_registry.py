@@ -425,6 +425,28 @@ def test_failing_module_is_named_and_nothing_stays(tmp_path: Path) -> None:
     assert not any("b_broken" in name for name in sys.modules)
 
 
+def test_a_module_that_exits_fails_to_load_and_nothing_stays(tmp_path: Path) -> None:
+    """sys.exit() in a migrations module once ended the process loading the directory."""
+    write(tmp_path, "a_up.py", UP)
+    write(tmp_path, "b_exits.py", "import sys\nsys.exit(3)\n")
+    reg = Registry()
+    with pytest.raises(RegistrationError) as info:
+        reg.load_migrations(tmp_path)
+    assert "b_exits.py" in str(info.value)
+    assert str(info.value).endswith("failed to load: it raised SystemExit(3)")
+    assert isinstance(info.value.__cause__, SystemExit)
+    assert reg.components() == [] and not any("b_exits" in name for name in sys.modules)
+
+
+def test_an_interrupt_while_loading_goes_through(tmp_path: Path) -> None:
+    write(tmp_path, "a_up.py", UP)
+    write(tmp_path, "b_interrupted.py", "raise KeyboardInterrupt\n")
+    reg = Registry()
+    with pytest.raises(KeyboardInterrupt):
+        reg.load_migrations(tmp_path)
+    assert reg.components() == [] and not any("b_interrupted" in name for name in sys.modules)
+
+
 def test_duplicate_inside_a_module_is_chained(tmp_path: Path) -> None:
     write(tmp_path, "a_up.py", UP)
     write(tmp_path, "b_again.py", UP)
