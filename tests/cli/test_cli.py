@@ -870,6 +870,24 @@ def test_bad_registry_arguments(
     assert result.out == ""
 
 
+def test_a_migrations_path_that_is_no_directory_says_what_it_is(
+    made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A snapshot file, a FIFO or a symbolic link loop given to --migrations was said
+    not to exist."""
+    fifo, loop = tmp_path / "fifo", tmp_path / "loop"
+    os.mkfifo(fifo)
+    loop.symlink_to(loop)
+    for path, says in (
+        (made.plain, "is a regular file, not a directory"),
+        (fifo, "is a FIFO, not a directory"),
+        (loop, "is a loop of symbolic links"),
+    ):
+        result = run(capsys, "graph", "kvcache", "--migrations", str(path))
+        line = assert_one_error_line(result, f"migrations directory {str(path)!r} {says}")
+        assert "does not exist" not in line
+
+
 def test_a_registry_module_that_fails_to_import(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
