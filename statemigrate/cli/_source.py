@@ -49,6 +49,7 @@ __all__ = [
     "read_key",
     "read_key_option",
     "read_snapshot_source",
+    "with_key_hint",
 ]
 
 MAX_FD = (1 << 31) - 1
@@ -110,6 +111,20 @@ def read_key_option(path: str | None) -> bytes | None:
         raise StoreError(
             exc.op, f"{exc.target} (named by ${KEY_FILE_VARIABLE})", exc.detail, errno=exc.errno
         ) from exc
+
+
+def with_key_hint(exc: SnapshotError) -> SnapshotError:
+    """``exc``, the refusal of an authenticated snapshot read without a key, saying
+    how the command line takes one."""
+    return SnapshotError(
+        exc.kind,
+        f"{exc.detail}; pass --key-file PATH or set ${KEY_FILE_VARIABLE}",
+        offset=exc.offset,
+        section=exc.section,
+        chunk=exc.chunk,
+        expected=exc.expected,
+        actual=exc.actual,
+    )
 
 
 def parse_fd(source: str) -> int:

@@ -28,6 +28,7 @@ from typing_extensions import TypedDict
 
 import statemigrate as sm
 from statemigrate._model import _registry
+from statemigrate._runtime._chain import chain_frame
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._format import FORMAT_VERSION, MAGIC, assemble, open_snapshot
 from statemigrate._snapshot._header import Producer
@@ -39,7 +40,7 @@ from statemigrate.reference import (
     KVCacheV3,
     build_registry,
 )
-from statemigrate.stores import MemfdStore
+from statemigrate.stores import MemfdStore, ObjectStore
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = ["--registry", "statemigrate.reference:build_registry"]
@@ -395,6 +396,59 @@ def test_key_file_from_the_environment(
     monkeypatch.setenv("STATEMIGRATE_KEY_FILE", str(made.key_file))
     result = run(capsys, "inspect", str(made.authenticated), "--json")
     assert result.code == 0 and json.loads(result.out)["authenticated"] is True
+
+
+NO_KEY_HINT = "no key was given; pass --key-file PATH or set $STATEMIGRATE_KEY_FILE"
+
+
+@pytest.mark.parametrize("command", ["inspect", "migrate", "verify"])
+@pytest.mark.parametrize("where", ["file", "fd", "chain", "url"])
+def test_an_authenticated_snapshot_without_a_key_says_how_to_give_it(
+    command: str, where: str, made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every command that takes --key-file says how to give a key it was not given:
+    once it said only `no key was given`."""
+    data = made.authenticated.read_bytes()
+    path = tmp_path / "signed"
+    path.write_bytes(data)
+    source = str(path)
+    if where == "chain":
+        path.write_bytes(chain_frame([len(data)]) + data)
+    elif where == "url":
+        store = ObjectStore(f"file://{tmp_path}/store")
+        store.commit([data])
+        source = f"file://{tmp_path}/store"
+    rest = {
+        "inspect": [],
+        "migrate": ["-o", str(tmp_path / "out"), "--to", "kvcache=3", *REGISTRY],
+        "verify": REGISTRY,
+    }[command]
+    fd = os.open(path, os.O_RDONLY) if where == "fd" else None
+    try:
+        result = run(capsys, command, f"fd:{fd}" if fd is not None else source, *rest)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    piece = "checkpoint chain piece 0: " if where == "chain" else ""
+    line = assert_one_error_line(
+        result,
+        f"auth: {piece}snapshot is authenticated but {NO_KEY_HINT}",
+        code=2 if command == "verify" else 1,
+    )
+    assert line.endswith(NO_KEY_HINT)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_wrong_or_unwanted_key_gets_no_hint(
+    made: Made, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong"
+    wrong.write_bytes(b"another key, also long enough")
+    for snapshot, key in ((made.authenticated, wrong), (made.plain, made.key_file)):
+        line = assert_one_error_line(
+            run(capsys, "inspect", str(snapshot), "--key-file", str(key)), "auth:"
+        )
+        assert "--key-file" not in line
 
 
 @pytest.mark.parametrize("command", ["inspect", "migrate"])
