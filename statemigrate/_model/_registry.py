@@ -26,10 +26,12 @@ a fresh one per test)::
 from __future__ import annotations
 
 import contextvars
+import errno
 import importlib.util
 import itertools
 import os
 import re
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -438,16 +440,11 @@ class Registry:
 
         Raises:
             RegistrationError: ``path`` is not a directory, or a module failed to import
-                or registered something invalid; the message names the file and the
-                original exception is chained.
+                (raised an exception or ``SystemExit``) or registered something
+                invalid; the message names the file and the original exception is
+                chained.
         """
-        folder = Path(path)
-        if not folder.is_dir():
-            raise RegistrationError(f"migrations directory {str(folder)!r} does not exist")
-        files = sorted(
-            entry for entry in folder.iterdir() if entry.suffix == ".py" and entry.is_file()
-        )
-        files = [entry for entry in files if not entry.name.startswith("_")]
+        files = _migration_files(Path(path))
         with self._lock:
             saved = self._save()
             loaded: list[str] = []
@@ -572,6 +569,55 @@ def _loading_into(registry: Registry) -> Iterator[None]:
         _loading.reset(token)
 
 
+_NOT_DIRECTORIES = {
+    stat.S_IFREG: "a regular file",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def _migration_files(folder: Path) -> list[Path]:
+    """The migrations modules of ``folder`` in load order: the ``*.py`` files directly
+    in it whose names do not start with ``_``, sorted.
+
+    Raises:
+        RegistrationError: ``folder`` is missing, is not a directory (saying what it
+            is), is a loop of symbolic links, or cannot be read.
+    """
+    where = f"migrations directory {str(folder)!r}"
+    try:
+        kind = stat.S_IFMT(os.stat(folder).st_mode)
+    except FileNotFoundError:
+        dangling = os.path.islink(folder)
+        raise RegistrationError(
+            f"{where} is a symbolic link to nothing" if dangling else f"{where} does not exist"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RegistrationError(f"{where} is a loop of symbolic links") from None
+        raise RegistrationError(f"{where} cannot be read: {_os_reason(exc)}") from exc
+    if kind != stat.S_IFDIR:
+        what = _NOT_DIRECTORIES.get(kind, "not a directory")
+        raise RegistrationError(f"{where} is {what}, not a directory")
+    try:
+        entries = list(folder.iterdir())
+    except OSError as exc:
+        raise RegistrationError(f"{where} cannot be read: {_os_reason(exc)}") from exc
+    return sorted(
+        entry
+        for entry in entries
+        if entry.suffix == ".py" and not entry.name.startswith("_") and entry.is_file()
+    )
+
+
+def _os_reason(exc: OSError) -> str:
+    """``Permission denied (EACCES)``: an OS error's reason and its name."""
+    name = errno.errorcode.get(exc.errno, str(exc.errno)) if exc.errno is not None else "no errno"
+    return f"{exc.strerror or exc} ({name})"
+
+
 def _import_file(entry: Path) -> None:
     stem = re.sub(r"\W", "_", entry.stem)
     module_name = f"_statemigrate_migrations_{next(_load_serial)}_{stem}"
@@ -588,6 +634,13 @@ def _import_file(entry: Path) -> None:
         del sys.modules[module_name]
         raise RegistrationError(
             f"migrations module {str(entry)!r} failed to load: {type(exc).__name__}: {exc}"
+        ) from exc
+    except SystemExit as exc:
+        # sys.exit() in a migrations module is a failure to load it, not a request to
+        # end whatever process loads the directory (a service, the command line).
+        del sys.modules[module_name]
+        raise RegistrationError(
+            f"migrations module {str(entry)!r} failed to load: it raised SystemExit({exc.code!r})"
         ) from exc
     except BaseException:
         del sys.modules[module_name]

@@ -18,7 +18,9 @@ Layout, little-endian::
     pieces     ...         the snapshots, base first, back to back
 
 Each piece is checked by its own digest when it is opened; this frame only says where
-the pieces lie.
+the pieces lie. A reader holding only a chain's first bytes (a file not read yet) checks
+the frame from them first (:func:`frame_size`, :func:`piece_lengths`), so a damaged one
+costs no more than the frame.
 """
 
 from __future__ import annotations
@@ -31,7 +33,15 @@ import xxhash
 from statemigrate._errors import SnapshotError
 from statemigrate.stores import Buffer
 
-__all__ = ["CHAIN_MAGIC", "MAX_PIECES", "chain_frame", "is_chain", "split_chain"]
+__all__ = [
+    "CHAIN_MAGIC",
+    "MAX_PIECES",
+    "chain_frame",
+    "frame_size",
+    "is_chain",
+    "piece_lengths",
+    "split_chain",
+]
 
 CHAIN_MAGIC = b"\x89SMCHAIN"
 MAX_PIECES = 1 << 16
@@ -55,20 +65,27 @@ def is_chain(data: Buffer) -> bool:
     return bytes(memoryview(data)[: len(CHAIN_MAGIC)]) == CHAIN_MAGIC
 
 
-def split_chain(data: Buffer) -> list[memoryview]:
-    """The pieces of a chain, base first, as views of ``data`` (not verified yet).
+def frame_size(head: Buffer, size: int) -> int:
+    """How many bytes the frame of a chain of ``size`` bytes takes, read from ``head``,
+    its first bytes (at least 16 of them, or the whole object when it is shorter).
+
+    A reader that holds only the start of a chain (a file it has not read yet) asks
+    this first, then reads that many bytes for :func:`piece_lengths`.
 
     Raises:
-        SnapshotError: the frame is damaged or truncated, or the pieces do not fill
-            the object exactly.
+        SnapshotError: the head is not a chain's, declares no pieces or more than
+            :data:`MAX_PIECES`, its reserved field is not zero, or the object ends
+            inside the frame.
     """
-    buf = memoryview(data).cast("B")
-    if len(buf) < _HEAD.size:
-        raise SnapshotError("truncated", "checkpoint chain ends inside its frame", offset=len(buf))
+    buf = memoryview(head).cast("B")
+    if min(len(buf), size) < _HEAD.size:
+        raise SnapshotError(
+            "truncated", "checkpoint chain ends inside its frame", offset=min(len(buf), size)
+        )
     magic, count, reserved = _HEAD.unpack_from(buf)
+    count = int(count)
     if magic != CHAIN_MAGIC:
         raise SnapshotError("not_snapshot", "not a checkpoint chain", offset=0)
-    frame_end = _HEAD.size + count * _LENGTH.size
     if not 1 <= count <= MAX_PIECES:
         raise SnapshotError("corrupt", f"checkpoint chain frame declares {count} pieces", offset=8)
     if reserved != 0:
@@ -77,31 +94,64 @@ def split_chain(data: Buffer) -> list[memoryview]:
             f"checkpoint chain frame's reserved field is {reserved:#010x}, not zero",
             offset=12,
         )
+    needed = _HEAD.size + count * _LENGTH.size + _CHECK.size
+    if size < needed:
+        raise SnapshotError("truncated", "checkpoint chain ends inside its frame", offset=size)
+    return needed
+
+
+def piece_lengths(frame: Buffer, size: int) -> list[int]:
+    """The lengths of the pieces, base first, of a chain of ``size`` bytes whose first
+    bytes, its frame at least (:func:`frame_size`), are ``frame``.
+
+    Raises:
+        SnapshotError: as :func:`frame_size`; the frame's checksum does not match, or
+            the pieces do not fill the ``size`` bytes exactly.
+    """
+    buf = memoryview(frame).cast("B")
+    frame_end = frame_size(buf, size) - _CHECK.size
     if len(buf) < frame_end + _CHECK.size:
-        raise SnapshotError("truncated", "checkpoint chain ends inside its frame", offset=len(buf))
+        raise ValueError(f"piece_lengths needs the frame's {frame_end + _CHECK.size} bytes")
     (check,) = _CHECK.unpack_from(buf, frame_end)
     if xxhash.xxh3_64_intdigest(buf[:frame_end]) != check:
         raise SnapshotError("corrupt", "checkpoint chain frame checksum mismatch", offset=0)
-    pieces = []
+    count = (frame_end - _HEAD.size) // _LENGTH.size
+    lengths = []
     at = frame_end + _CHECK.size
     for index in range(count):
         (length,) = _LENGTH.unpack_from(buf, _HEAD.size + index * _LENGTH.size)
-        if at + length > len(buf):
+        if at + length > size:
             raise SnapshotError(
                 "truncated",
                 f"checkpoint chain piece {index} ends past the object",
                 expected=at + length,
-                actual=len(buf),
+                actual=size,
                 offset=at,
             )
-        pieces.append(buf[at : at + length])
+        lengths.append(length)
         at += length
-    if at != len(buf):
+    if at != size:
         raise SnapshotError(
             "trailing_data",
             "bytes follow the checkpoint chain's last piece",
             expected=at,
-            actual=len(buf),
+            actual=size,
             offset=at,
         )
+    return lengths
+
+
+def split_chain(data: Buffer) -> list[memoryview]:
+    """The pieces of a chain, base first, as views of ``data`` (not verified yet).
+
+    Raises:
+        SnapshotError: the frame is damaged or truncated, or the pieces do not fill
+            the object exactly.
+    """
+    buf = memoryview(data).cast("B")
+    at = frame_size(buf, len(buf))
+    pieces = []
+    for length in piece_lengths(buf, len(buf)):
+        pieces.append(buf[at : at + length])
+        at += length
     return pieces

@@ -47,6 +47,7 @@ __all__ = [
     "composed_sections",
     "link_break",
     "open_chain",
+    "piece_error",
 ]
 
 
@@ -67,7 +68,7 @@ class Chain:
     def located(self, index: int, exc: SnapshotError) -> SnapshotError:
         """``exc``, raised reading piece ``index``, as an error about the chain: its
         detail names the piece and its offset counts from the start of the chain."""
-        return _located(exc, index, self.starts[index])
+        return piece_error(exc, index, self.starts[index])
 
     def check_links(self) -> None:
         """Refuse a chain whose pieces do not follow one another (see :func:`chain_break`).
@@ -117,11 +118,14 @@ def open_chain(
         try:
             pieces.append(open_snapshot(view, key=key, limits=limits))
         except SnapshotError as exc:
-            raise _located(exc, index, starts[index]) from exc
+            raise piece_error(exc, index, starts[index]) from exc
     return Chain(tuple(pieces), tuple(starts), start)
 
 
-def _located(exc: SnapshotError, index: int, start: int) -> SnapshotError:
+def piece_error(exc: SnapshotError, index: int, start: int) -> SnapshotError:
+    """``exc``, raised reading piece ``index`` that starts ``start`` bytes into its
+    chain, as an error about the chain: its detail names the piece and its offset
+    counts from the start of the chain."""
     return SnapshotError(
         exc.kind,
         f"checkpoint chain piece {index}: {exc.detail}",

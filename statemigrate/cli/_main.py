@@ -1,8 +1,9 @@
 """The ``statemigrate`` command line: a thin argparse layer over plain functions.
 
 Each sub-command is a function taking parsed arguments and an output stream, so tests
-call them directly. Every error the library raises on purpose, and every OS error,
-becomes one line on stderr and a non-zero exit; a traceback means a bug.
+call them directly. Every error the library raises on purpose, every OS error and a
+failure to allocate memory becomes one line on stderr and a non-zero exit; a traceback
+means a bug.
 """
 
 from __future__ import annotations
@@ -113,6 +114,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     except OSError as exc:
         # The commands translate the OS errors they expect; this names what it can.
         _error(_os_error(exc, args))
+    except MemoryError:
+        # A buffer too large for the process's limits (ulimit -v, a container's
+        # memory): the command could not read or build what it needed. Reading a file
+        # says which; this is the rest (a URL's object, a section decoded for --dump).
+        _error(f"{_command_name(args)}: out of memory")
     except KeyboardInterrupt:
         if sys.stderr is not None:
             print("statemigrate: interrupted", file=sys.stderr)
@@ -130,14 +136,19 @@ def _error(message: str) -> None:
 
 def _os_error(exc: OSError, args: argparse.Namespace) -> str:
     """``<command> <file(s)>: <reason> (<ERRNO>)`` for an OS error no command translated."""
-    command = " ".join(
-        str(part) for part in (args.command, getattr(args, "schemas_command", None)) if part
-    )
+    command = _command_name(args)
     files = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
     where = f" {' -> '.join(files)}" if files else ""
     code = exc.errno
     name = f" ({errno.errorcode.get(code, code)})" if code is not None else ""
     return f"{command}{where}: {exc.strerror or exc}{name}"
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    """``inspect``, ``schemas check``: the command that failed, for a line naming no file."""
+    return " ".join(
+        str(part) for part in (args.command, getattr(args, "schemas_command", None)) if part
+    )
 
 
 def _message(exc: StateMigrateError) -> str:

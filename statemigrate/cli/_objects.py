@@ -19,14 +19,14 @@ from collections.abc import Sequence
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from statemigrate._errors import StoreError
+from statemigrate._errors import SnapshotError, StoreError
 from statemigrate._runtime._chainread import Chain
 from statemigrate._snapshot._format import (
     DEFAULT_MAX_SNAPSHOT_SIZE,
     DecodeLimits,
     Snapshot,
 )
-from statemigrate.cli._source import open_read, open_snapshot_source
+from statemigrate.cli._source import open_read, open_snapshot_source, with_key_hint
 from statemigrate.stores import ObjectRef, ObjectStore
 
 __all__ = [
@@ -160,15 +160,22 @@ def open_source(
         StoreError: the source cannot be read (for a URL: no snapshot committed, no
             such generation, the server unreachable, the bucket missing, access denied).
         SnapshotError: the bytes are not a sound snapshot or chain, or the key does
-            not match.
+            not match; an authenticated one read without a key says how to give it.
     """
     limits = limits or DecodeLimits()
-    if not is_object_url(source):
-        return open_snapshot_source(source, key=key, limits=limits), None
-    url, which = split_url(source)
-    store = open_store(url, options, max_size=limits.max_snapshot_size)
-    ref = store.ref(which)
-    return open_read(ref.open(), key=key, limits=limits), ref
+    try:
+        if not is_object_url(source):
+            return open_snapshot_source(source, key=key, limits=limits), None
+        url, which = split_url(source)
+        store = open_store(url, options, max_size=limits.max_snapshot_size)
+        ref = store.ref(which)
+        return open_read(ref.open(), key=key, limits=limits), ref
+    except SnapshotError as exc:
+        # Without a key, the only refusal of kind "auth" is a MAC with no key to check
+        # it: the cure is an option the library's message cannot name.
+        if exc.kind == "auth" and key is None:
+            raise with_key_hint(exc) from exc
+        raise
 
 
 def commit_to_url(

@@ -7,8 +7,14 @@ preamble checksum, format version, flags, key) and turns into the snapshot's len
 reader's limit; only then, if the file is exactly that long, is the whole of it read,
 into one buffer of that size. So a file of the wrong kind, or of a size over the limit,
 costs one small read, however large it is, and a sound one costs its size once. A
-checkpoint chain (its first 8 bytes are the chain's magic) has no length of its own: it
-is read whole when the file is no larger than the limit.
+checkpoint chain (its first 8 bytes are the chain's magic) has no length of its own: its
+frame is read and checked first (piece count, checksum, the pieces' lengths against the
+file's size, which must be within the limit), then each piece's preamble as a
+snapshot's is; only then is the whole file read. A buffer the process cannot allocate
+is an error of its own, not a ``MemoryError``.
+
+A key file is opened as a snapshot file is, without blocking (a FIFO has no writer to
+wait for), and refused unless it is a regular file.
 
 Every operating-system error becomes a :class:`~statemigrate.StoreError` naming the
 operation and the source (the path, or ``fd:N``).
@@ -22,8 +28,8 @@ import os
 import stat
 
 from statemigrate._errors import SnapshotError, StoreError
-from statemigrate._runtime._chain import is_chain
-from statemigrate._runtime._chainread import Chain, open_chain
+from statemigrate._runtime._chain import frame_size, is_chain, piece_lengths
+from statemigrate._runtime._chainread import Chain, open_chain, piece_error
 from statemigrate._snapshot._format import (
     PREAMBLE_SIZE,
     Buffer,
@@ -43,12 +49,17 @@ __all__ = [
     "read_key",
     "read_key_option",
     "read_snapshot_source",
+    "with_key_hint",
 ]
 
 MAX_FD = (1 << 31) - 1
 """The largest descriptor number the kernel's interfaces (a C ``int``) can hold."""
 
 _READ_STEP = 1 << 30  # at most this much per read call: Linux reads < 2 GiB at a time
+_KEY_READ = 4096
+# Non-blocking: opening a FIFO for reading would otherwise wait for a writer, before
+# fstat could refuse it. Reads of a regular file ignore the flag.
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 def _failed(op: str, source: str, exc: OSError) -> StoreError:
@@ -61,17 +72,17 @@ def read_key(path: str | None) -> bytes | None:
     """The key in ``path`` (surrounding whitespace stripped), or None without a path.
 
     Raises:
-        StoreError: the file cannot be opened or read, or holds fewer than 16 bytes.
+        StoreError: the file cannot be opened or read, is not a regular file (a FIFO
+            is refused without waiting for a writer), or holds fewer than 16 bytes.
     """
     if path is None:
         return None
+    fd = _open(path, op="read")
     try:
-        with open(path, "rb") as handle:
-            key = handle.read(4096).strip()
-    except OSError as exc:
-        raise _failed("read", path or "''", exc) from exc
-    except ValueError as exc:  # a NUL in the path; an argv element cannot hold one
-        raise StoreError("read", repr(path), str(exc)) from exc
+        _regular_file(fd, path, op="read")
+        key = _pread(fd, _KEY_READ, 0, path).strip()
+    finally:
+        os.close(fd)
     if len(key) < 16:
         raise StoreError("read", path, "an authentication key needs at least 16 bytes")
     return key
@@ -100,6 +111,20 @@ def read_key_option(path: str | None) -> bytes | None:
         raise StoreError(
             exc.op, f"{exc.target} (named by ${KEY_FILE_VARIABLE})", exc.detail, errno=exc.errno
         ) from exc
+
+
+def with_key_hint(exc: SnapshotError) -> SnapshotError:
+    """``exc``, the refusal of an authenticated snapshot read without a key, saying
+    how the command line takes one."""
+    return SnapshotError(
+        exc.kind,
+        f"{exc.detail}; pass --key-file PATH or set ${KEY_FILE_VARIABLE}",
+        offset=exc.offset,
+        section=exc.section,
+        chunk=exc.chunk,
+        expected=exc.expected,
+        actual=exc.actual,
+    )
 
 
 def parse_fd(source: str) -> int:
@@ -186,26 +211,41 @@ def read_snapshot_source(
 
             return open_memfd(fd, max_size=limits.max_snapshot_size)
         return _read_file(fd, source, key, limits)
-    try:
-        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as exc:
-        raise _failed("open", source, exc) from exc
-    except ValueError as exc:  # a NUL in the path; an argv element cannot hold one
-        raise StoreError("open", repr(source), str(exc)) from exc
+    fd = _open(source, op="open")
     try:
         return _read_file(fd, source, key, limits)
     finally:
         os.close(fd)
 
 
-def _read_file(fd: int, source: str, key: bytes | None, limits: DecodeLimits) -> bytes | bytearray:
+def _open(path: str, *, op: str) -> int:
+    """A descriptor of ``path`` open for reading, opened without blocking."""
+    try:
+        return os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        raise _failed(op, path or "''", exc) from exc
+    except ValueError as exc:  # a NUL in the path; an argv element cannot hold one
+        raise StoreError(op, repr(path), str(exc)) from exc
+
+
+def _regular_file(fd: int, source: str, *, op: str) -> os.stat_result:
+    """``fstat`` of ``fd``, refused unless it is a regular file: judged by the open
+    descriptor, so the path cannot change kind between the check and the read."""
     try:
         info = os.fstat(fd)
-        mode = fcntl.fcntl(fd, fcntl.F_GETFL)
     except OSError as exc:
         raise _failed("fstat", source, exc) from exc
     if not stat.S_ISREG(info.st_mode):
-        raise StoreError("open", source, "not a regular file")
+        raise StoreError(op, source, "not a regular file")
+    return info
+
+
+def _read_file(fd: int, source: str, key: bytes | None, limits: DecodeLimits) -> bytes | bytearray:
+    info = _regular_file(fd, source, op="open")
+    try:
+        mode = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError as exc:
+        raise _failed("fcntl", source, exc) from exc
     if mode & os.O_ACCMODE == os.O_WRONLY:
         raise StoreError(
             "read", source, "open for writing only; pass a descriptor open for reading"
@@ -214,21 +254,16 @@ def _read_file(fd: int, source: str, key: bytes | None, limits: DecodeLimits) ->
     if len(head) < PREAMBLE_SIZE:
         return head  # too short to be a snapshot: open_snapshot says how
     if is_chain(head):
-        # A checkpoint chain declares no length of its own: it is the whole file, and
-        # its frame then says where each piece lies.
-        total = info.st_size
-        if total > limits.max_snapshot_size:
-            raise SnapshotError(
-                "too_large",
-                "checkpoint chain is larger than the reader allows",
-                expected=limits.max_snapshot_size,
-                actual=total,
-                offset=0,
-            )
+        total = _chain_length(fd, source, head, info.st_size, key, limits)
     else:
         total = snapshot_length(head, info.st_size, key=key, limits=limits)
         check_length(info.st_size, total)
-    buffer = bytearray(total)
+    try:
+        buffer = bytearray(total)
+    except MemoryError:
+        raise StoreError(
+            "read", source, f"cannot allocate the {total} bytes to read it into: out of memory"
+        ) from None
     view = memoryview(buffer)
     position = 0
     while position < total:
@@ -237,17 +272,56 @@ def _read_file(fd: int, source: str, key: bytes | None, limits: DecodeLimits) ->
         except OSError as exc:
             raise _failed("read", source, exc) from exc
         if count == 0:
-            raise StoreError(
-                "read",
-                source,
-                f"file changed while being read: it ended at {position} of {total} bytes",
-            )
+            raise _changed(source, f"it ended at {position} of {total} bytes")
         position += count
     if _pread(fd, 1, total, source):
-        raise StoreError(
-            "read", source, f"file changed while being read: it grew past {total} bytes"
-        )
+        raise _changed(source, f"it grew past {total} bytes")
     return buffer
+
+
+def _chain_length(
+    fd: int, source: str, head: bytes, size: int, key: bytes | None, limits: DecodeLimits
+) -> int:
+    """The length of the checkpoint chain that starts with ``head`` in a file of
+    ``size`` bytes, once what can be checked without reading it whole is: the size
+    against the limit, the frame, and each piece's preamble, as :func:`open_chain`
+    will check them (the same errors, naming the piece).
+
+    Raises:
+        SnapshotError: the chain is larger than ``limits`` allow, its frame is damaged
+            or its pieces do not fill the file, or a piece's preamble is not sound.
+        StoreError: a read failed, or the file changed while being read.
+    """
+    # A chain declares no length of its own: it is the whole file, and its frame then
+    # says where each piece lies.
+    if size > limits.max_snapshot_size:
+        raise SnapshotError(
+            "too_large",
+            "checkpoint chain is larger than the reader allows",
+            expected=limits.max_snapshot_size,
+            actual=size,
+            offset=0,
+        )
+    needed = frame_size(head, size)
+    frame = _pread(fd, needed, 0, source)
+    if len(frame) < needed:
+        raise _changed(source, f"it ended at {len(frame)} of {size} bytes")
+    at = needed
+    for index, length in enumerate(piece_lengths(frame, size)):
+        wanted = min(length, PREAMBLE_SIZE)
+        preamble = _pread(fd, wanted, at, source)
+        if len(preamble) < wanted:
+            raise _changed(source, f"it ended at {at + len(preamble)} of {size} bytes")
+        try:
+            check_length(length, snapshot_length(preamble, length, key=key, limits=limits))
+        except SnapshotError as exc:
+            raise piece_error(exc, index, at) from exc
+        at += length
+    return size
+
+
+def _changed(source: str, how: str) -> StoreError:
+    return StoreError("read", source, f"file changed while being read: {how}")
 
 
 def _pread(fd: int, size: int, offset: int, source: str) -> bytes:

@@ -178,7 +178,8 @@ def load_registry(
 
     Raises:
         RegistrationError: the registry spec is malformed, does not name a Registry,
-            or a module (or the registry factory) failed.
+            or a module (or the registry factory) failed: raised an exception, or
+            ``SystemExit`` (``sys.exit()``).
     """
     spec = registry or config.registry
     if config.root is not None and (spec or config.imports or imports):
@@ -210,6 +211,13 @@ def _import(module: str) -> object:
         raise RegistrationError(
             f"importing {module!r} failed: {type(exc).__name__}: {exc}"
         ) from exc
+    except SystemExit as exc:
+        # A module that calls sys.exit() (a script's guard run on import) fails to
+        # import like any other; left to propagate, it would end the command with its
+        # status and no word. KeyboardInterrupt still goes through: Ctrl-C.
+        raise RegistrationError(
+            f"importing {module!r} failed: it raised SystemExit({exc.code!r})"
+        ) from exc
 
 
 def _resolve(spec: str) -> Registry:
@@ -225,6 +233,10 @@ def _resolve(spec: str) -> Registry:
         except Exception as exc:
             raise RegistrationError(
                 f"calling {spec!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        except SystemExit as exc:
+            raise RegistrationError(
+                f"calling {spec!r} failed: it raised SystemExit({exc.code!r})"
             ) from exc
     if not isinstance(value, Registry):
         raise RegistrationError(f"{spec!r} is not a Registry (got {type(value).__name__})")

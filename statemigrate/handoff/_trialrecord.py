@@ -302,7 +302,13 @@ def load_record(path: str, fd: int) -> TrialRecord | None:
         raise trial_error(path, f"cannot open {RECORD}: {exc.strerror}") from exc
     try:
         try:
-            check_file(os.fstat(record_fd), op="open", where=RECORD, max_size=_MAX_RECORD)
+            check_file(
+                os.fstat(record_fd),
+                op="open",
+                where=RECORD,
+                max_size=_MAX_RECORD,
+                kind="trial record",
+            )
         except StoreError as exc:
             raise trial_error(path, f"{RECORD} {exc.detail}") from exc
         with os.fdopen(os.dup(record_fd), "rb") as stream:

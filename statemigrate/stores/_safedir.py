@@ -39,20 +39,22 @@ def check_file(
     where: str,
     max_size: int | None = None,
     opened: bool = False,
+    kind: str = "snapshot",
 ) -> None:
     """Refuse anything but a private regular file of ours with a single name.
 
     ``opened`` says that ``st`` describes an open descriptor: its file may have lost
     its name since it was opened (a commit renamed a newer snapshot over it), which
     leaves a complete snapshot with no link at all. Two or more links are refused
-    either way: another name could be used to change the file.
+    either way: another name could be used to change the file. ``kind`` names what the
+    file holds in the messages (another file is checked the same way: a trial record).
 
     Raises:
         StoreError: naming what is wrong with the file.
     """
-    kind = stat.S_IFMT(st.st_mode)
-    if kind != stat.S_IFREG:
-        what = FILE_KINDS.get(kind, "not a regular file")
+    file_type = stat.S_IFMT(st.st_mode)
+    if file_type != stat.S_IFREG:
+        what = FILE_KINDS.get(file_type, "not a regular file")
         raise StoreError(op, where, f"is {what}, not a regular file; refusing it")
     euid = os.geteuid()
     if st.st_uid != euid:
@@ -66,16 +68,22 @@ def check_file(
         raise StoreError(
             op,
             where,
-            f"has mode {mode:#o}; a snapshot file must be private to its owner (0600); refusing it",
+            f"has mode {mode:#o}; a {kind} file must be private to its owner (0600); refusing it",
         )
     if st.st_nlink > 1 or (st.st_nlink == 0 and not opened):
         raise StoreError(
             op,
             where,
-            f"has {st.st_nlink} hard links; a snapshot file has exactly one; refusing it",
+            f"has {st.st_nlink} hard links; a {kind} file has exactly one; refusing it",
         )
     if max_size is not None and st.st_size > max_size:
-        raise too_large(op, where, st.st_size, max_size)
+        if kind == "snapshot":
+            raise too_large(op, where, st.st_size, max_size)  # as every store words it
+        raise StoreError(
+            op,
+            where,
+            f"has {st.st_size} bytes, more than a {kind} file may hold ({max_size}); refusing it",
+        )
 
 
 def open_private_directory(path: str, *, kind: str = "snapshot directory") -> int:

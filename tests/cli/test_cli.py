@@ -28,6 +28,7 @@ from typing_extensions import TypedDict
 
 import statemigrate as sm
 from statemigrate._model import _registry
+from statemigrate._runtime._chain import chain_frame
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._format import FORMAT_VERSION, MAGIC, assemble, open_snapshot
 from statemigrate._snapshot._header import Producer
@@ -39,7 +40,7 @@ from statemigrate.reference import (
     KVCacheV3,
     build_registry,
 )
-from statemigrate.stores import MemfdStore
+from statemigrate.stores import MemfdStore, ObjectStore
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = ["--registry", "statemigrate.reference:build_registry"]
@@ -76,10 +77,17 @@ def _registry_with_blobs() -> sm.Registry:
 
 
 def run_child(
-    *argv: str, cwd: Path | None = None, pass_fds: Sequence[int] = (), isolated: bool = False
+    *argv: str,
+    cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
+    isolated: bool = False,
+    key_file: str | None = None,
 ) -> Result:
-    """Run ``python -m statemigrate`` in a child process, as a terminal user would."""
+    """Run ``python -m statemigrate`` in a child process, as a terminal user would;
+    ``$STATEMIGRATE_KEY_FILE`` is ``key_file`` when given, else unset."""
     env = {k: v for k, v in os.environ.items() if k != "STATEMIGRATE_KEY_FILE"}
+    if key_file is not None:
+        env["STATEMIGRATE_KEY_FILE"] = key_file
     flags = ["-I"] if isolated else []
     proc = subprocess.run(
         [sys.executable, *flags, "-m", "statemigrate", *argv],
@@ -388,6 +396,59 @@ def test_key_file_from_the_environment(
     monkeypatch.setenv("STATEMIGRATE_KEY_FILE", str(made.key_file))
     result = run(capsys, "inspect", str(made.authenticated), "--json")
     assert result.code == 0 and json.loads(result.out)["authenticated"] is True
+
+
+NO_KEY_HINT = "no key was given; pass --key-file PATH or set $STATEMIGRATE_KEY_FILE"
+
+
+@pytest.mark.parametrize("command", ["inspect", "migrate", "verify"])
+@pytest.mark.parametrize("where", ["file", "fd", "chain", "url"])
+def test_an_authenticated_snapshot_without_a_key_says_how_to_give_it(
+    command: str, where: str, made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every command that takes --key-file says how to give a key it was not given:
+    once it said only `no key was given`."""
+    data = made.authenticated.read_bytes()
+    path = tmp_path / "signed"
+    path.write_bytes(data)
+    source = str(path)
+    if where == "chain":
+        path.write_bytes(chain_frame([len(data)]) + data)
+    elif where == "url":
+        store = ObjectStore(f"file://{tmp_path}/store")
+        store.commit([data])
+        source = f"file://{tmp_path}/store"
+    rest = {
+        "inspect": [],
+        "migrate": ["-o", str(tmp_path / "out"), "--to", "kvcache=3", *REGISTRY],
+        "verify": REGISTRY,
+    }[command]
+    fd = os.open(path, os.O_RDONLY) if where == "fd" else None
+    try:
+        result = run(capsys, command, f"fd:{fd}" if fd is not None else source, *rest)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    piece = "checkpoint chain piece 0: " if where == "chain" else ""
+    line = assert_one_error_line(
+        result,
+        f"auth: {piece}snapshot is authenticated but {NO_KEY_HINT}",
+        code=2 if command == "verify" else 1,
+    )
+    assert line.endswith(NO_KEY_HINT)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_wrong_or_unwanted_key_gets_no_hint(
+    made: Made, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong"
+    wrong.write_bytes(b"another key, also long enough")
+    for snapshot, key in ((made.authenticated, wrong), (made.plain, made.key_file)):
+        line = assert_one_error_line(
+            run(capsys, "inspect", str(snapshot), "--key-file", str(key)), "auth:"
+        )
+        assert "--key-file" not in line
 
 
 @pytest.mark.parametrize("command", ["inspect", "migrate"])
@@ -707,6 +768,41 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     assert_one_error_line(run_child("inspect", str(fifo)), str(fifo), "not a regular file")
 
 
+@pytest.mark.parametrize("how", ["--key-file", "$STATEMIGRATE_KEY_FILE"])
+def test_a_key_file_that_is_a_fifo_is_refused_without_blocking(
+    how: str, made: Made, tmp_path: Path
+) -> None:
+    """As SNAPSHOT is: a FIFO without a writer once made the command wait forever."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    if how == "--key-file":
+        result = run_child("inspect", str(made.authenticated), "--key-file", str(fifo))
+        assert_one_error_line(result, f"read {fifo}: not a regular file")
+    else:
+        result = run_child("inspect", str(made.authenticated), key_file=str(fifo))
+        assert_one_error_line(
+            result, f"read {fifo} (named by $STATEMIGRATE_KEY_FILE): not a regular file"
+        )
+
+
+@pytest.mark.parametrize("command", ["inspect", "migrate", "verify"])
+def test_a_key_file_that_is_not_a_regular_file_is_refused(
+    command: str, made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A device or a directory is no key file: /dev/null once read as a key too short,
+    a directory as EISDIR."""
+    rest = {
+        "inspect": [],
+        "migrate": ["-o", str(tmp_path / "out"), "--to", "kvcache=3", *REGISTRY],
+        "verify": REGISTRY,
+    }[command]
+    failure = 2 if command == "verify" else 1  # verify's 1 is "would not restore"
+    for path in (os.devnull, str(tmp_path)):
+        result = run(capsys, command, str(made.authenticated), "--key-file", path, *rest)
+        assert_one_error_line(result, f"read {path}: not a regular file", code=failure)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_errors_reach_the_terminal_without_traceback(made: Made, tmp_path: Path) -> None:
     """The same contract through ``python -m statemigrate``, where a traceback would show."""
@@ -828,6 +924,24 @@ def test_bad_registry_arguments(
     assert result.out == ""
 
 
+def test_a_migrations_path_that_is_no_directory_says_what_it_is(
+    made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A snapshot file, a FIFO or a symbolic link loop given to --migrations was said
+    not to exist."""
+    fifo, loop = tmp_path / "fifo", tmp_path / "loop"
+    os.mkfifo(fifo)
+    loop.symlink_to(loop)
+    for path, says in (
+        (made.plain, "is a regular file, not a directory"),
+        (fifo, "is a FIFO, not a directory"),
+        (loop, "is a loop of symbolic links"),
+    ):
+        result = run(capsys, "graph", "kvcache", "--migrations", str(path))
+        line = assert_one_error_line(result, f"migrations directory {str(path)!r} {says}")
+        assert "does not exist" not in line
+
+
 def test_a_registry_module_that_fails_to_import(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -836,6 +950,48 @@ def test_a_registry_module_that_fails_to_import(
     monkeypatch.syspath_prepend(str(tmp_path))
     result = run(capsys, "graph", "kvcache", "--registry", f"{name}:registry")
     assert_one_error_line(result, name, "RuntimeError", "boom", "second line")
+
+
+@pytest.mark.parametrize("how", ["--import", "--registry", "--registry factory", "--migrations"])
+def test_a_registry_module_that_exits_on_import_is_one_line(
+    how: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sys.exit(3)`` while importing once ended the command with status 3 and no word."""
+    name = f"exiting_{uuid.uuid4().hex}"
+    folder = tmp_path / "modules"
+    folder.mkdir()
+    if how == "--registry factory":
+        (folder / f"{name}.py").write_text("def build():\n    raise SystemExit(3)\n")
+    else:
+        (folder / f"{name}.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(folder))
+    argv, fragment = {
+        "--import": (["--import", name], f"importing {name!r} failed: it raised SystemExit(3)"),
+        "--registry": (
+            ["--registry", f"{name}:registry"],
+            f"importing {name!r} failed: it raised SystemExit(3)",
+        ),
+        "--registry factory": (
+            ["--registry", f"{name}:build"],
+            f"calling '{name}:build' failed: it raised SystemExit(3)",
+        ),
+        "--migrations": (
+            ["--migrations", str(folder)],
+            f"{name}.py' failed to load: it raised SystemExit(3)",
+        ),
+    }[how]
+    assert_one_error_line(run(capsys, "graph", "kvcache", *argv), fragment)
+    sys.modules.pop(name, None)
+
+
+def test_an_interrupt_while_importing_a_registry_module_is_not_a_failure_to_import(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"interrupted_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text("raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = run(capsys, "graph", "kvcache", "--import", name)
+    assert (result.code, result.err) == (1, "statemigrate: interrupted\n")
 
 
 USER_MODULE = """

@@ -154,7 +154,10 @@ def test_the_key_file_applies_to_object_urls(
     (tmp_path / "wrong").write_bytes(b"x" * 32)
     options = store_options(s3)
     line = one_error_line(run(capsys, "inspect", url, *options))
-    assert line.endswith("auth: snapshot is authenticated but no key was given")
+    assert line.endswith(
+        "auth: snapshot is authenticated but no key was given; pass --key-file PATH or set"
+        " $STATEMIGRATE_KEY_FILE"
+    )
     wrong = ["--key-file", str(tmp_path / "wrong")]
     line = one_error_line(run(capsys, "inspect", url, *options, *wrong))
     assert "auth: authentication code mismatch" in line

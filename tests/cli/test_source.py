@@ -14,10 +14,11 @@ from cli_helpers import Result, run
 from golden import PRODUCER, rewrite_preamble, split
 
 from statemigrate._errors import SnapshotError
+from statemigrate._runtime._chain import CHAIN_MAGIC, MAX_PIECES, chain_frame
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._format import PREAMBLE_SIZE, DecodeLimits, assemble
-from statemigrate.cli import _main
-from statemigrate.cli._source import MAX_FD, read_snapshot_source
+from statemigrate.cli import _main, _source
+from statemigrate.cli._source import MAX_FD, open_read, read_snapshot_source
 
 ERROR_PREFIX = "statemigrate: error:"
 CHILD_TIMEOUT = 300  # seconds; a bound on a hang, never a measurement
@@ -128,7 +129,7 @@ def test_os_errors_name_the_source_and_the_operation(
         ),
         (
             ["inspect", str(snap), "--key-file", str(tmp_path)],
-            f"read {tmp_path}: Is a directory (EISDIR)",
+            f"read {tmp_path}: not a regular file",
         ),
         (["inspect", str(snap), "--key-file", ""], "read '': No such file or directory"),
     ]
@@ -306,3 +307,169 @@ def test_a_version_2_file_over_the_limit_is_refused_after_reading_the_preamble_o
         read_snapshot_source(str(path), limits=DecodeLimits(max_snapshot_size=MiB))
     assert caught.value.kind == "too_large" and caught.value.actual == 64 * MiB
     assert all(offset + length <= PREAMBLE_SIZE for offset, length in reads), reads
+
+
+# --- a checkpoint chain is checked from its frame before it is read -------------------------
+
+
+def _sparse(path: Path, head: bytes, size: int) -> Path:
+    """``head``, then zeros up to ``size`` bytes, taking no disk for the zeros."""
+    with open(path, "wb") as handle:
+        handle.write(head)
+        handle.truncate(size)
+    return path
+
+
+_FRAME_1 = len(chain_frame([0]))
+"""The size of the frame of a one-piece chain."""
+
+
+@pytest.mark.parametrize(
+    ("head", "fragments"),
+    [
+        pytest.param(
+            CHAIN_MAGIC,
+            ("corrupt: checkpoint chain frame declares 0 pieces (at offset 8)",),
+            id="magic and zeros",
+        ),
+        pytest.param(
+            CHAIN_MAGIC + (MAX_PIECES + 1).to_bytes(4, "little"),
+            (f"declares {MAX_PIECES + 1} pieces",),
+            id="too many pieces",
+        ),
+        pytest.param(
+            chain_frame([MiB - _FRAME_1])[:-1] + b"\0",
+            ("corrupt: checkpoint chain frame checksum mismatch",),
+            id="frame checksum",
+        ),
+        pytest.param(
+            chain_frame([2 * MiB]),
+            ("truncated: checkpoint chain piece 0 ends past the object",),
+            id="a piece past the end",
+        ),
+        pytest.param(
+            chain_frame([len(SOUND)]) + SOUND,
+            ("trailing_data: bytes follow the checkpoint chain's last piece",),
+            id="pieces short of the end",
+        ),
+        pytest.param(
+            chain_frame([MiB - _FRAME_1]),
+            ("not_snapshot: checkpoint chain piece 0: not a statemigrate snapshot (bad magic)",),
+            id="a piece of zeros",
+        ),
+        pytest.param(
+            chain_frame([len(SOUND), MiB - len(SOUND) - _FRAME_1 - 8]) + SOUND,
+            ("not_snapshot: checkpoint chain piece 1:",),
+            id="a second piece of zeros",
+        ),
+        pytest.param(
+            chain_frame([MiB - _FRAME_1]) + rewrite_preamble(SOUND_V1, total=len(SOUND_V1)),
+            ("trailing_data: checkpoint chain piece 0: bytes follow the end of the snapshot",),
+            id="a piece's preamble declaring another length",
+        ),
+    ],
+)
+def test_a_chain_is_refused_from_its_frame_and_preambles_before_it_is_read(
+    head: bytes,
+    fragments: tuple[str, ...],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    reads: list[tuple[int, int]],
+) -> None:
+    """A file that starts with the chain's magic once was read whole before its frame
+    was looked at: a sparse 3 GiB one cost 3 GB, or a MemoryError. Now the frame, and
+    the preamble of each piece it declares, are checked from a few small reads, with
+    the errors reading the whole chain gives."""
+    path = _sparse(tmp_path / "chain", head, MiB)
+    line = assert_one_error_line(run(capsys, "inspect", str(path)), *fragments)
+    assert reads, "the file was not read at all"
+    assert all(offset + length <= len(head) + PREAMBLE_SIZE for offset, length in reads), reads
+    with pytest.raises(SnapshotError) as whole:
+        open_read(path.read_bytes())
+    assert line == f"statemigrate: error: {whole.value}"
+
+
+def test_a_sound_chain_is_still_read_in_one_buffer(
+    tmp_path: Path, reads: list[tuple[int, int]]
+) -> None:
+    chain = chain_frame([len(SOUND), len(SOUND_V1)]) + SOUND + SOUND_V1
+    path = tmp_path / "chain"
+    path.write_bytes(chain)
+    assert bytes(read_snapshot_source(str(path))) == chain
+    assert (0, len(chain)) in reads
+
+
+def test_an_authenticated_piece_without_a_key_is_refused_from_its_preamble(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reads: list[tuple[int, int]]
+) -> None:
+    key = b"k" * 32
+    sections = [SectionInput("kvcache", "default", 3, "fp", {"entries": {}})]
+    signed = encode_snapshot(sections, producer=PRODUCER, key=key).to_bytes()
+    path = _sparse(tmp_path / "chain", chain_frame([MiB - _FRAME_1]) + signed[:PREAMBLE_SIZE], MiB)
+    assert_one_error_line(
+        run(capsys, "inspect", str(path)),
+        "auth: checkpoint chain piece 0: snapshot is authenticated but no key was given",
+    )
+    assert all(offset + length <= _FRAME_1 + PREAMBLE_SIZE for offset, length in reads), reads
+
+
+def test_a_buffer_that_cannot_be_allocated_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sound-looking chain (or snapshot) larger than the process may allocate (under
+    ``ulimit -v``) once ended in a MemoryError traceback."""
+
+    def no_memory(size: int) -> bytearray:
+        raise MemoryError
+
+    monkeypatch.setattr(_source, "bytearray", no_memory, raising=False)
+    chain = _sparse(tmp_path / "chain", chain_frame([MiB - _FRAME_1]) + SOUND[:PREAMBLE_SIZE], MiB)
+    snap = _sparse(tmp_path / "snap", SOUND[:PREAMBLE_SIZE], MiB)
+    for path, size in ((chain, MiB), (snap, MiB)):
+        assert_one_error_line(
+            run(capsys, "inspect", str(path)),
+            f"read {path}: cannot allocate the {size} bytes to read it into: out of memory",
+        )
+
+
+def test_any_other_memory_error_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from statemigrate.cli import _registry
+
+    def failing(args: object, out: object) -> int:
+        raise MemoryError
+
+    monkeypatch.setattr(_registry, "graph_command", failing)
+    assert_one_error_line(run(capsys, "graph", "kvcache"), "graph: out of memory")
+
+
+_UNDER_A_LIMIT = """
+import resource, sys
+from statemigrate.cli._main import main
+# Room for what is loaded already and a little more, far less than the file's size.
+with open("/proc/self/status") as status:
+    size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (size + 256 * 2**20, resource.RLIM_INFINITY))
+sys.exit(main(["inspect", sys.argv[1]]))
+"""
+
+
+@pytest.mark.slow
+def test_a_chain_over_the_address_space_limit_is_one_line(tmp_path: Path) -> None:
+    """As under ``ulimit -v``: the sparse chain's frame and preamble are sound, and its
+    1 GiB buffer cannot be had. (It is never read: the allocation fails first.)"""
+    path = _sparse(
+        tmp_path / "chain", chain_frame([(1 << 30) - _FRAME_1]) + SOUND[:PREAMBLE_SIZE], 1 << 30
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _UNDER_A_LIMIT, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == (
+        f"statemigrate: error: read {path}: cannot allocate the {1 << 30} bytes to read it"
+        " into: out of memory\n"
+    )

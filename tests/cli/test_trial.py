@@ -129,7 +129,10 @@ def test_an_unsafe_record_or_directory_is_refused(
     write(trial_dir, on_trial(os.getpid()))
     (trial_dir / "trial.json").chmod(0o644)
     line = one_error_line(run(capsys, "trial", "status", "--dir", str(trial_dir)))
-    assert "trial.json has mode 0o644" in line
+    assert line.endswith(
+        "trial.json has mode 0o644; a trial record file must be private to its owner (0600);"
+        " refusing it"
+    )
     (trial_dir / "trial.json").unlink()
     (trial_dir / "elsewhere.json").write_text("{}")
     (trial_dir / "trial.json").symlink_to(trial_dir / "elsewhere.json")
@@ -141,6 +144,29 @@ def test_an_unsafe_record_or_directory_is_refused(
         f"trial {trial_dir}: has mode 0o755; the trial directory must be private to its"
         " owner (0700)"
     )
+
+
+@pytest.mark.parametrize("action", ["status", "promote", "revert", "exec"])
+def test_an_unsafe_record_is_named_as_the_trial_record_not_a_snapshot(
+    action: str, trial_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each refusal of trial.json once called it a snapshot file."""
+    write(trial_dir, on_trial(os.getpid()))
+    record = trial_dir / "trial.json"
+    rest = ["--", "true"] if action == "exec" else []
+    record.chmod(0o644)
+    line = one_error_line(run(capsys, "trial", action, "--dir", str(trial_dir), *rest))
+    assert "a trial record file must be private to its owner (0600)" in line
+    record.chmod(0o600)
+    os.link(record, trial_dir / "another-name")
+    line = one_error_line(run(capsys, "trial", action, "--dir", str(trial_dir), *rest))
+    assert "trial.json has 2 hard links; a trial record file has exactly one" in line
+    (trial_dir / "another-name").unlink()
+    with open(record, "ab") as handle:
+        handle.truncate((1 << 20) + 1)  # sparse: past the largest record read
+    line = one_error_line(run(capsys, "trial", action, "--dir", str(trial_dir), *rest))
+    assert f"trial.json has {(1 << 20) + 1} bytes, more than a trial record file may hold" in line
+    assert "snapshot" not in line
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])

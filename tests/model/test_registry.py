@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import sys
 import textwrap
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -425,6 +428,28 @@ def test_failing_module_is_named_and_nothing_stays(tmp_path: Path) -> None:
     assert not any("b_broken" in name for name in sys.modules)
 
 
+def test_a_module_that_exits_fails_to_load_and_nothing_stays(tmp_path: Path) -> None:
+    """sys.exit() in a migrations module once ended the process loading the directory."""
+    write(tmp_path, "a_up.py", UP)
+    write(tmp_path, "b_exits.py", "import sys\nsys.exit(3)\n")
+    reg = Registry()
+    with pytest.raises(RegistrationError) as info:
+        reg.load_migrations(tmp_path)
+    assert "b_exits.py" in str(info.value)
+    assert str(info.value).endswith("failed to load: it raised SystemExit(3)")
+    assert isinstance(info.value.__cause__, SystemExit)
+    assert reg.components() == [] and not any("b_exits" in name for name in sys.modules)
+
+
+def test_an_interrupt_while_loading_goes_through(tmp_path: Path) -> None:
+    write(tmp_path, "a_up.py", UP)
+    write(tmp_path, "b_interrupted.py", "raise KeyboardInterrupt\n")
+    reg = Registry()
+    with pytest.raises(KeyboardInterrupt):
+        reg.load_migrations(tmp_path)
+    assert reg.components() == [] and not any("b_interrupted" in name for name in sys.modules)
+
+
 def test_duplicate_inside_a_module_is_chained(tmp_path: Path) -> None:
     write(tmp_path, "a_up.py", UP)
     write(tmp_path, "b_again.py", UP)
@@ -457,3 +482,58 @@ def test_module_may_define_dataclass_schemas(tmp_path: Path) -> None:
 def test_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(RegistrationError, match="does not exist"):
         Registry().load_migrations(tmp_path / "nope")
+
+
+def _not_a_directory(folder: Path, kind: str) -> Path:
+    path = folder / kind
+    if kind == "file":
+        path.write_text("UP = 1\n")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "loop":
+        path.symlink_to(folder / "loop")
+    elif kind == "dangling":
+        path.symlink_to(folder / "nothing")
+    elif kind == "inside a file":
+        (folder / "file").write_text("")
+        path = folder / "file" / "migrations"
+    else:
+        path = folder / ("x" * 300)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("file", "is a regular file, not a directory"),
+        ("fifo", "is a FIFO, not a directory"),
+        ("loop", "is a loop of symbolic links"),
+        ("dangling", "is a symbolic link to nothing"),
+        ("inside a file", "cannot be read: Not a directory (ENOTDIR)"),
+        ("long", "cannot be read: File name too long (ENAMETOOLONG)"),
+    ],
+)
+def test_a_migrations_path_that_is_no_directory_says_what_it_is(
+    kind: str, says: str, tmp_path: Path
+) -> None:
+    """Each of these was reported as a directory that 'does not exist'."""
+    path = _not_a_directory(tmp_path, kind)
+    with pytest.raises(RegistrationError) as info:
+        Registry().load_migrations(path)
+    assert str(info.value) == f"migrations directory {str(path)!r} {says}"
+
+
+def test_a_directory_that_cannot_be_listed_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for a directory of mode 0 (which root may list all the same)."""
+
+    def denied(self: Path) -> Iterator[Path]:
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    with pytest.raises(RegistrationError) as info:
+        Registry().load_migrations(tmp_path)
+    assert str(info.value) == (
+        f"migrations directory {str(tmp_path)!r} cannot be read: Permission denied (EACCES)"
+    )
