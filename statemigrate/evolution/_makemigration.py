@@ -86,6 +86,7 @@ class MigrationStub:
             ]
             if lost:
                 text = f"lossy, drops {', '.join(lost)}"
+                text += f"; may also lose data: {'; '.join(converted)}" if converted else ""
             elif converted:
                 text = f"probably lossy: {'; '.join(converted)}"
             else:

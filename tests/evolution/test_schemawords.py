@@ -200,6 +200,21 @@ def test_a_widened_literal_needs_nothing_in_the_upgrade(tmp_path: Path) -> None:
     assert '  downgrade: probably lossy: status allows new values "partial"' in summary
 
 
+class OrderV3(BaseModel):
+    status: Literal["open", "filled", "partial"]
+    note: str | None = None
+
+
+def test_a_step_that_drops_a_field_and_narrows_a_literal_says_both(tmp_path: Path) -> None:
+    _, stub = evolve(tmp_path, OrderV1, OrderV3)
+    lines = stub.summary().splitlines()
+    assert "  upgrade: lossless" in lines
+    assert (
+        '  downgrade: lossy, drops note; may also lose data: status allows new values "partial":'
+        ' the downgrade must map them to one of "open", "filled"'
+    ) in lines
+
+
 def test_a_narrowed_literal_leaves_work_to_the_upgrade(tmp_path: Path) -> None:
     _, stub = evolve(tmp_path, OrderV2, OrderV1)
     assert stub.todos == (
