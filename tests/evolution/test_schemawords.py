@@ -18,15 +18,21 @@ from statemigrate.evolution._schemawords import bound_changes, brief_json
 REPO = Path(__file__).resolve().parents[2]
 
 
-def evolve(tmp_path: Path, old: object, new: object) -> tuple[Registry, MigrationStub]:
-    """Freeze ``old`` as version 1 of "c", register ``new`` as version 2, run
-    makemigration, and load the module it wrote (so it must import)."""
+def evolve(
+    tmp_path: Path, old: object, new: object, component: str = "c", **options: Any
+) -> tuple[Registry, MigrationStub]:
+    """Freeze ``old`` as version 1, register ``new`` as version 2, run makemigration,
+    and load the module it wrote (so it must import)."""
     registry = Registry()
-    registry.add_schema("c", 1, old)
+    registry.add_schema(component, 1, old)
     freeze_schemas(registry, tmp_path / "schemas")
-    registry.add_schema("c", 2, new)
+    registry.add_schema(component, 2, new)
     stub = make_migration(
-        registry, "c", schemas_dir=tmp_path / "schemas", migrations_dir=tmp_path / "migrations"
+        registry,
+        component,
+        schemas_dir=tmp_path / "schemas",
+        migrations_dir=tmp_path / "migrations",
+        **options,
     )
     registry.load_migrations(tmp_path / "migrations")
     return registry, stub
@@ -222,6 +228,33 @@ def test_a_narrowed_literal_leaves_work_to_the_upgrade(tmp_path: Path) -> None:
         ' "filled"',
     )
     assert raises_in(stub) == {"upgrade_1_to_2"}
+
+
+class BookOrderV1(BaseModel):
+    status: Literal["open", "filled"]
+    size: int
+
+
+class BookV1(BaseModel):
+    orders: dict[str, BookOrderV1]
+
+
+class BookOrderV2(BaseModel):
+    status: Literal["open", "filled", "partial"]
+    size: Annotated[int, Field(ge=1)]
+    note: str | None = None
+
+
+class BookV2(BaseModel):
+    orders: dict[str, BookOrderV2]
+
+
+def test_the_cli_guide_shows_the_summary_makemigration_prints(tmp_path: Path) -> None:
+    _, stub = evolve(tmp_path, BookV1, BookV2, "orders", records="orders")
+    guide = (REPO / "docs" / "cli.md").read_text(encoding="utf-8").splitlines()
+    assert stub.summary().splitlines()[1:] == [
+        line for line in guide if line.startswith("  ") and "orders.*." in line
+    ]
 
 
 # --- nothing cut short ----------------------------------------------------------------
