@@ -269,8 +269,8 @@ class _Differ:
             detail = f"{_dotted(new_path)} changed from {was} to {now}"
             found = self.first_difference(old_r, new_r)
             # The descriptions say it all for a changed type; a change deep in a union
-            # leaves them alike: say where it is.
-            if found is not None and (len(found[0]) > 1 or (found[0] and was == now)):
+            # leaves them alike: then say where it is.
+            if found is not None and found[0] and was == now:
                 where, before, after = found
                 detail += (
                     f"; first at {'/'.join(where)}: {_short(before, describe_old)}"

@@ -2,7 +2,7 @@
 
 makemigration's TODOs and notes are read by the author of a schema change, who wrote
 Python types, not JSON Schema: a node is said as ``an object with fields h, w`` or
-``a dict of string with int keys``, never as a raw ``{"$ref": ...}``, and a long
+``a dict of int keys to string``, never as a raw ``{"$ref": ...}``, and a long
 value is shortened between tokens (``... (3 more)``), never in the middle of one.
 
 :func:`bound_changes` and :func:`value_changes` say which bounds (``minimum``,
@@ -73,8 +73,9 @@ def describe(node: Any, resolve: Resolve, seen: frozenset[str] = frozenset()) ->
         fields = sorted(node["properties"])
         return f"an object with fields {listed(fields)}" if fields else "an empty object"
     if node.get("type") == "object" and isinstance(node.get("additionalProperties"), dict):
-        text = "a dict of " + describe(node["additionalProperties"], resolve, seen)
-        return text + (f" with {describe_key_type(node[KEYS])} keys" if KEYS in node else "")
+        # Keys first: "with int keys" after a nested dict would seem to be the inner one's.
+        keys = f"{describe_key_type(node[KEYS])} keys to " if KEYS in node else ""
+        return f"a dict of {keys}" + describe(node["additionalProperties"], resolve, seen)
     if "type" in node:
         kind = node["type"]
         text = "/".join(kind) if isinstance(kind, list) else str(kind)

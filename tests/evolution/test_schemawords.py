@@ -283,6 +283,19 @@ def test_a_changed_type_is_described_in_words_not_cut_json(tmp_path: Path) -> No
     )
 
 
+class FlagsV0(BaseModel):
+    users: dict[str, dict[str, bool]]
+
+
+def test_a_nested_dict_says_whose_keys_changed_and_nothing_more(tmp_path: Path) -> None:
+    """The descriptions differ: no "first at" with the JSON found there after them."""
+    _, stub = evolve(tmp_path, FlagsV0, FlagsV1)
+    assert stub.todos == (
+        "users changed from a dict of a dict of boolean to a dict of int keys to a dict of"
+        " boolean | integer | string | null",
+    )
+
+
 def test_brief_json_elides_whole_values_and_says_how_many() -> None:
     long = {"anyOf": [{"type": name} for name in ("boolean", "integer", "string", "null")]}
     assert brief_json(long, 90) == (
