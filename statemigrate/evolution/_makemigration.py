@@ -76,16 +76,17 @@ class MigrationStub:
     def summary(self) -> str:
         """A few lines for the command line."""
         lines = [f"wrote {shown(self.path)}: {self.component} {self.source} <-> {self.target}"]
-        # A change that needs code both ways (a type changed, or the rules for extra
-        # keys) converts values: nothing proves that the conversion keeps them all.
-        converted = [
-            change.detail
-            for change in self.changes
-            if change.kind == "todo" and change.directions == {"upgrade", "downgrade"}
-        ]
         for direction, lost in (("upgrade", self.upgrade_lost), ("downgrade", self.downgrade_lost)):
+            # A step that must convert values its target refuses (a type changed, a
+            # bound tightened, a Literal narrowed): nothing proves it keeps them all.
+            converted = [
+                change.detail
+                for change in self.changes
+                if change.kind == "todo" and direction in change.lossy
+            ]
             if lost:
                 text = f"lossy, drops {', '.join(lost)}"
+                text += f"; may also lose data: {'; '.join(converted)}" if converted else ""
             elif converted:
                 text = f"probably lossy: {'; '.join(converted)}"
             else:

@@ -249,13 +249,12 @@ def _field_changes(
     drop: list[str] = []
     comments: list[str] = []
     for change in changes:
+        if change.kind == "todo" and direction not in change.directions:
+            continue  # the other step's to write (a widened Literal's downgrade)
         parent = change.new_parent if up else change.old_parent
-        if len(parent) != depth or change.kind == "note":
+        if len(parent) != depth or change.kind in ("note", "todo"):
             return None
-        if change.kind == "todo":
-            if direction in change.directions:
-                return None
-        elif change.kind == "renamed":
+        if change.kind == "renamed":
             old, new = (change.old_name, change.name) if up else (change.name, change.old_name)
             rename.append(f"{_text(old)}: {_text(new)}")
         elif (change.kind == "added") == up:  # a field this step must supply

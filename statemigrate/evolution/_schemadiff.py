@@ -4,6 +4,9 @@
 nested objects, dict values (``*``) and list items (``*``), and lists what changed at
 each object: fields added, removed or renamed, and everything it cannot turn into code
 (a changed type, a field that became required, a new rule for extra keys) as ``todo``.
+A ``todo`` blocks only the steps that need code: widening a ``Literal`` or loosening a
+bound needs none in the upgrade, only in the downgrade, which meets values the old
+version refuses; ``_schemawords`` says what changed in words.
 Renames are never guessed: a field counts as renamed only when the new type declares
 its old name (``validation_alias=AliasChoices("new", "old")``, found by
 :func:`alias_hints`) or the caller names it. Pure functions, no I/O.
@@ -11,13 +14,22 @@ its old name (``validation_alias=AliasChoices("new", "old")``, found by
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
-from statemigrate._model._jsonschema import KEYS, PYTHON_TYPE, describe_key_type
 from statemigrate._model._schema import SchemaVersion
+from statemigrate.evolution._schemawords import (
+    BOUNDS,
+    allowed_values,
+    allows_values,
+    bound_changes,
+    brief_json,
+    describe,
+    listed,
+    value_changes,
+)
 
 __all__ = ["Change", "ChangeKind", "FieldPath", "alias_hints", "diff_schemas"]
 
@@ -42,6 +54,9 @@ class Change:
         has_default: whether ``default`` is meaningful.
         detail: for ``todo`` and ``note``, what changed.
         directions: which steps a ``todo`` blocks.
+        lossy: which steps may lose data to a ``todo``: values their target refuses
+            (a type changed, a bound tightened, a ``Literal`` narrowed) must be
+            converted or dropped.
     """
 
     kind: ChangeKind
@@ -54,6 +69,7 @@ class Change:
     has_default: bool = False
     detail: str = ""
     directions: frozenset[str] = frozenset({"upgrade", "downgrade"})
+    lossy: frozenset[str] = frozenset()
 
     @property
     def where(self) -> str:
@@ -213,16 +229,106 @@ class _Differ:
             self.walk(old_r["items"], new_r["items"], (*old_path, "*"), (*new_path, "*"))
         elif _optional(old_r) is not None and _optional(new_r) is not None:
             self.walk(_optional(old_r), _optional(new_r), old_path, new_path)
+        elif _optional(new_r) is not None and not _nullable(old_r):
+            # Every old value is still valid; only the downgrade meets a None.
+            self.todo(
+                old_path,
+                new_path,
+                f"{_dotted(new_path)} became optional (may be None): the downgrade must"
+                " replace None with a value the old version accepts",
+                directions=_DOWN,
+                lossy=_DOWN,
+            )
+            self.walk(old_r, _optional(new_r), old_path, new_path)
+        elif _optional(old_r) is not None and not _nullable(new_r):
+            self.todo(
+                old_path,
+                new_path,
+                f"{_dotted(new_path)} is no longer optional: the upgrade must replace None"
+                " with a value",
+                directions=_UP,
+                lossy=_UP,
+            )
+            self.walk(_optional(old_r), new_r, old_path, new_path)
+        elif (
+            isinstance(old_r, dict)
+            and isinstance(new_r, dict)
+            and self.same(_rest(old_r, *BOUNDS), _rest(new_r, *BOUNDS))
+        ):
+            self.bounds(old_r, new_r, old_path, new_path)
+        elif (
+            allows_values(old_r)
+            and allows_values(new_r)
+            and self.same(_rest(old_r, *_VALUES), _rest(new_r, *_VALUES))
+        ):
+            self.values(old_r, new_r, old_path, new_path)
         else:
-            was, now = _summary(old_r), _summary(new_r)
+            describe_old = partial(describe, resolve=partial(self.resolve, 0))
+            describe_new = partial(describe, resolve=partial(self.resolve, 1))
+            was, now = describe_old(old_r), describe_new(new_r)
             detail = f"{_dotted(new_path)} changed from {was} to {now}"
             found = self.first_difference(old_r, new_r)
-            # The summaries say it all for a changed type; a changed bound or a change
-            # deep in a union leaves them alike (or cut short): say where it is.
-            if found is not None and (len(found[0]) > 1 or (found[0] and was == now)):
+            # The descriptions say it all for a changed type; a change deep in a union
+            # leaves them alike: then say where it is.
+            if found is not None and found[0] and was == now:
                 where, before, after = found
-                detail += f"; first at {'/'.join(where)}: {_short(before)} became {_short(after)}"
-            self.todo(old_path, new_path, detail)
+                detail += (
+                    f"; first at {'/'.join(where)}: {_short(before, describe_old)}"
+                    f" became {_short(after, describe_new)}"
+                )
+            self.todo(old_path, new_path, detail, lossy=_BOTH)
+
+    def bounds(
+        self, old: dict[str, Any], new: dict[str, Any], old_path: FieldPath, new_path: FieldPath
+    ) -> None:
+        """A TODO for each changed bound, in the steps whose target refuses data their
+        source allowed; a loosened bound needs nothing in the upgrade."""
+        for key, what, tightened in bound_changes(old, new):
+            fix = "fix" if key == "pattern" else "clamp"
+            if tightened == _UP:
+                then = (
+                    "a tighter bound: values the old version accepted may not validate;"
+                    f" the upgrade must {fix} or drop them"
+                )
+            elif tightened == _DOWN:
+                then = (
+                    "a looser bound: the downgrade must"
+                    f" {fix} or drop the values the old one refuses"
+                )
+            else:
+                then = (
+                    "each version may refuse values of the other;"
+                    f" both steps must {fix} or drop them"
+                )
+            detail = f"{_dotted(new_path)}: {what}, {then}"
+            self.todo(old_path, new_path, detail, directions=tightened, lossy=tightened)
+
+    def values(
+        self, old: dict[str, Any], new: dict[str, Any], old_path: FieldPath, new_path: FieldPath
+    ) -> None:
+        """A TODO for the steps that meet values their target does not allow: the
+        downgrade for a ``Literal`` or enum widened, the upgrade for one narrowed."""
+        gone, came = value_changes(old, new)
+        where = _dotted(new_path)
+        if not gone:
+            detail = (
+                f"{where} allows new values {listed(came)}: the downgrade must map them to"
+                f" one of {listed(allowed_values(old))}"
+            )
+            directions = _DOWN
+        elif not came:
+            detail = (
+                f"{where} no longer allows {listed(gone)}: the upgrade must map them to one"
+                f" of {listed(allowed_values(new))}"
+            )
+            directions = _UP
+        else:
+            detail = (
+                f"{where} no longer allows {listed(gone)} and allows new values"
+                f" {listed(came)}: each step must map the values its target does not allow"
+            )
+            directions = _BOTH
+        self.todo(old_path, new_path, detail, directions=directions, lossy=directions)
 
     def record(
         self, old: dict[str, Any], new: dict[str, Any], old_path: FieldPath, new_path: FieldPath
@@ -233,6 +339,7 @@ class _Differ:
                 old_path,
                 new_path,
                 f"the object at {_dotted(new_path)} changed its rules for extra keys",
+                lossy=_BOTH,
             )
         old_props, new_props = old["properties"], new["properties"]
         old_req, new_req = set(old.get("required", ())), set(new.get("required", ()))
@@ -354,53 +461,43 @@ def _is_list(node: Any) -> bool:
 
 
 def _optional(node: Any) -> Any:
-    """The non-null branch of ``X | None``, or ``None`` when the node is not that."""
+    """What ``X | None`` allows beside ``None``, or ``None`` when the node is not that."""
     if not isinstance(node, dict) or not isinstance(node.get("anyOf"), list):
         return None
-    branches = [b for b in node["anyOf"] if b != {"type": "null"}]
-    if len(branches) == 1 and len(node["anyOf"]) == 2 and set(node) <= {"anyOf", "default"}:
-        return branches[0]
-    return None
+    branches = [b for b in node["anyOf"] if b != _NULL]
+    if len(branches) == len(node["anyOf"]) or not branches or not set(node) <= {"anyOf", "default"}:
+        return None
+    return branches[0] if len(branches) == 1 else {"anyOf": branches}
 
 
-def _summary(node: Any) -> str:
-    if isinstance(node, dict):
-        if "anyOf" in node:
-            return " | ".join(_summary(branch) for branch in node["anyOf"])
-        tag = node.get("discriminator")
-        if "oneOf" in node and isinstance(tag, dict) and isinstance(tag.get("mapping"), dict):
-            return f"a union tagged by {tag.get('propertyName')} ({', '.join(tag['mapping'])})"
-        if "enum" in node:
-            return "one of " + ", ".join(json.dumps(v) for v in node["enum"])
-        if "const" in node:
-            return json.dumps(node["const"])
-        if "type" in node:
-            kind = node["type"]
-            text = "/".join(kind) if isinstance(kind, list) else str(kind)
-            if PYTHON_TYPE in node:
-                text += f" ({node[PYTHON_TYPE]})"
-            if KEYS in node:
-                text += f" with {describe_key_type(node[KEYS])} keys"
-            extras = sorted(
-                k
-                for k in node
-                if k not in ("type", "items", "properties", "additionalProperties", "required")
-                and k not in (KEYS, PYTHON_TYPE)
-            )
-            return text + (f" ({', '.join(extras)})" if extras else "")
-    return json.dumps(node, sort_keys=True)[:60]
+def _nullable(node: Any) -> bool:
+    """Whether a node allows ``None`` in any way (so "became optional" is not news)."""
+    if node == _NULL:
+        return True
+    branches = node.get("anyOf") if isinstance(node, dict) else None
+    return isinstance(branches, list) and _NULL in branches
 
+
+def _short(value: Any, words: Callable[[Any], str]) -> str:
+    """A value found where two schemas differ: a schema node in words, anything else
+    as short JSON; an absent key says so."""
+    if value is _ABSENT:
+        return "(absent)"
+    if isinstance(value, str) and value.startswith("#/$defs/"):  # a tag's definition
+        value = {"$ref": value}
+    return words(value) if isinstance(value, dict) else brief_json(value, 40)
+
+
+_NULL = {"type": "null"}
+_UP = frozenset({"upgrade"})
+_DOWN = frozenset({"downgrade"})
+_BOTH = _UP | _DOWN
+_VALUES = ("enum", "const", "type")
+"""What a ``Literal`` or an enum changes when it allows other values (``type`` too, when
+the values no longer share one)."""
 
 _ABSENT = object()
 """A key one side of a schema node lacks, in :meth:`first_difference`'s result."""
-
-
-def _short(value: Any) -> str:
-    """A schema value in a line: JSON, cut at 40 characters; an absent key says so."""
-    if value is _ABSENT:
-        return "(absent)"
-    text = json.dumps(value, sort_keys=True)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # --- aliases declared on the live type ---------------------------------------------------

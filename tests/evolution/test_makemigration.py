@@ -441,9 +441,9 @@ def test_changes_are_found_through_dict_values_list_items_and_optionals() -> Non
     ]
 
 
-def test_a_changed_bound_or_union_branch_names_where_it_changed() -> None:
-    """Summaries alike ("integer (maximum)" twice) or cut short (a tagged union): the
-    TODO says where the two schemas first differ, references followed."""
+def test_a_changed_bound_or_union_branch_names_what_changed() -> None:
+    """A bound is named with both values; two tagged unions described alike: the TODO
+    says where the two schemas first differ, references followed."""
 
     def doc(limit: int, quantity: str) -> dict[str, Any]:
         return {
@@ -475,7 +475,8 @@ def test_a_changed_bound_or_union_branch_names_where_it_changed() -> None:
 
     changes = diff_schemas(doc(3, "integer"), doc(5, "string"))
     assert [c.detail for c in changes] == [
-        "level changed from integer (maximum) to integer (maximum); first at maximum: 3 became 5",
+        "level: maximum 3 -> 5, a looser bound: the downgrade must clamp or drop the values"
+        " the old one refuses",
         "order changed from a union tagged by kind (limit, market) to a union tagged by kind"
         ' (limit, market); first at oneOf/0/properties/qty/type: "integer" became "string"',
     ]
@@ -501,7 +502,7 @@ def test_a_changed_dict_key_type_or_container_is_a_todo_not_a_silent_no_op() -> 
     registry.add_schema("prices", 2, PricesV2)
     old, new = (registry.schema_for("prices", v).json_schema() for v in (1, 2))
     assert [(c.kind, c.detail) for c in diff_schemas(old, new)] == [
-        ("todo", "by_id changed from object to object with int keys"),
+        ("todo", "by_id changed from a dict of string to a dict of int keys to string"),
         ("todo", "tags.* changed from array (uniqueItems) to array (frozenset) (uniqueItems)"),
     ]
 
