@@ -73,16 +73,24 @@ def read_key(path: str | None) -> bytes | None:
 
     Raises:
         StoreError: the file cannot be opened or read, is not a regular file (a FIFO
-            is refused without waiting for a writer), or holds fewer than 16 bytes.
+            is refused without waiting for a writer), or holds fewer than 16 bytes or
+            more than 4096.
     """
     if path is None:
         return None
     fd = _open(path, op="read")
     try:
         _regular_file(fd, path, op="read")
-        key = _pread(fd, _KEY_READ, 0, path).strip()
+        read = _pread(fd, _KEY_READ + 1, 0, path)
     finally:
         os.close(fd)
+    if len(read) > _KEY_READ:
+        # Cut at the limit, a longer key would be another key, refused later as an
+        # authentication mismatch that names no cause.
+        raise StoreError(
+            "read", path, f"a key file holds at most {_KEY_READ} bytes; this one holds more"
+        )
+    key = read.strip()
     if len(key) < 16:
         raise StoreError("read", path, "an authentication key needs at least 16 bytes")
     return key

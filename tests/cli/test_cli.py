@@ -803,6 +803,21 @@ def test_a_key_file_that_is_not_a_regular_file_is_refused(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_key_file_longer_than_a_key_is_refused_not_cut(
+    made: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the first 4096 bytes were read: a longer key became another key, refused as
+    an authentication mismatch that named no cause."""
+    long_key = tmp_path / "long.key"
+    long_key.write_bytes(b"k" * 5000)
+    result = run(capsys, "inspect", str(made.authenticated), "--key-file", str(long_key))
+    assert_one_error_line(result, "a key file holds at most 4096 bytes", code=1)
+    exact = tmp_path / "exact.key"
+    exact.write_bytes(b"k" * 4096)
+    result = run(capsys, "inspect", str(made.authenticated), "--key-file", str(exact))
+    assert "at most 4096 bytes" not in result.err
+
+
 @pytest.mark.slow
 def test_errors_reach_the_terminal_without_traceback(made: Made, tmp_path: Path) -> None:
     """The same contract through ``python -m statemigrate``, where a traceback would show."""
