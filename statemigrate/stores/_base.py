@@ -8,6 +8,7 @@ the previous snapshot or the new one, complete, never a torn one.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import ClassVar, Literal, Protocol, Self, runtime_checkable
@@ -24,11 +25,12 @@ __all__ = [
     "SnapshotRef",
     "Store",
     "check_max_size",
+    "check_other_writer",
     "chunks",
     "holding",
     "holds",
+    "note_commit",
     "too_large",
-    "warn_other_writer",
     "write_bounded",
 ]
 
@@ -138,22 +140,38 @@ def holding(store: Store, ref: SnapshotRef) -> Holding:
     return "held" if holds(store, ref) else "lost"
 
 
-def warn_other_writer(location: str) -> None:
-    """Log that the latest snapshot at ``location`` is not the one this store object
-    committed last: another writer committed there since.
+# What this process committed last at each place ("tmpfs:/dir", "s3://bucket/prefix"):
+# its pid (a forked child inherits the table, not the commits) and the commit's
+# identity there (an inode, an object's name). Process-wide, not per store object: a
+# service may commit through several objects on one place (a Checkpointer's, and a
+# preStop export's), and that is one writer.
+_COMMITTED_HERE: dict[str, tuple[int, object]] = {}
+
+
+def note_commit(place: str, identity: object) -> None:
+    """Record that this process just committed ``identity`` at ``place``."""
+    _COMMITTED_HERE[place] = (os.getpid(), identity)
+
+
+def check_other_writer(place: str, current: object) -> None:
+    """Log an ERROR when the latest snapshot at ``place`` (its identity ``current``) is
+    not the one this process committed there last: another process committed since.
 
     A store has one writer at a time by design (a handoff moves the state and the
-    checkpoints to the successor together), so this is a second service, or a second
-    store object, committing to the same place: a restart restores whichever committed
-    last, and the other's state is lost. Logged at each commit that finds it, so that a
-    misconfiguration is seen before a crash makes it a loss.
+    checkpoints to the successor together), so this is a second service committing to
+    the same place: a restart restores whichever committed last, and the other's state
+    is lost. Logged at each commit that finds it, so that a misconfiguration is seen
+    before a crash makes it a loss. A process that has committed nothing there yet (a
+    restart, a successor, a new pod) says nothing.
     """
+    last = _COMMITTED_HERE.get(place)
+    if last is None or last[0] != os.getpid() or last[1] == current:
+        return
     _log.error(
-        "%s: the latest snapshot there was committed by another writer since this store's"
-        " last commit (another service, or another store object on the same place): a"
-        " restart restores whichever committed last; give each service its own directory"
-        " or prefix, and commit through one store object",
-        location,
+        "%s: the latest snapshot there was committed by another process since this one's"
+        " last commit: two services commit to the same place, and a restart restores"
+        " whichever committed last; give each service its own directory or prefix",
+        place,
     )
 
 

@@ -40,7 +40,8 @@ from statemigrate.stores._base import (
     Holding,
     SnapshotRef,
     check_max_size,
-    warn_other_writer,
+    check_other_writer,
+    note_commit,
 )
 from statemigrate.stores._object_backend import (
     Backend,
@@ -193,9 +194,6 @@ class ObjectStore:
         # the next commit. Written to the pointer by that commit.
         self._unrestored: Entry | None = None
         self._keep_latest = False
-        # The object this store committed last: another one found current at the next
-        # commit means another writer (see warn_other_writer).
-        self._committed_object: str | None = None
 
     # -- public API ----------------------------------------------------------------
 
@@ -223,12 +221,8 @@ class ObjectStore:
         """
         found = self._read_pointer()
         base, version = (None, None) if found is None else found
-        if (
-            self._committed_object is not None
-            and base is not None
-            and base.current.object != self._committed_object
-        ):
-            warn_other_writer(self.location)
+        if base is not None:
+            check_other_writer(self.location, base.current.object)
         listed = self._listed_generations() if base is None else []
         if base is not None:
             generation = base.current.generation + 1
@@ -278,7 +272,7 @@ class ObjectStore:
             spare={entry.object for entry in kept},
             location=self.location,
         )
-        self._committed_object = entry.object
+        note_commit(self.location, entry.object)
         return ObjectRef(self, entry, role="current")
 
     def open(self, ref: SnapshotRef | None = None) -> memoryview:

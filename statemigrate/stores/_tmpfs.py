@@ -53,7 +53,8 @@ from statemigrate.stores._base import (
     Holding,
     SnapshotRef,
     check_max_size,
-    warn_other_writer,
+    check_other_writer,
+    note_commit,
     write_bounded,
 )
 from statemigrate.stores._safedir import check_file, open_private_directory
@@ -153,9 +154,6 @@ class TmpfsStore(Closing):
         )
         self._dir_fd = open_private_directory(self._path)
         self._reopening = threading.Lock()
-        # The inode of the 'current' this object committed last: another one found in
-        # its place at the next commit means another writer (see warn_other_writer).
-        self._committed_inode: int | None = None
         self.orphans_removed = self._remove_orphans()
 
     # -- public API ----------------------------------------------------------------
@@ -218,7 +216,7 @@ class TmpfsStore(Closing):
                 exc, f"{exc.detail}; the new snapshot had already been published as {CURRENT!r}"
             ) from (exc.__cause__ or exc)
         if progress.identity is not None:
-            self._committed_inode = progress.identity[0]
+            note_commit(f"tmpfs:{self._path}", progress.identity[0])
         return TmpfsRef(self, size, progress.identity)
 
     def holds(self, ref: SnapshotRef) -> bool:
@@ -416,8 +414,7 @@ class TmpfsStore(Closing):
             raise
         # Something planted at 'current' is refused rather than kept as 'previous'.
         check_file(st, op="rename", where=where)
-        if self._committed_inode is not None and st.st_ino != self._committed_inode:
-            warn_other_writer(self._path)
+        check_other_writer(f"tmpfs:{self._path}", st.st_ino)
         _syscalls.rename_at(CURRENT, PREVIOUS, dir_fd=self._dir_fd, where=self._where(PREVIOUS))
 
     def _discard(self, name: str) -> None:
