@@ -46,7 +46,6 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import pydantic
 import pydantic_core
 
 from statemigrate._model._compare import FieldName, first_difference
@@ -83,7 +82,14 @@ from statemigrate._model._export_leaves import (
     to_str,
     tuple_of,
 )
-from statemigrate._model._plaindata import INT_MAX, INT_MIN
+from statemigrate._model._export_refusals import (
+    REFUSED,
+    SchemaNotExportable,
+    check_int_values,
+    check_member_values,
+    refuse_decoder,
+    text_parses_back,
+)
 
 __all__ = [
     "CHECKED_DEPTH",
@@ -93,16 +99,6 @@ __all__ = [
     "SchemaNotExportable",
     "compile_exporter",
 ]
-
-
-class SchemaNotExportable(Exception):
-    """A schema has a part with no plain form; ``path`` locates it in the schema."""
-
-    def __init__(self, path: Sequence[str], detail: str) -> None:
-        where = ".".join(path) or "(root)"
-        super().__init__(f"{where}: {detail}")
-        self.path = tuple(path)
-        self.detail = detail
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -166,19 +162,6 @@ MAX_REFERENCE_DEPTH = 255
 # Wrappers that change nothing about the value's plain form.
 _TRANSPARENT = ("custom-error", "default")
 _VALIDATORS = ("function-after", "function-before", "function-wrap")
-_REFUSED = {
-    "callable": "a callable has no plain form",
-    "is-subclass": "a class has no plain form",
-    "generator": "an iterator has no plain form; declare a list",
-    "arguments": "call arguments have no plain form",
-    "call": "call arguments have no plain form",
-    # The state holds the parsed value; a restore would parse its plain form as JSON
-    # text again and refuse it.
-    "json": (
-        "Json[...] holds the parsed value, and a restore would parse it as JSON text"
-        " again; declare the parsed type itself (Json[dict[str, int]] as dict[str, int])"
-    ),
-}
 
 
 # --- the compiler ---------------------------------------------------------------------
@@ -225,8 +208,8 @@ class _Compiler:
         kind = str(schema.get("type"))
         if kind in SCALAR_NODES:
             return checked_leaf(SCALAR_NODES[kind], schema, self._config)
-        if kind in _REFUSED:
-            raise SchemaNotExportable(path, _REFUSED[kind])
+        if kind in REFUSED:
+            raise SchemaNotExportable(path, REFUSED[kind])
         if kind in _TRANSPARENT:
             return self.node(schema["schema"], path)
         if is_path_check(schema):
@@ -235,7 +218,7 @@ class _Compiler:
         if kind in _VALIDATORS:
             # A validator may change what it is given: the export is checked by
             # validating it back (an idempotent validator passes that check).
-            _refuse_decoder(schema, path)
+            refuse_decoder(schema, path)
             wrapped = schema["schema"]
             if kind == "function-after" and wrapped.get("type") == "enum":
                 # use_enum_values: the state holds members' values, not members.
@@ -320,8 +303,8 @@ class _Compiler:
         return Node(convert, inner.identity, inner.exact)
 
     def _on_literal(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        _check_int_values(schema, path)
-        _check_member_values(schema, path)
+        check_int_values(schema, path)
+        check_member_values(schema, path)
         plain = all(type(item) in _PLAIN_TYPES for item in schema["expected"])
         if not plain:
             return Node(by_value, False, False)
@@ -337,7 +320,7 @@ class _Compiler:
             raise SchemaNotExportable(
                 path, f"enum {cls.__qualname__} has member values that are not plain data"
             )
-        _check_int_values(schema, path)
+        check_int_values(schema, path)
         values = {(type(m.value), m.value) for m in schema["members"]} if values_too else set()
 
         def convert(value: Any) -> Any:
@@ -421,7 +404,7 @@ class _Compiler:
         if kind in _TRANSPARENT:
             return self._key(schema["schema"], path, values_too=values_too)
         if kind in _VALIDATORS:
-            _refuse_decoder(schema, path)  # a key is decoded again as a value would be
+            refuse_decoder(schema, path)  # a key is decoded again as a value would be
             inner_schema = schema["schema"]
             enum_values = kind == "function-after" and inner_schema.get("type") == "enum"
             inner = self._key(inner_schema, path, values_too=enum_values)
@@ -437,8 +420,8 @@ class _Compiler:
                 Node(KEY_TEXT[str(kind)], kind == "str", True), schema, self._config
             )
         if kind == "enum":
-            _check_int_values(schema, path)
-        if kind == "enum" and _text_parses_back(schema):
+            check_int_values(schema, path)
+        if kind == "enum" and text_parses_back(schema):
             cls = schema["cls"]
             members = frozenset(schema["members"])
             values = {(type(m.value), m.value) for m in members} if values_too else set()
@@ -741,114 +724,6 @@ def _inside_validators(schema: Mapping[str, Any]) -> tuple[Mapping[str, Any], bo
 
 def _has_length_bounds(schema: Mapping[str, Any]) -> bool:
     return "min_length" in schema or "max_length" in schema
-
-
-def _check_int_values(schema: Mapping[str, Any], path: list[str]) -> None:
-    """Refuse an enum or a ``Literal`` with an int value outside signed 64 bits that its
-    own validation does not take back from what a snapshot holds of it.
-
-    A snapshot holds an int within msgpack's 64 bits as it is, one past them as its
-    text. What pydantic takes back depends on the type and even on the other values (an
-    ``IntEnum`` validates within signed 64 bits only, a plain ``Enum`` or a ``Literal``
-    matches ints as they are, not their text), so pydantic decides, once per value.
-    """
-    kind = schema["type"]
-    if kind == "enum":
-        values = [(member.value, member) for member in schema["members"]]
-    else:
-        values = [(value, value) for value in schema["expected"]]
-    wide = [(value, want) for value, want in values if type(value) is int and not _in_i64(value)]
-    if not wide:
-        return
-    own = {key: value for key, value in schema.items() if key not in ("ref", "metadata")}
-    try:
-        validator = pydantic_core.SchemaValidator(own)
-    except pydantic_core.SchemaError:  # a key of a newer pydantic: the export decides
-        return
-    for value, want in wide:
-        try:
-            plain = value if INT_MIN <= value <= INT_MAX else str(value)
-            again = validator.validate_python(plain, strict=False)
-            reason = f"it comes back as {again!r:.40}"
-        except pydantic_core.ValidationError as exc:
-            again = None
-            reason = exc.errors(include_url=False, include_input=False)[0]["msg"]
-        except ValueError:  # too long for Python to write as text
-            again = None
-            reason = "too many digits to write as text"
-        if again is want or (type(again) is type(want) and again == want):
-            continue
-        if kind == "enum":
-            name = getattr(want, "name", None)
-            what = f"enum {schema['cls'].__qualname__} has the member {name} = {value}"
-        else:
-            what = f"Literal value {value}"
-        raise SchemaNotExportable(
-            path,
-            f"{what}, outside signed 64 bits, which its validation does not take back from"
-            f" what a snapshot holds ({reason})",
-        )
-
-
-def _check_member_values(schema: Mapping[str, Any], path: list[str]) -> None:
-    """Refuse a ``Literal`` of an enum member that its own validation does not take back
-    from the member's value, which is what a snapshot holds of it.
-
-    pydantic matches a plain ``Enum``'s member in a ``Literal`` only as the member
-    itself (a ``StrEnum``'s or an ``IntEnum``'s also as its value): such a schema, and
-    a union tagged by it, would take no snapshot back. pydantic decides, once per member.
-    """
-    members = [item for item in schema["expected"] if isinstance(item, enum.Enum)]
-    if not members:
-        return
-    validator = pydantic_core.SchemaValidator({"type": "literal", "expected": schema["expected"]})
-    for member in members:
-        try:
-            again = validator.validate_python(member.value, strict=False)
-        except pydantic_core.ValidationError:
-            again = None
-        if again is not member:
-            cls = type(member).__qualname__
-            raise SchemaNotExportable(
-                path,
-                f"Literal[{cls}.{member.name}] does not validate back from the member's"
-                f" value {member.value!r}, which is what a snapshot holds (pydantic matches"
-                f" a plain Enum's member in a Literal only as itself); make {cls} a StrEnum"
-                " or IntEnum, or use the plain value in the Literal",
-            )
-
-
-def _refuse_decoder(schema: Mapping[str, Any], path: list[str]) -> None:
-    """Refuse a type that decodes what it is given (``Base64Bytes``, ``Base64Str``, any
-    ``EncodedBytes`` or ``EncodedStr``): the state holds the decoded value, which a
-    restore would decode again."""
-    function = schema.get("function", {}).get("function")
-    owner = getattr(function, "__self__", None)
-    if isinstance(owner, pydantic.types.EncodedBytes | pydantic.types.EncodedStr):
-        kind = "Bytes" if isinstance(owner, pydantic.types.EncodedBytes) else "Str"
-        encoder = owner.encoder.__name__
-        name = {"Base64Encoder": "Base64", "Base64UrlEncoder": "Base64Url"}.get(encoder)
-        shown = f"{name}{kind}" if name else f"Encoded{kind}({encoder})"
-        plain = "bytes" if kind == "Bytes" else "str"
-        raise SchemaNotExportable(
-            path,
-            f"{shown} holds the decoded value, and a restore would decode it again;"
-            f" declare {plain} (and encode where the value leaves the program)",
-        )
-
-
-def _in_i64(value: int) -> bool:
-    return -(2**63) <= value < 2**63
-
-
-def _text_parses_back(schema: Mapping[str, Any]) -> bool:
-    """Whether lax validation parses an enum member's value, written as text, back into
-    the member: always for ``str`` values, for ``int`` values only when the enum is an
-    ``int`` (``IntEnum``, ``IntFlag``); a plain ``Enum`` matches values as they are."""
-    values = [member.value for member in schema["members"]]
-    if all(type(value) is str for value in values):
-        return True
-    return schema.get("sub_type") == "int" and all(type(value) is int for value in values)
 
 
 def _known_class(cls: object) -> Node | None:
