@@ -37,12 +37,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import datetime
-import decimal
 import enum
 import pathlib
 import threading
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -56,12 +53,19 @@ from statemigrate._model._export_checks import (
     checked_path,
     is_path_check,
 )
+from statemigrate._model._export_kinds import (
+    TRANSPARENT,
+    VALIDATORS,
+    accepts,
+    describe,
+    inside_validators,
+    instance_class,
+    known_class,
+)
 from statemigrate._model._export_leaves import (
     IP_ANY_TYPES,
     IP_TYPES,
     KEY_TEXT,
-    KNOWN_CLASSES,
-    PATH_NODE,
     SCALAR_NODES,
     Convert,
     Node,
@@ -159,10 +163,6 @@ validating at about twice as many (255 at most), by a count of its own."""
 MAX_REFERENCE_DEPTH = 255
 """No value nested in more references than this validates: refused without a check."""
 
-# Wrappers that change nothing about the value's plain form.
-_TRANSPARENT = ("custom-error", "default")
-_VALIDATORS = ("function-after", "function-before", "function-wrap")
-
 
 # --- the compiler ---------------------------------------------------------------------
 
@@ -210,12 +210,12 @@ class _Compiler:
             return checked_leaf(SCALAR_NODES[kind], schema, self._config)
         if kind in REFUSED:
             raise SchemaNotExportable(path, REFUSED[kind])
-        if kind in _TRANSPARENT:
+        if kind in TRANSPARENT:
             return self.node(schema["schema"], path)
         if is_path_check(schema):
             # NewPath and the like: a path, whose file-system test is made at export.
             return checked_path(self.node(schema["schema"], path), schema)
-        if kind in _VALIDATORS:
+        if kind in VALIDATORS:
             # A validator may change what it is given: the export is checked by
             # validating it back (an idempotent validator passes that check).
             refuse_decoder(schema, path)
@@ -401,9 +401,9 @@ class _Compiler:
         """How to write a key as text: ``identity`` when keys are plain ``str``, ``exact``
         unless a validator may change the key (the export is then validated back)."""
         kind = schema.get("type")
-        if kind in _TRANSPARENT:
+        if kind in TRANSPARENT:
             return self._key(schema["schema"], path, values_too=values_too)
-        if kind in _VALIDATORS:
+        if kind in VALIDATORS:
             refuse_decoder(schema, path)  # a key is decoded again as a value would be
             inner_schema = schema["schema"]
             enum_values = kind == "function-after" and inner_schema.get("type") == "enum"
@@ -444,13 +444,13 @@ class _Compiler:
         if kind == "enum":
             raise SchemaNotExportable(
                 path,
-                f"dict keys of enum {_describe(schema)} cannot be stored: snapshot maps have"
+                f"dict keys of enum {describe(schema)} cannot be stored: snapshot maps have"
                 " str keys, and lax validation parses text back into a member only when"
                 " every value is a str or the enum is an IntEnum",
             )
         raise SchemaNotExportable(
             path,
-            f"dict keys of type {_describe(schema)} cannot be stored: snapshot maps have str"
+            f"dict keys of type {describe(schema)} cannot be stored: snapshot maps have str"
             " keys, and such a key has no text known to parse back into it; use str, int,"
             " float, bool,"
             " str-valued enum, IntEnum, UUID, Decimal, date/time, IP address (IPv4Address,"
@@ -511,7 +511,7 @@ class _Compiler:
                 return convert_root(value.root)
 
             return Node(convert_root_model, False, root.exact)
-        inner, validated = _inside_validators(inner)
+        inner, validated = inside_validators(inner)
         if inner.get("type") != "model-fields":
             return Node(by_value, False, False)
         fields = [
@@ -546,7 +546,7 @@ class _Compiler:
 
     def _dataclass(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         cls = schema["cls"]
-        args, validated = _inside_validators(schema["schema"])
+        args, validated = inside_validators(schema["schema"])
         if args.get("type") != "dataclass-args":
             return Node(by_value, False, False)
         fields = []
@@ -590,7 +590,7 @@ class _Compiler:
         self, schema: Mapping[str, Any], choices: Sequence[Mapping[str, Any]], path: list[str]
     ) -> Node:
         nodes = [self._part(choice, path) for choice in choices]
-        tests = [_accepts(choice, self._definitions) for choice in choices]
+        tests = [accepts(choice, self._definitions) for choice in choices]
         # Lax validation picks a member by its own rules (an ISO string fits a str
         # member before a datetime one); only unions of distinct plain scalars are sure,
         # each member writing a value of its own kind. The one exception, an int past 64
@@ -661,16 +661,16 @@ class _Compiler:
         return validate
 
     def _on_lax_or_strict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        known = _known_class(_instance_class(schema.get("strict_schema", {})))
+        known = known_class(instance_class(schema.get("strict_schema", {})))
         return known or self._part(schema["lax_schema"], path)
 
     def _on_json_or_python(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        known = _known_class(_instance_class(schema))
+        known = known_class(instance_class(schema))
         return known or self._part(schema["python_schema"], path)
 
     def _on_is_instance(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         cls = schema["cls"]
-        known = _known_class(cls)
+        known = known_class(cls)
         if known is not None:
             return known
         name = getattr(cls, "__qualname__", repr(cls))
@@ -688,7 +688,7 @@ class _Compiler:
         """A node that is one part of a type's own schema (a union's member, a chain's
         first step, the Python side of ``json-or-python``): there an instance check is
         the type's own doing, not ``arbitrary_types_allowed``."""
-        if schema.get("type") != "is-instance" or _known_class(schema["cls"]) is not None:
+        if schema.get("type") != "is-instance" or known_class(schema["cls"]) is not None:
             return self.node(schema, path)
         cls = schema["cls"]
         name = getattr(cls, "__qualname__", None) or repr(cls)
@@ -707,115 +707,13 @@ class _Compiler:
         raise SchemaNotExportable(path, detail)
 
 
-def _inside_validators(schema: Mapping[str, Any]) -> tuple[Mapping[str, Any], bool]:
-    """The schema under a record's ``mode="before"`` (or wrap) validators, which pydantic
-    puts between a model or dataclass and its fields, and whether there were any.
-
-    The fields are read as declared all the same, a big int as its text where its field
-    says int; the validators may change what they are given, so the export is checked by
-    validating it back.
-    """
-    validated = False
-    while schema.get("type") in _VALIDATORS or schema.get("type") in _TRANSPARENT:
-        validated = validated or schema.get("type") in _VALIDATORS
-        schema = schema["schema"]
-    return schema, validated
-
-
 def _has_length_bounds(schema: Mapping[str, Any]) -> bool:
     return "min_length" in schema or "max_length" in schema
 
 
-def _known_class(cls: object) -> Node | None:
-    if not isinstance(cls, type):
-        return None
-    if cls in KNOWN_CLASSES:
-        return KNOWN_CLASSES[cls]
-    if issubclass(cls, pathlib.PurePath):
-        return PATH_NODE
-    return None
-
-
 _ANY_SCHEMA: Mapping[str, Any] = {"type": "any"}
-# Kinds of core schema whose name is not the type's own.
-_KIND_NAMES = {"url": "URL", "multi-host-url": "multi-host URL", "none": "None"}
-# Kinds of core schema that a type's own schema is built of, named after no type.
-_WRAPPED_KINDS = frozenset(
-    {"function-plain", "chain", "lax-or-strict", "json-or-python", "union", "custom-error"}
-)
 _PLAIN_TYPES = (str, int, float, bool, bytes, type(None))
 _PLAIN_SCALARS = frozenset({"int", "float", "str", "bool", "bytes", "none"})
-
-
-def _instance_class(schema: Mapping[str, Any]) -> object:
-    """The class checked by ``is-instance`` at the top of a schema (or a union in it)."""
-    kind = schema.get("type")
-    if kind == "is-instance":
-        return schema["cls"]
-    if kind == "json-or-python":
-        return _instance_class(schema.get("python_schema", {}))
-    if kind == "union":
-        for choice in schema.get("choices", ()):
-            found = _instance_class(choice[0] if isinstance(choice, tuple | list) else choice)
-            if found is not None:
-                return found
-    return None
-
-
-_TYPE_TESTS: Mapping[str, type | tuple[type, ...]] = {
-    "str": str,
-    "bytes": bytes,
-    "none": type(None),
-    "float": float,
-    "list": list,
-    "tuple": tuple,
-    "set": set,
-    "frozenset": frozenset,
-    "dict": Mapping,
-    "typed-dict": Mapping,
-    "date": datetime.date,
-    "datetime": datetime.datetime,
-    "time": datetime.time,
-    "timedelta": datetime.timedelta,
-    "decimal": decimal.Decimal,
-    "uuid": uuid.UUID,
-}
-
-
-def _accepts(schema: Mapping[str, Any], definitions: Mapping[str, Any]) -> Callable[[Any], bool]:
-    """A cheap test of whether ``value`` is this union member's kind of value."""
-    kind = schema.get("type")
-    if kind in _TRANSPARENT or kind in _VALIDATORS or kind == "nullable":
-        return _accepts(schema["schema"], definitions)
-    if kind == "definition-ref":
-        target = definitions.get(schema["schema_ref"])
-        return (lambda value: True) if target is None else _accepts(target, definitions)
-    if kind in ("model", "dataclass", "enum"):
-        cls = schema["cls"]
-        return lambda value: type(value) is cls
-    if kind == "int":
-        return lambda value: type(value) is int
-    if kind == "bool":
-        return lambda value: type(value) is bool
-    if kind == "literal":
-        expected = schema["expected"]
-        return lambda value: any(value == e and type(value) is type(e) for e in expected)
-    if kind == "datetime":
-        return lambda value: isinstance(value, datetime.datetime)
-    if kind == "date":
-        return lambda value: type(value) is datetime.date
-    if kind in _TYPE_TESTS:
-        expected = _TYPE_TESTS[str(kind)]
-        return lambda value: isinstance(value, expected)
-    found = None
-    if kind == "lax-or-strict":
-        found = _instance_class(schema.get("strict_schema", {}))
-    elif kind == "json-or-python":
-        found = _instance_class(schema)
-    if isinstance(found, type):
-        instance_of = found
-        return lambda value: isinstance(value, instance_of)
-    return lambda value: True
 
 
 def _text_key(schema: Mapping[str, Any]) -> Node | None:
@@ -833,28 +731,14 @@ def _text_key(schema: Mapping[str, Any]) -> Node | None:
         what = f"an {classes[0].__name__} or {classes[1].__name__} key"
         return Node(as_text_of(classes, what), False, True)
     if kind == "lax-or-strict":
-        cls = _instance_class(schema.get("strict_schema", {}))
+        cls = instance_class(schema.get("strict_schema", {}))
     elif kind in ("json-or-python", "is-instance"):
-        cls = _instance_class(schema)
+        cls = instance_class(schema)
     else:
         return None
     if isinstance(cls, type) and (cls in IP_TYPES or issubclass(cls, pathlib.PurePath)):
-        return _known_class(cls)
+        return known_class(cls)
     return None
-
-
-def _describe(schema: Mapping[str, Any]) -> str:
-    """A schema's type in the user's terms: its class, or its kind (``tuple``)."""
-    cls = schema.get("cls")
-    if isinstance(cls, type):
-        return cls.__qualname__
-    kind = schema.get("type")
-    found = _instance_class(schema.get("strict_schema", {}) if kind == "lax-or-strict" else schema)
-    if isinstance(found, type):
-        return found.__qualname__
-    if kind in _VALIDATORS or kind in _WRAPPED_KINDS:
-        return "a custom type"
-    return _KIND_NAMES.get(str(kind), str(kind))
 
 
 def _int_text_check(
