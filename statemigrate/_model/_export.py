@@ -38,7 +38,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
-import pathlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -53,25 +52,21 @@ from statemigrate._model._export_checks import (
     checked_path,
     is_path_check,
 )
+from statemigrate._model._export_keys import key_node
 from statemigrate._model._export_kinds import (
     TRANSPARENT,
     VALIDATORS,
     accepts,
-    describe,
     inside_validators,
     instance_class,
     known_class,
 )
 from statemigrate._model._export_leaves import (
-    IP_ANY_TYPES,
-    IP_TYPES,
-    KEY_TEXT,
     SCALAR_NODES,
     Convert,
     Node,
     NotExportable,
     add_extras,
-    as_text_of,
     by_value,
     check_class,
     dict_of,
@@ -82,8 +77,6 @@ from statemigrate._model._export_leaves import (
     read_attribute,
     read_item,
     set_of,
-    to_bytes,
-    to_str,
     tuple_of,
 )
 from statemigrate._model._export_refusals import (
@@ -92,7 +85,6 @@ from statemigrate._model._export_refusals import (
     check_int_values,
     check_member_values,
     refuse_decoder,
-    text_parses_back,
 )
 
 __all__ = [
@@ -389,72 +381,13 @@ class _Compiler:
         return Node(convert, False, all(node.exact for node in fields))
 
     def _on_dict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        key = self._key(schema.get("keys_schema", _ANY_SCHEMA), [*path, "[key]"])
+        keys_schema = schema.get("keys_schema", _ANY_SCHEMA)
+        key = key_node(keys_schema, [*path, "[key]"], self._definitions, self._config)
         value = self.node(schema.get("values_schema", _ANY_SCHEMA), [*path, "[value]"])
         return Node(
             checked_length(dict_of(key.convert, value), schema),
             key.identity and value.identity and not _has_length_bounds(schema),
             key.exact and value.exact,
-        )
-
-    def _key(self, schema: Mapping[str, Any], path: list[str], *, values_too: bool = False) -> Node:
-        """How to write a key as text: ``identity`` when keys are plain ``str``, ``exact``
-        unless a validator may change the key (the export is then validated back)."""
-        kind = schema.get("type")
-        if kind in TRANSPARENT:
-            return self._key(schema["schema"], path, values_too=values_too)
-        if kind in VALIDATORS:
-            refuse_decoder(schema, path)  # a key is decoded again as a value would be
-            inner_schema = schema["schema"]
-            enum_values = kind == "function-after" and inner_schema.get("type") == "enum"
-            inner = self._key(inner_schema, path, values_too=enum_values)
-            return Node(inner.convert, inner.identity, False)
-        if kind == "definition-ref":
-            return self._key(self._definitions[schema["schema_ref"]], path)
-        if kind == "any":
-            return Node(to_str, True, True)  # msgpack maps hold str keys only
-        if kind == "bytes":
-            return Node(to_bytes, True, True)  # the decoder takes bytes keys as they are
-        if kind in KEY_TEXT:
-            return checked_leaf(
-                Node(KEY_TEXT[str(kind)], kind == "str", True), schema, self._config
-            )
-        if kind == "enum":
-            check_int_values(schema, path)
-        if kind == "enum" and text_parses_back(schema):
-            cls = schema["cls"]
-            members = frozenset(schema["members"])
-            values = {(type(m.value), m.value) for m in members} if values_too else set()
-
-            def enum_key(key: Any) -> str:
-                if not isinstance(key, cls):
-                    if (type(key), key) in values:  # use_enum_values
-                        return str(key)
-                    raise fail(f"expected a {cls.__qualname__} key, found {kind_of(key)}")
-                if key not in members:  # a combination of flags: validation takes members
-                    raise fail(f"the key {key!r} is not a member of {cls.__qualname__}")
-                return str(key.value)
-
-            return Node(enum_key, False, True)
-        if kind == "literal" and all(type(item) is str for item in schema["expected"]):
-            return Node(to_str, True, True)
-        text_key = _text_key(schema)
-        if text_key is not None:
-            return text_key
-        if kind == "enum":
-            raise SchemaNotExportable(
-                path,
-                f"dict keys of enum {describe(schema)} cannot be stored: snapshot maps have"
-                " str keys, and lax validation parses text back into a member only when"
-                " every value is a str or the enum is an IntEnum",
-            )
-        raise SchemaNotExportable(
-            path,
-            f"dict keys of type {describe(schema)} cannot be stored: snapshot maps have str"
-            " keys, and such a key has no text known to parse back into it; use str, int,"
-            " float, bool,"
-            " str-valued enum, IntEnum, UUID, Decimal, date/time, IP address (IPv4Address,"
-            " IPvAnyAddress, ...), IP network or interface, or path keys",
         )
 
     # records
@@ -714,31 +647,6 @@ def _has_length_bounds(schema: Mapping[str, Any]) -> bool:
 _ANY_SCHEMA: Mapping[str, Any] = {"type": "any"}
 _PLAIN_TYPES = (str, int, float, bool, bytes, type(None))
 _PLAIN_SCALARS = frozenset({"int", "float", "str", "bool", "bytes", "none"})
-
-
-def _text_key(schema: Mapping[str, Any]) -> Node | None:
-    """How to write a key of an IP address or network, or a path, type: its text, which
-    lax validation parses back into an equal key of the same type, as it does for such
-    a value. ``IPvAnyAddress`` and its kin parse an IPv4 text as the IPv4 class, and
-    any other as the IPv6 class: each class's text comes back as that class."""
-    kind = schema.get("type")
-    if kind == "function-plain":
-        owner = getattr(schema.get("function", {}).get("function"), "__self__", None)
-        # By identity: a validator's owner may be an unhashable instance.
-        classes = next((pair for cls, pair in IP_ANY_TYPES.items() if cls is owner), None)
-        if classes is None:
-            return None
-        what = f"an {classes[0].__name__} or {classes[1].__name__} key"
-        return Node(as_text_of(classes, what), False, True)
-    if kind == "lax-or-strict":
-        cls = instance_class(schema.get("strict_schema", {}))
-    elif kind in ("json-or-python", "is-instance"):
-        cls = instance_class(schema)
-    else:
-        return None
-    if isinstance(cls, type) and (cls in IP_TYPES or issubclass(cls, pathlib.PurePath)):
-        return known_class(cls)
-    return None
 
 
 def _int_text_check(

@@ -24,7 +24,6 @@ __all__ = [
     "check_member_values",
     "in_i64",
     "refuse_decoder",
-    "text_parses_back",
 ]
 
 
@@ -149,13 +148,3 @@ def refuse_decoder(schema: Mapping[str, Any], path: list[str]) -> None:
 
 def in_i64(value: int) -> bool:
     return -(2**63) <= value < 2**63
-
-
-def text_parses_back(schema: Mapping[str, Any]) -> bool:
-    """Whether lax validation parses an enum member's value, written as text, back into
-    the member: always for ``str`` values, for ``int`` values only when the enum is an
-    ``int`` (``IntEnum``, ``IntFlag``); a plain ``Enum`` matches values as they are."""
-    values = [member.value for member in schema["members"]]
-    if all(type(value) is str for value in values):
-        return True
-    return schema.get("sub_type") == "int" and all(type(value) is int for value in values)
