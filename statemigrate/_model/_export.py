@@ -42,7 +42,6 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from statemigrate._model._compare import FieldName
 from statemigrate._model._export_checks import (
     checked_leaf,
     checked_length,
@@ -54,7 +53,6 @@ from statemigrate._model._export_keys import key_node
 from statemigrate._model._export_kinds import (
     TRANSPARENT,
     VALIDATORS,
-    inside_validators,
     instance_class,
     known_class,
 )
@@ -63,19 +61,16 @@ from statemigrate._model._export_leaves import (
     Convert,
     Node,
     NotExportable,
-    add_extras,
     by_value,
     check_class,
     dict_of,
     fail,
-    fields_reader,
     kind_of,
     list_of,
-    read_attribute,
-    read_item,
     set_of,
     tuple_of,
 )
+from statemigrate._model._export_records import dataclass_node, model_node, typed_dict_node
 from statemigrate._model._export_refusals import (
     REFUSED,
     SchemaNotExportable,
@@ -400,113 +395,13 @@ class _Compiler:
             self._config = outer
 
     def _on_typed_dict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        return self._under_config(schema, lambda: self._typed_dict(schema, path))
-
-    def _typed_dict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        fields = [
-            (name, self.node(spec["schema"], [*path, name]))
-            for name, spec in schema["fields"].items()
-        ]
-        total = schema.get("total", True)
-        required = frozenset(
-            name for name, spec in schema["fields"].items() if spec.get("required", total)
-        )
-        read = fields_reader(fields, read_item, step=FieldName, required=required)
-        allow_extra = schema.get("extra_behavior") == "allow"
-        extras = self._extras(schema, path) if allow_extra else None
-        names = frozenset(name for name, _ in fields)
-
-        def convert(value: Any) -> Any:
-            if not isinstance(value, Mapping):
-                raise fail(f"expected a dict, found {kind_of(value)}")
-            out = read(value)
-            if extras is not None:
-                add_extras(out, ((k, v) for k, v in value.items() if k not in names), extras)
-            return out
-
-        identity = all(node.identity for _, node in fields)
-        return Node(convert, identity, all(node.exact for _, node in fields))
+        return self._under_config(schema, lambda: typed_dict_node(schema, path, self.node))
 
     def _on_model(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        return self._under_config(schema, lambda: self._model(schema, path))
-
-    def _model(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        cls = schema["cls"]
-        inner = schema["schema"]
-        if schema.get("root_model"):
-            root = self.node(inner, path)
-            convert_root = root.convert
-
-            def convert_root_model(value: Any) -> Any:
-                check_class(value, cls)
-                return convert_root(value.root)
-
-            return Node(convert_root_model, False, root.exact)
-        inner, validated = inside_validators(inner)
-        if inner.get("type") != "model-fields":
-            return Node(by_value, False, False)
-        fields = [
-            (name, self.node(spec["schema"], [*path, name]))
-            for name, spec in inner["fields"].items()
-        ]
-        read = fields_reader(
-            fields, read_attribute, step=FieldName, required=_without_default(inner["fields"])
-        )
-        allow_extra = schema.get("config", {}).get("extra_fields_behavior") == "allow"
-        extras = self._extras(inner, path) if allow_extra else None
-
-        def convert(value: Any) -> Any:
-            check_class(value, cls)
-            out = read(value)
-            if extras is not None:
-                add_extras(out, (value.__pydantic_extra__ or {}).items(), extras)
-            return out
-
-        # Private attributes, post-init hooks and custom __init__ hold or make state the
-        # fields do not show: validated back, each export shows whether it survives.
-        ordinary = not (
-            validated
-            or cls.__private_attributes__
-            or schema.get("post_init")
-            or schema.get("custom_init")
-        )
-        return Node(convert, False, ordinary and all(node.exact for _, node in fields))
+        return self._under_config(schema, lambda: model_node(schema, path, self.node))
 
     def _on_dataclass(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        return self._under_config(schema, lambda: self._dataclass(schema, path))
-
-    def _dataclass(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        cls = schema["cls"]
-        args, validated = inside_validators(schema["schema"])
-        if args.get("type") != "dataclass-args":
-            return Node(by_value, False, False)
-        fields = []
-        exact = not (validated or schema.get("post_init"))
-        for spec in args["fields"]:
-            name = spec["name"]
-            if spec.get("init_only") or spec.get("init") is False:
-                # Not stored (InitVar) or not accepted (init=False): validation makes
-                # it again from the other fields, checked export by export.
-                if spec.get("init_only") and spec["schema"].get("type") != "default":
-                    raise SchemaNotExportable(
-                        [*path, name], "an InitVar without a default cannot be restored"
-                    )
-                exact = False
-                continue
-            fields.append((name, self.node(spec["schema"], [*path, name])))
-        stored = {spec["name"]: spec for spec in args["fields"]}
-        required = _without_default({name: stored[name] for name, _ in fields})
-        read = fields_reader(fields, read_attribute, step=FieldName, required=required)
-
-        def convert(value: Any) -> Any:
-            check_class(value, cls)
-            return read(value)
-
-        return Node(convert, False, exact and all(node.exact for _, node in fields))
-
-    def _extras(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        extras = schema.get("extras_schema")
-        return SCALAR_NODES["any"] if extras is None else self.node(extras, [*path, "[extra]"])
+        return self._under_config(schema, lambda: dataclass_node(schema, path, self.node))
 
     # unions and wrappers
 
@@ -578,9 +473,3 @@ _ANY_SCHEMA: Mapping[str, Any] = {"type": "any"}
 _PLAIN_TYPES = (str, int, float, bool, bytes, type(None))
 
 
-def _without_default(fields: Mapping[str, Mapping[str, Any]]) -> frozenset[str]:
-    """The names of the model or dataclass fields (core schema field nodes) that have no
-    default: validation refuses a record without them."""
-    return frozenset(
-        name for name, spec in fields.items() if spec["schema"].get("type") != "default"
-    )

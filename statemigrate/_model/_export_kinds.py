@@ -22,7 +22,6 @@ __all__ = [
     "VALIDATORS",
     "accepts",
     "describe",
-    "inside_validators",
     "instance_class",
     "known_class",
 ]
@@ -33,21 +32,6 @@ TRANSPARENT = ("custom-error", "default")
 
 
 VALIDATORS = ("function-after", "function-before", "function-wrap")
-
-
-def inside_validators(schema: Mapping[str, Any]) -> tuple[Mapping[str, Any], bool]:
-    """The schema under a record's ``mode="before"`` (or wrap) validators, which pydantic
-    puts between a model or dataclass and its fields, and whether there were any.
-
-    The fields are read as declared all the same, a big int as its text where its field
-    says int; the validators may change what they are given, so the export is checked by
-    validating it back.
-    """
-    validated = False
-    while schema.get("type") in VALIDATORS or schema.get("type") in TRANSPARENT:
-        validated = validated or schema.get("type") in VALIDATORS
-        schema = schema["schema"]
-    return schema, validated
 
 
 def known_class(cls: object) -> Node | None:
