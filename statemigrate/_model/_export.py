@@ -31,6 +31,11 @@ Three outcomes, decided when the schema registers:
 
 A value under ``Any`` must be plain data already: pydantic returns it as it is, so a
 tuple would come back a list and a datetime a string. It is refused with its path.
+
+This module holds the compiler, which dispatches on the kind of each node; records,
+unions and dict keys compile in ``_export_records``, ``_export_unions`` and
+``_export_keys``, the refusals made at registration live in ``_export_refusals``, and the
+converters and the checks made at export in ``_export_leaves`` and ``_export_checks``.
 """
 
 from __future__ import annotations
