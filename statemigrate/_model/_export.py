@@ -31,25 +31,22 @@ Three outcomes, decided when the schema registers:
 
 A value under ``Any`` must be plain data already: pydantic returns it as it is, so a
 tuple would come back a list and a datetime a string. It is refused with its path.
+
+This module holds the compiler, which dispatches on the kind of each node; records,
+unions and dict keys compile in ``_export_records``, ``_export_unions`` and
+``_export_keys``, the refusals made at registration live in ``_export_refusals``, and the
+converters and the checks made at export in ``_export_leaves`` and ``_export_checks``.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import datetime
-import decimal
 import enum
-import pathlib
 import threading
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import pydantic
-import pydantic_core
-
-from statemigrate._model._compare import FieldName, first_difference
 from statemigrate._model._export_checks import (
     checked_leaf,
     checked_length,
@@ -57,33 +54,36 @@ from statemigrate._model._export_checks import (
     checked_path,
     is_path_check,
 )
+from statemigrate._model._export_keys import key_node
+from statemigrate._model._export_kinds import (
+    TRANSPARENT,
+    VALIDATORS,
+    instance_class,
+    known_class,
+)
 from statemigrate._model._export_leaves import (
-    IP_ANY_TYPES,
-    IP_TYPES,
-    KEY_TEXT,
-    KNOWN_CLASSES,
-    PATH_NODE,
     SCALAR_NODES,
     Convert,
     Node,
     NotExportable,
-    add_extras,
-    as_text_of,
     by_value,
     check_class,
     dict_of,
     fail,
-    fields_reader,
     kind_of,
     list_of,
-    read_attribute,
-    read_item,
     set_of,
-    to_bytes,
-    to_str,
     tuple_of,
 )
-from statemigrate._model._plaindata import INT_MAX, INT_MIN
+from statemigrate._model._export_records import dataclass_node, model_node, typed_dict_node
+from statemigrate._model._export_refusals import (
+    REFUSED,
+    SchemaNotExportable,
+    check_int_values,
+    check_member_values,
+    refuse_decoder,
+)
+from statemigrate._model._export_unions import union_node
 
 __all__ = [
     "CHECKED_DEPTH",
@@ -93,16 +93,6 @@ __all__ = [
     "SchemaNotExportable",
     "compile_exporter",
 ]
-
-
-class SchemaNotExportable(Exception):
-    """A schema has a part with no plain form; ``path`` locates it in the schema."""
-
-    def __init__(self, path: Sequence[str], detail: str) -> None:
-        where = ".".join(path) or "(root)"
-        super().__init__(f"{where}: {detail}")
-        self.path = tuple(path)
-        self.detail = detail
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -163,23 +153,6 @@ validating at about twice as many (255 at most), by a count of its own."""
 MAX_REFERENCE_DEPTH = 255
 """No value nested in more references than this validates: refused without a check."""
 
-# Wrappers that change nothing about the value's plain form.
-_TRANSPARENT = ("custom-error", "default")
-_VALIDATORS = ("function-after", "function-before", "function-wrap")
-_REFUSED = {
-    "callable": "a callable has no plain form",
-    "is-subclass": "a class has no plain form",
-    "generator": "an iterator has no plain form; declare a list",
-    "arguments": "call arguments have no plain form",
-    "call": "call arguments have no plain form",
-    # The state holds the parsed value; a restore would parse its plain form as JSON
-    # text again and refuse it.
-    "json": (
-        "Json[...] holds the parsed value, and a restore would parse it as JSON text"
-        " again; declare the parsed type itself (Json[dict[str, int]] as dict[str, int])"
-    ),
-}
-
 
 # --- the compiler ---------------------------------------------------------------------
 
@@ -225,17 +198,17 @@ class _Compiler:
         kind = str(schema.get("type"))
         if kind in SCALAR_NODES:
             return checked_leaf(SCALAR_NODES[kind], schema, self._config)
-        if kind in _REFUSED:
-            raise SchemaNotExportable(path, _REFUSED[kind])
-        if kind in _TRANSPARENT:
+        if kind in REFUSED:
+            raise SchemaNotExportable(path, REFUSED[kind])
+        if kind in TRANSPARENT:
             return self.node(schema["schema"], path)
         if is_path_check(schema):
             # NewPath and the like: a path, whose file-system test is made at export.
             return checked_path(self.node(schema["schema"], path), schema)
-        if kind in _VALIDATORS:
+        if kind in VALIDATORS:
             # A validator may change what it is given: the export is checked by
             # validating it back (an idempotent validator passes that check).
-            _refuse_decoder(schema, path)
+            refuse_decoder(schema, path)
             wrapped = schema["schema"]
             if kind == "function-after" and wrapped.get("type") == "enum":
                 # use_enum_values: the state holds members' values, not members.
@@ -320,8 +293,8 @@ class _Compiler:
         return Node(convert, inner.identity, inner.exact)
 
     def _on_literal(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        _check_int_values(schema, path)
-        _check_member_values(schema, path)
+        check_int_values(schema, path)
+        check_member_values(schema, path)
         plain = all(type(item) in _PLAIN_TYPES for item in schema["expected"])
         if not plain:
             return Node(by_value, False, False)
@@ -337,7 +310,7 @@ class _Compiler:
             raise SchemaNotExportable(
                 path, f"enum {cls.__qualname__} has member values that are not plain data"
             )
-        _check_int_values(schema, path)
+        check_int_values(schema, path)
         values = {(type(m.value), m.value) for m in schema["members"]} if values_too else set()
 
         def convert(value: Any) -> Any:
@@ -406,72 +379,13 @@ class _Compiler:
         return Node(convert, False, all(node.exact for node in fields))
 
     def _on_dict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        key = self._key(schema.get("keys_schema", _ANY_SCHEMA), [*path, "[key]"])
+        keys_schema = schema.get("keys_schema", _ANY_SCHEMA)
+        key = key_node(keys_schema, [*path, "[key]"], self._definitions, self._config)
         value = self.node(schema.get("values_schema", _ANY_SCHEMA), [*path, "[value]"])
         return Node(
             checked_length(dict_of(key.convert, value), schema),
             key.identity and value.identity and not _has_length_bounds(schema),
             key.exact and value.exact,
-        )
-
-    def _key(self, schema: Mapping[str, Any], path: list[str], *, values_too: bool = False) -> Node:
-        """How to write a key as text: ``identity`` when keys are plain ``str``, ``exact``
-        unless a validator may change the key (the export is then validated back)."""
-        kind = schema.get("type")
-        if kind in _TRANSPARENT:
-            return self._key(schema["schema"], path, values_too=values_too)
-        if kind in _VALIDATORS:
-            _refuse_decoder(schema, path)  # a key is decoded again as a value would be
-            inner_schema = schema["schema"]
-            enum_values = kind == "function-after" and inner_schema.get("type") == "enum"
-            inner = self._key(inner_schema, path, values_too=enum_values)
-            return Node(inner.convert, inner.identity, False)
-        if kind == "definition-ref":
-            return self._key(self._definitions[schema["schema_ref"]], path)
-        if kind == "any":
-            return Node(to_str, True, True)  # msgpack maps hold str keys only
-        if kind == "bytes":
-            return Node(to_bytes, True, True)  # the decoder takes bytes keys as they are
-        if kind in KEY_TEXT:
-            return checked_leaf(
-                Node(KEY_TEXT[str(kind)], kind == "str", True), schema, self._config
-            )
-        if kind == "enum":
-            _check_int_values(schema, path)
-        if kind == "enum" and _text_parses_back(schema):
-            cls = schema["cls"]
-            members = frozenset(schema["members"])
-            values = {(type(m.value), m.value) for m in members} if values_too else set()
-
-            def enum_key(key: Any) -> str:
-                if not isinstance(key, cls):
-                    if (type(key), key) in values:  # use_enum_values
-                        return str(key)
-                    raise fail(f"expected a {cls.__qualname__} key, found {kind_of(key)}")
-                if key not in members:  # a combination of flags: validation takes members
-                    raise fail(f"the key {key!r} is not a member of {cls.__qualname__}")
-                return str(key.value)
-
-            return Node(enum_key, False, True)
-        if kind == "literal" and all(type(item) is str for item in schema["expected"]):
-            return Node(to_str, True, True)
-        text_key = _text_key(schema)
-        if text_key is not None:
-            return text_key
-        if kind == "enum":
-            raise SchemaNotExportable(
-                path,
-                f"dict keys of enum {_describe(schema)} cannot be stored: snapshot maps have"
-                " str keys, and lax validation parses text back into a member only when"
-                " every value is a str or the enum is an IntEnum",
-            )
-        raise SchemaNotExportable(
-            path,
-            f"dict keys of type {_describe(schema)} cannot be stored: snapshot maps have str"
-            " keys, and such a key has no text known to parse back into it; use str, int,"
-            " float, bool,"
-            " str-valued enum, IntEnum, UUID, Decimal, date/time, IP address (IPv4Address,"
-            " IPvAnyAddress, ...), IP network or interface, or path keys",
         )
 
     # records
@@ -486,113 +400,13 @@ class _Compiler:
             self._config = outer
 
     def _on_typed_dict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        return self._under_config(schema, lambda: self._typed_dict(schema, path))
-
-    def _typed_dict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        fields = [
-            (name, self.node(spec["schema"], [*path, name]))
-            for name, spec in schema["fields"].items()
-        ]
-        total = schema.get("total", True)
-        required = frozenset(
-            name for name, spec in schema["fields"].items() if spec.get("required", total)
-        )
-        read = fields_reader(fields, read_item, step=FieldName, required=required)
-        allow_extra = schema.get("extra_behavior") == "allow"
-        extras = self._extras(schema, path) if allow_extra else None
-        names = frozenset(name for name, _ in fields)
-
-        def convert(value: Any) -> Any:
-            if not isinstance(value, Mapping):
-                raise fail(f"expected a dict, found {kind_of(value)}")
-            out = read(value)
-            if extras is not None:
-                add_extras(out, ((k, v) for k, v in value.items() if k not in names), extras)
-            return out
-
-        identity = all(node.identity for _, node in fields)
-        return Node(convert, identity, all(node.exact for _, node in fields))
+        return self._under_config(schema, lambda: typed_dict_node(schema, path, self.node))
 
     def _on_model(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        return self._under_config(schema, lambda: self._model(schema, path))
-
-    def _model(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        cls = schema["cls"]
-        inner = schema["schema"]
-        if schema.get("root_model"):
-            root = self.node(inner, path)
-            convert_root = root.convert
-
-            def convert_root_model(value: Any) -> Any:
-                check_class(value, cls)
-                return convert_root(value.root)
-
-            return Node(convert_root_model, False, root.exact)
-        inner, validated = _inside_validators(inner)
-        if inner.get("type") != "model-fields":
-            return Node(by_value, False, False)
-        fields = [
-            (name, self.node(spec["schema"], [*path, name]))
-            for name, spec in inner["fields"].items()
-        ]
-        read = fields_reader(
-            fields, read_attribute, step=FieldName, required=_without_default(inner["fields"])
-        )
-        allow_extra = schema.get("config", {}).get("extra_fields_behavior") == "allow"
-        extras = self._extras(inner, path) if allow_extra else None
-
-        def convert(value: Any) -> Any:
-            check_class(value, cls)
-            out = read(value)
-            if extras is not None:
-                add_extras(out, (value.__pydantic_extra__ or {}).items(), extras)
-            return out
-
-        # Private attributes, post-init hooks and custom __init__ hold or make state the
-        # fields do not show: validated back, each export shows whether it survives.
-        ordinary = not (
-            validated
-            or cls.__private_attributes__
-            or schema.get("post_init")
-            or schema.get("custom_init")
-        )
-        return Node(convert, False, ordinary and all(node.exact for _, node in fields))
+        return self._under_config(schema, lambda: model_node(schema, path, self.node))
 
     def _on_dataclass(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        return self._under_config(schema, lambda: self._dataclass(schema, path))
-
-    def _dataclass(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        cls = schema["cls"]
-        args, validated = _inside_validators(schema["schema"])
-        if args.get("type") != "dataclass-args":
-            return Node(by_value, False, False)
-        fields = []
-        exact = not (validated or schema.get("post_init"))
-        for spec in args["fields"]:
-            name = spec["name"]
-            if spec.get("init_only") or spec.get("init") is False:
-                # Not stored (InitVar) or not accepted (init=False): validation makes
-                # it again from the other fields, checked export by export.
-                if spec.get("init_only") and spec["schema"].get("type") != "default":
-                    raise SchemaNotExportable(
-                        [*path, name], "an InitVar without a default cannot be restored"
-                    )
-                exact = False
-                continue
-            fields.append((name, self.node(spec["schema"], [*path, name])))
-        stored = {spec["name"]: spec for spec in args["fields"]}
-        required = _without_default({name: stored[name] for name, _ in fields})
-        read = fields_reader(fields, read_attribute, step=FieldName, required=required)
-
-        def convert(value: Any) -> Any:
-            check_class(value, cls)
-            return read(value)
-
-        return Node(convert, False, exact and all(node.exact for _, node in fields))
-
-    def _extras(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        extras = schema.get("extras_schema")
-        return SCALAR_NODES["any"] if extras is None else self.node(extras, [*path, "[extra]"])
+        return self._under_config(schema, lambda: dataclass_node(schema, path, self.node))
 
     # unions and wrappers
 
@@ -607,87 +421,19 @@ class _Compiler:
         self, schema: Mapping[str, Any], choices: Sequence[Mapping[str, Any]], path: list[str]
     ) -> Node:
         nodes = [self._part(choice, path) for choice in choices]
-        tests = [_accepts(choice, self._definitions) for choice in choices]
-        # Lax validation picks a member by its own rules (an ISO string fits a str
-        # member before a datetime one); only unions of distinct plain scalars are sure,
-        # each member writing a value of its own kind. The one exception, an int past 64
-        # bits written as text, is checked as it is written.
-        kinds = [choice.get("type") for choice in choices]
-        scalars = all(
-            kind in _PLAIN_SCALARS and len(choice) == 1
-            for kind, choice in zip(kinds, choices, strict=True)
-        )
-        exact = scalars and len(set(kinds)) == len(kinds)
-        validate_union = self._union_validator(schema)
-        check_int_text = _int_text_check(validate_union, exact=exact)
-        # Left to right, lax validation gives a value to the first member that takes it,
-        # not to the one of its own kind: under bool | int, 1 comes back True. Such a
-        # union of plain scalars is exact all the same (nothing else validates its
-        # export back), so each value its members write is validated back here.
-        check_member = _member_check(validate_union) if exact and _left_to_right(schema) else None
-
-        def convert(value: Any) -> Any:
-            refused: NotExportable | None = None
-            for test, node in zip(tests, nodes, strict=True):
-                if test(value):
-                    # The test looks at the kind of value only (a dict, a list): a member
-                    # of the same kind with other keys or items may be the one it fits.
-                    try:
-                        out = node.convert(value)
-                    except NotExportable as exc:
-                        refused = refused or exc
-                        continue
-                    if type(out) is str and type(value) is int:
-                        check_int_text(value, out)
-                    elif check_member is not None:
-                        check_member(value, out)
-                    return out
-            if refused is not None:
-                raise refused
-            out = by_value(value)
-            if exact:
-                # No member took it (a state never validated: None, a str, a tuple), and
-                # nothing validates this union's export back: the union itself decides.
-                _check_no_member(validate_union, value, out)
-            return out
-
-        # A union checked value by value is walked: handed to the packer as it is, it
-        # would not be checked.
-        return Node(convert, scalars and check_member is None, exact)
-
-    def _union_validator(self, schema: Mapping[str, Any]) -> Callable[[Any], Any]:
-        """Lax validation with the union alone (its definitions and its record's config
-        in force, as a restore validates it). Built on first use: most unions never
-        need it."""
-        union = {key: value for key, value in schema.items() if key != "ref"}
-        definitions = self._definitions  # complete by the time a state is exported
-        config = dict(self._config)
-        built: list[pydantic_core.SchemaValidator] = []
-
-        def validate(value: Any) -> Any:
-            if not built:
-                refs = list(definitions.values())
-                whole = (
-                    {"type": "definitions", "schema": union, "definitions": refs}
-                    if refs
-                    else union
-                )
-                built.append(pydantic_core.SchemaValidator(whole, config=config))  # type: ignore[arg-type]
-            return built[0].validate_python(value, strict=False)
-
-        return validate
+        return union_node(schema, choices, nodes, self._definitions, self._config)
 
     def _on_lax_or_strict(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        known = _known_class(_instance_class(schema.get("strict_schema", {})))
+        known = known_class(instance_class(schema.get("strict_schema", {})))
         return known or self._part(schema["lax_schema"], path)
 
     def _on_json_or_python(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        known = _known_class(_instance_class(schema))
+        known = known_class(instance_class(schema))
         return known or self._part(schema["python_schema"], path)
 
     def _on_is_instance(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         cls = schema["cls"]
-        known = _known_class(cls)
+        known = known_class(cls)
         if known is not None:
             return known
         name = getattr(cls, "__qualname__", repr(cls))
@@ -705,7 +451,7 @@ class _Compiler:
         """A node that is one part of a type's own schema (a union's member, a chain's
         first step, the Python side of ``json-or-python``): there an instance check is
         the type's own doing, not ``arbitrary_types_allowed``."""
-        if schema.get("type") != "is-instance" or _known_class(schema["cls"]) is not None:
+        if schema.get("type") != "is-instance" or known_class(schema["cls"]) is not None:
             return self.node(schema, path)
         cls = schema["cls"]
         name = getattr(cls, "__qualname__", None) or repr(cls)
@@ -724,350 +470,11 @@ class _Compiler:
         raise SchemaNotExportable(path, detail)
 
 
-def _inside_validators(schema: Mapping[str, Any]) -> tuple[Mapping[str, Any], bool]:
-    """The schema under a record's ``mode="before"`` (or wrap) validators, which pydantic
-    puts between a model or dataclass and its fields, and whether there were any.
-
-    The fields are read as declared all the same, a big int as its text where its field
-    says int; the validators may change what they are given, so the export is checked by
-    validating it back.
-    """
-    validated = False
-    while schema.get("type") in _VALIDATORS or schema.get("type") in _TRANSPARENT:
-        validated = validated or schema.get("type") in _VALIDATORS
-        schema = schema["schema"]
-    return schema, validated
-
-
 def _has_length_bounds(schema: Mapping[str, Any]) -> bool:
     return "min_length" in schema or "max_length" in schema
 
 
-def _check_int_values(schema: Mapping[str, Any], path: list[str]) -> None:
-    """Refuse an enum or a ``Literal`` with an int value outside signed 64 bits that its
-    own validation does not take back from what a snapshot holds of it.
-
-    A snapshot holds an int within msgpack's 64 bits as it is, one past them as its
-    text. What pydantic takes back depends on the type and even on the other values (an
-    ``IntEnum`` validates within signed 64 bits only, a plain ``Enum`` or a ``Literal``
-    matches ints as they are, not their text), so pydantic decides, once per value.
-    """
-    kind = schema["type"]
-    if kind == "enum":
-        values = [(member.value, member) for member in schema["members"]]
-    else:
-        values = [(value, value) for value in schema["expected"]]
-    wide = [(value, want) for value, want in values if type(value) is int and not _in_i64(value)]
-    if not wide:
-        return
-    own = {key: value for key, value in schema.items() if key not in ("ref", "metadata")}
-    try:
-        validator = pydantic_core.SchemaValidator(own)
-    except pydantic_core.SchemaError:  # a key of a newer pydantic: the export decides
-        return
-    for value, want in wide:
-        try:
-            plain = value if INT_MIN <= value <= INT_MAX else str(value)
-            again = validator.validate_python(plain, strict=False)
-            reason = f"it comes back as {again!r:.40}"
-        except pydantic_core.ValidationError as exc:
-            again = None
-            reason = exc.errors(include_url=False, include_input=False)[0]["msg"]
-        except ValueError:  # too long for Python to write as text
-            again = None
-            reason = "too many digits to write as text"
-        if again is want or (type(again) is type(want) and again == want):
-            continue
-        if kind == "enum":
-            name = getattr(want, "name", None)
-            what = f"enum {schema['cls'].__qualname__} has the member {name} = {value}"
-        else:
-            what = f"Literal value {value}"
-        raise SchemaNotExportable(
-            path,
-            f"{what}, outside signed 64 bits, which its validation does not take back from"
-            f" what a snapshot holds ({reason})",
-        )
-
-
-def _check_member_values(schema: Mapping[str, Any], path: list[str]) -> None:
-    """Refuse a ``Literal`` of an enum member that its own validation does not take back
-    from the member's value, which is what a snapshot holds of it.
-
-    pydantic matches a plain ``Enum``'s member in a ``Literal`` only as the member
-    itself (a ``StrEnum``'s or an ``IntEnum``'s also as its value): such a schema, and
-    a union tagged by it, would take no snapshot back. pydantic decides, once per member.
-    """
-    members = [item for item in schema["expected"] if isinstance(item, enum.Enum)]
-    if not members:
-        return
-    validator = pydantic_core.SchemaValidator({"type": "literal", "expected": schema["expected"]})
-    for member in members:
-        try:
-            again = validator.validate_python(member.value, strict=False)
-        except pydantic_core.ValidationError:
-            again = None
-        if again is not member:
-            cls = type(member).__qualname__
-            raise SchemaNotExportable(
-                path,
-                f"Literal[{cls}.{member.name}] does not validate back from the member's"
-                f" value {member.value!r}, which is what a snapshot holds (pydantic matches"
-                f" a plain Enum's member in a Literal only as itself); make {cls} a StrEnum"
-                " or IntEnum, or use the plain value in the Literal",
-            )
-
-
-def _refuse_decoder(schema: Mapping[str, Any], path: list[str]) -> None:
-    """Refuse a type that decodes what it is given (``Base64Bytes``, ``Base64Str``, any
-    ``EncodedBytes`` or ``EncodedStr``): the state holds the decoded value, which a
-    restore would decode again."""
-    function = schema.get("function", {}).get("function")
-    owner = getattr(function, "__self__", None)
-    if isinstance(owner, pydantic.types.EncodedBytes | pydantic.types.EncodedStr):
-        kind = "Bytes" if isinstance(owner, pydantic.types.EncodedBytes) else "Str"
-        encoder = owner.encoder.__name__
-        name = {"Base64Encoder": "Base64", "Base64UrlEncoder": "Base64Url"}.get(encoder)
-        shown = f"{name}{kind}" if name else f"Encoded{kind}({encoder})"
-        plain = "bytes" if kind == "Bytes" else "str"
-        raise SchemaNotExportable(
-            path,
-            f"{shown} holds the decoded value, and a restore would decode it again;"
-            f" declare {plain} (and encode where the value leaves the program)",
-        )
-
-
-def _in_i64(value: int) -> bool:
-    return -(2**63) <= value < 2**63
-
-
-def _text_parses_back(schema: Mapping[str, Any]) -> bool:
-    """Whether lax validation parses an enum member's value, written as text, back into
-    the member: always for ``str`` values, for ``int`` values only when the enum is an
-    ``int`` (``IntEnum``, ``IntFlag``); a plain ``Enum`` matches values as they are."""
-    values = [member.value for member in schema["members"]]
-    if all(type(value) is str for value in values):
-        return True
-    return schema.get("sub_type") == "int" and all(type(value) is int for value in values)
-
-
-def _known_class(cls: object) -> Node | None:
-    if not isinstance(cls, type):
-        return None
-    if cls in KNOWN_CLASSES:
-        return KNOWN_CLASSES[cls]
-    if issubclass(cls, pathlib.PurePath):
-        return PATH_NODE
-    return None
-
-
 _ANY_SCHEMA: Mapping[str, Any] = {"type": "any"}
-# Kinds of core schema whose name is not the type's own.
-_KIND_NAMES = {"url": "URL", "multi-host-url": "multi-host URL", "none": "None"}
-# Kinds of core schema that a type's own schema is built of, named after no type.
-_WRAPPED_KINDS = frozenset(
-    {"function-plain", "chain", "lax-or-strict", "json-or-python", "union", "custom-error"}
-)
 _PLAIN_TYPES = (str, int, float, bool, bytes, type(None))
-_PLAIN_SCALARS = frozenset({"int", "float", "str", "bool", "bytes", "none"})
 
 
-def _instance_class(schema: Mapping[str, Any]) -> object:
-    """The class checked by ``is-instance`` at the top of a schema (or a union in it)."""
-    kind = schema.get("type")
-    if kind == "is-instance":
-        return schema["cls"]
-    if kind == "json-or-python":
-        return _instance_class(schema.get("python_schema", {}))
-    if kind == "union":
-        for choice in schema.get("choices", ()):
-            found = _instance_class(choice[0] if isinstance(choice, tuple | list) else choice)
-            if found is not None:
-                return found
-    return None
-
-
-_TYPE_TESTS: Mapping[str, type | tuple[type, ...]] = {
-    "str": str,
-    "bytes": bytes,
-    "none": type(None),
-    "float": float,
-    "list": list,
-    "tuple": tuple,
-    "set": set,
-    "frozenset": frozenset,
-    "dict": Mapping,
-    "typed-dict": Mapping,
-    "date": datetime.date,
-    "datetime": datetime.datetime,
-    "time": datetime.time,
-    "timedelta": datetime.timedelta,
-    "decimal": decimal.Decimal,
-    "uuid": uuid.UUID,
-}
-
-
-def _accepts(schema: Mapping[str, Any], definitions: Mapping[str, Any]) -> Callable[[Any], bool]:
-    """A cheap test of whether ``value`` is this union member's kind of value."""
-    kind = schema.get("type")
-    if kind in _TRANSPARENT or kind in _VALIDATORS or kind == "nullable":
-        return _accepts(schema["schema"], definitions)
-    if kind == "definition-ref":
-        target = definitions.get(schema["schema_ref"])
-        return (lambda value: True) if target is None else _accepts(target, definitions)
-    if kind in ("model", "dataclass", "enum"):
-        cls = schema["cls"]
-        return lambda value: type(value) is cls
-    if kind == "int":
-        return lambda value: type(value) is int
-    if kind == "bool":
-        return lambda value: type(value) is bool
-    if kind == "literal":
-        expected = schema["expected"]
-        return lambda value: any(value == e and type(value) is type(e) for e in expected)
-    if kind == "datetime":
-        return lambda value: isinstance(value, datetime.datetime)
-    if kind == "date":
-        return lambda value: type(value) is datetime.date
-    if kind in _TYPE_TESTS:
-        expected = _TYPE_TESTS[str(kind)]
-        return lambda value: isinstance(value, expected)
-    found = None
-    if kind == "lax-or-strict":
-        found = _instance_class(schema.get("strict_schema", {}))
-    elif kind == "json-or-python":
-        found = _instance_class(schema)
-    if isinstance(found, type):
-        instance_of = found
-        return lambda value: isinstance(value, instance_of)
-    return lambda value: True
-
-
-def _text_key(schema: Mapping[str, Any]) -> Node | None:
-    """How to write a key of an IP address or network, or a path, type: its text, which
-    lax validation parses back into an equal key of the same type, as it does for such
-    a value. ``IPvAnyAddress`` and its kin parse an IPv4 text as the IPv4 class, and
-    any other as the IPv6 class: each class's text comes back as that class."""
-    kind = schema.get("type")
-    if kind == "function-plain":
-        owner = getattr(schema.get("function", {}).get("function"), "__self__", None)
-        # By identity: a validator's owner may be an unhashable instance.
-        classes = next((pair for cls, pair in IP_ANY_TYPES.items() if cls is owner), None)
-        if classes is None:
-            return None
-        what = f"an {classes[0].__name__} or {classes[1].__name__} key"
-        return Node(as_text_of(classes, what), False, True)
-    if kind == "lax-or-strict":
-        cls = _instance_class(schema.get("strict_schema", {}))
-    elif kind in ("json-or-python", "is-instance"):
-        cls = _instance_class(schema)
-    else:
-        return None
-    if isinstance(cls, type) and (cls in IP_TYPES or issubclass(cls, pathlib.PurePath)):
-        return _known_class(cls)
-    return None
-
-
-def _describe(schema: Mapping[str, Any]) -> str:
-    """A schema's type in the user's terms: its class, or its kind (``tuple``)."""
-    cls = schema.get("cls")
-    if isinstance(cls, type):
-        return cls.__qualname__
-    kind = schema.get("type")
-    found = _instance_class(schema.get("strict_schema", {}) if kind == "lax-or-strict" else schema)
-    if isinstance(found, type):
-        return found.__qualname__
-    if kind in _VALIDATORS or kind in _WRAPPED_KINDS:
-        return "a custom type"
-    return _KIND_NAMES.get(str(kind), str(kind))
-
-
-def _int_text_check(
-    validate_union: Callable[[Any], Any], *, exact: bool
-) -> Callable[[int, str], None]:
-    """Refuse an int past 64 bits that a union would not read back from its text.
-
-    Such an int is written as its decimal text, which is no longer of the int member's
-    own kind: lax validation may give it to a ``str``, ``float``, ``bytes`` or
-    ``Decimal`` member instead. So the text is validated back with the union and must
-    come back as the same int.
-    """
-
-    def check(value: int, text: str) -> None:
-        shown = text if len(text) <= 40 else f"{text[:37]}..."
-        held = f"the integer {shown} does not fit in 64 bits, so a snapshot holds its text;"
-        try:
-            again = validate_union(text)
-        except pydantic_core.ValidationError as exc:
-            reason = exc.errors(include_url=False, include_input=False)[0]["msg"]
-            raise fail(f"{held} this union does not take that text back: {reason}") from None
-        except Exception:
-            if exact:
-                raise fail(f"{held} whether this union reads it back cannot be told") from None
-            return  # the whole export is validated back: that check decides
-        if type(again) is not int or again != value:
-            raise fail(
-                f"{held} this union reads that text back as a {kind_of(again)}"
-                f" ({again!r:.40}), not an int; keep it within 64 bits or type it int alone"
-            )
-
-    return check
-
-
-def _left_to_right(schema: Mapping[str, Any]) -> bool:
-    """Whether a union takes the first member that validates a value, in order
-    (``Field(union_mode="left_to_right")``), rather than the best fit."""
-    return schema.get("type") == "union" and schema.get("mode") == "left_to_right"
-
-
-def _member_check(validate_union: Callable[[Any], Any]) -> Callable[[Any, Any], None]:
-    """Refuse a value of a left-to-right union that validated back would come back as
-    another value: an earlier member takes it first (``1`` under ``bool | int`` comes
-    back ``True``, ``"7"`` under ``int | str`` comes back ``7``).
-
-    Costs one validation of the value with the union alone, as a constrained leaf's
-    check does (see ``_export_checks``).
-    """
-
-    def check(value: Any, out: Any) -> None:
-        try:
-            again = validate_union(out)
-        except pydantic_core.ValidationError as exc:
-            reason = exc.errors(include_url=False, include_input=False)[0]["msg"]
-            raise fail(
-                f"this union does not take its {kind_of(value)} back: {reason}",
-                by_validation=True,
-            ) from None
-        except Exception:
-            raise fail(
-                f"whether this union gives its {kind_of(value)} back cannot be told",
-                by_validation=True,
-            ) from None
-        if type(again) is type(value) and again == value:
-            return
-        difference = first_difference(value, again)  # None for NaN and NaN
-        if difference is not None:
-            raise fail(difference[1], by_validation=True)
-
-    return check
-
-
-def _check_no_member(validate_union: Callable[[Any], Any], value: Any, out: Any) -> None:
-    """Refuse a value no member of a union of plain scalars took, unless the union
-    validates what is written for it: then a restore gives what validating the state
-    gives, as for any value validation converts."""
-    try:
-        validate_union(out)
-    except pydantic_core.ValidationError as exc:
-        reason = exc.errors(include_url=False, include_input=False)[0]["msg"]
-        raise fail(f"a {kind_of(value)} fits no member of this union: {reason}") from None
-    except Exception:
-        raise fail(f"a {kind_of(value)} fits no member of this union") from None
-
-
-def _without_default(fields: Mapping[str, Mapping[str, Any]]) -> frozenset[str]:
-    """The names of the model or dataclass fields (core schema field nodes) that have no
-    default: validation refuses a record without them."""
-    return frozenset(
-        name for name, spec in fields.items() if spec["schema"].get("type") != "default"
-    )
