@@ -1,8 +1,9 @@
 """Running an adapter's ``serve`` as a program's main loop, and ending it as one.
 
-``serve`` raises a :class:`~statemigrate.HandoffError` when the process was started as
-a successor and cannot take the state over (its predecessor died before the handoff,
-the control channel is not there): a caller of its own decides what to do. The
+``serve`` raises a :class:`~statemigrate.HandoffError` or a
+:class:`~statemigrate.RestoreError` when the process was started as a successor and
+cannot take the state over (its predecessor died before the handoff, the snapshot it
+was given does not restore): a caller of its own decides what to do. The
 ``run`` entry points are a program's whole life, so they end it as a program should:
 one ``ERROR`` line naming what went wrong, and exit status 1, not a traceback. The
 predecessor still serves, or a supervisor restarts the service from its store.
@@ -15,7 +16,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from statemigrate._errors import HandoffError
+from statemigrate._errors import HandoffError, RestoreError
 
 __all__ = ["run_serving"]
 
@@ -26,9 +27,13 @@ T = TypeVar("T")
 
 def run_serving(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)``, ending the process with status 1 and one logged line
-    when ``main`` raises a :class:`~statemigrate.HandoffError`."""
+    when ``main`` raises a :class:`~statemigrate.HandoffError` or a
+    :class:`~statemigrate.RestoreError` (the restore has logged its own ERROR)."""
     try:
         return asyncio.run(main)
     except HandoffError as exc:
         logger.error("%s; this process exits", exc)
+        raise SystemExit(1) from None
+    except RestoreError:
+        logger.error("handoff: the state could not be restored (above); this process exits")
         raise SystemExit(1) from None

@@ -23,6 +23,7 @@ hypercorn's own idle timeout.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -177,6 +178,13 @@ async def serve(
 
 def run(app: ASGIApp, service: Service, **options: Any) -> HandoffReport | None:
     """:func:`serve` in a new event loop; same options. A successor that cannot take
-    the state over (:func:`serve` raises :class:`~statemigrate.HandoffError`) logs why
-    and exits with status 1."""
-    return run_serving(serve(app, service, **options))
+    the state over (:func:`serve` raises :class:`~statemigrate.HandoffError`), and a
+    start-up that fails (hypercorn's ``LifespanFailureError``: a restore refused in the
+    lifespan, the application's own start-up), log why and exit with status 1."""
+    from hypercorn.utils import LifespanFailureError
+
+    try:
+        return run_serving(serve(app, service, **options))
+    except LifespanFailureError as exc:
+        logging.getLogger("statemigrate.handoff").error("%s; this process exits", exc)
+        raise SystemExit(1) from None

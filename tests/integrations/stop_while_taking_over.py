@@ -6,8 +6,8 @@ signal while it takes the state over.
 Each process writes its pid to DIR/pid once it serves, and DIR/exit.PID with how
 ``run`` returned. A process restoring a snapshot writes its pid to DIR/importing,
 then waits, inside the restore, until DIR/go exists: the test sends the stop signal
-then. Its one component counts the entries it holds; DIR/restored.PID says how many
-came back.
+then. When DIR/fail exists, the restore fails instead. Its one component counts the
+entries it holds; DIR/restored.PID says how many came back.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ class Held:
 
     def import_state(self, state: Entries) -> None:
         folder = _folder()
+        if (folder / "fail").exists():
+            raise RuntimeError("this release cannot take the state")
         (folder / "importing").write_text(str(os.getpid()))
         end = time.monotonic() + WAIT
         while not (folder / "go").exists() and time.monotonic() < end:

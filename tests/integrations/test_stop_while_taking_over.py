@@ -6,6 +6,7 @@ signal's default action instead, the successor took the state with it."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from child_waits import free_port, pid_in, wait_until
+
+from statemigrate.integrations._successor import gone
 
 CHILD = Path(__file__).with_name("stop_while_taking_over.py")
 DEADLINE = 60.0  # a guard against a hung test, not a figure
@@ -59,4 +62,37 @@ def test_sigterm_during_the_take_over_stops_the_successor_once_it_serves(
                     os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        old.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["aiohttp", "uvicorn", "hypercorn"])
+def test_a_successor_whose_restore_fails_exits_1_with_no_traceback(
+    server: str, tmp_path: Path
+) -> None:
+    """The old process serves on; the successor's run ends with the restore's ERROR and
+    one line more, exit status 1, where it ended with a traceback of RestoreError."""
+    port = free_port()
+    with (tmp_path / "log").open("wb") as log:
+        old = subprocess.Popen(
+            [sys.executable, str(CHILD), server, str(port), str(tmp_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait("the old process to serve", lambda: pid_in(tmp_path / "pid") == old.pid)
+        (tmp_path / "fail").touch()
+        os.kill(old.pid, signal.SIGUSR2)
+        _wait("the handoff to fail", lambda: "handoff failed" in (tmp_path / "log").read_text())
+        started = re.search(r"started successor pid (\d+)", (tmp_path / "log").read_text())
+        assert started is not None
+        _wait("the successor to exit", lambda: gone(int(started.group(1))))
+        text = (tmp_path / "log").read_text()
+        assert "Traceback" not in text, text
+        # aiohttp's run_app says it; uvicorn and hypercorn end their start-up themselves.
+        if server == "aiohttp":
+            assert "the state could not be restored (above); this process exits" in text
+        assert old.poll() is None and pid_in(tmp_path / "pid") == old.pid
+    finally:
+        os.kill(old.pid, signal.SIGKILL)
         old.wait()
