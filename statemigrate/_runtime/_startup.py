@@ -176,9 +176,11 @@ def restore_stored(
     key: bytes | None,
     limits: DecodeLimits,
     refused: Callable[..., RestoreError],
+    last_restored: str | None = None,
 ) -> RestoreReport:
     """Restore a snapshot, or a chain that incremental checkpoints committed: its
-    base, then each delta in order.
+    base, then each delta in order; a chain whose newest piece is the one this service
+    restored last is skipped as restored already, as a snapshot restored again is.
 
     Every piece of a chain is verified, and each delta checked to name the piece
     before it as its base, before anything is applied: a damaged or incomplete
@@ -196,6 +198,7 @@ def restore_stored(
         limits: the service's decode limits.
         refused: reports a chain refused at verification (or, given
             ``phase="decode"``, one that cannot be folded) as a failed restore.
+        last_restored: the id of the snapshot or delta the service restored last.
     """
     check_source(source)
     if isinstance(source, EncodedSnapshot):
@@ -224,7 +227,13 @@ def restore_stored(
         raise refused(broken)
     began = time.perf_counter()
     pieces: list[bytes | memoryview] = list(split_chain(data))  # as opened above
-    reasons = fold_reasons(headers, entries, allow_lossy=bool(options.get("allow_lossy")))
+    if headers[-1].snapshot_id == last_restored:
+        # Restored already: its newest piece says so (its base, older, would be
+        # refused as a replay), with nothing folded or applied.
+        pieces = pieces[-1:]
+        reasons = []
+    else:
+        reasons = fold_reasons(headers, entries, allow_lossy=bool(options.get("allow_lossy")))
     if reasons:
         # Deltas some component's plan cannot migrate: the chain is restored as the one
         # full snapshot it holds, composed as `statemigrate migrate` composes it.

@@ -125,14 +125,29 @@ def test_a_chain_restores_into_a_component_that_now_imports_whole_states_only(
     assert "cache/default (its own import_state, no import_records)" in caplog.text
 
 
-def test_restoring_a_folded_chain_twice_is_restoring_it_once() -> None:
+def test_restoring_a_folded_chain_twice_is_restoring_it_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     written = write_chain()
     service, cache = restored("int_keys", written.chain)
+    once = state_of(cache)
+    with caplog.at_level(logging.INFO, logger="statemigrate"):
+        again = service.restore(written.chain)
+    assert again.skipped
+    assert "folding" not in caplog.text  # nothing composed for a restore skipped
+    assert exact_differences(once, state_of(cache)) == []
+    assert not service.accepts_deltas  # the plan has a whole-data step
+
+
+def test_restoring_a_chain_twice_is_restoring_it_once() -> None:
+    """Not folded: its base, older than the delta restored last, was refused as a
+    replay the second time; the chain is now skipped as restored already."""
+    written = write_chain()
+    service, cache = restored("1", written.chain)
     once = state_of(cache)
     again = service.restore(written.chain)
     assert again.skipped
     assert exact_differences(once, state_of(cache)) == []
-    assert not service.accepts_deltas  # the plan has a whole-data step
 
 
 def test_a_step_that_fails_on_the_folded_state_leaves_every_component_as_it_was() -> None:
