@@ -227,12 +227,8 @@ def _rounds(
     return Rounds(open=open_pieces, mode=mode, why_not=_why_not)
 
 
-# Long enough for any commit; the wait is for a commit that ends, not a guard.
-_COMMIT_WAIT = 10.0**6
-
-
 def _checkpoints_aside(
-    steps: Steps[HandoffReport], gate: CheckpointGate, name: str
+    steps: Steps[HandoffReport], gate: CheckpointGate, name: str, *, commit_wait: float
 ) -> Steps[HandoffReport]:
     """``steps`` of a handoff of a service whose checkpoints ``gate`` governs: the
     service's checkpoints step aside for the state's move, by themselves.
@@ -261,7 +257,7 @@ def _checkpoints_aside(
                 suspended = True
                 waited = time.monotonic()
                 try:
-                    yield from _commits_ended(gate)
+                    yield from _commits_ended(gate, commit_wait)
                 except BaseException as exc:  # as if the effect raised it: it never ran
                     reply, error = None, exc
                     continue
@@ -311,14 +307,27 @@ def _checkpoints_aside(
     return report
 
 
-def _commits_ended(gate: CheckpointGate) -> Steps[None]:
-    """Steps: suspend ``gate`` and wait for the checkpoint commits under way."""
+def _commits_ended(gate: CheckpointGate, wait: float) -> Steps[None]:
+    """Steps: suspend ``gate`` and wait for the checkpoint commits under way, at most
+    ``wait`` seconds (the successor's ``timeouts.snapshot``: by then it has stopped
+    waiting for the snapshot, and a store that hangs must not hang the handoff).
+
+    Raises:
+        HandoffError: stage ``pause``, a commit was still under way at the deadline.
+    """
     fd = gate.suspend_nowait()
     if fd is None:
         return
+    deadline = time.monotonic() + wait
     try:
         while gate.committing:
-            yield WaitReadable((fd,), time.monotonic() + _COMMIT_WAIT)
+            if (yield WaitReadable((fd,), deadline)) is None and gate.committing:
+                raise HandoffError(
+                    "pause",
+                    f"a checkpoint's commit under way did not end within {wait:g} s"
+                    " (timeouts.snapshot, the successor's wait for the snapshot);"
+                    " the store may hang",
+                )
     finally:
         gate.done_waiting(fd)
 
@@ -395,7 +404,10 @@ def hand_over(
         asynchronous=False,
         rounds=_rounds(service, precopy=precopy, allow_lossy=allow_lossy, meta=meta),
     )
-    return run_blocking(_checkpoints_aside(steps, service._checkpoints, service.name), control)
+    aside = _checkpoints_aside(
+        steps, service._checkpoints, service.name, commit_wait=timeouts.snapshot
+    )
+    return run_blocking(aside, control)
 
 
 async def hand_over_async(
@@ -433,7 +445,10 @@ async def hand_over_async(
         asynchronous=True,
         rounds=_rounds(service, precopy=precopy, allow_lossy=allow_lossy, meta=meta),
     )
-    return await run_async(_checkpoints_aside(steps, service._checkpoints, service.name), control)
+    aside = _checkpoints_aside(
+        steps, service._checkpoints, service.name, commit_wait=timeouts.snapshot
+    )
+    return await run_async(aside, control)
 
 
 def _taking_over(

@@ -206,6 +206,27 @@ def test_the_wait_for_a_slow_commit_under_way_is_not_counted_in_the_pause(
     assert handed["pause"] <= handed["at"] - done["at"]
 
 
+def test_a_commit_that_does_not_end_fails_the_handoff_and_the_checkpoints_go_on(
+    generations: Any, tmp_path: Path
+) -> None:
+    """The wait for a commit under way is bounded by timeouts.snapshot (the successor
+    stops waiting for the snapshot then): a store that hangs fails the handoff, in
+    stage pause, instead of hanging it; the old process serves on, and once the commit
+    ends its checkpoints go on."""
+    chain = generations(3600.0)
+    acked = chain.inc(1, "a", 2)
+    assert chain.ask(1, "HOLD 3000") == "HOLDING"
+    checkpoint = threading.Thread(target=lambda: chain.ask(1, "CHECKPOINT"))
+    checkpoint.start()
+    chain.wait_event("commit_started", 1)
+    assert chain.ask(1, "HANDOFF hasty") == "FAILED pause"
+    checkpoint.join(timeout=HANG_GUARD)
+    later = chain.inc(1, "a", 1)
+    assert later == acked + 1  # still serving its own state
+    assert chain.ask(1, "CHECKPOINT") == "COMMITTED"
+    assert restored(tmp_path) == {"a": later}
+
+
 # --- on an event loop: hand_over_async and Checkpointer.run() ----------------------------
 
 

@@ -14,7 +14,10 @@ answers one command per connection on the Unix socket DIRECTORY/gN.sock:
     HOLD [ms]     -> the next checkpoint's store commit waits, once begun, until a
                      handoff holds the checkpoints back or pauses the writers (and
                      then ``ms`` milliseconds more, as a slow store would)
-    HANDOFF [fail]-> hand over to generation N+1 (whose restore fails with ``fail``):
+    HANDOFF [fail|hasty]
+                  -> hand over to generation N+1 (whose restore fails with ``fail``;
+                     with ``hasty``, the successor waits 0.5 s for the snapshot, and
+                     so does the handoff for a checkpoint's commit under way):
                      HANDED_OVER | FAILED stage
     EXIT          -> stop the checkpointer (a final checkpoint, as a clean stop takes)
                      and exit: FINAL | NONE
@@ -40,6 +43,7 @@ import statemigrate as sm
 from statemigrate.handoff import (
     ControlCallbacks,
     HandoffError,
+    HandoffTimeouts,
     Spawn,
     hand_over,
     receive_handoff,
@@ -141,14 +145,14 @@ class Generation:
             self.hold_more = float(arg or 0) / 1000
             return "HOLDING"
         if verb == "HANDOFF":
-            return self.hand_over(fail=arg == "fail")
+            return self.hand_over(fail=arg == "fail", hasty=arg == "hasty")
         if verb == "EXIT":
             final = self.checkpointer.stop()
             self.done.set()
             return "NONE" if final is None or final.skipped else "FINAL"
         return f"UNKNOWN {verb}"
 
-    def hand_over(self, *, fail: bool) -> str:
+    def hand_over(self, *, fail: bool, hasty: bool) -> str:
         argv = [sys.executable, os.path.abspath(__file__), self.args.directory]
         argv += ["--generation", str(self.generation + 1), "--every", str(self.args.every)]
         argv += ["--fail-restore"] if fail else []
@@ -156,7 +160,10 @@ class Generation:
             pause=self.pause, resume=self.resume, stop_accepting=self.stop_accepting
         )
         try:
-            report = hand_over(self.service, Spawn(argv), listeners={}, control=control)
+            timeouts = HandoffTimeouts(snapshot=0.5) if hasty else HandoffTimeouts()
+            report = hand_over(
+                self.service, Spawn(argv), listeners={}, control=control, timeouts=timeouts
+            )
         except HandoffError as exc:
             return f"FAILED {exc.stage}"
         self.emit("handed_over", at=time.monotonic(), pause=report.pause_seconds)
