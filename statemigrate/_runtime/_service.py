@@ -571,7 +571,7 @@ class Service:
                 key=self._key,
                 limits=self._limits,
                 refused=self._restores.refused,
-                last_restored=self._history.last_restored,
+                restored_from=self._history.restored_from,
             )
 
     @contextmanager

@@ -176,7 +176,7 @@ def restore_stored(
     key: bytes | None,
     limits: DecodeLimits,
     refused: Callable[..., RestoreError],
-    last_restored: str | None = None,
+    restored_from: Mapping[tuple[str, str], str] | None = None,
 ) -> RestoreReport:
     """Restore a snapshot, or a chain that incremental checkpoints committed: its
     base, then each delta in order; a chain whose newest piece is the one this service
@@ -198,7 +198,8 @@ def restore_stored(
         limits: the service's decode limits.
         refused: reports a chain refused at verification (or, given
             ``phase="decode"``, one that cannot be folded) as a failed restore.
-        last_restored: the id of the snapshot or delta the service restored last.
+        restored_from: per component instance, the id of the snapshot or delta it was
+            last restored from.
     """
     check_source(source)
     if isinstance(source, EncodedSnapshot):
@@ -227,9 +228,13 @@ def restore_stored(
         raise refused(broken)
     began = time.perf_counter()
     pieces: list[bytes | memoryview] = list(split_chain(data))  # as opened above
-    if headers[-1].snapshot_id == last_restored:
-        # Restored already: its newest piece says so (its base, older, would be
-        # refused as a replay), with nothing folded or applied.
+    newest = headers[-1].snapshot_id
+    if entries and not options.get("force") and all(
+        (restored_from or {}).get((entry.component, entry.instance)) == newest
+        for entry in entries
+    ):
+        # Restored already, every component: its newest piece says so (its base, older,
+        # would be refused as a replay), with nothing folded or applied.
         pieces = pieces[-1:]
         reasons = []
     else:
