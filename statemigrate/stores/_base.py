@@ -140,22 +140,40 @@ def holding(store: Store, ref: SnapshotRef) -> Holding:
     return "held" if holds(store, ref) else "lost"
 
 
-# What this process committed last at each place ("tmpfs:/dir", "s3://bucket/prefix"):
-# its pid (a forked child inherits the table, not the commits) and the commit's
-# identity there (an inode, an object's name). Process-wide, not per store object: a
-# service may commit through several objects on one place (a Checkpointer's, and a
-# preStop export's), and that is one writer.
-_COMMITTED_HERE: dict[str, tuple[int, object]] = {}
+# What this process committed: the places it committed to, and the identities of its
+# commits (an inode and its mtime, an object's unique name), the newest few thousand.
+# Process-wide, not per store object, and a commit is known by what it left rather than
+# by how its place was spelled: a service may commit through several store objects on
+# one place (a Checkpointer's, a preStop export's), spelled differently (a path through
+# a symbolic link, "file://" and a LocalStore), and that is one writer. A forked child
+# inherits the record, not the commits: the pid tells.
+_KEEP_IDENTITIES = 4096
+_committed_by = -1
+_committed_places: set[str] = set()
+_committed_identities: dict[object, None] = {}
+
+
+def _own_record() -> None:
+    global _committed_by
+    if _committed_by != os.getpid():
+        _committed_by = os.getpid()
+        _committed_places.clear()
+        _committed_identities.clear()
 
 
 def note_commit(place: str, identity: object) -> None:
     """Record that this process just committed ``identity`` at ``place``."""
-    _COMMITTED_HERE[place] = (os.getpid(), identity)
+    _own_record()
+    _committed_places.add(place)
+    _committed_identities[identity] = None
+    if len(_committed_identities) > _KEEP_IDENTITIES:
+        del _committed_identities[next(iter(_committed_identities))]
 
 
 def check_other_writer(place: str, current: object) -> None:
     """Log an ERROR when the latest snapshot at ``place`` (its identity ``current``) is
-    not the one this process committed there last: another process committed since.
+    none this process committed, though it has committed there before: another process
+    committed since.
 
     A store has one writer at a time by design (a handoff moves the state and the
     checkpoints to the successor together), so this is a second service committing to
@@ -164,8 +182,8 @@ def check_other_writer(place: str, current: object) -> None:
     before a crash makes it a loss. A process that has committed nothing there yet (a
     restart, a successor, a new pod) says nothing.
     """
-    last = _COMMITTED_HERE.get(place)
-    if last is None or last[0] != os.getpid() or last[1] == current:
+    _own_record()
+    if place not in _committed_places or current in _committed_identities:
         return
     _log.error(
         "%s: the latest snapshot there was committed by another process since this one's"

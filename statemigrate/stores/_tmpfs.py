@@ -216,7 +216,7 @@ class TmpfsStore(Closing):
                 exc, f"{exc.detail}; the new snapshot had already been published as {CURRENT!r}"
             ) from (exc.__cause__ or exc)
         if progress.identity is not None:
-            note_commit(f"tmpfs:{self._path}", progress.identity[0])
+            note_commit(f"tmpfs:{self._path}", progress.identity)
         return TmpfsRef(self, size, progress.identity)
 
     def holds(self, ref: SnapshotRef) -> bool:
@@ -414,7 +414,7 @@ class TmpfsStore(Closing):
             raise
         # Something planted at 'current' is refused rather than kept as 'previous'.
         check_file(st, op="rename", where=where)
-        check_other_writer(f"tmpfs:{self._path}", st.st_ino)
+        check_other_writer(f"tmpfs:{self._path}", (st.st_ino, st.st_mtime_ns))
         _syscalls.rename_at(CURRENT, PREVIOUS, dir_fd=self._dir_fd, where=self._where(PREVIOUS))
 
     def _discard(self, name: str) -> None:

@@ -120,6 +120,17 @@ def open_place(kind: str, place: str) -> Store:
     return TmpfsStore(place) if kind == "tmpfs" else ObjectStore(place)
 
 
+def elsewhere_spelled(kind: str, place: str) -> Store:
+    """The same place spelled another way: through a symbolic link to its parent, or as
+    an obstore LocalStore rather than a file:// URL."""
+    if kind == "tmpfs":
+        store = Path(place)
+        link = store.parent.parent / "link"
+        link.symlink_to(store.parent)
+        return TmpfsStore(link / store.name)
+    return ObjectStore(obstore.store.LocalStore(place.removeprefix("file://")))
+
+
 def test_a_snapshot_another_process_committed_over_an_idle_one_is_committed_over_again(
     shared_place: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -156,6 +167,7 @@ def test_one_process_committing_through_several_store_objects_is_one_writer(
         ledger.write()
         assert checkpointer.checkpoint_now().committed is not None
     service.commit(open_place(kind, place))  # the preStop export
+    service.commit(elsewhere_spelled(kind, place))  # the same place, spelled otherwise
     ledger.write()
     assert checkpointer.checkpoint_now().committed is not None
     restarted, restarted_ledger = ledger_service()
