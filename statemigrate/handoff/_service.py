@@ -309,8 +309,9 @@ def _checkpoints_aside(
 
 def _commits_ended(gate: CheckpointGate, wait: float) -> Steps[None]:
     """Steps: suspend ``gate`` and wait for the checkpoint commits under way, at most
-    ``wait`` seconds (the successor's ``timeouts.snapshot``: by then it has stopped
-    waiting for the snapshot, and a store that hangs must not hang the handoff).
+    ``wait`` seconds (this handoff's ``timeouts.snapshot``, the time a successor run
+    with the same timeouts waits for the snapshot: a store that hangs must not hang the
+    handoff).
 
     Raises:
         HandoffError: stage ``pause``, a commit was still under way at the deadline.
@@ -325,7 +326,7 @@ def _commits_ended(gate: CheckpointGate, wait: float) -> Steps[None]:
                 raise HandoffError(
                     "pause",
                     f"a checkpoint's commit under way did not end within {wait:g} s"
-                    " (timeouts.snapshot, the successor's wait for the snapshot);"
+                    " (timeouts.snapshot, a successor's wait for the snapshot);"
                     " the store may hang",
                 )
     finally:

@@ -111,7 +111,7 @@ def test_start_from_applies_the_policy(committed, fresh) -> None:
     assert cold.start_from(bytes(damaged)) is None
     status = cold.status
     assert status.state == "cold_start" and status.ready
-    assert status.reason is not None and status.reason.startswith("restore failed:")
+    assert status.reason is not None and status.reason.startswith("restore failed during")
 
     assert fresh().start_from(commit) is not None  # a sound snapshot restores
 
