@@ -10,12 +10,13 @@ from typing import Annotated, Any, Literal, NotRequired, cast
 
 import pytest
 from pydantic import AliasChoices, BaseModel, Field
+from stub_helpers import evolve
 from typing_extensions import TypedDict
 
 from statemigrate._errors import MigrationCheckError, RegistrationError
 from statemigrate._model._jsonschema import without_details
 from statemigrate._model._registry import Registry
-from statemigrate.evolution._makemigration import MigrationStub, make_migration
+from statemigrate.evolution._makemigration import make_migration
 from statemigrate.evolution._schemadiff import diff_schemas
 from statemigrate.evolution._schemalock import freeze_schemas, schema_text
 from statemigrate.reference import SCHEMAS, build_registry
@@ -81,24 +82,6 @@ class TwinV2(BaseModel):
 class RetypedV2(BaseModel):
     value: int
     count: int = 0
-
-
-def evolve(
-    tmp_path: Path, component: str, old: object, new: object, **options: Any
-) -> tuple[Registry, MigrationStub]:
-    """Freeze ``old`` as version 1, register ``new`` as version 2, run makemigration."""
-    registry = Registry()
-    registry.add_schema(component, 1, old)
-    freeze_schemas(registry, tmp_path / "schemas")
-    registry.add_schema(component, 2, new)
-    stub = make_migration(
-        registry,
-        component,
-        schemas_dir=tmp_path / "schemas",
-        migrations_dir=tmp_path / "migrations",
-        **options,
-    )
-    return registry, stub
 
 
 def loaded(registry: Registry, tmp_path: Path) -> Registry:

@@ -9,10 +9,10 @@ from typing import Annotated, Any, Literal
 
 import pytest
 from pydantic import BaseModel, Field
+from stub_helpers import evolve as make_stub
 
 from statemigrate._model._registry import Registry
-from statemigrate.evolution._makemigration import MigrationStub, make_migration
-from statemigrate.evolution._schemalock import freeze_schemas
+from statemigrate.evolution._makemigration import MigrationStub
 from statemigrate.evolution._schemawords import bound_changes, brief_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,19 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 def evolve(
     tmp_path: Path, old: object, new: object, component: str = "c", **options: Any
 ) -> tuple[Registry, MigrationStub]:
-    """Freeze ``old`` as version 1, register ``new`` as version 2, run makemigration,
-    and load the module it wrote (so it must import)."""
-    registry = Registry()
-    registry.add_schema(component, 1, old)
-    freeze_schemas(registry, tmp_path / "schemas")
-    registry.add_schema(component, 2, new)
-    stub = make_migration(
-        registry,
-        component,
-        schemas_dir=tmp_path / "schemas",
-        migrations_dir=tmp_path / "migrations",
-        **options,
-    )
+    """:func:`stub_helpers.evolve`, and the module it wrote loaded (so it must import)."""
+    registry, stub = make_stub(tmp_path, component, old, new, **options)
     registry.load_migrations(tmp_path / "migrations")
     return registry, stub
 

@@ -11,7 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,21 +28,34 @@ def _wait(what: str, check: Callable[[], object]) -> None:
     wait_until(what, check, DEADLINE)
 
 
+@contextmanager
+def _serving(server: str, folder: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The first process of ``server``, serving, its output in ``folder/log``; it and
+    any process whose pid is in ``folder/pid`` are killed at the end."""
+    with (folder / "log").open("wb") as log:
+        old = subprocess.Popen(
+            [sys.executable, str(CHILD), server, str(free_port()), str(folder)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait("the old process to serve", lambda: pid_in(folder / "pid") == old.pid)
+        yield old
+    finally:
+        for pid in {old.pid, pid_in(folder / "pid"), pid_in(folder / "importing")} - {0}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        old.wait()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("server", ["aiohttp", "uvicorn", "hypercorn"])
 def test_sigterm_during_the_take_over_stops_the_successor_once_it_serves(
     server: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    with (tmp_path / "log").open("wb") as log:
-        old = subprocess.Popen(
-            [sys.executable, str(CHILD), server, str(port), str(tmp_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    successor = 0
-    try:
-        _wait("the old process to serve", lambda: pid_in(tmp_path / "pid") == old.pid)
+    with _serving(server, tmp_path) as old:
         os.kill(old.pid, signal.SIGUSR2)
         _wait("the successor's restore", lambda: pid_in(tmp_path / "importing"))
         successor = pid_in(tmp_path / "importing")
@@ -55,14 +69,6 @@ def test_sigterm_during_the_take_over_stops_the_successor_once_it_serves(
         assert (tmp_path / f"exit.{old.pid}").read_text() == "handed over", text
         assert (tmp_path / f"exit.{successor}").read_text() == "stopped", text
         assert (tmp_path / f"restored.{successor}").read_text() == "50"
-    finally:
-        for pid in (old.pid, successor):
-            try:
-                if pid:
-                    os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        old.wait()
 
 
 @pytest.mark.slow
@@ -72,15 +78,7 @@ def test_a_successor_whose_restore_fails_exits_1_with_no_traceback(
 ) -> None:
     """The old process serves on; the successor's run ends with the restore's ERROR and
     one line more, exit status 1, where it ended with a traceback of RestoreError."""
-    port = free_port()
-    with (tmp_path / "log").open("wb") as log:
-        old = subprocess.Popen(
-            [sys.executable, str(CHILD), server, str(port), str(tmp_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait("the old process to serve", lambda: pid_in(tmp_path / "pid") == old.pid)
+    with _serving(server, tmp_path) as old:
         (tmp_path / "fail").touch()
         os.kill(old.pid, signal.SIGUSR2)
         _wait("the handoff to fail", lambda: "handoff failed" in (tmp_path / "log").read_text())
@@ -93,6 +91,3 @@ def test_a_successor_whose_restore_fails_exits_1_with_no_traceback(
         if server == "aiohttp":
             assert "the state could not be restored (above); this process exits" in text
         assert old.poll() is None and pid_in(tmp_path / "pid") == old.pid
-    finally:
-        os.kill(old.pid, signal.SIGKILL)
-        old.wait()
