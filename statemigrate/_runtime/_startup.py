@@ -228,17 +228,16 @@ def restore_stored(
         raise refused(broken)
     began = time.perf_counter()
     pieces: list[bytes | memoryview] = list(split_chain(data))  # as opened above
-    newest = headers[-1].snapshot_id
-    if entries and not options.get("force") and all(
-        (restored_from or {}).get((entry.component, entry.instance)) == newest
-        for entry in entries
-    ):
+    reached = _piece_restored(headers, entries, restored_from or {}, options)
+    reasons = fold_reasons(headers, entries, allow_lossy=bool(options.get("allow_lossy")))
+    if reached == len(pieces) - 1:
         # Restored already, every component: its newest piece says so (its base, older,
         # would be refused as a replay), with nothing folded or applied.
-        pieces = pieces[-1:]
-        reasons = []
-    else:
-        reasons = fold_reasons(headers, entries, allow_lossy=bool(options.get("allow_lossy")))
+        pieces, reasons = pieces[-1:], []
+    elif reached is not None and not reasons:
+        # The service holds this chain up to one of its deltas (a restore of the same
+        # chain when it was shorter): only the deltas after it are applied.
+        pieces = pieces[reached + 1 :]
     if reasons:
         # Deltas some component's plan cannot migrate: the chain is restored as the one
         # full snapshot it holds, composed as `statemigrate migrate` composes it.
@@ -277,6 +276,23 @@ def restore_stored(
     seconds = time.perf_counter() - began
     logger.info("%s", _chain_summary(base or report, report, headers, len(data), seconds))
     return report
+
+
+def _piece_restored(
+    headers: Sequence[SnapshotHeader],
+    entries: Sequence[Registered],
+    restored_from: Mapping[tuple[str, str], str],
+    options: Mapping[str, bool | None],
+) -> int | None:
+    """The index of the chain's piece every registered component was last restored
+    from, or None (some component was restored from none of them, or ``force``)."""
+    if not entries or options.get("force"):
+        return None
+    ids = {restored_from.get((entry.component, entry.instance)) for entry in entries}
+    if len(ids) != 1:
+        return None
+    (restored,) = ids
+    return next((i for i, header in enumerate(headers) if header.snapshot_id == restored), None)
 
 
 def _chain_summary(
