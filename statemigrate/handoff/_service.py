@@ -233,12 +233,12 @@ def _checkpoints_aside(
     """``steps`` of a handoff of a service whose checkpoints ``gate`` governs: the
     service's checkpoints step aside for the state's move, by themselves.
 
-    The steps say what happens by the hooks they call. Before ``pause`` runs, the
-    gate is suspended and the checkpoint commits under way are waited for: from the
-    pause on nothing changes, and no checkpoint of this process may land after the
-    successor is told COMMIT, which follows the pause. ``resume`` (the server goes on
-    with its state) resumes the gate, and so does a failure that leaves the server
-    running. ``stop_accepting`` comes only once the successor owns the state: the
+    The steps say what happens by the hooks they call. At their ``Settle``, just before
+    ``pause`` runs, the gate is suspended and the checkpoint commits under way are
+    waited for: from the pause on nothing changes, and no checkpoint of this process
+    may land after the successor is told COMMIT, which follows the pause. ``resume``
+    (the server goes on with its state) resumes the gate, and so does a failure that
+    leaves the server running. ``stop_accepting`` comes only once the successor owns the state: the
     gate ends, for good. A failure that leaves the server paused leaves the
     checkpoints suspended (the successor confirmed it serves just as it ended).
     """
@@ -253,7 +253,7 @@ def _checkpoints_aside(
                 report: HandoffReport = done.value
                 break
             hook = effect.name if isinstance(effect, CallHook) else None
-            if (isinstance(effect, Settle) or hook == "pause") and not suspended:
+            if isinstance(effect, Settle) and not suspended:
                 suspended = True
                 waited = time.monotonic()
                 try:
