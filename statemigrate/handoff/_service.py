@@ -238,9 +238,9 @@ def _checkpoints_aside(
     waited for: from the pause on nothing changes, and no checkpoint of this process
     may land after the successor is told COMMIT, which follows the pause. ``resume``
     (the server goes on with its state) resumes the gate, and so does a failure that
-    leaves the server running. ``stop_accepting`` comes only once the successor owns the state: the
-    gate ends, for good. A failure that leaves the server paused leaves the
-    checkpoints suspended (the successor confirmed it serves just as it ended).
+    leaves the server running. ``stop_accepting`` comes only once the successor owns
+    the state: the gate ends, for good. A failure that leaves the server paused leaves
+    the checkpoints suspended (the successor confirmed it serves just as it ended).
     """
     suspended = paused = settled = False
     reply: object = None
