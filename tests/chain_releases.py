@@ -99,11 +99,13 @@ def cache_of(registry: sm.Registry) -> Any:
 
 @dataclass(frozen=True)
 class Written:
-    """What release 1 wrote: its chain (a base and two deltas), and a full snapshot of
-    the same state taken after the chain's last piece."""
+    """What release 1 wrote: its chain (a base and two deltas), a full snapshot of the
+    same state taken after the chain's last piece, and the chain as it was one delta
+    earlier."""
 
     chain: bytes
     full: bytes
+    shorter: bytes
 
 
 def write_chain(*, refused_value: bool = False) -> Written:
@@ -125,12 +127,13 @@ def write_chain(*, refused_value: bool = False) -> Written:
     del cache.entries["k10"], cache.entries["k11"]
     cache.note = "first delta"
     checkpointer.checkpoint_now()
+    shorter = bytes(store.open())
     cache.entries["k40"] = REFUSED if refused_value else 40
     del cache.entries["k0"]
     checkpointer.checkpoint_now()
     assert checkpointer.chain_length == 3
     full, _ = service.snapshot()
-    return Written(bytes(store.open()), full.to_bytes())
+    return Written(bytes(store.open()), full.to_bytes(), shorter)
 
 
 def restored_from_chain(release: str, chain: bytes) -> Any:

@@ -4,7 +4,6 @@ written at, then migrated as the full snapshot it holds, all or nothing."""
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import pytest
@@ -155,26 +154,12 @@ def test_a_longer_chain_on_the_same_base_applies_only_its_new_deltas() -> None:
     """The service holds the chain up to its second piece; the same chain, one delta
     longer, is restored by applying that delta (its base, older than what was restored,
     was refused as a replay)."""
-    writer = sm.Service(SERVICE, registry=release1())
-    live = writer.register(cache_of(release1()))
-    writer.start_cold("a new cache")
-    store = sm.MemoryStore()
-    checkpointer = sm.Checkpointer(
-        writer, store, quiesce=threading.Lock(), incremental=True, max_delta_ratio=100.0
-    )
-    live.entries.update({f"k{i}": i for i in range(40)})
-    checkpointer.checkpoint_now()
-    live.entries["k1"] = 101
-    checkpointer.checkpoint_now()
-    shorter = bytes(store.open())
-    del live.entries["k2"]
-    live.entries["k40"] = 40
-    checkpointer.checkpoint_now()
-    longer = bytes(store.open())
-    service, cache = restored("1", shorter)
-    report = service.restore(longer)
+    written = write_chain()
+    service, cache = restored("1", written.shorter)
+    report = service.restore(written.chain)
     assert report.delta and not report.skipped
-    assert exact_differences(dict(live.entries), dict(cache.entries)) == []
+    _, from_full = restored("1", written.full)
+    assert exact_differences(state_of(from_full), state_of(cache)) == []
 
 
 def test_a_chain_restored_again_with_force_is_refused_not_skipped() -> None:
