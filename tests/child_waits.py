@@ -1,11 +1,18 @@
 """Waiting on child processes in tests: a free port for one to serve on, a bounded
-wait for something it does, and the pid it wrote to a file."""
+wait for something it does, the pid it wrote to a file, and a serving child killed
+with what it started."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 
@@ -32,3 +39,35 @@ def pid_in(path: Path) -> int:
         return int(path.read_text())
     except (FileNotFoundError, ValueError):
         return 0
+
+
+def _serves(folder: Path, child: subprocess.Popen[bytes]) -> bool:
+    return pid_in(folder / "pid") == child.pid
+
+
+@contextmanager
+def serving_child(
+    argv: Sequence[str],
+    folder: Path,
+    *,
+    log: str,
+    deadline: float,
+    pid_files: Sequence[str] = ("pid",),
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python argv...``, its output in ``folder/log``, once it wrote its own pid to
+    ``folder/pid`` (it serves). At the end, it and every process whose pid is in one of
+    ``pid_files`` in ``folder`` (its successors) are killed."""
+    with (folder / log).open("wb") as out:
+        child = subprocess.Popen(
+            [sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until("the first process to serve", partial(_serves, folder, child), deadline)
+        yield child
+    finally:
+        for pid in {child.pid, *(pid_in(folder / name) for name in pid_files)} - {0}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        child.wait()

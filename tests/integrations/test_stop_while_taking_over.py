@@ -9,14 +9,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
-from child_waits import free_port, pid_in, wait_until
+from child_waits import free_port, pid_in, serving_child, wait_until
 
 from statemigrate.integrations._successor import gone
 
@@ -28,26 +27,13 @@ def _wait(what: str, check: Callable[[], object]) -> None:
     wait_until(what, check, DEADLINE)
 
 
-@contextmanager
-def _serving(server: str, folder: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """The first process of ``server``, serving, its output in ``folder/log``; it and
-    any process whose pid is in ``folder/pid`` are killed at the end."""
-    with (folder / "log").open("wb") as log:
-        old = subprocess.Popen(
-            [sys.executable, str(CHILD), server, str(free_port()), str(folder)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait("the old process to serve", lambda: pid_in(folder / "pid") == old.pid)
-        yield old
-    finally:
-        for pid in {old.pid, pid_in(folder / "pid"), pid_in(folder / "importing")} - {0}:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        old.wait()
+PID_FILES = ("pid", "importing")  # the successor's, once it serves or restores
+
+
+def _serving(server: str, folder: Path) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """The first process of ``server``, serving, its output in ``folder/log``."""
+    argv = [str(CHILD), server, str(free_port()), str(folder)]
+    return serving_child(argv, folder, log="log", deadline=DEADLINE, pid_files=PID_FILES)
 
 
 @pytest.mark.slow

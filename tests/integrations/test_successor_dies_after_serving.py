@@ -10,14 +10,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
-from child_waits import free_port, pid_in, wait_until
+from child_waits import free_port, pid_in, serving_child, wait_until
 
 from statemigrate.integrations._successor import gone
 
@@ -44,24 +43,11 @@ def _bindable(port: int) -> bool:
     return True
 
 
-@contextmanager
-def _old_process(server: str, port: int, folder: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with (folder / "old.log").open("wb") as log:
-        old = subprocess.Popen(
-            [sys.executable, str(CHILD), server, str(port), str(folder)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait("the old process to serve", lambda: _serving(folder) == old.pid)
-        yield old
-    finally:
-        for pid in {old.pid, _serving(folder)} - {0}:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        old.wait()
+def _old_process(
+    server: str, port: int, folder: Path
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    argv = [str(CHILD), server, str(port), str(folder)]
+    return serving_child(argv, folder, log="old.log", deadline=DEADLINE)
 
 
 @pytest.mark.slow
