@@ -58,6 +58,20 @@ class RestoreHistory:
         self.last_restored = header.snapshot_id
         self.restored_generation = header.generation
 
+    def copy(self) -> RestoreHistory:
+        """A copy to :meth:`put_back` when what was restored since is rolled back."""
+        return RestoreHistory(
+            self.last_restored, self.restored_generation, dict(self.restored_from), self.no_deltas
+        )
+
+    def put_back(self, saved: RestoreHistory) -> None:
+        """Make this history what ``saved`` (a :meth:`copy`) was."""
+        self.last_restored = saved.last_restored
+        self.restored_generation = saved.restored_generation
+        self.restored_from.clear()  # the same dict: the service holds it
+        self.restored_from.update(saved.restored_from)
+        self.no_deltas = saved.no_deltas
+
 
 def logged(error: RestoreError) -> RestoreError:
     """Log a restore that failed before its transaction started (unreadable, refused

@@ -571,7 +571,7 @@ class Service:
                 key=self._key,
                 limits=self._limits,
                 refused=self._restores.refused,
-                restored_from=self._history.restored_from,
+                history=self._history,
             )
 
     @contextmanager

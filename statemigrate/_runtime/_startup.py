@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import errno
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from statemigrate._errors import RestoreError, SnapshotError, StateMigrateError, StoreError
-from statemigrate._model._component import component_state, import_component, importable_state
+from statemigrate._errors import RestoreError, StateMigrateError, StoreError
 from statemigrate._observe._status import StatusTracker
-from statemigrate._runtime._chain import is_chain, split_chain
-from statemigrate._runtime._chainfold import fold_chain, fold_reasons
-from statemigrate._runtime._chainread import chain_break, open_chain
-from statemigrate._runtime._history import SUMMARIES
+from statemigrate._runtime._chain import is_chain
+from statemigrate._runtime._chainrestore import restore_chain
+from statemigrate._runtime._history import RestoreHistory
 from statemigrate._runtime._report import CommitReport, RestoreReport
 from statemigrate._runtime._restore import Registered
 from statemigrate._runtime._sources import Failing, Fetched, Reader, check_source, fetch
 from statemigrate._snapshot._encode import EncodedSnapshot
 from statemigrate._snapshot._format import DecodeLimits
-from statemigrate._snapshot._header import SnapshotHeader
 from statemigrate.stores._base import Store
 
 if TYPE_CHECKING:
@@ -176,18 +172,13 @@ def restore_stored(
     key: bytes | None,
     limits: DecodeLimits,
     refused: Callable[..., RestoreError],
-    restored_from: Mapping[tuple[str, str], str] | None = None,
+    history: RestoreHistory,
 ) -> RestoreReport:
-    """Restore a snapshot, or a chain that incremental checkpoints committed: its
-    base, then each delta in order; a chain whose newest piece is the one this service
-    restored last is skipped as restored already, as a snapshot restored again is.
+    """Restore a snapshot, or a chain that incremental checkpoints committed (see
+    :mod:`statemigrate._runtime._chainrestore`).
 
-    Every piece of a chain is verified, and each delta checked to name the piece
-    before it as its base, before anything is applied: a damaged or incomplete
-    chain fails in ``verify`` with every component as it was, so the caller can
-    fall back to the store's previous object. A chain whose deltas a component's plan
-    cannot migrate (a whole-data step) is folded first, and its full state restored
-    (see :mod:`statemigrate._runtime._chainfold`).
+    A damaged or incomplete chain fails in ``verify`` with every component as it
+    was, so the caller can fall back to the store's previous object.
 
     Args:
         source: as for :meth:`Service.restore`.
@@ -198,8 +189,8 @@ def restore_stored(
         limits: the service's decode limits.
         refused: reports a chain refused at verification (or, given
             ``phase="decode"``, one that cannot be folded) as a failed restore.
-        restored_from: per component instance, the id of the snapshot or delta it was
-            last restored from.
+        history: what the service restored (see
+            :mod:`statemigrate._runtime._chainrestore`).
     """
     check_source(source)
     if isinstance(source, EncodedSnapshot):
@@ -218,108 +209,17 @@ def restore_stored(
         source = Fetched(fetched.data, fetched.seconds, where)
     if not is_chain(data):
         return restore(source if isinstance(source, Fetched) else data, **options)
-    try:
-        chain = open_chain(data, key=key, limits=limits)
-    except SnapshotError as exc:  # it names the chain, and the piece
-        raise refused(str(exc)) from exc
-    headers = [piece.header for piece in chain.pieces]
-    broken = chain_break(headers)
-    if broken is not None:
-        raise refused(broken)
-    began = time.perf_counter()
-    pieces: list[bytes | memoryview] = list(split_chain(data))  # as opened above
-    reached = _piece_restored(headers, entries, restored_from or {}, options)
-    reasons = fold_reasons(headers, entries, allow_lossy=bool(options.get("allow_lossy")))
-    if reached == len(pieces) - 1:
-        # Restored already, every component: its newest piece says so (its base, older,
-        # would be refused as a replay), with nothing folded or applied.
-        pieces, reasons = pieces[-1:], []
-    elif reached is not None and not reasons:
-        # The service holds this chain up to one of its deltas (a restore of the same
-        # chain when it was shorter): only the deltas after it are applied.
-        pieces = pieces[reached + 1 :]
-    if reasons:
-        # Deltas some component's plan cannot migrate: the chain is restored as the one
-        # full snapshot it holds, composed as `statemigrate migrate` composes it.
-        try:
-            pieces = [fold_chain(chain, reasons, key=key, entries=entries)]
-        except SnapshotError as exc:
-            raise refused(str(exc), phase="decode") from exc
-    # Each piece is all or nothing, the chain must be too: a delta that fails after
-    # the base was applied (in decode, migrate or validate) puts back what was live
-    # before the chain, so a cold start that follows is really cold.
-    live = [(entry, component_state(entry.obj, registry=entry.registry)) for entry in entries]
-    # One line for the chain, not one per piece (a chain may hold hundreds): each
-    # piece's own line goes to DEBUG, a failing piece's error stays at ERROR.
-    quiet = SUMMARIES.set(logging.DEBUG)
-    try:
-        *earlier, last = pieces
-        base = restore(earlier[0], **options) if earlier else None
-        for piece in earlier[1:]:
-            restore(piece, **options)
-        # The chain's download is counted as the read of its last piece, whose timings
-        # the report gives.
-        if isinstance(source, Fetched):
-            report = restore(Fetched(last, source.seconds, source.describe()), **options)
-        else:
-            report = restore(last, **options)
-    except BaseException:
-        for entry, state in live:
-            import_component(
-                entry.obj,
-                importable_state(entry.obj, state, registry=entry.registry),
-                registry=entry.registry,
-            )
-        raise
-    finally:
-        SUMMARIES.reset(quiet)
-    seconds = time.perf_counter() - began
-    logger.info("%s", _chain_summary(base or report, report, headers, len(data), seconds))
-    return report
-
-
-def _piece_restored(
-    headers: Sequence[SnapshotHeader],
-    entries: Sequence[Registered],
-    restored_from: Mapping[tuple[str, str], str],
-    options: Mapping[str, bool | None],
-) -> int | None:
-    """The index of the chain's piece every registered component was last restored
-    from, or None (some component was restored from none of them, or ``force``)."""
-    if not entries or options.get("force"):
-        return None
-    ids = {restored_from.get((entry.component, entry.instance)) for entry in entries}
-    if len(ids) != 1:
-        return None
-    (restored,) = ids
-    return next((i for i, header in enumerate(headers) if header.snapshot_id == restored), None)
-
-
-def _chain_summary(
-    base: RestoreReport,
-    last: RestoreReport,
-    headers: Sequence[SnapshotHeader],
-    size: int,
-    seconds: float,
-) -> str:
-    """One line for a checkpoint chain restored: its pieces and generations, how long
-    they took, and what restoring its full snapshot (``base``) did: the components,
-    the steps that ran (its deltas run the same plans), the sections left aside."""
-    chain = f"checkpoint chain {last.snapshot_id[:12]} gen {last.generation}"
-    if last.skipped:
-        return f"restore of {chain} skipped: already restored"
-    deltas = len(headers) - 1
-    steps = sum(len(c.steps) for c in base.components)
-    text = (
-        f"restored {chain}: a full snapshot (gen {headers[0].generation}) and {deltas}"
-        f" delta{'' if deltas == 1 else 's'}, {size} bytes, {len(base.components)}"
-        f" components, {steps} steps; {seconds * 1000:.1f} ms"
+    return restore_chain(
+        data,
+        source,
+        options,
+        restore=restore,
+        entries=entries,
+        key=key,
+        limits=limits,
+        refused=refused,
+        history=history,
     )
-    if base.unknown:
-        text += f"; not claimed: {', '.join(base.unknown)}"
-    if base.missing:
-        text += f"; not in snapshot: {', '.join(base.missing)}"
-    return text
 
 
 def keep_unrestored(store: Store, data: bytes | memoryview | None) -> None:

@@ -150,29 +150,6 @@ def test_restoring_a_chain_twice_is_restoring_it_once() -> None:
     assert exact_differences(once, state_of(cache)) == []
 
 
-def test_a_longer_chain_on_the_same_base_applies_only_its_new_deltas() -> None:
-    """The service holds the chain up to its second piece; the same chain, one delta
-    longer, is restored by applying that delta (its base, older than what was restored,
-    was refused as a replay)."""
-    written = write_chain()
-    service, cache = restored("1", written.shorter)
-    report = service.restore(written.chain)
-    assert report.delta and not report.skipped
-    _, from_full = restored("1", written.full)
-    assert exact_differences(state_of(from_full), state_of(cache)) == []
-
-
-def test_a_chain_restored_again_with_force_is_refused_not_skipped() -> None:
-    """``force`` asks for every component again: the shortcut for a chain restored
-    already must not report a skip then (it did, and left a local write in place)."""
-    written = write_chain()
-    service, cache = restored("1", written.chain)
-    cache.entries["local"] = 1
-    with pytest.raises(sm.RestoreError, match="a replay"):
-        service.restore(written.chain, force=True)
-    assert cache.entries["local"] == 1  # refused, nothing changed
-
-
 def test_a_step_that_fails_on_the_folded_state_leaves_every_component_as_it_was() -> None:
     """The step raises on a value only the chain's last delta wrote, so it fails on the
     folded state, after the fold: the restore fails in migrate, naming the step, and the
