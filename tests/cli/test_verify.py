@@ -367,9 +367,9 @@ def test_negative_control_a_restore_that_does_not_fold_the_chain_is_caught(
     tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A restore that applied the deltas as they are would fail where verify passes."""
-    from statemigrate._runtime import _startup
+    from statemigrate._runtime import _chainrestore
 
-    monkeypatch.setattr(_startup, "fold_reasons", lambda headers, entries, allow_lossy: [])
+    monkeypatch.setattr(_chainrestore, "fold_reasons", lambda headers, entries, allow_lossy: [])
     assert _chain_verdict_and_restore("drop_note", tmp_path, capsys) == (0, False)
 
 
