@@ -35,5 +35,5 @@ def run_serving(main: Coroutine[Any, Any, T]) -> T:
         logger.error("%s; this process exits", exc)
         raise SystemExit(1) from None
     except RestoreError:
-        logger.error("handoff: the state could not be restored (above); this process exits")
+        logger.error("the state could not be restored (above); this process exits")
         raise SystemExit(1) from None
