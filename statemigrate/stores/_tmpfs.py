@@ -252,8 +252,9 @@ class TmpfsStore(Closing):
             return "lost"
         if ref._identity is None:  # a reference no commit of this object returned
             return "held" if st.st_size == ref.size else "replaced"
-        inode, _ = ref._identity
-        return "held" if st.st_ino == inode else "replaced"
+        # The inode alone could be another writer's file on a file system that reuses
+        # inodes at once; with its mtime, to the nanosecond, it is this commit's.
+        return "held" if (st.st_ino, st.st_mtime_ns) == ref._identity else "replaced"
 
     def open(self, ref: SnapshotRef | None = None) -> bytes:
         """Return the latest snapshot: ``current``, or ``previous`` when there is none.

@@ -516,3 +516,18 @@ def test_the_removal_check_can_fail(base: Path, monkeypatch: pytest.MonkeyPatch)
             with pytest.raises(StoreError) as info:
                 store.commit(NEW)
             assert info.value.errno == errno.ENOENT
+
+
+def test_holding_tells_the_committed_file_from_another_on_the_same_inode(
+    tmp_path: Path,
+) -> None:
+    """A file system that reuses an inode at once could give another writer's
+    ``current`` the inode of this commit's: the file's mtime tells them apart (here the
+    same file, its mtime changed, stands in for it)."""
+    store = TmpfsStore(tmp_path / "store")
+    ref = store.commit(b"ours")
+    assert store.holding(ref) == "held"
+    current = tmp_path / "store" / "current"
+    info = current.stat()
+    os.utime(current, ns=(info.st_atime_ns, info.st_mtime_ns + 1))
+    assert store.holding(ref) == "replaced"
