@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import http.client
-import select
 import socket
 import threading
 import time
@@ -29,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from statemigrate._errors import HandoffError
+from statemigrate._runtime._wait import WaitReadable, poll_readable
 
 __all__ = [
     "ForwardError",
@@ -215,9 +215,14 @@ def forward(
 
 
 def _await_answer(sock: socket.socket, timeout: float, abandoned: Callable[[], bool]) -> None:
-    """Wait until ``sock`` has an answer to read, giving up once ``abandoned()``."""
+    """Wait until ``sock`` has an answer to read, giving up once ``abandoned()``.
+
+    The wait is ``poll(2)``, not ``select(2)``: a busy server's sockets have descriptors
+    above ``FD_SETSIZE`` (1024), which ``select.select`` refuses with a ``ValueError``.
+    """
     deadline = time.monotonic() + timeout
-    while not select.select([sock], [], [], min(1.0, max(0.0, deadline - time.monotonic())))[0]:
+    fd = sock.fileno()
+    while poll_readable(WaitReadable((fd,), min(deadline, time.monotonic() + 1.0))) is None:
         if abandoned():
             raise TimeoutError("nobody took the request: the successor is gone")
         if time.monotonic() >= deadline:

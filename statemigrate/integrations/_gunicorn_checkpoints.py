@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from statemigrate._errors import (
 from statemigrate._runtime._checkpoint import Checkpointer, check_positive_seconds
 from statemigrate._runtime._quiesce import Quiesce
 from statemigrate._runtime._service import Service
+from statemigrate._runtime._wait import WaitReadable, poll_readable
 from statemigrate.stores import Store
 
 __all__ = [
@@ -242,7 +242,9 @@ def _wait_exited(pid: int, worker: Any) -> None:
     try:
         while True:
             if fd >= 0:
-                if select.select([fd], [], [], 1.0)[0]:
+                # poll(2), not select(2): the pidfd may be above FD_SETSIZE (1024),
+                # when the master holds that many descriptors.
+                if poll_readable(WaitReadable((fd,), time.monotonic() + 1.0)) is not None:
                     return
             else:
                 try:

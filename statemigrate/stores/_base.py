@@ -30,6 +30,7 @@ __all__ = [
     "holding",
     "holds",
     "note_commit",
+    "note_maybe_committed",
     "too_large",
     "write_bounded",
 ]
@@ -163,8 +164,16 @@ def _own_record() -> None:
 
 def note_commit(place: str, identity: object) -> None:
     """Record that this process just committed ``identity`` at ``place``."""
-    _own_record()
+    note_maybe_committed(identity)
     _committed_places.add(place)
+
+
+def note_maybe_committed(identity: object) -> None:
+    """Record ``identity`` as this process's, where its commit failed in a way that
+    may yet have published it (a lost reply, a delayed request): found latest later, it
+    is not another process's. The place is not recorded as committed to, since the
+    snapshot there may still be one this process did not write."""
+    _own_record()
     _committed_identities[identity] = None
     if len(_committed_identities) > _KEEP_IDENTITIES:
         del _committed_identities[next(iter(_committed_identities))]

@@ -42,6 +42,7 @@ from statemigrate.stores._base import (
     check_max_size,
     check_other_writer,
     note_commit,
+    note_maybe_committed,
 )
 from statemigrate.stores._object_backend import (
     Backend,
@@ -256,7 +257,13 @@ class ObjectStore:
         try:
             self._backend.swap(POINTER, encode_pointer(pointer), version)
         except (Refused, StoreError) as exc:
+            # Whatever the read-back finds, the write may have applied unseen (the
+            # pointer unreadable) or may apply later (a delayed request): then the next
+            # commit must find this process's generation, not another writer's.
+            note_maybe_committed(entry.object)
             self._settle(name, generation, version, exc)
+        # Recorded before anything else can fail: the pointer names this generation.
+        note_commit(self.location, entry.object)
         if kept and (self._unrestored is not None or self._keep_latest):
             _log.warning(
                 "%s of %s kept as unrestored: retention never deletes %s",
@@ -272,7 +279,6 @@ class ObjectStore:
             spare={entry.object for entry in kept},
             location=self.location,
         )
-        note_commit(self.location, entry.object)
         return ObjectRef(self, entry, role="current")
 
     def open(self, ref: SnapshotRef | None = None) -> memoryview:

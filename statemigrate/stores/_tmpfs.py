@@ -185,8 +185,9 @@ class TmpfsStore(Closing):
         Raises:
             StoreError: naming the operation that failed and its errno. Nothing was
                 published: ``open()`` returns what it returned before (the message
-                says otherwise in the one case where only the final directory fsync
-                failed, after the new snapshot got its name). When the directory was
+                says otherwise when a step after the new snapshot got its name failed:
+                the directory's fsync, or closing a descriptor; the snapshot then counts
+                as this process's commit). When the directory was
                 removed and cannot be re-created safely, the message says so. No temporary file is
                 left, except in named mode when removing it failed too.
             TypeError: ``data`` holds something that is not bytes-like.
@@ -215,8 +216,11 @@ class TmpfsStore(Closing):
             raise _amended(
                 exc, f"{exc.detail}; the new snapshot had already been published as {CURRENT!r}"
             ) from (exc.__cause__ or exc)
-        if progress.identity is not None:
-            note_commit(f"tmpfs:{self._path}", progress.identity)
+        finally:
+            # Once published, 'current' is this process's commit even when a step after
+            # it failed: unrecorded, the next commit would take it for another writer's.
+            if progress.published:
+                note_commit(f"tmpfs:{self._path}", progress.identity)
         return TmpfsRef(self, size, progress.identity)
 
     def holds(self, ref: SnapshotRef) -> bool:

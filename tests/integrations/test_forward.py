@@ -227,3 +227,31 @@ def test_forty_requests_passed_on_at_once_wait_for_their_answers_together() -> N
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.usefixtures("descriptors_above_fd_setsize")
+def test_an_answer_is_awaited_on_a_socket_above_fd_setsize() -> None:
+    """A busy server's forwarding socket has a descriptor above 1024, which
+    ``select.select`` refuses with a bare ``ValueError`` that no adapter catches."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        received: list[bytes] = []
+
+        def answer() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                while not b"".join(received).endswith(b"\r\n\r\nv"):
+                    received.append(connection.recv(4096))
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+        answerer = threading.Thread(target=answer)
+        answerer.start()
+        try:
+            response = forward(
+                forwarding_address(listener), "PUT", "/k", [], b"v", timeout=30.0,
+                abandoned=lambda: False,
+            )  # fmt: skip
+        finally:
+            answerer.join()
+    assert (response.status, response.body) == (200, b"ok")

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterable
@@ -169,6 +170,29 @@ def test_a_replacement_that_cannot_read_a_newer_release_s_checkpoint_says_to_use
     assert len(refused) == 1
     assert "newer release" in refused[0] and "kill -USR2" in refused[0]
     assert older.status.ready  # the master's copy is served
+
+
+@pytest.mark.usefixtures("descriptors_above_fd_setsize")
+def test_a_replacement_waits_for_its_old_worker_on_a_descriptor_above_fd_setsize() -> None:
+    """A master holding a thousand descriptors forks a replacement whose wait for the
+    old worker's exit (a pidfd) is above 1024, which ``select.select`` refuses."""
+    store = MemoryStore()
+    old = Service("gunicorn-cache", registry=build_registry())
+    old.register(KVCacheV2())
+    old.commit(store)
+    replacement = Service("gunicorn-cache", registry=build_registry())
+    replacement.register(KVCacheV2())
+    worker = type("Worker", (), {"pid": 4242, "log": Log(), "notify": lambda self: None})()
+    # Not reaped until the wait is over: a pidfd opens on the process, exited or not.
+    old_worker = subprocess.Popen(["true"])
+    try:
+        SlotCheckpoints(Checkpoints(store), 0).restore_replaced(
+            replacement, worker, (old_worker.pid,)
+        )
+    finally:
+        old_worker.wait()
+    assert replacement.status.ready
+    assert any("restored its latest checkpoint" in line for line in worker.log.lines)
 
 
 # -- the master's view: slots and replacements ------------------------------------------------

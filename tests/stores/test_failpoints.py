@@ -140,6 +140,25 @@ def test_a_failure_after_publication_says_so(base: Path, temp_files: str) -> Non
         assert store.open() == NEW
 
 
+@pytest.mark.parametrize("temp_files", ["anonymous", "named"])
+def test_a_snapshot_published_by_a_failed_commit_is_this_process_s_own(
+    base: Path, temp_files: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A commit that fails after publication (the directory's fsync, closing the new
+    file or the lock) still committed the snapshot now ``current``: the next commit by
+    the same process does not take it for another process's and log an ERROR."""
+    directory = base / "store"
+    ops = commit_ops(directory, temp_files)
+    for k in range(publish_position(ops) + 1, len(ops) + 1):
+        with fresh_store(directory, temp_files) as store:
+            with _syscalls.failpoint(k), pytest.raises(StoreError, match="already been published"):
+                store.commit(NEW)
+            caplog.clear()
+            store.commit(NEWER)
+            assert store.open() == NEWER and store.open_previous() == NEW
+        assert "committed by another process" not in caplog.text, f"k={k} ({ops[k - 1]})"
+
+
 def test_failpoint_checker_catches_a_store_without_cleanup(base: Path) -> None:
     """Negative control for C2: a temp+rename store that does no cleanup on errors is
     caught leaking its descriptor and its temp file."""

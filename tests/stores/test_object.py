@@ -366,6 +366,48 @@ def test_an_error_before_the_swap_applied_keeps_the_pointer(
         store.commit(NEW)
 
 
+@pytest.mark.parametrize("outcome", ["unknown", "applied later"])
+def test_a_pointer_write_that_landed_after_all_is_this_process_s_commit(
+    outcome: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pointer write whose commit raised may still have landed: its reply was lost and
+    the pointer could not be read back (``unknown``), or it failed and a delayed request
+    applied it afterwards (``applied later``). The next commit finds this process's own
+    generation current, not another process's, and logs no ERROR."""
+    store = Place("memory", "memory://", {}).store()
+    store.commit(GOOD)
+    real_swap, real_get = Backend.swap, Backend.get_small
+    delayed: list[Callable[[], object]] = []
+    swapped: list[str] = []
+
+    def lossy(self: Backend, name: str, data: bytes, expected: Any) -> Any:
+        swapped.append(name)
+        if outcome == "unknown":
+            real_swap(self, name, data, expected)
+        else:
+            delayed.append(functools.partial(real_swap, self, name, data, expected))
+        raise StoreError("commit", name, "timed out")
+
+    def unreadable_after_the_swap(self: Backend, name: str, *, limit: int) -> Any:
+        if outcome == "unknown" and swapped:  # the read-back after the failed swap
+            raise StoreError("open", name, "cannot reach the server")
+        return real_get(self, name, limit=limit)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Backend, "swap", lossy)
+        patch.setattr(Backend, "get_small", unreadable_after_the_swap)
+        expected = "is unknown" if outcome == "unknown" else "pointer is unchanged"
+        with pytest.raises(StoreError, match=expected):
+            store.commit(NEW)
+    for apply in delayed:
+        apply()
+    assert store.open() == NEW
+    caplog.clear()
+    store.commit(GOOD_PREVIOUS)
+    assert store.open_previous() == NEW
+    assert "committed by another process" not in caplog.text
+
+
 def test_an_error_while_another_writer_won_deletes_our_object(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
