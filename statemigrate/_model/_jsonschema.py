@@ -73,14 +73,23 @@ _CONFIG_TRANSFORMS = {
 _STRING_KEYS: tuple[dict[str, str], ...] = ({}, {"type": "string"})
 
 
-def validation_schema(adapter: pydantic.TypeAdapter[Any]) -> dict[str, Any]:
+def validation_schema(
+    adapter: pydantic.TypeAdapter[Any], *, by_alias: bool = False
+) -> dict[str, Any]:
     """The JSON Schema of ``adapter`` in validation mode, with the Python types pydantic
     leaves out added (see the module's docstring).
+
+    Fields are named by their Python names, as snapshots hold them: by their aliases
+    (``by_alias``, pydantic's default and what releases before lock format 3 hashed), a
+    field renamed under the same alias kept its fingerprint, and a restore took the
+    old name's data for a schema unchanged and lost it.
 
     Raises:
         what :meth:`pydantic.TypeAdapter.json_schema` raises.
     """
-    return adapter.json_schema(mode="validation", schema_generator=_WithPythonTypes)
+    return adapter.json_schema(
+        mode="validation", by_alias=by_alias, schema_generator=_WithPythonTypes
+    )
 
 
 class _WithPythonTypes(GenerateJsonSchema):

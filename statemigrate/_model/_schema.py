@@ -520,16 +520,17 @@ class SchemaVersion:
         steps = located_path(self.adapter.core_schema, location)
         return format_path(steps), str(first.get("msg", exc.detail))
 
-    def json_schema(self) -> dict[str, Any]:
+    def json_schema(self, *, by_alias: bool = False) -> dict[str, Any]:
         """Return the canonical JSON Schema that the fingerprint hashes.
 
-        It is pydantic's, with the Python types it leaves out added under keywords of
-        their own (``x-statemigrate-keys`` for a dict's key type, and others; see
-        ``statemigrate._model._jsonschema``). Keys are sorted, cosmetic keywords
-        removed and nested definitions renamed ``d0``, ``d1``, ... in order of first
-        use (see :func:`canonical_json_schema`).
+        It is pydantic's, with fields under their Python names (under their aliases
+        with ``by_alias``, as releases before lock format 3 wrote it) and the Python
+        types it leaves out added under keywords of their own (``x-statemigrate-keys``
+        for a dict's key type, and others; see ``statemigrate._model._jsonschema``).
+        Keys are sorted, cosmetic keywords removed and nested definitions renamed
+        ``d0``, ``d1``, ... in order of first use (see :func:`canonical_json_schema`).
         """
-        raw = validation_schema(self.adapter)
+        raw = validation_schema(self.adapter, by_alias=by_alias)
         result: dict[str, Any] = json.loads(_canonical_text(raw))
         return result
 

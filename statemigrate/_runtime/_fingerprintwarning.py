@@ -12,7 +12,8 @@ and the rest, see :mod:`statemigrate._model._jsonschema`) has two causes that th
 fingerprint cannot tell apart: an earlier release wrote the snapshot, or a schema that
 lacked those types (``dict[str, X]`` where this code says ``dict[int, X]``) did. The
 warning names both; the read-back check that follows tells whether the data is read
-back as written.
+back as written. The same holds for a fingerprint computed over the fields' aliases, as
+releases before field names were hashed computed it.
 """
 
 from __future__ import annotations
@@ -113,11 +114,23 @@ def earlier_release_note(schema: SchemaVersion, fingerprint: str) -> str:
     """
     live = schema.json_schema()
     bare = canonical_json_schema(without_details(live))
-    if fingerprint != fingerprint_of(bare):
-        return ""
-    lines = unrecorded_details(bare, live) or []
-    return (
-        f" and equals it as computed without the Python types this schema records"
-        f" ({'; '.join(lines)}): either a release that did not record such types wrote"
-        f" the snapshot, or a schema of version {schema.version} without them did"
-    )
+    if fingerprint == fingerprint_of(bare):
+        lines = unrecorded_details(bare, live) or []
+        return (
+            f" and equals it as computed without the Python types this schema records"
+            f" ({'; '.join(lines)}): either a release that did not record such types wrote"
+            f" the snapshot, or a schema of version {schema.version} without them did"
+        )
+    aliased = schema.json_schema(by_alias=True)
+    if aliased == live:
+        return ""  # no alias: nothing else to tell
+    if fingerprint in (
+        fingerprint_of(aliased), fingerprint_of(canonical_json_schema(without_details(aliased)))
+    ):
+        return (
+            " and equals it as computed with its fields' aliases in place of their names:"
+            " either a release that hashed aliases wrote the snapshot, or a schema of"
+            f" version {schema.version} whose fields had other names under the same"
+            " aliases did"
+        )
+    return ""

@@ -35,6 +35,7 @@ from statemigrate.evolution._migrationtext import render_migration
 from statemigrate.evolution._schemadiff import Change, alias_hints, diff_schemas
 from statemigrate.evolution._schemalock import (
     frozen_versions,
+    names_fields,
     read_frozen_recorded,
     scan_migrations,
     shown,
@@ -159,6 +160,14 @@ def make_migration(
     live, notes = _live_schema(registry, component, base, schema, version)
     old, recorded = read_frozen_recorded(frozen[base])
     new = live.json_schema()
+    if not names_fields(frozen[base]) and live.json_schema(by_alias=True) != new:
+        raise RegistrationError(
+            f"{component!r}: `{shown(frozen[base])}` was frozen by an earlier release, which"
+            " named fields by their aliases, and the live schema has aliased fields: what"
+            f" they were named in version {base} cannot be told from it; run `statemigrate"
+            " schemas freeze` on the released code to record the names, then run"
+            " makemigration again"
+        )
     if old == new:
         raise RegistrationError(
             f"{component!r}: the live schema is the frozen version {base}; nothing to migrate"

@@ -62,6 +62,7 @@ __all__ = [
     "frozen_versions",
     "graph_problems",
     "load_failure_report",
+    "names_fields",
     "read_frozen",
     "read_frozen_recorded",
     "records_details",
@@ -88,10 +89,18 @@ _FROZEN_NAME = re.compile(r"v([1-9][0-9]{0,9})\.json")
 
 LOCK_FORMAT = "x-statemigrate-lock"
 """The key, at the root of a frozen file, of the lock's format: 2 for files that record
-the Python types pydantic's JSON Schema leaves out (dict key types, ...). A file without
-it was frozen by a release that did not record them, or holds none of them (JSON
-Schema's own types only); no file frozen since this key exists lacks it."""
-_LOCK_FORMAT_VERSION = 2
+the Python types pydantic's JSON Schema leaves out (dict key types, ...); 3 for files
+that name fields by their Python names where they have aliases (earlier formats hold
+the aliases). A file without it was frozen by a release that did not record those
+types, or holds none of them (JSON Schema's own types only); no file frozen since this
+key exists lacks it."""
+_LOCK_FORMAT_VERSION = 3
+_NAMES_FORMAT = 3
+"""The first lock format whose files name fields by their Python names."""
+_ALIASES_NOTE = (
+    "field names in place of their aliases (a field renamed under the same alias"
+    " cannot be told from the old file: check that none was)"
+)
 
 
 @dataclass(frozen=True)
@@ -230,6 +239,33 @@ def read_frozen_recorded(path: str | os.PathLike[str]) -> tuple[dict[str, Any], 
     return schema, lock_format > 1
 
 
+def names_fields(path: str | os.PathLike[str]) -> bool:
+    """Whether the frozen file at ``path`` names fields by their Python names (lock
+    format 3 on); earlier files name those that have aliases by their aliases.
+
+    Raises:
+        RegistrationError: the file cannot be read or is not a JSON object.
+    """
+    _, lock_format = _read_frozen_file(path)
+    return lock_format >= _NAMES_FORMAT
+
+
+def _frozen_with_aliases(
+    schema: SchemaVersion, frozen: dict[str, Any], lock_format: int
+) -> bool:
+    """Whether ``frozen``, of a lock format before field names, is ``schema`` as such a
+    release wrote it: with its fields' aliases (and, in format 1, perhaps without the
+    Python types later formats record)."""
+    if lock_format >= _NAMES_FORMAT:
+        return False
+    aliased = schema.json_schema(by_alias=True)
+    if aliased == schema.json_schema():
+        return False  # no alias: the names are what it holds
+    return frozen == aliased or (
+        lock_format == 1 and unrecorded_details(frozen, aliased) is not None
+    )
+
+
 def _read_frozen_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], int]:
     """A frozen file's canonical JSON Schema, and the lock format it was written in (see
     :data:`LOCK_FORMAT`): 1 for a release that recorded none of the Python types
@@ -320,6 +356,8 @@ def freeze_schemas(
             frozen, lock_format = _read_frozen_file(path)
             live = schema.json_schema()
             lacks = unrecorded_details(frozen, live) if lock_format == 1 else None
+            if lacks is None and _frozen_with_aliases(schema, frozen, lock_format):
+                lacks = [_ALIASES_NOTE]
             if frozen == live and LOCK_FORMAT in json.loads(path.read_text(encoding="utf-8")):
                 planned.append((FreezeResult(name, version, path, "unchanged"), text))
             elif frozen == live or lacks is not None:
@@ -441,6 +479,16 @@ def _compare(
     live = schema.json_schema()
     if frozen == live:
         return None
+    if _frozen_with_aliases(schema, frozen, lock_format):
+        return LockProblem(
+            "unrecorded",
+            name,
+            f"`{shown(path)}` was frozen by an earlier release, which named fields by"
+            " their aliases; the schema is unchanged as far as that file tells, but a"
+            " field renamed under the same alias would not show: check that none was,"
+            " then run `statemigrate schemas freeze` to record the names",
+            version=version,
+        )
     recording = lock_format > 1
     recorded = None if recording else unrecorded_details(frozen, live)
     if recorded:

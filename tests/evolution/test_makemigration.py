@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -549,3 +550,43 @@ def test_a_frozen_file_of_an_earlier_release_that_differs_only_in_its_record_is_
     assert "was frozen by an earlier release" in message
     assert "statemigrate schemas freeze` on the released code" in message
     assert not (tmp_path / "m").exists()
+
+
+class SupplierV1(BaseModel):
+    supplier: str = Field(default="", alias="supplierName")
+
+
+class VendorV2(BaseModel):
+    vendor: str = Field(default="", alias="supplierName")
+
+
+def test_a_field_renamed_under_the_same_alias_is_a_rename(tmp_path: Path) -> None:
+    """Snapshots hold fields by their Python names: the rename is seen (it hid behind
+    the alias, and ``--rename`` was refused as renaming nothing)."""
+    registry, stub = evolve(
+        tmp_path, "stock", SupplierV1, VendorV2, renames={"supplier": "vendor"}
+    )
+    assert 'FieldChanges(rename={"supplier": "vendor"})' in stub.code
+    assert check_migrations(loaded(registry, tmp_path)).ok
+
+
+def test_a_file_frozen_with_aliases_is_refused_for_a_schema_with_aliases(
+    tmp_path: Path,
+) -> None:
+    """A file of lock format 2 names aliased fields by their aliases: what they were
+    called cannot be told from it, so the diff is refused until the file is frozen
+    again."""
+    registry = Registry()
+    registry.add_schema("stock", 1, SupplierV1)
+    freeze_schemas(registry, tmp_path / "schemas")
+    path = tmp_path / "schemas" / "stock" / "v1.json"
+    earlier = registry.schema_for("stock", 1).json_schema(by_alias=True)
+    path.write_text(json.dumps({**earlier, "x-statemigrate-lock": 2}))
+    registry.add_schema("stock", 2, VendorV2)
+    with pytest.raises(RegistrationError, match="which named fields by their aliases"):
+        make_migration(
+            registry,
+            "stock",
+            schemas_dir=tmp_path / "schemas",
+            migrations_dir=tmp_path / "migrations",
+        )

@@ -133,7 +133,7 @@ def test_frozen_text_is_canonical_sorted_and_the_same_in_another_process() -> No
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
     assert json.loads(text) == {
         **json.loads(schema_text(REFERENCE.schema_for("kvcache", 3))),
-        "x-statemigrate-lock": 2,
+        "x-statemigrate-lock": 3,
     }
     code = (
         "import sys\n"
@@ -470,7 +470,7 @@ def test_a_file_an_earlier_release_froze_is_named_so_and_freeze_records_its_type
     assert "Frozen by an earlier release" in report.to_markdown()
     (result,) = freeze_schemas(_prices(PricesByInt), tmp_path)
     assert (result.action, result.recorded) == ("recorded", ("field `by_id`: dict keys int",))
-    assert json.loads(path.read_text())["x-statemigrate-lock"] == 2
+    assert json.loads(path.read_text())["x-statemigrate-lock"] == 3
     assert check_schemas(_prices(PricesByInt), tmp_path).ok
     (again,) = freeze_schemas(_prices(PricesByInt), tmp_path)
     assert again.action == "unchanged"
@@ -513,7 +513,7 @@ def test_an_earlier_releases_file_of_a_schema_without_such_types_passes_and_is_m
     assert check_schemas(_prices(Prices), tmp_path).ok
     (result,) = freeze_schemas(_prices(Prices), tmp_path)
     assert (result.action, result.recorded) == ("recorded", ())
-    assert json.loads(path.read_text())["x-statemigrate-lock"] == 2
+    assert json.loads(path.read_text())["x-statemigrate-lock"] == 3
     assert read_frozen(path) == _prices(Prices).schema_for("prices", 1).json_schema()
 
 
@@ -521,5 +521,39 @@ def test_a_lock_format_that_is_not_a_number_makes_the_file_unreadable(tmp_path: 
     path = frozen_path(tmp_path, "prices", 1)
     freeze_schemas(_prices(Prices), tmp_path)
     text = path.read_text()
-    path.write_text(text.replace('"x-statemigrate-lock": 2', '"x-statemigrate-lock": "2"'))
+    path.write_text(text.replace('"x-statemigrate-lock": 3', '"x-statemigrate-lock": "3"'))
     assert kinds(check_schemas(_prices(Prices), tmp_path)) == {("unreadable", 1)}
+
+
+class AliasedPrices(TypedDict):
+    by_id: Annotated[dict[str, str], Field(alias="byId")]
+
+
+def _freeze_with_aliases(folder: Path) -> Path:
+    """The file a release of lock format 2 froze of ``AliasedPrices``: its field under
+    its alias."""
+    path = frozen_path(folder, "prices", 1)
+    path.parent.mkdir(parents=True)
+    schema = _prices(AliasedPrices).schema_for("prices", 1)
+    path.write_text(json.dumps({**schema.json_schema(by_alias=True), "x-statemigrate-lock": 2}))
+    return path
+
+
+def test_a_file_frozen_with_aliases_is_named_so_and_freeze_records_the_names(
+    tmp_path: Path,
+) -> None:
+    """Fields are now frozen by their Python names, which snapshots hold. A file an
+    earlier release froze holds the alias: the check says so, and that a rename under
+    the same alias cannot be told from it; freezing records the names."""
+    path = _freeze_with_aliases(tmp_path)
+    assert '"byId"' in path.read_text()
+    report = check_schemas(_prices(AliasedPrices), tmp_path)
+    assert kinds(report) == {("unrecorded", 1)}
+    (problem,) = report.problems
+    assert "which named fields by their aliases" in problem.message
+    assert "a field renamed under the same alias would not show" in problem.message
+    (result,) = freeze_schemas(_prices(AliasedPrices), tmp_path)
+    assert result.action == "recorded"
+    assert json.loads(path.read_text())["x-statemigrate-lock"] == 3
+    assert '"by_id"' in path.read_text() and '"byId"' not in path.read_text()
+    assert check_schemas(_prices(AliasedPrices), tmp_path).ok

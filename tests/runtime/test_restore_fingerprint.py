@@ -509,3 +509,56 @@ def test_a_delta_read_back_check_counts_in_validate(monkeypatch: pytest.MonkeyPa
     report = reader.restore(delta)
     assert report.delta and dict(held.by_id) == {7: "seven", 8: "eight"}
     assert report.timings["validate"] >= READ_BACK_SECONDS
+
+
+class SupplierNamed(BaseModel):
+    supplier: str = Field(default="", alias="supplierName")
+
+
+class VendorNamed(BaseModel):
+    """``supplier`` renamed ``vendor`` in place, under the same alias."""
+
+    vendor: str = Field(default="", alias="supplierName")
+
+
+class AliasedRecord(TypedDict):
+    score: Annotated[int, Field(alias="points")]
+
+
+def test_a_field_renamed_under_the_same_alias_is_refused_not_emptied() -> None:
+    """Snapshots hold fields by their Python names. The fingerprint hashed the aliases,
+    so this rename kept it: the restore skipped the read-back check and the renamed
+    field came back empty, its data dropped as an unknown key, with no word."""
+    written = registry_of(SupplierNamed).schema_for("cache", 1)
+    renamed = registry_of(VendorNamed).schema_for("cache", 1)
+    assert written.fingerprint != renamed.fingerprint
+    blob = snapshot_written_by(SupplierNamed, SupplierNamed(supplierName="ACME"))
+    with pytest.raises(RestoreError) as caught:
+        restore_into(VendorNamed, VendorNamed(), blob)
+    assert "at ['supplier']: this key would be lost" in str(caught.value)
+
+
+def test_fingerprints_name_fields_by_their_names_in_typeddicts_too() -> None:
+    aliased = SchemaVersion.create("cache", 1, AliasedRecord)
+    assert list(aliased.json_schema()["properties"]) == ["score"]
+    assert list(aliased.json_schema(by_alias=True)["properties"]) == ["points"]
+
+
+def test_a_snapshot_fingerprinted_by_aliases_restores_with_the_warning_explained(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Releases that hashed aliases gave this schema another fingerprint: such a
+    snapshot reads back as written, and the warning says why the fingerprints differ."""
+    caplog.set_level(logging.WARNING, logger="statemigrate")
+    schema = registry_of(SupplierNamed).schema_for("cache", 1)
+    former = fingerprint_of(schema.json_schema(by_alias=True))
+    assert former != schema.fingerprint
+    blob = encode_snapshot(
+        [SectionInput("cache", "default", 1, former, {"supplier": "ACME"})],
+        producer=Producer.current("svc"),
+    ).to_bytes()
+    holder, report = restore_into(SupplierNamed, SupplierNamed(), blob)
+    assert holder.state == SupplierNamed(supplierName="ACME")
+    assert report.components[0].fingerprint_matches is False
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "equals it as computed with its fields' aliases in place of their names" in warning
