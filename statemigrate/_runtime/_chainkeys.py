@@ -24,6 +24,7 @@ import pydantic
 
 from statemigrate._errors import StateMigrateError
 from statemigrate._model._changes import KeyCodec, key_codec
+from statemigrate._model._schema import SchemaVersion, fingerprint_of
 
 if TYPE_CHECKING:
     from statemigrate._model._registry import Registry
@@ -139,10 +140,16 @@ class KeyMatcher:
             schema = registry.schema_for(component, version)
         except StateMigrateError:
             return None
-        if fingerprint and schema.fingerprint != fingerprint:
+        if fingerprint and fingerprint not in (schema.fingerprint, _by_aliases(schema)):
             return None  # another schema wrote it: its keys are not known here
         codec = key_codec(schema, name)
         return codec if codec.adapter is not None else None
+
+
+def _by_aliases(schema: SchemaVersion) -> str:
+    """The fingerprint of ``schema`` as releases that hashed fields' aliases computed
+    it: the same key types, so a piece they wrote has keys known here too."""
+    return fingerprint_of(schema.json_schema(by_alias=True))
 
 
 RegistryOf = Callable[[str], "Registry | None"]

@@ -83,7 +83,10 @@ def restore_chain(
             raise refused(str(exc), phase="decode") from exc
     earlier_options = dict(options)
     if _newer(headers[-1], history, options):
-        earlier_options["allow_older"] = True  # the base and deltas before the newest
+        # The base and the deltas before the newest are no replay, and the base puts
+        # back every component, those restored from it before included (a service that
+        # restored the chain when it was its base alone, and wrote since).
+        earlier_options.update(allow_older=True, force=True)
     saved = history.copy()
     live = [(entry, component_state(entry.obj, registry=entry.registry)) for entry in entries]
     # One line for the chain, not one per piece (a chain may hold hundreds): each

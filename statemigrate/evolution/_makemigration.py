@@ -160,7 +160,7 @@ def make_migration(
     live, notes = _live_schema(registry, component, base, schema, version)
     old, recorded = read_frozen_recorded(frozen[base])
     new = live.json_schema()
-    if not names_fields(frozen[base]) and live.json_schema(by_alias=True) != new:
+    if not names_fields(frozen[base]) and _may_have_aliases(registry, component, base, live):
         raise RegistrationError(
             f"{component!r}: `{shown(frozen[base])}` was frozen by an earlier release, which"
             " named fields by their aliases, and the live schema has aliased fields: what"
@@ -223,6 +223,18 @@ def make_migration(
         with open(path, "x", encoding="utf-8") as handle:  # never overwrite a module
             handle.write(code)
     return stub
+
+
+def _may_have_aliases(
+    registry: Registry, component: str, base: int, live: SchemaVersion
+) -> bool:
+    """Whether version ``base``, frozen in a file that names aliased fields by their
+    aliases, may have had any: it did if it is registered with one, and may have if it
+    is not registered and the live schema has one."""
+    if component in registry.components() and base in registry.versions(component):
+        frozen_version = registry.schema_for(component, base)
+        return frozen_version.json_schema(by_alias=True) != frozen_version.json_schema()
+    return live.json_schema(by_alias=True) != live.json_schema()
 
 
 def _without_unrecorded(

@@ -358,11 +358,12 @@ def freeze_schemas(
             lacks = unrecorded_details(frozen, live) if lock_format == 1 else None
             if lacks is None and _frozen_with_aliases(schema, frozen, lock_format):
                 lacks = [_ALIASES_NOTE]
-            if frozen == live and LOCK_FORMAT in json.loads(path.read_text(encoding="utf-8")):
+            if frozen == live and lock_format >= _NAMES_FORMAT:
                 planned.append((FreezeResult(name, version, path, "unchanged"), text))
             elif frozen == live or lacks is not None:
                 # Frozen by an earlier release: the same schema, recorded anew (with the
-                # lock's format, so a later change of these types is told from this).
+                # lock's format, so a later change of these types is told from this, and
+                # makemigration knows the file names fields by their names).
                 result = FreezeResult(name, version, path, "recorded", tuple(lacks or ()))
                 planned.append((result, text))
             else:

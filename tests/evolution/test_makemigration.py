@@ -590,3 +590,34 @@ def test_a_file_frozen_with_aliases_is_refused_for_a_schema_with_aliases(
             schemas_dir=tmp_path / "schemas",
             migrations_dir=tmp_path / "migrations",
         )
+
+
+class PlainV1(BaseModel):
+    label: str = ""
+
+
+class AliasedV2(BaseModel):
+    label: str = ""
+    supplier: str = Field(default="", alias="supplierName")
+
+
+def test_a_file_frozen_before_names_is_read_when_its_version_had_no_alias(
+    tmp_path: Path,
+) -> None:
+    """Version 1 has no alias, so its file of lock format 2 names every field as it
+    is: only version 2 adds an aliased field, and makemigration goes ahead (it was
+    refused, and freezing again left the file as it was)."""
+    registry = Registry()
+    registry.add_schema("stock", 1, PlainV1)
+    freeze_schemas(registry, tmp_path / "schemas")
+    path = tmp_path / "schemas" / "stock" / "v1.json"
+    earlier = registry.schema_for("stock", 1).json_schema()
+    path.write_text(json.dumps({**earlier, "x-statemigrate-lock": 2}))
+    registry.add_schema("stock", 2, AliasedV2)
+    stub = make_migration(
+        registry, "stock", schemas_dir=tmp_path / "schemas", migrations_dir=tmp_path / "m"
+    )
+    assert 'FieldChanges(add={"supplier": ""})' in stub.code
+    (v1, _) = freeze_schemas(registry, tmp_path / "schemas")
+    assert v1.action == "recorded"  # the format, marked once
+    assert json.loads(path.read_text())["x-statemigrate-lock"] == 3

@@ -4,6 +4,7 @@ written at, then migrated as the full snapshot it holds, all or nothing."""
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from chain_releases import (
     release1,
     write_chain,
 )
+from pydantic import BaseModel, ConfigDict, Field
 
 import statemigrate as sm
 from statemigrate._runtime._chain import chain_frame, split_chain
@@ -216,3 +218,66 @@ def test_a_chain_that_cannot_be_folded_fails_in_decode_with_nothing_touched() ->
     assert "cache/default" in str(caught.value)
     assert dict(cache.entries) == {5: 5}
     assert service.status.state == "failed"
+
+
+class _Prices(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    prices: dict[float, int]
+    label: str = Field(alias="Label")
+
+
+class _PricesTotalled(_Prices):
+    total: int
+
+
+def _prices_release(version: int) -> tuple[sm.Registry, type]:
+    registry = sm.Registry()
+    registry.add_schema("prices", 1, _Prices)
+    if version == 2:
+        registry.add_schema("prices", 2, _PricesTotalled)
+
+        def add_total(state: dict[str, Any]) -> dict[str, Any]:
+            return {**state, "total": sum(state["prices"].values())}
+
+        registry.add_migration("prices", 1, 2, add_total, name="add_total")  # whole-data
+
+    @registry.migratable("prices", version=version)
+    class Prices:
+        def __init__(self) -> None:
+            self.prices: sm.TrackedDict[float, int] = sm.TrackedDict()
+            self.label = ""
+            self.total = 0
+
+    return registry, Prices
+
+
+def test_a_chain_fingerprinted_by_aliases_folds_with_its_keys_matched_by_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A release that hashed fields' aliases wrote the chain; its delta deletes the key
+    ``-0.0``, which the base holds as ``0.0``. Folded by the next release, the key types
+    are this schema's all the same: the deletion must match by value, not by text (the
+    record came back)."""
+    from statemigrate._model import _schema
+
+    by_name = _schema.validation_schema
+    monkeypatch.setattr(
+        _schema, "validation_schema", lambda adapter, by_alias=True: by_name(adapter, by_alias=True)
+    )
+    registry, holder = _prices_release(1)
+    writer = sm.Service("prices", registry=registry)
+    live = writer.register(holder())
+    writer.start_cold("a new table")
+    store = sm.MemoryStore()
+    checkpointer = sm.Checkpointer(writer, store, quiesce=threading.Lock(), incremental=True)
+    live.prices.update((float(i), i) for i in range(50))
+    checkpointer.checkpoint_now()
+    del live.prices[-0.0]
+    checkpointer.checkpoint_now()
+    chain = bytes(store.open())
+    monkeypatch.undo()
+    registry, holder = _prices_release(2)
+    service = sm.Service("prices", registry=registry)
+    folded = service.register(holder())
+    service.restore(chain)
+    assert 0.0 not in folded.prices and len(folded.prices) == 49
