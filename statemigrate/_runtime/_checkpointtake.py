@@ -33,7 +33,14 @@ if TYPE_CHECKING:
     from statemigrate._runtime._wait import Waits
     from statemigrate.stores._base import Buffer
 
-__all__ = ["DEFAULT_EXPORT", "FORK_POSSIBLE", "CheckpointTaker", "ExportMode", "Forking"]
+__all__ = [
+    "CHECKPOINT_NICE",
+    "DEFAULT_EXPORT",
+    "FORK_POSSIBLE",
+    "CheckpointTaker",
+    "ExportMode",
+    "Forking",
+]
 
 logger = logging.getLogger("statemigrate")
 
@@ -55,6 +62,16 @@ FORK_POSSIBLE = all(hasattr(os, name) for name in ("fork", "pidfd_open", "memfd_
 DEFAULT_EXPORT: ExportMode = "fork" if FORK_POSSIBLE else "inline"
 """``"fork"`` where the system has ``fork``, pidfds and memfds (Linux), else ``"inline"``."""
 _MEMFD_NAME = "statemigrate-checkpoint"
+CHECKPOINT_NICE = 0
+"""How much lower than the serving process's a checkpoint's child CPU priority is:
+not at all. Until the child's snapshot commits, no checkpoint does (the next ones wait
+behind it), so a crash meanwhile loses every write since the last checkpoint that
+committed: the child's delay is exposure to loss. At a lower priority (``nice`` 10,
+as a handoff's round 0 runs) a child on cores the requests saturate got only what
+they left, and lived 28 s where it needed under 2; a process cannot raise its
+priority back later without ``CAP_SYS_NICE``. At the same priority it takes its fair
+share of the CPU, which the requests lose while it runs (see ``docs/checkpoints.md``,
+"Full snapshots in a forked child")."""
 
 
 _Snapshot = tuple[EncodedSnapshot, SnapshotReport]
@@ -230,6 +247,7 @@ class CheckpointTaker:
             label="checkpoint",
             fail=partial(CheckpointError, self.service.name),
             name=_MEMFD_NAME,
+            nice=CHECKPOINT_NICE,
             note=lambda: json.dumps(timings).encode(),
         )
         return Forking(export, time.monotonic() + self.export_timeout, base, records)

@@ -40,6 +40,7 @@ from statemigrate import (
     StoreError,
 )
 from statemigrate._runtime._chain import split_chain
+from statemigrate._runtime._service import Service
 from statemigrate._snapshot._format import open_snapshot
 
 # How long an export waits on its gate before it gives up. A forked export's gate is
@@ -416,3 +417,32 @@ def test_a_hold_that_fails_to_let_go_after_the_fork_leaves_no_child(loop: bool) 
     assert descriptors() == before_fds
     with pytest.raises(StoreError):
         store.open()
+
+
+@pytest.mark.parametrize("incremental", [False, True])
+def test_a_checkpoint_child_runs_at_the_priority_of_the_serving_process(
+    incremental: bool, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until a forked checkpoint commits, a crash loses every write since the last
+    one: its child (a full checkpoint's, or a chain's base's) must not run at a lower
+    CPU priority than the process that serves, or saturated cores starve it. The child
+    notes its priority in a file as it exports."""
+    noted = tmp_path / "priority"
+    serving = os.getpid()
+    original = Service._snapshot
+
+    def snapshot(self: Service, **options: Any) -> Any:
+        if os.getpid() != serving:  # in the child
+            noted.write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
+        return original(self, **options)
+
+    monkeypatch.setattr(Service, "_snapshot", snapshot)
+    service, ledger = tracked_ledger_service() if incremental else ledger_service()
+    for _ in range(10):
+        ledger.write()
+    checkpointer = Checkpointer(service, MemoryStore(), export="fork", incremental=incremental)
+    report = checkpointer.checkpoint_now()
+    checkpointer.close()
+    assert report.committed is not None
+    assert int(noted.read_text()) == os.getpriority(os.PRIO_PROCESS, 0)
+
