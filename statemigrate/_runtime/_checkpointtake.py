@@ -88,6 +88,9 @@ class Forking:
     """A chain's new base (else a full checkpoint)."""
     records: int
     """Records held at the fork (for a base: the size per record it gives)."""
+    began: float
+    """``time.perf_counter()`` just before the fork: from then until the commit, the
+    state of the fork is in no store (the checkpoint's ``child_seconds``)."""
 
 
 class CheckpointTaker:
@@ -242,6 +245,7 @@ class CheckpointTaker:
         records: int,
     ) -> Forking:
         """Fork the child that runs ``produce``; it notes ``timings`` for the parent."""
+        began = time.perf_counter()
         export = fork_export(
             produce,
             label="checkpoint",
@@ -250,7 +254,7 @@ class CheckpointTaker:
             nice=CHECKPOINT_NICE,
             note=lambda: json.dumps(timings).encode(),
         )
-        return Forking(export, time.monotonic() + self.export_timeout, base, records)
+        return Forking(export, time.monotonic() + self.export_timeout, base, records, began)
 
     def wait(self, forking: Forking) -> Waits[Exported]:
         """Waiting for the child forked for ``forking``, until its deadline."""
@@ -282,7 +286,9 @@ class CheckpointTaker:
         encoded = EncodedSnapshot(parts=[view], header=header, size=exported.size, timings=timings)
         report = SnapshotReport.of(header, exported.size, timings)
         logger.debug("%s", report.summary())
-        service._record_snapshot(report, exported.child_seconds)
+        # The fork counts too: the snapshot's time runs from it to the child's exit,
+        # the CPU the child waited for included.
+        service._record_snapshot(report, exported.fork_seconds + exported.child_seconds)
         if not forking.base:
             return encoded, report
         self._chain = [encoded]
