@@ -177,9 +177,9 @@ class CheckpointReport:
         """One line for logs."""
         if self.committed is None:
             return f"checkpoint skipped: {self.reason}"
-        # A forked child's time beside the encode figure: the encode measures the
-        # child's work, not the CPU it waited for, and only this shows how long a
-        # crash would have lost the writes since the last checkpoint.
+        # A forked child's whole time beside the encode figure, which is one phase of
+        # its work: only this shows how long the child waited for a core, and so how
+        # long a crash would have lost the writes since the last checkpoint.
         child = f"; child {self.child_seconds:.1f} s (fork to commit)" if self.child_seconds else ""
         return (
             f"checkpoint: {self.committed.summary()}; writers held"
