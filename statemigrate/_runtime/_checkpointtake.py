@@ -68,10 +68,11 @@ not at all. Until the child's snapshot commits, no checkpoint does (the next one
 behind it), so a crash meanwhile loses every write since the last checkpoint that
 committed: the child's delay is exposure to loss. At a lower priority (``nice`` 10,
 as a handoff's round 0 runs) a child on cores the requests saturate got only what
-they left, and lived 28 s where it needed under 2; a process cannot raise its
+they left, and lived up to 26 s for under 3 s of CPU; a process cannot raise its
 priority back later without ``CAP_SYS_NICE``. At the same priority it takes its fair
 share of the CPU, which the requests lose while it runs (see ``docs/checkpoints.md``,
-"Full snapshots in a forked child")."""
+"Full snapshots in a forked child"), and it still waits when they saturate the cores:
+the log line's child figure shows how long."""
 
 
 _Snapshot = tuple[EncodedSnapshot, SnapshotReport]
