@@ -206,7 +206,9 @@ class CheckpointCommitter:
                     taken = self._taker.take(True, self._hold)
                 assert taken is not None  # forced: never skipped
                 snapshot, mark, pause = taken
+                forked = None
                 if isinstance(snapshot, Forking):
+                    forked = snapshot.began
                     snapshot = self._taker.adopt(snapshot, run_waits(self._taker.wait(snapshot)))
                 encoded, report = snapshot
                 committed = self.service._checkpoints.commit(
@@ -217,7 +219,7 @@ class CheckpointCommitter:
                 raise
             if committed is None:  # a handoff began meanwhile
                 return CheckpointReport(None, pause, time.perf_counter() - began)
-            return self._committed(committed, mark, pause, began)
+            return self._committed(committed, mark, pause, began, forked)
 
     async def checkpoint(self, *, force: bool = False) -> CheckpointReport:
         """:meth:`checkpoint_now` for an event loop: the snapshot is taken on the loop
@@ -256,7 +258,9 @@ class CheckpointCommitter:
                     taken = await self._take_on_loop(True)
                 assert taken is not None  # forced: never skipped
                 snapshot, mark, pause = taken
+                forked = None
                 if isinstance(snapshot, Forking):
+                    forked = snapshot.began
                     # The loop serves while the child exports; cancelled meanwhile, the
                     # child is killed and nothing is committed.
                     exported = await run_waits_async(self._taker.wait(snapshot))
@@ -277,14 +281,14 @@ class CheckpointCommitter:
                     if not commit.cancelled() and commit.exception() is None:
                         done = commit.result()
                         if done is not None:
-                            self._committed(done, mark, pause, began)
+                            self._committed(done, mark, pause, began, forked)
                     raise
             except Exception as exc:
                 self._failed(exc)
                 raise
             if committed is None:  # a handoff began meanwhile
                 return CheckpointReport(None, pause, time.perf_counter() - began)
-            return self._committed(committed, mark, pause, began)
+            return self._committed(committed, mark, pause, began, forked)
 
     async def _take_on_loop(
         self, force: bool
@@ -428,9 +432,19 @@ class CheckpointCommitter:
         self._taker.export_timeout = value
 
     def _committed(
-        self, committed: CommitReport, mark: object, pause: float, began: float
+        self,
+        committed: CommitReport,
+        mark: object,
+        pause: float,
+        began: float,
+        forked: float | None,
     ) -> CheckpointReport:
-        result = CheckpointReport(committed, pause, time.perf_counter() - began, reason="")
+        """Note a committed checkpoint and log its line; ``forked`` is when the child
+        that exported its full snapshot was forked (``time.perf_counter()``), if one
+        was."""
+        done = time.perf_counter()
+        child = 0.0 if forked is None else done - forked
+        result = CheckpointReport(committed, pause, done - began, reason="", child_seconds=child)
         logger.info("%s%s", "final " if self._final else "", result.summary())
         self._taker.committed_mark = mark
         self._last_ref = committed.ref

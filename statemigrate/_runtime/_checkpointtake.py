@@ -33,7 +33,14 @@ if TYPE_CHECKING:
     from statemigrate._runtime._wait import Waits
     from statemigrate.stores._base import Buffer
 
-__all__ = ["DEFAULT_EXPORT", "FORK_POSSIBLE", "CheckpointTaker", "ExportMode", "Forking"]
+__all__ = [
+    "CHECKPOINT_NICE",
+    "DEFAULT_EXPORT",
+    "FORK_POSSIBLE",
+    "CheckpointTaker",
+    "ExportMode",
+    "Forking",
+]
 
 logger = logging.getLogger("statemigrate")
 
@@ -55,6 +62,17 @@ FORK_POSSIBLE = all(hasattr(os, name) for name in ("fork", "pidfd_open", "memfd_
 DEFAULT_EXPORT: ExportMode = "fork" if FORK_POSSIBLE else "inline"
 """``"fork"`` where the system has ``fork``, pidfds and memfds (Linux), else ``"inline"``."""
 _MEMFD_NAME = "statemigrate-checkpoint"
+CHECKPOINT_NICE = 0
+"""How much lower than the serving process's a checkpoint's child CPU priority is:
+not at all. Until the child's snapshot commits, no checkpoint does (the next ones wait
+behind it), so a crash meanwhile loses every write since the last checkpoint that
+committed: the child's delay is exposure to loss. At a lower priority (``nice`` 10,
+as a handoff's round 0 runs) a child on cores the requests saturate got only what
+they left, and lived up to 26 s for under 3 s of CPU; a process cannot raise its
+priority back later without ``CAP_SYS_NICE``. At the same priority it takes its fair
+share of the CPU, which the requests lose while it runs (see ``docs/checkpoints.md``,
+"Full snapshots in a forked child"), and it still waits when they saturate the cores:
+the log line's child figure shows how long."""
 
 
 _Snapshot = tuple[EncodedSnapshot, SnapshotReport]
@@ -71,6 +89,9 @@ class Forking:
     """A chain's new base (else a full checkpoint)."""
     records: int
     """Records held at the fork (for a base: the size per record it gives)."""
+    began: float
+    """``time.perf_counter()`` just before the fork: from then until the commit, the
+    state of the fork is in no store (the checkpoint's ``child_seconds``)."""
 
 
 class CheckpointTaker:
@@ -225,14 +246,16 @@ class CheckpointTaker:
         records: int,
     ) -> Forking:
         """Fork the child that runs ``produce``; it notes ``timings`` for the parent."""
+        began = time.perf_counter()
         export = fork_export(
             produce,
             label="checkpoint",
             fail=partial(CheckpointError, self.service.name),
             name=_MEMFD_NAME,
+            nice=CHECKPOINT_NICE,
             note=lambda: json.dumps(timings).encode(),
         )
-        return Forking(export, time.monotonic() + self.export_timeout, base, records)
+        return Forking(export, time.monotonic() + self.export_timeout, base, records, began)
 
     def wait(self, forking: Forking) -> Waits[Exported]:
         """Waiting for the child forked for ``forking``, until its deadline."""
@@ -264,7 +287,9 @@ class CheckpointTaker:
         encoded = EncodedSnapshot(parts=[view], header=header, size=exported.size, timings=timings)
         report = SnapshotReport.of(header, exported.size, timings)
         logger.debug("%s", report.summary())
-        service._record_snapshot(report, exported.child_seconds)
+        # The fork counts too: the snapshot's time runs from it to the child's exit,
+        # the CPU the child waited for included.
+        service._record_snapshot(report, exported.fork_seconds + exported.child_seconds)
         if not forking.base:
             return encoded, report
         self._chain = [encoded]

@@ -13,8 +13,8 @@ checkpoint's full snapshot are exported this way.
 The memfd the child writes into is created before the fork, so both hold the same
 open file: the child writes the bytes and leaves with ``os._exit`` (no ``atexit``
 handlers, no flushing of buffers it inherited, no finalizers of the parent's
-objects), runs at a lower CPU priority than the parent (``nice`` 10: the serving
-process comes first), and the kernel kills it if the parent dies first. The parent
+objects), runs at the CPU priority its caller chose (``nice``: the parent's, or lower),
+and the kernel kills it if the parent dies first. The parent
 waits on the child's pidfd, as a step (see :mod:`statemigrate._runtime._wait`), so an
 event loop keeps serving meanwhile, then checks the exit status and the size, and
 seals the memfd. A child that fails writes one line on a pipe for the parent's error
@@ -69,8 +69,6 @@ __all__ = [
 #: What a child may write on its pipe (an error, or its note); the rest is cut.
 _MAX_MESSAGE = 2000
 _PR_SET_PDEATHSIG = 1
-#: How much lower the child's CPU priority is than its parent's.
-_NICE = 10
 #: How long a child sent SIGKILL may take to go before the parent stops waiting.
 _KILL_WAIT = 30.0
 # Signals whose handlers the child must not run: the parent's Python handlers would
@@ -128,6 +126,7 @@ def _child(
     fd: int,
     pipe: int,
     parent: int,
+    nice: int,
 ) -> None:
     """The child's whole life: export, write, leave. Never returns."""
     global _exporting_for
@@ -136,8 +135,9 @@ def _child(
     try:
         _die_with(parent)  # an export nobody waits for any more is wasted
         gc.disable()  # a collection would write to, so copy, every page of the heap
-        with suppress(OSError):
-            os.nice(_NICE)  # background work: the serving parent comes first for the CPU
+        if nice:
+            with suppress(OSError):
+                os.nice(nice)  # the caller's choice: see fork_export
         for signum in _DEFAULT_IN_CHILD:
             with suppress(ValueError, OSError):
                 signal.signal(signum, signal.SIG_DFL)
@@ -221,8 +221,9 @@ class ForkedExport:
     """A child exporting a snapshot into a memfd: made by :func:`fork_export`, ended by
     :meth:`wait` (or :meth:`close`, which kills it)."""
 
-    def __init__(self, fd: int, *, label: str, fail: Fail) -> None:
+    def __init__(self, fd: int, *, label: str, fail: Fail, nice: int) -> None:
         self._fd = fd
+        self._nice = nice
         self._pipe = -1
         self._label = label
         self._fail = fail
@@ -253,7 +254,7 @@ class ForkedExport:
             except OSError as exc:
                 raise self._fail(f"cannot fork the {self._label} export: {exc}") from exc
             if pid == 0:  # pragma: no cover - the child; its effects are what the tests see
-                _child(produce, note, self._fd, write_end, parent)
+                _child(produce, note, self._fd, write_end, parent, self._nice)
             self.pid = pid
             self._forked = time.perf_counter()
             try:
@@ -337,6 +338,7 @@ def fork_export(
     label: str,
     fail: Fail,
     name: str,
+    nice: int,
     note: Callable[[], bytes] | None = None,
 ) -> ForkedExport:
     """Fork a child that runs ``produce`` and writes its bytes into a new memfd.
@@ -351,6 +353,12 @@ def fork_export(
         label: names the export in errors (``round-0``, ``checkpoint``).
         fail: builds the error raised, from a one-line reason.
         name: the memfd's name, as shown in ``/proc/<pid>/fd``.
+        nice: how much lower than the parent's the child's CPU priority is (added
+            with ``os.nice``; 0 keeps the parent's). A process cannot raise its
+            priority back without ``CAP_SYS_NICE``, so this holds for the child's
+            whole life: on saturated cores a child at a lower priority gets only the
+            CPU the serving process leaves, and may take many times its idle time.
+            Lower it only where that delay risks nothing; each caller says why.
         note: runs in the child once the bytes are written; what it returns (at
             most 2,000 bytes) is :attr:`Exported.note`.
 
@@ -362,7 +370,7 @@ def fork_export(
         fd = _syscalls.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING, where="memfd")
     except StoreError as exc:
         raise fail(f"cannot make the {label} memfd: {exc}") from exc
-    export = ForkedExport(fd, label=label, fail=fail)
+    export = ForkedExport(fd, label=label, fail=fail, nice=nice)
     try:
         export._fork(produce, note)
     except BaseException:
@@ -378,6 +386,7 @@ def export_forked(
     label: str,
     fail: Fail,
     name: str,
+    nice: int,
     note: Callable[[], bytes] | None = None,
 ) -> Waits[Exported]:
     """Steps: :func:`fork_export`, then :meth:`ForkedExport.wait` for it.
@@ -385,5 +394,5 @@ def export_forked(
     Raises:
         StateMigrateError: as :func:`fork_export` and :meth:`ForkedExport.wait`.
     """
-    export = fork_export(produce, label=label, fail=fail, name=name, note=note)
+    export = fork_export(produce, label=label, fail=fail, name=name, nice=nice, note=note)
     return (yield from export.wait(deadline))

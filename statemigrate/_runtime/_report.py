@@ -162,6 +162,11 @@ class CheckpointReport:
     reason: str = UNCHANGED
     """Why it was skipped, empty when it committed: ``"unchanged"`` when the state is the
     one the last committed checkpoint holds."""
+    child_seconds: float = 0.0
+    """For a full snapshot (an incremental chain's base) exported by a forked child:
+    seconds from the fork until the commit returned, the time the state of the fork
+    was in no store, the CPU the child waited for included; 0 when nothing was
+    forked (a delta, an inline export, a skip)."""
 
     @property
     def skipped(self) -> bool:
@@ -172,9 +177,13 @@ class CheckpointReport:
         """One line for logs."""
         if self.committed is None:
             return f"checkpoint skipped: {self.reason}"
+        # A forked child's whole time beside the encode figure, which is one phase of
+        # its work: only this shows how long the child waited for a core, and so how
+        # long a crash would have lost the writes since the last checkpoint.
+        child = f"; child {self.child_seconds:.1f} s (fork to commit)" if self.child_seconds else ""
         return (
             f"checkpoint: {self.committed.summary()}; writers held"
-            f" {self.pause_seconds * 1000:.1f} ms"
+            f" {self.pause_seconds * 1000:.1f} ms{child}"
         )
 
 

@@ -20,7 +20,16 @@ from statemigrate._runtime._fork import Exported, freeze_heap, thaw_heap
 from statemigrate.handoff._drive import Steps
 from statemigrate.stores._base import Buffer
 
-__all__ = ["Exported", "export_forked", "freeze_heap", "thaw_heap"]
+__all__ = ["ROUND_ZERO_NICE", "Exported", "export_forked", "freeze_heap", "thaw_heap"]
+
+ROUND_ZERO_NICE = 10
+"""How much lower than the serving process's round 0's child CPU priority is. Its
+slowness risks nothing: the old process keeps serving its own state meanwhile (nothing
+is held, no write waits on it), and a round 0 that starves past its deadline fails
+the handoff before the pause, with the old process serving on. So the requests come
+first. A checkpoint's child is another matter: until it commits, a crash loses every
+write since the last checkpoint, so it runs at the serving process's priority
+(:data:`statemigrate._runtime._checkpointtake.CHECKPOINT_NICE`)."""
 
 
 def export_forked(
@@ -52,5 +61,6 @@ def export_forked(
             label="round-0",
             fail=partial(HandoffError, stage),
             name=name,
+            nice=ROUND_ZERO_NICE,
         )
     )

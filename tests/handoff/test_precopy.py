@@ -23,6 +23,7 @@ from handoff_children.precopy import build_service
 
 import statemigrate as sm
 from statemigrate._runtime._precopy import PreCopySource
+from statemigrate._runtime._wait import WaitReadable, drive, poll_readable
 from statemigrate.handoff import (
     HandoffError,
     HandoffReport,
@@ -36,6 +37,8 @@ from statemigrate.handoff import (
     receive_handoff,
     take_over,
 )
+from statemigrate.handoff._drive import Effect
+from statemigrate.handoff._fork import export_forked
 
 FILLED = 20_000
 #: The last value written to a key, or DELETED when the last write removed it.
@@ -388,6 +391,30 @@ def test_round_zero_child_killed_or_hung_fails_cleanly(
     assert (writers.pauses, writers.resumes) == (0, 0)
     assert error.report is not None and error.report.successor_exit is not None
     assert dict(obj.entries) == expected(FILLED, acked)
+
+
+def test_round_zero_child_runs_below_the_serving_process() -> None:
+    """Round 0's child runs at a lower CPU priority than the process that serves: its
+    slowness risks nothing (the old process serves its own state meanwhile, and a
+    round 0 past its deadline only fails the handoff), so the requests come first. A
+    checkpoint's child is the other case (tests/runtime/test_checkpoint_fork.py)."""
+
+    def priority() -> bytes:  # in the child
+        return str(os.getpriority(os.PRIO_PROCESS, 0)).encode()
+
+    def perform(effect: Effect) -> object:
+        assert isinstance(effect, WaitReadable), effect
+        return poll_readable(effect)
+
+    # The deadline only stops a hang; nothing here measures time.
+    steps = export_forked(priority, deadline=time.monotonic() + 60.0, stage="precopy")
+    exported = drive(steps, perform)
+    try:
+        noted = int(os.pread(exported.fd, exported.size, 0))
+    finally:
+        os.close(exported.fd)
+    serving = os.getpriority(os.PRIO_PROCESS, 0)
+    assert noted == min(serving + 10, 19)  # 19 is the lowest priority there is
 
 
 def _successor_pids(parent: int) -> list[int]:
