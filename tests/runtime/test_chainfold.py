@@ -259,8 +259,8 @@ def test_a_chain_fingerprinted_by_aliases_folds_with_its_keys_matched_by_value(
     are this schema's all the same: the deletion must match by value, not by text (the
     record came back)."""
     from statemigrate._model import _schema
+    from statemigrate._model._jsonschema import validation_schema as by_name
 
-    by_name = _schema.validation_schema
     monkeypatch.setattr(
         _schema, "validation_schema", lambda adapter, by_alias=True: by_name(adapter, by_alias=True)
     )
