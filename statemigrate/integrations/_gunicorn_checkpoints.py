@@ -36,6 +36,7 @@ from statemigrate._errors import (
     UnknownComponentError,
 )
 from statemigrate._runtime._checkpoint import Checkpointer, check_positive_seconds
+from statemigrate._runtime._checkpointtake import DEFAULT_EXPORT, ExportMode
 from statemigrate._runtime._quiesce import Quiesce
 from statemigrate._runtime._service import Service
 from statemigrate._runtime._wait import WaitReadable, poll_readable
@@ -76,6 +77,10 @@ class Checkpoints:
             every request, reads too (they may change the state: an LRU's order),
             and waits for those running. With the default forked export that is the
             time of a fork; a lock the application's code takes holds less.
+        export: where a full checkpoint (or a chain's base) is exported, as for
+            :class:`~statemigrate.Checkpointer`: ``"fork"`` (the default), or
+            ``"inline"``, in the worker with its requests held until it is encoded
+            (``docs/checkpoints.md`` says when each is right).
 
     Raises:
         ConfigurationError: an argument is of the wrong kind.
@@ -85,6 +90,7 @@ class Checkpoints:
     every: float = 5.0
     incremental: bool = False
     quiesce: Quiesce | None = None
+    export: ExportMode = DEFAULT_EXPORT
 
     def __post_init__(self) -> None:
         if not isinstance(self.store, Store) and not callable(self.store):
@@ -93,6 +99,10 @@ class Checkpoints:
                 f"must be a store or a function slot -> store, not {type(self.store).__name__}",
             )
         check_positive_seconds("every", self.every)  # in the master, before any worker
+        if self.export not in ("fork", "inline"):
+            raise ConfigurationError(
+                "checkpoints", f"export must be 'fork' or 'inline', not {self.export!r}"
+            )
 
     @property
     def shared(self) -> bool:
@@ -361,6 +371,7 @@ class SlotCheckpoints:
             every=settings.every,
             incremental=settings.incremental,
             quiesce=settings.quiesce if settings.quiesce is not None else quiesce,
+            export=settings.export,
         ).start()
         self.checkpointer = checkpointer
         if now:

@@ -73,12 +73,35 @@ def test_checkpoints_take_a_store_a_function_or_their_options() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [lambda: 42, lambda: "/dev/shm/cache", lambda: Checkpoints(MemoryStore(), every=0.0)],
-    ids=["number", "path", "every"],
+    [
+        lambda: 42,
+        lambda: "/dev/shm/cache",
+        lambda: Checkpoints(MemoryStore(), every=0.0),
+        lambda: Checkpoints(MemoryStore(), export="threads"),  # type: ignore[arg-type]
+    ],
+    ids=["number", "path", "every", "export"],
 )
 def test_checkpoints_refuse_what_they_cannot_use(value: Any) -> None:
     with pytest.raises(ConfigurationError):
         server_hooks("app_v1:service", checkpoints=value())
+
+
+@pytest.mark.parametrize("export", ["fork", "inline"])
+def test_a_worker_s_checkpointer_exports_as_the_checkpoints_say(export: str) -> None:
+    """``export="inline"`` is the way out of a forked base that starves on saturated
+    cores (docs/checkpoints.md): the worker's checkpointer must be given it."""
+    service = Service("gunicorn-cache", registry=build_registry())
+    service.register(KVCacheV2())
+    service.start_cold("a test")
+    slot = SlotCheckpoints(Checkpoints(MemoryStore(), every=60.0, export=export), 0)  # type: ignore[arg-type]
+    worker = type("Worker", (), {"pid": 4242, "log": Log()})()
+    slot.run(service, threading.Lock(), worker, now=False)
+    checkpointer = slot.checkpointer
+    assert checkpointer is not None
+    try:
+        assert checkpointer.export == export
+    finally:
+        checkpointer.stop(final=False)
 
 
 def test_a_function_that_gives_no_store_is_refused() -> None:
