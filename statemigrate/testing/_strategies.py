@@ -64,6 +64,7 @@ from statemigrate._errors import ValidationError
 from statemigrate._model._coreschema import schema_refs
 from statemigrate._model._registry import Registry
 from statemigrate._model._schema import SchemaVersion
+from statemigrate.testing._tags import tag_key, with_tag
 from statemigrate.testing._typedleaves import file_system_paths, plain_function_values, urls
 
 __all__ = [
@@ -488,9 +489,7 @@ class _Builder:
             "counter": self._dict,
             "nullable": lambda node: st.none() | self.build(node["schema"]),
             "union": self._union,
-            "tagged-union": lambda node: st.one_of(
-                [self.build(choice) for choice in node["choices"].values()]
-            ),
+            "tagged-union": self._tagged_union,
             "typed-dict": self._typed_dict,
             "model-fields": self._model_fields,
             "dataclass-args": self._dataclass_args,
@@ -783,6 +782,19 @@ class _Builder:
         if not built and error is not None:
             raise error
         return st.one_of(built)
+
+    def _tagged_union(self, node: Node) -> st.SearchStrategy[Any]:
+        # Each member with its tag, even where the member has a default for it: pydantic
+        # reads the tag to pick the member, and a value drawn without one would fail.
+        discriminator = node.get("discriminator")
+        members = []
+        for tag, choice in node["choices"].items():
+            member = self.build(choice)
+            key = tag_key(choice, discriminator, self.refs)
+            if key is not None:
+                member = member.map(functools.partial(with_tag, key=key, tag=tag))
+            members.append(member)
+        return st.one_of(members)
 
     def _instance(self, node: Node) -> st.SearchStrategy[Any]:
         if isinstance(node["cls"], type) and issubclass(node["cls"], pathlib.PurePath):
