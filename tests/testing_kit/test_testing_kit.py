@@ -666,6 +666,29 @@ def test_a_step_that_forgets_to_return_its_data() -> None:
     assert failure.what == "step raised TypeError" and "returned None" in failure.detail
 
 
+class Boxes1(TypedDict):
+    boxes: dict[str, int]
+
+
+class Boxes2(TypedDict):
+    boxes: dict[str, dict[str, int]]
+
+
+def test_a_record_step_that_forgets_to_return_is_named_with_its_record() -> None:
+    """As in a restore: the step raised, on the record it returned None for, rather
+    than its output failing validation at the target."""
+    registry = Registry()
+    registry.add_schema("boxes", 1, Boxes1)
+    registry.add_schema("boxes", 2, Boxes2)
+    registry.add_migration("boxes", 1, 2, lambda key, count: None, records="boxes", name="box")
+    registry.add_migration("boxes", 2, 1, lambda key, box: box["n"], records="boxes")
+    (step_check,) = [check for check in migration_checks(registry) if check.id == "boxes-step-1-2"]
+    failure = step_check.run(max_examples=LIGHT_BUDGET).failure
+    assert failure is not None and failure.what == "step raised TypeError", failure
+    assert "record step boxes 1 -> 2 (box) returned None" in failure.detail
+    assert "(on the record at boxes[" in failure.detail
+
+
 @pytest.mark.slow
 def test_failures_read_well_as_an_error_and_as_markdown() -> None:
     report = step_and_path_report(
