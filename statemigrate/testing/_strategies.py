@@ -270,7 +270,8 @@ class _Named(st.SearchStrategy[Any]):
     retries (a drawn value normalize refused, such as an int past 64 bits where the
     export refuses one), and the full form of a schema's strategy runs to tens of
     kilobytes: hypothesis warns of it, and under ``filterwarnings = error`` the check
-    failed as unable to generate states."""
+    failed as unable to generate states. So every filter over a strategy that may be
+    large filters a named one."""
 
     def __init__(self, inner: st.SearchStrategy[Any], name: str) -> None:
         super().__init__()
@@ -740,15 +741,16 @@ class _Builder:
         low, high = self._sizes(node)
         fixed = len(items) - 1
         room = max(0, high - fixed)
+        # The middle's least size makes the tuple's: no filter, whose retries made
+        # hypothesis print the strategy, tens of kilobytes for a tuple of models.
         middle = self._sized(
-            0,
+            min(max(0, low - fixed), room),
             room,
             lambda a, b: st.lists(items[variadic], min_size=a, max_size=b),
             lambda n: st.lists(items[variadic], min_size=n, max_size=n),
         )
         result = st.tuples(st.tuples(*items[:variadic]), middle, st.tuples(*items[variadic + 1 :]))
-        joined = result.map(lambda parts: (*parts[0], *parts[1], *parts[2]))
-        return joined.filter(lambda value: low <= len(value))
+        return result.map(lambda parts: (*parts[0], *parts[1], *parts[2]))
 
     def _dict(self, node: Node) -> st.SearchStrategy[dict[Any, Any]]:
         keys_node = node.get("keys_schema")
@@ -872,7 +874,10 @@ class _Builder:
             except pydantic.ValidationError:
                 return _REJECTED
 
-        return raw.map(instance).filter(lambda value: value is not _REJECTED)
+        # Named: hypothesis prints the strategy a filter retries, and the fields of a
+        # model (a list of tagged events, say) ran to 70 kB, for a warning each time.
+        named = _Named(raw, f"fields of {cls.__qualname__}")
+        return named.map(instance).filter(lambda value: value is not _REJECTED)
 
     def _typed_dict(self, node: Node) -> st.SearchStrategy[dict[str, Any]]:
         total = node.get("total", True)

@@ -18,13 +18,14 @@ import subprocess
 import sys
 import tomllib
 import uuid
+import warnings
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal, NotRequired, cast
 
 import pydantic
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import ResolutionFailed
 from kit_modules import roles_cut_at
@@ -49,6 +50,7 @@ from statemigrate.testing import (
 )
 from statemigrate.testing._exact import exact_differences
 from statemigrate.testing._properties import Broken, _record_property
+from statemigrate.testing._strategies import _Builder
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = build_registry()
@@ -859,6 +861,62 @@ def test_the_schema_type_itself_is_never_drawn_as_a_subclass() -> None:
 
     collect()
     assert drawn == {Part}
+
+
+class Sold(BaseModel):
+    kind: Literal["sold"]
+    qty: int
+    at: datetime.datetime
+    note: str = ""
+
+
+class Moved(BaseModel):
+    kind: Literal["moved"]
+    qty: int
+    to: str
+    by: str = ""
+
+
+class Shelf(BaseModel):
+    name: str
+    codes: tuple[str, ...] = ()
+    history: list[Annotated[Sold | Moved, Field(discriminator="kind")]] = []
+
+
+class RefusedShelf(Shelf):
+    """A subclass that validation refuses: its strategy's filter retries every draw."""
+
+    @pydantic.model_validator(mode="after")
+    def refuse(self) -> RefusedShelf:
+        raise ValueError("never")
+
+
+class Shelves(BaseModel):
+    shelf: Shelf
+    # A least length: drawn by a filter that retried, shorter tuples, once.
+    shelves: Annotated[tuple[Shelf, ...], Field(min_length=2)]
+
+
+def test_drawing_prints_no_large_strategy() -> None:
+    """hypothesis prints the strategy a filter retries, and warns when that runs past
+    30 kB; the fields of a model with a list of tagged events ran to 70 kB. So no such
+    warning comes while drawing (a subclass whose instances validation always refuses
+    makes the filter retry on every draw), and the strategies a filter retries print
+    short."""
+    schema = SchemaVersion.create("shelves", 1, Shelves)
+    # The refused subclass leaves many states to draw again, deliberately.
+    retries = [HealthCheck.filter_too_much, HealthCheck.too_slow]
+
+    @settings(database=None, max_examples=10, derandomize=True, suppress_health_check=retries)
+    @given(from_schema(schema, form="state"))
+    def draw(state: Shelves) -> None:
+        assert type(state.shelf) is Shelf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        draw()
+    builder = _Builder(schema.adapter.core_schema, max_size=16, where="shelves", rich=True)
+    assert len(repr(builder._build_instances(RefusedShelf))) < 200
 
 
 def test_exact_differences_tells_apart_what_equality_confuses() -> None:
