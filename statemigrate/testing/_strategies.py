@@ -54,6 +54,7 @@ import math
 import pathlib
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pydantic
@@ -151,6 +152,27 @@ def from_schema(
             be derived for (a plain validator function, an arbitrary class); pass your
             own strategy for that version to :func:`~statemigrate.testing.check_migrations`.
     """
+    return from_schema_counted(schema, Draws(), max_size=max_size, form=form)
+
+
+@dataclass
+class Draws:
+    """How many values a schema's strategy drew, and how many of them validation
+    refused (each drawn again): a check reads it after its run, to say when most
+    were refused and what was checked leans to the few it accepts."""
+
+    drawn: int = 0
+    refused: int = 0
+
+    @property
+    def mostly_refused(self) -> bool:
+        return self.refused * 2 > self.drawn
+
+
+def from_schema_counted(
+    schema: SchemaVersion, draws: Draws, *, max_size: int, form: Form
+) -> st.SearchStrategy[Any]:
+    """:func:`from_schema`, counting its draws and refusals into ``draws``."""
     if max_size < 0:
         raise ValueError(f"max_size must be >= 0, not {max_size}")
     if form not in ("plain", "state"):
@@ -176,11 +198,13 @@ def from_schema(
     raw = _Named(raw, f"from_schema({where}, form={form!r})")
 
     def normalize(value: object) -> object:
+        draws.drawn += 1
         try:
             state = schema.validate(value)
             return state if form == "state" else schema.export(state, walk=True)
         except (ValidationError, TypeError):
             # The builder approximated a constraint or a validator; draw again.
+            draws.refused += 1
             return _REJECTED
 
     return raw.map(normalize).filter(lambda value: value is not _REJECTED)

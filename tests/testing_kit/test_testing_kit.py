@@ -1077,6 +1077,44 @@ def test_a_state_refused_early_passes_and_is_counted(monkeypatch: pytest.MonkeyP
     ), result.note
 
 
+class CrossChecked(BaseModel):
+    """Each event must name a known account: most drawn states do not."""
+
+    accounts: list[str]
+    events: list[str]
+
+    @pydantic.model_validator(mode="after")
+    def known(self) -> CrossChecked:
+        if not set(self.events) <= set(self.accounts):
+            raise ValueError("an event names an unknown account")
+        return self
+
+
+def test_a_check_whose_states_validation_mostly_refused_says_so() -> None:
+    """A check that passes on the few states validation accepted says that most drawn
+    states were refused, so its user learns how little was tested; one whose states
+    validation accepts says nothing of it."""
+    registry = Registry()
+    registry.add_schema("ledger", 1, CrossChecked)
+    registry.add_schema("plain", 1, Counts)
+    derandomized = settings(
+        database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
+    results = {
+        result.check.component: result
+        for result in check_migrations(
+            registry, settings=derandomized, max_examples=20, raise_on_failure=False
+        ).results
+    }
+    assert results["ledger"].ok
+    assert re.search(
+        r"\d+ of \d+ drawn states failed validation at version 1 and were drawn again.*"
+        r"pass a strategy for \('ledger', 1\) in strategies=",
+        results["ledger"].note,
+    ), results["ledger"].note
+    assert "drawn again" not in results["plain"].note
+
+
 class Shouted(BaseModel):
     name: str
 
