@@ -21,7 +21,7 @@ from typing import Any
 
 from statemigrate._model._coreschema import schema_refs
 
-__all__ = ["lost_path_problem", "records_problem"]
+__all__ = ["lost_path_problem", "records_problem", "records_refuse_none"]
 
 Node = Mapping[str, Any]
 
@@ -61,6 +61,23 @@ def records_problem(core_schema: Node, name: str, *, where: str) -> str | None:
     if below.open or below.dicts:
         return None
     return f"names {_kinds(below)} field of {where}, not a dict"
+
+
+def records_refuse_none(core_schema: Node, name: str) -> bool:
+    """Whether the records under top-level field ``name`` certainly cannot be ``None``.
+
+    A record step whose function returns ``None`` for a record then forgot its
+    ``return``. False wherever ``None`` may fit: a value typed ``X | None`` or ``Any``,
+    a custom validator, a field whose shape the walk does not know.
+    """
+    walk = _Walk(core_schema)
+    top = walk.shapes([core_schema])
+    if top.open or name not in top.fields:
+        return False
+    below = walk.shapes(top.fields[name])
+    if below.open or not below.values:
+        return False
+    return not walk.admits_none(below.values)
 
 
 def lost_path_problem(core_schema: Node, path: str) -> str | None:
@@ -148,6 +165,44 @@ class _Walk:
             else:
                 yield node
 
+    def admits_none(self, nodes: list[Node]) -> bool:
+        """Whether ``None`` may validate against any of ``nodes``: False only where
+        each is certainly a record, a container or a leaf other than ``None``."""
+        todo = list(nodes)
+        seen: set[int] = set()
+        while todo:
+            node = todo.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            kind = node.get("type")
+            if kind in ("nullable", "none", "any") or kind in _VALIDATORS:
+                return True
+            if kind == "literal" and None in node.get("expected", ()):
+                return True
+            if kind == "enum" and any(m.value is None for m in node.get("members", ())):
+                return True
+            if kind == "definition-ref":
+                target = self.refs.get(node.get("schema_ref", ""))
+                if target is None:
+                    return True
+                todo.append(target)
+            elif kind in ("definitions", "default", "function-after") or (
+                kind == "model" and node.get("root_model")
+            ):
+                todo.append(node["schema"])
+            elif kind == "lax-or-strict":
+                todo += [node["lax_schema"], node["strict_schema"]]
+            elif kind == "json-or-python":
+                todo.append(node["python_schema"])
+            elif kind == "union":
+                todo += [c[0] if isinstance(c, tuple) else c for c in node["choices"]]
+            elif kind == "tagged-union":
+                todo += list(node["choices"].values())
+            elif kind not in _NOT_NONE:
+                return True  # a shape the walk does not know
+        return False
+
     def _add(self, result: _Shapes, node: Node) -> None:
         kind = node.get("type")
         if kind == "model":
@@ -194,3 +249,11 @@ _LEAVES = frozenset(
         "enum", "is-subclass", "callable",
     }
 )
+
+# Validators that may take input their inner schema would refuse: ``None`` among it.
+_VALIDATORS = frozenset({"function-before", "function-wrap", "function-plain"})
+
+# Nodes that never validate ``None`` (a root model does, when its root takes it).
+_NOT_NONE = (_LEAVES - {"none"}) | _SEQUENCES | {
+    "model", "model-fields", "typed-dict", "dataclass", "dict",
+}

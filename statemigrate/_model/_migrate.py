@@ -106,7 +106,9 @@ def run_plan(
     timings["copy"] = copied - started
     for step in plan.steps:
         try:
-            data = step.apply(data)  # also refuses a step that forgot to return
+            # Also refuses a step that forgot to return (a record step, where the
+            # target's records cannot be None).
+            data = step.apply(data, none_refused=plan.refuses_none(step))
         except Exception as exc:
             detail, path = f"{type(exc).__name__}: {exc}", None
             record = failed_record(exc)

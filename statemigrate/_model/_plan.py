@@ -169,17 +169,24 @@ class Step:
         """``"upgrade"`` when the step goes to a higher version, else ``"downgrade"``."""
         return "upgrade" if self.target > self.source else "downgrade"
 
-    def apply(self, data: Any) -> Any:
+    def apply(self, data: Any, *, none_refused: bool = False) -> Any:
         """Run the step on ``data`` (which it may mutate) and return the result.
+
+        Args:
+            data: plain data at the source version.
+            none_refused: for a record step, the target schema takes no ``None`` for a
+                record, so a record function returning ``None`` for a record that was
+                not ``None`` forgot to return it (see :attr:`Plan.none_refused`).
 
         Raises:
             TypeError: the function returned ``None`` for non-``None`` input, the usual
-                sign of a step that mutated its input but forgot to return it; or, for
-                a record step, the data has no ``dict`` under the step's field.
+                sign of a step that mutated its input but forgot to return it (for a
+                record step, with ``none_refused``); or, for a record step, the data
+                has no ``dict`` under the step's field.
             Exception: whatever the step function raises, unchanged.
         """
         if self.records is not None:
-            return self._apply_records(data)
+            return self._apply_records(data, none_refused)
         result = self.func(data)
         if result is None and data is not None:
             raise TypeError(
@@ -188,7 +195,7 @@ class Step:
             )
         return result
 
-    def _apply_records(self, data: Any) -> Any:
+    def _apply_records(self, data: Any, none_refused: bool) -> Any:
         """Map every record under the step's field, in place (keys and order kept)."""
         records = data.get(self.records) if type(data) is dict else None
         if type(records) is not dict:
@@ -203,7 +210,13 @@ class Step:
             for key, value in records.items():
                 try:
                     # Replacing the value of a key already there is allowed while iterating.
-                    records[key] = func(key, value)
+                    records[key] = result = func(key, value)
+                    if result is None and value is not None and none_refused:
+                        raise TypeError(
+                            f"record step {self} returned None; a record step must return"
+                            " the migrated record (return its argument after changing it"
+                            " in place)"
+                        )
                 except Exception as exc:
                     exc.add_note(f"in record {key!r} of field {self.records!r}")
                     setattr(exc, _FAILED_RECORD, (self.records, key))
@@ -244,6 +257,12 @@ class Plan:
     source: int
     target: int
     steps: tuple[Step, ...] = ()
+    none_refused: frozenset[tuple[int, int]] = frozenset()
+    """The record steps, as ``(source, target)``, whose target schema takes no ``None``
+    for a record: one returning ``None`` for a record forgot to return it, and fails
+    naming the step and the record rather than validation failing later on a ``None``
+    it cannot place. Filled in by :meth:`Registry.plan
+    <statemigrate._model._registry.Registry.plan>`, which knows the schemas."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
@@ -287,11 +306,15 @@ class Plan:
         """
         for step in self.steps:
             try:
-                data = step.apply(data)
+                data = step.apply(data, none_refused=self.refuses_none(step))
             except BaseException as exc:
                 exc.add_note(f"in migration step {step}")
                 raise
         return data
+
+    def refuses_none(self, step: Step) -> bool:
+        """Whether record step ``step`` of this plan may not return ``None`` for a record."""
+        return (step.source, step.target) in self.none_refused
 
     def __str__(self) -> str:
         path = " -> ".join(str(version) for version in self.versions)

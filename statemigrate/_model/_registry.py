@@ -36,12 +36,16 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from statemigrate._errors import RegistrationError, UnknownComponentError
-from statemigrate._model._fieldpaths import lost_path_problem, records_problem
+from statemigrate._model._fieldpaths import (
+    lost_path_problem,
+    records_problem,
+    records_refuse_none,
+)
 from statemigrate._model._migrate import MigrationResult, run_plan
 from statemigrate._model._plan import (
     Plan,
@@ -92,6 +96,10 @@ class Registry:
         self._lock = threading.RLock()
         self._schemas: dict[str, dict[int, SchemaVersion]] = {}
         self._steps: dict[str, dict[tuple[int, int], Step]] = {}
+        # Whether a schema's records under a field certainly cannot be None, by
+        # (component, version, field): a walk of its core schema, asked at every plan.
+        # A registered version's schema never changes, so neither does the answer.
+        self._none_refused: dict[tuple[str, int, str], bool] = {}
 
     def __repr__(self) -> str:
         return f"<Registry components={self.components()!r}>"
@@ -289,7 +297,7 @@ class Registry:
             LossyMigrationError: every path loses data and ``allow_lossy`` is false.
         """
         steps = self.steps(component)
-        return plan_path(
+        plan = plan_path(
             component,
             steps,
             source,
@@ -297,6 +305,26 @@ class Registry:
             allow_lossy=allow_lossy,
             versions=self.versions(component),
         )
+        refused = frozenset(
+            (step.source, step.target) for step in plan.steps if self.refuses_none(step)
+        )
+        return replace(plan, none_refused=refused) if refused else plan
+
+    def refuses_none(self, step: Step) -> bool:
+        """Whether record step ``step`` may not return ``None`` for a record: its
+        target schema is registered and certainly takes no ``None`` there, so a
+        ``None`` means the step forgot to return (see ``Plan.none_refused``)."""
+        if step.records is None:
+            return False
+        with self._lock:
+            schema = self._schemas.get(step.component, {}).get(step.target)
+            if schema is None:
+                return False
+            key = (step.component, step.target, step.records)
+            if key not in self._none_refused:
+                core = schema.adapter.core_schema
+                self._none_refused[key] = records_refuse_none(core, step.records)
+            return self._none_refused[key]
 
     def migrate(
         self,

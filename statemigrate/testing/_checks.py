@@ -50,7 +50,12 @@ from statemigrate.testing._properties import (
     comparable_pairs,
     simple_paths,
 )
-from statemigrate.testing._strategies import DEFAULT_MAX_SIZE, Form, from_schema
+from statemigrate.testing._strategies import (
+    DEFAULT_MAX_SIZE,
+    Draws,
+    Form,
+    from_schema_counted,
+)
 
 __all__ = [
     "CheckFailure",
@@ -114,8 +119,10 @@ class CheckResult:
         examples: how many generated examples the property ran on (shrinking included).
         failure: what broke, or ``None``.
         note: why nothing was compared, when that is the case (e.g. every other path
-            runs through a lossy step that names no fields), or how many states a
-            snapshot refused (with a clear error) instead of committing them.
+            runs through a lossy step that names no fields), how many states a
+            snapshot refused (with a clear error) instead of committing them, and
+            whether validation refused most of the drawn states (the few it accepted
+            were all that was checked).
     """
 
     check: MigrationCheck
@@ -227,8 +234,9 @@ class MigrationCheck:
             if refusal is not None:
                 refused.append(refusal)
 
+        draws = Draws()
         try:
-            strategy = self._strategy()
+            strategy = self._strategy(draws)
             runner = _settings(settings, max_examples)(given(strategy)(test))
             runner()
         except Broken as exc:
@@ -262,15 +270,23 @@ class MigrationCheck:
                 calls,
             )
             return CheckResult(self, calls, failure)
-        note = ""
+        notes = []
         if self.kind == "paths" and not comparable_pairs(self.paths):
-            note = "not compared: lossy steps that name no lost fields"
+            notes.append("not compared: lossy steps that name no lost fields")
         if refused:
-            note = (
+            notes.append(
                 f"{len(refused)} of {calls} states refused by snapshot, e.g."
                 f" {_shortened(refused[0], _SHOWN_REFUSAL)}"
             )
-        return CheckResult(self, calls, None, note)
+        if draws.mostly_refused:
+            notes.append(
+                f"{draws.refused} of {draws.drawn} drawn states failed validation at version"
+                f" {self.version} and were drawn again (a validator, or a constraint the"
+                " strategies do not follow), so the states checked lean to the few it"
+                " accepts, often small or empty; pass a strategy for"
+                f" ({self.component!r}, {self.version}) in strategies="
+            )
+        return CheckResult(self, calls, None, "; ".join(notes))
 
     def _flaky(self, broken: list[Broken], calls: int, first_failure: int) -> CheckFailure:
         """The failure of a run that hypothesis found flaky: an example failed and then
@@ -303,12 +319,13 @@ class MigrationCheck:
             calls,
         )
 
-    def _strategy(self) -> st.SearchStrategy[Any]:
+    def _strategy(self, draws: Draws) -> st.SearchStrategy[Any]:
+        """The states to check; a derived strategy counts its draws into ``draws``."""
         schema = self.registry.schema_for(self.component, self.version)
         # The snapshot check round-trips what a component holds; steps see plain data.
         form: Form = "state" if self.kind == "snapshot" else "plain"
         if self.strategy is None:
-            return from_schema(schema, max_size=self.max_size, form=form)
+            return from_schema_counted(schema, draws, max_size=self.max_size, form=form)
 
         def normalize(value: object) -> object:
             # A user's strategy may draw states (model instances) or plain data.

@@ -91,11 +91,12 @@ def _apply(registry: Registry, step: Step, data: Any, example: Any, role: str) -
     that reads the clock differs between the two runs too, now and then. Either way
     the step that differs is the one named, not the check's step around it.
     """
-    result = _run(step, data, example, role)
+    refused = registry.refuses_none(step)
+    result = _run(step, data, example, role, refused)
     state = random.getstate()
     random.seed(_OTHER_SEED)
     try:
-        again = _run(step, data, example, role)
+        again = _run(step, data, example, role, refused)
     except Broken as exc:
         raise Nondeterministic(
             f"{step.name} is not deterministic: it raised on the same input the second time",
@@ -126,9 +127,12 @@ _DETERMINISTIC = (
 )
 
 
-def _run(step: Step, data: Any, example: Any, role: str) -> Any:
-    """Run ``step`` on a private copy of ``data``; any exception breaks the property."""
-    plan = Plan(step.component, step.source, step.target, (step,))
+def _run(step: Step, data: Any, example: Any, role: str, none_refused: bool) -> Any:
+    """Run ``step`` on a private copy of ``data``; any exception breaks the property.
+    With ``none_refused``, a record step returning ``None`` for a record raises, as in
+    a restore (see ``Plan.none_refused``)."""
+    refused = frozenset({(step.source, step.target)}) if none_refused else frozenset()
+    plan = Plan(step.component, step.source, step.target, (step,), none_refused=refused)
     try:
         result = run_plan(plan, data, schema=None, copy=True)
     except MigrationStepError as exc:

@@ -54,6 +54,7 @@ import math
 import pathlib
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pydantic
@@ -64,6 +65,7 @@ from statemigrate._errors import ValidationError
 from statemigrate._model._coreschema import schema_refs
 from statemigrate._model._registry import Registry
 from statemigrate._model._schema import SchemaVersion
+from statemigrate.testing._tags import tag_key, with_tag
 from statemigrate.testing._typedleaves import file_system_paths, plain_function_values, urls
 
 __all__ = [
@@ -150,6 +152,27 @@ def from_schema(
             be derived for (a plain validator function, an arbitrary class); pass your
             own strategy for that version to :func:`~statemigrate.testing.check_migrations`.
     """
+    return from_schema_counted(schema, Draws(), max_size=max_size, form=form)
+
+
+@dataclass
+class Draws:
+    """How many values a schema's strategy drew, and how many of them validation
+    refused (each drawn again): a check reads it after its run, to say when most
+    were refused and what was checked leans to the few it accepts."""
+
+    drawn: int = 0
+    refused: int = 0
+
+    @property
+    def mostly_refused(self) -> bool:
+        return self.refused * 2 > self.drawn
+
+
+def from_schema_counted(
+    schema: SchemaVersion, draws: Draws, *, max_size: int, form: Form
+) -> st.SearchStrategy[Any]:
+    """:func:`from_schema`, counting its draws and refusals into ``draws``."""
     if max_size < 0:
         raise ValueError(f"max_size must be >= 0, not {max_size}")
     if form not in ("plain", "state"):
@@ -175,11 +198,13 @@ def from_schema(
     raw = _Named(raw, f"from_schema({where}, form={form!r})")
 
     def normalize(value: object) -> object:
+        draws.drawn += 1
         try:
             state = schema.validate(value)
             return state if form == "state" else schema.export(state, walk=True)
         except (ValidationError, TypeError):
             # The builder approximated a constraint or a validator; draw again.
+            draws.refused += 1
             return _REJECTED
 
     return raw.map(normalize).filter(lambda value: value is not _REJECTED)
@@ -269,7 +294,8 @@ class _Named(st.SearchStrategy[Any]):
     retries (a drawn value normalize refused, such as an int past 64 bits where the
     export refuses one), and the full form of a schema's strategy runs to tens of
     kilobytes: hypothesis warns of it, and under ``filterwarnings = error`` the check
-    failed as unable to generate states."""
+    failed as unable to generate states. So every filter over a strategy that may be
+    large filters a named one."""
 
     def __init__(self, inner: st.SearchStrategy[Any], name: str) -> None:
         super().__init__()
@@ -488,9 +514,7 @@ class _Builder:
             "counter": self._dict,
             "nullable": lambda node: st.none() | self.build(node["schema"]),
             "union": self._union,
-            "tagged-union": lambda node: st.one_of(
-                [self.build(choice) for choice in node["choices"].values()]
-            ),
+            "tagged-union": self._tagged_union,
             "typed-dict": self._typed_dict,
             "model-fields": self._model_fields,
             "dataclass-args": self._dataclass_args,
@@ -741,15 +765,16 @@ class _Builder:
         low, high = self._sizes(node)
         fixed = len(items) - 1
         room = max(0, high - fixed)
+        # The middle's least size makes the tuple's: no filter, whose retries made
+        # hypothesis print the strategy, tens of kilobytes for a tuple of models.
         middle = self._sized(
-            0,
+            min(max(0, low - fixed), room),
             room,
             lambda a, b: st.lists(items[variadic], min_size=a, max_size=b),
             lambda n: st.lists(items[variadic], min_size=n, max_size=n),
         )
         result = st.tuples(st.tuples(*items[:variadic]), middle, st.tuples(*items[variadic + 1 :]))
-        joined = result.map(lambda parts: (*parts[0], *parts[1], *parts[2]))
-        return joined.filter(lambda value: low <= len(value))
+        return result.map(lambda parts: (*parts[0], *parts[1], *parts[2]))
 
     def _dict(self, node: Node) -> st.SearchStrategy[dict[Any, Any]]:
         keys_node = node.get("keys_schema")
@@ -783,6 +808,19 @@ class _Builder:
         if not built and error is not None:
             raise error
         return st.one_of(built)
+
+    def _tagged_union(self, node: Node) -> st.SearchStrategy[Any]:
+        # Each member with its tag, even where the member has a default for it: pydantic
+        # reads the tag to pick the member, and a value drawn without one would fail.
+        discriminator = node.get("discriminator")
+        members = []
+        for tag, choice in node["choices"].items():
+            member = self.build(choice)
+            key = tag_key(choice, discriminator, self.refs)
+            if key is not None:
+                member = member.map(functools.partial(with_tag, key=key, tag=tag))
+            members.append(member)
+        return st.one_of(members)
 
     def _instance(self, node: Node) -> st.SearchStrategy[Any]:
         if isinstance(node["cls"], type) and issubclass(node["cls"], pathlib.PurePath):
@@ -860,7 +898,10 @@ class _Builder:
             except pydantic.ValidationError:
                 return _REJECTED
 
-        return raw.map(instance).filter(lambda value: value is not _REJECTED)
+        # Named: hypothesis prints the strategy a filter retries, and the fields of a
+        # model (a list of tagged events, say) ran to 70 kB, for a warning each time.
+        named = _Named(raw, f"fields of {cls.__qualname__}")
+        return named.map(instance).filter(lambda value: value is not _REJECTED)
 
     def _typed_dict(self, node: Node) -> st.SearchStrategy[dict[str, Any]]:
         total = node.get("total", True)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel, BeforeValidator
 from typing_extensions import TypedDict
 
 from statemigrate import Registry
@@ -97,6 +98,84 @@ def test_a_record_step_may_return_none_for_a_record() -> None:
     """None is a value like any other for a record (an optional value)."""
     step = Step("c", 1, 2, lambda k, v: None, records="entries")
     assert step.apply({"entries": {"a": 1}}) == {"entries": {"a": None}}
+
+
+class Optional2(TypedDict):
+    entries: dict[str, dict[str, int] | None]
+    label: str
+
+
+def _forgets(key: str, value: int) -> None:
+    """Changes nothing it could change in place, and returns nothing."""
+
+
+def test_a_record_step_that_returns_none_where_records_cannot_be_none_is_named() -> None:
+    """A record step returning None for a record the target cannot hold as None forgot
+    its return: the step and the record are named, as for a whole-data step, rather
+    than validation failing later on a None with no step named."""
+    registry = Registry()
+    registry.add_schema("c", 1, V1)
+    registry.add_migration("c", 1, 2, _forgets, records="entries")
+    registry.add_schema("c", 2, V2)  # after the step: the plan asks the registry
+    data = {"entries": {"a": 1, "b": 2}, "label": ""}
+    with pytest.raises(MigrationStepError) as caught:
+        registry.migrate("c", data, 1, 2)
+    assert caught.value.step == "c 1 -> 2 (_forgets)"
+    assert caught.value.path == "entries['a']"
+    detail = "TypeError: record step c 1 -> 2 (_forgets) returned None"
+    assert caught.value.detail.startswith(detail)
+    assert registry.plan("c", 1, 2).none_refused == {(1, 2)}
+    # Plan.apply says the same, with the record in a note.
+    with pytest.raises(TypeError, match="returned None") as plain:
+        registry.plan("c", 1, 2).apply({"entries": {"a": 1}, "label": ""})
+    assert "in record 'a' of field 'entries'" in plain.value.__notes__
+
+
+def test_a_record_step_may_return_none_where_the_target_takes_it() -> None:
+    registry = Registry()
+    registry.add_schema("c", 1, V1)
+    registry.add_schema("c", 2, Optional2)
+    registry.add_migration("c", 1, 2, _forgets, records="entries")
+    result = registry.migrate("c", {"entries": {"a": 1}, "label": ""}, 1, 2)
+    assert result.data == {"entries": {"a": None}, "label": ""}
+    assert registry.plan("c", 1, 2).none_refused == frozenset()
+
+
+class Item(BaseModel):
+    n: int
+
+
+def _before(value: Any) -> Any:
+    return value
+
+
+@pytest.mark.parametrize(
+    ("records", "refused"),
+    [
+        (dict[str, int], True),
+        (dict[str, Item], True),
+        (dict[str, list[int]], True),
+        (dict[str, Item] | None, True),  # the field may be None, not a record in it
+        (dict[str, Literal["a", "b"]], True),
+        (dict[str, Item | None], False),
+        (dict[str, Literal["a", None]], False),
+        (dict[str, Any], False),
+        (dict[str, Annotated[int, BeforeValidator(_before)]], False),
+        (Any, False),
+    ],
+)
+def test_the_registry_knows_where_a_record_cannot_be_none(records: Any, refused: bool) -> None:
+    registry = Registry()
+    registry.add_schema("c", 2, TypedDict("Records", {"entries": records}))  # type: ignore[operator]
+    step = registry.add_migration("c", 1, 2, _forgets, records="entries")
+    assert registry.refuses_none(step) is refused
+
+
+def test_a_record_that_was_none_may_stay_none() -> None:
+    """A step that maps None to None returned what it was given; the target's
+    validation speaks for itself then."""
+    step = Step("c", 1, 2, lambda k, v: None, records="entries")
+    assert step.apply({"entries": {"a": None}}, none_refused=True) == {"entries": {"a": None}}
 
 
 @pytest.mark.parametrize("data", [{"entries": [1, 2]}, {"other": {}}, [1]])

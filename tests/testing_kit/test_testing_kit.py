@@ -18,13 +18,14 @@ import subprocess
 import sys
 import tomllib
 import uuid
+import warnings
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal, NotRequired, cast
 
 import pydantic
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import ResolutionFailed
 from kit_modules import roles_cut_at
@@ -49,6 +50,7 @@ from statemigrate.testing import (
 )
 from statemigrate.testing._exact import exact_differences
 from statemigrate.testing._properties import Broken, _record_property
+from statemigrate.testing._strategies import _Builder
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = build_registry()
@@ -666,6 +668,29 @@ def test_a_step_that_forgets_to_return_its_data() -> None:
     assert failure.what == "step raised TypeError" and "returned None" in failure.detail
 
 
+class Boxes1(TypedDict):
+    boxes: dict[str, int]
+
+
+class Boxes2(TypedDict):
+    boxes: dict[str, dict[str, int]]
+
+
+def test_a_record_step_that_forgets_to_return_is_named_with_its_record() -> None:
+    """As in a restore: the step raised, on the record it returned None for, rather
+    than its output failing validation at the target."""
+    registry = Registry()
+    registry.add_schema("boxes", 1, Boxes1)
+    registry.add_schema("boxes", 2, Boxes2)
+    registry.add_migration("boxes", 1, 2, lambda key, count: None, records="boxes", name="box")
+    registry.add_migration("boxes", 2, 1, lambda key, box: box["n"], records="boxes")
+    (step_check,) = [check for check in migration_checks(registry) if check.id == "boxes-step-1-2"]
+    failure = step_check.run(max_examples=LIGHT_BUDGET).failure
+    assert failure is not None and failure.what == "step raised TypeError", failure
+    assert "record step boxes 1 -> 2 (box) returned None" in failure.detail
+    assert "(on the record at boxes[" in failure.detail
+
+
 @pytest.mark.slow
 def test_failures_read_well_as_an_error_and_as_markdown() -> None:
     report = step_and_path_report(
@@ -838,6 +863,62 @@ def test_the_schema_type_itself_is_never_drawn_as_a_subclass() -> None:
     assert drawn == {Part}
 
 
+class Sold(BaseModel):
+    kind: Literal["sold"]
+    qty: int
+    at: datetime.datetime
+    note: str = ""
+
+
+class Moved(BaseModel):
+    kind: Literal["moved"]
+    qty: int
+    to: str
+    by: str = ""
+
+
+class Shelf(BaseModel):
+    name: str
+    codes: tuple[str, ...] = ()
+    history: list[Annotated[Sold | Moved, Field(discriminator="kind")]] = []
+
+
+class RefusedShelf(Shelf):
+    """A subclass that validation refuses: its strategy's filter retries every draw."""
+
+    @pydantic.model_validator(mode="after")
+    def refuse(self) -> RefusedShelf:
+        raise ValueError("never")
+
+
+class Shelves(BaseModel):
+    shelf: Shelf
+    # A least length: drawn by a filter that retried, shorter tuples, once.
+    shelves: Annotated[tuple[Shelf, ...], Field(min_length=2)]
+
+
+def test_drawing_prints_no_large_strategy() -> None:
+    """hypothesis prints the strategy a filter retries, and warns when that runs past
+    30 kB; the fields of a model with a list of tagged events ran to 70 kB. So no such
+    warning comes while drawing (a subclass whose instances validation always refuses
+    makes the filter retry on every draw), and the strategies a filter retries print
+    short."""
+    schema = SchemaVersion.create("shelves", 1, Shelves)
+    # The refused subclass leaves many states to draw again, deliberately.
+    retries = [HealthCheck.filter_too_much, HealthCheck.too_slow]
+
+    @settings(database=None, max_examples=10, derandomize=True, suppress_health_check=retries)
+    @given(from_schema(schema, form="state"))
+    def draw(state: Shelves) -> None:
+        assert type(state.shelf) is Shelf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        draw()
+    builder = _Builder(schema.adapter.core_schema, max_size=16, where="shelves", rich=True)
+    assert len(repr(builder._build_instances(RefusedShelf))) < 200
+
+
 def test_exact_differences_tells_apart_what_equality_confuses() -> None:
     """The snapshot check compares values and types: each pair below is equal under ``==``
     (or as plain data) and is reported; exactly equal states are not."""
@@ -994,6 +1075,44 @@ def test_a_state_refused_early_passes_and_is_counted(monkeypatch: pytest.MonkeyP
         r" count: more than 10",
         result.note,
     ), result.note
+
+
+class CrossChecked(BaseModel):
+    """Each event must name a known account: most drawn states do not."""
+
+    accounts: list[str]
+    events: list[str]
+
+    @pydantic.model_validator(mode="after")
+    def known(self) -> CrossChecked:
+        if not set(self.events) <= set(self.accounts):
+            raise ValueError("an event names an unknown account")
+        return self
+
+
+def test_a_check_whose_states_validation_mostly_refused_says_so() -> None:
+    """A check that passes on the few states validation accepted says that most drawn
+    states were refused, so its user learns how little was tested; one whose states
+    validation accepts says nothing of it."""
+    registry = Registry()
+    registry.add_schema("ledger", 1, CrossChecked)
+    registry.add_schema("plain", 1, Counts)
+    derandomized = settings(
+        database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
+    results = {
+        result.check.component: result
+        for result in check_migrations(
+            registry, settings=derandomized, max_examples=20, raise_on_failure=False
+        ).results
+    }
+    assert results["ledger"].ok
+    assert re.search(
+        r"\d+ of \d+ drawn states failed validation at version 1 and were drawn again.*"
+        r"pass a strategy for \('ledger', 1\) in strategies=",
+        results["ledger"].note,
+    ), results["ledger"].note
+    assert "drawn again" not in results["plain"].note
 
 
 class Shouted(BaseModel):
