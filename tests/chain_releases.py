@@ -100,12 +100,13 @@ def cache_of(registry: sm.Registry) -> Any:
 @dataclass(frozen=True)
 class Written:
     """What release 1 wrote: its chain (a base and two deltas), a full snapshot of the
-    same state taken after the chain's last piece, and the chain as it was one delta
-    earlier."""
+    same state taken after the chain's last piece, the chain as it was one delta
+    earlier, and as it was first: its base alone."""
 
     chain: bytes
     full: bytes
     shorter: bytes
+    base_alone: bytes
 
 
 def write_chain(*, refused_value: bool = False) -> Written:
@@ -122,6 +123,7 @@ def write_chain(*, refused_value: bool = False) -> Written:
     cache.entries.update({f"k{i}": i for i in range(40)})
     cache.note = "base"
     checkpointer.checkpoint_now()
+    base_alone = bytes(store.open())
     for i in range(5):
         cache.entries[f"k{i}"] = 100 + i
     del cache.entries["k10"], cache.entries["k11"]
@@ -133,7 +135,7 @@ def write_chain(*, refused_value: bool = False) -> Written:
     checkpointer.checkpoint_now()
     assert checkpointer.chain_length == 3
     full, _ = service.snapshot()
-    return Written(bytes(store.open()), full.to_bytes(), shorter)
+    return Written(bytes(store.open()), full.to_bytes(), shorter, base_alone)
 
 
 def restored_from_chain(release: str, chain: bytes) -> Any:

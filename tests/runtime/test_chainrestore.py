@@ -4,7 +4,6 @@ piece fails."""
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated, Any
 
 import pytest
@@ -107,26 +106,14 @@ def test_a_chain_grown_from_its_base_alone_replaces_writes_made_since() -> None:
     """An incremental checkpointer's first chain is its base alone. A service that
     restored it, then wrote, restores the grown chain whole: its base was skipped as
     restored already, and the delta applied on top of the local writes."""
-    writer = sm.Service(SERVICE, registry=release1())
-    live = writer.register(cache_of(release1()))
-    writer.start_cold("a new cache")
-    store = sm.MemoryStore()
-    checkpointer = sm.Checkpointer(
-        writer, store, quiesce=threading.Lock(), incremental=True, max_delta_ratio=100.0
-    )
-    live.entries.update({f"k{i}": i for i in range(10)})
-    checkpointer.checkpoint_now()
-    base_alone = bytes(store.open())
-    assert len(split_chain(base_alone)) == 1
-    live.entries["k1"] = 101
-    checkpointer.checkpoint_now()
-    grown = bytes(store.open())
+    written = write_chain()
+    assert len(split_chain(written.base_alone)) == 1
     service, cache = service_of(release1())
-    service.restore(base_alone)
+    service.restore(written.base_alone)
     cache.entries["local"] = 1
     cache.entries.pop("k5")
-    service.restore(grown)
-    assert exact_differences(expected_state(grown), state_of(cache)) == []
+    service.restore(written.shorter)
+    assert exact_differences(expected_state(written.shorter), state_of(cache)) == []
 
 
 def test_a_chain_restored_again_with_force_restores_again() -> None:
