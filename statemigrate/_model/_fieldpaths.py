@@ -70,6 +70,11 @@ def records_refuse_none(core_schema: Node, name: str) -> bool:
     ``return``. False wherever ``None`` may fit: a value typed ``X | None`` or ``Any``,
     a custom validator, a field whose shape the walk does not know.
     """
+    if _runs_own_validator(core_schema):
+        # A validator that sees the input before the schema does (on the component,
+        # the field, or the record: a model_validator in "before" mode sits inside the
+        # model's node) may drop a None record or make one of it: let validation say.
+        return False
     walk = _Walk(core_schema)
     top = walk.shapes([core_schema])
     if top.open or name not in top.fields:
@@ -78,6 +83,21 @@ def records_refuse_none(core_schema: Node, name: str) -> bool:
     if below.open or not below.values:
         return False
     return not walk.admits_none(below.values)
+
+
+def _runs_own_validator(core_schema: Node) -> bool:
+    """Whether any node of ``core_schema`` (definitions included) is a before, wrap or
+    plain validator."""
+    todo: list[Any] = [core_schema]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if node.get("type") in _VALIDATORS:
+                return True
+            todo.extend(node.values())
+        elif isinstance(node, list | tuple):
+            todo.extend(node)
+    return False
 
 
 def lost_path_problem(core_schema: Node, path: str) -> str | None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BaseModel, BeforeValidator, field_validator, model_validator
 from typing_extensions import TypedDict
 
 from statemigrate import Registry
@@ -169,6 +169,47 @@ def test_the_registry_knows_where_a_record_cannot_be_none(records: Any, refused:
     registry.add_schema("c", 2, TypedDict("Records", {"entries": records}))  # type: ignore[operator]
     step = registry.add_migration("c", 1, 2, _forgets, records="entries")
     assert registry.refuses_none(step) is refused
+
+
+class _DefaultedItem(BaseModel):
+    """A record that validation makes of None: a step may return None for it."""
+
+    n: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def none_is_default(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+class _DroppingNone(BaseModel):
+    """A component whose field validator drops None records before the dict's check."""
+
+    entries: dict[str, Item]
+
+    @field_validator("entries", mode="before")
+    @classmethod
+    def drop_none(cls, value: Any) -> Any:
+        return {key: item for key, item in value.items() if item is not None}
+
+
+class _Defaulting(BaseModel):
+    entries: dict[str, _DefaultedItem]
+
+
+@pytest.mark.parametrize("target", [_DroppingNone, _Defaulting])
+def test_a_validator_that_takes_none_records_lets_a_step_return_none(target: type) -> None:
+    """A before validator on the field, or on the record's model (inside its node), may
+    drop or fill a None record: the step's None is the validator's to judge. Both
+    were refused as a forgotten ``return``."""
+    registry = Registry()
+    registry.add_schema("c", 2, target)
+    step = registry.add_migration(
+        "c", 1, 2, lambda key, value: None if value["n"] < 0 else value, records="entries"
+    )
+    assert registry.refuses_none(step) is False
+    validated = target.model_validate({"entries": {"a": None, "b": {"n": 1}}})  # type: ignore[attr-defined]
+    assert validated.entries["b"].n == 1
 
 
 def test_a_record_that_was_none_may_stay_none() -> None:
