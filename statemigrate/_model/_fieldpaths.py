@@ -226,7 +226,15 @@ class _Walk:
     def _add(self, result: _Shapes, node: Node) -> None:
         kind = node.get("type")
         if kind == "model":
-            self._record(result, node["schema"], node.get("config") or {})
+            # A model_validator sits between the model and its fields (a before, after
+            # or wrap validator around them); a plain one replaces them: shape unknown.
+            inner = node["schema"]
+            while inner.get("type") in _WRAPPERS - {"nullable", "default"}:
+                inner = inner["schema"]
+            if inner.get("type") == "model-fields":
+                self._record(result, inner, node.get("config") or {})
+            else:
+                result.open = True
         elif kind in ("model-fields", "typed-dict"):
             self._record(result, node, node.get("config") or {})
         elif kind == "dataclass":

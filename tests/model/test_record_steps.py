@@ -329,3 +329,25 @@ def test_other_fields_belong_to_record_steps_and_return_the_other_fields() -> No
     with pytest.raises(TypeError, match="must return a dict of the fields other than"):
         sneaky.apply({"entries": {"a": 1}})
     assert _with_other_fields().plan("c", 1, 2).record_wise
+
+
+class _CheckedV2(BaseModel):
+    """A component whose model_validator wraps its fields in pydantic's schema."""
+
+    entries: dict[str, Item]
+
+    @model_validator(mode="before")
+    @classmethod
+    def as_given(cls, value: Any) -> Any:
+        return value
+
+
+def test_a_record_step_finds_its_field_behind_a_model_validator() -> None:
+    """The validator's node stands between the model and its fields: the field was not
+    found, and the step refused at registration (``names no field``)."""
+    registry = Registry()
+    registry.add_schema("c", 1, TypedDict("Records", {"entries": dict[str, Any]}))  # type: ignore[operator]
+    registry.add_schema("c", 2, _CheckedV2)
+    registry.add_migration("c", 1, 2, lambda key, value: value, records="entries")
+    result = registry.migrate("c", {"entries": {"a": {"n": 1}}}, 1, 2)
+    assert result.data == {"entries": {"a": {"n": 1}}}
