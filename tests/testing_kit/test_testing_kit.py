@@ -1248,7 +1248,10 @@ def test_a_step_that_drops_some_int_keys_is_found() -> None:
     registry.add_migration("counts", 2, 1, lambda data: data)
     found = failures_of(registry)
     assert set(found) == {"counts-step-1-2", "counts-step-2-1"}  # each is the other's reverse
-    assert found["counts-step-1-2"].example == {"by_id": {"-1": ""}}
+    # Shrunk to one negative key; which one depends on where shrinking stops (-1, or
+    # the first int past 64 bits when it began among those).
+    (key,) = found["counts-step-1-2"].example["by_id"]
+    assert key.startswith("-")
 
 
 def test_the_namespace_is_sorted_and_loads_lazily() -> None:
