@@ -193,13 +193,30 @@ def load_registry(
         if migrations is None:
             return target
         target = target.copy()
-        target.load_migrations(migrations)
+        _load_migrations(target, migrations, f"the registry {spec!r}")
         return target
     folder = migrations or config.migrations
     target = _registry.default_registry.copy()
     if folder is not None:
-        target.load_migrations(folder)
+        modules = ", ".join(repr(module) for module in (*config.imports, *imports))
+        _load_migrations(target, folder, f"importing {modules}" if modules else "the registry")
     return target
+
+
+def _load_migrations(target: Registry, folder: Path, origin: str) -> None:
+    """Load ``folder`` into ``target``; a failure on a registry that held steps already
+    says where they may have come from (the usual cause of a step declared twice)."""
+    had_steps = any(target.steps(component) for component in target.components())
+    try:
+        target.load_migrations(folder)
+    except RegistrationError as exc:
+        if not had_steps:
+            raise
+        raise RegistrationError(
+            f"{exc}; {origin} had registered steps before {str(folder)!r} was loaded:"
+            " if it loads that folder itself, leave out --migrations (and `migrations`"
+            " in [tool.statemigrate])"
+        ) from exc
 
 
 def _import(module: str) -> object:

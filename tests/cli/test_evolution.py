@@ -238,6 +238,13 @@ def test_a_duplicate_step_is_named_even_though_the_registry_cannot_load(
     assert "**Duplicate step**" in result.out and "**Registry failed to load**" in result.out
     assert "`kvcache_0002_data_and_hits.py`" in result.out
     assert "`kvcache_0004_again.py` line 4 (drop_hits_again)" in result.out
+    # The registry had loaded the reference's steps itself: the failure says where
+    # they may have come from.
+    assert (
+        "the registry 'statemigrate.reference:build_registry' had registered steps before"
+        in result.out
+    )
+    assert "leave out --migrations" in result.out
 
 
 def test_the_advice_for_a_changed_version_names_the_next_free_version(
