@@ -30,6 +30,9 @@ _WRAPPERS = frozenset(
     {"nullable", "default", "function-before", "function-after", "function-wrap"}
 )
 _SEQUENCES = frozenset({"list", "set", "frozenset", "tuple", "generator", "deque"})
+# Wrappers that take ``None`` only where what they wrap does: looked into when asking
+# whether ``None`` fits (a nullable or a validator that may take it answers at once).
+_NONE_KEEPING_WRAPPERS = frozenset({"default", "function-after"})
 
 
 @dataclass
@@ -159,6 +162,13 @@ class _Walk:
         return result
 
     def _concrete(self, nodes: list[Node]) -> Iterator[Node]:
+        return self._resolved(nodes, _WRAPPERS)
+
+    def _resolved(self, nodes: list[Node], through: frozenset[str]) -> Iterator[Node]:
+        """The nodes ``nodes`` stand for, each once: definitions, references, unions,
+        lax-or-strict and json-or-python choices followed, and the wrappers of the kinds
+        in ``through`` (and root models) looked into. A reference to no definition
+        stands for ``any``."""
         todo = list(nodes)
         seen: set[int] = set()
         while todo:
@@ -172,7 +182,7 @@ class _Walk:
             elif kind == "definition-ref":
                 target = self.refs.get(node.get("schema_ref", ""))
                 todo.append(target if target is not None else {"type": "any"})
-            elif kind in _WRAPPERS or (kind == "model" and node.get("root_model")):
+            elif kind in through or (kind == "model" and node.get("root_model")):
                 todo.append(node["schema"])
             elif kind == "lax-or-strict":
                 todo += [node["lax_schema"], node["strict_schema"]]
@@ -188,13 +198,7 @@ class _Walk:
     def admits_none(self, nodes: list[Node]) -> bool:
         """Whether ``None`` may validate against any of ``nodes``: False only where
         each is certainly a record, a container or a leaf other than ``None``."""
-        todo = list(nodes)
-        seen: set[int] = set()
-        while todo:
-            node = todo.pop()
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
+        for node in self._resolved(nodes, _NONE_KEEPING_WRAPPERS):
             kind = node.get("type")
             if kind in ("nullable", "none", "any") or kind in _VALIDATORS:
                 return True
@@ -202,24 +206,7 @@ class _Walk:
                 return True
             if kind == "enum" and any(m.value is None for m in node.get("members", ())):
                 return True
-            if kind == "definition-ref":
-                target = self.refs.get(node.get("schema_ref", ""))
-                if target is None:
-                    return True
-                todo.append(target)
-            elif kind in ("definitions", "default", "function-after") or (
-                kind == "model" and node.get("root_model")
-            ):
-                todo.append(node["schema"])
-            elif kind == "lax-or-strict":
-                todo += [node["lax_schema"], node["strict_schema"]]
-            elif kind == "json-or-python":
-                todo.append(node["python_schema"])
-            elif kind == "union":
-                todo += [c[0] if isinstance(c, tuple) else c for c in node["choices"]]
-            elif kind == "tagged-union":
-                todo += list(node["choices"].values())
-            elif kind not in _NOT_NONE:
+            if kind not in _NOT_NONE:
                 return True  # a shape the walk does not know
         return False
 
