@@ -140,7 +140,10 @@ class KeyMatcher:
             schema = registry.schema_for(component, version)
         except StateMigrateError:
             return None
-        if fingerprint and fingerprint not in (schema.fingerprint, _by_aliases(schema)):
+        # The aliases' fingerprint costs a JSON Schema: computed only when it is asked.
+        if fingerprint and fingerprint != schema.fingerprint and (
+            fingerprint != _by_aliases(schema)
+        ):
             return None  # another schema wrote it: its keys are not known here
         codec = key_codec(schema, name)
         return codec if codec.adapter is not None else None
