@@ -61,12 +61,14 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction[_Parser]], None]]
     """Sub-commands that live in their own modules (registry-backed ones)."""
     from statemigrate.cli._demo import add_demo_parser
     from statemigrate.cli._evolution import add_evolution_parsers
+    from statemigrate.cli._forget import add_forget_parser
     from statemigrate.cli._list import add_list_parser
     from statemigrate.cli._registry import add_registry_parsers
     from statemigrate.cli._trial import add_trial_parser
 
     return [
         add_list_parser,
+        add_forget_parser,
         add_registry_parsers,
         add_demo_parser,
         add_evolution_parsers,

@@ -415,9 +415,12 @@ class ObjectStore:
         the generations current and previous by then."""
         return self.keep_unrestored(None)
 
-    def forget_unrestored(self) -> None:
+    def forget_unrestored(self) -> list[int]:
         """Let go of the generations kept as ``unrestored``: the pointer no longer
         records them, and the next commit's retention deletes their objects.
+
+        Returns:
+            The generations let go, oldest first (empty when none was kept).
 
         Raises:
             StoreConflictError: another writer committed meanwhile; try again.
@@ -427,10 +430,10 @@ class ObjectStore:
         found = self._read_pointer()
         if found is None:
             self._pointer()  # raises, naming what is there instead
-            return
+            return []
         pointer, version = found
         if not pointer.unrestored:
-            return
+            return []
         trimmed = pointer.model_copy(update={"unrestored": []})
         try:
             self._backend.swap(POINTER, encode_pointer(trimmed), version)
@@ -438,6 +441,7 @@ class ObjectStore:
             raise StoreConflictError(
                 self._backend.where(POINTER), generation=pointer.current.generation
             ) from exc
+        return sorted(kept.generation for kept in pointer.unrestored)
 
     def generations(self) -> list[ObjectRef]:
         """References to every generation object under the prefix, oldest first.

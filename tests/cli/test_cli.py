@@ -1660,6 +1660,7 @@ def test_every_documented_command_line_parses() -> None:
 DOCUMENTED_COMMANDS = (
     "inspect",
     "list",
+    "forget-unrestored",
     "plan",
     "graph",
     "migrate",

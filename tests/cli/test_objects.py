@@ -262,6 +262,50 @@ def test_list_and_inspect_say_when_the_pointer_is_missing(
         assert run(capsys, "inspect", f"{url}#3").code == 0
 
 
+# -- forget-unrestored ------------------------------------------------------------------
+
+
+def test_forget_unrestored_lets_retention_delete_the_kept_generations(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The generations a failed start kept are named as they are let go; the next
+    commit's retention deletes them; run again, it says none is kept."""
+    with scratch_dir() as path:
+        url = f"file://{path}/app"
+        service = commit_generations(url, 2)
+        store = ObjectStore(url)
+        store.keep_unread()  # what a start that could not read the store asks
+        for _ in range(3):
+            service.commit(store)
+        assert [ref.role for ref in store.generations()][:2] == ["unrestored", "unrestored"]
+
+        result = run(capsys, "forget-unrestored", url)
+        assert result.code == 0, result.err
+        assert result.out == (
+            f"{url}: generations 1, 2 no longer kept as unrestored; the next commit's"
+            " retention deletes them, unless they are among the generations `keep` holds\n"
+        )
+        service.commit(store)
+        assert [ref.generation for ref in ObjectStore(url).generations()] == [5, 6]
+
+        again = run(capsys, "forget-unrestored", url, "--json")
+        assert again.code == 0, again.err
+        assert json.loads(again.out) == {"location": url, "forgotten": []}
+        none = run(capsys, "forget-unrestored", url)
+        assert none.out == f"{url}: no generation is kept as unrestored\n"
+
+
+def test_forget_unrestored_of_an_empty_store_is_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with scratch_dir() as path:
+        os.mkdir(f"{path}/empty")
+        line = one_error_line(run(capsys, "forget-unrestored", f"file://{path}/empty"))
+        assert line.endswith("empty/current: no snapshot has been committed")
+        line = one_error_line(run(capsys, "forget-unrestored", f"file://{path}/missing"), 1)
+        assert line.endswith("missing: no such directory")
+
+
 # -- migrate -----------------------------------------------------------------------------
 
 

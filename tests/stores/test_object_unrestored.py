@@ -96,7 +96,7 @@ def test_a_refused_snapshot_is_kept_and_can_be_let_go() -> None:
         cold.commit(store)
     assert bytes(store.ref("unrestored").open()) == b"nor this"
     assert store.ref("unrestored").generation == 2
-    store.forget_unrestored()
+    assert store.forget_unrestored() == [2]
     cold.commit(store)
     assert [ref.generation for ref in store.generations()] == [5, 6]
     with pytest.raises(StoreError, match="records no unrestored generation"):
@@ -120,7 +120,7 @@ def test_every_failed_start_keeps_its_generations_and_the_oldest_stay() -> None:
     assert [ref.generation for ref in kept] == [1, 2, 4, 8]
     assert [bytes(ref.open()) for ref in kept[:2]] == [b"older", b"good"]
     assert bytes(store.ref("unrestored").open()) == b"cold 1.2"
-    store.forget_unrestored()
+    assert store.forget_unrestored() == [1, 2, 4, 8]
     store.commit(b"after")
     assert [ref.generation for ref in store.generations()] == [11, 12]
 
