@@ -36,6 +36,9 @@ if TYPE_CHECKING:
         RestoreReport,
     ]
 
+#: Told of a store's latest object restored at start-up: its bytes and the report.
+KeepLatest = Callable[[bytes | memoryview, RestoreReport], None]
+
 __all__ = [
     "keep_unrestored",
     "read_previous",
@@ -57,6 +60,7 @@ def restore_at_start(
     start_cold: Callable[[str], None],
     tracker: StatusTracker,
     refuse: bool,
+    keep: KeepLatest | None = None,
 ) -> RestoreReport | None:
     """:meth:`Service.start_from`: restore at start-up, or start cold.
 
@@ -68,6 +72,9 @@ def restore_at_start(
         tracker: the service's status.
         refuse: whether a failed restore is raised (a component's policy is
             ``"refuse"``) rather than the service starting cold.
+        keep: told of a store's latest object restored, its bytes and the report
+            (the chain a checkpointer may continue: see
+            :mod:`statemigrate._runtime._chaincontinue`).
     """
     if source is None:
         start_cold("no snapshot to restore")
@@ -80,6 +87,7 @@ def restore_at_start(
                 restore_stored=restore_stored,
                 start_cold=start_cold,
                 tracker=tracker,
+                keep=keep,
             )
         return restore_stored(source, options)
     except RestoreError as exc:
@@ -96,10 +104,11 @@ def restore_latest(
     restore_stored: RestoreStored,
     start_cold: Callable[[str], None],
     tracker: StatusTracker,
+    keep: KeepLatest | None = None,
 ) -> RestoreReport | None:
     """Restore ``store``'s latest snapshot, or the one before it when the latest is
     unreadable or refused at verification; ``None`` (a cold start) when there is
-    none."""
+    none. ``keep`` is told of the latest restored (not of the one before it)."""
     try:
         current: Fetched | Failing = fetch(store.open, repr(store))
     except StoreError as exc:
@@ -114,7 +123,7 @@ def restore_latest(
         if previous is None:  # nothing to fall back to: one failure, said once
             open_previous = None
     try:
-        return restore_stored(current, options)
+        report = restore_stored(current, options)
     except RestoreError as exc:
         keep_unrestored(store, current.data if isinstance(current, Fetched) else None)
         if exc.phase not in ("read", "verify") or not callable(open_previous):
@@ -135,6 +144,9 @@ def restore_latest(
             logger.error("the previous snapshot in %r cannot be restored: %s", store, second)
             tracker.failed(str(exc))  # the latest snapshot's failure is the one
             raise exc from exc.__cause__
+    if keep is not None and isinstance(current, Fetched):
+        keep(current.data, report)
+    return report
 
 
 def read_previous(
