@@ -32,6 +32,7 @@ then costs nothing more.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,6 +68,11 @@ class RestoredChain:
     store: Store
     pieces: list[EncodedSnapshot]
     source: PreCopySource
+    pid: int
+    """The process that restored it: a child forked since holds a copy it must not
+    continue (the source's marks and locks are the parent's)."""
+    members: tuple[tuple[str, str, int], ...]
+    """The component instances it was restored into (see :func:`_members`)."""
 
 
 def same_place(one: Store, other: Store) -> bool:
@@ -133,7 +139,9 @@ class ChainContinuation:
     it (:meth:`claim`) or something makes it stale (:meth:`drop`).
 
     ``new_source`` makes the change-tracking source of a checkpoint chain (deep
-    checks on, as for the pieces a checkpointer commits), not started.
+    checks on, as for the pieces a checkpointer commits), not started; ``entries``
+    (the live mapping of registered components), ``history``, ``key`` and ``limits``
+    are the service's own.
     """
 
     def __init__(
@@ -148,17 +156,19 @@ class ChainContinuation:
     ) -> None:
         self._service = service
         self._new_source = new_source
-        # The service's own: its registered components (the live mapping), what it
-        # restored, and what verifies its snapshots.
         self._entries = entries
         self._history = history
         self._key = key
         self._limits = limits
         self._store: Store | None = None  # restored from at start-up, while it runs
+        self._latest: tuple[list[memoryview], SnapshotHeader] | None = None  # its pieces
         self._tracking: PreCopySource | None = None  # started on the last piece applied
         self._held: RestoredChain | None = None
         self.why_not: str = NOTHING_RESTORED
         """Why no chain is held (said by the checkpoint that starts a new one)."""
+        self.worth_saying = False
+        """Whether :attr:`why_not` is news (a chain restored but not continued), to
+        log at INFO rather than DEBUG."""
 
     @property
     def held(self) -> RestoredChain | None:
@@ -178,15 +188,27 @@ class ChainContinuation:
             yield
         finally:
             self._store = None
-            self._stop_tracking()  # unless :meth:`keep` took it
+            self._latest = None
+            self._stop_tracking()  # unless :meth:`_judge` held it
+
+    def expect(self, data: Buffer) -> None:
+        """The bytes of the store's latest object, about to be restored: its newest
+        piece is the one whose restore may be continued."""
+        try:
+            views = split_chain(data) if is_chain(data) else [memoryview(data).cast("B")]
+            newest = open_snapshot(views[-1], key=self._key, limits=self._limits).header
+        except SnapshotError:
+            return  # the restore fails on them too, and says why
+        self._latest = (views, newest)
 
     def applied(self, report: RestoreReport) -> None:
         """A piece was just applied (before the status says restored): start tracking
-        the changes from it, when restoring from a store at start-up; any other restore
-        makes the chain held stale."""
+        the changes from it, when restoring from a store at start-up, and hold the
+        chain once its newest piece is applied; any other restore makes the chain held
+        stale. Never raises: the restore succeeded, only the continuation is lost."""
         if self._store is None:
             if self._held is not None:
-                self.drop("the service restored another snapshot since")
+                self.drop("the service restored another snapshot since", worth_saying=True)
             return
         self._stop_tracking()
         if report.skipped:
@@ -195,25 +217,58 @@ class ChainContinuation:
         try:
             source = self._new_source()
             source.start(on=DeltaBase(report.snapshot_id, report.generation))
-        except Exception as exc:  # the restore succeeded: only the continuation is lost
+        except Exception as exc:
             if source is not None:
                 source.close()
-            logger.debug("no change tracking from the restore of %s: %s", self._service, exc)
+            self._not_held(f"change tracking could not start ({exc})")
             return
         self._tracking = source
+        latest = self._latest
+        if latest is not None and _identity(latest[1]) == _identity_of(report):
+            self._judge(latest[0], report)
 
-    def keep(self, data: Buffer, report: RestoreReport) -> None:
-        """The store's latest object ``data`` was restored (``report``): hold it for a
-        checkpointer to continue, when its state is exactly the service's (see the
-        module docstring); else say why not, at DEBUG (the checkpointer says it again
-        at INFO)."""
-        source, self._tracking = self._tracking, None
-        store = self._store
-        why = self._why_not_held(report, source)
-        pieces: list[EncodedSnapshot] = []
-        if why is None:
+    def claim(self, store: Store) -> RestoredChain | None:
+        """The chain held, for a checkpointer committing to ``store`` to continue; None
+        (the chain dropped, :attr:`why_not` saying why) when there is none, it was read
+        from another place or by another process (this one was forked since), or the
+        components registered changed since."""
+        held = self._held
+        if held is None:
+            return None
+        if held.pid != os.getpid():
+            why = "it was restored by the process this one was forked from"
+        elif not same_place(held.store, store):
+            why = f"it was read from {held.store!r}, and checkpoints commit to {store!r}"
+        elif held.members != _members(self._entries):
+            why = "components were registered or unregistered since"
+        else:
+            self._held = None
+            self.why_not, self.worth_saying = "the chain restored is continued already", False
+            return held
+        self.drop(f"the chain restored is not continued: {why}", worth_saying=True)
+        return None
+
+    def drop(self, why: str, *, worth_saying: bool = False) -> None:
+        """Let go of the chain held, if any: its source stops tracking."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.source.close()
+            logger.debug("%s: the chain restored is dropped: %s", self._service, why)
+        self.why_not, self.worth_saying = why, worth_saying
+
+    def _judge(self, views: list[memoryview], report: RestoreReport) -> None:
+        """The newest piece of the store's latest object was applied: hold the chain,
+        when its state is exactly the service's (see the module docstring)."""
+        source, store = self._tracking, self._store
+        assert source is not None and store is not None  # applied() started it
+        why: str | None
+        if not source.deltas_possible:
+            why = str(source.why_no_deltas)
+        elif self._history.no_deltas is not None:
+            why = self._history.no_deltas
+        else:
             try:
-                pieces = _pieces(data, key=self._key, limits=self._limits)
+                pieces = _pieces(views, key=self._key, limits=self._limits)
             except SnapshotError as exc:  # verified by the restore: never expected
                 why = f"its pieces cannot be opened again ({exc})"
             else:
@@ -225,13 +280,11 @@ class ChainContinuation:
                     history=self._history,
                 )
         if why is not None:
-            if source is not None:
-                source.close()
-            self.why_not = f"the chain restored is not continued: {why}"
-            logger.debug("%s: %s", self._service, self.why_not)
+            self._not_held(why)
             return
-        assert source is not None and store is not None
-        self._held = RestoredChain(store, pieces, source)
+        self._tracking = None
+        self._held = RestoredChain(store, pieces, source, os.getpid(), _members(self._entries))
+        self.why_not, self.worth_saying = "the chain restored is held", False
         logger.debug(
             "%s: the chain restored from %r (%d pieces, gen %d) is held for its checkpoints",
             self._service,
@@ -240,57 +293,39 @@ class ChainContinuation:
             report.generation,
         )
 
-    def claim(self, store: Store) -> RestoredChain | None:
-        """The chain held, for a checkpointer committing to ``store`` to continue; None
-        (the chain dropped, :attr:`why_not` saying why) when there is none or it was
-        read from another place."""
-        held = self._held
-        if held is None:
-            return None
-        if not same_place(held.store, store):
-            self.drop(
-                f"the chain restored is not continued: it was read from {held.store!r},"
-                f" and checkpoints commit to {store!r}"
-            )
-            return None
-        self._held = None
-        return held
-
-    def drop(self, why: str) -> None:
-        """Let go of the chain held, if any: its source stops tracking."""
-        held, self._held = self._held, None
-        if held is not None:
-            held.source.close()
-            logger.debug("%s: the chain restored is dropped: %s", self._service, why)
-        self.why_not = why
+    def _not_held(self, why: str) -> None:
+        self._stop_tracking()
+        self.why_not, self.worth_saying = f"the chain restored is not continued: {why}", True
+        logger.debug("%s: %s", self._service, self.why_not)
 
     def _stop_tracking(self) -> None:
         source, self._tracking = self._tracking, None
         if source is not None:
             source.close()
 
-    def _why_not_held(self, report: RestoreReport, source: PreCopySource | None) -> str | None:
-        """Why the restore cannot be continued, before its pieces are opened again."""
-        if self._store is None:
-            return "it was not read from a store by start_from"
-        if source is None:
-            return "change tracking did not start when its newest piece was applied"
-        if source.base != DeltaBase(report.snapshot_id, report.generation):
-            return "change tracking started on another piece than the restore's last"
-        if not source.deltas_possible:
-            return str(source.why_no_deltas)
-        if self._history.no_deltas is not None:
-            return self._history.no_deltas
-        return None
+
+def _identity(header: SnapshotHeader) -> tuple[str, int]:
+    return header.snapshot_id, header.generation
 
 
-def _pieces(data: Buffer, *, key: bytes | None, limits: DecodeLimits) -> list[EncodedSnapshot]:
+def _identity_of(report: RestoreReport) -> tuple[str, int]:
+    return report.snapshot_id, report.generation
+
+
+def _members(entries: Mapping[tuple[str, str], Registered]) -> tuple[tuple[str, str, int], ...]:
+    """The registered component instances, by key and object: a chain is continued only
+    for the ones it was restored into."""
+    return tuple((c, i, id(entry.obj)) for (c, i), entry in entries.items())
+
+
+def _pieces(
+    views: list[memoryview], *, key: bytes | None, limits: DecodeLimits
+) -> list[EncodedSnapshot]:
     """The pieces of a chain (or the one snapshot), as snapshots to commit again.
 
     Raises:
         SnapshotError: a piece does not verify.
     """
-    views = split_chain(data) if is_chain(data) else [memoryview(data).cast("B")]
     pieces = []
     for view in views:
         header = open_snapshot(view, key=key, limits=limits).header

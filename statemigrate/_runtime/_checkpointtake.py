@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Literal
 from statemigrate._errors import CheckpointError, SnapshotError
 from statemigrate._observe._instruments import CHECKPOINT_PAUSE, emit
 from statemigrate._runtime._chain import chain_frame
-from statemigrate._runtime._chaincontinue import NOTHING_RESTORED
 from statemigrate._runtime._fork import Exported, ForkedExport, fork_export
 from statemigrate._runtime._report import UNCHANGED, SnapshotReport
 from statemigrate._runtime._telemetry import store_current
@@ -329,6 +328,9 @@ class CheckpointTaker:
         as one snapshot to commit (or the child forked to export the base)."""
         if self._source is None and not self._chain:
             self._continue_restored()
+        elif self.service._chains.held is not None:
+            # Restored after this chain began: never continued, so no longer tracked.
+            self.service._chains.drop("a checkpointer of the service has its own chain")
         source = self._source
         if self.export == "fork" and (source is None or self._compact_now(source)):
             return self._fork_base()
@@ -359,7 +361,7 @@ class CheckpointTaker:
         chains = self.service._chains
         held = chains.claim(self._store)
         if held is None:
-            level = logging.DEBUG if chains.why_not == NOTHING_RESTORED else logging.INFO
+            level = logging.INFO if chains.worth_saying else logging.DEBUG
             name = self.service.name
             logger.log(level, "checkpoints of %s start a new chain: %s", name, chains.why_not)
             return

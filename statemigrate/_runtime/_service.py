@@ -566,7 +566,7 @@ class Service:
                 start_cold=self.start_cold,
                 tracker=self._tracker,
                 refuse=self._members.refuse(self._on_restore_failure),
-                keep=self._chains.keep,
+                latest=self._chains.expect,
             )
 
     def _restore_stored(

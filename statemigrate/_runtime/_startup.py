@@ -36,8 +36,8 @@ if TYPE_CHECKING:
         RestoreReport,
     ]
 
-#: Told of a store's latest object restored at start-up: its bytes and the report.
-KeepLatest = Callable[[bytes | memoryview, RestoreReport], None]
+#: Told of the bytes of a store's latest object, read at start-up to be restored.
+LatestRead = Callable[[bytes | memoryview], None]
 
 __all__ = [
     "keep_unrestored",
@@ -60,7 +60,7 @@ def restore_at_start(
     start_cold: Callable[[str], None],
     tracker: StatusTracker,
     refuse: bool,
-    keep: KeepLatest | None = None,
+    latest: LatestRead | None = None,
 ) -> RestoreReport | None:
     """:meth:`Service.start_from`: restore at start-up, or start cold.
 
@@ -72,7 +72,7 @@ def restore_at_start(
         tracker: the service's status.
         refuse: whether a failed restore is raised (a component's policy is
             ``"refuse"``) rather than the service starting cold.
-        keep: told of a store's latest object restored, its bytes and the report
+        latest: told of a store's latest object, its bytes, before they are restored
             (the chain a checkpointer may continue: see
             :mod:`statemigrate._runtime._chaincontinue`).
     """
@@ -87,7 +87,7 @@ def restore_at_start(
                 restore_stored=restore_stored,
                 start_cold=start_cold,
                 tracker=tracker,
-                keep=keep,
+                latest=latest,
             )
         return restore_stored(source, options)
     except RestoreError as exc:
@@ -104,11 +104,12 @@ def restore_latest(
     restore_stored: RestoreStored,
     start_cold: Callable[[str], None],
     tracker: StatusTracker,
-    keep: KeepLatest | None = None,
+    latest: LatestRead | None = None,
 ) -> RestoreReport | None:
     """Restore ``store``'s latest snapshot, or the one before it when the latest is
     unreadable or refused at verification; ``None`` (a cold start) when there is
-    none. ``keep`` is told of the latest restored (not of the one before it)."""
+    none. ``latest`` is told of the latest's bytes (not of the one before it) when
+    they could be read, before they are restored."""
     try:
         current: Fetched | Failing = fetch(store.open, repr(store))
     except StoreError as exc:
@@ -122,8 +123,10 @@ def restore_latest(
         previous = read_previous(current, open_previous, f"{store!r} (previous)")
         if previous is None:  # nothing to fall back to: one failure, said once
             open_previous = None
+    if latest is not None and isinstance(current, Fetched):
+        latest(current.data)
     try:
-        report = restore_stored(current, options)
+        return restore_stored(current, options)
     except RestoreError as exc:
         keep_unrestored(store, current.data if isinstance(current, Fetched) else None)
         if exc.phase not in ("read", "verify") or not callable(open_previous):
@@ -144,9 +147,6 @@ def restore_latest(
             logger.error("the previous snapshot in %r cannot be restored: %s", store, second)
             tracker.failed(str(exc))  # the latest snapshot's failure is the one
             raise exc from exc.__cause__
-    if keep is not None and isinstance(current, Fetched):
-        keep(current.data, report)
-    return report
 
 
 def read_previous(
