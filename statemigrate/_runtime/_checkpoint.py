@@ -107,7 +107,11 @@ class Checkpointer(CheckpointCommitter):
             writers held for the delta only. The store gets the base and every delta
             so far as one object, committed atomically (see ``docs/checkpoints.md``).
             Needs components that track their changes (``TrackedDict``); without
-            them every checkpoint is full, and the log says why.
+            them every checkpoint is full, and the log says why. After a restart,
+            the chain ``start_from(store)`` restored from the same store is continued
+            (the first checkpoint is a delta on it) when the state is exactly the
+            chain's; otherwise the first checkpoint is a new base, and the log says
+            why.
         max_delta_ratio: a new full base is taken (the chain compacted) when the
             deltas' total size, the one about to be taken included, passes this
             fraction of the base's size. The delta about to be taken is estimated from

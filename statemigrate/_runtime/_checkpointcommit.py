@@ -135,6 +135,7 @@ class CheckpointCommitter:
         self._hold = hold_of(quiesce)
         self._taker = CheckpointTaker(
             service,
+            store,
             changes=changes,
             incremental=bool(incremental),
             max_delta_ratio=float(max_delta_ratio),

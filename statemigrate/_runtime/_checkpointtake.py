@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from statemigrate._runtime._precopy import PreCopySource
     from statemigrate._runtime._service import Service
     from statemigrate._runtime._wait import Waits
-    from statemigrate.stores._base import Buffer
+    from statemigrate.stores._base import Buffer, Store
 
 __all__ = [
     "CHECKPOINT_NICE",
@@ -106,6 +106,7 @@ class CheckpointTaker:
     def __init__(
         self,
         service: Service,
+        store: Store,
         *,
         changes: Callable[[], object] | None,
         incremental: bool,
@@ -115,6 +116,7 @@ class CheckpointTaker:
         export_timeout: float,
     ) -> None:
         self.service = service
+        self._store = store  # where the chain is committed: a restored one continues there
         self._changes = changes
         self.committed_mark: object = _NOTHING
         """The mark of the checkpoint last committed (see ``changes``)."""
@@ -167,6 +169,7 @@ class CheckpointTaker:
                             digest = self._others_digest()
                         mark = self._piece_mark(digest)
                 else:
+                    self.service._chains.drop("checkpoints are full snapshots")
                     taken = self._take_full()
             pause = time.perf_counter() - held
         except BaseException:
@@ -323,6 +326,11 @@ class CheckpointTaker:
         """The next piece of the chain, with the writers held: a delta, or a full base
         when the chain is empty or has grown past its bounds; returns the whole chain
         as one snapshot to commit (or the child forked to export the base)."""
+        if self._source is None and not self._chain:
+            self._continue_restored()
+        elif self.service._chains.held is not None:
+            # Restored after this chain began: never continued, so no longer tracked.
+            self.service._chains.drop("a checkpointer of the service has its own chain")
         source = self._source
         if self.export == "fork" and (source is None or self._compact_now(source)):
             return self._fork_base()
@@ -344,6 +352,30 @@ class CheckpointTaker:
             if records >= _SAMPLE_RECORDS:
                 self._record_size = self._chain[-1].size / records
         return self._chain_snapshot()
+
+    def _continue_restored(self) -> None:
+        """Extend the chain the service restored from this store at start-up, when it
+        holds one (see :mod:`statemigrate._runtime._chaincontinue`): the next piece is
+        a delta on its newest piece, not a new base. Says at INFO why a chain restored
+        is not continued."""
+        chains = self.service._chains
+        held = chains.claim(self._store)
+        if held is None:
+            level = logging.INFO if chains.worth_saying else logging.DEBUG
+            name = self.service.name
+            logger.log(level, "checkpoints of %s start a new chain: %s", name, chains.why_not)
+            return
+        self._source = held.source
+        self._chain = list(held.pieces)
+        # As after a base: a changed record is reckoned at the base's size per record.
+        self._record_size = self._chain[0].size / max(held.source.records(), 1)
+        newest = self._chain[-1].header
+        logger.info(
+            "checkpoints of %s continue the chain restored (%d pieces, gen %d)",
+            self.service.name,
+            len(self._chain),
+            newest.generation,
+        )
 
     def _new_source(self) -> PreCopySource | None:
         """A started change-tracking source for a new chain; None when the components

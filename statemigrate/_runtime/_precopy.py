@@ -84,11 +84,17 @@ class PreCopySource:
 
     # --- the contract ------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, *, on: DeltaBase | None = None) -> None:
         """Start recording changes in every component (a mark) and reserve the
         identity (snapshot id, generation) of the full snapshot :meth:`full` writes.
 
         Cheap: O(number of components). Call it in the serving process.
+
+        Args:
+            on: the identity of a piece the components hold exactly now (the newest
+                piece of a checkpoint chain just restored): the first :meth:`delta`
+                then names it as its base, and no identity is reserved for round 0
+                (:meth:`full` writes under a new one, as after round 0).
 
         Raises:
             ConfigurationError: it was started already.
@@ -100,11 +106,13 @@ class PreCopySource:
             if changes is not None:
                 changes.open()
         self._why_not = self._check_deltas()
-        self._round0 = DeltaBase(new_snapshot_id(), self._reserve())
+        self._round0 = on if on is not None else DeltaBase(new_snapshot_id(), self._reserve())
         self._last = self._round0
         # One byte of memory shared with forked children: whether the reserved identity
         # was used, by this process or by a child writing round 0 from its image.
         self._written = mmap.mmap(-1, 1)
+        if on is not None:
+            self._written[0] = 1  # that piece's identity is written already
         self._pid = os.getpid()
 
     def full(self) -> EncodedSnapshot:

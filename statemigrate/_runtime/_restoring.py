@@ -39,6 +39,11 @@ class RestoreObserver:
         # The pieces restored so far of one restore made of several, reported to the
         # metrics as one (see :meth:`one`); None outside of one.
         self._pieces: list[RestoreReport] | None = None
+        self.applied: Callable[[RestoreReport], None] | None = None
+        """Told of each piece as soon as it is applied, before the status says the
+        service is restored (when writers waiting for it may start): a checkpoint
+        chain's continuation starts tracking changes there (see
+        :mod:`statemigrate._runtime._chaincontinue`). It must not raise."""
 
     def piece(self, restore: Callable[[], RestoreReport]) -> RestoreReport:
         """Run ``restore``, of one snapshot or delta, with the status, the metrics and
@@ -52,6 +57,8 @@ class RestoreObserver:
             self._tracker.failed(reason)
             restore_failed(self._service, reason, time.perf_counter() - began)
             raise
+        if self.applied is not None:
+            self.applied(report)
         self._tracker.restored(generation=report.generation, snapshot_id=report.snapshot_id)
         if self._pieces is not None:
             self._pieces.append(report)

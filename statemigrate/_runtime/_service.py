@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from statemigrate._errors import ConfigurationError
 from statemigrate._observe._instruments import declare_service, declare_store
 from statemigrate._observe._status import RestoreStatus, StatusTracker
+from statemigrate._runtime._chaincontinue import ChainContinuation
 from statemigrate._runtime._commit import (
     SUMMARIES,
     commit_encoded,
@@ -126,6 +127,17 @@ class Service:
         self._tracker = StatusTracker(name)
         self._restores = RestoreObserver(name, self._tracker, _generation_of(self))
         self._checkpoints = CheckpointGate()
+        # The chain start_from restores, for the checkpointer to continue: tracked from
+        # the moment its newest piece is applied.
+        self._chains = ChainContinuation(
+            name,
+            _chain_source_of(self),
+            entries=self._entries,
+            history=self._history,
+            key=key,
+            limits=self._limits,
+        )
+        self._restores.applied = self._chains.applied
         declare_service(name)
 
     # --- membership ------------------------------------------------------------------
@@ -546,14 +558,16 @@ class Service:
             # A service restoring from a store commits its checkpoints there: its
             # commits' series exist from now, so the first failure is an increase.
             declare_store(self.name, store_kind(source))
-        return restore_at_start(
-            source,
-            options,
-            restore_stored=self._restore_stored,
-            start_cold=self.start_cold,
-            tracker=self._tracker,
-            refuse=self._members.refuse(self._on_restore_failure),
-        )
+        with self._chains.restoring(source):
+            return restore_at_start(
+                source,
+                options,
+                restore_stored=self._restore_stored,
+                start_cold=self.start_cold,
+                tracker=self._tracker,
+                refuse=self._members.refuse(self._on_restore_failure),
+                latest=self._chains.expect,
+            )
 
     def _restore_stored(
         self,
@@ -580,6 +594,20 @@ class Service:
         :meth:`RestoreObserver.one`): a take-over's pieces, say."""
         with self._restores.one():
             yield
+
+
+def _chain_source_of(service: Service) -> Callable[[], PreCopySource]:
+    """A maker of ``service``'s checkpoint-chain sources that does not keep it alive
+    (see :func:`_generation_of`)."""
+    service_ref = weakref.ref(service)
+
+    def source() -> PreCopySource:
+        service = service_ref()
+        if service is None:
+            raise ReferenceError("the service is gone")
+        return service._precopy_source(check=True)
+
+    return source
 
 
 def _generation_of(service: Service) -> Callable[[], int]:

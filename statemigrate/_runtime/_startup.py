@@ -36,6 +36,9 @@ if TYPE_CHECKING:
         RestoreReport,
     ]
 
+#: Told of the bytes of a store's latest object, read at start-up to be restored.
+LatestRead = Callable[[bytes | memoryview], None]
+
 __all__ = [
     "keep_unrestored",
     "read_previous",
@@ -57,6 +60,7 @@ def restore_at_start(
     start_cold: Callable[[str], None],
     tracker: StatusTracker,
     refuse: bool,
+    latest: LatestRead | None = None,
 ) -> RestoreReport | None:
     """:meth:`Service.start_from`: restore at start-up, or start cold.
 
@@ -68,6 +72,9 @@ def restore_at_start(
         tracker: the service's status.
         refuse: whether a failed restore is raised (a component's policy is
             ``"refuse"``) rather than the service starting cold.
+        latest: told of a store's latest object, its bytes, before they are restored
+            (the chain a checkpointer may continue: see
+            :mod:`statemigrate._runtime._chaincontinue`).
     """
     if source is None:
         start_cold("no snapshot to restore")
@@ -80,6 +87,7 @@ def restore_at_start(
                 restore_stored=restore_stored,
                 start_cold=start_cold,
                 tracker=tracker,
+                latest=latest,
             )
         return restore_stored(source, options)
     except RestoreError as exc:
@@ -96,10 +104,12 @@ def restore_latest(
     restore_stored: RestoreStored,
     start_cold: Callable[[str], None],
     tracker: StatusTracker,
+    latest: LatestRead | None = None,
 ) -> RestoreReport | None:
     """Restore ``store``'s latest snapshot, or the one before it when the latest is
     unreadable or refused at verification; ``None`` (a cold start) when there is
-    none."""
+    none. ``latest`` is told of the latest's bytes (not of the one before it) when
+    they could be read, before they are restored."""
     try:
         current: Fetched | Failing = fetch(store.open, repr(store))
     except StoreError as exc:
@@ -113,6 +123,8 @@ def restore_latest(
         previous = read_previous(current, open_previous, f"{store!r} (previous)")
         if previous is None:  # nothing to fall back to: one failure, said once
             open_previous = None
+    if latest is not None and isinstance(current, Fetched):
+        latest(current.data)
     try:
         return restore_stored(current, options)
     except RestoreError as exc:

@@ -347,6 +347,14 @@ class TmpfsStore(Closing):
         state = " closed" if self.closed else ""
         return f"<TmpfsStore {self._path!r}{state}>"
 
+    def _same_place(self, other: TmpfsStore) -> bool:
+        """Whether ``other`` commits to this directory, however its path was spelled
+        (a symbolic link, a relative path)."""
+        try:
+            return os.path.samefile(self._path, other._path)
+        except OSError:
+            return False
+
     # -- commit --------------------------------------------------------------------
 
     def _commit_anonymous(self, data: Buffer | Iterable[Buffer], progress: _Progress) -> int | None:
