@@ -26,13 +26,17 @@ otherwise the first checkpoint is a new base and the log says why:
 
 Any other restore of the service drops a chain held, and so does a checkpoint that
 does not continue it (a full one, or to another store): its tracking of the writes
-then costs nothing more.
+then costs nothing more. So does time: a chain no incremental checkpointer of the
+service has asked for within :data:`UNCLAIMED_SECONDS` of the restore is dropped,
+since a service that restores from a store and never checkpoints incrementally would
+otherwise record every key it writes for as long as it runs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,6 +61,11 @@ __all__ = ["ChainContinuation", "RestoredChain", "same_place", "why_not_continue
 logger = logging.getLogger("statemigrate")
 
 NOTHING_RESTORED = "no checkpoint chain was restored from a store at start-up"
+
+UNCLAIMED_SECONDS = 300.0
+"""How long a chain restored is held, its writes tracked, when no incremental
+checkpointer of the service exists yet. One made before the restore, or within this
+time of it, keeps it for its first checkpoint however long its interval."""
 
 
 @dataclass(slots=True)
@@ -164,6 +173,12 @@ class ChainContinuation:
         self._latest: tuple[list[memoryview], SnapshotHeader] | None = None  # its pieces
         self._tracking: PreCopySource | None = None  # started on the last piece applied
         self._held: RestoredChain | None = None
+        # Taken around every change of _held: the checkpointer claims from its thread,
+        # the unclaimed timer drops from its own, and a source closed under a claim
+        # would leave the chain missing the writes after it.
+        self._lock = threading.Lock()
+        self._claimant = False  # whether an incremental checkpointer will claim it
+        self._expiry: threading.Timer | None = None
         self.why_not: str = NOTHING_RESTORED
         """Why no chain is held (said by the checkpoint that starts a new one)."""
         self.worth_saying = False
@@ -227,30 +242,41 @@ class ChainContinuation:
         if latest is not None and _identity(latest[1]) == _identity_of(report):
             self._judge(latest[0], report)
 
+    def expect_claimant(self) -> None:
+        """An incremental checkpointer of the service exists: a chain held (now or
+        later) waits for its first checkpoint, however long its interval."""
+        with self._lock:
+            self._claimant = True
+            self._cancel_expiry()
+
     def claim(self, store: Store) -> RestoredChain | None:
         """The chain held, for a checkpointer committing to ``store`` to continue; None
         (the chain dropped, :attr:`why_not` saying why) when there is none, it was read
         from another place or by another process (this one was forked since), or the
         components registered changed since."""
-        held = self._held
-        if held is None:
-            return None
-        if held.pid != os.getpid():
-            why = "it was restored by the process this one was forked from"
-        elif not same_place(held.store, store):
-            why = f"it was read from {held.store!r}, and checkpoints commit to {store!r}"
-        elif held.members != _members(self._entries):
-            why = "components were registered or unregistered since"
-        else:
-            self._held = None
-            self.why_not, self.worth_saying = "the chain restored is continued already", False
-            return held
+        with self._lock:
+            held = self._held
+            if held is None:
+                return None
+            if held.pid != os.getpid():
+                why = "it was restored by the process this one was forked from"
+            elif not same_place(held.store, store):
+                why = f"it was read from {held.store!r}, and checkpoints commit to {store!r}"
+            elif held.members != _members(self._entries):
+                why = "components were registered or unregistered since"
+            else:
+                self._held = None
+                self._cancel_expiry()
+                self.why_not, self.worth_saying = "the chain restored is continued already", False
+                return held
         self.drop(f"the chain restored is not continued: {why}", worth_saying=True)
         return None
 
     def drop(self, why: str, *, worth_saying: bool = False) -> None:
         """Let go of the chain held, if any: its source stops tracking."""
-        held, self._held = self._held, None
+        with self._lock:
+            held, self._held = self._held, None
+            self._cancel_expiry()
         if held is not None:
             held.source.close()
             logger.debug("%s: the chain restored is dropped: %s", self._service, why)
@@ -283,7 +309,14 @@ class ChainContinuation:
             self._not_held(why)
             return
         self._tracking = None
-        self._held = RestoredChain(store, pieces, source, os.getpid(), _members(self._entries))
+        with self._lock:
+            self._held = RestoredChain(store, pieces, source, os.getpid(), _members(self._entries))
+            if not self._claimant:
+                self._expiry = threading.Timer(
+                    UNCLAIMED_SECONDS, self._unclaimed, args=(self._held,)
+                )
+                self._expiry.daemon = True  # never keeps a process from exiting
+                self._expiry.start()
         self.why_not, self.worth_saying = "the chain restored is held", False
         logger.debug(
             "%s: the chain restored from %r (%d pieces, gen %d) is held for its checkpoints",
@@ -292,6 +325,21 @@ class ChainContinuation:
             len(pieces),
             report.generation,
         )
+
+    def _unclaimed(self, held: RestoredChain) -> None:
+        """The timer's end: drop ``held`` if it is still the chain held."""
+        if self._held is held:  # not one held by a restore since (drop cancels the timer)
+            self.drop(
+                f"no incremental checkpointer asked for it within {UNCLAIMED_SECONDS:g} s"
+                " of the restore",
+                worth_saying=True,
+            )
+
+    def _cancel_expiry(self) -> None:
+        """Stop the unclaimed timer, if one runs (with the lock held)."""
+        expiry, self._expiry = self._expiry, None
+        if expiry is not None:
+            expiry.cancel()
 
     def _not_held(self, why: str) -> None:
         self._stop_tracking()

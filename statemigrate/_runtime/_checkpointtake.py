@@ -117,6 +117,8 @@ class CheckpointTaker:
     ) -> None:
         self.service = service
         self._store = store  # where the chain is committed: a restored one continues there
+        if incremental:
+            service._chains.expect_claimant()  # a chain restored waits for this one
         self._changes = changes
         self.committed_mark: object = _NOTHING
         """The mark of the checkpoint last committed (see ``changes``)."""

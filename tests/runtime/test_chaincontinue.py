@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -313,3 +315,52 @@ def test_a_chain_held_is_not_continued_in_a_forked_copy() -> None:
     held.pid = -1  # as a forked child sees it: another process restored it
     assert service._chains.claim(store) is None
     assert "forked" in service._chains.why_not
+
+
+def test_a_chain_no_incremental_checkpointer_asks_for_stops_being_tracked(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A service that restores from a store and has no incremental checkpointer does
+    not record its writes for ever: the chain held is dropped when the wait ends, and
+    a checkpointer made later starts a new base and says why."""
+    monkeypatch.setattr("statemigrate._runtime._chaincontinue.UNCLAIMED_SECONDS", 0.05)
+    store, _ = checkpointed_store([500, 10])
+    service, ledger = restarted(store)
+    held = service._chains.held
+    assert held is not None
+    assert wait_until(lambda: service._chains.held is None)
+    ledger.write()
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    checkpointer = Checkpointer(service, store, quiesce=threading.Lock(), incremental=True)
+    report = checkpointer.checkpoint_now()
+    assert report.committed is not None and report.committed.snapshot.chain == 1
+    assert "no incremental checkpointer asked for it within 0.05 s" in caplog.text
+    _, again = restarted(store)
+    assert again.state() == ledger.state()
+
+
+def test_an_incremental_checkpointer_made_first_keeps_the_chain_however_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A checkpointer made before the restore (as the integrations make theirs) keeps
+    the chain held past the wait for one, for its first checkpoint."""
+    monkeypatch.setattr("statemigrate._runtime._chaincontinue.UNCLAIMED_SECONDS", 0.05)
+    store, _ = checkpointed_store([500, 10])
+    service, ledger = tracked_ledger_service(started=False)
+    checkpointer = Checkpointer(service, store, quiesce=threading.Lock(), incremental=True)
+    assert service.start_from(store) is not None
+    threading.Event().wait(0.5)  # ten times the wait: a timer would have fired
+    assert service._chains.held is not None
+    ledger.write()
+    report = checkpointer.checkpoint_now()
+    assert report.committed is not None and report.committed.snapshot.chain == 3
+
+
+def wait_until(condition: Callable[[], bool]) -> bool:
+    """Whether ``condition`` became true within a generous time (polled)."""
+    deadline = time.monotonic() + 30.0
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
