@@ -39,6 +39,10 @@ class RestoreObserver:
         # The pieces restored so far of one restore made of several, reported to the
         # metrics as one (see :meth:`one`); None outside of one.
         self._pieces: list[RestoreReport] | None = None
+        # The piece applied last inside one restore of several, whose success the
+        # status says once they all are (see :meth:`one`); None when said already or
+        # when a piece failed.
+        self._unsaid: RestoreReport | None = None
         self.applied: Callable[[RestoreReport], None] | None = None
         """Told of each piece as soon as it is applied, before the status says the
         service is restored (when writers waiting for it may start): a checkpoint
@@ -54,16 +58,22 @@ class RestoreObserver:
             report = restore()
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, RestoreError) else f"{type(exc).__name__}: {exc}"
+            self._unsaid = None
             self._tracker.failed(reason)
             restore_failed(self._service, reason, time.perf_counter() - began)
             raise
         if self.applied is not None:
             self.applied(report)
-        self._tracker.restored(generation=report.generation, snapshot_id=report.snapshot_id)
         if self._pieces is not None:
+            # Not ready between the pieces: a writer that waits for the status would
+            # write between a chain's base and its deltas, into a state that is
+            # neither, and lost from a continued chain, which tracks from the newest.
+            self._unsaid = report
             self._pieces.append(report)
-        elif enabled():
-            report_restore(self._service, self._generation(), report)
+        else:
+            self._say_restored(report)
+            if enabled():
+                report_restore(self._service, self._generation(), report)
         if tracing_enabled():
             trace_restore(self._service, report, time.perf_counter() - began)
         return report
@@ -75,7 +85,9 @@ class RestoreObserver:
         pieces, then the snapshot of the pause). A restore that fails inside is
         reported at once, as one failed restore; the pieces restored before it are
         then not reported. Nested uses are one restore, the outermost. A schema
-        fingerprint that differs is warned of once per component, not once a piece."""
+        fingerprint that differs is warned of once per component, not once a piece.
+        The status says restored once, when all of them succeeded: never between
+        two pieces, where the state is neither the one before nor the one after."""
         if self._pieces is not None:
             yield
             return
@@ -84,10 +96,23 @@ class RestoreObserver:
         try:
             with warning_once_each():
                 yield
+        except BaseException as exc:
+            if self._unsaid is not None:
+                # Pieces were applied, and what failed after them may have put the
+                # components back (a chain's rollback): the status cannot say restored.
+                self._tracker.failed(f"{type(exc).__name__}: {exc}")
+            raise
+        else:
+            if self._unsaid is not None:
+                self._say_restored(self._unsaid)
         finally:
             self._pieces = None
+            self._unsaid = None
         if pieces and enabled():
             report_restore(self._service, self._generation(), *pieces)
+
+    def _say_restored(self, report: RestoreReport) -> None:
+        self._tracker.restored(generation=report.generation, snapshot_id=report.snapshot_id)
 
     def refused(self, reason: str, *, phase: str = "verify") -> RestoreError:
         """A chain refused at verification (or in ``phase``, before any of its pieces

@@ -364,3 +364,33 @@ def wait_until(condition: Callable[[], bool]) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def test_a_write_made_when_the_status_first_says_ready_is_in_the_continued_chain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A writer that waits for readiness writes at the first moment the status says
+    ready. The status must not say so between the chain's pieces: a write made after
+    the base and before the deltas would be in the state but not in the changes
+    tracked from the newest piece, so missing from the continued chain."""
+    store, _ = checkpointed_store([2_000, 40, 30])
+    service, ledger = tracked_ledger_service(started=False)
+    tracker = service._tracker
+    said = tracker.restored
+    seen: list[int] = []
+
+    def restored(**facts: Any) -> None:
+        said(**facts)
+        if service.status.ready and not seen:
+            seen.append(facts["generation"])
+            ledger.items["written-when-ready"] = -1  # the waiting writer's first write
+
+    monkeypatch.setattr(tracker, "restored", restored)
+    assert service.start_from(store) is not None
+    assert seen == [headers(store.open())[-1].generation]  # ready once: at the newest
+    checkpointer = Checkpointer(service, store, quiesce=threading.Lock(), incremental=True)
+    checkpointer.checkpoint_now()
+    assert checkpointer.chain_length == 4
+    _, again = restarted(store)
+    assert again.state() == ledger.state()
+    assert again.items["written-when-ready"] == -1
