@@ -67,14 +67,15 @@ async def _async_summaries_quiet() -> AsyncIterator[None]:
         yield
 
 
-def check_positive_seconds(option: str, value: object) -> None:
-    """Refuse ``value`` for ``option`` unless it is a positive number (not a bool).
+def check_positive_seconds(option: str, value: object, *, unit: str = "seconds") -> None:
+    """Refuse ``value`` for ``option`` unless it is a positive number (not a bool) of
+    ``unit``, which the error names.
 
     Raises:
         ConfigurationError: it is not.
     """
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigurationError(option, f"must be a positive number of seconds, not {value!r}")
+        raise ConfigurationError(option, f"must be a positive number of {unit}, not {value!r}")
 
 
 class CheckpointCommitter:
@@ -104,10 +105,12 @@ class CheckpointCommitter:
         for option, value in (
             ("every", every),
             ("max_backoff", max_backoff),
-            ("max_delta_ratio", max_delta_ratio),
             ("export_timeout", export_timeout),
         ):
             check_positive_seconds(option, value)
+        check_positive_seconds(
+            "max_delta_ratio", max_delta_ratio, unit="base sizes (a fraction, such as 0.5)"
+        )
         if (
             isinstance(max_deltas, bool)
             or not isinstance(max_deltas, int)

@@ -397,6 +397,14 @@ def test_bad_options_are_refused(kw: dict[str, Any], option: str) -> None:
     assert caught.value.option == option
 
 
+def test_a_bad_delta_ratio_is_refused_as_a_fraction_not_seconds() -> None:
+    service, _ = ledger_service()
+    with pytest.raises(ConfigurationError, match="max_delta_ratio") as caught:
+        Checkpointer(service, MemoryStore(), every=1.0, max_delta_ratio=0.0)
+    assert "base sizes (a fraction, such as 0.5), not 0.0" in str(caught.value)
+    assert "seconds" not in str(caught.value)
+
+
 def test_a_thread_needs_a_way_to_hold_the_writers() -> None:
     service, _ = ledger_service()
     for quiesce in (None, asyncio.Lock()):
