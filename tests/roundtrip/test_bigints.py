@@ -28,8 +28,9 @@ from pydantic import (
     model_validator,
 )
 from typing_extensions import TypedDict
+from zoo.table import Holder
 
-from statemigrate import ExportError, RegistrationError, Registry
+from statemigrate import ExportError, MemoryStore, RegistrationError, Registry, Service
 from statemigrate.testing._exact import exact_differences
 
 RoundTrip = Callable[[object, object], object]  # the round_trip fixture
@@ -412,3 +413,48 @@ def test_equal_sets_holding_big_ints_export_alike() -> None:
     one, other = set(items), set(reversed(items))
     assert version.export(one, walk=True) == version.export(other, walk=True)
     assert version.export(one, walk=True) == [str(-(2**82)), 0, 7073, 61868]
+
+
+class ByIntKey(BaseModel):
+    by_int: dict[int, str] = {}
+
+
+class Counted(TypedDict):
+    n: int
+
+
+TOO_LONG = 10**4301
+TOO_LONG_POSITIONS = [
+    ("bare", int, TOO_LONG, "(root)"),
+    ("list", list[int], [1, TOO_LONG], "[1]"),
+    ("dict-value", dict[str, int], {"a": 1, "b": TOO_LONG}, "['b']"),
+    ("dict-key", dict[int, str], {1: "a", TOO_LONG: "b"}, "[<an int of 14288 bits>]"),
+    ("model-key", ByIntKey, ByIntKey(by_int={TOO_LONG: "x"}), "by_int[<an int of 14288 bits>]"),
+    ("typeddict", Counted, {"n": -TOO_LONG}, "n"),
+    ("union", int | float, TOO_LONG, "(root)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("schema", "state", "path"),
+    [case[1:] for case in TOO_LONG_POSITIONS],
+    ids=[case[0] for case in TOO_LONG_POSITIONS],
+)
+def test_an_int_too_long_to_parse_back_is_refused_wherever_it_is(
+    schema: object, state: object, path: str
+) -> None:
+    """An int of more than 4,300 digits is refused by the library, with its path, in
+    every position, and nothing is committed. Before, a bare int, a list's item, a
+    dict's value (a plain state goes to the packer as it is) and a dict key (its path
+    rendered with repr) raised Python's own ValueError while the message was written."""
+    registry = Registry()
+    registry.add_schema("c", 1, schema)
+    holder: type[Holder] = registry.migratable("c", version=1)(type("Holder", (Holder,), {}))
+    service = Service("svc", registry=registry)
+    service.register(holder(state))
+    store = MemoryStore()
+    with pytest.raises(ExportError) as caught:
+        service.commit(store)
+    assert caught.value.path == path
+    assert "more than 4300 digits" in caught.value.detail
+    assert store.commits == 0
