@@ -183,6 +183,8 @@ class _Compiler:
             "tuple": self._on_tuple,
             "named-tuple": self._on_named_tuple,
             "dict": self._on_dict,
+            "ordered-dict": self._on_dict_subclass,
+            "counter": self._on_dict_subclass,
             "typed-dict": self._on_typed_dict,
             "model": self._on_model,
             "dataclass": self._on_dataclass,
@@ -387,6 +389,13 @@ class _Compiler:
             key.identity and value.identity and not _has_length_bounds(schema),
             key.exact and value.exact,
         )
+
+    def _on_dict_subclass(self, schema: Mapping[str, Any], path: list[str]) -> Node:
+        """An ``OrderedDict`` or a ``Counter``: written as a dict is, its keys and values
+        by their declared types (an int past 64 bits as its text), and validated back,
+        which checks that it comes back of its own class."""
+        node = self._on_dict(schema, path)
+        return Node(node.convert, False, False)
 
     # records
 

@@ -7,6 +7,7 @@ registration."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import decimal
@@ -458,3 +459,24 @@ def test_an_int_too_long_to_parse_back_is_refused_wherever_it_is(
     assert caught.value.path == path
     assert "more than 4300 digits" in caught.value.detail
     assert store.commits == 0
+
+
+class Tallies(BaseModel):
+    ordered: collections.OrderedDict[str, int] = collections.OrderedDict()
+    by_id: collections.OrderedDict[int, int] = collections.OrderedDict()
+    counted: collections.Counter[str] = collections.Counter()
+
+
+def test_big_ints_in_an_ordered_dict_or_a_counter_round_trip(round_trip: RoundTrip) -> None:
+    """An ``OrderedDict`` or a ``Counter`` holds ints past 64 bits, as values and as
+    keys, as a dict does. Before, both were converted by their values' own types,
+    which refuse such an int (``does not fit in 64 bits``)."""
+    state = Tallies(
+        ordered=collections.OrderedDict([("z", BIG), ("a", 1), ("m", BELOW)]),
+        by_id=collections.OrderedDict([(ABOVE, -BIG), (2, 3)]),
+        counted=collections.Counter({"x": BIG, "y": -1}),
+    )
+    restored = round_trip(Tallies, state)
+    assert isinstance(restored, Tallies) and not exact_differences(state, restored)
+    assert list(restored.ordered) == ["z", "a", "m"]
+    assert type(restored.counted) is collections.Counter
