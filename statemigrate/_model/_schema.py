@@ -309,8 +309,17 @@ class SchemaVersion:
             return state
         if self.kind in ("model", "dataclass"):
             state = self._instance(state)
+        convert = exporter.convert
+        if exporter.walk_identity is not None:
+            # Walked because the state did not pack as it is: checked as it would have
+            # been, and converted only where it is not plain.
+            if self.kind == "typeddict" and type(state) is dict:
+                self._check_top_level_keys(state)
+            if check:
+                self.check_restorable(state)
+            convert = exporter.walk_identity
         try:
-            plain = exporter.convert(state)
+            plain = convert(state)
             if not exporter.exact or exporter.must_check():
                 # An exact exporter is checked only for a value nested too deep for
                 # pydantic, or a bounded deque: a refusal then is the value's, not the

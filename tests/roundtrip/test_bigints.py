@@ -480,3 +480,37 @@ def test_big_ints_in_an_ordered_dict_or_a_counter_round_trip(round_trip: RoundTr
     assert isinstance(restored, Tallies) and not exact_differences(state, restored)
     assert list(restored.ordered) == ["z", "a", "m"]
     assert type(restored.counted) is collections.Counter
+
+
+class Record(TypedDict):
+    n: int
+
+
+class Records(TypedDict):
+    total: int
+    recs: dict[str, Record]
+
+
+@pytest.mark.parametrize("total", [1, ABOVE, BELOW], ids=["small", "above", "below"])
+@pytest.mark.parametrize("n", ["5", 5.0], ids=["str", "float"])
+def test_a_value_validation_converts_commits_whatever_other_fields_hold(
+    round_trip: RoundTrip, total: int, n: object
+) -> None:
+    """A plain ``TypedDict`` state is written as it is, and ``"5"`` in an int field is
+    restored as ``5``, as validation makes it. A big int elsewhere in the state has
+    it walked instead, and the walk refused that value (``expected an int, found
+    str``): it now keeps it as the state as it is keeps it."""
+    restored = round_trip(Records, {"total": total, "recs": {"a": {"n": n}}})
+    assert restored == {"total": total, "recs": {"a": {"n": 5}}}
+    assert type(cast(Any, restored)["recs"]["a"]["n"]) is int
+
+
+@pytest.mark.parametrize("total", [1, ABOVE], ids=["small", "above"])
+def test_a_value_validation_refuses_is_refused_whatever_other_fields_hold(
+    round_trip: RoundTrip, total: int
+) -> None:
+    """The walk keeps what validation would refuse as well, and the commit's check of
+    the state refuses it, as without the big int."""
+    with pytest.raises(ExportError) as caught:
+        round_trip(Records, {"total": total, "recs": {"a": {"n": None}}})
+    assert caught.value.path == "recs['a'].n"
