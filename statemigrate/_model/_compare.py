@@ -43,6 +43,7 @@ __all__ = [
     "first_difference",
     "format_path",
     "located_path",
+    "shown",
 ]
 
 Difference = tuple[list[object], str]
@@ -76,6 +77,19 @@ class SetItem:
 
     def __repr__(self) -> str:
         return f"SetItem({self.item!r})"
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for a message, or what kind of value it is when Python refuses
+    to write it: an int of more digits than ``sys.get_int_max_str_digits()`` (4,300 by
+    default), or a container holding one. A message about such a value, or whose path
+    has one for a key, must not fail in its turn."""
+    try:
+        return repr(value)
+    except ValueError:
+        if isinstance(value, int):
+            return f"<an int of {value.bit_length()} bits>"
+        return f"<a {type(value).__qualname__} too large to show>"
 
 
 _KEY_ERROR_STEP = "[key]"
@@ -306,10 +320,10 @@ def _render_step(step: object) -> str:
     if isinstance(step, FieldName) and step.isidentifier():
         return f".{step}"
     if isinstance(step, SetItem):
-        return f"{{{step.item!r}}}"
+        return f"{{{shown(step.item)}}}"
     if isinstance(step, DictKey):
-        return f" key {step.key!r}"
-    return f"[{step!r}]"
+        return f" key {shown(step.key)}"
+    return f"[{shown(step)}]"
 
 
 def first_difference(

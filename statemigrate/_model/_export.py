@@ -70,6 +70,7 @@ from statemigrate._model._export_leaves import (
     check_class,
     dict_of,
     fail,
+    kept_if_plain,
     kind_of,
     list_of,
     set_of,
@@ -108,12 +109,19 @@ class Exporter:
         must_check: whether this thread's last ``convert`` must be validated back all
             the same: its value is nested deep in recursive types, or holds a deque
             with a ``maxlen``, which only a validator can give back.
+        walk_identity: of an identity exporter, the walk of a state that did not pack
+            as it is: it converts what ``convert`` converts (an int past 64 bits to its
+            text) but keeps each plain value of a scalar field as it is, as the state
+            handed over as it is keeps it (``"5"`` in an ``int`` field, which a restore
+            validates into ``5``). So whether such a value is taken does not depend on
+            a big int elsewhere in the state. ``None`` for other exporters.
     """
 
     convert: Convert
     identity: bool
     exact: bool
     must_check: Callable[[], bool]
+    walk_identity: Convert | None = None
 
     def __call__(self, value: Any) -> Any:
         return self.convert(value)
@@ -142,7 +150,9 @@ def compile_exporter(core_schema: Mapping[str, Any]) -> Exporter:
         return bool(getattr(walk, "unsure", False))
 
     # A state handed over as it is is not checked: only an exact one may be.
-    return Exporter(convert, node.identity and node.exact, node.exact, must_check)
+    identity = node.identity and node.exact
+    walk_identity = _Compiler(keep_plain=True).node(core_schema, []).convert if identity else None
+    return Exporter(convert, identity, node.exact, must_check, walk_identity)
 
 
 CHECKED_DEPTH = 128
@@ -160,7 +170,9 @@ MAX_REFERENCE_DEPTH = 255
 class _Compiler:
     """Compiles nodes, resolving ``definition-ref`` lazily so that recursion works."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_plain: bool = False) -> None:
+        # Scalar leaves keep a plain value of another type as it is (see Exporter).
+        self._keep_plain = keep_plain
         self._definitions: dict[str, Mapping[str, Any]] = {}
         self._compiled: dict[str, Node] = {}
         self._cells: dict[str, list[Convert]] = {}  # definitions being compiled
@@ -183,6 +195,8 @@ class _Compiler:
             "tuple": self._on_tuple,
             "named-tuple": self._on_named_tuple,
             "dict": self._on_dict,
+            "ordered-dict": self._on_dict_subclass,
+            "counter": self._on_dict_subclass,
             "typed-dict": self._on_typed_dict,
             "model": self._on_model,
             "dataclass": self._on_dataclass,
@@ -197,7 +211,10 @@ class _Compiler:
     def node(self, schema: Mapping[str, Any], path: list[str]) -> Node:
         kind = str(schema.get("type"))
         if kind in SCALAR_NODES:
-            return checked_leaf(SCALAR_NODES[kind], schema, self._config)
+            leaf = checked_leaf(SCALAR_NODES[kind], schema, self._config)
+            if self._keep_plain and kind != "any":
+                return Node(kept_if_plain(leaf.convert), leaf.identity, leaf.exact)
+            return leaf
         if kind in REFUSED:
             raise SchemaNotExportable(path, REFUSED[kind])
         if kind in TRANSPARENT:
@@ -387,6 +404,13 @@ class _Compiler:
             key.identity and value.identity and not _has_length_bounds(schema),
             key.exact and value.exact,
         )
+
+    def _on_dict_subclass(self, schema: Mapping[str, Any], path: list[str]) -> Node:
+        """An ``OrderedDict`` or a ``Counter``: written as a dict is, its keys and values
+        by their declared types (an int past 64 bits as its text), and validated back,
+        which checks that it comes back of its own class."""
+        node = self._on_dict(schema, path)
+        return Node(node.convert, False, False)
 
     # records
 

@@ -61,6 +61,7 @@ __all__ = [
     "to_bool",
     "to_bytes",
     "to_float",
+    "kept_if_plain",
     "to_int",
     "to_none",
     "to_str",
@@ -120,6 +121,26 @@ def to_int(value: Any) -> Any:
     if isinstance(value, int):  # bool, IntEnum member: validation would give an int
         return to_int(int(value))
     raise fail(f"expected an int, found {kind_of(value)}")
+
+
+def kept_if_plain(convert: Convert) -> Convert:
+    """``convert``, except that a plain value (a 64-bit int included) is kept as it is,
+    whatever its type: for the walk of a state handed over as it is (see
+    ``Exporter.walk_identity``), which converts only what is not plain."""
+
+    def keep(value: Any) -> Any:
+        kind = type(value)
+        if kind is str:
+            # A lone surrogate is no plain text: the leaf's converter says where.
+            return convert(value) if text_problem(value) else value
+        if kind in _PLAIN_SCALARS or (kind is int and INT_MIN <= value <= INT_MAX):
+            return value
+        return convert(value)
+
+    return keep
+
+
+_PLAIN_SCALARS = frozenset({bytes, float, bool, type(None)})
 
 
 def _int_text(value: int) -> str:

@@ -23,6 +23,8 @@ import ormsgpack
 import pydantic
 import pydantic_core
 
+from statemigrate._model._compare import shown
+
 __all__ = [
     "INT_MAX",
     "INT_MIN",
@@ -120,7 +122,7 @@ def find_not_plain(
                     stack.append((sub, [*path, key]))
                     continue
                 if type(key) is not str:
-                    return path, f"a map key of type {type(key).__qualname__} ({key!r:.40})"
+                    return path, f"a map key of type {type(key).__qualname__} ({shown(key):.40})"
                 problem = text_problem(key)
                 if problem:
                     return [*path, key], f"the key {problem}"
@@ -136,7 +138,7 @@ def find_not_plain(
         elif kind is int:
             assert isinstance(item, int)
             if not INT_MIN <= item <= INT_MAX:
-                return path, f"the integer {item} does not fit in 64 bits"
+                return path, f"the integer {shown(item)} does not fit in 64 bits"
         elif kind not in _SCALARS and not (buffers and kind in (bytearray, memoryview)):
             return path, f"a {kind.__qualname__} value ({item!r:.40}) is not plain data"
     return None
@@ -230,7 +232,7 @@ def to_plain(value: object) -> Any:
 
 
 def _where(path: tuple[object, ...]) -> str:
-    return "".join(f"[{part!r}]" for part in path) or "the top level"
+    return "".join(f"[{shown(part)}]" for part in path) or "the top level"
 
 
 def _convert(value: object, path: tuple[object, ...]) -> Any:
@@ -240,7 +242,7 @@ def _convert(value: object, path: tuple[object, ...]) -> Any:
     if kind is int:
         assert isinstance(value, int)
         if not _INT_MIN <= value <= _INT_MAX:
-            raise TypeError(f"integer {value} at {_where(path)} does not fit in 64 bits")
+            raise TypeError(f"integer {shown(value)} at {_where(path)} does not fit in 64 bits")
         return value
     if isinstance(value, Mapping):
         result: dict[str, Any] = {}
@@ -306,4 +308,4 @@ def _key(key: object, path: tuple[object, ...]) -> str:
     plain = _leaf(key, path) if not isinstance(key, Mapping | list | tuple | set) else None
     if isinstance(plain, str):
         return plain
-    raise TypeError(f"key {key!r} at {_where(path)} cannot be a string key")
+    raise TypeError(f"key {shown(key)} at {_where(path)} cannot be a string key")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import sys
 import typing
@@ -153,6 +154,7 @@ class SchemaVersion:
         check_version(version)
         where = f"schema {component!r} version {version}"
         _reject_typing_typeddict(type_, where)
+        _reject_function(type_, where)
         try:
             adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(cast(Any, type_))
             # Bounds keep their Python type in pydantic's JSON Schema (a Decimal stays a
@@ -307,8 +309,17 @@ class SchemaVersion:
             return state
         if self.kind in ("model", "dataclass"):
             state = self._instance(state)
+        convert = exporter.convert
+        if exporter.walk_identity is not None:
+            # Walked because the state did not pack as it is: checked as it would have
+            # been, and converted only where it is not plain.
+            if self.kind == "typeddict" and type(state) is dict:
+                self._check_top_level_keys(state)
+            if check:
+                self.check_restorable(state)
+            convert = exporter.walk_identity
         try:
-            plain = exporter.convert(state)
+            plain = convert(state)
             if not exporter.exact or exporter.must_check():
                 # An exact exporter is checked only for a value nested too deep for
                 # pydantic, or a bounded deque: a refusal then is the value's, not the
@@ -549,6 +560,19 @@ def _reject_typing_typeddict(type_: object, where: str) -> None:
     # are caught through pydantic's own error code. Can go once Python 3.12 is the floor.
     if sys.version_info < (3, 12) and typing.is_typeddict(type_):
         raise RegistrationError(f"{where}: {_TYPEDDICT_HINT}")
+
+
+def _reject_function(type_: object, where: str) -> None:
+    # pydantic takes a function as a schema of its call arguments, which the exporter
+    # then refuses as "call arguments have no plain form": a function decorated by
+    # mistake (one put between the decorator and the class) deserves plainer words.
+    if inspect.isroutine(type_):
+        name = getattr(type_, "__qualname__", None) or repr(type_)
+        raise RegistrationError(
+            f"{where}: {name} is a function, not a type; a schema is a type that describes"
+            " the state (a model, a dataclass, a TypedDict, ...): is the decorator on the"
+            " wrong definition?"
+        )
 
 
 def _allows_extra(core_schema: Any) -> bool:

@@ -98,6 +98,9 @@ class MigrationStub:
         return "\n".join(lines) + "\n"
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
 def _slug(changes: Sequence[Change], source: int, target: int) -> str:
     code = [c for c in changes if c.kind != "note"]
     if len(code) == 1 and code[0].kind in ("added", "removed", "renamed"):
@@ -147,9 +150,17 @@ def make_migration(
     Raises:
         RegistrationError: nothing is frozen for the component, nothing changed, steps
             between the versions exist, the version is inconsistent, the file exists,
-            or ``records`` is not a ``dict`` field of both versions.
+            ``records`` is not a ``dict`` field of both versions, or ``name`` is not
+            letters, digits and underscores.
         UnknownComponentError: no schema is registered and ``schema`` is not given.
     """
+    if name is not None and not _PLAIN_NAME.fullmatch(name):
+        # It ends the module's file name: a separator or a dot would put the module
+        # elsewhere, or make it no module that a migrations directory loads.
+        raise RegistrationError(
+            f"name {name!r} is not a plain module name: use ASCII letters, digits and"
+            " underscores"
+        )
     frozen = frozen_versions(schemas_dir, component)
     if not frozen:
         raise RegistrationError(

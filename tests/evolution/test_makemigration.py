@@ -621,3 +621,14 @@ def test_a_file_frozen_before_names_is_read_when_its_version_had_no_alias(
     (v1, _) = freeze_schemas(registry, tmp_path / "schemas")
     assert v1.action == "recorded"  # the format, marked once
     assert json.loads(path.read_text())["x-statemigrate-lock"] == 3
+
+
+@pytest.mark.parametrize("name", ["../../evil", "a.b", "a/b", "with space", "", "é"])
+def test_a_name_that_is_not_a_plain_module_name_is_refused(tmp_path: Path, name: str) -> None:
+    """``name`` ends the module's file name. Before, ``../../evil`` was joined into the
+    path, pointing outside the migrations directory, and the write failed with ENOENT;
+    ``a.b`` wrote a module no migrations directory imports."""
+    with pytest.raises(RegistrationError, match="is not a plain module name") as caught:
+        evolve(tmp_path, "settings", SettingsV1, SettingsV2, name=name)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "migrations").exists()

@@ -537,3 +537,20 @@ def test_a_directory_that_cannot_be_listed_says_so(
     assert str(info.value) == (
         f"migrations directory {str(tmp_path)!r} cannot be read: Permission denied (EACCES)"
     )
+
+
+def test_a_function_given_as_a_schema_is_named_as_one() -> None:
+    """A function decorated with ``@schema`` by mistake is refused as a function.
+    Before, pydantic took it as a schema of its call arguments, and the refusal read
+    ``field (root): call arguments have no plain form``."""
+    registry = Registry()
+    with pytest.raises(RegistrationError) as caught:
+
+        @registry.schema("alerts", version=3)
+        def by_seq(alerts: list[int]) -> list[int]:
+            return alerts
+
+    message = str(caught.value)
+    assert "by_seq is a function, not a type" in message
+    assert "call arguments" not in message
+    assert "alerts" not in registry.components()

@@ -7,6 +7,7 @@ registration."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import decimal
@@ -28,8 +29,9 @@ from pydantic import (
     model_validator,
 )
 from typing_extensions import TypedDict
+from zoo.table import Holder
 
-from statemigrate import ExportError, RegistrationError, Registry
+from statemigrate import ExportError, MemoryStore, RegistrationError, Registry, Service
 from statemigrate.testing._exact import exact_differences
 
 RoundTrip = Callable[[object, object], object]  # the round_trip fixture
@@ -412,3 +414,103 @@ def test_equal_sets_holding_big_ints_export_alike() -> None:
     one, other = set(items), set(reversed(items))
     assert version.export(one, walk=True) == version.export(other, walk=True)
     assert version.export(one, walk=True) == [str(-(2**82)), 0, 7073, 61868]
+
+
+class ByIntKey(BaseModel):
+    by_int: dict[int, str] = {}
+
+
+class Counted(TypedDict):
+    n: int
+
+
+TOO_LONG = 10**4301
+TOO_LONG_POSITIONS = [
+    ("bare", int, TOO_LONG, "(root)"),
+    ("list", list[int], [1, TOO_LONG], "[1]"),
+    ("dict-value", dict[str, int], {"a": 1, "b": TOO_LONG}, "['b']"),
+    ("dict-key", dict[int, str], {1: "a", TOO_LONG: "b"}, "[<an int of 14288 bits>]"),
+    ("model-key", ByIntKey, ByIntKey(by_int={TOO_LONG: "x"}), "by_int[<an int of 14288 bits>]"),
+    ("typeddict", Counted, {"n": -TOO_LONG}, "n"),
+    ("union", int | float, TOO_LONG, "(root)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("schema", "state", "path"),
+    [case[1:] for case in TOO_LONG_POSITIONS],
+    ids=[case[0] for case in TOO_LONG_POSITIONS],
+)
+def test_an_int_too_long_to_parse_back_is_refused_wherever_it_is(
+    schema: object, state: object, path: str
+) -> None:
+    """An int of more than 4,300 digits is refused by the library, with its path, in
+    every position, and nothing is committed. Before, a bare int, a list's item, a
+    dict's value (a plain state goes to the packer as it is) and a dict key (its path
+    rendered with repr) raised Python's own ValueError while the message was written."""
+    registry = Registry()
+    registry.add_schema("c", 1, schema)
+    holder: type[Holder] = registry.migratable("c", version=1)(type("Holder", (Holder,), {}))
+    service = Service("svc", registry=registry)
+    service.register(holder(state))
+    store = MemoryStore()
+    with pytest.raises(ExportError) as caught:
+        service.commit(store)
+    assert caught.value.path == path
+    assert "more than 4300 digits" in caught.value.detail
+    assert store.commits == 0
+
+
+class Tallies(BaseModel):
+    ordered: collections.OrderedDict[str, int] = collections.OrderedDict()
+    by_id: collections.OrderedDict[int, int] = collections.OrderedDict()
+    counted: collections.Counter[str] = collections.Counter()
+
+
+def test_big_ints_in_an_ordered_dict_or_a_counter_round_trip(round_trip: RoundTrip) -> None:
+    """An ``OrderedDict`` or a ``Counter`` holds ints past 64 bits, as values and as
+    keys, as a dict does. Before, both were converted by their values' own types,
+    which refuse such an int (``does not fit in 64 bits``)."""
+    state = Tallies(
+        ordered=collections.OrderedDict([("z", BIG), ("a", 1), ("m", BELOW)]),
+        by_id=collections.OrderedDict([(ABOVE, -BIG), (2, 3)]),
+        counted=collections.Counter({"x": BIG, "y": -1}),
+    )
+    restored = round_trip(Tallies, state)
+    assert isinstance(restored, Tallies) and not exact_differences(state, restored)
+    assert list(restored.ordered) == ["z", "a", "m"]
+    assert type(restored.counted) is collections.Counter
+
+
+class Record(TypedDict):
+    n: int
+
+
+class Records(TypedDict):
+    total: int
+    recs: dict[str, Record]
+
+
+@pytest.mark.parametrize("total", [1, ABOVE, BELOW], ids=["small", "above", "below"])
+@pytest.mark.parametrize("n", ["5", 5.0], ids=["str", "float"])
+def test_a_value_validation_converts_commits_whatever_other_fields_hold(
+    round_trip: RoundTrip, total: int, n: object
+) -> None:
+    """A plain ``TypedDict`` state is written as it is, and ``"5"`` in an int field is
+    restored as ``5``, as validation makes it. A big int elsewhere in the state has
+    it walked instead, and the walk refused that value (``expected an int, found
+    str``): it now keeps it as the state as it is keeps it."""
+    restored = round_trip(Records, {"total": total, "recs": {"a": {"n": n}}})
+    assert restored == {"total": total, "recs": {"a": {"n": 5}}}
+    assert type(cast(Any, restored)["recs"]["a"]["n"]) is int
+
+
+@pytest.mark.parametrize("total", [1, ABOVE], ids=["small", "above"])
+def test_a_value_validation_refuses_is_refused_whatever_other_fields_hold(
+    round_trip: RoundTrip, total: int
+) -> None:
+    """The walk keeps what validation would refuse as well, and the commit's check of
+    the state refuses it, as without the big int."""
+    with pytest.raises(ExportError) as caught:
+        round_trip(Records, {"total": total, "recs": {"a": {"n": None}}})
+    assert caught.value.path == "recs['a'].n"
