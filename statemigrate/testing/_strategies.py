@@ -34,9 +34,13 @@ the top, between two strategies built for the schema: one roll per state, not on
 string.
 
 Floats are finite unless the schema allows infinities, and never NaN (NaN is not equal
-to itself, so no round trip could be checked). An ``int`` field without a bound on a
-side now and then holds an integer beyond 64 bits on that side, in both forms: the
-plain form holds it as its decimal text, as a snapshot does and as a step receives it.
+to itself, so no round trip could be checked). Special floats and decimals (``-0.0``,
+the infinities, a decimal NaN where allowed) and non-empty collections of records are
+drawn more often than hypothesis would draw them (see :mod:`._emphasis`).
+
+An ``int`` field without a bound on a side now and then holds an integer beyond 64 bits
+on that side, in both forms: the plain form holds it as its decimal text, as a snapshot
+does and as a step receives it.
 
 Most collections hold at most :data:`SMALL_SIZE` items and most strings are short, which
 keeps a few hundred examples per step cheap; about one collection in :data:`_LONG` is
