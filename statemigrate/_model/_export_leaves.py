@@ -21,6 +21,7 @@ import pydantic_core
 from statemigrate._model._plaindata import (
     INT_MAX,
     INT_MIN,
+    NoPlainForm,
     find_not_plain,
     text_problem,
     to_plain,
@@ -290,6 +291,12 @@ def by_value(value: Any) -> Any:
     """Convert by the value's own type, for nodes whose shape is not known here."""
     try:
         return to_plain(value)
+    except NoPlainForm as exc:
+        # The value sits where the exporter is (a field's path); ``exc.path`` only
+        # goes on from there, so the error names the field, not "the top level".
+        error = fail(exc.problem)
+        error.path.extend(exc.path)
+        raise error from exc
     except TypeError as exc:
         raise fail(str(exc)) from exc
 

@@ -56,13 +56,18 @@ def records_problem(core_schema: Node, name: str, *, where: str) -> str | None:
     """
     walk = _Walk(core_schema)
     top = walk.shapes([core_schema])
-    if top.open or top.dicts:
+    if top.open:
         return None
-    if name not in top.fields:
+    # A dict at the top (a RootModel of one, a bare dict schema) may hold the name as
+    # a key: its values are what the records would be.
+    found = [*top.fields.get(name, ()), *top.values]
+    if not found:
         return f"names no field of {where} ({_listed(top)})"
-    below = walk.shapes(top.fields[name])
+    below = walk.shapes(found)
     if below.open or below.dicts:
         return None
+    if name not in top.fields:
+        return f"names a key of {where}, a dict of {_kind_names(below)} values, not of dicts"
     return f"names {_kinds(below)} field of {where}, not a dict"
 
 
@@ -138,15 +143,19 @@ def _listed(shapes: _Shapes) -> str:
 
 
 def _kinds(shapes: _Shapes) -> str:
+    text = _kind_names(shapes)
+    if text == "nothing":
+        return text
+    return ("an " if text[0] in "aeiou" else "a ") + text
+
+
+def _kind_names(shapes: _Shapes) -> str:
     kinds = list(dict.fromkeys(shapes.leaves))
     if shapes.sequences:
         kinds.append("list")
     if shapes.fields:
         kinds.append("record")
-    if not kinds:
-        return "nothing"
-    text = " or ".join(kinds)
-    return ("an " if text[0] in "aeiou" else "a ") + text
+    return " or ".join(kinds) or "nothing"
 
 
 class _Walk:

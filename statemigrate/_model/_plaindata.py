@@ -29,6 +29,7 @@ __all__ = [
     "INT_MAX",
     "INT_MIN",
     "MAX_NESTING",
+    "NoPlainForm",
     "copy_plain",
     "find_not_plain",
     "is_plain",
@@ -235,6 +236,20 @@ def _where(path: tuple[object, ...]) -> str:
     return "".join(f"[{shown(part)}]" for part in path) or "the top level"
 
 
+class NoPlainForm(TypeError):
+    """A value that :func:`to_plain` cannot convert.
+
+    ``problem`` says what, without where; ``path`` is where, from the value
+    :func:`to_plain` was given. A caller that knows where that value sits (the
+    exporter, at a field) names the place itself instead of "the top level".
+    """
+
+    def __init__(self, problem: str, path: tuple[object, ...]) -> None:
+        super().__init__(f"{problem} at {_where(path)}")
+        self.problem = problem
+        self.path = path
+
+
 def _convert(value: object, path: tuple[object, ...]) -> Any:
     kind = type(value)
     if kind is str or kind is bytes or kind is float or kind is bool or value is None:
@@ -242,14 +257,14 @@ def _convert(value: object, path: tuple[object, ...]) -> Any:
     if kind is int:
         assert isinstance(value, int)
         if not _INT_MIN <= value <= _INT_MAX:
-            raise TypeError(f"integer {shown(value)} at {_where(path)} does not fit in 64 bits")
+            raise NoPlainForm(f"integer {shown(value)} does not fit in 64 bits", path)
         return value
     if isinstance(value, Mapping):
         result: dict[str, Any] = {}
         for key, sub in value.items():
             name = _key(key, path)
             if name in result:
-                raise TypeError(f"two keys become {name!r} at {_where(path)}")
+                raise NoPlainForm(f"two keys become {name!r}", path)
             result[name] = _convert(sub, (*path, key))
         return result
     if isinstance(value, list | tuple):
@@ -287,11 +302,9 @@ def _leaf(value: object, path: tuple[object, ...]) -> Any:
     try:
         converted = pydantic_core.to_jsonable_python(value)
     except (pydantic_core.PydanticSerializationError, ValueError) as exc:
-        raise TypeError(
-            f"{type(value).__qualname__} value at {_where(path)} has no plain form"
-        ) from exc
+        raise NoPlainForm(f"{type(value).__qualname__} value has no plain form", path) from exc
     if converted is value:
-        raise TypeError(f"{type(value).__qualname__} value at {_where(path)} has no plain form")
+        raise NoPlainForm(f"{type(value).__qualname__} value has no plain form", path)
     return _convert(converted, path)
 
 
@@ -308,4 +321,4 @@ def _key(key: object, path: tuple[object, ...]) -> str:
     plain = _leaf(key, path) if not isinstance(key, Mapping | list | tuple | set) else None
     if isinstance(plain, str):
         return plain
-    raise TypeError(f"key {shown(key)} at {_where(path)} cannot be a string key")
+    raise NoPlainForm(f"key {shown(key)} cannot be a string key", path)

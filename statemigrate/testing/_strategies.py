@@ -34,9 +34,13 @@ the top, between two strategies built for the schema: one roll per state, not on
 string.
 
 Floats are finite unless the schema allows infinities, and never NaN (NaN is not equal
-to itself, so no round trip could be checked). An ``int`` field without a bound on a
-side now and then holds an integer beyond 64 bits on that side, in both forms: the
-plain form holds it as its decimal text, as a snapshot does and as a step receives it.
+to itself, so no round trip could be checked). Special floats and decimals (``-0.0``,
+the infinities, a decimal NaN where allowed) and non-empty collections of records are
+drawn more often than hypothesis would draw them (see :mod:`._emphasis`).
+
+An ``int`` field without a bound on a side now and then holds an integer beyond 64 bits
+on that side, in both forms: the plain form holds it as its decimal text, as a snapshot
+does and as a step receives it.
 
 Most collections hold at most :data:`SMALL_SIZE` items and most strings are short, which
 keeps a few hundred examples per step cheap; about one collection in :data:`_LONG` is
@@ -65,6 +69,13 @@ from statemigrate._errors import ValidationError
 from statemigrate._model._coreschema import schema_refs
 from statemigrate._model._registry import Registry
 from statemigrate._model._schema import SchemaVersion
+from statemigrate.testing._emphasis import (
+    EMPTY,
+    SPECIAL,
+    RecordCollections,
+    decimal_specials,
+    float_specials,
+)
 from statemigrate.testing._tags import tag_key, with_tag
 from statemigrate.testing._typedleaves import file_system_paths, plain_function_values, urls
 
@@ -100,6 +111,7 @@ _PATTERN = 8  # a long string repeats a drawn one of at most this many character
 _SURROGATE_STATES = 8  # about one state in this many may hold lone surrogates
 _SUBCLASSES = 8  # subclasses of one model whose instances the state form draws, at most
 _REJECTED = object()
+_ABSENT = object()  # an optional field drawn as left out
 
 
 def _plain_leaves() -> st.SearchStrategy[Any]:
@@ -337,6 +349,12 @@ def _of_length(
     return draw(by_length[draw(lengths)])
 
 
+def _with_specials(common: st.SearchStrategy[Any], specials: list[Any]) -> st.SearchStrategy[Any]:
+    """``common``, and about once in :data:`~statemigrate.testing._emphasis.SPECIAL`
+    draws one of ``specials``; shrinks to ``common``."""
+    return _rarely(common, st.sampled_from(specials), every=SPECIAL) if specials else common
+
+
 def _skewed(low: int, high: int) -> st.SearchStrategy[int]:
     """Sizes from ``low`` to ``high``, the smaller ones likelier (the least of two
     uniform draws: a third of the way up on average), as cheap examples are."""
@@ -481,6 +499,7 @@ class _Builder:
         # Every schema that carries a ``ref``, so references can find it.
         for ref, node in schema_refs(root).items():
             self.refs.setdefault(ref, node)
+        self.record_collections = RecordCollections(self.refs)
         self.kinds: dict[str, Callable[[Node], st.SearchStrategy[Any]]] = {
             "any": self._any,
             "none": lambda node: st.none(),
@@ -634,18 +653,19 @@ class _Builder:
         )
         step = node.get("multiple_of")
         if step:
-            return result.filter(lambda x: math.isclose(x / step, round(x / step)))
-        return result
+            result = result.filter(lambda x: math.isclose(x / step, round(x / step)))
+        return _with_specials(result, float_specials(node, allow_infinity=bool(allow_inf)))
 
     def _decimal(self, node: Node) -> st.SearchStrategy[Any]:
         places = node.get("decimal_places")
-        return st.decimals(
+        finite = st.decimals(
             min_value=node.get("ge", node.get("gt")),
             max_value=node.get("le", node.get("lt")),
             places=places if isinstance(places, int) else None,
             allow_nan=False,
             allow_infinity=False,
         )
+        return _with_specials(finite, decimal_specials(node))
 
     def _str(self, node: Node) -> st.SearchStrategy[str]:
         low = node.get("min_length") or 0
@@ -737,6 +757,22 @@ class _Builder:
         by_length = {n: exactly(n) for n in range(top + 1, high + 1)}
         return _rarely(short, _of_length(_skewed(top + 1, high), by_length), every=_LONG)
 
+    def _filled(
+        self,
+        node: Node,
+        low: int,
+        high: int,
+        make: Callable[[int, int], st.SearchStrategy[Any]],
+        exactly: Callable[[int], st.SearchStrategy[Any]],
+    ) -> st.SearchStrategy[Any]:
+        """:meth:`_sized`; for a collection of records, non-empty in all but about one
+        draw in :data:`~statemigrate.testing._emphasis.EMPTY` (that one as hypothesis
+        draws it)."""
+        drawn = self._sized(low, high, make, exactly)
+        if low > 0 or high == 0 or not self.record_collections.holds_records(node):
+            return drawn
+        return _rarely(self._sized(1, high, make, exactly), drawn, every=EMPTY)
+
     def _list(self, node: Node, *, unique: bool = False) -> st.SearchStrategy[list[Any]]:
         items = node.get("items_schema")
         inner = self.build(items) if items is not None else plain_data(max_size=self.small)
@@ -744,13 +780,15 @@ class _Builder:
         if unique:
             # A long one is drawn as a list with repeats dropped, so a type with few
             # values (bool items) cannot make n distinct items unsatisfiable.
-            return self._sized(
+            return self._filled(
+                node,
                 low,
                 high,
                 lambda a, b: st.lists(inner, min_size=a, max_size=b, unique_by=_unique_key),
                 lambda n: st.lists(inner, min_size=n, max_size=n).map(_distinct),
             )
-        return self._sized(
+        return self._filled(
+            node,
             low,
             high,
             lambda a, b: st.lists(inner, min_size=a, max_size=b),
@@ -784,7 +822,8 @@ class _Builder:
         low, high = self._sizes(node)
         # A long one is drawn as pairs, later keys winning: keys of few values (bool,
         # a Literal) cannot make n distinct keys unsatisfiable.
-        return self._sized(
+        return self._filled(
+            node,
             low,
             high,
             lambda a, b: st.dictionaries(keys, values, min_size=a, max_size=b),
@@ -841,9 +880,16 @@ class _Builder:
     ) -> st.SearchStrategy[dict[str, Any]]:
         required: dict[str, st.SearchStrategy[Any]] = {}
         optional: dict[str, st.SearchStrategy[Any]] = {}
+        mostly_present = False
         for key, schema, needed in fields:
-            (required if needed else optional)[key] = self.build(schema)
-        return st.fixed_dictionaries(required, optional=optional)
+            if not needed and self.record_collections.holds_records(schema):
+                # Left out, its default (most often empty) would hold no record.
+                required[key] = _rarely(self.build(schema), st.just(_ABSENT), every=EMPTY)
+                mostly_present = True
+            else:
+                (required if needed else optional)[key] = self.build(schema)
+        record = st.fixed_dictionaries(required, optional=optional)
+        return record.map(_without_absent) if mostly_present else record
 
     def _model(self, node: Node) -> st.SearchStrategy[Any]:
         fields = node["schema"]
@@ -926,6 +972,12 @@ class _Builder:
             for field in node["fields"]
             if field.get("init", True) is not False
         )
+
+
+def _without_absent(record: dict[str, Any]) -> dict[str, Any]:
+    if any(value is _ABSENT for value in record.values()):
+        return {key: value for key, value in record.items() if value is not _ABSENT}
+    return record
 
 
 def _model_subclasses(cls: type) -> list[type[pydantic.BaseModel]]:

@@ -564,3 +564,20 @@ def test_check_passes_on_the_reference_and_fails_with_a_counterexample(
     assert bad.code == 1
     assert "- FAILED: kvcache 3 -> 2 (_same)" in bad.out
     assert "counterexample (version 3" in bad.out and "does not fit version 2" in bad.out
+
+
+def test_check_fails_on_a_step_into_a_version_with_no_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`statemigrate check` names the step, as `schemas check` and Registry.check() do."""
+    root = settings_project(tmp_path / "p", with_v2=False)
+    (root / "migrations").mkdir()
+    (root / "migrations" / "settings_0001.py").write_text(
+        'from statemigrate import migration\n\n\n@migration("settings", 1, 2)\n'
+        "def up(data):\n    return data\n"
+    )
+    monkeypatch.chdir(root)
+    checked = run(capsys, "check", "--migrations", "migrations", "--max-examples", "5")
+    assert checked.code == 1, checked.out + checked.err
+    assert "- FAILED: settings 1 -> 2 (up) [0 examples]" in checked.out
+    assert "settings 1 -> 2 (up): no schema version 2" in checked.out

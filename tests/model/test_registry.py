@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 from typing_extensions import TypedDict
 
 import statemigrate._model._registry as registry_module
@@ -261,6 +261,42 @@ def test_a_record_step_over_no_dict_field_is_refused(records: str, message: str)
         reg.add_migration("stock", 2, 1, keep, records=records, lossy=True)
     assert "stock 2 -> 1 (keep)" in str(info.value)
     assert reg.steps("stock") == []  # nothing half-registered
+
+
+class Counts(RootModel[dict[str, int]]):
+    pass
+
+
+class Nested(RootModel[dict[str, dict[str, int]]]):
+    pass
+
+
+@pytest.mark.parametrize("schema", [Counts, dict[str, int]])
+@pytest.mark.parametrize("records", ["nosuch", "*"])
+def test_a_record_step_over_a_dict_of_leaves_is_refused(schema: Any, records: str) -> None:
+    """A RootModel of a dict, or a bare dict, holds the name as a key at best: its
+    values are ints, never records. Refused at registration, as for a BaseModel."""
+    reg = Registry()
+    reg.add_schema("r", 1, schema)
+    reg.add_schema("r", 2, schema)
+    message = f"records={records!r} names a key of version 1, a dict of int values, not of dicts"
+    with pytest.raises(RegistrationError, match=re.escape(message)):
+        reg.add_migration("r", 1, 2, keep, records=records)
+    assert reg.steps("r") == []
+
+
+def test_a_record_step_over_a_dict_of_dicts_may_name_any_key() -> None:
+    """The control: under a dict of dicts any key may hold records."""
+    reg = Registry()
+    reg.add_schema("r", 1, Nested)
+    reg.add_schema("r", 2, Nested)
+    reg.add_migration("r", 1, 2, keep, records="group")
+    reg.add_migration("r", 2, 1, keep, records="group")
+    reg.check()
+    assert reg.migrate("r", {"group": {"a": 1}, "other": {}}, 1, 2).data == {
+        "group": {"a": 1},
+        "other": {},
+    }
 
 
 def test_a_record_field_missing_at_the_target_is_refused() -> None:
