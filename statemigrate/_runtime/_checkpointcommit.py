@@ -35,7 +35,7 @@ from statemigrate._runtime._report import (
     CommitReport,
     SnapshotReport,
 )
-from statemigrate._runtime._telemetry import store_kind
+from statemigrate._runtime._telemetry import commit_failed, store_kind
 from statemigrate._runtime._wait import run_waits, run_waits_async
 from statemigrate.stores._base import holding
 
@@ -158,6 +158,7 @@ class CheckpointCommitter:
         self._waiting_logged: str | None = None  # the status last said to hold it back
         self._state_pending = False  # the last attempt found the service without its state
         self._final = False  # the checkpoint under way is the final one
+        self._committing = False  # the checkpoint under way reached its commit
         self.failures = 0
         """Checkpoints that failed in a row since the last one that committed."""
         self.last_error: BaseException | None = None
@@ -201,6 +202,7 @@ class CheckpointCommitter:
             held_back = self._held_back()
             if held_back is not None:
                 return CheckpointReport(None, 0.0, 0.0, held_back)
+            self._committing = False
             try:
                 taken = self._taker.take(force, self._hold)
                 if taken is None:
@@ -215,6 +217,7 @@ class CheckpointCommitter:
                     forked = snapshot.began
                     snapshot = self._taker.adopt(snapshot, run_waits(self._taker.wait(snapshot)))
                 encoded, report = snapshot
+                self._committing = True  # the commit counts its own failures
                 committed = self.service._checkpoints.commit(
                     partial(self.service.commit_snapshot, self.store, encoded, report)
                 )
@@ -251,6 +254,7 @@ class CheckpointCommitter:
             held_back = self._held_back()
             if held_back is not None:
                 return CheckpointReport(None, 0.0, 0.0, held_back)
+            self._committing = False
             try:
                 taken = await self._take_on_loop(force)
                 if taken is None:
@@ -270,6 +274,7 @@ class CheckpointCommitter:
                     exported = await run_waits_async(self._taker.wait(snapshot))
                     snapshot = self._taker.adopt(snapshot, exported)
                 encoded, report = snapshot
+                self._committing = True  # the commit counts its own failures
                 commit = asyncio.ensure_future(
                     asyncio.to_thread(
                         self.service._checkpoints.commit,
@@ -464,4 +469,9 @@ class CheckpointCommitter:
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
         self.last_error = exc
+        if not self._committing:
+            # Failed before its commit (the export, change tracking, a forked child):
+            # no snapshot reached the store all the same, and an operator's alert on
+            # failed commits must see it, not only the staleness an interval later.
+            commit_failed(self.service.name, self.store, 0.0, exc)
 

@@ -129,6 +129,9 @@ class CheckpointTaker:
         self.export_timeout = export_timeout
         self._source: PreCopySource | None = None
         self._chain: list[EncodedSnapshot] = []
+        # The service's count of restores applied, as of this chain (see
+        # _new_chain_if_restored).
+        self._restores_seen = service._restores_applied
         self._chain_off: str | None = None
         # Bytes per changed record: of the last delta large enough to tell, else of
         # the base.
@@ -154,6 +157,7 @@ class CheckpointTaker:
                 # Held from here: the time spent taking a lock is not counted, as the
                 # writers still run meanwhile.
                 held = time.perf_counter()
+                self._new_chain_if_restored()
                 mark = changes() if changes is not None else _NOTHING
                 if self.incremental and self._chain_off is None:
                     # The digest of the fields beside the records exports them: taken
@@ -180,6 +184,23 @@ class CheckpointTaker:
             raise
         emit(CHECKPOINT_PAUSE, pause, self.service.name)
         return taken, mark, pause
+
+    def _new_chain_if_restored(self) -> None:
+        """Drop the chain when the service restored a snapshot since it began: the
+        restore replaced the components' state, their ``TrackedDict`` fields included,
+        so the chain's source tracks objects no longer in use, and its pieces a state
+        no longer the service's. The next piece is a new base."""
+        restored = self.service._restores_applied
+        if restored == self._restores_seen:
+            return
+        self._restores_seen = restored
+        if self._source is not None or self._chain:
+            logger.info(
+                "checkpoints of %s start a new chain: the service restored a snapshot"
+                " since the chain began",
+                self.service.name,
+            )
+            self.close()
 
     def unchanged(self) -> None:
         """A checkpoint skipped because the state is the one last committed: the store's

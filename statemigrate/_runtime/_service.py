@@ -137,8 +137,17 @@ class Service:
             key=key,
             limits=self._limits,
         )
-        self._restores.applied = self._chains.applied
+        self._restores_applied = 0
+        """Snapshots and deltas applied to the components so far (any restore): a
+        checkpointer's chain begun before one tracks components it replaced."""
+        self._restores.applied = self._piece_applied
         declare_service(name)
+
+    def _piece_applied(self, report: RestoreReport) -> None:
+        """A snapshot or delta was just applied: counted, and told to the chain
+        continuation. Must not raise (see ``RestoreObserver.applied``)."""
+        self._restores_applied += 1
+        self._chains.applied(report)
 
     # --- membership ------------------------------------------------------------------
 

@@ -554,3 +554,98 @@ def test_the_advice_follows_what_ran_over(caplog: pytest.LogCaptureFixture) -> N
     )
     assert timed(rebased, ledger, [2.0, 2.0]) == [1, 1]
     assert "each is a new full base" in caplog.text and "max_delta_ratio" in caplog.text
+
+
+# --- a restore while a chain runs --------------------------------------------------------
+
+
+class OnlyEntries(TypedDict):
+    entries: dict[str, int]
+
+
+ENTRIES_REGISTRY = Registry()
+ENTRIES_REGISTRY.add_schema("only-entries", 1, OnlyEntries)
+
+
+@ENTRIES_REGISTRY.migratable("only-entries", version=1)
+class EntriesCache:
+    """Records only: no field beside them changes with a write."""
+
+    def __init__(self) -> None:
+        self.entries: TrackedDict[str, int] = TrackedDict()
+
+
+@pytest.mark.parametrize("export", ["inline", "fork"])
+def test_a_restore_while_a_chain_runs_starts_a_new_chain(
+    export: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The documented recovery, `service.restore(...)` with an incremental checkpointer
+    running, replaces the components' TrackedDicts: the next checkpoint starts a new
+    base holding the restored state and the writes since, instead of failing on the
+    replaced dict at every attempt (and at the final checkpoint) for good."""
+    service = Service("entries", registry=ENTRIES_REGISTRY)
+    cache = service.register(EntriesCache())
+    service.start_cold("test")
+    store = MemoryStore()
+    checkpointer = Checkpointer(
+        service, store, quiesce=threading.Lock(), incremental=True, export=export  # type: ignore[arg-type]
+    )
+    cache.entries["a"] = 1
+    assert checkpointer.checkpoint_now().committed is not None
+    first = bytes(store.open())  # a store keeps its latest: the operator's older copy
+    cache.entries["b"] = 2
+    checkpointer.checkpoint_now()
+    service.restore(first, allow_older=True)
+    assert dict(cache.entries) == {"a": 1}
+    cache.entries["c"] = 3
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    report = checkpointer.checkpoint_now()
+    assert report.committed is not None and report.committed.snapshot.chain == 1
+    assert "restored a snapshot since the chain began" in caplog.text
+    cache.entries["d"] = 4
+    assert checkpointer.checkpoint_now().committed is not None  # a delta on the new base
+    again = Service("entries", registry=ENTRIES_REGISTRY)
+    restored = again.register(EntriesCache())
+    assert again.start_from(store) is not None
+    assert dict(restored.entries) == {"a": 1, "c": 3, "d": 4}
+
+
+def test_a_checkpoint_that_fails_before_its_commit_counts_as_a_failed_commit() -> None:
+    """An operator's alert on failed commits sees a checkpoint that failed before it
+    reached the store (here a watched record changed in place), once, not only the
+    staleness an interval later; a commit that fails in the store is counted once too."""
+    records: list[tuple[str, tuple[str, ...]]] = []
+
+    class Sink:
+        def record(self, instrument: Any, value: float, labels: Any) -> None:
+            records.append((instrument.name, tuple(labels)))
+
+    class Refusing(MemoryStore):
+        def commit(self, data: Any) -> Any:
+            raise StoreError("commit", "memory://", "refused")
+
+    previous = use_sink(Sink())
+    try:
+        service, _ = ledger_service()
+        with pytest.raises(StoreError):
+            Checkpointer(service, Refusing()).checkpoint_now()
+        service, ledger = ledger_service()
+        checkpointer = Checkpointer(service, MemoryStore(), every=60.0)
+        checkpointer._taker.take = _raising  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError):
+            checkpointer.checkpoint_now()
+    finally:
+        use_sink(previous)
+    failed = [
+        labels
+        for name, labels in records
+        if name == "statemigrate_commits_total" and labels[-1] == "failed"
+    ]
+    assert failed == [
+        ("ledger-service", "refusing", "failed"),
+        ("ledger-service", "memory", "failed"),
+    ]
+
+
+def _raising(*args: object) -> None:
+    raise RuntimeError("the export failed")
