@@ -631,7 +631,7 @@ def test_a_checkpoint_that_fails_before_its_commit_counts_as_a_failed_commit() -
             Checkpointer(service, Refusing()).checkpoint_now()
         service, ledger = ledger_service()
         checkpointer = Checkpointer(service, MemoryStore(), every=60.0)
-        checkpointer._taker.take = _raising  # type: ignore[method-assign]
+        checkpointer._taker.take = _raising  # type: ignore[method-assign,assignment]
         with pytest.raises(RuntimeError):
             checkpointer.checkpoint_now()
     finally:
