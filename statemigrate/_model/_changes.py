@@ -47,7 +47,7 @@ from statemigrate._model._export_leaves import NotExportable
 from statemigrate._model._inplacewatch import POOL, InPlaceWatch
 from statemigrate._model._registry import component_spec
 from statemigrate._model._schema import SchemaVersion
-from statemigrate._model._tracked import ChangeMark, TrackedDict
+from statemigrate._model._tracked import ChangeMark, Changes, TrackedDict
 
 if typing.TYPE_CHECKING:
     from statemigrate._model._registry import Registry
@@ -73,8 +73,8 @@ class PartialState:
         deleted: per record field, the keys deleted (in the live form of the keys).
         moved: per record field, how many of its last records were inserted since the
             mark: a receiver moves them to the end, in their order, to keep the live
-            order (0 for a component with its own ``export_records``, whose order is
-            its own).
+            order (for a component with its own ``export_records``, the order of its
+            ``TrackedDict``).
     """
 
     state: dict[str, Any]
@@ -193,8 +193,7 @@ class ComponentChanges:
                 partial(self._written_meanwhile, name),
             )
             if self._custom:
-                state[name] = self._exported(name, list(changes.set))
-                moved[name] = 0
+                state[name], moved[name] = self._exported_in_order(name, changes)
             else:
                 codec = key_codec(self._schema, name)
                 state[name] = codec.held(self._fields[name], changes.set)
@@ -249,6 +248,18 @@ class ComponentChanges:
             if tracked.written_since(mark, key):
                 return True
         return False
+
+    def _exported_in_order(self, name: str, changes: Changes) -> tuple[dict[Any, Any], int]:
+        """A custom component's records of ``changes``, in its ``TrackedDict``'s order:
+        those replaced in place first, then those inserted (or moved to the end) since
+        the mark, and how many of those last ones it still holds. A receiver that
+        composes the delta (a folded chain, ``statemigrate migrate``) moves them to
+        the end, as a restore piece by piece does through ``import_records``."""
+        keys = list(changes.set)
+        exported = self._exported(name, keys)
+        ordered = {key: exported[key] for key in keys if key in exported}
+        inserted = keys[len(keys) - changes.moved :] if changes.moved else []
+        return ordered, sum(1 for key in inserted if key in exported)
 
     def _exported(self, name: str, keys: list[Any]) -> dict[Any, Any]:
         """The records of ``keys`` from a custom component, all of them: a key its
