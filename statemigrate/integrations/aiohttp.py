@@ -319,9 +319,11 @@ async def serve(
             same switch, with ``allow_lossy=True``.
         safe_methods: the methods that never change the state: they are served
             during the pause, beside the export, and every other request is held.
-            A handler whose reads change the state (an LRU's order) while they run
-            in a thread, or across an ``await``, would tear the state the export
-            sees: give ``()`` to hold every request during the pause.
+            An application whose reads change the state at all (an LRU's order, a
+            hit counter), synchronously or not, must give ``()`` to hold every
+            request during the pause: a read served after the snapshot (or
+            pre-copy's last delta) was taken changes a state the successor never
+            receives.
 
     Returns:
         The report of the handoff that ended serving, or ``None`` after a signal.

@@ -161,10 +161,11 @@ class HotRestart:
             same switch, with ``allow_lossy=True``.
         safe_methods: the methods that never change the state: they are served
             during the pause, beside the export, and every other request is held.
-            An application whose reads change the state (an LRU's order) while they
-            run in a thread (a framework's sync endpoints) or across an ``await``
-            would tear the state the export sees: give ``()`` to hold every request
-            during the pause.
+            An application whose reads change the state at all (an LRU's order, a
+            hit counter), synchronously or not, must give ``()`` to hold every
+            request during the pause: a read served after the snapshot (or
+            pre-copy's last delta) was taken changes a state the successor never
+            receives.
 
     Raises:
         ConfigurationError: an argument is invalid.
