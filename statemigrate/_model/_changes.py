@@ -19,8 +19,10 @@ field::
         # per record field, the TrackedDict whose keys are that field's record keys
     def export_records(self, field: str, keys: Iterable) -> Mapping: ...
         # the records of those keys that exist, in the schema's form
-    def import_records(self, field: str, records: Mapping, deleted: Sequence) -> None: ...
-        # set validated records and delete keys (deleting an absent key is a no-op)
+    def import_records(self, field: str, records: Mapping, deleted: Sequence,
+                       moved: int = 0) -> None: ...
+        # set validated records and delete keys (deleting an absent key is a no-op);
+        # the last ``moved`` records go to the end (optional: see _importrecords)
 
 The first two serve the writing side, the last two the receiving side (which also
 uses ``export_records`` to keep what it replaces, for a rollback). Components that

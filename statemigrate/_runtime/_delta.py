@@ -44,6 +44,7 @@ from statemigrate._model._changes import (
     imports_records,
     key_codec,
 )
+from statemigrate._model._importrecords import import_records
 from statemigrate._model._migrate import raised_by_user_code
 from statemigrate._model._nankeys import (
     has_nan,
@@ -541,12 +542,12 @@ def _apply_sets(item: _Staged, undo: list[_Undo]) -> None:
     records protocol, delete its keys too)."""
     obj = item.entry.obj
     if item.custom:
-        for name, (put, gone, _) in item.records.items():
+        for name, (put, gone, moved) in item.records.items():
             touched = [*put, *gone]
             old = dict(obj.export_records(name, touched))  # type: ignore[attr-defined]
             absent = [key for key in touched if key not in old]
             undo.append(_reimporter(obj, name, old, absent))  # noted first, as below
-            obj.import_records(name, put, gone)  # type: ignore[attr-defined]
+            import_records(obj, name, put, gone, moved)
         return
     for name, (put, _, moved) in item.records.items():
         target: MutableMapping[Any, Any] = getattr(obj, name)

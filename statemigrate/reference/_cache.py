@@ -220,12 +220,21 @@ class KVCacheV3(_Bounded):
         return found
 
     def import_records(
-        self, field: str, records: Mapping[str, EntryV3], deleted: Sequence[str]
+        self,
+        field: str,
+        records: Mapping[str, EntryV3],
+        deleted: Sequence[str],
+        moved: int = 0,
     ) -> None:
-        """Set validated entries and delete keys (absent keys are skipped)."""
+        """Set validated entries and delete keys (absent keys are skipped). The last
+        ``moved`` entries were inserted, or used, since the delta's base: they go to the
+        end, in their order, so that the LRU order is the sender's."""
         for key in deleted:
             self._entries.pop(key, None)
-        for key, e in records.items():
+        in_place = len(records) - moved
+        for index, (key, e) in enumerate(records.items()):
+            if index >= in_place:
+                self._entries.pop(key, None)
             self._entries[key] = _Entry(e["data"], e["expires_at"], e["hits"])
 
 

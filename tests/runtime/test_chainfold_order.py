@@ -1,6 +1,7 @@
-"""A chain of a records-protocol component folds in its TrackedDict's order: an LRU
-whose touches move keys to the end comes back from a composed chain (a folded restore,
-`statemigrate migrate`, `inspect --dump`) in the order a restore piece by piece gives."""
+"""A records-protocol component's order travels with its deltas: an LRU whose touches
+move keys to the end comes back in its live order from a restore piece by piece (its
+``import_records`` told which records moved) and from a composed chain (a folded
+restore, `statemigrate migrate`, `inspect --dump`) alike; so does the reference cache."""
 
 from __future__ import annotations
 
@@ -57,13 +58,19 @@ class Lru:
         return {key: self.cache[key] for key in keys if key in self.cache}
 
     def import_records(
-        self, field: str, records: Mapping[str, int], deleted: Sequence[str]
+        self, field: str, records: Mapping[str, int], deleted: Sequence[str], moved: int = 0
     ) -> None:
-        for key, value in records.items():
-            self.put(key, value)
+        """Values replaced in place keep their place; the last ``moved`` go to the end."""
         for key in deleted:
             self.cache.pop(key, None)
             self.mirror.pop(key, None)
+        in_place = len(records) - moved
+        for index, (key, value) in enumerate(records.items()):
+            if index >= in_place:
+                self.put(key, value)
+            else:
+                self.cache[key] = value
+                self.mirror[key] = value
 
 
 def lru_service() -> tuple[Service, Lru]:
@@ -84,6 +91,7 @@ def test_a_folded_chain_keeps_the_order_a_restore_piece_by_piece_gives() -> None
     for number in range(0, 200, 7):
         lru.touch(f"k{number}")  # to the end, in this order
     lru.put("k5", -5)  # a write is a use too: to the end
+    lru.cache["k6"] = lru.mirror["k6"] = -6  # a value replaced in place keeps its place
     lru.put("new", 1)
     del lru.cache["k3"], lru.mirror["k3"]
     report = checkpointer.checkpoint_now()
@@ -99,3 +107,35 @@ def test_a_folded_chain_keeps_the_order_a_restore_piece_by_piece_gives() -> None
     folded, by_fold = lru_service()
     folded.restore(composed.to_bytes())
     assert list(by_fold.cache.items()) == live
+
+
+def test_the_reference_cache_restores_its_lru_order_from_a_chain() -> None:
+    """KVCacheV3 (records protocol, an LRU): entries read since the base move to the
+    end in the restored cache too, so both evict the same keys next."""
+    from statemigrate.reference import KVCacheV3, build_registry
+
+    registry = build_registry()
+
+    def cache_service() -> tuple[Service, KVCacheV3]:
+        service = Service("reference", registry=registry)
+        return service, service.register(KVCacheV3(max_entries=50))
+
+    service, cache = cache_service()
+    service.start_cold("test")
+    for number in range(50):
+        cache.set(f"k{number}", str(number))
+    store = MemoryStore()
+    checkpointer = Checkpointer(
+        service, store, quiesce=threading.Lock(), incremental=True, export="inline"
+    )
+    checkpointer.checkpoint_now()
+    for number in (3, 0, 17, 8):
+        assert cache.get(f"k{number}") is not None  # used: to the end
+    checkpointer.checkpoint_now()
+    restarted, again = cache_service()
+    restarted.restore(bytes(store.open()))
+    assert list(again.export_state()["entries"]) == list(cache.export_state()["entries"])
+    for number in range(50, 55):
+        cache.set(f"k{number}", "new")
+        again.set(f"k{number}", "new")
+    assert again.export_state() == cache.export_state()
