@@ -276,7 +276,7 @@ class MigrationCheck:
                 calls,
             )
             return CheckResult(self, calls, failure)
-        if _mostly_refused(len(refused), calls):
+        if _mostly_refused(len(refused), calls) or _no_plain_form(refused):
             return CheckResult(self, calls, self._refused_failure(refused, calls))
         notes = []
         if self.kind == "paths" and not comparable_pairs(self.paths):
@@ -319,13 +319,18 @@ class MigrationCheck:
 
     def _refused_failure(self, refused: list[str], calls: int) -> CheckFailure:
         """The failure of a snapshot check whose states the snapshot (nearly) all
-        refused: what passed was checked on next to nothing, and a service holding such
-        states could not commit a snapshot either (a custom type with no plain form)."""
+        refused, or refused for a value's type: what passed was checked on next to
+        nothing, or a service holding such states could not commit a snapshot either
+        (a custom type with no plain form)."""
+        what = (
+            "so the round trip was checked on next to nothing"
+            if _mostly_refused(len(refused), calls)
+            else "holding a value of a type no snapshot can write"
+        )
         return CheckFailure(
             self.id,
             str(self),
-            f"{len(refused)} of {calls} states refused by snapshot, so the round trip"
-            " was checked on next to nothing",
+            f"{len(refused)} of {calls} states refused by snapshot, {what}",
             f"e.g. {refused[0]}\na service holding such states cannot commit a snapshot"
             " either: give the values a plain form the schema validates back (see"
             " \"Custom types\" in docs/schemas.md), or, when a strategy passed in"
@@ -380,6 +385,17 @@ class MigrationCheck:
             return state if form == "state" else schema.export(state, walk=True)
 
         return self.strategy.map(normalize)
+
+
+_NO_PLAIN_FORM = " value has no plain form"
+"""How a snapshot's refusal of a value of a type it cannot write ends (see
+``statemigrate._model._plaindata``): the type's, not the value's, fault."""
+
+
+def _no_plain_form(refused: list[str]) -> bool:
+    """Whether the snapshot refused a value for its type, which no value of it has: a
+    service commits no state holding one, however few of the drawn states did."""
+    return any(_NO_PLAIN_FORM in refusal for refusal in refused)
 
 
 def _mostly_refused(refused: int, calls: int) -> bool:

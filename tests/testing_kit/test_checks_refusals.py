@@ -70,6 +70,32 @@ def test_a_type_with_no_plain_form_fails_its_snapshot_check() -> None:
     assert "FAILED: dev v1 snapshot round trip" in report.to_markdown()
 
 
+class Fleet(BaseModel):
+    macs: dict[str, MacType]
+
+
+def test_a_type_with_no_plain_form_fails_however_few_states_hold_one() -> None:
+    """Most drawn states hold no value of the type (an empty dict): the check still
+    fails, since a service holding one cannot commit at all."""
+    registry = Registry()
+    registry.add_schema("fleet", 1, Fleet)
+    fleets = st.integers(0, 3).map(
+        lambda n: {"macs": {"a": "01:02:03:04:05:06"} if n == 0 else {}}
+    )
+    report = check_migrations(
+        registry,
+        strategies={("fleet", 1): fleets},
+        max_examples=40,
+        settings=settings(derandomize=True, database=None),
+        raise_on_failure=False,
+    )
+    (failure,) = report.failures
+    refused = int(failure.what.split(" of ")[0])
+    assert 0 < refused < failure.examples_run * 9 // 10, failure.what
+    assert failure.what.endswith("holding a value of a type no snapshot can write")
+    assert "Mac value has no plain form" in failure.detail
+
+
 def test_the_refusal_names_the_field_not_the_top_level() -> None:
     """The path of a custom type's value is its field's, not "the top level"."""
     registry = Registry()
