@@ -26,6 +26,7 @@ __all__ = [
     "NamedValues",
     "Renames",
     "UsageError",
+    "add_prefix_argument",
     "check_output_file",
     "module_attribute",
     "positive_integer",
@@ -73,6 +74,17 @@ def store_prefix(text: str) -> str:
             f"{text[:80]!r}: a store's URL names no generation; give it without #..."
         )
     return text
+
+
+def add_prefix_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``URL`` argument of commands that work on an object-store prefix (``list``,
+    ``forget-unrestored``): no ``#`` fragment, since they read no one generation."""
+    parser.add_argument(
+        "url",
+        metavar="URL",
+        type=store_prefix,
+        help="s3://bucket/prefix, gs://..., az://... or file:///path",
+    )
 
 
 def module_attribute(text: str) -> str:

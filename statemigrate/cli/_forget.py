@@ -12,7 +12,7 @@ import argparse
 import json
 from typing import Any, TextIO
 
-from statemigrate.cli._arguments import store_prefix
+from statemigrate.cli._arguments import add_prefix_argument
 from statemigrate.cli._inspect import printable
 from statemigrate.cli._objects import add_store_argument, open_store
 
@@ -28,12 +28,7 @@ def add_forget_parser(commands: Any) -> None:
         " restore them) from the store's pointer, so that the next commit's retention"
         " deletes their objects. Nothing is deleted now; `list` shows them until then.",
     )
-    parser.add_argument(
-        "url",
-        metavar="URL",
-        type=store_prefix,
-        help="s3://bucket/prefix, gs://..., az://... or file:///path",
-    )
+    add_prefix_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
     add_store_argument(parser)
     parser.set_defaults(func=forget_command)

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 from statemigrate._errors import StateMigrateError, StoreError
 from statemigrate._runtime._chain import is_chain, split_chain
 from statemigrate._snapshot._format import MAGIC
-from statemigrate.cli._arguments import store_prefix
+from statemigrate.cli._arguments import add_prefix_argument
 from statemigrate.cli._inspect import human_size, printable
 from statemigrate.cli._objects import add_store_argument, open_store
 from statemigrate.stores import ObjectRef
@@ -27,12 +27,7 @@ def add_list_parser(commands: Any) -> None:
         " first, with their sizes and ages, and which is current and previous; with"
         " --kinds, also which are snapshots and which checkpoint chains.",
     )
-    parser.add_argument(
-        "url",
-        metavar="URL",
-        type=store_prefix,
-        help="s3://bucket/prefix, gs://..., az://... or file:///path",
-    )
+    add_prefix_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
     parser.add_argument(
         "--kinds",
