@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from statemigrate._errors import RestoreError, SnapshotError
@@ -119,7 +120,7 @@ def restore_chain(
         SUMMARIES.reset(quiet)
     seconds = time.perf_counter() - began
     logger.info("%s", _chain_summary(base or report, report, headers, len(data), seconds))
-    return report
+    return report if report.skipped else replace(report, chain=len(headers))
 
 
 def _restored_already(

@@ -224,6 +224,8 @@ class RestoreReport:
             fingerprint differs), ``apply``.
         delta: True when a delta was applied on top of the state restored before.
         records: for a delta, the records it set or deleted.
+        chain: for a checkpoint chain restored whole, its pieces (the base and its
+            deltas); the rest of the report is its last piece's. 0 for anything else.
     """
 
     snapshot_id: str
@@ -237,6 +239,7 @@ class RestoreReport:
     timings: dict[str, float] = field(default_factory=dict)
     delta: bool = False
     records: int = 0
+    chain: int = 0
 
     def to_plain(self) -> dict[str, Any]:
         """The report as JSON-ready data."""
@@ -248,7 +251,14 @@ class RestoreReport:
             return f"restore of {self.snapshot_id[:12]} skipped: already restored"
         steps = sum(len(c.steps) for c in self.components)
         what = f"restored {self.snapshot_id[:12]} gen {self.generation}"
-        if self.delta:
+        if self.chain:
+            deltas = self.chain - 1
+            what = (
+                f"restored checkpoint chain {self.snapshot_id[:12]} gen {self.generation}"
+                f" (a full snapshot and {deltas} delta{'' if deltas == 1 else 's'};"
+                " timings of its last piece)"
+            )
+        elif self.delta:
             what = (
                 f"applied delta {self.snapshot_id[:12]} gen {self.generation}"
                 f" ({self.records} records)"

@@ -140,14 +140,8 @@ class Service:
         self._restores_applied = 0
         """Snapshots and deltas applied to the components so far (any restore): a
         checkpointer's chain begun before one tracks components it replaced."""
-        self._restores.applied = self._piece_applied
+        self._restores.applied = _piece_applied_of(self)
         declare_service(name)
-
-    def _piece_applied(self, report: RestoreReport) -> None:
-        """A snapshot or delta was just applied: counted, and told to the chain
-        continuation. Must not raise (see ``RestoreObserver.applied``)."""
-        self._restores_applied += 1
-        self._chains.applied(report)
 
     # --- membership ------------------------------------------------------------------
 
@@ -617,6 +611,21 @@ def _chain_source_of(service: Service) -> Callable[[], PreCopySource]:
         return service._precopy_source(check=True)
 
     return source
+
+
+def _piece_applied_of(service: Service) -> Callable[[RestoreReport], None]:
+    """What ``service``'s restores call as each snapshot or delta is applied (counted,
+    and told to the chain continuation), without keeping it alive (see
+    :func:`_generation_of`). Must not raise (see ``RestoreObserver.applied``)."""
+    service_ref = weakref.ref(service)
+
+    def applied(report: RestoreReport) -> None:
+        service = service_ref()
+        if service is not None:
+            service._restores_applied += 1
+            service._chains.applied(report)
+
+    return applied
 
 
 def _generation_of(service: Service) -> Callable[[], int]:

@@ -95,8 +95,15 @@ def test_restoring_a_chain_logs_one_line_for_all_of_its_pieces(
     store, count = _chain(deltas=12)
     service, ledger = tracked_ledger_service()
     caplog.set_level(logging.DEBUG, logger="statemigrate")
-    service.start_from(store)
+    report = service.start_from(store)
     assert (ledger.count, ledger.state()) == (count, state_after(count))
+    # The report says it closes a chain, not only that a delta was applied.
+    assert report is not None and report.chain == 13
+    assert re.match(
+        r"restored checkpoint chain [0-9a-f]{12} gen 13 \(a full snapshot and 12 deltas;"
+        r" timings of its last piece\): 1 components, 0 steps; ",
+        report.summary(),
+    ), report.summary()
     info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert len(info) == 1, info
     assert re.fullmatch(
