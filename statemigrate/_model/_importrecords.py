@@ -5,7 +5,7 @@ those inserted (or moved to the end) since its base last, and says how many of t
 last ones there are: ``moved``. A ``TrackedDict`` on the default path gets them back
 in that order by itself. A component on the records protocol keeps its records in a
 store of its own (an ``OrderedDict`` LRU, say), where only its ``import_records`` can
-move them; so it is given ``moved`` too, when it takes it:
+move them; so it is given ``moved`` too, when it takes it::
 
     def import_records(self, field, records, deleted, moved=0): ...
 
@@ -28,27 +28,39 @@ def import_records(
 ) -> None:
     """Call ``obj.import_records`` with ``moved`` when it takes it, else without."""
     method = obj.import_records
-    if _takes_moved(type(obj)):
+    if _takes_moved(method):
         method(field, records, deleted, moved=moved)
     else:
         method(field, records, deleted)
 
 
-_TAKES_MOVED: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
-"""Per component class, whether its ``import_records`` takes ``moved``: read once."""
+_TAKES_MOVED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+"""Per function, whether it takes ``moved``, read once: keyed by a method's function,
+so every instance of a class shares the answer, and a function set on one instance
+has its own."""
 
 
-def _takes_moved(cls: type) -> bool:
-    """Whether ``cls.import_records`` has a ``moved`` parameter (or takes any keyword)."""
-    known = _TAKES_MOVED.get(cls)
+def _takes_moved(method: Any) -> bool:
+    """Whether ``method`` has a ``moved`` parameter (or takes any keyword)."""
+    function = getattr(method, "__func__", method)
+    try:
+        known = _TAKES_MOVED.get(function)
+    except TypeError:  # not weakly referable (a builtin): asked each time
+        known = None
     if known is None:
+        known = _signature_takes_moved(method)
         try:
-            parameters = inspect.signature(cls.import_records).parameters  # type: ignore[attr-defined]
-        except (TypeError, ValueError):  # a builtin, or a callable without a signature
-            known = False
-        else:
-            known = "moved" in parameters or any(
-                p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
-            )
-        _TAKES_MOVED[cls] = known
+            _TAKES_MOVED[function] = known
+        except TypeError:
+            pass
     return known
+
+
+def _signature_takes_moved(method: Any) -> bool:
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):  # a builtin, or a callable without a signature
+        return False
+    return "moved" in parameters or any(
+        parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()
+    )
