@@ -240,7 +240,7 @@ class ChainContinuation:
         self._tracking = source
         latest = self._latest
         if latest is not None and _identity(latest[1]) == _identity_of(report):
-            self._judge(latest[0], report)
+            self._judge(*latest, report)
 
     def expect_claimant(self) -> None:
         """An incremental checkpointer of the service exists: a chain held (now or
@@ -282,7 +282,9 @@ class ChainContinuation:
             logger.debug("%s: the chain restored is dropped: %s", self._service, why)
         self.why_not, self.worth_saying = why, worth_saying
 
-    def _judge(self, views: list[memoryview], report: RestoreReport) -> None:
+    def _judge(
+        self, views: list[memoryview], newest: SnapshotHeader, report: RestoreReport
+    ) -> None:
         """The newest piece of the store's latest object was applied: hold the chain,
         when its state is exactly the service's (see the module docstring)."""
         source, store = self._tracking, self._store
@@ -294,7 +296,7 @@ class ChainContinuation:
             why = self._history.no_deltas
         else:
             try:
-                pieces = _pieces(views, key=self._key, limits=self._limits)
+                pieces = _pieces(views, newest, key=self._key, limits=self._limits)
             except SnapshotError as exc:  # verified by the restore: never expected
                 why = f"its pieces cannot be opened again ({exc})"
             else:
@@ -367,15 +369,17 @@ def _members(entries: Mapping[tuple[str, str], Registered]) -> tuple[tuple[str, 
 
 
 def _pieces(
-    views: list[memoryview], *, key: bytes | None, limits: DecodeLimits
+    views: list[memoryview], newest: SnapshotHeader, *, key: bytes | None, limits: DecodeLimits
 ) -> list[EncodedSnapshot]:
-    """The pieces of a chain (or the one snapshot), as snapshots to commit again.
+    """The pieces of a chain (or the one snapshot), as snapshots to commit again; the
+    newest's header, verified by :meth:`ChainContinuation.expect` already, is not read
+    again (for a chain of one, that is the whole snapshot's digest).
 
     Raises:
         SnapshotError: a piece does not verify.
     """
-    pieces = []
-    for view in views:
-        header = open_snapshot(view, key=key, limits=limits).header
-        pieces.append(EncodedSnapshot(parts=[view], header=header, size=len(view)))
-    return pieces
+    headers = [open_snapshot(view, key=key, limits=limits).header for view in views[:-1]]
+    return [
+        EncodedSnapshot(parts=[view], header=header, size=len(view))
+        for view, header in zip(views, [*headers, newest], strict=True)
+    ]
