@@ -301,23 +301,19 @@ class SchemaVersion:
         """
         exporter = self.exporter
         assert exporter is not None  # set by create()
-        if exporter.identity and not walk:
-            if self.kind == "typeddict" and type(state) is dict:
-                self._check_top_level_keys(state)
-            if check:
-                self.check_restorable(state)
-            return state
-        if self.kind in ("model", "dataclass"):
-            state = self._instance(state)
         convert = exporter.convert
-        if exporter.walk_identity is not None:
-            # Walked because the state did not pack as it is: checked as it would have
-            # been, and converted only where it is not plain.
+        if exporter.walk_identity is not None:  # an identity exporter's
+            # Checked alike whether handed over as it is or walked (because it did not
+            # pack as it is), and then converted only where it is not plain.
             if self.kind == "typeddict" and type(state) is dict:
                 self._check_top_level_keys(state)
             if check:
                 self.check_restorable(state)
+            if not walk:
+                return state
             convert = exporter.walk_identity
+        elif self.kind in ("model", "dataclass"):
+            state = self._instance(state)
         try:
             plain = convert(state)
             if not exporter.exact or exporter.must_check():
