@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Literal, Self
 
 from statemigrate._errors import ChangeTrackingError, ConfigurationError
-from statemigrate._runtime._checkpointcommit import CheckpointCommitter, check_positive_seconds
+from statemigrate._runtime._checkpointcommit import CheckpointCommitter, check_positive
 from statemigrate._runtime._checkpointtake import DEFAULT_EXPORT, ExportMode
 from statemigrate._runtime._quiesce import AsyncPausable, Pausable, Quiesce, async_only
 from statemigrate._runtime._report import CheckpointReport
@@ -37,7 +37,7 @@ __all__ = [
     "ExportMode",
     "Pausable",
     "Quiesce",
-    "check_positive_seconds",
+    "check_positive",
     "retry_delay",
 ]
 

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from statemigrate._snapshot._encode import EncodedSnapshot
     from statemigrate.stores import SnapshotRef, Store
 
-__all__ = ["CheckpointCommitter", "check_positive_seconds"]
+__all__ = ["CheckpointCommitter", "check_positive"]
 
 logger = logging.getLogger("statemigrate")
 
@@ -67,7 +67,7 @@ async def _async_summaries_quiet() -> AsyncIterator[None]:
         yield
 
 
-def check_positive_seconds(option: str, value: object, *, unit: str = "seconds") -> None:
+def check_positive(option: str, value: object, *, unit: str = "seconds") -> None:
     """Refuse ``value`` for ``option`` unless it is a positive number (not a bool) of
     ``unit``, which the error names.
 
@@ -107,8 +107,8 @@ class CheckpointCommitter:
             ("max_backoff", max_backoff),
             ("export_timeout", export_timeout),
         ):
-            check_positive_seconds(option, value)
-        check_positive_seconds(
+            check_positive(option, value)
+        check_positive(
             "max_delta_ratio", max_delta_ratio, unit="base sizes (a fraction, such as 0.5)"
         )
         if (

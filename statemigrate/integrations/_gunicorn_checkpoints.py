@@ -35,7 +35,7 @@ from statemigrate._errors import (
     StateMigrateError,
     UnknownComponentError,
 )
-from statemigrate._runtime._checkpoint import Checkpointer, check_positive_seconds
+from statemigrate._runtime._checkpoint import Checkpointer, check_positive
 from statemigrate._runtime._checkpointtake import DEFAULT_EXPORT, ExportMode
 from statemigrate._runtime._quiesce import Quiesce
 from statemigrate._runtime._service import Service
@@ -98,7 +98,7 @@ class Checkpoints:
                 "checkpoints",
                 f"must be a store or a function slot -> store, not {type(self.store).__name__}",
             )
-        check_positive_seconds("every", self.every)  # in the master, before any worker
+        check_positive("every", self.every)  # in the master, before any worker
         if self.export not in ("fork", "inline"):
             raise ConfigurationError(
                 "checkpoints", f"export must be 'fork' or 'inline', not {self.export!r}"
