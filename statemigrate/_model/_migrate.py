@@ -104,6 +104,7 @@ def run_plan(
         data = copy_plain(data)
     copied = time.perf_counter()
     timings["copy"] = copied - started
+    checked_plain = False
     for step in plan.steps:
         try:
             # Also refuses a step that forgot to return (a record step, where the
@@ -125,7 +126,8 @@ def run_plan(
                 instance=instance,
                 path=path,
             ) from exc
-        if not isinstance(step.func, FieldChanges):  # plain data in, plain data out
+        checked_plain = not isinstance(step.func, FieldChanges)
+        if checked_plain:  # plain data in, plain data out
             _check_plain(step, data, instance)
     migrated = time.perf_counter()
     timings["migrate"] = migrated - copied
@@ -133,7 +135,8 @@ def run_plan(
         return MigrationResult(plan, data, None, timings)
     box = [data]
     del data  # the box holds the only reference, so adopt can keep the data
-    state = _validated(schema, box, instance)
+    # The last step's output passed the plain-data check, so adopt may count on it.
+    state = _validated(schema, box, instance, plain=bool(plan.steps) and checked_plain)
     validated = time.perf_counter()
     timings["validate"] = validated - migrated
     plain = schema.export(state, walk=True) if export else None
@@ -176,9 +179,9 @@ def _at(data: Any, path: list[object]) -> Any:
     return data
 
 
-def _validated(schema: SchemaVersion, box: list[Any], instance: str | None) -> Any:
+def _validated(schema: SchemaVersion, box: list[Any], instance: str | None, *, plain: bool) -> Any:
     try:
-        return schema.adopt(box)
+        return schema.adopt(box, plain=plain)
     except ValidationError as exc:
         if instance is None or exc.instance is not None:
             raise

@@ -246,7 +246,7 @@ class SchemaVersion:
                 f"validation raised {type(exc).__name__}: {first_line(exc):.200}",
             ) from exc
 
-    def adopt(self, box: list[Any]) -> Any:
+    def adopt(self, box: list[Any], *, plain: bool = False) -> Any:
         """Validate the one item of ``box`` and take it over, emptying ``box``.
 
         Same result and errors as :meth:`validate`, for data the caller hands over and
@@ -255,14 +255,16 @@ class SchemaVersion:
         its dicts or lists, it is returned itself rather than copied; for a ``TypedDict``
         schema over a large cache that skips a copy costing about as much as decoding.
         The data comes in a list so that the caller holds no reference of its own while
-        references are counted.
+        references are counted. ``plain=True`` says the data passed the plain-data
+        check (``not_plain_output``), which makes that comparison cheaper; the result is
+        the same.
 
         Raises:
             ValidationError: as :meth:`validate`.
         """
         if self.in_place is not None:
             try:
-                kept = self.in_place(box)
+                kept = self.in_place(box, plain=plain)
             except Exception:  # e.g. a key whose __eq__ raises: let pydantic judge it
                 kept = False
             if kept:

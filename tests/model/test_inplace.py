@@ -39,7 +39,8 @@ from typing_extensions import TypedDict
 
 import statemigrate as sm
 from statemigrate._errors import ValidationError
-from statemigrate._model import _inplace
+from statemigrate._model import _inplace, _inplacerecord
+from statemigrate._model._plaindata import not_plain_output
 from statemigrate._model._schema import SchemaVersion
 
 
@@ -356,7 +357,7 @@ def test_a_checker_that_raises_leaves_the_data_to_pydantic() -> None:
     assert same_plain(schema.adopt([flat()]), flat())
 
 
-def _raising_checker(box: list[Any]) -> bool:
+def _raising_checker(box: list[Any], *, plain: bool = False) -> bool:
     raise RuntimeError("checker bug")
 
 
@@ -439,9 +440,12 @@ def outcome(func: Callable[[], object]) -> tuple[str, object]:
         return ("error", str(exc))
 
 
-def agree(schema: SchemaVersion, describe: Callable[[], object] | object) -> bool:
+def agree(
+    schema: SchemaVersion, describe: Callable[[], object] | object, *, plain: bool = False
+) -> bool:
     """Whether adopt and validate give the same outcome on fresh copies of the data,
-    sharing included (adopt's own data in a box that holds the only reference)."""
+    sharing included (adopt's own data in a box that holds the only reference).
+    ``plain`` is passed to adopt: the data must then be plain."""
     if callable(describe):
         make: Callable[[dict[str, object]], object] = lambda outside: describe()  # noqa: E731
     else:
@@ -449,7 +453,8 @@ def agree(schema: SchemaVersion, describe: Callable[[], object] | object) -> boo
     ours_outside: dict[str, object] = {}
     theirs_outside: dict[str, object] = {}
     box = [make(ours_outside)]
-    ours = outcome(lambda: schema.adopt(box))
+    assert not plain or not_plain_output(box[0]) is None, "adopt(plain=True) of data not plain"
+    ours = outcome(lambda: schema.adopt(box, plain=plain))
     theirs = outcome(lambda: schema.validate(make(theirs_outside)))
     if ours[0] != theirs[0]:
         return False
@@ -646,6 +651,9 @@ def test_adopt_gives_what_pydantic_gives(spec: Any, data: st.DataObject) -> None
     fresh: dict[str, object] = {}
     event("kept" if schema.in_place([build(node, fresh)]) else "declined")
     assert agree(schema, node)
+    if not_plain_output(build(node, {})) is None:  # as a migration step's output is
+        event("plain")
+        assert agree(schema, node, plain=True)
     for leaf in leaves_of(spec):
         if leaf in ("str", "short", "filled"):
             texts = data.draw(st.lists(lone_surrogates | st.text(max_size=3), min_size=1))
@@ -693,7 +701,9 @@ def test_negative_control_a_checker_that_ignores_sharing_is_caught(
     sound = schema_of(State)
     assert all(agree(sound, example) for example in SHARING_EXAMPLES.values())
     count = _inplace.sole_reference_count()
-    monkeypatch.setattr(_inplace, "sys", types.SimpleNamespace(getrefcount=lambda obj: count))
+    unsound = types.SimpleNamespace(getrefcount=lambda obj: count)
+    monkeypatch.setattr(_inplace, "sys", unsound)
+    monkeypatch.setattr(_inplacerecord, "sys", unsound)
     broken = schema_of(State)
     diverging = [name for name, example in SHARING_EXAMPLES.items() if not agree(broken, example)]
     assert diverging == list(SHARING_EXAMPLES)
@@ -703,10 +713,12 @@ def test_negative_control_a_checker_that_lets_bool_pass_for_int_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     real_type = type
-    monkeypatch.setattr(
-        _inplace, "type", lambda obj: int if real_type(obj) is bool else real_type(obj),
-        raising=False,
-    )
+
+    def lenient_type(obj: object) -> type:
+        return int if real_type(obj) is bool else real_type(obj)
+
+    monkeypatch.setattr(_inplace, "type", lenient_type, raising=False)
+    monkeypatch.setattr(_inplacerecord, "type", lenient_type, raising=False)
     broken = schema_of(State)
     assert not agree(broken, lambda: state(hits=True))
 

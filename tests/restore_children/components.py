@@ -130,14 +130,14 @@ def validation_failpoint(monkeypatch: Any, failpoints: Failpoints) -> Iterator[N
     ``failpoints`` (site ``"validate"``)."""
     original = SchemaVersion.adopt
 
-    def adopt(self: SchemaVersion, box: list[Any]) -> Any:
+    def adopt(self: SchemaVersion, box: list[Any], *, plain: bool = False) -> Any:
         fault = failpoints.hit("validate", self)
         if fault is not None:
             if fault.exc is InjectedFault:
                 box[0] = {"not": "this schema"}
             else:
                 failpoints.throw(fault, f"validate {self}")
-        return original(self, box)
+        return original(self, box, plain=plain)
 
     monkeypatch.setattr(SchemaVersion, "adopt", adopt)
     try:

@@ -168,9 +168,11 @@ def test_a_section_read_back_into_the_schema_it_restores_is_validated_once(
     for method in ("validate", "adopt"):
         original = getattr(SchemaVersion, method)
 
-        def counted(self: SchemaVersion, data: Any, _method: Any = original) -> Any:
+        def counted(
+            self: SchemaVersion, data: Any, _method: Any = original, **options: Any
+        ) -> Any:
             validations.append(_method.__name__)
-            return _method(self, data)
+            return _method(self, data, **options)
 
         monkeypatch.setattr(SchemaVersion, method, counted)
     blob = snapshot_written_by(Written, WRITTEN)

@@ -93,9 +93,9 @@ def validations(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     seen: list[object] = []
     adopt = SchemaVersion.adopt
 
-    def spy(self: SchemaVersion, box: list[Any]) -> Any:
+    def spy(self: SchemaVersion, box: list[Any], *, plain: bool = False) -> Any:
         seen.append(box[0])
-        return adopt(self, box)
+        return adopt(self, box, plain=plain)
 
     monkeypatch.setattr(SchemaVersion, "adopt", spy)
     return seen
