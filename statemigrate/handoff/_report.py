@@ -294,7 +294,7 @@ class Attempt:
         self.successor_versions: dict[str, int] = {}
         self.successor_code_version = ""
         self.snapshot_size = 0
-        self.paused = False
+        self.paused = False  # pause() was called and resume() not yet
         self.pause_began: float | None = None
         self.pause_seconds = 0.0
         self.committed = False

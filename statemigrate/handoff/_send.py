@@ -348,21 +348,35 @@ def _end_peer(pid: int, pidfd: int | None, grace: float) -> Steps[bool]:
     return (yield from wait_readable((pidfd,), time.monotonic() + grace)) is not None
 
 
-def _fail(attempt: Attempt, channel: Channel | None, error: HandoffError) -> Steps[HandoffError]:
-    """Steps: cancel the attempt on our side; return the error to raise, with the report."""
+def _resume_after_failure(attempt: Attempt) -> Steps[str]:
+    """Steps: call ``resume()`` if ``pause()`` was called; return what to add to the
+    failure's detail (``""``, or that ``resume()`` raised too)."""
+    if not attempt.paused:
+        return ""
+    note = ""
+    try:
+        yield from call_hook("resume")
+    except Exception as exc:
+        logger.exception("handoff: resume() raised after a failed handoff")
+        attempt.problems.append(f"resume() raised {exc!r}")
+        note = f"; resume() also raised {exc!r}"
+    attempt.paused = False
+    attempt.unpaused()
+    return note
+
+
+def _fail(
+    attempt: Attempt, channel: Channel | None, error: HandoffError, *, note: str = ""
+) -> Steps[HandoffError]:
+    """Steps: cancel the attempt on our side; return the error to raise, with the report.
+    ``note`` is what an earlier ``resume()`` added to the detail."""
     detail = error.detail
     if channel is not None:
         channel.try_send(Abort(reason=f"{error.stage}: {detail}"), stage=error.stage)
     if attempt.committed:
         detail += "; this process took its state back"
-    if attempt.paused:
-        try:
-            yield from call_hook("resume")
-        except Exception as exc:
-            logger.exception("handoff: resume() raised after a failed handoff")
-            attempt.problems.append(f"resume() raised {exc!r}")
-            detail += f"; resume() also raised {exc!r}"
-        attempt.unpaused()
+    detail += note
+    detail += yield from _resume_after_failure(attempt)
     report = attempt.report(stage=error.stage, reason=detail)
     record_handoff(report)
     if isinstance(error, SuccessorFailedError):
@@ -443,6 +457,7 @@ def _spawn_steps(
         return (yield from _finish(attempt))
     except HandoffError as exc:
         error = exc
+        note = ""
         if proc is not None:
             # Tell it first (it may be waiting for a message), then stop it for good.
             channel.try_send(Abort(reason=f"{exc.stage}: {exc.detail}"), stage=exc.stage)
@@ -456,6 +471,10 @@ def _spawn_steps(
                 "commit",
                 "serving",
             )
+            if not attempt.committed:
+                # Without COMMIT it never serves, so the writers held by pause() need
+                # not wait for its exit: a server shutting down takes seconds.
+                note = yield from _resume_after_failure(attempt)
             status = yield from stop_successor(proc, pidfd, timeouts.kill_grace, leaving=leaving)
             attempt.successor_exit = status
             if _confirmed_meanwhile(channel, attempt):
@@ -480,7 +499,7 @@ def _spawn_steps(
                 error = SuccessorFailedError(
                     exc.stage, detail, reason=exc.reason, exit_status=status
                 )
-        failure = yield from _fail(attempt, None, error)
+        failure = yield from _fail(attempt, None, error, note=note)
         logger.warning("%s", failure.report.summary() if failure.report else failure)
         raise failure from exc
     except GeneratorExit:
@@ -691,7 +710,8 @@ def send_handoff(
             is in progress or a listener is unusable; stage ``peer`` when the
             connected successor runs as another user. Otherwise the stage that
             failed, with the attempt's ``report``. A spawned successor has been
-            stopped and reaped, and ``resume()`` called if ``pause()`` had been.
+            stopped and reaped, and ``resume()`` called if ``pause()`` had been
+            (before the successor exited, when it never got COMMIT).
     """
     steps = handoff_steps(
         successor,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -119,6 +120,44 @@ def test_failed_handoff_keeps_serving(
     assert {name: s.acked for name, s in clients.stats.items()} == {
         name: server.counters[name] for name in clients.names
     }
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_writers_resume_before_a_failed_successor_has_exited(old_server, tmp_path):
+    """A successor that reported FAILED never got COMMIT, so it cannot serve: the old
+    process resumes its writers at once, not once the successor has exited (a server
+    shutting down takes seconds, and every write waits meanwhile)."""
+    out = tmp_path / "out"
+    running_at_resume: list[bool] = []
+
+    def resume() -> None:
+        old_server.resume()
+        pid = json.loads(out.read_text().splitlines()[0])["pid"]
+        running_at_resume.append(running(pid))
+        (tmp_path / "out.release").touch()  # now it may exit
+
+    with pytest.raises(SuccessorFailedError) as caught:
+        send_handoff(
+            Spawn([sys.executable, SUCCESSOR, "fail-lingering", str(out)], cwd=HERE),
+            listeners={"tcp": old_server.listener},
+            export_state=old_server.export_state,
+            control=ControlCallbacks(pause=old_server.pause, resume=resume),
+            timeouts=HandoffTimeouts(kill_grace=20.0),
+        )
+    assert caught.value.stage == "ready" and caught.value.exit_status == 1
+    assert running_at_resume == [True]
+    report = caught.value.report
+    assert report is not None and report.successor_pid is not None
+    with pytest.raises(ChildProcessError):  # reaped all the same
+        os.waitpid(report.successor_pid, os.WNOHANG)
 
 
 def test_export_refusal_skips_the_snapshot(old_server, tmp_path):

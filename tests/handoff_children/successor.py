@@ -8,6 +8,8 @@ Modes:
                    snapshot received
     verify         decode the line server's snapshot; FAILED if it is corrupt
     fail           receive the snapshot, then report FAILED
+    fail-lingering report its pid, then FAILED, then wait (up to 10 s) for OUTPUT.release
+                   to exist before exiting, as a server shutting down would
     exit3          exit with status 3 before saying anything
     vanish         receive the snapshot, then exit without READY
     hang           receive the snapshot, then never answer
@@ -86,6 +88,15 @@ def main(mode: str) -> int:
     snapshot = inheritance.hello({"counters": [1]})
     if mode == "fail":
         inheritance.failed("validation failed: the counters do not add up")
+        return 1
+    if mode == "fail-lingering":
+        emit(pid=os.getpid())
+        inheritance.failed("validation failed: the counters do not add up")
+        release = sys.argv[2] + ".release"
+        for _ in range(100):
+            if os.path.exists(release):
+                break
+            time.sleep(0.1)
         return 1
     if mode == "vanish":
         return 0
