@@ -2,7 +2,9 @@
 
 It also holds the mark ``@migratable`` leaves on a component class
 (:class:`ComponentSpec`), since the mark names the registry that resolves it; exporting
-and importing a marked object's state is :mod:`statemigrate._model._component`'s job.
+and importing a marked object's state is :mod:`statemigrate._model._component`'s job,
+finding and importing a migrations directory's files
+:mod:`statemigrate._model._migrationfiles`'s.
 
 A :class:`Registry` holds, for each component, its schema versions and the migration
 steps between them, and plans a path between any two versions. Registration errors
@@ -26,13 +28,7 @@ a fresh one per test)::
 from __future__ import annotations
 
 import contextvars
-import errno
-import importlib.util
-import itertools
 import os
-import re
-import stat
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -47,6 +43,7 @@ from statemigrate._model._fieldpaths import (
     records_refuse_none,
 )
 from statemigrate._model._migrate import MigrationResult, run_plan
+from statemigrate._model._migrationfiles import import_file, migration_files
 from statemigrate._model._plan import (
     Plan,
     RecordFunc,
@@ -77,10 +74,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 Lossy = bool | Iterable[str]
 """``True`` for a lossy step, or the names of the fields it loses (also lossy)."""
-
-# Each loaded migrations module gets a fresh module name, so loading the same directory
-# into two registries runs its code twice instead of reusing the first import.
-_load_serial = itertools.count(1)
 
 SPEC_ATTRIBUTE = "__statemigrate__"
 
@@ -472,14 +465,14 @@ class Registry:
                 invalid; the message names the file and the original exception is
                 chained.
         """
-        files = _migration_files(Path(path))
+        files = migration_files(Path(path))
         with self._lock:
             saved = self._save()
             loaded: list[str] = []
             try:
                 with _loading_into(self):
                     for entry in files:
-                        _import_file(entry)
+                        import_file(entry)
                         loaded.append(entry.stem)
             except BaseException:
                 self._schemas, self._steps = saved
@@ -595,84 +588,6 @@ def _loading_into(registry: Registry) -> Iterator[None]:
         yield
     finally:
         _loading.reset(token)
-
-
-_NOT_DIRECTORIES = {
-    stat.S_IFREG: "a regular file",
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-}
-
-
-def _migration_files(folder: Path) -> list[Path]:
-    """The migrations modules of ``folder`` in load order: the ``*.py`` files directly
-    in it whose names do not start with ``_``, sorted.
-
-    Raises:
-        RegistrationError: ``folder`` is missing, is not a directory (saying what it
-            is), is a loop of symbolic links, or cannot be read.
-    """
-    where = f"migrations directory {str(folder)!r}"
-    try:
-        kind = stat.S_IFMT(os.stat(folder).st_mode)
-    except FileNotFoundError:
-        dangling = os.path.islink(folder)
-        raise RegistrationError(
-            f"{where} is a symbolic link to nothing" if dangling else f"{where} does not exist"
-        ) from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise RegistrationError(f"{where} is a loop of symbolic links") from None
-        raise RegistrationError(f"{where} cannot be read: {_os_reason(exc)}") from exc
-    if kind != stat.S_IFDIR:
-        what = _NOT_DIRECTORIES.get(kind, "not a directory")
-        raise RegistrationError(f"{where} is {what}, not a directory")
-    try:
-        entries = list(folder.iterdir())
-    except OSError as exc:
-        raise RegistrationError(f"{where} cannot be read: {_os_reason(exc)}") from exc
-    return sorted(
-        entry
-        for entry in entries
-        if entry.suffix == ".py" and not entry.name.startswith("_") and entry.is_file()
-    )
-
-
-def _os_reason(exc: OSError) -> str:
-    """``Permission denied (EACCES)``: an OS error's reason and its name."""
-    name = errno.errorcode.get(exc.errno, str(exc.errno)) if exc.errno is not None else "no errno"
-    return f"{exc.strerror or exc} ({name})"
-
-
-def _import_file(entry: Path) -> None:
-    stem = re.sub(r"\W", "_", entry.stem)
-    module_name = f"_statemigrate_migrations_{next(_load_serial)}_{stem}"
-    spec = importlib.util.spec_from_file_location(module_name, entry)
-    if spec is None or spec.loader is None:
-        raise RegistrationError(f"cannot load migrations module {str(entry)!r}")
-    module = importlib.util.module_from_spec(spec)
-    # Registered before running, as a normal import does: dataclasses and pydantic look
-    # a class's module up in sys.modules to resolve its annotations.
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[module_name]
-        raise RegistrationError(
-            f"migrations module {str(entry)!r} failed to load: {type(exc).__name__}: {exc}"
-        ) from exc
-    except SystemExit as exc:
-        # sys.exit() in a migrations module is a failure to load it, not a request to
-        # end whatever process loads the directory (a service, the command line).
-        del sys.modules[module_name]
-        raise RegistrationError(
-            f"migrations module {str(entry)!r} failed to load: it raised SystemExit({exc.code!r})"
-        ) from exc
-    except BaseException:
-        del sys.modules[module_name]
-        raise
 
 
 def _lossy_fields(lossy: Lossy) -> tuple[bool, tuple[str, ...]]:

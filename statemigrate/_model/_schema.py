@@ -11,11 +11,11 @@ contract: ``validate(export(x))`` equals ``x`` in value and type, or :meth:`expo
 refuses ``x`` with an :class:`~statemigrate.ExportError` naming the path; a schema
 with a part that has no plain form does not register.
 
-The fingerprint of a schema is a hash of its canonical JSON Schema in validation mode,
-with the Python types pydantic's JSON Schema leaves out added (a dict's key type,
-``tuple[X, ...]`` for a list, ...; see ``_jsonschema``). It covers what that shows:
-fields, their names, types, required-ness, constraints (bounds, lengths, patterns),
-enum and literal values, and plain defaults.
+The fingerprint of a schema is a hash of its canonical JSON Schema in validation mode
+(see ``_fingerprint``), with the Python types pydantic's JSON Schema leaves out added (a
+dict's key type, ``tuple[X, ...]`` for a list, ...; see ``_jsonschema``). It covers what
+that shows: fields, their names, types, required-ness, constraints (bounds, lengths,
+patterns), enum and literal values, and plain defaults.
 It does not cover what JSON Schema cannot show: a ``default_factory``, validators and
 serializers, ``strict``, private attributes. It stays the same across processes, Python
 versions with the same pydantic, and cosmetic edits: titles, descriptions and
@@ -24,19 +24,14 @@ docstrings, examples, and the names of nested classes are not part of it.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import inspect
 import json
 import sys
-import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import pydantic
 import pydantic_core
-import typing_extensions
 
 from statemigrate._errors import ExportError, RegistrationError, ValidationError, first_line
 from statemigrate._model._compare import (
@@ -51,10 +46,23 @@ from statemigrate._model._export import (
     SchemaNotExportable,
     compile_exporter,
 )
+from statemigrate._model._fingerprint import (
+    canonical_json_schema,
+    canonical_text,
+    fingerprint_of,
+)
 from statemigrate._model._inplace import InPlaceChecker, Node, compile_checker, schema_tree
-from statemigrate._model._jsonschema import KEYS, validation_schema
+from statemigrate._model._jsonschema import validation_schema
 from statemigrate._model._plaindata import same_plain
 from statemigrate._model._plan import check_component, check_version
+from statemigrate._model._schematype import (
+    TYPEDDICT_HINT,
+    SchemaKind,
+    extra_allowed,
+    record_fields,
+    reject_function,
+    reject_typing_typeddict,
+)
 from statemigrate._model._typed import TypedForm, compile_typed_form
 from statemigrate._model._validity import (
     UnknownKey,
@@ -63,38 +71,9 @@ from statemigrate._model._validity import (
     compile_validity_check,
 )
 
+# SchemaKind, canonical_json_schema and fingerprint_of live in _schematype and
+# _fingerprint; they stay importable from here.
 __all__ = ["SchemaKind", "SchemaVersion", "canonical_json_schema", "fingerprint_of"]
-
-SchemaKind = Literal["model", "typeddict", "dataclass", "other"]
-
-# Annotation keywords of JSON Schema that never change which data is valid.
-_COSMETIC = frozenset({"title", "description", "examples", "$comment"})
-# Keywords whose value maps names (field names, definition names, patterns) to schemas:
-# the names are data, only the values are schema objects.
-_SCHEMA_MAPS = frozenset(
-    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
-)
-# Keywords whose value is one schema (or, for old-style "items", a list of them).
-_SCHEMA_VALUES = frozenset(
-    {
-        "items",
-        "additionalItems",
-        "additionalProperties",
-        "unevaluatedItems",
-        "unevaluatedProperties",
-        "contains",
-        "propertyNames",
-        "not",
-        "if",
-        "then",
-        "else",
-        "contentSchema",
-        KEYS,  # the Python type of a dict's keys, where pydantic leaves it out
-    }
-)
-# Keywords whose value is a list of schemas.
-_SCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
-_DEFS_REF = "#/$defs/"
 
 
 @dataclass(frozen=True)
@@ -153,8 +132,8 @@ class SchemaVersion:
         check_component(component)
         check_version(version)
         where = f"schema {component!r} version {version}"
-        _reject_typing_typeddict(type_, where)
-        _reject_function(type_, where)
+        reject_typing_typeddict(type_, where)
+        reject_function(type_, where)
         try:
             adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(cast(Any, type_))
             # Bounds keep their Python type in pydantic's JSON Schema (a Decimal stays a
@@ -168,7 +147,7 @@ class SchemaVersion:
             ) from exc
         except pydantic.PydanticUserError as exc:
             if exc.code == "typed-dict-version":
-                raise RegistrationError(f"{where}: {_TYPEDDICT_HINT}") from exc
+                raise RegistrationError(f"{where}: {TYPEDDICT_HINT}") from exc
             hint = ""
             if exc.code == "class-not-fully-defined":
                 # Annotations are resolved in the defining module's globals, so types
@@ -191,7 +170,7 @@ class SchemaVersion:
         ) as exc:
             detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise RegistrationError(f"{where}: pydantic cannot use {type_!r}: {detail}") from exc
-        kind, names, required = _record_fields(type_, schema)
+        kind, names, required = record_fields(type_, schema)
         tree = schema_tree(adapter.core_schema)
         return cls(
             component=component,
@@ -204,7 +183,7 @@ class SchemaVersion:
             required_fields=required,
             in_place=compile_checker(adapter.core_schema, name=f"{component} v{version}"),
             exporter=exporter,
-            allows_extra=_allows_extra(adapter.core_schema),
+            allows_extra=extra_allowed(adapter.core_schema),
             typed=compile_typed_form(adapter.core_schema),
             tree=tree,
             validity=None if tree is None else compile_validity_check(tree),
@@ -540,78 +519,11 @@ class SchemaVersion:
         ``d0``, ``d1``, ... in order of first use (see :func:`canonical_json_schema`).
         """
         raw = validation_schema(self.adapter, by_alias=by_alias)
-        result: dict[str, Any] = json.loads(_canonical_text(raw))
+        result: dict[str, Any] = json.loads(canonical_text(raw))
         return result
 
     def __str__(self) -> str:
         return f"{self.component} version {self.version}"
-
-
-_TYPEDDICT_HINT = (
-    "pydantic cannot validate typing.TypedDict on Python < 3.12;"
-    " define it with typing_extensions.TypedDict instead"
-)
-
-
-def _reject_typing_typeddict(type_: object, where: str) -> None:
-    # Checked up front for a clear message at the top level; TypedDicts nested deeper
-    # are caught through pydantic's own error code. Can go once Python 3.12 is the floor.
-    if sys.version_info < (3, 12) and typing.is_typeddict(type_):
-        raise RegistrationError(f"{where}: {_TYPEDDICT_HINT}")
-
-
-def _reject_function(type_: object, where: str) -> None:
-    # pydantic takes a function as a schema of its call arguments, which the exporter
-    # then refuses as "call arguments have no plain form": a function decorated by
-    # mistake (one put between the decorator and the class) deserves plainer words.
-    if inspect.isroutine(type_):
-        name = getattr(type_, "__qualname__", None) or repr(type_)
-        raise RegistrationError(
-            f"{where}: {name} is a function, not a type; a schema is a type that describes"
-            " the state (a model, a dataclass, a TypedDict, ...): is the decorator on the"
-            " wrong definition?"
-        )
-
-
-def _allows_extra(core_schema: Any) -> bool:
-    """Whether a record schema keeps keys that are not its fields (``extra="allow"``)."""
-    node = core_schema
-    if node.get("type") == "definitions":
-        node = node["schema"]
-        if node.get("type") == "definition-ref":
-            node = next(
-                (d for d in core_schema["definitions"] if d.get("ref") == node["schema_ref"]),
-                {},
-            )
-    if node.get("extra_behavior") == "allow":
-        return True
-    return bool(node.get("config", {}).get("extra_fields_behavior") == "allow")
-
-
-def _record_fields(
-    type_: object, schema: dict[str, Any]
-) -> tuple[SchemaKind, tuple[str, ...], frozenset[str]]:
-    if isinstance(type_, type) and issubclass(type_, pydantic.BaseModel):
-        model_fields = type_.model_fields
-        required = frozenset(n for n, f in model_fields.items() if f.is_required())
-        return "model", tuple(model_fields), required
-    if typing_extensions.is_typeddict(type_):
-        # Not __required_keys__: under postponed annotations it cannot see NotRequired,
-        # while pydantic's schema reflects what validation really requires.
-        root = schema
-        ref = root.get("$ref")
-        if isinstance(ref, str) and ref.startswith(_DEFS_REF):
-            root = schema["$defs"][ref[len(_DEFS_REF) :]]
-        return "typeddict", tuple(root.get("properties", {})), frozenset(root.get("required", ()))
-    if isinstance(type_, type) and dataclasses.is_dataclass(type_):
-        fields = [f for f in dataclasses.fields(type_) if f.init]
-        required = frozenset(
-            f.name
-            for f in fields
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        )
-        return "dataclass", tuple(f.name for f in fields), required
-    return "other", (), frozenset()
 
 
 def _summarize(
@@ -628,126 +540,3 @@ def _summarize(
     if more > 0:
         parts.append(f"and {more} more error{'s' if more > 1 else ''}")
     return "; ".join(parts)
-
-
-# --- canonical JSON Schema ------------------------------------------------------------
-
-
-def canonical_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """Return the canonical form of a JSON Schema produced by pydantic.
-
-    Cosmetic keywords (``title``, ``description``, ``examples``, ``$comment``) are
-    removed from schema objects only: a *field* called ``title`` under ``properties``,
-    or a ``"title"`` key inside a ``default`` value, is data and stays. ``required``
-    lists are sorted, since the order of fields does not change what is valid. Definitions under
-    ``$defs`` are renamed ``d0``, ``d1``, ... in the order a sorted walk from the root
-    first refers to them, so renaming a nested class does not change the result;
-    definitions nothing refers to are dropped.
-    """
-    cleaned = _rebuild(schema, _normalize)
-    defs = cleaned.get("$defs")
-    if not isinstance(defs, dict):
-        return cast(dict[str, Any], cleaned)
-    order = _definition_order(cleaned, defs)
-    names = {old: f"d{index}" for index, old in enumerate(order)}
-    root = {key: value for key, value in cleaned.items() if key != "$defs"}
-    result = cast(dict[str, Any], _rebuild(root, lambda obj: _rename_refs(obj, names)))
-    if order:
-        result["$defs"] = {
-            names[old]: _rebuild(defs[old], lambda obj: _rename_refs(obj, names)) for old in order
-        }
-    return result
-
-
-def fingerprint_of(schema: dict[str, Any]) -> str:
-    """Return 32 hex digits of SHA-256 over the canonical text of ``schema``."""
-    return hashlib.sha256(_canonical_text(schema).encode("ascii")).hexdigest()[:32]
-
-
-def _canonical_text(schema: dict[str, Any]) -> str:
-    return json.dumps(
-        canonical_json_schema(schema), sort_keys=True, separators=(",", ":"), ensure_ascii=True
-    )
-
-
-def _rebuild(node: Any, fix: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
-    """Copy a schema, applying ``fix`` to every schema object (and nothing else)."""
-    if not isinstance(node, dict):
-        return node  # a boolean schema
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key in _SCHEMA_MAPS and isinstance(value, dict):
-            out[key] = {name: _rebuild(sub, fix) for name, sub in value.items()}
-        elif key in _SCHEMA_LISTS and isinstance(value, list):
-            out[key] = [_rebuild(sub, fix) for sub in value]
-        elif key in _SCHEMA_VALUES:
-            if isinstance(value, list):
-                out[key] = [_rebuild(sub, fix) for sub in value]
-            else:
-                out[key] = _rebuild(value, fix)
-        else:
-            out[key] = value
-    return fix(out)
-
-
-def _children(node: dict[str, Any]) -> Iterator[Any]:
-    """Yield the direct subschemas of a schema object in a key-sorted order."""
-    for key in sorted(node):
-        value = node[key]
-        if key == "$defs":
-            continue  # definitions are visited when something refers to them
-        if key in _SCHEMA_MAPS and isinstance(value, dict):
-            yield from (value[name] for name in sorted(value))
-        elif key in _SCHEMA_LISTS or (key in _SCHEMA_VALUES and isinstance(value, list)):
-            if isinstance(value, list):
-                yield from value
-        elif key in _SCHEMA_VALUES:
-            yield value
-
-
-def _refs_in(node: Any) -> Iterator[str]:
-    """Yield the ``$defs`` names a schema refers to, in a pre-order, key-sorted walk."""
-    if not isinstance(node, dict):
-        return
-    ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith(_DEFS_REF):
-        yield ref[len(_DEFS_REF) :]
-    for child in _children(node):
-        yield from _refs_in(child)
-
-
-def _definition_order(root: dict[str, Any], defs: dict[str, Any]) -> list[str]:
-    """Name every definition reachable from ``root``, in order of first reference."""
-    order: list[str] = []
-    todo = [root]
-    while todo:
-        for name in _refs_in(todo.pop(0)):
-            if name in defs and name not in order:
-                order.append(name)
-                todo.append(defs[name])
-    return order
-
-
-def _normalize(obj: dict[str, Any]) -> dict[str, Any]:
-    out = {key: value for key, value in obj.items() if key not in _COSMETIC}
-    required = out.get("required")
-    if isinstance(required, list) and all(isinstance(name, str) for name in required):
-        out["required"] = sorted(required)  # a set of names: field order is cosmetic
-    return out
-
-
-def _rename_refs(obj: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
-    def rename(ref: object) -> object:
-        if isinstance(ref, str) and ref.startswith(_DEFS_REF):
-            old = ref[len(_DEFS_REF) :]
-            if old in names:
-                return _DEFS_REF + names[old]
-        return ref
-
-    if "$ref" in obj:
-        obj["$ref"] = rename(obj["$ref"])
-    discriminator = obj.get("discriminator")
-    if isinstance(discriminator, dict) and isinstance(discriminator.get("mapping"), dict):
-        mapping = {key: rename(ref) for key, ref in discriminator["mapping"].items()}
-        obj["discriminator"] = {**discriminator, "mapping": mapping}
-    return obj

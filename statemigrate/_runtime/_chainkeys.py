@@ -24,7 +24,8 @@ import pydantic
 
 from statemigrate._errors import StateMigrateError
 from statemigrate._model._changes import KeyCodec, key_codec
-from statemigrate._model._schema import SchemaVersion, fingerprint_of
+from statemigrate._model._fingerprint import fingerprint_of
+from statemigrate._model._schema import SchemaVersion
 
 if TYPE_CHECKING:
     from statemigrate._model._registry import Registry

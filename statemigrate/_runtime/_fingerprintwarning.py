@@ -24,8 +24,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
+from statemigrate._model._fingerprint import canonical_json_schema, fingerprint_of
 from statemigrate._model._jsonschema import unrecorded_details, without_details
-from statemigrate._model._schema import SchemaVersion, canonical_json_schema, fingerprint_of
+from statemigrate._model._schema import SchemaVersion
 
 __all__ = ["earlier_release_note", "warn_fingerprint_differs", "warning_once_each"]
 

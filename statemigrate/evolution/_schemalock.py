@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from statemigrate._errors import RegistrationError
+from statemigrate._model._fingerprint import canonical_json_schema, fingerprint_of
 from statemigrate._model._jsonschema import DETAIL_KEYWORDS, detail_changes, unrecorded_details
 from statemigrate._model._registry import Registry
-from statemigrate._model._schema import SchemaVersion, canonical_json_schema, fingerprint_of
+from statemigrate._model._schema import SchemaVersion
 from statemigrate.evolution._graphcheck import (
     DeclaredStep,
     LockProblem,

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from statemigrate._errors import ChangeTrackingError, MigrationCheckError
+    from statemigrate.testing._anyvalues import SMALL_SIZE, plain_data
     from statemigrate.testing._checks import (
         CheckFailure,
         CheckKind,
@@ -38,9 +39,7 @@ if TYPE_CHECKING:
     )
     from statemigrate.testing._strategies import (
         DEFAULT_MAX_SIZE,
-        SMALL_SIZE,
         from_schema,
-        plain_data,
         states,
         strategies_for,
     )
@@ -70,9 +69,9 @@ _HOMES = {
     "MigrationCheckError": "statemigrate._errors",
     "check_change_tracking": "statemigrate.testing._tracking",
     "DEFAULT_MAX_SIZE": "statemigrate.testing._strategies",
-    "SMALL_SIZE": "statemigrate.testing._strategies",
+    "SMALL_SIZE": "statemigrate.testing._anyvalues",
     "from_schema": "statemigrate.testing._strategies",
-    "plain_data": "statemigrate.testing._strategies",
+    "plain_data": "statemigrate.testing._anyvalues",
     "states": "statemigrate.testing._strategies",
     "strategies_for": "statemigrate.testing._strategies",
 }

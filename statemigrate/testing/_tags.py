@@ -98,7 +98,7 @@ def _key(node: Node, names: frozenset[str], refs: Mapping[str, Node], seen: set[
         return None
     for name, field in fields:
         if name in names or not names.isdisjoint(_lookup_keys(field.get("validation_alias"))):
-            # The plain form holds a field by its Python name (see _strategies._data_key).
+            # The plain form holds a field by its Python name (see _builder._data_key).
             return str(name)
     return None
 

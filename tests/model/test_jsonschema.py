@@ -17,13 +17,14 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from typing_extensions import TypedDict
 
+from statemigrate._model._fingerprint import canonical_json_schema, fingerprint_of
 from statemigrate._model._jsonschema import (
     KEYS,
     detail_changes,
     unrecorded_details,
     without_details,
 )
-from statemigrate._model._schema import SchemaVersion, canonical_json_schema, fingerprint_of
+from statemigrate._model._schema import SchemaVersion
 from statemigrate.reference import SCHEMAS
 
 

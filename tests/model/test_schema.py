@@ -22,8 +22,9 @@ from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from statemigrate._errors import RegistrationError, ValidationError
+from statemigrate._model._fingerprint import canonical_json_schema
 from statemigrate._model._plaindata import is_plain
-from statemigrate._model._schema import SchemaVersion, canonical_json_schema
+from statemigrate._model._schema import SchemaVersion
 
 # --- fingerprints -------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from statemigrate import Checkpointer, MemoryStore, Registry, RestoreError, Service, TrackedDict
-from statemigrate._model._schema import SchemaVersion, fingerprint_of
+from statemigrate._model._fingerprint import fingerprint_of
+from statemigrate._model._schema import SchemaVersion
 from statemigrate._runtime import _delta, _restore
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._header import Producer

@@ -48,9 +48,9 @@ from statemigrate.testing import (
     states,
     strategies_for,
 )
+from statemigrate.testing._builder import Builder
 from statemigrate.testing._exact import exact_differences
 from statemigrate.testing._properties import Broken, _record_property
-from statemigrate.testing._strategies import _Builder
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = build_registry()
@@ -915,7 +915,7 @@ def test_drawing_prints_no_large_strategy() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         draw()
-    builder = _Builder(schema.adapter.core_schema, max_size=16, where="shelves", rich=True)
+    builder = Builder(schema.adapter.core_schema, max_size=16, where="shelves", rich=True)
     assert len(repr(builder._build_instances(RefusedShelf))) < 200
 
 

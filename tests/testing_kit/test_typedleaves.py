@@ -34,7 +34,7 @@ from pydantic import (
 
 from statemigrate._model._registry import Registry
 from statemigrate.testing import check_migrations, states
-from statemigrate.testing._strategies import _Builder
+from statemigrate.testing._builder import Builder
 
 
 class Shade(enum.Enum):
@@ -132,7 +132,7 @@ def test_what_no_strategy_is_derived_for_is_named_as_it_is() -> None:
     assert failure.detail.count("pass a strategy") == 1
     assert failure.detail.endswith("pass a strategy for ('opaque', 1) in strategies=")
     with pytest.raises(ResolutionFailed) as raised:
-        _Builder({"type": "callable"}, max_size=4, where="c version 1").build()
+        Builder({"type": "callable"}, max_size=4, where="c version 1").build()
     assert str(raised.value) == (
         "cannot derive a strategy for c version 1: pydantic schema of type 'callable' is not"
         " supported; pass a strategy for this version explicitly"
