@@ -144,22 +144,21 @@ RULE_MODELS: dict[str, tuple[str, Rule]] = {
         },
     ),
     "StateRestoreFailed": (
-        'time() - statemigrate_last_restore_timestamp_seconds{outcome="failed"} < 900',
+        'time() - statemigrate_last_restore_timestamp_seconds{outcome="failed"} < 900'
+        " unless on (instance, service)"
+        ' statemigrate_last_restore_timestamp_seconds{outcome="restored"} > ignoring (outcome)'
+        ' statemigrate_last_restore_timestamp_seconds{outcome="failed"}',
         lambda p, at: {
             labels
             for labels, v in p.instant(
                 at, "statemigrate_last_restore_timestamp_seconds", outcome="failed"
             ).items()
-            if at - v < 900
+            if at - v < 900 and not restored_since(p, at, labels, v)
         },
     ),
     "StateRestoreStuck": (
-        "min_over_time(statemigrate_restoring[10m]) == 1",
-        lambda p, at: {
-            labels
-            for labels, values in p.window(at, 600, "statemigrate_restoring").items()
-            if min(values) == 1
-        },
+        "statemigrate_restoring == 1",
+        lambda p, at: held_for(p, at, 600, "statemigrate_restoring", 1.0),
     ),
     "StateSnapshotStale": (
         "time() - statemigrate_last_snapshot_timestamp_seconds > 900",
@@ -170,8 +169,9 @@ RULE_MODELS: dict[str, tuple[str, Rule]] = {
         },
     ),
     "StateCommitsFailing": (
-        'sum by (service, store) ( increase(statemigrate_commits_total{outcome="failed"}[10m]))'
-        " > 0 unless sum by (service, store) ("
+        "sum by (instance, service, store) ("
+        ' increase(statemigrate_commits_total{outcome="failed"}[10m]))'
+        " > 0 unless sum by (instance, service, store) ("
         ' increase(statemigrate_commits_total{outcome="committed"}[10m])) > 0',
         lambda p, at: (
             summed(p.increase(at, 600, "statemigrate_commits_total", outcome="failed"))
@@ -185,11 +185,33 @@ def taken(p: Prometheus, at: float) -> dict[Labels, float]:
     return p.instant(at, "statemigrate_last_takeover_timestamp_seconds")
 
 
+def restored_since(p: Prometheus, at: float, failed: Labels, when: float) -> bool:
+    """Whether the same instance and service restored after its failed restore at
+    ``when`` (``unless on (instance, service) restored > ignoring (outcome) failed``)."""
+    key = only(failed, "instance", "service")
+    restored = p.instant(at, "statemigrate_last_restore_timestamp_seconds", outcome="restored")
+    return any(
+        only(labels, "instance", "service") == key and v > when for labels, v in restored.items()
+    )
+
+
+def held_for(p: Prometheus, at: float, seconds: float, name: str, value: float) -> set[Labels]:
+    """``name == value`` with ``for: seconds``: the series whose instant value was
+    ``value`` at every evaluation (one per scrape) from ``seconds`` ago until ``at``."""
+    evaluations = [s for s in p.scrapes if at - seconds <= s <= at]
+    if not evaluations or evaluations[0] > at - seconds:
+        return set()  # not evaluated that long yet
+    held = set(p.instant(evaluations[0], name))
+    for when in evaluations:
+        held &= {labels for labels, v in p.instant(when, name).items() if v == value}
+    return held
+
+
 def summed(increases: dict[Labels, float]) -> set[Labels]:
-    """``sum by (service, store) (...) > 0``."""
+    """``sum by (instance, service, store) (...) > 0``."""
     sums: dict[Labels, float] = {}
     for labels, v in increases.items():
-        key = only(labels, "service", "store")
+        key = only(labels, "instance", "service", "store")
         sums[key] = sums.get(key, 0.0) + v
     return {labels for labels, v in sums.items() if v > 0}
 
@@ -224,10 +246,15 @@ def rules_file() -> list[dict[str, Any]]:
     return [rule for group in groups for rule in group["rules"]]
 
 
+# The rules with a "for" clause, and its duration in seconds (the models include it).
+HELD = {"StateRestoreStuck": "10m"}
+
+
 def test_each_rule_of_the_file_is_the_one_modelled() -> None:
     assert {rule["alert"]: " ".join(rule["expr"].split()) for rule in rules_file()} == {
         name: " ".join(expr.split()) for name, (expr, _) in RULE_MODELS.items()
     }
+    assert {rule["alert"]: rule["for"] for rule in rules_file() if "for" in rule} == HELD
 
 
 @dataclass
@@ -376,7 +403,11 @@ def test_the_alerts_name_what_failed(run: Run) -> None:
     (restore,) = run.firing[15.0]["StateRestoreFailed"]
     assert dict(restore)["service"] == SERVICE
     (commits,) = run.firing[45.0]["StateCommitsFailing"]
-    assert dict(commits) == {"service": SERVICE, "store": "unreachable"}
+    assert dict(commits) == {
+        "instance": TARGET["instance"],
+        "service": SERVICE,
+        "store": "unreachable",
+    }
 
 
 def test_the_counters_the_rules_used_miss_a_start_up_restore_and_a_successors_take_over(
@@ -408,6 +439,80 @@ def test_without_series_created_at_zero_first_failures_are_missed(
     fired = set().union(*(run.fires(at) for at in run.firing))
     assert "StateHandoffFailed" not in fired
     assert "StateCommitsFailing" not in fired
+
+
+def scraped(series: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]]) -> Prometheus:
+    """A Prometheus that scraped the given values of each series every 15 s from 0 on."""
+    p = Prometheus()
+    for (name, labels), values in series.items():
+        key = (name, frozenset(labels))
+        p.samples[key] = [(index * SCRAPE, value) for index, value in enumerate(values)]
+        p.names.setdefault(name, []).append(key)
+    p.scrapes = [index * SCRAPE for index in range(max(map(len, series.values())))]
+    return p
+
+
+def at_every_scrape(p: Prometheus, name: str) -> set[Labels]:
+    return set().union(*(RULE_MODELS[name][1](p, at) for at in p.scrapes))
+
+
+def replica(instance: str) -> tuple[tuple[str, str], ...]:
+    return (("instance", instance), ("job", "svc"), ("service", SERVICE))
+
+
+def test_a_short_restore_caught_by_a_scrape_is_not_stuck() -> None:
+    """A restore of a few seconds, seen by one or two scrapes of a young process, does
+    not fire; one held for 10 minutes does. The rule it replaces,
+    ``min_over_time(statemigrate_restoring[10m]) == 1``, fired on the short one."""
+    short = scraped({("statemigrate_restoring", replica("a")): [1, 1, 0, 0]})
+    assert not at_every_scrape(short, "StateRestoreStuck")
+    assert min(short.window(15, 600, "statemigrate_restoring").popitem()[1]) == 1  # old: fired
+    stuck = scraped({("statemigrate_restoring", replica("a")): [1] * 42})
+    fired = [at for at in stuck.scrapes if RULE_MODELS["StateRestoreStuck"][1](stuck, at)]
+    assert fired == [600.0, 615.0]
+
+
+def test_a_replica_whose_commits_fail_is_not_hidden_by_the_others() -> None:
+    """Replica b fails every commit to its store for 15 minutes while replica a, of the
+    same service, commits to the same kind of store: the alert names b. Summed per
+    service and store alone, as the rule was, a's commits hid b."""
+    rising, flat = [float(n) for n in range(61)], [0.0] * 61
+
+    def commits(instance: str, outcome: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        labels = (*replica(instance), ("outcome", outcome), ("store", "tmpfs"))
+        return ("statemigrate_commits_total", labels)
+
+    p = scraped(
+        {
+            commits("a", "committed"): rising,
+            commits("a", "failed"): flat,
+            commits("b", "committed"): flat,
+            commits("b", "failed"): rising,
+        }
+    )
+    fired = at_every_scrape(p, "StateCommitsFailing")
+    assert {dict(labels)["instance"] for labels in fired} == {"b"}
+    by_service = {only(labels, "service", "store") for labels in fired}
+    increases = p.increase(900, 600, "statemigrate_commits_total", outcome="committed")
+    assert any(only(labels, "service", "store") in by_service for labels in increases)  # old: hid
+
+
+def test_a_start_that_fell_back_to_the_previous_snapshot_is_no_failed_restore() -> None:
+    """The damaged newest snapshot failed to restore at 100 s and the one before it
+    restored at 101 s: the service has its state, and the critical alert stays quiet.
+    A failed restore with no good one after it fires."""
+    def timestamps(failed: float, restored: float) -> Prometheus:
+        name = "statemigrate_last_restore_timestamp_seconds"
+        return scraped(
+            {
+                (name, (*replica("a"), ("outcome", "failed"))): [failed] * 20,
+                (name, (*replica("a"), ("outcome", "restored"))): [restored] * 20,
+            }
+        )
+
+    assert not at_every_scrape(timestamps(failed=100, restored=101), "StateRestoreFailed")
+    assert at_every_scrape(timestamps(failed=100, restored=0), "StateRestoreFailed")
+    assert at_every_scrape(timestamps(failed=100, restored=99), "StateRestoreFailed")
 
 
 def series_file(run: Run, at_times: list[float]) -> dict[str, Any]:
