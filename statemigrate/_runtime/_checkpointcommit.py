@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 __all__ = ["CheckpointCommitter", "check_positive"]
 
 logger = logging.getLogger("statemigrate")
+# The routine line of each committed checkpoint, one per interval: a logger of its own,
+# so that an operator can quieten it without losing the failures and restores.
+routine_logger = logging.getLogger("statemigrate.checkpoints")
 
 @contextmanager
 def _summaries_quiet() -> Iterator[None]:
@@ -454,7 +457,7 @@ class CheckpointCommitter:
         done = time.perf_counter()
         child = 0.0 if forked is None else done - forked
         result = CheckpointReport(committed, pause, done - began, reason="", child_seconds=child)
-        logger.info("%s%s", "final " if self._final else "", result.summary())
+        routine_logger.info("%s%s", "final " if self._final else "", result.summary())
         self._taker.committed_mark = mark
         self._last_ref = committed.ref
         if self.failures:

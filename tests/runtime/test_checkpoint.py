@@ -267,6 +267,33 @@ def test_failed_checkpoints_back_off_and_report_then_recover(caplog: Any) -> Non
     assert restored(store) == state_after(3)
 
 
+def test_the_routine_line_of_each_checkpoint_can_be_quietened_alone(caplog: Any) -> None:
+    """Each committed checkpoint's line goes to ``statemigrate.checkpoints``: raising
+    that logger's level silences it, and the failure and recovery lines still come."""
+    caplog.set_level(logging.INFO, "statemigrate")
+    logging.getLogger("statemigrate.checkpoints").setLevel(logging.WARNING)
+    try:
+        service, ledger = ledger_service()
+        store = FlakyStore()
+        checkpointer = Checkpointer(service, store, every=2.0, max_backoff=10.0)
+        store.failing = 1
+        checkpointer._tick()
+        written(ledger, 3)
+        checkpointer._tick()
+        assert checkpointer.last is not None and not checkpointer.last.skipped
+    finally:
+        logging.getLogger("statemigrate.checkpoints").setLevel(logging.NOTSET)
+    messages = [(r.name, r.getMessage()) for r in caplog.records]
+    assert not [m for name, m in messages if m.startswith("checkpoint: ")]
+    assert any("failed (1 in a row)" in m for name, m in messages)
+    assert ("statemigrate", "checkpoints of ledger-service commit again after 1 failed") in messages
+    caplog.clear()
+    written(ledger, 4)
+    checkpointer._tick()
+    routine = [r.name for r in caplog.records if r.getMessage().startswith("checkpoint: ")]
+    assert routine == ["statemigrate.checkpoints"]  # at INFO by default
+
+
 def test_a_failed_commit_keeps_the_last_checkpoint_and_the_next_mark() -> None:
     """After a failed commit the state is not taken as committed: the next
     checkpoint is written even though nothing changed since the failed one."""
