@@ -30,7 +30,7 @@ from statemigrate.handoff import (
     HandoffTimeouts,
     Spawn,
     SuccessorFailedError,
-    _protocol,
+    _channel,
     _rounds,
     hand_over,
     hand_over_async,
@@ -244,7 +244,7 @@ def test_a_long_restore_of_round_0_is_reported_while_it_lasts(
     """The successor's restore of round 0 falls under HandoffTimeouts.precopy, not
     .ready: while it lasts, the old process says every PROGRESS_EVERY seconds that it
     waits for it, and for how long at most."""
-    monkeypatch.setattr(_protocol, "PROGRESS_EVERY", 0.2, raising=False)
+    monkeypatch.setattr(_channel, "PROGRESS_EVERY", 0.2)
     service, obj = old
     spawn, out = _successor("slow-0", tmp_path)
     timeouts = HandoffTimeouts(ready=15.0, precopy=45.0)
