@@ -123,8 +123,17 @@ def restore_latest(
         previous = read_previous(current, open_previous, f"{store!r} (previous)")
         if previous is None:  # nothing to fall back to: one failure, said once
             open_previous = None
-    if latest is not None and isinstance(current, Fetched):
-        latest(current.data)
+    if isinstance(current, Fetched):
+        # Said before it starts: a restore with a long migration shows nothing else
+        # until it ends, and the line after it does not name the store.
+        logger.info(
+            "restoring the latest snapshot in %r (%d bytes, read in %.1f ms)",
+            store,
+            len(current.data),
+            current.seconds * 1000,
+        )
+        if latest is not None:
+            latest(current.data)
     try:
         return restore_stored(current, options)
     except RestoreError as exc:

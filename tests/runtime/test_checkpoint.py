@@ -681,6 +681,26 @@ def test_start_from_a_store_falls_back_to_previous_when_current_is_damaged(
     assert "restoring the one before it" in caplog.text
 
 
+def test_start_from_a_store_says_where_it_restores_from_before_it_starts(
+    tmp_path: Path, caplog: Any
+) -> None:
+    """A restore at start-up says which store and how many bytes before it begins: a
+    long migration shows nothing else until it ends, and the line after it does not
+    name the store."""
+    caplog.set_level(logging.INFO, "statemigrate")
+    service, ledger = ledger_service()
+    with TmpfsStore(tmp_path / "store") as store:
+        written(ledger, 10)
+        size = len(service.commit(store).ref.open())
+        fresh, _ = ledger_service()
+        fresh.start_from(store)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("statemigrate")]
+    begun = [n for n, line in enumerate(lines) if line.startswith("restoring the latest")]
+    ended = [n for n, line in enumerate(lines) if line.startswith("restored ")]
+    assert len(begun) == 1 and ended and begun[0] < ended[0], lines
+    assert f"in {store!r} ({size} bytes, read in " in lines[begun[0]]
+
+
 def test_start_from_a_store_raises_the_latest_error_when_previous_fails_too(
     tmp_path: Path,
 ) -> None:
