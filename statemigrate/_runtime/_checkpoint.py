@@ -24,7 +24,7 @@ import time
 from types import TracebackType
 from typing import Literal, Self
 
-from statemigrate._errors import ChangeTrackingError, ConfigurationError
+from statemigrate._errors import ChangeTrackingError, CheckpointError, ConfigurationError
 from statemigrate._runtime._checkpointcommit import CheckpointCommitter, check_positive
 from statemigrate._runtime._checkpointtake import DEFAULT_EXPORT, ExportMode
 from statemigrate._runtime._quiesce import AsyncPausable, Pausable, Quiesce, async_only
@@ -51,6 +51,13 @@ should not wait a whole interval."""
 _OVERRUNS = 2
 """Checkpoints in a row over ``every`` before the log warns that they run back to back:
 one alone is the full base after a start or a take-over, whose deltas are fast."""
+
+
+def failure_detail(exc: Exception) -> str:
+    """What a failed checkpoint's log line says after its own opening: a
+    :class:`CheckpointError` without its text "checkpoint of ... failed", which the
+    line says already."""
+    return exc.detail if isinstance(exc, CheckpointError) else str(exc)
 
 
 def retry_delay(every: float, failures: int, max_backoff: float) -> float:
@@ -212,7 +219,12 @@ class Checkpointer(CheckpointCommitter):
                 self._log_final_in_place(exc)
                 report = self.checkpoint_now(force=True)
         except Exception as exc:
-            logger.error("final checkpoint of %s failed: %s", self.service.name, exc)
+            logger.error(
+                "final checkpoint of %s to %r failed: %s",
+                self.service.name,
+                self.store,
+                failure_detail(exc),
+            )
             raise
         finally:
             self._final = False
@@ -319,11 +331,12 @@ class Checkpointer(CheckpointCommitter):
     def _retry_after(self, exc: Exception) -> float:
         delay = retry_delay(self.every, self.failures, self.max_backoff)
         logger.warning(
-            "checkpoint of %s failed (%d in a row), next attempt in %.1f s: %s",
+            "checkpoint of %s to %r failed (%d in a row), next attempt in %.1f s: %s",
             self.service.name,
+            self.store,
             self.failures,
             delay,
-            exc,
+            failure_detail(exc),
         )
         return delay
 
@@ -377,7 +390,12 @@ class Checkpointer(CheckpointCommitter):
                     self._log_final_in_place(exc)
                     await self.checkpoint(force=True)
             except Exception as exc:
-                logger.error("final checkpoint of %s failed: %s", self.service.name, exc)
+                logger.error(
+                    "final checkpoint of %s to %r failed: %s",
+                    self.service.name,
+                    self.store,
+                    failure_detail(exc),
+                )
                 # In place of the cancellation: a clean-up that awaits the task with
                 # CancelledError suppressed would otherwise end as if the writes since
                 # the last checkpoint were kept.

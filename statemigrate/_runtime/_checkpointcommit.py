@@ -462,7 +462,10 @@ class CheckpointCommitter:
         self._last_ref = committed.ref
         if self.failures:
             logger.info(
-                "checkpoints of %s commit again after %d failed", self.service.name, self.failures
+                "checkpoints of %s to %r commit again after %d failed",
+                self.service.name,
+                self.store,
+                self.failures,
             )
         self.failures = 0
         self.last_error = None

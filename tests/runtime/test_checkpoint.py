@@ -258,7 +258,8 @@ def test_failed_checkpoints_back_off_and_report_then_recover(caplog: Any) -> Non
     delays = [checkpointer._tick() for _ in range(4)]
     assert delays == [4.0, 8.0, 10.0, 10.0]
     assert checkpointer.failures == 4 and isinstance(checkpointer.last_error, StoreError)
-    assert "checkpoint of ledger-service failed (4 in a row), next attempt in 10.0 s" in caplog.text
+    opening = f"checkpoint of ledger-service to {store!r} failed (4 in a row)"
+    assert f"{opening}, next attempt in 10.0 s" in caplog.text
     written(ledger, 3)
     assert 0.0 <= checkpointer._tick() <= 2.0
     assert checkpointer.failures == 0 and checkpointer.last_error is None
@@ -286,12 +287,28 @@ def test_the_routine_line_of_each_checkpoint_can_be_quietened_alone(caplog: Any)
     messages = [(r.name, r.getMessage()) for r in caplog.records]
     assert not [m for name, m in messages if m.startswith("checkpoint: ")]
     assert any("failed (1 in a row)" in m for name, m in messages)
-    assert ("statemigrate", "checkpoints of ledger-service commit again after 1 failed") in messages
+    again = f"checkpoints of ledger-service to {store!r} commit again after 1 failed"
+    assert ("statemigrate", again) in messages
     caplog.clear()
     written(ledger, 4)
     checkpointer._tick()
     routine = [r.name for r in caplog.records if r.getMessage().startswith("checkpoint: ")]
     assert routine == ["statemigrate.checkpoints"]  # at INFO by default
+
+
+def test_a_failed_forked_export_is_said_once_in_its_line(caplog: Any) -> None:
+    """A CheckpointError's own text opens with "checkpoint of ... failed", as the
+    line does: the line gives its detail alone, and names the store."""
+    caplog.set_level(logging.WARNING, "statemigrate")
+    service, _ = ledger_service()
+    store = FlakyStore()
+    checkpointer = Checkpointer(service, store, every=2.0)
+    checkpointer.failures = 2
+    checkpointer._retry_after(CheckpointError("ledger-service", "the child was killed by SIGKILL"))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"checkpoint of ledger-service to {store!r} failed (2 in a row), next attempt in 8.0 s:"
+        " the child was killed by SIGKILL"
+    ]
 
 
 def test_a_failed_commit_keeps_the_last_checkpoint_and_the_next_mark() -> None:

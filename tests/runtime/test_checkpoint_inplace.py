@@ -117,7 +117,8 @@ def test_a_scheduled_checkpoint_that_catches_one_logs_a_warning(
         checkpointer._tick()  # what the checkpoint thread runs
     (record,) = [r for r in caplog.records if "failed" in r.getMessage()]
     assert record.levelno == logging.WARNING
-    assert "checkpoint of hits failed (1 in a row)" in record.getMessage()
+    opening = f"checkpoint of hits to {checkpointer.store!r} failed (1 in a row)"
+    assert opening in record.getMessage()
     assert "['entries']['k3']" in record.getMessage()
     assert isinstance(checkpointer.last_error, ChangeTrackingError)
 
