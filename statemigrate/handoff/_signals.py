@@ -140,7 +140,7 @@ def install_signal_trigger(
         try:
             callback()
         except HandoffError as exc:
-            logger.warning("handoff triggered by signal %d failed: %s", signum, exc)
+            _log_failed(signum, exc)
         except Exception:
             logger.exception("handoff triggered by signal %d raised", signum)
         finally:
@@ -212,7 +212,7 @@ def install_signal_trigger_async(
         try:
             await callback()
         except HandoffError as exc:
-            logger.warning("handoff triggered by signal %d failed: %s", signum, exc)
+            _log_failed(signum, exc)
         except Exception:
             logger.exception("handoff triggered by signal %d raised", signum)
 
@@ -236,3 +236,10 @@ def install_signal_trigger_async(
             signal.signal(signum, previous)
 
     return uninstall
+
+
+def _log_failed(signum: int, exc: HandoffError) -> None:
+    """Say that the handoff a signal started failed; at INFO when the attempt's own
+    WARNING (the one with its report) has said why already."""
+    level = logging.INFO if exc.report is not None else logging.WARNING
+    logger.log(level, "handoff triggered by signal %d failed: %s", signum, exc)

@@ -15,6 +15,7 @@ from handoff_children.harness import wait_for
 
 from statemigrate import ConfigurationError, HandoffError
 from statemigrate.handoff import install_signal_trigger, install_signal_trigger_async
+from statemigrate.handoff._report import HandoffReport
 
 
 def test_signal_runs_the_callback_in_a_thread():
@@ -72,6 +73,25 @@ def test_callback_errors_are_logged_not_raised(caplog):
     finally:
         uninstall()
     assert "handoff triggered by signal" in caplog.text
+
+
+def test_a_failure_its_attempt_reported_is_not_warned_twice(caplog):
+    """send_handoff logs its failed attempt's report as a WARNING; the trigger's own
+    line about the same failure comes at INFO then (WARNING only without a report)."""
+    report = HandoffReport(outcome="failed", transport="spawn", stage="ready")
+
+    def failing() -> None:
+        raise HandoffError("ready", "successor said no", report=report)
+
+    uninstall = install_signal_trigger(failing)
+    try:
+        with caplog.at_level(logging.INFO, logger="statemigrate.handoff"):
+            os.kill(os.getpid(), signal.SIGUSR2)
+            wait_for(lambda: "successor said no" in caplog.text, 30, "the line")
+    finally:
+        uninstall()
+    (line,) = [r for r in caplog.records if "handoff triggered by signal" in r.getMessage()]
+    assert line.levelno == logging.INFO
 
 
 async def _until(predicate: Callable[[], bool], what: str) -> None:
