@@ -44,13 +44,8 @@ from statemigrate.stores._base import (
     note_commit,
     note_maybe_committed,
 )
-from statemigrate.stores._object_backend import (
-    Backend,
-    Refused,
-    Version,
-    build,
-    wrap,
-)
+from statemigrate.stores._object_backend import Backend, Refused, Version
+from statemigrate.stores._object_build import build, wrap
 from statemigrate.stores._object_generation import Target, read_generation, upload_generation
 from statemigrate.stores._object_pointer import (
     FORMAT,
