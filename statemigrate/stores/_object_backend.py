@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from statemigrate._errors import StoreError
+from statemigrate.stores import _object_watch
 from statemigrate.stores._object_errors import is_missing_bucket, kind_of, translate
 
 if TYPE_CHECKING:
@@ -90,6 +91,8 @@ class Backend:
     Attributes:
         drops_sent_parts: whether a multipart upload drops each part once it is
             written, so that the caller may wait for that before making more.
+        warn_after: seconds after which a request still running is logged as slow
+            (``None``: never; see ``_object_watch``).
     """
 
     def __init__(self, store: Any, prefix: str, location: str, *, remote: bool) -> None:
@@ -99,6 +102,7 @@ class Backend:
         self.location = location if location.endswith("://") else location.rstrip("/")
         self.remote = remote
         self.drops_sent_parts = type(store).__name__ in _DROPPING_CLASSES
+        self.warn_after: float | None = _object_watch.DEFAULT_WARN_AFTER
         self._local_root: Path | None = None
         if type(store).__name__ == "LocalStore":
             root = store.prefix
@@ -113,6 +117,10 @@ class Backend:
         separator = "" if self.location.endswith("/") else "/"
         return f"{self.location}{separator}{name}"
 
+    def _watch(self, op: str, name: str) -> _object_watch.Watch | _object_watch.Unwatched:
+        """A request of ``op`` on ``name``, logged if it runs past ``warn_after``."""
+        return _object_watch.watch(op, self.where(name), self.warn_after)
+
     # -- reads -----------------------------------------------------------------------
 
     def get_small(self, name: str, *, limit: int) -> tuple[bytes, Version] | None:
@@ -123,15 +131,16 @@ class Backend:
                 failed.
         """
         try:
-            result = self._obs.get(self.store, self.key(name))
-            meta = result.meta
-            if meta["size"] > limit:
-                raise StoreError(
-                    "open",
-                    self.where(name),
-                    f"is {meta['size']} bytes, more than a pointer can be ({limit})",
-                )
-            data = bytes(result.bytes())
+            with self._watch("open", name):
+                result = self._obs.get(self.store, self.key(name))
+                meta = result.meta
+                if meta["size"] > limit:
+                    raise StoreError(
+                        "open",
+                        self.where(name),
+                        f"is {meta['size']} bytes, more than a pointer can be ({limit})",
+                    )
+                data = bytes(result.bytes())
         except StoreError:
             raise
         except Exception as exc:
@@ -147,7 +156,8 @@ class Backend:
             StoreError: the object or the bucket is missing, or the request failed.
         """
         try:
-            meta = self._obs.head(self.store, self.key(name))
+            with self._watch("open", name):
+                meta = self._obs.head(self.store, self.key(name))
         except Exception as exc:
             raise translate("open", self.where(name), exc) from exc
         etag: str | None = meta.get("e_tag")
@@ -160,7 +170,8 @@ class Backend:
             StoreError: the bucket is missing, or the request failed.
         """
         try:
-            self._obs.head(self.store, self.key(name))
+            with self._watch("open", name):
+                self._obs.head(self.store, self.key(name))
         except Exception as exc:
             if kind_of(exc) == "not_found" and not is_missing_bucket(exc):
                 return False
@@ -187,13 +198,15 @@ class Backend:
             if size:
                 options["range"] = (position, end)
             try:
-                result = self._obs.get(self.store, self.key(name), options=options)
-                found = result.meta["size"]
-                if found != size:
-                    raise StoreError(
-                        "open", where, f"is {found} bytes, but {size} were committed (corrupt)"
-                    )
-                chunk = memoryview(result.bytes())
+                with self._watch("open", name):
+                    result = self._obs.get(self.store, self.key(name), options=options)
+                    found = result.meta["size"]
+                    if found != size:
+                        raise StoreError(
+                            "open", where, f"is {found} bytes, but {size} were committed"
+                            " (corrupt)"
+                        )
+                    chunk = memoryview(result.bytes())
             except StoreError:
                 raise
             except Exception as exc:
@@ -238,16 +251,18 @@ class Backend:
         start = len(self.prefix) + 1 if self.prefix else 0
         found: list[Listed] = []
         try:
-            for batch in self._obs.list(self.store, self.key(folder) + "/"):
-                found.extend(
-                    Listed(
-                        meta["path"][start:],
-                        meta["size"],
-                        meta.get("last_modified"),
-                        meta.get("e_tag"),
+            with self._watch("list", folder) as watching:
+                for batch in self._obs.list(self.store, self.key(folder) + "/"):
+                    watching.progress()  # a page of the listing: the server answers
+                    found.extend(
+                        Listed(
+                            meta["path"][start:],
+                            meta["size"],
+                            meta.get("last_modified"),
+                            meta.get("e_tag"),
+                        )
+                        for meta in batch
                     )
-                    for meta in batch
-                )
         except Exception as exc:
             raise translate("list", self.where(folder), exc) from exc
         return found
@@ -279,10 +294,15 @@ class Backend:
             StoreError: a request failed; the upload is aborted.
         """
         raised: list[BaseException] = []
+        # A large snapshot takes long on a healthy server too: the upload is late when
+        # it takes no part for warn_after seconds, not when it runs that long.
+        watching = self._watch("write", name)
 
         def guarded() -> Iterator[memoryview]:
             try:
-                yield from parts
+                for part in parts:
+                    watching.progress()
+                    yield part
             except BaseException as exc:
                 raised.append(exc)
                 raise
@@ -296,6 +316,7 @@ class Backend:
             chunk_size=part_size,
             max_concurrency=max_concurrency,
             raised=raised,
+            watching=watching,
         )
 
     def swap(self, name: str, data: bytes, expected: Version | None) -> Version:
@@ -327,7 +348,8 @@ class Backend:
         if not names:
             return
         try:
-            self._obs.delete(self.store, [self.key(name) for name in names])
+            with self._watch("delete", names[0]):
+                self._obs.delete(self.store, [self.key(name) for name in names])
         except Exception as exc:
             if kind_of(exc) != "not_found" or is_missing_bucket(exc):
                 raise translate("delete", self.where(names[0]), exc) from exc
@@ -339,10 +361,12 @@ class Backend:
         data: object,
         *,
         raised: list[BaseException] | None = None,
+        watching: _object_watch.Watch | _object_watch.Unwatched | None = None,
         **options: Any,
     ) -> Version:
         try:
-            result = self._obs.put(self.store, self.key(name), data, **options)
+            with watching or self._watch(op, name):
+                result = self._obs.put(self.store, self.key(name), data, **options)
         except Exception as exc:
             if raised and exc is raised[0]:
                 raise  # the caller's own iterator failed; obstore aborted the upload
@@ -365,7 +389,8 @@ class Backend:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                meta = self._obs.head(self.store, self.key(name))
+                with self._watch("commit", name):
+                    meta = self._obs.head(self.store, self.key(name))
                 now: Version | None = (meta.get("e_tag"), meta.get("version"))
             except Exception as exc:
                 if kind_of(exc) != "not_found":
