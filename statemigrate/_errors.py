@@ -454,6 +454,10 @@ class RestoreError(StateMigrateError):
         detail: what went wrong.
         rollback_failed: ``component/instance`` of every component whose rollback
             failed; empty when every component was rolled back.
+        restoring: what was being restored, when the message names it: a checkpoint
+            chain, as ``statemigrate inspect`` names it (``checkpoint chain <newest
+            piece's id> gen N (base <base's id> gen M, P pieces)``).
+        piece: the index of the chain's piece that failed, base first, when one did.
     """
 
     def __init__(
@@ -464,19 +468,26 @@ class RestoreError(StateMigrateError):
         component: str | None = None,
         step: str | None = None,
         rollback_failed: Iterable[str] = (),
+        restoring: str | None = None,
+        piece: int | None = None,
     ) -> None:
         self.phase = phase
         self.component = component
         self.step = step
         self.detail = detail
         self.rollback_failed = tuple(rollback_failed)
+        self.restoring = restoring
+        self.piece = piece
+        what = f"restore of {restoring} failed" if restoring else "restore failed"
+        if piece is not None:
+            what += f" at piece {piece}"
         where = f" in {component}" if component else ""
         at = f" at step {step}" if step else ""
         if self.rollback_failed:
             outcome = f"rollback failed for {', '.join(self.rollback_failed)}"
         else:
             outcome = "every component is as it was"
-        super().__init__(f"restore failed during {phase}{where}{at}: {detail}; {outcome}")
+        super().__init__(f"{what} during {phase}{where}{at}: {detail}; {outcome}")
 
 
 class CheckpointError(StateMigrateError):

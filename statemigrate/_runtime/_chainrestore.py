@@ -25,6 +25,7 @@ from statemigrate._errors import RestoreError, SnapshotError
 from statemigrate._model._component import component_state, import_component, importable_state
 from statemigrate._runtime._chain import split_chain
 from statemigrate._runtime._chainfold import fold_chain, fold_reasons
+from statemigrate._runtime._chainname import naming_chain
 from statemigrate._runtime._chainread import chain_break, open_chain
 from statemigrate._runtime._history import SUMMARIES, RestoreHistory
 from statemigrate._runtime._report import RestoreReport
@@ -64,63 +65,73 @@ def restore_chain(
     except SnapshotError as exc:  # it names the chain, and the piece
         raise refused(str(exc)) from exc
     headers = [piece.header for piece in chain.pieces]
-    broken = chain_break(headers)
-    if broken is not None:
-        raise refused(broken)
-    began = time.perf_counter()
-    pieces: list[bytes | memoryview] = list(split_chain(data))  # as opened above
-    if _restored_already(headers[-1], entries, history, options):
-        # Its newest piece says so (its base, older, would be refused as a replay),
-        # with nothing folded or applied.
-        pieces, reasons = pieces[-1:], []
-    else:
-        reasons = fold_reasons(headers, entries, allow_lossy=bool(options.get("allow_lossy")))
-    if reasons:
-        # Deltas some component's plan cannot migrate: the chain is restored as the one
-        # full snapshot it holds, composed as `statemigrate migrate` composes it.
-        try:
-            pieces = [fold_chain(chain, reasons, key=key, entries=entries)]
-        except SnapshotError as exc:
-            raise refused(str(exc), phase="decode") from exc
-    earlier_options = dict(options)
-    if _newer(headers[-1], history, options):
-        # The base and the deltas before the newest are no replay, and the base puts
-        # back every component, those restored from it before included (a service that
-        # restored the chain when it was its base alone, and wrote since).
-        earlier_options.update(allow_older=True, force=True)
-    saved = history.copy()
-    live = [(entry, component_state(entry.obj, registry=entry.registry)) for entry in entries]
-    # One line for the chain, not one per piece (a chain may hold hundreds): each
-    # piece's own line goes to DEBUG, a failing piece's error stays at ERROR.
-    quiet = SUMMARIES.set(logging.DEBUG)
-    try:
-        *earlier, last = pieces
-        base = restore(earlier[0], **earlier_options) if earlier else None
-        for piece in earlier[1:]:
-            restore(piece, **earlier_options)
-        # The chain's download is counted as the read of its last piece, whose timings
-        # the report gives.
-        if isinstance(source, Fetched):
-            report = restore(Fetched(last, source.seconds, source.describe()), **options)
+    # From here on, a failure names the chain as `statemigrate inspect` does: by its
+    # newest piece, and its base (see _chainname).
+    with naming_chain(headers) as naming:
+        broken = chain_break(headers)
+        if broken is not None:
+            raise refused(broken)
+        began = time.perf_counter()
+        pieces: list[bytes | memoryview] = list(split_chain(data))  # as opened above
+        if _restored_already(headers[-1], entries, history, options):
+            # Its newest piece says so (its base, older, would be refused as a replay),
+            # with nothing folded or applied.
+            pieces, reasons = pieces[-1:], []
         else:
-            report = restore(last, **options)
-    except BaseException:
-        # Each piece is all or nothing, the chain must be too: a delta that fails after
-        # the base was applied puts back what was live before the chain, so a cold
-        # start that follows is really cold, and a restore that follows starts over.
-        for entry, state in live:
-            import_component(
-                entry.obj,
-                importable_state(entry.obj, state, registry=entry.registry),
-                registry=entry.registry,
+            reasons = fold_reasons(
+                headers, entries, allow_lossy=bool(options.get("allow_lossy"))
             )
-        history.put_back(saved)
-        raise
-    finally:
-        SUMMARIES.reset(quiet)
-    seconds = time.perf_counter() - began
-    logger.info("%s", _chain_summary(base or report, report, headers, len(data), seconds))
-    return report if report.skipped else replace(report, chain=len(headers))
+        if reasons:
+            # Deltas some component's plan cannot migrate: the chain is restored as the one
+            # full snapshot it holds, composed as `statemigrate migrate` composes it.
+            try:
+                pieces = [fold_chain(chain, reasons, key=key, entries=entries)]
+            except SnapshotError as exc:
+                raise refused(str(exc), phase="decode") from exc
+        earlier_options = dict(options)
+        if _newer(headers[-1], history, options):
+            # The base and the deltas before the newest are no replay, and the base puts
+            # back every component, those restored from it before included (a service that
+            # restored the chain when it was its base alone, and wrote since).
+            earlier_options.update(allow_older=True, force=True)
+        saved = history.copy()
+        live = [(entry, component_state(entry.obj, registry=entry.registry)) for entry in entries]
+        # One line for the chain, not one per piece (a chain may hold hundreds): each
+        # piece's own line goes to DEBUG, a failing piece's error stays at ERROR.
+        quiet = SUMMARIES.set(logging.DEBUG)
+        # Which piece each restore is, in a failure's message (none for a folded chain).
+        first = None if reasons else len(headers) - len(pieces)
+        try:
+            *earlier, last = pieces
+            naming.at(first)
+            base = restore(earlier[0], **earlier_options) if earlier else None
+            for number, piece in enumerate(earlier[1:], start=1):
+                naming.at(None if first is None else first + number)
+                restore(piece, **earlier_options)
+            naming.at(None if first is None else len(headers) - 1)
+            # The chain's download is counted as the read of its last piece, whose timings
+            # the report gives.
+            if isinstance(source, Fetched):
+                report = restore(Fetched(last, source.seconds, source.describe()), **options)
+            else:
+                report = restore(last, **options)
+        except BaseException:
+            # Each piece is all or nothing, the chain must be too: a delta that fails after
+            # the base was applied puts back what was live before the chain, so a cold
+            # start that follows is really cold, and a restore that follows starts over.
+            for entry, state in live:
+                import_component(
+                    entry.obj,
+                    importable_state(entry.obj, state, registry=entry.registry),
+                    registry=entry.registry,
+                )
+            history.put_back(saved)
+            raise
+        finally:
+            SUMMARIES.reset(quiet)
+        seconds = time.perf_counter() - began
+        logger.info("%s", _chain_summary(base or report, report, headers, len(data), seconds))
+        return report if report.skipped else replace(report, chain=len(headers))
 
 
 def _restored_already(

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from statemigrate._errors import RestoreError
+from statemigrate._runtime._chainname import named
 from statemigrate._runtime._delta import apply_delta, delta_obstacle
 from statemigrate._runtime._report import RestoreReport
 from statemigrate._runtime._restore import Registered, run_restore
@@ -75,9 +76,23 @@ class RestoreHistory:
 
 def logged(error: RestoreError) -> RestoreError:
     """Log a restore that failed before its transaction started (unreadable, refused
-    bytes), as the transaction logs its own failures."""
+    bytes), as the transaction logs its own failures; the error to raise names the
+    checkpoint chain being restored, if one is (see ``_chainname``)."""
+    error = named(error)
     logger.error("%s", error)
     return error
+
+
+def _failed(error: RestoreError, what: str) -> RestoreError:
+    """Log the failed restore of ``what`` (a snapshot's or a delta's short id, as its
+    summary names it), or of the checkpoint chain it is a piece of, which the error
+    to raise then names."""
+    chained = named(error)
+    if chained is error:
+        logger.error("%s failed: %s", what, error)
+        return error
+    logger.error("%s", chained)
+    return chained.with_traceback(error.__traceback__)
 
 
 def restore_full(
@@ -133,8 +148,10 @@ def restore_full(
             progress=progress,
         )
     except RestoreError as exc:
-        logger.error("restore of %s failed: %s", header.snapshot_id[:12], exc)
-        raise
+        error = _failed(exc, f"restore of {header.snapshot_id[:12]}")
+        if error is exc:
+            raise
+        raise error from exc.__cause__
     history.record(header, pending)
     history.no_deltas = no_deltas_after(report, entries, allow_lossy=allow_lossy)
     logger.log(SUMMARIES.get(), "%s", report.summary())
@@ -204,8 +221,10 @@ def restore_delta(
             verify_seconds=verify_seconds,
         )
     except RestoreError as exc:
-        logger.error("delta %s failed: %s", header.snapshot_id[:12], exc)
-        raise
+        error = _failed(exc, f"delta {header.snapshot_id[:12]}")
+        if error is exc:
+            raise
+        raise error from exc.__cause__
     history.record(header, on_base)
     logger.log(SUMMARIES.get(), "%s", report.summary())
     return report

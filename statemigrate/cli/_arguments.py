@@ -31,6 +31,7 @@ __all__ = [
     "module_attribute",
     "positive_integer",
     "snapshot_source",
+    "store_location",
     "store_prefix",
 ]
 
@@ -73,6 +74,16 @@ def store_prefix(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text[:80]!r}: a store's URL names no generation; give it without #..."
         )
+    return text
+
+
+def store_location(text: str) -> str:
+    """An argparse ``type``: an object store's URL, naming no generation, or a
+    directory's path (which may hold any character, ``#`` included)."""
+    if is_object_url(text):
+        return store_prefix(text)
+    if not text:
+        raise argparse.ArgumentTypeError("expected a URL or a directory, not an empty string")
     return text
 
 

@@ -1,33 +1,55 @@
-"""``statemigrate list URL``: the generations an object store holds under a prefix."""
+"""``statemigrate list STORE``: the generations an object store holds under a prefix,
+or the snapshots a TmpfsStore's directory holds."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
 import json
-from typing import Any, TextIO
+import os
+from typing import Any, Protocol, TextIO
 
 from statemigrate._errors import StateMigrateError, StoreError
 from statemigrate._runtime._chain import is_chain, split_chain
 from statemigrate._snapshot._format import MAGIC
-from statemigrate.cli._arguments import add_prefix_argument
+from statemigrate.cli._arguments import UsageError, store_location
 from statemigrate.cli._inspect import human_size, printable
-from statemigrate.cli._objects import add_store_argument, open_store
-from statemigrate.stores import ObjectRef
+from statemigrate.cli._objects import add_store_argument, is_object_url, open_store
+from statemigrate.stores import Buffer, ObjectRef
+from statemigrate.stores._tmpfs_listing import TmpfsFile, list_tmpfs
 
-__all__ = ["add_list_parser", "describe_generations", "kind_of", "list_command"]
+__all__ = [
+    "add_list_parser",
+    "describe_files",
+    "describe_generations",
+    "kind_of",
+    "list_command",
+]
+
+
+class Readable(Protocol):
+    """What ``--kinds`` reads: a generation of an object store, a file of a TmpfsStore."""
+
+    def open(self) -> Buffer: ...
 
 
 def add_list_parser(commands: Any) -> None:
     """Add ``list`` to the sub-command parsers."""
     parser = commands.add_parser(
         "list",
-        help="list the generations under an object-store prefix",
+        help="list the generations under an object-store prefix, or a TmpfsStore's snapshots",
         description="List the snapshot generations under an object-store prefix, newest"
-        " first, with their sizes and ages, and which is current and previous; with"
+        " first, with their sizes and ages, and which is current and previous; or, given"
+        " a TmpfsStore's directory, its current, previous and unrestored snapshots. With"
         " --kinds, also which are snapshots and which checkpoint chains.",
     )
-    add_prefix_argument(parser)
+    parser.add_argument(
+        "url",
+        metavar="STORE",
+        type=store_location,
+        help="s3://bucket/prefix, gs://..., az://..., file:///path, or a TmpfsStore's"
+        " directory (/dev/shm/gateway)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
     parser.add_argument(
         "--kinds",
@@ -41,6 +63,8 @@ def add_list_parser(commands: Any) -> None:
 
 def list_command(args: argparse.Namespace, out: TextIO) -> int:
     """Run ``list``; returns the exit status."""
+    if not is_object_url(args.url):
+        return _list_directory(args, out)
     store = open_store(args.url, args.store_options)
     refs = store.generations()
     if not refs:
@@ -50,21 +74,54 @@ def list_command(args: argparse.Namespace, out: TextIO) -> int:
     if args.kinds:
         for ref, row in zip(reversed(refs), rows, strict=True):
             row.update(kind_of(ref) if not row["missing"] else {"kind": None, "pieces": None})
-    if args.json:
-        json.dump({"location": store.location, "generations": rows}, out, indent=2)
+    firsts = [str(row["generation"]) for row in rows]
+    _write(out, store.location, ("GENERATION", firsts), rows, json_out=args.json, kinds=args.kinds)
+    return 0
+
+
+def _list_directory(args: argparse.Namespace, out: TextIO) -> int:
+    """``list`` of a TmpfsStore's directory: its files, as rows of the same shape as an
+    object store's generations."""
+    if args.store_options:
+        raise UsageError("--store-option applies to object-store URLs, not to a directory")
+    files = list_tmpfs(args.url)
+    rows = describe_files(files, now=datetime.datetime.now(tz=datetime.UTC))
+    if args.kinds:
+        for entry, row in zip(files, rows, strict=True):
+            row.update(kind_of(entry))
+    location = os.path.abspath(args.url)
+    names = [entry.name for entry in files]
+    _write(out, location, ("FILE", names), rows, json_out=args.json, kinds=args.kinds)
+    return 0
+
+
+def _write(
+    out: TextIO,
+    location: str,
+    first: tuple[str, list[str]],
+    rows: list[dict[str, Any]],
+    *,
+    json_out: bool,
+    kinds: bool,
+) -> None:
+    """The listing: JSON, or the location and a table whose first column is ``first``
+    (its heading and cells)."""
+    if json_out:
+        json.dump({"location": location, "generations": rows}, out, indent=2)
         out.write("\n")
-        return 0
-    out.write(f"{printable(store.location)}\n\n")
-    table = [("GENERATION", "SIZE", "WRITTEN", "AGE", "ROLE", *(("KIND",) if args.kinds else ()))]
-    for row in rows:
+        return
+    out.write(f"{printable(location)}\n\n")
+    heading, cells = first
+    table = [(heading, "SIZE", "WRITTEN", "AGE", "ROLE", *(("KIND",) if kinds else ()))]
+    for cell, row in zip(cells, rows, strict=True):
         table.append(
             (
-                str(row["generation"]),
+                printable(cell),
                 human_size(row["size"]),
                 row["modified"] or "-",
                 _age(row["age_seconds"]),
-                row["role"] + (" (object missing)" if row["missing"] else ""),
-                *((_kind(row),) if args.kinds else ()),
+                _role(row),
+                *((_kind(row),) if kinds else ()),
             )
         )
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
@@ -73,7 +130,14 @@ def list_command(args: argparse.Namespace, out: TextIO) -> int:
             "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
             + "\n"
         )
-    return 0
+
+
+def _role(row: dict[str, Any]) -> str:
+    if row["missing"]:
+        return f"{row['role']} (object missing)"
+    if row.get("not_regular"):
+        return f"{row['role']} ({row['not_regular']}, refused)"
+    return str(row["role"])
 
 
 def describe_generations(refs: list[ObjectRef], *, now: datetime.datetime) -> list[dict[str, Any]]:
@@ -117,11 +181,34 @@ def describe_generations(refs: list[ObjectRef], *, now: datetime.datetime) -> li
     return rows
 
 
-def kind_of(ref: ObjectRef) -> dict[str, Any]:
+def describe_files(files: list[TmpfsFile], *, now: datetime.datetime) -> list[dict[str, Any]]:
+    """A TmpfsStore's files as rows of the shape :func:`describe_generations` gives,
+    newest first: ``generation`` is ``None`` (the store numbers no generations; each
+    snapshot's header holds its own), ``object`` the file's path, ``role``
+    ``current``, ``previous``, ``unrestored`` or ``not committed`` (a commit's
+    temporary file: a writer killed inside its commit, or one committing now), and
+    ``not_regular`` what a file that is not a regular one is (the store refuses it),
+    else ``None``."""
+    return [
+        {
+            "generation": None,
+            "object": entry.path,
+            "size": entry.size,
+            "modified": _iso(entry.modified),
+            "age_seconds": round(max(0.0, (now - entry.modified).total_seconds()), 3),
+            "role": entry.role,
+            "missing": False,
+            "not_regular": entry.not_regular,
+        }
+        for entry in files
+    ]
+
+
+def kind_of(ref: Readable) -> dict[str, Any]:
     """What a generation holds, from its first bytes: ``kind`` is ``snapshot``,
     ``chain`` (with its number of ``pieces``, from the chain's frame), ``unknown``
     (neither), or ``unreadable`` (with the ``error``). Nothing more is verified here;
-    ``inspect URL#N --verify`` does that."""
+    ``inspect URL#N --verify`` (or ``inspect DIR/current --verify``) does that."""
     try:
         data = ref.open()
         if is_chain(data):

@@ -138,7 +138,9 @@ def open_store(
             raise StoreError("open", url, "no such directory")
     if max_size is None:
         max_size = DEFAULT_MAX_SNAPSHOT_SIZE  # what a reader accepts by default
-    return ObjectStore(url, config=dict(options) or None, max_size=max_size)
+    # No warnings of slow requests: a command that fails prints one line, and a hung
+    # server's request says why in that line when it times out.
+    return ObjectStore(url, config=dict(options) or None, max_size=max_size, warn_after=None)
 
 
 def open_source(

@@ -44,13 +44,8 @@ from statemigrate.stores._base import (
     note_commit,
     note_maybe_committed,
 )
-from statemigrate.stores._object_backend import (
-    Backend,
-    Refused,
-    Version,
-    build,
-    wrap,
-)
+from statemigrate.stores._object_backend import Backend, Refused, Version
+from statemigrate.stores._object_build import build, wrap
 from statemigrate.stores._object_generation import Target, read_generation, upload_generation
 from statemigrate.stores._object_pointer import (
     FORMAT,
@@ -64,6 +59,7 @@ from statemigrate.stores._object_pointer import (
     new_object_name,
 )
 from statemigrate.stores._object_retention import kept_generations, sweep_generations
+from statemigrate.stores._object_watch import DEFAULT_WARN_AFTER, check_warn_after
 
 __all__ = ["ObjectRef", "ObjectStore"]
 
@@ -110,6 +106,11 @@ class ObjectStore:
             holds at most two parts or a quarter of the snapshot, whichever is more,
             and reaches ``max_concurrency`` requests in flight once
             ``4 * (max_concurrency + 1)`` parts' worth was streamed.
+        warn_after: seconds after which a request still running is logged, once, at
+            WARNING (the operation, the object, how long it has waited), and its end at
+            INFO; a multipart upload counts from the last part it took. ``None``: never.
+            The default, 5, is well under the timeouts: a hung server shows in the log
+            long before its requests fail.
 
     ``config``, ``client_options``, ``credential_provider`` and the timeouts configure a
     store built from a URL; configure a store you build yourself on that store.
@@ -136,6 +137,7 @@ class ObjectStore:
         max_size: int = DEFAULT_MAX_SIZE,
         part_size: int = _MIN_PART_SIZE,
         max_concurrency: int = 4,
+        warn_after: float | None = DEFAULT_WARN_AFTER,
     ) -> None:
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:
             raise ValueError(f"keep must be an int of at least 2, not {keep!r}")
@@ -151,6 +153,7 @@ class ObjectStore:
             or (max_concurrency < 1)
         ):
             raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
+        warn_after = check_warn_after(warn_after)
         self._max_size = check_max_size(max_size)
         self._keep = keep
         self._part_size = part_size
@@ -189,6 +192,7 @@ class ObjectStore:
                     " apply to a URL; set them on the obstore store you pass"
                 )
             backend = wrap(location, prefix)
+        backend.warn_after = warn_after
         self._backend = backend
         # What a failed start asked to keep out of retention's reach: a known
         # generation, or (the store unreachable then) the current and previous ones at

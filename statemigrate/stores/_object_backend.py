@@ -2,9 +2,9 @@
 
 obstore (the Python bindings of Rust's ``object_store``) is an optional dependency,
 imported here and only when an :class:`~statemigrate.stores.ObjectStore` is created.
-This module builds the obstore store from a URL, runs each request, and translates
-what obstore raises into :class:`StoreError` (see ``_object_errors``); the commit
-protocol itself lives in ``_object``.
+This module runs each request on an obstore store (built from a URL by
+``_object_build``), and translates what obstore raises into :class:`StoreError` (see
+``_object_errors``); the commit protocol itself lives in ``_object``.
 
 One backend cannot do a conditional update: obstore's local file system store refuses
 ``PutMode`` update. For ``file://`` stores the compare-and-swap of the pointer is done
@@ -16,62 +16,23 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import unquote, urlsplit
 
 from statemigrate._errors import StoreError
+from statemigrate.stores import _object_watch
 from statemigrate.stores._object_errors import is_missing_bucket, kind_of, translate
 
 if TYPE_CHECKING:
     from obstore import PutMode, UpdateVersion
 
-__all__ = ["REMOTE_SCHEMES", "Backend", "Listed", "Refused", "Version", "build", "wrap"]
+__all__ = ["REMOTE_CLASSES", "Backend", "Listed", "Refused", "Version", "obstore_module"]
 
-REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "adl"})
-"""URL schemes of object storage on another host (S3, Google Cloud Storage, Azure)."""
-
-_LOCAL_SCHEMES = frozenset({"file", "memory"})
-_ENV_PREFIXES = {
-    "s3": "aws_",
-    "s3a": "aws_",
-    "gs": "google_",
-    "az": "azure_",
-    "azure": "azure_",
-    "abfs": "azure_",
-    "abfss": "azure_",
-    "adl": "azure_",
-}
-"""The prefix of each remote backend's environment variables and config keys."""
-_CLIENT_KEYS = frozenset(
-    {
-        "allow_http",
-        "allow_invalid_certificates",
-        "connect_timeout",
-        "default_content_type",
-        "default_headers",
-        "http1_only",
-        "http2_keep_alive_interval",
-        "http2_keep_alive_timeout",
-        "http2_keep_alive_while_idle",
-        "http2_only",
-        "pool_idle_timeout",
-        "pool_max_idle_per_host",
-        "proxy_url",
-        "proxy_ca_certificate",
-        "proxy_excludes",
-        "root_certificate",
-        "randomize_addresses",
-        "read_timeout",
-        "timeout",
-        "user_agent",
-    }
-)
-"""obstore's HTTP client settings (``ClientConfig``), as opposed to backend settings."""
-_REMOTE_CLASSES = frozenset({"S3Store", "GCSStore", "AzureStore"})
-_DROPPING_CLASSES = _REMOTE_CLASSES | {"LocalStore"}
+REMOTE_CLASSES = frozenset({"S3Store", "GCSStore", "AzureStore"})
+"""obstore's stores of objects on another host."""
+_DROPPING_CLASSES = REMOTE_CLASSES | {"LocalStore"}
 """Stores whose multipart upload drops each part once it is written; obstore's
 ``MemoryStore`` keeps every part until the upload completes."""
 _INSTALL_HINT = "obstore is not installed: pip install 'statemigrate[objectstore]'"
@@ -105,7 +66,12 @@ class Refused(Exception):
     """
 
 
-def _obstore() -> Any:
+def obstore_module() -> Any:
+    """The obstore package, imported on first use.
+
+    Raises:
+        StoreError: obstore is not installed; the message names the extra.
+    """
     try:
         import obstore
     except ImportError as exc:
@@ -125,15 +91,18 @@ class Backend:
     Attributes:
         drops_sent_parts: whether a multipart upload drops each part once it is
             written, so that the caller may wait for that before making more.
+        warn_after: seconds after which a request still running is logged as slow
+            (``None``: never; see ``_object_watch``).
     """
 
     def __init__(self, store: Any, prefix: str, location: str, *, remote: bool) -> None:
-        self._obs = _obstore()
+        self._obs = obstore_module()
         self.store = store
         self.prefix = prefix.strip("/")
         self.location = location if location.endswith("://") else location.rstrip("/")
         self.remote = remote
         self.drops_sent_parts = type(store).__name__ in _DROPPING_CLASSES
+        self.warn_after: float | None = _object_watch.DEFAULT_WARN_AFTER
         self._local_root: Path | None = None
         if type(store).__name__ == "LocalStore":
             root = store.prefix
@@ -148,6 +117,10 @@ class Backend:
         separator = "" if self.location.endswith("/") else "/"
         return f"{self.location}{separator}{name}"
 
+    def _watch(self, op: str, name: str) -> _object_watch.Watch | _object_watch.Unwatched:
+        """A request of ``op`` on ``name``, logged if it runs past ``warn_after``."""
+        return _object_watch.watch(op, self.where(name), self.warn_after)
+
     # -- reads -----------------------------------------------------------------------
 
     def get_small(self, name: str, *, limit: int) -> tuple[bytes, Version] | None:
@@ -158,15 +131,16 @@ class Backend:
                 failed.
         """
         try:
-            result = self._obs.get(self.store, self.key(name))
-            meta = result.meta
-            if meta["size"] > limit:
-                raise StoreError(
-                    "open",
-                    self.where(name),
-                    f"is {meta['size']} bytes, more than a pointer can be ({limit})",
-                )
-            data = bytes(result.bytes())
+            with self._watch("open", name):
+                result = self._obs.get(self.store, self.key(name))
+                meta = result.meta
+                if meta["size"] > limit:
+                    raise StoreError(
+                        "open",
+                        self.where(name),
+                        f"is {meta['size']} bytes, more than a pointer can be ({limit})",
+                    )
+                data = bytes(result.bytes())
         except StoreError:
             raise
         except Exception as exc:
@@ -182,7 +156,8 @@ class Backend:
             StoreError: the object or the bucket is missing, or the request failed.
         """
         try:
-            meta = self._obs.head(self.store, self.key(name))
+            with self._watch("open", name):
+                meta = self._obs.head(self.store, self.key(name))
         except Exception as exc:
             raise translate("open", self.where(name), exc) from exc
         etag: str | None = meta.get("e_tag")
@@ -195,7 +170,8 @@ class Backend:
             StoreError: the bucket is missing, or the request failed.
         """
         try:
-            self._obs.head(self.store, self.key(name))
+            with self._watch("open", name):
+                self._obs.head(self.store, self.key(name))
         except Exception as exc:
             if kind_of(exc) == "not_found" and not is_missing_bucket(exc):
                 return False
@@ -222,13 +198,15 @@ class Backend:
             if size:
                 options["range"] = (position, end)
             try:
-                result = self._obs.get(self.store, self.key(name), options=options)
-                found = result.meta["size"]
-                if found != size:
-                    raise StoreError(
-                        "open", where, f"is {found} bytes, but {size} were committed (corrupt)"
-                    )
-                chunk = memoryview(result.bytes())
+                with self._watch("open", name):
+                    result = self._obs.get(self.store, self.key(name), options=options)
+                    found = result.meta["size"]
+                    if found != size:
+                        raise StoreError(
+                            "open", where, f"is {found} bytes, but {size} were committed"
+                            " (corrupt)"
+                        )
+                    chunk = memoryview(result.bytes())
             except StoreError:
                 raise
             except Exception as exc:
@@ -273,16 +251,18 @@ class Backend:
         start = len(self.prefix) + 1 if self.prefix else 0
         found: list[Listed] = []
         try:
-            for batch in self._obs.list(self.store, self.key(folder) + "/"):
-                found.extend(
-                    Listed(
-                        meta["path"][start:],
-                        meta["size"],
-                        meta.get("last_modified"),
-                        meta.get("e_tag"),
+            with self._watch("list", folder) as watching:
+                for batch in self._obs.list(self.store, self.key(folder) + "/"):
+                    watching.progress()  # a page of the listing: the server answers
+                    found.extend(
+                        Listed(
+                            meta["path"][start:],
+                            meta["size"],
+                            meta.get("last_modified"),
+                            meta.get("e_tag"),
+                        )
+                        for meta in batch
                     )
-                    for meta in batch
-                )
         except Exception as exc:
             raise translate("list", self.where(folder), exc) from exc
         return found
@@ -314,10 +294,15 @@ class Backend:
             StoreError: a request failed; the upload is aborted.
         """
         raised: list[BaseException] = []
+        # A large snapshot takes long on a healthy server too: the upload is late when
+        # it takes no part for warn_after seconds, not when it runs that long.
+        watching = self._watch("write", name)
 
         def guarded() -> Iterator[memoryview]:
             try:
-                yield from parts
+                for part in parts:
+                    watching.progress()
+                    yield part
             except BaseException as exc:
                 raised.append(exc)
                 raise
@@ -331,6 +316,7 @@ class Backend:
             chunk_size=part_size,
             max_concurrency=max_concurrency,
             raised=raised,
+            watching=watching,
         )
 
     def swap(self, name: str, data: bytes, expected: Version | None) -> Version:
@@ -362,7 +348,8 @@ class Backend:
         if not names:
             return
         try:
-            self._obs.delete(self.store, [self.key(name) for name in names])
+            with self._watch("delete", names[0]):
+                self._obs.delete(self.store, [self.key(name) for name in names])
         except Exception as exc:
             if kind_of(exc) != "not_found" or is_missing_bucket(exc):
                 raise translate("delete", self.where(names[0]), exc) from exc
@@ -374,10 +361,12 @@ class Backend:
         data: object,
         *,
         raised: list[BaseException] | None = None,
+        watching: _object_watch.Watch | _object_watch.Unwatched | None = None,
         **options: Any,
     ) -> Version:
         try:
-            result = self._obs.put(self.store, self.key(name), data, **options)
+            with watching or self._watch(op, name):
+                result = self._obs.put(self.store, self.key(name), data, **options)
         except Exception as exc:
             if raised and exc is raised[0]:
                 raise  # the caller's own iterator failed; obstore aborted the upload
@@ -400,7 +389,8 @@ class Backend:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                meta = self._obs.head(self.store, self.key(name))
+                with self._watch("commit", name):
+                    meta = self._obs.head(self.store, self.key(name))
                 now: Version | None = (meta.get("e_tag"), meta.get("version"))
             except Exception as exc:
                 if kind_of(exc) != "not_found":
@@ -415,116 +405,3 @@ class Backend:
             return self._put("commit", name, data, mode="overwrite", use_multipart=False)
         finally:
             os.close(fd)  # releases the flock
-
-
-def build(
-    url: str,
-    *,
-    config: Mapping[str, Any] | None,
-    client_options: Mapping[str, Any] | None,
-    credential_provider: Callable[..., Any] | None,
-    timeout: float,
-    connect_timeout: float,
-    retries: int,
-    retry_timeout: float,
-) -> Backend:
-    """A backend for ``url``: ``s3://``, ``gs://``, ``az://`` (and their aliases),
-    ``file://`` or ``memory://``.
-
-    Raises:
-        StoreError: the URL is not supported, or obstore refused the configuration.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:  # e.g. an unclosed "[" in the host
-        raise StoreError("open", url, f"not a valid URL: {exc}") from exc
-    scheme = parts.scheme.lower()
-    location = url if url.endswith("://") else url.rstrip("/")
-    if scheme not in REMOTE_SCHEMES | _LOCAL_SCHEMES:
-        raise StoreError(
-            "open",
-            url,
-            "unsupported URL: use s3://, gs://, az://, file:// or memory:// followed by a path",
-        )
-    obstore = _obstore()
-    path = unquote(parts.path)
-    try:
-        if scheme == "memory":
-            return Backend(obstore.store.MemoryStore(), path, location, remote=False)
-        if scheme == "file":
-            if parts.netloc not in ("", "localhost") or not path.startswith("/"):
-                raise StoreError("open", url, "a file:// URL needs an absolute path")
-            store = obstore.store.LocalStore(prefix=path, mkdir=True)
-            return Backend(store, "", location, remote=False)
-        client: dict[str, Any] = {
-            "timeout": timedelta(seconds=timeout),
-            "connect_timeout": timedelta(seconds=connect_timeout),
-        }
-        backend_config, client_config = _split_config(scheme, config)
-        client.update(client_config)
-        client.update(client_options or {})
-        retry = {"max_retries": retries, "retry_timeout": timedelta(seconds=retry_timeout)}
-        store = obstore.store.from_url(
-            url,
-            config=backend_config or None,
-            client_options=client,
-            retry_config=retry,
-            credential_provider=credential_provider,
-        )
-    except StoreError:
-        raise
-    except Exception as exc:
-        raise translate("open", url, exc) from exc
-    except BaseException as exc:
-        # obstore's bindings turn a Rust panic into PanicException, a BaseException.
-        # Settings known to cause one are sorted out above; this keeps any other from
-        # escaping as something callers cannot catch as an error.
-        if type(exc).__name__ != "PanicException":
-            raise
-        raise StoreError("open", url, f"obstore failed on this configuration: {exc}") from exc
-    return Backend(store, "", location, remote=True)
-
-
-def _split_config(
-    scheme: str, config: Mapping[str, Any] | None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``config`` split into backend settings and HTTP client settings, the latter
-    completed from the environment.
-
-    Rust's object_store takes client settings (``allow_http``, ``timeout``...) among
-    the backend's, and reads them from the environment (``AWS_ALLOW_HTTP``...) with
-    the rest. obstore's bindings do neither: a client key in ``config`` makes them
-    panic, and the ``client_options`` the store always passes (its timeouts) replace
-    whatever the environment said. So client settings are taken out of ``config``
-    and out of the environment here, and passed as client options; explicit ones
-    win over the environment's.
-    """
-    prefix = _ENV_PREFIXES[scheme]
-    client: dict[str, Any] = {}
-    for name, value in os.environ.items():
-        key = name.lower()
-        if key.startswith(prefix) and key[len(prefix) :] in _CLIENT_KEYS:
-            client[key[len(prefix) :]] = value
-    backend: dict[str, Any] = {}
-    for name, value in (config or {}).items():
-        key = name.lower().removeprefix(prefix) if isinstance(name, str) else name
-        if key in _CLIENT_KEYS:
-            client[key] = value
-        else:
-            backend[name] = value
-    return backend, client
-
-
-def wrap(store: object, prefix: str) -> Backend:
-    """A backend over an obstore store built by the caller.
-
-    Raises:
-        StoreError: ``store`` is not an obstore store.
-    """
-    obstore = _obstore()
-    if not isinstance(store, obstore.store.ObjectStoreMethods):
-        raise StoreError("open", type(store).__name__, "is not an obstore store")
-    location = repr(store)
-    if prefix.strip("/"):
-        location += "/" + prefix.strip("/")
-    return Backend(store, prefix, location, remote=type(store).__name__ in _REMOTE_CLASSES)
