@@ -65,7 +65,8 @@ def record_fields(schema: Mapping[str, Any]) -> Iterator[tuple[Any, Mapping[str,
 
     Raises:
         Unsupported: the record allows extra fields, has computed fields or a config
-            that changes validation, or a field carries a key not known here.
+            that changes validation, a field's name is not a plain ``str``, or a field
+            carries a key not known here.
     """
     if schema.get("extra_behavior", "ignore") not in ("ignore", "forbid"):
         raise Unsupported("extra fields allowed")
@@ -73,6 +74,10 @@ def record_fields(schema: Mapping[str, Any]) -> Iterator[tuple[Any, Mapping[str,
         raise Unsupported("config")
     total = schema.get("total", True)
     for name, spec in schema["fields"].items():
+        if type(name) is not str:
+            # A str subclass (a StrEnum member, say) as a field name: pydantic writes
+            # that very object as the key, and its repr need not be a str literal.
+            raise Unsupported("field name")
         if spec.get("type") != "typed-dict-field" or set(spec) - FIELD_KEYS:
             raise Unsupported("field")
         yield name, spec["schema"], bool(spec.get("required", total))

@@ -157,6 +157,30 @@ def test_schemas_with_unknown_parts_get_none_and_validate_as_before(type_: objec
         schema.adopt([{"a": object()}])
 
 
+class FieldName(enum.StrEnum):
+    COUNT = "count"
+
+
+class Disguised(str):
+    """A field name whose repr is another field's."""
+
+    def __repr__(self) -> str:
+        return "'b'"
+
+
+def test_record_fields_named_by_str_subclasses_get_no_checker() -> None:
+    """pydantic keeps such a name object as the key it writes, and its repr need not
+    read back as the name: a StrEnum member's does not compile, and one printed as
+    another field's name would check that field twice. Such a record goes to pydantic."""
+    by_enum = schema_of(TypedDict("ByEnum", {FieldName.COUNT: int}))  # type: ignore[operator]
+    assert by_enum.in_place is None
+    assert by_enum.adopt([{"count": 1}]) == {"count": 1}
+    disguised = schema_of(TypedDict("Disguised", {Disguised("a"): int, "b": int}))  # type: ignore[operator]
+    assert disguised.in_place is None
+    with pytest.raises(ValidationError):
+        disguised.adopt([{"a": "not an int", "b": 1}])
+
+
 def test_bounds_of_other_types_than_int_and_float_get_none() -> None:
     assert _inplace.compile_checker({"type": "float", "gt": Decimal("0.5")}) is None
     assert _inplace.compile_checker({"type": "int", "gt": 0.5}) is None
