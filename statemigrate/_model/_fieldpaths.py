@@ -100,7 +100,10 @@ def _runs_own_validator(core_schema: Node) -> bool:
     while todo:
         node = todo.pop()
         if isinstance(node, dict):
-            if node.get("type") in _VALIDATORS:
+            # Not every dict met is a node: a record's "fields" maps names to fields,
+            # and a field may be named "type".
+            kind = node.get("type")
+            if isinstance(kind, str) and kind in _VALIDATORS:
                 return True
             todo.extend(node.values())
         elif isinstance(node, list | tuple):

@@ -109,6 +109,27 @@ def _forgets(key: str, value: int) -> None:
     """Changes nothing it could change in place, and returns nothing."""
 
 
+class Kinded(TypedDict):
+    type: int
+
+
+class KindedState(TypedDict):
+    entries: dict[str, Kinded]
+
+
+def test_a_record_step_over_records_with_a_field_named_type_migrates() -> None:
+    """Whether a record may be None is read from the core schema, whose record fields
+    sit in a mapping by name: one named "type" is a field, not a node's kind (this
+    raised a bare TypeError, unhashable dict)."""
+    registry = Registry()
+    registry.add_schema("c", 1, KindedState)
+    registry.add_schema("c", 2, KindedState)
+    bump = lambda key, value: {"type": value["type"] + 1}  # noqa: E731
+    registry.add_migration("c", 1, 2, bump, records="entries")
+    result = registry.migrate("c", {"entries": {"k": {"type": 1}}}, 1, 2)
+    assert result.data == {"entries": {"k": {"type": 2}}}
+
+
 def test_a_record_step_that_returns_none_where_records_cannot_be_none_is_named() -> None:
     """A record step returning None for a record the target cannot hold as None forgot
     its return: the step and the record are named, as for a whole-data step, rather
