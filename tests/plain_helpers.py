@@ -24,8 +24,9 @@ plain = st.recursive(
 
 
 def same_plain(a: object, b: object) -> bool:
-    """Equal with the same types and key order all the way down, floats bit for bit:
-    nan equals a nan with the same payload, 1 differs from 1.0 and 0.0 from -0.0."""
+    """Equal with the same types and key order all the way down, keys included (a str
+    subclass key differs from a str one), floats bit for bit: nan equals a nan with the
+    same payload, 1 differs from 1.0 and 0.0 from -0.0."""
     if type(a) is not type(b):
         return False
     if isinstance(a, float):
@@ -36,5 +37,8 @@ def same_plain(a: object, b: object) -> bool:
         return len(a) == len(b) and all(same_plain(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
         assert isinstance(b, dict)
-        return list(a) == list(b) and all(same_plain(a[k], b[k]) for k in a)
+        return len(a) == len(b) and all(
+            same_plain(key_a, key_b) and same_plain(value_a, value_b)
+            for (key_a, value_a), (key_b, value_b) in zip(a.items(), b.items(), strict=True)
+        )
     return a == b
