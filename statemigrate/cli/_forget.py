@@ -41,7 +41,7 @@ def forget_command(args: argparse.Namespace, out: TextIO) -> int:
     # and its swap: the command is then simply run again.
     kept = store.forget_unrestored()
     if args.json:
-        json.dump({"location": store.location, "forgotten": kept}, out)
+        json.dump({"location": store.location, "forgotten": kept}, out, indent=2, sort_keys=True)
         out.write("\n")
         return 0
     where = printable(store.location)

@@ -107,7 +107,7 @@ def _write(
     """The listing: JSON, or the location and a table whose first column is ``first``
     (its heading and cells)."""
     if json_out:
-        json.dump({"location": location, "generations": rows}, out, indent=2)
+        json.dump({"location": location, "generations": rows}, out, indent=2, sort_keys=True)
         out.write("\n")
         return
     out.write(f"{printable(location)}\n\n")

@@ -240,7 +240,7 @@ def _full_snapshot(
     composed = compose_chain(source, key=key, registry=registry)
     snapshot = open_snapshot(composed.to_bytes(), key=key)
     note = (
-        f"composed checkpoint chain of {len(source.pieces)} pieces into snapshot"
+        f"composed checkpoint chain of {_pieces(len(source.pieces))} into snapshot"
         f" {snapshot.header.snapshot_id} generation {snapshot.header.generation}\n"
     )
     return snapshot, [note]
@@ -357,3 +357,7 @@ def write_file_atomically(path: Path, parts: list[bytes | bytearray | memoryview
     except StoreError:
         temp.unlink(missing_ok=True)
         raise
+
+
+def _pieces(count: int) -> str:
+    return "1 piece" if count == 1 else f"{count} pieces"

@@ -94,7 +94,10 @@ def test_list_json_of_a_tmpfs_store_has_the_shape_of_an_object_stores(
     contents = filled_store(directory)
     url = f"file://{place}/objects"
     ObjectStore(url).commit(contents["current"])
-    objects = json.loads(run(capsys, "list", url, "--json", "--kinds").out)
+    printed = run(capsys, "list", url, "--json", "--kinds").out
+    objects = json.loads(printed)
+    # Indented with sorted keys, as every command's --json
+    assert printed == json.dumps(objects, indent=2, sort_keys=True) + "\n"
 
     listed = json.loads(run(capsys, "list", str(directory), "--json", "--kinds").out)
     assert listed["location"] == str(directory)

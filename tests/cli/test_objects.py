@@ -291,6 +291,8 @@ def test_forget_unrestored_lets_retention_delete_the_kept_generations(
         again = run(capsys, "forget-unrestored", url, "--json")
         assert again.code == 0, again.err
         assert json.loads(again.out) == {"location": url, "forgotten": []}
+        # Indented with sorted keys, as every command's --json
+        assert again.out == json.dumps(json.loads(again.out), indent=2, sort_keys=True) + "\n"
         none = run(capsys, "forget-unrestored", url)
         assert none.out == f"{url}: no generation is kept as unrestored\n"
 

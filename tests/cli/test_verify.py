@@ -314,6 +314,21 @@ def _chain(directory: Path) -> Path:
     return directory / "current"
 
 
+def test_a_chain_of_one_piece_is_one_piece(
+    tmp_path: Path, work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service = sm.Service("gateway", code_version="2.0", registry=build_registry())
+    service.register(KVCacheV2(clock=_now))
+    service.start_cold("a new cache")
+    checkpointer = sm.Checkpointer(
+        service, sm.TmpfsStore(tmp_path / "store"), quiesce=threading.Lock(), incremental=True
+    )
+    checkpointer.checkpoint_now()
+    result = run(capsys, "verify", str(tmp_path / "store" / "current"), *REGISTRY)
+    assert result.code == 0, result.err
+    assert result.out.startswith("composed checkpoint chain of 1 piece into snapshot "), result.out
+
+
 def test_a_chain_is_composed_then_verified(
     tmp_path: Path, work: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
