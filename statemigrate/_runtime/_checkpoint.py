@@ -138,11 +138,16 @@ class Checkpointer(CheckpointCommitter):
         export_timeout: seconds a forked export may take; a child still running
             then is killed and the checkpoint fails (it is retried, as any failed
             checkpoint).
+        stop_within: seconds a stop may take before the process is killed (a
+            service manager's grace period, gunicorn's ``graceful_timeout``): a
+            checkpoint that takes longer logs one WARNING, since the final checkpoint
+            of a stop would then be killed before it commits. ``None``: no such check.
 
     Raises:
-        ConfigurationError: ``every``, ``max_backoff``, ``max_delta_ratio`` or
-            ``export_timeout`` is not a positive number, ``max_deltas`` not a positive
-            count, ``export`` not ``"fork"`` or ``"inline"`` (or ``"fork"`` where
+        ConfigurationError: ``every``, ``max_backoff``, ``max_delta_ratio``,
+            ``export_timeout`` or ``stop_within`` is not a positive number,
+            ``max_deltas`` not a positive count, ``export`` not ``"fork"`` or
+            ``"inline"`` (or ``"fork"`` where
             the system cannot fork), or ``quiesce`` or ``changes`` has the wrong
             shape.
     """

@@ -104,6 +104,7 @@ class CheckpointCommitter:
         max_deltas: int = 100,
         export: ExportMode = DEFAULT_EXPORT,
         export_timeout: float = 120.0,
+        stop_within: float | None = None,
     ) -> None:
         for option, value in (
             ("every", every),
@@ -111,6 +112,8 @@ class CheckpointCommitter:
             ("export_timeout", export_timeout),
         ):
             check_positive(option, value)
+        if stop_within is not None:
+            check_positive("stop_within", stop_within)
         check_positive(
             "max_delta_ratio", max_delta_ratio, unit="base sizes (a fraction, such as 0.5)"
         )
@@ -157,6 +160,8 @@ class CheckpointCommitter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned_slow = False
+        self.stop_within = None if stop_within is None else float(stop_within)
+        self._warned_stop = False  # a checkpoint took longer than a stop may
         self._overruns: list[float] = []  # seconds of the checkpoints in a row over every
         self._waiting_logged: str | None = None  # the status last said to hold it back
         self._state_pending = False  # the last attempt found the service without its state
@@ -458,6 +463,7 @@ class CheckpointCommitter:
         child = 0.0 if forked is None else done - forked
         result = CheckpointReport(committed, pause, done - began, reason="", child_seconds=child)
         routine_logger.info("%s%s", "final " if self._final else "", result.summary())
+        self._warn_if_past_stop(result.seconds)
         self._taker.committed_mark = mark
         self._last_ref = committed.ref
         if self.failures:
@@ -471,6 +477,24 @@ class CheckpointCommitter:
         self.last_error = None
         self.last = result
         return result
+
+    def _warn_if_past_stop(self, seconds: float) -> None:
+        """Warn, once, when a checkpoint took longer than a stop may: the final one of
+        a stop would be killed before it commits, losing every write since the last
+        checkpoint, and nothing would be logged then."""
+        if self.stop_within is None or self._warned_stop or seconds <= self.stop_within:
+            return
+        self._warned_stop = True
+        logger.warning(
+            "a checkpoint of %s to %r took %.1f s, more than the %g s a stop may take"
+            " (stop_within): the final checkpoint of a stop would be killed before it"
+            " commits; allow the stop more time%s",
+            self.service.name,
+            self.store,
+            seconds,
+            self.stop_within,
+            "" if self._taker.incremental else ", or use incremental=True (a delta at the stop)",
+        )
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1

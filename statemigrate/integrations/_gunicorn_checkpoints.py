@@ -372,6 +372,9 @@ class SlotCheckpoints:
             incremental=settings.incremental,
             quiesce=settings.quiesce if settings.quiesce is not None else quiesce,
             export=settings.export,
+            # The master kills a stopping worker after graceful_timeout: a checkpoint
+            # that takes longer is warned of, since the final one would be cut.
+            stop_within=_graceful_timeout(worker),
         ).start()
         self.checkpointer = checkpointer
         if now:
@@ -403,3 +406,11 @@ class SlotCheckpoints:
             return
         with contextlib.suppress(StateMigrateError, OSError):
             checkpointer.stop()  # a failed final checkpoint is logged by stop()
+
+
+def _graceful_timeout(worker: Any) -> float | None:
+    """The seconds the master gives a stopping worker, or None when not known."""
+    seconds = getattr(getattr(worker, "cfg", None), "graceful_timeout", None)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+        return None
+    return float(seconds)

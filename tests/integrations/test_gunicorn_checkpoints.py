@@ -104,6 +104,23 @@ def test_a_worker_s_checkpointer_exports_as_the_checkpoints_say(export: str) -> 
         checkpointer.stop(final=False)
 
 
+def test_a_worker_s_checkpointer_warns_of_checkpoints_longer_than_graceful_timeout() -> None:
+    """The master kills a stopping worker after ``graceful_timeout``: the worker's
+    checkpointer is told, so that a checkpoint taking longer is warned of before a
+    stop cuts the final one."""
+    service = Service("gunicorn-cache", registry=build_registry())
+    service.register(KVCacheV2())
+    service.start_cold("a test")
+    slot = SlotCheckpoints(Checkpoints(MemoryStore(), every=60.0), 0)  # type: ignore[arg-type]
+    config = type("Cfg", (), {"graceful_timeout": 7})()
+    worker = type("Worker", (), {"pid": 4242, "log": Log(), "cfg": config})()
+    slot.run(service, threading.Lock(), worker, now=False)
+    checkpointer = slot.checkpointer
+    assert checkpointer is not None
+    checkpointer.stop(final=False)
+    assert checkpointer.stop_within == 7.0
+
+
 def test_a_function_that_gives_no_store_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="slot 3"):
         Checkpoints(lambda slot: "/dev/shm/x").store_for(3)  # type: ignore[arg-type,return-value]

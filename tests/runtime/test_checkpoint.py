@@ -296,6 +296,28 @@ def test_the_routine_line_of_each_checkpoint_can_be_quietened_alone(caplog: Any)
     assert routine == ["statemigrate.checkpoints"]  # at INFO by default
 
 
+def test_a_checkpoint_longer_than_a_stop_may_take_is_warned_of_once(caplog: Any) -> None:
+    """With ``stop_within`` (a grace period), a checkpoint that takes longer logs one
+    WARNING: the final checkpoint of a stop would be killed before it commits, and
+    nothing would be logged then. Not again for the next, nor for quick ones."""
+    caplog.set_level(logging.WARNING, "statemigrate")
+    service, ledger = ledger_service()
+    slow = Checkpointer(service, MemoryStore(), stop_within=1e-9)
+    for count in (1, 2):
+        written(ledger, count)
+        slow.checkpoint_now()
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "more than the 1e-09 s a stop may take (stop_within)" in warning
+    assert "or use incremental=True" in warning
+    caplog.clear()
+    quick = Checkpointer(service, MemoryStore(), stop_within=3600.0)
+    written(ledger, 3)
+    quick.checkpoint_now()
+    assert not caplog.records
+    with pytest.raises(ConfigurationError, match="stop_within"):
+        Checkpointer(service, MemoryStore(), stop_within=0)
+
+
 def test_a_failed_forked_export_is_said_once_in_its_line(caplog: Any) -> None:
     """A CheckpointError's own text opens with "checkpoint of ... failed", as the
     line does: the line gives its detail alone, and names the store."""
