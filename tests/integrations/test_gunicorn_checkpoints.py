@@ -111,7 +111,7 @@ def test_a_worker_s_checkpointer_warns_of_checkpoints_longer_than_graceful_timeo
     service = Service("gunicorn-cache", registry=build_registry())
     service.register(KVCacheV2())
     service.start_cold("a test")
-    slot = SlotCheckpoints(Checkpoints(MemoryStore(), every=60.0), 0)  # type: ignore[arg-type]
+    slot = SlotCheckpoints(Checkpoints(MemoryStore(), every=60.0), 0)
     config = type("Cfg", (), {"graceful_timeout": 7})()
     worker = type("Worker", (), {"pid": 4242, "log": Log(), "cfg": config})()
     slot.run(service, threading.Lock(), worker, now=False)
