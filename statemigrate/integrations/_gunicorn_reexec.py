@@ -40,6 +40,17 @@ def watch_new_master(server: Any) -> None:
     reap: Callable[[], None] | None = getattr(server, "reap_workers", None)
     if reap is None or getattr(reap, _WATCHING, False):
         return  # not gunicorn's arbiter (a stand-in), or watching already
+    stopping = [False]
+    stop: Callable[..., None] | None = getattr(server, "stop", None)
+    if stop is not None:
+
+        def noted_stop(*args: Any, **kwargs: Any) -> None:
+            # gunicorn reaps its children while it stops: a new master reaped then
+            # leaves nobody serving, which the line must not deny.
+            stopping[0] = True
+            stop(*args, **kwargs)
+
+        server.stop = noted_stop
 
     def reap_workers() -> None:
         pid = server.reexec_pid
@@ -56,6 +67,7 @@ def watch_new_master(server: Any) -> None:
                     master=os.getpid(),
                     stderr=_stderr(),
                     errorlog=getattr(server.cfg, "errorlog", None),
+                    stopping=stopping[0],
                 )
                 server.log.log(level, line)
         reap()
@@ -73,10 +85,18 @@ def _stderr() -> str:
 
 
 def new_master_exited(
-    pid: int, status: int, *, master: int, stderr: str, errorlog: str | None
+    pid: int,
+    status: int,
+    *,
+    master: int,
+    stderr: str,
+    errorlog: str | None,
+    stopping: bool = False,
 ) -> tuple[int, str]:
     """The log level and the line for a new master (``pid``) that exited with the wait
-    ``status`` while the old master (``master``, whose stderr is ``stderr``) runs on.
+    ``status`` while the old master (``master``, whose stderr is ``stderr``) runs on,
+    or, ``stopping``, while it stops too (told to: by the new generation, which retires
+    it once its workers serve, or by the operator).
 
     ERROR unless it exited with status 0 (someone stopped it: WARNING). ``errorlog``
     is gunicorn's setting: ``"-"`` when the log is stderr."""
@@ -88,6 +108,13 @@ def new_master_exited(
             how = f"was killed by signal {-code}"
     else:
         how = f"exited with status {code}"
+    if stopping:
+        return logging.ERROR, (
+            f"deploy failed (kill -USR2): the new master (pid {pid}) {how} while this master"
+            f" (pid {master}) was stopping, told to (the new workers retire it once they"
+            " serve): nothing serves once it exits; start the service again (the workers'"
+            " final checkpoints hold their state)"
+        )
     text = (
         f"deploy failed (kill -USR2): the new master (pid {pid}) {how} before the deploy was done;"
         f" this master (pid {master}) and its workers serve on"

@@ -81,6 +81,35 @@ class Arbiter:
     def reap_workers(self) -> None:
         self.reaped.append(self.reexec_pid)
 
+    def stop(self, graceful: bool = True) -> None:
+        """gunicorn's: stops the workers, reaping its children meanwhile."""
+        self.reap_workers()
+
+
+def test_a_new_master_that_dies_while_this_one_stops_is_no_serving_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The new workers retire the old master once they serve; a new master killed
+    after that leaves nobody serving. Reaped while the old master stops, the line says
+    so, rather than "serve on"."""
+    log = logging.getLogger("test.gunicorn.error")
+    caplog.set_level(logging.INFO, logger=log.name)
+    server: Any = Arbiter(log)
+    watch_new_master(server)
+    child = subprocess.Popen([sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"])
+    child_pid = child.pid
+    os.waitid(os.P_PID, child_pid, os.WEXITED | os.WNOWAIT)  # dead, not reaped yet
+    server.reexec_pid = child_pid
+    server.stop()
+    child.returncode = -9  # reaped by the watch: Popen must not wait for it again
+    (record,) = caplog.records
+    assert record.levelname == "ERROR"
+    assert f"the new master (pid {child_pid}) was killed by SIGKILL while this master" in (
+        record.getMessage()
+    )
+    assert "nothing serves once it exits" in record.getMessage()
+    assert "serve on" not in record.getMessage()
+
 
 def test_the_watch_reaps_the_new_master_before_gunicorn_and_logs_it_once(
     caplog: pytest.LogCaptureFixture,
