@@ -139,4 +139,12 @@ def new_master_exited(
         f"{text}; an error before it could log (reading the configuration, importing the"
         f" application with preload_app) went {where}; a later one is in this log under"
         f" pid {pid}"
+        # gunicorn's own exit after workers that failed to boot all at once is at times
+        # status 1 (its halt raises while it reaps them), not 3: its lines then say so.
+        + (
+            ", among them workers that failed to boot (gunicorn then exits with 1 at"
+            " times, not 3)"
+            if code == 1
+            else ""
+        )
     )

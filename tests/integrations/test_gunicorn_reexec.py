@@ -34,6 +34,9 @@ def test_a_new_master_that_fails_before_it_logs_is_reported_with_where_its_error
     )
     assert "went to its stderr, /dev/null (--daemon): set capture_output = True" in line
     assert "--check-config" in line and "under pid 4242" in line
+    # gunicorn 27 exits 1, not 3, at times when every worker fails to boot at once.
+    assert line.endswith("among them workers that failed to boot (gunicorn then exits"
+                         " with 1 at times, not 3)")
 
 
 @pytest.mark.parametrize(
