@@ -22,3 +22,13 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> Result:
     code = main(list(argv))
     captured = capsys.readouterr()
     return Result(code, captured.out, captured.err)
+
+
+def one_error_line(result: Result, code: int = 1) -> str:
+    """The contract of every failure: the status, nothing on stdout, one stderr line
+    (no traceback); returns that line."""
+    assert result.code == code, result
+    assert result.out == ""
+    lines = result.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("statemigrate: error: "), result.err
+    return lines[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from _store_helpers import scratch_dir
 from chain_releases import write_chain
-from cli_helpers import Result, run
+from cli_helpers import one_error_line, run
 
 import statemigrate as sm
 from statemigrate.stores import ObjectStore, _syscalls
@@ -26,15 +26,6 @@ ORPHAN = ".tmp.4242.0123456789abcdef"  # what a writer killed in a named-mode co
 def place() -> Iterator[Path]:
     with scratch_dir() as path:
         yield path
-
-
-def one_error_line(result: Result, code: int = 1) -> str:
-    """The contract of every failure: the status, nothing on stdout, one stderr line."""
-    assert result.code == code, result
-    assert result.out == ""
-    lines = result.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("statemigrate: error: "), result.err
-    return lines[0]
 
 
 def filled_store(directory: Path) -> dict[str, bytes]:

@@ -19,7 +19,7 @@ import pytest
 from _store_helpers import scratch_dir
 from _store_helpers.azurite import ACCOUNT, ACCOUNT_KEY, AZURITE, Azurite
 from _store_helpers.object_server import KEYS, S3Server, free_port
-from cli_helpers import Result, run
+from cli_helpers import one_error_line, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -78,15 +78,6 @@ def commit_generations(
     for number in range(1, count + 1):
         service.commit(store, meta={"n": str(number)})
     return service
-
-
-def one_error_line(result: Result, code: int = 1) -> str:
-    """The contract of every failure: the status, nothing on stdout, one stderr line."""
-    assert result.code == code, result
-    assert result.out == ""
-    lines = result.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("statemigrate: error: "), result.err
-    return lines[0]
 
 
 # -- inspect -----------------------------------------------------------------------------

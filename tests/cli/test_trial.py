@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from _store_helpers import scratch_dir
-from cli_helpers import Result, run
+from cli_helpers import one_error_line, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -60,16 +60,6 @@ def on_trial(pid: int, *, permanent_argv: tuple[str, ...] = ("permanent",)) -> T
         trial=GenerationInfo(argv=("trial",), pid=pid, pid_start=start_time(pid)),
         started_at=1.0,
     )
-
-
-def one_error_line(result: Result, code: int = 1) -> str:
-    assert result.code == code, result
-    assert result.out == ""
-    lines = result.err.splitlines()
-    assert len(lines) == 1, result.err
-    assert lines[0].startswith("statemigrate: error: ")
-    assert "Traceback" not in result.err
-    return lines[0]
 
 
 # --- bad input -----------------------------------------------------------------------------
