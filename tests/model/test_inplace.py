@@ -173,8 +173,9 @@ def test_record_fields_named_by_str_subclasses_get_no_checker() -> None:
     read back as the name: a StrEnum member's does not compile, and one printed as
     another field's name would check that field twice. Such a record goes to pydantic."""
     by_enum = schema_of(TypedDict("ByEnum", {FieldName.COUNT: int}))  # type: ignore[operator]
-    assert by_enum.in_place is None
-    assert by_enum.adopt([{"count": 1}]) == {"count": 1}
+    assert by_enum.in_place is None and by_enum.typed is None
+    adopted = by_enum.adopt([{"count": 1}])
+    assert adopted == {"count": 1} and type(next(iter(adopted))) is FieldName  # as pydantic
     disguised = schema_of(TypedDict("Disguised", {Disguised("a"): int, "b": int}))  # type: ignore[operator]
     assert disguised.in_place is None
     with pytest.raises(ValidationError):
