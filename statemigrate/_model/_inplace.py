@@ -160,18 +160,14 @@ def compile_checker(
         node = _parse(core_schema, {}, frozenset())
     except _Unsupported:
         return None
-    all_fit = _fits(node, sole, nullable=False, keys_plain=False)
-    all_fit_plain: list[Fits] = []  # made on first use: most schemas never need it
+    # By whether the caller vouches for plain keys: two trees of closures, built once.
+    all_fit = {
+        plain: _fits(node, sole, nullable=False, keys_plain=plain) for plain in (False, True)
+    }
 
     def check(box: list[Any], *, plain: bool = False) -> bool:
         # The box is the data's parent: its one item is checked like any other.
-        if len(box) != 1:
-            return False
-        if not plain:
-            return all_fit(box)
-        if not all_fit_plain:
-            all_fit_plain.append(_fits(node, sole, nullable=False, keys_plain=True))
-        return all_fit_plain[0](box)
+        return len(box) == 1 and all_fit[plain](box)
 
     check.__qualname__ = f"in-place check of {name}"
     return check

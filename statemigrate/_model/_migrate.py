@@ -135,8 +135,8 @@ def run_plan(
         return MigrationResult(plan, data, None, timings)
     box = [data]
     del data  # the box holds the only reference, so adopt can keep the data
-    # The last step's output passed the plain-data check, so adopt may count on it.
-    state = _validated(schema, box, instance, plain=bool(plan.steps) and checked_plain)
+    # When the last step's output passed the plain-data check, adopt may count on it.
+    state = _validated(schema, box, instance, plain=checked_plain)
     validated = time.perf_counter()
     timings["validate"] = validated - migrated
     plain = schema.export(state, walk=True) if export else None
