@@ -68,7 +68,6 @@ import signal
 import socket
 import struct
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -97,21 +96,18 @@ from statemigrate.integrations._gunicorn_checkpoints import (
     retire_all,
     vacate,
 )
+from statemigrate.integrations._gunicorn_directory import HandoffDirectory, default_directory
 from statemigrate.integrations._gunicorn_logging import route_library_logs
 from statemigrate.integrations._gunicorn_reexec import watch_new_master
 from statemigrate.integrations._gunicorn_worker import SAFE_METHODS, WorkerGate
 from statemigrate.integrations._successor import gone
 from statemigrate.integrations._trial import Trial, TrialRunner, checked, runner_for
-from statemigrate.stores._safedir import open_private_directory
 
 __all__ = ["SAFE_METHODS", "Checkpoints", "Trial", "WorkerGate", "server_hooks"]
 
 #: The exit status gunicorn's arbiter reads as "the worker failed to boot": the new
 #: master halts, and the old generation goes on serving.
 WORKER_BOOT_ERROR = 3
-
-# The room for a Unix socket's path (sun_path), its terminating NUL included.
-_SUN_PATH_MAX = 108
 
 _GATE = "statemigrate_gate"
 _PRELOADED = "statemigrate_preloaded"  # on the arbiter: lives as long as the master
@@ -127,12 +123,6 @@ _HANDOFF_END_WAIT = 60.0
 ServiceSpec = str | Service | Callable[[], Service]
 """``"module:attribute"`` naming a :class:`~statemigrate.Service` or a function that
 returns one, or the service (or function) itself."""
-
-
-def _default_directory() -> Path:
-    """Where the workers' sockets live unless told: private to the user, per machine."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return Path(base) / f"statemigrate-gunicorn-{os.geteuid()}"
 
 
 def _resolve(spec: ServiceSpec) -> Service:
@@ -223,7 +213,7 @@ class _Hooks:
         self,
         service: ServiceSpec,
         *,
-        directory: Path,
+        directory: HandoffDirectory,
         allow_lossy: bool,
         timeouts: HandoffTimeouts,
         retire_old_master: bool,
@@ -240,36 +230,10 @@ class _Hooks:
         self.timeouts = timeouts
         self.retire_old_master = retire_old_master
 
-    # -- paths ------------------------------------------------------------------------
-
-    def _socket_path(self, master: int, slot: int) -> Path:
-        return self.directory / f"{master}-{slot}.sock"
-
-    def _ready_path(self, master: int, slot: int) -> Path:
-        return self.directory / f"{master}-{slot}.ready"
-
-    def _moved_path(self, master: int) -> Path:
-        return self.directory / f"{master}.moved"
-
-    def _forget(self, master: int) -> None:
-        for path in self.directory.glob(f"{master}[-.]*"):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-
     # -- master ------------------------------------------------------------------------
 
     def when_ready(self, server: Any) -> None:
-        longest = self._socket_path(2**22, server.cfg.workers + 999)
-        if len(os.fsencode(longest)) >= _SUN_PATH_MAX:
-            raise ConfigurationError(
-                "directory",
-                f"{str(self.directory)!r} is too long for the workers' Unix sockets"
-                f" (at most {_SUN_PATH_MAX - 1} bytes with the socket's name)",
-            )
-        try:
-            os.close(open_private_directory(str(self.directory)))
-        except StateMigrateError as exc:
-            raise ConfigurationError("directory", str(exc)) from exc
+        self.directory.check(server.cfg.workers)
         if self.trial is not None and server.cfg.workers != 1:
             raise ConfigurationError(
                 "trial",
@@ -284,7 +248,7 @@ class _Hooks:
             )
         route_library_logs(server.log)
         watch_new_master(server)  # a kill -USR2 whose new master fails says so
-        self._forget(os.getpid())  # left by an earlier process with our pid
+        self.directory.forget(os.getpid())  # left by an earlier process with our pid
         if server.cfg.preload_app and getattr(server, _PRELOADED, None) is None:
             self._remember_preloaded(server)
         if server.cfg.max_requests and self.checkpoints is None:
@@ -344,14 +308,14 @@ class _Hooks:
         vacate(server, worker)
 
     def on_exit(self, server: Any) -> None:
-        self._forget(os.getpid())
+        self.directory.forget(os.getpid())
 
     # -- worker ------------------------------------------------------------------------
 
     def post_worker_init(self, worker: Any) -> None:
         route_library_logs(worker.log)  # the application, loaded now, may log itself
         slot: int = getattr(worker, SLOT, 0)
-        mark = self._moved_path(worker.ppid)
+        mark = self.directory.moved(worker.ppid)
 
         def moved() -> None:
             # Who holds the state now: the successor and its master, so that a
@@ -460,7 +424,7 @@ class _Hooks:
         if len(pids) < 2:
             return []
         try:
-            return [int(self._ready_path(pids[1], slot).read_text())]
+            return [int(self.directory.ready(pids[1], slot).read_text())]
         except (OSError, ValueError):
             return []
 
@@ -488,7 +452,7 @@ class _Hooks:
     def _take_over(self, service: Service, predecessor: int, slot: int, worker: Any) -> bool | None:
         """Take the state over from the previous master's worker of ``slot``: True
         once taken, False when there is none, None when the take-over failed."""
-        path = self._socket_path(predecessor, slot)
+        path = self.directory.socket(predecessor, slot)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             sock.connect(str(path))
@@ -522,10 +486,10 @@ class _Hooks:
         master = worker.ppid
         # Its pid: if this generation dies before it serves on its own, the old
         # master's worker waits for the latest worker of the slot (its final checkpoint).
-        self._ready_path(master, slot).write_text(f"{worker.pid}\n")
+        self.directory.ready(master, slot).write_text(f"{worker.pid}\n")
         if not self.retire_old_master:
             return
-        if not all(self._ready_path(master, s).exists() for s in range(worker.cfg.workers)):
+        if not all(self.directory.ready(master, s).exists() for s in range(worker.cfg.workers)):
             return
         # Only the process that started our master: a pid may have been reused.
         if _parent_of(master) != predecessor:
@@ -553,7 +517,7 @@ class _Hooks:
         gate: WorkerGate,
         trials: TrialRunner | None,
     ) -> None:
-        path = self._socket_path(worker.ppid, slot)
+        path = self.directory.socket(worker.ppid, slot)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # left by a worker of this slot that died
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -635,7 +599,7 @@ class _Hooks:
         gate: WorkerGate | None = getattr(worker, _GATE, None)
         if gate is not None and not gate.moved:
             with contextlib.suppress(FileNotFoundError):
-                self._socket_path(worker.ppid, getattr(worker, SLOT, 0)).unlink()
+                self.directory.socket(worker.ppid, getattr(worker, SLOT, 0)).unlink()
         idle: threading.Event | None = getattr(worker, _IDLE, None)
         if idle is not None:
             # The handoff's thread is a daemon: it would die with the process.
@@ -713,7 +677,9 @@ def server_hooks(
         )
     hooks = _Hooks(
         service,
-        directory=Path(directory) if directory is not None else _default_directory(),
+        directory=HandoffDirectory(
+            Path(directory) if directory is not None else default_directory()
+        ),
         allow_lossy=allow_lossy,
         timeouts=timeouts if timeouts is not None else HandoffTimeouts(),
         retire_old_master=retire_old_master,
