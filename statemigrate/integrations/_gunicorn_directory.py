@@ -1,5 +1,5 @@
-"""The directory where gunicorn workers listen for their successors, and the marks they
-leave there.
+"""The directory where gunicorn workers listen for their successors, the marks they
+leave there, and the removal of the files of processes that are gone.
 
 Each file is named after the pid of the master whose worker made it:
 
@@ -13,23 +13,43 @@ Each file is named after the pid of the master whose worker made it:
   every worker ``master`` forks afterwards.
 
 A clean exit removes them: a worker its socket, the master the rest (``on_exit``).
+``kill -9`` leaves them behind, so each master removes at its start
+(:meth:`HandoffDirectory.sweep`) the files no process uses any more. A file of a
+master that lives is never touched. Of a master that is gone:
+
+* ``.moved`` goes: only that master's workers read it, as they boot;
+* ``.ready`` goes once the worker it names is gone too;
+* ``.sock`` goes once nothing listens on it: no socket bound to its name (as
+  ``/proc/net/unix`` lists them, which asks nothing of a listener), and a connection
+  to it refused. An orphaned worker (its master killed) listens until it notices, a
+  second or up to half gunicorn's ``timeout`` later, and a successor may still take
+  its state over meanwhile. A socket file never comes back to life: a new listener
+  binds a new file.
+
+Pids tell whether a process is gone, so the directory is for the processes of one
+pid namespace: containers sharing a volume each need their own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from statemigrate._errors import ConfigurationError, StateMigrateError
+from statemigrate.integrations._successor import gone
 from statemigrate.stores._safedir import open_private_directory
 
 __all__ = ["HandoffDirectory", "default_directory"]
 
 # The room for a Unix socket's path (sun_path), its terminating NUL included.
 _SUN_PATH_MAX = 108
+
+_NAME = re.compile(r"(?P<master>\d+)(?:-\d+\.(?P<kind>sock|ready)|\.moved)")
 
 
 def default_directory() -> Path:
@@ -81,3 +101,74 @@ class HandoffDirectory:
         for path in self.path.glob(f"{master}[-.]*"):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+    def sweep(self) -> list[str]:
+        """Remove the files of processes that are gone (the rule is the module's);
+        in the master at start, before it forks a worker. Returns their names.
+
+        The files of this process's own pid are an earlier process's, with the same
+        pid: this one has made none yet."""
+        own = os.getpid()
+        try:
+            names = sorted(os.listdir(self.path))
+        except OSError:
+            return []
+        bound: set[str] | None = None  # /proc/net/unix, read once if a socket needs it
+        removed = []
+        for name in names:
+            found = _NAME.fullmatch(name)
+            if found is None:
+                continue  # not ours: left alone
+            master = int(found["master"])
+            path = self.path / name
+            if master != own:
+                if not gone(master):
+                    continue
+                if found["kind"] == "ready" and not _named_gone(path):
+                    continue
+                if found["kind"] == "sock":
+                    if bound is None:
+                        bound = _bound_names()
+                    if str(path) in bound or not _refused(path):
+                        continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(name)
+        return removed
+
+
+def _named_gone(ready: Path) -> bool:
+    """Whether the worker a ``.ready`` mark names is gone. A mark that names none
+    (being written, or cut by ``kill -9`` as it was) is kept: its writer may live."""
+    try:
+        text = ready.read_text().strip()
+    except OSError:
+        return False
+    return text.isdigit() and gone(int(text))
+
+
+def _bound_names() -> set[str]:
+    """The names of the Unix sockets bound in this network namespace, without asking
+    anything of them; none known where ``/proc/net/unix`` cannot be read."""
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="surrogateescape") as table:
+            lines = table.read().splitlines()[1:]  # below the header
+    except OSError:
+        return set()
+    # Num RefCount Protocol Flags Type St Inode Path: the path, if any, last.
+    return {fields[7] for fields in (line.split(None, 7) for line in lines) if len(fields) == 8}
+
+
+def _refused(path: Path) -> bool:
+    """Whether a connection to the socket file ``path`` is refused: nothing listens
+    on it. Any other outcome keeps it (a full queue, a listener of another network
+    namespace, which then sees a connection closed at once)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as probe:
+        probe.setblocking(False)  # a listener with a full queue must not hold the start
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False
+    return False

@@ -248,7 +248,11 @@ class _Hooks:
             )
         route_library_logs(server.log)
         watch_new_master(server)  # a kill -USR2 whose new master fails says so
-        self.directory.forget(os.getpid())  # left by an earlier process with our pid
+        removed = self.directory.sweep()  # kill -9 leaves files behind
+        if removed:
+            server.log.info(
+                "removed %d files left by processes gone from %s", len(removed), self.directory.path
+            )
         if server.cfg.preload_app and getattr(server, _PRELOADED, None) is None:
             self._remember_preloaded(server)
         if server.cfg.max_requests and self.checkpoints is None:
@@ -637,7 +641,8 @@ def server_hooks(
             ``HUP`` is refused, with an error logged).
         directory: where the workers listen for their successors (created 0700,
             refused unless private); by default under ``$XDG_RUNTIME_DIR`` or the
-            temporary directory.
+            temporary directory. Each master removes, as it starts, the files there
+            that processes gone (``kill -9``) left.
         allow_lossy: passed to both sides of each handoff; needed to roll back to a
             release that reads only older versions.
         timeouts: the waits of both sides of each handoff.
