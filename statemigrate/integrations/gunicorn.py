@@ -96,6 +96,11 @@ from statemigrate.integrations._gunicorn_checkpoints import (
     retire_all,
     vacate,
 )
+from statemigrate.integrations._gunicorn_config import (
+    check_configuration,
+    refuse,
+    warn_of_losses,
+)
 from statemigrate.integrations._gunicorn_directory import HandoffDirectory, default_directory
 from statemigrate.integrations._gunicorn_logging import route_library_logs
 from statemigrate.integrations._gunicorn_reexec import watch_new_master
@@ -233,40 +238,24 @@ class _Hooks:
     # -- master ------------------------------------------------------------------------
 
     def when_ready(self, server: Any) -> None:
-        self.directory.check(server.cfg.workers)
-        if self.trial is not None and server.cfg.workers != 1:
-            raise ConfigurationError(
-                "trial",
-                f"a trial needs workers = 1 (the permanent state is one worker's), not"
-                f" {server.cfg.workers}",
+        try:
+            check_configuration(
+                server, directory=self.directory, trial=self.trial, checkpoints=self.checkpoints
             )
-        if self.checkpoints is not None and self.checkpoints.shared and server.cfg.workers != 1:
-            raise ConfigurationError(
-                "checkpoints",
-                f"one store for {server.cfg.workers} workers: each would replace the"
-                " others' checkpoints; give a function slot -> store",
-            )
-        route_library_logs(server.log)
-        watch_new_master(server)  # a kill -USR2 whose new master fails says so
-        removed = self.directory.sweep()  # kill -9 leaves files behind
-        if removed:
-            server.log.info(
-                "removed %d files left by processes gone from %s", len(removed), self.directory.path
-            )
-        if server.cfg.preload_app and getattr(server, _PRELOADED, None) is None:
-            self._remember_preloaded(server)
-        if server.cfg.max_requests and self.checkpoints is None:
-            server.log.warning(
-                "max_requests=%s: a recycled worker's state is lost, its replacement"
-                " starts from the master's copy; give checkpoints= to keep it (the"
-                " recycled worker's final checkpoint is restored by the next)",
-                server.cfg.max_requests,
-            )
-        if server.cfg.reuse_port:
-            server.log.warning(
-                "reuse_port gives each worker its own listening queue: connections"
-                " queued on an old worker's are reset when it exits; turn it off"
-            )
+            route_library_logs(server.log)
+            watch_new_master(server)  # a kill -USR2 whose new master fails says so
+            removed = self.directory.sweep()  # kill -9 leaves files behind
+            if removed:
+                server.log.info(
+                    "removed %d files left by processes gone from %s",
+                    len(removed),
+                    self.directory.path,
+                )
+            if server.cfg.preload_app and getattr(server, _PRELOADED, None) is None:
+                self._remember_preloaded(server)
+        except ConfigurationError as exc:
+            refuse(server, exc)  # one line, not a traceback
+        warn_of_losses(server, self.checkpoints)
 
     def _remember_preloaded(self, server: Any) -> None:
         """Resolve, in the master, the service of the application it has loaded."""
