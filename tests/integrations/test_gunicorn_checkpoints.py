@@ -255,6 +255,22 @@ def test_a_replacement_that_cannot_read_a_newer_release_s_checkpoint_says_to_use
     assert older.status.ready  # the master's copy is served
 
 
+@pytest.mark.parametrize("stored", [None, b"not a snapshot"], ids=["empty", "unreadable"])
+def test_a_worker_that_starts_cold_at_boot_names_its_slot(stored: bytes | None) -> None:
+    """As a worker that restored its checkpoint does: the service's own line does not."""
+    store = MemoryStore()
+    if stored is not None:
+        store.commit(stored)
+    service = Service("gunicorn-cache", registry=build_registry(), on_restore_failure="serve_cold")
+    service.register(KVCacheV2())
+    worker = type("Worker", (), {"pid": 4242, "log": Log()})()
+    assert SlotCheckpoints(Checkpoints(lambda slot: store), 3).restore_at_boot(service, worker)
+    assert service.status.state == "cold_start"
+    assert worker.log.lines == [f"worker 4242 (slot 3): starts cold: {service.status.reason}"]
+    if stored is None:
+        assert service.status.reason == f"no snapshot to restore in {store!r}"
+
+
 @pytest.mark.usefixtures("descriptors_above_fd_setsize")
 def test_a_replacement_waits_for_its_old_worker_on_a_descriptor_above_fd_setsize() -> None:
     """A master holding a thousand descriptors forks a replacement whose wait for the
