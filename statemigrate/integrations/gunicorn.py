@@ -62,7 +62,6 @@ that reason, and the worker serves on, still on trial.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import signal
 import socket
@@ -71,7 +70,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -104,6 +102,13 @@ from statemigrate.integrations._gunicorn_config import (
 from statemigrate.integrations._gunicorn_directory import HandoffDirectory, default_directory
 from statemigrate.integrations._gunicorn_logging import route_library_logs
 from statemigrate.integrations._gunicorn_reexec import watch_new_master
+from statemigrate.integrations._gunicorn_service import (
+    ServiceSpec,
+    give_preloaded,
+    preload,
+    reloaded,
+    service_of,
+)
 from statemigrate.integrations._gunicorn_worker import SAFE_METHODS, WorkerGate
 from statemigrate.integrations._successor import gone
 from statemigrate.integrations._trial import Trial, TrialRunner, checked, runner_for
@@ -115,8 +120,6 @@ __all__ = ["SAFE_METHODS", "Checkpoints", "Trial", "WorkerGate", "server_hooks"]
 WORKER_BOOT_ERROR = 3
 
 _GATE = "statemigrate_gate"
-_PRELOADED = "statemigrate_preloaded"  # on the arbiter: lives as long as the master
-_SERVICE = "statemigrate_service"  # on a worker, set in the master before the fork
 _IDLE = "statemigrate_idle"
 _KEEPER = "statemigrate_checkpoints"
 
@@ -124,61 +127,6 @@ _KEEPER = "statemigrate_checkpoints"
 # stopped as soon as the successor took over, maybe before this worker's side of the
 # handoff (and its trial's commit to tmpfs) returned.
 _HANDOFF_END_WAIT = 60.0
-
-ServiceSpec = str | Service | Callable[[], Service]
-"""``"module:attribute"`` naming a :class:`~statemigrate.Service` or a function that
-returns one, or the service (or function) itself."""
-
-
-def _resolve(spec: ServiceSpec) -> Service:
-    target: object = spec
-    if isinstance(spec, str):
-        module_name, _, attribute = spec.partition(":")
-        try:
-            target = importlib.import_module(module_name)
-            for part in attribute.split("."):
-                target = getattr(target, part)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigurationError("service", f"cannot load {spec!r}: {exc}") from exc
-    if not isinstance(target, Service) and callable(target):
-        target = target()
-    if not isinstance(target, Service):
-        raise ConfigurationError(
-            "service", f"{spec!r} is not a statemigrate.Service (got {type(target).__name__})"
-        )
-    return target
-
-
-def _spec_key(spec: ServiceSpec) -> object:
-    """What tells two specs apart across a configuration read again: a name as
-    written, a service itself, a function by its name (it is made anew)."""
-    if isinstance(spec, str):
-        return spec
-    if isinstance(spec, Service):
-        return ("service", id(spec))
-    return ("function", getattr(spec, "__module__", None), getattr(spec, "__qualname__", None))
-
-
-def _named(spec: ServiceSpec) -> str:
-    """A spec as a log line names it."""
-    if isinstance(spec, str):
-        return repr(spec)
-    if isinstance(spec, Service):
-        return f"the Service {spec.name!r} given"
-    return f"{getattr(spec, '__module__', '?')}.{getattr(spec, '__qualname__', '?')}()"
-
-
-@dataclass(frozen=True, slots=True)
-class _Preloaded:
-    """The service of the application the master loaded (``preload_app``), resolved
-    once: every worker the master forks serves that application until the next
-    ``kill -USR2``, whatever ``HUP`` reads into the configuration since."""
-
-    key: object
-    named: str
-    application: str | None
-    service: Service
-
 
 def _no_revert(permanent: tuple[str, ...]) -> HandoffReport:
     raise HandoffError(
@@ -251,50 +199,18 @@ class _Hooks:
                     len(removed),
                     self.directory.path,
                 )
-            if server.cfg.preload_app and getattr(server, _PRELOADED, None) is None:
-                self._remember_preloaded(server)
+            preload(server, self.service)
         except ConfigurationError as exc:
             refuse(server, exc)  # one line, not a traceback
         warn_of_losses(server, self.checkpoints)
 
-    def _remember_preloaded(self, server: Any) -> None:
-        """Resolve, in the master, the service of the application it has loaded."""
-        application = getattr(server.app, "app_uri", None)
-        preloaded = _Preloaded(
-            key=_spec_key(self.service),
-            named=_named(self.service),
-            application=application if isinstance(application, str) else None,
-            service=_resolve(self.service),
-        )
-        setattr(server, _PRELOADED, preloaded)
-
     def pre_fork(self, server: Any, worker: Any) -> None:
         place(server, worker)
-        preloaded: _Preloaded | None = getattr(server, _PRELOADED, None)
-        if preloaded is not None:
-            setattr(worker, _SERVICE, preloaded.service)
+        give_preloaded(server, worker)
 
     def on_reload(self, server: Any) -> None:
         route_library_logs(server.log)  # gunicorn's loglevel may have changed
-        preloaded: _Preloaded | None = getattr(server, _PRELOADED, None)
-        if preloaded is None:
-            if server.cfg.preload_app:
-                # Turned on by this reload: gunicorn has just loaded the application.
-                self._remember_preloaded(server)
-        elif _spec_key(self.service) != preloaded.key:
-            # gunicorn keeps the application it preloaded (its loaded callable) and
-            # forks every new worker from it: the configuration's new service would
-            # belong to code nobody serves, its restored state unseen and checkpointed.
-            loaded = f" ({preloaded.application!r})" if preloaded.application else ""
-            server.log.error(
-                "HUP: the configuration now names the service %s, but with preload_app"
-                " gunicorn serves on the application loaded at start%s, so the hooks"
-                " keep its service %s; changing releases needs kill -USR2, see"
-                " docs/gunicorn.md",
-                _named(self.service),
-                loaded,
-                preloaded.named,
-            )
+        reloaded(server, self.service)
         retire_all(server)
 
     def child_exit(self, server: Any, worker: Any) -> None:
@@ -326,8 +242,7 @@ class _Hooks:
             # from a stale copy. Its loop ends at once.
             gate.close()
             return
-        preloaded: Service | None = getattr(worker, _SERVICE, None)
-        service = preloaded if preloaded is not None else _resolve(self.service)
+        service = service_of(worker, self.service)
         try:
             keeper = self._keeper(slot, worker)
         except StateMigrateError as exc:
