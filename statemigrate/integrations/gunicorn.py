@@ -65,9 +65,7 @@ import contextlib
 import os
 import signal
 import socket
-import struct
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -78,7 +76,6 @@ from statemigrate._runtime._service import Service
 from statemigrate.handoff import (
     HandoffReport,
     HandoffTimeouts,
-    hand_over,
     receive_handoff,
     take_over,
 )
@@ -100,6 +97,7 @@ from statemigrate.integrations._gunicorn_config import (
     warn_of_losses,
 )
 from statemigrate.integrations._gunicorn_directory import HandoffDirectory, default_directory
+from statemigrate.integrations._gunicorn_handover import listen_for_successor, wait_handoff_end
 from statemigrate.integrations._gunicorn_logging import route_library_logs
 from statemigrate.integrations._gunicorn_reexec import watch_new_master
 from statemigrate.integrations._gunicorn_service import (
@@ -111,7 +109,7 @@ from statemigrate.integrations._gunicorn_service import (
 )
 from statemigrate.integrations._gunicorn_worker import SAFE_METHODS, WorkerGate
 from statemigrate.integrations._successor import gone
-from statemigrate.integrations._trial import Trial, TrialRunner, checked, runner_for
+from statemigrate.integrations._trial import Trial, checked, runner_for
 
 __all__ = ["SAFE_METHODS", "Checkpoints", "Trial", "WorkerGate", "server_hooks"]
 
@@ -120,13 +118,7 @@ __all__ = ["SAFE_METHODS", "Checkpoints", "Trial", "WorkerGate", "server_hooks"]
 WORKER_BOOT_ERROR = 3
 
 _GATE = "statemigrate_gate"
-_IDLE = "statemigrate_idle"
 _KEEPER = "statemigrate_checkpoints"
-
-# How long an exiting worker waits for a handoff under way to end: the old master is
-# stopped as soon as the successor took over, maybe before this worker's side of the
-# handoff (and its trial's commit to tmpfs) returned.
-_HANDOFF_END_WAIT = 60.0
 
 def _no_revert(permanent: tuple[str, ...]) -> HandoffReport:
     raise HandoffError(
@@ -143,16 +135,6 @@ def _parent_of(pid: int) -> int | None:
         return None
     # The command name, in parentheses, may hold spaces: count from its end.
     return int(stat.rpartition(")")[2].split()[1])
-
-
-def _peer_pid(conn: socket.socket) -> int | None:
-    """The pid of the process at the other end of a Unix socket."""
-    try:
-        credentials = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return None
-    pid: int = struct.unpack("3i", credentials)[0]
-    return pid or None
 
 
 def _master_alive(worker: Any) -> bool:
@@ -281,7 +263,16 @@ class _Hooks:
                 keeper.restore_replaced(service, worker, waits)
             elif not service.status.ready and not keeper.restore_at_boot(service, worker):
                 sys.exit(WORKER_BOOT_ERROR)
-        self._listen(service, slot, worker, gate, trials)
+        listen_for_successor(
+            self.directory.socket(worker.ppid, slot),
+            service,
+            slot,
+            worker,
+            gate,
+            trials,
+            timeouts=self.timeouts,
+            allow_lossy=self.allow_lossy,
+        )
         if keeper is not None:
             try:
                 keeper.run(service, gate.still, worker, now=took_over or keeper.restored)
@@ -417,80 +408,6 @@ class _Hooks:
         with contextlib.suppress(ProcessLookupError):
             os.kill(predecessor, signal.SIGTERM)
 
-    def _listen(
-        self,
-        service: Service,
-        slot: int,
-        worker: Any,
-        gate: WorkerGate,
-        trials: TrialRunner | None,
-    ) -> None:
-        path = self.directory.socket(worker.ppid, slot)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # left by a worker of this slot that died
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        listener.bind(str(path))
-        listener.listen(4)
-        idle = threading.Event()
-        idle.set()
-        setattr(worker, _IDLE, idle)
-        thread = threading.Thread(
-            target=self._serve_successors,
-            args=(listener, path, service, slot, worker, gate, trials, idle),
-            name="statemigrate-handoff",
-            daemon=True,
-        )
-        thread.start()
-
-    def _serve_successors(
-        self,
-        listener: socket.socket,
-        path: Path,
-        service: Service,
-        slot: int,
-        worker: Any,
-        gate: WorkerGate,
-        trials: TrialRunner | None,
-        idle: threading.Event,
-    ) -> None:
-        with listener:
-            while True:
-                conn, _ = listener.accept()
-                idle.clear()
-                gate.successor = _peer_pid(conn)
-                try:
-                    with conn:
-                        try:
-                            if trials is not None:
-                                trials.check_handoff()
-                            report = hand_over(
-                                service,
-                                conn,
-                                listeners={},
-                                control=gate,
-                                timeouts=self.timeouts,
-                                allow_lossy=self.allow_lossy,
-                            )
-                        except StateMigrateError as exc:
-                            worker.log.warning(
-                                "worker %s (slot %s): handoff failed, serving on: %s",
-                                worker.pid,
-                                slot,
-                                exc,
-                            )
-                            continue
-                    # hand_over logged its report (``handoff ready: ...``), with this
-                    # worker's pid in gunicorn's format: once is enough.
-                    if trials is not None:
-                        # The worker's own master is the permanent generation's
-                        # program: a worker is forked from it with its command line.
-                        trials.begin(report)
-                    break
-                finally:
-                    idle.set()
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
     def pre_request(self, worker: Any, req: Any) -> None:
         gate: WorkerGate | None = getattr(worker, _GATE, None)
         if gate is not None:
@@ -508,10 +425,7 @@ class _Hooks:
         if gate is not None and not gate.moved:
             with contextlib.suppress(FileNotFoundError):
                 self.directory.socket(worker.ppid, getattr(worker, SLOT, 0)).unlink()
-        idle: threading.Event | None = getattr(worker, _IDLE, None)
-        if idle is not None:
-            # The handoff's thread is a daemon: it would die with the process.
-            idle.wait(_HANDOFF_END_WAIT)
+        wait_handoff_end(worker)
         keeper: SlotCheckpoints | None = getattr(worker, _KEEPER, None)
         if keeper is not None:
             keeper.stop(worker)  # a final checkpoint, unless the state moved
