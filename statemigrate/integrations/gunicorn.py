@@ -13,10 +13,13 @@ the new master loads the (new) code, reads its configuration and starts its work
 The state of a gunicorn application lives in its workers, so it moves worker to
 worker. Each worker gets a *slot* when it is forked (0 to ``workers - 1``), and once
 its application is loaded it listens for a successor on a Unix socket named after
-its master and its slot. A new worker, before it accepts a single connection, connects
-to the socket of the same slot of the previous master, takes the state over
-(:func:`~statemigrate.handoff.take_over`: the version handshake, the restore and
-READY) and only then serves. The old worker meanwhile (:class:`WorkerGate`):
+its master and its slot (:mod:`~statemigrate.integrations._gunicorn_handover`, in
+the directory of :mod:`~statemigrate.integrations._gunicorn_directory`, which each
+master's start clears of what processes gone left). A new worker, before it accepts
+a single connection, connects to the socket of the same slot of the previous master,
+takes the state over (:func:`~statemigrate.handoff.take_over`: the version
+handshake, the restore and READY) and only then serves. The old worker meanwhile
+(:class:`WorkerGate`):
 
 1. serves reads throughout, and from the pause until the outcome holds the requests
    that may change the state (any method but ``safe_methods``: GET, HEAD, OPTIONS by
@@ -37,7 +40,9 @@ gracefully and exits; the new master then promotes itself. The operator's single
 command is ``kill -USR2 <master>``; see ``docs/gunicorn.md``. If the new master exits
 while the old one runs (its application failed to import, its workers to boot), the old
 master logs it, with its pid and exit status
-(:mod:`~statemigrate.integrations._gunicorn_reexec`).
+(:mod:`~statemigrate.integrations._gunicorn_reexec`). A configuration the hooks cannot
+use stops the master at start with one line in its log
+(:mod:`~statemigrate.integrations._gunicorn_config`).
 
 A new worker confirms the take-over (SERVING) only while its master lives and has not
 told it to stop: otherwise the old worker takes its state back and serves on. If the

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +48,10 @@ def _socket_file(path: Path, *, listening: bool) -> socket.socket:
 
 
 @pytest.fixture
-def directory(tmp_path: Path) -> Iterator[Path]:
+def directory(tmp_path: Path) -> Path:
     path = tmp_path / "d"
     path.mkdir(mode=0o700)
-    yield path
+    return path
 
 
 def _no_connection(listener: socket.socket) -> bool:
