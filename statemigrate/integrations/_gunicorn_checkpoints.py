@@ -293,14 +293,19 @@ class SlotCheckpoints:
                 "%s: cannot restore its checkpoint from %r: %s", where, self.store, exc
             )
             return False
-        if report is not None:
-            self.restored = True
-            worker.log.info(
-                "%s: restored its latest checkpoint from %r (generation %s)",
-                where,
-                self.store,
-                report.generation,
-            )
+        if report is None:
+            # The service's own line ("service ... starts cold: ...") names no slot:
+            # which worker started cold is said here, as for a restore below. The
+            # reason is the status's: no checkpoint, or one refused (serve_cold).
+            worker.log.info("%s: starts cold: %s", where, service.status.reason)
+            return True
+        self.restored = True
+        worker.log.info(
+            "%s: restored its latest checkpoint from %r (generation %s)",
+            where,
+            self.store,
+            report.generation,
+        )
         return True
 
     def restore_replaced(self, service: Service, worker: Any, waits: tuple[int, ...]) -> None:

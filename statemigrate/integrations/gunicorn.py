@@ -13,10 +13,13 @@ the new master loads the (new) code, reads its configuration and starts its work
 The state of a gunicorn application lives in its workers, so it moves worker to
 worker. Each worker gets a *slot* when it is forked (0 to ``workers - 1``), and once
 its application is loaded it listens for a successor on a Unix socket named after
-its master and its slot. A new worker, before it accepts a single connection, connects
-to the socket of the same slot of the previous master, takes the state over
-(:func:`~statemigrate.handoff.take_over`: the version handshake, the restore and
-READY) and only then serves. The old worker meanwhile (:class:`WorkerGate`):
+its master and its slot (:mod:`~statemigrate.integrations._gunicorn_handover`, in
+the directory of :mod:`~statemigrate.integrations._gunicorn_directory`, which each
+master's start clears of what processes gone left). A new worker, before it accepts
+a single connection, connects to the socket of the same slot of the previous master,
+takes the state over (:func:`~statemigrate.handoff.take_over`: the version
+handshake, the restore and READY) and only then serves. The old worker meanwhile
+(:class:`WorkerGate`):
 
 1. serves reads throughout, and from the pause until the outcome holds the requests
    that may change the state (any method but ``safe_methods``: GET, HEAD, OPTIONS by
@@ -37,7 +40,9 @@ gracefully and exits; the new master then promotes itself. The operator's single
 command is ``kill -USR2 <master>``; see ``docs/gunicorn.md``. If the new master exits
 while the old one runs (its application failed to import, its workers to boot), the old
 master logs it, with its pid and exit status
-(:mod:`~statemigrate.integrations._gunicorn_reexec`).
+(:mod:`~statemigrate.integrations._gunicorn_reexec`). A configuration the hooks cannot
+use stops the master at start with one line in its log
+(:mod:`~statemigrate.integrations._gunicorn_config`).
 
 A new worker confirms the take-over (SERVING) only while its master lives and has not
 told it to stop: otherwise the old worker takes its state back and serves on. If the
@@ -62,17 +67,12 @@ that reason, and the worker serves on, still on trial.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import signal
 import socket
-import struct
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -81,7 +81,6 @@ from statemigrate._runtime._service import Service
 from statemigrate.handoff import (
     HandoffReport,
     HandoffTimeouts,
-    hand_over,
     receive_handoff,
     take_over,
 )
@@ -97,12 +96,25 @@ from statemigrate.integrations._gunicorn_checkpoints import (
     retire_all,
     vacate,
 )
+from statemigrate.integrations._gunicorn_config import (
+    check_configuration,
+    refuse,
+    warn_of_losses,
+)
+from statemigrate.integrations._gunicorn_directory import HandoffDirectory, default_directory
+from statemigrate.integrations._gunicorn_handover import listen_for_successor, wait_handoff_end
 from statemigrate.integrations._gunicorn_logging import route_library_logs
 from statemigrate.integrations._gunicorn_reexec import watch_new_master
+from statemigrate.integrations._gunicorn_service import (
+    ServiceSpec,
+    give_preloaded,
+    preload,
+    reloaded,
+    service_of,
+)
 from statemigrate.integrations._gunicorn_worker import SAFE_METHODS, WorkerGate
 from statemigrate.integrations._successor import gone
-from statemigrate.integrations._trial import Trial, TrialRunner, checked, runner_for
-from statemigrate.stores._safedir import open_private_directory
+from statemigrate.integrations._trial import Trial, checked, runner_for
 
 __all__ = ["SAFE_METHODS", "Checkpoints", "Trial", "WorkerGate", "server_hooks"]
 
@@ -110,80 +122,8 @@ __all__ = ["SAFE_METHODS", "Checkpoints", "Trial", "WorkerGate", "server_hooks"]
 #: master halts, and the old generation goes on serving.
 WORKER_BOOT_ERROR = 3
 
-# The room for a Unix socket's path (sun_path), its terminating NUL included.
-_SUN_PATH_MAX = 108
-
 _GATE = "statemigrate_gate"
-_PRELOADED = "statemigrate_preloaded"  # on the arbiter: lives as long as the master
-_SERVICE = "statemigrate_service"  # on a worker, set in the master before the fork
-_IDLE = "statemigrate_idle"
 _KEEPER = "statemigrate_checkpoints"
-
-# How long an exiting worker waits for a handoff under way to end: the old master is
-# stopped as soon as the successor took over, maybe before this worker's side of the
-# handoff (and its trial's commit to tmpfs) returned.
-_HANDOFF_END_WAIT = 60.0
-
-ServiceSpec = str | Service | Callable[[], Service]
-"""``"module:attribute"`` naming a :class:`~statemigrate.Service` or a function that
-returns one, or the service (or function) itself."""
-
-
-def _default_directory() -> Path:
-    """Where the workers' sockets live unless told: private to the user, per machine."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return Path(base) / f"statemigrate-gunicorn-{os.geteuid()}"
-
-
-def _resolve(spec: ServiceSpec) -> Service:
-    target: object = spec
-    if isinstance(spec, str):
-        module_name, _, attribute = spec.partition(":")
-        try:
-            target = importlib.import_module(module_name)
-            for part in attribute.split("."):
-                target = getattr(target, part)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigurationError("service", f"cannot load {spec!r}: {exc}") from exc
-    if not isinstance(target, Service) and callable(target):
-        target = target()
-    if not isinstance(target, Service):
-        raise ConfigurationError(
-            "service", f"{spec!r} is not a statemigrate.Service (got {type(target).__name__})"
-        )
-    return target
-
-
-def _spec_key(spec: ServiceSpec) -> object:
-    """What tells two specs apart across a configuration read again: a name as
-    written, a service itself, a function by its name (it is made anew)."""
-    if isinstance(spec, str):
-        return spec
-    if isinstance(spec, Service):
-        return ("service", id(spec))
-    return ("function", getattr(spec, "__module__", None), getattr(spec, "__qualname__", None))
-
-
-def _named(spec: ServiceSpec) -> str:
-    """A spec as a log line names it."""
-    if isinstance(spec, str):
-        return repr(spec)
-    if isinstance(spec, Service):
-        return f"the Service {spec.name!r} given"
-    return f"{getattr(spec, '__module__', '?')}.{getattr(spec, '__qualname__', '?')}()"
-
-
-@dataclass(frozen=True, slots=True)
-class _Preloaded:
-    """The service of the application the master loaded (``preload_app``), resolved
-    once: every worker the master forks serves that application until the next
-    ``kill -USR2``, whatever ``HUP`` reads into the configuration since."""
-
-    key: object
-    named: str
-    application: str | None
-    service: Service
-
 
 def _no_revert(permanent: tuple[str, ...]) -> HandoffReport:
     raise HandoffError(
@@ -202,16 +142,6 @@ def _parent_of(pid: int) -> int | None:
     return int(stat.rpartition(")")[2].split()[1])
 
 
-def _peer_pid(conn: socket.socket) -> int | None:
-    """The pid of the process at the other end of a Unix socket."""
-    try:
-        credentials = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return None
-    pid: int = struct.unpack("3i", credentials)[0]
-    return pid or None
-
-
 def _master_alive(worker: Any) -> bool:
     """Whether this worker's master is alive and has not told it to stop: a worker
     whose master is gone (``Parent changed``) or stopping will not serve."""
@@ -223,7 +153,7 @@ class _Hooks:
         self,
         service: ServiceSpec,
         *,
-        directory: Path,
+        directory: HandoffDirectory,
         allow_lossy: bool,
         timeouts: HandoffTimeouts,
         retire_old_master: bool,
@@ -240,118 +170,48 @@ class _Hooks:
         self.timeouts = timeouts
         self.retire_old_master = retire_old_master
 
-    # -- paths ------------------------------------------------------------------------
-
-    def _socket_path(self, master: int, slot: int) -> Path:
-        return self.directory / f"{master}-{slot}.sock"
-
-    def _ready_path(self, master: int, slot: int) -> Path:
-        return self.directory / f"{master}-{slot}.ready"
-
-    def _moved_path(self, master: int) -> Path:
-        return self.directory / f"{master}.moved"
-
-    def _forget(self, master: int) -> None:
-        for path in self.directory.glob(f"{master}[-.]*"):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-
     # -- master ------------------------------------------------------------------------
 
     def when_ready(self, server: Any) -> None:
-        longest = self._socket_path(2**22, server.cfg.workers + 999)
-        if len(os.fsencode(longest)) >= _SUN_PATH_MAX:
-            raise ConfigurationError(
-                "directory",
-                f"{str(self.directory)!r} is too long for the workers' Unix sockets"
-                f" (at most {_SUN_PATH_MAX - 1} bytes with the socket's name)",
-            )
         try:
-            os.close(open_private_directory(str(self.directory)))
-        except StateMigrateError as exc:
-            raise ConfigurationError("directory", str(exc)) from exc
-        if self.trial is not None and server.cfg.workers != 1:
-            raise ConfigurationError(
-                "trial",
-                f"a trial needs workers = 1 (the permanent state is one worker's), not"
-                f" {server.cfg.workers}",
+            check_configuration(
+                server, directory=self.directory, trial=self.trial, checkpoints=self.checkpoints
             )
-        if self.checkpoints is not None and self.checkpoints.shared and server.cfg.workers != 1:
-            raise ConfigurationError(
-                "checkpoints",
-                f"one store for {server.cfg.workers} workers: each would replace the"
-                " others' checkpoints; give a function slot -> store",
-            )
-        route_library_logs(server.log)
-        watch_new_master(server)  # a kill -USR2 whose new master fails says so
-        self._forget(os.getpid())  # left by an earlier process with our pid
-        if server.cfg.preload_app and getattr(server, _PRELOADED, None) is None:
-            self._remember_preloaded(server)
-        if server.cfg.max_requests and self.checkpoints is None:
-            server.log.warning(
-                "max_requests=%s: a recycled worker's state is lost, its replacement"
-                " starts from the master's copy; give checkpoints= to keep it (the"
-                " recycled worker's final checkpoint is restored by the next)",
-                server.cfg.max_requests,
-            )
-        if server.cfg.reuse_port:
-            server.log.warning(
-                "reuse_port gives each worker its own listening queue: connections"
-                " queued on an old worker's are reset when it exits; turn it off"
-            )
-
-    def _remember_preloaded(self, server: Any) -> None:
-        """Resolve, in the master, the service of the application it has loaded."""
-        application = getattr(server.app, "app_uri", None)
-        preloaded = _Preloaded(
-            key=_spec_key(self.service),
-            named=_named(self.service),
-            application=application if isinstance(application, str) else None,
-            service=_resolve(self.service),
-        )
-        setattr(server, _PRELOADED, preloaded)
+            route_library_logs(server.log)
+            watch_new_master(server)  # a kill -USR2 whose new master fails says so
+            removed = self.directory.sweep()  # kill -9 leaves files behind
+            if removed:
+                server.log.info(
+                    "removed %d files left by processes gone from %s",
+                    len(removed),
+                    self.directory.path,
+                )
+            preload(server, self.service)
+        except ConfigurationError as exc:
+            refuse(server, exc)  # one line, not a traceback
+        warn_of_losses(server, self.checkpoints)
 
     def pre_fork(self, server: Any, worker: Any) -> None:
         place(server, worker)
-        preloaded: _Preloaded | None = getattr(server, _PRELOADED, None)
-        if preloaded is not None:
-            setattr(worker, _SERVICE, preloaded.service)
+        give_preloaded(server, worker)
 
     def on_reload(self, server: Any) -> None:
         route_library_logs(server.log)  # gunicorn's loglevel may have changed
-        preloaded: _Preloaded | None = getattr(server, _PRELOADED, None)
-        if preloaded is None:
-            if server.cfg.preload_app:
-                # Turned on by this reload: gunicorn has just loaded the application.
-                self._remember_preloaded(server)
-        elif _spec_key(self.service) != preloaded.key:
-            # gunicorn keeps the application it preloaded (its loaded callable) and
-            # forks every new worker from it: the configuration's new service would
-            # belong to code nobody serves, its restored state unseen and checkpointed.
-            loaded = f" ({preloaded.application!r})" if preloaded.application else ""
-            server.log.error(
-                "HUP: the configuration now names the service %s, but with preload_app"
-                " gunicorn serves on the application loaded at start%s, so the hooks"
-                " keep its service %s; changing releases needs kill -USR2, see"
-                " docs/gunicorn.md",
-                _named(self.service),
-                loaded,
-                preloaded.named,
-            )
+        reloaded(server, self.service)
         retire_all(server)
 
     def child_exit(self, server: Any, worker: Any) -> None:
         vacate(server, worker)
 
     def on_exit(self, server: Any) -> None:
-        self._forget(os.getpid())
+        self.directory.forget(os.getpid())
 
     # -- worker ------------------------------------------------------------------------
 
     def post_worker_init(self, worker: Any) -> None:
         route_library_logs(worker.log)  # the application, loaded now, may log itself
         slot: int = getattr(worker, SLOT, 0)
-        mark = self._moved_path(worker.ppid)
+        mark = self.directory.moved(worker.ppid)
 
         def moved() -> None:
             # Who holds the state now: the successor and its master, so that a
@@ -369,8 +229,7 @@ class _Hooks:
             # from a stale copy. Its loop ends at once.
             gate.close()
             return
-        preloaded: Service | None = getattr(worker, _SERVICE, None)
-        service = preloaded if preloaded is not None else _resolve(self.service)
+        service = service_of(worker, self.service)
         try:
             keeper = self._keeper(slot, worker)
         except StateMigrateError as exc:
@@ -409,7 +268,16 @@ class _Hooks:
                 keeper.restore_replaced(service, worker, waits)
             elif not service.status.ready and not keeper.restore_at_boot(service, worker):
                 sys.exit(WORKER_BOOT_ERROR)
-        self._listen(service, slot, worker, gate, trials)
+        listen_for_successor(
+            self.directory.socket(worker.ppid, slot),
+            service,
+            slot,
+            worker,
+            gate,
+            trials,
+            timeouts=self.timeouts,
+            allow_lossy=self.allow_lossy,
+        )
         if keeper is not None:
             try:
                 keeper.run(service, gate.still, worker, now=took_over or keeper.restored)
@@ -460,7 +328,7 @@ class _Hooks:
         if len(pids) < 2:
             return []
         try:
-            return [int(self._ready_path(pids[1], slot).read_text())]
+            return [int(self.directory.ready(pids[1], slot).read_text())]
         except (OSError, ValueError):
             return []
 
@@ -488,7 +356,7 @@ class _Hooks:
     def _take_over(self, service: Service, predecessor: int, slot: int, worker: Any) -> bool | None:
         """Take the state over from the previous master's worker of ``slot``: True
         once taken, False when there is none, None when the take-over failed."""
-        path = self._socket_path(predecessor, slot)
+        path = self.directory.socket(predecessor, slot)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             sock.connect(str(path))
@@ -522,10 +390,10 @@ class _Hooks:
         master = worker.ppid
         # Its pid: if this generation dies before it serves on its own, the old
         # master's worker waits for the latest worker of the slot (its final checkpoint).
-        self._ready_path(master, slot).write_text(f"{worker.pid}\n")
+        self.directory.ready(master, slot).write_text(f"{worker.pid}\n")
         if not self.retire_old_master:
             return
-        if not all(self._ready_path(master, s).exists() for s in range(worker.cfg.workers)):
+        if not all(self.directory.ready(master, s).exists() for s in range(worker.cfg.workers)):
             return
         # Only the process that started our master: a pid may have been reused.
         if _parent_of(master) != predecessor:
@@ -545,80 +413,6 @@ class _Hooks:
         with contextlib.suppress(ProcessLookupError):
             os.kill(predecessor, signal.SIGTERM)
 
-    def _listen(
-        self,
-        service: Service,
-        slot: int,
-        worker: Any,
-        gate: WorkerGate,
-        trials: TrialRunner | None,
-    ) -> None:
-        path = self._socket_path(worker.ppid, slot)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # left by a worker of this slot that died
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        listener.bind(str(path))
-        listener.listen(4)
-        idle = threading.Event()
-        idle.set()
-        setattr(worker, _IDLE, idle)
-        thread = threading.Thread(
-            target=self._serve_successors,
-            args=(listener, path, service, slot, worker, gate, trials, idle),
-            name="statemigrate-handoff",
-            daemon=True,
-        )
-        thread.start()
-
-    def _serve_successors(
-        self,
-        listener: socket.socket,
-        path: Path,
-        service: Service,
-        slot: int,
-        worker: Any,
-        gate: WorkerGate,
-        trials: TrialRunner | None,
-        idle: threading.Event,
-    ) -> None:
-        with listener:
-            while True:
-                conn, _ = listener.accept()
-                idle.clear()
-                gate.successor = _peer_pid(conn)
-                try:
-                    with conn:
-                        try:
-                            if trials is not None:
-                                trials.check_handoff()
-                            report = hand_over(
-                                service,
-                                conn,
-                                listeners={},
-                                control=gate,
-                                timeouts=self.timeouts,
-                                allow_lossy=self.allow_lossy,
-                            )
-                        except StateMigrateError as exc:
-                            worker.log.warning(
-                                "worker %s (slot %s): handoff failed, serving on: %s",
-                                worker.pid,
-                                slot,
-                                exc,
-                            )
-                            continue
-                    # hand_over logged its report (``handoff ready: ...``), with this
-                    # worker's pid in gunicorn's format: once is enough.
-                    if trials is not None:
-                        # The worker's own master is the permanent generation's
-                        # program: a worker is forked from it with its command line.
-                        trials.begin(report)
-                    break
-                finally:
-                    idle.set()
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
     def pre_request(self, worker: Any, req: Any) -> None:
         gate: WorkerGate | None = getattr(worker, _GATE, None)
         if gate is not None:
@@ -635,11 +429,8 @@ class _Hooks:
         gate: WorkerGate | None = getattr(worker, _GATE, None)
         if gate is not None and not gate.moved:
             with contextlib.suppress(FileNotFoundError):
-                self._socket_path(worker.ppid, getattr(worker, SLOT, 0)).unlink()
-        idle: threading.Event | None = getattr(worker, _IDLE, None)
-        if idle is not None:
-            # The handoff's thread is a daemon: it would die with the process.
-            idle.wait(_HANDOFF_END_WAIT)
+                self.directory.socket(worker.ppid, getattr(worker, SLOT, 0)).unlink()
+        wait_handoff_end(worker)
         keeper: SlotCheckpoints | None = getattr(worker, _KEEPER, None)
         if keeper is not None:
             keeper.stop(worker)  # a final checkpoint, unless the state moved
@@ -673,7 +464,8 @@ def server_hooks(
             ``HUP`` is refused, with an error logged).
         directory: where the workers listen for their successors (created 0700,
             refused unless private); by default under ``$XDG_RUNTIME_DIR`` or the
-            temporary directory.
+            temporary directory. Each master removes, as it starts, the files there
+            that processes gone (``kill -9``) left.
         allow_lossy: passed to both sides of each handoff; needed to roll back to a
             release that reads only older versions.
         timeouts: the waits of both sides of each handoff.
@@ -713,7 +505,9 @@ def server_hooks(
         )
     hooks = _Hooks(
         service,
-        directory=Path(directory) if directory is not None else _default_directory(),
+        directory=HandoffDirectory(
+            Path(directory) if directory is not None else default_directory()
+        ),
         allow_lossy=allow_lossy,
         timeouts=timeouts if timeouts is not None else HandoffTimeouts(),
         retire_old_master=retire_old_master,

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -662,13 +663,37 @@ def test_server_hooks_refuse_a_trial_that_is_not_a_trial() -> None:
         server_hooks("app_v1:service", trial="/run/cache/trial")  # type: ignore[arg-type]
 
 
+class HaltingArbiter:
+    """What the hooks use of gunicorn's arbiter as it starts, ``halt()`` as gunicorn's:
+    the reason in its log, then an exit with the status given."""
+
+    def __init__(self, workers: int) -> None:
+        self.cfg = type(
+            "Cfg",
+            (),
+            {"workers": workers, "reuse_port": False, "max_requests": 0, "preload_app": False},
+        )()
+        self.lines: list[str] = []
+        self.log = SimpleNamespace(error=self.error, warning=self.error, info=self.error)
+
+    def error(self, message: str, *args: object) -> None:
+        self.lines.append(message % args)
+
+    def halt(self, reason: str | None = None, exit_status: int = 0) -> None:
+        self.error("Reason: %s", reason)
+        raise SystemExit(exit_status)
+
+
 def test_a_trial_needs_a_single_worker(tmp_path: Path) -> None:
     hooks = server_hooks(
         "app_v1:service", directory=tmp_path / "sockets", trial=Trial(directory=tmp_path / "t")
     )
-    server = type("Arbiter", (), {"cfg": type("Cfg", (), {"workers": 2})()})()
-    with pytest.raises(ConfigurationError, match="workers = 1"):
+    server = HaltingArbiter(workers=2)
+    with pytest.raises(SystemExit) as exited:
         hooks["when_ready"](server)
+    assert exited.value.code == 1
+    [line] = server.lines
+    assert line.startswith("Reason: statemigrate: trial: a trial needs workers = 1")
 
 
 @pytest.mark.slow

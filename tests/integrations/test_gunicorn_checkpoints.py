@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -26,6 +27,7 @@ from integrations.test_gunicorn import (
     DEADLINE,
     EXAMPLE,
     Gunicorn,
+    HaltingArbiter,
     _owner,
     gunicorn,
     spread_writes,
@@ -126,15 +128,6 @@ def test_a_function_that_gives_no_store_is_refused() -> None:
         Checkpoints(lambda slot: "/dev/shm/x").store_for(3)  # type: ignore[arg-type,return-value]
 
 
-def test_one_store_for_several_workers_is_refused(tmp_path: Path) -> None:
-    hooks = server_hooks(
-        "app_v1:service", directory=tmp_path / "sockets", checkpoints=MemoryStore()
-    )
-    server = type("Arbiter", (), {"cfg": type("Cfg", (), {"workers": 2, "reuse_port": False})()})()
-    with pytest.raises(ConfigurationError, match="one store for 2 workers"):
-        hooks["when_ready"](server)
-
-
 class Log:
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -143,6 +136,56 @@ class Log:
         self.lines.append(message % args)
 
     info = warning = error
+
+
+def test_one_store_for_several_workers_halts_the_master_with_one_line(tmp_path: Path) -> None:
+    hooks = server_hooks(
+        "app_v1:service", directory=tmp_path / "sockets", checkpoints=MemoryStore()
+    )
+    server = HaltingArbiter(workers=2)
+    with pytest.raises(SystemExit) as exited:
+        hooks["when_ready"](server)
+    assert exited.value.code == 1
+    [line] = server.lines
+    assert "one store for workers = 2" in line
+    assert "a function slot -> store" in line and "workers = 1" in line
+
+
+@pytest.mark.slow
+def test_gunicorn_refuses_one_store_for_two_workers_in_one_line(tmp_path: Path) -> None:
+    """As a user meets it, following docs/gunicorn.md: gunicorn exits with status 1
+    and one line saying what to change, not a traceback, and removes its pid file."""
+    config = tmp_path / "one-store.conf.py"
+    config.write_text(
+        f"exec(open({str(EXAMPLE / 'gunicorn.conf.py')!r}).read())\n"
+        "from statemigrate.stores import TmpfsStore\n"
+        "globals().update(server_hooks(\n"
+        f"    f'app_v{{release}}:service', directory={str(tmp_path / 'sockets')!r},\n"
+        f"    checkpoints=TmpfsStore({str(tmp_path / 'store')!r}),\n"
+        "))\n"
+    )
+    (tmp_path / "store").mkdir(mode=0o700)
+    (tmp_path / "RELEASE").write_text("1\n")
+    pidfile = tmp_path / "gunicorn.pid"
+    argv = [
+        str(Path(sys.executable).with_name("gunicorn")), "-c", str(config),
+        "--bind", "127.0.0.1:0", "--pid", str(pidfile), "--workers", "2",
+        "--no-control-socket",
+    ]  # fmt: skip
+    env = {**os.environ, "CACHE_RELEASE_FILE": str(tmp_path / "RELEASE")}
+    # The timeout only stops a hang.
+    done = subprocess.run(
+        argv, cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=DEADLINE
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "Traceback" not in output
+    refused = [line for line in output.splitlines() if "one store" in line]
+    assert len(refused) == 1, output
+    reason = r"\[ERROR\] Reason: statemigrate: checkpoints: one store for workers = 2"
+    assert re.search(reason, refused[0])
+    assert "Booting worker" not in output
+    assert not pidfile.exists()
 
 
 @pytest.mark.parametrize(
@@ -210,6 +253,22 @@ def test_a_replacement_that_cannot_read_a_newer_release_s_checkpoint_says_to_use
     assert len(refused) == 1
     assert "newer release" in refused[0] and "kill -USR2" in refused[0]
     assert older.status.ready  # the master's copy is served
+
+
+@pytest.mark.parametrize("stored", [None, b"not a snapshot"], ids=["empty", "unreadable"])
+def test_a_worker_that_starts_cold_at_boot_names_its_slot(stored: bytes | None) -> None:
+    """As a worker that restored its checkpoint does: the service's own line does not."""
+    store = MemoryStore()
+    if stored is not None:
+        store.commit(stored)
+    service = Service("gunicorn-cache", registry=build_registry(), on_restore_failure="serve_cold")
+    service.register(KVCacheV2())
+    worker = type("Worker", (), {"pid": 4242, "log": Log()})()
+    assert SlotCheckpoints(Checkpoints(lambda slot: store), 3).restore_at_boot(service, worker)
+    assert service.status.state == "cold_start"
+    assert worker.log.lines == [f"worker 4242 (slot 3): starts cold: {service.status.reason}"]
+    if stored is None:
+        assert service.status.reason == f"no snapshot to restore in {store!r}"
 
 
 @pytest.mark.usefixtures("descriptors_above_fd_setsize")
