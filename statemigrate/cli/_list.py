@@ -133,11 +133,13 @@ def _write(
 
 
 def _role(row: dict[str, Any]) -> str:
+    """The ROLE cell: every role, then what is wrong with the object, if anything."""
+    roles = ", ".join(row["roles"])
     if row["missing"]:
-        return f"{row['role']} (object missing)"
+        return f"{roles} (object missing)"
     if row.get("not_regular"):
-        return f"{row['role']} ({row['not_regular']}, refused)"
-    return str(row["role"])
+        return f"{roles} ({row['not_regular']}, refused)"
+    return roles
 
 
 def describe_generations(refs: list[ObjectRef], *, now: datetime.datetime) -> list[dict[str, Any]]:
@@ -149,21 +151,23 @@ def describe_generations(refs: list[ObjectRef], *, now: datetime.datetime) -> li
     ``older`` for a generation below those that a larger ``keep`` still holds, and
     ``not committed`` for an object no commit won (a generation the pointer records
     with another object, or one above the current generation): a writer died or lost
-    its connection before its commit decided.
+    its connection before its commit decided. ``roles`` lists every role: a
+    generation the pointer records as both ``previous`` and ``unrestored`` has both
+    (``role`` is then ``previous``, as before ``roles`` existed).
     """
     recorded = {ref.generation for ref in refs if ref.role is not None}
     newest = max(recorded, default=0)
     rows = []
     for ref in reversed(refs):
-        role: str
-        if ref.role is not None:
-            role = ref.role
+        roles: list[str]
+        if ref.roles:
+            roles = list(ref.roles)
         elif not recorded:
-            role = "no pointer"
+            roles = ["no pointer"]
         elif ref.generation in recorded or ref.generation > newest:
-            role = "not committed"
+            roles = ["not committed"]
         else:
-            role = "older"
+            roles = ["older"]
         modified = ref.modified
         rows.append(
             {
@@ -174,7 +178,8 @@ def describe_generations(refs: list[ObjectRef], *, now: datetime.datetime) -> li
                 "age_seconds": None
                 if modified is None
                 else round(max(0.0, (now - modified).total_seconds()), 3),
-                "role": role,
+                "role": roles[0],
+                "roles": roles,
                 "missing": modified is None,
             }
         )
@@ -187,6 +192,7 @@ def describe_files(files: list[TmpfsFile], *, now: datetime.datetime) -> list[di
     snapshot's header holds its own), ``object`` the file's path, ``role``
     ``current``, ``previous``, ``unrestored`` or ``not committed`` (a commit's
     temporary file: a writer killed inside its commit, or one committing now), and
+    ``roles`` the same alone (each file is one role: ``unrestored`` is a copy), and
     ``not_regular`` what a file that is not a regular one is (the store refuses it),
     else ``None``."""
     return [
@@ -197,6 +203,7 @@ def describe_files(files: list[TmpfsFile], *, now: datetime.datetime) -> list[di
             "modified": _iso(entry.modified),
             "age_seconds": round(max(0.0, (now - entry.modified).total_seconds()), 3),
             "role": entry.role,
+            "roles": [entry.role],
             "missing": False,
             "not_regular": entry.not_regular,
         }

@@ -217,6 +217,34 @@ def test_list_shows_generations_newest_first_with_sizes_ages_and_roles(
     assert all(row["age_seconds"] >= 0 and not row["missing"] for row in rows_json)
 
 
+def test_list_shows_every_role_of_a_generation(
+    s3: S3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The generation a start could not restore, made previous by the next commit, is
+    both previous and unrestored: the ROLE column says both, and --json keeps
+    ``role`` as it was and lists them all in ``roles``."""
+    url = f"s3://{new_bucket(s3)}/gateway"
+    store = ObjectStore(url, **s3.options())
+    store.commit(b"not a snapshot")
+    store.commit(b"nor this")
+    cold = sm.Service("gateway", registry=build_registry(), on_restore_failure="serve_cold")
+    cold.register(KVCacheV3())
+    assert cold.start_from(store) is None
+    cold.commit(store)
+    result = run(capsys, "list", url, *store_options(s3))
+    assert result.code == 0, result.err
+    rows = [re.split(r"\s{2,}", line) for line in result.out.splitlines()[3:]]
+    assert [(row[0], row[-1]) for row in rows] == [
+        ("3", "current"),
+        ("2", "previous, unrestored"),
+    ]
+    listed = json.loads(run(capsys, "list", url, "--json", *store_options(s3)).out)
+    assert [(row["generation"], row["role"], row["roles"]) for row in listed["generations"]] == [
+        (3, "current", ["current"]),
+        (2, "previous", ["previous", "unrestored"]),
+    ]
+
+
 def test_list_marks_a_committed_object_that_is_gone(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
