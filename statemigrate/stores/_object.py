@@ -46,7 +46,12 @@ from statemigrate.stores._base import (
 )
 from statemigrate.stores._object_backend import Backend, Refused, Version
 from statemigrate.stores._object_build import build, wrap
-from statemigrate.stores._object_generation import Target, read_generation, upload_generation
+from statemigrate.stores._object_generation import (
+    Target,
+    read_generation,
+    read_generation_range,
+    upload_generation,
+)
 from statemigrate.stores._object_pointer import (
     FORMAT,
     GENERATIONS,
@@ -679,6 +684,23 @@ class ObjectRef:
     def open(self) -> memoryview:
         """Return this generation's bytes, checked (see :meth:`ObjectStore.open`)."""
         return self._store.open(self)
+
+    def read_range(self, offset: int, length: int) -> memoryview:
+        """``length`` bytes at ``offset`` of this generation's object, in one request:
+        to look at a snapshot's ends without reading it whole (``statemigrate list
+        --kinds`` does).
+
+        The object's size is checked against ``size``, and its etag against the one
+        recorded at its commit (or listed); its digest is not (that takes every byte:
+        :meth:`open` checks it).
+
+        Raises:
+            ValueError: the range does not lie within the object's ``size`` bytes.
+            StoreError: the object is missing, of another size, has another etag
+                (replaced, or copied with the prefix: :meth:`open` tells which), or the
+                request failed.
+        """
+        return read_generation_range(self._store._backend, self._target, offset, length)
 
     def describe(self) -> str:
         """The generation object's location, e.g. ``s3://bucket/app/generations/...``."""
