@@ -148,7 +148,7 @@ def describe_generations(refs: list[ObjectRef], *, now: datetime.datetime) -> li
     with another object, or one above the current generation): a writer died or lost
     its connection before its commit decided. ``roles`` lists every role: a
     generation the pointer records as both ``previous`` and ``unrestored`` has both
-    (``role`` is then ``previous``, as before ``roles`` existed).
+    (``role`` is the first of them).
     """
     recorded = {ref.generation for ref in refs if ref.role is not None}
     newest = max(recorded, default=0)
