@@ -224,13 +224,13 @@ HANDOFF_DURATION = _histogram(
     "statemigrate_handoff_duration_seconds",
     "Seconds from the start of a handoff attempt until the successor took over or the"
     " attempt failed (the old process's view).",
-    ("outcome",),
+    ("service", "outcome"),
 )
 HANDOFF_PAUSE = _histogram(
     "statemigrate_handoff_pause_seconds",
     "Seconds the writers were held during a handoff: from pause() until stop_accepting()"
     " let them go to the successor, or until resume() after a failure.",
-    ("outcome",),
+    ("service", "outcome"),
 )
 HANDOFFS = Instrument(
     "statemigrate_handoffs_total",
@@ -238,7 +238,7 @@ HANDOFFS = Instrument(
     "Handoff attempts by the old process, by outcome (ready, failed) and the stage that"
     " failed (empty when ready).",
     "",
-    ("outcome", "stage"),
+    ("service", "outcome", "stage"),
 )
 HANDOFF_PIECES = Instrument(
     "statemigrate_handoff_pieces_total",
@@ -246,7 +246,7 @@ HANDOFF_PIECES = Instrument(
     "Old process: pre-copy pieces the successor applied while this process served, by kind"
     " (full: round 0, delta), and what the pause carried (final: delta, full, snapshot).",
     "",
-    ("kind", "final"),
+    ("service", "kind", "final"),
 )
 # The successor's view of the handoff it took over, in families of their own: the old
 # process records the attempt and then exits, usually before its next scrape, so only
@@ -258,7 +258,7 @@ TAKEOVERS = Instrument(
     "Successor: handoffs this process took over, by outcome (committed: after COMMIT;"
     " predecessor_died: the old process died after sending the snapshot).",
     "",
-    ("outcome",),
+    ("service", "outcome"),
 )
 TAKEOVER_PAUSE = _histogram(
     "statemigrate_handoff_takeover_pause_seconds",
@@ -267,7 +267,7 @@ TAKEOVER_PAUSE = _histogram(
     " to the snapshot plus this process's own time since); from an old process that does"
     " not send that count (an older release), measured from this process's last message"
     " before the snapshot, an upper bound.",
-    ("outcome",),
+    ("service", "outcome"),
 )
 LAST_TAKEOVER_TIMESTAMP = Instrument(
     "statemigrate_last_takeover_timestamp_seconds",
@@ -275,7 +275,7 @@ LAST_TAKEOVER_TIMESTAMP = Instrument(
     "Successor: Unix time at which this process took over a handoff and started serving,"
     " by outcome (committed, predecessor_died).",
     "seconds",
-    ("outcome",),
+    ("service", "outcome"),
 )
 LAST_TAKEOVER_PAUSE = Instrument(
     "statemigrate_last_takeover_pause_seconds",
@@ -283,7 +283,7 @@ LAST_TAKEOVER_PAUSE = Instrument(
     "Successor: seconds the writers were held in the handoff this process took over (as"
     " statemigrate_handoff_takeover_pause_seconds observes it), by outcome.",
     "seconds",
-    ("outcome",),
+    ("service", "outcome"),
 )
 TAKEOVER_PIECES = Instrument(
     "statemigrate_handoff_takeover_pieces_total",
@@ -292,7 +292,7 @@ TAKEOVER_PIECES = Instrument(
     " by kind (full: round 0, delta), and what the pause carried (final: delta, full,"
     " snapshot).",
     "",
-    ("kind", "final"),
+    ("service", "kind", "final"),
 )
 TRIAL = Instrument(
     "statemigrate_trial",
@@ -451,25 +451,26 @@ TAKEOVER_OUTCOMES = ("committed", "predecessor_died")
 
 
 def declare_service(service: str) -> None:
-    """Declare the series of a service's restores, known from its name."""
+    """Declare the series of a service's restores and handoffs, known from its name.
+
+    A service may hand over (or take over) at any time after its creation, and a
+    failed attempt must be a rise from a sample at 0, so its handoff series are
+    declared with its restores', not when a handoff starts.
+    """
     for outcome in RESTORE_OUTCOMES:
         declare(RESTORES, service, outcome)
+    declare(HANDOFFS, service, "ready", "")
+    for stage in HANDOFF_STAGES:
+        declare(HANDOFFS, service, "failed", stage)
+    for outcome in ("ready", "failed"):
+        declare(HANDOFF_DURATION, service, outcome)
+        declare(HANDOFF_PAUSE, service, outcome)
+    for outcome in TAKEOVER_OUTCOMES:
+        declare(TAKEOVERS, service, outcome)
+        declare(TAKEOVER_PAUSE, service, outcome)
 
 
 def declare_store(service: str, store_kind: str) -> None:
     """Declare the series of a service's commits to a store of ``store_kind``."""
     for outcome in COMMIT_OUTCOMES:
         declare(COMMITS, service, store_kind, outcome)
-
-
-# The handoff's series carry no service name: every one of them is known here.
-declare(HANDOFFS, "ready", "")
-for _stage in HANDOFF_STAGES:
-    declare(HANDOFFS, "failed", _stage)
-for _outcome in ("ready", "failed"):
-    declare(HANDOFF_DURATION, _outcome)
-    declare(HANDOFF_PAUSE, _outcome)
-for _outcome in TAKEOVER_OUTCOMES:
-    declare(TAKEOVERS, _outcome)
-    declare(TAKEOVER_PAUSE, _outcome)
-del _stage, _outcome

@@ -36,12 +36,17 @@ Producing the chunks (packing, cutting, compressing) is ``_encode``'s job; it ha
 them to :func:`write_container`, which lays them out here as they come. Reading the
 sections of a verified snapshot is ``_sections``' job, the reader's bounds are in
 ``_limits``.
+
+:func:`check_layout` runs the same checks but the digest's on a snapshot's ends alone
+(its preamble, and its last 16 KiB with the footer and, usually, the header), for a
+listing that must not read every byte of many large snapshots.
 """
 
 from __future__ import annotations
 
 import hmac
 import struct
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +54,7 @@ from typing import Any
 import xxhash
 
 from statemigrate._errors import SnapshotError
-from statemigrate._snapshot._header import parse_header
+from statemigrate._snapshot._header import SnapshotHeader, parse_header
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE, DecodeLimits
 from statemigrate._snapshot._msgpack import pack_data, unpack_data
 from statemigrate._snapshot._sections import Snapshot, chunk_offsets
@@ -60,6 +65,7 @@ __all__ = [
     "MAGIC",
     "DecodeLimits",
     "Snapshot",
+    "check_layout",
     "open_snapshot",
     "snapshot_length",
     "write_container",
@@ -248,7 +254,7 @@ def open_snapshot(
     if version == 1:
         places = _places_v1(len(buf), header_len, total, digest_size, limits)
     else:
-        places = _places_v2(buf, version, digest_size, limits)
+        places = _places_v2(_Ends(buf, len(buf)), version, digest_size, limits)
     try:
         _verify_digest(buf, places.body_end, key)
     except SnapshotError as digest_error:
@@ -282,9 +288,79 @@ def snapshot_length(
     return length
 
 
-def _read_preamble(buf: memoryview, key: bytes | None) -> tuple[int, bool, int, int]:
+_UNBOUNDED = DecodeLimits(
+    max_snapshot_size=sys.maxsize,
+    max_section_size=sys.maxsize,
+    max_total_size=sys.maxsize,
+    max_sections=sys.maxsize,
+)
+"""No size limit: :func:`check_layout` judges the bytes, not whether a reader's limits
+admit the snapshot."""
+
+
+def check_layout(read: Callable[[int, int], Buffer], size: int) -> SnapshotHeader:
+    """Check a snapshot of ``size`` bytes from its ends alone, and return its header.
+
+    Every step of the verification order (``docs/format.md``) but the digest's and the
+    chunks': the preamble, the length (from the preamble, or from the footer found at
+    the end), the footer, the header's checksum and contents, and the chunks filling
+    the bytes between. It needs no key and sets no size limit. It reads the preamble,
+    the last 16 KiB (the footer and, but for a header larger than that, the header),
+    and a larger header apart; a snapshot of up to 16 KiB in one read.
+
+    So it finds a snapshot cut short or with bytes appended, a damaged preamble,
+    footer or header, for the price of a few small reads however large the snapshot,
+    where :func:`open_snapshot` reads every byte. It does not find a damaged chunk, nor
+    a snapshot forged with sound checksums: only the digest (or MAC) and the chunks'
+    checksums do.
+
+    Args:
+        read: returns the ``length`` bytes at ``offset`` of the snapshot, called with
+            ``offset + length <= size`` only.
+        size: the snapshot's length in bytes.
+
+    Raises:
+        SnapshotError: as :func:`open_snapshot` for the steps it runs.
+    """
+    def exactly(offset: int, length: int) -> memoryview:
+        got = memoryview(read(offset, length)).cast("B")
+        if len(got) != length:
+            raise ValueError(f"read({offset}, {length}) returned {len(got)} bytes")
+        return got
+
+    # Up to 16 KiB, the whole snapshot in one read serves every step.
+    whole = size <= _ENDS_SIZE
+    first = exactly(0, size if whole else PREAMBLE_SIZE)
+    version, authenticated, header_len, total = _read_preamble(first, None, keyed=False)
+    digest_size = HMAC_DIGEST_SIZE if authenticated else XXH3_DIGEST_SIZE
+    ends = _Ends(first, size)
+    if version == 1:
+        places = _places_v1(size, header_len, total, digest_size, _UNBOUNDED)
+        if not whole:
+            ends = _Ends(exactly(places.footer_at, size - places.footer_at), size)
+        _check_footer_v1(ends.view(places.footer_at, places.body_end), places, size)
+    else:
+        if not whole:
+            ends = _Ends(exactly(size - _ENDS_SIZE, _ENDS_SIZE), size)
+        places = _places_v2(ends, version, digest_size, _UNBOUNDED)
+    checked_end = places.header_end + _CHECK.size
+    if places.header_at >= ends.start:
+        checked = ends.view(places.header_at, checked_end)
+    else:
+        checked = exactly(places.header_at, checked_end - places.header_at)
+    header = _checked_header(checked, places)
+    chunk_offsets(header, places.chunks_at, places.chunks_end, _UNBOUNDED)
+    return header
+
+
+def _read_preamble(
+    buf: memoryview, key: bytes | None, *, keyed: bool = True
+) -> tuple[int, bool, int, int]:
     """The format version, whether authenticated, and the header and total lengths
     (zero in version 2) of a sound preamble.
+
+    ``keyed=False`` leaves out the checks of ``key`` against the flags, for a reader
+    that checks no digest (:func:`check_layout`).
 
     Raises:
         SnapshotError: steps 1-7 of the verification order in ``docs/format.md``.
@@ -317,7 +393,7 @@ def _read_preamble(buf: memoryview, key: bytes | None) -> tuple[int, bool, int, 
             "unsupported_version", f"unknown flags 0x{flags & ~_KNOWN_FLAGS:04x}", offset=10
         )
     authenticated = bool(flags & FLAG_AUTHENTICATED)
-    if authenticated and key is None:
+    if authenticated and key is None and keyed:
         raise SnapshotError("auth", "snapshot is authenticated but no key was given")
     if key is not None and not authenticated:
         raise SnapshotError("auth", "a key was given but the snapshot is not authenticated")
@@ -354,12 +430,34 @@ _TRAILING_WINDOW = 16 << 10
 """How far before the end of a version 2 snapshot without its footer the reader looks
 for the footer, to tell bytes appended after it from a truncation."""
 
+_ENDS_SIZE = _TRAILING_WINDOW + _FOOTER.size
+"""The last bytes of a version 2 snapshot that its footer checks read: the footer,
+and a footer starting up to 24 bytes before the window searched for one."""
+
+
+class _Ends:
+    """The last bytes of a snapshot of ``size`` bytes, addressed by their offsets in
+    the snapshot: all the footer checks read, so that they run on a whole snapshot or
+    on its :data:`_ENDS_SIZE` last bytes alike."""
+
+    __slots__ = ("size", "start", "_tail")
+
+    def __init__(self, tail: memoryview, size: int) -> None:
+        self._tail = tail
+        self.size = size
+        self.start = size - len(tail)
+
+    def view(self, start: int, end: int) -> memoryview:
+        if start < self.start:
+            raise ValueError(f"bytes {start}-{end} lie before the {len(self._tail)} held")
+        return self._tail[start - self.start : end - self.start]
+
 
 def _places_v2(
-    buf: memoryview, version: int, digest_size: int, limits: DecodeLimits
+    ends: _Ends, version: int, digest_size: int, limits: DecodeLimits
 ) -> _Places:
     """The parts of a version 2 (or 3) snapshot, whose footer declares the lengths."""
-    size = len(buf)
+    size = ends.size
     if size > limits.max_snapshot_size:
         raise SnapshotError(
             "too_large", "snapshot is larger than the reader allows",
@@ -367,13 +465,13 @@ def _places_v2(
         )
     footer_at = size - digest_size - _FOOTER.size
     if footer_at < PREAMBLE_SIZE + _CHECK.size:
-        raise _unterminated(buf, digest_size)
-    if bytes(buf[footer_at + 24 : footer_at + 32]) != END_MARKER:
-        if _footer_lengths(buf, footer_at, quiet=True)[1] == size:
+        raise _unterminated(ends, digest_size)
+    if bytes(ends.view(footer_at + 24, footer_at + 32)) != END_MARKER:
+        if _footer_lengths(ends, footer_at, quiet=True)[1] == size:
             # A sound footer declaring this very length: the marker itself is damaged.
             raise SnapshotError("corrupt", "end marker mismatch", offset=footer_at + 24)
-        raise _unterminated(buf, digest_size)
-    header_len, total = _footer_lengths(buf, footer_at)
+        raise _unterminated(ends, digest_size)
+    header_len, total = _footer_lengths(ends, footer_at)
     check_length(size, total)
     header_end = footer_at - _CHECK.size
     header_at = header_end - header_len
@@ -387,7 +485,7 @@ def _places_v2(
 
 
 def _footer_lengths(
-    buf: memoryview, footer_at: int, *, quiet: bool = False
+    ends: _Ends, footer_at: int, *, quiet: bool = False
 ) -> tuple[int, int]:
     """The header and total lengths of the version 2 footer at ``footer_at``, checked.
 
@@ -396,8 +494,8 @@ def _footer_lengths(
     Raises:
         SnapshotError: ``corrupt`` when the footer's checksum fails.
     """
-    header_len, total, check, _ = _FOOTER.unpack_from(buf, footer_at)
-    actual = xxhash.xxh3_64_intdigest(buf[footer_at : footer_at + 16])
+    header_len, total, check, _ = _FOOTER.unpack(ends.view(footer_at, footer_at + _FOOTER.size))
+    actual = xxhash.xxh3_64_intdigest(ends.view(footer_at, footer_at + 16))
     if actual != check and quiet:
         return -1, -1
     if actual != check:
@@ -408,22 +506,22 @@ def _footer_lengths(
     return header_len, total
 
 
-def _unterminated(buf: memoryview, digest_size: int) -> SnapshotError:
+def _unterminated(ends: _Ends, digest_size: int) -> SnapshotError:
     """The error for a version 2 snapshot that does not end with its footer.
 
     Without a declared length at the start, a cut is told from appended bytes by
     looking for a sound footer shortly before the end: found, the snapshot ends there
     and the rest is ``trailing_data``; not found, it is ``truncated``.
     """
-    size = len(buf)
+    size = ends.size
     start = max(PREAMBLE_SIZE, size - _TRAILING_WINDOW)
-    window = bytes(buf[start:])
+    window = bytes(ends.view(start, size))
     found = window.rfind(END_MARKER)
     while found >= 0:
         footer_at = start + found - 24
         end = start + found + len(END_MARKER) + digest_size
         if footer_at >= PREAMBLE_SIZE + _CHECK.size and end < size:
-            _, total = _footer_lengths(buf, footer_at, quiet=True)
+            _, total = _footer_lengths(ends, footer_at, quiet=True)
             if total == end:
                 return SnapshotError(
                     "trailing_data", "bytes follow the end of the snapshot",
@@ -443,14 +541,33 @@ def _unterminated(buf: memoryview, digest_size: int) -> SnapshotError:
 def _parse_verified(
     buf: memoryview, places: _Places, authenticated: bool, limits: DecodeLimits
 ) -> Snapshot:
+    """Steps 12 to 15 of the verification order, on the whole snapshot."""
     if places.version == 1:
-        footer_total, marker = _FOOTER_V1.unpack_from(buf, places.footer_at)
-        if footer_total != len(buf) or marker != END_MARKER:
-            raise SnapshotError(
-                "corrupt", "footer does not match the preamble", offset=places.footer_at
-            )
-    (header_check,) = _CHECK.unpack_from(buf, places.header_end)
-    header_bytes = buf[places.header_at : places.header_end]
+        _check_footer_v1(
+            buf[places.footer_at : places.footer_at + _FOOTER_V1.size], places, len(buf)
+        )
+    header = _checked_header(buf[places.header_at : places.header_end + _CHECK.size], places)
+    offsets = chunk_offsets(header, places.chunks_at, places.chunks_end, limits)
+    return Snapshot(
+        buf, header, format_version=places.version, authenticated=authenticated,
+        chunk_offsets=offsets, max_section_size=limits.max_section_size,
+    )
+
+
+def _check_footer_v1(footer: memoryview, places: _Places, size: int) -> None:
+    """Step 12: a version 1 footer repeats the length of the snapshot, ``size``."""
+    footer_total, marker = _FOOTER_V1.unpack(footer)
+    if footer_total != size or marker != END_MARKER:
+        raise SnapshotError(
+            "corrupt", "footer does not match the preamble", offset=places.footer_at
+        )
+
+
+def _checked_header(checked: memoryview, places: _Places) -> SnapshotHeader:
+    """Steps 13 and 14: the header's bytes (with their check after them), checked and
+    parsed."""
+    (header_check,) = _CHECK.unpack(checked[-_CHECK.size :])
+    header_bytes = checked[: -_CHECK.size]
     actual_check = xxhash.xxh3_64_intdigest(header_bytes)
     if actual_check != header_check:
         raise SnapshotError(
@@ -467,11 +584,7 @@ def _parse_verified(
         ) from exc
     except ValueError as exc:
         raise SnapshotError("invalid_header", str(exc), offset=places.header_at) from exc
-    offsets = chunk_offsets(header, places.chunks_at, places.chunks_end, limits)
-    return Snapshot(
-        buf, header, format_version=places.version, authenticated=authenticated,
-        chunk_offsets=offsets, max_section_size=limits.max_section_size,
-    )
+    return header
 
 
 def _locate_damage(

@@ -7,30 +7,22 @@ import argparse
 import datetime
 import json
 import os
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
-from statemigrate._errors import StateMigrateError, StoreError
-from statemigrate._runtime._chain import is_chain, split_chain
-from statemigrate._snapshot._format import MAGIC
+from statemigrate._errors import StoreError
 from statemigrate.cli._arguments import UsageError, store_location
 from statemigrate.cli._inspect import human_size, printable
+from statemigrate.cli._kinds import kind_of_file, kind_of_generation
 from statemigrate.cli._objects import add_store_argument, is_object_url, open_store
-from statemigrate.stores import Buffer, ObjectRef
+from statemigrate.stores import ObjectRef
 from statemigrate.stores._tmpfs_listing import TmpfsFile, list_tmpfs
 
 __all__ = [
     "add_list_parser",
     "describe_files",
     "describe_generations",
-    "kind_of",
     "list_command",
 ]
-
-
-class Readable(Protocol):
-    """What ``--kinds`` reads: a generation of an object store, a file of a TmpfsStore."""
-
-    def open(self) -> Buffer: ...
 
 
 def add_list_parser(commands: Any) -> None:
@@ -41,7 +33,7 @@ def add_list_parser(commands: Any) -> None:
         description="List the snapshot generations under an object-store prefix, newest"
         " first, with their sizes and ages, and which is current and previous; or, given"
         " a TmpfsStore's directory, its current, previous and unrestored snapshots. With"
-        " --kinds, also which are snapshots and which checkpoint chains.",
+        " --kinds, also which are snapshots, which checkpoint chains, and which damaged.",
     )
     parser.add_argument(
         "url",
@@ -54,8 +46,9 @@ def add_list_parser(commands: Any) -> None:
     parser.add_argument(
         "--kinds",
         action="store_true",
-        help="read every generation to say whether it is a snapshot or a checkpoint chain"
-        " (and of how many pieces); this reads each object whole",
+        help="say whether each generation is a snapshot, a checkpoint chain (of how many"
+        " pieces) or damaged (cut short, grown, a broken header or frame), from a few KiB"
+        " at its ends; a damaged chunk inside needs `inspect --verify`",
     )
     add_store_argument(parser)
     parser.set_defaults(func=list_command)
@@ -73,7 +66,9 @@ def list_command(args: argparse.Namespace, out: TextIO) -> int:
     rows = describe_generations(refs, now=now)
     if args.kinds:
         for ref, row in zip(reversed(refs), rows, strict=True):
-            row.update(kind_of(ref) if not row["missing"] else {"kind": None, "pieces": None})
+            row.update(
+                kind_of_generation(ref) if not row["missing"] else {"kind": None, "pieces": None}
+            )
     firsts = [str(row["generation"]) for row in rows]
     _write(out, store.location, ("GENERATION", firsts), rows, json_out=args.json, kinds=args.kinds)
     return 0
@@ -88,7 +83,7 @@ def _list_directory(args: argparse.Namespace, out: TextIO) -> int:
     rows = describe_files(files, now=datetime.datetime.now(tz=datetime.UTC))
     if args.kinds:
         for entry, row in zip(files, rows, strict=True):
-            row.update(kind_of(entry))
+            row.update(kind_of_file(entry))
     location = os.path.abspath(args.url)
     names = [entry.name for entry in files]
     _write(out, location, ("FILE", names), rows, json_out=args.json, kinds=args.kinds)
@@ -133,11 +128,13 @@ def _write(
 
 
 def _role(row: dict[str, Any]) -> str:
+    """The ROLE cell: every role, then what is wrong with the object, if anything."""
+    roles = ", ".join(row["roles"])
     if row["missing"]:
-        return f"{row['role']} (object missing)"
+        return f"{roles} (object missing)"
     if row.get("not_regular"):
-        return f"{row['role']} ({row['not_regular']}, refused)"
-    return str(row["role"])
+        return f"{roles} ({row['not_regular']}, refused)"
+    return roles
 
 
 def describe_generations(refs: list[ObjectRef], *, now: datetime.datetime) -> list[dict[str, Any]]:
@@ -149,21 +146,23 @@ def describe_generations(refs: list[ObjectRef], *, now: datetime.datetime) -> li
     ``older`` for a generation below those that a larger ``keep`` still holds, and
     ``not committed`` for an object no commit won (a generation the pointer records
     with another object, or one above the current generation): a writer died or lost
-    its connection before its commit decided.
+    its connection before its commit decided. ``roles`` lists every role: a
+    generation the pointer records as both ``previous`` and ``unrestored`` has both
+    (``role`` is the first of them).
     """
     recorded = {ref.generation for ref in refs if ref.role is not None}
     newest = max(recorded, default=0)
     rows = []
     for ref in reversed(refs):
-        role: str
-        if ref.role is not None:
-            role = ref.role
+        roles: list[str]
+        if ref.roles:
+            roles = list(ref.roles)
         elif not recorded:
-            role = "no pointer"
+            roles = ["no pointer"]
         elif ref.generation in recorded or ref.generation > newest:
-            role = "not committed"
+            roles = ["not committed"]
         else:
-            role = "older"
+            roles = ["older"]
         modified = ref.modified
         rows.append(
             {
@@ -174,7 +173,8 @@ def describe_generations(refs: list[ObjectRef], *, now: datetime.datetime) -> li
                 "age_seconds": None
                 if modified is None
                 else round(max(0.0, (now - modified).total_seconds()), 3),
-                "role": role,
+                "role": roles[0],
+                "roles": roles,
                 "missing": modified is None,
             }
         )
@@ -187,6 +187,7 @@ def describe_files(files: list[TmpfsFile], *, now: datetime.datetime) -> list[di
     snapshot's header holds its own), ``object`` the file's path, ``role``
     ``current``, ``previous``, ``unrestored`` or ``not committed`` (a commit's
     temporary file: a writer killed inside its commit, or one committing now), and
+    ``roles`` the same alone (each file is one role: ``unrestored`` is a copy), and
     ``not_regular`` what a file that is not a regular one is (the store refuses it),
     else ``None``."""
     return [
@@ -197,6 +198,7 @@ def describe_files(files: list[TmpfsFile], *, now: datetime.datetime) -> list[di
             "modified": _iso(entry.modified),
             "age_seconds": round(max(0.0, (now - entry.modified).total_seconds()), 3),
             "role": entry.role,
+            "roles": [entry.role],
             "missing": False,
             "not_regular": entry.not_regular,
         }
@@ -204,27 +206,13 @@ def describe_files(files: list[TmpfsFile], *, now: datetime.datetime) -> list[di
     ]
 
 
-def kind_of(ref: Readable) -> dict[str, Any]:
-    """What a generation holds, from its first bytes: ``kind`` is ``snapshot``,
-    ``chain`` (with its number of ``pieces``, from the chain's frame), ``unknown``
-    (neither), or ``unreadable`` (with the ``error``). Nothing more is verified here;
-    ``inspect URL#N --verify`` (or ``inspect DIR/current --verify``) does that."""
-    try:
-        data = ref.open()
-        if is_chain(data):
-            return {"kind": "chain", "pieces": len(split_chain(data))}
-    except StateMigrateError as exc:
-        return {"kind": "unreadable", "pieces": None, "error": str(exc)}
-    if bytes(data[: len(MAGIC)]) == MAGIC:
-        return {"kind": "snapshot", "pieces": None}
-    return {"kind": "unknown", "pieces": None}
-
-
 def _kind(row: dict[str, Any]) -> str:
     if row["kind"] is None:
         return "-"
     if row["kind"] == "chain":
         return f"chain of {row['pieces']} piece{'s' if row['pieces'] > 1 else ''}"
+    if row["kind"] == "damaged":
+        return f"damaged ({row['damage']})"
     return str(row["kind"])
 
 

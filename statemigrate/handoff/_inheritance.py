@@ -149,6 +149,7 @@ class Inheritance:
         self._kinds: list[PieceKind] = []  # the pre-copy pieces applied so far, by kind
         self.pause_seconds = 0.0
         self.pause_told = False
+        self._service = ""  # the name the take-over's metrics carry (see _ready_steps)
         # For the pause: when this process last sent a message before the snapshot
         # (the old process pauses after reading it), when the snapshot came, and how
         # long the old process said it had held its writers then.
@@ -391,10 +392,12 @@ class Inheritance:
         """
         await run_async(self._ready_steps(), None)
 
-    def _ready_steps(self) -> Steps[None]:
-        """Steps of :meth:`ready`, for a driver."""
+    def _ready_steps(self, *, service: str = "") -> Steps[None]:
+        """Steps of :meth:`ready`, for a driver; ``service`` is the name of the service
+        taking over, which the take-over's metrics carry (``""`` without one)."""
         if self._step != "hello":
             raise HandoffError("commit", f"ready() called when the handoff is {self._step}")
+        self._service = service
         try:
             got: Received | NoMessage
             try:
@@ -501,6 +504,7 @@ class Inheritance:
         else:
             self.pause_seconds = now - self._sent_at
         record_takeover(
+            service=self._service,
             predecessor_died=self.predecessor_died,
             pause_seconds=self.pause_seconds,
             pieces=self._kinds,

@@ -283,8 +283,9 @@ class TakeOverReport:
 class Attempt:
     """The facts of one attempt by the old process, gathered as it goes, for its report."""
 
-    def __init__(self, transport: Transport, listeners: Sequence[str]) -> None:
+    def __init__(self, transport: Transport, listeners: Sequence[str], *, service: str) -> None:
         self.transport: Transport = transport
+        self.service = service  # the name its metrics carry: "" for bytes, no Service
         self.listeners = tuple(listeners)
         self.started = time.monotonic()
         self.timings: dict[str, float] = {}
@@ -383,23 +384,30 @@ class Attempt:
         )
 
 
-def record_handoff(report: HandoffReport) -> None:
-    """Report an attempt's outcome, duration and pause to the metrics."""
+def record_handoff(report: HandoffReport, *, service: str) -> None:
+    """Report an attempt's outcome, duration and pause to the metrics, labelled with
+    the name of the service handed over (``""`` for bytes handed over without one)."""
     if not enabled():
         return
-    emit(HANDOFFS, 1.0, report.outcome, report.stage or "")
-    emit(HANDOFF_DURATION, report.timings.get("total", 0.0), report.outcome)
+    emit(HANDOFFS, 1.0, service, report.outcome, report.stage or "")
+    emit(HANDOFF_DURATION, report.timings.get("total", 0.0), service, report.outcome)
     if report.pause_seconds:
-        emit(HANDOFF_PAUSE, report.pause_seconds, report.outcome)
+        emit(HANDOFF_PAUSE, report.pause_seconds, service, report.outcome)
     for piece in report.rounds:
-        emit(HANDOFF_PIECES, 1.0, piece.kind, report.final)
+        emit(HANDOFF_PIECES, 1.0, service, piece.kind, report.final)
 
 
 def record_takeover(
-    *, predecessor_died: bool, pause_seconds: float, pieces: Sequence[str], final: FinalPiece
+    *,
+    service: str,
+    predecessor_died: bool,
+    pause_seconds: float,
+    pieces: Sequence[str],
+    final: FinalPiece,
 ) -> None:
     """Report, in the successor, the handoff it took over: its outcome, the pause, and
-    the pre-copy pieces (``pieces``: their kinds) applied before the pause.
+    the pre-copy pieces (``pieces``: their kinds) applied before the pause, labelled
+    with the name of the service that took over (``""`` without one).
 
     The old process records its own view (:func:`record_handoff`) and exits soon
     after, usually before the next scrape; this process keeps running. A take-over
@@ -410,10 +418,10 @@ def record_takeover(
     if not enabled():
         return
     outcome = "predecessor_died" if predecessor_died else "committed"
-    emit(TAKEOVERS, 1.0, outcome)
-    emit(LAST_TAKEOVER_TIMESTAMP, time.time(), outcome)
-    emit(LAST_TAKEOVER_PAUSE, pause_seconds, outcome)
+    emit(TAKEOVERS, 1.0, service, outcome)
+    emit(LAST_TAKEOVER_TIMESTAMP, time.time(), service, outcome)
+    emit(LAST_TAKEOVER_PAUSE, pause_seconds, service, outcome)
     if pause_seconds:
-        emit(TAKEOVER_PAUSE, pause_seconds, outcome)
+        emit(TAKEOVER_PAUSE, pause_seconds, service, outcome)
     for kind in pieces:
-        emit(TAKEOVER_PIECES, 1.0, kind, final)
+        emit(TAKEOVER_PIECES, 1.0, service, kind, final)

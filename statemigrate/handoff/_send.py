@@ -78,6 +78,7 @@ def _attempt(
     prepare: Prepare,
     rounds: Rounds | None,
     timeouts: HandoffTimeouts,
+    service: str,
 ) -> Steps[HandoffReport]:
     if not _in_progress.acquire(blocking=False):
         raise HandoffError("start", "another handoff is already in progress in this process")
@@ -91,6 +92,7 @@ def _attempt(
                     prepare=prepare,
                     rounds=rounds,
                     timeouts=timeouts,
+                    service=service,
                 )
             )
         return (
@@ -100,6 +102,7 @@ def _attempt(
                 prepare=prepare,
                 rounds=rounds,
                 timeouts=timeouts,
+                service=service,
             )
         )
     finally:
@@ -115,8 +118,12 @@ def handoff_steps(
     timeouts: HandoffTimeouts,
     asynchronous: bool,
     rounds: Rounds | None = None,
+    service: str = "",
 ) -> Steps[HandoffReport]:
     """Check the arguments of a handoff now, and return its steps (run by a driver).
+
+    ``service`` is the name of the service handed over, which its metrics carry
+    (``""`` for bytes handed over without one).
 
     Raises:
         ConfigurationError: ``successor``, ``control`` or ``timeouts`` is not of a
@@ -133,7 +140,12 @@ def handoff_steps(
         )
     check_control(control, asynchronous=asynchronous)
     return _attempt(
-        successor, listeners=listeners, prepare=prepare, rounds=rounds, timeouts=timeouts
+        successor,
+        listeners=listeners,
+        prepare=prepare,
+        rounds=rounds,
+        timeouts=timeouts,
+        service=service,
     )
 
 

@@ -100,7 +100,7 @@ def _fail(
     detail += note
     detail += yield from _resume_after_failure(attempt)
     report = attempt.report(stage=error.stage, reason=detail)
-    record_handoff(report)
+    record_handoff(report, service=attempt.service)
     if isinstance(error, SuccessorFailedError):
         return SuccessorFailedError(
             error.stage,
@@ -122,7 +122,7 @@ def _finish(attempt: Attempt) -> Steps[HandoffReport]:
     # stop_accepting() lets them go on (to the successor), and so does the figure.
     attempt.unpaused()
     report = attempt.report()
-    record_handoff(report)
+    record_handoff(report, service=attempt.service)
     logger.info("%s", report.summary())
     return report
 
@@ -134,8 +134,9 @@ def spawn_steps(
     prepare: Prepare,
     rounds: Rounds | None,
     timeouts: HandoffTimeouts,
+    service: str,
 ) -> Steps[HandoffReport]:
-    attempt = Attempt("spawn", list(listeners))
+    attempt = Attempt("spawn", list(listeners), service=service)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     channel = Channel(ours)
     proc: Successor | None = None
@@ -253,13 +254,14 @@ def socket_steps(
     prepare: Prepare,
     rounds: Rounds | None,
     timeouts: HandoffTimeouts,
+    service: str,
 ) -> Steps[HandoffReport]:
     if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_SEQPACKET:
         raise HandoffError(
             "start", "the successor's socket must be a connected AF_UNIX SOCK_SEQPACKET socket"
         )
     peer = require_same_user(sock)
-    attempt = Attempt("socket", list(listeners))
+    attempt = Attempt("socket", list(listeners), service=service)
     attempt.successor_pid = peer.pid
     channel = Channel(sock)
     try:

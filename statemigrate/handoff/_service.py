@@ -404,6 +404,7 @@ def hand_over(
         timeouts=timeouts,
         asynchronous=False,
         rounds=_rounds(service, precopy=precopy, allow_lossy=allow_lossy, meta=meta),
+        service=service.name,
     )
     aside = _checkpoints_aside(
         steps, service._checkpoints, service.name, commit_wait=timeouts.snapshot
@@ -445,6 +446,7 @@ async def hand_over_async(
         timeouts=timeouts,
         asynchronous=True,
         rounds=_rounds(service, precopy=precopy, allow_lossy=allow_lossy, meta=meta),
+        service=service.name,
     )
     aside = _checkpoints_aside(
         steps, service._checkpoints, service.name, commit_wait=timeouts.snapshot
@@ -542,7 +544,7 @@ def _taking_over(
             finally:
                 snapshot.release()
         done = time.perf_counter()
-        yield from inheritance._ready_steps()
+        yield from inheritance._ready_steps(service=service.name)
         ended = time.perf_counter()
     except BaseException as exc:
         reason = str(exc) if isinstance(exc, StateMigrateError) else f"{type(exc).__name__}: {exc}"

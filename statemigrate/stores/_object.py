@@ -29,7 +29,7 @@ import errno
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import xxhash
 
@@ -46,13 +46,19 @@ from statemigrate.stores._base import (
 )
 from statemigrate.stores._object_backend import Backend, Refused, Version
 from statemigrate.stores._object_build import build, wrap
-from statemigrate.stores._object_generation import Target, read_generation, upload_generation
+from statemigrate.stores._object_generation import (
+    Target,
+    read_generation,
+    read_generation_range,
+    upload_generation,
+)
 from statemigrate.stores._object_pointer import (
     FORMAT,
     GENERATIONS,
     MAX_POINTER_SIZE,
     Entry,
     Pointer,
+    Role,
     decode_pointer,
     encode_pointer,
     generation_of,
@@ -66,8 +72,6 @@ __all__ = ["ObjectRef", "ObjectStore"]
 _log = logging.getLogger("statemigrate.stores")
 
 POINTER = "current"
-Role = Literal["current", "previous", "unrestored"]
-"""What the pointer calls a generation it records."""
 _MIN_PART_SIZE = 5 << 20  # S3 refuses smaller parts (except the last one)
 
 
@@ -359,18 +363,24 @@ class ObjectStore:
                 ``"unrestored"`` nor a positive int.
         """
         if which == "current":
-            return ObjectRef(self, self._pointer().current, role="current")
+            pointer = self._pointer()
+            return self._recorded_ref(pointer, pointer.current, "current")
         if which == "previous":
-            return ObjectRef(self, self._previous_entry(), role="previous")
+            pointer = self._pointer()
+            if pointer.previous is None:
+                raise StoreError(
+                    "open", self._backend.where(POINTER), "there is no previous snapshot"
+                )
+            return self._recorded_ref(pointer, pointer.previous, "previous")
         if which == "unrestored":
-            unrestored = self._pointer().unrestored
-            if not unrestored:
+            pointer = self._pointer()
+            if not pointer.unrestored:
                 raise StoreError(
                     "open",
                     self._backend.where(POINTER),
                     "records no unrestored generation (no start failed to restore one)",
                 )
-            return ObjectRef(self, unrestored[-1], role="unrestored")
+            return self._recorded_ref(pointer, pointer.unrestored[-1], "unrestored")
         if isinstance(which, int) and not isinstance(which, bool) and which >= 1:
             return self._ref_of(which)
         raise ValueError(
@@ -461,26 +471,19 @@ class ObjectStore:
             StoreError: the pointer is damaged, or a request failed.
         """
         found = self._read_pointer()
-        recorded: dict[str, tuple[Entry, Role]] = {}
-        if found is not None:
-            pointer = found[0]
-            for kept in pointer.unrestored:
-                recorded[kept.object] = (kept, "unrestored")
-            recorded[pointer.current.object] = (pointer.current, "current")
-            if pointer.previous is not None:
-                recorded[pointer.previous.object] = (pointer.previous, "previous")
+        recorded = found[0].recorded() if found is not None else {}
         refs: list[ObjectRef] = []
         for listed in self._backend.list_objects(GENERATIONS):
             number = generation_of(listed.name)
             if number is None:
                 continue
             if listed.name in recorded:
-                entry, role = recorded.pop(listed.name)
-                refs.append(ObjectRef(self, entry, role=role, modified=listed.modified))
+                entry, roles = recorded.pop(listed.name)
+                refs.append(ObjectRef(self, entry, roles=roles, modified=listed.modified))
             else:
                 target = Target(number, listed.name, listed.size, listed.etag, None)
                 refs.append(ObjectRef(self, target, modified=listed.modified))
-        refs.extend(ObjectRef(self, entry, role=role) for entry, role in recorded.values())
+        refs.extend(ObjectRef(self, entry, roles=roles) for entry, roles in recorded.values())
         return sorted(refs, key=lambda ref: (ref.generation, ref.role is None, ref.describe()))
 
     def __repr__(self) -> str:
@@ -595,6 +598,12 @@ class ObjectStore:
             )
         return found[0]
 
+    def _recorded_ref(self, pointer: Pointer, entry: Entry, role: Role) -> ObjectRef:
+        """A reference to ``entry``, recorded by ``pointer`` as ``role`` and perhaps as
+        another role too (see :meth:`Pointer.recorded`)."""
+        _, roles = pointer.recorded()[entry.object]
+        return ObjectRef(self, entry, role=role, roles=roles)
+
     def _previous_entry(self) -> Entry:
         previous = self._pointer().previous
         if previous is None:
@@ -627,12 +636,19 @@ class ObjectRef:
             ``"current"``, ``"previous"``, ``"unrestored"`` (kept after a start could
             not restore it), or ``None`` for one it does not record (an
             older generation kept by ``keep``, or the object of a writer that died
-            before its commit decided).
+            before its commit decided). Of a generation with two roles, the one it
+            was asked for by (:meth:`ObjectStore.ref`), else the first of ``roles``.
+        roles: every role the pointer gave this generation, in the order current,
+            previous, unrestored: ``("previous", "unrestored")`` for the generation a
+            start could not restore once the next commit made it previous; empty when
+            ``role`` is ``None``.
         modified: when the object was written, for references listed by
             :meth:`ObjectStore.generations`; ``None`` for the others.
     """
 
-    __slots__ = ("_entry", "_store", "_target", "generation", "modified", "role", "size")
+    __slots__ = (
+        "_entry", "_store", "_target", "generation", "modified", "role", "roles", "size"
+    )
 
     def __init__(
         self,
@@ -640,6 +656,7 @@ class ObjectRef:
         entry: Entry | Target,
         *,
         role: Role | None = None,
+        roles: tuple[Role, ...] = (),
         modified: datetime | None = None,
     ) -> None:
         self._store = store
@@ -647,7 +664,10 @@ class ObjectRef:
         self._target = Target.of(entry) if isinstance(entry, Entry) else entry
         self.generation = self._target.generation
         self.size = self._target.size
-        self.role = role
+        if role is not None and role not in roles:
+            roles = (role, *roles)
+        self.role: Role | None = role if role is not None else (roles[0] if roles else None)
+        self.roles = roles
         self.modified = modified
 
     @property
@@ -664,6 +684,23 @@ class ObjectRef:
     def open(self) -> memoryview:
         """Return this generation's bytes, checked (see :meth:`ObjectStore.open`)."""
         return self._store.open(self)
+
+    def read_range(self, offset: int, length: int) -> memoryview:
+        """``length`` bytes at ``offset`` of this generation's object, in one request:
+        to look at a snapshot's ends without reading it whole (``statemigrate list
+        --kinds`` does).
+
+        The object's size is checked against ``size``, and its etag against the one
+        recorded at its commit (or listed); its digest is not (that takes every byte:
+        :meth:`open` checks it).
+
+        Raises:
+            ValueError: the range does not lie within the object's ``size`` bytes.
+            StoreError: the object is missing, of another size, has another etag
+                (replaced, or copied with the prefix: :meth:`open` tells which), or the
+                request failed.
+        """
+        return read_generation_range(self._store._backend, self._target, offset, length)
 
     def describe(self) -> str:
         """The generation object's location, e.g. ``s3://bucket/app/generations/...``."""

@@ -190,49 +190,61 @@ class Backend:
         """
         buffer = bytearray(size)
         view = memoryview(buffer)
-        where = self.where(name)
         position = 0
         while True:
             end = min(position + window, size)
-            options: dict[str, Any] = {"if_match": etag} if etag else {}
-            if size:
-                options["range"] = (position, end)
-            try:
-                with self._watch("open", name):
-                    result = self._obs.get(self.store, self.key(name), options=options)
-                    found = result.meta["size"]
-                    if found != size:
-                        raise StoreError(
-                            "open", where, f"is {found} bytes, but {size} were committed"
-                            " (corrupt)"
-                        )
-                    chunk = memoryview(result.bytes())
-            except StoreError:
-                raise
-            except Exception as exc:
-                missing = StoreError("open", where, "is missing (deleted after its commit?)")
-                if kind_of(exc) == "precondition":
-                    # S3 answers a conditional GET of a deleted object with 404, Azure
-                    # (Azurite) with 412: If-Match never matches what is not there.
-                    if not self.exists(name):
-                        raise missing from exc
-                    raise EtagChanged(
-                        "open", where, "was replaced after it was committed (etag differs)"
-                    ) from exc
-                error = translate("open", where, exc)
-                if kind_of(exc) == "not_found" and not is_missing_bucket(exc):
-                    error = missing
-                raise error from exc
-            if chunk.nbytes != end - position:
-                raise StoreError(
-                    "open",
-                    where,
-                    f"returned {chunk.nbytes} bytes for range {position}-{end} (corrupt)",
-                )
-            view[position:end] = chunk
+            view[position:end] = self.read_range(name, position, end, size=size, etag=etag)
             position = end
             if position >= size:
                 return view.toreadonly()
+
+    def read_range(
+        self, name: str, start: int, end: int, *, size: int, etag: str | None
+    ) -> memoryview:
+        """Bytes ``start`` to ``end`` of ``name``, an object of ``size`` bytes: one GET,
+        conditional on ``etag`` when given (a ``size`` of 0 reads the whole object).
+
+        Raises:
+            StoreError: the object is missing, has another size, was replaced since
+                (:class:`EtagChanged`), or the request failed.
+        """
+        where = self.where(name)
+        options: dict[str, Any] = {"if_match": etag} if etag else {}
+        if size:
+            options["range"] = (start, end)
+        try:
+            with self._watch("open", name):
+                result = self._obs.get(self.store, self.key(name), options=options)
+                found = result.meta["size"]
+                if found != size:
+                    raise StoreError(
+                        "open", where, f"is {found} bytes, but {size} were committed"
+                        " (corrupt)"
+                    )
+                chunk = memoryview(result.bytes())
+        except StoreError:
+            raise
+        except Exception as exc:
+            missing = StoreError("open", where, "is missing (deleted after its commit?)")
+            if kind_of(exc) == "precondition":
+                # S3 answers a conditional GET of a deleted object with 404, Azure
+                # (Azurite) with 412: If-Match never matches what is not there.
+                if not self.exists(name):
+                    raise missing from exc
+                raise EtagChanged(
+                    "open", where, "was replaced after it was committed (etag differs)"
+                ) from exc
+            error = translate("open", where, exc)
+            if kind_of(exc) == "not_found" and not is_missing_bucket(exc):
+                error = missing
+            raise error from exc
+        if chunk.nbytes != end - start:
+            raise StoreError(
+                "open",
+                where,
+                f"returned {chunk.nbytes} bytes for range {start}-{end} (corrupt)",
+            )
+        return chunk
 
     def list_names(self, folder: str) -> list[str]:
         """Names (relative to the prefix) of the objects under ``folder/``.

@@ -4,7 +4,8 @@ A commit writes the snapshot to a fresh generation object (:func:`upload_generat
 create-only in one request, or, for a snapshot larger than a part, a streamed multipart
 upload whose memory a :class:`~statemigrate.stores._object_parts.Pacer` bounds. A read
 (:func:`read_generation`) fetches the object in ranges into one buffer and checks its
-size, etag and xxh3-128 digest against the pointer's record. Which generation to write
+size, etag and xxh3-128 digest against the pointer's record; a read of a part of it
+(:func:`read_generation_range`), its size and etag alone. Which generation to write
 or read, and the pointer, are ``_object``'s business.
 """
 
@@ -23,7 +24,7 @@ from statemigrate.stores._object_backend import Backend, EtagChanged, Refused
 from statemigrate.stores._object_parts import Pacer
 from statemigrate.stores._object_pointer import Entry
 
-__all__ = ["Target", "read_generation", "upload_generation"]
+__all__ = ["Target", "read_generation", "read_generation_range", "upload_generation"]
 
 _log = logging.getLogger("statemigrate.stores")
 
@@ -189,3 +190,27 @@ def read_generation(
             f"is corrupt: xxh3-128 0x{actual}, committed 0x{target.xxh3_128}",
         )
     return view
+
+
+def read_generation_range(
+    backend: Backend, target: Target, offset: int, length: int
+) -> memoryview:
+    """``length`` bytes at ``offset`` of the generation object ``target`` names, in one
+    request, checked against the size and etag recorded (or listed): to look at a part
+    of a snapshot without reading it whole. The digest is not checked: it takes every
+    byte.
+
+    Raises:
+        ValueError: the range does not lie within the object.
+        EtagChanged: the object's etag is not the one recorded: it was replaced, or
+            copied (copying a prefix re-parts multipart objects); only
+            :func:`read_generation`'s digest check can tell which.
+        StoreError: the object is missing, of another size, or the request failed.
+    """
+    if offset < 0 or length < 0 or offset + length > target.size:
+        raise ValueError(f"bytes {offset}-{offset + length} of {target.size}")
+    if not length:
+        return memoryview(b"")  # no request: servers refuse an empty range
+    return backend.read_range(
+        target.object, offset, offset + length, size=target.size, etag=target.etag
+    )

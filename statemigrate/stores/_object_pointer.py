@@ -41,6 +41,7 @@ __all__ = [
     "MAX_UNRESTORED",
     "Kept",
     "Pointer",
+    "Role",
     "decode_pointer",
     "encode_pointer",
     "generation_of",
@@ -55,6 +56,9 @@ MAX_UNRESTORED = 4
 """The most generations a pointer keeps as unrestored: one per failed start, until an
 operator lets them go. Past it, the newest is replaced, so that the state from before
 the trouble began (the oldest) stays."""
+
+Role = Literal["current", "previous", "unrestored"]
+"""What the pointer calls a generation it records."""
 
 _NAME = re.compile(rf"{GENERATIONS}/([0-9]{{20}})\.[0-9a-f]{{32}}\Z")
 
@@ -120,6 +124,25 @@ class Pointer(pydantic.BaseModel, frozen=True, extra="forbid", strict=True):
                     f" {self.current.generation}"
                 )
         return self
+
+    def recorded(self) -> dict[str, tuple[Entry, tuple[Role, ...]]]:
+        """Each object the pointer records, with its entry and every role it gives it,
+        in the order current, previous, unrestored.
+
+        A generation can hold two roles: the one a start could not restore stays
+        ``unrestored`` after the next commit makes it ``previous``. Its entry is then
+        the one recorded as current or previous, which always has a digest.
+        """
+        found: dict[str, tuple[Entry, tuple[Role, ...]]] = {}
+        named: list[tuple[Entry, Role]] = [(self.current, "current")]
+        if self.previous is not None:
+            named.append((self.previous, "previous"))
+        named += [(kept, "unrestored") for kept in self.unrestored]
+        for entry, role in named:
+            first, roles = found.get(entry.object, (entry, ()))
+            if role not in roles:
+                found[entry.object] = (first, (*roles, role))
+        return found
 
 
 def encode_pointer(pointer: Pointer) -> bytes:

@@ -46,6 +46,7 @@ __all__ = [
     "mkdir",
     "mmap_readonly",
     "open_at",
+    "pread_exactly",
     "read_all",
     "readlink",
     "rename_at",
@@ -248,6 +249,32 @@ def read_all(fd: int, size: int, *, where: str) -> bytes:
             "read", where, f"file changed while being read: expected {size} bytes"
         )
     # The common case is one read of the whole file: return it without a copy.
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def pread_exactly(fd: int, length: int, offset: int, *, where: str) -> bytes:
+    """Read exactly ``length`` bytes at ``offset``, leaving the file position alone.
+
+    Raises:
+        StoreError: ``op="read"``, also when the file ends before (it changed while
+            being read).
+    """
+    parts: list[bytes] = []
+    remaining = length
+    try:
+        while remaining:
+            _enter("read")
+            chunk = os.pread(fd, remaining, offset + length - remaining)
+            if not chunk:
+                raise StoreError(
+                    "read",
+                    where,
+                    f"file changed while being read: it ends before byte {offset + length}",
+                )
+            parts.append(chunk)
+            remaining -= len(chunk)
+    except OSError as exc:
+        raise _error("read", where, exc) from exc
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 

@@ -11,8 +11,9 @@ create its lock file, remove the temporary files of interrupted commits. A listi
 changes nothing. It opens the directory read-only (``O_DIRECTORY|O_NOFOLLOW``: a
 symbolic link is refused, as the store refuses one), looks at each name with
 ``lstat`` relative to that descriptor, and reads a file only when asked
-(:meth:`TmpfsFile.open`), judged by ``fstat`` of the opened descriptor: a FIFO planted
-at a snapshot's name never blocks the reader. Unlike the store, it does not require the
+(:meth:`TmpfsFile.open`, or parts of it through :meth:`TmpfsFile.opened`), judged by
+``fstat`` of the opened descriptor: a FIFO planted at a snapshot's name never blocks
+the reader. Unlike the store, it does not require the
 directory to be private or its files the caller's own: an operator may look at a
 service's store as another user, as far as the file modes let them.
 """
@@ -23,6 +24,8 @@ import datetime
 import errno
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,7 +35,7 @@ from statemigrate.stores._base import DEFAULT_MAX_SIZE, too_large
 from statemigrate.stores._safedir import FILE_KINDS
 from statemigrate.stores._tmpfs import CURRENT, PREVIOUS, TEMP_PATTERN, UNRESTORED
 
-__all__ = ["FileRole", "TmpfsFile", "list_tmpfs"]
+__all__ = ["FileRole", "OpenedFile", "TmpfsFile", "list_tmpfs"]
 
 FileRole = Literal["current", "previous", "unrestored", "not committed"]
 """What a file is to the store: one of its snapshots, or a commit's temporary file."""
@@ -77,6 +80,21 @@ class TmpfsFile:
             StoreError: the file is gone, is not a regular file, is larger than
                 ``max_size``, or could not be read (naming the operation and errno).
         """
+        with self.opened() as file:
+            if file.size > max_size:
+                raise too_large("open", self.path, file.size, max_size)
+            return _syscalls.read_all(file.fd, file.size, where=self.path)
+
+    @contextmanager
+    def opened(self) -> Iterator[OpenedFile]:
+        """The file opened as :meth:`open` opens it, for reads of its parts
+        (:meth:`OpenedFile.read_range`), all of the one file opened, whatever a
+        commit renames to its name meanwhile; closed on leaving the block.
+
+        Raises:
+            StoreError: the file is gone, is not a regular file, or could not be
+                opened (naming the operation and errno).
+        """
         directory = os.path.dirname(self.path)
         dir_fd = _syscalls.open_at(directory, _DIR_FLAGS, dir_fd=None, where=directory)
         try:
@@ -89,11 +107,37 @@ class TmpfsFile:
             if kind != stat.S_IFREG:
                 what = FILE_KINDS.get(kind, "not a regular file")
                 raise StoreError("open", self.path, f"is {what}, not a regular file; refusing it")
-            if st.st_size > max_size:
-                raise too_large("open", self.path, st.st_size, max_size)
-            return _syscalls.read_all(fd, st.st_size, where=self.path)
+            yield OpenedFile(self.path, fd, st.st_size)
         finally:
             _syscalls.close_quietly(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedFile:
+    """A file of a TmpfsStore's directory, open for reads of its parts
+    (:meth:`TmpfsFile.opened`).
+
+    Attributes:
+        path: its absolute path.
+        fd: the open descriptor, the caller's to read, not to close.
+        size: its size in bytes when it was opened.
+    """
+
+    path: str
+    fd: int
+    size: int
+
+    def read_range(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset``.
+
+        Raises:
+            ValueError: the range does not lie within the file's ``size`` bytes.
+            StoreError: the read failed, or the file is shorter than it was when
+                opened.
+        """
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise ValueError(f"bytes {offset}-{offset + length} of {self.size}")
+        return _syscalls.pread_exactly(self.fd, length, offset, where=self.path)
 
 
 def list_tmpfs(directory: str | os.PathLike[str]) -> list[TmpfsFile]:

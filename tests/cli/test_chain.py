@@ -541,8 +541,8 @@ def test_list_kinds_tells_snapshots_from_chains(
     ]
     plain = json.loads(run(capsys, "list", url, "--json").out)["generations"]
     assert all("kind" not in row for row in plain)  # without --kinds, no object is read
-    # The current generation is checked against the digest its commit recorded; an
-    # older one is only read.
+    # The current generation's etag changed, so it is read whole and checked against
+    # the digest its commit recorded; an older one is judged from its first bytes.
     for row in rows[0], rows[2]:
         path = Path(row["object"].removeprefix("file://"))
         path.write_bytes(bytes(path.stat().st_size))

@@ -7,16 +7,20 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _store_helpers import scratch_dir
 from chain_releases import write_chain
 from cli_helpers import one_error_line, run
+from golden import PRODUCER
 
 import statemigrate as sm
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate.stores import ObjectStore, _syscalls
 
 ORPHAN = ".tmp.4242.0123456789abcdef"  # what a writer killed in a named-mode commit leaves
@@ -137,6 +141,91 @@ def test_list_kinds_of_a_tmpfs_store_adds_the_kind_column(
         "chain of 3 pieces",
         "snapshot",
     ]
+
+
+def kinds_of(capsys: pytest.CaptureFixture[str], directory: Path) -> dict[str, dict[str, Any]]:
+    """``list --kinds --json`` of ``directory``: each row by file name."""
+    result = run(capsys, "list", str(directory), "--kinds", "--json")
+    assert result.code == 0, result.err
+    return {Path(row["object"]).name: row for row in json.loads(result.out)["generations"]}
+
+
+def test_kinds_tells_a_damaged_file_from_a_snapshot(
+    place: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A snapshot cut short, one with a byte of its header flipped and a chain cut
+    short are ``damaged``, with the error's kind in the column and its message in
+    --json; before, the snapshots' first bytes made them ``snapshot``."""
+    directory = place / "gateway"
+    contents = filled_store(directory)
+    (directory / "previous").write_bytes(contents["previous"][:-10])
+    header_byte = bytearray(contents["unrestored"])
+    header_byte[-100] ^= 0x01  # in the last piece's header, before its check and footer
+    (directory / "unrestored").write_bytes(bytes(header_byte))
+    (directory / "current").write_bytes(contents["current"][: len(contents["current"]) // 2])
+    result = run(capsys, "list", str(directory), "--kinds")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()[3:]
+    column = {line.split()[0]: re.split(r"\s{2,}", line)[-1] for line in lines}
+    assert column == {
+        ORPHAN: "unknown",
+        "unrestored": "damaged (corrupt)",
+        "current": "damaged (truncated)",
+        "previous": "damaged (truncated)",
+    }
+    rows = kinds_of(capsys, directory)
+    assert (rows["previous"]["kind"], rows["previous"]["damage"]) == ("damaged", "truncated")
+    assert rows["previous"]["error"].startswith("truncated: snapshot is cut short")
+    assert rows["current"]["error"].startswith("truncated: checkpoint chain piece ")
+    assert rows["unrestored"]["error"].startswith("corrupt: checkpoint chain piece 1: header")
+    assert "damage" not in rows[ORPHAN]
+
+
+def test_kinds_of_an_empty_file_and_a_cut_magic(
+    place: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What began as a snapshot or a chain and was cut inside its first bytes is cut
+    short, not something else."""
+    directory = place / "gateway"
+    contents = filled_store(directory)
+    (directory / "previous").write_bytes(b"")
+    (directory / "current").write_bytes(contents["current"][:5])
+    rows = kinds_of(capsys, directory)
+    assert rows["previous"]["error"] == "truncated: snapshot ends inside the magic (at offset 0)"
+    assert rows["current"]["error"].startswith(
+        "truncated: checkpoint chain ends inside its frame"
+    )
+
+
+def test_kinds_reads_the_ends_of_a_large_snapshot_only(
+    place: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 4 MiB snapshot is judged from its preamble and its last 16 KiB: no file is
+    read whole, and a few small reads are all there is."""
+    directory = place / "gateway"
+    with sm.TmpfsStore(directory) as store:
+        store.commit(large_snapshot(4 << 20))
+    reads: list[int] = []
+    real = _syscalls.pread_exactly
+
+    def counted(fd: int, length: int, offset: int, *, where: str) -> bytes:
+        reads.append(length)
+        return real(fd, length, offset, where=where)
+
+    def never(*args: object, **kwargs: object) -> bytes:
+        raise AssertionError("a file was read whole")
+
+    monkeypatch.setattr(_syscalls, "pread_exactly", counted)
+    monkeypatch.setattr(_syscalls, "read_all", never)
+    assert kinds_of(capsys, directory)["current"]["kind"] == "snapshot"
+    assert len(reads) <= 4 and sum(reads) < 20 << 10
+
+
+def large_snapshot(size: int) -> bytes:
+    """A sound snapshot of about ``size`` bytes of incompressible data."""
+    data = random.Random(1).randbytes(size)
+    sections = [SectionInput("blobs", "main", 1, "", data)]
+    return encode_snapshot(sections, producer=PRODUCER).to_bytes()
 
 
 def test_listing_changes_nothing_in_the_directory(

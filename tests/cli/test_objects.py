@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import uuid
 from collections.abc import Iterator
@@ -20,10 +21,13 @@ from _store_helpers import scratch_dir
 from _store_helpers.azurite import ACCOUNT, ACCOUNT_KEY, AZURITE, Azurite
 from _store_helpers.object_server import KEYS, S3Server, free_port
 from cli_helpers import one_error_line, run
+from golden import PRODUCER
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import statemigrate as sm
+from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate.cli._kinds import kind_of_generation
 from statemigrate.reference import KVCacheV3, build_registry
 from statemigrate.stores import ObjectStore
 
@@ -215,6 +219,100 @@ def test_list_shows_generations_newest_first_with_sizes_ages_and_roles(
     assert rows_json[0]["size"] == len(b"never committed")
     assert rows_json[0]["object"] == f"{url}/{orphan}"
     assert all(row["age_seconds"] >= 0 and not row["missing"] for row in rows_json)
+
+
+def test_list_shows_every_role_of_a_generation(
+    s3: S3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The generation a start could not restore, made previous by the next commit, is
+    both previous and unrestored: the ROLE column says both, and --json keeps
+    ``role`` as it was and lists them all in ``roles``."""
+    url = f"s3://{new_bucket(s3)}/gateway"
+    store = ObjectStore(url, **s3.options())
+    store.commit(b"not a snapshot")
+    store.commit(b"nor this")
+    cold = sm.Service("gateway", registry=build_registry(), on_restore_failure="serve_cold")
+    cold.register(KVCacheV3())
+    assert cold.start_from(store) is None
+    cold.commit(store)
+    result = run(capsys, "list", url, *store_options(s3))
+    assert result.code == 0, result.err
+    rows = [re.split(r"\s{2,}", line) for line in result.out.splitlines()[3:]]
+    assert [(row[0], row[-1]) for row in rows] == [
+        ("3", "current"),
+        ("2", "previous, unrestored"),
+    ]
+    listed = json.loads(run(capsys, "list", url, "--json", *store_options(s3)).out)
+    assert [(row["generation"], row["role"], row["roles"]) for row in listed["generations"]] == [
+        (3, "current", ["current"]),
+        (2, "previous", ["previous", "unrestored"]),
+    ]
+
+
+def test_list_kinds_tells_a_damaged_generation_from_a_snapshot(
+    s3: S3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Objects the pointer does not record (an older generation, an object no commit
+    won) cut short are ``damaged``, where their first bytes made them ``snapshot``;
+    a recorded one that differs from its commit fails the digest check its changed
+    etag sends it to, as ``inspect`` would."""
+    url = f"s3://{new_bucket(s3)}/gateway"
+    commit_generations(url, 3, keep=3, **s3.options())
+    store = ObjectStore(url, **s3.options())
+    objects, backend = {ref.generation: ref for ref in store.generations()}, store._backend
+
+    def put(name: str, data: bytes) -> None:
+        obstore.put(backend.store, backend.key(name), data)
+
+    older, previous = bytes(objects[1].open()), bytes(objects[2].open())
+    put(objects[1].describe().removeprefix(f"{url}/"), older[: len(older) - 100])
+    flipped = bytearray(previous)
+    flipped[-80] ^= 0x01
+    put(objects[2].describe().removeprefix(f"{url}/"), bytes(flipped))
+    put(f"generations/{4:020d}.{'0' * 32}", older[:40])  # a writer cut off mid-upload
+    result = run(capsys, "list", url, "--kinds", *store_options(s3))
+    assert result.code == 0, result.err
+    rows = [re.split(r"\s{2,}", line) for line in result.out.splitlines()[3:]]
+    assert [(row[0], row[-1]) for row in rows] == [
+        ("4", "damaged (truncated)"),
+        ("3", "snapshot"),
+        ("2", "unreadable"),
+        ("1", "damaged (truncated)"),
+    ]
+    listed = json.loads(run(capsys, "list", url, "--kinds", "--json", *store_options(s3)).out)
+    by_generation = {row["generation"]: row for row in listed["generations"]}
+    assert by_generation[1]["damage"] == "truncated"
+    assert by_generation[1]["error"].startswith("truncated: snapshot is cut short")
+    assert by_generation[2]["error"].endswith(
+        "was replaced after it was committed (etag and xxh3-128 digest differ)"
+    )
+    assert "damage" not in by_generation[3] and "error" not in by_generation[3]
+
+
+@pytest.mark.slow
+def test_kinds_of_a_copied_generation_are_judged_after_its_digest(s3: S3Server) -> None:
+    """Copying a prefix re-parts a multipart generation: its etag is not the one its
+    commit recorded, so the ranges conditional on it are refused. Such a generation
+    alone is read whole and checked by its digest: the same bytes are a snapshot,
+    other bytes under the new etag are unreadable, as ``inspect`` says."""
+    data = random.Random(2).randbytes(11 << 20)
+    blob = encode_snapshot(
+        [SectionInput("blobs", "main", 1, "", data)], producer=PRODUCER
+    ).to_bytes()
+    store = ObjectStore(f"s3://{new_bucket(s3)}/gateway", **s3.options())
+    entry = store.commit(blob).entry
+    assert entry is not None and entry.etag is not None and entry.etag.endswith('-3"')
+    key = store._backend.key(entry.object)
+    obstore.put(store._backend.store, key, blob, chunk_size=8 << 20)  # as a copy writes it
+    (ref,) = store.generations()
+    assert kind_of_generation(ref) == {"kind": "snapshot", "pieces": None}
+    changed = bytearray(blob)
+    changed[len(blob) // 2] ^= 1  # inside a chunk, where only the digest can see it
+    obstore.put(store._backend.store, key, bytes(changed), chunk_size=8 << 20)
+    (ref,) = store.generations()
+    found = kind_of_generation(ref)
+    assert found["kind"] == "unreadable"
+    assert found["error"].endswith("(etag and xxh3-128 digest differ)")
 
 
 def test_list_marks_a_committed_object_that_is_gone(

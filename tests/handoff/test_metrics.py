@@ -113,15 +113,21 @@ def test_a_handoff_shows_in_both_scrapes_as_in_its_reports(registry, tmp_path) -
 
     # The old process: the attempt as its report tells it.
     old = scrape(generate_latest(registry).decode())
-    assert value(old, "statemigrate_handoffs_total", outcome="ready", stage="") == 1
-    assert value(old, "statemigrate_handoff_duration_seconds_count", outcome="ready") == 1
     assert value(
-        old, "statemigrate_handoff_duration_seconds_sum", outcome="ready"
+        old, "statemigrate_handoffs_total", service=SERVICE, outcome="ready", stage=""
+    ) == 1
+    assert value(
+        old, "statemigrate_handoff_duration_seconds_count", service=SERVICE, outcome="ready"
+    ) == 1
+    assert value(
+        old, "statemigrate_handoff_duration_seconds_sum", service=SERVICE, outcome="ready"
     ) == pytest.approx(report.timings["total"], rel=1e-9)
     assert 0 < report.pause_seconds < report.timings["total"]
-    assert value(old, "statemigrate_handoff_pause_seconds_count", outcome="ready") == 1
     assert value(
-        old, "statemigrate_handoff_pause_seconds_sum", outcome="ready"
+        old, "statemigrate_handoff_pause_seconds_count", service=SERVICE, outcome="ready"
+    ) == 1
+    assert value(
+        old, "statemigrate_handoff_pause_seconds_sum", service=SERVICE, outcome="ready"
     ) == pytest.approx(report.pause_seconds, rel=1e-9)
     assert report.snapshot_size == snapshot.size > 0
     assert snapshot.generation == 2
@@ -137,8 +143,8 @@ def test_a_handoff_shows_in_both_scrapes_as_in_its_reports(registry, tmp_path) -
     assert value(old, "statemigrate_snapshot_duration_seconds_count", service=SERVICE) == 2
     assert value(old, "statemigrate_commits_total", service=SERVICE, store="memory",
                  outcome="committed") == 1
-    assert ("statemigrate_handoffs_total", frozenset({("outcome", "failed"), ("stage", "")})) \
-        not in old
+    assert ("statemigrate_handoffs_total",
+            frozenset({("service", SERVICE), ("outcome", "failed"), ("stage", "")})) not in old
 
     # The successor: the restore as its take-over report tells it, and its status.
     assert "error" not in event, event.get("error")
@@ -195,14 +201,18 @@ def test_a_failed_handoff_counts_as_failed_at_its_stage(registry, tmp_path) -> N
     assert (hooks.pauses, hooks.resumes) == (1, 1)
 
     old = scrape(generate_latest(registry).decode())
-    assert value(old, "statemigrate_handoffs_total", outcome="failed", stage="ready") == 1
-    assert value(old, "statemigrate_handoffs_total", outcome="ready", stage="") == 0
+    assert value(
+        old, "statemigrate_handoffs_total", service=SERVICE, outcome="failed", stage="ready"
+    ) == 1
+    assert value(
+        old, "statemigrate_handoffs_total", service=SERVICE, outcome="ready", stage=""
+    ) == 0
     assert 0 < report.pause_seconds <= report.timings["total"]
     assert value(
-        old, "statemigrate_handoff_pause_seconds_sum", outcome="failed"
+        old, "statemigrate_handoff_pause_seconds_sum", service=SERVICE, outcome="failed"
     ) == pytest.approx(report.pause_seconds, rel=1e-9)
     assert value(
-        old, "statemigrate_handoff_duration_seconds_sum", outcome="failed"
+        old, "statemigrate_handoff_duration_seconds_sum", service=SERVICE, outcome="failed"
     ) == pytest.approx(report.timings["total"], rel=1e-9)
 
     status = event["status"]
@@ -245,9 +255,10 @@ def test_the_successor_shows_the_handoff_it_took_over(registry, tmp_path) -> Non
 
     # What the user's `grep -c '^statemigrate_handoff'` of the running process finds.
     assert any(name.startswith("statemigrate_handoff") for name, _ in new)
-    assert value(new, "statemigrate_handoff_takeovers_total", outcome="committed") == 1
-    assert value(new, "statemigrate_handoff_takeover_pause_seconds_count", outcome="committed") == 1
-    pause = value(new, "statemigrate_handoff_takeover_pause_seconds_sum", outcome="committed")
+    committed = {"service": SERVICE, "outcome": "committed"}
+    assert value(new, "statemigrate_handoff_takeovers_total", **committed) == 1
+    assert value(new, "statemigrate_handoff_takeover_pause_seconds_count", **committed) == 1
+    pause = value(new, "statemigrate_handoff_takeover_pause_seconds_sum", **committed)
     assert pause == pytest.approx(took["pause_seconds"], rel=1e-9)
     assert took["pause_told"] is True
     # At least the hold inside pause(), which only the old process's count can carry
@@ -277,7 +288,9 @@ def test_the_successor_shows_the_handoff_it_took_over(registry, tmp_path) -> Non
     assert not any(
         n for (name, _), n in new.items() if name.startswith("statemigrate_handoffs_total")
     )
-    assert value(old, "statemigrate_handoffs_total", outcome="ready", stage="") == 1
+    assert value(
+        old, "statemigrate_handoffs_total", service=SERVICE, outcome="ready", stage=""
+    ) == 1
 
 
 def take_over_from(
@@ -307,9 +320,11 @@ def test_an_old_process_that_does_not_say_its_pause(registry, pair) -> None:
     assert not inheritance.pause_told
     assert 0 < inheritance.pause_seconds <= took
     scraped = scrape(generate_latest(registry).decode())
-    assert value(scraped, "statemigrate_handoff_takeovers_total", outcome="committed") == 1
     assert value(
-        scraped, "statemigrate_handoff_takeover_pause_seconds_sum", outcome="committed"
+        scraped, "statemigrate_handoff_takeovers_total", service="", outcome="committed"
+    ) == 1
+    assert value(
+        scraped, "statemigrate_handoff_takeover_pause_seconds_sum", service="", outcome="committed"
     ) == pytest.approx(inheritance.pause_seconds, rel=1e-9)
 
 
@@ -324,9 +339,9 @@ def test_the_pause_the_old_process_says_counts_with_the_successors_own_time(
     assert 7.5 < inheritance.pause_seconds <= 7.5 + took
     scraped = scrape(generate_latest(registry).decode())
     assert value(
-        scraped, "statemigrate_handoff_takeover_pause_seconds_sum", outcome="committed"
+        scraped, "statemigrate_handoff_takeover_pause_seconds_sum", service="", outcome="committed"
     ) == pytest.approx(inheritance.pause_seconds, rel=1e-9)
-    assert ("statemigrate_handoff_takeover_pieces_total", frozenset()) not in scraped
+    assert not any(name == "statemigrate_handoff_takeover_pieces_total" for name, _ in scraped)
 
 
 def test_a_successor_whose_predecessor_died_records_that_outcome(registry, tmp_path) -> None:
@@ -346,10 +361,12 @@ def test_a_successor_whose_predecessor_died_records_that_outcome(registry, tmp_p
 
     assert inheritance.predecessor_died and inheritance.pause_seconds > 0
     scraped = scrape(generate_latest(registry).decode())
-    died = {"outcome": "predecessor_died"}
+    died = {"service": "", "outcome": "predecessor_died"}  # no Service took over
     assert value(scraped, "statemigrate_handoff_takeovers_total", **died) == 1
     assert value(
         scraped, "statemigrate_handoff_takeover_pause_seconds_sum", **died
     ) == pytest.approx(inheritance.pause_seconds, rel=1e-9)
-    # The other outcome's series exists from the start, at 0, and stays there.
-    assert value(scraped, "statemigrate_handoff_takeovers_total", outcome="committed") == 0
+    # Bytes taken over without a Service: its series appear with their first event
+    # (a Service declares its own at 0 when it is created).
+    committed = frozenset({("service", ""), ("outcome", "committed")})
+    assert ("statemigrate_handoff_takeovers_total", committed) not in scraped

@@ -288,7 +288,13 @@ def take_over(service: sm.Service, snapshot: bytes, pause: float) -> None:
     handed, then the take-over, before it serves (and is first scraped)."""
     with service._one_restore():
         service.restore(snapshot)
-    record_takeover(predecessor_died=False, pause_seconds=pause, pieces=(), final="snapshot")
+    record_takeover(
+        service=service.name,
+        predecessor_died=False,
+        pause_seconds=pause,
+        pieces=(),
+        final="snapshot",
+    )
 
 
 def handed_over(outcome: str, stage: str | None = None) -> None:
@@ -300,7 +306,8 @@ def handed_over(outcome: str, stage: str | None = None) -> None:
             stage=stage,
             pause_seconds=0.7,
             timings={"total": 1.0},
-        )
+        ),
+        service=SERVICE,
     )
 
 
@@ -399,7 +406,14 @@ def test_each_rule_fires_while_its_situation_lasts_and_only_then(run: Run) -> No
 
 def test_the_alerts_name_what_failed(run: Run) -> None:
     (handoff,) = run.firing[1305.0]["StateHandoffFailed"]
-    assert dict(handoff) | TARGET == {"outcome": "failed", "stage": "handshake", **TARGET}
+    assert dict(handoff) | TARGET == {
+        "service": SERVICE,
+        "outcome": "failed",
+        "stage": "handshake",
+        **TARGET,
+    }
+    (pause,) = run.firing[1215.0]["StateHandoffPauseLong"]
+    assert dict(pause) == {"service": SERVICE, "outcome": "committed", **TARGET}
     (restore,) = run.firing[15.0]["StateRestoreFailed"]
     assert dict(restore)["service"] == SERVICE
     (commits,) = run.firing[45.0]["StateCommitsFailing"]
@@ -425,7 +439,7 @@ def test_the_counters_the_rules_used_miss_a_start_up_restore_and_a_successors_ta
     pauses = run.prometheus.increase(2400, 395, "statemigrate_handoff_takeover_pause_seconds_count")
     assert pauses and not any(pauses.values())
     takeovers = run.prometheus.instant(
-        2400, "statemigrate_handoff_takeovers_total", outcome="committed"
+        2400, "statemigrate_handoff_takeovers_total", service=SERVICE, outcome="committed"
     )
     assert list(takeovers.values()) == [1.0]
 

@@ -17,6 +17,7 @@ from statemigrate._observe._instruments import (
     RESTORE_OUTCOMES,
     TAKEOVER_OUTCOMES,
 )
+from statemigrate.handoff._report import HandoffReport, record_handoff, record_takeover
 
 
 @pytest.fixture
@@ -115,12 +116,16 @@ def test_counters_series_exist_at_zero_before_any_event(reader) -> None:
     service = sm.Service("zeroes")
     sm.Checkpointer(service, sm.MemoryStore(), quiesce=threading.Lock(), export="inline")
     found = collected(reader)
+    service_only = frozenset({("service", "zeroes")})
     _, points = found["statemigrate_handoffs"]
     for stage in HANDOFF_STAGES:
-        assert points[frozenset({("outcome", "failed"), ("stage", stage)})].value == 0
+        assert points[service_only | {("outcome", "failed"), ("stage", stage)}].value == 0
     _, points = found["statemigrate_handoff_takeovers"]
     for outcome in TAKEOVER_OUTCOMES:
-        assert points[frozenset({("outcome", outcome)})].value == 0
+        assert points[service_only | {("outcome", outcome)}].value == 0
+    # Every handoff series names its service, as every other service's metric does.
+    for name in ("statemigrate_handoffs", "statemigrate_handoff_takeovers"):
+        assert all(dict(attributes).get("service") for attributes in found[name][1])
     _, points = found["statemigrate_restores"]
     for outcome in RESTORE_OUTCOMES:
         assert points[frozenset({("service", "zeroes"), ("outcome", outcome)})].value == 0
@@ -128,3 +133,33 @@ def test_counters_series_exist_at_zero_before_any_event(reader) -> None:
     for outcome in COMMIT_OUTCOMES:
         labels = {("service", "zeroes"), ("store", "memory"), ("outcome", outcome)}
         assert points[frozenset(labels)].value == 0
+
+
+def test_handoff_instruments_carry_the_service(reader) -> None:
+    """As with prometheus_client: both sides of a handoff name the service."""
+    record_handoff(
+        HandoffReport(
+            outcome="failed",
+            transport="spawn",
+            stage="handshake",
+            pause_seconds=0.25,
+            timings={"total": 1.5},
+        ),
+        service="handed",
+    )
+    record_takeover(
+        service="taken", predecessor_died=False, pause_seconds=0.5, pieces=(), final="snapshot"
+    )
+    found = collected(reader)
+    handed = frozenset({("service", "handed"), ("outcome", "failed")})
+    _, points = found["statemigrate_handoffs"]
+    assert points[handed | {("stage", "handshake")}].value == 1
+    _, points = found["statemigrate_handoff_pause_seconds"]
+    assert points[handed].sum == 0.25
+    _, points = found["statemigrate_handoff_duration_seconds"]
+    assert points[handed].sum == 1.5
+    taken = frozenset({("service", "taken"), ("outcome", "committed")})
+    _, points = found["statemigrate_last_takeover_pause_seconds"]
+    assert points[taken].value == 0.5
+    _, points = found["statemigrate_handoff_takeover_pause_seconds"]
+    assert points[taken].sum == 0.5

@@ -189,18 +189,26 @@ def test_every_series_an_alert_counts_exists_at_zero_before_any_event(registry) 
     service = sm.Service("zeroes")
     sm.Checkpointer(service, sm.MemoryStore(), quiesce=threading.Lock(), export="inline")
     text = generate_latest(registry).decode()
-    assert 'statemigrate_handoffs_total{outcome="ready",stage=""} 0.0' in text
+    assert 'statemigrate_handoffs_total{outcome="ready",service="zeroes",stage=""} 0.0' in text
 
     def sample(name: str, **labels: str) -> float | None:
         return registry.get_sample_value(name, labels)
 
     for stage in HANDOFF_STAGES:
-        assert sample("statemigrate_handoffs_total", outcome="failed", stage=stage) == 0
+        assert (
+            sample("statemigrate_handoffs_total", service="zeroes", outcome="failed", stage=stage)
+            == 0
+        )
     for outcome in ("ready", "failed"):
-        assert sample("statemigrate_handoff_pause_seconds_count", outcome=outcome) == 0
+        assert sample("statemigrate_handoff_pause_seconds_count", service="zeroes",
+                      outcome=outcome) == 0
+        assert sample("statemigrate_handoff_duration_seconds_count", service="zeroes",
+                      outcome=outcome) == 0
     for outcome in TAKEOVER_OUTCOMES:
-        assert sample("statemigrate_handoff_takeovers_total", outcome=outcome) == 0
-        assert sample("statemigrate_handoff_takeover_pause_seconds_count", outcome=outcome) == 0
+        assert sample("statemigrate_handoff_takeovers_total", service="zeroes",
+                      outcome=outcome) == 0
+        assert sample("statemigrate_handoff_takeover_pause_seconds_count", service="zeroes",
+                      outcome=outcome) == 0
     for outcome in RESTORE_OUTCOMES:
         assert sample("statemigrate_restores_total", service="zeroes", outcome=outcome) == 0
     for outcome in COMMIT_OUTCOMES:
@@ -211,6 +219,41 @@ def test_every_series_an_alert_counts_exists_at_zero_before_any_event(registry) 
     # Gauges hold what happened: none is made up before it does.
     timestamp = "statemigrate_last_restore_timestamp_seconds"
     assert sample(timestamp, service="zeroes", outcome="failed") is None
+
+
+def test_every_handoff_series_names_its_service(registry) -> None:
+    """Handoff metrics carry the ``service`` label as every other service's metric
+    does: each series, declared or recorded, names the service handed over or taking
+    over, and none exists without one."""
+    sm.Service("labelled")
+    record_takeover(
+        service="labelled", predecessor_died=False, pause_seconds=0.5, pieces=("full",),
+        final="delta",
+    )
+    handoff_families = [
+        family
+        for family in registry.collect()
+        if family.name.startswith(("statemigrate_handoff", "statemigrate_last_takeover"))
+    ]
+    assert {family.name for family in handoff_families} >= {
+        "statemigrate_handoffs",
+        "statemigrate_handoff_duration_seconds",
+        "statemigrate_handoff_pause_seconds",
+        "statemigrate_handoff_takeovers",
+        "statemigrate_handoff_takeover_pause_seconds",
+        "statemigrate_handoff_takeover_pieces",
+        "statemigrate_last_takeover_timestamp_seconds",
+        "statemigrate_last_takeover_pause_seconds",
+    }
+    samples = [sample for family in handoff_families for sample in family.samples]
+    assert samples and all(sample.labels.get("service") for sample in samples)
+    assert registry.get_sample_value(
+        "statemigrate_handoff_takeover_pieces_total",
+        {"service": "labelled", "kind": "full", "final": "delta"},
+    ) == 1
+    assert registry.get_sample_value(
+        "statemigrate_handoffs_total", {"service": "labelled", "outcome": "ready", "stage": ""}
+    ) == 0
 
 
 def test_a_service_made_before_metrics_are_enabled_has_its_series_at_zero_too() -> None:
@@ -258,8 +301,14 @@ def test_a_take_over_holds_its_time_and_its_pause(
     """A successor takes over once, before its first scrape: the gauges are what an
     alert reads."""
     monkeypatch.setattr(time, "time", lambda: 4321.0)
-    record_takeover(predecessor_died=True, pause_seconds=0.625, pieces=(), final="snapshot")
-    labels = {"outcome": "predecessor_died"}
+    record_takeover(
+        service="successor",
+        predecessor_died=True,
+        pause_seconds=0.625,
+        pieces=(),
+        final="snapshot",
+    )
+    labels = {"service": "successor", "outcome": "predecessor_died"}
     assert (
         registry.get_sample_value("statemigrate_last_takeover_timestamp_seconds", labels)
         == 4321.0

@@ -470,6 +470,33 @@ def test_a_replaced_corrupt_or_missing_current_falls_back_to_previous(place: Pla
     assert store.ref("previous").open() == GOOD_PREVIOUS
 
 
+def test_read_range_reads_a_part_checked_by_size_and_etag(place: Place) -> None:
+    """A part of a generation in one request, for a listing that must not read it
+    whole: the object must still be the size and have the etag recorded (listed, for
+    a generation the pointer does not record); its digest is not checked."""
+    store = place.store(keep=3)
+    store.commit(GOOD_PREVIOUS)
+    store.commit(GOOD)
+    store.commit(GOOD)
+    current, older = store.ref(), store.ref(1)
+    assert older.role is None
+    assert bytes(current.read_range(10, 20)) == GOOD[10:30]
+    assert bytes(older.read_range(0, len(GOOD_PREVIOUS))) == GOOD_PREVIOUS
+    assert bytes(current.read_range(len(GOOD), 0)) == b""
+    with pytest.raises(ValueError, match="bytes 2990-3010 of 3000"):
+        current.read_range(len(GOOD) - 10, 20)
+    entry = current.entry
+    assert entry is not None
+    damaged = bytearray(GOOD)
+    damaged[100] ^= 1
+    put_raw(store, entry.object, bytes(damaged))
+    with pytest.raises(StoreError, match=r"replaced after it was committed \(etag differs\)"):
+        current.read_range(0, 10)
+    obstore.delete(store._backend.store, store._backend.key(entry.object))
+    with pytest.raises(StoreError, match="is missing"):
+        current.read_range(0, 10)
+
+
 def test_a_copied_object_with_another_etag_is_checked_by_its_digest(s3: S3Server) -> None:
     """Copying a prefix re-parts multipart objects (boto3's managed copy uses 8 MiB
     parts), so their etags change while their bytes do not: such an object opens,

@@ -150,3 +150,35 @@ def test_a_missing_pointer_is_said_at_start_and_never_numbered_over(
     again.restore(store.ref(3))
     assert exports(again) == seeded_state()
     assert store.ref("unrestored").generation == 3
+
+
+def test_a_generation_both_previous_and_unrestored_has_both_roles() -> None:
+    """The generation a start could not restore becomes previous at the next commit
+    and stays unrestored: every reference to it says both, whichever role it was
+    asked for by, and ``role`` stays what it was (previous, or the role asked for)."""
+    store = ObjectStore("memory://")
+    store.commit(b"not a snapshot")
+    store.commit(b"nor this")
+    assert cache_service().start_from(store) is None
+    store.commit(b"cold")
+    listed = {ref.generation: ref for ref in store.generations()}
+    assert [(n, ref.role, ref.roles) for n, ref in sorted(listed.items())] == [
+        (2, "previous", ("previous", "unrestored")),
+        (3, "current", ("current",)),
+    ]
+    assert (store.ref("previous").role, store.ref("previous").roles) == (
+        "previous",
+        ("previous", "unrestored"),
+    )
+    assert (store.ref("unrestored").role, store.ref("unrestored").roles) == (
+        "unrestored",
+        ("previous", "unrestored"),
+    )
+    assert (store.ref(2).role, store.ref(2).roles) == ("previous", ("previous", "unrestored"))
+    assert store.ref("current").roles == ("current",)
+    store.commit(b"cold again")  # 2 is now an older generation, kept as unrestored alone
+    assert [(ref.generation, ref.role, ref.roles) for ref in store.generations()] == [
+        (2, "unrestored", ("unrestored",)),
+        (3, "previous", ("previous",)),
+        (4, "current", ("current",)),
+    ]
