@@ -4,9 +4,10 @@
 :func:`~statemigrate.evolution._schemadiff.diff_schemas` lists into code. Fields added
 with a default, optional fields, removed fields and declared renames become code, and
 the direction that drops a field is declared lossy with the field's path. Anything else
-becomes a ``NotImplementedError`` saying what to write, so a stub is never silently
-wrong. Finding the two schemas and writing the file is ``_makemigration``'s job; values
-are written by ``_literals``.
+becomes a ``NotImplementedError`` saying what to write (a default with no plain form,
+``Change.default_refused``, too), so a stub is never silently wrong. Finding the two
+schemas, the plain form of each default (``_fielddefaults``) and writing the file is
+``_makemigration``'s job; values are written by ``_literals``.
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ def _build(direction: Literal["upgrade", "downgrade"], changes: Sequence[Change]
             step.add(parent, "    ", _OBJ, f"[{target}] = ", _OBJ, f".pop({source})")
         elif (change.kind == "added") == up:  # a field this step must supply
             where = change.where
-            if change.has_default:
+            if change.default_refused:
+                step.todos.append(_refused_default(change, up))
+            elif change.has_default:
                 step.add(parent, _OBJ, f"[{name}] = {python_literal(change.default)}")
             elif not change.required:
                 step.add(parent, f"# {name} is optional and has no default: left absent")
@@ -88,6 +91,17 @@ def _build(direction: Literal["upgrade", "downgrade"], changes: Sequence[Change]
             step.add(parent, _OBJ, f".pop({name}, None)")
             step.lost.append(".".join((*parent, change.name)))
     return step
+
+
+def _refused_default(change: Change, up: bool) -> str:
+    """The TODO for a field whose default has no plain form a step could write."""
+    whose = "its default" if up else "the old version's default"
+    event = "is new" if up else "was removed"
+    return (
+        f"{change.where} {event}, and {whose} cannot be written as plain data"
+        f" ({change.default_refused}): write the value the field should get, or leave it"
+        " absent for validation to fill in the default"
+    )
 
 
 def render_migration(
@@ -259,6 +273,8 @@ def _field_changes(
             old, new = (change.old_name, change.name) if up else (change.name, change.old_name)
             rename.append(f"{_text(old)}: {_text(new)}")
         elif (change.kind == "added") == up:  # a field this step must supply
+            if change.default_refused:
+                return None
             if change.has_default:
                 add.append(f"{_text(change.name)}: {python_literal(change.default)}")
             elif change.required:
