@@ -255,6 +255,23 @@ def test_a_default_with_no_plain_form_is_a_todo_that_fails_the_checks(tmp_path: 
         check_migrations(loaded(registry, tmp_path))
 
 
+class LegacyV1(BaseModel):
+    name: str
+    mode: int = "auto"  # type: ignore[assignment]
+
+
+def test_a_removed_field_whose_old_default_has_no_plain_form_is_a_downgrade_todo(
+    tmp_path: Path,
+) -> None:
+    registry, stub = evolve(tmp_path, "legacy", LegacyV1, SettingsV1)
+    (todo,) = stub.todos
+    assert todo.startswith("mode was removed, and the old version's default cannot be")
+    assert 'FieldChanges(drop=["mode"])' in stub.code  # the upgrade needs nothing
+    loaded(registry, tmp_path)
+    with pytest.raises(NotImplementedError, match="legacy 2 -> 1 is not finished"):
+        registry.plan("legacy", 2, 1, allow_lossy=True).apply({"name": "n"})
+
+
 class FactoryV2(BaseModel):
     name: str
     tags: list[str] = Field(default_factory=lambda: ["fresh"])
