@@ -11,11 +11,13 @@ what the last release wrote. The *live* shape is found in this order:
    but another schema, the type was edited in place: the stub is written for the next
    number, and a note says to register the edited type under it and restore the old.
 
-:func:`~statemigrate.evolution._schemadiff.diff_schemas` lists the changes, and
-``_migrationtext`` turns them into a migrations module with an upgrade and a downgrade
-step; this module finds the two schemas, checks that a module may be written, names it
-and writes it. A stub does not register the new schema: the service's code does
-(``@schema(component, version=N)``), and ``statemigrate schemas freeze`` freezes it.
+:func:`~statemigrate.evolution._schemadiff.diff_schemas` lists the changes,
+``_fielddefaults`` puts in each default's plain form, read from the types (the JSON
+Schemas show it serialized), and ``_migrationtext`` turns them into a migrations module
+with an upgrade and a downgrade step; this module finds the two schemas, checks that a
+module may be written, names it and writes it. A stub does not register the new schema:
+the service's code does (``@schema(component, version=N)``), and ``statemigrate schemas
+freeze`` freezes it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from statemigrate._errors import RegistrationError
 from statemigrate._model._jsonschema import detail_changes, without_details
 from statemigrate._model._registry import Registry
 from statemigrate._model._schema import SchemaVersion
+from statemigrate.evolution._fielddefaults import with_plain_defaults
 from statemigrate.evolution._migrationtext import render_migration
 from statemigrate.evolution._schemadiff import Change, alias_hints, diff_schemas
 from statemigrate.evolution._schemalock import (
@@ -205,6 +208,10 @@ def make_migration(
         )
     changes = diff_schemas(old, new, aliases=alias_hints(live), renames=renames)
     _check_renames_used(renames or {}, changes)
+    # The JSON Schemas show defaults serialized: the steps need their plain forms.
+    released = _released_schema(registry, component, base, old, recorded)
+    changes, unchecked = with_plain_defaults(changes, new=live, old=released)
+    notes += unchecked
     if records is not None:
         _check_record_steps(records, {base: old, live.version: new})
     else:
@@ -234,6 +241,19 @@ def make_migration(
         with open(path, "x", encoding="utf-8") as handle:  # never overwrite a module
             handle.write(code)
     return stub
+
+
+def _released_schema(
+    registry: Registry, component: str, base: int, old: Mapping[str, Any], recorded: bool
+) -> SchemaVersion | None:
+    """Version ``base`` as registered, when it is the schema frozen as ``old``: what a
+    removed field's default is read from. None when it is not registered, or registered
+    with another schema (changed in place)."""
+    if component not in registry.components() or base not in registry.versions(component):
+        return None
+    registered = registry.schema_for(component, base)
+    schema = registered.json_schema()
+    return registered if (schema if recorded else without_details(schema)) == old else None
 
 
 def _may_have_aliases(

@@ -4,17 +4,19 @@
 :func:`~statemigrate.evolution._schemadiff.diff_schemas` lists into code. Fields added
 with a default, optional fields, removed fields and declared renames become code, and
 the direction that drops a field is declared lossy with the field's path. Anything else
-becomes a ``NotImplementedError`` saying what to write, so a stub is never silently
-wrong. Finding the two schemas and writing the file is ``_makemigration``'s job.
+becomes a ``NotImplementedError`` saying what to write (a default with no plain form,
+``Change.default_refused``, too), so a stub is never silently wrong. Finding the two
+schemas, the plain form of each default (``_fielddefaults``) and writing the file is
+``_makemigration``'s job; values are written by ``_literals``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Literal
 
+from statemigrate.evolution._literals import python_literal
 from statemigrate.evolution._schemadiff import Change, FieldPath
 
 __all__ = ["render_migration"]
@@ -72,8 +74,10 @@ def _build(direction: Literal["upgrade", "downgrade"], changes: Sequence[Change]
             step.add(parent, "    ", _OBJ, f"[{target}] = ", _OBJ, f".pop({source})")
         elif (change.kind == "added") == up:  # a field this step must supply
             where = change.where
-            if change.has_default:
-                step.add(parent, _OBJ, f"[{name}] = {_literal(change.default)}")
+            if change.default_refused:
+                step.todos.append(_refused_default(change, up))
+            elif change.has_default:
+                step.add(parent, _OBJ, f"[{name}] = {python_literal(change.default)}")
             elif not change.required:
                 step.add(parent, f"# {name} is optional and has no default: left absent")
             elif up:
@@ -87,6 +91,17 @@ def _build(direction: Literal["upgrade", "downgrade"], changes: Sequence[Change]
             step.add(parent, _OBJ, f".pop({name}, None)")
             step.lost.append(".".join((*parent, change.name)))
     return step
+
+
+def _refused_default(change: Change, up: bool) -> str:
+    """The TODO for a field whose default has no plain form a step could write."""
+    whose = "its default" if up else "the old version's default"
+    event = "is new" if up else "was removed"
+    return (
+        f"{change.where} {event}, and {whose} cannot be written as plain data"
+        f" ({change.default_refused}): write the value the field should get, or leave it"
+        " absent for validation to fill in the default"
+    )
 
 
 def render_migration(
@@ -258,8 +273,10 @@ def _field_changes(
             old, new = (change.old_name, change.name) if up else (change.name, change.old_name)
             rename.append(f"{_text(old)}: {_text(new)}")
         elif (change.kind == "added") == up:  # a field this step must supply
+            if change.default_refused:
+                return None
             if change.has_default:
-                add.append(f"{_text(change.name)}: {_literal(change.default)}")
+                add.append(f"{_text(change.name)}: {python_literal(change.default)}")
             elif change.required:
                 return None
             else:
@@ -333,7 +350,10 @@ def _body(shape: _Shape, step: _Step, variable: str) -> list[str]:
         )
         lines.append("    # Delete this raise once every TODO above is done.")
         lines.append("    raise NotImplementedError(")
-        lines += [f"        {json.dumps(part)}" for part in _wrap(message, 76, keep_spaces=True)]
+        lines += [
+            f"        {_long(python_literal(part), 8)}"
+            for part in _wrap(message, 76, keep_spaces=True)
+        ]
         lines.append("    )")
     for parent, body in step.blocks:
         below = parent[shape.skip :]
@@ -368,18 +388,7 @@ def _comment(label: str, text: str) -> list[str]:
 
 
 def _text(value: str) -> str:
-    return json.dumps(value)  # a valid Python string literal, in the house's double quotes
-
-
-def _literal(value: Any) -> str:
-    """Python source for a JSON value (a schema default)."""
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_text(k)}: {_literal(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_literal(item) for item in value) + "]"
-    if isinstance(value, str):
-        return _text(value)
-    return repr(value)  # None, bool, int, float
+    return python_literal(value)  # in the house's double quotes, as ASCII
 
 
 def _path_literal(path: FieldPath) -> str:

@@ -50,13 +50,18 @@ class Change:
         name: the field (its new name for ``renamed``).
         old_name: the field's old name (``renamed``).
         required: the field must be present (in the version that has it).
-        default: the field's default, as JSON, when it has one.
+        default: the field's default when it has one: as the JSON Schema shows it, until
+            makemigration puts the plain form read from the type in its place (see
+            ``_fielddefaults``).
         has_default: whether ``default`` is meaningful.
         detail: for ``todo`` and ``note``, what changed.
         directions: which steps a ``todo`` blocks.
         lossy: which steps may lose data to a ``todo``: values their target refuses
             (a type changed, a bound tightened, a ``Literal`` narrowed) must be
             converted or dropped.
+        default_refused: why the field's default has no plain form that validates back
+            to it (``has_default`` is then False): the step that supplies the field needs
+            code.
     """
 
     kind: ChangeKind
@@ -70,6 +75,7 @@ class Change:
     detail: str = ""
     directions: frozenset[str] = frozenset({"upgrade", "downgrade"})
     lossy: frozenset[str] = frozenset()
+    default_refused: str = ""
 
     @property
     def where(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from statemigrate.evolution._schemadiff import diff_schemas
 from statemigrate.evolution._schemalock import freeze_schemas, schema_text
 from statemigrate.reference import SCHEMAS, build_registry
 from statemigrate.testing import CheckFailure, check_migrations
+from statemigrate.testing._exact import exact_differences
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -183,6 +185,34 @@ def test_field_names_and_defaults_are_written_as_they_are(tmp_path: Path) -> Non
     assert 'FieldChanges(add={"objective": "obj"})' in stub.code
     assert 'FieldChanges(drop=["objective"])' in stub.code
     assert check_migrations(loaded(registry, tmp_path)).ok
+
+
+class SpecialsV2(BaseModel):
+    limit: int
+    name: str
+    ceiling: float = math.inf
+    floor: float = -math.inf
+    missing: float = math.nan
+    icon: str = "\U0001f600"
+
+
+def test_infinities_nan_and_text_outside_the_bmp_are_written_so_that_they_load(
+    tmp_path: Path,
+) -> None:
+    """``inf`` was written as a bare name (NameError on import), and a character outside
+    the BMP as a JSON surrogate pair, two lone surrogates that FieldChanges refuses."""
+    registry, stub = evolve(tmp_path, "specials", SettingsV1, SpecialsV2)
+    for part in (
+        '"ceiling": float("inf")',
+        '"floor": float("-inf")',
+        '"icon": "\\U0001f600"',
+        '"missing": float("nan")',
+    ):
+        assert part in stub.code
+    loaded(registry, tmp_path)
+    data = registry.plan("specials", 1, 2).apply({"limit": 1, "name": "n"})
+    upgraded = registry.schema_for("specials", 2).validate(data)
+    assert exact_differences(SpecialsV2(limit=1, name="n"), upgraded) == []
 
 
 class ShelfV1(TypedDict):
