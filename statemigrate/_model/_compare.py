@@ -29,6 +29,7 @@ import dataclasses
 import datetime
 import decimal
 import math
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -40,9 +41,11 @@ __all__ = [
     "FieldName",
     "SetItem",
     "counterparts",
+    "factory_name",
     "first_difference",
     "format_path",
     "located_path",
+    "same_factory",
     "shown",
 ]
 
@@ -411,6 +414,10 @@ def _diff(expected: object, actual: object, widening: bool = False) -> _Found | 
         return _diff_fields(expected, actual, False, widening)
     if isinstance(expected, Mapping):
         assert isinstance(actual, Mapping)
+        if isinstance(expected, collections.defaultdict):
+            again = actual.default_factory  # type: ignore[attr-defined]  # same type
+            if not same_factory(expected.default_factory, again):
+                return [], _factory_lost(expected.default_factory, again)
         return _diff_mappings(expected, actual, widening)
     if isinstance(expected, list | tuple):
         assert isinstance(actual, list | tuple)
@@ -453,6 +460,43 @@ def _maxlen_lost(maxlen: int | None, again: int | None) -> str:
         " holds its items only; set the maxlen in a validator of its type, such as"
         f" Annotated[deque[...], AfterValidator(lambda d: deque(d, maxlen={maxlen}))]"
     )
+
+
+def same_factory(kept: object, again: object) -> bool:
+    """Whether ``again``, a restored defaultdict's ``default_factory``, is ``kept``, the
+    state's: the same object or an equal one (a bound method of the same object), or
+    the same function made again, with the same code, defaults and closure (a
+    validator's ``lambda``, made anew by each validation)."""
+    if kept is again or kept == again:
+        return True
+    if not (isinstance(kept, types.FunctionType) and isinstance(again, types.FunctionType)):
+        return False
+    return (
+        kept.__code__ == again.__code__
+        and kept.__globals__ is again.__globals__
+        and kept.__defaults__ == again.__defaults__
+        and kept.__kwdefaults__ == again.__kwdefaults__
+        and kept.__closure__ == again.__closure__
+    )
+
+
+def _factory_lost(factory: object, again: object) -> str:
+    """A defaultdict's factory that would change: a snapshot holds the items, and a
+    restore makes the factory validation gives a plain dict (pydantic infers one from
+    the value type, ``int`` for ``defaultdict[str, int]``, unless the type declares it)."""
+    return (
+        f"a defaultdict with default_factory={factory_name(factory)} would come back with"
+        f" default_factory={factory_name(again)}: a snapshot holds its items only; declare"
+        " the factory in its type, defaultdict[K, Annotated[V, Field(default_factory=...)]],"
+        " or set it again in the component's import_state"
+    )
+
+
+def factory_name(factory: object) -> str:
+    """A ``default_factory`` as a message names it: ``int``, ``Limits.<lambda>``."""
+    name = getattr(factory, "__qualname__", None)
+    text = name if isinstance(name, str) else repr(factory)
+    return text if len(text) <= 60 else "..." + text[-57:]
 
 
 def _diff_mappings(

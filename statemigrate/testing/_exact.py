@@ -18,7 +18,14 @@ from typing import Any
 
 import pydantic
 
-from statemigrate._model._compare import FieldName, SetItem, counterparts, format_path
+from statemigrate._model._compare import (
+    FieldName,
+    SetItem,
+    counterparts,
+    factory_name,
+    format_path,
+    same_factory,
+)
 
 __all__ = ["PathOf", "cut", "exact_differences"]
 
@@ -42,6 +49,9 @@ def exact_differences(
 
     - every value has exactly the type of its counterpart (a ``StrEnum`` member is not
       its ``str``, a subclass instance is not its base, a ``deque`` is not a list);
+    - a ``defaultdict`` has the same ``default_factory`` (the same function made again
+      counts, as a validator's ``lambda`` is), a ``deque`` the same ``maxlen``: neither
+      is in a snapshot, and only its type's validation gives it back;
     - dict keys match with their types, and in the same order (a snapshot keeps it, and
       an LRU cache or a FIFO queue relies on it); set items match with their types, in
       any order;
@@ -125,8 +135,21 @@ def _exact(a: Any, b: Any, where: _Where, found: list[str], limit: int) -> None:
             limit,
         )
     elif isinstance(a, Mapping):
+        if isinstance(a, collections.defaultdict) and not same_factory(
+            a.default_factory, b.default_factory
+        ):
+            found.append(
+                f"{here}: expected default_factory={factory_name(a.default_factory)},"
+                f" got default_factory={factory_name(b.default_factory)}"
+            )
+            if len(found) >= limit:
+                return
         _exact_mapping(a, b, where, found, limit)
     elif isinstance(a, list | tuple | collections.deque):
+        if isinstance(a, collections.deque) and a.maxlen != b.maxlen:
+            found.append(f"{here}: expected maxlen={a.maxlen}, got maxlen={b.maxlen}")
+            if len(found) >= limit:
+                return
         if len(a) != len(b):
             found.append(f"{here}: expected {len(a)} items {cut(a)}, got {len(b)} {cut(b)}")
             return
