@@ -283,6 +283,60 @@ def test_a_part_that_validation_would_not_take_back_is_refused_at_registration(
     assert f"field {field}: {reason}" in message
 
 
+class Reading(enum.Enum):
+    MISSING = float("nan")
+    ZERO = 0.0
+
+
+class Sensor(BaseModel):
+    last: Reading
+
+
+class Missing(BaseModel):
+    last: Literal[1.5, float("nan")] = 1.5  # type: ignore[valid-type]
+
+
+@pytest.mark.parametrize(
+    ("schema", "what"),
+    [
+        (Sensor, "field last: enum Reading has the member MISSING = nan"),
+        (dict[str, Reading], "field [value]: enum Reading has the member MISSING = nan"),
+        (Missing, "field last: Literal value nan"),
+    ],
+    ids=["enum", "enum-in-dict", "literal"],
+)
+def test_a_nan_value_is_refused_at_registration(schema: Any, what: str) -> None:
+    """Before, it registered and committed, and every restore failed: "Input should be
+    nan or 0.0" (NaN equals nothing, not even itself, so no value validates into it)."""
+    message = registration_refusal(schema)
+    assert what in message
+    assert "NaN equals nothing, not even itself" in message
+
+
+class Signed(enum.Enum):
+    NEGATIVE_ZERO = -0.0
+    ONE = 1.0
+    INF = float("inf")
+    TEXT = "1"
+    RAW = b"1"
+    NOTHING = None
+
+
+class SignedHolder(BaseModel):
+    values: list[Signed]
+    zero: Literal[-0.0] = -0.0  # type: ignore[valid-type]
+
+
+def test_float_and_mixed_enum_values_still_round_trip() -> None:
+    """``-0.0`` and ``0.0`` are one member (Enum makes equal values aliases), and pydantic
+    takes each of these values back as its member."""
+    schema = schema_of(SignedHolder)
+    state = SignedHolder(values=list(Signed))
+    again = schema.validate(schema.export(state))
+    assert again.values == list(Signed) and first_difference(state, again) is None
+    assert repr(again.zero) == "-0.0"
+
+
 class StrKind(enum.StrEnum):
     P = "p"
     Q = "q"
