@@ -47,6 +47,7 @@ __all__ = [
     "located_path",
     "same_factory",
     "shown",
+    "shown_step",
 ]
 
 Difference = tuple[list[object], str]
@@ -93,6 +94,32 @@ def shown(value: object) -> str:
         if isinstance(value, int):
             return f"<an int of {value.bit_length()} bits>"
         return f"<a {type(value).__qualname__} too large to show>"
+
+
+def shown_step(step: object) -> str:
+    """A dict key, an index or a set item as a path shows it: its ``repr``, or, when
+    that is long, its start and its length, as a path of many steps shows only its
+    first and last: ``'xxxxxxxxxx'...(100000 chars)``, ``1234567890...(5000 digits)``.
+    A message naming the place of a value stays one short line whatever its keys."""
+    kind = type(step)
+    if kind is str or kind is bytes:
+        assert isinstance(step, str | bytes)
+        if len(step) <= _STEP_CHARS:
+            return repr(step)
+        unit = "chars" if kind is str else "bytes"
+        return f"{step[:_STEP_CHARS]!r}...({len(step)} {unit})"
+    text = shown(step)
+    if len(text) <= _STEP_CHARS:
+        return text
+    if kind is int:
+        digits = len(text) - text.startswith("-")
+        return f"{text[:_STEP_CHARS]}...({digits} digits)"
+    return f"{text[:_STEP_CHARS]}..."
+
+
+_STEP_CHARS = 40
+"""The characters of a step shown in a path: of a ``str`` or ``bytes`` key, of its text
+(its ``repr`` shows them), of any other, of its ``repr``."""
 
 
 _KEY_ERROR_STEP = "[key]"
@@ -323,10 +350,10 @@ def _render_step(step: object) -> str:
     if isinstance(step, FieldName) and step.isidentifier():
         return f".{step}"
     if isinstance(step, SetItem):
-        return f"{{{shown(step.item)}}}"
+        return f"{{{shown_step(step.item)}}}"
     if isinstance(step, DictKey):
-        return f" key {shown(step.key)}"
-    return f"[{shown(step)}]"
+        return f" key {shown_step(step.key)}"
+    return f"[{shown_step(step)}]"
 
 
 def first_difference(

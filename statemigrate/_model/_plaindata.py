@@ -23,7 +23,7 @@ import ormsgpack
 import pydantic
 import pydantic_core
 
-from statemigrate._model._compare import shown
+from statemigrate._model._compare import shown, shown_step
 
 __all__ = [
     "INT_MAX",
@@ -233,7 +233,7 @@ def to_plain(value: object) -> Any:
 
 
 def _where(path: tuple[object, ...]) -> str:
-    return "".join(f"[{shown(part)}]" for part in path) or "the top level"
+    return "".join(f"[{shown_step(part)}]" for part in path) or "the top level"
 
 
 class NoPlainForm(TypeError):

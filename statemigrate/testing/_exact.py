@@ -25,6 +25,7 @@ from statemigrate._model._compare import (
     factory_name,
     format_path,
     same_factory,
+    shown_step,
 )
 
 __all__ = ["PathOf", "cut", "exact_differences"]
@@ -110,7 +111,7 @@ class _Where:
         if self.key is _MISSING:
             return path
         inner = f" at {format_path(list(self.in_key))}" if self.in_key else ""
-        return f"{path} key {self.key!r}{inner}"
+        return f"{path} key {shown_step(self.key)}{inner}"
 
 
 def _exact(a: Any, b: Any, where: _Where, found: list[str], limit: int) -> None:

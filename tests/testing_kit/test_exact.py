@@ -103,6 +103,17 @@ def test_the_snapshot_check_fails_on_a_defaultdict_whose_factory_a_restore_loses
     )
 
 
+class _Name(str):
+    pass
+
+
+def test_a_long_key_in_a_path_shows_its_start_and_its_length() -> None:
+    """Before, a path named a key whole, however long."""
+    key = "k" * 100
+    (line,) = exact_differences({key: 1}, {_Name(key): 1})
+    assert line.startswith(f"(root) key {'k' * 40!r}...(100 chars): expected str ")
+
+
 class Lru(BaseModel):
     lru: dict[str, int]
 
