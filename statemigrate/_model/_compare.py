@@ -467,6 +467,11 @@ def _diff(expected: object, actual: object, widening: bool = False) -> _Found | 
         return None
     if isinstance(expected, float | decimal.Decimal) and _both_nan(expected, actual):
         return None
+    if isinstance(expected, complex):
+        assert isinstance(actual, complex)
+        if _same_part(expected.real, actual.real) and _same_part(expected.imag, actual.imag):
+            return None
+        return _changed(expected, actual)
     if isinstance(expected, decimal.Decimal) and str(expected) != str(actual):
         return _changed(expected, actual)
     if isinstance(expected, collections.deque):
@@ -679,6 +684,14 @@ def _describe_key(key: object) -> str:
     if isinstance(key, datetime.datetime | datetime.time):
         return _describe_moment(key)
     return _describe(key)
+
+
+def _same_part(left: float, right: float) -> bool:
+    """Whether two parts of complex numbers are the same: equal with the same sign (a
+    complex number's text may lose a zero's), or both NaN."""
+    if left == right:
+        return math.copysign(1.0, left) == math.copysign(1.0, right)
+    return math.isnan(left) and math.isnan(right)
 
 
 def _both_nan(left: object, right: object) -> bool:

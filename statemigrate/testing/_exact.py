@@ -58,8 +58,8 @@ def exact_differences(
       any order;
     - models and dataclasses compare field by field, extra fields included (pydantic's
       private attributes are not state and are left out);
-    - floats and decimals compare by representation (``-0.0`` is not ``0.0``,
-      ``Decimal("1.10")`` is not ``Decimal("1.1")``);
+    - floats, complex numbers and decimals compare by representation (``-0.0`` is not
+      ``0.0``, ``Decimal("1.10")`` is not ``Decimal("1.1")``);
     - datetimes and times compare their wall-clock fields and their UTC offset, so naive
       is not aware and ``+01:00`` is not ``UTC``; the class of the ``tzinfo`` (a
       ``ZoneInfo``, a ``datetime.timezone`` or pydantic's own fixed-offset zone) does not
@@ -248,7 +248,7 @@ def _is_zone(value: object) -> bool:
 
 def _same_leaf(a: Any, b: Any) -> bool:
     """Compare two values of the same type that hold no nested state."""
-    if isinstance(a, float | decimal.Decimal):
+    if isinstance(a, float | complex | decimal.Decimal):
         return repr(a) == repr(b)
     if isinstance(a, datetime.datetime | datetime.time):
         offsets = (a.utcoffset(), b.utcoffset())

@@ -144,6 +144,18 @@ def test_a_long_path_shows_its_ends_and_its_length() -> None:
     assert format_path(sixteen) == "[0]" * 16
 
 
+def test_complex_numbers_with_nan_parts_are_the_same_and_zero_signs_count() -> None:
+    """Before, a complex with a NaN part differed from itself ("(nan+1j) would come back
+    as (nan+1j)"), and ``-0.0 + 1j`` was the same as ``1j`` (``==``)."""
+    nan = float("nan")
+    assert first_difference(complex(nan, 1.0), complex(nan, 1.0)) is None
+    assert first_difference({"z": complex(1.0, nan)}, {"z": complex(1.0, nan)}) is None
+    assert first_difference(complex(-0.0, 1.0), 1j) == (
+        [], "(-0+1j) (complex) would come back as 1j (complex)"
+    )
+    assert first_difference(complex(nan, 1.0), complex(nan, 2.0)) is not None
+
+
 def test_a_long_key_shows_its_start_and_its_length() -> None:
     """Before, a key was shown whole: a 100,000-character key made a 100 KB message."""
     forty = "x" * 40

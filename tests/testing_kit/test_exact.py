@@ -103,6 +103,13 @@ def test_the_snapshot_check_fails_on_a_defaultdict_whose_factory_a_restore_loses
     )
 
 
+def test_complex_numbers_compare_by_representation() -> None:
+    """Before, by ``==``: ``-0.0 + 1j`` equalled ``1j``, and a NaN part nothing."""
+    nan = float("nan")
+    assert exact_differences(complex(-0.0, 1.0), 1j) == ["(root): expected (-0+1j), got 1j"]
+    assert exact_differences([complex(nan, 1.0)], [complex(nan, 1.0)]) == []
+
+
 class _Name(str):
     pass
 
