@@ -29,6 +29,7 @@ import dataclasses
 import datetime
 import decimal
 import math
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -40,10 +41,13 @@ __all__ = [
     "FieldName",
     "SetItem",
     "counterparts",
+    "factory_name",
     "first_difference",
     "format_path",
     "located_path",
+    "same_factory",
     "shown",
+    "shown_step",
 ]
 
 Difference = tuple[list[object], str]
@@ -90,6 +94,32 @@ def shown(value: object) -> str:
         if isinstance(value, int):
             return f"<an int of {value.bit_length()} bits>"
         return f"<a {type(value).__qualname__} too large to show>"
+
+
+def shown_step(step: object) -> str:
+    """A dict key, an index or a set item as a path shows it: its ``repr``, or, when
+    that is long, its start and its length, as a path of many steps shows only its
+    first and last: ``'xxxxxxxxxx'...(100000 chars)``, ``1234567890...(5000 digits)``.
+    A message naming the place of a value stays one short line whatever its keys."""
+    kind = type(step)
+    if kind is str or kind is bytes:
+        assert isinstance(step, str | bytes)
+        if len(step) <= _STEP_CHARS:
+            return repr(step)
+        unit = "chars" if kind is str else "bytes"
+        return f"{step[:_STEP_CHARS]!r}...({len(step)} {unit})"
+    text = shown(step)
+    if len(text) <= _STEP_CHARS:
+        return text
+    if kind is int:
+        digits = len(text) - text.startswith("-")
+        return f"{text[:_STEP_CHARS]}...({digits} digits)"
+    return f"{text[:_STEP_CHARS]}..."
+
+
+_STEP_CHARS = 40
+"""The characters of a step shown in a path: of a ``str`` or ``bytes`` key, of its text
+(its ``repr`` shows them), of any other, of its ``repr``."""
 
 
 _KEY_ERROR_STEP = "[key]"
@@ -320,10 +350,10 @@ def _render_step(step: object) -> str:
     if isinstance(step, FieldName) and step.isidentifier():
         return f".{step}"
     if isinstance(step, SetItem):
-        return f"{{{shown(step.item)}}}"
+        return f"{{{shown_step(step.item)}}}"
     if isinstance(step, DictKey):
-        return f" key {shown(step.key)}"
-    return f"[{shown(step)}]"
+        return f" key {shown_step(step.key)}"
+    return f"[{shown_step(step)}]"
 
 
 def first_difference(
@@ -411,6 +441,10 @@ def _diff(expected: object, actual: object, widening: bool = False) -> _Found | 
         return _diff_fields(expected, actual, False, widening)
     if isinstance(expected, Mapping):
         assert isinstance(actual, Mapping)
+        if isinstance(expected, collections.defaultdict):
+            again = actual.default_factory  # type: ignore[attr-defined]  # same type
+            if not same_factory(expected.default_factory, again):
+                return [], _factory_lost(expected.default_factory, again)
         return _diff_mappings(expected, actual, widening)
     if isinstance(expected, list | tuple):
         assert isinstance(actual, list | tuple)
@@ -433,6 +467,11 @@ def _diff(expected: object, actual: object, widening: bool = False) -> _Found | 
         return None
     if isinstance(expected, float | decimal.Decimal) and _both_nan(expected, actual):
         return None
+    if isinstance(expected, complex):
+        assert isinstance(actual, complex)
+        if _same_part(expected.real, actual.real) and _same_part(expected.imag, actual.imag):
+            return None
+        return _changed(expected, actual)
     if isinstance(expected, decimal.Decimal) and str(expected) != str(actual):
         return _changed(expected, actual)
     if isinstance(expected, collections.deque):
@@ -453,6 +492,43 @@ def _maxlen_lost(maxlen: int | None, again: int | None) -> str:
         " holds its items only; set the maxlen in a validator of its type, such as"
         f" Annotated[deque[...], AfterValidator(lambda d: deque(d, maxlen={maxlen}))]"
     )
+
+
+def same_factory(kept: object, again: object) -> bool:
+    """Whether ``again``, a restored defaultdict's ``default_factory``, is ``kept``, the
+    state's: the same object or an equal one (a bound method of the same object), or
+    the same function made again, with the same code, defaults and closure (a
+    validator's ``lambda``, made anew by each validation)."""
+    if kept is again or kept == again:
+        return True
+    if not (isinstance(kept, types.FunctionType) and isinstance(again, types.FunctionType)):
+        return False
+    return (
+        kept.__code__ == again.__code__
+        and kept.__globals__ is again.__globals__
+        and kept.__defaults__ == again.__defaults__
+        and kept.__kwdefaults__ == again.__kwdefaults__
+        and kept.__closure__ == again.__closure__
+    )
+
+
+def _factory_lost(factory: object, again: object) -> str:
+    """A defaultdict's factory that would change: a snapshot holds the items, and a
+    restore makes the factory validation gives a plain dict (pydantic infers one from
+    the value type, ``int`` for ``defaultdict[str, int]``, unless the type declares it)."""
+    return (
+        f"a defaultdict with default_factory={factory_name(factory)} would come back with"
+        f" default_factory={factory_name(again)}: a snapshot holds its items only; declare"
+        " the factory in its type, defaultdict[K, Annotated[V, Field(default_factory=...)]],"
+        " or set it again in the component's import_state"
+    )
+
+
+def factory_name(factory: object) -> str:
+    """A ``default_factory`` as a message names it: ``int``, ``Limits.<lambda>``."""
+    name = getattr(factory, "__qualname__", None)
+    text = name if isinstance(name, str) else repr(factory)
+    return text if len(text) <= 60 else "..." + text[-57:]
 
 
 def _diff_mappings(
@@ -608,6 +684,14 @@ def _describe_key(key: object) -> str:
     if isinstance(key, datetime.datetime | datetime.time):
         return _describe_moment(key)
     return _describe(key)
+
+
+def _same_part(left: float, right: float) -> bool:
+    """Whether two parts of complex numbers are the same: equal with the same sign (a
+    complex number's text may lose a zero's), or both NaN."""
+    if left == right:
+        return math.copysign(1.0, left) == math.copysign(1.0, right)
+    return math.isnan(left) and math.isnan(right)
 
 
 def _both_nan(left: object, right: object) -> bool:

@@ -80,8 +80,8 @@ from statemigrate._model._export_records import dataclass_node, model_node, type
 from statemigrate._model._export_refusals import (
     REFUSED,
     SchemaNotExportable,
-    check_int_values,
     check_member_values,
+    check_values,
     refuse_decoder,
 )
 from statemigrate._model._export_unions import union_node
@@ -310,7 +310,7 @@ class _Compiler:
         return Node(convert, inner.identity, inner.exact)
 
     def _on_literal(self, schema: Mapping[str, Any], path: list[str]) -> Node:
-        check_int_values(schema, path)
+        check_values(schema, path)
         check_member_values(schema, path)
         plain = all(type(item) in _PLAIN_TYPES for item in schema["expected"])
         if not plain:
@@ -327,7 +327,7 @@ class _Compiler:
             raise SchemaNotExportable(
                 path, f"enum {cls.__qualname__} has member values that are not plain data"
             )
-        check_int_values(schema, path)
+        check_values(schema, path)
         values = {(type(m.value), m.value) for m in schema["members"]} if values_too else set()
 
         def convert(value: Any) -> Any:

@@ -34,7 +34,7 @@ from statemigrate._model._export_leaves import (
 )
 from statemigrate._model._export_refusals import (
     SchemaNotExportable,
-    check_int_values,
+    check_values,
     refuse_decoder,
 )
 
@@ -69,7 +69,7 @@ def key_node(
     if kind in KEY_TEXT:
         return checked_leaf(Node(KEY_TEXT[str(kind)], kind == "str", True), schema, config)
     if kind == "enum":
-        check_int_values(schema, path)
+        check_values(schema, path)
     if kind == "enum" and _text_parses_back(schema):
         cls = schema["cls"]
         members = frozenset(schema["members"])

@@ -9,19 +9,21 @@ the nodes they concern; values are checked at export, by ``_export_checks``.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pydantic
 import pydantic_core
 
+from statemigrate._model._compare import shown
 from statemigrate._model._plaindata import INT_MAX, INT_MIN
 
 __all__ = [
     "REFUSED",
     "SchemaNotExportable",
-    "check_int_values",
     "check_member_values",
+    "check_values",
     "in_i64",
     "refuse_decoder",
 ]
@@ -52,51 +54,81 @@ REFUSED = {
 }
 
 
-def check_int_values(schema: Mapping[str, Any], path: list[str]) -> None:
-    """Refuse an enum or a ``Literal`` with an int value outside signed 64 bits that its
-    own validation does not take back from what a snapshot holds of it.
+def check_values(schema: Mapping[str, Any], path: list[str]) -> None:
+    """Refuse an enum or a ``Literal`` with a value that its own validation does not take
+    back from what a snapshot holds of it.
 
-    A snapshot holds an int within msgpack's 64 bits as it is, one past them as its
-    text. What pydantic takes back depends on the type and even on the other values (an
-    ``IntEnum`` validates within signed 64 bits only, a plain ``Enum`` or a ``Literal``
-    matches ints as they are, not their text), so pydantic decides, once per value.
+    A snapshot holds a value as it is, an int past msgpack's 64 bits as its text. pydantic
+    decides, once per value: an enum's member must come back as itself, a ``Literal``'s
+    value must validate (a value that validation turns into another, ``1.0`` into
+    ``True`` under ``Literal[1, 1.0, True]``, is what validating the state gives too).
+    Two kinds are known to fail: a float NaN, which equals nothing, not even itself, so
+    validation matches it with no value; and an int outside signed 64 bits, which an
+    ``IntEnum`` takes only within them and a plain ``Enum`` or a ``Literal`` only as an
+    int, never as its text.
     """
     kind = schema["type"]
     if kind == "enum":
         values = [(member.value, member) for member in schema["members"]]
     else:
-        values = [(value, value) for value in schema["expected"]]
-    wide = [(value, want) for value, want in values if type(value) is int and not in_i64(value)]
-    if not wide:
-        return
+        values = [(value, value) for value in schema["expected"] if type(value) in _PLAIN]
     own = {key: value for key, value in schema.items() if key not in ("ref", "metadata")}
     try:
         validator = pydantic_core.SchemaValidator(own)
     except pydantic_core.SchemaError:  # a key of a newer pydantic: the export decides
         return
-    for value, want in wide:
-        try:
-            plain = value if INT_MIN <= value <= INT_MAX else str(value)
-            again = validator.validate_python(plain, strict=False)
-            reason = f"it comes back as {again!r:.40}"
-        except pydantic_core.ValidationError as exc:
-            again = None
-            reason = exc.errors(include_url=False, include_input=False)[0]["msg"]
-        except ValueError:  # too long for Python to write as text
-            again = None
-            reason = "too many digits to write as text"
-        if again is want or (type(again) is type(want) and again == want):
+    for value, want in values:
+        reason = _not_taken_back(validator, value, want, member=kind == "enum")
+        if reason is None:
             continue
         if kind == "enum":
             name = getattr(want, "name", None)
-            what = f"enum {schema['cls'].__qualname__} has the member {name} = {value}"
+            what = f"enum {schema['cls'].__qualname__} has the member {name} = {shown(value)}"
         else:
-            what = f"Literal value {value}"
-        raise SchemaNotExportable(
-            path,
-            f"{what}, outside signed 64 bits, which its validation does not take back from"
-            f" what a snapshot holds ({reason})",
-        )
+            what = f"Literal value {shown(value)}"
+        if type(value) is float and math.isnan(value):
+            detail = (
+                f"{what}: NaN equals nothing, not even itself, so validation takes no value"
+                " back into it; give it another value (None, a str)"
+            )
+        elif type(value) is int and not in_i64(value):
+            detail = (
+                f"{what}, outside signed 64 bits, which its validation does not take back"
+                f" from what a snapshot holds ({reason})"
+            )
+        else:
+            detail = (
+                f"{what}, which its validation does not take back from what a snapshot"
+                f" holds ({reason})"
+            )
+        raise SchemaNotExportable(path, detail)
+
+
+def _not_taken_back(
+    validator: pydantic_core.SchemaValidator, value: object, want: object, *, member: bool
+) -> str | None:
+    """Why ``validator`` does not take ``value``'s plain form back into ``want`` (an
+    enum's member, or a ``Literal``'s value), or None when it does."""
+    try:
+        if type(value) is int and not INT_MIN <= value <= INT_MAX:
+            plain: object = str(value)
+        elif type(value) is float:
+            # A new float, as a restore decodes one: a lookup finds a NaN member by the
+            # identity of its own value object, which no snapshot gives back.
+            plain = float(repr(value))
+        else:
+            plain = value
+        again = validator.validate_python(plain, strict=False)
+    except pydantic_core.ValidationError as exc:
+        return str(exc.errors(include_url=False, include_input=False)[0]["msg"])
+    except ValueError:  # too long for Python to write as text
+        return "too many digits to write as text"
+    if again is want:
+        return None
+    if member or (type(value) is int and not in_i64(value)):
+        if not (type(again) is type(want) and again == want):
+            return f"it comes back as {again!r:.40}"
+    return None
 
 
 def check_member_values(schema: Mapping[str, Any], path: list[str]) -> None:
@@ -148,3 +180,8 @@ def refuse_decoder(schema: Mapping[str, Any], path: list[str]) -> None:
 
 def in_i64(value: int) -> bool:
     return -(2**63) <= value < 2**63
+
+
+_PLAIN = (str, int, float, bool, bytes, type(None))
+"""The types of a ``Literal``'s values that a snapshot holds as they are (a member of an
+enum in one is checked by :func:`check_member_values`)."""

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +25,7 @@ import ormsgpack
 import pydantic
 import pydantic_core
 
-from statemigrate._model._compare import shown
+from statemigrate._model._compare import shown, shown_step
 
 __all__ = [
     "INT_MAX",
@@ -220,7 +222,8 @@ def to_plain(value: object) -> Any:
     sets and other collections become ``list`` (sets sorted when their items allow it,
     so equal sets give equal bytes in every process). Leaves follow pydantic's JSON
     conventions: datetimes, dates and times as ISO 8601 strings, timedeltas as ISO 8601
-    durations, UUIDs, decimals and paths as strings, enums as their value. ``bytes``
+    durations, UUIDs, decimals and paths as strings, enums as their value, complex
+    numbers as text, regular expressions as their pattern (text or bytes). ``bytes``
     and non-finite floats are kept as they are, since msgpack holds them natively.
     Nested pydantic models and dataclasses become dicts of their fields.
 
@@ -233,7 +236,7 @@ def to_plain(value: object) -> Any:
 
 
 def _where(path: tuple[object, ...]) -> str:
-    return "".join(f"[{shown(part)}]" for part in path) or "the top level"
+    return "".join(f"[{shown_step(part)}]" for part in path) or "the top level"
 
 
 class NoPlainForm(TypeError):
@@ -299,6 +302,12 @@ def _leaf(value: object, path: tuple[object, ...]) -> Any:
         return str(value)
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
+    if isinstance(value, complex):
+        return _complex_text(value)
+    if isinstance(value, re.Pattern):
+        # Its pattern, text or bytes, which pydantic compiles again (pydantic's JSON
+        # text of a bytes pattern is the text of its repr, "b'^GET '").
+        return _convert(value.pattern, path)
     try:
         converted = pydantic_core.to_jsonable_python(value)
     except (pydantic_core.PydanticSerializationError, ValueError) as exc:
@@ -306,6 +315,18 @@ def _leaf(value: object, path: tuple[object, ...]) -> Any:
     if converted is value:
         raise NoPlainForm(f"{type(value).__qualname__} value has no plain form", path)
     return _convert(converted, path)
+
+
+def _complex_text(value: complex) -> str:
+    """A complex number as the text that lax validation parses back into it: pydantic's
+    own (``1+2j``, ``NaN+1j``), except where that leaves out a zero real part with its
+    sign (``-0.0 + 1j`` as ``1j``); there Python's, ``(-0+1j)``, which pydantic reads as
+    :class:`complex` does. Every other value keeps pydantic's text, as the snapshots
+    written before hold it."""
+    if value.real == 0 and math.copysign(1.0, value.real) < 0:
+        return str(value)
+    text: str = pydantic_core.to_jsonable_python(value)
+    return text
 
 
 def _key(key: object, path: tuple[object, ...]) -> str:

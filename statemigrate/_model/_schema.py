@@ -444,7 +444,7 @@ class SchemaVersion:
                 raise ExportError(
                     self.component,
                     self.version,
-                    repr([unknown[0]]),
+                    format_path([unknown[0]]),
                     "this key is not a field of the schema; the restore would drop it",
                 )
 

@@ -18,7 +18,15 @@ from typing import Any
 
 import pydantic
 
-from statemigrate._model._compare import FieldName, SetItem, counterparts, format_path
+from statemigrate._model._compare import (
+    FieldName,
+    SetItem,
+    counterparts,
+    factory_name,
+    format_path,
+    same_factory,
+    shown_step,
+)
 
 __all__ = ["PathOf", "cut", "exact_differences"]
 
@@ -42,13 +50,16 @@ def exact_differences(
 
     - every value has exactly the type of its counterpart (a ``StrEnum`` member is not
       its ``str``, a subclass instance is not its base, a ``deque`` is not a list);
+    - a ``defaultdict`` has the same ``default_factory`` (the same function made again
+      counts, as a validator's ``lambda`` is), a ``deque`` the same ``maxlen``: neither
+      is in a snapshot, and only its type's validation gives it back;
     - dict keys match with their types, and in the same order (a snapshot keeps it, and
       an LRU cache or a FIFO queue relies on it); set items match with their types, in
       any order;
     - models and dataclasses compare field by field, extra fields included (pydantic's
       private attributes are not state and are left out);
-    - floats and decimals compare by representation (``-0.0`` is not ``0.0``,
-      ``Decimal("1.10")`` is not ``Decimal("1.1")``);
+    - floats, complex numbers and decimals compare by representation (``-0.0`` is not
+      ``0.0``, ``Decimal("1.10")`` is not ``Decimal("1.1")``);
     - datetimes and times compare their wall-clock fields and their UTC offset, so naive
       is not aware and ``+01:00`` is not ``UTC``; the class of the ``tzinfo`` (a
       ``ZoneInfo``, a ``datetime.timezone`` or pydantic's own fixed-offset zone) does not
@@ -100,7 +111,7 @@ class _Where:
         if self.key is _MISSING:
             return path
         inner = f" at {format_path(list(self.in_key))}" if self.in_key else ""
-        return f"{path} key {self.key!r}{inner}"
+        return f"{path} key {shown_step(self.key)}{inner}"
 
 
 def _exact(a: Any, b: Any, where: _Where, found: list[str], limit: int) -> None:
@@ -125,8 +136,21 @@ def _exact(a: Any, b: Any, where: _Where, found: list[str], limit: int) -> None:
             limit,
         )
     elif isinstance(a, Mapping):
+        if isinstance(a, collections.defaultdict) and not same_factory(
+            a.default_factory, b.default_factory
+        ):
+            found.append(
+                f"{here}: expected default_factory={factory_name(a.default_factory)},"
+                f" got default_factory={factory_name(b.default_factory)}"
+            )
+            if len(found) >= limit:
+                return
         _exact_mapping(a, b, where, found, limit)
     elif isinstance(a, list | tuple | collections.deque):
+        if isinstance(a, collections.deque) and a.maxlen != b.maxlen:
+            found.append(f"{here}: expected maxlen={a.maxlen}, got maxlen={b.maxlen}")
+            if len(found) >= limit:
+                return
         if len(a) != len(b):
             found.append(f"{here}: expected {len(a)} items {cut(a)}, got {len(b)} {cut(b)}")
             return
@@ -224,7 +248,7 @@ def _is_zone(value: object) -> bool:
 
 def _same_leaf(a: Any, b: Any) -> bool:
     """Compare two values of the same type that hold no nested state."""
-    if isinstance(a, float | decimal.Decimal):
+    if isinstance(a, float | complex | decimal.Decimal):
         return repr(a) == repr(b)
     if isinstance(a, datetime.datetime | datetime.time):
         offsets = (a.utcoffset(), b.utcoffset())

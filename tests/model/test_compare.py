@@ -144,6 +144,50 @@ def test_a_long_path_shows_its_ends_and_its_length() -> None:
     assert format_path(sixteen) == "[0]" * 16
 
 
+def test_complex_numbers_with_nan_parts_are_the_same_and_zero_signs_count() -> None:
+    """Before, a complex with a NaN part differed from itself ("(nan+1j) would come back
+    as (nan+1j)"), and ``-0.0 + 1j`` was the same as ``1j`` (``==``)."""
+    nan = float("nan")
+    assert first_difference(complex(nan, 1.0), complex(nan, 1.0)) is None
+    assert first_difference({"z": complex(1.0, nan)}, {"z": complex(1.0, nan)}) is None
+    assert first_difference(complex(-0.0, 1.0), 1j) == (
+        [], "(-0+1j) (complex) would come back as 1j (complex)"
+    )
+    assert first_difference(complex(nan, 1.0), complex(nan, 2.0)) is not None
+
+
+def test_a_long_key_shows_its_start_and_its_length() -> None:
+    """Before, a key was shown whole: a 100,000-character key made a 100 KB message."""
+    forty = "x" * 40
+    assert format_path([FieldName("by_name"), forty]) == f"by_name[{forty!r}]"
+    assert format_path([FieldName("by_name"), "x" * 100_000]) == (
+        f"by_name[{forty!r}...(100000 chars)]"
+    )
+    nul = b"\x00"
+    assert format_path([nul * 50]) == f"[{nul * 40!r}...(50 bytes)]"
+    assert format_path([-(10**50)]) == f"[{str(-(10**50))[:40]}...(51 digits)]"
+    # Past 4,300 digits Python writes no int as text; its size is shown instead.
+    assert format_path([10**5000]) == "[<an int of 16610 bits>]"
+    assert format_path([DictKey("k" * 41), 0]) == f"(root) key {'k' * 40!r}...(41 chars)[0]"
+    assert format_path([FieldName("s"), SetItem((1,) * 30)]).startswith("s{(1, 1, 1, 1, 1")
+    assert len(format_path([FieldName("s"), SetItem((1,) * 30)])) == 2 + 40 + 3 + 1
+
+
+class _ByName(TypedDict):
+    by_name: dict[str, str]
+
+
+def test_an_export_refusal_under_a_long_key_stays_one_short_line() -> None:
+    schema = SchemaVersion.create("c", 1, _ByName)
+    with pytest.raises(ExportError) as caught:
+        schema.export({"by_name": {"x" * 100_000: "bad\udc80"}}, walk=True)
+    assert caught.value.path == f"by_name[{'x' * 40!r}...(100000 chars)]"
+    assert len(str(caught.value)) < 300
+    with pytest.raises(ExportError) as unknown:
+        schema.export({"by_name": {}, "y" * 100_000: 1})
+    assert unknown.value.path == f"[{'y' * 40!r}...(100000 chars)]"
+
+
 # --- pydantic's error locations as paths -----------------------------------------------------
 
 

@@ -185,6 +185,8 @@ def test_to_plain_keys() -> None:
         ({"a": [1, object()]}, "['a'][1]"),
         ({"a": 2**70}, "['a']"),
         ({(1, 2): 1}, "the top level"),
+        # A long key is shown by its start and its length (before, whole).
+        ({"k" * 100: object()}, f"at [{'k' * 40!r}...(100 chars)]"),
     ],
 )
 def test_to_plain_errors_name_the_path(value: Any, where: str) -> None:

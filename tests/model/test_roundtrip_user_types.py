@@ -29,6 +29,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import core_schema
+from typing_extensions import TypedDict
 
 from statemigrate import ExportError, RegistrationError, Registry, Service, migratable
 from statemigrate._model._compare import first_difference
@@ -112,6 +113,117 @@ def test_an_unbounded_deque_is_still_written_without_a_check() -> None:
     assert schema.export(Recent(last=collections.deque([1, 2]))) == {"last": [1, 2]}
 
 
+# --- A2: a defaultdict's default_factory -------------------------------------------------
+
+
+def _hundred() -> int:
+    return 100
+
+
+class Quotas(BaseModel):
+    quotas: collections.defaultdict[str, int]
+
+
+class QuotaRecord(TypedDict):
+    quotas: collections.defaultdict[str, int]
+
+
+class QuotaHolder(BaseModel):
+    records: list[QuotaRecord]
+
+
+class NestedQuotas(BaseModel):
+    by_team: dict[str, collections.defaultdict[str, int]]
+    history: list[collections.defaultdict[str, int]]
+    inner: Quotas | None = None
+
+
+def _custom() -> collections.defaultdict[str, int]:
+    return collections.defaultdict(_hundred, {"alice": 99})
+
+
+@pytest.mark.parametrize(
+    ("schema", "state", "path"),
+    [
+        (Quotas, Quotas(quotas=_custom()), "quotas"),
+        (Quotas, Quotas(quotas=collections.defaultdict(lambda: 100)), "quotas"),
+        # A TypedDict's state compared as the dict it is: its fields read as keys.
+        (QuotaRecord, {"quotas": _custom()}, "['quotas']"),
+        (QuotaHolder, QuotaHolder(records=[{"quotas": collections.defaultdict(int)},
+                                           {"quotas": _custom()}]), "records[1]['quotas']"),
+        (NestedQuotas, NestedQuotas(by_team={"ops": _custom()}, history=[]), "by_team['ops']"),
+        (NestedQuotas, NestedQuotas(by_team={}, history=[_custom()]), "history[0]"),
+        (NestedQuotas, NestedQuotas(by_team={}, history=[], inner=Quotas(quotas=_custom())),
+         "inner.quotas"),
+    ],
+    ids=["model-field", "lambda", "typeddict-field", "typeddict-in-list", "dict-value",
+         "list-item", "nested-model"],
+)
+def test_a_defaultdict_whose_factory_would_not_come_back_is_refused_at_snapshot(
+    schema: Any, state: Any, path: str
+) -> None:
+    """Before, it committed and restored with ``int`` for its factory: a new user's
+    quota was 0 instead of 100, with nothing in the log."""
+    with pytest.raises(ExportError) as caught:
+        schema_of(schema).export(state)
+    error = caught.value
+    assert error.path == path
+    message = str(error)
+    assert "a defaultdict with default_factory=" in message
+    assert "would come back with default_factory=int" in message
+    assert "Annotated[V, Field(default_factory=...)]" in message
+    assert "import_state" in message and "\n" not in message
+
+
+def test_the_repro_model_is_refused_and_not_restored_with_another_factory() -> None:
+    class Limits(BaseModel):
+        quotas: collections.defaultdict[str, int] = Field(
+            default_factory=lambda: collections.defaultdict(lambda: 100)
+        )
+
+    with pytest.raises(ExportError, match="default_factory=.*<lambda> would come back"):
+        committed_and_restored(Limits, quotas=Limits().quotas)
+
+
+class DeclaredQuotas(BaseModel):
+    quotas: collections.defaultdict[str, Annotated[int, Field(default_factory=_hundred)]] = (
+        Field(default_factory=dict, validate_default=True)
+    )
+
+
+class RebuiltQuotas(BaseModel):
+    quotas: Annotated[
+        collections.defaultdict[str, int],
+        AfterValidator(lambda d: collections.defaultdict(lambda: 100, d)),
+    ]
+
+
+def test_a_factory_its_type_declares_comes_back() -> None:
+    state = DeclaredQuotas()
+    state.quotas["alice"] -= 1
+    restored = committed_and_restored(DeclaredQuotas, quotas=state.quotas)
+    assert restored.quotas == {"alice": 99} and restored.quotas.default_factory is _hundred
+    assert restored.quotas["bob"] == 100
+
+
+def test_a_factory_a_validator_makes_again_comes_back() -> None:
+    """The validator's lambda is made anew by each validation: the same function, with
+    the same code and closure, is the same factory."""
+    state = RebuiltQuotas(quotas={"alice": 99})
+    restored = committed_and_restored(RebuiltQuotas, quotas=state.quotas)
+    assert restored.quotas["bob"] == 100 and dict(restored.quotas) == {"alice": 99, "bob": 100}
+
+
+def test_a_defaultdict_of_the_inferred_factory_and_a_dict_field_are_unchanged() -> None:
+    assert schema_of(Quotas).export(Quotas(quotas=collections.defaultdict(int, a=1))) == {
+        "quotas": {"a": 1}
+    }
+    # Under a dict field a defaultdict comes back a dict, as validation makes it.
+    plain = schema_of(dict[str, int])
+    assert plain.exporter is not None and plain.exporter.exact
+    assert plain.export(collections.defaultdict(_hundred, a=1)) == {"a": 1}
+
+
 # --- B: parts no snapshot can carry, refused at registration ------------------------------
 
 
@@ -169,6 +281,60 @@ def test_a_part_that_validation_would_not_take_back_is_refused_at_registration(
     """Before, these registered, and every snapshot of a non-empty state was refused."""
     message = registration_refusal(schema)
     assert f"field {field}: {reason}" in message
+
+
+class Reading(enum.Enum):
+    MISSING = float("nan")
+    ZERO = 0.0
+
+
+class Sensor(BaseModel):
+    last: Reading
+
+
+class Missing(BaseModel):
+    last: Literal[1.5, float("nan")] = 1.5  # type: ignore[valid-type]
+
+
+@pytest.mark.parametrize(
+    ("schema", "what"),
+    [
+        (Sensor, "field last: enum Reading has the member MISSING = nan"),
+        (dict[str, Reading], "field [value]: enum Reading has the member MISSING = nan"),
+        (Missing, "field last: Literal value nan"),
+    ],
+    ids=["enum", "enum-in-dict", "literal"],
+)
+def test_a_nan_value_is_refused_at_registration(schema: Any, what: str) -> None:
+    """Before, it registered and committed, and every restore failed: "Input should be
+    nan or 0.0" (NaN equals nothing, not even itself, so no value validates into it)."""
+    message = registration_refusal(schema)
+    assert what in message
+    assert "NaN equals nothing, not even itself" in message
+
+
+class Signed(enum.Enum):
+    NEGATIVE_ZERO = -0.0
+    ONE = 1.0
+    INF = float("inf")
+    TEXT = "1"
+    RAW = b"1"
+    NOTHING = None
+
+
+class SignedHolder(BaseModel):
+    values: list[Signed]
+    zero: Literal[-0.0] = -0.0  # type: ignore[valid-type]
+
+
+def test_float_and_mixed_enum_values_still_round_trip() -> None:
+    """``-0.0`` and ``0.0`` are one member (Enum makes equal values aliases), and pydantic
+    takes each of these values back as its member."""
+    schema = schema_of(SignedHolder)
+    state = SignedHolder(values=list(Signed))
+    again = schema.validate(schema.export(state))
+    assert again.values == list(Signed) and first_difference(state, again) is None
+    assert repr(again.zero) == "-0.0"
 
 
 class StrKind(enum.StrEnum):

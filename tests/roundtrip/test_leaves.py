@@ -1,6 +1,7 @@
 """Types the plain form rewrites come back as they were: pydantic's URL classes
 (AnyUrl, HttpUrl, PostgresDsn, ...), paths and IP addresses as text, NamedTuples (and
-the ints past 64 bits they hold) as lists, enum values kept by ``use_enum_values``."""
+the ints past 64 bits they hold) as lists, enum values kept by ``use_enum_values``,
+complex numbers and regular expressions as text (or bytes)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import datetime
 import enum
 import ipaddress
 import pathlib
+import re
 from collections.abc import Callable
 from typing import NamedTuple
 
 import pydantic
+import pytest
 from pydantic import AnyUrl, BaseModel, ConfigDict, HttpUrl, PostgresDsn
 
+from statemigrate import ExportError
 from statemigrate.testing._exact import exact_differences
 
 RoundTrip = Callable[[object, object], object]  # the round_trip fixture
@@ -99,3 +103,55 @@ def test_use_enum_values_round_trips(round_trip: RoundTrip) -> None:
     assert type(vars(state)["color"]) is str  # the value, not the member
     restored = round_trip(Painted, state)
     assert not exact_differences(state, restored)
+
+
+class Signal(BaseModel):
+    z: complex
+    many: list[complex] = []
+
+
+def test_a_complex_with_a_nan_part_round_trips(round_trip: RoundTrip) -> None:
+    """Before, it was refused: "(nan+1j) would come back as (nan+1j)", NaN being equal
+    to nothing, not even itself; its text brings it back as it was."""
+    nan = float("nan")
+    state = Signal(z=complex(nan, 1.0), many=[complex(1.0, nan), complex(nan, nan)])
+    restored = round_trip(Signal, state)
+    assert isinstance(restored, Signal)
+    assert repr(restored.z) == "(nan+1j)"
+    assert [repr(z) for z in restored.many] == ["(1+nanj)", "(nan+nanj)"]
+    assert not exact_differences(state, restored)
+
+
+def test_a_complex_keeps_the_sign_of_a_zero_real_part(round_trip: RoundTrip) -> None:
+    """Before, ``-0.0 + 1j`` came back as ``1j``: pydantic's text of it, ``1j``, leaves
+    out a zero real part and its sign."""
+    state = Signal(z=complex(-0.0, 1.0), many=[complex(-0.0, -0.0), complex(-0.0, 0.0), 0j])
+    restored = round_trip(Signal, state)
+    assert isinstance(restored, Signal)
+    assert repr(restored.z) == "(-0+1j)"
+    assert [repr(z) for z in restored.many] == ["(-0-0j)", "(-0+0j)", "0j"]
+    assert not exact_differences(state, restored)
+
+
+class Filters(BaseModel):
+    raw: re.Pattern[bytes]
+    either: re.Pattern = re.compile("x")  # type: ignore[type-arg]  # str or bytes
+    text: re.Pattern[str] = re.compile("^a")
+
+
+def test_a_bytes_pattern_round_trips(round_trip: RoundTrip) -> None:
+    """Before, every state was refused: a bytes pattern was written as the text of its
+    repr, "b'^GET '", which no bytes pattern takes; it is written as its bytes."""
+    state = Filters(raw=re.compile(rb"^GET "), either=re.compile(rb"\x00+"))
+    restored = round_trip(Filters, state)
+    assert isinstance(restored, Filters)
+    assert restored.raw == re.compile(rb"^GET ") and restored.either == re.compile(rb"\x00+")
+    assert restored.text == re.compile("^a")
+
+
+def test_a_pattern_s_flags_are_still_refused_at_its_path(round_trip: RoundTrip) -> None:
+    """A snapshot holds the pattern, not its flags: write them inline, ``(?i)``."""
+    with pytest.raises(ExportError) as caught:
+        round_trip(Filters, Filters(raw=re.compile(rb"^get ", re.IGNORECASE)))
+    assert caught.value.path == "raw"
+    assert "would come back as re.compile(b'^get ')" in str(caught.value)

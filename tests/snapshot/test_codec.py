@@ -533,3 +533,10 @@ def test_tuples_are_refused_with_their_path() -> None:
     with pytest.raises(NotPlainError) as caught:
         pack_data({"t": [1, (2, 3)]})
     assert caught.value.path == ["t", 1]
+
+
+def test_a_refusal_under_a_long_key_shows_the_key_s_start_and_length() -> None:
+    """Before, the key was shown whole: a 100,000-character key, a 100 KB message."""
+    with pytest.raises(NotPlainError) as caught:
+        pack_data({"k" * 100_000: (1,)})
+    assert str(caught.value).endswith(f"at [{'k' * 40!r}...(100000 chars)]")

@@ -3,6 +3,7 @@ checks comparing with it: a step that changes what ``==`` overlooks fails its ch
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +53,72 @@ def test_paths_take_the_form_of_error_messages() -> None:
         path_of=lambda steps: [FieldName(steps[0]), *steps[1:]] if steps else steps,
     )
     assert fields == ["users['']['']: expected None, missing"]
+
+
+def _hundred() -> int:
+    return 100
+
+
+def test_a_defaultdict_s_factory_and_a_deque_s_maxlen_count() -> None:
+    """Before, both compared their items only: a restore that gave a defaultdict the
+    factory ``int`` for ``_hundred``, or a deque no ``maxlen``, passed the checks."""
+    kept = collections.defaultdict(_hundred, a=1)
+    assert exact_differences({"q": kept}, {"q": collections.defaultdict(int, a=1)}) == [
+        "['q']: expected default_factory=_hundred, got default_factory=int"
+    ]
+    assert exact_differences(kept, collections.defaultdict(_hundred, a=1)) == []
+    ring = collections.deque([1, 2], maxlen=2)
+    assert exact_differences(ring, collections.deque([1, 2])) == [
+        "(root): expected maxlen=2, got maxlen=None"
+    ]
+    assert exact_differences(ring, collections.deque([1, 2], maxlen=2)) == []
+
+
+def test_a_factory_made_again_is_the_same_factory() -> None:
+    """A validator that rebuilds the defaultdict makes its ``lambda`` anew each time."""
+
+    def made(bound: int) -> collections.defaultdict[str, int]:
+        return collections.defaultdict(lambda: bound)
+
+    assert exact_differences(made(100), made(100)) == []
+    assert exact_differences(made(100), made(7)) != []
+
+
+class Quotas(BaseModel):
+    quotas: collections.defaultdict[str, int]
+
+
+def test_the_snapshot_check_fails_on_a_defaultdict_whose_factory_a_restore_loses() -> None:
+    """Before, the check passed: the snapshot was committed, restored with the factory
+    ``int``, and compared by its items."""
+    registry = Registry()
+    registry.add_schema("quotas", 1, Quotas)
+    drawn = st.integers().map(lambda n: Quotas(quotas=collections.defaultdict(_hundred, a=n)))
+    report = check_migrations(
+        registry, strategies={("quotas", 1): drawn}, max_examples=3, raise_on_failure=False
+    )
+    (failure,) = report.failures
+    assert "default_factory=_hundred would come back with default_factory=int" in (
+        failure.detail
+    )
+
+
+def test_complex_numbers_compare_by_representation() -> None:
+    """Before, by ``==``: ``-0.0 + 1j`` equalled ``1j``, and a NaN part nothing."""
+    nan = float("nan")
+    assert exact_differences(complex(-0.0, 1.0), 1j) == ["(root): expected (-0+1j), got 1j"]
+    assert exact_differences([complex(nan, 1.0)], [complex(nan, 1.0)]) == []
+
+
+class _Name(str):
+    pass
+
+
+def test_a_long_key_in_a_path_shows_its_start_and_its_length() -> None:
+    """Before, a path named a key whole, however long."""
+    key = "k" * 100
+    (line,) = exact_differences({key: 1}, {_Name(key): 1})
+    assert line.startswith(f"(root) key {'k' * 40!r}...(100 chars): expected str ")
 
 
 class Lru(BaseModel):
