@@ -16,7 +16,7 @@ from typing import Any
 import pydantic
 import pydantic_core
 
-from statemigrate._model._compare import shown
+from statemigrate._model._paths import shown
 from statemigrate._model._plaindata import INT_MAX, INT_MIN
 
 __all__ = [

@@ -25,7 +25,7 @@ import ormsgpack
 import pydantic
 import pydantic_core
 
-from statemigrate._model._compare import shown, shown_step
+from statemigrate._model._paths import shown, shown_step
 
 __all__ = [
     "INT_MAX",

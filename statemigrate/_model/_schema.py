@@ -34,12 +34,7 @@ import pydantic
 import pydantic_core
 
 from statemigrate._errors import ExportError, RegistrationError, ValidationError, first_line
-from statemigrate._model._compare import (
-    FieldName,
-    first_difference,
-    format_path,
-    located_path,
-)
+from statemigrate._model._compare import first_difference
 from statemigrate._model._export import (
     Exporter,
     NotExportable,
@@ -53,6 +48,7 @@ from statemigrate._model._fingerprint import (
 )
 from statemigrate._model._inplace import InPlaceChecker, Node, compile_checker, schema_tree
 from statemigrate._model._jsonschema import validation_schema
+from statemigrate._model._paths import FieldName, format_path, located_path
 from statemigrate._model._plaindata import same_plain
 from statemigrate._model._plan import check_component, check_version
 from statemigrate._model._schematype import (

@@ -29,7 +29,7 @@ import msgspec
 import ormsgpack
 
 from statemigrate._errors import SnapshotError, first_line
-from statemigrate._model._compare import shown_step
+from statemigrate._model._paths import shown_step
 from statemigrate._model._plaindata import MAX_NESTING, find_not_plain
 from statemigrate._model._typed import TypedForm
 from statemigrate._snapshot._limits import budget_total

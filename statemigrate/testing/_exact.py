@@ -18,15 +18,8 @@ from typing import Any
 
 import pydantic
 
-from statemigrate._model._compare import (
-    FieldName,
-    SetItem,
-    counterparts,
-    factory_name,
-    format_path,
-    same_factory,
-    shown_step,
-)
+from statemigrate._model._compare import counterparts, factory_name, same_factory
+from statemigrate._model._paths import FieldName, SetItem, format_path, shown_step
 
 __all__ = ["PathOf", "cut", "exact_differences"]
 
@@ -34,7 +27,7 @@ _MISSING = object()
 
 PathOf = Callable[[list[object]], list[object]]
 """Turns the steps to a difference (keys, indexes, record fields as
-:class:`~statemigrate._model._compare.FieldName`) into the path shown: plain data holds
+:class:`~statemigrate._model._paths.FieldName`) into the path shown: plain data holds
 a record as a dict, and only its schema tells its fields from keys."""
 
 
