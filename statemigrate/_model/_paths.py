@@ -137,16 +137,22 @@ def located_path(
     pydantic's location is a flat list: the schema tells a field from a key, and a
     union's step naming the member tried (a tag, a class name) from a step into the
     value, which it leaves out. ``labelled=False`` reads a path into plain data instead,
-    which has no such steps. Past a step the schema does not explain, the rest of the
-    location is kept as it is.
+    which has no such steps, or a path :func:`~statemigrate._model._compare.first_difference`
+    found in a state, whose steps into a ``TypedDict`` are keys as into any dict. Past a
+    step the schema does not explain, the rest of the location is kept as it is.
     """
     definitions: dict[str, Mapping[str, Any]] = {}
     path: list[object] = []
     node: Mapping[str, Any] | None = core_schema
     steps = list(loc)
     while steps and node is not None:
-        node = _unwrapped(node, definitions)
+        root_step = isinstance(steps[0], FieldName) and steps[0] == "root"
+        node = _unwrapped(node, definitions, root_step=root_step)
         kind = node.get("type")
+        if kind == "model":  # a root model, its one field named by the step
+            path.append(steps.pop(0))
+            node = node["schema"]
+            continue
         if kind in ("tagged-union", "union") and not labelled:
             break  # which member the value is of, plain data does not say
         if kind == "tagged-union":
@@ -212,9 +218,15 @@ def located_path(
 
 
 def _unwrapped(
-    node: Mapping[str, Any], definitions: dict[str, Mapping[str, Any]]
+    node: Mapping[str, Any],
+    definitions: dict[str, Mapping[str, Any]],
+    *,
+    root_step: bool = False,
 ) -> Mapping[str, Any]:
-    """``node`` past the wrappers that add no step to a location."""
+    """``node`` past the wrappers that add no step to a location; with ``root_step``,
+    up to a root model. The comparison walks a model by its fields, a root model's too:
+    its paths have a step ``FieldName("root")`` that pydantic's locations and the
+    exporter's paths leave out (there a step ``"root"``, a plain ``str``, is a key)."""
     while True:
         kind = node.get("type")
         if kind == "definitions":
@@ -225,6 +237,8 @@ def _unwrapped(
             node = definitions.get(node["schema_ref"], {})
         elif kind in _NO_STEP:
             node = node["schema"]
+        elif kind == "model" and root_step and node.get("root_model"):
+            return node
         elif kind in ("model", "dataclass"):
             node = node["schema"]
         elif kind == "lax-or-strict":

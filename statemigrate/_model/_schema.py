@@ -487,10 +487,13 @@ class SchemaVersion:
         difference = first_difference(state, again)
         if difference is not None:
             path, detail = difference
+            # The comparison walks a TypedDict as a dict: its schema tells the fields,
+            # which the exporter's paths name ``.name``, from keys.
+            steps = located_path(self.adapter.core_schema, path, labelled=False)
             raise ExportError(
                 self.component,
                 self.version,
-                format_path(path),
+                format_path(steps),
                 detail,
                 by_validation=by_validation,
             )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import pytest
-from pydantic import AfterValidator, BaseModel, TypeAdapter
+from pydantic import AfterValidator, BaseModel, RootModel, TypeAdapter
 from typing_extensions import TypedDict
 
 from statemigrate._errors import ExportError
@@ -141,3 +141,23 @@ def test_a_dict_keys_own_error_is_located_at_the_key() -> None:
     assert format_path(plain) == "['x']['[key]']"
     assert format_path([DictKey("x")]) == "(root) key 'x'"
     assert format_path([FieldName("s"), SetItem(1)]) == "s{1}"
+
+
+class _Quota(TypedDict):
+    quotas: dict[str, int]
+
+
+class _Teams(RootModel[dict[str, _Quota]]):
+    pass
+
+
+def test_a_path_the_comparison_found_names_fields_as_the_exporter_does() -> None:
+    """The comparison walks a TypedDict as a dict, and a root model by its one field
+    ``root``: read against the schema, its path names the TypedDict's fields
+    ``.name``. Before, a step ``root`` was read as the dict's key, and every step after
+    it one place off: ``root.quotas['quotas']['x']``."""
+    core = TypeAdapter(_Teams).core_schema
+    found = [FieldName("root"), "quotas", "quotas", "x"]
+    assert format_path(located_path(core, found, labelled=False)) == "root['quotas'].quotas['x']"
+    # pydantic's locations have no such step: there "root" is a key of the dict.
+    assert format_path(located_path(core, ["root", "quotas"])) == "['root'].quotas"
