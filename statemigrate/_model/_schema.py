@@ -48,7 +48,7 @@ from statemigrate._model._fingerprint import (
 )
 from statemigrate._model._inplace import InPlaceChecker, Node, compile_checker, schema_tree
 from statemigrate._model._jsonschema import validation_schema
-from statemigrate._model._paths import FieldName, format_path, located_path
+from statemigrate._model._paths import FieldName, format_path, located_path, shown
 from statemigrate._model._plaindata import same_plain
 from statemigrate._model._plan import check_component, check_version
 from statemigrate._model._schematype import (
@@ -136,6 +136,7 @@ class SchemaVersion:
             # Decimal); the JSON-ready form makes them text that json can hash.
             exporter = compile_exporter(adapter.core_schema)
             schema = pydantic_core.to_jsonable_python(validation_schema(adapter))
+            fingerprint = fingerprint_of(schema)
         except SchemaNotExportable as exc:
             raise RegistrationError(
                 f"{where}: field {exc}; a snapshot could not hold it, so no state of this"
@@ -153,7 +154,7 @@ class SchemaVersion:
             # (unknown types such as bytearray get a paragraph of it).
             message = (exc.message.strip().splitlines() or [exc.code or "error"])[0]
             raise RegistrationError(
-                f"{where}: pydantic cannot use {type_!r}: {message}{hint}"
+                f"{where}: pydantic cannot use {shown(type_)}: {message}{hint}"
             ) from exc
         except (
             pydantic.PydanticSchemaGenerationError,
@@ -164,8 +165,12 @@ class SchemaVersion:
             NameError,
             OverflowError,
         ) as exc:
+            if _INT_TEXT_LIMIT in str(exc):
+                raise RegistrationError(f"{where}: {_int_past_text_limit()}") from exc
             detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise RegistrationError(f"{where}: pydantic cannot use {type_!r}: {detail}") from exc
+            raise RegistrationError(
+                f"{where}: pydantic cannot use {shown(type_)}: {detail}"
+            ) from exc
         kind, names, required = record_fields(type_, schema)
         tree = schema_tree(adapter.core_schema)
         return cls(
@@ -173,7 +178,7 @@ class SchemaVersion:
             version=version,
             type=type_,
             adapter=adapter,
-            fingerprint=fingerprint_of(schema),
+            fingerprint=fingerprint,
             kind=kind,
             fields=names,
             required_fields=required,
@@ -523,6 +528,24 @@ class SchemaVersion:
 
     def __str__(self) -> str:
         return f"{self.component} version {self.version}"
+
+
+_INT_TEXT_LIMIT = "for integer string conversion"
+"""Python's words when it refuses to write an int of more digits than
+``sys.get_int_max_str_digits()`` as text: typing's ``repr`` of a ``Literal``,
+pydantic's validator of a ``Literal`` or an enum, and ``json`` writing a default or a
+bound into the fingerprint's text all do it, and all raise it as a ``ValueError``."""
+
+
+def _int_past_text_limit() -> str:
+    """Why a schema holding an int past Python's digit limit does not register."""
+    limit = sys.get_int_max_str_digits()
+    return (
+        f"an int in the type (a Literal or enum value, a default, a bound) has more than"
+        f" {limit} digits, which Python does not write as text"
+        " (sys.get_int_max_str_digits()), so no validator or fingerprint can be made of"
+        " it; use an int of fewer digits"
+    )
 
 
 def _summarize(
