@@ -8,6 +8,7 @@ import re
 import sys
 import textwrap
 import typing
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -170,6 +171,20 @@ def test_an_int_past_pythons_digits_for_text_is_one_registration_error(type_: An
         f" a bound) has more than {sys.get_int_max_str_digits()} digits"
     )
     assert "\n" not in message and "use an int of fewer digits" in message
+
+
+class BinaryDefault(BaseModel):
+    blob: bytes = b"\xff"
+
+
+def test_a_default_json_has_no_value_for_registers_without_a_warning() -> None:
+    """pydantic leaves a default that is not UTF-8 out of the JSON Schema the fingerprint
+    hashes, and warns of it. Before, under warnings as errors, add_schema raised its
+    PydanticJsonSchemaWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        registered = Registry().add_schema("blobs", 1, BinaryDefault)
+        assert "default" not in registered.json_schema()["properties"]["blob"]
 
 
 def test_decorators_return_what_they_decorate() -> None:
