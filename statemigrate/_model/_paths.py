@@ -5,9 +5,8 @@ of steps: a record's field (:class:`FieldName`, rendered ``.name``), a dict key 
 index (rendered ``['k']``, ``[0]``), a dict's key itself (:class:`DictKey`) or a set
 item (:class:`SetItem`). :func:`located_path` reads a pydantic error location into
 such a path, with the schema telling a field from a key; :func:`format_path` renders
-one, long keys and long paths shortened, so that a message stays one short line, and
-:func:`shown` writes even a value Python refuses to ``repr`` (an int past its digit
-limit).
+one, long keys (see ``_shown``) and long paths shortened, so that a message stays one
+short line.
 """
 
 from __future__ import annotations
@@ -17,14 +16,14 @@ from typing import Any, cast
 
 import pydantic_core
 
+from statemigrate._model._shown import shortened
+
 __all__ = [
     "DictKey",
     "FieldName",
     "SetItem",
     "format_path",
     "located_path",
-    "shown",
-    "shown_step",
 ]
 
 
@@ -56,45 +55,6 @@ class SetItem:
 
     def __repr__(self) -> str:
         return f"SetItem({self.item!r})"
-
-
-def shown(value: object) -> str:
-    """``repr(value)`` for a message, or what kind of value it is when Python refuses
-    to write it: an int of more digits than ``sys.get_int_max_str_digits()`` (4,300 by
-    default), or a container holding one. A message about such a value, or whose path
-    has one for a key, must not fail in its turn."""
-    try:
-        return repr(value)
-    except ValueError:
-        if isinstance(value, int):
-            return f"<an int of {value.bit_length()} bits>"
-        return f"<a {type(value).__qualname__} too large to show>"
-
-
-def shown_step(step: object) -> str:
-    """A dict key, an index or a set item as a path shows it: its ``repr``, or, when
-    that is long, its start and its length, as a path of many steps shows only its
-    first and last: ``'xxxxxxxxxx'...(100000 chars)``, ``1234567890...(5000 digits)``.
-    A message naming the place of a value stays one short line whatever its keys."""
-    kind = type(step)
-    if kind is str or kind is bytes:
-        assert isinstance(step, str | bytes)
-        if len(step) <= _STEP_CHARS:
-            return repr(step)
-        unit = "chars" if kind is str else "bytes"
-        return f"{step[:_STEP_CHARS]!r}...({len(step)} {unit})"
-    text = shown(step)
-    if len(text) <= _STEP_CHARS:
-        return text
-    if kind is int:
-        digits = len(text) - text.startswith("-")
-        return f"{text[:_STEP_CHARS]}...({digits} digits)"
-    return f"{text[:_STEP_CHARS]}..."
-
-
-_STEP_CHARS = 40
-"""The characters of a step shown in a path: of a ``str`` or ``bytes`` key, of its text
-(its ``repr`` shows them), of any other, of its ``repr``."""
 
 
 _KEY_ERROR_STEP = "[key]"
@@ -339,7 +299,7 @@ def _render_step(step: object) -> str:
     if isinstance(step, FieldName) and step.isidentifier():
         return f".{step}"
     if isinstance(step, SetItem):
-        return f"{{{shown_step(step.item)}}}"
+        return f"{{{shortened(step.item)}}}"
     if isinstance(step, DictKey):
-        return f" key {shown_step(step.key)}"
-    return f"[{shown_step(step)}]"
+        return f" key {shortened(step.key)}"
+    return f"[{shortened(step)}]"

@@ -25,7 +25,7 @@ import ormsgpack
 import pydantic
 import pydantic_core
 
-from statemigrate._model._paths import shown, shown_step
+from statemigrate._model._shown import shortened, shown
 
 __all__ = [
     "INT_MAX",
@@ -236,7 +236,7 @@ def to_plain(value: object) -> Any:
 
 
 def _where(path: tuple[object, ...]) -> str:
-    return "".join(f"[{shown_step(part)}]" for part in path) or "the top level"
+    return "".join(f"[{shortened(part)}]" for part in path) or "the top level"
 
 
 class NoPlainForm(TypeError):

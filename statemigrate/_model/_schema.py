@@ -48,7 +48,7 @@ from statemigrate._model._fingerprint import (
 )
 from statemigrate._model._inplace import InPlaceChecker, Node, compile_checker, schema_tree
 from statemigrate._model._jsonschema import validation_schema
-from statemigrate._model._paths import FieldName, format_path, located_path, shown
+from statemigrate._model._paths import FieldName, format_path, located_path
 from statemigrate._model._plaindata import same_plain
 from statemigrate._model._plan import check_component, check_version
 from statemigrate._model._schematype import (
@@ -59,6 +59,7 @@ from statemigrate._model._schematype import (
     reject_function,
     reject_typing_typeddict,
 )
+from statemigrate._model._shown import shown
 from statemigrate._model._typed import TypedForm, compile_typed_form
 from statemigrate._model._validity import (
     UnknownKey,

@@ -19,7 +19,8 @@ from typing import Any
 import pydantic
 
 from statemigrate._model._compare import counterparts, factory_name, same_factory
-from statemigrate._model._paths import FieldName, SetItem, format_path, shown_step
+from statemigrate._model._paths import FieldName, SetItem, format_path
+from statemigrate._model._shown import shortened
 
 __all__ = ["PathOf", "cut", "exact_differences"]
 
@@ -104,7 +105,7 @@ class _Where:
         if self.key is _MISSING:
             return path
         inner = f" at {format_path(list(self.in_key))}" if self.in_key else ""
-        return f"{path} key {shown_step(self.key)}{inner}"
+        return f"{path} key {shortened(self.key)}{inner}"
 
 
 def _exact(a: Any, b: Any, where: _Where, found: list[str], limit: int) -> None:
