@@ -36,6 +36,7 @@ from typing import Any
 import pydantic
 
 from statemigrate._model._paths import FieldName
+from statemigrate._model._shown import shortened
 
 __all__ = [
     "counterparts",
@@ -78,10 +79,7 @@ _Found = tuple[list[object], str]
 
 
 def _describe(value: object) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({type(value).__qualname__})"
+    return f"{shortened(value)} ({type(value).__qualname__})"
 
 
 def _changed(expected: object, actual: object) -> _Found:
