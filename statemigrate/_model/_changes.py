@@ -43,10 +43,10 @@ from typing import Any
 import pydantic
 
 from statemigrate._errors import ExportError, RegistrationError
-from statemigrate._model._compare import format_path
 from statemigrate._model._export import Exporter, compile_exporter
 from statemigrate._model._export_leaves import NotExportable
 from statemigrate._model._inplacewatch import POOL, InPlaceWatch
+from statemigrate._model._paths import format_path
 from statemigrate._model._registry import component_spec
 from statemigrate._model._schema import SchemaVersion
 from statemigrate._model._tracked import ChangeMark, Changes, TrackedDict

@@ -26,6 +26,7 @@ from statemigrate._model._plaindata import (
     text_problem,
     to_plain,
 )
+from statemigrate._model._shown import shortened
 
 __all__ = [
     "Convert",
@@ -458,7 +459,7 @@ def dict_of(key: Convert, value_node: Node) -> Convert:
             try:
                 text = key(name)
                 if text in out:
-                    raise fail(f"two keys are both written as {text!r}")
+                    raise fail(f"two keys are both written as {shortened(text)}")
                 out[text] = convert_value(sub)
             except NotExportable as exc:
                 raise located(exc, name) from None
@@ -525,9 +526,9 @@ def check_class(value: Any, cls: type) -> None:
 def add_extras(out: dict[str, Any], items: Any, extras: Node) -> None:
     for name, sub in items:
         if type(name) is not str:
-            raise fail(f"extra key {name!r} is not a str")
+            raise fail(f"extra key {shortened(name)} is not a str")
         if name in out:
-            raise fail(f"extra key {name!r} shadows a field")
+            raise fail(f"extra key {shortened(name)} shadows a field")
         try:
             out[name] = extras.convert(sub)
         except NotExportable as exc:

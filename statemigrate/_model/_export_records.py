@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from statemigrate._model._compare import FieldName
 from statemigrate._model._export_kinds import TRANSPARENT, VALIDATORS
 from statemigrate._model._export_leaves import (
     SCALAR_NODES,
@@ -30,6 +29,7 @@ from statemigrate._model._export_leaves import (
     read_item,
 )
 from statemigrate._model._export_refusals import SchemaNotExportable
+from statemigrate._model._paths import FieldName
 
 __all__ = ["CompileNode", "dataclass_node", "model_node", "typed_dict_node"]
 

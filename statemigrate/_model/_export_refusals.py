@@ -16,8 +16,8 @@ from typing import Any
 import pydantic
 import pydantic_core
 
-from statemigrate._model._compare import shown
 from statemigrate._model._plaindata import INT_MAX, INT_MIN
+from statemigrate._model._shown import shown
 
 __all__ = [
     "REFUSED",

@@ -18,6 +18,7 @@ import pydantic_core
 from statemigrate._model._compare import first_difference
 from statemigrate._model._export_kinds import accepts
 from statemigrate._model._export_leaves import Node, NotExportable, by_value, fail, kind_of
+from statemigrate._model._shown import shortened
 
 __all__ = ["union_node"]
 
@@ -118,8 +119,10 @@ def _int_text_check(
     """
 
     def check(value: int, text: str) -> None:
-        shown = text if len(text) <= 40 else f"{text[:37]}..."
-        held = f"the integer {shown} does not fit in 64 bits, so a snapshot holds its text;"
+        held = (
+            f"the integer {shortened(value)} does not fit in 64 bits, so a snapshot holds"
+            " its text;"
+        )
         try:
             again = validate_union(text)
         except pydantic_core.ValidationError as exc:
@@ -132,7 +135,7 @@ def _int_text_check(
         if type(again) is not int or again != value:
             raise fail(
                 f"{held} this union reads that text back as a {kind_of(again)}"
-                f" ({again!r:.40}), not an int; keep it within 64 bits or type it int alone"
+                f" ({shortened(again)}), not an int; keep it within 64 bits or type it int alone"
             )
 
     return check

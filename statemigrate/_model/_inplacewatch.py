@@ -32,7 +32,7 @@ from typing import Any
 import pydantic
 
 from statemigrate._errors import ChangeTrackingError
-from statemigrate._model._compare import format_path
+from statemigrate._model._paths import format_path
 
 __all__ = ["POOL", "SAMPLE", "InPlaceWatch", "exact_check"]
 

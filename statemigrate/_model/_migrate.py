@@ -29,8 +29,8 @@ from typing import Any
 import pydantic
 
 from statemigrate._errors import MigrationStepError, StateMigrateError, ValidationError
-from statemigrate._model._compare import FieldName, format_path
 from statemigrate._model._fieldchanges import FieldChanges
+from statemigrate._model._paths import FieldName, format_path
 from statemigrate._model._plaindata import INT_MAX, INT_MIN, copy_plain, not_plain_output
 from statemigrate._model._plan import Plan, Step, failed_record
 from statemigrate._model._schema import SchemaVersion

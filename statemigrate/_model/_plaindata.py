@@ -25,7 +25,7 @@ import ormsgpack
 import pydantic
 import pydantic_core
 
-from statemigrate._model._compare import shown, shown_step
+from statemigrate._model._shown import shortened
 
 __all__ = [
     "INT_MAX",
@@ -125,7 +125,7 @@ def find_not_plain(
                     stack.append((sub, [*path, key]))
                     continue
                 if type(key) is not str:
-                    return path, f"a map key of type {type(key).__qualname__} ({shown(key):.40})"
+                    return path, f"a map key of type {type(key).__qualname__} ({shortened(key)})"
                 problem = text_problem(key)
                 if problem:
                     return [*path, key], f"the key {problem}"
@@ -141,9 +141,9 @@ def find_not_plain(
         elif kind is int:
             assert isinstance(item, int)
             if not INT_MIN <= item <= INT_MAX:
-                return path, f"the integer {shown(item)} does not fit in 64 bits"
+                return path, f"the integer {shortened(item)} does not fit in 64 bits"
         elif kind not in _SCALARS and not (buffers and kind in (bytearray, memoryview)):
-            return path, f"a {kind.__qualname__} value ({item!r:.40}) is not plain data"
+            return path, f"a {kind.__qualname__} value ({shortened(item)}) is not plain data"
     return None
 
 
@@ -236,7 +236,7 @@ def to_plain(value: object) -> Any:
 
 
 def _where(path: tuple[object, ...]) -> str:
-    return "".join(f"[{shown_step(part)}]" for part in path) or "the top level"
+    return "".join(f"[{shortened(part)}]" for part in path) or "the top level"
 
 
 class NoPlainForm(TypeError):
@@ -260,14 +260,14 @@ def _convert(value: object, path: tuple[object, ...]) -> Any:
     if kind is int:
         assert isinstance(value, int)
         if not _INT_MIN <= value <= _INT_MAX:
-            raise NoPlainForm(f"integer {shown(value)} does not fit in 64 bits", path)
+            raise NoPlainForm(f"integer {shortened(value)} does not fit in 64 bits", path)
         return value
     if isinstance(value, Mapping):
         result: dict[str, Any] = {}
         for key, sub in value.items():
             name = _key(key, path)
             if name in result:
-                raise NoPlainForm(f"two keys become {name!r}", path)
+                raise NoPlainForm(f"two keys become {shortened(name)}", path)
             result[name] = _convert(sub, (*path, key))
         return result
     if isinstance(value, list | tuple):
@@ -342,4 +342,4 @@ def _key(key: object, path: tuple[object, ...]) -> str:
     plain = _leaf(key, path) if not isinstance(key, Mapping | list | tuple | set) else None
     if isinstance(plain, str):
         return plain
-    raise NoPlainForm(f"key {shown(key)} cannot be a string key", path)
+    raise NoPlainForm(f"key {shortened(key)} cannot be a string key", path)

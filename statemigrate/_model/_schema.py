@@ -34,12 +34,7 @@ import pydantic
 import pydantic_core
 
 from statemigrate._errors import ExportError, RegistrationError, ValidationError, first_line
-from statemigrate._model._compare import (
-    FieldName,
-    first_difference,
-    format_path,
-    located_path,
-)
+from statemigrate._model._compare import first_difference
 from statemigrate._model._export import (
     Exporter,
     NotExportable,
@@ -53,6 +48,7 @@ from statemigrate._model._fingerprint import (
 )
 from statemigrate._model._inplace import InPlaceChecker, Node, compile_checker, schema_tree
 from statemigrate._model._jsonschema import validation_schema
+from statemigrate._model._paths import FieldName, format_path, located_path
 from statemigrate._model._plaindata import same_plain
 from statemigrate._model._plan import check_component, check_version
 from statemigrate._model._schematype import (
@@ -63,6 +59,7 @@ from statemigrate._model._schematype import (
     reject_function,
     reject_typing_typeddict,
 )
+from statemigrate._model._shown import shown
 from statemigrate._model._typed import TypedForm, compile_typed_form
 from statemigrate._model._validity import (
     UnknownKey,
@@ -140,6 +137,7 @@ class SchemaVersion:
             # Decimal); the JSON-ready form makes them text that json can hash.
             exporter = compile_exporter(adapter.core_schema)
             schema = pydantic_core.to_jsonable_python(validation_schema(adapter))
+            fingerprint = fingerprint_of(schema)
         except SchemaNotExportable as exc:
             raise RegistrationError(
                 f"{where}: field {exc}; a snapshot could not hold it, so no state of this"
@@ -157,7 +155,7 @@ class SchemaVersion:
             # (unknown types such as bytearray get a paragraph of it).
             message = (exc.message.strip().splitlines() or [exc.code or "error"])[0]
             raise RegistrationError(
-                f"{where}: pydantic cannot use {type_!r}: {message}{hint}"
+                f"{where}: pydantic cannot use {shown(type_)}: {message}{hint}"
             ) from exc
         except (
             pydantic.PydanticSchemaGenerationError,
@@ -168,8 +166,12 @@ class SchemaVersion:
             NameError,
             OverflowError,
         ) as exc:
+            if _INT_TEXT_LIMIT in str(exc):
+                raise RegistrationError(f"{where}: {_int_past_text_limit()}") from exc
             detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise RegistrationError(f"{where}: pydantic cannot use {type_!r}: {detail}") from exc
+            raise RegistrationError(
+                f"{where}: pydantic cannot use {shown(type_)}: {detail}"
+            ) from exc
         kind, names, required = record_fields(type_, schema)
         tree = schema_tree(adapter.core_schema)
         return cls(
@@ -177,7 +179,7 @@ class SchemaVersion:
             version=version,
             type=type_,
             adapter=adapter,
-            fingerprint=fingerprint_of(schema),
+            fingerprint=fingerprint,
             kind=kind,
             fields=names,
             required_fields=required,
@@ -491,10 +493,13 @@ class SchemaVersion:
         difference = first_difference(state, again)
         if difference is not None:
             path, detail = difference
+            # The comparison walks a TypedDict as a dict: its schema tells the fields,
+            # which the exporter's paths name ``.name``, from keys.
+            steps = located_path(self.adapter.core_schema, path, labelled=False)
             raise ExportError(
                 self.component,
                 self.version,
-                format_path(path),
+                format_path(steps),
                 detail,
                 by_validation=by_validation,
             )
@@ -524,6 +529,24 @@ class SchemaVersion:
 
     def __str__(self) -> str:
         return f"{self.component} version {self.version}"
+
+
+_INT_TEXT_LIMIT = "for integer string conversion"
+"""Python's words when it refuses to write an int of more digits than
+``sys.get_int_max_str_digits()`` as text: typing's ``repr`` of a ``Literal``,
+pydantic's validator of a ``Literal`` or an enum, and ``json`` writing a default or a
+bound into the fingerprint's text all do it, and all raise it as a ``ValueError``."""
+
+
+def _int_past_text_limit() -> str:
+    """Why a schema holding an int past Python's digit limit does not register."""
+    limit = sys.get_int_max_str_digits()
+    return (
+        f"an int in the type (a Literal or enum value, a default, a bound) has more than"
+        f" {limit} digits, which Python does not write as text"
+        " (sys.get_int_max_str_digits()), so no validator or fingerprint can be made of"
+        " it; use an int of fewer digits"
+    )
 
 
 def _summarize(

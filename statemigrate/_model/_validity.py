@@ -29,7 +29,6 @@ from itertools import chain
 from operator import itemgetter, methodcaller
 from typing import Any
 
-from statemigrate._model._compare import FieldName
 from statemigrate._model._inplace import (
     DictNode,
     Node,
@@ -38,6 +37,7 @@ from statemigrate._model._inplace import (
     exact_parts,
     list_item,
 )
+from statemigrate._model._paths import FieldName
 
 __all__ = [
     "UnknownKey",

@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from statemigrate._errors import ExportError
-from statemigrate._model._compare import format_path, located_path
 from statemigrate._model._component import export_component
+from statemigrate._model._paths import format_path, located_path
 from statemigrate._runtime._report import SnapshotReport
 from statemigrate._snapshot._encode import SectionInput
 

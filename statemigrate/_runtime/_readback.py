@@ -23,7 +23,8 @@ from typing import Any
 import pydantic
 
 from statemigrate._model._changes import key_codec
-from statemigrate._model._compare import first_difference, format_path
+from statemigrate._model._compare import first_difference
+from statemigrate._model._paths import format_path
 from statemigrate._model._schema import SchemaVersion
 
 __all__ = ["delta_read_back_problem", "read_back", "read_back_problem"]

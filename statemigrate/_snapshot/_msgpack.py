@@ -29,8 +29,8 @@ import msgspec
 import ormsgpack
 
 from statemigrate._errors import SnapshotError, first_line
-from statemigrate._model._compare import shown_step
 from statemigrate._model._plaindata import MAX_NESTING, find_not_plain
+from statemigrate._model._shown import shortened
 from statemigrate._model._typed import TypedForm
 from statemigrate._snapshot._limits import budget_total
 
@@ -60,7 +60,7 @@ class NotPlainError(TypeError):
         self.section: int | None = None
 
     def __str__(self) -> str:
-        where = "".join(f"[{shown_step(step)}]" for step in self.path) or "the top level"
+        where = "".join(f"[{shortened(step)}]" for step in self.path) or "the top level"
         return f"{self.detail} at {where}"
 
 

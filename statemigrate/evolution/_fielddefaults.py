@@ -29,11 +29,13 @@ from typing import Any, Final, Literal
 
 import pydantic_core
 
-from statemigrate._model._compare import first_difference, format_path, shown
+from statemigrate._model._compare import first_difference
 from statemigrate._model._export import NotExportable, SchemaNotExportable, compile_exporter
 from statemigrate._model._export_kinds import TRANSPARENT, VALIDATORS
+from statemigrate._model._paths import format_path
 from statemigrate._model._plaindata import find_not_plain
 from statemigrate._model._schema import SchemaVersion
+from statemigrate._model._shown import shown
 from statemigrate.evolution._schemadiff import Change, FieldPath
 
 __all__ = ["FieldDefault", "field_default", "with_plain_defaults"]

@@ -18,15 +18,9 @@ from typing import Any
 
 import pydantic
 
-from statemigrate._model._compare import (
-    FieldName,
-    SetItem,
-    counterparts,
-    factory_name,
-    format_path,
-    same_factory,
-    shown_step,
-)
+from statemigrate._model._compare import counterparts, factory_name, same_factory
+from statemigrate._model._paths import FieldName, SetItem, format_path
+from statemigrate._model._shown import shortened
 
 __all__ = ["PathOf", "cut", "exact_differences"]
 
@@ -34,7 +28,7 @@ _MISSING = object()
 
 PathOf = Callable[[list[object]], list[object]]
 """Turns the steps to a difference (keys, indexes, record fields as
-:class:`~statemigrate._model._compare.FieldName`) into the path shown: plain data holds
+:class:`~statemigrate._model._paths.FieldName`) into the path shown: plain data holds
 a record as a dict, and only its schema tells its fields from keys."""
 
 
@@ -111,7 +105,7 @@ class _Where:
         if self.key is _MISSING:
             return path
         inner = f" at {format_path(list(self.in_key))}" if self.in_key else ""
-        return f"{path} key {shown_step(self.key)}{inner}"
+        return f"{path} key {shortened(self.key)}{inner}"
 
 
 def _exact(a: Any, b: Any, where: _Where, found: list[str], limit: int) -> None:

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn, Protocol
 
 from statemigrate._errors import ExportError, MigrationStepError, StateMigrateError
-from statemigrate._model._compare import located_path
 from statemigrate._model._migrate import run_plan
+from statemigrate._model._paths import located_path
 from statemigrate._model._plaindata import copy_plain, same_plain
 from statemigrate._model._plan import Plan, Step
 from statemigrate._model._registry import Registry

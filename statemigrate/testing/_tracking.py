@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from statemigrate._errors import ChangeTrackingError, ConfigurationError
-from statemigrate._model._compare import first_difference, format_path
+from statemigrate._model._compare import first_difference
 from statemigrate._model._inplacewatch import exact_check
+from statemigrate._model._paths import format_path
 from statemigrate._runtime._chain import chain_frame
 from statemigrate._runtime._chainread import composed_sections, open_chain
 from statemigrate._runtime._service import Service

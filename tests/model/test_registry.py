@@ -8,12 +8,13 @@ import re
 import sys
 import textwrap
 import typing
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
-from pydantic import BaseModel, RootModel
+from pydantic import BaseModel, Field, RootModel
 from typing_extensions import TypedDict
 
 import statemigrate._model._registry as registry_module
@@ -133,6 +134,57 @@ def test_lossy_forms() -> None:
 def test_typing_typeddict_is_a_registration_error() -> None:
     with pytest.raises(RegistrationError, match="typing_extensions.TypedDict"):
         Registry().add_schema("c", 1, TypingDict)
+
+
+HUGE = 10**5000
+"""An int of more digits than Python writes as text (4,300 by default)."""
+
+HugeLiteral: Any = Literal.__getitem__(HUGE)  # built at run time: a type checker wants literals
+
+
+class HugeLiteralRow(TypedDict):
+    code: HugeLiteral
+
+
+class HugeDefault(BaseModel):
+    count: int = HUGE
+
+
+class HugeBound(BaseModel):
+    count: int = Field(default=0, le=HUGE)
+
+
+@pytest.mark.parametrize(
+    "type_",
+    [HugeLiteral, dict[str, HugeLiteral], HugeLiteralRow, HugeDefault, HugeBound],
+    ids=["literal", "literal-in-dict", "literal-field", "default", "bound"],
+)
+def test_an_int_past_pythons_digits_for_text_is_one_registration_error(type_: Any) -> None:
+    """Before, the first two raised a bare ValueError (typing's repr of the type, in
+    pydantic), the last two a bare ValueError from the fingerprint's JSON text, and a
+    TypedDict's field a RegistrationError that only quoted Python's advice."""
+    with pytest.raises(RegistrationError) as caught:
+        Registry().add_schema("codes", 1, type_)
+    message = str(caught.value)
+    assert message.startswith(
+        "schema 'codes' version 1: an int in the type (a Literal or enum value, a default,"
+        f" a bound) has more than {sys.get_int_max_str_digits()} digits"
+    )
+    assert "\n" not in message and "use an int of fewer digits" in message
+
+
+class BinaryDefault(BaseModel):
+    blob: bytes = b"\xff"
+
+
+def test_a_default_json_has_no_value_for_registers_without_a_warning() -> None:
+    """pydantic leaves a default that is not UTF-8 out of the JSON Schema the fingerprint
+    hashes, and warns of it. Before, under warnings as errors, add_schema raised its
+    PydanticJsonSchemaWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        registered = Registry().add_schema("blobs", 1, BinaryDefault)
+        assert "default" not in registered.json_schema()["properties"]["blob"]
 
 
 def test_decorators_return_what_they_decorate() -> None:

@@ -24,6 +24,7 @@ from pydantic import (
     IPvAnyNetwork,
     Json,
     NewPath,
+    RootModel,
     SecretStr,
     create_model,
     field_validator,
@@ -132,6 +133,10 @@ class QuotaHolder(BaseModel):
     records: list[QuotaRecord]
 
 
+class QuotaTeams(RootModel[dict[str, QuotaRecord]]):
+    pass
+
+
 class NestedQuotas(BaseModel):
     by_team: dict[str, collections.defaultdict[str, int]]
     history: list[collections.defaultdict[str, int]]
@@ -147,17 +152,19 @@ def _custom() -> collections.defaultdict[str, int]:
     [
         (Quotas, Quotas(quotas=_custom()), "quotas"),
         (Quotas, Quotas(quotas=collections.defaultdict(lambda: 100)), "quotas"),
-        # A TypedDict's state compared as the dict it is: its fields read as keys.
-        (QuotaRecord, {"quotas": _custom()}, "['quotas']"),
+        # A TypedDict's fields named as in every other path. Before, the state
+        # compared as the dict it is had its fields read as keys: ['quotas'].
+        (QuotaRecord, {"quotas": _custom()}, "quotas"),
         (QuotaHolder, QuotaHolder(records=[{"quotas": collections.defaultdict(int)},
-                                           {"quotas": _custom()}]), "records[1]['quotas']"),
+                                           {"quotas": _custom()}]), "records[1].quotas"),
+        (QuotaTeams, QuotaTeams({"ops": {"quotas": _custom()}}), "root['ops'].quotas"),
         (NestedQuotas, NestedQuotas(by_team={"ops": _custom()}, history=[]), "by_team['ops']"),
         (NestedQuotas, NestedQuotas(by_team={}, history=[_custom()]), "history[0]"),
         (NestedQuotas, NestedQuotas(by_team={}, history=[], inner=Quotas(quotas=_custom())),
          "inner.quotas"),
     ],
-    ids=["model-field", "lambda", "typeddict-field", "typeddict-in-list", "dict-value",
-         "list-item", "nested-model"],
+    ids=["model-field", "lambda", "typeddict-field", "typeddict-in-list", "typeddict-in-root",
+         "dict-value", "list-item", "nested-model"],
 )
 def test_a_defaultdict_whose_factory_would_not_come_back_is_refused_at_snapshot(
     schema: Any, state: Any, path: str

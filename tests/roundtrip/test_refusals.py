@@ -175,11 +175,12 @@ class ShoutedKeysRow(TypedDict):
     ("schema", "state", "path"),
     [
         (ShoutedKeys, ShoutedKeys(by_name={"a": 1}), "by_name['a!']"),
-        (ShoutedRow, TypeAdapter(ShoutedRow).validate_python({"name": "a"}), "['name']"),
+        # A TypedDict's fields as in every other path (before: ['name'], ['by_name']).
+        (ShoutedRow, TypeAdapter(ShoutedRow).validate_python({"name": "a"}), "name"),
         (
             ShoutedKeysRow,
             TypeAdapter(ShoutedKeysRow).validate_python({"by_name": {"a": 1}}),
-            "['by_name']['a!']",
+            "by_name['a!']",
         ),
     ],
     ids=["model-key", "typeddict-value", "typeddict-key"],

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from typing_extensions import TypedDict
 
 from statemigrate._errors import LossyMigrationError
-from statemigrate._model._compare import FieldName
+from statemigrate._model._paths import FieldName
 from statemigrate._model._registry import Registry
 from statemigrate.testing import CheckReport, check_migrations, migration_checks
 from statemigrate.testing._checks import _shortened
