@@ -512,6 +512,34 @@ def test_dump_shows_bytes_as_base64(made: Made, capsys: pytest.CaptureFixture[st
     }
 
 
+def test_dump_shows_the_data_own_dollar_keys_apart_from_its_forms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, the bytes key and the text key, and the bytes and the dict, were printed
+    alike: ``{"$base64:AP8=": 1}`` twice, ``{"$base64": "AP8="}`` twice."""
+    raw = msgpack.packb(
+        {
+            "by_bytes": {b"\x00\xff": 1},
+            "by_str": {"$base64:AP8=": 1},
+            "raw": b"\x00\xff",
+            "fake": {"$base64": "AP8="},
+            "plain": {"$": 1, "a$": 2},
+        },
+        use_bin_type=True,
+    )
+    path = tmp_path / "dollars.smsnap"
+    path.write_bytes(seal_raw([raw]))
+    result = run(capsys, "inspect", str(path), "--dump", "c0")
+    assert result.code == 0 and result.err == ""
+    assert json.loads(result.out) == {
+        "by_bytes": {"$base64:AP8=": 1},
+        "by_str": {"$$base64:AP8=": 1},
+        "raw": {"$base64": "AP8="},
+        "fake": {"$$base64": "AP8="},
+        "plain": {"$$": 1, "a$": 2},
+    }
+
+
 def test_dump_shows_floats_json_has_no_number_for_as_text(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
