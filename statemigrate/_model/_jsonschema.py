@@ -99,6 +99,12 @@ class _WithPythonTypes(GenerateJsonSchema):
     Methods a pydantic release does not have are never called there; the fingerprint
     then depends on the pydantic release, as it does anyway (docs/migrations.md)."""
 
+    # A default JSON has no value for (bytes that are not UTF-8) is left out, as pydantic
+    # leaves it out: a restore takes an absent field's default from the class, not from
+    # this schema. pydantic warns of it, two lines of advice for API schemas at each
+    # registration, which every command of the command line printed.
+    ignored_warning_kinds = {"skipped-choice", "non-serializable-default"}
+
     def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
         return self._with_keys(schema, super().dict_schema(schema))
 
