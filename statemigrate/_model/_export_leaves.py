@@ -230,13 +230,14 @@ def iso_text(expected: type) -> Convert:
 
     def convert(value: Any) -> Any:
         if type(value) is not expected:
-            if expected is datetime.date and isinstance(value, datetime.datetime):
-                raise fail("expected a date, found a datetime")
-            if isinstance(value, expected):  # pydantic keeps a subclass as it is given
-                raise subclass_lost(value, expected)
-            converted = lax_value(kind, value)
+            moment = expected is datetime.date and isinstance(value, datetime.datetime)
+            if isinstance(value, expected) and not moment:
+                raise subclass_lost(value, expected)  # pydantic keeps it as it is given
+            converted = lax_value(kind, value)  # a datetime at midnight: its date
             if converted is not NOT_TAKEN:
                 return convert(converted)
+            if moment:
+                raise fail("expected a date, found a datetime")
             raise fail(f"expected {expected.__name__}, found {kind_of(value)}")
         if isinstance(value, datetime.datetime | datetime.time):
             offset = value.utcoffset()

@@ -48,11 +48,17 @@ def test_an_unvalidated_default_of_another_type_is_written_as_validation_makes_i
     assert export(CounterData, CounterData()) == {"x": 5}
     state = {"x": "5", "when": "2024-05-01"}
     assert export(CounterDict, state) == {"x": 5, "when": "2024-05-01"}
+    midnight = unvalidated(Dated, day=datetime.datetime(2024, 5, 1))
+    assert export(Dated, midnight) == {"day": "2024-05-01"}
 
 
 def unvalidated(model: type[BaseModel], **fields: Any) -> BaseModel:
     """A model holding ``fields`` as they are, as ``model_construct`` makes it."""
     return model.model_construct(**fields)
+
+
+class Dated(BaseModel):
+    day: datetime.date
 
 
 class Colour(enum.Enum):
@@ -80,8 +86,13 @@ class Checked(BaseModel):
         (Counter, unvalidated(Counter, x=None), "at x: expected an int, found NoneType"),
         (Painted, unvalidated(Painted, colour="red"), "at colour: expected a Colour member"),
         (Checked, unvalidated(Checked, x="5"), "at x: '5' (str) would come back as 5 (int)"),
+        (
+            Dated,
+            unvalidated(Dated, day=datetime.datetime(2024, 5, 1, 3)),
+            "at day: expected a date, found a datetime",
+        ),
     ],
-    ids=["refused-by-validation", "none", "not-a-scalar", "checked-schema"],
+    ids=["refused-by-validation", "none", "not-a-scalar", "checked-schema", "not-midnight"],
 )
 def test_what_is_not_converted_is_refused_at_its_path(
     schema_type: object, state: object, says: str
@@ -130,6 +141,7 @@ VALUES = st.one_of(
 @example(kind=int, value="5")
 @example(kind=datetime.date, value="2024-05-01")
 @example(kind=float, value=decimal.Decimal("0.1"))
+@example(kind=datetime.date, value=datetime.datetime(2024, 5, 1))  # midnight: its date
 def test_a_written_value_restores_as_validating_the_state_gives(kind: type, value: object) -> None:
     """For every scalar type and any value in its field: if the export takes the state,
     restoring what it wrote gives exactly what validating the state gives."""
