@@ -30,11 +30,12 @@ import datetime
 import decimal
 import math
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pydantic
 
+from statemigrate._model._freshstack import EVERY, on_fresh_stack
 from statemigrate._model._paths import FieldName
 from statemigrate._model._shown import shortened
 
@@ -105,7 +106,17 @@ def _widened(expected: object, actual: object) -> bool:
     return type(actual) in _WIDER.get(type(expected), ()) and expected == actual
 
 
-def _diff(expected: object, actual: object, widening: bool = False) -> _Found | None:
+def _diff(
+    expected: object, actual: object, widening: bool = False, depth: int = 0
+) -> _Found | None:
+    """The first difference; ``depth`` counts the containers and records walked into.
+
+    A walk whose stack runs out (``RecursionError``) goes on from the last container
+    at a multiple of :data:`EVERY` levels, on a fresh stack: a state nested as deep as
+    a restore takes is compared in any process, whatever its recursion limit (see
+    ``_freshstack``). The walk started there is ``fresh``, and does not move again at
+    its own level.
+    """
     kind = type(expected)
     if kind is type(actual):
         # The bulk of a state's values: answered here without the general checks below,
@@ -117,33 +128,29 @@ def _diff(expected: object, actual: object, widening: bool = False) -> _Found | 
                 return None
             return _changed(expected, actual)
         if kind is dict:
-            return _diff_mappings(expected, actual, widening)  # type: ignore[arg-type]
+            return _diff_mappings(expected, actual, widening, depth)  # type: ignore[arg-type]
         if _plain_record_type(kind):
-            return _diff_fields(expected, actual, False, widening)
+            return _diff_fields(expected, actual, False, widening, depth)
     if isinstance(expected, Mapping) and _is_record(actual):
-        return _diff_fields(expected, actual, True, widening)
+        return _diff_fields(expected, actual, True, widening, depth)
     if type(expected) is not type(actual):
         if widening and _widened(expected, actual):
             return None
         return _changed(expected, actual)
     if isinstance(expected, pydantic.BaseModel) or _is_dataclass_instance(expected):
-        return _diff_fields(expected, actual, False, widening)
+        return _diff_fields(expected, actual, False, widening, depth)
     if isinstance(expected, Mapping):
         assert isinstance(actual, Mapping)
         if isinstance(expected, collections.defaultdict):
             again = actual.default_factory  # type: ignore[attr-defined]  # same type
             if not same_factory(expected.default_factory, again):
                 return [], _factory_lost(expected.default_factory, again)
-        return _diff_mappings(expected, actual, widening)
+        return _diff_mappings(expected, actual, widening, depth)
     if isinstance(expected, list | tuple):
         assert isinstance(actual, list | tuple)
         if len(expected) != len(actual):
             return [], f"{len(expected)} items would come back as {len(actual)}"
-        for index, (left, right) in enumerate(zip(expected, actual, strict=True)):
-            found = _diff(left, right, widening)
-            if found:
-                return _below(index, found)
-        return None
+        return _diff_items(expected, actual, widening, depth)
     if isinstance(expected, set | frozenset):
         assert isinstance(actual, set | frozenset)
         if _item_forms(expected) != _item_forms(actual):
@@ -167,7 +174,7 @@ def _diff(expected: object, actual: object, widening: bool = False) -> _Found | 
         assert isinstance(actual, collections.deque)
         if expected.maxlen != actual.maxlen:
             return [], _maxlen_lost(expected.maxlen, actual.maxlen)
-        return _diff(list(expected), list(actual), widening)
+        return _diff(list(expected), list(actual), widening, depth)
     if expected != actual:
         return _changed(expected, actual)
     return None
@@ -220,24 +227,48 @@ def factory_name(factory: object) -> str:
     return text if len(text) <= 60 else "..." + text[-57:]
 
 
-def _diff_mappings(
-    expected: Mapping[Any, Any], actual: Mapping[Any, Any], widening: bool
+def _diff_items(
+    expected: Sequence[Any], actual: Sequence[Any], widening: bool, depth: int, fresh: bool = False
 ) -> _Found | None:
-    if expected.keys() == actual.keys():
-        twins: Mapping[Any, Any] = {key: key for key in actual}
-    else:
-        paired = _pair_keys(expected, actual)
-        if not isinstance(paired, dict):
-            return paired
-        twins = paired
-    for key, value in expected.items():
-        twin = twins[key]
-        if type(twin) is not type(key) or (type(key) not in _ATOMS and _diff(key, twin)):
-            return [key], f"the key would come back as {_describe_key(twin)}"
-        found = _diff(value, actual[twin], widening)
-        if found:
-            return _below(key, found)
-    return None
+    try:
+        for index, (left, right) in enumerate(zip(expected, actual, strict=True)):
+            found = _diff(left, right, widening, depth + 1)
+            if found:
+                return _below(index, found)
+        return None
+    except RecursionError:
+        if fresh or depth % EVERY:
+            raise
+        return on_fresh_stack(_diff_items, expected, actual, widening, depth, True)
+
+
+def _diff_mappings(
+    expected: Mapping[Any, Any],
+    actual: Mapping[Any, Any],
+    widening: bool,
+    depth: int,
+    fresh: bool = False,
+) -> _Found | None:
+    try:
+        if expected.keys() == actual.keys():
+            twins: Mapping[Any, Any] = {key: key for key in actual}
+        else:
+            paired = _pair_keys(expected, actual)
+            if not isinstance(paired, dict):
+                return paired
+            twins = paired
+        for key, value in expected.items():
+            twin = twins[key]
+            if type(twin) is not type(key) or (type(key) not in _ATOMS and _diff(key, twin)):
+                return [key], f"the key would come back as {_describe_key(twin)}"
+            found = _diff(value, actual[twin], widening, depth + 1)
+            if found:
+                return _below(key, found)
+        return None
+    except RecursionError:
+        if fresh or depth % EVERY:
+            raise
+        return on_fresh_stack(_diff_mappings, expected, actual, widening, depth, True)
 
 
 def _pair_keys(expected: Mapping[Any, Any], actual: Mapping[Any, Any]) -> dict[Any, Any] | _Found:
@@ -274,28 +305,40 @@ _NONE = object()
 
 
 def _diff_fields(
-    expected: Any, actual: Any, expected_is_dict: bool, widening: bool
+    expected: Any,
+    actual: Any,
+    expected_is_dict: bool,
+    widening: bool,
+    depth: int,
+    fresh: bool = False,
 ) -> _Found | None:
-    names = _field_names(actual)
-    for name in names:
-        if expected_is_dict:
-            if name not in expected:
-                continue  # an optional field the dict form leaves to its default
-            left = expected[name]
-        else:
-            left = getattr(expected, name)
-        found = _diff(left, getattr(actual, name), widening)
-        if found:
-            return _below(FieldName(name), found)
-    if isinstance(actual, pydantic.BaseModel) and not expected_is_dict:
-        for label, left, right in (
-            ("extra", expected.__pydantic_extra__, actual.__pydantic_extra__),
-            ("private attributes", expected.__pydantic_private__, actual.__pydantic_private__),
-        ):
-            found = _diff(left or {}, right or {}, widening)
+    try:
+        names = _field_names(actual)
+        for name in names:
+            if expected_is_dict:
+                if name not in expected:
+                    continue  # an optional field the dict form leaves to its default
+                left = expected[name]
+            else:
+                left = getattr(expected, name)
+            found = _diff(left, getattr(actual, name), widening, depth + 1)
             if found:
-                return _below(FieldName(f"<{label}>"), found)
-    return None
+                return _below(FieldName(name), found)
+        if isinstance(actual, pydantic.BaseModel) and not expected_is_dict:
+            for label, left, right in (
+                ("extra", expected.__pydantic_extra__, actual.__pydantic_extra__),
+                ("private attributes", expected.__pydantic_private__, actual.__pydantic_private__),
+            ):
+                found = _diff(left or {}, right or {}, widening, depth + 1)
+                if found:
+                    return _below(FieldName(f"<{label}>"), found)
+        return None
+    except RecursionError:
+        if fresh or depth % EVERY:
+            raise
+        return on_fresh_stack(
+            _diff_fields, expected, actual, expected_is_dict, widening, depth, True
+        )
 
 
 _RECORD_TYPES: dict[type, bool] = {}

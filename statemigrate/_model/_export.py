@@ -85,6 +85,7 @@ from statemigrate._model._export_refusals import (
     refuse_decoder,
 )
 from statemigrate._model._export_unions import union_node
+from statemigrate._model._freshstack import EVERY, on_fresh_stack
 
 __all__ = [
     "CHECKED_DEPTH",
@@ -278,6 +279,12 @@ class _Compiler:
         value nested in more than :data:`CHECKED_DEPTH` marks its export for a check
         by validation, which finds out whether it comes back; past
         :data:`MAX_REFERENCE_DEPTH`, no validation would take it.
+
+        The walk takes a few Python calls per reference. Where the stack runs out
+        (``RecursionError``), it goes on from the last reference at the first level or
+        a multiple of ``EVERY`` levels below it, on a fresh stack (see ``_freshstack``):
+        a state that a restore takes, any process exports again, whatever its
+        recursion limit and however deep the stack it exports from.
         """
         depth = self._walk
 
@@ -293,8 +300,20 @@ class _Compiler:
             depth.level = level
             try:
                 return convert_inner(value)
+            except RecursionError:
+                if level % EVERY != 1:
+                    raise  # up to the level that moves
+                unsure = getattr(depth, "unsure", False)
+                out, depth.unsure = on_fresh_stack(resume, value, level, unsure)
+                return out
             finally:
                 depth.level = level - 1
+
+        def resume(value: Any, level: int, unsure: bool) -> tuple[Any, bool]:
+            """``convert_inner`` at ``level`` on a fresh thread, whose walk starts where
+            the caller's stopped; and whether its value must now be validated back."""
+            depth.level, depth.unsure = level, unsure
+            return convert_inner(value), depth.unsure
 
         return convert
 

@@ -18,6 +18,7 @@ import pydantic
 import pydantic.networks
 import pydantic_core
 
+from statemigrate._model._export_lax import NOT_TAKEN, lax_value
 from statemigrate._model._plaindata import (
     INT_MAX,
     INT_MIN,
@@ -122,6 +123,9 @@ def to_int(value: Any) -> Any:
         return value if INT_MIN <= value <= INT_MAX else _int_text(value)
     if isinstance(value, int):  # bool, IntEnum member: validation would give an int
         return to_int(int(value))
+    converted = lax_value("int", value)
+    if converted is not NOT_TAKEN:
+        return to_int(converted)  # "5", 5.0, Decimal(5): as validation makes them
     raise fail(f"expected an int, found {kind_of(value)}")
 
 
@@ -166,12 +170,18 @@ def to_float(value: Any) -> Any:
             return float(value)
         except OverflowError:  # an int past the largest float: validation refuses it too
             raise fail("an integer too large for a float, where a float is declared") from None
+    converted = lax_value("float", value)
+    if converted is not NOT_TAKEN:
+        return to_float(converted)
     raise fail(f"expected a float, found {kind_of(value)}")
 
 
 def to_str(value: Any) -> Any:
     if type(value) is not str:
         if not isinstance(value, str):
+            converted = lax_value("str", value)
+            if converted is not NOT_TAKEN:
+                return to_str(converted)
             raise fail(f"expected a str, found {kind_of(value)}")
         value = str.__str__(value)  # a subclass, e.g. a StrEnum member in a str field
     problem = text_problem(value)
@@ -183,6 +193,9 @@ def to_str(value: Any) -> Any:
 def to_bool(value: Any) -> Any:
     if type(value) is bool:
         return value
+    converted = lax_value("bool", value)
+    if converted is not NOT_TAKEN:
+        return converted
     raise fail(f"expected a bool, found {kind_of(value)}")
 
 
@@ -193,6 +206,9 @@ def to_bytes(value: Any) -> Any:
         raise subclass_lost(value, bytes)
     if isinstance(value, bytearray | memoryview):
         return bytes(value)
+    converted = lax_value("bytes", value)
+    if converted is not NOT_TAKEN:
+        return to_bytes(converted)
     raise fail(f"expected bytes, found {kind_of(value)}")
 
 
@@ -211,12 +227,18 @@ def subclass_lost(value: object, base: type) -> NotExportable:
 
 
 def iso_text(expected: type) -> Convert:
+    kind = expected.__name__  # pydantic's core schema type: date, datetime, time
+
     def convert(value: Any) -> Any:
         if type(value) is not expected:
-            if expected is datetime.date and isinstance(value, datetime.datetime):
+            moment = expected is datetime.date and isinstance(value, datetime.datetime)
+            if isinstance(value, expected) and not moment:
+                raise subclass_lost(value, expected)  # pydantic keeps it as it is given
+            converted = lax_value(kind, value)  # a datetime at midnight: its date
+            if converted is not NOT_TAKEN:
+                return convert(converted)
+            if moment:
                 raise fail("expected a date, found a datetime")
-            if isinstance(value, expected):  # pydantic keeps a subclass as it is given
-                raise subclass_lost(value, expected)
             raise fail(f"expected {expected.__name__}, found {kind_of(value)}")
         if isinstance(value, datetime.datetime | datetime.time):
             offset = value.utcoffset()
@@ -244,15 +266,25 @@ def duration_text(value: Any) -> Any:
     if type(value) is not datetime.timedelta:
         if isinstance(value, datetime.timedelta):  # pydantic keeps a subclass as it is
             raise subclass_lost(value, datetime.timedelta)
+        converted = lax_value("timedelta", value)
+        if converted is not NOT_TAKEN:
+            return duration_text(converted)
         raise fail(f"expected a timedelta, found {kind_of(value)}")
     return pydantic_core.to_jsonable_python(value)  # ISO 8601 duration, sign included
 
 
-def as_text(expected: type | tuple[type, ...], what: str, *, exact: bool = False) -> Convert:
-    """Write a value as its text; ``exact``: refuse subclasses, which come back as the base."""
+def as_text(
+    expected: type | tuple[type, ...], what: str, *, exact: bool = False, lax: str = ""
+) -> Convert:
+    """Write a value as its text; ``exact``: refuse subclasses, which come back as the
+    base; ``lax``: the core schema type whose lax validation converts a value of
+    another type (see ``_export_lax``)."""
 
     def convert(value: Any) -> Any:
         if not isinstance(value, expected):
+            converted = lax_value(lax, value) if lax else NOT_TAKEN
+            if converted is not NOT_TAKEN:
+                return convert(converted)
             raise fail(f"expected {what}, found {kind_of(value)}")
         if exact and type(value) is not expected:
             raise subclass_lost(value, cast(type, expected))
@@ -328,8 +360,8 @@ SCALAR_NODES: Mapping[str, Node] = {
     "datetime": Node(iso_text(datetime.datetime), False, True),
     "time": Node(iso_text(datetime.time), False, True),
     "timedelta": Node(duration_text, False, True),
-    "decimal": Node(as_text(decimal.Decimal, "a Decimal", exact=True), False, True),
-    "uuid": Node(as_text(uuid.UUID, "a UUID", exact=True), False, True),
+    "decimal": Node(as_text(decimal.Decimal, "a Decimal", exact=True, lax="decimal"), False, True),
+    "uuid": Node(as_text(uuid.UUID, "a UUID", exact=True, lax="uuid"), False, True),
     "url": Node(as_text(URL_TYPES, "a URL"), False, True),
     "multi-host-url": Node(as_text(MULTI_HOST_URL_TYPES, "a URL"), False, True),
 }
@@ -364,8 +396,8 @@ KEY_TEXT: Mapping[str, Convert] = {
     "int": lambda key: str(to_int(key)),
     "float": lambda key: repr(to_float(key)),
     "bool": lambda key: "true" if to_bool(key) else "false",
-    "decimal": as_text(decimal.Decimal, "a Decimal", exact=True),
-    "uuid": as_text(uuid.UUID, "a UUID", exact=True),
+    "decimal": as_text(decimal.Decimal, "a Decimal", exact=True, lax="decimal"),
+    "uuid": as_text(uuid.UUID, "a UUID", exact=True, lax="uuid"),
     "date": iso_text(datetime.date),
     "datetime": iso_text(datetime.datetime),
     "time": iso_text(datetime.time),

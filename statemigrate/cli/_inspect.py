@@ -214,13 +214,16 @@ def dump_json(value: object, *, section: str) -> str:
 
 
 def to_json_ready(value: object) -> object:
-    """Decoded plain data in a form JSON can hold.
+    """Decoded plain data in a form JSON can hold, one form per value.
 
     Bytes become ``{"$base64": "..."}``; bytes map keys, which JSON cannot hold, become
     the string ``"$base64:..."``. A float JSON has no number for becomes
     ``{"$float": "nan"}``, ``{"$float": "inf"}`` or ``{"$float": "-inf"}``, text that
-    ``float()`` reads back. Everything else that snapshots hold (dicts with str keys,
-    lists, str, int, finite floats, bool, None) is already JSON's.
+    ``float()`` reads back. A map's own key that starts with ``$`` is shown with one more
+    ``$`` in front (``"$base64"`` as ``"$$base64"``), so that no map of the data looks
+    like one of those forms: a key with a single ``$`` in front is always one of them.
+    Everything else that snapshots hold (dicts with str keys, lists, str, int, finite
+    floats, bool, None) is already JSON's and shown as it is.
     """
     if isinstance(value, dict):
         return {_json_key(key): to_json_ready(item) for key, item in value.items()}
@@ -236,6 +239,8 @@ def to_json_ready(value: object) -> object:
 def _json_key(key: object) -> object:
     if isinstance(key, bytes | bytearray):
         return "$base64:" + base64.b64encode(key).decode("ascii")
+    if isinstance(key, str) and key.startswith("$"):
+        return "$" + key  # the data's own: a single $ marks a form of the dump's
     return key
 
 

@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import uuid
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -512,6 +513,34 @@ def test_dump_shows_bytes_as_base64(made: Made, capsys: pytest.CaptureFixture[st
     }
 
 
+def test_dump_shows_the_data_own_dollar_keys_apart_from_its_forms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, the bytes key and the text key, and the bytes and the dict, were printed
+    alike: ``{"$base64:AP8=": 1}`` twice, ``{"$base64": "AP8="}`` twice."""
+    raw = msgpack.packb(
+        {
+            "by_bytes": {b"\x00\xff": 1},
+            "by_str": {"$base64:AP8=": 1},
+            "raw": b"\x00\xff",
+            "fake": {"$base64": "AP8="},
+            "plain": {"$": 1, "a$": 2},
+        },
+        use_bin_type=True,
+    )
+    path = tmp_path / "dollars.smsnap"
+    path.write_bytes(seal_raw([raw]))
+    result = run(capsys, "inspect", str(path), "--dump", "c0")
+    assert result.code == 0 and result.err == ""
+    assert json.loads(result.out) == {
+        "by_bytes": {"$base64:AP8=": 1},
+        "by_str": {"$$base64:AP8=": 1},
+        "raw": {"$base64": "AP8="},
+        "fake": {"$$base64": "AP8="},
+        "plain": {"$$": 1, "a$": 2},
+    }
+
+
 def test_dump_shows_floats_json_has_no_number_for_as_text(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -965,6 +994,28 @@ def test_a_registry_module_that_fails_to_import(
     monkeypatch.syspath_prepend(str(tmp_path))
     result = run(capsys, "graph", "kvcache", "--registry", f"{name}:registry")
     assert_one_error_line(result, name, "RuntimeError", "boom", "second line")
+
+
+def test_a_schema_whose_default_json_cannot_hold_leaves_the_output_clean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, every command that loaded such a registry printed pydantic's two-line
+    PydanticJsonSchemaWarning (the default is left out of the schema's JSON Schema)."""
+    name = f"binary_default_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text(
+        "import pydantic, statemigrate\n"
+        "class Settings(pydantic.BaseModel):\n"
+        "    blob: bytes = b'\\xff\\x00'\n"
+        "registry = statemigrate.Registry()\n"
+        "registry.add_schema('settings', 1, Settings)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")  # each one a terminal would show, even if seen before
+        result = run(capsys, "graph", "settings", "--registry", f"{name}:registry")
+    assert [str(warning.message) for warning in warned] == []
+    assert result.code == 0 and result.err == ""
+    assert result.out.startswith("settings: 1 version(s)")
 
 
 @pytest.mark.parametrize("how", ["--import", "--registry", "--registry factory", "--migrations"])

@@ -24,7 +24,9 @@ from statemigrate._snapshot import _format
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._format import PREAMBLE_SIZE, open_snapshot
 from statemigrate.cli import _source
+from statemigrate.cli._inspect import dump_json
 from statemigrate.cli._main import build_parser, main
+from statemigrate.testing._exact import exact_differences
 
 KEY = b"fuzzing key, sixteen bytes or more"
 ERROR_PREFIX = "statemigrate: error:"
@@ -176,15 +178,16 @@ def test_the_sound_snapshots_pass(folder: Path) -> None:
 
 # --- --dump: whatever plain data a section holds, JSON shows it -----------------------------
 
-_keys = st.one_of(
-    st.text(max_size=8).filter(lambda k: not k.startswith("$")), st.binary(max_size=8)
-)
+# The dump's own forms, drawn as the data's keys and text too: a state may hold them.
+_MARKS = ["$base64", "$float", "$base64:AP8=", "$", "$$", "$$base64", "AP8=", "nan", "inf"]
+_keys = st.one_of(st.text(max_size=8), st.sampled_from(_MARKS), st.binary(max_size=8))
 _leaves = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-(2**63), 2**64 - 1),
     st.floats(),
     st.text(max_size=16),
+    st.sampled_from(_MARKS),
     st.binary(max_size=16),
 )
 _plain = st.recursive(
@@ -205,11 +208,14 @@ def _as_shown(value: Any) -> Any:
     if isinstance(value, list):
         return [_as_shown(item) for item in value]
     if isinstance(value, dict):
-        return {
-            ("$base64:" + base64.b64encode(k).decode() if isinstance(k, bytes) else k): _as_shown(v)
-            for k, v in value.items()
-        }
+        return {_key_shown(k): _as_shown(v) for k, v in value.items()}
     return value
+
+
+def _key_shown(key: str | bytes) -> str:
+    if isinstance(key, bytes):
+        return "$base64:" + base64.b64encode(key).decode()
+    return "$" + key if key.startswith("$") else key
 
 
 @given(value=_plain)
@@ -218,7 +224,8 @@ def _as_shown(value: Any) -> Any:
 def test_dump_shows_any_plain_data_as_json(folder: Path, value: Any) -> None:
     """For all plain data: ``--dump`` prints strict JSON that reads back as the data,
     bytes as base64 (values ``{"$base64": ...}``, map keys ``"$base64:..."``), NaN and
-    the infinities as ``{"$float": ...}``."""
+    the infinities as ``{"$float": ...}``, the data's own keys that start with ``$``
+    with one more ``$``."""
     raw = msgpack.packb(value, use_bin_type=True)
     outcome = inspect(folder, seal_raw([raw]), "--dump", "c0")
     check_contract(outcome)
@@ -229,6 +236,45 @@ def test_dump_shows_any_plain_data_as_json(folder: Path, value: Any) -> None:
 
 def _not_json(token: str) -> None:
     raise AssertionError(f"--dump printed {token}, which is not JSON")
+
+
+@given(value=_plain)
+@example(value={b"\x00\xff": 1, "$base64:AP8=": 1})
+@example(value=[b"\x00\xff", {"$base64": "AP8="}, float("nan"), {"$float": "nan"}])
+def test_a_dump_reads_back_as_the_data_it_shows(value: Any) -> None:
+    """For all plain data: reading ``--dump``'s JSON back by the rules docs/cli.md gives
+    for it returns the data exactly, types and key order included; so two values that
+    differ never dump alike. Before, bytes and the dict ``{"$base64": ...}`` showing
+    them, or a bytes key and the text key showing it, were printed alike."""
+    shown = json.loads(dump_json(value, section="c0"), object_pairs_hook=_pairs)
+    assert exact_differences(value, _read_dump(shown)) == []
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    return dict(pairs)
+
+
+def _read_dump(shown: Any) -> Any:
+    """--dump's JSON back as plain data, by the table of docs/cli.md, written apart
+    from the code."""
+    if isinstance(shown, list):
+        return [_read_dump(item) for item in shown]
+    if not isinstance(shown, dict):
+        return shown
+    if list(shown) == ["$base64"]:
+        return base64.b64decode(shown["$base64"], validate=True)
+    if list(shown) == ["$float"]:
+        return float(shown["$float"])
+    data: dict[Any, Any] = {}
+    for key, item in shown.items():
+        if key.startswith("$$"):
+            data[key[1:]] = _read_dump(item)
+        elif key.startswith("$base64:"):
+            data[base64.b64decode(key[len("$base64:") :], validate=True)] = _read_dump(item)
+        else:
+            assert not key.startswith("$"), f"a key {key!r} the table does not describe"
+            data[key] = _read_dump(item)
+    return data
 
 
 # --- negative controls: the properties catch the bugs they are about ------------------------

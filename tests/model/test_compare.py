@@ -5,11 +5,17 @@ numbers by their parts."""
 from __future__ import annotations
 
 import datetime
+import sys
 import zoneinfo
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
 from statemigrate._model._compare import first_difference
+from statemigrate._model._plaindata import MAX_NESTING
+
+T = TypeVar("T")
 
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 
@@ -133,3 +139,39 @@ def test_complex_numbers_with_nan_parts_are_the_same_and_zero_signs_count() -> N
     )
     assert first_difference(complex(nan, 1.0), complex(nan, 2.0)) is not None
 
+
+def _nested_lists(levels: int, leaf: object) -> object:
+    value = leaf
+    for _ in range(levels):
+        value = [{"k": value}]
+    return value
+
+
+def _on_deep_stack(frames: int, call: Callable[[], T]) -> T:
+    if frames <= 0:
+        return call()
+    return _on_deep_stack(frames - 1, call)
+
+
+def test_data_as_deep_as_a_snapshot_holds_compares_under_the_default_recursion_limit() -> None:
+    """Plain data nested as deep as a snapshot holds (1,024 levels of lists and dicts)
+    compares at the default limit of 1,000, from a stack already 600 calls deep, and a
+    difference at the bottom is named by its whole path: where the stack runs out, the
+    walk goes on on a fresh one. Before, RecursionError."""
+    levels = MAX_NESTING // 2  # a list and a dict each
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    try:
+        same = _on_deep_stack(600, lambda: first_difference(
+            _nested_lists(levels, 1), _nested_lists(levels, 1)
+        ))
+        found = _on_deep_stack(600, lambda: first_difference(
+            _nested_lists(levels, 1), _nested_lists(levels, "1")
+        ))
+    finally:
+        sys.setrecursionlimit(before)
+    assert same is None
+    assert found is not None
+    path, detail = found
+    assert path == [0, "k"] * levels
+    assert detail == "1 (int) would come back as '1' (str)"

@@ -46,14 +46,19 @@ def service(
 
 def as_json(plain: Any) -> Any:
     """Plain data as ``inspect --dump`` prints it: bytes as {"$base64": ...}, NaN and the
-    infinities as {"$float": "nan"}, {"$float": "inf"} and {"$float": "-inf"}."""
+    infinities as {"$float": "nan"}, {"$float": "inf"} and {"$float": "-inf"}, keys that
+    start with ``$`` with one more ``$``."""
     if isinstance(plain, bytes):
         return {"$base64": base64.b64encode(plain).decode()}
     if isinstance(plain, float) and not math.isfinite(plain):
         return {"$float": "nan" if math.isnan(plain) else ("inf" if plain > 0 else "-inf")}
     if isinstance(plain, dict):
         return {
-            (f"$base64:{base64.b64encode(k).decode()}" if isinstance(k, bytes) else k): as_json(v)
+            (
+                f"$base64:{base64.b64encode(k).decode()}"
+                if isinstance(k, bytes)
+                else f"${k}" if k.startswith("$") else k
+            ): as_json(v)
             for k, v in plain.items()
         }
     if isinstance(plain, list):

@@ -4,15 +4,21 @@ every restore with pydantic's recursion error (nor raises Python's RecursionErro
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError, field_validator
+from roundtrip_zoo import holder_class
 from typing_extensions import TypedDict
 
-from statemigrate import ExportError
+from statemigrate import ExportError, MemoryStore, Registry, Service
+from statemigrate._model import _compare, _export
 from statemigrate._model._export import CHECKED_DEPTH, MAX_REFERENCE_DEPTH
+
+T = TypeVar("T")
 
 RoundTrip = Callable[[object, object], object]  # the round_trip fixture
 
@@ -126,3 +132,77 @@ def test_a_state_nested_past_the_hard_limit_is_refused_without_a_check(
     assert f"more than {MAX_REFERENCE_DEPTH} levels" in str(error) or "recursion limit" in str(
         error
     )
+
+
+# --- the same limits in every process: a restored state commits again -------------------
+
+DEFAULT_LIMIT = 1000
+"""Python's default recursion limit."""
+
+
+@contextlib.contextmanager
+def recursion_limit(limit: int) -> Iterator[None]:
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(before)
+
+
+def on_deep_stack(frames: int, call: Callable[[], T]) -> T:
+    """``call()`` from a stack ``frames`` Python calls deeper than the caller's."""
+    if frames <= 0:
+        return call()
+    return on_deep_stack(frames - 1, call)
+
+
+def hand_on(shape: str) -> tuple[Any, Any]:
+    """The deepest state of ``shape`` a restore takes, committed under a raised recursion
+    limit and restored under the default one, which then commits it, from a stack
+    already 600 calls deep, and restores it once more: that state and the last one."""
+    schema, plain_wrap, _ = SHAPES[shape]
+    registry = Registry()
+    registry.add_schema("thing", 1, schema)
+    holder = holder_class(registry, "thing", 1)
+    state = deepest(schema, plain_wrap)
+    store = MemoryStore()
+    with recursion_limit(20_000):
+        writer = Service("svc", registry=registry)
+        writer.register(holder(state))
+        writer.commit(store)
+    with recursion_limit(DEFAULT_LIMIT):
+        reader = Service("svc", registry=registry)
+        reader.register(holder())
+        reader.restore(store.open())
+        on_deep_stack(600, lambda: reader.commit(store))
+        last = Service("svc", registry=registry)
+        again = last.register(holder())
+        last.restore(store.open())
+    return state, again.state
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_state_restored_under_the_default_recursion_limit_commits_again(shape: str) -> None:
+    """Whatever the recursion limit of the process that committed a state and the depth
+    of the stack a commit is called from, a process that restores the state commits it
+    again. Before, a state nested more than about 200 levels (what a process with a
+    raised limit commits) restored under the default limit and then could not be
+    committed: 'nested too deep ... to be exported within Python's recursion limit'."""
+    state, again = hand_on(shape)
+    with recursion_limit(20_000):  # comparing 255 levels of models recurses as well
+        assert again == state
+
+
+def test_negative_control_walks_kept_on_one_stack_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the walks kept on the stack they started on, the same commit is refused."""
+
+    def same_stack(call: Callable[..., T], /, *args: Any) -> T:
+        return call(*args)
+
+    monkeypatch.setattr(_export, "on_fresh_stack", same_stack)
+    monkeypatch.setattr(_compare, "on_fresh_stack", same_stack)
+    with pytest.raises(ExportError, match="recursion limit"):
+        hand_on("model")

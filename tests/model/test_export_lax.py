@@ -1,0 +1,158 @@
+"""A value of another type in a scalar field (_model/_export_lax.py): written as lax
+validation makes it, in models, dataclasses and TypedDicts alike, so that a restore
+gives what validating the state gives; refused where validation refuses it, where the
+field is no scalar, and in a schema checked by validating it back."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import enum
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+from pydantic import BaseModel, TypeAdapter, ValidationError, create_model, field_validator
+from typing_extensions import TypedDict
+
+from statemigrate._errors import ExportError
+from statemigrate._model._schema import SchemaVersion
+from statemigrate.testing._exact import exact_differences
+
+
+class Counter(BaseModel):
+    x: int = "5"  # type: ignore[assignment]  # pydantic does not validate defaults
+
+
+@dataclasses.dataclass
+class CounterData:
+    x: int = "5"  # type: ignore[assignment]
+
+
+class CounterDict(TypedDict):
+    x: int
+    when: datetime.date  # a field that is not plain data: the state is walked
+
+
+def export(schema_type: object, state: object) -> Any:
+    return SchemaVersion.create("c", 1, schema_type).export(state)
+
+
+def test_an_unvalidated_default_of_another_type_is_written_as_validation_makes_it() -> None:
+    """Before, the model and the dataclass refused it ('at x: expected an int, found
+    str'), while a plain TypedDict state was written with "5" and restored as 5."""
+    assert export(Counter, Counter()) == {"x": 5}
+    assert export(CounterData, CounterData()) == {"x": 5}
+    state = {"x": "5", "when": "2024-05-01"}
+    assert export(CounterDict, state) == {"x": 5, "when": "2024-05-01"}
+    midnight = unvalidated(Dated, day=datetime.datetime(2024, 5, 1))
+    assert export(Dated, midnight) == {"day": "2024-05-01"}
+
+
+def unvalidated(model: type[BaseModel], **fields: Any) -> BaseModel:
+    """A model holding ``fields`` as they are, as ``model_construct`` makes it."""
+    return model.model_construct(**fields)
+
+
+class Dated(BaseModel):
+    day: datetime.date
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Painted(BaseModel):
+    colour: Colour
+
+
+class Checked(BaseModel):
+    x: int
+    name: str = "n"
+
+    @field_validator("name")
+    @classmethod
+    def _same(cls, name: str) -> str:
+        return name
+
+
+@pytest.mark.parametrize(
+    ("schema_type", "state", "says"),
+    [
+        (Counter, unvalidated(Counter, x="abc"), "at x: expected an int, found str"),
+        (Counter, unvalidated(Counter, x=None), "at x: expected an int, found NoneType"),
+        (Painted, unvalidated(Painted, colour="red"), "at colour: expected a Colour member"),
+        (Checked, unvalidated(Checked, x="5"), "at x: '5' (str) would come back as 5 (int)"),
+        (
+            Dated,
+            unvalidated(Dated, day=datetime.datetime(2024, 5, 1, 3)),
+            "at day: expected a date, found a datetime",
+        ),
+    ],
+    ids=["refused-by-validation", "none", "not-a-scalar", "checked-schema", "not-midnight"],
+)
+def test_what_is_not_converted_is_refused_at_its_path(
+    schema_type: object, state: object, says: str
+) -> None:
+    with pytest.raises(ExportError, match=says.replace("(", r"\(").replace(")", r"\)")):
+        export(schema_type, state)
+
+
+SCALARS: list[type] = [
+    int,
+    float,
+    str,
+    bool,
+    bytes,
+    datetime.date,
+    datetime.datetime,
+    datetime.time,
+    datetime.timedelta,
+    decimal.Decimal,
+    uuid.UUID,
+]
+MODELS = {
+    kind: SchemaVersion.create("c", 1, create_model("One", x=(kind, ...))) for kind in SCALARS
+}
+# Text that lax validation parses into one scalar or another.
+TEXTS = ["5", "-7", "1.5", "1e3", "yes", "off", "2024-05-01", "2024-05-01T12:30:00+02:00",
+         "12:30", "P1DT2H", "12345678-1234-5678-1234-567812345678", " 5 ", "nan", ""]
+VALUES = st.one_of(
+    st.sampled_from(TEXTS),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.decimals(),
+    st.text(max_size=8),
+    st.binary(max_size=8),
+    st.dates(),
+    st.datetimes(timezones=st.none() | st.timezones()),
+    st.times(),
+    st.timedeltas(),
+    st.uuids(),
+)
+
+
+@given(kind=st.sampled_from(SCALARS), value=VALUES)
+@example(kind=int, value="5")
+@example(kind=datetime.date, value="2024-05-01")
+@example(kind=float, value=decimal.Decimal("0.1"))
+@example(kind=datetime.date, value=datetime.datetime(2024, 5, 1))  # midnight: its date
+def test_a_written_value_restores_as_validating_the_state_gives(kind: type, value: object) -> None:
+    """For every scalar type and any value in its field: if the export takes the state,
+    restoring what it wrote gives exactly what validating the state gives."""
+    schema = MODELS[kind]
+    model: Any = schema.type
+    try:
+        plain = schema.export(model.model_construct(x=value))
+    except ExportError:
+        return
+    try:
+        expected = TypeAdapter(model).validate_python({"x": value})
+    except ValidationError:
+        raise AssertionError(f"written {plain!r}, but validation refuses the state") from None
+    assert exact_differences(expected, schema.validate(plain)) == []
