@@ -173,13 +173,26 @@ class StoreError(StateMigrateError):
         target: the path, name or descriptor concerned.
         detail: what went wrong.
         errno: the OS error number, when the cause was an ``OSError``.
+        previous_too: whether the failure is of what names the latest snapshot and the
+            one before it alike (an object store's pointer, or the server it is on),
+            so that the one before it cannot be read either: a start does not wait
+            for the same read twice.
     """
 
-    def __init__(self, op: str, target: str, detail: str, *, errno: int | None = None) -> None:
+    def __init__(
+        self,
+        op: str,
+        target: str,
+        detail: str,
+        *,
+        errno: int | None = None,
+        previous_too: bool = False,
+    ) -> None:
         self.op = op
         self.target = target
         self.detail = detail
         self.errno = errno
+        self.previous_too = previous_too
         super().__init__(f"{op} {target}: {detail}")
 
 

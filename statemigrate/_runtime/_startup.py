@@ -41,10 +41,12 @@ LatestRead = Callable[[bytes | memoryview], None]
 
 __all__ = [
     "keep_unrestored",
+    "no_fallback",
     "read_previous",
     "restore_at_start",
     "restore_latest",
     "restore_stored",
+    "say_unrestored",
 ]
 
 logger = logging.getLogger("statemigrate")
@@ -120,7 +122,12 @@ def restore_latest(
     open_previous = getattr(store, "open_previous", None)
     previous: SnapshotRef | None = None
     if isinstance(current, Failing) and callable(open_previous):
-        previous = read_previous(current, open_previous, f"{store!r} (previous)")
+        if current.error.previous_too:
+            # The read that failed (an object store's pointer) names the previous
+            # snapshot too: reading it again would only wait out the same deadline.
+            no_fallback(current)
+        else:
+            previous = read_previous(current, open_previous, f"{store!r} (previous)")
         if previous is None:  # nothing to fall back to: one failure, said once
             open_previous = None
     if isinstance(current, Fetched):
@@ -135,7 +142,7 @@ def restore_latest(
         if latest is not None:
             latest(current.data)
     try:
-        return restore_stored(current, options)
+        report = restore_stored(current, options)
     except RestoreError as exc:
         keep_unrestored(store, current.data if isinstance(current, Fetched) else None)
         if exc.phase not in ("read", "verify") or not callable(open_previous):
@@ -146,7 +153,7 @@ def restore_latest(
             exc,
         )
         try:
-            return restore_stored(
+            report = restore_stored(
                 previous
                 if previous is not None
                 else Reader(open_previous, f"{store!r} (previous)"),
@@ -156,6 +163,53 @@ def restore_latest(
             logger.error("the previous snapshot in %r cannot be restored: %s", store, second)
             tracker.failed(str(exc))  # the latest snapshot's failure is the one
             raise exc from exc.__cause__
+    say_unrestored(store)
+    return report
+
+
+def say_unrestored(store: Store) -> None:
+    """Warn, once, that ``store`` still keeps a generation an earlier start could not
+    restore, after this start restored another one.
+
+    A rollback that started cold keeps the newer release's state as ``unrestored``
+    and checkpoints its own cold state; rolling forward again then restores that
+    cold state. It is not the newer state, which is only there to be recovered by
+    hand: the cold state may have taken writes that were acknowledged, so which one
+    to go on from is the operator's choice, and the line names the commands for it.
+    A store without ``unrestored()`` (a tmpfs store keeps one file, which its
+    directory shows) says nothing here.
+    """
+    unrestored = getattr(store, "unrestored", None)
+    if not callable(unrestored):
+        return
+    try:
+        kept = unrestored()
+    except StoreError as exc:
+        logger.info("could not look for generations kept as unrestored: %s", exc)
+        return
+    if not kept:
+        return
+    newest = kept[-1]
+    location = newest.store.location
+    numbers = ", ".join(str(ref.generation) for ref in kept)
+    logger.warning(
+        "%s still keeps %s as unrestored: %s a start could not restore, and %s not in"
+        " the state restored now (a rollback that started cold keeps the newer"
+        " release's state so). Inspect it with `statemigrate inspect %s#%d --verify`;"
+        " to go on from it instead, restore it (`service.restore(store.ref(%d))`, or"
+        " `statemigrate migrate %s#%d -o FILE` for this release's versions) and commit"
+        " it; once it is not needed, `statemigrate forget-unrestored %s`",
+        location,
+        f"generation {numbers}" if len(kept) == 1 else f"generations {numbers}",
+        "it is one" if len(kept) == 1 else "they are ones",
+        "its state is" if len(kept) == 1 else "their state is",
+        location,
+        newest.generation,
+        newest.generation,
+        location,
+        newest.generation,
+        location,
+    )
 
 
 def read_previous(
@@ -169,19 +223,26 @@ def read_previous(
     try:
         return fetch(open_previous, where)
     except StoreError as second:
-        # The same read failing again (an unreadable pointer, an unreachable server)
-        # says nothing new; its text may differ in a dependency's timings alone.
+        # The same read failing again (an unreachable server) says nothing new; its
+        # text may differ in a dependency's timings alone.
         same = (second.op, second.target) == (first.op, first.target)
-        also = "" if same else f" ({second})"
+        no_fallback(current, also="" if same else f" ({second})")
+    return None
+
+
+def no_fallback(current: Failing, *, also: str = "") -> None:
+    """Say in ``current``'s error that the snapshot before it cannot be read either
+    (``also``: why, when that is news), so that the start fails once."""
+    first = current.error
     current.error = StoreError(
         first.op,
         first.target,
         f"{first.detail}; the previous snapshot cannot be read either{also}:"
         " nothing to fall back to",
         errno=first.errno,
+        previous_too=first.previous_too,
     )
     current.error.__cause__ = first.__cause__
-    return None
 
 
 def restore_stored(
@@ -249,7 +310,11 @@ def keep_unrestored(store: Store, data: bytes | memoryview | None) -> None:
     the service goes on with would otherwise replace it, and a release that can read
     it (or ``statemigrate migrate``) may still recover its state. A store that keeps
     an unread snapshot (an object store, whose server may be back by the next commit)
-    has ``keep_unread()``."""
+    has ``keep_unread()``.
+
+    Only a snapshot that was read is said to be kept here: when nothing could be read
+    (a missing bucket, wrong keys, a server down), there may be nothing to keep, and
+    the store says so itself if its next commit does keep a generation."""
     keep = getattr(store, "keep_unrestored" if data is not None else "keep_unread", None)
     if not callable(keep):
         return
@@ -257,7 +322,8 @@ def keep_unrestored(store: Store, data: bytes | memoryview | None) -> None:
         where = keep() if data is None else keep(data)
     except StoreError as exc:
         logger.warning("could not keep the snapshot that failed to restore: %s", exc)
-    else:
+        return
+    if data is not None:
         logger.warning(
             "keeping the snapshot that failed to restore: %s; checkpoints do not replace it",
             where,

@@ -457,6 +457,20 @@ class ObjectStore:
             ) from exc
         return sorted(kept.generation for kept in pointer.unrestored)
 
+    def unrestored(self) -> list[ObjectRef]:
+        """References to the generations the pointer keeps as ``unrestored`` (see
+        :meth:`keep_unrestored`), oldest first; empty when it keeps none, or when there
+        is no pointer. One read of the pointer.
+
+        Raises:
+            StoreError: the pointer is damaged, or a request failed.
+        """
+        found = self._read_pointer()
+        if found is None:
+            return []
+        pointer = found[0]
+        return [self._recorded_ref(pointer, kept, "unrestored") for kept in pointer.unrestored]
+
     def generations(self) -> list[ObjectRef]:
         """References to every generation object under the prefix, oldest first.
 
@@ -567,11 +581,17 @@ class ObjectStore:
 
     def _read_pointer(self) -> tuple[Pointer, Version] | None:
         where = self._backend.where(POINTER)
-        found = self._backend.get_small(POINTER, limit=MAX_POINTER_SIZE)
-        if found is None:
-            return None
-        data, version = found
-        return decode_pointer(data, where=where), version
+        try:
+            found = self._backend.get_small(POINTER, limit=MAX_POINTER_SIZE)
+            if found is None:
+                return None
+            data, version = found
+            return decode_pointer(data, where=where), version
+        except StoreError as exc:
+            # The pointer names current and previous alike: a start that could not
+            # read it must not wait for it a second time to find the previous one.
+            exc.previous_too = True
+            raise
 
     def _pointer(self) -> Pointer:
         found = self._read_pointer()
@@ -589,12 +609,14 @@ class ObjectStore:
                     f" (generations {'..., ' if len(numbers) > 5 else ''}{shown}): restore"
                     f" one with ref({numbers[-1]}) or URL#{numbers[-1]} and commit it"
                     " (docs/stores.md, 'A missing pointer')",
+                    previous_too=True,
                 )
             raise StoreError(
                 "open",
                 self._backend.where(POINTER),
                 "no snapshot has been committed",
                 errno=errno.ENOENT,
+                previous_too=True,
             )
         return found[0]
 

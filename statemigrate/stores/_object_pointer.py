@@ -37,6 +37,7 @@ __all__ = [
     "FORMAT",
     "GENERATIONS",
     "MAX_POINTER_SIZE",
+    "REPAIR",
     "Entry",
     "MAX_UNRESTORED",
     "Kept",
@@ -52,6 +53,11 @@ FORMAT: Final = "statemigrate-object-pointer/1"
 GENERATIONS = "generations"
 MAX_POINTER_SIZE = 64 << 10
 """A pointer larger than this is refused unread; a real one is a few hundred bytes."""
+REPAIR = (
+    "delete it to repair: the generation objects stay, and the store numbers past"
+    " them (docs/stores.md, 'A missing pointer')"
+)
+"""What a damaged pointer's error says to do: every read and commit stops at it."""
 MAX_UNRESTORED = 4
 """The most generations a pointer keeps as unrestored: one per failed start, until an
 operator lets them go. Past it, the newest is replaced, so that the state from before
@@ -166,5 +172,5 @@ def decode_pointer(data: bytes, *, where: str) -> Pointer:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "document"
         raise StoreError(
-            "open", where, f"is not a valid pointer ({field}: {first['msg']})"
+            "open", where, f"is not a valid pointer ({field}: {first['msg']}); {REPAIR}"
         ) from exc

@@ -1,0 +1,187 @@
+"""Restoring at start-up from an object store: an unreadable pointer is waited for
+once, and a kept unrestored generation is said after a restore."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from restore_children.components import build_registry
+
+from statemigrate import Service
+from statemigrate.reference import KVCacheV1
+from statemigrate.stores import ObjectStore
+
+REGISTRY = build_registry()
+HOST = "127.0.0.1"
+
+
+def cache_service() -> Service:
+    service = Service("svc", registry=REGISTRY, on_restore_failure="serve_cold")
+    service.register(KVCacheV1())
+    return service
+
+
+class Silent:
+    """A server on loopback that takes every request and never answers: a hung
+    object store. It records the request lines it was sent."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server((HOST, 0))
+        self.endpoint = f"http://{HOST}:{self._listener.getsockname()[1]}"
+        self.requests: list[str] = []
+        self._held: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                self._held.append(client)
+            threading.Thread(target=self._read, args=(client,), daemon=True).start()
+
+    def _read(self, client: socket.socket) -> None:
+        seen = b""
+        try:
+            while data := client.recv(1 << 16):
+                seen += data
+                while b"\r\n\r\n" in seen:
+                    head, seen = seen.split(b"\r\n\r\n", 1)
+                    with self._lock:
+                        self.requests.append(head.split(b"\r\n", 1)[0].decode())
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._listener.close()
+        with self._lock:
+            held, self._held = self._held, []
+        for client in held:
+            client.close()
+
+
+@contextmanager
+def silent_server() -> Iterator[Silent]:
+    server = Silent()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_a_hung_store_is_waited_for_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The pointer names the latest snapshot and the one before it alike: when its
+    read gets no answer, the start goes on cold without asking for it again (it used
+    to wait a second deadline for the same pointer, for ``previous``)."""
+    with silent_server() as server:
+        store = ObjectStore(
+            "s3://snapshots/app",
+            config={
+                "endpoint": server.endpoint,
+                "access_key_id": "testing",
+                "secret_access_key": "testing",
+                "region": "us-east-1",
+            },
+            client_options={"allow_http": True},
+            # The deadline of a request that is never answered, short so that the
+            # test does not wait long; the test asserts no time.
+            timeout=0.5,
+            retries=0,
+            warn_after=None,
+        )
+        service = cache_service()
+        caplog.set_level(logging.INFO, logger="statemigrate")
+        assert service.start_from(store) is None
+        requests = list(server.requests)
+    assert [line.split()[0] for line in requests] == ["GET"]
+    assert requests[0].split()[1].endswith("/app/current")
+    assert service.status.state == "cold_start"
+    reason = service.status.reason or ""
+    assert "the previous snapshot cannot be read either: nothing to fall back to" in reason
+
+
+def test_a_restore_beside_an_unrestored_generation_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Rolling forward after a rollback that started cold: the start restores the cold
+    state in ``current`` and warns, once, of the generation kept as unrestored, with
+    the commands to inspect, restore and let it go (it used to say nothing)."""
+    store = ObjectStore("memory://")
+    store.commit(b"not a snapshot this release reads")
+    cold = cache_service()
+    assert cold.start_from(store) is None  # keeps generation 1 as unrestored
+    cold.commit(store)
+    cold.commit(store)
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    again = cache_service()
+    assert again.start_from(store) is not None
+    assert again.status.state == "restored"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    [warning] = warnings
+    assert warning.startswith("memory:// still keeps generation 1 as unrestored")
+    assert "`statemigrate inspect memory://#1 --verify`" in warning
+    assert "`service.restore(store.ref(1))`" in warning
+    assert "`statemigrate forget-unrestored memory://`" in warning
+
+
+def test_a_restore_with_nothing_kept_says_nothing_more(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The warning is for a kept generation only: a plain restart logs no WARNING."""
+    store = ObjectStore("memory://")
+    cache_service().commit(store)
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    assert cache_service().start_from(store) is not None
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_store_that_read_nothing_does_not_claim_to_keep_a_snapshot(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Wrong keys (or a missing bucket): nothing was read, so the start does not say it
+    keeps "the snapshot that failed to restore" (it used to); the error says why."""
+    from statemigrate import StoreError
+    from statemigrate.stores._object_backend import Backend
+
+    def denied(self: Backend, name: str, *, limit: int) -> object:
+        raise StoreError("open", self.where(name), "access denied (AccessDenied)")
+
+    monkeypatch.setattr(Backend, "get_small", denied)
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    service = cache_service()
+    assert service.start_from(ObjectStore("memory://")) is None
+    assert service.status.state == "cold_start"
+    assert "access denied" in (service.status.reason or "")
+    assert "keeping the snapshot that failed to restore" not in caplog.text
+
+
+def test_a_damaged_pointer_names_its_repair(caplog: pytest.LogCaptureFixture) -> None:
+    """A damaged pointer starts the service cold and fails every checkpoint until it is
+    deleted: the start's reason and the checkpoint's failure both say that deleting
+    it is the repair (they used to name the damage alone)."""
+    import obstore
+
+    from statemigrate import Checkpointer, StoreError
+
+    store = ObjectStore("memory://")
+    cache_service().commit(store)
+    obstore.put(store._backend.store, store._backend.key("current"), b'{"format": "statemig')
+    service = cache_service()
+    assert service.start_from(store) is None
+    assert "delete it to repair" in (service.status.reason or "")
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    with pytest.raises(StoreError, match="is not a valid pointer") as caught:
+        Checkpointer(service, store, every=60.0).checkpoint_now(force=True)
+    assert "delete it to repair" in str(caught.value)
+    said = [r.getMessage() for r in caplog.records if "not a valid pointer" in r.getMessage()]
+    assert all("delete it to repair" in line for line in said)
