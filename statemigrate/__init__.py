@@ -35,6 +35,7 @@ from statemigrate._errors import (
     StateMigrateError,
     StoreConflictError,
     StoreError,
+    StoreSharedError,
     UnknownComponentError,
     ValidationError,
 )
@@ -133,6 +134,7 @@ __all__ = [
     "Step",
     "StoreConflictError",
     "StoreError",
+    "StoreSharedError",
     "TmpfsStore",
     "TrackedDict",
     "UnknownComponentError",

@@ -5,7 +5,8 @@ Every error the library raises on purpose derives from one root::
     StateMigrateError
     ├── SnapshotError (ValueError)        bytes that are not a sound snapshot; has .kind
     ├── StoreError (OSError-like info)    a store could not commit or open a snapshot
-    │   └── StoreConflictError            another writer committed first; nothing of ours kept
+    │   ├── StoreConflictError            another writer committed first; nothing of ours kept
+    │   └── StoreSharedError              another process commits to the same place; refused
     ├── RegistrationError                 a schema, migration or component registered twice
     │                                     or inconsistently
     ├── ConfigurationError (ValueError)   an option or argument the library cannot use
@@ -57,6 +58,7 @@ __all__ = [
     "StateMigrateError",
     "StoreConflictError",
     "StoreError",
+    "StoreSharedError",
     "SuccessorFailedError",
     "TrialError",
     "UnknownComponentError",
@@ -217,6 +219,34 @@ class StoreConflictError(StoreError):
             target,
             f"conflict: another writer committed first (the pointer names {now});"
             f" generation {generation} of this commit was not kept",
+        )
+
+
+class StoreSharedError(StoreError):
+    """The store's latest snapshot was committed by another process since this one
+    last committed there: two services commit to one place. This commit was refused
+    and left nothing behind; the other's snapshot is current and intact.
+
+    Committing anyway would replace the other service's snapshot, and a restart would
+    restore whichever committed last, losing the other's acknowledged writes without a
+    word. Refused, the loss is this process's checkpoints only, and every one of them
+    says so (and counts as a conflict in ``statemigrate_commits_total``). Give each
+    service its own directory or prefix; a restarted process, which has committed
+    nothing there yet, commits over what it restored as before.
+
+    Attributes:
+        place: where the store keeps its snapshots (a directory, a URL).
+    """
+
+    def __init__(self, place: str) -> None:
+        self.place = place
+        super().__init__(
+            "commit",
+            place,
+            "refused: the latest snapshot there was committed by another process since"
+            " this one's last commit; two services commit to the same place, and"
+            " committing would replace the other's state; give each service its own"
+            " directory or prefix",
         )
 
 

@@ -159,7 +159,8 @@ COMMIT_DURATION = _histogram(
 COMMITS = Instrument(
     "statemigrate_commits_total",
     "counter",
-    "Snapshot commits to a store, by outcome (committed, failed).",
+    "Snapshot commits to a store, by outcome (committed, failed, conflict: refused or"
+    " beaten because another process commits to the same place).",
     "",
     ("service", "store", "outcome"),
 )
@@ -445,7 +446,7 @@ HANDOFF_STAGES = (
 #: The outcomes of a restore, as ``statemigrate_restores_total`` labels them.
 RESTORE_OUTCOMES = ("restored", "skipped", "failed")
 #: The outcomes of a commit, as ``statemigrate_commits_total`` labels them.
-COMMIT_OUTCOMES = ("committed", "failed")
+COMMIT_OUTCOMES = ("committed", "failed", "conflict")
 #: The outcomes of a take-over, as the successor's metrics label them.
 TAKEOVER_OUTCOMES = ("committed", "predecessor_died")
 

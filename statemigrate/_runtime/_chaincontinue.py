@@ -217,16 +217,21 @@ class ChainContinuation:
         self._latest = (views, newest)
 
     def applied(self, report: RestoreReport) -> None:
-        """A piece was just applied (before the status says restored): start tracking
-        the changes from it, when restoring from a store at start-up, and hold the
-        chain once its newest piece is applied; any other restore makes the chain held
-        stale. Never raises: the restore succeeded, only the continuation is lost."""
+        """A piece was just applied (before the status says restored): when restoring
+        from a store at start-up and the piece is the newest of the store's latest
+        object, start tracking the changes from it and hold the chain; any other
+        restore makes the chain held stale. Never raises: the restore succeeded, only
+        the continuation is lost."""
         if self._store is None:
             if self._held is not None:
                 self.drop("the service restored another snapshot since", worth_saying=True)
             return
         self._stop_tracking()
-        if report.skipped:
+        latest = self._latest
+        if report.skipped or latest is None or _identity(latest[1]) != _identity_of(report):
+            # Tracking opened on an older piece would be closed by the next one: opening
+            # it seeds every component's in-place watch, a walk of the whole state, so
+            # a chain of N deltas would pay it N times for the one its newest piece keeps.
             return
         source = None
         try:
@@ -238,9 +243,7 @@ class ChainContinuation:
             self._not_held(f"change tracking could not start ({exc})")
             return
         self._tracking = source
-        latest = self._latest
-        if latest is not None and _identity(latest[1]) == _identity_of(report):
-            self._judge(*latest, report)
+        self._judge(*latest, report)
 
     def expect_claimant(self) -> None:
         """An incremental checkpointer of the service exists: a chain held (now or

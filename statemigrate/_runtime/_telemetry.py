@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from statemigrate._errors import StoreConflictError, StoreSharedError
 from statemigrate._observe._instruments import (
     COMMIT_DURATION,
     COMMITS,
@@ -96,8 +97,15 @@ def commit_failed(service: str, store: object, seconds: float, error: BaseExcept
     if enabled():
         kind = store_kind(store)
         declare_store(service, kind)
-        emit(COMMITS, 1.0, service, kind, "failed")
+        emit(COMMITS, 1.0, service, kind, commit_outcome(error))
     trace_commit(service, store, seconds, error=str(error))
+
+
+def commit_outcome(error: BaseException) -> str:
+    """How ``statemigrate_commits_total`` labels a commit that raised ``error``:
+    ``conflict`` when another process commits to the same place (a misconfiguration
+    that no retry mends, alerted on its own), else ``failed``."""
+    return "conflict" if isinstance(error, StoreConflictError | StoreSharedError) else "failed"
 
 
 def trace_commit(service: str, store: object, seconds: float, error: str | None = None) -> None:

@@ -7,13 +7,12 @@ the previous snapshot or the new one, complete, never a torn one.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import ClassVar, Literal, Protocol, Self, runtime_checkable
 
-from statemigrate._errors import StoreError
+from statemigrate._errors import StoreError, StoreSharedError
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.stores import _syscalls
 
@@ -35,7 +34,6 @@ __all__ = [
     "write_bounded",
 ]
 
-_log = logging.getLogger("statemigrate.stores")
 
 Buffer = bytes | bytearray | memoryview
 """Anything a store accepts as (part of) a snapshot."""
@@ -180,26 +178,25 @@ def note_maybe_committed(identity: object) -> None:
 
 
 def check_other_writer(place: str, current: object) -> None:
-    """Log an ERROR when the latest snapshot at ``place`` (its identity ``current``) is
-    none this process committed, though it has committed there before: another process
-    committed since.
+    """Refuse a commit when the latest snapshot at ``place`` (its identity ``current``)
+    is none this process committed, though it has committed there before: another
+    process committed since.
 
     A store has one writer at a time by design (a handoff moves the state and the
     checkpoints to the successor together), so this is a second service committing to
-    the same place: a restart restores whichever committed last, and the other's state
-    is lost. Logged at each commit that finds it, so that a misconfiguration is seen
-    before a crash makes it a loss. A process that has committed nothing there yet (a
-    restart, a successor, a new pod) says nothing.
+    the same place. Replacing its snapshot would lose its acknowledged writes at the
+    next restart, without a word; refusing loses nothing it did not already have, and
+    says so at every commit, so that a misconfiguration is seen before a crash makes it
+    a loss. A process that has committed nothing there yet (a restart, a successor, a
+    new pod) commits over what it restored.
+
+    Raises:
+        StoreSharedError: another process committed there since this one did.
     """
     _own_record()
     if place not in _committed_places or current in _committed_identities:
         return
-    _log.error(
-        "%s: the latest snapshot there was committed by another process since this one's"
-        " last commit: two services commit to the same place, and a restart restores"
-        " whichever committed last; give each service its own directory or prefix",
-        place,
-    )
+    raise StoreSharedError(place)
 
 
 def holds(store: Store, ref: SnapshotRef) -> bool:

@@ -225,16 +225,21 @@ def test_an_export_past_its_deadline_is_skipped_and_logged(
     assert ObjectStore(f"{base}/latest", **s3.options()).generations() == []
 
 
-def test_the_deployment_agrees_with_the_service() -> None:
+def test_the_statefulset_agrees_with_the_service() -> None:
     """The preStop and probe paths are the service's, the export's deadline is inside
-    the grace period, the key file is on the Secret's volume, and old pods stop before
-    their successors start."""
-    (deployment,) = [document for body in blocks("yaml") for document in [yaml.safe_load(body)]]
-    spec = deployment["spec"]
-    assert spec["strategy"]["rollingUpdate"]["maxSurge"] == 0
+    the grace period, the key file is on the Secret's volume, and each pod commits
+    under a prefix named after it (one writer per prefix), which a StatefulSet keeps
+    across restarts and rollouts."""
+    (workload,) = [document for body in blocks("yaml") for document in [yaml.safe_load(body)]]
+    assert workload["kind"] == "StatefulSet"
+    spec = workload["spec"]
+    assert spec["updateStrategy"]["type"] == "RollingUpdate"
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
-    env = {item["name"]: item["value"] for item in container["env"]}
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    (pod_name,) = [item for item in container["env"] if item["name"] == "POD_NAME"]
+    assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["STATE_URL"].endswith("/$(POD_NAME)")
     assert 0 < float(env["STATE_EXPORT_SECONDS"]) < pod["terminationGracePeriodSeconds"]
     main = module_source("gateway_main.py")
     assert container["lifecycle"]["preStop"]["httpGet"]["path"] == "/-/export"

@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ from statemigrate._observe import _backends
 from statemigrate._observe._instruments import use_sink
 from statemigrate.handoff._report import HandoffReport, record_handoff, record_takeover
 from statemigrate.reference import KVCacheV1, build_registry
+from statemigrate.stores import Buffer
+from statemigrate.stores._memory import MemoryRef
 
 from .conftest import Unreachable
 
@@ -178,7 +180,27 @@ RULE_MODELS: dict[str, tuple[str, Rule]] = {
             - summed(p.increase(at, 600, "statemigrate_commits_total", outcome="committed"))
         ),
     ),
+    "StateStoreShared": (
+        "sum by (instance, service, store) ("
+        ' increase(statemigrate_commits_total{outcome="conflict"}[10m])) > 0',
+        lambda p, at: summed(
+            p.increase(at, 600, "statemigrate_commits_total", outcome="conflict")
+        ),
+    ),
 }
+
+
+class Shared(sm.MemoryStore):
+    """A memory store another process has committed to since this one did."""
+
+    def __init__(self) -> None:
+        super().__init__(name="shared")
+        self.other_writer = False
+
+    def commit(self, data: Buffer | Iterable[Buffer]) -> MemoryRef:
+        if self.other_writer:
+            raise sm.StoreSharedError("memory:shared")
+        return super().commit(data)
 
 
 def taken(p: Prometheus, at: float) -> dict[Labels, float]:
@@ -360,12 +382,24 @@ def simulate(monkeypatch: pytest.MonkeyPatch) -> Run:
     until(2000, lambda: handed_over("failed", "handshake"), at=1300)
     handed_over("ready")
 
-    # Process 3 takes over at 2000, with a long pause again.
+    # Process 3 takes over at 2000, with a long pause again; at 2101 s another
+    # process has committed to its store, and its checkpoint is refused.
     clock.now = 2000.5
     registry, service = process(clock)
     take_over(service, snapshot, pause=0.9)
+    shared = Shared()
+    sharing = sm.Checkpointer(service, shared, quiesce=threading.Lock(), export="inline")
     current[0] = registry
-    until(2400)
+
+    def commit_refused() -> None:
+        shared.other_writer = True
+        cache3 = service.components[0].obj
+        assert isinstance(cache3, KVCacheV1)
+        cache3.set("key", "changed again")
+        with pytest.raises(sm.StoreSharedError):
+            sharing.checkpoint_now()
+
+    until(2400, commit_refused, at=2101)
     handed_over("ready")
 
     # Process 4 takes over at 2400 with a short pause.
@@ -398,6 +432,8 @@ def test_each_rule_fires_while_its_situation_lasts_and_only_then(run: Run) -> No
         # Process 2's attempt failed at 1300 s: while its last scrape at 0 (1290 s)
         # is within the 15 minutes of the window.
         "StateHandoffFailed": (1305, 2190),
+        # Process 3's checkpoint was refused at 2101 s: a conflict, not a failure.
+        "StateStoreShared": (2115, 2700),
     }
     for at in sorted(run.firing):
         want = {name for name, (start, end) in expected.items() if start <= at <= end}
@@ -575,7 +611,7 @@ def test_promtool_agrees_with_the_model(run: Run, tmp_path: Path) -> None:
     """The opt-in check of the model itself: the real rule evaluator, on the same
     samples, fires exactly the alerts the model does, at times around each edge."""
     at_times = [15.0, 45.0, 630.0, 645.0, 900.0, 915.0, 1215.0, 1305.0, 2010.0]
-    at_times += [2190.0, 2205.0, 2400.0, 2415.0, 2700.0]
+    at_times += [2100.0, 2115.0, 2190.0, 2205.0, 2400.0, 2415.0, 2700.0]
     path = tmp_path / "test.yml"
     path.write_text(yaml.safe_dump(series_file(run, at_times)))
     done = subprocess.run(

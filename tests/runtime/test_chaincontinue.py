@@ -16,6 +16,7 @@ from chain_releases import RELEASES, SERVICE, cache_of, write_chain
 from restore_children.ledger import TrackedLedger, state_after, tracked_ledger_service
 
 from statemigrate import Checkpointer, MemoryStore, RestoreError, Service, TmpfsStore
+from statemigrate._model._changes import ComponentChanges
 from statemigrate._runtime._chain import is_chain, split_chain
 from statemigrate._runtime._chaincontinue import why_not_continued
 from statemigrate._snapshot._format import open_snapshot
@@ -73,6 +74,32 @@ def test_a_restart_continues_the_chain_it_restored(export: str) -> None:
     assert new.generation > old[-1].generation
     _, again = restarted(store)
     assert again.state() == ledger.state() == state_after(ledger.count)
+
+
+def test_change_tracking_is_opened_once_per_restore_of_a_chain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Restoring a base and five deltas opens change tracking once, on the newest
+    piece: opening it seeds the in-place watch from the whole state, so once a piece
+    would cost a chain of N deltas N walks of the state. The chain is still continued."""
+    store, _ = checkpointed_store([2_000, 10, 10, 10, 10, 10])
+    assert len(split_chain(store.open())) == 6
+    opened: list[object] = []
+    real_open = ComponentChanges.open
+
+    def counted(changes: ComponentChanges) -> None:
+        opened.append(changes)
+        real_open(changes)
+
+    monkeypatch.setattr(ComponentChanges, "open", counted)
+    service, ledger = restarted(store)
+    assert len(opened) == 1  # one component, one restore
+    ledger.write()
+    checkpointer = Checkpointer(service, store, quiesce=threading.Lock(), incremental=True)
+    report = checkpointer.checkpoint_now()
+    assert report.committed is not None and report.committed.snapshot.chain == 7
+    _, again = restarted(store)
+    assert again.state() == ledger.state()
 
 
 def test_every_restart_of_a_continued_chain_restores_it_exactly() -> None:

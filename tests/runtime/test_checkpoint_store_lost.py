@@ -8,14 +8,22 @@ import asyncio
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import obstore
 import pytest
 from restore_children.ledger import Ledger, ledger_service, state_after
 
-from statemigrate import Checkpointer, MemoryStore, Service, StoreError, TmpfsStore
+from statemigrate import (
+    Checkpointer,
+    MemoryStore,
+    Service,
+    StoreError,
+    StoreSharedError,
+    TmpfsStore,
+)
+from statemigrate._observe._instruments import Instrument, use_sink
 from statemigrate.stores import Buffer, MemoryRef, ObjectStore, SnapshotRef, Store
 
 LOST = "no longer holds the last checkpoint; committing the unchanged state again"
@@ -131,29 +139,49 @@ def elsewhere_spelled(kind: str, place: str) -> Store:
     return ObjectStore(obstore.store.LocalStore(place.removeprefix("file://")))
 
 
-def test_a_snapshot_another_process_committed_over_an_idle_one_is_committed_over_again(
+class Counted:
+    """A metrics sink that keeps each event's instrument name and labels."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, tuple[str, ...]]] = []
+
+    def record(self, instrument: Instrument, value: float, labels: Sequence[str]) -> None:
+        self.events.append((instrument.name, tuple(labels)))
+
+
+def test_a_checkpoint_that_finds_another_process_s_snapshot_is_refused_and_counted(
     shared_place: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A second service sharing the store by mistake commits after this one's last
-    checkpoint. Skipping as unchanged would leave the other's state for a restart to
-    restore, this one's lost: the idle checkpointer commits its state again, and the
-    store says another process committed there, in an ERROR line."""
+    checkpoint. Committing over it would lose the other's acknowledged writes at the
+    next restart; skipping as unchanged would hide the sharing: every checkpoint is
+    refused (StoreSharedError, counted as a conflict in the metrics), the other's
+    snapshot stays, and the checkpointer's failures say so."""
     kind, place = shared_place
     store = open_place(kind, place)
-    _, _, checkpointer = checkpointed(store)
+    service, ledger, checkpointer = checkpointed(store)
     other, other_ledger = ledger_service()
     for _ in range(5):
         other_ledger.write()
     commit_in_another_process(kind, place, other.snapshot()[0].to_bytes())
     assert restored(store) == state_after(5)
-    report = checkpointer.checkpoint_now()
-    assert report.committed is not None and report.reason == ""
-    errors = [r for r in caplog.records if r.levelname == "ERROR"]
-    assert len(errors) == 1 and OTHER_WRITER in errors[0].getMessage()
+    counted = Counted()
+    previous = use_sink(counted)
+    try:
+        with pytest.raises(StoreSharedError, match="committed by another process") as refused:
+            checkpointer.checkpoint_now()
+        ledger.write()
+        with pytest.raises(StoreSharedError):
+            checkpointer.checkpoint_now()
+    finally:
+        use_sink(previous)
+    assert refused.value.place in str(refused.value)
+    assert checkpointer.failures == 2
+    assert isinstance(checkpointer.last_error, StoreSharedError)
+    commits = [labels for name, labels in counted.events if name == "statemigrate_commits_total"]
+    assert commits == [(service.name, kind, "conflict")] * 2
+    assert restored(store) == state_after(5)
     assert LOST not in caplog.text
-    assert restored(store) == state_after(1)
-    assert [checkpointer.checkpoint_now().reason for _ in range(3)] == ["unchanged"] * 3
-    assert caplog.text.count(OTHER_WRITER) == 1
 
 
 def test_one_process_committing_through_several_store_objects_is_one_writer(
