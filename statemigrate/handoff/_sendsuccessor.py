@@ -29,6 +29,7 @@ from statemigrate.handoff._report import Attempt, HandoffReport, record_handoff
 from statemigrate.handoff._rounds import Rounds
 from statemigrate.handoff._sendexchange import Prepare, exchange
 from statemigrate.handoff._spawn import Successor, stop_successor
+from statemigrate.stores._base import forget_commits
 
 __all__ = ["socket_steps", "spawn_steps"]
 
@@ -97,6 +98,9 @@ def _fail(
         channel.try_send(Abort(reason=f"{error.stage}: {detail}"), stage=error.stage)
     if attempt.committed:
         detail += "; this process took its state back"
+        # The successor owned the state until it died and may have checkpointed it:
+        # this process is the one writer again, not a second one.
+        forget_commits()
     detail += note
     detail += yield from _resume_after_failure(attempt)
     report = attempt.report(stage=error.stage, reason=detail)

@@ -26,6 +26,7 @@ __all__ = [
     "check_max_size",
     "check_other_writer",
     "chunks",
+    "forget_commits",
     "holding",
     "holds",
     "note_commit",
@@ -175,6 +176,19 @@ def note_maybe_committed(identity: object) -> None:
     _committed_identities[identity] = None
     if len(_committed_identities) > _KEEP_IDENTITIES:
         del _committed_identities[next(iter(_committed_identities))]
+
+
+def forget_commits() -> None:
+    """Forget every place this process has committed to, so that its next commit goes
+    over whatever is there, as a new process's would.
+
+    For a process that took its state back from a successor that died after COMMIT:
+    the successor may have committed a checkpoint of that same state meanwhile, and
+    this process is again the store's one writer. Without this, its every checkpoint
+    would be refused as another writer's (``StoreSharedError``) until it restarted.
+    """
+    _own_record()
+    _committed_places.clear()
 
 
 def check_other_writer(place: str, current: object) -> None:

@@ -20,6 +20,7 @@ from statemigrate.handoff import (
     HandoffTimeouts,
     Spawn,
     SuccessorFailedError,
+    _sendsuccessor,
     receive_handoff,
     send_handoff,
 )
@@ -145,8 +146,10 @@ def hand_over_to_peer(server: LineServer, role: str, tmp_path: Path) -> tuple[Re
 
 
 def test_the_old_process_takes_its_state_back_from_a_successor_dying_before_serving(
-    old_server, tmp_path
+    old_server, tmp_path, monkeypatch
 ):
+    forgotten: list[bool] = []
+    monkeypatch.setattr(_sendsuccessor, "forget_commits", lambda: forgotten.append(True))
     address = old_server.listener.getsockname()
     clients = Clients(address, threads=2).start()
     try:
@@ -160,6 +163,9 @@ def test_the_old_process_takes_its_state_back_from_a_successor_dying_before_serv
     assert outcome.stage == "serving"
     assert "took its state back" in outcome.detail
     assert control.calls == ["pause", "resume"]  # never stop_accepting
+    # The successor may have checkpointed the state it owned: this process's next
+    # checkpoint is the one writer's again, not refused as a second writer's.
+    assert forgotten == [True]
     summary = clients.summary()
     assert summary["out_of_order"] == 0, summary
     assert summary["retries"] == 0, summary  # no write was ever turned away

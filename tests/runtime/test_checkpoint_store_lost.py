@@ -25,6 +25,7 @@ from statemigrate import (
 )
 from statemigrate._observe._instruments import Instrument, use_sink
 from statemigrate.stores import Buffer, MemoryRef, ObjectStore, SnapshotRef, Store
+from statemigrate.stores._base import forget_commits
 
 LOST = "no longer holds the last checkpoint; committing the unchanged state again"
 
@@ -268,3 +269,22 @@ def test_checkpoints_go_on_once_the_tmpfs_directory_is_removed(tmp_path: Path) -
         assert checkpointer.failures == 0
     with TmpfsStore(tmp_path / "store") as restart:
         assert restored(restart) == state_after(2)
+
+
+def test_a_process_that_took_its_state_back_commits_over_its_successor_s_checkpoint(
+    shared_place: tuple[str, str]
+) -> None:
+    """A successor that died after COMMIT may have checkpointed the state it owned for a
+    moment; the old process that took the state back is the one writer again
+    (forget_commits, called by the handoff), so its checkpoints are not refused."""
+    kind, place = shared_place
+    store = open_place(kind, place)
+    service, ledger, checkpointer = checkpointed(store)
+    other, _ = ledger_service()
+    commit_in_another_process(kind, place, other.snapshot()[0].to_bytes())
+    with pytest.raises(StoreSharedError):
+        checkpointer.checkpoint_now()
+    forget_commits()
+    ledger.write()
+    checkpointer.checkpoint_now()
+    assert restored(store) == state_after(2)
