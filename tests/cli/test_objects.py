@@ -386,6 +386,24 @@ def test_forget_unrestored_lets_retention_delete_the_kept_generations(
         assert none.out == f"{url}: no generation is kept as unrestored\n"
 
 
+def test_forget_unrestored_of_one_generation_speaks_of_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One generation let go is "it", not "them"."""
+    with scratch_dir() as path:
+        url = f"file://{path}/app"
+        service = commit_generations(url, 1)
+        store = ObjectStore(url)
+        store.keep_unread()
+        service.commit(store)
+        result = run(capsys, "forget-unrestored", url)
+        assert result.code == 0, result.err
+        assert result.out == (
+            f"{url}: generation 1 no longer kept as unrestored; the next commit's"
+            " retention deletes it, unless it is among the generations `keep` holds\n"
+        )
+
+
 def test_forget_unrestored_of_an_empty_store_is_one_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
