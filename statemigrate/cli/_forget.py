@@ -49,10 +49,13 @@ def forget_command(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"{where}: no generation is kept as unrestored\n")
         return 0
     numbers = ", ".join(str(generation) for generation in kept)
-    plural = "s" if len(kept) > 1 else ""
+    if len(kept) == 1:
+        noun, them, they_are = "generation", "it", "it is"
+    else:
+        noun, them, they_are = "generations", "them", "they are"
     out.write(
-        f"{where}: generation{plural} {numbers} no longer kept as unrestored;"
-        " the next commit's retention deletes them, unless they are among the"
+        f"{where}: {noun} {numbers} no longer kept as unrestored;"
+        f" the next commit's retention deletes {them}, unless {they_are} among the"
         " generations `keep` holds\n"
     )
     return 0

@@ -7,7 +7,8 @@ fragment chooses the generation read: ``#current`` (the default), ``#previous``,
 ``#unrestored`` (kept after a start could not restore it) or ``#N``. Endpoint, region
 and credentials come from the environment as obstore reads them (``AWS_ENDPOINT_URL``,
 ``AWS_ACCESS_KEY_ID``, ...), or from repeated ``--store-option KEY=VALUE``, which are
-obstore configuration keys.
+obstore configuration keys, or the store's timeouts and retries
+(:mod:`statemigrate.cli._storeoptions`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from statemigrate._snapshot._format import (
     Snapshot,
 )
 from statemigrate.cli._source import open_read, open_snapshot_source, with_key_hint
+from statemigrate.cli._storeoptions import parse_store_option, split_store_options
 from statemigrate.stores import ObjectRef, ObjectStore
 
 __all__ = [
@@ -62,18 +64,12 @@ def add_store_argument(parser: argparse.ArgumentParser) -> None:
         dest="store_options",
         action="append",
         default=[],
-        type=_store_option,
+        type=parse_store_option,
         metavar="KEY=VALUE",
         help="an obstore setting for URL sources and outputs, e.g. endpoint=http://host:9000"
-        " or allow_http=true (repeatable; the environment supplies the rest)",
+        " or allow_http=true, or the store's timeout, connect_timeout, retry_timeout"
+        " (seconds) and retries (repeatable; the environment supplies the rest)",
     )
-
-
-def _store_option(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text[:80]!r}")
-    return key.strip(), value
 
 
 def split_url(text: str) -> tuple[str, Which]:
@@ -106,7 +102,8 @@ def open_store(
 
     Args:
         url: the store's URL, without a fragment.
-        options: obstore settings, as ``(key, value)`` pairs.
+        options: obstore settings, as ``(key, value)`` pairs; ``timeout``,
+            ``connect_timeout``, ``retry_timeout`` and ``retries`` are the store's own.
         max_size: the largest snapshot to read or commit (default: what a reader
             accepts, :data:`DEFAULT_MAX_SNAPSHOT_SIZE`).
         create: whether a missing ``file://`` directory may be created (for a commit);
@@ -114,7 +111,8 @@ def open_store(
 
     Raises:
         StoreError: the URL is not one the store supports, is ``memory://``, or names
-            a missing directory; obstore is missing or refused a setting.
+            a missing directory; a timeout or retries is not a valid one; obstore is
+            missing or refused a setting.
     """
     match = _URL.match(url)
     scheme = match.group(1).lower() if match else ""
@@ -138,9 +136,22 @@ def open_store(
             raise StoreError("open", url, "no such directory")
     if max_size is None:
         max_size = DEFAULT_MAX_SNAPSHOT_SIZE  # what a reader accepts by default
+    try:
+        settings = split_store_options(options)
+    except ValueError as exc:  # given here without argparse, which checks them first
+        raise StoreError("open", url, str(exc)) from exc
     # No warnings of slow requests: a command that fails prints one line, and a hung
     # server's request says why in that line when it times out.
-    return ObjectStore(url, config=dict(options) or None, max_size=max_size, warn_after=None)
+    return ObjectStore(
+        url,
+        config=settings.config or None,
+        timeout=settings.timeout,
+        connect_timeout=settings.connect_timeout,
+        retries=settings.retries,
+        retry_timeout=settings.retry_timeout,
+        max_size=max_size,
+        warn_after=None,
+    )
 
 
 def open_source(

@@ -29,6 +29,25 @@ _BACKEND = re.compile(r"\bGeneric (MicrosoftAzure|GCS) error\b")
 _ALLOW_HTTP = {"MicrosoftAzure": "AZURE_ALLOW_HTTP", "GCS": "GOOGLE_ALLOW_HTTP"}
 # A request line of obstore's message, to a plain-http URL.
 _HTTP_REQUEST = re.compile(r"\b(?:GET|PUT|POST|HEAD|DELETE) http://")
+# obstore's summary of a request it gave up on: "Error performing GET
+# http://host:port/key in 60.103616253s, after 1 retries, max_retries: 3, ..."; a
+# request never retried has no "after ..." part.
+_PERFORMED = re.compile(
+    r"Error performing [A-Z]+ https?://([^/\s]+)\S* in ([0-9.]+)(ns|µs|ms|s)\b"
+    r"(?:, after ([0-9]+) retries)?"
+)
+_SECONDS_PER_UNIT = {"ns": 1e-9, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
+_OVERLOADED = "the server is overloaded and asks for fewer requests"
+# What an answer of each status says of the server. obstore retries all of them.
+_SERVER_TROUBLE = {
+    429: _OVERLOADED,
+    500: "the server is failing",
+    502: "the server is overloaded or failing",
+    503: "the server is overloaded or failing",
+    504: "the server is overloaded or failing",
+}
+# S3's error codes of a server asking for fewer requests, whatever the status.
+_THROTTLED = ("SlowDown", "RequestLimitExceeded", "TooManyRequests", "ServerBusy")
 
 
 def kind_of(exc: BaseException) -> str:
@@ -85,6 +104,10 @@ def translate(op: str, target: str, exc: BaseException) -> StoreError:
             " (client_options={'allow_http': True}; on the command line --store-option"
             f" allow_http=true, or {_allow_http_variable(exc)}=true) [{_first_line(exc)}]"
         )
+    elif (status := _server_status(exc)) is not None:
+        detail = _server_trouble(exc, status, code)
+    elif _unanswered(exc):
+        detail = _no_answer(exc)
     elif _unreachable(exc):
         detail = f"cannot reach the server: {_first_line(exc)}"
     else:
@@ -124,6 +147,66 @@ def _allow_http_variable(exc: BaseException) -> str:
     ``exc``, which obstore names in its message (``Generic MicrosoftAzure error``)."""
     match = _BACKEND.search(str(exc))
     return _ALLOW_HTTP.get(match.group(1) if match else "", "AWS_ALLOW_HTTP")
+
+
+def _server_status(exc: BaseException) -> str | None:
+    """The status line of a server error (5xx) or of throttling (429) that obstore
+    gave up retrying, such as ``503 Service Unavailable``."""
+    status = _STATUS.search(str(exc))
+    if status is None:
+        return None
+    number = int(status.group(1)[:3])
+    return status.group(1) if number == 429 or 500 <= number <= 599 else None
+
+
+def _server_trouble(exc: BaseException, status: str, code: str | None) -> str:
+    """One line for a server that answered with an error of its own: the status and
+    S3's error code, what they say of the server, and how often it was asked."""
+    if code in _THROTTLED:
+        trouble = _OVERLOADED
+    else:
+        trouble = _SERVER_TROUBLE.get(int(status[:3]), "the server failed")
+    suffix = f" ({code})" if code else ""
+    return f"the store answered {status}{suffix}: {trouble}; {_retried(exc)}"
+
+
+def _retried(exc: BaseException) -> str:
+    performed = _PERFORMED.search(str(exc))
+    if performed is None:
+        return "not retried"
+    retries = int(performed.group(4) or 0)
+    if retries == 0:
+        return "not retried"
+    times = "once" if retries == 1 else f"{retries} times"
+    return f"retried {times} in {_elapsed(performed)} s"
+
+
+def _elapsed(performed: re.Match[str]) -> str:
+    seconds = float(performed.group(2)) * _SECONDS_PER_UNIT[performed.group(3)]
+    return f"{seconds:.1f}"
+
+
+def _unanswered(exc: BaseException) -> bool:
+    """The request timed out after the connection was made: the server took it and
+    sent no answer. (A connection that could not be made in time times out too, but
+    its error names the connect step, ``tcp connect error``.)"""
+    text = str(exc)
+    timed_out = "kind: Timeout" in text or "TimedOut" in text
+    return timed_out and "tcp connect error" not in text and "ConnectError" not in text
+
+
+def _no_answer(exc: BaseException) -> str:
+    """One line for a server that accepted the connection and never answered."""
+    performed = _PERFORMED.search(str(exc))
+    if performed is None:
+        return f"no answer from the server: {_first_line(exc)}"
+    attempts = int(performed.group(4) or 0) + 1
+    requests = "1 request" if attempts == 1 else f"{attempts} requests"
+    return (
+        f"no answer from {performed.group(1)} within {_elapsed(performed)} s ({requests}):"
+        " the server accepted the connection but sent no response; the timeout and"
+        " retry_timeout settings bound this wait"
+    )
 
 
 def _unreachable(exc: BaseException) -> bool:

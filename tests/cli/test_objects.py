@@ -19,6 +19,7 @@ import obstore
 import pytest
 from _store_helpers import scratch_dir
 from _store_helpers.azurite import ACCOUNT, ACCOUNT_KEY, AZURITE, Azurite
+from _store_helpers.fault_server import failing_server, hung_server
 from _store_helpers.object_server import KEYS, S3Server, free_port
 from cli_helpers import one_error_line, run
 from golden import PRODUCER
@@ -386,6 +387,24 @@ def test_forget_unrestored_lets_retention_delete_the_kept_generations(
         assert none.out == f"{url}: no generation is kept as unrestored\n"
 
 
+def test_forget_unrestored_of_one_generation_speaks_of_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One generation let go is "it", not "them"."""
+    with scratch_dir() as path:
+        url = f"file://{path}/app"
+        service = commit_generations(url, 1)
+        store = ObjectStore(url)
+        store.keep_unread()
+        service.commit(store)
+        result = run(capsys, "forget-unrestored", url)
+        assert result.code == 0, result.err
+        assert result.out == (
+            f"{url}: generation 1 no longer kept as unrestored; the next commit's"
+            " retention deletes it, unless it is among the generations `keep` holds\n"
+        )
+
+
 def test_forget_unrestored_of_an_empty_store_is_one_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -499,6 +518,77 @@ def test_an_unreachable_server_is_one_line(capsys: pytest.CaptureFixture[str]) -
             )
         )
         assert "cannot reach the server" in line
+
+
+def fault_options(endpoint: str, *more: str) -> list[str]:
+    given = [f"endpoint={endpoint}", "allow_http=true", *(f"{k}={v}" for k, v in KEYS.items())]
+    return [part for pair in (*given, *more) for part in ("--store-option", pair)]
+
+
+def test_a_server_error_is_one_line_with_its_status_and_code(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A 503 SlowDown answer: its status and S3's code, not obstore's raw message;
+    retry_timeout=0 on the command line stops the retries (one request in all)."""
+    with failing_server(503, "Slow Down", "SlowDown") as server:
+        line = one_error_line(
+            run(capsys, "list", "s3://snapshots/app",
+                *fault_options(server.endpoint, "retry_timeout=0"))
+        )
+        assert line == (
+            "statemigrate: error: open s3://snapshots/app/current: the store answered 503 Service"
+            " Unavailable (SlowDown): the server is overloaded and asks for fewer requests;"
+            " not retried"
+        )
+        assert server.requests == 1
+        line = one_error_line(
+            run(capsys, "inspect", "s3://snapshots/app",
+                *fault_options(server.endpoint, "retries=2"))
+        )
+        assert "(SlowDown)" in line and line.endswith(" s") and "retried 2 times" in line
+        assert server.requests == 4
+
+
+def test_a_hung_server_is_no_answer_within_the_timeout_given_in_seconds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--store-option timeout=0.1 (plain seconds, as in Python) and retries=0 bound the
+    wait; the line says the server gave no answer, not that it was out of reach."""
+    with hung_server() as server:
+        for command in ("list", "inspect"):
+            line = one_error_line(
+                run(capsys, command, "s3://snapshots/app",
+                    *fault_options(server.endpoint, "timeout=0.1", "retries=0"))
+            )
+            assert re.search(
+                rf": no answer from 127\.0\.0\.1:{server.port} within [0-9.]+ s \(1 request\)",
+                line,
+            ), line
+
+
+def test_the_stores_timeouts_and_retries_are_taken_on_the_command_line(
+    s3: S3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """timeout, connect_timeout, retry_timeout and retries, in seconds or with a unit,
+    set the store's own arguments rather than reaching obstore as configuration."""
+    url = f"s3://{new_bucket(s3)}/gateway"
+    commit_generations(url, 1, **s3.options())
+    for timeouts in (
+        {"timeout": "3", "connect_timeout": "2.5", "retry_timeout": "5", "retries": "1"},
+        {"timeout": "3s", "connect_timeout": "500ms", "retry_timeout": "1m"},
+    ):
+        result = run(capsys, "inspect", url, *store_options(s3, **timeouts))
+        assert result.code == 0, result.err
+
+
+def test_a_bad_timeout_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    line = one_error_line(
+        run(capsys, "list", "s3://snapshots/app", "--store-option", "timeout=soon"), 2
+    )
+    assert line.endswith(
+        "argument --store-option: timeout='soon': expected seconds (3, 2.5) or a duration"
+        " (500ms, 3s, 2m), more than 0 and at most a day"
+    )
 
 
 def test_a_missing_bucket_is_one_line(s3: S3Server, capsys: pytest.CaptureFixture[str]) -> None:

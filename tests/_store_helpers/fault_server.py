@@ -1,0 +1,108 @@
+"""For the object store's tests: a tiny HTTP server on loopback that answers every
+request with one error status, as S3 does when overloaded, or takes each connection
+and never answers, as a hung server does."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from _store_helpers.object_server import HOST
+
+
+class FaultServer:
+    """Answers every request alike: ``status`` with S3's XML error body naming
+    ``code`` (or an HTML page when there is no code), or, when ``status`` is None,
+    nothing at all until :meth:`close`."""
+
+    def __init__(self, status: int | None, reason: str = "", code: str | None = None) -> None:
+        self._status = status
+        self._reason = reason
+        self._code = code
+        self._closed = threading.Event()
+        self._listener = socket.create_server((HOST, 0))
+        self.port = int(self._listener.getsockname()[1])
+        self.endpoint = f"http://{HOST}:{self.port}"
+        self.requests = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._closed.set()  # lets every hung connection go
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._answer, args=(client,), daemon=True).start()
+
+    def _answer(self, client: socket.socket) -> None:
+        with client:
+            try:
+                _read_request(client)
+            except OSError:
+                return
+            self.requests += 1
+            if self._status is None:
+                self._closed.wait()
+                return
+            if self._code is not None:
+                body = (
+                    '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>'
+                    f"{self._code}</Code><Message>try again</Message></Error>"
+                ).encode()
+            else:
+                body = b"<html><body>the server failed</body></html>"
+            head = (
+                f"HTTP/1.1 {self._status} {self._reason}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n"
+            )
+            try:
+                client.sendall(head.encode() + body)
+            except OSError:
+                pass
+
+
+def _read_request(client: socket.socket) -> None:
+    """Read one request, its body included, so that answering it resets nothing."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = client.recv(1 << 16)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = client.recv(1 << 16)
+        if not chunk:
+            return
+        body += chunk
+
+
+@contextmanager
+def failing_server(status: int, reason: str, code: str | None = None) -> Iterator[FaultServer]:
+    """A server that answers every request with ``status``."""
+    server = FaultServer(status, reason, code)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@contextmanager
+def hung_server() -> Iterator[FaultServer]:
+    """A server that accepts every connection and never answers."""
+    server = FaultServer(None)
+    try:
+        yield server
+    finally:
+        server.close()

@@ -1,0 +1,130 @@
+"""The object store's errors from a server that fails: a 5xx or 429 answer is one line
+naming the status, S3's error code and the retries; a server that takes the connection
+and never answers is said to give no answer, not to be out of reach."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from _store_helpers.fault_server import failing_server, hung_server
+from _store_helpers.object_server import HOST, KEYS
+
+from statemigrate import StoreError
+from statemigrate.stores import ObjectStore
+
+
+def store_at(endpoint: str, **options: Any) -> ObjectStore:
+    return ObjectStore(
+        "s3://snapshots/app",
+        config={"endpoint": endpoint, **KEYS},
+        client_options={"allow_http": True},
+        **options,
+    )
+
+
+def actions(store: ObjectStore) -> list[Callable[[], object]]:
+    """Each request a store makes first: reading the pointer, listing, committing."""
+    return [store.open, store.generations, lambda: store.commit(b"snapshot")]
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "code", "expected"),
+    [
+        (
+            500, "Internal Server Error", "InternalError",
+            "the store answered 500 Internal Server Error (InternalError): the server is failing",
+        ),
+        (
+            502, "Bad Gateway", None,
+            "the store answered 502 Bad Gateway: the server is overloaded or failing",
+        ),
+        (
+            503, "Slow Down", "SlowDown",
+            "the store answered 503 Service Unavailable (SlowDown): the server is overloaded"
+            " and asks for fewer requests",
+        ),
+        (
+            504, "Gateway Timeout", None,
+            "the store answered 504 Gateway Timeout: the server is overloaded or failing",
+        ),
+        (
+            429, "Too Many Requests", None,
+            "the store answered 429 Too Many Requests: the server is overloaded and asks for"
+            " fewer requests",
+        ),
+    ],
+)
+def test_a_server_error_is_one_line_with_its_status_and_code(
+    status: int, reason: str, code: str | None, expected: str
+) -> None:
+    with failing_server(status, reason, code) as server:
+        store = store_at(server.endpoint, retries=1)
+        for action in actions(store):
+            with pytest.raises(StoreError) as info:
+                action()
+            detail = info.value.detail
+            assert re.fullmatch(re.escape(expected) + r"; retried once in [0-9]+\.[0-9] s", detail)
+            assert "GenericError" not in detail and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("retries", "said"), [(0, "not retried"), (2, "retried 2 times in")])
+def test_a_server_error_says_how_often_it_was_retried(retries: int, said: str) -> None:
+    with failing_server(503, "Slow Down", "SlowDown") as server:
+        with pytest.raises(StoreError) as info:
+            store_at(server.endpoint, retries=retries).open()
+        assert said in info.value.detail
+        assert server.requests == retries + 1
+
+
+@pytest.mark.parametrize(("retries", "requests"), [(0, "1 request"), (1, "2 requests")])
+def test_a_server_that_never_answers_is_said_to_give_no_answer(
+    retries: int, requests: str
+) -> None:
+    with hung_server() as server:
+        store = store_at(server.endpoint, timeout=0.1, retries=retries)
+        for action in actions(store):
+            with pytest.raises(StoreError) as info:
+                action()
+            detail = info.value.detail
+            assert re.fullmatch(
+                rf"no answer from {HOST}:{server.port} within [0-9]+\.[0-9] s \({requests}\):"
+                " the server accepted the connection but sent no response; the timeout and"
+                " retry_timeout settings bound this wait",
+                detail,
+            ), detail
+
+
+@contextmanager
+def backlog_full() -> Iterator[int]:
+    """A port whose listener never accepts and whose backlog is full: a connection to
+    it is never made, so connecting times out (on Linux, which drops the SYN)."""
+    with socket.socket() as listener:
+        listener.bind((HOST, 0))
+        listener.listen(0)
+        port = int(listener.getsockname()[1])
+        waiting = []
+        try:
+            for _ in range(4):
+                sock = socket.socket()
+                sock.setblocking(False)
+                sock.connect_ex((HOST, port))
+                waiting.append(sock)
+            yield port
+        finally:
+            for sock in waiting:
+                sock.close()
+
+
+def test_a_connection_never_made_is_still_out_of_reach() -> None:
+    """The negative control of the test above: a connect that times out also reads
+    TimedOut in obstore's error, but no server took the connection."""
+    with backlog_full() as port:
+        store = store_at(f"http://{HOST}:{port}", connect_timeout=0.2, retries=0)
+        with pytest.raises(StoreError) as info:
+            store.open()
+        assert info.value.detail.startswith("cannot reach the server")
