@@ -31,7 +31,13 @@ import pydantic
 from statemigrate._errors import MigrationStepError, StateMigrateError, ValidationError
 from statemigrate._model._fieldchanges import FieldChanges
 from statemigrate._model._paths import FieldName, format_path
-from statemigrate._model._plaindata import INT_MAX, INT_MIN, copy_plain, not_plain_output
+from statemigrate._model._plaindata import (
+    INT_MAX,
+    INT_MIN,
+    copy_plain,
+    find_not_plain,
+    strictly_plain,
+)
 from statemigrate._model._plan import Plan, Step, failed_record
 from statemigrate._model._schema import SchemaVersion
 
@@ -45,8 +51,10 @@ class MigrationResult:
     Attributes:
         plan: the plan that was run (its steps, source and target).
         data: plain data at the target version: the export of :attr:`state` when the
-            data was validated and exported, the steps' output as it is when it was
-            not validated, and ``None`` when it was validated but not exported.
+            data was validated and exported (:attr:`state` itself when it is its own
+            plain form: see :attr:`SchemaVersion.exports_as_is`), the steps' output as
+            it is when it was not validated, and ``None`` when it was validated but not
+            exported.
         state: the validated state at the target version (what
             :meth:`SchemaVersion.validate` returns), or ``None`` when not validated.
         timings: seconds spent per phase: ``copy``, ``migrate`` (the steps),
@@ -104,7 +112,7 @@ def run_plan(
         data = copy_plain(data)
     copied = time.perf_counter()
     timings["copy"] = copied - started
-    checked_plain = False
+    checked_plain = packs = False
     for step in plan.steps:
         try:
             # Also refuses a step that forgot to return (a record step, where the
@@ -127,8 +135,8 @@ def run_plan(
                 path=path,
             ) from exc
         checked_plain = not isinstance(step.func, FieldChanges)
-        if checked_plain:  # plain data in, plain data out
-            _check_plain(step, data, instance)
+        # Plain data in, plain data out; whether it also packs as it is, for the export.
+        packs = checked_plain and _check_plain(step, data, instance)
     migrated = time.perf_counter()
     timings["migrate"] = migrated - copied
     if schema is None:
@@ -136,24 +144,37 @@ def run_plan(
     box = [data]
     del data  # the box holds the only reference, so adopt can keep the data
     # When the last step's output passed the plain-data check, adopt may count on it.
-    state = _validated(schema, box, instance, plain=checked_plain)
+    state, kept = _validated(schema, box, instance, plain=checked_plain)
     validated = time.perf_counter()
     timings["validate"] = validated - migrated
-    plain = schema.export(state, walk=True) if export else None
+    if not export:
+        plain = None
+    elif kept and packs and schema.exports_as_is:
+        # The steps' output packs as it is and validation kept it as it is: the walk
+        # would rebuild an equal copy (same values, types and key order), at several
+        # times the cost of encoding it, for a downgraded export of a large state.
+        plain = state
+    else:
+        plain = schema.export(state, walk=True)
     timings["export"] = time.perf_counter() - validated
     return MigrationResult(plan, plain, state, timings)
 
 
-def _check_plain(step: Step, data: Any, instance: str | None) -> None:
-    """Refuse a step's output that is not plain data, naming the step and the path.
+def _check_plain(step: Step, data: Any, instance: str | None) -> bool:
+    """Refuse a step's output that is not plain data, naming the step and the path;
+    True when it packs as it is (``strictly_plain``), False when it is plain data that
+    only the snapshot decoder's wider rule takes (``bytes`` keys, deep nesting).
 
     Validation alone would let some through (pydantic takes a ``datetime`` or a
     ``set`` where the schema has one), and then a restore would accept what the testing
-    kit's checks refuse; the contract is plain data out of every step.
+    kit's checks refuse; the contract is plain data out of every step. This is
+    ``not_plain_output``, told in two answers.
     """
-    problem = not_plain_output(data)
+    if strictly_plain(data):
+        return True
+    problem = find_not_plain(data)
     if problem is None:
-        return
+        return False
     path, what = problem
     where = format_path(path)
     value = _at(data, path)
@@ -179,9 +200,13 @@ def _at(data: Any, path: list[object]) -> Any:
     return data
 
 
-def _validated(schema: SchemaVersion, box: list[Any], instance: str | None, *, plain: bool) -> Any:
+def _validated(
+    schema: SchemaVersion, box: list[Any], instance: str | None, *, plain: bool
+) -> tuple[Any, bool]:
+    """The state validated from the data in ``box``, and whether it is that data kept
+    as it is (see :meth:`SchemaVersion.adopt_kept`)."""
     try:
-        return schema.adopt(box, plain=plain)
+        return schema.adopt_kept(box, plain=plain)
     except ValidationError as exc:
         if instance is None or exc.instance is not None:
             raise

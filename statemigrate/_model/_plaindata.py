@@ -37,6 +37,7 @@ __all__ = [
     "is_plain",
     "not_plain_output",
     "same_plain",
+    "strictly_plain",
     "text_problem",
     "to_plain",
 ]
@@ -160,11 +161,26 @@ def not_plain_output(value: object) -> tuple[list[object], str] | None:
     a refusal walks, for the path (ormsgpack also refuses ``bytes`` keys and nesting
     past its depth, which the walk then allows).
     """
+    if strictly_plain(value):
+        return None
+    return find_not_plain(value)
+
+
+def strictly_plain(value: object) -> bool:
+    """Whether ``value`` packs as it is, with ``str`` keys only and no type converted.
+
+    ormsgpack packs it with every type it would convert passed through to a
+    ``default`` it does not have, so True comes from C. False for anything else: a
+    value that is not plain data, and also plain data the snapshot decoder takes but
+    ormsgpack does not (``bytes`` keys, nesting past its depth), which
+    :func:`find_not_plain` accepts. An export may count on True: such data is written
+    byte for byte as it is.
+    """
     try:
         ormsgpack.packb(value, option=_ONLY_PLAIN)
     except TypeError:  # ormsgpack's MsgpackEncodeError is one
-        return find_not_plain(value)
-    return None
+        return False
+    return True
 
 
 def same_plain(left: object, right: object) -> bool:

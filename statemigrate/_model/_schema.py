@@ -243,14 +243,34 @@ class SchemaVersion:
         Raises:
             ValidationError: as :meth:`validate`.
         """
+        return self.adopt_kept(box, plain=plain)[0]
+
+    def adopt_kept(self, box: list[Any], *, plain: bool = False) -> tuple[Any, bool]:
+        """:meth:`adopt`, and whether the data was kept as it is rather than validated
+        into a copy.
+
+        Raises:
+            ValidationError: as :meth:`validate`.
+        """
         if self.in_place is not None:
             try:
                 kept = self.in_place(box, plain=plain)
             except Exception:  # e.g. a key whose __eq__ raises: let pydantic judge it
                 kept = False
             if kept:
-                return box.pop()
-        return self.validate(box.pop())
+                return box.pop(), True
+        return self.validate(box.pop()), False
+
+    @property
+    def exports_as_is(self) -> bool:
+        """Whether a valid state that packs as it is (``strictly_plain``) is its own plain
+        form: the schema's exporter is an identity one (a ``TypedDict`` of plain types),
+        whose walk would only rebuild an equal copy of it, with the same values, types
+        and key order, when the state is also exactly what validation returns (kept by
+        :meth:`adopt_kept`)."""
+        exporter = self.exporter
+        assert exporter is not None  # set by create()
+        return exporter.identity
 
     def export(self, state: object, *, walk: bool = False, check: bool = False) -> Any:
         """Turn a state of this schema into its plain form.

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from statemigrate._errors import ExportError
 from statemigrate._model._component import export_component
 from statemigrate._model._paths import format_path, located_path
+from statemigrate._runtime._gcpause import gc_paused
 from statemigrate._runtime._report import SnapshotReport
 from statemigrate._snapshot._encode import SectionInput
 
@@ -149,15 +150,16 @@ def export_section(
     if target != version:
         step_started = time.perf_counter()
         # The export can be the live objects, which steps may mutate: the pipeline
-        # migrates a private copy.
-        result = registry.migrate(
-            entry.component,
-            data,
-            version,
-            target,
-            allow_lossy=allow_lossy,
-            instance=entry.instance,
-        )
+        # migrates a private copy, a container at a time, which no collection need walk.
+        with gc_paused():
+            result = registry.migrate(
+                entry.component,
+                data,
+                version,
+                target,
+                allow_lossy=allow_lossy,
+                instance=entry.instance,
+            )
         data = result.data
         steps = result.step_names
         seconds = time.perf_counter() - step_started

@@ -21,11 +21,9 @@ process, and for a large state what packing it for a snapshot costs.
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +49,7 @@ from statemigrate._model._component import (
 from statemigrate._model._fieldchanges import FieldChanges, proves
 from statemigrate._model._migrate import raised_by_user_code, run_plan
 from statemigrate._runtime._fingerprintwarning import warn_fingerprint_differs
+from statemigrate._runtime._gcpause import gc_paused
 from statemigrate._runtime._readback import read_back
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
 from statemigrate._snapshot._format import Snapshot
@@ -110,40 +109,6 @@ class _Staged:
         return data
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while millions of containers are built.
-
-    Decoding a large cache allocates one container after another and none of them is
-    garbage, yet each allocation burst triggers a collection that walks them all; with
-    the collector paused, decode and validation run several times faster.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        _promote_young_objects()
-        if was_enabled:
-            gc.enable()
-
-
-def _promote_young_objects() -> None:
-    """Move every object the collector tracks into its oldest generation.
-
-    The containers just built are long-lived (they are the restored state), but they
-    sit in the youngest generation, so the first collections after the pause would
-    walk all of them twice more (young, then middle generation) only to promote them:
-    about half a second for a million entries of a dict and a list each. A
-    freeze followed by an unfreeze moves them to the oldest generation in constant
-    time, where they wait for the next full collection like any old object. Skipped
-    when the application froze objects itself: unfreezing would undo its freeze.
-    """
-    if gc.get_freeze_count() == 0:
-        gc.freeze()
-        gc.unfreeze()
-
-
 class _Clock:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
@@ -195,7 +160,7 @@ def run_restore(
         raise RestoreError("verify", "; ".join(parts) + " (strict mode)")
 
     tell = _Progress(snapshot, staged, progress)
-    with _gc_paused():
+    with gc_paused():
         for item in staged:
             _decode(snapshot, item, allow_lossy=allow_lossy)
             tell.done(item)

@@ -126,11 +126,11 @@ class Failpoints:
 
 @contextmanager
 def validation_failpoint(monkeypatch: Any, failpoints: Failpoints) -> Iterator[None]:
-    """Route the restore's schema validation (``SchemaVersion.adopt``) through
-    ``failpoints`` (site ``"validate"``)."""
-    original = SchemaVersion.adopt
+    """Route the restore's schema validation (``SchemaVersion.adopt_kept``, which
+    ``adopt`` calls too) through ``failpoints`` (site ``"validate"``)."""
+    original = SchemaVersion.adopt_kept
 
-    def adopt(self: SchemaVersion, box: list[Any], *, plain: bool = False) -> Any:
+    def adopt_kept(self: SchemaVersion, box: list[Any], *, plain: bool = False) -> Any:
         fault = failpoints.hit("validate", self)
         if fault is not None:
             if fault.exc is InjectedFault:
@@ -139,11 +139,11 @@ def validation_failpoint(monkeypatch: Any, failpoints: Failpoints) -> Iterator[N
                 failpoints.throw(fault, f"validate {self}")
         return original(self, box, plain=plain)
 
-    monkeypatch.setattr(SchemaVersion, "adopt", adopt)
+    monkeypatch.setattr(SchemaVersion, "adopt_kept", adopt_kept)
     try:
         yield
     finally:
-        monkeypatch.setattr(SchemaVersion, "adopt", original)
+        monkeypatch.setattr(SchemaVersion, "adopt_kept", original)
 
 
 # --- the counters component ---------------------------------------------------------

@@ -399,6 +399,39 @@ def test_the_columns_pass_only_what_the_walk_passes(state: Any) -> None:
         assert verdict(walk, state) == "valid"
 
 
+@settings(max_examples=200, deadline=None)
+@given(states)
+def test_the_columns_in_chunks_of_one_or_two_pass_only_what_the_walk_passes(state: Any) -> None:
+    """The same property with chunks so small that the dicts of the states above span
+    several (the default chunk holds 256 records)."""
+    assert CACHE_SCHEMA.tree is not None
+    columns = _validity.compile_column_check(CACHE_SCHEMA.tree)
+    walk = _validity._check(CACHE_SCHEMA.tree)
+    default = _validity.CHUNK
+    try:
+        for size in (1, 2):
+            _validity.CHUNK = size
+            if columns(state):
+                assert verdict(walk, state) == "valid"
+    finally:
+        _validity.CHUNK = default
+
+
+@pytest.mark.parametrize("last", [good_entry(hits=[3]), good_entry(debug=True), {"value": "v"}])
+def test_a_bad_record_past_the_first_chunks_is_found(last: dict[str, Any]) -> None:
+    """Records are checked a chunk at a time: a bad one in the last chunk still fails
+    the columns and is refused at commit, named."""
+    entries = {f"k{i}": good_entry() for i in range(2 * _validity.CHUNK + 1)}
+    entries["last"] = last
+    state = {"entries": entries}
+    assert CACHE_SCHEMA.tree is not None
+    columns = _validity.compile_column_check(CACHE_SCHEMA.tree)
+    assert not columns(state)
+    assert columns({"entries": dict(entries, last=good_entry())})
+    with pytest.raises(ExportError, match="last"):
+        CACHE_SCHEMA.check_restorable(state)
+
+
 def test_negative_control_columns_that_skip_the_field_count_pass_an_unknown_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -29,6 +29,7 @@ from restore_children.components import (
     validation_failpoint,
 )
 
+import statemigrate._runtime._gcpause as gcpause_module
 import statemigrate._runtime._history as history_module
 import statemigrate._runtime._restore as restore_module
 from statemigrate import (
@@ -853,7 +854,7 @@ def _restored_rows(monkeypatch: pytest.MonkeyPatch, *, promote: bool) -> bool:
     reader = Service("gc-test", registry=registry)
     reader.register(reader_rows)
     if not promote:
-        monkeypatch.setattr(restore_module, "_promote_young_objects", lambda: None)
+        monkeypatch.setattr(gcpause_module, "promote_young_objects", lambda: None)
     was_enabled = gc.isenabled()
     gc.disable()  # no collection may move objects between generations meanwhile
     try:
