@@ -70,7 +70,8 @@ class ForwardedResponse:
 
 
 class ForwardError(HandoffError):
-    """A request could not be passed on, or got no answer.
+    """A request could not be passed on, or got no answer. Its stage is ``forward``,
+    and its message starts ``after the handoff,``: the handoff itself succeeded.
 
     Attributes:
         sent: the whole request went out before the failure, so the successor may have
@@ -81,6 +82,9 @@ class ForwardError(HandoffError):
     def __init__(self, detail: str, *, sent: bool) -> None:
         super().__init__("forward", detail)
         self.sent = sent
+        # The handoff itself succeeded: "handoff failed at forward" misled readers of
+        # the log into looking for a failed handoff.
+        self.args = (f"after the handoff, {detail}",)
 
 
 def failure_text(exc: HandoffError, *, successor_died: bool) -> bytes:

@@ -60,6 +60,7 @@ from statemigrate.handoff import (
 from statemigrate.integrations._forward import (
     DEFAULT_TIMEOUT,
     Address,
+    ForwardError,
     failure_text,
     forward_async,
     forwarding_address,
@@ -166,7 +167,7 @@ class HotRestart:
         watch = self.successor
         try:
             if self.address is None:
-                raise HandoffError("forward", "no listener to reach the successor on")
+                raise ForwardError("no listener to reach the successor on", sent=False)
             answer = await forward_async(
                 self.address,
                 request.method,
@@ -181,10 +182,10 @@ class HotRestart:
             self.forward_failures += 1
             if watch is not None and await watch.died_by_now():
                 # Logged once, as an error, by the watch.
-                logger.debug("handoff: %s", exc)
+                logger.debug("%s", exc)
                 status, text = 503, failure_text(exc, successor_died=True)
             else:
-                logger.warning("handoff: %s", exc)
+                logger.warning("%s", exc)
                 status, text = 502, failure_text(exc, successor_died=False)
             response = web.Response(status=status, body=text, content_type="text/plain")
         else:

@@ -133,6 +133,9 @@ def test_nobody_listening_is_one_clear_error() -> None:
             forward(("127.0.0.1", port), "POST", "/cache/k", [], b"v", timeout=5)
     message = str(caught.value)
     assert "POST /cache/k could not be passed on" in message
+    # The handoff succeeded; only passing this request on failed.
+    assert message.startswith("after the handoff, POST /cache/k"), message
+    assert caught.value.stage == "forward"
     assert "\n" not in message
     assert isinstance(caught.value, ForwardError) and not caught.value.sent
     assert failure_text(caught.value, successor_died=False) == (
