@@ -42,6 +42,10 @@ DeltaWriter = Callable[[Sequence[SectionInput], str, int, DeltaBase], EncodedSna
 DeltaTaken = Callable[[EncodedSnapshot, float], None]
 """Told of each delta written and the seconds it took (taking the changes included),
 to report it as a snapshot taken; a full snapshot is reported by its writer."""
+ForkedTaken = Callable[[int, int, float], None]
+"""Told of a full snapshot written by a forked child: its generation, size and the
+seconds from the fork to the child's exit (the child's own report never reaches this
+process)."""
 
 
 class PreCopySource:
@@ -65,6 +69,7 @@ class PreCopySource:
         write_delta: DeltaWriter,
         check: bool = False,
         delta_taken: DeltaTaken | None = None,
+        forked_taken: ForkedTaken | None = None,
     ) -> None:
         self._entries = list(entries)
         self._check = check  # plain states validated deep: the pieces are committed
@@ -74,6 +79,7 @@ class PreCopySource:
         self._write_full = write_full
         self._write_delta = write_delta
         self._delta_taken = delta_taken
+        self._forked_taken = forked_taken
         self._changes: list[ComponentChanges | None] = []
         self._round0: DeltaBase | None = None
         self._last: DeltaBase | None = None
@@ -149,6 +155,14 @@ class PreCopySource:
         self._last = identity
         self._broken = None
         return encoded
+
+    def forked(self, size: int, seconds: float) -> None:
+        """In the serving process: a forked child wrote :meth:`full` (round 0), of
+        ``size`` bytes, in ``seconds`` from the fork to its exit. Reports it as a
+        snapshot taken, which the child's own report cannot do."""
+        round0, _ = self._started()
+        if self._forked_taken is not None:
+            self._forked_taken(round0.generation, size, seconds)
 
     def pending(self) -> int:
         """Records changed since the last piece (full or delta); O(1).

@@ -12,6 +12,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from statemigrate._errors import ConfigurationError
@@ -37,7 +38,11 @@ from statemigrate._runtime._restoresource import GENERATION_LIMIT, restore_sourc
 from statemigrate._runtime._restoring import RestoreObserver
 from statemigrate._runtime._sources import check_source
 from statemigrate._runtime._startup import restore_at_start, restore_stored
-from statemigrate._runtime._telemetry import record_snapshot, store_kind
+from statemigrate._runtime._telemetry import (
+    record_forked_snapshot,
+    record_snapshot,
+    store_kind,
+)
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
 from statemigrate._snapshot._format import DecodeLimits
 from statemigrate._snapshot._header import DeltaBase, Producer
@@ -309,6 +314,7 @@ class Service:
             write_delta=write_delta,
             check=check,
             delta_taken=self._record_delta,
+            forked_taken=partial(record_forked_snapshot, self.name),
         )
 
     def _reserve_generation(self) -> int:

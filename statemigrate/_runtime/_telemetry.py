@@ -33,6 +33,7 @@ __all__ = [
     "commit_failed",
     "count_commit",
     "count_restore_failed",
+    "record_forked_snapshot",
     "record_snapshot",
     "report_restore",
     "restore_failed",
@@ -70,6 +71,23 @@ def record_snapshot(service: str, generation: int, report: SnapshotReport, secon
     # The gauges of the last snapshot wait for its commit (count_commit): one taken for
     # a handoff commits nowhere, one whose commit fails leaves the store as it was, and
     # an operator's staleness alert must see neither as a snapshot kept.
+    emit(SNAPSHOT_DURATION, seconds, service)
+
+
+def record_forked_snapshot(service: str, generation: int, size: int, seconds: float) -> None:
+    """Report a full snapshot a forked child took and this process never saw taken (a
+    pre-copy handoff's round 0): ``seconds`` from the fork to the child's exit. Its
+    components' names stayed in the child, so the span does not name them."""
+    if tracing_enabled():
+        record_span(
+            "statemigrate.snapshot",
+            *ended_now(seconds),
+            attributes={
+                "statemigrate.service": service,
+                "statemigrate.generation": generation,
+                "statemigrate.snapshot_bytes": size,
+            },
+        )
     emit(SNAPSHOT_DURATION, seconds, service)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from types import TracebackType
@@ -83,6 +84,20 @@ def watch_pid(pid: int, *, parent: bool) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _reason(exc: BaseException) -> str:
+    """What FAILED says of ``exc``: our errors' message, a cancellation's own reason
+    (a task cancelled with a message, such as a successor withdrawing on a stop
+    signal), or the exception's repr."""
+    if isinstance(exc, StateMigrateError):
+        return str(exc)
+    # Looked up, not imported: a blocking successor never pays for importing asyncio,
+    # and without it no task can have been cancelled.
+    cancelled = getattr(sys.modules.get("asyncio"), "CancelledError", None)
+    if cancelled is not None and isinstance(exc, cancelled) and exc.args:
+        return str(exc.args[0])
+    return repr(exc)
 
 
 # How often the old process's liveness is checked when no pidfd can be waited on.
@@ -270,8 +285,7 @@ class Inheritance:
             self._abandon(str(exc))
             raise
         except BaseException as exc:
-            reason = str(exc) if isinstance(exc, StateMigrateError) else repr(exc)
-            self._abandon(reason)
+            self._abandon(_reason(exc))
             raise
 
     def _apply(self, got: tuple[Piece, memoryview], on_piece: ApplyPiece) -> None:

@@ -99,6 +99,10 @@ class Pieces(Protocol):
     def full(self) -> Payload:
         """The full snapshot (round 0); safe to call in a forked child."""
 
+    def forked(self, size: int, seconds: float) -> None:
+        """In this process: a forked child wrote :meth:`full`, of ``size`` bytes, in
+        ``seconds`` from the fork to its exit; report it as a snapshot taken."""
+
     def pending(self) -> int:
         """Records changed since the last piece."""
 
@@ -241,6 +245,8 @@ def _round_zero(
     if mode == "fork":
         exported = yield from export_forked(pieces.full, deadline=began + timeout, stage="precopy")
         attempt.fork_seconds = exported.fork_seconds
+        # The child's own report of the snapshot died with it: count it here.
+        pieces.forked(exported.size, exported.fork_seconds + exported.child_seconds)
         try:
             return (
                 yield from _send_piece(

@@ -24,7 +24,7 @@ from statemigrate.handoff._drive import Steps, call_hook, ready_now, wait_readab
 from statemigrate.handoff._env import CONTROL_NAME, successor_environ
 from statemigrate.handoff._fdpass import require_same_user
 from statemigrate.handoff._options import HandoffTimeouts, Spawn
-from statemigrate.handoff._protocol import Abort, Channel, Received, Serving, awaited
+from statemigrate.handoff._protocol import Abort, Channel, Failed, Received, Serving, awaited
 from statemigrate.handoff._report import Attempt, HandoffReport, record_handoff
 from statemigrate.handoff._rounds import Rounds
 from statemigrate.handoff._sendexchange import Prepare, exchange
@@ -53,6 +53,20 @@ def _confirmed_meanwhile(channel: Channel, attempt: Attempt) -> bool:
         attempt.problems.append("the successor ended right after confirming it serves")
         return True
     return False
+
+
+def _failure_queued(channel: Channel) -> str | None:
+    """The reason of a FAILED waiting on the channel, read after a send the successor's
+    end refused: it said why before it left, while this process was busy sending."""
+    if ready_now((channel.sock.fileno(),)) is None:
+        return None
+    try:
+        got = channel.read(stage="failed")
+    except HandoffError:
+        return None
+    if isinstance(got, Received) and isinstance(got.message, Failed):
+        return got.message.reason
+    return None
 
 
 def _end_peer(pid: int, pidfd: int | None, grace: float) -> Steps[bool]:
@@ -207,7 +221,15 @@ def spawn_steps(
             if _confirmed_meanwhile(channel, attempt):
                 proc.released = True
                 return (yield from _finish(attempt))
-            if _hung_up(exc):
+            reason = _failure_queued(channel) if _hung_up(exc) else None
+            if reason is not None:
+                error = SuccessorFailedError(
+                    exc.stage,
+                    f"the successor failed: {reason}",
+                    reason=reason,
+                    exit_status=status,
+                )
+            elif _hung_up(exc):
                 # A send the successor's end refused: it died or closed the channel
                 # while this process was busy (a round 0 export, say).
                 error = SuccessorFailedError(

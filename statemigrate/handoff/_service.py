@@ -189,6 +189,9 @@ class _SourcePieces:
     def full(self) -> Payload:
         return self.source.full().parts
 
+    def forked(self, size: int, seconds: float) -> None:
+        self.source.forked(size, seconds)
+
     def pending(self) -> int:
         return self.source.pending()
 

@@ -70,17 +70,27 @@ class ForwardedResponse:
 
 
 class ForwardError(HandoffError):
-    """A request could not be passed on, or got no answer.
+    """A request could not be passed on, or got no answer. Its stage is ``forward``,
+    and its message starts ``after the handoff,``: the handoff itself succeeded.
 
     Attributes:
         sent: the whole request went out before the failure, so the successor may have
             applied it (it died, or was too slow, before it answered). Otherwise it
             cannot have: what reached it was no whole request.
+        closed: the connection was closed or reset without an answer, rather than
+            left without one until the timeout. A listener closed with connections
+            still in its queue resets them unread, but so does a process that closes
+            a connection whose request it had begun to act on before reading all of
+            it: the request may still have been applied.
     """
 
-    def __init__(self, detail: str, *, sent: bool) -> None:
+    def __init__(self, detail: str, *, sent: bool, closed: bool = False) -> None:
         super().__init__("forward", detail)
         self.sent = sent
+        self.closed = closed
+        # The handoff itself succeeded: "handoff failed at forward" misled readers of
+        # the log into looking for a failed handoff.
+        self.args = (f"after the handoff, {detail}",)
 
 
 def failure_text(exc: HandoffError, *, successor_died: bool) -> bytes:
@@ -90,12 +100,15 @@ def failure_text(exc: HandoffError, *, successor_died: bool) -> bytes:
     sent = isinstance(exc, ForwardError) and exc.sent
     if successor_died:
         what = "the service's new process died after taking over"
+    elif sent and isinstance(exc, ForwardError) and exc.closed:
+        # Not "not applied": a reset does not prove that nothing of it was acted on.
+        what = "the service's new process closed the connection without answering"
     elif sent:
         what = "the service's new process did not answer"
     else:
         what = "the service's new process could not be reached"
     if sent:
-        return f"{what}; the request reached it and may have been applied\n".encode()
+        return f"{what}; the request was sent to it and may have been applied\n".encode()
     return f"{what}; the request was not applied\n".encode()
 
 
@@ -208,7 +221,10 @@ def forward(
         return ForwardedResponse(response.status, response.reason, kept, data)
     except (OSError, http.client.HTTPException) as exc:
         raise ForwardError(
-            f"{method} {target} could not be passed on to {address!r}: {exc}", sent=sent
+            f"{method} {target} could not be passed on to {address!r}: {exc}",
+            sent=sent,
+            # http.client.RemoteDisconnected is a ConnectionResetError too.
+            closed=isinstance(exc, ConnectionError),
         ) from exc
     finally:
         connection.close()

@@ -49,6 +49,7 @@ from statemigrate._runtime._service import Service
 from statemigrate.handoff import (
     HandoffReport,
     HandoffTimeouts,
+    Inheritance,
     Spawn,
     TakeOverReport,
     hand_over_async,
@@ -59,6 +60,7 @@ from statemigrate.handoff import (
 from statemigrate.integrations._forward import (
     DEFAULT_TIMEOUT,
     Address,
+    ForwardError,
     failure_text,
     forward_async,
     forwarding_address,
@@ -67,6 +69,7 @@ from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate, 
 from statemigrate.integrations._runserving import run_serving
 from statemigrate.integrations._successor import SuccessorWatch
 from statemigrate.integrations._trial import Moved, Trial, own_argv, runner_for
+from statemigrate.integrations._withdraw import Withdrawal
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -164,7 +167,7 @@ class HotRestart:
         watch = self.successor
         try:
             if self.address is None:
-                raise HandoffError("forward", "no listener to reach the successor on")
+                raise ForwardError("no listener to reach the successor on", sent=False)
             answer = await forward_async(
                 self.address,
                 request.method,
@@ -179,10 +182,10 @@ class HotRestart:
             self.forward_failures += 1
             if watch is not None and await watch.died_by_now():
                 # Logged once, as an error, by the watch.
-                logger.debug("handoff: %s", exc)
+                logger.debug("%s", exc)
                 status, text = 503, failure_text(exc, successor_died=True)
             else:
-                logger.warning("handoff: %s", exc)
+                logger.warning("%s", exc)
                 status, text = 502, failure_text(exc, successor_died=False)
             response = web.Response(status=status, body=text, content_type="text/plain")
         else:
@@ -385,27 +388,34 @@ async def serve(
     outcome: list[HandoffReport] = []
     loop = asyncio.get_running_loop()
     stop_signals = (signal.SIGINT, signal.SIGTERM)
-    # A stop signal from here until the site serves (a take-over, the site's start,
-    # on_take_over) is kept and acted on once serving: killed by the signal's default
-    # action just after the take-over, the process would take the state with it.
+    # A stop signal from here until the site serves is kept and acted on once serving:
+    # killed by the signal's default action just after the take-over, the process
+    # would take the state with it. One received while taking the state over, before
+    # SERVING, withdraws this process from the handoff instead (_withdraw.py).
     early_stops: list[int] = []
     for stop_signal in stop_signals:
         loop.add_signal_handler(stop_signal, early_stops.append, stop_signal)
+    withdrawal = Withdrawal(stop_signals)
     try:
-        inheritance = receive_handoff(expect={name}, timeouts=handoff_timeouts)
-        if inheritance is None:
+        inheritance = receive_handoff(
+            expect={name}, timeouts=handoff_timeouts, serves=withdrawal.serves
+        )
+        if inheritance is not None:
+            report = await _take_over(
+                service, inheritance, withdrawal, early_stops, allow_lossy=allow_lossy
+            )
+            if report is None:
+                return None
+            listener = inheritance.listeners[name]
+            if on_take_over is not None:
+                on_take_over(report)
+        else:
             if service.status.state == "starting":
                 if trials is not None:
                     trials.start()
                 else:
                     service.start_cold("not started by a handoff")
             listener = socket.create_server((host, port), backlog=backlog)
-        else:
-            with inheritance:
-                report = await take_over_async(service, inheritance, allow_lossy=allow_lossy)
-            listener = inheritance.listeners[name]
-            if on_take_over is not None:
-                on_take_over(report)
         hot.address = forwarding_address(listener)
         hot.listener = listener
         hot.successor = SuccessorWatch()
@@ -464,7 +474,8 @@ async def serve(
             loop.add_signal_handler(stop_signal, stops.stop, hot.done.set)
         if early_stops:
             logger.info(
-                "%s received while the service was starting: stopping now that it serves",
+                "%s received after taking the state over, before serving: stopping now"
+                " that it serves",
                 signal.Signals(early_stops[0]).name,
             )
             stops.stop(hot.done.set)
@@ -506,6 +517,56 @@ async def serve(
             hot.successor.close()
         if listener is not None:
             listener.close()
+
+
+async def _take_over(
+    service: Service,
+    inheritance: Inheritance,
+    withdrawal: Withdrawal,
+    early_stops: list[int],
+    *,
+    allow_lossy: bool,
+) -> TakeOverReport | None:
+    """Take the state over, or withdraw on a stop signal received before SERVING.
+
+    Returns:
+        The take-over's report, or ``None`` when this process withdrew: the old process
+        serves on, and this one stops without serving.
+
+    Raises:
+        HandoffError, RestoreError: taking over failed for another reason.
+    """
+    loop = asyncio.get_running_loop()
+    # The loop's handlers would run too, on the same signal: the withdrawal's alone.
+    for stop_signal in withdrawal.signals:
+        loop.remove_signal_handler(stop_signal)
+    withdrawal.received.extend(early_stops)
+    early_stops.clear()
+    withdrawal.install(loop)
+    try:
+        with inheritance:
+            taking = asyncio.ensure_future(
+                take_over_async(service, inheritance, allow_lossy=allow_lossy)
+            )
+            withdrawal.watch(taking)
+            try:
+                return await taking
+            except (asyncio.CancelledError, HandoffError):
+                current = asyncio.current_task()
+                if not withdrawal.withdrew or (current is not None and current.cancelling()):
+                    raise
+                inheritance.failed(withdrawal.reason)  # if it has not said so yet
+        logger.warning(
+            "handoff: %s received before taking the state over: this process withdraws"
+            " and exits; the old process pid %d serves on",
+            signal.Signals(withdrawal.received[0]).name,
+            inheritance.parent_pid,
+        )
+        return None
+    finally:
+        # Received from SERVING on: a stop of the service, acted on once it serves.
+        early_stops.extend(withdrawal.received if withdrawal.confirmed else ())
+        withdrawal.uninstall(loop, early_stops.append)
 
 
 def run_app(app: web.Application, service: Service, **options: object) -> HandoffReport | None:

@@ -64,6 +64,7 @@ from statemigrate.handoff import (
 )
 from statemigrate.integrations._forward import (
     Address,
+    ForwardError,
     failure_text,
     forward_async,
     forwarding_address,
@@ -290,7 +291,7 @@ class HotRestart:
         client = scope.get("client")
         try:
             if self._address is None:
-                raise HandoffError("forward", "no listener to reach the successor on")
+                raise ForwardError("no listener to reach the successor on", sent=False)
             answer = await forward_async(
                 self._address,
                 scope["method"],

@@ -370,3 +370,31 @@ def test_a_successor_whose_predecessor_died_records_that_outcome(registry, tmp_p
     # (a Service declares its own at 0 when it is created).
     committed = frozenset({("service", ""), ("outcome", "committed")})
     assert ("statemigrate_handoff_takeovers_total", committed) not in scraped
+
+
+@pytest.mark.slow
+def test_round_zero_exported_in_a_forked_child_counts_as_a_snapshot_taken(
+    registry, tmp_path
+) -> None:
+    """Each piece of a pre-copy handoff is a snapshot taken, round 0 too: the forked
+    child that exports it cannot report it, so the old process counts it, from the
+    fork to the child's exit. It was left out before."""
+    service = old_service()
+    before = scrape(generate_latest(registry).decode())
+    output = tmp_path / "successor.json"
+    report = hand_over(
+        service,
+        Spawn([sys.executable, CHILD, "ok", str(output)]),
+        listeners={},
+        control=Hooks(),
+        precopy="fork",
+    )
+    successor_event(output, report.successor_pid)
+    assert report.ok
+    assert [r.kind for r in report.rounds][:1] == ["full"]
+    after = scrape(generate_latest(registry).decode())
+    taken = value(after, "statemigrate_snapshot_duration_seconds_count", service=SERVICE) - value(
+        before, "statemigrate_snapshot_duration_seconds_count", service=SERVICE
+    )
+    # Every pre-copy round (round 0 and its deltas), and the last piece in the pause.
+    assert taken == len(report.rounds) + 1, report.rounds

@@ -7,7 +7,8 @@ Each process writes its pid to DIR/pid once it serves, and DIR/exit.PID with how
 ``run`` returned. A process restoring a snapshot writes its pid to DIR/importing,
 then waits, inside the restore, until DIR/go exists: the test sends the stop signal
 then. When DIR/fail exists, the restore fails instead. Its one component counts the
-entries it holds; DIR/restored.PID says how many came back.
+entries it holds; DIR/restored.PID says how many came back. On aiohttp, ``POST /add``
+adds an entry and answers how many there are.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +46,25 @@ def _folder() -> Path:
 
 @REGISTRY.migratable("entries", version=1)
 class Held:
+    """Its own export and import, with the records protocol: so a handoff pre-copies
+    (round 0 while the old process serves), and its import of round 0 is where the
+    successor waits for DIR/go."""
+
     def __init__(self) -> None:
-        self.entries: dict[str, int] = {}
+        self.entries: sm.TrackedDict[str, int] = sm.TrackedDict()
+
+    def tracked_records(self) -> dict[str, sm.TrackedDict[str, int]]:
+        return {"entries": self.entries}
+
+    def export_records(self, field: str, keys: Iterable[str]) -> dict[str, int]:
+        return {key: self.entries[key] for key in keys if key in self.entries}
+
+    def import_records(
+        self, field: str, records: Mapping[str, int], deleted: Sequence[str], moved: int = 0
+    ) -> None:
+        self.entries.update(records)
+        for key in deleted:
+            self.entries.pop(key, None)
 
     def export_state(self) -> Entries:
         return {"entries": dict(self.entries)}
@@ -58,7 +77,7 @@ class Held:
         end = time.monotonic() + WAIT
         while not (folder / "go").exists() and time.monotonic() < end:
             time.sleep(0.01)
-        self.entries = dict(state["entries"])
+        self.entries = sm.TrackedDict(state["entries"])
         (folder / f"restored.{os.getpid()}").write_text(str(len(self.entries)))
 
 
@@ -85,7 +104,7 @@ def main() -> None:
     server, port, folder = sys.argv[1], int(sys.argv[2]), _folder()
     service = sm.Service("stopping", registry=REGISTRY)
     held = service.register(Held())
-    held.entries = {f"k{i}": i for i in range(50)}
+    held.entries.update({f"k{i}": i for i in range(50)})
     options: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": port,
@@ -96,7 +115,13 @@ def main() -> None:
 
         from statemigrate.integrations.aiohttp import run_app
 
-        report = run_app(web.Application(), service, **options)
+        async def add(request: web.Request) -> web.Response:
+            held.entries[f"k{len(held.entries)}"] = len(held.entries)
+            return web.Response(text=str(len(held.entries)))
+
+        app = web.Application()
+        app.router.add_post("/add", add)
+        report = run_app(app, service, **options)
     elif server == "uvicorn":
         from statemigrate.integrations import uvicorn
 

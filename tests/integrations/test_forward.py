@@ -133,6 +133,9 @@ def test_nobody_listening_is_one_clear_error() -> None:
             forward(("127.0.0.1", port), "POST", "/cache/k", [], b"v", timeout=5)
     message = str(caught.value)
     assert "POST /cache/k could not be passed on" in message
+    # The handoff succeeded; only passing this request on failed.
+    assert message.startswith("after the handoff, POST /cache/k"), message
+    assert caught.value.stage == "forward"
     assert "\n" not in message
     assert isinstance(caught.value, ForwardError) and not caught.value.sent
     assert failure_text(caught.value, successor_died=False) == (
@@ -162,7 +165,7 @@ def test_a_request_queued_where_nobody_accepts_is_given_up_once_abandoned() -> N
     assert isinstance(caught.value, ForwardError) and caught.value.sent
     assert failure_text(caught.value, successor_died=True) == (
         b"the service's new process died after taking over;"
-        b" the request reached it and may have been applied\n"
+        b" the request was sent to it and may have been applied\n"
     )
 
 
@@ -186,9 +189,12 @@ def test_a_successor_that_applies_a_request_and_dies_is_not_said_to_have_refused
             forward(forwarding_address(listener), "PUT", "/k", [], b"v", timeout=30.0)
         taker.join()
     assert b"".join(read).startswith(b"PUT /k HTTP/1.1")
-    assert caught.value.sent
+    assert caught.value.sent and caught.value.closed
     assert b"may have been applied" in failure_text(caught.value, successor_died=True)
-    assert b"not applied" not in failure_text(caught.value, successor_died=False)
+    assert failure_text(caught.value, successor_died=False) == (
+        b"the service's new process closed the connection without answering;"
+        b" the request was sent to it and may have been applied\n"
+    )
 
 
 def test_forty_requests_passed_on_at_once_wait_for_their_answers_together() -> None:

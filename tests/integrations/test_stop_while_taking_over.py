@@ -1,7 +1,9 @@
 """A stop signal (SIGTERM, as a service manager sends) that reaches the successor while
-it takes the state over is acted on once it serves: it stops as a serving process
-does, and the old process, which let go, has handed the state over. Killed by the
-signal's default action instead, the successor took the state with it."""
+it takes the state over. On aiohttp, one received before SERVING withdraws the
+successor: it exits without serving, and the old process serves on with its state.
+On uvicorn and hypercorn it is acted on once the successor serves: it stops as a
+serving process does, and the old process, which let go, has handed the state over.
+Killed by the signal's default action instead, the successor took the state with it."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -30,14 +33,16 @@ def _wait(what: str, check: Callable[[], object]) -> None:
 PID_FILES = ("pid", "importing")  # the successor's, once it serves or restores
 
 
-def _serving(server: str, folder: Path) -> AbstractContextManager[subprocess.Popen[bytes]]:
+def _serving(
+    server: str, folder: Path, port: int = 0
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
     """The first process of ``server``, serving, its output in ``folder/log``."""
-    argv = [str(CHILD), server, str(free_port()), str(folder)]
+    argv = [str(CHILD), server, str(port or free_port()), str(folder)]
     return serving_child(argv, folder, log="log", deadline=DEADLINE, pid_files=PID_FILES)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("server", ["aiohttp", "uvicorn", "hypercorn"])
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
 def test_sigterm_during_the_take_over_stops_the_successor_once_it_serves(
     server: str, tmp_path: Path
 ) -> None:
@@ -55,6 +60,47 @@ def test_sigterm_during_the_take_over_stops_the_successor_once_it_serves(
         assert (tmp_path / f"exit.{old.pid}").read_text() == "handed over", text
         assert (tmp_path / f"exit.{successor}").read_text() == "stopped", text
         assert (tmp_path / f"restored.{successor}").read_text() == "50"
+
+
+def _add(port: int) -> str:
+    """``POST /add`` on aiohttp's child: one more entry; how many there are now."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/add", data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=DEADLINE) as answer:
+        return str(answer.read().decode())
+
+
+@pytest.mark.slow
+def test_aiohttp_sigterm_during_pre_copy_withdraws_the_successor(tmp_path: Path) -> None:
+    """The successor gets SIGTERM while it applies round 0 (the old process serves,
+    unpaused): it reports FAILED and exits without serving, and the old process serves
+    on with every write, which the next handoff carries. Before, the successor took the
+    state over anyway and stopped, and the old process, which had let go, exited too:
+    nothing served."""
+    port = free_port()
+    with _serving("aiohttp", tmp_path, port) as old:
+        os.kill(old.pid, signal.SIGUSR2)
+        _wait("the successor's restore of round 0", lambda: pid_in(tmp_path / "importing"))
+        successor = pid_in(tmp_path / "importing")
+        os.kill(successor, signal.SIGTERM)
+        time.sleep(0.2)  # the signal is delivered before the restore goes on
+        assert _add(port) == "51"  # served by the old process meanwhile
+        (tmp_path / "go").touch()
+        _wait("the successor to exit", lambda: gone(successor))
+        text = (tmp_path / "log").read_text()
+        assert old.poll() is None and pid_in(tmp_path / "pid") == old.pid, text
+        assert (tmp_path / f"exit.{successor}").read_text() == "stopped", text
+        assert "SIGTERM received before taking the state over: this process withdraws" in text
+        # The old process says why, whether it was sending a piece or awaiting one.
+        assert "the successor failed: SIGTERM received before taking the state over" in text
+        assert _add(port) == "52"
+        # Nothing lost: the next successor takes every entry over and serves.
+        (tmp_path / "importing").unlink()
+        os.kill(old.pid, signal.SIGUSR2)
+        _wait("the next successor to serve", lambda: pid_in(tmp_path / "pid") != old.pid)
+        new = pid_in(tmp_path / "pid")
+        assert (tmp_path / f"restored.{new}").read_text() == "52"
+        assert old.wait(timeout=DEADLINE) == 0
+        assert (tmp_path / f"exit.{old.pid}").read_text() == "handed over"
 
 
 @pytest.mark.slow
