@@ -45,7 +45,7 @@ from statemigrate.stores._base import (
     note_maybe_committed,
 )
 from statemigrate.stores._object_backend import Backend, Refused, Version
-from statemigrate.stores._object_build import build, wrap
+from statemigrate.stores._object_build import build, check_retries, check_seconds, wrap
 from statemigrate.stores._object_generation import (
     Target,
     read_generation,
@@ -122,7 +122,8 @@ class ObjectStore:
     Raises:
         StoreError: obstore is not installed, the URL is not supported, or obstore
             refused the configuration.
-        ValueError: an option has an invalid value.
+        ValueError: an option has an invalid value (:class:`ConfigurationError` for
+            the timeouts and retries).
     """
 
     def __init__(
@@ -158,6 +159,10 @@ class ObjectStore:
         ):
             raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
         warn_after = check_warn_after(warn_after)
+        timeout = check_seconds("timeout", timeout, zero_ok=False)
+        connect_timeout = check_seconds("connect_timeout", connect_timeout, zero_ok=False)
+        retry_timeout = check_seconds("retry_timeout", retry_timeout, zero_ok=True)
+        retries = check_retries(retries)
         self._max_size = check_max_size(max_size)
         self._keep = keep
         self._part_size = part_size

@@ -39,7 +39,14 @@ from obstore.store import MemoryStore as RawMemoryStore
 from obstore.store import S3Store
 from restore_children.components import build_registry, exports, set_state
 
-from statemigrate import RestoreError, Service, SnapshotError, StoreConflictError, StoreError
+from statemigrate import (
+    ConfigurationError,
+    RestoreError,
+    Service,
+    SnapshotError,
+    StoreConflictError,
+    StoreError,
+)
 from statemigrate.reference import KVCacheV1
 from statemigrate.stores import MemoryStore, ObjectRef, ObjectStore, SnapshotRef, Store
 from statemigrate.stores._object_backend import Backend, Refused
@@ -862,6 +869,40 @@ def test_bad_configuration_is_refused(
 ) -> None:
     with pytest.raises(error, match=message):
         ObjectStore(location, **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "line"),
+    [
+        ({"timeout": -1}, "timeout: must be a number of seconds above 0 and at most a day, not -1"),
+        ({"timeout": 1e20}, "timeout: must be a number of seconds above 0 and at most a day"),
+        ({"timeout": 0}, "timeout: must be a number of seconds above 0"),
+        ({"timeout": True}, "timeout: must be a number of seconds above 0"),
+        ({"timeout": "3s"}, "timeout: must be a number of seconds above 0"),
+        ({"connect_timeout": -1.5}, "connect_timeout: must be a number of seconds above 0"),
+        ({"connect_timeout": float("inf")}, "connect_timeout: must be a number of seconds"),
+        ({"retry_timeout": float("nan")}, "retry_timeout: must be a number of seconds 0 or more"),
+        ({"retry_timeout": -1}, "retry_timeout: must be a number of seconds 0 or more"),
+        ({"retries": -1}, "retries: must be an int from 0 to 100, not -1"),
+        ({"retries": 10**30}, "retries: must be an int from 0 to 100"),
+        ({"retries": 2.0}, "retries: must be an int from 0 to 100, not 2.0"),
+    ],
+)
+@pytest.mark.parametrize("url", ["s3://bucket/x", "file:///tmp/never-created", "memory://"])
+def test_bad_timeouts_and_retries_are_one_configuration_line(
+    url: str, options: dict[str, Any], line: str
+) -> None:
+    """Out of range, a timeout or a retry count is refused before obstore sees it,
+    whatever the URL (obstore raised a bare TypeError or OverflowError for some)."""
+    with pytest.raises(ConfigurationError) as caught:
+        ObjectStore(url, **options)
+    assert str(caught.value).startswith(line)
+    assert "\n" not in str(caught.value)
+
+
+def test_timeouts_and_retries_at_their_bounds_are_taken() -> None:
+    ObjectStore("s3://bucket/x", timeout=86_400, connect_timeout=0.001, retry_timeout=0, retries=0)
+    ObjectStore("s3://bucket/x", retries=100)
 
 
 @pytest.mark.parametrize("endpoint_var", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"])
