@@ -558,6 +558,81 @@ def test_a_damaged_pointer_is_refused_by_readers_and_writers(
     assert names(store) == before
 
 
+@pytest.mark.parametrize(
+    "pointer", [b'{"format": "statemig', b" " * (65 << 10)], ids=["cut", "oversized"]
+)
+def test_a_damaged_pointer_leaves_the_generations_listed_and_readable_by_number(
+    place: Place, pointer: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the pointer not ours, generations() lists every object without a role and
+    ref(N) reads generation N found by listing, each with one WARNING that says how to
+    repair; what needs the pointer's roles or digests (current, previous, unrestored,
+    forget_unrestored) stops at it with the repair in its message."""
+    store = place.store()
+    store.commit(GOOD_PREVIOUS)
+    store.commit(GOOD)
+    put_raw(store, "current", pointer)
+
+    refs = store.generations()
+    assert [(ref.generation, ref.role, ref.roles) for ref in refs] == [(1, None, ()), (2, None, ())]
+    assert all(ref.modified is not None for ref in refs)
+    assert [record.levelname for record in caplog.records] == ["WARNING"]
+    assert "delete it to repair" in caplog.text
+    assert "listed without roles" in caplog.text
+
+    caplog.clear()
+    ref = store.ref(2)
+    assert (ref.generation, ref.role, ref.entry) == (2, None, None)
+    assert ref.open() == GOOD
+    assert store.ref(1).open() == GOOD_PREVIOUS
+    assert "read without the store's digest check" in caplog.text
+    assert "delete it to repair" in caplog.text
+    with pytest.raises(StoreError, match="there is no generation 3"):
+        store.ref(3)
+
+    for action in (
+        store.ref,
+        lambda: store.ref("previous"),
+        lambda: store.ref("unrestored"),
+        store.forget_unrestored,
+        store.unrestored,
+    ):
+        with pytest.raises(StoreError, match="delete it to repair") as info:
+            action()
+        assert info.value.target.endswith("/current")
+
+
+def test_a_damaged_pointer_with_two_objects_of_one_generation_is_ambiguous(
+    place: Place,
+) -> None:
+    store = place.store()
+    store.commit(GOOD)
+    entry = store.ref().entry
+    assert entry is not None
+    put_raw(store, entry.object[:-1] + ("0" if entry.object[-1] != "0" else "1"), NEW)
+    put_raw(store, "current", b"not json")
+    with pytest.raises(StoreError, match="2 objects claim generation 1 and the pointer is damaged"):
+        store.ref(1)
+
+
+def test_a_pointer_that_cannot_be_read_still_stops_the_listing(
+    place: Place, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a pointer that is not ours is listed around: one that cannot be read (no
+    answer, access denied) might be fine, so generations() and ref(N) fail on it."""
+    store = place.store()
+    store.commit(GOOD)
+
+    def denied(name: str, *, limit: int) -> None:
+        raise StoreError("open", store._backend.where(name), "access denied (AccessDenied)")
+
+    monkeypatch.setattr(store._backend, "get_small", denied)
+    for action in (store.generations, lambda: store.ref(1)):
+        with pytest.raises(StoreError, match="access denied") as info:
+            action()
+        assert info.value.previous_too
+
+
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
     lambda inner: (
