@@ -7,14 +7,16 @@ import argparse
 import datetime
 import json
 import os
+import sys
 from typing import Any, TextIO
 
 from statemigrate._errors import StoreError
 from statemigrate.cli._arguments import UsageError, store_location
-from statemigrate.cli._inspect import human_size, printable
+from statemigrate.cli._inspect import human_size, one_line, printable
 from statemigrate.cli._kinds import kind_of_file, kind_of_generation
 from statemigrate.cli._objects import add_store_argument, is_object_url, open_store
 from statemigrate.stores import ObjectRef
+from statemigrate.stores._object import list_generations
 from statemigrate.stores._tmpfs_listing import TmpfsFile, list_tmpfs
 
 __all__ = [
@@ -59,19 +61,40 @@ def list_command(args: argparse.Namespace, out: TextIO) -> int:
     if not is_object_url(args.url):
         return _list_directory(args, out)
     store = open_store(args.url, args.store_options)
-    refs = store.generations()
+    refs, damaged = list_generations(store)
+    if damaged is not None:
+        if not refs:
+            raise damaged  # nothing to list: the pointer's line says what to do
+        # Listed all the same: the listing is how an operator finds the generation to
+        # restore before deleting the pointer, which the warning says to do.
+        _warn(f"{damaged}; roles unknown until it is deleted")
     if not refs:
         raise StoreError("list", store.location, "no snapshot has been committed")
     now = datetime.datetime.now(tz=datetime.UTC)
-    rows = describe_generations(refs, now=now)
+    rows = describe_generations(refs, now=now, pointer_damaged=damaged is not None)
     if args.kinds:
         for ref, row in zip(reversed(refs), rows, strict=True):
             row.update(
                 kind_of_generation(ref) if not row["missing"] else {"kind": None, "pieces": None}
             )
     firsts = [str(row["generation"]) for row in rows]
-    _write(out, store.location, ("GENERATION", firsts), rows, json_out=args.json, kinds=args.kinds)
+    _write(
+        out,
+        store.location,
+        ("GENERATION", firsts),
+        rows,
+        json_out=args.json,
+        kinds=args.kinds,
+        pointer_damaged=None if damaged is None else str(damaged),
+    )
     return 0
+
+
+def _warn(message: str) -> None:
+    """One line on stderr, beside a listing that goes on (nothing when stderr is
+    closed: print() would write to stdout instead)."""
+    if sys.stderr is not None:
+        print(f"statemigrate: warning: {printable(one_line(message))}", file=sys.stderr)
 
 
 def _list_directory(args: argparse.Namespace, out: TextIO) -> int:
@@ -98,11 +121,16 @@ def _write(
     *,
     json_out: bool,
     kinds: bool,
+    pointer_damaged: str | None = None,
 ) -> None:
     """The listing: JSON, or the location and a table whose first column is ``first``
-    (its heading and cells)."""
+    (its heading and cells). ``pointer_damaged``: the damaged pointer's error, which
+    JSON carries as ``pointer`` and ``pointer_error``."""
     if json_out:
-        json.dump({"location": location, "generations": rows}, out, indent=2, sort_keys=True)
+        document: dict[str, Any] = {"location": location, "generations": rows}
+        if pointer_damaged is not None:
+            document.update(pointer="damaged", pointer_error=pointer_damaged)
+        json.dump(document, out, indent=2, sort_keys=True)
         out.write("\n")
         return
     out.write(f"{printable(location)}\n\n")
@@ -137,7 +165,9 @@ def _role(row: dict[str, Any]) -> str:
     return roles
 
 
-def describe_generations(refs: list[ObjectRef], *, now: datetime.datetime) -> list[dict[str, Any]]:
+def describe_generations(
+    refs: list[ObjectRef], *, now: datetime.datetime, pointer_damaged: bool = False
+) -> list[dict[str, Any]]:
     """The generations as JSON-ready rows, newest first.
 
     ``role`` is ``current`` or ``previous`` for the two the pointer records,
@@ -146,7 +176,8 @@ def describe_generations(refs: list[ObjectRef], *, now: datetime.datetime) -> li
     ``older`` for a generation below those that a larger ``keep`` still holds, and
     ``not committed`` for an object no commit won (a generation the pointer records
     with another object, or one above the current generation): a writer died or lost
-    its connection before its commit decided. ``roles`` lists every role: a
+    its connection before its commit decided; ``unknown`` for every object when the
+    pointer is damaged (``pointer_damaged``). ``roles`` lists every role: a
     generation the pointer records as both ``previous`` and ``unrestored`` has both
     (``role`` is the first of them).
     """
@@ -157,6 +188,8 @@ def describe_generations(refs: list[ObjectRef], *, now: datetime.datetime) -> li
         roles: list[str]
         if ref.roles:
             roles = list(ref.roles)
+        elif pointer_damaged:
+            roles = ["unknown"]
         elif not recorded:
             roles = ["no pointer"]
         elif ref.generation in recorded or ref.generation > newest:

@@ -17,12 +17,12 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from statemigrate.stores._object_build import MAX_RETRIES, MAX_SECONDS
+
 __all__ = ["StoreSettings", "parse_store_option", "split_store_options"]
 
 _DURATION_KEYS = {"timeout": 0.0, "connect_timeout": 0.0, "retry_timeout": None}
 """The keys read as durations, each with the value it must exceed (None: may be 0)."""
-_MAX_SECONDS = 86_400.0  # a day: far past any request's need, and within timedelta's range
-_MAX_RETRIES = 100
 _NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _PLAIN = re.compile(_NUMBER)
 _WITH_UNITS = re.compile(rf"(?:{_NUMBER}\s*(?:ms|s|m|h)\s*)+")
@@ -93,7 +93,7 @@ def _seconds(key: str, value: str) -> float:
         seconds = -1.0
     floor = _DURATION_KEYS[key]
     low_ok = seconds > floor if floor is not None else seconds >= 0
-    if not low_ok or seconds > _MAX_SECONDS:
+    if not low_ok or seconds > MAX_SECONDS:
         least = "more than 0" if floor is not None else "0 or more"
         raise ValueError(
             f"{key}={value[:40]!r}: expected seconds (3, 2.5) or a duration (500ms, 3s,"
@@ -104,6 +104,6 @@ def _seconds(key: str, value: str) -> float:
 
 def _count(key: str, value: str) -> int:
     text = value.strip()
-    if not (text.isascii() and text.isdigit() and len(text) <= 3) or int(text) > _MAX_RETRIES:
-        raise ValueError(f"{key}={value[:40]!r}: expected a whole number from 0 to {_MAX_RETRIES}")
+    if not (text.isascii() and text.isdigit() and len(text) <= 3) or int(text) > MAX_RETRIES:
+        raise ValueError(f"{key}={value[:40]!r}: expected a whole number from 0 to {MAX_RETRIES}")
     return int(text)

@@ -29,7 +29,7 @@ import errno
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import xxhash
 
@@ -44,8 +44,8 @@ from statemigrate.stores._base import (
     note_commit,
     note_maybe_committed,
 )
-from statemigrate.stores._object_backend import Backend, Refused, Version
-from statemigrate.stores._object_build import build, wrap
+from statemigrate.stores._object_backend import Backend, Oversized, Refused, Version
+from statemigrate.stores._object_build import build, check_retries, check_seconds, wrap
 from statemigrate.stores._object_generation import (
     Target,
     read_generation,
@@ -56,6 +56,7 @@ from statemigrate.stores._object_pointer import (
     FORMAT,
     GENERATIONS,
     MAX_POINTER_SIZE,
+    DamagedPointerError,
     Entry,
     Pointer,
     Role,
@@ -67,7 +68,7 @@ from statemigrate.stores._object_pointer import (
 from statemigrate.stores._object_retention import kept_generations, sweep_generations
 from statemigrate.stores._object_watch import DEFAULT_WARN_AFTER, check_warn_after
 
-__all__ = ["ObjectRef", "ObjectStore"]
+__all__ = ["Listing", "ObjectRef", "ObjectStore", "list_generations"]
 
 _log = logging.getLogger("statemigrate.stores")
 
@@ -122,7 +123,8 @@ class ObjectStore:
     Raises:
         StoreError: obstore is not installed, the URL is not supported, or obstore
             refused the configuration.
-        ValueError: an option has an invalid value.
+        ValueError: an option has an invalid value (:class:`ConfigurationError` for
+            the timeouts and retries).
     """
 
     def __init__(
@@ -158,6 +160,10 @@ class ObjectStore:
         ):
             raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
         warn_after = check_warn_after(warn_after)
+        timeout = check_seconds("timeout", timeout, zero_ok=False)
+        connect_timeout = check_seconds("connect_timeout", connect_timeout, zero_ok=False)
+        retry_timeout = check_seconds("retry_timeout", retry_timeout, zero_ok=True)
+        retries = check_retries(retries)
         self._max_size = check_max_size(max_size)
         self._keep = keep
         self._part_size = part_size
@@ -356,9 +362,14 @@ class ObjectStore:
         without the store's digest check (the snapshot format's own digest or MAC
         still applies when it is opened as a snapshot).
 
+        With the pointer damaged (not one of ours), a generation number is still found
+        by listing and read that way, with one WARNING that says how to repair the
+        pointer; the three roles fail with the pointer's error.
+
         Raises:
             StoreError: there is no such generation, several objects claim a generation
-                the pointer does not record, or a request failed.
+                the pointer does not record, the pointer is damaged (for a role), or a
+                request failed.
             ValueError: ``which`` is neither ``"current"``, ``"previous"``,
                 ``"unrestored"`` nor a positive int.
         """
@@ -481,43 +492,45 @@ class ObjectStore:
         decided, until retention deletes them. A generation the pointer records whose
         object is missing is included too, with ``modified`` ``None``.
 
+        With the pointer damaged (not one of ours), every object found by listing is
+        returned with ``role`` ``None``, as with no pointer, and one WARNING says the
+        pointer is damaged and how to repair it.
+
         Raises:
-            StoreError: the pointer is damaged, or a request failed.
+            StoreError: the pointer cannot be read (a request failed), or the listing
+                failed.
         """
-        found = self._read_pointer()
-        recorded = found[0].recorded() if found is not None else {}
-        refs: list[ObjectRef] = []
-        for listed in self._backend.list_objects(GENERATIONS):
-            number = generation_of(listed.name)
-            if number is None:
-                continue
-            if listed.name in recorded:
-                entry, roles = recorded.pop(listed.name)
-                refs.append(ObjectRef(self, entry, roles=roles, modified=listed.modified))
-            else:
-                target = Target(number, listed.name, listed.size, listed.etag, None)
-                refs.append(ObjectRef(self, target, modified=listed.modified))
-        refs.extend(ObjectRef(self, entry, roles=roles) for entry, roles in recorded.values())
-        return sorted(refs, key=lambda ref: (ref.generation, ref.role is None, ref.describe()))
+        listing = list_generations(self)
+        if listing.damaged_pointer is not None:
+            _log.warning("%s; its generations are listed without roles", listing.damaged_pointer)
+        return listing.refs
 
     def __repr__(self) -> str:
         return f"<ObjectStore {self.location} keep={self._keep}>"
 
     def _ref_of(self, generation: int) -> ObjectRef:
-        refs = self.generations()
+        refs, damaged = list_generations(self)
         matches = [ref for ref in refs if ref.generation == generation]
         recorded = [ref for ref in matches if ref.role is not None]
         if recorded:
             return recorded[0]  # the pointer says which object won the generation
-        if len(matches) == 1:
-            return matches[0]
         where = self._backend.where(f"{GENERATIONS}/{generation:020d}.*")
+        if len(matches) == 1:
+            if damaged is not None:
+                _log.warning(
+                    "%s; generation %d found by listing, read without the store's digest"
+                    " check (the snapshot's own digest or MAC still applies)",
+                    damaged,
+                    generation,
+                )
+            return matches[0]
         if matches:
+            which = "is damaged, so nothing says which won" if damaged else "records none of them"
             raise StoreError(
                 "open",
                 where,
                 f"{len(matches)} objects claim generation {generation} and the pointer"
-                " records none of them (left by writers that died?)",
+                f" {which} (left by writers that died?)",
             )
         kept = ", ".join(str(ref.generation) for ref in refs) or "none"
         raise StoreError("open", where, f"there is no generation {generation} (kept: {kept})")
@@ -582,7 +595,11 @@ class ObjectStore:
     def _read_pointer(self) -> tuple[Pointer, Version] | None:
         where = self._backend.where(POINTER)
         try:
-            found = self._backend.get_small(POINTER, limit=MAX_POINTER_SIZE)
+            try:
+                found = self._backend.get_small(POINTER, limit=MAX_POINTER_SIZE)
+            except Oversized as exc:
+                reason = f"{exc.size} bytes, more than a pointer can be ({exc.limit})"
+                raise DamagedPointerError(where, reason) from exc
             if found is None:
                 return None
             data, version = found
@@ -643,6 +660,49 @@ class ObjectStore:
             return False
         # Each memory:// store is a separate store, whatever its name.
         return mine.store is theirs.store or type(mine.store).__name__ != "MemoryStore"
+
+
+class Listing(NamedTuple):
+    """The generation objects under a store's prefix, as :func:`list_generations`
+    finds them."""
+
+    refs: list[ObjectRef]
+    """Oldest first, with the roles the pointer gives them."""
+    damaged_pointer: DamagedPointerError | None
+    """Why no ref has a role although a pointer is there; ``None`` when it was read
+    (or is missing)."""
+
+
+def list_generations(store: ObjectStore) -> Listing:
+    """Every generation object under ``store``'s prefix, with the roles its pointer
+    gives them (see :meth:`ObjectStore.generations`), and the pointer's damage when it
+    is not one of ours: the objects are then listed without roles, since a listing is
+    how an operator finds the generation to restore before deleting the pointer.
+
+    Raises:
+        StoreError: the pointer cannot be read (no answer, access denied, ...), or
+            the listing failed.
+    """
+    damaged = None
+    try:
+        found = store._read_pointer()
+    except DamagedPointerError as exc:
+        found, damaged = None, exc
+    recorded = found[0].recorded() if found is not None else {}
+    refs: list[ObjectRef] = []
+    for listed in store._backend.list_objects(GENERATIONS):
+        number = generation_of(listed.name)
+        if number is None:
+            continue
+        if listed.name in recorded:
+            entry, roles = recorded.pop(listed.name)
+            refs.append(ObjectRef(store, entry, roles=roles, modified=listed.modified))
+        else:
+            target = Target(number, listed.name, listed.size, listed.etag, None)
+            refs.append(ObjectRef(store, target, modified=listed.modified))
+    refs.extend(ObjectRef(store, entry, roles=roles) for entry, roles in recorded.values())
+    refs.sort(key=lambda ref: (ref.generation, ref.role is None, ref.describe()))
+    return Listing(refs, damaged)
 
 
 class ObjectRef:

@@ -28,7 +28,15 @@ from statemigrate.stores._object_errors import is_missing_bucket, kind_of, trans
 if TYPE_CHECKING:
     from obstore import PutMode, UpdateVersion
 
-__all__ = ["REMOTE_CLASSES", "Backend", "Listed", "Refused", "Version", "obstore_module"]
+__all__ = [
+    "REMOTE_CLASSES",
+    "Backend",
+    "Listed",
+    "Oversized",
+    "Refused",
+    "Version",
+    "obstore_module",
+]
 
 REMOTE_CLASSES = frozenset({"S3Store", "GCSStore", "AzureStore"})
 """obstore's stores of objects on another host."""
@@ -64,6 +72,21 @@ class Refused(Exception):
 
     Internal: the object store turns it into :class:`StoreConflictError`.
     """
+
+
+class Oversized(Exception):
+    """A small object is larger than its reader allows: the caller says what that
+    means (for the pointer: not ours).
+
+    Attributes:
+        size: the object's size in bytes.
+        limit: the most its reader allows.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"is {size} bytes, more than {limit}")
 
 
 def obstore_module() -> Any:
@@ -127,21 +150,17 @@ class Backend:
         """The bytes and version of a small object, or ``None`` when there is none.
 
         Raises:
-            StoreError: it is larger than ``limit``, the bucket is missing, the request
-                failed.
+            Oversized: it is larger than ``limit`` (read no further).
+            StoreError: the bucket is missing, or the request failed.
         """
         try:
             with self._watch("open", name):
                 result = self._obs.get(self.store, self.key(name))
                 meta = result.meta
                 if meta["size"] > limit:
-                    raise StoreError(
-                        "open",
-                        self.where(name),
-                        f"is {meta['size']} bytes, more than a pointer can be ({limit})",
-                    )
+                    raise Oversized(meta["size"], limit)
                 data = bytes(result.bytes())
-        except StoreError:
+        except Oversized:
             raise
         except Exception as exc:
             if kind_of(exc) == "not_found" and not is_missing_bucket(exc):

@@ -10,17 +10,26 @@ settings are sorted out here, before obstore sees them.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from statemigrate._errors import StoreError
+from statemigrate._errors import ConfigurationError, StoreError
 from statemigrate.stores._object_backend import REMOTE_CLASSES, Backend, obstore_module
 from statemigrate.stores._object_errors import translate
 
-__all__ = ["REMOTE_SCHEMES", "build", "wrap"]
+__all__ = [
+    "MAX_RETRIES",
+    "MAX_SECONDS",
+    "REMOTE_SCHEMES",
+    "build",
+    "check_retries",
+    "check_seconds",
+    "wrap",
+]
 
 REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "adl"})
 """URL schemes of object storage on another host (S3, Google Cloud Storage, Azure)."""
@@ -62,6 +71,50 @@ _CLIENT_KEYS = frozenset(
     }
 )
 """obstore's HTTP client settings (``ClientConfig``), as opposed to backend settings."""
+MAX_SECONDS = 86_400.0
+"""The longest timeout: a day is far past any request's need, and well within what
+obstore converts (1e20 seconds overflowed inside it)."""
+MAX_RETRIES = 100
+"""The most retries of one request; obstore's count overflowed past an unsigned 64 bits."""
+
+
+def check_seconds(option: str, value: float | None, *, zero_ok: bool) -> float | None:
+    """``value`` as ``ObjectStore(timeout=...)`` and the other timeouts take it, before
+    obstore sees it (a negative one failed there as a ``TypeError`` naming ``str``).
+
+    Raises:
+        ConfigurationError: it is neither ``None`` nor a number of seconds above 0 (or
+            0 itself, with ``zero_ok``) and at most a day.
+    """
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not (value >= 0 if zero_ok else value > 0)
+        or value > MAX_SECONDS
+    ):
+        least = "0 or more" if zero_ok else "above 0"
+        raise ConfigurationError(
+            option, f"must be a number of seconds {least} and at most a day, not {value!r}"
+        )
+    return float(value)
+
+
+def check_retries(value: int | None) -> int | None:
+    """``value`` as ``ObjectStore(retries=...)`` takes it.
+
+    Raises:
+        ConfigurationError: it is neither ``None`` nor an int from 0 to ``MAX_RETRIES``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES:
+        raise ConfigurationError(
+            "retries", f"must be an int from 0 to {MAX_RETRIES}, not {value!r}"
+        )
+    return value
 
 
 def build(

@@ -38,6 +38,7 @@ __all__ = [
     "GENERATIONS",
     "MAX_POINTER_SIZE",
     "REPAIR",
+    "DamagedPointerError",
     "Entry",
     "MAX_UNRESTORED",
     "Kept",
@@ -62,6 +63,23 @@ MAX_UNRESTORED = 4
 """The most generations a pointer keeps as unrestored: one per failed start, until an
 operator lets them go. Past it, the newest is replaced, so that the state from before
 the trouble began (the oldest) stays."""
+
+
+
+class DamagedPointerError(StoreError):
+    """The pointer is there but is not one of ours: damaged, or written by something
+    else. Unlike a pointer that cannot be read (no answer, access denied), nothing
+    reading it again would change: readers may find the generation objects by listing
+    instead, and no commit goes on until it is deleted.
+
+    Attributes:
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__("open", where, f"is not a valid pointer ({reason}); {REPAIR}")
+
 
 Role = Literal["current", "previous", "unrestored"]
 """What the pointer calls a generation it records."""
@@ -163,14 +181,12 @@ def decode_pointer(data: bytes, *, where: str) -> Pointer:
     """Parse and check a pointer read from ``where``.
 
     Raises:
-        StoreError: the bytes are not a valid pointer (damaged or written by something
-            else).
+        DamagedPointerError: the bytes are not a valid pointer (damaged or written by
+            something else).
     """
     try:
         return Pointer.model_validate_json(data)
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "document"
-        raise StoreError(
-            "open", where, f"is not a valid pointer ({field}: {first['msg']}); {REPAIR}"
-        ) from exc
+        raise DamagedPointerError(where, f"{field}: {first['msg']}") from exc

@@ -352,6 +352,71 @@ def test_list_and_inspect_say_when_the_pointer_is_missing(
         assert run(capsys, "inspect", f"{url}#3").code == 0
 
 
+def test_list_and_inspect_by_number_go_on_when_the_pointer_is_damaged(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pointer that is not ours is the one thing a listing cannot read: the objects
+    are listed with roles unknown and one warning line that says how to repair,
+    URL#N still reads generation N (the store's digest check skipped, said in the
+    log), and what needs the pointer (URL, forget-unrestored) is one line saying to
+    delete it."""
+    with scratch_dir() as path:
+        url = f"file://{path}/app"
+        commit_generations(url, 3)
+        with open(f"{path}/app/current", "wb") as pointer:
+            pointer.write(b'{"format": "statemig')
+        for kinds in ([], ["--kinds"]):
+            result = run(capsys, "list", url, *kinds)
+            assert result.code == 0, result.err
+            rows = [line.split() for line in result.out.splitlines()[3:]]
+            assert [row[0] for row in rows] == ["3", "2"]
+            # SIZE is two words (3.1 KiB): the role and the kind are counted from the end
+            assert [row[-1 - len(kinds)] for row in rows] == ["unknown", "unknown"]
+            if kinds:
+                assert [row[-1] for row in rows] == ["snapshot", "snapshot"]
+            (warning,) = result.err.splitlines()
+            assert warning.startswith("statemigrate: warning: open ")
+            assert "app/current: is not a valid pointer" in warning
+            assert "delete it to repair" in warning
+            assert warning.endswith("roles unknown until it is deleted")
+
+        listed = run(capsys, "list", url, "--json")
+        assert listed.code == 0, listed.err
+        document = json.loads(listed.out)
+        assert document["pointer"] == "damaged"
+        assert "delete it to repair" in document["pointer_error"]
+        rows = document["generations"]
+        assert [(row["generation"], row["role"], row["roles"]) for row in rows] == [
+            (3, "unknown", ["unknown"]),
+            (2, "unknown", ["unknown"]),
+        ]
+
+        caplog.clear()
+        inspected = run(capsys, "inspect", f"{url}#3", "--verify")
+        assert inspected.code == 0, inspected.err
+        assert "(generation 3)" in inspected.out
+        assert "read without the store's digest check" in caplog.text
+
+        for argv in (["inspect", url], ["forget-unrestored", url], ["inspect", f"{url}#previous"]):
+            line = one_error_line(run(capsys, *argv))
+            assert "app/current: is not a valid pointer" in line
+            assert line.endswith(
+                "delete it to repair: the generation objects stay, and the store numbers past"
+                " them (docs/stores.md, 'A missing pointer')"
+            )
+
+
+def test_list_of_a_damaged_pointer_and_no_generation_is_the_pointers_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with scratch_dir() as path:
+        os.mkdir(f"{path}/app")
+        with open(f"{path}/app/current", "wb") as pointer:
+            pointer.write(b"[]")
+        line = one_error_line(run(capsys, "list", f"file://{path}/app"))
+        assert "app/current: is not a valid pointer" in line and "delete it to repair" in line
+
+
 # -- forget-unrestored ------------------------------------------------------------------
 
 

@@ -39,7 +39,14 @@ from obstore.store import MemoryStore as RawMemoryStore
 from obstore.store import S3Store
 from restore_children.components import build_registry, exports, set_state
 
-from statemigrate import RestoreError, Service, SnapshotError, StoreConflictError, StoreError
+from statemigrate import (
+    ConfigurationError,
+    RestoreError,
+    Service,
+    SnapshotError,
+    StoreConflictError,
+    StoreError,
+)
 from statemigrate.reference import KVCacheV1
 from statemigrate.stores import MemoryStore, ObjectRef, ObjectStore, SnapshotRef, Store
 from statemigrate.stores._object_backend import Backend, Refused
@@ -551,6 +558,81 @@ def test_a_damaged_pointer_is_refused_by_readers_and_writers(
     assert names(store) == before
 
 
+@pytest.mark.parametrize(
+    "pointer", [b'{"format": "statemig', b" " * (65 << 10)], ids=["cut", "oversized"]
+)
+def test_a_damaged_pointer_leaves_the_generations_listed_and_readable_by_number(
+    place: Place, pointer: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the pointer not ours, generations() lists every object without a role and
+    ref(N) reads generation N found by listing, each with one WARNING that says how to
+    repair; what needs the pointer's roles or digests (current, previous, unrestored,
+    forget_unrestored) stops at it with the repair in its message."""
+    store = place.store()
+    store.commit(GOOD_PREVIOUS)
+    store.commit(GOOD)
+    put_raw(store, "current", pointer)
+
+    refs = store.generations()
+    assert [(ref.generation, ref.role, ref.roles) for ref in refs] == [(1, None, ()), (2, None, ())]
+    assert all(ref.modified is not None for ref in refs)
+    assert [record.levelname for record in caplog.records] == ["WARNING"]
+    assert "delete it to repair" in caplog.text
+    assert "listed without roles" in caplog.text
+
+    caplog.clear()
+    ref = store.ref(2)
+    assert (ref.generation, ref.role, ref.entry) == (2, None, None)
+    assert ref.open() == GOOD
+    assert store.ref(1).open() == GOOD_PREVIOUS
+    assert "read without the store's digest check" in caplog.text
+    assert "delete it to repair" in caplog.text
+    with pytest.raises(StoreError, match="there is no generation 3"):
+        store.ref(3)
+
+    for action in (
+        store.ref,
+        lambda: store.ref("previous"),
+        lambda: store.ref("unrestored"),
+        store.forget_unrestored,
+        store.unrestored,
+    ):
+        with pytest.raises(StoreError, match="delete it to repair") as info:
+            action()
+        assert info.value.target.endswith("/current")
+
+
+def test_a_damaged_pointer_with_two_objects_of_one_generation_is_ambiguous(
+    place: Place,
+) -> None:
+    store = place.store()
+    store.commit(GOOD)
+    entry = store.ref().entry
+    assert entry is not None
+    put_raw(store, entry.object[:-1] + ("0" if entry.object[-1] != "0" else "1"), NEW)
+    put_raw(store, "current", b"not json")
+    with pytest.raises(StoreError, match="2 objects claim generation 1 and the pointer is damaged"):
+        store.ref(1)
+
+
+def test_a_pointer_that_cannot_be_read_still_stops_the_listing(
+    place: Place, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a pointer that is not ours is listed around: one that cannot be read (no
+    answer, access denied) might be fine, so generations() and ref(N) fail on it."""
+    store = place.store()
+    store.commit(GOOD)
+
+    def denied(name: str, *, limit: int) -> None:
+        raise StoreError("open", store._backend.where(name), "access denied (AccessDenied)")
+
+    monkeypatch.setattr(store._backend, "get_small", denied)
+    for action in (store.generations, lambda: store.ref(1)):
+        with pytest.raises(StoreError, match="access denied") as info:
+            action()
+        assert info.value.previous_too
+
+
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
     lambda inner: (
@@ -862,6 +944,40 @@ def test_bad_configuration_is_refused(
 ) -> None:
     with pytest.raises(error, match=message):
         ObjectStore(location, **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "line"),
+    [
+        ({"timeout": -1}, "timeout: must be a number of seconds above 0 and at most a day, not -1"),
+        ({"timeout": 1e20}, "timeout: must be a number of seconds above 0 and at most a day"),
+        ({"timeout": 0}, "timeout: must be a number of seconds above 0"),
+        ({"timeout": True}, "timeout: must be a number of seconds above 0"),
+        ({"timeout": "3s"}, "timeout: must be a number of seconds above 0"),
+        ({"connect_timeout": -1.5}, "connect_timeout: must be a number of seconds above 0"),
+        ({"connect_timeout": float("inf")}, "connect_timeout: must be a number of seconds"),
+        ({"retry_timeout": float("nan")}, "retry_timeout: must be a number of seconds 0 or more"),
+        ({"retry_timeout": -1}, "retry_timeout: must be a number of seconds 0 or more"),
+        ({"retries": -1}, "retries: must be an int from 0 to 100, not -1"),
+        ({"retries": 10**30}, "retries: must be an int from 0 to 100"),
+        ({"retries": 2.0}, "retries: must be an int from 0 to 100, not 2.0"),
+    ],
+)
+@pytest.mark.parametrize("url", ["s3://bucket/x", "file:///tmp/never-created", "memory://"])
+def test_bad_timeouts_and_retries_are_one_configuration_line(
+    url: str, options: dict[str, Any], line: str
+) -> None:
+    """Out of range, a timeout or a retry count is refused before obstore sees it,
+    whatever the URL (obstore raised a bare TypeError or OverflowError for some)."""
+    with pytest.raises(ConfigurationError) as caught:
+        ObjectStore(url, **options)
+    assert str(caught.value).startswith(line)
+    assert "\n" not in str(caught.value)
+
+
+def test_timeouts_and_retries_at_their_bounds_are_taken() -> None:
+    ObjectStore("s3://bucket/x", timeout=86_400, connect_timeout=0.001, retry_timeout=0, retries=0)
+    ObjectStore("s3://bucket/x", retries=100)
 
 
 @pytest.mark.parametrize("endpoint_var", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"])
