@@ -56,38 +56,46 @@ def store_kind(store: object) -> str:
 
 def record_snapshot(service: str, generation: int, report: SnapshotReport, seconds: float) -> None:
     """Report a snapshot taken to the metrics and traces."""
-    if tracing_enabled():
-        record_span(
-            "statemigrate.snapshot",
-            *ended_now(seconds),
-            attributes={
-                "statemigrate.service": service,
-                "statemigrate.generation": generation,
-                "statemigrate.snapshot_bytes": report.size,
-                "statemigrate.components": [s.component for s in report.sections],
-            },
-            children=list(report.timings.items()),
-        )
-    # The gauges of the last snapshot wait for its commit (count_commit): one taken for
-    # a handoff commits nowhere, one whose commit fails leaves the store as it was, and
-    # an operator's staleness alert must see neither as a snapshot kept.
-    emit(SNAPSHOT_DURATION, seconds, service)
+    _record_snapshot(
+        service,
+        generation,
+        report.size,
+        seconds,
+        components=[s.component for s in report.sections],
+        phases=list(report.timings.items()),
+    )
 
 
 def record_forked_snapshot(service: str, generation: int, size: int, seconds: float) -> None:
     """Report a full snapshot a forked child took and this process never saw taken (a
     pre-copy handoff's round 0): ``seconds`` from the fork to the child's exit. Its
     components' names stayed in the child, so the span does not name them."""
+    _record_snapshot(service, generation, size, seconds, components=None, phases=[])
+
+
+def _record_snapshot(
+    service: str,
+    generation: int,
+    size: int,
+    seconds: float,
+    *,
+    components: list[str] | None,
+    phases: list[tuple[str, float]],
+) -> None:
     if tracing_enabled():
+        attributes: dict[str, str | int | list[str]] = {
+            "statemigrate.service": service,
+            "statemigrate.generation": generation,
+            "statemigrate.snapshot_bytes": size,
+        }
+        if components is not None:
+            attributes["statemigrate.components"] = components
         record_span(
-            "statemigrate.snapshot",
-            *ended_now(seconds),
-            attributes={
-                "statemigrate.service": service,
-                "statemigrate.generation": generation,
-                "statemigrate.snapshot_bytes": size,
-            },
+            "statemigrate.snapshot", *ended_now(seconds), attributes=attributes, children=phases
         )
+    # The gauges of the last snapshot wait for its commit (count_commit): one taken for
+    # a handoff commits nowhere, one whose commit fails leaves the store as it was, and
+    # an operator's staleness alert must see neither as a snapshot kept.
     emit(SNAPSHOT_DURATION, seconds, service)
 
 
