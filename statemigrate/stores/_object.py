@@ -268,13 +268,15 @@ class ObjectStore:
             previous=None if base is None else base.current,
             unrestored=kept,
         )
+        # Known as this process's before anyone can see it: another thread of this
+        # process that commits next must not take it for another writer's. And whatever
+        # a failed swap's read-back finds, the write may have applied unseen (the
+        # pointer unreadable) or may apply later (a delayed request): then too the next
+        # commit must find this process's generation, not another writer's.
+        note_maybe_committed(entry.object)
         try:
             self._backend.swap(POINTER, encode_pointer(pointer), version)
         except (Refused, StoreError) as exc:
-            # Whatever the read-back finds, the write may have applied unseen (the
-            # pointer unreadable) or may apply later (a delayed request): then the next
-            # commit must find this process's generation, not another writer's.
-            note_maybe_committed(entry.object)
             self._settle(name, generation, version, exc)
         # Recorded before anything else can fail: the pointer names this generation.
         note_commit(self.location, entry.object)

@@ -55,6 +55,7 @@ from statemigrate.stores._base import (
     check_max_size,
     check_other_writer,
     note_commit,
+    note_maybe_committed,
     write_bounded,
 )
 from statemigrate.stores._safedir import check_file, open_private_directory
@@ -373,6 +374,7 @@ class TmpfsStore(Closing):
             size = self._write(fd, data, where)
             _syscalls.fsync(fd, where=where)
             progress.identity = _identity(fd, where)
+            note_maybe_committed(progress.identity)  # see _commit_named
             self._keep_current_as_previous()
             _syscalls.link_fd_at(fd, CURRENT, dir_fd=self._dir_fd, where=self._where(CURRENT))
             progress.published = True
@@ -398,6 +400,9 @@ class TmpfsStore(Closing):
                 size = self._write(fd, data, where)
                 _syscalls.fsync(fd, where=where)
                 progress.identity = _identity(fd, where)
+                # Known as this process's before anyone can see it: another thread of
+                # this process that commits next must not take it for another writer's.
+                note_maybe_committed(progress.identity)
             except BaseException:
                 _syscalls.close_quietly(fd)
                 raise

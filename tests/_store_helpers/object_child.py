@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _store_helpers.payload import check_payload, make_payload
 from statemigrate import StoreConflictError, StoreError
 from statemigrate.stores import ObjectStore
+from statemigrate.stores._base import forget_commits
 from statemigrate.stores._object_backend import Backend
 
 
@@ -50,6 +51,11 @@ def commit(spec: str, writer: int, count: int, size: int, broken: bool) -> None:
     sys.stdin.readline()
     outcomes: list[list[object]] = []
     for attempt in range(1, count + 1):
+        # Each attempt races as a new process's first commit would: what is under test
+        # here is the pointer's compare-and-swap, and the refusal of a second writer
+        # (test_checkpoint_store_lost) would otherwise stop each writer after its first
+        # win.
+        forget_commits()
         try:
             ref = store.commit(make_payload(attempt, size, tag=writer))
             outcomes.append(["won", ref.generation, attempt])

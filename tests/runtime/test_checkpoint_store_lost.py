@@ -288,3 +288,28 @@ def test_a_process_that_took_its_state_back_commits_over_its_successor_s_checkpo
     ledger.write()
     checkpointer.checkpoint_now()
     assert restored(store) == state_after(2)
+
+
+def test_a_commit_from_another_thread_right_after_a_swap_is_this_process_s() -> None:
+    """Two threads of one process commit one after the other, the second as soon as the
+    first one's pointer swap applied, before that commit returned: the second finds a
+    snapshot this process committed, not another writer's, and commits."""
+    backend_store = obstore.store.MemoryStore()
+    first, second = ObjectStore(backend_store), ObjectStore(backend_store)
+    first.commit(b"one")  # this process has committed here: the check applies
+    swap = type(first._backend).swap
+    nested: list[object] = []
+
+    def swap_then_commit_again(backend: object, *args: object) -> object:
+        result = swap(backend, *args)  # type: ignore[arg-type]
+        if not nested:
+            nested.append(None)
+            nested[0] = second.commit(b"three")  # the other thread's turn
+        return result
+
+    type(first._backend).swap = swap_then_commit_again  # type: ignore[method-assign]
+    try:
+        first.commit(b"two")
+    finally:
+        type(first._backend).swap = swap  # type: ignore[method-assign]
+    assert [bytes(ref.open()) for ref in nested] == [b"three"]
