@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import obstore
 import pytest
@@ -26,6 +27,7 @@ from statemigrate import (
 from statemigrate._observe._instruments import Instrument, use_sink
 from statemigrate.stores import Buffer, MemoryRef, ObjectStore, SnapshotRef, Store
 from statemigrate.stores._base import forget_commits
+from statemigrate.stores._object_backend import Backend
 
 LOST = "no longer holds the last checkpoint; committing the unchanged state again"
 
@@ -290,26 +292,26 @@ def test_a_process_that_took_its_state_back_commits_over_its_successor_s_checkpo
     assert restored(store) == state_after(2)
 
 
-def test_a_commit_from_another_thread_right_after_a_swap_is_this_process_s() -> None:
+def test_a_commit_from_another_thread_right_after_a_swap_is_this_process_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Two threads of one process commit one after the other, the second as soon as the
     first one's pointer swap applied, before that commit returned: the second finds a
     snapshot this process committed, not another writer's, and commits."""
     backend_store = obstore.store.MemoryStore()
     first, second = ObjectStore(backend_store), ObjectStore(backend_store)
     first.commit(b"one")  # this process has committed here: the check applies
-    swap = type(first._backend).swap
-    nested: list[object] = []
+    swap = Backend.swap
+    nested: list[SnapshotRef] = []
+    started: list[bool] = []
 
-    def swap_then_commit_again(backend: object, *args: object) -> object:
-        result = swap(backend, *args)  # type: ignore[arg-type]
-        if not nested:
-            nested.append(None)
-            nested[0] = second.commit(b"three")  # the other thread's turn
+    def swap_then_commit_again(backend: Backend, *args: Any) -> Any:
+        result = swap(backend, *args)
+        if not started:
+            started.append(True)
+            nested.append(second.commit(b"three"))  # the other thread's turn
         return result
 
-    type(first._backend).swap = swap_then_commit_again  # type: ignore[method-assign]
-    try:
-        first.commit(b"two")
-    finally:
-        type(first._backend).swap = swap  # type: ignore[method-assign]
-    assert [bytes(ref.open()) for ref in nested] == [b"three"]
+    monkeypatch.setattr(Backend, "swap", swap_then_commit_again)
+    first.commit(b"two")
+    assert [bytes(second.open(ref)) for ref in nested] == [b"three"]
