@@ -64,7 +64,6 @@ from statemigrate.handoff import (
     TakeOverReport,
     hand_over_async,
     install_signal_trigger_async,
-    started_by_handoff,
 )
 from statemigrate.integrations._forward import (
     Address,
@@ -331,7 +330,7 @@ class HotRestart:
         inner = _InnerLifespan(self.app, scope)
         message = await receive()
         assert message["type"] == "lifespan.startup", message
-        if started_by_handoff():
+        if self._inheritance is not None:
             # From here until SERVING, the application's start-up included, a stop
             # signal withdraws this successor: the old process still owns the state.
             self.withdrawal.install(asyncio.get_running_loop())
@@ -372,7 +371,10 @@ class HotRestart:
                         "HotRestart was not attached to a server; run it with"
                         " statemigrate.integrations.uvicorn.run or .hypercorn.run",
                     )
+                # The server is found by its signal handler: not the withdrawal's yet.
                 self.attach(*self._locate())
+                if self._inheritance is not None:
+                    self.withdrawal.install(asyncio.get_running_loop())
             assert self.listener is not None and self.server is not None
             _nodelay(self.listener)
             if self._trials is not None:
