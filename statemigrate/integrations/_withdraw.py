@@ -15,17 +15,31 @@ bytecodes, even in the middle of a restore that holds the loop, so
 before it. Leaving the wait in progress at once (the pre-copy rounds may go on for
 seconds) is left to the loop: the handler asks it to cancel the take-over, which
 it does only while SERVING has not been sent.
+
+:func:`take_over_or_withdraw` is the take-over itself, the same in every adapter:
+aiohttp's runs it before its site starts, the ASGI wrapper inside the lifespan
+start-up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
-__all__ = ["Withdrawal"]
+from statemigrate._errors import HandoffError
+from statemigrate._runtime._service import Service
+from statemigrate.handoff import Inheritance, TakeOverReport, take_over_async
+
+__all__ = ["Withdrawal", "take_over_or_withdraw"]
+
+logger = logging.getLogger("statemigrate.handoff")
+
+#: What a signal's handler may be, as ``signal.signal`` returns it.
+_Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class Withdrawal:
@@ -33,8 +47,9 @@ class Withdrawal:
 
     Install it (:meth:`install`) once the take-over is known to begin, pass
     :meth:`serves` to :func:`~statemigrate.handoff.receive_handoff`, give it the task
-    running the take-over (:meth:`watch`), and hand the signals back to the loop
-    (:meth:`uninstall`) when the take-over has ended.
+    running the take-over (:meth:`watch`), and when the take-over has ended hand the
+    signals back: to the loop (:meth:`uninstall`), or to the handlers they had before
+    (:meth:`restore`).
 
     Attributes:
         received: the stop signals received so far, in order.
@@ -48,6 +63,7 @@ class Withdrawal:
         self.confirmed = False
         self._task: asyncio.Future[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous: dict[int, _Handler] = {}
 
     @property
     def withdrew(self) -> bool:
@@ -55,11 +71,14 @@ class Withdrawal:
         return bool(self.received) and not self.confirmed
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
-        """In the main thread: catch the stop signals from now on, replacing the loop's
-        handlers of them (remove those first: the loop would run them too)."""
+        """In the main thread: catch the stop signals from now on, in place of the
+        handlers they had: the loop's (removed: the loop would run them too, on the
+        same signal) or a server's own, set with ``signal.signal`` (kept for
+        :meth:`restore`)."""
         self._loop = loop
         for signum in self.signals:
-            signal.signal(signum, self._caught)
+            loop.remove_signal_handler(signum)
+            self._previous[signum] = signal.signal(signum, self._caught)
 
     def watch(self, task: asyncio.Future[Any]) -> None:
         """Cancel ``task`` (the take-over) on a stop signal received before SERVING."""
@@ -82,6 +101,14 @@ class Withdrawal:
             loop.add_signal_handler(signum, handler, signum)
         self._task = None
 
+    def restore(self) -> None:
+        """Put back the handlers ``signal.signal`` gave the stop signals before
+        :meth:`install` (a loop's handler removed there is not: add it again)."""
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+        self._task = None
+
     def _caught(self, signum: int, frame: FrameType | None) -> None:
         # No logging here: the handler may interrupt code that holds logging's locks.
         self.received.append(signum)
@@ -101,3 +128,41 @@ class Withdrawal:
         """Why this process withdrew, as FAILED tells the old process."""
         name = signal.Signals(self.received[0]).name if self.received else "a stop signal"
         return f"{name} received before taking the state over: the successor withdraws"
+
+
+async def take_over_or_withdraw(
+    service: Service, inheritance: Inheritance, withdrawal: Withdrawal, *, allow_lossy: bool
+) -> TakeOverReport | None:
+    """Take the state over, or withdraw on a stop signal received before SERVING.
+
+    ``withdrawal`` is installed, and was given to the ``receive_handoff`` call that
+    returned ``inheritance``; the caller hands its signals back afterwards. This
+    closes ``inheritance``.
+
+    Returns:
+        The take-over's report, or ``None`` when this process withdrew (the old
+        process was told so, and a WARNING logged): the old process serves on, and
+        this one stops without serving.
+
+    Raises:
+        HandoffError, RestoreError: taking over failed for another reason.
+    """
+    with inheritance:
+        taking = asyncio.ensure_future(
+            take_over_async(service, inheritance, allow_lossy=allow_lossy)
+        )
+        withdrawal.watch(taking)
+        try:
+            return await taking
+        except (asyncio.CancelledError, HandoffError):
+            current = asyncio.current_task()
+            if not withdrawal.withdrew or (current is not None and current.cancelling()):
+                raise
+            inheritance.failed(withdrawal.reason)  # if it has not said so yet
+    logger.warning(
+        "handoff: %s received before taking the state over: this process withdraws"
+        " and exits; the old process pid %d serves on",
+        signal.Signals(withdrawal.received[0]).name,
+        inheritance.parent_pid,
+    )
+    return None

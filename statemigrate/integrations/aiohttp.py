@@ -55,7 +55,6 @@ from statemigrate.handoff import (
     hand_over_async,
     install_signal_trigger_async,
     receive_handoff,
-    take_over_async,
 )
 from statemigrate.integrations._forward import (
     DEFAULT_TIMEOUT,
@@ -69,7 +68,7 @@ from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate, 
 from statemigrate.integrations._runserving import run_serving
 from statemigrate.integrations._successor import SuccessorWatch
 from statemigrate.integrations._trial import Moved, Trial, own_argv, runner_for
-from statemigrate.integrations._withdraw import Withdrawal
+from statemigrate.integrations._withdraw import Withdrawal, take_over_or_withdraw
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -537,32 +536,13 @@ async def _take_over(
         HandoffError, RestoreError: taking over failed for another reason.
     """
     loop = asyncio.get_running_loop()
-    # The loop's handlers would run too, on the same signal: the withdrawal's alone.
-    for stop_signal in withdrawal.signals:
-        loop.remove_signal_handler(stop_signal)
     withdrawal.received.extend(early_stops)
     early_stops.clear()
     withdrawal.install(loop)
     try:
-        with inheritance:
-            taking = asyncio.ensure_future(
-                take_over_async(service, inheritance, allow_lossy=allow_lossy)
-            )
-            withdrawal.watch(taking)
-            try:
-                return await taking
-            except (asyncio.CancelledError, HandoffError):
-                current = asyncio.current_task()
-                if not withdrawal.withdrew or (current is not None and current.cancelling()):
-                    raise
-                inheritance.failed(withdrawal.reason)  # if it has not said so yet
-        logger.warning(
-            "handoff: %s received before taking the state over: this process withdraws"
-            " and exits; the old process pid %d serves on",
-            signal.Signals(withdrawal.received[0]).name,
-            inheritance.parent_pid,
+        return await take_over_or_withdraw(
+            service, inheritance, withdrawal, allow_lossy=allow_lossy
         )
-        return None
     finally:
         # Received from SERVING on: a stop of the service, acted on once it serves.
         early_stops.extend(withdrawal.received if withdrawal.confirmed else ())

@@ -16,6 +16,10 @@ What the wrapper does:
   starts cold (``service.start_cold``), and only then does the server hear
   ``startup.complete`` and start accepting. A failed restore reports
   ``startup.failed``: the server exits without serving and the old process goes on.
+  So does a successor that receives ``SIGINT`` or ``SIGTERM`` before it sends
+  SERVING: it withdraws from the handoff (:mod:`statemigrate.integrations._withdraw`),
+  and the engine's runner returns ``None``. One received later stops it once it
+  serves.
 * **the pause**: requests that may change the state (any method but
   ``safe_methods``: GET, HEAD, OPTIONS by default) are held, not refused, while the
   snapshot is taken; reads go on. If the handoff fails the held requests go on here.
@@ -60,7 +64,6 @@ from statemigrate.handoff import (
     TakeOverReport,
     hand_over_async,
     install_signal_trigger_async,
-    take_over_async,
 )
 from statemigrate.integrations._forward import (
     Address,
@@ -72,6 +75,7 @@ from statemigrate.integrations._forward import (
 from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate, safe_methods_of
 from statemigrate.integrations._successor import SuccessorWatch
 from statemigrate.integrations._trial import Moved, Trial, own_argv, runner_for
+from statemigrate.integrations._withdraw import Withdrawal, take_over_or_withdraw
 
 __all__ = [
     "SAFE_METHODS",
@@ -235,6 +239,9 @@ class HotRestart:
         )
         #: Set once the lifespan start-up (and the restore) reported complete.
         self.started = asyncio.Event()
+        #: A successor's stop signals until SERVING; the engine's runner passes its
+        #: ``serves`` to ``receive_handoff``.
+        self.withdrawal = Withdrawal((signal.SIGINT, signal.SIGTERM))
 
     def attach(
         self, server: ServerHooks, listener: socket.socket, inheritance: Inheritance | None
@@ -323,9 +330,16 @@ class HotRestart:
         inner = _InnerLifespan(self.app, scope)
         message = await receive()
         assert message["type"] == "lifespan.startup", message
-        failure = await inner.step("startup")
-        if failure is None:
-            failure = await self._startup()
+        if self._inheritance is not None:
+            # From here until SERVING, the application's start-up included, a stop
+            # signal withdraws this successor: the old process still owns the state.
+            self.withdrawal.install(asyncio.get_running_loop())
+        try:
+            failure = await inner.step("startup")
+            if failure is None:
+                failure = await self._startup()
+        finally:
+            self.withdrawal.restore()  # done already once the state was taken over
         if failure is not None:
             await send({"type": "lifespan.startup.failed", "message": failure})
             return
@@ -347,7 +361,8 @@ class HotRestart:
     # -- start-up and shutdown ---------------------------------------------------------
 
     async def _startup(self) -> str | None:
-        """Restore (in a successor) and install the trigger; a failure's message."""
+        """Restore (in a successor) and install the trigger; a failure's message, or
+        the reason this successor withdrew."""
         try:
             if self.server is None:
                 if self._locate is None:
@@ -356,7 +371,10 @@ class HotRestart:
                         "HotRestart was not attached to a server; run it with"
                         " statemigrate.integrations.uvicorn.run or .hypercorn.run",
                     )
+                # The server is found by its signal handler: not the withdrawal's yet.
                 self.attach(*self._locate())
+                if self._inheritance is not None:
+                    self.withdrawal.install(asyncio.get_running_loop())
             assert self.listener is not None and self.server is not None
             _nodelay(self.listener)
             if self._trials is not None:
@@ -365,10 +383,13 @@ class HotRestart:
                 self._trials.check()
             inheritance, self._inheritance = self._inheritance, None
             if inheritance is not None:
-                with inheritance:
-                    report = await take_over_async(
-                        self.service, inheritance, allow_lossy=self.allow_lossy
-                    )
+                report = await take_over_or_withdraw(
+                    self.service, inheritance, self.withdrawal, allow_lossy=self.allow_lossy
+                )
+                if report is None:
+                    return f"statemigrate: {self.withdrawal.reason}"
+                # The server's own handlers again (route_stop_signals wraps them).
+                self.withdrawal.restore()
                 if self._on_take_over is not None:
                     self._on_take_over(report)
             elif self.service.status.state == "starting":
@@ -382,6 +403,15 @@ class HotRestart:
                     self.service.start_cold("not started by a handoff")
             self._uninstall = install_signal_trigger_async(self.hand_over, signum=self.signum)
             self.server.route_stop_signals(self._stops.stop)
+            if self.withdrawal.received:
+                # Received from SERVING on: a stop of the service, which this process
+                # now is; the server stops once it serves.
+                logger.info(
+                    "%s received after taking the state over, before serving: stopping"
+                    " now that it serves",
+                    signal.Signals(self.withdrawal.received[0]).name,
+                )
+                self._stops.stop(self.server.shut_down)
         except Exception as exc:
             logger.error("start-up failed: %s", exc)
             return f"statemigrate: {exc}"

@@ -117,7 +117,9 @@ async def serve(
         **options: options of :class:`~statemigrate.integrations.asgi.HotRestart`.
 
     Returns:
-        The report of the handoff that ended serving, or ``None`` otherwise.
+        The report of the handoff that ended serving, or ``None`` otherwise: after
+        SIGINT or SIGTERM, and in a successor that one of them reached before it
+        confirmed it serves (it withdrew from the handoff; the old process serves on).
 
     Raises:
         ConfigurationError: an argument is invalid.
@@ -127,6 +129,7 @@ async def serve(
     """
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
+    from hypercorn.utils import LifespanFailureError
 
     settings = Config()
     for key, value in (config or {}).items():
@@ -136,7 +139,9 @@ async def serve(
             raise ConfigurationError("config", f"hypercorn has no setting {key!r}")
         setattr(settings, key, value)
     hot = HotRestart(app, service, **options)
-    inheritance = receive_handoff(expect={hot.name}, timeouts=hot.timeouts)
+    inheritance = receive_handoff(
+        expect={hot.name}, timeouts=hot.timeouts, serves=hot.withdrawal.serves
+    )
     if inheritance is None:
         listener = socket.create_server((host, port), backlog=backlog)
     else:
@@ -163,6 +168,12 @@ async def serve(
         loop.add_signal_handler(stop, shutdown.set)
     try:
         await hypercorn_serve(hot, settings, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+    except LifespanFailureError:
+        # A withdrawal ends the start-up as a failed one: hypercorn has no other way
+        # to stop before it accepts. Logged as a WARNING by the withdrawal.
+        if not hot.withdrawal.withdrew:
+            raise
+        return None
     finally:
         for stop in stops:
             loop.remove_signal_handler(stop)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ from statemigrate._errors import ConfigurationError
 from statemigrate._runtime._service import Service
 from statemigrate.handoff import HandoffReport, Inheritance, receive_handoff
 from statemigrate.integrations._runserving import run_serving
+from statemigrate.integrations._withdraw import Withdrawal
 from statemigrate.integrations.asgi import ASGIApp, HotRestart, ServerHooks
 
 if TYPE_CHECKING:
@@ -147,7 +149,9 @@ def hot_restart(app: ASGIApp, service: Service, **options: Any) -> HotRestart:
         fd = server.config.fd
         if fd is None:
             raise ConfigurationError("fd", "uvicorn must serve on a descriptor: pass --fd N")
-        inheritance = receive_handoff(expect={hot.name}, timeouts=hot.timeouts)
+        inheritance = receive_handoff(
+            expect={hot.name}, timeouts=hot.timeouts, serves=hot.withdrawal.serves
+        )
         if inheritance is None:
             listener = socket.socket(fileno=fd)
         else:
@@ -192,7 +196,9 @@ async def serve(
             (``argv``, ``timeouts``, ``allow_lossy``, ...).
 
     Returns:
-        The report of the handoff that ended serving, or ``None`` otherwise.
+        The report of the handoff that ended serving, or ``None`` otherwise: after
+        SIGINT or SIGTERM, and in a successor that one of them reached before it
+        confirmed it serves (it withdrew from the handoff; the old process serves on).
 
     Raises:
         ConfigurationError: an argument is invalid.
@@ -207,7 +213,9 @@ async def serve(
         if reserved in settings:
             raise ConfigurationError("config", f"{reserved!r} is set by serve()")
     hot = HotRestart(app, service, **options)
-    inheritance = receive_handoff(expect={hot.name}, timeouts=hot.timeouts)
+    inheritance = receive_handoff(
+        expect={hot.name}, timeouts=hot.timeouts, serves=hot.withdrawal.serves
+    )
     if inheritance is None:
         listener = socket.create_server((host, port), backlog=backlog)
     else:
@@ -227,13 +235,35 @@ async def serve(
                 on_serving(listener)
 
         server.startup = announce  # type: ignore[method-assign]
+    # A withdrawal ends the start-up as a failed one (uvicorn has no other way to stop
+    # before it accepts): its ERROR lines would tell of a failure that is none.
+    quiet = _QuietOnceWithdrawn(hot.withdrawal)
+    uvicorn_logger = logging.getLogger("uvicorn.error")
+    uvicorn_logger.addFilter(quiet)
     try:
         await server.serve()
+    except SystemExit:
+        if not hot.withdrawal.withdrew:
+            raise
+        return None  # logged as a WARNING by the withdrawal
     finally:
+        uvicorn_logger.removeFilter(quiet)
         if inheritance is not None:
             inheritance.close()
         listener.close()  # closed at lifespan shutdown already when it ran
     return hot.report
+
+
+class _QuietOnceWithdrawn(logging.Filter):
+    """Drops uvicorn's records once this successor withdrew: the start-up it then
+    reports failed, and uvicorn says so at ERROR, failed only on purpose."""
+
+    def __init__(self, withdrawal: Withdrawal) -> None:
+        super().__init__()
+        self.withdrawal = withdrawal
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.withdrawal.withdrew
 
 
 def _server_class() -> type[uvicorn.Server]:

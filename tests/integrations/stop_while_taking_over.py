@@ -7,8 +7,8 @@ Each process writes its pid to DIR/pid once it serves, and DIR/exit.PID with how
 ``run`` returned. A process restoring a snapshot writes its pid to DIR/importing,
 then waits, inside the restore, until DIR/go exists: the test sends the stop signal
 then. When DIR/fail exists, the restore fails instead. Its one component counts the
-entries it holds; DIR/restored.PID says how many came back. On aiohttp, ``POST /add``
-adds an entry and answers how many there are.
+entries it holds; DIR/restored.PID says how many came back. ``POST /add`` adds an
+entry and answers how many there are.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,18 +86,25 @@ def on_serving(folder: Path) -> None:
     (folder / "pid.new").replace(folder / "pid")
 
 
-async def asgi_app(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            kind = "startup" if message["type"] == "lifespan.startup" else "shutdown"
-            await send({"type": f"lifespan.{kind}.complete"})
-            if kind == "shutdown":
-                return
-    while (await receive()).get("more_body"):
-        pass
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"ok"})
+def asgi_app(held: Held) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                kind = "startup" if message["type"] == "lifespan.startup" else "shutdown"
+                await send({"type": f"lifespan.{kind}.complete"})
+                if kind == "shutdown":
+                    return
+        while (await receive()).get("more_body"):
+            pass
+        body = b"ok"
+        if scope["method"] == "POST" and scope["path"] == "/add":
+            held.entries[f"k{len(held.entries)}"] = len(held.entries)
+            body = str(len(held.entries)).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
 
 
 def main() -> None:
@@ -125,11 +132,16 @@ def main() -> None:
     elif server == "uvicorn":
         from statemigrate.integrations import uvicorn
 
-        report = uvicorn.run(asgi_app, service, config={"log_level": "warning"}, **options)
+        report = uvicorn.run(
+            asgi_app(held), service, config={"log_level": "warning"}, **options
+        )
     else:
         from statemigrate.integrations import hypercorn
 
-        report = hypercorn.run(asgi_app, service, **options)
+        # Its drain waits the keep-alive timeout out: 1 s, not 5, keeps the tests short.
+        report = hypercorn.run(
+            asgi_app(held), service, config={"keep_alive_timeout": 1}, **options
+        )
     how = "handed over" if report is not None else "stopped"
     (folder / f"exit.{os.getpid()}").write_text(how)
 
