@@ -25,7 +25,6 @@ from the format's MAC mode (``Service(key=...)``), which a remote store needs.
 
 from __future__ import annotations
 
-import errno
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -44,8 +43,8 @@ from statemigrate.stores._base import (
     note_commit,
     note_maybe_committed,
 )
-from statemigrate.stores._object_backend import Backend, Oversized, Refused, Version
-from statemigrate.stores._object_build import build, check_retries, check_seconds, wrap
+from statemigrate.stores._object_backend import Refused
+from statemigrate.stores._object_build import backend_for, check_retries, check_seconds
 from statemigrate.stores._object_generation import (
     Target,
     read_generation,
@@ -55,15 +54,21 @@ from statemigrate.stores._object_generation import (
 from statemigrate.stores._object_pointer import (
     FORMAT,
     GENERATIONS,
-    MAX_POINTER_SIZE,
     DamagedPointerError,
     Entry,
     Pointer,
     Role,
-    decode_pointer,
     encode_pointer,
     generation_of,
     new_object_name,
+)
+from statemigrate.stores._object_pointer_io import (
+    POINTER,
+    existing_pointer,
+    listed_generations,
+    previous_entry,
+    read_pointer,
+    settle,
 )
 from statemigrate.stores._object_retention import kept_generations, sweep_generations
 from statemigrate.stores._object_watch import DEFAULT_WARN_AFTER, check_warn_after
@@ -72,7 +77,6 @@ __all__ = ["Listing", "ObjectRef", "ObjectStore", "list_generations"]
 
 _log = logging.getLogger("statemigrate.stores")
 
-POINTER = "current"
 _MIN_PART_SIZE = 5 << 20  # S3 refuses smaller parts (except the last one)
 
 
@@ -168,40 +172,17 @@ class ObjectStore:
         self._keep = keep
         self._part_size = part_size
         self._max_concurrency = max_concurrency
-        url_options = (
-            config,
-            client_options,
-            credential_provider,
-            timeout,
-            connect_timeout,
-            retries,
-            retry_timeout,
+        backend = backend_for(
+            location,
+            prefix,
+            config=config,
+            client_options=client_options,
+            credential_provider=credential_provider,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            retries=retries,
+            retry_timeout=retry_timeout,
         )
-        if isinstance(location, str):
-            backend = build(
-                location,
-                config=config,
-                client_options=client_options,
-                credential_provider=credential_provider,
-                timeout=30.0 if timeout is None else timeout,
-                connect_timeout=5.0 if connect_timeout is None else connect_timeout,
-                retries=3 if retries is None else retries,
-                retry_timeout=60.0 if retry_timeout is None else retry_timeout,
-            )
-            if prefix.strip("/"):
-                backend = Backend(
-                    backend.store,
-                    backend.key(prefix.strip("/")),
-                    f"{backend.location}/{prefix.strip('/')}",
-                    remote=backend.remote,
-                )
-        else:
-            if any(option is not None for option in url_options):
-                raise ValueError(
-                    "config, client_options, credential_provider, timeouts and retries"
-                    " apply to a URL; set them on the obstore store you pass"
-                )
-            backend = wrap(location, prefix)
         backend.warn_after = warn_after
         self._backend = backend
         # What a failed start asked to keep out of retention's reach: a known
@@ -234,11 +215,11 @@ class ObjectStore:
                 the outcome unknown).
             TypeError: ``data`` holds something that is not bytes-like.
         """
-        found = self._read_pointer()
+        found = read_pointer(self._backend)
         base, version = (None, None) if found is None else found
         if base is not None:
             check_other_writer(self.location, base.current.object)
-        listed = self._listed_generations() if base is None else []
+        listed = listed_generations(self._backend) if base is None else []
         if base is not None:
             generation = base.current.generation + 1
         else:
@@ -277,7 +258,7 @@ class ObjectStore:
         try:
             self._backend.swap(POINTER, encode_pointer(pointer), version)
         except (Refused, StoreError) as exc:
-            self._settle(name, generation, version, exc)
+            settle(self._backend, name, generation, version, exc)
         # Recorded before anything else can fail: the pointer names this generation.
         note_commit(self.location, entry.object)
         if kept and (self._unrestored is not None or self._keep_latest):
@@ -309,7 +290,7 @@ class ObjectStore:
                 :meth:`open_previous` may still succeed.
         """
         if ref is None:
-            return self._read(Target.of(self._pointer().current))
+            return self._read(Target.of(existing_pointer(self._backend).current))
         if not (isinstance(ref, ObjectRef) and ref.store._same_place(self)):
             raise StoreError("open", ref.describe(), f"is not a snapshot of {self.location}")
         return self._read(ref._target)
@@ -321,7 +302,7 @@ class ObjectStore:
         Raises:
             StoreError: there is none, or it cannot be read (see :meth:`open`).
         """
-        return self._read(Target.of(self._previous_entry()))
+        return self._read(Target.of(previous_entry(self._backend)))
 
     def holds(self, ref: SnapshotRef) -> bool:
         """Whether the store still holds ``ref``'s generation as current, its object
@@ -345,7 +326,7 @@ class ObjectStore:
         """
         if not (isinstance(ref, ObjectRef) and ref.store._same_place(self)):
             return "lost"
-        found = self._read_pointer()
+        found = read_pointer(self._backend)
         if found is None:
             return "lost"
         current = found[0].current
@@ -376,17 +357,17 @@ class ObjectStore:
                 ``"unrestored"`` nor a positive int.
         """
         if which == "current":
-            pointer = self._pointer()
+            pointer = existing_pointer(self._backend)
             return self._recorded_ref(pointer, pointer.current, "current")
         if which == "previous":
-            pointer = self._pointer()
+            pointer = existing_pointer(self._backend)
             if pointer.previous is None:
                 raise StoreError(
                     "open", self._backend.where(POINTER), "there is no previous snapshot"
                 )
             return self._recorded_ref(pointer, pointer.previous, "previous")
         if which == "unrestored":
-            pointer = self._pointer()
+            pointer = existing_pointer(self._backend)
             if not pointer.unrestored:
                 raise StoreError(
                     "open",
@@ -422,7 +403,7 @@ class ObjectStore:
         if data is not None:
             digest = xxhash.xxh3_128(data).hexdigest()
             try:
-                found = self._read_pointer()
+                found = read_pointer(self._backend)
             except StoreError:
                 found = None  # the next commit keeps whatever is latest then
             if found is not None:
@@ -454,9 +435,9 @@ class ObjectStore:
             StoreError: there is no pointer, it is damaged, or a request failed.
         """
         self._unrestored, self._keep_latest = None, False
-        found = self._read_pointer()
+        found = read_pointer(self._backend)
         if found is None:
-            self._pointer()  # raises, naming what is there instead
+            existing_pointer(self._backend)  # raises, naming what is there instead
             return []
         pointer, version = found
         if not pointer.unrestored:
@@ -478,7 +459,7 @@ class ObjectStore:
         Raises:
             StoreError: the pointer is damaged, or a request failed.
         """
-        found = self._read_pointer()
+        found = read_pointer(self._backend)
         if found is None:
             return []
         pointer = found[0]
@@ -537,119 +518,13 @@ class ObjectStore:
         kept = ", ".join(str(ref.generation) for ref in refs) or "none"
         raise StoreError("open", where, f"there is no generation {generation} (kept: {kept})")
 
-    # -- commit ----------------------------------------------------------------------
-
-    def _settle(self, name: str, generation: int, base: Version | None, failure: Exception) -> None:
-        """Decide a compare-and-swap of the pointer that did not plainly succeed.
-
-        A refusal may be our own success whose reply was lost and whose retry then
-        found the pointer changed; an error may have come before or after the server
-        applied the write. The pointer says which: if it names our object, the commit
-        succeeded. If it names another writer's, ours can never be applied (the etag
-        moved on) and is deleted. If it is unchanged after an error, a delayed request
-        might still apply ours, so the object stays (retention removes it later).
-        """
-        target = self._backend.where(POINTER)
-        try:
-            found = self._read_pointer()
-        except StoreError as exc:
-            if isinstance(failure, Refused):
-                raise StoreConflictError(target, generation=generation) from failure
-            raise StoreError(
-                "commit",
-                target,
-                f"{_detail(failure)}; the pointer cannot be read back ({exc.detail}), so"
-                f" whether generation {generation} was committed is unknown",
-            ) from failure
-        if found is not None and found[0].current.object == name:
-            return  # our write did reach the pointer
-        unchanged = (found is None and base is None) or (
-            found is not None and base is not None and found[1][0] == base[0]
-        )
-        if isinstance(failure, Refused) or not unchanged:
-            self._discard(name)
-        if isinstance(failure, Refused):
-            winner = None if found is None else found[0].current.generation
-            raise StoreConflictError(target, generation=generation, winner=winner) from failure
-        if unchanged:
-            outcome = f"the pointer is unchanged, so generation {generation} is not committed"
-        else:
-            outcome = f"another writer committed first; generation {generation} was not kept"
-        raise StoreError("commit", target, f"{_detail(failure)}; {outcome}") from failure
-
-    def _listed_generations(self) -> list[Target]:
-        """The generation objects under the prefix, as found by listing."""
-        targets = []
-        for listed in self._backend.list_objects(GENERATIONS):
-            number = generation_of(listed.name)
-            if number is not None:
-                targets.append(Target(number, listed.name, listed.size, listed.etag, None))
-        return targets
-
-    def _discard(self, name: str) -> None:
-        try:
-            self._backend.delete([name])
-        except StoreError as exc:
-            _log.warning("could not delete uncommitted %s: %s", self._backend.where(name), exc)
-
     # -- reading -----------------------------------------------------------------------
-
-    def _read_pointer(self) -> tuple[Pointer, Version] | None:
-        where = self._backend.where(POINTER)
-        try:
-            try:
-                found = self._backend.get_small(POINTER, limit=MAX_POINTER_SIZE)
-            except Oversized as exc:
-                reason = f"{exc.size} bytes, more than a pointer can be ({exc.limit})"
-                raise DamagedPointerError(where, reason) from exc
-            if found is None:
-                return None
-            data, version = found
-            return decode_pointer(data, where=where), version
-        except StoreError as exc:
-            # The pointer names current and previous alike: a start that could not
-            # read it must not wait for it a second time to find the previous one.
-            exc.previous_too = True
-            raise
-
-    def _pointer(self) -> Pointer:
-        found = self._read_pointer()
-        if found is None:
-            listed = self._listed_generations()
-            if listed:
-                # Not "nothing committed": a start must not take this for an empty
-                # store and go on cold without a word.
-                numbers = sorted({target.generation for target in listed})
-                shown = ", ".join(str(number) for number in numbers[-5:])
-                raise StoreError(
-                    "open",
-                    self._backend.where(POINTER),
-                    f"is missing, but {len(listed)} generation objects are present"
-                    f" (generations {'..., ' if len(numbers) > 5 else ''}{shown}): restore"
-                    f" one with ref({numbers[-1]}) or URL#{numbers[-1]} and commit it"
-                    " (docs/stores.md, 'A missing pointer')",
-                    previous_too=True,
-                )
-            raise StoreError(
-                "open",
-                self._backend.where(POINTER),
-                "no snapshot has been committed",
-                errno=errno.ENOENT,
-                previous_too=True,
-            )
-        return found[0]
 
     def _recorded_ref(self, pointer: Pointer, entry: Entry, role: Role) -> ObjectRef:
         """A reference to ``entry``, recorded by ``pointer`` as ``role`` and perhaps as
         another role too (see :meth:`Pointer.recorded`)."""
         _, roles = pointer.recorded()[entry.object]
         return ObjectRef(self, entry, role=role, roles=roles)
-
-    def _previous_entry(self) -> Entry:
-        previous = self._pointer().previous
-        if previous is None:
-            raise StoreError("open", self._backend.where(POINTER), "there is no previous snapshot")
-        return previous
 
     def _read(self, target: Target) -> memoryview:
         return read_generation(
@@ -687,7 +562,7 @@ def list_generations(store: ObjectStore) -> Listing:
     """
     damaged = None
     try:
-        found = store._read_pointer()
+        found = read_pointer(store._backend)
     except DamagedPointerError as exc:
         found, damaged = None, exc
     recorded = found[0].recorded() if found is not None else {}
@@ -792,10 +667,6 @@ class ObjectRef:
 
     def __repr__(self) -> str:
         return f"<ObjectRef {self.describe()} generation={self.generation} size={self.size}>"
-
-
-def _detail(failure: Exception) -> str:
-    return failure.detail if isinstance(failure, StoreError) else "the pointer changed"
 
 
 def _generations(entries: Sequence[Entry]) -> str:

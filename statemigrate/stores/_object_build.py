@@ -25,6 +25,7 @@ __all__ = [
     "MAX_RETRIES",
     "MAX_SECONDS",
     "REMOTE_SCHEMES",
+    "backend_for",
     "build",
     "check_retries",
     "check_seconds",
@@ -228,3 +229,60 @@ def wrap(store: object, prefix: str) -> Backend:
     if prefix.strip("/"):
         location += "/" + prefix.strip("/")
     return Backend(store, prefix, location, remote=type(store).__name__ in REMOTE_CLASSES)
+
+
+def backend_for(
+    location: str | object,
+    prefix: str,
+    *,
+    config: Mapping[str, Any] | None,
+    client_options: Mapping[str, Any] | None,
+    credential_provider: Callable[..., Any] | None,
+    timeout: float | None,
+    connect_timeout: float | None,
+    retries: int | None,
+    retry_timeout: float | None,
+) -> Backend:
+    """The backend an :class:`~statemigrate.stores.ObjectStore` works through, under
+    ``prefix``: built from ``location`` when it is a URL (the settings not given take
+    their defaults), else ``location``, a store built by the caller, wrapped.
+
+    Raises:
+        StoreError: as :func:`build` or :func:`wrap`.
+        ValueError: a URL's settings were given with a store built by the caller.
+    """
+    url_options = (
+        config,
+        client_options,
+        credential_provider,
+        timeout,
+        connect_timeout,
+        retries,
+        retry_timeout,
+    )
+    if isinstance(location, str):
+        backend = build(
+            location,
+            config=config,
+            client_options=client_options,
+            credential_provider=credential_provider,
+            timeout=30.0 if timeout is None else timeout,
+            connect_timeout=5.0 if connect_timeout is None else connect_timeout,
+            retries=3 if retries is None else retries,
+            retry_timeout=60.0 if retry_timeout is None else retry_timeout,
+        )
+        if prefix.strip("/"):
+            backend = Backend(
+                backend.store,
+                backend.key(prefix.strip("/")),
+                f"{backend.location}/{prefix.strip('/')}",
+                remote=backend.remote,
+            )
+    else:
+        if any(option is not None for option in url_options):
+            raise ValueError(
+                "config, client_options, credential_provider, timeouts and retries"
+                " apply to a URL; set them on the obstore store you pass"
+            )
+        backend = wrap(location, prefix)
+    return backend
