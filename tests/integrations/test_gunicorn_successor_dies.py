@@ -42,9 +42,9 @@ if 'GUNICORN_PID' in _os.environ:
     _adapter._Hooks._take_over = _stash
     if {where!r} == 'before-ready':
         _ready = _receive.Inheritance._ready_steps
-        def _held(self):
+        def _held(self, **options):
             _hold()
-            return (yield from _ready(self))
+            return (yield from _ready(self, **options))
         _receive.Inheritance._ready_steps = _held
     else:
         _retire = _adapter._Hooks._maybe_retire
