@@ -45,6 +45,7 @@ from _store_helpers.broken import InPlaceStore
 from _store_helpers.payload import check_payload, make_payload
 from statemigrate._errors import StoreError
 from statemigrate.stores import TmpfsStore, _syscalls
+from statemigrate.stores._base import forget_commits
 
 
 def emit(line: str) -> None:
@@ -148,6 +149,10 @@ def counter(directory: str, counter_file: str, writer_id: int, count: int, seed:
 
     with TmpfsStore(directory) as store:
         for _ in range(count):
+            # Each commit as a new process's first one: what is under test is the
+            # store's lock; two writers taking turns are otherwise refused as a second
+            # writer (test_checkpoint_store_lost).
+            forget_commits()
             store.commit(draw())
     emit("values " + " ".join(map(str, values)))
 

@@ -89,15 +89,16 @@ def restore(blob: bytes, component: Cache) -> Any:
 
 
 def validations(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Every state the schemas' adopt is asked to validate, from now on."""
+    """Every state the schemas' adopt_kept (which adopt calls too) is asked to
+    validate, from now on."""
     seen: list[object] = []
-    adopt = SchemaVersion.adopt
+    adopt_kept = SchemaVersion.adopt_kept
 
-    def spy(self: SchemaVersion, box: list[Any], *, plain: bool = False) -> Any:
+    def spy(self: SchemaVersion, box: list[Any], *, plain: bool = False) -> tuple[Any, bool]:
         seen.append(box[0])
-        return adopt(self, box, plain=plain)
+        return adopt_kept(self, box, plain=plain)
 
-    monkeypatch.setattr(SchemaVersion, "adopt", spy)
+    monkeypatch.setattr(SchemaVersion, "adopt_kept", spy)
     return seen
 
 
