@@ -26,6 +26,7 @@ class FaultServer:
         self.port = int(self._listener.getsockname()[1])
         self.endpoint = f"http://{HOST}:{self.port}"
         self.requests = 0
+        self.request_lines: list[str] = []  # "GET /bucket/key HTTP/1.1", in order
         threading.Thread(target=self._accept, daemon=True).start()
 
     def close(self) -> None:
@@ -43,10 +44,11 @@ class FaultServer:
     def _answer(self, client: socket.socket) -> None:
         with client:
             try:
-                _read_request(client)
+                line = _read_request(client)
             except OSError:
                 return
             self.requests += 1
+            self.request_lines.append(line)
             if self._status is None:
                 self._closed.wait()
                 return
@@ -67,13 +69,14 @@ class FaultServer:
                 pass
 
 
-def _read_request(client: socket.socket) -> None:
-    """Read one request, its body included, so that answering it resets nothing."""
+def _read_request(client: socket.socket) -> str:
+    """Read one request, its body included, so that answering it resets nothing;
+    return its request line."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = client.recv(1 << 16)
         if not chunk:
-            return
+            return data.split(b"\r\n", 1)[0].decode("latin-1")
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     length = 0
@@ -84,8 +87,9 @@ def _read_request(client: socket.socket) -> None:
     while len(body) < length:
         chunk = client.recv(1 << 16)
         if not chunk:
-            return
+            break
         body += chunk
+    return head.split(b"\r\n", 1)[0].decode("latin-1")
 
 
 @contextmanager

@@ -4,12 +4,9 @@ once, and a kept unrestored generation is said after a restore."""
 from __future__ import annotations
 
 import logging
-import socket
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
+from _store_helpers.fault_server import hung_server
 from restore_children.components import build_registry
 
 from statemigrate import Service
@@ -17,7 +14,6 @@ from statemigrate.reference import KVCacheV1
 from statemigrate.stores import ObjectStore
 
 REGISTRY = build_registry()
-HOST = "127.0.0.1"
 
 
 def cache_service() -> Service:
@@ -26,62 +22,11 @@ def cache_service() -> Service:
     return service
 
 
-class Silent:
-    """A server on loopback that takes every request and never answers: a hung
-    object store. It records the request lines it was sent."""
-
-    def __init__(self) -> None:
-        self._listener = socket.create_server((HOST, 0))
-        self.endpoint = f"http://{HOST}:{self._listener.getsockname()[1]}"
-        self.requests: list[str] = []
-        self._held: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            with self._lock:
-                self._held.append(client)
-            threading.Thread(target=self._read, args=(client,), daemon=True).start()
-
-    def _read(self, client: socket.socket) -> None:
-        seen = b""
-        try:
-            while data := client.recv(1 << 16):
-                seen += data
-                while b"\r\n\r\n" in seen:
-                    head, seen = seen.split(b"\r\n\r\n", 1)
-                    with self._lock:
-                        self.requests.append(head.split(b"\r\n", 1)[0].decode())
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self._listener.close()
-        with self._lock:
-            held, self._held = self._held, []
-        for client in held:
-            client.close()
-
-
-@contextmanager
-def silent_server() -> Iterator[Silent]:
-    server = Silent()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def test_a_hung_store_is_waited_for_once(caplog: pytest.LogCaptureFixture) -> None:
     """The pointer names the latest snapshot and the one before it alike: when its
     read gets no answer, the start goes on cold without asking for it again (it used
     to wait a second deadline for the same pointer, for ``previous``)."""
-    with silent_server() as server:
+    with hung_server() as server:
         store = ObjectStore(
             "s3://snapshots/app",
             config={
@@ -100,7 +45,7 @@ def test_a_hung_store_is_waited_for_once(caplog: pytest.LogCaptureFixture) -> No
         service = cache_service()
         caplog.set_level(logging.INFO, logger="statemigrate")
         assert service.start_from(store) is None
-        requests = list(server.requests)
+        requests = list(server.request_lines)
     assert [line.split()[0] for line in requests] == ["GET"]
     assert requests[0].split()[1].endswith("/app/current")
     assert service.status.state == "cold_start"
