@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from statemigrate._errors import StateMigrateError
 from statemigrate._runtime._chainread import Chain, compose_chain
-from statemigrate._runtime._delta import takes_whole_states_only
+from statemigrate._runtime._deltawrite import takes_whole_states_only
 from statemigrate._runtime._restore import Registered
 from statemigrate._snapshot._header import SnapshotHeader
 

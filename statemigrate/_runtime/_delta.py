@@ -1,4 +1,4 @@
-"""Deltas: writing what changed in a component, and applying it all or nothing.
+"""Deltas: applying what changed in components, all or nothing.
 
 A delta is a snapshot whose header names a base (the snapshot, full or delta, whose
 state it changes) and whose sections each hold, for one component instance::
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, TypeGuard
@@ -30,7 +30,6 @@ from typing import Any, TypeGuard
 import pydantic
 
 from statemigrate._errors import (
-    ExportError,
     LossyMigrationError,
     MigrationStepError,
     NoMigrationPathError,
@@ -39,162 +38,35 @@ from statemigrate._errors import (
     StateMigrateError,
 )
 from statemigrate._model._changes import (
-    ComponentChanges,
-    PartialState,
     imports_records,
     key_codec,
 )
 from statemigrate._model._importrecords import import_records
 from statemigrate._model._migrate import raised_by_user_code
 from statemigrate._model._nankeys import (
-    has_nan,
     may_hold_nan,
-    nan_keys,
     under_held_nan,
-    without_stale_nan,
 )
-from statemigrate._model._schema import SchemaVersion
-from statemigrate._model._tracked import TrackedDict
+from statemigrate._runtime._deltaundo import (
+    MISSING,
+    Undo,
+    assign,
+    assigner,
+    giver,
+    reimporter,
+    reorderer,
+    roll_back,
+)
+from statemigrate._runtime._deltawrite import writes_own_state
 from statemigrate._runtime._fingerprintwarning import warn_fingerprint_differs
 from statemigrate._runtime._readback import delta_read_back_problem
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
 from statemigrate._runtime._restore import Registered
-from statemigrate._snapshot._encode import SectionInput
 from statemigrate._snapshot._format import Snapshot
 
-__all__ = [
-    "DELTA_SHAPE",
-    "apply_delta",
-    "changes_of",
-    "delta_obstacle",
-    "takes_whole_states_only",
-    "delta_section",
-    "is_delta_section",
-]
+__all__ = ["DELTA_SHAPE", "apply_delta", "is_delta_section"]
 
 logger = logging.getLogger("statemigrate")
-
-_MISSING: Any = object()
-
-
-# --- writing ----------------------------------------------------------------------------
-
-
-def delta_section(
-    entry: Registered,
-    changes: PartialState,
-    *,
-    target: int | None,
-    allow_lossy: bool,
-    walk: bool = False,
-    check: bool = False,
-) -> tuple[SectionInput, tuple[str, ...]]:
-    """The section of a delta for one component's changes, at version ``target``;
-    ``walk`` and ``check`` as for :meth:`SchemaVersion.export` (a checked plain state
-    is validated deep, its changed records only).
-
-    Returns the section and the steps applied on the way (record steps only).
-
-    Raises:
-        ExportError, ValidationError: the changes have no plain form.
-        NoMigrationPathError, LossyMigrationError: ``target`` cannot be reached.
-        MigrationStepError: a record step raised, or the plan needs a whole-data step
-            (which cannot migrate a delta).
-    """
-    registry = entry.registry
-    version = entry.spec.version
-    schema = registry.schema_for(entry.component, version)
-    _refuse_two_nan_keys(entry, schema, changes)
-    state = schema.export(changes.state, walk=walk, check=check)
-    deleted = {
-        name: _deleted_keys(schema, name, keys, changes.state.get(name, ()))
-        for name, keys in changes.deleted.items()
-    }
-    steps: tuple[str, ...] = ()
-    if target is not None and target != version:
-        plan = registry.plan(entry.component, version, target, allow_lossy=allow_lossy)
-        if not plan.record_wise:
-            whole = plan.whole_steps[0]
-            raise MigrationStepError(
-                entry.component, whole.source, whole.target, str(whole),
-                "a whole-data step cannot migrate a delta; send a full snapshot",
-                instance=entry.instance,
-            )
-        result = registry.migrate(
-            entry.component, state, version, target,
-            allow_lossy=allow_lossy, instance=entry.instance,
-        )
-        state, steps, version = result.data, result.step_names, target
-        schema = registry.schema_for(entry.component, version)
-    data = {"state": state, "deleted": deleted, "moved": changes.moved}
-    return (
-        SectionInput(entry.component, entry.instance, version, schema.fingerprint, data),
-        steps,
-    )
-
-
-def _refuse_two_nan_keys(entry: Registered, schema: SchemaVersion, changes: PartialState) -> None:
-    """Refuse a delta that sets a NaN key where the live dict holds another one.
-
-    Each ``float("nan")`` is a new key, unequal to every other, so a dict may come to
-    hold two. A snapshot writes both as ``nan`` and refuses them; a delta carries only
-    the record set, and would restore it over the other without a word. So when the
-    records set hold a NaN key, the live dict's are counted (a pass over it, paid only
-    then)."""
-    for name in changes.deleted:
-        records = changes.state.get(name)
-        if not records or not has_nan(records):
-            continue
-        live = getattr(entry.obj, name, None)
-        if isinstance(live, Mapping) and nan_keys(live) > 1:
-            raise ExportError(
-                entry.component, schema.version, f"{name}[nan]",
-                "two keys are both written as 'nan'", instance=entry.instance,
-            )
-
-
-def _deleted_keys(
-    schema: SchemaVersion, name: str, keys: list[Any], records: Any
-) -> list[Any]:
-    """The plain form of the keys a delta deletes from record field ``name``."""
-    codec = key_codec(schema, name)
-    if may_hold_nan(codec):
-        keys = without_stale_nan(keys, records)
-    return codec.export(keys, schema=schema, field=name)
-
-
-def takes_whole_states_only(obj: object) -> bool:
-    """Whether a component can only be given a whole state: it has its own
-    ``import_state`` (or ``export_state``) and not the records protocol."""
-    return _custom(obj) and not imports_records(obj)
-
-
-def delta_obstacle(entry: Registered, source_version: int, *, allow_lossy: bool) -> str | None:
-    """Why ``entry`` cannot take deltas written at ``source_version``, or ``None`` when
-    it can: its state is written through the default path or it follows the records
-    protocol, and the plan from that version has record steps only."""
-    if takes_whole_states_only(entry.obj):
-        return (
-            f"{entry.key} has its own import_state and no import_records/export_records"
-        )
-    try:
-        plan = entry.registry.plan(
-            entry.component, source_version, entry.spec.version, allow_lossy=allow_lossy
-        )
-    except StateMigrateError as exc:
-        return f"{entry.key}: {exc}"
-    if not plan.record_wise:
-        return f"{entry.key}: step {plan.whole_steps[0]} needs the whole data"
-    return None
-
-
-def changes_of(entry: Registered) -> ComponentChanges | None:
-    """The change tracking of ``entry``, or ``None`` when it cannot tell what changed."""
-    return ComponentChanges.attach(entry.obj, registry=entry.registry)
-
-
-# --- applying ---------------------------------------------------------------------------
-
 
 @dataclass(slots=True)
 class _Staged:
@@ -203,7 +75,7 @@ class _Staged:
     entry: Registered
     report: ComponentRestore
     fields: dict[str, Any] = field(default_factory=dict)
-    """The whole fields: name -> value (``_MISSING`` to delete the attribute)."""
+    """The whole fields: name -> value (``MISSING`` to delete the attribute)."""
     records: dict[str, tuple[Mapping[Any, Any], list[Any], int]] = field(default_factory=dict)
     """The record fields: name -> (records to set, keys to delete, how many of the
     records set go to the end), in live form."""
@@ -348,7 +220,7 @@ def _stage(
     section = snapshot.header.sections[index]
     registry = entry.registry
     obj = entry.obj
-    custom = _custom(obj)
+    custom = writes_own_state(obj)
     if custom and not imports_records(obj):
         raise RestoreError(
             "migrate",
@@ -410,7 +282,7 @@ def _stage(
     for name in schema.fields:
         value = _field(state, name)
         if name not in deleted_plain:
-            if custom and value is not _MISSING:
+            if custom and value is not MISSING:
                 raise RestoreError(
                     "apply",
                     f"the delta carries field {name!r} whole, and a component with its own"
@@ -439,7 +311,7 @@ def _stage(
                 f" {type(target).__name__}, not a dict to apply records to",
                 component=entry.key,
             )
-        put = {} if value is _MISSING else value
+        put = {} if value is MISSING else value
         if len(put) < written[name]:
             raise RestoreError(
                 "validate",
@@ -469,8 +341,8 @@ def _stage(
 
 def _field(state: Any, name: str) -> Any:
     if isinstance(state, Mapping):
-        return state.get(name, _MISSING)
-    return getattr(state, name, _MISSING)
+        return state.get(name, MISSING)
+    return getattr(state, name, MISSING)
 
 
 def _check_read_back(
@@ -506,12 +378,9 @@ def _fingerprint_matches(entry: Registered, version: int, fingerprint: str) -> b
         return False
 
 
-_Undo = Callable[[], None]
-
-
 def _apply_all(staged: Sequence[_Staged]) -> None:
     """Apply every staged section, or give back every touched key and field."""
-    undo: list[_Undo] = []
+    undo: list[Undo] = []
     current = ""
     try:
         # Deletions come last, for every component: a rollback gives back the values
@@ -524,7 +393,7 @@ def _apply_all(staged: Sequence[_Staged]) -> None:
             current = item.entry.key
             _apply_deletions(item, undo)
     except BaseException as exc:
-        failed = _roll_back(undo)
+        failed = roll_back(undo)
         if not isinstance(exc, Exception):
             if failed:
                 exc.add_note(f"statemigrate: rollback failed for {current}")
@@ -537,7 +406,7 @@ def _apply_all(staged: Sequence[_Staged]) -> None:
         ) from exc
 
 
-def _apply_sets(item: _Staged, undo: list[_Undo]) -> None:
+def _apply_sets(item: _Staged, undo: list[Undo]) -> None:
     """Set the records and assign the whole fields of one section (and, through the
     records protocol, delete its keys too)."""
     obj = item.entry.obj
@@ -546,7 +415,7 @@ def _apply_sets(item: _Staged, undo: list[_Undo]) -> None:
             touched = [*put, *gone]
             old = dict(obj.export_records(name, touched))  # type: ignore[attr-defined]
             absent = [key for key in touched if key not in old]
-            undo.append(_reimporter(obj, name, old, absent))  # noted first, as below
+            undo.append(reimporter(obj, name, old, absent))  # noted first, as below
             import_records(obj, name, put, gone, moved)
         return
     for name, (put, _, moved) in item.records.items():
@@ -557,110 +426,36 @@ def _apply_sets(item: _Staged, undo: list[_Undo]) -> None:
         if moved and any(map(target.__contains__, islice(put, in_place, None))):
             # A key moved to the end leaves its place: only a rebuild gives it back, in
             # the order noted here. Noted first, so it runs after the values are back.
-            undo.append(_reorderer(target, list(target)))
+            undo.append(reorderer(target, list(target)))
         before: list[tuple[Any, Any]] = []
-        undo.append(_giver(target, before))
+        undo.append(giver(target, before))
         records = iter(put.items())
         for key, value in islice(records, in_place):
-            before.append((key, target.get(key, _MISSING)))  # first: a failed set too
+            before.append((key, target.get(key, MISSING)))  # first: a failed set too
             target[key] = value
         for key, value in records:
-            old = target.get(key, _MISSING)
+            old = target.get(key, MISSING)
             before.append((key, old))
-            if old is not _MISSING:
+            if old is not MISSING:
                 del target[key]
             target[key] = value
     for name, value in item.fields.items():
-        old = getattr(obj, name, _MISSING)
-        undo.append(_assigner(obj, name, old))
-        _assign(obj, name, value)
+        old = getattr(obj, name, MISSING)
+        undo.append(assigner(obj, name, old))
+        assign(obj, name, value)
 
 
-def _apply_deletions(item: _Staged, undo: list[_Undo]) -> None:
+def _apply_deletions(item: _Staged, undo: list[Undo]) -> None:
     if item.custom:
         return
     for name, (_, gone, _) in item.records.items():
         target: MutableMapping[Any, Any] = getattr(item.entry.obj, name)
         before: list[tuple[Any, Any]] = []
-        undo.append(_giver(target, before))
+        undo.append(giver(target, before))
         if name in item.nan_fields:
             gone = under_held_nan(target, gone)
         for key in gone:
-            old = target.get(key, _MISSING)
-            if old is not _MISSING:
+            old = target.get(key, MISSING)
+            if old is not MISSING:
                 before.append((key, old))
                 del target[key]
-
-
-def _giver(target: MutableMapping[Any, Any], before: list[tuple[Any, Any]]) -> _Undo:
-    """Give the keys noted in ``before`` their earlier values, newest first (one
-    closure per field: a tuple per record costs less than a closure per record)."""
-
-    def give_back() -> None:
-        failed: BaseException | None = None
-        for key, old in reversed(before):
-            try:
-                if old is _MISSING:
-                    target.pop(key, None)
-                else:
-                    target[key] = old
-            except BaseException as exc:  # go on: the other keys are given back too
-                failed = failed or exc
-        if failed is not None:
-            raise failed
-
-    return give_back
-
-
-def _reorderer(target: MutableMapping[Any, Any], order: list[Any]) -> _Undo:
-    """Put the keys of ``target`` back in ``order`` (its keys before the delta)."""
-
-    def reorder() -> None:
-        if list(target) != order:
-            items = [(key, target[key]) for key in order]
-            target.clear()
-            target.update(items)
-
-    return reorder
-
-
-def _reimporter(obj: Any, name: str, old: dict[Any, Any], absent: list[Any]) -> _Undo:
-    return lambda: obj.import_records(name, old, absent)
-
-
-def _custom(obj: object) -> bool:
-    """Whether the component reads or writes its state through its own methods."""
-    return callable(getattr(obj, "import_state", None)) or callable(
-        getattr(obj, "export_state", None)
-    )
-
-
-def _assigner(obj: object, name: str, old: Any) -> _Undo:
-    return lambda: _assign(obj, name, old)
-
-
-def _assign(obj: object, name: str, value: Any) -> None:
-    if value is not _MISSING:
-        current = getattr(obj, name, None)
-        if type(value) is dict and isinstance(current, TrackedDict):
-            # A collection sent whole still stays tracked, as the default import keeps it.
-            value = type(current)(value)
-        setattr(obj, name, value)
-    elif hasattr(obj, name):
-        try:
-            delattr(obj, name)
-        except AttributeError:
-            pass  # a class-level default stays visible, as the default import leaves it
-
-
-def _roll_back(undo: list[_Undo]) -> bool:
-    """Run the undo log newest first; True when some part of it failed."""
-    failed = False
-    for give_back in reversed(undo):
-        try:
-            give_back()
-        except BaseException as exc:
-            logger.error("rollback of a delta failed: %s: %s", type(exc).__name__, exc)
-            failed = True
-    undo.clear()
-    return failed

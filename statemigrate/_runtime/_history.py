@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from statemigrate._errors import RestoreError
 from statemigrate._runtime._chainname import named
-from statemigrate._runtime._delta import apply_delta, delta_obstacle
+from statemigrate._runtime._delta import apply_delta
+from statemigrate._runtime._deltawrite import delta_obstacle
 from statemigrate._runtime._report import RestoreReport
 from statemigrate._runtime._restore import Registered, run_restore
 from statemigrate._snapshot._format import Snapshot

@@ -26,7 +26,7 @@ import xxhash
 
 from statemigrate._errors import ChangeTrackingError, ConfigurationError, StateMigrateError
 from statemigrate._model._changes import ComponentChanges, PartialState
-from statemigrate._runtime._delta import changes_of, delta_section, takes_whole_states_only
+from statemigrate._runtime._deltawrite import changes_of, delta_section, takes_whole_states_only
 from statemigrate._runtime._export import section_to_walk
 from statemigrate._runtime._restore import Registered
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, new_snapshot_id
