@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from statemigrate import _lazy
 from statemigrate._errors import (
+    CallerStackError,
     ChangeTrackingError,
     CheckpointError,
     ConfigurationError,
@@ -91,6 +92,7 @@ _LAZY = {
 """Public names whose modules load on first access (tooling a running service never needs)."""
 
 __all__ = [
+    "CallerStackError",
     "ChangeMark",
     "ChangeTrackingError",
     "Changes",

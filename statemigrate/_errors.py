@@ -22,6 +22,8 @@ Every error the library raises on purpose derives from one root::
     ├── RestoreError                      a restore failed; every component was rolled back
     ├── CheckpointError                   a checkpoint's export in a forked child failed;
     │                                     nothing was committed
+    ├── CallerStackError (RecursionError) snapshot() or commit() called from a stack too
+    │                                     near Python's recursion limit to finish
     ├── HandoffError                      a hot-restart handoff failed; the old process serves
     │   └── SuccessorFailedError          the successor reported FAILED, exited or hung up
     ├── TrialError                        a trial generation's record is unusable, or the
@@ -41,6 +43,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 __all__ = [
+    "CallerStackError",
     "ChangeTrackingError",
     "CheckpointError",
     "ConfigurationError",
@@ -479,6 +482,32 @@ class ExportError(ValidationError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class CallerStackError(StateMigrateError, RecursionError):
+    """``snapshot()`` or ``commit()`` was called from a stack so near Python's recursion
+    limit that it ran out before it finished; nothing was written or committed.
+
+    How deep the state nests does not count (its walks go on on a fresh stack): the
+    frames the caller had used already do. A ``RecursionError``, so that code which
+    catches one still does.
+
+    Attributes:
+        act: ``"snapshot"`` or ``"commit"``.
+        depth: the frames on the caller's stack when it called ``act``.
+        limit: Python's recursion limit (``sys.getrecursionlimit()``).
+    """
+
+    def __init__(self, act: str, *, depth: int, limit: int) -> None:
+        self.act = act
+        self.depth = depth
+        self.limit = limit
+        super().__init__(
+            f"the caller's stack is near Python's recursion limit: {act} ran out of"
+            " stack (not the state's depth); call it from a shallower stack (a thread"
+            " of its own) or raise the limit (sys.setrecursionlimit):"
+            f" {act} at {depth} of {limit} frames"
+        )
 
 
 class RestoreError(StateMigrateError):

@@ -53,13 +53,17 @@ def serving_child(
     log: str,
     deadline: float,
     pid_files: Sequence[str] = ("pid",),
+    pass_fds: Sequence[int] = (),
+    env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``python argv...``, its output in ``folder/log``, once it wrote its own pid to
     ``folder/pid`` (it serves). At the end, it and every process whose pid is in one of
-    ``pid_files`` in ``folder`` (its successors) are killed."""
+    ``pid_files`` in ``folder`` (its successors) are killed. ``pass_fds`` and ``env``
+    are ``subprocess.Popen``'s."""
     with (folder / log).open("wb") as out:
         child = subprocess.Popen(
-            [sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT,
+            pass_fds=pass_fds, env=env,
         )
     try:
         wait_until("the first process to serve", partial(_serves, folder, child), deadline)

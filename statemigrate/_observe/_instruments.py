@@ -61,6 +61,7 @@ __all__ = [
     "TAKEOVER_PAUSE",
     "TAKEOVER_PIECES",
     "TRIAL",
+    "UNNAMED_SERVICE",
     "active_sink",
     "declare",
     "declare_service",
@@ -357,6 +358,11 @@ class Sink(Protocol):
 
 
 _sink: Sink | None = None
+
+UNNAMED_SERVICE = "unnamed"
+"""The ``service`` label of a handoff's metrics when no :class:`~statemigrate.Service`
+takes part (``send_handoff``, ``receive_handoff`` with ``ready()``): never empty, since
+Prometheus drops an empty label and the alerts' summaries would name no service."""
 
 # Every series declared so far, in declaration order: a sink installed later creates
 # them too. Bounded: label values of declared series are outcomes, stages and kinds,

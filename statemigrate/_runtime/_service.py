@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from statemigrate._errors import ConfigurationError
 from statemigrate._observe._instruments import declare_service, declare_store
 from statemigrate._observe._status import RestoreStatus, StatusTracker
+from statemigrate._runtime._callerstack import guard_caller_stack
 from statemigrate._runtime._chaincontinue import ChainContinuation
 from statemigrate._runtime._commit import (
     SUMMARIES,
@@ -205,6 +206,7 @@ class Service:
 
     # --- snapshot ----------------------------------------------------------------------
 
+    @guard_caller_stack("snapshot")
     def snapshot(
         self,
         *,
@@ -228,6 +230,7 @@ class Service:
                 that would come back changed; nothing is written. The error names the
                 component, version and path.
             ValidationError: data migrated for a target does not fit its schema.
+            CallerStackError: called from a stack too near the recursion limit.
         """
         return self._snapshot(targets=targets, allow_lossy=allow_lossy, meta=meta)
 
@@ -344,6 +347,7 @@ class Service:
         """Report a delta taken as a snapshot taken (see :func:`record_delta`)."""
         record_delta(self.name, encoded, seconds)
 
+    @guard_caller_stack("commit")
     def commit(
         self,
         store: Store,

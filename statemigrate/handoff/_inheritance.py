@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from types import TracebackType
 
 from statemigrate._errors import HandoffError, StateMigrateError, StoreError
+from statemigrate._observe._instruments import UNNAMED_SERVICE
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.handoff._drive import Steps, ready_now, run_async, run_blocking, wait_readable
 from statemigrate.handoff._env import check_name
@@ -164,7 +165,8 @@ class Inheritance:
         self._kinds: list[PieceKind] = []  # the pre-copy pieces applied so far, by kind
         self.pause_seconds = 0.0
         self.pause_told = False
-        self._service = ""  # the name the take-over's metrics carry (see _ready_steps)
+        # The name the take-over's metrics carry (see _ready_steps).
+        self._service = UNNAMED_SERVICE
         # For the pause: when this process last sent a message before the snapshot
         # (the old process pauses after reading it), when the snapshot came, and how
         # long the old process said it had held its writers then.
@@ -406,9 +408,9 @@ class Inheritance:
         """
         await run_async(self._ready_steps(), None)
 
-    def _ready_steps(self, *, service: str = "") -> Steps[None]:
+    def _ready_steps(self, *, service: str = UNNAMED_SERVICE) -> Steps[None]:
         """Steps of :meth:`ready`, for a driver; ``service`` is the name of the service
-        taking over, which the take-over's metrics carry (``""`` without one)."""
+        taking over, which the take-over's metrics carry (``"unnamed"`` without one)."""
         if self._step != "hello":
             raise HandoffError("commit", f"ready() called when the handoff is {self._step}")
         self._service = service

@@ -285,7 +285,7 @@ class Attempt:
 
     def __init__(self, transport: Transport, listeners: Sequence[str], *, service: str) -> None:
         self.transport: Transport = transport
-        self.service = service  # the name its metrics carry: "" for bytes, no Service
+        self.service = service  # the name its metrics carry: "unnamed" without a Service
         self.listeners = tuple(listeners)
         self.started = time.monotonic()
         self.timings: dict[str, float] = {}
@@ -386,7 +386,8 @@ class Attempt:
 
 def record_handoff(report: HandoffReport, *, service: str) -> None:
     """Report an attempt's outcome, duration and pause to the metrics, labelled with
-    the name of the service handed over (``""`` for bytes handed over without one)."""
+    the name of the service handed over (``"unnamed"`` for bytes handed over without
+    one)."""
     if not enabled():
         return
     emit(HANDOFFS, 1.0, service, report.outcome, report.stage or "")
@@ -407,7 +408,7 @@ def record_takeover(
 ) -> None:
     """Report, in the successor, the handoff it took over: its outcome, the pause, and
     the pre-copy pieces (``pieces``: their kinds) applied before the pause, labelled
-    with the name of the service that took over (``""`` without one).
+    with the name of the service that took over (``"unnamed"`` without one).
 
     The old process records its own view (:func:`record_handoff`) and exits soon
     after, usually before the next scrape; this process keeps running. A take-over

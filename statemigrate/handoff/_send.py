@@ -31,6 +31,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 
 from statemigrate._errors import ConfigurationError, HandoffError
+from statemigrate._observe._instruments import UNNAMED_SERVICE
 from statemigrate.handoff._control import (
     AsyncServerControl,
     ServerControl,
@@ -118,12 +119,12 @@ def handoff_steps(
     timeouts: HandoffTimeouts,
     asynchronous: bool,
     rounds: Rounds | None = None,
-    service: str = "",
+    service: str = UNNAMED_SERVICE,
 ) -> Steps[HandoffReport]:
     """Check the arguments of a handoff now, and return its steps (run by a driver).
 
     ``service`` is the name of the service handed over, which its metrics carry
-    (``""`` for bytes handed over without one).
+    (``UNNAMED_SERVICE``, ``"unnamed"``, for bytes handed over without one).
 
     Raises:
         ConfigurationError: ``successor``, ``control`` or ``timeouts`` is not of a

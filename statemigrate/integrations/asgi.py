@@ -338,6 +338,11 @@ class HotRestart:
             failure = await inner.step("startup")
             if failure is None:
                 failure = await self._startup()
+                if failure is not None:
+                    # The application started; it will not serve (this successor
+                    # withdrew, or the restore failed): its own shutdown closes what
+                    # its start-up opened, as aiohttp's cleanup does.
+                    await self._shut_down_app(inner)
         finally:
             self.withdrawal.restore()  # done already once the state was taken over
         if failure is not None:
@@ -359,6 +364,15 @@ class HotRestart:
             await send({"type": "lifespan.shutdown.complete"})
 
     # -- start-up and shutdown ---------------------------------------------------------
+
+    @staticmethod
+    async def _shut_down_app(inner: _InnerLifespan) -> None:
+        """The application's lifespan shutdown after our part of the start-up failed;
+        the start-up's failure is what the server hears, so a failed shutdown is
+        logged only."""
+        failure = await inner.step("shutdown")
+        if failure is not None:
+            logger.warning("the application's lifespan shutdown failed: %s", failure)
 
     async def _startup(self) -> str | None:
         """Restore (in a successor) and install the trigger; a failure's message, or

@@ -24,6 +24,7 @@ from statemigrate.handoff import (
     SuccessorFailedError,
     hand_over,
     receive_handoff,
+    send_handoff,
 )
 from statemigrate.handoff._protocol import Channel, Commit, SnapshotOffer, encode_message
 from statemigrate.reference import KVCacheV1, build_registry
@@ -32,6 +33,7 @@ from statemigrate.stores import MemfdStore
 CHILD = str(Path(__file__).resolve().parents[1] / "handoff_children" / "metrics_successor.py")
 PEER = str(Path(__file__).resolve().parents[1] / "handoff_children" / "peer.py")
 SERVICE = "metrics-test"
+UNNAMED = "unnamed"  # the documented service label of a handoff without a Service
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -309,6 +311,22 @@ def take_over_from(
     return inheritance, time.monotonic() - began
 
 
+def test_bytes_handed_over_without_a_service_are_labelled_unnamed(registry, pair) -> None:
+    """``send_handoff`` has no Service to name: its attempt is counted under the
+    documented ``service="unnamed"``, never under an empty label (which Prometheus
+    drops, leaving the alerts' summaries without a service)."""
+    old, new = pair
+    new.close()  # a successor that hung up before its HELLO
+    with pytest.raises(SuccessorFailedError):
+        send_handoff(old, listeners={}, export_state=lambda readable: b"state")
+    scraped = scrape(generate_latest(registry).decode())
+    failed = [
+        dict(labels) for (name, labels), n in scraped.items()
+        if name == "statemigrate_handoffs_total" and n
+    ]
+    assert [(row["service"], row["outcome"]) for row in failed] == [(UNNAMED, "failed")]
+
+
 def test_an_old_process_that_does_not_say_its_pause(registry, pair) -> None:
     """An old process of an earlier release sends no ``paused`` in SNAPSHOT: the
     successor takes over as before and records the pause it measures itself, from its
@@ -321,11 +339,14 @@ def test_an_old_process_that_does_not_say_its_pause(registry, pair) -> None:
     assert 0 < inheritance.pause_seconds <= took
     scraped = scrape(generate_latest(registry).decode())
     assert value(
-        scraped, "statemigrate_handoff_takeovers_total", service="", outcome="committed"
+        scraped, "statemigrate_handoff_takeovers_total", service=UNNAMED, outcome="committed"
     ) == 1
     assert value(
-        scraped, "statemigrate_handoff_takeover_pause_seconds_sum", service="", outcome="committed"
+        scraped, "statemigrate_handoff_takeover_pause_seconds_sum", service=UNNAMED,
+        outcome="committed",
     ) == pytest.approx(inheritance.pause_seconds, rel=1e-9)
+    # Never an empty label, which Prometheus drops (the alerts would name no service).
+    assert not any(("service", "") in labels for _, labels in scraped)
 
 
 def test_the_pause_the_old_process_says_counts_with_the_successors_own_time(
@@ -339,7 +360,8 @@ def test_the_pause_the_old_process_says_counts_with_the_successors_own_time(
     assert 7.5 < inheritance.pause_seconds <= 7.5 + took
     scraped = scrape(generate_latest(registry).decode())
     assert value(
-        scraped, "statemigrate_handoff_takeover_pause_seconds_sum", service="", outcome="committed"
+        scraped, "statemigrate_handoff_takeover_pause_seconds_sum", service=UNNAMED,
+        outcome="committed",
     ) == pytest.approx(inheritance.pause_seconds, rel=1e-9)
     assert not any(name == "statemigrate_handoff_takeover_pieces_total" for name, _ in scraped)
 
@@ -361,14 +383,14 @@ def test_a_successor_whose_predecessor_died_records_that_outcome(registry, tmp_p
 
     assert inheritance.predecessor_died and inheritance.pause_seconds > 0
     scraped = scrape(generate_latest(registry).decode())
-    died = {"service": "", "outcome": "predecessor_died"}  # no Service took over
+    died = {"service": UNNAMED, "outcome": "predecessor_died"}  # no Service took over
     assert value(scraped, "statemigrate_handoff_takeovers_total", **died) == 1
     assert value(
         scraped, "statemigrate_handoff_takeover_pause_seconds_sum", **died
     ) == pytest.approx(inheritance.pause_seconds, rel=1e-9)
     # Bytes taken over without a Service: its series appear with their first event
     # (a Service declares its own at 0 when it is created).
-    committed = frozenset({("service", ""), ("outcome", "committed")})
+    committed = frozenset({("service", UNNAMED), ("outcome", "committed")})
     assert ("statemigrate_handoff_takeovers_total", committed) not in scraped
 
 

@@ -2,9 +2,12 @@
 signal while it takes the state over.
 
     python stop_while_taking_over.py aiohttp|uvicorn|hypercorn PORT DIR
+    STOP_WHILE_TAKING_OVER_DIR=DIR python -m uvicorn --fd N stop_while_taking_over:application
 
-Each process writes its pid to DIR/pid once it serves, and DIR/exit.PID with how
-``run`` returned. A process restoring a snapshot writes its pid to DIR/importing,
+Each process writes its pid to DIR/pid once it serves (from uvicorn's command line:
+once started cold, or once it took the state over), and DIR/exit.PID with how
+``run`` returned. The application's shutdown (the lifespan's, aiohttp's cleanup)
+writes DIR/shutdown.PID. A process restoring a snapshot writes its pid to DIR/importing,
 then waits, inside the restore, until DIR/go exists: the test sends the stop signal
 then. When DIR/fail exists, the restore fails instead. Its one component counts the
 entries it holds; DIR/restored.PID says how many came back. ``POST /add`` adds an
@@ -41,7 +44,11 @@ REGISTRY.add_schema("entries", 1, Entries)
 
 
 def _folder() -> Path:
-    return Path(sys.argv[3])
+    return Path(os.environ.get("STOP_WHILE_TAKING_OVER_DIR") or sys.argv[3])
+
+
+def _shut_down(folder: Path) -> None:
+    (folder / f"shutdown.{os.getpid()}").touch()
 
 
 @REGISTRY.migratable("entries", version=1)
@@ -86,12 +93,18 @@ def on_serving(folder: Path) -> None:
     (folder / "pid.new").replace(folder / "pid")
 
 
-def asgi_app(held: Held) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+def asgi_app(
+    held: Held, started: Callable[[], object] = lambda: None
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
                 kind = "startup" if message["type"] == "lifespan.startup" else "shutdown"
+                if kind == "startup":
+                    started()
+                else:
+                    _shut_down(_folder())  # as an application closes its pools
                 await send({"type": f"lifespan.{kind}.complete"})
                 if kind == "shutdown":
                     return
@@ -126,8 +139,12 @@ def main() -> None:
             held.entries[f"k{len(held.entries)}"] = len(held.entries)
             return web.Response(text=str(len(held.entries)))
 
+        async def cleanup(app: web.Application) -> None:
+            _shut_down(folder)
+
         app = web.Application()
         app.router.add_post("/add", add)
+        app.on_cleanup.append(cleanup)
         report = run_app(app, service, **options)
     elif server == "uvicorn":
         from statemigrate.integrations import uvicorn
@@ -146,5 +163,26 @@ def main() -> None:
     (folder / f"exit.{os.getpid()}").write_text(how)
 
 
+def fd_application() -> Any:
+    """What ``uvicorn --fd N stop_while_taking_over:application`` serves."""
+    from statemigrate.handoff import started_by_handoff
+    from statemigrate.integrations import uvicorn
+
+    folder = _folder()
+    service = sm.Service("stopping", registry=REGISTRY)
+    held = service.register(Held())
+    held.entries.update({f"k{i}": i for i in range(50)})
+
+    def started() -> None:
+        if not started_by_handoff():
+            on_serving(folder)  # a cold start; a successor says so once it took over
+
+    return uvicorn.hot_restart(
+        asgi_app(held, started), service, on_take_over=lambda _: on_serving(folder)
+    )
+
+
 if __name__ == "__main__":
     main()
+elif os.environ.get("STOP_WHILE_TAKING_OVER_DIR"):
+    application = fd_application()
