@@ -38,13 +38,12 @@ from statemigrate.stores._base import (
     Buffer,
     Holding,
     SnapshotRef,
-    check_max_size,
     check_other_writer,
     note_commit,
     note_maybe_committed,
 )
 from statemigrate.stores._object_backend import Refused
-from statemigrate.stores._object_build import backend_for, check_retries, check_seconds
+from statemigrate.stores._object_build import backend_for
 from statemigrate.stores._object_generation import (
     Target,
     read_generation,
@@ -72,12 +71,18 @@ from statemigrate.stores._object_pointer_io import (
 )
 from statemigrate.stores._object_retention import kept_generations, sweep_generations
 from statemigrate.stores._object_watch import DEFAULT_WARN_AFTER, check_warn_after
+from statemigrate.stores._options import (
+    MIN_PART_SIZE,
+    check_int,
+    check_max_size,
+    check_prefix,
+    check_retries,
+    check_seconds,
+)
 
 __all__ = ["Listing", "ObjectRef", "ObjectStore", "list_generations"]
 
 _log = logging.getLogger("statemigrate.stores")
-
-_MIN_PART_SIZE = 5 << 20  # S3 refuses smaller parts (except the last one)
 
 
 class ObjectStore:
@@ -127,8 +132,8 @@ class ObjectStore:
     Raises:
         StoreError: obstore is not installed, the URL is not supported, or obstore
             refused the configuration.
-        ValueError: an option has an invalid value (:class:`ConfigurationError` for
-            the timeouts and retries).
+        ConfigurationError: an option has an invalid value (one line naming it, what
+            is allowed and the value given; a ``ValueError``).
     """
 
     def __init__(
@@ -145,24 +150,18 @@ class ObjectStore:
         retry_timeout: float | None = None,
         keep: int = 2,
         max_size: int = DEFAULT_MAX_SIZE,
-        part_size: int = _MIN_PART_SIZE,
+        part_size: int = MIN_PART_SIZE,
         max_concurrency: int = 4,
         warn_after: float | None = DEFAULT_WARN_AFTER,
     ) -> None:
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:
-            raise ValueError(f"keep must be an int of at least 2, not {keep!r}")
-        if (
-            isinstance(part_size, bool)
-            or not isinstance(part_size, int)
-            or (part_size < _MIN_PART_SIZE)
-        ):
-            raise ValueError(f"part_size must be an int of at least 5 MiB, not {part_size!r}")
-        if (
-            isinstance(max_concurrency, bool)
-            or not isinstance(max_concurrency, int)
-            or (max_concurrency < 1)
-        ):
-            raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
+        check_prefix(prefix)
+        keep = check_int("keep", keep, least=2, allowed="an int of at least 2")
+        part_size = check_int(
+            "part_size", part_size, least=MIN_PART_SIZE, allowed="an int of at least 5 MiB"
+        )
+        max_concurrency = check_int(
+            "max_concurrency", max_concurrency, least=1, allowed="an int of at least 1"
+        )
         warn_after = check_warn_after(warn_after)
         timeout = check_seconds("timeout", timeout, zero_ok=False)
         connect_timeout = check_seconds("connect_timeout", connect_timeout, zero_ok=False)

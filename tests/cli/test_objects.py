@@ -651,8 +651,8 @@ def test_a_bad_timeout_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> N
         run(capsys, "list", "s3://snapshots/app", "--store-option", "timeout=soon"), 2
     )
     assert line.endswith(
-        "argument --store-option: timeout='soon': expected seconds (3, 2.5) or a duration"
-        " (500ms, 3s, 2m), more than 0 and at most a day"
+        "argument --store-option: timeout: must be seconds (3, 2.5) or a duration"
+        " (500ms, 3s, 2m), more than 0 and at most a day, not 'soon'"
     )
 
 
