@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import xxhash
 
-from statemigrate._errors import StoreConflictError, StoreError
+from statemigrate._errors import StoreError
 from statemigrate.stores._base import (
     DEFAULT_MAX_SIZE,
     Buffer,
@@ -69,7 +69,12 @@ from statemigrate.stores._object_pointer_io import (
     read_pointer,
     settle,
 )
-from statemigrate.stores._object_retention import kept_generations, sweep_generations
+from statemigrate.stores._object_retention import (
+    forget_unrestored,
+    kept_generations,
+    recorded_with_digest,
+    sweep_generations,
+)
 from statemigrate.stores._object_watch import DEFAULT_WARN_AFTER, check_warn_after
 from statemigrate.stores._options import (
     MIN_PART_SIZE,
@@ -401,15 +406,8 @@ class ObjectStore:
         self._unrestored, self._keep_latest = None, True
         if data is not None:
             digest = xxhash.xxh3_128(data).hexdigest()
-            try:
-                found = read_pointer(self._backend)
-            except StoreError:
-                found = None  # the next commit keeps whatever is latest then
-            if found is not None:
-                pointer = found[0]
-                for entry in (pointer.current, pointer.previous):
-                    if entry is not None and entry.xxh3_128 == digest:
-                        self._unrestored, self._keep_latest = entry, False
+            self._unrestored = recorded_with_digest(self._backend, digest)
+            self._keep_latest = self._unrestored is None
         if self._unrestored is not None:
             which = f"generation {self._unrestored.generation}"
         else:
@@ -434,21 +432,7 @@ class ObjectStore:
             StoreError: there is no pointer, it is damaged, or a request failed.
         """
         self._unrestored, self._keep_latest = None, False
-        found = read_pointer(self._backend)
-        if found is None:
-            existing_pointer(self._backend)  # raises, naming what is there instead
-            return []
-        pointer, version = found
-        if not pointer.unrestored:
-            return []
-        trimmed = pointer.model_copy(update={"unrestored": []})
-        try:
-            self._backend.swap(POINTER, encode_pointer(trimmed), version)
-        except Refused as exc:
-            raise StoreConflictError(
-                self._backend.where(POINTER), generation=pointer.current.generation
-            ) from exc
-        return sorted(kept.generation for kept in pointer.unrestored)
+        return forget_unrestored(self._backend)
 
     def unrestored(self) -> list[ObjectRef]:
         """References to the generations the pointer keeps as ``unrestored`` (see
@@ -565,6 +549,7 @@ def list_generations(store: ObjectStore) -> Listing:
     except DamagedPointerError as exc:
         found, damaged = None, exc
     recorded = found[0].recorded() if found is not None else {}
+    unchecked = str(damaged) if damaged is not None else "the pointer does not record it"
     refs: list[ObjectRef] = []
     for listed in store._backend.list_objects(GENERATIONS):
         number = generation_of(listed.name)
@@ -575,7 +560,7 @@ def list_generations(store: ObjectStore) -> Listing:
             refs.append(ObjectRef(store, entry, roles=roles, modified=listed.modified))
         else:
             target = Target(number, listed.name, listed.size, listed.etag, None)
-            refs.append(ObjectRef(store, target, modified=listed.modified))
+            refs.append(ObjectRef(store, target, modified=listed.modified, unchecked=unchecked))
     refs.extend(ObjectRef(store, entry, roles=roles) for entry, roles in recorded.values())
     refs.sort(key=lambda ref: (ref.generation, ref.role is None, ref.describe()))
     return Listing(refs, damaged)
@@ -602,10 +587,14 @@ class ObjectRef:
             ``role`` is ``None``.
         modified: when the object was written, for references listed by
             :meth:`ObjectStore.generations`; ``None`` for the others.
+        unchecked: why :meth:`open` cannot check this generation against the digest
+            its commit recorded (the pointer does not record it, or is damaged: its
+            error); ``None`` when it checks it. The snapshot's own checks still apply.
     """
 
     __slots__ = (
-        "_entry", "_store", "_target", "generation", "modified", "role", "roles", "size"
+        "_entry", "_store", "_target", "generation", "modified", "role", "roles", "size",
+        "unchecked",
     )
 
     def __init__(
@@ -616,8 +605,10 @@ class ObjectRef:
         role: Role | None = None,
         roles: tuple[Role, ...] = (),
         modified: datetime | None = None,
+        unchecked: str | None = None,
     ) -> None:
         self._store = store
+        self.unchecked = unchecked
         self._entry = entry if isinstance(entry, Entry) else None
         self._target = Target.of(entry) if isinstance(entry, Entry) else entry
         self.generation = self._target.generation

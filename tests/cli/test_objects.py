@@ -358,11 +358,16 @@ def test_list_and_inspect_by_number_go_on_when_the_pointer_is_damaged(
     """A pointer that is not ours is the one thing a listing cannot read: the objects
     are listed with roles unknown and one warning line that says how to repair,
     URL#N still reads generation N (the store's digest check skipped, said in the
-    log), and what needs the pointer (URL, forget-unrestored) is one line saying to
-    delete it."""
+    log, in the output and in --json), and what needs the pointer (URL,
+    forget-unrestored) is one line saying to delete it."""
     with scratch_dir() as path:
         url = f"file://{path}/app"
         commit_generations(url, 3)
+        intact = run(capsys, "inspect", f"{url}#3")
+        assert intact.code == 0 and "checked" not in intact.out
+        origin = json.loads(run(capsys, "inspect", f"{url}#3", "--json").out)["object"]
+        assert origin["store_digest_checked"] is True
+        assert origin["store_digest_skipped"] is None
         with open(f"{path}/app/current", "wb") as pointer:
             pointer.write(b'{"format": "statemig')
         for kinds in ([], ["--kinds"]):
@@ -396,6 +401,15 @@ def test_list_and_inspect_by_number_go_on_when_the_pointer_is_damaged(
         assert inspected.code == 0, inspected.err
         assert "(generation 3)" in inspected.out
         assert "read without the store's digest check" in caplog.text
+        (checked,) = [line for line in inspected.out.splitlines() if line.startswith("checked")]
+        assert checked.startswith(
+            "checked    not against the store's digest (the snapshot's own checks still"
+            " apply): open file://"
+        )
+        assert "app/current: is not a valid pointer" in checked
+        origin = json.loads(run(capsys, "inspect", f"{url}#3", "--json").out)["object"]
+        assert origin["store_digest_checked"] is False
+        assert "app/current: is not a valid pointer" in origin["store_digest_skipped"]
 
         for argv in (["inspect", url], ["forget-unrestored", url], ["inspect", f"{url}#previous"]):
             line = one_error_line(run(capsys, *argv))
