@@ -26,7 +26,7 @@ from the format's MAC mode (``Service(key=...)``), which a remote store needs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -73,6 +73,7 @@ from statemigrate.stores._object_retention import (
     forget_unrestored,
     kept_generations,
     recorded_with_digest,
+    say_kept,
     sweep_generations,
 )
 from statemigrate.stores._object_watch import DEFAULT_WARN_AFTER, check_warn_after
@@ -194,8 +195,17 @@ class ObjectStore:
         # the next commit. Written to the pointer by that commit.
         self._unrestored: Entry | None = None
         self._keep_latest = False
+        self._last_unrestored: tuple[int, ...] | None = None
 
     # -- public API ----------------------------------------------------------------
+
+    @property
+    def last_unrestored(self) -> tuple[int, ...] | None:
+        """The generations kept as unrestored when this store last wrote or read its
+        pointer's record of them (:meth:`commit`, :meth:`unrestored`,
+        :meth:`forget_unrestored`), oldest first; ``None`` before. No request: for a
+        gauge (``statemigrate_unrestored_generations``)."""
+        return self._last_unrestored
 
     @property
     def location(self) -> str:
@@ -265,13 +275,9 @@ class ObjectStore:
             settle(self._backend, name, generation, version, exc)
         # Recorded before anything else can fail: the pointer names this generation.
         note_commit(self.location, entry.object)
+        self._last_unrestored = tuple(entry.generation for entry in kept)
         if kept and (self._unrestored is not None or self._keep_latest):
-            _log.warning(
-                "%s of %s kept as unrestored: retention never deletes %s",
-                _generations(kept),
-                self.location,
-                "it" if len(kept) == 1 else "them",
-            )
+            say_kept(kept, self.location)
         self._unrestored, self._keep_latest = None, False
         sweep_generations(
             self._backend,
@@ -432,7 +438,9 @@ class ObjectStore:
             StoreError: there is no pointer, it is damaged, or a request failed.
         """
         self._unrestored, self._keep_latest = None, False
-        return forget_unrestored(self._backend)
+        forgotten = forget_unrestored(self._backend)
+        self._last_unrestored = ()
+        return forgotten
 
     def unrestored(self) -> list[ObjectRef]:
         """References to the generations the pointer keeps as ``unrestored`` (see
@@ -444,8 +452,10 @@ class ObjectStore:
         """
         found = read_pointer(self._backend)
         if found is None:
+            self._last_unrestored = ()
             return []
         pointer = found[0]
+        self._last_unrestored = tuple(kept.generation for kept in pointer.unrestored)
         return [self._recorded_ref(pointer, kept, "unrestored") for kept in pointer.unrestored]
 
     def generations(self) -> list[ObjectRef]:
@@ -657,8 +667,3 @@ class ObjectRef:
 
     def __repr__(self) -> str:
         return f"<ObjectRef {self.describe()} generation={self.generation} size={self.size}>"
-
-
-def _generations(entries: Sequence[Entry]) -> str:
-    numbers = ", ".join(str(entry.generation) for entry in entries)
-    return f"generation {numbers}" if len(entries) == 1 else f"generations {numbers}"

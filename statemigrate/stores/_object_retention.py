@@ -10,6 +10,7 @@ Committing is ``_object``'s business.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from statemigrate._errors import StoreConflictError, StoreError
 from statemigrate.stores._object_backend import Backend, Refused
@@ -25,7 +26,13 @@ from statemigrate.stores._object_pointer import (
 )
 from statemigrate.stores._object_pointer_io import POINTER, existing_pointer, read_pointer
 
-__all__ = ["forget_unrestored", "kept_generations", "recorded_with_digest", "sweep_generations"]
+__all__ = [
+    "forget_unrestored",
+    "kept_generations",
+    "recorded_with_digest",
+    "say_kept",
+    "sweep_generations",
+]
 
 _log = logging.getLogger("statemigrate.stores")
 
@@ -150,3 +157,15 @@ def forget_unrestored(backend: Backend) -> list[int]:
             backend.where(POINTER), generation=pointer.current.generation
         ) from exc
     return sorted(kept.generation for kept in pointer.unrestored)
+
+
+def say_kept(kept: Sequence[Kept], location: str) -> None:
+    """Log, at WARNING, that a commit's pointer keeps ``kept`` as unrestored."""
+    numbers = ", ".join(str(entry.generation) for entry in kept)
+    which = f"generation {numbers}" if len(kept) == 1 else f"generations {numbers}"
+    _log.warning(
+        "%s of %s kept as unrestored: retention never deletes %s",
+        which,
+        location,
+        "it" if len(kept) == 1 else "them",
+    )

@@ -238,16 +238,24 @@ def test_list_shows_every_role_of_a_generation(
     cold.commit(store)
     result = run(capsys, "list", url, *store_options(s3))
     assert result.code == 0, result.err
-    rows = [re.split(r"\s{2,}", line) for line in result.out.splitlines()[3:]]
+    *table, blank, kept = result.out.splitlines()[3:]
+    rows = [re.split(r"\s{2,}", line) for line in table]
     assert [(row[0], row[-1]) for row in rows] == [
         ("3", "current"),
         ("2", "previous, unrestored"),
     ]
+    # Said after the table too, with what lets it go: an operator need not read roles.
+    assert (blank, kept) == (
+        "",
+        "kept as unrestored: generation 2, which a start could not restore; retention keeps"
+        " it until `statemigrate forget-unrestored` lets it go",
+    )
     listed = json.loads(run(capsys, "list", url, "--json", *store_options(s3)).out)
     assert [(row["generation"], row["role"], row["roles"]) for row in listed["generations"]] == [
         (3, "current", ["current"]),
         (2, "previous", ["previous", "unrestored"]),
     ]
+    assert listed["unrestored"] == [2]
 
 
 def test_list_kinds_tells_a_damaged_generation_from_a_snapshot(
