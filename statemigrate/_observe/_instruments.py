@@ -62,6 +62,7 @@ __all__ = [
     "TAKEOVER_PIECES",
     "TRIAL",
     "UNNAMED_SERVICE",
+    "UNRESTORED_GENERATIONS",
     "active_sink",
     "declare",
     "declare_service",
@@ -151,6 +152,16 @@ GENERATION = Instrument(
     "Generation of the last snapshot the service committed to a store or restored.",
     "",
     ("service",),
+)
+UNRESTORED_GENERATIONS = Instrument(
+    "statemigrate_unrestored_generations",
+    "gauge",
+    "Generations the service's store keeps as unrestored: snapshots a start could not"
+    " restore (after a rollback that started cold, the newer release's state), kept out"
+    " of retention's reach until forgotten; as of the start-up restore or the last commit."
+    " Only for stores that list them (an object store).",
+    "",
+    ("service", "store"),
 )
 COMMIT_DURATION = _histogram(
     "statemigrate_commit_duration_seconds",
@@ -317,6 +328,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     SNAPSHOT_BYTES,
     LAST_SNAPSHOT_TIMESTAMP,
     GENERATION,
+    UNRESTORED_GENERATIONS,
     COMMIT_DURATION,
     COMMITS,
     RESTORE_DURATION,

@@ -43,6 +43,7 @@ from statemigrate._runtime._telemetry import (
     record_forked_snapshot,
     record_snapshot,
     store_kind,
+    store_unrestored,
 )
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
 from statemigrate._snapshot._format import DecodeLimits
@@ -572,7 +573,7 @@ class Service:
             # commits' series exist from now, so the first failure is an increase.
             declare_store(self.name, store_kind(source))
         with self._chains.restoring(source):
-            return restore_at_start(
+            report = restore_at_start(
                 source,
                 options,
                 restore_stored=self._restore_stored,
@@ -581,6 +582,8 @@ class Service:
                 refuse=self._members.refuse(self._on_restore_failure),
                 latest=self._chains.expect,
             )
+        store_unrestored(self.name, source)  # what the start found kept, if it looked
+        return report
 
     def _restore_stored(
         self,

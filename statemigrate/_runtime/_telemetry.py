@@ -19,6 +19,7 @@ from statemigrate._observe._instruments import (
     RESTORES,
     SNAPSHOT_BYTES,
     SNAPSHOT_DURATION,
+    UNRESTORED_GENERATIONS,
     declare_store,
     emit,
     enabled,
@@ -39,6 +40,7 @@ __all__ = [
     "restore_failed",
     "store_current",
     "store_kind",
+    "store_unrestored",
     "trace_commit",
     "trace_restore",
 ]
@@ -110,6 +112,16 @@ def count_commit(service: str, store: object, committed: CommitReport) -> None:
         emit(SNAPSHOT_BYTES, committed.snapshot.size, service)
         emit(GENERATION, committed.snapshot.generation, service)
         store_current(service)
+        store_unrestored(service, store)
+
+
+def store_unrestored(service: str, store: object) -> None:
+    """Report how many generations ``store`` keeps as unrestored, as it last read or
+    wrote them (``last_unrestored``: an object store; no request is made). Stores that
+    do not list them (a tmpfs store keeps a copy in one file) report nothing."""
+    kept = getattr(store, "last_unrestored", None)
+    if isinstance(kept, tuple) and enabled():
+        emit(UNRESTORED_GENERATIONS, float(len(kept)), service, store_kind(store))
 
 
 def store_current(service: str) -> None:

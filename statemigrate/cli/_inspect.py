@@ -123,14 +123,30 @@ def inspect_command(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def describe_origin(origin: ObjectRef) -> dict[str, Any]:
-    """Where in an object store a snapshot was read from, as JSON-ready data."""
-    return {"location": origin.describe(), "generation": origin.generation, "role": origin.role}
+    """Where in an object store a snapshot was read from, as JSON-ready data, and
+    whether the store checked it against the digest its commit recorded (why not, in
+    ``store_digest_skipped``)."""
+    return {
+        "location": origin.describe(),
+        "generation": origin.generation,
+        "role": origin.role,
+        "store_digest_checked": origin.unchecked is None,
+        "store_digest_skipped": origin.unchecked,
+    }
 
 
 def render_origin(origin: ObjectRef) -> str:
-    """The ``object`` line that ``inspect`` prints first for a snapshot from a URL."""
+    """The ``object`` line that ``inspect`` prints first for a snapshot from a URL,
+    and a ``checked`` line when the store's digest check was skipped: the log's
+    warning is not all an operator reading the output sees."""
     role = f", {origin.role}" if origin.role else ""
-    return f"object     {printable(origin.describe())}  (generation {origin.generation}{role})\n"
+    text = f"object     {printable(origin.describe())}  (generation {origin.generation}{role})\n"
+    if origin.unchecked is not None:
+        text += (
+            "checked    not against the store's digest (the snapshot's own checks still"
+            f" apply): {printable(one_line(origin.unchecked))}\n"
+        )
+    return text
 
 
 class Progress:

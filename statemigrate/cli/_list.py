@@ -86,6 +86,7 @@ def list_command(args: argparse.Namespace, out: TextIO) -> int:
         json_out=args.json,
         kinds=args.kinds,
         pointer_damaged=None if damaged is None else str(damaged),
+        unrestored=[ref.generation for ref in refs if "unrestored" in ref.roles],
     )
     return 0
 
@@ -122,14 +123,19 @@ def _write(
     json_out: bool,
     kinds: bool,
     pointer_damaged: str | None = None,
+    unrestored: list[int] | None = None,
 ) -> None:
     """The listing: JSON, or the location and a table whose first column is ``first``
     (its heading and cells). ``pointer_damaged``: the damaged pointer's error, which
-    JSON carries as ``pointer`` and ``pointer_error``."""
+    JSON carries as ``pointer`` and ``pointer_error``. ``unrestored``: an object
+    store's generations kept as unrestored, which JSON carries as ``unrestored`` and
+    the table follows with a line naming them and the command that lets them go."""
     if json_out:
         document: dict[str, Any] = {"location": location, "generations": rows}
         if pointer_damaged is not None:
             document.update(pointer="damaged", pointer_error=pointer_damaged)
+        if unrestored is not None:
+            document["unrestored"] = unrestored
         json.dump(document, out, indent=2, sort_keys=True)
         out.write("\n")
         return
@@ -152,6 +158,14 @@ def _write(
         out.write(
             "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
             + "\n"
+        )
+    if unrestored:
+        numbers = ", ".join(str(number) for number in unrestored)
+        which = f"generation {numbers}" if len(unrestored) == 1 else f"generations {numbers}"
+        it = "it" if len(unrestored) == 1 else "them"
+        out.write(
+            f"\nkept as unrestored: {which}, which a start could not restore; retention"
+            f" keeps {it} until `statemigrate forget-unrestored` lets {it} go\n"
         )
 
 

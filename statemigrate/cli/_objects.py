@@ -111,8 +111,8 @@ def open_store(
 
     Raises:
         StoreError: the URL is not one the store supports, is ``memory://``, or names
-            a missing directory; a timeout or retries is not a valid one; obstore is
-            missing or refused a setting.
+            a missing directory; obstore is missing or refused a setting.
+        ConfigurationError: a timeout or retries is not a valid one.
     """
     match = _URL.match(url)
     scheme = match.group(1).lower() if match else ""
@@ -136,10 +136,7 @@ def open_store(
             raise StoreError("open", url, "no such directory")
     if max_size is None:
         max_size = DEFAULT_MAX_SNAPSHOT_SIZE  # what a reader accepts by default
-    try:
-        settings = split_store_options(options)
-    except ValueError as exc:  # given here without argparse, which checks them first
-        raise StoreError("open", url, str(exc)) from exc
+    settings = split_store_options(options)  # argparse checked them, when it read them
     # No warnings of slow requests: a command that fails prints one line, and a hung
     # server's request says why in that line when it times out.
     return ObjectStore(

@@ -17,7 +17,8 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from statemigrate.stores._object_build import MAX_RETRIES, MAX_SECONDS
+from statemigrate._errors import ConfigurationError
+from statemigrate.stores._options import MAX_RETRIES, MAX_SECONDS, refused
 
 __all__ = ["StoreSettings", "parse_store_option", "split_store_options"]
 
@@ -50,7 +51,7 @@ def parse_store_option(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text[:80]!r}")
     try:
         split_store_options([(key, value)])
-    except ValueError as exc:
+    except ConfigurationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return key, value
 
@@ -60,7 +61,8 @@ def split_store_options(options: Sequence[tuple[str, str]]) -> StoreSettings:
     repeated key wins, as for obstore's).
 
     Raises:
-        ValueError: a duration or a count is not one, or is out of range.
+        ConfigurationError: a duration or a count is not one, or is out of range: one
+            line naming the key, what it takes and the value given.
     """
     config: dict[str, str] = {}
     durations: dict[str, float] = {}
@@ -95,9 +97,10 @@ def _seconds(key: str, value: str) -> float:
     low_ok = seconds > floor if floor is not None else seconds >= 0
     if not low_ok or seconds > MAX_SECONDS:
         least = "more than 0" if floor is not None else "0 or more"
-        raise ValueError(
-            f"{key}={value[:40]!r}: expected seconds (3, 2.5) or a duration (500ms, 3s,"
-            f" 2m), {least} and at most a day"
+        raise refused(
+            key,
+            f"seconds (3, 2.5) or a duration (500ms, 3s, 2m), {least} and at most a day",
+            value,
         )
     return seconds
 
@@ -105,5 +108,5 @@ def _seconds(key: str, value: str) -> float:
 def _count(key: str, value: str) -> int:
     text = value.strip()
     if not (text.isascii() and text.isdigit() and len(text) <= 3) or int(text) > MAX_RETRIES:
-        raise ValueError(f"{key}={value[:40]!r}: expected a whole number from 0 to {MAX_RETRIES}")
+        raise refused(key, f"a whole number from 0 to {MAX_RETRIES}", value)
     return int(text)

@@ -23,7 +23,6 @@ __all__ = [
     "Holding",
     "SnapshotRef",
     "Store",
-    "check_max_size",
     "check_other_writer",
     "chunks",
     "forget_commits",
@@ -250,17 +249,6 @@ def chunks(data: Buffer | Iterable[Buffer]) -> Iterator[memoryview]:
             # Multi-byte or multi-dimensional buffers: write their raw bytes in order.
             view = view.cast("B")
         yield view
-
-
-def check_max_size(max_size: int) -> int:
-    """Validate a ``max_size`` option.
-
-    Raises:
-        ValueError: it is not a non-negative integer.
-    """
-    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
-        raise ValueError(f"max_size must be a non-negative int, not {max_size!r}")
-    return max_size
 
 
 def too_large(op: str, where: str, size: int, max_size: int) -> StoreError:

@@ -30,10 +30,10 @@ from statemigrate.stores._base import (
     Buffer,
     Closing,
     SnapshotRef,
-    check_max_size,
     too_large,
     write_bounded,
 )
+from statemigrate.stores._options import check_max_size, check_memfd_name
 
 __all__ = ["SEALS", "MemfdRef", "MemfdStore", "open_memfd"]
 
@@ -184,14 +184,14 @@ class MemfdStore(Closing):
         max_size: the largest snapshot, in bytes, that the store commits or opens.
 
     Raises:
-        ValueError: an option has an invalid value.
+        ConfigurationError: an option has an invalid value (a ``ValueError``).
     """
 
     # The refs it closes are handed out to callers, who may still be using them.
     close_on_collect = False
 
     def __init__(self, *, name: str = "statemigrate", max_size: int = DEFAULT_MAX_SIZE) -> None:
-        self._name = name
+        self._name = check_memfd_name(name)
         self._max_size = check_max_size(max_size)
         self._refs: deque[MemfdRef] = deque()  # oldest first, at most two
         self._closed = False

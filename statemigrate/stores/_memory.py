@@ -12,7 +12,8 @@ import errno
 from collections.abc import Iterable
 
 from statemigrate._errors import StoreError
-from statemigrate.stores._base import DEFAULT_MAX_SIZE, Buffer, SnapshotRef, check_max_size, chunks
+from statemigrate.stores._base import DEFAULT_MAX_SIZE, Buffer, SnapshotRef, chunks
+from statemigrate.stores._options import check_max_size
 
 __all__ = ["MemoryRef", "MemoryStore"]
 
@@ -25,7 +26,7 @@ class MemoryStore:
         max_size: the largest snapshot, in bytes, that the store commits.
 
     Raises:
-        ValueError: an option has an invalid value.
+        ConfigurationError: ``max_size`` is not an int of 0 or more (a ``ValueError``).
     """
 
     def __init__(self, *, name: str = "memory", max_size: int = DEFAULT_MAX_SIZE) -> None:

@@ -26,25 +26,24 @@ from the format's MAC mode (``Service(key=...)``), which a remote store needs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import xxhash
 
-from statemigrate._errors import StoreConflictError, StoreError
+from statemigrate._errors import StoreError
 from statemigrate.stores._base import (
     DEFAULT_MAX_SIZE,
     Buffer,
     Holding,
     SnapshotRef,
-    check_max_size,
     check_other_writer,
     note_commit,
     note_maybe_committed,
 )
 from statemigrate.stores._object_backend import Refused
-from statemigrate.stores._object_build import backend_for, check_retries, check_seconds
+from statemigrate.stores._object_build import backend_for
 from statemigrate.stores._object_generation import (
     Target,
     read_generation,
@@ -70,14 +69,26 @@ from statemigrate.stores._object_pointer_io import (
     read_pointer,
     settle,
 )
-from statemigrate.stores._object_retention import kept_generations, sweep_generations
+from statemigrate.stores._object_retention import (
+    forget_unrestored,
+    kept_generations,
+    recorded_with_digest,
+    say_kept,
+    sweep_generations,
+)
 from statemigrate.stores._object_watch import DEFAULT_WARN_AFTER, check_warn_after
+from statemigrate.stores._options import (
+    MIN_PART_SIZE,
+    check_int,
+    check_max_size,
+    check_prefix,
+    check_retries,
+    check_seconds,
+)
 
 __all__ = ["Listing", "ObjectRef", "ObjectStore", "list_generations"]
 
 _log = logging.getLogger("statemigrate.stores")
-
-_MIN_PART_SIZE = 5 << 20  # S3 refuses smaller parts (except the last one)
 
 
 class ObjectStore:
@@ -127,8 +138,8 @@ class ObjectStore:
     Raises:
         StoreError: obstore is not installed, the URL is not supported, or obstore
             refused the configuration.
-        ValueError: an option has an invalid value (:class:`ConfigurationError` for
-            the timeouts and retries).
+        ConfigurationError: an option has an invalid value (one line naming it, what
+            is allowed and the value given; a ``ValueError``).
     """
 
     def __init__(
@@ -145,24 +156,18 @@ class ObjectStore:
         retry_timeout: float | None = None,
         keep: int = 2,
         max_size: int = DEFAULT_MAX_SIZE,
-        part_size: int = _MIN_PART_SIZE,
+        part_size: int = MIN_PART_SIZE,
         max_concurrency: int = 4,
         warn_after: float | None = DEFAULT_WARN_AFTER,
     ) -> None:
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:
-            raise ValueError(f"keep must be an int of at least 2, not {keep!r}")
-        if (
-            isinstance(part_size, bool)
-            or not isinstance(part_size, int)
-            or (part_size < _MIN_PART_SIZE)
-        ):
-            raise ValueError(f"part_size must be an int of at least 5 MiB, not {part_size!r}")
-        if (
-            isinstance(max_concurrency, bool)
-            or not isinstance(max_concurrency, int)
-            or (max_concurrency < 1)
-        ):
-            raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
+        check_prefix(prefix)
+        keep = check_int("keep", keep, least=2, allowed="an int of at least 2")
+        part_size = check_int(
+            "part_size", part_size, least=MIN_PART_SIZE, allowed="an int of at least 5 MiB"
+        )
+        max_concurrency = check_int(
+            "max_concurrency", max_concurrency, least=1, allowed="an int of at least 1"
+        )
         warn_after = check_warn_after(warn_after)
         timeout = check_seconds("timeout", timeout, zero_ok=False)
         connect_timeout = check_seconds("connect_timeout", connect_timeout, zero_ok=False)
@@ -190,8 +195,17 @@ class ObjectStore:
         # the next commit. Written to the pointer by that commit.
         self._unrestored: Entry | None = None
         self._keep_latest = False
+        self._last_unrestored: tuple[int, ...] | None = None
 
     # -- public API ----------------------------------------------------------------
+
+    @property
+    def last_unrestored(self) -> tuple[int, ...] | None:
+        """The generations kept as unrestored when this store last wrote or read its
+        pointer's record of them (:meth:`commit`, :meth:`unrestored`,
+        :meth:`forget_unrestored`), oldest first; ``None`` before. No request: for a
+        gauge (``statemigrate_unrestored_generations``)."""
+        return self._last_unrestored
 
     @property
     def location(self) -> str:
@@ -261,13 +275,9 @@ class ObjectStore:
             settle(self._backend, name, generation, version, exc)
         # Recorded before anything else can fail: the pointer names this generation.
         note_commit(self.location, entry.object)
+        self._last_unrestored = tuple(entry.generation for entry in kept)
         if kept and (self._unrestored is not None or self._keep_latest):
-            _log.warning(
-                "%s of %s kept as unrestored: retention never deletes %s",
-                _generations(kept),
-                self.location,
-                "it" if len(kept) == 1 else "them",
-            )
+            say_kept(kept, self.location)
         self._unrestored, self._keep_latest = None, False
         sweep_generations(
             self._backend,
@@ -402,15 +412,8 @@ class ObjectStore:
         self._unrestored, self._keep_latest = None, True
         if data is not None:
             digest = xxhash.xxh3_128(data).hexdigest()
-            try:
-                found = read_pointer(self._backend)
-            except StoreError:
-                found = None  # the next commit keeps whatever is latest then
-            if found is not None:
-                pointer = found[0]
-                for entry in (pointer.current, pointer.previous):
-                    if entry is not None and entry.xxh3_128 == digest:
-                        self._unrestored, self._keep_latest = entry, False
+            self._unrestored = recorded_with_digest(self._backend, digest)
+            self._keep_latest = self._unrestored is None
         if self._unrestored is not None:
             which = f"generation {self._unrestored.generation}"
         else:
@@ -435,21 +438,9 @@ class ObjectStore:
             StoreError: there is no pointer, it is damaged, or a request failed.
         """
         self._unrestored, self._keep_latest = None, False
-        found = read_pointer(self._backend)
-        if found is None:
-            existing_pointer(self._backend)  # raises, naming what is there instead
-            return []
-        pointer, version = found
-        if not pointer.unrestored:
-            return []
-        trimmed = pointer.model_copy(update={"unrestored": []})
-        try:
-            self._backend.swap(POINTER, encode_pointer(trimmed), version)
-        except Refused as exc:
-            raise StoreConflictError(
-                self._backend.where(POINTER), generation=pointer.current.generation
-            ) from exc
-        return sorted(kept.generation for kept in pointer.unrestored)
+        forgotten = forget_unrestored(self._backend)
+        self._last_unrestored = ()
+        return forgotten
 
     def unrestored(self) -> list[ObjectRef]:
         """References to the generations the pointer keeps as ``unrestored`` (see
@@ -461,8 +452,10 @@ class ObjectStore:
         """
         found = read_pointer(self._backend)
         if found is None:
+            self._last_unrestored = ()
             return []
         pointer = found[0]
+        self._last_unrestored = tuple(kept.generation for kept in pointer.unrestored)
         return [self._recorded_ref(pointer, kept, "unrestored") for kept in pointer.unrestored]
 
     def generations(self) -> list[ObjectRef]:
@@ -566,6 +559,7 @@ def list_generations(store: ObjectStore) -> Listing:
     except DamagedPointerError as exc:
         found, damaged = None, exc
     recorded = found[0].recorded() if found is not None else {}
+    unchecked = str(damaged) if damaged is not None else "the pointer does not record it"
     refs: list[ObjectRef] = []
     for listed in store._backend.list_objects(GENERATIONS):
         number = generation_of(listed.name)
@@ -576,7 +570,7 @@ def list_generations(store: ObjectStore) -> Listing:
             refs.append(ObjectRef(store, entry, roles=roles, modified=listed.modified))
         else:
             target = Target(number, listed.name, listed.size, listed.etag, None)
-            refs.append(ObjectRef(store, target, modified=listed.modified))
+            refs.append(ObjectRef(store, target, modified=listed.modified, unchecked=unchecked))
     refs.extend(ObjectRef(store, entry, roles=roles) for entry, roles in recorded.values())
     refs.sort(key=lambda ref: (ref.generation, ref.role is None, ref.describe()))
     return Listing(refs, damaged)
@@ -603,10 +597,14 @@ class ObjectRef:
             ``role`` is ``None``.
         modified: when the object was written, for references listed by
             :meth:`ObjectStore.generations`; ``None`` for the others.
+        unchecked: why :meth:`open` cannot check this generation against the digest
+            its commit recorded (the pointer does not record it, or is damaged: its
+            error); ``None`` when it checks it. The snapshot's own checks still apply.
     """
 
     __slots__ = (
-        "_entry", "_store", "_target", "generation", "modified", "role", "roles", "size"
+        "_entry", "_store", "_target", "generation", "modified", "role", "roles", "size",
+        "unchecked",
     )
 
     def __init__(
@@ -617,8 +615,10 @@ class ObjectRef:
         role: Role | None = None,
         roles: tuple[Role, ...] = (),
         modified: datetime | None = None,
+        unchecked: str | None = None,
     ) -> None:
         self._store = store
+        self.unchecked = unchecked
         self._entry = entry if isinstance(entry, Entry) else None
         self._target = Target.of(entry) if isinstance(entry, Entry) else entry
         self.generation = self._target.generation
@@ -667,8 +667,3 @@ class ObjectRef:
 
     def __repr__(self) -> str:
         return f"<ObjectRef {self.describe()} generation={self.generation} size={self.size}>"
-
-
-def _generations(entries: Sequence[Entry]) -> str:
-    numbers = ", ".join(str(entry.generation) for entry in entries)
-    return f"generation {numbers}" if len(entries) == 1 else f"generations {numbers}"

@@ -10,25 +10,21 @@ settings are sorted out here, before obstore sees them.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from statemigrate._errors import ConfigurationError, StoreError
+from statemigrate._errors import StoreError
 from statemigrate.stores._object_backend import REMOTE_CLASSES, Backend, obstore_module
 from statemigrate.stores._object_errors import translate
+from statemigrate.stores._options import refused
 
 __all__ = [
-    "MAX_RETRIES",
-    "MAX_SECONDS",
     "REMOTE_SCHEMES",
     "backend_for",
     "build",
-    "check_retries",
-    "check_seconds",
     "wrap",
 ]
 
@@ -72,52 +68,6 @@ _CLIENT_KEYS = frozenset(
     }
 )
 """obstore's HTTP client settings (``ClientConfig``), as opposed to backend settings."""
-MAX_SECONDS = 86_400.0
-"""The longest timeout: a day is far past any request's need, and well within what
-obstore converts (1e20 seconds overflowed inside it)."""
-MAX_RETRIES = 100
-"""The most retries of one request; obstore's count overflowed past an unsigned 64 bits."""
-
-
-def check_seconds(option: str, value: float | None, *, zero_ok: bool) -> float | None:
-    """``value`` as ``ObjectStore(timeout=...)`` and the other timeouts take it, before
-    obstore sees it (a negative one failed there as a ``TypeError`` naming ``str``).
-
-    Raises:
-        ConfigurationError: it is neither ``None`` nor a number of seconds above 0 (or
-            0 itself, with ``zero_ok``) and at most a day.
-    """
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or not (value >= 0 if zero_ok else value > 0)
-        or value > MAX_SECONDS
-    ):
-        least = "0 or more" if zero_ok else "above 0"
-        raise ConfigurationError(
-            option, f"must be a number of seconds {least} and at most a day, not {value!r}"
-        )
-    return float(value)
-
-
-def check_retries(value: int | None) -> int | None:
-    """``value`` as ``ObjectStore(retries=...)`` takes it.
-
-    Raises:
-        ConfigurationError: it is neither ``None`` nor an int from 0 to ``MAX_RETRIES``.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES:
-        raise ConfigurationError(
-            "retries", f"must be an int from 0 to {MAX_RETRIES}, not {value!r}"
-        )
-    return value
-
-
 def build(
     url: str,
     *,
@@ -249,17 +199,18 @@ def backend_for(
 
     Raises:
         StoreError: as :func:`build` or :func:`wrap`.
-        ValueError: a URL's settings were given with a store built by the caller.
+        ConfigurationError: a URL's settings were given with a store built by the
+            caller.
     """
-    url_options = (
-        config,
-        client_options,
-        credential_provider,
-        timeout,
-        connect_timeout,
-        retries,
-        retry_timeout,
-    )
+    url_options = {
+        "config": config,
+        "client_options": client_options,
+        "credential_provider": credential_provider,
+        "timeout": timeout,
+        "connect_timeout": connect_timeout,
+        "retries": retries,
+        "retry_timeout": retry_timeout,
+    }
     if isinstance(location, str):
         backend = build(
             location,
@@ -279,10 +230,10 @@ def backend_for(
                 remote=backend.remote,
             )
     else:
-        if any(option is not None for option in url_options):
-            raise ValueError(
-                "config, client_options, credential_provider, timeouts and retries"
-                " apply to a URL; set them on the obstore store you pass"
-            )
+        for name, option in url_options.items():
+            if option is not None:
+                raise refused(
+                    name, "None with an obstore store passed in (set it on that store)", option
+                )
         backend = wrap(location, prefix)
     return backend

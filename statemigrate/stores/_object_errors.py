@@ -36,6 +36,7 @@ _PERFORMED = re.compile(
     r"Error performing [A-Z]+ https?://([^/\s]+)\S* in ([0-9.]+)(ns|µs|ms|s)\b"
     r"(?:, after ([0-9]+) retries)?"
 )
+_METHOD = re.compile(r"Error performing ([A-Z]+) ")
 _SECONDS_PER_UNIT = {"ns": 1e-9, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
 _OVERLOADED = "the server is overloaded and asks for fewer requests"
 # What an answer of each status says of the server. obstore retries all of them.
@@ -106,6 +107,8 @@ def translate(op: str, target: str, exc: BaseException) -> StoreError:
         )
     elif (status := _server_status(exc)) is not None:
         detail = _server_trouble(exc, status, code)
+    elif _was_reset(exc):
+        detail = _reset(exc)
     elif _unanswered(exc):
         detail = _no_answer(exc)
     elif _unreachable(exc):
@@ -206,6 +209,28 @@ def _no_answer(exc: BaseException) -> str:
         f"no answer from {performed.group(1)} within {_elapsed(performed)} s ({requests}):"
         " the server accepted the connection but sent no response; the timeout and"
         " retry_timeout settings bound this wait"
+    )
+
+
+def _was_reset(exc: BaseException) -> bool:
+    """The connection was made and then reset (RST) while the request was under way.
+    obstore's first line says only "error sending request", as for a server that
+    could not be reached; the debug tree below it names the reset."""
+    text = str(exc)
+    return "ConnectionReset" in text or "Connection reset by peer" in text
+
+
+def _reset(exc: BaseException) -> str:
+    """One line for a connection the server, or something between (a proxy, a load
+    balancer), reset in the middle of a request."""
+    performed = _PERFORMED.search(str(exc))
+    if performed is None:
+        return f"the connection to the server was reset during the request: {_first_line(exc)}"
+    method = _METHOD.search(str(exc))
+    request = f"a {method.group(1)} request" if method else "the request"
+    return (
+        f"the connection to {performed.group(1)} was reset during {request} (by the"
+        f" server, or a proxy or load balancer before it); {_retried(exc)}"
     )
 
 

@@ -3,15 +3,17 @@
 After each commit the generation objects older than the ``keep`` newest are deleted
 (:func:`sweep_generations`), but those the pointer records as unrestored: generations a
 failed start asked to keep out of retention's reach, at most ``MAX_UNRESTORED`` of them
-(:func:`kept_generations`). Committing and the pointer are ``_object``'s business.
+(:func:`kept_generations`), until they are let go (:func:`forget_unrestored`).
+Committing is ``_object``'s business.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
-from statemigrate._errors import StoreError
-from statemigrate.stores._object_backend import Backend
+from statemigrate._errors import StoreConflictError, StoreError
+from statemigrate.stores._object_backend import Backend, Refused
 from statemigrate.stores._object_generation import Target
 from statemigrate.stores._object_pointer import (
     GENERATIONS,
@@ -19,10 +21,18 @@ from statemigrate.stores._object_pointer import (
     Entry,
     Kept,
     Pointer,
+    encode_pointer,
     generation_of,
 )
+from statemigrate.stores._object_pointer_io import POINTER, existing_pointer, read_pointer
 
-__all__ = ["kept_generations", "sweep_generations"]
+__all__ = [
+    "forget_unrestored",
+    "kept_generations",
+    "recorded_with_digest",
+    "say_kept",
+    "sweep_generations",
+]
 
 _log = logging.getLogger("statemigrate.stores")
 
@@ -104,3 +114,58 @@ def sweep_generations(
         backend.delete(old)
     except StoreError as exc:
         _log.warning("could not delete old generations of %s: %s", location, exc)
+
+
+def recorded_with_digest(backend: Backend, digest: str) -> Entry | None:
+    """The current or previous generation whose snapshot has the xxh3-128 ``digest``
+    (the one a failed start read), or ``None``: none has, or the pointer cannot be
+    read (the next commit then keeps whatever is latest)."""
+    try:
+        found = read_pointer(backend)
+    except StoreError:
+        return None
+    if found is None:
+        return None
+    pointer = found[0]
+    for entry in (pointer.current, pointer.previous):
+        if entry is not None and entry.xxh3_128 == digest:
+            return entry
+    return None
+
+
+def forget_unrestored(backend: Backend) -> list[int]:
+    """Swap the pointer for one that records no unrestored generation; the next
+    commit's retention deletes their objects. Returns the generations let go, oldest
+    first.
+
+    Raises:
+        StoreConflictError: another writer committed meanwhile.
+        StoreError: there is no pointer, it is damaged, or a request failed.
+    """
+    found = read_pointer(backend)
+    if found is None:
+        existing_pointer(backend)  # raises, naming what is there instead
+        return []
+    pointer, version = found
+    if not pointer.unrestored:
+        return []
+    trimmed = pointer.model_copy(update={"unrestored": []})
+    try:
+        backend.swap(POINTER, encode_pointer(trimmed), version)
+    except Refused as exc:
+        raise StoreConflictError(
+            backend.where(POINTER), generation=pointer.current.generation
+        ) from exc
+    return sorted(kept.generation for kept in pointer.unrestored)
+
+
+def say_kept(kept: Sequence[Kept], location: str) -> None:
+    """Log, at WARNING, that a commit's pointer keeps ``kept`` as unrestored."""
+    numbers = ", ".join(str(entry.generation) for entry in kept)
+    which = f"generation {numbers}" if len(kept) == 1 else f"generations {numbers}"
+    _log.warning(
+        "%s of %s kept as unrestored: retention never deletes %s",
+        which,
+        location,
+        "it" if len(kept) == 1 else "them",
+    )

@@ -28,6 +28,7 @@ from types import TracebackType
 
 from statemigrate._errors import StoreError
 from statemigrate.stores._object_errors import translate
+from statemigrate.stores._options import refused
 
 __all__ = [
     "DEFAULT_WARN_AFTER",
@@ -54,7 +55,7 @@ def check_warn_after(value: float | None) -> float | None:
     """``value`` as ``ObjectStore(warn_after=...)`` takes it.
 
     Raises:
-        ValueError: it is neither ``None`` nor a finite number of seconds above 0.
+        ConfigurationError: it is neither ``None`` nor a finite number of seconds above 0.
     """
     if value is None:
         return None
@@ -64,7 +65,7 @@ def check_warn_after(value: float | None) -> float | None:
         or not math.isfinite(value)
         or value <= 0
     ):
-        raise ValueError(f"warn_after must be a number of seconds above 0, or None, not {value!r}")
+        raise refused("warn_after", "a number of seconds above 0, or None", value)
     return float(value)
 
 

@@ -52,12 +52,12 @@ from statemigrate.stores._base import (
     Closing,
     Holding,
     SnapshotRef,
-    check_max_size,
     check_other_writer,
     note_commit,
     note_maybe_committed,
     write_bounded,
 )
+from statemigrate.stores._options import check_choice, check_max_size, refused
 from statemigrate.stores._safedir import check_file, open_private_directory
 
 __all__ = ["CURRENT", "LOCK", "PREVIOUS", "TEMP_PATTERN", "TempFiles", "TmpfsRef", "TmpfsStore"]
@@ -131,7 +131,7 @@ class TmpfsStore(Closing):
 
     Raises:
         StoreError: the directory cannot be created or opened, or is not private.
-        ValueError: an option has an invalid value.
+        ConfigurationError: an option has an invalid value (a ``ValueError``).
     """
 
     def __init__(
@@ -141,10 +141,10 @@ class TmpfsStore(Closing):
         max_size: int = DEFAULT_MAX_SIZE,
         temp_files: TempFiles = "auto",
     ) -> None:
-        if temp_files not in ("auto", "anonymous", "named"):
-            raise ValueError(
-                f"temp_files must be 'auto', 'anonymous' or 'named', not {temp_files!r}"
-            )
+        check_choice("temp_files", temp_files, ("auto", "anonymous", "named"))
+        if not isinstance(directory, str | os.PathLike) or not os.fspath(directory):
+            # abspath("") would be the working directory, which nobody means.
+            raise refused("directory", "a non-empty path (str or os.PathLike)", directory)
         self._dir_fd = -1
         self._max_size = check_max_size(max_size)
         self._path = os.path.abspath(os.fspath(directory))

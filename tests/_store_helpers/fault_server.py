@@ -1,10 +1,12 @@
 """For the object store's tests: a tiny HTTP server on loopback that answers every
-request with one error status, as S3 does when overloaded, or takes each connection
-and never answers, as a hung server does."""
+request with one error status, as S3 does when overloaded, takes each connection and
+never answers, as a hung server does, or resets each connection once it has read the
+request, as a proxy or a load balancer that drops connections does."""
 
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,9 +17,18 @@ from _store_helpers.object_server import HOST
 class FaultServer:
     """Answers every request alike: ``status`` with S3's XML error body naming
     ``code`` (or an HTML page when there is no code), or, when ``status`` is None,
-    nothing at all until :meth:`close`."""
+    nothing at all until :meth:`close`; with ``reset``, a TCP reset (RST) instead of
+    any answer."""
 
-    def __init__(self, status: int | None, reason: str = "", code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int | None,
+        reason: str = "",
+        code: str | None = None,
+        *,
+        reset: bool = False,
+    ) -> None:
+        self._reset = reset
         self._status = status
         self._reason = reason
         self._code = code
@@ -49,6 +60,10 @@ class FaultServer:
                 return
             self.requests += 1
             self.request_lines.append(line)
+            if self._reset:
+                # A zero linger time makes close() send RST instead of FIN.
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
             if self._status is None:
                 self._closed.wait()
                 return
@@ -106,6 +121,16 @@ def failing_server(status: int, reason: str, code: str | None = None) -> Iterato
 def hung_server() -> Iterator[FaultServer]:
     """A server that accepts every connection and never answers."""
     server = FaultServer(None)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@contextmanager
+def resetting_server() -> Iterator[FaultServer]:
+    """A server that reads each request, then resets its connection."""
+    server = FaultServer(None, reset=True)
     try:
         yield server
     finally:

@@ -238,16 +238,24 @@ def test_list_shows_every_role_of_a_generation(
     cold.commit(store)
     result = run(capsys, "list", url, *store_options(s3))
     assert result.code == 0, result.err
-    rows = [re.split(r"\s{2,}", line) for line in result.out.splitlines()[3:]]
+    *table, blank, kept = result.out.splitlines()[3:]
+    rows = [re.split(r"\s{2,}", line) for line in table]
     assert [(row[0], row[-1]) for row in rows] == [
         ("3", "current"),
         ("2", "previous, unrestored"),
     ]
+    # Said after the table too, with what lets it go: an operator need not read roles.
+    assert (blank, kept) == (
+        "",
+        "kept as unrestored: generation 2, which a start could not restore; retention keeps"
+        " it until `statemigrate forget-unrestored` lets it go",
+    )
     listed = json.loads(run(capsys, "list", url, "--json", *store_options(s3)).out)
     assert [(row["generation"], row["role"], row["roles"]) for row in listed["generations"]] == [
         (3, "current", ["current"]),
         (2, "previous", ["previous", "unrestored"]),
     ]
+    assert listed["unrestored"] == [2]
 
 
 def test_list_kinds_tells_a_damaged_generation_from_a_snapshot(
@@ -358,11 +366,16 @@ def test_list_and_inspect_by_number_go_on_when_the_pointer_is_damaged(
     """A pointer that is not ours is the one thing a listing cannot read: the objects
     are listed with roles unknown and one warning line that says how to repair,
     URL#N still reads generation N (the store's digest check skipped, said in the
-    log), and what needs the pointer (URL, forget-unrestored) is one line saying to
-    delete it."""
+    log, in the output and in --json), and what needs the pointer (URL,
+    forget-unrestored) is one line saying to delete it."""
     with scratch_dir() as path:
         url = f"file://{path}/app"
         commit_generations(url, 3)
+        intact = run(capsys, "inspect", f"{url}#3")
+        assert intact.code == 0 and "checked" not in intact.out
+        origin = json.loads(run(capsys, "inspect", f"{url}#3", "--json").out)["object"]
+        assert origin["store_digest_checked"] is True
+        assert origin["store_digest_skipped"] is None
         with open(f"{path}/app/current", "wb") as pointer:
             pointer.write(b'{"format": "statemig')
         for kinds in ([], ["--kinds"]):
@@ -396,6 +409,15 @@ def test_list_and_inspect_by_number_go_on_when_the_pointer_is_damaged(
         assert inspected.code == 0, inspected.err
         assert "(generation 3)" in inspected.out
         assert "read without the store's digest check" in caplog.text
+        (checked,) = [line for line in inspected.out.splitlines() if line.startswith("checked")]
+        assert checked.startswith(
+            "checked    not against the store's digest (the snapshot's own checks still"
+            " apply): open file://"
+        )
+        assert "app/current: is not a valid pointer" in checked
+        origin = json.loads(run(capsys, "inspect", f"{url}#3", "--json").out)["object"]
+        assert origin["store_digest_checked"] is False
+        assert "app/current: is not a valid pointer" in origin["store_digest_skipped"]
 
         for argv in (["inspect", url], ["forget-unrestored", url], ["inspect", f"{url}#previous"]):
             line = one_error_line(run(capsys, *argv))
@@ -651,8 +673,8 @@ def test_a_bad_timeout_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> N
         run(capsys, "list", "s3://snapshots/app", "--store-option", "timeout=soon"), 2
     )
     assert line.endswith(
-        "argument --store-option: timeout='soon': expected seconds (3, 2.5) or a duration"
-        " (500ms, 3s, 2m), more than 0 and at most a day"
+        "argument --store-option: timeout: must be seconds (3, 2.5) or a duration"
+        " (500ms, 3s, 2m), more than 0 and at most a day, not 'soon'"
     )
 
 

@@ -203,6 +203,12 @@ def test_generations_lists_each_object_and_ref_opens_any_of_them(place: Place) -
         (4, "previous"),
         (5, "current"),
     ]
+    assert [ref.unchecked for ref in listed] == [
+        "the pointer does not record it",
+        "the pointer does not record it",
+        None,
+        None,
+    ]
     assert [ref.size for ref in listed] == [ref.size for ref in refs[1:]]
     assert [ref.describe() for ref in listed] == [ref.describe() for ref in refs[1:]]
     assert all(ref.modified is not None and ref.modified.tzinfo for ref in listed)
@@ -571,6 +577,7 @@ def test_a_damaged_pointer_leaves_the_generations_listed_and_readable_by_number(
     store = place.store()
     store.commit(GOOD_PREVIOUS)
     store.commit(GOOD)
+    assert [ref.unchecked for ref in store.generations()] == [None, None]
     put_raw(store, "current", pointer)
 
     refs = store.generations()
@@ -583,6 +590,8 @@ def test_a_damaged_pointer_leaves_the_generations_listed_and_readable_by_number(
     caplog.clear()
     ref = store.ref(2)
     assert (ref.generation, ref.role, ref.entry) == (2, None, None)
+    # Said on the reference too, for a caller that shows it (statemigrate inspect).
+    assert ref.unchecked is not None and "is not a valid pointer" in ref.unchecked
     assert ref.open() == GOOD
     assert store.ref(1).open() == GOOD_PREVIOUS
     assert "read without the store's digest check" in caplog.text
@@ -935,7 +944,7 @@ def test_remote_is_true_only_for_object_storage(s3: S3Server) -> None:
         ("memory://", {"part_size": MiB}, ValueError, "part_size"),
         ("memory://", {"max_concurrency": 0}, ValueError, "max_concurrency"),
         ("memory://", {"max_size": -1}, ValueError, "max_size"),
-        (RawMemoryStore(), {"timeout": 1.0}, ValueError, "set them on the obstore store"),
+        (RawMemoryStore(), {"timeout": 1.0}, ValueError, "set it on that store"),
         (object(), {}, StoreError, "is not an obstore store"),
     ],
 )

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from _store_helpers.fault_server import failing_server, hung_server
+from _store_helpers.fault_server import failing_server, hung_server, resetting_server
 from _store_helpers.object_server import HOST, KEYS
 
 from statemigrate import StoreError
@@ -97,6 +97,25 @@ def test_a_server_that_never_answers_is_said_to_give_no_answer(
                 " retry_timeout settings bound this wait",
                 detail,
             ), detail
+
+
+@pytest.mark.parametrize(("retries", "said"), [(0, "not retried"), (1, "retried once in")])
+def test_a_connection_reset_mid_request_says_so(retries: int, said: str) -> None:
+    """A server (or a proxy before it) that takes the request and resets the
+    connection is named with what happened, not called out of reach: obstore's first
+    line says only "error sending request", as for a server that refuses connections."""
+    with resetting_server() as server:
+        store = store_at(server.endpoint, retries=retries)
+        for action in actions(store):
+            with pytest.raises(StoreError) as info:
+                action()
+            detail = info.value.detail
+            assert detail.startswith(
+                f"the connection to {HOST}:{server.port} was reset during a GET request"
+                " (by the server, or a proxy or load balancer before it); " + said
+            ), detail
+            assert "cannot reach" not in detail and "\n" not in str(info.value)
+        assert server.request_lines[0] == "GET /snapshots/app/current HTTP/1.1"
 
 
 @contextmanager

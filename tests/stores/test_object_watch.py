@@ -339,7 +339,7 @@ def test_late_is_once_and_counts_from_the_last_progress(monkeypatch: pytest.Monk
 
 @pytest.mark.parametrize("value", [0, -1.0, math.nan, math.inf, True, "5"])
 def test_warn_after_must_be_seconds_above_zero(value: Any) -> None:
-    with pytest.raises(ValueError, match="warn_after must be a number of seconds above 0"):
+    with pytest.raises(ValueError, match="warn_after: must be a number of seconds above 0"):
         ObjectStore("memory://", warn_after=value)
     with pytest.raises(ValueError):
         check_warn_after(value)
