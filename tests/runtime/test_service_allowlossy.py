@@ -5,71 +5,22 @@ nothing half-applied; a str is refused up front; a name of no component is logge
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import pytest
+from lossy_components import COMPONENTS, Held, lossy_both_ways
+from lossy_components import service_at as lossy_service_at
 
-from statemigrate import (
-    ConfigurationError,
-    LossyMigrationError,
-    Registry,
-    RestoreError,
-    Service,
-    migratable,
-)
+from statemigrate import ConfigurationError, LossyMigrationError, RestoreError, Service
 from statemigrate.handoff import HandoffError, choose_targets
 from statemigrate.stores import MemoryStore
-
-COMPONENTS = ("catalog", "orders")
-
-
-def _dedupe(data: dict[str, list[int]]) -> dict[str, list[int]]:
-    """list -> set at the edge: duplicates are dropped (declared lossy)."""
-    return {"items": sorted(set(data["items"]))}
-
-
-def _first_two(data: dict[str, list[int]]) -> dict[str, list[int]]:
-    """What version 1 keeps of version 2 (declared lossy)."""
-    return {"items": data["items"][:2]}
-
-
-def lossy_both_ways() -> Registry:
-    registry = Registry()
-    for component in COMPONENTS:
-        registry.add_schema(component, 1, dict[str, list[int]])
-        registry.add_schema(component, 2, dict[str, list[int]])
-        registry.add_migration(component, 1, 2, _dedupe, lossy=True, name="dedupe")
-        registry.add_migration(component, 2, 1, _first_two, lossy=True, name="first_two")
-    return registry
-
 
 REGISTRY = lossy_both_ways()
 
 
-class Held(Protocol):
-    items: list[int]
-
-
-def holder(component: str, version: int, items: list[int]) -> Any:
-    @migratable(component, version=version)
-    class Holder:
-        def __init__(self) -> None:
-            self.items = list(items)
-
-        def export_state(self) -> dict[str, list[int]]:
-            return {"items": list(self.items)}
-
-        def import_state(self, state: dict[str, list[int]]) -> None:
-            self.items = list(state["items"])
-
-    return Holder()
-
-
 def service_at(version: int, items: list[int], **options: Any) -> Service:
-    service = Service("shop", registry=REGISTRY, **options)
-    for component in COMPONENTS:  # catalog first: staged before orders is refused
-        service.register(holder(component, version, items))
-    return service
+    # catalog first: staged before orders is refused
+    return lossy_service_at(version, items, REGISTRY, **options)
 
 
 def states(service: Service) -> dict[str, list[int]]:
