@@ -473,7 +473,6 @@ def _taking_over(
     max_size: int,
     precopy: bool,
 ) -> Steps[TakeOverReport]:
-    allow_lossy = check_allow_lossy(allow_lossy)
     lossy: dict[str, tuple[int, ...]] = {}
     if readable is None:
         readable = service.readable_versions(allow_lossy=allow_lossy)
@@ -644,7 +643,7 @@ def take_over(
         service,
         inheritance,
         readable=readable,
-        allow_lossy=allow_lossy,
+        allow_lossy=check_allow_lossy(allow_lossy),  # before any step runs
         strict=strict,
         max_size=max_size,
         precopy=precopy,
@@ -674,7 +673,7 @@ async def take_over_async(
         service,
         inheritance,
         readable=readable,
-        allow_lossy=allow_lossy,
+        allow_lossy=check_allow_lossy(allow_lossy),  # before any step runs
         strict=strict,
         max_size=max_size,
         precopy=precopy,

@@ -12,7 +12,7 @@ from aiohttp import web
 from lossy_components import lossy_both_ways, service_at
 
 from statemigrate import ConfigurationError
-from statemigrate.handoff import Spawn, hand_over
+from statemigrate.handoff import Spawn, hand_over, take_over
 from statemigrate.integrations.aiohttp import serve
 from statemigrate.integrations.asgi import HotRestart
 from statemigrate.integrations.gunicorn import server_hooks
@@ -55,3 +55,11 @@ def test_hand_over_refuses_a_str_before_a_successor_is_started(tmp_path: Any) ->
             allow_lossy="catalog",
         )
     assert not marker.exists()
+
+
+def test_take_over_refuses_a_str_before_its_first_step() -> None:
+    """Refused before the first step: the inheritance (here not even a real one) is not
+    touched, and no HELLO goes to the old process."""
+    untouched: Any = object()
+    with pytest.raises(ConfigurationError, match=STR_REFUSED):
+        take_over(service_at(2, [], lossy_both_ways()), untouched, allow_lossy="catalog")
