@@ -222,6 +222,7 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     targets: dict[str, int] = args.targets
     output = None if is_object_url(args.output) else check_output_file(args.output, option="-o")
     registry = registry_from(args)
+    allow_lossy = _allow_lossy(args, registry)  # its warning before the progress line
     key = read_key_option(args.key_file)
     snapshot, notes = _full_snapshot(args, key, registry)
     with Progress(len(snapshot.header.sections), verb="migrating") as progress:
@@ -229,7 +230,7 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
             snapshot,
             targets,
             registry=registry,
-            allow_lossy=_allow_lossy(args, registry),
+            allow_lossy=allow_lossy,
             key=key,
             on_section=progress.step,
         )
@@ -280,6 +281,7 @@ def verify_command(args: argparse.Namespace, out: TextIO) -> int:
     """Print whether each section of ``SNAPSHOT`` would restore into the registry's
     release: 0 when every one would, 1 when one would not."""
     registry = registry_from(args)
+    allow_lossy = _allow_lossy(args, registry)  # its warning before the progress line
     key = read_key_option(args.key_file)
     snapshot, notes = _full_snapshot(args, key, registry)
     with Progress(len(snapshot.header.sections), verb="verifying") as progress:
@@ -287,7 +289,7 @@ def verify_command(args: argparse.Namespace, out: TextIO) -> int:
             snapshot,
             args.targets,
             registry=registry,
-            allow_lossy=_allow_lossy(args, registry),
+            allow_lossy=allow_lossy,
             on_section=progress.step,
         )
     restores = all(verdict.restores for verdict in verdicts)
