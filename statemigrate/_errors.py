@@ -371,7 +371,8 @@ class LossyMigrationError(StateMigrateError):
         self.steps = list(steps)
         super().__init__(
             f"migrating {component!r} from version {source} to {target} loses data in"
-            f" {', '.join(self.steps)}; pass allow_lossy=True to accept that"
+            f" {', '.join(self.steps)}; pass allow_lossy={{{component!r}}} (or True, for every"
+            " component) to accept that"
         )
 
 

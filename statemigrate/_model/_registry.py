@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from statemigrate._errors import RegistrationError, UnknownComponentError
+from statemigrate._model._allowlossy import AllowLossy, lossy_allowed
 from statemigrate._model._fieldpaths import (
     lost_path_problem,
     records_problem,
@@ -276,7 +277,9 @@ class Registry:
             steps = self._steps.get(component, {})
             return [steps[key] for key in sorted(steps)]
 
-    def plan(self, component: str, source: int, target: int, *, allow_lossy: bool = False) -> Plan:
+    def plan(
+        self, component: str, source: int, target: int, *, allow_lossy: AllowLossy = False
+    ) -> Plan:
         """Plan the steps that bring ``component`` from ``source`` to ``target``.
 
         The plan avoids lossy steps whenever a loss-free path exists, then takes the
@@ -287,7 +290,9 @@ class Registry:
             UnknownComponentError: nothing is registered for ``component``.
             NoMigrationPathError: no chain of steps connects the versions; it names
                 ``target`` or ``source`` when no schema or step registers it.
-            LossyMigrationError: every path loses data and ``allow_lossy`` is false.
+            LossyMigrationError: every path loses data and ``allow_lossy`` does not
+                allow loss for ``component`` (it is neither True nor names it).
+            ConfigurationError: ``allow_lossy`` is neither a bool nor component names.
         """
         steps = self.steps(component)
         plan = plan_path(
@@ -295,7 +300,7 @@ class Registry:
             steps,
             source,
             target,
-            allow_lossy=allow_lossy,
+            allow_lossy=lossy_allowed(allow_lossy, component),
             versions=self.versions(component),
         )
         refused = frozenset(
@@ -326,7 +331,7 @@ class Registry:
         source: int,
         target: int,
         *,
-        allow_lossy: bool = False,
+        allow_lossy: AllowLossy = False,
         validate: bool = True,
         copy: bool = True,
         export: bool = True,
@@ -344,7 +349,8 @@ class Registry:
             data: plain data at version ``source``.
             source: the version the data is in.
             target: the version to bring it to (``source`` itself validates only).
-            allow_lossy: allow a plan through steps declared lossy.
+            allow_lossy: allow a plan through steps declared lossy: True, or
+                names that include ``component``.
             validate: validate the result against the target schema; the result's
                 ``state`` is then the validated state.
             copy: migrate a private copy and leave ``data`` as it was (steps may

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Sequence
 
 from statemigrate._errors import StateMigrateError
+from statemigrate._model._allowlossy import AllowLossy
 from statemigrate._runtime._chainread import Chain, compose_chain
 from statemigrate._runtime._deltawrite import takes_whole_states_only
 from statemigrate._runtime._restore import Registered
@@ -30,7 +31,7 @@ logger = logging.getLogger("statemigrate")
 
 
 def fold_reasons(
-    headers: Sequence[SnapshotHeader], entries: Sequence[Registered], *, allow_lossy: bool
+    headers: Sequence[SnapshotHeader], entries: Sequence[Registered], *, allow_lossy: AllowLossy
 ) -> list[str]:
     """Why a chain with these headers (base first) must be folded before ``entries``
     restore it: one ``component/instance (...)`` per registered component that a delta

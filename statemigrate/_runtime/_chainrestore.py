@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from statemigrate._errors import RestoreError, SnapshotError
+from statemigrate._model._allowlossy import AllowLossy
 from statemigrate._model._component import component_state, import_component, importable_state
 from statemigrate._runtime._chain import split_chain
 from statemigrate._runtime._chainfold import fold_chain, fold_reasons
@@ -42,7 +43,7 @@ logger = logging.getLogger("statemigrate")
 def restore_chain(
     data: bytes | bytearray | memoryview,
     source: object,
-    options: Mapping[str, bool | None],
+    options: Mapping[str, AllowLossy | None],
     *,
     restore: Callable[..., RestoreReport],
     entries: Sequence[Registered],
@@ -79,7 +80,7 @@ def restore_chain(
             pieces, reasons = pieces[-1:], []
         else:
             reasons = fold_reasons(
-                headers, entries, allow_lossy=bool(options.get("allow_lossy"))
+                headers, entries, allow_lossy=options.get("allow_lossy") or False
             )
         if reasons:
             # Deltas some component's plan cannot migrate: the chain is restored as the one

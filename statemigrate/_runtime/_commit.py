@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from statemigrate._errors import StoreError
+from statemigrate._model._allowlossy import AllowLossy
 from statemigrate._runtime._export import walk_section
 from statemigrate._runtime._report import CommitReport, SnapshotReport
 from statemigrate._runtime._telemetry import (
@@ -47,7 +48,7 @@ def encode_whole(
     encoding: Mapping[str, Any],
     *,
     targets: Mapping[str, int] | None,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
 ) -> EncodedSnapshot:
     """Encode ``exported`` in memory, as ``encoding`` (:meth:`Service._encoding`) says.
 
@@ -70,7 +71,7 @@ def commit_streamed(
     *,
     generation: int,
     targets: Mapping[str, int] | None,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
 ) -> CommitReport:
     """Commit ``exported`` to ``store`` as snapshot ``generation``, encoded while the
     store writes it, so the whole snapshot is never in memory; ``encoding`` says how

@@ -37,6 +37,7 @@ from statemigrate._errors import (
     SnapshotError,
     StateMigrateError,
 )
+from statemigrate._model._allowlossy import AllowLossy
 from statemigrate._model._changes import (
     imports_records,
     key_codec,
@@ -93,7 +94,7 @@ def apply_delta(
     snapshot: Snapshot,
     entries: Sequence[Registered],
     *,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
     strict: bool,
     read_seconds: float,
     verify_seconds: float,
@@ -117,7 +118,7 @@ def _apply_delta(
     snapshot: Snapshot,
     entries: Sequence[Registered],
     *,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
     strict: bool,
     timings: dict[str, float],
 ) -> RestoreReport:
@@ -214,7 +215,12 @@ def _decode(snapshot: Snapshot, index: int, entry: Registered) -> dict[str, Any]
 
 
 def _stage(
-    snapshot: Snapshot, index: int, entry: Registered, data: dict[str, Any], *, allow_lossy: bool
+    snapshot: Snapshot,
+    index: int,
+    entry: Registered,
+    data: dict[str, Any],
+    *,
+    allow_lossy: AllowLossy,
 ) -> tuple[_Staged, dict[str, float]]:
     """Migrate and validate one section, and check that its component can take it."""
     section = snapshot.header.sections[index]

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from statemigrate._errors import ExportError, MigrationStepError, StateMigrateError
+from statemigrate._model._allowlossy import AllowLossy
 from statemigrate._model._changes import (
     ComponentChanges,
     PartialState,
@@ -38,7 +39,7 @@ def delta_section(
     changes: PartialState,
     *,
     target: int | None,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
     walk: bool = False,
     check: bool = False,
 ) -> tuple[SectionInput, tuple[str, ...]]:
@@ -130,7 +131,9 @@ def takes_whole_states_only(obj: object) -> bool:
     return writes_own_state(obj) and not imports_records(obj)
 
 
-def delta_obstacle(entry: Registered, source_version: int, *, allow_lossy: bool) -> str | None:
+def delta_obstacle(
+    entry: Registered, source_version: int, *, allow_lossy: AllowLossy
+) -> str | None:
     """Why ``entry`` cannot take deltas written at ``source_version``, or ``None`` when
     it can: its state is written through the default path or it follows the records
     protocol, and the plan from that version has record steps only."""

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from statemigrate._errors import ExportError
+from statemigrate._model._allowlossy import AllowLossy
 from statemigrate._model._component import export_component
 from statemigrate._model._paths import format_path, located_path
 from statemigrate._runtime._gcpause import gc_paused
@@ -50,7 +51,7 @@ def export_all(
     entries: Sequence[Registered],
     *,
     targets: Mapping[str, int] | None,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
     check: bool = False,
 ) -> Exported:
     """Export every registered component, migrated to its target version; with
@@ -78,7 +79,7 @@ def walk_section(
     exc: NotPlainError,
     *,
     targets: Mapping[str, int] | None,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
 ) -> None:
     """Export again, walking it, the section whose data turned out not to be plain.
 
@@ -132,7 +133,7 @@ def export_section(
     entry: Registered,
     *,
     targets: Mapping[str, int] | None,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
     walk: bool = False,
     check: bool = False,
 ) -> tuple[SectionInput, tuple[str, ...], float]:

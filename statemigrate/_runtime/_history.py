@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from statemigrate._errors import RestoreError
+from statemigrate._model._allowlossy import AllowLossy
 from statemigrate._runtime._chainname import named
 from statemigrate._runtime._delta import apply_delta
 from statemigrate._runtime._deltawrite import delta_obstacle
@@ -101,7 +102,7 @@ def restore_full(
     entries: Mapping[tuple[str, str], Registered],
     history: RestoreHistory,
     *,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
     strict: bool,
     force: bool,
     allow_older: bool,
@@ -164,7 +165,7 @@ def restore_delta(
     entries: Mapping[tuple[str, str], Registered],
     history: RestoreHistory,
     *,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
     strict: bool,
     read_seconds: float,
     verify_seconds: float,
@@ -235,7 +236,7 @@ def no_deltas_after(
     report: RestoreReport,
     entries: Mapping[tuple[str, str], Registered],
     *,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
 ) -> str | None:
     """Why deltas cannot follow this restore, or ``None`` when they can.
 

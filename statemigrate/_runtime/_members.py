@@ -7,6 +7,7 @@ through it (``register``, ``unregister``, ``versions``, ``readable_versions``).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Literal
 
 from statemigrate._errors import (
@@ -16,6 +17,7 @@ from statemigrate._errors import (
     RegistrationError,
     UnknownComponentError,
 )
+from statemigrate._model._allowlossy import AllowLossy, check_allow_lossy, unregistered_names
 from statemigrate._model._component import component_spec
 from statemigrate._runtime._restore import Registered
 
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from statemigrate._model._registry import Registry
 
 __all__ = ["NAME_LIMIT", "Members", "RestoreFailurePolicy", "check_policy"]
+
+logger = logging.getLogger("statemigrate")
 
 NAME_LIMIT = 200
 """Characters at most in a service's name and in an instance's."""
@@ -98,7 +102,29 @@ class Members:
         """The live schema version of each registered component."""
         return {e.component: e.spec.version for e in self.entries.values()}
 
-    def readable_versions(self, *, allow_lossy: bool) -> dict[str, list[int]]:
+    def check_lossy(self, allow_lossy: object) -> bool | frozenset[str]:
+        """``allow_lossy`` checked up front (see :func:`check_allow_lossy`).
+
+        A name of no registered component is logged as a warning, not refused: the
+        same setting may go to both sides of a handoff or to the next release, which
+        may add or drop a component, and such a name allows no loss anywhere.
+
+        Raises:
+            ConfigurationError: ``allow_lossy`` is a str or no collection of names.
+        """
+        checked = check_allow_lossy(allow_lossy)
+        unknown = unregistered_names(checked, self.versions())
+        if unknown:
+            logger.warning(
+                "allow_lossy names %s, no component of service %r (registered: %s);"
+                " ignored",
+                ", ".join(map(repr, unknown)),
+                self._service,
+                ", ".join(sorted(self.versions())) or "none",
+            )
+        return checked
+
+    def readable_versions(self, *, allow_lossy: AllowLossy) -> dict[str, list[int]]:
         """Per component, the versions this code can restore from, ascending (see
         :meth:`Service.readable_versions`)."""
         readable: dict[str, list[int]] = {}

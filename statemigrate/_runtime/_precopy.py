@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 import xxhash
 
 from statemigrate._errors import ChangeTrackingError, ConfigurationError, StateMigrateError
+from statemigrate._model._allowlossy import AllowLossy
 from statemigrate._model._changes import ComponentChanges, PartialState
 from statemigrate._runtime._deltawrite import changes_of, delta_section, takes_whole_states_only
 from statemigrate._runtime._export import section_to_walk
@@ -63,7 +64,7 @@ class PreCopySource:
         entries: Sequence[Registered],
         *,
         targets: Mapping[str, int] | None,
-        allow_lossy: bool,
+        allow_lossy: AllowLossy,
         reserve: Callable[[], int],
         write_full: FullWriter,
         write_delta: DeltaWriter,

@@ -38,6 +38,7 @@ from statemigrate._errors import (
     StateMigrateError,
     UnknownComponentError,
 )
+from statemigrate._model._allowlossy import AllowLossy
 from statemigrate._model._component import (
     ComponentSpec,
     component_state,
@@ -128,7 +129,7 @@ def run_restore(
     snapshot: Snapshot,
     entries: Sequence[Registered],
     *,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
     strict: bool,
     read_seconds: float,
     verify_seconds: float,
@@ -232,7 +233,7 @@ def _match(
     return staged, unknown, missing
 
 
-def _decode(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
+def _decode(snapshot: Snapshot, item: _Staged, *, allow_lossy: AllowLossy) -> None:
     section = snapshot.header.sections[item.index]
     item.proven = _proven_plan(item.entry, section.version, allow_lossy)
     form = _typed_form(item.entry, section.version, section.fingerprint, item.proven)
@@ -245,7 +246,7 @@ def _decode(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
         raise RestoreError("decode", str(exc), component=item.entry.key) from exc
 
 
-def _proven_plan(entry: Registered, version: int, allow_lossy: bool) -> Plan | None:
+def _proven_plan(entry: Registered, version: int, allow_lossy: AllowLossy) -> Plan | None:
     """The plan from ``version`` when it is made of proven field changes only, else None
     (the pipeline then plans again, and reports what is wrong with the plan)."""
     if version == entry.spec.version:
@@ -294,7 +295,7 @@ def _typed_form(
     return schema.typed if schema.fingerprint == fingerprint else None
 
 
-def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: bool) -> None:
+def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: AllowLossy) -> None:
     """Bring a decoded section to the version its component runs, validated.
 
     The section's data is the restore's own, so it is handed to the pipeline without
@@ -390,7 +391,7 @@ def _run_proven(item: _Staged, plan: Plan) -> tuple[Any, dict[str, float], tuple
 
 
 def _run_pipeline(
-    item: _Staged, source: int, allow_lossy: bool
+    item: _Staged, source: int, allow_lossy: AllowLossy
 ) -> tuple[Any, dict[str, float], tuple[str, ...]]:
     """The validated state of a plain section: its steps run, its target validated."""
     entry = item.entry

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from statemigrate._errors import RestoreError, SnapshotError, StateMigrateError
+from statemigrate._model._allowlossy import AllowLossy
 from statemigrate._runtime._history import RestoreHistory, logged, restore_delta, restore_full
 from statemigrate._runtime._restore import Registered
 from statemigrate._runtime._sources import Fetched, bytes_of
@@ -39,7 +40,7 @@ def restore_source(
     limits: DecodeLimits,
     entries: Mapping[tuple[str, str], Registered],
     history: RestoreHistory,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
     strict: bool,
     force: bool,
     allow_older: bool,

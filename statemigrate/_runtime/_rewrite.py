@@ -22,6 +22,7 @@ from statemigrate._errors import (
     UnknownComponentError,
     ValidationError,
 )
+from statemigrate._model._allowlossy import AllowLossy, check_allow_lossy
 from statemigrate._model._plan import Plan
 from statemigrate._runtime._readback import read_back_problem
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
@@ -54,7 +55,7 @@ def migrate_snapshot(
     targets: Mapping[str, int],
     *,
     registry: Registry,
-    allow_lossy: bool = False,
+    allow_lossy: AllowLossy = False,
     key: bytes | None = None,
     level: int = 1,
     on_section: Callable[[str], None] | None = None,
@@ -69,7 +70,8 @@ def migrate_snapshot(
         snapshot: a verified snapshot (see :func:`~statemigrate.open_snapshot`).
         targets: the version to bring each named component to (every instance of it).
         registry: where the schemas and steps are found.
-        allow_lossy: allow steps declared lossy.
+        allow_lossy: allow steps declared lossy: True, or the components whose
+            steps may lose data.
         key: the key to authenticate the new snapshot with, if any.
         level: the zstd compression level.
         on_section: called with ``component/instance`` after each section is done
@@ -77,7 +79,8 @@ def migrate_snapshot(
 
     Raises:
         ConfigurationError: ``targets`` names a component the snapshot does not hold,
-            or the snapshot is a delta (which only means something on top of its base).
+            the snapshot is a delta (which only means something on top of its base),
+            or ``allow_lossy`` is a str or no collection of names.
         SnapshotError: a section does not decode.
         UnknownComponentError, NoMigrationPathError, LossyMigrationError,
             MigrationStepError, ValidationError: as :meth:`Registry.migrate` raises them
@@ -85,6 +88,7 @@ def migrate_snapshot(
             named section that another schema wrote under its version (the
             fingerprints differ) and this code would not read back as written.
     """
+    allow_lossy = check_allow_lossy(allow_lossy)
     _check_targets(snapshot, targets, done="rewritten")
     sections_info = snapshot.header.sections
     sections: list[SectionInput] = []
@@ -213,7 +217,7 @@ def verify_snapshot(
     targets: Mapping[str, int],
     *,
     registry: Registry,
-    allow_lossy: bool = False,
+    allow_lossy: AllowLossy = False,
     on_section: Callable[[str], None] | None = None,
 ) -> list[SectionVerdict]:
     """Whether each section of ``snapshot`` would restore into a release running
@@ -231,7 +235,8 @@ def verify_snapshot(
         targets: the version a component's sections should reach, for the components
             not to be checked at their newest version.
         registry: the schemas and steps of the release to restore into.
-        allow_lossy: allow steps declared lossy.
+        allow_lossy: allow steps declared lossy: True, or the components whose
+            steps may lose data.
         on_section: called with ``component/instance`` after each section is checked
             (a progress display).
 
@@ -239,11 +244,13 @@ def verify_snapshot(
         One verdict per section, in the snapshot's order.
 
     Raises:
-        ConfigurationError: the snapshot is a delta, or ``targets`` names a component
-            the snapshot does not hold.
+        ConfigurationError: the snapshot is a delta, ``targets`` names a component
+            the snapshot does not hold, or ``allow_lossy`` is a str or no collection of
+            names.
         UnknownComponentError: ``targets`` names a component, or a version of one,
             that ``registry`` does not hold.
     """
+    allow_lossy = check_allow_lossy(allow_lossy)
     _check_targets(snapshot, targets, done="verified")
     for component, version in targets.items():
         registry.schema_for(component, version)  # raises for what is not registered
@@ -260,7 +267,7 @@ def _verify_section(
     index: int,
     targets: Mapping[str, int],
     registry: Registry,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
 ) -> SectionVerdict:
     section = snapshot.header.sections[index]
     verdict = SectionVerdict(section.component, section.instance, section.version, None)

@@ -16,6 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from statemigrate._errors import ConfigurationError
+from statemigrate._model._allowlossy import AllowLossy
 from statemigrate._observe._instruments import declare_service, declare_store
 from statemigrate._observe._status import RestoreStatus, StatusTracker
 from statemigrate._runtime._callerstack import guard_caller_stack
@@ -196,12 +197,12 @@ class Service:
         """The live schema version of each registered component."""
         return self._members.versions()
 
-    def readable_versions(self, *, allow_lossy: bool = True) -> dict[str, list[int]]:
+    def readable_versions(self, *, allow_lossy: AllowLossy = True) -> dict[str, list[int]]:
         """Per component, the versions this code can restore from, ascending.
 
         Args:
             allow_lossy: count versions that reach the live one only through steps
-                declared lossy; with False, only loss-free paths count.
+                declared lossy (of the components named, or all with True).
         """
         return self._members.readable_versions(allow_lossy=allow_lossy)
 
@@ -212,7 +213,7 @@ class Service:
         self,
         *,
         targets: Mapping[str, int] | None = None,
-        allow_lossy: bool = False,
+        allow_lossy: AllowLossy = False,
         meta: Mapping[str, str] | None = None,
     ) -> tuple[EncodedSnapshot, SnapshotReport]:
         """Export every registered component into snapshot bytes.
@@ -221,7 +222,7 @@ class Service:
             targets: per component, a schema version to write instead of the live one;
                 the data goes through the registered steps, e.g. downgrades so that older
                 code can restore it (a rollback).
-            allow_lossy: let those steps include ones declared lossy.
+            allow_lossy: let those steps include ones declared lossy (True, or of those named).
             meta: string annotations stored in the header.
 
         Raises:
@@ -233,13 +234,14 @@ class Service:
             ValidationError: data migrated for a target does not fit its schema.
             CallerStackError: called from a stack too near the recursion limit.
         """
+        allow_lossy = self._members.check_lossy(allow_lossy)
         return self._snapshot(targets=targets, allow_lossy=allow_lossy, meta=meta)
 
     def _snapshot(
         self,
         *,
         targets: Mapping[str, int] | None,
-        allow_lossy: bool,
+        allow_lossy: AllowLossy,
         meta: Mapping[str, str] | None,
         identity: DeltaBase | None = None,
         check: bool = False,
@@ -267,7 +269,7 @@ class Service:
         self,
         *,
         targets: Mapping[str, int] | None = None,
-        allow_lossy: bool = False,
+        allow_lossy: AllowLossy = False,
         meta: Mapping[str, str] | None = None,
     ) -> PreCopySource:
         """The pieces of a pre-copy hand-over: a full snapshot, then deltas.
@@ -279,13 +281,14 @@ class Service:
         :meth:`snapshot`; deltas for a target older than the live version need record
         steps only (see ``docs/precopy.md``).
         """
+        allow_lossy = self._members.check_lossy(allow_lossy)
         return self._precopy_source(targets=targets, allow_lossy=allow_lossy, meta=meta)
 
     def _precopy_source(
         self,
         *,
         targets: Mapping[str, int] | None = None,
-        allow_lossy: bool = False,
+        allow_lossy: AllowLossy = False,
         meta: Mapping[str, str] | None = None,
         check: bool = False,
     ) -> PreCopySource:
@@ -354,7 +357,7 @@ class Service:
         store: Store,
         *,
         targets: Mapping[str, int] | None = None,
-        allow_lossy: bool = False,
+        allow_lossy: AllowLossy = False,
         meta: Mapping[str, str] | None = None,
     ) -> CommitReport:
         """Snapshot every component and commit the bytes atomically to ``store``.
@@ -367,6 +370,7 @@ class Service:
             StoreError: the store could not commit; its previous snapshot is intact.
             See :meth:`snapshot` for the rest.
         """
+        allow_lossy = self._members.check_lossy(allow_lossy)
         # Deep: what is committed must restore (a plain state's records are validated).
         exported = export_all(
             self.components, targets=targets, allow_lossy=allow_lossy, check=True
@@ -405,7 +409,7 @@ class Service:
         self,
         source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
         *,
-        allow_lossy: bool = False,
+        allow_lossy: AllowLossy = False,
         strict: bool | None = None,
         force: bool = False,
         allow_older: bool = False,
@@ -429,8 +433,8 @@ class Service:
             source: snapshot bytes, what :meth:`snapshot` returns (an encoded
                 snapshot, as are pre-copy's pieces), a store reference, or a
                 :class:`CommitReport`.
-            allow_lossy: allow declared-lossy steps (needed to restore data written by
-                newer code through a lossy downgrade).
+            allow_lossy: allow declared-lossy steps: True, or the components named, as
+                ``{"catalog"}`` (for data newer code wrote through a lossy downgrade, say).
             strict: override the service's policy for sections no component claims and
                 components the snapshot lacks.
             force: restore every component, even those restored from this snapshot
@@ -443,7 +447,7 @@ class Service:
 
         Raises:
             SourceTypeError: ``source`` is none of those (a ``TypeError``); nothing
-                was touched.
+                was touched. ConfigurationError: ``allow_lossy`` is a str, say.
             RestoreError: with the phase, component and step that failed; the cause is
                 chained (e.g. a SnapshotError for corrupt bytes). Refused snapshots (of
                 another service, too old, or with a generation of ``GENERATION_LIMIT``
@@ -451,7 +455,7 @@ class Service:
         """
         check_source(source)
         options = {
-            "allow_lossy": allow_lossy,
+            "allow_lossy": self._members.check_lossy(allow_lossy),
             "strict": strict,
             "force": force,
             "allow_older": allow_older,
@@ -463,7 +467,7 @@ class Service:
         self,
         source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
         *,
-        allow_lossy: bool = False,
+        allow_lossy: AllowLossy = False,
         strict: bool | None = None,
         force: bool = False,
         allow_older: bool = False,
@@ -541,7 +545,7 @@ class Service:
             | Store
             | None
         ),
-        **options: bool,
+        **options: AllowLossy | None,
     ) -> RestoreReport | None:
         """Restore at start-up, and apply the failure policy if the restore fails.
 
@@ -568,6 +572,7 @@ class Service:
         Raises:
             RestoreError: the restore failed and a component's policy is ``"refuse"``.
         """
+        options["allow_lossy"] = self._members.check_lossy(options.get("allow_lossy", False))
         if isinstance(source, Store):
             # A service restoring from a store commits its checkpoints there: its
             # commits' series exist from now, so the first failure is an increase.
@@ -588,7 +593,7 @@ class Service:
     def _restore_stored(
         self,
         source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
-        options: Mapping[str, bool | None],
+        options: Mapping[str, AllowLossy | None],
     ) -> RestoreReport:
         """Restore a snapshot, or a chain that incremental checkpoints committed: its
         base, then each delta in order (see :func:`restore_stored`)."""

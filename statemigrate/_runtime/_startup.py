@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from statemigrate._errors import RestoreError, StateMigrateError, StoreError
+from statemigrate._model._allowlossy import AllowLossy
 from statemigrate._observe._status import StatusTracker
 from statemigrate._runtime._chain import is_chain
 from statemigrate._runtime._chainrestore import restore_chain
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     RestoreStored = Callable[
         [
             bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
-            Mapping[str, bool | None],
+            Mapping[str, AllowLossy | None],
         ],
         RestoreReport,
     ]
@@ -56,7 +57,7 @@ def restore_at_start(
     source: (
         bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport | Store | None
     ),
-    options: Mapping[str, bool | None],
+    options: Mapping[str, AllowLossy | None],
     *,
     restore_stored: RestoreStored,
     start_cold: Callable[[str], None],
@@ -101,7 +102,7 @@ def restore_at_start(
 
 def restore_latest(
     store: Store,
-    options: Mapping[str, bool | None],
+    options: Mapping[str, AllowLossy | None],
     *,
     restore_stored: RestoreStored,
     start_cold: Callable[[str], None],
@@ -247,7 +248,7 @@ def no_fallback(current: Failing, *, also: str = "") -> None:
 
 def restore_stored(
     source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
-    options: Mapping[str, bool | None],
+    options: Mapping[str, AllowLossy | None],
     *,
     restore: Callable[..., RestoreReport],
     entries: Sequence[Registered],

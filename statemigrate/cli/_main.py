@@ -158,7 +158,8 @@ def _message(exc: StateMigrateError) -> str:
         # The library's message names the keyword argument; here the flag is the cure.
         return (
             f"migrating {exc.component!r} from version {exc.source} to {exc.target} loses"
-            f" data in {', '.join(exc.steps)}; pass --allow-lossy to accept that"
+            f" data in {', '.join(exc.steps)}; pass --allow-lossy-for {exc.component} (or"
+            " --allow-lossy, for every component) to accept that"
         )
     return str(exc)
 

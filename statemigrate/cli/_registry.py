@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -15,6 +16,7 @@ from statemigrate._errors import (
     StoreError,
     UnknownComponentError,
 )
+from statemigrate._model._allowlossy import AllowLossy, names_shown
 from statemigrate._model._registry import Registry
 from statemigrate._runtime._chainread import Chain, compose_chain
 from statemigrate._runtime._rewrite import SectionVerdict, migrate_snapshot, verify_snapshot
@@ -126,8 +128,9 @@ def _add_snapshot_argument(parser: argparse.ArgumentParser) -> None:
 def _add_migration_arguments(
     parser: argparse.ArgumentParser, *, required: bool, targets_help: str
 ) -> None:
-    """``--to``, ``--allow-lossy``, ``--key-file``, ``--store-option`` and the registry's
-    options: what ``migrate`` and ``verify`` take besides ``SNAPSHOT``."""
+    """``--to``, ``--allow-lossy`` or ``--allow-lossy-for``, ``--key-file``,
+    ``--store-option`` and the registry's options: what ``migrate`` and ``verify`` take
+    besides ``SNAPSHOT``."""
     parser.add_argument(
         "--to",
         dest="targets",
@@ -137,10 +140,36 @@ def _add_migration_arguments(
         metavar="COMPONENT=VERSION",
         help=targets_help,
     )
-    parser.add_argument("--allow-lossy", action="store_true", help="allow steps declared lossy")
+    lossy = parser.add_mutually_exclusive_group()
+    lossy.add_argument(
+        "--allow-lossy", action="store_true", help="allow steps declared lossy, of every component"
+    )
+    lossy.add_argument(
+        "--allow-lossy-for",
+        action="append",
+        default=[],
+        metavar="COMPONENT",
+        help="allow the steps declared lossy of COMPONENT only (repeatable)",
+    )
     add_key_argument(parser)
     add_store_argument(parser)
     add_registry_arguments(parser)
+
+
+def _allow_lossy(args: argparse.Namespace, registry: Registry) -> AllowLossy:
+    """``--allow-lossy`` as True, or the components ``--allow-lossy-for`` names. A name
+    the registry does not hold is a warning, as in a service: it allows nothing."""
+    if args.allow_lossy:
+        return True
+    names = frozenset(args.allow_lossy_for)
+    unknown = sorted(names.difference(registry.components()))
+    if unknown:
+        print(
+            f"statemigrate: warning: --allow-lossy-for {printable(', '.join(unknown))}: no"
+            " such component in the registry, ignored",
+            file=sys.stderr,
+        )
+    return names
 
 
 def plan_command(args: argparse.Namespace, out: TextIO) -> int:
@@ -159,7 +188,8 @@ def plan_command(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"  {step}{note}\n")
     if plan.lossy_steps:
         out.write(
-            f"{len(plan.lossy_steps)} lossy step(s): restoring along this path needs allow_lossy\n"
+            f"{len(plan.lossy_steps)} lossy step(s): restoring along this path needs"
+            f" allow_lossy={names_shown([args.component])} or True\n"
         )
     return 0
 
@@ -192,6 +222,7 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
     targets: dict[str, int] = args.targets
     output = None if is_object_url(args.output) else check_output_file(args.output, option="-o")
     registry = registry_from(args)
+    allow_lossy = _allow_lossy(args, registry)  # its warning before the progress line
     key = read_key_option(args.key_file)
     snapshot, notes = _full_snapshot(args, key, registry)
     with Progress(len(snapshot.header.sections), verb="migrating") as progress:
@@ -199,7 +230,7 @@ def migrate_command(args: argparse.Namespace, out: TextIO) -> int:
             snapshot,
             targets,
             registry=registry,
-            allow_lossy=args.allow_lossy,
+            allow_lossy=allow_lossy,
             key=key,
             on_section=progress.step,
         )
@@ -250,6 +281,7 @@ def verify_command(args: argparse.Namespace, out: TextIO) -> int:
     """Print whether each section of ``SNAPSHOT`` would restore into the registry's
     release: 0 when every one would, 1 when one would not."""
     registry = registry_from(args)
+    allow_lossy = _allow_lossy(args, registry)  # its warning before the progress line
     key = read_key_option(args.key_file)
     snapshot, notes = _full_snapshot(args, key, registry)
     with Progress(len(snapshot.header.sections), verb="verifying") as progress:
@@ -257,7 +289,7 @@ def verify_command(args: argparse.Namespace, out: TextIO) -> int:
             snapshot,
             args.targets,
             registry=registry,
-            allow_lossy=args.allow_lossy,
+            allow_lossy=allow_lossy,
             on_section=progress.step,
         )
     restores = all(verdict.restores for verdict in verdicts)
@@ -324,7 +356,10 @@ def _verdict_json(verdict: SectionVerdict) -> dict[str, Any]:
 def _reason(error: StateMigrateError) -> str:
     if isinstance(error, LossyMigrationError):
         # The library's message names the keyword argument; here the flag is the cure.
-        return f"loses data in {', '.join(error.steps)}; pass --allow-lossy to accept that"
+        return (
+            f"loses data in {', '.join(error.steps)}; pass --allow-lossy-for {error.component}"
+            " (or --allow-lossy, for every component) to accept that"
+        )
     return str(error)
 
 

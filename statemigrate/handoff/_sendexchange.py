@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from statemigrate._errors import HandoffError, StoreError
+from statemigrate._model._allowlossy import names_shown
 from statemigrate.handoff._drive import Steps, call_hook, settle
 from statemigrate.handoff._fork import freeze_heap, thaw_heap
 from statemigrate.handoff._options import HandoffTimeouts
@@ -187,8 +188,8 @@ def lossy_hint(lossy: Mapping[str, Sequence[int]]) -> str:
     )
     return (
         f"; the successor would read {reads} through steps declared lossy: pass"
-        " allow_lossy=True to the successor's take_over (or its server adapter's run) to"
-        " upgrade through them"
+        f" allow_lossy={names_shown(lossy)} (or True, for every component) to the successor's"
+        " take_over (or its server adapter's run) to upgrade through them"
     )
 
 

@@ -52,6 +52,7 @@ from statemigrate._errors import (
     RestoreError,
     StateMigrateError,
 )
+from statemigrate._model._allowlossy import AllowLossy, check_allow_lossy, names_shown
 from statemigrate._observe._tracing import SpanHandle, start_span, under
 from statemigrate._runtime._report import SnapshotReport
 from statemigrate._runtime._service import CheckpointGate, Service, choose_versions
@@ -93,7 +94,9 @@ logger = logging.getLogger("statemigrate.handoff")
 PreCopy = Literal["fork", "inline", False]
 
 
-def _reachable(service: Service, *, allow_lossy: bool) -> tuple[dict[str, list[int]], set[str]]:
+def _reachable(
+    service: Service, *, allow_lossy: AllowLossy
+) -> tuple[dict[str, list[int]], set[str]]:
     """Versions each live component can be exported to, and the components that could
     reach more if loss were allowed (to say so in the error)."""
     reachable: dict[str, list[int]] = {}
@@ -116,7 +119,7 @@ def _reachable(service: Service, *, allow_lossy: bool) -> tuple[dict[str, list[i
 
 
 def choose_targets(
-    service: Service, readable: Mapping[str, Sequence[int]], *, allow_lossy: bool = False
+    service: Service, readable: Mapping[str, Sequence[int]], *, allow_lossy: AllowLossy = False
 ) -> dict[str, int]:
     """Pick the version each component of ``service`` is exported in for a reader.
 
@@ -127,7 +130,7 @@ def choose_targets(
     Args:
         service: the exporting (old) process's service.
         readable: what the successor said it reads, per component.
-        allow_lossy: allow reaching a version through steps declared lossy.
+        allow_lossy: allow reaching a version through lossy steps (True, or of those named).
 
     Returns:
         ``{component: version}`` for every registered component.
@@ -149,7 +152,8 @@ def choose_targets(
         if blocked:
             detail += (
                 f"; only steps declared lossy lead to what it reads for {', '.join(blocked)}:"
-                " pass allow_lossy=True to export through them (a rollback)"
+                f" pass allow_lossy={names_shown(blocked)} (or True, for every component) to"
+                " export through them (a rollback)"
             )
         raise HandoffError("export", detail) from exc
 
@@ -157,11 +161,12 @@ def choose_targets(
 def _exporting(
     service: Service,
     *,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
     meta: Mapping[str, str] | None,
     on_snapshot: Callable[[SnapshotReport], None] | None,
 ) -> Prepare:
     """The export of ``service``: versions chosen before the pause, snapshot after it."""
+    check_allow_lossy(allow_lossy)  # before a successor is started
 
     def prepare(readable: Mapping[str, Sequence[int]]) -> Callable[[], bytes]:
         targets = choose_targets(service, readable, allow_lossy=allow_lossy)
@@ -213,7 +218,7 @@ def _why_not(pieces: Pieces) -> str:
 
 
 def _rounds(
-    service: Service, *, precopy: PreCopy, allow_lossy: bool, meta: Mapping[str, str] | None
+    service: Service, *, precopy: PreCopy, allow_lossy: AllowLossy, meta: Mapping[str, str] | None
 ) -> Rounds | None:
     """The pre-copy rounds of ``service``, or ``None`` when ``precopy`` is off."""
     if precopy is False:
@@ -349,7 +354,7 @@ def hand_over(
     listeners: Mapping[str, socket.socket],
     control: ServerControl | None = None,
     timeouts: HandoffTimeouts = DEFAULT_TIMEOUTS,
-    allow_lossy: bool = False,
+    allow_lossy: AllowLossy = False,
     meta: Mapping[str, str] | None = None,
     on_snapshot: Callable[[SnapshotReport], None] | None = None,
     precopy: PreCopy = "fork",
@@ -376,6 +381,7 @@ def hand_over(
         allow_lossy: let the export run steps declared lossy. Needed to hand state
             back to an older release (a rollback), which reads only older versions;
             never implied, because the older release will not see what they drop.
+            True, or the components allowed (``{"catalog"}``).
         meta: annotations written into the snapshot header.
         on_snapshot: called with the snapshot's report (versions, steps, sizes,
             timings) right after a full export in the pause, while the writers are
@@ -422,7 +428,7 @@ async def hand_over_async(
     listeners: Mapping[str, socket.socket],
     control: AsyncServerControl | None = None,
     timeouts: HandoffTimeouts = DEFAULT_TIMEOUTS,
-    allow_lossy: bool = False,
+    allow_lossy: AllowLossy = False,
     meta: Mapping[str, str] | None = None,
     on_snapshot: Callable[[SnapshotReport], None] | None = None,
     precopy: PreCopy = "fork",
@@ -462,7 +468,7 @@ def _taking_over(
     inheritance: Inheritance,
     *,
     readable: Mapping[str, Iterable[int]] | None,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
     strict: bool | None,
     max_size: int,
     precopy: bool,
@@ -470,7 +476,7 @@ def _taking_over(
     lossy: dict[str, tuple[int, ...]] = {}
     if readable is None:
         readable = service.readable_versions(allow_lossy=allow_lossy)
-        if not allow_lossy:
+        if allow_lossy is not True:
             # Announced so that an old process none of whose versions this one reads
             # can tell the operator that a lossy upgrade, not a missing step, is why.
             with_loss = service.readable_versions(allow_lossy=True)
@@ -585,7 +591,7 @@ def take_over(
     inheritance: Inheritance,
     *,
     readable: Mapping[str, Iterable[int]] | None = None,
-    allow_lossy: bool = False,
+    allow_lossy: AllowLossy = False,
     strict: bool | None = None,
     max_size: int = DEFAULT_MAX_SNAPSHOT_SIZE,
     precopy: bool = True,
@@ -609,10 +615,10 @@ def take_over(
         inheritance: from :func:`~statemigrate.handoff.receive_handoff`, not used yet.
         readable: override the versions announced.
         allow_lossy: declare (and restore through) versions reached only by lossy
-            steps: needed to upgrade from an older release through a step declared
-            lossy. Off by default: the old process then does any lossy downgrade,
-            and only if it was told to; an upgrade through a lossy step is refused,
-            the refusal naming the versions this process would read with it.
+            steps (True, or of those named): needed to upgrade from an older release
+            through a step declared lossy. Off by default: the old process then does
+            any lossy downgrade, if told to; an upgrade through a lossy step is
+            refused, the refusal naming the versions this process would read with it.
         strict: passed to :meth:`~statemigrate.Service.restore`.
         max_size: the largest snapshot accepted.
         precopy: announce pre-copy in HELLO: an old process that does it sends a
@@ -637,7 +643,7 @@ def take_over(
         service,
         inheritance,
         readable=readable,
-        allow_lossy=allow_lossy,
+        allow_lossy=check_allow_lossy(allow_lossy),  # before any step runs
         strict=strict,
         max_size=max_size,
         precopy=precopy,
@@ -650,7 +656,7 @@ async def take_over_async(
     inheritance: Inheritance,
     *,
     readable: Mapping[str, Iterable[int]] | None = None,
-    allow_lossy: bool = False,
+    allow_lossy: AllowLossy = False,
     strict: bool | None = None,
     max_size: int = DEFAULT_MAX_SNAPSHOT_SIZE,
     precopy: bool = True,
@@ -667,7 +673,7 @@ async def take_over_async(
         service,
         inheritance,
         readable=readable,
-        allow_lossy=allow_lossy,
+        allow_lossy=check_allow_lossy(allow_lossy),  # before any step runs
         strict=strict,
         max_size=max_size,
         precopy=precopy,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from statemigrate._errors import StateMigrateError
+from statemigrate._model._allowlossy import AllowLossy
 from statemigrate._runtime._service import Service
 from statemigrate.handoff import HandoffTimeouts, hand_over
 from statemigrate.integrations._gunicorn_worker import WorkerGate
@@ -53,7 +54,7 @@ def listen_for_successor(
     trials: TrialRunner | None,
     *,
     timeouts: HandoffTimeouts,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
 ) -> None:
     """Listen on ``path`` for the successor of ``worker`` (of ``slot``), in a thread
     that hands ``service``'s state over to it."""
@@ -86,7 +87,7 @@ def _serve_successors(
     idle: threading.Event,
     *,
     timeouts: HandoffTimeouts,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
 ) -> None:
     with listener:
         while True:

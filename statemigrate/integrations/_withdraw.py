@@ -31,6 +31,7 @@ from types import FrameType
 from typing import Any
 
 from statemigrate._errors import HandoffError
+from statemigrate._model._allowlossy import AllowLossy
 from statemigrate._runtime._service import Service
 from statemigrate.handoff import Inheritance, TakeOverReport, take_over_async
 
@@ -131,7 +132,7 @@ class Withdrawal:
 
 
 async def take_over_or_withdraw(
-    service: Service, inheritance: Inheritance, withdrawal: Withdrawal, *, allow_lossy: bool
+    service: Service, inheritance: Inheritance, withdrawal: Withdrawal, *, allow_lossy: AllowLossy
 ) -> TakeOverReport | None:
     """Take the state over, or withdraw on a stop signal received before SERVING.
 

@@ -45,6 +45,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from statemigrate._errors import ConfigurationError, HandoffError
+from statemigrate._model._allowlossy import AllowLossy, check_allow_lossy
 from statemigrate._runtime._service import Service
 from statemigrate.handoff import (
     HandoffReport,
@@ -267,7 +268,7 @@ async def serve(
     argv: Sequence[str] | None = None,
     signum: int = signal.SIGUSR2,
     timeouts: HandoffTimeouts | None = None,
-    allow_lossy: bool = False,
+    allow_lossy: AllowLossy = False,
     keepalive_timeout: float = 75.0,
     drain_timeout: float | None = None,
     shutdown_timeout: float = 10.0,
@@ -295,7 +296,7 @@ async def serve(
         argv: the successor's command line; this process's own by default.
         signum: the signal that starts a handoff.
         timeouts: the waits of both sides of the handoff.
-        allow_lossy: passed to both sides of the handoff.
+        allow_lossy: passed to both sides of the handoff: True, or component names.
         keepalive_timeout: seconds an idle keep-alive connection stays open (as
             ``web.run_app``'s).
         drain_timeout: after a handoff, seconds the connections this process still
@@ -341,6 +342,7 @@ async def serve(
 
     if app.frozen:
         raise ConfigurationError("app", "already set up; pass the application before it runs")
+    allow_lossy = check_allow_lossy(allow_lossy)
     if not name:
         raise ConfigurationError("name", "must be a non-empty listener name")
     for option, value in (
@@ -445,7 +447,7 @@ async def serve(
                 moved(await _hand_over(Spawn(list(permanent)), allow_lossy=True))
                 hot.done.set()
 
-        async def _hand_over(to: Spawn, *, allow_lossy: bool) -> HandoffReport:
+        async def _hand_over(to: Spawn, *, allow_lossy: AllowLossy) -> HandoffReport:
             assert listener is not None
             try:
                 report = await hand_over_async(
@@ -524,7 +526,7 @@ async def _take_over(
     withdrawal: Withdrawal,
     early_stops: list[int],
     *,
-    allow_lossy: bool,
+    allow_lossy: AllowLossy,
 ) -> TakeOverReport | None:
     """Take the state over, or withdraw on a stop signal received before SERVING.
 

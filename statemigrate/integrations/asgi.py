@@ -55,6 +55,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from statemigrate._errors import ConfigurationError, HandoffError
+from statemigrate._model._allowlossy import AllowLossy, check_allow_lossy
 from statemigrate._runtime._service import Service
 from statemigrate.handoff import (
     HandoffReport,
@@ -153,7 +154,7 @@ class HotRestart:
         signum: the signal that starts a handoff.
         timeouts: the waits of both sides of the handoff.
         allow_lossy: passed to both sides of the handoff (a rollback through a lossy
-            downgrade needs it on the newer side).
+            downgrade needs it on the newer side): True, or the components allowed.
         forward_timeout: seconds a request passed on to the successor may take.
         locate: finds the server, the listener and the inheritance at lifespan
             start-up, when the engine's runner did not :meth:`attach` them (a server
@@ -186,7 +187,7 @@ class HotRestart:
         env: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
         signum: int = signal.SIGUSR2,
         timeouts: HandoffTimeouts | None = None,
-        allow_lossy: bool = False,
+        allow_lossy: AllowLossy = False,
         forward_timeout: float = 30.0,
         locate: Locate | None = None,
         on_take_over: Callable[[TakeOverReport], object] | None = None,
@@ -211,7 +212,7 @@ class HotRestart:
         self.env = env
         self.signum = signum
         self.timeouts = timeouts if timeouts is not None else HandoffTimeouts()
-        self.allow_lossy = allow_lossy
+        self.allow_lossy = check_allow_lossy(allow_lossy)
         self.forward_timeout = forward_timeout
         self.safe_methods = safe_methods_of(safe_methods)
         self._locate = locate
@@ -483,7 +484,7 @@ class HotRestart:
             await self._hand_over(Spawn(list(permanent)), allow_lossy=True, moved=moved)
 
     async def _hand_over(
-        self, successor: Spawn, *, allow_lossy: bool, trial: bool = False,
+        self, successor: Spawn, *, allow_lossy: AllowLossy, trial: bool = False,
         moved: Moved | None = None,
     ) -> HandoffReport:
         assert self.listener is not None and self.server is not None

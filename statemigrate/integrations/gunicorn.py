@@ -77,6 +77,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from statemigrate._errors import ConfigurationError, HandoffError, StateMigrateError
+from statemigrate._model._allowlossy import AllowLossy, check_allow_lossy
 from statemigrate._runtime._service import Service
 from statemigrate.handoff import (
     HandoffReport,
@@ -154,7 +155,7 @@ class _Hooks:
         service: ServiceSpec,
         *,
         directory: HandoffDirectory,
-        allow_lossy: bool,
+        allow_lossy: AllowLossy,
         timeouts: HandoffTimeouts,
         retire_old_master: bool,
         trial: Trial | None,
@@ -440,7 +441,7 @@ def server_hooks(
     service: ServiceSpec,
     *,
     directory: str | os.PathLike[str] | None = None,
-    allow_lossy: bool = False,
+    allow_lossy: AllowLossy = False,
     timeouts: HandoffTimeouts | None = None,
     retire_old_master: bool = True,
     trial: Trial | None = None,
@@ -467,7 +468,7 @@ def server_hooks(
             temporary directory. Each master removes, as it starts, the files there
             that processes gone (``kill -9``) left.
         allow_lossy: passed to both sides of each handoff; needed to roll back to a
-            release that reads only older versions.
+            release that reads only older versions. True, or the components allowed.
         timeouts: the waits of both sides of each handoff.
         retire_old_master: stop the old master with ``SIGTERM`` once every new
             worker has taken over; without it the operator stops it.
@@ -508,7 +509,7 @@ def server_hooks(
         directory=HandoffDirectory(
             Path(directory) if directory is not None else default_directory()
         ),
-        allow_lossy=allow_lossy,
+        allow_lossy=check_allow_lossy(allow_lossy),  # a clear error now, not in each worker
         timeouts=timeouts if timeouts is not None else HandoffTimeouts(),
         retire_old_master=retire_old_master,
         trial=trial,

@@ -883,7 +883,7 @@ def test_plan_down_lists_the_lossy_steps(capsys: pytest.CaptureFixture[str]) -> 
     assert result.out.splitlines() == [
         "kvcache: 3 -> 1",
         "  kvcache 3 -> 1 (downgrade_3_to_1)  [lossy: drops entries.*.expires_at, entries.*.hits]",
-        "1 lossy step(s): restoring along this path needs allow_lossy",
+        "1 lossy step(s): restoring along this path needs allow_lossy={'kvcache'} or True",
     ]
 
 

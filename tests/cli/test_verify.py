@@ -151,7 +151,8 @@ def test_a_lossy_downgrade_needs_allow_lossy(
     assert (refused.code, refused.err) == (1, "")
     assert refused.out.splitlines() == [
         "kvcache/default: 3 -> 1 would NOT restore: loses data in kvcache 3 -> 1"
-        " (downgrade_3_to_1); pass --allow-lossy to accept that"
+        " (downgrade_3_to_1); pass --allow-lossy-for kvcache (or --allow-lossy, for every"
+        " component) to accept that"
     ]
     allowed = run(
         capsys, "verify", str(v3_snapshot), "--to", "kvcache=1", "--allow-lossy", *REGISTRY

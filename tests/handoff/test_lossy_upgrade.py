@@ -89,7 +89,10 @@ def test_a_lossy_upgrade_is_refused_with_the_way_to_allow_it() -> None:
     detail = old_error.detail
     assert "book: this process has v2, successor reads [3]" in detail
     assert "the successor would read book v2 through steps declared lossy" in detail
-    assert "allow_lossy=True to the successor's take_over (or its server adapter's run)" in detail
+    assert (
+        "pass allow_lossy={'book'} (or True, for every component) to the successor's take_over"
+        " (or its server adapter's run)"
+    ) in detail
     assert isinstance(taken, HandoffError)
 
 

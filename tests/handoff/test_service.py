@@ -89,7 +89,8 @@ def test_the_chosen_version_is_one_both_sides_understand(
         assert caught.value.stage == "export"
         assert f"kvcache: this process has v{live}, successor reads" in caught.value.detail
         lossy_would_do = bool(readable & reachable(live, allow_lossy=True))
-        assert ("allow_lossy=True" in caught.value.detail) == lossy_would_do
+        cure = "pass allow_lossy={'kvcache'} (or True, for every component)"
+        assert (cure in caught.value.detail) == lossy_would_do
 
 
 # --- the handshake against a real successor -------------------------------------------------
@@ -150,7 +151,7 @@ def test_no_common_version_is_refused_before_pausing_then_allowed_lossy() -> Non
         assert error.stage == "export"
         assert not isinstance(error, SuccessorFailedError)  # we turned it away
         assert "kvcache: this process has v3, successor reads [1]" in error.detail
-        assert "allow_lossy=True" in error.detail
+        assert "allow_lossy={'kvcache'} (or True, for every component)" in error.detail
         assert error.report is not None and error.report.reason == error.detail
         assert error.report.readable == {"kvcache": (1,)}
         assert error.report.successor_exit is not None  # stopped and reaped
@@ -253,7 +254,7 @@ def test_refused_rollback_leaves_the_old_process_serving() -> None:
         assert result["ok"] is False
         assert result["stage"] == "export"
         assert "kvcache: this process has v3, successor reads [1]" in result["reason"]
-        assert "allow_lossy=True" in result["reason"]
+        assert "allow_lossy={'kvcache'} (or True, for every component)" in result["reason"]
         assert traffic.bad == []
         assert traffic.ok > before
         stats = api.json("GET", "/stats")
