@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from statemigrate._errors import HandoffError
 from statemigrate._runtime._gate import FDS_VAR, note_descriptors_taken, started_by_handoff
+from statemigrate.handoff._predecessor import died_before_state, running
 
 __all__ = [
     "CONTROL_NAME",
@@ -205,15 +206,12 @@ def take_environ(environ: MutableMapping[str, str] | None = None) -> NamedFds | 
 
 def _orphaned(parent_pid: int) -> str:
     """Why descriptors named by ``parent_pid`` are not ours to take: most often that
-    process died before the handoff, and this one was handed to another parent."""
-    try:
-        os.kill(parent_pid, 0)
-    except ProcessLookupError:
+    process died before the handoff (killed, it may linger as a zombie under a parent
+    that does not wait for it), and this one was handed to another parent."""
+    if not running(parent_pid):
         return (
-            f"descriptors were named by pid {parent_pid}, the process that started this"
-            f" one, which is no longer running (it died before the handoff); our parent"
+            f"{died_before_state(parent_pid)}. Descriptors were named by pid {parent_pid},"
+            f" the process that started this one, which is no longer running; our parent"
             f" is now pid {os.getppid()}"
         )
-    except PermissionError:
-        pass  # it runs, as another user: a stranger's variables
     return f"descriptors were named by pid {parent_pid}, but our parent is pid {os.getppid()}"

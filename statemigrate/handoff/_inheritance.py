@@ -26,6 +26,7 @@ from statemigrate.handoff._env import check_name
 from statemigrate.handoff._fdcheck import check_listener
 from statemigrate.handoff._fdpass import MAX_FDS, close_all
 from statemigrate.handoff._options import HandoffTimeouts
+from statemigrate.handoff._predecessor import died_before_state, running
 from statemigrate.handoff._protocol import (
     Abort,
     Applied,
@@ -99,6 +100,16 @@ def _reason(exc: BaseException) -> str:
     if cancelled is not None and isinstance(exc, cancelled) and exc.args:
         return str(exc.args[0])
     return repr(exc)
+
+
+_CLOSED = "channel closed"
+
+
+def _hung_up(error: HandoffError) -> bool:
+    """Whether ``error`` is the old process's end of the channel gone: closed while we
+    waited, or refusing what we sent. It may have died; other failures say why."""
+    cause = error.__cause__
+    return error.detail == _CLOSED or isinstance(cause, BrokenPipeError | ConnectionResetError)
 
 
 # How often the old process's liveness is checked when no pidfd can be waited on.
@@ -285,6 +296,8 @@ class Inheritance:
                 self._apply(got, on_piece)
         except HandoffError as exc:
             self._abandon(str(exc))
+            if _hung_up(exc) and (yield from self._predecessor_gone()):
+                raise HandoffError("receive", died_before_state(self.parent_pid)) from exc
             raise
         except BaseException as exc:
             self._abandon(_reason(exc))
@@ -324,7 +337,7 @@ class Inheritance:
         )
         arrived = time.monotonic()
         if isinstance(got, NoMessage):
-            what = {"timeout": f"no snapshot within {timeout:g} s", "closed": "channel closed"}
+            what = {"timeout": f"no snapshot within {timeout:g} s", "closed": _CLOSED}
             raise HandoffError("receive", what.get(got.why, got.why))
         message, fds = got.message, list(got.fds)
         try:
@@ -480,13 +493,7 @@ class Inheritance:
             return ready_now((self._pidfd,)) is not None
         if self.transport == "spawn":
             return os.getppid() != self.parent_pid  # re-parented: our parent exited
-        try:
-            os.kill(self.parent_pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+        return not running(self.parent_pid)
 
     def _predecessor_gone(self) -> Steps[bool]:
         """Steps: whether the old process is gone, waiting up to ``timeouts.kill_grace``.

@@ -243,7 +243,7 @@ def spawn_steps(
                 if exc.reason is None:
                     detail = (
                         f"the successor exited before sending {awaited(exc.stage)}"
-                        f" (status {status})"
+                        f" ({describe_exit(status)})"
                     )
                 error = SuccessorFailedError(
                     exc.stage, detail, reason=exc.reason, exit_status=status

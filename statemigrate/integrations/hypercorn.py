@@ -34,6 +34,7 @@ from statemigrate._errors import ConfigurationError, HandoffError
 from statemigrate._runtime._service import Service
 from statemigrate.handoff import HandoffReport, receive_handoff
 from statemigrate.integrations._runserving import run_serving
+from statemigrate.integrations._startuptimeout import startup_timeout
 from statemigrate.integrations.asgi import ASGIApp, HotRestart
 
 __all__ = ["HypercornHooks", "run", "serve"]
@@ -114,6 +115,9 @@ async def serve(
             is done; hypercorn accepts right after.
         config: attributes of ``hypercorn.config.Config`` to set
             (``keep_alive_timeout``, ``graceful_timeout``, ...); ``bind`` is set here.
+            ``startup_timeout``, which bounds the take-over too (it runs in the
+            lifespan start-up), is by default hypercorn's 60 s plus the sum of
+            ``timeouts``; one set here below that sum is kept, with a warning.
         **options: options of :class:`~statemigrate.integrations.asgi.HotRestart`.
 
     Returns:
@@ -139,6 +143,14 @@ async def serve(
             raise ConfigurationError("config", f"hypercorn has no setting {key!r}")
         setattr(settings, key, value)
     hot = HotRestart(app, service, **options)
+    # The take-over runs inside the lifespan start-up, which hypercorn bounds.
+    given = (config or {}).get("startup_timeout")
+    settings.startup_timeout = startup_timeout(
+        engine_default=float(Config.startup_timeout),
+        given=None if given is None else float(given),
+        timeouts=hot.timeouts,
+        option="hypercorn's startup_timeout",
+    )
     inheritance = receive_handoff(
         expect={hot.name}, timeouts=hot.timeouts, serves=hot.withdrawal.serves
     )
@@ -191,11 +203,19 @@ def run(app: ASGIApp, service: Service, **options: Any) -> HandoffReport | None:
     """:func:`serve` in a new event loop; same options. A successor that cannot take
     the state over (:func:`serve` raises :class:`~statemigrate.HandoffError`), and a
     start-up that fails (hypercorn's ``LifespanFailureError``: a restore refused in the
-    lifespan, the application's own start-up), log why and exit with status 1."""
-    from hypercorn.utils import LifespanFailureError
+    lifespan, the application's own start-up) or runs past hypercorn's
+    ``startup_timeout``, log why and exit with status 1."""
+    from hypercorn.utils import LifespanFailureError, LifespanTimeoutError
 
     try:
         return run_serving(serve(app, service, **options))
     except LifespanFailureError as exc:
         logging.getLogger("statemigrate.handoff").error("%s; this process exits", exc)
+        raise SystemExit(1) from None
+    except LifespanTimeoutError:
+        logging.getLogger("statemigrate.handoff").error(
+            "hypercorn's startup_timeout ran out before the lifespan start-up (the"
+            " application's own, then the take-over in a successor) ended; this process"
+            " exits"
+        )
         raise SystemExit(1) from None

@@ -147,6 +147,22 @@ def test_names_from_a_process_that_died_say_it_died() -> None:
         take_environ(env)
     assert f"named by pid {child.pid}, the process that started this one" in str(caught.value)
     assert f"our parent is now pid {os.getppid()}" in str(caught.value)
+    assert f"the old process (pid {child.pid}) died during the handoff" in str(caught.value)
+
+
+def test_names_from_a_process_that_died_unreaped_say_it_died() -> None:
+    """Killed under a parent that does not wait for it, the old process lingers as a
+    zombie: it answers a signal check, yet it died."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped
+    try:
+        env = {FDS_VAR: "http=5", PARENT_PID_VAR: str(child.pid)}
+        with pytest.raises(HandoffError, match="which is no longer running") as caught:
+            take_environ(env)
+        assert f"the old process (pid {child.pid}) died during the handoff" in str(caught.value)
+        assert "restart it" in str(caught.value)
+    finally:
+        child.wait()
 
 
 def test_take_environ_needs_the_parent_pid():

@@ -54,8 +54,9 @@ def refuse(readable):
 # and whether the successor itself gave up (SuccessorFailedError) rather than the handoff
 CASES = [
     ("fail", None, "ready", "the successor failed: validation failed", 1, True),
-    ("exit3", None, "handshake", r"exited before sending HELLO \(status 3\)", 3, True),
-    ("vanish", None, "ready", r"exited before sending READY \(status 0\)", 0, True),
+    ("exit3", None, "handshake", r"exited before sending HELLO \(exit status 3\)", 3, True),
+    ("usr2", None, "handshake", r"exited before sending HELLO \(killed by SIGUSR2\)", -12, True),
+    ("vanish", None, "ready", r"exited before sending READY \(exit status 0\)", 0, True),
     ("hang", None, "ready", r"no READY from the successor within 1 s", -15, False),
     ("hang-stubborn", None, "ready", r"no READY from the successor within 1 s", -9, False),
     ("silent", None, "handshake", r"no HELLO from the successor within 1 s", -15, False),

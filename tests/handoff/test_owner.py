@@ -3,6 +3,7 @@ and the old process takes its state back from a successor that dies before SERVI
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -61,6 +62,28 @@ def test_a_ready_successor_takes_over_when_the_old_process_dies(tmp_path, role):
     inheritance.ready()
     assert inheritance.predecessor_died
     assert state == (7, {"a": 3, "b": 5})
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("role", ["old-dies-before-snapshot", "old-dies-at-once"])
+def test_an_old_process_dead_before_the_snapshot_is_named_plainly(tmp_path, role):
+    """The channel closes while the successor waits (or refuses its HELLO): it says the
+    old process died before its state was sent, nothing serves, and how to restart,
+    instead of the bare channel error. The dead process is left unreaped (a zombie), as
+    under a parent that does not wait."""
+    proc, sock = connect_to_old(role, tmp_path)
+    inheritance = receive_handoff(sock, timeouts=FAST)
+    if role == "old-dies-at-once":
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # dead, HELLO not sent
+    with pytest.raises(HandoffError) as caught:
+        inheritance.hello({"counters": [1]})
+    error = caught.value
+    assert error.stage == "receive"
+    assert error.detail.startswith(
+        f"the old process (pid {proc.pid}) died during the handoff before its state was sent:"
+        " nothing serves the service now; restart it"
+    ), error.detail
+    assert "start_from" in error.detail
     assert proc.wait(timeout=60) == -signal.SIGKILL
 
 

@@ -5,6 +5,8 @@ Usage: peer.py ROLE SOCKET_PATH
 As the old process it listens on SOCKET_PATH, accepts one successor and speaks the
 protocol by hand, so it can stop where no library call would:
 
+    old-dies-at-once          accept the successor, then SIGKILL itself
+    old-dies-before-snapshot  read HELLO, then SIGKILL itself
     old-dies-after-ready      send the snapshot, read READY, then SIGKILL itself
     old-dies-after-snapshot   send the snapshot, then SIGKILL itself
     old-dies-leaving-ready    send the snapshot, let READY arrive, SIGKILL itself unread
@@ -55,6 +57,8 @@ def old(role: str, path: str) -> int:
     server.listen(1)
     os.write(1, b"listening\n")
     conn, _ = server.accept()
+    if role == "old-dies-at-once":
+        die()
     channel = Channel(conn)
     deadline = time.monotonic() + 60
 
@@ -65,6 +69,8 @@ def old(role: str, path: str) -> int:
 
     hello = receive().message
     assert isinstance(hello, Hello), hello
+    if role == "old-dies-before-snapshot":
+        die()
     with MemfdStore(name="peer") as store:
         ref = store.commit(STATE)
         channel.send(SnapshotOffer(size=ref.size, listeners=()), [ref.fd], stage="test")

@@ -11,6 +11,7 @@ Modes:
     fail-lingering report its pid, then FAILED, then wait (up to 10 s) for OUTPUT.release
                    to exist before exiting, as a server shutting down would
     exit3          exit with status 3 before saying anything
+    usr2           die of SIGUSR2 (its default action) before saying anything
     vanish         receive the snapshot, then exit without READY
     hang           receive the snapshot, then never answer
     hang-stubborn  like hang, and ignore SIGTERM
@@ -49,6 +50,10 @@ def emit(**event: object) -> None:
 def main(mode: str) -> int:
     if mode == "exit3":
         return 3
+    if mode == "usr2":
+        signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
+        os.kill(os.getpid(), signal.SIGUSR2)
     if mode == "hang-stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if mode == "bad-hello":
