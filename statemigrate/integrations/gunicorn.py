@@ -178,7 +178,8 @@ class _Hooks:
                 server, directory=self.directory, trial=self.trial, checkpoints=self.checkpoints
             )
             route_library_logs(server.log)
-            watch_new_master(server)  # a kill -USR2 whose new master fails says so
+            # A kill -USR2 whose new master fails says so.
+            watch_new_master(server, handed_over=self.directory.moved(os.getpid()).exists)
             removed = self.directory.sweep()  # kill -9 leaves files behind
             if removed:
                 server.log.info(
