@@ -208,7 +208,7 @@ def test_an_old_worker_that_must_not_serve_waits_without_spinning(tmp_path: Path
 
         def old_replacement() -> int:
             log = server.log.read_text()
-            found = re.findall(r"\[(\d+)\] \[WARNING\] worker \d+ \(slot 0\): this gen", log)
+            found = re.findall(r"\[(\d+)\] \[INFO\] worker \d+ \(slot 0\): this gen", log)
             return int(found[-1]) if found else 0
 
         replacement = _wait("the old master's idle worker", server, old_replacement)
@@ -270,3 +270,28 @@ def test_a_new_master_dying_while_the_old_one_retires_makes_the_old_exit_with_fa
         assert {key: read_value(again.port, key) for key in KEYS} == KEYS
     finally:
         again.stop()
+
+
+@pytest.mark.parametrize(
+    ("marked", "level"), [("4310 4300\n", "INFO"), ("", "WARNING")], ids=["routine", "unknown"]
+)
+def test_an_upgraded_generation_s_idle_worker_says_so_at_info(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, marked: str, level: str
+) -> None:
+    """After every deploy the old master forks a worker for the slot its moved worker
+    left, which must not serve: routine, so INFO; a mark that names nobody is not."""
+    import logging
+    from types import SimpleNamespace
+
+    from statemigrate.integrations._gunicorn_directory import HandoffDirectory
+    from statemigrate.integrations._gunicorn_generations import next_generation_gone
+
+    log = logging.getLogger("test.gunicorn.worker")
+    caplog.set_level(logging.INFO, logger=log.name)
+    mark = tmp_path / "4242.moved"
+    mark.write_text(marked)
+    worker = SimpleNamespace(pid=4250, ppid=4242, alive=False, log=log)  # being stopped
+    assert not next_generation_gone(mark, worker, 0, HandoffDirectory(tmp_path))
+    [record] = caplog.records
+    assert record.levelname == level
+    assert "this generation was upgraded; not serving while the next one" in record.getMessage()
