@@ -108,6 +108,7 @@ from statemigrate.integrations._gunicorn_generations import (
 )
 from statemigrate.integrations._gunicorn_handover import listen_for_successor, wait_handoff_end
 from statemigrate.integrations._gunicorn_logging import route_library_logs
+from statemigrate.integrations._gunicorn_metrics import worker_exited, worker_started
 from statemigrate.integrations._gunicorn_reexec import watch_new_master
 from statemigrate.integrations._gunicorn_service import (
     ServiceSpec,
@@ -191,6 +192,7 @@ class _Hooks:
 
     def child_exit(self, server: Any, worker: Any) -> None:
         vacate(server, worker)
+        worker_exited(worker.pid, server.log)  # its gauges, in multiprocess mode
 
     def on_exit(self, server: Any) -> None:
         self.directory.forget(os.getpid())
@@ -199,6 +201,7 @@ class _Hooks:
 
     def post_worker_init(self, worker: Any) -> None:
         route_library_logs(worker.log)  # the application, loaded now, may log itself
+        worker_started()  # the gauges the master set, in this worker's metrics files
         slot: int = getattr(worker, SLOT, 0)
         mark = self.directory.moved(worker.ppid)
 
