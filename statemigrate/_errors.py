@@ -531,6 +531,9 @@ class RestoreError(StateMigrateError):
             chain, as ``statemigrate inspect`` names it (``checkpoint chain <newest
             piece's id> gen N (base <base's id> gen M, P pieces)``).
         piece: the index of the chain's piece that failed, base first, when one did.
+        way_out: what to do about it, when the caller knows (a start-up refusing a
+            newer release's snapshot says which release reads it, or how to rewrite
+            it); it ends the message.
     """
 
     def __init__(
@@ -543,6 +546,7 @@ class RestoreError(StateMigrateError):
         rollback_failed: Iterable[str] = (),
         restoring: str | None = None,
         piece: int | None = None,
+        way_out: str | None = None,
     ) -> None:
         self.phase = phase
         self.component = component
@@ -551,6 +555,7 @@ class RestoreError(StateMigrateError):
         self.rollback_failed = tuple(rollback_failed)
         self.restoring = restoring
         self.piece = piece
+        self.way_out = way_out
         what = f"restore of {restoring} failed" if restoring else "restore failed"
         if piece is not None:
             what += f" at piece {piece}"
@@ -560,7 +565,8 @@ class RestoreError(StateMigrateError):
             outcome = f"rollback failed for {', '.join(self.rollback_failed)}"
         else:
             outcome = "every component is as it was"
-        super().__init__(f"{what} during {phase}{where}{at}: {detail}; {outcome}")
+        after = f"; {way_out}" if way_out else ""
+        super().__init__(f"{what} during {phase}{where}{at}: {detail}; {outcome}{after}")
 
 
 class CheckpointError(StateMigrateError):

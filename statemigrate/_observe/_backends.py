@@ -14,6 +14,8 @@ adds ``_total`` and unit suffixes only where missing, then shows the same names.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,7 @@ from statemigrate._observe._instruments import (
     INSTRUMENTS,
     Instrument,
     Sink,
+    active_sink,
     emit,
     use_sink,
 )
@@ -32,7 +35,15 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from prometheus_client import CollectorRegistry
 
-__all__ = ["disable_metrics", "use_opentelemetry", "use_prometheus"]
+__all__ = [
+    "disable_metrics",
+    "prometheus_multiprocess",
+    "restate_after_fork",
+    "use_opentelemetry",
+    "use_prometheus",
+]
+
+logger = logging.getLogger("statemigrate")
 
 # One sink per prometheus_client registry: its metrics can be registered only once.
 _prometheus_sinks: list[tuple[CollectorRegistry, Sink]] = []
@@ -47,14 +58,34 @@ def _missing(extra: str, module: str, exc: ImportError) -> ConfigurationError:
     )
 
 
+def prometheus_multiprocess() -> bool:
+    """Whether prometheus_client is in its multiprocess mode, which it chooses from
+    this variable as it is imported: each process writes its values to its own files,
+    which a collector sums (counters) or lists by ``pid`` (gauges)."""
+    return bool(
+        os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+    )
+
+
 class _PrometheusSink:
-    """Records into prometheus_client metrics, one per instrument."""
+    """Records into prometheus_client metrics, one per instrument.
+
+    In multiprocess mode a process forked after a gauge was set starts with its own
+    file, where the gauge reads 0 (``statemigrate_build_info``, set as metrics are
+    enabled, in a preloading master): :meth:`restate` sets each gauge again in the
+    child. Gauges are ``liveall`` there, so that ``multiprocess.mark_process_dead``
+    removes a dead process's series.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         from prometheus_client import Counter, Gauge, Histogram
 
         self._record: dict[str, Callable[[float, Sequence[str]], None]] = {}
         self._metrics: dict[str, Counter | Gauge | Histogram] = {}
+        self.multiprocess = prometheus_multiprocess()
+        # The last value of each gauge series this process set, to set again after a
+        # fork. Bounded as the declared series are: the labels are of this process.
+        self._gauges: dict[tuple[Instrument, tuple[str, ...]], float] = {}
         for instrument in INSTRUMENTS:
             name, labels = instrument.name, instrument.labels
             metric: Counter | Gauge | Histogram
@@ -65,7 +96,15 @@ class _PrometheusSink:
                         name.removesuffix("_total"), instrument.help, labels, registry=registry
                     )
                 elif instrument.kind == "gauge":
-                    metric = Gauge(name, instrument.help, labels, registry=registry)
+                    metric = Gauge(
+                        name,
+                        instrument.help,
+                        labels,
+                        registry=registry,
+                        # One series per live process; the default, "all", keeps
+                        # those of dead processes for ever.
+                        multiprocess_mode="liveall",
+                    )
                 else:
                     metric = Histogram(
                         name,
@@ -82,12 +121,22 @@ class _PrometheusSink:
             self._metrics[name] = metric
 
     def record(self, instrument: Instrument, value: float, labels: Sequence[str]) -> None:
+        if instrument.kind == "gauge":
+            self._gauges[instrument, tuple(labels)] = value
         self._record[instrument.name](value, labels)
 
     def prepare(self, instrument: Instrument, labels: Sequence[str]) -> None:
         """Create a counter's or histogram's series at zero (``labels()`` does)."""
         if instrument.kind != "gauge" and instrument.labels:
             self._metrics[instrument.name].labels(*labels)
+
+    def restate(self) -> None:
+        """Set every gauge again to its last value, in multiprocess mode: called in a
+        process forked since, whose files hold none of them."""
+        if not self.multiprocess:
+            return  # the values live in the process's memory, forked with it
+        for (instrument, labels), value in list(self._gauges.items()):
+            self._record[instrument.name](value, labels)
 
 
 def _prometheus_recorder(
@@ -191,6 +240,20 @@ def use_opentelemetry(meter_provider: MeterProvider | None = None) -> None:
         raise _missing("opentelemetry", "opentelemetry-api", exc) from exc
     use_sink(_OpenTelemetrySink(meter_provider))
     emit(BUILD_INFO, 1.0, __version__)
+
+
+def restate_after_fork() -> None:
+    """In a process forked after metrics were enabled (a gunicorn worker), set the
+    values that were set once before the fork (``statemigrate_build_info``, the
+    status gauges of a service restored in the master) again, where the backend keeps
+    them per process: prometheus_client's multiprocess mode. Nothing otherwise."""
+    restate = getattr(active_sink(), "restate", None)
+    if callable(restate):
+        try:
+            restate()
+        except Exception:
+            # As for every record: a metrics backend's trouble never stops the caller.
+            logger.exception("setting the gauges again after a fork failed")
 
 
 def disable_metrics() -> None:

@@ -83,4 +83,5 @@ def named(error: RestoreError) -> RestoreError:
         rollback_failed=error.rollback_failed,
         restoring=chain.name,
         piece=chain.piece,
+        way_out=error.way_out,
     )

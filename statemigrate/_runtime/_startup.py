@@ -18,6 +18,7 @@ from statemigrate._observe._status import StatusTracker
 from statemigrate._runtime._chain import is_chain
 from statemigrate._runtime._chainrestore import restore_chain
 from statemigrate._runtime._history import RestoreHistory
+from statemigrate._runtime._newerrelease import with_way_out
 from statemigrate._runtime._report import CommitReport, RestoreReport
 from statemigrate._runtime._restore import Registered
 from statemigrate._runtime._sources import Failing, Fetched, Reader, check_source, fetch
@@ -94,9 +95,13 @@ def restore_at_start(
             )
         return restore_stored(source, options)
     except RestoreError as exc:
+        # A newer release's snapshot: the error says how to get out, whatever the server.
+        hinted = with_way_out(exc)
         if refuse:
-            raise
-        start_cold(str(exc))  # "restore failed during ..."
+            if hinted is exc:
+                raise
+            raise hinted from exc.__cause__
+        start_cold(str(hinted))  # "restore failed during ..."
         return None
 
 

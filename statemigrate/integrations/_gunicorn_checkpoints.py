@@ -29,11 +29,8 @@ from typing import Any
 
 from statemigrate._errors import (
     ConfigurationError,
-    LossyMigrationError,
-    NoMigrationPathError,
     RestoreError,
     StateMigrateError,
-    UnknownComponentError,
 )
 from statemigrate._runtime._checkpoint import Checkpointer, check_positive
 from statemigrate._runtime._checkpointtake import DEFAULT_EXPORT, ExportMode
@@ -220,20 +217,6 @@ def replaced(worker: Any) -> tuple[int, ...] | None:
 # -- in a worker ------------------------------------------------------------------------
 
 
-def _newer(exc: BaseException) -> bool:
-    """Whether a failed restore met a version later than the code knows: a newer
-    release's checkpoint, which only that release's downgrade steps can bring back."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, NoMigrationPathError | LossyMigrationError):
-            return seen.source > seen.target
-        if isinstance(seen, UnknownComponentError) and seen.version is not None:
-            known = [v for v in seen.known if isinstance(v, int)]
-            return bool(known) and seen.version > max(known)
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def _wait_exited(pid: int, worker: Any) -> None:
     """Wait until ``pid`` (an old worker told to stop) has exited, telling the
     master meanwhile that this worker is alive."""
@@ -319,20 +302,14 @@ class SlotCheckpoints:
         try:
             report = service.start_from(self.store)
         except RestoreError as exc:
-            # A rollback by HUP: the older code cannot read what the newer wrote.
-            hint = (
-                "; a newer release wrote it, which only a kill -USR2 from the newer"
-                " release's master can roll back (docs/gunicorn.md)"
-                if _newer(exc)
-                else ""
-            )
+            # A rollback by HUP, say: the older code cannot read what the newer wrote,
+            # and the error says the way out (start_from's, as for every server).
             worker.log.error(
                 "%s replaces a worker of its slot; its latest checkpoint in %r cannot be"
-                " restored, serving the master's copy: %s%s",
+                " restored, serving the master's copy: %s",
                 where,
                 self.store,
                 exc,
-                hint,
             )
             if not service.status.ready:
                 # The master's copy is what the master started with: serve it and

@@ -10,20 +10,39 @@ but a pid file that does not change, since under ``--daemon`` its stderr is
 ``/dev/null``. The old master, which serves on, now reaps its new master itself, just
 before gunicorn reaps its other children, and says so.
 
-gunicorn has no hook for this: the hooks wrap the arbiter's ``reap_workers`` (an
-attribute of the one arbiter, not of its class). The wrapper can go once gunicorn
-reports its re-executed master's exit itself.
+A new master that dies once its workers took the state over, while the old master
+stops (the new workers retire it), leaves nothing serving: the old master then exits
+with :data:`ORPHANED_EXIT`, not gunicorn's 0, so that a supervisor (systemd's
+``Restart=on-failure``, a container's restart policy) starts the service again, and
+its workers restore their slots' final checkpoints. A deploy that succeeded names the
+new master to systemd as the service's main process (``MAINPID``) as the old one
+stops, so that its exit does not stop the service. A dead new master's pid file
+(``gunicorn.pid.2``, which gunicorn's halt at times leaves) is removed when it still
+names that master.
+
+gunicorn has no hook for this: the hooks wrap the arbiter's ``reap_workers`` and
+``halt`` (attributes of the one arbiter, not of its class). The wrappers can go once
+gunicorn reports its re-executed master's exit itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["new_master_exited", "watch_new_master"]
+from statemigrate._errors import HandoffError
+from statemigrate.handoff import sd_notify
+
+__all__ = ["ORPHANED_EXIT", "new_master_exited", "watch_new_master"]
+
+#: The exit status of an old master that stops after the new generation took the state
+#: over and its master died: nothing serves, and a supervisor must start the service
+#: again (gunicorn's own halt would exit with 0, which ``Restart=on-failure`` ignores).
+ORPHANED_EXIT = 1
 
 #: gunicorn's exit statuses after it logged why it halts: a worker failed to boot
 #: (``WORKER_BOOT_ERROR``), failed to load the application (``APP_LOAD_ERROR``).
@@ -32,27 +51,89 @@ _HALTED_AFTER_LOGGING = {3: "a worker failed to boot", 4: "a worker failed to lo
 _WATCHING = "statemigrate_watching_new_master"
 
 
-def watch_new_master(server: Any) -> None:
+def watch_new_master(server: Any, *, handed_over: Callable[[], bool] = lambda: False) -> None:
     """Have gunicorn's arbiter ``server`` log the exit of the new master it forks on
     ``kill -USR2``, when that master exits while this one runs: the deploy failed, and
     this generation serves on. Called in the master once it is ready; calling it again
-    changes nothing."""
+    changes nothing.
+
+    ``handed_over`` says whether this master's workers handed their state to the new
+    generation and none took it back. If so when this master stops, its new master
+    alive, it names that master to systemd as the service's main process; its new
+    master dead, it exits with :data:`ORPHANED_EXIT`."""
     reap: Callable[[], None] | None = getattr(server, "reap_workers", None)
     if reap is None or getattr(reap, _WATCHING, False):
         return  # not gunicorn's arbiter (a stand-in), or watching already
-    stopping = [False]
-    stop: Callable[..., None] | None = getattr(server, "stop", None)
-    if stop is not None:
+    _Watch(server, reap, handed_over).install()
 
-        def noted_stop(*args: Any, **kwargs: Any) -> None:
-            # gunicorn reaps its children while it stops: a new master reaped then
-            # leaves nobody serving, which the line must not deny.
-            stopping[0] = True
-            stop(*args, **kwargs)
 
-        server.stop = noted_stop
+class _Watch:
+    """The wrappers of one arbiter's ``reap_workers``, ``stop`` and ``halt``."""
 
-    def reap_workers() -> None:
+    def __init__(
+        self, server: Any, reap: Callable[[], None], handed_over: Callable[[], bool]
+    ) -> None:
+        self.server = server
+        self.reap = reap
+        self.handed_over = handed_over
+        self.stopping = False
+        self.lost = False  # a new master died unpromoted: orphaned if the state moved
+        self.orphaned = False
+
+    def install(self) -> None:
+        server = self.server
+        self.stop: Callable[..., None] | None = getattr(server, "stop", None)
+        if self.stop is not None:
+            server.stop = self.noted_stop
+        self.halt: Callable[..., None] | None = getattr(server, "halt", None)
+        if self.halt is not None:
+            server.halt = self.orphan_aware_halt
+        def reap_workers() -> None:
+            self.reap_workers()
+
+        setattr(reap_workers, _WATCHING, True)  # a bound method takes no attribute
+        server.reap_workers = reap_workers
+
+    def noted_stop(self, *args: Any, **kwargs: Any) -> None:
+        # gunicorn reaps its children while it stops: a new master reaped then
+        # leaves nobody serving, which the line must not deny.
+        self.stopping = True
+        if self.stop is not None:
+            self.stop(*args, **kwargs)
+
+    def orphan_aware_halt(self, reason: str | None = None, exit_status: int = 0) -> None:
+        # Asked before gunicorn's halt, whose on_exit removes the marks; the new master
+        # may also be reaped during the halt's stop (orphaned then).
+        server = self.server
+        self.stopping = True  # a halt stops: a new master dead now leaves nobody serving
+        self.reap_new_master()  # a new master dead and not reaped yet is not named
+        if self.handed_over():
+            if self.lost:
+                self.orphaned = True
+            else:
+                _name_main_process(server.reexec_pid, server.log)
+        if self.halt is None:
+            return
+        try:
+            self.halt(reason=reason, exit_status=exit_status)
+        except SystemExit as exc:
+            if exc.code in (0, None) and self.orphaned:
+                server.log.error(
+                    "exiting with status %d, not 0: this generation handed its state to"
+                    " a new one whose master died, and nothing serves; a supervisor"
+                    " restarting on failure starts the service again, which restores"
+                    " the workers' final checkpoints (docs/gunicorn.md)",
+                    ORPHANED_EXIT,
+                )
+                raise SystemExit(ORPHANED_EXIT) from None
+            raise
+
+    def reap_workers(self) -> None:
+        self.reap_new_master()
+        self.reap()
+
+    def reap_new_master(self) -> None:
+        server = self.server
         pid = server.reexec_pid
         if pid:
             try:
@@ -61,19 +142,54 @@ def watch_new_master(server: Any) -> None:
                 reaped, status = 0, 0
             if reaped:
                 server.reexec_pid = 0  # what gunicorn does once it reaps it
+                _remove_pidfile_of(pid, getattr(server.cfg, "pidfile", None), server.log)
+                self.lost = True
+                if self.stopping and self.handed_over():
+                    self.orphaned = True
                 level, line = new_master_exited(
                     pid,
                     status,
                     master=os.getpid(),
                     stderr=_stderr(),
                     errorlog=getattr(server.cfg, "errorlog", None),
-                    stopping=stopping[0],
+                    stopping=self.stopping,
                 )
                 server.log.log(level, line)
-        reap()
 
-    setattr(reap_workers, _WATCHING, True)
-    server.reap_workers = reap_workers
+
+def _name_main_process(pid: int, log: Any) -> None:
+    """Under systemd, name the new master (``pid``) the service's main process before
+    this one exits: gunicorn does not, and systemd would take this master's exit for
+    the service's and stop the new generation with it. Nothing outside systemd."""
+    if not pid:
+        return
+    try:
+        sent = sd_notify(f"MAINPID={pid}")
+    except HandoffError as exc:
+        log.warning("could not name the new master (pid %s) to systemd: %s", pid, exc)
+        return
+    if sent:
+        log.info("named the new master (pid %s) the service's main process to systemd", pid)
+
+
+def _remove_pidfile_of(pid: int, pidfile: str | None, log: Any) -> None:
+    """Remove the new master's pid file (``pidfile`` with ``.2``) if it names ``pid``,
+    the new master reaped dead: gunicorn's halt at times leaves it, and a script
+    waiting for it to go (the promotion) would wait forever. Another pid there is
+    another master's file, left alone."""
+    if not pidfile:
+        return
+    path = f"{pidfile}.2"
+    try:
+        with open(path) as file:
+            named = file.read().strip()
+    except OSError:
+        return
+    if named != str(pid):
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+        log.info("removed %s, left by the new master (pid %s)", path, pid)
 
 
 def _stderr() -> str:

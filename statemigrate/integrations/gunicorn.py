@@ -71,7 +71,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -103,8 +102,14 @@ from statemigrate.integrations._gunicorn_config import (
     warn_of_losses,
 )
 from statemigrate.integrations._gunicorn_directory import HandoffDirectory, default_directory
+from statemigrate.integrations._gunicorn_generations import (
+    master_alive,
+    next_generation_gone,
+    parent_of,
+)
 from statemigrate.integrations._gunicorn_handover import listen_for_successor, wait_handoff_end
 from statemigrate.integrations._gunicorn_logging import route_library_logs
+from statemigrate.integrations._gunicorn_metrics import worker_exited, worker_started
 from statemigrate.integrations._gunicorn_reexec import watch_new_master
 from statemigrate.integrations._gunicorn_service import (
     ServiceSpec,
@@ -114,7 +119,6 @@ from statemigrate.integrations._gunicorn_service import (
     service_of,
 )
 from statemigrate.integrations._gunicorn_worker import SAFE_METHODS, WorkerGate
-from statemigrate.integrations._successor import gone
 from statemigrate.integrations._trial import Trial, checked, runner_for
 
 __all__ = ["SAFE_METHODS", "Checkpoints", "Trial", "WorkerGate", "server_hooks"]
@@ -132,21 +136,6 @@ def _no_revert(permanent: tuple[str, ...]) -> HandoffReport:
         "the gunicorn hooks do not hand back to the permanent generation; deploy its"
         " release and kill -USR2 the master (or promote the trial)",
     )
-
-
-def _parent_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name, in parentheses, may hold spaces: count from its end.
-    return int(stat.rpartition(")")[2].split()[1])
-
-
-def _master_alive(worker: Any) -> bool:
-    """Whether this worker's master is alive and has not told it to stop: a worker
-    whose master is gone (``Parent changed``) or stopping will not serve."""
-    return bool(getattr(worker, "alive", True)) and os.getppid() == worker.ppid
 
 
 class _Hooks:
@@ -179,7 +168,8 @@ class _Hooks:
                 server, directory=self.directory, trial=self.trial, checkpoints=self.checkpoints
             )
             route_library_logs(server.log)
-            watch_new_master(server)  # a kill -USR2 whose new master fails says so
+            # A kill -USR2 whose new master fails says so.
+            watch_new_master(server, handed_over=self.directory.moved(os.getpid()).exists)
             removed = self.directory.sweep()  # kill -9 leaves files behind
             if removed:
                 server.log.info(
@@ -203,6 +193,7 @@ class _Hooks:
 
     def child_exit(self, server: Any, worker: Any) -> None:
         vacate(server, worker)
+        worker_exited(worker.pid, server.log)  # its gauges, in multiprocess mode
 
     def on_exit(self, server: Any) -> None:
         self.directory.forget(os.getpid())
@@ -211,6 +202,7 @@ class _Hooks:
 
     def post_worker_init(self, worker: Any) -> None:
         route_library_logs(worker.log)  # the application, loaded now, may log itself
+        worker_started()  # the gauges the master set, in this worker's metrics files
         slot: int = getattr(worker, SLOT, 0)
         mark = self.directory.moved(worker.ppid)
 
@@ -218,13 +210,13 @@ class _Hooks:
             # Who holds the state now: the successor and its master, so that a
             # replacement forked by our master can tell whether they still live.
             successor = gate.successor
-            master = _parent_of(successor) if successor is not None else None
+            master = parent_of(successor) if successor is not None else None
             mark.write_text(f"{successor or 0} {master or 0}\n")
 
         gate = WorkerGate(worker, on_moved=moved, safe_methods=self.safe_methods)
         setattr(worker, _GATE, gate)
         gate.install()
-        if mark.exists() and not self._successors_gone(mark, worker, slot):
+        if mark.exists() and not next_generation_gone(mark, worker, slot, self.directory):
             # A worker forked by a master whose state has moved to its successor,
             # and the master is stopping it (or has died): serving would answer
             # from a stale copy. Its loop ends at once.
@@ -245,7 +237,7 @@ class _Hooks:
         predecessor = os.environ.get("GUNICORN_PID")
         took_over = False
         if predecessor is not None and predecessor.isdigit():
-            if not _master_alive(worker):
+            if not master_alive(worker):
                 # Our master is gone or stopping: taking the state would leave it
                 # with a worker about to exit, and the old one stopped.
                 worker.log.warning(
@@ -287,52 +279,6 @@ class _Hooks:
         if trials is not None:
             trials.watch_blocking(_no_revert)
 
-    def _successors_gone(self, mark: Path, worker: Any, slot: int) -> bool:
-        """A worker forked by a master whose state has moved to the next generation:
-        wait until either the master stops it (False: it must not serve), or the
-        successor that holds the state and its master have both exited (True: the
-        new generation died before it served on its own, and this worker serves
-        the slot's latest checkpoint, its successor's final one)."""
-        try:
-            pids = [int(p) for p in mark.read_text().split()]
-        except (OSError, ValueError):
-            pids = []
-        pids = [p for p in pids if p > 0]
-        worker.log.warning(
-            "worker %s (slot %s): this generation was upgraded; not serving while"
-            " the next one (pids %s) lives",
-            worker.pid,
-            slot,
-            ", ".join(map(str, pids)) or "unknown",
-        )
-        # It waits here, not in gunicorn's loop: there, a listener it refuses to
-        # accept on is readable as soon as a connection is queued, a busy loop.
-        while _master_alive(worker):
-            if pids and all(gone(pid) for pid in [*pids, *self._latest(pids, slot)]):
-                with contextlib.suppress(FileNotFoundError):
-                    mark.unlink()
-                worker.log.warning(
-                    "worker %s (slot %s): the next generation (pids %s) is gone before"
-                    " it served on its own: serving again",
-                    worker.pid,
-                    slot,
-                    ", ".join(map(str, pids)),
-                )
-                return True
-            worker.notify()  # the master would take a silent worker for hung
-            time.sleep(0.2)
-        return False
-
-    def _latest(self, pids: list[int], slot: int) -> list[int]:
-        """The pid of the next generation's latest worker of ``slot``, if it said so
-        (a worker its master forked again after the first)."""
-        if len(pids) < 2:
-            return []
-        try:
-            return [int(self.directory.ready(pids[1], slot).read_text())]
-        except (OSError, ValueError):
-            return []
-
     def _cannot_checkpoint(self, worker: Any, slot: int, exc: StateMigrateError) -> NoReturn:
         # Not served without them: the worker fails to boot, and its master halts.
         worker.log.error("worker %s (slot %s): cannot keep checkpoints: %s", worker.pid, slot, exc)
@@ -372,7 +318,7 @@ class _Hooks:
             # second, and a stopping one only sets worker.alive: asked after COMMIT,
             # a worker that will not serve leaves the state with the old worker.
             with receive_handoff(
-                sock, expect=(), timeouts=self.timeouts, serves=lambda: _master_alive(worker)
+                sock, expect=(), timeouts=self.timeouts, serves=lambda: master_alive(worker)
             ) as inheritance:
                 report = take_over(service, inheritance, allow_lossy=self.allow_lossy)
         except StateMigrateError as exc:
@@ -397,9 +343,9 @@ class _Hooks:
         if not all(self.directory.ready(master, s).exists() for s in range(worker.cfg.workers)):
             return
         # Only the process that started our master: a pid may have been reused.
-        if _parent_of(master) != predecessor:
+        if parent_of(master) != predecessor:
             return
-        if not _master_alive(worker):
+        if not master_alive(worker):
             # Our master was stopped or killed during the take-over: this worker
             # exits now, and the old generation must serve on (docs/gunicorn.md).
             worker.log.warning(

@@ -237,21 +237,29 @@ def test_max_requests_without_checkpoints_is_told_to_keep_them(tmp_path: Path) -
     assert "checkpoints=" in server.log.lines[0]
 
 
-def test_a_replacement_that_cannot_read_a_newer_release_s_checkpoint_says_to_use_usr2() -> None:
-    """What a rollback by HUP meets: release 1's worker, release 2's checkpoint."""
+def test_a_replacement_that_cannot_read_a_newer_release_s_checkpoint_says_the_way_out() -> None:
+    """What a rollback by HUP meets: release 1's worker, release 2's checkpoint. The
+    start-up's way out is said once."""
+    from statemigrate import Registry
+    from statemigrate.reference._schemas import COMPONENT, SCHEMAS
+
     store = MemoryStore()
     newer = Service("gunicorn-cache", registry=build_registry())
     cache = KVCacheV2()
     newer.register(cache)
     cache.set("newer", "by-release-2", ttl=600.0)
     newer.commit(store)
-    older = Service("gunicorn-cache", registry=build_registry())
+    release_1 = Registry()  # version 1 alone: it cannot read version 2
+    release_1.add_schema(COMPONENT, 1, SCHEMAS[1])
+    older = Service("gunicorn-cache", registry=release_1)
     older.register(KVCacheV1())
     worker = type("Worker", (), {"pid": 4242, "log": Log()})()
     SlotCheckpoints(Checkpoints(store), 0).restore_replaced(older, worker, ())
     refused = [line for line in worker.log.lines if "cannot be restored" in line]
     assert len(refused) == 1
-    assert "newer release" in refused[0] and "kill -USR2" in refused[0]
+    assert refused[0].count("a newer release wrote it") == 1
+    assert "start the release that wrote it" in refused[0]
+    assert "`statemigrate migrate SNAPSHOT -o OUT --to kvcache=1 --allow-lossy`" in refused[0]
     assert older.status.ready  # the master's copy is served
 
 

@@ -75,8 +75,8 @@ def test_a_new_master_killed_or_stopped() -> None:
 class Arbiter:
     """What the watch uses of gunicorn's arbiter."""
 
-    def __init__(self, log: logging.Logger) -> None:
-        self.cfg = type("Cfg", (), {"errorlog": "-"})()
+    def __init__(self, log: logging.Logger, pidfile: str | None = None) -> None:
+        self.cfg = type("Cfg", (), {"errorlog": "-", "pidfile": pidfile})()
         self.log = log
         self.reexec_pid = 0
         self.reaped: list[int] = []
@@ -87,6 +87,63 @@ class Arbiter:
     def stop(self, graceful: bool = True) -> None:
         """gunicorn's: stops the workers, reaping its children meanwhile."""
         self.reap_workers()
+
+    def halt(self, reason: str | None = None, exit_status: int = 0) -> None:
+        """gunicorn's: stop, then exit with the status given."""
+        self.stop()
+        raise SystemExit(exit_status)
+
+
+def _dead_child(code: str = "import os; os.kill(os.getpid(), 9)") -> int:
+    """A child that has exited and is not reaped yet."""
+    child = subprocess.Popen([sys.executable, "-c", code])
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+    child.returncode = 0  # reaped by the watch: Popen must not wait for it again
+    return child.pid
+
+
+@pytest.mark.parametrize(
+    ("handed_over", "when", "status"),
+    [
+        (True, "stopping", 1),
+        (True, "before", 1),
+        (False, "stopping", 0),
+        (False, "before", 0),
+    ],
+    ids=["moved-reaped-stopping", "moved-reaped-before", "kept-stopping", "kept-before"],
+)
+def test_the_old_master_exits_with_failure_when_the_state_went_to_a_dead_generation(
+    handed_over: bool, when: str, status: int
+) -> None:
+    """The window of retiring: once the state moved to the new generation and its
+    master died, the old master's stop leaves nothing serving, and it exits with 1 for
+    a supervisor to start the service again; a failed deploy that kept the state here
+    ends with gunicorn's 0."""
+    server: Any = Arbiter(logging.getLogger("test.gunicorn.error"))
+    watch_new_master(server, handed_over=lambda: handed_over)
+    server.reexec_pid = _dead_child()
+    if when == "before":
+        server.reap_workers()  # reaped in the main loop, then SIGTERM
+        assert server.reexec_pid == 0
+    with pytest.raises(SystemExit) as exited:
+        server.halt()
+    assert exited.value.code == status
+
+
+@pytest.mark.parametrize("names_it", [True, False], ids=["its-pid", "another-pid"])
+def test_a_dead_new_master_s_pid_file_is_removed_if_it_names_it(
+    tmp_path: Path, names_it: bool
+) -> None:
+    pidfile = tmp_path / "gunicorn.pid"
+    server: Any = Arbiter(logging.getLogger("test.gunicorn.error"), str(pidfile))
+    watch_new_master(server)
+    dead = _dead_child("raise SystemExit(1)")
+    pid2 = tmp_path / "gunicorn.pid.2"
+    pid2.write_text(f"{dead if names_it else os.getpid()}\n")
+    server.reexec_pid = dead
+    server.reap_workers()
+    assert server.reexec_pid == 0
+    assert pid2.exists() is not names_it
 
 
 def test_a_new_master_that_dies_while_this_one_stops_is_no_serving_on(
@@ -182,3 +239,39 @@ def test_a_deploy_whose_new_master_cannot_import_the_application_is_logged(
         fault.unlink()
         server.deploy(1)
         assert read_value(server.port, "k1") == "v1"
+
+
+@pytest.mark.parametrize("new_master", ["alive", "dead"])
+def test_a_deploy_that_succeeded_names_the_new_master_to_systemd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, new_master: str
+) -> None:
+    """systemd takes the old master's exit for the service's unless the new master is
+    named the main process (MAINPID) first; a dead one is not named."""
+    import socket
+
+    address = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(address))
+        listener.settimeout(0)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(address))
+        server: Any = Arbiter(logging.getLogger("test.gunicorn.error"))
+        watch_new_master(server, handed_over=lambda: True)
+        if new_master == "alive":
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+            server.reexec_pid = child.pid
+        else:
+            server.reexec_pid = _dead_child()
+        try:
+            with pytest.raises(SystemExit) as exited:
+                server.halt()
+        finally:
+            if new_master == "alive":
+                child.kill()
+                child.wait()
+        if new_master == "alive":
+            assert exited.value.code == 0
+            assert listener.recv(100) == f"MAINPID={child.pid}".encode()
+        else:
+            assert exited.value.code == 1
+            with pytest.raises(BlockingIOError):
+                listener.recv(100)

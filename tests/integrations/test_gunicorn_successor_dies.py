@@ -21,7 +21,7 @@ from integrations.test_gunicorn_checkpoints import KEYS, _config, _wait, _worker
 # signal it sent to the new master into ``go``; after SIGTERM it goes on once gunicorn
 # has told it to stop (``worker.alive``). ``before-ready``: the state restored, before
 # READY (so before COMMIT and SERVING); ``before-retire``: after SERVING, before the
-# old master is stopped.
+# old master is stopped; ``after-retire``: once the old master was told to stop.
 HOLD = """
 import os as _os, time as _time
 from pathlib import Path as _Path
@@ -46,12 +46,18 @@ if 'GUNICORN_PID' in _os.environ:
             _hold()
             return (yield from _ready(self, **options))
         _receive.Inheritance._ready_steps = _held
-    else:
+    elif {where!r} == 'before-retire':
         _retire = _adapter._Hooks._maybe_retire
         def _held_retire(self, predecessor, slot, worker):
             _hold()
             _retire(self, predecessor, slot, worker)
         _adapter._Hooks._maybe_retire = _held_retire
+    else:
+        _retire = _adapter._Hooks._maybe_retire
+        def _retire_held(self, predecessor, slot, worker):
+            _retire(self, predecessor, slot, worker)
+            _hold()
+        _adapter._Hooks._maybe_retire = _retire_held
 """
 
 
@@ -202,7 +208,7 @@ def test_an_old_worker_that_must_not_serve_waits_without_spinning(tmp_path: Path
 
         def old_replacement() -> int:
             log = server.log.read_text()
-            found = re.findall(r"\[(\d+)\] \[WARNING\] worker \d+ \(slot 0\): this gen", log)
+            found = re.findall(r"\[(\d+)\] \[INFO\] worker \d+ \(slot 0\): this gen", log)
             return int(found[-1]) if found else 0
 
         replacement = _wait("the old master's idle worker", server, old_replacement)
@@ -221,3 +227,71 @@ def test_an_old_worker_that_must_not_serve_waits_without_spinning(tmp_path: Path
         # A busy loop takes a whole core; waiting takes next to nothing.
         assert spent < elapsed / 4, (spent, elapsed)
         assert read_value(port, "queued") == "v"
+
+
+@pytest.mark.slow
+def test_a_new_master_dying_while_the_old_one_retires_makes_the_old_exit_with_failure(
+    tmp_path: Path,
+) -> None:
+    """The window of retiring: the new workers took the state over and stopped the old
+    master, then the new master dies. Nothing serves; the old master exits with status
+    1, not 0, so that a supervisor restarting on failure starts the service again, and
+    the new start restores the new worker's final checkpoint. The dead new master's
+    ``gunicorn.pid.2`` is removed."""
+    config = _held_at(tmp_path, "after-retire")
+    held, go = tmp_path / "held", tmp_path / "go"
+    with gunicorn(tmp_path, 1, worker_class="gthread", config=config) as server:
+        for key, value in KEYS.items():
+            assert ask(server.port, "PUT", f"/cache/{key}", value)[0] == 200
+        old = server.master()
+        assert server.proc is not None and old == server.proc.pid
+        (tmp_path / "RELEASE").write_text("1\n")
+        os.kill(old, signal.SIGUSR2)
+        new_worker = int(
+            _wait("the new worker held", server, lambda: held.exists() and held.read_text())
+        )
+        new_master = _parent(new_worker)
+        assert new_master not in (0, old)
+        server.masters.append(new_master)
+        pid2 = tmp_path / "gunicorn.pid.2"
+        assert pid2.read_text().strip() == str(new_master)
+        os.kill(new_master, signal.SIGKILL)
+        _wait_gone(new_master)
+        go.write_text("kill")
+        assert server.proc.wait(timeout=DEADLINE) == 1, server.log.read_text()
+        _wait_gone(new_worker)  # after its final checkpoint
+        log = server.log.read_text()
+        assert "exiting with status 1, not 0" in log
+        assert not pid2.exists(), log
+    # What systemd's Restart=on-failure does: the same command again.
+    again = Gunicorn(tmp_path, "gthread", 1)
+    try:
+        again.start(1, config)
+        assert {key: read_value(again.port, key) for key in KEYS} == KEYS
+    finally:
+        again.stop()
+
+
+@pytest.mark.parametrize(
+    ("marked", "level"), [("4310 4300\n", "INFO"), ("", "WARNING")], ids=["routine", "unknown"]
+)
+def test_an_upgraded_generation_s_idle_worker_says_so_at_info(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, marked: str, level: str
+) -> None:
+    """After every deploy the old master forks a worker for the slot its moved worker
+    left, which must not serve: routine, so INFO; a mark that names nobody is not."""
+    import logging
+    from types import SimpleNamespace
+
+    from statemigrate.integrations._gunicorn_directory import HandoffDirectory
+    from statemigrate.integrations._gunicorn_generations import next_generation_gone
+
+    log = logging.getLogger("test.gunicorn.worker")
+    caplog.set_level(logging.INFO, logger=log.name)
+    mark = tmp_path / "4242.moved"
+    mark.write_text(marked)
+    worker = SimpleNamespace(pid=4250, ppid=4242, alive=False, log=log)  # being stopped
+    assert not next_generation_gone(mark, worker, 0, HandoffDirectory(tmp_path))
+    [record] = caplog.records
+    assert record.levelname == level
+    assert "this generation was upgraded; not serving while the next one" in record.getMessage()

@@ -1,15 +1,17 @@
-"""Restoring at start-up from an object store: an unreadable pointer is waited for
-once, and a kept unrestored generation is said after a restore."""
+"""Restoring at start-up: from an object store an unreadable pointer is waited for
+once, and a kept unrestored generation is said after a restore; a newer release's
+snapshot is refused with the way out."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any, Literal
 
 import pytest
 from _store_helpers.fault_server import hung_server
 from restore_children.components import build_registry
 
-from statemigrate import Service
+from statemigrate import RestoreError, Service, StateMigrateError
 from statemigrate.reference import KVCacheV1
 from statemigrate.stores import ObjectStore
 
@@ -130,3 +132,66 @@ def test_a_damaged_pointer_names_its_repair(caplog: pytest.LogCaptureFixture) ->
     assert "delete it to repair" in str(caught.value)
     said = [r.getMessage() for r in caplog.records if "not a valid pointer" in r.getMessage()]
     assert all("delete it to repair" in line for line in said)
+
+
+def _newer_release_s_commit(store: Any) -> None:
+    from statemigrate.reference import KVCacheV2
+    from statemigrate.reference import build_registry as full_registry
+
+    newer = Service("svc", registry=full_registry())
+    newer.register(KVCacheV2())
+    newer.commit(store)
+
+
+def _release_1() -> Any:
+    """Release 1's registry: kvcache version 1 alone, which cannot read version 2."""
+    from statemigrate import Registry
+    from statemigrate.reference._schemas import COMPONENT, SCHEMAS
+
+    registry = Registry()
+    registry.add_schema(COMPONENT, 1, SCHEMAS[1])
+    return registry
+
+
+@pytest.mark.parametrize("policy", ["refuse", "serve_cold"])
+def test_a_newer_release_s_snapshot_is_refused_with_the_way_out(
+    policy: Literal["refuse", "serve_cold"],
+) -> None:
+    """The way out in the start-up's own error, whatever the server: start the release
+    that wrote the snapshot, or fold it back with ``statemigrate migrate``."""
+    from statemigrate.stores import MemoryStore
+
+    store = MemoryStore()
+    _newer_release_s_commit(store)
+    older = Service("svc", registry=_release_1(), on_restore_failure=policy)
+    older.register(KVCacheV1())
+    way_out = (
+        "; a newer release wrote it ('kvcache' version 2; this release reads up to 1):"
+        " start the release that wrote it, or fold it back for this one with that"
+        " release's registry: `statemigrate migrate SNAPSHOT -o OUT --to kvcache=1"
+        " --allow-lossy` (docs/cli.md), and start from OUT"
+    )
+    if policy == "refuse":
+        with pytest.raises(RestoreError) as raised:
+            older.start_from(store)
+        message = str(raised.value)
+        assert raised.value.way_out is not None
+        assert isinstance(raised.value.__cause__, StateMigrateError)
+    else:
+        assert older.start_from(store) is None
+        message = older.status.reason or ""
+    assert message.endswith(way_out), message
+    assert message.count("a newer release wrote it") == 1
+
+
+def test_an_older_release_s_snapshot_that_fails_names_no_newer_release() -> None:
+    from statemigrate.stores import MemoryStore
+
+    store = MemoryStore()
+    store.commit(b"not a snapshot")
+    older = Service("svc", registry=REGISTRY)
+    older.register(KVCacheV1())
+    with pytest.raises(RestoreError) as raised:
+        older.start_from(store)
+    assert raised.value.way_out is None
+    assert "newer release" not in str(raised.value)
