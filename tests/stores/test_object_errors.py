@@ -121,18 +121,29 @@ def test_a_connection_reset_mid_request_says_so(retries: int, said: str) -> None
 @contextmanager
 def backlog_full() -> Iterator[int]:
     """A port whose listener never accepts and whose backlog is full: a connection to
-    it is never made, so connecting times out (on Linux, which drops the SYN)."""
+    it is never made, so connecting times out (on Linux, which drops the SYN).
+
+    Connections are made one at a time until one times out: only then is the queue
+    known to be full. Connects sent all at once without waiting may not all have
+    landed by the time the store connects, on a busy machine, and then the store's
+    connection is taken instead of refused."""
     with socket.socket() as listener:
         listener.bind((HOST, 0))
         listener.listen(0)
         port = int(listener.getsockname()[1])
         waiting = []
         try:
-            for _ in range(4):
+            for _ in range(16):
                 sock = socket.socket()
-                sock.setblocking(False)
-                sock.connect_ex((HOST, port))
+                sock.settimeout(0.5)
+                try:
+                    sock.connect((HOST, port))
+                except TimeoutError:
+                    sock.close()
+                    break
                 waiting.append(sock)
+            else:
+                pytest.fail("the listener's backlog never filled")
             yield port
         finally:
             for sock in waiting:
