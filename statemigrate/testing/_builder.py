@@ -36,6 +36,7 @@ from statemigrate.testing._emphasis import (
     float_specials,
 )
 from statemigrate.testing._odds import LONG, of_length, one_in_two, rarely, skewed, with_specials
+from statemigrate.testing._spaced import with_spaced
 from statemigrate.testing._tags import tag_key, with_tag
 from statemigrate.testing._typedleaves import file_system_paths, plain_function_values, urls
 from statemigrate.testing._zones import (
@@ -283,7 +284,7 @@ class Builder:
         )
         return with_specials(finite, decimal_specials(node))
 
-    def _str(self, node: Node) -> st.SearchStrategy[str]:
+    def _str(self, node: Node, *, spaced: bool = True) -> st.SearchStrategy[str]:
         low = node.get("min_length") or 0
         high = node.get("max_length")
         pattern = node.get("pattern")
@@ -293,6 +294,9 @@ class Builder:
             matching = st.from_regex(pattern, fullmatch=True)
             return matching.filter(lambda s: len(s) >= low and (high is None or len(s) <= high))
         text = self._long_or_short(st.text, low, high)
+        if spaced:
+            # Whitespace at an end, or alone, is what splitting and joining steps lose.
+            text = with_spaced(text, low, high)
         if self.surrogates and (high is None or high > 0):
             # A Python str may hold a lone surrogate, which UTF-8 cannot encode.
             return one_in_two(text, with_surrogate(low, high))
@@ -433,7 +437,12 @@ class Builder:
     def _dict(self, node: Node) -> st.SearchStrategy[dict[Any, Any]]:
         keys_node = node.get("keys_schema")
         values_node = node.get("values_schema")
-        keys = self.build(keys_node) if keys_node is not None else st.text()
+        if keys_node is not None and keys_node.get("type") == "str":
+            # Keys are not split; a roll more per key would only make the shrinking of
+            # a dict to the one entry that fails stop short more often.
+            keys = self._str(keys_node, spaced=False)
+        else:
+            keys = self.build(keys_node) if keys_node is not None else st.text()
         values = self.build(values_node) if values_node is not None else plain_data(max_size=2)
         low, high = self._sizes(node)
         # A long one is drawn as pairs, later keys winning: keys of few values (bool,
