@@ -57,7 +57,7 @@ def union_node(
     fits = member_validators(choices, definitions, config)
 
     def convert(value: Any) -> Any:
-        refused: list[tuple[int, NotExportable]] = []
+        refused: list[tuple[int, NotExportable]] | None = None  # made on a first refusal
         for index, (test, node) in enumerate(zip(tests, nodes, strict=True)):
             if test(value):
                 # The test looks at the kind of value only (a dict, a list): a member
@@ -65,6 +65,7 @@ def union_node(
                 try:
                     out = node.convert(value)
                 except NotExportable as exc:
+                    refused = refused or []
                     refused.append((index, exc))
                     continue
                 if type(out) is str and type(value) is int:
