@@ -36,7 +36,7 @@ from statemigrate.testing._emphasis import (
     float_specials,
 )
 from statemigrate.testing._odds import LONG, of_length, one_in_two, rarely, skewed, with_specials
-from statemigrate.testing._spaced import with_spaced
+from statemigrate.testing._spaced import spaced_text
 from statemigrate.testing._tags import tag_key, with_tag
 from statemigrate.testing._typedleaves import file_system_paths, plain_function_values, urls
 from statemigrate.testing._zones import (
@@ -93,6 +93,7 @@ class Builder:
         where: str,
         rich: bool = False,
         surrogates: bool = False,
+        spaced: bool = False,
         exact: frozenset[object] = frozenset(),
         subclasses: dict[type, st.SearchStrategy[Any]] | None = None,
     ) -> None:
@@ -104,6 +105,10 @@ class Builder:
         # Drawing one of the few states whose strings may hold lone surrogates (state
         # form only): each string then holds one at even odds.
         self.surrogates = rich and surrogates
+        # Drawing one of the states whose strings may have whitespace at an end or be
+        # whitespace only (either form): each string then is such a one at even odds
+        # (see _spaced).
+        self.spaced = spaced
         # Models drawn as themselves only: the schema's own type is what a component of
         # that version holds, while its subclasses are often the schema's later versions.
         self.exact = exact
@@ -284,7 +289,7 @@ class Builder:
         )
         return with_specials(finite, decimal_specials(node))
 
-    def _str(self, node: Node, *, spaced: bool = True) -> st.SearchStrategy[str]:
+    def _str(self, node: Node) -> st.SearchStrategy[str]:
         low = node.get("min_length") or 0
         high = node.get("max_length")
         pattern = node.get("pattern")
@@ -294,9 +299,11 @@ class Builder:
             matching = st.from_regex(pattern, fullmatch=True)
             return matching.filter(lambda s: len(s) >= low and (high is None or len(s) <= high))
         text = self._long_or_short(st.text, low, high)
-        if spaced:
-            # Whitespace at an end, or alone, is what splitting and joining steps lose.
-            text = with_spaced(text, low, high)
+        spaced = spaced_text(text, low, high) if self.spaced else None
+        if spaced is not None:
+            # What splitting and joining steps lose (see _spaced); at even odds, so
+            # that a string a failure does not need spaced shrinks to an ordinary one.
+            text = one_in_two(text, spaced)
         if self.surrogates and (high is None or high > 0):
             # A Python str may hold a lone surrogate, which UTF-8 cannot encode.
             return one_in_two(text, with_surrogate(low, high))
@@ -437,12 +444,7 @@ class Builder:
     def _dict(self, node: Node) -> st.SearchStrategy[dict[Any, Any]]:
         keys_node = node.get("keys_schema")
         values_node = node.get("values_schema")
-        if keys_node is not None and keys_node.get("type") == "str":
-            # Keys are not split; a roll more per key would only make the shrinking of
-            # a dict to the one entry that fails stop short more often.
-            keys = self._str(keys_node, spaced=False)
-        else:
-            keys = self.build(keys_node) if keys_node is not None else st.text()
+        keys = self.build(keys_node) if keys_node is not None else st.text()
         values = self.build(values_node) if values_node is not None else plain_data(max_size=2)
         low, high = self._sizes(node)
         # A long one is drawn as pairs, later keys winning: keys of few values (bool,
@@ -555,6 +557,7 @@ class Builder:
             where=self.where,
             rich=self.rich,
             surrogates=self.surrogates,
+            spaced=self.spaced,
             exact=self.exact | {cls},
             subclasses=self.subclasses,
         )

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from statemigrate import Registry
 from statemigrate._model._schema import SchemaVersion
 from statemigrate.testing import check_migrations, from_schema
-from statemigrate.testing._spaced import with_spaced
+from statemigrate.testing._spaced import spaced_text
 
 
 class Item(BaseModel):
@@ -71,7 +71,7 @@ def lost_a_space(example: Any) -> bool:
 def test_a_split_that_loses_a_leading_space_is_found_at_the_default_example_count() -> None:
     """At hypothesis' default 100 examples (statemigrate check's), a planted
     ``name.partition(" ")`` that turns ``" X"`` into ``"X"`` fails the check of its step,
-    in a derandomized run; seeded runs found it in every one of 40 (2 in 10 before)."""
+    in a derandomized run; seeded runs found it in 99 of 100 (14 of 40 before)."""
     report = check_migrations(
         split_names(),
         max_examples=100,
@@ -85,20 +85,20 @@ def test_a_split_that_loses_a_leading_space_is_found_at_the_default_example_coun
     assert lost_a_space(up.example), up.example
 
 
-def test_spaced_strings_are_drawn_about_one_in_four() -> None:
-    """Property: about one string in four (SPECIAL) has whitespace at an end or is
-    whitespace only; each of the four forms comes."""
+def test_about_one_string_in_four_is_spaced() -> None:
+    """Property: about one string in four has whitespace at an end or is whitespace
+    only (half the strings of one drawn value in two); each of the forms comes."""
     strategy = from_schema(SchemaVersion.create("zoo", 1, list[str]))
     texts: list[str] = []
 
-    @settings(database=None, max_examples=150)
+    @settings(database=None, max_examples=300)
     @given(strategy)
     def draw(value: list[str]) -> None:
         texts.extend(value)
 
     draw()
     spaced = [text for text in texts if text and text != text.strip()]
-    assert 0.1 * len(texts) <= len(spaced) <= 0.5 * len(texts)
+    assert 0.1 * len(texts) <= len(spaced) <= 0.45 * len(texts)
     assert any(text[0].isspace() and not text[-1].isspace() for text in spaced)
     assert any(text[-1].isspace() and not text[0].isspace() for text in spaced)
     assert any(not text.strip() for text in spaced)
@@ -109,16 +109,23 @@ def test_spaced_strings_are_drawn_about_one_in_four() -> None:
 def test_spaced_strings_keep_the_length_bounds(
     low: int, span: int | None, data: st.DataObject
 ) -> None:
-    """Property: a drawn string is within min_length and max_length, spaced or not."""
+    """Property: a spaced string is within min_length and max_length, and has
+    whitespace at an end."""
     high = None if span is None else low + span
-    text = data.draw(with_spaced(st.text(min_size=low, max_size=high), low, high))
+    strategy = spaced_text(st.text(min_size=low, max_size=high), low, high)
+    if high == 0:
+        assert strategy is None
+        return
+    assert strategy is not None
+    text = data.draw(strategy)
     assert len(text) >= low and (high is None or len(text) <= high)
+    assert text[0].isspace() or text[-1].isspace()
 
 
 @pytest.mark.slow
 def test_the_split_is_found_in_nearly_every_seeded_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """Not one lucky seed: the planted split fails its check in at least 9 of 10 seeded
-    runs of 100 examples (40 of 40 when measured; 14 of 40 before spaced strings were
+    runs of 100 examples (99 of 100 when measured; 14 of 40 before spaced strings were
     emphasised, so this fails on the old strategies but for a run of extraordinary luck).
     The seed is forced as pytest's ``--hypothesis-seed`` forces it."""
     found = 0
