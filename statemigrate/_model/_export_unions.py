@@ -18,6 +18,7 @@ import pydantic_core
 from statemigrate._model._compare import first_difference
 from statemigrate._model._export_kinds import accepts
 from statemigrate._model._export_leaves import Node, NotExportable, by_value, fail, kind_of
+from statemigrate._model._export_members import likeliest_refusal, member_validators
 from statemigrate._model._shown import shortened
 
 __all__ = ["union_node"]
@@ -53,25 +54,28 @@ def union_node(
     # union of plain scalars is exact all the same (nothing else validates its
     # export back), so each value its members write is validated back here.
     check_member = _member_check(validate_union) if exact and _left_to_right(schema) else None
+    fits = member_validators(choices, definitions, config)
 
     def convert(value: Any) -> Any:
-        refused: NotExportable | None = None
-        for test, node in zip(tests, nodes, strict=True):
+        refused: list[tuple[int, NotExportable]] | None = None  # made on a first refusal
+        for index, (test, node) in enumerate(zip(tests, nodes, strict=True)):
             if test(value):
                 # The test looks at the kind of value only (a dict, a list): a member
                 # of the same kind with other keys or items may be the one it fits.
                 try:
                     out = node.convert(value)
                 except NotExportable as exc:
-                    refused = refused or exc
+                    refused = refused or []
+                    refused.append((index, exc))
                     continue
                 if type(out) is str and type(value) is int:
                     check_int_text(value, out)
                 elif check_member is not None:
                     check_member(value, out)
                 return out
-        if refused is not None:
-            raise refused
+        if refused:
+            # Each member that refused says why; the one the value is of says it right.
+            raise likeliest_refusal(value, refused, fits)
         out = by_value(value)
         if exact:
             # No member took it (a state never validated: None, a str, a tuple), and

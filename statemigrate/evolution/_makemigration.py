@@ -33,9 +33,10 @@ from statemigrate._errors import RegistrationError
 from statemigrate._model._jsonschema import detail_changes, without_details
 from statemigrate._model._registry import Registry
 from statemigrate._model._schema import SchemaVersion
+from statemigrate.evolution._aliashints import alias_hints
 from statemigrate.evolution._fielddefaults import with_plain_defaults
 from statemigrate.evolution._migrationtext import render_migration
-from statemigrate.evolution._schemadiff import Change, alias_hints, diff_schemas
+from statemigrate.evolution._schemadiff import Change, diff_schemas
 from statemigrate.evolution._schemalock import (
     frozen_versions,
     names_fields,

@@ -9,7 +9,8 @@ bound needs none in the upgrade, only in the downgrade, which meets values the o
 version refuses; ``_schemawords`` says what changed in words.
 Renames are never guessed: a field counts as renamed only when the new type declares
 its old name (``validation_alias=AliasChoices("new", "old")``, found by
-:func:`alias_hints`) or the caller names it. Pure functions, no I/O.
+:func:`~statemigrate.evolution._aliashints.alias_hints`) or the caller names it.
+Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from statemigrate._model._schema import SchemaVersion
 from statemigrate.evolution._schemawords import (
     BOUNDS,
     allowed_values,
@@ -30,8 +30,9 @@ from statemigrate.evolution._schemawords import (
     listed,
     value_changes,
 )
+from statemigrate.evolution._widening import widening
 
-__all__ = ["Change", "ChangeKind", "FieldPath", "alias_hints", "diff_schemas"]
+__all__ = ["Change", "ChangeKind", "FieldPath", "diff_schemas"]
 
 FieldPath = tuple[str, ...]
 ChangeKind = Literal["added", "removed", "renamed", "todo", "note"]
@@ -268,6 +269,10 @@ class _Differ:
             and self.same(_rest(old_r, *_VALUES), _rest(new_r, *_VALUES))
         ):
             self.values(old_r, new_r, old_path, new_path)
+        elif isinstance(old_r, dict) and isinstance(new_r, dict) and self.widened(
+            old_r, new_r, old_path, new_path
+        ):
+            return
         else:
             describe_old = partial(describe, resolve=partial(self.resolve, 0))
             describe_new = partial(describe, resolve=partial(self.resolve, 1))
@@ -283,6 +288,23 @@ class _Differ:
                     f" became {_short(after, describe_new)}"
                 )
             self.todo(old_path, new_path, detail, lossy=_BOTH)
+
+    def widened(
+        self, old: dict[str, Any], new: dict[str, Any], old_path: FieldPath, new_path: FieldPath
+    ) -> bool:
+        """A TODO for the one step that needs code when a union gained or lost members,
+        or a plain type became a set of its values or the reverse (see ``_widening``)."""
+        words = (
+            partial(describe, resolve=partial(self.resolve, 0)),
+            partial(describe, resolve=partial(self.resolve, 1)),
+        )
+        found = widening(old, new, self.same, words)
+        if found is None:
+            return False
+        what, directions = found
+        detail = f"{_dotted(new_path)} {what}"
+        self.todo(old_path, new_path, detail, directions=directions, lossy=directions)
+        return True
 
     def bounds(
         self, old: dict[str, Any], new: dict[str, Any], old_path: FieldPath, new_path: FieldPath
@@ -504,88 +526,3 @@ the values no longer share one)."""
 
 _ABSENT = object()
 """A key one side of a schema node lacks, in :meth:`first_difference`'s result."""
-
-
-# --- aliases declared on the live type ---------------------------------------------------
-
-
-def alias_hints(schema: SchemaVersion) -> dict[FieldPath, set[str]]:
-    """Per field path (new data), the other names ``AliasChoices`` lets it be read from."""
-    found: dict[FieldPath, set[str]] = {}
-    refs: dict[str, Any] = {}
-    _index_refs(schema.adapter.core_schema, refs)
-    _walk_core(schema.adapter.core_schema, (), found, refs, frozenset())
-    return found
-
-
-def _index_refs(node: Any, refs: dict[str, Any]) -> None:
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if isinstance(item.get("ref"), str) and isinstance(item.get("type"), str):
-                refs.setdefault(item["ref"], item)
-            stack.extend(v for k, v in item.items() if k not in ("metadata", "cls"))
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-
-
-def _walk_core(
-    node: Any,
-    path: FieldPath,
-    found: dict[FieldPath, set[str]],
-    refs: dict[str, Any],
-    seen: frozenset[str],
-) -> None:
-    if not isinstance(node, dict):
-        return
-    kind = node.get("type")
-    if kind == "definition-ref":
-        ref = node.get("schema_ref")
-        if isinstance(ref, str) and ref not in seen and ref in refs:
-            _walk_core(refs[ref], path, found, refs, seen | {ref})
-        return
-    if kind in ("typed-dict", "model-fields"):
-        fields: Iterable[tuple[str, Any]] = node["fields"].items()
-    elif kind == "dataclass-args":
-        fields = [(f["name"], f) for f in node["fields"]]
-    else:
-        for key in _CORE_CHILDREN:
-            sub = (*path, "*") if key in ("items_schema", "values_schema") else path
-            for child in _schemas_in(node.get(key)):
-                _walk_core(child, sub, found, refs, seen)
-        return
-    for name, spec in fields:
-        alias = spec.get("validation_alias")
-        key = name
-        if isinstance(alias, list):
-            choices = [
-                c[0] for c in alias if isinstance(c, list) and len(c) == 1 and isinstance(c[0], str)
-            ]
-            if choices:
-                key = choices[0]
-                if len(choices) > 1:
-                    found.setdefault((*path, key), set()).update(choices[1:])
-        elif isinstance(alias, str):
-            key = alias
-        _walk_core(spec.get("schema"), (*path, key), found, refs, seen)
-
-
-# Keys of a core schema node that hold the schemas of its contents.
-_CORE_CHILDREN = (
-    "schema",
-    "items_schema",
-    "values_schema",
-    "choices",
-    "steps",
-    "lax_schema",
-    "python_schema",
-)
-
-
-def _schemas_in(child: Any) -> list[Any]:
-    if isinstance(child, dict):
-        return [child] if "type" in child else list(child.values())  # tagged-union choices
-    if isinstance(child, list | tuple):
-        return [item[0] if isinstance(item, tuple) else item for item in child]
-    return []

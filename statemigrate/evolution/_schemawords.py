@@ -14,6 +14,7 @@ refuses some old data, a loosened or widened one refuses none. Pure functions, n
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = [
     "brief_json",
     "describe",
     "listed",
+    "python_type",
     "value_changes",
 ]
 
@@ -34,6 +36,26 @@ Resolve = Callable[[Any], Any]
 """Follows a ``$ref`` node to the definition it names (the node itself otherwise)."""
 
 _SHOWN = 6  # the names or values a list shows before "(N more)"
+
+# JSON Schema's types in Python's words, and the string formats pydantic gives types.
+_PYTHON_NAMES = {
+    "integer": "int",
+    "number": "float",
+    "boolean": "bool",
+    "null": "None",
+    "string": "str",
+    "array": "list",
+    "object": "dict",
+}
+_STRING_FORMATS = {
+    "binary": "bytes",
+    "date-time": "datetime",
+    "date": "date",
+    "time": "time",
+    "duration": "timedelta",
+    "uuid": "UUID",
+}
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*(\[[A-Za-z0-9_.\[\], |]*\])?")
 
 # Bounds a lower value of which refuses less, and those a higher value of which does.
 _LOWER = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties")
@@ -77,20 +99,38 @@ def describe(node: Any, resolve: Resolve, seen: frozenset[str] = frozenset()) ->
         keys = f"{describe_key_type(node[KEYS])} keys to " if KEYS in node else ""
         return f"a dict of {keys}" + describe(node["additionalProperties"], resolve, seen)
     if "type" in node:
-        kind = node["type"]
-        text = "/".join(kind) if isinstance(kind, list) else str(kind)
-        if PYTHON_TYPE in node:
-            text += f" ({node[PYTHON_TYPE]})"
+        text, said = python_type(node)
+        items = node.get("items")
+        if isinstance(items, dict) and "prefixItems" not in node:
+            inner = describe(items, resolve, seen)
+            if _PLAIN_NAME.fullmatch(inner):  # list[str]; a list of records stays "list"
+                text += f"[{inner}]"
         if KEYS in node:
             text += f" with {describe_key_type(node[KEYS])} keys"
         extras = [
             _keyword(key, node[key])
             for key in sorted(node)
             if key not in ("type", "items", "properties", "additionalProperties", "required")
-            and key not in (KEYS, PYTHON_TYPE)
+            and key not in (KEYS, PYTHON_TYPE, *said)
         ]
         return text + (f" ({', '.join(extras)})" if extras else "")
     return brief_json(node)
+
+
+def python_type(node: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """The Python type a JSON Schema node with a ``type`` stands for (``int``, ``set``,
+    ``bytes``, ``datetime``), and the keywords that name says, so not shown again:
+    ``uniqueItems`` of a set, ``format`` of bytes or a datetime."""
+    kind = node["type"]
+    if isinstance(kind, list):
+        return " | ".join(_PYTHON_NAMES.get(str(k), str(k)) for k in kind), ()
+    if PYTHON_TYPE in node:  # tuple, deque, frozenset, OrderedDict, Counter
+        return str(node[PYTHON_TYPE]), ("uniqueItems",)
+    if kind == "array" and node.get("uniqueItems") is True:
+        return "set", ("uniqueItems",)
+    if kind == "string" and node.get("format") in _STRING_FORMATS:
+        return _STRING_FORMATS[node["format"]], ("format",)
+    return _PYTHON_NAMES.get(str(kind), str(kind)), ()
 
 
 def _keyword(key: str, value: Any) -> str:

@@ -36,6 +36,7 @@ from statemigrate.testing._emphasis import (
     float_specials,
 )
 from statemigrate.testing._odds import LONG, of_length, one_in_two, rarely, skewed, with_specials
+from statemigrate.testing._spaced import spaced_text
 from statemigrate.testing._tags import tag_key, with_tag
 from statemigrate.testing._typedleaves import file_system_paths, plain_function_values, urls
 from statemigrate.testing._zones import (
@@ -92,6 +93,7 @@ class Builder:
         where: str,
         rich: bool = False,
         surrogates: bool = False,
+        spaced: bool = False,
         exact: frozenset[object] = frozenset(),
         subclasses: dict[type, st.SearchStrategy[Any]] | None = None,
     ) -> None:
@@ -103,6 +105,10 @@ class Builder:
         # Drawing one of the few states whose strings may hold lone surrogates (state
         # form only): each string then holds one at even odds.
         self.surrogates = rich and surrogates
+        # Drawing one of the states whose strings may have whitespace at an end or be
+        # whitespace only (either form): each string then is such a one at even odds
+        # (see _spaced).
+        self.spaced = spaced
         # Models drawn as themselves only: the schema's own type is what a component of
         # that version holds, while its subclasses are often the schema's later versions.
         self.exact = exact
@@ -293,6 +299,11 @@ class Builder:
             matching = st.from_regex(pattern, fullmatch=True)
             return matching.filter(lambda s: len(s) >= low and (high is None or len(s) <= high))
         text = self._long_or_short(st.text, low, high)
+        spaced = spaced_text(text, low, high) if self.spaced else None
+        if spaced is not None:
+            # What splitting and joining steps lose (see _spaced); at even odds, so
+            # that a string a failure does not need spaced shrinks to an ordinary one.
+            text = one_in_two(text, spaced)
         if self.surrogates and (high is None or high > 0):
             # A Python str may hold a lone surrogate, which UTF-8 cannot encode.
             return one_in_two(text, with_surrogate(low, high))
@@ -546,6 +557,7 @@ class Builder:
             where=self.where,
             rich=self.rich,
             surrogates=self.surrogates,
+            spaced=self.spaced,
             exact=self.exact | {cls},
             subclasses=self.subclasses,
         )

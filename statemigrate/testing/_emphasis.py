@@ -9,6 +9,9 @@ examples: a value drawn once in two hundred floats slips through most runs. So:
   where the schema allows them, the infinities;
 - a decimal is one of its specials as often: ``Decimal("-0")``, and where
   ``allow_inf_nan=True`` allows them, ``Infinity``, ``-Infinity`` and ``NaN``;
+- about one string in four has whitespace at an end, or is whitespace only, half the
+  strings of one state in two (see :mod:`statemigrate.testing._spaced`): what steps
+  that split and join text lose;
 - a collection of records (a list, set or dict of models, dataclasses or
   ``TypedDict``s) holds at least one record in all but about one draw in
   :data:`EMPTY`, and a record's optional field holding one is present as often: the

@@ -419,8 +419,8 @@ def test_makemigration_calls_a_type_change_probably_lossy(
     assert run(capsys, "schemas", "freeze").code == 0
     made = run(capsys, "makemigration", "settings", "--schema", "evotypes:SettingsText")
     assert made.code == 0, made.err
-    assert "  upgrade: probably lossy: limit changed from integer to string" in made.out
-    assert "  downgrade: probably lossy: limit changed from integer to string" in made.out
+    assert "  upgrade: probably lossy: limit changed from int to str" in made.out
+    assert "  downgrade: probably lossy: limit changed from int to str" in made.out
     assert "lossless" not in made.out
 
 
