@@ -53,14 +53,19 @@ _MISSING = object()
 
 
 def export_component(
-    obj: object, *, registry: Registry | None = None, walk: bool = False, check: bool = False
+    obj: object,
+    *,
+    registry: Registry | None = None,
+    walk: bool = False,
+    check: bool = False,
+    prove: bool = True,
 ) -> Any:
     """Return the live state of component ``obj`` in its schema's plain form.
 
     Uses ``obj.export_state()`` when the class defines it, else reads the schema's
     fields as attributes. A state that is plain data already is returned without a
     copy or a walk unless ``walk`` is given, and validated deep only with ``check``
-    (see :meth:`SchemaVersion.export`).
+    (see :meth:`SchemaVersion.export`); ``prove`` as there.
 
     Raises:
         RegistrationError: ``obj`` is not migratable, or has no ``export_state`` and
@@ -71,7 +76,7 @@ def export_component(
         ValidationError: the state is not a state of the schema.
     """
     state = component_state(obj, registry=registry)
-    return plain_state(obj, state, registry=registry, walk=walk, check=check)
+    return plain_state(obj, state, registry=registry, walk=walk, check=check, prove=prove)
 
 
 def plain_state(
@@ -81,6 +86,7 @@ def plain_state(
     registry: Registry | None = None,
     walk: bool = False,
     check: bool = False,
+    prove: bool = True,
 ) -> Any:
     """Return the plain form of ``state``, which :func:`component_state` returned for ``obj``.
 
@@ -95,7 +101,7 @@ def plain_state(
         # The snapshot encoder takes exact dicts only; copying a TrackedDict into one
         # is a C-level copy, far cheaper than the walk the encoder would ask for.
         state = {k: dict(v) if isinstance(v, TrackedDict) else v for k, v in state.items()}
-    return component_spec(obj).schema(registry).export(state, walk=walk, check=check)
+    return component_spec(obj).schema(registry).export(state, walk=walk, check=check, prove=prove)
 
 
 def component_state(obj: object, *, registry: Registry | None = None) -> Any:

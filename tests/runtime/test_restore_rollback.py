@@ -8,10 +8,10 @@ import dataclasses
 import ipaddress
 import logging
 import pathlib
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 from typing_extensions import TypedDict
 
 import statemigrate._runtime._restore as restore_module
@@ -353,3 +353,80 @@ def test_the_warning_of_a_state_with_no_plain_export_speaks_of_the_field(
     (warning,) = [r.getMessage() for r in caplog.records if "rollback" in r.getMessage()]
     assert "at where: " in warning
     assert "lax-or-strict" not in warning and "function-plain" not in warning
+
+
+VALIDATED: list[dict[str, int]] = []
+"""Every value the counting validator below saw, in order."""
+
+
+def _counted(counts: dict[str, int]) -> dict[str, int]:
+    VALIDATED.append(dict(counts))
+    return counts
+
+
+class CountedCounts(TypedDict):
+    counts: Annotated[dict[str, int], AfterValidator(_counted)]
+
+
+def _counted_registry() -> tuple[Registry, type]:
+    registry = Registry()
+    registry.add_schema("counted", 1, CountedCounts)
+
+    @registry.migratable("counted", version=1)
+    class Counted:
+        def __init__(self, counts: dict[str, int]) -> None:
+            self.counts = dict(counts)
+
+    return registry, Counted
+
+
+def test_the_state_before_a_restore_is_not_run_through_the_validators() -> None:
+    """The export taken of the state about to be replaced only serves to check a
+    rollback, so it is not validated back: a restore runs the schema's validators on
+    the restored state alone, not on the state it replaces too (with a slow validator,
+    that doubled a successor's restore)."""
+    registry, counted = _counted_registry()
+    writer = Service(NAME, registry=registry)
+    writer.register(counted({"new": 2}))
+    blob = writer.snapshot()[0]
+    reader = Service(NAME, registry=registry)
+    target = reader.register(counted({"live": 1}))
+    VALIDATED.clear()
+    reader.restore(blob)
+    assert target.counts == {"new": 2}
+    assert VALIDATED == [{"new": 2}]
+
+
+def test_the_rollback_of_a_validated_schema_is_still_checked() -> None:
+    """The unproven export still tells states apart: a component of a schema with a
+    validator that comes back empty from its rollback is reported as not rolled back."""
+    registry, counted = _counted_registry()
+    registry.add_schema("last", 1, CountsDict)
+
+    @registry.migratable("counted", version=1)
+    class ClearsOnImport:
+        def __init__(self, counts: dict[str, int]) -> None:
+            self.counts = dict(counts)
+
+        def export_state(self) -> dict[str, Any]:
+            return {"counts": self.counts}
+
+        def import_state(self, state: dict[str, Any]) -> None:
+            self.counts.clear()  # empties the dict the earlier state refers to
+            self.counts = state["counts"]
+
+    @registry.migratable("last", version=1)
+    class FailsFirst(FailsOnImport):
+        pass
+
+    writer = Service(NAME, registry=registry)
+    writer.register(counted({"n": 2}))
+    writer.register(FailsFirst())
+    blob = writer.snapshot()[0]
+    reader = Service(NAME, registry=registry)
+    target = reader.register(ClearsOnImport({"live": 1}))
+    reader.register(FailsFirst())
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(blob)
+    assert target.counts == {}
+    assert caught.value.rollback_failed == ("counted/default",)
