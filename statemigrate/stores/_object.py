@@ -14,7 +14,8 @@ Commit protocol:
 3. compare-and-swap the pointer: replace it only if its etag is unchanged, or create it
    only if there is still none. Exactly one writer wins each generation; a loser gets
    :class:`StoreConflictError` and deletes its own object;
-4. delete the generation objects older than the ``keep`` newest generations.
+4. delete the generation objects older than the ``keep`` newest generations, but
+   those kept as unrestored (with no pointer, all those found: ``_object_unplaced``).
 
 The pointer names an object only after the object is complete, so a reader never sees a
 partial snapshot, and a writer that dies or loses its connection at any point leaves
@@ -76,6 +77,7 @@ from statemigrate.stores._object_retention import (
     say_kept,
     sweep_generations,
 )
+from statemigrate.stores._object_unplaced import say_unplaced, unplaced_generations
 from statemigrate.stores._object_watch import DEFAULT_WARN_AFTER, check_warn_after
 from statemigrate.stores._options import (
     MIN_PART_SIZE,
@@ -233,13 +235,11 @@ class ObjectStore:
         base, version = (None, None) if found is None else found
         if base is not None:
             check_other_writer(self.location, base.current.object)
+        # Objects without a pointer (a pointer deleted by hand): number past them, so
+        # that no generation number ever names two snapshots.
         listed = listed_generations(self._backend) if base is None else []
-        if base is not None:
-            generation = base.current.generation + 1
-        else:
-            # Objects without a pointer (a pointer deleted by hand): number past them,
-            # so that no generation number ever names two snapshots.
-            generation = max((ref.generation for ref in listed), default=0) + 1
+        newest = max((ref.generation for ref in listed), default=0)
+        generation = (newest if base is None else base.current.generation) + 1
         name = new_object_name(generation)
         entry = upload_generation(
             self._backend,
@@ -250,12 +250,14 @@ class ObjectStore:
             part_size=self._part_size,
             max_concurrency=self._max_concurrency,
         )
+        unplaced = unplaced_generations(listed)
         kept = kept_generations(
             base,
             listed,
             unrestored=self._unrestored,
             keep_latest=self._keep_latest,
             location=self.location,
+            unplaced=unplaced.recorded,
         )
         pointer = Pointer(
             format=FORMAT,
@@ -276,14 +278,16 @@ class ObjectStore:
         # Recorded before anything else can fail: the pointer names this generation.
         note_commit(self.location, entry.object)
         self._last_unrestored = tuple(entry.generation for entry in kept)
-        if kept and (self._unrestored is not None or self._keep_latest):
+        if listed:
+            say_unplaced(unplaced, kept, self.location)
+        elif kept and (self._unrestored is not None or self._keep_latest):
             say_kept(kept, self.location)
         self._unrestored, self._keep_latest = None, False
         sweep_generations(
             self._backend,
             generation,
             keep=self._keep,
-            spare={entry.object for entry in kept},
+            spare={entry.object for entry in kept} | {left.object for left in unplaced.left},
             location=self.location,
         )
         return ObjectRef(self, entry, role="current")
@@ -347,8 +351,7 @@ class ObjectStore:
     def ref(self, which: Role | int = "current") -> ObjectRef:
         """A reference to the current or the previous generation, the one a start could
         not restore (``"unrestored"``: the newest kept, see :meth:`keep_unrestored`), or
-        the generation
-        numbered ``which``, e.g. to restore from.
+        the generation numbered ``which``, e.g. to restore from.
 
         A generation that is neither current nor previous is one the pointer no longer
         records (with ``keep`` above 2): its object is found by listing, and it is read
@@ -462,11 +465,11 @@ class ObjectStore:
         """References to every generation object under the prefix, oldest first.
 
         Each has its ``role`` (``"current"``, ``"previous"``, ``"unrestored"`` or
-        ``None``) and, when its
-        object was listed, the time it was written (``modified``). Besides the kept
-        generations this shows the objects of writers that died before their commit
-        decided, until retention deletes them. A generation the pointer records whose
-        object is missing is included too, with ``modified`` ``None``.
+        ``None``) and, when its object was listed, the time it was written
+        (``modified``). Besides the kept generations this shows the objects of writers
+        that died before their commit decided, until retention deletes them. A
+        generation the pointer records whose object is missing is included too, with
+        ``modified`` ``None``.
 
         With the pointer damaged (not one of ours), every object found by listing is
         returned with ``role`` ``None``, as with no pointer, and one WARNING says the

@@ -423,8 +423,9 @@ def test_list_and_inspect_by_number_go_on_when_the_pointer_is_damaged(
             line = one_error_line(run(capsys, *argv))
             assert "app/current: is not a valid pointer" in line
             assert line.endswith(
-                "delete it to repair: the generation objects stay, and the store numbers past"
-                " them (docs/stores.md, 'A missing pointer')"
+                "delete it to repair: the generation objects stay, the store numbers past them,"
+                " and the next commit keeps them all as unrestored, since this pointer may have"
+                " recorded some (docs/stores.md, 'A missing pointer')"
             )
 
 
