@@ -82,6 +82,7 @@ from statemigrate.stores._object_watch import DEFAULT_WARN_AFTER, check_warn_aft
 from statemigrate.stores._options import (
     MIN_PART_SIZE,
     check_int,
+    check_max_concurrency,
     check_max_size,
     check_prefix,
     check_retries,
@@ -103,7 +104,8 @@ class ObjectStore:
             an obstore store built by the caller (``obstore.store.S3Store(...)``).
         prefix: a further key prefix under ``location``.
         config: obstore's configuration for a URL (``S3Config``, ``GCSConfig``,
-            ``AzureConfig`` keys such as ``endpoint`` or ``region``). Credentials come
+            ``AzureConfig`` keys such as ``endpoint`` or ``region``; none for
+            ``file://`` and ``memory://``). Credentials come
             from the environment, as obstore reads them, unless given here.
         client_options: obstore's HTTP client options for a URL; they override the
             timeouts below.
@@ -115,12 +117,13 @@ class ObjectStore:
         retry_timeout: seconds after which a request is no longer retried (default 60).
         keep: how many of the newest generations to keep (at least 2: current and
             previous). Older generation objects are deleted after each commit.
-        max_size: the largest snapshot, in bytes, that the store commits or opens.
+        max_size: the largest snapshot, in bytes, that the store commits or opens
+            (at least 1).
         part_size: snapshots larger than this are uploaded in parts of this size, and
             every snapshot is read back in ranges of this size (at least 5 MiB, S3's
             smallest part, which is the default: the fewer bytes a part holds, the
             less of a snapshot its upload keeps in memory).
-        max_concurrency: the most parts uploaded at once. A commit holds at most
+        max_concurrency: the most parts uploaded at once (1 to 10,000). A commit holds at most
             ``max_concurrency + 1`` parts of a snapshot in memory, waiting for the
             server to acknowledge parts before it takes more of the snapshot. It
             starts with two parts (one in flight, one being filled) and allows more
@@ -141,7 +144,8 @@ class ObjectStore:
         StoreError: obstore is not installed, the URL is not supported, or obstore
             refused the configuration.
         ConfigurationError: an option has an invalid value (one line naming it, what
-            is allowed and the value given; a ``ValueError``).
+            is allowed and the value given; a ``ValueError``), or a setting was given
+            for a ``file://`` or ``memory://`` URL, which take none.
     """
 
     def __init__(
@@ -167,9 +171,7 @@ class ObjectStore:
         part_size = check_int(
             "part_size", part_size, least=MIN_PART_SIZE, allowed="an int of at least 5 MiB"
         )
-        max_concurrency = check_int(
-            "max_concurrency", max_concurrency, least=1, allowed="an int of at least 1"
-        )
+        max_concurrency = check_max_concurrency(max_concurrency)
         warn_after = check_warn_after(warn_after)
         timeout = check_seconds("timeout", timeout, zero_ok=False)
         connect_timeout = check_seconds("connect_timeout", connect_timeout, zero_ok=False)
