@@ -19,6 +19,7 @@ from typing import Any
 from statemigrate._errors import StoreError
 from statemigrate.cli._objects import is_object_url, split_url
 from statemigrate.cli._source import parse_fd
+from statemigrate.cli._usage import UsageError
 from statemigrate.stores._safedir import FILE_KINDS
 
 __all__ = [
@@ -48,11 +49,6 @@ def positive_integer(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
-
-
-class UsageError(Exception):
-    """A missing argument or a value of the wrong form that only the command can see
-    (what follows ``--``): one line and status 2, as argparse's own refusals."""
 
 
 def snapshot_source(text: str) -> str:

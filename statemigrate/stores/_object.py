@@ -14,7 +14,8 @@ Commit protocol:
 3. compare-and-swap the pointer: replace it only if its etag is unchanged, or create it
    only if there is still none. Exactly one writer wins each generation; a loser gets
    :class:`StoreConflictError` and deletes its own object;
-4. delete the generation objects older than the ``keep`` newest generations.
+4. delete the generation objects older than the ``keep`` newest generations, but
+   those kept as unrestored (with no pointer, all those found: ``_object_unplaced``).
 
 The pointer names an object only after the object is complete, so a reader never sees a
 partial snapshot, and a writer that dies or loses its connection at any point leaves
@@ -76,10 +77,12 @@ from statemigrate.stores._object_retention import (
     say_kept,
     sweep_generations,
 )
+from statemigrate.stores._object_unplaced import say_unplaced, unplaced_generations
 from statemigrate.stores._object_watch import DEFAULT_WARN_AFTER, check_warn_after
 from statemigrate.stores._options import (
     MIN_PART_SIZE,
     check_int,
+    check_max_concurrency,
     check_max_size,
     check_prefix,
     check_retries,
@@ -101,7 +104,8 @@ class ObjectStore:
             an obstore store built by the caller (``obstore.store.S3Store(...)``).
         prefix: a further key prefix under ``location``.
         config: obstore's configuration for a URL (``S3Config``, ``GCSConfig``,
-            ``AzureConfig`` keys such as ``endpoint`` or ``region``). Credentials come
+            ``AzureConfig`` keys such as ``endpoint`` or ``region``; none for
+            ``file://`` and ``memory://``). Credentials come
             from the environment, as obstore reads them, unless given here.
         client_options: obstore's HTTP client options for a URL; they override the
             timeouts below.
@@ -113,12 +117,13 @@ class ObjectStore:
         retry_timeout: seconds after which a request is no longer retried (default 60).
         keep: how many of the newest generations to keep (at least 2: current and
             previous). Older generation objects are deleted after each commit.
-        max_size: the largest snapshot, in bytes, that the store commits or opens.
+        max_size: the largest snapshot, in bytes, that the store commits or opens
+            (at least 1).
         part_size: snapshots larger than this are uploaded in parts of this size, and
             every snapshot is read back in ranges of this size (at least 5 MiB, S3's
             smallest part, which is the default: the fewer bytes a part holds, the
             less of a snapshot its upload keeps in memory).
-        max_concurrency: the most parts uploaded at once. A commit holds at most
+        max_concurrency: the most parts uploaded at once (1 to 10,000). A commit holds at most
             ``max_concurrency + 1`` parts of a snapshot in memory, waiting for the
             server to acknowledge parts before it takes more of the snapshot. It
             starts with two parts (one in flight, one being filled) and allows more
@@ -139,7 +144,8 @@ class ObjectStore:
         StoreError: obstore is not installed, the URL is not supported, or obstore
             refused the configuration.
         ConfigurationError: an option has an invalid value (one line naming it, what
-            is allowed and the value given; a ``ValueError``).
+            is allowed and the value given; a ``ValueError``), or a setting was given
+            for a ``file://`` or ``memory://`` URL, which take none.
     """
 
     def __init__(
@@ -165,9 +171,7 @@ class ObjectStore:
         part_size = check_int(
             "part_size", part_size, least=MIN_PART_SIZE, allowed="an int of at least 5 MiB"
         )
-        max_concurrency = check_int(
-            "max_concurrency", max_concurrency, least=1, allowed="an int of at least 1"
-        )
+        max_concurrency = check_max_concurrency(max_concurrency)
         warn_after = check_warn_after(warn_after)
         timeout = check_seconds("timeout", timeout, zero_ok=False)
         connect_timeout = check_seconds("connect_timeout", connect_timeout, zero_ok=False)
@@ -233,13 +237,11 @@ class ObjectStore:
         base, version = (None, None) if found is None else found
         if base is not None:
             check_other_writer(self.location, base.current.object)
+        # Objects without a pointer (a pointer deleted by hand): number past them, so
+        # that no generation number ever names two snapshots.
         listed = listed_generations(self._backend) if base is None else []
-        if base is not None:
-            generation = base.current.generation + 1
-        else:
-            # Objects without a pointer (a pointer deleted by hand): number past them,
-            # so that no generation number ever names two snapshots.
-            generation = max((ref.generation for ref in listed), default=0) + 1
+        newest = max((ref.generation for ref in listed), default=0)
+        generation = (newest if base is None else base.current.generation) + 1
         name = new_object_name(generation)
         entry = upload_generation(
             self._backend,
@@ -250,12 +252,14 @@ class ObjectStore:
             part_size=self._part_size,
             max_concurrency=self._max_concurrency,
         )
+        unplaced = unplaced_generations(listed)
         kept = kept_generations(
             base,
             listed,
             unrestored=self._unrestored,
             keep_latest=self._keep_latest,
             location=self.location,
+            unplaced=unplaced.recorded,
         )
         pointer = Pointer(
             format=FORMAT,
@@ -276,14 +280,16 @@ class ObjectStore:
         # Recorded before anything else can fail: the pointer names this generation.
         note_commit(self.location, entry.object)
         self._last_unrestored = tuple(entry.generation for entry in kept)
-        if kept and (self._unrestored is not None or self._keep_latest):
+        if listed:
+            say_unplaced(unplaced, kept, self.location)
+        elif kept and (self._unrestored is not None or self._keep_latest):
             say_kept(kept, self.location)
         self._unrestored, self._keep_latest = None, False
         sweep_generations(
             self._backend,
             generation,
             keep=self._keep,
-            spare={entry.object for entry in kept},
+            spare={entry.object for entry in kept} | {left.object for left in unplaced.left},
             location=self.location,
         )
         return ObjectRef(self, entry, role="current")
@@ -347,8 +353,7 @@ class ObjectStore:
     def ref(self, which: Role | int = "current") -> ObjectRef:
         """A reference to the current or the previous generation, the one a start could
         not restore (``"unrestored"``: the newest kept, see :meth:`keep_unrestored`), or
-        the generation
-        numbered ``which``, e.g. to restore from.
+        the generation numbered ``which``, e.g. to restore from.
 
         A generation that is neither current nor previous is one the pointer no longer
         records (with ``keep`` above 2): its object is found by listing, and it is read
@@ -462,11 +467,11 @@ class ObjectStore:
         """References to every generation object under the prefix, oldest first.
 
         Each has its ``role`` (``"current"``, ``"previous"``, ``"unrestored"`` or
-        ``None``) and, when its
-        object was listed, the time it was written (``modified``). Besides the kept
-        generations this shows the objects of writers that died before their commit
-        decided, until retention deletes them. A generation the pointer records whose
-        object is missing is included too, with ``modified`` ``None``.
+        ``None``) and, when its object was listed, the time it was written
+        (``modified``). Besides the kept generations this shows the objects of writers
+        that died before their commit decided, until retention deletes them. A
+        generation the pointer records whose object is missing is included too, with
+        ``modified`` ``None``.
 
         With the pointer damaged (not one of ours), every object found by listing is
         returned with ``role`` ``None``, as with no pointer, and one WARNING says the

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 from statemigrate._errors import StoreError
 from statemigrate.stores._object_backend import REMOTE_CLASSES, Backend, obstore_module
 from statemigrate.stores._object_errors import translate
-from statemigrate.stores._options import refused
+from statemigrate.stores._options import check_no_settings, refused
 
 __all__ = [
     "REMOTE_SCHEMES",
@@ -84,6 +84,8 @@ def build(
 
     Raises:
         StoreError: the URL is not supported, or obstore refused the configuration.
+        ConfigurationError: ``config`` or ``client_options`` holds a key for a
+            ``file://`` or ``memory://`` URL, which take none.
     """
     try:
         parts = urlsplit(url)
@@ -97,6 +99,9 @@ def build(
             url,
             "unsupported URL: use s3://, gs://, az://, file:// or memory:// followed by a path",
         )
+    if scheme in _LOCAL_SCHEMES:
+        check_no_settings(scheme, "config", config)
+        check_no_settings(scheme, "client_options", client_options)
     obstore = obstore_module()
     path = unquote(parts.path)
     try:

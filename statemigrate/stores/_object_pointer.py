@@ -55,10 +55,13 @@ GENERATIONS = "generations"
 MAX_POINTER_SIZE = 64 << 10
 """A pointer larger than this is refused unread; a real one is a few hundred bytes."""
 REPAIR = (
-    "delete it to repair: the generation objects stay, and the store numbers past"
-    " them (docs/stores.md, 'A missing pointer')"
+    "delete it to repair: the generation objects stay, the store numbers past them, and"
+    " the next commit keeps them all as unrestored, since this pointer may have recorded"
+    " some (docs/stores.md, 'A missing pointer')"
 )
-"""What a damaged pointer's error says to do: every read and commit stops at it."""
+"""What a damaged pointer's error says to do: every read and commit stops at it. The
+generations it may have kept as unrestored are named: deleting it must not look like
+letting them go."""
 MAX_UNRESTORED = 4
 """The most generations a pointer keeps as unrestored: one per failed start, until an
 operator lets them go. Past it, the newest is replaced, so that the state from before

@@ -74,8 +74,9 @@ def existing_pointer(backend: Backend) -> Pointer:
                 backend.where(POINTER),
                 f"is missing, but {len(listed)} generation objects are present"
                 f" (generations {'..., ' if len(numbers) > 5 else ''}{shown}): restore"
-                f" one with ref({numbers[-1]}) or URL#{numbers[-1]} and commit it"
-                " (docs/stores.md, 'A missing pointer')",
+                f" one with ref({numbers[-1]}) or URL#{numbers[-1]} and commit it; that"
+                " commit keeps them all as unrestored, since the lost pointer may have"
+                " recorded some (docs/stores.md, 'A missing pointer')",
                 previous_too=True,
             )
         raise StoreError(

@@ -44,10 +44,12 @@ def kept_generations(
     unrestored: Entry | None,
     keep_latest: bool,
     location: str,
+    unplaced: Sequence[Kept] = (),
 ) -> list[Kept]:
     """The generations the next pointer records as unrestored: those the pointer
-    keeps already, and those a failed start asked to keep (``unrestored``, a known
-    generation, or ``keep_latest``, the store unreachable then).
+    keeps already (with no pointer, the ``unplaced`` objects found without one), and
+    those a failed start asked to keep (``unrestored``, a known generation, or
+    ``keep_latest``, the store unreachable then).
 
     Asked to keep "the latest" (the start could not read the store, so it cannot
     know which generation was current, nor whether that one is intact), these are
@@ -56,7 +58,7 @@ def kept_generations(
     ``MAX_UNRESTORED`` the newest kept is replaced: the oldest is the state from
     before the trouble began.
     """
-    kept = [] if base is None else list(base.unrestored)
+    kept = list(unplaced) if base is None else list(base.unrestored)
     new: list[Entry | Kept] = []
     if unrestored is not None:
         new = [unrestored]

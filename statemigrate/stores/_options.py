@@ -12,17 +12,22 @@ these checks raised before still catches them.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 from statemigrate._errors import ConfigurationError
 
 __all__ = [
+    "MAX_CONCURRENCY",
     "MAX_RETRIES",
     "MAX_SECONDS",
     "MIN_PART_SIZE",
     "check_choice",
     "check_int",
+    "check_max_concurrency",
     "check_max_size",
     "check_memfd_name",
+    "check_no_settings",
     "check_prefix",
     "check_retries",
     "check_seconds",
@@ -36,6 +41,9 @@ MAX_RETRIES = 100
 """The most retries of one request; obstore's count overflowed past an unsigned 64 bits."""
 MIN_PART_SIZE = 5 << 20
 """S3's smallest multipart part (the last part excepted)."""
+MAX_CONCURRENCY = 10_000
+"""The most parts an ``ObjectStore`` uploads at once: S3's most parts in one upload, so
+no commit could use more. obstore overflowed on 2**64, at the first multipart commit."""
 _MEMFD_NAME_BYTES = 249
 """The longest name memfd_create(2) takes: 255 bytes less its ``memfd:`` prefix."""
 _SHOWN_CHARS = 60
@@ -54,24 +62,56 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_int(option: str, value: int, *, least: int, allowed: str) -> int:
-    """``value`` when it is an int (not a bool) of at least ``least``.
+def check_int(
+    option: str, value: int, *, least: int, allowed: str, most: int | None = None
+) -> int:
+    """``value`` when it is an int (not a bool) of at least ``least`` (and at most
+    ``most``, when given).
 
     Raises:
         ConfigurationError: it is not; ``allowed`` says what would be.
     """
-    if not _is_int(value) or value < least:
+    if not _is_int(value) or value < least or (most is not None and value > most):
         raise refused(option, allowed, value)
     return value
+
+
+def check_max_concurrency(value: int) -> int:
+    """Validate ``ObjectStore(max_concurrency=...)``.
+
+    Raises:
+        ConfigurationError: it is not an int from 1 to ``MAX_CONCURRENCY``.
+    """
+    allowed = f"an int from 1 to {MAX_CONCURRENCY:,}"
+    return check_int("max_concurrency", value, least=1, most=MAX_CONCURRENCY, allowed=allowed)
 
 
 def check_max_size(max_size: int) -> int:
     """Validate a ``max_size`` option.
 
+    A snapshot is never empty, so 0 would refuse every commit: the least is 1 byte.
+    (Stores know nothing of the format, so not its smallest snapshot.)
+
     Raises:
-        ConfigurationError: it is not an int of 0 or more.
+        ConfigurationError: it is not an int of 1 or more.
     """
-    return check_int("max_size", max_size, least=0, allowed="an int of 0 or more (bytes)")
+    return check_int("max_size", max_size, least=1, allowed="an int of 1 or more (bytes)")
+
+
+def check_no_settings(scheme: str, option: str, settings: Mapping[Any, Any] | None) -> None:
+    """``settings`` (``config`` or ``client_options``) for a ``file://`` or
+    ``memory://`` URL: obstore's stores for them take none, and ignored them without a
+    word, where an ``s3://`` URL's unknown key is refused.
+
+    Raises:
+        ConfigurationError: it holds a key; the message shows them.
+    """
+    if settings:
+        allowed = (
+            f"empty for a {scheme}:// URL, which takes no settings (obstore's are for"
+            " s3://, gs:// and az:// URLs)"
+        )
+        raise refused(option, allowed, dict(settings))
 
 
 def check_choice(option: str, value: object, choices: tuple[str, ...]) -> str:

@@ -423,8 +423,9 @@ def test_list_and_inspect_by_number_go_on_when_the_pointer_is_damaged(
             line = one_error_line(run(capsys, *argv))
             assert "app/current: is not a valid pointer" in line
             assert line.endswith(
-                "delete it to repair: the generation objects stay, and the store numbers past"
-                " them (docs/stores.md, 'A missing pointer')"
+                "delete it to repair: the generation objects stay, the store numbers past them,"
+                " and the next commit keeps them all as unrestored, since this pointer may have"
+                " recorded some (docs/stores.md, 'A missing pointer')"
             )
 
 
@@ -501,6 +502,27 @@ def test_forget_unrestored_of_an_empty_store_is_one_line(
         assert line.endswith("empty/current: no snapshot has been committed")
         line = one_error_line(run(capsys, "forget-unrestored", f"file://{path}/missing"), 1)
         assert line.endswith("missing: no such directory")
+
+
+@pytest.mark.parametrize("pair", ["bogus=1", "keep=1", "max_size=-1", "part_size=1"])
+def test_a_store_option_a_file_url_does_not_take_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], pair: str
+) -> None:
+    """A file:// store takes none of obstore's settings: a key given for one is
+    refused, naming it, as an s3:// URL's unknown key is, before anything is read
+    (it was ignored, with status 0)."""
+    with scratch_dir() as path:
+        url = f"file://{path}/app"
+        ObjectStore(url).commit(b"snapshot")
+        for command in ("list", "inspect", "forget-unrestored"):
+            line = one_error_line(run(capsys, command, url, "--store-option", pair), 2)
+            key = pair.split("=")[0]
+            assert line == (
+                f"statemigrate: error: argument --store-option: {key!r} is not a setting of"
+                " file:// URLs, which take none of obstore's (those are for s3://, gs:// and"
+                " az:// URLs); only timeout, connect_timeout, retry_timeout and retries"
+            )
+        assert run(capsys, "list", url, "--store-option", "timeout=5").code == 0
 
 
 # -- migrate -----------------------------------------------------------------------------

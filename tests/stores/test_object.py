@@ -944,6 +944,8 @@ def test_remote_is_true_only_for_object_storage(s3: S3Server) -> None:
         ("memory://", {"part_size": MiB}, ValueError, "part_size"),
         ("memory://", {"max_concurrency": 0}, ValueError, "max_concurrency"),
         ("memory://", {"max_size": -1}, ValueError, "max_size"),
+        ("memory://", {"max_concurrency": 2**64}, ValueError, "max_concurrency"),
+        ("memory://", {"config": {"bogus": "1"}}, ValueError, "'bogus'"),
         (RawMemoryStore(), {"timeout": 1.0}, ValueError, "set it on that store"),
         (object(), {}, StoreError, "is not an obstore store"),
     ],

@@ -182,3 +182,63 @@ def test_a_generation_both_previous_and_unrestored_has_both_roles() -> None:
         (3, "previous", ("previous",)),
         (4, "current", ("current",)),
     ]
+
+
+def test_repairing_a_damaged_pointer_keeps_the_unrestored_generation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pointer that kept generation 3 as unrestored is cut short; following its
+    error's advice (delete it, restore the newest, commit) must not let retention
+    delete 3: the commit that creates the pointer anew keeps every generation it
+    finds as unrestored, in one WARNING, until they are let go."""
+    store = ObjectStore("memory://")
+    for n in range(3):
+        store.commit(f"newer release {n}".encode())
+    assert cache_service().start_from(store) is None  # refused: kept as unrestored
+    for n in range(3):
+        store.commit(f"cold {n}".encode())
+    assert store.ref("unrestored").generation == 3
+    backend = store._backend
+    raw = bytes(obstore.get(backend.store, backend.key("current")).bytes())
+    obstore.put(backend.store, backend.key("current"), raw[: len(raw) // 2])
+    with pytest.raises(StoreError, match="may have recorded some") as damaged:
+        store.open()
+    assert "keeps them all as unrestored" in str(damaged.value)
+    obstore.delete(backend.store, backend.key("current"))
+    with pytest.raises(StoreError, match="may have recorded some"):
+        store.open()
+    assert bytes(store.ref(6).open()) == b"cold 2"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="statemigrate.stores"):
+        store.commit(b"repaired")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "no pointer" in warnings[0]
+    assert "generations 3, 5, 6 as unrestored" in warnings[0]
+    assert store.last_unrestored == (3, 5, 6)
+    for n in range(3):
+        store.commit(f"after {n}".encode())
+    kept = {ref.generation: ref for ref in store.generations()}
+    assert sorted(kept) == [3, 5, 6, 9, 10]
+    assert kept[3].roles == ("unrestored",)
+    assert bytes(kept[3].open()) == b"newer release 2"
+    assert store.forget_unrestored() == [3, 5, 6]
+    store.commit(b"let go")
+    assert [ref.generation for ref in store.generations()] == [10, 11]
+
+
+def test_a_commit_keeps_at_most_four_found_objects_and_spares_the_rest_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Past the four generations a pointer can record, the oldest found are kept;
+    the commit that creates the pointer deletes none of the others, and its WARNING
+    names those the next commit's retention deletes."""
+    store = ObjectStore("memory://", keep=6)
+    for n in range(6):
+        store.commit(f"gen {n + 1}".encode())
+    obstore.delete(store._backend.store, store._backend.key("current"))
+    with caplog.at_level(logging.WARNING, logger="statemigrate.stores"):
+        store.commit(b"seven")
+    assert "deletes generations 5, 6" in caplog.text
+    assert store.last_unrestored == (1, 2, 3, 4)
+    assert [ref.generation for ref in store.generations()] == [1, 2, 3, 4, 5, 6, 7]

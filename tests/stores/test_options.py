@@ -27,8 +27,24 @@ BAD_OPTIONS = [
     (object_store(keep=2.0), "keep: must be an int of at least 2, not 2.0"),
     (object_store(keep=True), "keep: must be an int of at least 2, not True"),
     (object_store(part_size=1 << 20), "part_size: must be an int of at least 5 MiB, not 1048576"),
-    (object_store(max_concurrency=0), "max_concurrency: must be an int of at least 1, not 0"),
-    (object_store(max_size=-1), "max_size: must be an int of 0 or more (bytes), not -1"),
+    (object_store(max_concurrency=0), "max_concurrency: must be an int from 1 to 10,000, not 0"),
+    (object_store(max_concurrency=10_001), "max_concurrency: must be an int from 1 to 10,000"),
+    (object_store(max_concurrency=2**64), "max_concurrency: must be an int from 1 to 10,000"),
+    (object_store(max_size=0), "max_size: must be an int of 1 or more (bytes), not 0"),
+    (
+        object_store(config={"bogus": 1}),
+        "config: must be empty for a memory:// URL, which takes no settings (obstore's are"
+        " for s3://, gs:// and az:// URLs), not {'bogus': 1}",
+    ),
+    (
+        lambda base: ObjectStore(f"file://{base}/objects", config={"keep": "1"}),
+        "config: must be empty for a file:// URL, which takes no settings",
+    ),
+    (
+        lambda base: ObjectStore(f"file://{base}/objects", client_options={"timeout": "3s"}),
+        "client_options: must be empty for a file:// URL",
+    ),
+    (object_store(max_size=-1), "max_size: must be an int of 1 or more (bytes), not -1"),
     (object_store(warn_after=0), "warn_after: must be a number of seconds above 0, or None, not 0"),
     (object_store(timeout=-1), "timeout: must be a number of seconds above 0 and at most a day"),
     (object_store(retries=101), "retries: must be an int from 0 to 100, not 101"),
@@ -41,15 +57,18 @@ BAD_OPTIONS = [
         lambda base: ObjectStore(RawMemoryStore(), retries=2),
         "retries: must be None with an obstore store passed in (set it on that store), not 2",
     ),
-    (tmpfs_store(max_size=-1), "max_size: must be an int of 0 or more (bytes), not -1"),
+    (tmpfs_store(max_size=-1), "max_size: must be an int of 1 or more (bytes), not -1"),
+    (tmpfs_store(max_size=0), "max_size: must be an int of 1 or more (bytes), not 0"),
+    (lambda base: MemfdStore(max_size=0), "max_size: must be an int of 1 or more (bytes), not 0"),
+    (lambda base: MemoryStore(max_size=0), "max_size: must be an int of 1 or more (bytes), not 0"),
     (tmpfs_store(temp_files="tmp"), "temp_files: must be 'auto', 'anonymous' or 'named'"),
     (tmpfs_store(directory=""), "directory: must be a non-empty path (str or os.PathLike), not ''"),
     (tmpfs_store(directory=3), "directory: must be a non-empty path (str or os.PathLike), not 3"),
     (lambda base: MemfdStore(max_size="1"),  # type: ignore[arg-type]
-     "max_size: must be an int of 0 or more (bytes)"),
+     "max_size: must be an int of 1 or more (bytes)"),
     (lambda base: MemfdStore(name="a\0b"), "name: must be a string of at most 249 bytes"),
     (lambda base: MemfdStore(name="x" * 250), "name: must be a string of at most 249 bytes"),
-    (lambda base: MemoryStore(max_size=-5), "max_size: must be an int of 0 or more (bytes)"),
+    (lambda base: MemoryStore(max_size=-5), "max_size: must be an int of 1 or more (bytes)"),
 ]
 
 
@@ -85,3 +104,19 @@ def test_prefixes_of_any_other_shape_are_taken(prefix: str) -> None:
 def test_a_memfd_name_at_its_longest_is_taken() -> None:
     with MemfdStore(name="x" * 249) as store:
         store.commit(b"snapshot")
+
+
+def test_the_largest_max_concurrency_commits_in_parts(base: Path) -> None:
+    """At its bound, max_concurrency reaches obstore without overflowing: a snapshot
+    of several parts commits and reads back (2**64 was taken, then failed every
+    multipart commit with OverflowError)."""
+    store = ObjectStore(f"file://{base}/objects", max_concurrency=10_000)
+    data = bytes(range(256)) * (11 << 12)  # 11 MiB: three parts of 5 MiB
+    store.commit(data)
+    assert bytes(store.open()) == data
+
+
+def test_a_max_size_of_one_byte_is_taken() -> None:
+    store = MemoryStore(max_size=1)
+    store.commit(b"x")
+    assert bytes(store.open()) == b"x"
