@@ -20,6 +20,7 @@ from types import TracebackType
 
 from statemigrate._errors import HandoffError, StateMigrateError, StoreError
 from statemigrate._observe._instruments import UNNAMED_SERVICE
+from statemigrate._runtime._lossyexport import record_received_loss
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.handoff._drive import Steps, ready_now, run_async, run_blocking, wait_readable
 from statemigrate.handoff._env import check_name
@@ -165,6 +166,9 @@ class Inheritance:
         self._kinds: list[PieceKind] = []  # the pre-copy pieces applied so far, by kind
         self.pause_seconds = 0.0
         self.pause_told = False
+        # The components the old process exported through lossy steps, as it said:
+        # {component: (its version, the version sent, its line)}.
+        self.lossy: dict[str, tuple[int, int, str]] = {}
         # The name the take-over's metrics carry (see _ready_steps).
         self._service = UNNAMED_SERVICE
         # For the pause: when this process last sent a message before the snapshot
@@ -356,6 +360,7 @@ class Inheritance:
             self.fallback = message.fallback
             self._snapshot_at = arrived
             self._paused = message.paused
+            self.lossy = dict(message.lossy)
             return data
         finally:
             close_all(fds)
@@ -526,6 +531,7 @@ class Inheritance:
             pieces=self._kinds,
             final=self.final,
         )
+        record_received_loss(self._service, self.parent_pid, self.lossy)
 
     def _took_over(self) -> None:
         self.predecessor_died = True

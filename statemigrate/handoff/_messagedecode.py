@@ -197,6 +197,24 @@ def _paused(value: object) -> float | None:
     return seconds if 0.0 <= seconds <= _MAX_PAUSED else None
 
 
+def _lossy(value: object) -> dict[str, tuple[int, int, str]]:
+    """SNAPSHOT's optional ``lossy``: ``{component: [from, to, line]}``."""
+    if not isinstance(value, dict):
+        raise ValueError(f"'lossy' must be an object, got {type(value).__name__}")
+    lossy: dict[str, tuple[int, int, str]] = {}
+    for name, entry in value.items():
+        where = f"'lossy'[{_show(name)}]"
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 3
+            or not (_version(entry[0]) and _version(entry[1]))
+            or not isinstance(entry[2], str)
+        ):
+            raise ValueError(f"{where} must be [from version, to version, text]")
+        lossy[_text(name, where)] = (entry[0], entry[1], _text(entry[2], where))
+    return lossy
+
+
 def _body(payload: bytes) -> dict[str, object]:
     """Parse a message body: a JSON object in strict UTF-8, shallow, without duplicates."""
     try:
@@ -262,6 +280,7 @@ def decode_message(packet: bytes, *, stage: str) -> Message:
                 trace=_traceparent(body.get("trace")),
                 fallback=_text(fallback, "'fallback'"),
                 paused=_paused(body.get("paused")),
+                lossy=_lossy(body.get("lossy", {})),
             )
         if kind == 8:
             piece_kind = body.get("kind")

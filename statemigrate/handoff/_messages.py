@@ -82,6 +82,10 @@ class SnapshotOffer:
     paused: float | None = None
     """Seconds the old process had held its writers when it sent this (``None``: not
     said, as by an earlier release)."""
+    lossy: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+    """Per component exported through lossy steps: its live version in the old
+    process, the version sent, and the old process's line naming the steps and the
+    fields lost (empty: none, or not said, as by an earlier release)."""
 
 
 PieceKind = Literal["full", "delta"]
@@ -201,6 +205,11 @@ def encode_message(message: Message) -> bytes:
             body["fallback"] = message.fallback[:_MAX_REASON]
         if message.paused is not None:
             body["paused"] = message.paused
+        if message.lossy:
+            body["lossy"] = {
+                name: [source, target, said[:_MAX_REASON]]
+                for name, (source, target, said) in message.lossy.items()
+            }
     elif isinstance(message, Piece):
         body = {"round": message.round, "kind": message.kind, "size": message.size}
     elif isinstance(message, Applied):

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from contextlib import suppress
 
 from statemigrate._errors import HandoffError, SuccessorFailedError, describe_exit
+from statemigrate._runtime._lossyexport import record_lossy_exports
 from statemigrate.handoff._drive import Steps, call_hook, ready_now, wait_readable
 from statemigrate.handoff._env import CONTROL_NAME, successor_environ
 from statemigrate.handoff._fdpass import require_same_user
@@ -141,6 +142,9 @@ def _finish(attempt: Attempt) -> Steps[HandoffReport]:
     attempt.unpaused()
     report = attempt.report()
     record_handoff(report, service=attempt.service)
+    for line in report.lossy:  # after the pause: the successor owns what was lost
+        logger.warning("handoff: %s", line)
+    record_lossy_exports(attempt.service, attempt.lossy)
     logger.info("%s", report.summary())
     return report
 

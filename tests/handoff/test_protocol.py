@@ -54,6 +54,13 @@ messages = st.one_of(
         listeners=st.lists(names, unique=True, max_size=5).map(tuple),
         fallback=st.text(max_size=200),
         paused=st.none() | st.floats(0, 3600, allow_nan=False),
+        lossy=st.dictionaries(
+            names,
+            st.tuples(
+                st.integers(-(2**40), 2**40), st.integers(-(2**40), 2**40), st.text(max_size=200)
+            ),
+            max_size=3,
+        ),
     ),
     st.builds(
         Piece,
@@ -116,6 +123,9 @@ def test_arbitrary_bodies_raise_only_handoff_error(kind, body):
         (MAGIC + b'\x01\x03{"pid": true}', "bad READY body"),
         (MAGIC + b'\x01\x01{"pid": 5, "readable": {"a": [1.5]}}', "bad HELLO body"),
         (MAGIC + b'\x01\x02{"size": 5, "listeners": ["a", "a"]}', "twice"),
+        (MAGIC + b'\x01\x02{"size": 5, "listeners": [], "lossy": []}', "'lossy' must be"),
+        (MAGIC + b'\x01\x02{"size": 5, "listeners": [], "lossy": {"a": [2, 1]}}', "'lossy'"),
+        (MAGIC + b'\x01\x02{"size": 5, "listeners": [], "lossy": {"a": [2, 1.5, ""]}}', "'lossy'"),
         (MAGIC + b"\x01\x05[]", "not an object"),
         (MAGIC + b"\x01\x05\xff", "bad FAILED body"),
     ],
