@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from types import TracebackType
@@ -26,6 +27,7 @@ from statemigrate.handoff._drive import Steps, ready_now, run_async, run_blockin
 from statemigrate.handoff._env import check_name
 from statemigrate.handoff._fdcheck import check_listener
 from statemigrate.handoff._fdpass import MAX_FDS, close_all
+from statemigrate.handoff._heldwatch import watch_held
 from statemigrate.handoff._options import HandoffTimeouts
 from statemigrate.handoff._protocol import (
     Abort,
@@ -185,6 +187,10 @@ class Inheritance:
         # Announce SERVING in HELLO and send it after COMMIT (off only to test the
         # behaviour of older releases against this one).
         self._confirms = True
+        # Announce in HELLO that HELD is read after SERVING (off, likewise, only to
+        # test older releases); the thread reading it, once started.
+        self._hears_held = True
+        self.held_watch: threading.Thread | None = None
 
     def _close_channel(self) -> None:
         self._channel.sock.close()
@@ -272,6 +278,7 @@ class Inheritance:
                 versions={name: int(v) for name, v in (versions or {}).items()},
                 code_version=code_version,
                 lossy={name: tuple(int(v) for v in vs) for name, vs in (lossy or {}).items()},
+                held=self._confirms and self._hears_held,
             )
             self._channel.send(hello, stage="receive")
             self._sent_at = time.monotonic()
@@ -461,17 +468,32 @@ class Inheritance:
             )
         # Taken before SERVING goes: the old process holds its writers until it reads it.
         serving_at = time.monotonic()
+        confirmed = False
         if self._confirms:
             # The state was applied before READY: from here this process serves. An
             # old process that died meanwhile needs no answer.
-            self._channel.try_send(Serving(), stage="serving")
+            confirmed = self._channel.try_send(Serving(), stage="serving")
         self._serves(serving_at)
         self._step = "ready"
+        if confirmed and self._hears_held:
+            self._watch_held()
         self._close_channel()
         logger.info(
             "handoff: took over from pid %d, pause %.1fms",
             self.parent_pid,
             self.pause_seconds * 1000,
+        )
+
+    def _watch_held(self) -> None:
+        """A thread reads HELD, the old process's figure of the pause, while this
+        process serves (:mod:`statemigrate.handoff._heldwatch`), on a duplicate of the
+        channel's socket that it closes: the channel itself closes now, as before."""
+        self.held_watch = watch_held(
+            Channel(self._channel.sock.dup()),
+            service=self._service,
+            parent_pid=self.parent_pid,
+            measured=self.pause_seconds,
+            outcome="predecessor_died" if self.predecessor_died else "committed",
         )
 
     def _queued(self) -> Received | NoMessage:

@@ -25,6 +25,7 @@ from statemigrate.handoff._messages import (
     Applied,
     Commit,
     Failed,
+    Held,
     Hello,
     Message,
     Piece,
@@ -269,6 +270,7 @@ def decode_message(packet: bytes, *, stage: str) -> Message:
                 versions=_live_versions(body),
                 code_version=_code_version(body),
                 lossy=_readable(body.get("lossy", {}), key="lossy"),
+                held=_flag(body, "held"),
             )
         if kind == 2:
             fallback = body.get("fallback", "")
@@ -312,6 +314,11 @@ def decode_message(packet: bytes, *, stage: str) -> Message:
             return Failed(reason=_str(body, "reason"))
         if kind == 7:
             return Serving()
+        if kind == 10:
+            paused = _paused(body.get("paused"))
+            if paused is None:
+                raise ValueError(f"'paused' must be seconds, got {_show(body.get('paused'))}")
+            return Held(paused=paused)
         return Abort(reason=_str(body, "reason"))
     except ValueError as exc:  # json.JSONDecodeError included
         raise HandoffError(stage, f"protocol error: bad {name} body: {exc}") from exc

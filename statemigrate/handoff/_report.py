@@ -38,6 +38,7 @@ __all__ = [
     "Transport",
     "record_handoff",
     "record_takeover",
+    "record_told_pause",
 ]
 
 HandoffOutcome = Literal["ready", "failed"]
@@ -332,6 +333,7 @@ class Attempt:
         self.fallback: str | None = None
         self.fork_seconds = 0.0
         self.versions: dict[str, int] = {}
+        self.tells_pause = False  # the successor reads HELD after SERVING
         self.lossy: tuple[LossyExport, ...] = ()
         # Live while the attempt runs: the successor's spans go under it.
         self.span = start_span(
@@ -454,3 +456,10 @@ def record_takeover(
         emit(TAKEOVER_PAUSE, pause_seconds, service, outcome)
     for kind in pieces:
         emit(TAKEOVER_PIECES, 1.0, service, kind, final)
+
+
+def record_told_pause(*, service: str, outcome: str, pause_seconds: float) -> None:
+    """Set, in the successor, the gauge of the last take-over's pause to the figure the
+    old process told after SERVING (HELD), which replaces the successor's own."""
+    if enabled():
+        emit(LAST_TAKEOVER_PAUSE, pause_seconds, service, outcome)

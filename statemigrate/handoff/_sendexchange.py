@@ -81,6 +81,7 @@ def exchange(
     attempt.readable = dict(hello.readable)
     attempt.successor_versions = dict(hello.versions)
     attempt.successor_code_version = hello.code_version
+    attempt.tells_pause = hello.held
     logger.info("handoff: successor pid %d can read %s", hello.pid, hello.readable)
 
     try:
