@@ -3,9 +3,10 @@
 A successor's state is in no checkpoint of its release, so its checkpointer takes a
 full base soon after the take-over. That base is forked with the writers held, and
 forking a large process copies its page tables: 24 to 93 ms at 1,000,000 entries
-(benchmarks/bench_takeover_stall.py), during which its event loop runs nothing. Taken at once, that stall lands on the requests the old process held in the
-pause and now forwards, and on their clients' reconnections, which have waited the
-pause already. ``first_after_takeover`` seconds later (0.5 by default), it lands on
+(benchmarks/bench_takeover_stall.py), during which its event loop runs nothing.
+Taken at once, that stall lands on the requests the old process held in the pause
+and now forwards, and on their clients' reconnections, which have waited the pause
+already. ``first_after_takeover`` seconds later (0.5 by default), it lands on
 ordinary traffic instead. A kill -9 in between loses what changed since the old
 process's last checkpoint, as it would during the base's own time: the window after
 a take-over is that much longer (docs/checkpoints.md).
