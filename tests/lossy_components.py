@@ -59,3 +59,44 @@ def service_at(version: int, items: list[int], registry: Registry, **options: An
     for component in COMPONENTS:
         service.register(holder(component, version, items))
     return service
+
+
+def with_declared_loss() -> Registry:
+    """assignments at versions 1 and 2: the downgrade 2 -> 1 drops each user's bucket,
+    and declares it (``users.*.bucket``)."""
+    registry = Registry()
+    registry.add_schema("assignments", 1, dict[str, dict[str, dict[str, str]]])
+    registry.add_schema("assignments", 2, dict[str, dict[str, dict[str, str]]])
+    registry.add_migration("assignments", 1, 2, lambda data: data, name="add_bucket")
+
+    def drop_bucket(data: Any) -> Any:
+        for user in data["users"].values():
+            user.pop("bucket", None)
+        return data
+
+    registry.add_migration(
+        "assignments", 2, 1, drop_bucket, lossy=("users.*.bucket",), name="drop_bucket"
+    )
+    return registry
+
+
+def assignments_at(version: int) -> Service:
+    """A service ``flags`` running assignments at ``version`` (one user, with a bucket
+    at version 2)."""
+    registry = with_declared_loss()
+
+    @registry.migratable("assignments", version=version)
+    class Assignments:
+        def __init__(self) -> None:
+            user = {"flag": "on", "bucket": "b"} if version == 2 else {"flag": "on"}
+            self.state: Any = {"users": {"u1": user}}
+
+        def export_state(self) -> Any:
+            return self.state
+
+        def import_state(self, state: Any) -> None:
+            self.state = state
+
+    service = Service("flags", registry=registry)
+    service.register(Assignments())
+    return service

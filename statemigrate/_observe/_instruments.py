@@ -43,6 +43,7 @@ __all__ = [
     "INSTRUMENTS",
     "Instrument",
     "InstrumentKind",
+    "LAST_LOSSY_EXPORT_TIMESTAMP",
     "LAST_RESTORE_DURATION",
     "LAST_RESTORE_TIMESTAMP",
     "LAST_SNAPSHOT_TIMESTAMP",
@@ -213,6 +214,14 @@ COMPONENT_RESTORES = Instrument(
     "",
     ("service", "component", "from_version", "to_version"),
 )
+LAST_LOSSY_EXPORT_TIMESTAMP = Instrument(
+    "statemigrate_last_lossy_export_timestamp_seconds",
+    "gauge",
+    "Unix time of the last export of a component at another version through lossy steps"
+    " (a rollback's downgrade), by the live version and the version written.",
+    "seconds",
+    ("service", "component", "from_version", "to_version"),
+)
 RESTORING = Instrument(
     "statemigrate_restoring",
     "gauge",
@@ -336,6 +345,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     LAST_RESTORE_TIMESTAMP,
     LAST_RESTORE_DURATION,
     COMPONENT_RESTORES,
+    LAST_LOSSY_EXPORT_TIMESTAMP,
     RESTORING,
     RESTORE_PROGRESS,
     CHECKPOINT_PAUSE,

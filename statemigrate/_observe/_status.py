@@ -83,6 +83,7 @@ class StatusTracker:
         self._held = False
         self._before = self._status
         self.taken_over = False
+        self.taken_over_at: float | None = None
         """Whether the state came from an old process in a handoff (COMMIT received)."""
 
     @property
@@ -135,6 +136,7 @@ class StatusTracker:
         """The successor received COMMIT: the restored state is its own."""
         self._held = False
         self.taken_over = True
+        self.taken_over_at = time.monotonic()  # when this process began to serve it
         status = self._status
         self._enter(
             "restored",

@@ -29,6 +29,7 @@ from statemigrate._runtime._checkpointcommit import CheckpointCommitter, check_p
 from statemigrate._runtime._checkpointtake import DEFAULT_EXPORT, ExportMode
 from statemigrate._runtime._quiesce import AsyncPausable, Pausable, Quiesce, async_only
 from statemigrate._runtime._report import CheckpointReport
+from statemigrate._runtime._takeoverdelay import takeover_wait
 
 __all__ = [
     "DEFAULT_EXPORT",
@@ -142,10 +143,17 @@ class Checkpointer(CheckpointCommitter):
             service manager's grace period, gunicorn's ``graceful_timeout``): a
             checkpoint that takes longer logs one WARNING, since the final checkpoint
             of a stop would then be killed before it commits. ``None``: no such check.
+        first_after_takeover: seconds from a handoff's take-over (this process
+            began to serve the state) to its first checkpoint, 0 or more: forking
+            that first base stalls the process for tens of milliseconds with a large
+            state, which should not land on the requests the old process forwards
+            right after the switch. A kill in between loses what changed since the
+            old process's last checkpoint (``docs/checkpoints.md``).
 
     Raises:
         ConfigurationError: ``every``, ``max_backoff``, ``max_delta_ratio``,
             ``export_timeout`` or ``stop_within`` is not a positive number,
+            ``first_after_takeover`` not a number of seconds, 0 or more,
             ``max_deltas`` not a positive count, ``export`` not ``"fork"`` or
             ``"inline"`` (or ``"fork"`` where
             the system cannot fork), or ``quiesce`` or ``changes`` has the wrong
@@ -158,8 +166,9 @@ class Checkpointer(CheckpointCommitter):
         """Checkpoint every ``every`` seconds from a background thread; returns self.
 
         The first checkpoint comes ``every`` seconds from now, or as soon as the service
-        owns its state when it does not yet or took it over in a handoff (that state is
-        in no checkpoint of this release yet). A failed checkpoint is
+        owns its state when it does not yet, or ``first_after_takeover`` seconds after
+        it took its state over in a handoff (that state is in no checkpoint of this
+        release yet). A failed checkpoint is
         logged and retried later (see ``max_backoff``); the thread stops by itself
         only once a handoff gave the service's state to a successor.
 
@@ -251,7 +260,18 @@ class Checkpointer(CheckpointCommitter):
         delay = self._first_delay()
         gate = self.service._checkpoints
         while not self._stop.wait(delay) and not gate.ended:
-            delay = self._tick()
+            delay = self._takeover_wait() or self._tick()
+
+    def _takeover_wait(self) -> float:
+        """Seconds to wait still before the first checkpoint of a state taken over in a
+        handoff: ``first_after_takeover`` after it (see
+        :mod:`statemigrate._runtime._takeoverdelay`); 0 once it passed, and for good
+        after the first checkpoint that ran."""
+        if self._waited_takeover:
+            return 0.0
+        left = takeover_wait(self.service._tracker.taken_over_at, self.first_after_takeover)
+        self._waited_takeover = not left and self.service._tracker.taken_over
+        return left
 
     def _tick(self) -> float:
         """One scheduled checkpoint; returns the seconds until the next one."""
@@ -267,8 +287,10 @@ class Checkpointer(CheckpointCommitter):
         checkpoint of this release yet: one taken over from an old process (which
         stopped checkpointing before its pause; after a rollback, the store holds only
         the newer release's checkpoints), or one still to come (see :meth:`_next_after`)."""
-        if not self.service.status.ready or self.service._tracker.taken_over:
+        if not self.service.status.ready:
             return 0.0
+        if self.service._tracker.taken_over:
+            return self._takeover_wait()
         return self.every
 
     def _next_after(self, report: CheckpointReport, seconds: float) -> float:
@@ -376,6 +398,9 @@ class Checkpointer(CheckpointCommitter):
                         "checkpoints of %s end: its state is handed over", self.service.name
                     )
                     return
+                delay = self._takeover_wait()
+                if delay:
+                    continue
                 started = time.perf_counter()
                 try:
                     report = await self.checkpoint()

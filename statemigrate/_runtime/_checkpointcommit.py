@@ -35,6 +35,7 @@ from statemigrate._runtime._report import (
     CommitReport,
     SnapshotReport,
 )
+from statemigrate._runtime._takeoverdelay import DEFAULT_FIRST_AFTER_TAKEOVER, check_delay
 from statemigrate._runtime._telemetry import commit_failed, store_kind
 from statemigrate._runtime._wait import run_waits, run_waits_async
 from statemigrate.stores._base import holding
@@ -105,7 +106,9 @@ class CheckpointCommitter:
         export: ExportMode = DEFAULT_EXPORT,
         export_timeout: float = 120.0,
         stop_within: float | None = None,
+        first_after_takeover: float = DEFAULT_FIRST_AFTER_TAKEOVER,
     ) -> None:
+        check_delay("first_after_takeover", first_after_takeover)
         for option, value in (
             ("every", every),
             ("max_backoff", max_backoff),
@@ -139,6 +142,7 @@ class CheckpointCommitter:
         # before any succeeded, is an increase an alert sees.
         declare_store(service.name, store_kind(store))
         self.every = float(every)
+        self.first_after_takeover = float(first_after_takeover)
         self.max_backoff = float(max_backoff)
         self._quiesce = quiesce
         self._hold = hold_of(quiesce)
@@ -160,6 +164,7 @@ class CheckpointCommitter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned_slow = False
+        self._waited_takeover = False  # the first checkpoint after a take-over waited
         self.stop_within = None if stop_within is None else float(stop_within)
         self._warned_stop = False  # a checkpoint took longer than a stop may
         self._overruns: list[float] = []  # seconds of the checkpoints in a row over every

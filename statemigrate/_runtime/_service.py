@@ -32,6 +32,7 @@ from statemigrate._runtime._export import choose_versions, export_all
 from statemigrate._runtime._fork import serving_pid
 from statemigrate._runtime._gate import CheckpointGate
 from statemigrate._runtime._history import RestoreHistory
+from statemigrate._runtime._lossyexport import announce_lossy_exports
 from statemigrate._runtime._members import NAME_LIMIT, Members, RestoreFailurePolicy, check_policy
 from statemigrate._runtime._precopy import PreCopySource
 from statemigrate._runtime._report import CommitReport, RestoreReport, SnapshotReport
@@ -235,7 +236,9 @@ class Service:
             CallerStackError: called from a stack too near the recursion limit.
         """
         allow_lossy = self._members.check_lossy(allow_lossy)
-        return self._snapshot(targets=targets, allow_lossy=allow_lossy, meta=meta)
+        taken = self._snapshot(targets=targets, allow_lossy=allow_lossy, meta=meta)
+        announce_lossy_exports(self.components, targets, allow_lossy, service=self.name)
+        return taken
 
     def _snapshot(
         self,
@@ -376,7 +379,7 @@ class Service:
             self.components, targets=targets, allow_lossy=allow_lossy, check=True
         )
         self._generation += 1
-        return commit_streamed(
+        committed = commit_streamed(
             self.name,
             store,
             exported,
@@ -385,6 +388,8 @@ class Service:
             targets=targets,
             allow_lossy=allow_lossy,
         )
+        announce_lossy_exports(self.components, targets, allow_lossy, service=self.name)
+        return committed
 
     def commit_snapshot(
         self, store: Store, encoded: EncodedSnapshot, report: SnapshotReport

@@ -14,17 +14,20 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from types import TracebackType
 
 from statemigrate._errors import HandoffError, StateMigrateError, StoreError
 from statemigrate._observe._instruments import UNNAMED_SERVICE
+from statemigrate._runtime._lossyexport import record_received_loss
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.handoff._drive import Steps, ready_now, run_async, run_blocking, wait_readable
 from statemigrate.handoff._env import check_name
 from statemigrate.handoff._fdcheck import check_listener
 from statemigrate.handoff._fdpass import MAX_FDS, close_all
+from statemigrate.handoff._heldwatch import watch_held
 from statemigrate.handoff._options import HandoffTimeouts
 from statemigrate.handoff._predecessor import died_before_state, running
 from statemigrate.handoff._protocol import (
@@ -176,6 +179,9 @@ class Inheritance:
         self._kinds: list[PieceKind] = []  # the pre-copy pieces applied so far, by kind
         self.pause_seconds = 0.0
         self.pause_told = False
+        # The components the old process exported through lossy steps, as it said:
+        # {component: (its version, the version sent, its line)}.
+        self.lossy: dict[str, tuple[int, int, str]] = {}
         # The name the take-over's metrics carry (see _ready_steps).
         self._service = UNNAMED_SERVICE
         # For the pause: when this process last sent a message before the snapshot
@@ -192,6 +198,10 @@ class Inheritance:
         # Announce SERVING in HELLO and send it after COMMIT (off only to test the
         # behaviour of older releases against this one).
         self._confirms = True
+        # Announce in HELLO that HELD is read after SERVING (off, likewise, only to
+        # test older releases); the thread reading it, once started.
+        self._hears_held = True
+        self.held_watch: threading.Thread | None = None
 
     def _close_channel(self) -> None:
         self._channel.sock.close()
@@ -279,6 +289,7 @@ class Inheritance:
                 versions={name: int(v) for name, v in (versions or {}).items()},
                 code_version=code_version,
                 lossy={name: tuple(int(v) for v in vs) for name, vs in (lossy or {}).items()},
+                held=self._confirms and self._hears_held,
             )
             self._channel.send(hello, stage="receive")
             self._sent_at = time.monotonic()
@@ -369,6 +380,7 @@ class Inheritance:
             self.fallback = message.fallback
             self._snapshot_at = arrived
             self._paused = message.paused
+            self.lossy = dict(message.lossy)
             return data
         finally:
             close_all(fds)
@@ -469,17 +481,32 @@ class Inheritance:
             )
         # Taken before SERVING goes: the old process holds its writers until it reads it.
         serving_at = time.monotonic()
+        confirmed = False
         if self._confirms:
             # The state was applied before READY: from here this process serves. An
             # old process that died meanwhile needs no answer.
-            self._channel.try_send(Serving(), stage="serving")
+            confirmed = self._channel.try_send(Serving(), stage="serving")
         self._serves(serving_at)
         self._step = "ready"
+        if confirmed and self._hears_held:
+            self._watch_held()
         self._close_channel()
         logger.info(
             "handoff: took over from pid %d, pause %.1fms",
             self.parent_pid,
             self.pause_seconds * 1000,
+        )
+
+    def _watch_held(self) -> None:
+        """A thread reads HELD, the old process's figure of the pause, while this
+        process serves (:mod:`statemigrate.handoff._heldwatch`), on a duplicate of the
+        channel's socket that it closes: the channel itself closes now, as before."""
+        self.held_watch = watch_held(
+            Channel(self._channel.sock.dup()),
+            service=self._service,
+            parent_pid=self.parent_pid,
+            measured=self.pause_seconds,
+            outcome="predecessor_died" if self.predecessor_died else "committed",
         )
 
     def _queued(self) -> Received | NoMessage:
@@ -533,6 +560,7 @@ class Inheritance:
             pieces=self._kinds,
             final=self.final,
         )
+        record_received_loss(self._service, self.parent_pid, self.lossy)
 
     def _took_over(self) -> None:
         self.predecessor_died = True

@@ -25,6 +25,7 @@ from statemigrate.handoff._messages import (
     Applied,
     Commit,
     Failed,
+    Held,
     Hello,
     Message,
     Piece,
@@ -197,6 +198,24 @@ def _paused(value: object) -> float | None:
     return seconds if 0.0 <= seconds <= _MAX_PAUSED else None
 
 
+def _lossy(value: object) -> dict[str, tuple[int, int, str]]:
+    """SNAPSHOT's optional ``lossy``: ``{component: [from, to, line]}``."""
+    if not isinstance(value, dict):
+        raise ValueError(f"'lossy' must be an object, got {type(value).__name__}")
+    lossy: dict[str, tuple[int, int, str]] = {}
+    for name, entry in value.items():
+        where = f"'lossy'[{_show(name)}]"
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 3
+            or not (_version(entry[0]) and _version(entry[1]))
+            or not isinstance(entry[2], str)
+        ):
+            raise ValueError(f"{where} must be [from version, to version, text]")
+        lossy[_text(name, where)] = (entry[0], entry[1], _text(entry[2], where))
+    return lossy
+
+
 def _body(payload: bytes) -> dict[str, object]:
     """Parse a message body: a JSON object in strict UTF-8, shallow, without duplicates."""
     try:
@@ -251,6 +270,7 @@ def decode_message(packet: bytes, *, stage: str) -> Message:
                 versions=_live_versions(body),
                 code_version=_code_version(body),
                 lossy=_readable(body.get("lossy", {}), key="lossy"),
+                held=_flag(body, "held"),
             )
         if kind == 2:
             fallback = body.get("fallback", "")
@@ -262,6 +282,7 @@ def decode_message(packet: bytes, *, stage: str) -> Message:
                 trace=_traceparent(body.get("trace")),
                 fallback=_text(fallback, "'fallback'"),
                 paused=_paused(body.get("paused")),
+                lossy=_lossy(body.get("lossy", {})),
             )
         if kind == 8:
             piece_kind = body.get("kind")
@@ -293,6 +314,11 @@ def decode_message(packet: bytes, *, stage: str) -> Message:
             return Failed(reason=_str(body, "reason"))
         if kind == 7:
             return Serving()
+        if kind == 10:
+            paused = _paused(body.get("paused"))
+            if paused is None:
+                raise ValueError(f"'paused' must be seconds, got {_show(body.get('paused'))}")
+            return Held(paused=paused)
         return Abort(reason=_str(body, "reason"))
     except ValueError as exc:  # json.JSONDecodeError included
         raise HandoffError(stage, f"protocol error: bad {name} body: {exc}") from exc

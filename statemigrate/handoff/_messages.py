@@ -26,6 +26,7 @@ __all__ = [
     "Applied",
     "Commit",
     "Failed",
+    "Held",
     "Hello",
     "Message",
     "Piece",
@@ -63,6 +64,8 @@ class Hello:
     #: Versions the successor would read only through steps declared lossy, which it
     #: was not allowed to run (empty: none, or not announced).
     lossy: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: The successor reads :class:`Held` after SERVING.
+    held: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,10 @@ class SnapshotOffer:
     paused: float | None = None
     """Seconds the old process had held its writers when it sent this (``None``: not
     said, as by an earlier release)."""
+    lossy: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+    """Per component exported through lossy steps: its live version in the old
+    process, the version sent, and the old process's line naming the steps and the
+    fields lost (empty: none, or not said, as by an earlier release)."""
 
 
 PieceKind = Literal["full", "delta"]
@@ -133,6 +140,15 @@ class Serving:
 
 
 @dataclass(frozen=True)
+class Held:
+    """After SERVING: the seconds the old process held its writers, from just before
+    ``pause()`` until ``stop_accepting()`` returned (its ``pause_seconds``), sent to a
+    successor that announced it reads it, since the successor outlives it."""
+
+    paused: float
+
+
+@dataclass(frozen=True)
 class Failed:
     """The successor cannot take over (sent by the successor)."""
 
@@ -146,7 +162,9 @@ class Abort:
     reason: str
 
 
-Message = Hello | SnapshotOffer | Ready | Commit | Failed | Abort | Serving | Piece | Applied
+Message = (
+    Hello | SnapshotOffer | Ready | Commit | Failed | Abort | Serving | Piece | Applied | Held
+)
 
 KINDS: dict[type[Message], int] = {
     Hello: 1,
@@ -158,6 +176,7 @@ KINDS: dict[type[Message], int] = {
     Serving: 7,
     Piece: 8,
     Applied: 9,
+    Held: 10,
 }
 NAMES = {
     1: "HELLO",
@@ -169,6 +188,7 @@ NAMES = {
     7: "SERVING",
     8: "PIECE",
     9: "APPLIED",
+    10: "HELD",
 }
 
 
@@ -193,6 +213,8 @@ def encode_message(message: Message) -> bytes:
             body["code_version"] = message.code_version[:MAX_CODE_VERSION]
         if message.lossy:
             body["lossy"] = {name: list(versions) for name, versions in message.lossy.items()}
+        if message.held:
+            body["held"] = True
     elif isinstance(message, SnapshotOffer):
         body = {"size": message.size, "listeners": list(message.listeners)}
         if message.trace:
@@ -201,12 +223,19 @@ def encode_message(message: Message) -> bytes:
             body["fallback"] = message.fallback[:_MAX_REASON]
         if message.paused is not None:
             body["paused"] = message.paused
+        if message.lossy:
+            body["lossy"] = {
+                name: [source, target, said[:_MAX_REASON]]
+                for name, (source, target, said) in message.lossy.items()
+            }
     elif isinstance(message, Piece):
         body = {"round": message.round, "kind": message.kind, "size": message.size}
     elif isinstance(message, Applied):
         body = {"round": message.round, "deltas": message.deltas, "records": message.records}
         if message.why:
             body["why"] = message.why[:_MAX_REASON]
+    elif isinstance(message, Held):
+        body = {"paused": message.paused}
     elif isinstance(message, Ready):
         body = {"pid": message.pid}
     elif isinstance(message, Commit | Serving):

@@ -18,6 +18,7 @@ A conversation, with who sends what::
     successor -> old   READY     {pid}
     old -> successor   COMMIT    {}
     successor -> old   SERVING   {}      (only when HELLO said ``serving: true``)
+    old -> successor   HELD      {paused} (only when HELLO said ``held: true``)
     either way         FAILED / ABORT {reason}
 
 ``COMMIT`` exists so that exactly one process owns the state at any instant: the
@@ -59,6 +60,14 @@ process of an earlier release leaves it out (the successor then measures what it
 can itself), and a successor of an earlier release ignores it, as every reader
 ignores fields it does not know.
 
+``HELD`` follows SERVING, once the old process's ``stop_accepting()`` returned: the
+seconds it held its writers, its own figure of the pause, which the successor makes
+the pause its metrics report (``paused`` in SNAPSHOT leaves out the deliveries of
+SNAPSHOT and SERVING, and a busy successor's wake-up to read SNAPSHOT can be tens of
+milliseconds). Announced in HELLO (``held: true``); an old process of an earlier
+release never sends it and closes the channel as it ends, and the successor keeps its
+own figure. Nothing depends on it: the successor serves before it comes.
+
 Descriptors travel only with ``SNAPSHOT`` and ``PIECE``; any other message that carries some is
 refused and the descriptors are closed.
 
@@ -89,6 +98,7 @@ from statemigrate.handoff._messages import (
     Applied,
     Commit,
     Failed,
+    Held,
     Hello,
     Message,
     Piece,
@@ -109,6 +119,7 @@ __all__ = [
     "Channel",
     "Commit",
     "Failed",
+    "Held",
     "Hello",
     "Message",
     "NoMessage",

@@ -24,6 +24,7 @@ from statemigrate._observe._instruments import (
 from statemigrate._observe._tracing import record_span, start_span
 
 if TYPE_CHECKING:
+    from statemigrate._runtime._lossyexport import LossyExport
     from statemigrate._runtime._report import RestoreReport
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Transport",
     "record_handoff",
     "record_takeover",
+    "record_told_pause",
 ]
 
 HandoffOutcome = Literal["ready", "failed"]
@@ -94,6 +96,13 @@ def _phases(timings: Mapping[str, float]) -> str:
     return " ".join(f"{name}={seconds * 1000:.1f}ms" for name, seconds in timings.items())
 
 
+def _sent(versions: Mapping[str, int], lossy: Sequence[str]) -> str:
+    if not versions:
+        return ""
+    text = ", sent " + ", ".join(f"{name} v{version}" for name, version in versions.items())
+    return text + (f" ({len(lossy)} through lossy steps)" if lossy else "")
+
+
 def _plain_versions(readable: Mapping[str, tuple[int, ...]]) -> dict[str, list[int]]:
     return {name: list(versions) for name, versions in readable.items()}
 
@@ -139,6 +148,11 @@ class HandoffReport:
             component that cannot tell what changed, a whole-data step), else ``None``.
         precopy_seconds: the time spent in pre-copy rounds, while serving.
         fork_seconds: how long forking round 0's exporter held this process.
+        versions: the schema version each component was sent at, once chosen
+            (empty for bytes handed over without a service).
+        lossy: for each component sent through lossy steps (a rollback's downgrade),
+            one line naming the versions, the steps and the fields declared lost, as
+            the WARNING logged once the successor took over says it.
     """
 
     outcome: HandoffOutcome
@@ -160,6 +174,8 @@ class HandoffReport:
     fallback: str | None = None
     precopy_seconds: float = 0.0
     fork_seconds: float = 0.0
+    versions: Mapping[str, int] = field(default_factory=dict)
+    lossy: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -172,7 +188,8 @@ class HandoffReport:
         if self.ok:
             fallback = f", full snapshot in the pause: {self.fallback}" if self.fallback else ""
             return (
-                f"handoff ready: {who}, {self.snapshot_size} bytes{_rounds(self.rounds)}"
+                f"handoff ready: {who}{_sent(self.versions, self.lossy)},"
+                f" {self.snapshot_size} bytes{_rounds(self.rounds)}"
                 f"{fallback}, pause {self.pause_seconds * 1000:.1f}ms, {_phases(self.timings)}"
             )
         return f"handoff failed at {self.stage}: {self.reason} ({who}, {_phases(self.timings)})"
@@ -199,6 +216,8 @@ class HandoffReport:
             "fallback": self.fallback,
             "precopy_seconds": self.precopy_seconds,
             "fork_seconds": self.fork_seconds,
+            "versions": dict(self.versions),
+            "lossy": list(self.lossy),
         }
 
 
@@ -233,6 +252,10 @@ class TakeOverReport:
         pause_told: the old process said how long it had held the writers.
         final: what the pause carried: ``"snapshot"`` (no pre-copy), ``"delta"``
             or ``"full"`` (the fallback).
+        lossy: the old process's line for each component it exported through lossy
+            steps (the versions, the steps, the fields lost), as it sent them and this
+            process logged them; empty when none, or when it did not say (an earlier
+            release).
     """
 
     parent_pid: int
@@ -248,6 +271,7 @@ class TakeOverReport:
     pause_seconds: float = 0.0
     pause_told: bool = False
     final: FinalPiece = ""
+    lossy: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line for logs."""
@@ -277,6 +301,7 @@ class TakeOverReport:
             "pause_seconds": self.pause_seconds,
             "pause_told": self.pause_told,
             "final": self.final,
+            "lossy": list(self.lossy),
         }
 
 
@@ -307,6 +332,9 @@ class Attempt:
         self.final: FinalPiece = ""
         self.fallback: str | None = None
         self.fork_seconds = 0.0
+        self.versions: dict[str, int] = {}
+        self.tells_pause = False  # the successor reads HELD after SERVING
+        self.lossy: tuple[LossyExport, ...] = ()
         # Live while the attempt runs: the successor's spans go under it.
         self.span = start_span(
             "statemigrate.hand_over", attributes={"statemigrate.transport": transport}
@@ -381,6 +409,8 @@ class Attempt:
             fallback=self.fallback,
             precopy_seconds=self.timings.get("precopy", 0.0),
             fork_seconds=self.fork_seconds,
+            versions=dict(self.versions),
+            lossy=tuple(export.describe(" for the successor") for export in self.lossy),
         )
 
 
@@ -426,3 +456,10 @@ def record_takeover(
         emit(TAKEOVER_PAUSE, pause_seconds, service, outcome)
     for kind in pieces:
         emit(TAKEOVER_PIECES, 1.0, service, kind, final)
+
+
+def record_told_pause(*, service: str, outcome: str, pause_seconds: float) -> None:
+    """Set, in the successor, the gauge of the last take-over's pause to the figure the
+    old process told after SERVING (HELD), which replaces the successor's own."""
+    if enabled():
+        emit(LAST_TAKEOVER_PAUSE, pause_seconds, service, outcome)

@@ -43,7 +43,7 @@ from statemigrate.handoff._fdcheck import check_listener
 from statemigrate.handoff._options import HandoffTimeouts, Spawn
 from statemigrate.handoff._report import HandoffReport
 from statemigrate.handoff._rounds import Rounds
-from statemigrate.handoff._sendexchange import Prepare
+from statemigrate.handoff._sendexchange import Prepare, Prepared
 from statemigrate.handoff._sendsuccessor import socket_steps, spawn_steps
 
 __all__ = [
@@ -154,8 +154,8 @@ def _exporting(export_state: ExportState) -> Prepare:
     if not callable(export_state):
         raise ConfigurationError("export_state", f"must be a function, not {export_state!r}")
 
-    def prepare(readable: Mapping[str, Sequence[int]]) -> Callable[[], bytes]:
-        return lambda: export_state(readable)
+    def prepare(readable: Mapping[str, Sequence[int]]) -> Prepared:
+        return Prepared(lambda: export_state(readable))
 
     return prepare
 

@@ -14,10 +14,12 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from statemigrate._errors import HandoffError, StoreError
 from statemigrate._model._allowlossy import names_shown
+from statemigrate._runtime._lossyexport import LossyExport
 from statemigrate.handoff._drive import Steps, call_hook, settle
 from statemigrate.handoff._fork import freeze_heap, thaw_heap
 from statemigrate.handoff._options import HandoffTimeouts
@@ -34,14 +36,27 @@ from statemigrate.handoff._report import Attempt
 from statemigrate.handoff._rounds import Payload, Pieces, Rounds, send_rounds
 from statemigrate.stores import MemfdStore
 
-__all__ = ["Prepare", "exchange"]
+__all__ = ["Prepare", "Prepared", "exchange"]
 
 logger = logging.getLogger("statemigrate.handoff")
 
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What ``prepare`` chose for a successor: the function that builds the snapshot
+    once the server is paused, the version each component is written at (empty when
+    not known: bytes handed over without a service) and the components written
+    through lossy steps."""
+
+    build: Callable[[], bytes]
+    versions: Mapping[str, int] = field(default_factory=dict)
+    lossy: tuple[LossyExport, ...] = ()
+
+
 #: ``prepare(readable)``: called with what the successor reads before anything is
-#: paused; returns the function that builds the snapshot once the server is paused.
-#: Raising :class:`HandoffError` turns the successor away with nobody held.
-Prepare = Callable[[Mapping[str, Sequence[int]]], Callable[[], bytes]]
+#: paused. Raising :class:`HandoffError` turns the successor away with nobody held.
+Prepare = Callable[[Mapping[str, Sequence[int]]], Prepared]
 
 
 def exchange(
@@ -66,10 +81,11 @@ def exchange(
     attempt.readable = dict(hello.readable)
     attempt.successor_versions = dict(hello.versions)
     attempt.successor_code_version = hello.code_version
+    attempt.tells_pause = hello.held
     logger.info("handoff: successor pid %d can read %s", hello.pid, hello.readable)
 
     try:
-        build = prepare(dict(hello.readable))
+        prepared = prepare(dict(hello.readable))
     except HandoffError as exc:
         # A refusal: nobody has been paused. The old process knows only its own
         # steps; what the successor would read through its lossy ones, it announced.
@@ -78,6 +94,9 @@ def exchange(
         raise
     except Exception as exc:
         raise HandoffError("export", f"preparing the export raised {exc!r}") from exc
+    build = prepared.build
+    attempt.versions = dict(prepared.versions)
+    attempt.lossy = prepared.lossy
     pieces: Pieces | None = None
     frozen = False
     try:
@@ -242,6 +261,13 @@ def _paused_transfer(
             fallback=attempt.fallback or "",
             # The successor outlives this process: it reports the whole pause.
             paused=attempt.held(),
+            # The successor outlives this process too: it says what was lost, again.
+            lossy={
+                export.component: (
+                    export.source, export.target, export.describe(" for the successor")
+                )
+                for export in attempt.lossy
+            },
         )
         channel.send(offer, fds, stage="transfer")
         attempt.snapshot_size = offer.size

@@ -20,11 +20,20 @@ from collections.abc import Mapping
 from contextlib import suppress
 
 from statemigrate._errors import HandoffError, SuccessorFailedError, describe_exit
+from statemigrate._runtime._lossyexport import record_lossy_exports
 from statemigrate.handoff._drive import Steps, call_hook, ready_now, wait_readable
 from statemigrate.handoff._env import CONTROL_NAME, successor_environ
 from statemigrate.handoff._fdpass import require_same_user
 from statemigrate.handoff._options import HandoffTimeouts, Spawn
-from statemigrate.handoff._protocol import Abort, Channel, Failed, Received, Serving, awaited
+from statemigrate.handoff._protocol import (
+    Abort,
+    Channel,
+    Failed,
+    Held,
+    Received,
+    Serving,
+    awaited,
+)
 from statemigrate.handoff._report import Attempt, HandoffReport, record_handoff
 from statemigrate.handoff._rounds import Rounds
 from statemigrate.handoff._sendexchange import Prepare, exchange
@@ -130,7 +139,7 @@ def _fail(
     return HandoffError(error.stage, detail, report=report)
 
 
-def _finish(attempt: Attempt) -> Steps[HandoffReport]:
+def _finish(attempt: Attempt, channel: Channel) -> Steps[HandoffReport]:
     try:
         yield from call_hook("stop_accepting")
     except Exception as exc:
@@ -139,8 +148,15 @@ def _finish(attempt: Attempt) -> Steps[HandoffReport]:
     # The pause ends here, not at SERVING: the held requests wait until
     # stop_accepting() lets them go on (to the successor), and so does the figure.
     attempt.unpaused()
+    if attempt.tells_pause and attempt.confirmed:
+        # The successor outlives this process: its metrics report this figure. It
+        # serves already, so a successor gone meanwhile costs nothing but the figure.
+        channel.try_send(Held(paused=attempt.pause_seconds), stage="serving")
     report = attempt.report()
     record_handoff(report, service=attempt.service)
+    for line in report.lossy:  # after the pause: the successor owns what was lost
+        logger.warning("handoff: %s", line)
+    record_lossy_exports(attempt.service, attempt.lossy)
     logger.info("%s", report.summary())
     return report
 
@@ -195,7 +211,7 @@ def spawn_steps(
             timeouts=timeouts,
         )
         proc.released = True
-        return (yield from _finish(attempt))
+        return (yield from _finish(attempt, channel))
     except HandoffError as exc:
         error = exc
         note = ""
@@ -220,7 +236,7 @@ def spawn_steps(
             attempt.successor_exit = status
             if _confirmed_meanwhile(channel, attempt):
                 proc.released = True
-                return (yield from _finish(attempt))
+                return (yield from _finish(attempt, channel))
             reason = _failure_queued(channel) if _hung_up(exc) else None
             if reason is not None:
                 error = SuccessorFailedError(
@@ -310,7 +326,7 @@ def socket_steps(
             # It holds COMMIT: it must be gone before this process takes the state back.
             gone = yield from _end_peer(peer.pid, pidfd, timeouts.kill_grace)
             if _confirmed_meanwhile(channel, attempt):
-                return (yield from _finish(attempt))
+                return (yield from _finish(attempt, channel))
             if not gone:
                 attempt.problems.append(f"successor pid {peer.pid} could not be stopped")
         failure = yield from _fail(attempt, channel, exc)
@@ -325,7 +341,7 @@ def socket_steps(
     finally:
         if pidfd is not None:
             os.close(pidfd)
-    return (yield from _finish(attempt))
+    return (yield from _finish(attempt, channel))
 
 
 def _hung_up(error: HandoffError) -> bool:

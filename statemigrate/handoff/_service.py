@@ -54,6 +54,7 @@ from statemigrate._errors import (
 )
 from statemigrate._model._allowlossy import AllowLossy, check_allow_lossy, names_shown
 from statemigrate._observe._tracing import SpanHandle, start_span, under
+from statemigrate._runtime._lossyexport import lossy_announced, lossy_exports
 from statemigrate._runtime._report import SnapshotReport
 from statemigrate._runtime._service import CheckpointGate, Service, choose_versions
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
@@ -73,6 +74,7 @@ from statemigrate.handoff._receive import Inheritance
 from statemigrate.handoff._report import HandoffReport, Round, TakeOverReport
 from statemigrate.handoff._rounds import Payload, Pieces, PreCopyMode, Rounds
 from statemigrate.handoff._send import DEFAULT_TIMEOUTS, Prepare, handoff_steps
+from statemigrate.handoff._sendexchange import Prepared
 
 if TYPE_CHECKING:
     from statemigrate._runtime._precopy import PreCopySource
@@ -168,16 +170,21 @@ def _exporting(
     """The export of ``service``: versions chosen before the pause, snapshot after it."""
     check_allow_lossy(allow_lossy)  # before a successor is started
 
-    def prepare(readable: Mapping[str, Sequence[int]]) -> Callable[[], bytes]:
+    def prepare(readable: Mapping[str, Sequence[int]]) -> Prepared:
         targets = choose_targets(service, readable, allow_lossy=allow_lossy)
 
         def export() -> bytes:
-            encoded, report = service.snapshot(targets=targets, allow_lossy=allow_lossy, meta=meta)
+            # The handoff says what it loses once, when the successor took over.
+            with lossy_announced():
+                encoded, report = service.snapshot(
+                    targets=targets, allow_lossy=allow_lossy, meta=meta
+                )
             if on_snapshot is not None:
                 on_snapshot(report)
             return encoded.to_bytes()
 
-        return export
+        lossy = lossy_exports(service.components, targets, allow_lossy)
+        return Prepared(export, targets, tuple(lossy))
 
     return prepare
 
@@ -583,6 +590,7 @@ def _taking_over(
         pause_seconds=inheritance.pause_seconds,
         pause_told=inheritance.pause_told,
         final=inheritance.final,
+        lossy=tuple(line for _, _, line in inheritance.lossy.values()),
     )
 
 

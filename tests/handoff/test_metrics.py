@@ -26,7 +26,15 @@ from statemigrate.handoff import (
     receive_handoff,
     send_handoff,
 )
-from statemigrate.handoff._protocol import Channel, Commit, SnapshotOffer, encode_message
+from statemigrate.handoff._protocol import (
+    Channel,
+    Commit,
+    Held,
+    Hello,
+    Received,
+    SnapshotOffer,
+    encode_message,
+)
 from statemigrate.reference import KVCacheV1, build_registry
 from statemigrate.stores import MemfdStore
 
@@ -364,6 +372,45 @@ def test_the_pause_the_old_process_says_counts_with_the_successors_own_time(
         outcome="committed",
     ) == pytest.approx(inheritance.pause_seconds, rel=1e-9)
     assert not any(name == "statemigrate_handoff_takeover_pieces_total" for name, _ in scraped)
+
+
+def test_the_pause_gauge_takes_the_figure_the_old_process_tells_after_serving(
+    registry, pair
+) -> None:
+    """HELD, after SERVING, carries the old process's own figure (from pause() until
+    stop_accepting() returned): the gauge the pause alert reads takes it, since the
+    successor's count leaves out SNAPSHOT's delivery and its own wake-up."""
+    old, _ = pair
+    inheritance, _ = take_over_from(pair, SnapshotOffer(size=5, paused=0.001))
+    hello = Channel(old).read(stage="test")
+    assert isinstance(hello, Received) and isinstance(hello.message, Hello)
+    assert hello.message.held  # announced: the successor reads HELD
+    Channel(old).send(Held(paused=0.0754), stage="test")
+    assert inheritance.held_watch is not None
+    inheritance.held_watch.join(30)  # only stops a hang
+    scraped = scrape(generate_latest(registry).decode())
+    assert value(
+        scraped, "statemigrate_last_takeover_pause_seconds", service=UNNAMED, outcome="committed"
+    ) == 0.0754
+    # The histogram and the report keep the successor's own count.
+    assert value(
+        scraped, "statemigrate_handoff_takeover_pause_seconds_sum", service=UNNAMED,
+        outcome="committed",
+    ) == pytest.approx(inheritance.pause_seconds, rel=1e-9)
+
+
+def test_an_old_process_that_never_tells_leaves_the_successors_figure(registry, pair) -> None:
+    """An old process of an earlier release sends no HELD and closes the channel as its
+    handoff ends: the gauge keeps the successor's own count."""
+    old, _ = pair
+    inheritance, _ = take_over_from(pair, SnapshotOffer(size=5, paused=7.5))
+    old.close()
+    assert inheritance.held_watch is not None
+    inheritance.held_watch.join(30)  # only stops a hang
+    scraped = scrape(generate_latest(registry).decode())
+    assert value(
+        scraped, "statemigrate_last_takeover_pause_seconds", service=UNNAMED, outcome="committed"
+    ) == pytest.approx(inheritance.pause_seconds, rel=1e-9)
 
 
 def test_a_successor_whose_predecessor_died_records_that_outcome(registry, tmp_path) -> None:

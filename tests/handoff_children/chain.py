@@ -76,6 +76,10 @@ def main() -> int:
             generation = json.loads(bytes(snapshot))["generation"] + 1
             snapshot.release()
             inheritance.ready()
+            # The old process's HELD, read on a thread that holds a duplicate of the control
+            # channel until it came: the table is the one once it did.
+            if inheritance.held_watch is not None:
+                inheritance.held_watch.join(30)  # only stops a hang
         listener = inheritance.listeners["tcp"]
     if leak:
         os.dup(listener.fileno())  # deliberately never closed

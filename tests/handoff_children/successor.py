@@ -121,6 +121,10 @@ def main(mode: str) -> int:
         inheritance.ready()
         os.kill(os.getpid(), signal.SIGKILL)
     inheritance.ready()
+    # The old process's HELD, read on a thread that holds a duplicate of the control
+    # channel until it came: the table is the one once it did.
+    if inheritance.held_watch is not None:
+        inheritance.held_watch.join(30)  # only stops a hang
     listeners = {name: s.fileno() for name, s in inheritance.listeners.items()}
     emit(
         named=NAMED,

@@ -413,6 +413,51 @@ def test_a_state_taken_over_in_a_handoff_is_checkpointed_at_once() -> None:
     assert restored(store) == state_after(3)
 
 
+def taken_over_service() -> Service:
+    source, source_ledger = ledger_service()
+    written(source_ledger, 3)
+    service, _ = ledger_service(started=False)
+    service._tracker.take_over()  # what a handoff's successor goes through
+    service.restore(source.snapshot()[0].to_bytes())
+    service._tracker.took_over()
+    return service
+
+
+def test_the_first_checkpoint_after_a_take_over_waits_first_after_takeover() -> None:
+    """Not at once: its fork would stall the successor just as the requests held in the
+    pause arrive. Once the delay passed it is due at once, and the wait never comes
+    back; 0 restores the old schedule."""
+    service = taken_over_service()
+    store = MemoryStore()
+    assert Checkpointer(service, store, every=3600.0).first_after_takeover == 0.5
+    waiting = Checkpointer(service, store, every=3600.0, first_after_takeover=1800.0)
+    assert 1700.0 < waiting._first_delay() <= 1800.0
+    assert not waiting._waited_takeover
+    assert service._tracker.taken_over_at is not None
+    service._tracker.taken_over_at -= 1800.0  # the delay has passed
+    assert waiting._first_delay() == 0.0
+    service._tracker.taken_over_at += 1800.0
+    assert waiting._takeover_wait() == 0.0  # waited once: no second wait
+    at_once = Checkpointer(service, store, every=3600.0, first_after_takeover=0)
+    assert at_once._first_delay() == 0.0
+
+
+def test_the_delay_after_a_take_over_leaves_other_starts_alone() -> None:
+    """A restore or a cold start is no take-over: the first checkpoint comes ``every``
+    seconds later, or at once for a state still to come, as before."""
+    service, _ = ledger_service()
+    assert Checkpointer(service, MemoryStore(), every=60.0)._first_delay() == 60.0
+    pending, _ = ledger_service(started=False)
+    assert Checkpointer(pending, MemoryStore(), every=60.0)._first_delay() == 0.0
+
+
+@pytest.mark.parametrize("bad", [-1, -0.5, "1", True, None, float("nan")])
+def test_first_after_takeover_is_a_number_of_seconds(bad: object) -> None:
+    service, _ = ledger_service()
+    with pytest.raises(ConfigurationError, match="first_after_takeover: must be a number"):
+        Checkpointer(service, MemoryStore(), first_after_takeover=bad)  # type: ignore[arg-type]
+
+
 def test_a_committed_checkpoint_gives_no_reason_for_a_skip() -> None:
     service, ledger = ledger_service()
     checkpointer = Checkpointer(service, MemoryStore(), every=3600.0, quiesce=threading.Lock())
