@@ -586,6 +586,7 @@ class Service:
                 tracker=self._tracker,
                 refuse=self._members.refuse(self._on_restore_failure),
                 latest=self._chains.expect,
+                entries=self.components,
             )
         store_unrestored(self.name, source)  # what the start found kept, if it looked
         return report
