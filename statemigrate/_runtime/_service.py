@@ -405,6 +405,7 @@ class Service:
 
     # --- restore -----------------------------------------------------------------------
 
+    @guard_caller_stack("restore")
     def restore(
         self,
         source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
@@ -452,6 +453,8 @@ class Service:
                 chained (e.g. a SnapshotError for corrupt bytes). Refused snapshots (of
                 another service, too old, or with a generation of ``GENERATION_LIMIT``
                 or more) fail in ``verify``.
+            CallerStackError: called from a stack too near the recursion limit; every
+                component is as it was.
         """
         check_source(source)
         options = {
@@ -533,6 +536,7 @@ class Service:
         self._tracker.cold_start(reason)
         logger.info("service %s starts cold: %s", self.name, reason)
 
+    @guard_caller_stack("start_from")
     def start_from(
         self,
         source: (
@@ -571,6 +575,8 @@ class Service:
 
         Raises:
             RestoreError: the restore failed and a component's policy is ``"refuse"``.
+            CallerStackError: called from a stack too near the recursion limit; every
+                component is as it was.
         """
         options["allow_lossy"] = self._members.check_lossy(options.get("allow_lossy", False))
         if isinstance(source, Store):
