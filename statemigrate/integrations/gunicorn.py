@@ -109,7 +109,11 @@ from statemigrate.integrations._gunicorn_generations import (
 )
 from statemigrate.integrations._gunicorn_handover import listen_for_successor, wait_handoff_end
 from statemigrate.integrations._gunicorn_logging import route_library_logs
-from statemigrate.integrations._gunicorn_metrics import worker_exited, worker_started
+from statemigrate.integrations._gunicorn_metrics import (
+    master_exiting,
+    worker_exited,
+    worker_started,
+)
 from statemigrate.integrations._gunicorn_reexec import watch_new_master
 from statemigrate.integrations._gunicorn_service import (
     ServiceSpec,
@@ -197,6 +201,7 @@ class _Hooks:
 
     def on_exit(self, server: Any) -> None:
         self.directory.forget(os.getpid())
+        master_exiting(server.log)  # its gauges: no master's child_exit hears of it
 
     # -- worker ------------------------------------------------------------------------
 
