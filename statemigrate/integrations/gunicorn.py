@@ -173,7 +173,11 @@ class _Hooks:
             )
             route_library_logs(server.log)
             # A kill -USR2 whose new master fails says so.
-            watch_new_master(server, handed_over=self.directory.moved(os.getpid()).exists)
+            watch_new_master(
+                server,
+                handed_over=self.directory.moved(os.getpid()).exists,
+                checkpoints=self.checkpoints is not None,
+            )
             removed = self.directory.sweep()  # kill -9 leaves files behind
             if removed:
                 server.log.info(
