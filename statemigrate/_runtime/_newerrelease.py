@@ -20,9 +20,12 @@ steps are out of its sight, and a downgrade usually drops what the upgrade added
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import xxhash
 
 from statemigrate._errors import (
     LossyMigrationError,
@@ -40,6 +43,9 @@ from statemigrate.stores._base import Store
 from statemigrate.stores._tmpfs import CURRENT, UNRESTORED, TmpfsStore
 
 __all__ = ["Fold", "NewerVersion", "folds", "newer_version", "snapshot_address", "with_way_out"]
+
+#: A word a shell reads back as it is: no quotes needed.
+_PLAIN_WORD = re.compile(r"[\w@%+=:,./-][\w@%+=:,./#-]*")
 
 
 @dataclass(frozen=True)
@@ -126,23 +132,38 @@ def _reader(piece: memoryview) -> Callable[[int, int], Buffer]:
     return lambda start, size: piece[start : start + size]
 
 
-def snapshot_address(store: Store, header_of: Buffer | None) -> str | None:
-    """Where ``statemigrate migrate`` reads the snapshot a start-up refused from
-    ``store``: a tmpfs store's ``unrestored`` file (where the start kept it, out of
-    its checkpoints' way) or ``current``; an object store's generation
-    (``s3://bucket/prefix#7``), read from the snapshot's header ``header_of``;
+def snapshot_address(store: Store, data: Buffer | None) -> str | None:
+    """Where ``statemigrate migrate`` reads the snapshot ``data`` that a start-up
+    refused from ``store``: a tmpfs store's ``unrestored`` file (where the start kept
+    it, out of its checkpoints' way) or ``current``; an object store's generation
+    (``s3://bucket/prefix#7``), when its pointer's current generation is ``data`` (the
+    store's own numbering, which the snapshot's header does not hold), else its URL;
     ``None`` for a store the command line cannot read."""
     if isinstance(store, TmpfsStore):
         kept = os.path.join(store.directory, UNRESTORED)
         return kept if os.path.exists(kept) else os.path.join(store.directory, CURRENT)
     location = getattr(store, "location", None)
-    if not isinstance(location, str) or header_of is None:
+    if not isinstance(location, str):
+        return None
+    generation = _generation_holding(store, data)
+    return location if generation is None else f"{location}#{generation}"
+
+
+def _generation_holding(store: Store, data: Buffer | None) -> int | None:
+    """The number of an object store's current generation when it holds ``data``
+    (the checkpoints of a service that starts cold move ``current`` on, while that
+    number keeps naming it); ``None`` when it cannot be told."""
+    ref = getattr(store, "ref", None)
+    if data is None or not callable(ref):
         return None
     try:
-        headers = _headers(header_of)
+        entry = getattr(ref("current"), "entry", None)
     except StateMigrateError:
-        return location
-    return f"{location}#{headers[-1].generation}"
+        return None
+    if entry is None or getattr(entry, "xxh3_128", None) != xxhash.xxh3_128(data).hexdigest():
+        return None
+    generation = getattr(entry, "generation", None)
+    return generation if isinstance(generation, int) else None
 
 
 def with_way_out(
@@ -190,9 +211,15 @@ def with_way_out(
         way_out=(
             f"a newer release wrote it ({versions}): start the release that wrote it, or"
             " fold it back for this one with that release's registry: `statemigrate"
-            f" migrate {shlex.quote(address or 'SNAPSHOT')} -o OUT {targets}{lossy}`"
+            f" migrate {_shell_word(address or 'SNAPSHOT')} -o OUT {targets}{lossy}`"
             " (docs/cli.md), and start from OUT"
         ),
     )
     hinted.__cause__ = error.__cause__
     return hinted.with_traceback(error.__traceback__)
+
+
+def _shell_word(address: str) -> str:
+    """``address`` as a shell reads it back: quoted only when it must be (a space, a
+    quote), since a ``#`` inside a word starts no comment (``s3://bucket#7``)."""
+    return address if _PLAIN_WORD.fullmatch(address) else shlex.quote(address)

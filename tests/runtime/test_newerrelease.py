@@ -1,11 +1,12 @@
 """A newer release's snapshot refused at start-up: the way out names every component to
-fold back, the lossy ones, and the snapshot's place, and following it works."""
+fold back, the lossy ones, and the snapshot's place (a tmpfs store's file, an object
+store's generation), and following it works."""
 
 from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from typing_extensions import TypedDict
@@ -19,6 +20,7 @@ from statemigrate import (
     migrate_snapshot,
     open_snapshot,
 )
+from statemigrate.stores import ObjectStore
 
 
 class Plain(TypedDict):
@@ -52,10 +54,12 @@ def _without_note(data: dict[str, Any]) -> dict[str, Any]:
     return {"n": data["n"]}
 
 
-def _service(newer: bool) -> tuple[Service, dict[str, Any]]:
+def _service(
+    newer: bool, policy: Literal["refuse", "serve_cold"] = "refuse"
+) -> tuple[Service, dict[str, Any]]:
     """A service of either release, each component's ``n`` at 7."""
     registry = _release(newer)
-    service = Service("svc", registry=registry)
+    service = Service("svc", registry=registry, on_restore_failure=policy)
     live = {}
     for name in ("a", "b", "c"):
         fields = {"n": 7, "note": "x"} if newer else {"n": 7}
@@ -114,3 +118,24 @@ def test_a_lossy_step_this_release_holds_is_named_unless_allowed() -> None:
         "`statemigrate migrate SNAPSHOT -o OUT --to a=1 --to b=1 --to c=1"
         " --allow-lossy-for a --allow-lossy-for b --allow-lossy-for c`"
     ) in (raised.value.way_out or "")
+
+
+@pytest.mark.parametrize("policy", ["refuse", "serve_cold"])
+def test_an_object_store_s_snapshot_is_named_by_its_generation(
+    tmp_path: Path, policy: Literal["refuse", "serve_cold"]
+) -> None:
+    """The store's own generation number, which still names the refused snapshot once
+    a service started cold has moved ``current`` on with its checkpoints."""
+    store = ObjectStore(f"file://{tmp_path}/bucket")
+    store.commit(b"not yet a snapshot")  # generation 1: the numbers are the store's
+    newer, _ = _service(newer=True)
+    newer.commit(store)
+    older, _ = _service(newer=False, policy=policy)
+    if policy == "refuse":
+        with pytest.raises(RestoreError) as raised:
+            older.start_from(store, allow_lossy={"c"})
+        message = str(raised.value)
+    else:
+        assert older.start_from(store, allow_lossy={"c"}) is None
+        message = older.status.reason or ""
+    assert f"`statemigrate migrate file://{tmp_path}/bucket#2 -o OUT --to a=1" in message
