@@ -486,15 +486,16 @@ class ExportError(ValidationError):
 
 
 class CallerStackError(StateMigrateError, RecursionError):
-    """``snapshot()`` or ``commit()`` was called from a stack so near Python's recursion
-    limit that it ran out before it finished; nothing was written or committed.
+    """``snapshot()``, ``commit()``, ``restore()`` or ``start_from()`` was called from a
+    stack so near Python's recursion limit that it ran out before it finished; nothing
+    was written or committed, and a restore left every component as it was.
 
     How deep the state nests does not count (its walks go on on a fresh stack): the
     frames the caller had used already do. A ``RecursionError``, so that code which
     catches one still does.
 
     Attributes:
-        act: ``"snapshot"`` or ``"commit"``.
+        act: ``"snapshot"``, ``"commit"``, ``"restore"`` or ``"start_from"``.
         depth: the frames on the caller's stack when it called ``act``.
         limit: Python's recursion limit (``sys.getrecursionlimit()``).
     """

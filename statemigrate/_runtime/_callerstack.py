@@ -1,4 +1,5 @@
-"""A snapshot or a commit called from a stack already near Python's recursion limit.
+"""A snapshot, commit or restore called from a stack already near Python's recursion
+limit.
 
 The walks of a state go on on a fresh stack where the caller's runs out
 (``_model/_freshstack.py``), so how deep a state nests does not matter. The rest of a
@@ -8,7 +9,10 @@ to another thread, since it runs the application's own code, which may need a lo
 caller holds (an ``RLock`` taken again would wait for good there). So a caller with
 too few frames left got a bare ``RecursionError`` from somewhere inside, or an
 ``ExportError`` blaming the state's depth; :func:`guard_caller_stack` turns either
-into one :class:`~statemigrate.CallerStackError` that says what ran out.
+into one :class:`~statemigrate.CallerStackError` that says what ran out. A restore
+(``restore``, ``start_from``) is guarded the same way: it runs migration steps,
+validation and the components' ``import_state`` on the caller's stack, and rolls every
+component back when the stack runs out there, as after any failure.
 """
 
 from __future__ import annotations

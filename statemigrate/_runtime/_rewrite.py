@@ -12,6 +12,7 @@ nothing is written. No live component is involved in either.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ from statemigrate._errors import (
     UnknownComponentError,
     ValidationError,
 )
-from statemigrate._model._allowlossy import AllowLossy, check_allow_lossy
+from statemigrate._model._allowlossy import AllowLossy, check_allow_lossy, unregistered_names
 from statemigrate._model._plan import Plan
 from statemigrate._runtime._readback import read_back_problem
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from statemigrate._model._registry import Registry
 
 __all__ = ["SectionVerdict", "SnapshotMigration", "migrate_snapshot", "verify_snapshot"]
+
+logger = logging.getLogger("statemigrate")
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,11 @@ def migrate_snapshot(
             (a progress display).
 
     Raises:
-        ConfigurationError: ``targets`` names a component the snapshot does not hold,
-            the snapshot is a delta (which only means something on top of its base),
-            or ``allow_lossy`` is a str or no collection of names.
+        ConfigurationError: ``snapshot`` is no :class:`Snapshot` (its bytes, say),
+            ``targets`` names a component the snapshot does not hold, the snapshot is
+            a delta (which only means something on top of its base), or
+            ``allow_lossy`` is a str or no collection of names (a name the registry
+            does not hold is a warning: it allows nothing).
         SnapshotError: a section does not decode.
         UnknownComponentError, NoMigrationPathError, LossyMigrationError,
             MigrationStepError, ValidationError: as :meth:`Registry.migrate` raises them
@@ -88,7 +93,8 @@ def migrate_snapshot(
             named section that another schema wrote under its version (the
             fingerprints differ) and this code would not read back as written.
     """
-    allow_lossy = check_allow_lossy(allow_lossy)
+    _check_snapshot(snapshot, "migrate_snapshot")
+    allow_lossy = _checked_lossy(allow_lossy, registry)
     _check_targets(snapshot, targets, done="rewritten")
     sections_info = snapshot.header.sections
     sections: list[SectionInput] = []
@@ -157,6 +163,35 @@ def _check_valid(
         raise ValidationError(
             component, version, exc.detail, instance=instance, errors=exc.errors
         ) from exc
+
+
+def _check_snapshot(snapshot: object, call: str) -> None:
+    """Refuse what is not an opened snapshot (its bytes, say), naming what ``call``
+    takes.
+
+    Raises:
+        ConfigurationError: ``snapshot`` is no :class:`Snapshot`.
+    """
+    if not isinstance(snapshot, Snapshot):
+        raise ConfigurationError(
+            "snapshot",
+            f"{call} takes a Snapshot, as open_snapshot(data, key=...) returns for a"
+            f" snapshot's bytes, not {type(snapshot).__qualname__}",
+        )
+
+
+def _checked_lossy(allow_lossy: object, registry: Registry) -> bool | frozenset[str]:
+    """``allow_lossy`` checked up front; a name of no component of ``registry`` is a
+    warning, as in a service and on the command line: it allows nothing."""
+    checked = check_allow_lossy(allow_lossy)
+    unknown = unregistered_names(checked, registry.components())
+    if unknown:
+        logger.warning(
+            "allow_lossy names %s, no component of the registry (registered: %s); ignored",
+            ", ".join(map(repr, unknown)),
+            ", ".join(registry.components()) or "none",
+        )
+    return checked
 
 
 def _check_targets(snapshot: Snapshot, targets: Mapping[str, int], *, done: str) -> None:
@@ -244,13 +279,15 @@ def verify_snapshot(
         One verdict per section, in the snapshot's order.
 
     Raises:
-        ConfigurationError: the snapshot is a delta, ``targets`` names a component
-            the snapshot does not hold, or ``allow_lossy`` is a str or no collection of
-            names.
+        ConfigurationError: ``snapshot`` is no :class:`Snapshot` (its bytes, say), or
+            a delta, ``targets`` names a component the snapshot does not hold, or
+            ``allow_lossy`` is a str or no collection of names (a name the registry
+            does not hold is a warning: it allows nothing).
         UnknownComponentError: ``targets`` names a component, or a version of one,
             that ``registry`` does not hold.
     """
-    allow_lossy = check_allow_lossy(allow_lossy)
+    _check_snapshot(snapshot, "verify_snapshot")
+    allow_lossy = _checked_lossy(allow_lossy, registry)
     _check_targets(snapshot, targets, done="verified")
     for component, version in targets.items():
         registry.schema_for(component, version)  # raises for what is not registered

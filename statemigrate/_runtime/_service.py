@@ -410,6 +410,7 @@ class Service:
 
     # --- restore -----------------------------------------------------------------------
 
+    @guard_caller_stack("restore")
     def restore(
         self,
         source: bytes | bytearray | memoryview | EncodedSnapshot | SnapshotRef | CommitReport,
@@ -457,6 +458,8 @@ class Service:
                 chained (e.g. a SnapshotError for corrupt bytes). Refused snapshots (of
                 another service, too old, or with a generation of ``GENERATION_LIMIT``
                 or more) fail in ``verify``.
+            CallerStackError: called from a stack too near the recursion limit; every
+                component is as it was.
         """
         check_source(source)
         options = {
@@ -538,6 +541,7 @@ class Service:
         self._tracker.cold_start(reason)
         logger.info("service %s starts cold: %s", self.name, reason)
 
+    @guard_caller_stack("start_from")
     def start_from(
         self,
         source: (
@@ -576,6 +580,8 @@ class Service:
 
         Raises:
             RestoreError: the restore failed and a component's policy is ``"refuse"``.
+            CallerStackError: called from a stack too near the recursion limit; every
+                component is as it was.
         """
         options["allow_lossy"] = self._members.check_lossy(options.get("allow_lossy", False))
         if isinstance(source, Store):
@@ -591,6 +597,7 @@ class Service:
                 tracker=self._tracker,
                 refuse=self._members.refuse(self._on_restore_failure),
                 latest=self._chains.expect,
+                entries=self.components,
             )
         store_unrestored(self.name, source)  # what the start found kept, if it looked
         return report

@@ -18,7 +18,7 @@ from statemigrate._observe._status import StatusTracker
 from statemigrate._runtime._chain import is_chain
 from statemigrate._runtime._chainrestore import restore_chain
 from statemigrate._runtime._history import RestoreHistory
-from statemigrate._runtime._newerrelease import with_way_out
+from statemigrate._runtime._newerrelease import folds, snapshot_address, with_way_out
 from statemigrate._runtime._report import CommitReport, RestoreReport
 from statemigrate._runtime._restore import Registered
 from statemigrate._runtime._sources import Failing, Fetched, Reader, check_source, fetch
@@ -65,6 +65,7 @@ def restore_at_start(
     tracker: StatusTracker,
     refuse: bool,
     latest: LatestRead | None = None,
+    entries: Sequence[Registered] = (),
 ) -> RestoreReport | None:
     """:meth:`Service.start_from`: restore at start-up, or start cold.
 
@@ -79,7 +80,16 @@ def restore_at_start(
         latest: told of a store's latest object, its bytes, before they are restored
             (the chain a checkpointer may continue: see
             :mod:`statemigrate._runtime._chaincontinue`).
+        entries: the service's registered components, whose versions the way out of
+            a newer release's snapshot is worked out against.
     """
+    read: list[bytes | bytearray | memoryview] = []  # what was restored, for the way out
+
+    def seen(data: bytes | memoryview) -> None:
+        read[:] = [data]
+        if latest is not None:
+            latest(data)
+
     if source is None:
         start_cold("no snapshot to restore")
         return None
@@ -91,12 +101,19 @@ def restore_at_start(
                 restore_stored=restore_stored,
                 start_cold=start_cold,
                 tracker=tracker,
-                latest=latest,
+                latest=seen,
             )
+        if isinstance(source, bytes | bytearray | memoryview | EncodedSnapshot):
+            read[:] = [source.to_bytes() if isinstance(source, EncodedSnapshot) else source]
         return restore_stored(source, options)
     except RestoreError as exc:
         # A newer release's snapshot: the error says how to get out, whatever the server.
-        hinted = with_way_out(exc)
+        data = read[0] if read else None
+        hinted = with_way_out(
+            exc,
+            None if data is None else folds(data, entries, options.get("allow_lossy") or False),
+            address=snapshot_address(source, data) if isinstance(source, Store) else None,
+        )
         if refuse:
             if hinted is exc:
                 raise

@@ -147,6 +147,7 @@ def _add_migration_arguments(
     lossy.add_argument(
         "--allow-lossy-for",
         action="append",
+        type=_component_name,
         default=[],
         metavar="COMPONENT",
         help="allow the steps declared lossy of COMPONENT only (repeatable)",
@@ -156,9 +157,17 @@ def _add_migration_arguments(
     add_registry_arguments(parser)
 
 
+def _component_name(text: str) -> str:
+    """``--allow-lossy-for``'s value: a component's name, which is never empty."""
+    if not text:
+        raise argparse.ArgumentTypeError("a component name, not an empty string")
+    return text
+
+
 def _allow_lossy(args: argparse.Namespace, registry: Registry) -> AllowLossy:
     """``--allow-lossy`` as True, or the components ``--allow-lossy-for`` names. A name
-    the registry does not hold is a warning, as in a service: it allows nothing."""
+    the registry does not hold is a warning, as in a service: it allows nothing, and
+    is left out (the functions would warn of it again)."""
     if args.allow_lossy:
         return True
     names = frozenset(args.allow_lossy_for)
@@ -169,7 +178,7 @@ def _allow_lossy(args: argparse.Namespace, registry: Registry) -> AllowLossy:
             " such component in the registry, ignored",
             file=sys.stderr,
         )
-    return names
+    return names.difference(unknown)
 
 
 def plan_command(args: argparse.Namespace, out: TextIO) -> int:

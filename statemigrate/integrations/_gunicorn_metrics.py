@@ -10,18 +10,22 @@ collector reads, which needs two things of the server, done here:
   it reads 0 otherwise (:func:`worker_started`);
 * the master removes the gauges of a worker that exited
   (``multiprocess.mark_process_dead``, what prometheus_client asks of gunicorn's
-  ``child_exit``), or a scrape lists them for ever (:func:`worker_exited`).
+  ``child_exit``), or a scrape lists them for ever (:func:`worker_exited`);
+* a master removes its own on its way out (:func:`master_exiting`, in ``on_exit``):
+  after a ``kill -USR2`` the retired old master is no child of the new one, whose
+  ``child_exit`` never hears of it, so its ``statemigrate_build_info`` stayed.
 
-Both do nothing outside multiprocess mode.
+They do nothing outside multiprocess mode.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from statemigrate._observe._backends import prometheus_multiprocess, restate_after_fork
 
-__all__ = ["worker_exited", "worker_started"]
+__all__ = ["master_exiting", "worker_exited", "worker_started"]
 
 
 def worker_started() -> None:
@@ -32,6 +36,17 @@ def worker_started() -> None:
 def worker_exited(pid: int, log: Any) -> None:
     """In the master, once worker ``pid`` has exited: remove its gauges from the
     multiprocess directory, if prometheus_client uses one."""
+    _remove_gauges(pid, f"worker {pid}", log)
+
+
+def master_exiting(log: Any) -> None:
+    """In a master as it exits (gunicorn's ``on_exit``): remove its own gauges from
+    the multiprocess directory, if prometheus_client uses one."""
+    _remove_gauges(os.getpid(), "this master", log)
+
+
+def _remove_gauges(pid: int, whose: str, log: Any) -> None:
+    """``multiprocess.mark_process_dead(pid)``, in multiprocess mode."""
     if not prometheus_multiprocess():
         return
     try:
@@ -41,4 +56,4 @@ def worker_exited(pid: int, log: Any) -> None:
     try:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
     except OSError as exc:
-        log.warning("could not remove the metrics of worker %s: %s", pid, exc)
+        log.warning("could not remove the metrics of %s: %s", whose, exc)

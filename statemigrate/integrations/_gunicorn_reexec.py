@@ -51,7 +51,12 @@ _HALTED_AFTER_LOGGING = {3: "a worker failed to boot", 4: "a worker failed to lo
 _WATCHING = "statemigrate_watching_new_master"
 
 
-def watch_new_master(server: Any, *, handed_over: Callable[[], bool] = lambda: False) -> None:
+def watch_new_master(
+    server: Any,
+    *,
+    handed_over: Callable[[], bool] = lambda: False,
+    checkpoints: bool = False,
+) -> None:
     """Have gunicorn's arbiter ``server`` log the exit of the new master it forks on
     ``kill -USR2``, when that master exits while this one runs: the deploy failed, and
     this generation serves on. Called in the master once it is ready; calling it again
@@ -60,22 +65,29 @@ def watch_new_master(server: Any, *, handed_over: Callable[[], bool] = lambda: F
     ``handed_over`` says whether this master's workers handed their state to the new
     generation and none took it back. If so when this master stops, its new master
     alive, it names that master to systemd as the service's main process; its new
-    master dead, it exits with :data:`ORPHANED_EXIT`."""
+    master dead, it exits with :data:`ORPHANED_EXIT`. ``checkpoints`` says whether the
+    hooks commit checkpoints (``checkpoints=``): only then do its lines promise that a
+    start restores the workers' state."""
     reap: Callable[[], None] | None = getattr(server, "reap_workers", None)
     if reap is None or getattr(reap, _WATCHING, False):
         return  # not gunicorn's arbiter (a stand-in), or watching already
-    _Watch(server, reap, handed_over).install()
+    _Watch(server, reap, handed_over, checkpoints).install()
 
 
 class _Watch:
     """The wrappers of one arbiter's ``reap_workers``, ``stop`` and ``halt``."""
 
     def __init__(
-        self, server: Any, reap: Callable[[], None], handed_over: Callable[[], bool]
+        self,
+        server: Any,
+        reap: Callable[[], None],
+        handed_over: Callable[[], bool],
+        checkpoints: bool,
     ) -> None:
         self.server = server
         self.reap = reap
         self.handed_over = handed_over
+        self.checkpoints = checkpoints
         self.stopping = False
         self.lost = False  # a new master died unpromoted: orphaned if the state moved
         self.orphaned = False
@@ -121,9 +133,12 @@ class _Watch:
                 server.log.error(
                     "exiting with status %d, not 0: this generation handed its state to"
                     " a new one whose master died, and nothing serves; a supervisor"
-                    " restarting on failure starts the service again, which restores"
-                    " the workers' final checkpoints (docs/gunicorn.md)",
+                    " restarting on failure starts the service again, %s"
+                    " (docs/gunicorn.md)",
                     ORPHANED_EXIT,
+                    "which restores the workers' final checkpoints"
+                    if self.checkpoints
+                    else "cold: no checkpoints= is configured, so that state is lost",
                 )
                 raise SystemExit(ORPHANED_EXIT) from None
             raise
@@ -153,6 +168,7 @@ class _Watch:
                     stderr=_stderr(),
                     errorlog=getattr(server.cfg, "errorlog", None),
                     stopping=self.stopping,
+                    checkpoints=self.checkpoints,
                 )
                 server.log.log(level, line)
 
@@ -208,6 +224,7 @@ def new_master_exited(
     stderr: str,
     errorlog: str | None,
     stopping: bool = False,
+    checkpoints: bool = False,
 ) -> tuple[int, str]:
     """The log level and the line for a new master (``pid``) that exited with the wait
     ``status`` while the old master (``master``, whose stderr is ``stderr``) runs on,
@@ -215,7 +232,8 @@ def new_master_exited(
     it once its workers serve, or by the operator).
 
     ERROR unless it exited with status 0 (someone stopped it: WARNING). ``errorlog``
-    is gunicorn's setting: ``"-"`` when the log is stderr."""
+    is gunicorn's setting: ``"-"`` when the log is stderr. ``checkpoints``: whether
+    the workers' final checkpoints hold their state (``checkpoints=`` is configured)."""
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
         try:
@@ -228,8 +246,13 @@ def new_master_exited(
         return logging.ERROR, (
             f"deploy failed (kill -USR2): the new master (pid {pid}) {how} while this master"
             f" (pid {master}) was stopping, told to (the new workers retire it once they"
-            " serve): nothing serves once it exits; start the service again (the workers'"
-            " final checkpoints hold their state)"
+            " serve): nothing serves once it exits; start the service again"
+            + (
+                " (the workers' final checkpoints hold their state)"
+                if checkpoints
+                else " (it starts cold: no checkpoints= is configured, so the workers'"
+                " state is lost)"
+            )
         )
     text = (
         f"deploy failed (kill -USR2): the new master (pid {pid}) {how} before the deploy was done;"

@@ -109,7 +109,11 @@ from statemigrate.integrations._gunicorn_generations import (
 )
 from statemigrate.integrations._gunicorn_handover import listen_for_successor, wait_handoff_end
 from statemigrate.integrations._gunicorn_logging import route_library_logs
-from statemigrate.integrations._gunicorn_metrics import worker_exited, worker_started
+from statemigrate.integrations._gunicorn_metrics import (
+    master_exiting,
+    worker_exited,
+    worker_started,
+)
 from statemigrate.integrations._gunicorn_reexec import watch_new_master
 from statemigrate.integrations._gunicorn_service import (
     ServiceSpec,
@@ -169,7 +173,11 @@ class _Hooks:
             )
             route_library_logs(server.log)
             # A kill -USR2 whose new master fails says so.
-            watch_new_master(server, handed_over=self.directory.moved(os.getpid()).exists)
+            watch_new_master(
+                server,
+                handed_over=self.directory.moved(os.getpid()).exists,
+                checkpoints=self.checkpoints is not None,
+            )
             removed = self.directory.sweep()  # kill -9 leaves files behind
             if removed:
                 server.log.info(
@@ -197,6 +205,7 @@ class _Hooks:
 
     def on_exit(self, server: Any) -> None:
         self.directory.forget(os.getpid())
+        master_exiting(server.log)  # its gauges: no master's child_exit hears of it
 
     # -- worker ------------------------------------------------------------------------
 

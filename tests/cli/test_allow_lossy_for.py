@@ -1,16 +1,18 @@
 """``--allow-lossy-for COMPONENT`` on ``migrate`` and ``verify``: the lossy steps of the
 components named run, the others' are refused with the flag that would allow them;
-``--allow-lossy`` still allows every component's."""
+``--allow-lossy`` still allows every component's; an unknown name is a warning there and
+in the functions, an empty one a usage error."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 from cli_helpers import one_error_line, run
 from lossy_components import lossy_both_ways, service_at
 
-from statemigrate import open_snapshot
+from statemigrate import ConfigurationError, open_snapshot
 
 REGISTRY = ["--registry", "lossy_components:lossy_both_ways"]
 
@@ -105,4 +107,59 @@ def test_plan_says_which_allow_lossy_a_lossy_path_needs(
     result = run(capsys, "plan", "orders", "--from", "1", "--to", "2", *REGISTRY)
     assert result.out.splitlines()[-1] == (
         "1 lossy step(s): restoring along this path needs allow_lossy={'orders'} or True"
+    )
+
+
+def test_an_empty_name_is_a_usage_error(
+    v1_snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused by the parser, naming the flag: no warning, no Python-worded error."""
+    out = tmp_path / "shop-v2.smsnap"
+    result = run(
+        capsys, "migrate", str(v1_snapshot), "-o", str(out), "--to", "catalog=2",
+        "--allow-lossy-for", "", *REGISTRY,
+    )  # fmt: skip
+    assert (result.code, result.out) == (2, "")
+    assert result.err.strip().splitlines()[-1] == (
+        "statemigrate: error: argument --allow-lossy-for: a component name, not an empty"
+        " string"
+    )
+    assert "warning" not in result.err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("call", ["migrate_snapshot", "verify_snapshot"])
+def test_the_functions_warn_of_a_name_the_registry_does_not_hold(
+    v1_snapshot: Path, call: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As the command line and a service do: the name allows nothing."""
+    from statemigrate._runtime import _rewrite
+
+    function = getattr(_rewrite, call)
+    snapshot = open_snapshot(v1_snapshot.read_bytes())
+    with caplog.at_level(logging.WARNING, "statemigrate"):
+        function(
+            snapshot,
+            {"catalog": 2},
+            registry=lossy_both_ways(),
+            allow_lossy={"catalog", "catalgo"},
+        )
+    assert [r.getMessage() for r in caplog.records] == [
+        "allow_lossy names 'catalgo', no component of the registry (registered: catalog,"
+        " orders); ignored"
+    ]
+
+
+@pytest.mark.parametrize("call", ["migrate_snapshot", "verify_snapshot"])
+def test_the_functions_refuse_a_snapshot_s_bytes_naming_what_they_take(
+    v1_snapshot: Path, call: str
+) -> None:
+    from statemigrate._runtime import _rewrite
+
+    function = getattr(_rewrite, call)  # verify_snapshot is the command's, not public
+    with pytest.raises(ConfigurationError) as raised:
+        function(v1_snapshot.read_bytes(), {"catalog": 2}, registry=lossy_both_ways())
+    assert str(raised.value) == (
+        f"snapshot: {call} takes a Snapshot, as open_snapshot(data, key=...) returns for a"
+        " snapshot's bytes, not bytes"
     )

@@ -237,6 +237,30 @@ def test_max_requests_without_checkpoints_is_told_to_keep_them(tmp_path: Path) -
     assert "checkpoints=" in server.log.lines[0]
 
 
+@pytest.mark.parametrize("configured", [True, False], ids=["checkpoints", "none"])
+def test_the_window_of_retiring_is_worded_by_whether_checkpoints_are_configured(
+    tmp_path: Path, configured: bool
+) -> None:
+    """The watch of the new master learns from the hooks whether the workers' final
+    checkpoints hold their state."""
+    hooks = server_hooks(
+        "app_v1:service",
+        directory=tmp_path / "sockets",
+        checkpoints=MemoryStore() if configured else None,
+    )
+    cfg = type(
+        "Cfg", (), {"workers": 1, "reuse_port": False, "max_requests": 0, "preload_app": False}
+    )()
+    server: Any = type(
+        "Arbiter",
+        (),
+        {"cfg": cfg, "log": Log(), "reap_workers": lambda self: None, "halt": lambda self: None},
+    )()
+    hooks["when_ready"](server)
+    assert getattr(server.reap_workers, "statemigrate_watching_new_master", False)
+    assert server.halt.__self__.checkpoints is configured  # the watch's wrapper
+
+
 def test_a_replacement_that_cannot_read_a_newer_release_s_checkpoint_says_the_way_out() -> None:
     """What a rollback by HUP meets: release 1's worker, release 2's checkpoint. The
     start-up's way out is said once."""
@@ -259,7 +283,8 @@ def test_a_replacement_that_cannot_read_a_newer_release_s_checkpoint_says_the_wa
     assert len(refused) == 1
     assert refused[0].count("a newer release wrote it") == 1
     assert "start the release that wrote it" in refused[0]
-    assert "`statemigrate migrate SNAPSHOT -o OUT --to kvcache=1 --allow-lossy`" in refused[0]
+    way_out = "`statemigrate migrate SNAPSHOT -o OUT --to kvcache=1 --allow-lossy-for kvcache`"
+    assert way_out in refused[0]
     assert older.status.ready  # the master's copy is served
 
 

@@ -1,6 +1,6 @@
 """Metrics of several gunicorn workers in prometheus_client's multiprocess mode: each
-worker reports the gauges its master set before the fork, and a worker that exited
-leaves no series behind."""
+worker reports the gauges its master set before the fork, and a worker or a master
+that exited leaves no series behind."""
 
 from __future__ import annotations
 
@@ -144,3 +144,24 @@ def test_two_workers_report_build_info_and_a_dead_one_is_removed(tmp_path: Path)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=DEADLINE)
+    # The master's own series go with it: a retired old master's used to stay.
+    assert not list(metrics.glob(f"gauge_live*_{proc.pid}.db")), list(metrics.iterdir())
+
+
+def test_a_master_on_its_way_out_removes_its_own_gauges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hook gunicorn calls as a master exits (``on_exit``); the gauges of another
+    process, and the values that outlive a process, stay."""
+    from statemigrate.integrations.gunicorn import server_hooks
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    pid = os.getpid()
+    own = [tmp_path / f"gauge_liveall_{pid}.db", tmp_path / f"gauge_livesum_{pid}.db"]
+    kept = [tmp_path / f"gauge_liveall_{pid + 1}.db", tmp_path / f"counter_{pid}.db"]
+    for path in own + kept:
+        path.write_bytes(b"")
+    hooks = server_hooks("metered:service", directory=str(tmp_path / "s"))
+    server = type("Arbiter", (), {"log": None})()
+    hooks["on_exit"](server)
+    assert sorted(path for path in own + kept if path.exists()) == sorted(kept)

@@ -65,6 +65,31 @@ def test_a_new_master_that_halted_after_logging_points_at_its_lines() -> None:
     )
 
 
+@pytest.mark.parametrize("checkpoints", [True, False], ids=["checkpoints", "none"])
+def test_a_new_master_dead_while_this_one_stops_names_what_holds_the_state(
+    checkpoints: bool,
+) -> None:
+    """The window of retiring: the workers' final checkpoints hold the state only when
+    ``checkpoints=`` is configured; without, the line does not promise them."""
+    level, line = new_master_exited(
+        4242,
+        signal.SIGKILL,
+        master=4100,
+        stderr="",
+        errorlog="-",
+        stopping=True,
+        checkpoints=checkpoints,
+    )
+    assert level == logging.ERROR
+    assert "nothing serves once it exits; start the service again" in line
+    if checkpoints:
+        assert line.endswith("(the workers' final checkpoints hold their state)")
+    else:
+        assert line.endswith("(it starts cold: no checkpoints= is configured, so the"
+                             " workers' state is lost)")
+        assert "final checkpoints" not in line
+
+
 def test_a_new_master_killed_or_stopped() -> None:
     level, line = new_master_exited(4242, signal.SIGKILL, master=4100, stderr="", errorlog="-")
     assert level == logging.ERROR and "(pid 4242) was killed by SIGKILL before" in line
@@ -128,6 +153,27 @@ def test_the_old_master_exits_with_failure_when_the_state_went_to_a_dead_generat
     with pytest.raises(SystemExit) as exited:
         server.halt()
     assert exited.value.code == status
+
+
+@pytest.mark.parametrize("checkpoints", [True, False], ids=["checkpoints", "none"])
+def test_the_orphaned_old_master_promises_checkpoints_only_when_configured(
+    checkpoints: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its exit line says a restart restores the workers' final checkpoints only when
+    the hooks commit them; otherwise that the restart starts cold."""
+    server: Any = Arbiter(logging.getLogger("test.gunicorn.error"))
+    watch_new_master(server, handed_over=lambda: True, checkpoints=checkpoints)
+    server.reexec_pid = _dead_child()
+    with caplog.at_level(logging.INFO, "test.gunicorn.error"), pytest.raises(SystemExit):
+        server.halt()
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    promised = [line for line in lines if "final checkpoints" in line]
+    if checkpoints:
+        assert len(promised) == 2, lines  # the new master's death, and the exit
+    else:
+        assert promised == [], lines
+        assert any("starts the service again, cold: no checkpoints=" in x for x in lines)
+        assert any("(it starts cold: no checkpoints= is configured" in x for x in lines)
 
 
 @pytest.mark.parametrize("names_it", [True, False], ids=["its-pid", "another-pid"])

@@ -1,4 +1,5 @@
-"""A snapshot or commit called from a stack near the recursion limit (_runtime/_callerstack.py):
+"""A snapshot, commit or restore called from a stack near the recursion limit
+(_runtime/_callerstack.py):
 it works, or raises one CallerStackError naming the caller's depth, never a bare
 RecursionError nor an ExportError blaming the state's depth; a caller with room to
 spare whose own code recurses keeps its RecursionError."""
@@ -128,6 +129,44 @@ def test_a_deep_caller_gets_its_result_or_one_clear_error(act: str) -> None:
             outcomes[spare] = "done"
     # Both happen: the deepest callers are refused, those with a few dozen frames left
     # are served; and a caller that was served has every shallower one served too.
+    assert outcomes[min(SPARES)] == "refused" and outcomes[max(SPARES)] == "done"
+    first_done = min(spare for spare, what in outcomes.items() if what == "done")
+    assert all(outcomes[spare] == "done" for spare in SPARES if spare >= first_done)
+
+
+@pytest.mark.parametrize("act", ["restore", "start_from"])
+def test_a_deep_restore_gets_its_result_or_one_clear_error(act: str) -> None:
+    """As for a snapshot; a refused restore leaves the component's state as it was
+    and the status where a failed restore leaves it, never ``restoring``."""
+    limit = sys.getrecursionlimit()
+    room = _room()
+    writer = Service("deep", registry=REGISTRY)
+    written = Holder()
+    written.state.items["new"] = Item(name="new", tags=[])
+    writer.register(written)
+    store = MemoryStore()
+    writer.commit(store)
+    outcomes: dict[int, str] = {}
+    for spare in SPARES:
+        service = Service("deep", registry=REGISTRY)
+        holder = service.register(Holder())
+        before = holder.state
+        act_now = (
+            partial(service.restore, store.open())
+            if act == "restore"
+            else partial(service.start_from, store)
+        )
+        depth, outcome = _down(room - spare, act_now)
+        if isinstance(outcome, CallerStackError):
+            assert (outcome.act, outcome.depth, outcome.limit) == (act, depth, limit)
+            assert str(outcome).endswith(f"{act} at {depth} of {limit} frames")
+            assert holder.state is before  # every component as it was
+            assert service.status.state in ("starting", "failed"), service.status
+            outcomes[spare] = "refused"
+        else:
+            assert not isinstance(outcome, BaseException), (spare, repr(outcome))
+            assert "new" in holder.state.items
+            outcomes[spare] = "done"
     assert outcomes[min(SPARES)] == "refused" and outcomes[max(SPARES)] == "done"
     first_done = min(spare for spare, what in outcomes.items() if what == "done")
     assert all(outcomes[spare] == "done" for spare in SPARES if spare >= first_done)
