@@ -28,7 +28,7 @@ from types import TracebackType
 
 from statemigrate._errors import StoreError
 from statemigrate.stores._object_errors import translate
-from statemigrate.stores._options import refused
+from statemigrate.stores._options import check_seconds
 
 __all__ = [
     "DEFAULT_WARN_AFTER",
@@ -52,21 +52,14 @@ THREAD_NAME = "statemigrate-slow-requests"
 
 
 def check_warn_after(value: float | None) -> float | None:
-    """``value`` as ``ObjectStore(warn_after=...)`` takes it.
+    """``value`` as ``ObjectStore(warn_after=...)`` takes it: ``None`` (never warn), or
+    seconds as the store's timeouts take them.
 
     Raises:
-        ConfigurationError: it is neither ``None`` nor a finite number of seconds above 0.
+        ConfigurationError: it is neither ``None`` nor a number of seconds above 0 and
+            at most a day.
     """
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise refused("warn_after", "a number of seconds above 0, or None", value)
-    return float(value)
+    return check_seconds("warn_after", value, zero_ok=False)
 
 
 class Watch:
