@@ -25,6 +25,7 @@ from statemigrate.stores._object_pointer import (
     generation_of,
 )
 from statemigrate.stores._object_pointer_io import POINTER, existing_pointer, read_pointer
+from statemigrate.stores._object_unplaced import listed_as_kept
 
 __all__ = [
     "forget_unrestored",
@@ -66,15 +67,7 @@ def kept_generations(
         new = [entry for entry in (base.previous, base.current) if entry is not None]
     elif keep_latest and listed:
         newest = max(listed, key=lambda target: target.generation)
-        new = [
-            Kept(
-                generation=newest.generation,
-                object=newest.object,
-                size=newest.size,
-                xxh3_128=None,
-                etag=newest.etag,
-            )
-        ]
+        new = [listed_as_kept(newest)]
     for entry in new:
         if any(known.object == entry.object for known in kept):
             continue

@@ -18,7 +18,7 @@ from typing import NamedTuple
 from statemigrate.stores._object_generation import Target
 from statemigrate.stores._object_pointer import MAX_UNRESTORED, Kept
 
-__all__ = ["Unplaced", "say_unplaced", "unplaced_generations"]
+__all__ = ["Unplaced", "listed_as_kept", "say_unplaced", "unplaced_generations"]
 
 _log = logging.getLogger("statemigrate.stores")
 
@@ -33,22 +33,25 @@ class Unplaced(NamedTuple):
     retention only."""
 
 
+def listed_as_kept(target: Target) -> Kept:
+    """A generation object found by listing, as a pointer records it: its digest is not
+    known (only the pointer that wrote it knew it)."""
+    return Kept(
+        generation=target.generation,
+        object=target.object,
+        size=target.size,
+        xxh3_128=None,
+        etag=target.etag,
+    )
+
+
 def unplaced_generations(listed: Sequence[Target]) -> Unplaced:
     """What a commit that creates the pointer keeps of the objects ``listed`` under
     the prefix: the oldest ``MAX_UNRESTORED`` recorded as unrestored (the state from
     before the trouble began, as when a pointer keeps too many), their digests
     unknown; the others spared once."""
     ordered = sorted(listed, key=lambda target: (target.generation, target.object))
-    recorded = [
-        Kept(
-            generation=target.generation,
-            object=target.object,
-            size=target.size,
-            xxh3_128=None,
-            etag=target.etag,
-        )
-        for target in ordered[:MAX_UNRESTORED]
-    ]
+    recorded = [listed_as_kept(target) for target in ordered[:MAX_UNRESTORED]]
     return Unplaced(recorded, list(ordered[MAX_UNRESTORED:]))
 
 
