@@ -211,7 +211,8 @@ def with_way_out(
         way_out=(
             f"a newer release wrote it ({versions}): start the release that wrote it, or"
             " fold it back for this one with that release's registry: `statemigrate"
-            f" migrate {_shell_word(address or 'SNAPSHOT')} -o OUT {targets}{lossy}`"
+            f" migrate {_shell_word(address or 'SNAPSHOT')} -o OUT {targets}{lossy}"
+            " --registry MODULE:NAME`"
             " (docs/cli.md), and start from OUT"
         ),
     )

@@ -14,6 +14,7 @@ a take-over is that much longer (docs/checkpoints.md).
 
 from __future__ import annotations
 
+import math
 import time
 
 from statemigrate._errors import ConfigurationError
@@ -25,13 +26,22 @@ DEFAULT_FIRST_AFTER_TAKEOVER = 0.5
 
 
 def check_delay(option: str, value: object) -> None:
-    """Refuse ``value`` for ``option`` unless it is a number of seconds, 0 or more.
+    """Refuse ``value`` for ``option`` unless it is a finite number of seconds, 0 or
+    more (an infinite delay would put off every checkpoint after a take-over, without a
+    word).
 
     Raises:
         ConfigurationError: it is not.
     """
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ConfigurationError(option, f"must be a number of seconds, 0 or more, not {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not value >= 0
+    ):
+        raise ConfigurationError(
+            option, f"must be a finite number of seconds, 0 or more, not {value!r}"
+        )
 
 
 def takeover_wait(taken_over_at: float | None, delay: float) -> float:

@@ -164,7 +164,8 @@ def _write(
         which = f"generation {numbers}" if len(unrestored) == 1 else f"generations {numbers}"
         it = "it" if len(unrestored) == 1 else "them"
         out.write(
-            f"\nkept as unrestored: {which}, which a start could not restore; retention"
+            f"\nkept as unrestored: {which}, which a start could not restore (or a"
+            " pointer made anew found, its record lost); retention"
             f" keeps {it} until `statemigrate forget-unrestored` lets {it} go\n"
         )
 

@@ -154,10 +154,17 @@ def choose_targets(
         if blocked:
             detail += (
                 f"; only steps declared lossy lead to what it reads for {', '.join(blocked)}:"
-                f" pass allow_lossy={names_shown(blocked)} (or True, for every component) to"
+                f" pass allow_lossy={names_shown(_with_allowed(blocked, allow_lossy))}"
+                " (or True, for every component) to"
                 " export through them (a rollback)"
             )
         raise HandoffError("export", detail) from exc
+
+
+def _with_allowed(blocked: list[str], allow_lossy: AllowLossy) -> set[str]:
+    """The components an ``allow_lossy`` that also unblocks ``blocked`` names: those
+    already named keep their allowance."""
+    return {*blocked, *(() if isinstance(allow_lossy, bool) else allow_lossy)}
 
 
 def _exporting(

@@ -247,7 +247,8 @@ def test_list_shows_every_role_of_a_generation(
     # Said after the table too, with what lets it go: an operator need not read roles.
     assert (blank, kept) == (
         "",
-        "kept as unrestored: generation 2, which a start could not restore; retention keeps"
+        "kept as unrestored: generation 2, which a start could not restore (or a pointer"
+        " made anew found, its record lost); retention keeps"
         " it until `statemigrate forget-unrestored` lets it go",
     )
     listed = json.loads(run(capsys, "list", url, "--json", *store_options(s3)).out)

@@ -93,6 +93,23 @@ def test_the_chosen_version_is_one_both_sides_understand(
         assert (cure in caught.value.detail) == lossy_would_do
 
 
+def test_the_cure_keeps_the_components_already_allowed() -> None:
+    """A process that already allows loss for some components is told an allow_lossy
+    that names those as well as the blocked one: following the advice as written must
+    not take an allowance away."""
+    cases = [
+        (live, version)
+        for live in REGISTRY.versions("kvcache")
+        for version in REGISTRY.versions("kvcache")
+        if version not in reachable(live, allow_lossy=False)
+        and version in reachable(live, allow_lossy=True)
+    ]
+    live, version = cases[0]
+    with pytest.raises(HandoffError) as caught:
+        choose_targets(service_of(live), {"kvcache": [version]}, allow_lossy={"other"})
+    assert "pass allow_lossy={'kvcache', 'other'} (or True" in caught.value.detail
+
+
 # --- the handshake against a real successor -------------------------------------------------
 
 

@@ -283,7 +283,7 @@ def test_a_replacement_that_cannot_read_a_newer_release_s_checkpoint_says_the_wa
     assert len(refused) == 1
     assert refused[0].count("a newer release wrote it") == 1
     assert "start the release that wrote it" in refused[0]
-    way_out = "`statemigrate migrate SNAPSHOT -o OUT --to kvcache=1 --allow-lossy-for kvcache`"
+    way_out = "`statemigrate migrate SNAPSHOT -o OUT --to kvcache=1 --allow-lossy-for kvcache"
     assert way_out in refused[0]
     assert older.status.ready  # the master's copy is served
 

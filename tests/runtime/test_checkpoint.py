@@ -451,10 +451,12 @@ def test_the_delay_after_a_take_over_leaves_other_starts_alone() -> None:
     assert Checkpointer(pending, MemoryStore(), every=60.0)._first_delay() == 0.0
 
 
-@pytest.mark.parametrize("bad", [-1, -0.5, "1", True, None, float("nan")])
+@pytest.mark.parametrize("bad", [-1, -0.5, "1", True, None, float("nan"), float("inf")])
 def test_first_after_takeover_is_a_number_of_seconds(bad: object) -> None:
+    """An infinite delay is refused too: it would put off every checkpoint after a
+    take-over without a word."""
     service, _ = ledger_service()
-    with pytest.raises(ConfigurationError, match="first_after_takeover: must be a number"):
+    with pytest.raises(ConfigurationError, match="first_after_takeover: must be a finite number"):
         Checkpointer(service, MemoryStore(), first_after_takeover=bad)  # type: ignore[arg-type]
 
 

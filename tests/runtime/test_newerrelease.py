@@ -86,7 +86,7 @@ def test_the_way_out_names_every_component_and_the_kept_file(tmp_path: Path) -> 
         f"statemigrate migrate {kept} -o OUT --to a=1 --to b=1"
         " --allow-lossy-for a --allow-lossy-for b"
     )
-    assert f"`{command}`" in way_out, way_out
+    assert f"`{command} --registry MODULE:NAME`" in way_out, way_out
     assert "'a' version 2 (this release reads 1), 'b' version 2" in way_out
 
     words = shlex.split(command)
@@ -116,7 +116,7 @@ def test_a_lossy_step_this_release_holds_is_named_unless_allowed() -> None:
         older.start_from(store)
     assert (
         "`statemigrate migrate SNAPSHOT -o OUT --to a=1 --to b=1 --to c=1"
-        " --allow-lossy-for a --allow-lossy-for b --allow-lossy-for c`"
+        " --allow-lossy-for a --allow-lossy-for b --allow-lossy-for c --registry MODULE:NAME`"
     ) in (raised.value.way_out or "")
 
 

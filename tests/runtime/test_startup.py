@@ -169,7 +169,7 @@ def test_a_newer_release_s_snapshot_is_refused_with_the_way_out(
         "; a newer release wrote it ('kvcache' version 2; this release reads up to 1):"
         " start the release that wrote it, or fold it back for this one with that"
         " release's registry: `statemigrate migrate SNAPSHOT -o OUT --to kvcache=1"
-        " --allow-lossy-for kvcache` (docs/cli.md), and start from OUT"
+        " --allow-lossy-for kvcache --registry MODULE:NAME` (docs/cli.md), and start from OUT"
     )
     if policy == "refuse":
         with pytest.raises(RestoreError) as raised:

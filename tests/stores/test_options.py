@@ -45,7 +45,10 @@ BAD_OPTIONS = [
         "client_options: must be empty for a file:// URL",
     ),
     (object_store(max_size=-1), "max_size: must be an int of 1 or more (bytes), not -1"),
-    (object_store(warn_after=0), "warn_after: must be a number of seconds above 0 and at most a day, not 0"),
+    (
+        object_store(warn_after=0),
+        "warn_after: must be a number of seconds above 0 and at most a day, not 0",
+    ),
     (object_store(timeout=-1), "timeout: must be a number of seconds above 0 and at most a day"),
     (object_store(retries=101), "retries: must be an int from 0 to 100, not 101"),
     (object_store(prefix="a//b"), "prefix: must be a string of names separated by '/'"),
