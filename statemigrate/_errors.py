@@ -362,16 +362,28 @@ class LossyMigrationError(StateMigrateError):
         source: the version the data is in.
         target: the version asked for.
         steps: the lossy steps on the shortest path, as printable strings.
+        allowed: the components whose loss was allowed already (an ``allow_lossy`` of
+            names): the cure names them too, so that following it takes nothing away.
     """
 
-    def __init__(self, component: str, source: int, target: int, steps: Iterable[str]) -> None:
+    def __init__(
+        self,
+        component: str,
+        source: int,
+        target: int,
+        steps: Iterable[str],
+        *,
+        allowed: Iterable[str] = (),
+    ) -> None:
         self.component = component
         self.source = source
         self.target = target
         self.steps = list(steps)
+        self.allowed = frozenset(allowed)
+        names = ", ".join(repr(name) for name in sorted({component, *self.allowed}))
         super().__init__(
             f"migrating {component!r} from version {source} to {target} loses data in"
-            f" {', '.join(self.steps)}; pass allow_lossy={{{component!r}}} (or True, for every"
+            f" {', '.join(self.steps)}; pass allow_lossy={{{names}}} (or True, for every"
             " component) to accept that"
         )
 

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from statemigrate._errors import RegistrationError, UnknownComponentError
-from statemigrate._model._allowlossy import AllowLossy, lossy_allowed
+from statemigrate._errors import LossyMigrationError, RegistrationError, UnknownComponentError
+from statemigrate._model._allowlossy import AllowLossy, check_allow_lossy, lossy_allowed
 from statemigrate._model._fieldpaths import (
     lost_path_problem,
     records_problem,
@@ -295,14 +295,23 @@ class Registry:
             ConfigurationError: ``allow_lossy`` is neither a bool nor component names.
         """
         steps = self.steps(component)
-        plan = plan_path(
-            component,
-            steps,
-            source,
-            target,
-            allow_lossy=lossy_allowed(allow_lossy, component),
-            versions=self.versions(component),
-        )
+        try:
+            plan = plan_path(
+                component,
+                steps,
+                source,
+                target,
+                allow_lossy=lossy_allowed(allow_lossy, component),
+                versions=self.versions(component),
+            )
+        except LossyMigrationError as exc:
+            allowed = check_allow_lossy(allow_lossy)
+            if isinstance(allowed, bool):
+                raise
+            # Its cure keeps the components allowed already.
+            raise LossyMigrationError(
+                component, source, target, exc.steps, allowed=allowed
+            ) from None
         refused = frozenset(
             (step.source, step.target) for step in plan.steps if self.refuses_none(step)
         )
