@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Mapping
 from contextlib import suppress
+from typing import TypeVar
 
 from statemigrate._errors import HandoffError, SuccessorFailedError, describe_exit
 from statemigrate._runtime._lossyexport import record_lossy_exports
@@ -44,6 +45,8 @@ __all__ = ["socket_steps", "spawn_steps"]
 
 logger = logging.getLogger("statemigrate.handoff")
 
+_Message = TypeVar("_Message", Serving, Failed)
+
 
 def _confirmed_meanwhile(channel: Channel, attempt: Attempt) -> bool:
     """Whether SERVING is waiting on the channel, now that the successor has ended.
@@ -51,30 +54,31 @@ def _confirmed_meanwhile(channel: Channel, attempt: Attempt) -> bool:
     A successor that confirmed and then died owned the state: it may have
     acknowledged writes this process never saw, so the state is not taken back.
     """
-    if not attempt.committed or ready_now((channel.sock.fileno(),)) is None:
+    if not attempt.committed or _queued(channel, "serving", Serving) is None:
         return False
-    try:
-        got = channel.read(stage="serving")
-    except HandoffError:
-        return False
-    if isinstance(got, Received) and isinstance(got.message, Serving):
-        attempt.confirmed = True
-        attempt.problems.append("the successor ended right after confirming it serves")
-        return True
-    return False
+    attempt.confirmed = True
+    attempt.problems.append("the successor ended right after confirming it serves")
+    return True
 
 
 def _failure_queued(channel: Channel) -> str | None:
     """The reason of a FAILED waiting on the channel, read after a send the successor's
     end refused: it said why before it left, while this process was busy sending."""
+    failed = _queued(channel, "failed", Failed)
+    return None if failed is None else failed.reason
+
+
+def _queued(channel: Channel, stage: str, kind: type[_Message]) -> _Message | None:
+    """The message of ``kind`` waiting on the channel of a successor that has ended, or
+    None: nothing waiting, something else, or a channel that cannot be read."""
     if ready_now((channel.sock.fileno(),)) is None:
         return None
     try:
-        got = channel.read(stage="failed")
+        got = channel.read(stage=stage)
     except HandoffError:
         return None
-    if isinstance(got, Received) and isinstance(got.message, Failed):
-        return got.message.reason
+    if isinstance(got, Received) and isinstance(got.message, kind):
+        return got.message
     return None
 
 
