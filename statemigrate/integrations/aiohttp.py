@@ -66,6 +66,7 @@ from statemigrate.integrations._forward import (
     forwarding_address,
 )
 from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate, safe_methods_of
+from statemigrate.integrations._listen import bind_listener
 from statemigrate.integrations._runserving import run_serving
 from statemigrate.integrations._successor import SuccessorWatch
 from statemigrate.integrations._trial import Moved, Trial, own_argv, runner_for
@@ -411,12 +412,13 @@ async def serve(
             if on_take_over is not None:
                 on_take_over(report)
         else:
+            # Bound first: a port in use ends the process before a restore is paid for.
+            listener = bind_listener(host, port, backlog)
             if service.status.state == "starting":
                 if trials is not None:
                     trials.start()
                 else:
                     service.start_cold("not started by a handoff")
-            listener = socket.create_server((host, port), backlog=backlog)
         hot.address = forwarding_address(listener)
         hot.listener = listener
         hot.successor = SuccessorWatch()

@@ -33,6 +33,7 @@ from typing import Any
 from statemigrate._errors import ConfigurationError, HandoffError
 from statemigrate._runtime._service import Service
 from statemigrate.handoff import HandoffReport, receive_handoff
+from statemigrate.integrations._listen import bind_listener
 from statemigrate.integrations._runserving import run_serving
 from statemigrate.integrations._startuptimeout import startup_timeout
 from statemigrate.integrations.asgi import ASGIApp, HotRestart
@@ -155,7 +156,7 @@ async def serve(
         expect={hot.name}, timeouts=hot.timeouts, serves=hot.withdrawal.serves
     )
     if inheritance is None:
-        listener = socket.create_server((host, port), backlog=backlog)
+        listener = bind_listener(host, port, backlog)
     else:
         listener = inheritance.listeners[hot.name]
     copy = os.dup(listener.fileno())  # hypercorn's: it closes it at shutdown

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from statemigrate._errors import ConfigurationError
 from statemigrate._runtime._service import Service
 from statemigrate.handoff import HandoffReport, Inheritance, receive_handoff
+from statemigrate.integrations._listen import bind_listener
 from statemigrate.integrations._runserving import run_serving
 from statemigrate.integrations._withdraw import Withdrawal
 from statemigrate.integrations.asgi import ASGIApp, HotRestart, ServerHooks
@@ -217,7 +218,7 @@ async def serve(
         expect={hot.name}, timeouts=hot.timeouts, serves=hot.withdrawal.serves
     )
     if inheritance is None:
-        listener = socket.create_server((host, port), backlog=backlog)
+        listener = bind_listener(host, port, backlog)
     else:
         listener = inheritance.listeners[hot.name]
     server = _server_class()(

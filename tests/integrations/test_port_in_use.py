@@ -1,0 +1,91 @@
+"""A port in use, or a host that does not resolve, ends an adapter's ``run`` with one
+ERROR line naming the address and exit status 1, not a traceback; ``serve`` raises an
+``OSError`` that says the same, and the service is left unstarted."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+import statemigrate as sm
+from statemigrate.integrations import aiohttp as aiohttp_adapter
+from statemigrate.integrations import hypercorn as hypercorn_adapter
+from statemigrate.integrations import uvicorn as uvicorn_adapter
+from statemigrate.integrations._listen import ListenError, bind_listener
+from statemigrate.integrations.asgi import Receive, Scope, Send
+from statemigrate.reference import KVCacheV3, build_registry
+
+
+async def asgi_app(scope: Scope, receive: Receive, send: Send) -> None:
+    raise AssertionError("never served")
+
+
+def run_aiohttp(service: sm.Service, **options: Any) -> object:
+    return aiohttp_adapter.run_app(web.Application(), service, **options)
+
+
+def run_uvicorn(service: sm.Service, **options: Any) -> object:
+    return uvicorn_adapter.run(asgi_app, service, **options)
+
+
+def run_hypercorn(service: sm.Service, **options: Any) -> object:
+    return hypercorn_adapter.run(asgi_app, service, **options)
+
+
+RUNS = [run_aiohttp, run_uvicorn, run_hypercorn]
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    holder = socket.create_server(("127.0.0.1", 0))
+    try:
+        yield holder.getsockname()[1]
+    finally:
+        holder.close()
+
+
+def new_service() -> sm.Service:
+    service = sm.Service("cache", registry=build_registry())
+    service.register(KVCacheV3())
+    return service
+
+
+@pytest.mark.parametrize("run", RUNS, ids=lambda run: run.__name__)
+def test_a_port_in_use_is_one_line_and_status_1(
+    run: Callable[..., object], taken_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = new_service()
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as ended:
+        run(service, host="127.0.0.1", port=taken_port)
+    assert ended.value.code == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        f"cannot listen on 127.0.0.1:{taken_port}: Address already in use; this process exits"
+    ]
+    assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_the_aiohttp_service_is_not_started_when_its_port_is_in_use(taken_port: int) -> None:
+    service = new_service()
+    with pytest.raises(SystemExit):
+        run_aiohttp(service, host="127.0.0.1", port=taken_port)
+    assert service.status.state == "starting"
+
+
+def test_a_host_that_does_not_resolve_is_named() -> None:
+    with pytest.raises(ListenError) as refused:
+        bind_listener("no-such-host.invalid", 8080, 16)
+    assert str(refused.value).startswith("cannot listen on no-such-host.invalid:8080: ")
+    assert "while attempting" not in str(refused.value)
+
+
+def test_an_ipv6_address_is_shown_in_brackets_and_the_error_is_an_oserror() -> None:
+    with pytest.raises(OSError) as refused:
+        bind_listener("fe80::zz", 8080, 16)  # not an address in any family
+    assert isinstance(refused.value, ListenError)
+    assert str(refused.value).startswith("cannot listen on [fe80::zz]:8080: ")
