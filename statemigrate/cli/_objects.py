@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from statemigrate._errors import SnapshotError, StoreError
+from statemigrate._errors import ConfigurationError, SnapshotError, StoreError
 from statemigrate._runtime._chainread import Chain
 from statemigrate._snapshot._format import (
     DEFAULT_MAX_SNAPSHOT_SIZE,
@@ -114,7 +114,8 @@ def open_store(
         StoreError: the URL is not one the store supports, is ``memory://``, or names
             a missing directory; obstore is missing or refused a setting.
         ConfigurationError: a timeout or retries is not a valid one.
-        UsageError: an option is given with a ``file://`` URL, which takes none.
+        UsageError: an option is given with a ``file://`` URL, which takes none, or
+            one that obstore does not take for the URL's backend.
     """
     match = _URL.match(url)
     scheme = match.group(1).lower() if match else ""
@@ -147,18 +148,28 @@ def open_store(
             " az:// URLs)"
         )
     settings = split_store_options(options)  # argparse checked them, when it read them
-    # No warnings of slow requests: a command that fails prints one line, and a hung
-    # server's request says why in that line when it times out.
-    return ObjectStore(
-        url,
-        config=settings.config or None,
-        timeout=settings.timeout,
-        connect_timeout=settings.connect_timeout,
-        retries=settings.retries,
-        retry_timeout=settings.retry_timeout,
-        max_size=max_size,
-        warn_after=None,
-    )
+    try:
+        # No warnings of slow requests: a command that fails prints one line, and a
+        # hung server's request says why in that line when it times out.
+        return ObjectStore(
+            url,
+            config=settings.config or None,
+            timeout=settings.timeout,
+            connect_timeout=settings.connect_timeout,
+            retries=settings.retries,
+            retry_timeout=settings.retry_timeout,
+            max_size=max_size,
+            warn_after=None,
+        )
+    except ConfigurationError as exc:
+        if exc.option != "config":
+            raise
+        # A key obstore does not take for this URL's backend: found only as the store
+        # is built, but as much a usage error as a file:// URL's key is.
+        raise UsageError(
+            f"argument --store-option: {exc.detail}; or the store's timeout,"
+            " connect_timeout, retry_timeout and retries"
+        ) from exc
 
 
 def open_source(

@@ -144,8 +144,9 @@ class ObjectStore:
         StoreError: obstore is not installed, the URL is not supported, or obstore
             refused the configuration.
         ConfigurationError: an option has an invalid value (one line naming it, what
-            is allowed and the value given; a ``ValueError``), or a setting was given
-            for a ``file://`` or ``memory://`` URL, which take none.
+            is allowed and the value given; a ``ValueError``), a setting was given
+            for a ``file://`` or ``memory://`` URL, which take none, or ``config`` or
+            ``client_options`` holds a key obstore does not take for the URL's backend.
     """
 
     def __init__(

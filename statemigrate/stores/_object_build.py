@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from statemigrate._errors import StoreError
 from statemigrate.stores._object_backend import REMOTE_CLASSES, Backend, obstore_module
-from statemigrate.stores._object_errors import translate
+from statemigrate.stores._object_errors import translate, unknown_setting
 from statemigrate.stores._options import check_no_request_setting, check_no_settings, refused
 
 __all__ = [
@@ -92,7 +92,8 @@ def build(
         StoreError: the URL is not supported, or obstore refused the configuration.
         ConfigurationError: ``config`` or ``client_options`` holds a key, or a request
             setting (a timeout, ``retries``, ``credential_provider``) is given, for a
-            ``file://`` or ``memory://`` URL, which take none.
+            ``file://`` or ``memory://`` URL, which take none; or either holds a key
+            obstore does not take for the URL's backend.
     """
     try:
         parts = urlsplit(url)
@@ -152,6 +153,15 @@ def build(
     except StoreError:
         raise
     except Exception as exc:
+        unknown = unknown_setting(
+            scheme,
+            _ENV_PREFIXES[scheme],
+            exc,
+            config=config,
+            client_options=client_options,
+        )
+        if unknown is not None:
+            raise unknown from exc
         raise translate("open", url, exc) from exc
     except BaseException as exc:
         # obstore's bindings turn a Rust panic into PanicException, a BaseException.
