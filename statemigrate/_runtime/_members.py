@@ -8,6 +8,7 @@ through it (``register``, ``unregister``, ``versions``, ``readable_versions``).
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Literal
 
 from statemigrate._errors import (
@@ -59,6 +60,11 @@ class Members:
         self._registry = registry
         self.entries: dict[tuple[str, str], Registered] = {}
         self._policies: dict[tuple[str, str], RestoreFailurePolicy] = {}
+        # The allow_lossy names of no component already warned about: one handoff
+        # checks its setting at each export it makes (pre-copy's source, then the
+        # snapshot after the pause), and a checkpointer at each commit.
+        self._warned_lossy: set[str] = set()
+        self._warned_lock = threading.Lock()
 
     def add(
         self, obj: object, *, instance: str, on_restore_failure: RestoreFailurePolicy | None
@@ -107,13 +113,20 @@ class Members:
 
         A name of no registered component is logged as a warning, not refused: the
         same setting may go to both sides of a handoff or to the next release, which
-        may add or drop a component, and such a name allows no loss anywhere.
+        may add or drop a component, and such a name allows no loss anywhere. Each
+        such name is warned about once, at the first call that gives it.
 
         Raises:
             ConfigurationError: ``allow_lossy`` is a str or no collection of names.
         """
         checked = check_allow_lossy(allow_lossy)
-        unknown = unregistered_names(checked, self.versions())
+        with self._warned_lock:
+            unknown = [
+                name
+                for name in unregistered_names(checked, self.versions())
+                if name not in self._warned_lossy
+            ]
+            self._warned_lossy.update(unknown)
         if unknown:
             logger.warning(
                 "allow_lossy names %s, no component of service %r (registered: %s);"

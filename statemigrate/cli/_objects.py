@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from statemigrate._errors import SnapshotError, StoreError
+from statemigrate._errors import ConfigurationError, SnapshotError, StoreError
 from statemigrate._runtime._chainread import Chain
 from statemigrate._snapshot._format import (
     DEFAULT_MAX_SNAPSHOT_SIZE,
@@ -114,8 +114,8 @@ def open_store(
         StoreError: the URL is not one the store supports, is ``memory://``, or names
             a missing directory; obstore is missing or refused a setting.
         ConfigurationError: a timeout or retries is not a valid one.
-        UsageError: an option other than the timeouts and retries is given with a
-            ``file://`` URL, which takes none.
+        UsageError: an option is given with a ``file://`` URL, which takes none, or
+            one that obstore does not take for the URL's backend.
     """
     match = _URL.match(url)
     scheme = match.group(1).lower() if match else ""
@@ -139,27 +139,37 @@ def open_store(
             raise StoreError("open", url, "no such directory")
     if max_size is None:
         max_size = DEFAULT_MAX_SNAPSHOT_SIZE  # what a reader accepts by default
-    settings = split_store_options(options)  # argparse checked them, when it read them
-    if scheme == "file" and settings.config:
+    if scheme == "file" and options:
         # Checked here, not by argparse, which reads the options before the URL.
-        key = next(iter(settings.config))
+        key = options[0][0]
         raise UsageError(
             f"argument --store-option: {key!r} is not a setting of file:// URLs, which take"
-            " none of obstore's (those are for s3://, gs:// and az:// URLs); only timeout,"
-            " connect_timeout, retry_timeout and retries"
+            " none (obstore's settings, the timeouts and retries are for s3://, gs:// and"
+            " az:// URLs)"
         )
-    # No warnings of slow requests: a command that fails prints one line, and a hung
-    # server's request says why in that line when it times out.
-    return ObjectStore(
-        url,
-        config=settings.config or None,
-        timeout=settings.timeout,
-        connect_timeout=settings.connect_timeout,
-        retries=settings.retries,
-        retry_timeout=settings.retry_timeout,
-        max_size=max_size,
-        warn_after=None,
-    )
+    settings = split_store_options(options)  # argparse checked them, when it read them
+    try:
+        # No warnings of slow requests: a command that fails prints one line, and a
+        # hung server's request says why in that line when it times out.
+        return ObjectStore(
+            url,
+            config=settings.config or None,
+            timeout=settings.timeout,
+            connect_timeout=settings.connect_timeout,
+            retries=settings.retries,
+            retry_timeout=settings.retry_timeout,
+            max_size=max_size,
+            warn_after=None,
+        )
+    except ConfigurationError as exc:
+        if exc.option != "config":
+            raise
+        # A key obstore does not take for this URL's backend: found only as the store
+        # is built, but as much a usage error as a file:// URL's key is.
+        raise UsageError(
+            f"argument --store-option: {exc.detail}; or the store's timeout,"
+            " connect_timeout, retry_timeout and retries"
+        ) from exc
 
 
 def open_source(

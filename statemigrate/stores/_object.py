@@ -76,6 +76,7 @@ from statemigrate.stores._object_retention import (
     recorded_with_digest,
     say_kept,
     sweep_generations,
+    with_pending,
 )
 from statemigrate.stores._object_unplaced import say_unplaced, unplaced_generations
 from statemigrate.stores._object_watch import DEFAULT_WARN_AFTER, check_warn_after
@@ -144,8 +145,9 @@ class ObjectStore:
         StoreError: obstore is not installed, the URL is not supported, or obstore
             refused the configuration.
         ConfigurationError: an option has an invalid value (one line naming it, what
-            is allowed and the value given; a ``ValueError``), or a setting was given
-            for a ``file://`` or ``memory://`` URL, which take none.
+            is allowed and the value given; a ``ValueError``), a setting was given
+            for a ``file://`` or ``memory://`` URL, which take none, or ``config`` or
+            ``client_options`` holds a key obstore does not take for the URL's backend.
     """
 
     def __init__(
@@ -207,9 +209,13 @@ class ObjectStore:
     def last_unrestored(self) -> tuple[int, ...] | None:
         """The generations kept as unrestored when this store last wrote or read its
         pointer's record of them (:meth:`commit`, :meth:`unrestored`,
-        :meth:`forget_unrestored`), oldest first; ``None`` before. No request: for a
-        gauge (``statemigrate_unrestored_generations``)."""
-        return self._last_unrestored
+        :meth:`forget_unrestored`, :meth:`keep_unrestored`), oldest first, with the
+        one a failed start asked to keep (:meth:`keep_unrestored`), which the next
+        commit records; ``None`` before. No request: for a gauge
+        (``statemigrate_unrestored_generations``), right from the start that kept it."""
+        if self._last_unrestored is None or self._unrestored is None:
+            return self._last_unrestored
+        return with_pending(self._last_unrestored, self._unrestored)
 
     @property
     def location(self) -> str:
@@ -417,7 +423,9 @@ class ObjectStore:
         self._unrestored, self._keep_latest = None, True
         if data is not None:
             digest = xxhash.xxh3_128(data).hexdigest()
-            self._unrestored = recorded_with_digest(self._backend, digest)
+            self._unrestored, recorded = recorded_with_digest(self._backend, digest)
+            if recorded is not None:
+                self._last_unrestored = recorded
             self._keep_latest = self._unrestored is None
         if self._unrestored is not None:
             which = f"generation {self._unrestored.generation}"

@@ -18,8 +18,8 @@ from urllib.parse import unquote, urlsplit
 
 from statemigrate._errors import StoreError
 from statemigrate.stores._object_backend import REMOTE_CLASSES, Backend, obstore_module
-from statemigrate.stores._object_errors import translate
-from statemigrate.stores._options import check_no_settings, refused
+from statemigrate.stores._object_errors import translate, unknown_setting
+from statemigrate.stores._options import check_no_request_setting, check_no_settings, refused
 
 __all__ = [
     "REMOTE_SCHEMES",
@@ -43,6 +43,11 @@ _ENV_PREFIXES = {
     "adl": "azure_",
 }
 """The prefix of each remote backend's environment variables and config keys."""
+_DEFAULT_TIMEOUT = 30.0
+_DEFAULT_CONNECT_TIMEOUT = 5.0
+_DEFAULT_RETRIES = 3
+_DEFAULT_RETRY_TIMEOUT = 60.0
+"""A remote store's request settings when none is given: seconds, and a count."""
 _CLIENT_KEYS = frozenset(
     {
         "allow_http",
@@ -74,18 +79,21 @@ def build(
     config: Mapping[str, Any] | None,
     client_options: Mapping[str, Any] | None,
     credential_provider: Callable[..., Any] | None,
-    timeout: float,
-    connect_timeout: float,
-    retries: int,
-    retry_timeout: float,
+    timeout: float | None,
+    connect_timeout: float | None,
+    retries: int | None,
+    retry_timeout: float | None,
 ) -> Backend:
     """A backend for ``url``: ``s3://``, ``gs://``, ``az://`` (and their aliases),
-    ``file://`` or ``memory://``.
+    ``file://`` or ``memory://``. The request settings not given (``None``) take their
+    defaults.
 
     Raises:
         StoreError: the URL is not supported, or obstore refused the configuration.
-        ConfigurationError: ``config`` or ``client_options`` holds a key for a
-            ``file://`` or ``memory://`` URL, which take none.
+        ConfigurationError: ``config`` or ``client_options`` holds a key, or a request
+            setting (a timeout, ``retries``, ``credential_provider``) is given, for a
+            ``file://`` or ``memory://`` URL, which take none; or either holds a key
+            obstore does not take for the URL's backend.
     """
     try:
         parts = urlsplit(url)
@@ -102,6 +110,14 @@ def build(
     if scheme in _LOCAL_SCHEMES:
         check_no_settings(scheme, "config", config)
         check_no_settings(scheme, "client_options", client_options)
+        for option, value in (
+            ("credential_provider", credential_provider),
+            ("timeout", timeout),
+            ("connect_timeout", connect_timeout),
+            ("retries", retries),
+            ("retry_timeout", retry_timeout),
+        ):
+            check_no_request_setting(scheme, option, value)
     obstore = obstore_module()
     path = unquote(parts.path)
     try:
@@ -113,13 +129,20 @@ def build(
             store = obstore.store.LocalStore(prefix=path, mkdir=True)
             return Backend(store, "", location, remote=False)
         client: dict[str, Any] = {
-            "timeout": timedelta(seconds=timeout),
-            "connect_timeout": timedelta(seconds=connect_timeout),
+            "timeout": timedelta(seconds=_DEFAULT_TIMEOUT if timeout is None else timeout),
+            "connect_timeout": timedelta(
+                seconds=_DEFAULT_CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
+            ),
         }
         backend_config, client_config = _split_config(scheme, config)
         client.update(client_config)
         client.update(client_options or {})
-        retry = {"max_retries": retries, "retry_timeout": timedelta(seconds=retry_timeout)}
+        retry = {
+            "max_retries": _DEFAULT_RETRIES if retries is None else retries,
+            "retry_timeout": timedelta(
+                seconds=_DEFAULT_RETRY_TIMEOUT if retry_timeout is None else retry_timeout
+            ),
+        }
         store = obstore.store.from_url(
             url,
             config=backend_config or None,
@@ -130,6 +153,15 @@ def build(
     except StoreError:
         raise
     except Exception as exc:
+        unknown = unknown_setting(
+            scheme,
+            _ENV_PREFIXES[scheme],
+            exc,
+            config=config,
+            client_options=client_options,
+        )
+        if unknown is not None:
+            raise unknown from exc
         raise translate("open", url, exc) from exc
     except BaseException as exc:
         # obstore's bindings turn a Rust panic into PanicException, a BaseException.
@@ -199,8 +231,8 @@ def backend_for(
     retry_timeout: float | None,
 ) -> Backend:
     """The backend an :class:`~statemigrate.stores.ObjectStore` works through, under
-    ``prefix``: built from ``location`` when it is a URL (the settings not given take
-    their defaults), else ``location``, a store built by the caller, wrapped.
+    ``prefix``: built from ``location`` when it is a URL (see :func:`build`), else
+    ``location``, a store built by the caller, wrapped.
 
     Raises:
         StoreError: as :func:`build` or :func:`wrap`.
@@ -222,10 +254,10 @@ def backend_for(
             config=config,
             client_options=client_options,
             credential_provider=credential_provider,
-            timeout=30.0 if timeout is None else timeout,
-            connect_timeout=5.0 if connect_timeout is None else connect_timeout,
-            retries=3 if retries is None else retries,
-            retry_timeout=60.0 if retry_timeout is None else retry_timeout,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            retries=retries,
+            retry_timeout=retry_timeout,
         )
         if prefix.strip("/"):
             backend = Backend(

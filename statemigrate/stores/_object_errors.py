@@ -3,16 +3,32 @@
 obstore raises its own classes (``obstore.exceptions``) and, for a missing object, the
 built-in ``FileNotFoundError`` and ``NotImplementedError``. Their messages span many
 lines (a request dump and a debug tree); a :class:`StoreError` carries one line: what
-happened, the server's error code when there is one, and what to check.
+happened, the server's error code when there is one, and what to check. A setting
+obstore does not know, refused as a store is built, is the caller's mistake rather
+than the store's: a :class:`ConfigurationError` (:func:`unknown_setting`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
-from statemigrate._errors import StoreError
+from statemigrate._errors import ConfigurationError, StoreError
 
-__all__ = ["is_missing_bucket", "kind_of", "translate"]
+__all__ = ["is_missing_bucket", "kind_of", "translate", "unknown_setting"]
+
+# obstore's words for a key of ``config`` its backend does not take, and for a key of
+# ``client_options`` (a ValueError).
+_UNKNOWN_KEY = re.compile(r"Configuration key: '([^'\n]*)' is not valid")
+_INVALID_CLIENT_KEY = re.compile(r"Invalid key: ([^\n]*?)\.?$")
+# What each backend's ``config`` takes, by the scheme's environment prefix.
+_BACKEND_KEYS = {
+    "aws_": "S3Config keys such as endpoint, region and access_key_id",
+    "google_": "GCSConfig keys such as service_account and service_account_key",
+    "azure_": "AzureConfig keys such as account_name, access_key and endpoint",
+}
+_CLIENT_OPTIONS = "client options such as allow_http and proxy_url"
 
 # Error codes of S3 (XML <Code>), Azure and GCS for a bucket or container that is not there.
 _NO_BUCKET = ("NoSuchBucket", "ContainerNotFound", "The specified bucket does not exist")
@@ -251,3 +267,44 @@ def _first_line(exc: BaseException) -> str:
     if len(line) > _DETAIL_LIMIT:
         line = line[: _DETAIL_LIMIT - 3] + "..."
     return line or type(exc).__name__
+
+
+def unknown_setting(
+    scheme: str,
+    env_prefix: str,
+    exc: BaseException,
+    *,
+    config: Mapping[str, Any] | None,
+    client_options: Mapping[str, Any] | None,
+) -> ConfigurationError | None:
+    """The :class:`ConfigurationError` for ``exc`` when it is obstore's refusal of a
+    key of ``config`` or ``client_options`` it does not know, raised as a store for a
+    ``scheme://`` URL was built (``env_prefix`` names its backend); ``None`` for
+    anything else. The message names the key as the caller spelt it and says what
+    the option takes: ``config: 'bogus' is not a setting of s3:// URLs (obstore's
+    S3Config keys such as endpoint, ..., or its client options such as ...)``.
+    """
+    text = str(exc)
+    if type(exc).__name__ == "UnknownConfigurationKeyError":
+        option, given = "config", config
+        match = _UNKNOWN_KEY.search(text)
+        allowed = f"obstore's {_BACKEND_KEYS[env_prefix]}, or its {_CLIENT_OPTIONS}"
+    elif isinstance(exc, ValueError) and client_options:
+        option, given = "client_options", client_options
+        match = _INVALID_CLIENT_KEY.match(text.strip())
+        if match is None:
+            return None
+        allowed = f"obstore's {_CLIENT_OPTIONS}"
+    else:
+        return None
+    said = match.group(1) if match else None
+    # obstore names the key in lower case; the caller may have written AWS_BOGUS.
+    key: object = next(
+        (name for name in given or {} if isinstance(name, str) and name.lower() == said),
+        said,
+    )
+    if key is None:
+        detail = f"holds a key that is not a setting of {scheme}:// URLs ({allowed})"
+    else:
+        detail = f"{key!r} is not a setting of {scheme}:// URLs ({allowed})"
+    return ConfigurationError(option, detail)

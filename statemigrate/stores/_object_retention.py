@@ -33,6 +33,7 @@ __all__ = [
     "recorded_with_digest",
     "say_kept",
     "sweep_generations",
+    "with_pending",
 ]
 
 _log = logging.getLogger("statemigrate.stores")
@@ -111,21 +112,36 @@ def sweep_generations(
         _log.warning("could not delete old generations of %s: %s", location, exc)
 
 
-def recorded_with_digest(backend: Backend, digest: str) -> Entry | None:
+def recorded_with_digest(
+    backend: Backend, digest: str
+) -> tuple[Entry | None, tuple[int, ...] | None]:
     """The current or previous generation whose snapshot has the xxh3-128 ``digest``
     (the one a failed start read), or ``None``: none has, or the pointer cannot be
-    read (the next commit then keeps whatever is latest)."""
+    read (the next commit then keeps whatever is latest); and the generations the
+    pointer keeps as unrestored already (``None`` when it cannot be read)."""
     try:
         found = read_pointer(backend)
     except StoreError:
-        return None
+        return None, None
     if found is None:
-        return None
+        return None, ()
     pointer = found[0]
+    recorded = tuple(kept.generation for kept in pointer.unrestored)
     for entry in (pointer.current, pointer.previous):
         if entry is not None and entry.xxh3_128 == digest:
-            return entry
-    return None
+            return entry, recorded
+    return None, recorded
+
+
+def with_pending(recorded: tuple[int, ...], pending: Entry) -> tuple[int, ...]:
+    """The generations the next commit records as unrestored, as :func:`kept_generations`
+    makes them: ``recorded`` (the pointer's) and ``pending``, the generation a failed
+    start asked to keep, which replaces the newest past ``MAX_UNRESTORED``."""
+    if pending.generation in recorded:
+        return recorded
+    if len(recorded) >= MAX_UNRESTORED:
+        recorded = recorded[:-1]
+    return (*recorded, pending.generation)
 
 
 def forget_unrestored(backend: Backend) -> list[int]:

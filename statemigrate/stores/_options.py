@@ -27,6 +27,7 @@ __all__ = [
     "check_max_concurrency",
     "check_max_size",
     "check_memfd_name",
+    "check_no_request_setting",
     "check_no_settings",
     "check_prefix",
     "check_retries",
@@ -112,6 +113,22 @@ def check_no_settings(scheme: str, option: str, settings: Mapping[Any, Any] | No
             " s3://, gs:// and az:// URLs)"
         )
         raise refused(option, allowed, dict(settings))
+
+
+def check_no_request_setting(scheme: str, option: str, value: object) -> None:
+    """``value`` given as ``option`` (a timeout, ``retries`` or ``credential_provider``)
+    for a ``file://`` or ``memory://`` URL: their stores send no requests to time out,
+    retry or sign, and ignored it without a word, as they did ``config``.
+
+    Raises:
+        ConfigurationError: it is not ``None``.
+    """
+    if value is not None:
+        allowed = (
+            f"None for a {scheme}:// URL, which sends no requests (it is for s3://, gs://"
+            " and az:// URLs)"
+        )
+        raise refused(option, allowed, value)
 
 
 def check_choice(option: str, value: object, choices: tuple[str, ...]) -> str:

@@ -505,13 +505,15 @@ def test_forget_unrestored_of_an_empty_store_is_one_line(
         assert line.endswith("missing: no such directory")
 
 
-@pytest.mark.parametrize("pair", ["bogus=1", "keep=1", "max_size=-1", "part_size=1"])
+@pytest.mark.parametrize(
+    "pair", ["bogus=1", "keep=1", "max_size=-1", "part_size=1", "timeout=5", "retries=0"]
+)
 def test_a_store_option_a_file_url_does_not_take_is_a_usage_error(
     capsys: pytest.CaptureFixture[str], pair: str
 ) -> None:
-    """A file:// store takes none of obstore's settings: a key given for one is
-    refused, naming it, as an s3:// URL's unknown key is, before anything is read
-    (it was ignored, with status 0)."""
+    """A file:// store takes no settings, of obstore's or the store's timeouts and
+    retries (it sends no requests): a key given for one is refused, naming it, as an
+    s3:// URL's unknown key is, before anything is read (it was ignored, with status 0)."""
     with scratch_dir() as path:
         url = f"file://{path}/app"
         ObjectStore(url).commit(b"snapshot")
@@ -520,10 +522,36 @@ def test_a_store_option_a_file_url_does_not_take_is_a_usage_error(
             key = pair.split("=")[0]
             assert line == (
                 f"statemigrate: error: argument --store-option: {key!r} is not a setting of"
-                " file:// URLs, which take none of obstore's (those are for s3://, gs:// and"
-                " az:// URLs); only timeout, connect_timeout, retry_timeout and retries"
+                " file:// URLs, which take none (obstore's settings, the timeouts and"
+                " retries are for s3://, gs:// and az:// URLs)"
             )
-        assert run(capsys, "list", url, "--store-option", "timeout=5").code == 0
+        assert run(capsys, "list", url).code == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "what"),
+    [
+        ("s3://bucket/app", "obstore's S3Config keys such as endpoint, region and access_key_id"),
+        ("gs://bucket/app", "obstore's GCSConfig keys such as service_account and"),
+        ("az://container/app", "obstore's AzureConfig keys such as account_name"),
+    ],
+)
+def test_a_store_option_obstore_does_not_take_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], url: str, what: str
+) -> None:
+    """An s3://, gs:// or az:// URL's unknown key is refused as a file:// URL's is: one
+    line naming it and what is allowed, status 2 (it was obstore's words, status 1)."""
+    scheme = url.split("://")[0]
+    for command in ("list", "inspect", "forget-unrestored"):
+        line = one_error_line(run(capsys, command, url, "--store-option", "bogus=1"), 2)
+        assert line.startswith(
+            f"statemigrate: error: argument --store-option: 'bogus' is not a setting of"
+            f" {scheme}:// URLs ({what}"
+        )
+        assert line.endswith(
+            "client options such as allow_http and proxy_url); or the store's timeout,"
+            " connect_timeout, retry_timeout and retries"
+        )
 
 
 # -- migrate -----------------------------------------------------------------------------
@@ -781,8 +809,8 @@ def test_wrong_credentials_are_one_line(s3: S3Server, capsys: pytest.CaptureFixt
         (["list", "MISSING"], 1, "/missing: no such directory"),
         (
             ["inspect", "s3://bucket/x", "--store-option", "no_such_key=1"],
-            1,
-            "invalid configuration: Configuration key: 'no_such_key' is not valid",
+            2,
+            "argument --store-option: 'no_such_key' is not a setting of s3:// URLs",
         ),
         (["inspect", "URL", "--store-option", "novalue"], 2, "expected KEY=VALUE"),
         (["inspect", "URL", "--store-option", "=x"], 2, "expected KEY=VALUE"),

@@ -35,8 +35,9 @@ class Gauges:
             self.labels.append(tuple(labels))
 
 
-def roll_back(*, precopy: Any) -> tuple[HandoffReport, TakeOverReport]:
-    """Release 2 hands over to release 1 over a socket pair, loss allowed on both sides."""
+def roll_back(*, precopy: Any, allow_lossy: Any = True) -> tuple[HandoffReport, TakeOverReport]:
+    """Release 2 hands over to release 1 over a socket pair, loss allowed on both sides
+    (on the old one, by ``allow_lossy``)."""
     old, new = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     reports: list[HandoffReport] = []
 
@@ -48,7 +49,7 @@ def roll_back(*, precopy: Any) -> tuple[HandoffReport, TakeOverReport]:
                     old,
                     listeners={"http": listener},
                     precopy=precopy,
-                    allow_lossy=True,
+                    allow_lossy=allow_lossy,
                 )
             )
 
@@ -90,6 +91,21 @@ def test_a_lossy_rollback_is_logged_reported_and_counted(
     assert report.to_plain()["versions"] == {"assignments": 1}
     assert "sent assignments v1 (1 through lossy steps)" in report.summary()
     assert gauges.labels == [("flags", "assignments", "2", "1")] * 2
+
+
+@pytest.mark.parametrize("precopy", [False, "inline"])
+def test_a_name_of_no_component_is_warned_about_once_on_the_old_side(
+    caplog: pytest.LogCaptureFixture, precopy: Any
+) -> None:
+    """The old process checks its allow_lossy at each export: pre-copy's source, then
+    the snapshot its rounds fall back to (a whole-data step has no deltas)."""
+    with caplog.at_level(logging.WARNING, logger="statemigrate"):
+        roll_back(precopy=precopy, allow_lossy={"assignments", "gone"})
+    unknown = [r.getMessage() for r in caplog.records if "no component" in r.getMessage()]
+    assert unknown == [
+        "allow_lossy names 'gone', no component of service 'flags' (registered:"
+        " assignments); ignored"
+    ]
 
 
 def test_a_handoff_at_the_live_versions_names_them_and_no_loss(

@@ -26,17 +26,19 @@ def cold_serving() -> sm.Service:
 def test_the_gauge_follows_the_kept_generations_from_start_to_forgetting(
     sink: Any,
 ) -> None:
-    """A start that cannot restore the latest snapshot starts cold; its first commit
-    keeps that generation (1); the start of a new process that restores the cold state
-    reports it (1), as its WARNING says; the commit after forget_unrestored() reports 0."""
+    """A start that cannot restore the latest snapshot starts cold and reports that
+    generation kept (1) at once, as its first commit records it; the start of a new
+    process that restores the cold state reports it (1), as its WARNING says; the
+    commit after forget_unrestored() reports 0."""
     with scratch_dir() as base:
         url = f"file://{base}/app"
         store = ObjectStore(url)
         store.commit(b"the newer release's state")  # nothing this release can restore
         first = cold_serving()
         assert first.start_from(store) is None
-        # As this store last wrote its pointer: nothing kept yet, until the next commit.
-        assert sink.values(GAUGE) == [(0.0, (SERVICE, "object"))]
+        # Kept from the start on, though the pointer records it at the next commit
+        # (it read 0 until then).
+        assert sink.values(GAUGE) == [(1.0, (SERVICE, "object"))]
         first.commit(store)
         assert sink.values(GAUGE)[-1] == (1.0, (SERVICE, "object"))
 
@@ -48,6 +50,26 @@ def test_the_gauge_follows_the_kept_generations_from_start_to_forgetting(
         assert restarted.forget_unrestored() == [1]
         second.commit(restarted)
         assert sink.values(GAUGE)[-1] == (0.0, (SERVICE, "object"))
+
+
+def test_a_cold_start_counts_the_generation_it_keeps_beside_those_kept_already(
+    sink: Any,
+) -> None:
+    """A second failed start, with one generation kept already, reports two at once,
+    as its first commit then records them."""
+    store = ObjectStore("memory://")
+    store.commit(b"the newer release's state")
+    assert cold_serving().start_from(store) is None
+    cold_serving().commit(store)
+    for n in range(2):  # the previous generation unrestorable too
+        store.commit(f"a newer release again {n}".encode())
+    sink.records.clear()
+    assert cold_serving().start_from(store) is None
+    assert sink.values(GAUGE) == [(2.0, (SERVICE, "object"))]
+    assert store.last_unrestored == (1, 4)
+    store.commit(b"cold")
+    assert store.last_unrestored == (1, 4)
+    assert store.ref("unrestored").generation == 4
 
 
 def test_a_tmpfs_store_reports_no_series(sink: Any) -> None:

@@ -93,6 +93,25 @@ def test_a_name_of_no_component_is_logged_and_allows_nothing(
         service_at(2, [7]).restore(v1_snapshot(), allow_lossy={"catalog", "order"})
 
 
+def test_a_name_of_no_component_is_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The same setting given to each snapshot and commit (a checkpointer's) is warned
+    about at the first; a name not seen before is warned about when it comes."""
+    caplog.set_level(logging.WARNING, logger="statemigrate")
+    writer = service_at(2, [5, 4, 3])
+    store = MemoryStore()
+    writer.snapshot(targets={"catalog": 1}, allow_lossy={"catalog", "gone"})
+    writer.snapshot(targets={"catalog": 1}, allow_lossy={"catalog", "gone"})
+    writer.commit(store, allow_lossy={"gone"})
+    writer.commit(store, allow_lossy={"gone", "left"})
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "allow_lossy names 'gone', no component of service 'shop'"
+        " (registered: catalog, orders); ignored",
+        "allow_lossy names 'left', no component of service 'shop'"
+        " (registered: catalog, orders); ignored",
+    ]
+
+
 def test_start_from_takes_the_per_component_form() -> None:
     blob = v1_snapshot()
     refused = service_at(2, [7])

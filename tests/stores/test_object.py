@@ -939,7 +939,7 @@ def test_remote_is_true_only_for_object_storage(s3: S3Server) -> None:
         ("/dev/shm/app", {}, StoreError, "unsupported URL"),
         ("file://relative/path", {}, StoreError, "needs an absolute path"),
         ("s3://[bucket/x", {}, StoreError, "not a valid URL"),
-        ("s3://bucket/x", {"config": {"no_such_option": "1"}}, StoreError, "invalid configuration"),
+        ("s3://bucket/x", {"config": {"no_such_option": "1"}}, ConfigurationError, "config: "),
         ("memory://", {"keep": 1}, ValueError, "keep"),
         ("memory://", {"part_size": MiB}, ValueError, "part_size"),
         ("memory://", {"max_concurrency": 0}, ValueError, "max_concurrency"),
@@ -955,6 +955,50 @@ def test_bad_configuration_is_refused(
 ) -> None:
     with pytest.raises(error, match=message):
         ObjectStore(location, **options)
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "line"),
+    [
+        (
+            "s3://bucket/x",
+            {"config": {"no_such_option": "1"}},
+            "config: 'no_such_option' is not a setting of s3:// URLs (obstore's S3Config keys"
+            " such as endpoint, region and access_key_id, or its client options such as"
+            " allow_http and proxy_url)",
+        ),
+        (
+            "s3://bucket/x",
+            {"config": {"region": "x", "AWS_NO_SUCH_OPTION": "1"}},
+            "config: 'AWS_NO_SUCH_OPTION' is not a setting of s3:// URLs",
+        ),
+        (
+            "gs://bucket/x",
+            {"config": {"endpoint": "http://127.0.0.1:1"}},
+            "config: 'endpoint' is not a setting of gs:// URLs (obstore's GCSConfig keys",
+        ),
+        (
+            "az://container/x",
+            {"config": {"bogus": "1"}},
+            "config: 'bogus' is not a setting of az:// URLs (obstore's AzureConfig keys",
+        ),
+        (
+            "s3://bucket/x",
+            {"client_options": {"bogus": "1"}},
+            "client_options: 'bogus' is not a setting of s3:// URLs (obstore's client"
+            " options such as allow_http and proxy_url)",
+        ),
+    ],
+)
+def test_a_key_obstore_does_not_take_is_one_configuration_line(
+    url: str, options: dict[str, Any], line: str
+) -> None:
+    """Refused as the store is built, before any request: the caller's mistake, named
+    as the caller spelt it (it was a StoreError quoting obstore's debug dump)."""
+    with pytest.raises(ConfigurationError) as caught:
+        ObjectStore(url, **options)
+    assert str(caught.value).startswith(line)
+    assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize(

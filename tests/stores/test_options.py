@@ -44,6 +44,22 @@ BAD_OPTIONS = [
         lambda base: ObjectStore(f"file://{base}/objects", client_options={"timeout": "3s"}),
         "client_options: must be empty for a file:// URL",
     ),
+    (
+        lambda base: ObjectStore(f"file://{base}/objects", timeout=3),
+        "timeout: must be None for a file:// URL, which sends no requests (it is for s3://,"
+        " gs:// and az:// URLs), not 3",
+    ),
+    (
+        lambda base: ObjectStore(f"file://{base}/objects", retries=0),
+        "retries: must be None for a file:// URL, which sends no requests",
+    ),
+    (object_store(retries=2), "retries: must be None for a memory:// URL, which sends no"),
+    (object_store(connect_timeout=1), "connect_timeout: must be None for a memory:// URL"),
+    (object_store(retry_timeout=0), "retry_timeout: must be None for a memory:// URL"),
+    (
+        object_store(credential_provider=lambda: None),
+        "credential_provider: must be None for a memory:// URL",
+    ),
     (object_store(max_size=-1), "max_size: must be an int of 1 or more (bytes), not -1"),
     (
         object_store(warn_after=0),
