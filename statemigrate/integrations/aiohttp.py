@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 
 from statemigrate._errors import ConfigurationError, HandoffError
 from statemigrate._model._allowlossy import AllowLossy, check_allow_lossy
+from statemigrate._runtime._gate import started_by_handoff
 from statemigrate._runtime._service import Service
 from statemigrate.handoff import (
     HandoffReport,
@@ -383,9 +384,19 @@ async def serve(
         shutdown_timeout=shutdown_timeout,
         keepalive_timeout=keepalive_timeout,
     )
+    # A process that inherits no listener binds its own before the application's
+    # start-up runs: a port in use (a second copy started by mistake) then ends it
+    # before a start-up hook, a checkpointer in cleanup_ctx say, acts on the state or
+    # commits to the store the running copy owns.
+    own_listener = None if started_by_handoff() else bind_listener(host, port, backlog)
     # The application's start-up runs before the snapshot is asked for: the old
     # process keeps serving meanwhile, and the pause stays short.
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        if own_listener is not None:
+            own_listener.close()
+        raise
     listener: socket.socket | None = None
     outcome: list[HandoffReport] = []
     loop = asyncio.get_running_loop()
@@ -412,8 +423,9 @@ async def serve(
             if on_take_over is not None:
                 on_take_over(report)
         else:
-            # Bound first: a port in use ends the process before a restore is paid for.
-            listener = bind_listener(host, port, backlog)
+            if own_listener is None:  # a successor's descriptors taken already
+                own_listener = bind_listener(host, port, backlog)
+            listener = own_listener
             if service.status.state == "starting":
                 if trials is not None:
                     trials.start()
@@ -520,6 +532,8 @@ async def serve(
             hot.successor.close()
         if listener is not None:
             listener.close()
+        elif own_listener is not None:
+            own_listener.close()
 
 
 async def _take_over(

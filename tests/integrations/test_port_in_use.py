@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -75,6 +75,23 @@ def test_the_aiohttp_service_is_not_started_when_its_port_is_in_use(taken_port: 
     with pytest.raises(SystemExit):
         run_aiohttp(service, host="127.0.0.1", port=taken_port)
     assert service.status.state == "starting"
+
+
+def test_the_aiohttp_start_up_hooks_do_not_run_when_the_port_is_in_use(taken_port: int) -> None:
+    # A second copy started by mistake must not reach a hook that acts on the state,
+    # such as a checkpointer in cleanup_ctx whose final checkpoint would commit.
+    ran: list[str] = []
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        ran.append("start-up")
+        yield
+        ran.append("cleanup")
+
+    app = web.Application()
+    app.cleanup_ctx.append(context)
+    with pytest.raises(SystemExit):
+        aiohttp_adapter.run_app(app, new_service(), host="127.0.0.1", port=taken_port)
+    assert ran == []
 
 
 def test_a_host_that_does_not_resolve_is_named() -> None:
