@@ -195,6 +195,7 @@ class ComponentChanges:
                 partial(self._written_meanwhile, name),
             )
             if self._custom:
+                self._refuse_foreign_deleted(name, list(changes.deleted))
                 state[name], moved[name] = self._exported_in_order(name, changes)
             else:
                 codec = key_codec(self._schema, name)
@@ -284,6 +285,27 @@ class ComponentChanges:
                 " would miss their changes"
             )
         return exported
+
+    def _refuse_foreign_deleted(self, name: str, keys: list[Any]) -> None:
+        """Refuse deleted keys of a custom component that are no keys of the field.
+
+        A delta carries a deleted key in the field's own key type, and leaves out one
+        that no such key equals. For the default path that is a key written and
+        deleted between two pieces, which no receiver holds. A custom component's
+        ``TrackedDict`` keyed otherwise than its field (tuples, while the schema and
+        ``export_records`` give text) would have every deletion left out: its records
+        travel through ``export_records``, its deletions would not, and the receiver
+        would keep what was deleted.
+        """
+        foreign = key_codec(self._schema, name).foreign(keys)
+        if foreign:
+            shown = ", ".join(repr(key) for key in foreign[:3])
+            raise RegistrationError(
+                f"{type(self._obj).__qualname__}.tracked_records()[{name!r}] deleted"
+                f" {len(foreign)} key(s) that are no key of the field's type ({shown}):"
+                " its TrackedDict must hold the field's own keys, as export_records"
+                " returns them, or a delta could not carry their deletion"
+            )
 
     def close(self) -> None:
         """Close every mark: the tracked dicts stop recording."""
@@ -393,6 +415,15 @@ class KeyCodec:
                 schema.component, schema.version,
                 format_path(["deleted", field, *exc.path]), exc.detail,
             ) from exc
+
+    def foreign(self, keys: list[Any]) -> list[Any]:
+        """The keys that no key of the field's type equals (a NaN, unequal to itself,
+        is taken as a float key: a stale one is dropped elsewhere)."""
+        if self.adapter is None:
+            return [key for key in keys if not isinstance(key, str)]
+        if self.classes and set(map(type, keys)) <= self.classes:
+            return []
+        return [key for key in keys if key == key and self._as_key(key) is _MISSING]
 
     def _as_key(self, key: Any) -> Any:
         """``key`` as a key of the field's type equal to it, or ``_MISSING``."""

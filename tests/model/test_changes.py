@@ -458,3 +458,57 @@ def test_the_pool_starts_again_from_a_full_state() -> None:
     store.carts["c1"].append(-1)
     changes.skip()  # a full state, taken now, holds the change
     changes.take()
+
+
+class TupleKeyed(Recorded):
+    """Holds its records under (tenant, route) tuples and gives them to the schema as
+    ``"tenant/route"`` text: a TrackedDict that is not keyed like its field."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pairs: TrackedDict[tuple[str, str], int] = TrackedDict()
+
+    def tracked_records(self) -> dict[str, TrackedDict[Any, int]]:
+        return {"entries": self._pairs}
+
+    def export_records(self, field: str, keys: Iterable[Any]) -> dict[str, int]:
+        return {"/".join(k): self._pairs[k] for k in keys if k in self._pairs}
+
+
+def test_a_deletion_under_a_key_of_another_type_than_the_fields_is_refused() -> None:
+    # Left out, the receiver would keep the record its sender deleted.
+    obj = TupleKeyed()
+    obj._pairs[("t0", "r")] = 1
+    changes = ComponentChanges.attach(obj, registry=REGISTRY)
+    assert changes is not None
+    changes.open()
+    del obj._pairs[("t0", "r")]
+    with pytest.raises(
+        RegistrationError,
+        match=r"deleted 1 key\(s\) that are no key of the field's type \(\('t0', 'r'\)\)",
+    ):
+        changes.take()
+
+
+def test_deletions_under_the_fields_own_keys_pass() -> None:
+    obj = Recorded(None)
+    obj._entries.update(a=1, b=2)
+    changes = ComponentChanges.attach(obj, registry=REGISTRY)
+    assert changes is not None
+    changes.open()
+    del obj._entries["a"]
+    assert changes.take().deleted == {"entries": ["a"]}
+
+
+@pytest.mark.parametrize(
+    ("field", "keys", "foreign"),
+    [
+        ("entries", ["a", ("t", "r"), 7], [("t", "r"), 7]),  # str keys
+        ("counts", [1, 1.0, 2.5, "x", float("nan")], [2.5, "x"]),  # int keys; NaN passes
+    ],
+)
+def test_the_codec_names_the_keys_no_key_of_the_field_equals(
+    field: str, keys: list[Any], foreign: list[Any]
+) -> None:
+    schema = REGISTRY.schema_for("c", 1)
+    assert key_codec(schema, field).foreign(keys) == foreign
