@@ -85,10 +85,12 @@ class Round:
 def _rounds(rounds: Sequence[Round]) -> str:
     if not rounds:
         return ""
+    # The size before this names the piece sent in the pause; these were sent before
+    # it, while the old process served, and the line must not read as if they were it.
     deltas = [r for r in rounds if r.kind == "delta"]
-    text = f", pre-copy {len(rounds)} rounds"
+    text = f" in the pause, pre-copy {len(rounds)} rounds before it"
     if deltas:
-        text += f" ({len(deltas)} deltas, last {deltas[-1].size} bytes)"
+        text += f" ({len(deltas)} deltas, the last {deltas[-1].size} bytes)"
     return text
 
 

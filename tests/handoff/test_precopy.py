@@ -618,3 +618,22 @@ def test_precopy_over_a_socket_sends_the_listeners_with_the_last_piece(
         sock.close()
     assert taken["report"].rounds[0].kind == "full"
     assert dict(copy.entries) == dict(obj.entries)
+
+
+def test_the_summary_tells_the_piece_in_the_pause_from_the_rounds_before_it() -> None:
+    # "1632 bytes, pre-copy 2 rounds (1 deltas, last 4719 bytes)" read as if the last
+    # delta were 4719 bytes, where 1632 bytes went in the pause.
+    from statemigrate.handoff._report import Round
+
+    report = HandoffReport(
+        outcome="ready",
+        transport="spawn",
+        successor_pid=42,
+        snapshot_size=1632,
+        rounds=(Round(0, "full", 380_000), Round(1, "delta", 4719)),
+        pause_seconds=0.0171,
+    )
+    assert (
+        "1632 bytes in the pause, pre-copy 2 rounds before it (1 deltas, the last 4719 bytes),"
+        " pause 17.1ms" in report.summary()
+    )
