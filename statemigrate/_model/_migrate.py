@@ -38,7 +38,7 @@ from statemigrate._model._plaindata import (
     find_not_plain,
     strictly_plain,
 )
-from statemigrate._model._plan import Plan, Step, failed_record
+from statemigrate._model._plan import Plan, Step, failed_record, more_failures
 from statemigrate._model._schema import SchemaVersion
 
 __all__ = ["MigrationResult", "raised_by_user_code", "run_plan"]
@@ -124,7 +124,9 @@ def run_plan(
             if record is not None:
                 field, key = record
                 path = format_path([FieldName(field), key])
-                detail += f" (on the record at {path})"
+                more = more_failures(exc)
+                also = "" if more is None else more.describe(field)
+                detail += f" (on the record at {path}{also})"
             raise MigrationStepError(
                 step.component,
                 step.source,

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from statemigrate._errors import LossyMigrationError, NoMigrationPathError, RegistrationError
 from statemigrate._model._fieldchanges import FieldChanges
+from statemigrate._model._recordfailures import MoreFailures, count_more_failures
 
 __all__ = [
     "MAX_VERSION",
@@ -36,6 +37,7 @@ __all__ = [
     "check_component",
     "check_version",
     "failed_record",
+    "more_failures",
     "plan_path",
     "reachable",
 ]
@@ -89,10 +91,20 @@ _FAILED_RECORD = "_statemigrate_failed_record"
 """The attribute a record step's exception gets: ``(field, key)`` of the record."""
 
 
+_MORE_FAILED = "_statemigrate_more_failed"
+"""And the :class:`MoreFailures` of the records after it."""
+
+
 def failed_record(exc: BaseException) -> tuple[str, Any] | None:
     """``(field, key)`` of the record a record step raised ``exc`` on, else None."""
     found = getattr(exc, _FAILED_RECORD, None)
     return found if isinstance(found, tuple) else None
+
+
+def more_failures(exc: BaseException) -> MoreFailures | None:
+    """The records after :func:`failed_record`'s that the step failed on too."""
+    found = getattr(exc, _MORE_FAILED, None)
+    return found if isinstance(found, MoreFailures) else None
 
 
 @dataclass(frozen=True)
@@ -207,7 +219,8 @@ class Step:
             self.func.apply_each(records)
         else:
             func: RecordFunc = self.func
-            for key, value in records.items():
+            items = iter(records.items())
+            for key, value in items:
                 try:
                     # Replacing the value of a key already there is allowed while iterating.
                     records[key] = result = func(key, value)
@@ -220,6 +233,8 @@ class Step:
                 except Exception as exc:
                     exc.add_note(f"in record {key!r} of field {self.records!r}")
                     setattr(exc, _FAILED_RECORD, (self.records, key))
+                    more = count_more_failures(func, items, none_refused=none_refused)
+                    setattr(exc, _MORE_FAILED, more)
                     raise
         if self.other_fields is not None:
             others = self.other_fields({k: v for k, v in data.items() if k != self.records})

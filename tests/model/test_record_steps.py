@@ -283,6 +283,48 @@ def test_a_record_step_error_says_which_record_it_raised_on() -> None:
     assert "in record 'b' of field 'entries'" in plain.value.__notes__
 
 
+def test_a_record_step_error_counts_and_names_the_other_records_it_fails_on() -> None:
+    # One deploy per failing record otherwise: the operator learns of them one by one.
+    registry = Registry()
+
+    def needs_n(key: str, value: dict[str, int]) -> int:
+        return value["n"]
+
+    registry.add_migration("c", 1, 2, needs_n, records="entries")
+    entries = {f"r{i}": ({"n": i} if i % 2 else {}) for i in range(10)}
+    with pytest.raises(MigrationStepError) as caught:
+        registry.migrate("c", {"entries": entries}, 1, 2, validate=False)
+    assert caught.value.path == "entries['r0']"
+    assert caught.value.detail == (
+        "KeyError: 'n' (on the record at entries['r0']; 4 more records failed too"
+        " (at entries['r2'], entries['r4'], entries['r6'], ...))"
+    )
+    lone = {"entries": {"a": {"n": 1}, "b": {}, "c": {"n": 3}}}
+    with pytest.raises(MigrationStepError) as alone:
+        registry.migrate("c", lone, 1, 2, validate=False)
+    assert alone.value.detail == "KeyError: 'n' (on the record at entries['b'])"
+
+
+def test_counting_the_other_failures_stops_at_a_bound() -> None:
+    from statemigrate._model._recordfailures import MAX_COUNTED
+
+    registry = Registry()
+    calls: list[str] = []
+
+    def explode(key: str, value: int) -> int:
+        calls.append(key)
+        raise ValueError("no")
+
+    registry.add_migration("c", 1, 2, explode, records="entries")
+    entries = {f"r{i}": i for i in range(MAX_COUNTED + 50)}
+    with pytest.raises(MigrationStepError) as caught:
+        registry.migrate("c", {"entries": entries}, 1, 2, validate=False)
+    assert len(calls) == MAX_COUNTED + 1
+    assert f"; {MAX_COUNTED:,} or more records failed too (at entries['r1']," in (
+        caught.value.detail
+    )
+
+
 def test_plan_of_mixed_steps_is_not_record_wise() -> None:
     steps = (
         Step("c", 1, 2, lambda k, v: v, records="entries"),
