@@ -26,6 +26,7 @@ from the format's MAC mode (``Service(key=...)``), which a remote store needs.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -42,6 +43,7 @@ from statemigrate.stores._base import (
     check_other_writer,
     note_commit,
     note_maybe_committed,
+    note_seen,
 )
 from statemigrate.stores._object_backend import Refused
 from statemigrate.stores._object_build import backend_for
@@ -312,10 +314,27 @@ class ObjectStore:
                 :meth:`open_previous` may still succeed.
         """
         if ref is None:
-            return self._read(Target.of(existing_pointer(self._backend).current))
+            return self._read(Target.of(self._current_seen()))
         if not (isinstance(ref, ObjectRef) and ref.store._same_place(self)):
             raise StoreError("open", ref.describe(), f"is not a snapshot of {self.location}")
         return self._read(ref._target)
+
+    def _current_seen(self) -> Entry:
+        """The pointer's current generation, noted as what this process found here
+        (or that it found nothing committed): a process's first commit may replace only
+        the snapshot its start read (``check_other_writer``).
+
+        Raises:
+            StoreError: as :func:`existing_pointer`.
+        """
+        try:
+            current = existing_pointer(self._backend).current
+        except StoreError as exc:
+            if exc.errno == errno.ENOENT:
+                note_seen(self.location, None)
+            raise
+        note_seen(self.location, current.object)
+        return current
 
     def open_previous(self) -> memoryview:
         """Return the snapshot committed before the current one: the fallback when the
