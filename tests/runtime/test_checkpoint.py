@@ -38,7 +38,7 @@ from statemigrate import (
 from statemigrate._observe._instruments import use_sink
 from statemigrate._runtime import _gate
 from statemigrate._runtime._checkpoint import retry_delay
-from statemigrate.stores import Buffer, ObjectStore, SnapshotRef
+from statemigrate.stores import Buffer, MemoryRef, ObjectStore, SnapshotRef
 
 
 def written(ledger: Ledger, n: int) -> Ledger:
@@ -1052,7 +1052,7 @@ def test_an_async_server_control_holds_the_writers_on_the_loop() -> None:
 class RawFailureStore(MemoryStore):
     """Fails every commit with a foreign error of many lines, as obstore's are."""
 
-    def commit(self, data: Buffer | Iterable[Buffer]) -> SnapshotRef:
+    def commit(self, data: Buffer | Iterable[Buffer]) -> MemoryRef:
         raise OSError("Generic S3 error: 507\n\nDebug source:\nGeneric {\n    store: \"S3\",\n}")
 
 
