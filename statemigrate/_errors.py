@@ -237,17 +237,34 @@ class StoreSharedError(StoreError):
     service its own directory or prefix; a restarted process, which has committed
     nothing there yet, commits over what it restored as before.
 
+    A process that has committed nothing there yet is refused too when the latest
+    snapshot is not the one its start read (or there was none then): another
+    process committed since, and going over it would lose that process's writes, which
+    this one never restored.
+
     Attributes:
         place: where the store keeps its snapshots (a directory, a URL).
+        since: ``"commit"``: another process committed since this one's last commit;
+            ``"start"``: since this one's start read the store, before it committed.
     """
 
-    def __init__(self, place: str) -> None:
+    def __init__(self, place: str, *, since: Literal["commit", "start"] = "commit") -> None:
         self.place = place
+        self.since = since
+        # A process that has not committed there yet is refused when the latest
+        # snapshot is not the one its start found (or found none): it would replace a
+        # state it never restored.
+        when = (
+            "this one's last commit"
+            if since == "commit"
+            else "this one read the store at its start, so it is not the state this one"
+            " restored (or started cold without)"
+        )
         super().__init__(
             "commit",
             place,
-            "refused: the latest snapshot there was committed by another process since"
-            " this one's last commit; two services commit to the same place, and"
+            f"refused: the latest snapshot there was committed by another process since"
+            f" {when}; two services commit to the same place, and"
             " committing would replace the other's state; give each service its own"
             " directory or prefix",
         )

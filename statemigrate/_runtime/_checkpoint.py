@@ -58,7 +58,11 @@ def failure_detail(exc: Exception) -> str:
     """What a failed checkpoint's log line says after its own opening: a
     :class:`CheckpointError` without its text "checkpoint of ... failed", which the
     line says already."""
-    return exc.detail if isinstance(exc, CheckpointError) else str(exc)
+    text = exc.detail if isinstance(exc, CheckpointError) else str(exc)
+    # One line: a foreign error's text may run on for dozens (a request dump, a debug
+    # tree); its first says what failed, and the exception itself is raised as it is.
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def retry_delay(every: float, failures: int, max_backoff: float) -> float:
@@ -428,7 +432,9 @@ class Checkpointer(CheckpointCommitter):
                 )
                 # In place of the cancellation: a clean-up that awaits the task with
                 # CancelledError suppressed would otherwise end as if the writes since
-                # the last checkpoint were kept.
+                # the last checkpoint were kept. The cancellation was how the stop was
+                # asked, not part of the failure: a traceback need not show it.
+                exc.__suppress_context__ = True
                 raise
             finally:
                 self._final = False

@@ -24,12 +24,14 @@ __all__ = [
     "SnapshotRef",
     "Store",
     "check_other_writer",
+    "committed_here",
     "chunks",
     "forget_commits",
     "holding",
     "holds",
     "note_commit",
     "note_maybe_committed",
+    "note_seen",
     "too_large",
     "write_bounded",
 ]
@@ -150,6 +152,10 @@ _KEEP_IDENTITIES = 4096
 _committed_by = -1
 _committed_places: set[str] = set()
 _committed_identities: dict[object, None] = {}
+# What the process found latest at each place the first time it read it (a start's
+# restore), ``None`` for nothing committed there: the state it restored, or started
+# cold without. Until it commits there, that is the one snapshot it may replace.
+_first_seen: dict[str, object] = {}
 
 
 def _own_record() -> None:
@@ -158,6 +164,21 @@ def _own_record() -> None:
         _committed_by = os.getpid()
         _committed_places.clear()
         _committed_identities.clear()
+        _first_seen.clear()
+
+
+def note_seen(place: str, identity: object) -> None:
+    """Record that this process read ``place`` and found its latest snapshot
+    ``identity`` there (``None``: none committed), if it is the first time: what a
+    start restored, or started cold without (see :func:`check_other_writer`)."""
+    _own_record()
+    _first_seen.setdefault(place, identity)
+
+
+def committed_here(place: str) -> bool:
+    """Whether this process has committed at ``place``."""
+    _own_record()
+    return place in _committed_places
 
 
 def note_commit(place: str, identity: object) -> None:
@@ -188,6 +209,7 @@ def forget_commits() -> None:
     """
     _own_record()
     _committed_places.clear()
+    _first_seen.clear()
 
 
 def check_other_writer(place: str, current: object) -> None:
@@ -201,15 +223,24 @@ def check_other_writer(place: str, current: object) -> None:
     next restart, without a word; refusing loses nothing it did not already have, and
     says so at every commit, so that a misconfiguration is seen before a crash makes it
     a loss. A process that has committed nothing there yet (a restart, a successor, a
-    new pod) commits over what it restored.
+    new pod) commits over what it restored: the latest snapshot its start read there
+    (:func:`note_seen`), or nothing. Another snapshot in its place was committed by
+    another process since that start (two replicas started cold on one empty place,
+    say), and is refused alike: going over it would lose the other's writes, which this
+    process never had. A process that never read the place (a handoff's successor)
+    commits over whatever is there.
 
     Raises:
-        StoreSharedError: another process committed there since this one did.
+        StoreSharedError: another process committed there since this one did, or since
+            this one's start read it, before this one's first commit there.
     """
     _own_record()
-    if place not in _committed_places or current in _committed_identities:
+    if current in _committed_identities:
         return
-    raise StoreSharedError(place)
+    if place in _committed_places:
+        raise StoreSharedError(place)
+    if place in _first_seen and _first_seen[place] != current:
+        raise StoreSharedError(place, since="start")
 
 
 def holds(store: Store, ref: SnapshotRef) -> bool:

@@ -26,6 +26,7 @@ from the format's MAC mode (``Service(key=...)``), which a remote store needs.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -40,8 +41,10 @@ from statemigrate.stores._base import (
     Holding,
     SnapshotRef,
     check_other_writer,
+    committed_here,
     note_commit,
     note_maybe_committed,
+    note_seen,
 )
 from statemigrate.stores._object_backend import Refused
 from statemigrate.stores._object_build import backend_for
@@ -247,6 +250,8 @@ class ObjectStore:
         # that no generation number ever names two snapshots.
         listed = listed_generations(self._backend) if base is None else []
         newest = max((ref.generation for ref in listed), default=0)
+        if base is None and not listed and committed_here(self.location):
+            self._say_emptied()
         generation = (newest if base is None else base.current.generation) + 1
         name = new_object_name(generation)
         entry = upload_generation(
@@ -312,10 +317,40 @@ class ObjectStore:
                 :meth:`open_previous` may still succeed.
         """
         if ref is None:
-            return self._read(Target.of(existing_pointer(self._backend).current))
+            return self._read(Target.of(self._current_seen()))
         if not (isinstance(ref, ObjectRef) and ref.store._same_place(self)):
             raise StoreError("open", ref.describe(), f"is not a snapshot of {self.location}")
         return self._read(ref._target)
+
+    def _say_emptied(self) -> None:
+        """Warn that the store lost this process's checkpoints: it committed here, and
+        neither the pointer nor any generation object is left. Numbering starts again at
+        1, which alone would pass unnoticed (a bucket deleted and created again, an
+        endpoint failed over to an empty server, a prefix wiped)."""
+        _log.warning(
+            "commit %s: the store no longer holds this process's last checkpoint nor any"
+            " generation before it (the bucket or prefix was emptied or created again, or"
+            " the endpoint now reaches another server); what it held is lost there,"
+            " and this commit starts again at generation 1",
+            self.location,
+        )
+
+    def _current_seen(self) -> Entry:
+        """The pointer's current generation, noted as what this process found here
+        (or that it found nothing committed): a process's first commit may replace only
+        the snapshot its start read (``check_other_writer``).
+
+        Raises:
+            StoreError: as :func:`existing_pointer`.
+        """
+        try:
+            current = existing_pointer(self._backend).current
+        except StoreError as exc:
+            if exc.errno == errno.ENOENT:
+                note_seen(self.location, None)
+            raise
+        note_seen(self.location, current.object)
+        return current
 
     def open_previous(self) -> memoryview:
         """Return the snapshot committed before the current one: the fallback when the

@@ -53,6 +53,12 @@ _PERFORMED = re.compile(
     r"(?:, after ([0-9]+) retries)?"
 )
 _METHOD = re.compile(r"Error performing ([A-Z]+) ")
+# The request that aborts a multipart upload (AbortMultipartUpload). obstore aborts an
+# upload that failed; when the abort fails too, it raises the abort's error alone, and
+# the upload's own is lost (obstore 0.12).
+_ABORT = re.compile(r"Error performing DELETE \S*[?&]uploadId=")
+# A URL's query (an upload's id, a listing's parameters): long, and nothing a reader acts on.
+_QUERY = re.compile(r"(https?://[^\s?]*)\?\S*")
 _SECONDS_PER_UNIT = {"ns": 1e-9, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
 _OVERLOADED = "the server is overloaded and asks for fewer requests"
 # What an answer of each status says of the server. obstore retries all of them.
@@ -131,7 +137,22 @@ def translate(op: str, target: str, exc: BaseException) -> StoreError:
         detail = f"cannot reach the server: {_first_line(exc)}"
     else:
         detail = f"{type(exc).__name__}: {_first_line(exc)}"
+    if _ABORT.search(str(exc)):
+        detail = _abort_failed(detail)
     return StoreError(op, target, detail)
+
+
+def _abort_failed(detail: str) -> str:
+    """One line for a multipart upload that failed and whose abort failed too: obstore
+    raises the abort's error in place of the upload's, so ``detail`` (what the abort
+    met) is all there is to say of either; usually both met the same trouble. The
+    parts sent stay in the bucket, unseen, until a lifecycle rule removes them."""
+    return (
+        f"the multipart upload failed, and aborting it failed too: {detail}; obstore"
+        " reports only the abort's error, not the upload's. The parts already sent may"
+        " remain in the bucket as an incomplete upload: a lifecycle rule that expires"
+        " incomplete multipart uploads removes them (docs/stores.md, Limits)"
+    )
 
 
 def _no_credentials(exc: BaseException) -> str:
@@ -264,8 +285,15 @@ def _first_line(exc: BaseException) -> str:
     # "Error performing GET http://... in 4ms - Server returned ..." repeats the URL and
     # timings; the server's code, when there is one, is reported separately.
     line = re.sub(r"<\?xml.*", "", line).strip()
+    line = _QUERY.sub(r"\1", line)
     if len(line) > _DETAIL_LIMIT:
-        line = line[: _DETAIL_LIMIT - 3] + "..."
+        # What went wrong follows the request, after " - " ("HTTP error: error sending
+        # request"): the request's URL is what to shorten, not the reason.
+        request, dash, reason = line.rpartition(" - ")
+        if dash and len(reason) <= _DETAIL_LIMIT // 2:
+            line = request[: _DETAIL_LIMIT - len(reason) - len(dash) - 3] + "..." + dash + reason
+        else:
+            line = line[: _DETAIL_LIMIT - 3] + "..."
     return line or type(exc).__name__
 
 

@@ -38,7 +38,7 @@ from statemigrate import (
 from statemigrate._observe._instruments import use_sink
 from statemigrate._runtime import _gate
 from statemigrate._runtime._checkpoint import retry_delay
-from statemigrate.stores import Buffer, ObjectStore, SnapshotRef
+from statemigrate.stores import Buffer, MemoryRef, ObjectStore, SnapshotRef
 
 
 def written(ledger: Ledger, n: int) -> Ledger:
@@ -1047,3 +1047,35 @@ def test_an_async_server_control_holds_the_writers_on_the_loop() -> None:
         checkpointer.start()
     assert not asyncio.run(checkpointer.checkpoint()).skipped
     assert ledger.seen == [True] and held == [False]
+
+
+class RawFailureStore(MemoryStore):
+    """Fails every commit with a foreign error of many lines, as obstore's are."""
+
+    def commit(self, data: Buffer | Iterable[Buffer]) -> MemoryRef:
+        raise OSError("Generic S3 error: 507\n\nDebug source:\nGeneric {\n    store: \"S3\",\n}")
+
+
+def test_a_failed_final_checkpoint_on_a_loop_is_one_error_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The final checkpoint of a cancelled run() fails: one ERROR line, no traceback
+    and none of the error's further lines; the error is raised in place of the
+    cancellation, without the cancellation as its context."""
+    service, ledger = ledger_service()
+    ledger.write()
+    checkpointer = Checkpointer(service, RawFailureStore(), every=3600, export="inline")
+
+    async def main() -> None:
+        task = asyncio.create_task(checkpointer.run())
+        await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    with pytest.raises(OSError) as info:
+        asyncio.run(main())
+    assert info.value.__suppress_context__
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert errors[0].getMessage().endswith("failed: Generic S3 error: 507")

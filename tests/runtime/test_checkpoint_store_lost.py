@@ -315,3 +315,55 @@ def test_a_commit_from_another_thread_right_after_a_swap_is_this_process_s(
     monkeypatch.setattr(Backend, "swap", swap_then_commit_again)
     first.commit(b"two")
     assert [bytes(second.open(ref)) for ref in nested] == [b"three"]
+
+
+@pytest.mark.parametrize("before", [0, 1], ids=["started-cold", "restored"])
+def test_a_first_checkpoint_that_finds_a_snapshot_its_start_did_not_read_is_refused(
+    tmp_path: Path, before: int
+) -> None:
+    """Two instances start on one prefix: this one's start read it (empty, or the
+    other's generation 1), then the other commits. This one's first checkpoint would
+    replace a state it never restored, losing the other's acknowledged writes without
+    a word: it is refused (StoreSharedError, a conflict in the metrics), and the
+    other's snapshot stays."""
+    (tmp_path / "bucket").mkdir()
+    place = f"file://{tmp_path / 'bucket'}"
+    other, other_ledger = ledger_service()
+    if before:
+        commit_in_another_process("object", place, other.snapshot()[0].to_bytes())
+    store = ObjectStore(place)
+    service, ledger = ledger_service()
+    assert (service.start_from(store) is None) == (not before)
+    for _ in range(5):
+        other_ledger.write()
+    commit_in_another_process("object", place, other.snapshot()[0].to_bytes())
+    ledger.write()
+    checkpointer = Checkpointer(service, store, export="inline")
+    counted = Counted()
+    previous = use_sink(counted)
+    try:
+        since_start = "since this one read the store at its start"
+        with pytest.raises(StoreSharedError, match=since_start) as refused:
+            checkpointer.checkpoint_now()
+    finally:
+        use_sink(previous)
+    assert refused.value.since == "start" and refused.value.place == place
+    commits = [labels for name, labels in counted.events if name == "statemigrate_commits_total"]
+    assert commits == [(service.name, "object", "conflict")]
+    assert restored(ObjectStore(place)) == state_after(5)
+
+
+def test_a_first_checkpoint_over_the_snapshot_its_start_read_goes_on(tmp_path: Path) -> None:
+    """The negative control of the test above: nothing committed between the start's
+    read and the first checkpoint, which replaces the snapshot restored, as a restart's
+    does."""
+    (tmp_path / "bucket").mkdir()
+    place = f"file://{tmp_path / 'bucket'}"
+    other, _ = ledger_service()
+    commit_in_another_process("object", place, other.snapshot()[0].to_bytes())
+    store = ObjectStore(place)
+    service, ledger = ledger_service()
+    assert service.start_from(store) is not None
+    ledger.write()
+    assert Checkpointer(service, store, export="inline").checkpoint_now().committed is not None
+    assert restored(ObjectStore(place)) == state_after(1)

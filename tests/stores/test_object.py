@@ -7,6 +7,7 @@ from __future__ import annotations
 import array
 import functools
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -1117,3 +1118,32 @@ def test_the_core_never_imports_obstore_and_says_how_to_install_it() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert "pip install 'statemigrate[objectstore]'" in result.stdout
+
+
+def test_a_store_emptied_under_its_writer_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The bucket is emptied (deleted and created again, or an endpoint failed over to
+    an empty server) under a process that committed there: its next commit starts at
+    generation 1 again and says, once, that the store lost its checkpoints."""
+    raw = RawMemoryStore()
+    store = ObjectStore(raw, prefix="app")
+    store.commit(GOOD_PREVIOUS)
+    store.commit(GOOD)
+    for listed in obstore.list(raw, prefix="app"):
+        obstore.delete(raw, [meta["path"] for meta in listed])
+    caplog.set_level(logging.WARNING, logger="statemigrate.stores")
+    assert store.commit(NEW).generation == 1
+    store.commit(GOOD)
+    said = [r.getMessage() for r in caplog.records if "no longer holds" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"commit {store.location}: the store no longer holds this")
+    assert caplog.records[0].levelno == logging.WARNING
+
+
+def test_a_first_commit_to_an_empty_store_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """The negative control of the test above: a store this process never committed to
+    starts at generation 1 without a warning."""
+    caplog.set_level(logging.WARNING, logger="statemigrate.stores")
+    assert ObjectStore(RawMemoryStore(), prefix="app").commit(NEW).generation == 1
+    assert not caplog.records

@@ -1,6 +1,7 @@
 """The object store's errors from a server that fails: a 5xx or 429 answer is one line
 naming the status, S3's error code and the retries; a server that takes the connection
-and never answers is said to give no answer, not to be out of reach."""
+and never answers is said to give no answer, not to be out of reach; an upload whose
+abort failed too says both, and where its parts may stay."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ from typing import Any
 
 import pytest
 from _store_helpers.fault_server import failing_server, hung_server, resetting_server
-from _store_helpers.object_server import HOST, KEYS
+from _store_helpers.object_server import HOST, KEYS, S3Server, cable_to, s3_place
+from _store_helpers.payload import make_payload
 
 from statemigrate import StoreError
 from statemigrate.stores import ObjectStore
+from statemigrate.stores._object_errors import translate
+
+MiB = 1 << 20
 
 
 def store_at(endpoint: str, **options: Any) -> ObjectStore:
@@ -158,3 +163,54 @@ def test_a_connection_never_made_is_still_out_of_reach() -> None:
         with pytest.raises(StoreError) as info:
             store.open()
         assert info.value.detail.startswith("cannot reach the server")
+
+
+class GenericError(Exception):
+    """Stands for obstore's exception of that name: translate reads its text."""
+
+
+def test_a_long_first_line_keeps_its_reason_and_drops_the_query() -> None:
+    """obstore's first line names the request, then what went wrong after " - ": an
+    upload's id in the URL must not push the reason past the cut."""
+    url = f"http://{HOST}:9000/snapshots/app/generations/" + "0" * 20 + "." + "a" * 32
+    text = (
+        f"Generic S3 error: Error performing PUT {url}?partNumber=2&uploadId={'u' * 120}"
+        " in 3.2ms - HTTP error: error sending request\n\nDebug source:\nGeneric {\n}"
+    )
+    detail = translate("write", "s3://snapshots/app", GenericError(text)).detail
+    assert detail.endswith(" - HTTP error: error sending request"), detail
+    assert "uploadId" not in detail and "\n" not in detail
+
+
+def test_a_failed_upload_whose_abort_fails_too_says_both(s3: S3Server) -> None:
+    """The connection is cut mid-upload, so obstore's abort of the upload (a DELETE of
+    its uploadId) fails too, and obstore raises that error alone: the line says the
+    upload failed, what the abort met, and that the parts may stay behind."""
+    place = s3_place(s3)
+    big = make_payload(4, 12 * MiB + 123)
+    with cable_to(s3) as cable:
+        store = ObjectStore(
+            place.url,
+            config={**place.options["config"], "endpoint": cable.endpoint},
+            client_options={"allow_http": True},
+            retries=0,
+            timeout=5.0,
+            connect_timeout=2.0,
+        )
+
+        def upload() -> Iterator[bytes]:
+            yield big[: 9 * MiB]
+            cable.cut()
+            yield big[9 * MiB :]
+
+        with pytest.raises(StoreError) as info:
+            store.commit(upload())
+    error = info.value
+    assert error.op == "write" and "/generations/" in error.target
+    assert error.detail.startswith(
+        "the multipart upload failed, and aborting it failed too: cannot reach the server:"
+    ), error.detail
+    # The abort's own reason, whole: not cut away behind the upload's id.
+    assert "DELETE" in error.detail and "error sending request;" in error.detail
+    assert "uploadId" not in error.detail and "..." not in error.detail
+    assert "incomplete multipart uploads" in error.detail and "\n" not in str(error)
