@@ -220,7 +220,7 @@ class CheckpointCommitter:
                 taken = self._taker.take(force, self._hold)
                 if taken is None:
                     if not self._store_lost_last():
-                        self._taker.unchanged()
+                        self._taker.unchanged(final=self._final)
                         return CheckpointReport(None, 0.0, time.perf_counter() - began, UNCHANGED)
                     taken = self._taker.take(True, self._hold)
                 assert taken is not None  # forced: never skipped
@@ -274,7 +274,7 @@ class CheckpointCommitter:
                     # The store is asked in a worker thread: for an object store it is a
                     # request, which must not hold up the loop.
                     if not await asyncio.to_thread(self._store_lost_last):
-                        self._taker.unchanged()
+                        self._taker.unchanged(final=self._final)
                         return CheckpointReport(None, 0.0, time.perf_counter() - began, UNCHANGED)
                     taken = await self._take_on_loop(True)
                 assert taken is not None  # forced: never skipped

@@ -202,10 +202,20 @@ class CheckpointTaker:
             )
             self.close()
 
-    def unchanged(self) -> None:
+    def unchanged(self, *, final: bool = False) -> None:
         """A checkpoint skipped because the state is the one last committed: the store's
-        latest checkpoint is current, which the staleness gauge says."""
-        logger.debug("checkpoint of %s skipped: %s", self.service.name, UNCHANGED)
+        latest checkpoint is current, which the staleness gauge says. A final one is
+        said at INFO: the stop's last line, without which a clean stop of an idle
+        service would read like a kill."""
+        level = logging.INFO if final else logging.DEBUG
+        kind = "final checkpoint" if final else "checkpoint"
+        logger.log(
+            level,
+            "%s of %s skipped: %s (the store holds this state already)",
+            kind,
+            self.service.name,
+            UNCHANGED,
+        )
         store_current(self.service.name)
 
     def _others_digest(self) -> bytes | None:

@@ -482,6 +482,27 @@ def test_stop_takes_a_final_checkpoint() -> None:
     assert store.commits == 2
 
 
+def test_a_final_checkpoint_skipped_as_unchanged_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The stop's last line: without it a clean stop of an idle service reads as a kill.
+    service, ledger = ledger_service()
+    store = MemoryStore()
+    checkpointer = Checkpointer(service, store, changes=lambda: ledger.count)
+    checkpointer.checkpoint_now()
+    with caplog.at_level(logging.DEBUG, logger="statemigrate"):
+        assert checkpointer.checkpoint_now().skipped
+        report = checkpointer.stop()
+    assert report is not None and report.skipped and store.commits == 1
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if "skipped" in r.getMessage()]
+    assert lines == [
+        (logging.DEBUG, "checkpoint of ledger-service skipped: unchanged (the store holds"
+         " this state already)"),
+        (logging.INFO, "final checkpoint of ledger-service skipped: unchanged (the store"
+         " holds this state already)"),
+    ]
+
+
 def test_stop_raises_when_the_final_checkpoint_fails() -> None:
     service, _ = ledger_service()
     store = FlakyStore()
