@@ -244,13 +244,13 @@ class ObjectStore:
         """
         found = read_pointer(self._backend)
         base, version = (None, None) if found is None else found
-        if base is not None:
+        if base is not None and self._shared:
             check_other_writer(self.location, base.current.object)
         # Objects without a pointer (a pointer deleted by hand): number past them, so
         # that no generation number ever names two snapshots.
         listed = listed_generations(self._backend) if base is None else []
         newest = max((ref.generation for ref in listed), default=0)
-        if base is None and not listed and committed_here(self.location):
+        if base is None and not listed and self._shared and committed_here(self.location):
             self._say_emptied()
         generation = (newest if base is None else base.current.generation) + 1
         name = new_object_name(generation)
@@ -346,10 +346,11 @@ class ObjectStore:
         try:
             current = existing_pointer(self._backend).current
         except StoreError as exc:
-            if exc.errno == errno.ENOENT:
+            if exc.errno == errno.ENOENT and self._shared:
                 note_seen(self.location, None)
             raise
-        note_seen(self.location, current.object)
+        if self._shared:
+            note_seen(self.location, current.object)
         return current
 
     def open_previous(self) -> memoryview:
@@ -571,6 +572,14 @@ class ObjectStore:
         return read_generation(
             self._backend, target, max_size=self._max_size, part_size=self._part_size
         )
+
+    @property
+    def _shared(self) -> bool:
+        """Whether another process could commit here too, so that the process's record
+        of its commits (``stores/_base.py``) is kept and asked: not for a ``memory://``
+        store, which is a store of its own in this process whatever its name (every one
+        is at ``memory://``, which the record would take for one place)."""
+        return type(self._backend.store).__name__ != "MemoryStore"
 
     def _same_place(self, other: ObjectStore) -> bool:
         mine, theirs = self._backend, other._backend
