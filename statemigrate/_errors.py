@@ -10,7 +10,8 @@ Every error the library raises on purpose derives from one root::
     ├── RegistrationError                 a schema, migration or component registered twice
     │                                     or inconsistently
     ├── ConfigurationError (ValueError)   an option or argument the library cannot use
-    │   └── SourceTypeError (TypeError)   a restore was given something that is no snapshot
+    │   └── SourceTypeError (TypeError)   a restore or open_snapshot was given something
+    │                                     that is no snapshot
     ├── UnknownComponentError (KeyError)  a component or version nobody registered
     ├── NoMigrationPathError              no chain of steps between two versions
     ├── LossyMigrationError               the only path loses data and loss was not allowed
@@ -289,19 +290,28 @@ class ConfigurationError(StateMigrateError, ValueError):
 
 
 class SourceTypeError(ConfigurationError, TypeError):
-    """A restore was given an object it cannot read a snapshot from.
+    """A restore, or ``open_snapshot``, was given an object it cannot read a snapshot
+    from.
 
     Attributes:
         value: the object given.
         accepted: what the call takes instead, in words.
     """
 
-    def __init__(self, value: object, accepted: str) -> None:
+    def __init__(
+        self,
+        value: object,
+        accepted: str,
+        *,
+        argument: str = "source",
+        given: str | None = None,
+    ) -> None:
+        """``argument`` names the parameter ``value`` was given as; ``given`` says what
+        it is, when its type alone does not tell (a memoryview that is not contiguous)."""
         self.value = value
         self.accepted = accepted
-        super().__init__(
-            "source", f"a snapshot source is {accepted}, not {type(value).__qualname__}"
-        )
+        shown = type(value).__qualname__ if given is None else given
+        super().__init__(argument, f"a snapshot source is {accepted}, not {shown}")
 
 
 class UnknownComponentError(StateMigrateError, KeyError):

@@ -25,7 +25,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any, cast
 
-from statemigrate._errors import RegistrationError
+from statemigrate._errors import ExportError, RegistrationError, StateMigrateError
 from statemigrate._model._registry import (
     ComponentSpec,
     Registry,
@@ -72,10 +72,31 @@ def export_component(
             lacks attributes for required schema fields (or the schema has no fields).
         UnknownComponentError: no schema is registered for the class's version.
         ExportError: the state holds a value with no plain form, or one that would come
-            back changed.
+            back changed; or ``export_state()`` raised (its exception chained).
         ValidationError: the state is not a state of the schema.
     """
-    state = component_state(obj, registry=registry)
+    try:
+        state = component_state(obj, registry=registry)
+    except StateMigrateError:
+        raise
+    except Exception as exc:
+        # The component's own code failed: said as the export error it is, so that a
+        # caller of snapshot() or commit() handles one kind of error for a state that
+        # cannot be written. (A restore reads the state with component_state itself,
+        # and names the component's exception as the reason it cannot roll back.)
+        spec = component_spec(obj)
+        failed = (
+            "export_state()"
+            if callable(getattr(obj, "export_state", None))
+            else "reading its fields"
+        )
+        first_line = next(iter(str(exc).splitlines()), "")
+        raise ExportError(
+            spec.component,
+            spec.version,
+            "(root)",
+            f"{failed} raised {type(exc).__name__}: {first_line}",
+        ) from exc
     return plain_state(obj, state, registry=registry, walk=walk, check=check, prove=prove)
 
 

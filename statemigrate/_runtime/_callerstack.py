@@ -34,7 +34,8 @@ HEADROOM = 250
 """Frames left to the recursion limit below which a ``RecursionError`` in a snapshot is
 the caller's stack's doing: several times what a snapshot of a plain state takes (about
 20 frames), a quarter of the default limit. A caller with more left that still runs out
-has code of its own that recurses (an ``export_state``, a step): its error stands."""
+has code of its own that recurses (an ``export_state``, a step): its error stands (as
+the ``ExportError`` or ``MigrationStepError`` it is reported as)."""
 
 
 def _depth() -> int:

@@ -96,7 +96,7 @@ def restore_chain(
             # restored the chain when it was its base alone, and wrote since).
             earlier_options.update(allow_older=True, force=True)
         saved = history.copy()
-        live = [(entry, component_state(entry.obj, registry=entry.registry)) for entry in entries]
+        live = _live_states(entries, refused)
         # One line for the chain, not one per piece (a chain may hold hundreds): each
         # piece's own line goes to DEBUG, a failing piece's error stays at ERROR.
         quiet = SUMMARIES.set(logging.DEBUG)
@@ -133,6 +133,30 @@ def restore_chain(
         seconds = time.perf_counter() - began
         logger.info("%s", _chain_summary(base or report, report, headers, len(data), seconds))
         return report if report.skipped else replace(report, chain=len(headers))
+
+
+def _live_states(
+    entries: Sequence[Registered], refused: Callable[..., RestoreError]
+) -> list[tuple[Registered, Any]]:
+    """What each component holds before the chain, to put back if a piece fails.
+
+    Raises:
+        RestoreError: in phase ``apply``, before any piece is applied: a component's
+            ``export_state`` raised, so its state could not be put back (as a single
+            snapshot's restore refuses it).
+    """
+    live = []
+    for entry in entries:
+        try:
+            live.append((entry, component_state(entry.obj, registry=entry.registry)))
+        except Exception as exc:
+            raise refused(
+                f"cannot read the current state, which a rollback would need:"
+                f" {type(exc).__name__}: {exc}",
+                phase="apply",
+                component=entry.key,
+            ) from exc
+    return live
 
 
 def _restored_already(

@@ -72,12 +72,26 @@ class Members:
         """Register ``obj`` as ``instance`` (see :meth:`Service.register`).
 
         Raises:
-            RegistrationError: the class is not migratable, or this component/instance
-                pair is already registered.
+            RegistrationError: the class is not migratable, ``obj`` is the class itself,
+                ``instance`` is no name, or this component/instance pair is already
+                registered.
             ConfigurationError: the policy is unknown.
         """
         policy = None if on_restore_failure is None else check_policy(on_restore_failure)
         spec = component_spec(obj)
+        if isinstance(obj, type):
+            # The mark is on the class, so the class passes for a component; but its
+            # export_state is an unbound function, and every snapshot and restore would
+            # fail on it later with a bare TypeError.
+            raise RegistrationError(
+                f"{obj.__qualname__} is a class; register an instance of it:"
+                f" register({obj.__qualname__}(...))"
+            )
+        if not isinstance(instance, str):
+            raise RegistrationError(
+                f"instance name must be a str of 1..{NAME_LIMIT} characters,"
+                f" not {type(instance).__qualname__}"
+            )
         if not instance or len(instance) > NAME_LIMIT:
             raise RegistrationError(f"instance name must be 1..{NAME_LIMIT} characters")
         key = (spec.component, instance)

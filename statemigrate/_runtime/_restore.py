@@ -432,9 +432,12 @@ def _take_before(item: _Staged) -> _Before:
     try:
         state = component_state(entry.obj, registry=entry.registry)
     except Exception as exc:
+        # Refused, not applied unchecked: the rollback imports this very state again,
+        # and without it a failure of any component's import could not be undone.
         raise RestoreError(
             "apply",
-            f"cannot read the current state: {type(exc).__name__}: {exc}",
+            f"cannot read the current state, which a rollback would need:"
+            f" {type(exc).__name__}: {exc}",
             component=entry.key,
         ) from exc
     if state is None:

@@ -114,10 +114,13 @@ class RestoreObserver:
     def _say_restored(self, report: RestoreReport) -> None:
         self._tracker.restored(generation=report.generation, snapshot_id=report.snapshot_id)
 
-    def refused(self, reason: str, *, phase: str = "verify") -> RestoreError:
+    def refused(
+        self, reason: str, *, phase: str = "verify", component: str | None = None
+    ) -> RestoreError:
         """A chain refused at verification (or in ``phase``, before any of its pieces
-        is restored), reported as a failed restore."""
-        error = logged(RestoreError(phase, reason))
+        is restored, for ``component`` when one is the reason), reported as a failed
+        restore."""
+        error = logged(RestoreError(phase, reason, component=component))
         self._tracker.failed(str(error))
         count_restore_failed(self._service)
         return error

@@ -50,6 +50,7 @@ from statemigrate._runtime._telemetry import (
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
 from statemigrate._snapshot._format import DecodeLimits
 from statemigrate._snapshot._header import DeltaBase, Producer
+from statemigrate._snapshot._limits import check_limits
 from statemigrate.stores._base import Store
 
 if TYPE_CHECKING:
@@ -96,8 +97,8 @@ class Service:
     service's writers around them (the handoff does this through its pause hook).
 
     Raises:
-        ConfigurationError: the name is empty or too long, the key too short, or the
-            policy unknown.
+        ConfigurationError: the name is empty or too long, the key too short, the
+            limits not a :class:`DecodeLimits`, or the policy unknown.
     """
 
     def __init__(
@@ -124,7 +125,7 @@ class Service:
         self.name = name
         self.code_version = code_version
         self._key = key
-        self._limits = limits or DecodeLimits()
+        self._limits = check_limits(limits)
         self._level = level
         self._strict = strict
         self._members = Members(name, registry)
@@ -172,8 +173,9 @@ class Service:
                 ``"serve_cold"``, and sessions that must not vanish ``"refuse"``.
 
         Raises:
-            RegistrationError: the class is not migratable, or this component/instance
-                pair is already registered.
+            RegistrationError: the class is not migratable, ``obj`` is a class and not
+                an instance of one, ``instance`` is not a str of 1 to 200 characters,
+                or this component/instance pair is already registered.
             ConfigurationError: the policy is unknown.
         """
         self._members.add(obj, instance=instance, on_restore_failure=on_restore_failure)

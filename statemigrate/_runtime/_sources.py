@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from statemigrate._errors import SourceTypeError, StoreError
 from statemigrate._snapshot._encode import EncodedSnapshot
+from statemigrate._snapshot._format import byte_view
 
 if TYPE_CHECKING:
     from statemigrate._runtime._report import CommitReport
@@ -27,9 +28,13 @@ def check_source(source: object) -> None:
 
     Raises:
         SourceTypeError: ``source`` is not bytes-like, not an encoded snapshot, and
-            has no ``open()`` (a path, say).
+            has no ``open()`` (a path, say); or it is a memoryview whose bytes are not
+            contiguous (``view[::2]``), which no reader can index.
     """
-    if isinstance(source, bytes | bytearray | memoryview | EncodedSnapshot):
+    if isinstance(source, memoryview):
+        byte_view(source, argument="source", accepted=SOURCES)
+        return
+    if isinstance(source, bytes | bytearray | EncodedSnapshot):
         return
     if not callable(getattr(source, "open", None)):
         raise SourceTypeError(source, SOURCES)

@@ -53,9 +53,9 @@ from typing import Any
 
 import xxhash
 
-from statemigrate._errors import SnapshotError
+from statemigrate._errors import SnapshotError, SourceTypeError
 from statemigrate._snapshot._header import SnapshotHeader, parse_header
-from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE, DecodeLimits
+from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE, DecodeLimits, check_limits
 from statemigrate._snapshot._msgpack import pack_data, unpack_data
 from statemigrate._snapshot._sections import Snapshot, chunk_offsets
 
@@ -65,6 +65,7 @@ __all__ = [
     "MAGIC",
     "DecodeLimits",
     "Snapshot",
+    "byte_view",
     "check_layout",
     "open_snapshot",
     "snapshot_length",
@@ -246,9 +247,12 @@ def open_snapshot(
 
     Raises:
         SnapshotError: with ``kind`` naming what is wrong and the offset where known.
+        SourceTypeError: ``data`` is no bytes-like object (a path, ``None``), or one
+            whose bytes are not contiguous.
+        ConfigurationError: ``limits`` is not a :class:`DecodeLimits`.
     """
-    limits = limits or DecodeLimits()
-    buf = memoryview(data).cast("B")
+    limits = check_limits(limits)
+    buf = byte_view(data)
     version, authenticated, header_len, total = _read_preamble(buf, key)
     digest_size = HMAC_DIGEST_SIZE if authenticated else XXH3_DIGEST_SIZE
     if version == 1:
@@ -265,6 +269,31 @@ def open_snapshot(
     return _parse_verified(buf, places, authenticated, limits)
 
 
+BYTES_LIKE = "bytes-like (bytes, bytearray, memoryview)"
+
+
+def byte_view(data: object, *, argument: str = "data", accepted: str = BYTES_LIKE) -> memoryview:
+    """``data`` as one flat run of bytes, for a reader to index.
+
+    Raises:
+        SourceTypeError: ``data`` is no bytes-like object, or one whose bytes are not
+            contiguous (a strided slice such as ``view[::2]``); the error names
+            ``argument`` and says it takes ``accepted``.
+    """
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]  # checked right here
+    except TypeError:
+        raise SourceTypeError(data, accepted, argument=argument) from None
+    if not view.c_contiguous:
+        raise SourceTypeError(
+            data,
+            accepted,
+            argument=argument,
+            given=f"a {type(data).__qualname__} that is not contiguous (bytes() copies it)",
+        )
+    return view.cast("B")
+
+
 def snapshot_length(
     head: Buffer, size: int, *, key: bytes | None = None, limits: DecodeLimits | None = None
 ) -> int:
@@ -277,7 +306,7 @@ def snapshot_length(
     Raises:
         SnapshotError: the preamble is not sound, or the length is over the limit.
     """
-    limits = limits or DecodeLimits()
+    limits = check_limits(limits)
     version, _, _, total = _read_preamble(memoryview(head).cast("B"), key)
     length = total if version == 1 else size
     if length > limits.max_snapshot_size:

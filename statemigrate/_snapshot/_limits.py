@@ -4,23 +4,28 @@
   (``max_size``), the command line and the handoff's memfd receive all default to
   :data:`DEFAULT_MAX_SNAPSHOT_SIZE`, so a snapshot one part of the library commits is
   one every other part accepts.
-* :class:`DecodeLimits`, the bounds on sizes and sections a reader enforces.
+* :class:`DecodeLimits`, the bounds on sizes and sections a reader enforces, each
+  checked when the limits are made (:func:`check_limits` checks what is passed as
+  limits), so that a bad bound fails where it is given, not at the next restore.
 * The container budget: how many maps and lists a payload may hold, which the msgpack
   reader (``_msgpack``) enforces and the writer (``_encode``) checks every section
   against, so that whatever a writer commits its reader takes back.
 
-This module imports only the standard library, so the stores can read the size limit
-without loading the format.
+This module imports only the standard library and the errors, so the stores can read
+the size limit without loading the format.
 """
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+
+from statemigrate._errors import ConfigurationError
 
 __all__ = [
     "CONTAINER_ALLOWANCE",
     "DEFAULT_MAX_SNAPSHOT_SIZE",
     "DecodeLimits",
     "budget_total",
+    "check_limits",
     "count_containers",
     "section_budget",
 ]
@@ -47,12 +52,44 @@ class DecodeLimits:
         max_section_size: largest raw (decompressed) section accepted, in bytes.
         max_total_size: largest sum of raw section sizes accepted, in bytes.
         max_sections: most sections accepted.
+
+    Raises:
+        ConfigurationError: a bound is not an int (a bool is not one) of 1 or more;
+            the error names it.
     """
 
     max_snapshot_size: int = DEFAULT_MAX_SNAPSHOT_SIZE
     max_section_size: int = field(default_factory=lambda: _memory_share())
     max_total_size: int = field(default_factory=lambda: _memory_share())
     max_sections: int = 100_000
+
+    def __post_init__(self) -> None:
+        # Checked here, where the bound is given: left to the reader, a str failed
+        # with a bare TypeError at the first section read, and -1 refused every
+        # snapshot as too large.
+        for bound in fields(self):
+            value = getattr(self, bound.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                unit = "" if bound.name == "max_sections" else " (bytes)"
+                raise ConfigurationError(
+                    bound.name, f"must be an int of 1 or more{unit}, not {value!r:.60}"
+                )
+
+
+def check_limits(limits: object, option: str = "limits") -> DecodeLimits:
+    """``limits`` when it is a :class:`DecodeLimits`, the defaults when it is ``None``.
+
+    Raises:
+        ConfigurationError: it is anything else (a number, a dict of bounds); the
+            error names ``option``.
+    """
+    if limits is None:
+        return DecodeLimits()
+    if not isinstance(limits, DecodeLimits):
+        raise ConfigurationError(
+            option, f"must be a DecodeLimits or None, not {type(limits).__qualname__}"
+        )
+    return limits
 
 
 def _memory_share() -> int:

@@ -9,11 +9,12 @@ can be read without trusting the others.
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING
 
 import xxhash
 
-from statemigrate._errors import SnapshotError
+from statemigrate._errors import ConfigurationError, SnapshotError
 from statemigrate._snapshot._chunks import check_chunk, decompress_chunk
 from statemigrate._snapshot._header import SnapshotHeader
 from statemigrate._snapshot._limits import DecodeLimits, section_budget
@@ -56,15 +57,21 @@ class Snapshot:
         return len(self._buffer)
 
     def section_offsets(self, index: int) -> tuple[int, ...]:
-        """Byte offset of each chunk of section ``index``."""
-        return self._chunk_offsets[index]
+        """Byte offset of each chunk of section ``index``.
+
+        Raises:
+            ConfigurationError: ``index`` is no index of a section.
+        """
+        return self._chunk_offsets[self._index(index)]
 
     def verify_section(self, index: int) -> None:
         """Check every chunk's checksum in section ``index``.
 
         Raises:
             SnapshotError: kind ``corrupt`` naming the section, chunk and offset.
+            ConfigurationError: ``index`` is no index of a section.
         """
+        index = self._index(index)
         section = self.header.sections[index]
         for number, (chunk, offset) in enumerate(
             zip(section.chunks, self._chunk_offsets[index], strict=True)
@@ -89,7 +96,9 @@ class Snapshot:
             SnapshotError: a chunk fails its checksum or does not decode to exactly its
                 declared size, or the raw bytes fail the section checksum. Every chunk
                 is checked for what it can produce before any memory is allocated.
+            ConfigurationError: ``index`` is no index of a section.
         """
+        index = self._index(index)
         self.verify_section(index)
         section = self.header.sections[index]
         # Every chunk must be able to produce its declared size before the section's
@@ -138,7 +147,9 @@ class Snapshot:
         Raises:
             SnapshotError: see :meth:`read_raw` and
                 :func:`statemigrate._snapshot._msgpack.unpack_data`.
+            ConfigurationError: ``index`` is no index of a section.
         """
+        index = self._index(index)
         section = self.header.sections[index]
         return unpack_data(
             self.read_raw(index), section=section.key, container_budget=self._budget(index)
@@ -153,12 +164,38 @@ class Snapshot:
             ``(plain data, False)`` for one that does.
 
         Raises:
-            SnapshotError: as :meth:`read_section`.
+            SnapshotError, ConfigurationError: as :meth:`read_section`.
         """
+        index = self._index(index)
         section = self.header.sections[index]
         return unpack_typed(
             self.read_raw(index), form, section=section.key, container_budget=self._budget(index)
         )
+
+    def _index(self, index: object) -> int:
+        """``index`` as the index of one of the sections, counted from the end when
+        negative, as a tuple's.
+
+        Raises:
+            ConfigurationError: ``index`` is not an int (a bool is not one: ``True``
+                read section 1), or no section has it.
+        """
+        count = len(self.header.sections)
+        try:
+            number = None if isinstance(index, bool) else operator.index(index)  # type: ignore[arg-type]
+        except TypeError:
+            number = None
+        if number is None or not -count <= number < count:
+            shown = f"{index!r:.60}"
+            if not count:
+                raise ConfigurationError("index", f"the snapshot has no sections (got {shown})")
+            held = f"{count} section{'s' if count > 1 else ''}"
+            raise ConfigurationError(
+                "index",
+                f"must be an int from {-count} to {count - 1} (the snapshot has {held}),"
+                f" not {shown}",
+            )
+        return number % count
 
     def _budget(self, index: int) -> int:
         return section_budget(self.header.sections[index].raw_size, self._max_section_size)

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from statemigrate import (
     CallerStackError,
     CommitReport,
+    ExportError,
     MemoryStore,
     Registry,
     Service,
@@ -174,7 +175,8 @@ def test_a_deep_restore_gets_its_result_or_one_clear_error(act: str) -> None:
 
 def test_a_caller_with_room_to_spare_keeps_its_own_recursion_error() -> None:
     """The negative control: an export_state that recurses without end, called from a
-    shallow stack, is the component's doing, not the caller's stack's."""
+    shallow stack, is the component's doing, not the caller's stack's: an ExportError
+    like any exception of export_state, the RecursionError chained."""
     registry = Registry()
     registry.add_schema("loops", 1, State)
 
@@ -189,6 +191,7 @@ def test_a_caller_with_room_to_spare_keeps_its_own_recursion_error() -> None:
     service = Service("loops", registry=registry)
     service.register(Loops())
     assert sys.getrecursionlimit() - _depth() > HEADROOM
-    with pytest.raises(RecursionError) as caught:
+    with pytest.raises(ExportError) as caught:
         service.commit(MemoryStore())
     assert not isinstance(caught.value, CallerStackError)
+    assert isinstance(caught.value.__cause__, RecursionError)

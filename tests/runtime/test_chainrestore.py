@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import pytest
-from chain_releases import REFUSED, SERVICE, cache_of, release1, write_chain
+from chain_releases import REFUSED, SERVICE, CacheV1, cache_of, release1, write_chain
 from pydantic import AfterValidator
 from typing_extensions import TypedDict
 
@@ -138,3 +138,31 @@ def test_an_older_chain_is_still_a_replay() -> None:
     with pytest.raises(sm.RestoreError, match="a replay"):
         service.restore(written.shorter)
     assert exact_differences(before, state_of(cache)) == []
+
+
+def test_a_chain_is_refused_when_a_components_state_cannot_be_read() -> None:
+    """What each component holds is read before the chain, to put back if a piece
+    fails; an export_state that raises there escaped raw. It is refused in ``apply``
+    before any piece is applied, as a single snapshot's restore refuses it."""
+    written = write_chain()
+    registry = release1()
+    registry.add_schema("broken", 1, CacheV1)
+
+    @registry.migratable("broken", version=1)
+    class Broken:
+        def export_state(self) -> Any:
+            raise RuntimeError("export boom")
+
+        def import_state(self, state: Any) -> None:
+            raise AssertionError("nothing is imported")
+
+    service, cache = service_of(registry)
+    service.register(Broken())
+    with pytest.raises(sm.RestoreError) as caught:
+        service.restore(written.chain)
+    error = caught.value
+    assert (error.phase, error.component) == ("apply", "broken/default")
+    assert isinstance(error.__cause__, RuntimeError)
+    assert "cannot read the current state, which a rollback would need" in str(error)
+    assert state_of(cache) == {"entries": {}, "note": ""}
+    assert service.status.state == "failed"

@@ -28,6 +28,7 @@ from statemigrate import (
     Checkpointer,
     CheckpointError,
     ConfigurationError,
+    ExportError,
     MemoryStore,
     Registry,
     RestoreError,
@@ -203,10 +204,11 @@ def test_the_negative_control_a_missing_quiesce_exports_with_writers_free() -> N
     assert ledger.seen == [False]
 
 
-@pytest.mark.parametrize(("export", "error"), [("inline", RuntimeError), ("fork", CheckpointError)])
+@pytest.mark.parametrize(("export", "error"), [("inline", ExportError), ("fork", CheckpointError)])
 def test_the_writers_go_on_when_the_snapshot_fails(export: Any, error: type[Exception]) -> None:
-    """An export that raises: in this process its error propagates, in a forked child
-    the child's error is in the ``CheckpointError``."""
+    """An export that raises: in this process its error propagates as the
+    ``ExportError`` a snapshot raises, in a forked child the child's error is in the
+    ``CheckpointError``."""
     lock = threading.Lock()
     service, _ = ledger_service()
 

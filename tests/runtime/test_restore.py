@@ -791,6 +791,10 @@ def test_an_export_that_fails_while_taking_the_current_state_changes_nothing() -
     broken.armed = False
     assert (caught.value.phase, caught.value.component) == ("apply", "counters/default")
     assert isinstance(caught.value.__cause__, OSError)
+    assert caught.value.detail == (
+        "cannot read the current state, which a rollback would need:"
+        " OSError: cannot read the live state"
+    )
     assert exports(reader) == before
 
 

@@ -25,6 +25,7 @@ from typing_extensions import TypedDict
 from statemigrate import (
     CommitReport,
     ConfigurationError,
+    ExportError,
     LossyMigrationError,
     MemoryStore,
     NoMigrationPathError,
@@ -104,8 +105,10 @@ def test_a_service_and_its_restored_state_go_with_their_last_reference() -> None
         (("x" * 201,), {}, "name", "1..200 characters, not 201"),
         ((b"svc",), {}, "name", "a str, not bytes"),
         (("svc",), {"key": b"short"}, "key", "at least 16 bytes"),
+        (("svc",), {"limits": 5}, "limits", "a DecodeLimits or None, not int"),
+        (("svc",), {"limits": {"max_sections": 1}}, "limits", "or None, not dict"),
     ],
-    ids=["empty name", "long name", "bytes name", "short key"],
+    ids=["empty name", "long name", "bytes name", "short key", "int limits", "dict limits"],
 )
 def test_bad_constructor_arguments_are_refused_with_an_error_of_the_tree(
     args: tuple[Any], kw: dict[str, Any], option: str, detail: str
@@ -159,6 +162,52 @@ def test_register_keeps_order_and_refuses_duplicates_and_strangers() -> None:
     assert [e.key for e in svc.components] == ["kvcache/a", "counters/default"]
     with pytest.raises(UnknownComponentError):
         svc.unregister("kvcache", instance="b")
+
+
+def test_registering_the_class_instead_of_an_instance_is_refused() -> None:
+    """The class carries the mark too, so it was registered; its unbound export_state
+    then failed every snapshot with a bare TypeError, and every restore."""
+    svc = Service("svc", registry=REGISTRY)
+    with pytest.raises(RegistrationError) as caught:
+        svc.register(KVCacheV3)
+    assert str(caught.value) == (
+        "KVCacheV3 is a class; register an instance of it: register(KVCacheV3(...))"
+    )
+    assert svc.components == ()
+
+
+@pytest.mark.parametrize("instance", [5, None, b"pages"], ids=repr)
+def test_an_instance_name_that_is_no_str_is_refused(instance: Any) -> None:
+    """Before, ``instance=5`` raised ``TypeError: object of type 'int' has no len()``."""
+    svc = Service("svc", registry=REGISTRY)
+    with pytest.raises(RegistrationError) as caught:
+        svc.register(KVCacheV3(), instance=instance)
+    assert str(caught.value) == (
+        f"instance name must be a str of 1..200 characters, not {type(instance).__qualname__}"
+    )
+    assert svc.components == ()
+
+
+def test_a_snapshot_whose_component_export_raises_is_an_export_error() -> None:
+    """The component's own error went out raw, though snapshot() documents ExportError
+    for a state that cannot be written; it stays chained."""
+
+    class Broken(Counters):
+        def export_state(self) -> Any:
+            raise RuntimeError("export boom\nsecond line")
+
+    svc = service(kv3(), Broken())
+    with pytest.raises(ExportError) as caught:
+        svc.snapshot()
+    error = caught.value
+    assert isinstance(error.__cause__, RuntimeError)
+    assert (error.component, error.version, error.path) == ("counters", 2, "(root)")
+    assert str(error) == (
+        "counters version 2 cannot be snapshotted: at (root):"
+        " export_state() raised RuntimeError: export boom"
+    )
+    with pytest.raises(ExportError):
+        svc.commit(MemoryStore())
 
 
 def test_register_fails_at_once_for_a_version_without_a_schema() -> None:
@@ -306,6 +355,21 @@ def test_a_source_restore_cannot_read_is_a_type_error_of_the_tree(source: Any) -
     assert str(error) == (
         "source: a snapshot source is bytes, what Service.snapshot() returns, a store"
         f" reference or a CommitReport, not {type(source).__qualname__}"
+    )
+    assert exports(reader) == before
+    assert reader.status.state == "starting"
+
+
+def test_a_memoryview_that_is_not_contiguous_is_a_source_type_error() -> None:
+    """Accepted as a memoryview, it failed later with a raw TypeError of the cast."""
+    blob = service(kv1()).snapshot()[0].to_bytes()
+    strided = memoryview(blob * 2)[::2]
+    reader = service(KVCacheV1())
+    before = exports(reader)
+    with pytest.raises(SourceTypeError) as caught:
+        reader.restore(strided)
+    assert str(caught.value).endswith(
+        "not a memoryview that is not contiguous (bytes() copies it)"
     )
     assert exports(reader) == before
     assert reader.status.state == "starting"
