@@ -94,6 +94,12 @@ class Members:
             )
         if not instance or len(instance) > NAME_LIMIT:
             raise RegistrationError(f"instance name must be 1..{NAME_LIMIT} characters")
+        if not instance.isprintable():
+            # It is shown in log lines, reports and `statemigrate inspect`: a newline
+            # there would forge a line of its own.
+            raise RegistrationError(
+                f"instance name must be printable; {instance!r} holds a control character"
+            )
         key = (spec.component, instance)
         if key in self.entries:
             raise RegistrationError(

@@ -188,6 +188,16 @@ def test_an_instance_name_that_is_no_str_is_refused(instance: Any) -> None:
     assert svc.components == ()
 
 
+@pytest.mark.parametrize("instance", ["a\nb", "tab\there", "bell\x07"], ids=repr)
+def test_an_instance_name_with_a_control_character_is_refused(instance: str) -> None:
+    # Shown in log lines: a newline would forge a line of its own.
+    svc = Service("svc", registry=REGISTRY)
+    with pytest.raises(RegistrationError, match="instance name must be printable"):
+        svc.register(KVCacheV3(), instance=instance)
+    assert svc.components == ()
+    svc.register(KVCacheV3(), instance="pages ünïcode")  # spaces and letters are fine
+
+
 def test_a_snapshot_whose_component_export_raises_is_an_export_error() -> None:
     """The component's own error went out raw, though snapshot() documents ExportError
     for a state that cannot be written; it stays chained."""
