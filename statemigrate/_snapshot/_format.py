@@ -65,6 +65,7 @@ __all__ = [
     "MAGIC",
     "DecodeLimits",
     "Snapshot",
+    "check_ends",
     "check_layout",
     "open_snapshot",
     "snapshot_length",
@@ -286,6 +287,54 @@ def snapshot_length(
             expected=limits.max_snapshot_size, actual=length, offset=16 if version == 1 else 0,
         )
     return length
+
+
+def check_ends(
+    read: Callable[[int, int], Buffer],
+    size: int,
+    *,
+    key: bytes | None = None,
+    limits: DecodeLimits | None = None,
+) -> None:
+    """Run the checks :func:`open_snapshot` makes before the digest's, on a snapshot of
+    ``size`` bytes read from its ends alone, with the same errors.
+
+    They are the preamble's and the length's: a version 1 preamble declares the length,
+    a version 2 or 3 footer does. So a file whose size is not its snapshot's (bytes
+    appended, a cut) is refused after reading its preamble and its last 16 KiB, before
+    a reader spends its size in memory and time to find that out.
+
+    Args:
+        read: returns the ``length`` bytes at ``offset`` of the snapshot, called with
+            ``offset + length <= size`` only.
+        size: the snapshot's length in bytes.
+        key: as :func:`open_snapshot` will be given.
+        limits: as :func:`open_snapshot` will be given.
+
+    Raises:
+        SnapshotError: as :func:`open_snapshot` for the steps it runs.
+    """
+    limits = limits or DecodeLimits()
+    first = _exactly(read, 0, min(size, PREAMBLE_SIZE))
+    version, authenticated, header_len, total = _read_preamble(first, key)
+    digest_size = HMAC_DIGEST_SIZE if authenticated else XXH3_DIGEST_SIZE
+    if version == 1:
+        _places_v1(size, header_len, total, digest_size, limits)
+        return
+    if size > limits.max_snapshot_size:  # as _places_v2 says, before reading further
+        raise SnapshotError(
+            "too_large", "snapshot is larger than the reader allows",
+            expected=limits.max_snapshot_size, actual=size, offset=0,
+        )
+    tail = min(size, _ENDS_SIZE)
+    _places_v2(_Ends(_exactly(read, size - tail, tail), size), version, digest_size, limits)
+
+
+def _exactly(read: Callable[[int, int], Buffer], offset: int, length: int) -> memoryview:
+    got = memoryview(read(offset, length)).cast("B")
+    if len(got) != length:
+        raise ValueError(f"read({offset}, {length}) returned {len(got)} bytes")
+    return got
 
 
 _UNBOUNDED = DecodeLimits(
