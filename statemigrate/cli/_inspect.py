@@ -105,6 +105,9 @@ def inspect_command(args: argparse.Namespace, out: TextIO) -> int:
                 statuses[index] = "verified"
                 progress.step(section.key)
     if args.dump is not None:
+        # A plain snapshot's section needs no registry to decode, but one named must
+        # load, as for a chain's: a broken --registry is not passed over in silence.
+        named_registry(args)
         index = find_section(snapshot, args.dump)
         value = snapshot.read_section(index)
         out.write(dump_json(value, section=sections[index].key))

@@ -486,6 +486,34 @@ def test_dump_prints_the_state(made: Made, capsys: pytest.CaptureFixture[str]) -
     assert made.states["kvcache/default"]["entries"]["alpha"]["hits"] == 2  # not a default
 
 
+@pytest.mark.parametrize(
+    ("module", "registry", "said"),
+    [
+        (None, "nomodule:x", "cannot import 'nomodule'"),
+        ("raise RuntimeError('boom on import')\n", "raiser_mod:x", "RuntimeError: boom on import"),
+        ("import sys\nsys.exit(7)\n", "exiter_mod:x", "it raised SystemExit(7)"),
+    ],
+    ids=["missing", "raises", "exits"],
+)
+def test_dump_of_a_plain_snapshot_refuses_a_registry_that_does_not_load(
+    module: str | None,
+    registry: str,
+    said: str,
+    made: Made,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plain snapshot's section decodes without a registry, but one named that does
+    not load fails the command in one line, as for a chain's: it was passed over and
+    the command exited 0."""
+    if module is not None:
+        (tmp_path / f"{registry.partition(':')[0]}.py").write_text(module)
+        monkeypatch.syspath_prepend(str(tmp_path))
+    result = run(capsys, "inspect", str(made.plain), "--dump", "kvcache", "--registry", registry)
+    assert said in assert_one_error_line(result)
+
+
 def test_dump_keeps_the_stored_order_of_keys(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
