@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from statemigrate._errors import (
     LossyMigrationError,
+    SnapshotError,
     StateMigrateError,
     StoreError,
     UnknownComponentError,
@@ -288,7 +289,8 @@ def _full_snapshot(
 
 def verify_command(args: argparse.Namespace, out: TextIO) -> int:
     """Print whether each section of ``SNAPSHOT`` would restore into the registry's
-    release: 0 when every one would, 1 when one would not."""
+    release: 0 when every one would, 1 when one would not; a section that does not
+    decode is a damaged snapshot, raised (status 2)."""
     registry = registry_from(args)
     allow_lossy = _allow_lossy(args, registry)  # its warning before the progress line
     key = read_key_option(args.key_file)
@@ -301,6 +303,11 @@ def verify_command(args: argparse.Namespace, out: TextIO) -> int:
             allow_lossy=allow_lossy,
             on_section=progress.step,
         )
+    damaged = [v.error for v in verdicts if isinstance(v.error, SnapshotError)]
+    if damaged:
+        # A section that does not decode is a damaged snapshot (one resealed after the
+        # damage passes the digest), not a verdict on the release: no answer, status 2.
+        raise damaged[0]
     restores = all(verdict.restores for verdict in verdicts)
     # A component of the release that the snapshot does not hold restores nothing: it
     # keeps what the release starts it with. Not a refusal (a new component starts
