@@ -468,8 +468,10 @@ def _places_v1(
     footer_at = body_end - _FOOTER_V1.size
     header_end = PREAMBLE_SIZE + header_len
     if header_len > MAX_HEADER_SIZE or header_end + _CHECK.size > footer_at:
+        room = max(0, min(MAX_HEADER_SIZE, footer_at - _CHECK.size - PREAMBLE_SIZE))
         raise SnapshotError(
-            "corrupt", "header length does not fit the snapshot", offset=12, actual=header_len
+            "corrupt", "header length does not fit the snapshot", offset=12,
+            expected=f"at most {room}", actual=header_len,
         )
     return _Places(1, PREAMBLE_SIZE, header_end, header_end + _CHECK.size, footer_at,
                    footer_at, body_end)
@@ -525,9 +527,10 @@ def _places_v2(
     header_end = footer_at - _CHECK.size
     header_at = header_end - header_len
     if header_len > MAX_HEADER_SIZE or header_at < PREAMBLE_SIZE:
+        room = max(0, min(MAX_HEADER_SIZE, header_end - PREAMBLE_SIZE))
         raise SnapshotError(
             "corrupt", "header length does not fit the snapshot", offset=footer_at,
-            actual=header_len,
+            expected=f"at most {room}", actual=header_len,
         )
     return _Places(version, header_at, header_end, PREAMBLE_SIZE, header_at, footer_at,
                    size - digest_size)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime
 import json
-import math
 import re
 import sys
 from types import TracebackType
@@ -17,6 +15,7 @@ from statemigrate._runtime._chainread import Chain, composed_sections, link_brea
 from statemigrate._snapshot._format import Snapshot
 from statemigrate._snapshot._header import SectionInfo
 from statemigrate.cli._arguments import snapshot_source
+from statemigrate.cli._dumpjson import dump_json
 from statemigrate.cli._objects import add_store_argument, open_source
 from statemigrate.cli._registryargs import add_registry_arguments, named_registry
 from statemigrate.cli._source import KEY_FILE_VARIABLE, read_key_option
@@ -30,7 +29,6 @@ __all__ = [
     "inspect_command",
     "one_line",
     "printable",
-    "to_json_ready",
 ]
 
 
@@ -210,57 +208,6 @@ def find_section(snapshot: Snapshot, name: str) -> int:
     raise SnapshotError(
         "invalid_data", f"{name!r} matches several sections ({names}); add /INSTANCE"
     )
-
-
-def dump_json(value: object, *, section: str) -> str:
-    """``value`` (decoded section data) as indented JSON text, with a final newline,
-    each map's keys in their stored order.
-
-    Raises:
-        SnapshotError: kind ``too_deep`` when the data nests deeper than the JSON
-            encoder can follow (the decoder admits deeper nesting than Python's stack).
-    """
-    try:
-        # dumps, not dump: a failure part-way must not leave half a document on stdout.
-        # Keys in the order the snapshot stores them, a dict's insertion order (an
-        # LRU's, say), which sorting would hide.
-        text = json.dumps(to_json_ready(value), indent=2, allow_nan=False)
-    except RecursionError:
-        raise SnapshotError(
-            "too_deep", "the data nests too deeply to show as JSON", section=section
-        ) from None
-    return text + "\n"
-
-
-def to_json_ready(value: object) -> object:
-    """Decoded plain data in a form JSON can hold, one form per value.
-
-    Bytes become ``{"$base64": "..."}``; bytes map keys, which JSON cannot hold, become
-    the string ``"$base64:..."``. A float JSON has no number for becomes
-    ``{"$float": "nan"}``, ``{"$float": "inf"}`` or ``{"$float": "-inf"}``, text that
-    ``float()`` reads back. A map's own key that starts with ``$`` is shown with one more
-    ``$`` in front (``"$base64"`` as ``"$$base64"``), so that no map of the data looks
-    like one of those forms: a key with a single ``$`` in front is always one of them.
-    Everything else that snapshots hold (dicts with str keys, lists, str, int, finite
-    floats, bool, None) is already JSON's and shown as it is.
-    """
-    if isinstance(value, dict):
-        return {_json_key(key): to_json_ready(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json_ready(item) for item in value]
-    if isinstance(value, bytes | bytearray | memoryview):
-        return {"$base64": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, float) and not math.isfinite(value):
-        return {"$float": repr(value)}  # 'nan', 'inf' or '-inf'
-    return value
-
-
-def _json_key(key: object) -> object:
-    if isinstance(key, bytes | bytearray):
-        return "$base64:" + base64.b64encode(key).decode("ascii")
-    if isinstance(key, str) and key.startswith("$"):
-        return "$" + key  # the data's own: a single $ marks a form of the dump's
-    return key
 
 
 def describe(snapshot: Snapshot, statuses: list[str]) -> dict[str, Any]:

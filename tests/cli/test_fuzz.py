@@ -7,6 +7,7 @@ import base64
 import contextlib
 import io
 import json
+import math
 import struct
 import tempfile
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from statemigrate._snapshot import _format
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._format import PREAMBLE_SIZE, open_snapshot
 from statemigrate.cli import _source
-from statemigrate.cli._inspect import dump_json
+from statemigrate.cli._dumpjson import dump_json
 from statemigrate.cli._main import build_parser, main
 from statemigrate.testing._exact import exact_differences
 
@@ -695,3 +696,30 @@ def test_negative_control_a_command_that_leaks_a_value_error_is_caught(
 
     with pytest.raises(ValueError):
         same_property()
+
+
+@given(value=_plain)
+def test_a_dump_is_the_text_json_dumps_gives_for_the_data_in_its_forms(value: Any) -> None:
+    """For all plain data: the dump, written without recursion, is what Python's json
+    writes (indent 2) for the data with its bytes, non-finite floats and `$` keys in
+    the forms docs/cli.md gives, as the dump was before it took any depth."""
+    assert dump_json(value, section="c0") == json.dumps(_forms(value), indent=2) + "\n"
+
+
+def _forms(value: Any) -> Any:
+    """The data in --dump's forms, written apart from the code, by docs/cli.md."""
+    if isinstance(value, dict):
+        return {_form_key(key): _forms(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_forms(item) for item in value]
+    if isinstance(value, bytes):
+        return {"$base64": base64.b64encode(value).decode()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"$float": repr(value)}
+    return value
+
+
+def _form_key(key: str | bytes) -> str:
+    if isinstance(key, bytes):
+        return "$base64:" + base64.b64encode(key).decode()
+    return "$" + key if key.startswith("$") else key
