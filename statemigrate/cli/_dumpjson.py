@@ -11,6 +11,7 @@ indent=2, allow_nan=False)`` gives for the data in its JSON forms (see
 from __future__ import annotations
 
 import base64
+import io
 import math
 from collections.abc import Iterator
 from json.encoder import encode_basestring_ascii
@@ -40,7 +41,9 @@ def dump_json(value: object, *, section: str) -> str:
     half document on stdout. ``section`` names the section, for callers' errors.
     """
     del section  # every value a snapshot holds has a JSON form, at any depth
-    out: list[str] = []
+    # One growing text, not a list of pieces: a flood of small values costs a few
+    # bytes of text each, not an object each.
+    out = io.StringIO()
     # One entry per open container: its items still to write, whether it is a map,
     # and the depth of its items.
     stack: list[tuple[Iterator[Any], bool, int]] = []
@@ -51,42 +54,42 @@ def dump_json(value: object, *, section: str) -> str:
         item: Any = next(items, _END)
         if item is _END:
             stack.pop()
-            out.append(f"\n{_INDENT * (depth - 1)}{'}' if is_map else ']'}")
+            out.write(f"\n{_INDENT * (depth - 1)}{'}' if is_map else ']'}")
             first = False
             continue
-        out.append(f"{'' if first else ','}\n{_INDENT * depth}")
+        out.write(f"{'' if first else ','}\n{_INDENT * depth}")
         if is_map:
             key, item = item
-            out.append(f"{encode_basestring_ascii(_key(key))}: ")
+            out.write(f"{encode_basestring_ascii(_key(key))}: ")
         first = _open(item, depth, out, stack)
-    out.append("\n")
-    return "".join(out)
+    out.write("\n")
+    return out.getvalue()
 
 
-def _open(value: object, depth: int, out: list[str], stack: list[Any]) -> bool:
+def _open(value: object, depth: int, out: io.StringIO, stack: list[Any]) -> bool:
     """Write ``value`` if it is a scalar, or open it and push its items; whether a
     container was opened (its first item comes next)."""
     if isinstance(value, bytes | bytearray | memoryview):
-        out.append(_form("$base64", base64.b64encode(value).decode("ascii"), depth))
+        out.write(_form("$base64", base64.b64encode(value).decode("ascii"), depth))
         return False
     if isinstance(value, float) and not math.isfinite(value):
-        out.append(_form("$float", repr(value), depth))  # 'nan', 'inf' or '-inf'
+        out.write(_form("$float", repr(value), depth))  # 'nan', 'inf' or '-inf'
         return False
     if isinstance(value, dict):
         if not value:
-            out.append("{}")
+            out.write("{}")
             return False
-        out.append("{")
+        out.write("{")
         stack.append((iter(value.items()), True, depth + 1))
         return True
     if isinstance(value, list | tuple):
         if not value:
-            out.append("[]")
+            out.write("[]")
             return False
-        out.append("[")
+        out.write("[")
         stack.append((iter(value), False, depth + 1))
         return True
-    out.append(_scalar(value))
+    out.write(_scalar(value))
     return False
 
 

@@ -16,6 +16,7 @@ from statemigrate._snapshot._format import Snapshot
 from statemigrate._snapshot._header import SectionInfo
 from statemigrate.cli._arguments import snapshot_source
 from statemigrate.cli._dumpjson import dump_json
+from statemigrate.cli._limits import add_limit_argument, limits_from
 from statemigrate.cli._objects import add_store_argument, open_source
 from statemigrate.cli._registryargs import add_registry_arguments, named_registry
 from statemigrate.cli._source import KEY_FILE_VARIABLE, read_key_option
@@ -63,6 +64,7 @@ def add_inspect_parser(commands: Any) -> None:
         " restores to)",
     )
     add_key_argument(parser)
+    add_limit_argument(parser)
     add_store_argument(parser)
     # For --dump of a chain: its record keys are then matched by value, as a restore does.
     add_registry_arguments(parser)
@@ -91,7 +93,9 @@ def add_key_argument(parser: argparse.ArgumentParser) -> None:
 def inspect_command(args: argparse.Namespace, out: TextIO) -> int:
     """Run ``inspect``; returns the exit status."""
     key = read_key_option(args.key_file)
-    snapshot, origin = open_source(args.snapshot, key=key, options=args.store_options)
+    snapshot, origin = open_source(
+        args.snapshot, key=key, options=args.store_options, limits=limits_from(args)
+    )
     if isinstance(snapshot, Chain):
         return inspect_chain(snapshot, origin, args, out)
     sections = snapshot.header.sections
