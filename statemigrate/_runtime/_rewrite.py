@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from statemigrate._errors import (
     ConfigurationError,
+    SnapshotError,
     StateMigrateError,
     UnknownComponentError,
     ValidationError,
@@ -26,6 +27,7 @@ from statemigrate._errors import (
 from statemigrate._model._allowlossy import AllowLossy, check_allow_lossy, unregistered_names
 from statemigrate._model._plan import Plan
 from statemigrate._runtime._readback import read_back_problem
+from statemigrate._runtime._restoresource import GENERATION_LIMIT
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode_snapshot
 from statemigrate._snapshot._format import DecodeLimits, Snapshot
 from statemigrate._snapshot._header import Producer, SectionInfo
@@ -86,7 +88,8 @@ def migrate_snapshot(
             a delta (which only means something on top of its base), or
             ``allow_lossy`` is a str or no collection of names (a name the registry
             does not hold is a warning: it allows nothing).
-        SnapshotError: a section does not decode.
+        SnapshotError: a section does not decode, or the snapshot's generation is
+            beyond what counting snapshots reaches (a restore refuses it).
         UnknownComponentError, NoMigrationPathError, LossyMigrationError,
             MigrationStepError, ValidationError: as :meth:`Registry.migrate` raises them
             for a section (the messages name the section); ValidationError also for a
@@ -167,16 +170,27 @@ def _check_valid(
 
 def _check_snapshot(snapshot: object, call: str) -> None:
     """Refuse what is not an opened snapshot (its bytes, say), naming what ``call``
-    takes.
+    takes, and a snapshot a restore refuses whatever its sections hold.
 
     Raises:
         ConfigurationError: ``snapshot`` is no :class:`Snapshot`.
+        SnapshotError: its generation is beyond what counting snapshots reaches, which
+            a restore refuses as forged or damaged.
     """
     if not isinstance(snapshot, Snapshot):
         raise ConfigurationError(
             "snapshot",
             f"{call} takes a Snapshot, as open_snapshot(data, key=...) returns for a"
             f" snapshot's bytes, not {type(snapshot).__qualname__}",
+        )
+    generation = snapshot.header.generation
+    if generation >= GENERATION_LIMIT:
+        # As Service.restore refuses it: a verdict "would restore" would be wrong, and
+        # a rewritten snapshot would carry the generation on.
+        raise SnapshotError(
+            "invalid_header",
+            f"snapshot generation {generation} is beyond what counting snapshots"
+            f" reaches (limit {GENERATION_LIMIT}); refused as forged or damaged",
         )
 
 
@@ -285,6 +299,8 @@ def verify_snapshot(
             does not hold is a warning: it allows nothing).
         UnknownComponentError: ``targets`` names a component, or a version of one,
             that ``registry`` does not hold.
+        SnapshotError: the snapshot's generation is beyond what counting snapshots
+            reaches (a restore refuses it, whatever its sections hold).
     """
     _check_snapshot(snapshot, "verify_snapshot")
     allow_lossy = _checked_lossy(allow_lossy, registry)

@@ -66,6 +66,7 @@ __all__ = [
     "DecodeLimits",
     "Snapshot",
     "byte_view",
+    "check_ends",
     "check_layout",
     "open_snapshot",
     "snapshot_length",
@@ -317,6 +318,55 @@ def snapshot_length(
     return length
 
 
+def check_ends(
+    read: Callable[[int, int], Buffer],
+    size: int,
+    *,
+    key: bytes | None = None,
+    limits: DecodeLimits | None = None,
+) -> None:
+    """Run the checks :func:`open_snapshot` makes before the digest's, on a snapshot of
+    ``size`` bytes read from its ends alone, with the same errors.
+
+    They are the preamble's and the length's: a version 1 preamble declares the length,
+    a version 2 or 3 footer does. So a file whose size is not its snapshot's (bytes
+    appended, a cut) is refused after reading its preamble and its last 16 KiB, before
+    a reader spends its size in memory and time to find that out.
+
+    Args:
+        read: returns the ``length`` bytes at ``offset`` of the snapshot, called with
+            ``offset + length <= size`` only.
+        size: the snapshot's length in bytes.
+        key: as :func:`open_snapshot` will be given.
+        limits: as :func:`open_snapshot` will be given.
+
+    Raises:
+        SnapshotError: as :func:`open_snapshot` for the steps it runs.
+        ConfigurationError: ``limits`` is no :class:`DecodeLimits`.
+    """
+    limits = check_limits(limits)
+    first = _exactly(read, 0, min(size, PREAMBLE_SIZE))
+    version, authenticated, header_len, total = _read_preamble(first, key)
+    digest_size = HMAC_DIGEST_SIZE if authenticated else XXH3_DIGEST_SIZE
+    if version == 1:
+        _places_v1(size, header_len, total, digest_size, limits)
+        return
+    if size > limits.max_snapshot_size:  # as _places_v2 says, before reading further
+        raise SnapshotError(
+            "too_large", "snapshot is larger than the reader allows",
+            expected=limits.max_snapshot_size, actual=size, offset=0,
+        )
+    tail = min(size, _ENDS_SIZE)
+    _places_v2(_Ends(_exactly(read, size - tail, tail), size), version, digest_size, limits)
+
+
+def _exactly(read: Callable[[int, int], Buffer], offset: int, length: int) -> memoryview:
+    got = memoryview(read(offset, length)).cast("B")
+    if len(got) != length:
+        raise ValueError(f"read({offset}, {length}) returned {len(got)} bytes")
+    return got
+
+
 _UNBOUNDED = DecodeLimits(
     max_snapshot_size=sys.maxsize,
     max_section_size=sys.maxsize,
@@ -448,8 +498,10 @@ def _places_v1(
     footer_at = body_end - _FOOTER_V1.size
     header_end = PREAMBLE_SIZE + header_len
     if header_len > MAX_HEADER_SIZE or header_end + _CHECK.size > footer_at:
+        room = max(0, min(MAX_HEADER_SIZE, footer_at - _CHECK.size - PREAMBLE_SIZE))
         raise SnapshotError(
-            "corrupt", "header length does not fit the snapshot", offset=12, actual=header_len
+            "corrupt", "header length does not fit the snapshot", offset=12,
+            expected=f"at most {room}", actual=header_len,
         )
     return _Places(1, PREAMBLE_SIZE, header_end, header_end + _CHECK.size, footer_at,
                    footer_at, body_end)
@@ -505,9 +557,10 @@ def _places_v2(
     header_end = footer_at - _CHECK.size
     header_at = header_end - header_len
     if header_len > MAX_HEADER_SIZE or header_at < PREAMBLE_SIZE:
+        room = max(0, min(MAX_HEADER_SIZE, header_end - PREAMBLE_SIZE))
         raise SnapshotError(
             "corrupt", "header length does not fit the snapshot", offset=footer_at,
-            actual=header_len,
+            expected=f"at most {room}", actual=header_len,
         )
     return _Places(version, header_at, header_end, PREAMBLE_SIZE, header_at, footer_at,
                    size - digest_size)

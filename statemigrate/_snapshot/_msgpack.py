@@ -21,6 +21,7 @@ and never change an outcome; tests compare the two paths on arbitrary input.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -346,6 +347,37 @@ def _fast_unpack(
     return value if same else _REFUSED
 
 
+_MSGPACK_TERMS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(\d+) exceeds max_ext_len\(\d+\)"),
+     "an extension (ext) value, which snapshot data never holds"),
+    (re.compile(r"(\d+) exceeds max_array_len\((\d+)\)"),
+     r"a list declares \1 items, more than \2 bytes of data can hold"),
+    (re.compile(r"(\d+) exceeds max_map_len\((\d+)\)"),
+     r"a map declares \1 entries, more than its bytes of data can hold"),
+    (re.compile(r"(\d+) exceeds max_(?:str|bin)_len\((\d+)\)"),
+     r"a string or bytes value declares \1 bytes, more than the \2 of the data"),
+    (re.compile(r"Unpack failed: incomplete input"), "the data ends inside a value"),
+    (re.compile(r"(\w+) is not allowed for map key when strict_map_key=True"),
+     r"a map key of type \1; keys are text or bytes"),
+)
+"""msgpack's messages, and the same said in the snapshot's terms."""
+
+
+def _described(exc: Exception) -> str:
+    """What msgpack refused in ``exc``, in the terms of a snapshot's data, not of the
+    decoder's options."""
+    if isinstance(exc, msgpack.exceptions.FormatError):
+        # Raised for the one type byte msgpack reserves, and says nothing itself.
+        return "a byte that starts no msgpack value (0xc1, which msgpack reserves)"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a string that is not UTF-8 ({exc.reason} at byte {exc.start} of it)"
+    text = first_line(exc)
+    for pattern, words in _MSGPACK_TERMS:
+        if pattern.fullmatch(text):
+            return pattern.sub(words, text)
+    return text
+
+
 def reference_unpack(
     raw: bytes | bytearray | memoryview,
     *,
@@ -394,8 +426,8 @@ def reference_unpack(
         ) from exc
     except (ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         # msgpack reports truncation, bad UTF-8, non-str keys, ext types and bad
-        # type bytes with these; the message says which.
-        raise SnapshotError("invalid_data", first_line(exc), section=section) from exc
+        # type bytes with these, in its own terms.
+        raise SnapshotError("invalid_data", _described(exc), section=section) from exc
     except (MemoryError, RecursionError) as exc:
         raise SnapshotError(
             "too_large", f"decoding ran out of resources: {type(exc).__name__}",

@@ -208,8 +208,10 @@ def schemas_check_command(args: argparse.Namespace, out: TextIO) -> int:
         registry = _registry(args, config)
     except RegistrationError as exc:
         # A registry that cannot be built is the worst finding of all; still say where
-        # (two modules declaring the same step is the usual cause after a merge).
-        report = load_failure_report(folder, exc, migrations=migrations)
+        # (two modules declaring the same step is the usual cause after a merge), in
+        # the report for a pull request, and on stderr as every command's failure.
+        out.write(load_failure_report(folder, exc, migrations=migrations).to_markdown())
+        raise
     else:
         report = check_schemas(registry, folder, components=args.components, migrations=migrations)
         if not report.components:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime
 import json
-import math
 import re
 import sys
 from types import TracebackType
@@ -17,6 +15,8 @@ from statemigrate._runtime._chainread import Chain, composed_sections, link_brea
 from statemigrate._snapshot._format import Snapshot
 from statemigrate._snapshot._header import SectionInfo
 from statemigrate.cli._arguments import snapshot_source
+from statemigrate.cli._dumpjson import dump_json
+from statemigrate.cli._limits import add_limit_argument, limits_from
 from statemigrate.cli._objects import add_store_argument, open_source
 from statemigrate.cli._registryargs import add_registry_arguments, named_registry
 from statemigrate.cli._source import KEY_FILE_VARIABLE, read_key_option
@@ -30,7 +30,6 @@ __all__ = [
     "inspect_command",
     "one_line",
     "printable",
-    "to_json_ready",
 ]
 
 
@@ -65,6 +64,7 @@ def add_inspect_parser(commands: Any) -> None:
         " restores to)",
     )
     add_key_argument(parser)
+    add_limit_argument(parser)
     add_store_argument(parser)
     # For --dump of a chain: its record keys are then matched by value, as a restore does.
     add_registry_arguments(parser)
@@ -93,7 +93,9 @@ def add_key_argument(parser: argparse.ArgumentParser) -> None:
 def inspect_command(args: argparse.Namespace, out: TextIO) -> int:
     """Run ``inspect``; returns the exit status."""
     key = read_key_option(args.key_file)
-    snapshot, origin = open_source(args.snapshot, key=key, options=args.store_options)
+    snapshot, origin = open_source(
+        args.snapshot, key=key, options=args.store_options, limits=limits_from(args)
+    )
     if isinstance(snapshot, Chain):
         return inspect_chain(snapshot, origin, args, out)
     sections = snapshot.header.sections
@@ -105,6 +107,9 @@ def inspect_command(args: argparse.Namespace, out: TextIO) -> int:
                 statuses[index] = "verified"
                 progress.step(section.key)
     if args.dump is not None:
+        # A plain snapshot's section needs no registry to decode, but one named must
+        # load, as for a chain's: a broken --registry is not passed over in silence.
+        named_registry(args)
         index = find_section(snapshot, args.dump)
         value = snapshot.read_section(index)
         out.write(dump_json(value, section=sections[index].key))
@@ -207,57 +212,6 @@ def find_section(snapshot: Snapshot, name: str) -> int:
     raise SnapshotError(
         "invalid_data", f"{name!r} matches several sections ({names}); add /INSTANCE"
     )
-
-
-def dump_json(value: object, *, section: str) -> str:
-    """``value`` (decoded section data) as indented JSON text, with a final newline,
-    each map's keys in their stored order.
-
-    Raises:
-        SnapshotError: kind ``too_deep`` when the data nests deeper than the JSON
-            encoder can follow (the decoder admits deeper nesting than Python's stack).
-    """
-    try:
-        # dumps, not dump: a failure part-way must not leave half a document on stdout.
-        # Keys in the order the snapshot stores them, a dict's insertion order (an
-        # LRU's, say), which sorting would hide.
-        text = json.dumps(to_json_ready(value), indent=2, allow_nan=False)
-    except RecursionError:
-        raise SnapshotError(
-            "too_deep", "the data nests too deeply to show as JSON", section=section
-        ) from None
-    return text + "\n"
-
-
-def to_json_ready(value: object) -> object:
-    """Decoded plain data in a form JSON can hold, one form per value.
-
-    Bytes become ``{"$base64": "..."}``; bytes map keys, which JSON cannot hold, become
-    the string ``"$base64:..."``. A float JSON has no number for becomes
-    ``{"$float": "nan"}``, ``{"$float": "inf"}`` or ``{"$float": "-inf"}``, text that
-    ``float()`` reads back. A map's own key that starts with ``$`` is shown with one more
-    ``$`` in front (``"$base64"`` as ``"$$base64"``), so that no map of the data looks
-    like one of those forms: a key with a single ``$`` in front is always one of them.
-    Everything else that snapshots hold (dicts with str keys, lists, str, int, finite
-    floats, bool, None) is already JSON's and shown as it is.
-    """
-    if isinstance(value, dict):
-        return {_json_key(key): to_json_ready(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json_ready(item) for item in value]
-    if isinstance(value, bytes | bytearray | memoryview):
-        return {"$base64": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, float) and not math.isfinite(value):
-        return {"$float": repr(value)}  # 'nan', 'inf' or '-inf'
-    return value
-
-
-def _json_key(key: object) -> object:
-    if isinstance(key, bytes | bytearray):
-        return "$base64:" + base64.b64encode(key).decode("ascii")
-    if isinstance(key, str) and key.startswith("$"):
-        return "$" + key  # the data's own: a single $ marks a form of the dump's
-    return key
 
 
 def describe(snapshot: Snapshot, statuses: list[str]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from statemigrate._errors import (
     LossyMigrationError,
+    SnapshotError,
     StateMigrateError,
     StoreError,
     UnknownComponentError,
@@ -27,6 +28,7 @@ from statemigrate.cli._arguments import (
     snapshot_source,
 )
 from statemigrate.cli._inspect import Progress, add_key_argument, one_line, printable
+from statemigrate.cli._limits import add_limit_argument, limits_from
 from statemigrate.cli._objects import add_store_argument, commit_to_url, is_object_url, open_source
 from statemigrate.cli._registryargs import add_registry_arguments, registry_from
 from statemigrate.cli._source import read_key_option
@@ -153,6 +155,7 @@ def _add_migration_arguments(
         help="allow the steps declared lossy of COMPONENT only (repeatable)",
     )
     add_key_argument(parser)
+    add_limit_argument(parser)
     add_store_argument(parser)
     add_registry_arguments(parser)
 
@@ -270,7 +273,8 @@ def _full_snapshot(
         StoreError, SnapshotError: the source cannot be read, is not sound, or is a
             chain that cannot be composed.
     """
-    source, _ = open_source(args.snapshot, key=key, options=args.store_options)
+    limits = limits_from(args)
+    source, _ = open_source(args.snapshot, key=key, options=args.store_options, limits=limits)
     if not isinstance(source, Chain):
         return source, []
     # The chain becomes the one full snapshot it restores to, which is then handled
@@ -278,7 +282,7 @@ def _full_snapshot(
     # (deltas at versions it does not know), or to check that a newer one can.
     # Composed with the registry: record keys are matched by value, as a restore does.
     composed = compose_chain(source, key=key, registry=registry)
-    snapshot = open_snapshot(composed.to_bytes(), key=key)
+    snapshot = open_snapshot(composed.to_bytes(), key=key, limits=limits)
     note = (
         f"composed checkpoint chain of {_pieces(len(source.pieces))} into snapshot"
         f" {snapshot.header.snapshot_id} generation {snapshot.header.generation}\n"
@@ -288,7 +292,8 @@ def _full_snapshot(
 
 def verify_command(args: argparse.Namespace, out: TextIO) -> int:
     """Print whether each section of ``SNAPSHOT`` would restore into the registry's
-    release: 0 when every one would, 1 when one would not."""
+    release: 0 when every one would, 1 when one would not; a section that does not
+    decode is a damaged snapshot, raised (status 2)."""
     registry = registry_from(args)
     allow_lossy = _allow_lossy(args, registry)  # its warning before the progress line
     key = read_key_option(args.key_file)
@@ -301,6 +306,11 @@ def verify_command(args: argparse.Namespace, out: TextIO) -> int:
             allow_lossy=allow_lossy,
             on_section=progress.step,
         )
+    damaged = [v.error for v in verdicts if isinstance(v.error, SnapshotError)]
+    if damaged:
+        # A section that does not decode is a damaged snapshot (one resealed after the
+        # damage passes the digest), not a verdict on the release: no answer, status 2.
+        raise damaged[0]
     restores = all(verdict.restores for verdict in verdicts)
     # A component of the release that the snapshot does not hold restores nothing: it
     # keeps what the release starts it with. Not a refusal (a new component starts

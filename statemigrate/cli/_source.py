@@ -1,16 +1,17 @@
 """Where the command line reads snapshots and keys from: a path, or ``fd:N``.
 
-A snapshot file is read in two steps. First its 32-byte preamble alone, which
-:func:`~statemigrate._snapshot._format.snapshot_length` checks as any reader does (magic,
-preamble checksum, format version, flags, key) and turns into the snapshot's length
-(declared in a version 1 preamble, the file's size for version 2), checked against the
-reader's limit; only then, if the file is exactly that long, is the whole of it read,
-into one buffer of that size. So a file of the wrong kind, or of a size over the limit,
-costs one small read, however large it is, and a sound one costs its size once. A
+A snapshot file is read in two steps. First its ends alone: its 32-byte preamble and
+its last 16 KiB, which :func:`~statemigrate._snapshot._format.check_ends` checks as any
+reader does before the digest (magic, preamble checksum, format version, flags, key;
+the length, declared in a version 1 preamble or a version 2 or 3 footer, against the
+file's size and the reader's limit); only then, if the file is exactly that long, is
+the whole of it read, into one buffer of that size. So a file of the wrong kind, of a
+size over the limit or other than its snapshot's, costs two small reads, however large
+it is, and a sound one costs its size once. A
 checkpoint chain (its first 8 bytes are the chain's magic) has no length of its own: its
 frame is read and checked first (piece count, checksum, the pieces' lengths against the
-file's size, which must be within the limit), then each piece's preamble as a
-snapshot's is; only then is the whole file read. A buffer the process cannot allocate
+file's size, which must be within the limit), then each piece's ends as a
+snapshot's are; only then is the whole file read. A buffer the process cannot allocate
 is an error of its own, not a ``MemoryError``.
 
 A key file is opened as a snapshot file is, without blocking (a FIFO has no writer to
@@ -26,6 +27,7 @@ import errno as _errno
 import fcntl
 import os
 import stat
+from functools import partial
 
 from statemigrate._errors import SnapshotError, StoreError
 from statemigrate._runtime._chain import frame_size, is_chain, piece_lengths
@@ -35,9 +37,8 @@ from statemigrate._snapshot._format import (
     Buffer,
     DecodeLimits,
     Snapshot,
-    check_length,
+    check_ends,
     open_snapshot,
-    snapshot_length,
 )
 
 __all__ = [
@@ -190,15 +191,16 @@ def read_snapshot_source(
     a FIFO or device never blocks or floods the reader.
 
     A regular file is read only once its preamble has been checked and its size is
-    the one the preamble declares (see the module's docstring); ``key`` and ``limits``
+    the one its preamble or footer declares (see the module's docstring); ``key`` and ``limits``
     are those the caller will open the snapshot with. A file that starts as a
     checkpoint chain is read whole, if it is no larger than a snapshot may be.
 
     Raises:
         StoreError: the source is not an open, readable regular file or sealed memfd,
             or an operation on it failed; the error names the operation and source.
-        SnapshotError: the preamble is not a snapshot's, declares more bytes than
-            ``limits`` allow, or a length other than the file's; a chain is larger than
+        SnapshotError: the preamble is not a snapshot's, or the preamble or footer
+            declares more bytes than ``limits`` allow, or a length other than the
+            file's; a chain is larger than
             ``limits`` allow.
     """
     limits = limits or DecodeLimits()
@@ -264,8 +266,8 @@ def _read_file(fd: int, source: str, key: bytes | None, limits: DecodeLimits) ->
     if is_chain(head):
         total = _chain_length(fd, source, head, info.st_size, key, limits)
     else:
-        total = snapshot_length(head, info.st_size, key=key, limits=limits)
-        check_length(info.st_size, total)
+        total = info.st_size
+        check_ends(partial(_read_exactly, fd, source, 0), total, key=key, limits=limits)
     try:
         buffer = bytearray(total)
     except MemoryError:
@@ -292,12 +294,13 @@ def _chain_length(
 ) -> int:
     """The length of the checkpoint chain that starts with ``head`` in a file of
     ``size`` bytes, once what can be checked without reading it whole is: the size
-    against the limit, the frame, and each piece's preamble, as :func:`open_chain`
+    against the limit, the frame, and each piece's ends, as :func:`open_chain`
     will check them (the same errors, naming the piece).
 
     Raises:
         SnapshotError: the chain is larger than ``limits`` allow, its frame is damaged
-            or its pieces do not fill the file, or a piece's preamble is not sound.
+            or its pieces do not fill the file, or a piece's preamble or length is not
+            sound.
         StoreError: a read failed, or the file changed while being read.
     """
     # A chain declares no length of its own: it is the whole file, and its frame then
@@ -316,16 +319,20 @@ def _chain_length(
         raise _changed(source, f"it ended at {len(frame)} of {size} bytes")
     at = needed
     for index, length in enumerate(piece_lengths(frame, size)):
-        wanted = min(length, PREAMBLE_SIZE)
-        preamble = _pread(fd, wanted, at, source)
-        if len(preamble) < wanted:
-            raise _changed(source, f"it ended at {at + len(preamble)} of {size} bytes")
         try:
-            check_length(length, snapshot_length(preamble, length, key=key, limits=limits))
+            check_ends(partial(_read_exactly, fd, source, at), length, key=key, limits=limits)
         except SnapshotError as exc:
             raise piece_error(exc, index, at) from exc
         at += length
     return size
+
+
+def _read_exactly(fd: int, source: str, start: int, offset: int, length: int) -> bytes:
+    """The ``length`` bytes at ``start + offset`` of the file, which must hold them."""
+    got = _pread(fd, length, start + offset, source)
+    if len(got) < length:
+        raise _changed(source, f"it ended at {start + offset + len(got)} bytes")
+    return got
 
 
 def _changed(source: str, how: str) -> StoreError:

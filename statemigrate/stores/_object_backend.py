@@ -6,6 +6,12 @@ This module runs each request on an obstore store (built from a URL by
 ``_object_build``), and translates what obstore raises into :class:`StoreError` (see
 ``_object_errors``); the commit protocol itself lives in ``_object``.
 
+obstore's local file system store opens whatever file a key names, and blocks in native
+code (past the reach of timeouts and of Ctrl-C) on a FIFO with no writer. So a
+``file://`` store looks at the local path of each key before it reads or heads it, and
+refuses anything but a regular file, as every other store and path the library reads
+does.
+
 One backend cannot do a conditional update: obstore's local file system store refuses
 ``PutMode`` update. For ``file://`` stores the compare-and-swap of the pointer is done
 under an ``flock`` of a lock file beside it instead, which makes it atomic between the
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from statemigrate._errors import StoreError
 from statemigrate.stores import _object_watch
 from statemigrate.stores._object_errors import is_missing_bucket, kind_of, translate
+from statemigrate.stores._safedir import FILE_KINDS
 
 if TYPE_CHECKING:
     from obstore import PutMode, UpdateVersion
@@ -32,6 +40,7 @@ __all__ = [
     "REMOTE_CLASSES",
     "Backend",
     "Listed",
+    "NotRegularFile",
     "Oversized",
     "Refused",
     "Version",
@@ -65,6 +74,19 @@ class EtagChanged(StoreError):
     the etag of intact bytes, so the object store checks the content before it calls
     the object replaced.
     """
+
+
+class NotRegularFile(StoreError):
+    """A ``file://`` store's key names something other than a regular file (a FIFO, a
+    device, a socket, a directory), which is refused unopened.
+
+    Attributes:
+        what: what it is (``"a FIFO"``, ...).
+    """
+
+    def __init__(self, op: str, where: str, what: str) -> None:
+        self.what = what
+        super().__init__(op, where, f"is {what}, not a regular file; refusing it")
 
 
 class Refused(Exception):
@@ -140,6 +162,27 @@ class Backend:
         separator = "" if self.location.endswith("/") else "/"
         return f"{self.location}{separator}{name}"
 
+    def _refuse_special(self, op: str, name: str) -> None:
+        """Refuse ``name`` of a ``file://`` store unless it is a regular file or absent.
+
+        obstore would open a FIFO (and wait for a writer for ever) or a device; a stat
+        of the path does not open it. A symbolic link is judged by what it names, as
+        obstore follows it. Other stores hold only objects.
+
+        Raises:
+            NotRegularFile: naming what the file is.
+        """
+        if self._local_root is None:
+            return
+        path = self._local_root / self.key(name)
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return  # missing or unreadable: obstore says which, in its own request
+        if not stat.S_ISREG(mode):
+            what = FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+            raise NotRegularFile(op, self.where(name), what)
+
     def _watch(self, op: str, name: str) -> _object_watch.Watch | _object_watch.Unwatched:
         """A request of ``op`` on ``name``, logged if it runs past ``warn_after``."""
         return _object_watch.watch(op, self.where(name), self.warn_after)
@@ -151,8 +194,10 @@ class Backend:
 
         Raises:
             Oversized: it is larger than ``limit`` (read no further).
+            NotRegularFile: a ``file://`` store's file is not a regular file.
             StoreError: the bucket is missing, or the request failed.
         """
+        self._refuse_special("open", name)
         try:
             with self._watch("open", name):
                 result = self._obs.get(self.store, self.key(name))
@@ -174,6 +219,7 @@ class Backend:
         Raises:
             StoreError: the object or the bucket is missing, or the request failed.
         """
+        self._refuse_special("open", name)
         try:
             with self._watch("open", name):
                 meta = self._obs.head(self.store, self.key(name))
@@ -188,6 +234,7 @@ class Backend:
         Raises:
             StoreError: the bucket is missing, or the request failed.
         """
+        self._refuse_special("open", name)
         try:
             with self._watch("open", name):
                 self._obs.head(self.store, self.key(name))
@@ -231,6 +278,7 @@ class Backend:
         options: dict[str, Any] = {"if_match": etag} if etag else {}
         if size:
             options["range"] = (start, end)
+        self._refuse_special("open", name)
         try:
             with self._watch("open", name):
                 result = self._obs.get(self.store, self.key(name), options=options)
@@ -419,6 +467,7 @@ class Backend:
             ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            self._refuse_special("commit", name)
             try:
                 with self._watch("commit", name):
                     meta = self._obs.head(self.store, self.key(name))

@@ -12,7 +12,13 @@ import errno
 import logging
 
 from statemigrate._errors import StoreConflictError, StoreError
-from statemigrate.stores._object_backend import Backend, Oversized, Refused, Version
+from statemigrate.stores._object_backend import (
+    Backend,
+    NotRegularFile,
+    Oversized,
+    Refused,
+    Version,
+)
 from statemigrate.stores._object_generation import Target
 from statemigrate.stores._object_pointer import (
     GENERATIONS,
@@ -49,6 +55,9 @@ def read_pointer(backend: Backend) -> tuple[Pointer, Version] | None:
         except Oversized as exc:
             reason = f"{exc.size} bytes, more than a pointer can be ({exc.limit})"
             raise DamagedPointerError(where, reason) from exc
+        except NotRegularFile as exc:
+            # Not ours, as a pointer of the wrong size is not: listing and URL#N go on.
+            raise DamagedPointerError(where, f"{exc.what}, not a regular file") from exc
         if found is None:
             return None
         data, version = found

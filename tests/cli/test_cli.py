@@ -29,6 +29,7 @@ from typing_extensions import TypedDict
 
 import statemigrate as sm
 from statemigrate._model import _registry
+from statemigrate._model._plaindata import MAX_NESTING
 from statemigrate._runtime._chain import chain_frame
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._format import FORMAT_VERSION, MAGIC, assemble, open_snapshot
@@ -486,6 +487,34 @@ def test_dump_prints_the_state(made: Made, capsys: pytest.CaptureFixture[str]) -
     assert made.states["kvcache/default"]["entries"]["alpha"]["hits"] == 2  # not a default
 
 
+@pytest.mark.parametrize(
+    ("module", "registry", "said"),
+    [
+        (None, "nomodule:x", "cannot import 'nomodule'"),
+        ("raise RuntimeError('boom on import')\n", "raiser_mod:x", "RuntimeError: boom on import"),
+        ("import sys\nsys.exit(7)\n", "exiter_mod:x", "it raised SystemExit(7)"),
+    ],
+    ids=["missing", "raises", "exits"],
+)
+def test_dump_of_a_plain_snapshot_refuses_a_registry_that_does_not_load(
+    module: str | None,
+    registry: str,
+    said: str,
+    made: Made,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plain snapshot's section decodes without a registry, but one named that does
+    not load fails the command in one line, as for a chain's: it was passed over and
+    the command exited 0."""
+    if module is not None:
+        (tmp_path / f"{registry.partition(':')[0]}.py").write_text(module)
+        monkeypatch.syspath_prepend(str(tmp_path))
+    result = run(capsys, "inspect", str(made.plain), "--dump", "kvcache", "--registry", registry)
+    assert said in assert_one_error_line(result)
+
+
 def test_dump_keeps_the_stored_order_of_keys(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -590,15 +619,21 @@ def test_dump_of_an_ambiguous_component_names_the_matches(
     assert result.out == ""
 
 
-def test_dump_of_data_nested_deeper_than_json_can_follow(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("depth", [1000, MAX_NESTING])
+def test_dump_shows_data_as_deep_as_the_reader_takes(
+    depth: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Data nested 1,024 levels, which the reader accepts, was refused as nesting "too
+    deeply to show as JSON" (Python's json follows fewer under its recursion limit)."""
     deep = tmp_path / "deep.smsnap"
-    deep.write_bytes(seal_raw([b"\x91" * 1000 + b"\xc0"]))  # 1000 nested one-item arrays
+    deep.write_bytes(seal_raw([b"\x91" * depth + b"\xc0"]))  # nested one-item arrays
     assert run(capsys, "inspect", str(deep), "--verify").code == 0
     result = run(capsys, "inspect", str(deep), "--dump", "c0")
-    assert_one_error_line(result, "too_deep", "c0/main")
-    assert result.out == ""
+    assert result.code == 0 and result.err == "", result.err
+    # Python's json cannot read it back either: the text, line by line.
+    opening = [f"{'  ' * level}[" for level in range(depth)]
+    closing = [f"{'  ' * level}]" for level in reversed(range(depth))]
+    assert result.out.splitlines() == [*opening, f"{'  ' * depth}null", *closing]
 
 
 # --- inspect: descriptors -------------------------------------------------------------------

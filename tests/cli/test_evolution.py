@@ -236,6 +236,9 @@ def test_a_duplicate_step_is_named_even_though_the_registry_cannot_load(
     )
     assert result.code == 1
     assert "**Duplicate step**" in result.out and "**Registry failed to load**" in result.out
+    # On stderr too, the one line of every command's failure.
+    (line,) = result.err.splitlines()
+    assert line.startswith("statemigrate: error: ") and "failed to load" in line
     assert "`kvcache_0002_data_and_hits.py`" in result.out
     assert "`kvcache_0004_again.py` line 4 (drop_hits_again)" in result.out
     # The registry had loaded the reference's steps itself: the failure says where
@@ -245,6 +248,20 @@ def test_a_duplicate_step_is_named_even_though_the_registry_cannot_load(
         in result.out
     )
     assert "leave out --migrations" in result.out
+
+
+def test_schemas_check_of_a_registry_that_cannot_be_imported_says_so_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report on stdout says so for a pull request; stderr had nothing, where every
+    other command prints its one error line."""
+    monkeypatch.chdir(tmp_path)
+    result = run(capsys, "schemas", "check", "--registry", "nomodule:x")
+    assert result.code == 1
+    assert "**Registry failed to load**" in result.out
+    assert result.err == (
+        "statemigrate: error: cannot import 'nomodule': No module named 'nomodule'\n"
+    )
 
 
 def test_the_advice_for_a_changed_version_names_the_next_free_version(

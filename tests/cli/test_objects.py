@@ -20,6 +20,7 @@ import pytest
 from _store_helpers import scratch_dir
 from _store_helpers.azurite import ACCOUNT, ACCOUNT_KEY, AZURITE, Azurite
 from _store_helpers.fault_server import failing_server, hung_server
+from _store_helpers.fifo import watched_fifo
 from _store_helpers.object_server import KEYS, S3Server, free_port
 from cli_helpers import one_error_line, run
 from golden import PRODUCER
@@ -439,6 +440,79 @@ def test_list_of_a_damaged_pointer_and_no_generation_is_the_pointers_line(
             pointer.write(b"[]")
         line = one_error_line(run(capsys, "list", f"file://{path}/app"))
         assert "app/current: is not a valid pointer" in line and "delete it to repair" in line
+
+
+FIFO_COMMANDS = [
+    ["list", "URL"],
+    ["list", "URL", "--kinds"],
+    ["list", "URL", "--json"],
+    ["inspect", "URL"],
+    ["inspect", "URL#2"],
+    ["inspect", "URL#unrestored"],
+    ["forget-unrestored", "URL"],
+]
+
+
+@pytest.mark.parametrize("argv", FIFO_COMMANDS, ids=" ".join)
+def test_a_fifo_at_the_pointer_is_a_damaged_pointer_never_opened(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A FIFO with no writer at a file:// store's pointer once made every command wait
+    for ever, out of reach of Ctrl-C: it is refused unopened, as a pointer not ours is
+    (listing and URL#N go on, what needs the pointer is one line)."""
+    with scratch_dir() as path:
+        url = f"file://{path}/app"
+        commit_generations(url, 2)
+        with watched_fifo(path / "app" / "current") as watch:
+            result = run(capsys, *[part.replace("URL", url) for part in argv])
+        assert not watch.opened
+        said = "is not a valid pointer (a FIFO, not a regular file); delete it to repair"
+        if argv[0] == "list":
+            assert result.code == 0, result.err
+            if "--json" in argv:
+                assert said in json.loads(result.out)["pointer_error"]
+            else:
+                (warning,) = result.err.splitlines()
+                assert said in warning
+        elif argv[1] == "URL#2":
+            assert result.code == 0, result.err
+            assert "meta       n=2" in result.out
+        else:
+            assert said in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    "argv", [argv for argv in FIFO_COMMANDS if argv[1] != "URL#unrestored"], ids=" ".join
+)
+@pytest.mark.parametrize("kind", ["FIFO", "directory"])
+def test_a_generation_object_that_is_no_regular_file_is_refused_unopened(
+    kind: str, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A FIFO (or a directory) in place of the object the pointer names is refused by
+    what reads it, in one line, and never opened."""
+    with scratch_dir() as path:
+        url = f"file://{path}/app"
+        commit_generations(url, 2)
+        current = ObjectStore(url).ref().entry
+        assert current is not None
+        place = path / "app" / current.object
+        if kind == "directory":
+            place.unlink()
+            place.mkdir()
+            result = run(capsys, *[part.replace("URL", url) for part in argv])
+            opened = False
+        else:
+            with watched_fifo(place) as watch:
+                result = run(capsys, *[part.replace("URL", url) for part in argv])
+            opened = watch.opened
+        assert not opened
+        if argv[:2] == ["inspect", "URL"] or argv[1] == "URL#2":
+            line = one_error_line(result)
+            assert line.endswith(
+                f"open {url}/{current.object}: is a {kind}, not a regular file; refusing it"
+            )
+        else:
+            assert result.code == 0, result.err
 
 
 # -- forget-unrestored ------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import Result, run
-from golden import PRODUCER, rewrite_preamble, split
+from golden import PRODUCER, rewrite_footer, rewrite_preamble, split
 
 from statemigrate._errors import SnapshotError
 from statemigrate._runtime._chain import CHAIN_MAGIC, MAX_PIECES, chain_frame
@@ -48,6 +48,20 @@ def _sound() -> bytes:
 SOUND = _sound()
 SOUND_V1 = b"".join(assemble(*split(SOUND), version=1))
 """The same snapshot in format version 1, whose preamble declares its length."""
+
+
+def _sparse_v2(path: Path, size: int, *, head: bytes = b"", piece: int | None = None) -> Path:
+    """``head``, then SOUND's preamble, zeros, and SOUND's end with its footer declaring
+    a snapshot of ``piece`` bytes (``size`` less the head, by default) ending the file
+    of ``size`` bytes: its ends are a sound snapshot's of that length, its chunks are
+    zeros (taking no disk)."""
+    piece = size - len(head) if piece is None else piece
+    end = rewrite_footer(SOUND, total=piece)[PREAMBLE_SIZE:]
+    with open(path, "wb") as handle:
+        handle.write(head + SOUND[:PREAMBLE_SIZE])
+        handle.seek(size - len(end))
+        handle.write(end)
+    return path
 
 
 # --- fd:N -------------------------------------------------------------------------------
@@ -282,17 +296,20 @@ def test_a_large_snapshot_is_held_once_not_twice(
     allocations are exact, unlike resident size)."""
     size = 64 * MiB
     path = tmp_path / "big"
-    with open(path, "wb") as handle:
-        handle.write(_declaring(size) if version == 1 else SOUND[:PREAMBLE_SIZE])
-        handle.truncate(size)
+    if version == 1:
+        with open(path, "wb") as handle:
+            handle.write(_declaring(size))
+            handle.truncate(size)
+    else:
+        _sparse_v2(path, size)
     tracemalloc.start()
     try:
         result = run(capsys, "inspect", str(path))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # The zeros after the preamble are no snapshot.
-    assert_one_error_line(result, "corrupt" if version == 1 else "truncated")
+    # The zeros after the preamble are no snapshot's chunks.
+    assert_one_error_line(result, "corrupt" if version == 1 else "invalid_header")
     assert size <= peak < size + size // 4, peak
 
 
@@ -307,6 +324,44 @@ def test_a_version_2_file_over_the_limit_is_refused_after_reading_the_preamble_o
         read_snapshot_source(str(path), limits=DecodeLimits(max_snapshot_size=MiB))
     assert caught.value.kind == "too_large" and caught.value.actual == 64 * MiB
     assert all(offset + length <= PREAMBLE_SIZE for offset, length in reads), reads
+
+
+@pytest.mark.parametrize(
+    ("footer", "fragments"),
+    [
+        (
+            len(SOUND),
+            ("trailing_data: ", "bytes follow the end of the snapshot", f"expected {len(SOUND)},"),
+        ),
+        (3 << 30, ("truncated: ", "snapshot is cut short", f"declares {3 << 30} bytes")),
+    ],
+    ids=["footer shorter than the file", "footer longer than the file"],
+)
+@pytest.mark.parametrize("chain", [False, True], ids=["snapshot", "chain piece"])
+def test_a_version_2_file_whose_footer_declares_another_length_is_refused_from_its_ends(
+    footer: int,
+    fragments: tuple[str, ...],
+    chain: bool,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    reads: list[tuple[int, int]],
+) -> None:
+    """A sparse 3 GiB file with a sound version 3 preamble and a small snapshot's end
+    once cost 3 GB and many seconds before its footer said it was 1,089 bytes long: a
+    version 2 or 3 snapshot's length is in its footer, which is now checked against
+    the file's size (a chain's piece's) from its last 16 KiB before the whole is read,
+    with the error reading it whole gives."""
+    size = 64 * MiB
+    head = chain_frame([size - _FRAME_1]) if chain else b""
+    path = _sparse_v2(tmp_path / "lying", size, head=head, piece=footer)
+    line = assert_one_error_line(run(capsys, "inspect", str(path)), *fragments)
+    assert reads, "the file was not read at all"
+    assert sum(length for _, length in reads) < 64 << 10, reads
+    if chain:
+        assert "checkpoint chain piece 0: " in line
+    with pytest.raises(SnapshotError) as whole:
+        open_read(path.read_bytes())
+    assert line == f"statemigrate: error: {whole.value}"
 
 
 # --- a checkpoint chain is checked from its frame before it is read -------------------------
@@ -423,8 +478,8 @@ def test_a_buffer_that_cannot_be_allocated_is_one_line(
         raise MemoryError
 
     monkeypatch.setattr(_source, "bytearray", no_memory, raising=False)
-    chain = _sparse(tmp_path / "chain", chain_frame([MiB - _FRAME_1]) + SOUND[:PREAMBLE_SIZE], MiB)
-    snap = _sparse(tmp_path / "snap", SOUND[:PREAMBLE_SIZE], MiB)
+    chain = _sparse_v2(tmp_path / "chain", MiB, head=chain_frame([MiB - _FRAME_1]))
+    snap = _sparse_v2(tmp_path / "snap", MiB)
     for path, size in ((chain, MiB), (snap, MiB)):
         assert_one_error_line(
             run(capsys, "inspect", str(path)),
@@ -457,11 +512,9 @@ sys.exit(main(["inspect", sys.argv[1]]))
 
 @pytest.mark.slow
 def test_a_chain_over_the_address_space_limit_is_one_line(tmp_path: Path) -> None:
-    """As under ``ulimit -v``: the sparse chain's frame and preamble are sound, and its
+    """As under ``ulimit -v``: the sparse chain's frame and its piece's ends are sound, and its
     1 GiB buffer cannot be had. (It is never read: the allocation fails first.)"""
-    path = _sparse(
-        tmp_path / "chain", chain_frame([(1 << 30) - _FRAME_1]) + SOUND[:PREAMBLE_SIZE], 1 << 30
-    )
+    path = _sparse_v2(tmp_path / "chain", 1 << 30, head=chain_frame([(1 << 30) - _FRAME_1]))
     proc = subprocess.run(
         [sys.executable, "-c", _UNDER_A_LIMIT, str(path)],
         capture_output=True,

@@ -12,10 +12,14 @@ from typing import Any
 import pytest
 from chain_releases import restored_from_chain, write_chain
 from cli_helpers import Result, run
+from golden import reseal
+from golden import split as take_apart
 
 import statemigrate as sm
 from statemigrate._runtime._chain import split_chain
+from statemigrate._runtime._restoresource import GENERATION_LIMIT
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
+from statemigrate._snapshot._format import assemble
 from statemigrate._snapshot._header import Producer
 from statemigrate.reference import KVCacheV1, KVCacheV2, KVCacheV3, build_registry
 
@@ -419,6 +423,54 @@ def test_bad_input_is_one_line_and_status_2(
     argv = [names.get(argument, argument) for argument in arguments]
     registry = [] if "--registry" in argv else REGISTRY
     one_error_line(run(capsys, "verify", *argv, *registry), *fragments)
+
+
+def _forged(source: Path, target: Path, damage: str) -> Path:
+    """``source`` resealed after ``damage``: every digest and header check passes."""
+    header, chunks = take_apart(source.read_bytes())
+    entry = header["sections"][0]["chunks"][0]
+    if damage == "generation":
+        header["generation"] = GENERATION_LIMIT
+        target.write_bytes(reseal(header, chunks))
+    elif damage == "codec":
+        entry[0] = 7
+        target.write_bytes(reseal(header, chunks))
+    else:  # the chunk's checksum in the header no longer that of its bytes
+        entry[3] ^= 1
+        target.write_bytes(b"".join(assemble(header, chunks)))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("codec", "unsupported_version: unknown chunk codec 7 (at section 'kvcache/default'"),
+        ("checksum", "corrupt: chunk checksum mismatch"),
+        (
+            "generation",
+            f"invalid_header: snapshot generation {GENERATION_LIMIT} is beyond what counting"
+            " snapshots reaches",
+        ),
+    ],
+)
+def test_a_forged_snapshot_a_restore_refuses_is_no_answer(
+    damage: str, said: str, v3_snapshot: Path, work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Resealed after the damage, the snapshot passes its digest: a chunk that does not
+    decode was a verdict ("would NOT restore", status 1) where a damaged snapshot is
+    status 2, and a generation of 2**62, which a restore refuses, "would restore"
+    (and migrate rewrote it). Each is now the one line of a damaged snapshot."""
+    forged = _forged(v3_snapshot, work / "forged.smsnap", damage)
+    one_error_line(run(capsys, "verify", str(forged), *REGISTRY), said)
+    out = work / "out.smsnap"
+    result = run(capsys, "migrate", str(forged), "-o", str(out), "--to", "kvcache=3", *REGISTRY)
+    assert result.code == 1 and said in result.err, result
+    assert not out.exists()
+    service = sm.Service("gateway", registry=build_registry())
+    service.register(KVCacheV3())
+    with pytest.raises(sm.RestoreError) as refused:
+        service.restore(forged.read_bytes())
+    assert said.partition(": ")[2][:40] in str(refused.value)
 
 
 def test_no_registry_named_is_one_line_and_status_2(

@@ -440,6 +440,34 @@ def test_negative_control_amplification_check_flags_a_decoder_without_the_budget
     assert peak > 8 * len(raw) + 32 * MiB
 
 
+# --- msgpack's refusals said in the snapshot's terms ------------------------------------------
+
+REFUSALS_IN_OUR_WORDS = {
+    "reserved byte": (b"\x91\xc1", "a byte that starts no msgpack value (0xc1, which msgpack"),
+    "ext": (b"\xd4\x01\x00", "an extension (ext) value, which snapshot data never holds"),
+    "timestamp ext": (b"\xd6\xff\x00\x00\x00\x00", "an extension (ext) value"),
+    "cut": (b"\x92\x01", "the data ends inside a value"),
+    "int key": (b"\x81\x01\x02", "a map key of type int; keys are text or bytes"),
+    "bad UTF-8": (b"\xa2\xff\xfe", "a string that is not UTF-8 (invalid start byte at byte 0"),
+    "huge list": (b"\xdd\xff\xff\xff\xff", "a list declares 4294967295 items, more than 5"),
+    "huge map": (b"\xdf\xff\xff\xff\xff", "a map declares 4294967295 entries, more than"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSALS_IN_OUR_WORDS))
+def test_a_refusal_names_the_problem_not_the_decoder_s_options(name: str) -> None:
+    """msgpack said `FormatError`, `2 exceeds max_ext_len(0)`, `... when
+    strict_map_key=True`: the names of its exceptions and options, not the problem."""
+    raw, said = REFUSALS_IN_OUR_WORDS[name]
+    for action in (lambda: unpack_data(raw), lambda: read_sealed(raw)):
+        with pytest.raises(SnapshotError) as caught:
+            action()
+        assert caught.value.kind == "invalid_data"
+        assert said in caught.value.detail, caught.value.detail
+        for internal in ("FormatError", "max_", "strict_map_key", "Unpack failed", "codec"):
+            assert internal not in str(caught.value), caught.value
+
+
 # --- msgpack: B7 keys and ext types ----------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from golden import (
     load_golden,
     redigest,
     reseal,
+    rewrite_footer,
     rewrite_preamble,
     seal_raw,
     split,
@@ -393,3 +394,25 @@ def test_every_error_kind_the_reader_raises_is_declared() -> None:
         seen.add(result.split(":")[1])
     assert seen <= declared
     assert {"truncated", "not_snapshot", "trailing_data"} <= seen
+
+
+@pytest.mark.parametrize("version", [1, 3])
+@pytest.mark.parametrize("header_len", [17 << 20, 1 << 20])
+def test_a_header_length_that_does_not_fit_says_how_much_would(
+    version: int, header_len: int
+) -> None:
+    """The message said `expected None, got 17825792`: now what the length may be."""
+    blob = encode_snapshot(
+        [SectionInput("c", "main", 1, "", {"k": "v"})], producer=PRODUCER
+    ).to_bytes()
+    if version == 1:
+        blob = b"".join(assemble(*split(blob), version=1))
+        forged = rewrite_preamble(blob, header_len=header_len)
+    else:
+        forged = rewrite_footer(blob, header_len=header_len)
+    with pytest.raises(SnapshotError) as caught:
+        open_snapshot(redigest(forged))
+    assert caught.value.detail == "header length does not fit the snapshot"
+    assert caught.value.actual == header_len
+    assert str(caught.value.expected).startswith("at most ")
+    assert "None" not in str(caught.value)

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
@@ -23,6 +24,7 @@ import xxhash
 from _store_helpers import scratch_dir
 from _store_helpers.azurite import AZURITE
 from _store_helpers.conditions import assert_enforces_conditions
+from _store_helpers.fifo import watched_fifo
 from _store_helpers.object_server import (
     KEYS,
     SEAWEEDFS,
@@ -612,6 +614,59 @@ def test_a_damaged_pointer_leaves_the_generations_listed_and_readable_by_number(
         with pytest.raises(StoreError, match="delete it to repair") as info:
             action()
         assert info.value.target.endswith("/current")
+
+
+def test_a_fifo_at_a_file_store_s_pointer_is_a_damaged_pointer_never_opened(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """obstore opens what a key names, and a FIFO with no writer kept open, commit,
+    start_from and every read waiting for ever: it is refused unopened, as a pointer
+    not ours (and a commit writes nothing)."""
+    with scratch_dir() as path:
+        store = ObjectStore(f"file://{path}/app")
+        store.commit(GOOD)
+        before = names(store)
+        with watched_fifo(path / "app" / "current") as watch:
+            for action in (store.open, store.open_previous, lambda: store.commit(NEW)):
+                with pytest.raises(StoreError, match=r"\(a FIFO, not a regular file\)"):
+                    action()
+            service = Service("svc", registry=build_registry())
+            assert service.start_from(store) is None  # logged, as any failed start
+            assert "restore failed during read" in caplog.text
+            assert "(a FIFO, not a regular file)" in caplog.text
+        assert not watch.opened
+        assert names(store) == before
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "directory", "socket"])
+def test_a_generation_object_of_a_file_store_must_be_a_regular_file(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the pointer names is refused unopened when it is not a regular file, by
+    open and by a reference's open and existence check."""
+    store = ObjectStore(f"file://{tmp_path}/app")
+    store.commit(GOOD)
+    entry = store.ref().entry
+    assert entry is not None
+    place = tmp_path / "app" / entry.object
+    refused = f"{entry.object}: is a {kind}, not a regular file; refusing it"
+    if kind == "FIFO":
+        with watched_fifo(place) as watch:
+            with pytest.raises(StoreError, match=refused):
+                store.open()
+            with pytest.raises(StoreError, match=refused):
+                store.ref(1).open()
+        assert not watch.opened
+        return
+    place.unlink()
+    if kind == "directory":
+        place.mkdir()
+    else:
+        monkeypatch.chdir(place.parent)  # a socket's path is short: bound by its name
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(place.name)
+    with pytest.raises(StoreError, match=refused):
+        store.open()
 
 
 def test_a_damaged_pointer_with_two_objects_of_one_generation_is_ambiguous(
