@@ -625,7 +625,8 @@ def test_any_command_line_exits_0_1_or_2_with_at_most_one_error_line(
     stderr, except that the reporting commands (``check``, ``schemas check``) exit 1
     with their markdown report on stdout and a silent stderr (but for a registry that
     does not load, which has its one line too), and ``verify`` exits 1 with its answer
-    on stdout (a section that would not restore) and a silent stderr. Stdout is written through a strict UTF-8 encoder, as a terminal's is."""
+    on stdout (a section that would not restore) and a silent stderr. Stdout is written
+    through a strict UTF-8 encoder, as a terminal's is."""
     import os
     import sys
     from unittest import mock
