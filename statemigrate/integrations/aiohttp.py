@@ -67,7 +67,7 @@ from statemigrate.integrations._forward import (
     forwarding_address,
 )
 from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate, safe_methods_of
-from statemigrate.integrations._listen import bind_listener
+from statemigrate.integrations._listen import bind_listener, served_at
 from statemigrate.integrations._runserving import run_serving
 from statemigrate.integrations._successor import SuccessorWatch
 from statemigrate.integrations._trial import Moved, Trial, own_argv, runner_for
@@ -264,7 +264,7 @@ async def serve(
     app: web.Application,
     service: Service,
     *,
-    host: str = "127.0.0.1",
+    host: str | None = "127.0.0.1",
     port: int = 8080,
     name: str = "http",
     argv: Sequence[str] | None = None,
@@ -292,7 +292,9 @@ async def serve(
         app: the application; :meth:`HotRestart.middleware` is put first among its
             middlewares, so it must not be frozen (set up) yet.
         service: the state that moves with each handoff.
-        host: where to bind when nothing is inherited.
+        host: where to bind when nothing is inherited: an address or name of
+            either family; ``None`` or ``""`` for every interface (IPv6 and IPv4 where
+            the system can).
         port: as ``host``; ``0`` picks a free port.
         name: the listener's name in the handoff.
         argv: the successor's command line; this process's own by default.
@@ -441,6 +443,8 @@ async def serve(
         hot.accepting = listener.dup()
         hot.site = web.SockSite(runner, hot.accepting, backlog=backlog)
         await hot.site.start()
+        # web.run_app prints where it serves; a port 0 is known only from here.
+        logger.info("serving on %s", served_at(listener))
 
         stops = HeldStops(
             trials.reverting if trials is not None else None, timeouts=handoff_timeouts

@@ -173,7 +173,7 @@ async def serve(
     app: ASGIApp,
     service: Service,
     *,
-    host: str = "127.0.0.1",
+    host: str | None = "127.0.0.1",
     port: int = 8000,
     backlog: int = 2048,
     on_serving: Callable[[socket.socket], object] | None = None,
@@ -187,7 +187,9 @@ async def serve(
     Args:
         app: the ASGI application.
         service: the state that moves with each handoff.
-        host: where to bind when nothing is inherited.
+        host: where to bind when nothing is inherited: an address or name of
+            either family; ``None`` or ``""`` for every interface (IPv6 and IPv4 where
+            the system can).
         port: as ``host``; ``0`` picks a free port.
         backlog: the listen backlog when this process binds.
         on_serving: called with the listener once uvicorn accepts on it.

@@ -5,6 +5,7 @@ ERROR line naming the address and exit status 1, not a traceback; ``serve`` rais
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -106,3 +107,63 @@ def test_an_ipv6_address_is_shown_in_brackets_and_the_error_is_an_oserror() -> N
         bind_listener("fe80::zz", 8080, 16)  # not an address in any family
     assert isinstance(refused.value, ListenError)
     assert str(refused.value).startswith("cannot listen on [fe80::zz]:8080: ")
+
+
+@pytest.mark.parametrize("run", RUNS, ids=lambda run: run.__name__)
+def test_a_port_out_of_range_is_one_line_and_status_1(
+    run: Callable[..., object], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as ended:
+        run(new_service(), host="127.0.0.1", port=70000)
+    assert ended.value.code == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        "cannot listen on 127.0.0.1:70000: the port must be an int from 0 to 65535;"
+        " this process exits"
+    ]
+
+
+def test_an_ipv6_host_is_bound_in_its_own_family(monkeypatch: pytest.MonkeyPatch) -> None:
+    # create_server binds IPv4 unless told: "::1" failed with "Address family for
+    # hostname not supported" on every machine.
+    asked: list[socket.AddressFamily] = []
+    real = socket.create_server
+
+    def create_server(address: Any, *, family: Any = socket.AF_INET, **kwargs: Any) -> Any:
+        asked.append(family)
+        return real(address, family=family, **kwargs)
+
+    monkeypatch.setattr(socket, "create_server", create_server)
+    try:
+        bind_listener("::1", 0, 16).close()
+    except ListenError as refused:  # a machine without IPv6 says so in its words
+        assert str(refused).startswith("cannot listen on [::1]:0: ")
+    assert asked == [socket.AF_INET6]
+
+
+def test_no_host_is_every_interface() -> None:
+    for host in (None, ""):
+        listener = bind_listener(host, 0, 16)
+        try:
+            assert listener.getsockname()[0] in ("::", "0.0.0.0")
+        finally:
+            listener.close()
+
+
+def test_aiohttp_says_where_it_serves(caplog: pytest.LogCaptureFixture) -> None:
+    # As web.run_app does: with port 0, the line is the only way to learn the port.
+    app = web.Application()
+    seen: list[int] = []
+
+    async def stop_at_once(app: web.Application) -> AsyncIterator[None]:
+        yield
+
+    app.cleanup_ctx.append(stop_at_once)
+
+    def serving(listener: socket.socket) -> None:
+        seen.append(listener.getsockname()[1])
+        signal.raise_signal(signal.SIGTERM)
+
+    with caplog.at_level(logging.INFO, logger="statemigrate.handoff"):
+        aiohttp_adapter.run_app(app, new_service(), host="127.0.0.1", port=0, on_serving=serving)
+    assert f"serving on http://127.0.0.1:{seen[0]}" in [r.getMessage() for r in caplog.records]
