@@ -119,6 +119,11 @@ class Service:
             raise ConfigurationError(
                 "name", f"a service name has 1..{NAME_LIMIT} characters, not {len(name)}"
             )
+        if not name.isprintable():
+            # It begins log lines and labels metrics: a newline would forge a line.
+            raise ConfigurationError(
+                "name", f"a service name must be printable; {name!r} holds a control character"
+            )
         if key is not None and (not isinstance(key, bytes) or len(key) < 16):
             # The key itself stays out of the message: messages end up in logs.
             raise ConfigurationError("key", "an authentication key is at least 16 bytes")

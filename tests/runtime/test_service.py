@@ -188,6 +188,13 @@ def test_an_instance_name_that_is_no_str_is_refused(instance: Any) -> None:
     assert svc.components == ()
 
 
+@pytest.mark.parametrize("name", ["gate\nFORGED ERROR line", "a\u2028b", "nul\x00"], ids=repr)
+def test_a_service_name_with_a_control_character_is_refused(name: str) -> None:
+    with pytest.raises(ConfigurationError, match="a service name must be printable"):
+        Service(name, registry=REGISTRY)
+    assert Service("gateway ünïcode", registry=REGISTRY).name == "gateway ünïcode"
+
+
 @pytest.mark.parametrize("instance", ["a\nb", "tab\there", "bell\x07"], ids=repr)
 def test_an_instance_name_with_a_control_character_is_refused(instance: str) -> None:
     # Shown in log lines: a newline would forge a line of its own.
