@@ -184,6 +184,7 @@ class Inheritance:
         self.lossy: dict[str, tuple[int, int, str]] = {}
         # The name the take-over's metrics carry (see _ready_steps).
         self._service = UNNAMED_SERVICE
+        self._said_by_caller = False
         # For the pause: when this process last sent a message before the snapshot
         # (the old process pauses after reading it), when the snapshot came, and how
         # long the old process said it had held its writers then.
@@ -433,12 +434,17 @@ class Inheritance:
         """
         await run_async(self._ready_steps(), None)
 
-    def _ready_steps(self, *, service: str = UNNAMED_SERVICE) -> Steps[None]:
+    def _ready_steps(
+        self, *, service: str = UNNAMED_SERVICE, said_by_caller: bool = False
+    ) -> Steps[None]:
         """Steps of :meth:`ready`, for a driver; ``service`` is the name of the service
-        taking over, which the take-over's metrics carry (``"unnamed"`` without one)."""
+        taking over, which the take-over's metrics carry (``"unnamed"`` without one).
+        With ``said_by_caller`` the caller logs the take-over's line itself (the
+        report's, with sizes and rounds), and this one says nothing."""
         if self._step != "hello":
             raise HandoffError("commit", f"ready() called when the handoff is {self._step}")
         self._service = service
+        self._said_by_caller = said_by_caller
         try:
             got: Received | NoMessage
             try:
@@ -491,11 +497,12 @@ class Inheritance:
         if confirmed and self._hears_held:
             self._watch_held()
         self._close_channel()
-        logger.info(
-            "handoff: took over from pid %d, pause %.1fms",
-            self.parent_pid,
-            self.pause_seconds * 1000,
-        )
+        if not self._said_by_caller:
+            logger.info(
+                "handoff: took over from pid %d, pause %.1fms",
+                self.parent_pid,
+                self.pause_seconds * 1000,
+            )
 
     def _watch_held(self) -> None:
         """A thread reads HELD, the old process's figure of the pause, while this

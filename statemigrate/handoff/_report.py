@@ -88,10 +88,14 @@ def _rounds(rounds: Sequence[Round]) -> str:
     # The size before this names the piece sent in the pause; these were sent before
     # it, while the old process served, and the line must not read as if they were it.
     deltas = [r for r in rounds if r.kind == "delta"]
-    text = f" in the pause, pre-copy {len(rounds)} rounds before it"
+    text = f" in the pause, pre-copy {_counted(len(rounds), 'round')} before it"
     if deltas:
-        text += f" ({len(deltas)} deltas, the last {deltas[-1].size} bytes)"
+        text += f" ({_counted(len(deltas), 'delta')}, the last {deltas[-1].size} bytes)"
     return text
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _phases(timings: Mapping[str, float]) -> str:

@@ -567,7 +567,7 @@ def _taking_over(
             finally:
                 snapshot.release()
         done = time.perf_counter()
-        yield from inheritance._ready_steps(service=service.name)
+        yield from inheritance._ready_steps(service=service.name, said_by_caller=True)
         ended = time.perf_counter()
     except BaseException as exc:
         reason = str(exc) if isinstance(exc, StateMigrateError) else f"{type(exc).__name__}: {exc}"
@@ -578,7 +578,7 @@ def _taking_over(
         thaw_heap(bool(frozen[0]))
     span.end(attributes={"statemigrate.snapshot_bytes": size})
     tracker.took_over()
-    return TakeOverReport(
+    report = TakeOverReport(
         parent_pid=inheritance.parent_pid,
         transport=inheritance.transport,
         listeners=tuple(inheritance.listeners),
@@ -599,6 +599,8 @@ def _taking_over(
         final=inheritance.final,
         lossy=tuple(line for _, _, line in inheritance.lossy.values()),
     )
+    logger.info("handoff: %s", report.summary())
+    return report
 
 
 def take_over(

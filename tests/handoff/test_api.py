@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import socket
@@ -231,9 +232,11 @@ def _service(entries: dict[str, str]) -> sm.Service:
 
 
 @pytest.mark.parametrize("flavour", ["blocking", "asyncio"])
-def test_take_over_returns_the_successors_report(flavour):
+def test_take_over_returns_the_successors_report(flavour, caplog):
     """Both flavours of take_over, over a socket pair: the state arrives, and the report
-    says from whom, what was announced, the restore's own report and the waits."""
+    says from whom, what was announced, the restore's own report and the waits; its
+    summary is the take-over's one log line."""
+    caplog.set_level(logging.INFO, logger="statemigrate.handoff")
     entries = {f"k{i}": f"v{i}" for i in range(50)}
     old, new = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     source = _service(entries)
@@ -258,6 +261,8 @@ def test_take_over_returns_the_successors_report(flavour):
     finally:
         thread.join(timeout=60)
         old.close()
+    if inheritance.held_watch is not None:  # it closes the channel once HELD came
+        inheritance.held_watch.join(30)  # only stops a hang
     assert open_fds() <= baseline  # the channel was closed, nothing received kept
     assert isinstance(report, TakeOverReport)
     assert target.components[0].obj.entries == entries  # type: ignore[attr-defined]
@@ -268,6 +273,8 @@ def test_take_over_returns_the_successors_report(flavour):
     assert set(report.timings) == {"snapshot_wait", "restore", "commit_wait", "total"}
     assert report.summary().startswith(f"took over from pid {os.getpid()} (socket):")
     assert "\n" not in report.summary()
+    took_over = [r.getMessage() for r in caplog.records if "took over" in r.getMessage()]
+    assert took_over == [f"handoff: {report.summary()}"]
     plain = report.to_plain()
     assert json.loads(json.dumps(plain))["readable"] == {"kvcache": [1]}
     assert plain["restore"]["snapshot_id"] == report.restore.snapshot_id

@@ -634,6 +634,10 @@ def test_the_summary_tells_the_piece_in_the_pause_from_the_rounds_before_it() ->
         pause_seconds=0.0171,
     )
     assert (
-        "1632 bytes in the pause, pre-copy 2 rounds before it (1 deltas, the last 4719 bytes),"
+        "1632 bytes in the pause, pre-copy 2 rounds before it (1 delta, the last 4719 bytes),"
         " pause 17.1ms" in report.summary()
     )
+    alone = HandoffReport(
+        outcome="ready", transport="spawn", snapshot_size=9, rounds=(Round(0, "full", 380),)
+    )
+    assert "9 bytes in the pause, pre-copy 1 round before it, pause" in alone.summary()
