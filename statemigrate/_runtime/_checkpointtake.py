@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("statemigrate")
+routine_logger = logging.getLogger("statemigrate.checkpoints")
 
 _NOTHING = object()
 _SAMPLE_RECORDS = 64
@@ -209,7 +210,8 @@ class CheckpointTaker:
         service would read like a kill."""
         level = logging.INFO if final else logging.DEBUG
         kind = "final checkpoint" if final else "checkpoint"
-        logger.log(
+        # On the logger of the committed checkpoints' lines: one setting governs both.
+        routine_logger.log(
             level,
             "%s of %s skipped: %s (the store holds this state already)",
             kind,
