@@ -279,7 +279,24 @@ def check_command(args: argparse.Namespace, out: TextIO) -> int:
     if not report.results:
         raise _nothing_found(args, config, "to check")
     out.write(report.to_markdown())
-    return EXIT_OK if report.ok else EXIT_PROBLEMS
+    incomplete = _graph_problems(registry, args.components or registry.components())
+    if incomplete:
+        out.write("\n**incomplete migrations** (Registry.check())\n\n")
+        out.writelines(f"- {problem}\n" for problem in incomplete)
+    return EXIT_OK if report.ok and not incomplete else EXIT_PROBLEMS
+
+
+def _graph_problems(registry: Registry, components: list[str]) -> list[str]:
+    """What :meth:`Registry.check` finds in the version graph of ``components``: a
+    version no step leads back from passes every property check, yet a restore or a
+    rollback to it fails."""
+    problems: list[str] = []
+    for name in components:
+        try:
+            registry.check(name)
+        except RegistrationError as exc:
+            problems += str(exc).removeprefix("incomplete migrations: ").split("; ")
+    return problems
 
 
 def _nothing_found(
