@@ -38,7 +38,7 @@ from statemigrate.testing._emphasis import (
     float_specials,
 )
 from statemigrate.testing._odds import LONG, of_length, one_in_two, rarely, skewed, with_specials
-from statemigrate.testing._redraw import Redrawn, local_validator
+from statemigrate.testing._redraw import local_validator, redrawn
 from statemigrate.testing._spaced import spaced_text
 from statemigrate.testing._tags import tag_key, with_tag
 from statemigrate.testing._typedleaves import file_system_paths, plain_function_values, urls
@@ -57,6 +57,7 @@ _TEXT_PER_ITEM = 16  # a long string's characters at most, per item of max_size
 _PATTERN = 8  # a long string repeats a drawn one of at most this many characters
 _SUBCLASSES = 8  # subclasses of one model whose instances the state form draws, at most
 _CODE_LIKE = string.ascii_letters + string.digits + "-_. "  # text a validator may want
+_CODE_LIKE_SIZE = 16  # code-like text's characters at most: codes are short
 REJECTED = object()
 _ABSENT = object()  # an optional field drawn as left out
 
@@ -212,22 +213,20 @@ class Builder:
             # mostly symbols and letters of every script, passed one such validator
             # (``[A-Z0-9-]{1,32}`` after upper-casing) about one time in twelve.
             inner = one_in_two(inner, self._code_like(node["schema"]))
+        if not self.path:
+            return inner  # the state's own validator: its refusals are counted (_redraw)
         accepts = local_validator(node, self.refs)
         if accepts is None:
             return inner
         coverage = self.coverage or Coverage()
-        return Redrawn(
-            inner,
-            accepts,
-            mark=coverage.mark,
-            forget=coverage.forget,
-            name=f"validated values at {self._shown_path()} of {self.where}",
-        )
+        return redrawn(inner, accepts, mark=coverage.mark, forget=coverage.forget)
 
     def _code_like(self, node: Node) -> st.SearchStrategy[str]:
+        """Short text of letters, digits and ``-_. ``, within the node's bounds and the
+        builder's longest string."""
         low = node.get("min_length") or 0
-        high = node.get("max_length")
-        return st.text(_CODE_LIKE, min_size=low, max_size=max(low, min(high or 32, 32)))
+        longest = min(self._longest(low, node.get("max_length")), _CODE_LIKE_SIZE)
+        return st.text(_CODE_LIKE, min_size=low, max_size=max(low, longest))
 
     def _shown_path(self) -> str:
         return ".".join(self.path)
@@ -369,14 +368,16 @@ class Builder:
             matching = st.from_regex(pattern, fullmatch=True)
             return matching.filter(lambda s: len(s) >= low and (high is None or len(s) <= high))
         text = self._long_or_short(st.text, low, high)
-        spaced = spaced_text(text, low, high) if self.spaced else None
+        # Padded to at most the longest string: padding a longest one to the node's
+        # bound (or to no bound) made strings longer than max_size allows.
+        spaced = spaced_text(text, low, self._longest(low, high)) if self.spaced else None
         if spaced is not None:
             # What splitting and joining steps lose (see _spaced); at even odds, so
             # that a string a failure does not need spaced shrinks to an ordinary one.
             text = one_in_two(text, spaced)
         if self.surrogates and (high is None or high > 0):
             # A Python str may hold a lone surrogate, which UTF-8 cannot encode.
-            return one_in_two(text, with_surrogate(low, high))
+            return one_in_two(text, with_surrogate(low, self._longest(low, high)))
         return text
 
     def _bytes(self, node: Node) -> st.SearchStrategy[bytes]:
@@ -389,9 +390,7 @@ class Builder:
     ) -> st.SearchStrategy[Any]:
         """A str or bytes strategy: short as hypothesis draws them, and about once in
         :data:`LONG` draws of a length up to ``16 * max_size`` (a truncation shows)."""
-        longest = max(low, _TEXT_PER_ITEM * self.max_size)
-        if high is not None:
-            longest = min(high, longest)
+        longest = self._longest(low, high)
         short = make(min_size=low, max_size=longest)
         if longest <= max(low, 1):
             return short
@@ -399,6 +398,12 @@ class Builder:
         # would cost more than the rest of an example, and a truncation shows either way.
         long = st.tuples(make(min_size=1, max_size=_PATTERN), st.integers(max(low, 1), longest))
         return rarely(short, long.map(_repeated), every=LONG)
+
+    def _longest(self, low: int, high: int | None) -> int:
+        """The most characters (or bytes) a drawn string holds: ``16 * max_size``,
+        within the node's ``max_length`` and at least its ``min_length``."""
+        longest = max(low, _TEXT_PER_ITEM * self.max_size)
+        return longest if high is None else min(high, longest)
 
     def _date(self, node: Node) -> st.SearchStrategy[datetime.date]:
         low, high = node.get("ge", node.get("gt")), node.get("le", node.get("lt"))

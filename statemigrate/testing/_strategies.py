@@ -175,7 +175,7 @@ def from_schema_counted(
     raw = rarely(
         kind_of_state(spaced=False), kind_of_state(spaced=True), every=SPACED_STATES
     )
-    raw = _Begun(raw, draws.coverage, f"from_schema({where}, form={form!r})")
+    raw = Named(_begun(raw, draws.coverage), f"from_schema({where}, form={form!r})")
 
     def normalize(value: object) -> object:
         draws.drawn += 1
@@ -193,16 +193,15 @@ def from_schema_counted(
     return raw.map(normalize).filter(lambda value: value is not REJECTED)
 
 
-class _Begun(Named):
-    """A schema's strategy, each draw of which is a new state for the coverage."""
+def _begun(raw: st.SearchStrategy[Any], coverage: Coverage) -> st.SearchStrategy[Any]:
+    """``raw``, each draw of which is a new state for the coverage."""
 
-    def __init__(self, inner: st.SearchStrategy[Any], coverage: Coverage, name: str) -> None:
-        super().__init__(inner, name)
-        self.coverage = coverage
+    @st.composite
+    def begun(draw: st.DrawFn) -> Any:
+        coverage.begin()
+        return draw(raw)
 
-    def do_draw(self, data: Any) -> Any:
-        self.coverage.begin()
-        return super().do_draw(data)
+    return begun()
 
 
 def states(

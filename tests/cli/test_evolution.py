@@ -603,8 +603,9 @@ def test_check_fails_on_a_step_into_a_version_with_no_schema(
 def test_check_fails_on_a_version_no_step_leads_back_from(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Version 2 with an upgrade but no downgrade passes every property check, yet
-    Registry.check() reports it: `statemigrate check` fails with its line."""
+    """Version 2 with an upgrade but no downgrade passes every property check, yet a
+    rollback to the release before fails at deploy time: Registry.check() reports it,
+    and so does `statemigrate check`, which fails."""
     root = settings_project(tmp_path / "p", with_v2=True)
     (root / "migrations").mkdir()
     (root / "migrations" / "settings_0001.py").write_text(
@@ -614,5 +615,8 @@ def test_check_fails_on_a_version_no_step_leads_back_from(
     monkeypatch.chdir(root)
     checked = run(capsys, "check", "--migrations", "migrations", "--max-examples", "5")
     assert checked.code == 1, checked.out + checked.err
+    assert checked.out.startswith(
+        "### statemigrate check: the checks passed, the migrations are incomplete\n"
+    )
     assert "- ok: settings 1 -> 2 (up) [5 examples]" in checked.out
     assert "- settings: version 2 cannot reach 1\n" in checked.out

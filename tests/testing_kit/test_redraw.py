@@ -146,8 +146,15 @@ def test_a_downgrade_that_drops_vouchers_declared_lossy_passes() -> None:
 
 
 def test_a_member_no_checked_state_holds_fails_the_check() -> None:
+    """At 200 examples a check draws a voucher in 25 to 45 states, past the 20 the
+    rule needs; derandomized, as a run of few states holding one falls short of it."""
     registry = _voucher_registry(_drop_voucher, order=PickyOrders)
-    report = check_migrations(registry, max_examples=100, raise_on_failure=False)
+    derandomized = settings(
+        database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
+    report = check_migrations(
+        registry, settings=derandomized, max_examples=200, raise_on_failure=False
+    )
     failed = {failure.check: failure for failure in report.failures}
     assert set(failed) == {"orders-step-2-1", "orders-snapshot-v2"}, report.to_markdown()
     what = failed["orders-snapshot-v2"].what
