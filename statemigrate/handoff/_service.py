@@ -179,6 +179,9 @@ def _exporting(
 
     def prepare(readable: Mapping[str, Sequence[int]]) -> Prepared:
         targets = choose_targets(service, readable, allow_lossy=allow_lossy)
+        if not service.components:
+            # Here, once per handoff, whichever adapter or API started it.
+            logger.warning("handoff: %s", nothing_registered(service.name, "hands over"))
 
         def export() -> bytes:
             # The handoff says what it loses once, when the successor took over.
@@ -600,7 +603,20 @@ def _taking_over(
         lossy=tuple(line for _, _, line in inheritance.lossy.values()),
     )
     logger.info("handoff: %s", report.summary())
+    if not service.components:
+        logger.warning("handoff: %s", nothing_registered(service.name, "took over"))
     return report
+
+
+def nothing_registered(name: str, act: Literal["hands over", "took over"]) -> str:
+    """The warning of a handoff that moves no component: it succeeds, and whatever the
+    service keeps outside registered components starts empty in the successor."""
+    return (
+        f"service {name!r} {act} no component: no component is registered, so the state"
+        " it serves (held anywhere else, such as a web framework's app.state) is not"
+        " moved and the successor starts with none of it; register the components that"
+        " hold it (service.register, docs/asgi.md and docs/servers.md)"
+    )
 
 
 def take_over(
