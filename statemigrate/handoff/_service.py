@@ -54,6 +54,7 @@ from statemigrate._errors import (
 )
 from statemigrate._model._allowlossy import AllowLossy, check_allow_lossy, names_shown
 from statemigrate._observe._tracing import SpanHandle, start_span, under
+from statemigrate._runtime._latewrites import LateWrites
 from statemigrate._runtime._lossyexport import lossy_announced, lossy_exports
 from statemigrate._runtime._report import SnapshotReport
 from statemigrate._runtime._service import CheckpointGate, Service, choose_versions
@@ -194,7 +195,12 @@ def _exporting(
             return encoded.to_bytes()
 
         lossy = lossy_exports(service.components, targets, allow_lossy)
-        return Prepared(export, targets, tuple(lossy))
+        return Prepared(
+            export,
+            targets,
+            tuple(lossy),
+            late_writes=lambda: LateWrites(service.components),
+        )
 
     return prepare
 
