@@ -278,8 +278,29 @@ def check_command(args: argparse.Namespace, out: TextIO) -> int:
     )
     if not report.results:
         raise _nothing_found(args, config, "to check")
-    out.write(report.to_markdown())
-    return EXIT_OK if report.ok else EXIT_PROBLEMS
+    text = report.to_markdown()
+    incomplete = _graph_problems(registry, args.components or registry.components())
+    if incomplete:
+        if report.ok:  # the heading would say "passed" over a failing command
+            heading = ": the checks passed, the migrations are incomplete\n"
+            text = text.replace(": passed\n", heading, 1)
+        text += "\n**incomplete migrations** (`Registry.check()`)\n\n"
+        text += "".join(f"- {problem}\n" for problem in incomplete)
+    out.write(text)
+    return EXIT_OK if report.ok and not incomplete else EXIT_PROBLEMS
+
+
+def _graph_problems(registry: Registry, components: list[str]) -> list[str]:
+    """What :meth:`Registry.check` finds in the version graph of ``components``: a
+    version no step leads back from passes every property check, yet a rollback to an
+    older release fails at deploy time."""
+    problems: list[str] = []
+    for name in components:
+        try:
+            registry.check(name)
+        except RegistrationError as exc:
+            problems += str(exc).removeprefix("incomplete migrations: ").split("; ")
+    return problems
 
 
 def _nothing_found(

@@ -598,3 +598,25 @@ def test_check_fails_on_a_step_into_a_version_with_no_schema(
     assert checked.code == 1, checked.out + checked.err
     assert "- FAILED: settings 1 -> 2 (up) [0 examples]" in checked.out
     assert "settings 1 -> 2 (up): no schema version 2" in checked.out
+
+
+def test_check_fails_on_a_version_no_step_leads_back_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 2 with an upgrade but no downgrade passes every property check, yet a
+    rollback to the release before fails at deploy time: Registry.check() reports it,
+    and so does `statemigrate check`, which fails."""
+    root = settings_project(tmp_path / "p", with_v2=True)
+    (root / "migrations").mkdir()
+    (root / "migrations" / "settings_0001.py").write_text(
+        'from statemigrate import migration\n\n\n@migration("settings", 1, 2)\n'
+        "def up(data):\n    return data\n"
+    )
+    monkeypatch.chdir(root)
+    checked = run(capsys, "check", "--migrations", "migrations", "--max-examples", "5")
+    assert checked.code == 1, checked.out + checked.err
+    assert checked.out.startswith(
+        "### statemigrate check: the checks passed, the migrations are incomplete\n"
+    )
+    assert "- ok: settings 1 -> 2 (up) [5 examples]" in checked.out
+    assert "- settings: version 2 cannot reach 1\n" in checked.out
