@@ -139,6 +139,11 @@ class ComponentChanges:
         """The fields sent as records."""
         return tuple(self._fields)
 
+    @property
+    def tracked(self) -> Mapping[str, TrackedDict[Any, Any]]:
+        """The ``TrackedDict`` of each record field, by field name."""
+        return dict(self._fields)
+
     def open(self) -> None:
         """Open a mark on every record field: writes from now on are recorded."""
         self._check_same()

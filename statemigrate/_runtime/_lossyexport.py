@@ -68,11 +68,14 @@ class LossyExport:
 
     def describe(self, purpose: str) -> str:
         """One line: ``assignments exported at version 1 for the successor, from 2
-        through lossy step 2 -> 1 (drop_bucket): users.*.bucket dropped``."""
+        through lossy step 2 -> 1 (drop_bucket): it loses data in users.*.bucket``: the
+        field dropped, or converted to a type that holds less (a Decimal to a float)."""
         steps = ", ".join(step.removeprefix(f"{self.component} ") for step in self.steps)
         plural = "s" if len(self.steps) > 1 else ""
         lost = (
-            f"{', '.join(self.lost)} dropped" if self.lost else "the fields it loses not declared"
+            f"it loses data in {', '.join(self.lost)}"
+            if self.lost
+            else "the fields it loses not declared"
         )
         return (
             f"{self.component} exported at version {self.target}{purpose}, from"

@@ -20,7 +20,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Failing", "Fetched", "Reader", "bytes_of", "check_source", "fetch"]
 
-SOURCES = "bytes, what Service.snapshot() returns, a store reference or a CommitReport"
+SOURCES = (
+    "bytes, the encoded snapshot Service.snapshot() returns first, a store reference or a"
+    " CommitReport"
+)
+_PAIR = (
+    "the (encoded, report) pair Service.snapshot() returns; give its first item:"
+    " encoded, report = service.snapshot(), then restore(encoded)"
+)
 
 
 def check_source(source: object) -> None:
@@ -36,6 +43,8 @@ def check_source(source: object) -> None:
         return
     if isinstance(source, bytes | bytearray | EncodedSnapshot):
         return
+    if isinstance(source, tuple) and source and isinstance(source[0], EncodedSnapshot):
+        raise SourceTypeError(source, SOURCES, given=_PAIR)
     if not callable(getattr(source, "open", None)):
         raise SourceTypeError(source, SOURCES)
 

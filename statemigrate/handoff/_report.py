@@ -24,6 +24,7 @@ from statemigrate._observe._instruments import (
 from statemigrate._observe._tracing import record_span, start_span
 
 if TYPE_CHECKING:
+    from statemigrate._runtime._latewrites import LateWrites
     from statemigrate._runtime._lossyexport import LossyExport
     from statemigrate._runtime._report import RestoreReport
 
@@ -341,6 +342,8 @@ class Attempt:
         self.versions: dict[str, int] = {}
         self.tells_pause = False  # the successor reads HELD after SERVING
         self.lossy: tuple[LossyExport, ...] = ()
+        # The records written after the last piece was taken, watched until the end.
+        self.late: LateWrites | None = None
         # Live while the attempt runs: the successor's spans go under it.
         self.span = start_span(
             "statemigrate.hand_over", attributes={"statemigrate.transport": transport}

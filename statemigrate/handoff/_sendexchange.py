@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from statemigrate._errors import HandoffError, StoreError
 from statemigrate._model._allowlossy import names_shown
@@ -36,6 +36,10 @@ from statemigrate.handoff._report import Attempt
 from statemigrate.handoff._rounds import Payload, Pieces, Rounds, send_rounds
 from statemigrate.stores import MemfdStore
 
+if TYPE_CHECKING:
+    # Only a service's handoff makes one: the bytes-level handoff loads no model layer.
+    from statemigrate._runtime._latewrites import LateWrites
+
 __all__ = ["Prepare", "Prepared", "exchange"]
 
 logger = logging.getLogger("statemigrate.handoff")
@@ -46,12 +50,14 @@ logger = logging.getLogger("statemigrate.handoff")
 class Prepared:
     """What ``prepare`` chose for a successor: the function that builds the snapshot
     once the server is paused, the version each component is written at (empty when
-    not known: bytes handed over without a service) and the components written
-    through lossy steps."""
+    not known: bytes handed over without a service), the components written
+    through lossy steps, and what watches their records once the last piece is taken
+    (``None`` without a service)."""
 
     build: Callable[[], bytes]
     versions: Mapping[str, int] = field(default_factory=dict)
     lossy: tuple[LossyExport, ...] = ()
+    late_writes: Callable[[], LateWrites] | None = None
 
 
 #: ``prepare(readable)``: called with what the successor reads before anything is
@@ -123,6 +129,7 @@ def exchange(
             build=_last_delta(pieces, build, attempt) if pieces is not None and deltas else build,
             final="snapshot" if pieces is None else "delta" if deltas else "full",
             send_listeners=send_listeners,
+            late_writes=prepared.late_writes,
         )
     except BaseException:
         thaw_heap(frozen)
@@ -228,8 +235,10 @@ def _paused_transfer(
     build: Callable[[], Payload],
     final: Literal["snapshot", "delta", "full"],
     send_listeners: Mapping[str, socket.socket],
+    late_writes: Callable[[], LateWrites] | None,
 ) -> Steps[None]:
-    """Steps: pause, export the last piece (the only one without pre-copy), send it."""
+    """Steps: pause, export the last piece (the only one without pre-copy), send it;
+    from the piece on, the records written are watched (``attempt.late``)."""
     yield from settle()  # checkpoint commits under way end first, outside the pause
     with attempt.phase("export"):
         attempt.pausing()
@@ -243,6 +252,10 @@ def _paused_transfer(
         except Exception as exc:
             what = "exporting the last delta" if final == "delta" else "export_state()"
             raise HandoffError("export", f"{what} raised {exc!r}") from exc
+        if late_writes is not None:
+            # A write from here on stays in this process: the old process tells once
+            # the successor serves (writers the pause does not hold, _sendsuccessor).
+            attempt.late = late_writes()
         if not isinstance(data, bytes | bytearray | memoryview) and final == "snapshot":
             raise HandoffError(
                 "export", f"export_state() returned {type(data).__name__}, not bytes"

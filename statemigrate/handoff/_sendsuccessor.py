@@ -149,9 +149,13 @@ def _finish(attempt: Attempt, channel: Channel) -> Steps[HandoffReport]:
     except Exception as exc:
         logger.exception("handoff: stop_accepting() raised after the successor took over")
         attempt.problems.append(f"stop_accepting() raised {exc!r}")
+    except BaseException:
+        _stop_watching(attempt)
+        raise
     # The pause ends here, not at SERVING: the held requests wait until
     # stop_accepting() lets them go on (to the successor), and so does the figure.
     attempt.unpaused()
+    _tell_late_writes(attempt)
     if attempt.tells_pause and attempt.confirmed:
         # The successor outlives this process: its metrics report this figure. It
         # serves already, so a successor gone meanwhile costs nothing but the figure.
@@ -163,6 +167,33 @@ def _finish(attempt: Attempt, channel: Channel) -> Steps[HandoffReport]:
     record_lossy_exports(attempt.service, attempt.lossy)
     logger.info("%s", report.summary())
     return report
+
+
+def _tell_late_writes(attempt: Attempt) -> None:
+    """Warn of the components written after the last piece was taken: those writes
+    stayed here, and the successor, which serves now, never received them."""
+    if attempt.late is None:
+        return
+    for key, count in attempt.late.counts().items():
+        logger.warning(
+            "handoff: component %s had %d record(s) written after the last piece was"
+            " taken, by writers the pause does not hold; the successor never received"
+            " those writes. A request of a method served during the pause (GET, HEAD,"
+            " OPTIONS: safe_methods), or a background task it started (FastAPI's and"
+            " Starlette's BackgroundTasks), must not write the state: pass"
+            " safe_methods=() to the server adapter to hold every request during the"
+            " pause (docs/servers.md)",
+            key,
+            count,
+        )
+    _stop_watching(attempt)
+
+
+def _stop_watching(attempt: Attempt) -> None:
+    """Close the marks of ``attempt.late``: the tracked fields stop recording."""
+    if attempt.late is not None:
+        attempt.late.close()
+        attempt.late = None
 
 
 def spawn_steps(
@@ -287,6 +318,7 @@ def spawn_steps(
             yield from call_hook("resume")
         raise
     finally:
+        _stop_watching(attempt)
         ours.close()
         theirs.close()
         if pidfd is not None:
@@ -343,6 +375,8 @@ def socket_steps(
             yield from call_hook("resume")
         raise
     finally:
+        if not attempt.confirmed:  # else _finish tells, then stops watching
+            _stop_watching(attempt)
         if pidfd is not None:
             os.close(pidfd)
     return (yield from _finish(attempt, channel))

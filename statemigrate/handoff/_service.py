@@ -54,6 +54,7 @@ from statemigrate._errors import (
 )
 from statemigrate._model._allowlossy import AllowLossy, check_allow_lossy, names_shown
 from statemigrate._observe._tracing import SpanHandle, start_span, under
+from statemigrate._runtime._latewrites import LateWrites
 from statemigrate._runtime._lossyexport import lossy_announced, lossy_exports
 from statemigrate._runtime._report import SnapshotReport
 from statemigrate._runtime._service import CheckpointGate, Service, choose_versions
@@ -179,6 +180,9 @@ def _exporting(
 
     def prepare(readable: Mapping[str, Sequence[int]]) -> Prepared:
         targets = choose_targets(service, readable, allow_lossy=allow_lossy)
+        if not service.components:
+            # Here, once per handoff, whichever adapter or API started it.
+            logger.warning("handoff: %s", nothing_registered(service.name, "hands over"))
 
         def export() -> bytes:
             # The handoff says what it loses once, when the successor took over.
@@ -191,7 +195,12 @@ def _exporting(
             return encoded.to_bytes()
 
         lossy = lossy_exports(service.components, targets, allow_lossy)
-        return Prepared(export, targets, tuple(lossy))
+        return Prepared(
+            export,
+            targets,
+            tuple(lossy),
+            late_writes=lambda: LateWrites(service.components),
+        )
 
     return prepare
 
@@ -600,7 +609,20 @@ def _taking_over(
         lossy=tuple(line for _, _, line in inheritance.lossy.values()),
     )
     logger.info("handoff: %s", report.summary())
+    if not service.components:
+        logger.warning("handoff: %s", nothing_registered(service.name, "took over"))
     return report
+
+
+def nothing_registered(name: str, act: Literal["hands over", "took over"]) -> str:
+    """The warning of a handoff that moves no component: it succeeds, and whatever the
+    service keeps outside registered components starts empty in the successor."""
+    return (
+        f"service {name!r} {act} no component: no component is registered, so the state"
+        " it serves (held anywhere else, such as a web framework's app.state) is not"
+        " moved and the successor starts with none of it; register the components that"
+        " hold it (service.register, docs/asgi.md and docs/servers.md)"
+    )
 
 
 def take_over(

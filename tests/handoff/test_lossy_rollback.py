@@ -79,7 +79,7 @@ def test_a_lossy_rollback_is_logged_reported_and_counted(
         use_sink(previous)
     line = (
         "assignments exported at version 1 for the successor, from 2 through lossy step"
-        " 2 -> 1 (drop_bucket): users.*.bucket dropped"
+        " 2 -> 1 (drop_bucket): it loses data in users.*.bucket"
     )
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     # Once on each side, whatever the rounds; the old process is this one here.

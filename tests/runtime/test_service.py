@@ -370,11 +370,28 @@ def test_a_source_restore_cannot_read_is_a_type_error_of_the_tree(source: Any) -
     assert isinstance(error, TypeError) and isinstance(error, StateMigrateError)
     assert error.value is source
     assert str(error) == (
-        "source: a snapshot source is bytes, what Service.snapshot() returns, a store"
-        f" reference or a CommitReport, not {type(source).__qualname__}"
+        "source: a snapshot source is bytes, the encoded snapshot Service.snapshot()"
+        " returns first, a store reference or a CommitReport, not"
+        f" {type(source).__qualname__}"
     )
     assert exports(reader) == before
     assert reader.status.state == "starting"
+
+
+def test_the_pair_snapshot_returns_is_refused_with_the_way_to_pass_it() -> None:
+    # "a snapshot source is ... what Service.snapshot() returns ... not tuple" was
+    # given for just what snapshot() returns.
+    writer = service(kv3())
+    pair = writer.snapshot()
+    reader = service(kv3())
+    with pytest.raises(SourceTypeError) as caught:
+        reader.restore(pair)  # type: ignore[arg-type]
+    assert str(caught.value).endswith(
+        "not the (encoded, report) pair Service.snapshot() returns; give its first item:"
+        " encoded, report = service.snapshot(), then restore(encoded)"
+    )
+    assert reader.status.state == "starting"
+    reader.restore(pair[0])
 
 
 def test_a_memoryview_that_is_not_contiguous_is_a_source_type_error() -> None:

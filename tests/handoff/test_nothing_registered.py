@@ -1,0 +1,66 @@
+"""A handoff of a service with no registered component: it moves nothing, and both
+processes warn once, naming the service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+
+import pytest
+from handoff_children.precopy import build_service
+
+import statemigrate as sm
+from statemigrate.handoff import (
+    hand_over,
+    hand_over_async,
+    receive_handoff,
+    take_over,
+)
+
+
+def _in_process(old: sm.Service, new: sm.Service, *, asynchronous: bool) -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+    def take() -> None:
+        with receive_handoff(theirs) as inheritance:
+            take_over(new, inheritance)
+
+    thread = threading.Thread(target=take)
+    with ours, theirs:
+        thread.start()
+        if asynchronous:
+            report = asyncio.run(hand_over_async(old, ours, listeners={}))
+        else:
+            report = hand_over(old, ours, listeners={})
+        thread.join(60)  # only stops a hang
+    assert report.ok
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_both_sides_warn_that_nothing_moves(
+    asynchronous: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="statemigrate"):
+        _in_process(sm.Service("shop"), sm.Service("shop"), asynchronous=asynchronous)
+    handed, took = _warnings(caplog)
+    assert handed.startswith("handoff: service 'shop' hands over no component: ")
+    assert took.startswith("handoff: service 'shop' took over no component: ")
+    for line in (handed, took):
+        assert "app.state" in line and "not moved" in line
+        assert "register the components" in line
+        assert "docs/asgi.md" in line and "docs/servers.md" in line
+
+
+def test_a_service_with_components_warns_of_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    (old, obj), (new, copy) = build_service(1), build_service(1)
+    obj.entries["a"] = 1
+    with caplog.at_level(logging.INFO, logger="statemigrate"):
+        _in_process(old, new, asynchronous=False)
+    assert dict(copy.entries) == {"a": 1}
+    assert _warnings(caplog) == []
