@@ -12,6 +12,7 @@ import datetime
 import functools
 import math
 import pathlib
+import string
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -29,6 +30,7 @@ from statemigrate.testing._anyvalues import (
     rich_values,
     with_surrogate,
 )
+from statemigrate.testing._coverage import Coverage
 from statemigrate.testing._emphasis import (
     EMPTY,
     RecordCollections,
@@ -36,6 +38,7 @@ from statemigrate.testing._emphasis import (
     float_specials,
 )
 from statemigrate.testing._odds import LONG, of_length, one_in_two, rarely, skewed, with_specials
+from statemigrate.testing._redraw import local_validator, redrawn
 from statemigrate.testing._spaced import spaced_text
 from statemigrate.testing._tags import tag_key, with_tag
 from statemigrate.testing._typedleaves import file_system_paths, plain_function_values, urls
@@ -53,6 +56,8 @@ __all__ = ["REJECTED", "Builder", "Named"]
 _TEXT_PER_ITEM = 16  # a long string's characters at most, per item of max_size
 _PATTERN = 8  # a long string repeats a drawn one of at most this many characters
 _SUBCLASSES = 8  # subclasses of one model whose instances the state form draws, at most
+_CODE_LIKE = string.ascii_letters + string.digits + "-_. "  # text a validator may want
+_CODE_LIKE_SIZE = 16  # code-like text's characters at most: codes are short
 REJECTED = object()
 _ABSENT = object()  # an optional field drawn as left out
 
@@ -96,6 +101,7 @@ class Builder:
         spaced: bool = False,
         exact: frozenset[object] = frozenset(),
         subclasses: dict[type, st.SearchStrategy[Any]] | None = None,
+        coverage: Coverage | None = None,
     ) -> None:
         self.root = root
         self.max_size = max_size
@@ -122,6 +128,11 @@ class Builder:
         for ref, node in schema_refs(root).items():
             self.refs.setdefault(ref, node)
         self.record_collections = RecordCollections(self.refs)
+        # Which union members, literals and enum values the drawn states hold, by path
+        # (see _coverage); the path is the one being built.
+        self.coverage = coverage
+        self.path: list[str] = []
+        self.ref_paths: dict[str, list[str]] = {}
         self.kinds: dict[str, Callable[[Node], st.SearchStrategy[Any]]] = {
             "any": self._any,
             "none": lambda node: st.none(),
@@ -138,8 +149,10 @@ class Builder:
             "uuid": lambda node: st.uuids(version=node.get("version")),
             "url": urls,
             "multi-host-url": urls,
-            "literal": lambda node: st.sampled_from(list(node["expected"])),
-            "enum": lambda node: st.sampled_from(list(node["members"])),
+            "literal": lambda node: self._choice(list(node["expected"]), list(node["expected"])),
+            "enum": lambda node: self._choice(
+                list(node["members"]), [member.value for member in node["members"]]
+            ),
             "list": self._list,
             "set": lambda node: self._list(node, unique=True),
             "frozenset": lambda node: self._list(node, unique=True),
@@ -174,21 +187,71 @@ class Builder:
         # "wrap" validator may accept more, but never needs more than its inner schema.
         for kind in (
             "default",
-            "function-after",
-            "function-before",
-            "function-wrap",
             "custom-error",
             "dataclass",
             "definitions",
         ):
             self.kinds[kind] = lambda node: self.build(node["schema"])
         self.kinds["function-after"] = self._after
+        self.kinds["function-before"] = self._validated
+        self.kinds["function-wrap"] = self._validated
 
     def _after(self, node: Node) -> st.SearchStrategy[Any]:
         # A path that pydantic tests against the file system: its inner schema, any
         # path, would draw names that mostly fail the test.
         paths = file_system_paths(node, self.where)
-        return paths if paths is not None else self.build(node["schema"])
+        return paths if paths is not None else self._validated(node)
+
+    def _validated(self, node: Node) -> st.SearchStrategy[Any]:
+        """The inner schema's values, each drawn again where the validator refuses it:
+        refused only with the whole state, one refused value threw the state away, so
+        the states holding the most values were the ones checked least (see _redraw)."""
+        inner = self.build(node["schema"])
+        plain_text = node["schema"].get("type") == "str" and "pattern" not in node["schema"]
+        if plain_text:
+            # Validators of text most often want a code or a name: hypothesis' text,
+            # mostly symbols and letters of every script, passed one such validator
+            # (``[A-Z0-9-]{1,32}`` after upper-casing) about one time in twelve.
+            inner = one_in_two(inner, self._code_like(node["schema"]))
+        if not self.path:
+            return inner  # the state's own validator: its refusals are counted (_redraw)
+        accepts = local_validator(node, self.refs)
+        if accepts is None:
+            return inner
+        coverage = self.coverage or Coverage()
+        return redrawn(inner, accepts, mark=coverage.mark, forget=coverage.forget)
+
+    def _code_like(self, node: Node) -> st.SearchStrategy[str]:
+        """Short text of letters, digits and ``-_. ``, within the node's bounds and the
+        builder's longest string."""
+        low = node.get("min_length") or 0
+        longest = min(self._longest(low, node.get("max_length")), _CODE_LIKE_SIZE)
+        return st.text(_CODE_LIKE, min_size=low, max_size=max(low, longest))
+
+    def _shown_path(self) -> str:
+        return ".".join(self.path)
+
+    def _choice(self, values: list[Any], labels: list[Any]) -> st.SearchStrategy[Any]:
+        """One of ``values``, recorded by its label for the coverage of a check run."""
+        if self.coverage is None or len(values) < 2:
+            return st.sampled_from(values)
+        path, coverage = self._shown_path(), self.coverage
+        coverage.declare(path, labels)
+
+        def recorded(index: int) -> Any:
+            coverage.record(path, labels[index])
+            return values[index]
+
+        # By index: values that compare equal (``Literal[1, True]``) stay apart.
+        return st.sampled_from(range(len(values))).map(recorded)
+
+    def _at(self, step: str, node: Node) -> st.SearchStrategy[Any]:
+        """``build(node)``, for the value at one more ``step`` of the path."""
+        self.path.append(step)
+        try:
+            return self.build(node)
+        finally:
+            self.path.pop()
 
     def _plain_function(self, node: Node) -> st.SearchStrategy[Any]:
         values = plain_function_values(node)
@@ -227,13 +290,19 @@ class Builder:
         if ref not in self.refs:
             raise ResolutionFailed(f"{self.where}: unresolved schema reference {ref!r}")
         if ref not in self.deferred:
+            self.ref_paths[ref] = list(self.path)  # where it is drawn first
             # Deferred, so a recursive type refers to itself instead of recursing here.
             self.deferred[ref] = st.deferred(lambda: self._by_ref(ref))
         return self.deferred[ref]
 
     def _by_ref(self, ref: str) -> st.SearchStrategy[Any]:
         if ref not in self.built:
-            self.built[ref] = self.build(self.refs[ref])
+            # Built when first drawn, outside any other build: at the path of its use.
+            outer, self.path = self.path, list(self.ref_paths.get(ref, []))
+            try:
+                self.built[ref] = self.build(self.refs[ref])
+            finally:
+                self.path = outer
         return self.built[ref]
 
     # --- scalars ---
@@ -299,14 +368,16 @@ class Builder:
             matching = st.from_regex(pattern, fullmatch=True)
             return matching.filter(lambda s: len(s) >= low and (high is None or len(s) <= high))
         text = self._long_or_short(st.text, low, high)
-        spaced = spaced_text(text, low, high) if self.spaced else None
+        # Padded to at most the longest string: padding a longest one to the node's
+        # bound (or to no bound) made strings longer than max_size allows.
+        spaced = spaced_text(text, low, self._longest(low, high)) if self.spaced else None
         if spaced is not None:
             # What splitting and joining steps lose (see _spaced); at even odds, so
             # that a string a failure does not need spaced shrinks to an ordinary one.
             text = one_in_two(text, spaced)
         if self.surrogates and (high is None or high > 0):
             # A Python str may hold a lone surrogate, which UTF-8 cannot encode.
-            return one_in_two(text, with_surrogate(low, high))
+            return one_in_two(text, with_surrogate(low, self._longest(low, high)))
         return text
 
     def _bytes(self, node: Node) -> st.SearchStrategy[bytes]:
@@ -319,9 +390,7 @@ class Builder:
     ) -> st.SearchStrategy[Any]:
         """A str or bytes strategy: short as hypothesis draws them, and about once in
         :data:`LONG` draws of a length up to ``16 * max_size`` (a truncation shows)."""
-        longest = max(low, _TEXT_PER_ITEM * self.max_size)
-        if high is not None:
-            longest = min(high, longest)
+        longest = self._longest(low, high)
         short = make(min_size=low, max_size=longest)
         if longest <= max(low, 1):
             return short
@@ -329,6 +398,12 @@ class Builder:
         # would cost more than the rest of an example, and a truncation shows either way.
         long = st.tuples(make(min_size=1, max_size=_PATTERN), st.integers(max(low, 1), longest))
         return rarely(short, long.map(_repeated), every=LONG)
+
+    def _longest(self, low: int, high: int | None) -> int:
+        """The most characters (or bytes) a drawn string holds: ``16 * max_size``,
+        within the node's ``max_length`` and at least its ``min_length``."""
+        longest = max(low, _TEXT_PER_ITEM * self.max_size)
+        return longest if high is None else min(high, longest)
 
     def _date(self, node: Node) -> st.SearchStrategy[datetime.date]:
         low, high = node.get("ge", node.get("gt")), node.get("le", node.get("lt"))
@@ -402,7 +477,7 @@ class Builder:
 
     def _list(self, node: Node, *, unique: bool = False) -> st.SearchStrategy[list[Any]]:
         items = node.get("items_schema")
-        inner = self.build(items) if items is not None else plain_data(max_size=self.small)
+        inner = self._at("*", items) if items is not None else plain_data(max_size=self.small)
         low, high = self._sizes(node)
         if unique:
             # A long one is drawn as a list with repeats dropped, so a type with few
@@ -423,7 +498,7 @@ class Builder:
         )
 
     def _tuple(self, node: Node) -> st.SearchStrategy[tuple[Any, ...]]:
-        items = [self.build(item) for item in node.get("items_schema", [])]
+        items = [self._at("*", item) for item in node.get("items_schema", [])]
         variadic = node.get("variadic_item_index")
         if variadic is None:
             return st.tuples(*items)
@@ -445,7 +520,7 @@ class Builder:
         keys_node = node.get("keys_schema")
         values_node = node.get("values_schema")
         keys = self.build(keys_node) if keys_node is not None else st.text()
-        values = self.build(values_node) if values_node is not None else plain_data(max_size=2)
+        values = self._at("*", values_node) if values_node is not None else plain_data(max_size=2)
         low, high = self._sizes(node)
         # A long one is drawn as pairs, later keys winning: keys of few values (bool,
         # a Literal) cannot make n distinct keys unsatisfiable.
@@ -480,11 +555,17 @@ class Builder:
         # reads the tag to pick the member, and a value drawn without one would fail.
         discriminator = node.get("discriminator")
         members = []
+        path, coverage = self._shown_path(), self.coverage
+        tags = list(node["choices"])
+        if coverage is not None and len(tags) > 1:
+            coverage.declare(path, tags)
         for tag, choice in node["choices"].items():
             member = self.build(choice)
             key = tag_key(choice, discriminator, self.refs)
             if key is not None:
                 member = member.map(functools.partial(with_tag, key=key, tag=tag))
+            if coverage is not None and len(tags) > 1:
+                member = member.map(functools.partial(_recorded, coverage, path, tag))
             members.append(member)
         return st.one_of(members)
 
@@ -511,10 +592,10 @@ class Builder:
         for key, schema, needed in fields:
             if not needed and self.record_collections.holds_records(schema):
                 # Left out, its default (most often empty) would hold no record.
-                required[key] = rarely(self.build(schema), st.just(_ABSENT), every=EMPTY)
+                required[key] = rarely(self._at(key, schema), st.just(_ABSENT), every=EMPTY)
                 mostly_present = True
             else:
-                (required if needed else optional)[key] = self.build(schema)
+                (required if needed else optional)[key] = self._at(key, schema)
         record = st.fixed_dictionaries(required, optional=optional)
         return record.map(_without_absent) if mostly_present else record
 
@@ -600,6 +681,12 @@ class Builder:
             for field in node["fields"]
             if field.get("init", True) is not False
         )
+
+
+def _recorded(coverage: Coverage, path: str, tag: Any, value: Any) -> Any:
+    """``value``, a member drawn with ``tag``, recorded for the coverage of a run."""
+    coverage.record(path, tag)
+    return value
 
 
 def _without_absent(record: dict[str, Any]) -> dict[str, Any]:

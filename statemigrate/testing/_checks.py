@@ -278,6 +278,9 @@ class MigrationCheck:
             return CheckResult(self, calls, failure)
         if _mostly_refused(len(refused), calls) or _no_plain_form(refused):
             return CheckResult(self, calls, self._refused_failure(refused, calls))
+        unchecked = draws.coverage.missing()
+        if unchecked:
+            return CheckResult(self, calls, self._unchecked_failure(unchecked, calls))
         notes = []
         if self.kind == "paths" and not comparable_pairs(self.paths):
             notes.append("not compared: lossy steps that name no lost fields")
@@ -335,6 +338,23 @@ class MigrationCheck:
             " either: give the values a plain form the schema validates back (see"
             " \"Custom types\" in docs/schemas.md), or, when a strategy passed in"
             " strategies= draws them, make it draw states a snapshot takes",
+            None,
+            None,
+            calls,
+        )
+
+    def _unchecked_failure(self, unchecked: list[str], calls: int) -> CheckFailure:
+        """The failure of a run whose states never held a union member, a literal or
+        an enum value (see ``_coverage``): what passed never checked it."""
+        example = (
+            f"pass a strategy for ({self.component!r}, {self.version}) in strategies= that"
+            " draws it, e.g. st.one_of(states(registry, ...), st.just(a_state_holding_it))"
+        )
+        return CheckFailure(
+            self.id,
+            str(self),
+            f"{unchecked[0]}; {example}",
+            "\n".join(unchecked[1:]),
             None,
             None,
             calls,

@@ -61,7 +61,7 @@ in :mod:`statemigrate.testing._zones`, the odds of the rare draws in
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hypothesis import strategies as st
@@ -71,6 +71,7 @@ from statemigrate._model._registry import Registry
 from statemigrate._model._schema import SchemaVersion
 from statemigrate.testing._anyvalues import SMALL_SIZE, plain_data
 from statemigrate.testing._builder import REJECTED, Builder, Named
+from statemigrate.testing._coverage import Coverage
 from statemigrate.testing._odds import rarely
 from statemigrate.testing._spaced import SPACED_STATES
 
@@ -130,6 +131,7 @@ class Draws:
 
     drawn: int = 0
     refused: int = 0
+    coverage: Coverage = field(default_factory=Coverage)
 
     @property
     def mostly_refused(self) -> bool:
@@ -155,6 +157,7 @@ def from_schema_counted(
             surrogates=surrogates,
             spaced=spaced,
             exact=frozenset({schema.type}),
+            coverage=draws.coverage,
         ).build()
 
     def kind_of_state(*, spaced: bool) -> st.SearchStrategy[Any]:
@@ -172,19 +175,33 @@ def from_schema_counted(
     raw = rarely(
         kind_of_state(spaced=False), kind_of_state(spaced=True), every=SPACED_STATES
     )
-    raw = Named(raw, f"from_schema({where}, form={form!r})")
+    raw = Named(_begun(raw, draws.coverage), f"from_schema({where}, form={form!r})")
 
     def normalize(value: object) -> object:
         draws.drawn += 1
         try:
             state = schema.validate(value)
-            return state if form == "state" else schema.export(state, walk=True)
+            result = state if form == "state" else schema.export(state, walk=True)
         except (ValidationError, TypeError):
             # The builder approximated a constraint or a validator; draw again.
             draws.refused += 1
+            draws.coverage.end(kept=False)
             return REJECTED
+        draws.coverage.end(kept=True)
+        return result
 
     return raw.map(normalize).filter(lambda value: value is not REJECTED)
+
+
+def _begun(raw: st.SearchStrategy[Any], coverage: Coverage) -> st.SearchStrategy[Any]:
+    """``raw``, each draw of which is a new state for the coverage."""
+
+    @st.composite
+    def begun(draw: st.DrawFn) -> Any:
+        coverage.begin()
+        return draw(raw)
+
+    return begun()
 
 
 def states(

@@ -1553,3 +1553,16 @@ def test_exact_comparison_matches_a_changeover_key_by_its_moment() -> None:
     assert exact_differences({when}, {back}) == []
     earlier = back.replace(tzinfo=datetime.timezone(datetime.timedelta(hours=-4)))
     assert exact_differences({when: 1}, {earlier: 1}) != []
+
+
+def test_spaced_and_surrogate_strings_stay_within_sixteen_times_max_size() -> None:
+    """Property: whitespace padded to a long string, or a lone surrogate put in one,
+    keeps it within 16 * max_size characters (padding once made 97 of 96)."""
+    schema = SchemaVersion.create("names", 1, list[str])
+
+    @settings(database=None, max_examples=1000, derandomize=True)
+    @given(from_schema(schema, max_size=1))
+    def draw(value: list[str]) -> None:
+        assert all(len(item) <= 16 for item in value), value
+
+    draw()
