@@ -405,6 +405,18 @@ class Registry:
             UnknownComponentError: ``component`` is given and unknown.
             RegistrationError: a problem was found; the message lists all of them.
         """
+        problems = self.problems(component)
+        if problems:
+            raise RegistrationError("incomplete migrations: " + "; ".join(problems))
+
+    def problems(self, component: str | None = None) -> list[str]:
+        """What :meth:`check` finds wrong in the version graph of one component (or of
+        all), one line each (``orders: version 5 cannot reach 1, 2, 3, 4``); empty
+        when it is complete.
+
+        Raises:
+            UnknownComponentError: ``component`` is given and unknown.
+        """
         with self._lock:
             names = [component] if component is not None else self.components()
             problems: list[str] = []
@@ -424,8 +436,7 @@ class Registry:
                     if missing:
                         shown = ", ".join(str(v) for v in sorted(missing))
                         problems.append(f"{name}: version {version} cannot reach {shown}")
-        if problems:
-            raise RegistrationError("incomplete migrations: " + "; ".join(problems))
+        return problems
 
     def _field_problems(self, step: Step) -> list[str]:
         """What ``records`` and the lost fields of ``step`` name that its registered

@@ -294,13 +294,7 @@ def _graph_problems(registry: Registry, components: list[str]) -> list[str]:
     """What :meth:`Registry.check` finds in the version graph of ``components``: a
     version no step leads back from passes every property check, yet a rollback to an
     older release fails at deploy time."""
-    problems: list[str] = []
-    for name in components:
-        try:
-            registry.check(name)
-        except RegistrationError as exc:
-            problems += str(exc).removeprefix("incomplete migrations: ").split("; ")
-    return problems
+    return [problem for name in components for problem in registry.problems(name)]
 
 
 def _nothing_found(

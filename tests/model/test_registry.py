@@ -266,6 +266,10 @@ def test_check_reports_every_problem() -> None:
     assert "orphan: steps but no schema versions" in text
     with pytest.raises(UnknownComponentError):
         reg.check("nope")
+    # The same holes as lines, one each: what `statemigrate check` lists.
+    assert text == "incomplete migrations: " + "; ".join(reg.problems())
+    assert "cache: version 3 cannot reach 1, 2" in reg.problems("cache")
+    assert sample().problems() == []
 
 
 # --- field names a step declares, against its schemas -----------------------------------
