@@ -65,4 +65,4 @@ def served_at(listener: socket.socket) -> str:
     if isinstance(name, str):
         return name
     host, port = name[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"http://{_shown(host, port)}"
