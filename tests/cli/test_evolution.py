@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_helpers import run
+from cli_helpers import Result, run
 from kit_modules import roles_cut_at
 
 from statemigrate import Registry
@@ -583,18 +583,30 @@ def test_check_passes_on_the_reference_and_fails_with_a_counterexample(
     assert "counterexample (version 3" in bad.out and "does not fit version 2" in bad.out
 
 
-def test_check_fails_on_a_step_into_a_version_with_no_schema(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`statemigrate check` names the step, as `schemas check` and Registry.check() do."""
-    root = settings_project(tmp_path / "p", with_v2=False)
+def check_one_upgrade(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    with_v2: bool,
+) -> Result:
+    """`statemigrate check` on the settings project with a 1 -> 2 step and no step back
+    (``with_v2``: whether version 2 has a schema)."""
+    root = settings_project(tmp_path / "p", with_v2=with_v2)
     (root / "migrations").mkdir()
     (root / "migrations" / "settings_0001.py").write_text(
         'from statemigrate import migration\n\n\n@migration("settings", 1, 2)\n'
         "def up(data):\n    return data\n"
     )
     monkeypatch.chdir(root)
-    checked = run(capsys, "check", "--migrations", "migrations", "--max-examples", "5")
+    return run(capsys, "check", "--migrations", "migrations", "--max-examples", "5")
+
+
+def test_check_fails_on_a_step_into_a_version_with_no_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`statemigrate check` names the step, as `schemas check` and Registry.check() do."""
+    checked = check_one_upgrade(tmp_path, capsys, monkeypatch, with_v2=False)
     assert checked.code == 1, checked.out + checked.err
     assert "- FAILED: settings 1 -> 2 (up) [0 examples]" in checked.out
     assert "settings 1 -> 2 (up): no schema version 2" in checked.out
@@ -606,14 +618,7 @@ def test_check_fails_on_a_version_no_step_leads_back_from(
     """Version 2 with an upgrade but no downgrade passes every property check, yet a
     rollback to the release before fails at deploy time: Registry.check() reports it,
     and so does `statemigrate check`, which fails."""
-    root = settings_project(tmp_path / "p", with_v2=True)
-    (root / "migrations").mkdir()
-    (root / "migrations" / "settings_0001.py").write_text(
-        'from statemigrate import migration\n\n\n@migration("settings", 1, 2)\n'
-        "def up(data):\n    return data\n"
-    )
-    monkeypatch.chdir(root)
-    checked = run(capsys, "check", "--migrations", "migrations", "--max-examples", "5")
+    checked = check_one_upgrade(tmp_path, capsys, monkeypatch, with_v2=True)
     assert checked.code == 1, checked.out + checked.err
     assert checked.out.startswith(
         "### statemigrate check: the checks passed, the migrations are incomplete\n"
