@@ -25,6 +25,8 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+# 128 + SIGINT, as a shell reports a command Ctrl-C ended: a script tells it from any answer.
+EXIT_INTERRUPTED = 130
 
 Command = Callable[[argparse.Namespace, TextIO], int]
 
@@ -124,6 +126,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     except KeyboardInterrupt:
         if sys.stderr is not None:
             print("statemigrate: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return failure
 
 

@@ -1092,7 +1092,7 @@ def test_an_interrupt_while_importing_a_registry_module_is_not_a_failure_to_impo
     (tmp_path / f"{name}.py").write_text("raise KeyboardInterrupt\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     result = run(capsys, "graph", "kvcache", "--import", name)
-    assert (result.code, result.err) == (1, "statemigrate: interrupted\n")
+    assert (result.code, result.err) == (130, "statemigrate: interrupted\n")
 
 
 USER_MODULE = """
