@@ -546,9 +546,15 @@ def _kill_after_checkpoint(server: Gunicorn, root: Path, release: int = 1) -> Ou
     port = server.port
     for key, value in KEYS.items():
         assert ask(port, "PUT", f"/cache/{key}", value)[0] == 200
-    first = _wait("a checkpoint of every key", server, lambda: _complete(root, release))
+    _wait("a checkpoint of every key", server, lambda: _complete(root, release))
     pid = _worker(port)
     os.kill(pid, signal.SIGKILL)
+    _wait("the worker's death", server, lambda: _dead(pid))
+    # The dead worker's last checkpoint, read once it can commit no more: on a loaded
+    # machine it may have committed again between the wait above and the kill.
+    last = _stored(root, release)
+    assert last is not None and last[1] == KEYS
+    first = last[0]
     outcome = Outcome()
 
     def watch() -> tuple[str, dict[str, str | None]]:
@@ -575,6 +581,15 @@ def _kill_after_checkpoint(server: Gunicorn, root: Path, release: int = 1) -> Ou
 
     _wait("a checkpoint of the replacement", server, replacement_committed)
     return outcome
+
+
+def _dead(pid: int) -> bool:
+    """Whether ``pid`` has exited: gone, or a zombie its parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
 
 
 @dataclass
