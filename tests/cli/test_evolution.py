@@ -551,16 +551,16 @@ def test_check_needs_a_max_size_of_at_least_one(
 def test_check_max_size_raises_the_cap_of_generated_collections(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A loss beyond 40 items cannot show at the default cap (16 items) and shows once
-    --max-size lets collections grow past it (500 examples: long values come in clumps,
+    """A loss beyond 20 items cannot show at the default cap (16 items) and shows once
+    --max-size lets collections grow past it (400 examples: long values come in clumps,
     and a check stops at its first failure, so the count costs nothing when it fails)."""
-    tmp_path.joinpath("evosizes.py").write_text(roles_cut_at(40))
+    tmp_path.joinpath("evosizes.py").write_text(roles_cut_at(20))
     monkeypatch.chdir(tmp_path)
     default = run(capsys, "check", "--registry", "evosizes:build", "--max-examples", "30")
     assert default.code == 0, default.out + default.err
     raised = run(
-        capsys, "check", "--registry", "evosizes:build", "--max-size", "200",
-        "--max-examples", "500",
+        capsys, "check", "--registry", "evosizes:build", "--max-size", "40",
+        "--max-examples", "400",
     )
     assert raised.code == 1, raised.out + raised.err
     assert "- FAILED: roles" in raised.out
