@@ -255,6 +255,11 @@ def test_dump_of_a_records_protocol_chain_matches_the_restore(
     assert dumped["entries"]["k3"]["hits"] == 1 and "k4" not in dumped["entries"]
 
 
+# One registry for every example of the property below: a registry is not changed by the
+# services that use it, and building the reference one costs more than an example.
+_SHARED_REGISTRY = build_registry()
+
+
 @given(
     rounds=st.lists(
         st.lists(st.tuples(st.sampled_from(["set", "delete"]), st.integers(0, 12)), max_size=15),
@@ -267,12 +272,15 @@ def test_composing_a_chain_gives_the_state_a_service_restores(
 ) -> None:
     """For any sets and deletes between checkpoints, the composed state of the chain is
     the state Service.start_from restores from it."""
-    service = sm.Service("gateway", registry=build_registry())
+    service = sm.Service("gateway", registry=_SHARED_REGISTRY)
     cache = service.register(KVCacheV2(clock=_now))
     service.start_cold("a new cache")
     store = sm.MemoryStore()
+    # Inline: what is composed does not depend on where the base was exported, and a
+    # forked child per base costs 70 ms in a process as large as pytest's.
     checkpointer = sm.Checkpointer(
-        service, store, quiesce=threading.Lock(), incremental=True, max_delta_ratio=100.0
+        service, store, quiesce=threading.Lock(), incremental=True, max_delta_ratio=100.0,
+        export="inline",
     )
     for number, writes in enumerate(rounds):
         for act, key in writes:
@@ -282,7 +290,7 @@ def test_composing_a_chain_gives_the_state_a_service_restores(
                 cache.delete(f"k{key}")
         checkpointer.checkpoint_now()
     (section,) = composed_sections(open_chain(store.open()))
-    restored = sm.Service("gateway", registry=build_registry())
+    restored = sm.Service("gateway", registry=_SHARED_REGISTRY)
     again = restored.register(KVCacheV2(clock=_now))
     restored.start_from(store)
     assert section.data == {"entries": {k: dict(v) for k, v in again.entries.items()}}
