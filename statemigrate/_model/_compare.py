@@ -42,8 +42,10 @@ from statemigrate._model._shown import shortened
 __all__ = [
     "counterparts",
     "factory_name",
+    "first_changed_number",
     "first_difference",
     "same_factory",
+    "widening_change",
 ]
 
 Difference = tuple[list[object], str]
@@ -104,6 +106,71 @@ def _widened(expected: object, actual: object) -> bool:
     """Whether ``actual`` is ``expected`` as an equal number of a wider type. Python
     compares an int with a float exactly, so an int that the float rounds is no match."""
     return type(actual) in _WIDER.get(type(expected), ()) and expected == actual
+
+
+def widening_change(expected: object, actual: object) -> str | None:
+    """None when ``actual`` is ``expected`` as an exactly equal number of a wider type,
+    the one change ``widening`` accepts; else what would change, in the words of a
+    difference: ``9007199254740993 (int) would come back as 9007199254740992.0 (float)``.
+
+    For an export that converts a number as validation will (an ``int`` in a ``float``
+    field), so that it refuses by the rule, and in the words, of a read-back.
+    """
+    return None if _widened(expected, actual) else _changed(expected, actual)[1]
+
+
+def first_changed_number(data: object, state: object) -> Difference | None:
+    """``(path, what changes)`` for the first int of plain ``data`` that ``state``,
+    validated from it, holds as a float that is another number (``2**53 + 1`` as
+    ``2.0**53``), by the rule and in the words of :func:`widening_change`; or None.
+
+    Only that change is looked for: everything else validation converts (``"5"`` into
+    ``5``, text into a date) is what validation is for. The two are walked together by
+    the data's keys and indexes (a model or dataclass by its fields), without recursion,
+    so at any depth; a place the state does not hold the same way is passed over.
+    """
+    pending: list[tuple[object, object, tuple[object, ...]]] = [(data, state, ())]
+    while pending:
+        plain, held, path = pending.pop()
+        kind = type(plain)
+        if kind is int:
+            if type(held) is float:
+                change = widening_change(plain, held)
+                if change is not None:
+                    return list(path), change
+        elif kind is dict:
+            assert isinstance(plain, dict)
+            if isinstance(held, Mapping):
+                pending.extend(
+                    (value, held[key], (*path, key)) for key, value in plain.items() if key in held
+                )
+            elif _is_record(held):
+                pending.extend(
+                    (value, getattr(held, key), (*path, FieldName(key)))
+                    for key, value in plain.items()
+                    if isinstance(key, str) and hasattr(held, key)
+                )
+        elif kind is list:
+            assert isinstance(plain, list)
+            if isinstance(held, list | tuple | collections.deque) and len(held) == len(plain):
+                pending.extend(
+                    (value, again, (*path, index))
+                    for index, (value, again) in enumerate(zip(plain, held, strict=True))
+                )
+            elif isinstance(held, set | frozenset):
+                for index, value in enumerate(plain):
+                    if type(value) is int and _float_of(value) in held:
+                        change = widening_change(value, _float_of(value))
+                        if change is not None:
+                            return [*path, index], change
+    return None
+
+
+def _float_of(value: int) -> float | None:
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def _diff(

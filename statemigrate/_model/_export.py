@@ -214,7 +214,8 @@ class _Compiler:
         if kind in SCALAR_NODES:
             leaf = checked_leaf(SCALAR_NODES[kind], schema, self._config)
             if self._keep_plain and kind != "any":
-                return Node(kept_if_plain(leaf.convert), leaf.identity, leaf.exact)
+                keep = kept_if_plain(leaf.convert, float_field=kind == "float")
+                return Node(keep, leaf.identity, leaf.exact)
             return leaf
         if kind in REFUSED:
             raise SchemaNotExportable(path, REFUSED[kind])

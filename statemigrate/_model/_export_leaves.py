@@ -18,6 +18,7 @@ import pydantic
 import pydantic.networks
 import pydantic_core
 
+from statemigrate._model._compare import widening_change
 from statemigrate._model._export_lax import NOT_TAKEN, lax_value
 from statemigrate._model._plaindata import (
     INT_MAX,
@@ -49,6 +50,7 @@ __all__ = [
     "check_class",
     "dict_of",
     "duration_text",
+    "exact_float",
     "fail",
     "fields_reader",
     "iso_text",
@@ -129,17 +131,23 @@ def to_int(value: Any) -> Any:
     raise fail(f"expected an int, found {kind_of(value)}")
 
 
-def kept_if_plain(convert: Convert) -> Convert:
+def kept_if_plain(convert: Convert, *, float_field: bool = False) -> Convert:
     """``convert``, except that a plain value (a 64-bit int included) is kept as it is,
     whatever its type: for the walk of a state handed over as it is (see
-    ``Exporter.walk_identity``), which converts only what is not plain."""
+    ``Exporter.walk_identity``), which converts only what is not plain. In a
+    ``float_field`` an int is kept only when the float a restore makes of it is the
+    same number (see :func:`exact_float`)."""
 
     def keep(value: Any) -> Any:
         kind = type(value)
         if kind is str:
             # A lone surrogate is no plain text: the leaf's converter says where.
             return convert(value) if text_problem(value) else value
-        if kind in _PLAIN_SCALARS or (kind is int and INT_MIN <= value <= INT_MAX):
+        if kind in _PLAIN_SCALARS:
+            return value
+        if kind is int and INT_MIN <= value <= INT_MAX:
+            if float_field:
+                exact_float(value)
             return value
         return convert(value)
 
@@ -165,15 +173,29 @@ def _int_text(value: int) -> str:
 def to_float(value: Any) -> Any:
     if type(value) is float:
         return value
-    if isinstance(value, int | float):  # a bool too: validation makes it 1.0 or 0.0
-        try:
-            return float(value)
-        except OverflowError:  # an int past the largest float: validation refuses it too
-            raise fail("an integer too large for a float, where a float is declared") from None
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, int):  # a bool too: validation makes it 1.0 or 0.0
+        return exact_float(value if type(value) is bool else int(value))
     converted = lax_value("float", value)
     if converted is not NOT_TAKEN:
         return to_float(converted)
     raise fail(f"expected a float, found {kind_of(value)}")
+
+
+def exact_float(value: int) -> float:
+    """The float validation makes of ``value`` in a ``float`` field, refused when it is
+    not the same number: ``2**53 + 1`` would come back as ``2.0**53``. The rule and the
+    words are a read-back's (``widening_change``): an int comes back as a float only
+    when the two are equal as Python compares them, exactly."""
+    try:
+        again = float(value)
+    except OverflowError:  # an int past the largest float: validation refuses it too
+        raise fail("an integer too large for a float, where a float is declared") from None
+    change = widening_change(value, again)
+    if change is not None:
+        raise fail(change)
+    return again
 
 
 def to_str(value: Any) -> Any:
@@ -231,14 +253,15 @@ def iso_text(expected: type) -> Convert:
 
     def convert(value: Any) -> Any:
         if type(value) is not expected:
-            moment = expected is datetime.date and isinstance(value, datetime.datetime)
-            if isinstance(value, expected) and not moment:
+            if expected is datetime.date and isinstance(value, datetime.datetime):
+                # Lax validation takes a datetime at midnight as its date, but the date
+                # is not the value held: refused as any other datetime is.
+                raise fail("expected a date, found a datetime")
+            if isinstance(value, expected):
                 raise subclass_lost(value, expected)  # pydantic keeps it as it is given
-            converted = lax_value(kind, value)  # a datetime at midnight: its date
+            converted = lax_value(kind, value)
             if converted is not NOT_TAKEN:
                 return convert(converted)
-            if moment:
-                raise fail("expected a date, found a datetime")
             raise fail(f"expected {expected.__name__}, found {kind_of(value)}")
         if isinstance(value, datetime.datetime | datetime.time):
             offset = value.utcoffset()

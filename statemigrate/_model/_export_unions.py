@@ -15,7 +15,7 @@ from typing import Any
 
 import pydantic_core
 
-from statemigrate._model._compare import first_difference
+from statemigrate._model._compare import first_difference, widening_change
 from statemigrate._model._export_kinds import accepts
 from statemigrate._model._export_leaves import Node, NotExportable, by_value, fail, kind_of
 from statemigrate._model._export_members import likeliest_refusal, member_validators
@@ -186,11 +186,17 @@ def _member_check(validate_union: Callable[[Any], Any]) -> Callable[[Any, Any], 
 def _check_no_member(validate_union: Callable[[Any], Any], value: Any, out: Any) -> None:
     """Refuse a value no member of a union of plain scalars took, unless the union
     validates what is written for it: then a restore gives what validating the state
-    gives, as for any value validation converts."""
+    gives, as for any value validation converts. Except an int that a ``float``
+    member would make another number (``2**53 + 1`` as ``2.0**53`` under
+    ``float | str``), refused as a ``float`` field refuses it."""
     try:
-        validate_union(out)
+        again = validate_union(out)
     except pydantic_core.ValidationError as exc:
         reason = exc.errors(include_url=False, include_input=False)[0]["msg"]
         raise fail(f"a {kind_of(value)} fits no member of this union: {reason}") from None
     except Exception:
         raise fail(f"a {kind_of(value)} fits no member of this union") from None
+    if type(value) is int and type(again) is float:
+        change = widening_change(value, again)
+        if change is not None:
+            raise fail(change)

@@ -29,6 +29,7 @@ from typing import Any
 import pydantic
 
 from statemigrate._errors import MigrationStepError, StateMigrateError, ValidationError
+from statemigrate._model._compare import first_changed_number
 from statemigrate._model._fieldchanges import FieldChanges
 from statemigrate._model._paths import FieldName, format_path
 from statemigrate._model._plaindata import (
@@ -146,7 +147,11 @@ def run_plan(
     box = [data]
     del data  # the box holds the only reference, so adopt can keep the data
     # When the last step's output passed the plain-data check, adopt may count on it.
-    state, kept = _validated(schema, box, instance, plain=checked_plain)
+    validated_from: list[Any] | None = [] if plan.steps else None
+    state, kept = _validated(schema, box, instance, plain=checked_plain, copied=validated_from)
+    if validated_from:
+        # Kept as it is, the data held no int that validation made a float.
+        _refuse_changed_number(plan, schema, validated_from.pop(), state, instance)
     validated = time.perf_counter()
     timings["validate"] = validated - migrated
     if not export:
@@ -203,12 +208,17 @@ def _at(data: Any, path: list[object]) -> Any:
 
 
 def _validated(
-    schema: SchemaVersion, box: list[Any], instance: str | None, *, plain: bool
+    schema: SchemaVersion,
+    box: list[Any],
+    instance: str | None,
+    *,
+    plain: bool,
+    copied: list[Any] | None = None,
 ) -> tuple[Any, bool]:
     """The state validated from the data in ``box``, and whether it is that data kept
-    as it is (see :meth:`SchemaVersion.adopt_kept`)."""
+    as it is (see :meth:`SchemaVersion.adopt_kept`, which also fills ``copied``)."""
     try:
-        return schema.adopt_kept(box, plain=plain)
+        return schema.adopt_kept(box, plain=plain, copied=copied)
     except ValidationError as exc:
         if instance is None or exc.instance is not None:
             raise
@@ -223,6 +233,49 @@ def _validated(
         raise ValidationError(
             schema.component, schema.version, f"{type(exc).__name__}: {exc}", instance=instance
         ) from exc
+
+
+def _refuse_changed_number(
+    plan: Plan, schema: SchemaVersion, data: Any, state: Any, instance: str | None
+) -> None:
+    """Refuse the steps' output when validation made one of its ints a float that is
+    another number (``2**53 + 1`` as ``2.0**53`` in a field that a step retyped from
+    ``int`` to ``float``), as an export refuses such an int, unless a step of the plan
+    declares the field lost (``lossy=("n",)``, or ``lossy=True`` naming no field).
+
+    Costs a walk of the data, made only when validation copied it: data kept as it is
+    holds no int where a float is declared."""
+    found = first_changed_number(data, state)
+    if found is None:
+        return
+    path, detail = found
+    if any(_declares_lost(step, path) for step in plan.steps):
+        return
+    last = plan.steps[-1]
+    raise ValidationError(
+        schema.component,
+        schema.version,
+        f"at {format_path(path)}: {detail}, validating the output of {last}; declare"
+        " the field lost by the step if it is meant to change",
+        instance=instance,
+    )
+
+
+def _declares_lost(step: Step, path: list[object]) -> bool:
+    """Whether ``step`` is declared lossy for the value at ``path``: lossy naming no
+    field, or naming the value or a field above it (``*`` for any key or item)."""
+    if not step.lossy:
+        return False
+    if not step.lost_fields:
+        return True
+    names = [str(part) for part in path]
+    for lost in step.lost_fields:
+        parts = lost.split(".")
+        if len(parts) <= len(names) and all(
+            part in ("*", name) for part, name in zip(parts, names, strict=False)
+        ):
+            return True
+    return False
 
 
 def raised_by_user_code(error: StateMigrateError) -> BaseException:

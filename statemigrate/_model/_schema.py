@@ -245,9 +245,12 @@ class SchemaVersion:
         """
         return self.adopt_kept(box, plain=plain)[0]
 
-    def adopt_kept(self, box: list[Any], *, plain: bool = False) -> tuple[Any, bool]:
+    def adopt_kept(
+        self, box: list[Any], *, plain: bool = False, copied: list[Any] | None = None
+    ) -> tuple[Any, bool]:
         """:meth:`adopt`, and whether the data was kept as it is rather than validated
-        into a copy.
+        into a copy. When it was copied, the data is appended to ``copied`` (if given),
+        for a caller that compares it with the copy.
 
         Raises:
             ValidationError: as :meth:`validate`.
@@ -259,7 +262,10 @@ class SchemaVersion:
                 kept = False
             if kept:
                 return box.pop(), True
-        return self.validate(box.pop()), False
+        data = box.pop()
+        if copied is not None:
+            copied.append(data)
+        return self.validate(data), False
 
     @property
     def exports_as_is(self) -> bool:
@@ -423,7 +429,9 @@ class SchemaVersion:
 
         A walk that copies nothing accepts what surely validates (about a second for a
         million records); whatever it is unsure of, pydantic validates, and its
-        refusal names the path.
+        refusal names the path. Either way an ``int`` in a ``float`` field that
+        validation would make another number (``2**53 + 1`` as ``2.0**53``) is refused:
+        after pydantic, by the walk a state that does not pack as it is takes.
 
         Raises:
             ExportError: the state would not restore as it is; the error names the path.
@@ -439,6 +447,10 @@ class SchemaVersion:
                     format_path(exc.path),
                     "this key is not a field of its record; the restore would drop it",
                 ) from None
+            except NotExportable as exc:  # validation would take it, changed
+                raise ExportError(
+                    self.component, self.version, format_path(exc.path), exc.detail
+                ) from None
             except Unsure:
                 pass  # pydantic decides
         try:
@@ -448,6 +460,17 @@ class SchemaVersion:
             raise ExportError(
                 self.component, self.version, path, f"a restore would refuse it: {reason}"
             ) from exc
+        walk = self.exporter.walk_identity if self.exporter is not None else None
+        if walk is not None:
+            # pydantic takes an int that its float field would change without a word
+            # (the walk above stops at the first value it is unsure of, which may come
+            # before it); the walk refuses it, as it refuses one it converts.
+            try:
+                walk(state)
+            except NotExportable as exc:
+                raise ExportError(
+                    self.component, self.version, format_path(exc.path), exc.detail
+                ) from None
 
     def _check_top_level_keys(self, state: dict[Any, Any]) -> None:
         """Refuse a plain ``TypedDict`` state that lacks a required field, or holds a key

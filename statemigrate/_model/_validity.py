@@ -12,8 +12,11 @@ of nodes the in-place checker uses (``statemigrate._model._inplace``), a walk th
 copies nothing and accepts only what validation surely accepts: values of exactly the
 declared type (an ``int`` where a ``float`` is declared too), records holding every
 required field. Anything else raises :class:`Unsure` and the caller asks pydantic,
-which decides and names the path. The walk itself refuses one thing on its own: a key
-in a record that is not one of its fields, which validation would drop without a word.
+which decides and names the path. The walk itself refuses two things on its own, which
+validation would take without a word: a key in a record that is not one of its fields,
+which it would drop (:class:`UnknownKey`), and an ``int`` in a ``float`` field that it
+would make another number, ``2**53 + 1`` as ``2.0**53`` (the export's
+:class:`NotExportable`, in its words).
 
 The walk makes a Python call per value; a valid state (the usual case) is recognised
 about twice as fast by passes of C iterators over columns (see the second half of this
@@ -29,6 +32,7 @@ from itertools import chain, islice
 from operator import itemgetter, methodcaller
 from typing import Any
 
+from statemigrate._model._export_leaves import NotExportable, exact_float, located
 from statemigrate._model._inplace import (
     DictNode,
     Node,
@@ -48,8 +52,9 @@ __all__ = [
 ]
 
 ValidityCheck = Callable[[Any], None]
-"""Returns when validation surely accepts the value; raises :class:`Unsure` or
-:class:`UnknownKey` otherwise."""
+"""Returns when validation surely accepts the value and gives it back as it is (an
+``int`` in a ``float`` field as an equal float); raises :class:`Unsure`,
+:class:`UnknownKey` or :class:`NotExportable` otherwise."""
 
 
 class Unsure(Exception):
@@ -115,7 +120,15 @@ def _scalar(expected: type, test: Callable[[Any], bool] | None) -> ValidityCheck
         if type(value) not in accepted or (test is not None and not test(value)):
             raise Unsure
 
-    return scalar
+    if expected is not float:
+        return scalar
+
+    def number(value: Any) -> None:
+        scalar(value)
+        if type(value) is int:
+            exact_float(value)
+
+    return number
 
 
 def _each(check: ValidityCheck, steps: Iterable[tuple[object, Any]]) -> None:
@@ -127,6 +140,8 @@ def _each(check: ValidityCheck, steps: Iterable[tuple[object, Any]]) -> None:
         except UnknownKey as exc:
             exc.path.insert(0, step)
             raise
+        except NotExportable as exc:
+            raise located(exc, step) from None
 
 
 def _list(item: ValidityCheck) -> ValidityCheck:
@@ -162,9 +177,9 @@ def _record(node: RecordNode) -> ValidityCheck:
                      ValidityCheck | None]] = []
     for field in node.fields:
         parts = exact_parts(field.node)
-        if parts is not None:
+        if parts is not None and parts[0] is not float:
             plan.append((field.name, field.required, _accepted(parts[0]), parts[1], None))
-        else:
+        else:  # a float field too, whose ints are each compared with their float
             plan.append((field.name, field.required, None, None, _check(field.node)))
     names = frozenset(field.name for field in node.fields)
 
@@ -191,6 +206,8 @@ def _record(node: RecordNode) -> ValidityCheck:
                 except UnknownKey as exc:
                     exc.path.insert(0, FieldName(name))
                     raise
+                except NotExportable as exc:
+                    raise located(exc, FieldName(name)) from None
         if present != len(value):
             raise UnknownKey(next(key for key in value if key not in names))
 
@@ -233,7 +250,7 @@ def compile_column_check(node: Node) -> Callable[[Any], bool]:
 def _column(node: Node, *, nullable: bool) -> ColumnCheck:
     parts = exact_parts(node)
     if parts is not None:
-        return _scalar_column(_accepted(parts[0]), parts[1], nullable)
+        return _scalar_column(_accepted(parts[0]), parts[1], nullable, floats=parts[0] is float)
     if isinstance(node, OptionalNode):
         return _column(node.inner, nullable=True)
     if isinstance(node, RecordNode):
@@ -259,16 +276,34 @@ def _present(column: Column, nullable: bool) -> Column:
 
 
 def _scalar_column(
-    accepted: frozenset[type], test: Callable[[Any], bool] | None, nullable: bool
+    accepted: frozenset[type],
+    test: Callable[[Any], bool] | None,
+    nullable: bool,
+    *,
+    floats: bool = False,
 ) -> ColumnCheck:
-    types_fit = _types_within(accepted, nullable)
+    allowed = accepted | {_NONE_TYPE} if nullable else accepted
 
     def scalars(column: Column) -> bool:
-        if not types_fit(column):
+        kinds = set(map(type, column()))
+        if not kinds <= allowed:
             return False
+        if floats and int in kinds and not all(map(_same_as_float, column())):
+            return False  # the walk says which int a float would change
         return test is None or all(map(test, _present(column, nullable)()))
 
     return scalars
+
+
+def _same_as_float(value: Any) -> bool:
+    """Whether a value of a float column comes back as itself: an int only when its
+    float is the same number (see ``exact_float``)."""
+    if type(value) is not int:
+        return True
+    try:
+        return float(value) == value
+    except OverflowError:
+        return False
 
 
 def _list_column(items: ColumnCheck, nullable: bool) -> ColumnCheck:

@@ -450,3 +450,59 @@ def test_the_advice_on_big_ints_is_given_for_big_ints_only() -> None:
 class SeenLive:
     def __init__(self) -> None:
         self.entries: dict[str, Any] = {}
+
+
+class MeterV1(TypedDict):
+    n: int
+
+
+class MeterV2(TypedDict):
+    n: float
+
+
+@sm.migratable("meter", version=2)
+class Meter:
+    def __init__(self) -> None:
+        self.n: Any = 7
+
+
+def meters(**lossy: Any) -> sm.Registry:
+    """``n: int`` at version 1, ``n: float`` at 2, and a step up that keeps the data."""
+    registry = sm.Registry()
+    registry.add_schema("meter", 1, MeterV1)
+    registry.add_schema("meter", 2, MeterV2)
+    registry.add_migration("meter", 1, 2, lambda data: data, name="to_float", **lossy)
+    return registry
+
+
+def test_a_step_whose_output_validation_makes_another_number_is_refused() -> None:
+    """Validated as a float, 2**53 + 1 is 2.0**53: refused as an export refuses it."""
+    with pytest.raises(sm.ValidationError) as caught:
+        meters().migrate("meter", {"n": 2**53 + 1}, source=1, target=2)
+    assert "at ['n']: 9007199254740993 (int) would come back as 9007199254740992.0 (float)" in (
+        str(caught.value)
+    )
+    assert "meter 1 -> 2 (to_float)" in str(caught.value)
+    exact = meters().migrate("meter", {"n": 2**60}, source=1, target=2)
+    assert exact.state == {"n": 2.0**60}
+
+
+def test_a_step_declared_lossy_for_the_field_may_round_it() -> None:
+    registry = meters(lossy=("n",))
+    result = registry.migrate("meter", {"n": 2**53 + 1}, source=1, target=2, allow_lossy=True)
+    assert result.state == {"n": 2.0**53}
+
+
+def test_a_restore_through_a_step_that_rounds_an_int_changes_no_component() -> None:
+    registry = meters()
+    v1 = registry.schema_for("meter", 1)
+    encoded = encode_snapshot(
+        [SectionInput("meter", "default", 1, v1.fingerprint, {"n": 2**53 + 1})],
+        producer=Producer.current("svc"),
+        generation=0,
+    )
+    service = sm.Service("svc", registry=registry)
+    live = service.register(Meter())
+    with pytest.raises(sm.RestoreError, match="would come back as 9007199254740992.0"):
+        service.restore(encoded.to_bytes())
+    assert live.n == 7

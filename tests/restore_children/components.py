@@ -130,14 +130,14 @@ def validation_failpoint(monkeypatch: Any, failpoints: Failpoints) -> Iterator[N
     ``adopt`` calls too) through ``failpoints`` (site ``"validate"``)."""
     original = SchemaVersion.adopt_kept
 
-    def adopt_kept(self: SchemaVersion, box: list[Any], *, plain: bool = False) -> Any:
+    def adopt_kept(self: SchemaVersion, box: list[Any], **options: Any) -> Any:
         fault = failpoints.hit("validate", self)
         if fault is not None:
             if fault.exc is InjectedFault:
                 box[0] = {"not": "this schema"}
             else:
                 failpoints.throw(fault, f"validate {self}")
-        return original(self, box, plain=plain)
+        return original(self, box, **options)
 
     monkeypatch.setattr(SchemaVersion, "adopt_kept", adopt_kept)
     try:

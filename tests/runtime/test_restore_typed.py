@@ -94,9 +94,9 @@ def validations(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     seen: list[object] = []
     adopt_kept = SchemaVersion.adopt_kept
 
-    def spy(self: SchemaVersion, box: list[Any], *, plain: bool = False) -> tuple[Any, bool]:
+    def spy(self: SchemaVersion, box: list[Any], **options: Any) -> tuple[Any, bool]:
         seen.append(box[0])
-        return adopt_kept(self, box, plain=plain)
+        return adopt_kept(self, box, **options)
 
     monkeypatch.setattr(SchemaVersion, "adopt_kept", spy)
     return seen
