@@ -86,7 +86,7 @@ def writes_still_running(count: int, bound: float) -> HandoffError:
     return HandoffError(
         "writes",
         f"{_requests(count)} still running after {bound:g} s of the pause; the handoff is"
-        " abandoned and this process serves on, writes included. Raise"
+        " abandoned and the old process serves on, writes included. Raise"
         " HandoffTimeouts.writes, or bound request bodies and request timeouts in the"
         " server: a client sending its body slowly keeps its write running",
     )

@@ -191,7 +191,7 @@ def test_writes_running_past_timeouts_writes_fail_the_pause_and_let_the_writes_g
     async def scenario() -> HandoffError:
         await writes.start(2)
         with pytest.raises(HandoffError) as raised:
-            await adapter.hot.pause()
+            await asyncio.wait_for(adapter.hot.pause(), DEADLINE)
         await writes.start(1)  # not held: it runs beside the two
         await writes.end()
         await asyncio.wait_for(adapter.hot.pause(), DEADLINE)  # nothing running now
@@ -206,7 +206,7 @@ def test_writes_running_past_timeouts_writes_fail_the_pause_and_let_the_writes_g
         error = asyncio.run(scenario())
     assert error.stage == "writes"
     assert error.detail.startswith("2 write requests still running after 0.05 s of the pause")
-    assert "the handoff is abandoned and this process serves on" in error.detail
+    assert "the handoff is abandoned and the old process serves on" in error.detail
     assert "Raise HandoffTimeouts.writes, or bound request bodies" in error.detail
     # Under a second: nothing said while waiting, the failure says it all.
     assert not [r for r in caplog.records if "the pause waits" in r.getMessage()]

@@ -166,11 +166,21 @@ def test_writes_running_past_timeouts_writes_fail_the_pause_and_let_the_writes_g
     monkeypatch.setattr(_gunicorn_worker, "TELL_AFTER", 0.01)
     gate = WorkerGate(worker, timeouts=HandoffTimeouts(writes=0.05))
     gate.hold(Request("PUT"))  # running when the handoff starts, and never ending
-    with caplog.at_level(logging.INFO, logger="statemigrate.handoff"):
+    failed: list[HandoffError] = []
+
+    def pause() -> None:
         with pytest.raises(HandoffError) as raised:
             gate.pause()
-    assert raised.value.stage == "writes"
-    assert raised.value.detail.startswith("1 write request still running after 0.05 s")
+        failed.append(raised.value)
+
+    with caplog.at_level(logging.INFO, logger="statemigrate.handoff"):
+        # A daemon: a pause that never gives up must not keep the tests from ending.
+        pausing = threading.Thread(target=pause, daemon=True)
+        pausing.start()
+        pausing.join(DEADLINE)
+    (error,) = failed
+    assert error.stage == "writes"
+    assert error.detail.startswith("1 write request still running after 0.05 s")
     told = [r for r in caplog.records if "the pause waits for" in r.getMessage()]
     assert [r.levelno for r in told] == [logging.WARNING]
     assert "1 write request still running" in told[0].getMessage()
