@@ -465,6 +465,7 @@ HANDOFF_STAGES = (
     "handshake",
     "precopy",
     "pause",
+    "writes",
     "export",
     "transfer",
     "ready",

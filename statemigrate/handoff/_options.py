@@ -20,7 +20,9 @@ class HandoffTimeouts:
     vanishes, costs at most the wait concerned, after which the handoff fails and the
     old process goes on serving. The defaults suit a service whose start-up and
     restore take a few seconds; raise ``hello`` for slow start-ups and ``ready`` (and
-    ``snapshot``) for large states.
+    ``snapshot``) for large states. Keep ``writes`` well below ``snapshot``: the
+    successor's wait for the snapshot covers the old process's wait for the writes,
+    and the old process, which can go on serving, should be the one to give up.
 
     Attributes:
         hello: old process: from starting (or being connected to) the successor until
@@ -45,6 +47,11 @@ class HandoffTimeouts:
             long, once the channel closed without COMMIT, it waits to see the old
             process gone before it takes over (see
             :meth:`~statemigrate.handoff.Inheritance.ready`).
+        writes: old process, in a server adapter: from the pause until the write
+            requests already running when it began have ended (new ones are held
+            meanwhile). A request whose client sends its body slowly keeps running
+            as long as the client likes; past this wait the handoff fails at stage
+            ``writes``, the held writes go on at once and this process serves on.
 
     Raises:
         ConfigurationError: a value is not a positive, finite number of seconds.
@@ -57,6 +64,7 @@ class HandoffTimeouts:
     commit: float = 30.0
     serving: float = 30.0
     kill_grace: float = 5.0
+    writes: float = 10.0
 
     def __post_init__(self) -> None:
         for item in fields(self):

@@ -123,7 +123,8 @@ class HandoffReport:
         transport: ``"spawn"`` (a :class:`~statemigrate.handoff.Spawn` successor) or
             ``"socket"`` (a successor that connected to us).
         stage: the stage that failed (``None`` on success): ``spawn``, ``handshake``,
-            ``pause``, ``export``, ``transfer``, ``ready``, ``commit`` or ``serving``.
+            ``pause``, ``writes``, ``export``, ``transfer``, ``ready``, ``commit`` or
+            ``serving``.
         reason: why it failed (``None`` on success).
         successor_pid: the successor's pid, once known.
         successor_exit: the successor's exit status when it ended during the attempt

@@ -244,6 +244,11 @@ def _paused_transfer(
         attempt.pausing()
         try:
             yield from call_hook("pause")
+        except HandoffError:
+            # The control's own word on why it cannot pause (a server adapter's writes
+            # still running, stage ``writes``): it let the held writes go before.
+            attempt.unpaused()
+            raise
         except Exception as exc:
             raise HandoffError("pause", f"pause() raised {exc!r}") from exc
         attempt.paused = True

@@ -258,6 +258,7 @@ def spawn_steps(
             leaving = isinstance(exc, SuccessorFailedError) or exc.stage in (
                 "precopy",
                 "pause",
+                "writes",
                 "export",
                 "transfer",
                 "commit",

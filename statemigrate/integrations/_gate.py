@@ -15,10 +15,18 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
-from statemigrate._errors import ConfigurationError
+from statemigrate._errors import ConfigurationError, HandoffError
 from statemigrate.handoff import HandoffTimeouts
 
-__all__ = ["SAFE_METHODS", "HeldStops", "WriteGate", "safe_methods_of"]
+__all__ = [
+    "SAFE_METHODS",
+    "TELL_AFTER",
+    "HeldStops",
+    "WriteGate",
+    "safe_methods_of",
+    "waiting_for_writes",
+    "writes_still_running",
+]
 
 logger = logging.getLogger("statemigrate.handoff")
 
@@ -28,6 +36,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # A method is an HTTP token (RFC 9110, section 5.6.2).
 _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+#: Seconds after which a pause still waiting for the writes running says so: until
+#: then, writes held are the ordinary cost of a pause, not a thing to look into.
+TELL_AFTER = 1.0
 
 
 def safe_methods_of(methods: Iterable[str]) -> frozenset[str]:
@@ -56,6 +68,40 @@ def safe_methods_of(methods: Iterable[str]) -> frozenset[str]:
     return frozenset(names)
 
 
+def _requests(count: int) -> str:
+    return f"{count} write request{'' if count == 1 else 's'}"
+
+
+def waiting_for_writes(count: int, bound: float) -> str:
+    """The line logged once a pause has waited :data:`TELL_AFTER` for the writes running:
+    why every other write is held."""
+    return (
+        f"handoff: the pause waits for {_requests(count)} still running; new writes are"
+        f" held meanwhile, for at most {bound:g} s in all (HandoffTimeouts.writes)"
+    )
+
+
+def writes_still_running(count: int, bound: float) -> HandoffError:
+    """The failure of a pause whose writes running did not all end within ``bound``."""
+    return HandoffError(
+        "writes",
+        f"{_requests(count)} still running after {bound:g} s of the pause; the handoff is"
+        " abandoned and the old process serves on, writes included. Raise"
+        " HandoffTimeouts.writes, or bound request bodies and request timeouts in the"
+        " server: a client sending its body slowly keeps its write running",
+    )
+
+
+async def _set_within(event: asyncio.Event, seconds: float) -> bool:
+    """Whether ``event`` is set within ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return event.is_set()
+    return True
+
+
 class WriteGate:
     """Holds state-changing requests while closed, and tells when none is running."""
 
@@ -82,10 +128,29 @@ class WriteGate:
             if self._writers == 0:
                 self._idle.set()
 
-    async def close(self) -> None:
-        """Hold new writes, and wait for the writes already running to end."""
+    async def close(self, bound: float) -> None:
+        """Hold new writes, and wait for the writes already running to end, at most
+        ``bound`` seconds (``HandoffTimeouts.writes``): a client trickling its body
+        would otherwise hold every other write for as long as it likes.
+
+        Raises:
+            HandoffError: stage ``writes``, some were still running after ``bound``
+                seconds. The gate is open again: the held writes go on here.
+        """
         self._open.clear()
-        await self._idle.wait()
+        try:
+            if await _set_within(self._idle, min(bound, TELL_AFTER)):
+                return
+            if bound > TELL_AFTER:
+                logger.warning("%s", waiting_for_writes(self._writers, bound))
+                if await _set_within(self._idle, bound - TELL_AFTER):
+                    return
+        except BaseException:
+            self._open.set()  # not closed after all (a cancelled handoff)
+            raise
+        count = self._writers
+        self._open.set()
+        raise writes_still_running(count, bound)
 
     def open(self) -> None:
         """Let the held writes go: on here (a failed handoff), or to forwarding."""
@@ -129,14 +194,14 @@ class HeldStops:
 
     def _held_line(self) -> str:
         t = self._timeouts
-        waits = t.hello + t.ready + t.serving + t.kill_grace
+        waits = t.hello + t.writes + t.ready + t.serving + t.kill_grace
         ran = "about to start"
         if self._handing_over:
             ran = f"running for {time.monotonic() - self._began:.1f} s"
         return (
             f"stop signal held: a handoff is {ran}, and the stop takes effect once it"
-            f" ends; its waits for the successor last at most {waits:.0f} s (HandoffTimeouts"
-            f" hello + ready + serving + kill_grace), plus at most {t.precopy:.0f} s a"
+            f" ends; its waits last at most {waits:.0f} s (HandoffTimeouts hello + writes"
+            f" + ready + serving + kill_grace), plus at most {t.precopy:.0f} s a"
             " round with pre-copy"
         )
 

@@ -23,8 +23,15 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from statemigrate._errors import HandoffError
+from statemigrate.handoff import HandoffTimeouts
 from statemigrate.integrations._forward import Address, failure_text, forward, forwarding_address
-from statemigrate.integrations._gate import SAFE_METHODS, safe_methods_of
+from statemigrate.integrations._gate import (
+    SAFE_METHODS,
+    TELL_AFTER,
+    safe_methods_of,
+    waiting_for_writes,
+    writes_still_running,
+)
 from statemigrate.integrations._successor import gone
 
 __all__ = ["SAFE_METHODS", "WorkerGate"]
@@ -93,6 +100,7 @@ class WorkerGate:
         safe_methods: the methods that never change the state: they run during the
             pause, beside the export; every other request is held. ``()`` holds
             every request.
+        timeouts: the handoff's waits; :meth:`pause` uses ``writes``.
 
     Raises:
         ConfigurationError: ``safe_methods`` is not a collection of method names.
@@ -104,8 +112,10 @@ class WorkerGate:
         *,
         on_moved: Callable[[], None] | None = None,
         safe_methods: Iterable[str] = SAFE_METHODS,
+        timeouts: HandoffTimeouts | None = None,
     ) -> None:
         self._worker = worker
+        self.timeouts = timeouts if timeouts is not None else HandoffTimeouts()
         self.safe_methods = safe_methods_of(safe_methods)
         self._on_moved = on_moved
         self._log: Any = getattr(worker, "log", logger)
@@ -231,14 +241,30 @@ class WorkerGate:
     # -- ServerControl ------------------------------------------------------------------
 
     def pause(self) -> None:
-        """Hold new writes, and wait for the writes already running to end.
+        """Hold new writes, and wait for the writes already running to end, at most
+        ``timeouts.writes`` seconds: a client trickling its body would otherwise hold
+        every other write for as long as it likes.
 
         Pauses nest: writes go on once each pause is resumed (a checkpoint's hold may
-        end while a handoff's goes on)."""
+        end while a handoff's goes on).
+
+        Raises:
+            HandoffError: stage ``writes``, some were still running after
+                ``timeouts.writes``. This pause is over: the held writes go on here.
+        """
+        bound = self.timeouts.writes
         with self._cond:
             self._pauses += 1
-            while self._writers:
-                self._cond.wait()
+            if self._cond.wait_for(lambda: not self._writers, min(bound, TELL_AFTER)):
+                return
+            if bound > TELL_AFTER:
+                logger.warning("%s", waiting_for_writes(self._writers, bound))
+                if self._cond.wait_for(lambda: not self._writers, bound - TELL_AFTER):
+                    return
+            count = self._writers
+            self._pauses -= 1
+            self._cond.notify_all()
+        raise writes_still_running(count, bound)
 
     def resume(self) -> None:
         """End one pause: the held writes go on once none is left (a handoff that

@@ -22,8 +22,13 @@ def handoff_waits(timeouts: HandoffTimeouts) -> float:
     """The seconds a take-over may last by the handoff's own waits: every one of them
     in turn (``hello`` to ``kill_grace``, one pre-copy round at ``precopy``), 305 s
     with the defaults. Each wait is bounded on its own, so the take-over never needs
-    an outer bound; this is the one an engine's bound must not fall below."""
-    return float(sum(getattr(timeouts, item.name) for item in fields(timeouts)))
+    an outer bound; this is the one an engine's bound must not fall below. ``writes``
+    is left out: the old process's wait for its writes runs inside the successor's
+    ``snapshot``."""
+    inside = {"writes"}
+    return float(
+        sum(getattr(timeouts, item.name) for item in fields(timeouts) if item.name not in inside)
+    )
 
 
 def startup_timeout(

@@ -98,6 +98,7 @@ class HotRestart:
         forward_timeout: seconds to reach the successor and for each read of its answer.
         safe_methods: the methods that never change the state, served during the
             pause; every other request is held (see :func:`serve`).
+        timeouts: the handoff's waits; the pause uses ``writes``.
 
     Raises:
         ConfigurationError: ``safe_methods`` is not a collection of method names.
@@ -122,8 +123,10 @@ class HotRestart:
         *,
         forward_timeout: float = DEFAULT_TIMEOUT,
         safe_methods: Iterable[str] = SAFE_METHODS,
+        timeouts: HandoffTimeouts | None = None,
     ) -> None:
         self.address: Address | None = None
+        self.timeouts = timeouts if timeouts is not None else HandoffTimeouts()
         self.forward_timeout = forward_timeout
         self.safe_methods = safe_methods_of(safe_methods)
         self._gate = WriteGate()
@@ -201,8 +204,9 @@ class HotRestart:
     # -- AsyncServerControl ----------------------------------------------------------
 
     async def pause(self) -> None:
-        """Hold new writes, and wait for the writes already running to end."""
-        await self._gate.close()
+        """Hold new writes, and wait for the writes already running to end (at most
+        ``timeouts.writes``)."""
+        await self._gate.close(self.timeouts.writes)
 
     async def resume(self) -> None:
         """Let the held writes go on (the handoff failed)."""
@@ -364,7 +368,9 @@ async def serve(
         trials.check()
     successor = Spawn(list(argv) if argv is not None else own_argv())
     handoff_timeouts = timeouts if timeouts is not None else HandoffTimeouts()
-    hot = HotRestart(forward_timeout=forward_timeout, safe_methods=safe_methods)
+    hot = HotRestart(
+        forward_timeout=forward_timeout, safe_methods=safe_methods, timeouts=handoff_timeouts
+    )
 
     @web.middleware
     async def switch(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -534,7 +534,7 @@ class HotRestart:
     async def pause(self) -> None:
         """Hold new writes, and wait for the writes already running to end."""
         self._paused_at = asyncio.get_running_loop().time()
-        await self._gate.close()
+        await self._gate.close(self.timeouts.writes)
 
     async def resume(self) -> None:
         """Let the held writes go on here (the handoff failed)."""

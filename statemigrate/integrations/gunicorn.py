@@ -222,7 +222,9 @@ class _Hooks:
             master = parent_of(successor) if successor is not None else None
             mark.write_text(f"{successor or 0} {master or 0}\n")
 
-        gate = WorkerGate(worker, on_moved=moved, safe_methods=self.safe_methods)
+        gate = WorkerGate(
+            worker, on_moved=moved, safe_methods=self.safe_methods, timeouts=self.timeouts
+        )
         setattr(worker, _GATE, gate)
         gate.install()
         if mark.exists() and not next_generation_gone(mark, worker, slot, self.directory):

@@ -99,3 +99,35 @@ def test_a_failed_handoff_pauses_until_resume_lets_the_held_requests_go(pair):
     assert isinstance(error, HandoffError) and error.report is not None
     assert server.calls == ["pause", "resume"]
     assert error.report.pause_seconds >= server.held()
+
+
+class GivingUp(Server):
+    """A server whose pause gives up, as a server adapter's does on the writes still
+    running after ``HandoffTimeouts.writes``: it lets the held writes go itself, and
+    says why in a ``HandoffError`` of its own stage."""
+
+    def pause(self) -> None:
+        super().pause()
+        self.released_at = time.monotonic()
+        raise HandoffError("writes", "1 write request still running after 0.05 s of the pause")
+
+
+def test_a_pause_that_gives_up_on_its_writes_fails_the_handoff_at_its_own_stage(pair):
+    """The stage and detail are the pause's own, not ``pause() raised ...``; resume()
+    is not called (the pause let the writes go), and the writes it held are counted."""
+    old, new = pair
+    server = GivingUp()
+    outcome: dict[str, HandoffReport | HandoffError] = {}
+    thread = _old_side(old, server, outcome)
+    try:
+        inheritance = receive_handoff(new)
+        with pytest.raises(HandoffError, match="aborted: writes: 1 write request"), inheritance:
+            inheritance.hello({"state": [1]})
+    finally:
+        thread.join()
+    error = outcome["error"]
+    assert isinstance(error, HandoffError) and error.report is not None
+    assert error.stage == error.report.stage == "writes"
+    assert error.detail.startswith("1 write request still running after 0.05 s")
+    assert server.calls == ["pause"]
+    assert error.report.pause_seconds >= server.held() > 0

@@ -331,3 +331,62 @@ def test_run_returns_after_a_stop_signal(server: str, signum: int) -> None:
             child.kill()
             child.wait()
     assert (child.returncode, out) == (0, "run returned None\n"), err
+
+
+SLOW_WRITER = ROOT / "tests" / "integrations" / "slow_writer_app.py"
+
+
+def _counter(port: int) -> dict[str, int]:
+    status, body = ask(port, "GET", "/n")
+    assert status == 200, (status, body)
+    answer: dict[str, int] = json.loads(body)
+    return answer
+
+
+def _logged(log: Path, text: str) -> bool:
+    return text in log.read_text()
+
+
+@pytest.mark.slow
+def test_a_write_whose_body_never_ends_fails_the_handoff_at_writes_and_writes_go_on(
+    tmp_path: Path,
+) -> None:
+    """A client that sends a PUT's headers and never its whole body keeps that write
+    running: the pause gives up after ``HandoffTimeouts.writes`` (1.5 s), saying so
+    while it waits and then why; the handoff fails at stage ``writes``, the successor
+    is stopped, and the old process serves writes again, the slow client still there."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, str(SLOW_WRITER), str(port)], stderr=out, cwd=tmp_path
+        )
+    slow = socket.socket()
+    try:
+        wait_until("the server to answer", lambda: _answers_counter(port))
+        old = server.pid
+        slow.connect(("127.0.0.1", port))
+        slow.sendall(b"PUT /n HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nslow")
+        wait_until("the slow write to run", lambda: _counter(port)["writing"] == 1)
+        os.kill(old, signal.SIGUSR2)
+        wait_until("the handoff to fail", lambda: _logged(log, "handoff failed at writes"))
+        text = log.read_text()
+        assert "the pause waits for 1 write request still running" in text
+        assert "handoff failed at writes: 1 write request still running after 1.5 s" in text
+        assert "the handoff is abandoned and the old process serves on" in text
+        # The old process serves writes again, the slow write still running.
+        assert ask(port, "PUT", "/n", "x")[0] == 204
+        assert _counter(port) == {"n": 1, "pid": old, "writing": 1}
+        wait_until("the successor to be stopped", lambda: descendants(old) == [])
+        assert server.poll() is None
+    finally:
+        slow.close()
+        server.kill()
+        server.wait(timeout=DEADLINE)
+
+
+def _answers_counter(port: int) -> bool:
+    try:
+        return ask(port, "GET", "/n")[0] == 200
+    except OSError:
+        return False

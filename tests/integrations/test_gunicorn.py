@@ -32,7 +32,15 @@ from integrations.loadclient import Tally, ask, load, lost_writes, read_value, w
 from integrations.torn_reads import service_with
 
 from statemigrate import ConfigurationError
-from statemigrate.handoff import HandoffTimeouts, hand_over, read_trial, receive_handoff, take_over
+from statemigrate.handoff import (
+    HandoffError,
+    HandoffTimeouts,
+    hand_over,
+    read_trial,
+    receive_handoff,
+    take_over,
+)
+from statemigrate.integrations import _gunicorn_worker
 from statemigrate.integrations.gunicorn import SAFE_METHODS, Trial, WorkerGate, server_hooks
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gunicorn_cache"
@@ -147,6 +155,38 @@ def test_the_pause_holds_what_may_change_the_state_and_waits_for_it_running(
     gate.resume()  # the handoff failed: the held request goes on locally
     holding.join()
     assert not waiting.must_close and not gate.moved
+
+
+def test_writes_running_past_timeouts_writes_fail_the_pause_and_let_the_writes_go(
+    worker: Worker, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write still running after ``writes`` seconds (a client trickling its body):
+    the pause says it waits (past ``TELL_AFTER``, shortened here), then gives up with
+    stage ``writes``; that pause is over, so a new write runs at once."""
+    monkeypatch.setattr(_gunicorn_worker, "TELL_AFTER", 0.01)
+    gate = WorkerGate(worker, timeouts=HandoffTimeouts(writes=0.05))
+    gate.hold(Request("PUT"))  # running when the handoff starts, and never ending
+    failed: list[HandoffError] = []
+
+    def pause() -> None:
+        with pytest.raises(HandoffError) as raised:
+            gate.pause()
+        failed.append(raised.value)
+
+    with caplog.at_level(logging.INFO, logger="statemigrate.handoff"):
+        # A daemon: a pause that never gives up must not keep the tests from ending.
+        pausing = threading.Thread(target=pause, daemon=True)
+        pausing.start()
+        pausing.join(DEADLINE)
+    (error,) = failed
+    assert error.stage == "writes"
+    assert error.detail.startswith("1 write request still running after 0.05 s")
+    told = [r for r in caplog.records if "the pause waits for" in r.getMessage()]
+    assert [r.levelno for r in told] == [logging.WARNING]
+    assert "1 write request still running" in told[0].getMessage()
+    writing = _in_thread(lambda: gate.hold(Request("POST")))
+    writing.join(DEADLINE)
+    assert not writing.is_alive()  # not held: the failed pause let the writes go
 
 
 @pytest.mark.parametrize("precopy", ["fork", False])
