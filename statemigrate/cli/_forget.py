@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any, TextIO
 
-from statemigrate.cli._arguments import add_prefix_argument
+from statemigrate.cli._arguments import UsageError, add_prefix_argument
 from statemigrate.cli._inspect import printable
-from statemigrate.cli._objects import add_store_argument, open_store
+from statemigrate.cli._objects import add_store_argument, is_object_url, open_store
 
 __all__ = ["add_forget_parser", "forget_command"]
 
@@ -36,6 +37,8 @@ def add_forget_parser(commands: Any) -> None:
 
 def forget_command(args: argparse.Namespace, out: TextIO) -> int:
     """Run ``forget-unrestored``; returns the exit status (0 also when none was kept)."""
+    if not is_object_url(args.url):
+        raise UsageError(_not_an_object_store(args.url))
     store = open_store(args.url, args.store_options)
     # Raises StoreConflictError when another writer commits between the pointer's read
     # and its swap: the command is then simply run again.
@@ -59,3 +62,26 @@ def forget_command(args: argparse.Namespace, out: TextIO) -> int:
         " generations `keep` holds\n"
     )
     return 0
+
+
+def _not_an_object_store(path: str) -> str:
+    """The refusal of a path: only an object store keeps generations out of retention's
+    reach. A ``TmpfsStore`` keeps one copy, its directory's ``unrestored`` file, which
+    no commit touches: removing it is what lets it go (docs/stores.md)."""
+    where = printable(path)
+    kept = os.path.join(path, "unrestored")
+    if os.path.isfile(kept):
+        cure = (
+            f"{where} is a TmpfsStore's directory, which keeps the snapshot a start could"
+            f" not restore as the file {printable(kept)}, untouched by commits: once you no"
+            f" longer need it (`statemigrate inspect {printable(kept)}` reads it), remove"
+            f" it: `rm {printable(kept)}`"
+        )
+    elif os.path.isdir(path):
+        cure = f"{where} is a directory with no unrestored file: nothing is kept there"
+    else:
+        cure = f"{where} is neither an object store's URL nor a directory"
+    return (
+        "forget-unrestored is for object stores (s3://, gs://, az://, file://, memory://),"
+        f" which keep generations out of retention's reach; {cure}"
+    )

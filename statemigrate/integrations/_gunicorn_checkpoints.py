@@ -37,6 +37,11 @@ from statemigrate._runtime._checkpointtake import DEFAULT_EXPORT, ExportMode
 from statemigrate._runtime._quiesce import Quiesce
 from statemigrate._runtime._service import Service
 from statemigrate._runtime._wait import WaitReadable, poll_readable
+from statemigrate.integrations._gunicorn_slots import (
+    HeldSlot,
+    others_holding_state,
+    unserved_slots,
+)
 from statemigrate.stores import Store
 
 __all__ = [
@@ -280,7 +285,24 @@ class SlotCheckpoints:
             # The service's own line ("service ... starts cold: ...") names no slot:
             # which worker started cold is said here, as for a restore below. The
             # reason is the status's: no checkpoint, or one refused (serve_cold).
-            worker.log.info("%s: starts cold: %s", where, service.status.reason)
+            others = self._others_holding_state(worker)
+            if not others:
+                worker.log.info("%s: starts cold: %s", where, service.status.reason)
+                return True
+            # A worker count raised between releases: this slot never had a worker,
+            # and serves an empty state beside workers that serve the stored one.
+            noun = "slot's store holds" if len(others) == 1 else "slots' stores hold"
+            worker.log.warning(
+                "%s: starts cold (%s) while %d other %s state: %s; each worker holds its"
+                " own copy of the state, so requests this worker takes see none of"
+                " theirs, and their writes are not seen here (docs/gunicorn.md, Several"
+                " workers)",
+                where,
+                service.status.reason,
+                len(others),
+                noun,
+                ", ".join(map(str, others)),
+            )
             return True
         self.restored = True
         worker.log.info(
@@ -331,6 +353,39 @@ class SlotCheckpoints:
             where,
             self.store,
             report.generation,
+        )
+
+    def _others_holding_state(self, worker: Any) -> list[HeldSlot]:
+        if self.settings.shared:
+            return []  # one store for every slot: there is no other
+        return others_holding_state(
+            self.slot, _workers(worker), self.settings.store_for, self.store
+        )
+
+    def warn_unserved(self, worker: Any) -> None:
+        """In slot 0's worker as it starts: name the slots past the worker count whose
+        stores hold checkpoints, state no worker of this count serves (the count was
+        lowered). Said by one worker, not by each."""
+        if self.slot != 0 or self.settings.shared:
+            return
+        workers = _workers(worker)
+        unserved = unserved_slots(workers, self.settings.store_for, self.store)
+        if not unserved:
+            return
+        many = len(unserved) > 1
+        worker.log.warning(
+            "worker %s (slot 0): %s past workers = %d %s checkpoints that no worker"
+            " serves: %s; %s state (acknowledged writes) is not served, and stays in"
+            " %s: a start with workers = %d or more restores it in its slot again, and"
+            " no way of folding one worker's state into another's exists",
+            worker.pid,
+            f"{len(unserved)} slots" if many else "a slot",
+            workers,
+            "hold" if many else "holds",
+            ", ".join(map(str, unserved)),
+            "their" if many else "its",
+            "those stores" if many else "that store",
+            unserved[-1].slot + 1,
         )
 
     def run(self, service: Service, quiesce: Quiesce, worker: Any, *, now: bool) -> None:
@@ -388,6 +443,15 @@ class SlotCheckpoints:
             return
         with contextlib.suppress(StateMigrateError, OSError):
             checkpointer.stop()  # a failed final checkpoint is logged by stop()
+
+
+def _workers(worker: Any) -> int:
+    """gunicorn's ``workers`` setting, as the worker's configuration holds it (1 when
+    unknown)."""
+    count = getattr(getattr(worker, "cfg", None), "workers", None)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        return 1
+    return count
 
 
 def _graceful_timeout(worker: Any) -> float | None:

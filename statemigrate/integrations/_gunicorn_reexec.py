@@ -20,6 +20,12 @@ stops, so that its exit does not stop the service. A dead new master's pid file
 (``gunicorn.pid.2``, which gunicorn's halt at times leaves) is removed when it still
 names that master.
 
+A new master stopped by a signal (``kill -TERM``, ``INT``, ``QUIT``) before its
+promotion halts as gunicorn does, then exits with ``128 +`` the signal's number, the
+shell's convention, rather than gunicorn's 0 (or 1, when its halt raises): the old
+master, its parent and the only process waiting for it, then says it was stopped by that
+signal instead of guessing at an error.
+
 gunicorn has no hook for this: the hooks wrap the arbiter's ``reap_workers`` and
 ``halt`` (attributes of the one arbiter, not of its class). The wrappers can go once
 gunicorn reports its re-executed master's exit itself.
@@ -49,6 +55,13 @@ ORPHANED_EXIT = 1
 _HALTED_AFTER_LOGGING = {3: "a worker failed to boot", 4: "a worker failed to load the app"}
 
 _WATCHING = "statemigrate_watching_new_master"
+
+#: The signals that stop a gunicorn master, and the ``handle_*`` methods of its arbiter.
+_STOP_SIGNALS = {"term": signal.SIGTERM, "int": signal.SIGINT, "quit": signal.SIGQUIT}
+
+#: The exit status of a process stopped by the signal ``N`` that exits on its own: the
+#: shell's ``128 + N``.
+_SIGNALLED_EXIT = 128
 
 
 def watch_new_master(
@@ -91,6 +104,7 @@ class _Watch:
         self.stopping = False
         self.lost = False  # a new master died unpromoted: orphaned if the state moved
         self.orphaned = False
+        self.stopped_by: signal.Signals | None = None  # the signal that stops this master
 
     def install(self) -> None:
         server = self.server
@@ -100,11 +114,23 @@ class _Watch:
         self.halt: Callable[..., None] | None = getattr(server, "halt", None)
         if self.halt is not None:
             server.halt = self.orphan_aware_halt
+        for name, signum in _STOP_SIGNALS.items():
+            handle: Callable[[], None] | None = getattr(server, f"handle_{name}", None)
+            if handle is not None:
+                # gunicorn's loop looks its handlers up on the arbiter at each signal.
+                setattr(server, f"handle_{name}", self._noting(signum, handle))
         def reap_workers() -> None:
             self.reap_workers()
 
         setattr(reap_workers, _WATCHING, True)  # a bound method takes no attribute
         server.reap_workers = reap_workers
+
+    def _noting(self, signum: signal.Signals, handle: Callable[[], None]) -> Callable[[], None]:
+        def noted() -> None:
+            self.stopped_by = signum
+            handle()
+
+        return noted
 
     def noted_stop(self, *args: Any, **kwargs: Any) -> None:
         # gunicorn reaps its children while it stops: a new master reaped then
@@ -126,6 +152,12 @@ class _Watch:
                 _name_main_process(server.reexec_pid, server.log)
         if self.halt is None:
             return
+        signum = self.stopped_by
+        unpromoted: int = getattr(server, "master_pid", 0)  # the old master's pid, until then
+        if signum is not None and unpromoted:
+            # A new master not promoted yet, stopped by a signal: its parent, the old
+            # master, is told which by the exit status (see the module's docstring).
+            self._halt_stopped_by(signum, reason, exit_status)
         try:
             self.halt(reason=reason, exit_status=exit_status)
         except SystemExit as exc:
@@ -142,6 +174,23 @@ class _Watch:
                 )
                 raise SystemExit(ORPHANED_EXIT) from None
             raise
+
+    def _halt_stopped_by(
+        self, signum: signal.Signals, reason: str | None, exit_status: int
+    ) -> None:
+        assert self.halt is not None
+        try:
+            self.halt(reason=reason, exit_status=exit_status)
+        except SystemExit:
+            pass
+        except BaseException as exc:
+            # gunicorn's halt raises at times (its HaltServer, a BaseException, when a
+            # worker fails to boot while it stops them): the stop was asked for all the
+            # same, and is what happened.
+            self.server.log.warning(
+                "stopping on %s: %s: %s", signum.name, type(exc).__name__, exc
+            )
+        raise SystemExit(_SIGNALLED_EXIT + signum)
 
     def reap_workers(self) -> None:
         self.reap_new_master()
@@ -235,7 +284,10 @@ def new_master_exited(
     is gunicorn's setting: ``"-"`` when the log is stderr. ``checkpoints``: whether
     the workers' final checkpoints hold their state (``checkpoints=`` is configured)."""
     code = os.waitstatus_to_exitcode(status)
-    if code < 0:
+    stop = _stop_signal(code)
+    if stop is not None:
+        how = f"was stopped by {stop.name}"
+    elif code < 0:
         try:
             how = f"was killed by {signal.Signals(-code).name}"
         except ValueError:
@@ -260,6 +312,13 @@ def new_master_exited(
     )
     if code == 0:
         return logging.WARNING, text + f"; its lines in this log (pid {pid}) say why it stopped"
+    if stop is not None:
+        # Someone stopped it (an operator, a script, a supervisor): no error to guess at.
+        return logging.WARNING, text + f"; its lines in this log (pid {pid}) say how far it got"
+    if code < 0:
+        # Killed outright (SIGKILL: by someone, or the kernel's out-of-memory killer):
+        # it had no time to write an error anywhere.
+        return logging.ERROR, text + f"; its lines in this log (pid {pid}) say how far it got"
     if code in _HALTED_AFTER_LOGGING:
         return logging.ERROR, (
             f"{text}; {_HALTED_AFTER_LOGGING[code]}: its lines and its workers' in this log"
@@ -287,3 +346,13 @@ def new_master_exited(
             else ""
         )
     )
+
+
+def _stop_signal(code: int) -> signal.Signals | None:
+    """The signal that stopped a master which exited with ``code`` (as
+    ``waitstatus_to_exitcode`` gives it): killed by it, or exiting on it with ``128 +``
+    its number; ``None`` for any other exit."""
+    for signum in _STOP_SIGNALS.values():
+        if code in (-signum, _SIGNALLED_EXIT + signum):
+            return signum
+    return None

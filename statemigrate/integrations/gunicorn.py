@@ -71,6 +71,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -287,6 +288,13 @@ class _Hooks:
                 keeper.run(service, gate.still, worker, now=took_over or keeper.restored)
             except StateMigrateError as exc:
                 self._cannot_checkpoint(worker, slot, exc)
+            # Reads the stores of slots past the worker count: not in the way of serving.
+            threading.Thread(
+                target=keeper.warn_unserved,
+                args=(worker,),
+                name="statemigrate-unserved-slots",
+                daemon=True,
+            ).start()
         if trials is not None:
             trials.watch_blocking(_no_revert)
 

@@ -31,7 +31,7 @@ import statemigrate as sm
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate.cli._kinds import kind_of_generation
 from statemigrate.reference import KVCacheV3, build_registry
-from statemigrate.stores import ObjectStore
+from statemigrate.stores import ObjectStore, TmpfsStore
 
 KEY = b"object-store cli key, 16+ bytes"
 REGISTRY = ["--registry", "statemigrate.reference:build_registry"]
@@ -548,6 +548,28 @@ def test_forget_unrestored_lets_retention_delete_the_kept_generations(
         assert again.out == json.dumps(json.loads(again.out), indent=2, sort_keys=True) + "\n"
         none = run(capsys, "forget-unrestored", url)
         assert none.out == f"{url}: no generation is kept as unrestored\n"
+
+
+def test_forget_unrestored_of_a_directory_says_which_file_to_remove(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A TmpfsStore keeps one copy, a file: the refusal names it and how to let it go,
+    and nothing is removed."""
+    store = TmpfsStore(tmp_path / "app")
+    store.keep_unrestored(b"the state a start could not restore")
+    kept = tmp_path / "app" / "unrestored"
+    line = one_error_line(run(capsys, "forget-unrestored", str(tmp_path / "app")), code=2)
+    assert line.startswith(
+        "statemigrate: error: forget-unrestored is for object stores (s3://, gs://, az://,"
+        " file://, memory://)"
+    )
+    assert f"keeps the snapshot a start could not restore as the file {kept}" in line
+    assert line.endswith(f"remove it: `rm {kept}`")
+    assert kept.exists()
+    kept.unlink()
+    line = one_error_line(run(capsys, "forget-unrestored", str(tmp_path / "app")), code=2)
+    assert line.endswith("is a directory with no unrestored file: nothing is kept there")
+    store.close()
 
 
 def test_forget_unrestored_of_one_generation_speaks_of_it(

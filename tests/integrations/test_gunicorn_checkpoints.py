@@ -304,6 +304,60 @@ def test_a_worker_that_starts_cold_at_boot_names_its_slot(stored: bytes | None) 
         assert service.status.reason == f"no snapshot to restore in {store!r}"
 
 
+class LevelLog(Log):
+    def warning(self, message: str, *args: object) -> None:
+        self.lines.append("WARNING " + message % args)
+
+
+def _slot_worker(workers: int) -> Any:
+    cfg = type("Cfg", (), {"workers": workers, "graceful_timeout": 30})()
+    return type("Worker", (), {"pid": 4242, "log": LevelLog(), "cfg": cfg})()
+
+
+def test_a_slot_starting_cold_beside_one_whose_store_holds_state_is_warned_of(
+    tmp_path: Path,
+) -> None:
+    """workers raised from 1 to 2: slot 1 starts cold while slot 0's store holds the
+    state, and reads then differ with the worker that takes them."""
+    settings = Checkpoints(lambda slot: TmpfsStore(tmp_path / str(slot)))
+    settings.store_for(0).commit(b"x" * 10)
+    service = Service("gunicorn-cache", registry=build_registry())
+    service.register(KVCacheV2())
+    worker = _slot_worker(2)
+    assert SlotCheckpoints(settings, 1).restore_at_boot(service, worker)
+    assert service.status.state == "cold_start"
+    [line] = worker.log.lines
+    assert line.startswith(
+        f"WARNING worker 4242 (slot 1): starts cold ({service.status.reason}) while 1 other"
+        f" slot's store holds state: slot 0 in <TmpfsStore '{tmp_path}/0'> (10 bytes);"
+        " each worker holds its own copy of the state"
+    )
+
+
+def test_slots_past_a_lowered_worker_count_whose_stores_hold_state_are_named(
+    tmp_path: Path,
+) -> None:
+    """workers lowered from 3 to 1: slot 0's worker names slots 1 and 2, whose
+    checkpoints no worker serves; slot 3's store, empty, ends the search."""
+    settings = Checkpoints(lambda slot: TmpfsStore(tmp_path / str(slot)))
+    for slot in (1, 2, 4):
+        settings.store_for(slot).commit(b"x" * slot)
+    worker = _slot_worker(1)
+    SlotCheckpoints(settings, 0).warn_unserved(worker)
+    assert worker.log.lines == [
+        "WARNING worker 4242 (slot 0): 2 slots past workers = 1 hold checkpoints that no"
+        f" worker serves: slot 1 in <TmpfsStore '{tmp_path}/1'> (1 bytes), slot 2 in"
+        f" <TmpfsStore '{tmp_path}/2'> (2 bytes); their state (acknowledged writes) is not"
+        " served, and stays in those stores: a start with workers = 3 or more restores it"
+        " in its slot again, and no way of folding one worker's state into another's exists"
+    ]
+    served = _slot_worker(3)
+    SlotCheckpoints(settings, 0).warn_unserved(served)  # slot 4's alone, past an empty one
+    other = _slot_worker(1)
+    SlotCheckpoints(settings, 1).warn_unserved(other)  # said by slot 0's worker only
+    assert served.log.lines == other.log.lines == []
+
+
 @pytest.mark.usefixtures("descriptors_above_fd_setsize")
 def test_a_replacement_waits_for_its_old_worker_on_a_descriptor_above_fd_setsize() -> None:
     """A master holding a thousand descriptors forks a replacement whose wait for the

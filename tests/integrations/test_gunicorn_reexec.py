@@ -93,8 +93,28 @@ def test_a_new_master_dead_while_this_one_stops_names_what_holds_the_state(
 def test_a_new_master_killed_or_stopped() -> None:
     level, line = new_master_exited(4242, signal.SIGKILL, master=4100, stderr="", errorlog="-")
     assert level == logging.ERROR and "(pid 4242) was killed by SIGKILL before" in line
+    assert line.endswith("its lines in this log (pid 4242) say how far it got")
     level, line = new_master_exited(4242, 0, master=4100, stderr="", errorlog="-")
     assert level == logging.WARNING and "(pid 4242) exited with status 0 before" in line
+
+
+@pytest.mark.parametrize(
+    "status",
+    [signal.SIGTERM, (128 + signal.SIGTERM) << 8],
+    ids=["killed", "exited-on-it"],
+)
+def test_a_new_master_stopped_by_a_signal_is_said_to_be(status: int) -> None:
+    """Stopped by kill -TERM mid-deploy (killed by it, or halting on it and exiting
+    with 128 + 15): the line says so, and guesses at no configuration or import error."""
+    level, line = new_master_exited(
+        4242, status, master=4100, stderr="/dev/null", errorlog="/var/log/gunicorn.log"
+    )
+    assert level == logging.WARNING
+    assert line == (
+        "deploy failed (kill -USR2): the new master (pid 4242) was stopped by SIGTERM"
+        " before the deploy was done; this master (pid 4100) and its workers serve on;"
+        " its lines in this log (pid 4242) say how far it got"
+    )
 
 
 class Arbiter:
@@ -117,6 +137,40 @@ class Arbiter:
         """gunicorn's: stop, then exit with the status given."""
         self.stop()
         raise SystemExit(exit_status)
+
+    def handle_term(self) -> None:
+        """gunicorn's: the main loop halts."""
+        raise StopIteration
+
+
+class HaltServer(BaseException):
+    """gunicorn's, raised out of its halt when a worker fails to boot as it stops."""
+
+
+@pytest.mark.parametrize(
+    ("master_pid", "halt", "status"),
+    [(4100, "exits", 143), (4100, "raises", 143), (0, "exits", 0)],
+    ids=["new-exits", "new-raises", "promoted"],
+)
+def test_a_new_master_stopped_by_sigterm_exits_with_128_plus_15(
+    master_pid: int, halt: str, status: int
+) -> None:
+    """Before its promotion (``master_pid``, its parent's), a new master halting on
+    SIGTERM exits with 143, which its parent reads as "stopped by SIGTERM", also when
+    gunicorn's halt raises; once promoted, gunicorn's status is left alone."""
+    server: Any = Arbiter(logging.getLogger("test.gunicorn.error"))
+    server.master_pid = master_pid
+    if halt == "raises":
+        def stop(graceful: bool = True) -> None:
+            raise HaltServer("Worker failed to boot.")
+
+        server.stop = stop
+    watch_new_master(server)
+    with pytest.raises(StopIteration):
+        server.handle_term()
+    with pytest.raises(SystemExit) as exited:
+        server.halt()
+    assert exited.value.code == status
 
 
 def _dead_child(code: str = "import os; os.kill(os.getpid(), 9)") -> int:
@@ -281,8 +335,27 @@ def test_a_deploy_whose_new_master_cannot_import_the_application_is_logged(
         assert log.count("deploy failed") == 1
         assert server.master() == old
         assert read_value(server.port, "k1") == "v1"
-        # gunicorn took the new master for gone: the next deploy is not refused.
+        # gunicorn took the new master for gone: the next deploy is not refused. Its
+        # new master, stopped by kill -TERM before its promotion, is said to be.
         fault.unlink()
+        os.kill(old, signal.SIGUSR2)
+        pidfile = Path(f"{server.pidfile}.2")
+        while not pidfile.read_text().strip().isdigit() if pidfile.exists() else True:
+            assert time.monotonic() < end, server.log.read_text()
+            time.sleep(0.02)
+        stopped = int(pidfile.read_text())
+        os.kill(stopped, signal.SIGTERM)
+        while server.log.read_text().count("deploy failed") < 2:
+            assert time.monotonic() < end, server.log.read_text()
+            time.sleep(0.05)
+        log = server.log.read_text()
+        assert (
+            f"[{old}] [WARNING] deploy failed (kill -USR2): the new master (pid {stopped}) was"
+            f" stopped by SIGTERM before the deploy was done; this master (pid {old}) and its"
+            f" workers serve on; its lines in this log (pid {stopped}) say how far it got"
+        ) in log, log
+        assert server.master() == old
+        assert read_value(server.port, "k1") == "v1"
         server.deploy(1)
         assert read_value(server.port, "k1") == "v1"
 
