@@ -12,7 +12,9 @@ components were written meanwhile and how often.
 
 Reads cost nothing (a ``TrackedDict``'s reads are ``dict``'s own); a write costs its
 record in the log while the marks are open, from the last piece to the end of the
-handoff. Components that cannot tell what changed are not watched.
+handoff, or, when a server adapter keeps them (``kept``), to the end of its drain:
+websockets and streaming responses left on the old process write all along.
+Components that cannot tell what changed are not watched.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class LateWrites:
     """
 
     def __init__(self, entries: Sequence[Registered]) -> None:
+        #: Whether a server control keeps the marks past SERVING, to tell and close
+        #: them itself when its drain ends.
+        self.kept = False
         self._watched: list[tuple[str, list[tuple[TrackedDict[Any, Any], ChangeMark]]]] = []
         for entry in entries:
             changes = changes_of(entry)

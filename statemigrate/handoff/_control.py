@@ -57,7 +57,14 @@ class ServerControl(Protocol):
 
 
 class AsyncServerControl(Protocol):
-    """:class:`ServerControl` for an asyncio server: the same three methods, as coroutines."""
+    """:class:`ServerControl` for an asyncio server: the same three methods, as coroutines.
+
+    One that drains after the move may also have ``keep_late_writes(marks)``: it is
+    given the marks on the state opened just after the last piece was taken
+    (:class:`~statemigrate._runtime._latewrites.LateWrites`), and tells and closes
+    them when its drain ends, as the server adapters do, rather than the handoff at
+    SERVING.
+    """
 
     async def pause(self) -> None:
         """As :meth:`ServerControl.pause`."""

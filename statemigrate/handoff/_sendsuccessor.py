@@ -25,6 +25,7 @@ from statemigrate._runtime._lossyexport import record_lossy_exports
 from statemigrate.handoff._drive import Steps, call_hook, ready_now, wait_readable
 from statemigrate.handoff._env import CONTROL_NAME, successor_environ
 from statemigrate.handoff._fdpass import require_same_user
+from statemigrate.handoff._latewarning import warn_late_writes
 from statemigrate.handoff._options import HandoffTimeouts, Spawn
 from statemigrate.handoff._protocol import (
     Abort,
@@ -171,21 +172,15 @@ def _finish(attempt: Attempt, channel: Channel) -> Steps[HandoffReport]:
 
 def _tell_late_writes(attempt: Attempt) -> None:
     """Warn of the components written after the last piece was taken: those writes
-    stayed here, and the successor, which serves now, never received them."""
+    stayed here, and the successor, which serves now, never received them. Marks a
+    server control kept (``keep_late_writes``) are its to tell and close, once its
+    drain ends."""
     if attempt.late is None:
         return
-    for key, count in attempt.late.counts().items():
-        logger.warning(
-            "handoff: component %s had %d record(s) written after the last piece was"
-            " taken, by writers the pause does not hold; the successor never received"
-            " those writes. A request of a method served during the pause (GET, HEAD,"
-            " OPTIONS: safe_methods), or a background task it started (FastAPI's and"
-            " Starlette's BackgroundTasks), must not write the state: pass"
-            " safe_methods=() to the server adapter to hold every request during the"
-            " pause (docs/servers.md)",
-            key,
-            count,
-        )
+    if attempt.late.kept:
+        attempt.late = None
+        return
+    warn_late_writes(attempt.late.counts(), until="the successor served")
     _stop_watching(attempt)
 
 

@@ -174,8 +174,13 @@ def _exporting(
     allow_lossy: AllowLossy,
     meta: Mapping[str, str] | None,
     on_snapshot: Callable[[SnapshotReport], None] | None,
+    keep_late_writes: Callable[[LateWrites], object] | None = None,
 ) -> Prepare:
-    """The export of ``service``: versions chosen before the pause, snapshot after it."""
+    """The export of ``service``: versions chosen before the pause, snapshot after it.
+
+    ``keep_late_writes``, a server control's, is given the marks opened on the state
+    just after the last piece was taken: it tells and closes them once its drain ends,
+    not the handoff at SERVING."""
     check_allow_lossy(allow_lossy)  # before a successor is started
 
     def prepare(readable: Mapping[str, Sequence[int]]) -> Prepared:
@@ -199,8 +204,15 @@ def _exporting(
             export,
             targets,
             tuple(lossy),
-            late_writes=lambda: LateWrites(service.components),
+            late_writes=late_writes,
         )
+
+    def late_writes() -> LateWrites:
+        marks = LateWrites(service.components)
+        if keep_late_writes is not None:
+            marks.kept = True
+            keep_late_writes(marks)
+        return marks
 
     return prepare
 
@@ -469,7 +481,13 @@ async def hand_over_async(
         ConfigurationError, SuccessorFailedError, HandoffError: as for
             :func:`hand_over`; a blocking ``control`` is refused.
     """
-    prepare = _exporting(service, allow_lossy=allow_lossy, meta=meta, on_snapshot=on_snapshot)
+    prepare = _exporting(
+        service,
+        allow_lossy=allow_lossy,
+        meta=meta,
+        on_snapshot=on_snapshot,
+        keep_late_writes=getattr(control, "keep_late_writes", None),
+    )
     steps = handoff_steps(
         successor,
         listeners=listeners,

@@ -407,6 +407,7 @@ async def serve(
         raise
     listener: socket.socket | None = None
     outcome: list[HandoffReport] = []
+    stopped: list[bool] = []  # a stop signal ended serving
     loop = asyncio.get_running_loop()
     stop_signals = (signal.SIGINT, signal.SIGTERM)
     # A stop signal from here until the site serves is kept and acted on once serving:
@@ -494,9 +495,16 @@ async def serve(
             outcome.append(report)
             return report
 
+        def stop() -> None:
+            # A stop held during a handoff that succeeded skips the drain: it takes
+            # effect within the handoff's waits its log line states, and
+            # shutdown_timeout.
+            stopped.append(True)
+            hot.done.set()
+
         uninstall = install_signal_trigger_async(hand_over, signum=signum)
         for stop_signal in stop_signals:
-            loop.add_signal_handler(stop_signal, stops.stop, hot.done.set)
+            loop.add_signal_handler(stop_signal, stops.stop, stop)
         if early_stops:
             logger.info(
                 "%s received after taking the state over, before serving: stopping now"
@@ -519,7 +527,7 @@ async def serve(
             loop.remove_signal_handler(stop_signal)
         if trials is not None:
             await trials.stop_async()
-        if outcome and runner.server is not None:
+        if outcome and runner.server is not None and not stopped:
             # aiohttp's cleanup closes idle keep-alive connections at once, and a
             # request the client is sending on one at that instant would be reset.
             finished, left = await hot.drain(

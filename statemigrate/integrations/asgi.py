@@ -30,9 +30,22 @@ What the wrapper does:
   (:func:`~statemigrate.integrations._forward.forward_async`) and its answer
   relayed with ``Connection: close``, so the client's next request opens a
   connection to the successor. Requests in flight finish here.
+* **websockets** (:mod:`statemigrate.integrations._asgiwebsockets`): from the pause
+  on, a client's messages are held, not delivered to the application; if the handoff
+  fails they are delivered here. Once the successor serves, each websocket here is
+  closed with code 1012 (service restart) and the application's pending ``receive``
+  gets ``websocket.disconnect``: the client reconnects, to the successor.
 * **the drain**: idle keep-alive connections are not cut (a client may be sending on
   one at that instant): the process waits until each has carried its next request
-  or was closed by the server's own keep-alive timeout, then stops the server.
+  or was closed by the server's own keep-alive timeout, and the responses in flight
+  have ended, then stops the server. ``drain_timeout`` bounds it: the responses
+  still streaming then (server-sent events, long downloads) are cut. A stop signal
+  (``SIGINT``, ``SIGTERM``) during the drain ends it at once, the same way; one
+  received during the handoff takes effect when the handoff ends.
+* **late writes**: the records written in this process after the last piece was
+  taken, which the successor never receives, are counted until the drain ends and
+  told then, per component, as a WARNING
+  (:func:`~statemigrate.handoff._latewarning.warn_late_writes`).
 * **a successor that dies** after taking over took the state with it: what is
   still passed on is answered ``503`` at once, and the drain ends (the server's
   shutdown closes the idle connections), so that nothing stands in the way of
@@ -56,6 +69,7 @@ from urllib.parse import quote
 
 from statemigrate._errors import ConfigurationError, HandoffError
 from statemigrate._model._allowlossy import AllowLossy, check_allow_lossy
+from statemigrate._runtime._latewrites import LateWrites
 from statemigrate._runtime._service import Service
 from statemigrate.handoff import (
     HandoffReport,
@@ -66,6 +80,8 @@ from statemigrate.handoff import (
     hand_over_async,
     install_signal_trigger_async,
 )
+from statemigrate.handoff._latewarning import warn_late_writes
+from statemigrate.integrations._asgiwebsockets import WebSockets
 from statemigrate.integrations._forward import (
     Address,
     ForwardError,
@@ -137,6 +153,13 @@ def _nodelay(listener: socket.socket) -> None:
 
 Locate = Callable[[], "tuple[ServerHooks, socket.socket, Inheritance | None]"]
 
+#: The default of ``drain_timeout``: long enough for the downloads and requests in
+#: flight at the move, short enough for a service manager's stop timeout.
+DRAIN_TIMEOUT = 30.0
+
+# The cancellation message of an application call cut at the drain's end.
+_CUT = "statemigrate: cut at the end of the drain"
+
 
 class HotRestart:
     """An ASGI application wrapped for hot restarts (see the module's description).
@@ -172,6 +195,13 @@ class HotRestart:
             request during the pause: a read served after the snapshot (or
             pre-copy's last delta) was taken changes a state the successor never
             receives.
+        drain_timeout: after a handoff, seconds the connections this process still
+            has get to end: an idle one to carry its next request (passed on) or be
+            closed by the server's keep-alive timeout, a response in flight to finish.
+            Then the responses still streaming (server-sent events, long downloads)
+            are cut, the websockets left are closed, and the server shuts down. The
+            old process ends at most this long after the move (plus the
+            application's lifespan shutdown).
 
     Raises:
         ConfigurationError: an argument is invalid.
@@ -194,6 +224,7 @@ class HotRestart:
         on_hand_over: Callable[[HandoffReport], object] | None = None,
         trial: Trial | None = None,
         safe_methods: Iterable[str] = SAFE_METHODS,
+        drain_timeout: float = DRAIN_TIMEOUT,
     ) -> None:
         if not callable(app):
             raise ConfigurationError("app", f"must be an ASGI application, not {app!r}")
@@ -215,6 +246,15 @@ class HotRestart:
         self.allow_lossy = check_allow_lossy(allow_lossy)
         self.forward_timeout = forward_timeout
         self.safe_methods = safe_methods_of(safe_methods)
+        if (
+            isinstance(drain_timeout, bool)
+            or not isinstance(drain_timeout, int | float)
+            or not 0 < drain_timeout < float("inf")
+        ):
+            raise ConfigurationError(
+                "drain_timeout", f"must be a positive number of seconds, not {drain_timeout!r}"
+            )
+        self.drain_timeout = float(drain_timeout)
         self._locate = locate
         self._on_take_over = on_take_over
         self._on_hand_over = on_hand_over
@@ -233,7 +273,16 @@ class HotRestart:
         self.held: float | None = None
         self._paused_at = 0.0
         self._gate = WriteGate()
+        self._websockets = WebSockets(self._gate.passage)
         self._active = 0
+        #: The application's calls on connections (HTTP and websocket) running now:
+        #: what the end of the drain cuts.
+        self._running: set[asyncio.Task[Any]] = set()
+        #: Set by a stop signal once the state has moved: the drain ends at once.
+        self._stop_draining = asyncio.Event()
+        #: The marks on the state opened just after the last piece was taken, kept
+        #: until the drain ends (keep_late_writes).
+        self._late: LateWrites | None = None
         self._uninstall: Callable[[], None] | None = None
         self._stops = HeldStops(
             self._trials.reverting if self._trials is not None else None, timeouts=self.timeouts
@@ -260,12 +309,28 @@ class HotRestart:
         kind = scope["type"]
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
-        elif kind == "http":
-            self._active += 1
+        elif kind in ("http", "websocket"):
+            task = asyncio.current_task()
+            assert task is not None
+            self._running.add(task)
+            if kind == "http":
+                self._active += 1
             try:
-                await self._http(scope, receive, send)
+                if kind == "http":
+                    await self._http(scope, receive, send)
+                else:
+                    await self._websockets.serve(
+                        lambda receive, send: self.app(scope, receive, send), receive, send
+                    )
+            except asyncio.CancelledError as exc:
+                if exc.args != (_CUT,):
+                    raise
+                # Cut at the drain's end: returning, the server closes the connection.
+                task.uncancel()
             finally:
-                self._active -= 1
+                self._running.discard(task)
+                if kind == "http":
+                    self._active -= 1
         else:
             await self.app(scope, receive, send)
 
@@ -417,7 +482,7 @@ class HotRestart:
                 else:
                     self.service.start_cold("not started by a handoff")
             self._uninstall = install_signal_trigger_async(self.hand_over, signum=self.signum)
-            self.server.route_stop_signals(self._stops.stop)
+            self.server.route_stop_signals(self._stop)
             if self.withdrawal.received:
                 # Received from SERVING on: a stop of the service, which this process
                 # now is; the server stops once it serves.
@@ -426,11 +491,22 @@ class HotRestart:
                     " now that it serves",
                     signal.Signals(self.withdrawal.received[0]).name,
                 )
-                self._stops.stop(self.server.shut_down)
+                self._stop(self.server.shut_down)
         except Exception as exc:
             logger.error("start-up failed: %s", exc)
             return f"statemigrate: {exc}"
         return None
+
+    def _stop(self, action: Callable[[], None]) -> None:
+        """A stop signal: its ``action`` (the server's own reaction) runs now, or once a
+        handoff running has ended; after the move it ends the drain at once too."""
+
+        def stop() -> None:
+            if self.moved:
+                self._stop_draining.set()
+            action()
+
+        self._stops.stop(stop)
 
     def _shutdown(self) -> None:
         if self._uninstall is not None:
@@ -455,7 +531,10 @@ class HotRestart:
         async with self._stops.handing_over():
             if self._trials is not None:
                 self._trials.check_handoff()
-            return await self._hand_over(successor, allow_lossy=self.allow_lossy, trial=True)
+            report = await self._hand_over(successor, allow_lossy=self.allow_lossy, trial=True)
+        # Not inside the handoff: a stop signal takes effect (ends the drain) at once.
+        await self._drain_and_stop()
+        return report
 
     def _successor_env(self) -> dict[str, str] | None:
         """The successor's environment as ``env`` gives it now; ``None`` for ours.
@@ -482,6 +561,7 @@ class HotRestart:
         """
         async with self._stops.handing_over():
             await self._hand_over(Spawn(list(permanent)), allow_lossy=True, moved=moved)
+        await self._drain_and_stop()
 
     async def _hand_over(
         self, successor: Spawn, *, allow_lossy: AllowLossy, trial: bool = False,
@@ -511,23 +591,64 @@ class HotRestart:
         logger.info("handoff: writes held %.1f ms", 1e3 * (self.held or 0.0))
         if self._on_hand_over is not None:
             self._on_hand_over(report)
-        await self._drain(self.server)
-        self.server.shut_down()
         return report
 
+    async def _drain_and_stop(self) -> None:
+        """Drain, cut what still runs, tell the late writes, and stop the server."""
+        assert self.server is not None
+        try:
+            await self._drain(self.server)
+            await self._cut()
+        finally:
+            self._tell_late_writes()
+            self.server.shut_down()
+
     async def _drain(self, server: ServerHooks) -> None:
-        """The server's drain, cut short if the successor dies meanwhile: nothing is
-        left to pass requests on to, and the server's shutdown closes the idle
-        connections at once."""
+        """The server's drain, for ``drain_timeout`` at most; cut short if the
+        successor dies meanwhile (nothing is left to pass requests on to, and the
+        server's shutdown closes the idle connections at once) or a stop signal
+        arrives."""
         drain = asyncio.ensure_future(server.drain(lambda: self._active))
         died = asyncio.ensure_future(self.successor.wait())
+        stopped = asyncio.ensure_future(self._stop_draining.wait())
         try:
-            await asyncio.wait((drain, died), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                (drain, died, stopped),
+                timeout=self.drain_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
-            drain.cancel()
-            died.cancel()
+            for waiting in (drain, died, stopped):
+                waiting.cancel()
         if drain.done() and not drain.cancelled():
             drain.result()  # what it raised
+        elif stopped.done() and not stopped.cancelled():
+            logger.info("handoff: drain ended by a stop signal")
+        elif not died.done():
+            logger.info("handoff: drain ended at drain_timeout (%.0f s)", self.drain_timeout)
+
+    async def _cut(self) -> None:
+        """Cut the application's calls still running (streaming responses, websockets
+        the application kept open), and let them end."""
+        running = list(self._running)
+        if not running:
+            return
+        logger.warning(
+            "handoff: %d connection(s) still served by the application at the end of the"
+            " drain (streaming responses, websockets) are cut",
+            len(running),
+        )
+        for task in running:
+            task.cancel(_CUT)
+        await asyncio.wait(running)
+
+    def _tell_late_writes(self) -> None:
+        """Warn of what was written here after the last piece was taken, and stop
+        counting."""
+        late, self._late = self._late, None
+        if late is not None:
+            warn_late_writes(late.counts(), until="this process ended its drain")
+            late.close()
 
     # -- AsyncServerControl ------------------------------------------------------------
 
@@ -539,7 +660,13 @@ class HotRestart:
     async def resume(self) -> None:
         """Let the held writes go on here (the handoff failed)."""
         self.held = asyncio.get_running_loop().time() - self._paused_at
+        self._late = None  # closed by the failed handoff
         self._gate.open()
+
+    def keep_late_writes(self, marks: LateWrites) -> None:
+        """Keep the marks the handoff opened after its last piece: counted until the
+        drain ends, when websockets and streaming responses left here stop writing."""
+        self._late = marks
 
     async def stop_accepting(self) -> None:
         """Stop the server's accepting, then pass the held writes on to the successor."""
@@ -554,6 +681,8 @@ class HotRestart:
         # would keep the port bound if the successor died, refusing a restart.
         self.listener.close()
         self.moved = True
+        # Before the gate opens: a message held in the pause is not delivered.
+        self._websockets.restart()
         self.held = asyncio.get_running_loop().time() - self._paused_at
         self._gate.open()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -11,10 +12,12 @@ import pytest
 from handoff_children.precopy import build_service
 
 import statemigrate as sm
+from statemigrate._runtime._latewrites import LateWrites
 from statemigrate.handoff import (
     ControlCallbacks,
     HandoffReport,
     hand_over,
+    hand_over_async,
     receive_handoff,
     take_over,
 )
@@ -119,3 +122,46 @@ def test_a_failed_handoff_stops_watching(caplog: pytest.LogCaptureFixture) -> No
     assert not obj.entries.tracking
     obj.entries["b"] = 2  # served on, as before
     assert _late_lines(caplog) == []
+
+
+def test_a_control_that_drains_keeps_the_marks_and_tells_them_itself(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server control with ``keep_late_writes`` (a server adapter, which drains after
+    the move) gets the marks: the handoff neither warns at SERVING nor closes them, so
+    writes made while the old process drains are counted too."""
+    service, obj = build_service(1)
+    obj.entries["k"] = 0
+    successor, _ = build_service(1)
+    kept: list[LateWrites] = []
+
+    class Draining:
+        async def pause(self) -> None:
+            return None
+
+        async def resume(self) -> None:
+            return None
+
+        async def stop_accepting(self) -> None:
+            obj.entries["late"] = 1  # before SERVING was told
+
+        def keep_late_writes(self, marks: LateWrites) -> None:
+            kept.append(marks)
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+    def take() -> None:
+        with receive_handoff(theirs) as inheritance:
+            take_over(successor, inheritance)
+
+    thread = threading.Thread(target=take)
+    with ours, theirs, caplog.at_level(logging.INFO, logger="statemigrate"):
+        thread.start()
+        report = asyncio.run(hand_over_async(service, ours, listeners={}, control=Draining()))
+        thread.join(60)  # only stops a hang
+    assert report.ok and _late_lines(caplog) == []
+    [marks] = kept
+    obj.entries["draining"] = 1  # a websocket left on the old process, say
+    assert marks.counts() == {"counters/default": 2}
+    marks.close()
+    assert not obj.entries.tracking
