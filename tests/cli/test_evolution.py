@@ -633,12 +633,17 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-import statemigrate as sm
+from statemigrate import Registry
 
 
-@sm.schema("meter", version=1)
 class Meter(BaseModel):
     step: Annotated[float, Field(multiple_of=0.5)]
+
+
+def build():
+    registry = Registry()
+    registry.add_schema("meter", 1, Meter)
+    return registry
 """
 
 
@@ -656,7 +661,7 @@ def test_check_reports_an_error_of_the_kit_as_a_failed_check_not_a_traceback(
     monkeypatch.setattr(Builder, "_float", broken)
     tmp_path.joinpath("evometer.py").write_text(METER_MODULE)
     monkeypatch.chdir(tmp_path)
-    checked = run(capsys, "check", "--import", "evometer", "--max-examples", "5")
+    checked = run(capsys, "check", "--registry", "evometer:build", "--max-examples", "5")
     assert checked.code == 1 and checked.err == "", checked.out + checked.err
     assert "- FAILED: meter v1 snapshot round trip [0 examples]" in checked.out
     assert (
