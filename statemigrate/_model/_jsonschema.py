@@ -20,21 +20,31 @@ every schema pydantic describes fully keeps its JSON Schema and its fingerprint 
 were: ``dict[str, X]``, ``dict[datetime, X]`` (whose key format pydantic shows), ``list``,
 ``set`` and the rest.
 
+pydantic writes a ``Literal``'s or an ``Enum``'s bytes value as its UTF-8 text, and stops
+on bytes that are not UTF-8 (``Literal[b"\\xff"]``), which it validates all the same; such
+a value is written as ``{"$base64": "/w=="}`` (:data:`BYTES`), so the schema registers
+and its fingerprint tells those values apart. Every other value is written as pydantic
+writes it.
+
 :func:`detail_changes` says, field by field, where two such schemas differ in what
 these keywords record, for the schema lock's messages.
 """
 
 from __future__ import annotations
 
+import base64
+import enum
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import pydantic
+import pydantic_core
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 __all__ = [
+    "BYTES",
     "DETAIL_KEYWORDS",
     "KEYS",
     "PYTHON_TYPE",
@@ -59,6 +69,9 @@ applies to text, sorted (``strip_whitespace``, ``to_lower``, ``to_upper``)."""
 UNION_MODE = "x-statemigrate-union"
 """On an ``anyOf``: ``"left_to_right"``, when the union takes its first fitting member
 rather than the best one."""
+BYTES = "$base64"
+"""The key of the one-key object a Literal's or an Enum's value stands as in the JSON
+Schema, when it is bytes that are not UTF-8 (base64-encoded): pydantic cannot write it."""
 DETAIL_KEYWORDS = (KEYS, PYTHON_TYPE, STR_TRANSFORMS, UNION_MODE)
 """Every keyword this module adds (only :data:`KEYS` holds a schema; the others, names)."""
 
@@ -143,6 +156,21 @@ class _WithPythonTypes(GenerateJsonSchema):
             json_schema = {**json_schema, UNION_MODE: "left_to_right"}
         return json_schema
 
+    def literal_schema(self, schema: core_schema.LiteralSchema) -> JsonSchemaValue:
+        expected = schema["expected"]
+        if not any(_undecodable(_value_of(value)) for value in expected):
+            return super().literal_schema(schema)
+        shown = [_jsonable(_value_of(value)) for value in expected]
+        return super().literal_schema({**schema, "expected": shown})
+
+    def enum_schema(self, schema: core_schema.EnumSchema) -> JsonSchemaValue:
+        members = schema["members"]
+        if not any(_undecodable(member.value) for member in members):
+            return super().enum_schema(schema)
+        # pydantic reads each member's value alone; its class gives the title.
+        shown = [_Shown(_jsonable(member.value)) for member in members]
+        return super().enum_schema({**schema, "members": shown})
+
     def model_schema(self, schema: core_schema.ModelSchema) -> JsonSchemaValue:
         return _with_config(schema, super().model_schema(schema))
 
@@ -161,6 +189,39 @@ class _WithPythonTypes(GenerateJsonSchema):
         if keys in _STRING_KEYS:
             return json_schema
         return {**json_schema, KEYS: keys}
+
+
+class _Shown(NamedTuple):
+    """An enum member as pydantic's JSON Schema reads it: by its value."""
+
+    value: Any
+
+
+def _value_of(expected: Any) -> Any:
+    return expected.value if isinstance(expected, enum.Enum) else expected
+
+
+def _undecodable(value: Any) -> bool:
+    """Whether ``value`` is bytes that are not UTF-8, or a list or tuple holding some:
+    pydantic writes bytes into a JSON Schema as their UTF-8 text, and stops on these."""
+    if isinstance(value, bytes):
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+        return False
+    return isinstance(value, list | tuple) and any(_undecodable(item) for item in value)
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as JSON: bytes that are not UTF-8 as ``{"$base64": ...}``, the form the
+    command line shows bytes in, which no text nor UTF-8 bytes value takes (pydantic
+    writes those as strings); anything else as pydantic writes it."""
+    if isinstance(value, bytes) and _undecodable(value):
+        return {BYTES: base64.b64encode(value).decode("ascii")}
+    if isinstance(value, list | tuple) and _undecodable(value):
+        return [_jsonable(item) for item in value]
+    return pydantic_core.to_jsonable_python(value)
 
 
 def _with_config(schema: Any, json_schema: JsonSchemaValue) -> JsonSchemaValue:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import math
 import pathlib
 import string
 from collections.abc import Callable, Iterable, Mapping
@@ -37,6 +36,7 @@ from statemigrate.testing._emphasis import (
     decimal_specials,
     float_specials,
 )
+from statemigrate.testing._multiples import decimal_multiples, float_multiples
 from statemigrate.testing._odds import LONG, of_length, one_in_two, rarely, skewed, with_specials
 from statemigrate.testing._redraw import local_validator, redrawn
 from statemigrate.testing._spaced import spaced_text
@@ -344,11 +344,14 @@ class Builder:
         )
         step = node.get("multiple_of")
         if step:
-            result = result.filter(lambda x: math.isclose(x / step, round(x / step)))
+            result = float_multiples(node, abs(step))
         return with_specials(result, float_specials(node, allow_infinity=bool(allow_inf)))
 
     def _decimal(self, node: Node) -> st.SearchStrategy[Any]:
         places = node.get("decimal_places")
+        step = node.get("multiple_of")
+        if step:
+            return with_specials(decimal_multiples(node, abs(step)), decimal_specials(node))
         finite = st.decimals(
             min_value=node.get("ge", node.get("gt")),
             max_value=node.get("le", node.get("lt")),

@@ -276,6 +276,11 @@ class MigrationCheck:
                 calls,
             )
             return CheckResult(self, calls, failure)
+        except Exception as exc:
+            # Not a property that broke (that raises Broken) but the drawing or the
+            # check itself: reported as this check's failure, so that the other checks
+            # still run and the command line prints a report, not a traceback.
+            return CheckResult(self, calls, self._crashed(exc, calls))
         if _mostly_refused(len(refused), calls) or _no_plain_form(refused):
             return CheckResult(self, calls, self._refused_failure(refused, calls))
         unchecked = draws.coverage.missing()
@@ -318,6 +323,22 @@ class MigrationCheck:
             None,
             None,
             0,
+        )
+
+    def _crashed(self, exc: Exception, calls: int) -> CheckFailure:
+        """The failure of a run that an unexpected error stopped: in the testing kit,
+        or in a strategy passed in ``strategies=``, while drawing or checking a state."""
+        return CheckFailure(
+            self.id,
+            str(self),
+            f"checking {self.component!r} version {self.version} stopped on an unexpected"
+            f" {type(exc).__name__}: {_first_line(exc)}",
+            "the testing kit, or a strategy passed in strategies=, failed on this schema;"
+            f" pass a strategy for ({self.component!r}, {self.version}) in strategies= to"
+            " check it meanwhile",
+            None,
+            None,
+            calls,
         )
 
     def _refused_failure(self, refused: list[str], calls: int) -> CheckFailure:

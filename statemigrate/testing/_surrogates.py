@@ -21,7 +21,7 @@ from typing import Any
 
 import pydantic
 
-__all__ = ["holds_lone_surrogate"]
+__all__ = ["held_values", "holds_lone_surrogate"]
 
 _CONTAINERS = (list, tuple, set, frozenset, collections.deque)
 
@@ -39,7 +39,7 @@ def holds_lone_surrogate(state: Any) -> bool:
         if id(value) in seen:
             continue
         seen.add(id(value))
-        pending.extend(_parts(value))
+        pending.extend(held_values(value))
     return False
 
 
@@ -53,7 +53,7 @@ def _has_surrogate(text: str) -> bool:
     return False
 
 
-def _parts(value: Any) -> list[Any]:
+def held_values(value: Any) -> list[Any]:
     """What a value holds that may hold text: a container's items, a mapping's keys and
     values, a record's fields, an enum member's value, a secret's secret, a path's text."""
     if isinstance(value, Mapping):

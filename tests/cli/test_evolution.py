@@ -625,3 +625,46 @@ def test_check_fails_on_a_version_no_step_leads_back_from(
     )
     assert "- ok: settings 1 -> 2 (up) [5 examples]" in checked.out
     assert "- settings: version 2 cannot reach 1\n" in checked.out
+
+
+
+METER_MODULE = """
+from typing import Annotated
+
+from pydantic import BaseModel, Field
+
+from statemigrate import Registry
+
+
+class Meter(BaseModel):
+    step: Annotated[float, Field(multiple_of=0.5)]
+
+
+def build():
+    registry = Registry()
+    registry.add_schema("meter", 1, Meter)
+    return registry
+"""
+
+
+def test_check_reports_an_error_of_the_kit_as_a_failed_check_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error the kit meets drawing states (it stopped on an OverflowError for a float
+    `multiple_of` without bounds, and the command printed a traceback) fails that
+    check: the report names the component, the version and the error."""
+    from statemigrate.testing._builder import Builder
+
+    def broken(self: Builder, node: object) -> object:
+        raise OverflowError("cannot convert float infinity to integer")
+
+    monkeypatch.setattr(Builder, "_float", broken)
+    tmp_path.joinpath("evometer.py").write_text(METER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    checked = run(capsys, "check", "--registry", "evometer:build", "--max-examples", "5")
+    assert checked.code == 1 and checked.err == "", checked.out + checked.err
+    assert "- FAILED: meter v1 snapshot round trip [0 examples]" in checked.out
+    assert (
+        "checking 'meter' version 1 stopped on an unexpected OverflowError: cannot convert"
+        " float infinity to integer\n"
+    ) in checked.out

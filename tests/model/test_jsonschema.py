@@ -171,6 +171,39 @@ def test_a_default_json_has_no_value_for_is_left_out_without_a_warning() -> None
     assert schema.fingerprint == before
 
 
+class Marker(enum.Enum):
+    START = b"\x02"
+    BAD = b"\xff"
+
+
+class OtherMarker(enum.Enum):
+    START = b"\x02"
+    BAD = b"\xfe"
+
+
+BYTE_VALUES: list[tuple[object, object]] = [
+    (Marker, OtherMarker),
+    (Literal[b"\xff", b"\x00"], Literal[b"\xfe", b"\x00"]),
+    (Literal[b"\xff"], Literal["/w=="]),  # its base64 text is not the value
+]
+
+
+@pytest.mark.parametrize(("one", "other"), BYTE_VALUES, ids=repr)
+def test_bytes_values_that_are_not_utf8_register_and_count(one: object, other: object) -> None:
+    """pydantic validates a Literal's or an Enum's bytes value that is not UTF-8 but
+    cannot write its JSON Schema: the value is written as base64 under ``$base64``, and
+    the fingerprint tells it from every other value."""
+    schema = SchemaVersion.create("c", 1, one)
+    assert schema.validate(b"\xff") in (b"\xff", Marker.BAD)
+    enum_values = schema.json_schema().get("enum") or [schema.json_schema().get("const")]
+    assert {"$base64": "/w=="} in enum_values
+    assert fingerprint(one) != fingerprint(other)
+
+
+def test_utf8_bytes_values_keep_their_fingerprints() -> None:
+    assert fingerprint(Literal[b"a", b"\x02"]) == pydantic_fingerprint(Literal[b"a", b"\x02"])
+
+
 def test_the_key_type_is_written_where_pydantic_leaves_it_out() -> None:
     schema = SchemaVersion.create("c", 1, dict[int, list[frozenset[int]]]).json_schema()
     assert schema[KEYS] == {"type": "integer"}

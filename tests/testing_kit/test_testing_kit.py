@@ -171,6 +171,35 @@ def test_constraints_keys_and_optional_fields_are_all_exercised() -> None:
     assert leaves == {True, False}
 
 
+MULTIPLES: dict[str, object] = {
+    "float": Annotated[float, Field(multiple_of=0.5)],
+    "float, a least value": Annotated[float, Field(multiple_of=0.5, ge=10)],
+    "float, an exclusive most": Annotated[float, Field(multiple_of=0.1, lt=-3)],
+    "float, both bounds": Annotated[float, Field(multiple_of=0.25, gt=1, le=2)],
+    "float, a step of few finite multiples": Annotated[float, Field(multiple_of=1e300)],
+    "decimal": Annotated[decimal.Decimal, Field(multiple_of=0.25)],
+    "decimal, a least value": Annotated[decimal.Decimal, Field(multiple_of=0.1, gt=1)],
+    "int, a most value": Annotated[int, Field(multiple_of=3, le=-7)],
+}
+
+
+@pytest.mark.parametrize("name", list(MULTIPLES))
+def test_multiple_of_draws_multiples_with_a_bound_on_either_side_or_none(name: str) -> None:
+    """Property: every number drawn under ``multiple_of`` validates as it is, with or
+    without bounds. (A float's strategy rounded the quotient of an infinity, which it
+    drew without bounds, and stopped on an OverflowError; a decimal's ignored the step,
+    and validation refused nearly every value.)"""
+    adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(cast(Any, MULTIPLES[name]))
+    builder = Builder(adapter.core_schema, max_size=4, where=name)
+
+    @settings(database=None, max_examples=50, derandomize=True)
+    @given(builder.build())
+    def draw(value: Any) -> None:
+        assert adapter.validate_python(value) == value
+
+    draw()
+
+
 def test_strategies_exist_for_every_registered_version() -> None:
     made = strategies_for(REFERENCE)
     assert sorted(made) == [("kvcache", 1), ("kvcache", 2), ("kvcache", 3)]
@@ -203,6 +232,28 @@ def test_a_schema_without_a_derivable_strategy_is_named_and_can_be_supplied() ->
         ("opaque", 1): st.builds(dict, level=st.integers(0, 9))
     }
     assert check_migrations(registry, strategies=supplied).ok
+
+
+def test_an_unexpected_error_fails_its_check_in_one_line_and_the_rest_run() -> None:
+    """An error no property expects, in the kit or in a strategy passed in (the kit's
+    own stopped on a float ``multiple_of`` without bounds), fails that check with a line
+    naming the component, the version and the error; the other checks still run, and
+    nothing is raised."""
+    registry = Registry()
+    registry.add_schema("broken", 1, Leaf)
+    registry.add_schema("fine", 1, Leaf)
+    raising = st.integers().map(lambda n: n // 0)
+    report = check_migrations(
+        registry, strategies={("broken", 1): raising}, max_examples=5, raise_on_failure=False
+    )
+    results = {result.check.component: result for result in report.results}
+    failure = results["broken"].failure
+    assert failure is not None and results["fine"].ok
+    assert failure.what == (
+        "checking 'broken' version 1 stopped on an unexpected ZeroDivisionError:"
+        " integer division or modulo by zero"
+    )
+    assert "strategies=" in failure.detail and "Traceback" not in report.to_markdown()
 
 
 # --- the reference cache passes, at CI size under the CI profile ------------------------
@@ -1175,6 +1226,27 @@ def test_a_value_no_snapshot_can_hold_is_still_a_passing_refusal() -> None:
     ).results
     assert result.ok
     assert re.match(r"\d+ of \d+ states refused by snapshot, e\.g\. note version 1", result.note)
+
+
+class Gear(BaseModel):
+    teeth: int = 0
+
+
+class Parts(BaseModel):
+    parts: list[Part | Gear] = []
+
+
+def test_a_subclass_under_a_union_is_a_refusal_as_under_its_base_alone() -> None:
+    """The state form draws instances of a model's subclass (``SpecialPart``) where the
+    model is declared, and a snapshot refuses them: under ``Part`` alone by its own
+    check, under ``Part | Gear`` on validating the plain form back, which comes back
+    as a ``Part``. Both are the instance's fault, counted as refusals; the union's was
+    failed as the schema's validation changing what it made."""
+    registry = Registry()
+    registry.add_schema("parts", 1, Parts)
+    (result,) = check_migrations(registry, max_examples=50, raise_on_failure=False).results
+    assert result.ok, result.failure
+    assert re.match(r"\d+ of \d+ states refused by snapshot, e\.g\. parts version 1", result.note)
 
 
 @pytest.mark.parametrize(
