@@ -97,9 +97,12 @@ def key_node(
             " str keys, and lax validation parses text back into a member only when"
             " every value is a str or the enum is an IntEnum",
         )
+    what = describe(schema)
     raise SchemaNotExportable(
         path,
-        f"dict keys of type {describe(schema)} cannot be stored: snapshot maps have str"
+        # "type SecretStr", but "a union (int | str)" and "a custom type" as they are.
+        f"dict keys of {what if what.startswith('a ') else 'type ' + what} cannot be"
+        " stored: snapshot maps have str"
         " keys, and such a key has no text known to parse back into it; use str, int,"
         " float, bool,"
         " str-valued enum, IntEnum, UUID, Decimal, date/time, IP address (IPv4Address,"

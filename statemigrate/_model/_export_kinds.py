@@ -45,7 +45,9 @@ def known_class(cls: object) -> Node | None:
 
 
 # Kinds of core schema whose name is not the type's own.
-KIND_NAMES = {"url": "URL", "multi-host-url": "multi-host URL", "none": "None"}
+KIND_NAMES = {
+    "url": "URL", "multi-host-url": "multi-host URL", "none": "None", "literal": "a Literal"
+}
 
 
 # Kinds of core schema that a type's own schema is built of, named after no type.
@@ -134,6 +136,16 @@ def describe(schema: Mapping[str, Any]) -> str:
     found = instance_class(schema.get("strict_schema", {}) if kind == "lax-or-strict" else schema)
     if isinstance(found, type):
         return found.__qualname__
+    if kind == "union":
+        # Named by its members, as declared (``int | str``), when each has a name.
+        members = [describe(_schema_of(choice)) for choice in schema.get("choices", ())]
+        if members and "a custom type" not in members:
+            return f"a union ({' | '.join(members)})"
     if kind in VALIDATORS or kind in WRAPPED_KINDS:
         return "a custom type"
     return KIND_NAMES.get(str(kind), str(kind))
+
+
+def _schema_of(choice: Any) -> Mapping[str, Any]:
+    """A union choice's schema: pydantic gives a tagged choice as ``(schema, tag)``."""
+    return choice[0] if isinstance(choice, tuple | list) else choice  # type: ignore[no-any-return]

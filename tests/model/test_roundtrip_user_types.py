@@ -475,6 +475,18 @@ def test_a_refused_key_type_is_named_as_the_user_declared_it() -> None:
     assert "lax-or-strict" not in message
 
 
+@pytest.mark.parametrize(
+    ("key", "named"),
+    [
+        (int | str, "dict keys of a union (int | str) cannot be stored"),
+        (Literal[b"\xff", b"a"], "dict keys of a Literal cannot be stored"),
+    ],
+)
+def test_a_refused_key_union_or_literal_is_named_so(key: Any, named: str) -> None:
+    message = registration_refusal(create_model("M", v=(dict[key, int], ...)))
+    assert named in message
+
+
 class Custom:
     """A type whose own core schema takes instances as they are, or parses a str."""
 
