@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import ClassVar, Literal, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 from statemigrate._errors import StoreError, StoreSharedError
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.stores import _syscalls
-from statemigrate.stores._writer import Writer
+
+if TYPE_CHECKING:
+    from statemigrate.stores._writer import Writer
 
 __all__ = [
     "DEFAULT_MAX_SIZE",

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from statemigrate._errors import SnapshotError
-from statemigrate._snapshot._format import Buffer, last_header
+
+Buffer = bytes | bytearray | memoryview
 
 __all__ = ["Writer", "latest_writer", "process_started_ns"]
 
@@ -56,6 +57,10 @@ def latest_writer(read: Callable[[int, int], Buffer], size: int) -> Writer | Non
     Raises:
         OSError: a read failed.
     """
+    # Imported here: the snapshot layer's header brings pydantic, which a process that
+    # only moves bytes (a handoff's bytes level) never loads; a first commit does.
+    from statemigrate._snapshot._format import last_header
+
     try:
         header = last_header(read, size)
     except SnapshotError:
