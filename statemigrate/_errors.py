@@ -241,34 +241,75 @@ class StoreSharedError(StoreError):
     A process that has committed nothing there yet is refused too when the latest
     snapshot is not the one its start read (or there was none then): another
     process committed since, and going over it would lose that process's writes, which
-    this one never restored.
+    this one never restored. And it is refused while the process that committed the
+    latest snapshot, which its start read, still runs on this host: it is a second
+    copy of that service, and its commits would take the place from the running one.
 
     Attributes:
         place: where the store keeps its snapshots (a directory, a URL).
         since: ``"commit"``: another process committed since this one's last commit;
-            ``"start"``: since this one's start read the store, before it committed.
+            ``"start"``: since this one's start read the store, before it committed;
+            ``"running"``: this one's start read the store, and the process that
+            committed the latest snapshot there still runs on this host.
+        writer_pid: the pid of the process that committed the latest snapshot, as
+            its header says, when known.
+        writer_host: the host it ran on, when known.
+        writer_running: whether it still runs (``None``: not known, as for a process
+            of another host).
     """
 
-    def __init__(self, place: str, *, since: Literal["commit", "start"] = "commit") -> None:
+    def __init__(
+        self,
+        place: str,
+        *,
+        since: Literal["commit", "start", "running"] = "commit",
+        writer_pid: int | None = None,
+        writer_host: str | None = None,
+        writer_running: bool | None = None,
+    ) -> None:
         self.place = place
         self.since = since
-        # A process that has not committed there yet is refused when the latest
-        # snapshot is not the one its start found (or found none): it would replace a
-        # state it never restored.
-        when = (
-            "this one's last commit"
-            if since == "commit"
-            else "this one read the store at its start, so it is not the state this one"
-            " restored (or started cold without)"
+        self.writer_pid = writer_pid
+        self.writer_host = writer_host
+        self.writer_running = writer_running
+        who = (
+            "another process"
+            if writer_pid is None
+            else f"another process (pid {writer_pid} on {writer_host})"
         )
-        super().__init__(
-            "commit",
-            place,
-            f"refused: the latest snapshot there was committed by another process since"
-            f" {when}; two services commit to the same place, and"
-            " committing would replace the other's state; give each service its own"
-            " directory or prefix",
-        )
+        if since == "running":
+            detail = (
+                f"refused: the latest snapshot there, which this process restored, was"
+                f" committed by {who}, which still runs: two services commit to the same"
+                " place, and committing would take it from the running one; stop this"
+                " copy, or give each service its own directory or prefix (this commit"
+                " goes through once that process has exited)"
+            )
+        else:
+            # A process that has not committed there yet is refused when the latest
+            # snapshot is not the one its start found (or found none): it would
+            # replace a state it never restored.
+            when = (
+                "this one's last commit"
+                if since == "commit"
+                else "this one read the store at its start, so it is not the state this"
+                " one restored (or started cold without)"
+            )
+            detail = (
+                f"refused: the latest snapshot there was committed by {who} since"
+                f" {when}; two services commit to the same place, and"
+                " committing would replace the other's state; give each service its own"
+                " directory or prefix"
+            )
+            if writer_running is not None and writer_pid is not None:
+                detail += (
+                    f" (process {writer_pid} still runs)"
+                    if writer_running
+                    else f" (process {writer_pid} has exited since; its snapshot stays"
+                    " the latest there, and this process's checkpoints stay refused"
+                    " until it restarts)"
+                )
+        super().__init__("commit", place, detail)
 
 
 class RegistrationError(StateMigrateError):

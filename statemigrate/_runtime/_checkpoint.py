@@ -24,7 +24,12 @@ import time
 from types import TracebackType
 from typing import Literal, Self
 
-from statemigrate._errors import ChangeTrackingError, CheckpointError, ConfigurationError
+from statemigrate._errors import (
+    ChangeTrackingError,
+    CheckpointError,
+    ConfigurationError,
+    StoreSharedError,
+)
 from statemigrate._runtime._checkpointcommit import CheckpointCommitter, check_positive
 from statemigrate._runtime._checkpointtake import DEFAULT_EXPORT, ExportMode
 from statemigrate._runtime._quiesce import AsyncPausable, Pausable, Quiesce, async_only
@@ -361,6 +366,23 @@ class Checkpointer(CheckpointCommitter):
 
     def _retry_after(self, exc: Exception) -> float:
         delay = retry_delay(self.every, self.failures, self.max_backoff)
+        if isinstance(exc, StoreSharedError) and exc.since == "running" and self.failures == 1:
+            # The process whose checkpoint this one restored still runs: an old worker
+            # finishing its final checkpoint as it exits (a reload, a replaced
+            # worker), which the next attempt no longer finds, or a second copy of the
+            # service, which the next attempt finds again and warns of.
+            logger.info(
+                "first checkpoint of %s to %r waits: the latest checkpoint there, which"
+                " this process restored, is process %s's on %s, which still runs; next"
+                " attempt in %.1f s (refused again if it still runs then: two services"
+                " commit to the same place)",
+                self.service.name,
+                self.store,
+                exc.writer_pid,
+                exc.writer_host,
+                delay,
+            )
+            return delay
         logger.warning(
             "checkpoint of %s to %r failed (%d in a row), next attempt in %.1f s: %s",
             self.service.name,

@@ -49,6 +49,7 @@ import struct
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import xxhash
@@ -68,6 +69,7 @@ __all__ = [
     "byte_view",
     "check_ends",
     "check_layout",
+    "last_header",
     "open_snapshot",
     "snapshot_length",
     "write_container",
@@ -430,6 +432,41 @@ def check_layout(read: Callable[[int, int], Buffer], size: int) -> SnapshotHeade
     header = _checked_header(checked, places)
     chunk_offsets(header, places.chunks_at, places.chunks_end, _UNBOUNDED)
     return header
+
+
+def last_header(read: Callable[[int, int], Buffer], size: int) -> SnapshotHeader | None:
+    """The header of the snapshot that ends an object of ``size`` bytes (the object
+    itself, or the newest piece of a checkpoint chain, which ends where the chain
+    does), found from the object's last bytes and checked as :func:`check_layout`
+    checks it; ``None`` when the object does not end with a version 2 or 3 snapshot.
+
+    For a store that must learn who committed its latest object, for the price of a
+    few small reads, whatever that object is.
+
+    Args:
+        read: returns the ``length`` bytes at ``offset`` of the object, called with
+            ``offset + length <= size`` only.
+        size: the object's length in bytes.
+
+    Raises:
+        SnapshotError: the snapshot found there is damaged (see :func:`check_layout`).
+    """
+    tail_size = min(size, _ENDS_SIZE)
+    ends = _Ends(_exactly(read, size - tail_size, tail_size), size)
+    for digest_size in (XXH3_DIGEST_SIZE, HMAC_DIGEST_SIZE):
+        footer_at = size - digest_size - _FOOTER.size
+        if footer_at < max(ends.start, 0):
+            continue
+        if bytes(ends.view(footer_at + 24, footer_at + 32)) != END_MARKER:
+            continue
+        _, total = _footer_lengths(ends, footer_at, quiet=True)
+        if PREAMBLE_SIZE < total <= size:
+            return check_layout(partial(_read_from, read, size - total), total)
+    return None
+
+
+def _read_from(read: Callable[[int, int], Buffer], start: int, offset: int, length: int) -> Buffer:
+    return read(start + offset, length)
 
 
 def _read_preamble(

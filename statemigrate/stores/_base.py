@@ -8,13 +8,16 @@ the previous snapshot or the new one, complete, never a torn one.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import ClassVar, Literal, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 from statemigrate._errors import StoreError, StoreSharedError
 from statemigrate._snapshot._limits import DEFAULT_MAX_SNAPSHOT_SIZE
 from statemigrate.stores import _syscalls
+
+if TYPE_CHECKING:
+    from statemigrate.stores._writer import Writer
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -31,6 +34,7 @@ __all__ = [
     "holds",
     "note_commit",
     "note_maybe_committed",
+    "note_read",
     "note_seen",
     "too_large",
     "write_bounded",
@@ -156,6 +160,10 @@ _committed_identities: dict[object, None] = {}
 # restore), ``None`` for nothing committed there: the state it restored, or started
 # cold without. Until it commits there, that is the one snapshot it may replace.
 _first_seen: dict[str, object] = {}
+# The places this process read before committing there (its start's restore), with or
+# without the identity of what it found: its first commit there must not take the
+# place from the process that committed what it read, if that one still runs here.
+_read_places: set[str] = set()
 
 
 def _own_record() -> None:
@@ -165,6 +173,15 @@ def _own_record() -> None:
         _committed_places.clear()
         _committed_identities.clear()
         _first_seen.clear()
+        _read_places.clear()
+
+
+def note_read(place: str) -> None:
+    """Record that this process read the latest snapshot at ``place`` (a start's
+    restore): until it commits there, its commits check that the process that
+    committed what is there has stopped (see :func:`check_other_writer`)."""
+    _own_record()
+    _read_places.add(place)
 
 
 def note_seen(place: str, identity: object) -> None:
@@ -173,6 +190,7 @@ def note_seen(place: str, identity: object) -> None:
     start restored, or started cold without (see :func:`check_other_writer`)."""
     _own_record()
     _first_seen.setdefault(place, identity)
+    _read_places.add(place)
 
 
 def committed_here(place: str) -> bool:
@@ -210,9 +228,12 @@ def forget_commits() -> None:
     _own_record()
     _committed_places.clear()
     _first_seen.clear()
+    _read_places.clear()
 
 
-def check_other_writer(place: str, current: object) -> None:
+def check_other_writer(
+    place: str, current: object, writer: Callable[[], Writer | None] | None = None
+) -> None:
     """Refuse a commit when the latest snapshot at ``place`` (its identity ``current``)
     is none this process committed, though it has committed there before: another
     process committed since.
@@ -230,17 +251,52 @@ def check_other_writer(place: str, current: object) -> None:
     process never had. A process that never read the place (a handoff's successor)
     commits over whatever is there.
 
+    A process that read the place (:func:`note_read`, :func:`note_seen`) and has not
+    committed there yet is refused too while the process that committed the latest
+    snapshot still runs on this host: a second copy of a service, started with the
+    same configuration, would otherwise take the place from the running one, whose
+    every commit would be refused from then on. It commits once that process has
+    exited (a restart after a crash, a worker that replaces one that exited).
+
+    Args:
+        place: where the store keeps its snapshots.
+        current: the identity of the latest snapshot there.
+        writer: reads who committed the latest snapshot from its header
+            (:func:`~statemigrate.stores._writer.latest_writer`); asked only at the
+            first commit of a process that read the place, and when a commit is refused.
+
     Raises:
         StoreSharedError: another process committed there since this one did, or since
-            this one's start read it, before this one's first commit there.
+            this one's start read it, before this one's first commit there; or the
+            process that committed what this one's start read still runs here.
     """
     _own_record()
     if current in _committed_identities:
         return
     if place in _committed_places:
-        raise StoreSharedError(place)
+        raise _shared(place, "commit", None if writer is None else writer())
     if place in _first_seen and _first_seen[place] != current:
-        raise StoreSharedError(place, since="start")
+        raise _shared(place, "start", None if writer is None else writer())
+    if place in _read_places and writer is not None:
+        found = writer()
+        if found is not None and found.running is True:
+            raise _shared(place, "running", found)
+
+
+def _shared(
+    place: str, since: Literal["commit", "start", "running"], writer: Writer | None
+) -> StoreSharedError:
+    """The refusal, naming the process that committed the latest snapshot when its
+    header says which: whether it still runs is what an operator needs to know."""
+    if writer is None:
+        return StoreSharedError(place, since=since)
+    return StoreSharedError(
+        place,
+        since=since,
+        writer_pid=writer.pid,
+        writer_host=writer.host,
+        writer_running=writer.running,
+    )
 
 
 def holds(store: Store, ref: SnapshotRef) -> bool:

@@ -92,6 +92,7 @@ from statemigrate.stores._options import (
     check_retries,
     check_seconds,
 )
+from statemigrate.stores._writer import Writer, latest_writer
 
 __all__ = ["Listing", "ObjectRef", "ObjectStore", "list_generations"]
 
@@ -245,7 +246,10 @@ class ObjectStore:
         found = read_pointer(self._backend)
         base, version = (None, None) if found is None else found
         if base is not None and self._shared:
-            check_other_writer(self.location, base.current.object)
+            target = Target.of(base.current)
+            check_other_writer(
+                self.location, base.current.object, lambda: self._writer_of(target)
+            )
         # Objects without a pointer (a pointer deleted by hand): number past them, so
         # that no generation number ever names two snapshots.
         listed = listed_generations(self._backend) if base is None else []
@@ -334,6 +338,19 @@ class ObjectStore:
             " and this commit starts again at generation 1",
             self.location,
         )
+
+    def _writer_of(self, target: Target) -> Writer | None:
+        """Who committed the generation ``target`` names, from its header (a ranged
+        read or two); ``None`` when it cannot be read."""
+        try:
+            return latest_writer(
+                lambda offset, length: read_generation_range(
+                    self._backend, target, offset, length
+                ),
+                target.size,
+            )
+        except (StoreError, ValueError):
+            return None
 
     def _current_seen(self) -> Entry:
         """The pointer's current generation, noted as what this process found here

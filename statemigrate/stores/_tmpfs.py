@@ -55,10 +55,12 @@ from statemigrate.stores._base import (
     check_other_writer,
     note_commit,
     note_maybe_committed,
+    note_read,
     write_bounded,
 )
 from statemigrate.stores._options import check_choice, check_max_size, refused
 from statemigrate.stores._safedir import check_file, open_private_directory
+from statemigrate.stores._writer import Writer, latest_writer
 
 __all__ = ["CURRENT", "LOCK", "PREVIOUS", "TEMP_PATTERN", "TempFiles", "TmpfsRef", "TmpfsStore"]
 
@@ -280,6 +282,9 @@ class TmpfsStore(Closing):
                 "open", ref.describe(), f"is not a snapshot of the store in {self._path}"
             )
         self._reopen_if_removed()
+        # Read by a start, most often: its first commit here must not take the place
+        # from the process that committed what it read, if that one still runs.
+        note_read(f"tmpfs:{self._path}")
         try:
             return self._read(CURRENT)
         except StoreError as exc:
@@ -302,6 +307,7 @@ class TmpfsStore(Closing):
         """
         self._require_open("open")
         self._reopen_if_removed()
+        note_read(f"tmpfs:{self._path}")
         try:
             return self._read(PREVIOUS)
         except StoreError as exc:
@@ -432,8 +438,28 @@ class TmpfsStore(Closing):
             raise
         # Something planted at 'current' is refused rather than kept as 'previous'.
         check_file(st, op="rename", where=where)
-        check_other_writer(f"tmpfs:{self._path}", (st.st_ino, st.st_mtime_ns))
+        check_other_writer(
+            f"tmpfs:{self._path}", (st.st_ino, st.st_mtime_ns), self._current_writer
+        )
         _syscalls.rename_at(CURRENT, PREVIOUS, dir_fd=self._dir_fd, where=self._where(PREVIOUS))
+
+    def _current_writer(self) -> Writer | None:
+        """Who committed ``current``, from its header (a few small reads); ``None``
+        when it cannot be read. A question, not a step of the protocol: plain
+        ``os`` calls, which the failpoint tests neither count nor fail."""
+        try:
+            fd = os.open(CURRENT, _READ_FLAGS, dir_fd=self._dir_fd)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            return latest_writer(lambda offset, length: os.pread(fd, length, offset), st.st_size)
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
 
     def _discard(self, name: str) -> None:
         try:

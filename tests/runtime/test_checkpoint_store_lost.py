@@ -5,7 +5,10 @@ it behind the store's back (a bucket's lifecycle rule, someone cleaning a direct
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -117,6 +120,53 @@ def commit_in_another_process(kind: str, place: str, data: bytes) -> None:
     )
 
 
+SERVE_AND_COMMIT = """
+import sys
+sys.path.insert(0, sys.argv[4])
+from restore_children.ledger import ledger_service
+from statemigrate import TmpfsStore
+from statemigrate.stores import ObjectStore
+kind, place, writes = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store = TmpfsStore(place) if kind == "tmpfs" else ObjectStore(place)
+service, ledger = ledger_service()
+for _ in range(writes):
+    ledger.write()
+service.commit(store)
+print(flush=True)
+sys.stdin.read()
+"""
+
+
+def committing_process(kind: str, place: str, writes: int) -> subprocess.Popen[bytes]:
+    """A service of its own that commits its state after ``writes`` writes to
+    ``place``, and runs on until its stdin closes."""
+    tests = str(Path(__file__).parent.parent)
+    child = subprocess.Popen(
+        [sys.executable, "-c", SERVE_AND_COMMIT, kind, place, str(writes), tests],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == b"\n"  # committed
+    return child
+
+
+READ_THEN_COMMIT = """
+import sys
+from statemigrate import StoreSharedError, TmpfsStore
+from statemigrate.stores import ObjectStore
+kind, place = sys.argv[1], sys.argv[2]
+store = TmpfsStore(place) if kind == "tmpfs" else ObjectStore(place)
+data = bytes(store.open())
+try:
+    store.commit(data)
+except StoreSharedError as exc:
+    print(exc.since, exc.writer_pid, exc)
+else:
+    print("committed")
+"""
+
+
 @pytest.fixture(params=["object", "tmpfs"])
 def shared_place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A place two processes can both commit to: a directory, or a file:// bucket."""
@@ -163,10 +213,9 @@ def test_a_checkpoint_that_finds_another_process_s_snapshot_is_refused_and_count
     kind, place = shared_place
     store = open_place(kind, place)
     service, ledger, checkpointer = checkpointed(store)
-    other, other_ledger = ledger_service()
-    for _ in range(5):
-        other_ledger.write()
-    commit_in_another_process(kind, place, other.snapshot()[0].to_bytes())
+    other = committing_process(kind, place, 5)
+    other.communicate(b"")
+    other_pid = other.pid
     assert restored(store) == state_after(5)
     counted = Counted()
     previous = use_sink(counted)
@@ -179,6 +228,10 @@ def test_a_checkpoint_that_finds_another_process_s_snapshot_is_refused_and_count
     finally:
         use_sink(previous)
     assert refused.value.place in str(refused.value)
+    # It says who committed over it, and that that process is gone: the store holds
+    # its state, which a restart would restore.
+    assert refused.value.writer_pid == other_pid and refused.value.writer_running is False
+    assert f"process {other_pid} has exited since" in str(refused.value)
     assert checkpointer.failures == 2
     assert isinstance(checkpointer.last_error, StoreSharedError)
     commits = [labels for name, labels in counted.events if name == "statemigrate_commits_total"]
@@ -367,3 +420,61 @@ def test_a_first_checkpoint_over_the_snapshot_its_start_read_goes_on(tmp_path: P
     ledger.write()
     assert Checkpointer(service, store, export="inline").checkpoint_now().committed is not None
     assert restored(ObjectStore(place)) == state_after(1)
+
+
+@pytest.mark.slow  # a child process of its own, which imports a service
+def test_a_second_copy_that_restored_a_running_service_s_checkpoint_is_refused(
+    shared_place: tuple[str, str],
+) -> None:
+    """A second copy of a service, started by mistake with the same configuration,
+    restores the running one's latest checkpoint and commits. Its commit is the one
+    refused (StoreSharedError, since "running", naming the running process), and the
+    running service's checkpoints go on: it used to be the other way round, the
+    running one's every checkpoint refused from then on, for good."""
+    kind, place = shared_place
+    store = open_place(kind, place)
+    service, ledger, checkpointer = checkpointed(store)
+    copy = subprocess.run(
+        [sys.executable, "-c", READ_THEN_COMMIT, kind, place],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
+    since, pid, message = copy.stdout.split(" ", 2)
+    assert (since, pid) == ("running", str(os.getpid()))
+    assert f"pid {os.getpid()} on {socket.gethostname()}" in message
+    assert "which still runs: two services commit to the same place" in message
+    ledger.write()
+    assert checkpointer.checkpoint_now().committed is not None
+    assert restored(open_place(kind, place)) == state_after(2)
+
+
+@pytest.mark.slow  # a child process of its own, which imports a service
+def test_a_first_checkpoint_waits_for_the_process_whose_checkpoint_it_restored(
+    shared_place: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process restores the checkpoint of one that still runs (a reload whose old
+    worker finishes its final checkpoint as the new one starts): its first checkpoint
+    is refused while that process runs, says so at INFO rather than as a failure,
+    and commits at the next attempt once that process has exited."""
+    kind, place = shared_place
+    running = committing_process(kind, place, 3)
+    try:
+        store = open_place(kind, place)
+        service, ledger = ledger_service()
+        assert service.start_from(store) is not None
+        ledger.write()
+        checkpointer = Checkpointer(service, store, export="inline")
+        with pytest.raises(StoreSharedError) as refused:
+            checkpointer.checkpoint_now()
+        assert refused.value.since == "running"
+        assert (refused.value.writer_pid, refused.value.writer_running) == (running.pid, True)
+        with caplog.at_level(logging.INFO, logger="statemigrate"):
+            checkpointer._retry_after(refused.value)
+        waits = [r for r in caplog.records if "first checkpoint of" in r.getMessage()]
+        assert [r.levelno for r in waits] == [logging.INFO]
+        assert f"is process {running.pid}'s on" in waits[0].getMessage()
+    finally:
+        running.communicate(b"")
+    assert checkpointer.checkpoint_now().committed is not None
+    assert restored(open_place(kind, place)) == state_after(4)
