@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from statemigrate._errors import StoreError, TrialError
+from statemigrate._proc import start_ticks
 from statemigrate.stores._safedir import check_file, open_private_directory
 
 __all__ = [
@@ -222,19 +223,7 @@ def same_release(announced: GenerationInfo, recorded: GenerationInfo) -> bool:
 
 def start_time(pid: int) -> int | None:
     """The start time of ``pid`` in clock ticks since boot, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat_file:
-            raw = stat_file.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    try:
-        if fields[0] == b"Z":  # a zombie has exited: it serves nobody
-            return None
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
+    return start_ticks(pid)
 
 
 def argv_of(pid: int) -> tuple[str, ...] | None:

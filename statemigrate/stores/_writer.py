@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from statemigrate._errors import SnapshotError
+from statemigrate._proc import start_ticks
 
 Buffer = bytes | bytearray | memoryview
 
@@ -81,18 +82,8 @@ def process_started_ns(pid: int) -> int | None:
     """When process ``pid`` of this host started, in nanoseconds since the epoch (to
     a clock tick, 10 ms); ``None`` once it has exited (a zombie has) or when
     ``/proc`` cannot tell."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat_file:
-            raw = stat_file.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    try:
-        if fields[0] in (b"Z", b"X"):
-            return None
-        ticks = int(fields[19])  # field 22, starttime: clock ticks since boot
-    except (IndexError, ValueError):
+    ticks = start_ticks(pid)
+    if ticks is None:
         return None
     # The boot time from the clocks, not /proc/stat's btime: that one is in whole seconds.
     booted_ns = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)

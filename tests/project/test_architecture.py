@@ -26,7 +26,15 @@ PACKAGE = Path(__file__).resolve().parents[2] / "statemigrate"
 # Bottom to top. A module belongs to the layer of the longest prefix that names it or
 # one of its packages; the bare package name matches only the package's own modules.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("errors", ("statemigrate._errors", "statemigrate._version", "statemigrate._lazy")),
+    (
+        "errors",
+        (
+            "statemigrate._errors",
+            "statemigrate._version",
+            "statemigrate._lazy",
+            "statemigrate._proc",
+        ),
+    ),
     ("observe", ("statemigrate._observe",)),
     ("model", ("statemigrate._model",)),
     ("snapshot", ("statemigrate._snapshot",)),
