@@ -232,9 +232,8 @@ async def test_the_drains_end_lets_requests_being_passed_on_get_their_answer(
         return ForwardedResponse(200, "OK", [("content-type", "text/plain")], b"applied")
 
     monkeypatch.setattr(asgi, "forward_async", successor)
-    async with wrapped(endless_stream, drain_timeout=0.01 if ending == "drain_timeout" else 3600) as (
-        hot, hooks, _
-    ):
+    drain_timeout = 0.01 if ending == "drain_timeout" else 3600
+    async with wrapped(endless_stream, drain_timeout=drain_timeout) as (hot, hooks, _):
         stream = Client()
         sse = {"type": "http", "method": "GET", "path": "/sse", "headers": []}
         streaming = asyncio.ensure_future(hot(sse, stream.inbox.get, stream.send))
@@ -325,7 +324,8 @@ async def test_late_writes_are_counted_until_the_drain_ends(
         hot._stop_draining.set()  # the fake server's drain never ends by itself
         with caplog.at_level(logging.WARNING, logger="statemigrate"):
             await draining
-        [line] = [r.getMessage() for r in caplog.records if "after the last piece" in r.getMessage()]
+        told = [r.getMessage() for r in caplog.records]
+        [line] = [message for message in told if "after the last piece" in message]
         assert line.startswith(
             "handoff: component counters/default had 2 distinct record(s) (keys) written,"
             " 5 write(s) in all, after the last piece was taken"
