@@ -338,6 +338,13 @@ class TrackedDict(dict[K, V]):
         self._check(mark)
         return mark.count
 
+    def writes_since(self, mark: ChangeMark) -> int:
+        """How many writes were recorded since ``mark`` (a key written twice counts
+        twice; a ``clear`` once per key); O(1). Counted from the mark's point: a mark
+        moved by a take counts from there."""
+        self._check(mark)
+        return self._seq - mark.seq
+
     def changed_keys(self, mark: ChangeMark) -> list[Any]:
         """The keys written since ``mark``, most recent first, each once."""
         with self._lock:

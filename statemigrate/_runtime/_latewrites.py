@@ -56,6 +56,16 @@ class LateWrites:
                 written[key] = count
         return written
 
+    def writes(self) -> dict[str, int]:
+        """The components written since the marks, with the writes made in each (a
+        record written twice counts twice); O(record fields). Empty once closed."""
+        written = {}
+        for key, marks in self._watched:
+            count = sum(tracked.writes_since(mark) for tracked, mark in marks)
+            if count:
+                written[key] = count
+        return written
+
     def close(self) -> None:
         """Close the marks. Idempotent."""
         for _, marks in self._watched:

@@ -180,7 +180,9 @@ def _tell_late_writes(attempt: Attempt) -> None:
     if attempt.late.kept:
         attempt.late = None
         return
-    warn_late_writes(attempt.late.counts(), until="the successor served")
+    warn_late_writes(
+        attempt.late.counts(), until="the successor served", writes=attempt.late.writes()
+    )
     _stop_watching(attempt)
 
 

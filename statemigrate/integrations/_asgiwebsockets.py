@@ -83,6 +83,15 @@ class _Socket:
                 self.send({"type": "websocket.close", "code": SERVICE_RESTART})
             )
 
+    async def closed(self) -> None:
+        """Wait until the 1012 close is sent: once the application returns, the server
+        drops the connection, and a close not sent by then never reaches the client
+        (it sees 1006)."""
+        if self._closing is not None:
+            await asyncio.wait((self._closing,))
+            if not self._closing.cancelled():
+                self._closing.exception()  # a client gone already is no error here
+
 
 def _disconnect() -> Message:
     return {"type": "websocket.disconnect", "code": SERVICE_RESTART}
@@ -116,6 +125,7 @@ class WebSockets:
             await app(socket.receive, socket.send)
         finally:
             self._open.discard(socket)
+        await socket.closed()
 
     def restart(self) -> int:
         """The successor serves: close every websocket here with 1012; how many."""

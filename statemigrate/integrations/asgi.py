@@ -38,10 +38,13 @@ What the wrapper does:
 * **the drain**: idle keep-alive connections are not cut (a client may be sending on
   one at that instant): the process waits until each has carried its next request
   or was closed by the server's own keep-alive timeout, and the responses in flight
-  have ended, then stops the server. ``drain_timeout`` bounds it: the responses
-  still streaming then (server-sent events, long downloads) are cut. A stop signal
-  (``SIGINT``, ``SIGTERM``) during the drain ends it at once, the same way; one
-  received during the handoff takes effect when the handoff ends.
+  have ended, then stops the server. ``drain_timeout`` bounds it: the requests
+  being passed on to the successor then finish (each within ``forward_timeout``), and
+  what is left is cut: the responses still streaming (server-sent events, long
+  downloads), the websockets, a request to pass on whose body has not all arrived
+  (answered ``502``, not applied). A stop signal (``SIGINT``, ``SIGTERM``) during the
+  drain ends it at once, the same way; one received during the handoff takes effect
+  when the handoff ends.
 * **late writes**: the records written in this process after the last piece was
   taken, which the successor never receives, are counted until the drain ends and
   told then, per component, as a WARNING
@@ -160,6 +163,22 @@ DRAIN_TIMEOUT = 30.0
 # The cancellation message of an application call cut at the drain's end.
 _CUT = "statemigrate: cut at the end of the drain"
 
+# What a call on a connection is doing (HotRestart._running), as the drain's end tells
+# it: a request running in the application, unanswered yet; a response it has begun;
+# a request to pass on whose body is arriving; one being passed on (never cut: the
+# successor may apply it, and only its answer tells the client so); a websocket.
+_REQUEST = "request(s) running in the application, unanswered"
+_RESPONSE = "response(s) still streaming"
+_RECEIVING = "request(s) to pass on whose body had not all arrived (answered 502, not applied)"
+_FORWARDING = "request(s) being passed on"
+_WEBSOCKET = "websocket(s)"
+
+# The answer to a request to pass on that the drain's end cut while its body arrived.
+_CUT_TEXT = (
+    b"this process stopped before the request had arrived whole; it was not passed on"
+    b" to the service's new process and was not applied\n"
+)
+
 
 class HotRestart:
     """An ASGI application wrapped for hot restarts (see the module's description).
@@ -198,9 +217,11 @@ class HotRestart:
         drain_timeout: after a handoff, seconds the connections this process still
             has get to end: an idle one to carry its next request (passed on) or be
             closed by the server's keep-alive timeout, a response in flight to finish.
-            Then the responses still streaming (server-sent events, long downloads)
-            are cut, the websockets left are closed, and the server shuts down. The
-            old process ends at most this long after the move (plus the
+            Then the requests being passed on to the successor finish (each within
+            ``forward_timeout``), the responses still streaming (server-sent events,
+            long downloads) are cut, the websockets left are closed, and the server
+            shuts down. The old process ends at most this long after the move (plus
+            ``forward_timeout`` when a request is being passed on then, and the
             application's lifespan shutdown).
 
     Raises:
@@ -275,9 +296,9 @@ class HotRestart:
         self._gate = WriteGate()
         self._websockets = WebSockets(self._gate.passage)
         self._active = 0
-        #: The application's calls on connections (HTTP and websocket) running now:
-        #: what the end of the drain cuts.
-        self._running: set[asyncio.Task[Any]] = set()
+        #: The application's calls on connections (HTTP and websocket) running now,
+        #: with what each is doing: what the end of the drain waits for or cuts.
+        self._running: dict[asyncio.Task[Any], str] = {}
         #: Set by a stop signal once the state has moved: the drain ends at once.
         self._stop_draining = asyncio.Event()
         #: The marks on the state opened just after the last piece was taken, kept
@@ -312,12 +333,12 @@ class HotRestart:
         elif kind in ("http", "websocket"):
             task = asyncio.current_task()
             assert task is not None
-            self._running.add(task)
+            self._running[task] = _REQUEST if kind == "http" else _WEBSOCKET
             if kind == "http":
                 self._active += 1
             try:
                 if kind == "http":
-                    await self._http(scope, receive, send)
+                    await self._http(scope, receive, self._answering(task, send))
                 else:
                     await self._websockets.serve(
                         lambda receive, send: self.app(scope, receive, send), receive, send
@@ -328,11 +349,28 @@ class HotRestart:
                 # Cut at the drain's end: returning, the server closes the connection.
                 task.uncancel()
             finally:
-                self._running.discard(task)
+                self._running.pop(task, None)
                 if kind == "http":
                     self._active -= 1
         else:
             await self.app(scope, receive, send)
+
+    def _answering(self, task: asyncio.Task[Any], send: Send) -> Send:
+        """``send``, noting when the response begins (a response cut later was
+        streaming)."""
+
+        async def answer(message: Message) -> None:
+            # A request passed on stays so while its answer is relayed: never cut.
+            if message["type"] == "http.response.start" and self._running.get(task) == _REQUEST:
+                self._running[task] = _RESPONSE
+            await send(message)
+
+        return answer
+
+    def _doing(self, what: str) -> None:
+        task = asyncio.current_task()
+        if task in self._running:
+            self._running[task] = what
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.moved and scope["method"] in self.safe_methods:
@@ -348,14 +386,22 @@ class HotRestart:
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on to the successor and relay its answer, then close."""
+        self._doing(_RECEIVING)
         body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client left: nobody to answer
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client left: nobody to answer
+                body += message.get("body", b"")
+                if not message.get("more_body", False):
+                    break
+        except asyncio.CancelledError as exc:
+            if exc.args == (_CUT,):
+                await _answer(send, 502, _CUT_TEXT, [_PLAIN_TEXT])
+            raise
+        # From here the successor may apply it: the drain's end waits for its answer.
+        self._doing(_FORWARDING)
         raw_path = scope.get("raw_path") or quote(scope["path"]).encode("latin-1")
         target = raw_path.decode("latin-1")
         if scope.get("query_string"):
@@ -384,13 +430,8 @@ class HotRestart:
             else:
                 logger.warning("%s", exc)
                 status, payload = 502, failure_text(exc, successor_died=False)
-            relayed = [(b"content-type", b"text/plain; charset=utf-8")]
-        relayed += [
-            (b"content-length", str(len(payload)).encode()),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": relayed})
-        await send({"type": "http.response.body", "body": payload})
+            relayed = [_PLAIN_TEXT]
+        await _answer(send, status, payload, relayed)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         inner = _InnerLifespan(self.app, scope)
@@ -596,18 +637,21 @@ class HotRestart:
     async def _drain_and_stop(self) -> None:
         """Drain, cut what still runs, tell the late writes, and stop the server."""
         assert self.server is not None
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         try:
-            await self._drain(self.server)
-            await self._cut()
+            drained = await self._drain(self.server)
+            if not await self._cut() and drained:
+                logger.info("handoff: drain ended after %.1f s, nothing cut", loop.time() - began)
         finally:
             self._tell_late_writes()
             self.server.shut_down()
 
-    async def _drain(self, server: ServerHooks) -> None:
+    async def _drain(self, server: ServerHooks) -> bool:
         """The server's drain, for ``drain_timeout`` at most; cut short if the
         successor dies meanwhile (nothing is left to pass requests on to, and the
         server's shutdown closes the idle connections at once) or a stop signal
-        arrives."""
+        arrives. Whether it ended by itself."""
         drain = asyncio.ensure_future(server.drain(lambda: self._active))
         died = asyncio.ensure_future(self.successor.wait())
         stopped = asyncio.ensure_future(self._stop_draining.wait())
@@ -622,32 +666,56 @@ class HotRestart:
                 waiting.cancel()
         if drain.done() and not drain.cancelled():
             drain.result()  # what it raised
-        elif stopped.done() and not stopped.cancelled():
+            return True
+        if stopped.done() and not stopped.cancelled():
             logger.info("handoff: drain ended by a stop signal")
         elif not died.done():
-            logger.info("handoff: drain ended at drain_timeout (%.0f s)", self.drain_timeout)
+            logger.info("handoff: drain ended at drain_timeout (%g s)", self.drain_timeout)
+        return False
 
-    async def _cut(self) -> None:
-        """Cut the application's calls still running (streaming responses, websockets
-        the application kept open), and let them end."""
-        running = list(self._running)
+    async def _cut(self) -> int:
+        """Let the requests being passed on get their answers (``forward_timeout``
+        bounds each: cut, a client would not learn that the successor applied it),
+        then cut the application's calls still running (streaming responses,
+        websockets the application kept open, requests), and let them end; how many
+        were cut."""
+        forwarding = self._calls(_FORWARDING)
+        if forwarding:
+            logger.info(
+                "handoff: the drain waits for %d request(s) being passed on to the"
+                " successor (at most forward_timeout, %.0f s, each)",
+                len(forwarding),
+                self.forward_timeout,
+            )
+        while forwarding:  # more may begin meanwhile, one at most per connection
+            await asyncio.wait(forwarding)
+            forwarding = self._calls(_FORWARDING)
+        running = dict(self._running)
         if not running:
-            return
-        logger.warning(
-            "handoff: %d connection(s) still served by the application at the end of the"
-            " drain (streaming responses, websockets) are cut",
-            len(running),
-        )
+            return 0
+        doing = list(running.values())
+        told = [
+            f"{doing.count(what)} {what}"
+            for what in (_RESPONSE, _WEBSOCKET, _REQUEST, _RECEIVING)
+            if what in doing
+        ]
+        logger.warning("handoff: cut at the end of the drain: %s", ", ".join(told))
         for task in running:
             task.cancel(_CUT)
         await asyncio.wait(running)
+        return len(running)
+
+    def _calls(self, what: str) -> list[asyncio.Task[Any]]:
+        return [task for task, doing in self._running.items() if doing == what]
 
     def _tell_late_writes(self) -> None:
         """Warn of what was written here after the last piece was taken, and stop
         counting."""
         late, self._late = self._late, None
         if late is not None:
-            warn_late_writes(late.counts(), until="this process ended its drain")
+            warn_late_writes(
+                late.counts(), until="this process ended its drain", writes=late.writes()
+            )
             late.close()
 
     # -- AsyncServerControl ------------------------------------------------------------
@@ -685,6 +753,22 @@ class HotRestart:
         self._websockets.restart()
         self.held = asyncio.get_running_loop().time() - self._paused_at
         self._gate.open()
+
+
+_PLAIN_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+
+
+async def _answer(
+    send: Send, status: int, payload: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """Answer with ``payload`` whole and ``Connection: close``."""
+    relayed = [
+        *headers,
+        (b"content-length", str(len(payload)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": relayed})
+    await send({"type": "http.response.body", "body": payload})
 
 
 class _InnerLifespan:

@@ -79,7 +79,10 @@ def test_a_write_after_the_last_piece_is_warned_of(
     [line] = _late_lines(caplog)
     assert line.levelno == logging.WARNING
     message = line.getMessage()
-    assert message.startswith(f"{LATE} 2 record(s) written after the last piece was taken")
+    assert message.startswith(
+        f"{LATE} 2 distinct record(s) (keys) written, 3 write(s) in all, after the last"
+        " piece was taken"
+    )
     assert "BackgroundTasks" in message and "safe_methods=()" in message
     assert "docs/servers.md" in message
     # The marks are closed: the dict records nothing once the handoff ended.

@@ -46,6 +46,7 @@ def test_counts_the_records_written_since_per_tracked_component() -> None:
     del tracked["before"]
     plain["b"] = 2  # not tracked: not watched
     assert late.counts() == {"tracked/default": 2}
+    assert late.writes() == {"tracked/default": 3}  # each write, the same record's too
     late.close()
-    assert late.counts() == {} and not tracked.tracking
+    assert late.counts() == {} == late.writes() and not tracked.tracking
     late.close()  # idempotent
