@@ -23,8 +23,18 @@ The switch, as every adapter makes it (docs/servers.md):
   first, to the successor
   (:func:`~statemigrate.integrations._forward.forward_async`), relaying the answer
   with ``Connection: close`` so that the client's next request goes there directly;
+* websockets (:mod:`statemigrate.integrations._aiohttpwebsockets`): from the pause on,
+  a client's messages are held, not returned by ``receive``; if the handoff fails
+  they are returned here. Once the successor serves, each websocket here is closed
+  with code 1012 (``WSCloseCode.SERVICE_RESTART``) and its ``receive`` returns
+  ``CLOSING``: the client reconnects, to the successor. One a client opens after
+  the move, on a connection this process still holds, is closed with 1012 at once;
 * it closes no idle keep-alive connection: each is closed after its next request,
   or at the drain deadline; then :func:`serve` returns;
+* the records written in this process after the last piece was taken, which the
+  successor never receives, are counted until the drain and the application's
+  shutdown have ended, and told then, per component, as a WARNING
+  (:class:`~statemigrate.integrations._keptlatewrites.KeptLateWrites`);
 * if the successor dies after taking over, the state went with it: what is still
   passed on is answered ``503`` at once, the drain ends and the idle connections
   are closed, so that nothing stands in the way of restarting the service from its
@@ -47,6 +57,7 @@ from typing import TYPE_CHECKING
 from statemigrate._errors import ConfigurationError, HandoffError
 from statemigrate._model._allowlossy import AllowLossy, check_allow_lossy
 from statemigrate._runtime._gate import started_by_handoff
+from statemigrate._runtime._latewrites import LateWrites
 from statemigrate._runtime._service import Service
 from statemigrate.handoff import (
     HandoffReport,
@@ -58,6 +69,7 @@ from statemigrate.handoff import (
     install_signal_trigger_async,
     receive_handoff,
 )
+from statemigrate.integrations._aiohttpwebsockets import WebSockets, is_websocket
 from statemigrate.integrations._forward import (
     DEFAULT_TIMEOUT,
     Address,
@@ -67,6 +79,7 @@ from statemigrate.integrations._forward import (
     forwarding_address,
 )
 from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate, safe_methods_of
+from statemigrate.integrations._keptlatewrites import KeptLateWrites
 from statemigrate.integrations._listen import bind_listener, served_at
 from statemigrate.integrations._runserving import run_serving
 from statemigrate.integrations._successor import SuccessorWatch
@@ -91,8 +104,9 @@ class HotRestart:
     """The state of one served application across a handoff: its middleware and its
     :class:`~statemigrate.handoff.AsyncServerControl`.
 
-    :func:`serve` makes one and puts :meth:`middleware` first among the application's
-    middlewares; use it directly only to build another runner around it.
+    :func:`serve` makes one, puts :meth:`middleware` first among the application's
+    middlewares and :meth:`on_response_prepare` among its ``on_response_prepare``
+    signals; use it directly only to build another runner around it.
 
     Args:
         forward_timeout: seconds to reach the successor and for each read of its answer.
@@ -116,6 +130,8 @@ class HotRestart:
             runner gives it: closed once the state has moved.
         successor: watches the successor once the state has moved to it, if the
             runner gives one (:meth:`SuccessorWatch.watch` with the handoff's report).
+        late_writes: the marks on the state a handoff opened after its last piece
+            (:meth:`keep_late_writes`), which the runner tells once its drain ended.
     """
 
     def __init__(
@@ -130,6 +146,8 @@ class HotRestart:
         self.forward_timeout = forward_timeout
         self.safe_methods = safe_methods_of(safe_methods)
         self._gate = WriteGate()
+        self._websockets = WebSockets(self._gate.passage)
+        self.late_writes = KeptLateWrites()
         self.moved = False
         self.forwarded = 0
         self.forward_failures = 0
@@ -142,7 +160,15 @@ class HotRestart:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Hold writes during the pause; after the move, pass every request on."""
         if self.moved:
+            if is_websocket(request):
+                refused = await self._websockets.refuse(request)
+                if refused is not None:
+                    return refused
             return await self.forward(request)
+        if is_websocket(request):
+            # Neither held nor a write running, which the pause would wait for as long
+            # as the websocket stays open: its messages are held instead.
+            return await self._websockets.serve(request, handler)
         if request.method in self.safe_methods:
             return self._closing_if_moved(await handler(request))
         await self._gate.passage()
@@ -151,6 +177,13 @@ class HotRestart:
         with self._gate.writing():
             response = await handler(request)
         return self._closing_if_moved(response)
+
+    async def on_response_prepare(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> None:
+        """The application's ``on_response_prepare`` signal: finds the websockets, whose
+        messages are held from the pause on."""
+        self._websockets.track(request, response)
 
     def _closing_if_moved(self, response: web.StreamResponse) -> web.StreamResponse:
         # A request served here while the state moved: its connection must not carry
@@ -210,7 +243,13 @@ class HotRestart:
 
     async def resume(self) -> None:
         """Let the held writes go on (the handoff failed)."""
+        self.late_writes.drop()  # closed by the failed handoff
         self._gate.open()
+
+    def keep_late_writes(self, marks: LateWrites) -> None:
+        """Keep the marks the handoff opened after its last piece: counted until the
+        drain ends, as websockets and streaming responses left here write all along."""
+        self.late_writes.keep(marks)
 
     async def stop_accepting(self) -> None:
         """Stop the site's accepting, close this process's copies of the listener, and
@@ -235,6 +274,8 @@ class HotRestart:
             await self.site.stop()  # closes ``accepting``
         if self.listener is not None:
             self.listener.close()
+        # Before the gate opens: a websocket message held in the pause is not returned.
+        self._websockets.restart()
         self._gate.open()  # the held writes go to the successor now
 
     async def drain(self, server: web.Server, deadline: float) -> tuple[int, int]:
@@ -379,6 +420,7 @@ async def serve(
     # First, so that after the move a request is passed on before any other
     # middleware of the application acts on it here.
     app.middlewares.insert(0, switch)
+    app.on_response_prepare.append(hot.on_response_prepare)
     if readiness_path is not None:
 
         async def readiness(request: web.Request) -> web.Response:
@@ -545,7 +587,11 @@ async def serve(
                 hot.forwarded,
                 hot.forward_failures,
             )
-        await runner.cleanup()  # stops the site and ends the requests in flight
+        try:
+            await runner.cleanup()  # stops the site and ends the requests in flight
+        finally:
+            # Once the handlers left have ended: a stream or websocket writes until then.
+            hot.late_writes.tell()
         if hot.successor is not None:
             hot.successor.close()
         if listener is not None:

@@ -83,7 +83,6 @@ from statemigrate.handoff import (
     hand_over_async,
     install_signal_trigger_async,
 )
-from statemigrate.handoff._latewarning import warn_late_writes
 from statemigrate.integrations._asgiwebsockets import WebSockets
 from statemigrate.integrations._forward import (
     Address,
@@ -93,6 +92,7 @@ from statemigrate.integrations._forward import (
     forwarding_address,
 )
 from statemigrate.integrations._gate import SAFE_METHODS, HeldStops, WriteGate, safe_methods_of
+from statemigrate.integrations._keptlatewrites import KeptLateWrites
 from statemigrate.integrations._successor import SuccessorWatch
 from statemigrate.integrations._trial import Moved, Trial, own_argv, runner_for
 from statemigrate.integrations._withdraw import Withdrawal, take_over_or_withdraw
@@ -303,7 +303,7 @@ class HotRestart:
         self._stop_draining = asyncio.Event()
         #: The marks on the state opened just after the last piece was taken, kept
         #: until the drain ends (keep_late_writes).
-        self._late: LateWrites | None = None
+        self._late = KeptLateWrites()
         self._uninstall: Callable[[], None] | None = None
         self._stops = HeldStops(
             self._trials.reverting if self._trials is not None else None, timeouts=self.timeouts
@@ -644,7 +644,7 @@ class HotRestart:
             if not await self._cut() and drained:
                 logger.info("handoff: drain ended after %.1f s, nothing cut", loop.time() - began)
         finally:
-            self._tell_late_writes()
+            self._late.tell()
             self.server.shut_down()
 
     async def _drain(self, server: ServerHooks) -> bool:
@@ -708,16 +708,6 @@ class HotRestart:
     def _calls(self, what: str) -> list[asyncio.Task[Any]]:
         return [task for task, doing in self._running.items() if doing == what]
 
-    def _tell_late_writes(self) -> None:
-        """Warn of what was written here after the last piece was taken, and stop
-        counting."""
-        late, self._late = self._late, None
-        if late is not None:
-            warn_late_writes(
-                late.counts(), until="this process ended its drain", writes=late.writes()
-            )
-            late.close()
-
     # -- AsyncServerControl ------------------------------------------------------------
 
     async def pause(self) -> None:
@@ -728,13 +718,13 @@ class HotRestart:
     async def resume(self) -> None:
         """Let the held writes go on here (the handoff failed)."""
         self.held = asyncio.get_running_loop().time() - self._paused_at
-        self._late = None  # closed by the failed handoff
+        self._late.drop()  # closed by the failed handoff
         self._gate.open()
 
     def keep_late_writes(self, marks: LateWrites) -> None:
         """Keep the marks the handoff opened after its last piece: counted until the
         drain ends, when websockets and streaming responses left here stop writing."""
-        self._late = marks
+        self._late.keep(marks)
 
     async def stop_accepting(self) -> None:
         """Stop the server's accepting, then pass the held writes on to the successor."""

@@ -1,11 +1,13 @@
 """The aiohttp adapter: the switch in one process (held writes, keep-alive requests after
-the move, the drain), and end to end the example cache upgraded v1 -> v2 and rolled
-back v2 -> v1 by SIGUSR2 under a load that never retries."""
+the move, websockets held and restarted with 1012, the drain, the late writes), and end
+to end the example cache upgraded v1 -> v2 and rolled back v2 -> v1 by SIGUSR2 under a
+load that never retries."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -15,18 +17,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
+from handoff_children.precopy import build_service
 from integrations.loadclient import Tally, ask, load, lost_writes, read_value, wait_for_requests
 
 import statemigrate as sm
+from statemigrate.handoff import hand_over_async, receive_handoff, take_over
 from statemigrate.integrations._forward import forwarding_address
-from statemigrate.integrations.aiohttp import Handler, HotRestart, serve
+from statemigrate.integrations.aiohttp import SAFE_METHODS, Handler, HotRestart, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "aiohttp_cache"
@@ -78,7 +83,7 @@ class Connection:
         self.writer.close()
 
 
-def _echo_app(who: str) -> web.Application:
+def _echo_app(who: str, *, websocket: Handler | None = None) -> web.Application:
     async def any_request(request: web.Request) -> web.Response:
         body = await request.text()
         return web.json_response(
@@ -92,6 +97,8 @@ def _echo_app(who: str) -> web.Application:
         )
 
     app = web.Application()
+    if websocket is not None:
+        app.router.add_get("/ws", websocket)
     app.router.add_route("*", "/{tail:.*}", any_request)
     return app
 
@@ -105,7 +112,12 @@ class Switch:
 
 
 @asynccontextmanager
-async def old_and_successor(*, successor_up: bool = True) -> AsyncIterator[Switch]:
+async def old_and_successor(
+    *,
+    successor_up: bool = True,
+    websocket: Handler | None = None,
+    safe_methods: Iterable[str] = SAFE_METHODS,
+) -> AsyncIterator[Switch]:
     """The old process's app on a listener of its own, and a successor app on another
     listener that stands for the shared one (where forwarded requests land)."""
     successor = web.AppRunner(_echo_app("successor"))
@@ -117,15 +129,16 @@ async def old_and_successor(*, successor_up: bool = True) -> AsyncIterator[Switc
     else:
         successor_listener.close()  # nobody answers there any more
 
-    hot = HotRestart(forward_timeout=5.0)
+    hot = HotRestart(forward_timeout=5.0, safe_methods=safe_methods)
     hot.address = address
 
     @web.middleware
     async def switch(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await hot.middleware(request, handler)
 
-    app = _echo_app("old")
+    app = _echo_app("old", websocket=websocket)
     app.middlewares.append(switch)
+    app.on_response_prepare.append(hot.on_response_prepare)
     runner = web.AppRunner(app)
     await runner.setup()
     listener = socket.create_server(("127.0.0.1", 0))
@@ -325,6 +338,128 @@ def test_a_successor_that_does_not_answer_gives_502_not_a_reset() -> None:
             writing.close()
 
     asyncio.run(scenario())
+
+
+async def _until(done: Callable[[], bool]) -> None:
+    """Let the loop run until ``done()`` (a bounded number of turns, not a time)."""
+    for _ in range(1000):
+        if done():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the loop did not get there")
+
+
+def _counting_websocket(written: list[str], ended: list[bool]) -> Handler:
+    """A websocket whose every message writes the state, then is answered."""
+
+    async def websocket(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            written.append(message.data)
+            await ws.send_str(message.data)
+        ended.append(True)
+        return ws
+
+    return websocket
+
+
+@pytest.mark.parametrize("safe_methods", [SAFE_METHODS, ()], ids=["reads-served", "all-held"])
+@pytest.mark.parametrize("in_the_pause", ["a message", "nothing"])
+def test_websocket_messages_are_held_in_the_pause_then_returned_or_restarted(
+    in_the_pause: str, safe_methods: Iterable[str]
+) -> None:
+    """Held from the pause on; returned here when the handoff fails; once the successor
+    serves, never returned: the client is closed with 1012 and the application's
+    receive ends, whether it waited for a message or had one held. The websocket open
+    is no write running, which the pause would wait for, even if no method is safe."""
+    written: list[str] = []
+    ended: list[bool] = []
+
+    async def scenario() -> None:
+        async with (
+            old_and_successor(
+                websocket=_counting_websocket(written, ended), safe_methods=safe_methods
+            ) as switch,
+            aiohttp.ClientSession() as session,
+        ):
+            async with session.ws_connect(f"http://127.0.0.1:{switch.port}/ws") as ws:
+                await ws.send_str("before")
+                assert await ws.receive_str() == "before"
+                await switch.hot.pause()
+                await ws.send_str("failed")
+                await _settle()
+                assert written == ["before"]
+                await switch.hot.resume()  # the handoff failed: returned here
+                assert await ws.receive_str() == "failed"
+
+                await switch.hot.pause()
+                if in_the_pause == "a message":
+                    await ws.send_str("moved")
+                    await _settle()
+                await switch.hot.stop_accepting()  # the successor serves
+                closed = await ws.receive(timeout=30)  # bounded: an open one would hang
+                assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, 1012)
+            await _until(lambda: ended == [True])
+            assert written == ["before", "failed"]
+
+    asyncio.run(scenario())
+
+
+def test_a_websocket_opened_after_the_move_is_closed_with_1012() -> None:
+    """On a keep-alive connection the old process still holds: passed on, it could not
+    become a websocket; closed with 1012, its client reconnects to the successor."""
+
+    async def scenario() -> None:
+        async with old_and_successor(websocket=_counting_websocket([], [])) as switch:
+            kept = await Connection.open(switch.port)
+            kept.send("GET", "/cache/a")
+            await kept.answer()
+            await switch.hot.pause()
+            await switch.hot.stop_accepting()
+            kept.writer.write(
+                b"GET /ws HTTP/1.1\r\nHost: cache\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            head = await kept.reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101 "), head
+            # A close frame: FIN and opcode 8, a payload of 2 bytes, the code 1012.
+            assert await kept.reader.readexactly(4) == b"\x88\x02" + (1012).to_bytes(2, "big")
+            kept.close()
+
+    asyncio.run(scenario())
+
+
+def test_late_writes_are_counted_until_the_drain_ends(caplog: pytest.LogCaptureFixture) -> None:
+    """The handoff leaves its marks to the adapter, which drains after the move: no
+    warning at SERVING; what is written while it drains (by a stream or a websocket
+    left here) is told once it has ended, and the marks are closed."""
+    service, counters = build_service(1)
+    successor, _ = build_service(1)
+    hot = HotRestart()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+    def take() -> None:
+        with receive_handoff(theirs) as inheritance:
+            take_over(successor, inheritance)
+
+    def late_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "written after" in r.getMessage()]
+
+    thread = threading.Thread(target=take)
+    with ours, theirs, caplog.at_level(logging.INFO, logger="statemigrate"):
+        thread.start()
+        report = asyncio.run(hand_over_async(service, ours, listeners={}, control=hot))
+        thread.join(60)  # only stops a hang
+        assert report.ok and late_lines() == []
+        counters.entries["draining"] = 1
+        counters.entries["draining"] = 2  # a record written twice counts once
+        hot.late_writes.tell()
+    [line] = late_lines()
+    assert line.startswith("handoff: component counters/default had 1 record(s)")
+    assert "until this process ended its drain" in line
+    assert not counters.entries.tracking
 
 
 def _listen_backlog(listener: socket.socket) -> int:

@@ -88,7 +88,7 @@ class Adapter:
                 await asyncio.to_thread(self.read)
                 return web.Response()
 
-            request = cast(web.Request, type("Request", (), {"method": method})())
+            request = cast(web.Request, type("Request", (), {"method": method, "headers": {}})())
             await self.hot.middleware(request, handler)
         else:
 
