@@ -445,7 +445,7 @@ def test_late_writes_are_counted_until_the_drain_ends(caplog: pytest.LogCaptureF
             take_over(successor, inheritance)
 
     def late_lines() -> list[str]:
-        return [r.getMessage() for r in caplog.records if "written after" in r.getMessage()]
+        return [r.getMessage() for r in caplog.records if "after the last piece" in r.getMessage()]
 
     thread = threading.Thread(target=take)
     with ours, theirs, caplog.at_level(logging.INFO, logger="statemigrate"):
@@ -457,7 +457,10 @@ def test_late_writes_are_counted_until_the_drain_ends(caplog: pytest.LogCaptureF
         counters.entries["draining"] = 2  # a record written twice counts once
         hot.late_writes.tell()
     [line] = late_lines()
-    assert line.startswith("handoff: component counters/default had 1 record(s)")
+    assert line.startswith(
+        "handoff: component counters/default had 1 distinct record(s) (keys) written,"
+        " 2 write(s) in all,"
+    )
     assert "until this process ended its drain" in line
     assert not counters.entries.tracking
 
