@@ -42,7 +42,7 @@ from statemigrate._model._shown import shortened
 __all__ = [
     "counterparts",
     "factory_name",
-    "first_changed_number",
+    "first_changed_value",
     "first_difference",
     "same_factory",
     "widening_change",
@@ -119,15 +119,19 @@ def widening_change(expected: object, actual: object) -> str | None:
     return None if _widened(expected, actual) else _changed(expected, actual)[1]
 
 
-def first_changed_number(data: object, state: object) -> Difference | None:
-    """``(path, what changes)`` for the first int of plain ``data`` that ``state``,
-    validated from it, holds as a float that is another number (``2**53 + 1`` as
-    ``2.0**53``), by the rule and in the words of :func:`widening_change`; or None.
+def first_changed_value(data: object, state: object) -> Difference | None:
+    """``(path, what changes)`` for the first value of ``data`` that ``state``,
+    validated from it, holds as another value: an int held as a float that is another
+    number (``2**53 + 1`` as ``2.0**53``), by the rule and in the words of
+    :func:`widening_change`, or a ``datetime`` held as a ``date`` (lax validation takes
+    one at midnight, dropping its time and zone); or None.
 
-    Only that change is looked for: everything else validation converts (``"5"`` into
-    ``5``, text into a date) is what validation is for. The two are walked together by
-    the data's keys and indexes (a model or dataclass by its fields), without recursion,
-    so at any depth; a place the state does not hold the same way is passed over.
+    Only those changes are looked for: everything else validation converts (``"5"``
+    into ``5``, text into a date) is what validation is for. ``data`` is plain data (a
+    step's output) or a component's fields as they are. The two are walked together by
+    the data's keys and indexes (a model or dataclass by its fields), without
+    recursion, so at any depth; a place the state does not hold the same way is passed
+    over.
     """
     pending: list[tuple[object, object, tuple[object, ...]]] = [(data, state, ())]
     while pending:
@@ -138,6 +142,9 @@ def first_changed_number(data: object, state: object) -> Difference | None:
                 change = widening_change(plain, held)
                 if change is not None:
                     return list(path), change
+        elif isinstance(plain, datetime.datetime):
+            if type(held) is datetime.date:
+                return list(path), "expected a date, found a datetime"
         elif kind is dict:
             assert isinstance(plain, dict)
             if isinstance(held, Mapping):

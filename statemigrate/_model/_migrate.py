@@ -29,7 +29,7 @@ from typing import Any
 import pydantic
 
 from statemigrate._errors import MigrationStepError, StateMigrateError, ValidationError
-from statemigrate._model._compare import first_changed_number
+from statemigrate._model._compare import first_changed_value
 from statemigrate._model._fieldchanges import FieldChanges
 from statemigrate._model._paths import FieldName, format_path
 from statemigrate._model._plaindata import (
@@ -245,7 +245,7 @@ def _refuse_changed_number(
 
     Costs a walk of the data, made only when validation copied it: data kept as it is
     holds no int where a float is declared."""
-    found = first_changed_number(data, state)
+    found = first_changed_value(data, state)
     if found is None:
         return
     path, detail = found

@@ -34,7 +34,7 @@ import pydantic
 import pydantic_core
 
 from statemigrate._errors import ExportError, RegistrationError, ValidationError, first_line
-from statemigrate._model._compare import first_difference
+from statemigrate._model._compare import first_changed_value, first_difference
 from statemigrate._model._export import (
     Exporter,
     NotExportable,
@@ -502,7 +502,7 @@ class SchemaVersion:
         cls = cast(type, self.type)
         if isinstance(state, dict):
             try:
-                return self.validate(state)
+                validated = self.validate(state)
             except ValidationError as exc:
                 # These are the component's own values, most often made by validation
                 # already: a refusal may be the schema's (a validator that does not take
@@ -516,6 +516,15 @@ class SchemaVersion:
                     f" {reason}",
                     by_validation=True,
                 ) from exc
+            # Lax validation takes some values the fields hold as others: refused, as
+            # the export refuses them where it reads the values itself.
+            changed = first_changed_value(state, validated)
+            if changed is not None:
+                path_parts, detail = changed
+                field, *inside = path_parts  # the dict's keys are the fields' names
+                where = format_path([FieldName(str(field)), *inside])
+                raise ExportError(self.component, self.version, where, detail)
+            return validated
         if not isinstance(state, cls):
             # pydantic would serialize an unrelated object by duck typing; refuse it.
             raise ValidationError(

@@ -149,11 +149,25 @@ READINGS: dict[str, Any] = {
             {**READINGS, "text": 2**53 + 1},
             "at text: 9007199254740993 (int) would come back as",
         ),
+        # The dict of fields a component without export_state hands over, which is
+        # validated into the model first: validation must not take these either.
+        (
+            Dated,
+            {"day": datetime.datetime(2024, 5, 1)},
+            "at day: expected a date, found a datetime",
+        ),
+        (
+            Measured,
+            {"x": 2**53 + 1},
+            "at x: 9007199254740993 (int) would come back as 9007199254740992.0 (float)",
+        ),
+        (MeasuredData, {"x": 10**20 + 1}, "at x: 100000000000000000001 (int) would come back as"),
     ],
     ids=[
         "refused-by-validation", "none", "not-a-scalar", "checked-schema", "not-midnight",
         "midnight", "int-rounded", "dataclass-int-rounded", "int-past-64-bits-rounded",
         "float-key-rounded", "optional-rounded", "union-member-rounded",
+        "fields-midnight", "fields-int-rounded", "fields-dataclass-int-rounded",
     ],
 )
 def test_what_is_not_converted_is_refused_at_its_path(
