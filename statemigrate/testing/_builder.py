@@ -621,7 +621,12 @@ class Builder:
         subclasses = [self._instances_of(sub) for sub in _model_subclasses(cls)]
         if not subclasses:
             return record
-        return st.one_of(*([record] * (_SUBCLASS_ODDS - 1)), st.one_of(*subclasses))
+        # Picked by a number rather than by st.one_of(record, record, ...): one_of
+        # takes a strategy given twice once, and the odds would stay even.
+        subclass = st.one_of(*subclasses)
+        return st.integers(1, _SUBCLASS_ODDS).flatmap(
+            lambda pick: subclass if pick == _SUBCLASS_ODDS else record
+        )
 
     def _with_extras(self, record: st.SearchStrategy[Any], fields: Node) -> st.SearchStrategy[Any]:
         taken = set(fields["fields"])
