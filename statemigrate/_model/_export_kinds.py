@@ -136,6 +136,10 @@ def describe(schema: Mapping[str, Any]) -> str:
     found = instance_class(schema.get("strict_schema", {}) if kind == "lax-or-strict" else schema)
     if isinstance(found, type):
         return found.__qualname__
+    if kind == "nullable":
+        inner = describe(schema.get("schema", {}))
+        if inner != "a custom type":
+            return f"a union ({inner.removeprefix('a union (').removesuffix(')')} | None)"
     if kind == "union":
         # Named by its members, as declared (``int | str``), when each has a name.
         members = [describe(_schema_of(choice)) for choice in schema.get("choices", ())]

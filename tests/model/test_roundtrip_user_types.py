@@ -480,6 +480,7 @@ def test_a_refused_key_type_is_named_as_the_user_declared_it() -> None:
     [
         (int | str, "dict keys of a union (int | str) cannot be stored"),
         (Literal[b"\xff", b"a"], "dict keys of a Literal cannot be stored"),
+        (str | None, "dict keys of a union (str | None) cannot be stored"),
     ],
 )
 def test_a_refused_key_union_or_literal_is_named_so(key: Any, named: str) -> None:
