@@ -31,6 +31,7 @@ import pydantic
 from statemigrate._errors import MigrationStepError, StateMigrateError, ValidationError
 from statemigrate._model._compare import first_changed_value
 from statemigrate._model._fieldchanges import FieldChanges
+from statemigrate._model._floatcolumns import UNSURE
 from statemigrate._model._paths import FieldName, format_path
 from statemigrate._model._plaindata import (
     INT_MAX,
@@ -243,8 +244,15 @@ def _refuse_changed_number(
     ``int`` to ``float``), as an export refuses such an int, unless a step of the plan
     declares the field lost (``lossy=("n",)``, or ``lossy=True`` naming no field).
 
-    Costs a walk of the data, made only when validation copied it: data kept as it is
-    holds no int where a float is declared."""
+    Made only when validation copied the data: data kept as it is holds no int where a
+    float is declared. The float columns are looked at first, at C speed; the data is
+    walked (a Python step per value) only when one holds an int, or the schema is not
+    one those passes follow."""
+    check = schema.float_check
+    if check is None:
+        return  # no float declared: nothing validation could round
+    if check is not UNSURE and callable(check) and check(data) is False:
+        return
     found = first_changed_value(data, state)
     if found is None:
         return

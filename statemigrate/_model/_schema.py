@@ -46,6 +46,7 @@ from statemigrate._model._fingerprint import (
     canonical_text,
     fingerprint_of,
 )
+from statemigrate._model._floatcolumns import UNSURE, compile_float_check
 from statemigrate._model._inplace import InPlaceChecker, Node, compile_checker, schema_tree
 from statemigrate._model._jsonschema import validation_schema
 from statemigrate._model._paths import FieldName, format_path, located_path
@@ -99,6 +100,9 @@ class SchemaVersion:
             it; field changes are proven on it (see ``statemigrate._model._fieldchanges``).
         validity: the walk that tells, without a copy, that a plain state surely
             validates (see ``statemigrate._model._validity``), or None with no tree.
+        float_check: whether plain data holds an ``int`` in a float field, by passes
+            over the float columns (see ``statemigrate._model._floatcolumns``); None for
+            a schema with no float, ``UNSURE`` for one it does not follow.
     """
 
     component: str
@@ -115,6 +119,7 @@ class SchemaVersion:
     typed: TypedForm | None = field(default=None, repr=False, compare=False)
     tree: Node | None = field(default=None, repr=False, compare=False)
     validity: ValidityCheck | None = field(default=None, repr=False, compare=False)
+    float_check: object = field(default=UNSURE, repr=False, compare=False)
 
     @classmethod
     def create(cls, component: str, version: int, type_: object) -> SchemaVersion:
@@ -189,6 +194,7 @@ class SchemaVersion:
             typed=compile_typed_form(adapter.core_schema),
             tree=tree,
             validity=None if tree is None else compile_validity_check(tree),
+            float_check=compile_float_check(adapter.core_schema),
         )
 
     def validate(self, data: object) -> Any:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, create_model, field_validator
 from typing_extensions import TypedDict
 
 import statemigrate as sm
@@ -485,6 +486,29 @@ def test_a_step_whose_output_validation_makes_another_number_is_refused() -> Non
     assert "meter 1 -> 2 (to_float)" in str(caught.value)
     exact = meters().migrate("meter", {"n": 2**60}, source=1, target=2)
     assert exact.state == {"n": 2.0**60}
+
+
+class ReadingV2(BaseModel):
+    n: float
+
+
+class ReadingsV2(BaseModel):
+    readings: dict[str, ReadingV2]
+
+
+def test_a_model_schema_finds_the_rounded_int_among_many_records() -> None:
+    """A model schema's validation always copies: its float columns are looked at, and
+    the one int among them is walked to and named."""
+    registry = sm.Registry()
+    registry.add_schema("readings", 1, create_model("ReadingsV1", readings=(dict[str, Any], ...)))
+    registry.add_schema("readings", 2, ReadingsV2)
+    registry.add_migration("readings", 1, 2, lambda data: data, name="typed")
+    data = {"readings": {f"r{i}": {"n": float(i)} for i in range(100)}}
+    assert registry.migrate("readings", data, source=1, target=2).state.readings["r7"].n == 7.0
+    data["readings"]["r42"]["n"] = 2**53 + 1
+    said = re.escape("at readings['r42'].n: 9007199254740993")
+    with pytest.raises(sm.ValidationError, match=said):
+        registry.migrate("readings", data, source=1, target=2)
 
 
 def test_a_step_declared_lossy_for_the_field_may_round_it() -> None:
