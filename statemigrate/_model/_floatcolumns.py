@@ -56,7 +56,7 @@ def compile_float_check(core_schema: Mapping[str, Any]) -> FloatCheck | None | o
     float anywhere (nothing to check); :data:`UNSURE` when it is not followed here."""
     try:
         column = _compile(core_schema, {}, frozenset())
-    except (_Unsure, KeyError):
+    except Exception:  # _Unsure, or a schema's form not foreseen: the walk decides
         return UNSURE
     if column is None:
         return None
