@@ -12,7 +12,7 @@ looks at the types there with ``map`` and ``set``: an ``int`` in none of them, t
 usual case, ends the check. The walk then runs only when one was found, to say where.
 
 What is not followed here (validators, unions holding a float, recursive schemas,
-aliases, tuples with a float at a place) gives :data:`UNSURE`, and the caller walks.
+aliases, tuples with a float at a place) answers None, and the caller walks.
 """
 
 from __future__ import annotations
@@ -24,18 +24,24 @@ from itertools import chain
 from operator import methodcaller
 from typing import Any
 
-__all__ = ["UNSURE", "FloatCheck", "compile_float_check"]
+__all__ = ["FloatCheck", "compile_float_check", "walk_needed"]
 
 Column = Callable[[], Iterator[Any]]
 # True: an int sits in a float column; False: none does. Raises on data of another
 # shape than the schema's (the caller then walks).
 ColumnCheck = Callable[[Column], bool]
 FloatCheck = Callable[[Any], bool | None]
-"""Whether ``data`` holds an ``int`` in a float field: True, False, or None when the
-data's shape is not the schema's and only a walk can tell."""
+"""Whether ``data`` holds an ``int`` in a float field: True, False, or None when only a
+walk can tell (a schema not followed here, or data of another shape than the schema's)."""
 
-UNSURE = object()
-"""What :func:`compile_float_check` returns for a schema it does not follow."""
+
+def walk_needed(data: object) -> None:
+    """The check of a schema not followed here: the walk always decides."""
+    return None
+
+
+def _no_float(data: object) -> bool:
+    return False
 
 
 class _Unsure(Exception):
@@ -51,15 +57,15 @@ _NOT_NONE = partial(operator.is_not, None)
 _VALUES = methodcaller("values")
 
 
-def compile_float_check(core_schema: Mapping[str, Any]) -> FloatCheck | None | object:
-    """The check of ``core_schema``'s float columns; None when the schema declares no
-    float anywhere (nothing to check); :data:`UNSURE` when it is not followed here."""
+def compile_float_check(core_schema: Mapping[str, Any]) -> FloatCheck:
+    """The check of ``core_schema``'s float columns: always False for a schema that
+    declares no float, always None (walk) for one not followed here."""
     try:
         column = _compile(core_schema, {}, frozenset())
     except Exception:  # _Unsure, or a schema's form not foreseen: the walk decides
-        return UNSURE
+        return walk_needed
     if column is None:
-        return None
+        return _no_float
 
     def check(data: Any) -> bool | None:
         try:

@@ -31,7 +31,6 @@ import pydantic
 from statemigrate._errors import MigrationStepError, StateMigrateError, ValidationError
 from statemigrate._model._compare import first_changed_value
 from statemigrate._model._fieldchanges import FieldChanges
-from statemigrate._model._floatcolumns import UNSURE
 from statemigrate._model._paths import FieldName, format_path
 from statemigrate._model._plaindata import (
     INT_MAX,
@@ -248,11 +247,8 @@ def _refuse_changed_number(
     float is declared. The float columns are looked at first, at C speed; the data is
     walked (a Python step per value) only when one holds an int, or the schema is not
     one those passes follow."""
-    check = schema.float_check
-    if check is None:
-        return  # no float declared: nothing validation could round
-    if check is not UNSURE and callable(check) and check(data) is False:
-        return
+    if schema.float_check(data) is False:
+        return  # no int in a float column, or no float declared at all
     found = first_changed_value(data, state)
     if found is None:
         return

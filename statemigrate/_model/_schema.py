@@ -46,7 +46,7 @@ from statemigrate._model._fingerprint import (
     canonical_text,
     fingerprint_of,
 )
-from statemigrate._model._floatcolumns import UNSURE, compile_float_check
+from statemigrate._model._floatcolumns import FloatCheck, compile_float_check, walk_needed
 from statemigrate._model._inplace import InPlaceChecker, Node, compile_checker, schema_tree
 from statemigrate._model._jsonschema import validation_schema
 from statemigrate._model._paths import FieldName, format_path, located_path
@@ -101,8 +101,8 @@ class SchemaVersion:
         validity: the walk that tells, without a copy, that a plain state surely
             validates (see ``statemigrate._model._validity``), or None with no tree.
         float_check: whether plain data holds an ``int`` in a float field, by passes
-            over the float columns (see ``statemigrate._model._floatcolumns``); None for
-            a schema with no float, ``UNSURE`` for one it does not follow.
+            over the float columns: True, False, or None when only a walk of the data
+            can tell (see ``statemigrate._model._floatcolumns``).
     """
 
     component: str
@@ -119,7 +119,7 @@ class SchemaVersion:
     typed: TypedForm | None = field(default=None, repr=False, compare=False)
     tree: Node | None = field(default=None, repr=False, compare=False)
     validity: ValidityCheck | None = field(default=None, repr=False, compare=False)
-    float_check: object = field(default=UNSURE, repr=False, compare=False)
+    float_check: FloatCheck = field(default=walk_needed, repr=False, compare=False)
 
     @classmethod
     def create(cls, component: str, version: int, type_: object) -> SchemaVersion:

@@ -9,7 +9,6 @@ import pytest
 from pydantic import AfterValidator, BaseModel
 from typing_extensions import TypedDict
 
-from statemigrate._model._floatcolumns import UNSURE
 from statemigrate._model._schema import SchemaVersion
 
 
@@ -65,10 +64,12 @@ def test_data_of_another_shape_is_left_to_the_walk() -> None:
     assert float_check(Entries)({"entries": {"a": entry(history=5)}}) is None
 
 
-def test_a_schema_without_floats_has_nothing_to_check() -> None:
-    assert float_check(Plain) is None
+def test_a_schema_without_floats_finds_nothing_whatever_the_data() -> None:
+    assert float_check(Plain)({"counts": {"a": 2**53 + 1}, "names": []}) is False
+    assert float_check(Plain)("not even a record") is False
 
 
 @pytest.mark.parametrize("schema_type", [Node, Checked], ids=["recursive", "validator"])
-def test_a_schema_not_followed_is_unsure(schema_type: type) -> None:
-    assert float_check(schema_type) is UNSURE
+def test_a_schema_not_followed_leaves_all_data_to_the_walk(schema_type: type) -> None:
+    assert float_check(schema_type)({"weight": 2**53 + 1, "score": 1.5}) is None
+    assert float_check(schema_type)({"weight": 1.5, "score": 1.5}) is None
