@@ -20,13 +20,22 @@ Components that cannot tell what changed are not watched.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from statemigrate._model._tracked import ChangeMark, TrackedDict
 from statemigrate._runtime._deltawrite import changes_of
 from statemigrate._runtime._restore import Registered
 
-__all__ = ["LateWrites"]
+__all__ = ["LateCount", "LateWrites"]
+
+
+class LateCount(NamedTuple):
+    """What one component had written after the last piece: both figures are told, as a
+    single record (a hit counter's key) written hundreds of times is one record but as
+    many writes lost, each of them perhaps acknowledged."""
+
+    records: int
+    writes: int
 
 
 class LateWrites:
@@ -46,24 +55,16 @@ class LateWrites:
             marks = [(tracked, tracked.mark()) for tracked in changes.tracked.values()]
             self._watched.append((entry.key, marks))
 
-    def counts(self) -> dict[str, int]:
-        """The components written since the marks, with the records written in each
-        (a record written twice counts once); O(record fields). Empty once closed."""
+    def written(self) -> dict[str, LateCount]:
+        """The components written since the marks, with the distinct records written
+        in each and the writes made (a record written twice is one record, two
+        writes); O(record fields). Empty once closed."""
         written = {}
         for key, marks in self._watched:
-            count = sum(tracked.pending(mark) for tracked, mark in marks)
-            if count:
-                written[key] = count
-        return written
-
-    def writes(self) -> dict[str, int]:
-        """The components written since the marks, with the writes made in each (a
-        record written twice counts twice); O(record fields). Empty once closed."""
-        written = {}
-        for key, marks in self._watched:
-            count = sum(tracked.writes_since(mark) for tracked, mark in marks)
-            if count:
-                written[key] = count
+            records = sum(tracked.pending(mark) for tracked, mark in marks)
+            if records:
+                writes = sum(tracked.writes_since(mark) for tracked, mark in marks)
+                written[key] = LateCount(records, writes)
         return written
 
     def close(self) -> None:

@@ -180,9 +180,7 @@ def _tell_late_writes(attempt: Attempt) -> None:
     if attempt.late.kept:
         attempt.late = None
         return
-    warn_late_writes(
-        attempt.late.counts(), until="the successor served", writes=attempt.late.writes()
-    )
+    warn_late_writes(attempt.late.written(), until="the successor served")
     _stop_watching(attempt)
 
 

@@ -34,7 +34,5 @@ class KeptLateWrites:
         component, and close the marks. Nothing if none are kept."""
         marks, self._marks = self._marks, None
         if marks is not None:
-            warn_late_writes(
-                marks.counts(), until="this process ended its drain", writes=marks.writes()
-            )
+            warn_late_writes(marks.written(), until="this process ended its drain")
             marks.close()

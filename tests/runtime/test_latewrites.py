@@ -39,14 +39,14 @@ def test_counts_the_records_written_since_per_tracked_component() -> None:
     service, tracked, plain = _service()
     tracked["before"] = 0  # before the marks: not counted
     late = LateWrites(service.components)
-    assert late.counts() == {}
+    assert late.written() == {}
     _ = tracked["a"], tracked.get("b"), list(tracked)  # reads are no writes
     tracked["a"] = 2
     tracked["a"] = 3  # the same record again
     del tracked["before"]
     plain["b"] = 2  # not tracked: not watched
-    assert late.counts() == {"tracked/default": 2}
-    assert late.writes() == {"tracked/default": 3}  # each write, the same record's too
+    # Two records; three writes, the same record's second too.
+    assert late.written() == {"tracked/default": (2, 3)}
     late.close()
-    assert late.counts() == {} == late.writes() and not tracked.tracking
+    assert late.written() == {} and not tracked.tracking
     late.close()  # idempotent
