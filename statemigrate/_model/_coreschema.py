@@ -36,20 +36,28 @@ FIELD_KEYS = frozenset(
 INERT_CONFIG = frozenset({"title"})
 
 
-def schema_refs(root: object) -> dict[str, Mapping[str, Any]]:
-    """Every node of a core schema that carries a ``ref``, by its ref: what a
-    ``definition-ref`` names. The first node found for a ref is kept."""
-    refs: dict[str, Mapping[str, Any]] = {}
+def schema_nodes(root: object) -> Iterator[Mapping[str, Any]]:
+    """Every node (mapping) of a core schema, at any depth, without recursion, so a
+    deep schema cannot exhaust the stack. A node's ``metadata`` (pydantic's own notes,
+    not schema) and ``cls`` are not entered."""
     stack = [root]
     while stack:
         item = stack.pop()
         if isinstance(item, Mapping):
-            ref = item.get("ref")
-            if isinstance(ref, str) and isinstance(item.get("type"), str):
-                refs.setdefault(ref, item)
+            yield item
             stack.extend(v for k, v in item.items() if k not in ("metadata", "cls"))
         elif isinstance(item, list | tuple):
             stack.extend(item)
+
+
+def schema_refs(root: object) -> dict[str, Mapping[str, Any]]:
+    """Every node of a core schema that carries a ``ref``, by its ref: what a
+    ``definition-ref`` names. The first node found for a ref is kept."""
+    refs: dict[str, Mapping[str, Any]] = {}
+    for node in schema_nodes(root):
+        ref = node.get("ref")
+        if isinstance(ref, str) and isinstance(node.get("type"), str):
+            refs.setdefault(ref, node)
     return refs
 
 

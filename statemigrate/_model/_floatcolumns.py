@@ -24,6 +24,8 @@ from itertools import chain
 from operator import methodcaller
 from typing import Any
 
+from statemigrate._model._coreschema import schema_nodes
+
 __all__ = ["FloatCheck", "compile_float_check", "walk_needed"]
 
 Column = Callable[[], Iterator[Any]]
@@ -133,11 +135,7 @@ def _compile(
 
 def _holds_float(schema: object) -> bool:
     """Whether a float schema appears anywhere in ``schema``."""
-    if isinstance(schema, Mapping):
-        return schema.get("type") == "float" or any(map(_holds_float, schema.values()))
-    if isinstance(schema, list | tuple):
-        return any(map(_holds_float, schema))
-    return False
+    return any(node.get("type") == "float" for node in schema_nodes(schema))
 
 
 def _floats(column: Column) -> bool:

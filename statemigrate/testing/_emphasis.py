@@ -33,6 +33,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from statemigrate._model._coreschema import schema_nodes
+
 __all__ = ["EMPTY", "SPECIAL", "RecordCollections", "decimal_specials", "float_specials"]
 
 Node = Mapping[str, Any]
@@ -155,14 +157,10 @@ def _refs_in(node: object, refs: Mapping[str, Node]) -> set[str]:
     found: set[str] = set()
     todo: list[object] = [node]
     while todo:
-        item = todo.pop()
-        if isinstance(item, Mapping):
+        for item in schema_nodes(todo.pop()):
             ref = item.get("schema_ref")
             if item.get("type") == "definition-ref" and isinstance(ref, str) and ref not in found:
                 found.add(ref)
                 if ref in refs:
                     todo.append(refs[ref])
-            todo.extend(item.values())
-        elif isinstance(item, list | tuple):
-            todo.extend(item)
     return found

@@ -18,6 +18,7 @@ from typing import Any
 
 import pydantic
 
+from statemigrate._model._coreschema import schema_nodes
 from statemigrate.testing._surrogates import held_values
 
 __all__ = ["declared_classes", "holds_undeclared_model"]
@@ -25,18 +26,9 @@ __all__ = ["declared_classes", "holds_undeclared_model"]
 
 def declared_classes(core_schema: Mapping[str, Any]) -> frozenset[type]:
     """Every class a pydantic core schema names (models, dataclasses, enums, ...)."""
-    found: set[type] = set()
-    stack: list[Any] = [core_schema]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, Mapping):
-            cls = item.get("cls")
-            if isinstance(cls, type):
-                found.add(cls)
-            stack.extend(value for key, value in item.items() if key not in ("metadata", "cls"))
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-    return frozenset(found)
+    return frozenset(
+        node["cls"] for node in schema_nodes(core_schema) if isinstance(node.get("cls"), type)
+    )
 
 
 def holds_undeclared_model(state: Any, declared: frozenset[type]) -> bool:
