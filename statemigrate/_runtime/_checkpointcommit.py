@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from statemigrate._snapshot._encode import EncodedSnapshot
     from statemigrate.stores import SnapshotRef, Store
 
-__all__ = ["CheckpointCommitter", "check_positive"]
+__all__ = ["CheckpointCommitter", "check_checkpoint_options", "check_positive"]
 
 logger = logging.getLogger("statemigrate")
 # The routine line of each committed checkpoint, one per interval: a logger of its own,
@@ -82,6 +82,47 @@ def check_positive(option: str, value: object, *, unit: str = "seconds") -> None
         raise ConfigurationError(option, f"must be a positive number of {unit}, not {value!r}")
 
 
+def check_checkpoint_options(
+    *,
+    every: object,
+    max_backoff: object,
+    export_timeout: object,
+    max_delta_ratio: object,
+    max_deltas: object,
+    export: object,
+) -> None:
+    """Refuse a checkpointer option out of its range, naming it: what a checkpointer
+    checks when made, and what gunicorn's settings check in the master, before any
+    worker makes one.
+
+    Raises:
+        ConfigurationError: an option is out of range or of the wrong kind.
+    """
+    for option, value in (
+        ("every", every),
+        ("max_backoff", max_backoff),
+        ("export_timeout", export_timeout),
+    ):
+        check_positive(option, value)
+    check_positive(
+        "max_delta_ratio", max_delta_ratio, unit="base sizes (a fraction, such as 0.5)"
+    )
+    if (
+        isinstance(max_deltas, bool)
+        or not isinstance(max_deltas, int)
+        or not 1 <= max_deltas < MAX_PIECES
+    ):
+        raise ConfigurationError(
+            "max_deltas", f"must be a count from 1 to {MAX_PIECES - 1}, not {max_deltas!r}"
+        )
+    if export not in ("fork", "inline"):
+        raise ConfigurationError("export", f"must be 'fork' or 'inline', not {export!r}")
+    if export == "fork" and not FORK_POSSIBLE:
+        raise ConfigurationError(
+            "export", "'fork' needs fork(), pidfds and memfds (Linux): use 'inline'"
+        )
+
+
 class CheckpointCommitter:
     """Take one checkpoint of ``service`` and commit it to ``store``: the part of a
     :class:`Checkpointer` that works in the calling thread or task; see the
@@ -109,31 +150,16 @@ class CheckpointCommitter:
         first_after_takeover: float = DEFAULT_FIRST_AFTER_TAKEOVER,
     ) -> None:
         check_delay("first_after_takeover", first_after_takeover)
-        for option, value in (
-            ("every", every),
-            ("max_backoff", max_backoff),
-            ("export_timeout", export_timeout),
-        ):
-            check_positive(option, value)
+        check_checkpoint_options(
+            every=every,
+            max_backoff=max_backoff,
+            export_timeout=export_timeout,
+            max_delta_ratio=max_delta_ratio,
+            max_deltas=max_deltas,
+            export=export,
+        )
         if stop_within is not None:
             check_positive("stop_within", stop_within)
-        check_positive(
-            "max_delta_ratio", max_delta_ratio, unit="base sizes (a fraction, such as 0.5)"
-        )
-        if (
-            isinstance(max_deltas, bool)
-            or not isinstance(max_deltas, int)
-            or not 1 <= max_deltas < MAX_PIECES
-        ):
-            raise ConfigurationError(
-                "max_deltas", f"must be a count from 1 to {MAX_PIECES - 1}, not {max_deltas!r}"
-            )
-        if export not in ("fork", "inline"):
-            raise ConfigurationError("export", f"must be 'fork' or 'inline', not {export!r}")
-        if export == "fork" and not FORK_POSSIBLE:
-            raise ConfigurationError(
-                "export", "'fork' needs fork(), pidfds and memfds (Linux): use 'inline'"
-            )
         if changes is not None and not callable(changes):
             raise ConfigurationError("changes", f"must be a function, not {type(changes).__name__}")
         self.service = service

@@ -32,7 +32,8 @@ from statemigrate._errors import (
     RestoreError,
     StateMigrateError,
 )
-from statemigrate._runtime._checkpoint import Checkpointer, check_positive
+from statemigrate._runtime._checkpoint import Checkpointer
+from statemigrate._runtime._checkpointcommit import check_checkpoint_options
 from statemigrate._runtime._checkpointtake import DEFAULT_EXPORT, ExportMode
 from statemigrate._runtime._quiesce import Quiesce
 from statemigrate._runtime._service import Service
@@ -83,6 +84,10 @@ class Checkpoints:
             :class:`~statemigrate.Checkpointer`: ``"fork"`` (the default), or
             ``"inline"``, in the worker with its requests held until it is encoded
             (``docs/checkpoints.md`` says when each is right).
+        max_delta_ratio, max_deltas: when an incremental chain is compacted into a
+            new base, as for :class:`~statemigrate.Checkpointer`.
+        max_backoff: the longest wait between retries of a failing checkpoint.
+        export_timeout: how long a forked export may take before it is killed.
 
     Raises:
         ConfigurationError: an argument is of the wrong kind.
@@ -93,6 +98,10 @@ class Checkpoints:
     incremental: bool = False
     quiesce: Quiesce | None = None
     export: ExportMode = DEFAULT_EXPORT
+    max_delta_ratio: float = 0.5
+    max_deltas: int = 100
+    max_backoff: float = 60.0
+    export_timeout: float = 120.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.store, Store) and not callable(self.store):
@@ -100,11 +109,16 @@ class Checkpoints:
                 "checkpoints",
                 f"must be a store or a function slot -> store, not {type(self.store).__name__}",
             )
-        check_positive("every", self.every)  # in the master, before any worker
-        if self.export not in ("fork", "inline"):
-            raise ConfigurationError(
-                "checkpoints", f"export must be 'fork' or 'inline', not {self.export!r}"
-            )
+        # In the master, before any worker: a wrong option stops the start, not each
+        # worker as it forks.
+        check_checkpoint_options(
+            every=self.every,
+            max_backoff=self.max_backoff,
+            export_timeout=self.export_timeout,
+            max_delta_ratio=self.max_delta_ratio,
+            max_deltas=self.max_deltas,
+            export=self.export,
+        )
 
     @property
     def shared(self) -> bool:
@@ -409,6 +423,10 @@ class SlotCheckpoints:
             incremental=settings.incremental,
             quiesce=settings.quiesce if settings.quiesce is not None else quiesce,
             export=settings.export,
+            max_delta_ratio=settings.max_delta_ratio,
+            max_deltas=settings.max_deltas,
+            max_backoff=settings.max_backoff,
+            export_timeout=settings.export_timeout,
             # The master kills a stopping worker after graceful_timeout: a checkpoint
             # that takes longer is warned of, since the final one would be cut.
             stop_within=_graceful_timeout(worker),

@@ -80,8 +80,12 @@ def test_checkpoints_take_a_store_a_function_or_their_options() -> None:
         lambda: "/dev/shm/cache",
         lambda: Checkpoints(MemoryStore(), every=0.0),
         lambda: Checkpoints(MemoryStore(), export="threads"),  # type: ignore[arg-type]
+        lambda: Checkpoints(MemoryStore(), max_delta_ratio=0.0),
+        lambda: Checkpoints(MemoryStore(), max_deltas=0),
+        lambda: Checkpoints(MemoryStore(), max_backoff=-1.0),
+        lambda: Checkpoints(MemoryStore(), export_timeout=float("nan")),
     ],
-    ids=["number", "path", "every", "export"],
+    ids=["number", "path", "every", "export", "ratio", "deltas", "backoff", "timeout"],
 )
 def test_checkpoints_refuse_what_they_cannot_use(value: Any) -> None:
     with pytest.raises(ConfigurationError):
@@ -104,6 +108,33 @@ def test_a_worker_s_checkpointer_exports_as_the_checkpoints_say(export: str) -> 
         assert checkpointer.export == export
     finally:
         checkpointer.stop(final=False)
+
+
+def test_a_worker_s_checkpointer_compacts_and_retries_as_the_checkpoints_say() -> None:
+    service = Service("gunicorn-cache", registry=build_registry())
+    service.register(KVCacheV2())
+    service.start_cold("a test")
+    settings = Checkpoints(
+        MemoryStore(),
+        every=60.0,
+        incremental=True,
+        max_delta_ratio=0.2,
+        max_deltas=7,
+        max_backoff=90.0,
+        export_timeout=30.0,
+    )
+    slot = SlotCheckpoints(settings, 0)
+    worker = type("Worker", (), {"pid": 4242, "log": Log()})()
+    slot.run(service, threading.Lock(), worker, now=False)
+    checkpointer = slot.checkpointer
+    assert checkpointer is not None
+    checkpointer.stop(final=False)
+    assert (
+        checkpointer.max_delta_ratio,
+        checkpointer.max_deltas,
+        checkpointer.max_backoff,
+        checkpointer.export_timeout,
+    ) == (0.2, 7, 90.0, 30.0)
 
 
 def test_a_worker_s_checkpointer_warns_of_checkpoints_longer_than_graceful_timeout() -> None:
