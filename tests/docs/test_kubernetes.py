@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from typing import Any
 import obstore
 import pytest
 import yaml
-from _store_helpers.object_server import S3Server, free_port
+from _store_helpers.object_server import KEYS, S3Server, free_port
 
 import statemigrate as sm
 from statemigrate.reference import SCHEMAS, KVCacheV2, KVCacheV3, build_registry
@@ -223,6 +224,40 @@ def test_an_export_past_its_deadline_is_skipped_and_logged(
         glue.export_at_stop(service, base, seconds=0, **s3.options())
     assert caplog.messages == [f"export to {base}/latest skipped: the deadline has passed"]
     assert ObjectStore(f"{base}/latest", **s3.options()).generations() == []
+
+
+@pytest.mark.slow
+def test_an_export_to_a_bucket_that_never_answers_ends_at_its_deadline(
+    glue: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The deadline bounds the whole export, not each request: a commit makes several
+    requests, and one left running at the deadline is left behind."""
+    service, _ = release_b()
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connects, never answers
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        options = {"config": {"endpoint": endpoint, **KEYS}, "client_options": {"allow_http": True}}
+        with caplog.at_level(logging.INFO, logger="gateway.state"):
+            glue.export_at_stop(service, "s3://silent/prod", seconds=2.5, **options)
+    assert caplog.messages == [
+        "export to s3://silent/prod/latest did not finish by the deadline; the pod stops"
+    ]
+
+
+def test_a_failed_export_is_logged_and_the_next_one_tried(
+    glue: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    service, _ = release_b()
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    options = {
+        "config": {"endpoint": endpoint, **KEYS},
+        "client_options": {"allow_http": True},
+        "retries": 0,
+    }
+    with caplog.at_level(logging.INFO, logger="gateway.state"):
+        glue.export_at_stop(service, "s3://gone/prod", seconds=30, **options)
+    assert [message.split(": ")[0] for message in caplog.messages] == [
+        "export to s3://gone/prod/latest failed", "export to s3://gone/prod/kvcache-2 failed",
+    ]
 
 
 def test_the_statefulset_agrees_with_the_service() -> None:
