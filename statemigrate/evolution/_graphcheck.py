@@ -216,14 +216,19 @@ def graph_problems(
     steps = [step for step in steps if step.component == component]
     problems: list[LockProblem] = []
     known = set(registered)
+    # No schema at all under the steps' component: most often a misspelt name in a
+    # migrations module, which the message suggests.
+    why = (
+        "which has no registered schema"
+        if registered or frozen_set
+        else f"and no schema of {component!r} is registered at all (a misspelt component?)"
+    )
     for step in steps:
         for end, role in ((step.source, "starts at"), (step.target, "leads to")):
             if end not in known:
                 problems.append(
                     LockProblem(
-                        "dangling_step",
-                        component,
-                        f"step `{step}` {role} version {end}, which has no registered schema",
+                        "dangling_step", component, f"step `{step}` {role} version {end}, {why}",
                         version=end,
                     )
                 )

@@ -557,3 +557,17 @@ def test_a_file_frozen_with_aliases_is_named_so_and_freeze_records_the_names(
     assert json.loads(path.read_text())["x-statemigrate-lock"] == 3
     assert '"by_id"' in path.read_text() and '"byId"' not in path.read_text()
     assert check_schemas(_prices(AliasedPrices), tmp_path).ok
+
+
+def test_a_step_of_a_misspelt_component_fails_the_check(frozen: Path) -> None:
+    """A migrations module naming a component no schema is registered under: its steps
+    dangle, and the check fails naming them, as ``Registry.check()`` does."""
+    registry = registry_with()
+    registry.add_migration("kvcach", 3, 4, lambda data: data)
+    report = check_schemas(registry, frozen)
+    assert not report.ok
+    assert {(p.component, p.kind) for p in report.problems} == {("kvcach", "dangling_step")}
+    assert (
+        "step `kvcach 3 -> 4 (<lambda>)` starts at version 3, and no schema of 'kvcach' is"
+        " registered at all (a misspelt component?)" in report.to_markdown()
+    )
