@@ -94,6 +94,9 @@ class Registry:
         # (component, version, field): a walk of its core schema, asked at every plan.
         # A registered version's schema never changes, so neither does the answer.
         self._none_refused: dict[tuple[str, int, str], bool] = {}
+        # Components this release dropped on purpose: a restore drops their sections
+        # instead of carrying them into the service's snapshots.
+        self._retired: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<Registry components={self.components()!r}>"
@@ -122,6 +125,7 @@ class Registry:
         """
         built = SchemaVersion.create(component, version, type_)
         with self._lock:
+            self._refuse_retired(component)
             versions = self._schemas.setdefault(component, {})
             if version in versions:
                 raise RegistrationError(
@@ -199,6 +203,7 @@ class Registry:
             component, source, target, func, name or "", flag, lost, records, other_fields
         )
         with self._lock:
+            self._refuse_retired(component)
             steps = self._steps.setdefault(component, {})
             if (source, target) in steps:
                 raise RegistrationError(
@@ -221,6 +226,40 @@ class Registry:
             return bind_component(cls, ComponentSpec(component, version, self))
 
         return decorate
+
+    def retire(self, component: str) -> None:
+        """Declare that this release retired ``component`` on purpose.
+
+        A snapshot section of a component that no registered instance claims is
+        carried: kept as it was read and written unchanged into the service's later
+        snapshots, so that a release that still has the component restores it (after a
+        rollback, say). A retired component's sections are dropped at restore instead,
+        with an INFO line, and no longer written. Retiring twice is retiring once.
+
+        Raises:
+            RegistrationError: ``component`` is no valid name, or this registry holds a
+                schema or a step of it (a component with schemas is not retired).
+        """
+        check_component(component)
+        with self._lock:
+            if component in self._schemas or component in self._steps:
+                raise RegistrationError(
+                    f"cannot retire component {component!r}: this registry holds its"
+                    " schemas or steps; remove them from the release that retires it"
+                )
+            self._retired.add(component)
+
+    def retired(self) -> list[str]:
+        """The components retired with :meth:`retire`, sorted."""
+        with self._lock:
+            return sorted(self._retired)
+
+    def _refuse_retired(self, component: str) -> None:
+        if component in self._retired:
+            raise RegistrationError(
+                f"component {component!r} is retired in this registry (Registry.retire);"
+                " a retired component has no schemas or steps"
+            )
 
     # --- lookups -----------------------------------------------------------------------
 
@@ -506,7 +545,8 @@ class Registry:
         return loaded
 
     def copy(self) -> Registry:
-        """Return a new registry holding the same schema versions and steps.
+        """Return a new registry holding the same schema versions, steps and retired
+        components.
 
         Schema versions and steps are immutable and shared; what is registered or
         loaded into the copy afterwards leaves this registry as it was. The command
@@ -515,6 +555,7 @@ class Registry:
         copy = Registry()
         with self._lock:
             copy._schemas, copy._steps = self._save()
+            copy._retired = set(self._retired)
         return copy
 
     def _save(

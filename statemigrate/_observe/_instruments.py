@@ -29,6 +29,7 @@ from typing import Literal, Protocol
 
 __all__ = [
     "BUILD_INFO",
+    "CARRIED_SECTIONS",
     "CHECKPOINT_PAUSE",
     "COMMITS",
     "COMMIT_OUTCOMES",
@@ -163,6 +164,15 @@ UNRESTORED_GENERATIONS = Instrument(
     " Only for stores that list them (an object store).",
     "",
     ("service", "store"),
+)
+CARRIED_SECTIONS = Instrument(
+    "statemigrate_carried_sections",
+    "gauge",
+    "Snapshot sections the service carries: sections of the last snapshot it restored"
+    " that no component of this release claims (a rollback to a release without their"
+    " component), written unchanged into every snapshot it writes; as of the last restore.",
+    "",
+    ("service",),
 )
 COMMIT_DURATION = _histogram(
     "statemigrate_commit_duration_seconds",
@@ -338,6 +348,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     LAST_SNAPSHOT_TIMESTAMP,
     GENERATION,
     UNRESTORED_GENERATIONS,
+    CARRIED_SECTIONS,
     COMMIT_DURATION,
     COMMITS,
     RESTORE_DURATION,

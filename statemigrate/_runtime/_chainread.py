@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Chain",
+    "applied_to_plain",
     "chain_break",
     "compose_chain",
     "composed_sections",
@@ -254,15 +255,25 @@ def _read(chain: Chain, number: int, index: int) -> Any:
         raise chain.located(number, exc) from exc
 
 
-def _refused(number: int, section: str, why: str) -> SnapshotError:
-    return SnapshotError(
-        "invalid_data", f"checkpoint chain piece {number} cannot be composed: {why}",
-        section=section,
-    )
+def _refused(number: int | None, section: str, why: str) -> SnapshotError:
+    what = "the delta" if number is None else f"checkpoint chain piece {number}"
+    return SnapshotError("invalid_data", f"{what} cannot be composed: {why}", section=section)
+
+
+def applied_to_plain(state: Any, delta: Any, section: str) -> dict[str, Any]:
+    """``state``, a section's plain state, with ``delta``, a delta's section of the same
+    component instance and version, applied as a chain is composed (record keys
+    matched by their text).
+
+    Raises:
+        SnapshotError: kind ``invalid_data``, naming the section: ``delta`` is not a
+            delta's shape, or does not fit ``state``.
+    """
+    return _applied(state, delta, None, section)
 
 
 def _applied(
-    state: Any, delta: Any, number: int, section: str, fields: FieldFor | None = None
+    state: Any, delta: Any, number: int | None, section: str, fields: FieldFor | None = None
 ) -> dict[str, Any]:
     """``state`` (a section's plain state so far) with the delta section ``delta`` applied."""
     if not is_delta_section(delta):

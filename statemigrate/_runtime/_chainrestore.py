@@ -209,6 +209,8 @@ def _chain_summary(
     )
     if base.unknown:
         text += f"; not claimed: {', '.join(base.unknown)}"
+    if last.carried:
+        text += f"; carried unchanged: {', '.join(last.carried)}"
     if base.missing:
         text += f"; not in snapshot: {', '.join(base.missing)}"
     return text

@@ -4,7 +4,7 @@ the version it is written at, and choosing those versions for a reader."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from statemigrate._errors import ExportError
@@ -14,6 +14,7 @@ from statemigrate._model._paths import format_path, located_path
 from statemigrate._runtime._gcpause import gc_paused
 from statemigrate._runtime._report import SnapshotReport
 from statemigrate._snapshot._encode import SectionInput
+from statemigrate._snapshot._sections import SealedSection
 
 if TYPE_CHECKING:
     from statemigrate._runtime._restore import Registered
@@ -31,14 +32,22 @@ __all__ = [
 
 
 class Exported:
-    """The sections of a snapshot being taken, with what it took to export them."""
+    """The sections of a snapshot being taken, with what it took to export them: one
+    per entry, in order, then the sections carried (see :meth:`carry`)."""
 
     def __init__(self, entries: list[Registered]) -> None:
         self.entries = entries
-        self.sections: list[SectionInput] = []
+        self.sections: list[SectionInput | SealedSection] = []
         self.step_names: list[tuple[str, ...]] = []
         self.walked: set[int] = set()
         self.timings: dict[str, float] = {}
+
+    def carry(self, sections: Iterable[SealedSection]) -> None:
+        """Write ``sections``, which a restore left unclaimed, unchanged after the
+        exported ones (see :mod:`statemigrate._runtime._carried`)."""
+        for section in sections:
+            self.sections.append(section)
+            self.step_names.append(())
 
     def report(
         self, header: SnapshotHeader, size: int, timings: Mapping[str, float]
@@ -88,7 +97,7 @@ def walk_section(
     """
     registry = exported.entries[exc.section if exc.section is not None else 0].registry
 
-    def path_of(section: SectionInput, steps: list[object]) -> str:
+    def path_of(section: SectionInput | SealedSection, steps: list[object]) -> str:
         # Record fields named as the exporter names them (``entries['k'].hits``).
         schema = registry.schema_for(section.component, section.version)
         return format_path(located_path(schema.adapter.core_schema, steps, labelled=False))
@@ -101,10 +110,10 @@ def walk_section(
 
 def section_to_walk(
     exc: NotPlainError,
-    sections: Sequence[SectionInput],
+    sections: Sequence[SectionInput | SealedSection],
     walked: set[int],
     *,
-    path_of: Callable[[SectionInput, list[object]], str] | None = None,
+    path_of: Callable[[SectionInput | SealedSection, list[object]], str] | None = None,
 ) -> int:
     """The section whose data ``exc`` found not plain, now marked as walked: the caller
     exports it again with a walk, which converts what can be (an int past 64 bits) or

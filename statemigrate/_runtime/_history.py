@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from statemigrate._errors import RestoreError
 from statemigrate._model._allowlossy import AllowLossy
+from statemigrate._runtime._carried import NOTHING_CARRIED, Carried, carry_delta, carry_full
 from statemigrate._runtime._chainname import named
 from statemigrate._runtime._delta import apply_delta
 from statemigrate._runtime._deltawrite import delta_obstacle
 from statemigrate._runtime._report import RestoreReport
 from statemigrate._runtime._restore import Registered, run_restore
-from statemigrate._snapshot._format import Snapshot
+from statemigrate._snapshot._format import DecodeLimits, Snapshot
 from statemigrate._snapshot._header import SnapshotHeader
 
 __all__ = [
@@ -44,7 +45,8 @@ restores them. A failure is logged at ERROR whatever the level."""
 @dataclass
 class RestoreHistory:
     """What a service restored: the last snapshot, its generation, the snapshot each
-    component instance was last restored from, and why deltas cannot follow."""
+    component instance was last restored from, why deltas cannot follow, and the
+    sections no component claimed, carried into the service's snapshots."""
 
     last_restored: str | None = None
     restored_generation: int | None = None
@@ -52,6 +54,7 @@ class RestoreHistory:
     # same snapshot again restores only the components registered since.
     restored_from: dict[tuple[str, str], str] = field(default_factory=dict)
     no_deltas: str | None = "no full snapshot restored yet"
+    carried: Carried = NOTHING_CARRIED
 
     def record(self, header: SnapshotHeader, entries: Sequence[Registered]) -> None:
         """Note that ``entries`` now hold the state of the snapshot (or delta) of
@@ -64,7 +67,11 @@ class RestoreHistory:
     def copy(self) -> RestoreHistory:
         """A copy to :meth:`put_back` when what was restored since is rolled back."""
         return RestoreHistory(
-            self.last_restored, self.restored_generation, dict(self.restored_from), self.no_deltas
+            self.last_restored,
+            self.restored_generation,
+            dict(self.restored_from),
+            self.no_deltas,
+            self.carried,
         )
 
     def put_back(self, saved: RestoreHistory) -> None:
@@ -74,6 +81,7 @@ class RestoreHistory:
         self.restored_from.clear()  # the same dict: the service holds it
         self.restored_from.update(saved.restored_from)
         self.no_deltas = saved.no_deltas
+        self.carried = saved.carried
 
 
 def logged(error: RestoreError) -> RestoreError:
@@ -109,9 +117,11 @@ def restore_full(
     read_seconds: float,
     verify_seconds: float,
     progress: Callable[[float], None],
+    retired: Collection[str] = (),
 ) -> RestoreReport:
     """Restore a verified full snapshot into ``entries``, all or nothing, and record it
-    in ``history``."""
+    in ``history``, with the sections no component claims carried (those of a
+    component in ``retired`` dropped)."""
     header = snapshot.header
     settled: list[Registered] = []
     pending: list[Registered] = []
@@ -126,6 +136,7 @@ def restore_full(
             already_restored=tuple(entry.key for entry in settled),
             size=snapshot.size,
             timings={"read": read_seconds, "verify": verify_seconds},
+            carried=history.carried.keys,
         )
         logger.log(SUMMARIES.get(), "%s", report.summary())
         return report
@@ -138,6 +149,15 @@ def restore_full(
                 f" {newest} restored before (a replay?); pass allow_older=True to go back",
             )
         )
+    # Strict refuses any section unclaimed (in the transaction below): none is left.
+    carried = Carried(since=header.snapshot_id)
+    if not strict:
+        # Checked before anything is applied: a section that cannot be carried fails
+        # the restore as one of its own sections would.
+        try:
+            carried = carry_full(snapshot, entries.keys(), retired)
+        except RestoreError as exc:
+            raise logged(exc) from exc.__cause__
     try:
         report = run_restore(
             snapshot,
@@ -156,6 +176,8 @@ def restore_full(
         raise error from exc.__cause__
     history.record(header, pending)
     history.no_deltas = no_deltas_after(report, entries, allow_lossy=allow_lossy)
+    history.carried = carried
+    report = replace(report, carried=carried.keys)
     logger.log(SUMMARIES.get(), "%s", report.summary())
     return report
 
@@ -169,8 +191,12 @@ def restore_delta(
     strict: bool,
     read_seconds: float,
     verify_seconds: float,
+    limits: DecodeLimits | None = None,
+    retired: Collection[str] = (),
 ) -> RestoreReport:
-    """Apply a verified delta on top of the piece restored last, all or nothing."""
+    """Apply a verified delta on top of the piece restored last, all or nothing; a
+    section it changes that no component claims is applied to the section carried (a
+    retired component's dropped; ``limits``: the service's)."""
     header = snapshot.header
     base = header.base
     assert base is not None
@@ -183,6 +209,7 @@ def restore_delta(
             size=snapshot.size,
             timings={"read": read_seconds, "verify": verify_seconds},
             delta=True,
+            carried=history.carried.keys,
         )
         logger.log(SUMMARIES.get(), "%s", report.summary())
         return report
@@ -213,6 +240,14 @@ def restore_delta(
                     component=section.key,
                 )
             )
+    carried = history.carried
+    if not strict:  # strict refuses any section unclaimed, in the transaction below
+        try:
+            carried = carry_delta(
+                snapshot, history.carried, entries.keys(), retired, limits or DecodeLimits()
+            )
+        except RestoreError as exc:
+            raise logged(exc) from exc.__cause__
     try:
         report = apply_delta(
             snapshot,
@@ -228,6 +263,8 @@ def restore_delta(
             raise
         raise error from exc.__cause__
     history.record(header, on_base)
+    history.carried = carried
+    report = replace(report, carried=carried.keys)
     logger.log(SUMMARIES.get(), "%s", report.summary())
     return report
 

@@ -20,6 +20,7 @@ from statemigrate._errors import (
 )
 from statemigrate._model._allowlossy import AllowLossy, check_allow_lossy, unregistered_names
 from statemigrate._model._component import component_spec
+from statemigrate._model._registry import default_registry
 from statemigrate._runtime._restore import Registered
 
 if TYPE_CHECKING:
@@ -65,6 +66,11 @@ class Members:
         # snapshot after the pause), and a checkpointer at each commit.
         self._warned_lossy: set[str] = set()
         self._warned_lock = threading.Lock()
+
+    @property
+    def registry(self) -> Registry:
+        """The service's registry: the one given, else the default registry."""
+        return default_registry if self._registry is None else self._registry
 
     def add(
         self, obj: object, *, instance: str, on_restore_failure: RestoreFailurePolicy | None

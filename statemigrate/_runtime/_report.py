@@ -226,6 +226,11 @@ class RestoreReport:
         records: for a delta, the records it set or deleted.
         chain: for a checkpoint chain restored whole, its pieces (the base and its
             deltas); the rest of the report is its last piece's. 0 for anything else.
+        carried: the sections the service carries after this restore: those of the
+            last full snapshot restored that no registered component claims (but a
+            retired one's), kept as they were read and written unchanged into every
+            snapshot the service writes from now on, so that a release that has their
+            component restores them. A subset of ``unknown`` for a full snapshot.
     """
 
     snapshot_id: str
@@ -240,6 +245,7 @@ class RestoreReport:
     delta: bool = False
     records: int = 0
     chain: int = 0
+    carried: tuple[str, ...] = ()
 
     def to_plain(self) -> dict[str, Any]:
         """The report as JSON-ready data."""
@@ -266,6 +272,8 @@ class RestoreReport:
         text = f"{what}: {len(self.components)} components, {steps} steps; {_ms(self.timings)}"
         if self.unknown:
             text += f"; not claimed: {', '.join(self.unknown)}"
+        if self.carried:
+            text += f"; carried unchanged: {', '.join(self.carried)}"
         if self.missing:
             text += f"; not in snapshot: {', '.join(self.missing)}"
         if self.already_restored:

@@ -9,7 +9,7 @@ components and what it restored); :meth:`Service.restore` is the way in.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING
 
 from statemigrate._errors import RestoreError, SnapshotError, StateMigrateError
@@ -46,9 +46,11 @@ def restore_source(
     allow_older: bool,
     allow_other_service: bool,
     progress: Callable[[float], None],
+    retired: Collection[str] = (),
 ) -> RestoreReport:
     """Restore ``source``, one snapshot or delta, into ``entries``, all or nothing (see
-    :meth:`Service.restore` for the options).
+    :meth:`Service.restore` for the options); the sections no component claims are
+    carried in ``history``, but those of a component in ``retired``.
 
     Raises:
         RestoreError: in ``read`` when the bytes cannot be had, in ``verify`` when they
@@ -96,6 +98,8 @@ def restore_source(
             strict=strict,
             read_seconds=read_seconds,
             verify_seconds=verified - read_done,
+            limits=limits,
+            retired=retired,
         )
     return restore_full(
         snapshot,
@@ -108,4 +112,5 @@ def restore_source(
         read_seconds=read_seconds,
         verify_seconds=verified - read_done,
         progress=progress,
+        retired=retired,
     )

@@ -15,11 +15,13 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from statemigrate._errors import ConfigurationError
+from statemigrate._errors import ConfigurationError, RegistrationError
 from statemigrate._model._allowlossy import AllowLossy
+from statemigrate._model._registry import component_spec, is_migratable
 from statemigrate._observe._instruments import declare_service, declare_store
 from statemigrate._observe._status import RestoreStatus, StatusTracker
 from statemigrate._runtime._callerstack import guard_caller_stack
+from statemigrate._runtime._carried import announce_carried, retired_in
 from statemigrate._runtime._chaincontinue import ChainContinuation
 from statemigrate._runtime._commit import (
     SUMMARIES,
@@ -42,6 +44,7 @@ from statemigrate._runtime._restoring import RestoreObserver
 from statemigrate._runtime._sources import check_source
 from statemigrate._runtime._startup import restore_at_start, restore_stored
 from statemigrate._runtime._telemetry import (
+    record_carried,
     record_forked_snapshot,
     record_snapshot,
     store_kind,
@@ -51,6 +54,7 @@ from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, encode
 from statemigrate._snapshot._format import DecodeLimits
 from statemigrate._snapshot._header import DeltaBase, Producer
 from statemigrate._snapshot._limits import check_limits
+from statemigrate._snapshot._sections import SealedSection
 from statemigrate.stores._base import Store
 
 if TYPE_CHECKING:
@@ -184,7 +188,48 @@ class Service:
             ConfigurationError: the policy is unknown.
         """
         self._members.add(obj, instance=instance, on_restore_failure=on_restore_failure)
+        self._warn_carried(obj, instance)
         return obj
+
+    def _warn_carried(self, obj: object, instance: object) -> None:
+        """Warn when the instance just registered has a section the last restore
+        carries: the service writes no snapshot until that section is restored into
+        it (see :meth:`_carried`)."""
+        carried = self._history.carried
+        if not carried.sections or not is_migratable(obj) or not isinstance(instance, str):
+            return
+        section = carried.sections.get((component_spec(obj).component, instance))
+        if section is not None:
+            logger.warning(
+                "service %s: %s is registered, and the last restore (of snapshot %s)"
+                " carries its section (version %d); restore that snapshot again to"
+                " migrate the section into it: until then this service's snapshots and"
+                " commits are refused, so that neither replaces the other",
+                self.name,
+                section.key,
+                str(carried.since)[:12],
+                section.version,
+            )
+
+    def _carried(self) -> list[SealedSection]:
+        """The sections the last restore carries, to write after the exported ones.
+
+        Raises:
+            RegistrationError: a registered instance has a section carried (it was
+                registered after the restore and not restored since): writing either
+                would lose the other's state.
+        """
+        carried = self._history.carried
+        for where, section in carried.sections.items():
+            if where in self._entries:
+                raise RegistrationError(
+                    f"{section.key} is registered in service {self.name!r}, and the last"
+                    f" restore (of snapshot {str(carried.since)[:12]}) carries its section"
+                    f" (version {section.version}) from before it was registered;"
+                    " restore that snapshot again, which migrates the section into it"
+                    " (or unregister it), before taking a snapshot"
+                )
+        return list(carried.sections.values())
 
     def unregister(self, component: str, *, instance: str = "default") -> None:
         """Remove a registered instance.
@@ -224,7 +269,8 @@ class Service:
         allow_lossy: AllowLossy = False,
         meta: Mapping[str, str] | None = None,
     ) -> tuple[EncodedSnapshot, SnapshotReport]:
-        """Export every registered component into snapshot bytes.
+        """Export every registered component into snapshot bytes, followed by the
+        sections the last restore carries (no component claims them), unchanged.
 
         Args:
             targets: per component, a schema version to write instead of the live one;
@@ -240,6 +286,8 @@ class Service:
                 that would come back changed; nothing is written. The error names the
                 component, version and path.
             ValidationError: data migrated for a target does not fit its schema.
+            RegistrationError: a component registered after the last restore has a
+                section that restore carries (see :meth:`_carried`).
             CallerStackError: called from a stack too near the recursion limit.
         """
         allow_lossy = self._members.check_lossy(allow_lossy)
@@ -260,9 +308,11 @@ class Service:
         with ``check``, plain states are validated deep, as a snapshot to be committed
         needs (see :meth:`commit`)."""
         started = time.perf_counter()
+        carried = self._carried()
         exported = export_all(
             self.components, targets=targets, allow_lossy=allow_lossy, check=check
         )
+        exported.carry(carried)
         encoding = self._encoding(meta)
         if identity is None:
             self._generation += 1
@@ -381,10 +431,12 @@ class Service:
             See :meth:`snapshot` for the rest.
         """
         allow_lossy = self._members.check_lossy(allow_lossy)
+        carried = self._carried()
         # Deep: what is committed must restore (a plain state's records are validated).
         exported = export_all(
             self.components, targets=targets, allow_lossy=allow_lossy, check=True
         )
+        exported.carry(carried)
         self._generation += 1
         committed = commit_streamed(
             self.name,
@@ -506,6 +558,7 @@ class Service:
                 allow_older=allow_older,
                 allow_other_service=allow_other_service,
                 progress=self._tracker.progress,
+                retired=self._retired(),
             )
             if not report.skipped:
                 # Later snapshots must sort after the one restored, across processes too.
@@ -616,8 +669,9 @@ class Service:
     ) -> RestoreReport:
         """Restore a snapshot, or a chain that incremental checkpoints committed: its
         base, then each delta in order (see :func:`restore_stored`)."""
+        carried = self._history.carried
         with self._one_restore():
-            return restore_stored(
+            report = restore_stored(
                 source,
                 options,
                 restore=self._restore_piece,
@@ -627,6 +681,19 @@ class Service:
                 refused=self._restores.refused,
                 history=self._history,
             )
+        if self._history.carried.since != carried.since:
+            # Once per restore, a chain's pieces included, and only once it succeeded.
+            announce_carried(self.name, self._history.carried)
+        record_carried(self.name, len(self._history.carried.sections))
+        return report
+
+    def _retired(self) -> frozenset[str]:
+        """The components retired in the service's registry or in the registry of a
+        component registered: a restore drops their sections instead of carrying them."""
+        registries = {id(entry.registry): entry.registry for entry in self._entries.values()}
+        service_registry = self._members.registry
+        registries.setdefault(id(service_registry), service_registry)
+        return retired_in(registries.values())
 
     @contextmanager
     def _one_restore(self) -> Iterator[None]:

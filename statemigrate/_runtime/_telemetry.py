@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from statemigrate._errors import StoreConflictError, StoreSharedError
 from statemigrate._observe._instruments import (
+    CARRIED_SECTIONS,
     COMMIT_DURATION,
     COMMITS,
     COMPONENT_RESTORES,
@@ -34,6 +35,7 @@ __all__ = [
     "commit_failed",
     "count_commit",
     "count_restore_failed",
+    "record_carried",
     "record_forked_snapshot",
     "record_snapshot",
     "report_restore",
@@ -113,6 +115,13 @@ def count_commit(service: str, store: object, committed: CommitReport) -> None:
         emit(GENERATION, committed.snapshot.generation, service)
         store_current(service)
         store_unrestored(service, store)
+
+
+def record_carried(service: str, count: int) -> None:
+    """Report how many sections ``service`` carries after a restore (see
+    :mod:`statemigrate._runtime._carried`)."""
+    if enabled():
+        emit(CARRIED_SECTIONS, float(count), service)
 
 
 def store_unrestored(service: str, store: object) -> None:

@@ -44,6 +44,7 @@ from statemigrate._snapshot._msgpack import NotPlainError
 from statemigrate._snapshot._packbatches import Default, iter_packed
 from statemigrate._snapshot._readercheck import BeyondReader, ReaderCheck
 from statemigrate._snapshot._sealer import SealedChunk, Sealer, compression_workers
+from statemigrate._snapshot._sections import SealedSection
 
 __all__ = [
     "EncodedSnapshot",
@@ -74,7 +75,7 @@ def _iter_chunks(
 ) -> Iterator[Buffer]:
     """Pack, chunk and compress each value of ``datas``; yield the stored chunks' bytes
     in order, and append each section's summary to ``sections_done`` after its last
-    chunk.
+    chunk. A :class:`SealedSection` among them is written as it is stored.
 
     Raises:
         NotPlainError: a value is not plain data, or is nested deeper than a reader
@@ -85,6 +86,9 @@ def _iter_chunks(
     sealer = Sealer(level, workers)
     try:
         for index, data in enumerate(datas):
+            if isinstance(data, SealedSection):
+                yield from _sealed(index, data, sections_done, reader)
+                continue
             hasher = xxhash.xxh3_64()
             raw_size = 0
             infos: list[ChunkInfo] = []
@@ -118,6 +122,26 @@ def _iter_chunks(
             sections_done.append(_SectionDone(raw_size, hasher.intdigest(), infos))
     finally:
         sealer.close()
+
+
+def _sealed(
+    index: int,
+    section: SealedSection,
+    sections_done: list[_SectionDone],
+    reader: ReaderCheck | None,
+) -> Iterator[Buffer]:
+    """The stored chunks of ``section``, unchanged, its header entry's sizes, checksum
+    and chunks recorded as they were read.
+
+    Its shape was checked against the same reader's limits when it was read (see
+    :meth:`~statemigrate._snapshot._sections.Snapshot.sealed_section`), so only its
+    size counts here, towards the snapshot's total.
+    """
+    info = section.info
+    if reader is not None:
+        reader.add(index, info.raw_size, info.raw_size)
+    yield from section.stored
+    sections_done.append(_SectionDone(info.raw_size, info.checksum, list(info.chunks)))
 
 
 def _passed_on(chunks: Iterator[SealedChunk], infos: list[ChunkInfo]) -> Iterator[Buffer]:
@@ -192,7 +216,7 @@ class SnapshotStream:
 
     def __init__(
         self,
-        sections: Sequence[SectionInput],
+        sections: Sequence[SectionInput | SealedSection],
         *,
         producer: Producer,
         key: bytes | None = None,
@@ -289,7 +313,11 @@ class SnapshotStream:
         header: list[SnapshotHeader] = []
 
         chunk_data = self._checked(_iter_chunks(
-            [section.data for section in self._sections], done,
+            [
+                section if isinstance(section, SealedSection) else section.data
+                for section in self._sections
+            ],
+            done,
             level=level, chunk_size=chunk_size, workers=workers, default=default,
             reader=self._reader,
         ))
@@ -320,7 +348,7 @@ class SnapshotStream:
 
 
 def encode_snapshot(
-    sections: Sequence[SectionInput],
+    sections: Sequence[SectionInput | SealedSection],
     *,
     producer: Producer,
     key: bytes | None = None,
@@ -340,7 +368,8 @@ def encode_snapshot(
 
     Args:
         sections: one per component instance; ``data`` must be plain msgpack-able data
-            (``default`` may convert other leaves).
+            (``default`` may convert other leaves). A :class:`SealedSection` (a section
+            of another snapshot, kept as it was stored) is written unchanged.
         producer: who writes the snapshot.
         key: with a key, the digest is an HMAC-SHA256 and readers must hold the key.
         generation: a number that grows with every snapshot of a service.

@@ -10,20 +10,58 @@ can be read without trusting the others.
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import xxhash
 
 from statemigrate._errors import ConfigurationError, SnapshotError
 from statemigrate._snapshot._chunks import check_chunk, decompress_chunk
-from statemigrate._snapshot._header import SnapshotHeader
+from statemigrate._snapshot._header import SectionInfo, SnapshotHeader
 from statemigrate._snapshot._limits import DecodeLimits, section_budget
 from statemigrate._snapshot._msgpack import unpack_data, unpack_typed
 
 if TYPE_CHECKING:
     from statemigrate._model._typed import TypedForm
 
-__all__ = ["Snapshot", "chunk_offsets"]
+__all__ = ["SealedSection", "Snapshot", "chunk_offsets"]
+
+
+@dataclass(frozen=True, slots=True)
+class SealedSection:
+    """One section of a verified snapshot, kept as it is stored: its header entry and
+    its chunks' stored bytes, to be written into another snapshot unchanged.
+
+    A section that no component of the reading code claims is kept this way, never
+    decoded into a schema, so that a release that has its component restores it from
+    a later snapshot exactly as if it came from the first (see
+    :meth:`Snapshot.sealed_section`).
+    """
+
+    info: SectionInfo
+    stored: tuple[bytes, ...]
+    """Each chunk's stored bytes, in order (``info.chunks`` describes them)."""
+
+    @property
+    def component(self) -> str:
+        return self.info.component
+
+    @property
+    def instance(self) -> str:
+        return self.info.instance
+
+    @property
+    def version(self) -> int:
+        return self.info.version
+
+    @property
+    def fingerprint(self) -> str:
+        return self.info.fingerprint
+
+    @property
+    def key(self) -> str:
+        """``component/instance``, the name used in messages."""
+        return self.info.key
 
 
 class Snapshot:
@@ -171,6 +209,28 @@ class Snapshot:
         return unpack_typed(
             self.read_raw(index), form, section=section.key, container_budget=self._budget(index)
         )
+
+    def sealed_section(self, index: int) -> SealedSection:
+        """Section ``index`` as it is stored, checked as a restore would read it.
+
+        Every check a reader makes of the section (its chunks, its decompressed
+        checksum, its msgpack within this reader's limits) runs first, so what is
+        written elsewhere unchanged restores wherever this snapshot would; the decoded
+        data is dropped. The stored bytes are copied: the snapshot's buffer may be a
+        store's, valid only while the restore runs.
+
+        Raises:
+            SnapshotError: as :meth:`read_section`.
+            ConfigurationError: ``index`` is no index of a section.
+        """
+        index = self._index(index)
+        self.read_section(index)
+        section = self.header.sections[index]
+        stored = tuple(
+            bytes(self._buffer[offset : offset + chunk.stored_size])
+            for chunk, offset in zip(section.chunks, self._chunk_offsets[index], strict=True)
+        )
+        return SealedSection(section, stored)
 
     def _index(self, index: object) -> int:
         """``index`` as the index of one of the sections, counted from the end when
