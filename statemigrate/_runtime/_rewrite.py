@@ -241,6 +241,8 @@ class SectionVerdict:
         plan: the plan its data went through, or ``None`` when none was found.
         error: why it would not restore (the error a restore's pipeline raised on it),
             or ``None`` when it would.
+        retired: the release retired the component (``Registry.retire``): a restore
+            drops the section on purpose, which is no failure.
     """
 
     component: str
@@ -249,6 +251,7 @@ class SectionVerdict:
     target: int | None
     plan: Plan | None = None
     error: StateMigrateError | None = None
+    retired: bool = False
 
     @property
     def key(self) -> str:
@@ -324,6 +327,12 @@ def _verify_section(
 ) -> SectionVerdict:
     section = snapshot.header.sections[index]
     verdict = SectionVerdict(section.component, section.instance, section.version, None)
+    if section.component in registry.retired():
+        try:
+            snapshot.read_section(index)  # damage is still damage
+        except StateMigrateError as exc:
+            return replace(verdict, error=exc)
+        return replace(verdict, retired=True)
     try:
         target = targets.get(section.component)
         if target is None:

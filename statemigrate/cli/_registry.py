@@ -351,6 +351,8 @@ def _verdict_line(verdict: SectionVerdict) -> str:
         else f"{verdict.source} -> {verdict.target}"
     )
     where = f"{printable(verdict.key)}: {versions}"
+    if verdict.retired:
+        return f"{where}: the component is retired by this release; a restore drops it"
     if verdict.error is not None:
         return f"{where} would NOT restore: {printable(one_line(_reason(verdict.error)))}"
     steps = verdict.plan.steps if verdict.plan is not None else ()
@@ -366,6 +368,7 @@ def _verdict_json(verdict: SectionVerdict) -> dict[str, Any]:
         "source": verdict.source,
         "target": verdict.target,
         "restores": verdict.restores,
+        "retired": verdict.retired,
         "steps": [step.name for step in steps],
         "lossy_steps": [step.name for step in steps if step.lossy],
         "reason": None if verdict.error is None else _reason(verdict.error),
@@ -378,6 +381,12 @@ def _reason(error: StateMigrateError) -> str:
         return (
             f"loses data in {', '.join(error.steps)}; pass --allow-lossy-for {error.component}"
             " (or --allow-lossy, for every component) to accept that"
+        )
+    if isinstance(error, UnknownComponentError) and error.version is None:
+        # Not lost: a restore carries the section into the service's later snapshots.
+        return (
+            f"{error}; a restore carries it unchanged into later snapshots, for a release"
+            " that has the component (Registry.retire drops it on purpose)"
         )
     return str(error)
 

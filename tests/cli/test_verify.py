@@ -223,8 +223,40 @@ def test_a_component_the_registry_does_not_know_would_not_restore(
     assert result.out.splitlines() == [
         "kvcache/default: 3 -> 3 would restore (no steps)",
         "blobs/default: version 1 would NOT restore: unknown component 'blobs';"
-        " registered: kvcache",
+        " registered: kvcache; a restore carries it unchanged into later snapshots, for a"
+        " release that has the component (Registry.retire drops it on purpose)",
     ]
+
+
+def test_a_component_the_release_retired_is_dropped_on_purpose_not_refused(
+    tmp_path: Path, work: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v3 = build_registry().schema_for("kvcache", 3)
+    path = _write(
+        tmp_path / "two.smsnap",
+        [
+            SectionInput("kvcache", "default", 3, v3.fingerprint, {"entries": {}}),
+            SectionInput("blobs", "default", 1, "", {"blobs": {}}),
+        ],
+    )
+    (work / "retiring.py").write_text(
+        "from statemigrate.reference import build_registry\n\n\n"
+        "def build():\n"
+        "    registry = build_registry()\n"
+        "    registry.retire('blobs')\n"
+        "    return registry\n"
+    )
+    monkeypatch.syspath_prepend(str(work))
+    result = run(capsys, "verify", str(path), "--registry", "retiring:build")
+    assert (result.code, result.err) == (0, "")
+    assert result.out.splitlines() == [
+        "kvcache/default: 3 -> 3 would restore (no steps)",
+        "blobs/default: version 1: the component is retired by this release; a restore"
+        " drops it",
+    ]
+    result = run(capsys, "verify", str(path), "--registry", "retiring:build", "--json")
+    sections = json.loads(result.out)["sections"]
+    assert [(s["restores"], s["retired"]) for s in sections] == [(True, False), (True, True)]
 
 
 def _restores(path: Path) -> bool:
