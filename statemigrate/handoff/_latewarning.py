@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from statemigrate._runtime._latewrites import LateCount
+if TYPE_CHECKING:  # the handoff's bytes level imports this module, and no model layer
+    from statemigrate._runtime._latewrites import LateCount
 
 __all__ = ["warn_late_writes"]
 
