@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 # dev: quick feedback; ci: more examples (the default under CI=true); soak: opt-in, long.
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile(
-    "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.register_profile(
     "soak", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -1,4 +1,4 @@
-"""E1: a chain of spawn handoffs (200 in CI, 1,000 with STATEMIGRATE_SOAK=1) leaks no descriptor."""
+"""E1: a chain of spawn handoffs (100 in CI, 1,000 with STATEMIGRATE_SOAK=1) leaks no descriptor."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from handoff_children.harness import HERE, script
 
 SOAK = bool(os.environ.get("STATEMIGRATE_SOAK"))
-GENERATIONS = 1000 if SOAK else 200
+GENERATIONS = 1000 if SOAK else 100
 
 
 def run_chain(generations: int, *, leak: bool = False) -> list[dict[str, object]]:

@@ -34,7 +34,7 @@ def load_handoff_layer_only() -> None:
 
     The top-level package imports pydantic and the whole library (about 250 ms per
     interpreter here); the bytes level of the handoff needs none of it, and loads
-    none of it (``tests/handoff/test_init.py`` checks). 200 generations in CI only
+    none of it (``tests/handoff/test_init.py`` checks). The generations in CI only
     fit in the time budget without it. The other handoff tests import the package
     normally.
     """

@@ -33,6 +33,11 @@ CHANGED = "changed"
 UNCLEAR = "unclear refusal"
 OUTCOMES = (EXACT, REFUSED_REGISTRATION, REFUSED_SNAPSHOT, UNRESTORABLE, CHANGED, UNCLEAR)
 BROKEN = (UNRESTORABLE, CHANGED, UNCLEAR)  # the outcomes that break the promise
+# States per schema: the soak profile's count, else 60 whatever the profile (the CI
+# profile's per schema would take minutes over the zoo's 40-odd schemas).
+EXAMPLES = (
+    settings().max_examples if settings.get_current_profile_name() == "soak" else 60
+)
 
 
 @pytest.fixture
@@ -84,6 +89,7 @@ def commit_examples(
     @settings(
         database=None,
         deadline=None,
+        max_examples=EXAMPLES,
         phases=[Phase.generate],
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
