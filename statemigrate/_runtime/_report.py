@@ -226,6 +226,10 @@ class RestoreReport:
         records: for a delta, the records it set or deleted.
         chain: for a checkpoint chain restored whole, its pieces (the base and its
             deltas); the rest of the report is its last piece's. 0 for anything else.
+        created_ns: Unix time, in nanoseconds, at which the snapshot restored was
+            taken (its header's ``created_ns``); of a checkpoint chain, its newest
+            piece's. How old the state restored is, and so how much a
+            restart lost since: ``time.time_ns() - created_ns`` when restored.
     """
 
     snapshot_id: str
@@ -240,6 +244,7 @@ class RestoreReport:
     delta: bool = False
     records: int = 0
     chain: int = 0
+    created_ns: int = 0
 
     def to_plain(self) -> dict[str, Any]:
         """The report as JSON-ready data."""
