@@ -1,9 +1,11 @@
 """The suggested alerting rules (docs/alerts.yml) fire on what Prometheus really sees:
-scrapes before and after each event, across a cold start and two hot restarts.
+scrapes before and after each event, across a cold start, three hot restarts and a
+move whose final checkpoint fails.
 
-Three processes of one service run one after the other on one scrape target, each
+Five processes of one service run one after the other on one scrape target, each
 with a prometheus_client registry of its own; the events are the library's own
-(a start-up restore that fails, a checkpoint whose commit fails, a handoff's reports).
+(a start-up restore that fails, checkpoints whose commits fail, a handoff's reports,
+a start that restores an old checkpoint).
 A small model of Prometheus stores each scrape, marks series stale when they vanish,
 and evaluates the rules' expressions with the semantics they rely on: ``increase()``
 sees a change only between two samples of one series (its extrapolation scales a
@@ -351,7 +353,7 @@ class Clock:
 
 @dataclass
 class Run:
-    """Three processes of one service, scraped every 15 s, and what Prometheus kept."""
+    """Five processes of one service, scraped every 15 s, and what Prometheus kept."""
 
     prometheus: Prometheus
     firing: dict[float, dict[str, set[Labels]]]
