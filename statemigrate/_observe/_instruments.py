@@ -17,7 +17,8 @@ so a counter first scraped at 1 (a failure counted before any scrape saw it at 0
 never fire an alert on it. Events a process sees once (its start-up restore, the
 handoff it took over) happen before its first scrape and would not show in a counter at
 all: gauges hold the Unix time of the last one (``statemigrate_last_*_timestamp_seconds``)
-and what it measured, which an alert compares with ``time()``.
+and what it measured (its duration, its pause, the age of the state it restored), which
+an alert compares with ``time()``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "Instrument",
     "InstrumentKind",
     "LAST_LOSSY_EXPORT_TIMESTAMP",
+    "LAST_RESTORED_SNAPSHOT_AGE",
     "LAST_RESTORE_DURATION",
     "LAST_RESTORE_TIMESTAMP",
     "LAST_SNAPSHOT_TIMESTAMP",
@@ -217,6 +219,19 @@ LAST_RESTORE_DURATION = Instrument(
     "seconds",
     ("service",),
 )
+# An age, not the snapshot's own timestamp: what the restore measured, as the duration
+# beside it, fixed once the restore is over; an alert pairs it with the time of the
+# restore (statemigrate_last_restore_timestamp_seconds{outcome="restored"}). A
+# timestamp would need both gauges subtracted, and a clock of its own to read it by.
+LAST_RESTORED_SNAPSHOT_AGE = Instrument(
+    "statemigrate_last_restored_snapshot_age_seconds",
+    "gauge",
+    "Age of the state this process last restored when that restore finished: seconds"
+    " since the snapshot restored was taken (of a checkpoint chain, its newest piece);"
+    " its start-up restore included. The changes made after that were not restored.",
+    "seconds",
+    ("service",),
+)
 COMPONENT_RESTORES = Instrument(
     "statemigrate_component_restores_total",
     "counter",
@@ -355,6 +370,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     RESTORES,
     LAST_RESTORE_TIMESTAMP,
     LAST_RESTORE_DURATION,
+    LAST_RESTORED_SNAPSHOT_AGE,
     COMPONENT_RESTORES,
     LAST_LOSSY_EXPORT_TIMESTAMP,
     RESTORING,

@@ -28,7 +28,7 @@ from statemigrate._runtime._chain import split_chain
 from statemigrate._runtime._chainfold import fold_chain, fold_reasons
 from statemigrate._runtime._chainname import naming_chain
 from statemigrate._runtime._chainread import chain_break, open_chain
-from statemigrate._runtime._history import SUMMARIES, RestoreHistory
+from statemigrate._runtime._history import STATE_CREATED_NS, SUMMARIES, RestoreHistory
 from statemigrate._runtime._report import RestoreReport
 from statemigrate._runtime._restore import Registered
 from statemigrate._runtime._sources import Fetched
@@ -100,6 +100,9 @@ def restore_chain(
         # One line for the chain, not one per piece (a chain may hold hundreds): each
         # piece's own line goes to DEBUG, a failing piece's error stays at ERROR.
         quiet = SUMMARIES.set(logging.DEBUG)
+        # A folded chain's one snapshot is composed now, from pieces taken long ago: its
+        # report says when the newest of them was taken (how old the state restored is).
+        taken = STATE_CREATED_NS.set(headers[-1].created_ns if reasons else None)
         # Which piece each restore is, in a failure's message (none for a folded chain).
         first = None if reasons else len(headers) - len(pieces)
         try:
@@ -129,6 +132,7 @@ def restore_chain(
             history.put_back(saved)
             raise
         finally:
+            STATE_CREATED_NS.reset(taken)
             SUMMARIES.reset(quiet)
         seconds = time.perf_counter() - began
         logger.info("%s", _chain_summary(base or report, report, headers, len(data), seconds))

@@ -35,6 +35,7 @@ from statemigrate._runtime._checkpointtake import DEFAULT_EXPORT, ExportMode
 from statemigrate._runtime._quiesce import AsyncPausable, Pausable, Quiesce, async_only
 from statemigrate._runtime._report import CheckpointReport
 from statemigrate._runtime._takeoverdelay import takeover_wait
+from statemigrate._runtime._telemetry import store_kind
 
 __all__ = [
     "DEFAULT_EXPORT",
@@ -320,17 +321,28 @@ class Checkpointer(CheckpointCommitter):
         ``every``: they then run back to back. One slow checkpoint among fast ones is
         no reason to change anything: the first checkpoint after a start or a
         take-over is a full snapshot (an incremental chain's base) while the deltas
-        after it take milliseconds. The advice follows what ran over."""
+        after it take milliseconds. The advice follows what ran over: the store, when
+        its commits took most of the time, else the snapshots."""
         if seconds <= self.every:
             self._overruns.clear()
             return
-        self._overruns.append(seconds)
+        committed = report.committed
+        self._overruns.append((seconds, 0.0 if committed is None else committed.commit_seconds))
         if len(self._overruns) < _OVERRUNS or self._warned_slow:
             return
         self._warned_slow = True
-        slowest = max(self._overruns)
-        committed = report.committed
-        if not self._taker.incremental:
+        slowest = max(taken for taken, _ in self._overruns)
+        commits = [commit for _, commit in self._overruns]
+        if sum(commits) > sum(taken for taken, _ in self._overruns) / 2:
+            # A slow store: a longer every or smaller snapshots would only let the
+            # writes since the last commit pile up while the store is what is slow.
+            advice = (
+                f"the {store_kind(self.store)} store's commits took"
+                f" {' and '.join(f'{c:.2f} s' for c in commits)} of that: the store is"
+                " slow, not the snapshot; check that it can be reached and answers in"
+                " time, and its timeouts and retries, rather than every"
+            )
+        elif not self._taker.incremental:
             advice = (
                 f"checkpoint incrementally (incremental=True: a checkpoint then takes only"
                 f" what changed) or raise every above {slowest:.2g} s"
@@ -348,7 +360,7 @@ class Checkpointer(CheckpointCommitter):
             len(self._overruns),
             self.service.name,
             self.every,
-            ", ".join(f"{s:.2f} s" for s in self._overruns),
+            ", ".join(f"{taken:.2f} s" for taken, _ in self._overruns),
             report.pause_seconds,
             advice,
         )

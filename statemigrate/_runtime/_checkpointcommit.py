@@ -193,7 +193,8 @@ class CheckpointCommitter:
         self._waited_takeover = False  # the first checkpoint after a take-over waited
         self.stop_within = None if stop_within is None else float(stop_within)
         self._warned_stop = False  # a checkpoint took longer than a stop may
-        self._overruns: list[float] = []  # seconds of the checkpoints in a row over every
+        # Seconds of the checkpoints in a row over every, and of each, its store's commit.
+        self._overruns: list[tuple[float, float]] = []
         self._waiting_logged: str | None = None  # the status last said to hold it back
         self._state_pending = False  # the last attempt found the service without its state
         self._final = False  # the checkpoint under way is the final one

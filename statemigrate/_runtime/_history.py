@@ -24,6 +24,7 @@ from statemigrate._snapshot._format import DecodeLimits, Snapshot
 from statemigrate._snapshot._header import SnapshotHeader
 
 __all__ = [
+    "STATE_CREATED_NS",
     "SUMMARIES",
     "RestoreHistory",
     "logged",
@@ -40,6 +41,14 @@ SUMMARIES: contextvars.ContextVar[int] = contextvars.ContextVar(
 """The level of the line each restored snapshot or delta writes: a checkpoint chain,
 whose restore writes one line of its own for all of its pieces, sets DEBUG while it
 restores them. A failure is logged at ERROR whatever the level."""
+
+STATE_CREATED_NS: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "statemigrate_restore_state_created_ns", default=None
+)
+"""When the state of the full snapshot being restored was taken, if not when the
+snapshot was: a checkpoint chain folded into one full snapshot holds its newest piece's
+state, as old as that piece, though the snapshot composed from it is new. ``None``:
+the snapshot's own time (its header's ``created_ns``)."""
 
 
 @dataclass
@@ -128,6 +137,9 @@ def restore_full(
     for key, entry in entries.items():
         done = not force and history.restored_from.get(key) == header.snapshot_id
         (settled if done else pending).append(entry)
+    created_ns = STATE_CREATED_NS.get()
+    if created_ns is None:
+        created_ns = header.created_ns
     if header.snapshot_id == history.last_restored and not pending:
         report = RestoreReport(
             snapshot_id=header.snapshot_id,
@@ -137,6 +149,7 @@ def restore_full(
             size=snapshot.size,
             timings={"read": read_seconds, "verify": verify_seconds},
             carried=history.carried.keys,
+            created_ns=created_ns,
         )
         logger.log(SUMMARIES.get(), "%s", report.summary())
         return report
@@ -174,6 +187,8 @@ def restore_full(
         if error is exc:
             raise
         raise error from exc.__cause__
+    # The transaction reports what it applied; how old that state is, the header says.
+    report = replace(report, created_ns=created_ns)
     history.record(header, pending)
     history.no_deltas = no_deltas_after(report, entries, allow_lossy=allow_lossy)
     history.carried = carried
@@ -210,6 +225,7 @@ def restore_delta(
             timings={"read": read_seconds, "verify": verify_seconds},
             delta=True,
             carried=history.carried.keys,
+            created_ns=header.created_ns,
         )
         logger.log(SUMMARIES.get(), "%s", report.summary())
         return report
@@ -262,6 +278,7 @@ def restore_delta(
         if error is exc:
             raise
         raise error from exc.__cause__
+    report = replace(report, created_ns=header.created_ns)
     history.record(header, on_base)
     history.carried = carried
     report = replace(report, carried=carried.keys)

@@ -231,6 +231,10 @@ class RestoreReport:
             retired one's), kept as they were read and written unchanged into every
             snapshot the service writes from now on, so that a release that has their
             component restores them. A subset of ``unknown`` for a full snapshot.
+        created_ns: Unix time, in nanoseconds, at which the snapshot restored was
+            taken (its header's ``created_ns``); of a checkpoint chain, its newest
+            piece's. How old the state restored is, and so how much a
+            restart lost since: ``time.time_ns() - created_ns`` when restored.
     """
 
     snapshot_id: str
@@ -246,6 +250,7 @@ class RestoreReport:
     records: int = 0
     chain: int = 0
     carried: tuple[str, ...] = ()
+    created_ns: int = 0
 
     def to_plain(self) -> dict[str, Any]:
         """The report as JSON-ready data."""

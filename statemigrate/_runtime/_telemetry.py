@@ -15,6 +15,7 @@ from statemigrate._observe._instruments import (
     GENERATION,
     LAST_RESTORE_DURATION,
     LAST_RESTORE_TIMESTAMP,
+    LAST_RESTORED_SNAPSHOT_AGE,
     LAST_SNAPSHOT_TIMESTAMP,
     RESTORE_DURATION,
     RESTORES,
@@ -213,7 +214,8 @@ def report_restore(service: str, generation: int, *pieces: RestoreReport) -> Non
     restored one snapshot or several pieces (a checkpoint chain, a take-over's pre-copy
     pieces and the snapshot of its pause). Each phase's seconds are the pieces' added;
     the components restored are those of the first piece that was not skipped (a
-    delta only changes components its base restored)."""
+    delta only changes components its base restored); the age of the state restored
+    is the last piece's."""
     done = [piece for piece in pieces if not piece.skipped]
     outcome = "restored" if done else "skipped"
     emit(RESTORES, 1.0, service, outcome)
@@ -228,6 +230,11 @@ def report_restore(service: str, generation: int, *pieces: RestoreReport) -> Non
     for phase, seconds in timings.items():
         emit(RESTORE_DURATION, seconds, service, phase)
     emit(LAST_RESTORE_DURATION, sum(timings.values()), service)
+    # The state is the newest piece's (a chain's last delta, a take-over's snapshot of
+    # the pause): what the restore lost is everything changed since it was taken. Two
+    # hosts' clocks may differ a little: an age below 0 is as fresh as can be told.
+    age = time.time() - pieces[-1].created_ns / 1e9
+    emit(LAST_RESTORED_SNAPSHOT_AGE, max(0.0, age), service)
     for restored in done[0].components:
         emit(
             COMPONENT_RESTORES,

@@ -1,9 +1,11 @@
 """The suggested alerting rules (docs/alerts.yml) fire on what Prometheus really sees:
-scrapes before and after each event, across a cold start and two hot restarts.
+scrapes before and after each event, across a cold start, three hot restarts and a
+move whose final checkpoint fails.
 
-Three processes of one service run one after the other on one scrape target, each
+Five processes of one service run one after the other on one scrape target, each
 with a prometheus_client registry of its own; the events are the library's own
-(a start-up restore that fails, a checkpoint whose commit fails, a handoff's reports).
+(a start-up restore that fails, checkpoints whose commits fail, a handoff's reports,
+a start that restores an old checkpoint).
 A small model of Prometheus stores each scrape, marks series stale when they vanish,
 and evaluates the rules' expressions with the semantics they rely on: ``increase()``
 sees a change only between two samples of one series (its extrapolation scales a
@@ -15,6 +17,8 @@ file, are checked by the real ``promtool test rules`` when it is installed.
 
 from __future__ import annotations
 
+import bisect
+import re
 import shutil
 import subprocess
 import threading
@@ -44,7 +48,25 @@ SERVICE = "alerted"
 TARGET = {"instance": "svc:9100", "job": "svc"}
 SCRAPE = 15  # seconds between scrapes
 LOOKBACK = 300  # Prometheus' lookback for an instant value
-END = 2700
+END = 7200
+
+# The samples the rules and the tests below read: a scrape keeps only these, as
+# collecting every histogram's buckets 480 times would make the run slow.
+SCRAPED = frozenset(
+    {
+        "statemigrate_commits_total",
+        "statemigrate_handoff_takeover_pause_seconds_count",
+        "statemigrate_handoff_takeovers_total",
+        "statemigrate_handoffs_total",
+        "statemigrate_last_restore_timestamp_seconds",
+        "statemigrate_last_restored_snapshot_age_seconds",
+        "statemigrate_last_snapshot_timestamp_seconds",
+        "statemigrate_last_takeover_pause_seconds",
+        "statemigrate_last_takeover_timestamp_seconds",
+        "statemigrate_restores_total",
+        "statemigrate_restoring",
+    }
+)
 
 Labels = frozenset[tuple[str, str]]
 Series = tuple[str, Labels]
@@ -66,7 +88,7 @@ class Prometheus:
         self.scrapes.append(at)
         seen: set[Series] = set()
         if registry is not None:
-            for family in registry.collect():
+            for family in registry.restricted_registry(SCRAPED).collect():
                 for sample in family.samples:
                     key = (sample.name, frozenset({**sample.labels, **TARGET}.items()))
                     seen.add(key)
@@ -87,9 +109,12 @@ class Prometheus:
         """The instant vector ``name{match}`` at ``at``."""
         found = {}
         for labels, points in self.select(name, **match):
-            last = [(t, v) for t, v in points if t <= at]
-            if last and at - last[-1][0] <= LOOKBACK and last[-1][1] is not None:
-                found[labels] = last[-1][1]
+            # Points are in time order: the last one at or before ``at``.
+            index = bisect.bisect_right(points, at, key=lambda point: point[0])
+            if index:
+                t, v = points[index - 1]
+                if at - t <= LOOKBACK and v is not None:
+                    found[labels] = v
         return found
 
     def window(
@@ -97,7 +122,9 @@ class Prometheus:
     ) -> dict[Labels, list[float]]:
         found = {}
         for labels, points in self.select(name, **match):
-            values = [v for t, v in points if at - seconds <= t <= at and v is not None]
+            first = bisect.bisect_left(points, at - seconds, key=lambda point: point[0])
+            last = bisect.bisect_right(points, at, key=lambda point: point[0])
+            values = [v for _, v in points[first:last] if v is not None]
             if values:
                 found[labels] = values
         return found
@@ -162,6 +189,17 @@ RULE_MODELS: dict[str, tuple[str, Rule]] = {
         "statemigrate_restoring == 1",
         lambda p, at: held_for(p, at, 600, "statemigrate_restoring", 1.0),
     ),
+    "StateRestoredStale": (
+        "statemigrate_last_restored_snapshot_age_seconds > 300 and on (instance, service)"
+        ' time() - statemigrate_last_restore_timestamp_seconds{outcome="restored"} < 3600',
+        lambda p, at: {
+            labels
+            for labels, v in p.instant(
+                at, "statemigrate_last_restored_snapshot_age_seconds"
+            ).items()
+            if v > 300 and only(labels, "instance", "service") in restored_within(p, at, 3600)
+        },
+    ),
     "StateSnapshotStale": (
         "time() - statemigrate_last_snapshot_timestamp_seconds > 900",
         lambda p, at: {
@@ -171,11 +209,22 @@ RULE_MODELS: dict[str, tuple[str, Rule]] = {
         },
     ),
     "StateCommitsFailing": (
-        "sum by (instance, service, store) ("
+        "( sum by (instance, service, store) ("
+        ' increase(statemigrate_commits_total{outcome="failed"}[10m])) > 0'
+        " and on (instance, service)"
+        " time() - statemigrate_last_snapshot_timestamp_seconds > 300 )"
+        " or ( sum by (instance, service, store) ("
         ' increase(statemigrate_commits_total{outcome="failed"}[10m]))'
         " > 0 unless sum by (instance, service, store) ("
-        ' increase(statemigrate_commits_total{outcome="committed"}[10m])) > 0',
-        lambda p, at: (
+        ' increase(statemigrate_commits_total{outcome="committed"}[10m])) > 0 )',
+        lambda p, at: {
+            labels
+            for labels in summed(
+                p.increase(at, 600, "statemigrate_commits_total", outcome="failed")
+            )
+            if only(labels, "instance", "service") in committed_before(p, at, 300)
+        }
+        | (
             summed(p.increase(at, 600, "statemigrate_commits_total", outcome="failed"))
             - summed(p.increase(at, 600, "statemigrate_commits_total", outcome="committed"))
         ),
@@ -215,6 +264,22 @@ def restored_since(p: Prometheus, at: float, failed: Labels, when: float) -> boo
     return any(
         only(labels, "instance", "service") == key and v > when for labels, v in restored.items()
     )
+
+
+def restored_within(p: Prometheus, at: float, seconds: float) -> set[Labels]:
+    """The instances and services that restored less than ``seconds`` ago (``and on
+    (instance, service) time() - ...{outcome="restored"} < seconds``)."""
+    restored = p.instant(at, "statemigrate_last_restore_timestamp_seconds", outcome="restored")
+    return {
+        only(labels, "instance", "service") for labels, v in restored.items() if at - v < seconds
+    }
+
+
+def committed_before(p: Prometheus, at: float, seconds: float) -> set[Labels]:
+    """The instances and services whose store's latest snapshot is more than ``seconds``
+    behind (``and on (instance, service) time() - ..._last_snapshot_... > seconds``)."""
+    last = p.instant(at, "statemigrate_last_snapshot_timestamp_seconds")
+    return {only(labels, "instance", "service") for labels, v in last.items() if at - v > seconds}
 
 
 def held_for(p: Prometheus, at: float, seconds: float, name: str, value: float) -> set[Labels]:
@@ -276,6 +341,8 @@ def test_each_rule_of_the_file_is_the_one_modelled() -> None:
     assert {rule["alert"]: " ".join(rule["expr"].split()) for rule in rules_file()} == {
         name: " ".join(expr.split()) for name, (expr, _) in RULE_MODELS.items()
     }
+    for rule in rules_file():
+        assert set(re.findall(r"statemigrate_[a-z_]+", rule["expr"])) <= SCRAPED, rule["alert"]
     assert {rule["alert"]: rule["for"] for rule in rules_file() if "for" in rule} == HELD
 
 
@@ -286,7 +353,7 @@ class Clock:
 
 @dataclass
 class Run:
-    """Three processes of one service, scraped every 15 s, and what Prometheus kept."""
+    """Five processes of one service, scraped every 15 s, and what Prometheus kept."""
 
     prometheus: Prometheus
     firing: dict[float, dict[str, set[Labels]]]
@@ -336,23 +403,26 @@ def handed_over(outcome: str, stage: str | None = None) -> None:
 def simulate(monkeypatch: pytest.MonkeyPatch) -> Run:
     clock = Clock()
     monkeypatch.setattr(time, "time", lambda: clock.now)
+    # Snapshots are stamped with it too: a restore's age is the clock's.
+    monkeypatch.setattr(time, "time_ns", lambda: int(clock.now * 1e9))
     prometheus = Prometheus()
     firing: dict[float, dict[str, set[Labels]]] = {}
     old: dict[float, dict[str, set[Labels]]] = {}
     current: list[CollectorRegistry | None] = [None]
 
-    def until(end: float, event: Callable[[], None] | None = None, at: float | None = None) -> None:
-        """Scrape and evaluate every 15 s up to ``end``; run ``event`` at ``at``."""
+    def until(end: float, *events: tuple[float, Callable[[], None]]) -> None:
+        """Scrape and evaluate every 15 s up to ``end``; run each event at its time."""
+        pending = sorted(events, key=lambda event: event[0])
         while clock.now + SCRAPE <= end:
-            if event is not None and at is not None and clock.now < at < clock.now + SCRAPE:
-                clock.now = at
+            while pending and clock.now < pending[0][0] < clock.now + SCRAPE:
+                clock.now, event = pending.pop(0)
                 event()
-                event = None
             clock.now = (clock.now // SCRAPE + 1) * SCRAPE
             prometheus.scrape(current[0], clock.now)
             now = clock.now
             firing[now] = {n: rule(prometheus, now) for n, (_, rule) in RULE_MODELS.items()}
             old[now] = {n: rule(prometheus, now) for n, rule in OLD_RULES.items()}
+        assert not pending, pending
 
     # Process 1 starts cold: its restore at start fails before its first scrape.
     clock.now = 1.0
@@ -370,7 +440,7 @@ def simulate(monkeypatch: pytest.MonkeyPatch) -> Run:
         with pytest.raises(sm.StoreError):
             checkpointer.checkpoint_now()
 
-    until(1200, commit_fails, at=40)
+    until(1200, (40, commit_fails))
     snapshot = service.snapshot()[0].to_bytes()
     handed_over("ready")  # its last act: a handoff that succeeds; it exits unscraped
 
@@ -379,7 +449,8 @@ def simulate(monkeypatch: pytest.MonkeyPatch) -> Run:
     registry, service = process(clock)
     take_over(service, snapshot, pause=0.7)
     current[0] = registry
-    until(2000, lambda: handed_over("failed", "handshake"), at=1300)
+    until(2000, (1300, lambda: handed_over("failed", "handshake")))
+    snapshot = service.snapshot()[0].to_bytes()
     handed_over("ready")
 
     # Process 3 takes over at 2000, with a long pause again; at 2101 s another
@@ -399,15 +470,51 @@ def simulate(monkeypatch: pytest.MonkeyPatch) -> Run:
         with pytest.raises(sm.StoreSharedError):
             sharing.checkpoint_now()
 
-    until(2400, commit_refused, at=2101)
+    until(2400, (2101, commit_refused))
+    snapshot = service.snapshot()[0].to_bytes()
     handed_over("ready")
 
-    # Process 4 takes over at 2400 with a short pause.
+    # Process 4 takes over at 2400 with a short pause, and checkpoints every 30 s to
+    # a store that fails one commit at 2540 s (no alert), then goes down after its
+    # commit at 2690 s: its checkpoints fail from 2720 s on, and so does its final one
+    # at 3301 s, as it is moved; it exits unscraped.
     clock.now = 2400.5
     registry, service = process(clock)
     take_over(service, snapshot, pause=0.01)
+    moved = Unreachable()
+    checkpoints = sm.Checkpointer(service, moved, quiesce=threading.Lock(), export="inline")
     current[0] = registry
-    until(END)
+    cache4 = service.components[0].obj
+    assert isinstance(cache4, KVCacheV1)
+
+    def checkpoint() -> None:
+        cache4.set("key", f"written at {clock.now}")
+        moved.down = clock.now > 2700 or clock.now == 2540
+        if moved.down:
+            with pytest.raises(sm.StoreError):
+                checkpoints.checkpoint_now()
+        else:
+            assert checkpoints.checkpoint_now().committed is not None
+
+    until(3300, *((float(at), checkpoint) for at in range(2420, 3302, 30)))
+
+    # Process 5 starts at 3302 s where the store can be reached again, restores the
+    # checkpoint of 2690 s (the writes since are lost) and checkpoints every 30 s.
+    clock.now = 3302.0
+    moved.down = False
+    registry, service = process(clock)
+    report = service.start_from(moved)
+    assert report is not None and report.created_ns == 2690 * 10**9
+    restarted = sm.Checkpointer(service, moved, quiesce=threading.Lock(), export="inline")
+    current[0] = registry
+    cache5 = service.components[0].obj
+    assert isinstance(cache5, KVCacheV1)
+
+    def checkpoint_again() -> None:
+        cache5.set("key", f"written at {clock.now}")
+        assert restarted.checkpoint_now().committed is not None
+
+    until(END, *((float(at), checkpoint_again) for at in range(3320, int(END), 30)))
     return Run(prometheus, firing, old)
 
 
@@ -424,20 +531,59 @@ def run() -> Iterator[Run]:
 def test_each_rule_fires_while_its_situation_lasts_and_only_then(run: Run) -> None:
     expected = {
         # The start-up restore failed at 1 s: 15 minutes from then.
-        "StateRestoreFailed": (15, 900),
-        # The first commit failed at 40 s, after scrapes at 0; 10 minutes of window.
-        "StateCommitsFailing": (45, 630),
+        "StateRestoreFailed": [(15, 900)],
+        # Process 1 never committed, and its first commit failed at 40 s, after
+        # scrapes at 0: 10 minutes of window. Process 4's store went down after its
+        # commit at 2690 s: from 5 minutes after it (its first failure was at 2720 s)
+        # until process 5 is scraped without its failures, restored and committing.
+        "StateCommitsFailing": [(45, 630), (3000, 3315)],
         # Processes 2 and 3 took over with long pauses; process 4's is short.
-        "StateHandoffPauseLong": (1215, 2400),
+        "StateHandoffPauseLong": [(1215, 2400)],
         # Process 2's attempt failed at 1300 s: while its last scrape at 0 (1290 s)
         # is within the 15 minutes of the window.
-        "StateHandoffFailed": (1305, 2190),
+        "StateHandoffFailed": [(1305, 2190)],
         # Process 3's checkpoint was refused at 2101 s: a conflict, not a failure.
-        "StateStoreShared": (2115, 2700),
+        "StateStoreShared": [(2115, 2700)],
+        # Process 5 restored at 3302 s a checkpoint of 2690 s: for an hour. The
+        # take-overs restored the snapshot of their pause, a second old at most.
+        "StateRestoredStale": [(3315, 6900)],
     }
     for at in sorted(run.firing):
-        want = {name for name, (start, end) in expected.items() if start <= at <= end}
+        want = {
+            name
+            for name, windows in expected.items()
+            if any(start <= at <= end for start, end in windows)
+        }
         assert run.fires(at) == want, at
+
+
+def test_failing_commits_fire_five_minutes_after_the_last_good_one(run: Run) -> None:
+    """Process 4's store went down after its commit at 2690 s: the alert fires within
+    5 minutes of its first failure, and not for the one at 2540 s. The rule it replaces
+    (failures, and no commit in 10 minutes) waited for the last good commit to leave
+    its window: 10 minutes, and a crash meanwhile lost every write since."""
+    commits = "statemigrate_commits_total"
+    blip = run.prometheus.increase(2700, 600, commits, outcome="failed", store="unreachable")
+    assert list(blip.values()) == [1.0]  # at 2540 s, among good commits: it did not fire
+    first = min(at for at in run.firing if at > 1200 and "StateCommitsFailing" in run.fires(at))
+    assert first - 2720 <= 300
+
+    def replaced(at: float) -> set[Labels]:
+        failed = summed(run.prometheus.increase(at, 600, commits, outcome="failed"))
+        return failed - summed(run.prometheus.increase(at, 600, commits, outcome="committed"))
+
+    assert [at for at in run.firing if 2700 < at <= 3300 and replaced(at)] == [3300.0]
+
+
+def test_a_restore_of_an_old_checkpoint_says_how_old(run: Run) -> None:
+    """Process 4's final checkpoint failed as it was moved and it exited unscraped;
+    process 5 restored the checkpoint of 2690 s at 3302 s: a successful restore, which
+    no other rule fires on."""
+    (stale,) = run.firing[3315.0]["StateRestoredStale"]
+    assert dict(stale) == {"service": SERVICE, **TARGET}
+    ages = run.prometheus.instant(3315, "statemigrate_last_restored_snapshot_age_seconds")
+    assert list(ages.values()) == [612.0]
+    assert run.fires(3330) == {"StateRestoredStale"}
 
 
 def test_the_alerts_name_what_failed(run: Run) -> None:
@@ -488,7 +634,8 @@ def test_without_series_created_at_zero_first_failures_are_missed(
     run = simulate(monkeypatch)
     fired = set().union(*(run.fires(at) for at in run.firing))
     assert "StateHandoffFailed" not in fired
-    assert "StateCommitsFailing" not in fired
+    # Process 1's one failure is missed; process 4's are seen from its second one on.
+    assert not any("StateCommitsFailing" in run.fires(at) for at in run.firing if at < 1200)
 
 
 def scraped(series: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]]) -> Prometheus:
@@ -611,7 +758,8 @@ def test_promtool_agrees_with_the_model(run: Run, tmp_path: Path) -> None:
     """The opt-in check of the model itself: the real rule evaluator, on the same
     samples, fires exactly the alerts the model does, at times around each edge."""
     at_times = [15.0, 45.0, 630.0, 645.0, 900.0, 915.0, 1215.0, 1305.0, 2010.0]
-    at_times += [2100.0, 2115.0, 2190.0, 2205.0, 2400.0, 2415.0, 2700.0]
+    at_times += [2100.0, 2115.0, 2190.0, 2205.0, 2400.0, 2415.0, 2700.0, 2715.0]
+    at_times += [2985.0, 3000.0, 3300.0, 3315.0, 3330.0, 6900.0, 6915.0]
     path = tmp_path / "test.yml"
     path.write_text(yaml.safe_dump(series_file(run, at_times)))
     done = subprocess.run(

@@ -6,6 +6,8 @@ import threading
 import time
 
 import pytest
+from chain_releases import RELEASES, cache_of, write_chain
+from chain_releases import SERVICE as CACHE_SERVICE
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from restore_children.ledger import tracked_ledger_service
 
@@ -18,7 +20,10 @@ from statemigrate._observe._instruments import (
     RESTORE_OUTCOMES,
     TAKEOVER_OUTCOMES,
 )
+from statemigrate._runtime._chain import split_chain
+from statemigrate._snapshot._format import open_snapshot
 from statemigrate.handoff._report import record_takeover
+from statemigrate.reference import KVCacheV1, build_registry
 
 
 @pytest.fixture
@@ -345,3 +350,65 @@ def test_a_checkpoint_chain_restored_at_start_is_one_restore(registry) -> None:
         )
         or 0
     ) >= report.timings["read"]
+
+
+AGE = "statemigrate_last_restored_snapshot_age_seconds"
+
+
+def at(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Make it ``seconds`` after the epoch, for snapshots taken and restores done."""
+    monkeypatch.setattr(time, "time", lambda: seconds)
+    monkeypatch.setattr(time, "time_ns", lambda: int(seconds * 1e9))
+
+
+def test_the_age_of_the_state_restored_is_held_with_it(
+    registry, fresh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start that restored a checkpoint taken 10 minutes earlier lost the writes of
+    those 10 minutes, and says so: the age is the snapshot's when the restore finished.
+    A skipped or failed restore brought nothing back, and leaves it as it was."""
+    service = sm.Service("observed", registry=build_registry())
+    service.register(KVCacheV1()).set("key", "value")
+    at(monkeypatch, 1000.0)
+    commit = service.commit(sm.MemoryStore())
+    restoring = fresh(on_restore_failure="serve_cold")
+    at(monkeypatch, 1600.0)
+    report = restoring.start_from(commit)
+    assert report is not None and report.created_ns == 1000 * 10**9
+    assert registry.get_sample_value(AGE, {"service": "observed"}) == 600.0
+    at(monkeypatch, 1700.0)
+    assert restoring.restore(commit).skipped
+    with pytest.raises(sm.RestoreError):
+        restoring.restore(b"not a snapshot")
+    assert registry.get_sample_value(AGE, {"service": "observed"}) == 600.0
+
+
+def test_the_age_of_a_chain_restored_is_its_newest_pieces(
+    registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chain holds the state of its newest piece: its base's age would claim writes
+    lost that its deltas brought back. Folded through a whole-data step into one full
+    snapshot made as it is restored, it is as old as that piece all the same."""
+    service, ledger = tracked_ledger_service()
+    store = sm.MemoryStore()
+    checkpointer = sm.Checkpointer(service, store, quiesce=threading.Lock(), incremental=True)
+    for taken, batch in ((100.0, 2_000), (200.0, 40), (300.0, 40)):
+        at(monkeypatch, taken)
+        for _ in range(batch):
+            ledger.write()
+        checkpointer.checkpoint_now()
+    assert checkpointer.chain_length == 3
+    restored, _ = tracked_ledger_service(started=False)
+    at(monkeypatch, 330.0)
+    assert restored.start_from(store) is not None
+    assert registry.get_sample_value(AGE, {"service": restored.name}) == 30.0
+
+    chain = write_chain().chain
+    newest = open_snapshot(split_chain(chain)[-1]).header.created_ns / 1e9
+    at(monkeypatch, newest + 42.0)  # the fold's own snapshot is taken now
+    folding = sm.Service(CACHE_SERVICE, registry=RELEASES["drop_note"]())
+    folding.register(cache_of(RELEASES["drop_note"]()))
+    report = folding.start_from(chain, allow_lossy=True)
+    assert report is not None and report.chain == 3
+    assert report.created_ns / 1e9 == newest
+    assert registry.get_sample_value(AGE, {"service": CACHE_SERVICE}) == pytest.approx(42.0)
