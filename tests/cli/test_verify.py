@@ -322,6 +322,7 @@ def test_json_gives_every_verdict(
         "source": 3,
         "target": 3,
         "restores": True,
+        "retired": False,
         "steps": [],
         "lossy_steps": [],
         "reason": None,
