@@ -187,7 +187,11 @@ def choose_versions(
     """Pick, per component, the version to write for a reader that reads ``readable``.
 
     The live version when the reader can read it; otherwise the highest version the
-    reader reads that ``plan_exists`` says the live version can be migrated to.
+    reader reads that ``plan_exists`` says the live version can be migrated to. A
+    component the reader does not know at all (absent from ``readable``: a release
+    without it, or one that retired it) is written at its live version, as a snapshot
+    holds it: the reader carries that section unchanged for a release that has the
+    component, or drops it if it retired it, as any restore does.
 
     Raises:
         ValueError: naming every component for which no common version exists.
@@ -195,7 +199,10 @@ def choose_versions(
     chosen: dict[str, int] = {}
     problems = []
     for component, version in live.items():
-        options = set(readable.get(component, ()))
+        if component not in readable:
+            chosen[component] = version
+            continue
+        options = set(readable[component])
         if version in options:
             chosen[component] = version
             continue

@@ -291,13 +291,21 @@ def _handed_over(old: Service, new: Service) -> None:
 
 
 def test_a_handoff_carries_the_section_through_a_release_without_it() -> None:
-    """A restored B's snapshot; its handoff to another process of A, and that one's to
-    B, take the section along (B refuses to hand over to A itself: A reads no quotas)."""
+    """B hands over to A (a rollback: A has no quotas, and carries them), A to another
+    process of A, and that one back to B: the quotas come back whole."""
     b, _, quotas = filled_b()
     a, _ = release_a()
-    a.restore(b.snapshot()[0])
+    _handed_over(b, a)
     a2, _ = release_a()
     _handed_over(a, a2)
     b2, _, quotas2 = release_b()
     _handed_over(a2, b2)
     assert dict(quotas2.limits) == dict(quotas.limits) and len(quotas2.limits) == 100
+
+
+def test_a_handoff_to_a_release_that_retired_the_component_drops_it() -> None:
+    b, ledger, _ = filled_b()
+    c, ledger_c = release_a(retire=True)
+    _handed_over(b, c)
+    assert dict(ledger_c.items) == dict(ledger.items)
+    assert [s.component for s in c.snapshot()[0].header.sections] == ["ledger"]

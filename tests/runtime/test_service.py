@@ -259,6 +259,10 @@ def test_choose_versions_prefers_the_live_version_then_the_highest_common_one() 
     assert choose_versions({"a": 3}, {"a": [1, 2]}, {"a": [1, 3]}) == {"a": 1}
     with pytest.raises(ValueError, match="a: this process has v3, successor reads \\[1\\]"):
         choose_versions({"a": 3, "b": 1}, {"a": [1], "b": [1]}, {"a": [3]})
+    with pytest.raises(ValueError, match="a: this process has v3, successor reads nothing"):
+        choose_versions({"a": 3}, {"a": []}, {"a": [3]})
+    # A component the successor does not know is sent as it is, for it to carry.
+    assert choose_versions({"a": 3, "q": 1}, {"a": [3]}, {"a": [3], "q": [1]}) == {"a": 3, "q": 1}
 
 
 # --- snapshot -------------------------------------------------------------------------
