@@ -236,7 +236,16 @@ class Service:
 
         Raises:
             UnknownComponentError: no such instance is registered (a ``KeyError``).
+            ConfigurationError: ``component`` or ``instance`` is not a name (the
+                object registered, say).
         """
+        for option, name in (("component", component), ("instance", instance)):
+            if not isinstance(name, str):
+                raise ConfigurationError(
+                    option,
+                    f"must be a name (a str), not {type(name).__name__}: unregister takes"
+                    " the component's name and its instance's, as register reported them",
+                )
         key = (component, instance)
         self._members.remove(key)
         self._history.restored_from.pop(key, None)

@@ -133,6 +133,15 @@ def test_unregistering_an_unknown_component_names_what_is_registered() -> None:
         svc.unregister("kvcache")
 
 
+def test_unregistering_the_object_rather_than_its_name_is_one_line() -> None:
+    cache = KVCacheV3()
+    svc = service(cache)
+    expected = "^component: must be a name \\(a str\\), not KVCacheV3"
+    with pytest.raises(ConfigurationError, match=expected):
+        svc.unregister(cache)  # type: ignore[arg-type]
+    assert len(svc.components) == 1
+
+
 def test_register_returns_its_argument_typed_as_it_is() -> None:
     """``cache = service.register(Cache())`` is typed as ``Cache`` (a type variable
     binds the argument's type to the result), not as ``object``."""
