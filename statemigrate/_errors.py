@@ -245,10 +245,18 @@ class StoreSharedError(StoreError):
     latest snapshot, which its start read, still runs on this host: it is a second
     copy of that service, and its commits would take the place from the running one.
 
+    Once the other process has stopped committing there (the old pod of a rollout that
+    overlapped, which exited), a claim makes this process the writer:
+    ``Checkpointer.claim()``, or the store's ``claim()``; its next commit goes over
+    that process's snapshot. A checkpointer claims the store by itself once its
+    commits have been refused for ``claim_after`` seconds while the latest snapshot
+    there stayed the same.
+
     Attributes:
         place: where the store keeps its snapshots (a directory, a URL).
         since: ``"commit"``: another process committed since this one's last commit;
             ``"start"``: since this one's start read the store, before it committed;
+            ``"claim"``: since this one claimed the store, before it committed;
             ``"running"``: this one's start read the store, and the process that
             committed the latest snapshot there still runs on this host.
         writer_pid: the pid of the process that committed the latest snapshot, as
@@ -256,22 +264,27 @@ class StoreSharedError(StoreError):
         writer_host: the host it ran on, when known.
         writer_running: whether it still runs (``None``: not known, as for a process
             of another host).
+        latest: what names the latest snapshot the refused commit found there (an
+            object's name, a file's inode and mtime), for comparing refusals: equal
+            while nobody commits there; ``None`` when not known.
     """
 
     def __init__(
         self,
         place: str,
         *,
-        since: Literal["commit", "start", "running"] = "commit",
+        since: Literal["commit", "start", "claim", "running"] = "commit",
         writer_pid: int | None = None,
         writer_host: str | None = None,
         writer_running: bool | None = None,
+        latest: object = None,
     ) -> None:
         self.place = place
         self.since = since
         self.writer_pid = writer_pid
         self.writer_host = writer_host
         self.writer_running = writer_running
+        self.latest = latest
         who = (
             "another process"
             if writer_pid is None
@@ -289,25 +302,28 @@ class StoreSharedError(StoreError):
             # A process that has not committed there yet is refused when the latest
             # snapshot is not the one its start found (or found none): it would
             # replace a state it never restored.
-            when = (
-                "this one's last commit"
-                if since == "commit"
-                else "this one read the store at its start, so it is not the state this"
-                " one restored (or started cold without)"
-            )
+            when = {
+                "commit": "this one's last commit",
+                "claim": "this one claimed the store, so it is not the snapshot this one"
+                " claimed",
+                "start": "this one read the store at its start, so it is not the state"
+                " this one restored (or started cold without)",
+            }[since]
             detail = (
                 f"refused: the latest snapshot there was committed by {who} since"
                 f" {when}; two services commit to the same place, and"
                 " committing would replace the other's state; give each service its own"
-                " directory or prefix"
+                " directory or prefix, or, once the other has stopped committing there,"
+                " make this process the writer with claim() (Checkpointer.claim() or the"
+                " store's): its next commit goes over that snapshot"
             )
             if writer_running is not None and writer_pid is not None:
                 detail += (
                     f" (process {writer_pid} still runs)"
                     if writer_running
                     else f" (process {writer_pid} has exited since; its snapshot stays"
-                    " the latest there, and this process's checkpoints stay refused"
-                    " until it restarts)"
+                    " the latest there, and this process's commits stay refused until it"
+                    " claims the store)"
                 )
         super().__init__("commit", place, detail)
 

@@ -159,10 +159,20 @@ class Checkpointer(CheckpointCommitter):
             state, which should not land on the requests the old process forwards
             right after the switch. A kill in between loses what changed since the
             old process's last checkpoint (``docs/checkpoints.md``).
+        claim_after: seconds after which checkpoints refused as another writer's
+            (``StoreSharedError``) claim the store (:meth:`claim`), when every
+            refusal over that time found the same snapshot there: the process that
+            committed it has stopped committing (the old pod of a rollout that
+            overlapped), and without the claim this one's checkpoints would be refused
+            for good. Measured on this process's monotonic clock between its refusals;
+            never from a process this host sees running. A live writer on another
+            host that commits nothing for that long (idle, or its commits failing) is
+            then the one refused. ``None``: never; claim by hand.
 
     Raises:
         ConfigurationError: ``every``, ``max_backoff``, ``max_delta_ratio``,
             ``export_timeout`` or ``stop_within`` is not a positive number,
+            ``claim_after`` neither that nor ``None``,
             ``first_after_takeover`` not a number of seconds, 0 or more,
             ``max_deltas`` not a positive count, ``export`` not ``"fork"`` or
             ``"inline"`` (or ``"fork"`` where

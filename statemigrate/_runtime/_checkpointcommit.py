@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager, contextmanager, nullcontext
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
-from statemigrate._errors import ConfigurationError, StoreError
+from statemigrate._errors import ConfigurationError, StoreError, StoreSharedError
 from statemigrate._observe._instruments import declare_store
 from statemigrate._runtime._chain import MAX_PIECES
 from statemigrate._runtime._checkpointtake import (
@@ -26,6 +26,7 @@ from statemigrate._runtime._checkpointtake import (
     ExportMode,
     Forking,
 )
+from statemigrate._runtime._claimwatch import DEFAULT_CLAIM_AFTER, QuietStore, check_claim_after
 from statemigrate._runtime._commit import SUMMARIES
 from statemigrate._runtime._gate import started_by_handoff
 from statemigrate._runtime._quiesce import Quiesce, async_hold, async_only, hold_of
@@ -38,7 +39,8 @@ from statemigrate._runtime._report import (
 from statemigrate._runtime._takeoverdelay import DEFAULT_FIRST_AFTER_TAKEOVER, check_delay
 from statemigrate._runtime._telemetry import commit_failed, store_kind
 from statemigrate._runtime._wait import run_waits, run_waits_async
-from statemigrate.stores._base import holding
+from statemigrate.stores._base import Claim, holding, note_claim
+from statemigrate.stores._base import claim as claim_store
 
 if TYPE_CHECKING:
     import asyncio
@@ -90,6 +92,7 @@ def check_checkpoint_options(
     max_delta_ratio: object,
     max_deltas: object,
     export: object,
+    claim_after: object = DEFAULT_CLAIM_AFTER,
 ) -> None:
     """Refuse a checkpointer option out of its range, naming it: what a checkpointer
     checks when made, and what gunicorn's settings check in the master, before any
@@ -117,6 +120,7 @@ def check_checkpoint_options(
         )
     if export not in ("fork", "inline"):
         raise ConfigurationError("export", f"must be 'fork' or 'inline', not {export!r}")
+    check_claim_after(claim_after)
     if export == "fork" and not FORK_POSSIBLE:
         raise ConfigurationError(
             "export", "'fork' needs fork(), pidfds and memfds (Linux): use 'inline'"
@@ -148,6 +152,7 @@ class CheckpointCommitter:
         export_timeout: float = 120.0,
         stop_within: float | None = None,
         first_after_takeover: float = DEFAULT_FIRST_AFTER_TAKEOVER,
+        claim_after: float | None = DEFAULT_CLAIM_AFTER,
     ) -> None:
         check_delay("first_after_takeover", first_after_takeover)
         check_checkpoint_options(
@@ -157,6 +162,7 @@ class CheckpointCommitter:
             max_delta_ratio=max_delta_ratio,
             max_deltas=max_deltas,
             export=export,
+            claim_after=claim_after,
         )
         if stop_within is not None:
             check_positive("stop_within", stop_within)
@@ -206,6 +212,8 @@ class CheckpointCommitter:
         self.last: CheckpointReport | None = None
         """The last checkpoint that committed."""
         self._last_ref: SnapshotRef | None = None  # what the last committed checkpoint wrote
+        # Refusals as another writer's, and whether they keep finding one snapshot.
+        self._quiet = QuietStore(None if claim_after is None else float(claim_after))
 
     def __repr__(self) -> str:
         return f"<Checkpointer {self.service.name!r} every {self.every:g} s -> {self.store!r}>"
@@ -438,6 +446,72 @@ class CheckpointCommitter:
         logs); the next incremental checkpoint starts a new chain with a full base."""
         self._taker.close()
 
+    # --- one writer per store --------------------------------------------------------------
+
+    def claim(self) -> Claim | None:
+        """Make this process the store's writer: the next checkpoint goes over the
+        snapshot the store holds now, whoever committed it (the store's ``claim()``,
+        logged at WARNING with what it replaces).
+
+        The way out once checkpoints are refused with
+        :class:`~statemigrate.StoreSharedError` and the process that committed the
+        store's latest snapshot has stopped committing there (the old pod of a rollout
+        that overlapped): without it they are refused for this process's whole life,
+        and a restart restores that process's state, not this one's. Do not claim
+        from a process that still commits there: its next commit would be refused
+        instead, and its writes since lost at a restart. A snapshot committed after
+        the claim is refused as before. For an event loop's admin endpoint: it is a
+        request to an ``ObjectStore``, run it in a thread (``asyncio.to_thread``).
+        Call :meth:`checkpoint_now` after it to commit at once.
+
+        Returns:
+            What the next checkpoint replaces, and who committed it; ``None`` for a
+            store that keeps no one writer (``MemoryStore``, ``MemfdStore``, your own).
+
+        Raises:
+            StoreError: the store could not be read; nothing was claimed.
+        """
+        found = claim_store(self.store)
+        self._quiet.reset()
+        if found is None:
+            logger.info("nothing to claim: %r keeps no one writer", self.store)
+        return found
+
+    @property
+    def claim_after(self) -> float | None:
+        return self._quiet.after
+
+    @claim_after.setter
+    def claim_after(self, value: float | None) -> None:
+        check_claim_after(value)
+        self._quiet.after = None if value is None else float(value)
+
+    def _claim_if_quiet(self, exc: StoreSharedError) -> None:
+        """Claim the store once refusals have kept finding the same snapshot for
+        ``claim_after`` seconds: its writer stopped committing (see
+        :mod:`statemigrate._runtime._claimwatch`). The claim is of that very snapshot:
+        one committed meanwhile is refused still."""
+        quiet = self._quiet.refused(exc)
+        if quiet is None:
+            return
+        self._quiet.reset()
+        note_claim(exc.place, exc.latest)
+        who = (
+            "another process's"
+            if exc.writer_pid is None
+            else f"process {exc.writer_pid}'s on {exc.writer_host}"
+        )
+        logger.warning(
+            "checkpoints of %s to %r were refused for %.1f s while the latest snapshot"
+            " there, %s, stayed the same: that process has stopped committing there;"
+            " claiming the store (claim_after=%g s): the next checkpoint goes over it",
+            self.service.name,
+            self.store,
+            quiet,
+            who,
+            self._quiet.after,
+        )
+
     # --- the options the taker holds -----------------------------------------------------
 
     @property
@@ -498,6 +572,7 @@ class CheckpointCommitter:
         self._warn_if_past_stop(result.seconds)
         self._taker.committed_mark = mark
         self._last_ref = committed.ref
+        self._quiet.reset()
         if self.failures:
             logger.info(
                 "checkpoints of %s to %r commit again after %d failed",
@@ -531,6 +606,8 @@ class CheckpointCommitter:
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
         self.last_error = exc
+        if isinstance(exc, StoreSharedError):
+            self._claim_if_quiet(exc)
         if not self._committing:
             # Failed before its commit (the export, change tracking, a forked child):
             # no snapshot reached the store all the same, and an operator's alert on

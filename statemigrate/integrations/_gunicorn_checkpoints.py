@@ -35,6 +35,7 @@ from statemigrate._errors import (
 from statemigrate._runtime._checkpoint import Checkpointer
 from statemigrate._runtime._checkpointcommit import check_checkpoint_options
 from statemigrate._runtime._checkpointtake import DEFAULT_EXPORT, ExportMode
+from statemigrate._runtime._claimwatch import DEFAULT_CLAIM_AFTER
 from statemigrate._runtime._quiesce import Quiesce
 from statemigrate._runtime._service import Service
 from statemigrate._runtime._wait import WaitReadable, poll_readable
@@ -88,6 +89,9 @@ class Checkpoints:
             new base, as for :class:`~statemigrate.Checkpointer`.
         max_backoff: the longest wait between retries of a failing checkpoint.
         export_timeout: how long a forked export may take before it is killed.
+        claim_after: seconds of checkpoints refused as another writer's while the
+            store's latest snapshot stays the same, after which the worker claims the
+            store, as for :class:`~statemigrate.Checkpointer` (``None``: never).
 
     Raises:
         ConfigurationError: an argument is of the wrong kind.
@@ -102,6 +106,7 @@ class Checkpoints:
     max_deltas: int = 100
     max_backoff: float = 60.0
     export_timeout: float = 120.0
+    claim_after: float | None = DEFAULT_CLAIM_AFTER
 
     def __post_init__(self) -> None:
         if not isinstance(self.store, Store) and not callable(self.store):
@@ -118,6 +123,7 @@ class Checkpoints:
             max_delta_ratio=self.max_delta_ratio,
             max_deltas=self.max_deltas,
             export=self.export,
+            claim_after=self.claim_after,
         )
 
     @property
@@ -427,6 +433,7 @@ class SlotCheckpoints:
             max_deltas=settings.max_deltas,
             max_backoff=settings.max_backoff,
             export_timeout=settings.export_timeout,
+            claim_after=settings.claim_after,
             # The master kills a stopping worker after graceful_timeout: a checkpoint
             # that takes longer is warned of, since the final one would be cut.
             stop_within=_graceful_timeout(worker),

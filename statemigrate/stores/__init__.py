@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from statemigrate import _lazy
-from statemigrate.stores._base import Buffer, SnapshotRef, Store
+from statemigrate.stores._base import Buffer, Claim, SnapshotRef, Store
 from statemigrate.stores._memfd import MemfdRef, MemfdStore, open_memfd
 from statemigrate.stores._memory import MemoryRef, MemoryStore
 from statemigrate.stores._tmpfs import TempFiles, TmpfsRef, TmpfsStore
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Buffer",
+    "Claim",
     "MemfdRef",
     "MemfdStore",
     "MemoryRef",

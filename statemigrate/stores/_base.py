@@ -7,8 +7,10 @@ the previous snapshot or the new one, complete, never a torn one.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, Self, runtime_checkable
 
@@ -22,16 +24,20 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_SIZE",
     "Buffer",
+    "Claim",
     "Closing",
     "Holding",
     "SnapshotRef",
     "Store",
     "check_other_writer",
-    "committed_here",
     "chunks",
+    "claim",
+    "claimed",
+    "committed_here",
     "forget_commits",
     "holding",
     "holds",
+    "note_claim",
     "note_commit",
     "note_maybe_committed",
     "note_read",
@@ -40,6 +46,7 @@ __all__ = [
     "write_bounded",
 ]
 
+_log = logging.getLogger("statemigrate.stores")
 
 Buffer = bytes | bytearray | memoryview
 """Anything a store accepts as (part of) a snapshot."""
@@ -164,6 +171,9 @@ _first_seen: dict[str, object] = {}
 # without the identity of what it found: its first commit there must not take the
 # place from the process that committed what it read, if that one still runs here.
 _read_places: set[str] = set()
+# The places this process claimed (note_claim) before committing there: what it may
+# replace there is the snapshot it claimed, as _first_seen records.
+_claimed_places: set[str] = set()
 
 
 def _own_record() -> None:
@@ -174,6 +184,7 @@ def _own_record() -> None:
         _committed_identities.clear()
         _first_seen.clear()
         _read_places.clear()
+        _claimed_places.clear()
 
 
 def note_read(place: str) -> None:
@@ -229,6 +240,21 @@ def forget_commits() -> None:
     _committed_places.clear()
     _first_seen.clear()
     _read_places.clear()
+    _claimed_places.clear()
+
+
+def note_claim(place: str, latest: object) -> None:
+    """Make this process the writer at ``place``, where the latest snapshot is
+    ``latest`` (its identity; ``None``: nothing committed there): its next commit there
+    goes over that snapshot, as a new process's goes over the one its start restored,
+    whoever committed it and whether or not that process still runs. A snapshot
+    committed there after this claim is still refused as another writer's: the claim
+    is of what this process saw, not of whatever comes next."""
+    _own_record()
+    _committed_places.discard(place)
+    _read_places.discard(place)
+    _claimed_places.add(place)
+    _first_seen[place] = latest
 
 
 def check_other_writer(
@@ -265,38 +291,130 @@ def check_other_writer(
             (:func:`~statemigrate.stores._writer.latest_writer`); asked only at the
             first commit of a process that read the place, and when a commit is refused.
 
+    A claim (:func:`note_claim`) makes this process the writer again: once the other
+    process has stopped committing, its next commit goes over what it claimed.
+
     Raises:
         StoreSharedError: another process committed there since this one did, or since
-            this one's start read it, before this one's first commit there; or the
-            process that committed what this one's start read still runs here.
+            this one's start read it or since it claimed it, before this one's first
+            commit there; or the process that committed what this one's start read still
+            runs here.
     """
     _own_record()
     if current in _committed_identities:
         return
     if place in _committed_places:
-        raise _shared(place, "commit", None if writer is None else writer())
+        raise _shared(place, "commit", current, None if writer is None else writer())
     if place in _first_seen and _first_seen[place] != current:
-        raise _shared(place, "start", None if writer is None else writer())
+        since: Literal["start", "claim"] = "claim" if place in _claimed_places else "start"
+        raise _shared(place, since, current, None if writer is None else writer())
     if place in _read_places and writer is not None:
         found = writer()
         if found is not None and found.running is True:
-            raise _shared(place, "running", found)
+            raise _shared(place, "running", current, found)
 
 
 def _shared(
-    place: str, since: Literal["commit", "start", "running"], writer: Writer | None
+    place: str,
+    since: Literal["commit", "start", "claim", "running"],
+    current: object,
+    writer: Writer | None,
 ) -> StoreSharedError:
     """The refusal, naming the process that committed the latest snapshot when its
-    header says which: whether it still runs is what an operator needs to know."""
+    header says which: whether it still runs is what an operator needs to know. It
+    carries the latest snapshot's identity too: refusals that keep finding the same one
+    tell a writer that stopped committing (see ``Checkpointer``'s ``claim_after``)."""
     if writer is None:
-        return StoreSharedError(place, since=since)
+        return StoreSharedError(place, since=since, latest=current)
     return StoreSharedError(
         place,
         since=since,
         writer_pid=writer.pid,
         writer_host=writer.host,
         writer_running=writer.running,
+        latest=current,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a store's ``claim()`` made this process the writer over.
+
+    Attributes:
+        place: where the store keeps its snapshots.
+        replaces: the snapshot this process's next commit there goes over, in words
+            (``generation 12``, ``/dev/shm/app/current``); ``None`` when nothing is
+            committed there.
+        writer_pid: the process that committed it, as its header says, when known
+            (``None`` too when it is this process).
+        writer_host: the host that process ran on, when known.
+        writer_running: whether that process still runs (``None``: not known, as for
+            a process of another host).
+        latest: the identity of that snapshot, as ``StoreSharedError.latest`` gives it.
+    """
+
+    place: str
+    replaces: str | None
+    writer_pid: int | None = None
+    writer_host: str | None = None
+    writer_running: bool | None = None
+    latest: object = None
+
+    def describe(self) -> str:
+        """What the claim's next commit replaces, and whose it is, in words."""
+        if self.replaces is None:
+            return "nothing is committed there yet"
+        if self.writer_pid is None:
+            return f"its next commit replaces {self.replaces}"
+        if self.writer_running is None:
+            state = "whether it still runs is not known here"
+        else:
+            state = "which still runs" if self.writer_running else "which has exited"
+        return (
+            f"its next commit replaces {self.replaces}, committed by process"
+            f" {self.writer_pid} on {self.writer_host} ({state})"
+        )
+
+
+def claimed(
+    place: str,
+    latest: object,
+    replaces: str | None,
+    writer: Writer | None,
+    *,
+    shared: bool = True,
+) -> Claim:
+    """Make this process the writer at ``place`` over ``latest`` (see
+    :func:`note_claim`; not for a place no other process can reach, ``shared`` false),
+    and say so at WARNING: a claim goes over another process's snapshot, which an
+    operator must be able to find afterwards. What a store's ``claim()`` returns."""
+    if shared:
+        note_claim(place, latest)
+    found = Claim(
+        place,
+        replaces,
+        writer_pid=None if writer is None else writer.pid,
+        writer_host=None if writer is None else writer.host,
+        writer_running=None if writer is None else writer.running,
+        latest=latest,
+    )
+    _log.warning("claim of %s: this process is now its writer; %s", place, found.describe())
+    return found
+
+
+def claim(store: Store) -> Claim | None:
+    """``store.claim()``, where the store keeps one writer at a time (the built-in
+    ``TmpfsStore`` and ``ObjectStore`` do); ``None`` for a store without it
+    (``MemoryStore``, ``MemfdStore``, your own), which has no writer to claim.
+
+    Raises:
+        StoreError: the store could not be asked.
+    """
+    make = getattr(store, "claim", None)
+    if not callable(make):
+        return None
+    result: Claim = make()
+    return result
 
 
 def holds(store: Store, ref: SnapshotRef) -> bool:

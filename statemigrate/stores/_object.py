@@ -38,9 +38,11 @@ from statemigrate._errors import StoreError
 from statemigrate.stores._base import (
     DEFAULT_MAX_SIZE,
     Buffer,
+    Claim,
     Holding,
     SnapshotRef,
     check_other_writer,
+    claimed,
     committed_here,
     note_commit,
     note_maybe_committed,
@@ -325,6 +327,35 @@ class ObjectStore:
         if not (isinstance(ref, ObjectRef) and ref.store._same_place(self)):
             raise StoreError("open", ref.describe(), f"is not a snapshot of {self.location}")
         return self._read(ref._target)
+
+    def claim(self) -> Claim:
+        """Make this process the writer under the prefix: its next commit goes over the
+        current generation as the pointer names it now, whoever committed it, and says
+        so at WARNING. One read of the pointer, and of the generation's header.
+
+        The way out of :class:`~statemigrate.StoreSharedError` once the other process
+        has stopped committing here (the old pod of a rollout that overlapped):
+        without it, that process's generation stays current and every commit of this
+        one is refused. A generation committed after the claim is refused as before
+        (claim again once that process has stopped).
+
+        Returns:
+            What the next commit replaces, and who committed it.
+
+        Raises:
+            StoreError: the pointer could not be read, or is damaged.
+        """
+        found = read_pointer(self._backend)
+        if found is None:
+            return claimed(self.location, None, None, None, shared=self._shared)
+        current = found[0].current
+        return claimed(
+            self.location,
+            current.object,
+            f"generation {current.generation}",
+            self._writer_of(Target.of(current)),
+            shared=self._shared,
+        )
 
     def _say_emptied(self) -> None:
         """Warn that the store lost this process's checkpoints: it committed here, and

@@ -49,10 +49,12 @@ from statemigrate.stores import _syscalls
 from statemigrate.stores._base import (
     DEFAULT_MAX_SIZE,
     Buffer,
+    Claim,
     Closing,
     Holding,
     SnapshotRef,
     check_other_writer,
+    claimed,
     note_commit,
     note_maybe_committed,
     note_read,
@@ -225,6 +227,34 @@ class TmpfsStore(Closing):
             if progress.published:
                 note_commit(f"tmpfs:{self._path}", progress.identity)
         return TmpfsRef(self, size, progress.identity)
+
+    def claim(self) -> Claim:
+        """Make this process the directory's writer: its next commit goes over
+        ``current`` as it is now, whoever committed it, and says so at WARNING.
+
+        The way out of :class:`~statemigrate.StoreSharedError` once the other process
+        has stopped committing here: without it, that process's snapshot stays
+        ``current`` and every commit of this one is refused. A snapshot committed after
+        the claim is refused as before (claim again once that process has stopped).
+
+        Returns:
+            What the next commit replaces, and who committed it.
+
+        Raises:
+            StoreError: the directory could not be read.
+        """
+        self._require_open("claim")
+        self._reopen_if_removed()
+        where = self._where(CURRENT)
+        try:
+            st = _syscalls.lstat_at(CURRENT, dir_fd=self._dir_fd, where=where)
+        except StoreError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            return claimed(f"tmpfs:{self._path}", None, None, None)
+        # The identity a commit compares with (see _keep_current_as_previous).
+        latest = (st.st_ino, st.st_mtime_ns)
+        return claimed(f"tmpfs:{self._path}", latest, where, self._current_writer())
 
     def holds(self, ref: SnapshotRef) -> bool:
         """Whether ``current`` is still the snapshot ``ref``'s commit wrote, or one

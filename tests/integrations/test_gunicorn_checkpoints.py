@@ -84,8 +84,9 @@ def test_checkpoints_take_a_store_a_function_or_their_options() -> None:
         lambda: Checkpoints(MemoryStore(), max_deltas=0),
         lambda: Checkpoints(MemoryStore(), max_backoff=-1.0),
         lambda: Checkpoints(MemoryStore(), export_timeout=float("nan")),
+        lambda: Checkpoints(MemoryStore(), claim_after=0),
     ],
-    ids=["number", "path", "every", "export", "ratio", "deltas", "backoff", "timeout"],
+    ids=["number", "path", "every", "export", "ratio", "deltas", "backoff", "timeout", "claim"],
 )
 def test_checkpoints_refuse_what_they_cannot_use(value: Any) -> None:
     with pytest.raises(ConfigurationError):
@@ -122,6 +123,7 @@ def test_a_worker_s_checkpointer_compacts_and_retries_as_the_checkpoints_say() -
         max_deltas=7,
         max_backoff=90.0,
         export_timeout=30.0,
+        claim_after=240.0,
     )
     slot = SlotCheckpoints(settings, 0)
     worker = type("Worker", (), {"pid": 4242, "log": Log()})()
@@ -134,7 +136,8 @@ def test_a_worker_s_checkpointer_compacts_and_retries_as_the_checkpoints_say() -
         checkpointer.max_deltas,
         checkpointer.max_backoff,
         checkpointer.export_timeout,
-    ) == (0.2, 7, 90.0, 30.0)
+        checkpointer.claim_after,
+    ) == (0.2, 7, 90.0, 30.0, 240.0)
 
 
 def test_a_worker_s_checkpointer_warns_of_checkpoints_longer_than_graceful_timeout() -> None:
