@@ -235,7 +235,15 @@ def test_an_export_to_a_bucket_that_never_answers_ends_at_its_deadline(
     service, _ = release_b()
     with socket.create_server(("127.0.0.1", 0)) as silent:  # connects, never answers
         endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        options = {"config": {"endpoint": endpoint, **KEYS}, "client_options": {"allow_http": True}}
+        options = {
+            "config": {"endpoint": endpoint, **KEYS},
+            "client_options": {"allow_http": True},
+            # Past the deadline, then gone without a word: nothing is left to log into
+            # the tests after this one.
+            "timeout": 6,
+            "retries": 0,
+            "warn_after": None,
+        }
         with caplog.at_level(logging.INFO, logger="gateway.state"):
             glue.export_at_stop(service, "s3://silent/prod", seconds=2.5, **options)
     assert caplog.messages == [
