@@ -109,7 +109,8 @@ class Pieces(Protocol):
 
     @property
     def deltas_possible(self) -> bool:
-        """Whether deltas can be exported at all (every component tracks changes)."""
+        """Whether deltas can be exported at all (every component tracks changes);
+        it may turn false between rounds (a value changed in place was caught)."""
 
     def delta(self, *, limit: int | None = None) -> Payload:
         """A delta of what changed since the last piece, chained to it: at most
