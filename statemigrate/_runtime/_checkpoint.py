@@ -125,7 +125,9 @@ class Checkpointer(CheckpointCommitter):
             writers held for the delta only. The store gets the base and every delta
             so far as one object, committed atomically (see ``docs/checkpoints.md``).
             Needs components that track their changes (``TrackedDict``); without
-            them every checkpoint is full, and the log says why. After a restart,
+            them every checkpoint is full, and the log says why; so is every one
+            after the service caught a component changing a value in place, for the
+            rest of the process's life. After a restart,
             the chain ``start_from(store)`` restored from the same store is continued
             (the first checkpoint is a delta on it) when the state is exactly the
             chain's; otherwise the first checkpoint is a new base, and the log says

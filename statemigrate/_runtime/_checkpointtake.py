@@ -367,6 +367,12 @@ class CheckpointTaker:
             # Restored after this chain began: never continued, so no longer tracked.
             self.service._chains.drop("a checkpointer of the service has its own chain")
         source = self._source
+        if source is not None and source.distrusted is not None:
+            # The service caught a component changing values in place (this chain, or
+            # a hand-over): no delta is trusted again in this process, and checkpoints
+            # are full snapshots from here on (_new_source says so, once).
+            self.close()
+            source = None
         if self.export == "fork" and (source is None or self._compact_now(source)):
             return self._fork_base()
         if source is None:
@@ -414,8 +420,9 @@ class CheckpointTaker:
 
     def _new_source(self) -> PreCopySource | None:
         """A started change-tracking source for a new chain; None when the components
-        cannot tell what changed (checkpoints are then full snapshots, and stay so)."""
-        source = self.service._precopy_source(check=True)
+        cannot tell what changed, or the service caught one changing values in place
+        (checkpoints are then full snapshots, and stay so)."""
+        source = self.service._precopy_source(check=True, by="a checkpoint")
         source.start()
         if source.why_no_deltas is None:
             return source

@@ -12,7 +12,8 @@ base is not the piece it restored last.
 Change tracking comes from the components (see :mod:`statemigrate._model._changes`):
 a component that cannot tell what changed makes :attr:`PreCopySource.deltas_possible`
 false, and the caller then sends a full snapshot inside the pause, as without
-pre-copy.
+pre-copy. So does a component the service caught changing a value in place, in this
+source or in any other of the service's (see :mod:`statemigrate._runtime._inplacecaught`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import mmap
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import TypeVar
 
 import xxhash
 
@@ -29,12 +32,15 @@ from statemigrate._model._allowlossy import AllowLossy
 from statemigrate._model._changes import ComponentChanges, PartialState
 from statemigrate._runtime._deltawrite import changes_of, delta_section, takes_whole_states_only
 from statemigrate._runtime._export import section_to_walk
+from statemigrate._runtime._inplacecaught import InPlaceCatches
 from statemigrate._runtime._restore import Registered
 from statemigrate._snapshot._encode import EncodedSnapshot, SectionInput, new_snapshot_id
 from statemigrate._snapshot._header import DeltaBase
 from statemigrate._snapshot._msgpack import NotPlainError, pack_data
 
 __all__ = ["PreCopySource"]
+
+T = TypeVar("T")
 
 FullWriter = Callable[[str, int], EncodedSnapshot]
 """Writes the full snapshot of every component with the given id and generation."""
@@ -71,8 +77,14 @@ class PreCopySource:
         check: bool = False,
         delta_taken: DeltaTaken | None = None,
         forked_taken: ForkedTaken | None = None,
+        caught: InPlaceCatches | None = None,
+        by: str = "a pre-copy hand-over",
     ) -> None:
         self._entries = list(entries)
+        # The service's memory of the components caught changing values in place:
+        # told of this source's catches, asked before any delta is trusted.
+        self._caught = caught
+        self._by = by
         self._check = check  # plain states validated deep: the pieces are committed
         self._targets = dict(targets or {})
         self._allow_lossy = allow_lossy
@@ -222,9 +234,9 @@ class PreCopySource:
         """
         self._started()
         try:
-            for changes in self._changes:
+            for entry, changes in zip(self._entries, self._changes, strict=True):
                 if changes is not None:
-                    changes.check_in_place()
+                    self._watched(entry, changes.check_in_place)
         except ChangeTrackingError as exc:
             self._broken = f"a value changed in place ({exc})"
             raise
@@ -236,16 +248,27 @@ class PreCopySource:
     @property
     def deltas_possible(self) -> bool:
         """False when some component cannot tell what changed (no tracking), the
-        targets need a whole-data step to write deltas, or a delta failed: then the
-        caller sends :meth:`full` inside the pause instead."""
-        return self._round0 is not None and self._why_not is None and self._broken is None
+        targets need a whole-data step to write deltas, a delta failed, or the service
+        caught a component changing a value in place (for the rest of the process's
+        life): then the caller sends :meth:`full` inside the pause instead."""
+        return self.why_no_deltas is None
 
     @property
     def why_no_deltas(self) -> str | None:
         """Why :attr:`deltas_possible` is false, or ``None`` when it is true."""
         if self._round0 is None:
             return "not started"
-        return self._why_not or self._broken
+        return self._why_not or self.distrusted or self._broken
+
+    @property
+    def distrusted(self) -> str | None:
+        """Why no delta of these components is trusted for the rest of the process's
+        life: the service caught one changing a value in place (here, or in another
+        source of the service's), named with its first catch; ``None`` otherwise.
+        Unlike a failed delta, a :meth:`full` snapshot does not end it."""
+        if self._caught is None:
+            return None
+        return self._caught.why(entry.key for entry in self._entries)
 
     @property
     def base(self) -> DeltaBase | None:
@@ -281,9 +304,9 @@ class PreCopySource:
         started = time.perf_counter()
         try:
             taken = []
-            for changes in self._changes:
+            for entry, changes in zip(self._entries, self._changes, strict=True):
                 if changes is not None:
-                    taken.append(changes.take(limit=limit))
+                    taken.append(self._watched(entry, partial(changes.take, limit=limit)))
                     if limit is not None:
                         limit = max(limit - taken[-1].records, 0)
             sections = self._sections(taken)
@@ -322,6 +345,16 @@ class PreCopySource:
         if self._round0 is None or self._written is None:
             raise ConfigurationError("precopy", "start() the pre-copy source first")
         return self._round0, self._written
+
+    def _watched(self, entry: Registered, check: Callable[[], T]) -> T:
+        """``check()``, an in-place check of ``entry`` (a take runs one); a catch is
+        told to the service, which remembers it."""
+        try:
+            return check()
+        except ChangeTrackingError as exc:
+            if self._caught is not None:
+                self._caught.record(entry.key, exc, by=self._by)
+            raise
 
     def _check_deltas(self) -> str | None:
         for entry, changes in zip(self._entries, self._changes, strict=True):

@@ -34,6 +34,7 @@ from statemigrate._runtime._export import choose_versions, export_all
 from statemigrate._runtime._fork import serving_pid
 from statemigrate._runtime._gate import CheckpointGate
 from statemigrate._runtime._history import RestoreHistory
+from statemigrate._runtime._inplacecaught import InPlaceCatches
 from statemigrate._runtime._lossyexport import announce_lossy_exports
 from statemigrate._runtime._members import NAME_LIMIT, Members, RestoreFailurePolicy, check_policy
 from statemigrate._runtime._precopy import PreCopySource
@@ -160,6 +161,9 @@ class Service:
         """Snapshots and deltas applied to the components so far (any restore): a
         checkpointer's chain begun before one tracks components it replaced."""
         self._restores.applied = _piece_applied_of(self)
+        self._in_place = InPlaceCatches(name)
+        """The components caught changing values in place: their deltas are not
+        trusted again in this process, by any pre-copy source of the service's."""
         declare_service(name)
 
     # --- membership ------------------------------------------------------------------
@@ -360,9 +364,11 @@ class Service:
         allow_lossy: AllowLossy = False,
         meta: Mapping[str, str] | None = None,
         check: bool = False,
+        by: str = "a pre-copy hand-over",
     ) -> PreCopySource:
         """:meth:`precopy_source`; with ``check``, whose pieces are committed (a
-        checkpoint chain), plain states are validated deep (see :meth:`commit`)."""
+        checkpoint chain), plain states are validated deep (see :meth:`commit`).
+        ``by`` names the source's use when it catches a value changed in place."""
 
         def write_full(snapshot_id: str, generation: int) -> EncodedSnapshot:
             encoded, _ = self._snapshot(
@@ -391,6 +397,8 @@ class Service:
             check=check,
             delta_taken=self._record_delta,
             forked_taken=partial(record_forked_snapshot, self.name),
+            caught=self._in_place,
+            by=by,
         )
 
     def _reserve_generation(self) -> int:
@@ -721,7 +729,7 @@ def _chain_source_of(service: Service) -> Callable[[], PreCopySource]:
         service = service_ref()
         if service is None:
             raise ReferenceError("the service is gone")
-        return service._precopy_source(check=True)
+        return service._precopy_source(check=True, by="a checkpoint")
 
     return source
 

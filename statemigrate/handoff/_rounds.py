@@ -25,8 +25,9 @@ them end the pre-copy as before, with the rest in the last piece.
 
 What comes next is not done here: the caller pauses the writers and sends the last
 piece in SNAPSHOT as before, a delta, or a full snapshot when deltas cannot be used
-(a component that cannot tell what changed, or a successor whose plan has a
-whole-data step): the fallback, reported with its reason.
+(a component that cannot tell what changed, one the service caught changing a value
+in place, during the rounds or at any time before in this process, or a successor whose
+plan has a whole-data step): the fallback, reported with its reason.
 
 Nothing in this module changes the state, and the writers are never held here: a
 failure at any point leaves the old process serving exactly as before.
@@ -41,7 +42,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from statemigrate._errors import HandoffError, StoreError
+from statemigrate._errors import ChangeTrackingError, HandoffError, StoreError
 from statemigrate.handoff._drive import Steps
 from statemigrate.handoff._fork import export_forked
 from statemigrate.handoff._protocol import (
@@ -108,7 +109,8 @@ class Pieces(Protocol):
 
     @property
     def deltas_possible(self) -> bool:
-        """Whether deltas can be exported at all (every component tracks changes)."""
+        """Whether deltas can be exported at all (every component tracks changes);
+        it may turn false between rounds (a value changed in place was caught)."""
 
     def delta(self, *, limit: int | None = None) -> Payload:
         """A delta of what changed since the last piece, chained to it: at most
@@ -296,6 +298,8 @@ def _delta_round(
     records = min(pieces.pending(), ROUND_RECORDS)
     try:
         payload = pieces.delta(limit=ROUND_RECORDS)
+    except ChangeTrackingError:
+        raise  # no delta is trusted any more: the caller falls back
     except Exception as exc:
         raise HandoffError("precopy", f"exporting delta round {number} raised {exc!r}") from exc
     return (
@@ -317,6 +321,10 @@ def _small_enough(pending: int, last: Round) -> bool:
     """Whether ``pending`` records fit the pause, at the pace of the ``last`` delta round."""
     pace = last.records / last.seconds if last.seconds > 0 else float("inf")
     return pending <= pace * FINAL_TARGET
+
+
+def _why_not(pieces: Pieces, why_not: Callable[[Pieces], str] | None, default: str) -> str:
+    return why_not(pieces) if why_not is not None else default
 
 
 def send_rounds(
@@ -345,9 +353,7 @@ def send_rounds(
     except Exception as exc:
         raise HandoffError("precopy", f"starting the pre-copy rounds raised {exc!r}") from exc
     if not pieces.deltas_possible:
-        attempt.fallback = (
-            why_not(pieces) if why_not is not None else "some component cannot tell what changed"
-        )
+        attempt.fallback = _why_not(pieces, why_not, "some component cannot tell what changed")
         return False
     applied = yield from _round_zero(
         channel, attempt, pieces, mode=mode, watch=watch, timeout=timeout
@@ -359,6 +365,8 @@ def send_rounds(
     capped = 0
     previous: int | None = None
     while number - capped < MAX_ROUNDS and capped < MAX_CAPPED_ROUNDS:
+        if not pieces.deltas_possible:
+            break
         pending = pieces.pending()
         if pending <= MIN_FINAL or (number > 0 and _small_enough(pending, attempt.rounds[-1])):
             break
@@ -368,10 +376,20 @@ def send_rounds(
         number += 1
         if pending > ROUND_RECORDS:
             capped += 1
-        applied = yield from _delta_round(
-            channel, attempt, pieces, number, watch=watch, timeout=timeout
-        )
+        try:
+            applied = yield from _delta_round(
+                channel, attempt, pieces, number, watch=watch, timeout=timeout
+            )
+        except ChangeTrackingError as exc:
+            attempt.fallback = _why_not(pieces, why_not, f"delta round {number}: {exc}")
+            return False
         if not applied.deltas:
             attempt.fallback = f"the successor stopped accepting deltas: {applied.why or '?'}"
             return False
+    if not pieces.deltas_possible:
+        # A value changed in place, caught since round 0 (by a checkpoint of the
+        # service, say): the pieces sent may lack other such changes, and the full
+        # snapshot in the pause replaces them.
+        attempt.fallback = _why_not(pieces, why_not, "deltas are not possible")
+        return False
     return True

@@ -461,9 +461,10 @@ class ShelfStore:
         self.shelves: TrackedDict[str, list[int]] = TrackedDict()
 
 
-def test_a_value_changed_in_place_fails_its_delta_and_the_next_checkpoint_is_a_base() -> None:
-    """A delta that finds a value changed in place fails; the checkpoint after it
-    starts a new chain, whose base holds the change (a delta would not)."""
+def test_a_value_changed_in_place_fails_its_delta_and_the_next_checkpoints_are_full() -> None:
+    """A delta that finds a value changed in place fails; the checkpoints after it are
+    full snapshots for the rest of the process's life, and hold the change (a delta
+    would not)."""
     service = Service("shelves", registry=SHELF_REGISTRY)
     shelf = service.register(ShelfStore())
     service.start_cold("new")
@@ -481,7 +482,7 @@ def test_a_value_changed_in_place_fails_its_delta_and_the_next_checkpoint_is_a_b
     with pytest.raises(ChangeTrackingError, match=r"\['shelves'\]\['b'\]"):
         checkpointer.checkpoint_now()
     checkpointer.checkpoint_now()
-    assert checkpointer.chain_length == 1  # a new base
+    assert checkpointer.chain_length == 0  # a full snapshot, no chain
     again = Service("shelves", registry=SHELF_REGISTRY)
     back = again.register(ShelfStore())
     again.start_from(store)

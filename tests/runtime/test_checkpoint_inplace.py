@@ -1,5 +1,6 @@
 """Incremental checkpoints and values changed in place: a checkpoint that would be
-skipped as unchanged runs the in-place watch first, and so does the final one."""
+skipped as unchanged runs the in-place watch first, and so does the final one; after a
+catch, every checkpoint of the process is a full snapshot."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from statemigrate import (
     Service,
     TrackedDict,
 )
+from statemigrate._model._inplacewatch import InPlaceWatch
 
 
 class Entry(TypedDict):
@@ -90,7 +92,7 @@ def test_counters_changed_only_in_place_fail_the_checkpoint_instead_of_being_ski
 ) -> None:
     """The docs' own untracked change and no write at all: every checkpoint used to be
     skipped as unchanged, and a restart lost every hit. Now the one that would skip
-    fails, and the next one is a full base, which holds the hits."""
+    fails, and every one after it is a full snapshot, which holds the hits."""
     service, counter = counter_service()
     store = MemoryStore()
     checkpointer = Checkpointer(
@@ -99,9 +101,52 @@ def test_counters_changed_only_in_place_fail_the_checkpoint_instead_of_being_ski
     )
     checkpointer.checkpoint_now()
     outcomes = checkpoints_after_each(checkpointer, counter, hit_in_place)
-    assert outcomes == ["caught", "committed"] * 5
-    assert checkpointer.chain_length == 1  # each commit a new base
+    assert outcomes == ["caught"] + ["committed"] * 9
+    assert checkpointer.chain_length == 0  # full snapshots, no chain
     assert restored_hits(store) == 10
+
+
+def blind_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From here on the in-place sample watches no record: what it does at 300,000
+    records for most of those changed in place."""
+    monkeypatch.setattr(InPlaceWatch, "watch", lambda self, field, records: None)
+    monkeypatch.setattr(InPlaceWatch, "seed", lambda self, field, records, *, held: None)
+
+
+@pytest.mark.parametrize("export", ["inline", "fork"])
+def test_after_a_catch_checkpoints_stay_full_and_hold_changes_no_sample_sees(
+    export: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once caught, the habit is not forgotten: the chain used to trust deltas again
+    after its next full base, so a later change in place that no sample watched was
+    skipped as unchanged and lost. Every checkpoint after the catch is full (said once),
+    and a restore holds every hit."""
+    service, counter = counter_service()
+    store = MemoryStore()
+    checkpointer = Checkpointer(
+        service, store, every=3600.0, incremental=True, quiesce=threading.Lock(),
+        export=export,  # type: ignore[arg-type]
+    )
+    checkpointer.checkpoint_now()
+    hit_in_place(counter, "k0")
+    with caplog.at_level(logging.WARNING, logger="statemigrate"):
+        with pytest.raises(ChangeTrackingError):
+            checkpointer.checkpoint_now()
+        blind_sample(monkeypatch)
+        reports = []
+        for key in KEYS[1:]:
+            hit_in_place(counter, key)
+            reports.append(checkpointer.checkpoint_now())
+    assert restored_hits(store) == 10
+    assert [r.reason or "committed" for r in reports] == ["committed"] * 9
+    assert all(r.committed is not None and r.committed.snapshot.chain == 0 for r in reports)
+    caught = [r for r in caplog.records if "caught changing a value in place" in r.getMessage()]
+    full = [r for r in caught if "checkpoints of hits are full snapshots" in r.getMessage()]
+    assert len(caught) == 2 and len(full) == 1  # the catch, and its cost, each said once
+    (warning,) = [r for r in caught if r not in full]
+    assert "hits/default" in warning.getMessage()
+    assert "['entries']['k0']" in warning.getMessage()
+    assert "check_change_tracking" in warning.getMessage()
 
 
 def test_a_scheduled_checkpoint_that_catches_one_logs_a_warning(
@@ -171,7 +216,7 @@ def test_a_final_checkpoint_that_catches_one_commits_a_full_snapshot(
     with caplog.at_level(logging.ERROR, logger="statemigrate"):
         report = checkpointer.stop()
     assert report is not None and report.committed is not None
-    assert report.committed.snapshot.chain == 1
+    assert report.committed.snapshot.chain == 0  # a full snapshot, not a chain's base
     (record,) = caplog.records
     assert record.getMessage().startswith("final checkpoint of hits: hits: a delta misses")
     assert record.getMessage().endswith("committing a full snapshot instead")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 from typing import Any
 
@@ -388,10 +389,14 @@ def test_a_failed_delta_ends_the_chain_until_a_full_snapshot() -> None:
     assert pieces.deltas_possible
 
 
-def test_a_check_in_place_that_catches_a_change_ends_the_chain_until_a_full_snapshot() -> None:
+def test_a_check_in_place_that_catches_a_change_ends_deltas_for_the_process(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """With nothing pending, a caller that skips the delta checks the watched records
-    instead; a value changed in place there ends the chain as a failed delta does, so
-    the next piece is a full snapshot, which holds the change."""
+    instead; a value changed in place there ends the chain, so the next piece is a full
+    snapshot, which holds the change. The service remembers the catch: no later piece
+    of this source, nor any other source of the service, is a delta, and it says so
+    once."""
     source = Service("svc", registry=REGISTRY)
     old = source.register(CacheV2())
     old.entries["a"] = {"n": 1}
@@ -402,15 +407,34 @@ def test_a_check_in_place_that_catches_a_change_ends_the_chain_until_a_full_snap
         assert pieces.deltas_possible
         old.entries["a"]["n"] = 2  # no write
         assert pieces.pending() == 0
-        with pytest.raises(ChangeTrackingError, match=r"\['entries'\]\['a'\]"):
-            pieces.check_in_place()
+        with caplog.at_level(logging.WARNING, logger="statemigrate"):
+            with pytest.raises(ChangeTrackingError, match=r"\['entries'\]\['a'\]"):
+                pieces.check_in_place()
         assert not pieces.deltas_possible
-        assert "a value changed in place" in (pieces.why_no_deltas or "")
         target = Service("svc", registry=REGISTRY)
         new = target.register(CacheV2())
         target.restore(pieces.full().to_bytes())
-        assert pieces.deltas_possible
+        assert not pieces.deltas_possible  # a full snapshot no longer ends it
+        why = pieces.why_no_deltas or ""
+        assert why.startswith("cache/default was caught changing a value in place at")
+        assert "['entries']['a']" in why and "by a pre-copy hand-over" in why
+        with pytest.raises(ConfigurationError, match="no delta can be written: cache/default"):
+            pieces.delta()
     assert new.entries["a"] == {"n": 2}
+    with source.precopy_source() as later:
+        later.start()
+        assert later.why_no_deltas == why
+        later.full()
+        old.entries["a"]["n"] = 3
+        with pytest.raises(ChangeTrackingError):
+            later.check_in_place()  # caught again: nothing more is said
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert set(source._in_place.caught) == {"cache/default"}
+    fresh = Service("svc", registry=REGISTRY)
+    fresh.register(CacheV2())
+    with fresh.precopy_source() as others:
+        others.start()
+        assert others.deltas_possible  # another service caught nothing
 
 
 def test_a_delta_is_refused_by_a_component_not_restored_from_its_base() -> None:
