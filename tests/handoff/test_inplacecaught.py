@@ -4,11 +4,11 @@ the full snapshot goes in the pause, whichever of the service's checks caught it
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections.abc import Callable
 
 import pytest
+from inprocess_handoff import hand_over_in_process as _in_process
 from typing_extensions import TypedDict
 
 from statemigrate import (
@@ -25,9 +25,6 @@ from statemigrate._snapshot._encode import EncodedSnapshot
 from statemigrate.handoff import (
     ControlCallbacks,
     HandoffReport,
-    hand_over,
-    receive_handoff,
-    take_over,
 )
 
 
@@ -72,19 +69,8 @@ def blind_sample(monkeypatch: pytest.MonkeyPatch) -> None:
 def hand_over_in_process(
     service: Service, successor: Service, *, pause: Callable[[], object]
 ) -> HandoffReport:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-
-    def take() -> None:
-        with receive_handoff(theirs) as inheritance:
-            take_over(successor, inheritance)
-
-    thread = threading.Thread(target=take)
-    with ours, theirs:
-        thread.start()
-        control = ControlCallbacks(pause=pause)
-        report = hand_over(service, ours, listeners={}, control=control, precopy="inline")
-        thread.join(60)  # only stops a hang
-    return report
+    control = ControlCallbacks(pause=pause)
+    return _in_process(service, successor, control=control, precopy="inline")
 
 
 def test_a_catch_by_a_checkpoint_sends_the_full_snapshot_in_a_later_handoffs_pause(

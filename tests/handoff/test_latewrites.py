@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 from handoff_children.precopy import build_service
+from inprocess_handoff import hand_over_in_process
 
 import statemigrate as sm
 from statemigrate._runtime._latewrites import LateWrites
@@ -33,19 +34,8 @@ def _hand_over_in_process(
     precopy: PreCopy,
     stop_accepting: Callable[[], object] | None = None,
 ) -> HandoffReport:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-
-    def take() -> None:
-        with receive_handoff(theirs) as inheritance:
-            take_over(successor, inheritance)
-
-    thread = threading.Thread(target=take)
-    with ours, theirs:
-        thread.start()
-        control = ControlCallbacks(stop_accepting=stop_accepting)
-        report = hand_over(service, ours, listeners={}, control=control, precopy=precopy)
-        thread.join(60)  # only stops a hang
-    return report
+    control = ControlCallbacks(stop_accepting=stop_accepting)
+    return hand_over_in_process(service, successor, control=control, precopy=precopy)
 
 
 def _late_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

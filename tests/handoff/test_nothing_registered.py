@@ -3,39 +3,17 @@ processes warn once, naming the service."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import socket
-import threading
 
 import pytest
 from handoff_children.precopy import build_service
+from inprocess_handoff import hand_over_in_process
 
 import statemigrate as sm
-from statemigrate.handoff import (
-    hand_over,
-    hand_over_async,
-    receive_handoff,
-    take_over,
-)
 
 
 def _in_process(old: sm.Service, new: sm.Service, *, asynchronous: bool) -> None:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-
-    def take() -> None:
-        with receive_handoff(theirs) as inheritance:
-            take_over(new, inheritance)
-
-    thread = threading.Thread(target=take)
-    with ours, theirs:
-        thread.start()
-        if asynchronous:
-            report = asyncio.run(hand_over_async(old, ours, listeners={}))
-        else:
-            report = hand_over(old, ours, listeners={})
-        thread.join(60)  # only stops a hang
-    assert report.ok
+    assert hand_over_in_process(old, new, asynchronous=asynchronous).ok
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -4,12 +4,12 @@ writes its section unchanged into every snapshot, so the release that has it res
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import pytest
+from inprocess_handoff import hand_over_in_process
 from typing_extensions import TypedDict
 
 from statemigrate import (
@@ -24,7 +24,6 @@ from statemigrate import (
     open_snapshot,
 )
 from statemigrate._runtime._chain import split_chain
-from statemigrate.handoff import hand_over, receive_handoff, take_over
 
 SERVICE = "shop"
 T = TypeVar("T")
@@ -276,18 +275,7 @@ def test_a_checkpoint_chain_carries_the_section_in_its_base() -> None:
 
 
 def _handed_over(old: Service, new: Service) -> None:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-
-    def take() -> None:
-        with receive_handoff(theirs) as inheritance:
-            take_over(new, inheritance)
-
-    thread = threading.Thread(target=take)
-    with ours, theirs:
-        thread.start()
-        report = hand_over(old, ours, listeners={})
-        thread.join(60)  # only stops a hang
-    assert report.ok
+    assert hand_over_in_process(old, new).ok
 
 
 def test_a_handoff_carries_the_section_through_a_release_without_it() -> None:
