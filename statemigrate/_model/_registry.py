@@ -220,7 +220,11 @@ class Registry:
 
         The class is bound to this registry (see :class:`ComponentSpec`). The schema
         version may be registered later; looking it up fails until it is.
+
+        Raises:
+            RegistrationError: the component is retired in this registry.
         """
+        self._refuse_retired(component)
 
         def decorate(cls: type[C]) -> type[C]:
             return bind_component(cls, ComponentSpec(component, version, self))

@@ -217,6 +217,8 @@ def test_only_a_component_without_schemas_can_be_retired() -> None:
     assert retired.retired() == ["quotas"] == retired.copy().retired()
     with pytest.raises(RegistrationError, match="'quotas' is retired"):
         retired.add_schema("quotas", 1, QuotasV1)
+    with pytest.raises(RegistrationError, match="'quotas' is retired"):
+        retired.migratable("quotas", version=1)
 
 
 def test_a_component_registered_over_a_carried_section_waits_for_its_restore(
