@@ -52,6 +52,10 @@ if TYPE_CHECKING:
 __all__ = ["CheckpointCommitter", "check_checkpoint_options", "check_positive"]
 
 logger = logging.getLogger("statemigrate")
+
+_STARTING_GRACE = 10.0
+"""Seconds a checkpointer waits for a ``starting`` service to restore or start cold
+before it warns: started just before ``start_from``, it finds it starting for a moment."""
 # The routine line of each committed checkpoint, one per interval: a logger of its own,
 # so that an operator can quieten it without losing the failures and restores.
 routine_logger = logging.getLogger("statemigrate.checkpoints")
@@ -202,6 +206,7 @@ class CheckpointCommitter:
         # Seconds of the checkpoints in a row over every, and of each, its store's commit.
         self._overruns: list[tuple[float, float]] = []
         self._waiting_logged: str | None = None  # the status last said to hold it back
+        self._starting_since: float | None = None  # when a skip first found it starting
         self._state_pending = False  # the last attempt found the service without its state
         self._final = False  # the checkpoint under way is the final one
         self._committing = False  # the checkpoint under way reached its commit
@@ -403,6 +408,8 @@ class CheckpointCommitter:
         (one under way, or one that gave the state to a successor: ``docs/handoff.md``)."""
         status = self.service.status
         self._state_pending = not status.ready
+        if status.state != "starting":
+            self._starting_since = None
         if not status.ready:
             # A process that has not restored, taken over or declared a cold start holds
             # no state worth keeping: committing it would replace the store's latest
@@ -411,27 +418,42 @@ class CheckpointCommitter:
                 f"the service is {status.state}, not yet restored or started cold"
                 " (start_from, a handoff's take-over or start_cold)"
             )
-            if self._waiting_logged != status.state:
-                self._waiting_logged = status.state
-                # Expected while a restore or a handoff's take-over is under way (a
-                # checkpointer started by the application's start-up hook, or before
-                # the server adapter, before the state arrives: in a successor it is
-                # `starting` until the handshake is done); a warning only for a service
-                # that nothing restores. A failed restore logged its own error: the
-                # skip that follows adds nothing to it.
-                expected = status.state == "restoring" or (
-                    status.state == "starting" and started_by_handoff()
-                )
-                if status.state == "failed":
-                    level = logging.DEBUG
-                else:
-                    level = logging.INFO if expected else logging.WARNING
-                logger.log(level, "checkpoint of %s skipped: %s", self.service.name, reason)
+            self._log_waiting(status.state, reason)
             return reason
         if self.service._checkpoints.open:
             return None
         logger.debug("checkpoint of %s skipped: a handoff holds it back", self.service.name)
         return "a handoff holds checkpoints back"
+
+    def _log_waiting(self, state: str, reason: str) -> None:
+        """Say once per status that checkpoints wait for the state, and warn of a
+        service still ``starting`` after :data:`_STARTING_GRACE` seconds.
+
+        Waiting is expected while a restore or a handoff's take-over is under way (a
+        checkpointer started by the application's start-up hook, or before the server
+        adapter, before the state arrives: in a successor it is ``starting`` until the
+        handshake is done), and for a moment before ``start_from`` begins, when the
+        checkpointer was started first, as docs/checkpoints.md allows. A service that
+        stays ``starting`` is one nothing restores nor starts cold: that is the warning.
+        A failed restore logged its own error: the skip that follows adds nothing."""
+        if state == "starting" and not started_by_handoff():
+            now = time.monotonic()
+            if self._starting_since is None:
+                self._starting_since = now
+            elif now - self._starting_since >= _STARTING_GRACE and self._waiting_logged != "warned":
+                self._waiting_logged = "warned"
+                logger.warning(
+                    "checkpoint of %s skipped for %.0f s: %s",
+                    self.service.name,
+                    now - self._starting_since,
+                    reason,
+                )
+                return
+        if self._waiting_logged in (state, "warned"):
+            return
+        self._waiting_logged = state
+        level = logging.DEBUG if state == "failed" else logging.INFO
+        logger.log(level, "checkpoint of %s skipped: %s", self.service.name, reason)
 
     # --- incremental ---------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from statemigrate import (
     TmpfsStore,
 )
 from statemigrate._observe._instruments import use_sink
-from statemigrate._runtime import _gate
+from statemigrate._runtime import _checkpointcommit, _gate
 from statemigrate._runtime._checkpoint import retry_delay
 from statemigrate.stores import Buffer, MemoryRef, ObjectStore, SnapshotRef
 
@@ -661,21 +661,27 @@ def test_no_checkpoint_commits_before_the_service_owns_its_state(caplog: Any) ->
 
 
 def test_a_skip_while_the_state_arrives_is_expected_and_a_never_restored_service_warns(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A successor's checkpointer started by the application's start-up hook ticks
-    while the handoff's snapshot arrives: INFO. A service that never restored nor
-    started cold is the misconfiguration the warning is for."""
+    while the handoff's snapshot arrives: INFO. So does one started just before
+    ``start_from``, which finds the service starting for a moment. A service that stays
+    starting, which nothing restores nor starts cold, is the misconfiguration the
+    warning is for."""
     caplog.set_level(logging.INFO, logger="statemigrate")
     successor, _ = ledger_service(started=False)
     successor._tracker.take_over()
     assert successor.status.state == "restoring"
     assert Checkpointer(successor, MemoryStore()).checkpoint_now().skipped
     forgotten, _ = ledger_service(started=False)
-    assert Checkpointer(forgotten, MemoryStore()).checkpoint_now().skipped
+    checkpointer = Checkpointer(forgotten, MemoryStore())
+    assert checkpointer.checkpoint_now().skipped  # start_from may be about to begin
+    monkeypatch.setattr(_checkpointcommit, "_STARTING_GRACE", 0.0)
+    assert checkpointer.checkpoint_now().skipped  # still starting past the grace
+    assert checkpointer.checkpoint_now().skipped  # warned once
     skips = [(r.levelname, r.getMessage()) for r in caplog.records if "skipped" in r.getMessage()]
-    assert [level for level, _ in skips] == ["INFO", "WARNING"]
-    assert "is restoring" in skips[0][1] and "is starting" in skips[1][1]
+    assert [level for level, _ in skips] == ["INFO", "INFO", "WARNING"]
+    assert "is restoring" in skips[0][1] and "is starting" in skips[2][1]
 
 
 def test_a_skip_after_a_failed_restore_adds_no_warning_to_its_error(
@@ -715,9 +721,12 @@ def test_a_skip_in_a_successor_before_its_take_over_begins_is_expected(
     assert Checkpointer(successor, MemoryStore()).checkpoint_now().skipped
     monkeypatch.setattr(_gate, "_descriptors_taken", False)
     forgotten, _ = ledger_service(started=False)
-    assert Checkpointer(forgotten, MemoryStore()).checkpoint_now().skipped
+    checkpointer = Checkpointer(forgotten, MemoryStore())
+    assert checkpointer.checkpoint_now().skipped
+    monkeypatch.setattr(_checkpointcommit, "_STARTING_GRACE", 0.0)
+    assert checkpointer.checkpoint_now().skipped
     skips = [(r.levelname, r.getMessage()) for r in caplog.records if "skipped" in r.getMessage()]
-    assert [level for level, _ in skips] == ["INFO", "INFO", "WARNING"]
+    assert [level for level, _ in skips] == ["INFO", "INFO", "INFO", "WARNING"]
     assert all("is starting" in message for _, message in skips)
 
 
