@@ -436,6 +436,10 @@ def check_schemas(
         for name in names:
             if name not in registered and not frozen_versions(folder, name):
                 registry.versions(name)  # raises UnknownComponentError for a stranger
+        # Steps under a component with no schema at all (a misspelt name) belong to no
+        # component one could ask for: they are checked whichever were asked for.
+        strays = [n for n in registry.components() if n not in registered]
+        names = sorted(set(names) | {n for n in strays if not frozen_versions(folder, n)})
     problems: list[LockProblem] = []
     if migrations is not None:
         problems += [

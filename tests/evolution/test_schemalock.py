@@ -571,3 +571,6 @@ def test_a_step_of_a_misspelt_component_fails_the_check(frozen: Path) -> None:
         "step `kvcach 3 -> 4 (<lambda>)` starts at version 3, and no schema of 'kvcach' is"
         " registered at all (a misspelt component?)" in report.to_markdown()
     )
+    # A check of the component the step was meant for finds it too.
+    scoped = check_schemas(registry, frozen, components=["kvcache"])
+    assert {(p.component, p.kind) for p in scoped.problems} == {("kvcach", "dangling_step")}
