@@ -111,7 +111,7 @@ class ComponentChanges:
         self._fields = dict(fields)
         self._custom = custom
         self._marks: dict[str, ChangeMark] = {}
-        self._watch = InPlaceWatch(schema.component)
+        self._watch = InPlaceWatch(schema.component, held_objects=not custom)
 
     @classmethod
     def attach(cls, obj: object, *, registry: Registry | None = None) -> ComponentChanges | None:

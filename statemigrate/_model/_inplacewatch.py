@@ -13,7 +13,11 @@ must still have the same digest. A caller that skips a take because no key was w
 only changes values in place writes no key at all. A service that changes its values
 in place does so to many of its records, so the sample catches it within a few takes,
 and the hand-over or checkpoint fails with :class:`~statemigrate.ChangeTrackingError`
-instead of losing writes. It is a net, not a proof:
+instead of losing writes. A record of an immutable type (a ``str``, ``bytes``, a
+number, a tuple of them) held by a ``TrackedDict`` itself is never watched: nothing can
+change it in place, and its digest would cost a walk of its whole text (tens of
+milliseconds for a string of a few MB, with the writers held) to find nothing. It is a
+net, not a proof:
 ``statemigrate.testing.check_change_tracking`` is the test that shows a component
 right.
 """
@@ -62,8 +66,20 @@ def exact_check() -> Iterator[None]:
 class InPlaceWatch:
     """The records of one component watched from take to take, per record field."""
 
-    def __init__(self, component: str) -> None:
+    def __init__(self, component: str, *, held_objects: bool = True) -> None:
+        """A watch of nothing yet.
+
+        Args:
+            component: the component's name, for the errors.
+            held_objects: the records read are the very objects the record fields
+                hold (a ``TrackedDict``'s values), so that one of an immutable type
+                cannot change in place and is not watched. False for records a
+                component exports from a structure of its own (the records
+                protocol): an ``int`` it computes changes with that structure,
+                written or not.
+        """
         self._component = component
+        self._held_objects = held_objects
         self._watched: dict[str, dict[Any, bytes]] = {}
         self._taken: dict[str, int] = {}  # records taken per field, for the random pool
         self._random = random.Random()
@@ -121,7 +137,7 @@ class InPlaceWatch:
             taken += 1
             if index >= SAMPLE and self._random.random() * taken >= POOL:
                 continue
-            digest = _digest(value)
+            digest = self._digest(value)
             if digest is None:
                 continue
             if key not in watched and len(watched) >= SAMPLE + POOL:
@@ -137,10 +153,17 @@ class InPlaceWatch:
         if not _SAMPLING.get():
             return
         for key, value in records.items():
-            digest = _digest(value)
+            digest = self._digest(value)
             if digest is not None:
                 watched[key] = digest
         self._taken[field] = held
+
+    def _digest(self, value: object) -> bytes | None:
+        """The digest to watch ``value`` by; None when it is not watched: it cannot be
+        had, or ``value`` is a held object that nothing can change in place."""
+        if self._held_objects and _immutable(value, 0):
+            return None
+        return _digest(value)
 
     def forget(self) -> None:
         """Watch nothing (the changes were dropped, or a full state taken instead)."""
@@ -149,6 +172,19 @@ class InPlaceWatch:
 
 
 _GONE: Any = object()
+
+_IMMUTABLE_LEAVES = (str, bytes, int, float, complex, bool, type(None))
+
+
+def _immutable(value: object, depth: int) -> bool:
+    """Whether nothing can change ``value`` in place: a ``str``, ``bytes``, a number,
+    ``None``, or a tuple or frozenset of such (exactly these classes: a subclass may
+    carry attributes that change)."""
+    if type(value) in _IMMUTABLE_LEAVES:
+        return True
+    if isinstance(value, tuple | frozenset) and type(value) in (tuple, frozenset):
+        return depth < _DEEPEST and all(_immutable(item, depth + 1) for item in value)
+    return False
 
 
 def _digest(value: object) -> bytes | None:

@@ -12,6 +12,7 @@ from typing_extensions import TypedDict
 
 from statemigrate import Registry, Service, TrackedDict
 from statemigrate._errors import ChangeTrackingError, RegistrationError
+from statemigrate._model import _inplacewatch
 from statemigrate._model._changes import ComponentChanges, key_codec
 from statemigrate._model._inplacewatch import InPlaceWatch
 
@@ -458,6 +459,89 @@ def test_the_pool_starts_again_from_a_full_state() -> None:
     store.carts["c1"].append(-1)
     changes.skip()  # a full state, taken now, holds the change
     changes.take()
+
+
+class Blobs(TypedDict):
+    blobs: dict[str, str]
+    pairs: dict[str, tuple[int, str]]
+    boxes: dict[str, tuple[list[int], str]]
+
+
+REGISTRY.add_schema("blobs", 1, Blobs)
+
+
+@REGISTRY.migratable("blobs", version=1)
+class BlobStore:
+    def __init__(self) -> None:
+        self.blobs: TrackedDict[str, str] = TrackedDict()
+        self.pairs: TrackedDict[str, tuple[int, str]] = TrackedDict()
+        self.boxes: TrackedDict[str, tuple[list[int], str]] = TrackedDict()
+
+
+def _digests_counted(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The values the watch digests, from now on."""
+    digested: list[object] = []
+    digest = _inplacewatch._digest
+
+    def counted(value: object) -> bytes | None:
+        digested.append(value)
+        return digest(value)
+
+    monkeypatch.setattr(_inplacewatch, "_digest", counted)
+    return digested
+
+
+def test_records_no_one_can_change_in_place_are_not_digested(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A string (or a tuple of immutable values) a TrackedDict holds cannot change
+    without a write of its key: the watch does not digest it, at any size (a digest of
+    a few MB of text takes tens of milliseconds, with the writers held). A tuple
+    holding a list can change in place, and is still watched and caught."""
+    store = BlobStore()
+    store.blobs.update((f"b{i}", "x" * 1000) for i in range(300))
+    store.pairs.update((f"p{i}", (i, "x")) for i in range(300))
+    digested = _digests_counted(monkeypatch)
+    changes = ComponentChanges.attach(store, registry=REGISTRY)
+    assert changes is not None
+    changes.open()  # the pool drawn from the records held
+    store.blobs["b1"] = "y" * 4_000_000
+    store.pairs["p1"] = (1, "y")
+    store.boxes["x"] = ([1], "x")
+    changes.take()  # the first records taken join the watch
+    changes.check_in_place()
+    assert digested == [([1], "x"), ([1], "x")]  # watched at the take, checked after
+    store.boxes["x"][0].append(2)
+    with pytest.raises(ChangeTrackingError, match=r"\['boxes'\]\['x'\]"):
+        changes.take()
+
+
+class Summed(Recorded):
+    """Records an int it computes from history of its own: the history can change
+    without a write of the TrackedDict, and so the int exported."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: dict[str, list[int]] = {}
+
+    def export_records(self, field: str, keys: Iterable[str]) -> dict[str, int]:
+        return {k: sum(self.history[k]) for k in keys if k in self._entries}
+
+
+def test_an_exported_int_changed_behind_the_log_is_still_caught() -> None:
+    """The ints of a records-protocol component are exports of its own structure, not
+    the objects its TrackedDict holds: they are watched, and one that changed without
+    a write of its key is caught."""
+    obj = Summed()
+    changes = ComponentChanges.attach(obj, registry=REGISTRY)
+    assert changes is not None
+    changes.open()
+    obj.history["a"] = [1]
+    obj._entries["a"] = 1
+    changes.take()
+    obj.history["a"].append(2)  # no write of "a"
+    with pytest.raises(ChangeTrackingError, match=r"\['entries'\]\['a'\]"):
+        changes.take()
 
 
 class TupleKeyed(Recorded):
