@@ -14,10 +14,10 @@ only changes values in place writes no key at all. A service that changes its va
 in place does so to many of its records, so the sample catches it within a few takes,
 and the hand-over or checkpoint fails with :class:`~statemigrate.ChangeTrackingError`
 instead of losing writes. A record of an immutable type (a ``str``, ``bytes``, a
-number, a tuple of them) held by a ``TrackedDict`` itself is never watched: nothing can
-change it in place, and its digest would cost a walk of its whole text (tens of
-milliseconds for a string of a few MB, with the writers held) to find nothing. It is a
-net, not a proof:
+number, a tuple of them) held by a ``TrackedDict`` itself is watched by its hash alone:
+nothing can change it in place, only a write that bypassed the log, and its digest
+would cost a walk of its whole text (tens of milliseconds for a string of a few MB,
+with the writers held). It is a net, not a proof:
 ``statemigrate.testing.check_change_tracking`` is the test that shows a component
 right.
 """
@@ -115,7 +115,7 @@ class InPlaceWatch:
         current = read(list(watched))
         for key, before in list(watched.items()):
             value = current.get(key, _GONE)
-            digest = None if value is _GONE else _digest(value)
+            digest = None if value is _GONE else self._digest(value)
             if digest is None:
                 del watched[key]  # gone (a deletion, which the log records) or unreadable
             elif digest != before and not written_meanwhile(key):
@@ -159,10 +159,13 @@ class InPlaceWatch:
         self._taken[field] = held
 
     def _digest(self, value: object) -> bytes | None:
-        """The digest to watch ``value`` by; None when it is not watched: it cannot be
-        had, or ``value`` is a held object that nothing can change in place."""
+        """The digest to watch ``value`` by; None when it cannot be had. A held object
+        that nothing can change in place is watched by its hash, which a ``str`` or
+        ``bytes`` computes once and keeps: only a write that bypassed the log
+        (``dict.__setitem__`` on the tracked dict) can change it, and its full digest
+        would cost a walk of its whole text with the writers held."""
         if self._held_objects and _immutable(value, 0):
-            return None
+            return b"hash:" + hash(value).to_bytes(8, "little", signed=True)
         return _digest(value)
 
     def forget(self) -> None:

@@ -516,6 +516,22 @@ def test_records_no_one_can_change_in_place_are_not_digested(
         changes.take()
 
 
+def test_a_string_replaced_behind_the_log_is_still_caught() -> None:
+    """Not digested is not unwatched: a string set with ``dict.__setitem__`` on the
+    tracked dict, which the log never sees, changes what the watch keeps of it."""
+    store = BlobStore()
+    store.blobs.update((f"b{i}", "x" * 1000) for i in range(300))
+    changes = ComponentChanges.attach(store, registry=REGISTRY)
+    assert changes is not None
+    changes.open()
+    store.blobs["b1"] = "y" * 4_000_000
+    changes.take()  # b1 joins the watch
+    changes.check_in_place()
+    dict.__setitem__(store.blobs, "b1", "z")
+    with pytest.raises(ChangeTrackingError, match=r"\['blobs'\]\['b1'\]"):
+        changes.check_in_place()
+
+
 class Summed(Recorded):
     """Records an int it computes from history of its own: the history can change
     without a write of the TrackedDict, and so the int exported."""
