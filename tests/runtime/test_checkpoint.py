@@ -645,6 +645,7 @@ def test_no_checkpoint_commits_before_the_service_owns_its_state(caplog: Any) ->
     """A process that has not restored, taken over or started cold (a successor whose
     checkpointer starts before the state arrives, a worker forked from a master that
     never restored) would replace the latest checkpoint with an empty state."""
+    caplog.set_level(logging.INFO, logger="statemigrate")
     service, ledger = ledger_service()
     good = MemoryStore()
     Checkpointer(service, good).checkpoint_now()
