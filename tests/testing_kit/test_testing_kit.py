@@ -1244,7 +1244,12 @@ def test_a_subclass_under_a_union_is_a_refusal_as_under_its_base_alone() -> None
     failed as the schema's validation changing what it made."""
     registry = Registry()
     registry.add_schema("parts", 1, Parts)
-    (result,) = check_migrations(registry, max_examples=50, raise_on_failure=False).results
+    # The same draws every run: a subclass comes about once in eight model values, and
+    # 50 random states held none of them now and then.
+    fixed = settings(derandomize=True, database=None)
+    (result,) = check_migrations(
+        registry, settings=fixed, max_examples=50, raise_on_failure=False
+    ).results
     assert result.ok, result.failure
     assert re.match(r"\d+ of \d+ states refused by snapshot, e\.g\. parts version 1", result.note)
 
