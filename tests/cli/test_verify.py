@@ -207,17 +207,22 @@ def test_data_written_by_another_schema_of_the_version_would_not_restore(
     assert "written by a different schema" in line and "owner" in line
 
 
-def test_a_component_the_registry_does_not_know_would_not_restore(
-    tmp_path: Path, work: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _with_blobs(tmp_path: Path) -> Path:
+    """A snapshot of the v3 cache and of a component ``blobs`` the reference lacks."""
     v3 = build_registry().schema_for("kvcache", 3)
-    path = _write(
+    return _write(
         tmp_path / "two.smsnap",
         [
             SectionInput("kvcache", "default", 3, v3.fingerprint, {"entries": {}}),
             SectionInput("blobs", "default", 1, "", {"blobs": {}}),
         ],
     )
+
+
+def test_a_component_the_registry_does_not_know_would_not_restore(
+    tmp_path: Path, work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _with_blobs(tmp_path)
     result = run(capsys, "verify", str(path), *REGISTRY)
     assert (result.code, result.err) == (1, "")
     assert result.out.splitlines() == [
@@ -231,14 +236,7 @@ def test_a_component_the_registry_does_not_know_would_not_restore(
 def test_a_component_the_release_retired_is_dropped_on_purpose_not_refused(
     tmp_path: Path, work: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    v3 = build_registry().schema_for("kvcache", 3)
-    path = _write(
-        tmp_path / "two.smsnap",
-        [
-            SectionInput("kvcache", "default", 3, v3.fingerprint, {"entries": {}}),
-            SectionInput("blobs", "default", 1, "", {"blobs": {}}),
-        ],
-    )
+    path = _with_blobs(tmp_path)
     (work / "retiring.py").write_text(
         "from statemigrate.reference import build_registry\n\n\n"
         "def build():\n"
