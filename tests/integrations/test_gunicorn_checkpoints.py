@@ -668,10 +668,12 @@ def _kill_after_checkpoint(server: Gunicorn, root: Path, release: int = 1) -> Ou
     outcome.served = {key: read_value(port, key) for key in KEYS}
 
     def replacement_committed() -> bool:
-        _, values = watch()
+        # Who wrote the slot's checkpoint, read first: values read before it could be
+        # the dead worker's even when the writer read after them is the replacement.
         if _writer(root) == pid:
+            watch()
             return False
-        outcome.stored = values
+        _, outcome.stored = watch()
         return True
 
     _wait("a checkpoint of the replacement", server, replacement_committed)
