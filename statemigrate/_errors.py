@@ -775,7 +775,9 @@ class ChangeTrackingError(StateMigrateError, AssertionError):
     so that test runners report it as a failed check.
 
     Attributes:
-        component: the component instance, ``component/instance``.
+        component: which component: ``component/instance`` from the testing kit's
+            check; the component's name from a running service's in-place watch,
+            which does not know the instance.
         path: where the state the delta restores differs from the live one.
         detail: the two values there.
     """

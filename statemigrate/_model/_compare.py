@@ -40,6 +40,7 @@ from statemigrate._model._paths import FieldName
 from statemigrate._model._shown import shortened
 
 __all__ = [
+    "DROPPED_KEY",
     "counterparts",
     "factory_name",
     "first_changed_value",
@@ -119,12 +120,16 @@ def widening_change(expected: object, actual: object) -> str | None:
     return None if _widened(expected, actual) else _changed(expected, actual)[1]
 
 
-def first_changed_value(data: object, state: object) -> Difference | None:
+def first_changed_value(
+    data: object, state: object, *, dropped_keys: bool = False
+) -> Difference | None:
     """``(path, what changes)`` for the first value of ``data`` that ``state``,
     validated from it, holds as another value: an int held as a float that is another
     number (``2**53 + 1`` as ``2.0**53``), by the rule and in the words of
     :func:`widening_change`, or a ``datetime`` held as a ``date`` (lax validation takes
-    one at midnight, dropping its time and zone); or None.
+    one at midnight, dropping its time and zone); or None. With ``dropped_keys``, also
+    a dict of the data that the state holds with fewer keys: a ``TypedDict`` record
+    with a key that is not one of its fields, which validation drops.
 
     Only those changes are looked for: everything else validation converts (``"5"``
     into ``5``, text into a date) is what validation is for. ``data`` is plain data (a
@@ -148,6 +153,11 @@ def first_changed_value(data: object, state: object) -> Difference | None:
         elif kind is dict:
             assert isinstance(plain, dict)
             if isinstance(held, Mapping):
+                # Fewer keys than the data: validation dropped some. (Compared by
+                # count: a dict's keys may be converted, "1" to 1, and still all kept.)
+                if dropped_keys and len(held) < len(plain):
+                    gone = [key for key in plain if key not in held]
+                    return [*path, gone[0] if gone else next(iter(plain))], DROPPED_KEY
                 pending.extend(
                     (value, held[key], (*path, key)) for key, value in plain.items() if key in held
                 )
@@ -171,6 +181,12 @@ def first_changed_value(data: object, state: object) -> Difference | None:
                         if change is not None:
                             return [*path, index], change
     return None
+
+
+DROPPED_KEY = (
+    "validation drops this key: it is not a field of its record (or, in a dict, it"
+    " converts to the same key as another)"
+)
 
 
 def _float_of(value: int) -> float | None:

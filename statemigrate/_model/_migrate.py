@@ -29,7 +29,8 @@ from typing import Any
 import pydantic
 
 from statemigrate._errors import MigrationStepError, StateMigrateError, ValidationError
-from statemigrate._model._compare import first_changed_value
+from statemigrate._model._compare import DROPPED_KEY, Difference, first_changed_value
+from statemigrate._model._export_leaves import NotExportable
 from statemigrate._model._fieldchanges import FieldChanges
 from statemigrate._model._paths import FieldName, format_path
 from statemigrate._model._plaindata import (
@@ -41,6 +42,7 @@ from statemigrate._model._plaindata import (
 )
 from statemigrate._model._plan import Plan, Step, failed_record, more_failures
 from statemigrate._model._schema import SchemaVersion
+from statemigrate._model._validity import UnknownKey, Unsure
 
 __all__ = ["MigrationResult", "raised_by_user_code", "run_plan"]
 
@@ -147,11 +149,17 @@ def run_plan(
     box = [data]
     del data  # the box holds the only reference, so adopt can keep the data
     # When the last step's output passed the plain-data check, adopt may count on it.
-    validated_from: list[Any] | None = [] if plan.steps else None
+    # A copy that validation made is compared with what it was made from: the steps'
+    # output, or a plain state as its snapshot holds it (see _refuse_silent_change).
+    compared = bool(plan.steps) or schema.validity is not None
+    validated_from: list[Any] | None = [] if compared else None
     state, kept = _validated(schema, box, instance, plain=checked_plain, copied=validated_from)
     if validated_from:
-        # Kept as it is, the data held no int that validation made a float.
-        _refuse_changed_number(plan, schema, validated_from.pop(), state, instance)
+        # Kept as it is, the data held nothing that validation would have changed.
+        if plan.steps:
+            _refuse_changed_number(plan, schema, validated_from.pop(), state, instance)
+        else:
+            _refuse_silent_change(schema, validated_from.pop(), state, instance)
     validated = time.perf_counter()
     timings["validate"] = validated - migrated
     if not export:
@@ -261,6 +269,43 @@ def _refuse_changed_number(
         schema.version,
         f"at {format_path(path)}: {detail}, validating the output of {last}; declare"
         " the field lost by the step if it is meant to change",
+        instance=instance,
+    )
+
+
+def _refuse_silent_change(
+    schema: SchemaVersion, data: Any, state: Any, instance: str | None
+) -> None:
+    """Refuse a plain ``TypedDict`` state, read as its snapshot holds it, that
+    validation took changed without a word: a record's key that is not a field (which
+    it drops), an int in a ``float`` field that it makes another number.
+
+    A committed snapshot never holds one: the commit checked the state first. But
+    ``Service.snapshot()``, which a handoff sends, writes such a state as it is and
+    leaves the check to the restore; taking it changed would lose data in the
+    successor while the old process, seeing the handoff succeed, stops serving.
+    Made only when validation copied the data, which a valid state skips. The check a
+    commit makes tells first, in C over the state's columns when it can; the data is
+    compared with the copy, a Python step per value, only when that check is unsure
+    (a value of another type, which validation converts by design)."""
+    assert schema.validity is not None
+    try:
+        schema.validity(data)
+        return
+    except UnknownKey as exc:
+        found: Difference | None = (exc.path, DROPPED_KEY)
+    except NotExportable as exc:
+        found = (exc.path, exc.detail)
+    except Unsure:
+        found = first_changed_value(data, state, dropped_keys=True)
+    if found is None:
+        return
+    path, detail = found
+    raise ValidationError(
+        schema.component,
+        schema.version,
+        f"at {format_path(path)}: {detail}; the snapshot was written unchecked (as"
+        " Service.snapshot() writes a state for a handoff; commit() checks it first)",
         instance=instance,
     )
 

@@ -25,6 +25,7 @@ from statemigrate import (
     ExportError,
     MemoryStore,
     Registry,
+    RestoreError,
     Service,
     TrackedDict,
 )
@@ -570,3 +571,49 @@ def test_an_int_too_large_for_a_float_field_is_refused_with_its_path() -> None:
     service, _ = service_holding("cache", {"entries": {"k": good_entry(score=10**400)}})
     with pytest.raises(ExportError, match=r"\['k'\]\.score: an integer too large for a float"):
         service.commit(MemoryStore())
+
+
+# Service.snapshot() writes a plain state unchecked (a handoff's pause does not pay for
+# the walk); the successor's restore must then refuse what validation would change.
+CHANGED_SILENTLY = {
+    "a key that is not a field": (
+        {"k": good_entry(debug=True)},
+        "at ['entries']['k']['debug']: validation drops this key: it is not a field",
+    ),
+    "an int its float rounds": (
+        {"k": good_entry(score=2**53 + 1)},
+        "at ['entries']['k']['score']: 9007199254740993 (int) would come back as",
+    ),
+    "an int its float rounds, after a value validation converts": (
+        {"a": good_entry(hits="3"), "k": good_entry(score=-(2**60) - 1)},
+        "at ['entries']['k']['score']: -1152921504606846977 (int) would come back as",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHANGED_SILENTLY))
+def test_an_unchecked_snapshot_that_validation_would_change_is_refused_by_the_restore(
+    case: str,
+) -> None:
+    entries, message = CHANGED_SILENTLY[case]
+    service, _ = service_holding("cache", {"entries": {"ok": good_entry(), **entries}})
+    unchecked, _ = service.snapshot()
+    before = {"entries": {"old": good_entry()}}
+    restoring, restored = service_holding("cache", before)
+    with pytest.raises(RestoreError) as refused:
+        restoring.restore(unchecked)
+    assert refused.value.phase == "validate"
+    assert message in str(refused.value) and "Service.snapshot()" in str(refused.value)
+    assert restored.state == before
+
+
+def test_an_unchecked_snapshot_validation_takes_as_it_is_or_converts_restores() -> None:
+    """The restore's comparison passes what validation converts by design: an int in a
+    float field (an equal float), a number's text in an int field."""
+    state = {"entries": {"a": good_entry(score=3), "b": good_entry(hits="4"), "c": good_entry()}}
+    service, _ = service_holding("cache", state)
+    unchecked, _ = service.snapshot()
+    restoring, restored = service_holding("cache", {"entries": {}})
+    restoring.restore(unchecked)
+    assert restored.state == {"entries": {**state["entries"], "b": good_entry(hits=4)}}
+    assert type(restored.state["entries"]["a"]["score"]) is float
