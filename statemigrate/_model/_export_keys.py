@@ -63,7 +63,7 @@ def key_node(
     if kind == "definition-ref":
         return key_node(definitions[schema["schema_ref"]], path, definitions, config)
     if kind == "any":
-        return Node(to_str, True, True)  # msgpack maps hold str keys only
+        return Node(_any_key, True, True)
     if kind == "bytes":
         return Node(to_bytes, True, True)  # the decoder takes bytes keys as they are
     if kind in KEY_TEXT:
@@ -108,6 +108,22 @@ def key_node(
         " str-valued enum, IntEnum, UUID, Decimal, date/time, IP address (IPv4Address,"
         " IPvAnyAddress, ...), IP network or interface, or path keys",
     )
+
+
+def _any_key(key: Any) -> str | bytes:
+    """A key of a dict whose keys are typed ``Any``: a ``str`` or ``bytes``, exactly.
+    Validation gives such keys back as the snapshot holds them, and its maps hold
+    ``str`` keys (``bytes`` ones as they are), so a key converted to text here (a
+    ``StrEnum`` member to its value, an int to its digits) would come back as another
+    key."""
+    if type(key) is bytes:
+        return key
+    if type(key) is not str:
+        raise fail(
+            f"expected a str or bytes key, found {kind_of(key)}: keys typed Any come back"
+            " as the snapshot holds them, so no other key would come back as it is"
+        )
+    return str(to_str(key))  # refuses a string no snapshot holds (a lone surrogate)
 
 
 def _text_key(schema: Mapping[str, Any]) -> Node | None:

@@ -30,6 +30,10 @@ INT_MIN = -(2**63)
 INT_MAX = 2**63 - 1
 _UINT_END = 2**64  # the first integer msgpack cannot hold
 _SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+# Under ``Any``, about one value in this many is of a type a snapshot refuses there
+# (a datetime, a tuple, ...): enough to find a refusal, few enough that most states
+# of a schema with several ``Any`` fields are still checked whole.
+_UNUSUAL_ONE_IN = 48
 
 
 def _plain_leaves() -> st.SearchStrategy[Any]:
@@ -60,15 +64,14 @@ def plain_data(*, max_size: int = SMALL_SIZE) -> st.SearchStrategy[Any]:
 def rich_values(
     *, max_size: int = SMALL_SIZE, surrogates: bool = False
 ) -> st.SearchStrategy[Any]:
-    """Values a field typed ``Any`` may hold in a live state: plain data and datetimes,
-    dates, times, timedeltas, decimals, UUIDs, tuples, sets, int-keyed dicts, now and
-    then an integer beyond 64 bits, and with ``surrogates`` a string with a lone
-    surrogate."""
+    """Values a field typed ``Any`` may hold in a live state: plain data mostly, and
+    about one value in :data:`_UNUSUAL_ONE_IN` a datetime, date, time, timedelta,
+    decimal, UUID, tuple, set or int-keyed dict, now and then an integer beyond 64
+    bits, and with ``surrogates`` a string with a lone surrogate."""
     # The same branches either way, so both kinds of state draw alike otherwise.
     surrogate = one_in_two(st.none(), with_surrogate(0, None)) if surrogates else st.none()
-    leaves = (
-        _plain_leaves()
-        | st.datetimes(timezones=allowed_zones(None))
+    unusual_leaves = (
+        st.datetimes(timezones=allowed_zones(None))
         | st.dates()
         | st.times(timezones=allowed_zones(None))
         | st.timedeltas()
@@ -77,22 +80,30 @@ def rich_values(
         | rarely(st.none(), big_ints(above=True, below=True))
         | surrogate
     )
+    leaves = rarely(_plain_leaves(), unusual_leaves, every=_UNUSUAL_ONE_IN)
     hashable = (
         st.integers(INT_MIN, INT_MAX) | st.text() | st.datetimes() | st.decimals(allow_nan=False)
     )
-    # The leaves come first as well as inside containers: a field typed ``Any`` holding
-    # one datetime is as common as one holding a list; so is a tuple of leaves, which
-    # a snapshot refuses under ``Any`` (it would come back a list).
-    return leaves | st.lists(leaves, min_size=1, max_size=max_size).map(tuple) | st.recursive(
-        leaves,
-        lambda inner: (
-            st.lists(inner, max_size=max_size)
-            | st.lists(inner, max_size=max_size).map(tuple)
+
+    def containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        plain = st.lists(inner, max_size=max_size) | st.dictionaries(
+            st.text(), inner, max_size=max_size
+        )
+        unusual = (
+            st.lists(inner, max_size=max_size).map(tuple)
             | st.sets(hashable, max_size=max_size)
-            | st.dictionaries(st.text(), inner, max_size=max_size)
             | st.dictionaries(st.integers(INT_MIN, INT_MAX), inner, max_size=max_size)
-        ),
-        max_leaves=4 * max_size,
+        )
+        return rarely(plain, unusual, every=_UNUSUAL_ONE_IN)
+
+    # A field typed ``Any`` holding one leaf is as common as one holding a container;
+    # now and then it holds a tuple of leaves, which a snapshot refuses under ``Any``
+    # (it would come back a list).
+    common = leaves | st.recursive(leaves, containers, max_leaves=4 * max_size)
+    return rarely(
+        common,
+        st.lists(leaves, min_size=1, max_size=max_size).map(tuple),
+        every=_UNUSUAL_ONE_IN,
     )
 
 

@@ -297,8 +297,9 @@ class MigrationCheck:
         if draws.mostly_refused:
             notes.append(
                 f"{draws.refused} of {draws.drawn} drawn states failed validation at version"
-                f" {self.version} and were drawn again (a validator, or a constraint the"
-                " strategies do not follow), so the states checked lean to the few it"
+                f" {self.version} and were drawn again (a validator, a constraint, or"
+                " some other rule of the schema that the strategies do not follow), so"
+                " the states checked lean to the few it"
                 " accepts, often small or empty; pass a strategy for"
                 f" ({self.component!r}, {self.version}) in strategies="
             )

@@ -204,3 +204,32 @@ def test_a_time_whose_zone_gives_it_no_offset_is_refused(round_trip: RoundTrip) 
     restored = round_trip(Stamps, with_offset)
     assert isinstance(restored, Stamps) and restored.daily is not None
     assert restored.daily.utcoffset() == datetime.timedelta(0)
+
+
+class Color(enum.StrEnum):
+    RED = "red"
+
+
+class AnyKeys(BaseModel):
+    labels: dict  # type: ignore[type-arg]  # keys and values typed Any
+
+
+def test_keys_typed_any_come_back_as_they_are_str_and_bytes(round_trip: RoundTrip) -> None:
+    state = AnyKeys(labels={"a": 1, b"\xff raw": 2})
+    restored = round_trip(AnyKeys, state)
+    assert isinstance(restored, AnyKeys)
+    assert restored.labels == {"a": 1, b"\xff raw": 2}
+    assert [type(key) for key in restored.labels] == [str, bytes]
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"), [(Color.RED, "Color"), (7, "int"), (datetime.date(2024, 1, 2), "date")]
+)
+def test_a_key_typed_any_that_would_come_back_as_another_key_is_refused(
+    round_trip: RoundTrip, key: object, kind: str
+) -> None:
+    """A key typed ``Any`` is validated back as the snapshot holds it: one written as
+    its text (a StrEnum member as "red") would come back as another key."""
+    with pytest.raises(ExportError) as caught:
+        round_trip(AnyKeys, AnyKeys(labels={key: 1}))
+    assert f"expected a str or bytes key, found {kind}" in str(caught.value)
