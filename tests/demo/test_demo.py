@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import subprocess
@@ -22,7 +23,12 @@ CRASHING = CHILDREN / "crashing_server.py"
 
 
 @pytest.mark.slow
-def test_demo_command_upgrades_rolls_back_and_loses_nothing() -> None:
+def test_demo_command_upgrades_rolls_back_and_loses_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Half a second of load a phase, as the other runs here: the command's 1.5 s are for
+    # a person watching, and each phase also waits for its minimum of requests.
+    monkeypatch.setattr(_run, "run_demo", functools.partial(run_demo, settle=0.5))
     out = io.StringIO()
     status = main(["demo", "--entries", "500", "--clients", "4", "--json"], out=out)
     report = json.loads(out.getvalue())

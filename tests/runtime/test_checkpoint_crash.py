@@ -9,7 +9,7 @@ kills it with SIGKILL at a random instant, reads what it reported, then restores
 store into a fresh service, as a restarted process would. The next child goes on
 from that state, in the same directory.
 
-``STATEMIGRATE_CHECKPOINT_TRIALS`` sets the number of kills (20 by default, 200 under
+``STATEMIGRATE_CHECKPOINT_TRIALS`` sets the number of kills (10 by default, 200 under
 ``STATEMIGRATE_SOAK=1``), for full and for incremental checkpoints alike.
 """
 
@@ -33,7 +33,7 @@ from statemigrate import RestoreError, TmpfsStore
 CHILD = Path(__file__).resolve().parents[1] / "restore_children" / "checkpoint_child.py"
 TESTS = str(Path(__file__).resolve().parents[1])
 SOAK = os.environ.get("STATEMIGRATE_SOAK") == "1"
-TRIALS = int(os.environ.get("STATEMIGRATE_CHECKPOINT_TRIALS", "200" if SOAK else "20"))
+TRIALS = int(os.environ.get("STATEMIGRATE_CHECKPOINT_TRIALS", "200" if SOAK else "10"))
 EVERY = 0.2
 # The restored state may be older than the last acknowledged write by the interval,
 # the checkpoint that was restored and the one that the kill cut short, plus this much

@@ -33,10 +33,10 @@ CHANGED = "changed"
 UNCLEAR = "unclear refusal"
 OUTCOMES = (EXACT, REFUSED_REGISTRATION, REFUSED_SNAPSHOT, UNRESTORABLE, CHANGED, UNCLEAR)
 BROKEN = (UNRESTORABLE, CHANGED, UNCLEAR)  # the outcomes that break the promise
-# States per schema: the soak profile's count, else 60 whatever the profile (the CI
+# States per schema: the soak profile's count, else 30 whatever the profile (the CI
 # profile's per schema would take minutes over the zoo's 40-odd schemas).
 EXAMPLES = (
-    settings().max_examples if settings.get_current_profile_name() == "soak" else 60
+    settings().max_examples if settings.get_current_profile_name() == "soak" else 30
 )
 
 
