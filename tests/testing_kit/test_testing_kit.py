@@ -59,9 +59,9 @@ SEEDED_BUDGET = 199  # every seeded bug must be found in under 200 examples per 
 # wording (their bugs show within 7 examples, over 20 runs each), and for the checks
 # beside a seeded bug that run only the reference cache's own steps.
 LIGHT_BUDGET = 25
-CI_EXAMPLES = 100  # what the CI profile must run per check on the reference cache
+CI_EXAMPLES = 100  # what CI must run per check on the reference cache
 # Values drawn per shape of the zoo below: the soak profile's count, else 50 whatever
-# the profile (its shapes are deep: the CI profile's 100 a shape took 20 s of CI).
+# the profile (its shapes are deep: 100 a shape took 20 s of CI).
 DRAWN_EXAMPLES = (
     settings().max_examples if settings.get_current_profile_name() == "soak" else 50
 )
