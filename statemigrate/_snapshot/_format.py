@@ -482,6 +482,9 @@ def _read_preamble(
         SnapshotError: steps 1-7 of the verification order in ``docs/format.md``.
     """
     size = len(buf)
+    if size == 0:
+        # An empty file, or one cut before its first byte: say which, not "the magic".
+        raise SnapshotError("truncated", "empty (0 bytes): no snapshot, or one cut at its start")
     if size < len(MAGIC):
         if MAGIC.startswith(bytes(buf)):
             raise SnapshotError("truncated", "snapshot ends inside the magic", offset=size)
