@@ -216,7 +216,11 @@ RULE_MODELS: dict[str, tuple[str, Rule]] = {
         " or ( sum by (instance, service, store) ("
         ' increase(statemigrate_commits_total{outcome="failed"}[10m]))'
         " > 0 unless sum by (instance, service, store) ("
-        ' increase(statemigrate_commits_total{outcome="committed"}[10m])) > 0 )',
+        ' increase(statemigrate_commits_total{outcome="committed"}[10m])) > 0 )'
+        " or ( sum by (instance, service, store) ("
+        ' statemigrate_commits_total{outcome="failed"}) > 0'
+        " unless sum by (instance, service, store) ("
+        ' statemigrate_commits_total{outcome="committed"}) > 0 )',
         lambda p, at: {
             labels
             for labels in summed(
@@ -227,6 +231,10 @@ RULE_MODELS: dict[str, tuple[str, Rule]] = {
         | (
             summed(p.increase(at, 600, "statemigrate_commits_total", outcome="failed"))
             - summed(p.increase(at, 600, "statemigrate_commits_total", outcome="committed"))
+        )
+        | (
+            summed(p.instant(at, "statemigrate_commits_total", outcome="failed"))
+            - summed(p.instant(at, "statemigrate_commits_total", outcome="committed"))
         ),
     ),
     "StateStoreShared": (
@@ -532,11 +540,11 @@ def test_each_rule_fires_while_its_situation_lasts_and_only_then(run: Run) -> No
     expected = {
         # The start-up restore failed at 1 s: 15 minutes from then.
         "StateRestoreFailed": [(15, 900)],
-        # Process 1 never committed, and its first commit failed at 40 s, after
-        # scrapes at 0: 10 minutes of window. Process 4's store went down after its
+        # Process 1 never committed, and its first commit failed at 40 s: until it
+        # ends, its counters say so. Process 4's store went down after its
         # commit at 2690 s: from 5 minutes after it (its first failure was at 2720 s)
         # until process 5 is scraped without its failures, restored and committing.
-        "StateCommitsFailing": [(45, 630), (3000, 3315)],
+        "StateCommitsFailing": [(45, 1200), (3000, 3315)],
         # Processes 2 and 3 took over with long pauses; process 4's is short.
         "StateHandoffPauseLong": [(1215, 2400)],
         # Process 2's attempt failed at 1300 s: while its last scrape at 0 (1290 s)
@@ -634,8 +642,8 @@ def test_without_series_created_at_zero_first_failures_are_missed(
     run = simulate(monkeypatch)
     fired = set().union(*(run.fires(at) for at in run.firing))
     assert "StateHandoffFailed" not in fired
-    # Process 1's one failure is missed; process 4's are seen from its second one on.
-    assert not any("StateCommitsFailing" in run.fires(at) for at in run.firing if at < 1200)
+    # (StateCommitsFailing does not depend on it: its branch for a process that never
+    # committed reads the counters as they stand, which a first failure creates.)
 
 
 def scraped(series: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]]) -> Prometheus:
@@ -692,6 +700,35 @@ def test_a_replica_whose_commits_fail_is_not_hidden_by_the_others() -> None:
     by_service = {only(labels, "service", "store") for labels in fired}
     increases = p.increase(900, 600, "statemigrate_commits_total", outcome="committed")
     assert any(only(labels, "service", "store") in by_service for labels in increases)  # old: hid
+
+
+def test_a_successor_whose_store_still_fails_after_a_hot_restart_fires() -> None:
+    """The old process commits every 15 s until 285 s, then its store fails; the alert
+    fires once the last good commit is 5 minutes old. A hot restart at 600 s hands over to a
+    successor whose commits fail too: its counters start again, it has no gauge of a
+    last commit, and the old process's good commits are still in the 10-minute window.
+    The alert goes on firing, by the branch for a process that never committed."""
+    labels = (*replica("a"), ("store", "tmpfs"))
+    old_committed = [float(n) for n in range(20)] + [19.0] * 21
+    old_failed = [0.0] * 20 + [float(n) for n in range(1, 22)]
+    gauge = [15.0 * n for n in range(20)] + [285.0] * 21
+    new = 20  # the successor's scrapes, from 615 s on
+    p = scraped(
+        {
+            ("statemigrate_commits_total", (*labels, ("outcome", "committed"))): old_committed
+            + [0.0] * new,
+            ("statemigrate_commits_total", (*labels, ("outcome", "failed"))): old_failed
+            + [float(n) for n in range(1, new + 1)],
+            ("statemigrate_last_snapshot_timestamp_seconds", replica("a")): gauge,
+        }
+    )
+    # The successor has no gauge: its series ends with the old process.
+    p.samples[("statemigrate_last_snapshot_timestamp_seconds", frozenset(replica("a")))].append(
+        (615.0, None)
+    )
+    rule = RULE_MODELS["StateCommitsFailing"][1]
+    fired = [at for at in p.scrapes if rule(p, at)]
+    assert fired == [at for at in p.scrapes if at >= 600], fired
 
 
 def test_a_start_that_fell_back_to_the_previous_snapshot_is_no_failed_restore() -> None:
