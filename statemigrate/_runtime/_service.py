@@ -615,8 +615,13 @@ class Service:
     def start_cold(self, reason: str) -> None:
         """Declare that this service starts without restored state, for ``reason``
         (no snapshot exists, say): the status becomes ``cold_start``, which is ready."""
+        self._go_cold(reason, logging.INFO)
+
+    def _go_cold(self, reason: str, level: int) -> None:
+        """:meth:`start_cold`, said at ``level``: WARNING when a restore failed and the
+        state it held is not restored (the line may name the way out)."""
         self._tracker.cold_start(reason)
-        logger.info("service %s starts cold: %s", self.name, reason)
+        logger.log(level, "service %s starts cold: %s", self.name, reason)
 
     @guard_caller_stack("start_from")
     def start_from(
@@ -671,6 +676,7 @@ class Service:
                 options,
                 restore_stored=self._restore_stored,
                 start_cold=self.start_cold,
+                start_cold_failed=partial(self._go_cold, level=logging.WARNING),
                 tracker=self._tracker,
                 refuse=self._members.refuse(self._on_restore_failure),
                 latest=self._chains.expect,

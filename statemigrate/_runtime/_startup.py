@@ -62,6 +62,7 @@ def restore_at_start(
     *,
     restore_stored: RestoreStored,
     start_cold: Callable[[str], None],
+    start_cold_failed: Callable[[str], None],
     tracker: StatusTracker,
     refuse: bool,
     latest: LatestRead | None = None,
@@ -74,6 +75,8 @@ def restore_at_start(
         options: keyword options of :meth:`Service.restore`.
         restore_stored: the service's restore of a snapshot or a chain.
         start_cold: the service's :meth:`Service.start_cold`.
+        start_cold_failed: the same, said at WARNING: for a start whose restore
+            failed, whose line then carries the way out (a newer release's snapshot).
         tracker: the service's status.
         refuse: whether a failed restore is raised (a component's policy is
             ``"refuse"``) rather than the service starting cold.
@@ -118,7 +121,7 @@ def restore_at_start(
             if hinted is exc:
                 raise
             raise hinted from exc.__cause__
-        start_cold(str(hinted))  # "restore failed during ..."
+        start_cold_failed(str(hinted))  # "restore failed during ..."
         return None
 
 

@@ -191,7 +191,9 @@ def test_kinds_of_an_empty_file_and_a_cut_magic(
     (directory / "previous").write_bytes(b"")
     (directory / "current").write_bytes(contents["current"][:5])
     rows = kinds_of(capsys, directory)
-    assert rows["previous"]["error"] == "truncated: empty (0 bytes): no snapshot, or one cut at its start"
+    assert rows["previous"]["error"] == (
+        "truncated: empty (0 bytes): no snapshot, or one cut at its start"
+    )
     assert rows["current"]["error"].startswith(
         "truncated: checkpoint chain ends inside its frame"
     )

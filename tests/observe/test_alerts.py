@@ -571,7 +571,9 @@ def test_failing_commits_fire_five_minutes_after_the_last_good_one(run: Run) -> 
     (failures, and no commit in 10 minutes) waited for the last good commit to leave
     its window: 10 minutes, and a crash meanwhile lost every write since."""
     commits = "statemigrate_commits_total"
-    blip = run.prometheus.increase(2700, 600, commits, outcome="failed", store="unreachable")
+    blip = run.prometheus.increase(
+        2700, 600, commits, outcome="failed", store="unreachable", service=SERVICE
+    )
     assert list(blip.values()) == [1.0]  # at 2540 s, among good commits: it did not fire
     first = min(at for at in run.firing if at > 1200 and "StateCommitsFailing" in run.fires(at))
     assert first - 2720 <= 300

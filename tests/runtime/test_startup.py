@@ -195,3 +195,26 @@ def test_an_older_release_s_snapshot_that_fails_names_no_newer_release() -> None
         older.start_from(store)
     assert raised.value.way_out is None
     assert "newer release" not in str(raised.value)
+
+
+def test_a_cold_start_after_a_failed_restore_says_the_way_out_at_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The state is not restored: the line that says so, with the way out, is a
+    WARNING, seen where INFO is not logged. A start with no snapshot says it at INFO."""
+    from statemigrate.stores import MemoryStore
+
+    store = MemoryStore()
+    _newer_release_s_commit(store)
+    older = Service("svc", registry=_release_1(), on_restore_failure="serve_cold")
+    older.register(KVCacheV1())
+    caplog.set_level(logging.INFO, logger="statemigrate")
+    assert older.start_from(store) is None
+    (cold,) = [r for r in caplog.records if "starts cold" in r.getMessage()]
+    assert cold.levelno == logging.WARNING and "statemigrate migrate" in cold.getMessage()
+    caplog.clear()
+    fresh = Service("svc", registry=_release_1(), on_restore_failure="serve_cold")
+    fresh.register(KVCacheV1())
+    assert fresh.start_from(MemoryStore()) is None
+    (cold,) = [r for r in caplog.records if "starts cold" in r.getMessage()]
+    assert cold.levelno == logging.INFO
