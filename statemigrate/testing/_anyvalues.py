@@ -33,7 +33,7 @@ _SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
 # Under ``Any``, about one value in this many is of a type a snapshot refuses there
 # (a datetime, a tuple, ...): enough to find a refusal, few enough that most states
 # of a schema with several ``Any`` fields are still checked whole.
-_UNUSUAL_ONE_IN = 48
+_UNUSUAL_ONE_IN = 16
 
 
 def _plain_leaves() -> st.SearchStrategy[Any]:

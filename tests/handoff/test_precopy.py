@@ -336,7 +336,7 @@ def test_successor_failing_in_a_round_leaves_the_old_process_serving(
         with pytest.raises(SuccessorFailedError) as caught:
             _hand_over(service, writers, spawn)
         writers.wait_writes(100)  # still serving
-        acked = dict(writers.acked)
+    acked = dict(writers.acked)  # once the writers stopped: each write is acked or not made
     error = caught.value
     assert error.stage == "precopy"
     assert (writers.pauses, writers.resumes) == (0, 0)  # never held
@@ -385,7 +385,7 @@ def test_round_zero_child_killed_or_hung_fails_cleanly(
         with pytest.raises(HandoffError) as caught:
             _hand_over(service, writers, spawn, timeouts=HandoffTimeouts(precopy=2.0))
         writers.wait_writes(100)
-        acked = dict(writers.acked)
+    acked = dict(writers.acked)  # once the writers stopped: each write is acked or not made
     error = caught.value
     assert error.stage == "precopy" and message in error.detail
     assert (writers.pauses, writers.resumes) == (0, 0)
@@ -453,7 +453,7 @@ def test_successor_killed_during_round_zero_is_reported_as_its_death(
         with pytest.raises(SuccessorFailedError) as caught:
             _hand_over(service, writers, spawn)
         writers.wait_writes(100)
-        acked = dict(writers.acked)
+    acked = dict(writers.acked)  # once the writers stopped: each write is acked or not made
     error = caught.value
     assert error.stage == "precopy"
     assert error.exit_status == -signal.SIGKILL

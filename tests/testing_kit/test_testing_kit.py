@@ -896,7 +896,7 @@ def test_the_state_form_draws_what_services_keep() -> None:
     schema = SchemaVersion.create("held", 1, Held)
     seen: set[str] = set()
 
-    @settings(database=None, max_examples=300, derandomize=True)
+    @settings(database=None, max_examples=600, derandomize=True)
     @given(from_schema(schema, form="state"))
     def collect(state: Held) -> None:
         assert type(state) is Held  # a validated state, not its plain form
