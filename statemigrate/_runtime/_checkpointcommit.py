@@ -207,6 +207,7 @@ class CheckpointCommitter:
         self._overruns: list[tuple[float, float]] = []
         self._waiting_logged: str | None = None  # the status last said to hold it back
         self._starting_since: float | None = None  # when a skip first found it starting
+        self._warned_starting = False  # the warning of a service left starting is said once
         self._state_pending = False  # the last attempt found the service without its state
         self._final = False  # the checkpoint under way is the final one
         self._committing = False  # the checkpoint under way reached its commit
@@ -426,8 +427,8 @@ class CheckpointCommitter:
         return "a handoff holds checkpoints back"
 
     def _log_waiting(self, state: str, reason: str) -> None:
-        """Say once per status that checkpoints wait for the state, and warn of a
-        service still ``starting`` after :data:`_STARTING_GRACE` seconds.
+        """Say once per status in a row that checkpoints wait for the state, and warn
+        once of a service still ``starting`` after :data:`_STARTING_GRACE` seconds.
 
         Waiting is expected while a restore or a handoff's take-over is under way (a
         checkpointer started by the application's start-up hook, or before the server
@@ -440,8 +441,9 @@ class CheckpointCommitter:
             now = time.monotonic()
             if self._starting_since is None:
                 self._starting_since = now
-            elif now - self._starting_since >= _STARTING_GRACE and self._waiting_logged != "warned":
-                self._waiting_logged = "warned"
+            elif now - self._starting_since >= _STARTING_GRACE and not self._warned_starting:
+                self._warned_starting = True
+                self._waiting_logged = state
                 logger.warning(
                     "checkpoint of %s skipped for %.0f s: %s",
                     self.service.name,
@@ -449,7 +451,7 @@ class CheckpointCommitter:
                     reason,
                 )
                 return
-        if self._waiting_logged in (state, "warned"):
+        if self._waiting_logged == state:
             return
         self._waiting_logged = state
         level = logging.DEBUG if state == "failed" else logging.INFO

@@ -680,9 +680,12 @@ def test_a_skip_while_the_state_arrives_is_expected_and_a_never_restored_service
     monkeypatch.setattr(_checkpointcommit, "_STARTING_GRACE", 0.0)
     assert checkpointer.checkpoint_now().skipped  # still starting past the grace
     assert checkpointer.checkpoint_now().skipped  # warned once
+    forgotten._tracker.take_over()  # found at last: a later state is said as before
+    assert checkpointer.checkpoint_now().skipped
     skips = [(r.levelname, r.getMessage()) for r in caplog.records if "skipped" in r.getMessage()]
-    assert [level for level, _ in skips] == ["INFO", "INFO", "WARNING"]
+    assert [level for level, _ in skips] == ["INFO", "INFO", "WARNING", "INFO"]
     assert "is restoring" in skips[0][1] and "is starting" in skips[2][1]
+    assert "is restoring" in skips[3][1]
 
 
 def test_a_skip_after_a_failed_restore_adds_no_warning_to_its_error(
