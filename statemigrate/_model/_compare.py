@@ -183,10 +183,8 @@ def first_changed_value(
     return None
 
 
-DROPPED_KEY = (
-    "validation drops this key: it is not a field of its record (or, in a dict, it"
-    " converts to the same key as another)"
-)
+NOT_A_FIELD = "validation drops this key: it is not a field of its record"
+DROPPED_KEY = f"{NOT_A_FIELD} (or, in a dict, it converts to the same key as another)"
 
 
 def _float_of(value: int) -> float | None:

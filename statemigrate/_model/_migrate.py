@@ -29,8 +29,7 @@ from typing import Any
 import pydantic
 
 from statemigrate._errors import MigrationStepError, StateMigrateError, ValidationError
-from statemigrate._model._compare import DROPPED_KEY, Difference, first_changed_value
-from statemigrate._model._export_leaves import NotExportable
+from statemigrate._model._compare import first_changed_value
 from statemigrate._model._fieldchanges import FieldChanges
 from statemigrate._model._paths import FieldName, format_path
 from statemigrate._model._plaindata import (
@@ -42,7 +41,7 @@ from statemigrate._model._plaindata import (
 )
 from statemigrate._model._plan import Plan, Step, failed_record, more_failures
 from statemigrate._model._schema import SchemaVersion
-from statemigrate._model._validity import UnknownKey, Unsure
+from statemigrate._model._validity import Unsure
 
 __all__ = ["MigrationResult", "raised_by_user_code", "run_plan"]
 
@@ -288,14 +287,8 @@ def _refuse_silent_change(
     commit makes tells first, in C over the state's columns when it can; the data is
     compared with the copy, a Python step per value, only when that check is unsure
     (a value of another type, which validation converts by design)."""
-    assert schema.validity is not None
     try:
-        schema.validity(data)
-        return
-    except UnknownKey as exc:
-        found: Difference | None = (exc.path, DROPPED_KEY)
-    except NotExportable as exc:
-        found = (exc.path, exc.detail)
+        found = schema.change_by_validation(data)
     except Unsure:
         found = first_changed_value(data, state, dropped_keys=True)
     if found is None:

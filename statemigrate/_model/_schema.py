@@ -34,7 +34,12 @@ import pydantic
 import pydantic_core
 
 from statemigrate._errors import ExportError, RegistrationError, ValidationError, first_line
-from statemigrate._model._compare import first_changed_value, first_difference
+from statemigrate._model._compare import (
+    NOT_A_FIELD,
+    Difference,
+    first_changed_value,
+    first_difference,
+)
 from statemigrate._model._export import (
     Exporter,
     NotExportable,
@@ -428,6 +433,26 @@ class SchemaVersion:
             return False
         return same_plain(plain, data)
 
+    def change_by_validation(self, state: object) -> Difference | None:
+        """What validating the plain ``state`` would change without a word, as the
+        commit's check tells it without a copy: the path and what happens there (a key
+        that is not a field is dropped; an int in a ``float`` field becomes another
+        number), or None when the state surely validates as it is.
+
+        Raises:
+            Unsure: the check cannot tell (there is no check for this schema, or a value
+                of another type that validation converts or refuses): pydantic must.
+        """
+        if self.validity is None:
+            raise Unsure
+        try:
+            self.validity(state)
+        except UnknownKey as exc:
+            return exc.path, NOT_A_FIELD
+        except NotExportable as exc:  # validation would take it, changed
+            return exc.path, exc.detail
+        return None
+
     def check_restorable(self, state: object) -> None:
         """Refuse a plain state that a restore would not take back: a record deep inside
         it without a required field, a value of a type validation refuses, or a key that
@@ -442,23 +467,14 @@ class SchemaVersion:
         Raises:
             ExportError: the state would not restore as it is; the error names the path.
         """
-        if self.validity is not None:
-            try:
-                self.validity(state)
+        try:
+            change = self.change_by_validation(state)
+        except Unsure:
+            pass  # pydantic decides
+        else:
+            if change is None:
                 return
-            except UnknownKey as exc:
-                raise ExportError(
-                    self.component,
-                    self.version,
-                    format_path(exc.path),
-                    "this key is not a field of its record; the restore would drop it",
-                ) from None
-            except NotExportable as exc:  # validation would take it, changed
-                raise ExportError(
-                    self.component, self.version, format_path(exc.path), exc.detail
-                ) from None
-            except Unsure:
-                pass  # pydantic decides
+            raise ExportError(self.component, self.version, format_path(change[0]), change[1])
         try:
             self.validate(state)
         except ValidationError as exc:

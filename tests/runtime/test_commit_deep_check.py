@@ -123,7 +123,7 @@ BAD_CACHES = {
     ),
     "a key that is not a field": (
         {"k": good_entry(debug=True)},
-        "at entries['k']['debug']: this key is not a field of its record",
+        "at entries['k']['debug']: validation drops this key: it is not a field of its record",
     ),
     "an int its float rounds": (
         {"k": good_entry(score=2**53 + 1)},
