@@ -31,7 +31,7 @@ import pydantic
 from statemigrate._errors import MigrationStepError, StateMigrateError, ValidationError
 from statemigrate._model._compare import first_changed_value
 from statemigrate._model._fieldchanges import FieldChanges
-from statemigrate._model._paths import FieldName, format_path
+from statemigrate._model._paths import FieldName, format_path, located_path
 from statemigrate._model._plaindata import (
     INT_MAX,
     INT_MIN,
@@ -291,6 +291,8 @@ def _refuse_silent_change(
         found = schema.change_by_validation(data)
     except Unsure:
         found = first_changed_value(data, state, dropped_keys=True)
+        if found is not None:  # a path of keys: named by the schema, as the check names it
+            found = located_path(schema.adapter.core_schema, found[0], labelled=False), found[1]
     if found is None:
         return
     path, detail = found

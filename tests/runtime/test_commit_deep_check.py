@@ -587,8 +587,8 @@ CHANGED_SILENTLY = {
     "an int its float rounds, after a value validation converts": (
         {"a": good_entry(hits="3"), "k": good_entry(score=-(2**60) - 1)},
         # Past a value the commit's check leaves to pydantic, the data is compared with
-        # validation's copy, which holds records as dicts: the path reads as keys.
-        "at ['entries']['k']['score']: -1152921504606846977 (int) would come back as",
+        # validation's copy; the path found there is named as the check names paths.
+        "at entries['k'].score: -1152921504606846977 (int) would come back as",
     ),
 }
 
