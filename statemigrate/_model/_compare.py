@@ -28,7 +28,9 @@ import collections
 import dataclasses
 import datetime
 import decimal
+import enum
 import math
+import pathlib
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -121,7 +123,7 @@ def widening_change(expected: object, actual: object) -> str | None:
 
 
 def first_changed_value(
-    data: object, state: object, *, dropped_keys: bool = False
+    data: object, state: object, *, dropped_keys: bool = False, kinds: bool = False
 ) -> Difference | None:
     """``(path, what changes)`` for the first value of ``data`` that ``state``,
     validated from it, holds as another value: an int held as a float that is another
@@ -129,7 +131,9 @@ def first_changed_value(
     :func:`widening_change`, or a ``datetime`` held as a ``date`` (lax validation takes
     one at midnight, dropping its time and zone); or None. With ``dropped_keys``, also
     a dict of the data that the state holds with fewer keys: a ``TypedDict`` record
-    with a key that is not one of its fields, which validation drops.
+    with a key that is not one of its fields, which validation drops. With ``kinds``,
+    also a value below the top level that validation made a value of another kind, not
+    a scalar (see :func:`_kind_made`): a dict made a model, text made an enum member.
 
     Only those changes are looked for: everything else validation converts (``"5"``
     into ``5``, text into a date) is what validation is for. ``data`` is plain data (a
@@ -141,6 +145,10 @@ def first_changed_value(
     pending: list[tuple[object, object, tuple[object, ...]]] = [(data, state, ())]
     while pending:
         plain, held, path = pending.pop()
+        if kinds and path:
+            made = _kind_made(plain, held)
+            if made is not None:
+                return list(path), made
         kind = type(plain)
         if kind is int:
             if type(held) is float:
@@ -167,8 +175,8 @@ def first_changed_value(
                     for key, value in plain.items()
                     if isinstance(key, str) and hasattr(held, key)
                 )
-        elif kind is list:
-            assert isinstance(plain, list)
+        elif kind is list or (kinds and kind is tuple):
+            assert isinstance(plain, list | tuple)
             if isinstance(held, list | tuple | collections.deque) and len(held) == len(plain):
                 pending.extend(
                     (value, again, (*path, index))
@@ -448,6 +456,30 @@ def _field_names(value: object) -> list[str]:
     if isinstance(value, pydantic.BaseModel):
         return list(type(value).model_fields)
     return [f.name for f in dataclasses.fields(value)]  # type: ignore[arg-type]
+
+
+def _kind_made(plain: object, held: object) -> str | None:
+    """What is wrong with ``plain`` when validation made it ``held``, a value of another
+    kind where the declared type is no scalar: a model or dataclass instance from a dict
+    (or anything else), an enum member from its value, a path from text. None for
+    any other pair; a scalar converted (``"5"`` into ``5``) is validation's job.
+
+    A component without ``export_state`` holds its fields' values as it set them; code
+    that read such a value as a dict before a restore would find a model after it."""
+    if _is_record(held):
+        if _is_record(plain):
+            return None
+    elif isinstance(held, enum.Enum):
+        if isinstance(plain, enum.Enum):
+            return None
+        return f"expected a {type(held).__qualname__} member, found {type(plain).__qualname__}"
+    elif isinstance(held, pathlib.PurePath):
+        if isinstance(plain, pathlib.PurePath):
+            return None
+        return f"expected a path, found {type(plain).__qualname__}"
+    else:
+        return None
+    return f"expected {type(held).__qualname__}, found {type(plain).__qualname__}"
 
 
 def _is_record(value: object) -> bool:

@@ -540,7 +540,7 @@ class SchemaVersion:
                 ) from exc
             # Lax validation takes some values the fields hold as others: refused, as
             # the export refuses them where it reads the values itself.
-            changed = first_changed_value(state, validated)
+            changed = first_changed_value(state, validated, kinds=True)
             if changed is not None:
                 path_parts, detail = changed
                 field, *inside = path_parts  # the dict's keys are the fields' names

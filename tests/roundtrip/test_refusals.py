@@ -3,8 +3,10 @@ component, the version and the field, never committed to restore changed or not 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import enum
+import pathlib
 import uuid
 import zoneinfo
 from collections.abc import Callable
@@ -14,7 +16,7 @@ import pytest
 from pydantic import AfterValidator, BaseModel, TypeAdapter
 from typing_extensions import TypedDict
 
-from statemigrate import ExportError, RegistrationError, Registry
+from statemigrate import ExportError, MemoryStore, RegistrationError, Registry, Service
 
 RoundTrip = Callable[[object, object], object]  # the round_trip fixture
 
@@ -233,3 +235,75 @@ def test_a_key_typed_any_that_would_come_back_as_another_key_is_refused(
     with pytest.raises(ExportError) as caught:
         round_trip(AnyKeys, AnyKeys(labels={key: 1}))
     assert f"expected a str or bytes key, found {kind}" in str(caught.value)
+
+
+class Card(BaseModel):
+    last4: str
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+class Wallet(BaseModel):
+    card: Card | None = None
+    cards: list[Card] = []
+    by_name: dict[str, Card] = {}
+    points: tuple[Point, ...] = ()
+    color: Plain | None = None
+    home: pathlib.Path | None = None
+    count: int = 0
+
+
+def wallet_component(**fields: object) -> tuple[Service, object]:
+    """A component without export_state holding ``fields`` as its attributes."""
+    registry = Registry()
+    registry.add_schema("wallet", 1, Wallet)
+
+    @registry.migratable("wallet", version=1)
+    class Holder:
+        def __init__(self) -> None:
+            for name, field in Wallet.model_fields.items():
+                setattr(self, name, field.default)
+            for name, value in fields.items():
+                setattr(self, name, value)
+
+    service = Service("app", registry=registry)
+    return service, service.register(Holder())
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"card": {"last4": "1234"}}, "at card: expected Card, found dict"),
+        ({"cards": [Card(last4="1"), {"last4": "2"}]}, "at cards[1]: expected Card, found dict"),
+        ({"by_name": {"a": {"last4": "1"}}}, "at by_name['a']: expected Card, found dict"),
+        ({"points": ({"x": 1},)}, "at points[0]: expected Point, found dict"),
+        ({"color": 1}, "at color: expected a Plain member, found int"),
+        ({"home": "/srv"}, "at home: expected a path, found str"),
+    ],
+    ids=["model", "model in a list", "model in a dict", "dataclass in a tuple", "enum", "path"],
+)
+def test_a_field_holding_another_kind_than_its_model_enum_or_path_is_refused(
+    fields: dict[str, object], message: str
+) -> None:
+    """A component's attribute holding a dict where a model is declared would come back
+    as the model: code that read it as a dict fails after the restore. Refused, like a
+    value a model instance holds, wherever it is nested."""
+    service, _ = wallet_component(**fields)
+    store = MemoryStore()
+    with pytest.raises(ExportError, match="cannot be snapshotted") as refused:
+        service.commit(store)
+    assert str(refused.value).endswith(message)
+    assert store.commits == 0
+
+
+def test_fields_of_their_declared_kinds_and_scalars_validation_converts_are_committed() -> None:
+    held = {"cards": [Card(last4="1")], "color": Plain.ONE, "home": pathlib.Path("/srv"),
+            "count": "5"}
+    service, _ = wallet_component(**held)
+    committed = service.commit(MemoryStore())
+    restorer, holder = wallet_component()
+    restorer.restore(committed.ref)
+    assert vars(holder) == {**vars(wallet_component(**held)[1]), "count": 5}
