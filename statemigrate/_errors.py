@@ -614,7 +614,10 @@ class RestoreError(StateMigrateError):
     The one exception: a component whose own import also failed while it was being
     given its earlier state back, or that afterwards exported something else than
     before the attempt, is named in ``rollback_failed`` (and the message says so); its
-    state is whatever that import left.
+    state is whatever that import left. A component whose state before the attempt
+    had no plain export to compare with is given it back all the same, but whether
+    that worked cannot be told: it is named in ``rollback_unchecked``, and so is it in
+    the message.
 
     Attributes:
         phase: the phase that failed (``read``, ``verify``, ``decode``, ``migrate``,
@@ -624,6 +627,8 @@ class RestoreError(StateMigrateError):
         detail: what went wrong.
         rollback_failed: ``component/instance`` of every component whose rollback
             failed; empty when every component was rolled back.
+        rollback_unchecked: ``component/instance`` of every component given its
+            earlier state back without a check (it had no plain export).
         restoring: what was being restored, when the message names it: a checkpoint
             chain, as ``statemigrate inspect`` names it (``checkpoint chain <newest
             piece's id> gen N (base <base's id> gen M, P pieces)``).
@@ -641,6 +646,7 @@ class RestoreError(StateMigrateError):
         component: str | None = None,
         step: str | None = None,
         rollback_failed: Iterable[str] = (),
+        rollback_unchecked: Iterable[str] = (),
         restoring: str | None = None,
         piece: int | None = None,
         way_out: str | None = None,
@@ -650,6 +656,7 @@ class RestoreError(StateMigrateError):
         self.step = step
         self.detail = detail
         self.rollback_failed = tuple(rollback_failed)
+        self.rollback_unchecked = tuple(rollback_unchecked)
         self.restoring = restoring
         self.piece = piece
         self.way_out = way_out
@@ -662,6 +669,11 @@ class RestoreError(StateMigrateError):
             outcome = f"rollback failed for {', '.join(self.rollback_failed)}"
         else:
             outcome = "every component is as it was"
+        if self.rollback_unchecked:
+            outcome += (
+                f"{', yet' if self.rollback_failed else ','} unchecked for"
+                f" {', '.join(self.rollback_unchecked)} (no plain export to compare with)"
+            )
         after = f"; {way_out}" if way_out else ""
         super().__init__(f"{what} during {phase}{where}{at}: {detail}; {outcome}{after}")
 

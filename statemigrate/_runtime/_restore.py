@@ -42,7 +42,6 @@ from statemigrate._model._allowlossy import AllowLossy
 from statemigrate._model._component import (
     ComponentSpec,
     component_state,
-    export_component,
     import_component,
     importable_state,
     plain_state,
@@ -54,7 +53,7 @@ from statemigrate._runtime._gcpause import gc_paused
 from statemigrate._runtime._readback import read_back
 from statemigrate._runtime._report import ComponentRestore, RestoreReport
 from statemigrate._snapshot._format import Snapshot
-from statemigrate._snapshot._msgpack import pack_data
+from statemigrate._snapshot._msgpack import NotPlainError, pack_data
 
 if TYPE_CHECKING:
     from statemigrate._model._plan import Plan
@@ -448,7 +447,7 @@ def _take_before(item: _Staged) -> _Before:
     try:
         # Not proven (validated back): only compared with the export after a rollback,
         # which would otherwise run the schema's validators over the live state twice.
-        digest = _digest(plain_state(entry.obj, state, registry=entry.registry, prove=False))
+        digest = _export_digest(entry, state)
     except Exception as exc:
         # A state that cannot be exported is about to be replaced anyway; its rollback
         # is still attempted, it just cannot be checked. Said once per component: a
@@ -468,6 +467,22 @@ def _take_before(item: _Staged) -> _Before:
 
 _UNCHECKED_SAID: set[str] = set()
 """The components whose unchecked rollback was logged as a warning already."""
+
+
+def _export_digest(entry: Registered, state: Any) -> bytes:
+    """The digest of the plain export of ``state``, the component's own state.
+
+    A ``TypedDict`` state is exported as it is, and may still hold values the packer
+    takes only converted (an ``OrderedDict`` where the schema has a ``dict``): a commit
+    then exports it again with a walk, and so does this, or such a component's rollback
+    could not be checked at all.
+    """
+    plain = plain_state(entry.obj, state, registry=entry.registry, prove=False)
+    try:
+        return _digest(plain)
+    except NotPlainError:
+        walked = plain_state(entry.obj, state, registry=entry.registry, prove=False, walk=True)
+        return _digest(walked)
 
 
 def _digest(plain: object) -> bytes:
@@ -499,11 +514,17 @@ def _apply_all(staged: Sequence[_Staged]) -> None:
             raise  # KeyboardInterrupt, SystemExit: state is back, let them through
         if interrupt is not None:
             raise interrupt from exc
+        unchecked = [
+            item.entry.key
+            for item, earlier in zip(staged[:applied], before[:applied], strict=True)
+            if earlier.digest is None and earlier.state is not None
+        ]
         raise RestoreError(
             "apply",
             f"{type(exc).__name__}: {exc}",
             component=failed,
             rollback_failed=rollback_errors,
+            rollback_unchecked=[key for key in unchecked if key not in rollback_errors],
         ) from exc
 
 
@@ -531,7 +552,7 @@ def _roll_back(
                 if component_state(entry.obj, registry=entry.registry) is not None:
                     raise _Differs("its state is not None, as it was before the restore")
             elif earlier.digest is not None:
-                now = _digest(export_component(entry.obj, registry=entry.registry, prove=False))
+                now = _export_digest(entry, component_state(entry.obj, registry=entry.registry))
                 if now != earlier.digest:
                     raise _Differs("its export differs from the one before the restore")
         except BaseException as exc:

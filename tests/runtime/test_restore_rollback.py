@@ -4,6 +4,7 @@ attempt is reported as not rolled back."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import ipaddress
 import logging
@@ -166,6 +167,63 @@ def test_a_component_that_empties_its_earlier_export_is_reported_as_not_rolled_b
     assert error.rollback_failed == ("plain/default",)
     assert "rollback failed for plain/default" in str(error)
     assert "every component is as it was" not in str(error)
+
+
+@REGISTRY.migratable("plain", version=1)
+class ClearsLiveOrderedDict(ClearsLiveDict):
+    """:class:`ClearsLiveDict` keeping its counts in an ``OrderedDict``, which a commit
+    writes converted to a dict: handed over as it is, the packer refuses it."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.state = {"counts": collections.OrderedDict(counts)}
+
+
+@REGISTRY.migratable("plain", version=1)
+class HoldsAnObject:
+    """Holds a value no export takes: its state before a restore cannot be compared
+    with the one its rollback gives back."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] = {"counts": {"a": object()}}
+
+    def export_state(self) -> dict[str, Any]:
+        return self.state
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+
+def _restore_failing_last(live: object, incoming: object) -> RestoreError:
+    reader = Service(NAME, registry=REGISTRY)
+    reader.register(live)
+    reader.register(FailsOnImport())
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(_snapshot(incoming))
+    return caught.value
+
+
+def test_a_state_exported_converted_is_checked_after_its_rollback_too() -> None:
+    """An export that only packs converted (an OrderedDict under a dict field) is
+    compared converted, as a commit writes it: the emptied component is reported."""
+    live = ClearsLiveOrderedDict({"live": 1})
+    error = _restore_failing_last(live, ClearsLiveOrderedDict({"n": 2}))
+    assert live.state == {"counts": {}}
+    assert error.rollback_failed == ("plain/default",) and error.rollback_unchecked == ()
+    assert "every component is as it was" not in str(error)
+
+
+def test_a_rollback_that_cannot_be_checked_is_not_said_to_be_one() -> None:
+    """The state before the attempt had no plain export: it is given back, but the
+    error does not claim that every component is as it was without naming it."""
+    live = HoldsAnObject()
+    held = live.state
+    error = _restore_failing_last(live, ClearsLiveDict({"n": 2}))
+    assert live.state is held
+    assert error.rollback_failed == () and error.rollback_unchecked == ("plain/default",)
+    assert str(error).endswith(
+        "every component is as it was, unchecked for plain/default (no plain export to"
+        " compare with)"
+    )
 
 
 def test_the_rollback_check_is_consistent_with_a_sound_rollback() -> None:
