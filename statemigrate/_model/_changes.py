@@ -49,6 +49,7 @@ from statemigrate._model._inplacewatch import POOL, InPlaceWatch
 from statemigrate._model._paths import format_path
 from statemigrate._model._registry import component_spec
 from statemigrate._model._schema import SchemaVersion
+from statemigrate._model._shown import shortened
 from statemigrate._model._tracked import ChangeMark, Changes, TrackedDict
 
 if typing.TYPE_CHECKING:
@@ -340,16 +341,43 @@ def follows_records_protocol(
     obj: object, schema: SchemaVersion
 ) -> dict[str, TrackedDict[Any, Any]] | None:
     """The record fields of a component with its own ``export_state``, when it follows
-    the records protocol for every field of ``schema``; else ``None``."""
+    the records protocol for every field of ``schema``; else ``None``
+    (:func:`records_protocol_gap` says why)."""
+    fields, _ = _records_protocol(obj, schema)
+    return fields
+
+
+def records_protocol_gap(obj: object, schema: SchemaVersion) -> str | None:
+    """Why a component with its own ``export_state`` does not follow the records
+    protocol, in a few words; None when it does."""
+    return _records_protocol(obj, schema)[1]
+
+
+def _records_protocol(
+    obj: object, schema: SchemaVersion
+) -> tuple[dict[str, TrackedDict[Any, Any]] | None, str | None]:
     tracked = getattr(obj, "tracked_records", None)
     if not callable(tracked) or not callable(getattr(obj, "export_records", None)):
-        return None
+        return None, "it has no tracked_records() and export_records()"
     fields = tracked()
-    if not isinstance(fields, Mapping) or set(fields) != set(schema.fields):
-        return None
-    if not all(isinstance(value, TrackedDict) for value in fields.values()):
-        return None
-    return dict(fields)
+    if not isinstance(fields, Mapping):
+        return None, f"tracked_records() returned {type(fields).__qualname__}, not a mapping"
+    missing = [name for name in schema.fields if name not in fields]
+    if missing:
+        return None, (
+            f"its schema's field {missing[0]!r} is not in tracked_records(): under the"
+            " records protocol every field of the schema is a record field"
+        )
+    extra = [name for name in fields if name not in schema.fields]
+    if extra:
+        return None, f"tracked_records() names {shortened(extra[0])}, not a field of its schema"
+    for name, value in fields.items():
+        if not isinstance(value, TrackedDict):
+            return None, (
+                f"tracked_records() gives {type(value).__qualname__} for {name!r}, not a"
+                " TrackedDict"
+            )
+    return dict(fields), None
 
 
 def imports_records(obj: object) -> bool:

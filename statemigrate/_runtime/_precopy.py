@@ -29,8 +29,13 @@ import xxhash
 
 from statemigrate._errors import ChangeTrackingError, ConfigurationError, StateMigrateError
 from statemigrate._model._allowlossy import AllowLossy
-from statemigrate._model._changes import ComponentChanges, PartialState
-from statemigrate._runtime._deltawrite import changes_of, delta_section, takes_whole_states_only
+from statemigrate._model._changes import ComponentChanges, PartialState, records_protocol_gap
+from statemigrate._runtime._deltawrite import (
+    changes_of,
+    delta_section,
+    takes_whole_states_only,
+    writes_own_state,
+)
 from statemigrate._runtime._export import section_to_walk
 from statemigrate._runtime._inplacecaught import InPlaceCatches
 from statemigrate._runtime._restore import Registered
@@ -366,6 +371,9 @@ class PreCopySource:
                         " (export_records/import_records and TrackedDict collections,"
                         " docs/precopy.md)"
                     )
+                if writes_own_state(entry.obj):
+                    gap = records_protocol_gap(entry.obj, entry.spec.schema(entry.registry))
+                    return f"{entry.key} cannot tell what changed: {gap} (docs/precopy.md)"
                 return (
                     f"{entry.key} cannot tell what changed (keep its keyed collections in"
                     " TrackedDict attributes, and write a key again after changing its"

@@ -13,7 +13,12 @@ from typing_extensions import TypedDict
 from statemigrate import Registry, Service, TrackedDict
 from statemigrate._errors import ChangeTrackingError, RegistrationError
 from statemigrate._model import _inplacewatch
-from statemigrate._model._changes import ComponentChanges, key_codec
+from statemigrate._model._changes import (
+    ComponentChanges,
+    follows_records_protocol,
+    key_codec,
+    records_protocol_gap,
+)
 from statemigrate._model._inplacewatch import InPlaceWatch
 
 
@@ -87,6 +92,57 @@ def test_a_component_that_cannot_tell_what_changed_gets_no_tracking() -> None:
     assert ComponentChanges.attach(Untracked(), registry=REGISTRY) is None
     # The records protocol must cover every field of the schema.
     assert ComponentChanges.attach(Custom(), registry=REGISTRY) is None
+
+
+class NotTracked(Custom):
+    def tracked_records(self) -> dict[str, Any]:
+        return {"entries": dict(self._entries), "counts": {}, "label": TrackedDict()}
+
+
+class Overtracked(Custom):
+    def tracked_records(self) -> dict[str, TrackedDict[Any, Any]]:
+        names = ("entries", "counts", "label", "extra")
+        return {name: TrackedDict() for name in names}
+
+
+@pytest.mark.parametrize(
+    ("obj", "gap"),
+    [
+        (Custom(), "its schema's field 'counts' is not in tracked_records(): under the records"
+         " protocol every field of the schema is a record field"),
+        (NotTracked(), "tracked_records() gives dict for 'entries', not a TrackedDict"),
+        (Overtracked(), "tracked_records() names 'extra', not a field of its schema"),
+        (Untracked(), "it has no tracked_records() and export_records()"),
+    ],
+    ids=["a field left out", "a plain dict", "a field too many", "no protocol"],
+)
+def test_a_component_off_the_records_protocol_is_told_where(obj: object, gap: str) -> None:
+    schema = REGISTRY.schema_for("c", 1)
+    assert records_protocol_gap(obj, schema) == gap
+    assert follows_records_protocol(obj, schema) is None
+
+
+class Receiving(Custom):
+    """Both halves of the records protocol, for one of the schema's fields only."""
+
+    def import_records(
+        self, field: str, records: dict[str, int], deleted: Iterable[str], moved: int = 0
+    ) -> None:
+        raise AssertionError("no delta is ever written for this component")
+
+
+def test_pre_copy_names_the_field_the_records_protocol_leaves_out() -> None:
+    service = Service("svc", registry=REGISTRY)
+    service.register(Receiving())
+    pieces = service.precopy_source()
+    pieces.start()
+    assert not pieces.deltas_possible
+    assert pieces.why_no_deltas == (
+        "c/default cannot tell what changed: its schema's field 'counts' is not in"
+        " tracked_records(): under the records protocol every field of the schema is a"
+        " record field (docs/precopy.md)"
+    )
+    pieces.close()
 
 
 def test_replacing_a_tracked_field_while_tracking_is_refused() -> None:
