@@ -102,7 +102,10 @@ class _Watch:
         self.handed_over = handed_over
         self.checkpoints = checkpoints
         self.stopping = False
-        self.lost = False  # a new master died unpromoted: orphaned if the state moved
+        # The latest new master died unpromoted: orphaned if the state moved. A deploy
+        # that failed earlier says nothing of the next one's master.
+        self.lost = False
+        self.latest_new_master = 0
         self.orphaned = False
         self.stopped_by: signal.Signals | None = None  # the signal that stops this master
 
@@ -146,7 +149,7 @@ class _Watch:
         self.stopping = True  # a halt stops: a new master dead now leaves nobody serving
         self.reap_new_master()  # a new master dead and not reaped yet is not named
         if self.handed_over():
-            if self.lost:
+            if self.lost and not server.reexec_pid:
                 self.orphaned = True
             else:
                 _name_main_process(server.reexec_pid, server.log)
@@ -199,6 +202,9 @@ class _Watch:
     def reap_new_master(self) -> None:
         server = self.server
         pid = server.reexec_pid
+        if pid != self.latest_new_master and pid:
+            self.latest_new_master = pid  # forked since: a deploy of its own
+            self.lost = False
         if pid:
             try:
                 reaped, status = os.waitpid(pid, os.WNOHANG)

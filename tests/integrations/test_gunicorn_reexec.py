@@ -209,6 +209,34 @@ def test_the_old_master_exits_with_failure_when_the_state_went_to_a_dead_generat
     assert exited.value.code == status
 
 
+def test_a_deploy_after_a_failed_one_ends_with_status_0_when_its_master_serves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A first kill -USR2 whose new master died kept the state here; the second one's
+    new master took it and serves. The old master's stop leaves the service served:
+    gunicorn's 0, and no line saying that nothing serves."""
+    handed_over = False
+    server: Any = Arbiter(logging.getLogger("test.gunicorn.error"))
+    watch_new_master(server, handed_over=lambda: handed_over, checkpoints=True)
+    server.reexec_pid = _dead_child()
+    server.reap_workers()  # the failed deploy, reaped in the main loop
+    assert server.reexec_pid == 0
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        server.reexec_pid = alive.pid  # the next deploy's new master
+        server.reap_workers()
+        handed_over = True
+        with caplog.at_level(logging.INFO, "test.gunicorn.error"):
+            with pytest.raises(SystemExit) as exited:
+                server.halt()
+    finally:
+        alive.kill()
+        alive.wait()
+    assert exited.value.code == 0
+    assert not any("nothing serves" in r.getMessage() for r in caplog.records
+                   if r.getMessage().startswith("exiting"))
+
+
 @pytest.mark.parametrize("checkpoints", [True, False], ids=["checkpoints", "none"])
 def test_the_orphaned_old_master_promises_checkpoints_only_when_configured(
     checkpoints: bool, caplog: pytest.LogCaptureFixture
