@@ -189,6 +189,8 @@ def restore_latest(
             logger.error("the previous snapshot in %r cannot be restored: %s", store, second)
             tracker.failed(str(exc))  # the latest snapshot's failure is the one
             raise exc from exc.__cause__
+        if isinstance(current, Fetched):
+            keep_previous(store, current.data)
     say_unrestored(store)
     return report
 
@@ -328,6 +330,22 @@ def restore_stored(
         refused=refused,
         history=history,
     )
+
+
+def keep_previous(store: Store, data: bytes | memoryview) -> None:
+    """Tell ``store`` that the start restored its previous snapshot, the latest
+    (``data``) refused at verification, when it can be told: its next commit then keeps
+    that previous snapshot to fall back to, not the one that cannot be restored (kept
+    aside as unrestored)."""
+    fell_back = getattr(store, "fell_back_to_previous", None)
+    if not callable(fell_back):
+        return
+    try:
+        fell_back(data)
+    except StoreError as exc:
+        logger.warning(
+            "could not keep the previous snapshot as the one to fall back to: %s", exc
+        )
 
 
 def keep_unrestored(store: Store, data: bytes | memoryview | None) -> None:

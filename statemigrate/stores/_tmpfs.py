@@ -372,6 +372,32 @@ class TmpfsStore(Closing):
             _syscalls.close_quietly(lock_fd)
         return self._where(UNRESTORED)
 
+    def fell_back_to_previous(self, data: Buffer) -> None:
+        """A start restored ``previous`` because it could not restore ``current``, whose
+        snapshot is ``data`` (kept as ``unrestored`` by :meth:`keep_unrestored`):
+        ``previous`` becomes ``current`` again, so that the next commit keeps it as
+        ``previous``, the one a later start falls back to, rather than the snapshot
+        that cannot be restored. Nothing changes when ``current`` is no longer
+        ``data`` (another writer committed meanwhile).
+
+        Raises:
+            StoreError: as :meth:`commit`.
+        """
+        self._require_open("fall back")
+        lock_fd = self._lock_fresh()
+        try:
+            try:
+                held = self._read(CURRENT)
+            except StoreError as exc:
+                if exc.errno == errno.ENOENT:
+                    return
+                raise
+            if held != bytes(memoryview(data).cast("B")):
+                return
+            _syscalls.rename_at(PREVIOUS, CURRENT, dir_fd=self._dir_fd, where=self._where(CURRENT))
+        finally:
+            _syscalls.close_quietly(lock_fd)
+
     def close(self) -> None:
         """Close the directory descriptor. Idempotent."""
         # Not while a re-open swaps the descriptor (see _reopen_if_removed).

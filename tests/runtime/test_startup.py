@@ -5,6 +5,7 @@ snapshot is refused with the way out."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -13,7 +14,7 @@ from restore_children.components import build_registry
 
 from statemigrate import RestoreError, Service, StateMigrateError
 from statemigrate.reference import KVCacheV1
-from statemigrate.stores import ObjectStore
+from statemigrate.stores import ObjectStore, TmpfsStore
 
 REGISTRY = build_registry()
 
@@ -79,6 +80,27 @@ def test_a_restore_beside_an_unrestored_generation_says_so(
     assert "`statemigrate inspect memory://#1 --verify`" in warning
     assert "`service.restore(store.ref(1))`" in warning
     assert "`statemigrate forget-unrestored memory://`" in warning
+
+
+def test_the_snapshot_a_start_fell_back_to_stays_the_one_to_fall_back_to(
+    tmp_path: Path,
+) -> None:
+    """The latest snapshot cannot be restored, the one before it is: the service goes
+    on from that one. Its next checkpoint must keep that one as previous, not the
+    latest that cannot be restored (kept aside as unrestored): a start after a
+    checkpoint damaged in turn falls back to the state the service had."""
+    store = TmpfsStore(tmp_path / "store")
+    writer = cache_service()
+    writer.commit(store)
+    good = bytes(store.open())
+    store.commit(b"not a snapshot")  # a damaged latest
+    restarted = cache_service()
+    assert restarted.start_from(store) is not None
+    restarted.commit(store)
+    assert bytes(store.open_previous()) == good
+    store.commit(b"damaged again")
+    assert cache_service().start_from(store) is not None  # from the good one
+    store.close()
 
 
 def test_a_restore_with_nothing_kept_says_nothing_more(
