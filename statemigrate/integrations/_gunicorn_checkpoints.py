@@ -167,6 +167,14 @@ def checkpoints_of(value: object) -> Checkpoints | None:
     return Checkpoints(value)  # type: ignore[arg-type]
 
 
+def _written_ago(created_ns: int) -> str:
+    """How long before the restore the checkpoint was written: what a stop whose final
+    checkpoint failed lost shows as an age well past ``every``."""
+    if not created_ns:
+        return "written at an unknown time"
+    return f"written {max(0.0, (time.time_ns() - created_ns) / 1e9):.1f} s ago"
+
+
 # -- in the master ----------------------------------------------------------------------
 
 
@@ -326,10 +334,11 @@ class SlotCheckpoints:
             return True
         self.restored = True
         worker.log.info(
-            "%s: restored its latest checkpoint from %r (generation %s)",
+            "%s: restored its latest checkpoint from %r (generation %s, %s)",
             where,
             self.store,
             report.generation,
+            _written_ago(report.created_ns),
         )
         return True
 
@@ -369,10 +378,11 @@ class SlotCheckpoints:
         self.restored = True
         worker.log.info(
             "%s replaces a worker of its slot: restored its latest checkpoint from %r"
-            " (generation %s)",
+            " (generation %s, %s)",
             where,
             self.store,
             report.generation,
+            _written_ago(report.created_ns),
         )
 
     def _others_holding_state(self, worker: Any) -> list[HeldSlot]:

@@ -412,7 +412,10 @@ def test_a_replacement_waits_for_its_old_worker_on_a_descriptor_above_fd_setsize
     finally:
         old_worker.wait()
     assert replacement.status.ready
-    assert any("restored its latest checkpoint" in line for line in worker.log.lines)
+    [line] = [line for line in worker.log.lines if "restored its latest checkpoint" in line]
+    # Its age tells a checkpoint written just now from one a failed final checkpoint
+    # left behind.
+    assert re.search(r"\(generation \d+, written \d+\.\d s ago\)$", line), line
 
 
 # -- the master's view: slots and replacements ------------------------------------------------
