@@ -20,6 +20,7 @@ from statemigrate._runtime._delta import apply_delta
 from statemigrate._runtime._deltawrite import delta_obstacle
 from statemigrate._runtime._report import RestoreReport
 from statemigrate._runtime._restore import Registered, run_restore
+from statemigrate._runtime._waybackwarning import warn_no_way_back
 from statemigrate._snapshot._format import DecodeLimits, Snapshot
 from statemigrate._snapshot._header import SnapshotHeader
 
@@ -194,6 +195,7 @@ def restore_full(
     history.carried = carried
     report = replace(report, carried=carried.keys)
     logger.log(SUMMARIES.get(), "%s", report.summary())
+    warn_no_way_back(report, pending)
     return report
 
 
