@@ -81,6 +81,7 @@ def named(error: RestoreError) -> RestoreError:
         component=error.component,
         step=error.step,
         rollback_failed=error.rollback_failed,
+        rollback_unchecked=error.rollback_unchecked,
         restoring=chain.name,
         piece=chain.piece,
         way_out=error.way_out,

@@ -206,6 +206,7 @@ def with_way_out(
         component=error.component,
         step=error.step,
         rollback_failed=error.rollback_failed,
+        rollback_unchecked=error.rollback_unchecked,
         restoring=error.restoring,
         piece=error.piece,
         way_out=(

@@ -20,6 +20,7 @@ from statemigrate._errors import (
 from statemigrate._model._allowlossy import AllowLossy, names_shown
 from statemigrate._model._registry import Registry
 from statemigrate._runtime._chainread import Chain, compose_chain
+from statemigrate._runtime._newerrelease import newer_version
 from statemigrate._runtime._rewrite import SectionVerdict, migrate_snapshot, verify_snapshot
 from statemigrate._snapshot._format import Snapshot, open_snapshot
 from statemigrate.cli._arguments import (
@@ -387,6 +388,15 @@ def _reason(error: StateMigrateError) -> str:
         return (
             f"{error}; a restore carries it unchanged into later snapshots, for a release"
             " that has the component (Registry.retire drops it on purpose)"
+        )
+    newer = newer_version(error)
+    if newer is not None:
+        # The newer release's downgrade steps are out of this registry's sight.
+        return (
+            f"{error}; a newer release wrote version {newer.written}: verify with its"
+            " registry, or fold it back for this release with that registry:"
+            f" `statemigrate migrate SNAPSHOT -o OUT --to {newer.component}={newer.readable}"
+            f" --allow-lossy-for {newer.component} --registry MODULE:NAME` (docs/cli.md)"
         )
     return str(error)
 

@@ -568,3 +568,24 @@ def test_a_component_the_snapshot_lacks_is_named_with_the_unknown_one(
     )
     result = run(capsys, "verify", str(path), "--json", *REGISTRY)
     assert json.loads(result.out)["not_in_snapshot"] == ["kvcache"]
+
+
+def test_a_version_a_newer_release_wrote_says_how_to_fold_it_back(
+    tmp_path: Path, work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reference registry reads kvcache up to version 3; a snapshot at version 4
+    is a newer release's, whose downgrade steps this registry lacks: the verdict names
+    the command that folds it back, as a start-up refusing it does."""
+    path = _write(
+        tmp_path / "newer.smsnap",
+        [SectionInput("kvcache", "default", 4, "0" * 64, {"entries": {}})],
+    )
+    result = run(capsys, "verify", str(path), *REGISTRY)
+    assert (result.code, result.err) == (1, "")
+    [line] = result.out.splitlines()
+    assert line.startswith("kvcache/default: 4 -> 3 would NOT restore: no migration path"), line
+    assert line.endswith(
+        "; a newer release wrote version 4: verify with its registry, or fold it back for"
+        " this release with that registry: `statemigrate migrate SNAPSHOT -o OUT --to"
+        " kvcache=3 --allow-lossy-for kvcache --registry MODULE:NAME` (docs/cli.md)"
+    ), line
