@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from statemigrate._model._compare import NOT_A_FIELD
 from statemigrate._model._export_kinds import TRANSPARENT, VALIDATORS
 from statemigrate._model._export_leaves import (
     SCALAR_NODES,
@@ -25,6 +26,7 @@ from statemigrate._model._export_leaves import (
     fail,
     fields_reader,
     kind_of,
+    located,
     read_attribute,
     read_item,
 )
@@ -47,9 +49,16 @@ def typed_dict_node(schema: Mapping[str, Any], path: list[str], compile_node: Co
         name for name, spec in schema["fields"].items() if spec.get("required", total)
     )
     read = fields_reader(fields, read_item, step=FieldName, required=required)
-    allow_extra = schema.get("extra_behavior") == "allow"
-    extras = _extras(schema, path, compile_node) if allow_extra else None
+    behavior = schema.get("extra_behavior")
+    extras = _extras(schema, path, compile_node) if behavior == "allow" else None
     names = frozenset(name for name, _ in fields)
+    # Validation drops a key that is not a field (or, forbidding others, refuses it):
+    # written, it would not come back. Read field by field, it would not even be written.
+    not_a_field = (
+        "this key is not a field of its record, which forbids others: validation refuses it"
+        if behavior == "forbid"
+        else NOT_A_FIELD
+    )
 
     def convert(value: Any) -> Any:
         if not isinstance(value, Mapping):
@@ -57,6 +66,9 @@ def typed_dict_node(schema: Mapping[str, Any], path: list[str], compile_node: Co
         out = read(value)
         if extras is not None:
             add_extras(out, ((k, v) for k, v in value.items() if k not in names), extras)
+        elif len(out) != len(value):  # out holds the fields the value has, and no more
+            key = next(key for key in value if key not in names)
+            raise located(fail(not_a_field), key)
         return out
 
     identity = all(node.identity for _, node in fields)

@@ -28,13 +28,14 @@ _warned: set[tuple[str, int, int]] = set()
 
 
 def warn_no_way_back(report: RestoreReport, entries: Iterable[Registered]) -> None:
-    """Warn of each component ``report`` moved to another version from which its
-    registry plans no way back to the version the snapshot held."""
+    """Warn of each component ``report`` upgraded to a version from which its registry
+    plans no way back to the version the snapshot held. (A downgrade's way back is the
+    newer release's upgrade step, which this release's registry need not hold.)"""
     registered = {(entry.component, entry.instance): entry for entry in entries}
     for restored in report.components:
         source, target = restored.source_version, restored.target_version
         entry = registered.get((restored.component, restored.instance))
-        if source == target or entry is None:
+        if source >= target or entry is None:
             continue
         try:
             # A lossy way back is one all the same: a rollback allows it by name.

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 import pytest
-from pydantic import AfterValidator, BaseModel, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, TypeAdapter
 from typing_extensions import TypedDict
 
 from statemigrate import ExportError, MemoryStore, RegistrationError, Registry, Service
@@ -307,3 +307,63 @@ def test_fields_of_their_declared_kinds_and_scalars_validation_converts_are_comm
     restorer, holder = wallet_component()
     restorer.restore(committed.ref)
     assert vars(holder) == {**vars(wallet_component(**held)[1]), "count": 5}
+
+
+class Dated(TypedDict):
+    n: int
+    at: datetime.date
+
+
+class Strict(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    n: int
+    at: datetime.date
+
+
+class DatedByKey(TypedDict):
+    recs: dict[str, Dated]
+
+
+class StrictList(TypedDict):
+    recs: list[Strict]
+
+
+DAY = datetime.date(2026, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("schema", "state", "message"),
+    [
+        (Dated, {"n": 1, "at": DAY, "note": "x"},
+         "at ['note']: validation drops this key: it is not a field of its record"),
+        (DatedByKey, {"recs": {"k": {"n": 1, "at": DAY, "note": "x"}}},
+         "at recs['k']['note']: validation drops this key: it is not a field of its record"),
+        (StrictList, {"recs": [{"n": 1, "at": DAY}, {"n": 2, "at": DAY, "note": "x"}]},
+         "at recs[1]['note']: this key is not a field of its record, which forbids others:"
+         " validation refuses it"),
+    ],
+    ids=["top level", "in a dict", "forbidding others, in a list"],
+)
+@pytest.mark.parametrize("how", ["snapshot", "commit"])
+def test_a_key_that_is_not_a_field_of_a_typeddict_read_field_by_field_is_refused(
+    schema: type, state: dict[str, object], message: str, how: str
+) -> None:
+    """A TypedDict with a field that is not plain (a date) is read field by field: a
+    key that is not a field used to be left behind without a word, and the restore
+    gave the record without it."""
+    registry = Registry()
+    registry.add_schema("dated", 1, schema)
+
+    @registry.migratable("dated", version=1)
+    class Holder:
+        def export_state(self) -> object:
+            return state
+
+        def import_state(self, restored: object) -> None:
+            raise AssertionError("nothing is restored")
+
+    service = Service("app", registry=registry)
+    service.register(Holder())
+    with pytest.raises(ExportError) as refused:
+        service.snapshot() if how == "snapshot" else service.commit(MemoryStore())
+    assert str(refused.value).endswith(message)
