@@ -667,12 +667,14 @@ class RestoreError(StateMigrateError):
         at = f" at step {step}" if step else ""
         if self.rollback_failed:
             outcome = f"rollback failed for {', '.join(self.rollback_failed)}"
+        elif self.rollback_unchecked:
+            outcome = "every component is as it was, as far as can be checked"
         else:
             outcome = "every component is as it was"
         if self.rollback_unchecked:
             outcome += (
-                f"{', yet' if self.rollback_failed else ','} unchecked for"
-                f" {', '.join(self.rollback_unchecked)} (no plain export to compare with)"
+                f"; {', '.join(self.rollback_unchecked)} rolled back unchecked (no plain"
+                " export to compare with)"
             )
         after = f"; {way_out}" if way_out else ""
         super().__init__(f"{what} during {phase}{where}{at}: {detail}; {outcome}{after}")

@@ -423,7 +423,23 @@ class _Before:
     state: Any
     digest: bytes | None
     """Of the packed plain export; None when that export cannot be taken, and for a
-    state of ``None``."""
+    state that holds nothing (see :func:`_holds_nothing`)."""
+
+    @property
+    def unchecked(self) -> bool:
+        """Whether a rollback to this state cannot be checked."""
+        return self.digest is None and not _holds_nothing(self.state)
+
+
+def _holds_nothing(state: Any) -> bool:
+    """Whether ``state`` is one of a component that holds nothing yet: ``None`` (an
+    ``export_state`` that returns None until the component holds something), or the
+    fields of a component without one, every attribute still ``None``. No schema
+    describes either, and none is needed to check a rollback: the state must be that
+    again (see :func:`_roll_back`)."""
+    return state is None or (
+        type(state) is dict and bool(state) and all(value is None for value in state.values())
+    )
 
 
 def _take_before(item: _Staged) -> _Before:
@@ -439,11 +455,8 @@ def _take_before(item: _Staged) -> _Before:
             f" {type(exc).__name__}: {exc}",
             component=entry.key,
         ) from exc
-    if state is None:
-        # Nothing restored yet, by design (an export_state that returns None until the
-        # component holds something): no schema describes None, and none is needed to
-        # check the rollback: the state must be None again (see _roll_back).
-        return _Before(None, None)
+    if _holds_nothing(state):
+        return _Before(state, None)
     try:
         # Not proven (validated back): only compared with the export after a rollback,
         # which would otherwise run the schema's validators over the live state twice.
@@ -517,7 +530,7 @@ def _apply_all(staged: Sequence[_Staged]) -> None:
         unchecked = [
             item.entry.key
             for item, earlier in zip(staged[:applied], before[:applied], strict=True)
-            if earlier.digest is None and earlier.state is not None
+            if earlier.unchecked
         ]
         raise RestoreError(
             "apply",
@@ -548,9 +561,10 @@ def _roll_back(
         try:
             state = importable_state(entry.obj, earlier.state, registry=entry.registry)
             import_component(entry.obj, state, registry=entry.registry)
-            if earlier.state is None:
-                if component_state(entry.obj, registry=entry.registry) is not None:
-                    raise _Differs("its state is not None, as it was before the restore")
+            if _holds_nothing(earlier.state):
+                now = component_state(entry.obj, registry=entry.registry)
+                if not (now is None if earlier.state is None else now == earlier.state):
+                    raise _Differs("it holds something, where it held nothing before the restore")
             elif earlier.digest is not None:
                 now = _export_digest(entry, component_state(entry.obj, registry=entry.registry))
                 if now != earlier.digest:

@@ -221,8 +221,8 @@ def test_a_rollback_that_cannot_be_checked_is_not_said_to_be_one() -> None:
     assert live.state is held
     assert error.rollback_failed == () and error.rollback_unchecked == ("plain/default",)
     assert str(error).endswith(
-        "every component is as it was, unchecked for plain/default (no plain export to"
-        " compare with)"
+        "every component is as it was, as far as can be checked; plain/default rolled back"
+        " unchecked (no plain export to compare with)"
     )
 
 
@@ -272,16 +272,16 @@ def test_a_current_state_without_a_plain_export_is_still_replaced() -> None:
 
 
 def test_a_state_with_no_plain_export_is_reported_once_per_component(caplog: Any) -> None:
-    """A component whose state before the restore cannot be exported (a new one, holding
-    None where an int belongs) warns that its rollback is not checked, once: a test
-    suite restoring into new components again and again would be flooded."""
+    """A component whose state before the restore cannot be exported (text where an
+    int belongs) warns that its rollback is not checked, once: a test suite restoring
+    into new components again and again would be flooded."""
     registry = Registry()
     registry.add_schema("unexportable-before", 1, CountsModel)
 
     @registry.migratable("unexportable-before", version=1)
     class Counts:
         def __init__(self) -> None:
-            self.counts: Any = None
+            self.counts: Any = {"a": "not a count"}
 
     writer = Service(NAME, registry=registry)
     writer.register(Counts()).counts = {"a": 1}
@@ -399,7 +399,7 @@ def test_the_warning_of_a_state_with_no_plain_export_speaks_of_the_field(
     @registry.migratable("addressed", version=1)
     class Holds:
         def __init__(self) -> None:
-            self.where: Any = None
+            self.where: Any = "no address yet"
 
     writer = Service(NAME, registry=registry)
     writer.register(Holds()).where = ipaddress.IPv4Address("10.0.0.1")
@@ -488,3 +488,46 @@ def test_the_rollback_of_a_validated_schema_is_still_checked() -> None:
         reader.restore(blob)
     assert target.counts == {}
     assert caught.value.rollback_failed == ("counted/default",)
+
+
+class Labelled(BaseModel):
+    counts: dict[str, int]
+    label: str
+
+
+def test_a_component_whose_fields_are_all_none_holds_nothing_and_is_checked(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attributes set to None until a restore fills them are a component holding
+    nothing yet, like an export_state returning None: no warning that its rollback
+    cannot be checked (one per such component used to be logged), and the rollback
+    is checked to leave every attribute None again."""
+    monkeypatch.setattr(restore_module, "_UNCHECKED_SAID", set())
+    registry = Registry()
+    registry.add_schema("labelled", 1, Labelled)
+    registry.add_schema("last", 1, CountsDict)
+
+    @registry.migratable("labelled", version=1)
+    class Empty:
+        def __init__(self) -> None:
+            self.counts: Any = None
+            self.label: Any = None
+
+    @registry.migratable("last", version=1)
+    class Fails(FailsOnImport):
+        pass
+
+    writer = Service(NAME, registry=registry)
+    filled = writer.register(Empty())
+    filled.counts, filled.label = {"a": 1}, "x"
+    writer.register(Fails())
+    reader = Service(NAME, registry=registry)
+    empty = reader.register(Empty())
+    reader.register(Fails())
+    with caplog.at_level(logging.WARNING, logger="statemigrate"):
+        with pytest.raises(RestoreError) as caught:
+            reader.restore(writer.snapshot()[0])
+    assert caught.value.rollback_failed == () and caught.value.rollback_unchecked == ()
+    assert str(caught.value).endswith("every component is as it was")
+    assert (empty.counts, empty.label) == (None, None)
+    assert "rollback is not checked" not in caplog.text
