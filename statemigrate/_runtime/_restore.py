@@ -456,7 +456,9 @@ def _take_before(item: _Staged) -> _Before:
             component=entry.key,
         ) from exc
     if _holds_nothing(state):
-        return _Before(state, None)
+        # A copy of a dict of Nones is the whole of it, and out of reach of an import
+        # that would change the dict it was given.
+        return _Before(state if state is None else dict(state), None)
     try:
         # Not proven (validated back): only compared with the export after a rollback,
         # which would otherwise run the schema's validators over the live state twice.
