@@ -335,12 +335,28 @@ def verify_command(args: argparse.Namespace, out: TextIO) -> int:
         out.writelines(f"{_verdict_line(verdict)}\n" for verdict in verdicts)
         if not verdicts:
             out.write("(no sections)\n")
-        out.writelines(
+        out.write(_absent_lines(absent))
+    return EXIT_OK if restores else EXIT_WOULD_NOT_RESTORE
+
+
+_ABSENT_EACH = 3
+"""Up to this many components the snapshot lacks get a line each; more share one (a
+snapshot of one section of a release with dozens of components would bury its verdict)."""
+
+
+def _absent_lines(absent: list[str]) -> str:
+    """The lines naming the release's components the snapshot does not hold."""
+    if len(absent) <= _ABSENT_EACH:
+        return "".join(
             f"{printable(name)}: not in the snapshot; restores nothing, and keeps what the"
             " release starts it with\n"
             for name in absent
         )
-    return EXIT_OK if restores else EXIT_WOULD_NOT_RESTORE
+    return (
+        f"{len(absent)} components are not in the snapshot:"
+        f" {', '.join(printable(name) for name in absent)}; they restore nothing, and keep"
+        " what the release starts them with\n"
+    )
 
 
 def _verdict_line(verdict: SectionVerdict) -> str:

@@ -589,3 +589,34 @@ def test_a_version_a_newer_release_wrote_says_how_to_fold_it_back(
         " this release with that registry: `statemigrate migrate SNAPSHOT -o OUT --to"
         " kvcache=3 --allow-lossy-for kvcache --registry MODULE:NAME` (docs/cli.md)"
     ), line
+
+
+def test_many_components_the_snapshot_lacks_share_one_line(
+    tmp_path: Path, work: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot of one section against a release of many components: one line names
+    them all, rather than a line each burying the verdict."""
+    (work / "many.py").write_text(
+        "from typing_extensions import TypedDict\n"
+        "from statemigrate.reference import build_registry\n\n\n"
+        "class Empty(TypedDict):\n"
+        "    n: int\n\n\n"
+        "def build():\n"
+        "    registry = build_registry()\n"
+        "    for name in ('alpha', 'beta', 'gamma', 'delta'):\n"
+        "        registry.add_schema(name, 1, Empty)\n"
+        "    return registry\n"
+    )
+    monkeypatch.syspath_prepend(str(work))
+    v3 = build_registry().schema_for("kvcache", 3)
+    path = _write(
+        tmp_path / "one.smsnap",
+        [SectionInput("kvcache", "default", 3, v3.fingerprint, {"entries": {}})],
+    )
+    result = run(capsys, "verify", str(path), "--registry", "many:build")
+    assert (result.code, result.err) == (0, "")
+    assert result.out.splitlines() == [
+        "kvcache/default: 3 -> 3 would restore (no steps)",
+        "4 components are not in the snapshot: alpha, beta, delta, gamma; they restore"
+        " nothing, and keep what the release starts them with",
+    ]
