@@ -202,7 +202,7 @@ class _Watch:
     def reap_new_master(self) -> None:
         server = self.server
         pid = server.reexec_pid
-        if pid != self.latest_new_master and pid:
+        if pid and pid != self.latest_new_master:
             self.latest_new_master = pid  # forked since: a deploy of its own
             self.lost = False
         if pid:
