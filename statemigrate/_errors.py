@@ -623,7 +623,8 @@ class RestoreError(StateMigrateError):
         phase: the phase that failed (``read``, ``verify``, ``decode``, ``migrate``,
             ``validate``, ``apply``).
         component: ``component/instance`` that failed, when one did.
-        step: the migration step that failed, when one did (printed form).
+        step: the migration step that failed, when one did (printed form), or, in
+            phase ``validate``, the last step, whose output did not fit.
         detail: what went wrong.
         rollback_failed: ``component/instance`` of every component whose rollback
             failed; empty when every component was rolled back.

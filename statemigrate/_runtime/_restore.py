@@ -412,8 +412,22 @@ def _run_pipeline(
     except (NoMigrationPathError, LossyMigrationError) as exc:
         raise RestoreError("migrate", str(exc), component=entry.key) from exc
     except StateMigrateError as exc:
-        raise RestoreError("validate", str(exc), component=entry.key) from raised_by_user_code(exc)
+        raise RestoreError(
+            "validate", str(exc), component=entry.key, step=_last_step(entry, source, allow_lossy)
+        ) from raised_by_user_code(exc)
     return result.state, result.timings, result.step_names
+
+
+def _last_step(entry: Registered, source: int, allow_lossy: AllowLossy) -> str | None:
+    """The step whose output was being validated, when steps ran: the one to look at
+    when it does not fit (a validation error names the path, not the step)."""
+    try:
+        steps = entry.registry.plan(
+            entry.component, source, entry.spec.version, allow_lossy=allow_lossy
+        ).steps
+    except StateMigrateError:
+        return None
+    return str(steps[-1]) if steps else None
 
 
 @dataclass(slots=True)

@@ -1,5 +1,6 @@
-"""A restore that moves a component to a version with no steps back says so once: the
-rollback to the release that wrote the snapshot would be refused."""
+"""What a restore says of its steps: a component upgraded to a version with no steps
+back is warned of once (the rollback to the release that wrote the snapshot would be
+refused), and a step whose output does not fit is named."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from typing_extensions import TypedDict
 
 import statemigrate._runtime._waybackwarning as wayback
-from statemigrate import MemoryStore, Registry, Service
+from statemigrate import MemoryStore, Registry, RestoreError, Service
 
 
 class CountsV1(TypedDict):
@@ -71,3 +72,35 @@ def test_an_upgrade_with_no_step_back_is_warned_of_once(
             " 1: a rollback to the release that wrote this snapshot cannot take its state"
             " over; register a 2 -> 1 step (`statemigrate check` lists every such gap)"
         ]
+
+
+def test_a_step_whose_output_does_not_fit_is_named_by_the_restore() -> None:
+    """Validation names the path; the restore also names the step whose output it was,
+    the code to look at."""
+    registry = Registry()
+    registry.add_schema("counts", 1, CountsV1)
+    registry.add_schema("counts", 2, CountsV2)
+    registry.add_migration("counts", 1, 2, lambda data: {**data, "total": "many"}, name="tally")
+
+    @registry.migratable("counts", version=1)
+    class Old:
+        def __init__(self) -> None:
+            self.counts = {"a": 1}
+
+    @registry.migratable("counts", version=2)
+    class New:
+        def __init__(self) -> None:
+            self.counts: dict[str, int] = {}
+            self.total = 0
+
+    writer = Service("app", registry=registry)
+    writer.register(Old())
+    reader = Service("app", registry=registry)
+    reader.register(New())
+    with pytest.raises(RestoreError) as caught:
+        reader.restore(writer.snapshot()[0])
+    assert (caught.value.phase, caught.value.step) == ("validate", "counts 1 -> 2 (tally)")
+    assert str(caught.value).startswith(
+        "restore failed during validate in counts/default at step counts 1 -> 2 (tally): "
+    )
+    assert "version 2: total: Input should be a valid integer" in str(caught.value)
