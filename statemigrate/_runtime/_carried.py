@@ -182,8 +182,11 @@ def announce_carried(service: str, carried: Carried) -> None:
         logger.warning(
             "service %s: section %s (version %d) is claimed by no component of this"
             " release; it is carried: written unchanged into this service's snapshots,"
-            " so that a release that has component %r restores it. To drop it on"
-            " purpose, retire the component: registry.retire(%r)",
+            " so that a release that has component %r restores it; writes this release"
+            " makes to that state, if it still keeps it (a component not registered, or"
+            " renamed), are in no snapshot and lost. To drop it on purpose, retire the"
+            " component: registry.retire(%r); to refuse such a restore,"
+            " Service(strict=True)",
             service,
             section.key,
             section.version,
