@@ -375,13 +375,18 @@ class Point:
 def all_points() -> list[Point]:
     """Every (site, position, fault, timing, persistence) combination of the loop."""
     points = []
+    # A failed validation names the step whose output it was: each component's last.
+    last_step = dict(step_sequence())
     for persistent in (False, True):
         for index, (component, step) in enumerate(step_sequence()):
             for exc in FAULTS:
                 points.append(Point("step", index, exc, "before", persistent, component, step))
         for index, component in enumerate(COMPONENT_KEYS):
             for exc in VALIDATE_FAULTS:
-                points.append(Point("validate", index, exc, "before", persistent, component, None))
+                points.append(
+                    Point("validate", index, exc, "before", persistent, component,
+                          last_step.get(component))
+                )
             for exc in FAULTS:
                 for when in ("before", "after"):
                     points.append(Point("import", index, exc, when, persistent, component, None))
