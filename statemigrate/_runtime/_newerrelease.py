@@ -42,7 +42,15 @@ from statemigrate._snapshot._header import SnapshotHeader
 from statemigrate.stores._base import Store
 from statemigrate.stores._tmpfs import CURRENT, UNRESTORED, TmpfsStore
 
-__all__ = ["Fold", "NewerVersion", "folds", "newer_version", "snapshot_address", "with_way_out"]
+__all__ = [
+    "Fold",
+    "NewerVersion",
+    "fold_command",
+    "folds",
+    "newer_version",
+    "snapshot_address",
+    "with_way_out",
+]
 
 #: A word a shell reads back as it is: no quotes needed.
 _PLAIN_WORD = re.compile(r"[\w@%+=:,./-][\w@%+=:,./#-]*")
@@ -198,8 +206,6 @@ def with_way_out(
             f"{fold.component!r} version {fold.written} (this release reads {fold.target})"
             for fold in named
         )
-    targets = " ".join(f"--to {fold.component}={fold.target}" for fold in named)
-    lossy = "".join(f" --allow-lossy-for {fold.component}" for fold in named if fold.lossy)
     hinted = RestoreError(
         error.phase,
         error.detail,
@@ -211,14 +217,24 @@ def with_way_out(
         piece=error.piece,
         way_out=(
             f"a newer release wrote it ({versions}): start the release that wrote it, or"
-            " fold it back for this one with that release's registry: `statemigrate"
-            f" migrate {_shell_word(address or 'SNAPSHOT')} -o OUT {targets}{lossy}"
-            " --registry MODULE:NAME`"
-            " (docs/cli.md), and start from OUT"
+            " fold it back for this one with that release's registry:"
+            f" `{fold_command(named, address)}` (docs/cli.md), and start from OUT"
         ),
     )
     hinted.__cause__ = error.__cause__
     return hinted.with_traceback(error.__traceback__)
+
+
+def fold_command(found: Sequence[Fold], address: str | None = None) -> str:
+    """The ``statemigrate migrate`` command that folds the components ``found`` back
+    for this release, run with the newer release's registry; ``address`` is where the
+    command line reads the snapshot, else ``SNAPSHOT``."""
+    targets = " ".join(f"--to {fold.component}={fold.target}" for fold in found)
+    lossy = "".join(f" --allow-lossy-for {fold.component}" for fold in found if fold.lossy)
+    return (
+        f"statemigrate migrate {_shell_word(address or 'SNAPSHOT')} -o OUT {targets}{lossy}"
+        " --registry MODULE:NAME"
+    )
 
 
 def _shell_word(address: str) -> str:

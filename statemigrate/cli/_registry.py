@@ -20,7 +20,7 @@ from statemigrate._errors import (
 from statemigrate._model._allowlossy import AllowLossy, names_shown
 from statemigrate._model._registry import Registry
 from statemigrate._runtime._chainread import Chain, compose_chain
-from statemigrate._runtime._newerrelease import newer_version
+from statemigrate._runtime._newerrelease import Fold, fold_command, newer_version
 from statemigrate._runtime._rewrite import SectionVerdict, migrate_snapshot, verify_snapshot
 from statemigrate._snapshot._format import Snapshot, open_snapshot
 from statemigrate.cli._arguments import (
@@ -408,11 +408,11 @@ def _reason(error: StateMigrateError) -> str:
     newer = newer_version(error)
     if newer is not None:
         # The newer release's downgrade steps are out of this registry's sight.
+        fold = Fold(newer.component, newer.written, newer.readable, lossy=True)
         return (
             f"{error}; a newer release wrote version {newer.written}: verify with its"
-            " registry, or fold it back for this release with that registry:"
-            f" `statemigrate migrate SNAPSHOT -o OUT --to {newer.component}={newer.readable}"
-            f" --allow-lossy-for {newer.component} --registry MODULE:NAME` (docs/cli.md)"
+            f" registry, or fold it back for this release with that registry:"
+            f" `{fold_command([fold])}` (docs/cli.md)"
         )
     return str(error)
 
