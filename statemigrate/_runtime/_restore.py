@@ -546,14 +546,14 @@ def _apply_all(staged: Sequence[_Staged]) -> None:
         unchecked = [
             item.entry.key
             for item, earlier in zip(staged[:applied], before[:applied], strict=True)
-            if earlier.unchecked
+            if earlier.unchecked and item.entry.key not in rollback_errors
         ]
         raise RestoreError(
             "apply",
             f"{type(exc).__name__}: {exc}",
             component=failed,
             rollback_failed=rollback_errors,
-            rollback_unchecked=[key for key in unchecked if key not in rollback_errors],
+            rollback_unchecked=unchecked,
         ) from exc
 
 
