@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Protocol
 
+from statemigrate._model._accel import RecordsCheck, records_check
 from statemigrate._model._coreschema import INERT, STRUCTURE_PARTS, record_fields
 from statemigrate._model._coreschema import Unsupported as _Unsupported
 from statemigrate._model._plaindata import copy_plain
@@ -398,11 +399,15 @@ def _exact_fits(node: _Exact, nullable: bool) -> Fits:
 
 
 def _list_fits(node: _List, sole: int, nullable: bool, keys_plain: bool) -> Fits:
-    item_fits = _fits(node.item, sole, nullable=False, keys_plain=keys_plain)
+    in_c = _records_in_c(node.item, None)
+    item_fits = in_c or _fits(node.item, sole, nullable=False, keys_plain=keys_plain)
     return _container_fits(list, item_fits, sole, nullable)
 
 
 def _dict_fits(node: DictNode, sole: int, nullable: bool, keys_plain: bool) -> Fits:
+    in_c = _records_in_c(node.value, node.key.type if isinstance(node.key, _Exact) else None)
+    if in_c is not None:
+        return _container_fits(dict, in_c, sole, nullable)
     keys_fit = _fits(node.key, sole, nullable=False, keys_plain=keys_plain)
     values_fit = _fits(node.value, sole, nullable=False, keys_plain=keys_plain)
 
@@ -410,6 +415,31 @@ def _dict_fits(node: DictNode, sole: int, nullable: bool, keys_plain: bool) -> F
         return keys_fit(value) and values_fit(value.values())
 
     return _container_fits(dict, contents_fit, sole, nullable)
+
+
+def _records_in_c(node: Node, key_type: type | None) -> RecordsCheck | None:
+    """The C check of a dict or list whose values are ``node``'s records, or None
+    when it is not in use or ``node`` is not such a record: all fields required, each
+    an unconstrained scalar (optional or not), a list of those, or ``Any``.
+
+    It checks what ``_required_record_fits`` does, keys included (``keys_plain`` only
+    spares the Python loop a test the C loop does at no cost).
+    """
+    if not isinstance(node, RecordNode) or not all(field.required for field in node.fields):
+        return None
+    fields: list[tuple[str, type, str]] = []
+    for field in node.fields:
+        scalar = _exact_type(field.node)
+        item = _exact_type(field.node.item) if isinstance(field.node, _List) else None
+        if isinstance(field.node, _AnyValue):
+            fields.append((field.name, object, "a"))
+        elif scalar is not None:
+            fields.append((field.name, scalar[0], "o" if scalar[1] else "e"))
+        elif item is not None:
+            fields.append((field.name, item[0], "m" if item[1] else "l"))
+        else:
+            return None
+    return records_check(tuple(fields), key_type)
 
 
 def _container_fits(

@@ -39,7 +39,7 @@ from typing_extensions import TypedDict
 
 import statemigrate as sm
 from statemigrate._errors import ValidationError
-from statemigrate._model import _inplace
+from statemigrate._model import _accel, _inplace
 from statemigrate._model._plaindata import not_plain_output
 from statemigrate._model._schema import SchemaVersion
 
@@ -661,16 +661,22 @@ def at_the_bounds_of(leaf: tuple[str, str, str, float]) -> list[tuple[Any, objec
     ]
 
 
+@pytest.mark.parametrize("loops", ["C where built", "Python only"])
 @given(specs, st.data())
-def test_adopt_gives_what_pydantic_gives(spec: Any, data: st.DataObject) -> None:
+def test_adopt_gives_what_pydantic_gives(loops: str, spec: Any, data: st.DataObject) -> None:
     """For any schema shape and any data, adopt's outcome equals validate's: the same
     value with the same types and key order and the same sharing, or the same error.
+    So it does with the records checked by the C loop (where it was built) and by the
+    Python loop alone.
 
     So it does for the scalar leaves of the shape on their own, where nothing else makes
     the checker decline: a bounded number at its bound (swept as ``at_the_bounds_of``
     says), and a string leaf with a few strings that may hold surrogates, unconstrained
     and under each length constraint."""
-    schema = schema_of(type_of(spec))
+    with pytest.MonkeyPatch.context() as patch:
+        if loops == "Python only":
+            patch.setattr(_accel, "ACCELERATED", False)
+        schema = schema_of(type_of(spec))
     assert schema.in_place is not None
     node = describe(data, spec)
     fresh: dict[str, object] = {}
@@ -722,7 +728,9 @@ def test_negative_control_a_checker_that_ignores_sharing_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Without the reference count, shared and outside-held containers are kept, and
-    the comparison of sharing with pydantic's result notices every one."""
+    the comparison of sharing with pydantic's result notices every one. (The Python
+    loop is broken here; tests/model/test_cchecks.py breaks the C one.)"""
+    monkeypatch.setattr(_accel, "ACCELERATED", False)
     sound = schema_of(State)
     assert all(agree(sound, example) for example in SHARING_EXAMPLES.values())
     count = _inplace.sole_reference_count()
@@ -740,6 +748,7 @@ def test_negative_control_a_checker_that_lets_bool_pass_for_int_is_caught(
     def lenient_type(obj: object) -> type:
         return int if real_type(obj) is bool else real_type(obj)
 
+    monkeypatch.setattr(_accel, "ACCELERATED", False)
     monkeypatch.setattr(_inplace, "type", lenient_type, raising=False)
     broken = schema_of(State)
     assert not agree(broken, lambda: state(hits=True))

@@ -1,0 +1,11 @@
+from typing import Any
+
+def records_fit(
+    container: dict[Any, Any] | list[Any],
+    names: tuple[str, ...],
+    types: tuple[type, ...],
+    kinds: bytes,
+    key_type: type | None,
+    /,
+) -> bool: ...
+def packs_plain(value: object, /) -> bool: ...

@@ -1,0 +1,328 @@
+"""The checks in C (statemigrate/_model/_cchecks.c) answer as the Python they stand in for.
+
+``records_fit`` must keep exactly the records the Python loop of ``_inplace`` keeps, and
+``packs_plain`` must never say yes where ormsgpack says no. Random data compares each
+with its definition; a broken build of the C source (compiled here, the way the wheel
+is) shows that these comparisons catch the mistakes that matter.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+import sysconfig
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import ormsgpack
+import pytest
+from hypothesis import event, given
+from hypothesis import strategies as st
+from typing_extensions import TypedDict
+
+from statemigrate._model import _accel
+from statemigrate._model._plaindata import strictly_plain
+from statemigrate._model._schema import SchemaVersion
+
+SOURCE = Path(_accel.__file__).with_name("_cchecks.c")
+ONLY_PLAIN = (
+    ormsgpack.OPT_PASSTHROUGH_BIG_INT
+    | ormsgpack.OPT_PASSTHROUGH_DATACLASS
+    | ormsgpack.OPT_PASSTHROUGH_DATETIME
+    | ormsgpack.OPT_PASSTHROUGH_ENUM
+    | ormsgpack.OPT_PASSTHROUGH_SUBCLASS
+    | ormsgpack.OPT_PASSTHROUGH_TUPLE
+    | ormsgpack.OPT_PASSTHROUGH_UUID
+)
+
+
+def compiler() -> str | None:
+    linker = sysconfig.get_config_var("LDSHARED")
+    return shutil.which(linker.split()[0]) if linker else None
+
+
+needs_compiler = pytest.mark.skipif(
+    compiler() is None or not SOURCE.exists(), reason="no C compiler or C source here"
+)
+
+
+def test_the_c_checks_are_in_use_where_a_compiler_built_them() -> None:
+    """An install on a machine with a C compiler gets the extension (hatch_build.py);
+    a wheel without it would pass every other test, only slower."""
+    if compiler() is None:
+        pytest.skip("no C compiler: the wheel is pure Python by design")
+    assert _accel._c is not None, "the C checks were not built or not loaded"
+
+
+class Entry(TypedDict):
+    id: int
+    name: str
+    score: float | None
+    tags: list[str]
+    marks: list[int | None]
+    flag: bool
+    blob: bytes
+    extra: Any
+
+
+class Entries(TypedDict):
+    entries: dict[str, Entry]
+    rows: list[Entry]
+    by_number: dict[int, Entry]
+    by_anything: dict[Any, Entry]
+
+
+def schema(*, accelerated: bool) -> SchemaVersion:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_accel, "ACCELERATED", accelerated)
+        made = SchemaVersion.create("c", 1, Entries)
+    assert made.in_place is not None
+    return made
+
+
+FIELDS = ("id", "name", "score", "tags", "marks", "flag", "blob", "extra")
+
+
+class Text(str):
+    """A str subclass: pydantic makes a str of it, so the checker declines it."""
+
+
+SHARED_LIST: list[str] = ["held elsewhere"]
+
+# What each field may hold: fitting values first, then the ones pydantic would change.
+VALUES: dict[str, st.SearchStrategy[Callable[[], object]]] = {
+    "id": st.sampled_from([lambda: 1, lambda: -(2**70), lambda: True, lambda: 1.0, lambda: None]),
+    "name": st.sampled_from([lambda: "n", lambda: "é\U0001f600", lambda: Text("n"), lambda: b"n"]),
+    "score": st.sampled_from([lambda: 1.5, lambda: None, lambda: 1, lambda: "1.5"]),
+    "tags": st.sampled_from(
+        [lambda: ["a", "b"], lambda: [], lambda: ("a",), lambda: ["a", 1], lambda: [None],
+         lambda: SHARED_LIST, lambda: [Text("a")]]
+    ),
+    "marks": st.sampled_from([lambda: [1, None], lambda: [True], lambda: [1.0], lambda: None]),
+    "flag": st.sampled_from([lambda: True, lambda: 1, lambda: None]),
+    "blob": st.sampled_from([lambda: b"x", lambda: bytearray(b"x"), lambda: "x"]),
+    "extra": st.sampled_from([lambda: None, lambda: {"any": [1]}, lambda: SHARED_LIST]),
+}
+
+
+@st.composite
+def records(draw: st.DrawFn) -> Callable[[], object]:
+    """A record to be built fresh: fields in order or shuffled, one missing or one
+    added now and then, keys that are a str subclass, or no dict at all."""
+    fields = [(name, draw(VALUES[name])) for name in FIELDS]
+    twist = draw(st.integers(0, 12))
+    if twist == 0:
+        fields.pop(draw(st.integers(0, len(fields) - 1)))
+    elif twist == 1:
+        fields.append(("more", lambda: 1))
+    elif twist == 2:
+        fields.reverse()
+    elif twist == 3:
+        name, make = fields[0]
+        fields[0] = (Text(name), make)
+    elif twist == 4:
+        return lambda: None
+    return lambda: {name: make() for name, make in fields}
+
+
+@st.composite
+def states(draw: st.DrawFn) -> Callable[[], object]:
+    """A state built fresh each call, so that each checker gets data only its box holds
+    (a record shared between two keys is shared within one build)."""
+    keyed = draw(st.lists(st.tuples(st.sampled_from(["k1", "k2", "k3", 4]), records()), max_size=4))
+    rows = draw(st.lists(records(), max_size=3))
+    numbered = draw(st.lists(st.tuples(st.sampled_from([1, 2, "3", True]), records()), max_size=2))
+    share = draw(st.integers(0, 5)) == 0
+
+    def build() -> object:
+        entries = {key: make() for key, make in keyed}
+        if share and len(entries) >= 1:
+            first = next(iter(entries.values()))
+            entries["twin"] = first
+        return {
+            "entries": entries,
+            "rows": [make() for make in rows],
+            "by_number": {key: make() for key, make in numbered},
+            "by_anything": {key: make() for key, make in numbered},
+        }
+
+    return build
+
+
+C_SCHEMA = schema(accelerated=True)
+PYTHON_SCHEMA = schema(accelerated=False)
+
+
+def verdicts(build: Callable[[], object], checked: SchemaVersion) -> tuple[bool, bool]:
+    """What the checker says of fresh data, with and without the plain-keys promise."""
+    assert checked.in_place is not None
+    return checked.in_place([build()]), checked.in_place([build()], plain=True)
+
+
+@pytest.mark.skipif(not _accel.ACCELERATED, reason="the C checks are not built here")
+@given(states())
+def test_the_c_loop_keeps_exactly_the_records_the_python_loop_keeps(
+    build: Callable[[], object],
+) -> None:
+    python = verdicts(build, PYTHON_SCHEMA)
+    event("kept" if python[0] else "declined")
+    assert verdicts(build, C_SCHEMA) == python
+
+
+def test_fitting_records_are_kept_and_each_misfit_is_declined_in_c() -> None:
+    """The comparison above is only as good as its cases: these must go both ways."""
+    def entry(**changes: object) -> dict[str, object]:
+        record = {"id": 1, "name": "n", "score": None, "tags": ["a"], "marks": [None, 2],
+                  "flag": False, "blob": b"", "extra": {"x": (1,)}}
+        record.update(changes)
+        return record
+
+    def kept(**changes: object) -> bool:
+        assert C_SCHEMA.in_place is not None
+        return C_SCHEMA.in_place(
+            [{"entries": {"k": entry(**changes)}, "rows": [entry()], "by_number": {1: entry()},
+              "by_anything": {(1,): entry()}}]  # built in the box: it holds the only reference
+        )
+
+    assert kept()
+    for change in ({"id": True}, {"score": 1}, {"name": Text("n")}, {"tags": ("a",)},
+                   {"tags": SHARED_LIST}, {"marks": [1.0]}, {"blob": bytearray()}):
+        assert not kept(**change), change
+
+
+# --- packs_plain -------------------------------------------------------------------
+
+
+def ormsgpack_packs(value: object) -> bool:
+    try:
+        ormsgpack.packb(value, option=ONLY_PLAIN)
+    except TypeError:
+        return False
+    return True
+
+
+scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats() | st.binary(max_size=3)
+    | st.text(max_size=3) | st.sampled_from(["\ud800", "a\udfff", Text("t"), (1,), bytearray()])
+)
+plain_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=2) | st.sampled_from(["\udc00", Text("k"), 1]), inner,
+                      max_size=3),
+    max_leaves=8,
+)
+
+
+def nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def within_its_limits(value: object, depth: int = 0) -> bool:
+    """Plain data packs_plain judges itself: exact types, ints of 64 signed bits, up
+    to 128 levels of containers. ormsgpack takes more (a bytearray, a bigger int)."""
+    if type(value) is int:
+        return -(2**63) <= value < 2**63
+    if isinstance(value, (list, dict)) and type(value) in (list, dict):
+        items = list(value.values()) if isinstance(value, dict) else value
+        return depth < 128 and all(within_its_limits(item, depth + 1) for item in items)
+    return type(value) in (type(None), bool, float, str, bytes)
+
+
+@pytest.mark.skipif(not _accel.ACCELERATED, reason="the C checks are not built here")
+@given(plain_values)
+def test_packs_plain_says_yes_only_where_ormsgpack_packs_and_always_within_its_limits(
+    value: object,
+) -> None:
+    packs = ormsgpack_packs(value)
+    event("plain" if packs else "not plain")
+    assert _accel.packs_plain(value) == (packs and within_its_limits(value))
+    assert strictly_plain(value) == packs
+
+
+@pytest.mark.skipif(not _accel.ACCELERATED, reason="the C checks are not built here")
+def test_packs_plain_leaves_deep_nesting_and_big_ints_to_ormsgpack() -> None:
+    assert _accel.packs_plain(nested(128)) and not _accel.packs_plain(nested(129))
+    assert strictly_plain(nested(129)) and not strictly_plain(nested(300))
+    assert not _accel.packs_plain(2**63) and strictly_plain(2**64 - 1)
+    assert not strictly_plain(2**64)
+
+
+# --- negative controls: a broken C build is caught ---------------------------------
+
+BREAKS = {
+    "sharing ignored": ("Py_REFCNT(record) != 1", "0"),
+    "bool taken for int": (
+        "if (Py_TYPE(value) != type) {",
+        "if (Py_TYPE(value) != type && !PyBool_Check(value)) {",
+    ),
+    "surrogates packed": ("return 0;  /* UTF-8 cannot encode it: ormsgpack refuses */", "break;"),
+}
+
+
+@pytest.fixture(scope="module")
+def broken_builds(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, types.ModuleType]]:
+    """The C source compiled once per break, as hatch_build.py compiles it."""
+    built: dict[str, types.ModuleType] = {}
+    folder = tmp_path_factory.mktemp("broken")
+    text = SOURCE.read_text()
+    for name, (sound, broken) in BREAKS.items():
+        assert text.count(sound) == 1, f"the source changed: {sound!r} is not there once"
+        source = folder / f"{len(built)}" / "_cchecks.c"
+        source.parent.mkdir()
+        source.write_text(text.replace(sound, broken))
+        target = source.with_name("_cchecks" + sysconfig.get_config_var("EXT_SUFFIX"))
+        linker = sysconfig.get_config_var("LDSHARED").split()
+        include = sysconfig.get_paths()["include"]
+        subprocess.run([*linker, "-fPIC", "-O1", "-I", include, str(source), "-o", str(target)],
+                       check=True, capture_output=True)
+        spec = importlib.util.spec_from_file_location("_cchecks", target)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        built[name] = module
+    yield built
+    sys.modules.pop("_cchecks", None)
+
+
+@needs_compiler
+@pytest.mark.parametrize("name", ["sharing ignored", "bool taken for int"])
+def test_negative_control_a_broken_records_loop_is_caught(
+    name: str, broken_builds: dict[str, types.ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_accel, "_c", broken_builds[name])
+    monkeypatch.setattr(_accel, "ACCELERATED", True)
+    broken = SchemaVersion.create("c", 1, Entries)
+
+    def shared() -> object:
+        record = {"id": 1, "name": "n", "score": None, "tags": [], "marks": [], "flag": True,
+                  "blob": b"", "extra": None}
+        return {"entries": {"a": record, "b": record}, "rows": [], "by_number": {},
+                "by_anything": {}}
+
+    def with_bool() -> object:
+        return {"entries": {"a": {"id": True, "name": "n", "score": None, "tags": [],
+                                  "marks": [], "flag": True, "blob": b"", "extra": None}},
+                "rows": [], "by_number": {}, "by_anything": {}}
+
+    cases = [shared, with_bool]
+    assert any(verdicts(case, broken) != verdicts(case, PYTHON_SCHEMA) for case in cases)
+
+
+@needs_compiler
+def test_negative_control_a_broken_plain_check_is_caught(
+    broken_builds: dict[str, types.ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_accel, "_c", broken_builds["surrogates packed"])
+    monkeypatch.setattr(_accel, "ACCELERATED", True)
+    value = {"name": "a\ud800"}
+    assert _accel.packs_plain(value) != (ormsgpack_packs(value) and within_its_limits(value))
