@@ -22,6 +22,10 @@ nothing after (the ``FieldChanges`` row, ``ratio_fields`` in ``--json``).
 ``--no-step`` restores into a component at v1, so no step runs and the section is
 decoded straight into its schema; the default restore runs the v1 -> v2 step.
 
+The checks of the migrated cache run in C when the extension was built (see
+statemigrate/_model/_accel.py); the table adds the same restore with the Python checks
+alone (``STATEMIGRATE_PURE_PYTHON=1``), and ``--json`` says which ran (``c_checks``).
+
 Target: TypedDict schema path <= 0.6x pickle's load time. The BaseModel schema path
 (one pydantic model instance per entry) is reported for comparison, and so is
 pickle.load with the garbage collector paused: that is the cost of building the
@@ -142,6 +146,9 @@ def make_component(registry: Any, version: int) -> Any:
 
 
 def child(method: str, count: int, repeat: int) -> dict[str, Any]:
+    if method == "typeddict-python":
+        os.environ["STATEMIGRATE_PURE_PYTHON"] = "1"  # read when statemigrate is imported
+        method = "typeddict"
     directory = tempfile.mkdtemp(prefix="sm-bench-", dir=SHM)
     phases: list[dict[str, float]] = []  # the restore report's timings, one per run
     try:
@@ -199,8 +206,10 @@ def child(method: str, count: int, repeat: int) -> dict[str, Any]:
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     fastest = min(phases, key=lambda timings: sum(timings.values()), default={})
+    from statemigrate._model._accel import ACCELERATED
+
     return {"seconds": seconds, "base_rss": base, "peak_rss": peak, "measured": measured,
-            "phases": fastest}
+            "phases": fastest, "c_checks": ACCELERATED}
 
 
 def _metrics_overhead(restore: Any, repeat: int) -> dict[str, Any]:
@@ -274,10 +283,11 @@ def _sizes(text: str) -> list[int]:
 
 def _figures(count: int, repeat: int, restore_method: str) -> dict[str, Any]:
     """The machine-readable figures of one size: each measured in its own child."""
-    results = {
-        method: run_child(__file__, method, str(count), str(repeat))["seconds"]
+    children = {
+        method: run_child(__file__, method, str(count), str(repeat))
         for method in ("pickle", "pickle-paused", restore_method, "typeddict-fields")
     }
+    results = {method: child["seconds"] for method, child in children.items()}
     return {
         "entries": count,
         "restore_s": results[restore_method],
@@ -286,6 +296,7 @@ def _figures(count: int, repeat: int, restore_method: str) -> dict[str, Any]:
         "ratio": results[restore_method] / results["pickle"],
         "restore_fields_s": results["typeddict-fields"],
         "ratio_fields": results["typeddict-fields"] / results["pickle"],
+        "c_checks": children[restore_method]["c_checks"],
     }
 
 
@@ -303,13 +314,15 @@ def _report(count: int, args: argparse.Namespace, restore_method: str) -> None:
         return
     results = {
         method: run_child(__file__, method, str(count), str(args.repeat))
-        for method in ("pickle", "pickle-paused", restore_method, "typeddict-fields", "basemodel")
+        for method in ("pickle", "pickle-paused", restore_method, "typeddict-python",
+                       "typeddict-fields", "basemodel")
     }
     base = results["pickle"]["seconds"]
     rows = [("W1 restore", "seconds", "ratio to pickle.load", "peak RSS growth")]
     for method, result in results.items():
         label = {"pickle": "pickle.load", "pickle-paused": "pickle.load, collector paused",
                  "typeddict": "statemigrate, TypedDict schema",
+                 "typeddict-python": "statemigrate, TypedDict, Python checks only",
                  "typeddict-fields": "statemigrate, TypedDict, FieldChanges step",
                  "typeddict-no-step": "statemigrate, TypedDict schema, no step",
                  "basemodel": "statemigrate, BaseModel schema"}[method]
@@ -320,6 +333,8 @@ def _report(count: int, args: argparse.Namespace, restore_method: str) -> None:
         )
     what = "no step" if args.no_step else "1 step"
     print(f"W1 = {count} entries; restore = read + verify + decode + {what} + validate + apply")
+    checks = "C" if results[restore_method]["c_checks"] else "Python (the C checks are not built)"
+    print(f"checks of the migrated cache: {checks}")
     print(table(rows))
     for method in (restore_method, "typeddict-fields", "basemodel"):
         phases = results[method]["phases"]

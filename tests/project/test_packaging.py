@@ -127,3 +127,35 @@ def test_packaged_data_is_preferred_and_a_checkout_is_the_fallback(tmp_path: Pat
     assert _data_dir("migrations", package=package, checkout=checkout) == (
         package / "_data" / "migrations"
     )
+
+
+def test_the_wheel_carries_the_c_checks_built_for_this_interpreter(wheel: Path) -> None:
+    """hatch_build.py compiles statemigrate/_model/_cchecks.c into the wheel where a C
+    compiler is (as on every machine these tests run on), and the wheel is then tagged
+    for this interpreter; the C source itself is not shipped."""
+    import shutil
+    import sysconfig
+
+    linker = sysconfig.get_config_var("LDSHARED")
+    if not linker or shutil.which(linker.split()[0]) is None:
+        pytest.skip("no C compiler: the wheel is pure Python by design")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (info,) = [name for name in names if name.endswith(".dist-info/WHEEL")]
+        tags = archive.read(info).decode()
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    assert f"statemigrate/_model/_cchecks{suffix}" in names
+    assert "statemigrate/_model/_cchecks.c" not in names
+    assert "Root-Is-Purelib: false" in tags and "py3-none-any" not in tags
+
+
+def test_the_source_distribution_can_build_the_c_checks(tmp_path: Path) -> None:
+    from hatchling.builders.sdist import SdistBuilder
+
+    (built,) = SdistBuilder(str(ROOT)).build(directory=str(tmp_path), versions=["standard"])
+    import tarfile
+
+    with tarfile.open(built) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert {"hatch_build.py", "statemigrate/_model/_cchecks.c"} <= names
+    assert not any(name.startswith("statemigrate/") and name.endswith(".so") for name in names)
