@@ -25,6 +25,12 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#ifdef Py_GIL_DISABLED
+/* Without the GIL another thread could change a dict as it is read, and reference
+ * counts are split between threads: the build fails, and the wheel is pure Python. */
+#error "the C checks need an interpreter with the GIL"
+#endif
+
 /* What a field holds, one letter per field in the kinds argument. */
 #define FIELD_EXACT 'e'          /* a value of exactly the type */
 #define FIELD_OPTIONAL 'o'       /* None, or a value of exactly the type */
