@@ -6,6 +6,7 @@ def records_fit(
     types: tuple[type, ...],
     kinds: bytes,
     key_type: type | None,
+    plain: bool = False,
     /,
 ) -> bool: ...
 def packs_plain(value: object, /) -> bool: ...

@@ -33,7 +33,13 @@ The checker is a tree of closures built once per schema, one per node, each runn
 one loop over every value found at its place. It allocates nothing per value, so for a
 large cache it saves pydantic's copy, the memory that copy takes and the freeing of
 the input afterwards (``benchmarks/bench_restore.py`` shows the validate phase of a
-restore).
+restore). Where the C extension is built, a dict or list of common records is checked
+by one loop in C instead (``_accel``), with the same answers.
+
+A proving checker (``compile_checker(..., proving=True)``) accepts only data that is
+also strictly plain: every int of 64 bits, text UTF-8 can encode, str keys, ``Any``
+values that pack as they are. A restore asks it first about a step's output, which
+then needs no plain-data walk of its own.
 """
 
 from __future__ import annotations
@@ -47,7 +53,8 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Protocol
 
-from statemigrate._model._accel import RecordsCheck, records_check
+from statemigrate._model import _accel
+from statemigrate._model._accel import RecordsCheck, packs_plain, records_check
 from statemigrate._model._coreschema import INERT, STRUCTURE_PARTS, record_fields
 from statemigrate._model._coreschema import Unsupported as _Unsupported
 from statemigrate._model._plaindata import copy_plain
@@ -93,6 +100,12 @@ class _AnyValue:
 
 
 @dataclass(frozen=True)
+class _PlainValue:
+    """Anything that packs as it is (``packs_plain``): an ``Any`` node, when the checker
+    also proves the data plain."""
+
+
+@dataclass(frozen=True)
 class OptionalNode:
     inner: Node
 
@@ -117,12 +130,14 @@ class FieldNode:
 
 @dataclass(frozen=True)
 class RecordNode:
-    """A ``TypedDict``: a dict holding its fields in declaration order."""
+    """A ``TypedDict``: a dict holding its fields in declaration order. ``proving``:
+    its scalars carry the tests of plain data (see ``_proving``)."""
 
     fields: tuple[FieldNode, ...]
+    proving: bool = False
 
 
-Node = _Exact | _AnyValue | OptionalNode | _List | DictNode | RecordNode
+Node = _Exact | _AnyValue | _PlainValue | OptionalNode | _List | DictNode | RecordNode
 
 _ANY = _AnyValue()
 _SCALARS: Mapping[str, type] = {
@@ -148,22 +163,32 @@ _PARTS: Mapping[str, frozenset[str]] = {
 
 
 def compile_checker(
-    core_schema: Mapping[str, Any], *, name: str = "schema"
+    core_schema: Mapping[str, Any], *, name: str = "schema", proving: bool = False
 ) -> InPlaceChecker | None:
     """The in-place checker for ``core_schema``, or None when it has a node not known here.
 
     ``name`` is kept on the checker (as its ``__qualname__``) for tracebacks and profiles.
+
+    With ``proving``, the checker accepts only data that is also strictly plain (what
+    ``strictly_plain`` says True of), so that a restore learns both from one walk over
+    a step's output. It is made only where the checks run in C (elsewhere the proof
+    would cost what it saves) and for schemas plain data can fill: no dict with int
+    keys, field names that are text, no deeper than ``_PROVING_DEPTH``.
     """
     sole = sole_reference_count()
-    if sole is None:
+    if sole is None or (proving and not _accel.ACCELERATED):
         return None
     try:
         node = _parse(core_schema, {}, frozenset())
+        if proving:
+            node = _proving(node, 0)
     except _Unsupported:
         return None
     # By whether the caller vouches for plain keys: two trees of closures, built once.
+    # A proving checker vouches for nothing: it tests every key.
     all_fit = {
-        plain: _fits(node, sole, nullable=False, keys_plain=plain) for plain in (False, True)
+        plain: _fits(node, sole, nullable=False, keys_plain=plain and not proving)
+        for plain in (False, True)
     }
 
     def check(box: list[Any], *, plain: bool = False) -> bool:
@@ -359,6 +384,8 @@ def _fits(node: Node, sole: int, *, nullable: bool, keys_plain: bool) -> Fits:
     ``keys_plain``: every key in the data is known to be a plain ``str`` or ``bytes``."""
     if isinstance(node, _AnyValue):
         return _all_anything
+    if isinstance(node, _PlainValue):
+        return _all_plain
     if isinstance(node, OptionalNode):
         return _fits(node.inner, sole, nullable=True, keys_plain=keys_plain)
     if isinstance(node, _Exact):
@@ -374,6 +401,10 @@ def _fits(node: Node, sole: int, *, nullable: bool, keys_plain: bool) -> Fits:
 
 def _all_anything(values: Iterable[Any]) -> bool:
     return True
+
+
+def _all_plain(values: Iterable[Any]) -> bool:
+    return all(map(packs_plain, values))
 
 
 def _exact_fits(node: _Exact, nullable: bool) -> Fits:
@@ -420,18 +451,22 @@ def _dict_fits(node: DictNode, sole: int, nullable: bool, keys_plain: bool) -> F
 def _records_in_c(node: Node, key_type: type | None) -> RecordsCheck | None:
     """The C check of a dict or list whose values are ``node``'s records, or None
     when it is not in use or ``node`` is not such a record: all fields required, each
-    an unconstrained scalar (optional or not), a list of those, or ``Any``.
+    an unconstrained scalar (optional or not), a list of those, or ``Any``. In a
+    proving tree (see :func:`_proving`) the scalars carry the plain tests, and the C
+    check makes them.
 
     It checks what ``_required_record_fits`` does, keys included (``keys_plain`` only
     spares the Python loop a test the C loop does at no cost).
     """
     if not isinstance(node, RecordNode) or not all(field.required for field in node.fields):
         return None
+    proving = node.proving
     fields: list[tuple[str, type, str]] = []
     for field in node.fields:
-        scalar = _exact_type(field.node)
-        item = _exact_type(field.node.item) if isinstance(field.node, _List) else None
-        if isinstance(field.node, _AnyValue):
+        scalar = _exact_type(field.node, proving=proving)
+        listed = field.node.item if isinstance(field.node, _List) else None
+        item = None if listed is None else _exact_type(listed, proving=proving)
+        if isinstance(field.node, (_AnyValue, _PlainValue)):
             fields.append((field.name, object, "a"))
         elif scalar is not None:
             fields.append((field.name, scalar[0], "o" if scalar[1] else "e"))
@@ -439,7 +474,9 @@ def _records_in_c(node: Node, key_type: type | None) -> RecordsCheck | None:
             fields.append((field.name, item[0], "m" if item[1] else "l"))
         else:
             return None
-    return records_check(tuple(fields), key_type)
+    if proving and key_type not in (str, None):
+        return None
+    return records_check(tuple(fields), str if proving else key_type, plain=proving)
 
 
 def _container_fits(
@@ -557,13 +594,90 @@ def _record_fits(record: RecordNode, sole: int, nullable: bool, keys_plain: bool
     return _container_fits(dict, contents_fit, sole, nullable)
 
 
-def _exact_type(node: Node) -> tuple[type, bool] | None:
+def _exact_type(node: Node, *, proving: bool = False) -> tuple[type, bool] | None:
     """The type every non-None value of ``node`` has exactly, and whether None is
-    allowed too; None when ``node`` is not a scalar or its values have a test."""
+    allowed too; None when ``node`` is not a scalar or its values have a test (other
+    than a plain test, with ``proving``: the C check makes those)."""
     inner = node.inner if isinstance(node, OptionalNode) else node
-    if isinstance(inner, _Exact) and inner.test is None:
+    if isinstance(inner, _Exact) and (
+        inner.test is None or (proving and inner.test in _PLAIN_TESTS.values())
+    ):
         return inner.type, inner is not node
     return None
+
+
+# --- proving plain data --------------------------------------------------------------
+
+_PROVING_DEPTH = 64
+"""The most levels of containers a proving checker's schema may have: an ``Any`` value
+then has 64 more before ``packs_plain`` leaves it to ormsgpack, whose limit is 255."""
+
+
+def _plain_int(value: int) -> bool:
+    return -(2**63) <= value < 2**63  # past this, strictly_plain asks ormsgpack
+
+
+def _plain_text(value: str) -> bool:
+    # UTF-8 cannot encode a lone surrogate; msgpack's lengths are 32-bit.
+    return len(value) <= 0x3FFFFFFF and (value.isascii() or _SURROGATE.search(value) is None)
+
+
+def _plain_bytes(value: bytes) -> bool:
+    return len(value) <= 0xFFFFFFFF
+
+
+_PLAIN_TESTS: Mapping[type, Callable[[Any], bool]] = {
+    int: _plain_int,
+    str: _plain_text,
+    bytes: _plain_bytes,
+}
+"""What a scalar of each type must also pass to be plain data; the other scalar types
+(float, bool, None) always are."""
+
+
+def _proving(node: Node, depth: int) -> Node:
+    """``node`` with every test that plain data adds: ints of 64 bits, text UTF-8 can
+    encode, str keys only, ``Any`` as plain data. Lists and dicts past 2**32 items,
+    which msgpack cannot hold, are not looked for: no machine holds one in memory.
+
+    Raises:
+        _Unsupported: a dict with int keys (never plain), a field name UTF-8 cannot
+        encode, or more than ``_PROVING_DEPTH`` levels.
+    """
+    if depth > _PROVING_DEPTH:
+        raise _Unsupported("too deep to prove plain")
+    if isinstance(node, _Exact):
+        plain = _PLAIN_TESTS.get(node.type)
+        if plain is None:
+            return node
+        if node.test is None:
+            return _Exact(node.type, plain)
+        test = node.test
+        return _Exact(node.type, lambda value: test(value) and plain(value))
+    if isinstance(node, _AnyValue):
+        return _PLAIN
+    if isinstance(node, OptionalNode):
+        return OptionalNode(_proving(node.inner, depth))
+    if isinstance(node, _List):
+        return _List(_proving(node.item, depth + 1))
+    if isinstance(node, DictNode):
+        if node.key not in (_ANY, _Exact(str)):
+            raise _Unsupported("int keys")
+        return DictNode(_Exact(str, _plain_text), _proving(node.value, depth + 1))
+    if isinstance(node, RecordNode):
+        if not all(_plain_text(field.name) for field in node.fields):
+            raise _Unsupported("field name")
+        return RecordNode(
+            tuple(
+                FieldNode(field.name, _proving(field.node, depth + 1), field.required)
+                for field in node.fields
+            ),
+            proving=True,
+        )
+    return node
+
+
+_PLAIN = _PlainValue()
 
 
 def _keys_fit(

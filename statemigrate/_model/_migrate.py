@@ -115,6 +115,9 @@ def run_plan(
     copied = time.perf_counter()
     timings["copy"] = copied - started
     checked_plain = packs = False
+    # The last step's output can be checked for plain data and for fitting the schema
+    # in one walk (SchemaVersion.in_place_plain); its own plain check then waits.
+    proving = schema is not None and schema.in_place_plain is not None
     for step in plan.steps:
         try:
             # Also refuses a step that forgot to return (a record step, where the
@@ -140,19 +143,31 @@ def run_plan(
             ) from exc
         checked_plain = not isinstance(step.func, FieldChanges)
         # Plain data in, plain data out; whether it also packs as it is, for the export.
-        packs = checked_plain and _check_plain(step, data, instance)
+        if not (checked_plain and proving and step is plan.steps[-1]):
+            packs = checked_plain and _check_plain(step, data, instance)
     migrated = time.perf_counter()
     timings["migrate"] = migrated - copied
     if schema is None:
         return MigrationResult(plan, data, None, timings)
     box = [data]
     del data  # the box holds the only reference, so adopt can keep the data
+    proven = False
+    if checked_plain and proving:
+        # One walk: plain data that fits as it is. Otherwise the plain check the
+        # step's output still owes (its refusal names the step), then validation.
+        proven = _proven_in_place(schema, box)
+        packs = proven or _check_plain(plan.steps[-1], box[0], instance)
     # When the last step's output passed the plain-data check, adopt may count on it.
     # A copy that validation made is compared with what it was made from: the steps'
     # output, or a plain state as its snapshot holds it (see _refuse_silent_change).
     compared = bool(plan.steps) or schema.validity is not None
     validated_from: list[Any] | None = [] if compared else None
-    state, kept = _validated(schema, box, instance, plain=checked_plain, copied=validated_from)
+    if proven:
+        state, kept = box.pop(), True
+    else:
+        state, kept = _validated(
+            schema, box, instance, plain=checked_plain, copied=validated_from
+        )
     if validated_from:
         # Kept as it is, the data held nothing that validation would have changed.
         if plan.steps:
@@ -172,6 +187,17 @@ def run_plan(
         plain = schema.export(state, walk=True)
     timings["export"] = time.perf_counter() - validated
     return MigrationResult(plan, plain, state, timings)
+
+
+def _proven_in_place(schema: SchemaVersion, box: list[Any]) -> bool:
+    """Whether the data in ``box`` is strictly plain and exactly what validation would
+    return, by the schema's proving checker; False too when the checker cannot tell
+    (a key whose ``__eq__`` raises), and the usual checks then decide."""
+    assert schema.in_place_plain is not None
+    try:
+        return schema.in_place_plain(box)
+    except Exception:
+        return False
 
 
 def _check_plain(step: Step, data: Any, instance: str | None) -> bool:

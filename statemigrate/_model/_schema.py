@@ -97,6 +97,9 @@ class SchemaVersion:
         required_fields: the fields that must be present.
         in_place: the checker :meth:`adopt` uses to keep data without a copy, or None
             when the schema has parts it does not know (see ``statemigrate._model._inplace``).
+        in_place_plain: the same checker, accepting only data that is also strictly
+            plain, so that a restore checks a step's output for both in one walk; None
+            where that proof is not made (no C checks, int keys, very deep schemas).
         exporter: turns states into the plain form (see ``statemigrate._model._export``).
         typed: the schema as a msgspec type, which decodes a section straight into
             what :meth:`validate` returns, or None when msgspec cannot state the schema
@@ -119,6 +122,7 @@ class SchemaVersion:
     fields: tuple[str, ...] = ()
     required_fields: frozenset[str] = frozenset()
     in_place: InPlaceChecker | None = field(default=None, repr=False, compare=False)
+    in_place_plain: InPlaceChecker | None = field(default=None, repr=False, compare=False)
     exporter: Exporter | None = field(default=None, repr=False, compare=False)
     allows_extra: bool = False
     typed: TypedForm | None = field(default=None, repr=False, compare=False)
@@ -194,6 +198,9 @@ class SchemaVersion:
             fields=names,
             required_fields=required,
             in_place=compile_checker(adapter.core_schema, name=f"{component} v{version}"),
+            in_place_plain=compile_checker(
+                adapter.core_schema, name=f"{component} v{version}, plain", proving=True
+            ),
             exporter=exporter,
             allows_extra=extra_allowed(adapter.core_schema),
             typed=compile_typed_form(adapter.core_schema),

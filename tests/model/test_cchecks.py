@@ -93,28 +93,42 @@ class Text(str):
 
 SHARED_LIST: list[str] = ["held elsewhere"]
 
-# What each field may hold: fitting values first, then the ones pydantic would change.
-VALUES: dict[str, st.SearchStrategy[Callable[[], object]]] = {
-    "id": st.sampled_from([lambda: 1, lambda: -(2**70), lambda: True, lambda: 1.0, lambda: None]),
-    "name": st.sampled_from([lambda: "n", lambda: "é\U0001f600", lambda: Text("n"), lambda: b"n"]),
-    "score": st.sampled_from([lambda: 1.5, lambda: None, lambda: 1, lambda: "1.5"]),
-    "tags": st.sampled_from(
-        [lambda: ["a", "b"], lambda: [], lambda: ("a",), lambda: ["a", 1], lambda: [None],
-         lambda: SHARED_LIST, lambda: [Text("a")]]
-    ),
-    "marks": st.sampled_from([lambda: [1, None], lambda: [True], lambda: [1.0], lambda: None]),
-    "flag": st.sampled_from([lambda: True, lambda: 1, lambda: None]),
-    "blob": st.sampled_from([lambda: b"x", lambda: bytearray(b"x"), lambda: "x"]),
-    "extra": st.sampled_from([lambda: None, lambda: {"any": [1]}, lambda: SHARED_LIST]),
+# What each field may hold: values that fit (and are plain data), then values that do
+# not fit, or fit but are not plain data (an int past 64 bits, a lone surrogate).
+FITTING: dict[str, list[Callable[[], object]]] = {
+    "id": [lambda: 1, lambda: -(2**63)],
+    "name": [lambda: "n", lambda: "é\U0001f600"],
+    "score": [lambda: 1.5, lambda: None],
+    "tags": [lambda: ["a", "b"], lambda: []],
+    "marks": [lambda: [1, None]],
+    "flag": [lambda: True],
+    "blob": [lambda: b"x"],
+    "extra": [lambda: None, lambda: {"any": [1]}],
+}
+MISFITS: dict[str, list[Callable[[], object]]] = {
+    "id": [lambda: -(2**70), lambda: True, lambda: 1.0, lambda: None],
+    "name": [lambda: Text("n"), lambda: b"n", lambda: "a\ud800"],
+    "score": [lambda: 1, lambda: "1.5"],
+    "tags": [lambda: ("a",), lambda: ["a", 1], lambda: [None], lambda: SHARED_LIST,
+             lambda: [Text("a")], lambda: ["\udfff"]],
+    "marks": [lambda: [True], lambda: [1.0], lambda: None],
+    "flag": [lambda: 1, lambda: None],
+    "blob": [lambda: bytearray(b"x"), lambda: "x"],
+    "extra": [lambda: SHARED_LIST, lambda: (1,), lambda: {1: "an int key"}, lambda: 2**64,
+              lambda: ["\ud800"]],
 }
 
 
 @st.composite
-def records(draw: st.DrawFn) -> Callable[[], object]:
-    """A record to be built fresh: fields in order or shuffled, one missing or one
-    added now and then, keys that are a str subclass, or no dict at all."""
-    fields = [(name, draw(VALUES[name])) for name in FIELDS]
-    twist = draw(st.integers(0, 12))
+def records(draw: st.DrawFn, *, clean: bool) -> Callable[[], object]:
+    """A record to be built fresh. Unless ``clean``: a value that does not fit or is
+    not plain now and then, fields shuffled, one missing or one added, keys that are a
+    str subclass, or no dict at all."""
+    fields = []
+    for name in FIELDS:
+        misfit = not clean and draw(st.integers(0, 5)) == 0
+        fields.append((name, draw(st.sampled_from((MISFITS if misfit else FITTING)[name]))))
+    twist = -1 if clean else draw(st.integers(0, 12))
     if twist == 0:
         fields.pop(draw(st.integers(0, len(fields) - 1)))
     elif twist == 1:
@@ -133,10 +147,13 @@ def records(draw: st.DrawFn) -> Callable[[], object]:
 def states(draw: st.DrawFn) -> Callable[[], object]:
     """A state built fresh each call, so that each checker gets data only its box holds
     (a record shared between two keys is shared within one build)."""
-    keyed = draw(st.lists(st.tuples(st.sampled_from(["k1", "k2", "k3", 4]), records()), max_size=4))
-    rows = draw(st.lists(records(), max_size=3))
-    numbered = draw(st.lists(st.tuples(st.sampled_from([1, 2, "3", True]), records()), max_size=2))
-    share = draw(st.integers(0, 5)) == 0
+    clean = draw(st.booleans())  # every record fits: half the cases
+    keys = st.sampled_from(["k1", "k2", "k3"] if clean else ["k1", "k2", "k\udc00", 4])
+    keyed = draw(st.lists(st.tuples(keys, records(clean=clean)), max_size=4))
+    rows = draw(st.lists(records(clean=clean), max_size=3))
+    numbers = st.sampled_from([1, 2] if clean else [1, 2, "3", True])
+    numbered = draw(st.lists(st.tuples(numbers, records(clean=clean)), max_size=2))
+    share = not clean and draw(st.integers(0, 5)) == 0
 
     def build() -> object:
         entries = {key: make() for key, make in keyed}
@@ -155,6 +172,25 @@ def states(draw: st.DrawFn) -> Callable[[], object]:
 
 C_SCHEMA = schema(accelerated=True)
 PYTHON_SCHEMA = schema(accelerated=False)
+
+
+class PlainEntries(TypedDict):
+    """Entries without the int-keyed dict, which plain data never fills: the schema a
+    proving checker is made for."""
+
+    entries: dict[str, Entry]
+    rows: list[Entry]
+    by_anything: dict[Any, Entry]
+
+
+def without_numbers(build: Callable[[], object]) -> Callable[[], object]:
+    def built() -> object:
+        state = build()
+        assert isinstance(state, dict)
+        del state["by_number"]
+        return state
+
+    return built
 
 
 def verdicts(build: Callable[[], object], checked: SchemaVersion) -> tuple[bool, bool]:
@@ -192,6 +228,50 @@ def test_fitting_records_are_kept_and_each_misfit_is_declined_in_c() -> None:
     for change in ({"id": True}, {"score": 1}, {"name": Text("n")}, {"tags": ("a",)},
                    {"tags": SHARED_LIST}, {"marks": [1.0]}, {"blob": bytearray()}):
         assert not kept(**change), change
+
+
+# --- the proof of plain data that fits, in one walk ---------------------------------
+
+
+def proving_schema() -> SchemaVersion:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_accel, "ACCELERATED", True)
+        made = SchemaVersion.create("c", 1, PlainEntries)
+    assert made.in_place_plain is not None
+    return made
+
+
+def proof_and_reference(build: Callable[[], object], checked: SchemaVersion) -> tuple[bool, bool]:
+    """The proving checker's verdict, and the two checks it stands in for."""
+    assert checked.in_place_plain is not None and PLAIN_REFERENCE.in_place is not None
+    proof = checked.in_place_plain([build()])
+    reference = PLAIN_REFERENCE.in_place([build()]) and strictly_plain(build())
+    return proof, reference
+
+
+if _accel.ACCELERATED:
+    PROVING = proving_schema()
+PLAIN_REFERENCE = SchemaVersion.create("c", 1, PlainEntries)
+
+
+@pytest.mark.skipif(not _accel.ACCELERATED, reason="the C checks are not built here")
+@given(states())
+def test_the_proof_holds_exactly_when_the_data_fits_in_place_and_packs_as_it_is(
+    build: Callable[[], object],
+) -> None:
+    proof, reference = proof_and_reference(without_numbers(build), PROVING)
+    event("proven" if proof else "not proven")
+    assert proof == reference
+
+
+def test_schemas_plain_data_cannot_fill_get_no_proving_checker() -> None:
+    class Numbered(TypedDict):
+        by_number: dict[int, str]
+
+    assert SchemaVersion.create("c", 1, Numbered).in_place_plain is None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_accel, "ACCELERATED", False)
+        assert SchemaVersion.create("c", 1, PlainEntries).in_place_plain is None
 
 
 # --- packs_plain -------------------------------------------------------------------
@@ -260,8 +340,13 @@ def test_packs_plain_leaves_deep_nesting_and_big_ints_to_ormsgpack() -> None:
 BREAKS = {
     "sharing ignored": ("Py_REFCNT(record) != 1", "0"),
     "bool taken for int": (
-        "if (Py_TYPE(value) != type) {",
-        "if (Py_TYPE(value) != type && !PyBool_Check(value)) {",
+        "return Py_TYPE(value) == type && (!plain || value_plain(value, 0));",
+        "return (Py_TYPE(value) == type || PyBool_Check(value))"
+        " && (!plain || value_plain(value, 0));",
+    ),
+    "records taken as plain": (
+        "return Py_TYPE(value) == type && (!plain || value_plain(value, 0));",
+        "return Py_TYPE(value) == type;",
     ),
     "surrogates packed": ("return 0;  /* UTF-8 cannot encode it: ormsgpack refuses */", "break;"),
 }
@@ -316,6 +401,22 @@ def test_negative_control_a_broken_records_loop_is_caught(
 
     cases = [shared, with_bool]
     assert any(verdicts(case, broken) != verdicts(case, PYTHON_SCHEMA) for case in cases)
+
+
+@needs_compiler
+def test_negative_control_a_records_loop_that_takes_any_text_as_plain_is_caught(
+    broken_builds: dict[str, types.ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_accel, "_c", broken_builds["records taken as plain"])
+    broken = proving_schema()
+
+    def surrogate() -> object:
+        return {"entries": {"a": {"id": 1, "name": "a\ud800", "score": None, "tags": [],
+                                  "marks": [], "flag": True, "blob": b"", "extra": None}},
+                "rows": [], "by_anything": {}}
+
+    proof, reference = proof_and_reference(surrogate, broken)
+    assert (proof, reference) == (True, False)
 
 
 @needs_compiler

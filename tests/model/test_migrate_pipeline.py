@@ -530,3 +530,37 @@ def test_a_restore_through_a_step_that_rounds_an_int_changes_no_component() -> N
     with pytest.raises(sm.RestoreError, match="would come back as 9007199254740992.0"):
         service.restore(encoded.to_bytes())
     assert live.n == 7
+
+
+# --- the last step's output checked in one walk --------------------------------------
+
+
+def test_the_last_steps_output_is_proven_plain_and_fitting_in_one_walk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the target schema has a proving checker (the C checks are built), the
+    output that passes it owes no plain-data check of its own and is kept as it is;
+    output that fails it gets the plain-data check, whose refusal names the step."""
+    from statemigrate._model import _migrate
+
+    if sm.Registry().add_schema("probe", 1, SessionsV2).in_place_plain is None:
+        pytest.skip("the C checks are not built here")
+    plain_checks: list[object] = []
+    real = _migrate._check_plain
+
+    def counted(step: Any, data: Any, instance: str | None) -> bool:
+        plain_checks.append(step)
+        return real(step, data, instance)
+
+    monkeypatch.setattr(_migrate, "_check_plain", counted)
+    result = sessions().migrate("sessions", fresh_v1(), 1, 2, copy=False)
+    assert result.data == V2 and plain_checks == []
+
+    def surrogate(data: Any) -> Any:
+        data["entries"] = {"k": {"value": "\ud800", "ttl": 1}}
+        return data
+
+    where = r"not plain at \['entries'\]\['k'\]\['value'\]"
+    with pytest.raises(sm.MigrationStepError, match=where):
+        sessions(up=surrogate).migrate("sessions", fresh_v1(), 1, 2)
+    assert len(plain_checks) == 1
