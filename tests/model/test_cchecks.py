@@ -25,19 +25,11 @@ from hypothesis import strategies as st
 from typing_extensions import TypedDict
 
 from statemigrate._model import _accel
+from statemigrate._model._plaindata import _ONLY_PLAIN as ONLY_PLAIN
 from statemigrate._model._plaindata import strictly_plain
 from statemigrate._model._schema import SchemaVersion
 
 SOURCE = Path(_accel.__file__).with_name("_cchecks.c")
-ONLY_PLAIN = (
-    ormsgpack.OPT_PASSTHROUGH_BIG_INT
-    | ormsgpack.OPT_PASSTHROUGH_DATACLASS
-    | ormsgpack.OPT_PASSTHROUGH_DATETIME
-    | ormsgpack.OPT_PASSTHROUGH_ENUM
-    | ormsgpack.OPT_PASSTHROUGH_SUBCLASS
-    | ormsgpack.OPT_PASSTHROUGH_TUPLE
-    | ormsgpack.OPT_PASSTHROUGH_UUID
-)
 
 
 def compiler() -> str | None:
