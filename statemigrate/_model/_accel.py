@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ACCELERATED", "RecordsCheck", "packs_plain", "records_check"]
+__all__ = ["ACCELERATED", "RecordsCheck", "built", "packs_plain", "records_check"]
 
 try:
     from statemigrate._model import _cchecks
@@ -35,6 +35,13 @@ else:
 # STATEMIGRATE_PURE_PYTHON=1 runs the Python loops alone, to compare the two.
 ACCELERATED = _c is not None and not os.environ.get("STATEMIGRATE_PURE_PYTHON")
 """Whether the checks run in C."""
+
+
+
+def built() -> bool:
+    """Whether the extension was built and loads, whether or not it is in use."""
+    return _c is not None
+
 
 RecordsCheck = Callable[[Any], bool]
 """Whether every record in a dict's values (and every key) or a list's items fits."""

@@ -155,7 +155,7 @@ def run_plan(
     if checked_plain and proving:
         # One walk: plain data that fits as it is. Otherwise the plain check the
         # step's output still owes (its refusal names the step), then validation.
-        proven = _proven_in_place(schema, box)
+        proven = schema.adopt_proven(box)
         packs = proven or _check_plain(plan.steps[-1], box[0], instance)
     # When the last step's output passed the plain-data check, adopt may count on it.
     # A copy that validation made is compared with what it was made from: the steps'
@@ -187,17 +187,6 @@ def run_plan(
         plain = schema.export(state, walk=True)
     timings["export"] = time.perf_counter() - validated
     return MigrationResult(plan, plain, state, timings)
-
-
-def _proven_in_place(schema: SchemaVersion, box: list[Any]) -> bool:
-    """Whether the data in ``box`` is strictly plain and exactly what validation would
-    return, by the schema's proving checker; False too when the checker cannot tell
-    (a key whose ``__eq__`` raises), and the usual checks then decide."""
-    assert schema.in_place_plain is not None
-    try:
-        return schema.in_place_plain(box)
-    except Exception:
-        return False
 
 
 def _check_plain(step: Step, data: Any, instance: str | None) -> bool:

@@ -120,21 +120,25 @@ def find_not_plain(
                 f"containers nested deeper than {MAX_NESTING} levels (or a map or list"
                 " that holds itself)"
             )
+        # Children go on the stack last first, so that the first bad one in order is
+        # the one reported (in a step that broke every record, the first record).
         if kind is dict:
             assert isinstance(item, dict)
+            children: list[tuple[object, list[object]]] = []
             for key, sub in item.items():
                 if type(key) is bytes:  # the decoder takes bytes keys too
-                    stack.append((sub, [*path, key]))
+                    children.append((sub, [*path, key]))
                     continue
                 if type(key) is not str:
                     return path, f"a map key of type {type(key).__qualname__} ({shortened(key)})"
                 problem = text_problem(key)
                 if problem:
                     return [*path, key], f"the key {problem}"
-                stack.append((sub, [*path, key]))
+                children.append((sub, [*path, key]))
+            stack.extend(reversed(children))
         elif kind is list:
             assert isinstance(item, list)
-            stack.extend((sub, [*path, index]) for index, sub in enumerate(item))
+            stack.extend((item[index], [*path, index]) for index in reversed(range(len(item))))
         elif kind is str:
             assert isinstance(item, str)
             problem = text_problem(item)

@@ -285,6 +285,18 @@ class SchemaVersion:
             copied.append(data)
         return self.validate(data), False
 
+    def adopt_proven(self, box: list[Any]) -> bool:
+        """Whether the data in ``box`` is, in one walk, strictly plain and exactly what
+        :meth:`validate` returns (by :attr:`in_place_plain`); the data then stays in the
+        box as the state. False when that is not proven, or cannot be asked (no proving
+        checker, or a key whose ``__eq__`` raises): the caller checks the usual way."""
+        if self.in_place_plain is None:
+            return False
+        try:
+            return self.in_place_plain(box)
+        except Exception:
+            return False
+
     @property
     def exports_as_is(self) -> bool:
         """Whether a valid state that packs as it is (``strictly_plain``) is its own plain

@@ -39,6 +39,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"statemigrate: error: {printable(message)}\n")
 
 
+def _checks_in_use() -> str:
+    """Which checks a restore runs: the C ones the wheel was built with, or Python's."""
+    from statemigrate._model import _accel
+
+    if _accel.ACCELERATED:
+        return "C checks in use"
+    if _accel.built():
+        return "C checks built, turned off by STATEMIGRATE_PURE_PYTHON"
+    return "C checks not built: restores check in Python"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full command-line parser; each sub-parser sets ``func``."""
     parser = _Parser(
@@ -48,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version",
         action="version",
-        version=f"statemigrate {__version__}",
-        help="print the version of statemigrate and exit",
+        version=f"statemigrate {__version__} ({_checks_in_use()})",
+        help="print the version of statemigrate, and whether its C checks are in use, and exit",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True

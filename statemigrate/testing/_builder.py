@@ -332,8 +332,8 @@ class Builder:
         return common
 
     def _float(self, node: Node) -> st.SearchStrategy[float]:
-        low = node.get("ge", node.get("gt"))
-        high = node.get("le", node.get("lt"))
+        low = _float_bound(node.get("ge", node.get("gt")))
+        high = _float_bound(node.get("le", node.get("lt")))
         allow_inf = node.get("allow_inf_nan", True) and low is None and high is None
         result = st.floats(
             min_value=low,
@@ -766,3 +766,11 @@ def _data_key(name: str, field: Node) -> str:
     """The key under which the plain form holds a field, and validation reads it back:
     its Python name, whatever its aliases (see ``statemigrate._model._export``)."""
     return name
+
+
+def _float_bound(bound: object) -> float | None:
+    """A float field's bound as pydantic compares with it: an int bound rounded to the
+    nearest float (``lt=2**53 + 1`` is ``2.0**53``), which hypothesis also needs, since
+    it takes only bounds a float holds exactly. (pydantic refuses a schema whose bound
+    no float reaches.)"""
+    return None if bound is None else float(bound)  # type: ignore[arg-type]

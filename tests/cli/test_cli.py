@@ -605,9 +605,21 @@ def test_dump_of_an_empty_name_is_a_usage_error(
     assert result.out == ""
 
 
-def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+def test_version(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The version, and whether a restore's checks run in C: the one place a user can
+    see whether the install built them."""
+    from statemigrate._model import _accel
+
     result = run(capsys, "--version")
-    assert (result.code, result.out, result.err) == (0, f"statemigrate {sm.__version__}\n", "")
+    in_use = "C checks in use" if _accel.ACCELERATED else "C checks not built"
+    assert (result.code, result.err) == (0, "")
+    assert result.out.startswith(f"statemigrate {sm.__version__} ({in_use}")
+    monkeypatch.setattr(_accel, "ACCELERATED", False)
+    monkeypatch.setattr(_accel, "_c", None)
+    result = run(capsys, "--version")
+    assert result.out == (
+        f"statemigrate {sm.__version__} (C checks not built: restores check in Python)\n"
+    )
 
 
 def test_dump_of_an_ambiguous_component_names_the_matches(

@@ -253,3 +253,11 @@ def test_values_that_are_not_plain_are_never_the_same(value: Any) -> None:
 def test_a_nan_is_the_same_as_itself() -> None:
     nan = float("nan")
     assert same_plain([nan], [float("nan")])
+
+
+def test_the_first_value_that_is_not_plain_in_order_is_the_one_named() -> None:
+    """A step that broke every record is told about the first record, not the last."""
+    assert find_not_plain({"items": [(1,), (2,)]}) == (
+        ["items", 0], "a tuple value ((1,)) is not plain data"
+    )
+    assert find_not_plain({"a": {1}, "b": [{2}]}) == (["a"], "a set value ({1}) is not plain data")

@@ -127,11 +127,24 @@ class Failpoints:
 @contextmanager
 def validation_failpoint(monkeypatch: Any, failpoints: Failpoints) -> Iterator[None]:
     """Route the restore's schema validation (``SchemaVersion.adopt_kept``, which
-    ``adopt`` calls too) through ``failpoints`` (site ``"validate"``)."""
+    ``adopt`` calls too, and ``adopt_proven``, which a restore asks first about a
+    step's output) through ``failpoints`` (site ``"validate"``)."""
     original = SchemaVersion.adopt_kept
+    original_proven = SchemaVersion.adopt_proven
+    # One validation is one hit, though it may ask adopt_proven and then adopt_kept
+    # (same box): the proof takes the hit, and a fault found there strikes in
+    # adopt_kept, which a proof that fails leads to, as a real fault would.
+    asked: dict[int, Fault | None] = {}
+
+    def adopt_proven(self: SchemaVersion, box: list[Any]) -> bool:
+        fault = asked[id(box)] = failpoints.hit("validate", self)
+        if fault is None and original_proven(self, box):
+            del asked[id(box)]
+            return True
+        return False
 
     def adopt_kept(self: SchemaVersion, box: list[Any], **options: Any) -> Any:
-        fault = failpoints.hit("validate", self)
+        fault = asked.pop(id(box)) if id(box) in asked else failpoints.hit("validate", self)
         if fault is not None:
             if fault.exc is InjectedFault:
                 box[0] = {"not": "this schema"}
@@ -140,10 +153,12 @@ def validation_failpoint(monkeypatch: Any, failpoints: Failpoints) -> Iterator[N
         return original(self, box, **options)
 
     monkeypatch.setattr(SchemaVersion, "adopt_kept", adopt_kept)
+    monkeypatch.setattr(SchemaVersion, "adopt_proven", adopt_proven)
     try:
         yield
     finally:
         monkeypatch.setattr(SchemaVersion, "adopt_kept", original)
+        monkeypatch.setattr(SchemaVersion, "adopt_proven", original_proven)
 
 
 # --- the counters component ---------------------------------------------------------

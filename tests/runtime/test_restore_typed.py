@@ -10,7 +10,6 @@ from plain_helpers import same_plain
 from typing_extensions import TypedDict
 
 from statemigrate import Registry, RestoreError, Service
-from statemigrate._model import _migrate
 from statemigrate._model._schema import SchemaVersion
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._header import Producer
@@ -122,13 +121,13 @@ def test_a_restore_with_a_step_validates_the_steps_output(
 ) -> None:
     seen = validations(monkeypatch)
     proofs: list[bool] = []  # or the one walk that proves it plain and fitting
-    real = _migrate._proven_in_place
+    real = SchemaVersion.adopt_proven
 
-    def proven(*args: Any) -> bool:
-        proofs.append(real(*args))
+    def proven(self: SchemaVersion, box: list[Any]) -> bool:
+        proofs.append(real(self, box))
         return proofs[-1]
 
-    monkeypatch.setattr(_migrate, "_proven_in_place", proven)
+    monkeypatch.setattr(SchemaVersion, "adopt_proven", proven)
     reader = CacheV2()
     report = restore(snapshot_of(state()), reader)
     assert len(seen) + proofs.count(True) == 1 and len(seen) + len(proofs) >= 1
