@@ -37,7 +37,6 @@ ACCELERATED = _c is not None and not os.environ.get("STATEMIGRATE_PURE_PYTHON")
 """Whether the checks run in C."""
 
 
-
 def built() -> bool:
     """Whether the extension was built and loads, whether or not it is in use."""
     return _c is not None
@@ -72,4 +71,3 @@ def packs_plain(value: object) -> bool:
     False also when it cannot tell (the extension is not in use, or the value holds
     what only ormsgpack judges: an int past 64 signed bits, nesting past 128 levels)."""
     return ACCELERATED and bool(_c.packs_plain(value))
-

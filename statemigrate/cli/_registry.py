@@ -411,7 +411,7 @@ def _reason(error: StateMigrateError) -> str:
         fold = Fold(newer.component, newer.written, newer.readable, lossy=True)
         return (
             f"{error}; a newer release wrote version {newer.written}: verify with its"
-            f" registry, or fold it back for this release with that registry:"
+            " registry, or fold it back for this release with that registry:"
             f" `{fold_command([fold])}` (docs/cli.md)"
         )
     return str(error)

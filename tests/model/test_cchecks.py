@@ -68,10 +68,12 @@ class Entries(TypedDict):
     by_anything: dict[Any, Entry]
 
 
-def schema(*, accelerated: bool) -> SchemaVersion:
+def schema(*, accelerated: bool, type_: object = None) -> SchemaVersion:
+    """The schema of ``type_`` (``Entries`` by default), its checkers made with the C
+    loop in use or not."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_accel, "ACCELERATED", accelerated)
-        made = SchemaVersion.create("c", 1, Entries)
+        made = SchemaVersion.create("c", 1, Entries if type_ is None else type_)
     assert made.in_place is not None
     return made
 
@@ -226,9 +228,7 @@ def test_fitting_records_are_kept_and_each_misfit_is_declined_in_c() -> None:
 
 
 def proving_schema() -> SchemaVersion:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_accel, "ACCELERATED", True)
-        made = SchemaVersion.create("c", 1, PlainEntries)
+    made = schema(accelerated=True, type_=PlainEntries)
     assert made.in_place_plain is not None
     return made
 
