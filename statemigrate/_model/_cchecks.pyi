@@ -10,3 +10,10 @@ def records_fit(
     /,
 ) -> bool: ...
 def packs_plain(value: object, /) -> bool: ...
+def records_bytes_fit(
+    raw: bytes | bytearray | memoryview,
+    root: tuple[tuple[bytes, ...], bytes, bytes] | None,
+    collections: tuple[tuple[bool, tuple[tuple[bytes, ...], bytes, bytes]], ...],
+    budget: int,
+    /,
+) -> tuple[int, ...] | None: ...

@@ -60,16 +60,20 @@ from statemigrate._model._coreschema import Unsupported as _Unsupported
 from statemigrate._model._plaindata import copy_plain
 
 __all__ = [
+    "Collection",
     "DictNode",
     "FieldNode",
+    "Fields",
     "InPlaceChecker",
     "Node",
     "OptionalNode",
     "RecordNode",
+    "RecordsLayout",
     "compile_checker",
     "exact_parts",
     "fits_exactly",
     "list_item",
+    "records_layout",
     "schema_tree",
     "sole_reference_count",
 ]
@@ -138,6 +142,9 @@ class RecordNode:
 
 
 Node = _Exact | _AnyValue | _PlainValue | OptionalNode | _List | DictNode | RecordNode
+
+Fields = tuple[tuple[str, type, str], ...]
+"""Each field of a record as ``_cchecks.c`` reads it: name, type, kind letter."""
 
 _ANY = _AnyValue()
 _SCALARS: Mapping[str, type] = {
@@ -451,19 +458,28 @@ def _dict_fits(node: DictNode, sole: int, nullable: bool, keys_plain: bool) -> F
 
 def _records_in_c(node: Node, key_type: type | None) -> RecordsCheck | None:
     """The C check of a dict or list whose values are ``node``'s records, or None
-    when it is not in use or ``node`` is not such a record: all fields required, each
-    an unconstrained scalar (optional or not), a list of those, or ``Any``. In a
-    proving tree (see :func:`_proving`) the scalars carry the plain tests, and the C
-    check makes them.
+    when it is not in use or ``node`` is not such a record (see :func:`_flat_fields`).
+    In a proving tree (see :func:`_proving`) the scalars carry the plain tests, and the
+    C check makes them.
 
     It checks what ``_required_record_fits`` does, keys included (``keys_plain`` only
     spares the Python loop a test the C loop does at no cost).
     """
-    if not isinstance(node, RecordNode) or not all(field.required for field in node.fields):
+    if not isinstance(node, RecordNode):
         return None
-    proving = node.proving
+    fields = _flat_fields(node, proving=node.proving)
+    # A proving tree's dicts have str keys (see _proving), as the plain check needs.
+    return None if fields is None else records_check(fields, key_type, plain=node.proving)
+
+
+def _flat_fields(node: RecordNode, *, proving: bool = False) -> Fields | None:
+    """Each field of a flat record as ``_cchecks.c`` reads it (name, type, kind letter),
+    or None unless the record is flat: all fields required, each an unconstrained scalar
+    (optional or not), a list of those, or ``Any``."""
     fields: list[tuple[str, type, str]] = []
     for field in node.fields:
+        if not field.required:
+            return None
         scalar = _exact_type(field.node, proving=proving)
         listed = field.node.item if isinstance(field.node, _List) else None
         item = None if listed is None else _exact_type(listed, proving=proving)
@@ -475,8 +491,63 @@ def _records_in_c(node: Node, key_type: type | None) -> RecordsCheck | None:
             fields.append((field.name, item[0], "m" if item[1] else "l"))
         else:
             return None
-    # A proving tree's dicts have str keys (see _proving), as the plain check needs.
-    return records_check(tuple(fields), key_type, plain=proving)
+    return tuple(fields)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A ``dict[str, record]`` or ``list[record]`` of flat records in a layout."""
+
+    field: str | None
+    """The root record's field that holds it, or None for the root itself."""
+    is_map: bool
+    fields: Fields
+
+
+@dataclass(frozen=True)
+class RecordsLayout:
+    """A schema whose data is collections of flat records: one at the root, or each in
+    a field of a root record whose other fields are flat (see :func:`_flat_fields`)."""
+
+    root: Fields | None
+    """The root record's fields, collection fields marked ``c``; None for a root
+    collection."""
+    collections: tuple[Collection, ...]
+
+
+def records_layout(node: Node | None) -> RecordsLayout | None:
+    """The layout of a schema made of collections of flat records, or None for any
+    other schema. The snapshot layer reads such data's bytes in C (``_accel``)."""
+    collection = _collection(node, None)
+    if collection is not None:
+        return RecordsLayout(None, (collection,))
+    if not isinstance(node, RecordNode):
+        return None
+    root: list[tuple[str, type, str]] = []
+    collections: list[Collection] = []
+    for field in node.fields:
+        collection = _collection(field.node, field.name)
+        flat = None if collection is not None else _flat_fields(RecordNode((field,)))
+        if not field.required or (collection is None and flat is None):
+            return None
+        if collection is not None:
+            collections.append(collection)
+            root.append((field.name, object, "c"))
+        else:
+            assert flat is not None
+            root.extend(flat)
+    return RecordsLayout(tuple(root), tuple(collections)) if collections else None
+
+
+def _collection(node: Node | None, field: str | None) -> Collection | None:
+    if isinstance(node, DictNode) and node.key == _Exact(str):
+        is_map, record = True, node.value
+    elif isinstance(node, _List):
+        is_map, record = False, node.item
+    else:
+        return None
+    fields = _flat_fields(record) if isinstance(record, RecordNode) else None
+    return None if fields is None else Collection(field, is_map, fields)
 
 
 def _container_fits(

@@ -203,7 +203,7 @@ class SchemaVersion:
             ),
             exporter=exporter,
             allows_extra=extra_allowed(adapter.core_schema),
-            typed=compile_typed_form(adapter.core_schema),
+            typed=compile_typed_form(adapter.core_schema, tree),
             tree=tree,
             validity=None if tree is None else compile_validity_check(tree),
             float_check=compile_float_check(adapter.core_schema),

@@ -28,6 +28,10 @@ because pydantic writes a record's fields in declaration order while msgspec kee
 order of the bytes. Data that fails any of them goes the plain way, so the result of a
 restore never depends on this module.
 
+For collections of flat records (:class:`BytesLayout`) a reading of the bytes in C
+shows the second and third conditions at once, without packing anything: the bytes
+state each record's fields in declaration order, each in its field's msgpack type.
+
 A form holds no bytes and decodes nothing itself: the snapshot layer does, with
 :attr:`TypedForm.decoder`.
 """
@@ -46,10 +50,12 @@ from typing import Any
 import msgspec
 import typing_extensions
 
+from statemigrate._model._accel import BytesCheck, records_bytes_check
 from statemigrate._model._coreschema import INERT, STRUCTURE_PARTS, record_fields
 from statemigrate._model._coreschema import Unsupported as _Unsupported
+from statemigrate._model._inplace import Node, RecordsLayout, records_layout
 
-__all__ = ["TypedForm", "compile_typed_form"]
+__all__ = ["BytesLayout", "TypedForm", "compile_typed_form"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +66,21 @@ class _Record:
     """Steps that turn the iterable of root values into the iterable of these dicts."""
     names: tuple[str, ...]
     all_required: bool
+
+
+@dataclass(frozen=True)
+class BytesLayout:
+    """How msgpack bytes of a form's collections of flat records are read in C."""
+
+    read: BytesCheck
+    """How many records each collection holds, when the bytes say in msgpack's own
+    types exactly what the form declares (``_accel.records_bytes_check``), or None."""
+    places: tuple[str | None, ...]
+    """Where each collection is in the value: a root record's field, or (None) the root."""
+
+    def sizes(self, value: Any) -> tuple[int, ...]:
+        """How many records each collection of a decoded value holds."""
+        return tuple(len(value if place is None else value[place]) for place in self.places)
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,9 @@ class TypedForm:
     type: Any = field(repr=False)
     decoder: msgspec.msgpack.Decoder[Any] = field(repr=False)
     _records: tuple[_Record, ...] = field(repr=False, default=())
+    layout: BytesLayout | None = field(repr=False, default=None)
+    """For collections of flat records (``_inplace.records_layout``), when the C
+    extension is in use: the reading of their bytes that shows a decoding exact."""
 
     def in_order(self, value: object) -> bool:
         """Whether every record in ``value`` (decoded with :attr:`decoder`) holds its keys
@@ -122,8 +146,14 @@ _PARTS: Mapping[str, frozenset[str]] = {
 _Step = Callable[[Iterable[Any]], Iterable[Any]]
 
 
-def compile_typed_form(core_schema: Mapping[str, Any]) -> TypedForm | None:
-    """The typed form of a schema, or None when msgspec cannot state it exactly."""
+def compile_typed_form(
+    core_schema: Mapping[str, Any], tree: Node | None = None
+) -> TypedForm | None:
+    """The typed form of a schema, or None when msgspec cannot state it exactly.
+
+    ``tree`` is the schema's in-place tree (``_inplace.schema_tree``), if it has one:
+    collections of flat records in it get a :attr:`TypedForm.layout`.
+    """
     records: list[_Record] = []
     try:
         annotation = _translate(core_schema, {}, frozenset(), (), records)
@@ -131,7 +161,15 @@ def compile_typed_form(core_schema: Mapping[str, Any]) -> TypedForm | None:
     except (_Unsupported, TypeError, ValueError):
         # TypeError, ValueError: msgspec refused the type (a field name it cannot hold).
         return None
-    return TypedForm(annotation, decoder, tuple(records))
+    return TypedForm(annotation, decoder, tuple(records), _bytes_layout(records_layout(tree)))
+
+
+def _bytes_layout(layout: RecordsLayout | None) -> BytesLayout | None:
+    if layout is None:
+        return None
+    collections = layout.collections
+    read = records_bytes_check(layout.root, tuple((c.is_map, c.fields) for c in collections))
+    return None if read is None else BytesLayout(read, tuple(c.field for c in collections))
 
 
 def _translate(

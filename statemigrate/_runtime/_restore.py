@@ -235,12 +235,13 @@ def _match(
 def _decode(snapshot: Snapshot, item: _Staged, *, allow_lossy: AllowLossy) -> None:
     section = snapshot.header.sections[item.index]
     item.proven = _proven_plan(item.entry, section.version, allow_lossy)
-    form = _typed_form(item.entry, section.version, section.fingerprint, item.proven)
+    form, into_state = _typed_form(item.entry, section.version, section.fingerprint, item.proven)
     try:
         if form is None:
             item.data = snapshot.read_section(item.index)
         else:
-            item.data, item.validated = snapshot.read_typed(item.index, form)
+            item.data, exact = snapshot.read_typed(item.index, form)
+            item.validated = exact and into_state
     except SnapshotError as exc:
         raise RestoreError("decode", str(exc), component=item.entry.key) from exc
 
@@ -281,17 +282,25 @@ def plan_proven(plan: Plan, registry: Registry) -> bool:
 
 def _typed_form(
     entry: Registered, version: int, fingerprint: str, proven: Plan | None
-) -> TypedForm | None:
-    """The typed form to decode a section into: its version's schema's, when the
-    section was written by that very schema and needs no step, or proven steps only;
-    else None."""
-    if version != entry.spec.version and proven is None:
-        return None  # steps run on plain data; the target schema validates their output
+) -> tuple[TypedForm | None, bool]:
+    """The typed form to decode a section into (its version's schema's, when this code
+    has one), and whether what it decodes is the state: when the section was written
+    by that very schema and needs no step, or proven steps only.
+
+    Otherwise the steps run on plain data, and a form whose bytes are read in C (its
+    ``layout``) is only a faster way to it: what it decodes exactly is what plain
+    decoding returns (see ``_snapshot._msgpack.unpack_typed``). Any other form would
+    cost more than plain decoding there, checking an order no step needs.
+    """
     try:
         schema = entry.registry.schema_for(entry.component, version)
     except UnknownComponentError:
-        return None  # the pipeline reports it
-    return schema.typed if schema.fingerprint == fingerprint else None
+        return None, False  # the pipeline reports it
+    form = schema.typed
+    validated_by_decoding = version == entry.spec.version or proven is not None
+    if schema.fingerprint == fingerprint and validated_by_decoding:
+        return form, True
+    return (form, False) if form is not None and form.layout is not None else (None, False)
 
 
 def _migrate(snapshot: Snapshot, item: _Staged, *, allow_lossy: AllowLossy) -> None:

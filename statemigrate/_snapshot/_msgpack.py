@@ -277,11 +277,21 @@ def unpack_typed(
     """Decode msgpack bytes straight into a schema's typed form when that is exact.
 
     msgspec decodes ``raw`` with the form's type, with the limits of
-    :func:`unpack_data`. The value is kept when it packs back to ``raw`` byte for
-    byte (so it is what :func:`unpack_data` returns) and every record in it holds its
-    keys in declaration order: it is then what validating the plain data against the
-    form's schema returns (see ``statemigrate._model._typed``). Otherwise the bytes
-    are decoded again by :func:`unpack_data`, and the caller validates as usual.
+    :func:`unpack_data`. The value is kept when it is what :func:`unpack_data`
+    returns and every record in it holds its keys in declaration order: it is then
+    what validating the plain data against the form's schema returns (see
+    ``statemigrate._model._typed``). Otherwise the bytes are decoded again by
+    :func:`unpack_data`, and the caller validates as usual.
+
+    Two proofs that the value is what :func:`unpack_data` returns:
+
+    - for collections of flat records, read in C (:attr:`TypedForm.layout`): the
+      bytes hold each record's fields in order and nothing else, each value in its
+      declared msgpack type, no ext and no map that could repeat a key but the
+      collections, whose sizes must equal those of the dicts msgspec built. That
+      also shows the keys in order, and costs a pass over bytes, not over objects;
+    - for any other form or bytes, the value packs back to ``raw`` byte for byte, and
+      then :meth:`TypedForm.in_order` checks the order.
 
     Returns:
         ``(value, True)`` for a value that needs no further validation, and
@@ -290,11 +300,18 @@ def unpack_typed(
     Raises:
         SnapshotError: as :func:`unpack_data`.
     """
-    if _container_headers_at_most(raw, budget_total(len(raw), container_budget)):
+    budget = budget_total(len(raw), container_budget)
+    sizes = None if form.layout is None else form.layout.read(raw, budget)
+    if sizes is not None:
+        value = _decoded(raw, form.decoder)
+        if value is not _REFUSED and form.layout.sizes(value) == sizes:  # type: ignore[union-attr]
+            return value, True
+        value = None  # freed before the bytes are decoded again
+    elif _container_headers_at_most(raw, budget):
         value = _fast_unpack(raw, form.decoder)
         if value is not _REFUSED and form.in_order(value):
             return value, True
-        value = None  # freed before the bytes are decoded again
+        value = None
     return unpack_data(raw, section=section, container_budget=container_budget), False
 
 
@@ -337,14 +354,24 @@ def _fast_unpack(
     A typed decoder adds its own ways to differ, which fail it too: an int turned into
     a float packs as a float, and a key the type does not know is skipped.
     """
+    value = _decoded(raw, decoder or _FAST_DECODER)
+    if value is _REFUSED:
+        return value
     try:
-        value = (decoder or _FAST_DECODER).decode(raw)
         same = _fast_pack(value, _plain_leaf) == raw
+    except Exception:
+        return _REFUSED  # the packer refused the value: not plain data, so not raw's
+    return value if same else _REFUSED
+
+
+def _decoded(raw: bytes | bytearray | memoryview, decoder: msgspec.msgpack.Decoder[Any]) -> object:
+    """msgspec's decoding of ``raw``, or ``_REFUSED`` for any failure at all."""
+    try:
+        return decoder.decode(raw)
     except Exception:
         # Truncation, bad UTF-8, recursion past msgspec's limit, anything at all: the
         # reference decoder will say exactly what is wrong.
         return _REFUSED
-    return value if same else _REFUSED
 
 
 _MSGPACK_TERMS: tuple[tuple[re.Pattern[str], str], ...] = (

@@ -8,18 +8,15 @@ is) shows that these comparisons catch the mistakes that matter.
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
-import subprocess
-import sys
-import sysconfig
 import types
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
+import msgpack
 import ormsgpack
 import pytest
+from cbuild_helpers import broken_builds as build_breaks
+from cbuild_helpers import compiler, needs_compiler
 from hypothesis import event, given
 from hypothesis import strategies as st
 from typing_extensions import TypedDict
@@ -28,18 +25,6 @@ from statemigrate._model import _accel
 from statemigrate._model._plaindata import _ONLY_PLAIN as ONLY_PLAIN
 from statemigrate._model._plaindata import strictly_plain
 from statemigrate._model._schema import SchemaVersion
-
-SOURCE = Path(_accel.__file__).with_name("_cchecks.c")
-
-
-def compiler() -> str | None:
-    linker = sysconfig.get_config_var("LDSHARED")
-    return shutil.which(linker.split()[0]) if linker else None
-
-
-needs_compiler = pytest.mark.skipif(
-    compiler() is None or not SOURCE.exists(), reason="no C compiler or C source here"
-)
 
 
 def test_the_c_checks_are_in_use_where_a_compiler_built_them() -> None:
@@ -200,7 +185,22 @@ def test_the_c_loop_keeps_exactly_the_records_the_python_loop_keeps(
 ) -> None:
     python = verdicts(build, PYTHON_SCHEMA)
     event("kept" if python[0] else "declined")
-    assert verdicts(build, C_SCHEMA) == python
+    in_c = verdicts(build, C_SCHEMA)
+    if holds_text_keys(build()):
+        # The plain-keys promise is broken (the caller vouches for exact str keys): the
+        # Python loop takes the caller's word, the C loop tests the keys anyway.
+        assert in_c[0] == python[0] and in_c[1] <= python[1]
+    else:
+        assert in_c == python
+
+
+def holds_text_keys(value: object) -> bool:
+    """Whether a dict anywhere in ``value`` has a key of a str subclass."""
+    if isinstance(value, dict):
+        return any(isinstance(key, Text) or holds_text_keys(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(holds_text_keys(item) for item in value)
+    return False
 
 
 def test_fitting_records_are_kept_and_each_misfit_is_declined_in_c() -> None:
@@ -345,30 +345,8 @@ BREAKS = {
 
 
 @pytest.fixture(scope="module")
-def broken_builds(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[dict[str, types.ModuleType]]:
-    """The C source compiled once per break, as hatch_build.py compiles it."""
-    built: dict[str, types.ModuleType] = {}
-    folder = tmp_path_factory.mktemp("broken")
-    text = SOURCE.read_text()
-    for name, (sound, broken) in BREAKS.items():
-        assert text.count(sound) == 1, f"the source changed: {sound!r} is not there once"
-        source = folder / f"{len(built)}" / "_cchecks.c"
-        source.parent.mkdir()
-        source.write_text(text.replace(sound, broken))
-        target = source.with_name("_cchecks" + sysconfig.get_config_var("EXT_SUFFIX"))
-        linker = sysconfig.get_config_var("LDSHARED").split()
-        include = sysconfig.get_paths()["include"]
-        subprocess.run([*linker, "-fPIC", "-O1", "-I", include, str(source), "-o", str(target)],
-                       check=True, capture_output=True)
-        spec = importlib.util.spec_from_file_location("_cchecks", target)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        built[name] = module
-    yield built
-    sys.modules.pop("_cchecks", None)
+def broken_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, types.ModuleType]:
+    return build_breaks(tmp_path_factory.mktemp("broken"), BREAKS)
 
 
 @needs_compiler
@@ -419,3 +397,42 @@ def test_negative_control_a_broken_plain_check_is_caught(
     monkeypatch.setattr(_accel, "ACCELERATED", True)
     value = {"name": "a\ud800"}
     assert _accel.packs_plain(value) != (ormsgpack_packs(value) and within_its_limits(value))
+
+
+# --- records_bytes_fit: its arguments, and bytes of any kind ----------------------------
+
+FLAT_SPEC = ((b"id", b"tags"), b"el", b"is")
+
+
+@pytest.mark.skipif(not _accel.ACCELERATED, reason="the C checks are not built here")
+@pytest.mark.parametrize(
+    ("root", "collections"),
+    [
+        (None, ()),
+        (None, ((True, ((b"id",), b"ee", b"i")),)),
+        (None, ((True, ((b"id",), b"c", b"*")),)),  # a collection inside a collection
+        (None, ((True, (("id",), b"e", b"i")),)),
+        (None, ((True, ((b"id",), b"e", b"q")),)),
+        (((b"a",), b"x", b"i"), ((True, FLAT_SPEC),)),
+        ("root", ((True, FLAT_SPEC),)),
+    ],
+)
+def test_records_bytes_fit_refuses_a_malformed_layout(root: object, collections: object) -> None:
+    with pytest.raises(ValueError, match="layout is not well formed"):
+        _accel._c.records_bytes_fit(b"\x80", root, collections, 10)
+
+
+@pytest.mark.skipif(not _accel.ACCELERATED, reason="the C checks are not built here")
+@given(st.binary(max_size=64), st.integers(0, 8))
+def test_records_bytes_fit_reads_any_bytes_without_harm(raw: bytes, budget: int) -> None:
+    """Random bytes, and every prefix of a fitting encoding: an answer, never a crash
+    or a read past the end (which the allocator's guard would not always show, but a
+    wrong size would)."""
+    good = ormsgpack.packb({"k": {"id": 1, "tags": ["a", "b"]}})
+    for cut in range(len(good)):
+        assert _accel._c.records_bytes_fit(good[:cut], None, ((True, FLAT_SPEC),), 9) is None
+    sizes = _accel._c.records_bytes_fit(raw, None, ((True, FLAT_SPEC),), budget)
+    if sizes is not None:  # b"\x80", say: no records at all
+        assert sizes == (len(msgpack.unpackb(raw)),)
+    assert _accel._c.records_bytes_fit(good, None, ((True, FLAT_SPEC),), 3) == (1,)
+    assert _accel._c.records_bytes_fit(good, None, ((True, FLAT_SPEC),), 2) is None

@@ -3,6 +3,7 @@ the restored state is the one decoding then validating gives, whatever the bytes
 
 from __future__ import annotations
 
+import copy
 from typing import Any, NotRequired
 
 import pytest
@@ -11,6 +12,8 @@ from typing_extensions import TypedDict
 
 from statemigrate import Registry, RestoreError, Service
 from statemigrate._model._schema import SchemaVersion
+from statemigrate._runtime import _restore
+from statemigrate._snapshot import _msgpack
 from statemigrate._snapshot._encode import SectionInput, encode_snapshot
 from statemigrate._snapshot._header import Producer
 from statemigrate._snapshot._msgpack import pack_data, reference_unpack
@@ -199,3 +202,99 @@ def test_a_section_of_another_schema_is_not_decoded_into_this_one(
     assert type(validated[0]) is dict  # the plain decoding, not the typed one
     assert not report.components[0].fingerprint_matches
     assert same_plain(reader.state, reference_unpack(pack_data(state())))
+
+
+# --- a restore with steps, of collections of flat records ------------------------------
+#
+# Such bytes are read in C and decoded typed even when a step follows: the step must
+# get exactly what plain decoding gives, and still run.
+
+
+class FlatV1(TypedDict):
+    name: str
+    score: float
+    tags: list[str]
+
+
+class FlatV2(FlatV1):
+    hits: int
+
+
+class FlatStateV1(TypedDict):
+    entries: dict[str, FlatV1]
+
+
+class FlatStateV2(TypedDict):
+    entries: dict[str, FlatV2]
+
+
+FLAT = Registry()
+FLAT.add_schema("flat", 1, FlatStateV1)
+FLAT.add_schema("flat", 2, FlatStateV2)
+STEP_INPUTS: list[Any] = []
+
+
+def add_hits_seen(data: dict[str, Any]) -> dict[str, Any]:
+    STEP_INPUTS.append(copy.deepcopy(data))
+    return add_hits(data)
+
+
+FLAT.add_migration("flat", 1, 2, add_hits_seen)
+
+
+@FLAT.migratable("flat", version=2)
+class FlatCacheV2(Cache):
+    pass
+
+
+def flat_snapshot(data: object) -> bytes:
+    fingerprint = FLAT.schema_for("flat", 1).fingerprint
+    section = SectionInput("flat", "default", 1, fingerprint, data)
+    return encode_snapshot([section], producer=Producer.current("typed-test")).to_bytes()
+
+
+def flat_restore(blob: bytes) -> FlatCacheV2:
+    reader = FlatCacheV2()
+    service = Service("typed-test", registry=FLAT)
+    service.register(reader)
+    service.restore(blob)
+    return reader
+
+
+@pytest.mark.parametrize(
+    "data",
+    [state(), {"entries": {"k": {"name": "x", "score": 2, "tags": []}}}],
+    ids=["as declared", "int for float"],
+)
+def test_a_step_gets_what_plain_decoding_gives_and_runs(
+    data: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    form = FLAT.schema_for("flat", 1).typed
+    assert form is not None and form.layout is not None, "the C checks are not in use"
+    plain_decodings: list[object] = []
+    unpack_data = _msgpack.unpack_data
+
+    def spy(raw: Any, **options: Any) -> object:
+        plain_decodings.append(raw)
+        return unpack_data(raw, **options)
+
+    monkeypatch.setattr(_msgpack, "unpack_data", spy)
+    STEP_INPUTS.clear()
+    reader = flat_restore(flat_snapshot(data))
+    assert same_plain(STEP_INPUTS, [reference_unpack(pack_data(data))])
+    assert all(entry["hits"] == 0 for entry in reader.state["entries"].values())
+    # Bytes as declared are decoded typed; an int for a float goes the plain way.
+    assert len(plain_decodings) == (0 if data == state() else 1)
+
+
+def test_negative_control_typed_data_taken_as_the_state_skips_the_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def as_state(entry: Any, version: int, fingerprint: str, proven: Any) -> tuple[Any, bool]:
+        return entry.registry.schema_for(entry.component, version).typed, True
+
+    monkeypatch.setattr(_restore, "_typed_form", as_state)
+    STEP_INPUTS.clear()
+    reader = flat_restore(flat_snapshot(state()))
+    assert STEP_INPUTS == []
+    assert not any("hits" in entry for entry in reader.state["entries"].values())
