@@ -584,10 +584,20 @@ parse_fields(PyObject *fields, LayoutSpec *spec, int flat)
     }
     for (Py_ssize_t field = 0; field < spec->count; field++) {
         char kind = spec->kinds[field], class = spec->scalars[field];
-        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(names, field)) || kind == '\0'
+        PyObject *name = PyTuple_GET_ITEM(names, field);
+        if (!PyBytes_CheckExact(name) || kind == '\0'
             || strchr(flat ? "eolma" : "eolmac", kind) == NULL || class == '\0'
             || strchr("ifsbyn*", class) == NULL) {
             return 0;
+        }
+        /* A name twice would take a record whose key repeats, which decodes smaller. */
+        for (Py_ssize_t earlier = 0; earlier < field; earlier++) {
+            PyObject *other = PyTuple_GET_ITEM(names, earlier);
+            if (PyBytes_CheckExact(other) && PyBytes_GET_SIZE(other) == PyBytes_GET_SIZE(name)
+                && memcmp(PyBytes_AS_STRING(other), PyBytes_AS_STRING(name),
+                          (size_t)PyBytes_GET_SIZE(name)) == 0) {
+                return 0;
+            }
         }
     }
     return 1;
@@ -611,13 +621,19 @@ records_bytes_fit(PyObject *module, PyObject *args)
     int valid = layout.collection_count >= 1 && layout.collection_count <= MAX_COLLECTIONS
                 && (root == Py_None || parse_fields(root, &root_spec, 0));
     for (Py_ssize_t which = 0; valid && which < layout.collection_count; which++) {
-        PyObject *item = PyTuple_GET_ITEM(collections, which), *fields;
+        PyObject *item = PyTuple_GET_ITEM(collections, which), *is_map = NULL, *fields;
         CollectionSpec *spec = &layout.collections[which];
-        valid = PyTuple_Check(item) && PyArg_ParseTuple(item, "pO", &spec->is_map, &fields)
+        /* An exact bool, so that reading the layout runs no Python code either. */
+        valid = PyTuple_Check(item)
+                && PyArg_ParseTuple(item, "O!O", &PyBool_Type, &is_map, &fields)
                 && parse_fields(fields, &spec->records, 1);
+        spec->is_map = is_map == Py_True;
     }
     if (!valid) {
         PyBuffer_Release(&raw);
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_TypeError)) {
+            return NULL;  /* out of memory, say: not the layout's fault */
+        }
         PyErr_Clear();
         PyErr_SetString(PyExc_ValueError, "records_bytes_fit: the layout is not well formed");
         return NULL;

@@ -415,6 +415,8 @@ FLAT_SPEC = ((b"id", b"tags"), b"el", b"is")
         (None, ((True, ((b"id",), b"e", b"q")),)),
         (((b"a",), b"x", b"i"), ((True, FLAT_SPEC),)),
         ("root", ((True, FLAT_SPEC),)),
+        (None, ((True, ((b"id", b"id"), b"ee", b"ii")),)),  # a name twice
+        (None, ((1, FLAT_SPEC),)),  # a flag that is not a bool
     ],
 )
 def test_records_bytes_fit_refuses_a_malformed_layout(root: object, collections: object) -> None:
