@@ -11,6 +11,7 @@ from statemigrate._errors import ExportError
 from statemigrate._model._allowlossy import AllowLossy
 from statemigrate._model._component import export_component
 from statemigrate._model._paths import format_path, located_path
+from statemigrate._model._plaindata import strictly_plain
 from statemigrate._runtime._gcpause import gc_paused
 from statemigrate._runtime._report import SnapshotReport
 from statemigrate._snapshot._encode import SectionInput
@@ -158,6 +159,10 @@ def export_section(
     steps: tuple[str, ...] = ()
     seconds = 0.0
     if target != version:
+        if not walk and not strictly_plain(data):
+            # Steps get plain data, as a restore gives it to them: an int past 64 bits
+            # as its decimal text, say. The export makes that form with a walk.
+            data = export_component(entry.obj, registry=registry, walk=True, check=check)
         step_started = time.perf_counter()
         # The export can be the live objects, which steps may mutate: the pipeline
         # migrates a private copy, a container at a time, which no collection need walk.
