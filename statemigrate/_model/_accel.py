@@ -43,8 +43,10 @@ except ImportError:  # built without a C compiler, or for another interpreter
 else:
     _c = _cchecks
 
-# STATEMIGRATE_PURE_PYTHON=1 runs the Python loops alone, to compare the two.
-ACCELERATED = _c is not None and not os.environ.get("STATEMIGRATE_PURE_PYTHON")
+# STATEMIGRATE_PURE_PYTHON=1 runs the Python loops alone, to compare the two. A value
+# that reads as "no" (0, false, no, off) leaves the C checks on, as it would seem to.
+_PURE_PYTHON = os.environ.get("STATEMIGRATE_PURE_PYTHON", "").strip().lower()
+ACCELERATED = _c is not None and _PURE_PYTHON in ("", "0", "false", "no", "off")
 """Whether the checks run in C."""
 
 

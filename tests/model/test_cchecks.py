@@ -8,6 +8,9 @@ is) shows that these comparisons catch the mistakes that matter.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import types
 from collections.abc import Callable
 from typing import Any
@@ -438,3 +441,19 @@ def test_records_bytes_fit_reads_any_bytes_without_harm(raw: bytes, budget: int)
         assert sizes == (len(msgpack.unpackb(raw)),)
     assert _accel._c.records_bytes_fit(good, None, ((True, FLAT_SPEC),), 3) == (1,)
     assert _accel._c.records_bytes_fit(good, None, ((True, FLAT_SPEC),), 2) is None
+
+
+@pytest.mark.skipif(not _accel.built(), reason="the C checks are not built here")
+@pytest.mark.parametrize(
+    ("setting", "in_use"),
+    [("", True), ("0", True), ("false", True), ("No", True), ("off", True),
+     ("1", False), ("true", False), ("yes", False)],
+)
+def test_statemigrate_pure_python_turns_the_c_checks_off_only_when_it_says_so(
+    setting: str, in_use: bool
+) -> None:
+    probe = "from statemigrate._model import _accel; print(_accel.ACCELERATED)"
+    env = {**os.environ, "STATEMIGRATE_PURE_PYTHON": setting}
+    answer = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    assert answer == str(in_use)
