@@ -150,7 +150,11 @@ def test_a_downgrade_that_drops_vouchers_declared_lossy_passes() -> None:
 
 def test_a_member_no_checked_state_holds_fails_the_check() -> None:
     """At 200 examples a check draws a voucher in 25 to 45 states, past the 20 the
-    rule needs; derandomized, as a run of few states holding one falls short of it."""
+    rule needs; derandomized, as a run of few states holding one falls short of it.
+
+    The snapshot check must fail. The step check fails too when it drew 20 states
+    holding a voucher, which depends on the strings hypothesis has seen in the loaded
+    modules (it draws some of its text from them), so it may pass."""
     registry = _voucher_registry(_drop_voucher, order=PickyOrders)
     derandomized = settings(
         database=None, derandomize=True, suppress_health_check=list(HealthCheck)
@@ -159,7 +163,8 @@ def test_a_member_no_checked_state_holds_fails_the_check() -> None:
         registry, settings=derandomized, max_examples=200, raise_on_failure=False
     )
     failed = {failure.check: failure for failure in report.failures}
-    assert set(failed) == {"orders-step-2-1", "orders-snapshot-v2"}, report.to_markdown()
+    assert "orders-snapshot-v2" in failed, report.to_markdown()
+    assert set(failed) <= {"orders-step-2-1", "orders-snapshot-v2"}, report.to_markdown()
     what = failed["orders-snapshot-v2"].what
     assert what.startswith("orders.*.payment: 'voucher' is in no checked state (validation")
     assert "in strategies= that draws it" in what and "\n" not in what
