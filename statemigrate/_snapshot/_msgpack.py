@@ -397,7 +397,9 @@ def _described(exc: Exception) -> str:
         # Raised for the one type byte msgpack reserves, and says nothing itself.
         return "a byte that starts no msgpack value (0xc1, which msgpack reserves)"
     if isinstance(exc, UnicodeDecodeError):
-        return f"a string that is not UTF-8 ({exc.reason} at byte {exc.start} of it)"
+        # Python names where the bad sequence starts, which may be a valid lead byte.
+        where = f"in the sequence at byte {exc.start} of it"
+        return f"a string that is not UTF-8 ({exc.reason} {where})"
     text = first_line(exc)
     for pattern, words in _MSGPACK_TERMS:
         if pattern.fullmatch(text):

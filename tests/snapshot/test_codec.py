@@ -448,7 +448,9 @@ REFUSALS_IN_OUR_WORDS = {
     "timestamp ext": (b"\xd6\xff\x00\x00\x00\x00", "an extension (ext) value"),
     "cut": (b"\x92\x01", "the data ends inside a value"),
     "int key": (b"\x81\x01\x02", "a map key of type int; keys are text or bytes"),
-    "bad UTF-8": (b"\xa2\xff\xfe", "a string that is not UTF-8 (invalid start byte at byte 0"),
+    "bad UTF-8": (
+        b"\xa2\xff\xfe", "a string that is not UTF-8 (invalid start byte in the sequence at byte 0"
+    ),
     "huge list": (b"\xdd\xff\xff\xff\xff", "a list declares 4294967295 items, more than 5"),
     "huge map": (b"\xdf\xff\xff\xff\xff", "a map declares 4294967295 entries, more than"),
 }
