@@ -369,6 +369,15 @@ text_length(Cursor *cursor, unsigned char type, Py_ssize_t *length)
     }
 }
 
+/* A whole str at the cursor: where its bytes start, and how many there are. */
+static int
+take_text(Cursor *cursor, const unsigned char **start, Py_ssize_t *length)
+{
+    const unsigned char *type;
+    return take(cursor, 1, &type) && text_length(cursor, *type, length)
+           && take(cursor, *length, start);
+}
+
 /* A map (is_map) or an array header; counts the container against the budget, and
  * bounds its size by the bytes left, one per item and two per entry at least. */
 static int
@@ -456,8 +465,7 @@ skip_any(Cursor *cursor, int depth)
         if (!take_container(cursor, 1, &size) || size > 1) return 0;
         for (Py_ssize_t index = 0; index < size; index++) {
             Py_ssize_t key_length;
-            if (!take(cursor, 1, &bytes) || !text_length(cursor, *bytes, &key_length)
-                || !take(cursor, key_length, &bytes) || !skip_any(cursor, depth + 1)) {
+            if (!take_text(cursor, &bytes, &key_length) || !skip_any(cursor, depth + 1)) {
                 return 0;
             }
         }
@@ -508,8 +516,7 @@ record_bytes_fit(Cursor *cursor, const LayoutSpec *spec, Layout *layout)
     }
     for (Py_ssize_t field = 0; field < spec->count; field++) {
         PyObject *name = PyTuple_GET_ITEM(spec->names, field);
-        if (!take(cursor, 1, &bytes) || !text_length(cursor, *bytes, &size)
-            || size != PyBytes_GET_SIZE(name) || !take(cursor, size, &bytes)
+        if (!take_text(cursor, &bytes, &size) || size != PyBytes_GET_SIZE(name)
             || memcmp(bytes, PyBytes_AS_STRING(name), (size_t)size) != 0) {
             return 0;
         }
@@ -554,8 +561,7 @@ collection_bytes_fit(Cursor *cursor, Layout *layout, Py_ssize_t which)
     for (Py_ssize_t index = 0; index < size; index++) {
         /* A key is any str: msgspec checks its UTF-8, and the caller compares the
          * map's size with the dict's to find a repeated one. */
-        if (spec->is_map && !(take(cursor, 1, &bytes) && text_length(cursor, *bytes, &key_length)
-                              && take(cursor, key_length, &bytes))) {
+        if (spec->is_map && !take_text(cursor, &bytes, &key_length)) {
             return 0;
         }
         if (!record_bytes_fit(cursor, &spec->records, NULL)) {
