@@ -29,6 +29,7 @@ from typing import Any
 __all__ = [
     "ACCELERATED",
     "BytesCheck",
+    "Fields",
     "RecordsCheck",
     "built",
     "packs_plain",
@@ -55,12 +56,15 @@ def built() -> bool:
     return _c is not None
 
 
+Fields = tuple[tuple[str, type, str], ...]
+"""Each field of a record as ``_cchecks.c`` reads it: name, type, kind letter."""
+
 RecordsCheck = Callable[[Any], bool]
 """Whether every record in a dict's values (and every key) or a list's items fits."""
 
 
 def records_check(
-    fields: tuple[tuple[str, type, str], ...], key_type: type | None, *, plain: bool = False
+    fields: Fields, key_type: type | None, *, plain: bool = False
 ) -> RecordsCheck | None:
     """The C check of records with ``fields`` (name, type, kind letter, as
     ``_cchecks.c`` reads them) under keys of exactly ``key_type`` (None: any key),
@@ -71,7 +75,7 @@ def records_check(
     check: Callable[..., bool] = _c.records_fit
     names = tuple(name for name, _, _ in fields)
     types = tuple(kind for _, kind, _ in fields)
-    kinds = "".join(letter for _, _, letter in fields).encode("ascii")
+    kinds = _kinds(fields)
 
     def all_fit(container: Any) -> bool:
         return check(container, names, types, kinds, key_type, plain)
@@ -90,16 +94,15 @@ BytesCheck = Callable[["bytes | bytearray | memoryview", int], "tuple[int, ...] 
 """How many records each collection in msgpack bytes holds when the bytes are laid out
 exactly as declared (with at most the given number of maps and lists), or None."""
 
-# The msgpack types each field's type is read from; "*" is Any, and a collection's.
+# The msgpack types each field's type is read from; "*" is Any, and a collection's
+# field (typed object, as Any is).
 _CLASSES: dict[type, bytes] = {
     int: b"i", float: b"f", str: b"s", bool: b"b", bytes: b"y", type(None): b"n", object: b"*",
 }
 
-LayoutFields = tuple[tuple[str, type, str], ...]
-
 
 def records_bytes_check(
-    root: LayoutFields | None, collections: tuple[tuple[bool, LayoutFields], ...]
+    root: Fields | None, collections: tuple[tuple[bool, Fields], ...]
 ) -> BytesCheck | None:
     """The C reading of the bytes of records: ``collections`` (each ``dict[str,
     record]`` when its flag is set, else ``list[record]``, with its records' fields
@@ -107,9 +110,7 @@ def records_bytes_check(
     each in a field of kind ``c`` of a root record with fields ``root``. None when the
     extension is not in use or a field's type is not one msgpack has."""
     every_field = [*(root or ()), *(field for _, fields in collections for field in fields)]
-    if not ACCELERATED or any(
-        kind not in _CLASSES for _, kind, letter in every_field if letter != "c"
-    ):
+    if not ACCELERATED or any(kind not in _CLASSES for _, kind, _ in every_field):
         return None
     check: Callable[..., tuple[int, ...] | None] = _c.records_bytes_fit
     root_spec = None if root is None else _spec(root)
@@ -121,8 +122,10 @@ def records_bytes_check(
     return records_in
 
 
-def _spec(fields: LayoutFields) -> tuple[tuple[bytes, ...], bytes, bytes]:
+def _kinds(fields: Fields) -> bytes:
+    return "".join(letter for _, _, letter in fields).encode("ascii")
+
+
+def _spec(fields: Fields) -> tuple[tuple[bytes, ...], bytes, bytes]:
     names = tuple(name.encode("utf-8", "surrogatepass") for name, _, _ in fields)
-    kinds = "".join(letter for _, _, letter in fields).encode("ascii")
-    scalars = b"".join(b"*" if letter == "c" else _CLASSES[kind] for _, kind, letter in fields)
-    return names, kinds, scalars
+    return names, _kinds(fields), b"".join(_CLASSES[kind] for _, kind, _ in fields)

@@ -54,7 +54,7 @@ from operator import itemgetter
 from typing import Any, Protocol
 
 from statemigrate._model import _accel
-from statemigrate._model._accel import RecordsCheck, packs_plain, records_check
+from statemigrate._model._accel import Fields, RecordsCheck, packs_plain, records_check
 from statemigrate._model._coreschema import INERT, STRUCTURE_PARTS, record_fields
 from statemigrate._model._coreschema import Unsupported as _Unsupported
 from statemigrate._model._plaindata import copy_plain
@@ -63,7 +63,6 @@ __all__ = [
     "Collection",
     "DictNode",
     "FieldNode",
-    "Fields",
     "InPlaceChecker",
     "Node",
     "OptionalNode",
@@ -142,9 +141,6 @@ class RecordNode:
 
 
 Node = _Exact | _AnyValue | _PlainValue | OptionalNode | _List | DictNode | RecordNode
-
-Fields = tuple[tuple[str, type, str], ...]
-"""Each field of a record as ``_cchecks.c`` reads it: name, type, kind letter."""
 
 _ANY = _AnyValue()
 _SCALARS: Mapping[str, type] = {
@@ -526,16 +522,17 @@ def records_layout(node: Node | None) -> RecordsLayout | None:
     root: list[tuple[str, type, str]] = []
     collections: list[Collection] = []
     for field in node.fields:
-        collection = _collection(field.node, field.name)
-        flat = None if collection is not None else _flat_fields(RecordNode((field,)))
-        if not field.required or (collection is None and flat is None):
+        if not field.required:
             return None
+        collection = _collection(field.node, field.name)
         if collection is not None:
             collections.append(collection)
             root.append((field.name, object, "c"))
-        else:
-            assert flat is not None
-            root.extend(flat)
+            continue
+        flat = _flat_fields(RecordNode((field,)))
+        if flat is None:
+            return None
+        root.extend(flat)
     return RecordsLayout(tuple(root), tuple(collections)) if collections else None
 
 

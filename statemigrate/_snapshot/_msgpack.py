@@ -301,10 +301,10 @@ def unpack_typed(
         SnapshotError: as :func:`unpack_data`.
     """
     budget = budget_total(len(raw), container_budget)
-    sizes = None if form.layout is None else form.layout.read(raw, budget)
-    if sizes is not None:
+    layout = form.layout
+    if layout is not None and (sizes := layout.read(raw, budget)) is not None:
         value = _decoded(raw, form.decoder)
-        if value is not _REFUSED and form.layout.sizes(value) == sizes:  # type: ignore[union-attr]
+        if value is not _REFUSED and layout.sizes(value) == sizes:
             return value, True
         value = None  # freed before the bytes are decoded again
     elif _container_headers_at_most(raw, budget):
