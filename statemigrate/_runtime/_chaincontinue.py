@@ -278,12 +278,14 @@ class ChainContinuation:
     def drop(self, why: str, *, worth_saying: bool = False) -> None:
         """Let go of the chain held, if any: its source stops tracking."""
         with self._lock:
+            # The reason first: whoever sees no chain held (a checkpoint on another
+            # thread than the timer's) must also see why.
+            self.why_not, self.worth_saying = why, worth_saying
             held, self._held = self._held, None
             self._cancel_expiry()
         if held is not None:
             held.source.close()
             logger.debug("%s: the chain restored is dropped: %s", self._service, why)
-        self.why_not, self.worth_saying = why, worth_saying
 
     def _judge(
         self, views: list[memoryview], newest: SnapshotHeader, report: RestoreReport
